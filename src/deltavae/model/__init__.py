@@ -1,1 +1,5 @@
-"""placeholder, filled in by this change."""
+"""User-facing model classes."""
+
+from ._zinbvae import ZINBVAE
+
+__all__ = ["ZINBVAE"]

@@ -1,0 +1,204 @@
+"""Clustering agreement between true labels and predicted clusters.
+
+All functions accept any 1-D labels: numpy arrays, lists, or pandas Series (categorical,
+string, integer). Labels are only compared for equality, so the two arguments may use
+different vocabularies, for example cell-type names against cluster ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+ArrayLike = np.ndarray | pd.Series | pd.Categorical | Sequence
+
+
+def _codes(labels: ArrayLike, name: str) -> np.ndarray:
+    """Integer codes 0..n_unique-1 for a 1-D label vector, with validation."""
+    shape = np.shape(labels)
+    if len(shape) != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {shape}")
+    values = labels if isinstance(labels, pd.Series) else pd.Series(labels)
+    if len(values) == 0:
+        raise ValueError(f"{name} is empty; expected at least one label")
+    missing = values.isna().to_numpy()
+    if missing.any():
+        first = int(np.flatnonzero(missing)[0])
+        raise ValueError(
+            f"{name} has {int(missing.sum())} missing (NaN/None) labels, the first at position "
+            f"{first}; drop or fill them before scoring"
+        )
+    codes, _ = pd.factorize(values, sort=False)
+    return codes
+
+
+def _paired_codes(labels_true: ArrayLike, labels_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    true = _codes(labels_true, "labels_true")
+    pred = _codes(labels_pred, "labels_pred")
+    if true.shape[0] != pred.shape[0]:
+        raise ValueError(
+            f"labels_true has length {true.shape[0]} but labels_pred has length "
+            f"{pred.shape[0]}; expected one label per cell in both"
+        )
+    return true, pred
+
+
+def _contingency(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Counts of cells per (true class, predicted cluster): classes x clusters."""
+    n_true, n_pred = true.max() + 1, pred.max() + 1
+    flat = np.bincount(true * n_pred + pred, minlength=n_true * n_pred)
+    return flat.reshape(n_true, n_pred)
+
+
+def _accuracy(true: np.ndarray, pred: np.ndarray) -> float:
+    table = _contingency(true, pred)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    return float(table[rows, cols].sum() / true.shape[0])
+
+
+def _purity(true: np.ndarray, pred: np.ndarray) -> float:
+    return float(_contingency(true, pred).max(axis=0).sum() / true.shape[0])
+
+
+def clustering_accuracy(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
+    """Accuracy after the best one-to-one matching of clusters to classes (Hungarian).
+
+    Each predicted cluster is matched to at most one class so that the matched cells are as
+    many as possible. Cells in unmatched clusters count as errors. This happens when there are
+    more clusters than classes.
+
+    Parameters
+    ----------
+    labels_true
+        True class of each cell.
+    labels_pred
+        Predicted cluster of each cell. The label values need not match ``labels_true``.
+
+    Returns
+    -------
+    float
+        Fraction of cells whose cluster is matched to their class, in [0, 1].
+
+    Examples
+    --------
+    >>> from deltavae.metrics import clustering_accuracy
+    >>> clustering_accuracy(["a", "a", "b", "b"], [1, 1, 0, 0])
+    1.0
+    >>> clustering_accuracy(["a", "a", "b", "b"], [0, 1, 2, 2])
+    0.75
+    """
+    return _accuracy(*_paired_codes(labels_true, labels_pred))
+
+
+def purity(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
+    """Cluster purity: each cluster is credited with its most common class.
+
+    Purity is 1 when every cluster holds a single class. Unlike
+    :func:`clustering_accuracy`, it also reaches 1 when each cell is its own cluster.
+
+    Parameters
+    ----------
+    labels_true
+        True class of each cell.
+    labels_pred
+        Predicted cluster of each cell.
+
+    Returns
+    -------
+    float
+        ``sum_clusters max_class n(class, cluster) / n_cells``, in (0, 1].
+
+    Examples
+    --------
+    >>> from deltavae.metrics import purity
+    >>> purity(["a", "a", "b", "b"], [0, 0, 0, 1])
+    0.75
+    """
+    return _purity(*_paired_codes(labels_true, labels_pred))
+
+
+def ari(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
+    """Adjusted Rand index (:func:`sklearn.metrics.adjusted_rand_score`).
+
+    Parameters
+    ----------
+    labels_true
+        True class of each cell.
+    labels_pred
+        Predicted cluster of each cell.
+
+    Returns
+    -------
+    float
+        1 for identical partitions and about 0 for random ones.
+
+    Examples
+    --------
+    >>> from deltavae.metrics import ari
+    >>> ari(["x", "x", "y", "y"], [5, 5, 7, 7])
+    1.0
+    """
+    true, pred = _paired_codes(labels_true, labels_pred)
+    return float(adjusted_rand_score(true, pred))
+
+
+def nmi(labels_true: ArrayLike, labels_pred: ArrayLike, average_method: str = "arithmetic") -> float:
+    """Normalised mutual information (:func:`sklearn.metrics.normalized_mutual_info_score`).
+
+    Parameters
+    ----------
+    labels_true
+        True class of each cell.
+    labels_pred
+        Predicted cluster of each cell.
+    average_method
+        How the two entropies are averaged in the normaliser: ``"arithmetic"``,
+        ``"geometric"``, ``"min"`` or ``"max"``.
+
+    Returns
+    -------
+    float
+        In [0, 1]. It is 1 for identical partitions.
+
+    Examples
+    --------
+    >>> from deltavae.metrics import nmi
+    >>> nmi(["x", "x", "y", "y"], [1, 1, 0, 0])
+    1.0
+    """
+    true, pred = _paired_codes(labels_true, labels_pred)
+    return float(normalized_mutual_info_score(true, pred, average_method=average_method))
+
+
+def cluster_scores(labels_true: ArrayLike, labels_pred: ArrayLike) -> dict[str, float]:
+    """ARI, NMI, Hungarian accuracy and purity in one dictionary.
+
+    Parameters
+    ----------
+    labels_true
+        True class of each cell.
+    labels_pred
+        Predicted cluster of each cell.
+
+    Returns
+    -------
+    dict
+        Keys ``"ari"``, ``"nmi"``, ``"accuracy"`` and ``"purity"``, with float values.
+
+    Examples
+    --------
+    >>> from deltavae.metrics import cluster_scores
+    >>> cluster_scores(["a", "a", "b"], [0, 0, 1])["accuracy"]
+    1.0
+    """
+    true, pred = _paired_codes(labels_true, labels_pred)
+    return {
+        "ari": float(adjusted_rand_score(true, pred)),
+        "nmi": float(normalized_mutual_info_score(true, pred)),
+        "accuracy": _accuracy(true, pred),
+        "purity": _purity(true, pred),
+    }

@@ -1,0 +1,178 @@
+"""Early, clear checks of user input, run before anything touches the AnnData."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 10_000
+
+
+def _matrix(adata: AnnData, layer: str | None):
+    if layer is None:
+        if adata.X is None:
+            raise ValueError("adata.X is empty (None); pass the layer that holds the data.")
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(
+            f"layer {layer!r} is not in adata.layers; available layers: {list(adata.layers)}."
+        )
+    return adata.layers[layer]
+
+
+def _chunks(X, chunk: int = _CHUNK) -> Iterator[np.ndarray | sparse.spmatrix]:
+    # Row chunks, so that a large or backed matrix is never densified whole.
+    for start in range(0, X.shape[0], chunk):
+        yield X[start : start + chunk]
+
+
+def _values(block) -> np.ndarray:
+    if sparse.issparse(block):
+        return np.asarray(block.data)
+    return np.asarray(block)
+
+
+def check_data(
+    adata: AnnData,
+    layer: str | None = None,
+    kind: Literal["counts", "real", "binary"] = "counts",
+) -> None:
+    """Check the data matrix a model will read.
+
+    Raises a ``ValueError`` that names the problem for: fewer than 2 cells, NaN or infinite
+    values, and (``kind="counts"``) negative or non-integer values, (``kind="binary"``) values
+    outside [0, 1]. Warns about all-zero cells and genes; raises if every cell is empty.
+
+    Parameters
+    ----------
+    adata
+        The AnnData to check. It is only read.
+    layer
+        Layer holding the data; ``None`` for ``adata.X``.
+    kind
+        What the likelihood needs: raw ``"counts"``, any ``"real"`` values, or ``"binary"``
+        values in [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad
+    >>> check_data(ad.AnnData(np.array([[1.0, 0.0], [0.0, 2.0]])))
+    >>> check_data(ad.AnnData(np.array([[1.5, 0.0], [0.0, 2.0]])))
+    Traceback (most recent call last):
+    ...
+    ValueError: adata.X must hold raw counts: found non-integer values such as 1.5 ...
+    """
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    if adata.n_obs < 2:
+        raise ValueError(f"At least 2 cells are needed to train a model; got {adata.n_obs}.")
+    if adata.n_vars < 1:
+        raise ValueError("adata has no variables (genes).")
+    X = _matrix(adata, layer)
+    cell_sums = np.zeros(adata.n_obs)
+    gene_nonzero = np.zeros(adata.n_vars, dtype=bool)
+    row = 0
+    for block in _chunks(X):
+        values = _values(block)
+        if not np.issubdtype(values.dtype, np.number) and values.dtype != bool:
+            raise ValueError(f"{where} must be numeric; got dtype {values.dtype}.")
+        n_nan = int(np.isnan(values).sum()) if values.dtype.kind == "f" else 0
+        if n_nan:
+            raise ValueError(f"{where} contains {n_nan} NaN values; fill or remove them first.")
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise ValueError(f"{where} contains infinite values; data must be finite.")
+        if kind == "counts":
+            if (values < 0).any():
+                raise ValueError(
+                    f"{where} must hold raw counts: found negative values (min {values.min()})."
+                )
+            frac = values[values != np.round(values)]
+            if frac.size:
+                raise ValueError(
+                    f"{where} must hold raw counts: found non-integer values such as "
+                    f"{frac.flat[0]:g} ({frac.size} in this block). Pass the raw counts "
+                    "(e.g. layer='counts'), not normalized or log-transformed data."
+                )
+        elif kind == "binary" and ((values < 0).any() or (values > 1).any()):
+            raise ValueError(
+                f"{where} must lie in [0, 1] for a Bernoulli likelihood; found values in "
+                f"[{values.min():g}, {values.max():g}]."
+            )
+        sums = np.asarray(abs(block).sum(axis=1)).ravel()
+        cell_sums[row : row + len(sums)] = sums
+        gene_nonzero |= np.asarray((block != 0).sum(axis=0)).ravel() > 0
+        row += len(sums)
+    n_empty = int((cell_sums == 0).sum())
+    if n_empty == adata.n_obs:
+        raise ValueError(f"Every cell in {where} is all zeros; there is nothing to learn from.")
+    if n_empty:
+        names = ", ".join(map(str, adata.obs_names[cell_sums == 0][:5]))
+        warnings.warn(
+            f"{n_empty} cells in {where} are all zeros (e.g. {names}); consider "
+            "sc.pp.filter_cells(adata, min_counts=1).",
+            UserWarning,
+            stacklevel=3,
+        )
+    n_silent = int((~gene_nonzero).sum())
+    if n_silent:
+        warnings.warn(
+            f"{n_silent} genes in {where} are zero in every cell; consider "
+            "sc.pp.filter_genes(adata, min_cells=1).",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def check_obs_keys(adata: AnnData, keys: dict[str, str | Iterable[str] | None]) -> None:
+    """Check that each named obs column exists and has no missing values.
+
+    Parameters
+    ----------
+    adata
+        The AnnData to check.
+    keys
+        Mapping from the argument name (e.g. ``"batch_key"``) to the obs column(s) it names;
+        ``None`` values are skipped.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, anndata as ad
+    >>> a = ad.AnnData(np.ones((2, 2)), obs=pd.DataFrame({"b": ["x", "y"]}, index=["c1", "c2"]))
+    >>> check_obs_keys(a, {"batch_key": "b"})
+    """
+    for arg, value in keys.items():
+        if value is None:
+            continue
+        for key in [value] if isinstance(value, str) else list(value):
+            if key not in adata.obs:
+                raise KeyError(
+                    f"{arg}={key!r} is not a column of adata.obs; available columns: "
+                    f"{list(adata.obs.columns)}."
+                )
+            n_missing = int(pd.isna(adata.obs[key]).sum())
+            if n_missing:
+                raise ValueError(
+                    f"{arg}={key!r}: adata.obs[{key!r}] has {n_missing} missing values (NaN); "
+                    "fill them (e.g. with 'unknown') or drop those cells."
+                )
+
+
+def check_size_factors(adata: AnnData, size_factor_key: str | None) -> None:
+    """Size factors must be finite and positive."""
+    if size_factor_key is None:
+        return
+    check_obs_keys(adata, {"size_factor_key": size_factor_key})
+    values = np.asarray(adata.obs[size_factor_key], dtype=float)
+    if not np.isfinite(values).all() or (values <= 0).any():
+        raise ValueError(
+            f"size_factor_key={size_factor_key!r} must hold finite, positive numbers; found "
+            f"min {np.nanmin(values):g}."
+        )

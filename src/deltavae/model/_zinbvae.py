@@ -1,0 +1,202 @@
+"""ZINBVAE: scVI's zero-inflated negative-binomial VAE, as a Pyro program on scvi-tools."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import numpy as np
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import (
+    CategoricalJointObsField,
+    CategoricalObsField,
+    LayerField,
+    NumericalObsField,
+)
+from scvi.model._utils import _init_library_size
+from scvi.model.base import (
+    ArchesMixin,
+    BaseModelClass,
+    PyroSampleMixin,
+    RNASeqMixin,
+    VAEMixin,
+)
+
+from ..module import ZINBVAEModule
+from ._base import DeltaModelMixin
+from ._validation import check_data, check_obs_keys, check_size_factors
+
+logger = logging.getLogger(__name__)
+
+
+class ZINBVAE(
+    DeltaModelMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, ArchesMixin, BaseModelClass
+):
+    """Zero-inflated negative-binomial VAE for raw single-cell counts (scVI's model, in Pyro).
+
+    Latents, normalized expression, differential expression and likelihood parameters come
+    from scvi-tools' mixins (``get_latent_representation``, ``get_normalized_expression``,
+    ``differential_expression``, ``get_reconstruction_error`` ...).
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_latent
+        Dimension of the latent space.
+    n_hidden
+        Units per hidden layer.
+    n_layers
+        Hidden layers in the encoder and the decoder.
+    dropout_rate
+        Dropout in the encoder.
+    likelihood
+        ``"zinb"`` (zero-inflated negative binomial) or ``"nb"``.
+    dispersion
+        ``"gene"``: one inverse dispersion per gene; ``"gene-batch"``: one per gene and batch.
+    use_observed_lib_size
+        Use each cell's observed library size (or registered size factor); ``False`` learns a
+        latent library size with a per-batch log-normal prior.
+    encode_covariates
+        Give the batch and categorical covariates to the encoder too (they always reach the
+        decoder).
+
+    Examples
+    --------
+    >>> import deltavae as dv
+    >>> adata = dv.datasets.pbmc3k()
+    >>> dv.model.ZINBVAE.setup_anndata(adata)
+    >>> vae = dv.model.ZINBVAE(adata, n_latent=10)
+    >>> vae.train(max_epochs=100)  # doctest: +SKIP
+    >>> vae.write_to_adata()  # doctest: +SKIP
+    ['obsm/X_zinbvae']
+    """
+
+    _module_cls = ZINBVAEModule
+    latent_key = "X_zinbvae"
+
+    def __init__(
+        self,
+        adata: AnnData,
+        n_latent: int = 10,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        likelihood: Literal["zinb", "nb"] = "zinb",
+        dispersion: Literal["gene", "gene-batch"] = "gene",
+        use_observed_lib_size: bool = True,
+        encode_covariates: bool = True,
+    ):
+        super().__init__(adata)
+        if likelihood not in ("zinb", "nb"):
+            raise ValueError(f"likelihood must be 'zinb' or 'nb', got {likelihood!r}.")
+        if n_latent < 1 or n_hidden < 1 or n_layers < 1:
+            raise ValueError(
+                f"n_latent, n_hidden and n_layers must be >= 1; got {n_latent}, {n_hidden}, "
+                f"{n_layers}."
+            )
+        n_batch = self.summary_stats.n_batch
+        cat_registry = self.adata_manager.data_registry.get(REGISTRY_KEYS.CAT_COVS_KEY)
+        n_cats_per_cov = (
+            self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY).n_cats_per_key
+            if cat_registry is not None
+            else None
+        )
+        uses_size_factor = self.registry_["setup_args"]["size_factor_key"] is not None
+        library_log_means = library_log_vars = None
+        if not use_observed_lib_size and not uses_size_factor:
+            library_log_means, library_log_vars = _init_library_size(self.adata_manager, n_batch)
+        self.module = self._module_cls(
+            n_input=self.summary_stats.n_vars,
+            n_batch=n_batch,
+            n_cats_per_cov=n_cats_per_cov,
+            n_hidden=n_hidden,
+            n_latent=n_latent,
+            n_layers=n_layers,
+            dropout_rate=dropout_rate,
+            dispersion=dispersion,
+            likelihood=likelihood,
+            use_observed_lib_size=use_observed_lib_size or uses_size_factor,
+            library_log_means=library_log_means,
+            library_log_vars=library_log_vars,
+            encode_covariates=encode_covariates,
+        )
+        self._model_summary_string = (
+            f"ZINBVAE: n_latent {n_latent}, n_hidden {n_hidden}, n_layers {n_layers}, "
+            f"likelihood {likelihood}, dispersion {dispersion}, batches {n_batch}"
+        )
+        self._record_version()
+        self.init_params_ = self._get_init_params(locals())
+
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
+        size_factor_key: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Register the AnnData fields the model reads; the data are checked first.
+
+        Parameters
+        ----------
+        adata
+            AnnData with raw counts (cells x genes).
+        layer
+            Layer with the raw counts; ``None`` for ``adata.X``.
+        batch_key
+            obs column with the batch (or condition) of each cell.
+        categorical_covariate_keys
+            obs columns with further categorical covariates.
+        size_factor_key
+            obs column with a size factor per cell, used instead of the observed library size.
+
+        Examples
+        --------
+        >>> adata = dv.datasets.kang_ifnb()  # doctest: +SKIP
+        >>> dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")  # doctest: +SKIP
+        """
+        check_obs_keys(
+            adata,
+            {"batch_key": batch_key, "categorical_covariate_keys": categorical_covariate_keys},
+        )
+        check_size_factors(adata, size_factor_key)
+        check_data(adata, layer, kind="counts")
+        setup_method_args = cls._get_setup_method_args(**locals())
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
+            NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
+        ]
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    def write_to_adata(self, adata: AnnData | None = None, batch_size: int | None = None):
+        """Write the posterior mean latent to ``adata.obsm["X_zinbvae"]``.
+
+        Parameters
+        ----------
+        adata
+            AnnData to write to (set up like the training data); default the training AnnData.
+        batch_size
+            Cells per minibatch during inference.
+
+        Returns
+        -------
+        The keys written, as ``"slot/key"`` strings.
+
+        Examples
+        --------
+        >>> vae.write_to_adata()  # doctest: +SKIP
+        ['obsm/X_zinbvae']
+        """
+        adata = self._resolve_adata(adata)
+        latent = self.get_latent_representation(adata, batch_size=batch_size)
+        adata.obsm[self.latent_key] = np.asarray(latent, dtype=np.float32)
+        return [f"obsm/{self.latent_key}"]

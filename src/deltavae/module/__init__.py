@@ -1,0 +1,5 @@
+"""Pyro modules: the generative model and amortised guide of every deltavae model."""
+
+from ._zinbvae import ZINBVAEModule
+
+__all__ = ["ZINBVAEModule"]

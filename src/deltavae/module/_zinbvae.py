@@ -1,0 +1,271 @@
+"""ZINBVAE: scVI's generative model as a Pyro program.
+
+Generative model, for a cell with counts x, batch b and categorical covariates c:
+
+    z ~ Normal(0, I)                                  latent state, n_latent dims
+    l = log(sum_g x_g)        (observed library)  or  l ~ Normal(mu_b, sigma_b^2)
+    rho = softmax(f(z, b, c))                         normalized expression over genes
+    x_g ~ ZINB(mean = exp(l) * rho_g, inverse dispersion theta_g, dropout logit pi_g(z, b, c))
+
+Guide: q(z | x, b, c) = Normal(mu(x, b, c), sigma(x, b, c)) (and q(l | x, b, c) for a latent
+library), amortised by scvi-tools' ``Encoder`` on log1p counts.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pyro
+import pyro.distributions as pdist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from scvi import REGISTRY_KEYS
+from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+from scvi.module.base import LossOutput
+from scvi.nn import DecoderSCVI, Encoder
+from torch.distributions import Normal, kl_divergence
+
+from ..distributions import count_distribution
+from ._base import DeltaPyroModule
+
+_X = REGISTRY_KEYS.X_KEY
+_BATCH = REGISTRY_KEYS.BATCH_KEY
+_CAT = REGISTRY_KEYS.CAT_COVS_KEY
+_SF = REGISTRY_KEYS.SIZE_FACTOR_KEY
+
+
+def split_categoricals(cat_covs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """Columns of the joint categorical covariate tensor, as scvi-tools' networks take them."""
+    if cat_covs is None:
+        return ()
+    return torch.split(cat_covs, 1, dim=1)
+
+
+class ZINBVAEModule(DeltaPyroModule):
+    """Pyro module of :class:`deltavae.model.ZINBVAE`.
+
+    Parameters
+    ----------
+    n_input
+        Number of genes.
+    n_batch
+        Number of batches (1 when there is no batch key).
+    n_cats_per_cov
+        Number of categories of each extra categorical covariate.
+    n_hidden, n_latent, n_layers, dropout_rate
+        Network sizes, as in scVI.
+    dispersion
+        ``"gene"`` (one inverse dispersion per gene) or ``"gene-batch"``.
+    likelihood
+        ``"zinb"`` or ``"nb"``.
+    use_observed_lib_size
+        Use each cell's observed log library size (or its size factor) instead of a latent one.
+    library_log_means, library_log_vars
+        Per-batch prior of the latent log library, shape ``(1, n_batch)``.
+    encode_covariates
+        Feed batch and covariates to the encoder as well as the decoder.
+
+    Examples
+    --------
+    >>> module = ZINBVAEModule(n_input=100, n_batch=2)
+    >>> module.n_latent
+    10
+    """
+
+    _pyro_name = "zinbvae"
+
+    def __init__(
+        self,
+        n_input: int,
+        n_batch: int = 1,
+        n_cats_per_cov: list[int] | None = None,
+        n_hidden: int = 128,
+        n_latent: int = 10,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        dispersion: Literal["gene", "gene-batch"] = "gene",
+        likelihood: Literal["zinb", "nb"] = "zinb",
+        use_observed_lib_size: bool = True,
+        library_log_means=None,
+        library_log_vars=None,
+        encode_covariates: bool = True,
+    ):
+        super().__init__()
+        self.n_input = n_input
+        self.n_batch = n_batch
+        self.n_latent = n_latent
+        self.dispersion = dispersion
+        self.likelihood = likelihood
+        self.use_observed_lib_size = use_observed_lib_size
+
+        cat_list = [n_batch, *(n_cats_per_cov or [])]
+        encoder_cats = cat_list if encode_covariates else None
+        common = {"n_layers": n_layers, "n_hidden": n_hidden, "dropout_rate": dropout_rate}
+        self.z_encoder = Encoder(
+            n_input, n_latent, n_cat_list=encoder_cats, return_dist=True, **common
+        )
+        self.l_encoder = None
+        if not use_observed_lib_size:
+            if library_log_means is None or library_log_vars is None:
+                raise ValueError("A latent library size needs library_log_means and _vars.")
+            self.register_buffer("library_log_means", torch.as_tensor(library_log_means).float())
+            self.register_buffer("library_log_vars", torch.as_tensor(library_log_vars).float())
+            self.l_encoder = Encoder(
+                n_input, 1, n_cat_list=encoder_cats, return_dist=True, n_layers=1,
+                n_hidden=n_hidden, dropout_rate=dropout_rate,
+            )
+        self.decoder = DecoderSCVI(
+            n_latent, n_input, n_cat_list=cat_list, n_layers=n_layers, n_hidden=n_hidden
+        )
+        if dispersion == "gene":
+            self.px_r = torch.nn.Parameter(torch.randn(n_input))
+        elif dispersion == "gene-batch":
+            self.px_r = torch.nn.Parameter(torch.randn(n_input, n_batch))
+        else:
+            raise ValueError(f"dispersion must be 'gene' or 'gene-batch', got {dispersion!r}.")
+
+    # ----------------------------------------------------------------- shared pieces
+    @staticmethod
+    def _get_fn_args_from_batch(tensor_dict: dict[str, torch.Tensor]):
+        args = (
+            tensor_dict[_X],
+            tensor_dict[_BATCH],
+            tensor_dict.get(_CAT),
+            tensor_dict.get(_SF),
+        )
+        return args, {}
+
+    @property
+    def list_obs_plate_vars(self) -> dict:
+        """Per-cell sites, so posterior sampling treats them as local."""
+        sites = {"latent": self.n_latent}
+        if not self.use_observed_lib_size:
+            sites["library"] = 1
+        return {"name": "cells", "in": [0], "sites": sites}
+
+    def _encode(self, x, batch_index, cat_covs):
+        x_ = torch.log1p(x)
+        cats = split_categoricals(cat_covs)
+        qz, _ = self.z_encoder(x_, batch_index, *cats)
+        ql = None if self.l_encoder is None else self.l_encoder(x_, batch_index, *cats)[0]
+        return qz, ql
+
+    @staticmethod
+    def _observed_library(x, size_factor):
+        if size_factor is not None:
+            return torch.log(size_factor)
+        return torch.log(x.sum(dim=-1, keepdim=True))
+
+    def _library_prior(self, batch_index) -> Normal:
+        idx = batch_index.long().view(-1)
+        mean = self.library_log_means[0, idx].unsqueeze(-1)
+        var = self.library_log_vars[0, idx].unsqueeze(-1)
+        return Normal(mean, var.sqrt())
+
+    def _theta(self, batch_index) -> torch.Tensor:
+        if self.dispersion == "gene":
+            return torch.exp(self.px_r)
+        one_hot = F.one_hot(batch_index.long().view(-1), self.n_batch).float()
+        return torch.exp(F.linear(one_hot, self.px_r))
+
+    def _decode(self, z, library, batch_index, cat_covs):
+        """Mean, inverse dispersion and dropout logits of p(x | z, l, b, c)."""
+        px_scale, _, px_rate, px_dropout = self.decoder(
+            "gene", z, library, batch_index, *split_categoricals(cat_covs)
+        )
+        return px_scale, px_rate, self._theta(batch_index), px_dropout
+
+    # ----------------------------------------------------------------- Pyro program
+    def model(self, x, batch_index, cat_covs=None, size_factor=None, kl_weight: float = 1.0):
+        """Generative model; ``kl_weight`` scales the latent sites for KL warm-up."""
+        pyro.module(self._pyro_name, self)
+        n = x.shape[0]
+        with self._cell_plate(n):
+            with poutine.scale(scale=kl_weight):
+                z = pyro.sample(
+                    "latent",
+                    pdist.Normal(x.new_zeros(n, self.n_latent), 1.0).to_event(1),
+                )
+                if self.use_observed_lib_size:
+                    library = self._observed_library(x, size_factor)
+                else:
+                    prior = self._library_prior(batch_index)
+                    library = pyro.sample(
+                        "library", pdist.Normal(prior.loc, prior.scale).to_event(1)
+                    )
+            _, px_rate, theta, px_dropout = self._decode(z, library, batch_index, cat_covs)
+            pyro.sample(
+                "obs",
+                count_distribution(self.likelihood, px_rate, theta, px_dropout).to_event(1),
+                obs=x,
+            )
+
+    def guide(self, x, batch_index, cat_covs=None, size_factor=None, kl_weight: float = 1.0):
+        """Amortised mean-field guide q(z | x) (and q(l | x))."""
+        pyro.module(self._pyro_name, self)
+        n = x.shape[0]
+        with self._cell_plate(n), poutine.scale(scale=kl_weight):
+            qz, ql = self._encode(x, batch_index, cat_covs)
+            pyro.sample("latent", pdist.Normal(qz.loc, qz.scale).to_event(1))
+            if ql is not None:
+                pyro.sample("library", pdist.Normal(ql.loc, ql.scale).to_event(1))
+
+    # ----------------------------------------------------------------- torch side
+    def _get_inference_input(self, tensors, **kwargs):
+        return {
+            "x": tensors[_X],
+            "batch_index": tensors[_BATCH],
+            "cat_covs": tensors.get(_CAT),
+            "size_factor": tensors.get(_SF),
+        }
+
+    def inference(self, x, batch_index, cat_covs=None, size_factor=None, n_samples: int = 1):
+        """Posterior of z (and l); ``z`` is a sample, ``qz`` the distribution."""
+        qz, ql = self._encode(x, batch_index, cat_covs)
+        shape = (n_samples,) if n_samples > 1 else ()
+        z = qz.rsample(shape)
+        if ql is None:
+            library = self._observed_library(x, size_factor)
+            if n_samples > 1:
+                library = library.expand(n_samples, *library.shape)
+        else:
+            library = ql.rsample(shape)
+        return {"z": z, "qz": qz, "ql": ql, "library": library}
+
+    def _get_generative_input(self, tensors, inference_outputs, **kwargs):
+        return {
+            "z": inference_outputs["z"],
+            "library": inference_outputs["library"],
+            "batch_index": tensors[_BATCH],
+            "cat_covs": tensors.get(_CAT),
+        }
+
+    def generative(self, z, library, batch_index, cat_covs=None, transform_batch=None):
+        """p(x | z, l) as scvi-tools' distribution (with ``scale`` for normalized expression)."""
+        if transform_batch is not None:
+            batch_index = torch.full_like(batch_index, int(transform_batch))
+        px_scale, px_rate, theta, px_dropout = self._decode(z, library, batch_index, cat_covs)
+        if self.likelihood == "zinb":
+            px = ZeroInflatedNegativeBinomial(
+                mu=px_rate, theta=theta, zi_logits=px_dropout, scale=px_scale
+            )
+        else:
+            px = NegativeBinomial(mu=px_rate, theta=theta, scale=px_scale)
+        return {"px": px, "pz": Normal(torch.zeros_like(z), torch.ones_like(z))}
+
+    def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
+        """Negative ELBO per cell, split into reconstruction and KL terms."""
+        x = tensors[_X]
+        reconstruction = -generative_outputs["px"].log_prob(x).sum(-1)
+        kl_z = kl_divergence(inference_outputs["qz"], generative_outputs["pz"]).sum(-1)
+        kl_l = torch.zeros_like(kl_z)
+        if inference_outputs["ql"] is not None:
+            prior = self._library_prior(tensors[_BATCH])
+            kl_l = kl_divergence(inference_outputs["ql"], prior).sum(-1)
+        loss = torch.mean(reconstruction + kl_weight * (kl_z + kl_l))
+        return LossOutput(
+            loss=loss,
+            reconstruction_loss=reconstruction,
+            kl_local={"kl_divergence_z": kl_z, "kl_divergence_l": kl_l},
+        )

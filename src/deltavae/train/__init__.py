@@ -1,0 +1,5 @@
+"""Training plan: Pyro ELBO as a differentiable loss under Lightning, with a validation ELBO."""
+
+from ._plan import DeltaTrainingPlan
+
+__all__ = ["DeltaTrainingPlan"]

@@ -1,0 +1,95 @@
+"""The Lightning training plan shared by every deltavae model.
+
+scvi-tools' ``PyroTrainingPlan`` steps Pyro's SVI (optimiser state in Pyro's global param store)
+and logs no validation ELBO. We use the lower-level plan instead: the ELBO is a differentiable
+loss and a torch optimiser owns ``module.parameters()``. That keeps every parameter in the
+module's ``state_dict`` (so save/load and two models in one process are safe), lets Lightning
+handle devices and gradient synchronisation, and makes early stopping on ``elbo_validation``
+possible.
+"""
+
+from __future__ import annotations
+
+import torch
+from scvi.train import LowLevelPyroTrainingPlan
+
+
+class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
+    """Train a deltavae Pyro module with per-cell ELBOs for training and validation.
+
+    The module's ``model`` and ``guide`` describe the whole data set (their cell plate has
+    size ``module.n_obs``); the plan scales the loss by ``1 / n_obs`` so the logged
+    ``elbo_train`` and ``elbo_validation`` are negative ELBOs per cell, comparable across data
+    sets and with scvi-tools. The validation ELBO is always the full ELBO (KL weight 1).
+
+    Parameters
+    ----------
+    pyro_module
+        A :class:`~scvi.module.base.PyroBaseModuleClass` whose ``model`` and ``guide`` take
+        ``kl_weight`` as a keyword argument.
+    optim_kwargs
+        Keyword arguments for :class:`torch.optim.Adam` (default ``lr=1e-3``, ``eps=0.01`` as
+        in scvi-tools).
+    n_epochs_kl_warmup
+        Epochs over which the KL weight rises linearly from ``min_kl_weight`` to 1.
+    min_kl_weight
+        Starting KL weight; Pyro's ``scale`` handler needs it positive.
+    **kwargs
+        Passed to :class:`~scvi.train.LowLevelPyroTrainingPlan`.
+
+    Examples
+    --------
+    >>> plan = DeltaTrainingPlan(vae.module, n_epochs_kl_warmup=10)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        pyro_module,
+        optim_kwargs: dict | None = None,
+        n_epochs_kl_warmup: int | None = None,
+        min_kl_weight: float = 1e-6,
+        **kwargs,
+    ):
+        optim_kwargs = {"lr": 1e-3, "eps": 0.01, **(optim_kwargs or {})}
+        super().__init__(
+            pyro_module,
+            optim_kwargs=optim_kwargs,
+            n_epochs_kl_warmup=n_epochs_kl_warmup,
+            min_kl_weight=min_kl_weight,
+            **kwargs,
+        )
+
+    @property
+    def n_obs_training(self):
+        """Number of training cells: the cell plate's size and the per-cell ELBO divisor."""
+        return self._n_obs_training
+
+    @n_obs_training.setter
+    def n_obs_training(self, n_obs: int | None):
+        self._n_obs_training = n_obs
+        if n_obs:
+            self.module.n_obs = n_obs
+            self.scale_elbo = 1.0 / n_obs
+
+    def _loss(self, batch, kl_weight: float) -> tuple[torch.Tensor, int]:
+        args, kwargs = self.module._get_fn_args_from_batch(batch)
+        if self.use_kl_weight:
+            kwargs["kl_weight"] = kl_weight
+        loss = self.differentiable_loss_fn(
+            self.scale_fn(self.module.model), self.scale_fn(self.module.guide), *args, **kwargs
+        )
+        return loss, args[0].shape[0]
+
+    def training_step(self, batch, batch_idx):
+        """One SVI step: the annealed negative ELBO per cell as a torch loss."""
+        kl_weight = float(self.kl_weight)
+        loss, n = self._loss(batch, kl_weight)
+        self.log("kl_weight", kl_weight, on_step=False, on_epoch=True, batch_size=n)
+        self.training_step_outputs.append({"loss": loss.detach()})
+        return {"loss": loss}
+
+    def validation_step(self, batch, batch_idx):
+        """Full negative ELBO per cell on held-out cells (logged as ``elbo_validation``)."""
+        loss, n = self._loss(batch, 1.0)
+        self.log("elbo_validation", loss, on_step=False, on_epoch=True, batch_size=n)
+        return loss
