@@ -67,9 +67,10 @@ def _search_roots() -> list[Path]:
         roots.append(Path(env).expanduser())
     cwd = Path.cwd().resolve()
     roots.extend(parent / "shared" / "data" for parent in (cwd, *cwd.parents))
-    # Also look next to the source tree, so tests run from another directory still find it.
+    # Also look above the source tree (src/deltavae/datasets -> repository and its parents), so
+    # code run from another directory still finds a data folder next to the checkout.
     here = Path(__file__).resolve()
-    roots.extend(parent / "shared" / "data" for parent in here.parents)
+    roots.extend(parent / "shared" / "data" for parent in here.parents[2:])
     unique: list[Path] = []
     for root in roots:
         if root not in unique:
@@ -335,7 +336,7 @@ def mob_spatial(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
 def spatial_reference_pair(
     name: str, data_dir: str | os.PathLike | None = None
 ) -> tuple[ad.AnnData, ad.AnnData]:
-    """A spatial dataset and its annotated single-cell reference (RCTD/spacexr toy data).
+    """Load a spatial dataset and its annotated single-cell reference (RCTD/spacexr toys).
 
     The two share most of their genes; intersect ``var_names`` before deconvolution. The
     reference's total count over all genes is in ``obs["nUMI_all_genes"]``. The cerebellum
@@ -381,7 +382,7 @@ def spatial_reference_pair(
 
 
 def mnist(data_dir: str | os.PathLike | None = None, n: int | None = None) -> ad.AnnData:
-    """The MNIST test set (10,000 handwritten digits) as an AnnData object.
+    """Load the MNIST test set (10,000 handwritten digits) as an AnnData object.
 
     Parameters
     ----------

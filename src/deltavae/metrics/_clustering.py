@@ -146,7 +146,9 @@ def ari(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     return float(adjusted_rand_score(true, pred))
 
 
-def nmi(labels_true: ArrayLike, labels_pred: ArrayLike, average_method: str = "arithmetic") -> float:
+def nmi(
+    labels_true: ArrayLike, labels_pred: ArrayLike, average_method: str = "arithmetic"
+) -> float:
     """Normalised mutual information (:func:`sklearn.metrics.normalized_mutual_info_score`).
 
     Parameters

@@ -164,7 +164,14 @@ class DeltaModelMixin(PyroSviTrainMixin):
             attr_dict, var_names, _, _ = _load_saved_files(
                 dir_path, False, map_location="cpu", prefix=prefix
             )
-        except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, KeyError) as e:
+        except (
+            OSError,
+            RuntimeError,
+            EOFError,
+            pickle.UnpicklingError,
+            zipfile.BadZipFile,
+            KeyError,
+        ) as e:
             raise ValueError(
                 f"The model file in {dir_path!r} is corrupted or truncated and cannot be read "
                 f"({type(e).__name__}: {e})."

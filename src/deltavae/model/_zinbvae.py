@@ -31,9 +31,7 @@ from ._validation import check_data, check_obs_keys, check_size_factors
 logger = logging.getLogger(__name__)
 
 
-class ZINBVAE(
-    DeltaModelMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, ArchesMixin, BaseModelClass
-):
+class ZINBVAE(DeltaModelMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, ArchesMixin, BaseModelClass):
     """Zero-inflated negative-binomial VAE for raw single-cell counts (scVI's model, in Pyro).
 
     Latents, normalized expression, differential expression and likelihood parameters come

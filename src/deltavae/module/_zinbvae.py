@@ -112,8 +112,13 @@ class ZINBVAEModule(DeltaPyroModule):
             self.register_buffer("library_log_means", torch.as_tensor(library_log_means).float())
             self.register_buffer("library_log_vars", torch.as_tensor(library_log_vars).float())
             self.l_encoder = Encoder(
-                n_input, 1, n_cat_list=encoder_cats, return_dist=True, n_layers=1,
-                n_hidden=n_hidden, dropout_rate=dropout_rate,
+                n_input,
+                1,
+                n_cat_list=encoder_cats,
+                return_dist=True,
+                n_layers=1,
+                n_hidden=n_hidden,
+                dropout_rate=dropout_rate,
             )
         self.decoder = DecoderSCVI(
             n_latent, n_input, n_cat_list=cat_list, n_layers=n_layers, n_hidden=n_hidden

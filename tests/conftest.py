@@ -1,0 +1,25 @@
+"""Shared fixtures: small synthetic count data with known clusters and conditions."""
+
+import matplotlib
+import pytest
+import scvi
+import torch
+
+matplotlib.use("Agg")
+# Tiny models: one thread avoids oversubscribing the 2 CI cores (spin-waits cost 10x).
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    scvi.settings.seed = 0
+
+
+@pytest.fixture
+def counts_adata():
+    """300 cells x 60 genes, 3 clusters x 2 conditions, raw counts in X and layers['counts']."""
+    import deltavae as dv
+
+    return dv.datasets.synthetic_counts(
+        n_cells=300, n_genes=60, n_clusters=3, n_conditions=2, seed=0
+    )

@@ -1,0 +1,160 @@
+"""Every bad input gets a clear error before training and leaves the AnnData unchanged."""
+
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import deltavae as dv
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def _dense(X):
+    return X.toarray() if sp.issparse(X) else np.asarray(X)
+
+
+def _snapshot(adata):
+    return (
+        list(adata.obs.columns),
+        sorted(adata.uns.keys()),
+        sorted(adata.obsm.keys()),
+        adata.X.copy(),
+    )
+
+
+def _assert_unchanged(adata, snap):
+    cols, uns, obsm, X = snap
+    assert list(adata.obs.columns) == cols
+    assert sorted(adata.uns.keys()) == uns
+    assert sorted(adata.obsm.keys()) == obsm
+    np.testing.assert_array_equal(_dense(adata.X), _dense(X))
+
+
+def _setup_fails(adata, exc, match, **kwargs):
+    snap = _snapshot(adata)
+    with pytest.raises(exc, match=match):
+        dv.model.ZINBVAE.setup_anndata(adata, **kwargs)
+    _assert_unchanged(adata, snap)
+
+
+def test_missing_layer(counts_adata):
+    _setup_fails(counts_adata, KeyError, "layer 'raw' is not in adata.layers", layer="raw")
+
+
+def test_missing_obs_keys(counts_adata):
+    _setup_fails(counts_adata, KeyError, "batch_key='donor'", batch_key="donor")
+    _setup_fails(
+        counts_adata,
+        KeyError,
+        "categorical_covariate_keys='age'",
+        categorical_covariate_keys=["condition", "age"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (-1.0, "negative values"),
+        (0.5, "non-integer values such as 0.5"),
+        (np.nan, "NaN"),
+        (np.inf, "infinite"),
+    ],
+)
+@pytest.mark.parametrize("sparse", [True, False])
+def test_bad_count_values(counts_adata, value, match, sparse):
+    X = counts_adata.X.toarray()
+    X[3, 4] = value
+    counts_adata.X = sp.csr_matrix(X) if sparse else X
+    _setup_fails(counts_adata, ValueError, match)
+
+
+def test_bad_values_in_a_layer_are_named(counts_adata):
+    counts_adata.layers["log"] = np.log1p(counts_adata.X.toarray())
+    _setup_fails(
+        counts_adata, ValueError, r"adata.layers\['log'\] must hold raw counts", layer="log"
+    )
+
+
+def test_empty_cells_and_genes_warn(counts_adata):
+    X = counts_adata.X.toarray()
+    X[0] = 0
+    X[:, 1] = 0
+    counts_adata.X = sp.csr_matrix(X)
+    with pytest.warns(UserWarning) as record:
+        dv.model.ZINBVAE.setup_anndata(counts_adata)
+    messages = " ".join(str(r.message) for r in record)
+    assert "1 cells" in messages and counts_adata.obs_names[0] in messages
+    assert "1 genes" in messages
+
+
+def test_all_cells_empty_raises(counts_adata):
+    counts_adata.X = sp.csr_matrix(counts_adata.shape, dtype=np.float32)
+    _setup_fails(counts_adata, ValueError, "Every cell")
+
+
+def test_fewer_than_two_cells(counts_adata):
+    one = counts_adata[:1].copy()
+    _setup_fails(one, ValueError, "At least 2 cells")
+
+
+def test_batch_key_with_nan(counts_adata):
+    counts_adata.obs["donor"] = ["a"] * 299 + [np.nan]
+    _setup_fails(counts_adata, ValueError, "1 missing values", batch_key="donor")
+
+
+def test_bad_size_factors(counts_adata):
+    counts_adata.obs["sf"] = 1.0
+    counts_adata.obs.loc[counts_adata.obs_names[2], "sf"] = 0.0
+    _setup_fails(counts_adata, ValueError, "finite, positive", size_factor_key="sf")
+
+
+def test_bad_model_arguments(counts_adata):
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    with pytest.raises(ValueError, match="likelihood"):
+        dv.model.ZINBVAE(counts_adata, likelihood="poisson")
+    with pytest.raises(ValueError, match="dispersion"):
+        dv.model.ZINBVAE(counts_adata, dispersion="gene-cell")
+
+
+@pytest.fixture
+def saved(counts_adata, tmp_path):
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, n_latent=3, n_hidden=16)
+    model.train(max_epochs=1, **TRAIN)
+    path = tmp_path / "model"
+    model.save(path)
+    return model, path
+
+
+def test_save_path_exists(saved):
+    model, path = saved
+    with pytest.raises(ValueError, match="already exists; pass overwrite=True"):
+        model.save(path)
+    model.save(path, overwrite=True)
+
+
+def test_load_with_different_genes(saved, counts_adata):
+    _, path = saved
+    fewer = counts_adata[:, 5:].copy()
+    with pytest.raises(ValueError, match="5 missing"):
+        dv.model.ZINBVAE.load(path, adata=fewer)
+    shuffled = counts_adata[:, ::-1].copy()
+    with pytest.raises(ValueError, match="genes differ"):
+        dv.model.ZINBVAE.load(path, adata=shuffled)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupted_model_file(saved, counts_adata, damage):
+    _, path = saved
+    (pt,) = [p for p in os.listdir(path) if p.endswith(".pt")]
+    data = (path / pt).read_bytes()
+    (path / pt).write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00" * 100)
+    with pytest.raises(ValueError, match="corrupted or truncated"):
+        dv.model.ZINBVAE.load(path, adata=counts_adata)
+
+
+def test_missing_model_directory(tmp_path, counts_adata):
+    with pytest.raises(FileNotFoundError, match="No saved model"):
+        dv.model.ZINBVAE.load(tmp_path / "nope", adata=counts_adata)

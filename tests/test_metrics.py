@@ -1,0 +1,87 @@
+"""Tests for deltavae.metrics clustering scores, on hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deltavae.metrics import ari, cluster_scores, clustering_accuracy, nmi, purity
+
+
+def test_permuted_labels_score_perfectly():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 4, size=200)
+    permutation = np.array([2, 0, 3, 1])
+    predicted = permutation[truth]
+    scores = cluster_scores(truth, predicted)
+    assert scores == {"ari": 1.0, "nmi": 1.0, "accuracy": 1.0, "purity": 1.0}
+
+
+def test_known_contingency_accuracy_and_purity():
+    # contingency (classes x clusters):
+    #        p0 p1 p2
+    #   a     4  1  0
+    #   b     3  0  2
+    # Hungarian picks a->p0 (4) and b->p2 (2): accuracy 6/10. Purity takes column maxima: 4+1+2.
+    truth = ["a"] * 5 + ["b"] * 5
+    predicted = ["p0"] * 4 + ["p1"] + ["p0"] * 3 + ["p2"] * 2
+    assert clustering_accuracy(truth, predicted) == pytest.approx(0.6)
+    assert purity(truth, predicted) == pytest.approx(0.7)
+
+
+def test_more_predicted_clusters_than_classes():
+    truth = [0, 0, 0, 0, 1, 1, 1, 1]
+    predicted = [0, 0, 1, 1, 2, 2, 3, 3]
+    # Only two clusters can be matched; the other two clusters' cells are errors.
+    assert clustering_accuracy(truth, predicted) == pytest.approx(0.5)
+    assert purity(truth, predicted) == 1.0
+
+
+def test_fewer_predicted_clusters_than_classes():
+    truth = ["x", "x", "y", "y", "z", "z"]
+    predicted = [0, 0, 0, 0, 1, 1]
+    assert clustering_accuracy(truth, predicted) == pytest.approx(4 / 6)
+    assert purity(truth, predicted) == pytest.approx(4 / 6)
+
+
+def test_accepts_series_categoricals_and_strings():
+    truth = pd.Series(pd.Categorical(["B", "B", "T", "T", "NK"], categories=["NK", "T", "B", "DC"]))
+    predicted = pd.Series(["c1", "c1", "c0", "c0", "c2"], index=[10, 11, 12, 13, 14])
+    assert cluster_scores(truth, predicted) == {
+        "ari": 1.0,
+        "nmi": 1.0,
+        "accuracy": 1.0,
+        "purity": 1.0,
+    }
+
+
+def test_ari_nmi_match_known_values():
+    truth = [0, 0, 0, 1, 1, 1]
+    predicted = [0, 0, 1, 1, 2, 2]
+    # By hand: sum C(n_ij, 2) = 2, expected 6 * 3 / 15 = 1.2, max 4.5 -> ARI 0.8 / 3.3.
+    assert ari(truth, predicted) == pytest.approx(0.8 / 3.3)
+    # MI = (2/3) log 2; arithmetic mean of entropies (log 2 + log 3) / 2.
+    expected_nmi = (2 / 3) * np.log(2) / ((np.log(2) + np.log(3)) / 2)
+    assert nmi(truth, predicted) == pytest.approx(expected_nmi)
+    assert nmi(truth, predicted, average_method="max") < nmi(truth, predicted)
+
+
+def test_length_mismatch_names_both_lengths():
+    with pytest.raises(ValueError, match="length 3.*length 2"):
+        clustering_accuracy([0, 1, 1], [0, 1])
+
+
+@pytest.mark.parametrize("bad", [[0, np.nan, 1], pd.Series(["a", None, "b"])])
+def test_missing_labels_rejected(bad):
+    with pytest.raises(ValueError, match="missing"):
+        cluster_scores(bad, [0, 1, 1])
+    with pytest.raises(ValueError, match="labels_pred"):
+        purity([0, 1, 1], bad)
+
+
+def test_empty_and_two_dimensional_rejected():
+    with pytest.raises(ValueError, match="empty"):
+        ari([], [])
+    with pytest.raises(ValueError, match=r"1-D.*\(2, 2\)"):
+        nmi(np.zeros((2, 2)), [0, 1])

@@ -1,0 +1,172 @@
+"""ZINBVAE: training, latents, covariates, save/load, param-store isolation, early stopping."""
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from pyro import poutine
+
+import deltavae as dv
+from deltavae.metrics import ari
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def _fit(adata, epochs=30, **model_kwargs):
+    model = dv.model.ZINBVAE(adata, n_latent=5, n_hidden=32, **model_kwargs)
+    model.train(max_epochs=epochs, batch_size=64, **TRAIN)
+    return model
+
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
+
+
+def _changed(before, after):
+    return any(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """One model trained long enough to learn the synthetic structure, shared by read-only tests."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=300, n_genes=60, n_clusters=3, n_conditions=2, seed=0
+    )
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    return _fit(adata, epochs=100), adata
+
+
+def test_loss_falls_and_latent_separates_clusters(trained):
+    model, adata = trained
+    train = model.history["elbo_train"]["elbo_train"].to_numpy(float)
+    val = model.history["elbo_validation"]["elbo_validation"].to_numpy(float)
+    assert len(train) == len(val) == 100
+    assert np.isfinite(train).all() and np.isfinite(val).all()
+    assert train[-1] < 0.9 * train[0]
+    assert val[-1] < val[0]
+    keys = model.write_to_adata()
+    assert keys == ["obsm/X_zinbvae"]
+    z = adata.obsm["X_zinbvae"]
+    assert z.shape == (adata.n_obs, 5)
+    from sklearn.cluster import KMeans
+
+    pred = KMeans(3, n_init=10, random_state=0).fit_predict(z)
+    assert ari(adata.obs["cluster"], pred) > 0.9
+
+
+def test_inference_is_deterministic(trained):
+    model, _ = trained
+    np.testing.assert_array_equal(
+        model.get_latent_representation(), model.get_latent_representation()
+    )
+
+
+def test_differential_expression_between_clusters(trained):
+    model, adata = trained
+    de = model.differential_expression(groupby="cluster", group1="0", group2="1", mode="change")
+    assert set(de.index) == set(adata.var_names)
+    marker_of = adata.var.loc[de.index, "marker_of"]
+    # Cluster 0's markers go up, cluster 1's go down, in the 0-vs-1 comparison.
+    assert de.loc[marker_of == "0", "lfc_mean"].mean() > 1.0
+    assert de.loc[marker_of == "1", "lfc_mean"].mean() < -1.0
+    top = de.sort_values("proba_de", ascending=False).index[:20]
+    assert marker_of[top].isin(["0", "1"]).mean() > 0.8
+
+
+def test_covariates_reach_encoder_and_decoder(counts_adata):
+    counts_adata.obs["donor"] = np.tile(["d1", "d2", "d3"], counts_adata.n_obs // 3)
+    dv.model.ZINBVAE.setup_anndata(
+        counts_adata, batch_key="condition", categorical_covariate_keys=["donor"]
+    )
+    model = _fit(counts_adata, epochs=5)
+    first = model.module.decoder.px_decoder.fc_layers[0][0]
+    assert first.in_features == 5 + 2 + 3  # latent + batch one-hot + donor one-hot
+    enc = model.module.z_encoder.encoder.fc_layers[0][0]
+    assert enc.in_features == 60 + 2 + 3
+    ctrl = model.get_normalized_expression(transform_batch="ctrl")
+    stim = model.get_normalized_expression(transform_batch="stim")
+    assert ctrl.shape == (300, 60)
+    np.testing.assert_allclose(ctrl.sum(1), 1.0, rtol=1e-4)
+    assert np.abs(ctrl.to_numpy() - stim.to_numpy()).max() > 1e-4
+
+
+def test_pyro_model_matches_torch_likelihood(trained):
+    """The Pyro program and scvi-tools' torch side compute the same log p(x | z)."""
+    model, adata = trained
+    module = model.module.eval()
+    tensors = next(iter(model._make_data_loader(adata, batch_size=50)))
+    inf = module.inference(**module._get_inference_input(tensors))
+    gen = module.generative(**module._get_generative_input(tensors, inf))
+    torch_ll = gen["px"].log_prob(tensors["X"]).sum(-1)
+    args, kwargs = module._get_fn_args_from_batch(tensors)
+    conditioned = poutine.condition(module.model, data={"latent": inf["z"]})
+    trace = poutine.trace(conditioned).get_trace(*args, **kwargs)
+    pyro_ll = trace.nodes["obs"]["fn"].log_prob(tensors["X"])
+    torch.testing.assert_close(pyro_ll, torch_ll, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"likelihood": "nb"},
+        {"dispersion": "gene-batch"},
+        {"use_observed_lib_size": False},
+        {"n_layers": 2, "encode_covariates": False},
+    ],
+)
+def test_model_options_train(counts_adata, kwargs):
+    dv.model.ZINBVAE.setup_anndata(counts_adata, batch_key="condition")
+    model = _fit(counts_adata, epochs=8, **kwargs)
+    train = model.history["elbo_train"]["elbo_train"].to_numpy(float)
+    assert np.isfinite(train).all() and train[-1] < train[0]
+    assert model.get_latent_representation().shape == (300, 5)
+
+
+def test_size_factor_key(counts_adata):
+    counts_adata.obs["sf"] = np.asarray(counts_adata.X.sum(1)).ravel() / 100.0
+    dv.model.ZINBVAE.setup_anndata(counts_adata, size_factor_key="sf")
+    model = _fit(counts_adata, epochs=3)
+    assert model.module.use_observed_lib_size
+    assert np.isfinite(model.history["elbo_train"]["elbo_train"].to_numpy(float)).all()
+
+
+def test_save_load_roundtrip_and_continued_training(counts_adata, tmp_path):
+    dv.model.ZINBVAE.setup_anndata(counts_adata, batch_key="condition")
+    model = _fit(counts_adata, epochs=5)
+    z = model.get_latent_representation()
+    model.save(tmp_path / "m")
+    loaded = dv.model.ZINBVAE.load(tmp_path / "m", adata=counts_adata)
+    np.testing.assert_allclose(loaded.get_latent_representation(), z, atol=1e-6)
+    assert list(loaded.history["elbo_train"].index) == list(range(5))
+    before = _params(loaded)
+    loaded.train(max_epochs=2, **TRAIN)
+    assert _changed(before, _params(loaded))
+    assert not np.allclose(loaded.get_latent_representation(), z, atol=1e-6)
+
+
+def test_two_models_in_one_process_do_not_interfere(counts_adata):
+    other = counts_adata.copy()
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    dv.model.ZINBVAE.setup_anndata(other)
+    a = _fit(counts_adata, epochs=2)
+    a_before = _params(a)
+    b = _fit(other, epochs=2)
+    assert not _changed(a_before, _params(a))
+    b_before = _params(b)
+    a.train(max_epochs=2, **TRAIN)
+    assert _changed(a_before, _params(a))
+    assert not _changed(b_before, _params(b))
+    assert len(pyro.get_param_store()) > 0
+
+
+def test_early_stopping_stops(counts_adata):
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, n_latent=5, n_hidden=32)
+    model.train(
+        max_epochs=100,
+        early_stopping=True,
+        early_stopping_patience=2,
+        early_stopping_min_delta=1e6,  # no epoch counts as an improvement
+        **TRAIN,
+    )
+    assert len(model.history["elbo_validation"]) <= 4
