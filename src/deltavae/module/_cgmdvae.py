@@ -1,0 +1,316 @@
+"""c*GMΔVÆ: the conditional Gaussian-mixture Dirichlet VAE, as a Pyro program.
+
+Generative model for a cell with data x and categorical conditions c (all optional):
+
+    w ~ N(0, I)                                   continuous "style", n_latent_w dims
+    d ~ Dir(alpha)                                cluster proportions, K dims
+    y ~ Cat(d)                                    cluster
+    z ~ N(mu_y(w, c), sigma_y(w, c)^2)            one network maps (w, c) to all K components
+    x ~ p(x | z, c)                               ZINB/NB with library size, Normal or Bernoulli
+
+Inference: q(z | x, c) q(w | x, c) q(y | z, c) q(d | z, c), with q(d | z, c) a Dirichlet.
+
+The negative ELBO per cell splits into five terms (plus a classifier term for labelled cells):
+
+    reconstruction  -E_q[log p(x | z, c)]
+    z-term          E_q[log q(z | x) - sum_y q(y | z) log p(z | w, y, c)]
+    w-term          KL(q(w | x) || N(0, I))
+    y-term          E_q(z)[sum_y q(y | z) (log q(y | z) - E_q(d|z)[log d_y])]
+    d-term          KL(q(d | z) || Dir(alpha))
+
+y is summed exactly over the K clusters, and E_q[log d_y] = psi(beta_y) - psi(sum beta) is used
+exactly, so only w and z are sampled. For a labelled cell q(y | z) is replaced by its label.
+
+In the Pyro program, w and z are sample sites with reparameterised guide sites; the discrete
+(y, d) part, summed and integrated analytically given z and w, enters as one ``pyro.factor``.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as pdist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from scvi import REGISTRY_KEYS
+from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+from scvi.module.base import LossOutput
+from scvi.nn import DecoderSCVI
+from torch.distributions import Bernoulli, Dirichlet, Normal, kl_divergence
+
+from ..distributions import count_distribution
+from ..nn import ClusterHead, GaussianHeads, MixturePrior, ObservationDecoder
+from ._base import DeltaPyroModule
+from ._zinbvae import split_categoricals
+
+_X = REGISTRY_KEYS.X_KEY
+_CAT = REGISTRY_KEYS.CAT_COVS_KEY
+_LABELS = REGISTRY_KEYS.LABELS_KEY
+
+COUNT_LIKELIHOODS = ("zinb", "nb")
+LIKELIHOODS = (*COUNT_LIKELIHOODS, "normal", "bernoulli")
+
+
+class CGMDVAEModule(DeltaPyroModule):
+    """Pyro module of :class:`deltavae.model.CGMDVAE`.
+
+    Parameters
+    ----------
+    n_input
+        Number of features (genes, pixels).
+    n_clusters
+        Number of mixture components K.
+    n_cats_per_cov
+        Number of categories of each condition covariate.
+    n_latent, n_latent_w
+        Dimensions of z and w.
+    n_hidden, n_layers, dropout_rate
+        Network sizes.
+    likelihood
+        ``"zinb"``, ``"nb"``, ``"normal"`` or ``"bernoulli"``.
+    dirichlet_alpha
+        Concentration of p(d) = Dir(alpha), a scalar or one value per cluster.
+    classifier_weight
+        Weight of the cross-entropy of q(y | z) on labelled cells.
+    label_to_cluster
+        Cluster index of every registered label code (-1 for the unlabelled code).
+
+    Examples
+    --------
+    >>> module = CGMDVAEModule(n_input=16, n_clusters=5)
+    >>> module.n_clusters
+    5
+    """
+
+    _pyro_name = "cgmdvae"
+
+    def __init__(
+        self,
+        n_input: int,
+        n_clusters: int,
+        n_cats_per_cov: list[int] | None = None,
+        n_latent: int = 10,
+        n_latent_w: int = 5,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        likelihood: str = "zinb",
+        dirichlet_alpha: float | list[float] = 1.0,
+        classifier_weight: float = 50.0,
+        label_to_cluster: list[int] | None = None,
+    ):
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}.")
+        self.n_input, self.n_clusters = n_input, n_clusters
+        self.n_latent, self.n_latent_w = n_latent, n_latent_w
+        self.likelihood = likelihood
+        self.classifier_weight = classifier_weight
+        cats = list(n_cats_per_cov or [])
+        alpha = torch.as_tensor(dirichlet_alpha, dtype=torch.float32).expand(n_clusters).clone()
+        self.register_buffer("alpha", alpha)
+        self.register_buffer(
+            "label_to_cluster", torch.as_tensor(label_to_cluster or [-1], dtype=torch.long)
+        )
+        self.encoder = GaussianHeads(
+            n_input, {"z": n_latent, "w": n_latent_w}, cats, n_hidden, n_layers, dropout_rate
+        )
+        self.cluster_head = ClusterHead(n_latent, n_clusters, cats, n_hidden)
+        self.prior = MixturePrior(n_latent_w, n_latent, n_clusters, cats, n_hidden)
+        if likelihood in COUNT_LIKELIHOODS:
+            self.decoder = DecoderSCVI(
+                n_latent, n_input, n_cat_list=cats, n_layers=n_layers, n_hidden=n_hidden
+            )
+            self.px_r = torch.nn.Parameter(torch.randn(n_input))
+        else:
+            self.decoder = ObservationDecoder(
+                n_latent, n_input, likelihood, cats, n_hidden, n_layers
+            )
+
+    # ----------------------------------------------------------------- building blocks
+    @staticmethod
+    def _get_fn_args_from_batch(tensor_dict):
+        return (tensor_dict[_X], tensor_dict.get(_CAT), tensor_dict.get(_LABELS)), {}
+
+    @property
+    def list_obs_plate_vars(self) -> dict:
+        """Per-cell sites, so posterior sampling treats them as local."""
+        return {"name": "cells", "in": [0], "sites": {"z": self.n_latent, "w": self.n_latent_w}}
+
+    def observed_clusters(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """Cluster index of each cell's label, -1 where unlabelled; None without labels."""
+        if labels is None or (self.label_to_cluster < 0).all():
+            return None
+        return self.label_to_cluster[labels.long().view(-1)]
+
+    def encode(self, x, cat_covs=None) -> tuple[Normal, Normal]:
+        """q(z | x, c) and q(w | x, c)."""
+        x_ = torch.log1p(x) if self.likelihood in COUNT_LIKELIHOODS else x
+        q = self.encoder(x_, *split_categoricals(cat_covs))
+        return q["z"], q["w"]
+
+    def cluster_posterior(self, z, cat_covs=None):
+        """Logits of q(y | z, c) and concentrations of q(d | z, c)."""
+        return self.cluster_head(z, *split_categoricals(cat_covs))
+
+    def decode(self, z, cat_covs=None, library=None) -> dict[str, torch.Tensor]:
+        """Parameters of p(x | z, c): for counts the mean at ``library`` (log) and more."""
+        cats = split_categoricals(cat_covs)
+        if self.likelihood in COUNT_LIKELIHOODS:
+            px_scale, _, px_rate, px_dropout = self.decoder("gene", z, library, *cats)
+            return {
+                "scale": px_scale,
+                "mu": px_rate,
+                "theta": torch.exp(self.px_r),
+                "zi_logits": px_dropout,
+            }
+        return {"out": self.decoder(z, *cats)}
+
+    def _pyro_likelihood(self, params: dict[str, torch.Tensor]):
+        if self.likelihood in COUNT_LIKELIHOODS:
+            return count_distribution(
+                self.likelihood, params["mu"], params["theta"], params["zi_logits"]
+            )
+        if self.likelihood == "normal":
+            return pdist.Normal(params["out"], torch.exp(self.decoder.log_scale))
+        return pdist.Bernoulli(logits=params["out"])
+
+    def _torch_likelihood(self, params: dict[str, torch.Tensor]):
+        if self.likelihood == "zinb":
+            return ZeroInflatedNegativeBinomial(
+                mu=params["mu"],
+                theta=params["theta"],
+                zi_logits=params["zi_logits"],
+                scale=params["scale"],
+            )
+        if self.likelihood == "nb":
+            return NegativeBinomial(mu=params["mu"], theta=params["theta"], scale=params["scale"])
+        if self.likelihood == "normal":
+            return Normal(params["out"], torch.exp(self.decoder.log_scale))
+        return Bernoulli(logits=params["out"])
+
+    def _library(self, x):
+        if self.likelihood not in COUNT_LIKELIHOODS:
+            return None
+        return torch.log(x.sum(-1, keepdim=True).clamp(min=1.0))
+
+    def mixture_terms(self, z, w, cat_covs=None, y_obs=None) -> dict[str, torch.Tensor]:
+        """The per-cell ELBO terms of (y, d) given samples of z and w, exact in y and d.
+
+        Returns ``log_pz`` (sum_y q(y) log p(z | w, y)), ``y_term``, ``d_term`` and
+        ``classifier`` (cross-entropy of q(y | z) on labelled cells, 0 elsewhere), each of
+        shape ``(n_cells,)``.
+        """
+        logits, beta = self.cluster_posterior(z, cat_covs)
+        log_qy = F.log_softmax(logits, dim=-1)
+        qy = log_qy.exp()
+        classifier = torch.zeros_like(logits[:, 0])
+        if y_obs is not None:
+            labelled = y_obs >= 0
+            one_hot = F.one_hot(y_obs.clamp(min=0), self.n_clusters).to(qy.dtype)
+            mask = labelled.unsqueeze(-1)
+            classifier = torch.where(
+                labelled, -log_qy.gather(-1, y_obs.clamp(min=0).unsqueeze(-1)).squeeze(-1), 0.0
+            )
+            qy = torch.where(mask, one_hot, qy)
+            # A label is certain: its q(y) log q(y) is 0.
+            log_qy = torch.where(mask, torch.zeros_like(log_qy), log_qy)
+        pz = self.prior(w, *split_categoricals(cat_covs))
+        log_pz_y = pz.log_prob(z.unsqueeze(-2)).sum(-1)  # (cells, K)
+        e_log_d = torch.digamma(beta) - torch.digamma(beta.sum(-1, keepdim=True))
+        return {
+            "log_pz": (qy * log_pz_y).sum(-1),
+            "y_term": (qy * (log_qy - e_log_d)).sum(-1),
+            "d_term": kl_divergence(Dirichlet(beta), Dirichlet(self.alpha.expand_as(beta))),
+            "classifier": classifier,
+        }
+
+    # ----------------------------------------------------------------- Pyro program
+    def model(self, x, cat_covs=None, labels=None, kl_weight: float = 1.0):
+        """Generative model with the discrete (y, d) part summed out given z (a factor)."""
+        pyro.module(self._pyro_name, self)
+        n = x.shape[0]
+        y_obs = self.observed_clusters(labels)
+        with self._cell_plate(n):
+            with poutine.scale(scale=kl_weight):
+                w = pyro.sample(
+                    "w", pdist.Normal(x.new_zeros(n, self.n_latent_w), 1.0).to_event(1)
+                )
+                # z's density under the mixture comes from the factor below; this site only
+                # pairs z with its guide site.
+                z = pyro.sample(
+                    "z",
+                    pdist.Normal(x.new_zeros(n, self.n_latent), 1.0).mask(False).to_event(1),
+                )
+                terms = self.mixture_terms(z, w, cat_covs, y_obs)
+                pyro.factor("mixture", terms["log_pz"] - terms["y_term"] - terms["d_term"])
+            params = self.decode(z, cat_covs, self._library(x))
+            pyro.sample("obs", self._pyro_likelihood(params).to_event(1), obs=x)
+            if y_obs is not None:
+                pyro.factor("classifier", -self.classifier_weight * terms["classifier"])
+
+    def guide(self, x, cat_covs=None, labels=None, kl_weight: float = 1.0):
+        """q(w | x, c) q(z | x, c); q(y | z, c) and q(d | z, c) live in the model's factor."""
+        pyro.module(self._pyro_name, self)
+        with self._cell_plate(x.shape[0]), poutine.scale(scale=kl_weight):
+            qz, qw = self.encode(x, cat_covs)
+            pyro.sample("w", pdist.Normal(qw.loc, qw.scale).to_event(1))
+            pyro.sample("z", pdist.Normal(qz.loc, qz.scale).to_event(1))
+
+    # ----------------------------------------------------------------- torch side
+    def _get_inference_input(self, tensors, **kwargs):
+        return {"x": tensors[_X], "cat_covs": tensors.get(_CAT)}
+
+    def inference(self, x, cat_covs=None, n_samples: int = 1):
+        """q(z), q(w) and samples; cluster probabilities at the posterior mean of z."""
+        qz, qw = self.encode(x, cat_covs)
+        shape = (n_samples,) if n_samples > 1 else ()
+        logits, beta = self.cluster_posterior(qz.loc, cat_covs)
+        return {
+            "qz": qz,
+            "qw": qw,
+            "z": qz.rsample(shape),
+            "w": qw.rsample(shape),
+            "library": self._library(x),
+            "cluster_logits": logits,
+            "d_concentration": beta,
+        }
+
+    def _get_generative_input(self, tensors, inference_outputs, **kwargs):
+        return {
+            "z": inference_outputs["z"],
+            "library": inference_outputs["library"],
+            "cat_covs": tensors.get(_CAT),
+        }
+
+    def generative(self, z, library=None, cat_covs=None, transform_batch=None):
+        """p(x | z, c) as a torch distribution."""
+        if library is not None and z.dim() == 3:
+            library = library.expand(z.shape[0], *library.shape)
+        return {"px": self._torch_likelihood(self.decode(z, cat_covs, library))}
+
+    def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
+        """Negative ELBO per cell, split into its five terms (and the classifier term)."""
+        x = tensors[_X]
+        z, w = inference_outputs["z"], inference_outputs["w"]
+        qz, qw = inference_outputs["qz"], inference_outputs["qw"]
+        cat_covs = tensors.get(_CAT)
+        y_obs = self.observed_clusters(tensors.get(_LABELS))
+        terms = self.mixture_terms(z, w, cat_covs, y_obs)
+        reconstruction = -generative_outputs["px"].log_prob(x).sum(-1)
+        z_term = qz.log_prob(z).sum(-1) - terms["log_pz"]
+        w_term = kl_divergence(qw, Normal(torch.zeros_like(w), 1.0)).sum(-1)
+        kl = {
+            "z_term": z_term,
+            "w_term": w_term,
+            "y_term": terms["y_term"],
+            "d_term": terms["d_term"],
+        }
+        total = reconstruction + kl_weight * sum(kl.values())
+        total = total + self.classifier_weight * terms["classifier"]
+        return LossOutput(
+            loss=total.mean(),
+            reconstruction_loss=reconstruction,
+            kl_local=kl,
+            classification_loss=terms["classifier"].mean(),
+        )
