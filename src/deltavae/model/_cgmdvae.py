@@ -1,4 +1,4 @@
-"""CGMDVAE (c*GMΔVÆ): clustering, conditions and generation with a Gaussian-mixture Dirichlet VAE."""
+"""CGMDVAE (c*GMΔVÆ): clustering, conditions and generation with a mixture Dirichlet VAE."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
-from scvi import REGISTRY_KEYS
+from scvi import REGISTRY_KEYS, settings
 from scvi.data import AnnDataManager
 from scvi.data.fields import (
     CategoricalJointObsField,
@@ -16,6 +16,7 @@ from scvi.data.fields import (
     LabelsWithUnlabeledObsField,
     LayerField,
 )
+from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import (
     ArchesMixin,
     BaseModelClass,
@@ -28,6 +29,7 @@ from torch.distributions import Categorical, Dirichlet, Normal
 from ..module import CGMDVAEModule
 from ..module._cgmdvae import COUNT_LIKELIHOODS, LIKELIHOODS
 from ..module._zinbvae import split_categoricals
+from ..train import MixtureInitialization
 from ._base import DeltaModelMixin
 from ._validation import check_data, check_obs_keys
 
@@ -37,9 +39,7 @@ _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 _DEFAULT_UNLABELED = "Unknown"
 
 
-class CGMDVAE(
-    DeltaModelMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, ArchesMixin, BaseModelClass
-):
+class CGMDVAE(DeltaModelMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, ArchesMixin, BaseModelClass):
     """Conditional Gaussian-mixture Dirichlet VAE (c*GMΔVÆ).
 
     p(x | z, c) p(z | w, y, c) p(y | d) p(d) p(w), with p(w) = N(0, I), p(d) = Dir(alpha),
@@ -198,11 +198,46 @@ class CGMDVAE(
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
+    def train(
+        self,
+        max_epochs: int | None = None,
+        mixture_init_epoch: int | str | None = "auto",
+        **kwargs,
+    ):
+        """Train the model; see :meth:`deltavae.model.ZINBVAE.train` for the common arguments.
+
+        Parameters
+        ----------
+        max_epochs
+            Passes through the training cells.
+        mixture_init_epoch
+            Epoch at which the mixture components are placed on k-means clusters of z (and on
+            the labelled cells' means). ``"auto"``: a tenth of the epochs, at most 10, for a
+            model not trained before; ``None`` skips it.
+        **kwargs
+            Passed to :meth:`deltavae.model.ZINBVAE.train` (``lr``, ``batch_size``,
+            ``early_stopping``, ``n_epochs_kl_warmup``, Lightning trainer arguments...).
+
+        Examples
+        --------
+        >>> g.train(max_epochs=200, early_stopping=True)  # doctest: +SKIP
+        """
+        if max_epochs is None:
+            max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
+        if mixture_init_epoch == "auto":
+            mixture_init_epoch = None if self.is_trained_ else min(10, max(1, max_epochs // 10))
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        if mixture_init_epoch is not None and mixture_init_epoch < max_epochs:
+            callbacks.append(MixtureInitialization(mixture_init_epoch, seed=settings.seed or 0))
+        return super().train(max_epochs=max_epochs, callbacks=callbacks, **kwargs)
+
     # ----------------------------------------------------------------- registry helpers
     @property
     def condition_keys(self) -> list[str]:
         """obs columns registered as conditions."""
-        return list(self.registry_["setup_args"]["condition_key"] and self._cat_state().field_keys)
+        if self.registry_["setup_args"]["condition_key"] is None:
+            return []
+        return list(self._cat_state().field_keys)
 
     def _cat_state(self):
         return self.adata_manager.get_state_registry(_CAT)
@@ -227,7 +262,7 @@ class CGMDVAE(
         extra = range(self.module.n_clusters - len(labels))
         return labels + [f"novel_{j}" if labels else str(j) for j in extra]
 
-    def _condition_codes(self, condition, n: int) -> torch.Tensor | None:
+    def _condition_codes(self, condition, n: int, seed: int | None = None) -> torch.Tensor | None:
         """Codes of the requested condition(s) for n cells; None when unconditioned."""
         keys = self.condition_keys
         if not keys:
@@ -247,7 +282,7 @@ class CGMDVAE(
                 # Draw from the conditions' frequencies in the training data.
                 freq = self.adata.obs[key].astype(str).value_counts(normalize=True)
                 p = np.array([freq.get(v, 0.0) for v in known])
-                codes[:, j] = np.random.default_rng().choice(len(known), size=n, p=p / p.sum())
+                codes[:, j] = np.random.default_rng(seed).choice(len(known), size=n, p=p / p.sum())
             elif str(value) not in known:
                 raise ValueError(
                     f"Condition {key}={value!r} was never seen in training; known: {known}."
@@ -408,8 +443,7 @@ class CGMDVAE(
         with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
             if seed is not None:
                 torch.manual_seed(seed)
-                np.random.seed(seed)
-            cats = self._condition_codes(condition, n_cells)
+            cats = self._condition_codes(condition, n_cells, seed)
             if cluster is None:
                 d = Dirichlet(module.alpha).sample((n_cells,))
                 y = Categorical(probs=d).sample()
@@ -487,7 +521,9 @@ class CGMDVAE(
             outs.append(self._expected(params).cpu())
         obs = adata.obs.copy()
         for key in self.condition_keys:
-            value = target_condition[key] if isinstance(target_condition, dict) else target_condition
+            value = (
+                target_condition[key] if isinstance(target_condition, dict) else target_condition
+            )
             obs[key] = str(value)
         out = AnnData(X=torch.cat(outs).numpy().astype(np.float32), obs=obs, var=adata.var.copy())
         for key in [k for k in obs if k.startswith("_scvi")]:

@@ -233,9 +233,7 @@ class CGMDVAEModule(DeltaPyroModule):
         y_obs = self.observed_clusters(labels)
         with self._cell_plate(n):
             with poutine.scale(scale=kl_weight):
-                w = pyro.sample(
-                    "w", pdist.Normal(x.new_zeros(n, self.n_latent_w), 1.0).to_event(1)
-                )
+                w = pyro.sample("w", pdist.Normal(x.new_zeros(n, self.n_latent_w), 1.0).to_event(1))
                 # z's density under the mixture comes from the factor below; this site only
                 # pairs z with its guide site.
                 z = pyro.sample(
@@ -312,5 +310,52 @@ class CGMDVAEModule(DeltaPyroModule):
             loss=total.mean(),
             reconstruction_loss=reconstruction,
             kl_local=kl,
-            classification_loss=terms["classifier"].mean(),
+            extra_metrics={"classifier": terms["classifier"].mean()},
         )
+
+
+def initialize_mixture(
+    module: CGMDVAEModule,
+    z: torch.Tensor,
+    assignments: torch.Tensor,
+    cat_covs: torch.Tensor | None,
+    z_var: torch.Tensor | None = None,
+    n_steps: int = 200,
+) -> None:
+    """Place the K prior components on given clusters of z and fit q(y | z) to them.
+
+    ``z`` holds posterior means and ``z_var`` (optional) posterior variances: a component's
+    variance is the spread of its cells' means plus their average posterior variance, so the
+    components cover the samples of z the ELBO is evaluated at, not only their means.
+    """
+    k = module.n_clusters
+    spread = z.var(0) if len(z) > 1 else torch.ones_like(z[0])
+    noise = z_var if z_var is not None else torch.zeros_like(z)
+    centers, variances = [], []
+    for j in range(k):
+        member = assignments == j
+        if member.sum() > 1:
+            centers.append(z[member].mean(0))
+            variances.append(z[member].var(0) + noise[member].mean(0))
+        else:  # an empty component: broad, centred on the data
+            centers.append(z.mean(0))
+            variances.append(spread + noise.mean(0))
+    centers, variances = torch.stack(centers), torch.stack(variances).clamp(min=1e-2)
+    with torch.no_grad():
+        # Components start at the cluster centres and depend on (w, c) only weakly; training
+        # takes it from there.
+        module.prior.mean.weight.mul_(0.1)
+        module.prior.mean.bias.copy_(centers.reshape(-1))
+        module.prior.log_var.weight.mul_(0.1)
+        module.prior.log_var.bias.copy_(variances.log().reshape(-1))
+    head = module.cluster_head
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    cats = split_categoricals(cat_covs)
+    was_training = head.training
+    head.train()
+    for _ in range(n_steps):
+        optimizer.zero_grad()
+        logits, _ = head(z, *cats)
+        F.cross_entropy(logits, assignments).backward()
+        optimizer.step()
+    head.train(was_training)

@@ -89,7 +89,19 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         return {"loss": loss}
 
     def validation_step(self, batch, batch_idx):
-        """Full negative ELBO per cell on held-out cells (logged as ``elbo_validation``)."""
+        """Full negative ELBO per cell on held-out cells, and each of its terms.
+
+        Logs ``elbo_validation`` (the Pyro ELBO) and, from the module's torch-side ``loss``,
+        ``reconstruction_loss_validation`` and ``<term>_validation`` for every KL term.
+        """
         loss, n = self._loss(batch, 1.0)
-        self.log("elbo_validation", loss, on_step=False, on_epoch=True, batch_size=n)
+        log = {"on_step": False, "on_epoch": True, "batch_size": n}
+        self.log("elbo_validation", loss, **log)
+        # The term split samples again; a forked RNG keeps training draws independent of it.
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            _, _, terms = self.module(batch)
+        self.log("reconstruction_loss_validation", terms.reconstruction_loss_sum / n, **log)
+        for name, value in terms.kl_local.items():
+            self.log(f"{name}_validation", value.mean(), **log)
         return loss

@@ -1,0 +1,161 @@
+"""Helpers shared by the benchmarks: wall time, peak memory, summary statistics, tables.
+
+Benchmarks are scripts, not tests; these helpers only measure and format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+import psutil
+
+_MiB = 1024**2
+_HWM = re.compile(r"VmHWM:\s+(\d+)\s+kB")
+
+
+class Timer:
+    """Wall-clock seconds (``.seconds``) and this process's CPU seconds, all threads
+    (``.cpu_seconds``), spent inside a ``with`` block.
+
+    CPU time is the steadier number on a shared machine: other processes stretch wall time
+    but not the work this process does (unless its threads spin while waiting).
+    """
+
+    def __enter__(self) -> Timer:
+        self._start = time.perf_counter()
+        self._cpu_start = time.process_time()
+        self.seconds = self.cpu_seconds = float("nan")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self._start
+        self.cpu_seconds = time.process_time() - self._cpu_start
+
+
+def _reset_kernel_peak() -> bool:
+    # Writing 5 to clear_refs resets VmHWM (Linux >= 4.0), so the kernel's own peak covers
+    # exactly the measured block, including spikes shorter than the sampling interval.
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _kernel_peak() -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            match = _HWM.search(fh.read())
+    except OSError:
+        return None
+    return int(match.group(1)) * 1024 if match else None
+
+
+class PeakRSS:
+    """Peak resident set size of this process during a ``with`` block.
+
+    A daemon thread samples RSS with psutil every ``interval`` seconds. Where Linux allows it,
+    the kernel's high-water mark (VmHWM, reset on entry) is read as well and the larger of the
+    two is kept. tracemalloc would miss torch's allocations, which do not go through Python.
+
+    Attributes (bytes): ``baseline`` (RSS on entry), ``peak``, ``delta`` (``peak - baseline``).
+    """
+
+    def __init__(self, interval: float = 0.01):
+        self.interval = interval
+        self._proc = psutil.Process(os.getpid())
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._use_kernel = _reset_kernel_peak()
+        self.baseline = self.peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+        if self._use_kernel:
+            self.peak = max(self.peak, _kernel_peak() or 0)
+        self.delta = self.peak - self.baseline
+
+
+def load_average() -> float:
+    """One-minute load average (NaN where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def mib(n_bytes: float) -> float:
+    """Bytes to MiB."""
+    return n_bytes / _MiB
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = [float(v) for v in values]
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), sd
+
+
+def fmt_mean_sd(values: Sequence[float], digits: int = 3) -> str:
+    """``"mean ± sd"`` with ``digits`` decimals."""
+    m, s = mean_sd(values)
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured markdown table with padded columns."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(cells[0]), sep, *(line(r) for r in cells[1:])])
+
+
+def csr_nbytes(matrix) -> int:
+    """Bytes held by a scipy sparse matrix's data, indices and indptr (or a dense array)."""
+    if hasattr(matrix, "indptr"):
+        return int(matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes)
+    return int(matrix.nbytes)
+
+
+def run_json_subprocess(args: Sequence[str], timeout: float | None = None) -> dict:
+    """Run ``python *args`` in a fresh interpreter; parse the last stdout line as JSON.
+
+    A fresh process per measurement keeps one run's allocator state and caches out of the
+    next run's peak memory.
+    """
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"worker {' '.join(args)} failed with exit code {proc.returncode}:\n"
+            f"{proc.stderr[-4000:]}"
+        )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    if not lines:
+        raise RuntimeError(f"worker {' '.join(args)} printed nothing on stdout")
+    return json.loads(lines[-1])

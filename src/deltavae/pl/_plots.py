@@ -1,0 +1,296 @@
+"""Plots of deltavae results, following scanpy's conventions (``ax``, ``show``, ``save``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import scanpy as sc
+from anndata import AnnData
+from matplotlib.axes import Axes
+from matplotlib.ticker import LogFormatter, MaxNLocator
+
+logger = logging.getLogger(__name__)
+
+_DPI = 150
+_HISTORY_LABELS = {
+    "elbo_train": "training",
+    "elbo_validation": "validation",
+    "kl_weight": "KL weight",
+}
+
+
+def _finish(axes: Axes | list[Axes], show: bool | None, save: str | os.PathLike | None):
+    """Save and/or show the figure holding ``axes`` as scanpy does; return the axes if kept."""
+    first = axes[0] if isinstance(axes, list) else axes
+    fig = first.figure
+    if show is None:
+        # scanpy's rule: a saved figure is not also shown unless asked for.
+        show = sc.settings.autoshow and save is None
+    if save is not None:
+        fig.savefig(save, dpi=_DPI, bbox_inches="tight")
+        logger.info("saved figure to %s", save)
+    if show:
+        plt.show()
+        return None
+    if save is not None:
+        # The axes stay usable; closing only stops pyplot from accumulating saved figures.
+        plt.close(fig)
+    return axes
+
+
+def _history_frames(model) -> Mapping[str, pd.DataFrame]:
+    history = model if isinstance(model, Mapping) else getattr(model, "history", None)
+    if history is None:
+        raise ValueError(
+            "The model has no training history; train it first (model.train(...)) or pass "
+            "model.history."
+        )
+    return history
+
+
+def history(
+    model,
+    keys: Sequence[str] = ("elbo_train", "elbo_validation"),
+    ax: Axes | None = None,
+    log: bool = False,
+    shade_warmup: bool = True,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+) -> Axes | None:
+    """Training and validation negative ELBO per epoch.
+
+    Parameters
+    ----------
+    model
+        A trained deltavae model (anything with a ``history`` dict of DataFrames indexed by
+        epoch, as scvi-tools keeps it), or that dict itself.
+    keys
+        History entries to draw, one line each. Entries the history lacks are skipped.
+    ax
+        Axes to draw on; a new figure when ``None``.
+    log
+        Logarithmic y axis.
+    shade_warmup
+        Shade the epochs in which the KL weight was still below 1 (the training ELBO is then
+        annealed and not comparable with the validation ELBO).
+    show
+        Show the figure; default: scanpy's ``settings.autoshow`` unless ``save`` is given.
+    save
+        Path of a PNG to write (dpi 150).
+
+    Returns
+    -------
+    The Axes, unless the figure is shown.
+
+    Examples
+    --------
+    >>> vae.train(max_epochs=50)  # doctest: +SKIP
+    >>> ax = dv.pl.history(vae, show=False)  # doctest: +SKIP
+    >>> dv.pl.history(vae, log=True, save="elbo.png")  # doctest: +SKIP
+    """
+    frames = _history_frames(model)
+    present = [key for key in keys if key in frames]
+    if not present:
+        raise ValueError(
+            f"None of the history keys {list(keys)} were recorded; available keys: "
+            f"{sorted(frames)}."
+        )
+    skipped = [key for key in keys if key not in frames]
+    if skipped:
+        logger.info("history has no %s; not drawn", skipped)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    for key in present:
+        frame = frames[key]
+        series = frame[key] if key in frame.columns else frame.iloc[:, 0]
+        epochs = np.asarray(series.index, dtype=float)
+        ax.plot(epochs, series.to_numpy(dtype=float), label=_HISTORY_LABELS.get(key, key))
+    if shade_warmup and "kl_weight" in frames:
+        kl = frames["kl_weight"].iloc[:, 0]
+        annealed = kl.index[kl.to_numpy(dtype=float) < 1.0]
+        if len(annealed):
+            ax.axvspan(
+                float(annealed.min()),
+                float(annealed.max()) + 1,
+                color="0.9",
+                zorder=0,
+                label="KL warm-up",
+            )
+    if log:
+        ax.set_yscale("log")
+        # Plain numbers ("180"), not "1.8 x 10^2", on the short ranges an ELBO spans.
+        ax.yaxis.set_major_formatter(LogFormatter())
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("negative ELBO per cell")
+    ax.set_title("Training history")
+    # A framed legend stays readable when it sits on the shaded warm-up.
+    ax.legend(edgecolor="0.6")
+    return _finish(ax, show, save)
+
+
+def embedding(
+    adata: AnnData,
+    basis: str = "X_umap",
+    color: str | Sequence[str] | None = None,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+    **kwargs,
+) -> Axes | list[Axes] | None:
+    """Scatter plot of a 2-D embedding (UMAP, t-SNE, ...) coloured by obs columns or genes.
+
+    A thin wrapper over :func:`scanpy.pl.embedding` that returns the Axes and saves to a path
+    of your choosing.
+
+    Parameters
+    ----------
+    adata
+        AnnData with the embedding in ``obsm``.
+    basis
+        Key of the embedding in ``adata.obsm`` (``"X_umap"`` or ``"umap"``).
+    color
+        obs column(s) or gene(s) to colour by, e.g. ``"cell_type"`` or ``["leiden", "CD3E"]``.
+    ax
+        Axes to draw on (one colour only); a new figure when ``None``.
+    show
+        Show the figure; default: scanpy's ``settings.autoshow`` unless ``save`` is given.
+    save
+        Path of a PNG to write (dpi 150).
+    **kwargs
+        Passed to :func:`scanpy.pl.embedding` (``title``, ``legend_loc``, ``size`` ...).
+
+    Returns
+    -------
+    The Axes (a list of Axes for several colours), unless the figure is shown.
+
+    Examples
+    --------
+    >>> sc.tl.umap(adata)  # doctest: +SKIP
+    >>> ax = dv.pl.embedding(adata, color="cell_type", show=False)  # doctest: +SKIP
+    >>> dv.pl.embedding(adata, color=["cell_type", "leiden"], save="umap.png")  # doctest: +SKIP
+    """
+    name = basis.removeprefix("X_")
+    if basis not in adata.obsm and f"X_{name}" not in adata.obsm:
+        raise KeyError(
+            f"basis={basis!r} is not in adata.obsm; available: {list(adata.obsm)}. "
+            "Compute it first, e.g. sc.tl.umap(adata)."
+        )
+    # scanpy labels the axes "UMAP1", "UMAP2" for basis "umap" but "X_umap1" for "X_umap".
+    key = name if f"X_{name}" in adata.obsm else basis
+    axes = sc.pl.embedding(adata, basis=key, color=color, ax=ax, show=False, **kwargs)
+    return _finish(axes, show, save)
+
+
+def _cell_text(value: float, counts: bool) -> str:
+    if counts:
+        return f"{value:.0f}"
+    # A few cells out of hundreds would round to a misleading "0.00".
+    return "<.01" if value < 0.005 else f"{value:.2f}"
+
+
+def _categorical(values: pd.Series) -> pd.Categorical:
+    categorical = pd.Categorical(values)
+    return categorical.remove_unused_categories()
+
+
+def cluster_composition(
+    adata: AnnData,
+    cluster_key: str,
+    label_key: str,
+    normalize: Literal["cluster", "label"] | None = "cluster",
+    ax: Axes | None = None,
+    annotate: bool = True,
+    cmap: str = "Blues",
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+) -> Axes | None:
+    """Heatmap of how clusters and known labels overlap (the contingency table).
+
+    Rows are clusters, columns are labels. Use it to read, for instance, which cell types make
+    up each leiden or CGMDVAE cluster.
+
+    Parameters
+    ----------
+    adata
+        AnnData with both columns in ``obs``.
+    cluster_key
+        obs column with the clusters (rows).
+    label_key
+        obs column with the labels, e.g. cell types (columns).
+    normalize
+        ``"cluster"``: fraction of each cluster's cells per label (rows sum to 1);
+        ``"label"``: fraction of each label's cells per cluster (columns sum to 1);
+        ``None``: cell counts.
+    ax
+        Axes to draw on; a new figure sized to the table when ``None``.
+    annotate
+        Write each non-zero entry in its cell.
+    cmap
+        Matplotlib colour map.
+    show
+        Show the figure; default: scanpy's ``settings.autoshow`` unless ``save`` is given.
+    save
+        Path of a PNG to write (dpi 150).
+
+    Returns
+    -------
+    The Axes, unless the figure is shown. The table is the image's array
+    (``ax.images[0].get_array()``).
+
+    Examples
+    --------
+    >>> sc.tl.leiden(adata, flavor="igraph", n_iterations=2, directed=False)  # doctest: +SKIP
+    >>> ax = dv.pl.cluster_composition(adata, "leiden", "cell_type", show=False)  # doctest: +SKIP
+    """
+    for arg, key in {"cluster_key": cluster_key, "label_key": label_key}.items():
+        if key not in adata.obs:
+            raise KeyError(
+                f"{arg}={key!r} is not a column of adata.obs; available columns: "
+                f"{list(adata.obs.columns)}."
+            )
+    if normalize not in ("cluster", "label", None):
+        raise ValueError(f"normalize must be 'cluster', 'label' or None; got {normalize!r}.")
+    clusters = _categorical(adata.obs[cluster_key])
+    labels = _categorical(adata.obs[label_key])
+    known = (clusters.codes >= 0) & (labels.codes >= 0)
+    table = np.zeros((len(clusters.categories), len(labels.categories)))
+    np.add.at(table, (clusters.codes[known], labels.codes[known]), 1)
+    if normalize == "cluster":
+        table = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
+        bar_label = f"fraction of {cluster_key} cluster"
+    elif normalize == "label":
+        table = table / np.maximum(table.sum(axis=0, keepdims=True), 1)
+        bar_label = f"fraction of {label_key}"
+    else:
+        bar_label = "cells"
+    n_rows, n_cols = table.shape
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.5 + 0.6 * n_cols + 1.2, 1.2 + 0.4 * n_rows))
+    image = ax.imshow(table, cmap=cmap, aspect="auto", vmin=0)
+    ax.figure.colorbar(image, ax=ax, label=bar_label, fraction=0.05, pad=0.02)
+    ax.set_xticks(np.arange(n_cols), [str(c) for c in labels.categories], rotation=45, ha="right")
+    ax.set_yticks(np.arange(n_rows), [str(c) for c in clusters.categories])
+    ax.set_xlabel(label_key)
+    ax.set_ylabel(cluster_key)
+    if annotate:
+        dark = 0.6 * (table.max() if table.size else 0)
+        for (row, col), value in np.ndenumerate(table):
+            if value:
+                ax.text(
+                    col,
+                    row,
+                    _cell_text(value, normalize is None),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if value > dark else "black",
+                )
+    return _finish(ax, show, save)

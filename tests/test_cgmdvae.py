@@ -1,0 +1,270 @@
+"""CGMDVAE: ELBO terms, clustering, supervision, generation, translation, save/load."""
+
+import numpy as np
+import pytest
+import torch
+from pyro import poutine
+from scipy.special import digamma, gammaln
+from scipy.stats import norm
+
+import deltavae as dv
+from deltavae.metrics import ari, clustering_accuracy
+from deltavae.module import CGMDVAEModule
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+SMALL = {"n_latent": 4, "n_latent_w": 2, "n_hidden": 64}
+
+
+def _blobs(n_cells=600, seed=0):
+    return dv.datasets.synthetic_blobs(
+        n_cells=n_cells, n_features=16, n_clusters=5, n_conditions=2, seed=seed, separation=10.0
+    )
+
+
+@pytest.fixture(scope="module")
+def blobs_model():
+    adata = _blobs()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=5, likelihood="normal", **SMALL)
+    model.train(max_epochs=60, **TRAIN)
+    return model, adata
+
+
+def test_blobs_recovered_and_written(blobs_model):
+    model, adata = blobs_model
+    train = model.history["elbo_train"]["elbo_train"].to_numpy(float)
+    assert np.isfinite(train).all() and train[-1] < 0.8 * train[0]
+    for term in ("reconstruction_loss", "z_term", "w_term", "y_term", "d_term"):
+        values = model.history[f"{term}_validation"].to_numpy(float)
+        assert np.isfinite(values).all(), term
+    keys = model.write_to_adata()
+    assert set(keys) == {
+        "obsm/X_cgmdvae",
+        "obsm/X_cgmdvae_w",
+        "obs/cgmdvae_cluster",
+        "obsm/cgmdvae_cluster_probs",
+        "uns/cgmdvae",
+    }
+    assert adata.obsm["X_cgmdvae"].shape == (600, 4)
+    assert adata.obsm["X_cgmdvae_w"].shape == (600, 2)
+    probs = adata.obsm["cgmdvae_cluster_probs"]
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    assert adata.obs["cgmdvae_cluster"].dtype == "category"
+    assert ari(adata.obs["cluster"], adata.obs["cgmdvae_cluster"]) == pytest.approx(1.0)
+    np.testing.assert_array_equal(model.predict_clusters(), model.predict_clusters())
+    np.testing.assert_array_equal(model.predict_clusters(), probs.argmax(1))
+
+
+def test_sample_per_cluster_and_condition(blobs_model):
+    model, adata = blobs_model
+    cells = model.sample(50, cluster=2, condition="stim", seed=0)
+    assert cells.shape == (50, 16)
+    assert (cells.obs["cluster"] == "2").all() and (cells.obs["condition"] == "stim").all()
+    # Generated cells of a cluster are classified back into that cluster.
+    dv.model.CGMDVAE.setup_anndata(cells, condition_key="condition")
+    assert (model.predict_clusters(cells) == 2).mean() > 0.9
+    again = model.sample(50, cluster=2, condition="stim", seed=0)
+    np.testing.assert_array_equal(cells.X, again.X)
+    mixed = model.sample(200, seed=1)
+    assert set(mixed.obs["condition"]) == {"ctrl", "stim"}
+    assert mixed.obs["cluster"].nunique() >= 3
+
+
+def test_translate_recovers_condition_shift(blobs_model):
+    model, adata = blobs_model
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    out = model.translate(ctrl, "stim")
+    assert out.shape == ctrl.shape and (out.obs["condition"] == "stim").all()
+    shift = adata.uns["synthetic"]["condition_shift"]
+    true = shift[1] - shift[0]
+    predicted = (out.X - ctrl.X).mean(0)
+    assert np.corrcoef(true, predicted)[0, 1] > 0.9
+    assert np.abs(predicted - true).mean() < 0.5 * np.abs(true).mean()
+
+
+def test_empty_clusters_are_reported():
+    adata = _blobs(n_cells=400)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    model = dv.model.CGMDVAE(adata, n_clusters=12, likelihood="normal", **SMALL)
+    model.train(max_epochs=30, **TRAIN)
+    model.write_to_adata()
+    sizes = adata.uns["cgmdvae"]["cluster_sizes"]
+    assert len(sizes) == 12 and sizes.sum() == 400
+    assert list(adata.obs["cgmdvae_cluster"].cat.categories) == [str(k) for k in range(12)]
+    assert len(adata.uns["cgmdvae"]["empty_clusters"]) == int((sizes == 0).sum())
+    assert clustering_accuracy(adata.obs["cluster"], adata.obs["cgmdvae_cluster"]) > 0.5
+
+
+def _labelled_counts():
+    adata = dv.datasets.synthetic_counts(
+        n_cells=600, n_genes=80, n_clusters=4, n_conditions=2, seed=3
+    )
+    adata.obs["label"] = adata.obs["cluster"].astype(str)
+    return adata
+
+
+def test_supervised_reaches_near_perfect_accuracy():
+    adata = _labelled_counts()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="label")
+    model = dv.model.CGMDVAE(adata, likelihood="nb", **SMALL)
+    assert model.module.n_clusters == 4
+    model.train(max_epochs=30, **TRAIN)
+    pred = np.array(model.cluster_names)[model.predict_clusters()]
+    assert (pred == adata.obs["label"].to_numpy()).mean() > 0.97
+
+
+def test_semi_supervised_names_clusters_by_label():
+    """With 10% of cells labelled, the unlabelled cells get the right label, by name."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=600, n_genes=80, n_clusters=4, n_conditions=1, seed=5
+    )
+    truth = adata.obs["cluster"].astype(str).to_numpy()
+    labelled = np.random.default_rng(0).random(600) < 0.1
+    adata.obs["label"] = np.where(labelled, truth, "unknown")
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="label", unlabeled_category="unknown")
+    model = dv.model.CGMDVAE(adata, likelihood="nb", n_hidden=64)
+    assert model.module.n_clusters == 4 and sorted(model.cluster_names) == ["0", "1", "2", "3"]
+    model.train(max_epochs=60, **TRAIN)
+    model.write_to_adata()
+    pred = adata.obs["cgmdvae_cluster"].astype(str).to_numpy()
+    # No Hungarian matching: cluster k carries the name of label k.
+    assert (pred[~labelled] == truth[~labelled]).mean() > 0.9
+    assert adata.obs["label"].tolist().count("unknown") == int((~labelled).sum())
+
+
+def test_elbo_terms_match_hand_computation():
+    torch.manual_seed(0)
+    module = CGMDVAEModule(
+        n_input=3,
+        n_clusters=2,
+        n_latent=1,
+        n_latent_w=1,
+        n_hidden=8,
+        likelihood="normal",
+        dirichlet_alpha=[0.5, 2.0],
+    ).eval()
+    z = torch.tensor([[0.3], [-1.2]])
+    w = torch.tensor([[0.5], [0.1]])
+    terms = {k: v.detach().numpy() for k, v in module.mixture_terms(z, w).items()}
+    logits, beta = (t.detach().numpy() for t in module.cluster_posterior(z))
+    prior = module.prior(w)
+    loc, scale = prior.loc.detach().numpy(), prior.scale.detach().numpy()
+    alpha = np.array([0.5, 2.0])
+    for i in range(2):
+        qy = np.exp(logits[i]) / np.exp(logits[i]).sum()
+        log_pz = norm.logpdf(z[i, 0].item(), loc[i, :, 0], scale[i, :, 0])
+        e_log_d = digamma(beta[i]) - digamma(beta[i].sum())
+        kl_dir = (
+            gammaln(beta[i].sum())
+            - gammaln(beta[i]).sum()
+            - gammaln(alpha.sum())
+            + gammaln(alpha).sum()
+            + ((beta[i] - alpha) * e_log_d).sum()
+        )
+        assert terms["log_pz"][i] == pytest.approx((qy * log_pz).sum(), rel=1e-5)
+        assert terms["y_term"][i] == pytest.approx(
+            (qy * (np.log(qy) - e_log_d)).sum(), rel=1e-5, abs=1e-6
+        )
+        assert terms["d_term"][i] == pytest.approx(kl_dir, rel=1e-5)
+    # A labelled cell: its q(y) is the label, its y-term is -E[log d_label].
+    labelled = module.mixture_terms(z, w, y_obs=torch.tensor([1, -1]))
+    e_log_d0 = digamma(beta[0]) - digamma(beta[0].sum())
+    assert labelled["y_term"][0].item() == pytest.approx(-e_log_d0[1], rel=1e-5)
+    assert labelled["log_pz"][0].item() == pytest.approx(
+        norm.logpdf(0.3, loc[0, 1, 0], scale[0, 1, 0]), rel=1e-5
+    )
+    assert labelled["classifier"][1].item() == 0.0
+    assert labelled["classifier"][0].item() == pytest.approx(
+        -(logits[0, 1] - np.log(np.exp(logits[0]).sum())), rel=1e-5
+    )
+
+
+def test_pyro_elbo_equals_torch_loss():
+    """Pyro's single-sample ELBO and the torch-side term split agree for the same samples."""
+    adata = _labelled_counts()
+    adata.obs.loc[adata.obs_names[::2], "label"] = "Unknown"
+    dv.model.CGMDVAE.setup_anndata(
+        adata, condition_key="condition", labels_key="label", unlabeled_category="Unknown"
+    )
+    model = dv.model.CGMDVAE(adata, likelihood="zinb", **SMALL)
+    module = model.module.eval()
+    tensors = next(iter(model._make_data_loader(adata, batch_size=64)))
+    args, kwargs = module._get_fn_args_from_batch(tensors)
+    guide_trace = poutine.trace(module.guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
+        *args, **kwargs
+    )
+    elbo = model_trace.log_prob_sum() - guide_trace.log_prob_sum()
+    z, w = guide_trace.nodes["z"]["value"], guide_trace.nodes["w"]["value"]
+    inference = module.inference(**module._get_inference_input(tensors))
+    inference.update(z=z, w=w)
+    generative = module.generative(**module._get_generative_input(tensors, inference))
+    losses = module.loss(tensors, inference, generative)
+    per_cell = (
+        losses.reconstruction_loss["reconstruction_loss"]
+        + sum(losses.kl_local.values())
+        + module.classifier_weight
+        * module.mixture_terms(
+            z, w, tensors["extra_categorical_covs"], module.observed_clusters(tensors["labels"])
+        )["classifier"]
+    )
+    torch.testing.assert_close(-elbo, per_cell.sum(), rtol=1e-3, atol=1e-2)
+
+
+def test_bernoulli_likelihood_on_binary_data():
+    adata = _blobs(n_cells=300)
+    adata.X = (adata.X > 0).astype(np.float32)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    model = dv.model.CGMDVAE(adata, n_clusters=5, likelihood="bernoulli", **SMALL)
+    model.train(max_epochs=5, n_epochs_kl_warmup=None, **TRAIN)
+    train = model.history["elbo_train"]["elbo_train"].to_numpy(float)
+    assert train[-1] < train[0]
+    cells = model.sample(10, seed=0)
+    assert set(np.unique(cells.X)) <= {0.0, 1.0}
+    assert ((cells.layers["expected"] >= 0) & (cells.layers["expected"] <= 1)).all()
+
+
+def test_save_load_and_continue(blobs_model, tmp_path):
+    model, adata = blobs_model
+    z = model.get_latent_representation()
+    probs = model.predict_clusters(soft=True)
+    model.save(tmp_path / "g")
+    loaded = dv.model.CGMDVAE.load(tmp_path / "g", adata=adata)
+    np.testing.assert_allclose(loaded.get_latent_representation(), z, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict_clusters(soft=True), probs, atol=1e-6)
+    before = {k: v.clone() for k, v in loaded.module.state_dict().items()}
+    loaded.train(max_epochs=2, **TRAIN)
+    after = loaded.module.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+# ----------------------------------------------------------------- bad input
+def test_bad_arguments():
+    adata = _blobs(n_cells=100)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    with pytest.raises(ValueError, match="n_clusters must be at least 2"):
+        dv.model.CGMDVAE(adata, n_clusters=1, likelihood="normal")
+    with pytest.raises(ValueError, match="must hold raw counts"):
+        dv.model.CGMDVAE(adata, n_clusters=3, likelihood="zinb")
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        dv.model.CGMDVAE(adata, n_clusters=3, likelihood="bernoulli")
+    model = dv.model.CGMDVAE(adata, n_clusters=3, likelihood="normal", **SMALL)
+    with pytest.raises(ValueError, match="never seen in training"):
+        model.sample(5, condition="IFN")
+    with pytest.raises(ValueError, match="never seen in training"):
+        model.translate(adata, "IFN")
+    with pytest.raises(ValueError, match="out of range"):
+        model.sample(5, cluster=7)
+
+
+def test_bad_labels():
+    adata = _labelled_counts()
+    with pytest.raises(ValueError, match="does not occur"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="label", unlabeled_category="unknown")
+    with pytest.raises(KeyError, match="labels_key='celltype'"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="celltype")
+    with pytest.raises(KeyError, match="condition_key='donor'"):
+        dv.model.CGMDVAE.setup_anndata(adata, condition_key="donor")
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="label")
+    with pytest.raises(ValueError, match="smaller than the 4 labels"):
+        dv.model.CGMDVAE(adata, n_clusters=3)

@@ -1,0 +1,123 @@
+"""deltavae.pl: each plot returns its Axes, draws what it should and saves a PNG."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+
+import deltavae as dv  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained():
+    adata = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=40, n_clusters=3, n_conditions=2, seed=0
+    )
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=4)
+    model.train(max_epochs=2, enable_progress_bar=False, batch_size=64)
+    model.write_to_adata(adata)
+    # A stand-in 2-D embedding: the plots only need coordinates, not a real UMAP.
+    adata.obsm["X_umap"] = adata.obsm["X_zinbvae"][:, :2]
+    return model, adata
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _assert_png(path):
+    assert path.is_file()
+    assert path.stat().st_size > 1000
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_history_draws_one_line_per_recorded_key(trained, tmp_path):
+    model, _ = trained
+    ax = dv.pl.history(model, show=False)
+    assert isinstance(ax, Axes)
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == ["training", "validation"]
+    assert len(lines[0].get_xdata()) == 2
+    assert ax.get_xlabel() == "epoch"
+    assert "ELBO" in ax.get_ylabel()
+    assert ax.get_yscale() == "linear"
+    assert ax.get_legend() is not None
+
+    out = tmp_path / "history.png"
+    ax = dv.pl.history(model, keys=("elbo_validation", "not_logged"), log=True, save=out)
+    assert len(ax.get_lines()) == 1
+    assert ax.get_yscale() == "log"
+    _assert_png(out)
+
+
+def test_history_accepts_the_history_dict_and_draws_on_a_given_axes(trained):
+    model, _ = trained
+    _, given = plt.subplots()
+    ax = dv.pl.history(model.history, ax=given, show=False)
+    assert ax is given
+    assert len(ax.get_lines()) == 2
+
+
+def test_history_errors(trained):
+    model, adata = trained
+    with pytest.raises(ValueError, match="available keys"):
+        dv.pl.history(model, keys=("nope",), show=False)
+    untrained = dv.model.ZINBVAE(adata, n_latent=2)
+    with pytest.raises(ValueError, match="train it first"):
+        dv.pl.history(untrained, show=False)
+
+
+def test_embedding_returns_axes_and_saves(trained, tmp_path):
+    _, adata = trained
+    out = tmp_path / "umap.png"
+    ax = dv.pl.embedding(adata, color="cluster", save=out)
+    assert isinstance(ax, Axes)
+    assert ax.collections[0].get_offsets().shape == (adata.n_obs, 2)
+    assert ax.get_xlabel() == "UMAP1"
+    _assert_png(out)
+
+    axes = dv.pl.embedding(adata, basis="umap", color=["cluster", "condition"], show=False)
+    assert len(axes) == 2 and all(isinstance(a, Axes) for a in axes)
+
+
+def test_embedding_missing_basis(trained):
+    _, adata = trained
+    with pytest.raises(KeyError, match="X_tsne"):
+        dv.pl.embedding(adata, basis="X_tsne", color="cluster", show=False)
+
+
+@pytest.mark.parametrize(
+    ("normalize", "axis", "total"),
+    [("cluster", 1, None), ("label", 0, None), (None, None, 120)],
+)
+def test_cluster_composition_table(trained, normalize, axis, total):
+    _, adata = trained
+    ax = dv.pl.cluster_composition(adata, "cluster", "condition", normalize=normalize, show=False)
+    assert isinstance(ax, Axes)
+    table = np.asarray(ax.images[0].get_array())
+    assert table.shape == (3, 2)
+    if axis is not None:
+        np.testing.assert_allclose(table.sum(axis=axis), 1.0)
+    else:
+        assert table.sum() == total
+    assert len(ax.texts) == np.count_nonzero(table)
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(adata.obs["cluster"].cat.categories)
+
+
+def test_cluster_composition_saves_and_checks_input(trained, tmp_path):
+    _, adata = trained
+    out = tmp_path / "composition.png"
+    ax = dv.pl.cluster_composition(adata, "cluster", "condition", annotate=False, save=out)
+    assert len(ax.texts) == 0
+    _assert_png(out)
+    with pytest.raises(KeyError, match="cell_type"):
+        dv.pl.cluster_composition(adata, "cluster", "cell_type", show=False)
+    with pytest.raises(ValueError, match="normalize"):
+        dv.pl.cluster_composition(adata, "cluster", "condition", normalize="rows", show=False)
