@@ -64,6 +64,22 @@ def test_fit_writes_input_plus_latent(counts_h5ad, tmp_path, capsys):
     assert "obsm/X_zinbvae" in capsys.readouterr().out
 
 
+def test_fit_cgmdvae_writes_clusters(counts_h5ad, tmp_path, capsys):
+    path, original = counts_h5ad
+    out = tmp_path / "clusters.h5ad"
+    argv = ["fit", str(path), "--model", "cgmdvae", "--layer", "counts"]
+    argv += ["--condition-key", "condition", "--n-clusters", "3", "--epochs", "3"]
+    assert main(argv + ["--out", str(out)]) == 0
+    fitted = ad.read_h5ad(out)
+    assert fitted.obs["cgmdvae_cluster"].dtype == "category"
+    assert fitted.obsm["cgmdvae_cluster_probs"].shape == (original.n_obs, 3)
+    assert "obs/cgmdvae_cluster" in capsys.readouterr().out
+    # An option the model does not take is refused by name.
+    argv = ["fit", str(path), "--model", "cgmdvae", "--batch-key", "donor"]
+    assert main(argv + ["--out", str(tmp_path / "x.h5ad")]) == 2
+    assert "--batch-key" in capsys.readouterr().err
+
+
 def test_fit_missing_batch_key_is_a_clean_error(counts_h5ad, tmp_path, capsys):
     path, _ = counts_h5ad
     out = tmp_path / "never.h5ad"

@@ -39,7 +39,7 @@ import deltavae as dv
 
 #: Models ``deltavae fit --model`` can train, by command-line name. A model plugs in by adding
 #: its class here; options it does not take (see :func:`_options_for`) are refused clearly.
-MODELS: dict[str, type] = {"zinbvae": dv.model.ZINBVAE}
+MODELS: dict[str, type] = {"zinbvae": dv.model.ZINBVAE, "cgmdvae": dv.model.CGMDVAE}
 
 DEMO_EPOCHS = 100
 DEMO_RESOLUTION = 0.8
@@ -112,8 +112,10 @@ def fit(args: argparse.Namespace) -> int:
         f"{args.model} setup",
         layer=args.layer,
         batch_key=args.batch_key,
+        condition_key=args.condition_key,
+        labels_key=args.labels_key,
     )
-    init = _options_for(model_cls, args.model, n_latent=args.n_latent)
+    init = _options_for(model_cls, args.model, n_latent=args.n_latent, n_clusters=args.n_clusters)
     scvi.settings.seed = args.seed
     try:
         model_cls.setup_anndata(adata, **setup)
@@ -310,7 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_fit.add_argument("--model", required=True, choices=sorted(MODELS), help="model to train")
     p_fit.add_argument("--out", required=True, metavar="OUTPUT.h5ad", help="file to write")
     p_fit.add_argument("--layer", default=None, help="layer with the raw counts [X]")
-    p_fit.add_argument("--batch-key", default=None, help="obs column with the batch")
+    p_fit.add_argument("--batch-key", default=None, help="obs column with the batch (zinbvae)")
+    p_fit.add_argument(
+        "--condition-key", default=None, help="obs column with the condition (cgmdvae)"
+    )
+    p_fit.add_argument(
+        "--labels-key", default=None, help="obs column with known cell labels (cgmdvae)"
+    )
+    p_fit.add_argument(
+        "--n-clusters", type=_positive_int, default=None, help="mixture components (cgmdvae)"
+    )
     p_fit.add_argument(
         "--epochs",
         type=_positive_int,
