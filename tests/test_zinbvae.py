@@ -170,3 +170,11 @@ def test_early_stopping_stops(counts_adata):
         **TRAIN,
     )
     assert len(model.history["elbo_validation"]) <= 4
+
+
+def test_training_on_every_cell_without_validation(counts_adata):
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, n_latent=3)
+    model.train(max_epochs=3, train_size=1.0, **TRAIN)
+    assert "elbo_validation" not in model.history
+    assert len(model.history["elbo_train"]) == 3

@@ -10,6 +10,7 @@ Shell::
 
     deltavae demo --out pbmc_demo
     deltavae fit counts.h5ad --model zinbvae --batch-key sample --out counts_zinbvae.h5ad
+    deltavae fit atlas.h5ad --model zinbvae --backed --out atlas_zinbvae.h5ad
     deltavae --version
 
 Python:
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import shutil
 import sys
 import time
 import warnings
@@ -101,10 +103,16 @@ def fit(args: argparse.Namespace) -> int:
     """
     model_cls = MODELS[args.model]
     path = Path(args.input)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"input file {str(path)!r} does not exist.")
+    if path.is_dir():
+        raise InputError(
+            f"{str(path)!r} is a directory (a zarr store?); deltavae fit reads .h5ad files: "
+            "convert it with anndata.read_zarr(path).write_h5ad('counts.h5ad')."
+        )
     try:
-        adata = ad.read_h5ad(path)
+        # Backed: minibatches are read from the file; only obs and var are held in memory.
+        adata = ad.read_h5ad(path, backed="r" if args.backed else None)
     except OSError as err:
         raise InputError(f"cannot read {str(path)!r} as an .h5ad file: {err}") from err
     setup = _options_for(
@@ -126,10 +134,15 @@ def fit(args: argparse.Namespace) -> int:
     model.train(
         max_epochs=args.epochs, early_stopping=args.early_stopping, enable_progress_bar=True
     )
-    keys = model.write_to_adata(adata)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    adata.write_h5ad(out)
+    if args.backed:
+        # Copy the file as it is, then write the results into the copy.
+        shutil.copyfile(path, out)
+        keys = model.write_to_adata(ad.read_h5ad(out, backed="r+"))
+    else:
+        keys = model.write_to_adata(adata)
+        adata.write_h5ad(out)
     print(f"Wrote {', '.join(keys)} to {out}")
     return 0
 
@@ -334,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_fit.add_argument("--seed", type=int, default=0, help="random seed [%(default)s]")
     p_fit.add_argument(
         "--early-stopping", action="store_true", help="stop when the validation ELBO plateaus"
+    )
+    p_fit.add_argument(
+        "--backed",
+        action="store_true",
+        help="read minibatches from the file instead of loading it (larger-than-memory data)",
     )
     p_fit.set_defaults(func=fit)
     return parser

@@ -11,6 +11,7 @@ Examples
 >>> toy = dv.datasets.synthetic_counts(n_cells=200, n_genes=50, n_clusters=2, seed=0)
 """
 
+from ._deconvolution import convex_mixtures, pseudo_spots
 from ._real import (
     kang_harmony,
     kang_ifnb,
@@ -25,6 +26,8 @@ from ._real import (
 from ._synthetic import synthetic_blobs, synthetic_counts
 
 __all__ = [
+    "convex_mixtures",
+    "pseudo_spots",
     "kang_harmony",
     "kang_ifnb",
     "kang_ifnb_8donors",

@@ -1,4 +1,4 @@
-"""Metrics: agreement of predicted clusters with known labels.
+"""Metrics: agreement of predicted clusters with known labels, and deconvolution accuracy.
 
 Examples
 --------
@@ -8,5 +8,29 @@ Examples
 """
 
 from ._clustering import ari, cluster_scores, clustering_accuracy, nmi, purity
+from ._deconvolution import (
+    deconvolution_scores,
+    jsd,
+    matched_profile_correlation,
+    per_type_pcc,
+    presence_aupr,
+    rmse,
+    ssim,
+)
+from ._perturbation import mean_expression_r2
 
-__all__ = ["ari", "cluster_scores", "clustering_accuracy", "nmi", "purity"]
+__all__ = [
+    "ari",
+    "cluster_scores",
+    "clustering_accuracy",
+    "deconvolution_scores",
+    "jsd",
+    "matched_profile_correlation",
+    "mean_expression_r2",
+    "nmi",
+    "per_type_pcc",
+    "presence_aupr",
+    "purity",
+    "rmse",
+    "ssim",
+]

@@ -1,6 +1,8 @@
 """User-facing model classes."""
 
+from ._archetypes import Archetypes
 from ._cgmdvae import CGMDVAE
+from ._nmfdeconv import NMFDeconv
 from ._zinbvae import ZINBVAE
 
-__all__ = ["CGMDVAE", "ZINBVAE"]
+__all__ = ["Archetypes", "CGMDVAE", "NMFDeconv", "ZINBVAE"]

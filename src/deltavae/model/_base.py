@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import pickle
+import tempfile
 import zipfile
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import pyro
 from anndata import AnnData
-from scvi.model._utils import get_max_epochs_heuristic
+from anndata.io import write_elem
+from scvi.model._utils import get_max_epochs_heuristic, parse_device_args
 from scvi.model.base import PyroSviTrainMixin
 from scvi.model.base._save_load import _load_saved_files
 
-from ..train import DeltaTrainingPlan
+from ..train import DeltaDataSplitter, DeltaTrainingPlan
+from ..train._distributed import resolve_strategy
+from ._validation import check_backing_for_training
 
 logger = logging.getLogger(__name__)
 
@@ -27,17 +33,80 @@ def _package_version() -> str:
         return "0.0.0"
 
 
+_ROWS_PER_WRITE = 10_000
+
+
+def _write_into_file(adata: AnnData, keys: list[str]) -> None:
+    """Write results from a backed AnnData's memory into its file (open ``"r+"``)."""
+    h5 = adata.file["obs"].file
+    for key in keys:
+        slot, name = key.split("/", 1)
+        if slot == "obsm":
+            values = np.asarray(adata.obsm[name])
+            if name in h5["obsm"]:
+                del h5["obsm"][name]
+            # An empty array sets anndata's encoding; the rows follow in blocks.
+            write_elem(
+                h5["obsm"],
+                name,
+                values[:0],
+                dataset_kwargs={"maxshape": (None, *values.shape[1:]), "chunks": True},
+            )
+            dataset = h5["obsm"][name]
+            dataset.resize(values.shape)
+            for start in range(0, len(values), _ROWS_PER_WRITE):
+                dataset[start : start + _ROWS_PER_WRITE] = values[start : start + _ROWS_PER_WRITE]
+        elif slot == "obs":
+            write_elem(h5, "obs", adata.obs)
+        else:
+            write_elem(h5[slot], name, getattr(adata, slot)[name])
+    h5.flush()
+
+
+def _writes_backed_files(write_to_adata):
+    """Wrap a model's ``write_to_adata`` so that a backed AnnData gets results in its file."""
+
+    @functools.wraps(write_to_adata)
+    def write(self, adata: AnnData | None = None, *args, **kwargs):
+        keys = write_to_adata(self, adata, *args, **kwargs)
+        adata = self._resolve_adata(adata)
+        if adata.isbacked:
+            if adata.file["obs"].file.mode == "r":
+                logger.info(
+                    "%s is open read-only: %s are in memory only. To write them into the file, "
+                    "reopen it: adata.file.close(); adata.file.open(filemode='r+').",
+                    adata.filename,
+                    ", ".join(keys),
+                )
+            else:
+                _write_into_file(adata, keys)
+        return keys
+
+    return write
+
+
 class DeltaModelMixin(PyroSviTrainMixin):
     """Training, saving and loading as every deltavae model does them.
 
     * ``train`` clears Pyro's global param store first (so models never share parameters),
       validates every epoch (``history["elbo_validation"]``), and warms the KL weight up over
       the first quarter of the epochs unless told otherwise.
+    * ``train`` streams minibatches from an AnnData opened ``backed="r"`` and runs on several
+      processes or GPUs with ``strategy="ddp", devices=N`` (see :meth:`train`).
+    * ``write_to_adata`` on an AnnData opened ``backed="r+"`` also writes the results into
+      its file.
     * ``save`` refuses to overwrite unless asked; ``load`` refuses genes that differ from the
       training genes and says so when a file is corrupted or truncated.
     """
 
     _training_plan_cls = DeltaTrainingPlan
+    _data_splitter_cls = DeltaDataSplitter
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Every model's write_to_adata also writes into a backed file (see _writes_backed_files).
+        if "write_to_adata" in cls.__dict__:
+            cls.write_to_adata = _writes_backed_files(cls.__dict__["write_to_adata"])
 
     def _record_version(self) -> None:
         # Saved with the model (attributes ending in "_" are), checked on load.
@@ -84,22 +153,72 @@ class DeltaModelMixin(PyroSviTrainMixin):
             Keep Pyro's distribution-argument checks on during training (slower; for
             debugging a custom module).
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (Lightning).
+            Passed to :class:`scvi.train.Trainer` (Lightning). ``strategy="ddp"`` with
+            ``devices=N`` trains on N processes (CPU, gloo) or N GPUs (nccl), each process
+            reading its own share of the cells; Lightning's DDP averages the gradients, and the
+            logged ELBOs are averaged over processes. The processes are forked, so this works
+            from scripts, notebooks and tests alike (see :mod:`deltavae.train._distributed`);
+            scvi-tools turns early stopping off under DDP.
+
+        Notes
+        -----
+        Larger-than-memory data: open the .h5ad file with ``anndata.read_h5ad(path,
+        backed="r")`` (sparse CSR or dense X or layer), set it up and train as usual. Each
+        minibatch is read from disk by scvi-tools' data loader; memory holds the model, one
+        minibatch per process, and ``obs``. Minibatches list their cells in file order, so a
+        backed and an in-memory run with the same seed give the same model. A file opened
+        ``"r+"`` is refused. Zarr stores have no backed mode in anndata (lazy reading needs
+        dask and gives an ``obs`` scvi-tools cannot register), so read them into memory or
+        convert them to .h5ad.
 
         Examples
         --------
         >>> vae.train(max_epochs=50, early_stopping=True)  # doctest: +SKIP
         >>> vae.history["elbo_validation"].tail()  # doctest: +SKIP
+        >>> adata = anndata.read_h5ad("atlas.h5ad", backed="r")  # doctest: +SKIP
+        >>> dv.model.ZINBVAE.setup_anndata(adata)  # doctest: +SKIP
+        >>> dv.model.ZINBVAE(adata).train(strategy="ddp", devices=4)  # doctest: +SKIP
         """
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
         if n_epochs_kl_warmup == "auto":
             n_epochs_kl_warmup = max(1, max_epochs // 4)
         plan_kwargs = {"n_epochs_kl_warmup": n_epochs_kl_warmup, **(plan_kwargs or {})}
-        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        if train_size < 1.0 or validation_size:
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        else:  # every cell trains: there is no validation ELBO to compute
+            trainer_kwargs.setdefault("limit_val_batches", 0)
+        check_backing_for_training(self.adata)
+        if "devices" in trainer_kwargs:
+            # Lightning's name; scvi-tools' runner would silently drop it.
+            devices = trainer_kwargs.pop("devices")
+            if device != "auto":
+                raise ValueError(f"Pass devices={devices!r} or device={device!r}, not both.")
+            device = devices
+        strategy, distributed = resolve_strategy(
+            trainer_kwargs.pop("strategy", None),
+            parse_device_args(accelerator, device, return_device="torch")[0],
+            self.adata,
+        )
+        if strategy is not None:
+            trainer_kwargs["strategy"] = strategy
+        if distributed:
+            trainer_kwargs["datasplitter_kwargs"] = {
+                "distributed_sampler": True,
+                **(trainer_kwargs.get("datasplitter_kwargs") or {}),
+            }
         pyro.clear_param_store()
         # Pyro's argument checks cost ~15% of a step; our inputs are checked once, up front.
-        with pyro.validation_enabled(validate_distributions):
+        # Under DDP, rank 0 hands the history to this process through a file; scvi-tools would
+        # put it under the working directory.
+        history_dir = (
+            tempfile.TemporaryDirectory(prefix="deltavae_ddp_")
+            if distributed and "log_save_dir" not in trainer_kwargs
+            else contextlib.nullcontext()
+        )
+        with pyro.validation_enabled(validate_distributions), history_dir as log_dir:
+            if log_dir is not None:
+                trainer_kwargs["log_save_dir"] = log_dir
             out = super().train(
                 max_epochs=max_epochs,
                 accelerator=accelerator,

@@ -18,7 +18,6 @@ from scvi.data.fields import (
 )
 from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import (
-    ArchesMixin,
     BaseModelClass,
     PyroSampleMixin,
     RNASeqMixin,
@@ -31,6 +30,7 @@ from ..module._cgmdvae import COUNT_LIKELIHOODS, LIKELIHOODS
 from ..module._zinbvae import split_categoricals
 from ..train import MixtureInitialization
 from ._base import DeltaModelMixin
+from ._transfer import QueryMappingMixin
 from ._validation import check_data, check_obs_keys
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,9 @@ _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 _DEFAULT_UNLABELED = "Unknown"
 
 
-class CGMDVAE(DeltaModelMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, ArchesMixin, BaseModelClass):
+class CGMDVAE(
+    DeltaModelMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, QueryMappingMixin, BaseModelClass
+):
     """Conditional Gaussian-mixture Dirichlet VAE (c*GMΔVÆ).
 
     p(x | z, c) p(z | w, y, c) p(y | d) p(d) p(w), with p(w) = N(0, I), p(d) = Dir(alpha),
@@ -168,16 +170,19 @@ class CGMDVAE(DeltaModelMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, ArchesMix
         >>> dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")  # doctest: +SKIP
         """
         conditions = [condition_key] if isinstance(condition_key, str) else condition_key
-        check_obs_keys(adata, {"condition_key": conditions, "labels_key": labels_key})
+        # A query (load_query_data) may lack the labels or have none: scvi-tools fills them.
+        query = "source_registry" in kwargs
+        labels_checked = None if query and labels_key not in adata.obs else labels_key
+        check_obs_keys(adata, {"condition_key": conditions, "labels_key": labels_checked})
         check_data(adata, layer, kind="real")
-        if labels_key is not None and unlabeled_category is not None:
+        if not query and labels_key is not None and unlabeled_category is not None:
             if not (adata.obs[labels_key].astype(str) == str(unlabeled_category)).any():
                 raise ValueError(
                     f"unlabeled_category={unlabeled_category!r} does not occur in "
                     f"adata.obs[{labels_key!r}], so no cell is unlabelled. Mark unlabelled cells "
                     "with it, or omit it for supervised training."
                 )
-        if labels_key is not None:
+        if not query and labels_key is not None:
             n_labels = adata.obs[labels_key].astype(str).nunique()
             unlabelled = unlabeled_category or _DEFAULT_UNLABELED
             if n_labels - int((adata.obs[labels_key].astype(str) == unlabelled).any()) < 1:
@@ -224,8 +229,13 @@ class CGMDVAE(DeltaModelMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, ArchesMix
         """
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
+        if self.is_query_model and mixture_init_epoch not in ("auto", None):
+            raise ValueError(
+                "A query model keeps the reference's mixture: mixture_init_epoch=None."
+            )
         if mixture_init_epoch == "auto":
-            mixture_init_epoch = None if self.is_trained_ else min(10, max(1, max_epochs // 10))
+            trained = self.is_trained_ or self.is_query_model
+            mixture_init_epoch = None if trained else min(10, max(1, max_epochs // 10))
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if mixture_init_epoch is not None and mixture_init_epoch < max_epochs:
             callbacks.append(MixtureInitialization(mixture_init_epoch, seed=settings.seed or 0))
@@ -345,13 +355,48 @@ class CGMDVAE(DeltaModelMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, ArchesMix
         probs = self._posterior(adata, None, batch_size)["probs"]
         return probs if soft else probs.argmax(1)
 
+    def predict_labels(
+        self, adata: AnnData | None = None, batch_size: int | None = None
+    ) -> pd.DataFrame:
+        """Label of every cell, from q(y | z, c), with its confidence.
+
+        The label is the reference label of the most probable cluster (its name
+        ``novel_j`` for a cluster no label claimed, or the cluster index without labels); the
+        confidence is that cluster's probability. For a query model (see
+        :meth:`load_query_data`) this is label transfer from the reference.
+
+        Parameters
+        ----------
+        adata
+            AnnData set up like the model's; default the model's (the query).
+        batch_size
+            Cells per minibatch.
+
+        Returns
+        -------
+        DataFrame indexed by cell with ``label`` (categorical over :attr:`cluster_names`) and
+        ``confidence`` (in [1/K, 1]).
+
+        Examples
+        --------
+        >>> q.predict_labels().head()  # doctest: +SKIP
+        """
+        adata = self._resolve_adata(adata)
+        probs = self._posterior(adata, None, batch_size)["probs"]
+        label = pd.Categorical.from_codes(probs.argmax(1), categories=self.cluster_names)
+        return pd.DataFrame(
+            {"label": label, "confidence": probs.max(1).astype(np.float32)},
+            index=adata.obs_names.copy(),
+        )
+
     def write_to_adata(self, adata: AnnData | None = None, batch_size: int | None = None):
         """Write latents, clusters and cluster probabilities into the AnnData.
 
         Writes ``obsm["X_cgmdvae"]`` (z mean), ``obsm["X_cgmdvae_w"]`` (w mean),
         ``obs["cgmdvae_cluster"]`` (categorical over all K clusters, empty ones included),
         ``obsm["cgmdvae_cluster_probs"]`` and ``uns["cgmdvae"]`` (cluster sizes and the list of
-        empty clusters).
+        empty clusters); for a query model also ``obs["cgmdvae_label"]`` and
+        ``obs["cgmdvae_label_confidence"]`` (see :meth:`predict_labels`).
 
         Returns
         -------
@@ -379,13 +424,18 @@ class CGMDVAE(DeltaModelMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, ArchesMix
             "cluster_sizes": sizes,
             "empty_clusters": np.array(empty, dtype=object),
         }
-        return [
+        written = [
             "obsm/X_cgmdvae",
             "obsm/X_cgmdvae_w",
             "obs/cgmdvae_cluster",
             "obsm/cgmdvae_cluster_probs",
             "uns/cgmdvae",
         ]
+        if self.is_query_model:
+            adata.obs["cgmdvae_label"] = adata.obs["cgmdvae_cluster"].copy()
+            adata.obs["cgmdvae_label_confidence"] = post["probs"].max(1).astype(np.float32)
+            written += ["obs/cgmdvae_label", "obs/cgmdvae_label_confidence"]
+        return written
 
     # ----------------------------------------------------------------- generation
     def _expected(self, params: dict[str, torch.Tensor]) -> torch.Tensor:

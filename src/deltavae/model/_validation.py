@@ -176,3 +176,35 @@ def check_size_factors(adata: AnnData, size_factor_key: str | None) -> None:
             f"size_factor_key={size_factor_key!r} must hold finite, positive numbers; found "
             f"min {np.nanmin(values):g}."
         )
+
+
+def check_backing_for_training(adata: AnnData) -> None:
+    """A backed AnnData must be open, and open read-only, to train on it.
+
+    Training reads the file from every data-loader and DDP process at once; a handle open for
+    writing could change or lock it under them.
+
+    Parameters
+    ----------
+    adata
+        The AnnData a model is about to train on; in-memory AnnData pass unchecked.
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad
+    >>> check_backing_for_training(ad.AnnData(np.ones((2, 2))))
+    """
+    if not adata.isbacked:
+        return
+    if not adata.file.is_open:
+        raise ValueError(
+            f"The AnnData's backing file {str(adata.filename)!r} is closed; reopen it with "
+            "anndata.read_h5ad(path, backed='r')."
+        )
+    mode = adata.file["obs"].file.mode
+    if mode != "r":
+        raise ValueError(
+            f"{str(adata.filename)!r} is opened backed={mode!r} (writable); training needs it "
+            "read-only: anndata.read_h5ad(path, backed='r'). Reopen it with backed='r+' "
+            "afterwards to write results into the file."
+        )

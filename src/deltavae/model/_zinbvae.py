@@ -17,7 +17,6 @@ from scvi.data.fields import (
 )
 from scvi.model._utils import _init_library_size
 from scvi.model.base import (
-    ArchesMixin,
     BaseModelClass,
     PyroSampleMixin,
     RNASeqMixin,
@@ -26,12 +25,15 @@ from scvi.model.base import (
 
 from ..module import ZINBVAEModule
 from ._base import DeltaModelMixin
+from ._transfer import QueryMappingMixin
 from ._validation import check_data, check_obs_keys, check_size_factors
 
 logger = logging.getLogger(__name__)
 
 
-class ZINBVAE(DeltaModelMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, ArchesMixin, BaseModelClass):
+class ZINBVAE(
+    DeltaModelMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, QueryMappingMixin, BaseModelClass
+):
     """Zero-inflated negative-binomial VAE for raw single-cell counts (scVI's model, in Pyro).
 
     Latents, normalized expression, differential expression and likelihood parameters come

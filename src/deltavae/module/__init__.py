@@ -1,6 +1,8 @@
 """Pyro modules: the generative model and amortised guide of every deltavae model."""
 
+from ._archetypes import ArchetypesModule
 from ._cgmdvae import CGMDVAEModule
+from ._nmfdeconv import NMFDeconvModule
 from ._zinbvae import ZINBVAEModule
 
-__all__ = ["CGMDVAEModule", "ZINBVAEModule"]
+__all__ = ["ArchetypesModule", "CGMDVAEModule", "NMFDeconvModule", "ZINBVAEModule"]

@@ -12,5 +12,12 @@ Examples
 """
 
 from ._plots import cluster_composition, embedding, history
+from ._spatial import archetype_elbow, spatial_proportions
 
-__all__ = ["cluster_composition", "embedding", "history"]
+__all__ = [
+    "archetype_elbow",
+    "cluster_composition",
+    "embedding",
+    "history",
+    "spatial_proportions",
+]

@@ -1,6 +1,7 @@
 """Training plan: Pyro ELBO as a differentiable loss under Lightning, with a validation ELBO."""
 
+from ._data import DeltaDataSplitter
 from ._mixture_init import MixtureInitialization
 from ._plan import DeltaTrainingPlan
 
-__all__ = ["DeltaTrainingPlan", "MixtureInitialization"]
+__all__ = ["DeltaDataSplitter", "DeltaTrainingPlan", "MixtureInitialization"]

@@ -34,6 +34,11 @@ class MixtureInitialization(Callback):
     seed
         Seed of k-means and of the cell subsample (at most 20,000 cells are used).
 
+    Notes
+    -----
+    Under DDP, rank 0 runs k-means on its share of the cells and broadcasts the initialised
+    module to the other processes, which must start from the same mixture.
+
     Examples
     --------
     >>> g.train(max_epochs=100, callbacks=[MixtureInitialization(epoch=5)])  # doctest: +SKIP
@@ -66,18 +71,24 @@ class MixtureInitialization(Callback):
         if trainer.current_epoch != self.epoch:
             return
         module = pl_module.module
-        was_training = module.training
-        module.eval()
-        z, z_var, cats, y_obs = self._collect(trainer, module)
-        assignments = self._assign(z.cpu().numpy(), y_obs, module.n_clusters)
-        module.train(was_training)
-        assignments = torch.as_tensor(assignments, dtype=torch.long, device=z.device)
-        initialize_mixture(module, z, assignments, cats, z_var=z_var)
-        logger.info(
-            "Initialised %d mixture components from k-means at epoch %d.",
-            module.n_clusters,
-            self.epoch,
-        )
+        if trainer.is_global_zero:
+            was_training = module.training
+            module.eval()
+            z, z_var, cats, y_obs = self._collect(trainer, module)
+            assignments = self._assign(z.cpu().numpy(), y_obs, module.n_clusters)
+            module.train(was_training)
+            assignments = torch.as_tensor(assignments, dtype=torch.long, device=z.device)
+            initialize_mixture(module, z, assignments, cats, z_var=z_var)
+            logger.info(
+                "Initialised %d mixture components from k-means at epoch %d.",
+                module.n_clusters,
+                self.epoch,
+            )
+        if trainer.world_size > 1:
+            # DDP only keeps replicas equal by averaging gradients: every process must start
+            # from rank 0's mixture.
+            state = trainer.strategy.broadcast(module.state_dict(), src=0)
+            module.load_state_dict(state)
 
     def _assign(self, z: np.ndarray, y_obs, k: int) -> np.ndarray:
         if y_obs is None:

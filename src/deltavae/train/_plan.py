@@ -71,6 +71,11 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
             self.module.n_obs = n_obs
             self.scale_elbo = 1.0 / n_obs
 
+    @property
+    def _sync_dist(self) -> bool:
+        # Under DDP each process sees its own cells: log the mean over processes.
+        return self.trainer.world_size > 1
+
     def _loss(self, batch, kl_weight: float) -> tuple[torch.Tensor, int]:
         args, kwargs = self.module._get_fn_args_from_batch(batch)
         if self.use_kl_weight:
@@ -84,9 +89,22 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         """One SVI step: the annealed negative ELBO per cell as a torch loss."""
         kl_weight = float(self.kl_weight)
         loss, n = self._loss(batch, kl_weight)
-        self.log("kl_weight", kl_weight, on_step=False, on_epoch=True, batch_size=n)
+        self.log(
+            "kl_weight",
+            kl_weight,
+            on_step=False,
+            on_epoch=True,
+            batch_size=n,
+            sync_dist=self._sync_dist,
+        )
         self.training_step_outputs.append({"loss": loss.detach()})
         return {"loss": loss}
+
+    def on_train_epoch_end(self):
+        """Log ``elbo_train``: the mean annealed loss of the epoch's minibatches."""
+        elbo = torch.stack([out["loss"] for out in self.training_step_outputs]).mean()
+        self.log("elbo_train", elbo, prog_bar=True, sync_dist=self._sync_dist)
+        self.training_step_outputs.clear()
 
     def validation_step(self, batch, batch_idx):
         """Full negative ELBO per cell on held-out cells, and each of its terms.
@@ -95,7 +113,7 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         ``reconstruction_loss_validation`` and ``<term>_validation`` for every KL term.
         """
         loss, n = self._loss(batch, 1.0)
-        log = {"on_step": False, "on_epoch": True, "batch_size": n}
+        log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": self._sync_dist}
         self.log("elbo_validation", loss, **log)
         # The term split samples again; a forked RNG keeps training draws independent of it.
         devices = [self.device.index or 0] if self.device.type == "cuda" else []

@@ -1,0 +1,237 @@
+"""ZINBVAE on atlases of growing size: one epoch in memory and backed (read from disk).
+
+Writes synthetic sparse count .h5ad files (2,000 genes, ``--sizes`` cells, ~10% non-zero)
+chunk by chunk, so no size is ever held whole, dense or sparse, while writing. Each (size,
+mode) runs one epoch of ZINBVAE in a fresh interpreter, so every peak memory is its own:
+
+* ``memory``: ``anndata.read_h5ad(path)``, the whole sparse matrix in RAM;
+* ``backed``: ``anndata.read_h5ad(path, backed="r")``, each minibatch read from the file.
+
+An epoch is a training pass over 90% of the cells and a validation pass over the other 10%,
+so cells/s counts every cell once. Peak RSS covers reading, setup (which checks the counts
+chunk by chunk) and the epoch.
+Targets (issue 7): backed peak memory flat (within 1.5x) from 100k to 1M cells, and backed
+throughput at least half of in-memory throughput.
+
+Run from the repository root::
+
+    python benchmarks/scale.py --sizes 10000 100000 --data-dir /tmp/dv-scale
+    python benchmarks/scale.py --sizes 10000 100000 1000000 --out scale.json
+
+The data files are deleted afterwards unless ``--keep`` is given.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One thread and passive waiting: the machine is shared (see zinbvae_vs_scvi.py).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import PeakRSS, Timer, markdown_table, mib, run_json_subprocess  # noqa: E402
+
+N_GENES = 2000
+GENES_PER_CELL = 200  # ~10% non-zero, typical of 10x data after gene filtering
+CHUNK = 50_000
+BATCH_SIZE = 128
+MODES = ("memory", "backed")
+TARGET_MEMORY_GROWTH = 1.5
+TARGET_THROUGHPUT_RATIO = 0.5
+
+
+def _counts_chunk(rng: np.random.Generator, n_cells: int):
+    """Sparse CSR counts for ``n_cells`` cells: negative-binomial-like values on random genes."""
+    from scipy import sparse
+
+    rows = np.repeat(np.arange(n_cells), GENES_PER_CELL)
+    cols = rng.integers(0, N_GENES, size=rows.size)
+    values = 1 + rng.poisson(rng.gamma(0.5, 2.0, size=rows.size))
+    # Duplicate (row, col) pairs are summed by the constructor: still integer counts.
+    return sparse.csr_matrix(
+        (values.astype(np.float32), (rows, cols)), shape=(n_cells, N_GENES), dtype=np.float32
+    )
+
+
+def write_h5ad(path: Path, n_cells: int, seed: int = 0) -> None:
+    """Write ``n_cells`` x 2,000 sparse counts to ``path``, ``CHUNK`` cells at a time."""
+    import anndata as ad
+    import h5py
+    import pandas as pd
+    from anndata.io import sparse_dataset, write_elem
+
+    rng = np.random.default_rng(seed)
+    obs = pd.DataFrame(index=[f"cell_{i}" for i in range(n_cells)])
+    var = pd.DataFrame(index=[f"gene_{j}" for j in range(N_GENES)])
+    ad.AnnData(obs=obs, var=var).write_h5ad(path)
+    with h5py.File(path, "r+") as f:
+        write_elem(f, "X", _counts_chunk(rng, min(CHUNK, n_cells)))
+        X = sparse_dataset(f["X"])
+        for start in range(CHUNK, n_cells, CHUNK):
+            X.append(_counts_chunk(rng, min(CHUNK, n_cells - start)))
+
+
+def _quiet() -> None:
+    import scvi
+
+    scvi.settings.verbosity = logging.ERROR
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "pyro"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def worker(path: str, mode: str) -> dict:
+    """One epoch of ZINBVAE on ``path`` read in ``mode``; times and peak RSS as a dict."""
+    import anndata as ad
+    import scvi
+    import torch
+
+    import deltavae as dv
+
+    torch.set_num_threads(1)
+    _quiet()
+    scvi.settings.seed = 0
+    with PeakRSS() as peak:
+        with Timer() as load:
+            adata = ad.read_h5ad(path, backed="r" if mode == "backed" else None)
+        with Timer() as setup:
+            dv.model.ZINBVAE.setup_anndata(adata)
+            model = dv.model.ZINBVAE(adata, n_latent=10, n_hidden=128)
+        with Timer() as epoch:
+            model.train(
+                max_epochs=1,
+                batch_size=BATCH_SIZE,
+                accelerator="cpu",
+                enable_progress_bar=False,
+                enable_model_summary=False,
+            )
+    return {
+        "n_cells": adata.n_obs,
+        "mode": mode,
+        "load_s": load.seconds,
+        "setup_s": setup.seconds,
+        "epoch_s": epoch.seconds,
+        "cells_per_s": adata.n_obs / epoch.seconds,
+        "peak_rss_mib": mib(peak.peak),
+        "elbo_train": float(model.history["elbo_train"]["elbo_train"].iloc[-1]),
+    }
+
+
+def _table(results: list[dict]) -> str:
+    rows = []
+    by = {(r["n_cells"], r["mode"]): r for r in results}
+    for r in results:
+        ratio = ""
+        if r["mode"] == "backed" and (r["n_cells"], "memory") in by:
+            ratio = f"{r['cells_per_s'] / by[r['n_cells'], 'memory']['cells_per_s']:.2f}"
+        rows.append(
+            [
+                f"{r['n_cells']:,}",
+                r["mode"],
+                f"{r['load_s'] + r['setup_s']:.1f}",
+                f"{r['epoch_s']:.1f}",
+                f"{r['cells_per_s']:,.0f}",
+                ratio,
+                f"{r['peak_rss_mib']:,.0f}",
+            ]
+        )
+    return markdown_table(
+        [
+            "cells",
+            "mode",
+            "read + setup (s)",
+            "s / epoch",
+            "cells / s",
+            "backed / memory cells/s",
+            "peak RSS (MiB)",
+        ],
+        rows,
+    )
+
+
+def _verdict(results: list[dict]) -> list[str]:
+    lines = []
+    backed = sorted((r for r in results if r["mode"] == "backed"), key=lambda r: r["n_cells"])
+    big = [r for r in backed if r["n_cells"] >= 100_000]
+    if len(big) >= 2:
+        growth = big[-1]["peak_rss_mib"] / big[0]["peak_rss_mib"]
+        ok = "yes" if growth <= TARGET_MEMORY_GROWTH else "no"
+        lines.append(
+            f"backed peak RSS {big[0]['n_cells']:,} -> {big[-1]['n_cells']:,} cells: "
+            f"x{growth:.2f} (target <= {TARGET_MEMORY_GROWTH}: {ok})"
+        )
+    memory = {r["n_cells"]: r for r in results if r["mode"] == "memory"}
+    for r in backed:
+        if r["n_cells"] in memory:
+            ratio = r["cells_per_s"] / memory[r["n_cells"]]["cells_per_s"]
+            ok = "yes" if ratio >= TARGET_THROUGHPUT_RATIO else "no"
+            lines.append(
+                f"backed / memory throughput at {r['n_cells']:,} cells: {ratio:.2f} "
+                f"(target >= {TARGET_THROUGHPUT_RATIO}: {ok})"
+            )
+    return lines
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--data-dir", default=None, help="where to write the .h5ad files [a tmp dir]")
+    p.add_argument("--keep", action="store_true", help="keep the .h5ad files")
+    p.add_argument("--out", default=None, help="write all numbers as JSON here")
+    p.add_argument("--worker", nargs=2, metavar=("PATH", "MODE"), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(*args.worker)))
+        return 0
+    data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="deltavae_scale_"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    try:
+        for n in args.sizes:
+            path = data_dir / f"counts_{n}.h5ad"
+            start = time.perf_counter()
+            write_h5ad(path, n)
+            print(
+                f"wrote {path} ({path.stat().st_size / 2**20:,.0f} MiB) in "
+                f"{time.perf_counter() - start:.0f} s",
+                file=sys.stderr,
+            )
+            for mode in args.modes:
+                result = run_json_subprocess([__file__, "--worker", str(path), mode])
+                print(json.dumps(result), file=sys.stderr)
+                results.append(result)
+            if not args.keep:
+                path.unlink()
+    finally:
+        if not args.keep and args.data_dir is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    print(f"ZINBVAE, one epoch, {N_GENES} genes, batch {BATCH_SIZE}, 1 CPU thread\n")
+    print(_table(results))
+    print()
+    print("\n".join(_verdict(results)))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

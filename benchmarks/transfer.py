@@ -1,0 +1,222 @@
+"""Transfer learning on the Kang IFN-beta data: held-out perturbation and query mapping.
+
+Part 1, held-out cell type (kang_scgen, 1,975 cells x 6,998 HVGs, scGen's protocol): for each
+cell type T, train without T's stimulated cells, predict them from T's control cells, and score
+R² of per-gene mean log-normalized expression (CP10k, log1p) against the real stimulated T cells,
+over all genes and over T's top-100 DE genes (Wilcoxon, real ctrl vs stim). Methods:
+``no change`` (the control cells as they are), ``latent shift`` (scGen's latent arithmetic on an
+unconditional ZINBVAE, cell types balanced) and ``CGMDVAE translate`` (condition-conditional
+CGMDVAE, cell types as labels).
+
+Part 2, query mapping (kang_ifnb, 1,267 genes): reference = the 750 control cells with their
+cell types, query = the 806 stimulated cells, unlabelled; label-transfer accuracy and macro-F1
+against the query's true cell types, for CGMDVAE.load_query_data + predict_labels and for
+scvi-tools' SCVI -> SCANVI -> SCANVI.load_query_data (scArches settings: layer norm, no batch
+norm), with reference and query training seconds.
+
+Run from the repository root::
+
+    python benchmarks/transfer.py --quick          # smoke run
+    python benchmarks/transfer.py --seeds 0 1 2    # the table of the closing note
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import scanpy as sc  # noqa: E402
+import scvi  # noqa: E402
+import torch  # noqa: E402
+from _common import Timer, fmt_mean_sd, markdown_table  # noqa: E402
+from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
+
+import deltavae as dv  # noqa: E402
+
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "logger": False}
+
+
+def log_norm(x) -> np.ndarray:
+    x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
+    return np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1.0) * 1e4)
+
+
+def top_de_genes(ctrl, stim, n: int = 100) -> list[str]:
+    both = sc.concat([ctrl, stim], label="_group", keys=["ctrl", "stim"])
+    both.X = log_norm(both.X)
+    sc.tl.rank_genes_groups(both, "_group", groups=["stim"], reference="ctrl", method="wilcoxon")
+    return [str(g) for g in both.uns["rank_genes_groups"]["names"]["stim"][:n]]
+
+
+def held_out_type(adata, cell_type: str, seed: int, epochs: int) -> dict[str, tuple]:
+    held = (adata.obs["cell_type"] == cell_type).to_numpy()
+    stim = (adata.obs["condition"] == "stim").to_numpy()
+    train = adata[~(held & stim)].copy()
+    ctrl_t, stim_t = adata[held & ~stim].copy(), adata[held & stim]
+    genes = top_de_genes(ctrl_t, stim_t)
+    truth = stim_t.copy()
+    truth.X = log_norm(truth.X)
+
+    def r2(x):
+        pred = log_norm(x)
+        return (
+            dv.metrics.mean_expression_r2(pred, truth.X),
+            dv.metrics.mean_expression_r2(pred, truth.X, genes=np.isin(truth.var_names, genes)),
+        )
+
+    out = {"no change": r2(ctrl_t.X)}
+    scvi.settings.seed = seed
+    dv.model.ZINBVAE.setup_anndata(train)
+    vae = dv.model.ZINBVAE(train, n_latent=10)
+    vae.train(max_epochs=epochs, **QUIET)
+    shifted = vae.predict_perturbation(
+        ctrl_t, "stim", "latent_shift", condition_key="condition", balance_key="cell_type"
+    )
+    out["latent shift (ZINBVAE)"] = r2(shifted.X)
+    scvi.settings.seed = seed
+    train = adata[~(held & stim)].copy()
+    dv.model.CGMDVAE.setup_anndata(train, condition_key="condition", labels_key="cell_type")
+    g = dv.model.CGMDVAE(train, n_latent=10, n_latent_w=5)
+    g.train(max_epochs=epochs, **QUIET)
+    out["CGMDVAE translate"] = r2(g.predict_perturbation(ctrl_t, "stim").X)
+    return out
+
+
+def query_mapping(seed: int, ref_epochs: int, query_epochs: int) -> dict[str, dict]:
+    adata = dv.datasets.kang_ifnb()
+    adata.obs["cell_type"] = adata.obs["cell_type"].astype(str)
+    ref = adata[adata.obs["condition"] == "ctrl"].copy()
+    query = adata[adata.obs["condition"] == "stim"].copy()
+    truth = query.obs["cell_type"].to_numpy()
+    query.obs["cell_type"] = "Unknown"
+    results = {}
+
+    scvi.settings.seed = seed
+    dv.model.CGMDVAE.setup_anndata(ref, condition_key="condition", labels_key="cell_type")
+    g = dv.model.CGMDVAE(ref, n_latent=10, n_latent_w=5)
+    with Timer() as t_ref:
+        g.train(max_epochs=ref_epochs, **QUIET)
+    q = dv.model.CGMDVAE.load_query_data(query.copy(), g)
+    with Timer() as t_query:
+        q.train(max_epochs=query_epochs, **QUIET)
+    pred = q.predict_labels()["label"].astype(str).to_numpy()
+    results["CGMDVAE"] = {
+        "accuracy": accuracy_score(truth, pred),
+        "macro_f1": f1_score(truth, pred, average="macro"),
+        "ref_s": t_ref.seconds,
+        "query_s": t_query.seconds,
+    }
+
+    scvi.settings.seed = seed
+    ref = adata[adata.obs["condition"] == "ctrl"].copy()
+    scvi.model.SCVI.setup_anndata(ref, batch_key="condition", labels_key="cell_type")
+    arches = {"use_layer_norm": "both", "use_batch_norm": "none", "encode_covariates": True}
+    with Timer() as t_ref:
+        vae = scvi.model.SCVI(ref, n_latent=10, **arches)
+        vae.train(max_epochs=ref_epochs, **QUIET)
+        lvae = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category="Unknown")
+        lvae.train(max_epochs=max(1, ref_epochs // 5), **QUIET)
+    sq = scvi.model.SCANVI.load_query_data(query.copy(), lvae)
+    with Timer() as t_query:
+        sq.train(max_epochs=query_epochs, plan_kwargs={"weight_decay": 0.0}, **QUIET)
+    pred = np.asarray(sq.predict(), dtype=str)
+    results["scvi SCANVI"] = {
+        "accuracy": accuracy_score(truth, pred),
+        "macro_f1": f1_score(truth, pred, average="macro"),
+        "ref_s": t_ref.seconds,
+        "query_s": t_query.seconds,
+    }
+    return results
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=100, help="held-out type: training epochs")
+    p.add_argument("--types", nargs="*", default=None, help="held-out cell types (default all)")
+    p.add_argument("--ref-epochs", type=int, default=200, help="query mapping: reference")
+    p.add_argument("--query-epochs", type=int, default=100, help="query mapping: query")
+    p.add_argument("--skip-heldout", action="store_true")
+    p.add_argument("--skip-query", action="store_true")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 1 type, few epochs")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.epochs, args.types = [0], 5, ["CD4T"]
+        args.ref_epochs, args.query_epochs = 10, 5
+    torch.set_num_threads(1)
+    logging.getLogger("scvi").setLevel(logging.ERROR)
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+    if not args.skip_heldout:
+        adata = dv.datasets.kang_scgen()
+        types = args.types or list(adata.obs["cell_type"].cat.categories)
+        scores: dict[str, dict[str, list]] = {}
+        for cell_type in types:
+            for seed in args.seeds:
+                with Timer() as t:
+                    res = held_out_type(adata, cell_type, seed, args.epochs)
+                print(f"# held out {cell_type}, seed {seed}: {t.seconds:.0f} s", flush=True)
+                for method, (all_genes, de) in res.items():
+                    entry = scores.setdefault(method, {}).setdefault(cell_type, [])
+                    entry.append((all_genes, de))
+        rows = []
+        for method, per_type in scores.items():
+            for cell_type in types:
+                vals = np.array(per_type[cell_type])
+                rows.append([method, cell_type, fmt_mean_sd(vals[:, 0]), fmt_mean_sd(vals[:, 1])])
+            type_means = np.array([np.mean(per_type[c], axis=0) for c in types])
+            rows.append(
+                [
+                    method,
+                    f"mean over {len(types)} types",
+                    f"{type_means[:, 0].mean():.3f}",
+                    f"{type_means[:, 1].mean():.3f}",
+                ]
+            )
+        print(f"\nHeld-out cell type, kang_scgen, {args.epochs} epochs, seeds {args.seeds}")
+        print("(anchors: scGen 0.971 CD4T all genes, mean 0.949; conditional VAE 0.913)")
+        print(markdown_table(["method", "held-out type", "R² all genes", "R² top-100 DE"], rows))
+
+    if args.skip_query:
+        return
+    mapping: dict[str, dict[str, list]] = {}
+    for seed in args.seeds:
+        for method, res in query_mapping(seed, args.ref_epochs, args.query_epochs).items():
+            for key, value in res.items():
+                mapping.setdefault(method, {}).setdefault(key, []).append(value)
+    rows = [
+        [
+            method,
+            fmt_mean_sd(m["accuracy"]),
+            fmt_mean_sd(m["macro_f1"]),
+            fmt_mean_sd(m["ref_s"], 1),
+            fmt_mean_sd(m["query_s"], 1),
+        ]
+        for method, m in mapping.items()
+    ]
+    print(
+        f"\nQuery mapping, kang_ifnb ctrl (reference) -> stim (query), reference "
+        f"{args.ref_epochs} epochs, query {args.query_epochs} epochs, seeds {args.seeds}"
+    )
+    print(
+        markdown_table(
+            ["method", "accuracy", "macro-F1", "reference train s", "query train s"], rows
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

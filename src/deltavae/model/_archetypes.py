@@ -1,0 +1,552 @@
+"""Archetypes: reference-free archetypal analysis of spatial spots on raw counts."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import scvi
+import torch
+from anndata import AnnData
+from scipy.cluster.hierarchy import fcluster, linkage
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import LayerField
+from scvi.model.base import BaseModelClass
+from sklearn.decomposition import PCA
+
+from ..module import ArchetypesModule
+from ..module._archetypes import convex_archetypes, elbow
+from ._base import DeltaModelMixin
+from ._nmfdeconv import _dense
+from ._validation import check_data
+
+logger = logging.getLogger(__name__)
+
+_CP10K = 1e4
+
+
+def stable_matching(scores: np.ndarray) -> list[tuple[int, int]]:
+    """One-to-one stable matching of rows to columns, both preferring higher scores.
+
+    Gale-Shapley with rows proposing: no row and column both prefer each other to their
+    partners. Unlike the assignment that maximises the total score, a pair that prefers each
+    other most is never split to raise the sum.
+
+    Parameters
+    ----------
+    scores
+        Rows (e.g. signatures) x columns (e.g. archetypes).
+
+    Returns
+    -------
+    list of (row, column)
+        ``min(n_rows, n_columns)`` pairs, sorted by row.
+
+    Examples
+    --------
+    >>> stable_matching(np.array([[0.9, 0.8], [0.7, 0.1]]))
+    [(0, 0), (1, 1)]
+    """
+    scores = np.asarray(scores, dtype=float)
+    n_rows, n_cols = scores.shape
+    preferences = [list(np.argsort(-scores[r], kind="stable")) for r in range(n_rows)]
+    partner_of_col: dict[int, int] = {}
+    free = list(range(n_rows))
+    while free:
+        row = free.pop(0)
+        if not preferences[row]:
+            continue
+        col = int(preferences[row].pop(0))
+        current = partner_of_col.get(col)
+        if current is None:
+            partner_of_col[col] = row
+        elif scores[row, col] > scores[current, col]:
+            partner_of_col[col] = row
+            free.append(current)
+        else:
+            free.append(row)
+    return sorted((row, col) for col, row in partner_of_col.items())
+
+
+class Archetypes(DeltaModelMixin, BaseModelClass):
+    """Archetypal analysis of spots on raw counts: Y = W B X with an NB likelihood.
+
+    Every archetype is a convex combination of spots (B) and every spot a convex combination
+    of archetypes (W, from an amortised encoder, so new spots can be mapped). The number of
+    archetypes can be chosen by the elbow of the explained variance of classical archetypal
+    analysis, which also gives the starting B. After training, archetypes whose profiles
+    point the same way (cosine similarity of their deviations from the mean spot above
+    ``merge_threshold``) are merged; every result refers to the merged archetypes.
+
+    Parameters
+    ----------
+    adata
+        Spots with raw counts, registered with :meth:`setup_anndata`.
+    n_archetypes
+        Number of archetypes, or ``"auto"`` for the explained-variance elbow over
+        2..``max_archetypes``.
+    max_archetypes
+        Largest number tried by ``"auto"``.
+    merge_threshold
+        Similarity above which archetypes merge (1 never merges).
+    n_pcs
+        Principal components in which classical archetypal analysis runs.
+    n_hidden, n_layers, dropout_rate
+        Encoder sizes.
+    prior_concentration
+        Dirichlet concentration of the weights' prior.
+
+    Examples
+    --------
+    >>> import deltavae as dv
+    >>> spots = dv.datasets.convex_mixtures(n_spots=300, n_archetypes=4)
+    >>> dv.model.Archetypes.setup_anndata(spots)
+    >>> a = dv.model.Archetypes(spots, n_archetypes="auto")
+    >>> a.train(max_epochs=200)  # doctest: +SKIP
+    >>> a.write_to_adata(spots)  # doctest: +SKIP
+    """
+
+    _module_cls = ArchetypesModule
+    weights_key = "archetype_weights"
+    profiles_key = "archetype_profiles"
+    anchor_key = "archetype_anchor"
+    dominant_key = "archetype_dominant"
+    markers_key = "archetype_markers"
+    uns_key = "archetypes"
+
+    def __init__(
+        self,
+        adata: AnnData,
+        n_archetypes: int | str = "auto",
+        max_archetypes: int = 10,
+        merge_threshold: float = 0.9,
+        n_pcs: int = 30,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        prior_concentration: float = 1.0,
+    ):
+        super().__init__(adata)
+        n_spots = adata.n_obs
+        if isinstance(n_archetypes, str):
+            if n_archetypes != "auto":
+                raise ValueError(
+                    f"n_archetypes must be an integer or 'auto'; got {n_archetypes!r}."
+                )
+            if max_archetypes < 3:
+                raise ValueError(f"max_archetypes must be >= 3 for 'auto'; got {max_archetypes}.")
+        elif n_archetypes > n_spots:
+            raise ValueError(
+                f"n_archetypes={n_archetypes} is larger than the number of spots ({n_spots})."
+            )
+        elif n_archetypes < 2:
+            raise ValueError(f"n_archetypes must be >= 2; got {n_archetypes}.")
+        if not 0 < merge_threshold <= 1:
+            raise ValueError(f"merge_threshold must lie in (0, 1]; got {merge_threshold}.")
+        self.merge_threshold = float(merge_threshold)
+        counts = _dense(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
+        profiles = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+        embedding = self._embed(profiles, n_pcs)
+        seed = scvi.settings.seed
+        if n_archetypes == "auto":
+            ks = np.arange(2, min(max_archetypes, n_spots - 1) + 1)
+            fits = {int(k): convex_archetypes(embedding, int(k), seed=seed) for k in ks}
+            explained = np.array([fits[int(k)][2] for k in ks])
+            n_archetypes = int(ks[elbow(ks, explained)])
+            init_B = fits[n_archetypes][1]
+            self.elbow_ = {
+                "n_archetypes": ks,
+                "explained_variance": explained,
+                "chosen": n_archetypes,
+            }
+            logger.info("n_archetypes='auto' chose %d (elbow of %s)", n_archetypes, explained)
+        else:
+            init_B = convex_archetypes(embedding, int(n_archetypes), seed=seed)[1]
+            self.elbow_ = None
+        self.n_archetypes_raw_ = int(n_archetypes)
+        self.module = self._module_cls(
+            spot_profiles=torch.as_tensor(profiles, dtype=torch.float32),
+            init_B=torch.as_tensor(init_B, dtype=torch.float32),
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            dropout_rate=dropout_rate,
+            prior_concentration=prior_concentration,
+        )
+        self.signature_map_ = None
+        self._model_summary_string = (
+            f"Archetypes: {n_archetypes} archetypes, {n_spots} spots, {adata.n_vars} genes, "
+            f"merge threshold {merge_threshold}"
+        )
+        self._record_version()
+        self.init_params_ = self._get_init_params(locals())
+
+    @staticmethod
+    def _scaled(profiles: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        # A per-gene scale (Pearson-residual-like) keeps mixtures linear yet stops a few
+        # highly expressed genes from dominating distances.
+        return (profiles - mean) / np.sqrt(mean + 1e-12)
+
+    def _embed(self, profiles: np.ndarray, n_pcs: int) -> np.ndarray:
+        scaled = self._scaled(profiles, profiles.mean(axis=0))
+        n_components = min(n_pcs, scaled.shape[0] - 1, scaled.shape[1])
+        return PCA(n_components, random_state=scvi.settings.seed).fit_transform(scaled)
+
+    # ------------------------------------------------------------------------- setup
+    @classmethod
+    def setup_anndata(cls, adata: AnnData, layer: str | None = None, **kwargs) -> None:
+        """Register the spots' raw counts.
+
+        Parameters
+        ----------
+        adata
+            Spots x genes with raw counts.
+        layer
+            Layer with the counts; ``None`` for ``adata.X``.
+
+        Examples
+        --------
+        >>> dv.model.Archetypes.setup_anndata(spots)  # doctest: +SKIP
+        """
+        check_data(adata, layer, kind="counts")
+        setup_method_args = cls._get_setup_method_args(**locals())
+        fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True)]
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    def train(self, max_epochs: int = 300, lr: float = 5e-3, **kwargs):
+        """Train by SVI (see :meth:`deltavae.model.base.DeltaModelMixin.train`).
+
+        Parameters
+        ----------
+        max_epochs
+            Passes through the spots.
+        lr
+            Adam learning rate.
+        **kwargs
+            Passed to :meth:`deltavae.model.base.DeltaModelMixin.train`.
+
+        Examples
+        --------
+        >>> a.train(max_epochs=200, early_stopping=True)  # doctest: +SKIP
+        """
+        return super().train(max_epochs=max_epochs, lr=lr, **kwargs)
+
+    # ------------------------------------------------------------------------- merging
+    def _raw_profiles(self) -> np.ndarray:
+        with torch.no_grad():
+            return self.module.archetype_profiles().cpu().numpy().astype(np.float64)
+
+    def _raw_weights(self, adata: AnnData | None, batch_size: int | None) -> np.ndarray:
+        adata = self._validate_anndata(self._resolve_adata(adata))
+        loader = self._make_data_loader(adata=adata, batch_size=batch_size, shuffle=False)
+        self.module.eval()
+        chunks = []
+        with torch.no_grad():
+            for tensors in loader:
+                x = tensors[REGISTRY_KEYS.X_KEY].to(self.module.device)
+                chunks.append(self.module.inference(x)["weights_map"].cpu().numpy())
+        return np.concatenate(chunks).astype(np.float64)
+
+    def _merge(self) -> tuple[np.ndarray, np.ndarray]:
+        """Merged group of each raw archetype (0..n-1, by first member) and the linkage."""
+        profiles = self._raw_profiles()
+        mean = self.module.spot_profiles.cpu().numpy().mean(axis=0)
+        deviations = self._scaled(profiles, mean)
+        tree = linkage(deviations, method="average", metric="cosine")
+        if self.merge_threshold >= 1.0:
+            return np.arange(len(profiles)), tree
+        labels = fcluster(tree, t=1.0 - self.merge_threshold, criterion="distance")
+        _, first = np.unique(labels, return_index=True)
+        order = {label: rank for rank, label in enumerate(labels[np.sort(first)])}
+        return np.array([order[label] for label in labels]), tree
+
+    def archetype_names(self) -> list[str]:
+        """Names of the merged archetypes, ``"A0"``, ``"A1"``, ...
+
+        Examples
+        --------
+        >>> a.archetype_names()  # doctest: +SKIP
+        ['A0', 'A1', 'A2', 'A3']
+        """
+        groups, _ = self._merge()
+        return [f"A{k}" for k in range(groups.max() + 1)]
+
+    def get_archetype_weights(
+        self, adata: AnnData | None = None, batch_size: int | None = None
+    ) -> pd.DataFrame:
+        """Each spot's weights over the (merged) archetypes; new spots go through the encoder.
+
+        Parameters
+        ----------
+        adata
+            Spots with the training genes, set up like the training data; default the
+            training spots.
+        batch_size
+            Spots per minibatch.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Spots x archetypes, rows sum to 1.
+
+        Examples
+        --------
+        >>> a.get_archetype_weights().idxmax(axis=1).value_counts()  # doctest: +SKIP
+        """
+        adata = self._resolve_adata(adata)
+        raw = self._raw_weights(adata, batch_size)
+        groups, _ = self._merge()
+        merged = np.zeros((raw.shape[0], groups.max() + 1))
+        np.add.at(merged.T, groups, raw.T)
+        return pd.DataFrame(merged, index=adata.obs_names, columns=self.archetype_names())
+
+    def get_archetype_profiles(self) -> pd.DataFrame:
+        """Normalised expression of each (merged) archetype: genes x archetypes.
+
+        Merged archetypes average their members' profiles, weighted by the members' total
+        weight over the training spots. Each column sums to 1.
+
+        Examples
+        --------
+        >>> a.get_archetype_profiles().idxmax()  # doctest: +SKIP
+        """
+        raw = self._raw_profiles()
+        groups, _ = self._merge()
+        usage = self._raw_weights(None, None).sum(axis=0) + 1e-12
+        merged = np.zeros((groups.max() + 1, raw.shape[1]))
+        np.add.at(merged, groups, usage[:, None] * raw)
+        merged /= merged.sum(axis=1, keepdims=True)
+        return pd.DataFrame(merged.T, index=self.adata.var_names, columns=self.archetype_names())
+
+    def get_anchors(self, n_anchors: int = 20) -> pd.Series:
+        """The spots nearest each archetype: its ``n_anchors`` largest weights.
+
+        A spot anchors at most one archetype (the one it weighs most); anchors need a weight
+        above 1/2, so an archetype may have fewer.
+
+        Parameters
+        ----------
+        n_anchors
+            Anchors per archetype.
+
+        Returns
+        -------
+        pandas.Series
+            Categorical, the archetype a spot anchors, NaN elsewhere.
+
+        Examples
+        --------
+        >>> a.get_anchors(10).value_counts()  # doctest: +SKIP
+        """
+        weights = self.get_archetype_weights()
+        dominant = weights.to_numpy().argmax(axis=1)
+        anchor = np.full(len(weights), -1)
+        for k in range(weights.shape[1]):
+            w = weights.iloc[:, k].to_numpy()
+            eligible = np.flatnonzero((dominant == k) & (w > 0.5))
+            anchor[eligible[np.argsort(-w[eligible])][:n_anchors]] = k
+        return pd.Series(
+            pd.Categorical.from_codes(anchor, categories=weights.columns),
+            index=weights.index,
+            name=self.anchor_key,
+        )
+
+    def get_markers(self, n_genes: int = 100) -> dict:
+        """Marker genes of each archetype in scanpy's ``rank_genes_groups`` layout.
+
+        Genes are ranked by ``score = (e_k - e_rest) / sqrt(e_mean + 1)``, with ``e`` the
+        archetype profiles in counts per 10,000, ``e_rest`` the mean of the other archetypes
+        and ``e_mean`` of all. ``logfoldchanges`` are ``log2((e_k + 1) / (e_rest + 1))``. These
+        are profile contrasts, not tests: ``pvals`` and ``pvals_adj`` are NaN.
+
+        Parameters
+        ----------
+        n_genes
+            Genes kept per archetype.
+
+        Returns
+        -------
+        dict
+            ``params``, ``names``, ``scores``, ``logfoldchanges``, ``pvals``, ``pvals_adj``
+            (record arrays with one field per archetype), as ``sc.tl.rank_genes_groups``
+            writes them; after :meth:`write_to_adata`, ``sc.pl.rank_genes_groups(adata,
+            key="archetype_markers")`` draws them.
+
+        Examples
+        --------
+        >>> a.get_markers(20)["names"]["A0"][:5]  # doctest: +SKIP
+        """
+        profiles = self.get_archetype_profiles() * _CP10K
+        names = profiles.columns
+        n_genes = min(n_genes, profiles.shape[0])
+        values = profiles.to_numpy()
+        fields: dict[str, list[np.ndarray]] = {
+            "names": [],
+            "scores": [],
+            "logfoldchanges": [],
+        }
+        for k in range(len(names)):
+            rest = np.delete(values, k, axis=1).mean(axis=1)
+            score = (values[:, k] - rest) / np.sqrt(values.mean(axis=1) + 1.0)
+            top = np.argsort(-score, kind="stable")[:n_genes]
+            fields["names"].append(np.asarray(profiles.index[top], dtype=object))
+            fields["scores"].append(score[top].astype(np.float32))
+            fields["logfoldchanges"].append(
+                np.log2((values[top, k] + 1.0) / (rest[top] + 1.0)).astype(np.float32)
+            )
+        layout = {
+            "params": {
+                "groupby": self.dominant_key,
+                "reference": "rest",
+                "method": "archetype_profile",
+                "use_raw": False,
+                "layer": "None",
+                "corr_method": "none",
+            }
+        }
+        for field, columns in fields.items():
+            layout[field] = np.rec.fromarrays(columns, names=list(names))
+        nan = np.full(n_genes, np.nan)
+        for field in ("pvals", "pvals_adj"):
+            layout[field] = np.rec.fromarrays([nan] * len(names), names=list(names))
+        return layout
+
+    # ------------------------------------------------------------------------- signatures
+    def match_signatures(self, signatures: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+        """Match archetypes one-to-one to known gene signatures; rank the rest as novel.
+
+        A signature's score for an archetype is the mean, over its genes, of the archetype's
+        log expression standardised across archetypes. Signatures and archetypes are paired
+        by :func:`stable_matching`; pairs with a score of 0 or below are not kept. Unmatched
+        archetypes are "novel states", ranked by their distance to the nearest signature
+        (the negative of their best score): rank 1 is the least like any signature.
+
+        Parameters
+        ----------
+        signatures
+            ``{name: [genes]}``. Genes not in the data are dropped with a warning naming them.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per archetype: ``signature`` (matched name or NaN), ``score`` (of the match,
+            or the best score when unmatched) and ``novel_rank`` (NaN when matched). Also
+            kept for :meth:`write_to_adata` (``uns["archetypes"]["signature_map"]``).
+
+        Examples
+        --------
+        >>> a.match_signatures({"B": ["MS4A1", "CD79A"], "T": ["CD3E", "CD3D"]})  # doctest: +SKIP
+        """
+        if not signatures:
+            raise ValueError("signatures is empty; pass {name: [genes, ...]}.")
+        profiles = self.get_archetype_profiles()
+        genes = profiles.index
+        gene_sets = {}
+        for name, members in signatures.items():
+            members = [members] if isinstance(members, str) else list(members)
+            missing = [g for g in members if g not in genes]
+            present = [g for g in members if g in genes]
+            if missing:
+                warnings.warn(
+                    f"signature {name!r}: {len(missing)} of {len(members)} genes are not in the "
+                    f"data: {missing[:20]}",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            if not present:
+                raise ValueError(
+                    f"signature {name!r} has none of its genes ({members[:10]}) in the data."
+                )
+            gene_sets[str(name)] = genes.get_indexer(present)
+        log_profiles = np.log1p(profiles.to_numpy() * _CP10K)
+        sd = log_profiles.std(axis=1, keepdims=True)
+        standardized = (log_profiles - log_profiles.mean(axis=1, keepdims=True)) / np.where(
+            sd > 0, sd, 1.0
+        )
+        sig_names = list(gene_sets)
+        scores = np.stack([standardized[idx].mean(axis=0) for idx in gene_sets.values()])
+        table = pd.DataFrame(
+            {
+                "signature": pd.Series([np.nan] * len(profiles.columns), dtype=object),
+                "score": scores.max(axis=0),
+                "novel_rank": np.nan,
+            },
+        )
+        table.index = profiles.columns
+        for row, col in stable_matching(scores):
+            if scores[row, col] > 0:
+                table.iloc[col, 0] = sig_names[row]
+                table.iloc[col, 1] = scores[row, col]
+        novel = table.index[table["signature"].isna()]
+        order = table.loc[novel, "score"].sort_values().index
+        table.loc[order, "novel_rank"] = np.arange(1, len(order) + 1)
+        self.signature_map_ = table
+        return table
+
+    # ------------------------------------------------------------------------- output
+    def write_to_adata(self, adata: AnnData | None = None, n_anchors: int = 20) -> list[str]:
+        """Write weights, profiles, anchors, dominant archetype, markers and a summary.
+
+        Parameters
+        ----------
+        adata
+            The training spots (same spots and genes); default the model's AnnData.
+        n_anchors
+            Anchors per archetype (see :meth:`get_anchors`).
+
+        Returns
+        -------
+        The keys written: ``obsm/archetype_weights``, ``varm/archetype_profiles``,
+        ``obs/archetype_anchor``, ``obs/archetype_dominant``, ``uns/archetype_markers`` and
+        ``uns/archetypes`` (``names``, ``n_archetypes_raw``, ``merge_threshold``,
+        ``merge_groups``, ``merge_tree`` (scipy linkage of the raw archetypes), ``elbow``
+        when chosen automatically, ``signature_map`` after :meth:`match_signatures`).
+
+        Examples
+        --------
+        >>> a.write_to_adata(spots)  # doctest: +SKIP
+        """
+        adata = self._resolve_adata(adata)
+        if not adata.obs_names.equals(self.adata.obs_names) or not adata.var_names.equals(
+            self.adata.var_names
+        ):
+            raise ValueError(
+                "write_to_adata needs the training spots and genes; map new spots with "
+                "get_archetype_weights(new_adata)."
+            )
+        weights = self.get_archetype_weights(adata)
+        adata.obsm[self.weights_key] = weights
+        adata.varm[self.profiles_key] = self.get_archetype_profiles().to_numpy()
+        adata.obs[self.anchor_key] = self.get_anchors(n_anchors).to_numpy()
+        adata.obs[self.dominant_key] = pd.Categorical(
+            weights.idxmax(axis=1), categories=weights.columns
+        )
+        adata.uns[self.markers_key] = self.get_markers()
+        groups, tree = self._merge()
+        summary = {
+            "names": np.asarray(weights.columns, dtype=str),
+            "n_archetypes_raw": self.n_archetypes_raw_,
+            "merge_threshold": self.merge_threshold,
+            "merge_groups": groups,
+            "merge_tree": tree,
+        }
+        if self.elbow_ is not None:
+            summary["elbow"] = dict(self.elbow_)
+        if self.signature_map_ is not None:
+            summary["signature_map"] = self.signature_map_.reset_index(names="archetype").astype(
+                {"signature": str}
+            )
+        adata.uns[self.uns_key] = summary
+        return [
+            f"obsm/{self.weights_key}",
+            f"varm/{self.profiles_key}",
+            f"obs/{self.anchor_key}",
+            f"obs/{self.dominant_key}",
+            f"uns/{self.markers_key}",
+            f"uns/{self.uns_key}",
+        ]

@@ -1,0 +1,463 @@
+"""NMFDeconv: cell-type proportions of spatial spots, from a reference or reference-free."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import scipy.sparse as sp
+import scvi
+import torch
+from anndata import AnnData
+from scipy.optimize import nnls
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import LayerField, NumericalObsField
+from scvi.model.base import BaseModelClass
+from sklearn.decomposition import NMF
+
+from ..datasets._deconvolution import _check_labels
+from ..module import NMFDeconvModule
+from ._base import DeltaModelMixin
+from ._validation import check_data
+
+logger = logging.getLogger(__name__)
+
+_INDEX_COLUMN = "_indices"
+_FEW_SHARED_GENES = 100
+_FEW_CELLS = 5
+
+
+def _dense(X) -> np.ndarray:
+    return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
+
+
+def _layer(adata: AnnData, layer: str | None):
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(f"layer {layer!r} is not in adata.layers; available: {list(adata.layers)}")
+    return adata.layers[layer]
+
+
+def _nnls_start(counts: np.ndarray, signatures: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cells of each type per spot by non-negative least squares: proportions and abundance."""
+    cells = np.stack([nnls(signatures.T, row)[0] for row in counts])
+    abundance = cells.sum(axis=1)
+    n_types = signatures.shape[0]
+    proportions = np.where(
+        abundance[:, None] > 0, cells / np.maximum(abundance, 1e-12)[:, None], 1.0 / n_types
+    )
+    library = counts.sum(axis=1)
+    fallback = library / max(signatures.sum(axis=1).mean(), 1e-12)
+    return proportions, np.where(abundance > 0, abundance, fallback)
+
+
+class NMFDeconv(DeltaModelMixin, BaseModelClass):
+    """Cell-type deconvolution of spot counts by a negative-binomial non-negative factorisation.
+
+    Each spot's counts are NB with mean ``abundance * technology * proportions @ signatures``
+    (see :mod:`deltavae.module._nmfdeconv`): proportions on the simplex are cell fractions,
+    abundance is the number of cells' worth of signal, and a gene-wise technology factor
+    absorbs platform differences between reference and spots. Build it from a labelled
+    reference with :meth:`from_reference`, or reference-free with ``n_components``
+    (initialised from :class:`sklearn.decomposition.NMF`).
+
+    Parameters
+    ----------
+    adata
+        Spots with raw counts, registered with :meth:`setup_anndata`.
+    signatures
+        Cell types x genes (the AnnData's genes, in order): expected counts of one cell of
+        each type. ``None`` for reference-free mode.
+    n_components
+        Number of factors in reference-free mode (ignored with ``signatures``).
+    prior_concentration
+        Symmetric Dirichlet concentration of the proportions (1 flat, below 1 sparse).
+    technology_sd
+        Prior standard deviation of the log technology factor.
+    nmf_max_iter
+        Iterations of scikit-learn's NMF that initialise the reference-free mode.
+
+    Examples
+    --------
+    >>> import deltavae as dv
+    >>> spots, ref = dv.datasets.pseudo_spots(dv.datasets.pbmc3k(), "cell_type", n_spots=200)
+    >>> d = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cell_type")
+    >>> d.train()  # doctest: +SKIP
+    >>> d.get_proportions().sum(axis=1).round(4).unique()  # doctest: +SKIP
+    array([1.])
+    """
+
+    _module_cls = NMFDeconvModule
+    proportions_key = "proportions"
+    abundance_key = "cell_abundance"
+
+    def __init__(
+        self,
+        adata: AnnData,
+        signatures: pd.DataFrame | None = None,
+        n_components: int | None = None,
+        prior_concentration: float = 0.5,
+        technology_sd: float = 0.5,
+        nmf_max_iter: int = 400,
+    ):
+        super().__init__(adata)
+        if prior_concentration <= 0 or technology_sd <= 0:
+            raise ValueError(
+                f"prior_concentration and technology_sd must be > 0; got {prior_concentration}, "
+                f"{technology_sd}."
+            )
+        counts = _dense(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
+        if signatures is None:
+            if n_components is None or n_components < 2:
+                raise ValueError(
+                    "Reference-free NMFDeconv needs n_components >= 2 (or pass signatures / use "
+                    f"NMFDeconv.from_reference); got n_components={n_components!r}."
+                )
+            if n_components > adata.n_obs:
+                raise ValueError(
+                    f"n_components={n_components} exceeds the number of spots ({adata.n_obs})."
+                )
+            names, sig, proportions, abundance = self._nmf_start(counts, n_components, nmf_max_iter)
+        else:
+            names, sig = self._check_signatures(signatures, adata)
+            proportions, abundance = _nnls_start(counts, sig)
+        self.cell_types_ = names
+        self.module = self._module_cls(
+            n_spots=adata.n_obs,
+            n_genes=adata.n_vars,
+            signatures=torch.as_tensor(sig),
+            init_proportions=torch.as_tensor(proportions),
+            init_abundance=torch.as_tensor(abundance),
+            learn_signatures=signatures is None,
+            prior_concentration=prior_concentration,
+            technology_sd=technology_sd,
+        )
+        mode = "reference-free" if signatures is None else "reference"
+        self._model_summary_string = (
+            f"NMFDeconv ({mode}): {len(names)} cell types, {adata.n_obs} spots, "
+            f"{adata.n_vars} genes"
+        )
+        self._record_version()
+        self.init_params_ = self._get_init_params(locals())
+
+    @staticmethod
+    def _check_signatures(signatures: pd.DataFrame, adata: AnnData):
+        if not isinstance(signatures, pd.DataFrame):
+            raise ValueError("signatures must be a DataFrame: cell types x genes.")
+        missing = adata.var_names.difference(signatures.columns)
+        if len(missing):
+            raise KeyError(
+                f"signatures lack {len(missing)} of the spots' genes (e.g. {list(missing[:5])}); "
+                "subset the spots to the signature genes (from_reference does this)."
+            )
+        values = signatures[adata.var_names].to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all() or (values < 0).any():
+            raise ValueError("signatures must be finite and non-negative.")
+        return [str(n) for n in signatures.index], values
+
+    @staticmethod
+    def _nmf_start(counts: np.ndarray, n_components: int, max_iter: int):
+        nmf = NMF(
+            n_components=n_components,
+            init="nndsvda",
+            beta_loss="kullback-leibler",
+            solver="mu",
+            max_iter=max_iter,
+            random_state=scvi.settings.seed,
+        )
+        with warnings.catch_warnings():
+            # Convergence is not needed: NMF only gives the starting point.
+            warnings.simplefilter("ignore", category=UserWarning)
+            W = nmf.fit_transform(counts)
+        H = nmf.components_
+        # One "cell" of factor k is its profile scaled to an average spot's library.
+        scale = counts.sum(axis=1).mean() / np.maximum(H.sum(axis=1), 1e-12)
+        signatures = H * scale[:, None]
+        cells = W / scale[None, :]
+        abundance = cells.sum(axis=1)
+        proportions = np.where(
+            abundance[:, None] > 0,
+            cells / np.maximum(abundance, 1e-12)[:, None],
+            1.0 / n_components,
+        )
+        names = [f"factor_{k}" for k in range(n_components)]
+        return names, signatures + 1e-6, proportions, np.maximum(abundance, 1e-3)
+
+    # ------------------------------------------------------------------------- setup
+    @classmethod
+    def setup_anndata(cls, adata: AnnData, layer: str | None = None, **kwargs) -> None:
+        """Register the spots' raw counts (and a spot index, ``obs["_indices"]``).
+
+        Parameters
+        ----------
+        adata
+            Spots x genes with raw counts.
+        layer
+            Layer with the counts; ``None`` for ``adata.X``.
+
+        Examples
+        --------
+        >>> dv.model.NMFDeconv.setup_anndata(spots)  # doctest: +SKIP
+        """
+        check_data(adata, layer, kind="counts")
+        # Per-spot parameters are looked up by each spot's row, carried through minibatches.
+        adata.obs[_INDEX_COLUMN] = np.arange(adata.n_obs)
+        setup_method_args = cls._get_setup_method_args(**locals())
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            NumericalObsField(REGISTRY_KEYS.INDICES_KEY, _INDEX_COLUMN),
+        ]
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @staticmethod
+    def signatures_from_reference(
+        reference: AnnData,
+        labels_key: str = "cell_type",
+        layer: str | None = None,
+        genes: list[str] | pd.Index | None = None,
+    ) -> pd.DataFrame:
+        """Expected counts of one cell of each type: the NB mean per type, genes x type.
+
+        The mean of a type's counts per cell is the maximum-likelihood NB mean of its cells
+        (for a common mean, whatever the dispersion). Sums go through
+        :func:`scanpy.get.aggregate`.
+
+        Parameters
+        ----------
+        reference
+            Labelled single cells with raw counts.
+        labels_key
+            obs column with the cell types (at least 2).
+        layer
+            Layer with the counts; ``None`` for ``reference.X``.
+        genes
+            Genes to keep, in this order; ``None`` for all.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Cell types x genes.
+
+        Examples
+        --------
+        >>> import deltavae as dv
+        >>> ref = dv.datasets.pbmc3k()
+        >>> sig = dv.model.NMFDeconv.signatures_from_reference(ref, "cell_type")
+        >>> sig.shape
+        (9, 13714)
+        """
+        labels = _check_labels(reference, labels_key)
+        counts = reference if genes is None else reference[:, list(genes)]
+        view = AnnData(X=_layer(counts, layer), obs=pd.DataFrame({"label": labels}))
+        view.obs_names = counts.obs_names
+        view.var_names = counts.var_names
+        sums = sc.get.aggregate(view, by="label", func="sum")
+        totals = np.asarray(sums.layers["sum"], dtype=np.float64)
+        n_cells = np.bincount(labels.codes, minlength=len(labels.categories)).astype(float)
+        order = [list(labels.categories).index(name) for name in sums.obs_names]
+        return pd.DataFrame(
+            totals / n_cells[order][:, None], index=sums.obs_names, columns=view.var_names
+        ).loc[list(labels.categories)]
+
+    @classmethod
+    def from_reference(
+        cls,
+        spots: AnnData,
+        reference: AnnData,
+        labels_key: str = "cell_type",
+        layer: str | None = None,
+        reference_layer: str | None = None,
+        **model_kwargs,
+    ) -> NMFDeconv:
+        """Build the model from a labelled single-cell reference.
+
+        The spots and the reference are reduced to their shared genes that the reference
+        expresses; the spots are then registered (:meth:`setup_anndata`), on a copy when genes
+        are dropped (write results back with ``write_to_adata(spots)``).
+
+        Parameters
+        ----------
+        spots
+            Spots x genes with raw counts.
+        reference
+            Single cells with raw counts and labels.
+        labels_key
+            obs column of ``reference`` with the cell types.
+        layer, reference_layer
+            Layers with the counts of the spots and of the reference (``None``: ``X``).
+        **model_kwargs
+            Passed to :class:`NMFDeconv`.
+
+        Returns
+        -------
+        NMFDeconv
+
+        Examples
+        --------
+        >>> d = dv.model.NMFDeconv.from_reference(spots, reference=ref)  # doctest: +SKIP
+        """
+        labels = _check_labels(reference, labels_key)
+        shared = spots.var_names[spots.var_names.isin(reference.var_names)]
+        if len(shared) == 0:
+            raise ValueError(
+                f"spots ({spots.n_vars} genes, e.g. {list(spots.var_names[:3])}) and reference "
+                f"({reference.n_vars} genes, e.g. {list(reference.var_names[:3])}) share no "
+                "genes; use the same gene identifiers (symbols or Ensembl IDs) in both."
+            )
+        if len(shared) < _FEW_SHARED_GENES:
+            warnings.warn(
+                f"spots and reference share only {len(shared)} genes; proportions may be poorly "
+                "determined.",
+                UserWarning,
+                stacklevel=2,
+            )
+        sizes = pd.Series(labels.codes).value_counts()
+        small = [str(labels.categories[code]) for code, size in sizes.items() if size < _FEW_CELLS]
+        if small:
+            warnings.warn(
+                f"cell types with fewer than {_FEW_CELLS} reference cells: {small}; their "
+                "signatures are noisy.",
+                UserWarning,
+                stacklevel=2,
+            )
+        signatures = cls.signatures_from_reference(reference, labels_key, reference_layer, shared)
+        expressed = signatures.columns[signatures.sum(axis=0).to_numpy() > 0]
+        if len(expressed) < len(shared):
+            logger.info(
+                "dropping %d shared genes with no reference counts", len(shared) - len(expressed)
+            )
+        if len(expressed) < spots.n_vars:
+            spots = spots[:, expressed].copy()
+        cls.setup_anndata(spots, layer=layer)
+        return cls(spots, signatures=signatures[expressed], **model_kwargs)
+
+    # ------------------------------------------------------------------------- training
+    def train(
+        self,
+        max_epochs: int = 1000,
+        lr: float = 0.02,
+        batch_size: int | None = None,
+        **kwargs,
+    ):
+        """Fit by MAP on every spot (no validation split: each spot has its own parameters).
+
+        Parameters
+        ----------
+        max_epochs
+            Passes through the spots.
+        lr
+            Adam learning rate.
+        batch_size
+            Spots per step; default all of them, up to 2,048.
+        **kwargs
+            Passed to :meth:`deltavae.model.base.DeltaModelMixin.train` (``accelerator``,
+            Lightning options ...).
+
+        Examples
+        --------
+        >>> d.train(max_epochs=500)  # doctest: +SKIP
+        """
+        batch_size = batch_size or min(self.adata.n_obs, 2048)
+        kwargs.setdefault("enable_checkpointing", False)
+        # Every spot trains (its parameters are its own), so there is nothing to validate on.
+        kwargs.setdefault("limit_val_batches", 0)
+        kwargs.setdefault("log_every_n_steps", 1)
+        return super().train(
+            max_epochs=max_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            train_size=1.0,
+            n_epochs_kl_warmup=None,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------------- results
+    def _check_spots(self, adata: AnnData | None) -> AnnData:
+        adata = self._resolve_adata(adata)
+        if not adata.obs_names.equals(self.adata.obs_names):
+            raise ValueError(
+                "Proportions are fitted per spot: the AnnData must hold the model's "
+                f"{self.adata.n_obs} spots in the same order (got {adata.n_obs})."
+            )
+        return adata
+
+    def get_proportions(self) -> pd.DataFrame:
+        """Cell-type proportions of every spot (rows sum to 1).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Spots x cell types.
+
+        Examples
+        --------
+        >>> d.get_proportions().head()  # doctest: +SKIP
+        """
+        with torch.no_grad():
+            values = self.module.proportions().cpu().numpy().astype(np.float64)
+        values /= values.sum(axis=1, keepdims=True)
+        return pd.DataFrame(values, index=self.adata.obs_names, columns=self.cell_types_)
+
+    def get_abundance(self) -> pd.Series:
+        """Cells' worth of signal per spot (in units of the reference's cells).
+
+        Examples
+        --------
+        >>> d.get_abundance().describe()  # doctest: +SKIP
+        """
+        with torch.no_grad():
+            values = torch.exp(self.module.log_abundance).cpu().numpy()
+        return pd.Series(values, index=self.adata.obs_names, name=self.abundance_key)
+
+    def get_signatures(self) -> pd.DataFrame:
+        """Cell types x genes, expected counts per cell (learned ones in reference-free mode).
+
+        Examples
+        --------
+        >>> d.get_signatures().loc["B"].nlargest(5)  # doctest: +SKIP
+        """
+        with torch.no_grad():
+            values = self.module.signatures().cpu().numpy()
+        return pd.DataFrame(values, index=self.cell_types_, columns=self.adata.var_names)
+
+    def get_technology_factor(self) -> pd.Series:
+        """Gene-wise factor between the spots' and the reference's measurement of a gene.
+
+        Examples
+        --------
+        >>> d.get_technology_factor().sort_values().head()  # doctest: +SKIP
+        """
+        with torch.no_grad():
+            values = torch.exp(self.module.log_technology).cpu().numpy()
+        return pd.Series(values, index=self.adata.var_names, name="technology_factor")
+
+    def write_to_adata(self, adata: AnnData | None = None) -> list[str]:
+        """Write proportions to ``obsm["proportions"]`` and abundance to ``obs``.
+
+        Parameters
+        ----------
+        adata
+            The spots (same spots, same order, any genes); default the model's AnnData.
+
+        Returns
+        -------
+        The keys written, as ``"slot/key"`` strings.
+
+        Examples
+        --------
+        >>> d.write_to_adata(spots)  # doctest: +SKIP
+        ['obsm/proportions', 'obs/cell_abundance']
+        """
+        adata = self._check_spots(adata)
+        proportions = self.get_proportions()
+        proportions.index = adata.obs_names
+        adata.obsm[self.proportions_key] = proportions
+        adata.obs[self.abundance_key] = self.get_abundance().to_numpy()
+        return [f"obsm/{self.proportions_key}", f"obs/{self.abundance_key}"]

@@ -1,0 +1,273 @@
+"""Archetypal analysis of spot counts, Y = W B X, as a Pyro program.
+
+With X the spots' normalised expression profiles (spots x genes, rows sum to 1):
+
+    A = softmax(B_logits) X              archetypes x genes: each archetype is a convex
+                                         combination of spots (rows of softmax(B) on the simplex)
+    w_s ~ Dirichlet(prior_concentration)  each spot's weights over the archetypes
+    x_sg ~ NB(mean = l_s * (w_s A)_g, inverse dispersion theta_g),  l_s = sum_g x_sg
+
+Guide: an amortised logistic-normal q(w_s | x_s): scvi-tools' ``Encoder`` on log1p counts gives a
+Normal in K - 1 dimensions, mapped onto the simplex by stick-breaking; new spots are mapped by
+the same encoder. B is a point estimate (a parameter), started from classical archetypal
+analysis (Cutler and Breiman's alternating constrained least squares, :func:`convex_archetypes`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyro
+import pyro.distributions as pdist
+import torch
+import torch.nn.functional as F
+from pyro.distributions.transforms import StickBreakingTransform
+from scipy.optimize import nnls
+from scvi import REGISTRY_KEYS
+from scvi.distributions import NegativeBinomial
+from scvi.module.base import LossOutput
+from scvi.nn import Encoder
+
+from ..distributions import negative_binomial
+from ._base import DeltaPyroModule
+
+_X = REGISTRY_KEYS.X_KEY
+# Weight of the sum-to-one row appended to constrained least squares (data are unit-scaled).
+_SIMPLEX_PENALTY = 100.0
+
+
+def _simplex_lstsq(A: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """argmin ||A w - y|| over the simplex, by NNLS with a heavily weighted sum-to-one row."""
+    A_aug = np.vstack([A, np.full(A.shape[1], _SIMPLEX_PENALTY)])
+    w, _ = nnls(A_aug, np.append(y, _SIMPLEX_PENALTY), maxiter=50 * A.shape[1])
+    total = w.sum()
+    return w / total if total > 0 else np.full_like(w, 1.0 / len(w))
+
+
+def _furthest_sum(X: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
+    """Start points for archetypal analysis: each new point is furthest from those chosen."""
+    chosen = [int(rng.integers(X.shape[0]))]
+    distance = np.zeros(X.shape[0])
+    for _ in range(k):
+        distance += np.linalg.norm(X - X[chosen[-1]], axis=1)
+        candidates = distance.copy()
+        candidates[chosen] = -np.inf
+        chosen.append(int(np.argmax(candidates)))
+    # The random first point only seeds the search; it is replaced by the last one found.
+    return chosen[1:]
+
+
+def convex_archetypes(
+    X: np.ndarray, k: int, seed: int = 0, max_iter: int = 50, tol: float = 1e-4
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Classical archetypal analysis: X ~ W B X with W and B row-stochastic.
+
+    Alternates (Cutler and Breiman 1994): W by constrained least squares given the archetypes
+    Z; Z by least squares given W; each archetype projected onto the convex hull of the data
+    (B by constrained least squares); Z = B X.
+
+    Parameters
+    ----------
+    X
+        Points x features (e.g. spots in principal components).
+    k
+        Number of archetypes.
+    seed
+        Seed of the furthest-sum start.
+    max_iter, tol
+        Stop after ``max_iter`` rounds or when the residual sum of squares improves by less
+        than ``tol`` (relative).
+
+    Returns
+    -------
+    W
+        Points x k weights (rows on the simplex).
+    B
+        k x points weights (rows on the simplex).
+    explained_variance
+        ``1 - ||X - W B X||^2 / ||X - mean||^2``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    >>> weights = np.random.default_rng(0).dirichlet([1, 1, 1], size=50)
+    >>> X = np.vstack([corners, weights @ corners])
+    >>> W, B, ev = convex_archetypes(X, 3)
+    >>> round(ev, 3)
+    1.0
+    """
+    X = np.asarray(X, dtype=np.float64)
+    scale = np.sqrt(((X - X.mean(axis=0)) ** 2).sum() / X.shape[0]) or 1.0
+    Xs = X / scale
+    rng = np.random.default_rng(seed)
+    B = np.zeros((k, X.shape[0]))
+    B[np.arange(k), _furthest_sum(Xs, k, rng)] = 1.0
+    Z = B @ Xs
+    total = ((Xs - Xs.mean(axis=0)) ** 2).sum()
+    previous = np.inf
+    for _ in range(max_iter):
+        W = np.stack([_simplex_lstsq(Z.T, x) for x in Xs])
+        Z_free = np.linalg.lstsq(W, Xs, rcond=None)[0]
+        B = np.stack([_simplex_lstsq(Xs.T, z) for z in Z_free])
+        Z = B @ Xs
+        W = np.stack([_simplex_lstsq(Z.T, x) for x in Xs])
+        rss = ((Xs - W @ Z) ** 2).sum()
+        if previous - rss < tol * previous:
+            break
+        previous = rss
+    return W, B, float(1.0 - rss / total)
+
+
+def elbow(x: np.ndarray, y: np.ndarray) -> int:
+    """Index of the elbow of an increasing, saturating curve (largest gap above its chord).
+
+    Examples
+    --------
+    >>> elbow(np.array([1, 2, 3, 4, 5]), np.array([0.2, 0.6, 0.9, 0.92, 0.93]))
+    2
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if len(x) < 3 or np.ptp(y) == 0:
+        return int(np.argmax(y))
+    xn = (x - x.min()) / np.ptp(x)
+    yn = (y - y.min()) / np.ptp(y)
+    return int(np.argmax(yn - xn))
+
+
+class ArchetypesModule(DeltaPyroModule):
+    """Pyro module of :class:`deltavae.model.Archetypes`.
+
+    Parameters
+    ----------
+    spot_profiles
+        Spots x genes normalised profiles (rows sum to 1); archetypes combine them. Kept as a
+        non-persistent buffer: the model rebuilds it from its AnnData.
+    init_B
+        Archetypes x spots starting weights (rows on the simplex).
+    n_hidden, n_layers, dropout_rate
+        Encoder sizes, as in scVI.
+    prior_concentration
+        Symmetric Dirichlet concentration of the weights.
+
+    Examples
+    --------
+    >>> import torch
+    >>> profiles = torch.softmax(torch.randn(20, 8), dim=-1)
+    >>> module = ArchetypesModule(profiles, torch.softmax(torch.randn(3, 20), dim=-1))
+    >>> module.archetype_profiles().shape
+    torch.Size([3, 8])
+    """
+
+    _pyro_name = "archetypes"
+
+    def __init__(
+        self,
+        spot_profiles: torch.Tensor,
+        init_B: torch.Tensor,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        prior_concentration: float = 1.0,
+    ):
+        super().__init__()
+        spot_profiles = torch.as_tensor(spot_profiles, dtype=torch.float32)
+        init_B = torch.as_tensor(init_B, dtype=torch.float32)
+        self.n_spots, self.n_genes = spot_profiles.shape
+        self.n_archetypes = init_B.shape[0]
+        if init_B.shape != (self.n_archetypes, self.n_spots) or self.n_archetypes < 2:
+            raise ValueError(
+                f"init_B has shape {tuple(init_B.shape)}; expected (>= 2 archetypes, "
+                f"{self.n_spots} spots)"
+            )
+        self.prior_concentration = prior_concentration
+        self.register_buffer("spot_profiles", spot_profiles, persistent=False)
+        # A small floor keeps every spot reachable without diluting the start.
+        floor = 1e-2 / self.n_spots
+        self.B_logits = torch.nn.Parameter(torch.log(init_B + floor))
+        self.log_theta = torch.nn.Parameter(torch.full((self.n_genes,), 2.0))
+        self.encoder = Encoder(
+            self.n_genes,
+            self.n_archetypes - 1,
+            n_layers=n_layers,
+            n_hidden=n_hidden,
+            dropout_rate=dropout_rate,
+            return_dist=True,
+        )
+
+    @staticmethod
+    def _get_fn_args_from_batch(tensor_dict):
+        return (tensor_dict[_X],), {}
+
+    @property
+    def list_obs_plate_vars(self) -> dict:
+        """Per-spot sites, so posterior sampling treats them as local."""
+        return {"name": "cells", "in": [0], "sites": {"weights": self.n_archetypes}}
+
+    def B(self) -> torch.Tensor:
+        """Archetypes x spots convex weights."""
+        return F.softmax(self.B_logits, dim=-1)
+
+    def archetype_profiles(self) -> torch.Tensor:
+        """Archetypes x genes normalised profiles (rows sum to 1)."""
+        return self.B() @ self.spot_profiles
+
+    def _q_weights(self, x) -> pdist.TransformedDistribution:
+        qz, _ = self.encoder(torch.log1p(x))
+        return pdist.TransformedDistribution(
+            pdist.Normal(qz.loc, qz.scale).to_event(1), [StickBreakingTransform()]
+        )
+
+    def _prior(self, x) -> pdist.Dirichlet:
+        return pdist.Dirichlet(
+            x.new_full((x.shape[0], self.n_archetypes), self.prior_concentration)
+        )
+
+    def _mean(self, x, weights):
+        return x.sum(dim=-1, keepdim=True) * (weights @ self.archetype_profiles())
+
+    # ----------------------------------------------------------------- Pyro program
+    def model(self, x, kl_weight: float = 1.0):
+        """Generative model; ``kl_weight`` scales the weights' prior for KL warm-up."""
+        pyro.module(self._pyro_name, self)
+        with self._cell_plate(x.shape[0]):
+            with pyro.poutine.scale(scale=kl_weight):
+                weights = pyro.sample("weights", self._prior(x))
+            theta = torch.exp(self.log_theta)
+            pyro.sample("obs", negative_binomial(self._mean(x, weights), theta).to_event(1), obs=x)
+
+    def guide(self, x, kl_weight: float = 1.0):
+        """Amortised logistic-normal q(w | x)."""
+        pyro.module(self._pyro_name, self)
+        with self._cell_plate(x.shape[0]), pyro.poutine.scale(scale=kl_weight):
+            pyro.sample("weights", self._q_weights(x))
+
+    # ----------------------------------------------------------------- torch side
+    def _get_inference_input(self, tensors, **kwargs):
+        return {"x": tensors[_X]}
+
+    def inference(self, x, n_samples: int = 1):
+        """q(w | x), a sample ``weights`` and the point estimate ``weights_map`` (its median)."""
+        qw = self._q_weights(x)
+        shape = (n_samples,) if n_samples > 1 else ()
+        median = StickBreakingTransform()(qw.base_dist.base_dist.loc)
+        return {"qw": qw, "weights": qw.rsample(shape), "weights_map": median, "x": x}
+
+    def _get_generative_input(self, tensors, inference_outputs, **kwargs):
+        return {"x": tensors[_X], "weights": inference_outputs["weights"]}
+
+    def generative(self, x, weights):
+        """p(x | w) as scvi-tools' negative binomial."""
+        return {"px": NegativeBinomial(mu=self._mean(x, weights), theta=torch.exp(self.log_theta))}
+
+    def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
+        """Negative ELBO per spot: reconstruction plus a one-sample KL estimate."""
+        x = tensors[_X]
+        reconstruction = -generative_outputs["px"].log_prob(x).sum(-1)
+        weights = inference_outputs["weights"]
+        kl = inference_outputs["qw"].log_prob(weights) - self._prior(x).log_prob(weights)
+        return LossOutput(
+            loss=torch.mean(reconstruction + kl_weight * kl),
+            reconstruction_loss=reconstruction,
+            kl_local={"kl_weights": kl},
+        )

@@ -1,0 +1,160 @@
+"""Plots of deconvolution and archetype results: proportions on tissue, the archetype elbow."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from matplotlib.axes import Axes
+
+from ._plots import _finish
+
+
+def _spatial_values(adata: AnnData, key: str, columns: Sequence[str] | None) -> pd.DataFrame:
+    if key not in adata.obsm:
+        raise KeyError(
+            f"key={key!r} is not in adata.obsm; available: {list(adata.obsm)}. Run the "
+            "model's write_to_adata first."
+        )
+    values = adata.obsm[key]
+    if not isinstance(values, pd.DataFrame):
+        values = pd.DataFrame(np.asarray(values), index=adata.obs_names)
+        values.columns = [str(c) for c in values.columns]
+    if columns is None:
+        return values
+    missing = [c for c in columns if c not in values.columns]
+    if missing:
+        raise KeyError(f"{missing} are not columns of obsm[{key!r}]: {list(values.columns)}")
+    return values[list(columns)]
+
+
+def spatial_proportions(
+    adata: AnnData,
+    key: str = "proportions",
+    columns: Sequence[str] | None = None,
+    basis: str = "spatial",
+    ncols: int = 4,
+    size: float | None = None,
+    cmap: str = "viridis",
+    vmax: float | str | None = None,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+) -> list[Axes] | None:
+    """One panel per cell type (or archetype): its proportion at every spot's coordinates.
+
+    Parameters
+    ----------
+    adata
+        Spots with coordinates in ``obsm[basis]`` and values in ``obsm[key]``.
+    key
+        obsm entry to draw: ``"proportions"`` (NMFDeconv), ``"archetype_weights"``
+        (Archetypes), ``"proportions_true"`` (pseudo-spots) ...
+    columns
+        Columns to draw; default all.
+    basis
+        obsm entry with the x/y coordinates.
+    ncols
+        Panels per row.
+    size
+        Marker size; default from the number of spots.
+    cmap
+        Colour map.
+    vmax
+        Upper end of the colour scale: a number, ``"p99"`` (per-panel 99th percentile) or
+        ``None`` (per-panel maximum).
+    show
+        Show the figure; default: scanpy's ``settings.autoshow`` unless ``save`` is given.
+    save
+        Path of a PNG to write (dpi 150).
+
+    Returns
+    -------
+    The list of Axes, unless the figure is shown.
+
+    Examples
+    --------
+    >>> d.write_to_adata(spots)  # doctest: +SKIP
+    >>> axes = dv.pl.spatial_proportions(spots, show=False)  # doctest: +SKIP
+    >>> dv.pl.spatial_proportions(spots, "archetype_weights", save="arch.png")  # doctest: +SKIP
+    """
+    if basis not in adata.obsm:
+        raise KeyError(f"basis={basis!r} is not in adata.obsm; available: {list(adata.obsm)}.")
+    coords = np.asarray(adata.obsm[basis], dtype=float)
+    if coords.ndim != 2 or coords.shape[1] < 2:
+        raise ValueError(f"obsm[{basis!r}] has shape {coords.shape}; expected (spots, 2).")
+    values = _spatial_values(adata, key, columns)
+    n = values.shape[1]
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig, grid = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False)
+    size = size if size is not None else max(2.0, 12000.0 / max(adata.n_obs, 1) ** 1.1)
+    axes = list(grid.ravel())
+    for ax, column in zip(axes, values.columns, strict=False):
+        v = values[column].to_numpy(dtype=float)
+        top = np.nanpercentile(v, 99) if vmax == "p99" else (vmax if vmax is not None else None)
+        points = ax.scatter(coords[:, 0], coords[:, 1], c=v, s=size, cmap=cmap, vmin=0, vmax=top)
+        fig.colorbar(points, ax=ax, fraction=0.046, pad=0.02)
+        ax.set_title(str(column))
+        ax.set_aspect("equal")
+        ax.invert_yaxis()
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[n:]:
+        ax.remove()
+    return _finish(axes[:n], show, save)
+
+
+def archetype_elbow(
+    adata_or_model,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+) -> Axes | None:
+    """Explained variance against the number of archetypes, with the chosen number marked.
+
+    Parameters
+    ----------
+    adata_or_model
+        An AnnData with ``uns["archetypes"]["elbow"]`` (written by
+        :meth:`deltavae.model.Archetypes.write_to_adata`) or the model itself, trained with
+        ``n_archetypes="auto"``.
+    ax
+        Axes to draw on; a new figure when ``None``.
+    show
+        Show the figure; default: scanpy's ``settings.autoshow`` unless ``save`` is given.
+    save
+        Path of a PNG to write (dpi 150).
+
+    Returns
+    -------
+    The Axes, unless the figure is shown.
+
+    Examples
+    --------
+    >>> ax = dv.pl.archetype_elbow(spots, show=False)  # doctest: +SKIP
+    """
+    if isinstance(adata_or_model, AnnData):
+        curve = adata_or_model.uns.get("archetypes", {}).get("elbow")
+    else:
+        curve = getattr(adata_or_model, "elbow_", None)
+    if curve is None:
+        raise ValueError(
+            "No explained-variance curve: fit Archetypes with n_archetypes='auto' (and call "
+            "write_to_adata to store it in uns['archetypes']['elbow'])."
+        )
+    ks = np.asarray(curve["n_archetypes"])
+    explained = np.asarray(curve["explained_variance"])
+    chosen = int(curve["chosen"])
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot(ks, explained, marker="o", color="0.3")
+    ax.axvline(chosen, color="tab:red", linestyle="--", label=f"chosen: {chosen}")
+    ax.set_xlabel("number of archetypes")
+    ax.set_ylabel("explained variance")
+    ax.set_title("Archetype elbow")
+    ax.legend()
+    return _finish(ax, show, save)

@@ -1,0 +1,163 @@
+"""scvi-tools' data splitter and loader, with minibatches read in file order.
+
+scvi-tools already streams minibatches from an AnnData opened ``backed="r"`` (its
+``AnnTorchDataset`` slices the on-disk sparse or dense matrix per minibatch), and its
+``AnnDataLoader`` already has a distributed sampler. Two things are added here:
+
+* Each minibatch lists its cells in file order. A backed read must be sorted for HDF5 anyway
+  (scvi-tools sorts it inside the dataset), so without this an in-memory and a backed run of
+  the same seed would see the same cells in a different order, draw different noise for each
+  and end in different models. Sorted, they train identically, and backed reads are
+  sequential.
+* In a forked DDP worker the backed file is opened afresh: HDF5 handles must not be shared
+  across ``fork``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scvi.dataloaders import AnnDataLoader, BatchDistributedSampler, DataSplitter
+from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+from torch.utils.data._utils.collate import default_convert
+
+logger = logging.getLogger(__name__)
+
+
+def _file_order(batch: list[int], positions: np.ndarray) -> np.ndarray:
+    batch = np.asarray(batch)
+    return batch[np.argsort(positions[batch], kind="stable")]
+
+
+class FileOrderBatchSampler(BatchSampler):
+    """A :class:`~torch.utils.data.BatchSampler` whose batches are sorted by file row.
+
+    Parameters
+    ----------
+    sampler
+        Sampler over positions ``0 .. len(rows) - 1`` (random for training).
+    batch_size, drop_last
+        As for :class:`~torch.utils.data.BatchSampler`.
+    rows
+        File row (AnnData ``obs`` index) of every position.
+
+    Examples
+    --------
+    >>> from torch.utils.data import SequentialSampler
+    >>> s = FileOrderBatchSampler(SequentialSampler(range(3)), 3, False, np.array([9, 2, 5]))
+    >>> [b.tolist() for b in s]
+    [[1, 2, 0]]
+    """
+
+    def __init__(self, sampler, batch_size: int, drop_last: bool, rows: np.ndarray):
+        super().__init__(sampler, batch_size, drop_last)
+        self.rows = rows
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            yield _file_order(batch, self.rows)
+
+
+class FileOrderDistributedSampler(BatchDistributedSampler):
+    """scvi-tools' :class:`~scvi.dataloaders.BatchDistributedSampler`, batches in file order.
+
+    Each DDP process draws ``batch_size`` cells per step from its own share of the cells.
+
+    Parameters
+    ----------
+    dataset
+        Dataset (or any sized object) over positions ``0 .. len(rows) - 1``.
+    rows
+        File row of every position.
+    **kwargs
+        Passed to :class:`~scvi.dataloaders.BatchDistributedSampler` (``batch_size``,
+        ``shuffle``, ``drop_last``, ``num_replicas``, ``rank`` ...).
+
+    Examples
+    --------
+    >>> s = FileOrderDistributedSampler(range(4), np.arange(4), num_replicas=2, rank=1,
+    ...                                 shuffle=False, batch_size=2)
+    >>> [b.tolist() for b in s]
+    [[1, 3]]
+    """
+
+    def __init__(self, dataset, rows: np.ndarray, **kwargs):
+        super().__init__(dataset, **kwargs)
+        self.rows = rows
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            yield _file_order(batch, self.rows)
+
+
+def _single_batch(items: list[dict]) -> dict:
+    # The sampler yields whole minibatches; the DataLoader wraps each in a list of one.
+    return default_convert(items[0])
+
+
+class FileOrderDataLoader(AnnDataLoader):
+    """scvi-tools' :class:`~scvi.dataloaders.AnnDataLoader` with file-ordered minibatches.
+
+    Takes the same arguments; ``distributed_sampler=True`` gives each DDP process its own
+    share of the cells, as in scvi-tools.
+
+    Examples
+    --------
+    >>> loader = FileOrderDataLoader(vae.adata_manager, batch_size=128)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        adata_manager,
+        indices=None,
+        batch_size: int = 128,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        drop_dataset_tail: bool = False,
+        distributed_sampler: bool = False,
+        **kwargs,
+    ):
+        rows = np.arange(adata_manager.adata.n_obs) if indices is None else np.asarray(indices)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        positions = range(len(rows))
+        if distributed_sampler:
+            sampler = FileOrderDistributedSampler(
+                positions,
+                rows,
+                batch_size=batch_size,
+                shuffle=shuffle,
+                drop_last=drop_last,
+                drop_dataset_tail=drop_dataset_tail,
+            )
+        else:
+            order = RandomSampler(positions) if shuffle else SequentialSampler(positions)
+            sampler = FileOrderBatchSampler(order, batch_size, drop_last, rows)
+        super().__init__(
+            adata_manager, indices=rows, sampler=sampler, collate_fn=_single_batch, **kwargs
+        )
+
+
+class DeltaDataSplitter(DataSplitter):
+    """scvi-tools' :class:`~scvi.dataloaders.DataSplitter` with :class:`FileOrderDataLoader`.
+
+    Same arguments as the scvi-tools class (``distributed_sampler=True`` for DDP). In a
+    process forked for DDP, a backed AnnData's file is reopened read-only before any read.
+
+    Examples
+    --------
+    >>> splitter = DeltaDataSplitter(vae.adata_manager, train_size=0.9)  # doctest: +SKIP
+    """
+
+    data_loader_cls = FileOrderDataLoader
+
+    def setup(self, stage: str | None = None):
+        """Split the cells; in a DDP worker, reopen a backed file first."""
+        adata = self.adata_manager.adata
+        if adata.isbacked and self.trainer is not None and self.trainer.world_size > 1:
+            # An HDF5 handle inherited through fork shares library state with the parent.
+            adata.file.close()
+            adata.file.open(adata.filename, "r")
+            logger.debug("Rank %d reopened %s", self.trainer.global_rank, adata.filename)
+        super().setup(stage)

@@ -1,0 +1,110 @@
+"""Which Lightning strategies deltavae's Pyro models can train with, and how ``"ddp"`` runs.
+
+The training plan returns the ELBO as a differentiable torch loss under Lightning's automatic
+optimisation, so Lightning's ``DDPStrategy`` wraps the plan in ``DistributedDataParallel`` and
+averages gradients across processes; nothing else is needed for data parallelism.
+
+``strategy="ddp"`` starts its worker processes with ``fork`` (Lightning's
+``"ddp_fork_find_unused_parameters_true"``):
+
+* Lightning's own ``"ddp"`` relaunches the calling script (``sys.argv``) once per device. From
+  a notebook Lightning refuses it, and from pytest it would rerun the test session.
+* ``"ddp_spawn"`` pickles the model and its AnnData into every worker, and an AnnData opened
+  ``backed`` holds an HDF5 handle, which cannot be pickled.
+* ``fork`` copies the parent process, data included, at no cost, from scripts, notebooks and
+  tests alike. The one case it cannot serve is a GPU run after CUDA was initialised in the
+  parent; then use Lightning's script launcher (``strategy=DDPStrategy()`` from a script) or
+  ``torchrun``, under which Lightning starts no processes at all.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import torch
+from anndata import AnnData
+from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+
+#: Strategies that do not distribute: Lightning picks one device.
+SINGLE = (None, "auto", "single_device")
+
+
+def _start_method(strategy) -> str:
+    if isinstance(strategy, DDPStrategy):
+        return strategy._start_method
+    return StrategyRegistry[strategy]["init_params"].get("start_method", "popen")
+
+
+def resolve_strategy(strategy, accelerator: str, adata: AnnData) -> tuple[object, bool]:
+    """Check a Lightning ``strategy`` against the accelerator and the data; map ``"ddp"``.
+
+    Parameters
+    ----------
+    strategy
+        ``None``, ``"auto"``, ``"single_device"``, ``"ddp"`` or another name of Lightning's DDP
+        family (``"ddp_spawn"``, ``"ddp_fork"``, ...), or a
+        :class:`~lightning.pytorch.strategies.DDPStrategy`.
+    accelerator
+        Lightning accelerator resolved for the run (``"cpu"``, ``"cuda"``/``"gpu"``, ``"mps"``).
+    adata
+        The AnnData the model trains on.
+
+    Returns
+    -------
+    The strategy to give Lightning, and whether it distributes over processes.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> resolve_strategy("ddp", "cpu", ad.AnnData(np.ones((2, 2))))
+    ('ddp_fork_find_unused_parameters_true', True)
+    >>> resolve_strategy("deepspeed", "cpu", ad.AnnData(np.ones((2, 2))))
+    Traceback (most recent call last):
+    ...
+    ValueError: strategy='deepspeed' is not supported ...
+    """
+    if strategy in SINGLE:
+        return strategy, False
+    is_ddp = isinstance(strategy, DDPStrategy) or (
+        isinstance(strategy, str)
+        and strategy in StrategyRegistry
+        and StrategyRegistry[strategy]["strategy"] is DDPStrategy
+    )
+    if not is_ddp:
+        raise ValueError(
+            f"strategy={strategy!r} is not supported for deltavae's Pyro models; use "
+            "strategy='ddp' (several CPU processes or GPUs) or 'auto' (one device)."
+        )
+    if accelerator not in ("cpu", "gpu", "cuda"):
+        raise ValueError(
+            f"strategy={strategy!r} cannot run on accelerator={accelerator!r}: DDP needs "
+            "accelerator='cpu' (gloo) or 'gpu' (nccl); on this accelerator use strategy='auto'."
+        )
+    backend = getattr(strategy, "_process_group_backend", None)
+    if accelerator == "cpu" and backend not in (None, "gloo"):
+        raise ValueError(
+            f"process_group_backend={backend!r} cannot run on the CPU; use 'gloo' (or leave it "
+            "unset)."
+        )
+    if strategy == "ddp":
+        # scvi-tools' decoder holds a per-cell dispersion head that gene-wise dispersion
+        # leaves unused; DDP must be told, or it waits for its gradients forever.
+        strategy = "ddp_fork_find_unused_parameters_true"
+    start = _start_method(strategy)
+    if start in ("spawn", "forkserver") and adata.isbacked:
+        raise ValueError(
+            f"strategy={strategy!r} pickles the AnnData into each new process, and an AnnData "
+            f"opened backed ({adata.filename}) cannot be pickled; use strategy='ddp' (fork)."
+        )
+    if start == "fork" and "fork" not in multiprocessing.get_all_start_methods():
+        raise ValueError(
+            f"strategy={strategy!r} needs the 'fork' start method, which this platform lacks; "
+            "run a script with strategy=lightning.pytorch.strategies.DDPStrategy() instead."
+        )
+    if start == "fork" and accelerator != "cpu" and torch.cuda.is_initialized():
+        raise ValueError(
+            f"strategy={strategy!r} forks this process, but CUDA is already initialised in it; "
+            "run a script with strategy=lightning.pytorch.strategies.DDPStrategy() (Lightning "
+            "relaunches the script per GPU) or start it with torchrun."
+        )
+    return strategy, True

@@ -1,0 +1,159 @@
+"""Archetypes: recovery on known mixtures, auto count, merging, markers, matching, save/load."""
+
+import copy
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import torch
+
+import deltavae as dv
+from deltavae.metrics import matched_profile_correlation
+from deltavae.model._archetypes import stable_matching
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    mix = dv.datasets.convex_mixtures(n_spots=300, n_genes=120, n_archetypes=4, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    model = dv.model.Archetypes(mix, n_archetypes="auto", max_archetypes=7)
+    model.train(max_epochs=80, **TRAIN)
+    return model, mix
+
+
+def test_recovers_archetypes_and_weights(fitted):
+    model, mix = fitted
+    assert abs(model.elbow_["chosen"] - 4) <= 1
+    names = model.archetype_names()
+    assert abs(len(names) - 4) <= 1
+    profiles = model.get_archetype_profiles()
+    np.testing.assert_allclose(profiles.sum(0), 1.0, rtol=1e-5)
+    matched = matched_profile_correlation(mix.varm["profiles_true"].T, profiles.to_numpy().T)
+    assert matched["correlation"].mean() >= 0.9, matched
+    weights = model.get_archetype_weights()
+    np.testing.assert_allclose(weights.sum(1), 1.0, atol=1e-5)
+    truth = mix.obsm["weights_true"]
+    for true_k, found_k in enumerate(matched["matched"]):
+        assert np.corrcoef(truth[:, true_k], weights.iloc[:, found_k])[0, 1] > 0.9
+
+
+def test_write_to_adata_layout_and_scanpy_plot(fitted, tmp_path):
+    model, mix = fitted
+    adata = mix.copy()
+    keys = model.write_to_adata(adata, n_anchors=10)
+    assert keys == [
+        "obsm/archetype_weights",
+        "varm/archetype_profiles",
+        "obs/archetype_anchor",
+        "obs/archetype_dominant",
+        "uns/archetype_markers",
+        "uns/archetypes",
+    ]
+    k = len(model.archetype_names())
+    assert adata.varm["archetype_profiles"].shape == (adata.n_vars, k)
+    anchors = adata.obs["archetype_anchor"]
+    assert anchors.notna().sum() <= 10 * k and anchors.isna().any()
+    dominant = adata.obs["archetype_dominant"].astype(str)
+    assert (dominant[anchors.notna()] == anchors[anchors.notna()].astype(str)).all()
+    uns = adata.uns["archetypes"]
+    assert uns["merge_tree"].shape == (model.n_archetypes_raw_ - 1, 4)
+    assert list(uns["elbow"]["n_archetypes"]) == list(range(2, 8))
+    axes = sc.pl.rank_genes_groups(adata, key="archetype_markers", n_genes=5, show=False)
+    assert len(axes) == k
+    frame = sc.get.rank_genes_groups_df(adata, group="A0", key="archetype_markers")
+    assert frame["scores"].is_monotonic_decreasing
+    ax = dv.pl.archetype_elbow(adata, show=False)
+    assert ax.get_xlabel() == "number of archetypes"
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    np.testing.assert_allclose(back.obsm["archetype_weights"], adata.obsm["archetype_weights"])
+    assert back.uns["archetypes"]["n_archetypes_raw"] == model.n_archetypes_raw_
+
+
+def test_markers_are_the_true_marker_genes(fitted):
+    model, mix = fitted
+    matched = matched_profile_correlation(
+        mix.varm["profiles_true"].T, model.get_archetype_profiles().to_numpy().T
+    )
+    markers = model.get_markers(n_genes=10)
+    truth = pd.DataFrame(mix.varm["profiles_true"], index=mix.var_names)
+    for true_k, found_k in enumerate(matched["matched"]):
+        expected = set((truth[true_k] / truth.drop(columns=true_k).mean(1)).nlargest(15).index)
+        found = set(markers["names"][f"A{found_k}"])
+        assert len(found & expected) >= 8
+
+
+def test_stable_matching_differs_from_max_sum():
+    # Signature 0 and archetype 0 prefer each other: stable matching keeps them together,
+    # although pairing them crosswise would give a larger total (0.8 + 0.7 > 0.9 + 0.1).
+    assert stable_matching(np.array([[0.9, 0.8], [0.7, 0.1]])) == [(0, 0), (1, 1)]
+    assert stable_matching(np.array([[0.1, 0.9, 0.2], [0.2, 0.8, 0.7]])) == [(0, 1), (1, 2)]
+
+
+def test_match_signatures_and_novel_states(fitted):
+    model, mix = fitted
+    matched = matched_profile_correlation(
+        mix.varm["profiles_true"].T, model.get_archetype_profiles().to_numpy().T
+    )
+    truth = pd.DataFrame(mix.varm["profiles_true"], index=mix.var_names)
+    signatures = {}
+    for true_k in range(2):  # signatures for two true archetypes only; the rest are novel
+        top = (truth[true_k] / truth.drop(columns=true_k).mean(1)).nlargest(10).index
+        signatures[f"state{true_k}"] = [*top, "NOT_A_GENE"]
+    with pytest.warns(UserWarning, match=r"state0.*\['NOT_A_GENE'\]"):
+        table = model.match_signatures(signatures)
+    for true_k in range(2):
+        assert table["signature"].iloc[matched["matched"][true_k]] == f"state{true_k}"
+    novel = table[table["signature"].isna()]
+    assert sorted(novel["novel_rank"]) == list(range(1, len(novel) + 1))
+    assert novel.sort_values("novel_rank")["score"].is_monotonic_increasing
+    with pytest.raises(ValueError, match="signature 'ghost' has none of its genes"):
+        model.match_signatures({"ghost": ["NOPE1", "NOPE2"]})
+    adata = mix.copy()
+    model.match_signatures(signatures)
+    model.write_to_adata(adata)
+    assert "signature_map" in adata.uns["archetypes"]
+
+
+def test_merging_duplicates_counts_and_tree(fitted):
+    model, mix = fitted
+    raw = model.n_archetypes_raw_
+    assert len(model.archetype_names()) == raw  # distinct archetypes stay apart
+    clone = copy.deepcopy(model)
+    with torch.no_grad():  # make archetype 1 a duplicate of archetype 0
+        clone.module.B_logits[1] = clone.module.B_logits[0]
+    assert len(clone.archetype_names()) == raw - 1
+    adata = mix.copy()
+    clone.write_to_adata(adata)
+    groups = adata.uns["archetypes"]["merge_groups"]
+    assert groups[0] == groups[1] and len(set(groups)) == raw - 1
+    assert adata.obsm["archetype_weights"].shape[1] == raw - 1
+    np.testing.assert_allclose(adata.obsm["archetype_weights"].sum(1), 1.0, atol=1e-5)
+    clone.merge_threshold = 1.0  # 1 never merges
+    assert len(clone.archetype_names()) == raw
+
+
+def test_save_load_and_new_spots(fitted, tmp_path):
+    model, mix = fitted
+    model.save(tmp_path / "arch")
+    loaded = dv.model.Archetypes.load(tmp_path / "arch", mix)
+    pd.testing.assert_frame_equal(loaded.get_archetype_weights(), model.get_archetype_weights())
+    new = dv.datasets.convex_mixtures(n_spots=40, n_genes=120, n_archetypes=4, seed=0)
+    dv.model.Archetypes.setup_anndata(new)
+    assert loaded.get_archetype_weights(new).shape[0] == 40
+    before = loaded.module.B_logits.detach().clone()
+    loaded.train(max_epochs=1, **TRAIN)
+    assert not np.allclose(before.numpy(), loaded.module.B_logits.detach().numpy())
+
+
+def test_bad_input():
+    mix = dv.datasets.convex_mixtures(n_spots=20, n_genes=40, n_archetypes=2, n_markers=5)
+    dv.model.Archetypes.setup_anndata(mix)
+    with pytest.raises(ValueError, match="n_archetypes=25 is larger than the number of spots"):
+        dv.model.Archetypes(mix, n_archetypes=25)
+    with pytest.raises(ValueError, match="n_archetypes must be an integer or 'auto'"):
+        dv.model.Archetypes(mix, n_archetypes="many")

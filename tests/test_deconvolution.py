@@ -1,0 +1,190 @@
+"""Pseudo-spots, deconvolution metrics and NMFDeconv: exact truth, recovery, simplex, errors."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+import deltavae as dv
+from deltavae.metrics import deconvolution_scores, matched_profile_correlation
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+@pytest.fixture(scope="module")
+def cells():
+    """600 labelled cells of 4 types with strong markers: a reference with known types."""
+    return dv.datasets.synthetic_counts(
+        n_cells=600, n_genes=80, n_clusters=4, n_conditions=1, seed=1
+    )
+
+
+@pytest.fixture(scope="module")
+def split(cells):
+    return dv.datasets.pseudo_spots(cells, "cluster", n_spots=150, cells_per_spot=(2, 8), seed=3)
+
+
+@pytest.fixture(scope="module")
+def fitted(split):
+    spots, ref = split
+    spots = spots.copy()
+    model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+    model.train(max_epochs=150, **TRAIN)
+    return model, spots
+
+
+# ----------------------------------------------------------------------------- pseudo-spots
+def test_pseudo_spot_truth_is_exact_and_cells_disjoint(cells, split):
+    spots, ref = split
+    info = spots.uns["pseudo_spots"]
+    pool = cells[info["pool_cells"]]
+    membership = info["membership"]
+    # The counts are exactly the sum of the member cells, and the truth their type fractions.
+    np.testing.assert_array_equal((membership @ pool.X).toarray(), spots.X.toarray())
+    labels = pd.get_dummies(pool.obs["cluster"]).to_numpy(dtype=float)
+    type_counts = membership @ labels
+    np.testing.assert_array_equal(type_counts, spots.obsm["cell_counts"].to_numpy())
+    truth = spots.obsm["proportions_true"].to_numpy()
+    np.testing.assert_allclose(truth, type_counts / type_counts.sum(1, keepdims=True))
+    np.testing.assert_allclose(truth.sum(1), 1.0)
+    n_cells = np.asarray(membership.sum(1)).ravel()
+    assert n_cells.min() >= 2 and n_cells.max() <= 8
+    assert (membership.toarray() <= 1).all()  # no cell twice in a spot
+    assert set(ref.obs_names).isdisjoint(info["pool_cells"])
+    assert ref.n_obs + len(info["pool_cells"]) == cells.n_obs
+
+
+def test_pseudo_spots_seeded_grid_and_depth(cells):
+    a, _ = dv.datasets.pseudo_spots(cells, "cluster", n_spots=49, seed=5, grid=True, depth=300)
+    b, _ = dv.datasets.pseudo_spots(cells, "cluster", n_spots=49, seed=5, grid=True, depth=300)
+    np.testing.assert_array_equal(a.X.toarray(), b.X.toarray())
+    assert a.obsm["spatial"].shape == (49, 2)
+    assert np.asarray(a.X.sum(1)).max() <= 300
+    c, _ = dv.datasets.pseudo_spots(cells, "cluster", n_spots=49, seed=6, grid=True)
+    assert not np.array_equal(a.obsm["cell_counts"].to_numpy(), c.obsm["cell_counts"].to_numpy())
+
+
+def test_pseudo_spots_bad_labels(cells):
+    with pytest.raises(KeyError, match="labels_key='nope'"):
+        dv.datasets.pseudo_spots(cells, "nope")
+    single = cells.copy()
+    single.obs["one"] = "T"
+    with pytest.raises(ValueError, match="at least 2"):
+        dv.datasets.pseudo_spots(single, "one")
+
+
+def test_convex_mixtures_truth():
+    mix = dv.datasets.convex_mixtures(n_spots=60, n_genes=40, n_archetypes=3, n_markers=5, seed=2)
+    np.testing.assert_allclose(mix.obsm["weights_true"].sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(mix.varm["profiles_true"].sum(0), 1.0, rtol=1e-5)
+    assert (mix.X.data == np.round(mix.X.data)).all()
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_deconvolution_metrics_known_values():
+    true = pd.DataFrame([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]], columns=["a", "b"])
+    scores = deconvolution_scores(true, true[["b", "a"]])  # columns aligned by name
+    np.testing.assert_allclose(scores["pcc"], 1.0)
+    np.testing.assert_allclose(scores["ssim"], 1.0)
+    np.testing.assert_allclose(scores["rmse"], 0.0)
+    np.testing.assert_allclose(scores["jsd"], 0.0, atol=1e-7)
+    np.testing.assert_allclose(scores["aupr"], 1.0)
+    worse = deconvolution_scores(true, np.full((3, 2), 0.5))
+    np.testing.assert_allclose(worse["rmse"], np.sqrt(1 / 6))
+    assert np.isnan(worse["pcc"]).all()  # a constant prediction has no correlation
+    assert dv.metrics.presence_aupr(true, [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]) < 1.0
+    with pytest.raises(KeyError, match="lacks the cell types"):
+        deconvolution_scores(true, pd.DataFrame(np.ones((3, 2)), columns=["a", "c"]))
+
+
+def test_matched_profile_correlation_hungarian():
+    rng = np.random.default_rng(0)
+    true = rng.random((3, 30))
+    found = true[[2, 0, 1]] + 0.01 * rng.random((3, 30))
+    table = matched_profile_correlation(true, found)
+    assert table["matched"].tolist() == [1, 2, 0]
+    assert table["correlation"].min() > 0.99
+    short = matched_profile_correlation(true, found[:2])
+    assert (short["matched"] == -1).sum() == 1 and short["correlation"].mean() < 0.7
+
+
+# ----------------------------------------------------------------------------- NMFDeconv
+def test_nmfdeconv_recovers_proportions_on_simplex(fitted, split):
+    model, spots = fitted
+    props = model.get_proportions()
+    assert list(props.columns) == list(spots.obsm["proportions_true"].columns)
+    assert (props.to_numpy() >= 0).all()
+    np.testing.assert_allclose(props.sum(1), 1.0, atol=1e-6)
+    scores = deconvolution_scores(spots.obsm["proportions_true"], props)
+    assert scores["pcc"].min() > 0.9, scores
+    assert scores["rmse"].max() < 0.1, scores
+    # Abundance counts cells: it tracks the true number of cells per spot.
+    assert np.corrcoef(model.get_abundance(), spots.obs["n_cells"])[0, 1] > 0.8
+    assert model.write_to_adata(spots) == ["obsm/proportions", "obs/cell_abundance"]
+    assert spots.obsm["proportions"].equals(props)
+
+
+def test_nmfdeconv_save_load_and_h5ad(fitted, tmp_path):
+    model, spots = fitted
+    model.save(tmp_path / "m", save_anndata=False)
+    loaded = dv.model.NMFDeconv.load(tmp_path / "m", spots)
+    pd.testing.assert_frame_equal(loaded.get_proportions(), model.get_proportions())
+    before = loaded.module.proportion_logits.detach().clone()
+    loaded.train(max_epochs=2, **TRAIN)  # a reloaded model keeps training
+    assert not np.allclose(before.numpy(), loaded.module.proportion_logits.detach().numpy())
+    spots.write_h5ad(tmp_path / "spots.h5ad")
+    back = ad.read_h5ad(tmp_path / "spots.h5ad")
+    pd.testing.assert_frame_equal(back.obsm["proportions"], spots.obsm["proportions"])
+
+
+def test_nmfdeconv_reference_free_finds_types():
+    cells = dv.datasets.synthetic_counts(
+        n_cells=400, n_genes=60, n_clusters=3, n_conditions=1, seed=4
+    )
+    spots, _ = dv.datasets.pseudo_spots(cells, "cluster", n_spots=120, cells_per_spot=(1, 4))
+    dv.model.NMFDeconv.setup_anndata(spots)
+    model = dv.model.NMFDeconv(spots, n_components=3)
+    model.train(max_epochs=100, **TRAIN)
+    props = model.get_proportions()
+    np.testing.assert_allclose(props.sum(1), 1.0, atol=1e-6)
+    truth = spots.obsm["proportions_true"].to_numpy()
+    matched = matched_profile_correlation(truth.T, props.to_numpy().T)
+    assert matched["correlation"].min() > 0.8, matched
+
+
+def test_nmfdeconv_bad_input(split):
+    spots, ref = split
+    other = ref.copy()
+    other.var_names = [f"x{i}" for i in range(other.n_vars)]
+    with pytest.raises(ValueError, match="share no genes"):
+        dv.model.NMFDeconv.from_reference(spots.copy(), reference=other, labels_key="cluster")
+    few = ref[:, :20].copy()
+    with pytest.warns(UserWarning, match="share only 20 genes"):
+        dv.model.NMFDeconv.from_reference(spots.copy(), reference=few, labels_key="cluster")
+    with pytest.raises(KeyError, match="labels_key='celltype'"):
+        dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key="celltype")
+    one = ref.copy()
+    one.obs["single"] = "T"
+    with pytest.raises(ValueError, match="at least 2"):
+        dv.model.NMFDeconv.from_reference(spots.copy(), reference=one, labels_key="single")
+    rare = ref.copy()
+    rare.obs["lab"] = rare.obs["cluster"].astype(str)
+    rare.obs.iloc[:3, rare.obs.columns.get_loc("lab")] = "rare"
+    with pytest.warns(UserWarning, match=r"fewer than 5 reference cells: \['rare'\]"):
+        dv.model.NMFDeconv.from_reference(spots.copy(), reference=rare, labels_key="lab")
+    dv.model.NMFDeconv.setup_anndata(spots)
+    with pytest.raises(ValueError, match="n_components >= 2"):
+        dv.model.NMFDeconv(spots)
+
+
+def test_spatial_proportions_plot(tmp_path):
+    cells = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=30, n_clusters=3, n_conditions=1, seed=0
+    )
+    spots, _ = dv.datasets.pseudo_spots(cells, "cluster", n_spots=36, grid=True, seed=0)
+    axes = dv.pl.spatial_proportions(spots, "proportions_true", show=False)
+    assert len(axes) == 3 and axes[0].get_title() == "0"
+    dv.pl.spatial_proportions(spots, "proportions_true", save=tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0
+    with pytest.raises(KeyError, match="'proportions' is not in adata.obsm"):
+        dv.pl.spatial_proportions(spots, show=False)

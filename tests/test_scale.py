@@ -1,0 +1,218 @@
+"""Scale: training on backed (on-disk) AnnData, results written into the file, DDP on CPU."""
+
+import json
+import os
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pytest
+import scvi
+import torch
+from lightning.pytorch.callbacks import Callback
+from scipy import sparse
+
+import deltavae as dv
+from deltavae.cli import main
+from deltavae.train._distributed import resolve_strategy
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False, "batch_size": 64}
+
+
+@pytest.fixture
+def counts_h5ad(tmp_path):
+    """300 cells x 60 genes, sparse CSR counts in X and in layers['counts'], on disk."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=300, n_genes=60, n_clusters=3, n_conditions=2, seed=0
+    )
+    adata.X = sparse.csr_matrix(adata.X)
+    adata.layers["counts"] = sparse.csr_matrix(adata.layers["counts"])
+    path = tmp_path / "counts.h5ad"
+    adata.write_h5ad(path)
+    return path
+
+
+def _fit(cls, adata, setup, init, epochs, **train):
+    scvi.settings.seed = 0
+    cls.setup_anndata(adata, **setup)
+    model = cls(adata, n_latent=4, n_hidden=32, **init)
+    model.train(max_epochs=epochs, **{**TRAIN, **train})
+    return model
+
+
+@pytest.mark.parametrize(
+    ("cls", "setup", "init"),
+    [
+        (dv.model.ZINBVAE, {"batch_key": "condition"}, {}),
+        (dv.model.CGMDVAE, {"layer": "counts", "condition_key": "condition"}, {"n_clusters": 3}),
+    ],
+)
+def test_backed_training_matches_in_memory(counts_h5ad, cls, setup, init):
+    backed = ad.read_h5ad(counts_h5ad, backed="r")
+    on_disk = _fit(cls, backed, setup, init, epochs=3)
+    in_memory = _fit(cls, ad.read_h5ad(counts_h5ad), setup, init, epochs=3)
+    assert backed.isbacked
+    np.testing.assert_allclose(
+        on_disk.history["elbo_train"].to_numpy(float),
+        in_memory.history["elbo_train"].to_numpy(float),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        on_disk.get_latent_representation(), in_memory.get_latent_representation(), atol=1e-5
+    )
+
+
+def test_write_to_adata_writes_every_cell_into_the_backed_file(counts_h5ad):
+    backed = ad.read_h5ad(counts_h5ad, backed="r")
+    model = _fit(dv.model.CGMDVAE, backed, {"condition_key": "condition"}, {"n_clusters": 3}, 2)
+    backed.file.close()
+    backed.file.open(filemode="r+")
+    keys = model.write_to_adata()
+    backed.file.close()
+
+    saved = ad.read_h5ad(counts_h5ad)
+    z = model.get_latent_representation(saved)
+    assert saved.obsm["X_cgmdvae"].shape == (300, 4)
+    np.testing.assert_allclose(saved.obsm["X_cgmdvae"], z, atol=1e-6)
+    np.testing.assert_allclose(saved.obsm["cgmdvae_cluster_probs"].sum(1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(
+        saved.obs["cgmdvae_cluster"].cat.codes.to_numpy(), model.predict_clusters(saved)
+    )
+    assert int(saved.uns["cgmdvae"]["cluster_sizes"].sum()) == 300
+    assert sparse.issparse(saved.X) and saved.X.sum() > 0
+    assert "obsm/X_cgmdvae" in keys
+
+
+def test_write_to_read_only_backed_adata_keeps_the_file(counts_h5ad):
+    backed = ad.read_h5ad(counts_h5ad, backed="r")
+    model = _fit(dv.model.ZINBVAE, backed, {}, {}, epochs=1)
+    assert model.write_to_adata(backed) == ["obsm/X_zinbvae"]
+    assert backed.obsm["X_zinbvae"].shape == (300, 4)
+    assert "X_zinbvae" not in ad.read_h5ad(counts_h5ad).obsm
+
+
+class _ReplicaCheck(Callback):
+    """Logs the plate size each process uses and how far the processes' parameters differ."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        flat = torch.cat([p.detach().flatten() for p in pl_module.module.parameters()])
+        gathered = trainer.strategy.all_gather(flat)
+        pl_module.log("replica_spread", (gathered - gathered[0]).abs().max())
+        pl_module.log("plate_size", float(pl_module.module.n_obs))
+
+
+_DDP_CASES = {
+    "ZINBVAE": ({"batch_key": "condition"}, {}),
+    "CGMDVAE": ({"condition_key": "condition"}, {"n_clusters": 3}),
+}
+
+
+def _ddp_histories(name: str, path: str) -> dict:
+    """Train with 2-process DDP and with one process; the histories the test checks."""
+    torch.set_num_threads(1)
+    cls = getattr(dv.model, name)
+    setup, init = _DDP_CASES[name]
+    epochs = 10
+    ddp = _fit(
+        cls,
+        ad.read_h5ad(path, backed="r"),
+        setup,
+        init,
+        epochs,
+        strategy="ddp",
+        devices=2,
+        accelerator="cpu",
+        batch_size=32,
+        callbacks=[_ReplicaCheck()],
+    )
+    single = _fit(cls, ad.read_h5ad(path), setup, init, epochs)
+    out = {
+        "train": ddp.history["elbo_train"]["elbo_train"],
+        "val": ddp.history["elbo_validation"]["elbo_validation"],
+        "ref": single.history["elbo_validation"]["elbo_validation"],
+        "plate_size": ddp.history["plate_size"]["plate_size"],
+        "replica_spread": ddp.history["replica_spread"]["replica_spread"],
+    }
+    out = {k: v.to_numpy(float).tolist() for k, v in out.items()}
+    out["latent_finite"] = bool(np.isfinite(ddp.get_latent_representation()).all())
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(_DDP_CASES))
+def test_ddp_on_two_cpu_processes(counts_h5ad, name):
+    """Two processes of 32 cells per step match one process of 64: same steps per epoch.
+
+    DDP forks its workers; forking a process that has already run OpenMP/BLAS thread pools
+    (as the rest of this test session has) can deadlock the children, so the check runs in a
+    fresh interpreter, as a user's script would.
+    """
+    proc = subprocess.run(
+        [sys.executable, __file__, name, str(counts_h5ad)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    h = json.loads(proc.stdout.strip().splitlines()[-1])
+    train, val, ref = (np.array(h[k]) for k in ("train", "val", "ref"))
+    assert len(train) == len(val) == 10
+    assert np.isfinite(train).all() and np.isfinite(val).all()
+    assert val[-1] < val[0] and train[-1] < train[0]
+    # Same shape as one process: falling over the run, final ELBO within 3%.
+    assert (ref[-1] < ref[0]) and abs(val[-1] - ref[-1]) < 0.03 * abs(ref[-1])
+    # Each process scales its minibatch to all training cells, and replicas stay identical
+    # (for CGMDVAE also through the k-means initialisation of the mixture at epoch 1).
+    assert all(size == 270 for size in h["plate_size"])
+    assert max(h["replica_spread"]) < 1e-6
+    assert h["latent_finite"]
+
+
+def test_training_refuses_a_writable_backed_file(counts_h5ad):
+    adata = ad.read_h5ad(counts_h5ad, backed="r+")
+    dv.model.ZINBVAE.setup_anndata(adata)
+    with pytest.raises(ValueError, match="backed='r\\+'.*read-only"):
+        dv.model.ZINBVAE(adata).train(max_epochs=1, **TRAIN)
+
+
+def test_unrunnable_strategies_are_refused(counts_h5ad):
+    backed = ad.read_h5ad(counts_h5ad, backed="r")
+    with pytest.raises(ValueError, match="'deepspeed' is not supported.*strategy='ddp'"):
+        resolve_strategy("deepspeed", "cpu", backed)
+    with pytest.raises(ValueError, match="accelerator='mps'.*strategy='auto'"):
+        resolve_strategy("ddp", "mps", backed)
+    with pytest.raises(ValueError, match="cannot be pickled; use strategy='ddp'"):
+        resolve_strategy("ddp_spawn", "cpu", backed)
+    from lightning.pytorch.strategies import DDPStrategy
+
+    with pytest.raises(ValueError, match="'nccl' cannot run on the CPU; use 'gloo'"):
+        resolve_strategy(DDPStrategy(process_group_backend="nccl"), "cpu", backed)
+    dv.model.ZINBVAE.setup_anndata(backed)
+    model = dv.model.ZINBVAE(backed)
+    with pytest.raises(ValueError, match="'fsdp' is not supported"):
+        model.train(max_epochs=1, strategy="fsdp", **TRAIN)
+    with pytest.raises(ValueError, match="devices=2 or device=1, not both"):
+        model.train(max_epochs=1, devices=2, device=1, **TRAIN)
+
+
+def test_cli_fit_backed(counts_h5ad, tmp_path, capsys):
+    out = tmp_path / "out.h5ad"
+    args = ["fit", str(counts_h5ad), "--model", "zinbvae", "--backed", "--epochs", "2"]
+    assert main([*args, "--out", str(out)]) == 0
+    result = ad.read_h5ad(out)
+    assert result.obsm["X_zinbvae"].shape == (300, 10)
+    assert np.isfinite(result.obsm["X_zinbvae"]).all()
+    assert (result.X != ad.read_h5ad(counts_h5ad).X).nnz == 0
+
+    missing = ["fit", str(tmp_path / "nope.zarr"), "--model", "zinbvae", "--backed"]
+    assert main([*missing, "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "store.zarr").mkdir()
+    store = ["fit", str(tmp_path / "store.zarr"), "--model", "zinbvae", "--backed"]
+    assert main([*store, "--out", str(out)]) == 2
+    assert "zarr store" in capsys.readouterr().err
+
+
+if __name__ == "__main__":
+    print(json.dumps(_ddp_histories(sys.argv[1], sys.argv[2])))

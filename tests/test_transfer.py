@@ -1,0 +1,220 @@
+"""Query mapping, label transfer and perturbation prediction (model/_transfer.py)."""
+
+import numpy as np
+import pytest
+import scvi
+import torch
+
+import deltavae as dv
+
+FAST = {"batch_size": 64}
+SMALL = {"n_latent": 5, "n_latent_w": 2, "n_hidden": 32}
+
+
+def _split(seed=0):
+    """Reference: conditions c0, c1 with labels; query: condition c2 (a shifted batch)."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=600, n_genes=60, n_clusters=3, n_conditions=3, seed=seed, condition_fold=4.0
+    )
+    adata.obs["cell_type"] = adata.obs["cluster"].astype(str)
+    ref = adata[adata.obs["condition"] != "c2"].copy()
+    query = adata[adata.obs["condition"] == "c2"].copy()
+    truth = query.obs.pop("cell_type").to_numpy()
+    return ref, query, truth
+
+
+@pytest.fixture(scope="module")
+def reference():
+    scvi.settings.seed = 0
+    ref, query, truth = _split()
+    dv.model.CGMDVAE.setup_anndata(ref, condition_key="condition", labels_key="cell_type")
+    model = dv.model.CGMDVAE(ref, **SMALL)
+    model.train(max_epochs=40, **FAST)
+    return model, query, truth
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
+
+
+def test_query_training_changes_only_the_new_condition_columns(reference):
+    model, query, _ = reference
+    ref_before = _state(model)
+    q = dv.model.CGMDVAE.load_query_data(query.copy(), model)
+    assert q.query_mapping_["new_categories"] == {"condition": ["c2"]}
+    before = _state(q)
+    q.train(max_epochs=15, **FAST)
+    after = _state(q)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    first_layers = {
+        "encoder.trunk.fc_layers.Layer 0.0.weight": 60,
+        "cluster_head.trunk.fc_layers.Layer 0.0.weight": 5,
+        "prior.trunk.fc_layers.Layer 0.0.weight": 2,
+        "decoder.px_decoder.fc_layers.Layer 0.0.weight": 5,
+    }
+    assert changed == set(first_layers)  # BatchNorm statistics, heads, px_r: untouched
+    for key, n_in in first_layers.items():
+        diff = (before[key] != after[key]).any(0)
+        # Columns: n_in inputs, then one-hot c0, c1, c2; only c2 (the query's) learns.
+        assert diff.nonzero().ravel().tolist() == [n_in + 2], key
+    # The reference's weights were copied, not shared.
+    assert all(torch.equal(ref_before[k], v) for k, v in model.module.state_dict().items())
+
+
+def test_label_transfer_on_a_shifted_batch(reference):
+    model, query, truth = reference
+    q = dv.model.CGMDVAE.load_query_data(query.copy(), model)
+    q.train(max_epochs=15, **FAST)
+    labels = q.predict_labels()
+    assert list(labels.columns) == ["label", "confidence"]
+    assert (labels["label"].astype(str).to_numpy() == truth).mean() >= 0.9
+    assert labels["confidence"].between(1 / 3, 1).all() and labels["confidence"].mean() > 0.8
+    written = q.write_to_adata()
+    assert "obs/cgmdvae_label" in written
+    assert (q.adata.obs["cgmdvae_label"].astype(str).to_numpy() == truth).mean() >= 0.9
+    np.testing.assert_allclose(
+        q.adata.obs["cgmdvae_label_confidence"], labels["confidence"], rtol=1e-5
+    )
+    assert "obs/cgmdvae_label" not in model.write_to_adata(model.adata.copy())
+
+
+def test_load_from_disk_then_map_with_reordered_and_missing_genes(reference, tmp_path):
+    model, query, truth = reference
+    model.save(str(tmp_path / "ref"))
+    shuffled = query[:, np.random.default_rng(0).permutation(query.n_vars)].copy()
+    q = dv.model.CGMDVAE.load_query_data(shuffled, str(tmp_path / "ref"))
+    assert list(q.adata.var_names) == list(model.adata.var_names)
+    assert q.query_mapping_["n_genes_missing"] == 0
+    q.train(max_epochs=15, **FAST)
+    assert (q.predict_labels()["label"].astype(str).to_numpy() == truth).mean() >= 0.9
+
+    fewer = query[:, 5:].copy()
+    with pytest.warns(UserWarning, match="5 of the reference's 60 genes are missing"):
+        q = dv.model.CGMDVAE.load_query_data(fewer, str(tmp_path / "ref"))
+    assert q.adata.n_vars == 60 and q.adata.X[:, :5].sum() == 0
+    with pytest.raises(ValueError, match="shares 20 of the reference's 60 genes"):
+        dv.model.CGMDVAE.load_query_data(query[:, :20].copy(), model)
+
+
+def test_zinbvae_query_learns_only_new_batch_columns_and_dispersions():
+    scvi.settings.seed = 0
+    ref, query, _ = _split()
+    dv.model.ZINBVAE.setup_anndata(ref, batch_key="condition")
+    vae = dv.model.ZINBVAE(ref, n_latent=5, n_hidden=32, dispersion="gene-batch")
+    vae.train(max_epochs=10, **FAST)
+    q = dv.model.ZINBVAE.load_query_data(query, vae)
+    before = _state(q)
+    q.train(max_epochs=10, **FAST)
+    after = _state(q)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {
+        "z_encoder.encoder.fc_layers.Layer 0.0.weight",
+        "decoder.px_decoder.fc_layers.Layer 0.0.weight",
+        "px_r",
+    }
+    assert (before["px_r"] != after["px_r"]).any(0).nonzero().ravel().tolist() == [2]
+    enc = "z_encoder.encoder.fc_layers.Layer 0.0.weight"
+    assert (before[enc] != after[enc]).any(0).nonzero().ravel().tolist() == [60 + 2]
+
+
+def _log_norm(x):
+    x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=float)
+    return np.log1p(x / x.sum(1, keepdims=True) * 1e4)
+
+
+def test_translate_recovers_a_known_condition_effect():
+    scvi.settings.seed = 0
+    adata = dv.datasets.synthetic_counts(
+        n_cells=600, n_genes=60, n_clusters=3, n_conditions=2, seed=1, condition_fold=4.0
+    )
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    g = dv.model.CGMDVAE(adata, n_clusters=3, **SMALL)
+    g.train(max_epochs=40, **FAST)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    stim = adata[adata.obs["condition"] == "stim"]
+    pred = g.predict_perturbation(ctrl, "stim")
+    assert (pred.obs["condition"] == "stim").all()
+    same = g.translate(ctrl, "ctrl")
+    # Predicted log-fold changes against the true ones on the condition genes.
+    effect = adata.uns["synthetic"]["condition_effect"][1, 0]
+    genes = effect != 0
+    lfc = np.log(pred.X.mean(0) / same.X.mean(0))
+    assert np.corrcoef(lfc[genes], effect[genes])[0, 1] > 0.9
+    assert np.all(np.sign(lfc[genes]) == np.sign(effect[genes]))
+    r2 = dv.metrics.mean_expression_r2(_log_norm(pred.X), _log_norm(stim.X))
+    no_change = dv.metrics.mean_expression_r2(_log_norm(ctrl.X), _log_norm(stim.X))
+    assert r2 > 0.95 and r2 > no_change + 0.05
+
+    shifted = g.predict_perturbation(ctrl, "stim", method="latent_shift")
+    assert shifted.shape == ctrl.shape
+    with pytest.raises(ValueError, match="never seen in training"):
+        g.predict_perturbation(ctrl, "interferon")
+    with pytest.raises(ValueError, match="never seen in training"):
+        g.predict_perturbation(ctrl, "interferon", method="latent_shift")
+    with pytest.raises(ValueError, match="one source condition"):
+        g.predict_perturbation(adata, "stim", method="latent_shift")
+    with pytest.raises(ValueError, match="method must be"):
+        g.predict_perturbation(ctrl, "stim", method="magic")
+
+
+def test_latent_shift_moves_an_unconditional_model_towards_the_target():
+    scvi.settings.seed = 0
+    adata = dv.datasets.synthetic_counts(
+        n_cells=600, n_genes=60, n_clusters=3, n_conditions=2, seed=1, condition_fold=4.0
+    )
+    dv.model.ZINBVAE.setup_anndata(adata)
+    vae = dv.model.ZINBVAE(adata, n_latent=5, n_hidden=32)
+    vae.train(max_epochs=30, **FAST)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    stim = adata[adata.obs["condition"] == "stim"]
+    pred = vae.predict_perturbation(ctrl, "stim", "latent_shift", condition_key="condition")
+    r2 = dv.metrics.mean_expression_r2(_log_norm(pred.X), _log_norm(stim.X))
+    no_change = dv.metrics.mean_expression_r2(_log_norm(ctrl.X), _log_norm(stim.X))
+    assert r2 > no_change
+    with pytest.raises(ValueError, match="conditional model"):
+        vae.predict_perturbation(ctrl, "stim", method="translate")
+
+
+def test_bad_query_inputs(reference, tmp_path):
+    model, query, _ = reference
+    untrained = dv.model.CGMDVAE(model.adata, **SMALL)
+    with pytest.raises(ValueError, match="untrained"):
+        dv.model.CGMDVAE.load_query_data(query.copy(), untrained)
+    no_key = query.copy()
+    del no_key.obs["condition"]
+    with pytest.raises(KeyError, match="lacks 'condition'.*refused"):
+        dv.model.CGMDVAE.load_query_data(no_key, model)
+    new_label = query.copy()
+    new_label.obs["cell_type"] = "Platelet"
+    with pytest.raises(ValueError, match="labels the reference does not know"):
+        dv.model.CGMDVAE.load_query_data(new_label, model)
+    with pytest.raises(TypeError, match="trained CGMDVAE"):
+        dv.model.CGMDVAE.load_query_data(query.copy(), object())
+    with pytest.raises(FileNotFoundError, match="No saved reference"):
+        dv.model.CGMDVAE.load_query_data(query.copy(), str(tmp_path / "nothing"))
+    version = model.deltavae_version_
+    try:
+        model.deltavae_version_ = "99.0.0"
+        model.save(str(tmp_path / "old"))
+    finally:
+        model.deltavae_version_ = version
+    with pytest.raises(ValueError, match="saved by deltavae 99.0.0"):
+        dv.model.CGMDVAE.load_query_data(query.copy(), str(tmp_path / "old"))
+    with pytest.raises(ValueError, match="is a CGMDVAE model"):
+        dv.model.ZINBVAE.load_query_data(query.copy(), str(tmp_path / "old"))
+    q = dv.model.CGMDVAE.load_query_data(query.copy(), model)
+    with pytest.raises(ValueError, match="keeps the reference's mixture"):
+        q.train(max_epochs=1, mixture_init_epoch=0)
+
+
+def test_mean_expression_r2():
+    rng = np.random.default_rng(0)
+    observed = rng.poisson(5, size=(50, 30)).astype(float)
+    assert dv.metrics.mean_expression_r2(observed * 3, observed) == pytest.approx(1.0)
+    noisy = dv.metrics.mean_expression_r2(rng.poisson(5, size=(50, 30)), observed)
+    assert noisy < 0.5
+    assert dv.metrics.mean_expression_r2(observed, observed, genes=[0, 1, 2]) == pytest.approx(1)
+    with pytest.raises(ValueError, match="must match"):
+        dv.metrics.mean_expression_r2(observed[:, :5], observed)
+    with pytest.raises(ValueError, match="at least 2 genes"):
+        dv.metrics.mean_expression_r2(observed, observed, genes=[0])
