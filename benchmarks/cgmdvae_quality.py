@@ -1,0 +1,383 @@
+"""CGMDVAE clustering quality and speed, side by side with baselines, mean ± sd over seeds.
+
+Sections (each can be skipped with ``--skip``):
+
+- ``blobs``: conditional Gaussian blobs (5 clusters x 2 conditions, 16 features), ARI.
+- ``mnist``: the 10,000 MNIST test images, Bernoulli likelihood, unsupervised, K=10 (Hungarian
+  accuracy) and K=30 (accuracy with each cluster credited to its majority digit, as the GMVAE
+  paper reports it, i.e. purity).
+- ``pbmc``: PBMC 3k (2,000 HVG counts), ``cgmdvae_cluster`` vs cell types, next to leiden on
+  PCA and leiden on ZINBVAE's latent; seconds per epoch of CGMDVAE, ZINBVAE and scvi's SCVI.
+- ``kang``: Kang IFN-beta (ctrl/stim) with the condition as covariate: cluster ARI vs cell
+  types and condition mixing in the latent (scib-metrics batch ASW and iLISI), next to ZINBVAE
+  with the condition as batch.
+- ``semi``: PBMC with 5% of the cells labelled, accuracy on the unlabelled cells.
+
+Run from the repository root::
+
+    python benchmarks/cgmdvae_quality.py --quick                     # minutes
+    python benchmarks/cgmdvae_quality.py --data-dir ../shared/data --out cgmdvae.json
+"""
+
+from __future__ import annotations
+
+import os
+
+# Spinning OpenMP threads make torch many times slower on a shared machine (see
+# zinbvae_vs_scvi.py); must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import Timer, fmt_mean_sd, load_average, markdown_table  # noqa: E402
+
+SECTIONS = ("blobs", "mnist", "pbmc", "kang", "semi")
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False, "accelerator": "auto"}
+
+
+def _quiet() -> None:
+    import scvi
+
+    scvi.settings.verbosity = logging.ERROR
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "pyro"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _seed(seed: int) -> None:
+    import scvi
+
+    scvi.settings.seed = seed
+
+
+def _scores(truth, pred) -> dict:
+    import deltavae as dv
+
+    return {
+        "ari": dv.metrics.ari(truth, pred),
+        "nmi": dv.metrics.nmi(truth, pred),
+        "accuracy": dv.metrics.clustering_accuracy(truth, pred),
+        "purity": dv.metrics.purity(truth, pred),
+    }
+
+
+def _leiden(latent, resolution: float, seed: int) -> np.ndarray:
+    import anndata as ad
+    import scanpy as sc
+
+    emb = ad.AnnData(np.zeros((latent.shape[0], 1), dtype=np.float32))
+    emb.obsm["rep"] = np.asarray(latent)
+    sc.pp.neighbors(emb, use_rep="rep", random_state=seed)
+    sc.tl.leiden(
+        emb,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+        resolution=resolution,
+        random_state=seed,
+    )
+    return emb.obs["leiden"].to_numpy()
+
+
+def _train(model, epochs: int, **kwargs) -> float:
+    with Timer() as timer:
+        model.train(max_epochs=epochs, **TRAIN, **kwargs)
+    return timer.seconds / epochs
+
+
+# --------------------------------------------------------------------------- sections
+def run_blobs(seed: int, epochs: int) -> dict:
+    import deltavae as dv
+
+    adata = dv.datasets.synthetic_blobs(
+        n_cells=1000, n_features=16, n_clusters=5, n_conditions=2, seed=seed
+    )
+    _seed(seed)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=5, likelihood="normal")
+    sec = _train(model, epochs)
+    return {**_scores(adata.obs["cluster"], model.predict_clusters()), "sec_per_epoch": sec}
+
+
+def run_mnist(seed: int, epochs: int, k: int, data_dir, n_images: int | None) -> dict:
+    import deltavae as dv
+
+    adata = dv.datasets.mnist(data_dir=data_dir, n=n_images)
+    _seed(seed)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    model = dv.model.CGMDVAE(adata, n_clusters=k, likelihood="bernoulli")
+    sec = _train(model, epochs)
+    pred = model.predict_clusters()
+    return {**_scores(adata.obs["digit"], pred), "sec_per_epoch": sec, "used": len(set(pred))}
+
+
+def _pbmc():
+    import scanpy as sc
+
+    import deltavae as dv
+
+    adata = dv.datasets.pbmc3k()
+    sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=2000, subset=True)
+    return adata[np.asarray(adata.X.sum(1)).ravel() > 0].copy()
+
+
+def run_pbmc(seed: int, epochs: int, resolution: float) -> dict:
+    import scanpy as sc
+    import scvi
+
+    import deltavae as dv
+
+    base = _pbmc()
+    truth = base.obs["cell_type"].to_numpy()
+    k = base.obs["cell_type"].nunique()
+    out = {}
+
+    adata = base.copy()
+    _seed(seed)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    model = dv.model.CGMDVAE(adata, n_clusters=k, likelihood="zinb")
+    out["cgmdvae_sec"] = _train(model, epochs)
+    out["cgmdvae"] = _scores(truth, model.predict_clusters())
+    out["cgmdvae_leiden"] = _scores(
+        truth, _leiden(model.get_latent_representation(), resolution, seed)
+    )
+
+    adata = base.copy()
+    _seed(seed)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata)
+    out["zinbvae_sec"] = _train(model, epochs)
+    out["zinbvae_leiden"] = _scores(
+        truth, _leiden(model.get_latent_representation(), resolution, seed)
+    )
+
+    adata = base.copy()
+    _seed(seed)
+    scvi.model.SCVI.setup_anndata(adata)
+    model = scvi.model.SCVI(adata, gene_likelihood="zinb")
+    with Timer() as timer:
+        model.train(max_epochs=epochs, check_val_every_n_epoch=1, **TRAIN)
+    out["scvi_sec"] = timer.seconds / epochs
+
+    adata = base.copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    sc.pp.pca(adata, n_comps=50, random_state=seed)
+    out["pca_leiden"] = _scores(truth, _leiden(adata.obsm["X_pca"], resolution, seed))
+    return out
+
+
+def _mixing(latent, condition, cell_type) -> dict:
+    import scib_metrics
+    from scib_metrics.nearest_neighbors import pynndescent
+
+    latent = np.asarray(latent, dtype=np.float32)
+    codes = np.unique(condition, return_inverse=True)[1]
+    neighbors = pynndescent(latent, n_neighbors=90, random_state=0)
+    return {
+        "batch_asw": float(scib_metrics.silhouette_batch(latent, cell_type, codes)),
+        "ilisi": float(scib_metrics.ilisi_knn(neighbors, codes)),
+    }
+
+
+def run_kang(seed: int, epochs: int, resolution: float) -> dict:
+    import deltavae as dv
+
+    base = dv.datasets.kang_ifnb()
+    truth = base.obs["cell_type"].to_numpy()
+    condition = base.obs["condition"].to_numpy()
+    out = {}
+
+    adata = base.copy()
+    _seed(seed)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=base.obs["cell_type"].nunique(), likelihood="nb")
+    _train(model, epochs)
+    z = model.get_latent_representation()
+    out["cgmdvae"] = {**_scores(truth, model.predict_clusters()), **_mixing(z, condition, truth)}
+
+    adata = base.copy()
+    _seed(seed)
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    model = dv.model.ZINBVAE(adata)
+    _train(model, epochs)
+    z = model.get_latent_representation()
+    out["zinbvae"] = {
+        **_scores(truth, _leiden(z, resolution, seed)),
+        **_mixing(z, condition, truth),
+    }
+    return out
+
+
+def run_semi(seed: int, epochs: int, fraction: float) -> dict:
+    import deltavae as dv
+
+    adata = _pbmc()
+    truth = adata.obs["cell_type"].astype(str).to_numpy()
+    labelled = np.random.default_rng(seed).random(adata.n_obs) < fraction
+    adata.obs["label"] = np.where(labelled, truth, "Unknown")
+    _seed(seed)
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="label", unlabeled_category="Unknown")
+    model = dv.model.CGMDVAE(adata, likelihood="zinb")
+    _train(model, epochs)
+    pred = np.asarray(model.cluster_names)[model.predict_clusters()]
+    return {
+        "accuracy_unlabelled": float((pred[~labelled] == truth[~labelled]).mean()),
+        "n_labelled": int(labelled.sum()),
+    }
+
+
+# --------------------------------------------------------------------------- tables
+def _col(runs, *path):
+    values = []
+    for run in runs:
+        for key in path:
+            run = run[key]
+        values.append(run)
+    return fmt_mean_sd(values)
+
+
+def report(result: dict) -> str:
+    parts = []
+    seeds = result["seeds"]
+    rows = []
+    if "blobs" in result:
+        rows.append(["blobs (5 x 2 conditions)", "ARI", _col(result["blobs"], "ari"), "1.0"])
+    for k in (10, 30):
+        key = f"mnist_k{k}"
+        if key in result:
+            metric = "accuracy" if k == 10 else "purity"
+            target = "0.90" if k == 10 else "0.94"
+            rows.append(
+                [
+                    f"MNIST 10k, K={k}",
+                    f"{metric} (Hungarian)" if k == 10 else "majority-label accuracy",
+                    _col(result[key], metric),
+                    target,
+                ]
+            )
+            rows.append([f"MNIST 10k, K={k}", "NMI", _col(result[key], "nmi"), ""])
+    if "semi" in result:
+        rows.append(
+            [
+                "PBMC, 5% labelled",
+                "accuracy, unlabelled cells",
+                _col(result["semi"], "accuracy_unlabelled"),
+                "",
+            ]
+        )
+    if rows:
+        parts.append(markdown_table(["data", "metric", "CGMDVAE", "target"], rows))
+    if "pbmc" in result:
+        runs = result["pbmc"]
+        rows = [
+            ["CGMDVAE clusters (K=9)", _col(runs, "cgmdvae", "ari"), _col(runs, "cgmdvae", "nmi")],
+            [
+                "leiden on CGMDVAE z",
+                _col(runs, "cgmdvae_leiden", "ari"),
+                _col(runs, "cgmdvae_leiden", "nmi"),
+            ],
+            [
+                "leiden on ZINBVAE",
+                _col(runs, "zinbvae_leiden", "ari"),
+                _col(runs, "zinbvae_leiden", "nmi"),
+            ],
+            ["leiden on PCA", _col(runs, "pca_leiden", "ari"), _col(runs, "pca_leiden", "nmi")],
+        ]
+        parts.append(
+            "PBMC 3k (2,000 HVG) vs cell types\n\n" + markdown_table(["method", "ARI", "NMI"], rows)
+        )
+        ratio = [r["cgmdvae_sec"] / r["scvi_sec"] for r in runs]
+        rows = [
+            ["CGMDVAE", _col(runs, "cgmdvae_sec")],
+            ["ZINBVAE", _col(runs, "zinbvae_sec")],
+            ["scvi SCVI", _col(runs, "scvi_sec")],
+            ["CGMDVAE / SCVI (target <= 1.5)", fmt_mean_sd(ratio)],
+        ]
+        parts.append("Seconds per epoch, PBMC\n\n" + markdown_table(["model", "s/epoch"], rows))
+    if "kang" in result:
+        runs = result["kang"]
+        rows = [
+            [
+                name,
+                _col(runs, key, "ari"),
+                _col(runs, key, "nmi"),
+                _col(runs, key, "batch_asw"),
+                _col(runs, key, "ilisi"),
+            ]
+            for name, key in (
+                ("CGMDVAE, condition covariate", "cgmdvae"),
+                ("ZINBVAE, condition as batch (leiden)", "zinbvae"),
+            )
+        ]
+        parts.append(
+            "Kang IFN-beta, clusters vs cell types and condition mixing\n\n"
+            + markdown_table(["method", "ARI", "NMI", "batch ASW", "iLISI"], rows)
+        )
+    header = (
+        f"seeds {seeds}; epochs {result['epochs']}; mean ± sd; "
+        f"load average {result['load_average']:.2f}"
+    )
+    return header + "\n\n" + "\n\n".join(parts)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=200, help="epochs for PBMC/Kang/semi")
+    parser.add_argument("--mnist-epochs", type=int, default=100)
+    parser.add_argument("--blob-epochs", type=int, default=100)
+    parser.add_argument("--resolution", type=float, default=0.8, help="leiden resolution")
+    parser.add_argument("--data-dir", default=None, help="shared data root (for MNIST)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
+    parser.add_argument("--quick", action="store_true", help="1 seed, few epochs, 2k images")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=None, help="write the raw results as JSON")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.epochs, args.mnist_epochs, args.blob_epochs = [0], 10, 5, 20
+    import torch
+
+    torch.set_num_threads(args.threads)
+    _quiet()
+    n_images = 2000 if args.quick else None
+    result = {"seeds": args.seeds, "epochs": args.epochs, "mnist_epochs": args.mnist_epochs}
+    loads = [load_average()]
+    start = time.time()
+    for seed in args.seeds:
+        if "blobs" not in args.skip:
+            result.setdefault("blobs", []).append(run_blobs(seed, args.blob_epochs))
+        if "mnist" not in args.skip:
+            for k in (10, 30):
+                result.setdefault(f"mnist_k{k}", []).append(
+                    run_mnist(seed, args.mnist_epochs, k, args.data_dir, n_images)
+                )
+        if "pbmc" not in args.skip:
+            result.setdefault("pbmc", []).append(run_pbmc(seed, args.epochs, args.resolution))
+        if "kang" not in args.skip:
+            result.setdefault("kang", []).append(run_kang(seed, args.epochs, args.resolution))
+        if "semi" not in args.skip:
+            result.setdefault("semi", []).append(run_semi(seed, args.epochs, 0.05))
+        loads.append(load_average())
+        print(f"seed {seed} done after {time.time() - start:.0f} s", file=sys.stderr, flush=True)
+        if args.out:  # partial results survive an interrupted run
+            Path(args.out).write_text(json.dumps(result, indent=1, default=float))
+    result["load_average"] = float(np.mean(loads))
+    print(report(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
