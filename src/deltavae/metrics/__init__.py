@@ -1,4 +1,4 @@
-"""Metrics: agreement of predicted clusters with known labels, and deconvolution accuracy.
+"""Metrics: cluster agreement with known labels, deconvolution accuracy, perturbation R².
 
 Examples
 --------
@@ -17,7 +17,7 @@ from ._deconvolution import (
     rmse,
     ssim,
 )
-from ._perturbation import mean_expression_r2
+from ._perturbation import log_normalize, mean_expression_r2
 
 __all__ = [
     "ari",
@@ -25,6 +25,7 @@ __all__ = [
     "clustering_accuracy",
     "deconvolution_scores",
     "jsd",
+    "log_normalize",
     "matched_profile_correlation",
     "mean_expression_r2",
     "nmi",

@@ -27,7 +27,6 @@ from torch.distributions import Categorical, Dirichlet, Normal
 
 from ..module import CGMDVAEModule
 from ..module._cgmdvae import COUNT_LIKELIHOODS, LIKELIHOODS
-from ..module._zinbvae import split_categoricals
 from ..train import MixtureInitialization
 from ._base import DeltaModelMixin
 from ._transfer import QueryMappingMixin
@@ -69,6 +68,10 @@ class CGMDVAE(
         Concentration of p(d); below 1 favours few clusters per cell.
     classifier_weight
         Weight of the classification term for labelled cells.
+    condition_in_prior
+        Let the mixture components depend on the condition, p(z | w, y, c) (the default).
+        ``False`` uses p(z | w, y): the components are shared by all conditions, which then act
+        through the encoder and decoder only.
 
     Examples
     --------
@@ -93,6 +96,7 @@ class CGMDVAE(
         dropout_rate: float = 0.1,
         dirichlet_alpha: float = 1.0,
         classifier_weight: float = 50.0,
+        condition_in_prior: bool = True,
     ):
         super().__init__(adata)
         if likelihood not in LIKELIHOODS:
@@ -128,6 +132,7 @@ class CGMDVAE(
             dirichlet_alpha=dirichlet_alpha,
             classifier_weight=classifier_weight,
             label_to_cluster=label_to_cluster,
+            condition_in_prior=condition_in_prior,
         )
         self._model_summary_string = (
             f"CGMDVAE: {n_clusters} clusters, n_latent {n_latent}, n_latent_w {n_latent_w}, "
@@ -267,7 +272,7 @@ class CGMDVAE(
 
     @property
     def cluster_names(self) -> list[str]:
-        """Name of every cluster: the labels first, then ``novel_j`` (or ``"0"``..``"K-1"``)."""
+        """Name of every cluster: the labels first, then ``novel_j`` (or ``"0"`` to ``"K-1"``)."""
         labels = self.label_names
         extra = range(self.module.n_clusters - len(labels))
         return labels + [f"novel_{j}" if labels else str(j) for j in extra]
@@ -500,7 +505,7 @@ class CGMDVAE(
             else:
                 y = torch.full((n_cells,), self._cluster_index(cluster), device=device)
             w = torch.randn(n_cells, module.n_latent_w, device=device)
-            pz = module.prior(w, *split_categoricals(cats))
+            pz = module.prior_distribution(w, cats)
             rows = torch.arange(n_cells, device=device)
             z = Normal(pz.loc[rows, y], pz.scale[rows, y]).sample()
             library = None
@@ -533,6 +538,7 @@ class CGMDVAE(
         adata: AnnData,
         target_condition,
         batch_size: int | None = None,
+        residual: bool = False,
     ) -> AnnData:
         """Counterfactual expression of the given cells under another condition.
 
@@ -547,11 +553,18 @@ class CGMDVAE(
             Value of the condition to translate to (a dict over several condition keys).
         batch_size
             Cells per minibatch.
+        residual
+            ``likelihood="normal"`` only: add the model's change, decoded under the target
+            minus under the cell's own condition, to the cell's observed data (clipped at 0,
+            the floor of log-normalized data) instead of returning the decoded target. What
+            the model does not reconstruct of a cell is kept as observed.
 
         Returns
         -------
-        AnnData with the expected expression under the target condition in ``X`` and the
-        cells' obs with the condition column(s) set to the target.
+        AnnData with the predicted expression under the target condition in ``X`` (the
+        expectation; for count likelihoods ``layers["counts"]`` holds one draw of counts from
+        the posterior predictive, to be normalized exactly like real cells), and the cells'
+        obs with the condition column(s) set to the target.
 
         Examples
         --------
@@ -559,16 +572,27 @@ class CGMDVAE(
         """
         if not self.condition_keys:
             raise ValueError("The model has no condition covariate to translate.")
+        if residual and self.module.likelihood != "normal":
+            raise ValueError(
+                f"residual=True needs likelihood='normal'; this model's is "
+                f"{self.module.likelihood!r}."
+            )
         target = self._condition_codes(target_condition, 1)[0]
         adata = self._validate_anndata(adata)
         module = self.module.eval()
-        outs = []
+        outs, counts = [], []
         for tensors in self._make_data_loader(adata, batch_size=batch_size):
             x, cats = tensors[REGISTRY_KEYS.X_KEY], tensors[_CAT]
             qz, _ = module.encode(x, cats)
             new_cats = target.expand(cats.shape).to(cats.dtype)
             params = module.decode(qz.loc, new_cats, module._library(x))
-            outs.append(self._expected(params).cpu())
+            expected = self._expected(params)
+            if residual:
+                own = self._expected(module.decode(qz.loc, cats))
+                expected = (x + expected - own).clamp(min=0.0)
+            outs.append(expected.cpu())
+            if module.likelihood in COUNT_LIKELIHOODS:
+                counts.append(module._torch_likelihood(params).sample().cpu())
         obs = adata.obs.copy()
         for key in self.condition_keys:
             value = (
@@ -576,6 +600,8 @@ class CGMDVAE(
             )
             obs[key] = str(value)
         out = AnnData(X=torch.cat(outs).numpy().astype(np.float32), obs=obs, var=adata.var.copy())
+        if counts:
+            out.layers["counts"] = torch.cat(counts).numpy().astype(np.float32)
         for key in [k for k in obs if k.startswith("_scvi")]:
             del out.obs[key]
         return out

@@ -395,6 +395,7 @@ class QueryMappingMixin(ArchesMixin):
         condition_key: str | None = None,
         balance_key: str | None = None,
         batch_size: int | None = None,
+        residual: bool = False,
     ) -> AnnData:
         """Expression of the given cells under another condition.
 
@@ -418,16 +419,24 @@ class QueryMappingMixin(ArchesMixin):
             groups seen under both conditions count.
         batch_size
             Cells per minibatch.
+        residual
+            ``translate`` with ``likelihood="normal"``: add the decoded change to each cell's
+            observed data (see :meth:`deltavae.model.CGMDVAE.translate`).
 
         Returns
         -------
-        AnnData of expected expression (``X``), the cells' obs with the condition set to the
-        target, and the genes.
+        AnnData of expected expression (``X``), for count likelihoods one posterior-predictive
+        draw of counts in ``layers["counts"]`` (normalize it like the real cells before
+        scoring, e.g. with :func:`deltavae.metrics.log_normalize`), the cells' obs with the
+        condition set to the target, and the genes.
 
         Examples
         --------
         >>> ctrl = adata[adata.obs.condition == "ctrl"]  # doctest: +SKIP
         >>> pred = g.predict_perturbation(ctrl, "stim", method="latent_shift")  # doctest: +SKIP
+        >>> dv.metrics.mean_expression_r2(  # doctest: +SKIP
+        ...     dv.metrics.log_normalize(pred.layers["counts"]), dv.metrics.log_normalize(stim.X)
+        ... )
         """
         if method == "translate":
             if not hasattr(self, "translate"):
@@ -435,9 +444,11 @@ class QueryMappingMixin(ArchesMixin):
                     f"method='translate' needs a conditional model such as CGMDVAE; "
                     f"{type(self).__name__} has none. Use method='latent_shift'."
                 )
-            return self.translate(adata, target_condition, batch_size=batch_size)
+            return self.translate(adata, target_condition, batch_size=batch_size, residual=residual)
         if method != "latent_shift":
             raise ValueError(f"method must be 'translate' or 'latent_shift', got {method!r}.")
+        if residual:
+            raise ValueError("residual=True applies to method='translate' only.")
         return latent_shift(self, adata, target_condition, condition_key, balance_key, batch_size)
 
 
@@ -494,7 +505,8 @@ def latent_shift(
 
     Returns
     -------
-    AnnData of expected expression with the cells' obs, the condition set to the target.
+    AnnData of expected expression with the cells' obs, the condition set to the target; for
+    count likelihoods ``layers["counts"]`` holds one draw from the posterior predictive.
 
     Examples
     --------
@@ -531,12 +543,17 @@ def latent_shift(
     adata = model._validate_anndata(adata)
     module = model.module.eval()
     shift = torch.as_tensor(delta, dtype=torch.float32, device=module.device)
-    outs = []
+    outs, counts = [], []
     for tensors in model._make_data_loader(adata, batch_size=batch_size):
         inference = module.inference(**module._get_inference_input(tensors))
         inference["z"] = inference["qz"].loc + shift
-        generative = module.generative(**module._get_generative_input(tensors, inference))
-        outs.append(generative["px"].mean.cpu())
+        px = module.generative(**module._get_generative_input(tensors, inference))["px"]
+        outs.append(px.mean.cpu())
+        if module.likelihood in ("zinb", "nb"):
+            counts.append(px.sample().cpu())
     obs = adata.obs.loc[:, [k for k in adata.obs if not k.startswith("_scvi")]].copy()
     obs[condition_key] = target
-    return AnnData(X=torch.cat(outs).numpy().astype(np.float32), obs=obs, var=adata.var.copy())
+    out = AnnData(X=torch.cat(outs).numpy().astype(np.float32), obs=obs, var=adata.var.copy())
+    if counts:
+        out.layers["counts"] = torch.cat(counts).numpy().astype(np.float32)
+    return out

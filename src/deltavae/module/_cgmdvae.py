@@ -5,7 +5,7 @@ Generative model for a cell with data x and categorical conditions c (all option
     w ~ N(0, I)                                   continuous "style", n_latent_w dims
     d ~ Dir(alpha)                                cluster proportions, K dims
     y ~ Cat(d)                                    cluster
-    z ~ N(mu_y(w, c), sigma_y(w, c)^2)            one network maps (w, c) to all K components
+    z ~ N(mu_y(w[, c]), sigma_y(w[, c])^2)        one network maps w (and c, optionally) to all K
     x ~ p(x | z, c)                               ZINB/NB with library size, Normal or Bernoulli
 
 Inference: q(z | x, c) q(w | x, c) q(y | z, c) q(d | z, c), with q(d | z, c) a Dirichlet.
@@ -74,6 +74,9 @@ class CGMDVAEModule(DeltaPyroModule):
         Weight of the cross-entropy of q(y | z) on labelled cells.
     label_to_cluster
         Cluster index of every registered label code (-1 for the unlabelled code).
+    condition_in_prior
+        Condition the mixture components on c, p(z | w, y, c); otherwise p(z | w, y), shared by
+        all conditions.
 
     Examples
     --------
@@ -98,6 +101,7 @@ class CGMDVAEModule(DeltaPyroModule):
         dirichlet_alpha: float | list[float] = 1.0,
         classifier_weight: float = 50.0,
         label_to_cluster: list[int] | None = None,
+        condition_in_prior: bool = True,
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -116,7 +120,10 @@ class CGMDVAEModule(DeltaPyroModule):
             n_input, {"z": n_latent, "w": n_latent_w}, cats, n_hidden, n_layers, dropout_rate
         )
         self.cluster_head = ClusterHead(n_latent, n_clusters, cats, n_hidden)
-        self.prior = MixturePrior(n_latent_w, n_latent, n_clusters, cats, n_hidden)
+        self.condition_in_prior = condition_in_prior
+        self.prior = MixturePrior(
+            n_latent_w, n_latent, n_clusters, cats if condition_in_prior else [], n_hidden
+        )
         if likelihood in COUNT_LIKELIHOODS:
             self.decoder = DecoderSCVI(
                 n_latent, n_input, n_cat_list=cats, n_layers=n_layers, n_hidden=n_hidden
@@ -194,6 +201,11 @@ class CGMDVAEModule(DeltaPyroModule):
             return None
         return torch.log(x.sum(-1, keepdim=True).clamp(min=1.0))
 
+    def prior_distribution(self, w, cat_covs=None) -> Normal:
+        """p(z | w, y, c) for every y: a Normal of shape ``(cells, K, n_latent)``."""
+        cats = split_categoricals(cat_covs) if self.condition_in_prior else []
+        return self.prior(w, *cats)
+
     def mixture_terms(self, z, w, cat_covs=None, y_obs=None) -> dict[str, torch.Tensor]:
         """The per-cell ELBO terms of (y, d) given samples of z and w, exact in y and d.
 
@@ -215,7 +227,7 @@ class CGMDVAEModule(DeltaPyroModule):
             qy = torch.where(mask, one_hot, qy)
             # A label is certain: its q(y) log q(y) is 0.
             log_qy = torch.where(mask, torch.zeros_like(log_qy), log_qy)
-        pz = self.prior(w, *split_categoricals(cat_covs))
+        pz = self.prior_distribution(w, cat_covs)
         log_pz_y = pz.log_prob(z.unsqueeze(-2)).sum(-1)  # (cells, K)
         e_log_d = torch.digamma(beta) - torch.digamma(beta.sum(-1, keepdim=True))
         return {

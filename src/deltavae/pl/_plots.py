@@ -275,6 +275,7 @@ def cluster_composition(
     if ax is None:
         _, ax = plt.subplots(figsize=(1.5 + 0.6 * n_cols + 1.2, 1.2 + 0.4 * n_rows))
     image = ax.imshow(table, cmap=cmap, aspect="auto", vmin=0)
+    ax.grid(False)  # a style's grid (scanpy's set_figure_params) would cut through the cells
     ax.figure.colorbar(image, ax=ax, label=bar_label, fraction=0.05, pad=0.02)
     ax.set_xticks(np.arange(n_cols), [str(c) for c in labels.categories], rotation=45, ha="right")
     ax.set_yticks(np.arange(n_rows), [str(c) for c in clusters.categories])

@@ -1,0 +1,62 @@
+"""Sphinx configuration: myst-nb pages, the committed tutorials (not re-executed), API reference."""
+
+import shutil
+from importlib.metadata import version as _version
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+project = "deltavae"
+author = "deltavae developers"
+copyright = "2026, deltavae developers"
+release = _version("deltavae")
+version = release
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+
+# The notebooks live in tutorials/ at the repository root, committed with their outputs; the
+# site shows those outputs as they are.
+_TUTORIALS = HERE / "tutorials"
+_TUTORIALS.mkdir(exist_ok=True)
+for _notebook in sorted((ROOT / "tutorials").glob("*.ipynb")):
+    shutil.copy2(_notebook, _TUTORIALS / _notebook.name)
+nb_execution_mode = "off"
+nb_merge_streams = True
+
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
+myst_heading_anchors = 3
+
+autosummary_generate = True
+autodoc_typehints = "description"
+autodoc_member_order = "bysource"
+autodoc_default_options = {
+    "members": True,
+    # Methods inherited from scvi-tools' base classes are documented by scvi-tools.
+    "inherited-members": (
+        "BaseModelClass, PyroSviTrainMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, "
+        "ArchesMixin, UnsupervisedTrainingMixin"
+    ),
+    "show-inheritance": False,
+}
+napoleon_numpy_docstring = True
+napoleon_google_docstring = False
+napoleon_use_rtype = False
+napoleon_custom_sections = [("Returns", "params_style")]
+
+templates_path = ["_templates"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "jupyter_execute"]
+# .rst first: autosummary writes its generated pages with the first suffix, and they are rST.
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+
+html_theme = "sphinx_book_theme"
+html_title = "deltavae"
+html_static_path = ["_static"]
+html_theme_options = {"show_toc_level": 2}

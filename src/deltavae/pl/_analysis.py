@@ -1,0 +1,289 @@
+"""Plots of model outputs: cluster uncertainty on an embedding, predicted vs real expression."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from anndata import AnnData
+from matplotlib.axes import Axes
+from scipy import sparse
+
+from ..metrics import mean_expression_r2
+from ._plots import _finish
+
+
+def cluster_entropy(probs: np.ndarray, normalize: bool = True) -> np.ndarray:
+    """Entropy of each cell's cluster probabilities.
+
+    Parameters
+    ----------
+    probs
+        Cells x clusters, rows summing to 1 (e.g. ``obsm["cgmdvae_cluster_probs"]``).
+    normalize
+        Divide by log K so that 0 is a certain assignment and 1 a uniform one.
+
+    Returns
+    -------
+    One value per cell.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cluster_entropy(np.array([[1.0, 0.0], [0.5, 0.5]])).round(3).tolist()
+    [0.0, 1.0]
+    """
+    probs = np.asarray(probs, dtype=float)
+    if probs.ndim != 2 or probs.shape[1] < 2:
+        raise ValueError(f"probs must be cells x clusters (K >= 2); got shape {probs.shape}.")
+    if (probs < 0).any() or not np.allclose(probs.sum(1), 1.0, atol=1e-3):
+        raise ValueError("probs must be non-negative with rows summing to 1.")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(probs > 0, probs * np.log(probs), 0.0)
+    entropy = -terms.sum(1)
+    return entropy / np.log(probs.shape[1]) if normalize else entropy
+
+
+def _coordinates(adata: AnnData, basis: str) -> tuple[np.ndarray, str]:
+    name = basis.removeprefix("X_")
+    for key in (basis, f"X_{name}"):
+        if key in adata.obsm:
+            coords = np.asarray(adata.obsm[key], dtype=float)
+            if coords.ndim != 2 or coords.shape[1] < 2:
+                raise ValueError(f"obsm[{key!r}] has shape {coords.shape}; expected (cells, 2+).")
+            return coords[:, :2], name.upper() if name in ("umap", "tsne", "pca") else name
+    raise KeyError(
+        f"basis={basis!r} is not in adata.obsm; available: {list(adata.obsm)}. Compute it "
+        "first, e.g. sc.pp.neighbors(adata, use_rep='X_cgmdvae'); sc.tl.umap(adata)."
+    )
+
+
+def _cluster_names(adata: AnnData, probs_key: str, n: int) -> list[str]:
+    uns = adata.uns.get(probs_key.removesuffix("_cluster_probs"), {})
+    names = uns.get("cluster_names") if isinstance(uns, dict) else None
+    if names is not None and len(names) == n:
+        return [str(v) for v in names]
+    return [str(k) for k in range(n)]
+
+
+def cluster_probabilities(
+    adata: AnnData,
+    probs_key: str = "cgmdvae_cluster_probs",
+    basis: str = "X_umap",
+    clusters: Sequence[str | int] | None = None,
+    normalize: bool = True,
+    size: float | None = None,
+    cmap: str = "magma_r",
+    ncols: int = 3,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+) -> Axes | list[Axes] | None:
+    """How certain the cluster assignments are: entropy of q(y | z) on an embedding.
+
+    The first panel colours every cell by the entropy of its cluster probabilities (0: one
+    cluster for sure; 1, normalised: all clusters equally likely). Cells between clusters and
+    clusters the model cannot separate stand out. Further panels, one per entry of
+    ``clusters``, show the probability of that cluster.
+
+    Parameters
+    ----------
+    adata
+        AnnData with the probabilities in ``obsm[probs_key]`` (written by
+        :meth:`deltavae.model.CGMDVAE.write_to_adata`) and a 2-D embedding.
+    probs_key
+        obsm entry, cells x clusters.
+    basis
+        obsm entry with the embedding (``"X_umap"`` or ``"umap"``).
+    clusters
+        Cluster names (from ``uns["cgmdvae"]["cluster_names"]``) or indices to draw the
+        probability of, one panel each.
+    normalize
+        Divide the entropy by log K.
+    size
+        Marker size; default from the number of cells.
+    cmap
+        Colour map of the entropy panel (probabilities use ``"viridis"``).
+    ncols
+        Panels per row.
+    show
+        Show the figure; default: scanpy's ``settings.autoshow`` unless ``save`` is given.
+    save
+        Path of a PNG to write (dpi 150).
+
+    Returns
+    -------
+    The Axes (a list of Axes when ``clusters`` is given), unless the figure is shown.
+
+    Examples
+    --------
+    >>> g.write_to_adata(adata)  # doctest: +SKIP
+    >>> sc.pp.neighbors(adata, use_rep="X_cgmdvae"); sc.tl.umap(adata)  # doctest: +SKIP
+    >>> ax = dv.pl.cluster_probabilities(adata, show=False)  # doctest: +SKIP
+    >>> dv.pl.cluster_probabilities(adata, clusters=["0", "3"], save="probs.png")  # doctest: +SKIP
+    """
+    if probs_key not in adata.obsm:
+        raise KeyError(
+            f"probs_key={probs_key!r} is not in adata.obsm; available: {list(adata.obsm)}. "
+            "Run model.write_to_adata(adata) first."
+        )
+    probs = np.asarray(adata.obsm[probs_key], dtype=float)
+    coords, axis_name = _coordinates(adata, basis)
+    entropy = cluster_entropy(probs, normalize=normalize)
+    names = _cluster_names(adata, probs_key, probs.shape[1])
+    columns = []
+    for cluster in clusters or []:
+        if isinstance(cluster, str) and cluster in names:
+            columns.append(names.index(cluster))
+        elif isinstance(cluster, int | np.integer) and 0 <= int(cluster) < probs.shape[1]:
+            columns.append(int(cluster))
+        else:
+            raise KeyError(f"cluster {cluster!r} is not one of the clusters {names}.")
+    n_panels = 1 + len(columns)
+    ncols = max(1, min(ncols, n_panels))
+    nrows = int(np.ceil(n_panels / ncols))
+    fig, grid = plt.subplots(
+        nrows, ncols, figsize=(4.8 * ncols, 3.8 * nrows), squeeze=False, layout="constrained"
+    )
+    axes = list(grid.ravel())
+    size = size if size is not None else max(1.0, 30000.0 / max(adata.n_obs, 1) ** 1.1)
+    label = "normalised entropy" if normalize else "entropy (nats)"
+    panels = [(entropy, "Cluster entropy", cmap, label, 1.0 if normalize else None)]
+    panels += [
+        (probs[:, k], f"P(cluster {names[k]})", "viridis", "probability", 1.0) for k in columns
+    ]
+    for ax, (values, title, colours, bar, vmax) in zip(axes, panels, strict=False):
+        # Draw the highest values last so that uncertain (or probable) cells are not hidden.
+        order = np.argsort(values, kind="stable")
+        points = ax.scatter(
+            coords[order, 0],
+            coords[order, 1],
+            c=values[order],
+            s=size,
+            cmap=colours,
+            vmin=0.0,
+            vmax=vmax,
+            linewidths=0,
+            rasterized=True,
+        )
+        fig.colorbar(points, ax=ax, label=bar, fraction=0.046, pad=0.02)
+        ax.set_title(title)
+        ax.grid(False)
+        ax.set_xlabel(f"{axis_name}1")
+        ax.set_ylabel(f"{axis_name}2")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[n_panels:]:
+        ax.remove()
+    axes = axes[:n_panels]
+    return _finish(axes[0] if n_panels == 1 else axes, show, save)
+
+
+def _mean_expression(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    genes = None
+    if isinstance(data, AnnData):
+        genes = np.asarray(data.var_names).astype(str)
+        data = data.X
+    if sparse.issparse(data):
+        return np.asarray(data.mean(0)).ravel(), genes
+    data = np.asarray(data, dtype=float)
+    if data.ndim != 2:
+        raise ValueError(f"{name} must be cells x genes (2-D); got shape {data.shape}.")
+    return data.mean(0), genes
+
+
+def perturbation_scatter(
+    predicted,
+    observed,
+    highlight: Sequence[str] | None = None,
+    n_labels: int = 10,
+    ax: Axes | None = None,
+    xlabel: str = "observed mean expression",
+    ylabel: str = "predicted mean expression",
+    title: str | None = None,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+) -> Axes | None:
+    """Predicted against observed mean expression per gene, with R² (scGen's figure).
+
+    Each point is a gene: its mean over the observed cells (x) and over the predicted cells
+    (y). The diagonal is a perfect prediction. R² is
+    :func:`deltavae.metrics.mean_expression_r2` over all genes and, when ``highlight`` is
+    given (e.g. the genes that respond most to the perturbation), over those genes too.
+
+    Parameters
+    ----------
+    predicted, observed
+        Cells x genes as AnnData (``X``) or arrays, on the same scale (e.g. both normalised
+        and log1p-transformed); the numbers of cells may differ, the genes must match.
+    highlight
+        Gene names (needs AnnData) to colour, label and score separately.
+    n_labels
+        Label the ``n_labels`` highlighted genes with the highest observed mean.
+    ax
+        Axes to draw on; a new figure when ``None``.
+    xlabel, ylabel, title
+        Axis labels and title (default title: ``"R² = ..."``).
+    show
+        Show the figure; default: scanpy's ``settings.autoshow`` unless ``save`` is given.
+    save
+        Path of a PNG to write (dpi 150).
+
+    Returns
+    -------
+    The Axes, unless the figure is shown. The R² values are in the legend and title.
+
+    Examples
+    --------
+    >>> pred = g.predict_perturbation(ctrl, "stim")  # doctest: +SKIP
+    >>> ax = dv.pl.perturbation_scatter(pred, stim, highlight=top, show=False)  # doctest: +SKIP
+    """
+    pred, pred_genes = _mean_expression(predicted, "predicted")
+    true, true_genes = _mean_expression(observed, "observed")
+    r2_all = mean_expression_r2(predicted, observed)
+    genes = pred_genes if pred_genes is not None else true_genes
+    mask = np.zeros(pred.size, dtype=bool)
+    r2_top = None
+    if highlight is not None:
+        if genes is None:
+            raise ValueError("highlight needs gene names: pass AnnData for predicted or observed.")
+        highlight = [str(g) for g in highlight]
+        missing = sorted(set(highlight) - set(genes))
+        if missing:
+            raise KeyError(f"highlight genes not found: {missing[:5]} ({len(missing)} in all).")
+        mask = np.isin(genes, highlight)
+        if mask.sum() >= 2:
+            r2_top = mean_expression_r2(pred[mask][None, :], true[mask][None, :])
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4.2))
+    ax.scatter(
+        true[~mask],
+        pred[~mask],
+        s=6,
+        color="0.55",
+        linewidths=0,
+        label=f"all genes (R² = {r2_all:.2f})",
+    )
+    if mask.any():
+        top_label = f"highlighted ({mask.sum()})"
+        if r2_top is not None:
+            top_label += f", R² = {r2_top:.2f}"
+        ax.scatter(true[mask], pred[mask], s=14, color="tab:red", linewidths=0, label=top_label)
+        idx = np.flatnonzero(mask)
+        for i in idx[np.argsort(-true[idx])][:n_labels]:
+            ax.annotate(
+                str(genes[i]),
+                (true[i], pred[i]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    low = float(min(true.min(), pred.min()))
+    high = float(max(true.max(), pred.max()))
+    ax.plot([low, high], [low, high], color="black", linewidth=0.8, linestyle="--", zorder=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title if title is not None else f"R² = {r2_all:.3f}")
+    ax.legend(loc="upper left", fontsize=8, edgecolor="0.6")
+    return _finish(ax, show, save)

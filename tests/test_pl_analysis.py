@@ -1,0 +1,122 @@
+"""deltavae.pl cluster_probabilities and perturbation_scatter: values drawn, axes, PNGs, errors."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import anndata as ad  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+
+import deltavae as dv  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def clustered():
+    """200 cells, 4 clusters: the first half certain, the second half uniform."""
+    rng = np.random.default_rng(0)
+    n, k = 200, 4
+    probs = np.zeros((n, k), dtype=np.float32)
+    probs[np.arange(100), rng.integers(0, k, 100)] = 1.0
+    probs[100:] = 1.0 / k
+    adata = ad.AnnData(np.zeros((n, 3), dtype=np.float32))
+    adata.obsm["cgmdvae_cluster_probs"] = probs
+    adata.obsm["X_umap"] = rng.normal(size=(n, 2))
+    adata.uns["cgmdvae"] = {"cluster_names": np.array(["B", "T", "NK", "novel_0"], dtype=object)}
+    return adata
+
+
+def _assert_png(path):
+    assert path.is_file() and path.stat().st_size > 1000
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cluster_entropy_values():
+    probs = np.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0.0]])
+    np.testing.assert_allclose(dv.pl.cluster_entropy(probs), [0.0, 1.0, np.log(2) / np.log(3)])
+    np.testing.assert_allclose(dv.pl.cluster_entropy(probs, normalize=False)[1], np.log(3))
+    with pytest.raises(ValueError, match="rows summing to 1"):
+        dv.pl.cluster_entropy(np.array([[0.2, 0.2]]))
+    with pytest.raises(ValueError, match="cells x clusters"):
+        dv.pl.cluster_entropy(np.ones(3))
+
+
+def test_cluster_probabilities_colours_cells_by_entropy(clustered, tmp_path):
+    ax = dv.pl.cluster_probabilities(clustered, show=False)
+    assert isinstance(ax, Axes)
+    colours = np.asarray(ax.collections[0].get_array())
+    # Certain cells have entropy 0, uniform ones 1; plotted in increasing order.
+    assert colours.shape == (200,)
+    np.testing.assert_allclose(np.sort(colours), [0.0] * 100 + [1.0] * 100, atol=1e-6)
+    assert np.all(np.diff(colours) >= 0)
+    assert ax.get_title() == "Cluster entropy" and ax.get_xlabel() == "UMAP1"
+    out = tmp_path / "entropy.png"
+    axes = dv.pl.cluster_probabilities(clustered, clusters=["NK", 0], save=out)
+    assert isinstance(axes, list) and len(axes) == 3
+    assert [a.get_title() for a in axes[1:]] == ["P(cluster NK)", "P(cluster B)"]
+    nk = np.asarray(axes[1].collections[0].get_array())
+    np.testing.assert_allclose(
+        np.sort(nk), np.sort(clustered.obsm["cgmdvae_cluster_probs"][:, 2]), atol=1e-6
+    )
+    _assert_png(out)
+
+
+def test_cluster_probabilities_bad_keys(clustered):
+    with pytest.raises(KeyError, match="probs_key='nope'"):
+        dv.pl.cluster_probabilities(clustered, probs_key="nope", show=False)
+    with pytest.raises(KeyError, match="basis='X_tsne'"):
+        dv.pl.cluster_probabilities(clustered, basis="X_tsne", show=False)
+    with pytest.raises(KeyError, match="'Mono'"):
+        dv.pl.cluster_probabilities(clustered, clusters=["Mono"], show=False)
+
+
+@pytest.fixture
+def perturbation():
+    rng = np.random.default_rng(1)
+    genes = [f"g{i}" for i in range(50)]
+    observed = ad.AnnData(rng.gamma(2.0, 1.0, size=(80, 50)).astype(np.float32))
+    observed.var_names = genes
+    predicted = ad.AnnData(
+        (observed.X[:60] * 1.1 + rng.normal(0, 0.05, (60, 50))).astype(np.float32)
+    )
+    predicted.var_names = genes
+    return predicted, observed
+
+
+def test_perturbation_scatter_draws_gene_means_and_r2(perturbation, tmp_path):
+    predicted, observed = perturbation
+    ax = dv.pl.perturbation_scatter(predicted, observed, show=False)
+    assert isinstance(ax, Axes)
+    points = ax.collections[0].get_offsets()
+    np.testing.assert_allclose(points[:, 0], observed.X.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(points[:, 1], predicted.X.mean(0), rtol=1e-5)
+    r2 = dv.metrics.mean_expression_r2(predicted, observed)
+    assert ax.get_title() == f"R² = {r2:.3f}"
+    assert ax.get_ylabel() == "predicted mean expression"
+
+    out = tmp_path / "r2.png"
+    ax = dv.pl.perturbation_scatter(predicted, observed, highlight=["g1", "g2", "g3"], save=out)
+    assert len(ax.collections) == 2
+    assert len(ax.collections[1].get_offsets()) == 3
+    assert len(ax.texts) == 3
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[1].startswith("highlighted (3), R² = ")
+    _assert_png(out)
+
+
+def test_perturbation_scatter_errors(perturbation):
+    predicted, observed = perturbation
+    with pytest.raises(KeyError, match="not_a_gene"):
+        dv.pl.perturbation_scatter(predicted, observed, highlight=["not_a_gene"], show=False)
+    with pytest.raises(ValueError, match="gene names"):
+        dv.pl.perturbation_scatter(predicted.X, observed.X, highlight=["g1"], show=False)
+    with pytest.raises(ValueError, match="genes"):
+        dv.pl.perturbation_scatter(predicted[:, :10], observed, show=False)

@@ -1,0 +1,73 @@
+"""Every tutorial notebook runs top to bottom (small setting) and is committed with outputs."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat", reason="the tutorials test needs nbformat")
+nbclient = pytest.importorskip("nbclient", reason="the tutorials test needs nbclient")
+
+TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
+NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
+EXPECTED = {
+    "01_quickstart_zinbvae.ipynb",
+    "02_clustering_conditions_cgmdvae.ipynb",
+    "03_deconvolution.ipynb",
+    "04_transfer_perturbation.ipynb",
+}
+
+
+def test_all_tutorials_present():
+    if not TUTORIALS.is_dir():
+        pytest.skip("tutorials/ is not next to the tests (installed package)")
+    assert {p.name for p in NOTEBOOKS} == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_with_outputs(path):
+    """The committed notebook was executed in order, without errors, and shows its figures."""
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    counts = [c.execution_count for c in code]
+    assert None not in counts, "a code cell was never executed"
+    assert counts == sorted(counts), "cells were executed out of order"
+    outputs = [o for c in code for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
+    # The real settings, not the small ones, produced the committed outputs.
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "DELTAVAE_TUTORIAL_SMALL" in nb.cells[0].source + code[0].source
+    assert "small run: True" not in text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_executes(path, tmp_path, monkeypatch):
+    """Run a copy with DELTAVAE_TUTORIAL_SMALL=1; any failing cell raises CellExecutionError."""
+    if shutil.which("jupyter") is None:
+        pytest.skip("no Jupyter installation to start a kernel")
+    copy = tmp_path / path.name
+    shutil.copy2(path, copy)
+    nb = nbformat.read(copy, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    monkeypatch.setenv("DELTAVAE_TUTORIAL_SMALL", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # The kernel draws with the inline backend, so that figures become outputs.
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    # Keep the shared data folder reachable from the temporary working directory.
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if "DELTAVAE_DATA" not in os.environ and data.is_dir():
+        monkeypatch.setenv("DELTAVAE_DATA", str(data))
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code)
+    outputs = [o for c in code for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
