@@ -15,6 +15,13 @@ def _seed():
     scvi.settings.seed = 0
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _seed_module():
+    # Module-scoped fixtures that train are set up before the per-test seed above; without
+    # this their result would depend on which tests ran before them.
+    scvi.settings.seed = 0
+
+
 @pytest.fixture
 def counts_adata():
     """300 cells x 60 genes, 3 clusters x 2 conditions, raw counts in X and layers['counts']."""
