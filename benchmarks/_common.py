@@ -1,11 +1,13 @@
-"""Helpers shared by the benchmarks: wall time, peak memory, summary statistics, tables.
+"""Helpers shared by the benchmarks: wall time, peak memory, summary statistics, tables, quiet
+logging and leiden clustering of a latent space.
 
-Benchmarks are scripts, not tests; these helpers only measure and format.
+Benchmarks are scripts, not tests; these helpers only measure, cluster and format.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import statistics
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 
 import psutil
@@ -159,3 +162,33 @@ def run_json_subprocess(args: Sequence[str], timeout: float | None = None) -> di
     if not lines:
         raise RuntimeError(f"worker {' '.join(args)} printed nothing on stdout")
     return json.loads(lines[-1])
+
+
+def quiet() -> None:
+    """Silence scvi-tools' INFO lines (printed to stdout), Lightning, Pyro and warnings."""
+    import scvi
+
+    scvi.settings.verbosity = logging.ERROR
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "pyro"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def leiden_labels(latent, resolution: float, seed: int = 0):
+    """Leiden clusters (igraph flavour) of the kNN graph of ``latent``, one label per row."""
+    import anndata as ad
+    import numpy as np
+    import scanpy as sc
+
+    emb = ad.AnnData(np.zeros((latent.shape[0], 1), dtype=np.float32))
+    emb.obsm["rep"] = np.asarray(latent)
+    sc.pp.neighbors(emb, use_rep="rep", random_state=seed)
+    sc.tl.leiden(
+        emb,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+        resolution=resolution,
+        random_state=seed,
+    )
+    return emb.obs["leiden"].to_numpy()

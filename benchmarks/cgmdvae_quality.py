@@ -29,29 +29,25 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Timer, fmt_mean_sd, load_average, markdown_table  # noqa: E402
+from _common import (  # noqa: E402
+    Timer,
+    fmt_mean_sd,
+    leiden_labels,
+    load_average,
+    markdown_table,
+    quiet,
+)
 
 SECTIONS = ("blobs", "mnist", "pbmc", "kang", "semi")
 TRAIN = {"enable_progress_bar": False, "enable_model_summary": False, "accelerator": "auto"}
-
-
-def _quiet() -> None:
-    import scvi
-
-    scvi.settings.verbosity = logging.ERROR
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "pyro"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _seed(seed: int) -> None:
@@ -69,24 +65,6 @@ def _scores(truth, pred) -> dict:
         "accuracy": dv.metrics.clustering_accuracy(truth, pred),
         "purity": dv.metrics.purity(truth, pred),
     }
-
-
-def _leiden(latent, resolution: float, seed: int) -> np.ndarray:
-    import anndata as ad
-    import scanpy as sc
-
-    emb = ad.AnnData(np.zeros((latent.shape[0], 1), dtype=np.float32))
-    emb.obsm["rep"] = np.asarray(latent)
-    sc.pp.neighbors(emb, use_rep="rep", random_state=seed)
-    sc.tl.leiden(
-        emb,
-        flavor="igraph",
-        n_iterations=2,
-        directed=False,
-        resolution=resolution,
-        random_state=seed,
-    )
-    return emb.obs["leiden"].to_numpy()
 
 
 def _train(model, epochs: int, **kwargs) -> float:
@@ -149,7 +127,7 @@ def run_pbmc(seed: int, epochs: int, resolution: float) -> dict:
     out["cgmdvae_sec"] = _train(model, epochs)
     out["cgmdvae"] = _scores(truth, model.predict_clusters())
     out["cgmdvae_leiden"] = _scores(
-        truth, _leiden(model.get_latent_representation(), resolution, seed)
+        truth, leiden_labels(model.get_latent_representation(), resolution, seed)
     )
 
     adata = base.copy()
@@ -158,7 +136,7 @@ def run_pbmc(seed: int, epochs: int, resolution: float) -> dict:
     model = dv.model.ZINBVAE(adata)
     out["zinbvae_sec"] = _train(model, epochs)
     out["zinbvae_leiden"] = _scores(
-        truth, _leiden(model.get_latent_representation(), resolution, seed)
+        truth, leiden_labels(model.get_latent_representation(), resolution, seed)
     )
 
     adata = base.copy()
@@ -173,7 +151,7 @@ def run_pbmc(seed: int, epochs: int, resolution: float) -> dict:
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
     sc.pp.pca(adata, n_comps=50, random_state=seed)
-    out["pca_leiden"] = _scores(truth, _leiden(adata.obsm["X_pca"], resolution, seed))
+    out["pca_leiden"] = _scores(truth, leiden_labels(adata.obsm["X_pca"], resolution, seed))
     return out
 
 
@@ -213,7 +191,7 @@ def run_kang(seed: int, epochs: int, resolution: float) -> dict:
     _train(model, epochs)
     z = model.get_latent_representation()
     out["zinbvae"] = {
-        **_scores(truth, _leiden(z, resolution, seed)),
+        **_scores(truth, leiden_labels(z, resolution, seed)),
         **_mixing(z, condition, truth),
     }
     return out
@@ -349,7 +327,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    _quiet()
+    quiet()
     n_images = 2000 if args.quick else None
     result = {"seeds": args.seeds, "epochs": args.epochs, "mnist_epochs": args.mnist_epochs}
     loads = [load_average()]

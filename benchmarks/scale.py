@@ -31,19 +31,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import logging  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PeakRSS, Timer, markdown_table, mib, run_json_subprocess  # noqa: E402
+from _common import PeakRSS, Timer, markdown_table, mib, quiet, run_json_subprocess  # noqa: E402
 
 N_GENES = 2000
 GENES_PER_CELL = 200  # ~10% non-zero, typical of 10x data after gene filtering
@@ -85,15 +83,6 @@ def write_h5ad(path: Path, n_cells: int, seed: int = 0) -> None:
             X.append(_counts_chunk(rng, min(CHUNK, n_cells - start)))
 
 
-def _quiet() -> None:
-    import scvi
-
-    scvi.settings.verbosity = logging.ERROR
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "pyro"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def worker(path: str, mode: str) -> dict:
     """One epoch of ZINBVAE on ``path`` read in ``mode``; times and peak RSS as a dict."""
     import anndata as ad
@@ -103,7 +92,7 @@ def worker(path: str, mode: str) -> dict:
     import deltavae as dv
 
     torch.set_num_threads(1)
-    _quiet()
+    quiet()
     scvi.settings.seed = 0
     with PeakRSS() as peak:
         with Timer() as load:

@@ -26,12 +26,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
-import logging  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,10 +39,12 @@ from _common import (  # noqa: E402
     Timer,
     csr_nbytes,
     fmt_mean_sd,
+    leiden_labels,
     load_average,
     markdown_table,
     mean_sd,
     mib,
+    quiet,
     run_json_subprocess,
 )
 
@@ -63,16 +63,6 @@ LABELS = {"ours": "deltavae ZINBVAE", "scvi": "scvi-tools SCVI"}
 TARGET_TIME_RATIO = 1.0
 TARGET_NLL_REL = 0.01
 TARGET_ARI_DIFF = 0.02
-
-
-def _quiet() -> None:
-    import scvi
-
-    # scvi-tools sets its own log level on import and prints INFO lines to stdout.
-    scvi.settings.verbosity = logging.ERROR
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "pyro"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _setup_torch(threads: int) -> None:
@@ -166,28 +156,14 @@ def split_cells(n_cells: int, fraction: float, seed: int = 0):
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
-def _leiden_scores(latent, labels, resolution: float, key: str) -> dict:
-    import anndata as ad
-    import scanpy as sc
-
+def _leiden_scores(latent, labels, resolution: float) -> dict:
     import deltavae as dv
 
-    emb = ad.AnnData(obs={"cell_type": labels})
-    emb.obsm[key] = latent
-    sc.pp.neighbors(emb, use_rep=key, random_state=0)
-    sc.tl.leiden(
-        emb,
-        flavor="igraph",
-        n_iterations=2,
-        directed=False,
-        resolution=resolution,
-        random_state=0,
-    )
-    pred = emb.obs["leiden"].to_numpy()
+    pred = leiden_labels(latent, resolution, seed=0)
     return {
         "ari": float(dv.metrics.ari(labels, pred)),
         "nmi": float(dv.metrics.nmi(labels, pred)),
-        "n_leiden_clusters": int(emb.obs["leiden"].nunique()),
+        "n_leiden_clusters": len(set(pred)),
     }
 
 
@@ -215,7 +191,7 @@ def run_pbmc_one(kind: str, seed: int, data, epochs: int, kl_warmup: int, resolu
     a_all = adata.copy()
     latent = model.get_latent_representation(a_all)
     labels = adata.obs["cell_type"].astype(str).to_numpy()
-    out.update(_leiden_scores(latent, labels, resolution, key=f"X_{kind}"))
+    out.update(_leiden_scores(latent, labels, resolution))
     del model
     gc.collect()
     return out
@@ -570,7 +546,7 @@ def _environment() -> dict:
 def main(argv=None) -> int:
     global _ARGS
     _ARGS = args = parse_args(argv)
-    _quiet()
+    quiet()
     _setup_torch(args.threads)
 
     if args._worker:
