@@ -33,6 +33,15 @@ def counts_h5ad(tmp_path):
     return path
 
 
+@pytest.fixture
+def counts_zarr(counts_h5ad):
+    """The same cells as a zarr store."""
+    path = counts_h5ad.with_suffix(".zarr")
+    with ad.settings.override(zarr_write_format=3):
+        ad.read_h5ad(counts_h5ad).write_zarr(path)
+    return path
+
+
 def _fit(cls, adata, setup, init, epochs, **train):
     scvi.settings.seed = 0
     cls.setup_anndata(adata, **setup)
@@ -48,11 +57,12 @@ def _fit(cls, adata, setup, init, epochs, **train):
         (dv.model.CGMDVAE, {"layer": "counts", "condition_key": "condition"}, {"n_clusters": 3}),
     ],
 )
-def test_backed_training_matches_in_memory(counts_h5ad, cls, setup, init):
-    backed = ad.read_h5ad(counts_h5ad, backed="r")
+@pytest.mark.parametrize("store", ["h5ad", "zarr"])
+def test_backed_training_matches_in_memory(counts_h5ad, counts_zarr, cls, setup, init, store):
+    backed = dv.read_lazy(counts_h5ad if store == "h5ad" else counts_zarr)
+    assert not isinstance(backed.X, np.ndarray) and not sparse.issparse(backed.X)
     on_disk = _fit(cls, backed, setup, init, epochs=3)
     in_memory = _fit(cls, ad.read_h5ad(counts_h5ad), setup, init, epochs=3)
-    assert backed.isbacked
     np.testing.assert_allclose(
         on_disk.history["elbo_train"].to_numpy(float),
         in_memory.history["elbo_train"].to_numpy(float),
@@ -211,7 +221,36 @@ def test_cli_fit_backed(counts_h5ad, tmp_path, capsys):
     (tmp_path / "store.zarr").mkdir()
     store = ["fit", str(tmp_path / "store.zarr"), "--model", "zinbvae", "--backed"]
     assert main([*store, "--out", str(out)]) == 2
-    assert "zarr store" in capsys.readouterr().err
+    assert "not a zarr store" in capsys.readouterr().err
+
+
+def test_cli_fit_backed_zarr_writes_results_into_a_copy(counts_zarr, tmp_path, capsys):
+    out = tmp_path / "out.zarr"
+    args = ["fit", str(counts_zarr), "--model", "cgmdvae", "--n-clusters", "3", "--epochs", "2"]
+    assert main([*args, "--out", str(out)]) == 2  # a zarr store needs --backed
+    assert "--backed" in capsys.readouterr().err
+    assert main([*args, "--backed", "--out", str(out)]) == 0
+    result = ad.read_zarr(out)
+    assert result.obsm["X_cgmdvae"].shape == (300, 10)
+    assert set(result.obs["cgmdvae_cluster"].astype(int)) <= {0, 1, 2}
+    assert (result.X != ad.read_zarr(counts_zarr).X).nnz == 0
+    assert "X_cgmdvae" not in ad.read_zarr(counts_zarr).obsm  # the input is untouched
+
+
+def test_read_lazy_refuses_what_it_cannot_stream(counts_h5ad, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        dv.read_lazy(tmp_path / "nope.zarr")
+    dense = ad.read_h5ad(counts_h5ad)
+    dense.X = dense.X.toarray()
+    dense.write_zarr(tmp_path / "dense.zarr")
+    with pytest.raises(ValueError, match="stored dense"):
+        dv.read_lazy(tmp_path / "dense.zarr")
+    bad = ad.read_h5ad(counts_h5ad)
+    bad.X = bad.X * 0.5
+    bad.write_zarr(tmp_path / "half.zarr")
+    lazy = dv.read_lazy(tmp_path / "half.zarr")
+    with pytest.raises(ValueError, match="integer"):
+        dv.model.ZINBVAE.setup_anndata(lazy)
 
 
 if __name__ == "__main__":

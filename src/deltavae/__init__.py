@@ -13,10 +13,19 @@ Examples
 from importlib.metadata import PackageNotFoundError, version
 
 from . import datasets, metrics, model, pl
+from ._io import read_lazy, write_results_to_store
 
 try:
     __version__ = version("deltavae")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
-__all__ = ["datasets", "metrics", "model", "pl", "__version__"]
+__all__ = [
+    "datasets",
+    "metrics",
+    "model",
+    "pl",
+    "read_lazy",
+    "write_results_to_store",
+    "__version__",
+]

@@ -11,6 +11,7 @@ Shell::
     deltavae demo --out pbmc_demo
     deltavae fit counts.h5ad --model zinbvae --batch-key sample --out counts_zinbvae.h5ad
     deltavae fit atlas.h5ad --model zinbvae --backed --out atlas_zinbvae.h5ad
+    deltavae fit atlas.zarr --model zinbvae --backed --out atlas_zinbvae.zarr
     deltavae --version
 
 Python:
@@ -105,16 +106,20 @@ def fit(args: argparse.Namespace) -> int:
     path = Path(args.input)
     if not path.exists():
         raise InputError(f"input file {str(path)!r} does not exist.")
-    if path.is_dir():
+    zarr_store = path.is_dir()
+    if zarr_store and not args.backed:
         raise InputError(
-            f"{str(path)!r} is a directory (a zarr store?); deltavae fit reads .h5ad files: "
-            "convert it with anndata.read_zarr(path).write_h5ad('counts.h5ad')."
+            f"{str(path)!r} is a directory (a zarr store?); deltavae fit reads zarr stores "
+            "with --backed (minibatches streamed from the store), or convert it with "
+            "anndata.read_zarr(path).write_h5ad('counts.h5ad')."
         )
     try:
         # Backed: minibatches are read from the file; only obs and var are held in memory.
-        adata = ad.read_h5ad(path, backed="r" if args.backed else None)
+        adata = dv.read_lazy(path) if args.backed else ad.read_h5ad(path)
     except OSError as err:
         raise InputError(f"cannot read {str(path)!r} as an .h5ad file: {err}") from err
+    except ValueError as err:
+        raise InputError(_message(err)) from err
     setup = _options_for(
         model_cls.setup_anndata,
         f"{args.model} setup",
@@ -136,7 +141,14 @@ def fit(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if args.backed:
+    if args.backed and zarr_store:
+        # Copy the store as it is, then write the results into the copy.
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(path, out)
+        keys = model.write_to_adata(adata)
+        dv.write_results_to_store(adata, keys, out)
+    elif args.backed:
         # Copy the file as it is, then write the results into the copy.
         shutil.copyfile(path, out)
         keys = model.write_to_adata(ad.read_h5ad(out, backed="r+"))
@@ -321,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
             "the model's results (latent space, ...) to OUTPUT."
         ),
     )
-    p_fit.add_argument("input", metavar="INPUT.h5ad", help="AnnData with raw counts")
+    p_fit.add_argument(
+        "input", metavar="INPUT.h5ad", help="AnnData with raw counts (.h5ad, or zarr with --backed)"
+    )
     p_fit.add_argument("--model", required=True, choices=sorted(MODELS), help="model to train")
     p_fit.add_argument("--out", required=True, metavar="OUTPUT.h5ad", help="file to write")
     p_fit.add_argument("--layer", default=None, help="layer with the raw counts [X]")
@@ -351,7 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_fit.add_argument(
         "--backed",
         action="store_true",
-        help="read minibatches from the file instead of loading it (larger-than-memory data)",
+        help=(
+            "read minibatches from the .h5ad file or sparse zarr store instead of loading it "
+            "(larger-than-memory data); results go into a copy at --out"
+        ),
     )
     p_fit.set_defaults(func=fit)
     return parser

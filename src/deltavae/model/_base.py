@@ -167,9 +167,8 @@ class DeltaModelMixin(PyroSviTrainMixin):
         minibatch is read from disk by scvi-tools' data loader; memory holds the model, one
         minibatch per process, and ``obs``. Minibatches list their cells in file order, so a
         backed and an in-memory run with the same seed give the same model. A file opened
-        ``"r+"`` is refused. Zarr stores have no backed mode in anndata (lazy reading needs
-        dask and gives an ``obs`` scvi-tools cannot register), so read them into memory or
-        convert them to .h5ad.
+        ``"r+"`` is refused. A zarr store (sparse ``X``) streams the same way once opened with
+        :func:`deltavae.read_lazy`, which also opens .h5ad files backed.
 
         Examples
         --------

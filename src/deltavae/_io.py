@@ -1,0 +1,125 @@
+"""Open an atlas without loading its count matrix: backed .h5ad files and zarr stores.
+
+anndata opens .h5ad files backed (``read_h5ad(path, backed="r")``) but reads zarr stores
+whole. :func:`read_lazy` gives both the same shape: an AnnData whose ``obs``, ``var`` and
+``uns`` are in memory and whose ``X`` (and layers) stay on disk as anndata's own sparse
+datasets. scvi-tools' data loader reads minibatches from those datasets, so every model
+trains, infers and writes results without the matrix ever being in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+from anndata import AnnData
+from anndata.io import read_elem, sparse_dataset, write_elem
+
+__all__ = ["read_lazy", "write_results_to_store"]
+
+
+def _is_zarr_store(path: Path) -> bool:
+    return path.is_dir() and any(
+        (path / name).exists() for name in ("zarr.json", ".zgroup", ".zattrs")
+    )
+
+
+def _lazy_matrix(group, key: str, path: Path):
+    elem = group[key]
+    encoding = elem.attrs.get("encoding-type", "")
+    if encoding in ("csr_matrix", "csc_matrix"):
+        return sparse_dataset(elem)
+    raise ValueError(
+        f"{key!r} in {str(path)!r} is stored dense ({encoding or 'array'}); deltavae streams "
+        "sparse matrices from zarr stores. Rewrite it sparse: adata.X = "
+        "scipy.sparse.csr_matrix(adata.X); adata.write_zarr(path), or convert the store to "
+        ".h5ad, which is read backed whether dense or sparse."
+    )
+
+
+def read_lazy(path: str | Path) -> AnnData:
+    """Open a .h5ad file or a zarr store with the count matrix left on disk.
+
+    Parameters
+    ----------
+    path
+        An ``.h5ad`` file (opened ``backed="r"``) or a zarr store written by
+        :meth:`anndata.AnnData.write_zarr` whose ``X`` and layers are sparse.
+
+    Returns
+    -------
+    An AnnData whose ``obs``, ``var`` and ``uns`` are in memory and whose ``X`` (and, for zarr,
+    each layer) is read from disk a minibatch at a time. ``obsm``, ``varm`` and ``obsp`` of a
+    zarr store are not read. Train any deltavae model on it as on an in-memory AnnData; results
+    of ``write_to_adata`` go to its (in-memory) ``obs``/``obsm``; write them into the store
+    with :func:`write_results_to_store`.
+
+    Examples
+    --------
+    >>> import deltavae as dv
+    >>> adata = dv.read_lazy("atlas.zarr")  # doctest: +SKIP
+    >>> dv.model.ZINBVAE.setup_anndata(adata)  # doctest: +SKIP
+    >>> dv.model.ZINBVAE(adata).train()  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{str(path)!r} does not exist.")
+    if path.is_file():
+        try:
+            return ad.read_h5ad(path, backed="r")
+        except OSError as err:
+            raise ValueError(f"cannot read {str(path)!r} as an .h5ad file: {err}") from err
+    if not _is_zarr_store(path):
+        raise ValueError(f"{str(path)!r} is a directory but not a zarr store (no zarr metadata).")
+    import zarr
+
+    group = zarr.open_group(path, mode="r")
+    if "X" not in group:
+        raise ValueError(f"the zarr store {str(path)!r} has no X.")
+    layers = {}
+    if "layers" in group:
+        layers = {name: _lazy_matrix(group["layers"], name, path) for name in group["layers"]}
+    return AnnData(
+        X=_lazy_matrix(group, "X", path),
+        obs=read_elem(group["obs"]),
+        var=read_elem(group["var"]),
+        uns=read_elem(group["uns"]) if "uns" in group else None,
+        layers=layers or None,
+    )
+
+
+def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) -> None:
+    """Write the slots a model's ``write_to_adata`` filled into a zarr store.
+
+    Parameters
+    ----------
+    adata
+        The AnnData from :func:`read_lazy` that ``write_to_adata`` wrote into.
+    keys
+        What ``write_to_adata`` returned (``"obsm/X_zinbvae"``, ``"obs/..."``, ...).
+    path
+        The zarr store to write into (the one ``adata`` was read from, or a copy of it).
+
+    Examples
+    --------
+    >>> keys = vae.write_to_adata(adata)  # doctest: +SKIP
+    >>> dv.write_results_to_store(adata, keys, "atlas.zarr")  # doctest: +SKIP
+    """
+    import zarr
+
+    # anndata consolidates a store's metadata; edit the groups themselves, then re-consolidate.
+    consolidated = zarr.open_group(path, mode="r").metadata.consolidated_metadata is not None
+    group = zarr.open_group(path, mode="r+", use_consolidated=False)
+    wrote_obs = False
+    for key in keys:
+        slot, name = key.split("/", 1)
+        if slot == "obs":
+            if not wrote_obs:
+                write_elem(group, "obs", adata.obs)
+                wrote_obs = True
+            continue
+        if slot not in group:
+            group.create_group(slot)
+        write_elem(group[slot], name, getattr(adata, slot)[name])
+    if consolidated:
+        zarr.consolidate_metadata(path)
