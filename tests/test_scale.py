@@ -253,5 +253,35 @@ def test_read_lazy_refuses_what_it_cannot_stream(counts_h5ad, tmp_path):
         dv.model.ZINBVAE.setup_anndata(lazy)
 
 
+
+def test_block_shuffling_reads_contiguous_stretches():
+    from torch.utils.data import RandomSampler
+
+    from deltavae.train._data import FileOrderBatchSampler
+
+    rows = np.random.default_rng(0).permutation(1000)  # a random train split's file rows
+    torch.manual_seed(0)
+    batches = list(FileOrderBatchSampler(RandomSampler(range(1000)), 64, False, rows, 16))
+    seen = np.concatenate(batches)
+    assert sorted(seen.tolist()) == list(range(1000))  # every cell once per epoch
+    for batch in batches:
+        file_rows = rows[batch]
+        assert (np.diff(file_rows) > 0).all()  # sorted by file row
+        assert (np.diff(file_rows) > 1).sum() <= 3  # at most 4 stretches of 16 neighbours
+    torch.manual_seed(1)
+    other = list(FileOrderBatchSampler(RandomSampler(range(1000)), 64, False, rows, 16))
+    assert any((a != b).any() for a, b in zip(batches, other, strict=True))  # reshuffled
+
+
+def test_training_with_shuffle_blocks_on_a_zarr_store(counts_zarr):
+    adata = dv.read_lazy(counts_zarr)
+    model = _fit(dv.model.ZINBVAE, adata, {}, {}, epochs=4, shuffle_block_size=8)
+    elbo = model.history["elbo_train"].to_numpy(float).ravel()
+    assert np.isfinite(elbo).all() and elbo[-1] < elbo[0]
+    with pytest.raises(ValueError, match="block_size must be a positive integer"):
+        model.train(max_epochs=1, shuffle_block_size=0, **TRAIN)
+    with pytest.raises(ValueError, match="shuffle_block_size is not supported with strategy"):
+        model.train(max_epochs=1, shuffle_block_size=8, strategy="ddp", devices=2, **TRAIN)
+
 if __name__ == "__main__":
     print(json.dumps(_ddp_histories(sys.argv[1], sys.argv[2])))

@@ -125,6 +125,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
         n_epochs_kl_warmup: int | None | str = "auto",
         plan_kwargs: dict | None = None,
         validate_distributions: bool = False,
+        shuffle_block_size: int | None = None,
         **trainer_kwargs,
     ):
         """Train the model with stochastic variational inference under Lightning.
@@ -152,6 +153,12 @@ class DeltaModelMixin(PyroSviTrainMixin):
         validate_distributions
             Keep Pyro's distribution-argument checks on during training (slower; for
             debugging a custom module).
+        shuffle_block_size
+            Shuffle the training cells in blocks of this many neighbours in the file rather
+            than one by one: each minibatch then reads ``batch_size / shuffle_block_size``
+            contiguous stretches of an on-disk matrix (for zarr stores several times faster;
+            block sampling as in scDataset). Single process only; ``None``
+            (default) shuffles single cells.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (Lightning). ``strategy="ddp"`` with
             ``devices=N`` trains on N processes (CPU, gloo) or N GPUs (nccl), each process
@@ -201,6 +208,16 @@ class DeltaModelMixin(PyroSviTrainMixin):
         )
         if strategy is not None:
             trainer_kwargs["strategy"] = strategy
+        if shuffle_block_size is not None and distributed:
+            raise ValueError(
+                "shuffle_block_size is not supported with strategy='ddp': each process already "
+                "reads its own share of the cells; leave shuffle_block_size=None."
+            )
+        if shuffle_block_size is not None:
+            trainer_kwargs["datasplitter_kwargs"] = {
+                "block_size": shuffle_block_size,
+                **(trainer_kwargs.get("datasplitter_kwargs") or {}),
+            }
         if distributed:
             trainer_kwargs["datasplitter_kwargs"] = {
                 "distributed_sampler": True,

@@ -11,6 +11,11 @@ scvi-tools already streams minibatches from an AnnData opened ``backed="r"`` (it
   sequential.
 * In a forked DDP worker the backed file is opened afresh: HDF5 handles must not be shared
   across ``fork``.
+* Optionally (``block_size``), each training minibatch is made of a few random blocks of
+  cells that lie next to each other in the file, instead of cells drawn one by one (the block
+  sampling of scDataset and similar on-disk loaders). A minibatch then reads a few contiguous
+  stretches of the file; for zarr stores, whose chunks must be decompressed whole, this is
+  several times faster than reading cells scattered over the whole store.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import torch
 from scvi.dataloaders import AnnDataLoader, BatchDistributedSampler, DataSplitter
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 from torch.utils.data._utils.collate import default_convert
@@ -28,6 +34,16 @@ logger = logging.getLogger(__name__)
 def _file_order(batch: list[int], positions: np.ndarray) -> np.ndarray:
     batch = np.asarray(batch)
     return batch[np.argsort(positions[batch], kind="stable")]
+
+
+def _block_order(rows: np.ndarray, block_size: int, generator) -> list[int]:
+    # Positions grouped in blocks of neighbouring file rows, the blocks in random order.
+    by_row = np.argsort(rows, kind="stable")
+    # A short last block goes last, so batches of a multiple of block_size stay aligned.
+    blocks = [by_row[i : i + block_size] for i in range(0, len(by_row), block_size)]
+    n_full = len(by_row) // block_size
+    order = [*torch.randperm(n_full, generator=generator).tolist(), *range(n_full, len(blocks))]
+    return np.concatenate([blocks[i] for i in order]).tolist() if blocks else []
 
 
 class FileOrderBatchSampler(BatchSampler):
@@ -41,6 +57,9 @@ class FileOrderBatchSampler(BatchSampler):
         As for :class:`~torch.utils.data.BatchSampler`.
     rows
         File row (AnnData ``obs`` index) of every position.
+    block_size
+        With a random ``sampler``: build each batch from random blocks of ``block_size``
+        cells that are neighbours in the file, rather than from single cells.
 
     Examples
     --------
@@ -50,12 +69,26 @@ class FileOrderBatchSampler(BatchSampler):
     [[1, 2, 0]]
     """
 
-    def __init__(self, sampler, batch_size: int, drop_last: bool, rows: np.ndarray):
+    def __init__(
+        self,
+        sampler,
+        batch_size: int,
+        drop_last: bool,
+        rows: np.ndarray,
+        block_size: int | None = None,
+    ):
         super().__init__(sampler, batch_size, drop_last)
         self.rows = rows
+        self.block_size = block_size
 
     def __iter__(self):
-        for batch in super().__iter__():
+        if self.block_size and isinstance(self.sampler, RandomSampler):
+            order = _block_order(self.rows, self.block_size, self.sampler.generator)
+            stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+            batches = (order[i : i + self.batch_size] for i in range(0, stop, self.batch_size))
+        else:
+            batches = super().__iter__()
+        for batch in batches:
             yield _file_order(batch, self.rows)
 
 
@@ -100,7 +133,8 @@ class FileOrderDataLoader(AnnDataLoader):
     """scvi-tools' :class:`~scvi.dataloaders.AnnDataLoader` with file-ordered minibatches.
 
     Takes the same arguments; ``distributed_sampler=True`` gives each DDP process its own
-    share of the cells, as in scvi-tools.
+    share of the cells, as in scvi-tools. ``block_size`` (single process only) builds each
+    shuffled minibatch from random blocks of neighbouring cells (see the module docstring).
 
     Examples
     --------
@@ -116,8 +150,16 @@ class FileOrderDataLoader(AnnDataLoader):
         drop_last: bool = False,
         drop_dataset_tail: bool = False,
         distributed_sampler: bool = False,
+        block_size: int | None = None,
         **kwargs,
     ):
+        if block_size is not None and (int(block_size) != block_size or block_size < 1):
+            raise ValueError(f"block_size must be a positive integer, got {block_size!r}.")
+        if block_size is not None and distributed_sampler:
+            raise ValueError(
+                "block_size is not supported with strategy='ddp': each process already reads "
+                "its own share of the cells; leave block_size=None."
+            )
         rows = np.arange(adata_manager.adata.n_obs) if indices is None else np.asarray(indices)
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
@@ -133,7 +175,7 @@ class FileOrderDataLoader(AnnDataLoader):
             )
         else:
             order = RandomSampler(positions) if shuffle else SequentialSampler(positions)
-            sampler = FileOrderBatchSampler(order, batch_size, drop_last, rows)
+            sampler = FileOrderBatchSampler(order, batch_size, drop_last, rows, block_size)
         super().__init__(
             adata_manager, indices=rows, sampler=sampler, collate_fn=_single_batch, **kwargs
         )
