@@ -253,7 +253,6 @@ def test_read_lazy_refuses_what_it_cannot_stream(counts_h5ad, tmp_path):
         dv.model.ZINBVAE.setup_anndata(lazy)
 
 
-
 def test_block_shuffling_reads_contiguous_stretches():
     from torch.utils.data import RandomSampler
 
@@ -282,6 +281,7 @@ def test_training_with_shuffle_blocks_on_a_zarr_store(counts_zarr):
         model.train(max_epochs=1, shuffle_block_size=0, **TRAIN)
     with pytest.raises(ValueError, match="shuffle_block_size is not supported with strategy"):
         model.train(max_epochs=1, shuffle_block_size=8, strategy="ddp", devices=2, **TRAIN)
+
 
 if __name__ == "__main__":
     print(json.dumps(_ddp_histories(sys.argv[1], sys.argv[2])))
