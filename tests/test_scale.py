@@ -283,5 +283,16 @@ def test_training_with_shuffle_blocks_on_a_zarr_store(counts_zarr):
         model.train(max_epochs=1, shuffle_block_size=8, strategy="ddp", devices=2, **TRAIN)
 
 
+def test_training_gives_free_heap_pages_back(counts_h5ad, monkeypatch):
+    from deltavae.train import _plan
+
+    assert _plan.release_free_memory() is sys.platform.startswith("linux")
+    calls = []
+    monkeypatch.setattr(_plan, "release_free_memory", lambda: calls.append(1))
+    adata = ad.read_h5ad(counts_h5ad, backed="r")
+    _fit(dv.model.ZINBVAE, adata, {}, {}, epochs=1, batch_size=2)  # 135 steps
+    assert len(calls) == 1
+
+
 if __name__ == "__main__":
     print(json.dumps(_ddp_histories(sys.argv[1], sys.argv[2])))

@@ -10,8 +10,50 @@ possible.
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import sys
+
 import torch
 from scvi.train import LowLevelPyroTrainingPlan
+
+_TRIM_EVERY = 100
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None on other C libraries and systems."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> bool:
+    """Hand the C heap's free pages back to the operating system (glibc only).
+
+    Every minibatch allocates and frees arrays of about a megabyte (more when read from a
+    backed file, whose rows vary in size); glibc keeps the freed pages, fragmented, so the
+    resident memory of a long epoch creeps up with the number of minibatches (+250 MiB over
+    one epoch of 1M cells, backed). Trimming every ``_TRIM_EVERY`` steps keeps it flat; dask's
+    workers do the same.
+
+    Returns
+    -------
+    Whether a trim was possible here.
+
+    Examples
+    --------
+    >>> isinstance(release_free_memory(), bool)
+    True
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
@@ -99,6 +141,12 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         )
         self.training_step_outputs.append({"loss": loss.detach()})
         return {"loss": loss}
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        """Every ``_TRIM_EVERY`` steps, give the C heap's free pages back (see
+        :func:`release_free_memory`)."""
+        if batch_idx % _TRIM_EVERY == _TRIM_EVERY - 1:
+            release_free_memory()
 
     def on_train_epoch_end(self):
         """Log ``elbo_train``: the mean annealed loss of the epoch's minibatches."""
