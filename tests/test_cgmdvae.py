@@ -283,3 +283,23 @@ def test_condition_free_prior_option():
     assert ari(adata.obs["cluster"], model.predict_clusters()) > 0.75
     cells = model.sample(20, cluster=1, condition="stim", seed=0)
     assert cells.shape == (20, 16) and (cells.obs["condition"] == "stim").all()
+
+
+def test_mixture_start_clusters_with_each_condition_centred():
+    from sklearn.cluster import KMeans
+
+    from deltavae.train._mixture_init import _condition_centred
+
+    # Two types 4 apart on axis 0; the condition moves every cell 10 along axis 1.
+    rng = np.random.default_rng(0)
+    kind = np.repeat([0, 1], 200)
+    cond = np.tile([0, 1], 200)
+    z = np.stack([4.0 * kind, 10.0 * cond], 1) + rng.normal(scale=0.3, size=(400, 2))
+    z, cats = torch.as_tensor(z), torch.as_tensor(cond[:, None])
+    raw = KMeans(2, n_init=5, random_state=0).fit_predict(z.numpy())
+    centred = _condition_centred(z, cats)
+    fair = KMeans(2, n_init=5, random_state=0).fit_predict(centred)
+    assert dv.metrics.ari(cond, raw) == 1.0  # uncentred, k-means splits by condition
+    assert dv.metrics.ari(kind, fair) == 1.0  # centred, it finds the types
+    np.testing.assert_allclose(centred[cond == 0].mean(0), centred[cond == 1].mean(0), atol=1e-9)
+    np.testing.assert_array_equal(_condition_centred(z, None), z.numpy())

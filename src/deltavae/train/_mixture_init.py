@@ -2,9 +2,10 @@
 
 A Gaussian-mixture VAE trained from a random start tends to merge components, or to let one
 component explain everything while w absorbs the clusters. As in VaDE and its successors, we
-train briefly (KL weight still low, so z is informative), cluster the posterior means of z, put
-one prior component on each cluster and fit q(y | z) to the assignment. Labelled cells keep
-their label's component.
+train briefly (KL weight still low, so z is informative), cluster the posterior means of z
+(each condition's mean removed, so that clusters are shared across conditions), put one prior
+component on each cluster and fit q(y | z) to the assignment. Labelled cells keep their
+label's component.
 """
 
 from __future__ import annotations
@@ -22,6 +23,30 @@ from ..module._cgmdvae import initialize_mixture
 logger = logging.getLogger(__name__)
 
 _MAX_CELLS = 20_000
+
+
+def _condition_centred(z: torch.Tensor, cats: torch.Tensor | None) -> np.ndarray:
+    """z with each condition's mean moved onto the overall mean, as a numpy array.
+
+    Early in training z still separates the conditions (a strong treatment moves every cell
+    type), and k-means on it would spend clusters on condition x cell type. Clustered after
+    centring, the groups are shared across conditions; the components start at the mean of
+    their members in both conditions, and p(z | w, y, c) learns each condition's shift.
+    Each combination of the condition covariates is one group.
+    """
+    z = z.cpu().numpy()
+    if cats is None or cats.shape[0] != z.shape[0]:
+        return z
+    _, group = np.unique(cats.cpu().numpy(), axis=0, return_inverse=True)
+    group = group.ravel()
+    if group.max() == 0:
+        return z
+    centred = z.copy()
+    overall = z.mean(0)
+    for g in np.unique(group):
+        member = group == g
+        centred[member] += overall - z[member].mean(0)
+    return centred
 
 
 class MixtureInitialization(Callback):
@@ -75,7 +100,7 @@ class MixtureInitialization(Callback):
             was_training = module.training
             module.eval()
             z, z_var, cats, y_obs = self._collect(trainer, module)
-            assignments = self._assign(z.cpu().numpy(), y_obs, module.n_clusters)
+            assignments = self._assign(_condition_centred(z, cats), y_obs, module.n_clusters)
             module.train(was_training)
             assignments = torch.as_tensor(assignments, dtype=torch.long, device=z.device)
             initialize_mixture(module, z, assignments, cats, z_var=z_var)
