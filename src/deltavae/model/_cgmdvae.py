@@ -222,8 +222,9 @@ class CGMDVAE(
         max_epochs
             Passes through the training cells.
         mixture_init_epoch
-            Epoch at which the mixture components are placed on k-means clusters of z (and on
-            the labelled cells' means). ``"auto"``: a quarter of the epochs for a model not
+            Epoch at which the mixture components are placed on k-means clusters of z (each
+            condition's mean removed, so clusters are shared by the conditions) and on the
+            labelled cells' means. ``"auto"``: a quarter of the epochs for a model not
             trained before; ``None`` skips it. The longer z trains as a plain (weakly
             regularised) autoencoder first, the better k-means separates the groups: on MNIST,
             starting at a quarter rather than a tenth of the epochs raised accuracy by ~0.1.
