@@ -283,6 +283,8 @@ def test_condition_free_prior_option():
     assert ari(adata.obs["cluster"], model.predict_clusters()) > 0.75
     cells = model.sample(20, cluster=1, condition="stim", seed=0)
     assert cells.shape == (20, 16) and (cells.obs["condition"] == "stim").all()
+    with pytest.raises(ValueError, match="condition_in_prior=False"):
+        model.get_latent_representation(condition="ctrl")
 
 
 def test_mixture_start_clusters_with_each_condition_centred():
@@ -303,3 +305,35 @@ def test_mixture_start_clusters_with_each_condition_centred():
     assert dv.metrics.ari(kind, fair) == 1.0  # centred, it finds the types
     np.testing.assert_allclose(centred[cond == 0].mean(0), centred[cond == 1].mean(0), atol=1e-9)
     np.testing.assert_array_equal(_condition_centred(z, None), z.numpy())
+
+
+def _condition_gap(z, adata):
+    """Mean over clusters of the ctrl-stim distance of z means, in within-cluster sds."""
+    gaps = []
+    for k in np.unique(adata.obs["cluster"]):
+        cells = (adata.obs["cluster"] == k).to_numpy()
+        ctrl = cells & (adata.obs["condition"] == "ctrl").to_numpy()
+        stim = cells & (adata.obs["condition"] == "stim").to_numpy()
+        spread = np.sqrt(z[cells].var(0).sum())
+        gaps.append(np.linalg.norm(z[ctrl].mean(0) - z[stim].mean(0)) / spread)
+    return float(np.mean(gaps))
+
+
+def test_latent_moved_to_one_condition_mixes_the_conditions(blobs_model):
+    model, adata = blobs_model
+    z = model.get_latent_representation()
+    moved = model.get_latent_representation(condition="ctrl")
+    assert moved.shape == z.shape
+    ctrl = (adata.obs["condition"] == "ctrl").to_numpy()
+    # Control cells stay where they are (their own condition is the target) ...
+    np.testing.assert_allclose(moved[ctrl], z[ctrl], atol=1e-5)
+    # ... stimulated cells land on their cluster's control cells, and clusters stay apart.
+    assert _condition_gap(moved, adata) < 0.5 * _condition_gap(z, adata)
+    from sklearn.cluster import KMeans
+
+    pred = KMeans(5, n_init=5, random_state=0).fit_predict(moved)
+    assert ari(adata.obs["cluster"], pred) > 0.9
+    with pytest.raises(ValueError, match="never seen"):
+        model.get_latent_representation(condition="nope")
+    with pytest.raises(ValueError, match="w has no condition shift"):
+        model.get_latent_representation(representation="w", condition="ctrl")

@@ -322,15 +322,36 @@ class CGMDVAE(
 
     # ----------------------------------------------------------------- inference
     @torch.inference_mode()
-    def _posterior(self, adata, indices=None, batch_size=None) -> dict[str, np.ndarray]:
+    def _posterior(
+        self, adata, indices=None, batch_size=None, condition=None
+    ) -> dict[str, np.ndarray]:
         adata = self._validate_anndata(self._resolve_adata(adata))
-        self.module.eval()
+        module = self.module.eval()
+        target = None
+        if condition is not None:
+            if not self.condition_keys:
+                raise ValueError("The model has no condition covariate; pass condition=None.")
+            if not module.condition_in_prior:
+                raise ValueError(
+                    "condition= moves z by the condition shifts of p(z | w, y, c); this model "
+                    "was built with condition_in_prior=False, so its prior has none."
+                )
+            target = self._condition_codes(condition, 1)[0]
         out = {"z": [], "w": [], "probs": []}
         for tensors in self._make_data_loader(adata, indices=indices, batch_size=batch_size):
-            inf = self.module.inference(**self.module._get_inference_input(tensors))
-            out["z"].append(inf["qz"].loc.cpu())
-            out["w"].append(inf["qw"].loc.cpu())
-            out["probs"].append(torch.softmax(inf["cluster_logits"], -1).cpu())
+            inf = module.inference(**module._get_inference_input(tensors))
+            z, w = inf["qz"].loc, inf["qw"].loc
+            probs = torch.softmax(inf["cluster_logits"], -1)
+            if target is not None:
+                # Each component's mean under the target condition minus under the cell's own,
+                # averaged over q(y | z, c): the shift the model learned for the cell's cluster.
+                cats = tensors[_CAT]
+                own = module.prior_distribution(w, cats).loc
+                new = module.prior_distribution(w, target.expand(cats.shape).to(cats.dtype)).loc
+                z = z + (probs.unsqueeze(-1) * (new - own)).sum(-2)
+            out["z"].append(z.cpu())
+            out["w"].append(w.cpu())
+            out["probs"].append(probs.cpu())
         return {k: torch.cat(v).numpy() for k, v in out.items()}
 
     def get_latent_representation(
@@ -339,18 +360,41 @@ class CGMDVAE(
         indices=None,
         representation: str = "z",
         batch_size: int | None = None,
+        condition=None,
         **kwargs,
     ) -> np.ndarray:
         """Posterior mean of z (``representation="z"``) or of w (``"w"``), cells x dims.
+
+        Parameters
+        ----------
+        adata
+            AnnData set up like the training data; default the training AnnData.
+        indices
+            Cells to return (default all).
+        representation
+            ``"z"`` or ``"w"``.
+        batch_size
+            Cells per minibatch.
+        condition
+            For z: move every cell to this condition (a dict over several condition keys).
+            p(z | w, y, c) shifts each component with the condition, so z keeps the condition
+            apart; with ``condition``, each cell's z is moved by its clusters' learned shift,
+            mean_y(w, condition) - mean_y(w, own condition), weighted by q(y | z, c). Cells of
+            every condition then share one latent space, for neighbors, UMAP and integration
+            scores. Needs ``condition_in_prior=True`` (the default).
 
         Examples
         --------
         >>> g.get_latent_representation(representation="w").shape  # doctest: +SKIP
         (1556, 5)
+        >>> z_ctrl = g.get_latent_representation(condition="ctrl")  # doctest: +SKIP
+        >>> adata.obsm["X_cgmdvae_ctrl"] = z_ctrl  # doctest: +SKIP
         """
         if representation not in ("z", "w"):
             raise ValueError(f"representation must be 'z' or 'w', got {representation!r}.")
-        return self._posterior(adata, indices, batch_size)[representation]
+        if condition is not None and representation != "z":
+            raise ValueError("condition= moves z; w has no condition shift.")
+        return self._posterior(adata, indices, batch_size, condition)[representation]
 
     def predict_clusters(
         self, adata: AnnData | None = None, soft: bool = False, batch_size: int | None = None
