@@ -37,6 +37,26 @@ def _lazy_matrix(group, key: str, path: Path):
     )
 
 
+def result_slots(keys: list[str]) -> list[tuple[str, str | None]]:
+    """``(slot, name)`` of each key ``write_to_adata`` returned, with ``obs`` once as
+    ``("obs", None)``: obs is a single dataframe on disk, written whole.
+
+    Examples
+    --------
+    >>> result_slots(["obsm/X", "obs/a", "obs/b", "uns/u"])
+    [('obsm', 'X'), ('obs', None), ('uns', 'u')]
+    """
+    slots, has_obs = [], False
+    for key in keys:
+        slot, name = key.split("/", 1)
+        if slot != "obs":
+            slots.append((slot, name))
+        elif not has_obs:
+            slots.append(("obs", None))
+            has_obs = True
+    return slots
+
+
 def read_lazy(path: str | Path) -> AnnData:
     """Open a .h5ad file or a zarr store with the count matrix left on disk.
 
@@ -110,13 +130,9 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
     # anndata consolidates a store's metadata; edit the groups themselves, then re-consolidate.
     consolidated = zarr.open_group(path, mode="r").metadata.consolidated_metadata is not None
     group = zarr.open_group(path, mode="r+", use_consolidated=False)
-    wrote_obs = False
-    for key in keys:
-        slot, name = key.split("/", 1)
+    for slot, name in result_slots(keys):
         if slot == "obs":
-            if not wrote_obs:
-                write_elem(group, "obs", adata.obs)
-                wrote_obs = True
+            write_elem(group, "obs", adata.obs)
             continue
         if slot not in group:
             group.create_group(slot)

@@ -19,6 +19,7 @@ from scvi.model._utils import get_max_epochs_heuristic, parse_device_args
 from scvi.model.base import PyroSviTrainMixin
 from scvi.model.base._save_load import _load_saved_files
 
+from .._io import result_slots
 from ..train import DeltaDataSplitter, DeltaTrainingPlan
 from ..train._distributed import resolve_strategy
 from ._validation import check_backing_for_training
@@ -39,8 +40,7 @@ _ROWS_PER_WRITE = 10_000
 def _write_into_file(adata: AnnData, keys: list[str]) -> None:
     """Write results from a backed AnnData's memory into its file (open ``"r+"``)."""
     h5 = adata.file["obs"].file
-    for key in keys:
-        slot, name = key.split("/", 1)
+    for slot, name in result_slots(keys):
         if slot == "obsm":
             values = np.asarray(adata.obsm[name])
             if name in h5["obsm"]:
