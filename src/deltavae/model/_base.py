@@ -215,14 +215,12 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 "shuffle_block_size is not supported with strategy='ddp': each process already "
                 "reads its own share of the cells; leave shuffle_block_size=None."
             )
-        if shuffle_block_size is not None:
-            trainer_kwargs["datasplitter_kwargs"] = {
-                "block_size": shuffle_block_size,
-                **(trainer_kwargs.get("datasplitter_kwargs") or {}),
-            }
+        loader = {"block_size": shuffle_block_size} if shuffle_block_size is not None else {}
         if distributed:
+            loader["distributed_sampler"] = True
+        if loader:
             trainer_kwargs["datasplitter_kwargs"] = {
-                "distributed_sampler": True,
+                **loader,
                 **(trainer_kwargs.get("datasplitter_kwargs") or {}),
             }
         pyro.clear_param_store()

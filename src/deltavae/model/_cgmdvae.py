@@ -233,7 +233,7 @@ class CGMDVAE(
             the mixture starts while z is still informative.
         **kwargs
             Passed to :meth:`deltavae.model.ZINBVAE.train` (``lr``, ``batch_size``,
-            ``early_stopping``, ``n_epochs_kl_warmup``, Lightning trainer arguments...).
+            ``early_stopping``, Lightning trainer arguments...).
 
         Examples
         --------

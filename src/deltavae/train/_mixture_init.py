@@ -35,12 +35,10 @@ def _condition_centred(z: torch.Tensor, cats: torch.Tensor | None) -> np.ndarray
     Each combination of the condition covariates is one group.
     """
     z = z.cpu().numpy()
-    if cats is None or cats.shape[0] != z.shape[0]:
+    if cats is None:
         return z
     _, group = np.unique(cats.cpu().numpy(), axis=0, return_inverse=True)
     group = group.ravel()
-    if group.max() == 0:
-        return z
     centred = z.copy()
     overall = z.mean(0)
     for g in np.unique(group):
