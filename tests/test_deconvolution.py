@@ -137,6 +137,28 @@ def test_nmfdeconv_save_load_and_h5ad(fitted, tmp_path):
     pd.testing.assert_frame_equal(back.obsm["proportions"], spots.obsm["proportions"])
 
 
+def test_marker_genes_are_the_planted_blocks(cells, split):
+    # synthetic_counts gives cluster k the up-regulated genes 10k .. 10k + 9.
+    genes = dv.model.NMFDeconv.marker_genes(cells, "cluster", n_markers=10)
+    assert list(genes) == list(cells.var_names[:40])
+    spots, ref = split
+    before = spots.copy()
+    model = dv.model.NMFDeconv.from_reference(
+        spots, reference=ref, labels_key="cluster", n_markers=10
+    )
+    chosen = list(dv.model.NMFDeconv.marker_genes(ref, "cluster", n_markers=10))
+    assert len(chosen) == 40 and len(set(chosen) & set(genes)) >= 36  # half the cells
+    assert list(model.adata.var_names) == chosen
+    assert list(model.get_signatures().columns) == chosen
+    assert spots.n_vars == 80 and spots.obs.equals(before.obs)  # the user's spots untouched
+    everything = dv.model.NMFDeconv.from_reference(
+        spots.copy(), reference=ref, labels_key="cluster", n_markers=None
+    )
+    assert everything.adata.n_vars == 80
+    with pytest.raises(ValueError, match="n_markers must be a positive integer"):
+        dv.model.NMFDeconv.marker_genes(cells, "cluster", n_markers=0)
+
+
 def test_nmfdeconv_reference_free_finds_types():
     cells = dv.datasets.synthetic_counts(
         n_cells=400, n_genes=60, n_clusters=3, n_conditions=1, seed=4

@@ -266,6 +266,67 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
             totals / n_cells[order][:, None], index=sums.obs_names, columns=view.var_names
         ).loc[list(labels.categories)]
 
+    @staticmethod
+    def marker_genes(
+        reference: AnnData,
+        labels_key: str = "cell_type",
+        n_markers: int = 50,
+        layer: str | None = None,
+        genes: list[str] | pd.Index | None = None,
+    ) -> pd.Index:
+        """The union of each cell type's top up-regulated genes in the reference.
+
+        Counts are normalised to 10,000 per cell and log1p-transformed (on a copy), and
+        :func:`scanpy.tl.rank_genes_groups` ranks the genes of each type against the rest
+        with a t-test.
+
+        Parameters
+        ----------
+        reference
+            Labelled single cells with raw counts (left unchanged).
+        labels_key
+            obs column with the cell types.
+        n_markers
+            Genes taken from the top of each type's ranking.
+        layer
+            Layer with the counts; ``None`` for ``reference.X``.
+        genes
+            Candidate genes; ``None`` for all of the reference's.
+
+        Returns
+        -------
+        pandas.Index
+            The chosen genes, in the reference's order.
+
+        Examples
+        --------
+        >>> import deltavae as dv
+        >>> ref = dv.datasets.pbmc3k()
+        >>> genes = dv.model.NMFDeconv.marker_genes(ref, "cell_type", n_markers=20)
+        >>> "MS4A1" in genes  # a B-cell marker
+        True
+        """
+        if not isinstance(n_markers, int | np.integer) or n_markers < 1:
+            raise ValueError(f"n_markers must be a positive integer; got {n_markers!r}.")
+        labels = _check_labels(reference, labels_key)
+        counts = reference if genes is None else reference[:, list(genes)]
+        X = _layer(counts, layer)
+        X = X.astype(np.float32) if sp.issparse(X) else np.array(X, dtype=np.float32)
+        view = AnnData(
+            X=X,
+            obs=pd.DataFrame({"label": labels}, index=counts.obs_names),
+            var=pd.DataFrame(index=counts.var_names),
+        )
+        sc.pp.normalize_total(view, target_sum=1e4)
+        sc.pp.log1p(view)
+        with warnings.catch_warnings():
+            # Types with a handful of cells give t-test warnings; from_reference warns already.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sc.tl.rank_genes_groups(view, "label", method="t-test", n_genes=n_markers)
+        names = view.uns["rank_genes_groups"]["names"]
+        chosen = {str(g) for field in names.dtype.names for g in names[field]}
+        return counts.var_names[counts.var_names.isin(list(chosen))]
+
     @classmethod
     def from_reference(
         cls,
@@ -274,13 +335,17 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
         labels_key: str = "cell_type",
         layer: str | None = None,
         reference_layer: str | None = None,
+        n_markers: int | None = 50,
         **model_kwargs,
     ) -> NMFDeconv:
         """Build the model from a labelled single-cell reference.
 
         The spots and the reference are reduced to their shared genes that the reference
-        expresses; the spots are then registered (:meth:`setup_anndata`), on a copy when genes
-        are dropped (write results back with ``write_to_adata(spots)``).
+        expresses, and by default further to the cell types' marker genes
+        (:meth:`marker_genes`): genes that tell the types apart carry the proportions, while
+        the rest mostly add cell-to-cell noise. The spots are then registered
+        (:meth:`setup_anndata`), on a copy when genes are dropped (write results back with
+        ``write_to_adata(spots)``).
 
         Parameters
         ----------
@@ -292,6 +357,9 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
             obs column of ``reference`` with the cell types.
         layer, reference_layer
             Layers with the counts of the spots and of the reference (``None``: ``X``).
+        n_markers
+            Keep the union of each type's top ``n_markers`` marker genes among the shared
+            genes; ``None`` keeps every shared gene.
         **model_kwargs
             Passed to :class:`NMFDeconv`.
 
@@ -327,6 +395,9 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
                 UserWarning,
                 stacklevel=2,
             )
+        if n_markers is not None:
+            shared = cls.marker_genes(reference, labels_key, n_markers, reference_layer, shared)
+            logger.info("kept %d marker genes (%d per type)", len(shared), n_markers)
         signatures = cls.signatures_from_reference(reference, labels_key, reference_layer, shared)
         expressed = signatures.columns[signatures.sum(axis=0).to_numpy() > 0]
         if len(expressed) < len(shared):
