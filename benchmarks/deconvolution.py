@@ -1,12 +1,13 @@
 """Deconvolution and archetypes: NMFDeconv against NNLS and scvi-tools' Stereoscope.
 
 Part 1: PBMC 3k pseudo-spots (cells split so none is both in the reference and in a spot),
-one run per seed. NMFDeconv, NNLS on NMFDeconv's own signatures, and RNAStereoscope +
-SpatialStereoscope share the genes: the union of each type's ``--n-markers`` top marker genes
-in the reference (NMFDeconv.from_reference's default selection). A second NMFDeconv row uses
-``--n-genes`` seurat_v3 HVGs of the reference instead (``n_markers=None``), to show what the
-marker selection is worth. Metrics are per-type medians
-(deltavae.metrics.deconvolution_scores), reported as mean ± sd over seeds.
+one run per seed. NMFDeconv and NNLS on NMFDeconv's own signatures share the genes: the union
+of each type's ``--n-markers`` top marker genes in the reference (NMFDeconv.from_reference's
+default selection). RNAStereoscope + SpatialStereoscope get ``--n-genes`` seurat_v3 HVGs of
+the reference (they do better on those than on the markers), and so does a second NMFDeconv
+row (``n_markers=None``), which shows what the marker selection is worth. Stereoscope's
+spatial model needs many epochs on 500 spots (4 steps each): 2,000 gave a median PCC of 0.45.
+Metrics are per-type medians (deltavae.metrics.deconvolution_scores), mean ± sd over seeds.
 Part 2: Archetypes on convex mixtures with known archetypes.
 Part 3: real spatial data (the RCTD spatial/reference pairs and the mouse olfactory bulb):
 proportions and archetype weights drawn on the tissue coordinates, PNGs in ``--out``.
@@ -76,17 +77,16 @@ def run_pseudo_spots(seed: int, args) -> dict[str, dict]:
         model.train(max_epochs=args.epochs, **TRAIN)
         ours = model.get_proportions()
     results[OURS] = (ours, t.seconds)
-    genes = model.adata.var_names  # the marker genes: every method below gets the same ones
 
     with Timer() as t:
         baseline = nnls_proportions(spots, model.get_signatures())
     results[NNLS] = (baseline, t.seconds)
 
+    hvg = sc.pp.highly_variable_genes(
+        ref, n_top_genes=args.n_genes, flavor="seurat_v3", inplace=False
+    )
+    hvgs = ref.var_names[hvg["highly_variable"].to_numpy()]
     if not args.skip_hvg_row:
-        hvg = sc.pp.highly_variable_genes(
-            ref, n_top_genes=args.n_genes, flavor="seurat_v3", inplace=False
-        )
-        hvgs = ref.var_names[hvg["highly_variable"].to_numpy()]
         with Timer() as t:
             on_hvgs = dv.model.NMFDeconv.from_reference(
                 spots[:, hvgs].copy(), reference=ref[:, hvgs].copy(), n_markers=None
@@ -94,9 +94,10 @@ def run_pseudo_spots(seed: int, args) -> dict[str, dict]:
             on_hvgs.train(max_epochs=args.epochs, **TRAIN)
         results[f"deltavae NMFDeconv, {args.n_genes} HVGs"] = (on_hvgs.get_proportions(), t.seconds)
 
-    spots, ref = spots[:, genes].copy(), ref[:, genes].copy()
-
     if not args.skip_stereoscope:
+        # Stereoscope on the HVGs, its own setting: on the marker genes it scored lower
+        # (median PCC 0.71 against 0.84 on seed 0, 4,000 spatial epochs).
+        spots, ref = spots[:, hvgs].copy(), ref[:, hvgs].copy()
         from scvi.external import RNAStereoscope, SpatialStereoscope
 
         with Timer() as t:
@@ -241,8 +242,8 @@ def main() -> None:
     parser.add_argument("--n-genes", type=int, default=2000, help="HVGs of the ablation row")
     parser.add_argument("--skip-hvg-row", action="store_true", help="no HVG ablation row")
     parser.add_argument("--epochs", type=int, default=500, help="NMFDeconv epochs")
-    parser.add_argument("--stereo-rna-epochs", type=int, default=200)
-    parser.add_argument("--stereo-spatial-epochs", type=int, default=2000)
+    parser.add_argument("--stereo-rna-epochs", type=int, default=400)
+    parser.add_argument("--stereo-spatial-epochs", type=int, default=4000)
     parser.add_argument("--archetype-epochs", type=int, default=200)
     parser.add_argument("--true-archetypes", type=int, default=5)
     parser.add_argument("--skip-stereoscope", action="store_true")

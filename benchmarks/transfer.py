@@ -174,7 +174,12 @@ def query_mapping(seed: int, ref_epochs: int, query_epochs: int) -> dict[str, di
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=60, help="held-out type: normal model epochs")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="held-out type: normal model epochs (default: the model's own, 400 for this size)",
+    )
     p.add_argument(
         "--count-epochs", type=int, default=30, help="held-out type: count models' epochs"
     )
