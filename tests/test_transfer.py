@@ -61,6 +61,24 @@ def test_query_training_changes_only_the_new_condition_columns(reference):
     assert all(torch.equal(ref_before[k], v) for k, v in model.module.state_dict().items())
 
 
+def test_reloaded_query_model_keeps_its_frozen_weights(reference, tmp_path):
+    model, query, _ = reference
+    q = dv.model.CGMDVAE.load_query_data(query.copy(), model)
+    q.train(max_epochs=2, **FAST)
+    q.save(str(tmp_path / "query"), save_anndata=True)
+    loaded = dv.model.CGMDVAE.load(str(tmp_path / "query"))
+    assert loaded.is_query_model
+    assert loaded.query_mapping_["learning_parameters"] == q.query_mapping_["learning_parameters"]
+    before = _state(loaded)
+    loaded.train(max_epochs=5, **FAST)
+    after = _state(loaded)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.endswith("Layer 0.0.weight") for k in changed), changed
+    key = "decoder.px_decoder.fc_layers.Layer 0.0.weight"
+    diff = (before[key] != after[key]).any(0)
+    assert diff.nonzero().ravel().tolist() == [5 + 2]  # only the query's condition column
+
+
 def test_label_transfer_on_a_shifted_batch(reference):
     model, query, truth = reference
     q = dv.model.CGMDVAE.load_query_data(query.copy(), model)

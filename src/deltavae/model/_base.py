@@ -336,4 +336,8 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 f"trained on ({missing} missing, {adata.n_vars} given); subset and order it "
                 "with adata[:, saved_gene_names] first."
             )
-        return super().load(dir_path, adata=adata, **kwargs)
+        model = super().load(dir_path, adata=adata, **kwargs)
+        restore = getattr(model, "_restore_after_load", None)
+        if restore is not None:
+            restore()
+        return model

@@ -239,52 +239,72 @@ def _mask_hook(mask: torch.Tensor):
     return hook
 
 
-def _freeze_for_query(module: nn.Module, ref_state: dict, ref_sizes, new_sizes) -> list[str]:
-    """Load the reference's condition columns, freeze all else; names of learning parameters."""
-    for p in module.parameters():
-        p.requires_grad_(False)
-    source, trainable = _column_masks(ref_sizes, new_sizes)
-    learning = []
+def _covariate_layers(module: nn.Module, n_covariates: int):
+    """(parameter name, Linear, FCLayers, number of non-covariate inputs) of every layer that
+    receives the one-hot covariates."""
     for name, fc in module.named_modules():
         if not isinstance(fc, FCLayers):
             continue
-        for h in getattr(fc, "hooks", []):
-            h.remove()
-        fc.hooks = []
         n_cov = sum(fc.n_cat_list)
-        if n_cov == 0 or len(fc.n_cat_list) != len(new_sizes):
+        if n_cov == 0 or len(fc.n_cat_list) != n_covariates:
             continue
         for i, layers in enumerate(fc.fc_layers):
-            if not fc.inject_into_layer(i):
-                continue
-            linear = layers[0]
-            key = f"{name}.fc_layers.Layer {i}.0.weight"
-            w_ref = ref_state[key].to(linear.weight.device)
-            n_in = linear.weight.shape[1] - n_cov
-            mean_ref = w_ref[:, n_in:].mean(1, keepdim=True) if w_ref.shape[1] > n_in else None
-            with torch.no_grad():
-                linear.weight[:, :n_in] = w_ref[:, :n_in]
-                for c, src in enumerate(source):
-                    if src >= 0:
-                        linear.weight[:, n_in + c] = w_ref[:, n_in + src]
-                    elif trainable[c] and mean_ref is not None:
-                        # A new category starts as the average reference category.
-                        linear.weight[:, n_in + c] = mean_ref[:, 0]
-                    else:
-                        linear.weight[:, n_in + c] = 0.0
-            if trainable.any():
-                mask = torch.zeros_like(linear.weight)
-                mask[:, n_in:][:, torch.as_tensor(trainable)] = 1.0
-                linear.weight.requires_grad_(True)
-                fc.hooks.append(linear.weight.register_hook(_mask_hook(mask)))
-                learning.append(f"{key}[new categories]")
+            if fc.inject_into_layer(i):
+                linear = layers[0]
+                key = f"{name}.fc_layers.Layer {i}.0.weight"
+                yield key, linear, fc, linear.weight.shape[1] - n_cov
+
+
+def _freeze_for_query(module: nn.Module, ref_state: dict, ref_sizes, new_sizes) -> list[str]:
+    """Load the reference's condition columns, freeze all else; names of learning parameters."""
+    source, trainable = _column_masks(ref_sizes, new_sizes)
+    for key, linear, _, n_in in _covariate_layers(module, len(new_sizes)):
+        w_ref = ref_state[key].to(linear.weight.device)
+        mean_ref = w_ref[:, n_in:].mean(1, keepdim=True) if w_ref.shape[1] > n_in else None
+        with torch.no_grad():
+            linear.weight[:, :n_in] = w_ref[:, :n_in]
+            for c, src in enumerate(source):
+                if src >= 0:
+                    linear.weight[:, n_in + c] = w_ref[:, n_in + src]
+                elif trainable[c] and mean_ref is not None:
+                    # A new category starts as the average reference category.
+                    linear.weight[:, n_in + c] = mean_ref[:, 0]
+                else:
+                    linear.weight[:, n_in + c] = 0.0
+    return _restrict_learning(module, ref_sizes, new_sizes)
+
+
+def _restrict_learning(module: nn.Module, ref_sizes, new_sizes) -> list[str]:
+    """Freeze every parameter except the new categories' columns (gradient masks) and keep
+    BatchNorm on the reference's statistics; the names of the parameters that still learn.
+    Applied when a query model is built and again when a saved one is loaded."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    for fc in module.modules():
+        if isinstance(fc, FCLayers):
+            for h in getattr(fc, "hooks", []):
+                h.remove()
+            fc.hooks = []
+    _, trainable = _column_masks(ref_sizes, new_sizes)
+    learning = []
+    for key, linear, fc, n_in in _covariate_layers(module, len(new_sizes)):
+        if trainable.any():
+            mask = torch.zeros_like(linear.weight)
+            mask[:, n_in:][:, torch.as_tensor(trainable)] = 1.0
+            linear.weight.requires_grad_(True)
+            fc.hooks.append(linear.weight.register_hook(_mask_hook(mask)))
+            learning.append(f"{key}[new categories]")
+    old_hook = module.__dict__.pop("_px_r_hook", None)
+    if old_hook is not None:
+        old_hook.remove()
     px_r = getattr(module, "px_r", None)
     if px_r is not None and px_r.dim() == 2 and new_sizes and px_r.shape[1] == new_sizes[0]:
         # Per-batch dispersion ("gene-batch"): the new batches' columns learn.
         new_cols = torch.arange(px_r.shape[1], device=px_r.device) >= ref_sizes[0]
         if new_cols.any():
             px_r.requires_grad_(True)
-            px_r.register_hook(_mask_hook(new_cols.to(px_r.dtype).expand_as(px_r)))
+            handle = px_r.register_hook(_mask_hook(new_cols.to(px_r.dtype).expand_as(px_r)))
+            module._px_r_hook = handle
             learning.append("px_r[new batches]")
     for m in module.modules():
         if type(m) is nn.BatchNorm1d:
@@ -377,6 +397,7 @@ class QueryMappingMixin(ArchesMixin):
             "n_genes_missing": n_missing,
             "new_categories": new_categories,
             "learning_parameters": learning,
+            "reference_sizes": ref_sizes,
         }
         if not learning:
             logger.warning(
@@ -385,6 +406,18 @@ class QueryMappingMixin(ArchesMixin):
             )
         logger.info("Query mapped; new categories %s; learning %s", new_categories, learning)
         return model
+
+    def _restore_after_load(self) -> None:
+        """A saved query model learns, after loading, only what it learned before saving."""
+        if not self.is_query_model:
+            return
+        new_sizes = _covariate_sizes(self.registry_)
+        ref_sizes = self.query_mapping_.get("reference_sizes")
+        if ref_sizes is None:  # saved before the sizes were recorded: new categories come last
+            new = self.query_mapping_["new_categories"].values()
+            ref_sizes = [n - len(v) for n, v in zip(new_sizes, new, strict=True)]
+        learning = _restrict_learning(self.module, ref_sizes, new_sizes)
+        self.query_mapping_["learning_parameters"] = learning
 
     # ----------------------------------------------------------------- perturbation
     def predict_perturbation(
