@@ -340,7 +340,8 @@ class QueryMappingMixin(ArchesMixin):
         except the weights of the new categories' one-hot columns (and, for a per-batch
         dispersion, the new batches' dispersions); BatchNorm keeps the reference's statistics.
         Training the query model then trains on the query alone and leaves the reference's
-        mapping of its own conditions unchanged.
+        mapping of its own conditions unchanged. A query model saved and loaded again keeps
+        the same frozen weights.
 
         Parameters
         ----------
