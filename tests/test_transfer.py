@@ -77,6 +77,19 @@ def test_reloaded_query_model_keeps_its_frozen_weights(reference, tmp_path):
     key = "decoder.px_decoder.fc_layers.Layer 0.0.weight"
     diff = (before[key] != after[key]).any(0)
     assert diff.nonzero().ravel().tolist() == [5 + 2]  # only the query's condition column
+    # A save without the recorded category counts derives them from the new categories.
+    del q.query_mapping_["reference_sizes"]
+    q.save(str(tmp_path / "older"), save_anndata=True)
+    older = dv.model.CGMDVAE.load(str(tmp_path / "older"))
+
+    def learning(m):
+        return {name for name, p in m.module.named_parameters() if p.requires_grad}
+
+    assert (
+        learning(older)
+        == learning(loaded)
+        == {k.removesuffix("[new categories]") for k in q.query_mapping_["learning_parameters"]}
+    )
 
 
 def test_label_transfer_on_a_shifted_batch(reference):

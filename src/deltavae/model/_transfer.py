@@ -205,14 +205,19 @@ def _check_query_obs(adata: AnnData, setup_args: dict, where: str) -> None:
             )
 
 
-def _covariate_sizes(registry: dict) -> list[int]:
-    """Categories per covariate, in the order deltavae's networks receive them."""
+def _covariate_sizes(registry: dict, without: dict | None = None) -> list[int]:
+    """Categories per covariate, in the order deltavae's networks receive them; ``without``
+    ({obs key: categories}) are not counted."""
+    without = without or {}
     fields = registry["field_registries"]
     sizes = []
     if REGISTRY_KEYS.BATCH_KEY in fields:
-        sizes.append(int(fields[REGISTRY_KEYS.BATCH_KEY]["summary_stats"]["n_batch"]))
+        batch = fields[REGISTRY_KEYS.BATCH_KEY]
+        key = batch["state_registry"].get("original_key")
+        sizes.append(int(batch["summary_stats"]["n_batch"]) - len(without.get(key, [])))
     cat = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
-    sizes += [int(n) for n in cat.get("n_cats_per_key", [])]
+    for key, n in zip(cat.get("field_keys", []), cat.get("n_cats_per_key", []), strict=True):
+        sizes.append(int(n) - len(without.get(key, [])))
     return sizes
 
 
@@ -414,9 +419,8 @@ class QueryMappingMixin(ArchesMixin):
             return
         new_sizes = _covariate_sizes(self.registry_)
         ref_sizes = self.query_mapping_.get("reference_sizes")
-        if ref_sizes is None:  # saved before the sizes were recorded: new categories come last
-            new = self.query_mapping_["new_categories"].values()
-            ref_sizes = [n - len(v) for n, v in zip(new_sizes, new, strict=True)]
+        if ref_sizes is None:  # saved before the sizes were recorded
+            ref_sizes = _covariate_sizes(self.registry_, self.query_mapping_["new_categories"])
         learning = _restrict_learning(self.module, ref_sizes, new_sizes)
         self.query_mapping_["learning_parameters"] = learning
 
