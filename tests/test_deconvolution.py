@@ -194,6 +194,14 @@ def test_nmfdeconv_bad_input(split):
     rare.obs.iloc[:3, rare.obs.columns.get_loc("lab")] = "rare"
     with pytest.warns(UserWarning, match=r"fewer than 5 reference cells: \['rare'\]"):
         dv.model.NMFDeconv.from_reference(spots.copy(), reference=rare, labels_key="lab")
+    # A type of one cell has no variance for the marker t-test; it still gets marker genes.
+    lone = rare.copy()
+    lone.obs.iloc[1:3, lone.obs.columns.get_loc("lab")] = lone.obs["cluster"].iloc[1:3].astype(str)
+    with pytest.warns(UserWarning, match=r"fewer than 5 reference cells: \['rare'\]"):
+        single = dv.model.NMFDeconv.from_reference(
+            spots.copy(), reference=lone, labels_key="lab", n_markers=5
+        )
+    assert "rare" in single.get_signatures().index
     dv.model.NMFDeconv.setup_anndata(spots)
     with pytest.raises(ValueError, match="n_components >= 2"):
         dv.model.NMFDeconv(spots)

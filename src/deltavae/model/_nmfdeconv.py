@@ -319,12 +319,23 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
         )
         sc.pp.normalize_total(view, target_sum=1e4)
         sc.pp.log1p(view)
-        with warnings.catch_warnings():
-            # Types with a handful of cells give t-test warnings; from_reference warns already.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            sc.tl.rank_genes_groups(view, "label", method="t-test", n_genes=n_markers)
-        names = view.uns["rank_genes_groups"]["names"]
-        chosen = {str(g) for field in names.dtype.names for g in names[field]}
+        sizes = view.obs["label"].value_counts()
+        testable = [str(t) for t, n in sizes.items() if n >= 2]
+        chosen = set()
+        if testable:
+            with warnings.catch_warnings():
+                # Types with a handful of cells give t-test warnings; from_reference warns.
+                warnings.simplefilter("ignore", RuntimeWarning)
+                sc.tl.rank_genes_groups(
+                    view, "label", groups=testable, method="t-test", n_genes=n_markers
+                )
+            names = view.uns["rank_genes_groups"]["names"]
+            chosen = {str(g) for field in names.dtype.names for g in names[field]}
+        for single in (str(t) for t, n in sizes.items() if n < 2):
+            # No variance to test with one cell: its largest log-differences to the rest.
+            own = (view.obs["label"] == single).to_numpy()
+            diff = _dense(view.X[own]).ravel() - _dense(view.X[~own]).mean(0)
+            chosen |= set(view.var_names[np.argsort(-diff)[:n_markers]])
         return counts.var_names[counts.var_names.isin(list(chosen))]
 
     @classmethod
