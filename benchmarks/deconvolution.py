@@ -211,8 +211,13 @@ def part_real(args) -> None:
         path = out / f"{name}_proportions.png"
         dv.pl.spatial_proportions(spots, "proportions", vmax="p99", save=path)
         top = spots.obsm["proportions"].mean().sort_values(ascending=False).head(3)
+        # No ground truth here: NNLS on the same signatures is a sanity check of the ranking.
+        nnls_top = nnls_proportions(model.adata, model.get_signatures()).mean()[top.index]
         log(f"{name}: {spots.n_obs} spots; largest mean proportions {top.round(3).to_dict()}")
-        print(f"- {name}: {path} (top mean proportions: {top.round(3).to_dict()})")
+        print(
+            f"- {name}: {path} (top mean proportions: {top.round(3).to_dict()}; NNLS on the "
+            f"same signatures: {nnls_top.round(3).to_dict()})"
+        )
     try:
         mob = dv.datasets.mob_spatial()
     except FileNotFoundError as e:
