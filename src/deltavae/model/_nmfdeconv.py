@@ -334,7 +334,8 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
         for single in (str(t) for t, n in sizes.items() if n < 2):
             # No variance to test with one cell: its largest log-differences to the rest.
             own = (view.obs["label"] == single).to_numpy()
-            diff = _dense(view.X[own]).ravel() - _dense(view.X[~own]).mean(0)
+            rest = np.asarray(view.X[~own].mean(axis=0)).ravel()  # sparse-aware, no copy
+            diff = _dense(view.X[own]).ravel() - rest
             chosen |= set(view.var_names[np.argsort(-diff)[:n_markers]])
         return counts.var_names[counts.var_names.isin(list(chosen))]
 

@@ -292,13 +292,13 @@ def _restrict_learning(module: nn.Module, ref_sizes, new_sizes) -> list[str]:
             fc.hooks = []
     _, trainable = _column_masks(ref_sizes, new_sizes)
     learning = []
-    for key, linear, fc, n_in in _covariate_layers(module, len(new_sizes)):
-        if trainable.any():
-            mask = torch.zeros_like(linear.weight)
-            mask[:, n_in:][:, torch.as_tensor(trainable)] = 1.0
-            linear.weight.requires_grad_(True)
-            fc.hooks.append(linear.weight.register_hook(_mask_hook(mask)))
-            learning.append(f"{key}[new categories]")
+    layers = _covariate_layers(module, len(new_sizes)) if trainable.any() else []
+    for key, linear, fc, n_in in layers:
+        mask = torch.zeros_like(linear.weight)
+        mask[:, n_in:][:, torch.as_tensor(trainable)] = 1.0
+        linear.weight.requires_grad_(True)
+        fc.hooks.append(linear.weight.register_hook(_mask_hook(mask)))
+        learning.append(f"{key}[new categories]")
     old_hook = module.__dict__.pop("_px_r_hook", None)
     if old_hook is not None:
         old_hook.remove()
