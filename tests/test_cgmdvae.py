@@ -255,6 +255,8 @@ def test_bad_arguments():
         model.translate(adata, "IFN")
     with pytest.raises(ValueError, match="out of range"):
         model.sample(5, cluster=7)
+    with pytest.raises(ValueError, match="mixture_init must be one of"):
+        model.train(max_epochs=1, mixture_init="leiden")
 
 
 def test_bad_labels():
@@ -305,6 +307,24 @@ def test_mixture_start_clusters_with_each_condition_centred():
     assert dv.metrics.ari(kind, fair) == 1.0  # centred, it finds the types
     np.testing.assert_allclose(centred[cond == 0].mean(0), centred[cond == 1].mean(0), atol=1e-9)
     np.testing.assert_array_equal(_condition_centred(z, None), z.numpy())
+
+
+def test_umap_mixture_start_keeps_curved_groups_whole():
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import make_moons
+
+    from deltavae.train._mixture_init import MixtureInitialization, _embed
+
+    # Two interleaved half-moons: k-means on the points cuts both in half; on the UMAP
+    # embedding (neighbour graph) each moon is one cluster.
+    z, moon = make_moons(400, noise=0.05, random_state=0)
+    direct = KMeans(2, n_init=5, random_state=0).fit_predict(z)
+    embedded = KMeans(2, n_init=5, random_state=0).fit_predict(_embed(z, 2, seed=0))
+    assert dv.metrics.ari(moon, direct) < 0.5
+    assert dv.metrics.ari(moon, embedded) == 1.0
+    np.testing.assert_array_equal(_embed(z[:30], 2, seed=0), z[:30])  # too few cells: as is
+    with pytest.raises(ValueError, match="method must be one of"):
+        MixtureInitialization(method="leiden")
 
 
 def _condition_gap(z, adata):

@@ -28,6 +28,7 @@ from torch.distributions import Categorical, Dirichlet, Normal
 from ..module import CGMDVAEModule
 from ..module._cgmdvae import COUNT_LIKELIHOODS, LIKELIHOODS
 from ..train import MixtureInitialization
+from ..train._mixture_init import METHODS as MIXTURE_INIT_METHODS
 from ._base import DeltaModelMixin
 from ._transfer import QueryMappingMixin
 from ._validation import check_data, check_obs_keys
@@ -213,6 +214,7 @@ class CGMDVAE(
         max_epochs: int | None = None,
         mixture_init_epoch: int | str | None = "auto",
         n_epochs_kl_warmup: int | str | None = "auto",
+        mixture_init: str = "umap",
         **kwargs,
     ):
         """Train the model; see :meth:`deltavae.model.ZINBVAE.train` for the common arguments.
@@ -222,15 +224,21 @@ class CGMDVAE(
         max_epochs
             Passes through the training cells.
         mixture_init_epoch
-            Epoch at which the mixture components are placed on k-means clusters of z (each
+            Epoch at which the mixture components are placed on clusters of z (each
             condition's mean removed, so clusters are shared by the conditions) and on the
             labelled cells' means. ``"auto"``: a quarter of the epochs for a model not
             trained before; ``None`` skips it. The longer z trains as a plain (weakly
-            regularised) autoencoder first, the better k-means separates the groups: on MNIST,
+            regularised) autoencoder first, the better its groups separate: on MNIST,
             starting at a quarter rather than a tenth of the epochs raised accuracy by ~0.1.
         n_epochs_kl_warmup
             Epochs over which the KL weight rises to 1; ``"auto"``: half of the epochs, so
             the mixture starts while z is still informative.
+        mixture_init
+            How z is clustered at ``mixture_init_epoch``: ``"umap"`` (default) runs k-means
+            on a UMAP embedding of z, which keeps curved or touching groups whole (MNIST
+            accuracy 0.72 -> 0.93); ``"kmeans"`` runs it on z directly, which is faster
+            (no UMAP, about 30 s per 10,000 cells on one core). See
+            :class:`deltavae.train.MixtureInitialization`.
         **kwargs
             Passed to :meth:`deltavae.model.ZINBVAE.train` (``lr``, ``batch_size``,
             ``early_stopping``, Lightning trainer arguments...).
@@ -239,6 +247,10 @@ class CGMDVAE(
         --------
         >>> g.train(max_epochs=200, early_stopping=True)  # doctest: +SKIP
         """
+        if mixture_init not in MIXTURE_INIT_METHODS:
+            raise ValueError(
+                f"mixture_init must be one of {MIXTURE_INIT_METHODS}, got {mixture_init!r}."
+            )
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
         if self.is_query_model and mixture_init_epoch not in ("auto", None):
@@ -252,7 +264,11 @@ class CGMDVAE(
             n_epochs_kl_warmup = max(1, max_epochs // 2)
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if mixture_init_epoch is not None and mixture_init_epoch < max_epochs:
-            callbacks.append(MixtureInitialization(mixture_init_epoch, seed=settings.seed or 0))
+            callbacks.append(
+                MixtureInitialization(
+                    mixture_init_epoch, seed=settings.seed or 0, method=mixture_init
+                )
+            )
         return super().train(
             max_epochs=max_epochs,
             callbacks=callbacks,
