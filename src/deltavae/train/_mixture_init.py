@@ -129,7 +129,8 @@ class MixtureInitialization(Callback):
             module.eval()
             z, z_var, cats, y_obs = self._collect(trainer, module)
             points = _condition_centred(z, cats)
-            if self.method == "umap":
+            every_cell_labelled = y_obs is not None and bool((y_obs >= 0).all())
+            if self.method == "umap" and not every_cell_labelled:
                 points = _embed(points, module.n_clusters, self.seed)
             assignments = self._assign(points, y_obs, module.n_clusters)
             module.train(was_training)
