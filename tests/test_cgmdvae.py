@@ -103,7 +103,13 @@ def _labelled_counts():
     return adata
 
 
-def test_supervised_reaches_near_perfect_accuracy():
+def test_supervised_reaches_near_perfect_accuracy(monkeypatch):
+    from deltavae.train import _mixture_init
+
+    def no_umap(*args):
+        raise AssertionError("every cell is labelled: the mixture start needs no UMAP")
+
+    monkeypatch.setattr(_mixture_init, "_embed", no_umap)
     adata = _labelled_counts()
     dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="label")
     model = dv.model.CGMDVAE(adata, likelihood="nb", **SMALL)
@@ -317,11 +323,11 @@ def test_umap_mixture_start_keeps_curved_groups_whole():
 
     # Two interleaved half-moons: k-means on the points cuts both in half; on the UMAP
     # embedding (neighbour graph) each moon is one cluster.
-    z, moon = make_moons(400, noise=0.05, random_state=0)
+    z, moon = make_moons(1000, noise=0.05, random_state=0)
     direct = KMeans(2, n_init=5, random_state=0).fit_predict(z)
     embedded = KMeans(2, n_init=5, random_state=0).fit_predict(_embed(z, 2, seed=0))
     assert dv.metrics.ari(moon, direct) < 0.5
-    assert dv.metrics.ari(moon, embedded) == 1.0
+    assert dv.metrics.ari(moon, embedded) > 0.95
     np.testing.assert_array_equal(_embed(z[:30], 2, seed=0), z[:30])  # too few cells: as is
     with pytest.raises(ValueError, match="method must be one of"):
         MixtureInitialization(method="leiden")
