@@ -333,6 +333,25 @@ def test_umap_mixture_start_keeps_curved_groups_whole():
         MixtureInitialization(method="leiden")
 
 
+def test_umap_start_draws_neighbours_from_every_condition():
+    from deltavae.train._mixture_init import _balanced_neighbours, _condition_groups
+
+    # Condition 1 lies far from condition 0: a plain neighbour graph would never cross.
+    rng = np.random.default_rng(0)
+    cond = np.repeat([0, 0, 1], 50)  # 100 control cells, 50 treated
+    z = rng.normal(size=(150, 3)) + 20.0 * cond[:, None]
+    group = _condition_groups(torch.as_tensor(np.stack([cond, np.zeros(150, int)], 1)))
+    np.testing.assert_array_equal(group, cond)
+    assert _condition_groups(None) is None
+    indices, distances = _balanced_neighbours(z, group, n_neighbors=15)
+    assert indices.shape == (150, 14)  # 7 from each of the 2 groups
+    np.testing.assert_array_equal(indices[:, 0], np.arange(150))  # each cell first
+    assert (distances[:, 0] == 0).all() and (np.diff(distances, axis=1) >= 0).all()
+    assert ((cond[indices] == 1).sum(1) == 7).all()
+    expected = np.linalg.norm(z[:, None] - z[indices], axis=2)
+    np.testing.assert_allclose(distances, expected, atol=1e-6)
+
+
 def _condition_gap(z, adata):
     """Mean over clusters of the ctrl-stim distance of z means, in within-cluster sds."""
     gaps = []

@@ -10,7 +10,9 @@ label's component.
 The groups of an autoencoder's latent space are rarely convex: k-means on z cuts curved
 groups apart and joins touching ones. By default the clustering runs on a UMAP embedding of z
 (its k-nearest-neighbour graph, as N2D does for autoencoder features), which keeps each group
-connected; the components are then fitted to those groups in z itself.
+connected; the components are then fitted to those groups in z itself. With condition
+covariates, every cell's neighbours come in equal shares from every condition, so that
+clusters are shared by the conditions.
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ METHODS = ("umap", "kmeans")
 _UMAP_NEIGHBORS, _UMAP_MAX_DIMS = 15, 10
 
 
+def _condition_groups(cats: torch.Tensor | None) -> np.ndarray | None:
+    """One group per combination of the condition covariates (None without covariates)."""
+    if cats is None:
+        return None
+    _, group = np.unique(cats.cpu().numpy(), axis=0, return_inverse=True)
+    return group.ravel()
+
+
 def _condition_centred(z: torch.Tensor, cats: torch.Tensor | None) -> np.ndarray:
     """z with each condition's mean moved onto the overall mean, as a numpy array.
 
@@ -45,10 +55,9 @@ def _condition_centred(z: torch.Tensor, cats: torch.Tensor | None) -> np.ndarray
     Each combination of the condition covariates is one group.
     """
     z = z.cpu().numpy()
-    if cats is None:
+    group = _condition_groups(cats)
+    if group is None:
         return z
-    _, group = np.unique(cats.cpu().numpy(), axis=0, return_inverse=True)
-    group = group.ravel()
     centred = z.copy()
     overall = z.mean(0)
     for g in np.unique(group):
@@ -57,16 +66,52 @@ def _condition_centred(z: torch.Tensor, cats: torch.Tensor | None) -> np.ndarray
     return centred
 
 
-def _embed(z: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """UMAP embedding of z for clustering; z itself when there are too few cells for it."""
+def _balanced_neighbours(z: np.ndarray, group: np.ndarray, n_neighbors: int):
+    """k-nearest neighbours with an equal share from every condition group (as BBKNN).
+
+    A treatment moves each cell type its own way, so centring leaves some types' treated
+    cells apart from their controls; with neighbours drawn from every condition they stay one
+    connected group. Returns indices and distances sorted by distance (the cell first).
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    per_group = max(1, n_neighbors // len(np.unique(group)))
+    indices, distances = [], []
+    for g in np.unique(group):
+        member = np.flatnonzero(group == g)
+        nn = NearestNeighbors(n_neighbors=min(per_group, len(member))).fit(z[member])
+        dist, idx = nn.kneighbors(z)
+        indices.append(member[idx])
+        distances.append(dist)
+    indices, distances = np.hstack(indices), np.hstack(distances)
+    order = np.argsort(distances, axis=1, kind="stable")
+    return np.take_along_axis(indices, order, 1), np.take_along_axis(distances, order, 1)
+
+
+def _embed(z: np.ndarray, k: int, seed: int, group: np.ndarray | None = None) -> np.ndarray:
+    """UMAP embedding of z for clustering; z itself when there are too few cells for it.
+
+    With several condition groups, the neighbour graph takes an equal share of each cell's
+    neighbours from every group (:func:`_balanced_neighbours`).
+    """
     if len(z) <= 2 * _UMAP_NEIGHBORS:
         return z
     from umap import UMAP
 
     dims = min(k, _UMAP_MAX_DIMS, z.shape[1])
-    umap = UMAP(n_components=dims, n_neighbors=_UMAP_NEIGHBORS, min_dist=0.0, random_state=seed)
+    n_neighbors, knn = _UMAP_NEIGHBORS, None
+    if group is not None and len(np.unique(group)) > 1:
+        indices, distances = _balanced_neighbours(z, group, _UMAP_NEIGHBORS)
+        n_neighbors, knn = indices.shape[1], (indices, distances, None)
+    umap = UMAP(
+        n_components=dims,
+        n_neighbors=n_neighbors,
+        min_dist=0.0,
+        random_state=seed,
+        precomputed_knn=knn or (None, None, None),
+    )
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*(n_jobs|random_state).*")
+        warnings.filterwarnings("ignore", message=r".*(n_jobs|random_state|precomputed).*")
         return umap.fit_transform(z)
 
 
@@ -131,7 +176,8 @@ class MixtureInitialization(Callback):
             points = _condition_centred(z, cats)
             every_cell_labelled = y_obs is not None and bool((y_obs >= 0).all())
             if self.method == "umap" and not every_cell_labelled:
-                points = _embed(points, module.n_clusters, self.seed)
+                group = _condition_groups(cats)
+                points = _embed(points, module.n_clusters, self.seed, group)
             assignments = self._assign(points, y_obs, module.n_clusters)
             module.train(was_training)
             assignments = torch.as_tensor(assignments, dtype=torch.long, device=z.device)
