@@ -27,6 +27,9 @@ import os
 # Spinning OpenMP threads make torch many times slower on a shared machine (see
 # zinbvae_vs_scvi.py); must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# One OpenMP thread for sklearn and numba too (torch's own count is --threads): the mixture
+# start (UMAP, k-means) then gives the same clusters on every run of a seed.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
