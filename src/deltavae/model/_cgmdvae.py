@@ -236,7 +236,7 @@ class CGMDVAE(
         mixture_init
             How z is clustered at ``mixture_init_epoch``: ``"umap"`` (default) runs k-means
             on a UMAP embedding of z, which keeps curved or touching groups whole (MNIST
-            accuracy 0.72 -> 0.88, 3 seeds; Kang cell types ARI 0.67 -> 0.74);
+            accuracy 0.72 -> 0.93, 3 seeds; Kang cell types ARI 0.67 -> 0.74);
             ``"kmeans"`` runs it on z directly, which is faster (no UMAP, which takes about
             30 s per 10,000 cells on one core). See
             :class:`deltavae.train.MixtureInitialization`.
