@@ -298,7 +298,7 @@ def test_condition_free_prior_option():
 def test_mixture_start_clusters_with_each_condition_centred():
     from sklearn.cluster import KMeans
 
-    from deltavae.train._mixture_init import _condition_centred
+    from deltavae.train._mixture_init import _condition_centred, _condition_groups
 
     # Two types 4 apart on axis 0; the condition moves every cell 10 along axis 1.
     rng = np.random.default_rng(0)
@@ -307,7 +307,7 @@ def test_mixture_start_clusters_with_each_condition_centred():
     z = np.stack([4.0 * kind, 10.0 * cond], 1) + rng.normal(scale=0.3, size=(400, 2))
     z, cats = torch.as_tensor(z), torch.as_tensor(cond[:, None])
     raw = KMeans(2, n_init=5, random_state=0).fit_predict(z.numpy())
-    centred = _condition_centred(z, cats)
+    centred = _condition_centred(z, _condition_groups(cats))
     fair = KMeans(2, n_init=5, random_state=0).fit_predict(centred)
     assert dv.metrics.ari(cond, raw) == 1.0  # uncentred, k-means splits by condition
     assert dv.metrics.ari(kind, fair) == 1.0  # centred, it finds the types

@@ -28,7 +28,7 @@ from torch.distributions import Categorical, Dirichlet, Normal
 from ..module import CGMDVAEModule
 from ..module._cgmdvae import COUNT_LIKELIHOODS, LIKELIHOODS
 from ..train import MixtureInitialization
-from ..train._mixture_init import METHODS as MIXTURE_INIT_METHODS
+from ..train._mixture_init import check_method as check_mixture_init
 from ._base import DeltaModelMixin
 from ._transfer import QueryMappingMixin
 from ._validation import check_data, check_obs_keys
@@ -248,10 +248,7 @@ class CGMDVAE(
         --------
         >>> g.train(max_epochs=200, early_stopping=True)  # doctest: +SKIP
         """
-        if mixture_init not in MIXTURE_INIT_METHODS:
-            raise ValueError(
-                f"mixture_init must be one of {MIXTURE_INIT_METHODS}, got {mixture_init!r}."
-            )
+        check_mixture_init(mixture_init, "mixture_init")
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
         if self.is_query_model and mixture_init_epoch not in ("auto", None):

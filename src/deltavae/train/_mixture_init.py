@@ -45,17 +45,22 @@ def _condition_groups(cats: torch.Tensor | None) -> np.ndarray | None:
     return group.ravel()
 
 
-def _condition_centred(z: torch.Tensor, cats: torch.Tensor | None) -> np.ndarray:
+def check_method(method: str, argument: str = "method") -> None:
+    """Refuse a mixture-start method other than :data:`METHODS`."""
+    if method not in METHODS:
+        raise ValueError(f"{argument} must be one of {METHODS}, got {method!r}.")
+
+
+def _condition_centred(z: torch.Tensor, group: np.ndarray | None) -> np.ndarray:
     """z with each condition's mean moved onto the overall mean, as a numpy array.
 
     Early in training z still separates the conditions (a strong treatment moves every cell
     type), and k-means on it would spend clusters on condition x cell type. Clustered after
     centring, the groups are shared across conditions; the components start at the mean of
     their members in both conditions, and p(z | w, y, c) learns each condition's shift.
-    Each combination of the condition covariates is one group.
+    ``group`` holds each cell's condition group (:func:`_condition_groups`).
     """
     z = z.cpu().numpy()
-    group = _condition_groups(cats)
     if group is None:
         return z
     centred = z.copy()
@@ -75,9 +80,10 @@ def _balanced_neighbours(z: np.ndarray, group: np.ndarray, n_neighbors: int):
     """
     from sklearn.neighbors import NearestNeighbors
 
-    per_group = max(1, n_neighbors // len(np.unique(group)))
+    groups = np.unique(group)
+    per_group = max(1, n_neighbors // len(groups))
     indices, distances = [], []
-    for g in np.unique(group):
+    for g in groups:
         member = np.flatnonzero(group == g)
         nn = NearestNeighbors(n_neighbors=min(per_group, len(member))).fit(z[member])
         dist, idx = nn.kneighbors(z)
@@ -142,8 +148,7 @@ class MixtureInitialization(Callback):
 
     def __init__(self, epoch: int = 5, seed: int = 0, method: str = "umap"):
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+        check_method(method)
         self.epoch = epoch
         self.seed = seed
         self.method = method
@@ -174,10 +179,10 @@ class MixtureInitialization(Callback):
             was_training = module.training
             module.eval()
             z, z_var, cats, y_obs = self._collect(trainer, module)
-            points = _condition_centred(z, cats)
+            group = _condition_groups(cats)
+            points = _condition_centred(z, group)
             every_cell_labelled = y_obs is not None and bool((y_obs >= 0).all())
             if self.method == "umap" and not every_cell_labelled:
-                group = _condition_groups(cats)
                 points = _embed(points, module.n_clusters, self.seed, group)
             assignments = self._assign(points, y_obs, module.n_clusters)
             module.train(was_training)
