@@ -9,8 +9,11 @@ one posterior-predictive draw of counts per cell, normalized exactly like the re
 on smooth expected counts, whose mean of logs is biased). Methods: ``no change`` (the control
 cells as they are), ``latent shift`` (scGen's latent arithmetic on an unconditional ZINBVAE,
 cell types balanced), ``translate`` with a ZINB CGMDVAE on counts and with a normal-likelihood
-CGMDVAE on scGen's log data (scGen's setting), and the latter's ``residual`` form (the decoded
-change added to each control cell). Cell types are the labels of the CGMDVAEs.
+CGMDVAE on scGen's log data (scGen's setting), the latter's ``residual`` form (the decoded
+change added to each control cell) and its ``nearest response`` (each control cell plus the
+observed ctrl -> stim change of the cell types most similar to it, in the data's principal
+components or in the CGMDVAE's z). Cell types are
+the labels of the CGMDVAEs.
 
 Part 2, query mapping (kang_ifnb, 1,267 genes): reference = the 750 control cells with their
 cell types, query = the 806 stimulated cells, unlabelled; label-transfer accuracy and macro-F1
@@ -121,6 +124,11 @@ def held_out_type(
             out["translate (CGMDVAE normal, log)"] = r2(pred.X)
             residual = g.predict_perturbation(ctrl_t, "stim", residual=True)
             out["translate residual (normal)"] = r2(residual.X)
+            for similarity in ("expression", "latent"):
+                nearest = g.predict_perturbation(
+                    ctrl_t, "stim", method="nearest_response", similarity=similarity
+                )
+                out[f"nearest response, {similarity} (normal)"] = r2(nearest.X)
     return out
 
 

@@ -1,6 +1,7 @@
 """Query mapping, label transfer and perturbation prediction (model/_transfer.py)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import scvi
 import torch
@@ -194,6 +195,8 @@ def test_translate_recovers_a_known_condition_effect():
         g.predict_perturbation(adata, "stim", method="latent_shift")
     with pytest.raises(ValueError, match="method must be"):
         g.predict_perturbation(ctrl, "stim", method="magic")
+    with pytest.raises(ValueError, match="needs likelihood='normal'"):
+        g.predict_perturbation(ctrl, "stim", method="nearest_response")
 
 
 def test_latent_shift_moves_an_unconditional_model_towards_the_target():
@@ -234,6 +237,50 @@ def test_normal_translate_on_log_data_and_its_residual_form():
     # Translating to the cells' own condition changes nothing in the residual form.
     same = g.translate(ctrl, "ctrl", residual=True)
     np.testing.assert_allclose(same.X, ctrl.layers["log"], atol=1e-5)
+
+
+def test_nearest_response_carries_a_seen_response_to_a_held_out_group():
+    """A cluster never seen stimulated gets the response of the clusters it resembles."""
+    scvi.settings.seed = 0
+    adata = dv.datasets.synthetic_counts(
+        n_cells=900, n_genes=60, n_clusters=3, n_conditions=2, seed=1, condition_fold=4.0
+    )
+    adata.layers["log"] = dv.metrics.log_normalize(adata.X).astype(np.float32)
+    cluster = adata.obs["cluster"].astype(str).to_numpy()
+    stim = (adata.obs["condition"] == "stim").to_numpy()
+    held = cluster == cluster[0]
+    train = adata[~(held & stim)].copy()
+    dv.model.CGMDVAE.setup_anndata(train, layer="log", condition_key="condition")
+    g = dv.model.CGMDVAE(train, n_clusters=3, likelihood="normal", **SMALL)
+    g.train(max_epochs=60, **FAST)
+    before = train.obs.copy()
+
+    ctrl = adata[held & ~stim].copy()
+    truth = adata[held & stim].layers["log"]
+    pred = g.predict_perturbation(ctrl, "stim", method="nearest_response", balance_key="cluster")
+    assert pred.shape == ctrl.shape and (pred.obs["condition"] == "stim").all()
+    assert cluster[0] not in pred.uns["response_groups"] and len(pred.uns["response_groups"]) == 2
+    np.testing.assert_allclose(pred.obsm["response_weights"].sum(1), 1.0, rtol=1e-5)
+    no_change = dv.metrics.mean_expression_r2(ctrl.layers["log"], truth)
+    r2 = dv.metrics.mean_expression_r2(pred.X, truth)
+    assert r2 > 0.9 and r2 > no_change + 0.05
+    assert pred.X.min() >= 0.0  # floored at the data's minimum
+    latent = g.predict_perturbation(ctrl, "stim", "nearest_response", similarity="latent")
+    assert dv.metrics.mean_expression_r2(latent.X, truth) > no_change
+    with pytest.raises(ValueError, match="similarity must be one of"):
+        g.predict_perturbation(ctrl, "stim", "nearest_response", similarity="cosine")
+    pd.testing.assert_frame_equal(train.obs, before)
+
+    # A cluster seen under both conditions gets (almost only) its own observed response.
+    other = cluster == sorted(set(cluster) - {cluster[0]})[0]
+    seen = adata[other & ~stim].copy()
+    own = g.predict_perturbation(seen, "stim", method="nearest_response", balance_key="cluster")
+    weight = own.obsm["response_weights"][:, own.uns["response_groups"].index(cluster[other][0])]
+    assert weight.mean() > 0.8
+    observed = adata[other & stim].layers["log"]
+    assert dv.metrics.mean_expression_r2(own.X, observed) > 0.98
+    with pytest.raises(KeyError, match="balance_key='tissue'"):
+        g.predict_perturbation(seen, "stim", method="nearest_response", balance_key="tissue")
 
 
 def test_bad_query_inputs(reference, tmp_path):
