@@ -449,10 +449,12 @@ class QueryMappingMixin(ArchesMixin):
             conditional model, see :meth:`deltavae.model.CGMDVAE.translate`).
             ``"latent_shift"``: scGen's latent arithmetic, z + mean(z | target) - mean(z |
             source) over the training cells, decoded at each cell's own covariates and library.
-            ``"nearest_response"``: each cell's data plus the response observed in the
-            training groups nearest to it in z (:func:`nearest_response`); for
-            ``likelihood="normal"``, and for groups never seen under the target condition
-            (a held-out cell type) the most accurate of the three on Kang IFN-beta.
+            ``"nearest_response"``: each cell's data plus the change observed between the
+            conditions in the training groups (``balance_key``) most similar to it, weighted
+            by each group's posterior under isotropic Gaussians on 50 principal components of
+            the data (``similarity="expression"``) or on z (``"latent"``); on log-normalized
+            data for count models. For a cell type never seen under the target condition the
+            most accurate of the three on Kang IFN-beta (benchmarks/transfer.py).
         condition_key
             obs column of the condition (``latent_shift``); default the model's only condition
             covariate.
@@ -622,9 +624,13 @@ def latent_shift(
     return out
 
 
-def _registered_data(model, adata: AnnData) -> np.ndarray:
-    """The data matrix the model was set up on (its layer), dense float32."""
+def _additive_data(model, adata: AnnData) -> np.ndarray:
+    """The data the model was set up on (its layer), dense float32; counts log-normalized."""
+    from ..metrics import log_normalize
+
     x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
+    if model.module.likelihood in ("zinb", "nb"):
+        return log_normalize(x).astype(np.float32)
     return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
 
 
@@ -666,13 +672,15 @@ def nearest_response(
     equal priors). A cell of a group observed under both conditions gets its own group's
     response; a cell of a group never seen under the target condition (a held-out cell type)
     gets the response of the groups it resembles most. The prediction is the cell's data plus
-    that response, floored at the training data's minimum. The data must be additive
-    (``likelihood="normal"``, e.g. log-normalized expression).
+    that response, floored at the training data's minimum. The data must be additive: with
+    ``likelihood="normal"`` the model's own data (e.g. log-normalized expression); with a
+    count likelihood, the counts log-normalized by :func:`deltavae.metrics.log_normalize`
+    (``log1p`` of counts per 10,000 over the model's genes), the scale of the prediction.
 
     Parameters
     ----------
     model
-        A trained deltavae model with ``likelihood="normal"``.
+        A trained deltavae model (ZINBVAE, or CGMDVAE with a count or normal likelihood).
     adata
         Cells of one source condition, set up like the training data.
     target_condition, condition_key, batch_size
@@ -688,19 +696,19 @@ def nearest_response(
 
     Returns
     -------
-    AnnData of predicted data with the cells' obs, the condition set to the target, and in
-    ``obsm["response_weights"]`` each cell's weight on every group (``uns["response_groups"]``
-    names them).
+    AnnData of predicted data (log-normalized for count models) with the cells' obs, the
+    condition set to the target, and in ``obsm["response_weights"]`` each cell's weight on
+    every group (``uns["response_groups"]`` names them).
 
     Examples
     --------
     >>> pred = nearest_response(g, ctrl_cd14, "stim", "condition", "cell_type")  # doctest: +SKIP
     """
-    if getattr(model.module, "likelihood", None) != "normal":
+    if model.module.likelihood not in ("normal", "zinb", "nb"):
         raise ValueError(
-            "method='nearest_response' adds observed responses to the data and needs "
-            "likelihood='normal' (e.g. log-normalized data); this model's likelihood is "
-            f"{getattr(model.module, 'likelihood', None)!r}."
+            "method='nearest_response' adds observed responses to the data and needs counts "
+            "or log-normalized data (likelihood 'zinb', 'nb' or 'normal'); this model's "
+            f"likelihood is {model.module.likelihood!r}."
         )
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
@@ -710,6 +718,11 @@ def nearest_response(
     train = model.adata
     if groups_key is not None:
         groups = train.obs[groups_key].astype(str).to_numpy()
+    elif not hasattr(model, "predict_clusters"):
+        raise ValueError(
+            f"{type(model).__name__} has no labels or clusters: pass balance_key, the obs "
+            "column of the groups (e.g. cell type) whose responses are transferred."
+        )
     else:  # labels where known, the predicted cluster's name elsewhere
         cluster_names = np.asarray(model.cluster_names)
         groups = cluster_names[model.predict_clusters(train, batch_size=batch_size)]
@@ -726,7 +739,7 @@ def nearest_response(
             "there is no observed response to transfer."
         )
     adata = model._validate_anndata(adata)
-    x_train, x_query = _registered_data(model, train), _registered_data(model, adata)
+    x_train, x_query = _additive_data(model, train), _additive_data(model, adata)
     c_train, c_query = _similarity_coordinates(
         model, train, adata, x_train, x_query, similarity, batch_size
     )
