@@ -247,7 +247,7 @@ def main(argv=None) -> None:
             )
         print(
             f"\nHeld-out cell type, kang_scgen, R² of per-gene means on scGen's log scale; "
-            f"normal model {args.epochs} epochs, count models {args.count_epochs}; "
+            f"normal model {args.epochs or 'default'} epochs, count models {args.count_epochs}; "
             f"seeds {args.seeds}"
         )
         print("(anchors: scGen 0.971 CD4T all genes, mean 0.949; conditional VAE 0.913)")
