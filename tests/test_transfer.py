@@ -274,6 +274,11 @@ def test_nearest_response_carries_a_seen_response_to_a_held_out_group():
     assert dv.metrics.mean_expression_r2(latent.X, truth) > no_change
     with pytest.raises(ValueError, match="similarity must be one of"):
         g.predict_perturbation(ctrl, "stim", "nearest_response", similarity="cosine")
+    with pytest.raises(ValueError, match="nearest_response' only"):
+        g.predict_perturbation(ctrl, "stim", similarity="latent")
+    untrained = dv.model.CGMDVAE(train, n_clusters=3, likelihood="normal", **SMALL)
+    with pytest.raises(RuntimeError, match="untrained"):
+        untrained.predict_perturbation(ctrl, "stim", "nearest_response", balance_key="cluster")
     pd.testing.assert_frame_equal(train.obs, before)
 
     # A cluster seen under both conditions gets (almost only) its own observed response.

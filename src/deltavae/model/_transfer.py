@@ -487,6 +487,8 @@ class QueryMappingMixin(ArchesMixin):
         ...     dv.metrics.log_normalize(pred.layers["counts"]), dv.metrics.log_normalize(stim.X)
         ... )
         """
+        if similarity != "expression" and method != "nearest_response":
+            raise ValueError("similarity applies to method='nearest_response' only.")
         if method == "translate":
             if not hasattr(self, "translate"):
                 raise ValueError(
@@ -529,8 +531,7 @@ def _default_condition_key(model) -> str:
 
 
 def _source_and_target(model, adata, target_condition, condition_key, groups_key):
-    """Check the keys; return the condition key, the source and target conditions and the
-    condition of every training cell."""
+    """Check keys and conditions; the condition key, source, target, training conditions."""
     condition_key = condition_key or _default_condition_key(model)
     train = model.adata
     for name, frame in (("the training AnnData", train), ("adata", adata)):
@@ -712,6 +713,7 @@ def nearest_response(
         )
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
+    model._check_if_trained(warn=False)
     condition_key, source, target, train_conditions = _source_and_target(
         model, adata, target_condition, condition_key, groups_key
     )
@@ -724,7 +726,7 @@ def nearest_response(
             "column of the groups (e.g. cell type) whose responses are transferred."
         )
     else:  # labels where known, the predicted cluster's name elsewhere
-        cluster_names = np.asarray(model.cluster_names)
+        cluster_names = np.asarray(model.cluster_names, dtype=object)
         groups = cluster_names[model.predict_clusters(train, batch_size=batch_size)]
         if model.label_names:
             labels = train.obs[model.registry_["setup_args"]["labels_key"]].astype(str)
