@@ -12,8 +12,7 @@ cell types balanced), ``translate`` with a ZINB CGMDVAE on counts and with a nor
 CGMDVAE on scGen's log data (scGen's setting), the latter's ``residual`` form (the decoded
 change added to each control cell) and its ``nearest response`` (each control cell plus the
 observed ctrl -> stim change of the cell types most similar to it, in the data's principal
-components or in the CGMDVAE's z). Cell types are
-the labels of the CGMDVAEs.
+components or in the CGMDVAE's z). Cell types are the labels of the CGMDVAEs.
 
 Part 2, query mapping (kang_ifnb, 1,267 genes): reference = the 750 control cells with their
 cell types, query = the 806 stimulated cells, unlabelled; label-transfer accuracy and macro-F1

@@ -733,8 +733,7 @@ def nearest_response(
             known = labels.isin(model.label_names).to_numpy()
             groups[known] = labels.to_numpy()[known]
     is_src, is_tgt = train_conditions == source, train_conditions == target
-    names = [g for g in np.unique(groups) if (is_src & (groups == g)).any()]
-    names = [g for g in names if (is_tgt & (groups == g)).any()]
+    names = sorted(set(groups[is_src]) & set(groups[is_tgt]))
     if not names:
         raise ValueError(
             f"No group of the training cells is seen under both {source!r} and {target!r}; "
