@@ -244,6 +244,39 @@ def test_save_load_and_continue(blobs_model, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_restore_best_keeps_the_best_full_elbo_epoch():
+    from lightning.pytorch.callbacks import Callback
+
+    states = {}
+
+    class Record(Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                state = pl_module.module.state_dict()
+                states[trainer.current_epoch] = {k: v.clone() for k, v in state.items()}
+
+    adata = _blobs(n_cells=300)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=5, likelihood="normal", **SMALL)
+    # KL warm-up over 6 epochs and the mixture start at epoch 3: epochs 6-13 are eligible.
+    model.train(max_epochs=14, lr=3e-2, callbacks=[Record()], **TRAIN)
+    elbo = model.history["elbo_validation"]["elbo_validation"].to_numpy(float)
+    assert len(elbo) == 14
+    eligible = np.arange(6, 14)
+    best = int(eligible[np.argmin(elbo[eligible])])
+    assert model.best_epoch_ == best
+    for key, value in model.module.state_dict().items():
+        torch.testing.assert_close(value, states[best][key])
+    # With this seed and a large step the last epoch is not the best, so a callback that
+    # kept nothing would leave the last epoch's parameters and fail the comparison above.
+    assert best < 13
+
+    model.train(max_epochs=3, restore_best=False, **TRAIN)
+    assert model.best_epoch_ is None
+    model.train(max_epochs=3, train_size=1.0, **TRAIN)  # no validation cells: nothing kept
+    assert model.best_epoch_ is None
+
+
 # ----------------------------------------------------------------- bad input
 def test_bad_arguments():
     adata = _blobs(n_cells=100)
@@ -263,6 +296,16 @@ def test_bad_arguments():
         model.sample(5, cluster=7)
     with pytest.raises(ValueError, match="mixture_init must be one of"):
         model.train(max_epochs=1, mixture_init="leiden")
+    with pytest.raises(ValueError, match="n_latent must be a positive integer or 'auto'"):
+        dv.model.CGMDVAE(adata, n_clusters=3, likelihood="normal", n_latent="wide")
+
+
+def test_auto_latent_size_grows_with_many_clusters():
+    adata = _blobs(n_cells=100)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    sizes = {k: dv.model.CGMDVAE(adata, n_clusters=k, likelihood="normal") for k in (5, 10, 24)}
+    assert {k: m.module.n_latent for k, m in sizes.items()} == {5: 10, 10: 10, 24: 24}
+    assert sizes[24].get_latent_representation().shape == (100, 24)
 
 
 def test_bad_labels():

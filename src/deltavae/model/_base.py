@@ -21,6 +21,7 @@ from scvi.model.base._save_load import _load_saved_files
 
 from .._io import result_slots
 from ..train import DeltaDataSplitter, DeltaTrainingPlan
+from ..train._checkpoint import RestoreBestValidation
 from ..train._distributed import resolve_strategy
 from ._validation import check_backing_for_training
 
@@ -101,6 +102,8 @@ class DeltaModelMixin(PyroSviTrainMixin):
 
     _training_plan_cls = DeltaTrainingPlan
     _data_splitter_cls = DeltaDataSplitter
+    #: Epoch whose parameters ``train(restore_best=True)`` loaded; None when none was loaded.
+    best_epoch_: int | None = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -126,6 +129,8 @@ class DeltaModelMixin(PyroSviTrainMixin):
         plan_kwargs: dict | None = None,
         validate_distributions: bool = False,
         shuffle_block_size: int | None = None,
+        restore_best: bool = False,
+        _restore_best_start: int = 0,
         **trainer_kwargs,
     ):
         """Train the model with stochastic variational inference under Lightning.
@@ -159,6 +164,11 @@ class DeltaModelMixin(PyroSviTrainMixin):
             contiguous stretches of an on-disk matrix (for zarr stores several times faster;
             block sampling as in scDataset). Single process only; ``None``
             (default) shuffles single cells.
+        restore_best
+            At the end, load the parameters of the epoch with the lowest ``elbo_validation``
+            among those trained on the full ELBO (after the KL warm-up); the epoch is kept in
+            ``best_epoch_``. Needs validation cells (``train_size < 1``); a copy of the
+            parameters is held in memory, nothing is written to disk.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (Lightning). ``strategy="ddp"`` with
             ``devices=N`` trains on N processes (CPU, gloo) or N GPUs (nccl), each process
@@ -223,6 +233,10 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 **loader,
                 **(trainer_kwargs.get("datasplitter_kwargs") or {}),
             }
+        best = None
+        if restore_best and (train_size < 1.0 or validation_size):
+            best = RestoreBestValidation(_restore_best_start)
+            trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), best]
         pyro.clear_param_store()
         # Pyro's argument checks cost ~15% of a step; our inputs are checked once, up front.
         # Under DDP, rank 0 hands the history to this process through a file; scvi-tools would
@@ -248,6 +262,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 **trainer_kwargs,
             )
         self.module.eval()
+        self.best_epoch_ = best.best_epoch if best is not None else None
         return out
 
     def _resolve_adata(self, adata: AnnData | None) -> AnnData:

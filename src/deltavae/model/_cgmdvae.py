@@ -60,6 +60,10 @@ class CGMDVAE(
         It may exceed the true number of groups: empty clusters are reported.
     n_latent, n_latent_w
         Dimensions of z (cell state) and w (continuous variation within the mixture).
+        ``n_latent="auto"``: 10, or one dimension per cluster when ``n_clusters`` exceeds 10.
+        Diagonal Gaussian components split a crowded latent space along straight lines; more
+        room lets more of them sit apart (MNIST with K=30: majority-label accuracy 0.920 with
+        z of 10 dimensions against 0.936 with 30, seed 0).
     likelihood
         ``"zinb"`` or ``"nb"`` for raw counts (with the observed library size), ``"normal"``
         for real values, ``"bernoulli"`` for values in [0, 1] (e.g. MNIST pixels).
@@ -89,7 +93,7 @@ class CGMDVAE(
         self,
         adata: AnnData,
         n_clusters: int | None = None,
-        n_latent: int = 10,
+        n_latent: int | str = "auto",
         n_latent_w: int = 5,
         likelihood: str = "zinb",
         n_hidden: int = 128,
@@ -116,6 +120,10 @@ class CGMDVAE(
                 f"n_clusters={n_clusters} is smaller than the {len(labels)} labels in "
                 f"{setup['labels_key']!r} ({', '.join(labels)}); every label needs a cluster."
             )
+        if n_latent == "auto":
+            n_latent = max(10, n_clusters)
+        elif not isinstance(n_latent, (int, np.integer)) or n_latent < 1:
+            raise ValueError(f"n_latent must be a positive integer or 'auto', got {n_latent!r}.")
         label_to_cluster = None
         if labels:
             # Label codes 0..L-1 are the labels (scvi-tools puts the unlabelled code last).
@@ -215,6 +223,7 @@ class CGMDVAE(
         mixture_init_epoch: int | str | None = "auto",
         n_epochs_kl_warmup: int | str | None = "auto",
         mixture_init: str = "umap",
+        restore_best: bool = True,
         **kwargs,
     ):
         """Train the model; see :meth:`deltavae.model.ZINBVAE.train` for the common arguments.
@@ -240,6 +249,10 @@ class CGMDVAE(
             ``"kmeans"`` runs it on z directly, which is faster (no UMAP, which takes about
             30 s per 10,000 cells on one core). See
             :class:`deltavae.train.MixtureInitialization`.
+        restore_best
+            Keep the parameters of the epoch with the best validation ELBO among the epochs
+            after the KL warm-up and the mixture start (``best_epoch_`` says which); the last
+            epoch's with ``False`` or without validation cells (``train_size=1``).
         **kwargs
             Passed to :meth:`deltavae.model.ZINBVAE.train` (``lr``, ``batch_size``,
             ``early_stopping``, Lightning trainer arguments...).
@@ -271,6 +284,8 @@ class CGMDVAE(
             max_epochs=max_epochs,
             callbacks=callbacks,
             n_epochs_kl_warmup=n_epochs_kl_warmup,
+            restore_best=restore_best,
+            _restore_best_start=0 if mixture_init_epoch is None else mixture_init_epoch + 1,
             **kwargs,
         )
 
