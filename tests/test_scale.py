@@ -146,6 +146,7 @@ def _ddp_histories(name: str, path: str) -> dict:
     }
     out = {k: v.to_numpy(float).tolist() for k, v in out.items()}
     out["latent_finite"] = bool(np.isfinite(ddp.get_latent_representation()).all())
+    out["best_epoch"] = ddp.best_epoch_
     return out
 
 
@@ -177,6 +178,8 @@ def test_ddp_on_two_cpu_processes(counts_h5ad, name):
     assert all(size == 270 for size in h["plate_size"])
     assert max(h["replica_spread"]) < 1e-6
     assert h["latent_finite"]
+    # CGMDVAE keeps its best full-ELBO epoch (after the 5 warm-up epochs), also under DDP.
+    assert h["best_epoch"] == (None if name == "ZINBVAE" else 5 + int(np.argmin(val[5:])))
 
 
 def test_training_refuses_a_writable_backed_file(counts_h5ad):

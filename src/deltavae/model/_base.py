@@ -21,7 +21,7 @@ from scvi.model.base._save_load import _load_saved_files
 
 from .._io import result_slots
 from ..train import DeltaDataSplitter, DeltaTrainingPlan
-from ..train._checkpoint import RestoreBestValidation
+from ..train._checkpoint import RestoreBestValidation, best_epoch_in_history
 from ..train._distributed import resolve_strategy
 from ._validation import check_backing_for_training
 
@@ -262,7 +262,10 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 **trainer_kwargs,
             )
         self.module.eval()
-        self.best_epoch_ = best.best_epoch if best is not None else None
+        # Read from the history, which also comes back from DDP's worker processes.
+        self.best_epoch_ = (
+            None if best is None else best_epoch_in_history(self.history, _restore_best_start)
+        )
         return out
 
     def _resolve_adata(self, adata: AnnData | None) -> AnnData:

@@ -18,6 +18,20 @@ logger = logging.getLogger(__name__)
 MONITOR = "elbo_validation"
 
 
+def best_epoch_in_history(history: dict, start_epoch: int = 0, max_kl_weight: float = 1.0):
+    """The epoch :class:`RestoreBestValidation` keeps, read from a model's ``history``.
+
+    Under DDP the callback runs in the worker processes; the history comes back to the
+    calling one, so the kept epoch is read from it. None when no epoch qualifies.
+    """
+    if MONITOR not in history or "kl_weight" not in history:
+        return None
+    frame = history[MONITOR].join(history["kl_weight"], how="inner")
+    frame = frame[(frame.index >= start_epoch) & (frame["kl_weight"] >= max_kl_weight)]
+    frame = frame[frame[MONITOR].astype(float).map(math.isfinite)]
+    return None if frame.empty else int(frame[MONITOR].astype(float).idxmin())
+
+
 class RestoreBestValidation(Callback):
     """Lightning callback: at the end of training, load the epoch with the best validation ELBO.
 
