@@ -138,6 +138,27 @@ def test_semi_supervised_names_clusters_by_label():
     assert adata.obs["label"].tolist().count("unknown") == int((~labelled).sum())
 
 
+def test_semi_supervised_beats_unsupervised():
+    """Labels that pair up six natural groups: only the labelled cells say which pairs."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=600, n_genes=80, n_clusters=6, n_conditions=1, seed=5
+    )
+    truth = (adata.obs["cluster"].astype(int).to_numpy() // 2).astype(str)
+    labelled = np.random.default_rng(0).random(600) < 0.1
+    unsupervised = adata.copy()
+    dv.model.CGMDVAE.setup_anndata(unsupervised)
+    model = dv.model.CGMDVAE(unsupervised, n_clusters=3, likelihood="nb", n_hidden=64)
+    model.train(max_epochs=80, **TRAIN)
+    acc_unsupervised = clustering_accuracy(truth[~labelled], model.predict_clusters()[~labelled])
+    adata.obs["label"] = np.where(labelled, truth, "unknown")
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="label", unlabeled_category="unknown")
+    model = dv.model.CGMDVAE(adata, likelihood="nb", n_hidden=64)
+    model.train(max_epochs=80, **TRAIN)
+    pred = np.array(model.cluster_names)[model.predict_clusters()]
+    acc_semi = (pred[~labelled] == truth[~labelled]).mean()
+    assert acc_semi > 0.7 and acc_semi > acc_unsupervised + 0.1, (acc_semi, acc_unsupervised)
+
+
 def test_elbo_terms_match_hand_computation():
     torch.manual_seed(0)
     module = CGMDVAEModule(
