@@ -264,7 +264,11 @@ class DeltaModelMixin(PyroSviTrainMixin):
         self.module.eval()
         # Read from the history, which also comes back from DDP's worker processes.
         self.best_epoch_ = (
-            None if best is None else best_epoch_in_history(self.history, _restore_best_start)
+            None
+            if best is None
+            else best_epoch_in_history(
+                self.history, _restore_best_start, plan_kwargs.get("max_kl_weight", 1.0)
+            )
         )
         return out
 

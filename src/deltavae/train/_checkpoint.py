@@ -53,7 +53,10 @@ class RestoreBestValidation(Callback):
 
     Examples
     --------
-    >>> vae.train(max_epochs=100, callbacks=[RestoreBestValidation()])  # doctest: +SKIP
+    ``train(restore_best=True)`` adds it:
+
+    >>> vae.train(max_epochs=100, restore_best=True)  # doctest: +SKIP
+    >>> vae.best_epoch_  # doctest: +SKIP
     """
 
     def __init__(self, start_epoch: int = 0):
