@@ -21,7 +21,7 @@ from scvi.model.base._save_load import _load_saved_files
 
 from .._io import result_slots
 from ..train import DeltaDataSplitter, DeltaTrainingPlan
-from ..train._checkpoint import RestoreBestValidation, best_epoch_in_history
+from ..train._checkpoint import RestoreBestValidation
 from ..train._distributed import resolve_strategy
 from ._validation import check_backing_for_training
 
@@ -202,7 +202,8 @@ class DeltaModelMixin(PyroSviTrainMixin):
         if n_epochs_kl_warmup == "auto":
             n_epochs_kl_warmup = max(1, max_epochs // 4)
         plan_kwargs = {"n_epochs_kl_warmup": n_epochs_kl_warmup, **(plan_kwargs or {})}
-        if train_size < 1.0 or validation_size:
+        validates = train_size < 1.0 or bool(validation_size)
+        if validates:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         else:  # every cell trains: there is no validation ELBO to compute
             trainer_kwargs.setdefault("limit_val_batches", 0)
@@ -234,8 +235,8 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 **(trainer_kwargs.get("datasplitter_kwargs") or {}),
             }
         best = None
-        if restore_best and (train_size < 1.0 or validation_size):
-            best = RestoreBestValidation(_restore_best_start)
+        if restore_best and validates:
+            best = RestoreBestValidation(_restore_best_start, plan_kwargs.get("max_kl_weight", 1.0))
             trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), best]
         pyro.clear_param_store()
         # Pyro's argument checks cost ~15% of a step; our inputs are checked once, up front.
@@ -263,13 +264,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
             )
         self.module.eval()
         # Read from the history, which also comes back from DDP's worker processes.
-        self.best_epoch_ = (
-            None
-            if best is None
-            else best_epoch_in_history(
-                self.history, _restore_best_start, plan_kwargs.get("max_kl_weight", 1.0)
-            )
-        )
+        self.best_epoch_ = None if best is None else best.best_epoch_in(self.history)
         return out
 
     def _resolve_adata(self, adata: AnnData | None) -> AnnData:

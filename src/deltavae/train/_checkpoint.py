@@ -18,20 +18,6 @@ logger = logging.getLogger(__name__)
 MONITOR = "elbo_validation"
 
 
-def best_epoch_in_history(history: dict, start_epoch: int = 0, max_kl_weight: float = 1.0):
-    """The epoch :class:`RestoreBestValidation` keeps, read from a model's ``history``.
-
-    Under DDP the callback runs in the worker processes; the history comes back to the
-    calling one, so the kept epoch is read from it. None when no epoch qualifies.
-    """
-    if MONITOR not in history or "kl_weight" not in history:
-        return None
-    frame = history[MONITOR].join(history["kl_weight"], how="inner")
-    frame = frame[(frame.index >= start_epoch) & (frame["kl_weight"] >= max_kl_weight)]
-    frame = frame[frame[MONITOR].astype(float).map(math.isfinite)]
-    return None if frame.empty else int(frame[MONITOR].astype(float).idxmin())
-
-
 class RestoreBestValidation(Callback):
     """Lightning callback: at the end of training, load the epoch with the best validation ELBO.
 
@@ -43,6 +29,8 @@ class RestoreBestValidation(Callback):
     ----------
     start_epoch
         First epoch that may be kept (for example the one after the mixture start).
+    max_kl_weight
+        The training plan's maximum KL weight; epochs below it are still warming up.
 
     Attributes
     ----------
@@ -59,20 +47,42 @@ class RestoreBestValidation(Callback):
     >>> vae.best_epoch_  # doctest: +SKIP
     """
 
-    def __init__(self, start_epoch: int = 0):
+    def __init__(self, start_epoch: int = 0, max_kl_weight: float = 1.0):
         super().__init__()
         self.start_epoch = start_epoch
+        self.max_kl_weight = max_kl_weight
         self.best_epoch: int | None = None
         self.best_score = math.inf
         self._state: dict[str, torch.Tensor] | None = None
 
+    def eligible(self, epoch, kl_weight, score) -> bool:
+        """Whether an epoch trained on the full ELBO, after ``start_epoch``, to a finite score."""
+        return (
+            epoch >= self.start_epoch
+            and float(kl_weight) >= self.max_kl_weight
+            and math.isfinite(float(score))
+        )
+
+    def best_epoch_in(self, history: dict) -> int | None:
+        """The epoch this callback keeps, read from a model's ``history`` (None if none).
+
+        Under DDP the callback runs in the worker processes; the history comes back to the
+        calling one, so the kept epoch is read from it.
+        """
+        if MONITOR not in history or "kl_weight" not in history:
+            return None
+        frame = history[MONITOR].join(history["kl_weight"], how="inner").astype(float)
+        keep = [self.eligible(e, k, s) for e, s, k in frame.itertuples(name=None)]
+        frame = frame[keep]
+        return None if frame.empty else int(frame[MONITOR].idxmin())
+
     def on_validation_epoch_end(self, trainer, pl_module):
-        if trainer.sanity_checking or trainer.current_epoch < self.start_epoch:
-            return
-        if float(pl_module.kl_weight) < float(getattr(pl_module, "max_kl_weight", 1.0)):
-            return
         score = trainer.callback_metrics.get(MONITOR)
-        if score is None or not math.isfinite(float(score)) or float(score) >= self.best_score:
+        if trainer.sanity_checking or score is None:
+            return
+        if not self.eligible(trainer.current_epoch, pl_module.kl_weight, score):
+            return
+        if float(score) >= self.best_score:
             return
         self.best_score, self.best_epoch = float(score), trainer.current_epoch
         state = pl_module.module.state_dict()
