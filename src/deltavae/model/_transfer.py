@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from anndata import AnnData
 from scipy import sparse
+from scipy.special import softmax
 from scvi import REGISTRY_KEYS
 from scvi.model.base import ArchesMixin
 from scvi.model.base._save_load import _load_saved_files
@@ -753,9 +754,7 @@ def nearest_response(
     centres, responses = np.stack(centres), np.stack(responses)
     bandwidth = max(float(np.mean(spreads)), 1e-8)
     distances = ((c_query[:, None, :] - centres[None]) ** 2).sum(-1)
-    logits = -0.5 * distances / bandwidth
-    weights = np.exp(logits - logits.max(1, keepdims=True))
-    weights /= weights.sum(1, keepdims=True)
+    weights = softmax(-0.5 * distances / bandwidth, axis=1)
     predicted = np.maximum(x_query + weights @ responses, x_train.min())
     obs = adata.obs.loc[:, [k for k in adata.obs if not k.startswith("_scvi")]].copy()
     obs[condition_key] = target
