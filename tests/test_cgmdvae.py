@@ -5,11 +5,12 @@ import pytest
 import torch
 from pyro import poutine
 from scipy.special import digamma, gammaln
-from scipy.stats import norm
+from scipy.stats import multivariate_normal, norm
 
 import deltavae as dv
 from deltavae.metrics import ari, clustering_accuracy
 from deltavae.module import CGMDVAEModule
+from deltavae.module._cgmdvae import initialize_mixture
 
 TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
 SMALL = {"n_latent": 4, "n_latent_w": 2, "n_hidden": 64}
@@ -175,7 +176,7 @@ def test_elbo_terms_match_hand_computation():
     terms = {k: v.detach().numpy() for k, v in module.mixture_terms(z, w).items()}
     logits, beta = (t.detach().numpy() for t in module.cluster_posterior(z))
     prior = module.prior(w)
-    loc, scale = prior.loc.detach().numpy(), prior.scale.detach().numpy()
+    loc, scale = prior.mean.detach().numpy(), prior.stddev.detach().numpy()
     alpha = np.array([0.5, 2.0])
     for i in range(2):
         qy = np.exp(logits[i]) / np.exp(logits[i]).sum()
@@ -204,6 +205,70 @@ def test_elbo_terms_match_hand_computation():
     assert labelled["classifier"][0].item() == pytest.approx(
         -(logits[0, 1] - np.log(np.exp(logits[0]).sum())), rel=1e-5
     )
+
+
+def test_full_covariance_components_match_hand_computation():
+    """log p(z | w, y) of correlated components against scipy's multivariate normal."""
+    torch.manual_seed(0)
+    module = CGMDVAEModule(
+        n_input=3,
+        n_clusters=2,
+        n_latent=3,
+        n_latent_w=2,
+        n_hidden=8,
+        likelihood="normal",
+        prior_covariance="full",
+    ).eval()
+    with torch.no_grad():
+        module.prior.unmix_lower.normal_()
+    z, w = torch.randn(4, 3), torch.randn(4, 2)
+    prior = module.prior(w)
+    loc, scale = prior.mean.detach().numpy(), prior.scale.detach().numpy()
+    unmix = module.prior.unmix().detach().numpy()
+    assert np.allclose(np.triu(unmix, 1), 0) and np.allclose(np.diagonal(unmix, 0, 1, 2), 1)
+    log_pz = prior.log_prob(z.unsqueeze(-2)).detach().numpy()
+    for i in range(4):
+        for k in range(2):
+            factor = np.diag(scale[i, k]) @ np.linalg.inv(unmix[k])
+            expected = multivariate_normal.logpdf(z[i].numpy(), loc[i, k], factor @ factor.T)
+            assert log_pz[i, k] == pytest.approx(expected, rel=1e-5)
+    # Samples have that covariance too.
+    draws = prior.sample((20000,))[:, 0, 1].numpy()
+    factor = np.diag(scale[0, 1]) @ np.linalg.inv(unmix[1])
+    cov = factor @ factor.T
+    np.testing.assert_allclose(np.cov(draws.T), cov, rtol=0.1, atol=0.05 * np.abs(cov).max())
+
+
+def test_full_covariance_start_reproduces_each_cluster_covariance():
+    rng = np.random.default_rng(0)
+    mixing = [np.array([[1.0, 0.0], [1.5, 0.3]]), np.array([[0.5, -0.8], [0.0, 0.4]])]
+    z = np.vstack([rng.normal(size=(400, 2)) @ m.T + 5 * j for j, m in enumerate(mixing)])
+    z = torch.as_tensor(z, dtype=torch.float32)
+    assignments = torch.repeat_interleave(torch.arange(2), 400)
+    module = CGMDVAEModule(
+        n_input=3,
+        n_clusters=2,
+        n_latent=2,
+        n_latent_w=1,
+        n_hidden=8,
+        likelihood="normal",
+        prior_covariance="full",
+    )
+    with torch.no_grad():  # components independent of w, to read them off directly
+        module.prior.mean.weight.zero_()
+        module.prior.log_var.weight.zero_()
+    z_var = torch.full_like(z, 0.05)
+    initialize_mixture(module, z, assignments, None, z_var=z_var, n_steps=5)
+    prior = module.eval().prior(torch.zeros(1, 1))
+    for j in range(2):
+        member = z[assignments == j].numpy()
+        factor = np.diag(prior.scale[0, j].detach().numpy()) @ np.linalg.inv(
+            module.prior.unmix()[j].detach().numpy()
+        )
+        np.testing.assert_allclose(prior.mean[0, j].detach().numpy(), member.mean(0), atol=1e-5)
+        np.testing.assert_allclose(
+            factor @ factor.T, np.cov(member.T) + 0.05 * np.eye(2), rtol=2e-3
+        )
 
 
 def test_pyro_elbo_equals_torch_loss():

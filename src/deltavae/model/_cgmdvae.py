@@ -23,7 +23,7 @@ from scvi.model.base import (
     RNASeqMixin,
     VAEMixin,
 )
-from torch.distributions import Categorical, Dirichlet, Normal
+from torch.distributions import Categorical, Dirichlet
 
 from ..module import CGMDVAEModule
 from ..module._cgmdvae import COUNT_LIKELIHOODS, LIKELIHOODS
@@ -77,6 +77,10 @@ class CGMDVAE(
         Let the mixture components depend on the condition, p(z | w, y, c) (the default).
         ``False`` uses p(z | w, y): the components are shared by all conditions, which then act
         through the encoder and decoder only.
+    prior_covariance
+        ``"diag"``: each component has a diagonal covariance (the default). ``"full"``: each
+        component also learns a correlation between the z dimensions (shared across w and c),
+        so it can lie along any direction of z, not only along the axes.
 
     Examples
     --------
@@ -102,6 +106,7 @@ class CGMDVAE(
         dirichlet_alpha: float = 1.0,
         classifier_weight: float = 50.0,
         condition_in_prior: bool = True,
+        prior_covariance: str = "diag",
     ):
         super().__init__(adata)
         if likelihood not in LIKELIHOODS:
@@ -142,6 +147,7 @@ class CGMDVAE(
             classifier_weight=classifier_weight,
             label_to_cluster=label_to_cluster,
             condition_in_prior=condition_in_prior,
+            prior_covariance=prior_covariance,
         )
         self._model_summary_string = (
             f"CGMDVAE: {n_clusters} clusters, n_latent {n_latent}, n_latent_w {n_latent_w}, "
@@ -375,8 +381,8 @@ class CGMDVAE(
                 # Each component's mean under the target condition minus under the cell's own,
                 # averaged over q(y | z, c): the shift the model learned for the cell's cluster.
                 cats = tensors[_CAT]
-                own = module.prior_distribution(w, cats).loc
-                new = module.prior_distribution(w, target.expand(cats.shape).to(cats.dtype)).loc
+                own = module.prior_distribution(w, cats).mean
+                new = module.prior_distribution(w, target.expand(cats.shape).to(cats.dtype)).mean
                 z = z + (probs.unsqueeze(-1) * (new - own)).sum(-2)
             out["z"].append(z.cpu())
             out["w"].append(w.cpu())
@@ -594,7 +600,7 @@ class CGMDVAE(
             w = torch.randn(n_cells, module.n_latent_w, device=device)
             pz = module.prior_distribution(w, cats)
             rows = torch.arange(n_cells, device=device)
-            z = Normal(pz.loc[rows, y], pz.scale[rows, y]).sample()
+            z = pz.sample()[rows, y]
             library = None
             if module.likelihood in COUNT_LIKELIHOODS:
                 library = self._library_sampler(n_cells, device)

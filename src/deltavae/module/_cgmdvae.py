@@ -36,7 +36,7 @@ from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from scvi.module.base import LossOutput
 from scvi.nn import DecoderSCVI
-from torch.distributions import Bernoulli, Dirichlet, Normal, kl_divergence
+from torch.distributions import Bernoulli, Dirichlet, Distribution, Normal, kl_divergence
 
 from ..distributions import count_distribution
 from ..nn import ClusterHead, GaussianHeads, MixturePrior, ObservationDecoder
@@ -77,6 +77,9 @@ class CGMDVAEModule(DeltaPyroModule):
     condition_in_prior
         Condition the mixture components on c, p(z | w, y, c); otherwise p(z | w, y), shared by
         all conditions.
+    prior_covariance
+        ``"diag"``: diagonal components; ``"full"``: each component also learns a correlation
+        between the z dimensions (see :class:`deltavae.nn.MixturePrior`).
 
     Examples
     --------
@@ -102,6 +105,7 @@ class CGMDVAEModule(DeltaPyroModule):
         classifier_weight: float = 50.0,
         label_to_cluster: list[int] | None = None,
         condition_in_prior: bool = True,
+        prior_covariance: str = "diag",
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -122,7 +126,12 @@ class CGMDVAEModule(DeltaPyroModule):
         self.cluster_head = ClusterHead(n_latent, n_clusters, cats, n_hidden)
         self.condition_in_prior = condition_in_prior
         self.prior = MixturePrior(
-            n_latent_w, n_latent, n_clusters, cats if condition_in_prior else [], n_hidden
+            n_latent_w,
+            n_latent,
+            n_clusters,
+            cats if condition_in_prior else [],
+            n_hidden,
+            covariance=prior_covariance,
         )
         if likelihood in COUNT_LIKELIHOODS:
             self.decoder = DecoderSCVI(
@@ -201,8 +210,8 @@ class CGMDVAEModule(DeltaPyroModule):
             return None
         return torch.log(x.sum(-1, keepdim=True).clamp(min=1.0))
 
-    def prior_distribution(self, w, cat_covs=None) -> Normal:
-        """p(z | w, y, c) for every y: a Normal of shape ``(cells, K, n_latent)``."""
+    def prior_distribution(self, w, cat_covs=None) -> Distribution:
+        """p(z | w, y, c) for every y: batch shape ``(cells, K)``, event shape ``(n_latent,)``."""
         cats = split_categoricals(cat_covs) if self.condition_in_prior else []
         return self.prior(w, *cats)
 
@@ -228,7 +237,7 @@ class CGMDVAEModule(DeltaPyroModule):
             # A label is certain: its q(y) log q(y) is 0.
             log_qy = torch.where(mask, torch.zeros_like(log_qy), log_qy)
         pz = self.prior_distribution(w, cat_covs)
-        log_pz_y = pz.log_prob(z.unsqueeze(-2)).sum(-1)  # (cells, K)
+        log_pz_y = pz.log_prob(z.unsqueeze(-2))  # (cells, K)
         e_log_d = torch.digamma(beta) - torch.digamma(beta.sum(-1, keepdim=True))
         return {
             "log_pz": (qy * log_pz_y).sum(-1),
@@ -343,23 +352,35 @@ def initialize_mixture(
     k = module.n_clusters
     spread = z.var(0) if len(z) > 1 else torch.ones_like(z[0])
     noise = z_var if z_var is not None else torch.zeros_like(z)
-    centers, variances = [], []
+    full = module.prior.covariance == "full"
+    centers, covariances = [], []
     for j in range(k):
         member = assignments == j
         if member.sum() > 1:
-            centers.append(z[member].mean(0))
-            variances.append(z[member].var(0) + noise[member].mean(0))
+            zj = z[member]
+            centers.append(zj.mean(0))
+            cov = torch.atleast_2d(torch.cov(zj.T)) if full else torch.diag(zj.var(0))
+            covariances.append(cov + torch.diag(noise[member].mean(0)))
         else:  # an empty component: broad, centred on the data
             centers.append(z.mean(0))
-            variances.append(spread + noise.mean(0))
-    centers, variances = torch.stack(centers), torch.stack(variances).clamp(min=1e-2)
+            covariances.append(torch.diag(spread + noise.mean(0)))
+    centers, covariances = torch.stack(centers), torch.stack(covariances)
+    variances = covariances.diagonal(dim1=-2, dim2=-1)
+    covariances = covariances + torch.diag_embed(variances.clamp(min=1e-2) - variances)
+    # Covariance D U U^T D with U unit lower-triangular is the Cholesky factor L = D U: the
+    # scales are L's diagonal and U^-1 = L^-1 D (the identity for diagonal components).
+    tril = torch.linalg.cholesky(covariances)
+    scales = tril.diagonal(dim1=-2, dim2=-1)
     with torch.no_grad():
         # Components start at the cluster centres and depend on (w, c) only weakly; training
         # takes it from there.
         module.prior.mean.weight.mul_(0.1)
         module.prior.mean.bias.copy_(centers.reshape(-1))
         module.prior.log_var.weight.mul_(0.1)
-        module.prior.log_var.bias.copy_(variances.log().reshape(-1))
+        module.prior.log_var.bias.copy_((2 * scales.log()).reshape(-1))
+        if full:
+            unmix = torch.linalg.solve_triangular(tril, torch.diag_embed(scales), upper=False)
+            module.prior.unmix_lower.copy_(torch.tril(unmix, diagonal=-1))
     head = module.cluster_head
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
     cats = split_categoricals(cat_covs)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from scvi.nn import FCLayers
 from torch import nn
-from torch.distributions import Normal
+from torch.distributions import Distribution, Independent, Normal, constraints
 
 _VAR_EPS = 1e-4
 
@@ -88,15 +88,70 @@ class ClusterHead(nn.Module):
         return self.logits(h), F.softplus(self.concentration(h)) + 1e-3
 
 
+class CorrelatedNormal(Distribution):
+    """A Gaussian with covariance D U U^T D: D = diag(scale), U unit lower-triangular.
+
+    ``unmix`` holds U^-1 (also unit lower-triangular), so the density needs one matrix product,
+    no solve: log N(z) = -|U^-1 ((z - loc) / scale)|^2 / 2 - sum(log scale) - d log(2 pi) / 2.
+    ``scale`` may vary per cell while ``unmix`` is shared by broadcasting; with U = I this is
+    the diagonal Normal. Event shape ``(d,)``.
+
+    Examples
+    --------
+    >>> p = CorrelatedNormal(torch.zeros(2), torch.ones(2), torch.tensor([[1.0, 0.0], [-0.5, 1.0]]))
+    >>> p.log_prob(torch.zeros(2)).item() == Normal(0.0, 1.0).log_prob(torch.zeros(2)).sum().item()
+    True
+    """
+
+    arg_constraints = {"loc": constraints.real_vector, "scale": constraints.positive}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, loc, scale, unmix, validate_args=None):
+        self.loc, self.scale = torch.broadcast_tensors(loc, scale)
+        self.unmix = unmix
+        batch_shape = self.loc.shape[:-1]
+        super().__init__(batch_shape, self.loc.shape[-1:], validate_args=validate_args)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.loc
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        r = (value - self.loc) / self.scale
+        if self.unmix.dim() == 3:  # one matrix per component: K batched (cells x d) products
+            u = torch.einsum("...kj,kij->...ki", r, self.unmix)
+        else:
+            u = torch.matmul(self.unmix, r.unsqueeze(-1)).squeeze(-1)
+        d = self.loc.shape[-1]
+        return (
+            -0.5 * u.pow(2).sum(-1)
+            - self.scale.log().sum(-1)
+            - 0.5 * d * torch.log(torch.tensor(2 * torch.pi))
+        )
+
+    def rsample(self, sample_shape=()) -> torch.Tensor:
+        shape = self._extended_shape(torch.Size(sample_shape))
+        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device).unsqueeze(-1)
+        unmix = self.unmix.expand(*shape[:-1], *self.unmix.shape[-2:])
+        v = torch.linalg.solve_triangular(unmix, eps, upper=False, unitriangular=True)
+        return self.loc + self.scale * v.squeeze(-1)
+
+
 class MixturePrior(nn.Module):
     """p(z | w, y, c): one network maps (w, c) to the means and scales of all K components.
+
+    ``covariance="diag"`` gives diagonal components. ``"full"`` adds a learned correlation per
+    component, shared across w and c: covariance D_y(w, c) U_y U_y^T D_y(w, c) with U_y unit
+    lower-triangular (see :class:`CorrelatedNormal`), which lets a component lie along any
+    direction of z. Both return a distribution with event shape ``(n_latent,)``.
 
     Examples
     --------
     >>> prior = MixturePrior(2, 4, 3)
     >>> p = prior(torch.randn(5, 2))
-    >>> p.loc.shape
-    torch.Size([5, 3, 4])
+    >>> p.mean.shape, p.log_prob(torch.zeros(5, 1, 4)).shape
+    (torch.Size([5, 3, 4]), torch.Size([5, 3]))
     """
 
     def __init__(
@@ -106,19 +161,33 @@ class MixturePrior(nn.Module):
         n_clusters: int,
         n_cat_list=None,
         n_hidden: int = 128,
+        covariance: str = "diag",
     ):
         super().__init__()
+        if covariance not in ("diag", "full"):
+            raise ValueError(f"covariance must be 'diag' or 'full', got {covariance!r}.")
         self.n_latent, self.n_clusters = n_latent, n_clusters
+        self.covariance = covariance
         self.trunk = _fc(n_latent_w, n_hidden, n_cat_list, 1, 0.0)
         self.mean = nn.Linear(n_hidden, n_clusters * n_latent)
         self.log_var = nn.Linear(n_hidden, n_clusters * n_latent)
+        if covariance == "full":
+            # Strictly lower part of U_y^-1; zero means uncorrelated components.
+            self.unmix_lower = nn.Parameter(torch.zeros(n_clusters, n_latent, n_latent))
 
-    def forward(self, w: torch.Tensor, *cat_list: torch.Tensor) -> Normal:
+    def unmix(self) -> torch.Tensor:
+        """U_y^-1 of every component, ``(K, n_latent, n_latent)``."""
+        eye = torch.eye(self.n_latent, device=self.unmix_lower.device)
+        return torch.tril(self.unmix_lower, diagonal=-1) + eye
+
+    def forward(self, w: torch.Tensor, *cat_list: torch.Tensor) -> Distribution:
         h = self.trunk(w, *cat_list)
         shape = (*w.shape[:-1], self.n_clusters, self.n_latent)
         mean = self.mean(h).view(shape)
-        var = torch.exp(self.log_var(h).view(shape).clamp(-8.0, 8.0)) + _VAR_EPS
-        return Normal(mean, var.sqrt())
+        scale = torch.sqrt(torch.exp(self.log_var(h).view(shape).clamp(-8.0, 8.0)) + _VAR_EPS)
+        if self.covariance == "full":
+            return CorrelatedNormal(mean, scale, self.unmix())
+        return Independent(Normal(mean, scale), 1)
 
 
 class ObservationDecoder(nn.Module):
