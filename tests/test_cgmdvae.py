@@ -11,6 +11,7 @@ import deltavae as dv
 from deltavae.metrics import ari, clustering_accuracy
 from deltavae.module import CGMDVAEModule
 from deltavae.module._cgmdvae import initialize_mixture
+from deltavae.nn import MixturePrior
 
 TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
 SMALL = {"n_latent": 4, "n_latent_w": 2, "n_hidden": 64}
@@ -170,6 +171,7 @@ def test_elbo_terms_match_hand_computation():
         n_hidden=8,
         likelihood="normal",
         dirichlet_alpha=[0.5, 2.0],
+        prior_covariance="diag",
     ).eval()
     z = torch.tensor([[0.3], [-1.2]])
     w = torch.tensor([[0.5], [0.1]])
@@ -237,6 +239,18 @@ def test_full_covariance_components_match_hand_computation():
     factor = np.diag(scale[0, 1]) @ np.linalg.inv(unmix[1])
     cov = factor @ factor.T
     np.testing.assert_allclose(np.cov(draws.T), cov, rtol=0.1, atol=0.05 * np.abs(cov).max())
+
+
+def test_diagonal_parameters_load_into_the_full_prior_unchanged():
+    """Models saved with diagonal components (or before correlations existed) still load."""
+    torch.manual_seed(0)
+    diagonal = MixturePrior(2, 4, 3, covariance="diag").eval()
+    full = MixturePrior(2, 4, 3, covariance="full").eval()
+    full.load_state_dict(diagonal.state_dict())
+    w, z = torch.randn(5, 2), torch.randn(5, 1, 4)
+    torch.testing.assert_close(full(w).log_prob(z), diagonal(w).log_prob(z))
+    with pytest.raises(ValueError, match="covariance must be 'diag' or 'full'"):
+        MixturePrior(2, 4, 3, covariance="low-rank")
 
 
 def test_full_covariance_start_reproduces_each_cluster_covariance():

@@ -61,9 +61,8 @@ class CGMDVAE(
     n_latent, n_latent_w
         Dimensions of z (cell state) and w (continuous variation within the mixture).
         ``n_latent="auto"``: 10, or one dimension per cluster when ``n_clusters`` exceeds 10.
-        Diagonal Gaussian components split a crowded latent space along straight lines; more
-        room lets more of them sit apart (MNIST with K=30: majority-label accuracy 0.920 with
-        z of 10 dimensions against 0.936 with 30, seed 0).
+        More room lets more components sit apart (MNIST with K=30 and diagonal components:
+        majority-label accuracy 0.920 with z of 10 dimensions against 0.936 with 30, seed 0).
     likelihood
         ``"zinb"`` or ``"nb"`` for raw counts (with the observed library size), ``"normal"``
         for real values, ``"bernoulli"`` for values in [0, 1] (e.g. MNIST pixels).
@@ -78,9 +77,11 @@ class CGMDVAE(
         ``False`` uses p(z | w, y): the components are shared by all conditions, which then act
         through the encoder and decoder only.
     prior_covariance
-        ``"diag"``: each component has a diagonal covariance (the default). ``"full"``: each
-        component also learns a correlation between the z dimensions (shared across w and c),
-        so it can lie along any direction of z, not only along the axes.
+        ``"full"`` (the default): each component learns a correlation between the z
+        dimensions, shared across w and c, so it can lie along any direction of z; its scales
+        still depend on (w, c). ``"diag"``: axis-aligned components, as in the GMVAE paper.
+        On MNIST (400 epochs, seeds 0-2) full components raised accuracy from 0.935 to 0.959
+        at K=30 and from 0.931 to 0.945 at K=10.
 
     Examples
     --------
@@ -106,7 +107,7 @@ class CGMDVAE(
         dirichlet_alpha: float = 1.0,
         classifier_weight: float = 50.0,
         condition_in_prior: bool = True,
-        prior_covariance: str = "diag",
+        prior_covariance: str = "full",
     ):
         super().__init__(adata)
         if likelihood not in LIKELIHOODS:

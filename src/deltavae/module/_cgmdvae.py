@@ -5,7 +5,8 @@ Generative model for a cell with data x and categorical conditions c (all option
     w ~ N(0, I)                                   continuous "style", n_latent_w dims
     d ~ Dir(alpha)                                cluster proportions, K dims
     y ~ Cat(d)                                    cluster
-    z ~ N(mu_y(w[, c]), sigma_y(w[, c])^2)        one network maps w (and c, optionally) to all K
+    z ~ N(mu_y(w[, c]), Sigma_y(w[, c]))          one network maps w (and c, optionally) to all K;
+                                                  Sigma_y = D U_y U_y^T D, D = diag sigma_y(w, c)
     x ~ p(x | z, c)                               ZINB/NB with library size, Normal or Bernoulli
 
 Inference: q(z | x, c) q(w | x, c) q(y | z, c) q(d | z, c), with q(d | z, c) a Dirichlet.
@@ -105,7 +106,7 @@ class CGMDVAEModule(DeltaPyroModule):
         classifier_weight: float = 50.0,
         label_to_cluster: list[int] | None = None,
         condition_in_prior: bool = True,
-        prior_covariance: str = "diag",
+        prior_covariance: str = "full",
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:

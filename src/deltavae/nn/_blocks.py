@@ -175,6 +175,14 @@ class MixturePrior(nn.Module):
             # Strictly lower part of U_y^-1; zero means uncorrelated components.
             self.unmix_lower = nn.Parameter(torch.zeros(n_clusters, n_latent, n_latent))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A diagonal model (or one saved before correlations existed) is the full model with
+        # uncorrelated components: load it with U = I.
+        key = prefix + "unmix_lower"
+        if self.covariance == "full" and key not in state_dict:
+            state_dict[key] = torch.zeros_like(self.unmix_lower)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def unmix(self) -> torch.Tensor:
         """U_y^-1 of every component, ``(K, n_latent, n_latent)``."""
         eye = torch.eye(self.n_latent, device=self.unmix_lower.device)
