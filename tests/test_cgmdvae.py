@@ -234,6 +234,9 @@ def test_full_covariance_components_match_hand_computation():
             factor = np.diag(scale[i, k]) @ np.linalg.inv(unmix[k])
             expected = multivariate_normal.logpdf(z[i].numpy(), loc[i, k], factor @ factor.T)
             assert log_pz[i, k] == pytest.approx(expected, rel=1e-5)
+            np.testing.assert_allclose(
+                prior.variance[i, k].detach().numpy(), np.diag(factor @ factor.T), rtol=1e-5
+            )
     # Samples have that covariance too.
     draws = prior.sample((20000,))[:, 0, 1].numpy()
     factor = np.diag(scale[0, 1]) @ np.linalg.inv(unmix[1])

@@ -117,6 +117,13 @@ class CorrelatedNormal(Distribution):
     def mean(self) -> torch.Tensor:
         return self.loc
 
+    @property
+    def variance(self) -> torch.Tensor:
+        """The covariance's diagonal: scale^2 times the row sums of U^2."""
+        eye = torch.eye(self.unmix.shape[-1], dtype=self.unmix.dtype, device=self.unmix.device)
+        mix = torch.linalg.solve_triangular(self.unmix, eye, upper=False, unitriangular=True)
+        return self.scale.pow(2) * mix.pow(2).sum(-1)
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         r = (value - self.loc) / self.scale
         if self.unmix.dim() == 3:  # one matrix per component: K batched (cells x d) products
