@@ -1,5 +1,17 @@
 """Network blocks shared by deltavae modules, built on scvi-tools' ``FCLayers``."""
 
-from ._blocks import ClusterHead, GaussianHeads, MixturePrior, ObservationDecoder
+from ._blocks import (
+    ClusterHead,
+    CorrelatedNormal,
+    GaussianHeads,
+    MixturePrior,
+    ObservationDecoder,
+)
 
-__all__ = ["ClusterHead", "GaussianHeads", "MixturePrior", "ObservationDecoder"]
+__all__ = [
+    "ClusterHead",
+    "CorrelatedNormal",
+    "GaussianHeads",
+    "MixturePrior",
+    "ObservationDecoder",
+]

@@ -6,6 +6,8 @@ Every block conditions on categorical covariates through scvi-tools' ``FCLayers`
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from scvi.nn import FCLayers
@@ -131,11 +133,7 @@ class CorrelatedNormal(Distribution):
         else:
             u = torch.matmul(self.unmix, r.unsqueeze(-1)).squeeze(-1)
         d = self.loc.shape[-1]
-        return (
-            -0.5 * u.pow(2).sum(-1)
-            - self.scale.log().sum(-1)
-            - 0.5 * d * torch.log(torch.tensor(2 * torch.pi))
-        )
+        return -0.5 * u.pow(2).sum(-1) - self.scale.log().sum(-1) - 0.5 * d * math.log(2 * math.pi)
 
     def rsample(self, sample_shape=()) -> torch.Tensor:
         shape = self._extended_shape(torch.Size(sample_shape))
@@ -148,10 +146,11 @@ class CorrelatedNormal(Distribution):
 class MixturePrior(nn.Module):
     """p(z | w, y, c): one network maps (w, c) to the means and scales of all K components.
 
-    ``covariance="diag"`` gives diagonal components. ``"full"`` adds a learned correlation per
-    component, shared across w and c: covariance D_y(w, c) U_y U_y^T D_y(w, c) with U_y unit
+    ``covariance="full"`` (the default) gives each component a learned correlation, shared
+    across w and c: covariance D_y(w, c) U_y U_y^T D_y(w, c) with U_y unit
     lower-triangular (see :class:`CorrelatedNormal`), which lets a component lie along any
-    direction of z. Both return a distribution with event shape ``(n_latent,)``.
+    direction of z; ``"diag"`` gives axis-aligned components. Both return a distribution with
+    event shape ``(n_latent,)``.
 
     Examples
     --------
@@ -168,7 +167,7 @@ class MixturePrior(nn.Module):
         n_clusters: int,
         n_cat_list=None,
         n_hidden: int = 128,
-        covariance: str = "diag",
+        covariance: str = "full",
     ):
         super().__init__()
         if covariance not in ("diag", "full"):
@@ -192,8 +191,9 @@ class MixturePrior(nn.Module):
 
     def unmix(self) -> torch.Tensor:
         """U_y^-1 of every component, ``(K, n_latent, n_latent)``."""
-        eye = torch.eye(self.n_latent, device=self.unmix_lower.device)
-        return torch.tril(self.unmix_lower, diagonal=-1) + eye
+        lower = self.unmix_lower
+        eye = torch.eye(self.n_latent, dtype=lower.dtype, device=lower.device)
+        return torch.tril(lower, diagonal=-1) + eye
 
     def forward(self, w: torch.Tensor, *cat_list: torch.Tensor) -> Distribution:
         h = self.trunk(w, *cat_list)
