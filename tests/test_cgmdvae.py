@@ -288,6 +288,18 @@ def test_full_covariance_start_reproduces_each_cluster_covariance():
         )
 
 
+def test_full_covariance_start_with_fewer_cells_than_dimensions():
+    """A cluster too small for a covariance starts uncorrelated instead of failing."""
+    torch.manual_seed(0)
+    module = CGMDVAEModule(n_input=5, n_clusters=2, n_latent=6, n_latent_w=2, likelihood="normal")
+    z = torch.randn(23, 6)
+    assignments = torch.tensor([0] * 3 + [1] * 20)
+    initialize_mixture(module, z, assignments, None, n_steps=2)
+    lower = module.prior.unmix_lower.detach()
+    assert torch.isfinite(lower).all() and torch.isfinite(module.prior.log_var.bias).all()
+    assert lower[0].abs().max() == 0 and lower[1].abs().max() > 0
+
+
 def test_pyro_elbo_equals_torch_loss():
     """Pyro's single-sample ELBO and the torch-side term split agree for the same samples."""
     adata = _labelled_counts()

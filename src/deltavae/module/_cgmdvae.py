@@ -370,7 +370,10 @@ def initialize_mixture(
     covariances = covariances + torch.diag_embed(variances.clamp(min=1e-2) - variances)
     # Covariance D U U^T D with U unit lower-triangular is the Cholesky factor L = D U: the
     # scales are L's diagonal and U^-1 = L^-1 D (the identity for diagonal components).
-    tril = torch.linalg.cholesky(covariances)
+    tril, failed = torch.linalg.cholesky_ex(covariances)
+    if bool(failed.any()):  # a cluster with fewer cells than dimensions: uncorrelated start
+        diagonal = torch.diag_embed(covariances.diagonal(dim1=-2, dim2=-1).sqrt())
+        tril = torch.where((failed > 0).view(-1, 1, 1), diagonal, tril)
     scales = tril.diagonal(dim1=-2, dim2=-1)
     with torch.no_grad():
         # Components start at the cluster centres and depend on (w, c) only weakly; training
