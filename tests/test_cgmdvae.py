@@ -244,6 +244,53 @@ def test_full_covariance_components_match_hand_computation():
     np.testing.assert_allclose(np.cov(draws.T), cov, rtol=0.1, atol=0.05 * np.abs(cov).max())
 
 
+@pytest.mark.parametrize("covariance", ["full", "diag"])
+def test_move_latent_keeps_each_cells_place_within_its_component(covariance):
+    """Moving z to another condition whitens it under p(z | w, y, c) and recolours under c'."""
+    torch.manual_seed(0)
+    module = CGMDVAEModule(
+        n_input=3,
+        n_clusters=2,
+        n_cats_per_cov=[2],
+        n_latent=3,
+        n_latent_w=2,
+        n_hidden=8,
+        likelihood="normal",
+        prior_covariance=covariance,
+    ).eval()
+    with torch.no_grad():
+        if covariance == "full":
+            module.prior.unmix_lower.normal_()
+    z, w = torch.randn(6, 3), torch.randn(6, 2)
+    own = torch.tensor([[0], [1], [0], [1], [0], [1]])
+    target = torch.ones_like(own)
+    p_own, p_new = module.prior_distribution(w, own), module.prior_distribution(w, target)
+    unmix = module.prior.unmix() if covariance == "full" else torch.eye(3).expand(2, 3, 3)
+
+    def whitened(p, x, k):
+        scale = p.scale if covariance == "full" else p.base_dist.scale
+        return ((x - p.mean[:, k]) / scale[:, k]) @ unmix[k].T
+
+    for k in range(2):
+        one_hot = torch.zeros(6, 2)
+        one_hot[:, k] = 1.0
+        moved = module.move_latent(z, w, one_hot, own, target)
+        torch.testing.assert_close(whitened(p_new, moved, k), whitened(p_own, z, k))
+        # Cells already in the target condition stay; the scales differ for the others, so a
+        # pure shift of the means would not keep their place.
+        torch.testing.assert_close(moved[1::2], z[1::2])
+        assert not torch.allclose(
+            moved[::2], z[::2] + p_new.mean[::2, k] - p_own.mean[::2, k], atol=1e-4
+        )
+    # Soft assignments average the moves.
+    probs = torch.softmax(torch.randn(6, 2), -1)
+    by_k = [module.move_latent(z, w, torch.eye(2)[[k] * 6], own, target) for k in range(2)]
+    torch.testing.assert_close(
+        module.move_latent(z, w, probs, own, target),
+        probs[:, :1] * by_k[0] + probs[:, 1:] * by_k[1],
+    )
+
+
 def test_diagonal_parameters_load_into_the_full_prior_unchanged():
     """Models saved with diagonal components (or before correlations existed) still load."""
     torch.manual_seed(0)

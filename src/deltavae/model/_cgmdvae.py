@@ -379,12 +379,9 @@ class CGMDVAE(
             z, w = inf["qz"].loc, inf["qw"].loc
             probs = torch.softmax(inf["cluster_logits"], -1)
             if target is not None:
-                # Each component's mean under the target condition minus under the cell's own,
-                # averaged over q(y | z, c): the shift the model learned for the cell's cluster.
+                # Through each component's prior, own condition to target, over q(y | z, c).
                 cats = tensors[_CAT]
-                own = module.prior_distribution(w, cats).mean
-                new = module.prior_distribution(w, target.expand(cats.shape).to(cats.dtype)).mean
-                z = z + (probs.unsqueeze(-1) * (new - own)).sum(-2)
+                z = module.move_latent(z, w, probs, cats, target.expand(cats.shape).to(cats.dtype))
             out["z"].append(z.cpu())
             out["w"].append(w.cpu())
             out["probs"].append(probs.cpu())
@@ -413,11 +410,12 @@ class CGMDVAE(
             Cells per minibatch.
         condition
             For z: move every cell to this condition (a dict over several condition keys).
-            p(z | w, y, c) shifts each component with the condition, so z keeps the condition
-            apart; with ``condition``, each cell's z is moved by its clusters' learned shift,
-            mean_y(w, condition) - mean_y(w, own condition), weighted by q(y | z, c). Cells of
-            every condition then share one latent space, for neighbors, UMAP and integration
-            scores. Needs ``condition_in_prior=True`` (the default).
+            p(z | w, y, c) shifts and scales each component with the condition, so z keeps the
+            condition apart; with ``condition``, each cell's z is carried through its
+            clusters' priors, mean_y(w, condition) + (z - mean_y(w, own)) * scale_y(w,
+            condition) / scale_y(w, own), weighted by q(y | z, c). Cells of every condition
+            then share one latent space, for neighbors, UMAP and integration scores. Needs
+            ``condition_in_prior=True`` (the default).
 
         Examples
         --------

@@ -40,7 +40,7 @@ from scvi.nn import DecoderSCVI
 from torch.distributions import Bernoulli, Dirichlet, Distribution, Normal, kl_divergence
 
 from ..distributions import count_distribution
-from ..nn import ClusterHead, GaussianHeads, MixturePrior, ObservationDecoder
+from ..nn import ClusterHead, CorrelatedNormal, GaussianHeads, MixturePrior, ObservationDecoder
 from ._base import DeltaPyroModule
 from ._zinbvae import split_categoricals
 
@@ -50,6 +50,11 @@ _LABELS = REGISTRY_KEYS.LABELS_KEY
 
 COUNT_LIKELIHOODS = ("zinb", "nb")
 LIKELIHOODS = (*COUNT_LIKELIHOODS, "normal", "bernoulli")
+
+
+def _prior_scale(p: Distribution) -> torch.Tensor:
+    """D_y(w, c) of a mixture prior, full (CorrelatedNormal) or diagonal (Independent Normal)."""
+    return p.scale if isinstance(p, CorrelatedNormal) else p.base_dist.scale
 
 
 class CGMDVAEModule(DeltaPyroModule):
@@ -215,6 +220,21 @@ class CGMDVAEModule(DeltaPyroModule):
         """p(z | w, y, c) for every y: batch shape ``(cells, K)``, event shape ``(n_latent,)``."""
         cats = split_categoricals(cat_covs) if self.condition_in_prior else []
         return self.prior(w, *cats)
+
+    def move_latent(self, z, w, cluster_probs, cat_covs, target_covs) -> torch.Tensor:
+        """Move z from each cell's own conditions to ``target_covs`` through the prior.
+
+        Under component y, z is whitened by p(z | w, y, c) and recoloured by p(z | w, y, c'):
+        mean_y(w, c') + L_y(w, c') L_y(w, c)^-1 (z - mean_y(w, c)), with L_y = D_y U_y the
+        covariance factor. U_y is shared across conditions, so L_y(w, c') L_y(w, c)^-1 is the
+        ratio of scales D_y(w, c') / D_y(w, c), for full and diagonal components alike. The
+        moves are averaged over ``cluster_probs`` (q(y | z, c)). A cell whose conditions equal
+        the target does not move.
+        """
+        own = self.prior_distribution(w, cat_covs)
+        new = self.prior_distribution(w, target_covs)
+        moved = new.mean + _prior_scale(new) / _prior_scale(own) * (z.unsqueeze(-2) - own.mean)
+        return (cluster_probs.unsqueeze(-1) * moved).sum(-2)
 
     def mixture_terms(self, z, w, cat_covs=None, y_obs=None) -> dict[str, torch.Tensor]:
         """The per-cell ELBO terms of (y, d) given samples of z and w, exact in y and d.
