@@ -109,15 +109,14 @@ def _embed(z: np.ndarray, k: int, seed: int, group: np.ndarray | None = None) ->
 
     dims = min(k, _UMAP_MAX_DIMS, z.shape[1])
     n_neighbors, knn = _UMAP_NEIGHBORS, None
-    if group is not None and len(np.unique(group)) > 1:
-        indices, distances = _balanced_neighbours(z, group, _UMAP_NEIGHBORS)
+    several = group is not None and len(np.unique(group)) > 1
+    # Below _UMAP_EXACT_BELOW cells UMAP finds exact neighbours itself, but through all
+    # pairwise distances with a Python-level metric (about 2 s for 2,500 cells); scikit-learn
+    # gives the same exact neighbours (one group) in milliseconds.
+    if several or len(z) < _UMAP_EXACT_BELOW:
+        one = group if several else np.zeros(len(z))
+        indices, distances = _balanced_neighbours(z, one, _UMAP_NEIGHBORS)
         n_neighbors, knn = indices.shape[1], (indices, distances, None)
-    elif len(z) < _UMAP_EXACT_BELOW:
-        # Below this size UMAP finds exact neighbours itself, but through all pairwise
-        # distances with a Python-level metric (about 2 s for 2,500 cells); scikit-learn
-        # gives the same exact neighbours in milliseconds.
-        indices, distances = _balanced_neighbours(z, np.zeros(len(z)), _UMAP_NEIGHBORS)
-        knn = (indices, distances, None)
     umap = UMAP(
         n_components=dims,
         n_neighbors=n_neighbors,
