@@ -161,18 +161,22 @@ def test_semi_supervised_beats_unsupervised():
     assert acc_semi > 0.7 and acc_semi > acc_unsupervised + 0.1, (acc_semi, acc_unsupervised)
 
 
-def test_elbo_terms_match_hand_computation():
-    torch.manual_seed(0)
-    module = CGMDVAEModule(
+def _tiny_module(n_latent: int, n_latent_w: int, **kwargs) -> CGMDVAEModule:
+    """A 2-cluster module on 3 normal features, small enough to check terms by hand."""
+    return CGMDVAEModule(
         n_input=3,
         n_clusters=2,
-        n_latent=1,
-        n_latent_w=1,
+        n_latent=n_latent,
+        n_latent_w=n_latent_w,
         n_hidden=8,
         likelihood="normal",
-        dirichlet_alpha=[0.5, 2.0],
-        prior_covariance="diag",
-    ).eval()
+        **kwargs,
+    )
+
+
+def test_elbo_terms_match_hand_computation():
+    torch.manual_seed(0)
+    module = _tiny_module(1, 1, dirichlet_alpha=[0.5, 2.0], prior_covariance="diag").eval()
     z = torch.tensor([[0.3], [-1.2]])
     w = torch.tensor([[0.5], [0.1]])
     terms = {k: v.detach().numpy() for k, v in module.mixture_terms(z, w).items()}
@@ -212,15 +216,7 @@ def test_elbo_terms_match_hand_computation():
 def test_full_covariance_components_match_hand_computation():
     """log p(z | w, y) of correlated components against scipy's multivariate normal."""
     torch.manual_seed(0)
-    module = CGMDVAEModule(
-        n_input=3,
-        n_clusters=2,
-        n_latent=3,
-        n_latent_w=2,
-        n_hidden=8,
-        likelihood="normal",
-        prior_covariance="full",
-    ).eval()
+    module = _tiny_module(3, 2, prior_covariance="full").eval()
     with torch.no_grad():
         module.prior.unmix_lower.normal_()
     z, w = torch.randn(4, 3), torch.randn(4, 2)
@@ -248,18 +244,9 @@ def test_full_covariance_components_match_hand_computation():
 def test_move_latent_keeps_each_cells_place_within_its_component(covariance):
     """Moving z to another condition whitens it under p(z | w, y, c) and recolours under c'."""
     torch.manual_seed(0)
-    module = CGMDVAEModule(
-        n_input=3,
-        n_clusters=2,
-        n_cats_per_cov=[2],
-        n_latent=3,
-        n_latent_w=2,
-        n_hidden=8,
-        likelihood="normal",
-        prior_covariance=covariance,
-    ).eval()
-    with torch.no_grad():
-        if covariance == "full":
+    module = _tiny_module(3, 2, n_cats_per_cov=[2], prior_covariance=covariance).eval()
+    if covariance == "full":
+        with torch.no_grad():
             module.prior.unmix_lower.normal_()
     z, w = torch.randn(6, 3), torch.randn(6, 2)
     own = torch.tensor([[0], [1], [0], [1], [0], [1]])
@@ -309,15 +296,7 @@ def test_full_covariance_start_reproduces_each_cluster_covariance():
     z = np.vstack([rng.normal(size=(400, 2)) @ m.T + 5 * j for j, m in enumerate(mixing)])
     z = torch.as_tensor(z, dtype=torch.float32)
     assignments = torch.repeat_interleave(torch.arange(2), 400)
-    module = CGMDVAEModule(
-        n_input=3,
-        n_clusters=2,
-        n_latent=2,
-        n_latent_w=1,
-        n_hidden=8,
-        likelihood="normal",
-        prior_covariance="full",
-    )
+    module = _tiny_module(2, 1, prior_covariance="full")
     with torch.no_grad():  # components independent of w, to read them off directly
         module.prior.mean.weight.zero_()
         module.prior.log_var.weight.zero_()
