@@ -18,6 +18,7 @@ from anndata.io import write_elem
 from scvi.model._utils import get_max_epochs_heuristic, parse_device_args
 from scvi.model.base import PyroSviTrainMixin
 from scvi.model.base._save_load import _load_saved_files
+from scvi.module.base._decorators import _move_data_to_device
 
 from .._io import result_slots
 from ..train import DeltaDataSplitter, DeltaTrainingPlan
@@ -84,6 +85,31 @@ def _writes_backed_files(write_to_adata):
         return keys
 
     return write
+
+
+class _OnDevice:
+    """A data loader whose minibatches arrive on a module's device.
+
+    Every torch-side pass of a deltavae model (latents, expression, translation, perturbation,
+    scvi-tools' mixins) iterates a loader from :meth:`DeltaModelMixin._make_data_loader`; moving
+    the tensors here, once, keeps a model trained on a GPU readable without each method
+    remembering to do it. Attributes of the wrapped loader stay reachable.
+    """
+
+    def __init__(self, loader, module):
+        self._loader = loader
+        self._module = module
+
+    def __iter__(self):
+        device = self._module.device
+        for tensors in self._loader:
+            yield _move_data_to_device(tensors, device)
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
 
 
 class DeltaModelMixin(PyroSviTrainMixin):
@@ -266,6 +292,10 @@ class DeltaModelMixin(PyroSviTrainMixin):
         # Read from the history, which also comes back from DDP's worker processes.
         self.best_epoch_ = None if best is None else best.best_epoch_in(self.history)
         return out
+
+    def _make_data_loader(self, *args, **kwargs):
+        """scvi-tools' inference loader, with every minibatch moved to the module's device."""
+        return _OnDevice(super()._make_data_loader(*args, **kwargs), self.module)
 
     def _resolve_adata(self, adata: AnnData | None) -> AnnData:
         adata = self.adata if adata is None else adata

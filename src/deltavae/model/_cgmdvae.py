@@ -587,7 +587,8 @@ class CGMDVAE(
             raise ValueError(f"n_cells must be positive, got {n_cells}.")
         module = self.module.eval()
         device = module.device
-        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+        # Fork the generator of the module's device only: forking "cuda" on a CPU build fails.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             if seed is not None:
                 torch.manual_seed(seed)
             cats = self._condition_codes(condition, n_cells, seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyro
 import torch
-from scvi.module.base import PyroBaseModuleClass
+from scvi.module.base import PyroBaseModuleClass, auto_move_data
 
 
 class DeltaPyroModule(PyroBaseModuleClass):
@@ -36,6 +36,7 @@ class DeltaPyroModule(PyroBaseModuleClass):
         size = self.n_obs or n_batch
         return pyro.plate("cells", size=size, subsample=torch.arange(n_batch, device=self.device))
 
+    @auto_move_data
     def forward(
         self,
         tensors,
@@ -46,7 +47,11 @@ class DeltaPyroModule(PyroBaseModuleClass):
         loss_kwargs: dict | None = None,
         compute_loss: bool = True,
     ):
-        """Torch-side pass with scvi-tools' ``BaseModuleClass.forward`` signature."""
+        """Torch-side pass with scvi-tools' ``BaseModuleClass.forward`` signature.
+
+        As scvi-tools' own, it moves the minibatch to the module's device first (the models'
+        data loaders do too, see ``DeltaModelMixin._make_data_loader``).
+        """
         inference_inputs = self._get_inference_input(tensors, **(get_inference_input_kwargs or {}))
         inference_outputs = self.inference(**inference_inputs, **(inference_kwargs or {}))
         generative_inputs = self._get_generative_input(

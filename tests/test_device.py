@@ -1,0 +1,171 @@
+"""Every public method that runs a module feeds it data on the module's device.
+
+No GPU in CI: a trained module moved to PyTorch's ``meta`` device stands in for one. A method
+that moves its minibatches to the module's device then fails only when it copies a result out
+("meta tensors have no data"); one that forgets fails on the mismatch of devices, which is
+what a CUDA model would do to a user.
+"""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import deltavae as dv
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+# What a forgotten move looks like: torch's device checks, or code that reaches for CUDA.
+MISMATCH = re.compile(r"expected device|same device|device type|cuda|CUDA")
+
+
+def _fails_on_meta_only(call) -> str:
+    """Run ``call`` against a meta module; it must fail for want of data, not of a device."""
+    with pytest.raises(Exception) as info:  # noqa: B017 - the type is checked below
+        call()
+    message = f"{type(info.value).__name__}: {info.value}"
+    assert not MISMATCH.search(message), message
+    assert "meta" in message.lower(), message
+    return message
+
+
+@pytest.fixture(scope="module")
+def counts():
+    return dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=40, n_clusters=3, n_conditions=2, seed=0
+    )
+
+
+@pytest.fixture(scope="module")
+def zinbvae(counts):
+    adata = counts.copy()
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    model = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    model.train(max_epochs=2, **TRAIN)
+    return model, adata
+
+
+@pytest.fixture(scope="module")
+def cgmdvae(counts):
+    adata = counts.copy()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
+    model.train(max_epochs=3, mixture_init="kmeans", **TRAIN)
+    return model, adata
+
+
+def _on_meta(model) -> dict:
+    """Move the module to ``meta``; returns its state for :func:`_back_on_cpu`."""
+    state = {k: v.clone() for k, v in model.module.state_dict().items()}
+    model.module.to(torch.device("meta"))
+    return state
+
+
+def _back_on_cpu(model, state: dict) -> None:
+    model.module.to_empty(device="cpu")
+    model.module.load_state_dict(state)
+
+
+def _methods_zinbvae(model, adata):
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    return {
+        "get_latent_representation": lambda: model.get_latent_representation(),
+        "get_normalized_expression": lambda: model.get_normalized_expression(),
+        "get_normalized_expression(transform_batch)": lambda: model.get_normalized_expression(
+            transform_batch="stim"
+        ),
+        "differential_expression": lambda: model.differential_expression(
+            groupby="cluster", group1="0"
+        ),
+        "get_elbo": lambda: model.get_elbo(),
+        "get_reconstruction_error": lambda: model.get_reconstruction_error(),
+        "write_to_adata": lambda: model.write_to_adata(adata.copy()),
+        "latent_shift": lambda: model.predict_perturbation(
+            ctrl, "stim", method="latent_shift", condition_key="condition"
+        ),
+    }
+
+
+def _methods_cgmdvae(model, adata):
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    return {
+        "get_latent_representation": lambda: model.get_latent_representation(),
+        "get_latent_representation(w)": lambda: model.get_latent_representation(
+            representation="w"
+        ),
+        "get_latent_representation(condition)": lambda: model.get_latent_representation(
+            condition="ctrl"
+        ),
+        "predict_clusters": lambda: model.predict_clusters(soft=True),
+        "predict_labels": lambda: model.predict_labels(),
+        "write_to_adata": lambda: model.write_to_adata(adata.copy()),
+        "sample": lambda: model.sample(10, cluster=0, condition="stim", seed=0),
+        "sample(any cluster)": lambda: model.sample(10),
+        "translate": lambda: model.translate(ctrl, "stim"),
+        "latent_shift": lambda: model.predict_perturbation(ctrl, "stim", method="latent_shift"),
+        "nearest_response(latent)": lambda: model.predict_perturbation(
+            ctrl, "stim", method="nearest_response", similarity="latent"
+        ),
+        "get_elbo": lambda: model.get_elbo(),
+        "get_reconstruction_error": lambda: model.get_reconstruction_error(),
+    }
+
+
+@pytest.mark.parametrize("which", ["zinbvae", "cgmdvae"])
+def test_vae_methods_run_on_the_module_device(which, request):
+    model, adata = request.getfixturevalue(which)
+    methods = (_methods_zinbvae if which == "zinbvae" else _methods_cgmdvae)(model, adata)
+    reference = model.get_latent_representation()
+    state = _on_meta(model)
+    try:
+        failures = {}
+        for name, call in methods.items():
+            try:
+                _fails_on_meta_only(call)
+            except AssertionError as err:
+                failures[name] = str(err).splitlines()[0]
+        assert not failures, failures
+    finally:
+        _back_on_cpu(model, state)
+    np.testing.assert_array_equal(model.get_latent_representation(), reference)
+
+
+def test_deconvolution_and_archetypes_run_on_the_module_device():
+    cells = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=40, n_clusters=3, n_conditions=1, seed=1
+    )
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=40, seed=0)
+    deconv = dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key="cluster")
+    deconv.train(max_epochs=2, **TRAIN)
+    mix = dv.datasets.convex_mixtures(n_spots=60, n_genes=60, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    arch = dv.model.Archetypes(mix, n_archetypes=3)
+    arch.train(max_epochs=2, **TRAIN)
+    _on_meta(deconv)
+    _on_meta(arch)
+    for call in (
+        deconv.get_proportions,
+        deconv.get_abundance,
+        deconv.get_signatures,
+        deconv.get_technology_factor,
+        lambda: deconv.write_to_adata(deconv.adata.copy()),
+        arch.get_archetype_weights,
+        arch.get_archetype_profiles,
+        arch.get_anchors,
+        arch.get_markers,
+        lambda: arch.write_to_adata(mix.copy()),
+    ):
+        _fails_on_meta_only(call)
+
+
+def test_a_forgotten_move_is_caught(zinbvae):
+    """The check itself: a CPU minibatch handed straight to a meta module is flagged."""
+    model, adata = zinbvae
+    x = torch.as_tensor(np.asarray(adata.X[:4].toarray()), dtype=torch.float32)
+    batch = torch.zeros(4, 1)
+    state = _on_meta(model)
+    try:
+        with pytest.raises(AssertionError):
+            _fails_on_meta_only(lambda: model.module.inference(x, batch))
+    finally:
+        _back_on_cpu(model, state)
