@@ -12,6 +12,7 @@ import zipfile
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
+import pandas as pd
 import pyro
 from anndata import AnnData
 from anndata.io import write_elem
@@ -21,10 +22,11 @@ from scvi.model.base._save_load import _load_saved_files
 from scvi.module.base._decorators import _move_data_to_device
 
 from .._io import result_slots
-from ..train import DeltaDataSplitter, DeltaTrainingPlan
+from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
+from ..train._runner import DeltaTrainRunner
 from ..train._checkpoint import RestoreBestValidation
 from ..train._distributed import resolve_strategy
-from ._validation import check_backing_for_training
+from ._validation import check_backing_for_training, warn_user
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,29 @@ def _writes_backed_files(write_to_adata):
     return write
 
 
+_SCVI_MODEL_LOGGER = "scvi.model.base._base_model"
+
+
+class _MessageFilter(logging.Filter):
+    def __init__(self, starts: tuple[str, ...]):
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.starts)
+
+
+@contextlib.contextmanager
+def _without_message(logger_name: str, *starts: str):
+    """Drop the records of one logger that start with one of ``starts``, inside the block."""
+    target, drop = logging.getLogger(logger_name), _MessageFilter(starts)
+    target.addFilter(drop)
+    try:
+        yield
+    finally:
+        target.removeFilter(drop)
+
+
 class _OnDevice:
     """A data loader whose minibatches arrive on a module's device.
 
@@ -127,6 +152,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
     """
 
     _training_plan_cls = DeltaTrainingPlan
+    _train_runner_cls = DeltaTrainRunner
     _data_splitter_cls = DeltaDataSplitter
     #: Epoch whose parameters ``train(restore_best=True)`` loaded; None when none was loaded.
     best_epoch_: int | None = None
@@ -276,22 +302,91 @@ class DeltaModelMixin(PyroSviTrainMixin):
         with pyro.validation_enabled(validate_distributions), history_dir as log_dir:
             if log_dir is not None:
                 trainer_kwargs["log_save_dir"] = log_dir
-            out = super().train(
-                max_epochs=max_epochs,
-                accelerator=accelerator,
-                device=device,
-                train_size=train_size,
-                validation_size=validation_size,
-                batch_size=batch_size,
-                early_stopping=early_stopping,
-                lr=lr,
-                plan_kwargs=plan_kwargs,
-                **trainer_kwargs,
-            )
+            try:
+                out = super().train(
+                    max_epochs=max_epochs,
+                    accelerator=accelerator,
+                    device=device,
+                    train_size=train_size,
+                    validation_size=validation_size,
+                    batch_size=batch_size,
+                    early_stopping=early_stopping,
+                    lr=lr,
+                    plan_kwargs=plan_kwargs,
+                    **trainer_kwargs,
+                )
+            except TrainingDivergedError as err:
+                # The plan restored the last parameters with a finite loss: after at least
+                # one such step the model is trained and usable.
+                self.module.eval()
+                self.is_trained_ = self.is_trained_ or err.restored_at is not None
+                raise
         self.module.eval()
         # Read from the history, which also comes back from DDP's worker processes.
         self.best_epoch_ = None if best is None else best.best_epoch_in(self.history)
         return out
+
+    def _training_genes(self) -> pd.Index | None:
+        registry = getattr(self, "registry_", None)
+        if registry is None:
+            return None
+        state = registry["field_registries"].get("X", {}).get("state_registry", {})
+        names = state.get("column_names")
+        return None if names is None else pd.Index(np.asarray(names).astype(str))
+
+    def _match_genes(self, adata: AnnData) -> AnnData:
+        """``adata`` with the training genes in the training order, or a clear refusal.
+
+        The same genes in another order are reordered by name, on a copy, with a warning (the
+        user's AnnData is left as it is); missing or extra genes are refused by name.
+        """
+        genes = self._training_genes()
+        names = pd.Index(adata.var_names.astype(str))
+        if genes is None or names.equals(genes):
+            return adata
+        if names.has_duplicates:
+            dup = names[names.duplicated()].unique()[:5].tolist()
+            raise ValueError(
+                f"adata has duplicated gene names (e.g. {dup}); make them unique "
+                "(adata.var_names_make_unique()) and keep the model's genes."
+            )
+        missing, extra = genes.difference(names), names.difference(genes)
+        if len(missing) or len(extra):
+            parts = []
+            if len(missing):
+                parts.append(f"{len(missing)} of them missing (e.g. {missing[:5].tolist()})")
+            if len(extra):
+                parts.append(f"{len(extra)} genes it does not know (e.g. {extra[:5].tolist()})")
+            raise ValueError(
+                f"adata's genes differ from the {len(genes)} genes the model was trained on: "
+                f"{' and '.join(parts)}. Pass the training genes in the training order, e.g. "
+                "adata[:, model.adata.var_names] (a missing gene cannot be made up; map a "
+                "dataset with other genes with load_query_data)."
+            )
+        warn_user(
+            f"adata has the model's {len(genes)} genes in another order; they are reordered "
+            "by name to the training order (on a copy: adata itself is unchanged). Results "
+            "refer to the training order."
+        )
+        subset = adata[:, genes.to_numpy()]
+        return subset.to_memory() if adata.isbacked else subset.copy()
+
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
+        """scvi-tools' check and registration, after the genes are checked by name.
+
+        Every public method that reads an AnnData goes through here, so genes in another
+        order, missing or unknown genes are caught once for all of them.
+        """
+        if adata is not None and adata is not getattr(self, "_adata", None):
+            adata = self._match_genes(adata)
+        # A new AnnData is registered like the training one; scvi-tools logs that at INFO on
+        # every call, which says nothing the user can act on.
+        with _without_message(
+            _SCVI_MODEL_LOGGER,
+            "Input AnnData not setup with scvi-tools",
+            "AnnData object appears to be a copy",
+        ):
+            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
 
     def _make_data_loader(self, *args, **kwargs):
         """scvi-tools' inference loader, with every minibatch moved to the module's device."""

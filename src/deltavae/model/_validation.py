@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import Literal
@@ -10,9 +12,32 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+import scvi
+import torch
 from scipy import sparse
 
+import deltavae as deltavae_pkg
+
 logger = logging.getLogger(__name__)
+
+# Frames of these packages are not where a user called from.
+_LIBRARY_DIRS = tuple(
+    os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (deltavae_pkg, scvi, torch)
+)
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn, pointing at the user's line: the first caller outside deltavae, scvi and torch.
+
+    The same check is reached through different depths of scvi-tools and torch wrappers, so
+    a fixed ``stacklevel`` would point into a library.
+    """
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+        _LIBRARY_DIRS
+    ):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level + 1)
 
 _CHUNK = 10_000
 

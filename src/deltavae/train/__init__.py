@@ -2,6 +2,11 @@
 
 from ._data import DeltaDataSplitter
 from ._mixture_init import MixtureInitialization
-from ._plan import DeltaTrainingPlan
+from ._plan import DeltaTrainingPlan, TrainingDivergedError
 
-__all__ = ["DeltaDataSplitter", "DeltaTrainingPlan", "MixtureInitialization"]
+__all__ = [
+    "DeltaDataSplitter",
+    "DeltaTrainingPlan",
+    "MixtureInitialization",
+    "TrainingDivergedError",
+]

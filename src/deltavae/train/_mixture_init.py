@@ -187,6 +187,8 @@ class MixtureInitialization(Callback):
             was_training = module.training
             module.eval()
             z, z_var, cats, y_obs = self._collect(trainer, module)
+            # Clustering NaN would fail deep in scikit-learn; say that training diverged.
+            pl_module.stop_if_diverged(z.sum() + z_var.sum(), 0, "latent means of the cells")
             group = _condition_groups(cats)
             points = _condition_centred(z, group)
             every_cell_labelled = y_obs is not None and bool((y_obs >= 0).all())

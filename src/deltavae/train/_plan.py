@@ -20,6 +20,19 @@ from scvi.train import LowLevelPyroTrainingPlan
 _TRIM_EVERY = 100
 
 
+class TrainingDivergedError(RuntimeError):
+    """Training met a non-finite loss (NaN or infinite) and stopped.
+
+    ``epoch`` and ``step`` say where. The model keeps the last parameters that gave a finite
+    loss, those used at ``restored_at`` = (epoch, step); ``None`` when they are the ones it
+    started this run with.
+    """
+
+    def __init__(self, message: str, epoch: int, step: int, restored_at: tuple[int, int] | None):
+        super().__init__(message)
+        self.epoch, self.step, self.restored_at = epoch, step, restored_at
+
+
 @functools.cache
 def _malloc_trim():
     """glibc's ``malloc_trim``, or None on other C libraries and systems."""
@@ -100,6 +113,10 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
             min_kl_weight=min_kl_weight,
             **kwargs,
         )
+        self._lr = optim_kwargs["lr"]
+        # The module's state at the last step whose loss was finite, and that (epoch, step).
+        self._finite_state: dict[str, torch.Tensor] | None = None
+        self._finite_at: tuple[int, int] | None = None
 
     @property
     def n_obs_training(self):
@@ -127,10 +144,64 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         )
         return loss, args[0].shape[0]
 
+    def _keep_finite_state(self, where: tuple[int, int] | None) -> None:
+        """Copy the module's state, which just gave a finite loss at ``where`` (epoch, step)."""
+        state = self.module.state_dict()
+        if self._finite_state is None:
+            self._finite_state = {k: v.detach().clone() for k, v in state.items()}
+        else:
+            for key, value in state.items():
+                self._finite_state[key].copy_(value)
+        self._finite_at = where
+
+    def on_train_start(self):
+        """Keep the starting parameters: the fallback should the first step diverge."""
+        self._finite_state = None
+        self._keep_finite_state(None)
+
+    def stop_if_diverged(self, loss: torch.Tensor, batch_idx: int, what: str) -> None:
+        """Stop at a non-finite ``loss`` (any tensor) with the last finite parameters restored.
+
+        Raises :class:`TrainingDivergedError` naming the epoch, the step and what was not
+        finite, and suggesting a lower learning rate.
+        """
+        if bool(torch.isfinite(loss.detach())):
+            return
+        epoch = self.current_epoch
+        self.module.load_state_dict(self._finite_state)
+        if self._finite_at is None:
+            kept = (
+                "its parameters from before this training run (the first updates already "
+                "diverged)"
+            )
+        else:
+            kept = (
+                f"the last parameters that gave a finite loss (epoch {self._finite_at[0]}, "
+                f"step {self._finite_at[1]})"
+            )
+        n_steps = self.trainer.num_training_batches
+        steps = f" of {n_steps}" if isinstance(n_steps, int) else ""
+        lower = self._lr / 10 if self._lr <= 1e-2 else 1e-3
+        raise TrainingDivergedError(
+            f"Training diverged: the {what} became {float(loss.detach())} at epoch {epoch}, step "
+            f"{batch_idx}{steps}. The model keeps {kept}. Train again with a lower learning "
+            f"rate, e.g. train(lr={lower:g}) (this run used lr={self._lr:g}).",
+            epoch=epoch,
+            step=batch_idx,
+            restored_at=self._finite_at,
+        )
+
     def training_step(self, batch, batch_idx):
-        """One SVI step: the annealed negative ELBO per cell as a torch loss."""
+        """One SVI step: the annealed negative ELBO per cell as a torch loss.
+
+        A NaN or infinite loss stops training with :class:`TrainingDivergedError`, the module
+        back at the end of the last epoch whose losses were all finite.
+        """
         kl_weight = float(self.kl_weight)
         loss, n = self._loss(batch, kl_weight)
+        self.stop_if_diverged(loss, batch_idx, "training loss")
+        if self.global_step > 0:  # at step 0 the state is the one kept by on_train_start
+            self._keep_finite_state((self.current_epoch, batch_idx))
         self.log(
             "kl_weight",
             kl_weight,
@@ -161,6 +232,7 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         ``reconstruction_loss_validation`` and ``<term>_validation`` for every KL term.
         """
         loss, n = self._loss(batch, 1.0)
+        self.stop_if_diverged(loss, batch_idx, "validation loss")
         log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": self._sync_dist}
         self.log("elbo_validation", loss, **log)
         # The term split samples again; a forked RNG keeps training draws independent of it.

@@ -1,0 +1,35 @@
+"""scvi-tools' training runner, minus its print on a failed fit."""
+
+from __future__ import annotations
+
+import gc
+
+import torch
+from scvi.train import TrainRunner
+
+
+class DeltaTrainRunner(TrainRunner):
+    """:class:`scvi.train.TrainRunner` that lets a failed fit raise without printing.
+
+    scvi-tools 1.4 prints ``Exception raised during training. <class 'NameError'> ...`` to
+    stdout before re-raising any error of ``Trainer.fit``. deltavae's errors (a diverged run,
+    bad input) say what happened themselves; this runner keeps the finished epochs' history
+    and raises the error as it is. The rest of a successful run is scvi-tools' own.
+    """
+
+    def _run_training_core(self):
+        try:
+            self.trainer.fit(self.training_plan, self.data_splitter, ckpt_path=self.ckpt_path)
+        except BaseException:
+            self._update_history()
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise
+        # Fit succeeded: the base class's call fits nothing more, it records the run. Its
+        # trainer.fit is replaced by a no-op for that call only.
+        fit, self.trainer.fit = self.trainer.fit, lambda *args, **kwargs: None
+        try:
+            super()._run_training_core()
+        finally:
+            self.trainer.fit = fit
