@@ -159,6 +159,8 @@ def _ddp_histories(name: str, path: str) -> dict:
     return out
 
 
+# Forks two training processes (about 50 s for both models): in the slow stage.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(_DDP_CASES))
 def test_ddp_on_two_cpu_processes(counts_h5ad, name):
     """Two processes of 32 cells per step match one process of 64: same steps per epoch.

@@ -43,6 +43,8 @@ def test_committed_with_outputs(path):
     assert "small run: True" not in text
 
 
+# About 100 s for the four: in the slow stage (python -m pytest -m slow), which CI also runs.
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes(path, tmp_path, monkeypatch):
     """Run a copy with DELTAVAE_TUTORIAL_SMALL=1; any failing cell raises CellExecutionError."""
