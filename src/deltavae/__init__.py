@@ -8,12 +8,31 @@ Examples
 >>> vae = dv.model.ZINBVAE(adata, n_latent=10)
 >>> vae.train(max_epochs=50)  # doctest: +SKIP
 >>> vae.write_to_adata(adata)  # doctest: +SKIP
+
+Importing deltavae sets ``OMP_WAIT_POLICY=PASSIVE`` (unless set) before torch is loaded, so
+that torch's idle threads sleep instead of spinning on a busy machine, and sets a thread count
+suited to the CPUs this process may use unless one was chosen already (see :func:`set_threads`
+and ``DELTAVAE_THREADS``). It also quiets three dependency messages that tell a user nothing
+(see :mod:`deltavae._logging`).
 """
 
+import os
+import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, metrics, model, pl
-from ._io import read_lazy, write_results_to_store
+# OpenMP reads its wait policy once, when torch loads it: this must come before any import
+# of torch (ours below, or one of a dependency's). See deltavae._threads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_torch_was_imported = "torch" in sys.modules
+
+from . import datasets, metrics, model, pl  # noqa: E402
+from ._io import read_lazy, write_results_to_store  # noqa: E402
+from ._logging import install_filters  # noqa: E402
+from ._threads import apply_import_default, default_threads, set_threads  # noqa: E402
+
+install_filters()
+apply_import_default(_torch_was_imported)
+del _torch_was_imported
 
 try:
     __version__ = version("deltavae")
@@ -25,7 +44,9 @@ __all__ = [
     "metrics",
     "model",
     "pl",
+    "default_threads",
     "read_lazy",
+    "set_threads",
     "write_results_to_store",
     "__version__",
 ]

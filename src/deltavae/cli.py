@@ -24,7 +24,10 @@ Python:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
+import os
+import re
 import shutil
 import sys
 import time
@@ -33,12 +36,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anndata as ad
+import h5py
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import scanpy as sc
 import scvi
+import torch
+from anndata.io import read_elem, write_elem
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 
 import deltavae as dv
+from deltavae._io import _is_zarr_store
+from deltavae._threads import ENV_VAR as THREADS_ENV_VAR
+from deltavae._threads import MAX_DEFAULT_THREADS
 
 #: Models ``deltavae fit --model`` can train, by command-line name. A model plugs in by adding
 #: its class here; options it does not take (see :func:`_options_for`) are refused clearly.
@@ -48,6 +59,15 @@ DEMO_EPOCHS = 100
 DEMO_RESOLUTION = 0.8
 DEMO_N_LATENT = 10
 MIN_DEMO_CELLS = 50
+
+#: For models that cluster: the obs column with their clusters and the uns entry with the
+#: cluster names, sizes and empty clusters (what their ``write_to_adata`` writes).
+CLUSTERS: dict[str, tuple[str, str]] = {"cgmdvae": ("cgmdvae_cluster", "cgmdvae")}
+#: Fields scvi-tools' ``setup_anndata`` adds to an AnnData (obs columns, obsm and uns keys):
+#: its internals, not results, so they are kept out of the files the CLI writes.
+SCVI_PREFIX = "_scvi_"
+#: ``deltavae fit --out results.h5ad`` puts its PNGs in ``results_plots/`` next to it.
+PLOTS_SUFFIX = "_plots"
 
 
 class InputError(Exception):
@@ -85,8 +105,294 @@ def _positive_int(text: str) -> int:
     return value
 
 
+@contextlib.contextmanager
+def _user_errors(step: str):
+    """Report what the model refuses while doing ``step`` as an input error, in one line.
+
+    The model raises ValueError/KeyError (and FileNotFoundError) for what is wrong with the
+    data or the options; any other exception is a bug and keeps its traceback.
+    """
+    try:
+        yield
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        raise InputError(f"{step}: {_message(err)}") from err
+
+
+def plots_folder(out: str | os.PathLike) -> Path:
+    """Where ``deltavae fit`` writes its PNGs: ``<OUTPUT without suffix>_plots`` beside it.
+
+    Examples
+    --------
+    >>> plots_folder("results/clustered.h5ad").as_posix()
+    'results/clustered_plots'
+    """
+    out = Path(out)
+    return out.with_name(out.stem + PLOTS_SUFFIX)
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _check_writable(target: Path, what: str) -> None:
+    """Refuse ``target`` when the nearest existing folder above it is a file or read-only."""
+    for ancestor in Path(os.path.abspath(target)).parents:
+        if not ancestor.exists():
+            continue
+        if not ancestor.is_dir():
+            raise InputError(f"cannot write {what} {str(target)!r}: {str(ancestor)!r} is a file.")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise InputError(
+                f"cannot write {what} {str(target)!r}: no permission to write in {str(ancestor)!r}."
+            )
+        return
+
+
+def _check_out(path: Path, out: Path, store_out: bool, plots: Path | None) -> None:
+    """Refuse an ``--out`` that cannot or must not be written, before anything is loaded."""
+    if _same_path(path, out):
+        raise InputError(
+            f"--out {str(out)!r} is the input; write the results to a new file, the input is "
+            "kept as it is."
+        )
+    if path.is_dir() and out.resolve().is_relative_to(path.resolve()):
+        raise InputError(f"--out {str(out)!r} lies inside the input store {str(path)!r}.")
+    if store_out:
+        if out.exists() and not _is_zarr_store(out):
+            raise InputError(
+                f"--out {str(out)!r} exists and is not a zarr store; it would be replaced by "
+                "the results store. Choose a new path."
+            )
+    elif out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a folder; give the path of an .h5ad file.")
+    _check_writable(out, "--out")
+    if plots is not None:
+        if plots.exists() and not plots.is_dir():
+            raise InputError(
+                f"the plots folder {str(plots)!r} is a file; move it, or pass --no-plots."
+            )
+        _check_writable(plots, "the plots folder")
+
+
+def _drop_scvi_fields(adata: ad.AnnData) -> None:
+    """Remove scvi-tools' setup fields (``_scvi_*``) from an in-memory AnnData."""
+    internal = [c for c in adata.obs.columns if str(c).startswith(SCVI_PREFIX)]
+    adata.obs.drop(columns=internal, inplace=True)
+    for slot in (adata.obsm, adata.uns):
+        for name in [n for n in slot.keys() if n.startswith(SCVI_PREFIX)]:
+            del slot[name]
+
+
+def _drop_scvi_fields_in_group(group) -> None:
+    obs = read_elem(group["obs"])
+    internal = [c for c in obs.columns if str(c).startswith(SCVI_PREFIX)]
+    if internal:
+        write_elem(group, "obs", obs.drop(columns=internal))
+    for slot in ("obsm", "uns"):
+        if slot in group:
+            for name in [n for n in group[slot] if n.startswith(SCVI_PREFIX)]:
+                del group[slot][name]
+
+
+def _drop_scvi_fields_on_disk(path: Path) -> None:
+    """Remove scvi-tools' setup fields (``_scvi_*``) from a written .h5ad file or zarr store."""
+    if not path.is_dir():
+        with h5py.File(path, "r+") as file:
+            _drop_scvi_fields_in_group(file)
+        return
+    import zarr
+
+    consolidated = zarr.open_group(path, mode="r").metadata.consolidated_metadata is not None
+    _drop_scvi_fields_in_group(zarr.open_group(path, mode="r+", use_consolidated=False))
+    if consolidated:
+        zarr.consolidate_metadata(path)
+
+
+def _write_results(
+    model, adata: ad.AnnData, path: Path, out: Path, backed: bool
+) -> tuple[ad.AnnData, list[str]]:
+    """Write the input plus the model's results to ``out``, without scvi-tools' internals.
+
+    Returns the AnnData holding the results in memory (for the report and plots) and the
+    keys ``write_to_adata`` wrote.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if backed and path.is_dir():
+        # Copy the store as it is, then write the results into the copy.
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(path, out)
+        keys = model.write_to_adata(adata)
+        dv.write_results_to_store(adata, keys, out)
+        _drop_scvi_fields_on_disk(out)
+        return adata, keys
+    if backed:
+        # Copy the file as it is; write_to_adata writes into a file opened "r+".
+        shutil.copyfile(path, out)
+        results = ad.read_h5ad(out, backed="r+")
+        keys = model.write_to_adata(results)
+        results.file.close()  # obs, obsm and uns stay readable in memory
+        _drop_scvi_fields_on_disk(out)
+        return results, keys
+    keys = model.write_to_adata(adata)
+    _drop_scvi_fields(adata)
+    adata.write_h5ad(out)
+    return adata, keys
+
+
+def _last(history: dict, key: str) -> float | None:
+    frame = history.get(key)
+    if frame is None or len(frame) == 0:
+        return None
+    return float(frame.iloc[-1, 0])
+
+
+def _elbo_report(model) -> list[str]:
+    history = model.history or {}
+    train, validation = _last(history, "elbo_train"), _last(history, "elbo_validation")
+    if train is None:
+        return ["final ELBO: no training history recorded"]
+    epochs = len(history["elbo_train"])
+    valid = "not computed (no validation cells)" if validation is None else f"{validation:.2f}"
+    return [
+        f"epochs trained: {epochs}",
+        f"final negative ELBO per cell (lower is better): training {train:.2f}, validation {valid}",
+    ]
+
+
+def _mixing(fractions: pd.DataFrame, weights: np.ndarray) -> float:
+    """Weighted mean over the rows of the entropy of each row's fractions / log(columns).
+
+    Examples
+    --------
+    >>> _mixing(pd.DataFrame([[0.5, 0.5], [1.0, 0.0]]), np.array([3, 1]))
+    0.75
+    """
+    p = fractions.to_numpy(dtype=float)
+    terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    return float(np.average(-terms.sum(axis=1) / np.log(p.shape[1]), weights=weights))
+
+
+def _cluster_report(results: ad.AnnData, model_name: str, condition_key: str | None) -> list[str]:
+    cluster_key, summary_key = CLUSTERS[model_name]
+    summary = results.uns[summary_key]
+    names = [str(name) for name in summary["cluster_names"]]
+    sizes = np.asarray(summary["cluster_sizes"], dtype=int)
+    empty = [str(name) for name in summary["empty_clusters"]]
+    lines = [
+        f"clusters (obs[{cluster_key!r}]): {len(names) - len(empty)} of {len(names)} hold cells"
+    ]
+    fractions = None
+    if condition_key is not None:
+        clusters = results.obs[cluster_key].astype(str)
+        conditions = results.obs[condition_key].astype("category")
+        fractions = pd.crosstab(clusters, conditions, normalize="index", dropna=False)
+    columns = [] if fractions is None else [str(c) for c in fractions.columns]
+    width = max([len("cluster"), *(len(name) for name in names)])
+    widths = [max(5, len(c)) for c in columns]
+    header = f"  {'cluster':<{width}}  {'cells':>7}"
+    header += "".join(f"  {c:>{w}}" for c, w in zip(columns, widths, strict=True))
+    lines.append(header)
+    for name, size in zip(names, sizes, strict=True):
+        row = f"  {name:<{width}}  {size:>7d}"
+        if fractions is not None:
+            values = fractions.loc[name] if name in fractions.index else None
+            for column, w in zip(fractions.columns, widths, strict=True):
+                cell = "-" if values is None or size == 0 else f"{values[column]:.2f}"
+                row += f"  {cell:>{w}}"
+        lines.append(row)
+    if empty:
+        lines.append(
+            f"empty clusters: {len(empty)} of {len(names)} ({', '.join(empty)}): train longer "
+            "(--epochs) or ask for fewer clusters (--n-clusters)"
+        )
+    else:
+        lines.append("empty clusters: none")
+    if fractions is not None and len(columns) > 1:
+        filled = [n for n in fractions.index if n not in empty]
+        weights = sizes[[names.index(n) for n in filled]]
+        overall = results.obs[condition_key].value_counts(normalize=True).to_frame().T
+        lines += [
+            f"condition mixing ({condition_key}): {_mixing(fractions.loc[filled], weights):.2f} "
+            f"(whole data set: {_mixing(overall, np.ones(1)):.2f})",
+            f"  = entropy of the {condition_key} fractions in a cluster / log({len(columns)}), "
+            "averaged over cells; 1: every condition equally in every cluster, 0: one "
+            "condition per cluster",
+        ]
+    return lines
+
+
+def _fit_report(results: ad.AnnData, model, args: argparse.Namespace) -> list[str]:
+    lines = ["", f"{type(model).__name__} on {results.n_obs} cells:"]
+    lines += _elbo_report(model)
+    if args.model in CLUSTERS:
+        lines += _cluster_report(results, args.model, args.condition_key)
+    return lines
+
+
+def _umap(adata: ad.AnnData, rep: str, seed: int) -> None:
+    sc.pp.neighbors(adata, use_rep=rep, random_state=seed)
+    sc.tl.umap(adata, random_state=seed)
+
+
+def _file_part(key: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", key)
+
+
+def _save_plots(
+    adata: ad.AnnData,
+    model,
+    folder: Path,
+    clusters: Sequence[str] = (),
+    others: Sequence[str] = (),
+) -> list[Path]:
+    """PNGs in ``folder``: the UMAP coloured by each obs column, the ELBO curves, and the
+    composition of each cluster column by each other column.
+
+    ``adata`` holds ``obsm["X_umap"]`` and the columns; ``clusters`` get their legend on the
+    plot. Without any column the UMAP is drawn uncoloured.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    name = type(model).__name__
+    files = []
+    for key in [*others, *clusters] or [None]:
+        file = folder / (f"umap_{_file_part(key)}.png" if key else "umap.png")
+        extra = {"legend_loc": "on data"} if key in clusters else {}
+        title = f"{name} latent: {key}" if key else f"{name} latent"
+        dv.pl.embedding(adata, color=key, title=title, save=file, show=False, **extra)
+        files.append(file)
+    files.append(folder / "elbo_history.png")
+    dv.pl.history(model, save=files[-1], show=False)
+    for cluster in clusters:
+        for other in others:
+            file = folder / f"composition_{_file_part(cluster)}_by_{_file_part(other)}.png"
+            dv.pl.cluster_composition(adata, cluster, other, save=file, show=False)
+            files.append(file)
+    plt.close("all")
+    return files
+
+
+def _fit_plots(
+    results: ad.AnnData, model, keys: list[str], args: argparse.Namespace, folder: Path
+) -> list[Path]:
+    # The UMAP is computed on a small AnnData of the latent and the columns to colour by: the
+    # results file keeps the input plus the model's results only, and backed data stay on disk.
+    rep = next(key.split("/", 1)[1] for key in keys if key.startswith("obsm/"))
+    clusters = [CLUSTERS[args.model][0]] if args.model in CLUSTERS else []
+    others = [k for k in (args.labels_key, args.condition_key, args.batch_key) if k is not None]
+    view = ad.AnnData(obs=results.obs[[*clusters, *others]].copy())
+    view.obsm[rep] = np.asarray(results.obsm[rep])
+    for key in others:
+        view.obs[key] = view.obs[key].astype("category")
+    print(f"plots: neighbors and UMAP of obsm[{rep!r}] on {view.n_obs} cells ...")
+    _umap(view, rep, args.seed)
+    return _save_plots(view, model, folder, clusters, others)
+
+
 def fit(args: argparse.Namespace) -> int:
-    """Run ``deltavae fit``: train a model on an h5ad file and write the results.
+    """Run ``deltavae fit``: train a model on an h5ad file, write the results, report, plot.
 
     Parameters
     ----------
@@ -104,6 +410,7 @@ def fit(args: argparse.Namespace) -> int:
     """
     model_cls = MODELS[args.model]
     path = Path(args.input)
+    out = Path(args.out)
     if not path.exists():
         raise InputError(f"input file {str(path)!r} does not exist.")
     zarr_store = path.is_dir()
@@ -113,6 +420,8 @@ def fit(args: argparse.Namespace) -> int:
             "with --backed (minibatches streamed from the store), or convert it with "
             "anndata.read_zarr(path).write_h5ad('counts.h5ad')."
         )
+    plots = None if args.no_plots else plots_folder(out)
+    _check_out(path, out, store_out=args.backed and zarr_store, plots=plots)
     try:
         # Backed: minibatches are read from the file; only obs and var are held in memory.
         adata = dv.read_lazy(path) if args.backed else ad.read_h5ad(path)
@@ -129,33 +438,28 @@ def fit(args: argparse.Namespace) -> int:
         labels_key=args.labels_key,
     )
     init = _options_for(model_cls, args.model, n_latent=args.n_latent, n_clusters=args.n_clusters)
+    if args.n_clusters is not None and args.n_clusters > adata.n_obs:
+        raise InputError(
+            f"--n-clusters {args.n_clusters} is more than the {adata.n_obs} cells in "
+            f"{str(path)!r}; ask for fewer clusters."
+        )
     scvi.settings.seed = args.seed
-    try:
+    with _user_errors("setting up the model"):
         model_cls.setup_anndata(adata, **setup)
         model = model_cls(adata, **init)
-    except (ValueError, KeyError) as err:
-        raise InputError(_message(err)) from err
     print(f"Training {model_cls.__name__} on {adata.n_obs} cells x {adata.n_vars} genes ...")
-    model.train(
-        max_epochs=args.epochs, early_stopping=args.early_stopping, enable_progress_bar=True
-    )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if args.backed and zarr_store:
-        # Copy the store as it is, then write the results into the copy.
-        if out.exists():
-            shutil.rmtree(out)
-        shutil.copytree(path, out)
-        keys = model.write_to_adata(adata)
-        dv.write_results_to_store(adata, keys, out)
-    elif args.backed:
-        # Copy the file as it is, then write the results into the copy.
-        shutil.copyfile(path, out)
-        keys = model.write_to_adata(ad.read_h5ad(out, backed="r+"))
-    else:
-        keys = model.write_to_adata(adata)
-        adata.write_h5ad(out)
+    with _user_errors("training"):
+        model.train(
+            max_epochs=args.epochs, early_stopping=args.early_stopping, enable_progress_bar=True
+        )
+    with _user_errors("writing the results"):
+        results, keys = _write_results(model, adata, path, out, args.backed)
     print(f"Wrote {', '.join(keys)} to {out}")
+    for line in _fit_report(results, model, args):
+        print(line)
+    if plots is not None:
+        files = _fit_plots(results, model, keys, args, plots)
+        print(f"plots in {plots}: {', '.join(file.name for file in files)}")
     return 0
 
 
@@ -203,6 +507,9 @@ def demo(args: argparse.Namespace) -> int:
     """
     start = time.perf_counter()
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a file; the demo writes a folder.")
+    _check_writable(out, "--out")
     adata = _prepare_pbmc3k(args.n_cells, args.n_top_genes, args.seed)
     print(f"PBMC 3k: {adata.n_obs} cells x {adata.n_vars} highly variable genes (raw counts)")
     scvi.settings.seed = args.seed
@@ -213,8 +520,7 @@ def demo(args: argparse.Namespace) -> int:
     )
     model.write_to_adata(adata)
 
-    sc.pp.neighbors(adata, use_rep=model.latent_key, random_state=args.seed)
-    sc.tl.umap(adata, random_state=args.seed)
+    _umap(adata, model.latent_key, args.seed)
     sc.tl.leiden(
         adata,
         resolution=args.resolution,
@@ -226,8 +532,7 @@ def demo(args: argparse.Namespace) -> int:
     )
     scores = dv.metrics.cluster_scores(adata.obs["cell_type"], adata.obs["leiden"])
 
-    out.mkdir(parents=True, exist_ok=True)
-    files = _demo_plots(adata, model, out)
+    files = _save_plots(adata, model, out, clusters=["leiden"], others=["cell_type"])
     adata.uns["deltavae_demo"] = {
         **scores,
         "n_leiden_clusters": int(adata.obs["leiden"].nunique()),
@@ -239,6 +544,7 @@ def demo(args: argparse.Namespace) -> int:
         "elapsed_s": float(time.perf_counter() - start),
     }
     h5ad = out / "pbmc3k_zinbvae.h5ad"
+    _drop_scvi_fields(adata)
     adata.write_h5ad(h5ad)
     files.insert(0, h5ad)
 
@@ -256,24 +562,17 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_plots(adata: ad.AnnData, model, out: Path) -> list[Path]:
-    files = [out / "umap_cell_type.png", out / "umap_leiden.png", out / "elbo_history.png"]
-    dv.pl.embedding(
-        adata, color="cell_type", title="ZINBVAE latent: cell type", save=files[0], show=False
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=dv.default_threads(),
+        help=(
+            "torch CPU threads [%(default)s: the CPUs this process may use, at most "
+            f"{MAX_DEFAULT_THREADS}, or ${THREADS_ENV_VAR}]; idle threads wait passively "
+            "(OMP_WAIT_POLICY=PASSIVE unless set), so a busy machine does not slow training down"
+        ),
     )
-    dv.pl.embedding(
-        adata,
-        color="leiden",
-        legend_loc="on data",
-        title="ZINBVAE latent: leiden",
-        save=files[1],
-        show=False,
-    )
-    dv.pl.history(model, save=files[2], show=False)
-    composition = out / "leiden_composition.png"
-    dv.pl.cluster_composition(adata, "leiden", "cell_type", save=composition, show=False)
-    plt.close("all")
-    return [*files, composition]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,13 +599,18 @@ def build_parser() -> argparse.ArgumentParser:
             "annotated cell types (ARI, NMI) and write an .h5ad file and plots."
         ),
     )
-    p_demo.add_argument("--out", default="deltavae_demo", help="output folder [%(default)s]")
+    p_demo.add_argument(
+        "--out", default="deltavae_demo", help="output folder, .h5ad and PNGs [%(default)s]"
+    )
     p_demo.add_argument(
         "--epochs", type=_positive_int, default=DEMO_EPOCHS, help="training epochs [%(default)s]"
     )
     p_demo.add_argument("--seed", type=int, default=0, help="random seed [%(default)s]")
     p_demo.add_argument(
-        "--n-cells", type=_positive_int, default=None, help="subsample this many cells (quick runs)"
+        "--n-cells",
+        type=_positive_int,
+        default=None,
+        help="subsample this many cells, for quick runs [all 2,638]",
     )
     p_demo.add_argument(
         "--n-top-genes",
@@ -321,55 +625,94 @@ def build_parser() -> argparse.ArgumentParser:
         help="leiden resolution [%(default)s]",
     )
     p_demo.add_argument(
-        "--early-stopping", action="store_true", help="stop when the validation ELBO plateaus"
+        "--early-stopping",
+        action="store_true",
+        help="stop when the validation ELBO plateaus [off: train all --epochs]",
     )
+    _add_threads(p_demo)
     p_demo.set_defaults(func=demo)
 
     p_fit = commands.add_parser(
         "fit",
         help="train a model on an .h5ad file of raw counts",
         description=(
-            "Train a model on raw counts from an .h5ad file and write the input AnnData plus "
-            "the model's results (latent space, ...) to OUTPUT."
+            "Train a model on raw counts from an .h5ad file, write the input AnnData plus the "
+            "model's results (latent space, clusters, ...) to OUTPUT, print a report (final "
+            "ELBO; for cgmdvae the cluster sizes, the empty clusters and, with "
+            "--condition-key, the conditions in each cluster) and write PNGs (UMAP of the "
+            "latent space by cluster, condition, labels or batch; ELBO curves; cluster "
+            "composition) into the folder OUTPUT_plots next to OUTPUT (results.h5ad: "
+            "results_plots/)."
         ),
     )
     p_fit.add_argument(
         "input", metavar="INPUT.h5ad", help="AnnData with raw counts (.h5ad, or zarr with --backed)"
     )
-    p_fit.add_argument("--model", required=True, choices=sorted(MODELS), help="model to train")
-    p_fit.add_argument("--out", required=True, metavar="OUTPUT.h5ad", help="file to write")
+    p_fit.add_argument(
+        "--model", required=True, choices=sorted(MODELS), help="model to train (required)"
+    )
+    p_fit.add_argument(
+        "--out",
+        required=True,
+        metavar="OUTPUT.h5ad",
+        help="file to write, not the input (a zarr store for a zarr input) (required)",
+    )
     p_fit.add_argument("--layer", default=None, help="layer with the raw counts [X]")
-    p_fit.add_argument("--batch-key", default=None, help="obs column with the batch (zinbvae)")
     p_fit.add_argument(
-        "--condition-key", default=None, help="obs column with the condition (cgmdvae)"
+        "--batch-key", default=None, help="obs column with the batch (zinbvae) [none]"
     )
     p_fit.add_argument(
-        "--labels-key", default=None, help="obs column with known cell labels (cgmdvae)"
+        "--condition-key", default=None, help="obs column with the condition (cgmdvae) [none]"
     )
     p_fit.add_argument(
-        "--n-clusters", type=_positive_int, default=None, help="mixture components (cgmdvae)"
+        "--labels-key",
+        default=None,
+        help="obs column with known cell labels, semi-supervised (cgmdvae) [none]",
+    )
+    p_fit.add_argument(
+        "--n-clusters",
+        type=_positive_int,
+        default=None,
+        help=(
+            "mixture components (cgmdvae) [model's default: the number of labels in "
+            "--labels-key, or 10]"
+        ),
     )
     p_fit.add_argument(
         "--epochs",
         type=_positive_int,
         default=None,
-        help="training epochs [from the number of cells]",
+        help="training epochs [model's default for the number of cells]",
     )
     p_fit.add_argument(
-        "--n-latent", type=_positive_int, default=None, help="latent dimension [model's]"
+        "--n-latent",
+        type=_positive_int,
+        default=None,
+        help=(
+            "latent dimension [model's default: zinbvae 10; cgmdvae 'auto', the larger of 10 "
+            "and the number of clusters]"
+        ),
     )
     p_fit.add_argument("--seed", type=int, default=0, help="random seed [%(default)s]")
     p_fit.add_argument(
-        "--early-stopping", action="store_true", help="stop when the validation ELBO plateaus"
+        "--early-stopping",
+        action="store_true",
+        help="stop when the validation ELBO plateaus [off: train all --epochs]",
     )
     p_fit.add_argument(
         "--backed",
         action="store_true",
         help=(
             "read minibatches from the .h5ad file or sparse zarr store instead of loading it "
-            "(larger-than-memory data); results go into a copy at --out"
+            "(larger-than-memory data); results go into a copy at --out [off: load it]"
         ),
     )
+    p_fit.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="skip the UMAP and the PNGs [off: plots in OUTPUT_plots/]",
+    )
+    _add_threads(p_fit)
     p_fit.set_defaults(func=fit)
     return parser
 
@@ -397,15 +740,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return 0 if exit_.code is None else int(exit_.code)
+    # main() may be called from Python (tests, notebooks): leave torch's thread count as found.
+    threads = torch.get_num_threads()
     try:
+        dv.set_threads(args.threads)
         with warnings.catch_warnings():
-            # Dependencies' API deprecations are noise to a command-line user.
+            # Dependencies' API deprecations are noise to a command-line user, and so is
+            # Lightning's advice on logging intervals for a few minibatches per epoch.
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", PossibleUserWarning)
             return args.func(args)
     except InputError as err:
         print(f"deltavae: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,11 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
                 )
             if max_archetypes < 3:
                 raise ValueError(f"max_archetypes must be >= 3 for 'auto'; got {max_archetypes}.")
+            if n_spots < 3:
+                raise ValueError(
+                    f"n_archetypes='auto' compares 2 or more archetypes and needs at least 3 "
+                    f"spots; got {n_spots}. Pass n_archetypes=2, or more spots."
+                )
         elif n_archetypes > n_spots:
             raise ValueError(
                 f"n_archetypes={n_archetypes} is larger than the number of spots ({n_spots})."

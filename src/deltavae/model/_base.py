@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import pickle
 import tempfile
@@ -14,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 import pandas as pd
 import pyro
+import torch
 from anndata import AnnData
 from anndata.io import write_elem
 from scvi.model._utils import get_max_epochs_heuristic, parse_device_args
@@ -29,6 +31,14 @@ from ..train._distributed import resolve_strategy
 from ._validation import check_backing_for_training, warn_user
 
 logger = logging.getLogger(__name__)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def _package_version() -> str:
@@ -251,6 +261,9 @@ class DeltaModelMixin(PyroSviTrainMixin):
         """
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
+        self._check_training_arguments(
+            max_epochs, train_size, validation_size, batch_size, lr, early_stopping
+        )
         if n_epochs_kl_warmup == "auto":
             n_epochs_kl_warmup = max(1, max_epochs // 4)
         plan_kwargs = {"n_epochs_kl_warmup": n_epochs_kl_warmup, **(plan_kwargs or {})}
@@ -325,6 +338,58 @@ class DeltaModelMixin(PyroSviTrainMixin):
         # Read from the history, which also comes back from DDP's worker processes.
         self.best_epoch_ = None if best is None else best.best_epoch_in(self.history)
         return out
+
+    def _check_training_arguments(
+        self, max_epochs, train_size, validation_size, batch_size, lr, early_stopping
+    ) -> None:
+        """Refuse, before anything trains, arguments that would train wrongly or crash late."""
+        if not _is_int(max_epochs) or max_epochs < 1:
+            raise ValueError(
+                f"max_epochs must be a positive integer, got {max_epochs!r} (None chooses it "
+                "from the number of cells)."
+            )
+        if not _is_number(train_size) or not 0 < train_size <= 1:
+            raise ValueError(
+                f"train_size must lie in (0, 1], the fraction of cells trained on; got "
+                f"{train_size!r}."
+            )
+        if validation_size is not None and (
+            not _is_number(validation_size)
+            or not 0 <= validation_size < 1
+            or train_size + validation_size > 1
+        ):
+            raise ValueError(
+                f"validation_size must lie in [0, 1) with train_size + validation_size <= 1; "
+                f"got validation_size={validation_size!r}, train_size={train_size!r}."
+            )
+        if not _is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        if lr is not None and (not _is_number(lr) or not math.isfinite(lr) or lr <= 0):
+            raise ValueError(f"lr must be a positive, finite number; got {lr!r}.")
+        n_cells = self.adata.n_obs
+        n_train = math.ceil(train_size * n_cells)
+        n_val = (
+            n_cells - n_train
+            if validation_size is None
+            else math.floor(validation_size * n_cells)
+        )
+        if (train_size < 1 or validation_size) and n_val == 0:
+            raise ValueError(
+                f"With {n_cells} cells and train_size={train_size}, no cell is left to compute "
+                "the validation ELBO. Train on every cell with train_size=1.0, or use more cells."
+            )
+        if early_stopping and n_val == 0:
+            raise ValueError(
+                "early_stopping=True stops when the validation ELBO stops improving, but no cell "
+                "is held out for it (train_size=1.0): pass train_size < 1, e.g. 0.9."
+            )
+        batch_norm = any(isinstance(m, torch.nn.BatchNorm1d) for m in self.module.modules())
+        if batch_norm and min(batch_size, n_train) < 2:
+            raise ValueError(
+                f"The model's BatchNorm layers need at least 2 cells per minibatch; got "
+                f"batch_size={batch_size} and {n_train} training cells. Use batch_size >= 2 "
+                "(128 is the default)."
+            )
 
     def _training_genes(self) -> pd.Index | None:
         registry = getattr(self, "registry_", None)
@@ -443,6 +508,12 @@ class DeltaModelMixin(PyroSviTrainMixin):
         if not os.path.isdir(dir_path):
             raise FileNotFoundError(f"No saved model at {dir_path!r} (expected a directory).")
         prefix = kwargs.get("prefix")
+        model_file = os.path.join(dir_path, f"{prefix or ''}model.pt")
+        if not os.path.exists(model_file):
+            raise FileNotFoundError(
+                f"{dir_path!r} holds no saved model (no {os.path.basename(model_file)} in it); "
+                "point to the directory written by model.save()."
+            )
         try:
             attr_dict, var_names, _, _ = _load_saved_files(
                 dir_path, False, map_location="cpu", prefix=prefix

@@ -119,8 +119,11 @@ class CGMDVAE(
             check_data(adata, setup["layer"], kind="binary")
         labels = self.label_names
         n_clusters = n_clusters if n_clusters is not None else (len(labels) or 10)
+        if isinstance(n_clusters, bool) or not isinstance(n_clusters, int | np.integer):
+            raise ValueError(f"n_clusters must be an integer, got {n_clusters!r}.")
         if n_clusters < 2:
             raise ValueError(f"n_clusters must be at least 2, got {n_clusters}.")
+
         if n_clusters < len(labels):
             raise ValueError(
                 f"n_clusters={n_clusters} is smaller than the {len(labels)} labels in "
@@ -282,6 +285,15 @@ class CGMDVAE(
             n_epochs_kl_warmup = max(1, max_epochs // 2)
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if mixture_init_epoch is not None and mixture_init_epoch < max_epochs:
+            train_size = kwargs.get("train_size", 0.9)
+            n_train = int(np.ceil(train_size * self.adata.n_obs)) if 0 < train_size <= 1 else 0
+            if 0 < n_train < self.module.n_clusters:
+                raise ValueError(
+                    f"The mixture start clusters the training cells into "
+                    f"{self.module.n_clusters} clusters, but only {n_train} cells train "
+                    f"(train_size={train_size} of {self.adata.n_obs}). Use fewer clusters, "
+                    "train_size=1.0, or skip the start with mixture_init_epoch=None."
+                )
             callbacks.append(
                 MixtureInitialization(
                     mixture_init_epoch, seed=settings.seed or 0, method=mixture_init
@@ -352,9 +364,24 @@ class CGMDVAE(
                 raise ValueError(
                     f"Condition {key}={value!r} was never seen in training; known: {known}."
                 )
+            elif str(value) not in self._seen_conditions(key):
+                raise ValueError(
+                    f"Condition {key}={value!r} was never seen in training: it is a category "
+                    f"of adata.obs[{key!r}] without cells, so the model learned nothing of it. "
+                    f"Conditions seen: {sorted(self._seen_conditions(key))}."
+                )
             else:
                 codes[:, j] = known.index(str(value))
         return torch.as_tensor(codes, device=self.module.device)
+
+    def _seen_conditions(self, key: str) -> set[str]:
+        """Values of condition ``key`` that training cells carry (for a query model, also
+        those the reference knew)."""
+        seen = set(self.adata.obs[key].astype(str).unique())
+        if self.is_query_model:
+            new = set(self.query_mapping_["new_categories"].get(key, []))
+            seen |= {str(v) for v in self._cat_state().mappings[key] if str(v) not in new}
+        return seen
 
     # ----------------------------------------------------------------- inference
     @torch.inference_mode()
