@@ -247,6 +247,7 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
             return self.module.archetype_profiles().cpu().numpy().astype(np.float64)
 
     def _raw_weights(self, adata: AnnData | None, batch_size: int | None) -> np.ndarray:
+        self._check_if_trained(warn=False)
         adata = self._validate_anndata(self._resolve_adata(adata))
         loader = self._make_data_loader(adata=adata, batch_size=batch_size, shuffle=False)
         self.module.eval()

@@ -388,6 +388,7 @@ class CGMDVAE(
     def _posterior(
         self, adata, indices=None, batch_size=None, condition=None
     ) -> dict[str, np.ndarray]:
+        self._check_if_trained(warn=False)
         adata = self._validate_anndata(self._resolve_adata(adata))
         module = self.module.eval()
         target = None
@@ -610,8 +611,9 @@ class CGMDVAE(
         --------
         >>> cells = g.sample(100, cluster=3, condition="stim")  # doctest: +SKIP
         """
-        if n_cells < 1:
-            raise ValueError(f"n_cells must be positive, got {n_cells}.")
+        if isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells < 1:
+            raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}.")
+        self._check_if_trained(warn=False)
         module = self.module.eval()
         device = module.device
         # Fork the generator of the module's device only: forking "cuda" on a CPU build fails.
@@ -692,6 +694,7 @@ class CGMDVAE(
         """
         if not self.condition_keys:
             raise ValueError("The model has no condition covariate to translate.")
+        self._check_if_trained(warn=False)
         if residual and self.module.likelihood != "normal":
             raise ValueError(
                 f"residual=True needs likelihood='normal'; this model's is "

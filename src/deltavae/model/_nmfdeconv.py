@@ -483,6 +483,7 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
         --------
         >>> d.get_proportions().head()  # doctest: +SKIP
         """
+        self._check_if_trained(warn=False)
         with torch.no_grad():
             values = self.module.proportions().cpu().numpy().astype(np.float64)
         values /= values.sum(axis=1, keepdims=True)

@@ -1,0 +1,278 @@
+"""Every result is right or refused with a clear message: divergence, genes, arguments, crashes."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+from lightning.pytorch.callbacks import Callback
+
+import deltavae as dv
+from deltavae.train import TrainingDivergedError
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def _counts(n_cells=200, seed=0):
+    return dv.datasets.synthetic_counts(
+        n_cells=n_cells, n_genes=40, n_clusters=3, n_conditions=2, seed=seed
+    )
+
+
+def _zinbvae(adata, **kwargs):
+    dv.model.ZINBVAE.setup_anndata(adata)
+    return dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16, **kwargs)
+
+
+def _cgmdvae(adata, n_clusters=3, **kwargs):
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    return dv.model.CGMDVAE(adata, n_clusters=n_clusters, n_latent=3, n_hidden=16, **kwargs)
+
+
+def _snapshot(adata):
+    X = adata.X.toarray() if sp.issparse(adata.X) else np.array(adata.X)
+    return (
+        X,
+        adata.obs.copy(),
+        list(adata.var_names),
+        sorted(adata.obsm),
+        sorted(adata.layers),
+        sorted(adata.uns),
+    )
+
+
+def _assert_unchanged(adata, snap):
+    X, obs, var_names, obsm, layers, uns = snap
+    now = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
+    np.testing.assert_array_equal(now, X)
+    pd.testing.assert_frame_equal(adata.obs, obs)
+    assert list(adata.var_names) == var_names
+    assert sorted(adata.obsm) == obsm and sorted(adata.layers) == layers
+    assert sorted(adata.uns) == uns
+
+
+# ----------------------------------------------------------------------------- divergence
+class _PoisonAt(Callback):
+    """Makes the module's first parameter NaN after one step: the next loss is NaN."""
+
+    def __init__(self, epoch: int, step: int):
+        self.epoch, self.step = epoch, step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.step):
+            with torch.no_grad():
+                next(pl_module.module.parameters()).fill_(float("nan"))
+
+
+@pytest.mark.parametrize("which", ["zinbvae", "cgmdvae", "cgmdvae_start"])
+def test_a_huge_learning_rate_stops_loudly(which):
+    adata = _counts()
+    model = _zinbvae(adata) if which == "zinbvae" else _cgmdvae(adata)
+    kwargs = {"mixture_init_epoch": None} if which == "cgmdvae" else {}
+    with pytest.raises(TrainingDivergedError, match=r"epoch 0, step \d+") as info:
+        model.train(max_epochs=4, lr=1e6, **kwargs, **TRAIN)
+    message = str(info.value)
+    assert "lower learning rate" in message and "lr=1e+06" in message
+    # The first update diverged: the model keeps its starting parameters and says it is
+    # untrained rather than handing out garbage.
+    assert not model.is_trained_
+    with pytest.raises(RuntimeError, match="untrained"):
+        model.get_latent_representation()
+
+
+def test_archetypes_divergence_stops():
+    mix = dv.datasets.convex_mixtures(n_spots=80, n_genes=60, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    model = dv.model.Archetypes(mix, n_archetypes=3)
+    with pytest.raises(TrainingDivergedError, match="lower learning rate"):
+        model.train(max_epochs=3, lr=1e6, **TRAIN)
+
+
+@pytest.mark.parametrize("which", ["zinbvae", "cgmdvae"])
+def test_divergence_keeps_the_last_finite_parameters(which):
+    adata = _counts()
+    model = _zinbvae(adata) if which == "zinbvae" else _cgmdvae(adata)
+    kwargs = {"mixture_init": "kmeans"} if which == "cgmdvae" else {}
+    with pytest.raises(TrainingDivergedError, match="epoch 2, step 1 of 2") as info:
+        model.train(max_epochs=6, callbacks=[_PoisonAt(2, 0)], **kwargs, **TRAIN)
+    assert info.value.restored_at == (2, 0)
+    assert "epoch 2, step 0" in str(info.value)
+    params = torch.cat([p.detach().flatten() for p in model.module.parameters()])
+    assert torch.isfinite(params).all()
+    assert model.is_trained_
+    assert np.isfinite(model.get_latent_representation()).all()
+    # The finished epochs are in the history; training again works from here.
+    assert len(model.history["elbo_train"]) == 2
+    model.train(max_epochs=2, **TRAIN)
+    assert np.isfinite(model.history["elbo_train"]["elbo_train"].astype(float)).all()
+
+
+def test_restore_best_never_keeps_nan_weights():
+    adata = _counts()
+    model = _cgmdvae(adata)
+    with pytest.raises(TrainingDivergedError):
+        model.train(
+            max_epochs=8,
+            mixture_init="kmeans",
+            restore_best=True,
+            callbacks=[_PoisonAt(6, 0)],
+            **TRAIN,
+        )
+    assert np.isfinite(model.predict_clusters(soft=True)).all()
+
+
+# ----------------------------------------------------------------------------- genes by name
+@pytest.fixture(scope="module")
+def trained():
+    adata = _counts()
+    model = _cgmdvae(adata)
+    model.train(max_epochs=3, mixture_init="kmeans", **TRAIN)
+    return model, adata
+
+
+def test_reordered_genes_are_put_back_in_order_with_a_warning(trained):
+    model, adata = trained
+    z = model.get_latent_representation()
+    shuffled = adata[:, np.random.default_rng(0).permutation(adata.n_vars)].copy()
+    snap = _snapshot(shuffled)
+    with pytest.warns(UserWarning, match="another order; they are reordered") as record:
+        z_shuffled = model.get_latent_representation(shuffled)
+    assert record[0].filename == __file__
+    np.testing.assert_allclose(z_shuffled, z, atol=1e-6)
+    ctrl = shuffled[shuffled.obs["condition"] == "ctrl"].copy()
+    with pytest.warns(UserWarning, match="reordered"):
+        out = model.translate(ctrl, "stim")
+    assert list(out.var_names) == list(adata.var_names)
+    with pytest.warns(UserWarning, match="reordered"):
+        keys = model.write_to_adata(shuffled)
+    assert "obsm/X_cgmdvae" in keys
+    np.testing.assert_allclose(shuffled.obsm["X_cgmdvae"], z, atol=1e-6)
+    assert list(shuffled.var_names) == snap[2]  # the user's gene order is kept
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ("drop", r"5 of them missing \(e.g. \['gene_0'"),
+        ("extra", r"1 genes it does not know \(e.g. \['novel'\]\)"),
+        ("rename", r"40 of them missing .* 40 genes it does not know"),
+    ],
+)
+def test_other_genes_are_refused_by_name(trained, change, match):
+    model, adata = trained
+    if change == "drop":
+        other = adata[:, 5:].copy()
+    elif change == "extra":
+        extra = sp.csr_matrix(np.ones((adata.n_obs, 1), dtype=np.float32))
+        other = dv.datasets.synthetic_counts(
+            n_cells=200, n_genes=40, n_clusters=3, n_conditions=2, seed=0
+        )
+        other = other[:, list(other.var_names)].copy()
+        import anndata as ad
+
+        other = ad.concat([other, ad.AnnData(extra, obs=other.obs[[]])], axis=1, merge="first")
+        other.var_names = [*adata.var_names, "novel"]
+        other.obs = adata.obs[["cluster", "condition"]].copy()
+    else:
+        other = adata.copy()
+        other.var_names = [f"ENSG{i:05d}" for i in range(adata.n_vars)]
+    snap = _snapshot(other)
+    for call in (
+        lambda: model.get_latent_representation(other),
+        lambda: model.predict_clusters(other),
+        lambda: model.write_to_adata(other),
+        lambda: model.translate(other[other.obs["condition"] == "ctrl"], "stim"),
+        lambda: model.get_normalized_expression(other),
+    ):
+        with pytest.raises(ValueError, match=match):
+            call()
+    _assert_unchanged(other, snap)
+
+
+def test_zinbvae_checks_genes_too():
+    adata = _counts()
+    model = _zinbvae(adata)
+    model.train(max_epochs=1, **TRAIN)
+    with pytest.raises(ValueError, match="missing"):
+        model.get_latent_representation(adata[:, 1:].copy())
+    with pytest.warns(UserWarning, match="reordered"):
+        z = model.get_latent_representation(adata[:, ::-1].copy())
+    np.testing.assert_allclose(z, model.get_latent_representation(), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- arguments
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_epochs": 0}, "max_epochs must be a positive integer, got 0"),
+        ({"max_epochs": -1}, "max_epochs must be a positive integer, got -1"),
+        ({"max_epochs": 2.5}, "max_epochs must be a positive integer"),
+        ({"train_size": 0}, r"train_size must lie in \(0, 1\]"),
+        ({"train_size": 1.5}, r"train_size must lie in \(0, 1\]"),
+        ({"validation_size": 0.5, "train_size": 0.9}, "train_size \\+ validation_size"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"batch_size": 1}, "BatchNorm layers need at least 2 cells"),
+        ({"lr": -1.0}, "lr must be a positive, finite number"),
+        ({"lr": float("nan")}, "lr must be a positive, finite number"),
+        ({"early_stopping": True, "train_size": 1.0}, "no cell is held out"),
+    ],
+)
+def test_bad_training_arguments_are_refused_before_training(kwargs, match):
+    adata = _counts(n_cells=50)
+    model = _zinbvae(adata)
+    snap = _snapshot(adata)
+    with pytest.raises(ValueError, match=match):
+        model.train(**{"max_epochs": 1, **kwargs}, **TRAIN)
+    assert not model.is_trained_
+    _assert_unchanged(adata, snap)
+
+
+def test_two_cells_leave_no_validation_cell():
+    adata = _counts(n_cells=50)[:2].copy()
+    model = _zinbvae(adata)
+    with pytest.raises(ValueError, match="With 2 cells and train_size=0.9, no cell is left"):
+        model.train(max_epochs=1, **TRAIN)
+    model.train(max_epochs=1, train_size=1.0, **TRAIN)
+    assert model.get_latent_representation().shape == (2, 3)
+
+
+def test_more_clusters_than_training_cells():
+    adata = _counts(n_cells=50)[:20].copy()
+    model = _cgmdvae(adata, n_clusters=19)
+    with pytest.raises(ValueError, match="into 19 clusters, but only 18 cells train"):
+        model.train(max_epochs=4, **TRAIN)
+
+
+def test_auto_archetypes_on_two_spots():
+    mix = dv.datasets.convex_mixtures(n_spots=50, n_genes=60, n_archetypes=3, seed=0)[:2].copy()
+    dv.model.Archetypes.setup_anndata(mix)
+    with pytest.raises(ValueError, match="needs at least 3 spots; got 2"):
+        dv.model.Archetypes(mix, n_archetypes="auto")
+
+
+def test_loading_an_empty_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no saved model"):
+        dv.model.ZINBVAE.load(str(tmp_path), adata=_counts(n_cells=20))
+
+
+# ----------------------------------------------------------------------------- conditions
+def test_a_condition_without_training_cells_is_refused():
+    adata = _counts()
+    adata.obs["condition"] = pd.Categorical(
+        adata.obs["condition"].astype(str), categories=["ctrl", "stim", "never"]
+    )
+    model = _cgmdvae(adata)
+    model.train(max_epochs=3, mixture_init="kmeans", **TRAIN)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    snap = _snapshot(ctrl)
+    for call in (
+        lambda: model.sample(5, condition="never"),
+        lambda: model.translate(ctrl, "never"),
+        lambda: model.get_latent_representation(condition="never"),
+    ):
+        with pytest.raises(ValueError, match="'never' was never seen in training"):
+            call()
+    _assert_unchanged(ctrl, snap)
+    with pytest.raises(ValueError, match="never seen in training; known"):
+        model.sample(5, condition="unknown")
+    assert set(model.sample(50, seed=0).obs["condition"]) <= {"ctrl", "stim"}
