@@ -185,15 +185,18 @@ def _drop_scvi_fields(adata: ad.AnnData) -> None:
             del slot[name]
 
 
-def _drop_scvi_fields_in_group(group) -> None:
+def _drop_scvi_fields_in_group(group) -> bool:
     obs = read_elem(group["obs"])
     internal = [c for c in obs.columns if str(c).startswith(SCVI_PREFIX)]
     if internal:
         write_elem(group, "obs", obs.drop(columns=internal))
+    changed = bool(internal)
     for slot in ("obsm", "uns"):
         if slot in group:
             for name in [n for n in group[slot] if n.startswith(SCVI_PREFIX)]:
                 del group[slot][name]
+                changed = True
+    return changed
 
 
 def _drop_scvi_fields_on_disk(path: Path) -> None:
@@ -205,8 +208,8 @@ def _drop_scvi_fields_on_disk(path: Path) -> None:
     import zarr
 
     consolidated = zarr.open_group(path, mode="r").metadata.consolidated_metadata is not None
-    _drop_scvi_fields_in_group(zarr.open_group(path, mode="r+", use_consolidated=False))
-    if consolidated:
+    changed = _drop_scvi_fields_in_group(zarr.open_group(path, mode="r+", use_consolidated=False))
+    if changed and consolidated:
         zarr.consolidate_metadata(path)
 
 
@@ -225,8 +228,9 @@ def _write_results(
             shutil.rmtree(out)
         shutil.copytree(path, out)
         keys = model.write_to_adata(adata)
+        _drop_scvi_fields(adata)
         dv.write_results_to_store(adata, keys, out)
-        _drop_scvi_fields_on_disk(out)
+        _drop_scvi_fields_on_disk(out)  # those the input store held
         return adata, keys
     if backed:
         # Copy the file as it is; write_to_adata writes into a file opened "r+".
@@ -569,8 +573,8 @@ def _add_threads(parser: argparse.ArgumentParser) -> None:
         default=dv.default_threads(),
         help=(
             "torch CPU threads [%(default)s: the CPUs this process may use, at most "
-            f"{MAX_DEFAULT_THREADS}, or ${THREADS_ENV_VAR}]; idle threads wait passively "
-            "(OMP_WAIT_POLICY=PASSIVE unless set), so a busy machine does not slow training down"
+            f"{MAX_DEFAULT_THREADS}, or ${THREADS_ENV_VAR}]; idle threads sleep instead of "
+            "spinning on a busy machine (OMP_WAIT_POLICY=PASSIVE, unless set)"
         ),
     )
 
@@ -750,6 +754,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", PossibleUserWarning)
+            # zarr's notes on its own future defaults, at every write into a store.
+            warnings.filterwarnings("ignore", message="zarr v3 autosharding")
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not")
             return args.func(args)
     except InputError as err:
         print(f"deltavae: error: {err}", file=sys.stderr)
