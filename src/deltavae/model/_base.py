@@ -27,6 +27,7 @@ from .._io import result_slots
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
 from ..train._runner import DeltaTrainRunner
 from ..train._checkpoint import RestoreBestValidation
+from ..train._convergence import NotConvergedWarning, still_improving
 from ..train._distributed import resolve_strategy
 from ._validation import check_backing_for_training, warn_user
 
@@ -337,6 +338,9 @@ class DeltaModelMixin(PyroSviTrainMixin):
         self.module.eval()
         # Read from the history, which also comes back from DDP's worker processes.
         self.best_epoch_ = None if best is None else best.best_epoch_in(self.history)
+        verdict = still_improving(self.history)
+        if verdict is not None:
+            warn_user(verdict, NotConvergedWarning)
         return out
 
     def _check_training_arguments(

@@ -31,7 +31,7 @@ from ..train import MixtureInitialization
 from ..train._mixture_init import check_method as check_mixture_init
 from ._base import DeltaModelMixin
 from ._transfer import QueryMappingMixin
-from ._validation import check_data, check_obs_keys
+from ._validation import check_data, check_obs_keys, warn_user
 
 logger = logging.getLogger(__name__)
 
@@ -299,13 +299,30 @@ class CGMDVAE(
                     mixture_init_epoch, seed=settings.seed or 0, method=mixture_init
                 )
             )
-        return super().train(
+        out = super().train(
             max_epochs=max_epochs,
             callbacks=callbacks,
             n_epochs_kl_warmup=n_epochs_kl_warmup,
             restore_best=restore_best,
             _restore_best_start=0 if mixture_init_epoch is None else mixture_init_epoch + 1,
             **kwargs,
+        )
+        self._warn_if_clusters_empty(max_epochs)
+        return out
+
+    def _warn_if_clusters_empty(self, max_epochs: int) -> None:
+        """Say so when training ends with clusters no cell is assigned to."""
+        sizes = np.bincount(self.predict_clusters(), minlength=self.module.n_clusters)
+        empty = [name for name, size in zip(self.cluster_names, sizes, strict=True) if not size]
+        if not empty:
+            return
+        k = self.module.n_clusters
+        warn_user(
+            f"{len(empty)} of {k} clusters are empty after training ({', '.join(empty[:10])}"
+            f"{', ...' if len(empty) > 10 else ''}). If the data hold {k} groups, training "
+            f"was too short ({max_epochs} epochs): train longer (max_epochs=None chooses the "
+            f"number from the data size). If they hold fewer, n_clusters={k - len(empty)} "
+            "fits them."
         )
 
     # ----------------------------------------------------------------- registry helpers

@@ -1,5 +1,6 @@
 """Training plan: Pyro ELBO as a differentiable loss under Lightning, with a validation ELBO."""
 
+from ._convergence import NotConvergedWarning
 from ._data import DeltaDataSplitter
 from ._mixture_init import MixtureInitialization
 from ._plan import DeltaTrainingPlan, TrainingDivergedError
@@ -8,5 +9,6 @@ __all__ = [
     "DeltaDataSplitter",
     "DeltaTrainingPlan",
     "MixtureInitialization",
+    "NotConvergedWarning",
     "TrainingDivergedError",
 ]
