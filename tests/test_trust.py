@@ -137,7 +137,7 @@ def test_reordered_genes_are_put_back_in_order_with_a_warning(trained):
     snap = _snapshot(shuffled)
     with pytest.warns(UserWarning, match="another order; they are reordered") as record:
         z_shuffled = model.get_latent_representation(shuffled)
-    assert record[0].filename == __file__
+    assert [w.filename for w in record if "reordered" in str(w.message)] == [__file__]
     np.testing.assert_allclose(z_shuffled, z, atol=1e-6)
     ctrl = shuffled[shuffled.obs["condition"] == "ctrl"].copy()
     with pytest.warns(UserWarning, match="reordered"):
@@ -276,3 +276,46 @@ def test_a_condition_without_training_cells_is_refused():
     with pytest.raises(ValueError, match="never seen in training; known"):
         model.sample(5, condition="unknown")
     assert set(model.sample(50, seed=0).obs["condition"]) <= {"ctrl", "stim"}
+
+
+# ----------------------------------------------------------------------------- honest output
+def test_a_short_run_says_it_has_not_converged():
+    adata = _counts()
+    model = _zinbvae(adata)
+    with pytest.warns(dv.train.NotConvergedWarning, match="still improving") as record:
+        model.train(max_epochs=12, n_epochs_kl_warmup=None, **TRAIN)
+    (ours,) = [w for w in record if w.category is dv.train.NotConvergedWarning]
+    assert ours.filename == __file__
+
+
+def test_convergence_rule_on_histories():
+    from deltavae.train._convergence import still_improving
+
+    def history(values, kl=None):
+        index = pd.RangeIndex(len(values), name="epoch")
+        out = {"elbo_validation": pd.DataFrame({"elbo_validation": values}, index=index)}
+        if kl is not None:
+            out["kl_weight"] = pd.DataFrame({"kl_weight": kl}, index=index)
+        return out
+
+    rng = np.random.default_rng(0)
+    epochs = np.arange(200)
+    converged = 300 + 20 * np.exp(-epochs / 15) + rng.normal(0, 0.2, 200)
+    assert still_improving(history(converged)) is None
+    falling = 300 + 20 * np.exp(-epochs / 400) + rng.normal(0, 0.2, 200)
+    assert "still improving" in still_improving(history(falling))
+    # Epochs of the KL warm-up are not judged: flat once the weight is 1.
+    warm = np.r_[np.linspace(400, 300, 50), converged[50:]]
+    kl = np.r_[np.linspace(0.02, 1, 50), np.ones(150)]
+    assert still_improving(history(warm, kl)) is None
+    assert "during the KL warm-up" in still_improving(history(warm[:40], kl[:40] * 0.5))
+    assert "too few" in still_improving(history([310.0, 305.0]))
+
+
+def test_empty_clusters_after_training_are_named(trained, monkeypatch):
+    model, _ = trained
+    monkeypatch.setattr(
+        type(model), "predict_clusters", lambda self, *a, **k: np.array([0, 0, 2, 2])
+    )
+    with pytest.warns(UserWarning, match=r"1 of 3 clusters are empty after training \(1\)"):
+        model._warn_if_clusters_empty(30)
