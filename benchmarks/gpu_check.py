@@ -12,7 +12,9 @@ Phases (real data shipped with the package, nothing downloaded):
    sampled), normalized expression, differential expression (B against CD14+ monocytes), ELBO,
    reconstruction error, marginal likelihood, likelihood parameters, posterior predictive
    samples, feature correlations, library sizes, the aggregated posterior, Pyro posterior
-   samples and ``write_to_adata``.
+   samples and ``write_to_adata``. scvi-tools' own mixin methods (ELBO onwards in that list)
+   run last, after phase 6: one that fails can leave scvi-tools' registry of the model's
+   AnnData broken, and that must not hide the other checks (it is restored and reported).
 2. Kang IFN-beta (``condition`` ctrl / stim): a semi-supervised CGMDVAE (half the cells keep
    their ``cell_type``) with z, w and z moved to ctrl, hard and soft clusters, labels,
    ``write_to_adata``, generated cells (one cluster and condition; drawn ones), ``translate``
