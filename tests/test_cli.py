@@ -1,17 +1,91 @@
-"""The ``deltavae`` console script: demo, fit, input errors and the installed entry point."""
+"""The ``deltavae`` console script: demo, fit, its report and plots, input errors, threads,
+quiet logs, clean results files and the installed entry point."""
 
+import io
+import logging
+import os
+import re
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
+from types import SimpleNamespace
 
 import anndata as ad
 import matplotlib
 import numpy as np
 import pytest
+import torch
 
 matplotlib.use("Agg")
 
 import deltavae as dv  # noqa: E402
-from deltavae.cli import main  # noqa: E402
+from deltavae.cli import build_parser, main, plots_folder  # noqa: E402
+
+#: Loggers whose records tell whether the noise filters work: where each message is created.
+NOISY_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
+    "scvi.data._download",
+)
+
+
+class _Records(logging.Handler):
+    """Keeps the messages that reach the loggers it is attached to (after their filters)."""
+
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).removeHandler(self)
+
+
+def _scvi_fields(adata: ad.AnnData) -> list[str]:
+    return [
+        f"{slot}/{key}"
+        for slot, keys in (("obs", adata.obs.columns), ("obsm", adata.obsm), ("uns", adata.uns))
+        for key in keys
+        if str(key).startswith("_scvi")
+    ]
+
+
+@pytest.fixture(scope="module")
+def synthetic_h5ad(tmp_path_factory):
+    adata = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=40, n_clusters=3, n_conditions=2, seed=0
+    )
+    path = tmp_path_factory.mktemp("synthetic") / "counts.h5ad"
+    adata.write_h5ad(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cgmdvae_fit(synthetic_h5ad, tmp_path_factory):
+    """One ``deltavae fit --model cgmdvae`` run: its status, output, printed text and logs."""
+    out = tmp_path_factory.mktemp("cgmdvae") / "clustered.h5ad"
+    argv = ["fit", str(synthetic_h5ad), "--model", "cgmdvae", "--layer", "counts"]
+    argv += ["--condition-key", "condition", "--n-clusters", "3", "--epochs", "3"]
+    argv += ["--threads", "1", "--out", str(out)]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with _Records() as records, redirect_stdout(stdout), redirect_stderr(stderr):
+        status = main(argv)
+    return SimpleNamespace(
+        status=status,
+        out=out,
+        stdout=stdout.getvalue(),
+        stderr=stderr.getvalue(),
+        messages=records.messages,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +115,8 @@ def test_demo_writes_results_and_plots(tmp_path, capsys):
     assert int(scores["epochs"]) == 2
     for name in ("umap_cell_type.png", "umap_leiden.png", "elbo_history.png"):
         assert (out / name).stat().st_size > 1000
+    assert (out / "composition_leiden_by_cell_type.png").stat().st_size > 1000
+    assert _scvi_fields(adata) == []
 
     printed = capsys.readouterr().out
     assert "ARI" in printed and "NMI" in printed and "elapsed" in printed
@@ -51,7 +127,7 @@ def test_fit_writes_input_plus_latent(counts_h5ad, tmp_path, capsys):
     path, original = counts_h5ad
     out = tmp_path / "nested" / "fitted.h5ad"
     argv = ["fit", str(path), "--model", "zinbvae", "--layer", "counts", "--batch-key", "donor"]
-    argv += ["--epochs", "2", "--n-latent", "3", "--out", str(out)]
+    argv += ["--epochs", "2", "--n-latent", "3", "--no-plots", "--out", str(out)]
     assert main(argv) == 0
 
     fitted = ad.read_h5ad(out)
@@ -61,20 +137,23 @@ def test_fit_writes_input_plus_latent(counts_h5ad, tmp_path, capsys):
     np.testing.assert_array_equal(
         fitted.layers["counts"].toarray(), original.layers["counts"].toarray()
     )
-    assert "obsm/X_zinbvae" in capsys.readouterr().out
+    assert _scvi_fields(fitted) == []  # --batch-key registered obs["_scvi_batch"]
+    printed = capsys.readouterr().out
+    assert "obsm/X_zinbvae" in printed
+    assert re.search(r"epochs trained: 2\n", printed)
+    assert re.search(r"training \d+\.\d\d, validation \d+\.\d\d", printed)
+    assert "clusters" not in printed
+    assert not plots_folder(out).exists()
 
 
-def test_fit_cgmdvae_writes_clusters(counts_h5ad, tmp_path, capsys):
-    path, original = counts_h5ad
-    out = tmp_path / "clusters.h5ad"
-    argv = ["fit", str(path), "--model", "cgmdvae", "--layer", "counts"]
-    argv += ["--condition-key", "condition", "--n-clusters", "3", "--epochs", "3"]
-    assert main(argv + ["--out", str(out)]) == 0
-    fitted = ad.read_h5ad(out)
+def test_fit_cgmdvae_writes_clusters(cgmdvae_fit, counts_h5ad, tmp_path, capsys):
+    assert cgmdvae_fit.status == 0, cgmdvae_fit.stderr
+    fitted = ad.read_h5ad(cgmdvae_fit.out)
     assert fitted.obs["cgmdvae_cluster"].dtype == "category"
-    assert fitted.obsm["cgmdvae_cluster_probs"].shape == (original.n_obs, 3)
-    assert "obs/cgmdvae_cluster" in capsys.readouterr().out
+    assert fitted.obsm["cgmdvae_cluster_probs"].shape == (200, 3)
+    assert "obs/cgmdvae_cluster" in cgmdvae_fit.stdout
     # An option the model does not take is refused by name.
+    path, _ = counts_h5ad
     argv = ["fit", str(path), "--model", "cgmdvae", "--batch-key", "donor"]
     assert main(argv + ["--out", str(tmp_path / "x.h5ad")]) == 2
     assert "--batch-key" in capsys.readouterr().err
@@ -114,6 +193,208 @@ def test_fit_missing_input_and_bad_usage(tmp_path, capsys):
     assert main(["demo", "--epochs", "0"]) == 2
     assert main(["demo", "--n-cells", "10", "--out", str(tmp_path)]) == 2
     assert "--n-cells must lie between" in capsys.readouterr().err
+
+
+def test_fit_report_has_clusters_mixing_and_elbo(cgmdvae_fit):
+    assert cgmdvae_fit.status == 0, cgmdvae_fit.stderr
+    fitted = ad.read_h5ad(cgmdvae_fit.out)
+    summary = fitted.uns["cgmdvae"]
+    printed = cgmdvae_fit.stdout
+    names, sizes = list(summary["cluster_names"]), list(summary["cluster_sizes"])
+    n_filled = sum(size > 0 for size in sizes)
+    assert f"clusters (obs['cgmdvae_cluster']): {n_filled} of 3 hold cells" in printed
+    assert re.search(r"cluster +cells +ctrl +stim", printed)
+    for name, size in zip(names, sizes, strict=True):
+        in_cluster = fitted.obs["cgmdvae_cluster"] == name
+        stim = (fitted.obs["condition"][in_cluster] == "stim").mean()
+        row = rf"\n  {name} +{size} +\d\.\d\d +{stim:.2f}\n" if size else rf"\n  {name} +0 +- +-\n"
+        assert re.search(row, printed), row
+    empty = list(summary["empty_clusters"])
+    assert ("empty clusters: none" in printed) == (not empty)
+    mixing = re.search(
+        r"condition mixing \(condition\): (\d\.\d\d) \(whole data set: 1\.00\)", printed
+    )
+    assert mixing and 0.0 <= float(mixing.group(1)) <= 1.0
+    assert "epochs trained: 3" in printed
+    assert re.search(
+        r"final negative ELBO per cell .*: training \d+\.\d\d, validation \d+\.\d\d", printed
+    )
+
+
+def test_fit_writes_plots_next_to_the_output(cgmdvae_fit):
+    folder = plots_folder(cgmdvae_fit.out)
+    assert folder == cgmdvae_fit.out.parent / "clustered_plots"
+    names = [
+        "umap_cgmdvae_cluster.png",
+        "umap_condition.png",
+        "elbo_history.png",
+        "composition_cgmdvae_cluster_by_condition.png",
+    ]
+    for name in names:
+        assert (folder / name).stat().st_size > 1000, name
+    assert f"plots in {folder}" in cgmdvae_fit.stdout
+
+
+def test_fit_output_has_no_scvi_fields(cgmdvae_fit, synthetic_h5ad, tmp_path):
+    assert _scvi_fields(ad.read_h5ad(cgmdvae_fit.out)) == []
+    # Backed: the model writes obs into a copy of the file, with the fields scvi-tools added.
+    out = tmp_path / "backed.h5ad"
+    argv = ["fit", str(synthetic_h5ad), "--model", "cgmdvae", "--layer", "counts", "--backed"]
+    argv += ["--condition-key", "condition", "--n-clusters", "3", "--epochs", "2"]
+    assert main([*argv, "--threads", "1", "--no-plots", "--out", str(out)]) == 0
+    fitted = ad.read_h5ad(out)
+    assert "cgmdvae_cluster" in fitted.obs and "X_cgmdvae" in fitted.obsm
+    assert _scvi_fields(fitted) == []
+
+
+def test_fit_logs_no_noise(cgmdvae_fit, tmp_path):
+    assert cgmdvae_fit.status == 0, cgmdvae_fit.stderr
+    messages = "\n".join(cgmdvae_fit.messages)
+    assert "GPU available" in messages  # the handler did see Lightning's records
+    assert "litlogger" not in messages
+    assert "Seed set to" not in messages
+    for text in (cgmdvae_fit.stdout, cgmdvae_fit.stderr):
+        assert "litlogger" not in text and "Seed set to" not in text
+    adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=0)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    dv.model.ZINBVAE(adata, n_hidden=8).save(tmp_path / "model")
+    with _Records() as records:
+        dv.model.ZINBVAE.load(tmp_path / "model", adata)
+    assert not [m for m in records.messages if "already downloaded" in m]
+
+
+def test_help_shows_every_default():
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert set(commands) == {"demo", "fit"}
+    for name, command in commands.items():
+        formatter = command._get_formatter()
+        for action in command._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            text = formatter._expand_help(action)
+            if action.required:
+                assert "(required)" in text, (name, action.dest)
+            else:
+                assert re.search(r"\[[^\]]+\]", text), (name, action.dest, text)
+    fit_help = commands["fit"].format_help()
+    assert "labels in --labels-key, or 10]" in " ".join(fit_help.split())
+    assert f"--threads THREADS torch CPU threads [{dv.default_threads()}:" in " ".join(
+        fit_help.split()
+    )
+    assert "_plots" in fit_help
+
+
+def test_fit_refuses_bad_out_paths_before_loading(synthetic_h5ad, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    store = synthetic_h5ad.with_suffix(".zarr")
+    cases = {
+        str(blocker / "out.h5ad"): "is a file",
+        str(blocker / "deeper" / "out.h5ad"): "is a file",
+        str(synthetic_h5ad): "is the input",
+        str(tmp_path): "is a folder",
+    }
+    for out, message in cases.items():
+        argv = ["fit", str(synthetic_h5ad), "--model", "zinbvae", "--out", out]
+        assert main(argv) == 2
+        printed = capsys.readouterr()
+        assert printed.err.startswith("deltavae: error: "), out
+        assert message in printed.err, (out, printed.err)
+        assert "Training" not in printed.out
+    # A zarr output replaces a store; anything else at that path is refused, not removed.
+    ad.read_h5ad(synthetic_h5ad).write_zarr(store)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "precious.txt").write_text("x")
+    argv = ["fit", str(store), "--model", "zinbvae", "--backed", "--out", str(keep)]
+    assert main(argv) == 2
+    assert "not a zarr store" in capsys.readouterr().err
+    assert (keep / "precious.txt").exists()
+    argv = ["fit", str(store), "--model", "zinbvae", "--backed", "--out", str(store)]
+    assert main(argv) == 2
+    assert "is the input" in capsys.readouterr().err
+    # The plots folder beside --out must be a folder too.
+    plots_folder(tmp_path / "x.h5ad").write_text("a file")
+    argv = ["fit", str(synthetic_h5ad), "--model", "zinbvae", "--out", str(tmp_path / "x.h5ad")]
+    assert main(argv) == 2
+    assert "--no-plots" in capsys.readouterr().err
+
+
+def test_model_errors_are_one_line_and_bugs_keep_their_traceback(
+    synthetic_h5ad, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "never.h5ad"
+    argv = ["fit", str(synthetic_h5ad), "--model", "cgmdvae", "--layer", "counts"]
+    assert main([*argv, "--n-clusters", "500", "--out", str(out)]) == 2
+    printed = capsys.readouterr()
+    assert printed.err.startswith("deltavae: error: --n-clusters 500 is more than the 200 cells")
+    assert "Traceback" not in printed.err and "Training" not in printed.out
+
+    def refuse(self, **kwargs):
+        raise ValueError("n_samples=180 should be >= n_clusters=190.")
+
+    monkeypatch.setattr(dv.model.CGMDVAE, "train", refuse)
+    assert main([*argv, "--n-clusters", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == "deltavae: error: training: n_samples=180 should be >= n_clusters=190.\n"
+    assert not out.exists()
+
+    def bug(self, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(dv.model.CGMDVAE, "train", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main([*argv, "--n-clusters", "3", "--out", str(out)])
+
+
+def test_threads_reach_torch_and_are_restored(synthetic_h5ad, tmp_path, monkeypatch):
+    seen = []
+
+    def record(self, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(dv.model.ZINBVAE, "train", record)
+    before = torch.get_num_threads()
+    argv = ["fit", str(synthetic_h5ad), "--model", "zinbvae", "--out", str(tmp_path / "x.h5ad")]
+    try:
+        assert main([*argv, "--threads", "3"]) == 2
+        assert main(argv) == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [3, dv.default_threads()]
+    assert torch.get_num_threads() == before
+    assert build_parser().parse_args(["demo", "--threads", "2"]).threads == 2
+    monkeypatch.setenv("DELTAVAE_THREADS", "5")
+    assert dv.default_threads() == 5
+    monkeypatch.setenv("DELTAVAE_THREADS", "zero")
+    assert dv.default_threads() == min(dv._threads.available_cpus(), 8)
+
+
+def _import_in_fresh_process(code: str, **env) -> list[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "DELTAVAE"))}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_import_sets_passive_wait_and_threads_unless_the_user_did():
+    show = "print(os.environ.get('OMP_WAIT_POLICY'), torch.get_num_threads(), dv.default_threads())"
+    fresh = _import_in_fresh_process(f"import os; import deltavae as dv; import torch; {show}")
+    assert fresh[0] == "PASSIVE"
+    assert fresh[1] == fresh[2]
+    user = _import_in_fresh_process(
+        f"import os, torch; torch.set_num_threads(1); import deltavae as dv; {show}",
+        OMP_WAIT_POLICY="ACTIVE",
+    )
+    assert user[:2] == ["ACTIVE", "1"]
 
 
 def test_version_through_the_module_entry_point():
