@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 
 import deltavae as dv  # noqa: E402
 from deltavae.cli import build_parser, main, plots_folder  # noqa: E402
+from deltavae.train import TrainingDivergedError  # noqa: E402
 
 #: Loggers whose records tell whether the noise filters work: where each message is created.
 NOISY_LOGGERS = (
@@ -339,6 +340,13 @@ def test_model_errors_are_one_line_and_bugs_keep_their_traceback(
     err = capsys.readouterr().err
     assert err == "deltavae: error: training: n_samples=180 should be >= n_clusters=190.\n"
     assert not out.exists()
+
+    def diverge(self, **kwargs):
+        raise TrainingDivergedError("the ELBO became NaN at epoch 2; lower the lr", 2, 5, None)
+
+    monkeypatch.setattr(dv.model.CGMDVAE, "train", diverge)
+    assert main([*argv, "--n-clusters", "3", "--out", str(out)]) == 2
+    assert "error: training: the ELBO became NaN at epoch 2" in capsys.readouterr().err
 
     def bug(self, **kwargs):
         raise RuntimeError("a bug")

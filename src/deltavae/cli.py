@@ -50,6 +50,7 @@ import deltavae as dv
 from deltavae._io import _is_zarr_store
 from deltavae._threads import ENV_VAR as THREADS_ENV_VAR
 from deltavae._threads import MAX_DEFAULT_THREADS
+from deltavae.train import TrainingDivergedError
 
 #: Models ``deltavae fit --model`` can train, by command-line name. A model plugs in by adding
 #: its class here; options it does not take (see :func:`_options_for`) are refused clearly.
@@ -110,11 +111,12 @@ def _user_errors(step: str):
     """Report what the model refuses while doing ``step`` as an input error, in one line.
 
     The model raises ValueError/KeyError (and FileNotFoundError) for what is wrong with the
-    data or the options; any other exception is a bug and keeps its traceback.
+    data or the options, and TrainingDivergedError (with its advice) when the ELBO became
+    NaN; any other exception is a bug and keeps its traceback.
     """
     try:
         yield
-    except (ValueError, KeyError, FileNotFoundError) as err:
+    except (ValueError, KeyError, FileNotFoundError, TrainingDivergedError) as err:
         raise InputError(f"{step}: {_message(err)}") from err
 
 
