@@ -2,7 +2,13 @@
 
 ``deltavae demo`` trains a ZINBVAE on the shipped PBMC 3k data, clusters its latent space and
 scores the clusters against the known cell types. ``deltavae fit`` trains a model on any
-``.h5ad`` file of raw counts and writes the results back into a copy of it.
+``.h5ad`` file of raw counts, writes the results back into a copy of it (without scvi-tools'
+``_scvi_*`` setup fields), prints a short report (final ELBO; cluster sizes, empty clusters and
+condition mixing for clustering models) and writes PNGs into ``<OUTPUT stem>_plots/``.
+
+Both take ``--threads`` (torch's CPU threads; see :func:`deltavae.set_threads`). Bad input,
+and whatever the model refuses (``ValueError``, ``KeyError``), ends in one line on stderr,
+``deltavae: error: <message>``, with exit status 2.
 
 Examples
 --------
