@@ -451,6 +451,7 @@ def test_auto_latent_size_grows_with_many_clusters():
     dv.model.CGMDVAE.setup_anndata(adata)
     sizes = {k: dv.model.CGMDVAE(adata, n_clusters=k, likelihood="normal") for k in (5, 10, 24)}
     assert {k: m.module.n_latent for k, m in sizes.items()} == {5: 10, 10: 10, 24: 24}
+    sizes[24].train(max_epochs=1, mixture_init_epoch=None, train_size=1.0, **TRAIN)
     assert sizes[24].get_latent_representation().shape == (100, 24)
 
 

@@ -90,9 +90,7 @@ def _methods_cgmdvae(model, adata):
     ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
     return {
         "get_latent_representation": lambda: model.get_latent_representation(),
-        "get_latent_representation(w)": lambda: model.get_latent_representation(
-            representation="w"
-        ),
+        "get_latent_representation(w)": lambda: model.get_latent_representation(representation="w"),
         "get_latent_representation(condition)": lambda: model.get_latent_representation(
             condition="ctrl"
         ),

@@ -319,3 +319,53 @@ def test_empty_clusters_after_training_are_named(trained, monkeypatch):
     )
     with pytest.warns(UserWarning, match=r"1 of 3 clusters are empty after training \(1\)"):
         model._warn_if_clusters_empty(30)
+
+
+# ----------------------------------------------------------------------------- other AnnData
+def test_an_anndata_the_model_cannot_read_is_refused(trained):
+    model, adata = trained
+    no_column = adata.copy()
+    del no_column.obs["condition"]
+    new_category = adata.copy()
+    new_category.obs["condition"] = "other"
+    log_data = adata.copy()
+    log_data.X = sp.csr_matrix(np.log1p(adata.X.toarray()))
+    cases = [
+        (no_column, KeyError, "adata.obs lacks 'condition'"),
+        (new_category, ValueError, r"not trained with: \['other'\].*load_query_data"),
+        (log_data, ValueError, "must hold raw counts: found non-integer values"),
+        (adata[:0].copy(), ValueError, "adata holds no cells"),
+    ]
+    for other, error, match in cases:
+        snap = _snapshot(other)
+        with pytest.raises(error, match=match):
+            model.get_latent_representation(other)
+        with pytest.raises(error, match=match):
+            model.translate(other, "stim")
+        _assert_unchanged(other, snap)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_latent_w": 0}, "n_latent_w must be a positive integer; got 0"),
+        ({"n_hidden": 0}, "n_hidden must be a positive integer; got 0"),
+        ({"dropout_rate": 1.5}, r"dropout_rate must lie in \[0, 1\); got 1.5"),
+        ({"dirichlet_alpha": -1.0}, "dirichlet_alpha must be positive"),
+        ({"classifier_weight": -1.0}, "classifier_weight must be non-negative"),
+        ({"n_clusters": 2.5}, "n_clusters must be an integer"),
+    ],
+)
+def test_bad_model_arguments_are_named(kwargs, match):
+    adata = _counts(n_cells=50)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    with pytest.raises(ValueError, match=match):
+        dv.model.CGMDVAE(adata, **{"n_clusters": 3, **kwargs})
+
+
+def test_a_key_that_is_not_a_column_name():
+    adata = _counts(n_cells=50)
+    snap = _snapshot(adata)
+    with pytest.raises(TypeError, match="condition_key must name obs column"):
+        dv.model.CGMDVAE.setup_anndata(adata, condition_key=5)
+    _assert_unchanged(adata, snap)

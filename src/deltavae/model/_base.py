@@ -25,11 +25,16 @@ from scvi.module.base._decorators import _move_data_to_device
 
 from .._io import result_slots
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
-from ..train._runner import DeltaTrainRunner
 from ..train._checkpoint import RestoreBestValidation
 from ..train._convergence import NotConvergedWarning, still_improving
 from ..train._distributed import resolve_strategy
-from ._validation import check_backing_for_training, warn_user
+from ..train._runner import DeltaTrainRunner
+from ._validation import (
+    check_backing_for_training,
+    check_data,
+    check_known_categories,
+    warn_user,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +168,8 @@ class DeltaModelMixin(PyroSviTrainMixin):
     """
 
     _training_plan_cls = DeltaTrainingPlan
+    #: What the model reads (see :func:`~deltavae.model._validation.check_data`).
+    _data_kind = "counts"
     _train_runner_cls = DeltaTrainRunner
     _data_splitter_cls = DeltaDataSplitter
     #: Epoch whose parameters ``train(restore_best=True)`` loaded; None when none was loaded.
@@ -373,9 +380,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
         n_cells = self.adata.n_obs
         n_train = math.ceil(train_size * n_cells)
         n_val = (
-            n_cells - n_train
-            if validation_size is None
-            else math.floor(validation_size * n_cells)
+            n_cells - n_train if validation_size is None else math.floor(validation_size * n_cells)
         )
         if (train_size < 1 or validation_size) and n_val == 0:
             raise ValueError(
@@ -448,6 +453,10 @@ class DeltaModelMixin(PyroSviTrainMixin):
         """
         if adata is not None and adata is not getattr(self, "_adata", None):
             adata = self._match_genes(adata)
+            if getattr(self, "registry_", None) is not None:
+                check_known_categories(adata, self.registry_)
+                layer = self.registry_["setup_args"].get("layer")
+                check_data(adata, layer, kind=self._data_kind, min_cells=1, warn_empty=False)
         # A new AnnData is registered like the training one; scvi-tools logs that at INFO on
         # every call, which says nothing the user can act on.
         with _without_message(

@@ -31,7 +31,7 @@ from ..train import MixtureInitialization
 from ..train._mixture_init import check_method as check_mixture_init
 from ._base import DeltaModelMixin
 from ._transfer import QueryMappingMixin
-from ._validation import check_data, check_obs_keys, warn_user
+from ._validation import check_data, check_model_arguments, check_obs_keys, warn_user
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,12 @@ class CGMDVAE(
         super().__init__(adata)
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}.")
+        check_model_arguments(
+            {"n_latent_w": n_latent_w, "n_hidden": n_hidden, "n_layers": n_layers},
+            dropout_rate=dropout_rate,
+            positive={"dirichlet_alpha": dirichlet_alpha},
+            non_negative={"classifier_weight": classifier_weight},
+        )
         setup = self.registry_["setup_args"]
         if likelihood in COUNT_LIKELIHOODS:
             check_data(adata, setup["layer"], kind="counts")
@@ -323,6 +329,15 @@ class CGMDVAE(
             f"was too short ({max_epochs} epochs): train longer (max_epochs=None chooses the "
             f"number from the data size). If they hold fewer, n_clusters={k - len(empty)} "
             "fits them."
+        )
+
+    @property
+    def _data_kind(self) -> str:
+        likelihood = self.module.likelihood
+        return (
+            "counts"
+            if likelihood in COUNT_LIKELIHOODS
+            else ("binary" if likelihood == "bernoulli" else "real")
         )
 
     # ----------------------------------------------------------------- registry helpers
@@ -630,7 +645,6 @@ class CGMDVAE(
         """
         if isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells < 1:
             raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}.")
-        self._check_if_trained(warn=False)
         module = self.module.eval()
         device = module.device
         # Fork the generator of the module's device only: forking "cuda" on a CPU build fails.
@@ -638,11 +652,13 @@ class CGMDVAE(
             if seed is not None:
                 torch.manual_seed(seed)
             cats = self._condition_codes(condition, n_cells, seed)
+            y_given = None if cluster is None else self._cluster_index(cluster)
+            self._check_if_trained(warn=False)
             if cluster is None:
                 d = Dirichlet(module.alpha).sample((n_cells,))
                 y = Categorical(probs=d).sample()
             else:
-                y = torch.full((n_cells,), self._cluster_index(cluster), device=device)
+                y = torch.full((n_cells,), y_given, device=device)
             w = torch.randn(n_cells, module.n_latent_w, device=device)
             pz = module.prior_distribution(w, cats)
             rows = torch.arange(n_cells, device=device)
@@ -711,7 +727,6 @@ class CGMDVAE(
         """
         if not self.condition_keys:
             raise ValueError("The model has no condition covariate to translate.")
-        self._check_if_trained(warn=False)
         if residual and self.module.likelihood != "normal":
             raise ValueError(
                 f"residual=True needs likelihood='normal'; this model's is "
@@ -719,6 +734,7 @@ class CGMDVAE(
             )
         target = self._condition_codes(target_condition, 1)[0]
         adata = self._validate_anndata(adata)
+        self._check_if_trained(warn=False)
         module = self.module.eval()
         outs, counts = [], []
         for tensors in self._make_data_loader(adata, batch_size=batch_size):

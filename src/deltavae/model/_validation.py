@@ -11,9 +11,9 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from anndata import AnnData
 import scvi
 import torch
+from anndata import AnnData
 from scipy import sparse
 
 import deltavae as deltavae_pkg
@@ -33,11 +33,10 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     a fixed ``stacklevel`` would point into a library.
     """
     frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
-        _LIBRARY_DIRS
-    ):
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_LIBRARY_DIRS):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level + 1)
+
 
 _CHUNK = 10_000
 
@@ -70,6 +69,8 @@ def check_data(
     adata: AnnData,
     layer: str | None = None,
     kind: Literal["counts", "real", "binary"] = "counts",
+    min_cells: int = 2,
+    warn_empty: bool = True,
 ) -> None:
     """Check the data matrix a model will read.
 
@@ -86,6 +87,10 @@ def check_data(
     kind
         What the likelihood needs: raw ``"counts"``, any ``"real"`` values, or ``"binary"``
         values in [0, 1].
+    min_cells
+        Fewest cells accepted: 2 to train, 1 to read results.
+    warn_empty
+        Warn about all-zero cells and genes.
 
     Examples
     --------
@@ -97,8 +102,12 @@ def check_data(
     ValueError: adata.X must hold raw counts: found non-integer values such as 1.5 ...
     """
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
-    if adata.n_obs < 2:
-        raise ValueError(f"At least 2 cells are needed to train a model; got {adata.n_obs}.")
+    if adata.n_obs < min_cells:
+        if min_cells == 1:
+            raise ValueError("adata holds no cells (0 observations); pass at least one cell.")
+        raise ValueError(
+            f"At least {min_cells} cells are needed to train a model; got {adata.n_obs}."
+        )
     if adata.n_vars < 1:
         raise ValueError("adata has no variables (genes).")
     X = _matrix(adata, layer)
@@ -136,6 +145,8 @@ def check_data(
         gene_nonzero |= np.asarray((block != 0).sum(axis=0)).ravel() > 0
         row += len(sums)
     n_empty = int((cell_sums == 0).sum())
+    if not warn_empty:
+        return
     if n_empty == adata.n_obs:
         raise ValueError(f"Every cell in {where} is all zeros; there is nothing to learn from.")
     if n_empty:
@@ -176,6 +187,12 @@ def check_obs_keys(adata: AnnData, keys: dict[str, str | Iterable[str] | None]) 
     for arg, value in keys.items():
         if value is None:
             continue
+        if not isinstance(value, str) and not (
+            isinstance(value, list | tuple) and all(isinstance(k, str) for k in value)
+        ):
+            raise TypeError(
+                f"{arg} must name obs column(s) (a string or a list of strings); got {value!r}."
+            )
         for key in [value] if isinstance(value, str) else list(value):
             if key not in adata.obs:
                 raise KeyError(
@@ -188,6 +205,79 @@ def check_obs_keys(adata: AnnData, keys: dict[str, str | Iterable[str] | None]) 
                     f"{arg}={key!r}: adata.obs[{key!r}] has {n_missing} missing values (NaN); "
                     "fill them (e.g. with 'unknown') or drop those cells."
                 )
+
+
+def check_model_arguments(
+    sizes: dict[str, object] | None = None,
+    dropout_rate: float | None = None,
+    positive: dict[str, object] | None = None,
+    non_negative: dict[str, object] | None = None,
+) -> None:
+    """Refuse network sizes below 1, a dropout rate outside [0, 1) and bad weights by name.
+
+    Examples
+    --------
+    >>> check_model_arguments({"n_hidden": 128}, dropout_rate=0.1)
+    >>> check_model_arguments({"n_latent_w": 0})
+    Traceback (most recent call last):
+    ...
+    ValueError: n_latent_w must be a positive integer; got 0.
+    """
+    for name, value in (sizes or {}).items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    if dropout_rate is not None and not (
+        isinstance(dropout_rate, int | float) and 0 <= dropout_rate < 1
+    ):
+        raise ValueError(f"dropout_rate must lie in [0, 1); got {dropout_rate!r}.")
+    for name, value in (positive or {}).items():
+        values = np.atleast_1d(np.asarray(value, dtype=float))
+        if not (np.isfinite(values).all() and (values > 0).all()):
+            raise ValueError(f"{name} must be positive and finite; got {value!r}.")
+    for name, value in (non_negative or {}).items():
+        values = np.atleast_1d(np.asarray(value, dtype=float))
+        if not (np.isfinite(values).all() and (values >= 0).all()):
+            raise ValueError(f"{name} must be non-negative and finite; got {value!r}.")
+
+
+def check_known_categories(adata: AnnData, registry: dict) -> None:
+    """The categorical obs columns a model registered exist in ``adata`` and hold only
+    categories the model was trained with.
+
+    Parameters
+    ----------
+    adata
+        An AnnData a trained model is asked to read.
+    registry
+        The model's ``registry_``.
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad
+    >>> check_known_categories(ad.AnnData(np.ones((2, 2))), {"field_registries": {}})
+    """
+    fields = registry["field_registries"]
+    columns: dict[str, list] = {}
+    batch = fields.get("batch", {}).get("state_registry", {})
+    if batch.get("original_key") not in (None, "_scvi_batch"):
+        columns[batch["original_key"]] = list(batch["categorical_mapping"])
+    covs = fields.get("extra_categorical_covs", {}).get("state_registry", {})
+    for key, mapping in covs.get("mappings", {}).items():
+        columns[key] = list(mapping)
+    for key, known in columns.items():
+        if key not in adata.obs:
+            raise KeyError(
+                f"adata.obs lacks {key!r}, a condition column the model was trained with; add "
+                f"it (one of {[str(v) for v in known][:10]} per cell)."
+            )
+        values = pd.Index(adata.obs[key].astype(str).unique())
+        new = values.difference(pd.Index([str(v) for v in known]))
+        if len(new):
+            raise ValueError(
+                f"adata.obs[{key!r}] holds categories the model was not trained with: "
+                f"{new[:5].tolist()}; known: {[str(v) for v in known][:10]}. Map cells of a new "
+                f"{key} onto the model with load_query_data(adata, model) first."
+            )
 
 
 def check_size_factors(adata: AnnData, size_factor_key: str | None) -> None:

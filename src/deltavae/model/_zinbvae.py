@@ -26,7 +26,12 @@ from scvi.model.base import (
 from ..module import ZINBVAEModule
 from ._base import DeltaModelMixin
 from ._transfer import QueryMappingMixin
-from ._validation import check_data, check_obs_keys, check_size_factors
+from ._validation import (
+    check_data,
+    check_model_arguments,
+    check_obs_keys,
+    check_size_factors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +97,10 @@ class ZINBVAE(
         super().__init__(adata)
         if likelihood not in ("zinb", "nb"):
             raise ValueError(f"likelihood must be 'zinb' or 'nb', got {likelihood!r}.")
-        if n_latent < 1 or n_hidden < 1 or n_layers < 1:
-            raise ValueError(
-                f"n_latent, n_hidden and n_layers must be >= 1; got {n_latent}, {n_hidden}, "
-                f"{n_layers}."
-            )
+        check_model_arguments(
+            {"n_latent": n_latent, "n_hidden": n_hidden, "n_layers": n_layers},
+            dropout_rate=dropout_rate,
+        )
         n_batch = self.summary_stats.n_batch
         cat_registry = self.adata_manager.data_registry.get(REGISTRY_KEYS.CAT_COVS_KEY)
         n_cats_per_cov = (

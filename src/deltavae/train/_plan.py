@@ -171,8 +171,7 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         self.module.load_state_dict(self._finite_state)
         if self._finite_at is None:
             kept = (
-                "its parameters from before this training run (the first updates already "
-                "diverged)"
+                "its parameters from before this training run (the first updates already diverged)"
             )
         else:
             kept = (
