@@ -369,3 +369,49 @@ def test_a_key_that_is_not_a_column_name():
     with pytest.raises(TypeError, match="condition_key must name obs column"):
         dv.model.CGMDVAE.setup_anndata(adata, condition_key=5)
     _assert_unchanged(adata, snap)
+
+
+# ----------------------------------------------------------------------------- spots
+@pytest.fixture(scope="module")
+def spots_and_reference():
+    cells = dv.datasets.synthetic_counts(
+        n_cells=300, n_genes=60, n_clusters=3, n_conditions=1, seed=1
+    )
+    return dv.datasets.pseudo_spots(cells, "cluster", n_spots=40, seed=0)
+
+
+def test_deconvolution_refuses_a_log_reference_and_untrained_reads(spots_and_reference):
+    spots, ref = spots_and_reference
+    log_ref = ref.copy()
+    log_ref.X = sp.csr_matrix(np.log1p(ref.X.toarray()))
+    snap = _snapshot(log_ref)
+    with pytest.raises(ValueError, match=r"reference.X must hold raw counts"):
+        dv.model.NMFDeconv.from_reference(spots.copy(), log_ref, labels_key="cluster")
+    _assert_unchanged(log_ref, snap)
+    model = dv.model.NMFDeconv.from_reference(spots.copy(), ref, labels_key="cluster")
+    assert model.get_signatures().shape[0] == 3  # the reference's, known before training
+    for read in (model.get_proportions, model.get_abundance, model.get_technology_factor):
+        with pytest.raises(RuntimeError, match="untrained"):
+            read()
+
+
+def test_archetype_arguments_are_checked():
+    mix = dv.datasets.convex_mixtures(n_spots=60, n_genes=60, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    for kwargs, match in (
+        ({"n_archetypes": 2.5}, "n_archetypes must be an integer or 'auto'; got 2.5"),
+        ({"n_archetypes": 3, "n_pcs": 0}, "n_pcs must be a positive integer"),
+        ({"n_archetypes": 3, "dropout_rate": 1.0}, "dropout_rate must lie in"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            dv.model.Archetypes(mix, **kwargs)
+    model = dv.model.Archetypes(mix, n_archetypes=3)
+    with pytest.raises(RuntimeError, match="untrained"):
+        model.get_archetype_weights()
+    model.train(max_epochs=2, **TRAIN)
+    with pytest.raises(ValueError, match="must be a list of gene names"):
+        model.match_signatures({"B": "gene_1"})
+    with pytest.raises(ValueError, match="n_anchors must be a positive integer"):
+        model.get_anchors(0)
+    with pytest.raises(ValueError, match="n_genes must be a positive integer"):
+        model.get_markers(0)

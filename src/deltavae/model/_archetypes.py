@@ -22,11 +22,16 @@ from ..module import ArchetypesModule
 from ..module._archetypes import convex_archetypes, elbow
 from ._base import DeltaModelMixin
 from ._nmfdeconv import _dense
-from ._validation import check_data
+from ._validation import check_data, check_model_arguments
 
 logger = logging.getLogger(__name__)
 
 _CP10K = 1e4
+
+
+def _check_count(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
 
 
 def stable_matching(scores: np.ndarray) -> list[tuple[int, int]]:
@@ -144,12 +149,24 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
                     f"n_archetypes='auto' compares 2 or more archetypes and needs at least 3 "
                     f"spots; got {n_spots}. Pass n_archetypes=2, or more spots."
                 )
+        elif isinstance(n_archetypes, bool) or not isinstance(n_archetypes, int | np.integer):
+            raise ValueError(f"n_archetypes must be an integer or 'auto'; got {n_archetypes!r}.")
         elif n_archetypes > n_spots:
             raise ValueError(
                 f"n_archetypes={n_archetypes} is larger than the number of spots ({n_spots})."
             )
         elif n_archetypes < 2:
             raise ValueError(f"n_archetypes must be >= 2; got {n_archetypes}.")
+        check_model_arguments(
+            {
+                "max_archetypes": max_archetypes,
+                "n_pcs": n_pcs,
+                "n_hidden": n_hidden,
+                "n_layers": n_layers,
+            },
+            dropout_rate=dropout_rate,
+            positive={"prior_concentration": prior_concentration},
+        )
         if not 0 < merge_threshold <= 1:
             raise ValueError(f"merge_threshold must lie in (0, 1]; got {merge_threshold}.")
         self.merge_threshold = float(merge_threshold)
@@ -349,6 +366,7 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
         --------
         >>> a.get_anchors(10).value_counts()  # doctest: +SKIP
         """
+        _check_count("n_anchors", n_anchors)
         weights = self.get_archetype_weights()
         dominant = weights.to_numpy().argmax(axis=1)
         anchor = np.full(len(weights), -1)
@@ -387,6 +405,7 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
         --------
         >>> a.get_markers(20)["names"]["A0"][:5]  # doctest: +SKIP
         """
+        _check_count("n_genes", n_genes)
         profiles = self.get_archetype_profiles() * _CP10K
         names = profiles.columns
         n_genes = min(n_genes, profiles.shape[0])
@@ -454,6 +473,11 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
         genes = profiles.index
         gene_sets = {}
         for name, members in signatures.items():
+            if isinstance(members, str) or not isinstance(members, Sequence | set | np.ndarray):
+                raise ValueError(
+                    f"signature {name!r} must be a list of gene names, got {members!r}; e.g. "
+                    f"{{{name!r}: [{members!r}]}}."
+                )
             members = [members] if isinstance(members, str) else list(members)
             missing = [g for g in members if g not in genes]
             present = [g for g in members if g in genes]

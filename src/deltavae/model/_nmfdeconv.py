@@ -384,6 +384,7 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
         >>> d = dv.model.NMFDeconv.from_reference(spots, reference=ref)  # doctest: +SKIP
         """
         labels = _check_labels(reference, labels_key)
+        check_data(reference, reference_layer, kind="counts", name="reference")
         shared = spots.var_names[spots.var_names.isin(reference.var_names)]
         if len(shared) == 0:
             raise ValueError(
@@ -496,6 +497,7 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
         --------
         >>> d.get_abundance().describe()  # doctest: +SKIP
         """
+        self._check_if_trained(warn=False)
         with torch.no_grad():
             values = torch.exp(self.module.log_abundance).cpu().numpy()
         return pd.Series(values, index=self.adata.obs_names, name=self.abundance_key)
@@ -507,6 +509,10 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
         --------
         >>> d.get_signatures().loc["B"].nlargest(5)  # doctest: +SKIP
         """
+        if isinstance(self.module.log_signatures, torch.nn.Parameter):
+            # Learned (reference-free): nothing to read before training. From a reference
+            # they are the reference's, known from the start.
+            self._check_if_trained(warn=False)
         with torch.no_grad():
             values = self.module.signatures().cpu().numpy()
         return pd.DataFrame(values, index=self.cell_types_, columns=self.adata.var_names)
@@ -518,6 +524,7 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
         --------
         >>> d.get_technology_factor().sort_values().head()  # doctest: +SKIP
         """
+        self._check_if_trained(warn=False)
         with torch.no_grad():
             values = torch.exp(self.module.log_technology).cpu().numpy()
         return pd.Series(values, index=self.adata.var_names, name="technology_factor")

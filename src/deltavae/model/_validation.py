@@ -71,6 +71,7 @@ def check_data(
     kind: Literal["counts", "real", "binary"] = "counts",
     min_cells: int = 2,
     warn_empty: bool = True,
+    name: str = "adata",
 ) -> None:
     """Check the data matrix a model will read.
 
@@ -91,6 +92,8 @@ def check_data(
         Fewest cells accepted: 2 to train, 1 to read results.
     warn_empty
         Warn about all-zero cells and genes.
+    name
+        What to call the AnnData in messages (e.g. ``"reference"``).
 
     Examples
     --------
@@ -101,7 +104,7 @@ def check_data(
     ...
     ValueError: adata.X must hold raw counts: found non-integer values such as 1.5 ...
     """
-    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    where = f"{name}.X" if layer is None else f"{name}.layers[{layer!r}]"
     if adata.n_obs < min_cells:
         if min_cells == 1:
             raise ValueError("adata holds no cells (0 observations); pass at least one cell.")
