@@ -18,8 +18,6 @@ import time
 import warnings
 from collections.abc import Sequence
 
-import psutil
-
 _MiB = 1024**2
 _HWM = re.compile(r"VmHWM:\s+(\d+)\s+kB")
 
@@ -75,6 +73,8 @@ class PeakRSS:
 
     def __init__(self, interval: float = 0.01):
         self.interval = interval
+        import psutil  # only the memory sampler needs it (pip install .[bench])
+
         self._proc = psutil.Process(os.getpid())
 
     def _sample(self) -> None:

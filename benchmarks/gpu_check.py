@@ -78,7 +78,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import copy  # noqa: E402
 import json  # noqa: E402
-import logging  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
@@ -88,9 +87,11 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
-import warnings  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import markdown_table, quiet  # noqa: E402
 
 # Relative difference (to the largest absolute value) above which two devices disagree.
 DEVICE_TOLERANCE = 1e-3
@@ -150,30 +151,6 @@ SPEED_BATCH_SIZES = (128, 1024)
 
 
 # --------------------------------------------------------------------------- recording
-# The script needs nothing beyond deltavae's own dependencies (not even benchmarks/_common.py,
-# which needs psutil), so it runs on a fresh CUDA machine with only the package installed.
-def markdown_table(headers, rows) -> str:
-    """A GitHub-flavoured markdown table with padded columns."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-
-    def line(row):
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(cells[0]), sep, *(line(r) for r in cells[1:])])
-
-
-def quiet() -> None:
-    """Silence scvi-tools' INFO lines, Lightning, Pyro and warnings."""
-    import scvi
-
-    scvi.settings.verbosity = logging.ERROR
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "pyro"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 class _Failed:
     """Result of a step that failed: later steps that need it are skipped."""
 
