@@ -138,10 +138,10 @@ def test_save_path_exists(saved):
 def test_load_with_different_genes(saved, counts_adata):
     _, path = saved
     fewer = counts_adata[:, 5:].copy()
-    with pytest.raises(ValueError, match="5 missing"):
+    with pytest.raises(ValueError, match=r"5 of them missing \(e.g. \['gene_0'"):
         dv.model.ZINBVAE.load(path, adata=fewer)
     shuffled = counts_adata[:, ::-1].copy()
-    with pytest.raises(ValueError, match="genes differ"):
+    with pytest.raises(ValueError, match="genes differ .*the same genes in another order"):
         dv.model.ZINBVAE.load(path, adata=shuffled)
 
 
@@ -153,6 +153,12 @@ def test_corrupted_model_file(saved, counts_adata, damage):
     (path / pt).write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00" * 100)
     with pytest.raises(ValueError, match="corrupted or truncated"):
         dv.model.ZINBVAE.load(path, adata=counts_adata)
+
+
+def test_load_without_adata_when_none_was_saved(saved):
+    _, path = saved
+    with pytest.raises(ValueError, match="saved without its AnnData"):
+        dv.model.ZINBVAE.load(path)
 
 
 def test_missing_model_directory(tmp_path, counts_adata):

@@ -39,6 +39,17 @@ from ._validation import (
 logger = logging.getLogger(__name__)
 
 
+def _gene_difference(genes: pd.Index, names: pd.Index) -> str:
+    """How ``names`` differ from the training ``genes``, naming a few of each."""
+    missing, extra = genes.difference(names), names.difference(genes)
+    parts = []
+    if len(missing):
+        parts.append(f"{len(missing)} of them missing (e.g. {missing[:5].tolist()})")
+    if len(extra):
+        parts.append(f"{len(extra)} genes it does not know (e.g. {extra[:5].tolist()})")
+    return " and ".join(parts) or "the same genes in another order"
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
@@ -424,16 +435,11 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 f"adata has duplicated gene names (e.g. {dup}); make them unique "
                 "(adata.var_names_make_unique()) and keep the model's genes."
             )
-        missing, extra = genes.difference(names), names.difference(genes)
-        if len(missing) or len(extra):
-            parts = []
-            if len(missing):
-                parts.append(f"{len(missing)} of them missing (e.g. {missing[:5].tolist()})")
-            if len(extra):
-                parts.append(f"{len(extra)} genes it does not know (e.g. {extra[:5].tolist()})")
+        if len(genes.difference(names)) or len(names.difference(genes)):
             raise ValueError(
                 f"adata's genes differ from the {len(genes)} genes the model was trained on: "
-                f"{' and '.join(parts)}. Pass the training genes in the training order, e.g. "
+                f"{_gene_difference(genes, names)}. Pass the training genes in the training "
+                "order, e.g. "
                 "adata[:, model.adata.var_names] (a missing gene cannot be made up; map a "
                 "dataset with other genes with load_query_data)."
             )
@@ -555,12 +561,21 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 f"{dir_path!r} was saved by deltavae {saved_version}, which this version "
                 f"({_package_version()}) cannot read; retrain or load it with that version."
             )
+        if adata is None and not os.path.exists(
+            os.path.join(dir_path, f"{prefix or ''}adata.h5ad")
+        ):
+            raise ValueError(
+                f"{dir_path!r} was saved without its AnnData: pass the training AnnData, "
+                f"{cls.__name__}.load(path, adata), or save with save_anndata=True."
+            )
         if adata is not None and not np.array_equal(np.asarray(adata.var_names), var_names):
-            missing = len(set(var_names) - set(adata.var_names))
+            genes, names = pd.Index(np.asarray(var_names).astype(str)), adata.var_names
+            problem = _gene_difference(genes, pd.Index(names.astype(str)))
             raise ValueError(
                 f"The AnnData's genes differ from the {len(var_names)} genes the model was "
-                f"trained on ({missing} missing, {adata.n_vars} given); subset and order it "
-                "with adata[:, saved_gene_names] first."
+                f"trained on: {problem}. The model keeps the AnnData it is loaded with, so it "
+                "must hold the training genes in the training order: "
+                "adata[:, saved_gene_names]."
             )
         model = super().load(dir_path, adata=adata, **kwargs)
         restore = getattr(model, "_restore_after_load", None)
