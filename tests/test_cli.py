@@ -414,3 +414,28 @@ def test_version_through_the_module_entry_point():
     )
     assert result.returncode == 0
     assert result.stdout.strip() == f"deltavae {dv.__version__}"
+
+
+def test_fit_report_carries_the_models_warnings(tmp_path, capsys):
+    adata = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=30, n_clusters=3, n_conditions=2, seed=0
+    )
+    adata.write_h5ad(tmp_path / "c.h5ad")
+    code = main(
+        [
+            "fit",
+            str(tmp_path / "c.h5ad"),
+            "--model",
+            "zinbvae",
+            "--epochs",
+            "2",
+            "--no-plots",
+            "--out",
+            str(tmp_path / "out.h5ad"),
+        ]
+    )
+    out = capsys.readouterr()
+    assert code == 0
+    # Two epochs cannot converge: the report says so in its own words, not as a traceback line.
+    assert "warning: Training ran" in out.out and "too few to converge" in out.out
+    assert "NotConvergedWarning" not in out.err

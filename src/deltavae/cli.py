@@ -336,6 +336,13 @@ def _cluster_report(results: ad.AnnData, model_name: str, condition_key: str | N
     return lines
 
 
+def _is_model_note(caught: warnings.WarningMessage) -> bool:
+    """A warning the model gives about its own training run (see ``fit``)."""
+    return issubclass(caught.category, dv.train.NotConvergedWarning) or (
+        "clusters are empty after training" in str(caught.message)
+    )
+
+
 def _fit_report(results: ad.AnnData, model, args: argparse.Namespace) -> list[str]:
     lines = ["", f"{type(model).__name__} on {results.n_obs} cells:"]
     lines += _elbo_report(model)
@@ -460,15 +467,23 @@ def fit(args: argparse.Namespace) -> int:
         model_cls.setup_anndata(adata, **setup)
         model = model_cls(adata, **init)
     print(f"Training {model_cls.__name__} on {adata.n_obs} cells x {adata.n_vars} genes ...")
-    with _user_errors("training"):
+    with _user_errors("training"), warnings.catch_warnings(record=True) as caught:
+        # What the model says about its own run (not converged, empty clusters) goes in the
+        # report below, not as Python warnings with a file path.
+        warnings.simplefilter("always", UserWarning)
         model.train(
             max_epochs=args.epochs, early_stopping=args.early_stopping, enable_progress_bar=True
         )
+    notes = [str(w.message) for w in caught if _is_model_note(w)]
+    for other in (w for w in caught if not _is_model_note(w)):
+        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
     with _user_errors("writing the results"):
         results, keys = _write_results(model, adata, path, out, args.backed)
     print(f"Wrote {', '.join(keys)} to {out}")
     for line in _fit_report(results, model, args):
         print(line)
+    for note in notes:
+        print(f"warning: {note}")
     if plots is not None:
         files = _fit_plots(results, model, keys, args, plots)
         print(f"plots in {plots}: {', '.join(file.name for file in files)}")

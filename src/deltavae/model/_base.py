@@ -88,7 +88,9 @@ def _write_into_file(adata: AnnData, keys: list[str]) -> None:
             for start in range(0, len(values), _ROWS_PER_WRITE):
                 dataset[start : start + _ROWS_PER_WRITE] = values[start : start + _ROWS_PER_WRITE]
         elif slot == "obs":
-            write_elem(h5, "obs", adata.obs)
+            # scvi-tools' registration columns (_scvi_batch, ...) are its internals, not results.
+            internal = [c for c in adata.obs.columns if str(c).startswith("_scvi_")]
+            write_elem(h5, "obs", adata.obs.drop(columns=internal))
         else:
             write_elem(h5[slot], name, getattr(adata, slot)[name])
     h5.flush()
