@@ -521,12 +521,6 @@ def scvi_mixin_checks(ctx: Context, name: str, model, groupby: str, group1: str,
         lambda: model.get_aggregated_posterior(),
         detail=lambda d: type(d).__name__,
     )
-    run(
-        name,
-        "sample_posterior (Pyro)",
-        lambda: model.sample_posterior(num_samples=2, batch_size=256),
-        detail=lambda d: f"sites {sorted(d)[:4]}",
-    )
     run(name, "get_likelihood_parameters", lambda: model.get_likelihood_parameters())
     run(
         name,

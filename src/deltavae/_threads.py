@@ -4,8 +4,8 @@ Two settings decide how training behaves on a busy CPU:
 
 * **Wait policy.** torch's CPU kernels run on OpenMP threads, which by default spin while they
   wait for work. When another process holds one of the cores, the spinning threads compete
-  with the one thread that has work: on 2 cores with one competing process, ``deltavae demo``
-  took 1,130 s instead of 42 s. ``OMP_WAIT_POLICY=PASSIVE`` makes waiting threads sleep.
+  with the one thread that has work, and training slows down many times over (benchmarks/README.md,
+  Numbers behind the defaults, D6). ``OMP_WAIT_POLICY=PASSIVE`` makes waiting threads sleep.
   OpenMP reads it once, when torch loads it, so ``import deltavae`` sets it (unless the
   variable is already set) before it imports torch; if torch was imported first, the setting
   has no effect in that process (set ``OMP_WAIT_POLICY=PASSIVE`` in the shell, or import

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._docs import doc_data_dir, doc_params
+
 logger = logging.getLogger(__name__)
 
 DATA_ENV_VAR = "DELTAVAE_DATA"
@@ -194,6 +196,7 @@ def kang_ifnb() -> ad.AnnData:
 # --------------------------------------------------------------------------------------------
 
 
+@doc_params(data_dir=doc_data_dir)
 def kang_ifnb_8donors(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     """Kang et al. (2018) control PBMCs from 8 donors (muscat ``kang_se``).
 
@@ -202,9 +205,7 @@ def kang_ifnb_8donors(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
 
     Parameters
     ----------
-    data_dir
-        The ``.h5ad`` file, its folder, or the data root. If None, the root is looked up in
-        ``$DELTAVAE_DATA`` and then in ``shared/data`` in the working directory and its parents.
+    {data_dir}
 
     Returns
     -------
@@ -215,13 +216,14 @@ def kang_ifnb_8donors(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     Examples
     --------
     >>> import deltavae as dv
-    >>> adata = dv.datasets.kang_ifnb_8donors()  # doctest: +SKIP
-    >>> adata.obs["donor"].nunique()  # doctest: +SKIP
+    >>> adata = dv.datasets.kang_ifnb_8donors()
+    >>> adata.obs["donor"].nunique()
     8
     """
     return _read_shared("kang2018_ifnb_muscat/kang_ctrl_8donors_muscat_kang_se.h5ad", data_dir)
 
 
+@doc_params(data_dir=doc_data_dir)
 def kang_scgen(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     """Kang et al. (2018) PBMCs, the scGen validation split (counts rebuilt exactly).
 
@@ -231,8 +233,7 @@ def kang_scgen(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
 
     Parameters
     ----------
-    data_dir
-        The ``.h5ad`` file, its folder, or the data root (see :func:`kang_ifnb_8donors`).
+    {data_dir}
 
     Returns
     -------
@@ -243,8 +244,8 @@ def kang_scgen(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     Examples
     --------
     >>> import deltavae as dv
-    >>> adata = dv.datasets.kang_scgen()  # doctest: +SKIP
-    >>> sorted(adata.obs["condition"].cat.categories)  # doctest: +SKIP
+    >>> adata = dv.datasets.kang_scgen()
+    >>> sorted(adata.obs["condition"].cat.categories)
     ['ctrl', 'stim']
     """
     adata = _read_shared("kang2018_ifnb_scgen/kang_ctrl_stim_scgen_valid_counts.h5ad", data_dir)
@@ -255,6 +256,7 @@ def kang_scgen(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     return adata
 
 
+@doc_params(data_dir=doc_data_dir)
 def kang_harmony(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     """Kang et al. (2018) PBMCs, 1,000 control + 1,000 stimulated cells (harmony's ``pbmc_stim``).
 
@@ -263,8 +265,7 @@ def kang_harmony(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
 
     Parameters
     ----------
-    data_dir
-        The ``.h5ad`` file, its folder, or the data root (see :func:`kang_ifnb_8donors`).
+    {data_dir}
 
     Returns
     -------
@@ -274,13 +275,14 @@ def kang_harmony(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     Examples
     --------
     >>> import deltavae as dv
-    >>> adata = dv.datasets.kang_harmony()  # doctest: +SKIP
-    >>> adata.shape  # doctest: +SKIP
+    >>> adata = dv.datasets.kang_harmony()
+    >>> adata.shape
     (2000, 9015)
     """
     return _read_shared("kang2018_ifnb_harmony/kang_ctrl_stim_harmony_pbmc_stim.h5ad", data_dir)
 
 
+@doc_params(data_dir=doc_data_dir)
 def mesc(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     """Mouse ES cells in 3 culture conditions x 2 batches (Kolodziejczyk et al. 2015).
 
@@ -289,8 +291,7 @@ def mesc(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
 
     Parameters
     ----------
-    data_dir
-        The ``.h5ad`` file, its folder, or the data root (see :func:`kang_ifnb_8donors`).
+    {data_dir}
 
     Returns
     -------
@@ -300,14 +301,15 @@ def mesc(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     Examples
     --------
     >>> import deltavae as dv
-    >>> adata = dv.datasets.mesc()  # doctest: +SKIP
-    >>> adata.obs["condition"].value_counts().sort_index().tolist()  # doctest: +SKIP
+    >>> adata = dv.datasets.mesc()
+    >>> adata.obs["condition"].value_counts().sort_index().tolist()
     [60, 73, 67]
     """
     adata = _read_shared("mesc_kolodziejczyk2015/mesc_2batches_scmerge_example.h5ad", data_dir)
     return _rename_obs(adata, {"culture_condition": "condition"})
 
 
+@doc_params(data_dir=doc_data_dir)
 def mob_spatial(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     """Mouse olfactory bulb, Spatial Transcriptomics (Stahl et al. 2016, STdeconvolve copy).
 
@@ -315,8 +317,7 @@ def mob_spatial(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
 
     Parameters
     ----------
-    data_dir
-        The ``.h5ad`` file, its folder, or the data root (see :func:`kang_ifnb_8donors`).
+    {data_dir}
 
     Returns
     -------
@@ -326,8 +327,8 @@ def mob_spatial(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     Examples
     --------
     >>> import deltavae as dv
-    >>> spots = dv.datasets.mob_spatial()  # doctest: +SKIP
-    >>> spots.obsm["spatial"].shape  # doctest: +SKIP
+    >>> spots = dv.datasets.mob_spatial()
+    >>> spots.obsm["spatial"].shape
     (262, 2)
     """
     return _read_shared("mob_stahl2016_spatial/mob_rep_stdeconvolve.h5ad", data_dir)
@@ -348,7 +349,7 @@ def spatial_reference_pair(
         One of ``"cerebellum"`` (Slide-seq), ``"hippocampus"`` (Visium),
         ``"hypothalamus"`` (MERFISH) or ``"lymphnode"`` (Visium).
     data_dir
-        The folder holding the pair or the data root (see :func:`kang_ifnb_8donors`).
+        The folder holding the pair or the data root (looked up as for :func:`kang_ifnb_8donors`).
 
     Returns
     -------
@@ -359,8 +360,8 @@ def spatial_reference_pair(
     Examples
     --------
     >>> import deltavae as dv
-    >>> spots, ref = dv.datasets.spatial_reference_pair("hypothalamus")  # doctest: +SKIP
-    >>> spots.shape, ref.shape  # doctest: +SKIP
+    >>> spots, ref = dv.datasets.spatial_reference_pair("hypothalamus")
+    >>> spots.shape, ref.shape
     ((750, 134), (1308, 134))
     """
     if name not in _PAIR_FILES:
@@ -401,8 +402,8 @@ def mnist(data_dir: str | os.PathLike | None = None, n: int | None = None) -> ad
     Examples
     --------
     >>> import deltavae as dv
-    >>> digits = dv.datasets.mnist(n=500)  # doctest: +SKIP
-    >>> digits.shape  # doctest: +SKIP
+    >>> digits = dv.datasets.mnist(n=500)
+    >>> digits.shape
     (500, 784)
     """
     images_path = _resolve_file("mnist_t10k/t10k-images-idx3-ubyte.gz", data_dir)

@@ -14,6 +14,8 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from .._docs import doc_labels, doc_params
+
 ArrayLike = np.ndarray | pd.Series | pd.Categorical | Sequence
 
 
@@ -64,6 +66,7 @@ def _purity(true: np.ndarray, pred: np.ndarray) -> float:
     return float(_contingency(true, pred).max(axis=0).sum() / true.shape[0])
 
 
+@doc_params(labels=doc_labels)
 def clustering_accuracy(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     """Accuracy after the best one-to-one matching of clusters to classes (Hungarian).
 
@@ -73,10 +76,7 @@ def clustering_accuracy(labels_true: ArrayLike, labels_pred: ArrayLike) -> float
 
     Parameters
     ----------
-    labels_true
-        True class of each cell.
-    labels_pred
-        Predicted cluster of each cell. The label values need not match ``labels_true``.
+    {labels}
 
     Returns
     -------
@@ -94,6 +94,7 @@ def clustering_accuracy(labels_true: ArrayLike, labels_pred: ArrayLike) -> float
     return _accuracy(*_paired_codes(labels_true, labels_pred))
 
 
+@doc_params(labels=doc_labels)
 def purity(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     """Cluster purity: each cluster is credited with its most common class.
 
@@ -102,10 +103,7 @@ def purity(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
 
     Parameters
     ----------
-    labels_true
-        True class of each cell.
-    labels_pred
-        Predicted cluster of each cell.
+    {labels}
 
     Returns
     -------
@@ -121,15 +119,13 @@ def purity(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     return _purity(*_paired_codes(labels_true, labels_pred))
 
 
+@doc_params(labels=doc_labels)
 def ari(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     """Adjusted Rand index (:func:`sklearn.metrics.adjusted_rand_score`).
 
     Parameters
     ----------
-    labels_true
-        True class of each cell.
-    labels_pred
-        Predicted cluster of each cell.
+    {labels}
 
     Returns
     -------
@@ -146,6 +142,7 @@ def ari(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     return float(adjusted_rand_score(true, pred))
 
 
+@doc_params(labels=doc_labels)
 def nmi(
     labels_true: ArrayLike, labels_pred: ArrayLike, average_method: str = "arithmetic"
 ) -> float:
@@ -153,10 +150,7 @@ def nmi(
 
     Parameters
     ----------
-    labels_true
-        True class of each cell.
-    labels_pred
-        Predicted cluster of each cell.
+    {labels}
     average_method
         How the two entropies are averaged in the normaliser: ``"arithmetic"``,
         ``"geometric"``, ``"min"`` or ``"max"``.
@@ -176,15 +170,13 @@ def nmi(
     return float(normalized_mutual_info_score(true, pred, average_method=average_method))
 
 
+@doc_params(labels=doc_labels)
 def cluster_scores(labels_true: ArrayLike, labels_pred: ArrayLike) -> dict[str, float]:
     """ARI, NMI, Hungarian accuracy and purity in one dictionary.
 
     Parameters
     ----------
-    labels_true
-        True class of each cell.
-    labels_pred
-        Predicted cluster of each cell.
+    {labels}
 
     Returns
     -------

@@ -17,6 +17,8 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import average_precision_score
 
+from .._docs import doc_params, doc_proportions
+
 _SSIM_C1 = 0.01**2
 _SSIM_C2 = 0.03**2
 
@@ -91,13 +93,13 @@ def _aupr(t: np.ndarray, p: np.ndarray) -> float:
     return float(average_precision_score(present, p))
 
 
+@doc_params(proportions=doc_proportions)
 def per_type_pcc(true, pred) -> pd.Series:
     """Pearson correlation across spots between true and predicted proportions of each type.
 
     Parameters
     ----------
-    true, pred
-        Proportions, spots x types (DataFrames are aligned by column name; arrays by position).
+    {proportions}
 
     Returns
     -------
@@ -114,6 +116,7 @@ def per_type_pcc(true, pred) -> pd.Series:
     return _per_type(true, pred, _pcc)
 
 
+@doc_params(proportions=doc_proportions)
 def ssim(true, pred) -> pd.Series:
     """Structural similarity of each type's proportions across spots (global, one window).
 
@@ -123,8 +126,7 @@ def ssim(true, pred) -> pd.Series:
 
     Parameters
     ----------
-    true, pred
-        Proportions, spots x types.
+    {proportions}
 
     Returns
     -------
@@ -140,13 +142,13 @@ def ssim(true, pred) -> pd.Series:
     return _per_type(true, pred, _ssim)
 
 
+@doc_params(proportions=doc_proportions)
 def rmse(true, pred) -> pd.Series:
     """Root mean squared error of each type's proportions across spots.
 
     Parameters
     ----------
-    true, pred
-        Proportions, spots x types.
+    {proportions}
 
     Returns
     -------
@@ -162,6 +164,7 @@ def rmse(true, pred) -> pd.Series:
     return _per_type(true, pred, _rmse)
 
 
+@doc_params(proportions=doc_proportions)
 def jsd(true, pred) -> pd.Series:
     """Jensen-Shannon distance (base 2) between each type's true and predicted spatial spread.
 
@@ -170,8 +173,7 @@ def jsd(true, pred) -> pd.Series:
 
     Parameters
     ----------
-    true, pred
-        Proportions, spots x types.
+    {proportions}
 
     Returns
     -------
@@ -187,6 +189,7 @@ def jsd(true, pred) -> pd.Series:
     return _per_type(true, pred, _jsd)
 
 
+@doc_params(proportions=doc_proportions)
 def presence_aupr(true, pred, per_type: bool = False) -> float | pd.Series:
     """Area under the precision-recall curve for detecting which types are present per spot.
 
@@ -195,8 +198,7 @@ def presence_aupr(true, pred, per_type: bool = False) -> float | pd.Series:
 
     Parameters
     ----------
-    true, pred
-        Proportions, spots x types.
+    {proportions}
     per_type
         Return one AUPR per type (across spots) instead of one over all pairs.
 
@@ -217,13 +219,13 @@ def presence_aupr(true, pred, per_type: bool = False) -> float | pd.Series:
     return _aupr(true.to_numpy().ravel(), pred.to_numpy().ravel())
 
 
+@doc_params(proportions=doc_proportions)
 def deconvolution_scores(true, pred) -> pd.DataFrame:
     """All per-type deconvolution metrics in one table.
 
     Parameters
     ----------
-    true, pred
-        Proportions, spots x types.
+    {proportions}
 
     Returns
     -------

@@ -241,7 +241,7 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
         cls.register_manager(adata_manager)
 
     def train(self, max_epochs: int = 300, lr: float = 5e-3, **kwargs):
-        """Train by SVI (see :meth:`deltavae.model.base.DeltaModelMixin.train`).
+        """Train by SVI, with the training loop every deltavae model shares.
 
         Parameters
         ----------
@@ -250,7 +250,8 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
         lr
             Adam learning rate.
         **kwargs
-            Passed to :meth:`deltavae.model.base.DeltaModelMixin.train`.
+            Passed to the shared training loop, :meth:`deltavae.model.ZINBVAE.train`
+            (``batch_size``, ``accelerator``, Lightning trainer arguments ...).
 
         Examples
         --------

@@ -18,6 +18,7 @@ import pyro
 import torch
 from anndata import AnnData
 from anndata.io import write_elem
+from scvi.data._constants import _FIELD_REGISTRIES_KEY as _FIELD_REGISTRIES
 from scvi.model._utils import get_max_epochs_heuristic, parse_device_args
 from scvi.model.base import PyroSviTrainMixin
 from scvi.model.base._save_load import _load_saved_files
@@ -48,6 +49,18 @@ def _gene_difference(genes: pd.Index, names: pd.Index) -> str:
     if len(extra):
         parts.append(f"{len(extra)} genes it does not know (e.g. {extra[:5].tolist()})")
     return " and ".join(parts) or "the same genes in another order"
+
+
+def _sealed(adata_manager):
+    """The manager with its field registries in a plain dict.
+
+    scvi-tools keeps them in a ``defaultdict``: looking up a field the model never registered
+    (e.g. the batch of a model without one) inserts an empty entry, and every later call on the
+    model then fails with ``KeyError: 'data_registry'``. Sealed, such a lookup fails alone.
+    """
+    registry = adata_manager._registry
+    registry[_FIELD_REGISTRIES] = dict(registry[_FIELD_REGISTRIES])
+    return adata_manager
 
 
 def _is_int(value) -> bool:
@@ -237,7 +250,10 @@ class DeltaModelMixin(PyroSviTrainMixin):
             Epochs of linear KL warm-up; ``"auto"`` is a quarter of ``max_epochs``, ``None``
             trains the full ELBO from the start.
         plan_kwargs
-            Passed to :class:`deltavae.train.DeltaTrainingPlan`.
+            Passed to :class:`deltavae.train.DeltaTrainingPlan`: scvi-tools' names work
+            (``lr``, ``weight_decay``, ``eps``, ``optimizer``, ``reduce_lr_on_plateau``,
+            ``lr_factor``, ``lr_patience``, ``lr_threshold``, ``lr_scheduler_metric``,
+            ``lr_min``, ``max_kl_weight``, ``min_kl_weight``, ``n_steps_kl_warmup``).
         validate_distributions
             Keep Pyro's distribution-argument checks on during training (slower; for
             debugging a custom module).
@@ -282,9 +298,21 @@ class DeltaModelMixin(PyroSviTrainMixin):
         """
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
+        given = dict(plan_kwargs or {})
+        if lr is not None and "lr" in given and given["lr"] != lr:
+            raise ValueError(
+                f"lr={lr!r} and plan_kwargs['lr']={given['lr']!r} disagree; pass one of them."
+            )
         self._check_training_arguments(
-            max_epochs, train_size, validation_size, batch_size, lr, early_stopping
+            max_epochs, train_size, validation_size, batch_size, given.get("lr", lr), early_stopping
         )
+        if given.get("reduce_lr_on_plateau") and not (train_size < 1.0 or validation_size):
+            metric = given.get("lr_scheduler_metric", "elbo_validation")
+            if metric.endswith("_validation"):
+                raise ValueError(
+                    f"reduce_lr_on_plateau watches {metric!r}, but no cell is held out for "
+                    "validation (train_size=1.0): pass train_size < 1, e.g. 0.9."
+                )
         if n_epochs_kl_warmup == "auto":
             n_epochs_kl_warmup = max(1, max_epochs // 4)
         plan_kwargs = {"n_epochs_kl_warmup": n_epochs_kl_warmup, **(plan_kwargs or {})}
@@ -412,6 +440,14 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 f"batch_size={batch_size} and {n_train} training cells. Use batch_size >= 2 "
                 "(128 is the default)."
             )
+
+    @classmethod
+    def register_manager(cls, adata_manager):
+        """scvi-tools' registration, with the field registries sealed (see :func:`_sealed`)."""
+        super().register_manager(_sealed(adata_manager))
+
+    def _register_manager_for_instance(self, adata_manager):
+        super()._register_manager_for_instance(_sealed(adata_manager))
 
     def _training_genes(self) -> pd.Index | None:
         registry = getattr(self, "registry_", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
@@ -19,7 +20,6 @@ from scvi.data.fields import (
 from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import (
     BaseModelClass,
-    PyroSampleMixin,
     RNASeqMixin,
     VAEMixin,
 )
@@ -29,7 +29,7 @@ from ..module import CGMDVAEModule
 from ..module._cgmdvae import COUNT_LIKELIHOODS, LIKELIHOODS
 from ..train import MixtureInitialization
 from ..train._mixture_init import check_method as check_mixture_init
-from ._base import DeltaModelMixin
+from ._base import DeltaModelMixin, _OnDevice
 from ._transfer import QueryMappingMixin
 from ._validation import check_data, check_model_arguments, check_obs_keys, warn_user
 
@@ -39,9 +39,7 @@ _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 _DEFAULT_UNLABELED = "Unknown"
 
 
-class CGMDVAE(
-    DeltaModelMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, QueryMappingMixin, BaseModelClass
-):
+class CGMDVAE(DeltaModelMixin, RNASeqMixin, VAEMixin, QueryMappingMixin, BaseModelClass):
     """Conditional Gaussian-mixture Dirichlet VAE (c*GMΔVÆ).
 
     p(x | z, c) p(z | w, y, c) p(y | d) p(d) p(w), with p(w) = N(0, I), p(d) = Dir(alpha),
@@ -58,16 +56,21 @@ class CGMDVAE(
     n_clusters
         Number of mixture components K; default the number of labels, or 10 without labels.
         It may exceed the true number of groups: empty clusters are reported.
-    n_latent, n_latent_w
-        Dimensions of z (cell state) and w (continuous variation within the mixture).
-        ``n_latent="auto"``: 10, or one dimension per cluster when ``n_clusters`` exceeds 10.
-        More room lets more components sit apart (MNIST with K=30 and diagonal components:
-        majority-label accuracy 0.920 with z of 10 dimensions against 0.936 with 30, seed 0).
+    n_latent
+        Dimensions of z, the cell state. ``"auto"``: 10, or one dimension per cluster when
+        ``n_clusters`` exceeds 10, as more room lets more components sit apart
+        (benchmarks/README.md, Numbers behind the defaults, D1).
+    n_latent_w
+        Dimensions of w, the continuous variation within each mixture component.
     likelihood
         ``"zinb"`` or ``"nb"`` for raw counts (with the observed library size), ``"normal"``
         for real values, ``"bernoulli"`` for values in [0, 1] (e.g. MNIST pixels).
-    n_hidden, n_layers, dropout_rate
-        Network sizes.
+    n_hidden
+        Units per hidden layer, in every network.
+    n_layers
+        Hidden layers of the encoder and of the decoder.
+    dropout_rate
+        Dropout rate of the encoder's hidden layers.
     dirichlet_alpha
         Concentration of p(d); below 1 favours few clusters per cell.
     classifier_weight
@@ -80,8 +83,7 @@ class CGMDVAE(
         ``"full"`` (the default): each component learns a correlation between the z
         dimensions, shared across w and c, so it can lie along any direction of z; its scales
         still depend on (w, c). ``"diag"``: axis-aligned components, as in the GMVAE paper.
-        On MNIST (400 epochs, seeds 0-2) full components raised accuracy from 0.935 to 0.955
-        at K=30 and from 0.931 to 0.947 at K=10.
+        Full components cluster better (benchmarks/README.md, Numbers behind the defaults, D2).
 
     Examples
     --------
@@ -229,6 +231,14 @@ class CGMDVAE(
             CategoricalJointObsField(_CAT, conditions),
             labels_field,
         ]
+        source = kwargs.get("source_registry")
+        if source is None or REGISTRY_KEYS.BATCH_KEY in source["field_registries"]:
+            # scvi-tools' expression API (transform_batch, differential expression, ...) reads
+            # the batch field: it mirrors the first condition, which the networks read from
+            # the condition field. Models saved before it existed load without it.
+            fields.append(
+                CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, conditions[0] if conditions else None)
+            )
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
@@ -253,18 +263,17 @@ class CGMDVAE(
             condition's mean removed, so clusters are shared by the conditions) and on the
             labelled cells' means. ``"auto"``: a quarter of the epochs for a model not
             trained before; ``None`` skips it. The longer z trains as a plain (weakly
-            regularised) autoencoder first, the better its groups separate: on MNIST,
-            starting at a quarter rather than a tenth of the epochs raised accuracy by ~0.1.
+            regularised) autoencoder first, the better its groups separate
+            (benchmarks/README.md, Numbers behind the defaults, D3).
         n_epochs_kl_warmup
             Epochs over which the KL weight rises to 1; ``"auto"``: half of the epochs, so
             the mixture starts while z is still informative.
         mixture_init
             How z is clustered at ``mixture_init_epoch``: ``"umap"`` (default) runs k-means
-            on a UMAP embedding of z, which keeps curved or touching groups whole (MNIST
-            accuracy 0.72 -> 0.93, 3 seeds; Kang cell types ARI 0.67 -> 0.74);
-            ``"kmeans"`` runs it on z directly, which is faster (no UMAP, which takes about
-            30 s per 10,000 cells on one core). See
-            :class:`deltavae.train.MixtureInitialization`.
+            on a UMAP embedding of z, which keeps curved or touching groups whole;
+            ``"kmeans"`` runs it on z directly, which is faster (no UMAP). See
+            :class:`deltavae.train.MixtureInitialization` and benchmarks/README.md, Numbers
+            behind the defaults, D4.
         restore_best
             Keep the parameters of the epoch with the best validation ELBO among the epochs
             after the KL warm-up and the mixture start (``best_epoch_`` says which); the last
@@ -339,6 +348,50 @@ class CGMDVAE(
             if likelihood in COUNT_LIKELIHOODS
             else ("binary" if likelihood == "bernoulli" else "real")
         )
+
+    def _needs_counts(self, what: str) -> None:
+        if self.module.likelihood not in COUNT_LIKELIHOODS:
+            raise NotImplementedError(
+                f"{what} reads expression frequencies of a count likelihood ('zinb' or 'nb'); "
+                f"this model's likelihood is {self.module.likelihood!r}, whose decoded values "
+                "are the data themselves. Use translate(...).X or sample(...).layers"
+                "['expected'] for the model's expectation."
+            )
+
+    @functools.wraps(RNASeqMixin.get_normalized_expression)
+    def get_normalized_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        self._needs_counts("get_normalized_expression")
+        return super().get_normalized_expression(*args, **kwargs)
+
+    @functools.wraps(RNASeqMixin.differential_expression)
+    def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        self._needs_counts("differential_expression")
+        return super().differential_expression(*args, **kwargs)
+
+    @functools.wraps(RNASeqMixin.get_likelihood_parameters)
+    def get_likelihood_parameters(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        self._needs_counts("get_likelihood_parameters")
+        return super().get_likelihood_parameters(*args, **kwargs)
+
+    def get_importance_weights(self, *args, **kwargs):
+        """Not offered: scvi-tools' importance weights assume a N(0, I) prior on z.
+
+        CGMDVAE's prior is a mixture over clusters that depends on w and the condition; use
+        ``differential_expression(weights="uniform")`` (the default).
+        """
+        raise NotImplementedError(
+            "Importance-weighted differential expression assumes a N(0, I) prior on z; "
+            "CGMDVAE's prior is a mixture over clusters and conditions. Use "
+            "differential_expression(weights='uniform') (the default)."
+        )
+
+    def _get_transform_batch_gen_kwargs(self, batch):
+        """scvi-tools' ``transform_batch`` is a category of the first condition: its code."""
+        if batch is None or not self.condition_keys:
+            return {"transform_batch": None}
+        names = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
+        known = [str(v) for v in self._cat_state().mappings[self.condition_keys[0]]]
+        return {"transform_batch": known.index(str(names[int(batch)]))}
 
     # ----------------------------------------------------------------- registry helpers
     @property
@@ -418,10 +471,24 @@ class CGMDVAE(
     # ----------------------------------------------------------------- inference
     @torch.inference_mode()
     def _posterior(
-        self, adata, indices=None, batch_size=None, condition=None
+        self,
+        adata,
+        indices=None,
+        batch_size=None,
+        condition=None,
+        give_mean: bool = True,
+        dataloader=None,
     ) -> dict[str, np.ndarray]:
+        """Per cell: z and w (posterior means, or one draw each without ``give_mean``), their
+        posterior variances and q(y | z, c) at the mean of z."""
         self._check_if_trained(warn=False)
-        adata = self._validate_anndata(self._resolve_adata(adata))
+        if dataloader is None:
+            adata = self._validate_anndata(self._resolve_adata(adata))
+            dataloader = self._make_data_loader(adata, indices=indices, batch_size=batch_size)
+        elif adata is not None or indices is not None:
+            raise ValueError("Pass either a dataloader or adata/indices, not both.")
+        else:
+            dataloader = _OnDevice(dataloader, self.module)
         module = self.module.eval()
         target = None
         if condition is not None:
@@ -433,18 +500,24 @@ class CGMDVAE(
                     "was built with condition_in_prior=False, so its prior has none."
                 )
             target = self._condition_codes(condition, 1)[0]
-        out = {"z": [], "w": [], "probs": []}
-        for tensors in self._make_data_loader(adata, indices=indices, batch_size=batch_size):
+        out = {"z": [], "w": [], "probs": [], "z_var": [], "w_var": []}
+        for tensors in dataloader:
             inf = module.inference(**module._get_inference_input(tensors))
-            z, w = inf["qz"].loc, inf["qw"].loc
+            qz, qw = inf["qz"], inf["qw"]
+            z, w = (qz.loc, qw.loc) if give_mean else (inf["z"], inf["w"])
             probs = torch.softmax(inf["cluster_logits"], -1)
             if target is not None:
                 # Through each component's prior, own condition to target, over q(y | z, c).
                 cats = tensors[_CAT]
                 z = module.move_latent(z, w, probs, cats, target.expand(cats.shape).to(cats.dtype))
-            out["z"].append(z.cpu())
-            out["w"].append(w.cpu())
-            out["probs"].append(probs.cpu())
+            for key, value in (
+                ("z", z),
+                ("w", w),
+                ("probs", probs),
+                ("z_var", qz.variance),
+                ("w_var", qw.variance),
+            ):
+                out[key].append(value.cpu())
         return {k: torch.cat(v).numpy() for k, v in out.items()}
 
     def get_latent_representation(
@@ -454,8 +527,11 @@ class CGMDVAE(
         representation: str = "z",
         batch_size: int | None = None,
         condition=None,
-        **kwargs,
-    ) -> np.ndarray:
+        give_mean: bool = True,
+        mc_samples: int = 5000,
+        return_dist: bool = False,
+        dataloader=None,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Posterior mean of z (``representation="z"``) or of w (``"w"``), cells x dims.
 
         Parameters
@@ -476,6 +552,15 @@ class CGMDVAE(
             condition) / scale_y(w, own), weighted by q(y | z, c). Cells of every condition
             then share one latent space, for neighbors, UMAP and integration scores. Needs
             ``condition_in_prior=True`` (the default).
+        give_mean
+            As in scvi-tools: the posterior mean; ``False`` returns one draw from q.
+        mc_samples
+            Accepted for scvi-tools' signature; q is Gaussian, so its mean needs no sampling.
+        return_dist
+            As in scvi-tools: return ``(mean, variance)`` of q instead (not with
+            ``condition``).
+        dataloader
+            Minibatches to read instead of ``adata``/``indices`` (scvi-tools' argument).
 
         Examples
         --------
@@ -488,7 +573,19 @@ class CGMDVAE(
             raise ValueError(f"representation must be 'z' or 'w', got {representation!r}.")
         if condition is not None and representation != "z":
             raise ValueError("condition= moves z; w has no condition shift.")
-        return self._posterior(adata, indices, batch_size, condition)[representation]
+        if return_dist and condition is not None:
+            raise ValueError("return_dist=True returns q itself; it cannot be moved (condition=).")
+        post = self._posterior(
+            adata,
+            indices,
+            batch_size,
+            condition,
+            give_mean=give_mean or return_dist,
+            dataloader=dataloader,
+        )
+        if return_dist:
+            return post[representation], post[f"{representation}_var"]
+        return post[representation]
 
     def predict_clusters(
         self, adata: AnnData | None = None, soft: bool = False, batch_size: int | None = None

@@ -441,8 +441,8 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
         batch_size
             Spots per step; default all of them, up to 2,048.
         **kwargs
-            Passed to :meth:`deltavae.model.base.DeltaModelMixin.train` (``accelerator``,
-            Lightning options ...).
+            Passed to the shared training loop, :meth:`deltavae.model.ZINBVAE.train`
+            (``accelerator``, Lightning trainer arguments ...).
 
         Examples
         --------

@@ -212,11 +212,14 @@ def _covariate_sizes(registry: dict, without: dict | None = None) -> list[int]:
     without = without or {}
     fields = registry["field_registries"]
     sizes = []
+    cat = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
     if REGISTRY_KEYS.BATCH_KEY in fields:
         batch = fields[REGISTRY_KEYS.BATCH_KEY]
         key = batch["state_registry"].get("original_key")
-        sizes.append(int(batch["summary_stats"]["n_batch"]) - len(without.get(key, [])))
-    cat = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
+        # CGMDVAE's batch field mirrors its first condition for scvi-tools' expression API;
+        # only the condition field reaches its networks.
+        if key not in cat.get("field_keys", []):
+            sizes.append(int(batch["summary_stats"]["n_batch"]) - len(without.get(key, [])))
     for key, n in zip(cat.get("field_keys", []), cat.get("n_cats_per_key", []), strict=True):
         sizes.append(int(n) - len(without.get(key, [])))
     return sizes
@@ -455,7 +458,8 @@ class QueryMappingMixin(ArchesMixin):
             by each group's posterior under isotropic Gaussians on 50 principal components of
             the data (``similarity="expression"``) or on z (``"latent"``); on log-normalized
             data for count models. For a cell type never seen under the target condition the
-            most accurate of the three on Kang IFN-beta (benchmarks/transfer.py).
+            most accurate of the three on Kang IFN-beta (benchmarks/README.md, Numbers
+            behind the defaults, D7).
         condition_key
             obs column of the condition (``latent_shift``); default the model's only condition
             covariate.

@@ -18,7 +18,6 @@ from scvi.data.fields import (
 from scvi.model._utils import _init_library_size
 from scvi.model.base import (
     BaseModelClass,
-    PyroSampleMixin,
     RNASeqMixin,
     VAEMixin,
 )
@@ -36,9 +35,7 @@ from ._validation import (
 logger = logging.getLogger(__name__)
 
 
-class ZINBVAE(
-    DeltaModelMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, QueryMappingMixin, BaseModelClass
-):
+class ZINBVAE(DeltaModelMixin, RNASeqMixin, VAEMixin, QueryMappingMixin, BaseModelClass):
     """Zero-inflated negative-binomial VAE for raw single-cell counts (scVI's model, in Pyro).
 
     Latents, normalized expression, differential expression and likelihood parameters come

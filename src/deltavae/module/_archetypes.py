@@ -24,7 +24,7 @@ from pyro.distributions.transforms import StickBreakingTransform
 from scipy.optimize import nnls
 from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial
-from scvi.module.base import LossOutput
+from scvi.module.base import LossOutput, auto_move_data
 from scvi.nn import Encoder
 
 from ..distributions import negative_binomial
@@ -246,6 +246,7 @@ class ArchetypesModule(DeltaPyroModule):
     def _get_inference_input(self, tensors, **kwargs):
         return {"x": tensors[_X]}
 
+    @auto_move_data
     def inference(self, x, n_samples: int = 1):
         """q(w | x), a sample ``weights`` and the point estimate ``weights_map`` (its median)."""
         qw = self._q_weights(x)

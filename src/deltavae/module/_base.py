@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import torch
 from scvi.module.base import PyroBaseModuleClass, auto_move_data
@@ -62,3 +64,61 @@ class DeltaPyroModule(PyroBaseModuleClass):
             return inference_outputs, generative_outputs
         losses = self.loss(tensors, inference_outputs, generative_outputs, **(loss_kwargs or {}))
         return inference_outputs, generative_outputs, losses
+
+    @property
+    def gene_likelihood(self) -> str:
+        """The observation likelihood, under scvi-tools' name for it."""
+        return self.likelihood
+
+    @torch.inference_mode()
+    def sample(
+        self, tensors, n_samples: int = 1, generative_kwargs: dict | None = None
+    ) -> torch.Tensor:
+        """Draws from the posterior predictive p(x | z) with z ~ q(z | x), on the CPU.
+
+        Shape ``(cells, features)``, or ``(cells, features, n_samples)`` when
+        ``n_samples > 1``, as scvi-tools' modules return it.
+        """
+        _, generative_outputs = self.forward(
+            tensors,
+            inference_kwargs={"n_samples": n_samples},
+            generative_kwargs=generative_kwargs,
+            compute_loss=False,
+        )
+        draws = generative_outputs["px"].sample()
+        if n_samples > 1:
+            draws = draws.permute(1, 2, 0)
+        return draws.cpu()
+
+    def log_importance_weights(self, tensors, n_samples: int) -> torch.Tensor:
+        """log p(x, latents) - log q(latents | x) for ``n_samples`` draws of the guide's
+        latents, shape ``(n_samples, cells)``: the importance weights of :meth:`marginal_ll`."""
+        raise NotImplementedError(f"{type(self).__name__} has no importance weights.")
+
+    @torch.inference_mode()
+    @auto_move_data
+    def marginal_ll(
+        self,
+        tensors,
+        n_mc_samples: int,
+        return_mean: bool = False,
+        n_mc_samples_per_pass: int = 1,
+    ):
+        """log p(x) of each cell by importance sampling with the guide as proposal.
+
+        log p(x) ~ logsumexp_k [log p(x, h_k) - log q(h_k | x)] - log K with K = ``n_mc_samples``
+        draws h_k ~ q(h | x), taken ``n_mc_samples_per_pass`` at a time. Returns a CPU tensor
+        ``(cells,)``, or its mean as a float with ``return_mean``, as scvi-tools' modules do.
+        """
+        if n_mc_samples < 1 or n_mc_samples_per_pass < 1:
+            raise ValueError(
+                f"n_mc_samples and n_mc_samples_per_pass must be >= 1; got {n_mc_samples}, "
+                f"{n_mc_samples_per_pass}."
+            )
+        weights, left = [], n_mc_samples
+        while left > 0:
+            k = min(left, n_mc_samples_per_pass)
+            weights.append(self.log_importance_weights(tensors, k))
+            left -= k
+        log_px = torch.logsumexp(torch.cat(weights), dim=0) - math.log(n_mc_samples)
+        return float(log_px.mean()) if return_mean else log_px.cpu()

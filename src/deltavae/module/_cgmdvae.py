@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from pyro import poutine
 from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
-from scvi.module.base import LossOutput
+from scvi.module.base import LossOutput, auto_move_data
 from scvi.nn import DecoderSCVI
 from torch.distributions import Bernoulli, Dirichlet, Distribution, Normal, kl_divergence
 
@@ -267,6 +267,35 @@ class CGMDVAEModule(DeltaPyroModule):
             "classifier": classifier,
         }
 
+    def log_importance_weights(self, tensors, n_samples: int) -> torch.Tensor:
+        """log p(x, z, w) - log q(z, w | x) for ``n_samples`` guide draws: (samples, cells).
+
+        The cluster y and proportions d are summed and integrated exactly: under
+        d ~ Dir(alpha), p(y) = alpha_y / sum(alpha), so p(z | w, c) = sum_y p(y) p(z | w, y, c).
+        """
+        x, cats = tensors[_X], tensors.get(_CAT)
+        qz, qw = self.encode(x, cats)
+        z, w = qz.rsample((n_samples,)), qw.rsample((n_samples,))
+        n, cells = n_samples, x.shape[0]
+
+        def flat(t):  # (samples, cells, ...) -> (samples * cells, ...)
+            return t.reshape(n * cells, *t.shape[2:])
+
+        def repeat(t):  # (cells, ...) -> (samples * cells, ...), matching flat
+            return None if t is None else t.repeat(n, *([1] * (t.dim() - 1)))
+
+        library = self._library(x)
+        px = self._torch_likelihood(self.decode(flat(z), repeat(cats), repeat(library)))
+        log_px = px.log_prob(repeat(x)).sum(-1)
+        log_py = torch.log(self.alpha / self.alpha.sum())
+        log_pz_y = self.prior_distribution(flat(w), repeat(cats)).log_prob(flat(z).unsqueeze(-2))
+        log_pz = torch.logsumexp(log_pz_y + log_py, dim=-1)
+        log_pw = Normal(0.0, 1.0).log_prob(flat(w)).sum(-1)
+        log_q = flat(qz.log_prob(z).sum(-1, keepdim=True)) + flat(
+            qw.log_prob(w).sum(-1, keepdim=True)
+        )
+        return (log_px + log_pz + log_pw - log_q.squeeze(-1)).reshape(n, cells)
+
     # ----------------------------------------------------------------- Pyro program
     def model(self, x, cat_covs=None, labels=None, kl_weight: float = 1.0):
         """Generative model with the discrete (y, d) part summed out given z (a factor)."""
@@ -301,6 +330,7 @@ class CGMDVAEModule(DeltaPyroModule):
     def _get_inference_input(self, tensors, **kwargs):
         return {"x": tensors[_X], "cat_covs": tensors.get(_CAT)}
 
+    @auto_move_data
     def inference(self, x, cat_covs=None, n_samples: int = 1):
         """q(z), q(w) and samples; cluster probabilities at the posterior mean of z."""
         qz, qw = self.encode(x, cat_covs)
@@ -324,7 +354,11 @@ class CGMDVAEModule(DeltaPyroModule):
         }
 
     def generative(self, z, library=None, cat_covs=None, transform_batch=None):
-        """p(x | z, c) as a torch distribution."""
+        """p(x | z, c) as a torch distribution; ``transform_batch`` (a code of the first
+        condition) decodes every cell under that condition instead of its own."""
+        if transform_batch is not None and cat_covs is not None:
+            cat_covs = cat_covs.clone()
+            cat_covs[:, 0] = int(transform_batch)
         if library is not None and z.dim() == 3:
             library = library.expand(z.shape[0], *library.shape)
         return {"px": self._torch_likelihood(self.decode(z, cat_covs, library))}

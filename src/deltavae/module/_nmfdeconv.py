@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pyro import poutine
 from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial
-from scvi.module.base import LossOutput
+from scvi.module.base import LossOutput, auto_move_data
 
 from ..distributions import negative_binomial
 from ._base import DeltaPyroModule
@@ -145,6 +145,7 @@ class NMFDeconvModule(DeltaPyroModule):
     def _get_inference_input(self, tensors, **kwargs):
         return {"x": tensors[_X], "idx": tensors[_IDX].long().view(-1)}
 
+    @auto_move_data
     def inference(self, x, idx):
         """The spots' proportions and the technology factor (point estimates)."""
         return {
@@ -164,6 +165,4 @@ class NMFDeconvModule(DeltaPyroModule):
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
         """Negative log-likelihood per spot (the point-mass guide has no KL term)."""
         reconstruction = -generative_outputs["px"].log_prob(tensors[_X]).sum(-1)
-        return LossOutput(
-            loss=reconstruction.mean(), reconstruction_loss=reconstruction, kl_local={}
-        )
+        return LossOutput(loss=reconstruction.mean(), reconstruction_loss=reconstruction)

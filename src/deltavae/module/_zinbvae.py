@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pyro import poutine
 from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
-from scvi.module.base import LossOutput
+from scvi.module.base import LossOutput, auto_move_data
 from scvi.nn import DecoderSCVI, Encoder
 from torch.distributions import Normal, kl_divergence
 
@@ -225,6 +225,7 @@ class ZINBVAEModule(DeltaPyroModule):
             "size_factor": tensors.get(_SF),
         }
 
+    @auto_move_data
     def inference(self, x, batch_index, cat_covs=None, size_factor=None, n_samples: int = 1):
         """Posterior of z (and l); ``z`` is a sample, ``qz`` the distribution."""
         qz, ql = self._encode(x, batch_index, cat_covs)
@@ -274,3 +275,20 @@ class ZINBVAEModule(DeltaPyroModule):
             reconstruction_loss=reconstruction,
             kl_local={"kl_divergence_z": kl_z, "kl_divergence_l": kl_l},
         )
+
+    def log_importance_weights(self, tensors, n_samples: int) -> torch.Tensor:
+        """log p(x, z[, l]) - log q(z[, l] | x) for ``n_samples`` guide draws: (samples, cells)."""
+        inference = self.inference(**self._get_inference_input(tensors), n_samples=n_samples)
+        z, library = inference["z"], inference["library"]
+        if n_samples == 1:
+            z, library = z.unsqueeze(0), library.unsqueeze(0)
+        px = self.generative(z, library, tensors[_BATCH], tensors.get(_CAT))["px"]
+        log_w = (
+            px.log_prob(tensors[_X]).sum(-1)
+            + Normal(0.0, 1.0).log_prob(z).sum(-1)
+            - inference["qz"].log_prob(z).sum(-1)
+        )
+        if inference["ql"] is not None:
+            prior = self._library_prior(tensors[_BATCH])
+            log_w = log_w + (prior.log_prob(library) - inference["ql"].log_prob(library)).sum(-1)
+        return log_w

@@ -1,13 +1,14 @@
 """Plots: training curves, embeddings, cluster composition and uncertainty, spatial proportions,
 the archetype elbow and predicted-versus-observed expression.
 
-Every function takes ``ax``, ``show`` and ``save`` (a PNG path, written at dpi 150) as scanpy's
-plotting functions do, and returns the Axes when the figure is not shown.
+Every function takes ``show`` and ``save`` as scanpy's plotting functions do (``save=True`` or
+``save="_name.png"`` writes into ``scanpy.settings.figdir``; a :class:`pathlib.Path` is the file
+itself), most take ``ax``, and all return the Axes when the figure is not shown.
 
 Examples
 --------
 >>> import deltavae as dv
->>> dv.pl.history(vae, save="elbo.png")  # doctest: +SKIP
+>>> dv.pl.history(vae, save="_pbmc.png")  # doctest: +SKIP
 >>> dv.pl.embedding(adata, color="cell_type", show=False)  # doctest: +SKIP
 >>> dv.pl.cluster_composition(adata, "leiden", "cell_type", show=False)  # doctest: +SKIP
 >>> dv.pl.cluster_probabilities(adata, show=False)  # doctest: +SKIP

@@ -11,8 +11,9 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from scipy import sparse
 
+from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
-from ._plots import _finish
+from ._utils import savefig_or_show
 
 
 def cluster_entropy(probs: np.ndarray, normalize: bool = True) -> np.ndarray:
@@ -68,6 +69,7 @@ def _cluster_names(adata: AnnData, probs_key: str, n: int) -> list[str]:
     return [str(k) for k in range(n)]
 
 
+@doc_params(show_save=doc_show_save("cluster_probabilities"))
 def cluster_probabilities(
     adata: AnnData,
     probs_key: str = "cgmdvae_cluster_probs",
@@ -78,7 +80,7 @@ def cluster_probabilities(
     cmap: str = "magma_r",
     ncols: int = 3,
     show: bool | None = None,
-    save: str | os.PathLike | None = None,
+    save: bool | str | os.PathLike | None = None,
 ) -> Axes | list[Axes] | None:
     """How certain the cluster assignments are: entropy of q(y | z) on an embedding.
 
@@ -107,10 +109,7 @@ def cluster_probabilities(
         Colour map of the entropy panel (probabilities use ``"viridis"``).
     ncols
         Panels per row.
-    show
-        Show the figure; default: scanpy's ``settings.autoshow`` unless ``save`` is given.
-    save
-        Path of a PNG to write (dpi 150).
+    {show_save}
 
     Returns
     -------
@@ -121,7 +120,7 @@ def cluster_probabilities(
     >>> g.write_to_adata(adata)  # doctest: +SKIP
     >>> sc.pp.neighbors(adata, use_rep="X_cgmdvae"); sc.tl.umap(adata)  # doctest: +SKIP
     >>> ax = dv.pl.cluster_probabilities(adata, show=False)  # doctest: +SKIP
-    >>> dv.pl.cluster_probabilities(adata, clusters=["0", "3"], save="probs.png")  # doctest: +SKIP
+    >>> dv.pl.cluster_probabilities(adata, clusters=["0", "3"], save="_probs.png")  # doctest: +SKIP
     """
     if probs_key not in adata.obsm:
         raise KeyError(
@@ -177,7 +176,7 @@ def cluster_probabilities(
     for ax in axes[n_panels:]:
         ax.remove()
     axes = axes[:n_panels]
-    return _finish(axes[0] if n_panels == 1 else axes, show, save)
+    return savefig_or_show(axes[0] if n_panels == 1 else axes, "cluster_probabilities", show, save)
 
 
 def _mean_expression(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -193,6 +192,7 @@ def _mean_expression(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
     return data.mean(0), genes
 
 
+@doc_params(ax=doc_ax, show_save=doc_show_save("perturbation_scatter"))
 def perturbation_scatter(
     predicted,
     observed,
@@ -203,7 +203,7 @@ def perturbation_scatter(
     ylabel: str = "predicted mean expression",
     title: str | None = None,
     show: bool | None = None,
-    save: str | os.PathLike | None = None,
+    save: bool | str | os.PathLike | None = None,
 ) -> Axes | None:
     """Predicted against observed mean expression per gene, with R² (scGen's figure).
 
@@ -221,14 +221,10 @@ def perturbation_scatter(
         Gene names (needs AnnData) to colour, label and score separately.
     n_labels
         Label the ``n_labels`` highlighted genes with the highest observed mean.
-    ax
-        Axes to draw on; a new figure when ``None``.
+    {ax}
     xlabel, ylabel, title
         Axis labels and title (default title: ``"R² = ..."``).
-    show
-        Show the figure; default: scanpy's ``settings.autoshow`` unless ``save`` is given.
-    save
-        Path of a PNG to write (dpi 150).
+    {show_save}
 
     Returns
     -------
@@ -286,4 +282,4 @@ def perturbation_scatter(
     ax.set_ylabel(ylabel)
     ax.set_title(title if title is not None else f"R² = {r2_all:.3f}")
     ax.legend(loc="upper left", fontsize=8, edgecolor="0.6")
-    return _finish(ax, show, save)
+    return savefig_or_show(ax, "perturbation_scatter", show, save)

@@ -15,33 +15,16 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
+from .._docs import doc_ax, doc_params, doc_show_save
+from ._utils import savefig_or_show
+
 logger = logging.getLogger(__name__)
 
-_DPI = 150
 _HISTORY_LABELS = {
     "elbo_train": "training",
     "elbo_validation": "validation",
     "kl_weight": "KL weight",
 }
-
-
-def _finish(axes: Axes | list[Axes], show: bool | None, save: str | os.PathLike | None):
-    """Save and/or show the figure holding ``axes`` as scanpy does; return the axes if kept."""
-    first = axes[0] if isinstance(axes, list) else axes
-    fig = first.figure
-    if show is None:
-        # scanpy's rule: a saved figure is not also shown unless asked for.
-        show = sc.settings.autoshow and save is None
-    if save is not None:
-        fig.savefig(save, dpi=_DPI, bbox_inches="tight")
-        logger.info("saved figure to %s", save)
-    if show:
-        plt.show()
-        return None
-    if save is not None:
-        # The axes stay usable; closing only stops pyplot from accumulating saved figures.
-        plt.close(fig)
-    return axes
 
 
 def _history_frames(model) -> Mapping[str, pd.DataFrame]:
@@ -54,6 +37,7 @@ def _history_frames(model) -> Mapping[str, pd.DataFrame]:
     return history
 
 
+@doc_params(ax=doc_ax, show_save=doc_show_save("history"))
 def history(
     model,
     keys: Sequence[str] = ("elbo_train", "elbo_validation"),
@@ -61,7 +45,7 @@ def history(
     log: bool = False,
     shade_warmup: bool = True,
     show: bool | None = None,
-    save: str | os.PathLike | None = None,
+    save: bool | str | os.PathLike | None = None,
 ) -> Axes | None:
     """Training and validation negative ELBO per epoch.
 
@@ -72,17 +56,13 @@ def history(
         epoch, as scvi-tools keeps it), or that dict itself.
     keys
         History entries to draw, one line each. Entries the history lacks are skipped.
-    ax
-        Axes to draw on; a new figure when ``None``.
+    {ax}
     log
         Logarithmic y axis.
     shade_warmup
         Shade the epochs in which the KL weight was still below 1 (the training ELBO is then
         annealed and not comparable with the validation ELBO).
-    show
-        Show the figure; default: scanpy's ``settings.autoshow`` unless ``save`` is given.
-    save
-        Path of a PNG to write (dpi 150).
+    {show_save}
 
     Returns
     -------
@@ -92,7 +72,7 @@ def history(
     --------
     >>> vae.train(max_epochs=50)  # doctest: +SKIP
     >>> ax = dv.pl.history(vae, show=False)  # doctest: +SKIP
-    >>> dv.pl.history(vae, log=True, save="elbo.png")  # doctest: +SKIP
+    >>> dv.pl.history(vae, log=True, save="_log.png")  # doctest: +SKIP
     """
     frames = _history_frames(model)
     present = [key for key in keys if key in frames]
@@ -133,22 +113,23 @@ def history(
     ax.set_title("Training history")
     # A framed legend stays readable when it sits on the shaded warm-up.
     ax.legend(edgecolor="0.6")
-    return _finish(ax, show, save)
+    return savefig_or_show(ax, "history", show, save)
 
 
+@doc_params(show_save=doc_show_save("umap"))
 def embedding(
     adata: AnnData,
     basis: str = "X_umap",
     color: str | Sequence[str] | None = None,
     ax: Axes | None = None,
     show: bool | None = None,
-    save: str | os.PathLike | None = None,
+    save: bool | str | os.PathLike | None = None,
     **kwargs,
 ) -> Axes | list[Axes] | None:
     """Scatter plot of a 2-D embedding (UMAP, t-SNE, ...) coloured by obs columns or genes.
 
-    A thin wrapper over :func:`scanpy.pl.embedding` that returns the Axes and saves to a path
-    of your choosing.
+    A thin wrapper over :func:`scanpy.pl.embedding` that returns the Axes. As in scanpy, a
+    saved figure is named after the basis (``umap`` for ``"X_umap"``).
 
     Parameters
     ----------
@@ -160,10 +141,7 @@ def embedding(
         obs column(s) or gene(s) to colour by, e.g. ``"cell_type"`` or ``["leiden", "CD3E"]``.
     ax
         Axes to draw on (one colour only); a new figure when ``None``.
-    show
-        Show the figure; default: scanpy's ``settings.autoshow`` unless ``save`` is given.
-    save
-        Path of a PNG to write (dpi 150).
+    {show_save}
     **kwargs
         Passed to :func:`scanpy.pl.embedding` (``title``, ``legend_loc``, ``size`` ...).
 
@@ -175,7 +153,7 @@ def embedding(
     --------
     >>> sc.tl.umap(adata)  # doctest: +SKIP
     >>> ax = dv.pl.embedding(adata, color="cell_type", show=False)  # doctest: +SKIP
-    >>> dv.pl.embedding(adata, color=["cell_type", "leiden"], save="umap.png")  # doctest: +SKIP
+    >>> dv.pl.embedding(adata, color=["cell_type", "leiden"], save="_types.png")  # doctest: +SKIP
     """
     name = basis.removeprefix("X_")
     if basis not in adata.obsm and f"X_{name}" not in adata.obsm:
@@ -185,8 +163,9 @@ def embedding(
         )
     # scanpy labels the axes "UMAP1", "UMAP2" for basis "umap" but "X_umap1" for "X_umap".
     key = name if f"X_{name}" in adata.obsm else basis
-    axes = sc.pl.embedding(adata, basis=key, color=color, ax=ax, show=False, **kwargs)
-    return _finish(axes, show, save)
+    # save=False: scanpy's own autosave must not write a second file under its own name.
+    axes = sc.pl.embedding(adata, basis=key, color=color, ax=ax, show=False, save=False, **kwargs)
+    return savefig_or_show(axes, name, show, save)
 
 
 def _cell_text(value: float, counts: bool) -> str:
@@ -201,6 +180,7 @@ def _categorical(values: pd.Series) -> pd.Categorical:
     return categorical.remove_unused_categories()
 
 
+@doc_params(show_save=doc_show_save("cluster_composition"))
 def cluster_composition(
     adata: AnnData,
     cluster_key: str,
@@ -210,7 +190,7 @@ def cluster_composition(
     annotate: bool = True,
     cmap: str = "Blues",
     show: bool | None = None,
-    save: str | os.PathLike | None = None,
+    save: bool | str | os.PathLike | None = None,
 ) -> Axes | None:
     """Heatmap of how clusters and known labels overlap (the contingency table).
 
@@ -235,10 +215,7 @@ def cluster_composition(
         Write each non-zero entry in its cell.
     cmap
         Matplotlib colour map.
-    show
-        Show the figure; default: scanpy's ``settings.autoshow`` unless ``save`` is given.
-    save
-        Path of a PNG to write (dpi 150).
+    {show_save}
 
     Returns
     -------
@@ -294,4 +271,4 @@ def cluster_composition(
                     fontsize=7,
                     color="white" if value > dark else "black",
                 )
-    return _finish(ax, show, save)
+    return savefig_or_show(ax, "cluster_composition", show, save)

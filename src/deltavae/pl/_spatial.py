@@ -11,7 +11,8 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 
-from ._plots import _finish
+from .._docs import doc_ax, doc_params, doc_show_save
+from ._utils import savefig_or_show
 
 
 def _spatial_values(adata: AnnData, key: str, columns: Sequence[str] | None) -> pd.DataFrame:
@@ -32,6 +33,7 @@ def _spatial_values(adata: AnnData, key: str, columns: Sequence[str] | None) -> 
     return values[list(columns)]
 
 
+@doc_params(show_save=doc_show_save("spatial_proportions"))
 def spatial_proportions(
     adata: AnnData,
     key: str = "proportions",
@@ -42,7 +44,7 @@ def spatial_proportions(
     cmap: str = "viridis",
     vmax: float | str | None = None,
     show: bool | None = None,
-    save: str | os.PathLike | None = None,
+    save: bool | str | os.PathLike | None = None,
 ) -> list[Axes] | None:
     """One panel per cell type (or archetype): its proportion at every spot's coordinates.
 
@@ -66,10 +68,7 @@ def spatial_proportions(
     vmax
         Upper end of the colour scale: a number, ``"p99"`` (per-panel 99th percentile) or
         ``None`` (per-panel maximum).
-    show
-        Show the figure; default: scanpy's ``settings.autoshow`` unless ``save`` is given.
-    save
-        Path of a PNG to write (dpi 150).
+    {show_save}
 
     Returns
     -------
@@ -79,7 +78,7 @@ def spatial_proportions(
     --------
     >>> d.write_to_adata(spots)  # doctest: +SKIP
     >>> axes = dv.pl.spatial_proportions(spots, show=False)  # doctest: +SKIP
-    >>> dv.pl.spatial_proportions(spots, "archetype_weights", save="arch.png")  # doctest: +SKIP
+    >>> dv.pl.spatial_proportions(spots, "archetype_weights", save="_arch.png")  # doctest: +SKIP
     """
     if basis not in adata.obsm:
         raise KeyError(f"basis={basis!r} is not in adata.obsm; available: {list(adata.obsm)}.")
@@ -105,14 +104,15 @@ def spatial_proportions(
         ax.set_yticks([])
     for ax in axes[n:]:
         ax.remove()
-    return _finish(axes[:n], show, save)
+    return savefig_or_show(axes[:n], "spatial_proportions", show, save)
 
 
+@doc_params(ax=doc_ax, show_save=doc_show_save("archetype_elbow"))
 def archetype_elbow(
     adata_or_model,
     ax: Axes | None = None,
     show: bool | None = None,
-    save: str | os.PathLike | None = None,
+    save: bool | str | os.PathLike | None = None,
 ) -> Axes | None:
     """Explained variance against the number of archetypes, with the chosen number marked.
 
@@ -122,12 +122,8 @@ def archetype_elbow(
         An AnnData with ``uns["archetypes"]["elbow"]`` (written by
         :meth:`deltavae.model.Archetypes.write_to_adata`) or the model itself, trained with
         ``n_archetypes="auto"``.
-    ax
-        Axes to draw on; a new figure when ``None``.
-    show
-        Show the figure; default: scanpy's ``settings.autoshow`` unless ``save`` is given.
-    save
-        Path of a PNG to write (dpi 150).
+    {ax}
+    {show_save}
 
     Returns
     -------
@@ -157,4 +153,4 @@ def archetype_elbow(
     ax.set_ylabel("explained variance")
     ax.set_title("Archetype elbow")
     ax.legend()
-    return _finish(ax, show, save)
+    return savefig_or_show(ax, "archetype_elbow", show, save)

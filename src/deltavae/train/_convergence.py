@@ -6,10 +6,7 @@ line to the validation ELBO (the training ELBO without validation cells). The ru
 improving when the line falls by more than 0.1% of the ELBO per 10 epochs and the fall is
 clear of the epoch-to-epoch noise (slope below -3 standard errors).
 
-Measured on synthetic counts (1,000 cells x 100 genes, 4 groups, seed 0, ZINBVAE with the
-default KL warm-up): runs of 10, 25, 50, 100 and 200 epochs are flagged (their final
-validation ELBO is 10%, 7%, 5.5%, 3.2% and 1.2% above the 400-epoch run's); the 400-epoch
-run, the default for data of this size, is not (it falls by 0.03% per 10 epochs).
+The measurement behind the thresholds: benchmarks/README.md, Numbers behind the defaults, D5.
 """
 
 from __future__ import annotations

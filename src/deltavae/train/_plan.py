@@ -15,9 +15,14 @@ import functools
 import sys
 
 import torch
+from scvi import REGISTRY_KEYS
 from scvi.train import LowLevelPyroTrainingPlan
 
 _TRIM_EVERY = 100
+# Training-set terms (reconstruction, KL) need a second, torch-side pass: every 10th step keeps
+# their epoch means (scvi-tools' history names) at about 3% of the training time.
+_TERMS_EVERY = 10
+_OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
 
 
 class TrainingDivergedError(RuntimeError):
@@ -83,8 +88,15 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         A :class:`~scvi.module.base.PyroBaseModuleClass` whose ``model`` and ``guide`` take
         ``kl_weight`` as a keyword argument.
     optim_kwargs
-        Keyword arguments for :class:`torch.optim.Adam` (default ``lr=1e-3``, ``eps=0.01`` as
-        in scvi-tools).
+        Keyword arguments for the optimiser (default ``lr=1e-3``, ``eps=0.01`` as in
+        scvi-tools).
+    lr, weight_decay, eps, optimizer
+        scvi-tools' names for the optimiser's settings (``optimizer``: ``"Adam"`` or
+        ``"AdamW"``); they override ``optim_kwargs``.
+    reduce_lr_on_plateau, lr_factor, lr_patience, lr_threshold, lr_scheduler_metric, lr_min
+        scvi-tools' learning-rate schedule: multiply the rate by ``lr_factor`` when
+        ``lr_scheduler_metric`` has not improved by ``lr_threshold`` for ``lr_patience``
+        epochs, down to ``lr_min``.
     n_epochs_kl_warmup
         Epochs over which the KL weight rises linearly from ``min_kl_weight`` to 1.
     min_kl_weight
@@ -103,9 +115,31 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         optim_kwargs: dict | None = None,
         n_epochs_kl_warmup: int | None = None,
         min_kl_weight: float = 1e-6,
+        lr: float | None = None,
+        weight_decay: float = 0.0,
+        eps: float | None = None,
+        optimizer: str = "Adam",
+        reduce_lr_on_plateau: bool = False,
+        lr_factor: float = 0.6,
+        lr_patience: int = 30,
+        lr_threshold: float = 0.0,
+        lr_scheduler_metric: str = "elbo_validation",
+        lr_min: float = 0.0,
         **kwargs,
     ):
         optim_kwargs = {"lr": 1e-3, "eps": 0.01, **(optim_kwargs or {})}
+        if lr is not None:
+            optim_kwargs["lr"] = lr
+        if eps is not None:
+            optim_kwargs["eps"] = eps
+        if weight_decay:
+            optim_kwargs["weight_decay"] = weight_decay
+        if optimizer not in _OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}; pass "
+                "optim=<a torch.optim class> for another."
+            )
+        kwargs.setdefault("optim", _OPTIMIZERS[optimizer])
         super().__init__(
             pyro_module,
             optim_kwargs=optim_kwargs,
@@ -113,10 +147,34 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
             min_kl_weight=min_kl_weight,
             **kwargs,
         )
+        self.reduce_lr_on_plateau = reduce_lr_on_plateau
+        self.lr_factor, self.lr_patience = lr_factor, lr_patience
+        self.lr_threshold, self.lr_min = lr_threshold, lr_min
+        self.lr_scheduler_metric = lr_scheduler_metric
         self._lr = optim_kwargs["lr"]
         # The module's state at the last step whose loss was finite, and that (epoch, step).
         self._finite_state: dict[str, torch.Tensor] | None = None
         self._finite_at: tuple[int, int] | None = None
+
+    def configure_optimizers(self):
+        """The optimiser over the learning parameters, and scvi-tools' plateau scheduler when
+        ``reduce_lr_on_plateau``."""
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        optimizer = self.optim(params, **self.optim_kwargs)
+        if not self.reduce_lr_on_plateau:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            patience=self.lr_patience,
+            factor=self.lr_factor,
+            threshold=self.lr_threshold,
+            min_lr=self.lr_min,
+            threshold_mode="abs",
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.lr_scheduler_metric},
+        }
 
     @property
     def n_obs_training(self):
@@ -197,6 +255,11 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         back at the end of the last epoch whose losses were all finite.
         """
         kl_weight = float(self.kl_weight)
+        if batch_idx % _TERMS_EVERY == 0:
+            # Before the step's own pass: restoring BatchNorm's statistics after it would
+            # change tensors its backward pass still needs.
+            with torch.no_grad():
+                self._log_terms(batch, batch[REGISTRY_KEYS.X_KEY].shape[0], "train")
         loss, n = self._loss(batch, kl_weight)
         self.stop_if_diverged(loss, batch_idx, "training loss")
         if self.global_step > 0:  # at step 0 the state is the one kept by on_train_start
@@ -219,26 +282,44 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
             release_free_memory()
 
     def on_train_epoch_end(self):
-        """Log ``elbo_train``: the mean annealed loss of the epoch's minibatches."""
+        """Log ``elbo_train`` (and scvi-tools' name for it, ``train_loss``): the mean
+        annealed loss of the epoch's minibatches."""
         elbo = torch.stack([out["loss"] for out in self.training_step_outputs]).mean()
         self.log("elbo_train", elbo, prog_bar=True, sync_dist=self._sync_dist)
+        self.log("train_loss", elbo, sync_dist=self._sync_dist)
         self.training_step_outputs.clear()
+
+    def _log_terms(self, batch, n: int, split: str) -> None:
+        """The ELBO's terms from the module's torch-side ``loss``, under scvi-tools' names:
+        ``reconstruction_loss_<split>``, ``kl_local_<split>`` (their sum), ``kl_global_<split>``
+        (0: no global latent) and ``<term>_<split>`` for each local term, per cell."""
+        log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": self._sync_dist}
+        # The terms sample again; a forked RNG keeps training draws independent of them, and
+        # BatchNorm's running statistics are put back, so logging never changes training.
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        buffers = [(b, b.clone()) for b in self.module.buffers()] if self.training else []
+        with torch.random.fork_rng(devices=devices):
+            _, _, terms = self.module(batch)
+        for buffer, kept in buffers:
+            buffer.copy_(kept)
+        self.log(f"reconstruction_loss_{split}", terms.reconstruction_loss_sum / n, **log)
+        kl_local = sum(value.mean() for value in terms.kl_local.values())
+        self.log(f"kl_local_{split}", kl_local, **log)
+        self.log(f"kl_global_{split}", 0.0, **log)
+        for name, value in terms.kl_local.items():
+            if name != "kl_local":  # a module without named terms: the sum says it all
+                self.log(f"{name}_{split}", value.mean(), **log)
 
     def validation_step(self, batch, batch_idx):
         """Full negative ELBO per cell on held-out cells, and each of its terms.
 
-        Logs ``elbo_validation`` (the Pyro ELBO) and, from the module's torch-side ``loss``,
-        ``reconstruction_loss_validation`` and ``<term>_validation`` for every KL term.
+        Logs ``elbo_validation`` (the Pyro ELBO; scvi-tools' ``validation_loss`` too) and the
+        terms of the module's torch-side ``loss`` (see :meth:`_log_terms`).
         """
         loss, n = self._loss(batch, 1.0)
         self.stop_if_diverged(loss, batch_idx, "validation loss")
         log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": self._sync_dist}
         self.log("elbo_validation", loss, **log)
-        # The term split samples again; a forked RNG keeps training draws independent of it.
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            _, _, terms = self.module(batch)
-        self.log("reconstruction_loss_validation", terms.reconstruction_loss_sum / n, **log)
-        for name, value in terms.kl_local.items():
-            self.log(f"{name}_validation", value.mean(), **log)
+        self.log("validation_loss", loss, **log)
+        self._log_terms(batch, n, "validation")
         return loss
