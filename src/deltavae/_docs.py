@@ -1,0 +1,106 @@
+"""Docstring fragments shared by several functions, written once (scanpy's ``_doc_params``).
+
+A docstring names a fragment as ``{name}`` on a line of its own, indented like the text around
+it; :func:`doc_params` fills it in when the module is imported, so help(), IPython's ``?`` and
+the API reference all show the whole text.
+
+Examples
+--------
+>>> @doc_params(labels=doc_labels)
+... def score(labels_true, labels_pred):
+...     '''A score.
+...
+...     Parameters
+...     ----------
+...     {labels}
+...     '''
+>>> print(score.__doc__.splitlines()[5])
+        True class of each cell.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from textwrap import indent
+from typing import TypeVar
+
+_F = TypeVar("_F", bound=Callable)
+
+_INDENT = re.compile(r"^( *)\S", re.MULTILINE)
+
+
+def doc_params(**fragments: str) -> Callable[[_F], _F]:
+    """Fill the ``{name}`` placeholders of a docstring with the given fragments.
+
+    Each fragment is indented to the docstring's own indentation. Only the named placeholders
+    are replaced, so other braces (dicts in examples) need no escaping; a fragment the
+    docstring does not name is an error, so that a typo cannot drop a parameter.
+
+    Parameters
+    ----------
+    **fragments
+        Placeholder name to text, unindented (see the ``doc_*`` strings of this module).
+
+    Returns
+    -------
+    A decorator that rewrites ``__doc__`` and returns the function itself.
+    """
+
+    def decorate(obj: _F) -> _F:
+        doc = obj.__doc__
+        if doc is None:  # python -OO strips docstrings
+            return obj
+        # The first line follows the quotes; the indentation is that of the lines after it.
+        body = doc[doc.find("\n") + 1 :]
+        width = min((len(m.group(1)) for m in _INDENT.finditer(body)), default=0)
+        for name, text in fragments.items():
+            placeholder = "{" + name + "}"
+            if placeholder not in doc:
+                raise ValueError(f"{obj.__qualname__}'s docstring has no {placeholder}.")
+            # The placeholder stands indented already: indent the fragment's later lines only.
+            doc = doc.replace(placeholder, indent(text, " " * width)[width:])
+        obj.__doc__ = doc
+        return obj
+
+    return decorate
+
+
+# ----------------------------------------------------------------------------------- plots
+doc_ax = """\
+ax
+    Axes to draw on; a new figure when ``None``."""
+
+
+def doc_show_save(writekey: str) -> str:
+    """``show`` and ``save`` as in scanpy's plotting functions; ``writekey`` names the file."""
+    return f"""\
+show
+    Show the figure (and return ``None``). Default: :attr:`scanpy.settings.autoshow`, unless
+    the figure is saved.
+save
+    Save the figure, as scanpy's ``save``: ``True`` writes
+    ``{{figdir}}/{writekey}{{plot_suffix}}.{{file_format_figs}}`` (:attr:`scanpy.settings`); a
+    string is appended to that name and an extension ``.pdf``, ``.png`` or ``.svg`` at its end
+    chooses the format (``save="_pbmc.png"`` writes ``figures/{writekey}_pbmc.png``);
+    ``None`` saves when :attr:`scanpy.settings.autosave` is set. A :class:`pathlib.Path` is
+    the file itself (format from its suffix). The resolution is matplotlib's
+    ``savefig.dpi`` (scanpy's ``dpi_save``), at least 150 dpi."""
+
+
+# --------------------------------------------------------------------------------- metrics
+doc_labels = """\
+labels_true
+    True class of each cell.
+labels_pred
+    Predicted cluster of each cell. The label values need not match ``labels_true``."""
+
+doc_proportions = """\
+true, pred
+    Proportions, spots x types (DataFrames are aligned by column name; arrays by position)."""
+
+# -------------------------------------------------------------------------------- datasets
+doc_data_dir = """\
+data_dir
+    The ``.h5ad`` file, its folder, or the data root. ``None``: the root is looked up in
+    ``$DELTAVAE_DATA`` and then in ``shared/data`` in the working directory and its parents."""
