@@ -342,6 +342,7 @@ class CGMDVAEModule(DeltaPyroModule):
             "z": qz.rsample(shape),
             "w": qw.rsample(shape),
             "library": self._library(x),
+            "ql": None,  # the library size is observed (scvi-tools' key for a latent one)
             "cluster_logits": logits,
             "d_concentration": beta,
         }

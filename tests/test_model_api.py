@@ -1,0 +1,229 @@
+"""scvi-tools' generic model tests, ported: ZINBVAE and CGMDVAE answer like scvi.model.SCVI.
+
+Each public method our models inherit from scvi-tools' mixins works with scvi's meaning of its
+arguments (for CGMDVAE the condition plays scvi's batch), or is not offered; a failed call
+leaves the model working.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import deltavae as dv
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+SCVI_HISTORY = [
+    "train_loss",
+    "elbo_train",
+    "reconstruction_loss_train",
+    "kl_local_train",
+    "kl_global_train",
+    "elbo_validation",
+    "validation_loss",
+    "reconstruction_loss_validation",
+    "kl_local_validation",
+    "kl_global_validation",
+]
+
+
+def _adata():
+    adata = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=40, n_clusters=3, n_conditions=2, seed=0
+    )
+    adata.obs["cluster"] = adata.obs["cluster"].astype(str)
+    return adata
+
+
+def _model(which, adata=None, **train):
+    adata = _adata() if adata is None else adata
+    if which == "zinbvae":
+        dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+        model = dv.model.ZINBVAE(adata, n_latent=5, n_hidden=32)
+        model.train(**{"max_epochs": 3, "train_size": 0.5, **train}, **TRAIN)
+    else:
+        dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+        model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=5, n_hidden=32)
+        model.train(
+            **{"max_epochs": 3, "train_size": 0.5, "mixture_init": "kmeans", **train}, **TRAIN
+        )
+    return model, adata
+
+
+@pytest.fixture(scope="module", params=["zinbvae", "cgmdvae"])
+def trained(request):
+    return _model(request.param)
+
+
+def test_history_has_scvi_names(trained):
+    model, _ = trained
+    for key in SCVI_HISTORY:
+        assert key in model.history, key
+        assert np.isfinite(model.history[key][key].astype(float)).all(), key
+    terms = model.history["kl_local_validation"]["kl_local_validation"].astype(float)
+    assert (terms > 0).all()
+
+
+def test_elbo_marginal_ll_and_reconstruction(trained):
+    model, _ = trained
+    elbo = float(model.get_elbo())
+    marginal = model.get_marginal_ll(n_mc_samples=50, n_mc_samples_per_pass=20)
+    # Importance sampling with the guide tightens the bound: log p(x) >= ELBO.
+    assert np.isfinite(marginal) and marginal > elbo
+    per_cell = model.get_marginal_ll(indices=[0, 1, 2], n_mc_samples=3, return_mean=False)
+    assert tuple(per_cell.shape) == (3,)
+    error = model.get_reconstruction_error()
+    assert np.isfinite(error["reconstruction_loss"])
+
+
+def test_latent_arguments(trained):
+    model, adata = trained
+    mean = model.get_latent_representation()
+    draw = model.get_latent_representation(give_mean=False)
+    loc, var = model.get_latent_representation(return_dist=True)
+    assert mean.shape == draw.shape == var.shape == (adata.n_obs, 5)
+    np.testing.assert_allclose(loc, mean, atol=1e-6)
+    assert (var > 0).all() and not np.allclose(draw, mean)
+    assert model.get_latent_representation(indices=[1, 2, 3]).shape == (3, 5)
+    with pytest.raises(TypeError):
+        model.get_latent_representation(not_an_argument=123)
+
+
+def test_normalized_expression(trained):
+    model, adata = trained
+    expr = model.get_normalized_expression()
+    assert isinstance(expr, pd.DataFrame) and expr.shape == adata.shape
+    np.testing.assert_allclose(expr.sum(1), 1.0, rtol=1e-4)
+    ten = model.get_normalized_expression(library_size=10)
+    np.testing.assert_allclose(ten.sum(1), 10.0, rtol=1e-4)
+    ctrl = model.get_normalized_expression(transform_batch="ctrl")
+    stim = model.get_normalized_expression(transform_batch="stim")
+    both = model.get_normalized_expression(transform_batch=["ctrl", "stim"])
+    assert not np.allclose(ctrl, stim)
+    # Averaged over the two conditions (each pass draws its own z, so not exactly the mean).
+    np.testing.assert_allclose(both.sum(1), 1.0, rtol=1e-4)
+    assert (
+        np.abs(both - (ctrl + stim) / 2).to_numpy().mean() < np.abs(ctrl - stim).to_numpy().mean()
+    )
+    genes = list(adata.var_names[:5])
+    assert list(model.get_normalized_expression(gene_list=genes).columns) == genes
+    samples = model.get_normalized_expression(n_samples=3, return_mean=False)
+    assert samples.shape == (3, adata.n_obs, adata.n_vars)
+
+
+def test_transform_batch_decodes_under_that_condition(trained):
+    """scvi's meaning: cells keep their own encoding and are decoded under the given batch
+    (for CGMDVAE, the condition)."""
+    model, adata = trained
+    stim = np.flatnonzero((adata.obs["condition"] == "stim").to_numpy())
+    ctrl = np.flatnonzero((adata.obs["condition"] == "ctrl").to_numpy())
+
+    def expression(indices, **kwargs):
+        torch.manual_seed(0)
+        return model.get_normalized_expression(indices=indices, **kwargs).to_numpy()
+
+    np.testing.assert_allclose(
+        expression(stim, transform_batch="stim"), expression(stim), rtol=1e-5
+    )
+    assert not np.allclose(expression(ctrl, transform_batch="stim"), expression(ctrl))
+
+
+def test_differential_expression(trained):
+    model, adata = trained
+    de = model.differential_expression(groupby="cluster", group1="0")
+    assert {"proba_m1", "bayes_factor", "scale1", "scale2"} <= set(de.columns)
+    assert len(de) == adata.n_vars
+    change = model.differential_expression(groupby="cluster", group1="0", group2="1", mode="change")
+    assert "proba_not_de" in change.columns
+    assert len(model.differential_expression(idx1=[0, 1, 2], idx2=[3, 4, 5])) == adata.n_vars
+
+
+def test_importance_weighted_de():
+    model, adata = _model("zinbvae")
+    de = model.differential_expression(groupby="cluster", group1="0", weights="importance")
+    assert len(de) == adata.n_vars
+    cgmdvae, _ = _model("cgmdvae")
+    with pytest.raises(NotImplementedError, match="weights='uniform'"):
+        cgmdvae.differential_expression(groupby="cluster", group1="0", weights="importance")
+
+
+def test_posterior_predictive_and_correlations(trained):
+    model, adata = trained
+    one = model.posterior_predictive_sample()
+    many = model.posterior_predictive_sample(n_samples=2, gene_list=list(adata.var_names[:4]))
+    assert one.shape == adata.shape and many.shape == (adata.n_obs, 4, 2)
+    assert (one.data >= 0).all() and np.allclose(one.data, np.round(one.data))
+    corr = model.get_feature_correlation_matrix(
+        correlation_type="spearman", transform_batch=["ctrl", "stim"]
+    )
+    assert corr.shape == (adata.n_vars, adata.n_vars)
+    np.testing.assert_allclose(np.diag(corr), 1.0, atol=1e-6)
+
+
+def test_likelihood_parameters(trained):
+    model, adata = trained
+    params = model.get_likelihood_parameters()
+    assert set(params) == {"mean", "dispersions", "dropout"}
+    assert params["mean"].shape == adata.shape and (params["dispersions"] > 0).all()
+
+
+def test_a_failed_call_leaves_the_model_working(trained):
+    model, _ = trained
+    torch.manual_seed(0)
+    elbo = float(model.get_elbo())
+    with pytest.raises(ValueError, match="not a valid batch category"):
+        model.get_normalized_expression(transform_batch="nope")
+    torch.manual_seed(0)
+    assert float(model.get_elbo()) == elbo
+    assert model.get_latent_representation().shape[1] == 5
+
+
+def test_plan_kwargs_reach_the_optimiser():
+    model, _ = _model(
+        "zinbvae",
+        plan_kwargs={
+            "lr": 5e-3,
+            "weight_decay": 0.0,
+            "optimizer": "AdamW",
+            "reduce_lr_on_plateau": True,
+            "lr_patience": 1,
+        },
+    )
+    assert "lr-AdamW" in model.history
+    assert model.history["lr-AdamW"]["lr-AdamW"].iloc[0] == pytest.approx(5e-3)
+    with pytest.raises(ValueError, match="disagree"):
+        model.train(max_epochs=1, lr=1e-3, plan_kwargs={"lr": 1e-2}, **TRAIN)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        model.train(max_epochs=1, plan_kwargs={"optimizer": "SGD"}, **TRAIN)
+    with pytest.raises(ValueError, match="reduce_lr_on_plateau watches"):
+        model.train(
+            max_epochs=1, train_size=1.0, plan_kwargs={"reduce_lr_on_plateau": True}, **TRAIN
+        )
+
+
+@pytest.mark.parametrize("which", ["zinbvae", "cgmdvae"])
+def test_early_stopping_needs_validation_cells(which):
+    adata = _adata()
+    model, _ = _model(which, adata, max_epochs=1)
+    with pytest.raises(ValueError, match="no cell is held out"):
+        model.train(max_epochs=2, early_stopping=True, train_size=1.0, **TRAIN)
+
+
+def test_save_load_with_anndata_round_trips(trained, tmp_path):
+    model, _ = trained
+    model.save(tmp_path / "model", save_anndata=True)
+    loaded = type(model).load(tmp_path / "model")
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation(), model.get_latent_representation()
+    )
+    torch.manual_seed(0)
+    a = loaded.get_normalized_expression()
+    torch.manual_seed(0)
+    b = model.get_normalized_expression()
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_sample_posterior_is_not_offered(trained):
+    """Every parameter is a point estimate: Pyro's posterior sampling is not inherited."""
+    model, _ = trained
+    assert not hasattr(model, "sample_posterior")
