@@ -227,3 +227,35 @@ def test_sample_posterior_is_not_offered(trained):
     """Every parameter is a point estimate: Pyro's posterior sampling is not inherited."""
     model, _ = trained
     assert not hasattr(model, "sample_posterior")
+
+
+@pytest.mark.parametrize("which", ["zinbvae", "cgmdvae"])
+def test_query_mapping_with_scvis_recipe(which):
+    adata = _adata()
+    adata.obs["condition"] = adata.obs["condition"].astype(str)
+    reference = adata[adata.obs["condition"] == "ctrl"].copy()
+    query = adata[adata.obs["condition"] == "stim"].copy()
+    model, _ = _model(which, reference, max_epochs=3)
+    cls = type(model)
+    mapped = cls.load_query_data(query, model)
+    before = {k: v.clone() for k, v in mapped.module.state_dict().items()}
+    mapped.train(max_epochs=2, plan_kwargs={"weight_decay": 0.0}, **TRAIN)
+    changed = [k for k, v in mapped.module.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all("fc_layers" in k for k in changed), changed
+    assert mapped.get_latent_representation().shape == (query.n_obs, 5)
+    assert mapped.get_normalized_expression(transform_batch="ctrl").shape == query.shape
+
+
+def test_a_cgmdvae_saved_before_the_batch_field_loads(tmp_path):
+    model, adata = _model("cgmdvae")
+    model.save(tmp_path / "m")
+    path = tmp_path / "m" / "model.pt"
+    saved = torch.load(path, weights_only=False)
+    del saved["attr_dict"]["registry_"]["field_registries"]["batch"]
+    torch.save(saved, path)
+    fresh = adata.copy()
+    loaded = dv.model.CGMDVAE.load(tmp_path / "m", fresh)
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-6
+    )
+    assert "batch" not in loaded.registry_["field_registries"]
