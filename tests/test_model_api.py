@@ -73,7 +73,7 @@ def test_elbo_marginal_ll_and_reconstruction(trained):
     per_cell = model.get_marginal_ll(indices=[0, 1, 2], n_mc_samples=3, return_mean=False)
     assert tuple(per_cell.shape) == (3,)
     error = model.get_reconstruction_error()
-    assert np.isfinite(error["reconstruction_loss"])
+    assert np.isfinite(float(error["reconstruction_loss"]))
 
 
 def test_latent_arguments(trained):
@@ -259,3 +259,21 @@ def test_a_cgmdvae_saved_before_the_batch_field_loads(tmp_path):
         loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-6
     )
     assert "batch" not in loaded.registry_["field_registries"]
+
+
+def test_training_again_trains_in_training_mode(trained):
+    """Lightning keeps the module's mode at fit start: a trained (eval-mode) model must be put
+    back in training mode, or dropout and BatchNorm statistics stop working."""
+    from lightning.pytorch.callbacks import Callback
+
+    class Modes(Callback):
+        seen: list = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            Modes.seen.append(pl_module.module.training)
+
+    model, _ = trained
+    assert not model.module.training
+    model.train(max_epochs=1, callbacks=[Modes()], **TRAIN)
+    assert Modes.seen and all(Modes.seen)
+    assert not model.module.training  # back in eval mode for reading results

@@ -353,6 +353,11 @@ class DeltaModelMixin(PyroSviTrainMixin):
             best = RestoreBestValidation(_restore_best_start, plan_kwargs.get("max_kl_weight", 1.0))
             trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), best]
         pyro.clear_param_store()
+        if not getattr(self, "is_query_model", False):
+            # Lightning keeps the modules' modes at the start of fit: a model trained before
+            # (or loaded) is in eval mode and would train on without dropout and with frozen
+            # BatchNorm statistics. A query model keeps eval mode on purpose (load_query_data).
+            self.module.train()
         # Pyro's argument checks cost ~15% of a step; our inputs are checked once, up front.
         # Under DDP, rank 0 hands the history to this process through a file; scvi-tools would
         # put it under the working directory.
