@@ -4,6 +4,9 @@ import shutil
 from importlib.metadata import version as _version
 from pathlib import Path
 
+from docutils import nodes
+from sphinx.domains import Domain
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -39,11 +42,9 @@ autodoc_typehints = "description"
 autodoc_member_order = "bysource"
 autodoc_default_options = {
     "members": True,
-    # Methods inherited from scvi-tools' base classes are documented by scvi-tools.
-    "inherited-members": (
-        "BaseModelClass, PyroSviTrainMixin, PyroSampleMixin, RNASeqMixin, VAEMixin, "
-        "ArchesMixin, UnsupervisedTrainingMixin"
-    ),
+    # A model's page lists every method a user can call on it, those that scvi-tools' base
+    # classes provide (get_normalized_expression, differential_expression ...) included.
+    "inherited-members": True,
     "show-inheritance": False,
 }
 napoleon_numpy_docstring = True
@@ -60,3 +61,26 @@ html_theme = "sphinx_book_theme"
 html_title = "deltavae"
 html_static_path = ["_static"]
 html_theme_options = {"show_toc_level": 2}
+
+
+def _citation_key(name, rawtext, text, lineno, inliner, options=None, content=None):
+    return [nodes.inline(rawtext, f"[{text}]")], []
+
+
+class _CitationKeys(Domain):
+    """``:cite:p:`key``` and ``:cite:t:`key``` shown as ``[key]``.
+
+    The model pages include the methods inherited from scvi-tools, whose docstrings cite with
+    sphinxcontrib-bibtex's roles against scvi-tools' own bibliography, which is not ours.
+    """
+
+    name = "cite"
+    label = "citation keys"
+    roles = {"p": _citation_key, "t": _citation_key}
+
+    def merge_domaindata(self, docnames, otherdata):
+        pass  # nothing is stored
+
+
+def setup(app):
+    app.add_domain(_CitationKeys)

@@ -104,17 +104,22 @@ def test_match_signatures_and_novel_states(fitted):
     for true_k in range(2):  # signatures for two true archetypes only; the rest are novel
         top = (truth[true_k] / truth.drop(columns=true_k).mean(1)).nlargest(10).index
         signatures[f"state{true_k}"] = [*top, "NOT_A_GENE"]
-    with pytest.warns(UserWarning, match=r"state0.*\['NOT_A_GENE'\]"):
+    # One warning per signature (state0, state1) naming the gene it lacks.
+    with pytest.warns(UserWarning, match=r"state[01].*\['NOT_A_GENE'\]"):
         table = model.match_signatures(signatures)
     for true_k in range(2):
         assert table["signature"].iloc[matched["matched"][true_k]] == f"state{true_k}"
     novel = table[table["signature"].isna()]
     assert sorted(novel["novel_rank"]) == list(range(1, len(novel) + 1))
     assert novel.sort_values("novel_rank")["score"].is_monotonic_increasing
-    with pytest.raises(ValueError, match="signature 'ghost' has none of its genes"):
+    with (
+        pytest.warns(UserWarning, match="'ghost': 2 of 2 genes are not in the data"),
+        pytest.raises(ValueError, match="signature 'ghost' has none of its genes"),
+    ):
         model.match_signatures({"ghost": ["NOPE1", "NOPE2"]})
     adata = mix.copy()
-    model.match_signatures(signatures)
+    with pytest.warns(UserWarning, match=r"state[01].*\['NOT_A_GENE'\]"):
+        model.match_signatures(signatures)
     model.write_to_adata(adata)
     assert "signature_map" in adata.uns["archetypes"]
 

@@ -121,3 +121,44 @@ def test_cluster_composition_saves_and_checks_input(trained, tmp_path):
         dv.pl.cluster_composition(adata, "cluster", "cell_type", show=False)
     with pytest.raises(ValueError, match="normalize"):
         dv.pl.cluster_composition(adata, "cluster", "condition", normalize="rows", show=False)
+
+
+@pytest.fixture
+def scanpy_settings():
+    """scanpy's settings, restored afterwards (its class properties defeat monkeypatch)."""
+    import scanpy as sc
+
+    names = ("figdir", "file_format_figs", "plot_suffix", "autosave")
+    saved = {name: getattr(sc.settings, name) for name in names}
+    yield sc.settings
+    for name, value in saved.items():
+        setattr(sc.settings, name, value)
+
+
+def test_save_follows_scanpy(trained, tmp_path, scanpy_settings):
+    """save=True / a string go to scanpy's figdir under the plot's name; a Path is the file."""
+    _, adata = trained
+    settings = scanpy_settings
+    settings.figdir = tmp_path / "figures"
+    settings.file_format_figs = "png"
+    settings.plot_suffix = ""
+    settings.autosave = False
+    args = (adata, "cluster", "condition")
+    assert isinstance(dv.pl.cluster_composition(*args, save=True), Axes)
+    _assert_png(tmp_path / "figures" / "cluster_composition.png")
+    dv.pl.cluster_composition(*args, save="_by_condition.svg")
+    assert (tmp_path / "figures" / "cluster_composition_by_condition.svg").is_file()
+    dv.pl.embedding(adata, color="cluster", save="_clusters.png")
+    _assert_png(tmp_path / "figures" / "umap_clusters.png")
+    # save=None follows scanpy's autosave; False never saves.
+    settings.autosave = True
+    settings.plot_suffix = "_auto"
+    dv.pl.cluster_composition(*args)
+    _assert_png(tmp_path / "figures" / "cluster_composition_auto.png")
+    dv.pl.cluster_composition(*args, save=False, show=False)
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+        "cluster_composition.png",
+        "cluster_composition_auto.png",
+        "cluster_composition_by_condition.svg",
+        "umap_clusters.png",
+    ]

@@ -227,6 +227,9 @@ def test_bad_training_arguments_are_refused_before_training(kwargs, match):
     _assert_unchanged(adata, snap)
 
 
+# scvi-tools rightly warns about a two-cell batch category and a two-cell last minibatch.
+@pytest.mark.filterwarnings("ignore:Category .* has fewer than 3 cells:UserWarning")
+@pytest.mark.filterwarnings("ignore:Last batch will have a small size:UserWarning")
 def test_two_cells_leave_no_validation_cell():
     adata = _counts(n_cells=50)[:2].copy()
     model = _zinbvae(adata)

@@ -255,8 +255,8 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
         """
         labels = _check_labels(reference, labels_key)
         counts = reference if genes is None else reference[:, list(genes)]
-        view = AnnData(X=_layer(counts, layer), obs=pd.DataFrame({"label": labels}))
-        view.obs_names = counts.obs_names
+        obs = pd.DataFrame({"label": labels}, index=counts.obs_names)
+        view = AnnData(X=_layer(counts, layer), obs=obs)
         view.var_names = counts.var_names
         sums = sc.get.aggregate(view, by="label", func="sum")
         totals = np.asarray(sums.layers["sum"], dtype=np.float64)

@@ -43,7 +43,7 @@ def cluster_entropy(probs: np.ndarray, normalize: bool = True) -> np.ndarray:
         raise ValueError("probs must be non-negative with rows summing to 1.")
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(probs > 0, probs * np.log(probs), 0.0)
-    entropy = -terms.sum(1)
+    entropy = 0.0 - terms.sum(1)  # 0.0, not -0.0, for a certain assignment
     return entropy / np.log(probs.shape[1]) if normalize else entropy
 
 
