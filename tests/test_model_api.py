@@ -277,3 +277,15 @@ def test_training_again_trains_in_training_mode(trained):
     model.train(max_epochs=1, callbacks=[Modes()], **TRAIN)
     assert Modes.seen and all(Modes.seen)
     assert not model.module.training  # back in eval mode for reading results
+
+
+def test_setup_views_and_registry(trained, tmp_path, capsys):
+    model, _ = trained
+    model.view_anndata_setup()
+    model.save(tmp_path / "m", prefix="p_", save_anndata=True)
+    type(model).view_setup_args(tmp_path / "m", prefix="p_")
+    assert "condition" in capsys.readouterr().out
+    assert (
+        type(model).load_registry(tmp_path / "m", prefix="p_")["model_name"] == type(model).__name__
+    )
+    assert type(model).load(tmp_path / "m", prefix="p_").is_trained_

@@ -15,6 +15,9 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 import pandas as pd
 import pyro
+
+# scvi-tools' view_anndata_setup and view_setup_args call rich.pretty without importing it.
+import rich.pretty  # noqa: F401
 import torch
 from anndata import AnnData
 from anndata.io import write_elem
