@@ -83,6 +83,27 @@ def _methods_zinbvae(model, adata):
         "latent_shift": lambda: model.predict_perturbation(
             ctrl, "stim", method="latent_shift", condition_key="condition"
         ),
+        "nearest_response(latent)": lambda: model.predict_perturbation(
+            ctrl,
+            "stim",
+            method="nearest_response",
+            condition_key="condition",
+            balance_key="cluster",
+            similarity="latent",
+        ),
+        **_scvi_api(model),
+    }
+
+
+def _scvi_api(model) -> dict:
+    """scvi-tools' mixin methods: they read the module through our loaders too."""
+    return {
+        "get_marginal_ll": lambda: model.get_marginal_ll(n_mc_samples=2),
+        "posterior_predictive_sample": lambda: model.posterior_predictive_sample(),
+        "get_likelihood_parameters": lambda: model.get_likelihood_parameters(),
+        "get_feature_correlation_matrix": lambda: model.get_feature_correlation_matrix(),
+        "get_latent_library_size": lambda: model.get_latent_library_size(give_mean=False),
+        "get_aggregated_posterior": lambda: model.get_aggregated_posterior(),
     }
 
 
@@ -106,6 +127,13 @@ def _methods_cgmdvae(model, adata):
         ),
         "get_elbo": lambda: model.get_elbo(),
         "get_reconstruction_error": lambda: model.get_reconstruction_error(),
+        "get_normalized_expression(transform_batch)": lambda: model.get_normalized_expression(
+            transform_batch="stim"
+        ),
+        "differential_expression": lambda: model.differential_expression(
+            groupby="cluster", group1="0"
+        ),
+        **_scvi_api(model),
     }
 
 
