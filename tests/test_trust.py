@@ -254,7 +254,7 @@ def test_auto_archetypes_on_two_spots():
 
 
 def test_loading_an_empty_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="holds no saved model"):
+    with pytest.raises(FileNotFoundError, match="No saved model in .*no model.pt in it"):
         dv.model.ZINBVAE.load(str(tmp_path), adata=_counts(n_cells=20))
 
 

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import warnings
-import zipfile
 
 import numpy as np
 import pandas as pd
@@ -34,11 +32,10 @@ from scipy import sparse
 from scipy.special import softmax
 from scvi import REGISTRY_KEYS
 from scvi.model.base import ArchesMixin
-from scvi.model.base._save_load import _load_saved_files
 from scvi.nn import FCLayers
 from torch import nn
 
-from ._base import _package_version
+from ._base import read_saved
 
 logger = logging.getLogger(__name__)
 
@@ -65,19 +62,10 @@ class _ReferenceBatchNorm1d(nn.BatchNorm1d):
 def _reference_state(cls, reference) -> tuple[dict, np.ndarray, dict]:
     """attr_dict, gene names and state dict of a reference model or saved directory."""
     if isinstance(reference, str | os.PathLike):
-        path = os.fspath(reference)
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"No saved reference model at {path!r} (expected a directory).")
-        try:
-            attr_dict, var_names, state_dict, _ = _load_saved_files(
-                path, load_adata=False, map_location="cpu"
-            )
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-            raise ValueError(
-                f"The reference model in {path!r} is corrupted or truncated ({type(e).__name__})."
-            ) from e
-        state_dict.pop("pyro_param_store", None)
-        where = repr(path)
+        attr_dict, var_names, state_dict = read_saved(
+            cls, reference, what="reference model", use="load_query_data"
+        )
+        where = repr(os.fspath(reference))
     elif isinstance(reference, cls):
         attr_dict = {
             "registry_": reference.registry_,
@@ -91,17 +79,6 @@ def _reference_state(cls, reference) -> tuple[dict, np.ndarray, dict]:
         raise TypeError(
             f"reference_model must be a trained {cls.__name__} or the directory it was saved to; "
             f"got {type(reference).__name__}."
-        )
-    model_name = attr_dict["registry_"].get("model_name")
-    if model_name is not None and model_name != cls.__name__:
-        raise ValueError(
-            f"{where} is a {model_name} model; map the query with {model_name}.load_query_data."
-        )
-    saved = attr_dict.get("deltavae_version_")
-    if saved is None or saved.split(".")[0] != _package_version().split(".")[0]:
-        raise ValueError(
-            f"{where} was saved by deltavae {saved}, which this version ({_package_version()}) "
-            "cannot map queries onto; retrain the reference with this version."
         )
     if not attr_dict.get("is_trained_", False):
         raise ValueError(
