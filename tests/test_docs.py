@@ -66,4 +66,5 @@ def test_docs_build_without_warnings(tmp_path):
         assert html.count("<img") >= 3, notebook.name
     for page in ("zinbvae", "cgmdvae", "deconvolution"):
         assert (out / "math" / f"{page}.html").is_file()
+    assert (out / "architecture.html").is_file()
     assert "d\\_term" in (out / "math" / "cgmdvae.html").read_text()

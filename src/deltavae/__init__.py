@@ -3,11 +3,14 @@
 Examples
 --------
 >>> import deltavae as dv
+>>> import scanpy as sc
 >>> adata = dv.datasets.pbmc3k()
 >>> dv.model.ZINBVAE.setup_anndata(adata)
 >>> vae = dv.model.ZINBVAE(adata, n_latent=10)
 >>> vae.train(max_epochs=50)  # doctest: +SKIP
 >>> vae.write_to_adata(adata)  # doctest: +SKIP
+['obsm/X_zinbvae']
+>>> sc.pp.neighbors(adata, use_rep="X_zinbvae")  # doctest: +SKIP
 
 Importing deltavae sets ``OMP_WAIT_POLICY=PASSIVE`` (unless set) before torch is loaded, so
 that torch's idle threads sleep instead of spinning on a busy machine, and sets a thread count

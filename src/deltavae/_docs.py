@@ -2,20 +2,32 @@
 
 A docstring names a fragment as ``{name}`` on a line of its own, indented like the text around
 it; :func:`doc_params` fills it in when the module is imported, so help(), IPython's ``?`` and
-the API reference all show the whole text.
+the API reference all show the whole text. A fragment is one or more parameters (``doc_ax``)
+or, for functions whose parameters start alike, the whole ``Parameters`` section header
+included (``doc_labels``), the function's own parameters following it.
 
 Examples
 --------
->>> @doc_params(labels=doc_labels)
-... def score(labels_true, labels_pred):
+>>> @doc_params(parameters=doc_labels)
+... def score(labels_true, labels_pred, weight=1.0):
 ...     '''A score.
 ...
-...     Parameters
-...     ----------
-...     {labels}
+...     {parameters}
+...     weight
+...         Weight of each cell.
 ...     '''
->>> print(score.__doc__.splitlines()[5])
+>>> print(score.__doc__)
+A score.
+<BLANKLINE>
+    Parameters
+    ----------
+    labels_true
         True class of each cell.
+    labels_pred
+        Predicted cluster of each cell. The label values need not match ``labels_true``.
+    weight
+        Weight of each cell.
+<BLANKLINE>
 """
 
 from __future__ import annotations
@@ -90,17 +102,23 @@ save
 
 # --------------------------------------------------------------------------------- metrics
 doc_labels = """\
+Parameters
+----------
 labels_true
     True class of each cell.
 labels_pred
     Predicted cluster of each cell. The label values need not match ``labels_true``."""
 
 doc_proportions = """\
+Parameters
+----------
 true, pred
     Proportions, spots x types (DataFrames are aligned by column name; arrays by position)."""
 
 # -------------------------------------------------------------------------------- datasets
 doc_data_dir = """\
+Parameters
+----------
 data_dir
     The ``.h5ad`` file, its folder, or the data root. ``None``: the root is looked up in
     ``$DELTAVAE_DATA`` and then in ``shared/data`` in the working directory and its parents."""

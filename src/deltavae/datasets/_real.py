@@ -196,16 +196,14 @@ def kang_ifnb() -> ad.AnnData:
 # --------------------------------------------------------------------------------------------
 
 
-@doc_params(data_dir=doc_data_dir)
+@doc_params(parameters=doc_data_dir)
 def kang_ifnb_8donors(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     """Kang et al. (2018) control PBMCs from 8 donors (muscat ``kang_se``).
 
     12,261 cells x 1,287 genes of raw UMI counts. It has control cells only, so use it for
     donor/batch covariates and reference profiles.
 
-    Parameters
-    ----------
-    {data_dir}
+    {parameters}
 
     Returns
     -------
@@ -223,7 +221,7 @@ def kang_ifnb_8donors(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     return _read_shared("kang2018_ifnb_muscat/kang_ctrl_8donors_muscat_kang_se.h5ad", data_dir)
 
 
-@doc_params(data_dir=doc_data_dir)
+@doc_params(parameters=doc_data_dir)
 def kang_scgen(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     """Kang et al. (2018) PBMCs, the scGen validation split (counts rebuilt exactly).
 
@@ -231,9 +229,7 @@ def kang_scgen(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     ``control``/``stimulated`` to ``ctrl``/``stim`` to match the other Kang loaders. The row sums
     are over the HVGs only; ``obs["n_counts_all_genes"]`` holds the real library size.
 
-    Parameters
-    ----------
-    {data_dir}
+    {parameters}
 
     Returns
     -------
@@ -256,16 +252,14 @@ def kang_scgen(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     return adata
 
 
-@doc_params(data_dir=doc_data_dir)
+@doc_params(parameters=doc_data_dir)
 def kang_harmony(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     """Kang et al. (2018) PBMCs, 1,000 control + 1,000 stimulated cells (harmony's ``pbmc_stim``).
 
     2,000 cells x 9,015 genes of raw UMI counts. ``cell_type`` and ``donor`` are known for 954
     control cells only and are NaN elsewhere.
 
-    Parameters
-    ----------
-    {data_dir}
+    {parameters}
 
     Returns
     -------
@@ -282,16 +276,14 @@ def kang_harmony(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     return _read_shared("kang2018_ifnb_harmony/kang_ctrl_stim_harmony_pbmc_stim.h5ad", data_dir)
 
 
-@doc_params(data_dir=doc_data_dir)
+@doc_params(parameters=doc_data_dir)
 def mesc(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     """Mouse ES cells in 3 culture conditions x 2 batches (Kolodziejczyk et al. 2015).
 
     200 cells x 1,047 genes of SMART-seq *read* counts (not UMIs), so they are heavily
     over-dispersed. ``culture_condition`` is renamed to ``condition``.
 
-    Parameters
-    ----------
-    {data_dir}
+    {parameters}
 
     Returns
     -------
@@ -309,15 +301,13 @@ def mesc(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     return _rename_obs(adata, {"culture_condition": "condition"})
 
 
-@doc_params(data_dir=doc_data_dir)
+@doc_params(parameters=doc_data_dir)
 def mob_spatial(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     """Mouse olfactory bulb, Spatial Transcriptomics (Stahl et al. 2016, STdeconvolve copy).
 
     262 spots x 15,928 genes of raw counts, with the histological layer of each spot.
 
-    Parameters
-    ----------
-    {data_dir}
+    {parameters}
 
     Returns
     -------

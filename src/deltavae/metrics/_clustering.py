@@ -66,7 +66,7 @@ def _purity(true: np.ndarray, pred: np.ndarray) -> float:
     return float(_contingency(true, pred).max(axis=0).sum() / true.shape[0])
 
 
-@doc_params(labels=doc_labels)
+@doc_params(parameters=doc_labels)
 def clustering_accuracy(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     """Accuracy after the best one-to-one matching of clusters to classes (Hungarian).
 
@@ -74,9 +74,7 @@ def clustering_accuracy(labels_true: ArrayLike, labels_pred: ArrayLike) -> float
     many as possible. Cells in unmatched clusters count as errors. This happens when there are
     more clusters than classes.
 
-    Parameters
-    ----------
-    {labels}
+    {parameters}
 
     Returns
     -------
@@ -94,16 +92,14 @@ def clustering_accuracy(labels_true: ArrayLike, labels_pred: ArrayLike) -> float
     return _accuracy(*_paired_codes(labels_true, labels_pred))
 
 
-@doc_params(labels=doc_labels)
+@doc_params(parameters=doc_labels)
 def purity(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     """Cluster purity: each cluster is credited with its most common class.
 
     Purity is 1 when every cluster holds a single class. Unlike
     :func:`clustering_accuracy`, it also reaches 1 when each cell is its own cluster.
 
-    Parameters
-    ----------
-    {labels}
+    {parameters}
 
     Returns
     -------
@@ -119,13 +115,11 @@ def purity(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     return _purity(*_paired_codes(labels_true, labels_pred))
 
 
-@doc_params(labels=doc_labels)
+@doc_params(parameters=doc_labels)
 def ari(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     """Adjusted Rand index (:func:`sklearn.metrics.adjusted_rand_score`).
 
-    Parameters
-    ----------
-    {labels}
+    {parameters}
 
     Returns
     -------
@@ -142,15 +136,13 @@ def ari(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     return float(adjusted_rand_score(true, pred))
 
 
-@doc_params(labels=doc_labels)
+@doc_params(parameters=doc_labels)
 def nmi(
     labels_true: ArrayLike, labels_pred: ArrayLike, average_method: str = "arithmetic"
 ) -> float:
     """Normalised mutual information (:func:`sklearn.metrics.normalized_mutual_info_score`).
 
-    Parameters
-    ----------
-    {labels}
+    {parameters}
     average_method
         How the two entropies are averaged in the normaliser: ``"arithmetic"``,
         ``"geometric"``, ``"min"`` or ``"max"``.
@@ -170,13 +162,11 @@ def nmi(
     return float(normalized_mutual_info_score(true, pred, average_method=average_method))
 
 
-@doc_params(labels=doc_labels)
+@doc_params(parameters=doc_labels)
 def cluster_scores(labels_true: ArrayLike, labels_pred: ArrayLike) -> dict[str, float]:
     """ARI, NMI, Hungarian accuracy and purity in one dictionary.
 
-    Parameters
-    ----------
-    {labels}
+    {parameters}
 
     Returns
     -------

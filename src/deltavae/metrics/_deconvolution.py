@@ -93,13 +93,11 @@ def _aupr(t: np.ndarray, p: np.ndarray) -> float:
     return float(average_precision_score(present, p))
 
 
-@doc_params(proportions=doc_proportions)
+@doc_params(parameters=doc_proportions)
 def per_type_pcc(true, pred) -> pd.Series:
     """Pearson correlation across spots between true and predicted proportions of each type.
 
-    Parameters
-    ----------
-    {proportions}
+    {parameters}
 
     Returns
     -------
@@ -116,7 +114,7 @@ def per_type_pcc(true, pred) -> pd.Series:
     return _per_type(true, pred, _pcc)
 
 
-@doc_params(proportions=doc_proportions)
+@doc_params(parameters=doc_proportions)
 def ssim(true, pred) -> pd.Series:
     """Structural similarity of each type's proportions across spots (global, one window).
 
@@ -124,9 +122,7 @@ def ssim(true, pred) -> pd.Series:
     ``(2 mu_t mu_p + C1)(2 cov + C2) / ((mu_t^2 + mu_p^2 + C1)(var_t + var_p + C2))`` with
     ``C1 = 0.01^2`` and ``C2 = 0.03^2``.
 
-    Parameters
-    ----------
-    {proportions}
+    {parameters}
 
     Returns
     -------
@@ -142,13 +138,11 @@ def ssim(true, pred) -> pd.Series:
     return _per_type(true, pred, _ssim)
 
 
-@doc_params(proportions=doc_proportions)
+@doc_params(parameters=doc_proportions)
 def rmse(true, pred) -> pd.Series:
     """Root mean squared error of each type's proportions across spots.
 
-    Parameters
-    ----------
-    {proportions}
+    {parameters}
 
     Returns
     -------
@@ -164,16 +158,14 @@ def rmse(true, pred) -> pd.Series:
     return _per_type(true, pred, _rmse)
 
 
-@doc_params(proportions=doc_proportions)
+@doc_params(parameters=doc_proportions)
 def jsd(true, pred) -> pd.Series:
     """Jensen-Shannon distance (base 2) between each type's true and predicted spatial spread.
 
     Each column is normalised to a distribution over spots, so the metric asks whether the
     type is placed in the right spots, whatever its overall level.
 
-    Parameters
-    ----------
-    {proportions}
+    {parameters}
 
     Returns
     -------
@@ -189,16 +181,14 @@ def jsd(true, pred) -> pd.Series:
     return _per_type(true, pred, _jsd)
 
 
-@doc_params(proportions=doc_proportions)
+@doc_params(parameters=doc_proportions)
 def presence_aupr(true, pred, per_type: bool = False) -> float | pd.Series:
     """Area under the precision-recall curve for detecting which types are present per spot.
 
     A (spot, type) pair is positive when the true proportion is above 0; the predicted
     proportion is its score (:func:`sklearn.metrics.average_precision_score`).
 
-    Parameters
-    ----------
-    {proportions}
+    {parameters}
     per_type
         Return one AUPR per type (across spots) instead of one over all pairs.
 
@@ -219,13 +209,11 @@ def presence_aupr(true, pred, per_type: bool = False) -> float | pd.Series:
     return _aupr(true.to_numpy().ravel(), pred.to_numpy().ravel())
 
 
-@doc_params(proportions=doc_proportions)
+@doc_params(parameters=doc_proportions)
 def deconvolution_scores(true, pred) -> pd.DataFrame:
     """All per-type deconvolution metrics in one table.
 
-    Parameters
-    ----------
-    {proportions}
+    {parameters}
 
     Returns
     -------

@@ -196,9 +196,10 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
         Parameters
         ----------
         adata
-            Spots x genes with raw counts.
+            The spots to deconvolve, spots x genes, raw counts (the single-cell reference
+            goes to :meth:`from_reference`).
         layer
-            Layer with the counts; ``None`` for ``adata.X``.
+            Layer with the spots' counts; ``None`` for ``adata.X``.
 
         Examples
         --------
