@@ -131,6 +131,8 @@ def ari(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     >>> from deltavae.metrics import ari
     >>> ari(["x", "x", "y", "y"], [5, 5, 7, 7])
     1.0
+    >>> ari(["x", "x", "y", "y"], [5, 7, 5, 7])  # worse than chance
+    -0.5
     """
     true, pred = _paired_codes(labels_true, labels_pred)
     return float(adjusted_rand_score(true, pred))

@@ -100,8 +100,10 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
         Similarity above which archetypes merge (1 never merges).
     n_pcs
         Principal components in which classical archetypal analysis runs.
-    n_hidden, n_layers, dropout_rate
-        Encoder sizes.
+    n_hidden, n_layers
+        Units per hidden layer and hidden layers of the encoder.
+    dropout_rate
+        Dropout rate of the encoder's hidden layers.
     prior_concentration
         Dirichlet concentration of the weights' prior.
 

@@ -87,9 +87,10 @@ class CGMDVAE(DeltaModelMixin, RNASeqMixin, VAEMixin, QueryMappingMixin, BaseMod
 
     Examples
     --------
-    >>> adata = dv.datasets.kang_ifnb()  # doctest: +SKIP
-    >>> dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")  # doctest: +SKIP
-    >>> g = dv.model.CGMDVAE(adata, n_clusters=8)  # doctest: +SKIP
+    >>> import deltavae as dv
+    >>> adata = dv.datasets.kang_ifnb()
+    >>> dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    >>> g = dv.model.CGMDVAE(adata, n_clusters=8)
     >>> g.train(max_epochs=200)  # doctest: +SKIP
     >>> g.write_to_adata()  # doctest: +SKIP
     """

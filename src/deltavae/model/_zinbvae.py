@@ -158,8 +158,9 @@ class ZINBVAE(DeltaModelMixin, RNASeqMixin, VAEMixin, QueryMappingMixin, BaseMod
 
         Examples
         --------
-        >>> adata = dv.datasets.kang_ifnb()  # doctest: +SKIP
-        >>> dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")  # doctest: +SKIP
+        >>> import deltavae as dv
+        >>> adata = dv.datasets.kang_ifnb()
+        >>> dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
         """
         check_obs_keys(
             adata,
