@@ -418,3 +418,27 @@ def test_archetype_arguments_are_checked():
         model.get_anchors(0)
     with pytest.raises(ValueError, match="n_genes must be a positive integer"):
         model.get_markers(0)
+
+
+def test_reading_a_new_anndata_is_quiet(trained):
+    """scvi-tools logs its transfer of the setup at INFO on every new AnnData; not ours."""
+    import logging
+
+    class Collect(logging.Handler):
+        messages: list = []
+
+        def emit(self, record):
+            Collect.messages.append(record.getMessage())
+
+    model, adata = trained
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    scvi_logger = logging.getLogger("scvi")  # scvi-tools' own handler; it does not propagate
+    handler = Collect(level=logging.DEBUG)
+    scvi_logger.addHandler(handler)
+    try:
+        model.translate(ctrl, "stim")
+        model.get_latent_representation(adata.copy())
+    finally:
+        scvi_logger.removeHandler(handler)
+    text = " ".join(Collect.messages)
+    assert "not setup with scvi-tools" not in text and "appears to be a copy" not in text
