@@ -30,11 +30,6 @@ Python:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import inspect
-import os
-import re
-import shutil
 import sys
 import time
 import warnings
@@ -42,298 +37,38 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anndata as ad
-import h5py
-import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 import scanpy as sc
 import scvi
 import torch
-from anndata.io import read_elem, write_elem
 from lightning.fabric.utilities.warnings import PossibleUserWarning
 
 import deltavae as dv
-from deltavae._io import _is_zarr_store
+from deltavae._cli_files import (
+    InputError,
+    _check_out,
+    _check_writable,
+    _drop_scvi_fields,
+    _message,
+    _options_for,
+    _positive_int,
+    _user_errors,
+    _write_results,
+    plots_folder,
+)
+from deltavae._cli_report import _fit_plots, _fit_report, _save_plots, _umap
+from deltavae._docs import doc_params
 from deltavae._threads import ENV_VAR as THREADS_ENV_VAR
 from deltavae._threads import MAX_DEFAULT_THREADS
-from deltavae.train import TrainingDivergedError
 
 #: Models ``deltavae fit --model`` can train, by command-line name. A model plugs in by adding
-#: its class here; options it does not take (see :func:`_options_for`) are refused clearly.
+#: its class here; options it does not take (``_cli_files._options_for``) are refused clearly.
 MODELS: dict[str, type] = {"zinbvae": dv.model.ZINBVAE, "cgmdvae": dv.model.CGMDVAE}
 
 DEMO_EPOCHS = 100
 DEMO_RESOLUTION = 0.8
 DEMO_N_LATENT = 10
 MIN_DEMO_CELLS = 50
-
-#: For models that cluster: the obs column with their clusters and the uns entry with the
-#: cluster names, sizes and empty clusters (what their ``write_to_adata`` writes).
-CLUSTERS: dict[str, tuple[str, str]] = {"cgmdvae": ("cgmdvae_cluster", "cgmdvae")}
-#: Fields scvi-tools' ``setup_anndata`` adds to an AnnData (obs columns, obsm and uns keys):
-#: its internals, not results, so they are kept out of the files the CLI writes.
-SCVI_PREFIX = "_scvi_"
-#: ``deltavae fit --out results.h5ad`` puts its PNGs in ``results_plots/`` next to it.
-PLOTS_SUFFIX = "_plots"
-
-
-class InputError(Exception):
-    """A problem with the user's input: reported in one line on stderr, exit status 2."""
-
-
-def _message(err: BaseException) -> str:
-    # str(KeyError) wraps the message in quotes; the first argument is the message itself.
-    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-
-
-def _options_for(fn, what: str, **options) -> dict:
-    """Keep the options that were given; refuse those ``fn`` names no parameter for.
-
-    ``**kwargs`` does not count as accepting an option, so a model whose ``setup_anndata``
-    lacks ``batch_key`` refuses ``--batch-key`` instead of failing somewhere deeper.
-    """
-    named = {
-        name
-        for name, param in inspect.signature(fn).parameters.items()
-        if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL)
-    }
-    given = {name: value for name, value in options.items() if value is not None}
-    refused = [name for name in given if name not in named]
-    if refused:
-        flags = ", ".join("--" + name.replace("_", "-") for name in refused)
-        raise InputError(f"{what} does not take {flags}.")
-    return given
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-@contextlib.contextmanager
-def _user_errors(step: str):
-    """Report what the model refuses while doing ``step`` as an input error, in one line.
-
-    The model raises ValueError/KeyError (and FileNotFoundError) for what is wrong with the
-    data or the options, and TrainingDivergedError (with its advice) when the ELBO became
-    NaN; any other exception is a bug and keeps its traceback.
-    """
-    try:
-        yield
-    except (ValueError, KeyError, FileNotFoundError, TrainingDivergedError) as err:
-        raise InputError(f"{step}: {_message(err)}") from err
-
-
-def plots_folder(out: str | os.PathLike) -> Path:
-    """Where ``deltavae fit`` writes its PNGs: ``<OUTPUT without suffix>_plots`` beside it.
-
-    Examples
-    --------
-    >>> plots_folder("results/clustered.h5ad").as_posix()
-    'results/clustered_plots'
-    """
-    out = Path(out)
-    return out.with_name(out.stem + PLOTS_SUFFIX)
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
-
-
-def _check_writable(target: Path, what: str) -> None:
-    """Refuse ``target`` when the nearest existing folder above it is a file or read-only."""
-    for ancestor in Path(os.path.abspath(target)).parents:
-        if not ancestor.exists():
-            continue
-        if not ancestor.is_dir():
-            raise InputError(f"cannot write {what} {str(target)!r}: {str(ancestor)!r} is a file.")
-        if not os.access(ancestor, os.W_OK | os.X_OK):
-            raise InputError(
-                f"cannot write {what} {str(target)!r}: no permission to write in {str(ancestor)!r}."
-            )
-        return
-
-
-def _check_out(path: Path, out: Path, store_out: bool, plots: Path | None) -> None:
-    """Refuse an ``--out`` that cannot or must not be written, before anything is loaded."""
-    if _same_path(path, out):
-        raise InputError(
-            f"--out {str(out)!r} is the input; write the results to a new file, the input is "
-            "kept as it is."
-        )
-    if path.is_dir() and out.resolve().is_relative_to(path.resolve()):
-        raise InputError(f"--out {str(out)!r} lies inside the input store {str(path)!r}.")
-    if store_out:
-        if out.exists() and not _is_zarr_store(out):
-            raise InputError(
-                f"--out {str(out)!r} exists and is not a zarr store; it would be replaced by "
-                "the results store. Choose a new path."
-            )
-    elif out.is_dir():
-        raise InputError(f"--out {str(out)!r} is a folder; give the path of an .h5ad file.")
-    _check_writable(out, "--out")
-    if plots is not None:
-        if plots.exists() and not plots.is_dir():
-            raise InputError(
-                f"the plots folder {str(plots)!r} is a file; move it, or pass --no-plots."
-            )
-        _check_writable(plots, "the plots folder")
-
-
-def _drop_scvi_fields(adata: ad.AnnData) -> None:
-    """Remove scvi-tools' setup fields (``_scvi_*``) from an in-memory AnnData."""
-    internal = [c for c in adata.obs.columns if str(c).startswith(SCVI_PREFIX)]
-    adata.obs.drop(columns=internal, inplace=True)
-    for slot in (adata.obsm, adata.uns):
-        for name in [n for n in slot.keys() if n.startswith(SCVI_PREFIX)]:
-            del slot[name]
-
-
-def _drop_scvi_fields_in_group(group) -> bool:
-    obs = read_elem(group["obs"])
-    internal = [c for c in obs.columns if str(c).startswith(SCVI_PREFIX)]
-    if internal:
-        write_elem(group, "obs", obs.drop(columns=internal))
-    changed = bool(internal)
-    for slot in ("obsm", "uns"):
-        if slot in group:
-            for name in [n for n in group[slot] if n.startswith(SCVI_PREFIX)]:
-                del group[slot][name]
-                changed = True
-    return changed
-
-
-def _drop_scvi_fields_on_disk(path: Path) -> None:
-    """Remove scvi-tools' setup fields (``_scvi_*``) from a written .h5ad file or zarr store."""
-    if not path.is_dir():
-        with h5py.File(path, "r+") as file:
-            _drop_scvi_fields_in_group(file)
-        return
-    import zarr
-
-    consolidated = zarr.open_group(path, mode="r").metadata.consolidated_metadata is not None
-    changed = _drop_scvi_fields_in_group(zarr.open_group(path, mode="r+", use_consolidated=False))
-    if changed and consolidated:
-        zarr.consolidate_metadata(path)
-
-
-def _write_results(
-    model, adata: ad.AnnData, path: Path, out: Path, backed: bool
-) -> tuple[ad.AnnData, list[str]]:
-    """Write the input plus the model's results to ``out``, without scvi-tools' internals.
-
-    Returns the AnnData holding the results in memory (for the report and plots) and the
-    keys ``write_to_adata`` wrote.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if backed and path.is_dir():
-        # Copy the store as it is, then write the results into the copy.
-        if out.exists():
-            shutil.rmtree(out)
-        shutil.copytree(path, out)
-        keys = model.write_to_adata(adata)
-        _drop_scvi_fields(adata)
-        dv.write_results_to_store(adata, keys, out)
-        _drop_scvi_fields_on_disk(out)  # those the input store held
-        return adata, keys
-    if backed:
-        # Copy the file as it is; write_to_adata writes into a file opened "r+".
-        shutil.copyfile(path, out)
-        results = ad.read_h5ad(out, backed="r+")
-        keys = model.write_to_adata(results)
-        results.file.close()  # obs, obsm and uns stay readable in memory
-        _drop_scvi_fields_on_disk(out)
-        return results, keys
-    keys = model.write_to_adata(adata)
-    _drop_scvi_fields(adata)
-    adata.write_h5ad(out)
-    return adata, keys
-
-
-def _last(history: dict, key: str) -> float | None:
-    frame = history.get(key)
-    if frame is None or len(frame) == 0:
-        return None
-    return float(frame.iloc[-1, 0])
-
-
-def _elbo_report(model) -> list[str]:
-    history = model.history or {}
-    train, validation = _last(history, "elbo_train"), _last(history, "elbo_validation")
-    if train is None:
-        return ["final ELBO: no training history recorded"]
-    epochs = len(history["elbo_train"])
-    valid = "not computed (no validation cells)" if validation is None else f"{validation:.2f}"
-    return [
-        f"epochs trained: {epochs}",
-        f"final negative ELBO per cell (lower is better): training {train:.2f}, validation {valid}",
-    ]
-
-
-def _mixing(fractions: pd.DataFrame, weights: np.ndarray) -> float:
-    """Weighted mean over the rows of the entropy of each row's fractions / log(columns).
-
-    Examples
-    --------
-    >>> _mixing(pd.DataFrame([[0.5, 0.5], [1.0, 0.0]]), np.array([3, 1]))
-    0.75
-    """
-    p = fractions.to_numpy(dtype=float)
-    terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-    return float(np.average(-terms.sum(axis=1) / np.log(p.shape[1]), weights=weights))
-
-
-def _cluster_report(results: ad.AnnData, model_name: str, condition_key: str | None) -> list[str]:
-    cluster_key, summary_key = CLUSTERS[model_name]
-    summary = results.uns[summary_key]
-    names = [str(name) for name in summary["cluster_names"]]
-    sizes = np.asarray(summary["cluster_sizes"], dtype=int)
-    empty = [str(name) for name in summary["empty_clusters"]]
-    lines = [
-        f"clusters (obs[{cluster_key!r}]): {len(names) - len(empty)} of {len(names)} hold cells"
-    ]
-    fractions = None
-    if condition_key is not None:
-        clusters = results.obs[cluster_key].astype(str)
-        conditions = results.obs[condition_key].astype("category")
-        fractions = pd.crosstab(clusters, conditions, normalize="index", dropna=False)
-    columns = [] if fractions is None else [str(c) for c in fractions.columns]
-    width = max([len("cluster"), *(len(name) for name in names)])
-    widths = [max(5, len(c)) for c in columns]
-    header = f"  {'cluster':<{width}}  {'cells':>7}"
-    header += "".join(f"  {c:>{w}}" for c, w in zip(columns, widths, strict=True))
-    lines.append(header)
-    for name, size in zip(names, sizes, strict=True):
-        row = f"  {name:<{width}}  {size:>7d}"
-        if fractions is not None:
-            values = fractions.loc[name] if name in fractions.index else None
-            for column, w in zip(fractions.columns, widths, strict=True):
-                cell = "-" if values is None or size == 0 else f"{values[column]:.2f}"
-                row += f"  {cell:>{w}}"
-        lines.append(row)
-    if empty:
-        lines.append(
-            f"empty clusters: {len(empty)} of {len(names)} ({', '.join(empty)}): train longer "
-            "(--epochs) or ask for fewer clusters (--n-clusters)"
-        )
-    else:
-        lines.append("empty clusters: none")
-    if fractions is not None and len(columns) > 1:
-        filled = [n for n in fractions.index if n not in empty]
-        weights = sizes[[names.index(n) for n in filled]]
-        overall = results.obs[condition_key].value_counts(normalize=True).to_frame().T
-        lines += [
-            f"condition mixing ({condition_key}): {_mixing(fractions.loc[filled], weights):.2f} "
-            f"(whole data set: {_mixing(overall, np.ones(1)):.2f})",
-            f"  = entropy of the {condition_key} fractions in a cluster / log({len(columns)}), "
-            "averaged over cells; 1: every condition equally in every cluster, 0: one "
-            "condition per cluster",
-        ]
-    return lines
 
 
 def _is_model_note(caught: warnings.WarningMessage) -> bool:
@@ -343,84 +78,20 @@ def _is_model_note(caught: warnings.WarningMessage) -> bool:
     )
 
 
-def _fit_report(results: ad.AnnData, model, args: argparse.Namespace) -> list[str]:
-    lines = ["", f"{type(model).__name__} on {results.n_obs} cells:"]
-    lines += _elbo_report(model)
-    if args.model in CLUSTERS:
-        lines += _cluster_report(results, args.model, args.condition_key)
-    return lines
+def _command_doc(command: str) -> str:
+    """The Parameters and Returns sections of the function that runs ``deltavae <command>``."""
+    return (
+        "Parameters\n----------\nargs\n"
+        f"    Parsed command-line arguments (see ``deltavae {command} --help``).\n\n"
+        "Returns\n-------\nExit status 0."
+    )
 
 
-def _umap(adata: ad.AnnData, rep: str, seed: int) -> None:
-    sc.pp.neighbors(adata, use_rep=rep, random_state=seed)
-    sc.tl.umap(adata, random_state=seed)
-
-
-def _file_part(key: str) -> str:
-    return re.sub(r"[^\w.-]+", "_", key)
-
-
-def _save_plots(
-    adata: ad.AnnData,
-    model,
-    folder: Path,
-    clusters: Sequence[str] = (),
-    others: Sequence[str] = (),
-) -> list[Path]:
-    """PNGs in ``folder``: the UMAP coloured by each obs column, the ELBO curves, and the
-    composition of each cluster column by each other column.
-
-    ``adata`` holds ``obsm["X_umap"]`` and the columns; ``clusters`` get their legend on the
-    plot. Without any column the UMAP is drawn uncoloured.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    name = type(model).__name__
-    files = []
-    for key in [*others, *clusters] or [None]:
-        file = folder / (f"umap_{_file_part(key)}.png" if key else "umap.png")
-        extra = {"legend_loc": "on data"} if key in clusters else {}
-        title = f"{name} latent: {key}" if key else f"{name} latent"
-        dv.pl.embedding(adata, color=key, title=title, save=file, show=False, **extra)
-        files.append(file)
-    files.append(folder / "elbo_history.png")
-    dv.pl.history(model, save=files[-1], show=False)
-    for cluster in clusters:
-        for other in others:
-            file = folder / f"composition_{_file_part(cluster)}_by_{_file_part(other)}.png"
-            dv.pl.cluster_composition(adata, cluster, other, save=file, show=False)
-            files.append(file)
-    plt.close("all")
-    return files
-
-
-def _fit_plots(
-    results: ad.AnnData, model, keys: list[str], args: argparse.Namespace, folder: Path
-) -> list[Path]:
-    # The UMAP is computed on a small AnnData of the latent and the columns to colour by: the
-    # results file keeps the input plus the model's results only, and backed data stay on disk.
-    rep = next(key.split("/", 1)[1] for key in keys if key.startswith("obsm/"))
-    clusters = [CLUSTERS[args.model][0]] if args.model in CLUSTERS else []
-    others = [k for k in (args.labels_key, args.condition_key, args.batch_key) if k is not None]
-    view = ad.AnnData(obs=results.obs[[*clusters, *others]].copy())
-    view.obsm[rep] = np.asarray(results.obsm[rep])
-    for key in others:
-        view.obs[key] = view.obs[key].astype("category")
-    print(f"plots: neighbors and UMAP of obsm[{rep!r}] on {view.n_obs} cells ...")
-    _umap(view, rep, args.seed)
-    return _save_plots(view, model, folder, clusters, others)
-
-
+@doc_params(parameters=_command_doc("fit"))
 def fit(args: argparse.Namespace) -> int:
     """Run ``deltavae fit``: train a model on an h5ad file, write the results, report, plot.
 
-    Parameters
-    ----------
-    args
-        Parsed command-line arguments (see ``deltavae fit --help``).
-
-    Returns
-    -------
-    Exit status 0.
+    {parameters}
 
     Examples
     --------
@@ -515,17 +186,11 @@ def _prepare_pbmc3k(n_cells: int | None, n_top_genes: int, seed: int) -> ad.AnnD
     return adata
 
 
+@doc_params(parameters=_command_doc("demo"))
 def demo(args: argparse.Namespace) -> int:
     """Run ``deltavae demo``: ZINBVAE on PBMC 3k, leiden on its latent, scores and plots.
 
-    Parameters
-    ----------
-    args
-        Parsed command-line arguments (see ``deltavae demo --help``).
-
-    Returns
-    -------
-    Exit status 0.
+    {parameters}
 
     Examples
     --------

@@ -16,36 +16,14 @@ import scanpy as sc
 import scipy.sparse as sp
 from scipy.ndimage import gaussian_filter
 
+from .._checks import check_labels, layer_matrix
 from ._synthetic import _check_positive, _check_positive_int, _sample_nb
 
 logger = logging.getLogger(__name__)
 
 
 def _counts_matrix(adata: ad.AnnData, layer: str | None) -> sp.csr_matrix:
-    if layer is not None and layer not in adata.layers:
-        raise KeyError(f"layer {layer!r} is not in adata.layers; available: {list(adata.layers)}")
-    X = adata.X if layer is None else adata.layers[layer]
-    return sp.csr_matrix(X, dtype=np.float32)
-
-
-def _check_labels(reference: ad.AnnData, labels_key: str) -> pd.Categorical:
-    if labels_key not in reference.obs:
-        raise KeyError(
-            f"labels_key={labels_key!r} is not a column of reference.obs; available columns: "
-            f"{list(reference.obs.columns)}"
-        )
-    labels = pd.Categorical(reference.obs[labels_key]).remove_unused_categories()
-    if (labels.codes < 0).any():
-        raise ValueError(
-            f"reference.obs[{labels_key!r}] has {int((labels.codes < 0).sum())} missing labels; "
-            "drop those cells first"
-        )
-    if len(labels.categories) < 2:
-        raise ValueError(
-            f"reference.obs[{labels_key!r}] has {len(labels.categories)} cell type(s); "
-            "deconvolution needs at least 2"
-        )
-    return labels
+    return sp.csr_matrix(layer_matrix(adata, layer), dtype=np.float32)
 
 
 def _split_cells(
@@ -195,7 +173,7 @@ def pseudo_spots(
     max_types_per_spot = _check_positive_int("max_types_per_spot", max_types_per_spot)
     if depth is not None:
         depth = _check_positive_int("depth", depth)
-    labels = _check_labels(reference, labels_key)
+    labels = check_labels(reference, labels_key)
     counts = _counts_matrix(reference, layer)
     rng = np.random.default_rng(seed)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -16,12 +15,19 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
-from sklearn.decomposition import PCA
 
+from .._checks import dense
 from ..module import ArchetypesModule
-from ..module._archetypes import convex_archetypes, elbow
+from ._archetypal_analysis import (
+    convex_archetypes,
+    elbow,
+    embed,
+    rank_genes_layout,
+    scaled,
+    signature_scores,
+    stable_matching,
+)
 from ._base import DeltaModelMixin
-from ._nmfdeconv import _dense
 from ._validation import check_data, check_model_arguments
 
 logger = logging.getLogger(__name__)
@@ -32,49 +38,6 @@ _CP10K = 1e4
 def _check_count(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-
-
-def stable_matching(scores: np.ndarray) -> list[tuple[int, int]]:
-    """One-to-one stable matching of rows to columns, both preferring higher scores.
-
-    Gale-Shapley with rows proposing: no row and column both prefer each other to their
-    partners. Unlike the assignment that maximises the total score, a pair that prefers each
-    other most is never split to raise the sum.
-
-    Parameters
-    ----------
-    scores
-        Rows (e.g. signatures) x columns (e.g. archetypes).
-
-    Returns
-    -------
-    list of (row, column)
-        ``min(n_rows, n_columns)`` pairs, sorted by row.
-
-    Examples
-    --------
-    >>> stable_matching(np.array([[0.9, 0.8], [0.7, 0.1]]))
-    [(0, 0), (1, 1)]
-    """
-    scores = np.asarray(scores, dtype=float)
-    n_rows, n_cols = scores.shape
-    preferences = [list(np.argsort(-scores[r], kind="stable")) for r in range(n_rows)]
-    partner_of_col: dict[int, int] = {}
-    free = list(range(n_rows))
-    while free:
-        row = free.pop(0)
-        if not preferences[row]:
-            continue
-        col = int(preferences[row].pop(0))
-        current = partner_of_col.get(col)
-        if current is None:
-            partner_of_col[col] = row
-        elif scores[row, col] > scores[current, col]:
-            partner_of_col[col] = row
-            free.append(current)
-        else:
-            free.append(row)
-    return sorted((row, col) for col, row in partner_of_col.items())
 
 
 class Archetypes(DeltaModelMixin, BaseModelClass):
@@ -172,9 +135,9 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
         if not 0 < merge_threshold <= 1:
             raise ValueError(f"merge_threshold must lie in (0, 1]; got {merge_threshold}.")
         self.merge_threshold = float(merge_threshold)
-        counts = _dense(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
+        counts = dense(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
         profiles = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
-        embedding = self._embed(profiles, n_pcs)
+        embedding = embed(profiles, n_pcs)
         seed = scvi.settings.seed
         if n_archetypes == "auto":
             ks = np.arange(2, min(max_archetypes, n_spots - 1) + 1)
@@ -207,17 +170,6 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
         )
         self._record_version()
         self.init_params_ = self._get_init_params(locals())
-
-    @staticmethod
-    def _scaled(profiles: np.ndarray, mean: np.ndarray) -> np.ndarray:
-        # A per-gene scale (Pearson-residual-like) keeps mixtures linear yet stops a few
-        # highly expressed genes from dominating distances.
-        return (profiles - mean) / np.sqrt(mean + 1e-12)
-
-    def _embed(self, profiles: np.ndarray, n_pcs: int) -> np.ndarray:
-        scaled = self._scaled(profiles, profiles.mean(axis=0))
-        n_components = min(n_pcs, scaled.shape[0] - 1, scaled.shape[1])
-        return PCA(n_components, random_state=scvi.settings.seed).fit_transform(scaled)
 
     # ------------------------------------------------------------------------- setup
     @classmethod
@@ -282,7 +234,7 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
         """Merged group of each raw archetype (0..n-1, by first member) and the linkage."""
         profiles = self._raw_profiles()
         mean = self.module.spot_profiles.cpu().numpy().mean(axis=0)
-        deviations = self._scaled(profiles, mean)
+        deviations = scaled(profiles, mean)
         tree = linkage(deviations, method="average", metric="cosine")
         if self.merge_threshold >= 1.0:
             return np.arange(len(profiles)), tree
@@ -409,40 +361,7 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
         >>> a.get_markers(20)["names"]["A0"][:5]  # doctest: +SKIP
         """
         _check_count("n_genes", n_genes)
-        profiles = self.get_archetype_profiles() * _CP10K
-        names = profiles.columns
-        n_genes = min(n_genes, profiles.shape[0])
-        values = profiles.to_numpy()
-        fields: dict[str, list[np.ndarray]] = {
-            "names": [],
-            "scores": [],
-            "logfoldchanges": [],
-        }
-        for k in range(len(names)):
-            rest = np.delete(values, k, axis=1).mean(axis=1)
-            score = (values[:, k] - rest) / np.sqrt(values.mean(axis=1) + 1.0)
-            top = np.argsort(-score, kind="stable")[:n_genes]
-            fields["names"].append(np.asarray(profiles.index[top], dtype=object))
-            fields["scores"].append(score[top].astype(np.float32))
-            fields["logfoldchanges"].append(
-                np.log2((values[top, k] + 1.0) / (rest[top] + 1.0)).astype(np.float32)
-            )
-        layout = {
-            "params": {
-                "groupby": self.dominant_key,
-                "reference": "rest",
-                "method": "archetype_profile",
-                "use_raw": False,
-                "layer": "None",
-                "corr_method": "none",
-            }
-        }
-        for field, columns in fields.items():
-            layout[field] = np.rec.fromarrays(columns, names=list(names))
-        nan = np.full(n_genes, np.nan)
-        for field in ("pvals", "pvals_adj"):
-            layout[field] = np.rec.fromarrays([nan] * len(names), names=list(names))
-        return layout
+        return rank_genes_layout(self.get_archetype_profiles() * _CP10K, n_genes, self.dominant_key)
 
     # ------------------------------------------------------------------------- signatures
     def match_signatures(self, signatures: Mapping[str, Sequence[str]]) -> pd.DataFrame:
@@ -473,36 +392,9 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
         if not signatures:
             raise ValueError("signatures is empty; pass {name: [genes, ...]}.")
         profiles = self.get_archetype_profiles()
-        genes = profiles.index
-        gene_sets = {}
-        for name, members in signatures.items():
-            if isinstance(members, str) or not isinstance(members, Sequence | set | np.ndarray):
-                raise ValueError(
-                    f"signature {name!r} must be a list of gene names, got {members!r}; e.g. "
-                    f"{{{name!r}: [{members!r}]}}."
-                )
-            members = [members] if isinstance(members, str) else list(members)
-            missing = [g for g in members if g not in genes]
-            present = [g for g in members if g in genes]
-            if missing:
-                warnings.warn(
-                    f"signature {name!r}: {len(missing)} of {len(members)} genes are not in the "
-                    f"data: {missing[:20]}",
-                    UserWarning,
-                    stacklevel=2,
-                )
-            if not present:
-                raise ValueError(
-                    f"signature {name!r} has none of its genes ({members[:10]}) in the data."
-                )
-            gene_sets[str(name)] = genes.get_indexer(present)
-        log_profiles = np.log1p(profiles.to_numpy() * _CP10K)
-        sd = log_profiles.std(axis=1, keepdims=True)
-        standardized = (log_profiles - log_profiles.mean(axis=1, keepdims=True)) / np.where(
-            sd > 0, sd, 1.0
+        sig_names, scores = signature_scores(
+            np.log1p(profiles.to_numpy() * _CP10K), profiles.index, signatures
         )
-        sig_names = list(gene_sets)
-        scores = np.stack([standardized[idx].mean(axis=0) for idx in gene_sets.values()])
         table = pd.DataFrame(
             {
                 "signature": pd.Series([np.nan] * len(profiles.columns), dtype=object),

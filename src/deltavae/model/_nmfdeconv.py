@@ -9,19 +9,17 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
-import scvi
 import torch
 from anndata import AnnData
-from scipy.optimize import nnls
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField
 from scvi.model.base import BaseModelClass
-from sklearn.decomposition import NMF
 
-from ..datasets._deconvolution import _check_labels
+from .._checks import check_labels, dense, layer_matrix
 from ..module import NMFDeconvModule
 from ._base import DeltaModelMixin
+from ._nmf_start import check_signatures, nmf_start, nnls_start
 from ._validation import check_data
 
 logger = logging.getLogger(__name__)
@@ -29,31 +27,6 @@ logger = logging.getLogger(__name__)
 _INDEX_COLUMN = "_indices"
 _FEW_SHARED_GENES = 100
 _FEW_CELLS = 5
-
-
-def _dense(X) -> np.ndarray:
-    return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
-
-
-def _layer(adata: AnnData, layer: str | None):
-    if layer is None:
-        return adata.X
-    if layer not in adata.layers:
-        raise KeyError(f"layer {layer!r} is not in adata.layers; available: {list(adata.layers)}")
-    return adata.layers[layer]
-
-
-def _nnls_start(counts: np.ndarray, signatures: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cells of each type per spot by non-negative least squares: proportions and abundance."""
-    cells = np.stack([nnls(signatures.T, row)[0] for row in counts])
-    abundance = cells.sum(axis=1)
-    n_types = signatures.shape[0]
-    proportions = np.where(
-        abundance[:, None] > 0, cells / np.maximum(abundance, 1e-12)[:, None], 1.0 / n_types
-    )
-    library = counts.sum(axis=1)
-    fallback = library / max(signatures.sum(axis=1).mean(), 1e-12)
-    return proportions, np.where(abundance > 0, abundance, fallback)
 
 
 class NMFDeconv(DeltaModelMixin, BaseModelClass):
@@ -111,7 +84,7 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
                 f"prior_concentration and technology_sd must be > 0; got {prior_concentration}, "
                 f"{technology_sd}."
             )
-        counts = _dense(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
+        counts = dense(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
         if signatures is None:
             if n_components is None or n_components < 2:
                 raise ValueError(
@@ -122,10 +95,10 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
                 raise ValueError(
                     f"n_components={n_components} exceeds the number of spots ({adata.n_obs})."
                 )
-            names, sig, proportions, abundance = self._nmf_start(counts, n_components, nmf_max_iter)
+            names, sig, proportions, abundance = nmf_start(counts, n_components, nmf_max_iter)
         else:
-            names, sig = self._check_signatures(signatures, adata)
-            proportions, abundance = _nnls_start(counts, sig)
+            names, sig = check_signatures(signatures, adata)
+            proportions, abundance = nnls_start(counts, sig)
         self.cell_types_ = names
         self.module = self._module_cls(
             n_spots=adata.n_obs,
@@ -144,49 +117,6 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
         )
         self._record_version()
         self.init_params_ = self._get_init_params(locals())
-
-    @staticmethod
-    def _check_signatures(signatures: pd.DataFrame, adata: AnnData):
-        if not isinstance(signatures, pd.DataFrame):
-            raise ValueError("signatures must be a DataFrame: cell types x genes.")
-        missing = adata.var_names.difference(signatures.columns)
-        if len(missing):
-            raise KeyError(
-                f"signatures lack {len(missing)} of the spots' genes (e.g. {list(missing[:5])}); "
-                "subset the spots to the signature genes (from_reference does this)."
-            )
-        values = signatures[adata.var_names].to_numpy(dtype=np.float64)
-        if not np.isfinite(values).all() or (values < 0).any():
-            raise ValueError("signatures must be finite and non-negative.")
-        return [str(n) for n in signatures.index], values
-
-    @staticmethod
-    def _nmf_start(counts: np.ndarray, n_components: int, max_iter: int):
-        nmf = NMF(
-            n_components=n_components,
-            init="nndsvda",
-            beta_loss="kullback-leibler",
-            solver="mu",
-            max_iter=max_iter,
-            random_state=scvi.settings.seed,
-        )
-        with warnings.catch_warnings():
-            # Convergence is not needed: NMF only gives the starting point.
-            warnings.simplefilter("ignore", category=UserWarning)
-            W = nmf.fit_transform(counts)
-        H = nmf.components_
-        # One "cell" of factor k is its profile scaled to an average spot's library.
-        scale = counts.sum(axis=1).mean() / np.maximum(H.sum(axis=1), 1e-12)
-        signatures = H * scale[:, None]
-        cells = W / scale[None, :]
-        abundance = cells.sum(axis=1)
-        proportions = np.where(
-            abundance[:, None] > 0,
-            cells / np.maximum(abundance, 1e-12)[:, None],
-            1.0 / n_components,
-        )
-        names = [f"factor_{k}" for k in range(n_components)]
-        return names, signatures + 1e-6, proportions, np.maximum(abundance, 1e-3)
 
     # ------------------------------------------------------------------------- setup
     @classmethod
@@ -254,10 +184,10 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
         >>> sig.shape
         (9, 13714)
         """
-        labels = _check_labels(reference, labels_key)
+        labels = check_labels(reference, labels_key)
         counts = reference if genes is None else reference[:, list(genes)]
         obs = pd.DataFrame({"label": labels}, index=counts.obs_names)
-        view = AnnData(X=_layer(counts, layer), obs=obs)
+        view = AnnData(X=layer_matrix(counts, layer), obs=obs)
         view.var_names = counts.var_names
         sums = sc.get.aggregate(view, by="label", func="sum")
         totals = np.asarray(sums.layers["sum"], dtype=np.float64)
@@ -309,9 +239,9 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
         """
         if not isinstance(n_markers, int | np.integer) or n_markers < 1:
             raise ValueError(f"n_markers must be a positive integer; got {n_markers!r}.")
-        labels = _check_labels(reference, labels_key)
+        labels = check_labels(reference, labels_key)
         counts = reference if genes is None else reference[:, list(genes)]
-        X = _layer(counts, layer)
+        X = layer_matrix(counts, layer)
         X = X.astype(np.float32) if sp.issparse(X) else np.array(X, dtype=np.float32)
         view = AnnData(
             X=X,
@@ -336,7 +266,7 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
             # No variance to test with one cell: its largest log-differences to the rest.
             own = (view.obs["label"] == single).to_numpy()
             rest = np.asarray(view.X[~own].mean(axis=0)).ravel()  # sparse-aware, no copy
-            diff = _dense(view.X[own]).ravel() - rest
+            diff = dense(view.X[own]).ravel() - rest
             chosen |= set(view.var_names[np.argsort(-diff)[:n_markers]])
         return counts.var_names[counts.var_names.isin(list(chosen))]
 
@@ -384,7 +314,7 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
         --------
         >>> d = dv.model.NMFDeconv.from_reference(spots, reference=ref)  # doctest: +SKIP
         """
-        labels = _check_labels(reference, labels_key)
+        labels = check_labels(reference, labels_key)
         check_data(reference, reference_layer, kind="counts", name="reference")
         shared = spots.var_names[spots.var_names.isin(reference.var_names)]
         if len(shared) == 0:

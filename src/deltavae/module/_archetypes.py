@@ -10,18 +10,17 @@ With X the spots' normalised expression profiles (spots x genes, rows sum to 1):
 Guide: an amortised logistic-normal q(w_s | x_s): scvi-tools' ``Encoder`` on log1p counts gives a
 Normal in K - 1 dimensions, mapped onto the simplex by stick-breaking; new spots are mapped by
 the same encoder. B is a point estimate (a parameter), started from classical archetypal
-analysis (Cutler and Breiman's alternating constrained least squares, :func:`convex_archetypes`).
+analysis (Cutler and Breiman's alternating constrained least squares,
+:func:`deltavae.model._archetypal_analysis.convex_archetypes`).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pyro
 import pyro.distributions as pdist
 import torch
 import torch.nn.functional as F
 from pyro.distributions.transforms import StickBreakingTransform
-from scipy.optimize import nnls
 from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial
 from scvi.module.base import LossOutput, auto_move_data
@@ -31,108 +30,6 @@ from ..distributions import negative_binomial
 from ._base import DeltaPyroModule
 
 _X = REGISTRY_KEYS.X_KEY
-# Weight of the sum-to-one row appended to constrained least squares (data are unit-scaled).
-_SIMPLEX_PENALTY = 100.0
-
-
-def _simplex_lstsq(A: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """argmin ||A w - y|| over the simplex, by NNLS with a heavily weighted sum-to-one row."""
-    A_aug = np.vstack([A, np.full(A.shape[1], _SIMPLEX_PENALTY)])
-    w, _ = nnls(A_aug, np.append(y, _SIMPLEX_PENALTY), maxiter=50 * A.shape[1])
-    total = w.sum()
-    return w / total if total > 0 else np.full_like(w, 1.0 / len(w))
-
-
-def _furthest_sum(X: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
-    """Start points for archetypal analysis: each new point is furthest from those chosen."""
-    chosen = [int(rng.integers(X.shape[0]))]
-    distance = np.zeros(X.shape[0])
-    for _ in range(k):
-        distance += np.linalg.norm(X - X[chosen[-1]], axis=1)
-        candidates = distance.copy()
-        candidates[chosen] = -np.inf
-        chosen.append(int(np.argmax(candidates)))
-    # The random first point only seeds the search; it is replaced by the last one found.
-    return chosen[1:]
-
-
-def convex_archetypes(
-    X: np.ndarray, k: int, seed: int = 0, max_iter: int = 50, tol: float = 1e-4
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Classical archetypal analysis: X ~ W B X with W and B row-stochastic.
-
-    Alternates (Cutler and Breiman 1994): W by constrained least squares given the archetypes
-    Z; Z by least squares given W; each archetype projected onto the convex hull of the data
-    (B by constrained least squares); Z = B X.
-
-    Parameters
-    ----------
-    X
-        Points x features (e.g. spots in principal components).
-    k
-        Number of archetypes.
-    seed
-        Seed of the furthest-sum start.
-    max_iter, tol
-        Stop after ``max_iter`` rounds or when the residual sum of squares improves by less
-        than ``tol`` (relative).
-
-    Returns
-    -------
-    W
-        Points x k weights (rows on the simplex).
-    B
-        k x points weights (rows on the simplex).
-    explained_variance
-        ``1 - ||X - W B X||^2 / ||X - mean||^2``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    >>> weights = np.random.default_rng(0).dirichlet([1, 1, 1], size=50)
-    >>> X = np.vstack([corners, weights @ corners])
-    >>> W, B, ev = convex_archetypes(X, 3)
-    >>> round(ev, 3)
-    1.0
-    """
-    X = np.asarray(X, dtype=np.float64)
-    scale = np.sqrt(((X - X.mean(axis=0)) ** 2).sum() / X.shape[0]) or 1.0
-    Xs = X / scale
-    rng = np.random.default_rng(seed)
-    B = np.zeros((k, X.shape[0]))
-    B[np.arange(k), _furthest_sum(Xs, k, rng)] = 1.0
-    Z = B @ Xs
-    total = ((Xs - Xs.mean(axis=0)) ** 2).sum()
-    previous = np.inf
-    for _ in range(max_iter):
-        W = np.stack([_simplex_lstsq(Z.T, x) for x in Xs])
-        Z_free = np.linalg.lstsq(W, Xs, rcond=None)[0]
-        B = np.stack([_simplex_lstsq(Xs.T, z) for z in Z_free])
-        Z = B @ Xs
-        W = np.stack([_simplex_lstsq(Z.T, x) for x in Xs])
-        rss = ((Xs - W @ Z) ** 2).sum()
-        if previous - rss < tol * previous:
-            break
-        previous = rss
-    return W, B, float(1.0 - rss / total)
-
-
-def elbow(x: np.ndarray, y: np.ndarray) -> int:
-    """Index of the elbow of an increasing, saturating curve (largest gap above its chord).
-
-    Examples
-    --------
-    >>> elbow(np.array([1, 2, 3, 4, 5]), np.array([0.2, 0.6, 0.9, 0.92, 0.93]))
-    2
-    """
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    if len(x) < 3 or np.ptp(y) == 0:
-        return int(np.argmax(y))
-    xn = (x - x.min()) / np.ptp(x)
-    yn = (y - y.min()) / np.ptp(y)
-    return int(np.argmax(yn - xn))
 
 
 class ArchetypesModule(DeltaPyroModule):

@@ -1,0 +1,203 @@
+"""Files for the ``deltavae`` command: checks of INPUT and ``--out`` before anything is loaded,
+and the results written without scvi-tools' setup fields (see :mod:`deltavae.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import os
+import shutil
+from pathlib import Path
+
+import anndata as ad
+import h5py
+from anndata.io import read_elem, write_elem
+
+import deltavae as dv
+from deltavae._io import _is_zarr_store
+from deltavae.train import TrainingDivergedError
+
+#: Fields scvi-tools' ``setup_anndata`` adds to an AnnData (obs columns, obsm and uns keys):
+#: its internals, not results, so they are kept out of the files the CLI writes.
+SCVI_PREFIX = "_scvi_"
+
+#: ``deltavae fit --out results.h5ad`` puts its PNGs in ``results_plots/`` next to it.
+PLOTS_SUFFIX = "_plots"
+
+
+class InputError(Exception):
+    """A problem with the user's input: reported in one line on stderr, exit status 2."""
+
+
+def _message(err: BaseException) -> str:
+    # str(KeyError) wraps the message in quotes; the first argument is the message itself.
+    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+
+
+def plots_folder(out: str | os.PathLike) -> Path:
+    """Where ``deltavae fit`` writes its PNGs: ``<OUTPUT without suffix>_plots`` beside it.
+
+    Examples
+    --------
+    >>> plots_folder("results/clustered.h5ad").as_posix()
+    'results/clustered_plots'
+    """
+    out = Path(out)
+    return out.with_name(out.stem + PLOTS_SUFFIX)
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _check_writable(target: Path, what: str) -> None:
+    """Refuse ``target`` when the nearest existing folder above it is a file or read-only."""
+    for ancestor in Path(os.path.abspath(target)).parents:
+        if not ancestor.exists():
+            continue
+        if not ancestor.is_dir():
+            raise InputError(f"cannot write {what} {str(target)!r}: {str(ancestor)!r} is a file.")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise InputError(
+                f"cannot write {what} {str(target)!r}: no permission to write in {str(ancestor)!r}."
+            )
+        return
+
+
+def _check_out(path: Path, out: Path, store_out: bool, plots: Path | None) -> None:
+    """Refuse an ``--out`` that cannot or must not be written, before anything is loaded."""
+    if _same_path(path, out):
+        raise InputError(
+            f"--out {str(out)!r} is the input; write the results to a new file, the input is "
+            "kept as it is."
+        )
+    if path.is_dir() and out.resolve().is_relative_to(path.resolve()):
+        raise InputError(f"--out {str(out)!r} lies inside the input store {str(path)!r}.")
+    if store_out:
+        if out.exists() and not _is_zarr_store(out):
+            raise InputError(
+                f"--out {str(out)!r} exists and is not a zarr store; it would be replaced by "
+                "the results store. Choose a new path."
+            )
+    elif out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a folder; give the path of an .h5ad file.")
+    _check_writable(out, "--out")
+    if plots is not None:
+        if plots.exists() and not plots.is_dir():
+            raise InputError(
+                f"the plots folder {str(plots)!r} is a file; move it, or pass --no-plots."
+            )
+        _check_writable(plots, "the plots folder")
+
+
+def _drop_scvi_fields(adata: ad.AnnData) -> None:
+    """Remove scvi-tools' setup fields (``_scvi_*``) from an in-memory AnnData."""
+    internal = [c for c in adata.obs.columns if str(c).startswith(SCVI_PREFIX)]
+    adata.obs.drop(columns=internal, inplace=True)
+    for slot in (adata.obsm, adata.uns):
+        for name in [n for n in slot.keys() if n.startswith(SCVI_PREFIX)]:
+            del slot[name]
+
+
+def _drop_scvi_fields_in_group(group) -> bool:
+    obs = read_elem(group["obs"])
+    internal = [c for c in obs.columns if str(c).startswith(SCVI_PREFIX)]
+    if internal:
+        write_elem(group, "obs", obs.drop(columns=internal))
+    changed = bool(internal)
+    for slot in ("obsm", "uns"):
+        if slot in group:
+            for name in [n for n in group[slot] if n.startswith(SCVI_PREFIX)]:
+                del group[slot][name]
+                changed = True
+    return changed
+
+
+def _drop_scvi_fields_on_disk(path: Path) -> None:
+    """Remove scvi-tools' setup fields (``_scvi_*``) from a written .h5ad file or zarr store."""
+    if not path.is_dir():
+        with h5py.File(path, "r+") as file:
+            _drop_scvi_fields_in_group(file)
+        return
+    import zarr
+
+    consolidated = zarr.open_group(path, mode="r").metadata.consolidated_metadata is not None
+    changed = _drop_scvi_fields_in_group(zarr.open_group(path, mode="r+", use_consolidated=False))
+    if changed and consolidated:
+        zarr.consolidate_metadata(path)
+
+
+def _write_results(
+    model, adata: ad.AnnData, path: Path, out: Path, backed: bool
+) -> tuple[ad.AnnData, list[str]]:
+    """Write the input plus the model's results to ``out``, without scvi-tools' internals.
+
+    Returns the AnnData holding the results in memory (for the report and plots) and the
+    keys ``write_to_adata`` wrote.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if backed and path.is_dir():
+        # Copy the store as it is, then write the results into the copy.
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(path, out)
+        keys = model.write_to_adata(adata)
+        _drop_scvi_fields(adata)
+        dv.write_results_to_store(adata, keys, out)
+        _drop_scvi_fields_on_disk(out)  # those the input store held
+        return adata, keys
+    if backed:
+        # Copy the file as it is; write_to_adata writes into a file opened "r+".
+        shutil.copyfile(path, out)
+        results = ad.read_h5ad(out, backed="r+")
+        keys = model.write_to_adata(results)
+        results.file.close()  # obs, obsm and uns stay readable in memory
+        _drop_scvi_fields_on_disk(out)
+        return results, keys
+    keys = model.write_to_adata(adata)
+    _drop_scvi_fields(adata)
+    adata.write_h5ad(out)
+    return adata, keys
+
+
+def _options_for(fn, what: str, **options) -> dict:
+    """Keep the options that were given; refuse those ``fn`` names no parameter for.
+
+    ``**kwargs`` does not count as accepting an option, so a model whose ``setup_anndata``
+    lacks ``batch_key`` refuses ``--batch-key`` instead of failing somewhere deeper.
+    """
+    named = {
+        name
+        for name, param in inspect.signature(fn).parameters.items()
+        if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL)
+    }
+    given = {name: value for name, value in options.items() if value is not None}
+    refused = [name for name in given if name not in named]
+    if refused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in refused)
+        raise InputError(f"{what} does not take {flags}.")
+    return given
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+@contextlib.contextmanager
+def _user_errors(step: str):
+    """Report what the model refuses while doing ``step`` as an input error, in one line.
+
+    The model raises ValueError/KeyError (and FileNotFoundError) for what is wrong with the
+    data or the options, and TrainingDivergedError (with its advice) when the ELBO became
+    NaN; any other exception is a bug and keeps its traceback.
+    """
+    try:
+        yield
+    except (ValueError, KeyError, FileNotFoundError, TrainingDivergedError) as err:
+        raise InputError(f"{step}: {_message(err)}") from err

@@ -1,0 +1,170 @@
+"""What ``deltavae fit`` and ``deltavae demo`` print and plot (see :mod:`deltavae.cli`): the
+final ELBO, cluster sizes and condition mixing, the UMAP, ELBO and composition PNGs."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import anndata as ad
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import scanpy as sc
+
+import deltavae as dv
+
+#: For models that cluster: the obs column with their clusters and the uns entry with the
+#: cluster names, sizes and empty clusters (what their ``write_to_adata`` writes).
+CLUSTERS: dict[str, tuple[str, str]] = {"cgmdvae": ("cgmdvae_cluster", "cgmdvae")}
+
+
+def _last(history: dict, key: str) -> float | None:
+    frame = history.get(key)
+    if frame is None or len(frame) == 0:
+        return None
+    return float(frame.iloc[-1, 0])
+
+
+def _elbo_report(model) -> list[str]:
+    history = model.history or {}
+    train, validation = _last(history, "elbo_train"), _last(history, "elbo_validation")
+    if train is None:
+        return ["final ELBO: no training history recorded"]
+    epochs = len(history["elbo_train"])
+    valid = "not computed (no validation cells)" if validation is None else f"{validation:.2f}"
+    return [
+        f"epochs trained: {epochs}",
+        f"final negative ELBO per cell (lower is better): training {train:.2f}, validation {valid}",
+    ]
+
+
+def _mixing(fractions: pd.DataFrame, weights: np.ndarray) -> float:
+    """Weighted mean over the rows of the entropy of each row's fractions / log(columns).
+
+    Examples
+    --------
+    >>> _mixing(pd.DataFrame([[0.5, 0.5], [1.0, 0.0]]), np.array([3, 1]))
+    0.75
+    """
+    p = fractions.to_numpy(dtype=float)
+    terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    return float(np.average(-terms.sum(axis=1) / np.log(p.shape[1]), weights=weights))
+
+
+def _cluster_report(results: ad.AnnData, model_name: str, condition_key: str | None) -> list[str]:
+    cluster_key, summary_key = CLUSTERS[model_name]
+    summary = results.uns[summary_key]
+    names = [str(name) for name in summary["cluster_names"]]
+    sizes = np.asarray(summary["cluster_sizes"], dtype=int)
+    empty = [str(name) for name in summary["empty_clusters"]]
+    lines = [
+        f"clusters (obs[{cluster_key!r}]): {len(names) - len(empty)} of {len(names)} hold cells"
+    ]
+    fractions = None
+    if condition_key is not None:
+        clusters = results.obs[cluster_key].astype(str)
+        conditions = results.obs[condition_key].astype("category")
+        fractions = pd.crosstab(clusters, conditions, normalize="index", dropna=False)
+    columns = [] if fractions is None else [str(c) for c in fractions.columns]
+    width = max([len("cluster"), *(len(name) for name in names)])
+    widths = [max(5, len(c)) for c in columns]
+    header = f"  {'cluster':<{width}}  {'cells':>7}"
+    header += "".join(f"  {c:>{w}}" for c, w in zip(columns, widths, strict=True))
+    lines.append(header)
+    for name, size in zip(names, sizes, strict=True):
+        row = f"  {name:<{width}}  {size:>7d}"
+        if fractions is not None:
+            values = fractions.loc[name] if name in fractions.index else None
+            for column, w in zip(fractions.columns, widths, strict=True):
+                cell = "-" if values is None or size == 0 else f"{values[column]:.2f}"
+                row += f"  {cell:>{w}}"
+        lines.append(row)
+    if empty:
+        lines.append(
+            f"empty clusters: {len(empty)} of {len(names)} ({', '.join(empty)}): train longer "
+            "(--epochs) or ask for fewer clusters (--n-clusters)"
+        )
+    else:
+        lines.append("empty clusters: none")
+    if fractions is not None and len(columns) > 1:
+        filled = [n for n in fractions.index if n not in empty]
+        weights = sizes[[names.index(n) for n in filled]]
+        overall = results.obs[condition_key].value_counts(normalize=True).to_frame().T
+        lines += [
+            f"condition mixing ({condition_key}): {_mixing(fractions.loc[filled], weights):.2f} "
+            f"(whole data set: {_mixing(overall, np.ones(1)):.2f})",
+            f"  = entropy of the {condition_key} fractions in a cluster / log({len(columns)}), "
+            "averaged over cells; 1: every condition equally in every cluster, 0: one "
+            "condition per cluster",
+        ]
+    return lines
+
+
+def _fit_report(results: ad.AnnData, model, args: argparse.Namespace) -> list[str]:
+    lines = ["", f"{type(model).__name__} on {results.n_obs} cells:"]
+    lines += _elbo_report(model)
+    if args.model in CLUSTERS:
+        lines += _cluster_report(results, args.model, args.condition_key)
+    return lines
+
+
+def _umap(adata: ad.AnnData, rep: str, seed: int) -> None:
+    sc.pp.neighbors(adata, use_rep=rep, random_state=seed)
+    sc.tl.umap(adata, random_state=seed)
+
+
+def _file_part(key: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", key)
+
+
+def _save_plots(
+    adata: ad.AnnData,
+    model,
+    folder: Path,
+    clusters: Sequence[str] = (),
+    others: Sequence[str] = (),
+) -> list[Path]:
+    """PNGs in ``folder``: the UMAP coloured by each obs column, the ELBO curves, and the
+    composition of each cluster column by each other column.
+
+    ``adata`` holds ``obsm["X_umap"]`` and the columns; ``clusters`` get their legend on the
+    plot. Without any column the UMAP is drawn uncoloured.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    name = type(model).__name__
+    files = []
+    for key in [*others, *clusters] or [None]:
+        file = folder / (f"umap_{_file_part(key)}.png" if key else "umap.png")
+        extra = {"legend_loc": "on data"} if key in clusters else {}
+        title = f"{name} latent: {key}" if key else f"{name} latent"
+        dv.pl.embedding(adata, color=key, title=title, save=file, show=False, **extra)
+        files.append(file)
+    files.append(folder / "elbo_history.png")
+    dv.pl.history(model, save=files[-1], show=False)
+    for cluster in clusters:
+        for other in others:
+            file = folder / f"composition_{_file_part(cluster)}_by_{_file_part(other)}.png"
+            dv.pl.cluster_composition(adata, cluster, other, save=file, show=False)
+            files.append(file)
+    plt.close("all")
+    return files
+
+
+def _fit_plots(
+    results: ad.AnnData, model, keys: list[str], args: argparse.Namespace, folder: Path
+) -> list[Path]:
+    # The UMAP is computed on a small AnnData of the latent and the columns to colour by: the
+    # results file keeps the input plus the model's results only, and backed data stay on disk.
+    rep = next(key.split("/", 1)[1] for key in keys if key.startswith("obsm/"))
+    clusters = [CLUSTERS[args.model][0]] if args.model in CLUSTERS else []
+    others = [k for k in (args.labels_key, args.condition_key, args.batch_key) if k is not None]
+    view = ad.AnnData(obs=results.obs[[*clusters, *others]].copy())
+    view.obsm[rep] = np.asarray(results.obsm[rep])
+    for key in others:
+        view.obs[key] = view.obs[key].astype("category")
+    print(f"plots: neighbors and UMAP of obsm[{rep!r}] on {view.n_obs} cells ...")
+    _umap(view, rep, args.seed)
+    return _save_plots(view, model, folder, clusters, others)

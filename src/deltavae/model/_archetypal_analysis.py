@@ -1,0 +1,252 @@
+"""Classical archetypal analysis in numpy, behind :class:`deltavae.model.Archetypes`: the start
+of its Pyro fit (Cutler and Breiman's alternating constrained least squares,
+:func:`convex_archetypes`), the elbow that chooses the number of archetypes, the scaled PCA
+embedding both work in, and the stable matching of archetypes to known signatures."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import scvi
+from scipy.optimize import nnls
+from sklearn.decomposition import PCA
+
+# Weight of the sum-to-one row appended to constrained least squares (data are unit-scaled).
+_SIMPLEX_PENALTY = 100.0
+
+
+def _simplex_lstsq(A: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """argmin ||A w - y|| over the simplex, by NNLS with a heavily weighted sum-to-one row."""
+    A_aug = np.vstack([A, np.full(A.shape[1], _SIMPLEX_PENALTY)])
+    w, _ = nnls(A_aug, np.append(y, _SIMPLEX_PENALTY), maxiter=50 * A.shape[1])
+    total = w.sum()
+    return w / total if total > 0 else np.full_like(w, 1.0 / len(w))
+
+
+def _furthest_sum(X: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
+    """Start points for archetypal analysis: each new point is furthest from those chosen."""
+    chosen = [int(rng.integers(X.shape[0]))]
+    distance = np.zeros(X.shape[0])
+    for _ in range(k):
+        distance += np.linalg.norm(X - X[chosen[-1]], axis=1)
+        candidates = distance.copy()
+        candidates[chosen] = -np.inf
+        chosen.append(int(np.argmax(candidates)))
+    # The random first point only seeds the search; it is replaced by the last one found.
+    return chosen[1:]
+
+
+def convex_archetypes(
+    X: np.ndarray, k: int, seed: int = 0, max_iter: int = 50, tol: float = 1e-4
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Classical archetypal analysis: X ~ W B X with W and B row-stochastic.
+
+    Alternates (Cutler and Breiman 1994): W by constrained least squares given the archetypes
+    Z; Z by least squares given W; each archetype projected onto the convex hull of the data
+    (B by constrained least squares); Z = B X.
+
+    Parameters
+    ----------
+    X
+        Points x features (e.g. spots in principal components).
+    k
+        Number of archetypes.
+    seed
+        Seed of the furthest-sum start.
+    max_iter, tol
+        Stop after ``max_iter`` rounds or when the residual sum of squares improves by less
+        than ``tol`` (relative).
+
+    Returns
+    -------
+    W
+        Points x k weights (rows on the simplex).
+    B
+        k x points weights (rows on the simplex).
+    explained_variance
+        ``1 - ||X - W B X||^2 / ||X - mean||^2``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    >>> weights = np.random.default_rng(0).dirichlet([1, 1, 1], size=50)
+    >>> X = np.vstack([corners, weights @ corners])
+    >>> W, B, ev = convex_archetypes(X, 3)
+    >>> round(ev, 3)
+    1.0
+    """
+    X = np.asarray(X, dtype=np.float64)
+    scale = np.sqrt(((X - X.mean(axis=0)) ** 2).sum() / X.shape[0]) or 1.0
+    Xs = X / scale
+    rng = np.random.default_rng(seed)
+    B = np.zeros((k, X.shape[0]))
+    B[np.arange(k), _furthest_sum(Xs, k, rng)] = 1.0
+    Z = B @ Xs
+    total = ((Xs - Xs.mean(axis=0)) ** 2).sum()
+    previous = np.inf
+    for _ in range(max_iter):
+        W = np.stack([_simplex_lstsq(Z.T, x) for x in Xs])
+        Z_free = np.linalg.lstsq(W, Xs, rcond=None)[0]
+        B = np.stack([_simplex_lstsq(Xs.T, z) for z in Z_free])
+        Z = B @ Xs
+        W = np.stack([_simplex_lstsq(Z.T, x) for x in Xs])
+        rss = ((Xs - W @ Z) ** 2).sum()
+        if previous - rss < tol * previous:
+            break
+        previous = rss
+    return W, B, float(1.0 - rss / total)
+
+
+def elbow(x: np.ndarray, y: np.ndarray) -> int:
+    """Index of the elbow of an increasing, saturating curve (largest gap above its chord).
+
+    Examples
+    --------
+    >>> elbow(np.array([1, 2, 3, 4, 5]), np.array([0.2, 0.6, 0.9, 0.92, 0.93]))
+    2
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if len(x) < 3 or np.ptp(y) == 0:
+        return int(np.argmax(y))
+    xn = (x - x.min()) / np.ptp(x)
+    yn = (y - y.min()) / np.ptp(y)
+    return int(np.argmax(yn - xn))
+
+
+def stable_matching(scores: np.ndarray) -> list[tuple[int, int]]:
+    """One-to-one stable matching of rows to columns, both preferring higher scores.
+
+    Gale-Shapley with rows proposing: no row and column both prefer each other to their
+    partners. Unlike the assignment that maximises the total score, a pair that prefers each
+    other most is never split to raise the sum.
+
+    Parameters
+    ----------
+    scores
+        Rows (e.g. signatures) x columns (e.g. archetypes).
+
+    Returns
+    -------
+    list of (row, column)
+        ``min(n_rows, n_columns)`` pairs, sorted by row.
+
+    Examples
+    --------
+    >>> stable_matching(np.array([[0.9, 0.8], [0.7, 0.1]]))
+    [(0, 0), (1, 1)]
+    """
+    scores = np.asarray(scores, dtype=float)
+    n_rows, n_cols = scores.shape
+    preferences = [list(np.argsort(-scores[r], kind="stable")) for r in range(n_rows)]
+    partner_of_col: dict[int, int] = {}
+    free = list(range(n_rows))
+    while free:
+        row = free.pop(0)
+        if not preferences[row]:
+            continue
+        col = int(preferences[row].pop(0))
+        current = partner_of_col.get(col)
+        if current is None:
+            partner_of_col[col] = row
+        elif scores[row, col] > scores[current, col]:
+            partner_of_col[col] = row
+            free.append(current)
+        else:
+            free.append(row)
+    return sorted((row, col) for col, row in partner_of_col.items())
+
+
+def scaled(profiles: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Profiles minus the mean profile, per gene over the square root of the mean.
+
+    A per-gene scale (Pearson-residual-like) keeps mixtures linear yet stops a few highly
+    expressed genes from dominating distances.
+    """
+    return (profiles - mean) / np.sqrt(mean + 1e-12)
+
+
+def embed(profiles: np.ndarray, n_pcs: int) -> np.ndarray:
+    """PCA (seeded by ``scvi.settings.seed``) of the :func:`scaled` profiles."""
+    scaled_profiles = scaled(profiles, profiles.mean(axis=0))
+    n_components = min(n_pcs, scaled_profiles.shape[0] - 1, scaled_profiles.shape[1])
+    return PCA(n_components, random_state=scvi.settings.seed).fit_transform(scaled_profiles)
+
+
+def rank_genes_layout(profiles: pd.DataFrame, n_genes: int, groupby: str) -> dict:
+    """Marker genes of each column of ``profiles`` (genes x archetypes, counts per 10,000) in
+    scanpy's ``rank_genes_groups`` layout; see :meth:`deltavae.model.Archetypes.get_markers`."""
+    names = profiles.columns
+    n_genes = min(n_genes, profiles.shape[0])
+    values = profiles.to_numpy()
+    fields: dict[str, list[np.ndarray]] = {
+        "names": [],
+        "scores": [],
+        "logfoldchanges": [],
+    }
+    for k in range(len(names)):
+        rest = np.delete(values, k, axis=1).mean(axis=1)
+        score = (values[:, k] - rest) / np.sqrt(values.mean(axis=1) + 1.0)
+        top = np.argsort(-score, kind="stable")[:n_genes]
+        fields["names"].append(np.asarray(profiles.index[top], dtype=object))
+        fields["scores"].append(score[top].astype(np.float32))
+        fields["logfoldchanges"].append(
+            np.log2((values[top, k] + 1.0) / (rest[top] + 1.0)).astype(np.float32)
+        )
+    layout = {
+        "params": {
+            "groupby": groupby,
+            "reference": "rest",
+            "method": "archetype_profile",
+            "use_raw": False,
+            "layer": "None",
+            "corr_method": "none",
+        }
+    }
+    for field, columns in fields.items():
+        layout[field] = np.rec.fromarrays(columns, names=list(names))
+    nan = np.full(n_genes, np.nan)
+    for field in ("pvals", "pvals_adj"):
+        layout[field] = np.rec.fromarrays([nan] * len(names), names=list(names))
+    return layout
+
+
+def signature_scores(
+    log_profiles: np.ndarray, genes: pd.Index, signatures: Mapping[str, Sequence[str]]
+) -> tuple[list[str], np.ndarray]:
+    """Signature names and their scores (signatures x archetypes): the mean over a signature's
+    genes of the archetypes' log profiles (genes x archetypes) standardised across archetypes;
+    see :meth:`deltavae.model.Archetypes.match_signatures`."""
+    gene_sets = {}
+    for name, members in signatures.items():
+        if isinstance(members, str) or not isinstance(members, Sequence | set | np.ndarray):
+            raise ValueError(
+                f"signature {name!r} must be a list of gene names, got {members!r}; e.g. "
+                f"{{{name!r}: [{members!r}]}}."
+            )
+        members = [members] if isinstance(members, str) else list(members)
+        missing = [g for g in members if g not in genes]
+        present = [g for g in members if g in genes]
+        if missing:
+            warnings.warn(
+                f"signature {name!r}: {len(missing)} of {len(members)} genes are not in the "
+                f"data: {missing[:20]}",
+                UserWarning,
+                stacklevel=3,  # the caller of Archetypes.match_signatures,
+            )
+        if not present:
+            raise ValueError(
+                f"signature {name!r} has none of its genes ({members[:10]}) in the data."
+            )
+        gene_sets[str(name)] = genes.get_indexer(present)
+    sd = log_profiles.std(axis=1, keepdims=True)
+    standardized = (log_profiles - log_profiles.mean(axis=1, keepdims=True)) / np.where(
+        sd > 0, sd, 1.0
+    )
+    sig_names = list(gene_sets)
+    scores = np.stack([standardized[idx].mean(axis=0) for idx in gene_sets.values()])
+    return sig_names, scores

@@ -1,0 +1,72 @@
+"""Where :class:`deltavae.model.NMFDeconv` starts its fit, in numpy: signatures checked against
+the spots' genes, proportions by non-negative least squares on known signatures, or factors of
+a scikit-learn NMF when the fit is reference-free."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import scvi
+from anndata import AnnData
+from scipy.optimize import nnls
+from sklearn.decomposition import NMF
+
+
+def check_signatures(signatures: pd.DataFrame, adata: AnnData):
+    """Signature names and values (cell types x the spots' genes), after checking them."""
+    if not isinstance(signatures, pd.DataFrame):
+        raise ValueError("signatures must be a DataFrame: cell types x genes.")
+    missing = adata.var_names.difference(signatures.columns)
+    if len(missing):
+        raise KeyError(
+            f"signatures lack {len(missing)} of the spots' genes (e.g. {list(missing[:5])}); "
+            "subset the spots to the signature genes (from_reference does this)."
+        )
+    values = signatures[adata.var_names].to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all() or (values < 0).any():
+        raise ValueError("signatures must be finite and non-negative.")
+    return [str(n) for n in signatures.index], values
+
+
+def nnls_start(counts: np.ndarray, signatures: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cells of each type per spot by non-negative least squares: proportions and abundance."""
+    cells = np.stack([nnls(signatures.T, row)[0] for row in counts])
+    abundance = cells.sum(axis=1)
+    n_types = signatures.shape[0]
+    proportions = np.where(
+        abundance[:, None] > 0, cells / np.maximum(abundance, 1e-12)[:, None], 1.0 / n_types
+    )
+    library = counts.sum(axis=1)
+    fallback = library / max(signatures.sum(axis=1).mean(), 1e-12)
+    return proportions, np.where(abundance > 0, abundance, fallback)
+
+
+def nmf_start(counts: np.ndarray, n_components: int, max_iter: int):
+    """Factor names, signatures, proportions and abundance from a KL NMF of the counts."""
+    nmf = NMF(
+        n_components=n_components,
+        init="nndsvda",
+        beta_loss="kullback-leibler",
+        solver="mu",
+        max_iter=max_iter,
+        random_state=scvi.settings.seed,
+    )
+    with warnings.catch_warnings():
+        # Convergence is not needed: NMF only gives the starting point.
+        warnings.simplefilter("ignore", category=UserWarning)
+        W = nmf.fit_transform(counts)
+    H = nmf.components_
+    # One "cell" of factor k is its profile scaled to an average spot's library.
+    scale = counts.sum(axis=1).mean() / np.maximum(H.sum(axis=1), 1e-12)
+    signatures = H * scale[:, None]
+    cells = W / scale[None, :]
+    abundance = cells.sum(axis=1)
+    proportions = np.where(
+        abundance[:, None] > 0,
+        cells / np.maximum(abundance, 1e-12)[:, None],
+        1.0 / n_components,
+    )
+    names = [f"factor_{k}" for k in range(n_components)]
+    return names, signatures + 1e-6, proportions, np.maximum(abundance, 1e-3)
