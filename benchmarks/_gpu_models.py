@@ -1,0 +1,433 @@
+"""gpu_check.py's phases 1 to 3 and the scvi-tools methods: ZINBVAE on PBMC 3k, CGMDVAE and
+the donor-101 references on Kang IFN-beta, query mapping, the scvi-tools mixin methods."""
+
+from __future__ import annotations
+
+import copy
+
+from _gpu_report import FAILED, Context, _accuracy, _epochs_detail, _on_device, _train
+
+
+# --------------------------------------------------------------------------- data
+def prepare_pbmc(n_cells: int | None, seed: int):
+    """PBMC 3k, 2,000 seurat_v3 genes on the counts (as ``deltavae demo`` prepares it)."""
+    import numpy as np
+    import scanpy as sc
+
+    import deltavae as dv
+
+    adata = dv.datasets.pbmc3k()
+    if n_cells is not None:
+        rng = np.random.default_rng(seed)
+        adata = adata[np.sort(rng.choice(adata.n_obs, n_cells, replace=False))].copy()
+    sc.pp.filter_genes(adata, min_cells=3)
+    n_top = min(2000, adata.n_vars)
+    try:
+        sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=n_top)
+    except ValueError:  # the loess can be singular on a few hundred cells; a wider span fits
+        sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=n_top, span=1.0)
+    adata = adata[:, adata.var["highly_variable"].to_numpy()].copy()
+    adata.obs["cell_type"] = adata.obs["cell_type"].astype(str).astype("category")
+    return adata
+
+
+def prepare_kang(n_cells: int | None, seed: int):
+    """Kang IFN-beta with donor as strings (so a subset carries only its own donors)."""
+    import numpy as np
+
+    import deltavae as dv
+
+    adata = dv.datasets.kang_ifnb()
+    if n_cells is not None:
+        rng = np.random.default_rng(seed)
+        adata = adata[np.sort(rng.choice(adata.n_obs, n_cells, replace=False))].copy()
+    for key in ("donor", "cell_type", "condition", "sample"):
+        adata.obs[key] = adata.obs[key].astype(str).astype("category")
+    return adata
+
+
+# --------------------------------------------------------------------------- phases
+def _fields(registry: dict) -> dict:
+    return {key: bool(value) for key, value in registry["field_registries"].items()}
+
+
+def _guarded(model, fn):
+    """Call ``fn``; when it fails and leaves the model's AnnData registry changed, restore it.
+
+    scvi-tools' ``get_state_registry`` adds an empty entry for a field the model never
+    registered (e.g. a batch key); every later call on that AnnData then fails with
+    ``KeyError: 'data_registry'``. The restore keeps one failure from hiding the next checks;
+    the failure's detail says it happened.
+    """
+    manager = model.adata_manager
+    saved = copy.deepcopy(manager._registry)
+    try:
+        return fn()
+    except Exception as exc:
+        if _fields(manager._registry) != _fields(saved):
+            manager._registry = saved
+            exc.add_note("it also broke the model's registry for later calls; restored here")
+        raise
+
+
+def scvi_mixin_checks(ctx: Context, name: str, model, groupby: str, group1: str, group2: str):
+    """scvi-tools' VAEMixin / RNASeqMixin / PyroSampleMixin methods, which run the module.
+
+    Methods that read a batch mapping come last, and every call is guarded (``_guarded``).
+    """
+
+    def run(model_name, check, fn, **kwargs):
+        return ctx.report.run(model_name, check, lambda: _guarded(model, fn), **kwargs)
+
+    run(name, "get_elbo", lambda: float(model.get_elbo()), detail=lambda v: f"{v:.4g}")
+    run(
+        name,
+        "get_reconstruction_error",
+        lambda: model.get_reconstruction_error(),
+        detail=lambda d: ", ".join(f"{k} {float(v):.4g}" for k, v in d.items()),
+    )
+    run(
+        name,
+        "get_marginal_ll",
+        lambda: float(model.get_marginal_ll(n_mc_samples=5)),
+        detail=lambda v: f"{v:.4g}",
+    )
+    run(
+        name,
+        "get_latent_library_size(give_mean=False)",
+        lambda: model.get_latent_library_size(give_mean=False),
+    )
+    run(
+        name,
+        "get_aggregated_posterior",
+        lambda: model.get_aggregated_posterior(),
+        detail=lambda d: type(d).__name__,
+    )
+    run(name, "get_likelihood_parameters", lambda: model.get_likelihood_parameters())
+    run(
+        name,
+        "posterior_predictive_sample",
+        lambda: model.posterior_predictive_sample(n_samples=1),
+    )
+    run(
+        name,
+        "get_normalized_expression",
+        lambda: model.get_normalized_expression(library_size=1e4, n_samples=1),
+    )
+    run(
+        name,
+        "get_feature_correlation_matrix",
+        lambda: model.get_feature_correlation_matrix(n_samples=2),
+    )
+    run(
+        name,
+        f"differential_expression({groupby}: {group1} vs {group2})",
+        lambda: model.differential_expression(
+            groupby=groupby, group1=group1, group2=group2, batch_size=256
+        ),
+        detail=lambda de: f"{len(de)} genes, top {de.index[0]}",
+    )
+
+
+def phase_scvi_methods(ctx: Context, models: dict) -> None:
+    """The scvi-tools mixin methods of ZINBVAE and CGMDVAE (last: a failure can break a model)."""
+    groups = {
+        "ZINBVAE/pbmc": ("cell_type", "B", "CD14+ Mono"),
+        "CGMDVAE/kang": ("cell_type", "B cells", "CD14+ Monocytes"),
+    }
+    for name, (groupby, group1, group2) in groups.items():
+        if name in models:
+            scvi_mixin_checks(ctx, name, models[name]["model"], groupby, group1, group2)
+
+
+def phase_zinbvae_pbmc(ctx: Context, models: dict) -> None:
+    import deltavae as dv
+
+    run, name = ctx.report.run, "ZINBVAE/pbmc"
+    adata = run(
+        name, "prepare PBMC 3k (2,000 HVGs)", lambda: prepare_pbmc(ctx.cfg["pbmc_cells"], 0)
+    )
+    if adata is FAILED:
+        return
+
+    def build():
+        dv.model.ZINBVAE.setup_anndata(adata)
+        return dv.model.ZINBVAE(adata, n_latent=10)
+
+    model = run(name, "setup_anndata + ZINBVAE()", build, finite=False)
+    epochs = ctx.cfg["zinbvae_epochs"]
+    trained = run(
+        name,
+        f"train({epochs} epochs, {ctx.accelerator})",
+        lambda: _train(ctx, model, epochs),
+        needs=[model],
+        detail=lambda m: _epochs_detail(m, epochs),
+        finite=False,
+    )
+    if trained is FAILED:
+        return
+    run(name, "module on device after train", lambda: _on_device(ctx, model))
+    latent = run(name, "get_latent_representation", lambda: model.get_latent_representation())
+    run(
+        name,
+        "get_latent_representation(new AnnData)",
+        lambda: model.get_latent_representation(adata[:200].copy()),
+    )
+    run(
+        name,
+        "get_latent_representation(give_mean=False)",
+        lambda: model.get_latent_representation(give_mean=False),
+    )
+    run(name, "write_to_adata", lambda: model.write_to_adata(adata), detail=str)
+    models[name] = {"model": model, "adata": adata, "latent": latent, "kind": "latent"}
+
+
+def phase_kang(ctx: Context, models: dict) -> None:
+    run = ctx.report.run
+    kang = run("Kang", "prepare Kang IFN-beta", lambda: prepare_kang(ctx.cfg["kang_cells"], 0))
+    if kang is FAILED:
+        return
+    _cgmdvae_main(ctx, models, kang)
+    _zinbvae_reference(ctx, models, kang)
+    _cgmdvae_reference(ctx, models, kang)
+
+
+def _cgmdvae_main(ctx: Context, models: dict, kang) -> None:
+    import numpy as np
+
+    import deltavae as dv
+
+    run, name = ctx.report.run, "CGMDVAE/kang"
+    adata = kang.copy()
+    rng = np.random.default_rng(ctx.seed)
+    unlabelled = rng.random(adata.n_obs) < 0.5
+    labels = adata.obs["cell_type"].astype(str).to_numpy(dtype=object)
+    labels[unlabelled] = "Unknown"
+    adata.obs["label"] = labels
+
+    def build():
+        dv.model.CGMDVAE.setup_anndata(
+            adata, condition_key="condition", labels_key="label", unlabeled_category="Unknown"
+        )
+        return dv.model.CGMDVAE(adata, n_clusters=6, likelihood="zinb")
+
+    model = run(name, "setup_anndata + CGMDVAE() (semi-supervised)", build, finite=False)
+    epochs = ctx.cfg["cgmdvae_epochs"]
+    trained = run(
+        name,
+        f"train({epochs} epochs, mixture_init={ctx.cfg['mixture_init']})",
+        lambda: _train(ctx, model, epochs, mixture_init=ctx.cfg["mixture_init"]),
+        needs=[model],
+        detail=lambda m: _epochs_detail(m, epochs),
+        finite=False,
+    )
+    if trained is FAILED:
+        return
+    run(name, "module on device after train", lambda: _on_device(ctx, model))
+    z = run(name, "get_latent_representation(z)", lambda: model.get_latent_representation())
+    run(
+        name,
+        "get_latent_representation(w)",
+        lambda: model.get_latent_representation(representation="w"),
+    )
+    run(
+        name,
+        "get_latent_representation(condition='ctrl')",
+        lambda: model.get_latent_representation(condition="ctrl"),
+    )
+    run(name, "predict_clusters()", lambda: model.predict_clusters())
+    soft = run(name, "predict_clusters(soft=True)", lambda: model.predict_clusters(soft=True))
+    truth = adata.obs["cell_type"].astype(str).to_numpy()
+    run(
+        name,
+        "predict_labels",
+        lambda: model.predict_labels(),
+        detail=lambda p: (
+            "accuracy on unlabelled cells "
+            f"{_accuracy(p['label'].to_numpy()[unlabelled], truth[unlabelled]):.3f}"
+        ),
+    )
+    run(name, "write_to_adata", lambda: model.write_to_adata(adata), detail=str)
+    run(
+        name,
+        "sample(cluster=0, condition='stim')",
+        lambda: model.sample(n_cells=50, cluster=0, condition="stim", seed=0),
+    )
+    run(name, "sample() (drawn cluster, condition)", lambda: model.sample(n_cells=50, seed=1))
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    run(name, "translate(ctrl -> stim)", lambda: model.translate(ctrl, target_condition="stim"))
+    for method, extra in (
+        ("translate", {}),
+        ("latent_shift", {}),
+        ("nearest_response", {}),
+        ("nearest_response", {"similarity": "latent"}),
+    ):
+        label = f"predict_perturbation({method}{', latent' if extra else ''})"
+        run(
+            name,
+            label,
+            lambda method=method, extra=extra: model.predict_perturbation(
+                ctrl, "stim", method=method, **extra
+            ),
+        )
+    models[name] = {
+        "model": model,
+        "adata": adata,
+        "latent": z,
+        "soft": soft,
+        "kind": "latent",
+    }
+
+
+def _split_donors(kang):
+    ref = kang[kang.obs["donor"] == "101"].copy()
+    query = kang[kang.obs["donor"] == "107"].copy()
+    for frame in (ref, query):
+        frame.obs["donor"] = frame.obs["donor"].astype(str).astype("category")
+    return ref, query
+
+
+def _zinbvae_reference(ctx: Context, models: dict, kang) -> None:
+    import deltavae as dv
+
+    run, name = ctx.report.run, "ZINBVAE/kang-ref"
+    ref, query = _split_donors(kang)
+
+    def build():
+        dv.model.ZINBVAE.setup_anndata(
+            ref, batch_key="condition", categorical_covariate_keys=["donor"]
+        )
+        return dv.model.ZINBVAE(ref, n_latent=10)
+
+    model = run(name, "setup_anndata + ZINBVAE() (donor 101)", build, finite=False)
+    epochs = ctx.cfg["reference_epochs"]
+    trained = run(
+        name,
+        f"train({epochs} epochs)",
+        lambda: _train(ctx, model, epochs),
+        needs=[model],
+        detail=lambda m: _epochs_detail(m, epochs),
+        finite=False,
+    )
+    if trained is FAILED:
+        return
+    latent = run(name, "get_latent_representation", lambda: model.get_latent_representation())
+    ctrl = ref[ref.obs["condition"] == "ctrl"].copy()
+    run(
+        name,
+        "predict_perturbation(latent_shift)",
+        lambda: model.predict_perturbation(
+            ctrl, "stim", method="latent_shift", condition_key="condition"
+        ),
+    )
+    run(
+        name,
+        "predict_perturbation(latent_shift, balanced)",
+        lambda: model.predict_perturbation(
+            ctrl, "stim", method="latent_shift", condition_key="condition", balance_key="cell_type"
+        ),
+    )
+    run(
+        name,
+        "predict_perturbation(nearest_response)",
+        lambda: model.predict_perturbation(
+            ctrl, "stim", "nearest_response", condition_key="condition", balance_key="cell_type"
+        ),
+    )
+    run(
+        name,
+        "differential_abundance(sample_key='sample')",
+        lambda: model.differential_abundance(sample_key="sample"),
+        detail=lambda v: type(v).__name__,
+    )
+    models[name] = {"model": model, "adata": ref, "latent": latent, "kind": "latent"}
+
+    qname = "ZINBVAE/query"
+    truth = query.obs["cell_type"].astype(str).to_numpy()
+    q = run(
+        qname,
+        "load_query_data(donor 107)",
+        lambda: dv.model.ZINBVAE.load_query_data(query.copy(), model, accelerator=ctx.accelerator),
+        finite=False,
+        detail=lambda q: f"new {q.query_mapping_['new_categories']}",
+    )
+    epochs = ctx.cfg["query_epochs"]
+    run(
+        qname,
+        f"train query ({epochs} epochs)",
+        lambda: _train(ctx, q, epochs),
+        needs=[q],
+        detail=lambda m: _epochs_detail(m, epochs),
+        finite=False,
+    )
+    run(qname, "query module on device", lambda: _on_device(ctx, q), needs=[q])
+    q_latent = run(
+        qname, "get_latent_representation (query)", q.get_latent_representation, needs=[q]
+    )
+
+    def knn_transfer():
+        from sklearn.neighbors import KNeighborsClassifier
+
+        knn = KNeighborsClassifier(n_neighbors=15).fit(latent, ref.obs["cell_type"].astype(str))
+        return _accuracy(knn.predict(q_latent), truth)
+
+    run(
+        qname,
+        "15-NN label transfer (query latent)",
+        knn_transfer,
+        needs=[q_latent, latent],
+        detail=lambda acc: f"accuracy {acc:.3f}",
+    )
+
+
+def _cgmdvae_reference(ctx: Context, models: dict, kang) -> None:
+    import deltavae as dv
+
+    run, name = ctx.report.run, "CGMDVAE/kang-ref"
+    ref, query = _split_donors(kang)
+    truth = query.obs.pop("cell_type").astype(str).to_numpy()
+
+    def build():
+        dv.model.CGMDVAE.setup_anndata(
+            ref, condition_key=["condition", "donor"], labels_key="cell_type"
+        )
+        return dv.model.CGMDVAE(ref, likelihood="zinb")
+
+    model = run(name, "setup_anndata + CGMDVAE() (donor 101)", build, finite=False)
+    epochs = ctx.cfg["reference_epochs"]
+    trained = run(
+        name,
+        f"train({epochs} epochs, supervised)",
+        lambda: _train(ctx, model, epochs, mixture_init=ctx.cfg["mixture_init"]),
+        needs=[model],
+        detail=lambda m: _epochs_detail(m, epochs),
+        finite=False,
+    )
+    if trained is FAILED:
+        return
+    qname = "CGMDVAE/query"
+    q = run(
+        qname,
+        "load_query_data(donor 107, no labels)",
+        lambda: dv.model.CGMDVAE.load_query_data(query, model, accelerator=ctx.accelerator),
+        finite=False,
+        detail=lambda q: f"new {q.query_mapping_['new_categories']}",
+    )
+    epochs = ctx.cfg["query_epochs"]
+    run(
+        qname,
+        f"train query ({epochs} epochs)",
+        lambda: _train(ctx, q, epochs),
+        needs=[q],
+        detail=lambda m: _epochs_detail(m, epochs),
+        finite=False,
+    )
+    run(qname, "query module on device", lambda: _on_device(ctx, q), needs=[q])
+    run(
+        qname,
+        "predict_labels (label transfer)",
+        lambda: q.predict_labels(),
+        needs=[q],
+        detail=lambda p: f"accuracy {_accuracy(p['label'], truth):.3f}",
+    )
+    run(qname, "write_to_adata (query)", lambda: q.write_to_adata(), needs=[q], detail=str)

@@ -1,0 +1,263 @@
+"""gpu_check.py's phases 4 to 6: NMFDeconv and Archetypes on PBMC pseudo-spots, CPU copies
+against the device, save, load and train on."""
+
+from __future__ import annotations
+
+from _gpu_models import prepare_pbmc
+from _gpu_report import (
+    FAILED,
+    CheckFailed,
+    Context,
+    _epochs_detail,
+    _float_state,
+    _module_device,
+    _on_device,
+    _same,
+    _train,
+)
+
+# Relative difference (to the largest absolute value) above which two devices disagree.
+DEVICE_TOLERANCE = 1e-3
+
+# Relative difference above which a reloaded model's result differs from the saved one's.
+LOAD_TOLERANCE = 1e-5
+
+# Marker sets for Archetypes.match_signatures on the PBMC pseudo-spots.
+PBMC_SIGNATURES = {
+    "B": ["MS4A1", "CD79A", "CD79B"],
+    "T": ["CD3E", "CD3D", "IL7R"],
+    "NK": ["GNLY", "NKG7"],
+    "CD14+ Mono": ["CD14", "LYZ", "S100A9"],
+    "FCGR3A+ Mono": ["FCGR3A", "MS4A7"],
+    "Platelet": ["PPBP", "PF4"],
+}
+
+
+def phase_spatial(ctx: Context, models: dict) -> None:
+    import deltavae as dv
+
+    run = ctx.report.run
+    cells = run("spots", "prepare PBMC 3k for spots", lambda: prepare_pbmc(None, 0))
+    made = run(
+        "spots",
+        f"pseudo_spots({ctx.cfg['n_spots']} spots)",
+        lambda: dv.datasets.pseudo_spots(
+            cells, "cell_type", n_spots=ctx.cfg["n_spots"], seed=ctx.seed
+        ),
+        needs=[cells],
+        detail=lambda sr: f"{sr[0].n_obs} spots, {sr[1].n_obs} reference cells",
+        finite=False,
+    )
+    if made is FAILED:
+        return
+    spots, reference = made
+    _nmfdeconv(ctx, models, spots, reference)
+    _archetypes(ctx, models, spots)
+
+
+def _nmfdeconv(ctx: Context, models: dict, spots, reference) -> None:
+    import deltavae as dv
+
+    run, name = ctx.report.run, "NMFDeconv"
+    target = spots.copy()
+    model = run(
+        name,
+        "from_reference",
+        lambda: dv.model.NMFDeconv.from_reference(target, reference, labels_key="cell_type"),
+        finite=False,
+        detail=lambda m: f"{m.adata.n_vars} marker genes, {len(m.cell_types_)} types",
+    )
+    epochs = ctx.cfg["nmf_epochs"]
+    trained = run(
+        name,
+        f"train({epochs} epochs)",
+        lambda: _train(ctx, model, epochs),
+        needs=[model],
+        detail=lambda m: _epochs_detail(m, epochs),
+        finite=False,
+    )
+    if trained is FAILED:
+        return
+    run(name, "module on device after train", lambda: _on_device(ctx, model))
+    truth = spots.obsm["proportions_true"]
+
+    def rmse(p):
+        import numpy as np
+
+        diff = p.to_numpy() - truth[p.columns].to_numpy()
+        return f"RMSE vs true proportions {float(np.sqrt((diff**2).mean())):.3f}"
+
+    props = run(name, "get_proportions", model.get_proportions, detail=rmse)
+    run(name, "get_abundance", model.get_abundance)
+    run(name, "get_signatures", model.get_signatures)
+    run(name, "get_technology_factor", model.get_technology_factor)
+    run(name, "write_to_adata(spots)", lambda: model.write_to_adata(target), detail=str)
+    models[name] = {"model": model, "adata": model.adata, "latent": props, "kind": "proportions"}
+
+
+def _archetypes(ctx: Context, models: dict, spots) -> None:
+    import deltavae as dv
+
+    run, name = ctx.report.run, "Archetypes"
+    adata = spots.copy()
+
+    def build():
+        dv.model.Archetypes.setup_anndata(adata)
+        return dv.model.Archetypes(
+            adata, n_archetypes="auto", max_archetypes=ctx.cfg["max_archetypes"]
+        )
+
+    model = run(
+        name,
+        "setup_anndata + Archetypes(auto)",
+        build,
+        finite=False,
+        detail=lambda m: f"{m.n_archetypes_raw_} archetypes chosen",
+    )
+    epochs = ctx.cfg["archetype_epochs"]
+    trained = run(
+        name,
+        f"train({epochs} epochs)",
+        lambda: _train(ctx, model, epochs),
+        needs=[model],
+        detail=lambda m: _epochs_detail(m, epochs),
+        finite=False,
+    )
+    if trained is FAILED:
+        return
+    run(name, "module on device after train", lambda: _on_device(ctx, model))
+    weights = run(name, "get_archetype_weights", lambda: model.get_archetype_weights())
+    run(
+        name,
+        "get_archetype_weights(new spots)",
+        lambda: model.get_archetype_weights(spots[:50].copy()),
+    )
+    run(name, "get_archetype_profiles", model.get_archetype_profiles)
+    run(
+        name,
+        "get_anchors",
+        lambda: model.get_anchors(10),
+        detail=lambda s: f"{int(s.notna().sum())} anchors",
+        finite=False,
+    )
+    run(name, "get_markers", lambda: model.get_markers(20), finite=False, detail=lambda d: "")
+    run(
+        name,
+        "match_signatures",
+        lambda: model.match_signatures(PBMC_SIGNATURES),
+        finite=False,
+        detail=lambda t: f"matched {t['signature'].notna().sum()} of {len(t)}",
+    )
+    run(name, "archetype_names", model.archetype_names, detail=str)
+    run(name, "write_to_adata", lambda: model.write_to_adata(adata), detail=str)
+    models[name] = {"model": model, "adata": adata, "latent": weights, "kind": "weights"}
+
+
+def _result(entry: dict, model=None):
+    """The result compared across devices and across save/load, for each kind of model."""
+    model = model if model is not None else entry["model"]
+    if entry["kind"] == "proportions":
+        return model.get_proportions()
+    if entry["kind"] == "weights":
+        return model.get_archetype_weights()
+    return model.get_latent_representation()
+
+
+def phase_devices(ctx: Context, models: dict) -> None:
+    """Recompute each model's main result on the CPU; compare with the device's."""
+    run = ctx.report.run
+    for name, entry in models.items():
+        model, on_device = entry["model"], entry["latent"]
+        what = {"latent": "latent", "proportions": "proportions", "weights": "weights"}[
+            entry["kind"]
+        ]
+        moved = run(name, "to_device('cpu')", lambda m=model: m.to_device("cpu"), finite=False)
+        if moved is FAILED:
+            continue
+        run(
+            name,
+            f"{what} on cpu == on {ctx.device}",
+            lambda e=entry, d=on_device, w=what: _same(d, _result(e), DEVICE_TOLERANCE, w),
+            needs=[on_device],
+            detail=str,
+            finite=False,
+        )
+        if entry.get("soft") is not None:
+            run(
+                name,
+                f"cluster probabilities on cpu == on {ctx.device}",
+                lambda m=model, s=entry["soft"]: _cluster_agreement(m, s),
+                needs=[entry["soft"]],
+                detail=str,
+                finite=False,
+            )
+        run(
+            name,
+            f"to_device('{ctx.torch_device}') (back)",
+            lambda m=model: (m.to_device(ctx.torch_device), _on_device(ctx, m))[1],
+            finite=False,
+        )
+
+
+def _cluster_agreement(model, soft_on_device) -> str:
+    soft = model.predict_clusters(soft=True)
+    agree = float((soft.argmax(1) == soft_on_device.argmax(1)).mean())
+    return f"{_same(soft_on_device, soft, DEVICE_TOLERANCE, 'probabilities')}; hard {agree:.4f}"
+
+
+def phase_save_load(ctx: Context, models: dict) -> None:
+    run = ctx.report.run
+    keep = ("ZINBVAE/pbmc", "CGMDVAE/kang", "NMFDeconv", "Archetypes")
+    for name in [n for n in keep if n in models]:
+        entry = models[name]
+        model, adata = entry["model"], entry["adata"]
+        path = ctx.tmp / name.replace("/", "_")
+        saved = run(
+            name, "save", lambda m=model, p=path: m.save(str(p), overwrite=True), finite=False
+        )
+        cls = type(model)
+        loaded = run(
+            name,
+            f"load(path, adata, accelerator='{ctx.accelerator}')",
+            lambda c=cls, p=path, a=adata: c.load(str(p), adata=a, accelerator=ctx.accelerator),
+            needs=[saved],
+            finite=False,
+            detail=lambda m: f"module on {_module_device(m)}",
+        )
+        if loaded is FAILED:
+            continue
+        run(name, "loaded module on device", lambda m=loaded: _on_device(ctx, m))
+        run(
+            name,
+            "result after load == before save",
+            lambda e=entry, m=loaded: _same(_result(e), _result(e, m), LOAD_TOLERANCE, "result"),
+            detail=str,
+            finite=False,
+        )
+        before = _float_state(loaded)
+        done = len(loaded.history["elbo_train"]) if "elbo_train" in loaded.history else 0
+        epochs = ctx.cfg["resume_epochs"]
+        resumed = run(
+            name,
+            f"train after load ({epochs} epochs): loss finite",
+            lambda m=loaded, e=epochs: _train(ctx, m, e),
+            detail=lambda m, e=epochs, d=done: _epochs_detail(m, e, d),
+            finite=False,
+        )
+        run(
+            name,
+            "train after load: parameters changed",
+            lambda m=loaded, b=before: _parameters_changed(b, _float_state(m)),
+            needs=[resumed],
+            detail=str,
+            finite=False,
+        )
+
+
+def _parameters_changed(before: dict, after: dict) -> str:
+    import torch
+
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    if not changed:
+        raise CheckFailed(f"none of {len(before)} parameter tensors changed")
+    return f"{len(changed)} of {len(before)} tensors changed"
