@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 
-from _gpu_report import FAILED, Context, _accuracy, _epochs_detail, _on_device, _train
+from _gpu_report import FAILED, Context, _accuracy, _on_device
 
 
 # --------------------------------------------------------------------------- data
@@ -156,17 +156,11 @@ def phase_zinbvae_pbmc(ctx: Context, models: dict) -> None:
 
     model = run(name, "setup_anndata + ZINBVAE()", build, finite=False)
     epochs = ctx.cfg["zinbvae_epochs"]
-    trained = run(
-        name,
-        f"train({epochs} epochs, {ctx.accelerator})",
-        lambda: _train(ctx, model, epochs),
-        needs=[model],
-        detail=lambda m: _epochs_detail(m, epochs),
-        finite=False,
+    trained = ctx.train(
+        name, model, epochs, f"train({epochs} epochs, {ctx.accelerator})", on_device=True
     )
     if trained is FAILED:
         return
-    run(name, "module on device after train", lambda: _on_device(ctx, model))
     latent = run(name, "get_latent_representation", lambda: model.get_latent_representation())
     run(
         name,
@@ -213,17 +207,16 @@ def _cgmdvae_main(ctx: Context, models: dict, kang) -> None:
 
     model = run(name, "setup_anndata + CGMDVAE() (semi-supervised)", build, finite=False)
     epochs = ctx.cfg["cgmdvae_epochs"]
-    trained = run(
+    trained = ctx.train(
         name,
+        model,
+        epochs,
         f"train({epochs} epochs, mixture_init={ctx.cfg['mixture_init']})",
-        lambda: _train(ctx, model, epochs, mixture_init=ctx.cfg["mixture_init"]),
-        needs=[model],
-        detail=lambda m: _epochs_detail(m, epochs),
-        finite=False,
+        on_device=True,
+        mixture_init=ctx.cfg["mixture_init"],
     )
     if trained is FAILED:
         return
-    run(name, "module on device after train", lambda: _on_device(ctx, model))
     z = run(name, "get_latent_representation(z)", lambda: model.get_latent_representation())
     run(
         name,
@@ -301,14 +294,7 @@ def _zinbvae_reference(ctx: Context, models: dict, kang) -> None:
 
     model = run(name, "setup_anndata + ZINBVAE() (donor 101)", build, finite=False)
     epochs = ctx.cfg["reference_epochs"]
-    trained = run(
-        name,
-        f"train({epochs} epochs)",
-        lambda: _train(ctx, model, epochs),
-        needs=[model],
-        detail=lambda m: _epochs_detail(m, epochs),
-        finite=False,
-    )
+    trained = ctx.train(name, model, epochs)
     if trained is FAILED:
         return
     latent = run(name, "get_latent_representation", lambda: model.get_latent_representation())
@@ -352,14 +338,7 @@ def _zinbvae_reference(ctx: Context, models: dict, kang) -> None:
         detail=lambda q: f"new {q.query_mapping_['new_categories']}",
     )
     epochs = ctx.cfg["query_epochs"]
-    run(
-        qname,
-        f"train query ({epochs} epochs)",
-        lambda: _train(ctx, q, epochs),
-        needs=[q],
-        detail=lambda m: _epochs_detail(m, epochs),
-        finite=False,
-    )
+    ctx.train(qname, q, epochs, f"train query ({epochs} epochs)")
     run(qname, "query module on device", lambda: _on_device(ctx, q), needs=[q])
     q_latent = run(
         qname, "get_latent_representation (query)", q.get_latent_representation, needs=[q]
@@ -395,13 +374,12 @@ def _cgmdvae_reference(ctx: Context, models: dict, kang) -> None:
 
     model = run(name, "setup_anndata + CGMDVAE() (donor 101)", build, finite=False)
     epochs = ctx.cfg["reference_epochs"]
-    trained = run(
+    trained = ctx.train(
         name,
+        model,
+        epochs,
         f"train({epochs} epochs, supervised)",
-        lambda: _train(ctx, model, epochs, mixture_init=ctx.cfg["mixture_init"]),
-        needs=[model],
-        detail=lambda m: _epochs_detail(m, epochs),
-        finite=False,
+        mixture_init=ctx.cfg["mixture_init"],
     )
     if trained is FAILED:
         return
@@ -414,14 +392,7 @@ def _cgmdvae_reference(ctx: Context, models: dict, kang) -> None:
         detail=lambda q: f"new {q.query_mapping_['new_categories']}",
     )
     epochs = ctx.cfg["query_epochs"]
-    run(
-        qname,
-        f"train query ({epochs} epochs)",
-        lambda: _train(ctx, q, epochs),
-        needs=[q],
-        detail=lambda m: _epochs_detail(m, epochs),
-        finite=False,
-    )
+    ctx.train(qname, q, epochs, f"train query ({epochs} epochs)")
     run(qname, "query module on device", lambda: _on_device(ctx, q), needs=[q])
     run(
         qname,

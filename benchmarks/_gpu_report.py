@@ -209,6 +209,24 @@ class Context:
         """Lightning's ``max_time`` for one training call: its box, or what the budget has left."""
         return {"seconds": max(1, int(min(self.cfg[key], self.remaining())))}
 
+    def train(self, name, model, epochs, check=None, *, on_device=False, **kwargs):
+        """The training step of a phase, recorded: ``train`` for ``epochs`` (see :func:`_train`),
+        skipped when ``model`` failed to build; with ``on_device`` then the module's device.
+
+        Returns the trained model, or FAILED.
+        """
+        trained = self.report.run(
+            name,
+            check or f"train({epochs} epochs)",
+            lambda: _train(self, model, epochs, **kwargs),
+            needs=[model],
+            detail=lambda m: _epochs_detail(m, epochs),
+            finite=False,
+        )
+        if on_device and trained is not FAILED:
+            self.report.run(name, "module on device after train", lambda: _on_device(self, model))
+        return trained
+
     def fit(self, epochs: int, **kwargs) -> dict:
         """Keyword arguments for ``train``: the device, no progress bar, a time box."""
         return {

@@ -68,17 +68,9 @@ def _nmfdeconv(ctx: Context, models: dict, spots, reference) -> None:
         detail=lambda m: f"{m.adata.n_vars} marker genes, {len(m.cell_types_)} types",
     )
     epochs = ctx.cfg["nmf_epochs"]
-    trained = run(
-        name,
-        f"train({epochs} epochs)",
-        lambda: _train(ctx, model, epochs),
-        needs=[model],
-        detail=lambda m: _epochs_detail(m, epochs),
-        finite=False,
-    )
+    trained = ctx.train(name, model, epochs, on_device=True)
     if trained is FAILED:
         return
-    run(name, "module on device after train", lambda: _on_device(ctx, model))
     truth = spots.obsm["proportions_true"]
 
     def rmse(p):
@@ -115,17 +107,9 @@ def _archetypes(ctx: Context, models: dict, spots) -> None:
         detail=lambda m: f"{m.n_archetypes_raw_} archetypes chosen",
     )
     epochs = ctx.cfg["archetype_epochs"]
-    trained = run(
-        name,
-        f"train({epochs} epochs)",
-        lambda: _train(ctx, model, epochs),
-        needs=[model],
-        detail=lambda m: _epochs_detail(m, epochs),
-        finite=False,
-    )
+    trained = ctx.train(name, model, epochs, on_device=True)
     if trained is FAILED:
         return
-    run(name, "module on device after train", lambda: _on_device(ctx, model))
     weights = run(name, "get_archetype_weights", lambda: model.get_archetype_weights())
     run(
         name,

@@ -38,15 +38,13 @@ from _common import (  # noqa: E402
     PeakRSS,
     Timer,
     csr_nbytes,
-    fmt_mean_sd,
     leiden_labels,
     load_average,
-    markdown_table,
-    mean_sd,
     mib,
     quiet,
     run_json_subprocess,
 )
+from _zinbvae_tables import pbmc_table, scaling_table  # noqa: E402
 
 N_HIDDEN, N_LATENT, N_LAYERS = 128, 10, 1
 BATCH_SIZE = 128
@@ -57,12 +55,6 @@ N_THREADS = 2
 NLL_PASSES = 5  # reconstruction error uses one posterior sample per pass; average a few
 PBMC_MEMORY_EPOCHS = 5  # peak memory is reached in the first epoch; a few suffice
 MODELS = ("ours", "scvi")
-LABELS = {"ours": "deltavae ZINBVAE", "scvi": "scvi-tools SCVI"}
-
-# Targets for ours relative to SCVI.
-TARGET_TIME_RATIO = 1.0
-TARGET_NLL_REL = 0.01
-TARGET_ARI_DIFF = 0.02
 
 
 def _setup_torch(threads: int) -> None:
@@ -74,30 +66,22 @@ def _setup_torch(threads: int) -> None:
 # --------------------------------------------------------------------------- models
 def _build(kind: str, adata):
     """Register ``adata`` and build the model; both get the same architecture."""
-    if kind == "ours":
-        import deltavae as dv
-
-        dv.model.ZINBVAE.setup_anndata(adata, layer=None, batch_key=None)
-        return dv.model.ZINBVAE(
-            adata,
-            n_latent=N_LATENT,
-            n_hidden=N_HIDDEN,
-            n_layers=N_LAYERS,
-            dropout_rate=0.1,
-            likelihood="zinb",
-            dispersion="gene",
-        )
     import scvi
 
-    scvi.model.SCVI.setup_anndata(adata, layer=None, batch_key=None)
-    return scvi.model.SCVI(
+    import deltavae as dv
+
+    cls = dv.model.ZINBVAE if kind == "ours" else scvi.model.SCVI
+    # The two spell the likelihood argument differently.
+    likelihood = {"likelihood" if kind == "ours" else "gene_likelihood": "zinb"}
+    cls.setup_anndata(adata, layer=None, batch_key=None)
+    return cls(
         adata,
         n_latent=N_LATENT,
         n_hidden=N_HIDDEN,
         n_layers=N_LAYERS,
         dropout_rate=0.1,
-        gene_likelihood="zinb",
         dispersion="gene",
+        **likelihood,
     )
 
 
@@ -266,98 +250,6 @@ def run_pbmc(seeds, epochs: int, kl_warmup: int, resolution: float, log) -> dict
     }
 
 
-def _values(runs, kind, key):
-    return [r[key] for r in runs if r["model"] == kind]
-
-
-def pbmc_table(result: dict) -> str:
-    runs = result["runs"]
-    rows = []
-
-    def verdict(ok: bool) -> str:
-        return "yes" if ok else "**no**"
-
-    t_ours, t_scvi = (
-        mean_sd(_values(runs, "ours", "sec_per_epoch"))[0],
-        mean_sd(_values(runs, "scvi", "sec_per_epoch"))[0],
-    )
-    ratio = t_ours / t_scvi
-    rows.append(
-        [
-            "seconds / epoch",
-            fmt_mean_sd(_values(runs, "ours", "sec_per_epoch"), 3),
-            fmt_mean_sd(_values(runs, "scvi", "sec_per_epoch"), 3),
-            f"{ratio:.2f}x",
-            f"<= {TARGET_TIME_RATIO:.1f}x SCVI",
-            verdict(ratio <= TARGET_TIME_RATIO),
-        ]
-    )
-    c_ours = mean_sd(_values(runs, "ours", "cpu_sec_per_epoch"))[0]
-    c_scvi = mean_sd(_values(runs, "scvi", "cpu_sec_per_epoch"))[0]
-    rows.append(
-        [
-            "CPU seconds / epoch (all threads)",
-            fmt_mean_sd(_values(runs, "ours", "cpu_sec_per_epoch"), 3),
-            fmt_mean_sd(_values(runs, "scvi", "cpu_sec_per_epoch"), 3),
-            f"{c_ours / c_scvi:.2f}x",
-            "(reported)",
-            "",
-        ]
-    )
-    mem = result["memory_fresh_process"]
-    m_ours, m_scvi = mem["ours"]["rss_delta_mib"], mem["scvi"]["rss_delta_mib"]
-    rows.append(
-        [
-            f"peak RSS growth in train, fresh process, {result['memory_epochs']} epochs (MiB)",
-            f"{m_ours:.0f} (peak {mem['ours']['rss_peak_mib']:.0f})",
-            f"{m_scvi:.0f} (peak {mem['scvi']['rss_peak_mib']:.0f})",
-            f"{m_ours - m_scvi:+.0f} MiB",
-            "(reported)",
-            "",
-        ]
-    )
-    n_ours = mean_sd(_values(runs, "ours", "test_nll"))[0]
-    n_scvi = mean_sd(_values(runs, "scvi", "test_nll"))[0]
-    rel = (n_ours - n_scvi) / abs(n_scvi)
-    rows.append(
-        [
-            "held-out NLL / cell (lower better)",
-            fmt_mean_sd(_values(runs, "ours", "test_nll"), 2),
-            fmt_mean_sd(_values(runs, "scvi", "test_nll"), 2),
-            f"{rel:+.2%}",
-            f"<= +{TARGET_NLL_REL:.0%} vs SCVI",
-            verdict(rel <= TARGET_NLL_REL),
-        ]
-    )
-    for key, name in (("ari", "ARI (leiden vs cell_type)"), ("nmi", "NMI (leiden vs cell_type)")):
-        a_ours = mean_sd(_values(runs, "ours", key))[0]
-        a_scvi = mean_sd(_values(runs, "scvi", key))[0]
-        target = f">= SCVI - {TARGET_ARI_DIFF}" if key == "ari" else "(reported)"
-        ok = verdict(a_ours >= a_scvi - TARGET_ARI_DIFF) if key == "ari" else ""
-        rows.append(
-            [
-                name,
-                fmt_mean_sd(_values(runs, "ours", key), 3),
-                fmt_mean_sd(_values(runs, "scvi", key), 3),
-                f"{a_ours - a_scvi:+.3f}",
-                target,
-                ok,
-            ]
-        )
-    rows.append(
-        [
-            "leiden clusters",
-            fmt_mean_sd(_values(runs, "ours", "n_leiden_clusters"), 1),
-            fmt_mean_sd(_values(runs, "scvi", "n_leiden_clusters"), 1),
-            "",
-            "",
-            "",
-        ]
-    )
-    headers = ["metric", LABELS["ours"], LABELS["scvi"], "ours vs SCVI", "target", "met"]
-    return markdown_table(headers, rows)
-
-
 # --------------------------------------------------------------------------- part 2: scaling
 def make_synthetic(n_cells: int, path: Path) -> dict:
     """Write a CSR count matrix (n_cells x 2,000) to ``path`` unless it is there already."""
@@ -413,55 +305,6 @@ def run_scaling(sizes, data_dir: Path, seed: int, log) -> dict:
             )
             runs.append(r)
     return {"datasets": {str(k): v for k, v in datasets.items()}, "runs": runs}
-
-
-def scaling_table(result: dict, sizes) -> str:
-    runs = {(r["model"], r["n_cells"]): r for r in result["runs"]}
-    data = {int(k): v for k, v in result["datasets"].items()}
-    rows = []
-    for n in sizes:
-        o, s = runs[("ours", n)], runs[("scvi", n)]
-        rows.append(
-            [
-                f"{n:,}",
-                f"{mib(data[n]['x_bytes']):.1f}",
-                f"{o['rss_peak_mib']:.0f}",
-                f"+{o['rss_delta_mib']:.0f}",
-                f"{s['rss_peak_mib']:.0f}",
-                f"+{s['rss_delta_mib']:.0f}",
-                f"{o['train_seconds']:.1f}",
-                f"{s['train_seconds']:.1f}",
-            ]
-        )
-    if len(sizes) >= 2:
-        lo, hi = sizes[0], sizes[-1]
-
-        def growth(a: float, b: float) -> str:
-            return f"{b / a:.2f}x" if a > 0 else "n/a"
-
-        rows.append(
-            [
-                f"growth {lo:,} -> {hi:,}",
-                growth(data[lo]["x_bytes"], data[hi]["x_bytes"]),
-                growth(runs[("ours", lo)]["rss_peak_mib"], runs[("ours", hi)]["rss_peak_mib"]),
-                growth(runs[("ours", lo)]["rss_delta_mib"], runs[("ours", hi)]["rss_delta_mib"]),
-                growth(runs[("scvi", lo)]["rss_peak_mib"], runs[("scvi", hi)]["rss_peak_mib"]),
-                growth(runs[("scvi", lo)]["rss_delta_mib"], runs[("scvi", hi)]["rss_delta_mib"]),
-                growth(runs[("ours", lo)]["train_seconds"], runs[("ours", hi)]["train_seconds"]),
-                growth(runs[("scvi", lo)]["train_seconds"], runs[("scvi", hi)]["train_seconds"]),
-            ]
-        )
-    headers = [
-        "cells",
-        "AnnData X (MiB)",
-        "ours peak RSS (MiB)",
-        "ours train ΔRSS",
-        "SCVI peak RSS (MiB)",
-        "SCVI train ΔRSS",
-        "ours 1 epoch (s)",
-        "SCVI 1 epoch (s)",
-    ]
-    return markdown_table(headers, rows)
 
 
 # --------------------------------------------------------------------------- main
