@@ -10,8 +10,8 @@ from scipy.stats import multivariate_normal, norm
 import deltavae as dv
 from deltavae.metrics import ari, clustering_accuracy
 from deltavae.module import CGMDVAEModule
-from deltavae.module._cgmdvae import initialize_mixture
 from deltavae.nn import MixturePrior
+from deltavae.train._mixture_init import initialize_mixture
 
 TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
 SMALL = {"n_latent": 4, "n_latent_w": 2, "n_hidden": 64}

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 
-from deltavae.distributions import count_distribution
+from deltavae.distributions import LIKELIHOODS, Likelihood, count_distribution
 
 
 def _params(seed=0):
@@ -49,3 +49,45 @@ def test_unknown_likelihood_raises():
     mu, theta, _, _ = _params()
     with pytest.raises(ValueError, match="poisson"):
         count_distribution("poisson", mu, theta)
+
+
+def _decoded(name):
+    mu, theta, zi, x = _params(2)
+    if name in ("zinb", "nb"):
+        params = {"mu": mu, "theta": theta, "zi_logits": zi, "scale": mu / mu.sum(-1, True)}
+        return params, x
+    if name == "normal":
+        return {"out": torch.log1p(mu), "log_scale": torch.zeros(11)}, torch.log1p(x)
+    return {"out": zi}, (x > 5).float()
+
+
+@pytest.mark.parametrize("name", LIKELIHOODS)
+def test_likelihood_pyro_and_torch_agree(name):
+    """One object serves the ELBO (Pyro) and scvi-tools' torch side: the same log-density."""
+    lik = Likelihood(name)
+    params, x = _decoded(name)
+    assert lik.is_count == (name in ("zinb", "nb"))
+    torch.testing.assert_close(
+        lik.pyro(params).log_prob(x), lik.torch(params).log_prob(x), rtol=1e-4, atol=1e-4
+    )
+    assert lik.expected(params).shape == x.shape
+    library = lik.log_library(x)
+    assert (library is not None) == lik.is_count
+
+
+def test_likelihood_expectations():
+    params, _ = _decoded("normal")
+    torch.testing.assert_close(Likelihood("normal").expected(params), params["out"])
+    params, _ = _decoded("bernoulli")
+    torch.testing.assert_close(Likelihood("bernoulli").expected(params), params["out"].sigmoid())
+    params, _ = _decoded("zinb")
+    torch.testing.assert_close(
+        Likelihood("zinb").expected(params), Likelihood("zinb").torch(params).mean
+    )
+
+
+def test_likelihood_refuses_unknown_and_disallowed_names():
+    with pytest.raises(ValueError, match="poisson"):
+        Likelihood("poisson")
+    with pytest.raises(ValueError, match="normal"):
+        Likelihood("normal", allowed=("zinb", "nb"))

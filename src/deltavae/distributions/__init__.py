@@ -1,5 +1,14 @@
-"""Count likelihoods shaped for Pyro plates (a batch shape per cell, genes as the event)."""
+"""Observation likelihoods: one :class:`Likelihood` for every module, and count likelihoods
+shaped for Pyro plates (a batch shape per cell, genes as the event)."""
 
 from ._counts import count_distribution, negative_binomial, zero_inflated_negative_binomial
+from ._likelihood import COUNT_LIKELIHOODS, LIKELIHOODS, Likelihood
 
-__all__ = ["count_distribution", "negative_binomial", "zero_inflated_negative_binomial"]
+__all__ = [
+    "COUNT_LIKELIHOODS",
+    "LIKELIHOODS",
+    "Likelihood",
+    "count_distribution",
+    "negative_binomial",
+    "zero_inflated_negative_binomial",
+]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import numpy as np
@@ -18,20 +17,17 @@ from scvi.data.fields import (
     LayerField,
 )
 from scvi.model._utils import get_max_epochs_heuristic
-from scvi.model.base import (
-    BaseModelClass,
-    RNASeqMixin,
-    VAEMixin,
-)
-from torch.distributions import Categorical, Dirichlet
+from scvi.model.base import BaseModelClass, RNASeqMixin, VAEMixin
 
+from ..distributions import Likelihood
 from ..module import CGMDVAEModule
-from ..module._cgmdvae import COUNT_LIKELIHOODS, LIKELIHOODS
 from ..train import MixtureInitialization
 from ..train._mixture_init import check_method as check_mixture_init
 from ._base import DeltaModelMixin, _OnDevice
+from ._cgmdvae_generation import GenerationMixin
+from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin
 from ._transfer import QueryMappingMixin
-from ._validation import check_data, check_model_arguments, check_obs_keys, warn_user
+from ._validation import check_data, check_model_arguments, check_obs_keys
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +35,17 @@ _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 _DEFAULT_UNLABELED = "Unknown"
 
 
-class CGMDVAE(DeltaModelMixin, RNASeqMixin, VAEMixin, QueryMappingMixin, BaseModelClass):
+class CGMDVAE(
+    CountExpressionMixin,
+    ConditionsMixin,
+    ClustersMixin,
+    GenerationMixin,
+    DeltaModelMixin,
+    RNASeqMixin,
+    VAEMixin,
+    QueryMappingMixin,
+    BaseModelClass,
+):
     """Conditional Gaussian-mixture Dirichlet VAE (c*GMΔVÆ).
 
     p(x | z, c) p(z | w, y, c) p(y | d) p(d) p(w), with p(w) = N(0, I), p(d) = Dir(alpha),
@@ -113,8 +119,7 @@ class CGMDVAE(DeltaModelMixin, RNASeqMixin, VAEMixin, QueryMappingMixin, BaseMod
         prior_covariance: str = "full",
     ):
         super().__init__(adata)
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}.")
+        observation = Likelihood(likelihood)
         check_model_arguments(
             {"n_latent_w": n_latent_w, "n_hidden": n_hidden, "n_layers": n_layers},
             dropout_rate=dropout_rate,
@@ -122,22 +127,10 @@ class CGMDVAE(DeltaModelMixin, RNASeqMixin, VAEMixin, QueryMappingMixin, BaseMod
             non_negative={"classifier_weight": classifier_weight},
         )
         setup = self.registry_["setup_args"]
-        if likelihood in COUNT_LIKELIHOODS:
-            check_data(adata, setup["layer"], kind="counts")
-        elif likelihood == "bernoulli":
-            check_data(adata, setup["layer"], kind="binary")
+        if observation.data_kind != "real":
+            check_data(adata, setup["layer"], kind=observation.data_kind)
         labels = self.label_names
-        n_clusters = n_clusters if n_clusters is not None else (len(labels) or 10)
-        if isinstance(n_clusters, bool) or not isinstance(n_clusters, int | np.integer):
-            raise ValueError(f"n_clusters must be an integer, got {n_clusters!r}.")
-        if n_clusters < 2:
-            raise ValueError(f"n_clusters must be at least 2, got {n_clusters}.")
-
-        if n_clusters < len(labels):
-            raise ValueError(
-                f"n_clusters={n_clusters} is smaller than the {len(labels)} labels in "
-                f"{setup['labels_key']!r} ({', '.join(labels)}); every label needs a cluster."
-            )
+        n_clusters = self._check_n_clusters(n_clusters)
         if n_latent == "auto":
             n_latent = max(10, n_clusters)
         elif not isinstance(n_latent, (int, np.integer)) or n_latent < 1:
@@ -326,148 +319,9 @@ class CGMDVAE(DeltaModelMixin, RNASeqMixin, VAEMixin, QueryMappingMixin, BaseMod
         self._warn_if_clusters_empty(max_epochs)
         return out
 
-    def _warn_if_clusters_empty(self, max_epochs: int) -> None:
-        """Say so when training ends with clusters no cell is assigned to."""
-        sizes = np.bincount(self.predict_clusters(), minlength=self.module.n_clusters)
-        empty = [name for name, size in zip(self.cluster_names, sizes, strict=True) if not size]
-        if not empty:
-            return
-        k = self.module.n_clusters
-        warn_user(
-            f"{len(empty)} of {k} clusters are empty after training ({', '.join(empty[:10])}"
-            f"{', ...' if len(empty) > 10 else ''}). If the data hold {k} groups, training "
-            f"was too short ({max_epochs} epochs): train longer (max_epochs=None chooses the "
-            f"number from the data size). If they hold fewer, n_clusters={k - len(empty)} "
-            "fits them."
-        )
-
     @property
     def _data_kind(self) -> str:
-        likelihood = self.module.likelihood
-        return (
-            "counts"
-            if likelihood in COUNT_LIKELIHOODS
-            else ("binary" if likelihood == "bernoulli" else "real")
-        )
-
-    def _needs_counts(self, what: str) -> None:
-        if self.module.likelihood not in COUNT_LIKELIHOODS:
-            raise NotImplementedError(
-                f"{what} reads expression frequencies of a count likelihood ('zinb' or 'nb'); "
-                f"this model's likelihood is {self.module.likelihood!r}, whose decoded values "
-                "are the data themselves. Use translate(...).X or sample(...).layers"
-                "['expected'] for the model's expectation."
-            )
-
-    @functools.wraps(RNASeqMixin.get_normalized_expression)
-    def get_normalized_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
-        self._needs_counts("get_normalized_expression")
-        return super().get_normalized_expression(*args, **kwargs)
-
-    @functools.wraps(RNASeqMixin.differential_expression)
-    def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
-        self._needs_counts("differential_expression")
-        return super().differential_expression(*args, **kwargs)
-
-    @functools.wraps(RNASeqMixin.get_likelihood_parameters)
-    def get_likelihood_parameters(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
-        self._needs_counts("get_likelihood_parameters")
-        return super().get_likelihood_parameters(*args, **kwargs)
-
-    def get_importance_weights(self, *args, **kwargs):
-        """Not offered: scvi-tools' importance weights assume a N(0, I) prior on z.
-
-        CGMDVAE's prior is a mixture over clusters that depends on w and the condition; use
-        ``differential_expression(weights="uniform")`` (the default).
-        """
-        raise NotImplementedError(
-            "Importance-weighted differential expression assumes a N(0, I) prior on z; "
-            "CGMDVAE's prior is a mixture over clusters and conditions. Use "
-            "differential_expression(weights='uniform') (the default)."
-        )
-
-    def _get_transform_batch_gen_kwargs(self, batch):
-        """scvi-tools' ``transform_batch`` is a category of the first condition: its code."""
-        if batch is None or not self.condition_keys:
-            return {"transform_batch": None}
-        names = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
-        known = [str(v) for v in self._cat_state().mappings[self.condition_keys[0]]]
-        return {"transform_batch": known.index(str(names[int(batch)]))}
-
-    # ----------------------------------------------------------------- registry helpers
-    @property
-    def condition_keys(self) -> list[str]:
-        """obs columns registered as conditions."""
-        if self.registry_["setup_args"]["condition_key"] is None:
-            return []
-        return list(self._cat_state().field_keys)
-
-    def _cat_state(self):
-        return self.adata_manager.get_state_registry(_CAT)
-
-    def _n_cats_per_cov(self) -> list[int]:
-        if _CAT not in self.adata_manager.data_registry:
-            return []
-        return list(self._cat_state().n_cats_per_key)
-
-    @property
-    def label_names(self) -> list[str]:
-        """Known labels (empty when unsupervised)."""
-        if self.registry_["setup_args"]["labels_key"] is None:
-            return []
-        mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
-        return [str(v) for v in mapping.categorical_mapping[:-1]]
-
-    @property
-    def cluster_names(self) -> list[str]:
-        """Name of every cluster: the labels first, then ``novel_j`` (or ``"0"`` to ``"K-1"``)."""
-        labels = self.label_names
-        extra = range(self.module.n_clusters - len(labels))
-        return labels + [f"novel_{j}" if labels else str(j) for j in extra]
-
-    def _condition_codes(self, condition, n: int, seed: int | None = None) -> torch.Tensor | None:
-        """Codes of the requested condition(s) for n cells; None when unconditioned."""
-        keys = self.condition_keys
-        if not keys:
-            if condition is not None:
-                raise ValueError("The model has no condition covariate; pass condition=None.")
-            return None
-        if not isinstance(condition, dict):
-            if len(keys) > 1:
-                raise ValueError(f"Give one value per condition as a dict over {keys}.")
-            condition = {keys[0]: condition}
-        codes = np.zeros((n, len(keys)), dtype=np.int64)
-        mappings = self._cat_state().mappings
-        for j, key in enumerate(keys):
-            known = [str(v) for v in mappings[key]]
-            value = condition.get(key)
-            if value is None:
-                # Draw from the conditions' frequencies in the training data.
-                freq = self.adata.obs[key].astype(str).value_counts(normalize=True)
-                p = np.array([freq.get(v, 0.0) for v in known])
-                codes[:, j] = np.random.default_rng(seed).choice(len(known), size=n, p=p / p.sum())
-            elif str(value) not in known:
-                raise ValueError(
-                    f"Condition {key}={value!r} was never seen in training; known: {known}."
-                )
-            elif str(value) not in self._seen_conditions(key):
-                raise ValueError(
-                    f"Condition {key}={value!r} was never seen in training: it is a category "
-                    f"of adata.obs[{key!r}] without cells, so the model learned nothing of it. "
-                    f"Conditions seen: {sorted(self._seen_conditions(key))}."
-                )
-            else:
-                codes[:, j] = known.index(str(value))
-        return torch.as_tensor(codes, device=self.module.device)
-
-    def _seen_conditions(self, key: str) -> set[str]:
-        """Values of condition ``key`` that training cells carry (for a query model, also
-        those the reference knew)."""
-        seen = set(self.adata.obs[key].astype(str).unique())
-        if self.is_query_model:
-            new = set(self.query_mapping_["new_categories"].get(key, []))
-            seen |= {str(v) for v in self._cat_state().mappings[key] if str(v) not in new}
-        return seen
+        return self.module.observation.data_kind
 
     # ----------------------------------------------------------------- inference
     @torch.inference_mode()
@@ -588,62 +442,6 @@ class CGMDVAE(DeltaModelMixin, RNASeqMixin, VAEMixin, QueryMappingMixin, BaseMod
             return post[representation], post[f"{representation}_var"]
         return post[representation]
 
-    def predict_clusters(
-        self, adata: AnnData | None = None, soft: bool = False, batch_size: int | None = None
-    ) -> np.ndarray:
-        """Cluster of every cell from q(y | z, c) at the posterior mean of z.
-
-        Parameters
-        ----------
-        adata
-            AnnData set up like the training data; default the training AnnData.
-        soft
-            Return cells x K probabilities instead of cluster indices.
-        batch_size
-            Cells per minibatch.
-
-        Examples
-        --------
-        >>> g.predict_clusters()[:5]  # doctest: +SKIP
-        array([3, 3, 0, 7, 1])
-        """
-        probs = self._posterior(adata, None, batch_size)["probs"]
-        return probs if soft else probs.argmax(1)
-
-    def predict_labels(
-        self, adata: AnnData | None = None, batch_size: int | None = None
-    ) -> pd.DataFrame:
-        """Label of every cell, from q(y | z, c), with its confidence.
-
-        The label is the reference label of the most probable cluster (its name
-        ``novel_j`` for a cluster no label claimed, or the cluster index without labels); the
-        confidence is that cluster's probability. For a query model (see
-        :meth:`load_query_data`) this is label transfer from the reference.
-
-        Parameters
-        ----------
-        adata
-            AnnData set up like the model's; default the model's (the query).
-        batch_size
-            Cells per minibatch.
-
-        Returns
-        -------
-        DataFrame indexed by cell with ``label`` (categorical over :attr:`cluster_names`) and
-        ``confidence`` (in [1/K, 1]).
-
-        Examples
-        --------
-        >>> q.predict_labels().head()  # doctest: +SKIP
-        """
-        adata = self._resolve_adata(adata)
-        probs = self._posterior(adata, None, batch_size)["probs"]
-        label = pd.Categorical.from_codes(probs.argmax(1), categories=self.cluster_names)
-        return pd.DataFrame(
-            {"label": label, "confidence": probs.max(1).astype(np.float32)},
-            index=adata.obs_names.copy(),
-        )
-
     def write_to_adata(self, adata: AnnData | None = None, batch_size: int | None = None):
         """Write latents, clusters and cluster probabilities into the AnnData.
 
@@ -691,171 +489,3 @@ class CGMDVAE(DeltaModelMixin, RNASeqMixin, VAEMixin, QueryMappingMixin, BaseMod
             adata.obs["cgmdvae_label_confidence"] = post["probs"].max(1).astype(np.float32)
             written += ["obs/cgmdvae_label", "obs/cgmdvae_label_confidence"]
         return written
-
-    # ----------------------------------------------------------------- generation
-    def _expected(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.module.likelihood in COUNT_LIKELIHOODS:
-            return params["mu"] * (1 - torch.sigmoid(params["zi_logits"]))
-        if self.module.likelihood == "bernoulli":
-            return torch.sigmoid(params["out"])
-        return params["out"]
-
-    def _cluster_index(self, cluster) -> int:
-        names = self.cluster_names
-        if isinstance(cluster, str):
-            if cluster not in names:
-                raise ValueError(f"cluster={cluster!r} is not a cluster; clusters: {names}.")
-            return names.index(cluster)
-        if not 0 <= int(cluster) < len(names):
-            raise ValueError(f"cluster={cluster} is out of range 0..{len(names) - 1}.")
-        return int(cluster)
-
-    @torch.inference_mode()
-    def sample(
-        self,
-        n_cells: int = 100,
-        cluster: int | str | None = None,
-        condition=None,
-        seed: int | None = None,
-    ) -> AnnData:
-        """Generate cells from the model: d, y, w, z and x, ancestrally.
-
-        Parameters
-        ----------
-        n_cells
-            Number of cells.
-        cluster
-            Cluster index or name for every cell; ``None`` draws y from p(y | d) p(d).
-        condition
-            Value of the condition (or a dict over several condition keys); ``None`` draws
-            from the training frequencies.
-        seed
-            Random seed for reproducible samples.
-
-        Returns
-        -------
-        AnnData with samples in ``X`` (counts for count likelihoods), their expectation in
-        ``layers["expected"]``, and ``obs["cluster"]`` plus one column per condition.
-
-        Examples
-        --------
-        >>> cells = g.sample(100, cluster=3, condition="stim")  # doctest: +SKIP
-        """
-        if isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells < 1:
-            raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}.")
-        module = self.module.eval()
-        device = module.device
-        # Fork the generator of the module's device only: forking "cuda" on a CPU build fails.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            if seed is not None:
-                torch.manual_seed(seed)
-            cats = self._condition_codes(condition, n_cells, seed)
-            y_given = None if cluster is None else self._cluster_index(cluster)
-            self._check_if_trained(warn=False)
-            if cluster is None:
-                d = Dirichlet(module.alpha).sample((n_cells,))
-                y = Categorical(probs=d).sample()
-            else:
-                y = torch.full((n_cells,), y_given, device=device)
-            w = torch.randn(n_cells, module.n_latent_w, device=device)
-            pz = module.prior_distribution(w, cats)
-            rows = torch.arange(n_cells, device=device)
-            z = pz.sample()[rows, y]
-            library = None
-            if module.likelihood in COUNT_LIKELIHOODS:
-                library = self._library_sampler(n_cells, device)
-            params = module.decode(z, cats, library)
-            x = module._torch_likelihood(params).sample()
-            expected = self._expected(params)
-        obs = pd.DataFrame(index=[f"sample_{i}" for i in range(n_cells)])
-        obs["cluster"] = pd.Categorical.from_codes(y.cpu().numpy(), categories=self.cluster_names)
-        if cats is not None:
-            for j, key in enumerate(self.condition_keys):
-                known = [str(v) for v in self._cat_state().mappings[key]]
-                obs[key] = pd.Categorical.from_codes(cats[:, j].cpu().numpy(), categories=known)
-        out = AnnData(X=x.cpu().numpy().astype(np.float32), obs=obs)
-        out.var_names = self.adata.var_names.copy()
-        out.layers["expected"] = expected.cpu().numpy().astype(np.float32)
-        return out
-
-    def _library_sampler(self, n: int, device) -> torch.Tensor:
-        # Log library sizes drawn from a normal fitted to the training cells.
-        x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        log_lib = np.log(np.maximum(np.asarray(x.sum(1)).ravel(), 1.0))
-        mean, sd = float(log_lib.mean()), float(log_lib.std())
-        return torch.randn(n, 1, device=device) * sd + mean
-
-    @torch.inference_mode()
-    def translate(
-        self,
-        adata: AnnData,
-        target_condition,
-        batch_size: int | None = None,
-        residual: bool = False,
-    ) -> AnnData:
-        """Counterfactual expression of the given cells under another condition.
-
-        Each cell is encoded with its own condition (posterior mean of z) and decoded with the
-        target condition, at its own library size for count data.
-
-        Parameters
-        ----------
-        adata
-            Cells to translate, set up like the training data.
-        target_condition
-            Value of the condition to translate to (a dict over several condition keys).
-        batch_size
-            Cells per minibatch.
-        residual
-            ``likelihood="normal"`` only: add the model's change, decoded under the target
-            minus under the cell's own condition, to the cell's observed data (clipped at 0,
-            the floor of log-normalized data) instead of returning the decoded target. What
-            the model does not reconstruct of a cell is kept as observed.
-
-        Returns
-        -------
-        AnnData with the predicted expression under the target condition in ``X`` (the
-        expectation; for count likelihoods ``layers["counts"]`` holds one draw of counts from
-        the posterior predictive, to be normalized exactly like real cells), and the cells'
-        obs with the condition column(s) set to the target.
-
-        Examples
-        --------
-        >>> stim_pred = g.translate(adata[adata.obs.condition == "ctrl"], "stim")  # doctest: +SKIP
-        """
-        if not self.condition_keys:
-            raise ValueError("The model has no condition covariate to translate.")
-        if residual and self.module.likelihood != "normal":
-            raise ValueError(
-                f"residual=True needs likelihood='normal'; this model's is "
-                f"{self.module.likelihood!r}."
-            )
-        target = self._condition_codes(target_condition, 1)[0]
-        adata = self._validate_anndata(adata)
-        self._check_if_trained(warn=False)
-        module = self.module.eval()
-        outs, counts = [], []
-        for tensors in self._make_data_loader(adata, batch_size=batch_size):
-            x, cats = tensors[REGISTRY_KEYS.X_KEY], tensors[_CAT]
-            qz, _ = module.encode(x, cats)
-            new_cats = target.expand(cats.shape).to(cats.dtype)
-            params = module.decode(qz.loc, new_cats, module._library(x))
-            expected = self._expected(params)
-            if residual:
-                own = self._expected(module.decode(qz.loc, cats))
-                expected = (x + expected - own).clamp(min=0.0)
-            outs.append(expected.cpu())
-            if module.likelihood in COUNT_LIKELIHOODS:
-                counts.append(module._torch_likelihood(params).sample().cpu())
-        obs = adata.obs.copy()
-        for key in self.condition_keys:
-            value = (
-                target_condition[key] if isinstance(target_condition, dict) else target_condition
-            )
-            obs[key] = str(value)
-        out = AnnData(X=torch.cat(outs).numpy().astype(np.float32), obs=obs, var=adata.var.copy())
-        if counts:
-            out.layers["counts"] = torch.cat(counts).numpy().astype(np.float32)
-        for key in [k for k in obs if k.startswith("_scvi")]:
-            del out.obs[key]
-        return out

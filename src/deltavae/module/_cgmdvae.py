@@ -34,12 +34,11 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 from scvi import REGISTRY_KEYS
-from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from scvi.module.base import LossOutput, auto_move_data
 from scvi.nn import DecoderSCVI
-from torch.distributions import Bernoulli, Dirichlet, Distribution, Normal, kl_divergence
+from torch.distributions import Categorical, Dirichlet, Distribution, Normal, kl_divergence
 
-from ..distributions import count_distribution
+from ..distributions import Likelihood
 from ..nn import ClusterHead, CorrelatedNormal, GaussianHeads, MixturePrior, ObservationDecoder
 from ._base import DeltaPyroModule
 from ._zinbvae import split_categoricals
@@ -47,9 +46,6 @@ from ._zinbvae import split_categoricals
 _X = REGISTRY_KEYS.X_KEY
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 _LABELS = REGISTRY_KEYS.LABELS_KEY
-
-COUNT_LIKELIHOODS = ("zinb", "nb")
-LIKELIHOODS = (*COUNT_LIKELIHOODS, "normal", "bernoulli")
 
 
 def _prior_scale(p: Distribution) -> torch.Tensor:
@@ -114,8 +110,7 @@ class CGMDVAEModule(DeltaPyroModule):
         prior_covariance: str = "full",
     ):
         super().__init__()
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}.")
+        self.observation = Likelihood(likelihood)
         self.n_input, self.n_clusters = n_input, n_clusters
         self.n_latent, self.n_latent_w = n_latent, n_latent_w
         self.likelihood = likelihood
@@ -139,7 +134,7 @@ class CGMDVAEModule(DeltaPyroModule):
             n_hidden,
             covariance=prior_covariance,
         )
-        if likelihood in COUNT_LIKELIHOODS:
+        if self.observation.is_count:
             self.decoder = DecoderSCVI(
                 n_latent, n_input, n_cat_list=cats, n_layers=n_layers, n_hidden=n_hidden
             )
@@ -167,7 +162,7 @@ class CGMDVAEModule(DeltaPyroModule):
 
     def encode(self, x, cat_covs=None) -> tuple[Normal, Normal]:
         """q(z | x, c) and q(w | x, c)."""
-        x_ = torch.log1p(x) if self.likelihood in COUNT_LIKELIHOODS else x
+        x_ = torch.log1p(x) if self.observation.is_count else x
         q = self.encoder(x_, *split_categoricals(cat_covs))
         return q["z"], q["w"]
 
@@ -176,9 +171,10 @@ class CGMDVAEModule(DeltaPyroModule):
         return self.cluster_head(z, *split_categoricals(cat_covs))
 
     def decode(self, z, cat_covs=None, library=None) -> dict[str, torch.Tensor]:
-        """Parameters of p(x | z, c): for counts the mean at ``library`` (log) and more."""
+        """Parameters of p(x | z, c) for :attr:`observation`: for counts the mean at
+        ``library`` (log) and more."""
         cats = split_categoricals(cat_covs)
-        if self.likelihood in COUNT_LIKELIHOODS:
+        if self.observation.is_count:
             px_scale, _, px_rate, px_dropout = self.decoder("gene", z, library, *cats)
             return {
                 "scale": px_scale,
@@ -186,35 +182,7 @@ class CGMDVAEModule(DeltaPyroModule):
                 "theta": torch.exp(self.px_r),
                 "zi_logits": px_dropout,
             }
-        return {"out": self.decoder(z, *cats)}
-
-    def _pyro_likelihood(self, params: dict[str, torch.Tensor]):
-        if self.likelihood in COUNT_LIKELIHOODS:
-            return count_distribution(
-                self.likelihood, params["mu"], params["theta"], params["zi_logits"]
-            )
-        if self.likelihood == "normal":
-            return pdist.Normal(params["out"], torch.exp(self.decoder.log_scale))
-        return pdist.Bernoulli(logits=params["out"])
-
-    def _torch_likelihood(self, params: dict[str, torch.Tensor]):
-        if self.likelihood == "zinb":
-            return ZeroInflatedNegativeBinomial(
-                mu=params["mu"],
-                theta=params["theta"],
-                zi_logits=params["zi_logits"],
-                scale=params["scale"],
-            )
-        if self.likelihood == "nb":
-            return NegativeBinomial(mu=params["mu"], theta=params["theta"], scale=params["scale"])
-        if self.likelihood == "normal":
-            return Normal(params["out"], torch.exp(self.decoder.log_scale))
-        return Bernoulli(logits=params["out"])
-
-    def _library(self, x):
-        if self.likelihood not in COUNT_LIKELIHOODS:
-            return None
-        return torch.log(x.sum(-1, keepdim=True).clamp(min=1.0))
+        return {"out": self.decoder(z, *cats), "log_scale": self.decoder.log_scale}
 
     def prior_distribution(self, w, cat_covs=None) -> Distribution:
         """p(z | w, y, c) for every y: batch shape ``(cells, K)``, event shape ``(n_latent,)``."""
@@ -284,8 +252,8 @@ class CGMDVAEModule(DeltaPyroModule):
         def repeat(t):  # (cells, ...) -> (samples * cells, ...), matching flat
             return None if t is None else t.repeat(n, *([1] * (t.dim() - 1)))
 
-        library = self._library(x)
-        px = self._torch_likelihood(self.decode(flat(z), repeat(cats), repeat(library)))
+        library = self.observation.log_library(x)
+        px = self.observation.torch(self.decode(flat(z), repeat(cats), repeat(library)))
         log_px = px.log_prob(repeat(x)).sum(-1)
         log_py = torch.log(self.alpha / self.alpha.sum())
         log_pz_y = self.prior_distribution(flat(w), repeat(cats)).log_prob(flat(z).unsqueeze(-2))
@@ -295,6 +263,61 @@ class CGMDVAEModule(DeltaPyroModule):
             qw.log_prob(w).sum(-1, keepdim=True)
         )
         return (log_px + log_pz + log_pw - log_q.squeeze(-1)).reshape(n, cells)
+
+    # ----------------------------------------------------------------- generation
+    @torch.inference_mode()
+    def generate(
+        self,
+        n_cells: int,
+        cat_covs: torch.Tensor | None = None,
+        cluster: int | None = None,
+        library_log_stats: tuple[float, float] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Ancestral draws of d, y, w, z and x for ``n_cells`` cells under ``cat_covs``.
+
+        ``cluster`` fixes y (otherwise d ~ Dir(alpha), y ~ Cat(d)); for counts the log
+        library size is drawn from N(mean, sd) given as ``library_log_stats``. Returns the
+        cluster ``y``, ``w``, ``z``, the draws ``x`` and their expectation ``expected``.
+        """
+        device = self.device
+        if cluster is None:
+            d = Dirichlet(self.alpha).sample((n_cells,))
+            y = Categorical(probs=d).sample()
+        else:
+            y = torch.full((n_cells,), cluster, device=device)
+        w = torch.randn(n_cells, self.n_latent_w, device=device)
+        z = self.prior_distribution(w, cat_covs).sample()[torch.arange(n_cells, device=device), y]
+        library = None
+        if self.observation.is_count:
+            if library_log_stats is None:
+                raise ValueError("Count likelihoods need library_log_stats=(mean, sd).")
+            mean, sd = library_log_stats
+            library = torch.randn(n_cells, 1, device=device) * sd + mean
+        params = self.decode(z, cat_covs, library)
+        x = self.observation.torch(params).sample()
+        return {"y": y, "w": w, "z": z, "x": x, "expected": self.observation.expected(params)}
+
+    @torch.inference_mode()
+    @auto_move_data
+    def translate(
+        self, x, cat_covs, target_covs, residual: bool = False
+    ) -> dict[str, torch.Tensor | None]:
+        """Decode each cell's posterior mean of z under ``target_covs`` (codes per cell, or one
+        row for all), at its own library size for counts.
+
+        Returns ``expected`` (E[x | z, target]; with ``residual``, x plus the decoded change
+        from the own to the target conditions, clipped at 0) and, for counts, one draw
+        ``counts`` of the posterior predictive (None otherwise).
+        """
+        qz, _ = self.encode(x, cat_covs)
+        target_covs = target_covs.expand(cat_covs.shape).to(cat_covs.dtype)
+        params = self.decode(qz.loc, target_covs, self.observation.log_library(x))
+        expected = self.observation.expected(params)
+        if residual:
+            own = self.observation.expected(self.decode(qz.loc, cat_covs))
+            expected = (x + expected - own).clamp(min=0.0)
+        counts = self.observation.torch(params).sample() if self.observation.is_count else None
+        return {"expected": expected, "counts": counts}
 
     # ----------------------------------------------------------------- Pyro program
     def model(self, x, cat_covs=None, labels=None, kl_weight: float = 1.0):
@@ -313,8 +336,8 @@ class CGMDVAEModule(DeltaPyroModule):
                 )
                 terms = self.mixture_terms(z, w, cat_covs, y_obs)
                 pyro.factor("mixture", terms["log_pz"] - terms["y_term"] - terms["d_term"])
-            params = self.decode(z, cat_covs, self._library(x))
-            pyro.sample("obs", self._pyro_likelihood(params).to_event(1), obs=x)
+            params = self.decode(z, cat_covs, self.observation.log_library(x))
+            pyro.sample("obs", self.observation.pyro(params).to_event(1), obs=x)
             if y_obs is not None:
                 pyro.factor("classifier", -self.classifier_weight * terms["classifier"])
 
@@ -341,7 +364,7 @@ class CGMDVAEModule(DeltaPyroModule):
             "qw": qw,
             "z": qz.rsample(shape),
             "w": qw.rsample(shape),
-            "library": self._library(x),
+            "library": self.observation.log_library(x),
             "ql": None,  # the library size is observed (scvi-tools' key for a latent one)
             "cluster_logits": logits,
             "d_concentration": beta,
@@ -362,7 +385,7 @@ class CGMDVAEModule(DeltaPyroModule):
             cat_covs[:, 0] = int(transform_batch)
         if library is not None and z.dim() == 3:
             library = library.expand(z.shape[0], *library.shape)
-        return {"px": self._torch_likelihood(self.decode(z, cat_covs, library))}
+        return {"px": self.observation.torch(self.decode(z, cat_covs, library))}
 
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
         """Negative ELBO per cell, split into its five terms (and the classifier term)."""
@@ -389,65 +412,3 @@ class CGMDVAEModule(DeltaPyroModule):
             kl_local=kl,
             extra_metrics={"classifier": terms["classifier"].mean()},
         )
-
-
-def initialize_mixture(
-    module: CGMDVAEModule,
-    z: torch.Tensor,
-    assignments: torch.Tensor,
-    cat_covs: torch.Tensor | None,
-    z_var: torch.Tensor | None = None,
-    n_steps: int = 200,
-) -> None:
-    """Place the K prior components on given clusters of z and fit q(y | z) to them.
-
-    ``z`` holds posterior means and ``z_var`` (optional) posterior variances: a component's
-    variance is the spread of its cells' means plus their average posterior variance, so the
-    components cover the samples of z the ELBO is evaluated at, not only their means.
-    """
-    k = module.n_clusters
-    spread = z.var(0) if len(z) > 1 else torch.ones_like(z[0])
-    noise = z_var if z_var is not None else torch.zeros_like(z)
-    full = module.prior.covariance == "full"
-    centers, covariances = [], []
-    for j in range(k):
-        member = assignments == j
-        if member.sum() > 1:
-            zj = z[member]
-            centers.append(zj.mean(0))
-            cov = torch.atleast_2d(torch.cov(zj.T)) if full else torch.diag(zj.var(0))
-            covariances.append(cov + torch.diag(noise[member].mean(0)))
-        else:  # an empty component: broad, centred on the data
-            centers.append(z.mean(0))
-            covariances.append(torch.diag(spread + noise.mean(0)))
-    centers, covariances = torch.stack(centers), torch.stack(covariances)
-    variances = covariances.diagonal(dim1=-2, dim2=-1)
-    covariances = covariances + torch.diag_embed(variances.clamp(min=1e-2) - variances)
-    # Covariance D U U^T D with U unit lower-triangular is the Cholesky factor L = D U: the
-    # scales are L's diagonal and U^-1 = L^-1 D (the identity for diagonal components).
-    tril, failed = torch.linalg.cholesky_ex(covariances)
-    if bool(failed.any()):  # a cluster with fewer cells than dimensions: uncorrelated start
-        diagonal = torch.diag_embed(covariances.diagonal(dim1=-2, dim2=-1).sqrt())
-        tril = torch.where((failed > 0).view(-1, 1, 1), diagonal, tril)
-    scales = tril.diagonal(dim1=-2, dim2=-1)
-    with torch.no_grad():
-        # Components start at the cluster centres and depend on (w, c) only weakly; training
-        # takes it from there.
-        module.prior.mean.weight.mul_(0.1)
-        module.prior.mean.bias.copy_(centers.reshape(-1))
-        module.prior.log_var.weight.mul_(0.1)
-        module.prior.log_var.bias.copy_((2 * scales.log()).reshape(-1))
-        if full:
-            unmix = torch.linalg.solve_triangular(tril, torch.diag_embed(scales), upper=False)
-            module.prior.unmix_lower.copy_(torch.tril(unmix, diagonal=-1))
-    head = module.cluster_head
-    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
-    cats = split_categoricals(cat_covs)
-    was_training = head.training
-    head.train()
-    for _ in range(n_steps):
-        optimizer.zero_grad()
-        logits, _ = head(z, *cats)
-        F.cross_entropy(logits, assignments).backward()
-        optimizer.step()
-    head.train(was_training)

@@ -21,12 +21,11 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 from scvi import REGISTRY_KEYS
-from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from scvi.module.base import LossOutput, auto_move_data
 from scvi.nn import DecoderSCVI, Encoder
 from torch.distributions import Normal, kl_divergence
 
-from ..distributions import count_distribution
+from ..distributions import COUNT_LIKELIHOODS, Likelihood
 from ._base import DeltaPyroModule
 
 _X = REGISTRY_KEYS.X_KEY
@@ -97,6 +96,7 @@ class ZINBVAEModule(DeltaPyroModule):
         self.n_latent = n_latent
         self.dispersion = dispersion
         self.likelihood = likelihood
+        self.observation = Likelihood(likelihood, allowed=COUNT_LIKELIHOODS)
         self.use_observed_lib_size = use_observed_lib_size
 
         cat_list = [n_batch, *(n_cats_per_cov or [])]
@@ -174,12 +174,18 @@ class ZINBVAEModule(DeltaPyroModule):
         one_hot = F.one_hot(batch_index.long().view(-1), self.n_batch).float()
         return torch.exp(F.linear(one_hot, self.px_r))
 
-    def _decode(self, z, library, batch_index, cat_covs):
-        """Mean, inverse dispersion and dropout logits of p(x | z, l, b, c)."""
+    def _decode(self, z, library, batch_index, cat_covs) -> dict[str, torch.Tensor]:
+        """Parameters of p(x | z, l, b, c) for :attr:`observation`: normalized expression
+        ``scale``, mean ``mu``, inverse dispersion ``theta`` and dropout ``zi_logits``."""
         px_scale, _, px_rate, px_dropout = self.decoder(
             "gene", z, library, batch_index, *split_categoricals(cat_covs)
         )
-        return px_scale, px_rate, self._theta(batch_index), px_dropout
+        return {
+            "scale": px_scale,
+            "mu": px_rate,
+            "theta": self._theta(batch_index),
+            "zi_logits": px_dropout,
+        }
 
     # ----------------------------------------------------------------- Pyro program
     def model(self, x, batch_index, cat_covs=None, size_factor=None, kl_weight: float = 1.0):
@@ -199,12 +205,8 @@ class ZINBVAEModule(DeltaPyroModule):
                     library = pyro.sample(
                         "library", pdist.Normal(prior.loc, prior.scale).to_event(1)
                     )
-            _, px_rate, theta, px_dropout = self._decode(z, library, batch_index, cat_covs)
-            pyro.sample(
-                "obs",
-                count_distribution(self.likelihood, px_rate, theta, px_dropout).to_event(1),
-                obs=x,
-            )
+            params = self._decode(z, library, batch_index, cat_covs)
+            pyro.sample("obs", self.observation.pyro(params).to_event(1), obs=x)
 
     def guide(self, x, batch_index, cat_covs=None, size_factor=None, kl_weight: float = 1.0):
         """Amortised mean-field guide q(z | x) (and q(l | x))."""
@@ -251,13 +253,7 @@ class ZINBVAEModule(DeltaPyroModule):
         """p(x | z, l) as scvi-tools' distribution (with ``scale`` for normalized expression)."""
         if transform_batch is not None:
             batch_index = torch.full_like(batch_index, int(transform_batch))
-        px_scale, px_rate, theta, px_dropout = self._decode(z, library, batch_index, cat_covs)
-        if self.likelihood == "zinb":
-            px = ZeroInflatedNegativeBinomial(
-                mu=px_rate, theta=theta, zi_logits=px_dropout, scale=px_scale
-            )
-        else:
-            px = NegativeBinomial(mu=px_rate, theta=theta, scale=px_scale)
+        px = self.observation.torch(self._decode(z, library, batch_index, cat_covs))
         return {"px": px, "pz": Normal(torch.zeros_like(z), torch.ones_like(z))}
 
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):

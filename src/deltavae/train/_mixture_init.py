@@ -22,11 +22,10 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from scvi import REGISTRY_KEYS
 from sklearn.cluster import KMeans
-
-from ..module._cgmdvae import initialize_mixture
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +44,68 @@ def _condition_groups(cats: torch.Tensor | None) -> np.ndarray | None:
         return None
     _, group = np.unique(cats.cpu().numpy(), axis=0, return_inverse=True)
     return group.ravel()
+
+
+def initialize_mixture(
+    module,
+    z: torch.Tensor,
+    assignments: torch.Tensor,
+    cat_covs: torch.Tensor | None,
+    z_var: torch.Tensor | None = None,
+    n_steps: int = 200,
+) -> None:
+    """Place the K prior components of a :class:`~deltavae.module.CGMDVAEModule` on given
+    clusters of z and fit q(y | z) to them (Adam on the cluster head).
+
+    ``z`` holds posterior means and ``z_var`` (optional) posterior variances: a component's
+    variance is the spread of its cells' means plus their average posterior variance, so the
+    components cover the samples of z the ELBO is evaluated at, not only their means.
+    """
+    k = module.n_clusters
+    spread = z.var(0) if len(z) > 1 else torch.ones_like(z[0])
+    noise = z_var if z_var is not None else torch.zeros_like(z)
+    full = module.prior.covariance == "full"
+    centers, covariances = [], []
+    for j in range(k):
+        member = assignments == j
+        if member.sum() > 1:
+            zj = z[member]
+            centers.append(zj.mean(0))
+            cov = torch.atleast_2d(torch.cov(zj.T)) if full else torch.diag(zj.var(0))
+            covariances.append(cov + torch.diag(noise[member].mean(0)))
+        else:  # an empty component: broad, centred on the data
+            centers.append(z.mean(0))
+            covariances.append(torch.diag(spread + noise.mean(0)))
+    centers, covariances = torch.stack(centers), torch.stack(covariances)
+    variances = covariances.diagonal(dim1=-2, dim2=-1)
+    covariances = covariances + torch.diag_embed(variances.clamp(min=1e-2) - variances)
+    # Covariance D U U^T D with U unit lower-triangular is the Cholesky factor L = D U: the
+    # scales are L's diagonal and U^-1 = L^-1 D (the identity for diagonal components).
+    tril, failed = torch.linalg.cholesky_ex(covariances)
+    if bool(failed.any()):  # a cluster with fewer cells than dimensions: uncorrelated start
+        diagonal = torch.diag_embed(covariances.diagonal(dim1=-2, dim2=-1).sqrt())
+        tril = torch.where((failed > 0).view(-1, 1, 1), diagonal, tril)
+    scales = tril.diagonal(dim1=-2, dim2=-1)
+    with torch.no_grad():
+        # Components start at the cluster centres and depend on (w, c) only weakly; training
+        # takes it from there.
+        module.prior.mean.weight.mul_(0.1)
+        module.prior.mean.bias.copy_(centers.reshape(-1))
+        module.prior.log_var.weight.mul_(0.1)
+        module.prior.log_var.bias.copy_((2 * scales.log()).reshape(-1))
+        if full:
+            unmix = torch.linalg.solve_triangular(tril, torch.diag_embed(scales), upper=False)
+            module.prior.unmix_lower.copy_(torch.tril(unmix, diagonal=-1))
+    head = module.cluster_head
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    was_training = head.training
+    head.train()
+    for _ in range(n_steps):
+        optimizer.zero_grad()
+        logits, _ = module.cluster_posterior(z, cat_covs)
+        F.cross_entropy(logits, assignments).backward()
+        optimizer.step()
+    head.train(was_training)
 
 
 def check_method(method: str, argument: str = "method") -> None:

@@ -1,0 +1,102 @@
+"""The observation likelihood p(x | z) of every module, chosen by name in one place.
+
+A decoder returns a dict of parameters; :class:`Likelihood` turns it into the Pyro distribution
+of the ELBO (a batch shape per cell, for ``pyro.plate``), scvi-tools' torch distribution (with
+``scale``, the normalized expression, for scvi-tools' expression API) and the expectation.
+Count likelihoods read ``mu``, ``theta``, ``zi_logits`` and ``scale``; ``"normal"`` reads
+``out`` (the mean) and ``log_scale``; ``"bernoulli"`` reads ``out`` (the logits).
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as pdist
+import torch
+from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+from torch.distributions import Bernoulli, Distribution, Normal
+
+from ._counts import count_distribution
+
+COUNT_LIKELIHOODS = ("zinb", "nb")
+LIKELIHOODS = (*COUNT_LIKELIHOODS, "normal", "bernoulli")
+
+
+class Likelihood:
+    """p(x | z) named ``"zinb"``, ``"nb"``, ``"normal"`` or ``"bernoulli"``.
+
+    Parameters
+    ----------
+    name
+        One of :data:`LIKELIHOODS`.
+    allowed
+        The names the caller supports (default all).
+
+    Examples
+    --------
+    >>> import torch
+    >>> lik = Likelihood("nb")
+    >>> lik.is_count
+    True
+    >>> params = {"mu": torch.ones(2, 3), "theta": torch.ones(3), "zi_logits": None}
+    >>> lik.pyro(params).batch_shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(self, name: str, allowed: tuple[str, ...] = LIKELIHOODS):
+        if name not in allowed:
+            raise ValueError(f"likelihood must be one of {allowed}, got {name!r}.")
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Likelihood({self.name!r})"
+
+    @property
+    def is_count(self) -> bool:
+        """Counts with a library size (``"zinb"``, ``"nb"``)."""
+        return self.name in COUNT_LIKELIHOODS
+
+    @property
+    def data_kind(self) -> str:
+        """The data it fits: ``"counts"``, ``"binary"`` or ``"real"``."""
+        if self.is_count:
+            return "counts"
+        return "binary" if self.name == "bernoulli" else "real"
+
+    def log_library(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Observed log library size of each cell (counts only; None otherwise)."""
+        if not self.is_count:
+            return None
+        return torch.log(x.sum(-1, keepdim=True).clamp(min=1.0))
+
+    def pyro(self, params: dict[str, torch.Tensor]) -> pdist.TorchDistribution:
+        """Pyro distribution with batch shape ``(cells, features)``: ``.to_event(1)`` in a plate."""
+        if self.is_count:
+            return count_distribution(
+                self.name, params["mu"], params["theta"], params.get("zi_logits")
+            )
+        if self.name == "normal":
+            return pdist.Normal(params["out"], torch.exp(params["log_scale"]))
+        return pdist.Bernoulli(logits=params["out"])
+
+    def torch(self, params: dict[str, torch.Tensor]) -> Distribution:
+        """scvi-tools' distribution for counts (it carries ``scale``), torch's otherwise."""
+        if self.name == "zinb":
+            return ZeroInflatedNegativeBinomial(
+                mu=params["mu"],
+                theta=params["theta"],
+                zi_logits=params["zi_logits"],
+                scale=params["scale"],
+            )
+        if self.name == "nb":
+            return NegativeBinomial(mu=params["mu"], theta=params["theta"], scale=params["scale"])
+        if self.name == "normal":
+            return Normal(params["out"], torch.exp(params["log_scale"]))
+        return Bernoulli(logits=params["out"])
+
+    def expected(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """E[x | z]: the decoded mean (counts at the decoded library size)."""
+        if self.is_count:
+            # Note: "nb" too is scaled by the decoder's dropout head (kept as it was).
+            return params["mu"] * (1 - torch.sigmoid(params["zi_logits"]))
+        if self.name == "bernoulli":
+            return torch.sigmoid(params["out"])
+        return params["out"]

@@ -1,0 +1,148 @@
+"""CGMDVAE's generated and translated cells as AnnData; the module draws them
+(:meth:`deltavae.module.CGMDVAEModule.generate`, :meth:`~deltavae.module.CGMDVAEModule.translate`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+
+_CAT = REGISTRY_KEYS.CAT_COVS_KEY
+
+
+class GenerationMixin:
+    """``sample`` and ``translate`` of :class:`deltavae.model.CGMDVAE`."""
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        n_cells: int = 100,
+        cluster: int | str | None = None,
+        condition=None,
+        seed: int | None = None,
+    ) -> AnnData:
+        """Generate cells from the model: d, y, w, z and x, ancestrally.
+
+        Parameters
+        ----------
+        n_cells
+            Number of cells.
+        cluster
+            Cluster index or name for every cell; ``None`` draws y from p(y | d) p(d).
+        condition
+            Value of the condition (or a dict over several condition keys); ``None`` draws
+            from the training frequencies.
+        seed
+            Random seed for reproducible samples.
+
+        Returns
+        -------
+        AnnData with samples in ``X`` (counts for count likelihoods), their expectation in
+        ``layers["expected"]``, and ``obs["cluster"]`` plus one column per condition.
+
+        Examples
+        --------
+        >>> cells = g.sample(100, cluster=3, condition="stim")  # doctest: +SKIP
+        """
+        if isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells < 1:
+            raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}.")
+        module = self.module.eval()
+        device = module.device
+        # Fork the generator of the module's device only: forking "cuda" on a CPU build fails.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if seed is not None:
+                torch.manual_seed(seed)
+            cats = self._condition_codes(condition, n_cells, seed)
+            y_given = None if cluster is None else self._cluster_index(cluster)
+            self._check_if_trained(warn=False)
+            draws = module.generate(n_cells, cats, y_given, self._library_log_stats())
+        y, x, expected = draws["y"], draws["x"], draws["expected"]
+        obs = pd.DataFrame(index=[f"sample_{i}" for i in range(n_cells)])
+        obs["cluster"] = pd.Categorical.from_codes(y.cpu().numpy(), categories=self.cluster_names)
+        if cats is not None:
+            for j, key in enumerate(self.condition_keys):
+                known = [str(v) for v in self._cat_state().mappings[key]]
+                obs[key] = pd.Categorical.from_codes(cats[:, j].cpu().numpy(), categories=known)
+        out = AnnData(X=x.cpu().numpy().astype(np.float32), obs=obs)
+        out.var_names = self.adata.var_names.copy()
+        out.layers["expected"] = expected.cpu().numpy().astype(np.float32)
+        return out
+
+    def _library_log_stats(self) -> tuple[float, float] | None:
+        """Mean and sd of the training cells' log library sizes (counts only)."""
+        if not self.module.observation.is_count:
+            return None
+        x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        log_lib = np.log(np.maximum(np.asarray(x.sum(1)).ravel(), 1.0))
+        return float(log_lib.mean()), float(log_lib.std())
+
+    @torch.inference_mode()
+    def translate(
+        self,
+        adata: AnnData,
+        target_condition,
+        batch_size: int | None = None,
+        residual: bool = False,
+    ) -> AnnData:
+        """Counterfactual expression of the given cells under another condition.
+
+        Each cell is encoded with its own condition (posterior mean of z) and decoded with the
+        target condition, at its own library size for count data.
+
+        Parameters
+        ----------
+        adata
+            Cells to translate, set up like the training data.
+        target_condition
+            Value of the condition to translate to (a dict over several condition keys).
+        batch_size
+            Cells per minibatch.
+        residual
+            ``likelihood="normal"`` only: add the model's change, decoded under the target
+            minus under the cell's own condition, to the cell's observed data (clipped at 0,
+            the floor of log-normalized data) instead of returning the decoded target. What
+            the model does not reconstruct of a cell is kept as observed.
+
+        Returns
+        -------
+        AnnData with the predicted expression under the target condition in ``X`` (the
+        expectation; for count likelihoods ``layers["counts"]`` holds one draw of counts from
+        the posterior predictive, to be normalized exactly like real cells), and the cells'
+        obs with the condition column(s) set to the target.
+
+        Examples
+        --------
+        >>> stim_pred = g.translate(adata[adata.obs.condition == "ctrl"], "stim")  # doctest: +SKIP
+        """
+        if not self.condition_keys:
+            raise ValueError("The model has no condition covariate to translate.")
+        if residual and self.module.likelihood != "normal":
+            raise ValueError(
+                f"residual=True needs likelihood='normal'; this model's is "
+                f"{self.module.likelihood!r}."
+            )
+        target = self._condition_codes(target_condition, 1)[0]
+        adata = self._validate_anndata(adata)
+        self._check_if_trained(warn=False)
+        module = self.module.eval()
+        outs, counts = [], []
+        for tensors in self._make_data_loader(adata, batch_size=batch_size):
+            out = module.translate(tensors[REGISTRY_KEYS.X_KEY], tensors[_CAT], target, residual)
+            outs.append(out["expected"].cpu())
+            if out["counts"] is not None:
+                counts.append(out["counts"].cpu())
+        obs = adata.obs.copy()
+        for key in self.condition_keys:
+            value = (
+                target_condition[key] if isinstance(target_condition, dict) else target_condition
+            )
+            obs[key] = str(value)
+        out = AnnData(X=torch.cat(outs).numpy().astype(np.float32), obs=obs, var=adata.var.copy())
+        if counts:
+            out.layers["counts"] = torch.cat(counts).numpy().astype(np.float32)
+        for key in [k for k in obs if k.startswith("_scvi")]:
+            del out.obs[key]
+        return out

@@ -1,0 +1,246 @@
+"""What CGMDVAE adds around its module: conditions, clusters and labels by name, and scvi-tools'
+expression API limited to count likelihoods."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.model.base import RNASeqMixin
+
+from ._validation import warn_user
+
+_CAT = REGISTRY_KEYS.CAT_COVS_KEY
+
+
+class CountExpressionMixin:
+    """scvi-tools' expression API (normalized and differential expression, likelihood
+    parameters), offered for count likelihoods only; ``transform_batch`` names a category of
+    the first condition."""
+
+    def _needs_counts(self, what: str) -> None:
+        if not self.module.observation.is_count:
+            raise NotImplementedError(
+                f"{what} reads expression frequencies of a count likelihood ('zinb' or 'nb'); "
+                f"this model's likelihood is {self.module.likelihood!r}, whose decoded values "
+                "are the data themselves. Use translate(...).X or sample(...).layers"
+                "['expected'] for the model's expectation."
+            )
+
+    @functools.wraps(RNASeqMixin.get_normalized_expression)
+    def get_normalized_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        self._needs_counts("get_normalized_expression")
+        return super().get_normalized_expression(*args, **kwargs)
+
+    @functools.wraps(RNASeqMixin.differential_expression)
+    def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        self._needs_counts("differential_expression")
+        return super().differential_expression(*args, **kwargs)
+
+    @functools.wraps(RNASeqMixin.get_likelihood_parameters)
+    def get_likelihood_parameters(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        self._needs_counts("get_likelihood_parameters")
+        return super().get_likelihood_parameters(*args, **kwargs)
+
+    def get_importance_weights(self, *args, **kwargs):
+        """Not offered: scvi-tools' importance weights assume a N(0, I) prior on z.
+
+        CGMDVAE's prior is a mixture over clusters that depends on w and the condition; use
+        ``differential_expression(weights="uniform")`` (the default).
+        """
+        raise NotImplementedError(
+            "Importance-weighted differential expression assumes a N(0, I) prior on z; "
+            "CGMDVAE's prior is a mixture over clusters and conditions. Use "
+            "differential_expression(weights='uniform') (the default)."
+        )
+
+    def _get_transform_batch_gen_kwargs(self, batch):
+        """scvi-tools' ``transform_batch`` is a category of the first condition: its code."""
+        if batch is None or not self.condition_keys:
+            return {"transform_batch": None}
+        names = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
+        known = [str(v) for v in self._cat_state().mappings[self.condition_keys[0]]]
+        return {"transform_batch": known.index(str(names[int(batch)]))}
+
+
+class ConditionsMixin:
+    """Names and codes of the registered conditions, labels and clusters."""
+
+    @property
+    def condition_keys(self) -> list[str]:
+        """obs columns registered as conditions."""
+        if self.registry_["setup_args"]["condition_key"] is None:
+            return []
+        return list(self._cat_state().field_keys)
+
+    def _cat_state(self):
+        return self.adata_manager.get_state_registry(_CAT)
+
+    def _n_cats_per_cov(self) -> list[int]:
+        if _CAT not in self.adata_manager.data_registry:
+            return []
+        return list(self._cat_state().n_cats_per_key)
+
+    def _condition_codes(self, condition, n: int, seed: int | None = None) -> torch.Tensor | None:
+        """Codes of the requested condition(s) for n cells; None when unconditioned."""
+        keys = self.condition_keys
+        if not keys:
+            if condition is not None:
+                raise ValueError("The model has no condition covariate; pass condition=None.")
+            return None
+        if not isinstance(condition, dict):
+            if len(keys) > 1:
+                raise ValueError(f"Give one value per condition as a dict over {keys}.")
+            condition = {keys[0]: condition}
+        codes = np.zeros((n, len(keys)), dtype=np.int64)
+        mappings = self._cat_state().mappings
+        for j, key in enumerate(keys):
+            known = [str(v) for v in mappings[key]]
+            value = condition.get(key)
+            if value is None:
+                # Draw from the conditions' frequencies in the training data.
+                freq = self.adata.obs[key].astype(str).value_counts(normalize=True)
+                p = np.array([freq.get(v, 0.0) for v in known])
+                codes[:, j] = np.random.default_rng(seed).choice(len(known), size=n, p=p / p.sum())
+            elif str(value) not in known:
+                raise ValueError(
+                    f"Condition {key}={value!r} was never seen in training; known: {known}."
+                )
+            elif str(value) not in self._seen_conditions(key):
+                raise ValueError(
+                    f"Condition {key}={value!r} was never seen in training: it is a category "
+                    f"of adata.obs[{key!r}] without cells, so the model learned nothing of it. "
+                    f"Conditions seen: {sorted(self._seen_conditions(key))}."
+                )
+            else:
+                codes[:, j] = known.index(str(value))
+        return torch.as_tensor(codes, device=self.module.device)
+
+    def _seen_conditions(self, key: str) -> set[str]:
+        """Values of condition ``key`` that training cells carry (for a query model, also
+        those the reference knew)."""
+        seen = set(self.adata.obs[key].astype(str).unique())
+        if self.is_query_model:
+            new = set(self.query_mapping_["new_categories"].get(key, []))
+            seen |= {str(v) for v in self._cat_state().mappings[key] if str(v) not in new}
+        return seen
+
+
+class ClustersMixin:
+    """Cluster and label names, cluster and label predictions, empty-cluster warnings."""
+
+    @property
+    def label_names(self) -> list[str]:
+        """Known labels (empty when unsupervised)."""
+        if self.registry_["setup_args"]["labels_key"] is None:
+            return []
+        mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
+        return [str(v) for v in mapping.categorical_mapping[:-1]]
+
+    @property
+    def cluster_names(self) -> list[str]:
+        """Name of every cluster: the labels first, then ``novel_j`` (or ``"0"`` to ``"K-1"``)."""
+        labels = self.label_names
+        extra = range(self.module.n_clusters - len(labels))
+        return labels + [f"novel_{j}" if labels else str(j) for j in extra]
+
+    def predict_clusters(
+        self, adata: AnnData | None = None, soft: bool = False, batch_size: int | None = None
+    ) -> np.ndarray:
+        """Cluster of every cell from q(y | z, c) at the posterior mean of z.
+
+        Parameters
+        ----------
+        adata
+            AnnData set up like the training data; default the training AnnData.
+        soft
+            Return cells x K probabilities instead of cluster indices.
+        batch_size
+            Cells per minibatch.
+
+        Examples
+        --------
+        >>> g.predict_clusters()[:5]  # doctest: +SKIP
+        array([3, 3, 0, 7, 1])
+        """
+        probs = self._posterior(adata, None, batch_size)["probs"]
+        return probs if soft else probs.argmax(1)
+
+    def predict_labels(
+        self, adata: AnnData | None = None, batch_size: int | None = None
+    ) -> pd.DataFrame:
+        """Label of every cell, from q(y | z, c), with its confidence.
+
+        The label is the reference label of the most probable cluster (its name
+        ``novel_j`` for a cluster no label claimed, or the cluster index without labels); the
+        confidence is that cluster's probability. For a query model (see
+        :meth:`load_query_data`) this is label transfer from the reference.
+
+        Parameters
+        ----------
+        adata
+            AnnData set up like the model's; default the model's (the query).
+        batch_size
+            Cells per minibatch.
+
+        Returns
+        -------
+        DataFrame indexed by cell with ``label`` (categorical over :attr:`cluster_names`) and
+        ``confidence`` (in [1/K, 1]).
+
+        Examples
+        --------
+        >>> q.predict_labels().head()  # doctest: +SKIP
+        """
+        adata = self._resolve_adata(adata)
+        probs = self._posterior(adata, None, batch_size)["probs"]
+        label = pd.Categorical.from_codes(probs.argmax(1), categories=self.cluster_names)
+        return pd.DataFrame(
+            {"label": label, "confidence": probs.max(1).astype(np.float32)},
+            index=adata.obs_names.copy(),
+        )
+
+    def _warn_if_clusters_empty(self, max_epochs: int) -> None:
+        """Say so when training ends with clusters no cell is assigned to."""
+        sizes = np.bincount(self.predict_clusters(), minlength=self.module.n_clusters)
+        empty = [name for name, size in zip(self.cluster_names, sizes, strict=True) if not size]
+        if not empty:
+            return
+        k = self.module.n_clusters
+        warn_user(
+            f"{len(empty)} of {k} clusters are empty after training ({', '.join(empty[:10])}"
+            f"{', ...' if len(empty) > 10 else ''}). If the data hold {k} groups, training "
+            f"was too short ({max_epochs} epochs): train longer (max_epochs=None chooses the "
+            f"number from the data size). If they hold fewer, n_clusters={k - len(empty)} "
+            "fits them."
+        )
+
+    def _check_n_clusters(self, n_clusters) -> int:
+        """The number of clusters: as given, or one per label (10 without labels)."""
+        labels = self.label_names
+        n_clusters = n_clusters if n_clusters is not None else (len(labels) or 10)
+        if isinstance(n_clusters, bool) or not isinstance(n_clusters, int | np.integer):
+            raise ValueError(f"n_clusters must be an integer, got {n_clusters!r}.")
+        if n_clusters < 2:
+            raise ValueError(f"n_clusters must be at least 2, got {n_clusters}.")
+        if n_clusters < len(labels):
+            raise ValueError(
+                f"n_clusters={n_clusters} is smaller than the {len(labels)} labels in "
+                f"{self.registry_['setup_args']['labels_key']!r} ({', '.join(labels)}); every "
+                "label needs a cluster."
+            )
+        return n_clusters
+
+    def _cluster_index(self, cluster) -> int:
+        names = self.cluster_names
+        if isinstance(cluster, str):
+            if cluster not in names:
+                raise ValueError(f"cluster={cluster!r} is not a cluster; clusters: {names}.")
+            return names.index(cluster)
+        if not 0 <= int(cluster) < len(names):
+            raise ValueError(f"cluster={cluster} is out of range 0..{len(names) - 1}.")
+        return int(cluster)
