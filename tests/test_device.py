@@ -71,14 +71,6 @@ def _methods_zinbvae(model, adata):
     return {
         "get_latent_representation": lambda: model.get_latent_representation(),
         "get_normalized_expression": lambda: model.get_normalized_expression(),
-        "get_normalized_expression(transform_batch)": lambda: model.get_normalized_expression(
-            transform_batch="stim"
-        ),
-        "differential_expression": lambda: model.differential_expression(
-            groupby="cluster", group1="0"
-        ),
-        "get_elbo": lambda: model.get_elbo(),
-        "get_reconstruction_error": lambda: model.get_reconstruction_error(),
         "write_to_adata": lambda: model.write_to_adata(adata.copy()),
         "latent_shift": lambda: model.predict_perturbation(
             ctrl, "stim", method="latent_shift", condition_key="condition"
@@ -98,6 +90,14 @@ def _methods_zinbvae(model, adata):
 def _scvi_api(model) -> dict:
     """scvi-tools' mixin methods: they read the module through our loaders too."""
     return {
+        "get_elbo": lambda: model.get_elbo(),
+        "get_reconstruction_error": lambda: model.get_reconstruction_error(),
+        "get_normalized_expression(transform_batch)": lambda: model.get_normalized_expression(
+            transform_batch="stim"
+        ),
+        "differential_expression": lambda: model.differential_expression(
+            groupby="cluster", group1="0"
+        ),
         "get_marginal_ll": lambda: model.get_marginal_ll(n_mc_samples=2),
         "posterior_predictive_sample": lambda: model.posterior_predictive_sample(),
         "get_likelihood_parameters": lambda: model.get_likelihood_parameters(),
@@ -124,14 +124,6 @@ def _methods_cgmdvae(model, adata):
         "latent_shift": lambda: model.predict_perturbation(ctrl, "stim", method="latent_shift"),
         "nearest_response(latent)": lambda: model.predict_perturbation(
             ctrl, "stim", method="nearest_response", similarity="latent"
-        ),
-        "get_elbo": lambda: model.get_elbo(),
-        "get_reconstruction_error": lambda: model.get_reconstruction_error(),
-        "get_normalized_expression(transform_batch)": lambda: model.get_normalized_expression(
-            transform_batch="stim"
-        ),
-        "differential_expression": lambda: model.differential_expression(
-            groupby="cluster", group1="0"
         ),
         **_scvi_api(model),
     }

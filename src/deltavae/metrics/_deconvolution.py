@@ -54,6 +54,10 @@ def _aligned(true, pred) -> tuple[pd.DataFrame, pd.DataFrame]:
     return true, pred
 
 
+#: The Parameters and the start of the Returns section of the per-type scores.
+_doc_per_type = doc_proportions + "\n\nReturns\n-------\npandas.Series"
+
+
 def _per_type(true, pred, fn) -> pd.Series:
     true, pred = _aligned(true, pred)
     values = [fn(true[c].to_numpy(), pred[c].to_numpy()) for c in true.columns]
@@ -93,15 +97,11 @@ def _aupr(t: np.ndarray, p: np.ndarray) -> float:
     return float(average_precision_score(present, p))
 
 
-@doc_params(parameters=doc_proportions)
+@doc_params(parameters=_doc_per_type)
 def per_type_pcc(true, pred) -> pd.Series:
     """Pearson correlation across spots between true and predicted proportions of each type.
 
     {parameters}
-
-    Returns
-    -------
-    pandas.Series
         One value per type; NaN where either column is constant.
 
     Examples
@@ -114,7 +114,7 @@ def per_type_pcc(true, pred) -> pd.Series:
     return _per_type(true, pred, _pcc)
 
 
-@doc_params(parameters=doc_proportions)
+@doc_params(parameters=_doc_per_type)
 def ssim(true, pred) -> pd.Series:
     """Structural similarity of each type's proportions across spots (global, one window).
 
@@ -123,10 +123,6 @@ def ssim(true, pred) -> pd.Series:
     ``C1 = 0.01^2`` and ``C2 = 0.03^2``.
 
     {parameters}
-
-    Returns
-    -------
-    pandas.Series
         One value per type, at most 1 (identical columns).
 
     Examples
@@ -138,15 +134,11 @@ def ssim(true, pred) -> pd.Series:
     return _per_type(true, pred, _ssim)
 
 
-@doc_params(parameters=doc_proportions)
+@doc_params(parameters=_doc_per_type)
 def rmse(true, pred) -> pd.Series:
     """Root mean squared error of each type's proportions across spots.
 
     {parameters}
-
-    Returns
-    -------
-    pandas.Series
         One value per type.
 
     Examples
@@ -158,7 +150,7 @@ def rmse(true, pred) -> pd.Series:
     return _per_type(true, pred, _rmse)
 
 
-@doc_params(parameters=doc_proportions)
+@doc_params(parameters=_doc_per_type)
 def jsd(true, pred) -> pd.Series:
     """Jensen-Shannon distance (base 2) between each type's true and predicted spatial spread.
 
@@ -166,10 +158,6 @@ def jsd(true, pred) -> pd.Series:
     type is placed in the right spots, whatever its overall level.
 
     {parameters}
-
-    Returns
-    -------
-    pandas.Series
         One value per type in [0, 1]; NaN where a column sums to 0.
 
     Examples
