@@ -130,10 +130,10 @@ class GenerationMixin:
         module = self.module.eval()
         outs, counts = [], []
         for tensors in self._make_data_loader(adata, batch_size=batch_size):
-            out = module.translate(tensors[REGISTRY_KEYS.X_KEY], tensors[_CAT], target, residual)
-            outs.append(out["expected"].cpu())
-            if out["counts"] is not None:
-                counts.append(out["counts"].cpu())
+            cells = module.translate(tensors[REGISTRY_KEYS.X_KEY], tensors[_CAT], target, residual)
+            outs.append(cells["expected"].cpu())
+            if cells["counts"] is not None:
+                counts.append(cells["counts"].cpu())
         obs = adata.obs.copy()
         for key in self.condition_keys:
             value = (
