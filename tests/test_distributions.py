@@ -91,3 +91,19 @@ def test_likelihood_refuses_unknown_and_disallowed_names():
         Likelihood("poisson")
     with pytest.raises(ValueError, match="normal"):
         Likelihood("normal", allowed=("zinb", "nb"))
+
+
+def test_nb_expectation_ignores_the_untrained_dropout_head():
+    """An NB model's E[x | z] is mu; the decoder's dropout logits are never trained for it."""
+    import torch
+
+    from deltavae.distributions import Likelihood
+
+    params = {
+        "mu": torch.full((2, 3), 4.0),
+        "theta": torch.ones(3),
+        "zi_logits": torch.zeros(2, 3),
+        "scale": torch.full((2, 3), 1 / 3),
+    }
+    torch.testing.assert_close(Likelihood("nb").expected(params), params["mu"])
+    torch.testing.assert_close(Likelihood("zinb").expected(params), params["mu"] / 2)

@@ -94,9 +94,11 @@ class Likelihood:
 
     def expected(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """E[x | z]: the decoded mean (counts at the decoded library size)."""
-        if self.is_count:
-            # Note: "nb" too is scaled by the decoder's dropout head (kept as it was).
+        if self.name == "zinb":
             return params["mu"] * (1 - torch.sigmoid(params["zi_logits"]))
+        if self.name == "nb":
+            # An NB model never trains the decoder's dropout head: its mean is mu.
+            return params["mu"]
         if self.name == "bernoulli":
             return torch.sigmoid(params["out"])
         return params["out"]
