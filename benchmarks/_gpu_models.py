@@ -154,12 +154,16 @@ def phase_zinbvae_pbmc(ctx: Context, models: dict) -> None:
         dv.model.ZINBVAE.setup_anndata(adata)
         return dv.model.ZINBVAE(adata, n_latent=10)
 
-    model = run(name, "setup_anndata + ZINBVAE()", build, finite=False)
     epochs = ctx.cfg["zinbvae_epochs"]
-    trained = ctx.train(
-        name, model, epochs, f"train({epochs} epochs, {ctx.accelerator})", on_device=True
+    model = ctx.build_and_train(
+        name,
+        "setup_anndata + ZINBVAE()",
+        build,
+        epochs,
+        f"train({epochs} epochs, {ctx.accelerator})",
+        on_device=True,
     )
-    if trained is FAILED:
+    if model is FAILED:
         return
     latent = run(name, "get_latent_representation", lambda: model.get_latent_representation())
     run(
@@ -205,17 +209,17 @@ def _cgmdvae_main(ctx: Context, models: dict, kang) -> None:
         )
         return dv.model.CGMDVAE(adata, n_clusters=6, likelihood="zinb")
 
-    model = run(name, "setup_anndata + CGMDVAE() (semi-supervised)", build, finite=False)
     epochs = ctx.cfg["cgmdvae_epochs"]
-    trained = ctx.train(
+    model = ctx.build_and_train(
         name,
-        model,
+        "setup_anndata + CGMDVAE() (semi-supervised)",
+        build,
         epochs,
         f"train({epochs} epochs, mixture_init={ctx.cfg['mixture_init']})",
         on_device=True,
         mixture_init=ctx.cfg["mixture_init"],
     )
-    if trained is FAILED:
+    if model is FAILED:
         return
     z = run(name, "get_latent_representation(z)", lambda: model.get_latent_representation())
     run(
@@ -292,10 +296,9 @@ def _zinbvae_reference(ctx: Context, models: dict, kang) -> None:
         )
         return dv.model.ZINBVAE(ref, n_latent=10)
 
-    model = run(name, "setup_anndata + ZINBVAE() (donor 101)", build, finite=False)
     epochs = ctx.cfg["reference_epochs"]
-    trained = ctx.train(name, model, epochs)
-    if trained is FAILED:
+    model = ctx.build_and_train(name, "setup_anndata + ZINBVAE() (donor 101)", build, epochs)
+    if model is FAILED:
         return
     latent = run(name, "get_latent_representation", lambda: model.get_latent_representation())
     ctrl = ref[ref.obs["condition"] == "ctrl"].copy()
@@ -372,16 +375,16 @@ def _cgmdvae_reference(ctx: Context, models: dict, kang) -> None:
         )
         return dv.model.CGMDVAE(ref, likelihood="zinb")
 
-    model = run(name, "setup_anndata + CGMDVAE() (donor 101)", build, finite=False)
     epochs = ctx.cfg["reference_epochs"]
-    trained = ctx.train(
+    model = ctx.build_and_train(
         name,
-        model,
+        "setup_anndata + CGMDVAE() (donor 101)",
+        build,
         epochs,
         f"train({epochs} epochs, supervised)",
         mixture_init=ctx.cfg["mixture_init"],
     )
-    if trained is FAILED:
+    if model is FAILED:
         return
     qname = "CGMDVAE/query"
     q = run(

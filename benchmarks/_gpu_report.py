@@ -227,6 +227,15 @@ class Context:
             self.report.run(name, "module on device after train", lambda: _on_device(self, model))
         return trained
 
+    def build_and_train(self, name, check, build, epochs, train_check=None, *, detail=None, **kw):
+        """Record building a model (``build()``, ``detail`` as in :meth:`Report.run`), then
+        training it (:meth:`train`, with ``train_check`` and ``kw``).
+
+        Returns the trained model, or FAILED when either step failed.
+        """
+        model = self.report.run(name, check, build, finite=False, detail=detail)
+        return self.train(name, model, epochs, train_check, **kw)
+
     def fit(self, epochs: int, **kwargs) -> dict:
         """Keyword arguments for ``train``: the device, no progress bar, a time box."""
         return {

@@ -60,16 +60,16 @@ def _nmfdeconv(ctx: Context, models: dict, spots, reference) -> None:
 
     run, name = ctx.report.run, "NMFDeconv"
     target = spots.copy()
-    model = run(
+    epochs = ctx.cfg["nmf_epochs"]
+    model = ctx.build_and_train(
         name,
         "from_reference",
         lambda: dv.model.NMFDeconv.from_reference(target, reference, labels_key="cell_type"),
-        finite=False,
+        epochs,
         detail=lambda m: f"{m.adata.n_vars} marker genes, {len(m.cell_types_)} types",
+        on_device=True,
     )
-    epochs = ctx.cfg["nmf_epochs"]
-    trained = ctx.train(name, model, epochs, on_device=True)
-    if trained is FAILED:
+    if model is FAILED:
         return
     truth = spots.obsm["proportions_true"]
 
@@ -99,16 +99,16 @@ def _archetypes(ctx: Context, models: dict, spots) -> None:
             adata, n_archetypes="auto", max_archetypes=ctx.cfg["max_archetypes"]
         )
 
-    model = run(
+    epochs = ctx.cfg["archetype_epochs"]
+    model = ctx.build_and_train(
         name,
         "setup_anndata + Archetypes(auto)",
         build,
-        finite=False,
+        epochs,
         detail=lambda m: f"{m.n_archetypes_raw_} archetypes chosen",
+        on_device=True,
     )
-    epochs = ctx.cfg["archetype_epochs"]
-    trained = ctx.train(name, model, epochs, on_device=True)
-    if trained is FAILED:
+    if model is FAILED:
         return
     weights = run(name, "get_archetype_weights", lambda: model.get_archetype_weights())
     run(
