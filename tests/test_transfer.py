@@ -1,4 +1,9 @@
-"""Query mapping, label transfer and perturbation prediction (model/_transfer.py)."""
+"""Query mapping, label transfer and perturbation prediction (model/_query.py, _freeze.py,
+_perturbation.py)."""
+
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -7,6 +12,7 @@ import scvi
 import torch
 
 import deltavae as dv
+from deltavae.model._freeze import ReferenceBatchNorm1d
 
 FAST = {"batch_size": 64}
 SMALL = {"n_latent": 5, "n_latent_w": 2, "n_hidden": 32}
@@ -69,6 +75,9 @@ def test_reloaded_query_model_keeps_its_frozen_weights(reference, tmp_path):
     q.save(str(tmp_path / "query"), save_anndata=True)
     loaded = dv.model.CGMDVAE.load(str(tmp_path / "query"))
     assert loaded.is_query_model
+    # load's hook (_after_load) froze the reloaded model again, BatchNorm included.
+    norms = [m for m in loaded.module.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert norms and all(type(m) is ReferenceBatchNorm1d for m in norms)
     assert loaded.query_mapping_["learning_parameters"] == q.query_mapping_["learning_parameters"]
     before = _state(loaded)
     loaded.train(max_epochs=5, **FAST)
@@ -91,6 +100,50 @@ def test_reloaded_query_model_keeps_its_frozen_weights(reference, tmp_path):
         == learning(loaded)
         == {k.removesuffix("[new categories]") for k in q.query_mapping_["learning_parameters"]}
     )
+
+
+def test_query_batch_norm_keeps_the_reference_statistics(reference):
+    model, query, _ = reference
+    q = dv.model.CGMDVAE.load_query_data(query.copy(), model)
+    norms = [m for m in q.module.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert norms and all(type(m) is ReferenceBatchNorm1d for m in norms)
+    # Replaced as modules: the state dict keeps its keys, so saved query models load.
+    assert q.module.state_dict().keys() == model.module.state_dict().keys()
+    norm = norms[0].train()
+    assert not any(p.requires_grad for p in norm.parameters())
+    x = torch.randn(8, norm.num_features)
+    mean_before = norm.running_mean.clone()
+    scale = torch.sqrt(norm.running_var + norm.eps)
+    expected = (x - norm.running_mean) / scale * norm.weight + norm.bias
+    torch.testing.assert_close(norm(x), expected)
+    assert torch.equal(norm.running_mean, mean_before)
+
+
+def test_pyro_frozen_parameter_notes_are_quiet_only_while_a_query_trains(reference):
+    model, query, _ = reference
+    q = dv.model.CGMDVAE.load_query_data(query.copy(), model)
+    note = "weight was not registered in the param store because requires_grad=False"
+    filters = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with q._training_context():
+            warnings.warn(note, UserWarning, stacklevel=1)
+        with model._training_context():  # not a query model: nothing is silenced
+            warnings.warn(note, UserWarning, stacklevel=1)
+    assert len(caught) == 1
+    assert warnings.filters == filters
+
+
+def test_importing_deltavae_leaves_the_warning_filters_alone():
+    code = (
+        "import warnings\n"
+        "import anndata, lightning, pyro, scanpy, scvi, torch\n"
+        "before = list(warnings.filters)\n"
+        "import deltavae\n"
+        "print([f for f in warnings.filters if f not in before])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_label_transfer_on_a_shifted_batch(reference):

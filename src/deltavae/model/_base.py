@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import os
-import pickle
 import tempfile
-import zipfile
-from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import pandas as pd
@@ -20,19 +16,18 @@ import pyro
 import rich.pretty  # noqa: F401
 import torch
 from anndata import AnnData
-from anndata.io import write_elem
-from scvi.data._constants import _FIELD_REGISTRIES_KEY as _FIELD_REGISTRIES
 from scvi.model._utils import get_max_epochs_heuristic, parse_device_args
 from scvi.model.base import PyroSviTrainMixin
-from scvi.model.base._save_load import _load_saved_files
-from scvi.module.base._decorators import _move_data_to_device
 
-from .._io import result_slots
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
 from ..train._checkpoint import RestoreBestValidation
 from ..train._convergence import NotConvergedWarning, still_improving
 from ..train._distributed import resolve_strategy
 from ..train._runner import DeltaTrainRunner
+from ._backed import _writes_backed_files
+from ._genes import _gene_difference, match_genes
+from ._saved import _package_version, read_saved
+from ._scvi_glue import _SCVI_MODEL_LOGGER, _OnDevice, _sealed, _without_message
 from ._validation import (
     check_backing_for_training,
     check_data,
@@ -43,205 +38,12 @@ from ._validation import (
 logger = logging.getLogger(__name__)
 
 
-def read_saved(
-    cls, dir_path, prefix: str | None = None, what: str = "model", use: str = "load"
-) -> tuple[dict, np.ndarray, dict]:
-    """Read a directory written by ``save``: attributes, gene names and state dict.
-
-    The one reader for saved models (:meth:`DeltaModelMixin.load`, query mapping). Refuses, by
-    name, a missing directory or model file, a corrupted or truncated file, another model class
-    and a model saved by an incompatible deltavae.
-
-    Parameters
-    ----------
-    cls
-        The class that will use the model.
-    dir_path
-        The directory.
-    prefix
-        The file-name prefix given to ``save``.
-    what
-        What to call the saved model in messages (``"model"``, ``"reference model"``).
-    use
-        The method the user called (``"load"``, ``"load_query_data"``), for the messages.
-    """
-    path = os.fspath(dir_path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"No saved {what} at {path!r} (expected a directory).")
-    model_file = os.path.join(path, f"{prefix or ''}model.pt")
-    if not os.path.exists(model_file):
-        raise FileNotFoundError(
-            f"No saved {what} in {path!r} (no {os.path.basename(model_file)} in it); point to "
-            "the directory written by model.save()."
-        )
-    try:
-        attr_dict, var_names, state_dict, _ = _load_saved_files(
-            path, False, map_location="cpu", prefix=prefix
-        )
-    except (
-        OSError,
-        RuntimeError,
-        EOFError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-        KeyError,
-    ) as e:
-        raise ValueError(
-            f"The {what} file in {path!r} is corrupted or truncated and cannot be read "
-            f"({type(e).__name__}: {e})."
-        ) from e
-    model_name = attr_dict["registry_"].get("model_name")
-    if model_name is not None and model_name != cls.__name__:
-        raise ValueError(
-            f"{path!r} is a {model_name} model; use {model_name}.{use}, not {cls.__name__}.{use}."
-        )
-    saved = attr_dict.get("deltavae_version_")
-    if saved is None or saved.split(".")[0] != _package_version().split(".")[0]:
-        raise ValueError(
-            f"{path!r} was saved by deltavae {saved}, which this version ({_package_version()}) "
-            "cannot read; retrain it with this version."
-        )
-    state_dict.pop("pyro_param_store", None)
-    return attr_dict, np.asarray(var_names), state_dict
-
-
-def _gene_difference(genes: pd.Index, names: pd.Index) -> str:
-    """How ``names`` differ from the training ``genes``, naming a few of each."""
-    missing, extra = genes.difference(names), names.difference(genes)
-    parts = []
-    if len(missing):
-        parts.append(f"{len(missing)} of them missing (e.g. {missing[:5].tolist()})")
-    if len(extra):
-        parts.append(f"{len(extra)} genes it does not know (e.g. {extra[:5].tolist()})")
-    return " and ".join(parts) or "the same genes in another order"
-
-
-def _sealed(adata_manager):
-    """The manager with its field registries in a plain dict.
-
-    scvi-tools keeps them in a ``defaultdict``: looking up a field the model never registered
-    (e.g. the batch of a model without one) inserts an empty entry, and every later call on the
-    model then fails with ``KeyError: 'data_registry'``. Sealed, such a lookup fails alone.
-    """
-    registry = adata_manager._registry
-    registry[_FIELD_REGISTRIES] = dict(registry[_FIELD_REGISTRIES])
-    return adata_manager
-
-
 def _is_int(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-
-
-def _package_version() -> str:
-    try:
-        return version("deltavae")
-    except PackageNotFoundError:
-        return "0.0.0"
-
-
-_ROWS_PER_WRITE = 10_000
-
-
-def _write_into_file(adata: AnnData, keys: list[str]) -> None:
-    """Write results from a backed AnnData's memory into its file (open ``"r+"``)."""
-    h5 = adata.file["obs"].file
-    for slot, name in result_slots(keys):
-        if slot == "obsm":
-            values = np.asarray(adata.obsm[name])
-            if name in h5["obsm"]:
-                del h5["obsm"][name]
-            # An empty array sets anndata's encoding; the rows follow in blocks.
-            write_elem(
-                h5["obsm"],
-                name,
-                values[:0],
-                dataset_kwargs={"maxshape": (None, *values.shape[1:]), "chunks": True},
-            )
-            dataset = h5["obsm"][name]
-            dataset.resize(values.shape)
-            for start in range(0, len(values), _ROWS_PER_WRITE):
-                dataset[start : start + _ROWS_PER_WRITE] = values[start : start + _ROWS_PER_WRITE]
-        elif slot == "obs":
-            # scvi-tools' registration columns (_scvi_batch, ...) are its internals, not results.
-            internal = [c for c in adata.obs.columns if str(c).startswith("_scvi_")]
-            write_elem(h5, "obs", adata.obs.drop(columns=internal))
-        else:
-            write_elem(h5[slot], name, getattr(adata, slot)[name])
-    h5.flush()
-
-
-def _writes_backed_files(write_to_adata):
-    """Wrap a model's ``write_to_adata`` so that a backed AnnData gets results in its file."""
-
-    @functools.wraps(write_to_adata)
-    def write(self, adata: AnnData | None = None, *args, **kwargs):
-        keys = write_to_adata(self, adata, *args, **kwargs)
-        adata = self._resolve_adata(adata)
-        if adata.isbacked:
-            if adata.file["obs"].file.mode == "r":
-                logger.info(
-                    "%s is open read-only: %s are in memory only. To write them into the file, "
-                    "reopen it: adata.file.close(); adata.file.open(filemode='r+').",
-                    adata.filename,
-                    ", ".join(keys),
-                )
-            else:
-                _write_into_file(adata, keys)
-        return keys
-
-    return write
-
-
-_SCVI_MODEL_LOGGER = "scvi.model.base._base_model"
-
-
-class _MessageFilter(logging.Filter):
-    def __init__(self, starts: tuple[str, ...]):
-        super().__init__()
-        self.starts = starts
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.starts)
-
-
-@contextlib.contextmanager
-def _without_message(logger_name: str, *starts: str):
-    """Drop the records of one logger that start with one of ``starts``, inside the block."""
-    target, drop = logging.getLogger(logger_name), _MessageFilter(starts)
-    target.addFilter(drop)
-    try:
-        yield
-    finally:
-        target.removeFilter(drop)
-
-
-class _OnDevice:
-    """A data loader whose minibatches arrive on a module's device.
-
-    Every torch-side pass of a deltavae model (latents, expression, translation, perturbation,
-    scvi-tools' mixins) iterates a loader from :meth:`DeltaModelMixin._make_data_loader`; moving
-    the tensors here, once, keeps a model trained on a GPU readable without each method
-    remembering to do it. Attributes of the wrapped loader stay reachable.
-    """
-
-    def __init__(self, loader, module):
-        self._loader = loader
-        self._module = module
-
-    def __iter__(self):
-        device = self._module.device
-        for tensors in self._loader:
-            yield _move_data_to_device(tensors, device)
-
-    def __len__(self) -> int:
-        return len(self._loader)
-
-    def __getattr__(self, name):
-        return getattr(self._loader, name)
 
 
 class DeltaModelMixin(PyroSviTrainMixin):
@@ -271,6 +73,19 @@ class DeltaModelMixin(PyroSviTrainMixin):
         # Every model's write_to_adata also writes into a backed file (see _writes_backed_files).
         if "write_to_adata" in cls.__dict__:
             cls.write_to_adata = _writes_backed_files(cls.__dict__["write_to_adata"])
+
+    @property
+    def is_query_model(self) -> bool:
+        """Whether the model was built by query mapping (see ``load_query_data``)."""
+        return False
+
+    def _after_load(self) -> None:
+        """Hook :meth:`load` runs once the saved parameters are in; a mixin that keeps state
+        beyond the parameters (query mapping's frozen weights) overrides it and calls super."""
+
+    def _training_context(self) -> contextlib.AbstractContextManager:
+        """Context :meth:`train` runs the fit in; a mixin may quiet what it expects there."""
+        return contextlib.nullcontext()
 
     def _record_version(self) -> None:
         # Saved with the model (attributes ending in "_" are), checked on load.
@@ -418,7 +233,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
             best = RestoreBestValidation(_restore_best_start, plan_kwargs.get("max_kl_weight", 1.0))
             trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), best]
         pyro.clear_param_store()
-        if not getattr(self, "is_query_model", False):
+        if not self.is_query_model:
             # Lightning keeps the modules' modes at the start of fit: a model trained before
             # (or loaded) is in eval mode and would train on without dropout and with frozen
             # BatchNorm statistics. A query model keeps eval mode on purpose (load_query_data).
@@ -431,7 +246,11 @@ class DeltaModelMixin(PyroSviTrainMixin):
             if distributed and "log_save_dir" not in trainer_kwargs
             else contextlib.nullcontext()
         )
-        with pyro.validation_enabled(validate_distributions), history_dir as log_dir:
+        with (
+            pyro.validation_enabled(validate_distributions),
+            self._training_context(),
+            history_dir as log_dir,
+        ):
             if log_dir is not None:
                 trainer_kwargs["log_save_dir"] = log_dir
             try:
@@ -528,36 +347,8 @@ class DeltaModelMixin(PyroSviTrainMixin):
         return None if names is None else pd.Index(np.asarray(names).astype(str))
 
     def _match_genes(self, adata: AnnData) -> AnnData:
-        """``adata`` with the training genes in the training order, or a clear refusal.
-
-        The same genes in another order are reordered by name, on a copy, with a warning (the
-        user's AnnData is left as it is); missing or extra genes are refused by name.
-        """
-        genes = self._training_genes()
-        names = pd.Index(adata.var_names.astype(str))
-        if genes is None or names.equals(genes):
-            return adata
-        if names.has_duplicates:
-            dup = names[names.duplicated()].unique()[:5].tolist()
-            raise ValueError(
-                f"adata has duplicated gene names (e.g. {dup}); make them unique "
-                "(adata.var_names_make_unique()) and keep the model's genes."
-            )
-        if len(genes.difference(names)) or len(names.difference(genes)):
-            raise ValueError(
-                f"adata's genes differ from the {len(genes)} genes the model was trained on: "
-                f"{_gene_difference(genes, names)}. Pass the training genes in the training "
-                "order, e.g. "
-                "adata[:, model.adata.var_names] (a missing gene cannot be made up; map a "
-                "dataset with other genes with load_query_data)."
-            )
-        warn_user(
-            f"adata has the model's {len(genes)} genes in another order; they are reordered "
-            "by name to the training order (on a copy: adata itself is unchanged). Results "
-            "refer to the training order."
-        )
-        subset = adata[:, genes.to_numpy()]
-        return subset.to_memory() if adata.isbacked else subset.copy()
+        """``adata`` with the training genes in the training order (see :func:`match_genes`)."""
+        return match_genes(adata, self._training_genes())
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
         """scvi-tools' check and registration, after the genes are checked by name.
@@ -651,7 +442,5 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 "adata[:, saved_gene_names]."
             )
         model = super().load(dir_path, adata=adata, **kwargs)
-        restore = getattr(model, "_restore_after_load", None)
-        if restore is not None:
-            restore()
+        model._after_load()
         return model

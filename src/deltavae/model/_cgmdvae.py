@@ -26,7 +26,8 @@ from ..train._mixture_init import check_method as check_mixture_init
 from ._base import DeltaModelMixin, _OnDevice
 from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin
-from ._transfer import QueryMappingMixin
+from ._perturbation import PerturbationMixin
+from ._query import QueryMappingMixin
 from ._validation import check_data, check_model_arguments, check_obs_keys
 
 logger = logging.getLogger(__name__)
@@ -40,10 +41,11 @@ class CGMDVAE(
     ConditionsMixin,
     ClustersMixin,
     GenerationMixin,
+    QueryMappingMixin,
+    PerturbationMixin,
     DeltaModelMixin,
     RNASeqMixin,
     VAEMixin,
-    QueryMappingMixin,
     BaseModelClass,
 ):
     """Conditional Gaussian-mixture Dirichlet VAE (c*GMΔVÆ).
@@ -102,6 +104,7 @@ class CGMDVAE(
     """
 
     _module_cls = CGMDVAEModule
+    perturbation_methods = ("translate", "latent_shift", "nearest_response")
 
     def __init__(
         self,

@@ -24,7 +24,8 @@ from scvi.model.base import (
 
 from ..module import ZINBVAEModule
 from ._base import DeltaModelMixin
-from ._transfer import QueryMappingMixin
+from ._perturbation import PerturbationMixin
+from ._query import QueryMappingMixin
 from ._validation import (
     check_data,
     check_model_arguments,
@@ -35,7 +36,9 @@ from ._validation import (
 logger = logging.getLogger(__name__)
 
 
-class ZINBVAE(DeltaModelMixin, RNASeqMixin, VAEMixin, QueryMappingMixin, BaseModelClass):
+class ZINBVAE(
+    QueryMappingMixin, PerturbationMixin, DeltaModelMixin, RNASeqMixin, VAEMixin, BaseModelClass
+):
     """Zero-inflated negative-binomial VAE for raw single-cell counts (scVI's model, in Pyro).
 
     Latents, normalized expression, differential expression and likelihood parameters come

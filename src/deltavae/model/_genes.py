@@ -1,0 +1,132 @@
+"""Genes matched by name: a model's own genes, and a query's against a reference's."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from ._validation import warn_user
+
+logger = logging.getLogger(__name__)
+
+
+def _gene_difference(genes: pd.Index, names: pd.Index) -> str:
+    """How ``names`` differ from the training ``genes``, naming a few of each."""
+    missing, extra = genes.difference(names), names.difference(genes)
+    parts = []
+    if len(missing):
+        parts.append(f"{len(missing)} of them missing (e.g. {missing[:5].tolist()})")
+    if len(extra):
+        parts.append(f"{len(extra)} genes it does not know (e.g. {extra[:5].tolist()})")
+    return " and ".join(parts) or "the same genes in another order"
+
+
+def match_genes(adata: AnnData, genes: pd.Index | None) -> AnnData:
+    """``adata`` with the training ``genes`` in the training order, or a clear refusal.
+
+    The same genes in another order are reordered by name, on a copy, with a warning (the
+    user's AnnData is left as it is); missing or extra genes are refused by name. ``genes``
+    ``None`` (a model without recorded genes) leaves ``adata`` as it is.
+    """
+    names = pd.Index(adata.var_names.astype(str))
+    if genes is None or names.equals(genes):
+        return adata
+    if names.has_duplicates:
+        dup = names[names.duplicated()].unique()[:5].tolist()
+        raise ValueError(
+            f"adata has duplicated gene names (e.g. {dup}); make them unique "
+            "(adata.var_names_make_unique()) and keep the model's genes."
+        )
+    if len(genes.difference(names)) or len(names.difference(genes)):
+        raise ValueError(
+            f"adata's genes differ from the {len(genes)} genes the model was trained on: "
+            f"{_gene_difference(genes, names)}. Pass the training genes in the training "
+            "order, e.g. "
+            "adata[:, model.adata.var_names] (a missing gene cannot be made up; map a "
+            "dataset with other genes with load_query_data)."
+        )
+    warn_user(
+        f"adata has the model's {len(genes)} genes in another order; they are reordered "
+        "by name to the training order (on a copy: adata itself is unchanged). Results "
+        "refer to the training order."
+    )
+    subset = adata[:, genes.to_numpy()]
+    return subset.to_memory() if adata.isbacked else subset.copy()
+
+
+def align_query_genes(
+    adata: AnnData, reference_genes, min_gene_overlap: float = 0.5, layer: str | None = None
+) -> AnnData:
+    """The query's genes in the reference's order, missing genes as zeros.
+
+    Parameters
+    ----------
+    adata
+        Query cells.
+    reference_genes
+        The reference model's gene names, in its order.
+    min_gene_overlap
+        Smallest fraction of the reference's genes the query must have.
+    layer
+        The layer holding the data (it is aligned too); ``None`` for ``X``.
+
+    Returns
+    -------
+    ``adata`` itself when its genes already match, else a new AnnData (X, the layer, obs and
+    obsm kept; extra genes dropped).
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> q = ad.AnnData(np.ones((2, 2)))
+    >>> q.var_names = ["b", "a"]
+    >>> list(align_query_genes(q, ["a", "b"]).var_names)
+    ['a', 'b']
+    """
+    genes = pd.Index(np.asarray(reference_genes).astype(str))
+    query = pd.Index(adata.var_names.astype(str))
+    if query.equals(genes):
+        return adata
+    if query.has_duplicates:
+        dup = query[query.duplicated()].unique()[:5].tolist()
+        raise ValueError(f"The query has duplicated gene names (e.g. {dup}); make them unique.")
+    shared = genes.isin(query)
+    fraction = float(shared.mean())
+    if fraction < min_gene_overlap:
+        raise ValueError(
+            f"The query shares {int(shared.sum())} of the reference's {len(genes)} genes "
+            f"({fraction:.0%}); at least {min_gene_overlap:.0%} are needed (min_gene_overlap). "
+            "Check that both use the same gene identifiers (symbols vs Ensembl IDs)."
+        )
+    n_missing = int((~shared).sum())
+    if n_missing:
+        warnings.warn(
+            f"{n_missing} of the reference's {len(genes)} genes are missing from the query; "
+            "they are filled with zeros.",
+            UserWarning,
+            stacklevel=3,
+        )
+    else:
+        logger.info("Reordering the query's genes to the reference's order.")
+    source = query.get_indexer(genes)
+
+    def take(matrix):
+        matrix = sparse.csr_matrix(matrix)
+        out = matrix[:, np.maximum(source, 0)].tolil()
+        out[:, np.flatnonzero(source < 0)] = 0
+        return out.tocsr().astype(matrix.dtype)
+
+    aligned = AnnData(
+        X=take(adata.X) if adata.X is not None else None,
+        obs=adata.obs.copy(),
+        obsm={k: v.copy() for k, v in adata.obsm.items()},
+        var=pd.DataFrame(index=genes),
+    )
+    if layer is not None:
+        aligned.layers[layer] = take(adata.layers[layer])
+    return aligned

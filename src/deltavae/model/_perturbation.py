@@ -1,0 +1,352 @@
+"""Perturbation prediction: expression of given cells under another condition.
+
+Three methods (:meth:`PerturbationMixin.predict_perturbation`): ``translate`` (a conditional
+model decodes each cell under the target condition, :meth:`deltavae.model.CGMDVAE.translate`),
+``latent_shift`` (scGen's latent arithmetic, :func:`latent_shift`) and ``nearest_response``
+(observed responses of the most similar training groups, :func:`nearest_response`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from anndata import AnnData
+from scipy import sparse
+from scipy.special import softmax
+from scvi import REGISTRY_KEYS
+
+from ._query import _category_mappings
+
+
+class PerturbationMixin:
+    """``predict_perturbation`` for the models that support it (ZINBVAE, CGMDVAE)."""
+
+    #: The ``method`` values of :meth:`predict_perturbation` this model supports; a conditional
+    #: model that can decode a cell under another condition adds ``"translate"``.
+    perturbation_methods: tuple[str, ...] = ("latent_shift", "nearest_response")
+
+    def predict_perturbation(
+        self,
+        adata: AnnData,
+        target_condition: str,
+        method: str = "translate",
+        condition_key: str | None = None,
+        balance_key: str | None = None,
+        batch_size: int | None = None,
+        residual: bool = False,
+        similarity: str = "expression",
+    ) -> AnnData:
+        """Expression of the given cells under another condition.
+
+        Parameters
+        ----------
+        adata
+            Cells of one source condition, set up like the training data.
+        target_condition
+            The condition to predict.
+        method
+            ``"translate"``: encode each cell and decode it under the target condition (a
+            conditional model, see :meth:`deltavae.model.CGMDVAE.translate`).
+            ``"latent_shift"``: scGen's latent arithmetic, z + mean(z | target) - mean(z |
+            source) over the training cells, decoded at each cell's own covariates and library.
+            ``"nearest_response"``: each cell's data plus the change observed between the
+            conditions in the training groups (``balance_key``) most similar to it, weighted
+            by each group's posterior under isotropic Gaussians on 50 principal components of
+            the data (``similarity="expression"``) or on z (``"latent"``); on log-normalized
+            data for count models. For a cell type never seen under the target condition the
+            most accurate of the three on Kang IFN-beta (benchmarks/README.md, Numbers
+            behind the defaults, D7).
+        condition_key
+            obs column of the condition (``latent_shift``); default the model's only condition
+            covariate.
+        balance_key
+            obs column of groups, e.g. cell type. ``latent_shift``: average the condition
+            means over the groups, each weighted equally, as scGen balances cell types; only
+            groups seen under both conditions count. ``nearest_response``: the groups whose
+            responses are transferred (default the model's labels or clusters).
+        batch_size
+            Cells per minibatch.
+        residual
+            ``translate`` with ``likelihood="normal"``: add the decoded change to each cell's
+            observed data (see :meth:`deltavae.model.CGMDVAE.translate`).
+        similarity
+            ``nearest_response``: ``"expression"`` (principal components of the data) or
+            ``"latent"`` (z), the space in which the most similar groups are found.
+
+        Returns
+        -------
+        AnnData of expected expression (``X``), for count likelihoods one posterior-predictive
+        draw of counts in ``layers["counts"]`` (normalize it like the real cells before
+        scoring, e.g. with :func:`deltavae.metrics.log_normalize`), the cells' obs with the
+        condition set to the target, and the genes.
+
+        Examples
+        --------
+        >>> ctrl = adata[adata.obs.condition == "ctrl"]  # doctest: +SKIP
+        >>> pred = g.predict_perturbation(ctrl, "stim", method="latent_shift")  # doctest: +SKIP
+        >>> dv.metrics.mean_expression_r2(  # doctest: +SKIP
+        ...     dv.metrics.log_normalize(pred.layers["counts"]), dv.metrics.log_normalize(stim.X)
+        ... )
+        """
+        if similarity != "expression" and method != "nearest_response":
+            raise ValueError("similarity applies to method='nearest_response' only.")
+        if method == "translate":
+            if method not in self.perturbation_methods:
+                raise ValueError(
+                    f"method='translate' needs a conditional model such as CGMDVAE; "
+                    f"{type(self).__name__} has none. Use method='latent_shift'."
+                )
+            return self.translate(adata, target_condition, batch_size=batch_size, residual=residual)
+        if method not in ("latent_shift", "nearest_response"):
+            raise ValueError(
+                f"method must be 'translate', 'latent_shift' or 'nearest_response', got {method!r}."
+            )
+        if residual:
+            raise ValueError("residual=True applies to method='translate' only.")
+        if method == "nearest_response":
+            return nearest_response(
+                self, adata, target_condition, condition_key, balance_key, batch_size, similarity
+            )
+        return latent_shift(self, adata, target_condition, condition_key, balance_key, batch_size)
+
+
+def _default_condition_key(model) -> str:
+    keys = list(_category_mappings(model.registry_))
+    if len(keys) != 1:
+        raise ValueError(
+            f"Pass condition_key: the model has {len(keys)} condition covariates ({keys})."
+        )
+    return keys[0]
+
+
+def _source_and_target(model, adata, target_condition, condition_key, groups_key):
+    """Check keys and conditions; the condition key, source, target, training conditions."""
+    condition_key = condition_key or _default_condition_key(model)
+    train = model.adata
+    for name, frame in (("the training AnnData", train), ("adata", adata)):
+        if condition_key not in frame.obs:
+            raise KeyError(f"condition_key={condition_key!r} is not a column of {name}.obs.")
+        if groups_key is not None and groups_key not in frame.obs:
+            raise KeyError(f"balance_key={groups_key!r} is not a column of {name}.obs.")
+    sources = adata.obs[condition_key].astype(str).unique()
+    if len(sources) != 1:
+        raise ValueError(
+            f"adata must hold cells of one source condition; obs[{condition_key!r}] has "
+            f"{sorted(sources)}."
+        )
+    source, target = sources[0], str(target_condition)
+    train_conditions = train.obs[condition_key].astype(str).to_numpy()
+    for value in (source, target):
+        if value not in set(train_conditions):
+            raise ValueError(
+                f"Condition {condition_key}={value!r} was never seen in training; known: "
+                f"{sorted(set(train_conditions))}."
+            )
+    return condition_key, source, target, train_conditions
+
+
+def _group_means(z: np.ndarray, groups: np.ndarray | None) -> dict:
+    if groups is None:
+        return {None: z.mean(0)}
+    return {g: z[groups == g].mean(0) for g in np.unique(groups)}
+
+
+@torch.inference_mode()
+def latent_shift(
+    model,
+    adata: AnnData,
+    target_condition: str,
+    condition_key: str | None = None,
+    balance_key: str | None = None,
+    batch_size: int | None = None,
+) -> AnnData:
+    """scGen-style latent arithmetic: shift cells by the mean latent difference of conditions.
+
+    delta = mean z of the training cells under ``target_condition`` minus under the cells'
+    own (source) condition; each cell's posterior mean z + delta is decoded with the cell's
+    own covariates and library size.
+
+    Parameters
+    ----------
+    model
+        A trained deltavae model (ZINBVAE or CGMDVAE); ``model.adata`` supplies the means.
+    adata
+        Cells of one source condition, set up like the training data.
+    target_condition, condition_key, balance_key, batch_size
+        As in :meth:`PerturbationMixin.predict_perturbation`.
+
+    Returns
+    -------
+    AnnData of expected expression with the cells' obs, the condition set to the target; for
+    count likelihoods ``layers["counts"]`` holds one draw from the posterior predictive.
+
+    Examples
+    --------
+    >>> pred = latent_shift(vae, ctrl_cd4, "stim", "condition", "cell_type")  # doctest: +SKIP
+    """
+    condition_key, source, target, train_conditions = _source_and_target(
+        model, adata, target_condition, condition_key, balance_key
+    )
+    train = model.adata
+    z_train = model.get_latent_representation(train, batch_size=batch_size)
+    groups = None if balance_key is None else train.obs[balance_key].astype(str).to_numpy()
+    is_src, is_tgt = train_conditions == source, train_conditions == target
+    means_src = _group_means(z_train[is_src], None if groups is None else groups[is_src])
+    means_tgt = _group_means(z_train[is_tgt], None if groups is None else groups[is_tgt])
+    both = [g for g in means_src if g in means_tgt]
+    delta = np.mean([means_tgt[g] - means_src[g] for g in both], axis=0)
+    adata = model._validate_anndata(adata)
+    module = model.module.eval()
+    shift = torch.as_tensor(delta, dtype=torch.float32, device=module.device)
+    outs, counts = [], []
+    for tensors in model._make_data_loader(adata, batch_size=batch_size):
+        inference = module.inference(**module._get_inference_input(tensors))
+        inference["z"] = inference["qz"].loc + shift
+        px = module.generative(**module._get_generative_input(tensors, inference))["px"]
+        outs.append(px.mean.cpu())
+        if module.likelihood in ("zinb", "nb"):
+            counts.append(px.sample().cpu())
+    obs = adata.obs.loc[:, [k for k in adata.obs if not k.startswith("_scvi")]].copy()
+    obs[condition_key] = target
+    out = AnnData(X=torch.cat(outs).numpy().astype(np.float32), obs=obs, var=adata.var.copy())
+    if counts:
+        out.layers["counts"] = torch.cat(counts).numpy().astype(np.float32)
+    return out
+
+
+def _additive_data(model, adata: AnnData) -> np.ndarray:
+    """The data the model was set up on (its layer), dense float32; counts log-normalized."""
+    from ..metrics import log_normalize
+
+    x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
+    if model.module.likelihood in ("zinb", "nb"):
+        return log_normalize(x).astype(np.float32)
+    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
+
+
+_N_PCS = 50
+SIMILARITIES = ("expression", "latent")
+
+
+def _similarity_coordinates(model, train, adata, x_train, x_query, similarity, batch_size):
+    """Coordinates in which the nearest groups are sought, for the training and given cells."""
+    if similarity == "latent":
+        return (
+            model.get_latent_representation(train, batch_size=batch_size),
+            model.get_latent_representation(adata, batch_size=batch_size),
+        )
+    from sklearn.decomposition import PCA
+
+    n_pcs = min(_N_PCS, x_train.shape[0] - 1, x_train.shape[1] - 1)
+    pca = PCA(n_pcs, random_state=0).fit(x_train)
+    return pca.transform(x_train), pca.transform(x_query)
+
+
+@torch.inference_mode()
+def nearest_response(
+    model,
+    adata: AnnData,
+    target_condition: str,
+    condition_key: str | None = None,
+    groups_key: str | None = None,
+    batch_size: int | None = None,
+    similarity: str = "expression",
+) -> AnnData:
+    """Add to each cell the observed response of the training groups most similar to it.
+
+    For every group of the training cells (cell type, label or cluster) seen under both the
+    source and the target condition, the response is the difference of its mean data under the
+    two conditions. Each cell gets a weighted mean of these responses, weighted by the
+    posterior probability of each group given the cell's coordinates under isotropic Gaussians
+    around the groups' source-condition centres (the groups' mean variance per dimension,
+    equal priors). A cell of a group observed under both conditions gets its own group's
+    response; a cell of a group never seen under the target condition (a held-out cell type)
+    gets the response of the groups it resembles most. The prediction is the cell's data plus
+    that response, floored at the training data's minimum. The data must be additive: with
+    ``likelihood="normal"`` the model's own data (e.g. log-normalized expression); with a
+    count likelihood, the counts log-normalized by :func:`deltavae.metrics.log_normalize`
+    (``log1p`` of counts per 10,000 over the model's genes), the scale of the prediction.
+
+    Parameters
+    ----------
+    model
+        A trained deltavae model (ZINBVAE, or CGMDVAE with a count or normal likelihood).
+    adata
+        Cells of one source condition, set up like the training data.
+    target_condition, condition_key, batch_size
+        As in :meth:`PerturbationMixin.predict_perturbation`.
+    groups_key
+        obs column of the training AnnData holding the groups; default the model's labels
+        (``labels_key``) where known and its predicted clusters elsewhere.
+    similarity
+        ``"expression"``: coordinates are the first 50 principal components of the training
+        data (the model's layer). ``"latent"``: the model's latent z (posterior mean). On Kang
+        IFN-beta with held-out cell types, expression picks the biologically closest types
+        (CD8 T for CD4 T, FCGR3A+ for CD14+ monocytes) and scores higher.
+
+    Returns
+    -------
+    AnnData of predicted data (log-normalized for count models) with the cells' obs, the
+    condition set to the target, and in ``obsm["response_weights"]`` each cell's weight on
+    every group (``uns["response_groups"]`` names them).
+
+    Examples
+    --------
+    >>> pred = nearest_response(g, ctrl_cd14, "stim", "condition", "cell_type")  # doctest: +SKIP
+    """
+    if model.module.likelihood not in ("normal", "zinb", "nb"):
+        raise ValueError(
+            "method='nearest_response' adds observed responses to the data and needs counts "
+            "or log-normalized data (likelihood 'zinb', 'nb' or 'normal'); this model's "
+            f"likelihood is {model.module.likelihood!r}."
+        )
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
+    model._check_if_trained(warn=False)
+    condition_key, source, target, train_conditions = _source_and_target(
+        model, adata, target_condition, condition_key, groups_key
+    )
+    train = model.adata
+    if groups_key is not None:
+        groups = train.obs[groups_key].astype(str).to_numpy()
+    elif not hasattr(model, "predict_clusters"):
+        raise ValueError(
+            f"{type(model).__name__} has no labels or clusters: pass balance_key, the obs "
+            "column of the groups (e.g. cell type) whose responses are transferred."
+        )
+    else:  # labels where known, the predicted cluster's name elsewhere
+        cluster_names = np.asarray(model.cluster_names, dtype=object)
+        groups = cluster_names[model.predict_clusters(train, batch_size=batch_size)]
+        if model.label_names:
+            labels = train.obs[model.registry_["setup_args"]["labels_key"]].astype(str)
+            known = labels.isin(model.label_names).to_numpy()
+            groups[known] = labels.to_numpy()[known]
+    is_src, is_tgt = train_conditions == source, train_conditions == target
+    names = sorted(set(groups[is_src]) & set(groups[is_tgt]))
+    if not names:
+        raise ValueError(
+            f"No group of the training cells is seen under both {source!r} and {target!r}; "
+            "there is no observed response to transfer."
+        )
+    adata = model._validate_anndata(adata)
+    x_train, x_query = _additive_data(model, train), _additive_data(model, adata)
+    c_train, c_query = _similarity_coordinates(
+        model, train, adata, x_train, x_query, similarity, batch_size
+    )
+    centres, responses, spreads = [], [], []
+    for g in names:
+        src, tgt = is_src & (groups == g), is_tgt & (groups == g)
+        centres.append(c_train[src].mean(0))
+        responses.append(x_train[tgt].mean(0) - x_train[src].mean(0))
+        spreads.append(((c_train[src] - centres[-1]) ** 2).mean())
+    centres, responses = np.stack(centres), np.stack(responses)
+    bandwidth = max(float(np.mean(spreads)), 1e-8)
+    distances = ((c_query[:, None, :] - centres[None]) ** 2).sum(-1)
+    weights = softmax(-0.5 * distances / bandwidth, axis=1)
+    predicted = np.maximum(x_query + weights @ responses, x_train.min())
+    obs = adata.obs.loc[:, [k for k in adata.obs if not k.startswith("_scvi")]].copy()
+    obs[condition_key] = target
+    out = AnnData(X=predicted.astype(np.float32), obs=obs, var=adata.var.copy())
+    out.obsm["response_weights"] = weights.astype(np.float32)
+    out.uns["response_groups"] = list(names)
+    return out

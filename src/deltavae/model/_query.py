@@ -1,0 +1,251 @@
+"""Query mapping (scArches): a query registered and mapped onto a trained reference.
+
+scvi-tools' :class:`~scvi.model.base.ArchesMixin` registers the query against the reference's
+setup (adding new condition categories), builds the query model and loads the reference's
+weights. Two things it does not do right for deltavae's Pyro modules are fixed here (with the
+weight freezing in :mod:`deltavae.model._freeze`):
+
+* its freezing hooks let every condition column of a first layer learn, reference categories
+  included, and leave the parameters of blocks it does not know by name (CGMDVAE's cluster
+  head and mixture prior) with ``requires_grad`` set by a key pattern; here every reference
+  weight is frozen and only the columns of the new categories learn;
+* with several covariates, its padding appends the new columns at the end of a weight, so the
+  columns of a later covariate shift; here each covariate's block is rebuilt in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+
+import numpy as np
+import pandas as pd
+import pyro
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.model.base import ArchesMixin
+
+from ._freeze import _freeze_for_query, _restrict_learning
+from ._genes import align_query_genes
+from ._saved import read_saved
+
+logger = logging.getLogger(__name__)
+
+# obs columns a query must carry when the reference registered them.
+_QUERY_KEY_ARGS = ("condition_key", "batch_key", "categorical_covariate_keys", "size_factor_key")
+
+
+@contextlib.contextmanager
+def _quiet_frozen_parameters():
+    """Pyro warns once per frozen parameter that it leaves out of the param store while a
+    module trains; for a query model that is the point of freezing. Silenced inside the block
+    only, so the user's own warning filters stay as they are."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r".*was not registered in the param store because requires_grad=False",
+            category=UserWarning,
+        )
+        yield
+
+
+def _reference_state(cls, reference) -> tuple[dict, np.ndarray, dict]:
+    """attr_dict, gene names and state dict of a reference model or saved directory."""
+    if isinstance(reference, str | os.PathLike):
+        attr_dict, var_names, state_dict = read_saved(
+            cls, reference, what="reference model", use="load_query_data"
+        )
+        where = repr(os.fspath(reference))
+    elif isinstance(reference, cls):
+        attr_dict = {
+            "registry_": reference.registry_,
+            "deltavae_version_": getattr(reference, "deltavae_version_", None),
+            "is_trained_": reference.is_trained_,
+        }
+        var_names = reference.get_var_names()
+        state_dict = {k: v.detach().cpu().clone() for k, v in reference.module.state_dict().items()}
+        where = "the reference model"
+    else:
+        raise TypeError(
+            f"reference_model must be a trained {cls.__name__} or the directory it was saved to; "
+            f"got {type(reference).__name__}."
+        )
+    if not attr_dict.get("is_trained_", False):
+        raise ValueError(
+            f"{where} is untrained; train the reference (reference.train()) before mapping a "
+            "query onto it."
+        )
+    return attr_dict, np.asarray(var_names), state_dict
+
+
+def _check_query_obs(adata: AnnData, setup_args: dict, where: str) -> None:
+    for arg in _QUERY_KEY_ARGS:
+        value = setup_args.get(arg)
+        for key in [value] if isinstance(value, str) else list(value or []):
+            if key not in adata.obs:
+                raise KeyError(
+                    f"The query's obs lacks {key!r}, the reference's {arg}. It is not filled in "
+                    f"(refused): add the column, e.g. query.obs[{key!r}] = 'query_batch', to map "
+                    f"the query as a new {arg.replace('_key', '')} of {where}."
+                )
+    labels_key = setup_args.get("labels_key")
+    if labels_key is not None and labels_key in adata.obs:
+        unlabeled = setup_args.get("unlabeled_category") or "Unknown"
+        known = set(np.asarray(setup_args.get("_reference_labels", []), dtype=str)) | {unlabeled}
+        new = sorted(set(adata.obs[labels_key].astype(str)) - known)
+        if new:
+            raise ValueError(
+                f"The query's obs[{labels_key!r}] holds labels the reference does not know: "
+                f"{new[:5]}. Set them to {unlabeled!r} (unlabelled) to have them predicted."
+            )
+
+
+def _covariate_sizes(registry: dict, without: dict | None = None) -> list[int]:
+    """Categories per covariate, in the order deltavae's networks receive them; ``without``
+    ({obs key: categories}) are not counted."""
+    without = without or {}
+    fields = registry["field_registries"]
+    sizes = []
+    cat = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
+    if REGISTRY_KEYS.BATCH_KEY in fields:
+        batch = fields[REGISTRY_KEYS.BATCH_KEY]
+        key = batch["state_registry"].get("original_key")
+        # CGMDVAE's batch field mirrors its first condition for scvi-tools' expression API;
+        # only the condition field reaches its networks.
+        if key not in cat.get("field_keys", []):
+            sizes.append(int(batch["summary_stats"]["n_batch"]) - len(without.get(key, [])))
+    for key, n in zip(cat.get("field_keys", []), cat.get("n_cats_per_key", []), strict=True):
+        sizes.append(int(n) - len(without.get(key, [])))
+    return sizes
+
+
+def _category_mappings(registry: dict) -> dict[str, list]:
+    fields = registry["field_registries"]
+    out = {}
+    batch = fields.get(REGISTRY_KEYS.BATCH_KEY, {}).get("state_registry", {})
+    if batch.get("original_key") not in (None, "_scvi_batch"):
+        out[batch["original_key"]] = list(batch["categorical_mapping"])
+    cat = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
+    for key, mapping in cat.get("mappings", {}).items():
+        out[key] = list(mapping)
+    return out
+
+
+class QueryMappingMixin(ArchesMixin):
+    """scArches query mapping onto a trained reference.
+
+    Mixed into :class:`~deltavae.model.ZINBVAE` and :class:`~deltavae.model.CGMDVAE` before
+    :class:`~deltavae.model._base.DeltaModelMixin`, in place of scvi-tools'
+    :class:`~scvi.model.base.ArchesMixin`, which it wraps. It overrides the base's hooks:
+    :meth:`_after_load` (a loaded query model learns what it learned before saving) and
+    :meth:`_training_context` (Pyro's notes on frozen parameters are expected).
+    """
+
+    @property
+    def is_query_model(self) -> bool:
+        """Whether the model was built by :meth:`load_query_data`."""
+        return getattr(self, "query_mapping_", None) is not None
+
+    def _training_context(self) -> contextlib.AbstractContextManager:
+        """A query model trains with Pyro's notes on its frozen parameters silenced."""
+        if not self.is_query_model:
+            return super()._training_context()
+        return _quiet_frozen_parameters()
+
+    @classmethod
+    def load_query_data(
+        cls,
+        adata: AnnData,
+        reference_model,
+        min_gene_overlap: float = 0.5,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+    ):
+        """Map query cells onto a trained reference, scArches-style.
+
+        The query is registered with the reference's setup; new condition (batch, covariate)
+        categories are added. The query model starts from the reference's weights, all frozen
+        except the weights of the new categories' one-hot columns (and, for a per-batch
+        dispersion, the new batches' dispersions); BatchNorm keeps the reference's statistics.
+        Training the query model then trains on the query alone and leaves the reference's
+        mapping of its own conditions unchanged. A query model saved and loaded again keeps
+        the same frozen weights.
+
+        Parameters
+        ----------
+        adata
+            Query cells with the data where the reference had them (``X`` or the same layer)
+            and every condition column the reference registered. A query without the
+            reference's labels column, or with unlabelled cells, is fine.
+        reference_model
+            A trained model of this class, or the directory it was saved to.
+        min_gene_overlap
+            Smallest fraction of the reference's genes the query must have. Genes are matched
+            by name: a reordered query is aligned, missing genes are filled with zeros (with a
+            warning that gives their number), extra genes are dropped.
+        accelerator, device
+            Where the query model lives.
+
+        Returns
+        -------
+        The query model; ``model.adata`` is the query (a gene-aligned copy when alignment was
+        needed). ``model.query_mapping_`` records the new categories and the missing genes.
+
+        Examples
+        --------
+        >>> q = dv.model.CGMDVAE.load_query_data(query, "reference_model/")  # doctest: +SKIP
+        >>> q.train(max_epochs=50)  # doctest: +SKIP
+        >>> q.predict_labels().head()  # doctest: +SKIP
+        """
+        attr_dict, genes, ref_state = _reference_state(cls, reference_model)
+        registry = attr_dict["registry_"]
+        setup_args = dict(registry["setup_args"])
+        if setup_args.get("labels_key") is not None:
+            mapping = registry["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
+            setup_args["_reference_labels"] = list(mapping["categorical_mapping"])
+        where = f"the {cls.__name__} reference"
+        _check_query_obs(adata, setup_args, where)
+        n_missing = int((~pd.Index(genes).isin(adata.var_names)).sum())
+        aligned = align_query_genes(adata, genes, min_gene_overlap, setup_args.get("layer"))
+        pyro.clear_param_store()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*Missing labels key.*")
+            model = super().load_query_data(
+                aligned, reference_model, accelerator=accelerator, device=device
+            )
+        ref_sizes, new_sizes = _covariate_sizes(registry), _covariate_sizes(model.registry_)
+        learning = _freeze_for_query(model.module, ref_state, ref_sizes, new_sizes)
+        # Eval mode (as scArches leaves it): dropout is off while the query trains, so the few
+        # new weights see the reference's deterministic network.
+        model.module.eval()
+        new_categories = {}
+        for key, mapping in _category_mappings(model.registry_).items():
+            known = set(_category_mappings(registry).get(key, []))
+            new_categories[key] = [str(v) for v in mapping if v not in known]
+        model.query_mapping_ = {
+            "n_genes_missing": n_missing,
+            "new_categories": new_categories,
+            "learning_parameters": learning,
+            "reference_sizes": ref_sizes,
+        }
+        if not learning:
+            logger.warning(
+                "The query adds no new condition category, so nothing is left to learn: the "
+                "query model maps cells exactly as the reference does."
+            )
+        logger.info("Query mapped; new categories %s; learning %s", new_categories, learning)
+        return model
+
+    def _after_load(self) -> None:
+        """A saved query model learns, after loading, only what it learned before saving."""
+        super()._after_load()
+        if not self.is_query_model:
+            return
+        new_sizes = _covariate_sizes(self.registry_)
+        ref_sizes = self.query_mapping_.get("reference_sizes")
+        if ref_sizes is None:  # saved before the sizes were recorded
+            ref_sizes = _covariate_sizes(self.registry_, self.query_mapping_["new_categories"])
+        learning = _restrict_learning(self.module, ref_sizes, new_sizes)
+        self.query_mapping_["learning_parameters"] = learning

@@ -1,0 +1,80 @@
+"""The one reader for directories written by a deltavae model's ``save``."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+from scvi.model.base._save_load import _load_saved_files
+
+
+def _package_version() -> str:
+    try:
+        return version("deltavae")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def read_saved(
+    cls, dir_path, prefix: str | None = None, what: str = "model", use: str = "load"
+) -> tuple[dict, np.ndarray, dict]:
+    """Read a directory written by ``save``: attributes, gene names and state dict.
+
+    The one reader for saved models (:meth:`DeltaModelMixin.load`, query mapping). Refuses, by
+    name, a missing directory or model file, a corrupted or truncated file, another model class
+    and a model saved by an incompatible deltavae.
+
+    Parameters
+    ----------
+    cls
+        The class that will use the model.
+    dir_path
+        The directory.
+    prefix
+        The file-name prefix given to ``save``.
+    what
+        What to call the saved model in messages (``"model"``, ``"reference model"``).
+    use
+        The method the user called (``"load"``, ``"load_query_data"``), for the messages.
+    """
+    path = os.fspath(dir_path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"No saved {what} at {path!r} (expected a directory).")
+    model_file = os.path.join(path, f"{prefix or ''}model.pt")
+    if not os.path.exists(model_file):
+        raise FileNotFoundError(
+            f"No saved {what} in {path!r} (no {os.path.basename(model_file)} in it); point to "
+            "the directory written by model.save()."
+        )
+    try:
+        attr_dict, var_names, state_dict, _ = _load_saved_files(
+            path, False, map_location="cpu", prefix=prefix
+        )
+    except (
+        OSError,
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        KeyError,
+    ) as e:
+        raise ValueError(
+            f"The {what} file in {path!r} is corrupted or truncated and cannot be read "
+            f"({type(e).__name__}: {e})."
+        ) from e
+    model_name = attr_dict["registry_"].get("model_name")
+    if model_name is not None and model_name != cls.__name__:
+        raise ValueError(
+            f"{path!r} is a {model_name} model; use {model_name}.{use}, not {cls.__name__}.{use}."
+        )
+    saved = attr_dict.get("deltavae_version_")
+    if saved is None or saved.split(".")[0] != _package_version().split(".")[0]:
+        raise ValueError(
+            f"{path!r} was saved by deltavae {saved}, which this version ({_package_version()}) "
+            "cannot read; retrain it with this version."
+        )
+    state_dict.pop("pyro_param_store", None)
+    return attr_dict, np.asarray(var_names), state_dict
