@@ -254,6 +254,14 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_early_stopping(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--early-stopping",
+        action="store_true",
+        help="stop when the validation ELBO plateaus [off: train all --epochs]",
+    )
+
+
 def _add_threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
@@ -316,11 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEMO_RESOLUTION,
         help="leiden resolution [%(default)s]",
     )
-    p_demo.add_argument(
-        "--early-stopping",
-        action="store_true",
-        help="stop when the validation ELBO plateaus [off: train all --epochs]",
-    )
+    _add_early_stopping(p_demo)
     _add_threads(p_demo)
     p_demo.set_defaults(func=demo)
 
@@ -386,11 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p_fit.add_argument("--seed", type=int, default=0, help="random seed [%(default)s]")
-    p_fit.add_argument(
-        "--early-stopping",
-        action="store_true",
-        help="stop when the validation ELBO plateaus [off: train all --epochs]",
-    )
+    _add_early_stopping(p_fit)
     p_fit.add_argument(
         "--backed",
         action="store_true",
