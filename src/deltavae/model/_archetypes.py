@@ -27,6 +27,7 @@ from ._archetypal_analysis import (
     signature_scores,
     stable_matching,
 )
+from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._validation import check_data, check_model_arguments
 
@@ -414,6 +415,7 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
         return table
 
     # ------------------------------------------------------------------------- output
+    @writes_backed
     def write_to_adata(self, adata: AnnData | None = None, n_anchors: int = 20) -> list[str]:
         """Write weights, profiles, anchors, dominant archetype, markers and a summary.
 

@@ -44,8 +44,13 @@ def _write_into_file(adata: AnnData, keys: list[str]) -> None:
     h5.flush()
 
 
-def _writes_backed_files(write_to_adata):
-    """Wrap a model's ``write_to_adata`` so that a backed AnnData gets results in its file."""
+def writes_backed(write_to_adata):
+    """Decorate a model's ``write_to_adata`` so that a backed AnnData gets results in its file.
+
+    The method returns the keys it wrote (``"slot/key"``); for an AnnData opened
+    ``backed="r+"`` they are also written into its file, for one opened ``"r"`` a message says
+    how to reopen it. Every model class applies it to its own ``write_to_adata``.
+    """
 
     @functools.wraps(write_to_adata)
     def write(self, adata: AnnData | None = None, *args, **kwargs):

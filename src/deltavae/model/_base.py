@@ -24,7 +24,6 @@ from ..train._checkpoint import RestoreBestValidation
 from ..train._convergence import NotConvergedWarning, still_improving
 from ..train._distributed import resolve_strategy
 from ..train._runner import DeltaTrainRunner
-from ._backed import _writes_backed_files
 from ._genes import _gene_difference, match_genes
 from ._saved import _package_version, read_saved
 from ._scvi_glue import _SCVI_MODEL_LOGGER, _OnDevice, _sealed, _without_message
@@ -55,7 +54,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
     * ``train`` streams minibatches from an AnnData opened ``backed="r"`` and runs on several
       processes or GPUs with ``strategy="ddp", devices=N`` (see :meth:`train`).
     * ``write_to_adata`` on an AnnData opened ``backed="r+"`` also writes the results into
-      its file.
+      its file (each model decorates its own with :func:`~deltavae.model._backed.writes_backed`).
     * ``save`` refuses to overwrite unless asked; ``load`` refuses genes that differ from the
       training genes and says so when a file is corrupted or truncated.
     """
@@ -67,12 +66,6 @@ class DeltaModelMixin(PyroSviTrainMixin):
     _data_splitter_cls = DeltaDataSplitter
     #: Epoch whose parameters ``train(restore_best=True)`` loaded; None when none was loaded.
     best_epoch_: int | None = None
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        # Every model's write_to_adata also writes into a backed file (see _writes_backed_files).
-        if "write_to_adata" in cls.__dict__:
-            cls.write_to_adata = _writes_backed_files(cls.__dict__["write_to_adata"])
 
     @property
     def is_query_model(self) -> bool:

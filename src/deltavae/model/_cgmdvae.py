@@ -23,6 +23,7 @@ from ..distributions import Likelihood
 from ..module import CGMDVAEModule
 from ..train import MixtureInitialization
 from ..train._mixture_init import check_method as check_mixture_init
+from ._backed import writes_backed
 from ._base import DeltaModelMixin, _OnDevice
 from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin
@@ -445,6 +446,7 @@ class CGMDVAE(
             return post[representation], post[f"{representation}_var"]
         return post[representation]
 
+    @writes_backed
     def write_to_adata(self, adata: AnnData | None = None, batch_size: int | None = None):
         """Write latents, clusters and cluster probabilities into the AnnData.
 

@@ -18,6 +18,7 @@ from scvi.model.base import BaseModelClass
 
 from .._checks import check_labels, dense, layer_matrix
 from ..module import NMFDeconvModule
+from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._nmf_start import check_signatures, nmf_start, nnls_start
 from ._validation import check_data
@@ -460,6 +461,7 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
             values = torch.exp(self.module.log_technology).cpu().numpy()
         return pd.Series(values, index=self.adata.var_names, name="technology_factor")
 
+    @writes_backed
     def write_to_adata(self, adata: AnnData | None = None) -> list[str]:
         """Write proportions to ``obsm["proportions"]`` and abundance to ``obs``.
 

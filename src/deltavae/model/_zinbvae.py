@@ -23,6 +23,7 @@ from scvi.model.base import (
 )
 
 from ..module import ZINBVAEModule
+from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
@@ -182,6 +183,7 @@ class ZINBVAE(
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
+    @writes_backed
     def write_to_adata(self, adata: AnnData | None = None, batch_size: int | None = None):
         """Write the posterior mean latent to ``adata.obsm["X_zinbvae"]``.
 
