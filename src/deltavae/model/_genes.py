@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -105,11 +104,9 @@ def align_query_genes(
         )
     n_missing = int((~shared).sum())
     if n_missing:
-        warnings.warn(
+        warn_user(
             f"{n_missing} of the reference's {len(genes)} genes are missing from the query; "
-            "they are filled with zeros.",
-            UserWarning,
-            stacklevel=3,
+            "they are filled with zeros."
         )
     else:
         logger.info("Reordering the query's genes to the reference's order.")
