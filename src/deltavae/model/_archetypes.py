@@ -165,12 +165,11 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
             prior_concentration=prior_concentration,
         )
         self.signature_map_ = None
-        self._model_summary_string = (
+        summary = (
             f"Archetypes: {n_archetypes} archetypes, {n_spots} spots, {adata.n_vars} genes, "
             f"merge threshold {merge_threshold}"
         )
-        self._record_version()
-        self.init_params_ = self._get_init_params(locals())
+        self._finish_init(summary, locals())
 
     # ------------------------------------------------------------------------- setup
     @classmethod

@@ -80,6 +80,14 @@ class DeltaModelMixin(PyroSviTrainMixin):
         """Context :meth:`train` runs the fit in; a mixin may quiet what it expects there."""
         return contextlib.nullcontext()
 
+    def _finish_init(self, summary: str, init_locals: dict) -> None:
+        """The end of every model's ``__init__``: its one-line summary, the deltavae version
+        (saved with the model, checked on load) and the arguments ``load`` rebuilds it with
+        (``init_locals``: the ``__init__``'s ``locals()``)."""
+        self._model_summary_string = summary
+        self._record_version()
+        self.init_params_ = self._get_init_params(init_locals)
+
     def _record_version(self) -> None:
         # Saved with the model (attributes ending in "_" are), checked on load.
         self.deltavae_version_ = _package_version()

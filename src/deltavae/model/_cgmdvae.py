@@ -159,13 +159,12 @@ class CGMDVAE(
             condition_in_prior=condition_in_prior,
             prior_covariance=prior_covariance,
         )
-        self._model_summary_string = (
+        summary = (
             f"CGMDVAE: {n_clusters} clusters, n_latent {n_latent}, n_latent_w {n_latent_w}, "
             f"likelihood {likelihood}, conditions {self.condition_keys or 'none'}, "
             f"labels {setup['labels_key'] or 'none'}"
         )
-        self._record_version()
-        self.init_params_ = self._get_init_params(locals())
+        self._finish_init(summary, locals())
 
     # ----------------------------------------------------------------- setup
     @classmethod

@@ -112,12 +112,11 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
             technology_sd=technology_sd,
         )
         mode = "reference-free" if signatures is None else "reference"
-        self._model_summary_string = (
+        summary = (
             f"NMFDeconv ({mode}): {len(names)} cell types, {adata.n_obs} spots, "
             f"{adata.n_vars} genes"
         )
-        self._record_version()
-        self.init_params_ = self._get_init_params(locals())
+        self._finish_init(summary, locals())
 
     # ------------------------------------------------------------------------- setup
     @classmethod

@@ -128,12 +128,11 @@ class ZINBVAE(
             library_log_vars=library_log_vars,
             encode_covariates=encode_covariates,
         )
-        self._model_summary_string = (
+        summary = (
             f"ZINBVAE: n_latent {n_latent}, n_hidden {n_hidden}, n_layers {n_layers}, "
             f"likelihood {likelihood}, dispersion {dispersion}, batches {n_batch}"
         )
-        self._record_version()
-        self.init_params_ = self._get_init_params(locals())
+        self._finish_init(summary, locals())
 
     @classmethod
     def setup_anndata(
