@@ -80,6 +80,11 @@ class DeltaModelMixin(PyroSviTrainMixin):
         """Context :meth:`train` runs the fit in; a mixin may quiet what it expects there."""
         return contextlib.nullcontext()
 
+    def _first_restorable_epoch(self, callbacks: list) -> int:
+        """First epoch whose parameters ``train(restore_best=True)`` may keep (a hook: a model
+        whose training changes course mid-run keeps only epochs after that)."""
+        return 0
+
     def _finish_init(self, summary: str, init_locals: dict) -> None:
         """The end of every model's ``__init__``: its one-line summary, the deltavae version
         (saved with the model, checked on load) and the arguments ``load`` rebuilds it with
@@ -107,7 +112,6 @@ class DeltaModelMixin(PyroSviTrainMixin):
         validate_distributions: bool = False,
         shuffle_block_size: int | None = None,
         restore_best: bool = False,
-        _restore_best_start: int = 0,
         **trainer_kwargs,
     ):
         """Train the model with stochastic variational inference under Lightning.
@@ -231,7 +235,10 @@ class DeltaModelMixin(PyroSviTrainMixin):
             }
         best = None
         if restore_best and validates:
-            best = RestoreBestValidation(_restore_best_start, plan_kwargs.get("max_kl_weight", 1.0))
+            best = RestoreBestValidation(
+                self._first_restorable_epoch(trainer_kwargs.get("callbacks") or []),
+                plan_kwargs.get("max_kl_weight", 1.0),
+            )
             trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), best]
         pyro.clear_param_store()
         if not self.is_query_model:

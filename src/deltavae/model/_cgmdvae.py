@@ -316,11 +316,15 @@ class CGMDVAE(
             callbacks=callbacks,
             n_epochs_kl_warmup=n_epochs_kl_warmup,
             restore_best=restore_best,
-            _restore_best_start=0 if mixture_init_epoch is None else mixture_init_epoch + 1,
             **kwargs,
         )
         self._warn_if_clusters_empty(max_epochs)
         return out
+
+    def _first_restorable_epoch(self, callbacks: list) -> int:
+        """Epochs up to the mixture start trained another model: none of them is kept."""
+        starts = [cb.epoch + 1 for cb in callbacks if isinstance(cb, MixtureInitialization)]
+        return max(starts, default=0)
 
     @property
     def _data_kind(self) -> str:
