@@ -315,7 +315,7 @@ class NMFDeconv(DeltaModelMixin, BaseModelClass):
         >>> d = dv.model.NMFDeconv.from_reference(spots, reference=ref)  # doctest: +SKIP
         """
         labels = check_labels(reference, labels_key)
-        check_data(reference, reference_layer, kind="counts", name="reference")
+        check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
         shared = spots.var_names[spots.var_names.isin(reference.var_names)]
         if len(shared) == 0:
             raise ValueError(
