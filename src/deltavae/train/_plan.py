@@ -252,7 +252,7 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         """One SVI step: the annealed negative ELBO per cell as a torch loss.
 
         A NaN or infinite loss stops training with :class:`TrainingDivergedError`, the module
-        back at the end of the last epoch whose losses were all finite.
+        back at the last parameters that gave a finite loss.
         """
         kl_weight = float(self.kl_weight)
         if batch_idx % _TERMS_EVERY == 0:
