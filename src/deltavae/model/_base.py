@@ -189,15 +189,8 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 f"lr={lr!r} and plan_kwargs['lr']={given['lr']!r} disagree; pass one of them."
             )
         self._check_training_arguments(
-            max_epochs, train_size, validation_size, batch_size, given.get("lr", lr), early_stopping
+            max_epochs, train_size, validation_size, batch_size, early_stopping, given, lr
         )
-        if given.get("reduce_lr_on_plateau") and not (train_size < 1.0 or validation_size):
-            metric = given.get("lr_scheduler_metric", "elbo_validation")
-            if metric.endswith("_validation"):
-                raise ValueError(
-                    f"reduce_lr_on_plateau watches {metric!r}, but no cell is held out for "
-                    "validation (train_size=1.0): pass train_size < 1, e.g. 0.9."
-                )
         if n_epochs_kl_warmup == "auto":
             n_epochs_kl_warmup = max(1, max_epochs // 4)
         plan_kwargs = {"n_epochs_kl_warmup": n_epochs_kl_warmup, **(plan_kwargs or {})}
@@ -289,9 +282,11 @@ class DeltaModelMixin(PyroSviTrainMixin):
         return out
 
     def _check_training_arguments(
-        self, max_epochs, train_size, validation_size, batch_size, lr, early_stopping
+        self, max_epochs, train_size, validation_size, batch_size, early_stopping, plan, lr
     ) -> None:
-        """Refuse, before anything trains, arguments that would train wrongly or crash late."""
+        """Refuse, before anything trains, arguments that would train wrongly or crash late
+        (``plan``: the given ``plan_kwargs``, whose ``lr`` wins over ``lr``)."""
+        lr = plan.get("lr", lr)
         if not _is_int(max_epochs) or max_epochs < 1:
             raise ValueError(
                 f"max_epochs must be a positive integer, got {max_epochs!r} (None chooses it "
@@ -329,6 +324,12 @@ class DeltaModelMixin(PyroSviTrainMixin):
             raise ValueError(
                 "early_stopping=True stops when the validation ELBO stops improving, but no cell "
                 "is held out for it (train_size=1.0): pass train_size < 1, e.g. 0.9."
+            )
+        metric = plan.get("lr_scheduler_metric", "elbo_validation")
+        if plan.get("reduce_lr_on_plateau") and metric.endswith("_validation") and n_val == 0:
+            raise ValueError(
+                f"reduce_lr_on_plateau watches {metric!r}, but no cell is held out for "
+                "validation (train_size=1.0): pass train_size < 1, e.g. 0.9."
             )
         batch_norm = any(isinstance(m, torch.nn.BatchNorm1d) for m in self.module.modules())
         if batch_norm and min(batch_size, n_train) < 2:

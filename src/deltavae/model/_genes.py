@@ -25,6 +25,15 @@ def _gene_difference(genes: pd.Index, names: pd.Index) -> str:
     return " and ".join(parts) or "the same genes in another order"
 
 
+def _refuse_duplicates(names: pd.Index, who: str) -> None:
+    if names.has_duplicates:
+        dup = names[names.duplicated()].unique()[:5].tolist()
+        raise ValueError(
+            f"{who} has duplicated gene names (e.g. {dup}); make them unique "
+            "(adata.var_names_make_unique())."
+        )
+
+
 def match_genes(adata: AnnData, genes: pd.Index | None) -> AnnData:
     """``adata`` with the training ``genes`` in the training order, or a clear refusal.
 
@@ -35,12 +44,7 @@ def match_genes(adata: AnnData, genes: pd.Index | None) -> AnnData:
     names = pd.Index(adata.var_names.astype(str))
     if genes is None or names.equals(genes):
         return adata
-    if names.has_duplicates:
-        dup = names[names.duplicated()].unique()[:5].tolist()
-        raise ValueError(
-            f"adata has duplicated gene names (e.g. {dup}); make them unique "
-            "(adata.var_names_make_unique()) and keep the model's genes."
-        )
+    _refuse_duplicates(names, "adata")
     if len(genes.difference(names)) or len(names.difference(genes)):
         raise ValueError(
             f"adata's genes differ from the {len(genes)} genes the model was trained on: "
@@ -91,9 +95,7 @@ def align_query_genes(
     query = pd.Index(adata.var_names.astype(str))
     if query.equals(genes):
         return adata
-    if query.has_duplicates:
-        dup = query[query.duplicated()].unique()[:5].tolist()
-        raise ValueError(f"The query has duplicated gene names (e.g. {dup}); make them unique.")
+    _refuse_duplicates(query, "The query")
     shared = genes.isin(query)
     fraction = float(shared.mean())
     if fraction < min_gene_overlap:

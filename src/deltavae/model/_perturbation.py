@@ -15,7 +15,7 @@ from scipy import sparse
 from scipy.special import softmax
 from scvi import REGISTRY_KEYS
 
-from ._query import _category_mappings
+from ._validation import category_mappings
 
 
 class PerturbationMixin:
@@ -111,7 +111,7 @@ class PerturbationMixin:
 
 
 def _default_condition_key(model) -> str:
-    keys = list(_category_mappings(model.registry_))
+    keys = list(category_mappings(model.registry_))
     if len(keys) != 1:
         raise ValueError(
             f"Pass condition_key: the model has {len(keys)} condition covariates ({keys})."

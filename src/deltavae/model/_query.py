@@ -30,6 +30,7 @@ from scvi.model.base import ArchesMixin
 from ._freeze import _freeze_for_query, _restrict_learning
 from ._genes import align_query_genes
 from ._saved import read_saved
+from ._validation import category_mappings
 
 logger = logging.getLogger(__name__)
 
@@ -121,18 +122,6 @@ def _covariate_sizes(registry: dict, without: dict | None = None) -> list[int]:
     return sizes
 
 
-def _category_mappings(registry: dict) -> dict[str, list]:
-    fields = registry["field_registries"]
-    out = {}
-    batch = fields.get(REGISTRY_KEYS.BATCH_KEY, {}).get("state_registry", {})
-    if batch.get("original_key") not in (None, "_scvi_batch"):
-        out[batch["original_key"]] = list(batch["categorical_mapping"])
-    cat = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
-    for key, mapping in cat.get("mappings", {}).items():
-        out[key] = list(mapping)
-    return out
-
-
 class QueryMappingMixin(ArchesMixin):
     """scArches query mapping onto a trained reference.
 
@@ -221,8 +210,8 @@ class QueryMappingMixin(ArchesMixin):
         # new weights see the reference's deterministic network.
         model.module.eval()
         new_categories = {}
-        for key, mapping in _category_mappings(model.registry_).items():
-            known = set(_category_mappings(registry).get(key, []))
+        for key, mapping in category_mappings(model.registry_).items():
+            known = set(category_mappings(registry).get(key, []))
             new_categories[key] = [str(v) for v in mapping if v not in known]
         model.query_mapping_ = {
             "n_genes_missing": n_missing,

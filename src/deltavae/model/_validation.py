@@ -243,6 +243,26 @@ def check_model_arguments(
             raise ValueError(f"{name} must be non-negative and finite; got {value!r}.")
 
 
+def category_mappings(registry: dict) -> dict[str, list]:
+    """The categories of each condition column a model registered, by obs key: the batch
+    (unless it is scvi-tools' constant stand-in) and every categorical covariate.
+
+    Examples
+    --------
+    >>> category_mappings({"field_registries": {}})
+    {}
+    """
+    fields = registry["field_registries"]
+    out = {}
+    batch = fields.get("batch", {}).get("state_registry", {})
+    if batch.get("original_key") not in (None, "_scvi_batch"):
+        out[batch["original_key"]] = list(batch["categorical_mapping"])
+    covs = fields.get("extra_categorical_covs", {}).get("state_registry", {})
+    for key, mapping in covs.get("mappings", {}).items():
+        out[key] = list(mapping)
+    return out
+
+
 def check_known_categories(adata: AnnData, registry: dict) -> None:
     """The categorical obs columns a model registered exist in ``adata`` and hold only
     categories the model was trained with.
@@ -259,15 +279,7 @@ def check_known_categories(adata: AnnData, registry: dict) -> None:
     >>> import numpy as np, anndata as ad
     >>> check_known_categories(ad.AnnData(np.ones((2, 2))), {"field_registries": {}})
     """
-    fields = registry["field_registries"]
-    columns: dict[str, list] = {}
-    batch = fields.get("batch", {}).get("state_registry", {})
-    if batch.get("original_key") not in (None, "_scvi_batch"):
-        columns[batch["original_key"]] = list(batch["categorical_mapping"])
-    covs = fields.get("extra_categorical_covs", {}).get("state_registry", {})
-    for key, mapping in covs.get("mappings", {}).items():
-        columns[key] = list(mapping)
-    for key, known in columns.items():
+    for key, known in category_mappings(registry).items():
         if key not in adata.obs:
             raise KeyError(
                 f"adata.obs lacks {key!r}, a condition column the model was trained with; add "
