@@ -165,18 +165,21 @@ def phase_zinbvae_pbmc(ctx: Context, models: dict) -> None:
     )
     if model is FAILED:
         return
-    latent = run(name, "get_latent_representation", lambda: model.get_latent_representation())
-    run(
+    latent, *_ = ctx.report.run_each(
         name,
-        "get_latent_representation(new AnnData)",
-        lambda: model.get_latent_representation(adata[:200].copy()),
+        [
+            ("get_latent_representation", lambda: model.get_latent_representation()),
+            (
+                "get_latent_representation(new AnnData)",
+                lambda: model.get_latent_representation(adata[:200].copy()),
+            ),
+            (
+                "get_latent_representation(give_mean=False)",
+                lambda: model.get_latent_representation(give_mean=False),
+            ),
+            ("write_to_adata", lambda: model.write_to_adata(adata), {"detail": str}),
+        ],
     )
-    run(
-        name,
-        "get_latent_representation(give_mean=False)",
-        lambda: model.get_latent_representation(give_mean=False),
-    )
-    run(name, "write_to_adata", lambda: model.write_to_adata(adata), detail=str)
     models[name] = {"model": model, "adata": adata, "latent": latent, "kind": "latent"}
 
 
@@ -302,32 +305,29 @@ def _zinbvae_reference(ctx: Context, models: dict, kang) -> None:
         return
     latent = run(name, "get_latent_representation", lambda: model.get_latent_representation())
     ctrl = ref[ref.obs["condition"] == "ctrl"].copy()
-    run(
+    by_type = {"condition_key": "condition", "balance_key": "cell_type"}
+    ctx.report.run_each(
         name,
-        "predict_perturbation(latent_shift)",
-        lambda: model.predict_perturbation(
-            ctrl, "stim", method="latent_shift", condition_key="condition"
-        ),
-    )
-    run(
-        name,
-        "predict_perturbation(latent_shift, balanced)",
-        lambda: model.predict_perturbation(
-            ctrl, "stim", method="latent_shift", condition_key="condition", balance_key="cell_type"
-        ),
-    )
-    run(
-        name,
-        "predict_perturbation(nearest_response)",
-        lambda: model.predict_perturbation(
-            ctrl, "stim", "nearest_response", condition_key="condition", balance_key="cell_type"
-        ),
-    )
-    run(
-        name,
-        "differential_abundance(sample_key='sample')",
-        lambda: model.differential_abundance(sample_key="sample"),
-        detail=lambda v: type(v).__name__,
+        [
+            (
+                f"predict_perturbation({method}{', balanced' if balanced else ''})",
+                lambda m=method, b=balanced: model.predict_perturbation(
+                    ctrl, "stim", method=m, **(by_type if b else {"condition_key": "condition"})
+                ),
+            )
+            for method, balanced in (
+                ("latent_shift", False),
+                ("latent_shift", True),
+                ("nearest_response", True),
+            )
+        ]
+        + [
+            (
+                "differential_abundance(sample_key='sample')",
+                lambda: model.differential_abundance(sample_key="sample"),
+                {"detail": lambda v: type(v).__name__},
+            )
+        ],
     )
     models[name] = {"model": model, "adata": ref, "latent": latent, "kind": "latent"}
 

@@ -166,6 +166,14 @@ class Report:
         self._add(row)
         return value
 
+    def run_each(self, model: str, checks, **shared) -> list:
+        """:meth:`run` for each ``(check, fn)`` or ``(check, fn, kwargs)`` in ``checks``, in order;
+        ``shared`` keyword arguments go to every call. Returns the values (or FAILED) in order."""
+        values = []
+        for check, fn, *kwargs in checks:
+            values.append(self.run(model, check, fn, **shared, **(kwargs[0] if kwargs else {})))
+        return values
+
     def _add(self, row: Row):
         self.rows.append(row)
         print(

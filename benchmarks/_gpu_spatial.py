@@ -58,7 +58,7 @@ def phase_spatial(ctx: Context, models: dict) -> None:
 def _nmfdeconv(ctx: Context, models: dict, spots, reference) -> None:
     import deltavae as dv
 
-    run, name = ctx.report.run, "NMFDeconv"
+    name = "NMFDeconv"
     target = spots.copy()
     epochs = ctx.cfg["nmf_epochs"]
     model = ctx.build_and_train(
@@ -79,18 +79,23 @@ def _nmfdeconv(ctx: Context, models: dict, spots, reference) -> None:
         diff = p.to_numpy() - truth[p.columns].to_numpy()
         return f"RMSE vs true proportions {float(np.sqrt((diff**2).mean())):.3f}"
 
-    props = run(name, "get_proportions", model.get_proportions, detail=rmse)
-    run(name, "get_abundance", model.get_abundance)
-    run(name, "get_signatures", model.get_signatures)
-    run(name, "get_technology_factor", model.get_technology_factor)
-    run(name, "write_to_adata(spots)", lambda: model.write_to_adata(target), detail=str)
+    props, *_ = ctx.report.run_each(
+        name,
+        [
+            ("get_proportions", model.get_proportions, {"detail": rmse}),
+            ("get_abundance", model.get_abundance),
+            ("get_signatures", model.get_signatures),
+            ("get_technology_factor", model.get_technology_factor),
+            ("write_to_adata(spots)", lambda: model.write_to_adata(target), {"detail": str}),
+        ],
+    )
     models[name] = {"model": model, "adata": model.adata, "latent": props, "kind": "proportions"}
 
 
 def _archetypes(ctx: Context, models: dict, spots) -> None:
     import deltavae as dv
 
-    run, name = ctx.report.run, "Archetypes"
+    name = "Archetypes"
     adata = spots.copy()
 
     def build():
@@ -110,30 +115,25 @@ def _archetypes(ctx: Context, models: dict, spots) -> None:
     )
     if model is FAILED:
         return
-    weights = run(name, "get_archetype_weights", lambda: model.get_archetype_weights())
-    run(
+    unchecked = {"finite": False}  # tables and dicts of names
+    new_spots = spots[:50].copy()
+    weights, *_ = ctx.report.run_each(
         name,
-        "get_archetype_weights(new spots)",
-        lambda: model.get_archetype_weights(spots[:50].copy()),
+        [
+            ("get_archetype_weights", lambda: model.get_archetype_weights()),
+            ("get_archetype_weights(new spots)", lambda: model.get_archetype_weights(new_spots)),
+            ("get_archetype_profiles", model.get_archetype_profiles),
+            ("get_anchors", lambda: model.get_anchors(10), unchecked),
+            ("get_markers", lambda: model.get_markers(20), {**unchecked, "detail": len}),
+            (
+                "match_signatures",
+                lambda: model.match_signatures(PBMC_SIGNATURES),
+                {**unchecked, "detail": lambda t: f"matched {t['signature'].notna().sum()}"},
+            ),
+            ("archetype_names", model.archetype_names, {"detail": str}),
+            ("write_to_adata", lambda: model.write_to_adata(adata), {"detail": str}),
+        ],
     )
-    run(name, "get_archetype_profiles", model.get_archetype_profiles)
-    run(
-        name,
-        "get_anchors",
-        lambda: model.get_anchors(10),
-        detail=lambda s: f"{int(s.notna().sum())} anchors",
-        finite=False,
-    )
-    run(name, "get_markers", lambda: model.get_markers(20), finite=False, detail=lambda d: "")
-    run(
-        name,
-        "match_signatures",
-        lambda: model.match_signatures(PBMC_SIGNATURES),
-        finite=False,
-        detail=lambda t: f"matched {t['signature'].notna().sum()} of {len(t)}",
-    )
-    run(name, "archetype_names", model.archetype_names, detail=str)
-    run(name, "write_to_adata", lambda: model.write_to_adata(adata), detail=str)
     models[name] = {"model": model, "adata": adata, "latent": weights, "kind": "weights"}
 
 

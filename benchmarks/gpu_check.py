@@ -69,24 +69,21 @@ Run from the repository root::
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import platform
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
 
-# OpenMP threads that spin while another process holds a core make torch many times slower
-# on a busy machine (see benchmarks/README.md). Must be set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-from dataclasses import asdict  # noqa: E402
-from pathlib import Path  # noqa: E402
-
+# The benchmarks' folder, for the tests that load this file by path. _common comes first: it
+# sets OMP_WAIT_POLICY before torch loads (see its docstring).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import quiet  # noqa: E402
+from _common import quiet  # noqa: E402, I001 - first, see above
 from _gpu_models import phase_kang, phase_scvi_methods, phase_zinbvae_pbmc  # noqa: E402
 from _gpu_report import (  # noqa: E402, F401 - FAILED, CheckFailed and _same: for the tests
     FAILED,
