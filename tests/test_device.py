@@ -31,9 +31,7 @@ def _fails_on_meta_only(call) -> str:
 
 @pytest.fixture(scope="module")
 def counts():
-    return dv.datasets.synthetic_counts(
-        n_cells=200, n_genes=40, n_clusters=3, n_conditions=2, seed=0
-    )
+    return dv.datasets.synthetic_counts(200, 40, 3, 2, seed=0)  # cells, genes, clusters, conditions
 
 
 @pytest.fixture(scope="module")

@@ -40,13 +40,19 @@ def _furthest_sum(X: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
 
 
 def convex_archetypes(
-    X: np.ndarray, k: int, seed: int = 0, max_iter: int = 50, tol: float = 1e-4
+    X: np.ndarray,
+    k: int,
+    seed: int = 0,
+    max_iter: int = 50,
+    tol: float = 1e-4,
+    init_B: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Classical archetypal analysis: X ~ W B X with W and B row-stochastic.
 
     Alternates (Cutler and Breiman 1994): W by constrained least squares given the archetypes
     Z; Z by least squares given W; each archetype projected onto the convex hull of the data
-    (B by constrained least squares); Z = B X.
+    (B by constrained least squares); Z = B X. The best state met is returned, so the fit is
+    never worse than its start.
 
     Parameters
     ----------
@@ -59,6 +65,10 @@ def convex_archetypes(
     max_iter, tol
         Stop after ``max_iter`` rounds or when the residual sum of squares improves by less
         than ``tol`` (relative).
+    init_B
+        Start from these archetypes (rows of B, at most ``k``); the missing ones are added by
+        furthest sum from them. A fit with k archetypes started from the fit with k - 1 then
+        explains at least as much variance (see :func:`archetype_curve`).
 
     Returns
     -------
@@ -82,23 +92,106 @@ def convex_archetypes(
     X = np.asarray(X, dtype=np.float64)
     scale = np.sqrt(((X - X.mean(axis=0)) ** 2).sum() / X.shape[0]) or 1.0
     Xs = X / scale
-    rng = np.random.default_rng(seed)
-    B = np.zeros((k, X.shape[0]))
-    B[np.arange(k), _furthest_sum(Xs, k, rng)] = 1.0
+    B = _start(Xs, k, np.random.default_rng(seed), init_B)
     Z = B @ Xs
     total = ((Xs - Xs.mean(axis=0)) ** 2).sum()
-    previous = np.inf
+    W = np.stack([_simplex_lstsq(Z.T, x) for x in Xs])
+    best = (((Xs - W @ Z) ** 2).sum(), W, B)
+    previous = best[0]
     for _ in range(max_iter):
-        W = np.stack([_simplex_lstsq(Z.T, x) for x in Xs])
         Z_free = np.linalg.lstsq(W, Xs, rcond=None)[0]
         B = np.stack([_simplex_lstsq(Xs.T, z) for z in Z_free])
         Z = B @ Xs
         W = np.stack([_simplex_lstsq(Z.T, x) for x in Xs])
         rss = ((Xs - W @ Z) ** 2).sum()
+        if rss < best[0]:
+            best = (rss, W, B)
         if previous - rss < tol * previous:
             break
         previous = rss
+    rss, W, B = best
     return W, B, float(1.0 - rss / total)
+
+
+def _start(Xs: np.ndarray, k: int, rng: np.random.Generator, init_B: np.ndarray | None):
+    """B of the first round: ``init_B``'s rows, then points furthest from those chosen."""
+    if init_B is None:
+        B = np.zeros((k, Xs.shape[0]))
+        B[np.arange(k), _furthest_sum(Xs, k, rng)] = 1.0
+        return B
+    init_B = np.asarray(init_B, dtype=np.float64)
+    if init_B.shape[0] > k or init_B.shape[1] != Xs.shape[0]:
+        raise ValueError(f"init_B must have at most {k} rows and {Xs.shape[0]} columns.")
+    rows = [init_B]
+    distance = sum(np.linalg.norm(Xs - z, axis=1) for z in init_B @ Xs)
+    for _ in range(k - init_B.shape[0]):
+        point = int(np.argmax(distance))
+        rows.append(np.eye(1, Xs.shape[0], point))
+        distance = distance + np.linalg.norm(Xs - Xs[point], axis=1)
+    return np.vstack(rows)
+
+
+def archetype_curve(X: np.ndarray, ks: Sequence[int], seed: int = 0) -> dict[int, tuple]:
+    """:func:`convex_archetypes` for each k in ``ks`` (ascending): a fresh start and a start
+    from the previous k's archetypes, keeping the better, so the explained variance never
+    falls as k grows (a curve with dips misplaces its elbow).
+
+    Returns ``{k: (W, B, explained_variance)}``.
+
+    Examples
+    --------
+    >>> X = np.random.default_rng(0).normal(size=(60, 4))
+    >>> curve = archetype_curve(X, [2, 3, 4, 5])
+    >>> ev = [curve[k][2] for k in (2, 3, 4, 5)]
+    >>> all(b >= a for a, b in zip(ev, ev[1:]))
+    True
+    """
+    fits: dict[int, tuple] = {}
+    previous = None
+    for k in sorted(int(k) for k in ks):
+        fit = convex_archetypes(X, k, seed=seed)
+        if previous is not None:
+            nested = convex_archetypes(X, k, seed=seed, init_B=previous[1])
+            fit = nested if nested[2] >= fit[2] else fit
+        fits[k] = previous = fit
+    return fits
+
+
+def smooth_points(X: np.ndarray, n_neighbors: int):
+    """Each point's mean with its nearest neighbours, as a sparse points x points averaging
+    matrix S (rows on the simplex; S @ X are the smoothed points).
+
+    Archetypes sit on the convex hull of the data, so a single outlying spot (a doublet, a
+    dropout-heavy spot) becomes an archetype of its own. On smoothed points an extreme needs
+    ``n_neighbors`` spots behind it; B found there maps back to the spots as B @ S.
+
+    Examples
+    --------
+    >>> S = smooth_points(np.arange(5.0)[:, None], 3)
+    >>> np.asarray(S.sum(axis=1)).ravel()
+    array([1., 1., 1., 1., 1.])
+    """
+    from scipy import sparse
+    from sklearn.neighbors import NearestNeighbors
+
+    n = X.shape[0]
+    n_neighbors = int(min(max(n_neighbors, 1), n))
+    _, idx = NearestNeighbors(n_neighbors=n_neighbors).fit(X).kneighbors(X)
+    rows = np.repeat(np.arange(n), n_neighbors)
+    return sparse.csr_matrix(
+        (np.full(rows.size, 1.0 / n_neighbors), (rows, idx.ravel())), shape=(n, n)
+    )
+
+
+def carriers(W: np.ndarray) -> np.ndarray:
+    """Number of points whose largest weight is on each archetype (columns of ``W``).
+
+    Examples
+    --------
+    >>> carriers(np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]]))
+    array([2, 1])
+    """
+    return np.bincount(np.asarray(W).argmax(axis=1), minlength=np.asarray(W).shape[1])
 
 
 def elbow(x: np.ndarray, y: np.ndarray) -> int:

@@ -1,0 +1,48 @@
+"""Classical archetypal analysis (numpy): a monotone explained-variance curve, and no archetype
+on a lone outlying point once points are smoothed over their neighbours."""
+
+import numpy as np
+
+from deltavae.model._archetypal_analysis import (
+    archetype_curve,
+    carriers,
+    convex_archetypes,
+    smooth_points,
+)
+
+
+def _triangle_with_outlier(seed=0):
+    """300 noisy mixtures of 3 corners, and one point far outside the triangle."""
+    rng = np.random.default_rng(seed)
+    corners = np.array([[0.0, 0.0, 0.0], [6.0, 0.0, 0.0], [0.0, 6.0, 0.0]])
+    X = rng.dirichlet([0.4] * 3, size=300) @ corners + rng.normal(0, 0.3, size=(300, 3))
+    return np.vstack([X, [[3.0, 3.0, 9.0]]])
+
+
+def test_explained_variance_never_falls_with_more_archetypes():
+    X = np.random.default_rng(1).normal(size=(120, 6))
+    fresh = [convex_archetypes(X, k, seed=0)[2] for k in range(2, 9)]
+    curve = archetype_curve(X, range(2, 9), seed=0)
+    ev = np.array([curve[k][2] for k in range(2, 9)])
+    assert np.all(np.diff(ev) >= 0), ev
+    assert np.all(ev >= np.array(fresh) - 1e-12)  # never worse than a fresh start
+
+
+def test_a_nested_start_keeps_the_previous_archetypes_fit():
+    X = _triangle_with_outlier()
+    W2, B2, ev2 = convex_archetypes(X, 2)
+    W3, B3, ev3 = convex_archetypes(X, 3, init_B=B2)
+    assert ev3 >= ev2
+    assert np.allclose(B3.sum(axis=1), 1.0) and np.allclose(W3.sum(axis=1), 1.0)
+
+
+def test_a_lone_outlier_is_an_archetype_unless_points_are_smoothed():
+    X = _triangle_with_outlier()
+    W, B, _ = convex_archetypes(X, 4)
+    assert carriers(W).min() <= 2  # the outlier holds an archetype of its own
+    S = smooth_points(X, 10)
+    W, B, _ = convex_archetypes(S @ X, 4)
+    assert carriers(W).min() >= 10
+    B_spots = np.asarray((S.T @ B.T).T)  # archetypes as mixtures of the original points
+    assert np.allclose(B_spots.sum(axis=1), 1.0) and (B_spots >= 0).all()
+    assert B_spots[:, -1].max() <= 0.1 + 1e-9  # the outlier weighs at most its share, 1/10
