@@ -108,7 +108,17 @@ def test_cluster_composition_table(trained, normalize, axis, total):
     else:
         assert table.sum() == total
     assert len(ax.texts) == np.count_nonzero(table)
-    assert [t.get_text() for t in ax.get_yticklabels()] == list(adata.obs["cluster"].cat.categories)
+    sizes = adata.obs["cluster"].value_counts()
+    expected = [f"{c} (n={sizes[c]})" for c in adata.obs["cluster"].cat.categories]
+    assert [t.get_text() for t in ax.get_yticklabels()] == expected
+
+
+def test_cluster_composition_sizes_can_be_left_out(trained):
+    _, adata = trained
+    ax = dv.pl.cluster_composition(adata, "cluster", "condition", show_sizes=False, show=False)
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(
+        adata.obs["condition"].cat.categories
+    )
 
 
 def test_cluster_composition_saves_and_checks_input(trained, tmp_path):

@@ -175,6 +175,12 @@ def _cell_text(value: float, counts: bool) -> str:
     return "<.01" if value < 0.005 else f"{value:.2f}"
 
 
+def _tick_names(categories, sizes: np.ndarray, show_sizes: bool) -> list[str]:
+    if not show_sizes:
+        return [str(c) for c in categories]
+    return [f"{c} (n={int(n)})" for c, n in zip(categories, sizes, strict=True)]
+
+
 def _categorical(values: pd.Series) -> pd.Categorical:
     categorical = pd.Categorical(values)
     return categorical.remove_unused_categories()
@@ -189,6 +195,7 @@ def cluster_composition(
     ax: Axes | None = None,
     annotate: bool = True,
     cmap: str = "Blues",
+    show_sizes: bool = True,
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
 ) -> Axes | None:
@@ -215,6 +222,9 @@ def cluster_composition(
         Write each non-zero entry in its cell.
     cmap
         Matplotlib colour map.
+    show_sizes
+        Add each cluster's and label's number of cells to its tick label (``"A0 (n=63)"``):
+        a normalised table hides that a row is one cell, or a thousand.
     {show_save}
 
     Returns
@@ -240,6 +250,8 @@ def cluster_composition(
     known = (clusters.codes >= 0) & (labels.codes >= 0)
     table = np.zeros((len(clusters.categories), len(labels.categories)))
     np.add.at(table, (clusters.codes[known], labels.codes[known]), 1)
+    row_names = _tick_names(clusters.categories, table.sum(axis=1), show_sizes)
+    col_names = _tick_names(labels.categories, table.sum(axis=0), show_sizes)
     if normalize == "cluster":
         table = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
         bar_label = f"fraction of {cluster_key} cluster"
@@ -254,8 +266,8 @@ def cluster_composition(
     image = ax.imshow(table, cmap=cmap, aspect="auto", vmin=0)
     ax.grid(False)  # a style's grid (scanpy's set_figure_params) would cut through the cells
     ax.figure.colorbar(image, ax=ax, label=bar_label, fraction=0.05, pad=0.02)
-    ax.set_xticks(np.arange(n_cols), [str(c) for c in labels.categories], rotation=45, ha="right")
-    ax.set_yticks(np.arange(n_rows), [str(c) for c in clusters.categories])
+    ax.set_xticks(np.arange(n_cols), col_names, rotation=45, ha="right")
+    ax.set_yticks(np.arange(n_rows), row_names)
     ax.set_xlabel(label_key)
     ax.set_ylabel(cluster_key)
     if annotate:
