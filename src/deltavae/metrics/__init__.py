@@ -1,4 +1,5 @@
-"""Metrics: cluster agreement with known labels, deconvolution accuracy, perturbation R².
+"""Metrics: cluster agreement with known labels, deconvolution and imputation accuracy,
+perturbation R².
 
 Examples
 --------
@@ -17,6 +18,7 @@ from ._deconvolution import (
     rmse,
     ssim,
 )
+from ._imputation import imputation_scores
 from ._perturbation import log_normalize, mean_expression_r2
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "cluster_scores",
     "clustering_accuracy",
     "deconvolution_scores",
+    "imputation_scores",
     "jsd",
     "log_normalize",
     "matched_profile_correlation",

@@ -2,7 +2,8 @@
 
 from ._archetypes import Archetypes
 from ._cgmdvae import CGMDVAE
+from ._imputer import SpatialImputer
 from ._nmfdeconv import NMFDeconv
 from ._zinbvae import ZINBVAE
 
-__all__ = ["Archetypes", "CGMDVAE", "NMFDeconv", "ZINBVAE"]
+__all__ = ["Archetypes", "CGMDVAE", "NMFDeconv", "SpatialImputer", "ZINBVAE"]

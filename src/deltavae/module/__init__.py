@@ -2,7 +2,15 @@
 
 from ._archetypes import ArchetypesModule
 from ._cgmdvae import CGMDVAEModule
+from ._imputer import ImputerDeconvolutionModule, ImputerLatentModule
 from ._nmfdeconv import NMFDeconvModule
 from ._zinbvae import ZINBVAEModule
 
-__all__ = ["ArchetypesModule", "CGMDVAEModule", "NMFDeconvModule", "ZINBVAEModule"]
+__all__ = [
+    "ArchetypesModule",
+    "CGMDVAEModule",
+    "ImputerDeconvolutionModule",
+    "ImputerLatentModule",
+    "NMFDeconvModule",
+    "ZINBVAEModule",
+]

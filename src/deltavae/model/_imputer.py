@@ -1,0 +1,443 @@
+"""SpatialImputer: expression of the genes a spatial assay did not measure, from a reference."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import LayerField, NumericalObsField
+from scvi.model.base import BaseModelClass
+
+from .._checks import check_labels, dense, layer_matrix
+from ..module import ImputerDeconvolutionModule, ImputerLatentModule
+from ._backed import writes_backed
+from ._base import DeltaModelMixin
+from ._genes import _refuse_duplicates
+from ._imputer_reference import cluster_states, state_profiles
+from ._saved import read_saved
+from ._validation import check_data, warn_user
+
+logger = logging.getLogger(__name__)
+
+_INDEX_COLUMN = "_indices"
+_DESIGNS = ("deconvolution", "latent")
+_FEW_SHARED_GENES = 50
+_CHUNK = 4096
+
+
+class SpatialImputer(DeltaModelMixin, BaseModelClass):
+    """Expected expression of every reference gene in every spot, from the genes it measured.
+
+    Spots (Visium, Slide-seq, MERFISH, Xenium ...) measure a subset of the genes of a
+    single-cell reference. Two designs (see :mod:`deltavae.module._imputer`):
+
+    * ``"deconvolution"`` (default): each spot is an NB mixture of reference state profiles
+      (cell types, or clusters of an unlabelled reference), fitted on the measured genes with
+      a gene-wise platform factor; the same mixture of the full profiles gives every gene.
+    * ``"latent"``: one encoder maps reference cells and spots into a joint latent space and
+      a decoder, trained on the reference's counts of every gene, reads out all genes.
+
+    On the benchmark of Li et al. 2022 (benchmarks/README.md, "Gene imputation") the
+    deconvolution design had the higher median per-gene PCC on the four RCTD spatial and
+    reference pairs, so it is the default. Build the model with :meth:`from_reference`.
+
+    Parameters
+    ----------
+    adata
+        Spots with raw counts on genes of the reference, registered with :meth:`setup_anndata`.
+    reference
+        Reference rows x genes, raw counts on the reference's scale: expected counts of one
+        cell per state (``"deconvolution"``), or the single cells (``"latent"``). Its genes
+        are the ones the model imputes; they must include every gene of ``adata``.
+    design
+        ``"deconvolution"`` or ``"latent"``.
+    prior_concentration
+        Symmetric Dirichlet concentration of the state proportions (deconvolution).
+    technology_sd
+        Prior standard deviation of the log gene-wise platform factor.
+    n_latent, n_hidden, n_layers, dropout_rate
+        Network sizes (latent design).
+
+    Examples
+    --------
+    >>> import deltavae as dv
+    >>> data = dv.datasets.synthetic_counts(n_cells=300, n_genes=60, n_clusters=3, seed=0)
+    >>> ref, spots = data[:150].copy(), data[150:, :40].copy()
+    >>> imputer = dv.model.SpatialImputer.from_reference(spots, reference=ref, labels_key="cluster")
+    >>> imputer.train(max_epochs=50)
+    >>> imputer.impute().shape  # the 20 genes the spots did not measure
+    (150, 20)
+    """
+
+    _module_cls = ImputerDeconvolutionModule
+    imputed_key = "imputed"
+
+    def __init__(
+        self,
+        adata: AnnData,
+        reference: pd.DataFrame,
+        design: str = "deconvolution",
+        prior_concentration: float = 1.0,
+        technology_sd: float = 0.5,
+        n_latent: int = 10,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+    ):
+        super().__init__(adata)
+        if design not in _DESIGNS:
+            raise ValueError(f"design must be one of {_DESIGNS}; got {design!r}.")
+        if prior_concentration <= 0 or technology_sd <= 0:
+            raise ValueError(
+                f"prior_concentration and technology_sd must be > 0; got {prior_concentration}, "
+                f"{technology_sd}."
+            )
+        if not isinstance(reference, pd.DataFrame):
+            raise TypeError(
+                "reference must be a DataFrame (rows x genes, gene names as columns); build the "
+                "model with SpatialImputer.from_reference(spots, reference=adata)."
+            )
+        genes = pd.Index(reference.columns.astype(str))
+        _refuse_duplicates(genes, "reference")
+        visible = genes.get_indexer(adata.var_names.astype(str))
+        if (visible < 0).any():
+            unknown = adata.var_names[visible < 0]
+            raise ValueError(
+                f"{len(unknown)} of the spots' genes are not reference genes (e.g. "
+                f"{unknown[:5].tolist()}); use from_reference, which keeps the shared genes."
+            )
+        values = np.asarray(reference.to_numpy(), dtype=np.float32)
+        if not np.isfinite(values).all() or (values < 0).any():
+            raise ValueError("reference must hold finite, non-negative counts.")
+        self.design_ = design
+        self.reference_genes_ = genes
+        self.state_names_ = pd.Index(reference.index.astype(str))
+        if design == "deconvolution":
+            self.module = ImputerDeconvolutionModule(
+                adata.n_obs, torch.as_tensor(values), torch.as_tensor(visible),
+                prior_concentration, technology_sd,
+            )  # fmt: skip
+            totals = dense(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)).sum(1)
+            self.module.start_abundance(torch.as_tensor(totals))
+        else:
+            self.module = ImputerLatentModule(
+                adata.n_obs, torch.as_tensor(values), torch.as_tensor(visible),
+                n_latent, n_hidden, n_layers, dropout_rate, technology_sd,
+            )  # fmt: skip
+        summary = (
+            f"SpatialImputer ({design}): {adata.n_obs} spots measuring {adata.n_vars} of "
+            f"{len(genes)} reference genes, {len(reference)} reference "
+            f"{'states' if design == 'deconvolution' else 'cells'}"
+        )
+        self._finish_init(summary, locals())
+
+    # ------------------------------------------------------------------------- setup
+    @classmethod
+    def setup_anndata(cls, adata: AnnData, layer: str | None = None, **kwargs) -> None:
+        """Register the spots' raw counts (and a spot index, ``obs["_indices"]``).
+
+        :meth:`from_reference` calls it on a copy of the spots reduced to the shared genes.
+
+        Parameters
+        ----------
+        adata
+            Spots x genes (genes of the reference only), raw counts.
+        layer
+            Layer with the counts; ``None`` for ``adata.X``.
+
+        Examples
+        --------
+        >>> dv.model.SpatialImputer.setup_anndata(spots)  # doctest: +SKIP
+        """
+        check_data(adata, layer, kind="counts")
+        adata.obs[_INDEX_COLUMN] = np.arange(adata.n_obs)
+        setup_method_args = cls._get_setup_method_args(**locals())
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            NumericalObsField(REGISTRY_KEYS.INDICES_KEY, _INDEX_COLUMN),
+        ]
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @classmethod
+    def from_reference(
+        cls,
+        spatial: AnnData,
+        reference: AnnData,
+        labels_key: str | None = "cell_type",
+        design: str = "deconvolution",
+        layer: str | None = None,
+        reference_layer: str | None = None,
+        n_states: int = 30,
+        min_shared_genes: int = 10,
+        seed: int = 0,
+        **model_kwargs,
+    ) -> SpatialImputer:
+        """Build the model from spots and a single-cell reference, matching genes by name.
+
+        The spots keep the genes they share with the reference, in the reference's order (so
+        the spots' own gene order does not matter), on a copy: ``spatial`` is not changed.
+        The reference's genes are the ones that can be imputed.
+
+        Parameters
+        ----------
+        spatial
+            Spots x genes with raw counts (any genes; those not in the reference are unused).
+        reference
+            Single cells x genes with raw counts.
+        labels_key
+            obs column of ``reference`` with cell types, whose mean profiles the
+            deconvolution mixes; ``None`` clusters the reference into ``n_states`` states
+            instead (k-means on log-normalised counts). Unused by the latent design.
+        design
+            ``"deconvolution"`` (default) or ``"latent"`` (see :class:`SpatialImputer`).
+        layer, reference_layer
+            Layers with the counts of the spots and of the reference (``None``: ``X``).
+        n_states
+            Clusters of an unlabelled reference (``labels_key=None``).
+        min_shared_genes
+            Fewest shared genes accepted.
+        seed
+            Seed of the clustering of an unlabelled reference.
+        **model_kwargs
+            Passed to :class:`SpatialImputer`.
+
+        Returns
+        -------
+        SpatialImputer
+
+        Examples
+        --------
+        >>> imputer = dv.model.SpatialImputer.from_reference(spots, reference=ref)  # doctest: +SKIP
+        """
+        if design not in _DESIGNS:
+            raise ValueError(f"design must be one of {_DESIGNS}; got {design!r}.")
+        for name, data in (("spatial", spatial), ("reference", reference)):
+            _refuse_duplicates(pd.Index(data.var_names.astype(str)), name)
+        check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
+        ref_genes = pd.Index(reference.var_names.astype(str))
+        shared = ref_genes[ref_genes.isin(spatial.var_names.astype(str))]
+        if len(shared) < min_shared_genes:
+            raise ValueError(
+                f"spatial ({spatial.n_vars} genes, e.g. {list(spatial.var_names[:3])}) and "
+                f"reference ({reference.n_vars} genes, e.g. {list(reference.var_names[:3])}) "
+                f"share {len(shared)} genes; at least {min_shared_genes} are needed "
+                "(min_shared_genes). Use the same gene identifiers (symbols or Ensembl IDs) in "
+                "both."
+            )
+        if len(shared) == len(ref_genes):
+            raise ValueError(
+                "the spots already measure every reference gene: there is nothing to impute. "
+                "The reference must hold the genes to impute."
+            )
+        if len(shared) < _FEW_SHARED_GENES:
+            warn_user(
+                f"spatial and reference share only {len(shared)} genes; the spots' states "
+                "(and so the imputed genes) may be poorly determined."
+            )
+        logger.info(
+            "%d shared genes; %d reference genes to impute", len(shared), len(ref_genes) - len(shared)
+        )
+        counts = layer_matrix(reference, reference_layer)
+        if design == "latent":
+            profiles = pd.DataFrame(
+                dense(counts), index=reference.obs_names.astype(str), columns=ref_genes
+            )
+        else:
+            labels = (
+                check_labels(reference, labels_key)
+                if labels_key is not None
+                else cluster_states(counts, n_states, seed)
+            )
+            profiles = state_profiles(counts, labels, ref_genes)
+        spots = spatial[:, shared.to_numpy()]
+        spots = spots.to_memory() if spots.isbacked else spots.copy()
+        cls.setup_anndata(spots, layer=layer)
+        return cls(spots, reference=profiles, design=design, **model_kwargs)
+
+    # ------------------------------------------------------------------------- training
+    def train(
+        self,
+        max_epochs: int | None = None,
+        lr: float | None = None,
+        batch_size: int | None = None,
+        **kwargs,
+    ):
+        """Fit on every spot (no validation split: spots have their own parameters).
+
+        Parameters
+        ----------
+        max_epochs
+            Passes through the spots; default 400 (deconvolution) or 200 (latent).
+        lr
+            Adam learning rate; default 0.05 (deconvolution) or 0.005 (latent).
+        batch_size
+            Spots per step; default all of them up to 2,048 (deconvolution) or 128 (latent).
+        **kwargs
+            Passed to the shared training loop, :meth:`deltavae.model.ZINBVAE.train`
+            (``accelerator``, Lightning trainer arguments ...).
+
+        Examples
+        --------
+        >>> imputer.train(max_epochs=400)  # doctest: +SKIP
+        """
+        deconvolution = self.design_ == "deconvolution"
+        if max_epochs is None:
+            max_epochs = 400 if deconvolution else 200
+        if lr is None:
+            lr = 0.05 if deconvolution else 0.005
+        if batch_size is None:
+            batch_size = min(self.adata.n_obs, 2048) if deconvolution else 128
+        kwargs.setdefault("enable_checkpointing", False)
+        kwargs.setdefault("log_every_n_steps", 1)
+        if deconvolution:
+            kwargs.setdefault("n_epochs_kl_warmup", None)
+        return super().train(
+            max_epochs=max_epochs, lr=lr, batch_size=batch_size, train_size=1.0, **kwargs
+        )
+
+    # ------------------------------------------------------------------------- results
+    def _check_spots(self, adata: AnnData | None) -> AnnData:
+        adata = self._resolve_adata(adata)
+        if not adata.obs_names.equals(self.adata.obs_names):
+            raise ValueError(
+                "Imputations are fitted per spot: the AnnData must hold the model's "
+                f"{self.adata.n_obs} spots in the same order (got {adata.n_obs})."
+            )
+        return adata
+
+    def _requested_genes(self, genes) -> pd.Index:
+        known = self.reference_genes_
+        if genes is None:
+            return known[~known.isin(self.adata.var_names.astype(str))]
+        if isinstance(genes, str):
+            genes = [genes]
+        genes = pd.Index([str(g) for g in genes])
+        unknown = genes[~genes.isin(known)]
+        if len(unknown):
+            raise KeyError(
+                f"{len(unknown)} requested genes are not reference genes: "
+                f"{unknown[:10].tolist()}; the model can impute only the reference's "
+                f"{len(known)} genes (model.reference_genes_)."
+            )
+        return genes
+
+    def impute(self, genes: list[str] | None = None) -> pd.DataFrame:
+        """Expected counts of reference genes in every spot, on the spots' scale.
+
+        Parameters
+        ----------
+        genes
+            Reference genes to impute, by name (measured ones too: the model's expectation
+            of them); ``None`` for the reference genes the spots did not measure.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Spots x genes. A gene's platform factor is fitted for the measured genes only;
+            the other genes take the geometric mean of those factors, so their overall level
+            is the reference's, while their pattern across spots is what the model infers.
+
+        Examples
+        --------
+        >>> imputer.impute(["Gene_0045"]).shape  # doctest: +SKIP
+        """
+        self._check_if_trained(warn=False)
+        chosen = self._requested_genes(genes)
+        columns = torch.as_tensor(self.reference_genes_.get_indexer(chosen), dtype=torch.long)
+        counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        device = self.module.device
+        blocks = []
+        for start in range(0, self.adata.n_obs, _CHUNK):
+            stop = min(start + _CHUNK, self.adata.n_obs)
+            if self.design_ == "deconvolution":
+                values = self.module.expected(torch.arange(start, stop, device=device))
+            else:
+                x = torch.as_tensor(dense(counts[start:stop]), dtype=torch.float32)
+                values = self.module.expected(x.to(device))
+            blocks.append(values[:, columns.to(device)].cpu().numpy().astype(np.float64))
+        return pd.DataFrame(np.concatenate(blocks), index=self.adata.obs_names, columns=chosen)
+
+    def get_proportions(self) -> pd.DataFrame:
+        """Shares of the reference states in every spot (deconvolution design).
+
+        Examples
+        --------
+        >>> imputer.get_proportions().idxmax(axis=1).head()  # doctest: +SKIP
+        """
+        if self.design_ != "deconvolution":
+            raise ValueError("get_proportions needs design='deconvolution'.")
+        self._check_if_trained(warn=False)
+        with torch.no_grad():
+            values = self.module.proportions().cpu().numpy().astype(np.float64)
+        values /= values.sum(axis=1, keepdims=True)
+        return pd.DataFrame(values, index=self.adata.obs_names, columns=self.state_names_)
+
+    @writes_backed
+    def write_to_adata(self, adata: AnnData | None = None, genes: list[str] | None = None):
+        """Write the imputed genes to ``obsm["imputed"]``, a spots x genes DataFrame.
+
+        The imputed genes are not among the spots' genes, so they go to ``obsm`` (gene names
+        as columns) rather than to a layer, which would need the AnnData's own genes.
+
+        Parameters
+        ----------
+        adata
+            The spots (same spots, same order, any genes), e.g. the AnnData passed to
+            :meth:`from_reference`; default the model's own copy.
+        genes
+            As in :meth:`impute`.
+
+        Returns
+        -------
+        The keys written, as ``"slot/key"`` strings.
+
+        Examples
+        --------
+        >>> imputer.write_to_adata(spots)  # doctest: +SKIP
+        ['obsm/imputed']
+        """
+        adata = self._check_spots(adata)
+        imputed = self.impute(genes)
+        imputed.index = adata.obs_names
+        adata.obsm[self.imputed_key] = imputed
+        return [f"obsm/{self.imputed_key}"]
+
+    # ------------------------------------------------------------------------- load
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> SpatialImputer:
+        """Load a saved model; ``adata`` may be the spots with any genes (matched by name).
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        adata
+            The spots; their genes are reduced to the model's (on a copy). ``None`` uses the
+            AnnData saved with the model (``save(..., save_anndata=True)``).
+        **kwargs
+            Passed to :meth:`deltavae.model.ZINBVAE.load`.
+
+        Examples
+        --------
+        >>> imputer = dv.model.SpatialImputer.load("imputer/", spots)  # doctest: +SKIP
+        """
+        if adata is not None:
+            _, var_names, _ = read_saved(cls, dir_path, kwargs.get("prefix"))
+            genes = pd.Index(np.asarray(var_names).astype(str))
+            missing = genes[~genes.isin(adata.var_names.astype(str))]
+            if len(missing):
+                raise ValueError(
+                    f"adata lacks {len(missing)} of the model's {len(genes)} spot genes "
+                    f"(e.g. {missing[:5].tolist()}); pass the spots the model was fitted on."
+                )
+            adata = adata[:, genes.to_numpy()]
+            adata = adata.to_memory() if adata.isbacked else adata.copy()
+            adata.obs[_INDEX_COLUMN] = np.arange(adata.n_obs)
+        return super().load(dir_path, adata=adata, **kwargs)

@@ -1,0 +1,58 @@
+"""Reference states for SpatialImputer: mean profiles per label, or clusters of the cells."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.cluster import KMeans
+from sklearn.decomposition import TruncatedSVD
+
+
+def state_profiles(counts, labels: pd.Categorical, genes: pd.Index) -> pd.DataFrame:
+    """Mean counts per cell of each state: states x genes (the NB mean of a state's cells).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> labels = pd.Categorical(["a", "b", "a"])
+    >>> state_profiles(np.array([[1, 0], [0, 4], [3, 0]]), labels, pd.Index(["g1", "g2"]))
+        g1   g2
+    a  2.0  0.0
+    b  0.0  4.0
+    """
+    membership = sp.csr_matrix(
+        (np.ones(len(labels)), (labels.codes, np.arange(len(labels)))),
+        shape=(len(labels.categories), len(labels)),
+    )
+    sizes = np.asarray(membership.sum(axis=1)).ravel()
+    sums = membership @ sp.csr_matrix(counts, dtype=np.float64)
+    means = np.asarray(sums.todense()) / sizes[:, None]
+    return pd.DataFrame(means, index=[str(c) for c in labels.categories], columns=genes)
+
+
+def cluster_states(counts, n_states: int, seed: int = 0) -> pd.Categorical:
+    """Cells clustered into ``n_states`` states by k-means on log-normalised counts (50
+    truncated-SVD components first when there are more genes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> counts = np.vstack([np.tile([9, 0, 1], (5, 1)), np.tile([0, 9, 1], (5, 1))])
+    >>> cluster_states(counts, 2).value_counts().tolist()
+    [5, 5]
+    """
+    if not isinstance(n_states, int | np.integer) or n_states < 2:
+        raise ValueError(f"n_states must be an integer >= 2; got {n_states!r}.")
+    counts = sp.csr_matrix(counts, dtype=np.float64)
+    if n_states > counts.shape[0]:
+        raise ValueError(f"n_states={n_states} exceeds the {counts.shape[0]} reference cells.")
+    totals = np.maximum(np.asarray(counts.sum(axis=1)).ravel(), 1.0)
+    logged = sp.diags(1e4 / totals) @ counts
+    logged.data = np.log1p(logged.data)
+    if logged.shape[1] > 50:
+        logged = TruncatedSVD(50, random_state=seed).fit_transform(logged)
+    else:
+        logged = logged.toarray()
+    codes = KMeans(n_states, n_init=4, random_state=seed).fit_predict(logged)
+    return pd.Categorical([f"state_{c}" for c in codes])

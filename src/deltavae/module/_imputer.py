@@ -1,0 +1,312 @@
+"""SpatialImputer: the genes a spot did not measure, from a single-cell reference, as Pyro programs.
+
+Both designs read a spot's counts on the genes it shares with the reference (the *visible*
+genes, ``v``) and predict every reference gene ``g``.
+
+**Deconvolution** (the default). With reference profiles m_kg (expected counts of one cell of
+reference state k: a cell type, a cluster or a single cell):
+
+    gamma_v ~ LogNormal(0, technology_sd)            gene-wise platform factor (visible genes)
+    p_s ~ Dirichlet(prior_concentration * 1)         the spot's share of each state
+    a_s = exp(log_abundance_s)                       cells' worth of signal in the spot
+    x_sv ~ NB(mean = a_s * gamma_v * sum_k p_sk m_kv, inverse dispersion theta_v)
+
+and the imputed expectation of any gene is ``a_s * gamma_g * sum_k p_sk m_kg``, with
+gamma_g the fitted factor for a visible gene and the geometric mean of the fitted factors
+for the others (a gene's overall scale on the spatial platform is not identifiable from the
+reference alone). The guide is a point mass (MAP) for every site.
+
+**Latent** (a joint latent space, as gimVI). Reference cells c with counts r_c and library
+l_c = sum_g r_cg, and spots s with visible counts x_s and visible total n_s:
+
+    z ~ Normal(0, I)                                  for every cell and every spot
+    rho(z) = softmax(f(z))                            a decoder over all reference genes
+    r_cg ~ NB(l_c * rho_g(z_c), theta_g)              reference cells: every gene
+    x_sv ~ NB(n_s * gamma_v rho_v(z_s) / sum_v' gamma_v' rho_v'(z_s), phi_v)   spots: visible
+
+with q(z | x, source) amortised by one encoder on the visible genes' log-normalised counts.
+The imputed expectation is ``n_s * gamma_g rho_g(z_s) / sum_v gamma_v rho_v(z_s)`` at the
+posterior mean of z_s. Each training step adds a minibatch of reference cells (as many as
+spots) to the spots' minibatch, drawn in the guide and read by the model.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as pdist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from scvi import REGISTRY_KEYS
+from scvi.distributions import NegativeBinomial
+from scvi.module.base import LossOutput, auto_move_data
+from scvi.nn import FCLayers
+from torch import nn
+
+from ..distributions import negative_binomial
+from ..nn import GaussianHeads
+from ._base import DeltaPyroModule
+
+_X = REGISTRY_KEYS.X_KEY
+_IDX = REGISTRY_KEYS.INDICES_KEY
+
+
+def _fn_args(tensor_dict):
+    return (tensor_dict[_X], tensor_dict[_IDX].long().view(-1)), {}
+
+
+class _ImputerBase(DeltaPyroModule):
+    """What both designs share: the visible genes' positions and platform factor."""
+
+    def __init__(self, n_spots: int, n_genes: int, visible: torch.Tensor, technology_sd: float):
+        super().__init__()
+        visible = torch.as_tensor(visible, dtype=torch.long)
+        if visible.ndim != 1 or len(visible) == 0 or int(visible.max()) >= n_genes:
+            raise ValueError(
+                f"visible must index the {n_genes} reference genes; got {tuple(visible.shape)}"
+            )
+        self.n_spots, self.n_genes, self.n_visible = n_spots, n_genes, len(visible)
+        self.technology_sd = technology_sd
+        self.register_buffer("visible", visible)
+        self.log_technology = nn.Parameter(torch.zeros(len(visible)))
+
+    _get_fn_args_from_batch = staticmethod(_fn_args)
+
+    def _get_inference_input(self, tensors, **kwargs):
+        return {"x": tensors[_X], "idx": tensors[_IDX].long().view(-1)}
+
+    def technology(self) -> torch.Tensor:
+        """Platform factor of every reference gene: fitted for the visible genes, their
+        geometric mean for the rest."""
+        log_tech = self.log_technology.new_full((self.n_genes,), float(self.log_technology.mean()))
+        log_tech[self.visible] = self.log_technology
+        return torch.exp(log_tech)
+
+    def _tech_prior(self, x, kl_weight):
+        with poutine.scale(scale=kl_weight):
+            return pyro.sample(
+                "technology",
+                pdist.LogNormal(x.new_zeros(self.n_visible), self.technology_sd).to_event(1),
+            )
+
+    def _tech_guide(self):
+        pyro.sample("technology", pdist.Delta(torch.exp(self.log_technology), event_dim=1))
+
+    def _get_generative_input(self, tensors, inference_outputs, **kwargs):
+        return {"mean": inference_outputs["visible_mean"]}
+
+    def generative(self, mean):
+        """p(x | latents) on the visible genes, as scvi-tools' negative binomial."""
+        return {"px": NegativeBinomial(mu=mean, theta=torch.exp(self.log_theta))}
+
+    def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
+        """Negative log-likelihood per spot of its visible genes (reconstruction only)."""
+        reconstruction = -generative_outputs["px"].log_prob(tensors[_X]).sum(-1)
+        return LossOutput(loss=reconstruction.mean(), reconstruction_loss=reconstruction)
+
+
+class ImputerDeconvolutionModule(_ImputerBase):
+    """Pyro module of :class:`deltavae.model.SpatialImputer`, ``design="deconvolution"``.
+
+    Parameters
+    ----------
+    n_spots
+        Number of spots (each has its own proportions and abundance).
+    profiles
+        Reference states x all reference genes, expected counts of one cell.
+    visible
+        Positions, among the profiles' genes, of the spots' genes (in the spots' order).
+    prior_concentration
+        Symmetric Dirichlet concentration of the proportions.
+    technology_sd
+        Prior standard deviation of the log platform factor.
+
+    Examples
+    --------
+    >>> import torch
+    >>> m = ImputerDeconvolutionModule(4, torch.ones(2, 5), torch.tensor([0, 2]))
+    >>> m.expected(torch.arange(4)).shape
+    torch.Size([4, 5])
+    """
+
+    _pyro_name = "imputer_deconvolution"
+
+    def __init__(
+        self,
+        n_spots: int,
+        profiles: torch.Tensor,
+        visible: torch.Tensor,
+        prior_concentration: float = 1.0,
+        technology_sd: float = 0.5,
+    ):
+        profiles = torch.as_tensor(profiles, dtype=torch.float32)
+        super().__init__(n_spots, profiles.shape[1], visible, technology_sd)
+        self.n_states = profiles.shape[0]
+        self.prior_concentration = prior_concentration
+        self.register_buffer("log_profiles", torch.log(profiles.clamp_min(1e-8)))
+        self.proportion_logits = nn.Parameter(torch.zeros(n_spots, self.n_states))
+        self.log_abundance = nn.Parameter(torch.zeros(n_spots))
+        self.log_theta = nn.Parameter(torch.full((self.n_visible,), 2.0))
+
+    def start_abundance(self, spot_totals: torch.Tensor) -> None:
+        """Start each spot's abundance at its visible total over a mean profile's."""
+        per_cell = torch.exp(self.log_profiles[:, self.visible]).sum(1).mean()
+        start = torch.as_tensor(spot_totals, dtype=torch.float32) / per_cell
+        with torch.no_grad():
+            self.log_abundance.copy_(torch.log(start.clamp_min(1e-3)))
+
+    def proportions(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Shares of the reference states in the spots ``idx`` (all spots when ``None``)."""
+        logits = self.proportion_logits if idx is None else self.proportion_logits[idx]
+        return F.softmax(logits, dim=-1)
+
+    def _visible_mean(self, idx, proportions, technology):
+        abundance = torch.exp(self.log_abundance[idx]).unsqueeze(-1)
+        profiles = torch.exp(self.log_profiles[:, self.visible])
+        return abundance * (proportions @ profiles) * technology
+
+    @torch.no_grad()
+    def expected(self, idx: torch.Tensor) -> torch.Tensor:
+        """Expected counts of every reference gene in the spots ``idx``."""
+        abundance = torch.exp(self.log_abundance[idx]).unsqueeze(-1)
+        mixed = self.proportions(idx) @ torch.exp(self.log_profiles)
+        return abundance * mixed * self.technology()
+
+    def model(self, x, idx, kl_weight: float = 1.0):
+        """Generative model; ``kl_weight`` scales the prior terms."""
+        pyro.module(self._pyro_name, self)
+        technology = self._tech_prior(x, kl_weight)
+        with self._cell_plate(x.shape[0]):
+            with poutine.scale(scale=kl_weight):
+                alpha = x.new_full((x.shape[0], self.n_states), self.prior_concentration)
+                proportions = pyro.sample("proportions", pdist.Dirichlet(alpha))
+            mean = self._visible_mean(idx, proportions, technology)
+            pyro.sample("obs", negative_binomial(mean, torch.exp(self.log_theta)).to_event(1), obs=x)
+
+    def guide(self, x, idx, kl_weight: float = 1.0):
+        """Point masses at the current parameters (MAP)."""
+        pyro.module(self._pyro_name, self)
+        self._tech_guide()
+        with self._cell_plate(x.shape[0]):
+            pyro.sample("proportions", pdist.Delta(self.proportions(idx), event_dim=1))
+
+    @auto_move_data
+    def inference(self, x, idx):
+        """The spots' proportions and their expected visible counts (point estimates)."""
+        proportions = self.proportions(idx)
+        technology = torch.exp(self.log_technology)
+        return {
+            "proportions": proportions,
+            "visible_mean": self._visible_mean(idx, proportions, technology),
+        }
+
+
+class ImputerLatentModule(_ImputerBase):
+    """Pyro module of :class:`deltavae.model.SpatialImputer`, ``design="latent"``.
+
+    Parameters
+    ----------
+    n_spots
+        Number of spots.
+    reference_counts
+        Reference cells x all reference genes, raw counts (kept as a buffer, saved with
+        the model).
+    visible
+        Positions, among the reference genes, of the spots' genes (in the spots' order).
+    n_latent, n_hidden, n_layers, dropout_rate
+        Sizes of the shared encoder and of the decoder.
+    technology_sd
+        Prior standard deviation of the log platform factor.
+
+    Examples
+    --------
+    >>> import torch
+    >>> m = ImputerLatentModule(4, torch.ones(6, 5), torch.tensor([0, 2]))
+    >>> m.expected(torch.ones(4, 2)).shape
+    torch.Size([4, 5])
+    """
+
+    _pyro_name = "imputer_latent"
+
+    def __init__(
+        self,
+        n_spots: int,
+        reference_counts: torch.Tensor,
+        visible: torch.Tensor,
+        n_latent: int = 10,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        technology_sd: float = 0.5,
+    ):
+        reference_counts = torch.as_tensor(reference_counts, dtype=torch.float32)
+        super().__init__(n_spots, reference_counts.shape[1], visible, technology_sd)
+        self.n_latent = n_latent
+        self.register_buffer("reference_counts", reference_counts)
+        self.encoder = GaussianHeads(
+            self.n_visible, {"z": n_latent}, [2], n_hidden, n_layers, dropout_rate
+        )
+        self.decoder = nn.Sequential(
+            FCLayers(n_latent, n_hidden, n_layers=n_layers, n_hidden=n_hidden, dropout_rate=0),
+            nn.Linear(n_hidden, self.n_genes),
+        )
+        self.log_theta_reference = nn.Parameter(torch.full((self.n_genes,), 2.0))
+        self.log_theta = nn.Parameter(torch.full((self.n_visible,), 2.0))
+        self._reference_batch: torch.Tensor | None = None
+
+    def _encode(self, x_visible: torch.Tensor, source: int):
+        total = x_visible.sum(-1, keepdim=True).clamp_min(1.0)
+        h = torch.log1p(x_visible / total * 1e4)
+        cat = torch.full((x_visible.shape[0], 1), source, dtype=torch.long, device=h.device)
+        return self.encoder(h, cat)["z"]
+
+    def _spot_mean(self, x, z, technology):
+        rho = F.softmax(self.decoder(z), dim=-1)[:, self.visible] * technology
+        return x.sum(-1, keepdim=True) * rho / rho.sum(-1, keepdim=True)
+
+    @torch.no_grad()
+    def expected(self, x: torch.Tensor) -> torch.Tensor:
+        """Expected counts of every reference gene in spots with visible counts ``x``."""
+        rho = F.softmax(self.decoder(self._encode(x, 0).loc), dim=-1) * self.technology()
+        return x.sum(-1, keepdim=True) * rho / rho[:, self.visible].sum(-1, keepdim=True)
+
+    def model(self, x, idx, kl_weight: float = 1.0):
+        """Generative model of the spots' visible genes and of a reference minibatch."""
+        pyro.module(self._pyro_name, self)
+        technology = self._tech_prior(x, kl_weight)
+        with self._cell_plate(x.shape[0]):
+            with poutine.scale(scale=kl_weight):
+                z = pyro.sample("z", pdist.Normal(x.new_zeros(self.n_latent), 1.0).to_event(1))
+            mean = self._spot_mean(x, z, technology)
+            pyro.sample("obs", negative_binomial(mean, torch.exp(self.log_theta)).to_event(1), obs=x)
+        batch = self._reference_batch
+        r = self.reference_counts[batch]
+        with pyro.plate("reference", size=len(self.reference_counts), subsample=batch):
+            with poutine.scale(scale=kl_weight):
+                zr = pyro.sample("z_ref", pdist.Normal(x.new_zeros(self.n_latent), 1.0).to_event(1))
+            mean = r.sum(-1, keepdim=True) * F.softmax(self.decoder(zr), dim=-1)
+            theta = torch.exp(self.log_theta_reference)
+            pyro.sample("obs_ref", negative_binomial(mean, theta).to_event(1), obs=r)
+
+    def guide(self, x, idx, kl_weight: float = 1.0):
+        """q(z | visible counts, source) for the spots and for a reference minibatch."""
+        pyro.module(self._pyro_name, self)
+        self._tech_guide()
+        with self._cell_plate(x.shape[0]):
+            pyro.sample("z", pdist.Normal(*self._loc_scale(x, 0)).to_event(1))
+        n_ref = len(self.reference_counts)
+        batch = torch.randint(n_ref, (min(x.shape[0], n_ref),), device=x.device)
+        self._reference_batch = batch  # the model, run after the guide, reads this minibatch
+        r = self.reference_counts[batch][:, self.visible]
+        with pyro.plate("reference", size=n_ref, subsample=batch):
+            pyro.sample("z_ref", pdist.Normal(*self._loc_scale(r, 1)).to_event(1))
+
+    def _loc_scale(self, x, source):
+        q = self._encode(x, source)
+        return q.loc, q.scale
+
+    @auto_move_data
+    def inference(self, x, idx):
+        """The spots' latent posterior mean and expected visible counts."""
+        z = self._encode(x, 0).loc
+        return {"z": z, "visible_mean": self._spot_mean(x, z, torch.exp(self.log_technology))}

@@ -1,0 +1,157 @@
+"""SpatialImputer and the imputation metrics: held-out genes of pseudo-spots with known counts."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+import deltavae as dv
+from deltavae.metrics import imputation_scores
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+N_HIDDEN = 20
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """Pseudo-spots of 4 cell types (80 genes) and a disjoint reference; the spots keep the
+    first 60 genes, and the counts of the last 20 are the truth to impute."""
+    cells = dv.datasets.synthetic_counts(
+        n_cells=600, n_genes=80, n_clusters=4, n_conditions=1, seed=1
+    )
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=150, cells_per_spot=(2, 8))
+    hidden = list(spots.var_names[-N_HIDDEN:])
+    truth = pd.DataFrame(spots[:, hidden].X.toarray(), index=spots.obs_names, columns=hidden)
+    spatial = ad.AnnData(
+        X=spots[:, :-N_HIDDEN].X.copy(),
+        obs=pd.DataFrame(index=spots.obs_names),
+        var=pd.DataFrame(index=spots.var_names[:-N_HIDDEN]),
+    )
+    return spatial, ref, truth
+
+
+@pytest.fixture(scope="module")
+def fitted(pair):
+    spatial, ref, _ = pair
+    model = dv.model.SpatialImputer.from_reference(spatial, reference=ref, labels_key="cluster")
+    model.train(max_epochs=100, **TRAIN)
+    return model
+
+
+def _median_pcc(truth: pd.DataFrame, imputed: pd.DataFrame) -> float:
+    return float(imputation_scores(truth, imputed)["pcc"].median())
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_imputation_scores_known_values_and_names():
+    true = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
+    # Extra genes and another column order are matched by name; scale does not count.
+    pred = pd.DataFrame({"b": [5.0, 0.0, 5.0, 0.0], "a": [3.0, 2.0, 1.0, 0.0], "c": 1.0})
+    scores = imputation_scores(true, pred)
+    assert scores.loc["b"].to_dict() == pytest.approx(
+        {"pcc": 1.0, "ssim": 1.0, "rmse": 0.0, "jsd": 0.0}
+    )
+    assert scores.loc["a", "pcc"] == pytest.approx(-1.0)
+    assert scores.loc["a", "rmse"] == pytest.approx(2.0)  # z-scores of opposite sign
+    assert 0 < scores.loc["a", "jsd"] <= 1 and scores.loc["a", "ssim"] < 0
+    with pytest.raises(KeyError, match="lacks 1 of the true genes"):
+        imputation_scores(true, pred[["a"]])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        imputation_scores(true, pred.assign(a=np.nan))
+
+
+# ----------------------------------------------------------------------------- imputation
+def test_held_out_genes_follow_the_truth(pair, fitted):
+    spatial, _, truth = pair
+    imputed = fitted.impute()
+    assert list(imputed.columns) == list(truth.columns)  # the genes the spots lack
+    assert imputed.index.equals(spatial.obs_names)
+    pcc = _median_pcc(truth, imputed)
+    shuffled = imputed.sample(frac=1.0, random_state=0).set_axis(imputed.index)
+    control = _median_pcc(truth, shuffled)
+    assert pcc > 0.7, pcc
+    assert abs(control) < 0.2 and pcc - control > 0.6, (pcc, control)
+    # Expected counts on the spots' scale: about the measured totals of those genes.
+    ratio = imputed.to_numpy().sum() / truth.to_numpy().sum()
+    assert 0.5 < ratio < 2, ratio
+    elbo = fitted.history["elbo_train"].iloc[:, 0]
+    assert elbo.iloc[-1] < 0.95 * elbo.iloc[0] and elbo.iloc[-10:].max() < elbo.iloc[:10].min()
+
+
+def test_latent_design_imputes_and_its_loss_falls(pair):
+    spatial, ref, truth = pair
+    model = dv.model.SpatialImputer.from_reference(
+        spatial, reference=ref, labels_key=None, design="latent"
+    )
+    model.train(max_epochs=25, **TRAIN)
+    elbo = model.history["elbo_train"].iloc[:, 0]
+    assert elbo.iloc[-1] < 0.8 * elbo.iloc[0]
+    assert _median_pcc(truth, model.impute()) > 0.5
+
+
+def test_genes_matched_by_name(pair, fitted):
+    spatial, ref, _ = pair
+    order = np.random.default_rng(0).permutation(spatial.n_vars)
+    shuffled = spatial[:, order].copy()
+    model = dv.model.SpatialImputer.from_reference(shuffled, reference=ref, labels_key="cluster")
+    model.train(max_epochs=100, **TRAIN)
+    pd.testing.assert_frame_equal(model.impute(), fitted.impute())
+    # Any reference gene by name, measured ones included; unknown names are refused by name.
+    some = [ref.var_names[-1], ref.var_names[0]]
+    assert list(fitted.impute(some).columns) == some
+    with pytest.raises(KeyError, match="NotAGene"):
+        fitted.impute(["NotAGene", ref.var_names[0]])
+
+
+def test_refusals(pair):
+    spatial, ref, _ = pair
+    few = spatial[:, :5].copy()
+    with pytest.raises(ValueError, match="share 5 genes; at least 10"):
+        dv.model.SpatialImputer.from_reference(few, reference=ref, labels_key="cluster")
+    renamed = spatial.copy()
+    renamed.var_names = [f"other_{g}" for g in spatial.var_names]
+    with pytest.raises(ValueError, match="share 0 genes"):
+        dv.model.SpatialImputer.from_reference(renamed, reference=ref, labels_key="cluster")
+    with pytest.raises(ValueError, match="nothing to impute"):
+        dv.model.SpatialImputer.from_reference(ref.copy(), reference=ref, labels_key="cluster")
+    with pytest.raises(ValueError, match="design must be one of"):
+        dv.model.SpatialImputer.from_reference(spatial, reference=ref, design="magic")
+    with pytest.warns(UserWarning, match="share only 30 genes"):
+        dv.model.SpatialImputer.from_reference(
+            spatial[:, :30].copy(), reference=ref, labels_key="cluster"
+        )
+
+
+def test_results_in_adata_and_user_data_unchanged(pair, fitted, tmp_path):
+    spatial, _, truth = pair
+    user = spatial.copy()
+    dv.model.SpatialImputer.from_reference(user, reference=pair[1], labels_key="cluster")
+    assert list(user.obs.columns) == [] and user.n_vars == spatial.n_vars  # left as it was
+    keys = fitted.write_to_adata(user)
+    assert keys == ["obsm/imputed"]
+    stored = user.obsm["imputed"]
+    assert list(stored.columns) == list(truth.columns) and stored.index.equals(user.obs_names)
+    user.write_h5ad(tmp_path / "spots.h5ad")
+    back = ad.read_h5ad(tmp_path / "spots.h5ad").obsm["imputed"]
+    np.testing.assert_allclose(back.to_numpy(), stored.to_numpy())
+    with pytest.raises(ValueError, match="same order"):
+        fitted.write_to_adata(user[::-1].copy())
+
+
+@pytest.mark.parametrize("design", ["deconvolution", "latent"])
+def test_save_load_round_trip(pair, fitted, design, tmp_path):
+    spatial, ref, _ = pair
+    if design == "deconvolution":
+        model = fitted
+    else:
+        model = dv.model.SpatialImputer.from_reference(spatial, reference=ref, design="latent")
+        model.train(max_epochs=3, **TRAIN)
+    model.save(tmp_path / "imputer")
+    # The spots as the user has them (another gene order) are matched to the model's genes.
+    reordered = spatial[:, ::-1].copy()
+    loaded = dv.model.SpatialImputer.load(tmp_path / "imputer", reordered)
+    assert loaded.design_ == design
+    pd.testing.assert_frame_equal(loaded.impute(), model.impute())
+    assert list(reordered.obs.columns) == []
+    with pytest.raises(ValueError, match="lacks 1 of the model's"):
+        dv.model.SpatialImputer.load(tmp_path / "imputer", spatial[:, 1:].copy())
