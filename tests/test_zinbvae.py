@@ -108,6 +108,72 @@ def test_pyro_model_matches_torch_likelihood(trained):
 @pytest.mark.parametrize(
     "kwargs",
     [
+        {},
+        {"likelihood": "nb", "dispersion": "gene-batch"},
+        {"use_observed_lib_size": False},
+    ],
+)
+def test_torch_elbo_is_pyros_trace_elbo(kwargs):
+    """Training's torch-side loss is Pyro's Trace_ELBO of model and guide: same draws, same value
+    and same gradients, KL warm-up weight and cell-plate scaling included."""
+    from pyro.infer import Trace_ELBO
+
+    from deltavae.module import ZINBVAEModule
+
+    torch.manual_seed(0)
+    library = {"library_log_means": [[2.0, 2.5]], "library_log_vars": [[0.5, 0.4]]}
+    module = ZINBVAEModule(n_input=30, n_batch=2, n_hidden=16, **library, **kwargs)
+    module.n_obs = 500  # the plate's size: 16 of 500 training cells
+    x = torch.poisson(torch.rand(16, 30) * 5)
+    args = (x, torch.randint(0, 2, (16, 1)), None, None)
+    params = list(module.parameters())
+
+    def scaled(fn):
+        return poutine.scale(fn, 1 / module.n_obs)
+
+    torch.manual_seed(1)
+    pyro_loss = Trace_ELBO().differentiable_loss(
+        scaled(module.model), scaled(module.guide), *args, kl_weight=0.3
+    )
+    pyro_grads = torch.autograd.grad(pyro_loss, params, allow_unused=True)
+    torch.manual_seed(1)
+    per_cell, terms = module.negative_elbo(*args, kl_weight=0.3)
+    torch_loss = per_cell.mean()
+    torch_grads = torch.autograd.grad(torch_loss, params, allow_unused=True)
+    torch.testing.assert_close(torch_loss, pyro_loss, rtol=1e-6, atol=1e-5)
+    assert sum(g is not None for g in torch_grads) >= len(params) - 4  # NB: no dropout head
+    for ours, theirs in zip(torch_grads, pyro_grads, strict=True):
+        assert (ours is None) == (theirs is None)
+        if ours is not None:
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    assert set(terms) == {"reconstruction_loss", "kl_divergence_z", "kl_divergence_l"}
+    assert all(t.shape == (16,) for t in terms.values())
+    assert (terms["kl_divergence_l"] == 0).all() == module.use_observed_lib_size
+
+
+def test_training_uses_the_torch_elbo_and_logs_every_term(counts_adata):
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = _fit(counts_adata, epochs=2)
+    assert model.module.has_torch_elbo  # the plan trains on the module's negative_elbo
+    history = model.history
+    for split in ("train", "validation"):
+        for term in ("reconstruction_loss", "kl_local", "kl_divergence_z", "kl_divergence_l"):
+            values = history[f"{term}_{split}"].to_numpy(float).ravel()
+            assert len(values) == 2 and np.isfinite(values).all()
+    recon = history["reconstruction_loss_train"].to_numpy(float).ravel()
+    kl = history["kl_local_train"].to_numpy(float).ravel()
+    elbo = history["elbo_train"].to_numpy(float).ravel()
+    assert (recon > 0).all() and (kl > 0).all()
+    # In epoch 0 the KL weight is 1e-6: the annealed loss is about the reconstruction term
+    # (the same draws; elbo_train weighs steps equally, the terms weigh cells equally).
+    assert elbo[0] == pytest.approx(recon[0], rel=5e-3)
+    kl_weight = history["kl_weight"].to_numpy(float).ravel()
+    assert kl_weight[0] == pytest.approx(1e-6) and 0 < kl_weight[1] <= 1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
         {"likelihood": "nb"},
         {"dispersion": "gene-batch"},
         {"use_observed_lib_size": False},

@@ -19,10 +19,25 @@ class DeltaPyroModule(PyroBaseModuleClass):
     reconstruction error) work unchanged.
     """
 
+    #: Whether :meth:`negative_elbo` computes Pyro's ``Trace_ELBO`` of ``model`` and ``guide``
+    #: in one torch pass (the training plan then uses it instead of tracing them).
+    has_torch_elbo: bool = False
+
     def __init__(self):
         super().__init__()
         # Size of the cell plate; the training plan sets it to the number of training cells.
         self.n_obs: int | None = None
+
+    def negative_elbo(self, *args, **kwargs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-cell negative ELBO of ``model`` and ``guide`` (with their arguments), one draw of
+        the guide's latents, and its per-cell terms to log: ``reconstruction_loss`` and each
+        local KL term (analytic where it has one).
+
+        What Pyro's ``Trace_ELBO`` computes, per cell and without the cell plate's scaling,
+        from the same random draws (value and gradients), for modules whose guide is
+        reparameterised; set :attr:`has_torch_elbo` when a module has it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no torch-side ELBO.")
 
     @property
     def device(self) -> torch.device:

@@ -14,13 +14,16 @@ import ctypes
 import functools
 import sys
 
+import pyro
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.train import LowLevelPyroTrainingPlan
 
 _TRIM_EVERY = 100
-# Training-set terms (reconstruction, KL) need a second, torch-side pass: every 10th step keeps
-# their epoch means (scvi-tools' history names) at about 3% of the training time.
+# A module without a torch-side ELBO needs a second pass for the training-set terms
+# (reconstruction, KL): every 10th step keeps their epoch means (scvi-tools' history names) at
+# about 3% of the training time. A module with one (``has_torch_elbo``) gets them every step,
+# from the step's own pass.
 _TERMS_EVERY = 10
 _OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
 
@@ -155,6 +158,10 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         # The module's state at the last step whose loss was finite, and that (epoch, step).
         self._finite_state: dict[str, torch.Tensor] | None = None
         self._finite_at: tuple[int, int] | None = None
+        self._live_state: list[torch.Tensor] = []
+        # Sums over the epoch's training steps of each logged term (times cells), and cells.
+        self._epoch_sums: dict[str, torch.Tensor] = {}
+        self._epoch_cells: dict[str, int] = {}
 
     def configure_optimizers(self):
         """The optimiser over the learning parameters, and scvi-tools' plateau scheduler when
@@ -193,23 +200,41 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         # Under DDP each process sees its own cells: log the mean over processes.
         return self.trainer.world_size > 1
 
-    def _loss(self, batch, kl_weight: float) -> tuple[torch.Tensor, int]:
+    @property
+    def uses_torch_elbo(self) -> bool:
+        """Whether the loss is the module's torch-side ``negative_elbo`` rather than Pyro's
+        ``Trace_ELBO`` over ``model`` and ``guide`` (the same value and gradients, without
+        Pyro's tracing): when the module has one and the loss is Pyro's plain ``Trace_ELBO``."""
+        return getattr(self.module, "has_torch_elbo", False) and (
+            type(self.loss_fn) is pyro.infer.Trace_ELBO
+        )
+
+    def _loss(self, batch, kl_weight: float) -> tuple[torch.Tensor, int, dict | None]:
+        """The scaled negative ELBO of a minibatch, its number of cells and, from a torch-side
+        ELBO, the per-cell terms to log (``None`` from Pyro's)."""
         args, kwargs = self.module._get_fn_args_from_batch(batch)
         if self.use_kl_weight:
             kwargs["kl_weight"] = kl_weight
+        n = args[0].shape[0]
+        if self.uses_torch_elbo:
+            per_cell, terms = self.module.negative_elbo(*args, **kwargs)
+            # Pyro's scaling: the cell plate (size n_obs, n cells drawn) times scale_elbo.
+            scale = (self.module.n_obs or n) / n * self.scale_elbo
+            return per_cell.sum() * scale, n, terms
         loss = self.differentiable_loss_fn(
             self.scale_fn(self.module.model), self.scale_fn(self.module.guide), *args, **kwargs
         )
-        return loss, args[0].shape[0]
+        return loss, n, None
 
     def _keep_finite_state(self, where: tuple[int, int] | None) -> None:
         """Copy the module's state, which just gave a finite loss at ``where`` (epoch, step)."""
-        state = self.module.state_dict()
         if self._finite_state is None:
+            state = self.module.state_dict()
             self._finite_state = {k: v.detach().clone() for k, v in state.items()}
+            # state_dict's tensors share storage with the parameters and buffers.
+            self._live_state = [v.detach() for v in state.values()]
         else:
-            for key, value in state.items():
-                self._finite_state[key].copy_(value)
+            torch._foreach_copy_(list(self._finite_state.values()), self._live_state)
         self._finite_at = where
 
     def on_train_start(self):
@@ -255,23 +280,20 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         back at the last parameters that gave a finite loss.
         """
         kl_weight = float(self.kl_weight)
-        if batch_idx % _TERMS_EVERY == 0:
+        torch_elbo = self.uses_torch_elbo
+        if not torch_elbo and batch_idx % _TERMS_EVERY == 0:
             # Before the step's own pass: restoring BatchNorm's statistics after it would
             # change tensors its backward pass still needs.
             with torch.no_grad():
-                self._log_terms(batch, batch[REGISTRY_KEYS.X_KEY].shape[0], "train")
-        loss, n = self._loss(batch, kl_weight)
+                n = batch[REGISTRY_KEYS.X_KEY].shape[0]
+                self._add_to_epoch(self._module_terms(batch), n)
+        loss, n, terms = self._loss(batch, kl_weight)
         self.stop_if_diverged(loss, batch_idx, "training loss")
         if self.global_step > 0:  # at step 0 the state is the one kept by on_train_start
             self._keep_finite_state((self.current_epoch, batch_idx))
-        self.log(
-            "kl_weight",
-            kl_weight,
-            on_step=False,
-            on_epoch=True,
-            batch_size=n,
-            sync_dist=self._sync_dist,
-        )
+        if terms is not None:
+            self._add_to_epoch(terms, n)
+        self._add_to_epoch({"kl_weight": torch.tensor(kl_weight)}, n, per_cell=False)
         self.training_step_outputs.append({"loss": loss.detach()})
         return {"loss": loss}
 
@@ -281,19 +303,41 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         if batch_idx % _TRIM_EVERY == _TRIM_EVERY - 1:
             release_free_memory()
 
+    def on_train_epoch_start(self):
+        """Start the epoch's sums of the logged training terms afresh."""
+        self._epoch_sums, self._epoch_cells = {}, {}
+
+    def _add_to_epoch(self, terms: dict[str, torch.Tensor], n: int, per_cell: bool = True):
+        """Add a step's terms (per-cell tensors, or a scalar for the whole step when not
+        ``per_cell``), weighted by its ``n`` cells, to the epoch's sums: logged once, at the
+        epoch's end, instead of one Lightning ``log`` call per term and step."""
+        for name, value in terms.items():
+            value = value.detach()
+            total = value.sum() if per_cell else value * n
+            if name in self._epoch_sums:
+                self._epoch_sums[name] += total
+                self._epoch_cells[name] += n
+            else:
+                self._epoch_sums[name], self._epoch_cells[name] = total, n
+
     def on_train_epoch_end(self):
         """Log ``elbo_train`` (and scvi-tools' name for it, ``train_loss``): the mean
-        annealed loss of the epoch's minibatches."""
+        annealed loss of the epoch's minibatches; ``kl_weight`` and the epoch means of the
+        ELBO's terms (see :meth:`_log_terms`)."""
         elbo = torch.stack([out["loss"] for out in self.training_step_outputs]).mean()
         self.log("elbo_train", elbo, prog_bar=True, sync_dist=self._sync_dist)
         self.log("train_loss", elbo, sync_dist=self._sync_dist)
         self.training_step_outputs.clear()
+        means = {k: v / self._epoch_cells[k] for k, v in self._epoch_sums.items()}
+        if "kl_weight" in means:
+            self.log("kl_weight", means.pop("kl_weight"), sync_dist=self._sync_dist)
+        if means:
+            self._log_terms(means, "train", {"sync_dist": self._sync_dist})
+        self._epoch_sums, self._epoch_cells = {}, {}
 
-    def _log_terms(self, batch, n: int, split: str) -> None:
-        """The ELBO's terms from the module's torch-side ``loss``, under scvi-tools' names:
-        ``reconstruction_loss_<split>``, ``kl_local_<split>`` (their sum), ``kl_global_<split>``
-        (0: no global latent) and ``<term>_<split>`` for each local term, per cell."""
-        log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": self._sync_dist}
+    def _module_terms(self, batch) -> dict[str, torch.Tensor]:
+        """The ELBO's per-cell terms from a second, torch-side pass of the module (its
+        ``loss``): ``reconstruction_loss`` and each local KL term."""
         # The terms sample again; a forked RNG keeps training draws independent of them, and
         # BatchNorm's running statistics are put back, so logging never changes training.
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
@@ -302,24 +346,34 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
             _, _, terms = self.module(batch)
         for buffer, kept in buffers:
             buffer.copy_(kept)
-        self.log(f"reconstruction_loss_{split}", terms.reconstruction_loss_sum / n, **log)
-        kl_local = sum(value.mean() for value in terms.kl_local.values())
-        self.log(f"kl_local_{split}", kl_local, **log)
+        return {"reconstruction_loss": sum(terms.reconstruction_loss.values()), **terms.kl_local}
+
+    def _log_terms(self, means: dict[str, torch.Tensor], split: str, log: dict) -> None:
+        """Log the ELBO's terms (``means``: per-cell means) under scvi-tools' names:
+        ``reconstruction_loss_<split>``, ``kl_local_<split>`` (the sum of the KL terms),
+        ``kl_global_<split>`` (0: no global latent) and ``<term>_<split>`` for each local
+        term."""
+        means = dict(means)
+        self.log(f"reconstruction_loss_{split}", means.pop("reconstruction_loss"), **log)
+        self.log(f"kl_local_{split}", sum(means.values()), **log)
         self.log(f"kl_global_{split}", 0.0, **log)
-        for name, value in terms.kl_local.items():
+        for name, value in means.items():
             if name != "kl_local":  # a module without named terms: the sum says it all
-                self.log(f"{name}_{split}", value.mean(), **log)
+                self.log(f"{name}_{split}", value, **log)
 
     def validation_step(self, batch, batch_idx):
         """Full negative ELBO per cell on held-out cells, and each of its terms.
 
         Logs ``elbo_validation`` (the Pyro ELBO; scvi-tools' ``validation_loss`` too) and the
-        terms of the module's torch-side ``loss`` (see :meth:`_log_terms`).
+        terms of the ELBO (see :meth:`_log_terms`): from the same pass with a torch-side ELBO,
+        from the module's torch-side ``loss`` otherwise.
         """
-        loss, n = self._loss(batch, 1.0)
+        loss, n, terms = self._loss(batch, 1.0)
         self.stop_if_diverged(loss, batch_idx, "validation loss")
         log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": self._sync_dist}
         self.log("elbo_validation", loss, **log)
         self.log("validation_loss", loss, **log)
-        self._log_terms(batch, n, "validation")
+        if terms is None:
+            terms = self._module_terms(batch)
+        self._log_terms({k: v.mean() for k, v in terms.items()}, "validation", log)
         return loss
