@@ -12,16 +12,12 @@ import torch
 from anndata import AnnData
 from scipy.cluster.hierarchy import fcluster, linkage
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager
-from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
 
-from .._checks import dense
 from ..module import ArchetypesModule
 from ._archetypal_analysis import (
     convex_archetypes,
     elbow,
-    embed,
     rank_genes_layout,
     scaled,
     signature_scores,
@@ -29,7 +25,9 @@ from ._archetypal_analysis import (
 )
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
-from ._validation import check_data, check_model_arguments
+from ._candidates import candidate_spots
+from ._spots import SpotModelMixin
+from ._validation import check_model_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +39,17 @@ def _check_count(name: str, value) -> None:
         raise ValueError(f"{name} must be a positive integer; got {value!r}.")
 
 
-class Archetypes(DeltaModelMixin, BaseModelClass):
+class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
     """Archetypal analysis of spots on raw counts: Y = W B X with an NB likelihood.
 
     Every archetype is a convex combination of spots (B) and every spot a convex combination
     of archetypes (W, from an amortised encoder, so new spots can be mapped). The number of
     archetypes can be chosen by the elbow of the explained variance of classical archetypal
-    analysis, which also gives the starting B. After training, archetypes whose profiles
+    analysis, which also gives the starting B. Archetypes combine a fixed set of candidate
+    spots: every spot when there are at most ``max_candidates``, else ``max_candidates`` spots
+    chosen on a first pass (:func:`~deltavae.model._candidates.candidate_spots`), so that B
+    and memory stay bounded however many spots train (in memory or from disk,
+    :func:`deltavae.read_lazy`). After training, archetypes whose profiles
     point the same way (cosine similarity of their deviations from the mean spot above
     ``merge_threshold``) are merged; every result refers to the merged archetypes.
 
@@ -70,6 +72,8 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
         Dropout rate of the encoder's hidden layers.
     prior_concentration
         Dirichlet concentration of the weights' prior.
+    max_candidates
+        Most spots archetypes are combinations of (B's columns).
 
     Examples
     --------
@@ -100,6 +104,7 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
         n_layers: int = 1,
         dropout_rate: float = 0.1,
         prior_concentration: float = 1.0,
+        max_candidates: int = 2000,
     ):
         super().__init__(adata)
         n_spots = adata.n_obs
@@ -129,6 +134,7 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
                 "n_pcs": n_pcs,
                 "n_hidden": n_hidden,
                 "n_layers": n_layers,
+                "max_candidates": max_candidates,
             },
             dropout_rate=dropout_rate,
             positive={"prior_concentration": prior_concentration},
@@ -136,12 +142,11 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
         if not 0 < merge_threshold <= 1:
             raise ValueError(f"merge_threshold must lie in (0, 1]; got {merge_threshold}.")
         self.merge_threshold = float(merge_threshold)
-        counts = dense(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
-        profiles = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
-        embedding = embed(profiles, n_pcs)
+        rows, profiles, embedding, mean_profile = candidate_spots(self, n_pcs, max_candidates)
+        self.candidate_rows_ = rows
         seed = scvi.settings.seed
         if n_archetypes == "auto":
-            ks = np.arange(2, min(max_archetypes, n_spots - 1) + 1)
+            ks = np.arange(2, min(max_archetypes, len(rows) - 1) + 1)
             fits = {int(k): convex_archetypes(embedding, int(k), seed=seed) for k in ks}
             explained = np.array([fits[int(k)][2] for k in ks])
             n_archetypes = int(ks[elbow(ks, explained)])
@@ -157,42 +162,21 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
             self.elbow_ = None
         self.n_archetypes_raw_ = int(n_archetypes)
         self.module = self._module_cls(
-            spot_profiles=torch.as_tensor(profiles, dtype=torch.float32),
+            candidate_profiles=torch.as_tensor(profiles, dtype=torch.float32),
             init_B=torch.as_tensor(init_B, dtype=torch.float32),
+            mean_profile=torch.as_tensor(mean_profile, dtype=torch.float32),
             n_hidden=n_hidden,
             n_layers=n_layers,
             dropout_rate=dropout_rate,
             prior_concentration=prior_concentration,
         )
         self.signature_map_ = None
+        self._weights_cache = None
         summary = (
-            f"Archetypes: {n_archetypes} archetypes, {n_spots} spots, {adata.n_vars} genes, "
-            f"merge threshold {merge_threshold}"
+            f"Archetypes: {n_archetypes} archetypes, {n_spots} spots ({len(rows)} candidates), "
+            f"{adata.n_vars} genes, merge threshold {merge_threshold}"
         )
         self._finish_init(summary, locals())
-
-    # ------------------------------------------------------------------------- setup
-    @classmethod
-    def setup_anndata(cls, adata: AnnData, layer: str | None = None, **kwargs) -> None:
-        """Register the spots' raw counts.
-
-        Parameters
-        ----------
-        adata
-            Spots x genes with raw counts.
-        layer
-            Layer with the counts; ``None`` for ``adata.X``.
-
-        Examples
-        --------
-        >>> dv.model.Archetypes.setup_anndata(spots)  # doctest: +SKIP
-        """
-        check_data(adata, layer, kind="counts")
-        setup_method_args = cls._get_setup_method_args(**locals())
-        fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True)]
-        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
-        cls.register_manager(adata_manager)
 
     def train(self, max_epochs: int = 300, lr: float = 5e-3, **kwargs):
         """Train by SVI, with the training loop every deltavae model shares.
@@ -211,6 +195,7 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
         --------
         >>> a.train(max_epochs=200, early_stopping=True)  # doctest: +SKIP
         """
+        self._weights_cache = None
         return super().train(max_epochs=max_epochs, lr=lr, **kwargs)
 
     # ------------------------------------------------------------------------- merging
@@ -220,6 +205,10 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
 
     def _raw_weights(self, adata: AnnData | None, batch_size: int | None) -> np.ndarray:
         self._check_if_trained(warn=False)
+        training = adata is None or adata is self.adata
+        if training and self._weights_cache is not None:
+            # One pass over the training spots serves every result (weights, anchors, usage).
+            return self._weights_cache
         adata = self._validate_anndata(self._resolve_adata(adata))
         loader = self._make_data_loader(adata=adata, batch_size=batch_size, shuffle=False)
         self.module.eval()
@@ -228,12 +217,15 @@ class Archetypes(DeltaModelMixin, BaseModelClass):
             for tensors in loader:
                 x = tensors[REGISTRY_KEYS.X_KEY].to(self.module.device)
                 chunks.append(self.module.inference(x)["weights_map"].cpu().numpy())
-        return np.concatenate(chunks).astype(np.float64)
+        weights = np.concatenate(chunks).astype(np.float64)
+        if training:
+            self._weights_cache = weights
+        return weights
 
     def _merge(self) -> tuple[np.ndarray, np.ndarray]:
         """Merged group of each raw archetype (0..n-1, by first member) and the linkage."""
         profiles = self._raw_profiles()
-        mean = self.module.spot_profiles.cpu().numpy().mean(axis=0)
+        mean = self.module.mean_profile.cpu().numpy().astype(np.float64)
         deviations = scaled(profiles, mean)
         tree = linkage(deviations, method="average", metric="cosine")
         if self.merge_threshold >= 1.0:

@@ -5,6 +5,7 @@ a scikit-learn NMF when the fit is reference-free."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -15,32 +16,46 @@ from sklearn.decomposition import NMF
 
 
 def check_signatures(signatures: pd.DataFrame, adata: AnnData):
-    """Signature names and values (cell types x the spots' genes), after checking them."""
+    """Signature names, values (cell types x used genes) and the used genes' columns in the
+    spots: the spots' genes that have a signature, in the spots' order."""
     if not isinstance(signatures, pd.DataFrame):
         raise ValueError("signatures must be a DataFrame: cell types x genes.")
-    missing = adata.var_names.difference(signatures.columns)
-    if len(missing):
+    columns = np.flatnonzero(adata.var_names.isin(signatures.columns))
+    if len(columns) == 0:
         raise KeyError(
-            f"signatures lack {len(missing)} of the spots' genes (e.g. {list(missing[:5])}); "
-            "subset the spots to the signature genes (from_reference does this)."
+            f"signatures share no gene with the spots (signatures e.g. "
+            f"{list(signatures.columns[:3])}, spots e.g. {list(adata.var_names[:3])}); use the "
+            "same gene identifiers in both."
         )
-    values = signatures[adata.var_names].to_numpy(dtype=np.float64)
+    values = signatures[adata.var_names[columns]].to_numpy(dtype=np.float64)
     if not np.isfinite(values).all() or (values < 0).any():
         raise ValueError("signatures must be finite and non-negative.")
-    return [str(n) for n in signatures.index], values
+    return [str(n) for n in signatures.index], values, columns
 
 
-def nnls_start(counts: np.ndarray, signatures: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cells of each type per spot by non-negative least squares: proportions and abundance."""
-    cells = np.stack([nnls(signatures.T, row)[0] for row in counts])
-    abundance = cells.sum(axis=1)
+def nnls_start(
+    chunks: Iterable[np.ndarray], signatures: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cells of each type per spot by non-negative least squares: proportions and abundance.
+
+    ``chunks`` yields the spots' counts (used genes) a block of rows at a time.
+    """
+    proportions, abundances = [], []
+    fallback_scale = max(signatures.sum(axis=1).mean(), 1e-12)
     n_types = signatures.shape[0]
-    proportions = np.where(
-        abundance[:, None] > 0, cells / np.maximum(abundance, 1e-12)[:, None], 1.0 / n_types
-    )
-    library = counts.sum(axis=1)
-    fallback = library / max(signatures.sum(axis=1).mean(), 1e-12)
-    return proportions, np.where(abundance > 0, abundance, fallback)
+    for counts in chunks:
+        cells = np.stack([nnls(signatures.T, row)[0] for row in counts])
+        abundance = cells.sum(axis=1)
+        proportions.append(
+            np.where(
+                abundance[:, None] > 0,
+                cells / np.maximum(abundance, 1e-12)[:, None],
+                1.0 / n_types,
+            )
+        )
+        fallback = counts.sum(axis=1) / fallback_scale
+        abundances.append(np.where(abundance > 0, abundance, fallback))
+    return np.concatenate(proportions), np.concatenate(abundances)
 
 
 def nmf_start(counts: np.ndarray, n_components: int, max_iter: int):

@@ -1,9 +1,11 @@
 """Archetypal analysis of spot counts, Y = W B X, as a Pyro program.
 
-With X the spots' normalised expression profiles (spots x genes, rows sum to 1):
+With X the normalised expression profiles (rows sum to 1) of a fixed set of candidate spots
+(every spot of a small data set; a bounded k-means++ subset of a large one):
 
     A = softmax(B_logits) X              archetypes x genes: each archetype is a convex
-                                         combination of spots (rows of softmax(B) on the simplex)
+                                         combination of candidate spots (rows of softmax(B)
+                                         on the simplex)
     w_s ~ Dirichlet(prior_concentration)  each spot's weights over the archetypes
     x_sg ~ NB(mean = l_s * (w_s A)_g, inverse dispersion theta_g),  l_s = sum_g x_sg
 
@@ -37,11 +39,13 @@ class ArchetypesModule(DeltaPyroModule):
 
     Parameters
     ----------
-    spot_profiles
-        Spots x genes normalised profiles (rows sum to 1); archetypes combine them. Kept as a
-        non-persistent buffer: the model rebuilds it from its AnnData.
+    candidate_profiles
+        Candidate spots x genes normalised profiles (rows sum to 1); archetypes combine them.
+        Saved with the module (a bounded number of spots).
     init_B
-        Archetypes x spots starting weights (rows on the simplex).
+        Archetypes x candidates starting weights (rows on the simplex).
+    mean_profile
+        The mean normalised profile of the spots (default: of the candidates).
     n_hidden, n_layers, dropout_rate
         Encoder sizes, as in scVI.
     prior_concentration
@@ -60,25 +64,29 @@ class ArchetypesModule(DeltaPyroModule):
 
     def __init__(
         self,
-        spot_profiles: torch.Tensor,
+        candidate_profiles: torch.Tensor,
         init_B: torch.Tensor,
+        mean_profile: torch.Tensor | None = None,
         n_hidden: int = 128,
         n_layers: int = 1,
         dropout_rate: float = 0.1,
         prior_concentration: float = 1.0,
     ):
         super().__init__()
-        spot_profiles = torch.as_tensor(spot_profiles, dtype=torch.float32)
+        candidate_profiles = torch.as_tensor(candidate_profiles, dtype=torch.float32)
         init_B = torch.as_tensor(init_B, dtype=torch.float32)
-        self.n_spots, self.n_genes = spot_profiles.shape
+        self.n_spots, self.n_genes = candidate_profiles.shape
         self.n_archetypes = init_B.shape[0]
         if init_B.shape != (self.n_archetypes, self.n_spots) or self.n_archetypes < 2:
             raise ValueError(
                 f"init_B has shape {tuple(init_B.shape)}; expected (>= 2 archetypes, "
-                f"{self.n_spots} spots)"
+                f"{self.n_spots} candidate spots)"
             )
         self.prior_concentration = prior_concentration
-        self.register_buffer("spot_profiles", spot_profiles, persistent=False)
+        self.register_buffer("candidate_profiles", candidate_profiles)
+        if mean_profile is None:
+            mean_profile = candidate_profiles.mean(dim=0)
+        self.register_buffer("mean_profile", torch.as_tensor(mean_profile, dtype=torch.float32))
         # A small floor keeps every spot reachable without diluting the start.
         floor = 1e-2 / self.n_spots
         self.B_logits = torch.nn.Parameter(torch.log(init_B + floor))
@@ -102,12 +110,12 @@ class ArchetypesModule(DeltaPyroModule):
         return {"name": "cells", "in": [0], "sites": {"weights": self.n_archetypes}}
 
     def B(self) -> torch.Tensor:
-        """Archetypes x spots convex weights."""
+        """Archetypes x candidate spots convex weights."""
         return F.softmax(self.B_logits, dim=-1)
 
     def archetype_profiles(self) -> torch.Tensor:
         """Archetypes x genes normalised profiles (rows sum to 1)."""
-        return self.B() @ self.spot_profiles
+        return self.B() @ self.candidate_profiles
 
     def _q_weights(self, x) -> pdist.TransformedDistribution:
         qz, _ = self.encoder(torch.log1p(x))

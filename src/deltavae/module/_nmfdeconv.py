@@ -5,12 +5,22 @@ type t in the reference):
 
     gamma_g ~ LogNormal(0, technology_sd)            gene-wise technology factor
     p_s ~ Dirichlet(prior_concentration * 1)         cell-type proportions (the simplex)
-    a_s = exp(log_abundance_s)                       cells' worth of signal in the spot
+    a_s                                              cells' worth of signal in the spot
     x_sg ~ NB(mean = a_s * gamma_g * sum_t p_st m_tg, inverse dispersion theta_g)
 
 Because m_t is counts per *cell*, p_s are cell fractions, not RNA fractions. Reference-free,
-the signatures are parameters too. The guide is a point mass (MAP) for every site, with
-per-spot parameters indexed by the spot's position in the AnnData.
+the signatures are parameters too. The guide is a point mass (MAP) for every site. Per-spot
+quantities come one of two ways (``inference``):
+
+* ``"amortized"``: an encoder (:class:`~deltavae.module._spot_encoder.SpotEncoder`) maps a
+  spot's counts to its proportion logits, and a_s is the Poisson maximum-likelihood abundance
+  given them, sum_g x_sg / sum_g gamma_g (p_s m)_g. Memory does not grow with the spots, and
+  new spots map without refitting.
+* ``"per_spot"``: proportions and log abundance are parameters of each spot, looked up by the
+  spot's row in the AnnData (``indices``).
+
+The module reads the registered genes it is given in ``gene_index`` (all by default): a
+model built from a reference registers every gene of the spots and uses the markers.
 """
 
 from __future__ import annotations
@@ -26,9 +36,11 @@ from scvi.module.base import LossOutput, auto_move_data
 
 from ..distributions import negative_binomial
 from ._base import DeltaPyroModule
+from ._spot_encoder import SpotEncoder
 
 _X = REGISTRY_KEYS.X_KEY
 _IDX = REGISTRY_KEYS.INDICES_KEY
+INFERENCE = ("amortized", "per_spot")
 
 
 class NMFDeconvModule(DeltaPyroModule):
@@ -37,26 +49,35 @@ class NMFDeconvModule(DeltaPyroModule):
     Parameters
     ----------
     n_spots, n_genes
-        Size of the spot count matrix.
+        Spots (used by ``"per_spot"`` only) and genes the model uses.
     signatures
         Cell types x genes, expected counts per cell (initial values when ``learn_signatures``).
-    init_proportions
-        Spots x types starting proportions (rows on the simplex).
-    init_abundance
-        Starting abundance per spot.
+    init_proportions, init_abundance
+        ``"per_spot"``: spots x types starting proportions (rows on the simplex) and each
+        spot's starting abundance; ignored (may be ``None``) when amortised.
     learn_signatures
         Fit the signatures too (reference-free mode).
     prior_concentration
         Symmetric Dirichlet concentration of the proportions (1: flat; below 1: sparse).
     technology_sd
         Standard deviation of the log technology factor.
+    inference
+        ``"amortized"`` or ``"per_spot"`` (see the module docstring).
+    gene_index
+        Columns of the registered counts the model uses, in signature order; ``None``: all.
+    n_hidden, n_layers
+        Encoder sizes (``"amortized"``).
 
     Examples
     --------
     >>> import torch
-    >>> m = NMFDeconvModule(4, 3, torch.ones(2, 3), torch.full((4, 2), 0.5), torch.ones(4))
-    >>> m.proportions().shape
+    >>> m = NMFDeconvModule(4, 3, torch.ones(2, 3), torch.full((4, 2), 0.5), torch.ones(4),
+    ...                     inference="per_spot")
+    >>> m.proportions(idx=torch.arange(4)).shape
     torch.Size([4, 2])
+    >>> a = NMFDeconvModule(4, 3, torch.ones(2, 3), None, None)
+    >>> a.proportions(torch.ones(5, 3)).sum(-1)
+    tensor([1., 1., 1., 1., 1.])
     """
 
     _pyro_name = "nmfdeconv"
@@ -66,13 +87,19 @@ class NMFDeconvModule(DeltaPyroModule):
         n_spots: int,
         n_genes: int,
         signatures: torch.Tensor,
-        init_proportions: torch.Tensor,
-        init_abundance: torch.Tensor,
+        init_proportions: torch.Tensor | None,
+        init_abundance: torch.Tensor | None,
         learn_signatures: bool = False,
         prior_concentration: float = 1.0,
         technology_sd: float = 0.5,
+        inference: str = "amortized",
+        gene_index: torch.Tensor | None = None,
+        n_hidden: int = 128,
+        n_layers: int = 1,
     ):
         super().__init__()
+        if inference not in INFERENCE:
+            raise ValueError(f"inference must be one of {INFERENCE}; got {inference!r}.")
         signatures = torch.as_tensor(signatures, dtype=torch.float32)
         n_types = signatures.shape[0]
         if signatures.shape != (n_types, n_genes):
@@ -80,6 +107,7 @@ class NMFDeconvModule(DeltaPyroModule):
                 f"signatures have shape {tuple(signatures.shape)}; expected (types, {n_genes})"
             )
         self.n_spots, self.n_genes, self.n_types = n_spots, n_genes, n_types
+        self.inference_mode = inference
         self.prior_concentration = prior_concentration
         self.technology_sd = technology_sd
         log_signatures = torch.log(signatures.clamp_min(1e-8))
@@ -87,40 +115,67 @@ class NMFDeconvModule(DeltaPyroModule):
             self.log_signatures = torch.nn.Parameter(log_signatures)
         else:
             self.register_buffer("log_signatures", log_signatures)
-        init = torch.as_tensor(init_proportions, dtype=torch.float32)
-        self.proportion_logits = torch.nn.Parameter(torch.log(init.clamp_min(1e-4)))
-        abundance = torch.as_tensor(init_abundance, dtype=torch.float32).clamp_min(1e-3)
-        self.log_abundance = torch.nn.Parameter(torch.log(abundance))
+        if gene_index is not None:
+            gene_index = torch.as_tensor(gene_index).long()
+        self.register_buffer("gene_index", gene_index)
+        if inference == "per_spot":
+            init = torch.as_tensor(init_proportions, dtype=torch.float32)
+            self.proportion_logits = torch.nn.Parameter(torch.log(init.clamp_min(1e-4)))
+            abundance = torch.as_tensor(init_abundance, dtype=torch.float32).clamp_min(1e-3)
+            self.log_abundance = torch.nn.Parameter(torch.log(abundance))
+        else:
+            self.encoder = SpotEncoder(n_genes, n_types, n_hidden=n_hidden, n_layers=n_layers)
         self.log_technology = torch.nn.Parameter(torch.zeros(n_genes))
         self.log_theta = torch.nn.Parameter(torch.full((n_genes,), 2.0))
 
     # ----------------------------------------------------------------- shared pieces
+    @property
+    def amortized(self) -> bool:
+        """Whether per-spot quantities come from the encoder."""
+        return self.inference_mode == "amortized"
+
     @staticmethod
     def _get_fn_args_from_batch(tensor_dict):
-        return (tensor_dict[_X], tensor_dict[_IDX].long().view(-1)), {}
+        idx = tensor_dict.get(_IDX)
+        return (tensor_dict[_X], None if idx is None else idx.long().view(-1)), {}
 
     @property
     def list_obs_plate_vars(self) -> dict:
         """Per-spot sites, so posterior sampling treats them as local."""
         return {"name": "cells", "in": [0], "sites": {"proportions": self.n_types}}
 
+    def genes(self, x: torch.Tensor) -> torch.Tensor:
+        """The columns of registered counts ``x`` the model uses."""
+        return x if self.gene_index is None else x.index_select(-1, self.gene_index)
+
     def signatures(self) -> torch.Tensor:
         """Cell types x genes, expected counts per cell."""
         return torch.exp(self.log_signatures)
 
-    def proportions(self, idx: torch.Tensor | None = None) -> torch.Tensor:
-        """Proportions of the spots ``idx`` (all spots when ``None``)."""
+    def proportions(self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None):
+        """Proportions of spots: from their used-gene counts ``x`` (amortised) or their rows
+        ``idx`` (per spot; every spot when ``idx`` is ``None``)."""
+        if self.amortized:
+            return F.softmax(self.encoder(x), dim=-1)
         logits = self.proportion_logits if idx is None else self.proportion_logits[idx]
         return F.softmax(logits, dim=-1)
 
-    def _mean(self, idx, proportions, technology):
-        abundance = torch.exp(self.log_abundance[idx]).unsqueeze(-1)
+    def abundance(self, x, idx, proportions, technology) -> torch.Tensor:
+        """Cells' worth of signal per spot (see the module docstring)."""
+        if not self.amortized:
+            return torch.exp(self.log_abundance[idx])
+        expected = ((proportions @ self.signatures()) * technology).sum(-1)
+        return x.sum(-1) / expected.clamp_min(1e-8)
+
+    def _mean(self, x, idx, proportions, technology):
+        abundance = self.abundance(x, idx, proportions, technology).unsqueeze(-1)
         return abundance * (proportions @ self.signatures()) * technology
 
     # ----------------------------------------------------------------- Pyro program
     def model(self, x, idx, kl_weight: float = 1.0):
         """Generative model; ``kl_weight`` scales the prior terms."""
         pyro.module(self._pyro_name, self)
+        x = self.genes(x)
         with poutine.scale(scale=kl_weight):
             technology = pyro.sample(
                 "technology",
@@ -130,39 +185,47 @@ class NMFDeconvModule(DeltaPyroModule):
             with poutine.scale(scale=kl_weight):
                 concentration = x.new_full((x.shape[0], self.n_types), self.prior_concentration)
                 proportions = pyro.sample("proportions", pdist.Dirichlet(concentration))
-            mean = self._mean(idx, proportions, technology)
+            mean = self._mean(x, idx, proportions, technology)
             theta = torch.exp(self.log_theta)
             pyro.sample("obs", negative_binomial(mean, theta).to_event(1), obs=x)
 
     def guide(self, x, idx, kl_weight: float = 1.0):
         """Point masses at the current parameters (MAP)."""
         pyro.module(self._pyro_name, self)
+        x = self.genes(x)
         pyro.sample("technology", pdist.Delta(torch.exp(self.log_technology), event_dim=1))
         with self._cell_plate(x.shape[0]):
-            pyro.sample("proportions", pdist.Delta(self.proportions(idx), event_dim=1))
+            pyro.sample("proportions", pdist.Delta(self.proportions(x, idx), event_dim=1))
 
     # ----------------------------------------------------------------- torch side
     def _get_inference_input(self, tensors, **kwargs):
-        return {"x": tensors[_X], "idx": tensors[_IDX].long().view(-1)}
+        idx = tensors.get(_IDX)
+        return {"x": tensors[_X], "idx": None if idx is None else idx.long().view(-1)}
 
     @auto_move_data
-    def inference(self, x, idx):
-        """The spots' proportions and the technology factor (point estimates)."""
+    def inference(self, x, idx=None):
+        """The spots' proportions and abundance and the technology factor (point estimates)."""
+        x = self.genes(x)
+        proportions = self.proportions(x, idx)
+        technology = torch.exp(self.log_technology)
         return {
-            "proportions": self.proportions(idx),
-            "technology": torch.exp(self.log_technology),
+            "proportions": proportions,
+            "abundance": self.abundance(x, idx, proportions, technology),
+            "technology": technology,
             "idx": idx,
         }
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs):
-        return {k: inference_outputs[k] for k in ("proportions", "technology", "idx")}
+        out = {k: inference_outputs[k] for k in ("proportions", "abundance", "technology")}
+        return out
 
-    def generative(self, proportions, technology, idx):
+    def generative(self, proportions, abundance, technology):
         """p(x | proportions) as scvi-tools' negative binomial."""
-        mean = self._mean(idx, proportions, technology)
+        mean = abundance.unsqueeze(-1) * (proportions @ self.signatures()) * technology
         return {"px": NegativeBinomial(mu=mean, theta=torch.exp(self.log_theta))}
 
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
         """Negative log-likelihood per spot (the point-mass guide has no KL term)."""
-        reconstruction = -generative_outputs["px"].log_prob(tensors[_X]).sum(-1)
+        x = self.genes(tensors[_X])
+        reconstruction = -generative_outputs["px"].log_prob(x).sum(-1)
         return LossOutput(loss=reconstruction.mean(), reconstruction_loss=reconstruction)

@@ -1,0 +1,59 @@
+"""The fixed set of candidate spots whose convex combinations are Archetypes' archetypes.
+
+B (archetypes x spots) cannot span a million spots: it would be a parameter per spot and per
+archetype, and every archetype's profile a sum over all of them. Archetypes therefore combine
+a bounded set of candidate spots, chosen on one pass over a bounded pool of the data.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scvi
+from sklearn.cluster import kmeans_plusplus
+
+from ._archetypal_analysis import embed
+
+logger = logging.getLogger(__name__)
+
+#: The first pass of a large data set reads this many times ``max_candidates`` spots.
+POOL_FACTOR = 5
+
+
+def candidate_spots(model, n_pcs: int, max_candidates: int):
+    """The spots archetypes combine: their rows, profiles and PCA embedding, and the mean
+    spot profile, from one pass over at most ``POOL_FACTOR * max_candidates`` spots.
+
+    With at most ``max_candidates`` spots, every spot (the exact classical fit). Otherwise a
+    random pool (seeded by ``scvi.settings.seed``) is read a chunk of rows at a time and
+    embedded, and ``max_candidates`` of its spots are chosen by k-means++ seeding
+    (:func:`sklearn.cluster.kmeans_plusplus`) in the embedding: each next spot is drawn with
+    probability proportional to its squared distance from those chosen, so the set spans the
+    data's extremes, where archetypes lie, instead of piling up in the dense middle as a
+    plain subsample does; the pool's spots also give the mean profile.
+
+    Parameters
+    ----------
+    model
+        A model with :class:`~deltavae.model._spots.SpotModelMixin`'s readers.
+    n_pcs
+        Principal components of the embedding.
+    max_candidates
+        Most candidate spots.
+
+    Returns
+    -------
+    rows, profiles, embedding, mean_profile
+    """
+    rows = model._sample_rows(POOL_FACTOR * max_candidates)
+    counts = model._read_rows(rows)
+    profiles = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+    mean_profile = profiles.mean(axis=0)
+    embedding = embed(profiles, n_pcs)
+    if len(rows) > max_candidates:
+        _, picked = kmeans_plusplus(embedding, max_candidates, random_state=scvi.settings.seed)
+        picked = np.sort(picked)
+        rows, profiles, embedding = rows[picked], profiles[picked], embedding[picked]
+        logger.info("archetypes combine %d candidate spots of %d", len(rows), counts.shape[0])
+    return rows, profiles, embedding, mean_profile

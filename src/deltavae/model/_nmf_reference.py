@@ -1,0 +1,236 @@
+"""Building :class:`deltavae.model.NMFDeconv` from a labelled single-cell reference: the
+signatures (NB mean counts of one cell of each type), the marker genes, and ``from_reference``."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import scipy.sparse as sp
+from anndata import AnnData
+
+from .._checks import check_labels, dense, layer_matrix
+from ._validation import check_data
+
+if TYPE_CHECKING:
+    from ._nmfdeconv import NMFDeconv
+
+logger = logging.getLogger(__name__)
+
+_FEW_SHARED_GENES = 100
+_FEW_CELLS = 5
+
+
+class FromReferenceMixin:
+    """``signatures_from_reference``, ``marker_genes`` and ``from_reference`` of NMFDeconv."""
+
+    @staticmethod
+    def signatures_from_reference(
+        reference: AnnData,
+        labels_key: str = "cell_type",
+        layer: str | None = None,
+        genes: list[str] | pd.Index | None = None,
+    ) -> pd.DataFrame:
+        """Expected counts of one cell of each type: the NB mean per type, genes x type.
+
+        The mean of a type's counts per cell is the maximum-likelihood NB mean of its cells
+        (for a common mean, whatever the dispersion). Sums go through
+        :func:`scanpy.get.aggregate`.
+
+        Parameters
+        ----------
+        reference
+            Labelled single cells with raw counts.
+        labels_key
+            obs column with the cell types (at least 2).
+        layer
+            Layer with the counts; ``None`` for ``reference.X``.
+        genes
+            Genes to keep, in this order; ``None`` for all.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Cell types x genes.
+
+        Examples
+        --------
+        >>> import deltavae as dv
+        >>> ref = dv.datasets.pbmc3k()
+        >>> sig = dv.model.NMFDeconv.signatures_from_reference(ref, "cell_type")
+        >>> sig.shape
+        (9, 13714)
+        """
+        labels = check_labels(reference, labels_key)
+        counts = reference if genes is None else reference[:, list(genes)]
+        obs = pd.DataFrame({"label": labels}, index=counts.obs_names)
+        view = AnnData(X=layer_matrix(counts, layer), obs=obs)
+        view.var_names = counts.var_names
+        sums = sc.get.aggregate(view, by="label", func="sum")
+        totals = np.asarray(sums.layers["sum"], dtype=np.float64)
+        n_cells = np.bincount(labels.codes, minlength=len(labels.categories)).astype(float)
+        order = [list(labels.categories).index(name) for name in sums.obs_names]
+        return pd.DataFrame(
+            totals / n_cells[order][:, None], index=sums.obs_names, columns=view.var_names
+        ).loc[list(labels.categories)]
+
+    @staticmethod
+    def marker_genes(
+        reference: AnnData,
+        labels_key: str = "cell_type",
+        n_markers: int = 50,
+        layer: str | None = None,
+        genes: list[str] | pd.Index | None = None,
+    ) -> pd.Index:
+        """The union of each cell type's top up-regulated genes in the reference.
+
+        Counts are normalised to 10,000 per cell and log1p-transformed (on a copy), and
+        :func:`scanpy.tl.rank_genes_groups` ranks the genes of each type against the rest
+        with a t-test.
+
+        Parameters
+        ----------
+        reference
+            Labelled single cells with raw counts (left unchanged).
+        labels_key
+            obs column with the cell types.
+        n_markers
+            Genes taken from the top of each type's ranking.
+        layer
+            Layer with the counts; ``None`` for ``reference.X``.
+        genes
+            Candidate genes; ``None`` for all of the reference's.
+
+        Returns
+        -------
+        pandas.Index
+            The chosen genes, in the reference's order.
+
+        Examples
+        --------
+        >>> import deltavae as dv
+        >>> ref = dv.datasets.pbmc3k()
+        >>> genes = dv.model.NMFDeconv.marker_genes(ref, "cell_type", n_markers=20)
+        >>> "MS4A1" in genes  # a B-cell marker
+        True
+        """
+        if not isinstance(n_markers, int | np.integer) or n_markers < 1:
+            raise ValueError(f"n_markers must be a positive integer; got {n_markers!r}.")
+        labels = check_labels(reference, labels_key)
+        counts = reference if genes is None else reference[:, list(genes)]
+        X = layer_matrix(counts, layer)
+        X = X.astype(np.float32) if sp.issparse(X) else np.array(X, dtype=np.float32)
+        view = AnnData(
+            X=X,
+            obs=pd.DataFrame({"label": labels}, index=counts.obs_names),
+            var=pd.DataFrame(index=counts.var_names),
+        )
+        sc.pp.normalize_total(view, target_sum=1e4)
+        sc.pp.log1p(view)
+        sizes = view.obs["label"].value_counts()
+        testable = [str(t) for t, n in sizes.items() if n >= 2]
+        chosen = set()
+        if testable:
+            with warnings.catch_warnings():
+                # Types with a handful of cells give t-test warnings; from_reference warns.
+                warnings.simplefilter("ignore", RuntimeWarning)
+                sc.tl.rank_genes_groups(
+                    view, "label", groups=testable, method="t-test", n_genes=n_markers
+                )
+            names = view.uns["rank_genes_groups"]["names"]
+            chosen = {str(g) for field in names.dtype.names for g in names[field]}
+        for single in (str(t) for t, n in sizes.items() if n < 2):
+            # No variance to test with one cell: its largest log-differences to the rest.
+            own = (view.obs["label"] == single).to_numpy()
+            rest = np.asarray(view.X[~own].mean(axis=0)).ravel()  # sparse-aware, no copy
+            diff = dense(view.X[own]).ravel() - rest
+            chosen |= set(view.var_names[np.argsort(-diff)[:n_markers]])
+        return counts.var_names[counts.var_names.isin(list(chosen))]
+
+    @classmethod
+    def from_reference(
+        cls,
+        spots: AnnData,
+        reference: AnnData,
+        labels_key: str = "cell_type",
+        layer: str | None = None,
+        reference_layer: str | None = None,
+        n_markers: int | None = 50,
+        **model_kwargs,
+    ) -> NMFDeconv:
+        """Build the model from a labelled single-cell reference.
+
+        The model uses the spots' genes that the reference shares and expresses, by default
+        only the cell types' marker genes among them (:meth:`marker_genes`): genes that tell
+        the types apart carry the proportions, while the rest mostly add cell-to-cell noise.
+        The spots themselves are registered whole (:meth:`setup_anndata`; nothing is copied,
+        so a backed file stays on disk), and the model reads its genes from each minibatch.
+
+        Parameters
+        ----------
+        spots
+            Spots x genes with raw counts, in memory or opened with :func:`deltavae.read_lazy`.
+        reference
+            Single cells with raw counts and labels.
+        labels_key
+            obs column of ``reference`` with the cell types.
+        layer, reference_layer
+            Layers with the counts of the spots and of the reference (``None``: ``X``).
+        n_markers
+            Keep the union of each type's top ``n_markers`` marker genes among the shared
+            genes; ``None`` keeps every shared gene.
+        **model_kwargs
+            Passed to :class:`NMFDeconv` (``inference``, ...).
+
+        Returns
+        -------
+        NMFDeconv
+
+        Examples
+        --------
+        >>> d = dv.model.NMFDeconv.from_reference(spots, reference=ref)  # doctest: +SKIP
+        """
+        labels = check_labels(reference, labels_key)
+        check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
+        shared = spots.var_names[spots.var_names.isin(reference.var_names)]
+        if len(shared) == 0:
+            raise ValueError(
+                f"spots ({spots.n_vars} genes, e.g. {list(spots.var_names[:3])}) and reference "
+                f"({reference.n_vars} genes, e.g. {list(reference.var_names[:3])}) share no "
+                "genes; use the same gene identifiers (symbols or Ensembl IDs) in both."
+            )
+        if len(shared) < _FEW_SHARED_GENES:
+            warnings.warn(
+                f"spots and reference share only {len(shared)} genes; proportions may be poorly "
+                "determined.",
+                UserWarning,
+                stacklevel=2,
+            )
+        sizes = pd.Series(labels.codes).value_counts()
+        small = [str(labels.categories[code]) for code, size in sizes.items() if size < _FEW_CELLS]
+        if small:
+            warnings.warn(
+                f"cell types with fewer than {_FEW_CELLS} reference cells: {small}; their "
+                "signatures are noisy.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if n_markers is not None:
+            shared = cls.marker_genes(reference, labels_key, n_markers, reference_layer, shared)
+            logger.info("kept %d marker genes (%d per type)", len(shared), n_markers)
+        signatures = cls.signatures_from_reference(reference, labels_key, reference_layer, shared)
+        expressed = signatures.columns[signatures.sum(axis=0).to_numpy() > 0]
+        if len(expressed) < len(shared):
+            logger.info(
+                "dropping %d shared genes with no reference counts", len(shared) - len(expressed)
+            )
+        spot_index = model_kwargs.get("inference") == "per_spot"
+        with warnings.catch_warnings():
+            # Genes the model does not use may be silent in every spot; that says nothing.
+            warnings.filterwarnings("ignore", message=r".*genes in .* are zero in every cell")
+            cls.setup_anndata(spots, layer=layer, spot_index=spot_index)
+        return cls(spots, signatures=signatures[expressed], **model_kwargs)

@@ -1,0 +1,79 @@
+"""What the spot models (NMFDeconv, Archetypes) share: registering spots, and reading their
+counts a chunk of rows at a time, so that a first pass over a backed file (a starting point, a
+candidate set) never holds the whole matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import scvi
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import LayerField
+
+from .._checks import dense
+from ._validation import check_data
+
+#: Spots read at a time by the first passes.
+READ_CHUNK = 10_000
+
+
+class SpotModelMixin:
+    """Spot registration and chunked reads for models of spatial spots' raw counts."""
+
+    @classmethod
+    def setup_anndata(cls, adata: AnnData, layer: str | None = None, **kwargs) -> None:
+        """Register the spots' raw counts (checked first, a chunk of rows at a time).
+
+        Parameters
+        ----------
+        adata
+            Spots x genes with raw counts, in memory or opened with :func:`deltavae.read_lazy`.
+        layer
+            Layer with the counts; ``None`` for ``adata.X``.
+
+        Examples
+        --------
+        >>> import deltavae as dv
+        >>> spots = dv.datasets.convex_mixtures(n_spots=50, n_genes=30, n_markers=5)
+        >>> dv.model.Archetypes.setup_anndata(spots)
+        """
+        cls._register_spots(adata, layer, cls._get_setup_method_args(**locals()), **kwargs)
+
+    @classmethod
+    def _register_spots(cls, adata, layer, setup_method_args, extra_fields=(), **kwargs) -> None:
+        check_data(adata, layer, kind="counts")
+        fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True), *extra_fields]
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    def _counts(self):
+        """The registered count matrix of the model's AnnData (on disk when backed)."""
+        return self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+
+    def _read_rows(self, rows: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """Dense float64 counts of the (sorted) ``rows``, read ``READ_CHUNK`` rows at a time."""
+        X, blocks = self._counts(), []
+        for start in range(0, len(rows), READ_CHUNK):
+            block = X[rows[start : start + READ_CHUNK]]
+            blocks.append(dense(block if columns is None else block[:, columns]))
+        return np.concatenate(blocks) if blocks else np.zeros((0, X.shape[1]))
+
+    def _row_chunks(self, columns: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """Dense float64 counts of every spot, ``READ_CHUNK`` rows at a time, in file order."""
+        X = self._counts()
+        for start in range(0, X.shape[0], READ_CHUNK):
+            block = X[start : start + READ_CHUNK]
+            yield dense(block if columns is None else block[:, columns])
+
+    def _sample_rows(self, n_max: int) -> np.ndarray:
+        """Every row when there are at most ``n_max``, else ``n_max`` random rows (seeded by
+        ``scvi.settings.seed``), sorted so that a backed file is read front to back."""
+        n = self.adata.n_obs
+        if n <= n_max:
+            return np.arange(n)
+        rng = np.random.default_rng(scvi.settings.seed)
+        return np.sort(rng.choice(n, n_max, replace=False))
