@@ -288,7 +288,7 @@ def worker(kind: str, h5ad: str, epochs: int, seed: int) -> dict:
 
 def run_scaling(sizes, data_dir: Path, seed: int, log) -> dict:
     datasets, runs = {}, []
-    for n in sizes:
+    for i, n in enumerate(sizes):
         path = data_dir / f"synthetic_{n}x{N_TOP_GENES}.h5ad"
         with Timer() as t:
             datasets[n] = make_synthetic(n, path)
@@ -296,7 +296,8 @@ def run_scaling(sizes, data_dir: Path, seed: int, log) -> dict:
             f"synthetic {n} cells: {datasets[n]['nnz']:,} non-zeros, "
             f"X {mib(datasets[n]['x_bytes']):.1f} MiB ({t.seconds:.0f} s to make or read)"
         )
-        for kind in MODELS:
+        # Alternate the order, as on PBMC.
+        for kind in MODELS if i % 2 == 0 else MODELS[::-1]:
             r = _fresh_process_run(kind, path, 1, seed)
             log(
                 f"  {kind:4s}: 1 epoch {r['train_seconds']:.1f} s, RSS before "
@@ -400,6 +401,7 @@ def main(argv=None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     started = time.perf_counter()
+    start_load = tuple(round(v, 2) for v in os.getloadavg())
     results = {
         "settings": {
             k: (str(v) if isinstance(v, Path) else v)
@@ -444,6 +446,8 @@ def main(argv=None) -> int:
         for r in results[part]["runs"]
     ]
     out.append(
+        f"seeds {args.seeds}; load average (1, 5, 15 min) at the start {start_load} and the end "
+        f"{tuple(round(v, 2) for v in os.getloadavg())}. "
         f"deltavae {env['deltavae']}, scvi-tools {env['scvi-tools']}, torch {env['torch']}, "
         f"pyro {env['pyro-ppl']}; {env['torch_threads']} torch threads on {env['cpus']} CPUs "
         f"(OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}); 1-min load average during training "
