@@ -343,3 +343,116 @@ def signature_scores(
     sig_names = list(gene_sets)
     scores = np.stack([standardized[idx].mean(axis=0) for idx in gene_sets.values()])
     return sig_names, scores
+
+
+def merge_thin(
+    labels: np.ndarray, weights: np.ndarray, deviations: np.ndarray, min_spots: int
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Join each group of archetypes that fewer than ``min_spots`` points weigh most to the
+    group of its most similar archetype (cosine of ``deviations``), thinnest first.
+
+    Parameters
+    ----------
+    labels
+        Group of each raw archetype.
+    weights
+        Points x raw archetypes.
+    deviations
+        Raw archetypes x features (profiles minus the mean, see :func:`scaled`).
+    min_spots
+        Fewest points a group must be the largest weight of.
+
+    Returns
+    -------
+    The new labels, and (first raw archetype, points) of each group merged away.
+
+    Examples
+    --------
+    >>> weights = np.array([[0.9, 0.1, 0.0]] * 5 + [[0.1, 0.9, 0.0]] * 5 + [[0.0, 0.2, 0.8]])
+    >>> deviations = np.array([[1.0, 0.0], [0.0, 1.0], [0.2, 0.9]])
+    >>> merge_thin(np.arange(3), weights, deviations, 3)
+    (array([0, 1, 1]), [(2, 1)])
+    """
+    labels = np.asarray(labels).copy()
+    unit = deviations / np.maximum(np.linalg.norm(deviations, axis=1, keepdims=True), 1e-12)
+    thin = []
+    while len(np.unique(labels)) > 1:
+        groups = np.unique(labels)
+        spots = carriers(np.stack([weights[:, labels == g].sum(axis=1) for g in groups], 1))
+        if spots.min() >= min_spots:
+            break
+        members = labels == groups[int(np.argmin(spots))]
+        similarity = unit[members] @ unit[~members].T
+        target = labels[~members][np.unravel_index(np.argmax(similarity), similarity.shape)[1]]
+        thin.append((int(np.flatnonzero(members)[0]), int(spots.min())))
+        labels[members] = target
+    return labels, thin
+
+
+def check_archetype_count(n_archetypes, max_archetypes: int, n_spots: int) -> None:
+    """Refuse an ``n_archetypes`` (an integer or ``"auto"``) that cannot be fitted to
+    ``n_spots`` spots; see :class:`deltavae.model.Archetypes`."""
+    if isinstance(n_archetypes, str):
+        if n_archetypes != "auto":
+            raise ValueError(f"n_archetypes must be an integer or 'auto'; got {n_archetypes!r}.")
+        if max_archetypes < 3:
+            raise ValueError(f"max_archetypes must be >= 3 for 'auto'; got {max_archetypes}.")
+        if n_spots < 3:
+            raise ValueError(
+                f"n_archetypes='auto' compares 2 or more archetypes and needs at least 3 "
+                f"spots; got {n_spots}. Pass n_archetypes=2, or more spots."
+            )
+    elif isinstance(n_archetypes, bool) or not isinstance(n_archetypes, int | np.integer):
+        raise ValueError(f"n_archetypes must be an integer or 'auto'; got {n_archetypes!r}.")
+    elif n_archetypes > n_spots:
+        raise ValueError(
+            f"n_archetypes={n_archetypes} is larger than the number of spots ({n_spots})."
+        )
+    elif n_archetypes < 2:
+        raise ValueError(f"n_archetypes must be >= 2; got {n_archetypes}.")
+
+
+def signature_table(
+    scores: np.ndarray, sig_names: list[str], archetypes: Sequence[str], variant_ratio: float
+) -> pd.DataFrame:
+    """Archetypes matched to signatures, variants of a matched signature, and novel states.
+
+    Signatures (rows of ``scores``) and archetypes (columns) are paired by
+    :func:`stable_matching`; a pair with a score of 0 or below is not kept. An unmatched
+    archetype whose best score reaches ``variant_ratio`` times the score of the archetype
+    matched to that same signature is a variant of it (a second T-cell state, say), not a
+    novel state. The rest are novel, ranked from the least like any signature (rank 1).
+
+    Examples
+    --------
+    >>> scores = np.array([[2.0, 1.6, -0.5], [0.1, 0.0, -0.2]])
+    >>> signature_table(scores, ["T", "B"], ["A0", "A1", "A2"], 0.5)[["signature", "status"]]
+       signature   status
+    A0         T  matched
+    A1         T  variant
+    A2       NaN    novel
+    """
+    n = len(archetypes)
+    best = scores.argmax(axis=0)
+    table = pd.DataFrame(
+        {
+            "signature": pd.Series([np.nan] * n, dtype=object),
+            "score": scores.max(axis=0),
+            "status": "novel",
+            "novel_rank": np.nan,
+        },
+        index=pd.Index(list(archetypes)),
+    )
+    matched = {}
+    for row, col in stable_matching(scores):
+        if scores[row, col] > 0:
+            table.iloc[col, :3] = [sig_names[row], scores[row, col], "matched"]
+            matched[row] = col
+    for col in np.flatnonzero(table["status"] == "novel"):
+        row = int(best[col])
+        if row in matched and scores[row, col] >= variant_ratio * scores[row, matched[row]] > 0:
+            table.iloc[col, [0, 2]] = [sig_names[row], "variant"]
+    novel = table.index[table["status"] == "novel"]
+    order = table.loc[novel, "score"].sort_values().index
+    table.loc[order, "novel_rank"] = np.arange(1, len(order) + 1)
+    return table

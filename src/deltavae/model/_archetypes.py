@@ -16,18 +16,22 @@ from scvi.model.base import BaseModelClass
 
 from ..module import ArchetypesModule
 from ._archetypal_analysis import (
+    archetype_curve,
+    check_archetype_count,
     convex_archetypes,
     elbow,
+    merge_thin,
     rank_genes_layout,
     scaled,
     signature_scores,
-    stable_matching,
+    signature_table,
+    smooth_points,
 )
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import candidate_spots
 from ._spots import SpotModelMixin
-from ._validation import check_model_arguments
+from ._validation import check_model_arguments, warn_user
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +55,12 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
     and memory stay bounded however many spots train (in memory or from disk,
     :func:`deltavae.read_lazy`). After training, archetypes whose profiles
     point the same way (cosine similarity of their deviations from the mean spot above
-    ``merge_threshold``) are merged; every result refers to the merged archetypes.
+    ``merge_threshold``) are merged, and so is an archetype that fewer than ``min_spots``
+    spots weigh most (into its most similar archetype, with a warning); every result refers to
+    the merged archetypes. Classical archetypal analysis runs on spots averaged over their
+    ``smooth_neighbors`` nearest neighbours, so that an archetype needs several spots behind
+    it: on the raw spots one outlying spot (a doublet, a dropout-heavy spot) becomes an
+    archetype of its own.
 
     Parameters
     ----------
@@ -74,6 +83,11 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         Dirichlet concentration of the weights' prior.
     max_candidates
         Most spots archetypes are combinations of (B's columns).
+    smooth_neighbors
+        Neighbours (in the PCA embedding) each candidate spot is averaged with before
+        classical archetypal analysis; 1 uses the spots as they are.
+    min_spots
+        Fewest spots that must weigh an archetype most for it to stand on its own.
 
     Examples
     --------
@@ -105,29 +119,12 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         dropout_rate: float = 0.1,
         prior_concentration: float = 1.0,
         max_candidates: int = 2000,
+        smooth_neighbors: int = 10,
+        min_spots: int = 5,
     ):
         super().__init__(adata)
         n_spots = adata.n_obs
-        if isinstance(n_archetypes, str):
-            if n_archetypes != "auto":
-                raise ValueError(
-                    f"n_archetypes must be an integer or 'auto'; got {n_archetypes!r}."
-                )
-            if max_archetypes < 3:
-                raise ValueError(f"max_archetypes must be >= 3 for 'auto'; got {max_archetypes}.")
-            if n_spots < 3:
-                raise ValueError(
-                    f"n_archetypes='auto' compares 2 or more archetypes and needs at least 3 "
-                    f"spots; got {n_spots}. Pass n_archetypes=2, or more spots."
-                )
-        elif isinstance(n_archetypes, bool) or not isinstance(n_archetypes, int | np.integer):
-            raise ValueError(f"n_archetypes must be an integer or 'auto'; got {n_archetypes!r}.")
-        elif n_archetypes > n_spots:
-            raise ValueError(
-                f"n_archetypes={n_archetypes} is larger than the number of spots ({n_spots})."
-            )
-        elif n_archetypes < 2:
-            raise ValueError(f"n_archetypes must be >= 2; got {n_archetypes}.")
+        check_archetype_count(n_archetypes, max_archetypes, n_spots)
         check_model_arguments(
             {
                 "max_archetypes": max_archetypes,
@@ -135,6 +132,8 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
                 "n_hidden": n_hidden,
                 "n_layers": n_layers,
                 "max_candidates": max_candidates,
+                "smooth_neighbors": smooth_neighbors,
+                "min_spots": min_spots,
             },
             dropout_rate=dropout_rate,
             positive={"prior_concentration": prior_concentration},
@@ -145,9 +144,12 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         rows, profiles, embedding, mean_profile = candidate_spots(self, n_pcs, max_candidates)
         self.candidate_rows_ = rows
         seed = scvi.settings.seed
+        self.min_spots = int(min_spots)
+        smoother = smooth_points(embedding, smooth_neighbors)
+        points = smoother @ embedding
         if n_archetypes == "auto":
             ks = np.arange(2, min(max_archetypes, len(rows) - 1) + 1)
-            fits = {int(k): convex_archetypes(embedding, int(k), seed=seed) for k in ks}
+            fits = archetype_curve(points, ks, seed=seed)
             explained = np.array([fits[int(k)][2] for k in ks])
             n_archetypes = int(ks[elbow(ks, explained)])
             init_B = fits[n_archetypes][1]
@@ -158,8 +160,9 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             }
             logger.info("n_archetypes='auto' chose %d (elbow of %s)", n_archetypes, explained)
         else:
-            init_B = convex_archetypes(embedding, int(n_archetypes), seed=seed)[1]
+            init_B = convex_archetypes(points, int(n_archetypes), seed=seed)[1]
             self.elbow_ = None
+        init_B = np.asarray((smoother.T @ init_B.T).T)  # over the candidate spots themselves
         self.n_archetypes_raw_ = int(n_archetypes)
         self.module = self._module_cls(
             candidate_profiles=torch.as_tensor(profiles, dtype=torch.float32),
@@ -171,7 +174,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             prior_concentration=prior_concentration,
         )
         self.signature_map_ = None
-        self._weights_cache = None
+        self._cache: dict = {}
         summary = (
             f"Archetypes: {n_archetypes} archetypes, {n_spots} spots ({len(rows)} candidates), "
             f"{adata.n_vars} genes, merge threshold {merge_threshold}"
@@ -195,7 +198,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         --------
         >>> a.train(max_epochs=200, early_stopping=True)  # doctest: +SKIP
         """
-        self._weights_cache = None
+        self._cache = {}
         return super().train(max_epochs=max_epochs, lr=lr, **kwargs)
 
     # ------------------------------------------------------------------------- merging
@@ -205,11 +208,13 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
 
     def _raw_weights(self, adata: AnnData | None, batch_size: int | None) -> np.ndarray:
         self._check_if_trained(warn=False)
-        training = adata is None or adata is self.adata
-        if training and self._weights_cache is not None:
+        if adata is None or adata is self.adata:
             # One pass over the training spots serves every result (weights, anchors, usage).
-            return self._weights_cache
-        adata = self._validate_anndata(self._resolve_adata(adata))
+            return self._cached("weights", lambda: self._encode(self.adata, batch_size))
+        return self._encode(adata, batch_size)
+
+    def _encode(self, adata: AnnData, batch_size: int | None) -> np.ndarray:
+        adata = self._validate_anndata(adata)
         loader = self._make_data_loader(adata=adata, batch_size=batch_size, shuffle=False)
         self.module.eval()
         chunks = []
@@ -217,20 +222,42 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             for tensors in loader:
                 x = tensors[REGISTRY_KEYS.X_KEY].to(self.module.device)
                 chunks.append(self.module.inference(x)["weights_map"].cpu().numpy())
-        weights = np.concatenate(chunks).astype(np.float64)
-        if training:
-            self._weights_cache = weights
-        return weights
+        return np.concatenate(chunks).astype(np.float64)
 
     def _merge(self) -> tuple[np.ndarray, np.ndarray]:
-        """Merged group of each raw archetype (0..n-1, by first member) and the linkage."""
+        """Merged group of each raw archetype (0..n-1, by first member) and the linkage.
+
+        Archetypes merge when their deviations from the mean spot point the same way
+        (``merge_threshold``); an archetype that fewer than ``min_spots`` training spots weigh
+        most then joins the group of its most similar archetype, with a warning.
+        """
+        return self._cached("merge", self._fresh_merge, self.merge_threshold, self.min_spots)
+
+    def _cached(self, name: str, compute, *settings):
+        """``compute()``, kept while ``settings`` and the module's parameters are the same
+        (a copy, an in-place edit, a load or more training computes it again)."""
+        params = tuple((p.data_ptr(), p._version) for p in self.module.parameters())
+        key = (params, settings)
+        if name not in self._cache or self._cache[name][0] != key:
+            self._cache[name] = (key, compute())
+        return self._cache[name][1]
+
+    def _fresh_merge(self) -> tuple[np.ndarray, np.ndarray]:
         profiles = self._raw_profiles()
         mean = self.module.mean_profile.cpu().numpy().astype(np.float64)
         deviations = scaled(profiles, mean)
         tree = linkage(deviations, method="average", metric="cosine")
-        if self.merge_threshold >= 1.0:
-            return np.arange(len(profiles)), tree
-        labels = fcluster(tree, t=1.0 - self.merge_threshold, criterion="distance")
+        labels = np.arange(len(profiles))
+        if self.merge_threshold < 1.0:
+            labels = fcluster(tree, t=1.0 - self.merge_threshold, criterion="distance")
+        labels, thin = merge_thin(labels, self._raw_weights(None, None), deviations, self.min_spots)
+        if thin:
+            which = ", ".join(f"raw archetype {a}: {n} spots" for a, n in thin)
+            warn_user(
+                f"{len(thin)} archetype(s) were the largest weight of fewer than "
+                f"min_spots={self.min_spots} spots ({which}) and were merged into their most "
+                "similar archetype; pass a lower min_spots to keep them."
+            )
         _, first = np.unique(labels, return_index=True)
         order = {label: rank for rank, label in enumerate(labels[np.sort(first)])}
         return np.array([order[label] for label in labels]), tree
@@ -356,26 +383,37 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         return rank_genes_layout(self.get_archetype_profiles() * _CP10K, n_genes, self.dominant_key)
 
     # ------------------------------------------------------------------------- signatures
-    def match_signatures(self, signatures: Mapping[str, Sequence[str]]) -> pd.DataFrame:
-        """Match archetypes one-to-one to known gene signatures; rank the rest as novel.
+    def match_signatures(
+        self, signatures: Mapping[str, Sequence[str]], variant_ratio: float = 0.5
+    ) -> pd.DataFrame:
+        """Match archetypes one-to-one to known gene signatures; say which of the rest are
+        variants of a matched signature and rank the others as novel.
 
         A signature's score for an archetype is the mean, over its genes, of the archetype's
         log expression standardised across archetypes. Signatures and archetypes are paired
-        by :func:`stable_matching`; pairs with a score of 0 or below are not kept. Unmatched
-        archetypes are "novel states", ranked by their distance to the nearest signature
-        (the negative of their best score): rank 1 is the least like any signature.
+        by stable matching; pairs with a score of 0 or below are not kept. An unmatched
+        archetype whose best score reaches ``variant_ratio`` times the score of the archetype
+        matched to that signature is a ``"variant"`` of it (a second T-cell state scores
+        high on the T signature too, and is not novel). The rest are ``"novel"`` states,
+        ranked by their distance to the nearest signature (the negative of their best
+        score): rank 1 is the least like any signature.
 
         Parameters
         ----------
         signatures
             ``{name: [genes]}``. Genes not in the data are dropped with a warning naming them.
+        variant_ratio
+            Fraction of the matched archetype's score an unmatched archetype needs on the
+            same signature to count as its variant.
 
         Returns
         -------
         pandas.DataFrame
-            One row per archetype: ``signature`` (matched name or NaN), ``score`` (of the match,
-            or the best score when unmatched) and ``novel_rank`` (NaN when matched). Also
-            kept for :meth:`write_to_adata` (``uns["archetypes"]["signature_map"]``).
+            One row per archetype: ``signature`` (matched or varied-on name, or NaN),
+            ``score`` (of the match, or the best score when unmatched), ``status``
+            (``"matched"``, ``"variant"`` or ``"novel"``) and ``novel_rank`` (NaN unless
+            novel). Also kept for :meth:`write_to_adata` (``uns["archetypes"]
+            ["signature_map"]``).
 
         Examples
         --------
@@ -383,27 +421,14 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         """
         if not signatures:
             raise ValueError("signatures is empty; pass {name: [genes, ...]}.")
+        if not 0 < variant_ratio <= 1:
+            raise ValueError(f"variant_ratio must lie in (0, 1]; got {variant_ratio}.")
         profiles = self.get_archetype_profiles()
         sig_names, scores = signature_scores(
             np.log1p(profiles.to_numpy() * _CP10K), profiles.index, signatures
         )
-        table = pd.DataFrame(
-            {
-                "signature": pd.Series([np.nan] * len(profiles.columns), dtype=object),
-                "score": scores.max(axis=0),
-                "novel_rank": np.nan,
-            },
-        )
-        table.index = profiles.columns
-        for row, col in stable_matching(scores):
-            if scores[row, col] > 0:
-                table.iloc[col, 0] = sig_names[row]
-                table.iloc[col, 1] = scores[row, col]
-        novel = table.index[table["signature"].isna()]
-        order = table.loc[novel, "score"].sort_values().index
-        table.loc[order, "novel_rank"] = np.arange(1, len(order) + 1)
-        self.signature_map_ = table
-        return table
+        self.signature_map_ = signature_table(scores, sig_names, profiles.columns, variant_ratio)
+        return self.signature_map_
 
     # ------------------------------------------------------------------------- output
     @writes_backed

@@ -1,0 +1,81 @@
+"""Archetypes that mean something: no archetype on one outlying spot, thin archetypes merged
+with a warning, unmatched archetypes called variants of a signature rather than novel."""
+
+import anndata as ad
+import numpy as np
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+
+import deltavae as dv
+from deltavae.model._archetypal_analysis import carriers
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+@pytest.fixture(scope="module")
+def with_outlier():
+    """300 mixtures of 4 archetypes, and one spot whose counts sit on 5 genes of its own."""
+    mix = dv.datasets.convex_mixtures(n_spots=300, n_genes=120, n_archetypes=4, seed=2)
+    outlier = np.zeros((1, mix.n_vars), dtype=np.float32)
+    outlier[0, :5] = 800.0
+    X = mix.X.toarray() if sp.issparse(mix.X) else np.asarray(mix.X)
+    spots = ad.AnnData(np.vstack([X, outlier]).astype(np.float32))
+    spots.var_names = mix.var_names
+    spots.obs_names = [*mix.obs_names, "outlier"]
+    return spots
+
+
+def test_an_outlying_spot_gets_no_archetype_of_its_own(with_outlier):
+    spots = with_outlier.copy()
+    dv.model.Archetypes.setup_anndata(spots)
+    model = dv.model.Archetypes(spots, n_archetypes="auto", max_archetypes=6)
+    start = model.module.B().detach().numpy()  # archetypes x candidate spots, at the start
+    assert start[:, -1].max() <= 0.2  # the outlier weighs little in every archetype
+    explained = model.elbow_["explained_variance"]
+    assert np.all(np.diff(explained) >= 0), explained
+    model.train(max_epochs=30, **TRAIN)
+    weights = model.get_archetype_weights()  # no min_spots warning: errors under pytest
+    assert carriers(weights.to_numpy()).min() >= model.min_spots
+
+
+def test_a_thin_archetype_is_merged_with_a_warning(with_outlier):
+    spots = with_outlier.copy()
+    dv.model.Archetypes.setup_anndata(spots)
+    model = dv.model.Archetypes(spots, n_archetypes=5, smooth_neighbors=1, merge_threshold=1.0)
+    assert model.module.B().detach().numpy()[:, -1].max() > 0.9  # unsmoothed: its own archetype
+    model.train(max_epochs=30, **TRAIN)
+    with pytest.warns(UserWarning, match=r"fewer than min_spots=5 spots.*merged"):
+        names = model.archetype_names()
+    assert len(names) == 4
+    weights = model.get_archetype_weights()
+    assert carriers(weights.to_numpy()).min() >= 5
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+    model.min_spots = 1  # keeps every archetype
+    assert len(model.archetype_names()) == 5
+
+
+def test_no_thin_archetype_on_the_tutorial_spots():
+    """Tutorial 03's pseudo-spots (PBMC 3k): before, archetype A0 sat on one spot."""
+    cells = dv.datasets.pbmc3k()
+    log = sc.pp.log1p(sc.pp.normalize_total(cells, target_sum=1e4, copy=True), copy=True)
+    sc.pp.highly_variable_genes(log, n_top_genes=300)
+    cells = cells[:, log.var["highly_variable"]].copy()
+    broad = {"Naive CD4 T": "CD4 T", "Memory CD4 T": "CD4 T", "FCGR3A+ Mono": "Mono"}
+    broad |= {"CD14+ Mono": "Mono", "DC": "Mono", "CD8 T": "CD8 T", "NK": "NK", "B": "B"}
+    cells.obs["cell_type"] = cells.obs["cell_type"].map(broad).astype("category")
+    cells = cells[cells.obs["cell_type"].notna()].copy()  # as the tutorial: no platelets
+    spots, _ = dv.datasets.pseudo_spots(
+        cells, "cell_type", n_spots=200, cells_per_spot=(4, 12), grid=True, depth=2000, seed=0
+    )
+    sc.pp.filter_genes(spots, min_cells=1)
+    dv.model.Archetypes.setup_anndata(spots)
+    model = dv.model.Archetypes(spots, n_archetypes="auto", max_archetypes=8)
+    model.train(max_epochs=20, **TRAIN)
+    weights = model.get_archetype_weights()
+    assert len(weights.columns) == model.n_archetypes_raw_  # nothing thin to merge
+    assert carriers(weights.to_numpy()).min() >= 5
+    truth = spots.obsm["proportions_true"].to_numpy()
+    k = weights.shape[1]
+    best = np.corrcoef(weights.to_numpy().T, truth.T)[:k, k:].max(axis=1)
+    assert best.min() >= 0.3, best  # each follows a cell type (before: one at <= 0.15)
