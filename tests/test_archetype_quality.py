@@ -79,3 +79,37 @@ def test_no_thin_archetype_on_the_tutorial_spots():
     k = weights.shape[1]
     best = np.corrcoef(weights.to_numpy().T, truth.T)[:k, k:].max(axis=1)
     assert best.min() >= 0.3, best  # each follows a cell type (before: one at <= 0.15)
+
+
+def test_slides_share_archetypes_with_a_technical_factor_each():
+    """Two slides of the same 3 archetypes; slide B scales each gene by a known factor."""
+    rng = np.random.default_rng(0)
+    slides = []
+    for name, seed in (("A", 3), ("B", 4)):
+        mix = dv.datasets.convex_mixtures(n_spots=200, n_genes=80, n_archetypes=3, seed=seed)
+        mix.obs["slide"] = name
+        slides.append(mix)
+    # the same archetype profiles on both slides (seed 3's), mixed with each slide's weights
+    profiles = slides[0].varm["profiles_true"].T
+    log_factor = rng.normal(0.0, 0.5, size=profiles.shape[1])
+    for mix, scale in zip(slides, (np.zeros_like(log_factor), log_factor), strict=True):
+        mean = mix.obsm["weights_true"] @ profiles * np.exp(scale)
+        mean = 3000 * mean / mean.sum(axis=1, keepdims=True)
+        mix.X = rng.poisson(mean).astype(np.float32)
+    spots = ad.concat(slides, index_unique="-")
+    dv.model.Archetypes.setup_anndata(spots, sample_key="slide")
+    model = dv.model.Archetypes(spots, n_archetypes=3)
+    model.train(max_epochs=80, **TRAIN)
+    factors = np.log(model.get_sample_factors())
+    assert list(factors.columns) == ["A", "B"]
+    np.testing.assert_allclose(factors.sum(axis=1), 0.0, atol=1e-5)  # centred over slides
+    difference = (factors["B"] - factors["A"]).to_numpy()
+    assert np.corrcoef(difference, log_factor)[0, 1] > 0.8
+    weights = model.get_archetype_weights().to_numpy()
+    truth = np.vstack([mix.obsm["weights_true"] for mix in slides])
+    best = np.corrcoef(weights.T, truth.T)[:3, 3:].max(axis=1)
+    assert best.min() > 0.8, best  # one set of archetypes fits both slides
+    new = spots[:5].copy()
+    new.obs["slide"] = "C"
+    with pytest.raises(ValueError, match="slide"):
+        model.get_archetype_weights(new)

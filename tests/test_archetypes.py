@@ -11,7 +11,7 @@ import torch
 
 import deltavae as dv
 from deltavae.metrics import matched_profile_correlation
-from deltavae.model._archetypal_analysis import stable_matching
+from deltavae.model._archetype_results import stable_matching
 
 TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
 

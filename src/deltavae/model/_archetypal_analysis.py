@@ -1,18 +1,20 @@
 """Classical archetypal analysis in numpy, behind :class:`deltavae.model.Archetypes`: the start
 of its Pyro fit (Cutler and Breiman's alternating constrained least squares,
-:func:`convex_archetypes`), the elbow that chooses the number of archetypes, the scaled PCA
-embedding both work in, and the stable matching of archetypes to known signatures."""
+:func:`convex_archetypes`, on neighbour-averaged spots), the monotone explained-variance curve
+and its elbow that choose the number of archetypes, and the scaled PCA embedding they work in.
+What is reported about fitted archetypes is in ``_archetype_results.py``."""
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 import scvi
 from scipy.optimize import nnls
 from sklearn.decomposition import PCA
+
+logger = logging.getLogger(__name__)
 
 # Weight of the sum-to-one row appended to constrained least squares (data are unit-scaled).
 _SIMPLEX_PENALTY = 100.0
@@ -211,49 +213,6 @@ def elbow(x: np.ndarray, y: np.ndarray) -> int:
     return int(np.argmax(yn - xn))
 
 
-def stable_matching(scores: np.ndarray) -> list[tuple[int, int]]:
-    """One-to-one stable matching of rows to columns, both preferring higher scores.
-
-    Gale-Shapley with rows proposing: no row and column both prefer each other to their
-    partners. Unlike the assignment that maximises the total score, a pair that prefers each
-    other most is never split to raise the sum.
-
-    Parameters
-    ----------
-    scores
-        Rows (e.g. signatures) x columns (e.g. archetypes).
-
-    Returns
-    -------
-    list of (row, column)
-        ``min(n_rows, n_columns)`` pairs, sorted by row.
-
-    Examples
-    --------
-    >>> stable_matching(np.array([[0.9, 0.8], [0.7, 0.1]]))
-    [(0, 0), (1, 1)]
-    """
-    scores = np.asarray(scores, dtype=float)
-    n_rows, n_cols = scores.shape
-    preferences = [list(np.argsort(-scores[r], kind="stable")) for r in range(n_rows)]
-    partner_of_col: dict[int, int] = {}
-    free = list(range(n_rows))
-    while free:
-        row = free.pop(0)
-        if not preferences[row]:
-            continue
-        col = int(preferences[row].pop(0))
-        current = partner_of_col.get(col)
-        if current is None:
-            partner_of_col[col] = row
-        elif scores[row, col] > scores[current, col]:
-            partner_of_col[col] = row
-            free.append(current)
-        else:
-            free.append(row)
-    return sorted((row, col) for col, row in partner_of_col.items())
-
-
 def scaled(profiles: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """Profiles minus the mean profile, per gene over the square root of the mean.
 
@@ -270,123 +229,27 @@ def embed(profiles: np.ndarray, n_pcs: int) -> np.ndarray:
     return PCA(n_components, random_state=scvi.settings.seed).fit_transform(scaled_profiles)
 
 
-def rank_genes_layout(profiles: pd.DataFrame, n_genes: int, groupby: str) -> dict:
-    """Marker genes of each column of ``profiles`` (genes x archetypes, counts per 10,000) in
-    scanpy's ``rank_genes_groups`` layout; see :meth:`deltavae.model.Archetypes.get_markers`."""
-    names = profiles.columns
-    n_genes = min(n_genes, profiles.shape[0])
-    values = profiles.to_numpy()
-    fields: dict[str, list[np.ndarray]] = {
-        "names": [],
-        "scores": [],
-        "logfoldchanges": [],
-    }
-    for k in range(len(names)):
-        rest = np.delete(values, k, axis=1).mean(axis=1)
-        score = (values[:, k] - rest) / np.sqrt(values.mean(axis=1) + 1.0)
-        top = np.argsort(-score, kind="stable")[:n_genes]
-        fields["names"].append(np.asarray(profiles.index[top], dtype=object))
-        fields["scores"].append(score[top].astype(np.float32))
-        fields["logfoldchanges"].append(
-            np.log2((values[top, k] + 1.0) / (rest[top] + 1.0)).astype(np.float32)
-        )
-    layout = {
-        "params": {
-            "groupby": groupby,
-            "reference": "rest",
-            "method": "archetype_profile",
-            "use_raw": False,
-            "layer": "None",
-            "corr_method": "none",
-        }
-    }
-    for field, columns in fields.items():
-        layout[field] = np.rec.fromarrays(columns, names=list(names))
-    nan = np.full(n_genes, np.nan)
-    for field in ("pvals", "pvals_adj"):
-        layout[field] = np.rec.fromarrays([nan] * len(names), names=list(names))
-    return layout
-
-
-def signature_scores(
-    log_profiles: np.ndarray, genes: pd.Index, signatures: Mapping[str, Sequence[str]]
-) -> tuple[list[str], np.ndarray]:
-    """Signature names and their scores (signatures x archetypes): the mean over a signature's
-    genes of the archetypes' log profiles (genes x archetypes) standardised across archetypes;
-    see :meth:`deltavae.model.Archetypes.match_signatures`."""
-    gene_sets = {}
-    for name, members in signatures.items():
-        if isinstance(members, str) or not isinstance(members, Sequence | set | np.ndarray):
-            raise ValueError(
-                f"signature {name!r} must be a list of gene names, got {members!r}; e.g. "
-                f"{{{name!r}: [{members!r}]}}."
-            )
-        members = [members] if isinstance(members, str) else list(members)
-        missing = [g for g in members if g not in genes]
-        present = [g for g in members if g in genes]
-        if missing:
-            warnings.warn(
-                f"signature {name!r}: {len(missing)} of {len(members)} genes are not in the "
-                f"data: {missing[:20]}",
-                UserWarning,
-                stacklevel=3,  # the caller of Archetypes.match_signatures,
-            )
-        if not present:
-            raise ValueError(
-                f"signature {name!r} has none of its genes ({members[:10]}) in the data."
-            )
-        gene_sets[str(name)] = genes.get_indexer(present)
-    sd = log_profiles.std(axis=1, keepdims=True)
-    standardized = (log_profiles - log_profiles.mean(axis=1, keepdims=True)) / np.where(
-        sd > 0, sd, 1.0
-    )
-    sig_names = list(gene_sets)
-    scores = np.stack([standardized[idx].mean(axis=0) for idx in gene_sets.values()])
-    return sig_names, scores
-
-
-def merge_thin(
-    labels: np.ndarray, weights: np.ndarray, deviations: np.ndarray, min_spots: int
-) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Join each group of archetypes that fewer than ``min_spots`` points weigh most to the
-    group of its most similar archetype (cosine of ``deviations``), thinnest first.
-
-    Parameters
-    ----------
-    labels
-        Group of each raw archetype.
-    weights
-        Points x raw archetypes.
-    deviations
-        Raw archetypes x features (profiles minus the mean, see :func:`scaled`).
-    min_spots
-        Fewest points a group must be the largest weight of.
-
-    Returns
-    -------
-    The new labels, and (first raw archetype, points) of each group merged away.
-
-    Examples
-    --------
-    >>> weights = np.array([[0.9, 0.1, 0.0]] * 5 + [[0.1, 0.9, 0.0]] * 5 + [[0.0, 0.2, 0.8]])
-    >>> deviations = np.array([[1.0, 0.0], [0.0, 1.0], [0.2, 0.9]])
-    >>> merge_thin(np.arange(3), weights, deviations, 3)
-    (array([0, 1, 1]), [(2, 1)])
-    """
-    labels = np.asarray(labels).copy()
-    unit = deviations / np.maximum(np.linalg.norm(deviations, axis=1, keepdims=True), 1e-12)
-    thin = []
-    while len(np.unique(labels)) > 1:
-        groups = np.unique(labels)
-        spots = carriers(np.stack([weights[:, labels == g].sum(axis=1) for g in groups], 1))
-        if spots.min() >= min_spots:
-            break
-        members = labels == groups[int(np.argmin(spots))]
-        similarity = unit[members] @ unit[~members].T
-        target = labels[~members][np.unravel_index(np.argmax(similarity), similarity.shape)[1]]
-        thin.append((int(np.flatnonzero(members)[0]), int(spots.min())))
-        labels[members] = target
-    return labels, thin
+def start_archetypes(
+    embedding: np.ndarray, n_archetypes, max_archetypes: int, smooth_neighbors: int, seed: int
+) -> tuple[np.ndarray, dict | None]:
+    """Archetypes' start (B over the candidate spots) from classical archetypal analysis of the
+    spots averaged over ``smooth_neighbors`` neighbours (:func:`smooth_points`); with
+    ``n_archetypes="auto"`` the number is the elbow of the explained variance over
+    2..``max_archetypes`` (:func:`archetype_curve`), also returned as a dict (else None)."""
+    smoother = smooth_points(embedding, smooth_neighbors)
+    points = smoother @ embedding
+    summary = None
+    if n_archetypes == "auto":
+        ks = np.arange(2, min(max_archetypes, len(points) - 1) + 1)
+        fits = archetype_curve(points, ks, seed=seed)
+        explained = np.array([fits[int(k)][2] for k in ks])
+        n_archetypes = int(ks[elbow(ks, explained)])
+        B = fits[n_archetypes][1]
+        summary = {"n_archetypes": ks, "explained_variance": explained, "chosen": n_archetypes}
+        logger.info("n_archetypes='auto' chose %d (elbow of %s)", n_archetypes, explained)
+    else:
+        B = convex_archetypes(points, int(n_archetypes), seed=seed)[1]
+    return np.asarray((smoother.T @ B.T).T), summary  # over the candidate spots themselves
 
 
 def check_archetype_count(n_archetypes, max_archetypes: int, n_spots: int) -> None:
@@ -410,49 +273,3 @@ def check_archetype_count(n_archetypes, max_archetypes: int, n_spots: int) -> No
         )
     elif n_archetypes < 2:
         raise ValueError(f"n_archetypes must be >= 2; got {n_archetypes}.")
-
-
-def signature_table(
-    scores: np.ndarray, sig_names: list[str], archetypes: Sequence[str], variant_ratio: float
-) -> pd.DataFrame:
-    """Archetypes matched to signatures, variants of a matched signature, and novel states.
-
-    Signatures (rows of ``scores``) and archetypes (columns) are paired by
-    :func:`stable_matching`; a pair with a score of 0 or below is not kept. An unmatched
-    archetype whose best score reaches ``variant_ratio`` times the score of the archetype
-    matched to that same signature is a variant of it (a second T-cell state, say), not a
-    novel state. The rest are novel, ranked from the least like any signature (rank 1).
-
-    Examples
-    --------
-    >>> scores = np.array([[2.0, 1.6, -0.5], [0.1, 0.0, -0.2]])
-    >>> signature_table(scores, ["T", "B"], ["A0", "A1", "A2"], 0.5)[["signature", "status"]]
-       signature   status
-    A0         T  matched
-    A1         T  variant
-    A2       NaN    novel
-    """
-    n = len(archetypes)
-    best = scores.argmax(axis=0)
-    table = pd.DataFrame(
-        {
-            "signature": pd.Series([np.nan] * n, dtype=object),
-            "score": scores.max(axis=0),
-            "status": "novel",
-            "novel_rank": np.nan,
-        },
-        index=pd.Index(list(archetypes)),
-    )
-    matched = {}
-    for row, col in stable_matching(scores):
-        if scores[row, col] > 0:
-            table.iloc[col, :3] = [sig_names[row], scores[row, col], "matched"]
-            matched[row] = col
-    for col in np.flatnonzero(table["status"] == "novel"):
-        row = int(best[col])
-        if row in matched and scores[row, col] >= variant_ratio * scores[row, matched[row]] > 0:
-            table.iloc[col, [0, 2]] = [sig_names[row], "variant"]
-    novel = table.index[table["status"] == "novel"]
-    order = table.loc[novel, "score"].sort_values().index
-    table.loc[order, "novel_rank"] = np.arange(1, len(order) + 1)
-    return table

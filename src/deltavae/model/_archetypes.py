@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -10,22 +9,17 @@ import pandas as pd
 import scvi
 import torch
 from anndata import AnnData
-from scipy.cluster.hierarchy import fcluster, linkage
 from scvi import REGISTRY_KEYS
+from scvi.data.fields import CategoricalObsField
 from scvi.model.base import BaseModelClass
 
 from ..module import ArchetypesModule
-from ._archetypal_analysis import (
-    archetype_curve,
-    check_archetype_count,
-    convex_archetypes,
-    elbow,
-    merge_thin,
+from ._archetypal_analysis import check_archetype_count, start_archetypes
+from ._archetype_results import (
+    merge_groups,
     rank_genes_layout,
-    scaled,
     signature_scores,
     signature_table,
-    smooth_points,
 )
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
@@ -33,14 +27,10 @@ from ._candidates import candidate_spots
 from ._spots import SpotModelMixin
 from ._validation import check_model_arguments, warn_user
 
-logger = logging.getLogger(__name__)
-
 _CP10K = 1e4
-
-
-def _check_count(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+# Arguments that must be positive integers.
+_SIZES = ("max_archetypes", "n_pcs", "n_hidden", "n_layers", "max_candidates", "smooth_neighbors")
+_SIZES += ("min_spots",)
 
 
 class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
@@ -126,15 +116,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         n_spots = adata.n_obs
         check_archetype_count(n_archetypes, max_archetypes, n_spots)
         check_model_arguments(
-            {
-                "max_archetypes": max_archetypes,
-                "n_pcs": n_pcs,
-                "n_hidden": n_hidden,
-                "n_layers": n_layers,
-                "max_candidates": max_candidates,
-                "smooth_neighbors": smooth_neighbors,
-                "min_spots": min_spots,
-            },
+            {name: value for name, value in locals().items() if name in _SIZES},
             dropout_rate=dropout_rate,
             positive={"prior_concentration": prior_concentration},
         )
@@ -145,24 +127,10 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         self.candidate_rows_ = rows
         seed = scvi.settings.seed
         self.min_spots = int(min_spots)
-        smoother = smooth_points(embedding, smooth_neighbors)
-        points = smoother @ embedding
-        if n_archetypes == "auto":
-            ks = np.arange(2, min(max_archetypes, len(rows) - 1) + 1)
-            fits = archetype_curve(points, ks, seed=seed)
-            explained = np.array([fits[int(k)][2] for k in ks])
-            n_archetypes = int(ks[elbow(ks, explained)])
-            init_B = fits[n_archetypes][1]
-            self.elbow_ = {
-                "n_archetypes": ks,
-                "explained_variance": explained,
-                "chosen": n_archetypes,
-            }
-            logger.info("n_archetypes='auto' chose %d (elbow of %s)", n_archetypes, explained)
-        else:
-            init_B = convex_archetypes(points, int(n_archetypes), seed=seed)[1]
-            self.elbow_ = None
-        init_B = np.asarray((smoother.T @ init_B.T).T)  # over the candidate spots themselves
+        init_B, self.elbow_ = start_archetypes(
+            embedding, n_archetypes, max_archetypes, smooth_neighbors, seed
+        )
+        n_archetypes = init_B.shape[0]
         self.n_archetypes_raw_ = int(n_archetypes)
         self.module = self._module_cls(
             candidate_profiles=torch.as_tensor(profiles, dtype=torch.float32),
@@ -172,6 +140,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             n_layers=n_layers,
             dropout_rate=dropout_rate,
             prior_concentration=prior_concentration,
+            n_samples=self.summary_stats.n_batch,
         )
         self.signature_map_ = None
         self._cache: dict = {}
@@ -180,6 +149,46 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             f"{adata.n_vars} genes, merge threshold {merge_threshold}"
         )
         self._finish_init(summary, locals())
+
+    @classmethod
+    def setup_anndata(
+        cls, adata: AnnData, layer: str | None = None, sample_key: str | None = None, **kwargs
+    ) -> None:
+        """Register the spots' raw counts and, for several slides fitted together, their sample.
+
+        Parameters
+        ----------
+        adata
+            Spots x genes with raw counts, in memory or opened with :func:`deltavae.read_lazy`.
+        layer
+            Layer with the counts; ``None`` for ``adata.X``.
+        sample_key
+            obs column naming each spot's sample (slide). The samples share the archetypes;
+            each gets a technical factor per gene (:meth:`get_sample_factors`).
+
+        Examples
+        --------
+        >>> dv.model.Archetypes.setup_anndata(spots, sample_key="slide")  # doctest: +SKIP
+        """
+        args = cls._get_setup_method_args(**locals())
+        sample = CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, sample_key)
+        cls._register_spots(adata, layer, args, extra_fields=[sample], **kwargs)
+
+    def get_sample_factors(self) -> pd.DataFrame:
+        """Each sample's technical factor of each gene (genes x samples; 1 is no change; their
+        log averages 0 over the samples). Registered with one sample, every factor is 1.
+
+        Examples
+        --------
+        >>> a.get_sample_factors().head()  # doctest: +SKIP
+        """
+        mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
+        names = list(mapping.categorical_mapping)
+        gamma = self.module.technology()
+        factors = np.ones((len(names), self.adata.n_vars))
+        if gamma is not None:
+            factors = torch.exp(gamma).detach().cpu().numpy().astype(np.float64)
+        return pd.DataFrame(factors.T, index=self.adata.var_names, columns=names)
 
     def train(self, max_epochs: int = 300, lr: float = 5e-3, **kwargs):
         """Train by SVI, with the training loop every deltavae model shares.
@@ -220,8 +229,8 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         chunks = []
         with torch.no_grad():
             for tensors in loader:
-                x = tensors[REGISTRY_KEYS.X_KEY].to(self.module.device)
-                chunks.append(self.module.inference(x)["weights_map"].cpu().numpy())
+                inputs = self.module._get_inference_input(tensors)
+                chunks.append(self.module.inference(**inputs)["weights_map"].cpu().numpy())
         return np.concatenate(chunks).astype(np.float64)
 
     def _merge(self) -> tuple[np.ndarray, np.ndarray]:
@@ -243,14 +252,11 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         return self._cache[name][1]
 
     def _fresh_merge(self) -> tuple[np.ndarray, np.ndarray]:
-        profiles = self._raw_profiles()
         mean = self.module.mean_profile.cpu().numpy().astype(np.float64)
-        deviations = scaled(profiles, mean)
-        tree = linkage(deviations, method="average", metric="cosine")
-        labels = np.arange(len(profiles))
-        if self.merge_threshold < 1.0:
-            labels = fcluster(tree, t=1.0 - self.merge_threshold, criterion="distance")
-        labels, thin = merge_thin(labels, self._raw_weights(None, None), deviations, self.min_spots)
+        weights = self._raw_weights(None, None)
+        groups, tree, thin = merge_groups(
+            self._raw_profiles(), mean, weights, self.merge_threshold, self.min_spots
+        )
         if thin:
             which = ", ".join(f"raw archetype {a}: {n} spots" for a, n in thin)
             warn_user(
@@ -258,9 +264,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
                 f"min_spots={self.min_spots} spots ({which}) and were merged into their most "
                 "similar archetype; pass a lower min_spots to keep them."
             )
-        _, first = np.unique(labels, return_index=True)
-        order = {label: rank for rank, label in enumerate(labels[np.sort(first)])}
-        return np.array([order[label] for label in labels]), tree
+        return groups, tree
 
     def archetype_names(self) -> list[str]:
         """Names of the merged archetypes, ``"A0"``, ``"A1"``, ...
@@ -340,7 +344,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         --------
         >>> a.get_anchors(10).value_counts()  # doctest: +SKIP
         """
-        _check_count("n_anchors", n_anchors)
+        check_model_arguments({"n_anchors": n_anchors})
         weights = self.get_archetype_weights()
         dominant = weights.to_numpy().argmax(axis=1)
         anchor = np.full(len(weights), -1)
@@ -379,7 +383,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         --------
         >>> a.get_markers(20)["names"]["A0"][:5]  # doctest: +SKIP
         """
-        _check_count("n_genes", n_genes)
+        check_model_arguments({"n_genes": n_genes})
         return rank_genes_layout(self.get_archetype_profiles() * _CP10K, n_genes, self.dominant_key)
 
     # ------------------------------------------------------------------------- signatures

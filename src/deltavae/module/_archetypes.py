@@ -9,6 +9,11 @@ With X the normalised expression profiles (rows sum to 1) of a fixed set of cand
     w_s ~ Dirichlet(prior_concentration)  each spot's weights over the archetypes
     x_sg ~ NB(mean = l_s * (w_s A)_g, inverse dispersion theta_g),  l_s = sum_g x_sg
 
+With several samples (slides fitted together), the archetypes are shared and each sample j
+scales each gene by a technical factor: the mean becomes l_s * normalise((w_s A)_g *
+exp(gamma_jg)), with gamma centred over the samples (a gene's average level belongs to the
+archetypes) and a Normal(0, technology_sd) prior; the encoder also reads the sample.
+
 Guide: an amortised logistic-normal q(w_s | x_s): scvi-tools' ``Encoder`` on log1p counts gives a
 Normal in K - 1 dimensions, mapped onto the simplex by stick-breaking; new spots are mapped by
 the same encoder. B is a point estimate (a parameter), started from classical archetypal
@@ -32,6 +37,7 @@ from ..distributions import negative_binomial
 from ._base import DeltaPyroModule
 
 _X = REGISTRY_KEYS.X_KEY
+_SAMPLE = REGISTRY_KEYS.BATCH_KEY
 
 
 class ArchetypesModule(DeltaPyroModule):
@@ -50,6 +56,10 @@ class ArchetypesModule(DeltaPyroModule):
         Encoder sizes, as in scVI.
     prior_concentration
         Symmetric Dirichlet concentration of the weights.
+    n_samples
+        Number of samples (slides) sharing the archetypes; 1 fits no technical factor.
+    technology_sd
+        Prior standard deviation of a sample's log technical factor of a gene.
 
     Examples
     --------
@@ -71,6 +81,8 @@ class ArchetypesModule(DeltaPyroModule):
         n_layers: int = 1,
         dropout_rate: float = 0.1,
         prior_concentration: float = 1.0,
+        n_samples: int = 1,
+        technology_sd: float = 0.5,
     ):
         super().__init__()
         candidate_profiles = torch.as_tensor(candidate_profiles, dtype=torch.float32)
@@ -91,9 +103,16 @@ class ArchetypesModule(DeltaPyroModule):
         floor = 1e-2 / self.n_spots
         self.B_logits = torch.nn.Parameter(torch.log(init_B + floor))
         self.log_theta = torch.nn.Parameter(torch.full((self.n_genes,), 2.0))
+        self.n_samples, self.technology_sd = int(n_samples), float(technology_sd)
+        self.log_technology = (
+            torch.nn.Parameter(torch.zeros(self.n_samples, self.n_genes))
+            if self.n_samples > 1
+            else None
+        )
         self.encoder = Encoder(
             self.n_genes,
             self.n_archetypes - 1,
+            n_cat_list=[self.n_samples] if self.n_samples > 1 else None,
             n_layers=n_layers,
             n_hidden=n_hidden,
             dropout_rate=dropout_rate,
@@ -102,7 +121,7 @@ class ArchetypesModule(DeltaPyroModule):
 
     @staticmethod
     def _get_fn_args_from_batch(tensor_dict):
-        return (tensor_dict[_X],), {}
+        return (tensor_dict[_X], tensor_dict.get(_SAMPLE)), {}
 
     @property
     def list_obs_plate_vars(self) -> dict:
@@ -117,8 +136,15 @@ class ArchetypesModule(DeltaPyroModule):
         """Archetypes x genes normalised profiles (rows sum to 1)."""
         return self.B() @ self.candidate_profiles
 
-    def _q_weights(self, x) -> pdist.TransformedDistribution:
-        qz, _ = self.encoder(torch.log1p(x))
+    def technology(self) -> torch.Tensor | None:
+        """Samples x genes log technical factors, centred over the samples (None for one)."""
+        if self.log_technology is None:
+            return None
+        return self.log_technology - self.log_technology.mean(dim=0, keepdim=True)
+
+    def _q_weights(self, x, sample=None) -> pdist.TransformedDistribution:
+        covariates = () if self.log_technology is None else (sample,)
+        qz, _ = self.encoder(torch.log1p(x), *covariates)
         return pdist.TransformedDistribution(
             pdist.Normal(qz.loc, qz.scale).to_event(1), [StickBreakingTransform()]
         )
@@ -128,43 +154,59 @@ class ArchetypesModule(DeltaPyroModule):
             x.new_full((x.shape[0], self.n_archetypes), self.prior_concentration)
         )
 
-    def _mean(self, x, weights):
-        return x.sum(dim=-1, keepdim=True) * (weights @ self.archetype_profiles())
+    def _mean(self, x, weights, sample=None):
+        profile = weights @ self.archetype_profiles()
+        gamma = self.technology()
+        if gamma is not None:
+            profile = profile * torch.exp(gamma[sample.reshape(-1).long()])
+            profile = profile / profile.sum(dim=-1, keepdim=True)
+        return x.sum(dim=-1, keepdim=True) * profile
 
     # ----------------------------------------------------------------- Pyro program
-    def model(self, x, kl_weight: float = 1.0):
+    def model(self, x, sample=None, kl_weight: float = 1.0):
         """Generative model; ``kl_weight`` scales the weights' prior for KL warm-up."""
         pyro.module(self._pyro_name, self)
+        if self.log_technology is not None:
+            # The factors are a point estimate: their log prior enters once, outside the cell
+            # plate, which scales the minibatch's likelihood to all spots.
+            prior = pdist.Normal(0.0, self.technology_sd).log_prob(self.technology()).sum()
+            pyro.factor("technology_prior", prior)
         with self._cell_plate(x.shape[0]):
             with pyro.poutine.scale(scale=kl_weight):
                 weights = pyro.sample("weights", self._prior(x))
             theta = torch.exp(self.log_theta)
-            pyro.sample("obs", negative_binomial(self._mean(x, weights), theta).to_event(1), obs=x)
+            mean = self._mean(x, weights, sample)
+            pyro.sample("obs", negative_binomial(mean, theta).to_event(1), obs=x)
 
-    def guide(self, x, kl_weight: float = 1.0):
-        """Amortised logistic-normal q(w | x)."""
+    def guide(self, x, sample=None, kl_weight: float = 1.0):
+        """Amortised logistic-normal q(w | x, sample)."""
         pyro.module(self._pyro_name, self)
         with self._cell_plate(x.shape[0]), pyro.poutine.scale(scale=kl_weight):
-            pyro.sample("weights", self._q_weights(x))
+            pyro.sample("weights", self._q_weights(x, sample))
 
     # ----------------------------------------------------------------- torch side
     def _get_inference_input(self, tensors, **kwargs):
-        return {"x": tensors[_X]}
+        return {"x": tensors[_X], "sample": tensors.get(_SAMPLE)}
 
     @auto_move_data
-    def inference(self, x, n_samples: int = 1):
+    def inference(self, x, sample=None, n_samples: int = 1):
         """q(w | x), a sample ``weights`` and the point estimate ``weights_map`` (its median)."""
-        qw = self._q_weights(x)
+        qw = self._q_weights(x, sample)
         shape = (n_samples,) if n_samples > 1 else ()
         median = StickBreakingTransform()(qw.base_dist.base_dist.loc)
         return {"qw": qw, "weights": qw.rsample(shape), "weights_map": median, "x": x}
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs):
-        return {"x": tensors[_X], "weights": inference_outputs["weights"]}
+        return {
+            "x": tensors[_X],
+            "weights": inference_outputs["weights"],
+            "sample": tensors.get(_SAMPLE),
+        }
 
-    def generative(self, x, weights):
-        """p(x | w) as scvi-tools' negative binomial."""
-        return {"px": NegativeBinomial(mu=self._mean(x, weights), theta=torch.exp(self.log_theta))}
+    def generative(self, x, weights, sample=None):
+        """p(x | w, sample) as scvi-tools' negative binomial."""
+        mean = self._mean(x, weights, sample)
+        return {"px": NegativeBinomial(mu=mean, theta=torch.exp(self.log_theta))}
 
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
         """Negative ELBO per spot: reconstruction plus a one-sample KL estimate."""
