@@ -56,8 +56,6 @@ class SpatialImputer(DeltaModelMixin, BaseModelClass):
         are the ones the model imputes; they must include every gene of ``adata``.
     design
         ``"deconvolution"`` or ``"latent"``.
-    prior_concentration
-        Symmetric Dirichlet concentration of the state proportions (deconvolution).
     technology_sd
         Prior standard deviation of the log gene-wise platform factor.
     n_latent, n_hidden, n_layers, dropout_rate
@@ -82,7 +80,6 @@ class SpatialImputer(DeltaModelMixin, BaseModelClass):
         adata: AnnData,
         reference: pd.DataFrame,
         design: str = "deconvolution",
-        prior_concentration: float = 1.0,
         technology_sd: float = 0.5,
         n_latent: int = 10,
         n_hidden: int = 128,
@@ -92,11 +89,8 @@ class SpatialImputer(DeltaModelMixin, BaseModelClass):
         super().__init__(adata)
         if design not in _DESIGNS:
             raise ValueError(f"design must be one of {_DESIGNS}; got {design!r}.")
-        if prior_concentration <= 0 or technology_sd <= 0:
-            raise ValueError(
-                f"prior_concentration and technology_sd must be > 0; got {prior_concentration}, "
-                f"{technology_sd}."
-            )
+        if technology_sd <= 0:
+            raise ValueError(f"technology_sd must be > 0; got {technology_sd}.")
         if not isinstance(reference, pd.DataFrame):
             raise TypeError(
                 "reference must be a DataFrame (rows x genes, gene names as columns); build the "
@@ -119,8 +113,7 @@ class SpatialImputer(DeltaModelMixin, BaseModelClass):
         self.state_names_ = pd.Index(reference.index.astype(str))
         if design == "deconvolution":
             self.module = ImputerDeconvolutionModule(
-                adata.n_obs, torch.as_tensor(values), torch.as_tensor(visible),
-                prior_concentration, technology_sd,
+                adata.n_obs, torch.as_tensor(values), torch.as_tensor(visible), technology_sd,
             )  # fmt: skip
             totals = dense(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)).sum(1)
             self.module.start_abundance(torch.as_tensor(totals))
