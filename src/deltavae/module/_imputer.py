@@ -84,7 +84,7 @@ class _ImputerBase(DeltaPyroModule):
     def technology(self) -> torch.Tensor:
         """Platform factor of every reference gene: fitted for the visible genes, their
         geometric mean for the rest."""
-        log_tech = self.log_technology.new_full((self.n_genes,), float(self.log_technology.mean()))
+        log_tech = self.log_technology.mean().expand(self.n_genes).clone()
         log_tech[self.visible] = self.log_technology
         return torch.exp(log_tech)
 
