@@ -20,6 +20,16 @@ import deltavae as dv
 #: cluster names, sizes and empty clusters (what their ``write_to_adata`` writes).
 CLUSTERS: dict[str, tuple[str, str]] = {"cgmdvae": ("cgmdvae_cluster", "cgmdvae")}
 
+#: For spatial models: the obsm entry with each spot's weights over cell types or archetypes,
+#: reported (mean weight, spots each one dominates) and drawn on ``obsm["spatial"]``.
+SPOT_WEIGHTS: dict[str, str] = {
+    "nmfdeconv": "proportions",
+    "archetypes": "archetype_weights",
+}
+
+#: Spatial models with no latent space to draw a UMAP of.
+SPATIAL_MODELS = ("nmfdeconv", "archetypes", "imputer")
+
 
 def _last(history: dict, key: str) -> float | None:
     frame = history.get(key)
@@ -103,11 +113,56 @@ def _cluster_report(results: ad.AnnData, model_name: str, condition_key: str | N
     return lines
 
 
+def _weights_report(weights: pd.DataFrame, what: str, key: str) -> list[str]:
+    """Mean weight of each column over the spots and the spots where it is the largest.
+
+    Examples
+    --------
+    >>> w = pd.DataFrame({"B": [0.9, 0.2], "T": [0.1, 0.8]})
+    >>> print("\n".join(_weights_report(w, "cell type", "proportions")))
+    cell types (obsm['proportions']), over 2 spots:
+      cell type  mean weight  largest in
+      B                 0.55           1
+      T                 0.45           1
+    """
+    weights = pd.DataFrame(weights)
+    dominant = np.bincount(weights.to_numpy().argmax(axis=1), minlength=weights.shape[1])
+    width = max(len(what), *(len(str(c)) for c in weights.columns))
+    lines = [
+        f"{what}s (obsm[{key!r}]), over {len(weights)} spots:",
+        f"  {what:<{width}}  mean weight  largest in",
+    ]
+    for name, mean, count in zip(weights.columns, weights.mean(), dominant, strict=True):
+        lines.append(f"  {str(name):<{width}}  {mean:>11.2f}  {count:>10d}")
+    return lines
+
+
+def _spatial_report(results: ad.AnnData, model, model_name: str) -> list[str]:
+    if model_name == "imputer":
+        imputed = results.obsm[model.imputed_key]
+        return [f"imputed genes (obsm[{model.imputed_key!r}]): {imputed.shape[1]}"]
+    key = SPOT_WEIGHTS[model_name]
+    if model_name == "nmfdeconv":
+        abundance = results.obs[model.abundance_key]
+        return [
+            *_weights_report(results.obsm[key], "cell type", key),
+            f"cells per spot (obs[{model.abundance_key!r}]): median {abundance.median():.1f}",
+        ]
+    lines = _weights_report(results.obsm[key], "archetype", key)
+    summary = results.uns[model.uns_key]
+    raw, kept = int(summary["n_archetypes_raw"]), len(summary["names"])
+    chosen = " (chosen by the elbow)" if "elbow" in summary else ""
+    return [*lines, f"archetypes fitted: {raw}{chosen}; after merging similar ones: {kept}"]
+
+
 def _fit_report(results: ad.AnnData, model, args: argparse.Namespace) -> list[str]:
-    lines = ["", f"{type(model).__name__} on {results.n_obs} cells:"]
+    unit = "spots" if args.model in SPATIAL_MODELS else "cells"
+    lines = ["", f"{type(model).__name__} on {results.n_obs} {unit}:"]
     lines += _elbo_report(model)
     if args.model in CLUSTERS:
         lines += _cluster_report(results, args.model, args.condition_key)
+    if args.model in SPATIAL_MODELS:
+        lines += _spatial_report(results, model, args.model)
     return lines
 
 
@@ -153,9 +208,28 @@ def _save_plots(
     return files
 
 
+def _spatial_plots(results: ad.AnnData, model, model_name: str, folder: Path) -> list[Path]:
+    """ELBO curves; the weights on the spots' coordinates (``obsm["spatial"]``) when they have
+    them; the explained-variance elbow when archetypes chose their number."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [folder / "elbo_history.png"]
+    dv.pl.history(model, save=files[-1], show=False)
+    key = SPOT_WEIGHTS.get(model_name)
+    if key is not None and "spatial" in results.obsm:
+        files.append(folder / f"spatial_{key}.png")
+        dv.pl.spatial_proportions(results, key, save=files[-1], show=False)
+    if model_name == "archetypes" and "elbow" in results.uns[model.uns_key]:
+        files.append(folder / "archetype_elbow.png")
+        dv.pl.archetype_elbow(results, save=files[-1], show=False)
+    plt.close("all")
+    return files
+
+
 def _fit_plots(
     results: ad.AnnData, model, keys: list[str], args: argparse.Namespace, folder: Path
 ) -> list[Path]:
+    if args.model in SPATIAL_MODELS:
+        return _spatial_plots(results, model, args.model, folder)
     # The UMAP is computed on a small AnnData of the latent and the columns to colour by: the
     # results file keeps the input plus the model's results only, and backed data stay on disk.
     rep = next(key.split("/", 1)[1] for key in keys if key.startswith("obsm/"))

@@ -4,7 +4,9 @@
 scores the clusters against the known cell types. ``deltavae fit`` trains a model on any
 ``.h5ad`` file of raw counts, writes the results back into a copy of it (without scvi-tools'
 ``_scvi_*`` setup fields), prints a short report (final ELBO; cluster sizes, empty clusters and
-condition mixing for clustering models) and writes PNGs into ``<OUTPUT stem>_plots/``.
+condition mixing for clustering models; proportions or archetypes for spatial models) and
+writes PNGs into ``<OUTPUT stem>_plots/``. The models and their options are built in
+:mod:`deltavae._cli_models`.
 
 Both take ``--threads`` (torch's CPU threads; see :func:`deltavae.set_threads`). Bad input,
 and whatever the model refuses (``ValueError``, ``KeyError``), ends in one line on stderr,
@@ -18,6 +20,10 @@ Shell::
     deltavae fit counts.h5ad --model zinbvae --batch-key sample --out counts_zinbvae.h5ad
     deltavae fit atlas.h5ad --model zinbvae --backed --out atlas_zinbvae.h5ad
     deltavae fit atlas.zarr --model zinbvae --backed --out atlas_zinbvae.zarr
+    deltavae fit spots.h5ad --model nmfdeconv --reference cells.h5ad --labels-key cell_type \
+        --backed --out spots_proportions.h5ad
+    deltavae fit spots.h5ad --model archetypes --n-archetypes auto --out spots_archetypes.h5ad
+    deltavae fit merfish.h5ad --model imputer --reference cells.h5ad --out merfish_imputed.h5ad
     deltavae --version
 
 Python:
@@ -30,6 +36,7 @@ Python:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 import warnings
@@ -50,20 +57,23 @@ from deltavae._cli_files import (
     _check_writable,
     _drop_scvi_fields,
     _message,
-    _options_for,
     _positive_int,
     _user_errors,
     _write_results,
     plots_folder,
 )
+from deltavae._cli_models import (
+    MODELS,
+    build_model,
+    check_model_inputs,
+    model_options,
+    n_archetypes_arg,
+    read_reference,
+)
 from deltavae._cli_report import _fit_plots, _fit_report, _save_plots, _umap
 from deltavae._docs import doc_params
 from deltavae._threads import ENV_VAR as THREADS_ENV_VAR
 from deltavae._threads import MAX_DEFAULT_THREADS
-
-#: Models ``deltavae fit --model`` can train, by command-line name. A model plugs in by adding
-#: its class here; options it does not take (``_cli_files._options_for``) are refused clearly.
-MODELS: dict[str, type] = {"zinbvae": dv.model.ZINBVAE, "cgmdvae": dv.model.CGMDVAE}
 
 DEMO_EPOCHS = 100
 DEMO_RESOLUTION = 0.8
@@ -71,11 +81,26 @@ DEMO_N_LATENT = 10
 MIN_DEMO_CELLS = 50
 
 
+#: What models say about their results, reported as notes (see ``fit``).
+_NOTES = ("clusters are empty after training", "were merged into their most similar archetype")
+
+
 def _is_model_note(caught: warnings.WarningMessage) -> bool:
-    """A warning the model gives about its own training run (see ``fit``)."""
-    return issubclass(caught.category, dv.train.NotConvergedWarning) or (
-        "clusters are empty after training" in str(caught.message)
+    """A warning the model gives about its own training run or results (see ``fit``)."""
+    return issubclass(caught.category, dv.train.NotConvergedWarning) or any(
+        note in str(caught.message) for note in _NOTES
     )
+
+
+@contextlib.contextmanager
+def _model_notes(notes: list[str]):
+    """Collect the model's notes into ``notes``; let every other warning through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        yield
+    notes += [str(w.message) for w in caught if _is_model_note(w)]
+    for other in (w for w in caught if not _is_model_note(w)):
+        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
 
 
 def _command_doc(command: str) -> str:
@@ -112,6 +137,9 @@ def fit(args: argparse.Namespace) -> int:
         )
     plots = None if args.no_plots else plots_folder(out)
     _check_out(path, out, store_out=args.backed and zarr_store, plots=plots)
+    check_model_inputs(args)
+    options = model_options(model_cls, args)
+    reference = read_reference(args)
     try:
         # Backed: minibatches are read from the file; only obs and var are held in memory.
         adata = dv.read_lazy(path) if args.backed else ad.read_h5ad(path)
@@ -119,15 +147,6 @@ def fit(args: argparse.Namespace) -> int:
         raise InputError(f"cannot read {str(path)!r} as an .h5ad file: {err}") from err
     except ValueError as err:
         raise InputError(_message(err)) from err
-    setup = _options_for(
-        model_cls.setup_anndata,
-        f"{args.model} setup",
-        layer=args.layer,
-        batch_key=args.batch_key,
-        condition_key=args.condition_key,
-        labels_key=args.labels_key,
-    )
-    init = _options_for(model_cls, args.model, n_latent=args.n_latent, n_clusters=args.n_clusters)
     if args.n_clusters is not None and args.n_clusters > adata.n_obs:
         raise InputError(
             f"--n-clusters {args.n_clusters} is more than the {adata.n_obs} cells in "
@@ -135,20 +154,16 @@ def fit(args: argparse.Namespace) -> int:
         )
     scvi.settings.seed = args.seed
     with _user_errors("setting up the model"):
-        model_cls.setup_anndata(adata, **setup)
-        model = model_cls(adata, **init)
+        model = build_model(model_cls, adata, reference, options)
     print(f"Training {model_cls.__name__} on {adata.n_obs} cells x {adata.n_vars} genes ...")
-    with _user_errors("training"), warnings.catch_warnings(record=True) as caught:
-        # What the model says about its own run (not converged, empty clusters) goes in the
-        # report below, not as Python warnings with a file path.
-        warnings.simplefilter("always", UserWarning)
+    # What the model says about its own run and results (not converged, empty clusters,
+    # merged archetypes) goes in the report below, not as Python warnings with a file path.
+    notes: list[str] = []
+    with _user_errors("training"), _model_notes(notes):
         model.train(
             max_epochs=args.epochs, early_stopping=args.early_stopping, enable_progress_bar=True
         )
-    notes = [str(w.message) for w in caught if _is_model_note(w)]
-    for other in (w for w in caught if not _is_model_note(w)):
-        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
-    with _user_errors("writing the results"):
+    with _user_errors("writing the results"), _model_notes(notes):
         results, keys = _write_results(model, adata, path, out, args.backed)
     print(f"Wrote {', '.join(keys)} to {out}")
     for line in _fit_report(results, model, args):
@@ -333,12 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a model on an .h5ad file of raw counts",
         description=(
             "Train a model on raw counts from an .h5ad file, write the input AnnData plus the "
-            "model's results (latent space, clusters, ...) to OUTPUT, print a report (final "
-            "ELBO; for cgmdvae the cluster sizes, the empty clusters and, with "
-            "--condition-key, the conditions in each cluster) and write PNGs (UMAP of the "
-            "latent space by cluster, condition, labels or batch; ELBO curves; cluster "
-            "composition) into the folder OUTPUT_plots next to OUTPUT (results.h5ad: "
-            "results_plots/)."
+            "model's results (latent space, clusters, cell-type proportions, archetypes, "
+            "imputed genes) to OUTPUT, print a report (final ELBO; for cgmdvae the cluster "
+            "sizes, the empty clusters and, with --condition-key, the conditions in each "
+            "cluster; for nmfdeconv the mean proportions; for archetypes the spots each one "
+            "dominates) and write PNGs (UMAP of the latent space by cluster, condition, labels "
+            "or batch; ELBO curves; cluster composition; proportions or archetype weights on "
+            "obsm['spatial'] when the spots have coordinates) into the folder OUTPUT_plots next "
+            "to OUTPUT (results.h5ad: results_plots/). Spatial models: nmfdeconv and imputer "
+            "need --reference; archetypes takes --n-archetypes."
         ),
     )
     p_fit.add_argument(
@@ -363,7 +381,25 @@ def build_parser() -> argparse.ArgumentParser:
     p_fit.add_argument(
         "--labels-key",
         default=None,
-        help="obs column with known cell labels, semi-supervised (cgmdvae) [none]",
+        help=(
+            "obs column with known cell labels: of INPUT, semi-supervised (cgmdvae); of the "
+            "--reference's cells (nmfdeconv, imputer) [none; nmfdeconv and imputer: cell_type]"
+        ),
+    )
+    p_fit.add_argument(
+        "--reference",
+        default=None,
+        metavar="REFERENCE.h5ad",
+        help=(
+            "labelled single cells with raw counts (nmfdeconv, imputer; required there): "
+            "the cell types' signatures, the genes to impute [none]"
+        ),
+    )
+    p_fit.add_argument(
+        "--n-archetypes",
+        type=n_archetypes_arg,
+        default=None,
+        help="archetypes, an integer >= 2 or 'auto' (archetypes) [model's default: auto]",
     )
     p_fit.add_argument(
         "--n-clusters",

@@ -6,6 +6,7 @@ import functools
 import logging
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from anndata.io import write_elem
 
@@ -20,7 +21,13 @@ def _write_into_file(adata: AnnData, keys: list[str]) -> None:
     """Write results from a backed AnnData's memory into its file (open ``"r+"``)."""
     h5 = adata.file["obs"].file
     for slot, name in result_slots(keys):
-        if slot == "obsm":
+        if slot == "obsm" and isinstance(adata.obsm[name], pd.DataFrame):
+            # Its column names are part of the result (cell types, archetypes): anndata's
+            # dataframe encoding, one dataset per column.
+            if name in h5["obsm"]:
+                del h5["obsm"][name]
+            write_elem(h5["obsm"], name, adata.obsm[name])
+        elif slot == "obsm":
             values = np.asarray(adata.obsm[name])
             if name in h5["obsm"]:
                 del h5["obsm"][name]

@@ -1,0 +1,122 @@
+"""Building the model ``deltavae fit`` trains (see :mod:`deltavae.cli`): the models that need a
+single-cell reference (``--reference``) are built with their ``from_reference``; the others
+are set up and constructed from the options they name. Options a model does not take are
+refused by name, and a missing or unreadable reference before the spots are loaded."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import anndata as ad
+
+import deltavae as dv
+from deltavae._cli_files import InputError, _options_for
+
+#: Models ``deltavae fit --model`` can train, by command-line name. A model plugs in by adding
+#: its class here; options it does not take (``_cli_files._options_for``) are refused clearly.
+MODELS: dict[str, type] = {
+    "zinbvae": dv.model.ZINBVAE,
+    "cgmdvae": dv.model.CGMDVAE,
+    "nmfdeconv": dv.model.NMFDeconv,
+    "archetypes": dv.model.Archetypes,
+    "imputer": dv.model.SpatialImputer,
+}
+
+#: Models built from a labelled single-cell reference (``--reference``, ``--labels-key``).
+REFERENCE_MODELS = ("nmfdeconv", "imputer")
+
+#: Models whose ``from_reference`` copies the spots' genes into memory: no ``--backed``.
+IN_MEMORY_ONLY = ("imputer",)
+
+#: The command-line options that become model arguments, by argument name.
+_MODEL_OPTIONS = (
+    "layer",
+    "batch_key",
+    "condition_key",
+    "labels_key",
+    "n_latent",
+    "n_clusters",
+    "n_archetypes",
+)
+
+
+def n_archetypes_arg(text: str) -> int | str:
+    """``--n-archetypes``: ``auto`` or an integer of at least 2.
+
+    Examples
+    --------
+    >>> n_archetypes_arg("auto"), n_archetypes_arg("4")
+    ('auto', 4)
+    """
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 2, got {text}")
+    return value
+
+
+def check_model_inputs(args: argparse.Namespace) -> None:
+    """Refuse, before the input is read, a reference that is missing, not needed or absent,
+    and ``--backed`` for a model that copies its spots into memory."""
+    needs = args.model in REFERENCE_MODELS
+    if args.reference is None and needs:
+        raise InputError(
+            f"--model {args.model} needs a labelled single-cell reference: --reference "
+            "reference.h5ad (raw counts, cell types in --labels-key)."
+        )
+    if args.reference is not None and not needs:
+        raise InputError(
+            f"--model {args.model} does not take --reference (only {', '.join(REFERENCE_MODELS)})."
+        )
+    if needs and not Path(args.reference).is_file():
+        raise InputError(f"--reference {str(args.reference)!r} does not exist or is not a file.")
+    if args.backed and args.model in IN_MEMORY_ONLY:
+        raise InputError(
+            f"--model {args.model} copies the spots' shared genes into memory; drop --backed."
+        )
+
+
+def read_reference(args: argparse.Namespace) -> ad.AnnData | None:
+    """The ``--reference`` AnnData, with its ``--labels-key`` column checked (``None`` when the
+    model takes no reference)."""
+    if args.model not in REFERENCE_MODELS:
+        return None
+    try:
+        reference = ad.read_h5ad(args.reference)
+    except OSError as err:
+        raise InputError(f"cannot read --reference {str(args.reference)!r}: {err}") from err
+    labels_key = args.labels_key or "cell_type"
+    if labels_key not in reference.obs:
+        raise InputError(
+            f"--labels-key {labels_key!r} is not a column of the reference's obs; available: "
+            f"{list(reference.obs.columns)}."
+        )
+    return reference
+
+
+def model_options(model_cls: type, args: argparse.Namespace) -> dict[str, dict]:
+    """The model arguments the command line gives, by where they go: ``from_reference``
+    (``"reference"``), or ``setup_anndata`` (``"setup"``) and the class (``"init"``). Options the
+    model does not take are refused here, before anything is read."""
+    given = {name: getattr(args, name, None) for name in _MODEL_OPTIONS}
+    if args.model in REFERENCE_MODELS:
+        return {"reference": _options_for(model_cls.from_reference, args.model, **given)}
+    setup_names = ("layer", "batch_key", "condition_key", "labels_key")
+    setup = {name: given.pop(name) for name in setup_names}
+    return {
+        "setup": _options_for(model_cls.setup_anndata, f"{args.model} setup", **setup),
+        "init": _options_for(model_cls, args.model, **given),
+    }
+
+
+def build_model(model_cls: type, adata: ad.AnnData, reference, options: dict[str, dict]):
+    """Set ``adata`` up and build the model with the arguments of :func:`model_options`."""
+    if "reference" in options:
+        return model_cls.from_reference(adata, reference=reference, **options["reference"])
+    model_cls.setup_anndata(adata, **options["setup"])
+    return model_cls(adata, **options["init"])

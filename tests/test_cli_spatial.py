@@ -1,0 +1,111 @@
+"""``deltavae fit`` for the spatial models: nmfdeconv (with --reference), archetypes
+(--n-archetypes) and imputer; their results, reports, plots and early input errors."""
+
+import anndata as ad
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+import deltavae as dv  # noqa: E402
+from deltavae.cli import main, plots_folder  # noqa: E402
+from deltavae.metrics import deconvolution_scores  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Pseudo-spots on a grid (with their true proportions) and the held-out reference."""
+    cells = dv.datasets.synthetic_counts(
+        n_cells=400, n_genes=50, n_clusters=3, n_conditions=1, seed=0
+    )
+    spots, ref = dv.datasets.pseudo_spots(
+        cells, "cluster", n_spots=100, cells_per_spot=(2, 6), grid=True, seed=1
+    )
+    del spots.uns["pseudo_spots"]
+    folder = tmp_path_factory.mktemp("spatial")
+    spots.write_h5ad(folder / "spots.h5ad")
+    ref.write_h5ad(folder / "ref.h5ad")
+    return folder / "spots.h5ad", folder / "ref.h5ad", spots
+
+
+def _fit(spots_path, out, *options):
+    return main(["fit", str(spots_path), "--out", str(out), "--threads", "1", *options])
+
+
+def test_nmfdeconv_from_the_shell(files, tmp_path, capsys):
+    spots_path, ref_path, spots = files
+    options = ["--model", "nmfdeconv", "--reference", str(ref_path), "--labels-key", "cluster"]
+    out = tmp_path / "proportions.h5ad"
+    assert _fit(spots_path, out, *options, "--epochs", "40") == 0
+    result = ad.read_h5ad(out)
+    proportions = result.obsm["proportions"]
+    np.testing.assert_allclose(proportions.sum(axis=1), 1.0, atol=1e-5)
+    scores = deconvolution_scores(spots.obsm["proportions_true"], proportions)
+    assert scores["pcc"].min() > 0.8, scores
+    assert np.isfinite(result.obs["cell_abundance"]).all()
+    assert [k for k in result.uns if k.startswith("_scvi")] == []
+    printed = capsys.readouterr().out
+    assert "cell types (obsm['proportions']), over 100 spots:" in printed
+    assert "mean weight  largest in" in printed and "epochs trained: 40" in printed
+    plots = plots_folder(out)
+    assert (plots / "spatial_proportions.png").stat().st_size > 1000
+    assert (plots / "elbo_history.png").stat().st_size > 1000
+    # Backed: the same seed gives the same proportions, written into a copy of the file.
+    backed_out = tmp_path / "backed.h5ad"
+    args = [*options, "--epochs", "40", "--backed", "--no-plots"]
+    assert _fit(spots_path, backed_out, *args) == 0
+    written = ad.read_h5ad(backed_out).obsm["proportions"]
+    assert list(written.columns) == list(proportions.columns)  # the cell types' names kept
+    np.testing.assert_allclose(written.to_numpy(), proportions.to_numpy(), atol=1e-5)
+
+
+def test_archetypes_from_the_shell(files, tmp_path, capsys):
+    spots_path, _, _ = files
+    out = tmp_path / "archetypes.h5ad"
+    options = ["--model", "archetypes", "--n-archetypes", "3", "--epochs", "40"]
+    assert _fit(spots_path, out, *options) == 0
+    result = ad.read_h5ad(out)
+    weights = result.obsm["archetype_weights"]
+    assert weights.shape[0] == 100 and weights.shape[1] <= 3
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+    printed = capsys.readouterr().out
+    assert "archetypes (obsm['archetype_weights'])" in printed
+    assert "archetypes fitted: 3;" in printed
+    assert (plots_folder(out) / "spatial_archetype_weights.png").exists()
+
+
+def test_imputer_from_the_shell(files, tmp_path):
+    spots_path, ref_path, spots = files
+    measured = tmp_path / "measured.h5ad"
+    spots[:, :40].copy().write_h5ad(measured)  # the last 10 genes are left to impute
+    out = tmp_path / "imputed.h5ad"
+    options = ["--model", "imputer", "--reference", str(ref_path), "--labels-key", "cluster"]
+    with pytest.warns(UserWarning, match="share only 40 genes"):  # the imputer's own note
+        assert _fit(measured, out, *options, "--epochs", "3", "--no-plots") == 0
+    imputed = ad.read_h5ad(out).obsm["imputed"]
+    assert imputed.shape[0] == 100 and set(spots.var_names[40:]) <= set(imputed.columns)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--model", "nmfdeconv"], "needs a labelled single-cell reference: --reference"),
+        (["--model", "nmfdeconv", "--reference", "absent.h5ad"], "does not exist"),
+        (["--model", "zinbvae", "--reference", "{ref}"], "does not take --reference"),
+        (["--model", "nmfdeconv", "--reference", "{ref}", "--n-latent", "3"], "--n-latent"),
+        (["--model", "archetypes", "--batch-key", "b"], "does not take --batch-key"),
+        (["--model", "nmfdeconv", "--reference", "{ref}", "--labels-key", "type"], "'type' is"),
+        (["--model", "imputer", "--reference", "{ref}", "--backed"], "drop --backed"),
+        (["--model", "archetypes", "--n-archetypes", "1"], "'auto' or an integer >= 2"),
+        (["--model", "archetypes", "--n-archetypes", "500"], "larger than the number of spots"),
+    ],
+)
+def test_spatial_input_errors_are_clear(files, tmp_path, capsys, options, message):
+    spots_path, ref_path, _ = files
+    options = [o.replace("{ref}", str(ref_path)) for o in options]
+    out = tmp_path / "never.h5ad"
+    assert _fit(spots_path, out, *options) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
