@@ -73,7 +73,9 @@ def run_deltavae(spots, reference, hidden, args, design="deconvolution"):
     model = dv.model.SpatialImputer.from_reference(
         spots, reference=reference, labels_key="cell_type", design=design
     )
-    model.train(max_epochs=args.epochs if design == "deconvolution" else args.latent_epochs, **TRAIN)
+    model.train(
+        max_epochs=args.epochs if design == "deconvolution" else args.latent_epochs, **TRAIN
+    )
     return model.impute(list(hidden) + list(spots.var_names))
 
 
@@ -207,9 +209,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=400, help="SpatialImputer epochs")
-    parser.add_argument("--latent-epochs", type=int, default=200, help="latent design epochs")
-    parser.add_argument("--gimvi-epochs", type=int, default=200)
-    parser.add_argument("--tangram-epochs", type=int, default=500)
+    parser.add_argument("--latent-epochs", type=int, default=100, help="latent design epochs")
+    parser.add_argument("--gimvi-epochs", type=int, default=100)
+    parser.add_argument("--tangram-epochs", type=int, default=300)
     parser.add_argument("--knn-k", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

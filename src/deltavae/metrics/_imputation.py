@@ -40,9 +40,7 @@ def _gene_frames(true, pred) -> tuple[pd.DataFrame, pd.DataFrame]:
         raise ValueError(f"true has {len(true)} spots but pred has {len(pred)}")
     missing = true.columns.difference(pred.columns)
     if len(missing):
-        raise KeyError(
-            f"pred lacks {len(missing)} of the true genes (e.g. {missing[:5].tolist()})"
-        )
+        raise KeyError(f"pred lacks {len(missing)} of the true genes (e.g. {missing[:5].tolist()})")
     pred = pred[true.columns]
     if not pred.index.equals(true.index):
         if set(pred.index) != set(true.index):

@@ -64,12 +64,14 @@ class SpatialImputer(DeltaModelMixin, BaseModelClass):
     Examples
     --------
     >>> import deltavae as dv
-    >>> data = dv.datasets.synthetic_counts(n_cells=300, n_genes=60, n_clusters=3, seed=0)
-    >>> ref, spots = data[:150].copy(), data[150:, :40].copy()
+    >>> data = dv.datasets.synthetic_counts(n_cells=300, n_genes=80, n_clusters=3, seed=0)
+    >>> ref, spots = data[:150].copy(), data[150:, :60].copy()
     >>> imputer = dv.model.SpatialImputer.from_reference(spots, reference=ref, labels_key="cluster")
-    >>> imputer.train(max_epochs=50)
+    >>> imputer.train(max_epochs=50, enable_progress_bar=False)
     >>> imputer.impute().shape  # the 20 genes the spots did not measure
     (150, 20)
+    >>> imputer.write_to_adata(spots)
+    ['obsm/imputed']
     """
 
     _module_cls = ImputerDeconvolutionModule
@@ -235,7 +237,9 @@ class SpatialImputer(DeltaModelMixin, BaseModelClass):
                 "(and so the imputed genes) may be poorly determined."
             )
         logger.info(
-            "%d shared genes; %d reference genes to impute", len(shared), len(ref_genes) - len(shared)
+            "%d shared genes; %d reference genes to impute",
+            len(shared),
+            len(ref_genes) - len(shared),
         )
         counts = layer_matrix(reference, reference_layer)
         if design == "latent":

@@ -95,6 +95,10 @@ class _ImputerBase(DeltaPyroModule):
                 pdist.LogNormal(x.new_zeros(self.n_visible), self.technology_sd).to_event(1),
             )
 
+    def _observe_visible(self, mean, x):
+        theta = torch.exp(self.log_theta)
+        pyro.sample("obs", negative_binomial(mean, theta).to_event(1), obs=x)
+
     def _tech_guide(self):
         pyro.sample("technology", pdist.Delta(torch.exp(self.log_technology), event_dim=1))
 
@@ -194,7 +198,7 @@ class ImputerDeconvolutionModule(_ImputerBase):
                 alpha = self.prior_concentration().expand(x.shape[0], self.n_states)
                 proportions = pyro.sample("proportions", pdist.Dirichlet(alpha))
             mean = self._visible_mean(idx, proportions, technology)
-            pyro.sample("obs", negative_binomial(mean, torch.exp(self.log_theta)).to_event(1), obs=x)
+            self._observe_visible(mean, x)
 
     def guide(self, x, idx, kl_weight: float = 1.0):
         """q(p_s) = Dirichlet(beta_s) per spot; a point mass for the platform factor."""
@@ -291,7 +295,7 @@ class ImputerLatentModule(_ImputerBase):
             with poutine.scale(scale=kl_weight):
                 z = pyro.sample("z", pdist.Normal(x.new_zeros(self.n_latent), 1.0).to_event(1))
             mean = self._spot_mean(x, z, technology)
-            pyro.sample("obs", negative_binomial(mean, torch.exp(self.log_theta)).to_event(1), obs=x)
+            self._observe_visible(mean, x)
         batch = self._reference_batch
         r = self.reference_counts[batch]
         with pyro.plate("reference", size=len(self.reference_counts), subsample=batch):
