@@ -1,7 +1,9 @@
 """Deconvolution and archetypes: NMFDeconv against NNLS and scvi-tools' Stereoscope.
 
 Part 1: PBMC 3k pseudo-spots (cells split so none is both in the reference and in a spot),
-one run per seed. NMFDeconv and NNLS on NMFDeconv's own signatures share the genes: the union
+one run per seed. NMFDeconv runs twice: amortised (its default, an encoder maps spots to
+proportions) and with per-spot parameters (``inference="per_spot"``, the model before issue
+22). NMFDeconv and NNLS on NMFDeconv's own signatures share the genes: the union
 of each type's ``--n-markers`` top marker genes in the reference (NMFDeconv.from_reference's
 default selection). RNAStereoscope + SpatialStereoscope get ``--n-genes`` seurat_v3 HVGs of
 the reference (they do better on those than on the markers), and so does a second NMFDeconv
@@ -47,6 +49,7 @@ from deltavae.metrics import deconvolution_scores, matched_profile_correlation  
 METRICS = ["pcc", "ssim", "rmse", "jsd", "aupr"]
 HARD_TYPES = ["CD8 T", "Memory CD4 T"]
 OURS, NNLS = "deltavae NMFDeconv", "NNLS (same signatures)"
+PER_SPOT = "deltavae NMFDeconv, per-spot parameters"
 TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
@@ -55,7 +58,7 @@ def log(msg: str) -> None:
 
 
 def nnls_proportions(spots, signatures: pd.DataFrame) -> pd.DataFrame:
-    X = spots[:, signatures.columns].X
+    X = spots[:, list(signatures.columns)].X
     X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
     cells = np.stack([nnls(signatures.to_numpy().T, row)[0] for row in X])
     cells /= np.maximum(cells.sum(axis=1, keepdims=True), 1e-12)
@@ -77,6 +80,18 @@ def run_pseudo_spots(seed: int, args) -> dict[str, dict]:
         model.train(max_epochs=args.epochs, **TRAIN)
         ours = model.get_proportions()
     results[OURS] = (ours, t.seconds)
+
+    if not args.skip_per_spot:
+        with Timer() as t:
+            per_spot = dv.model.NMFDeconv.from_reference(
+                spots,
+                reference=ref,
+                labels_key="cell_type",
+                n_markers=args.n_markers,
+                inference="per_spot",
+            )
+            per_spot.train(max_epochs=args.epochs, **TRAIN)
+        results[PER_SPOT] = (per_spot.get_proportions(), t.seconds)
 
     with Timer() as t:
         baseline = nnls_proportions(spots, model.get_signatures())
@@ -246,6 +261,9 @@ def main() -> None:
     parser.add_argument("--n-markers", type=int, default=50, help="marker genes per type")
     parser.add_argument("--n-genes", type=int, default=2000, help="HVGs of the ablation row")
     parser.add_argument("--skip-hvg-row", action="store_true", help="no HVG ablation row")
+    parser.add_argument(
+        "--skip-per-spot", action="store_true", help="no inference='per_spot' NMFDeconv row"
+    )
     parser.add_argument("--epochs", type=int, default=500, help="NMFDeconv epochs")
     parser.add_argument("--stereo-rna-epochs", type=int, default=400)
     parser.add_argument("--stereo-spatial-epochs", type=int, default=4000)

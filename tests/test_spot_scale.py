@@ -13,18 +13,20 @@ from deltavae.metrics import deconvolution_scores, matched_profile_correlation
 from deltavae.model import _backed
 
 TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+#: Labelled cells with known types, and how spots are summed from them.
+CELLS = {"n_cells": 600, "n_genes": 80, "n_clusters": 4, "n_conditions": 1, "seed": 1}
+SPOTS = {"labels_key": "cluster", "cells_per_spot": (2, 8)}
 
 
 @pytest.fixture(scope="module")
 def cells():
-    return dv.datasets.synthetic_counts(
-        n_cells=600, n_genes=80, n_clusters=4, n_conditions=1, seed=1
-    )
+    return dv.datasets.synthetic_counts(**CELLS)
 
 
 @pytest.fixture(scope="module")
 def split(cells):
-    return dv.datasets.pseudo_spots(cells, "cluster", n_spots=200, cells_per_spot=(2, 8), seed=3)
+    """200 spots with their true proportions, and the held-out reference."""
+    return dv.datasets.pseudo_spots(cells, n_spots=200, seed=3, **SPOTS)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,7 @@ def test_new_spots_map_without_refitting(cells, split):
     model = _deconv(spots.copy(), ref, epochs=50, batch_size=50)  # 200 steps
     before = model.get_proportions()
     # Other spots summed from the same kind of cells, never seen in training.
-    new, _ = dv.datasets.pseudo_spots(cells, "cluster", n_spots=120, cells_per_spot=(2, 8), seed=9)
+    new, _ = dv.datasets.pseudo_spots(cells, n_spots=120, seed=9, **SPOTS)
     mapped = model.get_proportions(adata=new)
     assert mapped.index.equals(new.obs_names) and len(model.history["elbo_train"]) == 50
     scores = deconvolution_scores(new.obsm["proportions_true"], mapped)
