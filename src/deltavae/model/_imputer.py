@@ -295,6 +295,9 @@ class SpatialImputer(DeltaModelMixin, BaseModelClass):
         kwargs.setdefault("log_every_n_steps", 1)
         if deconvolution:
             kwargs.setdefault("n_epochs_kl_warmup", None)
+            # Every spot has its own parameters, whose gradients (the ELBO is per spot) are
+            # small: Adam's usual eps=0.01 would all but freeze them.
+            kwargs["plan_kwargs"] = {"eps": 1e-8, **(kwargs.get("plan_kwargs") or {})}
         return super().train(
             max_epochs=max_epochs, lr=lr, batch_size=batch_size, train_size=1.0, **kwargs
         )
