@@ -58,6 +58,9 @@ SECTIONS = ("blobs", "mnist", "pbmc", "kang", "semi")
 # The dataset's default separation (blobs touch: the oracle's ARI is 0.99) and a wider one.
 BLOB_SEPARATIONS = (8, 12)
 TRAIN = {"enable_progress_bar": False, "enable_model_summary": False, "accelerator": "auto"}
+# CGMDVAE settings away from the defaults (--alignment, --mixture-init), for before/after rows.
+CGMDVAE_ARGS: dict = {}
+CGMDVAE_TRAIN: dict = {}
 
 
 def _seed(seed: int) -> None:
@@ -79,6 +82,10 @@ def _scores(truth, pred) -> dict:
 
 def _train(model, epochs: int | None, **kwargs) -> float:
     """Train (``epochs=None``: the model's default) and return seconds per epoch."""
+    import deltavae as dv
+
+    if isinstance(model, dv.model.CGMDVAE):
+        kwargs = {**CGMDVAE_TRAIN, **kwargs}
     with Timer() as timer:
         model.train(max_epochs=epochs, **TRAIN, **kwargs)
     return timer.seconds / len(model.history["elbo_train"])
@@ -103,7 +110,7 @@ def run_blobs(seed: int, epochs: int, separation: float) -> dict:
     oracle = dv.metrics.ari(adata.obs["cluster"], _oracle_clusters(adata))
     _seed(seed)
     dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
-    model = dv.model.CGMDVAE(adata, n_clusters=5, likelihood="normal")
+    model = dv.model.CGMDVAE(adata, n_clusters=5, likelihood="normal", **CGMDVAE_ARGS)
     sec = _train(model, epochs)
     scores = _scores(adata.obs["cluster"], model.predict_clusters())
     return {**scores, "oracle_ari": oracle, "sec_per_epoch": sec}
@@ -117,7 +124,9 @@ def run_mnist(seed: int, epochs: int, k: int, data_dir, n_images: int | None) ->
     dv.model.CGMDVAE.setup_anndata(adata)
     # Images need wider networks than the count default (128 x 1), as in the GMVAE and VaDE
     # papers; every training setting is the default.
-    model = dv.model.CGMDVAE(adata, n_clusters=k, likelihood="bernoulli", n_hidden=256, n_layers=2)
+    model = dv.model.CGMDVAE(
+        adata, n_clusters=k, likelihood="bernoulli", n_hidden=256, n_layers=2, **CGMDVAE_ARGS
+    )
     sec = _train(model, epochs)
     pred = model.predict_clusters()
     return {
@@ -154,7 +163,7 @@ def run_pbmc(seed: int, epochs: int, resolution: float) -> dict:
     adata = base.copy()
     _seed(seed)
     dv.model.CGMDVAE.setup_anndata(adata)
-    model = dv.model.CGMDVAE(adata, n_clusters=k, likelihood="zinb")
+    model = dv.model.CGMDVAE(adata, n_clusters=k, likelihood="zinb", **CGMDVAE_ARGS)
     out["cgmdvae_sec"] = _train(model, epochs)
     out["cgmdvae"] = _scores(truth, model.predict_clusters())
     out["cgmdvae_leiden"] = _scores(
@@ -218,7 +227,9 @@ def run_kang(seed: int, epochs: int, resolution: float) -> dict:
     adata = base.copy()
     _seed(seed)
     dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
-    model = dv.model.CGMDVAE(adata, n_clusters=base.obs["cell_type"].nunique(), likelihood="nb")
+    model = dv.model.CGMDVAE(
+        adata, n_clusters=base.obs["cell_type"].nunique(), likelihood="nb", **CGMDVAE_ARGS
+    )
     _train(model, epochs)
     z = model.get_latent_representation()
     out["cgmdvae"] = {**_scores(truth, model.predict_clusters()), **_mixing(z, condition, truth)}
@@ -251,7 +262,7 @@ def run_semi(seed: int, epochs: int, fraction: float) -> dict:
     adata.obs["label"] = np.where(labelled, truth, "Unknown")
     _seed(seed)
     dv.model.CGMDVAE.setup_anndata(adata, labels_key="label", unlabeled_category="Unknown")
-    model = dv.model.CGMDVAE(adata, likelihood="zinb")
+    model = dv.model.CGMDVAE(adata, likelihood="zinb", **CGMDVAE_ARGS)
     _train(model, epochs)
     pred = np.asarray(model.cluster_names)[model.predict_clusters()]
     return {
@@ -362,6 +373,7 @@ def report(result: dict) -> str:
         f"seeds {seeds}; epochs {result['epochs']} (MNIST {result['mnist_epochs'] or 'default'}); "
         "mean ± sd; "
         f"load average {result['load_average']:.2f}"
+        + (f"; CGMDVAE {result['cgmdvae_settings']}" if result.get("cgmdvae_settings") else "")
     )
     return header + "\n\n" + "\n\n".join(parts)
 
@@ -381,7 +393,17 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 seed, few epochs, 2k images")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="write the raw results as JSON")
+    parser.add_argument(
+        "--alignment", type=float, default=None, help="CGMDVAE condition_alignment (default)"
+    )
+    parser.add_argument(
+        "--mixture-init", default=None, help="CGMDVAE.train(mixture_init=...) (default)"
+    )
     args = parser.parse_args(argv)
+    if args.alignment is not None:
+        CGMDVAE_ARGS["condition_alignment"] = args.alignment
+    if args.mixture_init is not None:
+        CGMDVAE_TRAIN["mixture_init"] = args.mixture_init
     if args.quick:
         args.seeds, args.epochs, args.mnist_epochs, args.blob_epochs = [0], 10, 5, 20
     import torch
@@ -390,6 +412,7 @@ def main(argv=None) -> int:
     quiet()
     n_images = 2000 if args.quick else None
     result = {"seeds": args.seeds, "epochs": args.epochs, "mnist_epochs": args.mnist_epochs}
+    result["cgmdvae_settings"] = {**CGMDVAE_ARGS, **CGMDVAE_TRAIN}
     loads = [load_average()]
     start = time.time()
     for seed in args.seeds:

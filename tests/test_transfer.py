@@ -222,9 +222,20 @@ def test_translate_recovers_a_known_condition_effect():
     counts = pred.layers["counts"]
     assert counts.shape == ctrl.shape and np.all(counts == np.round(counts)) and counts.min() >= 0
     same = g.translate(ctrl, "ctrl")
-    # Predicted log-fold changes against the true ones on the condition genes.
+    # The default count translate is residual: a cell translated to its own condition comes
+    # back as observed.
+    x = np.asarray(ctrl.X.toarray() if hasattr(ctrl.X, "toarray") else ctrl.X)
+    np.testing.assert_array_equal(same.layers["counts"], x)
+    np.testing.assert_allclose(same.X, x, atol=1e-4)
+    # Predicted log-fold changes against the true ones on the condition genes; the genes
+    # without an effect stay where they are.
     effect = adata.uns["synthetic"]["condition_effect"][1, 0]
     genes = effect != 0
+    lfc_counts = np.log((counts.mean(0) + 0.1) / (x.mean(0) + 0.1))
+    assert np.all(np.sign(lfc_counts[genes]) == np.sign(effect[genes]))
+    assert np.median(np.abs(lfc_counts[~genes])) < 0.2 * np.median(np.abs(lfc_counts[genes]))
+    # The decoded form draws every count from the model: it does not keep the cells.
+    assert not np.array_equal(g.translate(ctrl, "ctrl", residual=False).layers["counts"], x)
     lfc = np.log(pred.X.mean(0) / same.X.mean(0))
     assert np.corrcoef(lfc[genes], effect[genes])[0, 1] > 0.9
     assert np.all(np.sign(lfc[genes]) == np.sign(effect[genes]))
@@ -236,8 +247,9 @@ def test_translate_recovers_a_known_condition_effect():
 
     shifted = g.predict_perturbation(ctrl, "stim", method="latent_shift")
     assert shifted.shape == shifted.layers["counts"].shape == ctrl.shape
-    with pytest.raises(ValueError, match="residual=True needs likelihood='normal'"):
-        g.predict_perturbation(ctrl, "stim", residual=True)
+    # For counts the residual form is the default.
+    residual = g.predict_perturbation(ctrl, "stim", residual=True)
+    np.testing.assert_allclose(residual.X, pred.X, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="method='translate' only"):
         g.predict_perturbation(ctrl, "stim", method="latent_shift", residual=True)
     with pytest.raises(ValueError, match="never seen in training"):
@@ -253,6 +265,20 @@ def test_translate_recovers_a_known_condition_effect():
     nearest = g.predict_perturbation(ctrl, "stim", "nearest_response", balance_key="cluster")
     log_stim = dv.metrics.log_normalize(stim.X)
     assert dv.metrics.mean_expression_r2(nearest.X, log_stim) > 0.98
+
+
+def test_alignment_penalty_measures_condition_differences_within_clusters():
+    module = dv.module.CGMDVAEModule(n_input=4, n_clusters=2, n_cats_per_cov=[2], n_latent=2)
+    module.condition_alignment = 1.0
+    z = torch.tensor([[0.0, 0.0], [2.0, 0.0], [10.0, 0.0], [10.0, 0.0]])
+    cats = torch.tensor([[0], [1], [0], [1]])
+    qy = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    # Cluster 0: condition means 0 and 2 around 1, each with mass 1: (1 + 1) / 4 cells.
+    assert module.alignment_penalty(z, cats, qy).item() == pytest.approx(0.5, rel=1e-4)
+    # Equal condition means within each cluster: nothing to penalise, whatever the clusters'.
+    z_same = torch.tensor([[1.0, 0.0], [1.0, 0.0], [10.0, 0.0], [10.0, 0.0]])
+    assert module.alignment_penalty(z_same, cats, qy).item() == pytest.approx(0.0, abs=1e-5)
+    assert module.alignment_penalty(z, None, qy).item() == 0.0
 
 
 def test_latent_shift_moves_an_unconditional_model_towards_the_target():

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
-from scvi import REGISTRY_KEYS, settings
+from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import (
     CategoricalJointObsField,
@@ -21,7 +21,6 @@ from scvi.model.base import BaseModelClass, RNASeqMixin, VAEMixin
 
 from ..distributions import Likelihood
 from ..module import CGMDVAEModule
-from ..train import MixtureInitialization
 from ..train._mixture_init import check_method as check_mixture_init
 from ._backed import writes_backed
 from ._base import DeltaModelMixin, _OnDevice
@@ -93,6 +92,12 @@ class CGMDVAE(
         dimensions, shared across w and c, so it can lie along any direction of z; its scales
         still depend on (w, c). ``"diag"``: axis-aligned components, as in the GMVAE paper.
         Full components cluster better (benchmarks/README.md, Numbers behind the defaults, D2).
+    condition_alignment
+        Weight of a penalty on the distance between the conditions' means of z within each
+        cluster (:meth:`deltavae.module.CGMDVAEModule.alignment_penalty`), so that z keeps the
+        cell state and the decoder carries the condition's effect, which ``translate`` needs
+        (benchmarks/README.md, Numbers behind the defaults, D8). ``"auto"``: 100 for count
+        likelihoods, 0 (off) otherwise; no effect without conditions.
 
     Examples
     --------
@@ -121,14 +126,20 @@ class CGMDVAE(
         classifier_weight: float = 50.0,
         condition_in_prior: bool = True,
         prior_covariance: str = "full",
+        condition_alignment: float | str = "auto",
     ):
         super().__init__(adata)
         observation = Likelihood(likelihood)
+        if condition_alignment == "auto":
+            condition_alignment = 100.0 if observation.is_count else 0.0
         check_model_arguments(
             {"n_latent_w": n_latent_w, "n_hidden": n_hidden, "n_layers": n_layers},
             dropout_rate=dropout_rate,
             positive={"dirichlet_alpha": dirichlet_alpha},
-            non_negative={"classifier_weight": classifier_weight},
+            non_negative={
+                "classifier_weight": classifier_weight,
+                "condition_alignment": condition_alignment,
+            },
         )
         setup = self.registry_["setup_args"]
         if observation.data_kind != "real":
@@ -158,6 +169,7 @@ class CGMDVAE(
             label_to_cluster=label_to_cluster,
             condition_in_prior=condition_in_prior,
             prior_covariance=prior_covariance,
+            condition_alignment=condition_alignment,
         )
         summary = (
             f"CGMDVAE: {n_clusters} clusters, n_latent {n_latent}, n_latent_w {n_latent_w}, "
@@ -297,19 +309,8 @@ class CGMDVAE(
             n_epochs_kl_warmup = max(1, max_epochs // 2)
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if mixture_init_epoch is not None and mixture_init_epoch < max_epochs:
-            train_size = kwargs.get("train_size", 0.9)
-            n_train = int(np.ceil(train_size * self.adata.n_obs)) if 0 < train_size <= 1 else 0
-            if 0 < n_train < self.module.n_clusters:
-                raise ValueError(
-                    f"The mixture start clusters the training cells into "
-                    f"{self.module.n_clusters} clusters, but only {n_train} cells train "
-                    f"(train_size={train_size} of {self.adata.n_obs}). Use fewer clusters, "
-                    "train_size=1.0, or skip the start with mixture_init_epoch=None."
-                )
             callbacks.append(
-                MixtureInitialization(
-                    mixture_init_epoch, seed=settings.seed or 0, method=mixture_init
-                )
+                self._mixture_start(mixture_init_epoch, mixture_init, kwargs.get("train_size"))
             )
         out = super().train(
             max_epochs=max_epochs,
@@ -320,11 +321,6 @@ class CGMDVAE(
         )
         self._warn_if_clusters_empty(max_epochs)
         return out
-
-    def _first_restorable_epoch(self, callbacks: list) -> int:
-        """Epochs up to the mixture start trained another model: none of them is kept."""
-        starts = [cb.epoch + 1 for cb in callbacks if isinstance(cb, MixtureInitialization)]
-        return max(starts, default=0)
 
     @property
     def _data_kind(self) -> str:

@@ -85,7 +85,7 @@ class GenerationMixin:
         adata: AnnData,
         target_condition,
         batch_size: int | None = None,
-        residual: bool = False,
+        residual: bool | None = None,
     ) -> AnnData:
         """Counterfactual expression of the given cells under another condition.
 
@@ -101,11 +101,15 @@ class GenerationMixin:
         batch_size
             Cells per minibatch.
         residual
-            ``likelihood="normal"`` only: add the model's change, decoded under the target
-            minus under the cell's own condition, to the cell's observed data (clipped at 0,
-            the floor of log-normalized data) instead of returning the decoded target. What
-            the model does not reconstruct of a cell is kept as observed.
-
+            Add the model's change, decoded under the target minus under the cell's own
+            condition, to the cell's observed data instead of returning the decoded target:
+            what the model does not reconstruct of a cell is kept as observed. For counts the
+            draw keeps the observed counts, adds Poisson counts where the change is positive
+            and thins them binomially where it is negative; for ``likelihood="normal"`` the
+            data are clipped at 0 (the floor of log-normalized data). ``None`` (default):
+            ``True`` for count likelihoods, whose decoded profiles of single cells are
+            noisier than the cells themselves (benchmarks/README.md, Numbers behind the
+            defaults, D8), ``False`` otherwise. Not for ``likelihood="bernoulli"``.
         Returns
         -------
         AnnData with the predicted expression under the target condition in ``X`` (the
@@ -119,10 +123,12 @@ class GenerationMixin:
         """
         if not self.condition_keys:
             raise ValueError("The model has no condition covariate to translate.")
-        if residual and self.module.likelihood != "normal":
+        if residual is None:
+            residual = self.module.observation.is_count
+        if residual and self.module.likelihood == "bernoulli":
             raise ValueError(
-                f"residual=True needs likelihood='normal'; this model's is "
-                f"{self.module.likelihood!r}."
+                "residual=True adds a change to the observed data and needs counts or real "
+                "values; this model's likelihood is 'bernoulli'."
             )
         target = self._condition_codes(target_condition, 1)[0]
         adata = self._validate_anndata(adata)

@@ -204,6 +204,30 @@ class ClustersMixin:
             index=adata.obs_names.copy(),
         )
 
+    def _mixture_start(self, epoch: int, method: str, train_size: float | None):
+        """The mixture-start callback, after checking that enough cells train for K."""
+        from scvi import settings
+
+        from ..train._mixture_init import MixtureInitialization
+
+        train_size = 0.9 if train_size is None else train_size
+        n_train = int(np.ceil(train_size * self.adata.n_obs)) if 0 < train_size <= 1 else 0
+        if 0 < n_train < self.module.n_clusters:
+            raise ValueError(
+                f"The mixture start clusters the training cells into "
+                f"{self.module.n_clusters} clusters, but only {n_train} cells train "
+                f"(train_size={train_size} of {self.adata.n_obs}). Use fewer clusters, "
+                "train_size=1.0, or skip the start with mixture_init_epoch=None."
+            )
+        return MixtureInitialization(epoch, seed=settings.seed or 0, method=method)
+
+    def _first_restorable_epoch(self, callbacks: list) -> int:
+        """Epochs up to the mixture start trained another model: none of them is kept."""
+        from ..train._mixture_init import MixtureInitialization
+
+        starts = [cb.epoch + 1 for cb in callbacks if isinstance(cb, MixtureInitialization)]
+        return max(starts, default=0)
+
     def _warn_if_clusters_empty(self, max_epochs: int) -> None:
         """Say so when training ends with clusters no cell is assigned to."""
         sizes = np.bincount(self.predict_clusters(), minlength=self.module.n_clusters)

@@ -33,7 +33,7 @@ class PerturbationMixin:
         condition_key: str | None = None,
         balance_key: str | None = None,
         batch_size: int | None = None,
-        residual: bool = False,
+        residual: bool | None = None,
         similarity: str = "expression",
     ) -> AnnData:
         """Expression of the given cells under another condition.
@@ -67,8 +67,8 @@ class PerturbationMixin:
         batch_size
             Cells per minibatch.
         residual
-            ``translate`` with ``likelihood="normal"``: add the decoded change to each cell's
-            observed data (see :meth:`deltavae.model.CGMDVAE.translate`).
+            ``translate``: add the decoded change to each cell's observed data; ``None``
+            (default): for count likelihoods only (see :meth:`deltavae.model.CGMDVAE.translate`).
         similarity
             ``nearest_response``: ``"expression"`` (principal components of the data) or
             ``"latent"`` (z), the space in which the most similar groups are found.
@@ -101,8 +101,8 @@ class PerturbationMixin:
             raise ValueError(
                 f"method must be 'translate', 'latent_shift' or 'nearest_response', got {method!r}."
             )
-        if residual:
-            raise ValueError("residual=True applies to method='translate' only.")
+        if residual is not None:
+            raise ValueError("residual applies to method='translate' only.")
         if method == "nearest_response":
             return nearest_response(
                 self, adata, target_condition, condition_key, balance_key, batch_size, similarity

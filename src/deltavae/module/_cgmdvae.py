@@ -108,8 +108,10 @@ class CGMDVAEModule(DeltaPyroModule):
         label_to_cluster: list[int] | None = None,
         condition_in_prior: bool = True,
         prior_covariance: str = "full",
+        condition_alignment: float = 0.0,
     ):
         super().__init__()
+        self.condition_alignment = condition_alignment
         self.observation = Likelihood(likelihood)
         self.n_input, self.n_clusters = n_input, n_clusters
         self.n_latent, self.n_latent_w = n_latent, n_latent_w
@@ -233,7 +235,32 @@ class CGMDVAEModule(DeltaPyroModule):
             "y_term": (qy * (log_qy - e_log_d)).sum(-1),
             "d_term": kl_divergence(Dirichlet(beta), Dirichlet(self.alpha.expand_as(beta))),
             "classifier": classifier,
+            "qy": qy,
         }
+
+    def alignment_penalty(self, z, cat_covs, qy) -> torch.Tensor:
+        """Squared distance between the conditions' means of z within each cluster, per cell.
+
+        For every condition covariate and cluster y, the mean of z over each condition's cells
+        of the minibatch, weighted by q(y | z) (held fixed), is compared with the cluster's
+        mean over all conditions; the squared distances, weighted by the conditions' shares
+        of the cluster, are summed over clusters and covariates. Zero when z carries no
+        condition within a cluster, so the decoder must carry the condition's effect.
+        """
+        if cat_covs is None or self.condition_alignment == 0:
+            return z.new_zeros(())
+        qy = qy.detach()
+        penalty = z.new_zeros(())
+        mass_y = qy.sum(0) + 1e-6  # (K,)
+        mean_y = (qy.T @ z) / mass_y.unsqueeze(-1)  # (K, D)
+        for codes in cat_covs.long().unbind(-1):
+            one_hot = F.one_hot(codes, int(codes.max()) + 1).to(z.dtype)  # (n, C)
+            weight = qy.unsqueeze(-1) * one_hot.unsqueeze(1)  # (n, K, C)
+            mass = weight.sum(0)  # (K, C)
+            means = torch.einsum("nkc,nd->kcd", weight, z) / (mass.unsqueeze(-1) + 1e-6)
+            dist = ((means - mean_y.unsqueeze(1)) ** 2).sum(-1)  # (K, C)
+            penalty = penalty + (mass * dist).sum() / z.shape[0]
+        return penalty
 
     def log_importance_weights(self, tensors, n_samples: int) -> torch.Tensor:
         """log p(x, z, w) - log q(z, w | x) for ``n_samples`` guide draws: (samples, cells).
@@ -305,18 +332,29 @@ class CGMDVAEModule(DeltaPyroModule):
         """Decode each cell's posterior mean of z under ``target_covs`` (codes per cell, or one
         row for all), at its own library size for counts.
 
-        Returns ``expected`` (E[x | z, target]; with ``residual``, x plus the decoded change
-        from the own to the target conditions, clipped at 0) and, for counts, one draw
-        ``counts`` of the posterior predictive (None otherwise).
+        Returns ``expected`` (E[x | z, target]) and, for counts, ``counts``: one draw of the
+        posterior predictive (None otherwise). With ``residual``, the cell's own data plus the
+        decoded change from its own to the target conditions, delta = E[x | z, target] -
+        E[x | z, own]: ``expected`` is x + delta clipped at 0, and ``counts`` keeps the
+        observed counts, adds Poisson(delta) new counts where delta > 0 and removes a
+        binomial share min(1, -delta / x) of them where delta < 0. What the model does not
+        reconstruct of a cell is kept as observed.
         """
         qz, _ = self.encode(x, cat_covs)
         target_covs = target_covs.expand(cat_covs.shape).to(cat_covs.dtype)
-        params = self.decode(qz.loc, target_covs, self.observation.log_library(x))
+        library = self.observation.log_library(x)
+        params = self.decode(qz.loc, target_covs, library)
         expected = self.observation.expected(params)
+        counts = None
         if residual:
-            own = self.observation.expected(self.decode(qz.loc, cat_covs))
-            expected = (x + expected - own).clamp(min=0.0)
-        counts = self.observation.torch(params).sample() if self.observation.is_count else None
+            delta = expected - self.observation.expected(self.decode(qz.loc, cat_covs, library))
+            expected = (x + delta).clamp(min=0.0)
+            if self.observation.is_count:
+                removed = (-delta).clamp(min=0.0) / x.clamp(min=1.0)
+                thinned = torch.distributions.Binomial(x, probs=removed.clamp(max=1.0)).sample()
+                counts = x - thinned + torch.poisson(delta.clamp(min=0.0))
+        elif self.observation.is_count:
+            counts = self.observation.torch(params).sample()
         return {"expected": expected, "counts": counts}
 
     # ----------------------------------------------------------------- Pyro program
@@ -336,6 +374,9 @@ class CGMDVAEModule(DeltaPyroModule):
                 )
                 terms = self.mixture_terms(z, w, cat_covs, y_obs)
                 pyro.factor("mixture", terms["log_pz"] - terms["y_term"] - terms["d_term"])
+            if self.condition_alignment:
+                penalty = self.alignment_penalty(z, cat_covs, terms["qy"])
+                pyro.factor("alignment", -self.condition_alignment * penalty.expand(n))
             params = self.decode(z, cat_covs, self.observation.log_library(x))
             pyro.sample("obs", self.observation.pyro(params).to_event(1), obs=x)
             if y_obs is not None:
@@ -406,6 +447,10 @@ class CGMDVAEModule(DeltaPyroModule):
         }
         total = reconstruction + kl_weight * sum(kl.values())
         total = total + self.classifier_weight * terms["classifier"]
+        if self.condition_alignment:
+            total = total + self.condition_alignment * self.alignment_penalty(
+                z, cat_covs, terms["qy"]
+            )
         return LossOutput(
             loss=total.mean(),
             reconstruction_loss=reconstruction,

@@ -30,7 +30,7 @@ from sklearn.cluster import KMeans
 logger = logging.getLogger(__name__)
 
 _MAX_CELLS = 20_000
-METHODS = ("umap", "kmeans")
+METHODS = ("umap", "spectral", "kmeans")
 # UMAP for clustering, not display: dense clumps (min_dist=0) in a few more dimensions than 2,
 # over 15 neighbours (UMAP's default; 20 and 50 merged touching digits on MNIST more often).
 _UMAP_NEIGHBORS, _UMAP_MAX_DIMS = 15, 10
@@ -190,6 +190,37 @@ def _embed(z: np.ndarray, k: int, seed: int, group: np.ndarray | None = None) ->
         return umap.fit_transform(z)
 
 
+def _spectral(z: np.ndarray, k: int, seed: int, group: np.ndarray | None = None) -> np.ndarray:
+    """Spectral embedding of the kNN graph of z (k dimensions), for k-means, without UMAP.
+
+    The graph is the one UMAP would build (:func:`_balanced_neighbours`, 15 neighbours in
+    equal shares from every condition), weighted by a Gaussian kernel with a local bandwidth
+    per cell (the distance to its 7th neighbour, self-tuning spectral clustering) and
+    symmetrised. The leading k eigenvectors of its normalised Laplacian (LOBPCG), each row
+    scaled to unit length (Ng, Jordan and Weiss), follow connected groups as UMAP's layout
+    does, in about a second for 10,000 cells and with nothing to compile.
+    """
+    from scipy import sparse
+    from sklearn.manifold import spectral_embedding
+
+    if len(z) <= 2 * _UMAP_NEIGHBORS or k < 2:
+        return z
+    one = group if group is not None else np.zeros(len(z))
+    indices, distances = _balanced_neighbours(z, one, _UMAP_NEIGHBORS)
+    bandwidth = np.maximum(distances[:, min(7, distances.shape[1] - 1)], 1e-8)
+    weights = np.exp(-(distances**2) / (bandwidth[:, None] * bandwidth[indices]))
+    rows = np.repeat(np.arange(len(z)), indices.shape[1])
+    graph = sparse.csr_matrix((weights.ravel(), (rows, indices.ravel())), shape=(len(z),) * 2)
+    graph = graph.maximum(graph.T)
+    with warnings.catch_warnings():
+        # A graph in several pieces is what clustering looks for, not a failure.
+        warnings.filterwarnings("ignore", message=r".*not fully connected.*")
+        embedding = spectral_embedding(
+            graph, n_components=k, eigen_solver="lobpcg", random_state=seed, drop_first=False
+        )
+    return embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
+
+
 class MixtureInitialization(Callback):
     """Lightning callback: initialise the mixture from clusters of z at the start of an epoch.
 
@@ -203,7 +234,9 @@ class MixtureInitialization(Callback):
         ``"umap"``: k-means on a UMAP embedding of z (15 neighbours, in equal shares from
         every condition; ``min_dist=0``; up to 10 dimensions), which follows the shape of
         the groups (benchmarks/README.md, Numbers behind the defaults, D4).
-        ``"kmeans"``: k-means on z directly (faster, for convex groups).
+        ``"spectral"``: k-means on a spectral embedding of the same neighbour graph
+        (:func:`_spectral`; no UMAP, no compilation, about a second on 10,000 cells).
+        ``"kmeans"``: k-means on z directly (fastest, for convex groups).
 
     Notes
     -----
@@ -253,8 +286,9 @@ class MixtureInitialization(Callback):
             group = _condition_groups(cats)
             points = _condition_centred(z, group)
             every_cell_labelled = y_obs is not None and bool((y_obs >= 0).all())
-            if self.method == "umap" and not every_cell_labelled:
-                points = _embed(points, module.n_clusters, self.seed, group)
+            if self.method != "kmeans" and not every_cell_labelled:
+                embed = _embed if self.method == "umap" else _spectral
+                points = embed(points, module.n_clusters, self.seed, group)
             assignments = self._assign(points, y_obs, module.n_clusters)
             module.train(was_training)
             assignments = torch.as_tensor(assignments, dtype=torch.long, device=z.device)
