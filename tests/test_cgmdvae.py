@@ -320,6 +320,23 @@ def test_umap_mixture_start_keeps_curved_groups_whole():
         MixtureInitialization(method="leiden")
 
 
+def test_spectral_mixture_start_keeps_curved_groups_whole_without_umap():
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import make_moons
+
+    from deltavae.train._mixture_init import _spectral
+
+    z, moon = make_moons(1000, noise=0.05, random_state=0)
+    group = np.arange(1000) % 2  # two conditions, each moon half in each
+    for condition in (None, group):
+        points = _spectral(z, 2, seed=0, group=condition)
+        assert points.shape == (1000, 2)
+        np.testing.assert_allclose(np.linalg.norm(points, axis=1), 1.0, atol=1e-6)
+        clusters = KMeans(2, n_init=5, random_state=0).fit_predict(points)
+        assert dv.metrics.ari(moon, clusters) > 0.95
+    np.testing.assert_array_equal(_spectral(z[:30], 2, seed=0), z[:30])  # too few cells
+
+
 def test_umap_start_draws_neighbours_from_every_condition():
     from deltavae.train._mixture_init import _balanced_neighbours, _condition_groups
 
