@@ -66,7 +66,7 @@ def _nmfdeconv(ctx: Context, models: dict, spots, reference) -> None:
         "from_reference",
         lambda: dv.model.NMFDeconv.from_reference(target, reference, labels_key="cell_type"),
         epochs,
-        detail=lambda m: f"{m.adata.n_vars} marker genes, {len(m.cell_types_)} types",
+        detail=lambda m: f"{len(m.used_genes())} marker genes, {len(m.cell_types_)} types",
         on_device=True,
     )
     if model is FAILED:

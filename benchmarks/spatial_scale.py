@@ -133,13 +133,18 @@ def worker(path: str, mode: str, args: argparse.Namespace) -> dict:
     quiet()
     scvi.settings.seed = args.seed
     reference = ad.read_h5ad(Path(path).with_name("reference.h5ad"))
+    archetypes = args.model == "archetypes"
     with PeakRSS() as peak:
         with Timer() as load:
             adata = dv.read_lazy(path) if mode == "backed" else ad.read_h5ad(path)
         with Timer() as setup:
-            model = dv.model.NMFDeconv.from_reference(
-                adata, reference=reference, labels_key="cell_type", inference=args.inference
-            )
+            if archetypes:
+                dv.model.Archetypes.setup_anndata(adata)
+                model = dv.model.Archetypes(adata, n_archetypes=len(adata.uns["cell_types"]))
+            else:
+                model = dv.model.NMFDeconv.from_reference(
+                    adata, reference=reference, labels_key="cell_type", inference=args.inference
+                )
         epochs = max(1, round(args.spot_passes / adata.n_obs))
         with Timer() as fit:
             model.train(
@@ -151,11 +156,19 @@ def worker(path: str, mode: str, args: argparse.Namespace) -> dict:
                 enable_model_summary=False,
             )
         with Timer() as infer:
-            proportions = model.get_proportions(batch_size=4096)
+            if archetypes:
+                weights = model.get_archetype_weights(batch_size=4096).to_numpy()
+            else:
+                proportions = model.get_proportions(batch_size=4096)
     truth = adata.obsm["proportions_true"]
     types = [str(t) for t in adata.uns["cell_types"]]
     truth = pd.DataFrame(np.asarray(truth), index=adata.obs_names, columns=types)
-    scores = dv.metrics.deconvolution_scores(truth, proportions)
+    if archetypes:
+        # No labels: each type's best-correlated archetype weight (PCC), RMSE not defined.
+        corr = np.corrcoef(truth.to_numpy().T, weights.T)[: len(types), len(types) :]
+        scores = pd.DataFrame({"pcc": np.nanmax(corr, axis=1), "rmse": np.nan})
+    else:
+        scores = dv.metrics.deconvolution_scores(truth, proportions)
     return {
         "n_spots": adata.n_obs,
         "mode": mode,
@@ -238,7 +251,13 @@ def main() -> None:
     parser.add_argument("--spot-passes", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--block", type=int, default=64, help="shuffle_block_size")
-    parser.add_argument("--inference", default="amortized")
+    parser.add_argument("--inference", default="amortized", help="NMFDeconv's inference")
+    parser.add_argument(
+        "--model",
+        default="nmfdeconv",
+        choices=("nmfdeconv", "archetypes"),
+        help="archetypes: as many as cell types; PCC of each type's best-matching weight",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-only", action="store_true", help="write the files and stop")
     parser.add_argument("--keep", action="store_true", help="keep the data files")
@@ -262,6 +281,7 @@ def main() -> None:
         f"--batch-size={args.batch_size}",
         f"--block={args.block}",
         f"--inference={args.inference}",
+        f"--model={args.model}",
         f"--seed={args.seed}",
     ]
     for n in sizes:
@@ -278,8 +298,9 @@ def main() -> None:
                 file=sys.stderr,
                 flush=True,
             )
+    name = "Archetypes" if args.model == "archetypes" else f"NMFDeconv, {args.inference}"
     print(
-        f"\nNMFDeconv, {args.inference}; {args.spot_passes:,} spot passes, batch "
+        f"\n{name}; {args.spot_passes:,} spot passes, batch "
         f"{args.batch_size}, blocks of {args.block}, seed {args.seed}, 1 torch thread\n"
     )
     print(_table(results))

@@ -119,7 +119,8 @@ def _weights_report(weights: pd.DataFrame, what: str, key: str) -> list[str]:
     Examples
     --------
     >>> w = pd.DataFrame({"B": [0.9, 0.2], "T": [0.1, 0.8]})
-    >>> print("\n".join(_weights_report(w, "cell type", "proportions")))
+    >>> for line in _weights_report(w, "cell type", "proportions"):
+    ...     print(line)
     cell types (obsm['proportions']), over 2 spots:
       cell type  mean weight  largest in
       B                 0.55           1

@@ -76,7 +76,7 @@ class NMFDeconvModule(DeltaPyroModule):
     >>> m.proportions(idx=torch.arange(4)).shape
     torch.Size([4, 2])
     >>> a = NMFDeconvModule(4, 3, torch.ones(2, 3), None, None)
-    >>> a.proportions(torch.ones(5, 3)).sum(-1)
+    >>> a.proportions(torch.ones(5, 3)).sum(-1).detach()  # an encoder reads the counts
     tensor([1., 1., 1., 1., 1.])
     """
 
