@@ -139,7 +139,7 @@ def test_archetypes_train_backed_on_a_candidate_set(spots_files, tmp_path):
         scvi.settings.seed = 0
         dv.model.Archetypes.setup_anndata(adata)
         model = dv.model.Archetypes(adata, n_archetypes=3, max_candidates=80)
-        model.train(max_epochs=20, batch_size=100, **TRAIN)
+        model.train(max_epochs=10, batch_size=100, **TRAIN)
         fits[name] = model
     backed, memory = fits["backed"], fits["memory"]
     # 80 k-means++ candidates out of a pool of all 300 spots; the same ones either way.
