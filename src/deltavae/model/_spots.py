@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import scvi
-from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
@@ -21,29 +20,16 @@ READ_CHUNK = 10_000
 
 
 class SpotModelMixin:
-    """Spot registration and chunked reads for models of spatial spots' raw counts."""
+    """Spot registration and chunked reads for models of spatial spots' raw counts.
 
-    @classmethod
-    def setup_anndata(cls, adata: AnnData, layer: str | None = None, **kwargs) -> None:
-        """Register the spots' raw counts (checked first, a chunk of rows at a time).
-
-        Parameters
-        ----------
-        adata
-            Spots x genes with raw counts, in memory or opened with :func:`deltavae.read_lazy`.
-        layer
-            Layer with the counts; ``None`` for ``adata.X``.
-
-        Examples
-        --------
-        >>> import deltavae as dv
-        >>> spots = dv.datasets.convex_mixtures(n_spots=50, n_genes=30, n_markers=5)
-        >>> dv.model.Archetypes.setup_anndata(spots)
-        """
-        cls._register_spots(adata, layer, cls._get_setup_method_args(**locals()), **kwargs)
+    Each model's ``setup_anndata`` (its own arguments and docstring) calls
+    :meth:`_register_spots` with the fields it adds to the counts.
+    """
 
     @classmethod
     def _register_spots(cls, adata, layer, setup_method_args, extra_fields=(), **kwargs) -> None:
+        """The body of each spot model's ``setup_anndata``: the counts checked a chunk of rows
+        at a time, registered as raw counts, plus the model's ``extra_fields``."""
         check_data(adata, layer, kind="counts")
         fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True), *extra_fields]
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
