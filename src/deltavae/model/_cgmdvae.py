@@ -97,7 +97,8 @@ class CGMDVAE(
         cluster (:meth:`deltavae.module.CGMDVAEModule.alignment_penalty`), so that z keeps the
         cell state and the decoder carries the condition's effect, which ``translate`` needs
         (benchmarks/README.md, Numbers behind the defaults, D8). ``"auto"``: 100 for count
-        likelihoods, 0 (off) otherwise; no effect without conditions.
+        likelihoods with labels (the clusters are then known cell types), 0 (off) otherwise:
+        unsupervised, it pulls the clusters themselves apart; no effect without conditions.
 
     Examples
     --------
@@ -130,15 +131,13 @@ class CGMDVAE(
     ):
         super().__init__(adata)
         observation = Likelihood(likelihood)
-        if condition_alignment == "auto":
-            condition_alignment = 100.0 if observation.is_count else 0.0
         check_model_arguments(
             {"n_latent_w": n_latent_w, "n_hidden": n_hidden, "n_layers": n_layers},
             dropout_rate=dropout_rate,
             positive={"dirichlet_alpha": dirichlet_alpha},
             non_negative={
                 "classifier_weight": classifier_weight,
-                "condition_alignment": condition_alignment,
+                "condition_alignment": 0 if condition_alignment == "auto" else condition_alignment,
             },
         )
         setup = self.registry_["setup_args"]
@@ -150,6 +149,8 @@ class CGMDVAE(
             n_latent = max(10, n_clusters)
         elif not isinstance(n_latent, (int, np.integer)) or n_latent < 1:
             raise ValueError(f"n_latent must be a positive integer or 'auto', got {n_latent!r}.")
+        if condition_alignment == "auto":
+            condition_alignment = 100.0 if observation.is_count and labels else 0.0
         label_to_cluster = None
         if labels:
             # Label codes 0..L-1 are the labels (scvi-tools puts the unlabelled code last).
