@@ -281,7 +281,8 @@ class CGMDVAE(
         mixture_init
             How z is clustered at ``mixture_init_epoch``: ``"umap"`` (default) runs k-means
             on a UMAP embedding of z, which keeps curved or touching groups whole;
-            ``"kmeans"`` runs it on z directly, which is faster (no UMAP). See
+            ``"spectral"`` on a spectral embedding of the same neighbour graph (no UMAP, a
+            few seconds on 10,000 cells); ``"kmeans"`` on z directly, fastest. See
             :class:`deltavae.train.MixtureInitialization` and benchmarks/README.md, Numbers
             behind the defaults, D4.
         restore_best
