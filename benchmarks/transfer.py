@@ -4,15 +4,17 @@ Part 1, held-out cell type (kang_scgen, 1,975 cells x 6,998 HVGs, scGen's protoc
 cell type T, train without T's stimulated cells, predict them from T's control cells, and score
 scGen's R² (dv.metrics.mean_expression_r2) of per-gene means on scGen's own scale,
 log1p(count / total over all genes * 1832.5), against the real stimulated T cells, over all
-genes and over T's top-100 DE genes (Wilcoxon, real ctrl vs stim). Count models are scored on
-one posterior-predictive draw of counts per cell, normalized exactly like the real cells (never
-on smooth expected counts, whose mean of logs is biased). Methods: ``no change`` (the control
-cells as they are), ``latent shift`` (scGen's latent arithmetic on an unconditional ZINBVAE,
-cell types balanced), ``translate`` with a ZINB CGMDVAE on counts and with a normal-likelihood
-CGMDVAE on scGen's log data (scGen's setting), the latter's ``residual`` form (the decoded
-change added to each control cell) and its ``nearest response`` (each control cell plus the
-observed ctrl -> stim change of the cell types most similar to it, in the data's principal
-components or in the CGMDVAE's z). Cell types are the labels of the CGMDVAEs.
+genes and over T's top-100 DE genes (Wilcoxon, real ctrl vs stim), and the delta measure: R²
+between the predicted and the true change of the mean from control on those genes. Count
+models are scored on one draw of counts per cell, normalized exactly like the real cells
+(never on smooth expected counts, whose mean of logs is biased). Methods: ``no change`` (the
+control cells as they are), ``additive`` (control plus the mean response of the other types),
+``latent shift`` (scGen's latent arithmetic on an unconditional ZINBVAE, cell types
+balanced), ``translate`` with a ZINB CGMDVAE on counts (residual, its default, and decoded)
+and with a normal-likelihood CGMDVAE on scGen's log data (scGen's setting, and its
+``residual`` form), and ``nearest response`` on either (each control cell plus the observed
+ctrl -> stim change of the cell types most similar to it, in the data's principal components
+or in the CGMDVAE's z). Cell types are the labels of the CGMDVAEs.
 
 Part 2, query mapping (kang_ifnb, 1,267 genes): reference = the 750 control cells with their
 cell types, query = the 806 stimulated cells, unlabelled; label-transfer accuracy and macro-F1
