@@ -135,22 +135,24 @@ class _CountLogProb(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, mu, theta, zi_logits, sparse: bool):
+        # In-place steps on fresh temporaries: fewer allocations, the same operations in
+        # scvi-tools' order (so the same bits).
         theta_full = theta.expand_as(mu)
-        log_theta_mu = torch.log(theta_full + mu + _EPS)
+        log_theta_mu = (theta_full + mu).add_(_EPS).log_()
         log_ratio = torch.log(theta + _EPS) - log_theta_mu
         nb_zero = theta * log_ratio  # log NB(0 | mu, theta)
-        x_term = x * (torch.log(mu + _EPS) - log_theta_mu)
+        x_term = (mu + _EPS).log_().sub_(log_theta_mu).mul_(x)
         del log_theta_mu
         if zi_logits is None:
             nonzero = x != 0
-            res, nz = _add_gamma_terms(nb_zero + x_term, x, theta_full, nonzero, sparse)
+            res, nz = _add_gamma_terms(nb_zero.add_(x_term), x, theta_full, nonzero, sparse)
             ctx.save_for_backward(x, mu, theta, log_ratio)
         else:
             zero = x < _EPS
             softplus_pi = F.softplus(-zi_logits)
-            pi_theta_log = nb_zero - zi_logits
-            case_zero = F.softplus(pi_theta_log) - softplus_pi
-            case_non_zero = pi_theta_log - softplus_pi + x_term
+            pi_theta_log = nb_zero.sub_(zi_logits)
+            case_zero = F.softplus(pi_theta_log).sub_(softplus_pi)
+            case_non_zero = (pi_theta_log - softplus_pi).add_(x_term)
             case_non_zero, nz = _add_gamma_terms(case_non_zero, x, theta_full, ~zero, sparse)
             res = torch.where(zero, case_zero, case_non_zero)
             ctx.save_for_backward(x, mu, theta, log_ratio, zi_logits, pi_theta_log, zero)
@@ -162,27 +164,27 @@ class _CountLogProb(torch.autograd.Function):
     def backward(ctx, grad):
         x, mu, theta, log_ratio, *zi = ctx.saved_tensors
         theta_full = theta.expand_as(mu)
-        inv_tm = (theta_full + mu + _EPS).reciprocal()
+        inv_tm = (theta_full + mu).add_(_EPS).reciprocal_()
         theta_inv_tm = theta_full * inv_tm
         # log NB(0) = theta log(theta / (theta + mu)): its derivatives in theta and in mu
-        d_zero_theta = log_ratio + theta / (theta + _EPS) - theta_inv_tm
+        d_zero_theta = (log_ratio + theta / (theta + _EPS)).sub_(theta_inv_tm)
         # the x log(mu / (theta + mu)) term's (x is 0 where it is absent)
-        d_mu = x * ((mu + _EPS).reciprocal() - inv_tm)
-        d_theta = x * inv_tm
+        d_mu = (mu + _EPS).reciprocal_().sub_(inv_tm).mul_(x)
+        d_theta = inv_tm.mul_(x)
         if zi:
             zi_logits, pi_theta_log, zero = zi
             # weight of log NB(0) in the log-density: sigmoid(pi_theta_log) at a zero, else 1
-            w = torch.where(zero, torch.sigmoid(pi_theta_log), 1.0)
-            grad_pi = grad * (torch.sigmoid(-zi_logits) - w)
-            d_mu = d_mu - w * theta_inv_tm
-            d_theta = w * d_zero_theta - d_theta
+            w = torch.sigmoid(pi_theta_log).masked_fill_(~zero, 1.0)
+            grad_pi = torch.sigmoid(-zi_logits).sub_(w).mul_(grad)
+            d_mu = d_mu.sub_(theta_inv_tm.mul_(w))
+            d_theta = d_zero_theta.mul_(w).sub_(d_theta)
             nonzero = None if ctx.nz is not None else ~zero
         else:
             grad_pi = None
-            d_mu = d_mu - theta_inv_tm
-            d_theta = d_zero_theta - d_theta
+            d_mu = d_mu.sub_(theta_inv_tm)
+            d_theta = d_zero_theta.sub_(d_theta)
             nonzero = None if ctx.nz is not None else x != 0
-        grad_mu, grad_theta = grad * d_mu, grad * d_theta
+        grad_mu, grad_theta = d_mu.mul_(grad), d_theta.mul_(grad)
         if ctx.nz is None:
             digammas = torch.digamma(x + theta_full) - torch.digamma(theta_full)
             grad_theta = grad_theta + grad * torch.where(nonzero, digammas, 0.0)
