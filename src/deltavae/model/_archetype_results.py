@@ -68,7 +68,8 @@ def rank_genes_layout(profiles: pd.DataFrame, n_genes: int, groupby: str) -> dic
         "logfoldchanges": [],
     }
     for k in range(len(names)):
-        rest = np.delete(values, k, axis=1).mean(axis=1)
+        others = np.delete(values, k, axis=1)
+        rest = others.mean(axis=1) if others.shape[1] else np.zeros(len(values))  # one archetype
         score = (values[:, k] - rest) / np.sqrt(values.mean(axis=1) + 1.0)
         top = np.argsort(-score, kind="stable")[:n_genes]
         fields["names"].append(np.asarray(profiles.index[top], dtype=object))

@@ -28,6 +28,7 @@ from ._spots import SpotModelMixin
 from ._validation import check_model_arguments, warn_user
 
 _CP10K = 1e4
+_SAMPLE = REGISTRY_KEYS.BATCH_KEY
 # Arguments that must be positive integers.
 _SIZES = ("max_archetypes", "n_pcs", "n_hidden", "n_layers", "max_candidates", "smooth_neighbors")
 _SIZES += ("min_spots",)
@@ -140,7 +141,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             n_layers=n_layers,
             dropout_rate=dropout_rate,
             prior_concentration=prior_concentration,
-            n_samples=self.summary_stats.n_batch,
+            n_samples=self.summary_stats.get("n_batch", 1),
         )
         self.signature_map_ = None
         self._cache: dict = {}
@@ -171,8 +172,8 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> dv.model.Archetypes.setup_anndata(spots, sample_key="slide")  # doctest: +SKIP
         """
         args = cls._get_setup_method_args(**locals())
-        sample = CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, sample_key)
-        cls._register_spots(adata, layer, args, extra_fields=[sample], **kwargs)
+        samples = [] if sample_key is None else [CategoricalObsField(_SAMPLE, sample_key)]
+        cls._register_spots(adata, layer, args, extra_fields=samples, **kwargs)
 
     def get_sample_factors(self) -> pd.DataFrame:
         """Each sample's technical factor of each gene (genes x samples; 1 is no change; their
@@ -182,12 +183,12 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         --------
         >>> a.get_sample_factors().head()  # doctest: +SKIP
         """
-        mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
-        names = list(mapping.categorical_mapping)
+        names = ["all spots"]
+        if _SAMPLE in self.adata_manager.data_registry:
+            names = list(self.adata_manager.get_state_registry(_SAMPLE).categorical_mapping)
         gamma = self.module.technology()
-        factors = np.ones((len(names), self.adata.n_vars))
-        if gamma is not None:
-            factors = torch.exp(gamma).detach().cpu().numpy().astype(np.float64)
+        gamma = np.zeros((1, self.adata.n_vars)) if gamma is None else gamma.detach().cpu()
+        factors = np.exp(np.asarray(gamma, dtype=np.float64))
         return pd.DataFrame(factors.T, index=self.adata.var_names, columns=names)
 
     def train(self, max_epochs: int = 300, lr: float = 5e-3, **kwargs):
