@@ -22,29 +22,25 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import matplotlib  # noqa: E402
+import _common  # noqa: F401 - first: it sets OMP_WAIT_POLICY before torch loads
+import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import scanpy as sc  # noqa: E402
-import scvi  # noqa: E402
-import torch  # noqa: E402
-from scipy.optimize import nnls  # noqa: E402
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import scvi
+import torch
+from _common import Timer, fmt_mean_sd, markdown_table
+from scipy.optimize import nnls
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, fmt_mean_sd, markdown_table  # noqa: E402
-
-import deltavae as dv  # noqa: E402
-from deltavae.metrics import deconvolution_scores, matched_profile_correlation  # noqa: E402
+import deltavae as dv
+from deltavae.metrics import deconvolution_scores, matched_profile_correlation
 
 METRICS = ["pcc", "ssim", "rmse", "jsd", "aupr"]
 HARD_TYPES = ["CD8 T", "Memory CD4 T"]

@@ -25,26 +25,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import warnings
-from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import _common  # noqa: F401 - first: it sets OMP_WAIT_POLICY before torch loads
+import numpy as np
+import pandas as pd
+import scvi
+import torch
+from _common import Timer, load_average, markdown_table
+from anndata import AnnData
+from sklearn.model_selection import KFold
+from sklearn.neighbors import NearestNeighbors
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import scvi  # noqa: E402
-import torch  # noqa: E402
-from anndata import AnnData  # noqa: E402
-from sklearn.model_selection import KFold  # noqa: E402
-from sklearn.neighbors import NearestNeighbors  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, load_average, markdown_table  # noqa: E402
-
-import deltavae as dv  # noqa: E402
-from deltavae.metrics import imputation_scores  # noqa: E402
+import deltavae as dv
+from deltavae.metrics import imputation_scores
 
 PAIRS = ["cerebellum", "hippocampus", "hypothalamus", "lymphnode"]
 METHODS = ["deltavae", "deltavae-latent", "knn", "gimvi", "tangram"]

@@ -30,23 +30,21 @@ from __future__ import annotations
 
 import os
 
+import _common  # noqa: F401 - first: it sets OMP_WAIT_POLICY before torch loads
+
 # One thread and passive waiting: the machine is shared (see zinbvae_vs_scvi.py).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import PeakRSS, Timer, markdown_table, mib, quiet, run_json_subprocess  # noqa: E402
+import numpy as np
+from _common import PeakRSS, Timer, markdown_table, mib, quiet, run_json_subprocess
 
 N_GENES = 2000
 GENES_PER_CELL = 200  # ~10% non-zero, typical of 10x data after gene filtering

@@ -30,21 +30,19 @@ from __future__ import annotations
 
 import os
 
+import _common  # noqa: F401 - first: it sets OMP_WAIT_POLICY before torch loads
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (  # noqa: E402
+import numpy as np
+from _common import (
     PeakRSS,
     Timer,
     load_average,

@@ -17,11 +17,9 @@ import io
 import pstats
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import quiet  # noqa: E402  (sets OMP_WAIT_POLICY before torch loads)
+import _common  # noqa: F401 - first: it sets OMP_WAIT_POLICY before torch loads
+from _common import quiet
 
 
 def main(argv=None) -> int:
