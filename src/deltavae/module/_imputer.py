@@ -17,8 +17,8 @@ per spot, q(p_s) = Dirichlet(beta_s), and a point mass for gamma. The imputed ex
 any gene is ``a_s * gamma_g * sum_k E_q[p_sk] m_kg``, with gamma_g the fitted factor for a
 visible gene and the geometric mean of the fitted factors for the others (a gene's overall
 scale on the spatial platform is not identifiable from the reference alone). The posterior
-mean of the proportions, rather than their mode, imputed noticeably better on the benchmark
-(benchmarks/README.md, "Gene imputation").
+mean of the proportions, rather than their mode, imputed better on the benchmark's folds in a
+prototype (benchmarks/README.md, "Gene imputation").
 
 **Latent** (a joint latent space, as gimVI). Reference cells c with counts r_c and library
 l_c = sum_g r_cg, and spots s with visible counts x_s and visible total n_s:
