@@ -204,12 +204,16 @@ def test_pyro_elbo_equals_torch_loss():
     inference.update(z=z, w=w)
     generative = module.generative(**module._get_generative_input(tensors, inference))
     losses = module.loss(tensors, inference, generative)
+    covs = tensors["extra_categorical_covs"]
+    terms = module.mixture_terms(z, w, covs, module.observed_clusters(tensors["labels"]))
+    # Labelled counts: condition_alignment="auto" turns the alignment penalty on (a minibatch
+    # statistic, charged to every cell).
+    assert module.condition_alignment > 0
+    alignment = module.condition_alignment * module.alignment_penalty(z, covs, terms["qy"])
     per_cell = (
         losses.reconstruction_loss["reconstruction_loss"]
         + sum(losses.kl_local.values())
-        + module.classifier_weight
-        * module.mixture_terms(
-            z, w, tensors["extra_categorical_covs"], module.observed_clusters(tensors["labels"])
-        )["classifier"]
+        + module.classifier_weight * terms["classifier"]
+        + alignment
     )
     torch.testing.assert_close(-elbo, per_cell.sum(), rtol=1e-3, atol=1e-2)
