@@ -134,6 +134,8 @@ def test_semi_supervised_names_clusters_by_label():
     assert adata.obs["label"].tolist().count("unknown") == int((~labelled).sum())
 
 
+# 11-19 s: in the slow stage (python -m pytest -m slow), which CI also runs.
+@pytest.mark.slow
 def test_semi_supervised_beats_unsupervised():
     """Labels that pair up six natural groups: only the labelled cells say which pairs."""
     adata = dv.datasets.synthetic_counts(

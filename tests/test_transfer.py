@@ -309,6 +309,8 @@ def test_latent_shift_moves_an_unconditional_model_towards_the_target():
         vae.predict_perturbation(ctrl, "stim", "nearest_response", condition_key="condition")
 
 
+# 11-19 s: in the slow stage (python -m pytest -m slow), which CI also runs.
+@pytest.mark.slow
 def test_normal_translate_on_log_data_and_its_residual_form():
     """scGen's setting: log-normalized data, a Gaussian decoder, predictions on that scale."""
     scvi.settings.seed = 0
@@ -331,6 +333,8 @@ def test_normal_translate_on_log_data_and_its_residual_form():
     np.testing.assert_allclose(same.X, ctrl.layers["log"], atol=1e-5)
 
 
+# 11-19 s: in the slow stage (python -m pytest -m slow), which CI also runs.
+@pytest.mark.slow
 def test_nearest_response_carries_a_seen_response_to_a_held_out_group():
     """A cluster never seen stimulated gets the response of the clusters it resembles."""
     scvi.settings.seed = 0
