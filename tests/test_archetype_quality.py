@@ -81,7 +81,7 @@ def test_no_thin_archetype_on_the_tutorial_spots():
     assert best.min() >= 0.3, best  # each follows a cell type (before: one at <= 0.15)
 
 
-def test_slides_share_archetypes_with_a_technical_factor_each():
+def test_slides_share_archetypes_with_a_technical_factor_each(tmp_path):
     """Two slides of the same 3 archetypes; slide B scales each gene by a known factor."""
     rng = np.random.default_rng(0)
     slides = []
@@ -109,6 +109,10 @@ def test_slides_share_archetypes_with_a_technical_factor_each():
     truth = np.vstack([mix.obsm["weights_true"] for mix in slides])
     best = np.corrcoef(weights.T, truth.T)[:3, 3:].max(axis=1)
     assert best.min() > 0.8, best  # one set of archetypes fits both slides
+    model.save(tmp_path / "slides")
+    loaded = dv.model.Archetypes.load(tmp_path / "slides", spots)
+    np.testing.assert_array_equal(loaded.get_archetype_weights().to_numpy(), weights)
+    np.testing.assert_array_equal(loaded.get_sample_factors(), model.get_sample_factors())
     new = spots[:5].copy()
     new.obs["slide"] = "C"
     with pytest.raises(ValueError, match="slide"):
