@@ -32,8 +32,9 @@ def _as_frame(values, name: str, columns=None, index=None) -> pd.DataFrame:
     return pd.DataFrame(array, index=index, columns=columns)
 
 
-def _aligned(true, pred) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both tables as DataFrames with the same spots and types (pred reordered to true)."""
+def _aligned(true, pred, values: str = "proportions") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both tables as DataFrames with the same spots and columns (pred reordered to true);
+    ``values`` names what they hold in the error for NaN or infinite entries."""
     true = _as_frame(true, "true")
     pred = _as_frame(pred, "pred", columns=true.columns, index=true.index)
     if true.shape[0] != pred.shape[0]:
@@ -50,7 +51,7 @@ def _aligned(true, pred) -> tuple[pd.DataFrame, pd.DataFrame]:
         pred = pred.loc[true.index]
     for name, frame in (("true", true), ("pred", pred)):
         if not np.isfinite(frame.to_numpy()).all():
-            raise ValueError(f"{name} contains NaN or infinite proportions")
+            raise ValueError(f"{name} contains NaN or infinite {values}")
     return true, pred
 
 

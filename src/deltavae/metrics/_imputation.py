@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._deconvolution import _jsd, _pcc, _ssim
+from ._deconvolution import _aligned, _as_frame, _jsd, _pcc, _ssim
 
 
 def _zscore(v: np.ndarray) -> np.ndarray:
@@ -29,28 +29,18 @@ def _rmse_z(t: np.ndarray, p: np.ndarray) -> float:
 
 def _gene_frames(true, pred) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Both tables with the true table's spots and genes; genes matched by name."""
-    if not isinstance(true, pd.DataFrame):
-        true = pd.DataFrame(np.asarray(true, dtype=float))
+    true = _as_frame(true, "true")
     if not isinstance(pred, pd.DataFrame):
         pred = np.asarray(pred, dtype=float)
         if pred.shape != true.shape:
             raise ValueError(f"true has shape {true.shape} but pred has shape {pred.shape}")
-        pred = pd.DataFrame(pred, index=true.index, columns=true.columns)
-    if len(true) != len(pred):
-        raise ValueError(f"true has {len(true)} spots but pred has {len(pred)}")
-    missing = true.columns.difference(pred.columns)
-    if len(missing):
-        raise KeyError(f"pred lacks {len(missing)} of the true genes (e.g. {missing[:5].tolist()})")
-    pred = pred[true.columns]
-    if not pred.index.equals(true.index):
-        if set(pred.index) != set(true.index):
-            raise ValueError("true and pred index different spots; align them first")
-        pred = pred.loc[true.index]
-    true, pred = true.astype(float), pred.astype(float)
-    for name, frame in (("true", true), ("pred", pred)):
-        if not np.isfinite(frame.to_numpy()).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
-    return true, pred
+    else:
+        missing = true.columns.difference(pred.columns)
+        if len(missing):
+            raise KeyError(
+                f"pred lacks {len(missing)} of the true genes (e.g. {missing[:5].tolist()})"
+            )
+    return _aligned(true, pred, values="values")
 
 
 def imputation_scores(true, pred) -> pd.DataFrame:
