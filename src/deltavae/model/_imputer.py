@@ -9,8 +9,6 @@ import pandas as pd
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager
-from scvi.data.fields import LayerField, NumericalObsField
 from scvi.model.base import BaseModelClass
 
 from .._checks import check_labels, dense, layer_matrix
@@ -20,17 +18,17 @@ from ._base import DeltaModelMixin
 from ._genes import _refuse_duplicates
 from ._imputer_reference import cluster_states, state_profiles
 from ._saved import read_saved
+from ._spots import SPOT_INDEX, SpotModelMixin
 from ._validation import check_data, warn_user
 
 logger = logging.getLogger(__name__)
 
-_INDEX_COLUMN = "_indices"
 _DESIGNS = ("deconvolution", "latent")
 _FEW_SHARED_GENES = 50
 _CHUNK = 4096
 
 
-class SpatialImputer(DeltaModelMixin, BaseModelClass):
+class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
     """Expected expression of every reference gene in every spot, from the genes it measured.
 
     Spots (Visium, Slide-seq, MERFISH, Xenium ...) measure a subset of the genes of a
@@ -149,16 +147,8 @@ class SpatialImputer(DeltaModelMixin, BaseModelClass):
         --------
         >>> dv.model.SpatialImputer.setup_anndata(spots)  # doctest: +SKIP
         """
-        check_data(adata, layer, kind="counts")
-        adata.obs[_INDEX_COLUMN] = np.arange(adata.n_obs)
         setup_method_args = cls._get_setup_method_args(**locals())
-        fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
-            NumericalObsField(REGISTRY_KEYS.INDICES_KEY, _INDEX_COLUMN),
-        ]
-        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
-        cls.register_manager(adata_manager)
+        cls._register_spots(adata, layer, setup_method_args, spot_index=True, **kwargs)
 
     @classmethod
     def from_reference(
@@ -439,5 +429,5 @@ class SpatialImputer(DeltaModelMixin, BaseModelClass):
                 )
             adata = adata[:, genes.to_numpy()]
             adata = adata.to_memory() if adata.isbacked else adata.copy()
-            adata.obs[_INDEX_COLUMN] = np.arange(adata.n_obs)
+            adata.obs[SPOT_INDEX] = np.arange(adata.n_obs)
         return super().load(dir_path, adata=adata, **kwargs)

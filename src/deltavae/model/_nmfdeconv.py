@@ -9,7 +9,6 @@ import pandas as pd
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
-from scvi.data.fields import NumericalObsField
 from scvi.model.base import BaseModelClass
 
 from ..module import NMFDeconvModule
@@ -23,7 +22,6 @@ from ._validation import check_model_arguments
 
 logger = logging.getLogger(__name__)
 
-_INDEX_COLUMN = "_indices"
 _FEW_SHARED_GENES = 100
 _FEW_CELLS = 5
 #: Amortised training defaults: spots per step, steps in all, learning rate; spots per
@@ -191,12 +189,8 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         --------
         >>> dv.model.NMFDeconv.setup_anndata(spots)  # doctest: +SKIP
         """
-        extra = []
-        if spot_index:
-            adata.obs[_INDEX_COLUMN] = np.arange(adata.n_obs)
-            extra = [NumericalObsField(REGISTRY_KEYS.INDICES_KEY, _INDEX_COLUMN)]
         setup_method_args = cls._get_setup_method_args(**locals())
-        cls._register_spots(adata, layer, setup_method_args, extra, **kwargs)
+        cls._register_spots(adata, layer, setup_method_args, spot_index=spot_index, **kwargs)
 
     # ------------------------------------------------------------------------- training
     def train(

@@ -10,13 +10,16 @@ import numpy as np
 import scvi
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import LayerField
+from scvi.data.fields import LayerField, NumericalObsField
 
 from .._checks import dense
 from ._validation import check_data
 
 #: Spots read at a time by the first passes.
 READ_CHUNK = 10_000
+
+#: obs column holding each spot's row, for models that look per-spot parameters up by it.
+SPOT_INDEX = "_indices"
 
 
 class SpotModelMixin:
@@ -27,11 +30,17 @@ class SpotModelMixin:
     """
 
     @classmethod
-    def _register_spots(cls, adata, layer, setup_method_args, extra_fields=(), **kwargs) -> None:
+    def _register_spots(
+        cls, adata, layer, setup_method_args, extra_fields=(), spot_index=False, **kwargs
+    ) -> None:
         """The body of each spot model's ``setup_anndata``: the counts checked a chunk of rows
-        at a time, registered as raw counts, plus the model's ``extra_fields``."""
+        at a time, registered as raw counts, plus the model's ``extra_fields`` and, with
+        ``spot_index``, each spot's row (written to ``obs[SPOT_INDEX]`` once the data passed)."""
         check_data(adata, layer, kind="counts")
         fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True), *extra_fields]
+        if spot_index:
+            adata.obs[SPOT_INDEX] = np.arange(adata.n_obs)
+            fields.append(NumericalObsField(REGISTRY_KEYS.INDICES_KEY, SPOT_INDEX))
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
