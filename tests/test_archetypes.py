@@ -162,3 +162,27 @@ def test_bad_input():
         dv.model.Archetypes(mix, n_archetypes=25)
     with pytest.raises(ValueError, match="n_archetypes must be an integer or 'auto'"):
         dv.model.Archetypes(mix, n_archetypes="many")
+
+
+def test_likelihood_is_the_negative_binomial():
+    """The obs site (the fused count log-density) gives Pyro's NB log-likelihood and its
+    gradients, with the mean l_s * (w_s A)_g."""
+    from pyro import poutine
+
+    from deltavae.distributions import negative_binomial
+    from deltavae.module import ArchetypesModule
+
+    gen = torch.Generator().manual_seed(0)
+    profiles = torch.softmax(torch.randn(30, 12, generator=gen), dim=-1)
+    module = ArchetypesModule(profiles, torch.softmax(torch.randn(3, 30, generator=gen), dim=-1))
+    x = torch.poisson(torch.full((16, 12), 2.0), generator=gen)
+    weights = torch.softmax(torch.randn(16, 3, generator=gen), dim=-1)
+    model = poutine.condition(module.model, data={"weights": weights})
+    fused = poutine.trace(model).get_trace(x).nodes["obs"]["fn"].log_prob(x).sum()
+    mean = x.sum(-1, keepdim=True) * (weights @ module.archetype_profiles())
+    pyro_nb = negative_binomial(mean, torch.exp(module.log_theta)).log_prob(x).sum()
+    params = [module.B_logits, module.log_theta]
+    grads = [torch.autograd.grad(value, params) for value in (fused, pyro_nb)]
+    torch.testing.assert_close(fused, pyro_nb, rtol=1e-5, atol=1e-3)
+    for ours, theirs in zip(*grads, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)

@@ -33,7 +33,7 @@ from scvi.distributions import NegativeBinomial
 from scvi.module.base import LossOutput, auto_move_data
 from scvi.nn import Encoder
 
-from ..distributions import negative_binomial
+from ..distributions import CountDistribution, count_log_prob
 from ._base import DeltaPyroModule
 
 _X = REGISTRY_KEYS.X_KEY
@@ -176,7 +176,7 @@ class ArchetypesModule(DeltaPyroModule):
                 weights = pyro.sample("weights", self._prior(x))
             theta = torch.exp(self.log_theta)
             mean = self._mean(x, weights, sample)
-            pyro.sample("obs", negative_binomial(mean, theta).to_event(1), obs=x)
+            pyro.sample("obs", CountDistribution(mean, theta).to_event(1), obs=x)
 
     def guide(self, x, sample=None, kl_weight: float = 1.0):
         """Amortised logistic-normal q(w | x, sample)."""
@@ -211,7 +211,8 @@ class ArchetypesModule(DeltaPyroModule):
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
         """Negative ELBO per spot: reconstruction plus a one-sample KL estimate."""
         x = tensors[_X]
-        reconstruction = -generative_outputs["px"].log_prob(x).sum(-1)
+        px = generative_outputs["px"]
+        reconstruction = -count_log_prob(x, px.mu, px.theta).sum(-1)
         weights = inference_outputs["weights"]
         kl = inference_outputs["qw"].log_prob(weights) - self._prior(x).log_prob(weights)
         return LossOutput(
