@@ -42,7 +42,7 @@ import deltavae as dv
 from deltavae.metrics import imputation_scores
 
 PAIRS = ["cerebellum", "hippocampus", "hypothalamus", "lymphnode"]
-METHODS = ["deltavae", "deltavae-latent", "knn", "gimvi", "tangram"]
+METHODS = ["deltavae", "deltavae-type", "deltavae-latent", "knn", "gimvi", "tangram"]
 TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
@@ -64,9 +64,9 @@ def load_pair(name: str) -> tuple[AnnData, AnnData]:
 
 
 # ------------------------------------------------------------------ methods
-def run_deltavae(spots, reference, hidden, args, design="deconvolution"):
+def run_deltavae(spots, reference, hidden, args, design="deconvolution", profiles="neighbours"):
     model = dv.model.SpatialImputer.from_reference(
-        spots, reference=reference, labels_key="cell_type", design=design
+        spots, reference=reference, labels_key="cell_type", design=design, profiles=profiles
     )
     model.train(
         max_epochs=args.epochs if design == "deconvolution" else args.latent_epochs, **TRAIN
@@ -136,6 +136,7 @@ def run_tangram(spots, reference, hidden, args):
 
 RUNNERS = {
     "deltavae": run_deltavae,
+    "deltavae-type": lambda s, r, h, a: run_deltavae(s, r, h, a, profiles="type"),
     "deltavae-latent": lambda s, r, h, a: run_deltavae(s, r, h, a, design="latent"),
     "knn": run_knn,
     "gimvi": run_gimvi,
@@ -143,6 +144,7 @@ RUNNERS = {
 }
 NAMES = {
     "deltavae": "deltavae SpatialImputer",
+    "deltavae-type": "deltavae SpatialImputer (type profiles)",
     "deltavae-latent": "deltavae SpatialImputer (latent)",
     "knn": "kNN on shared genes",
     "gimvi": "scvi GIMVI",
@@ -165,6 +167,8 @@ def run_pair(name: str, args) -> dict[str, dict]:
     scores = {m: [] for m in args.methods}
     seconds = dict.fromkeys(args.methods, 0.0)
     for fold, (seen, held) in enumerate(folds):
+        if args.only_folds is not None and fold not in args.only_folds:
+            continue
         visible, hidden = list(genes[seen]), list(genes[held])
         spots = spatial[:, visible].copy()
         spot_totals = dense(spots.X).sum(axis=1)
@@ -203,6 +207,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--only-folds", type=int, nargs="+", help="run these folds only (quick checks)"
+    )
     parser.add_argument("--epochs", type=int, default=400, help="SpatialImputer epochs")
     parser.add_argument("--latent-epochs", type=int, default=100, help="latent design epochs")
     parser.add_argument("--gimvi-epochs", type=int, default=100)
@@ -231,7 +238,7 @@ def main() -> None:
                 ]
             )
         if "deltavae" in result:
-            others = {m: r["pcc"] for m, r in result.items() if m != "deltavae"}
+            others = {m: r["pcc"] for m, r in result.items() if not m.startswith("deltavae")}
             best = max(others.values(), default=float("-inf"))
             wins.append((name, result["deltavae"]["pcc"] > best))
     print(

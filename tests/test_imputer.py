@@ -43,6 +43,35 @@ def _median_pcc(truth: pd.DataFrame, imputed: pd.DataFrame) -> float:
     return float(imputation_scores(truth, imputed)["pcc"].median())
 
 
+@pytest.fixture(scope="module")
+def substates():
+    """Single-cell spots and a reference of 3 labelled types, each made of 2 unlabelled
+    substates that differ on 50 visible and on the 10 hidden genes (Poisson counts)."""
+    rng = np.random.default_rng(0)
+    n_genes, hidden = 60, 10
+    types = rng.gamma(2.0, 1.0, size=(3, n_genes))
+    # Substates: a type's profile times a gene-wise factor, up or down 3-fold per substate.
+    states = np.repeat(types, 2, axis=0) * np.exp(rng.choice([-1.1, 1.1], size=(6, n_genes)))
+    states /= states.sum(1, keepdims=True)
+
+    def draw(n_per_state, depth):
+        state = np.repeat(np.arange(6), n_per_state)
+        return state, rng.poisson(states[state] * depth).astype(np.float32)
+
+    genes = [f"g{i}" for i in range(n_genes)]
+    cell_state, cells = draw(40, 60)  # shallow reference cells
+    ref = ad.AnnData(cells, var=pd.DataFrame(index=genes))
+    ref.obs["cell_type"] = pd.Categorical([f"type{s // 2}" for s in cell_state])
+    _, spot_counts = draw(20, 400)  # deeper single-cell spots
+    names = [f"spot{i}" for i in range(len(spot_counts))]
+    spatial = ad.AnnData(
+        spot_counts[:, :-hidden], obs=pd.DataFrame(index=names),
+        var=pd.DataFrame(index=genes[:-hidden]),
+    )  # fmt: skip
+    truth = pd.DataFrame(spot_counts[:, -hidden:], index=names, columns=genes[-hidden:])
+    return spatial, ref, truth
+
+
 # ----------------------------------------------------------------------------- metrics
 def test_imputation_scores_known_values_and_names():
     true = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
@@ -90,6 +119,22 @@ def test_latent_design_imputes_and_its_loss_falls(pair):
     assert _median_pcc(truth, model.impute()) > 0.5
 
 
+def test_neighbour_profiles_find_substates(substates, monkeypatch):
+    spatial, ref, truth = substates
+    pcc = {}
+    for profiles in ("type", "neighbours"):
+        scvi.settings.seed = 0
+        model = dv.model.SpatialImputer.from_reference(spatial, reference=ref, profiles=profiles)
+        model.train(max_epochs=30, **TRAIN)
+        imputed = model.impute()
+        pcc[profiles] = _median_pcc(truth, imputed)
+    # The type means cannot tell the substates apart; the cells most like the spot can.
+    assert pcc["neighbours"] > 0.6 and pcc["neighbours"] > pcc["type"] + 0.2, pcc
+    # Spots are read in chunks (spots x cells similarities): the chunk size does not matter.
+    monkeypatch.setattr("deltavae.model._imputer._CHUNK", 7)
+    pd.testing.assert_frame_equal(model.impute(), imputed)
+
+
 def test_genes_matched_by_name(pair, fitted):
     spatial, ref, _ = pair
     order = np.random.default_rng(0).permutation(spatial.n_vars)
@@ -120,6 +165,12 @@ def test_refusals(pair):
         dv.model.SpatialImputer.from_reference(ref.copy(), reference=ref, labels_key="cluster")
     with pytest.raises(ValueError, match="design must be one of"):
         dv.model.SpatialImputer.from_reference(spatial, reference=ref, design="magic")
+    with pytest.raises(ValueError, match="profiles must be one of .'neighbours', 'type'."):
+        dv.model.SpatialImputer.from_reference(spatial, reference=ref, profiles="cells")
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        dv.model.SpatialImputer.from_reference(
+            spatial, reference=ref, labels_key="cluster", temperature=0
+        )
     with pytest.warns(UserWarning, match="share only 30 genes"):
         dv.model.SpatialImputer.from_reference(
             spatial[:, :30].copy(), reference=ref, labels_key="cluster"
@@ -142,19 +193,25 @@ def test_results_in_adata_and_user_data_unchanged(pair, fitted, tmp_path):
         fitted.write_to_adata(user[::-1].copy())
 
 
-@pytest.mark.parametrize("design", ["deconvolution", "latent"])
-def test_save_load_round_trip(pair, fitted, design, tmp_path):
+@pytest.mark.parametrize(
+    ("design", "profiles"), [("deconvolution", "neighbours"), ("deconvolution", "type"),
+                             ("latent", None)],
+)  # fmt: skip
+def test_save_load_round_trip(pair, fitted, design, profiles, tmp_path):
     spatial, ref, _ = pair
-    if design == "deconvolution":
+    if profiles == "neighbours":
         model = fitted
     else:
-        model = dv.model.SpatialImputer.from_reference(spatial, reference=ref, design="latent")
+        model = dv.model.SpatialImputer.from_reference(
+            spatial, reference=ref, labels_key="cluster", design=design,
+            profiles=profiles or "neighbours",
+        )  # fmt: skip
         model.train(max_epochs=3, **TRAIN)
     model.save(tmp_path / "imputer")
     # The spots as the user has them (another gene order) are matched to the model's genes.
     reordered = spatial[:, ::-1].copy()
     loaded = dv.model.SpatialImputer.load(tmp_path / "imputer", reordered)
-    assert loaded.design_ == design
+    assert loaded.design_ == design and loaded.profiles_ == profiles
     pd.testing.assert_frame_equal(loaded.impute(), model.impute())
     assert list(reordered.obs.columns) == []
     with pytest.raises(ValueError, match="lacks 1 of the model's"):

@@ -20,6 +20,16 @@ scale on the spatial platform is not identifiable from the reference alone). The
 mean of the proportions, rather than their mode, imputed better on the benchmark's folds in a
 prototype (benchmarks/README.md, "Gene imputation").
 
+*Neighbour profiles* (optional, ``cells`` given). A cell type averages over substates its label
+does not separate. Given the reference's single cells j (state k_j, normalised profile
+r_jg / sum_v r_jv), a spot s is imputed with its own profile of each state,
+
+    m_kg(s) = L_k * sum_{j in k} w_sj r_jg / sum_v r_jv,   w_sj = softmax_{j in k}(rho_sj / tau)
+
+where rho_sj is the correlation of the log-normalised visible counts of spot s and cell j,
+tau the temperature and L_k = sum_v m_kv (so m_k(s) has the state's visible total). Only the
+readout changes: the proportions are those fitted with the state means.
+
 **Latent** (a joint latent space, as gimVI). Reference cells c with counts r_c and library
 l_c = sum_g r_cg, and spots s with visible counts x_s and visible total n_s:
 
@@ -55,6 +65,14 @@ from ._base import DeltaPyroModule
 
 _X = REGISTRY_KEYS.X_KEY
 _IDX = REGISTRY_KEYS.INDICES_KEY
+
+
+def unit_log(x: torch.Tensor) -> torch.Tensor:
+    """Rows of log-normalised counts (``log1p`` per 10,000), centred and scaled to norm 1: their
+    dot products are correlations."""
+    h = torch.log1p(x / x.sum(-1, keepdim=True).clamp_min(1.0) * 1e4)
+    h = h - h.mean(-1, keepdim=True)
+    return h / (h.norm(dim=-1, keepdim=True) + 1e-12)
 
 
 def _fn_args(tensor_dict):
@@ -129,6 +147,14 @@ class ImputerDeconvolutionModule(_ImputerBase):
     technology_sd
         Prior standard deviation of the log platform factor.
 
+    cells
+        Reference single cells x all reference genes, raw counts, for neighbour profiles
+        (``None``: the state profiles read out every spot). Kept in memory, not saved.
+    cell_states
+        State (row of ``profiles``) of every cell of ``cells``.
+    temperature
+        Temperature tau of the neighbour weights (on correlations).
+
     Examples
     --------
     >>> import torch
@@ -145,11 +171,17 @@ class ImputerDeconvolutionModule(_ImputerBase):
         profiles: torch.Tensor,
         visible: torch.Tensor,
         technology_sd: float = 0.5,
+        cells: torch.Tensor | None = None,
+        cell_states: torch.Tensor | None = None,
+        temperature: float = 0.1,
     ):
         profiles = torch.as_tensor(profiles, dtype=torch.float32)
         super().__init__(n_spots, profiles.shape[1], visible, technology_sd)
         self.n_states = n_states = profiles.shape[0]
         self.register_buffer("log_profiles", torch.log(profiles.clamp_min(1e-8)))
+        self.neighbours = cells is not None
+        if self.neighbours:
+            self._set_cells(cells, cell_states, temperature)
         self.log_concentration = nn.Parameter(torch.zeros(n_spots, n_states))
         self.prior_logits = nn.Parameter(torch.zeros(n_states))
         self.prior_log_total = nn.Parameter(torch.tensor(math.log(n_states)))
@@ -162,6 +194,51 @@ class ImputerDeconvolutionModule(_ImputerBase):
         start = torch.as_tensor(spot_totals, dtype=torch.float32) / per_cell
         with torch.no_grad():
             self.log_abundance.copy_(torch.log(start.clamp_min(1e-3)))
+
+    def _set_cells(self, cells, cell_states, temperature: float) -> None:
+        """Buffers (not saved) of the cells with counts on the visible genes."""
+        cells = torch.as_tensor(cells, dtype=torch.float32)
+        states = torch.as_tensor(cell_states, dtype=torch.long)
+        if cells.shape[1] != self.n_genes or states.shape != (len(cells),):
+            raise ValueError(
+                f"cells must be cells x {self.n_genes} genes with one state each; got "
+                f"{tuple(cells.shape)} and {tuple(states.shape)} states."
+            )
+        if len(states) and (int(states.min()) < 0 or int(states.max()) >= self.n_states):
+            raise ValueError(f"cell_states must index the {self.n_states} states.")
+        totals = cells[:, self.visible].sum(1)
+        keep = totals > 0
+        cells, states, totals = cells[keep], states[keep], totals[keep]
+        self.temperature = float(temperature)
+        self.register_buffer("cell_profiles", cells / totals[:, None], persistent=False)
+        self.register_buffer("cell_states", states, persistent=False)
+        self.register_buffer("cell_units", unit_log(cells[:, self.visible]), persistent=False)
+        has = torch.zeros(self.n_states, dtype=torch.bool)
+        has[states] = True
+        self.register_buffer("states_with_cells", has, persistent=False)
+
+    def neighbour_mixture(self, x: torch.Tensor, proportions: torch.Tensor) -> torch.Tensor:
+        """sum_k p_sk m_k(s): the spots' mixtures of their own neighbour profiles.
+
+        Parameters
+        ----------
+        x
+            Visible counts of the spots (spots x visible genes).
+        proportions
+            Their shares of the states (spots x states).
+        """
+        logits = unit_log(x) @ self.cell_units.T / self.temperature  # spots x cells
+        index = self.cell_states.expand_as(logits)
+        top = logits.new_full((len(x), self.n_states), -torch.inf)
+        top = top.scatter_reduce(1, index, logits, "amax", include_self=True)
+        weights = torch.exp(logits - top[:, self.cell_states])
+        sums = logits.new_zeros(len(x), self.n_states).scatter_add_(1, index, weights)
+        totals = torch.exp(self.log_profiles[:, self.visible]).sum(1)
+        share = torch.where(self.states_with_cells, proportions * totals, 0.0)
+        weights = weights * (share / sums.clamp_min(1e-30))[:, self.cell_states]
+        # States without usable cells keep their mean profile.
+        rest = torch.where(self.states_with_cells, 0.0, proportions)
+        return weights @ self.cell_profiles + rest @ torch.exp(self.log_profiles)
 
     def concentration(self, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Dirichlet concentrations of q(p) of the spots ``idx`` (all spots when ``None``)."""
@@ -183,10 +260,16 @@ class ImputerDeconvolutionModule(_ImputerBase):
         return abundance * (proportions @ profiles) * technology
 
     @torch.no_grad()
-    def expected(self, idx: torch.Tensor) -> torch.Tensor:
-        """Expected counts of every reference gene in the spots ``idx``."""
+    def expected(self, idx: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Expected counts of every reference gene in the spots ``idx``; with neighbour
+        profiles, ``x`` holds their visible counts."""
         abundance = torch.exp(self.log_abundance[idx]).unsqueeze(-1)
-        mixed = self.proportions(idx) @ torch.exp(self.log_profiles)
+        if self.neighbours:
+            if x is None:
+                raise ValueError("neighbour profiles need the spots' visible counts x.")
+            mixed = self.neighbour_mixture(x, self.proportions(idx))
+        else:
+            mixed = self.proportions(idx) @ torch.exp(self.log_profiles)
         return abundance * mixed * self.technology()
 
     def model(self, x, idx, kl_weight: float = 1.0):
