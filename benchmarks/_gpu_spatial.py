@@ -1,5 +1,5 @@
-"""gpu_check.py's phases 4 to 6: NMFDeconv and Archetypes on PBMC pseudo-spots, CPU copies
-against the device, save, load and train on."""
+"""gpu_check.py's phases 4 to 6: NMFDeconv, SpatialImputer and Archetypes on PBMC
+pseudo-spots, CPU copies against the device, save, load and train on."""
 
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ def phase_spatial(ctx: Context, models: dict) -> None:
         return
     spots, reference = made
     _nmfdeconv(ctx, models, spots, reference)
+    _imputer(ctx, models, spots, reference)
     _archetypes(ctx, models, spots)
 
 
@@ -90,6 +91,41 @@ def _nmfdeconv(ctx: Context, models: dict, spots, reference) -> None:
         ],
     )
     models[name] = {"model": model, "adata": model.adata, "latent": props, "kind": "proportions"}
+
+
+def _imputer(ctx: Context, models: dict, spots, reference) -> None:
+    """SpatialImputer (neighbour profiles) on the spots without the reference's last 100
+    genes, scored against their true counts."""
+    import deltavae as dv
+    from deltavae.metrics import imputation_scores
+
+    name = "SpatialImputer"
+    hidden = list(reference.var_names[-100:])
+    target = spots[:, [g for g in spots.var_names if g not in set(hidden)]].copy()
+    model = ctx.build_and_train(
+        name,
+        "from_reference (profiles='neighbours')",
+        lambda: dv.model.SpatialImputer.from_reference(target, reference, labels_key="cell_type"),
+        ctx.cfg["imputer_epochs"],
+        detail=lambda m: f"{target.n_vars} measured genes, {len(m.state_names_)} types",
+        on_device=True,
+    )
+    if model is FAILED:
+        return
+
+    def pcc(imputed):
+        truth = spots[:, hidden].to_df()
+        return f"median PCC of hidden genes {imputation_scores(truth, imputed)['pcc'].median():.3f}"
+
+    imputed, *_ = ctx.report.run_each(
+        name,
+        [
+            ("impute", model.impute, {"detail": pcc}),
+            ("get_proportions", model.get_proportions),
+            ("write_to_adata(spots)", lambda: model.write_to_adata(target), {"detail": str}),
+        ],
+    )
+    models[name] = {"model": model, "adata": model.adata, "latent": imputed, "kind": "imputed"}
 
 
 def _archetypes(ctx: Context, models: dict, spots) -> None:
@@ -144,6 +180,8 @@ def _result(entry: dict, model=None):
         return model.get_proportions()
     if entry["kind"] == "weights":
         return model.get_archetype_weights()
+    if entry["kind"] == "imputed":
+        return model.impute()
     return model.get_latent_representation()
 
 
@@ -152,9 +190,7 @@ def phase_devices(ctx: Context, models: dict) -> None:
     run = ctx.report.run
     for name, entry in models.items():
         model, on_device = entry["model"], entry["latent"]
-        what = {"latent": "latent", "proportions": "proportions", "weights": "weights"}[
-            entry["kind"]
-        ]
+        what = entry["kind"]
         moved = run(name, "to_device('cpu')", lambda m=model: m.to_device("cpu"), finite=False)
         if moved is FAILED:
             continue
@@ -191,7 +227,7 @@ def _cluster_agreement(model, soft_on_device) -> str:
 
 def phase_save_load(ctx: Context, models: dict) -> None:
     run = ctx.report.run
-    keep = ("ZINBVAE/pbmc", "CGMDVAE/kang", "NMFDeconv", "Archetypes")
+    keep = ("ZINBVAE/pbmc", "CGMDVAE/kang", "NMFDeconv", "SpatialImputer", "Archetypes")
     for name in [n for n in keep if n in models]:
         entry = models[name]
         model, adata = entry["model"], entry["adata"]

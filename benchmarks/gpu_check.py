@@ -27,15 +27,17 @@ Phases (real data shipped with the package, nothing downloaded):
    a 15-NN label transfer on the latent (ZINBVAE), scored against the held-out cell types.
 4. Spatial: pseudo-spots summed from half of PBMC 3k with known proportions, the other half
    as reference: ``NMFDeconv.from_reference`` (proportions, abundance, signatures, technology
-   factor, ``write_to_adata``) and ``Archetypes`` (``n_archetypes="auto"``; weights of the
-   training and of new spots, profiles, anchors, markers, signature matching, names,
-   ``write_to_adata``).
+   factor, ``write_to_adata``), ``SpatialImputer.from_reference`` (neighbour profiles, on the
+   spots without the reference's last 100 genes: ``impute`` scored by median PCC against their
+   true counts, proportions, ``write_to_adata``) and ``Archetypes`` (``n_archetypes="auto"``;
+   weights of the training and of new spots, profiles, anchors, markers, signature matching,
+   names, ``write_to_adata``).
 5. Devices: each trained model is copied to the CPU with ``to_device("cpu")``; its latent (for
-   CGMDVAE also the cluster probabilities, for NMFDeconv the proportions, for Archetypes the
-   weights) is recomputed there and compared with the device's result: the maximum absolute
-   difference is printed and a relative difference (to the largest value) above 1e-3 fails.
-   The model then goes back to the device.
-6. Save and load: each of the four models is saved, loaded with ``Model.load(path, adata,
+   CGMDVAE also the cluster probabilities, for NMFDeconv the proportions, for SpatialImputer
+   the imputed genes, for Archetypes the weights) is recomputed there and compared with the
+   device's result: the maximum absolute difference is printed and a relative difference (to
+   the largest value) above 1e-3 fails. The model then goes back to the device.
+6. Save and load: each of the five models is saved, loaded with ``Model.load(path, adata,
    accelerator="gpu")``, checked to give the same latent as before saving, and trained for a
    few more epochs: the loss must stay finite and the parameters must change.
 7. Speed: ZINBVAE and ``scvi.model.SCVI`` with the same architecture (10 latent, 1 hidden layer
@@ -52,6 +54,7 @@ one torch thread: 86 s without the speed phase). Imports and data ~20 s; ZINBVAE
 100 epochs of 21 steps ~15 s, its methods ~5 s; CGMDVAE on Kang, 100 epochs of 12 steps ~25 s,
 UMAP's first compilation for the mixture start ~20 s, its methods ~15 s; the donor-101
 references (100 epochs) and queries (30) ~25 s; NMFDeconv (500 full-batch steps) ~5 s,
+SpatialImputer (400 full-batch steps, estimated) ~10 s,
 Archetypes (choosing among 2-8 archetypes ~15 s, 200 epochs of 8 steps ~10 s) ~30 s; CPU
 copies ~5 s; save / load / 5 more epochs ~20 s (reloading Archetypes refits its start, ~5 s);
 scvi-tools methods ~20 s (feature correlations ~10 s); speed ~100 s (100,000 cells are 782
@@ -152,7 +155,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 PHASES = (
     ("ZINBVAE on PBMC", phase_zinbvae_pbmc),
     ("Kang: CGMDVAE, ZINBVAE reference, queries", phase_kang),
-    ("spatial: NMFDeconv, Archetypes", phase_spatial),
+    ("spatial: NMFDeconv, SpatialImputer, Archetypes", phase_spatial),
     ("CPU copies against the device", phase_devices),
     ("save, load, train on", phase_save_load),
     ("scvi-tools mixin methods", phase_scvi_methods),
