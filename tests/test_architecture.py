@@ -40,3 +40,17 @@ def test_every_cited_name_is_defined_in_its_file():
         assert re.search(definition, path.read_text(), re.MULTILINE), (
             f"docs/architecture.md says {name} is in {file}, which does not define it"
         )
+
+
+@pytest.mark.skipif(not PAGE.is_file(), reason="docs/ is not next to the tests")
+def test_text_files_hold_no_control_characters():
+    """A backspace or tab where LaTeX wanted ``\\big`` or ``\\texttt`` (a string written without
+    escaping its backslashes) renders as garbage: text files hold printable characters only."""
+    bad = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+    files = [*ROOT.glob("docs/**/*.md"), *SRC.rglob("*.py"), ROOT / "README.md"]
+    assert len(files) > 50
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            assert not bad.search(line), (
+                f"{path.relative_to(ROOT)}:{number} holds a control character: {line!r}"
+            )

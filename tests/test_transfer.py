@@ -309,15 +309,21 @@ def test_latent_shift_moves_an_unconditional_model_towards_the_target():
         vae.predict_perturbation(ctrl, "stim", "nearest_response", condition_key="condition")
 
 
+def _log_normalized_conditions(n_cells: int):
+    """Two conditions of three clusters, log-normalized in ``layers["log"]``; seeds torch too."""
+    scvi.settings.seed = 0
+    adata = dv.datasets.synthetic_counts(
+        n_cells=n_cells, n_genes=60, n_clusters=3, n_conditions=2, seed=1, condition_fold=4.0
+    )
+    adata.layers["log"] = dv.metrics.log_normalize(adata.X).astype(np.float32)
+    return adata
+
+
 # 11-19 s: in the slow stage (python -m pytest -m slow), which CI also runs.
 @pytest.mark.slow
 def test_normal_translate_on_log_data_and_its_residual_form():
     """scGen's setting: log-normalized data, a Gaussian decoder, predictions on that scale."""
-    scvi.settings.seed = 0
-    adata = dv.datasets.synthetic_counts(
-        n_cells=600, n_genes=60, n_clusters=3, n_conditions=2, seed=1, condition_fold=4.0
-    )
-    adata.layers["log"] = dv.metrics.log_normalize(adata.X).astype(np.float32)
+    adata = _log_normalized_conditions(n_cells=600)
     dv.model.CGMDVAE.setup_anndata(adata, layer="log", condition_key="condition")
     g = dv.model.CGMDVAE(adata, n_clusters=3, likelihood="normal", **SMALL)
     g.train(max_epochs=60, **FAST)
@@ -337,11 +343,7 @@ def test_normal_translate_on_log_data_and_its_residual_form():
 @pytest.mark.slow
 def test_nearest_response_carries_a_seen_response_to_a_held_out_group():
     """A cluster never seen stimulated gets the response of the clusters it resembles."""
-    scvi.settings.seed = 0
-    adata = dv.datasets.synthetic_counts(
-        n_cells=900, n_genes=60, n_clusters=3, n_conditions=2, seed=1, condition_fold=4.0
-    )
-    adata.layers["log"] = dv.metrics.log_normalize(adata.X).astype(np.float32)
+    adata = _log_normalized_conditions(n_cells=900)
     cluster = adata.obs["cluster"].astype(str).to_numpy()
     stim = (adata.obs["condition"] == "stim").to_numpy()
     held = cluster == cluster[0]

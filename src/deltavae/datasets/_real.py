@@ -270,8 +270,8 @@ def kang_harmony(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     --------
     >>> import deltavae as dv
     >>> adata = dv.datasets.kang_harmony()
-    >>> adata.shape
-    (2000, 9015)
+    >>> int(adata.obs["cell_type"].notna().sum()), adata.n_vars
+    (954, 9015)
     """
     return _read_shared("kang2018_ifnb_harmony/kang_ctrl_stim_harmony_pbmc_stim.h5ad", data_dir)
 

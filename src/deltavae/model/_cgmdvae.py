@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -81,17 +82,17 @@ class CGMDVAE(
         Dropout rate of the encoder's hidden layers.
     dirichlet_alpha
         Concentration of p(d); below 1 favours few clusters per cell.
-    classifier_weight
-        Weight of the classification term for labelled cells.
-    condition_in_prior
-        Let the mixture components depend on the condition, p(z | w, y, c) (the default).
-        ``False`` uses p(z | w, y): the components are shared by all conditions, which then act
-        through the encoder and decoder only.
     prior_covariance
         ``"full"`` (the default): each component learns a correlation between the z
         dimensions, shared across w and c, so it can lie along any direction of z; its scales
         still depend on (w, c). ``"diag"``: axis-aligned components, as in the GMVAE paper.
         Full components cluster better (benchmarks/README.md, Numbers behind the defaults, D2).
+    condition_in_prior
+        Let the mixture components depend on the condition, p(z | w, y, c) (the default).
+        ``False`` uses p(z | w, y): the components are shared by all conditions, which then act
+        through the encoder and decoder only.
+    classifier_weight
+        Weight of the classification term for labelled cells.
     condition_alignment
         Weight of a penalty on the distance between the conditions' means of z within each
         cluster (:meth:`deltavae.module.CGMDVAEModule.alignment_penalty`), so that z keeps the
@@ -117,16 +118,17 @@ class CGMDVAE(
         self,
         adata: AnnData,
         n_clusters: int | None = None,
+        *,
         n_latent: int | str = "auto",
         n_latent_w: int = 5,
-        likelihood: str = "zinb",
+        likelihood: Literal["zinb", "nb", "normal", "bernoulli"] = "zinb",
         n_hidden: int = 128,
         n_layers: int = 1,
         dropout_rate: float = 0.1,
         dirichlet_alpha: float = 1.0,
-        classifier_weight: float = 50.0,
+        prior_covariance: Literal["full", "diag"] = "full",
         condition_in_prior: bool = True,
-        prior_covariance: str = "full",
+        classifier_weight: float = 50.0,
         condition_alignment: float | str = "auto",
     ):
         super().__init__(adata)

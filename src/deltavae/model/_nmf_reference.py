@@ -189,6 +189,8 @@ class FromReferenceMixin:
         Returns
         -------
         NMFDeconv
+            Set up on the spots restricted to the kept genes, with the reference's
+            signatures; call :meth:`~NMFDeconv.train` next.
 
         Examples
         --------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -99,7 +100,7 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         prior_concentration: float | None = None,
         technology_sd: float = 0.5,
         nmf_max_iter: int = 400,
-        inference: str = "amortized",
+        inference: Literal["amortized", "per_spot"] = "amortized",
         n_hidden: int = 128,
         n_layers: int = 1,
         start_spots: int = 5000,
@@ -299,11 +300,13 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
     ) -> pd.DataFrame:
         """Cell-type proportions of every spot (rows sum to 1).
 
+        The amortised model maps any spots with the training genes through its encoder,
+        without refitting; the per-spot model knows only the spots it was trained on.
+
         Parameters
         ----------
         adata
-            Spots with the training spots' genes (amortised: any spots, mapped without
-            refitting; per spot: the training spots); default the training spots.
+            Spots with the training spots' genes; default the training spots.
         batch_size
             Spots per inference minibatch (amortised).
 
@@ -380,7 +383,7 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
 
         Returns
         -------
-        The keys written, as ``"slot/key"`` strings.
+        The keys written: ``obsm/proportions`` and ``obs/cell_abundance``.
 
         Examples
         --------

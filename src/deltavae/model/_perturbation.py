@@ -8,6 +8,8 @@ model decodes each cell under the target condition, :meth:`deltavae.model.CGMDVA
 
 from __future__ import annotations
 
+from typing import Literal, NamedTuple
+
 import numpy as np
 import torch
 from anndata import AnnData
@@ -15,6 +17,7 @@ from scipy import sparse
 from scipy.special import softmax
 from scvi import REGISTRY_KEYS
 
+from ._cgmdvae_mixins import ClustersMixin
 from ._validation import category_mappings
 
 
@@ -29,12 +32,12 @@ class PerturbationMixin:
         self,
         adata: AnnData,
         target_condition: str,
-        method: str = "translate",
+        method: Literal["translate", "latent_shift", "nearest_response"] = "translate",
         condition_key: str | None = None,
         balance_key: str | None = None,
         batch_size: int | None = None,
         residual: bool | None = None,
-        similarity: str = "expression",
+        similarity: Literal["expression", "latent"] = "expression",
     ) -> AnnData:
         """Expression of the given cells under another condition.
 
@@ -103,11 +106,13 @@ class PerturbationMixin:
             )
         if residual is not None:
             raise ValueError("residual applies to method='translate' only.")
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
+        self._check_if_trained(warn=False)
+        contrast = Contrast.resolve(self, adata, target_condition, condition_key, balance_key)
         if method == "nearest_response":
-            return nearest_response(
-                self, adata, target_condition, condition_key, balance_key, batch_size, similarity
-            )
-        return latent_shift(self, adata, target_condition, condition_key, balance_key, batch_size)
+            return nearest_response(self, adata, contrast, batch_size, similarity)
+        return latent_shift(self, adata, contrast, batch_size)
 
 
 def _default_condition_key(model) -> str:
@@ -119,30 +124,47 @@ def _default_condition_key(model) -> str:
     return keys[0]
 
 
-def _source_and_target(model, adata, target_condition, condition_key, groups_key):
-    """Check keys and conditions; the condition key, source, target, training conditions."""
-    condition_key = condition_key or _default_condition_key(model)
-    train = model.adata
-    for name, frame in (("the training AnnData", train), ("adata", adata)):
-        if condition_key not in frame.obs:
-            raise KeyError(f"condition_key={condition_key!r} is not a column of {name}.obs.")
-        if groups_key is not None and groups_key not in frame.obs:
-            raise KeyError(f"balance_key={groups_key!r} is not a column of {name}.obs.")
-    sources = adata.obs[condition_key].astype(str).unique()
-    if len(sources) != 1:
-        raise ValueError(
-            f"adata must hold cells of one source condition; obs[{condition_key!r}] has "
-            f"{sorted(sources)}."
-        )
-    source, target = sources[0], str(target_condition)
-    train_conditions = train.obs[condition_key].astype(str).to_numpy()
-    for value in (source, target):
-        if value not in set(train_conditions):
+class Contrast(NamedTuple):
+    """The two conditions a prediction goes between, resolved and checked once for every method.
+
+    Built by :meth:`resolve` from :meth:`PerturbationMixin.predict_perturbation`'s arguments.
+    """
+
+    #: obs column of the condition.
+    condition_key: str
+    #: The condition of the cells to predict from, and the one to predict.
+    source: str
+    target: str
+    #: The condition of every training cell, as strings.
+    train_conditions: np.ndarray
+    #: obs column of the groups (``balance_key``), or None.
+    groups_key: str | None
+
+    @classmethod
+    def resolve(cls, model, adata, target_condition, condition_key, groups_key) -> Contrast:
+        """Check the keys and the conditions of ``adata`` against the model's training data."""
+        condition_key = condition_key or _default_condition_key(model)
+        train = model.adata
+        for name, frame in (("the training AnnData", train), ("adata", adata)):
+            if condition_key not in frame.obs:
+                raise KeyError(f"condition_key={condition_key!r} is not a column of {name}.obs.")
+            if groups_key is not None and groups_key not in frame.obs:
+                raise KeyError(f"balance_key={groups_key!r} is not a column of {name}.obs.")
+        sources = adata.obs[condition_key].astype(str).unique()
+        if len(sources) != 1:
             raise ValueError(
-                f"Condition {condition_key}={value!r} was never seen in training; known: "
-                f"{sorted(set(train_conditions))}."
+                f"adata must hold cells of one source condition; obs[{condition_key!r}] has "
+                f"{sorted(sources)}."
             )
-    return condition_key, source, target, train_conditions
+        source, target = sources[0], str(target_condition)
+        train_conditions = train.obs[condition_key].astype(str).to_numpy()
+        for value in (source, target):
+            if value not in set(train_conditions):
+                raise ValueError(
+                    f"Condition {condition_key}={value!r} was never seen in training; known: "
+                    f"{sorted(set(train_conditions))}."
+                )
+        return cls(condition_key, source, target, train_conditions, groups_key)
 
 
 def _group_means(z: np.ndarray, groups: np.ndarray | None) -> dict:
@@ -153,12 +175,7 @@ def _group_means(z: np.ndarray, groups: np.ndarray | None) -> dict:
 
 @torch.inference_mode()
 def latent_shift(
-    model,
-    adata: AnnData,
-    target_condition: str,
-    condition_key: str | None = None,
-    balance_key: str | None = None,
-    batch_size: int | None = None,
+    model: PerturbationMixin, adata: AnnData, contrast: Contrast, batch_size: int | None = None
 ) -> AnnData:
     """scGen-style latent arithmetic: shift cells by the mean latent difference of conditions.
 
@@ -172,8 +189,11 @@ def latent_shift(
         A trained deltavae model (ZINBVAE or CGMDVAE); ``model.adata`` supplies the means.
     adata
         Cells of one source condition, set up like the training data.
-    target_condition, condition_key, balance_key, batch_size
-        As in :meth:`PerturbationMixin.predict_perturbation`.
+    contrast
+        The conditions and, in ``groups_key``, the ``balance_key`` of
+        :meth:`PerturbationMixin.predict_perturbation`.
+    batch_size
+        Cells per minibatch.
 
     Returns
     -------
@@ -182,11 +202,10 @@ def latent_shift(
 
     Examples
     --------
-    >>> pred = latent_shift(vae, ctrl_cd4, "stim", "condition", "cell_type")  # doctest: +SKIP
+    >>> contrast = Contrast.resolve(vae, ctrl, "stim", "condition", "cell_type")  # doctest: +SKIP
+    >>> pred = latent_shift(vae, ctrl, contrast)  # doctest: +SKIP
     """
-    condition_key, source, target, train_conditions = _source_and_target(
-        model, adata, target_condition, condition_key, balance_key
-    )
+    condition_key, source, target, train_conditions, balance_key = contrast
     train = model.adata
     z_train = model.get_latent_representation(train, batch_size=batch_size)
     groups = None if balance_key is None else train.obs[balance_key].astype(str).to_numpy()
@@ -244,13 +263,11 @@ def _similarity_coordinates(model, train, adata, x_train, x_query, similarity, b
 
 @torch.inference_mode()
 def nearest_response(
-    model,
+    model: PerturbationMixin,
     adata: AnnData,
-    target_condition: str,
-    condition_key: str | None = None,
-    groups_key: str | None = None,
+    contrast: Contrast,
     batch_size: int | None = None,
-    similarity: str = "expression",
+    similarity: Literal["expression", "latent"] = "expression",
 ) -> AnnData:
     """Add to each cell the observed response of the training groups most similar to it.
 
@@ -273,11 +290,12 @@ def nearest_response(
         A trained deltavae model (ZINBVAE, or CGMDVAE with a count or normal likelihood).
     adata
         Cells of one source condition, set up like the training data.
-    target_condition, condition_key, batch_size
-        As in :meth:`PerturbationMixin.predict_perturbation`.
-    groups_key
-        obs column of the training AnnData holding the groups; default the model's labels
-        (``labels_key``) where known and its predicted clusters elsewhere.
+    contrast
+        The conditions and, in ``groups_key``, the obs column of the training AnnData
+        holding the groups (``balance_key``); if None, the model's labels (``labels_key``)
+        where known and its predicted clusters elsewhere.
+    batch_size
+        Cells per minibatch.
     similarity
         ``"expression"``: coordinates are the first 50 principal components of the training
         data (the model's layer). ``"latent"``: the model's latent z (posterior mean). On Kang
@@ -292,7 +310,8 @@ def nearest_response(
 
     Examples
     --------
-    >>> pred = nearest_response(g, ctrl_cd14, "stim", "condition", "cell_type")  # doctest: +SKIP
+    >>> contrast = Contrast.resolve(g, ctrl, "stim", "condition", "cell_type")  # doctest: +SKIP
+    >>> pred = nearest_response(g, ctrl, contrast)  # doctest: +SKIP
     """
     if model.module.likelihood not in ("normal", "zinb", "nb"):
         raise ValueError(
@@ -300,16 +319,11 @@ def nearest_response(
             "or log-normalized data (likelihood 'zinb', 'nb' or 'normal'); this model's "
             f"likelihood is {model.module.likelihood!r}."
         )
-    if similarity not in SIMILARITIES:
-        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
-    model._check_if_trained(warn=False)
-    condition_key, source, target, train_conditions = _source_and_target(
-        model, adata, target_condition, condition_key, groups_key
-    )
+    condition_key, source, target, train_conditions, groups_key = contrast
     train = model.adata
     if groups_key is not None:
         groups = train.obs[groups_key].astype(str).to_numpy()
-    elif not hasattr(model, "predict_clusters"):
+    elif not isinstance(model, ClustersMixin):
         raise ValueError(
             f"{type(model).__name__} has no labels or clusters: pass balance_key, the obs "
             "column of the groups (e.g. cell type) whose responses are transferred."

@@ -28,6 +28,8 @@ In the Pyro program, w and z are sample sites with reparameterised guide sites; 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pyro
 import pyro.distributions as pdist
 import torch
@@ -102,12 +104,12 @@ class CGMDVAEModule(DeltaPyroModule):
         n_hidden: int = 128,
         n_layers: int = 1,
         dropout_rate: float = 0.1,
-        likelihood: str = "zinb",
+        likelihood: Literal["zinb", "nb", "normal", "bernoulli"] = "zinb",
         dirichlet_alpha: float | list[float] = 1.0,
         classifier_weight: float = 50.0,
         label_to_cluster: list[int] | None = None,
         condition_in_prior: bool = True,
-        prior_covariance: str = "full",
+        prior_covariance: Literal["full", "diag"] = "full",
         condition_alignment: float = 0.0,
     ):
         super().__init__()
@@ -126,7 +128,7 @@ class CGMDVAEModule(DeltaPyroModule):
         self.encoder = GaussianHeads(
             n_input, {"z": n_latent, "w": n_latent_w}, cats, n_hidden, n_layers, dropout_rate
         )
-        self.cluster_head = ClusterHead(n_latent, n_clusters, cats, n_hidden)
+        self.cluster_head = ClusterHead(n_latent, n_clusters, n_hidden, n_cat_list=cats)
         self.condition_in_prior = condition_in_prior
         self.prior = MixturePrior(
             n_latent_w,

@@ -25,6 +25,8 @@ model built from a reference registers every gene of the spots and uses the mark
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pyro
 import pyro.distributions as pdist
 import torch
@@ -92,7 +94,7 @@ class NMFDeconvModule(DeltaPyroModule):
         learn_signatures: bool = False,
         prior_concentration: float = 1.0,
         technology_sd: float = 0.5,
-        inference: str = "amortized",
+        inference: Literal["amortized", "per_spot"] = "amortized",
         gene_index: torch.Tensor | None = None,
         n_hidden: int = 128,
         n_layers: int = 1,

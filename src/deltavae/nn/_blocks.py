@@ -7,6 +7,8 @@ Every block conditions on categorical covariates through scvi-tools' ``FCLayers`
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +45,7 @@ class GaussianHeads(nn.Module):
         self,
         n_input: int,
         latent_dims: dict[str, int],
-        n_cat_list=None,
+        n_cat_list: Sequence[int] | None = None,
         n_hidden: int = 128,
         n_layers: int = 1,
         dropout_rate: float = 0.1,
@@ -76,8 +78,8 @@ class ClusterHead(nn.Module):
         self,
         n_latent: int,
         n_clusters: int,
-        n_cat_list=None,
         n_hidden: int = 128,
+        n_cat_list: Sequence[int] | None = None,
         dropout_rate: float = 0.0,
     ):
         super().__init__()
@@ -165,7 +167,7 @@ class MixturePrior(nn.Module):
         n_latent_w: int,
         n_latent: int,
         n_clusters: int,
-        n_cat_list=None,
+        n_cat_list: Sequence[int] | None = None,
         n_hidden: int = 128,
         covariance: str = "full",
     ):
@@ -219,8 +221,8 @@ class ObservationDecoder(nn.Module):
         self,
         n_latent: int,
         n_output: int,
-        likelihood: str,
-        n_cat_list=None,
+        likelihood: Literal["normal", "bernoulli"],
+        n_cat_list: Sequence[int] | None = None,
         n_hidden: int = 128,
         n_layers: int = 1,
     ):

@@ -21,9 +21,11 @@ scvi-tools already streams minibatches from an AnnData opened ``backed="r"`` (it
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scvi.data import AnnDataManager
 from scvi.dataloaders import AnnDataLoader, BatchDistributedSampler, DataSplitter
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 from torch.utils.data._utils.collate import default_convert
@@ -143,8 +145,8 @@ class FileOrderDataLoader(AnnDataLoader):
 
     def __init__(
         self,
-        adata_manager,
-        indices=None,
+        adata_manager: AnnDataManager,
+        indices: Sequence[int] | np.ndarray | None = None,
         batch_size: int = 128,
         shuffle: bool = False,
         drop_last: bool = False,
