@@ -286,10 +286,12 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             len(ref_genes) - len(shared),
         )
         counts = layer_matrix(reference, reference_layer)
+        cells = None  # the single cells: the latent design's rows, or the neighbours
         if design == "latent" or profiles == "neighbours":
             cells = pd.DataFrame(
                 dense(counts), index=reference.obs_names.astype(str), columns=ref_genes
             )
+        rows = cells
         if design == "deconvolution":
             labels = (
                 check_labels(reference, labels_key)
@@ -298,11 +300,11 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             )
             if profiles == "neighbours":
                 model_kwargs.update(cells=cells, cell_states=np.asarray(labels).astype(str))
-            cells = state_profiles(counts, labels, ref_genes)
+            rows = state_profiles(counts, labels, ref_genes)
         spots = spatial[:, shared.to_numpy()]
         spots = spots.to_memory() if spots.isbacked else spots.copy()
         cls.setup_anndata(spots, layer=layer)
-        return cls(spots, reference=cells, design=design, profiles=profiles, **model_kwargs)
+        return cls(spots, reference=rows, design=design, profiles=profiles, **model_kwargs)
 
     # ------------------------------------------------------------------------- training
     def train(
