@@ -240,7 +240,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="out of range"):
         model.sample(5, cluster=7)
     with pytest.raises(ValueError, match="mixture_init must be one of"):
-        model.train(max_epochs=1, mixture_init="leiden")
+        model.train(max_epochs=1, mixture_init="louvain")
     with pytest.raises(ValueError, match="n_latent must be a positive integer or 'auto'"):
         dv.model.CGMDVAE(adata, n_clusters=3, likelihood="normal", n_latent="wide")
 
@@ -319,7 +319,51 @@ def test_umap_mixture_start_keeps_curved_groups_whole():
     assert dv.metrics.ari(moon, embedded) > 0.95
     np.testing.assert_array_equal(_embed(z[:30], 2, seed=0), z[:30])  # too few cells: as is
     with pytest.raises(ValueError, match="method must be one of"):
-        MixtureInitialization(method="leiden")
+        MixtureInitialization(method="louvain")
+
+
+def test_leiden_mixture_start_gives_k_whole_groups_and_respects_labels():
+    from sklearn.datasets import make_moons
+
+    from deltavae.train._graph_clusters import exactly_k
+    from deltavae.train._mixture_init import _leiden
+
+    z, moon = make_moons(1000, noise=0.05, random_state=0)
+    group = np.arange(1000) % 2  # two conditions, each moon half in each
+    for condition in (None, group):
+        clusters = _leiden(z, 2, seed=0, group=condition)
+        assert set(clusters.tolist()) == {0, 1}
+        assert dv.metrics.ari(moon, clusters) > 0.95
+    np.testing.assert_array_equal(_leiden(z, 2, seed=3), _leiden(z, 2, seed=3))
+    # Three or eight clusters asked of two moons: exactly that many, each within one moon.
+    for k in (3, 8):
+        clusters = _leiden(z, k, seed=0)
+        assert len(np.unique(clusters)) == k
+        assert all(len(np.unique(moon[clusters == j])) == 1 for j in range(k))
+    with pytest.raises(ValueError, match="Cannot make 5 clusters of 3 points"):
+        exactly_k(z[:3], np.zeros(3, int), 5, seed=0)
+    assert sorted(exactly_k(np.zeros((4, 2)), np.zeros(4, int), 2, seed=0)) == [0, 0, 1, 1]
+
+
+def test_leiden_start_puts_labelled_cells_in_their_component():
+    # Three blobs; the cells of blob 2 are labelled component 0 and some of blob 0
+    # component 1: the matching must follow the labels, the rest take component 2.
+    rng = np.random.default_rng(0)
+    blob = np.repeat([0, 1, 2], 200)
+    z = rng.normal(size=(600, 4)) + 10.0 * np.eye(4)[blob]
+    y = np.full(600, -1)
+    y[np.flatnonzero(blob == 2)[:20]] = 0
+    y[np.flatnonzero(blob == 0)[:20]] = 1
+    from deltavae.train._graph_clusters import match_labels
+    from deltavae.train._mixture_init import MixtureInitialization, _leiden
+
+    cb = MixtureInitialization(seed=0)
+
+    assignments = match_labels(_leiden(z, 3, seed=0), y, 3)
+    np.testing.assert_array_equal(assignments[blob == 2], 0)
+    np.testing.assert_array_equal(assignments[blob == 0], 1)
+    np.testing.assert_array_equal(assignments[blob == 1], 2)
+    assert cb.method == "leiden"
 
 
 def test_spectral_mixture_start_keeps_curved_groups_whole_without_umap():

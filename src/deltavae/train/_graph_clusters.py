@@ -1,0 +1,191 @@
+"""Exactly k clusters of a neighbour graph: Leiden with its resolution searched, then fixed up.
+
+The mixture start (:class:`~deltavae.train.MixtureInitialization`, ``method="leiden"``) needs
+one cluster per mixture component. Leiden on UMAP's fuzzy neighbour graph
+(:func:`fuzzy_graph`) follows connected, curved groups as a UMAP layout does, but it clusters
+the graph directly: no layout to optimise (most of a UMAP start's time) and no k-means on a
+layout afterwards. The number of
+clusters grows with the resolution, so the resolution is bisected (on a log scale) until
+Leiden returns ``k``; when no resolution does (a graph in more than ``k`` pieces, or ties),
+the nearest partition is fixed up: the smallest cluster merged into the one with the nearest
+centre, or the most spread cluster split in two by k-means, until there are ``k``.
+
+python-igraph (a dependency of scanpy's Leiden) does the clustering; it draws from Python's
+``random``, so a private, seeded generator is installed for the call and the previous one
+restored after it.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from scipy import sparse
+from sklearn.cluster import KMeans
+
+# Bisection of the resolution on a log scale: enough steps to hit k on every graph tried.
+_RESOLUTION_RANGE, _MAX_STEPS = (1e-3, 20.0), 30
+
+
+def fuzzy_graph(z: np.ndarray, indices: np.ndarray, distances: np.ndarray, seed: int = 0):
+    """UMAP's fuzzy neighbour graph (McInnes et al. 2018) of the given k nearest neighbours.
+
+    ``indices`` and ``distances`` (cells x k, sorted, each cell first) as from a
+    nearest-neighbour search. Each cell i gets rho_i, the distance to its nearest other cell,
+    and a bandwidth sigma_i such that sum_j exp(-max(0, d_ij - rho_i) / sigma_i) over its
+    other neighbours equals log2(k); the directed weights exp(-(d_ij - rho_i) / sigma_i) are
+    then joined by the fuzzy union W + W^T - W * W^T. Written here in numpy, vectorised over
+    the cells, with umap-learn's constants (64 bisection steps, tolerance 1e-5, sigma at
+    least 1e-3 times the mean distance), because umap-learn's numba version compiles for
+    about 20 s in every new process, longer than the rest of the mixture start. ``z`` and
+    ``seed`` are unused (kept for the shape of a graph builder).
+
+    Examples
+    --------
+    >>> z = np.array([[0.0], [1.0], [3.0], [7.0]])
+    >>> from sklearn.neighbors import NearestNeighbors
+    >>> d, i = NearestNeighbors(n_neighbors=3).fit(z).kneighbors(z)
+    >>> g = fuzzy_graph(z, i, d)
+    >>> bool((g != g.T).nnz == 0), float(g[0, 1]), float(g[3, 3])
+    (True, 1.0, 0.0)
+    """
+    n, k = indices.shape
+    d = distances.astype(np.float64)
+    others = indices != np.arange(n)[:, None]
+    positive = np.where(others & (d > 0), d, np.inf)
+    rho = positive.min(1)
+    rho[~np.isfinite(rho)] = 0.0
+    excess = np.maximum(d - rho[:, None], 0.0)[:, 1:]  # umap-learn skips the first column
+    target = np.log2(k)
+    low, high, sigma = np.zeros(n), np.full(n, np.inf), np.ones(n)
+    active = np.ones(n, dtype=bool)
+    for _ in range(64):
+        total = np.exp(-excess / sigma[:, None]).sum(1)
+        active &= np.abs(total - target) >= 1e-5
+        if not active.any():
+            break
+        above = active & (total > target)
+        below = active & ~above
+        high[above] = sigma[above]
+        low[below] = sigma[below]
+        sigma = np.where(
+            active,
+            np.where(np.isinf(high), sigma * 2.0, (low + high) / 2.0),
+            sigma,
+        )
+    floor = 1e-3 * np.where(rho > 0, d.mean(1), d.mean())
+    sigma = np.maximum(sigma, floor)
+    weights = np.exp(-np.maximum(d - rho[:, None], 0.0) / sigma[:, None])
+    weights[~others] = 0.0
+    rows = np.repeat(np.arange(n), k)
+    directed = sparse.csr_matrix((weights.ravel(), (rows, indices.ravel())), shape=(n, n))
+    directed.eliminate_zeros()
+    transpose = directed.T.tocsr()
+    return (directed + transpose - directed.multiply(transpose)).tocsr()
+
+
+def leiden_k(graph: sparse.spmatrix, k: int, seed: int) -> np.ndarray:
+    """Leiden (modularity) clusters of ``graph``, the resolution bisected to give ``k``.
+
+    Returns the partition whose number of clusters is nearest ``k`` (the lower resolution on
+    ties), labelled ``0 .. n-1``; :func:`exactly_k` fixes the count when it is not ``k``.
+
+    Examples
+    --------
+    >>> from scipy import sparse
+    >>> blocks = sparse.block_diag([np.ones((5, 5))] * 3).tocsr()
+    >>> np.unique(leiden_k(blocks, 3, seed=0)).size
+    3
+    """
+    import igraph
+
+    upper = sparse.triu(graph, k=1).tocoo()
+    edges = list(zip(upper.row.tolist(), upper.col.tolist(), strict=True))
+    g = igraph.Graph(n=graph.shape[0], edges=edges)
+    previous = random.getstate()
+    igraph.set_random_number_generator(random.Random(seed))
+    try:
+        low, high = _RESOLUTION_RANGE
+        best, best_gap = None, np.inf
+        for _ in range(_MAX_STEPS):
+            resolution = float(np.sqrt(low * high))
+            membership = np.asarray(
+                g.community_leiden(
+                    objective_function="modularity",
+                    weights=upper.data,
+                    resolution=resolution,
+                    n_iterations=2,  # scanpy's choice; iterating to convergence cost 4x
+                ).membership
+            )
+            n = len(np.unique(membership))
+            if abs(n - k) < best_gap:
+                best, best_gap = membership, abs(n - k)
+            if n == k:
+                break
+            low, high = (resolution, high) if n < k else (low, resolution)
+    finally:
+        igraph.set_random_number_generator(random)
+        random.setstate(previous)
+    return np.unique(best, return_inverse=True)[1]
+
+
+def exactly_k(z: np.ndarray, labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Merge or split clusters of the points ``z`` until there are ``k``, labelled 0..k-1.
+
+    Merging joins the smallest cluster to the cluster with the nearest centre; splitting
+    cuts the cluster with the largest summed squared distance to its centre in two by k-means.
+
+    Examples
+    --------
+    >>> z = np.array([[0.0], [0.1], [5.0], [5.1], [9.0]])
+    >>> exactly_k(z, np.array([0, 0, 1, 1, 2]), 2, seed=0).tolist()
+    [0, 0, 1, 1, 1]
+    """
+    labels = np.unique(labels, return_inverse=True)[1]
+    if k > len(z):
+        raise ValueError(f"Cannot make {k} clusters of {len(z)} points.")
+    while (n := labels.max() + 1) != k:
+        sizes = np.bincount(labels, minlength=n)
+        centres = np.stack([z[labels == j].mean(0) for j in range(n)])
+        if n > k:
+            small = int(np.argmin(sizes))
+            gaps = np.linalg.norm(centres - centres[small], axis=1)
+            gaps[small] = np.inf
+            labels[labels == small] = int(np.argmin(gaps))
+        else:
+            spread = [((z[labels == j] - centres[j]) ** 2).sum() for j in range(n)]
+            spread = np.where(sizes > 1, spread, -1.0)  # a single point cannot be split
+            wide = np.flatnonzero(labels == int(np.argmax(spread)))
+            if max(spread) > 0:
+                halves = KMeans(2, n_init=3, random_state=seed).fit_predict(z[wide])
+            else:  # identical points: split them by position
+                halves = np.arange(len(wide)) % 2
+            labels[wide[halves == 1]] = n
+        labels = np.unique(labels, return_inverse=True)[1]
+    return labels
+
+
+def match_labels(clusters: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    """Number ``k`` clusters so that labelled cells fall in their label's component.
+
+    ``y`` holds each cell's component for labelled cells (``0 .. n_known-1``) and -1 for the
+    others. Clusters are matched one to one to components, maximising the labelled cells
+    that agree (Hungarian algorithm); the clusters left over take the free components.
+    Labelled cells then keep their own component whatever their cluster.
+
+    Examples
+    --------
+    >>> match_labels(np.array([1, 1, 0, 0, 2]), np.array([0, -1, -1, 1, -1]), 3).tolist()
+    [0, 0, 1, 1, 2]
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    labelled = y >= 0
+    overlap = np.zeros((k, k))
+    np.add.at(overlap, (clusters[labelled], y[labelled]), 1)
+    rows, cols = linear_sum_assignment(overlap, maximize=True)
+    component = np.empty(k, dtype=np.int64)
+    component[rows] = cols
+    assignments = component[clusters]
+    assignments[labelled] = y[labelled]
+    return assignments
