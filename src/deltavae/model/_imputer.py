@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -112,8 +113,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         self,
         adata: AnnData,
         reference: pd.DataFrame,
-        design: str = "deconvolution",
-        profiles: str = "neighbours",
+        design: Literal["deconvolution", "latent"] = "deconvolution",
+        profiles: Literal["neighbours", "type"] = "neighbours",
         cells: pd.DataFrame | None = None,
         cell_states=None,
         temperature: float = 0.1,
@@ -205,8 +206,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         spatial: AnnData,
         reference: AnnData,
         labels_key: str | None = "cell_type",
-        design: str = "deconvolution",
-        profiles: str = "neighbours",
+        design: Literal["deconvolution", "latent"] = "deconvolution",
+        profiles: Literal["neighbours", "type"] = "neighbours",
         layer: str | None = None,
         reference_layer: str | None = None,
         n_states: int = 30,
