@@ -219,3 +219,36 @@ def test_spatial_proportions_plot(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 0
     with pytest.raises(KeyError, match="'proportions' is not in adata.obsm"):
         dv.pl.spatial_proportions(spots, show=False)
+
+
+@pytest.mark.parametrize("inference", ["amortized", "per_spot"])
+def test_nmfdeconv_likelihood_is_the_negative_binomial(inference):
+    """The obs site (the fused count log-density) gives Pyro's NB log-likelihood of the same
+    mean and inverse dispersion, and the same gradients for every parameter."""
+    import torch
+    from pyro import poutine
+
+    from deltavae.distributions import negative_binomial
+    from deltavae.module import NMFDeconvModule
+
+    gen = torch.Generator().manual_seed(0)
+    signatures = torch.rand(3, 12, generator=gen) + 0.1
+    start = (torch.full((16, 3), 1 / 3), torch.ones(16)) if inference == "per_spot" else (None,) * 2
+    module = NMFDeconvModule(16, 12, signatures, *start, inference=inference)
+    x = torch.poisson(torch.full((16, 12), 3.0), generator=gen)
+    idx = torch.arange(16)
+    site = poutine.trace(module.model).get_trace(x, idx).nodes["obs"]
+    fused = site["fn"].log_prob(x).sum()
+    dist = site["fn"].base_dist
+    pyro_nb = negative_binomial(dist.mu, dist.theta).log_prob(x).sum()
+    params = [p for p in module.parameters() if p.requires_grad]
+    grads = [
+        torch.autograd.grad(v, params, allow_unused=True, retain_graph=True)
+        for v in (fused, pyro_nb)
+    ]
+    torch.testing.assert_close(fused, pyro_nb, rtol=1e-5, atol=1e-3)
+    for ours, theirs in zip(*grads, strict=True):
+        if theirs is not None:
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    theta_at = next(i for i, p in enumerate(params) if p is module.log_theta)
+    assert grads[1][theta_at] is not None

@@ -36,7 +36,7 @@ from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial
 from scvi.module.base import LossOutput, auto_move_data
 
-from ..distributions import negative_binomial
+from ..distributions import CountDistribution, count_log_prob
 from ._base import DeltaPyroModule
 from ._spot_encoder import SpotEncoder
 
@@ -189,7 +189,8 @@ class NMFDeconvModule(DeltaPyroModule):
                 proportions = pyro.sample("proportions", pdist.Dirichlet(concentration))
             mean = self._mean(x, idx, proportions, technology)
             theta = torch.exp(self.log_theta)
-            pyro.sample("obs", negative_binomial(mean, theta).to_event(1), obs=x)
+            # The fused NB log-density: log-gamma terms at non-zero counts only.
+            pyro.sample("obs", CountDistribution(mean, theta).to_event(1), obs=x)
 
     def guide(self, x, idx, kl_weight: float = 1.0):
         """Point masses at the current parameters (MAP)."""
@@ -229,5 +230,6 @@ class NMFDeconvModule(DeltaPyroModule):
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
         """Negative log-likelihood per spot (the point-mass guide has no KL term)."""
         x = self.genes(tensors[_X])
-        reconstruction = -generative_outputs["px"].log_prob(x).sum(-1)
+        px = generative_outputs["px"]
+        reconstruction = -count_log_prob(x, px.mu, px.theta).sum(-1)
         return LossOutput(loss=reconstruction.mean(), reconstruction_loss=reconstruction)
