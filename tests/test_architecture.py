@@ -54,3 +54,13 @@ def test_text_files_hold_no_control_characters():
             assert not bad.search(line), (
                 f"{path.relative_to(ROOT)}:{number} holds a control character: {line!r}"
             )
+
+
+def test_no_source_file_is_over_500_lines():
+    """Issue 21: a file that grows past 500 lines holds more than one concept; split it."""
+    files = sorted(SRC.rglob("*.py"))
+    assert len(files) > 50
+    long = {
+        str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text().splitlines())) > 500
+    }
+    assert not long, f"split these files (lines): {long}"

@@ -282,13 +282,11 @@ class CGMDVAE(
             the mixture starts while z is still informative.
         mixture_init
             How z is clustered at ``mixture_init_epoch``: ``"leiden"`` (default) clusters
-            UMAP's neighbour graph of z with Leiden, its resolution searched to give
-            ``n_clusters``, which keeps curved or touching groups whole in about a second
-            on 10,000 cells; ``"umap"`` runs k-means on a UMAP embedding of the same graph
-            (slower: the layout); ``"spectral"`` on its spectral embedding; ``"kmeans"`` on
-            z directly, fastest. See
-            :class:`deltavae.train.MixtureInitialization` and benchmarks/README.md, Numbers
-            behind the defaults, D4.
+            UMAP's neighbour graph of z with Leiden into ``n_clusters`` groups, keeping
+            curved or touching groups whole, in about a second on 10,000 cells; ``"umap"``
+            runs k-means on a UMAP layout of that graph (slower); ``"spectral"`` on its
+            spectral embedding; ``"kmeans"`` on z, fastest. See
+            :class:`deltavae.train.MixtureInitialization` (benchmarks/README.md, D4).
         restore_best
             Keep the parameters of the epoch with the best validation ELBO among the epochs
             after the KL warm-up and the mixture start (``best_epoch_`` says which); the last
