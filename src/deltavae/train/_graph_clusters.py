@@ -27,7 +27,7 @@ from sklearn.cluster import KMeans
 _RESOLUTION_RANGE, _MAX_STEPS = (1e-3, 20.0), 30
 
 
-def fuzzy_graph(z: np.ndarray, indices: np.ndarray, distances: np.ndarray, seed: int = 0):
+def fuzzy_graph(indices: np.ndarray, distances: np.ndarray) -> sparse.csr_matrix:
     """UMAP's fuzzy neighbour graph (McInnes et al. 2018) of the given k nearest neighbours.
 
     ``indices`` and ``distances`` (cells x k, sorted, each cell first) as from a
@@ -37,15 +37,14 @@ def fuzzy_graph(z: np.ndarray, indices: np.ndarray, distances: np.ndarray, seed:
     then joined by the fuzzy union W + W^T - W * W^T. Written here in numpy, vectorised over
     the cells, with umap-learn's constants (64 bisection steps, tolerance 1e-5, sigma at
     least 1e-3 times the mean distance), because umap-learn's numba version compiles for
-    about 20 s in every new process, longer than the rest of the mixture start. ``z`` and
-    ``seed`` are unused (kept for the shape of a graph builder).
+    about 20 s in every new process, longer than the rest of the mixture start.
 
     Examples
     --------
     >>> z = np.array([[0.0], [1.0], [3.0], [7.0]])
     >>> from sklearn.neighbors import NearestNeighbors
     >>> d, i = NearestNeighbors(n_neighbors=3).fit(z).kneighbors(z)
-    >>> g = fuzzy_graph(z, i, d)
+    >>> g = fuzzy_graph(i, d)
     >>> bool((g != g.T).nnz == 0), float(g[0, 1]), float(g[3, 3])
     (True, 1.0, 0.0)
     """
@@ -87,7 +86,7 @@ def fuzzy_graph(z: np.ndarray, indices: np.ndarray, distances: np.ndarray, seed:
 def leiden_k(graph: sparse.spmatrix, k: int, seed: int) -> np.ndarray:
     """Leiden (modularity) clusters of ``graph``, the resolution bisected to give ``k``.
 
-    Returns the partition whose number of clusters is nearest ``k`` (the lower resolution on
+    Returns the partition whose number of clusters is nearest ``k`` (the first found on
     ties), labelled ``0 .. n-1``; :func:`exactly_k` fixes the count when it is not ``k``.
 
     Examples

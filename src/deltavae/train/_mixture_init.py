@@ -236,7 +236,7 @@ def _leiden(z: np.ndarray, k: int, seed: int, group: np.ndarray | None = None) -
     """
     one = group if group is not None else np.zeros(len(z))
     indices, distances = _balanced_neighbours(z, one, _UMAP_NEIGHBORS)
-    graph = fuzzy_graph(z, indices, distances, seed)
+    graph = fuzzy_graph(indices, distances)
     return exactly_k(z, leiden_k(graph, k, seed), k, seed)
 
 
