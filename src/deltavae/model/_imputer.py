@@ -408,10 +408,11 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         blocks = []
         for start in range(0, self.adata.n_obs, chunk):
             stop = min(start + chunk, self.adata.n_obs)
-            x = torch.as_tensor(dense(counts[start:stop]), dtype=torch.float32).to(device)
+            x = None  # the spots' counts: read only by the latent design and the neighbours
+            if self.design_ == "latent" or self.profiles_ == "neighbours":
+                x = torch.as_tensor(dense(counts[start:stop]), dtype=torch.float32).to(device)
             if self.design_ == "deconvolution":
-                idx = torch.arange(start, stop, device=device)
-                values = self.module.expected(idx, x if self.profiles_ == "neighbours" else None)
+                values = self.module.expected(torch.arange(start, stop, device=device), x)
             else:
                 values = self.module.expected(x)
             blocks.append(values[:, columns.to(device)].cpu().numpy().astype(np.float64))

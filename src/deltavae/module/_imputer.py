@@ -62,6 +62,7 @@ from torch import nn
 from ..distributions import negative_binomial
 from ..nn import GaussianHeads
 from ._base import DeltaPyroModule
+from ._spot_encoder import log_cp10k
 
 _X = REGISTRY_KEYS.X_KEY
 _IDX = REGISTRY_KEYS.INDICES_KEY
@@ -70,7 +71,7 @@ _IDX = REGISTRY_KEYS.INDICES_KEY
 def unit_log(x: torch.Tensor) -> torch.Tensor:
     """Rows of log-normalised counts (``log1p`` per 10,000), centred and scaled to norm 1: their
     dot products are correlations."""
-    h = torch.log1p(x / x.sum(-1, keepdim=True).clamp_min(1.0) * 1e4)
+    h = log_cp10k(x)
     h = h - h.mean(-1, keepdim=True)
     return h / (h.norm(dim=-1, keepdim=True) + 1e-12)
 
@@ -355,8 +356,7 @@ class ImputerLatentModule(_ImputerBase):
         self._reference_batch: torch.Tensor | None = None
 
     def _encode(self, x_visible: torch.Tensor, source: int):
-        total = x_visible.sum(-1, keepdim=True).clamp_min(1.0)
-        h = torch.log1p(x_visible / total * 1e4)
+        h = log_cp10k(x_visible)
         cat = torch.full((x_visible.shape[0], 1), source, dtype=torch.long, device=h.device)
         return self.encoder(h, cat)["z"]
 

@@ -15,6 +15,18 @@ from torch import nn
 _CP10K = 1e4
 
 
+def log_cp10k(x: torch.Tensor) -> torch.Tensor:
+    """``log1p`` of counts per 10,000 of each row (a row without counts stays at 0).
+
+    Examples
+    --------
+    >>> log_cp10k(torch.tensor([[1.0, 3.0], [0.0, 0.0]])).expm1().round()
+    tensor([[2500., 7500.],
+            [   0.,    0.]])
+    """
+    return torch.log1p(x * (_CP10K / x.sum(dim=-1, keepdim=True).clamp_min(1.0)))
+
+
 class SpotEncoder(nn.Module):
     """log1p of counts per 10,000 -> fully connected layers -> ``n_output`` unconstrained values.
 
@@ -64,5 +76,4 @@ class SpotEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Spots x ``n_output`` from spots x genes counts."""
-        library = x.sum(dim=-1, keepdim=True).clamp_min(1.0)
-        return self.head(self.trunk(torch.log1p(x * (_CP10K / library))))
+        return self.head(self.trunk(log_cp10k(x)))
