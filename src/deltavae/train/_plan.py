@@ -19,7 +19,10 @@ import torch
 from scvi import REGISTRY_KEYS
 from scvi.train import LowLevelPyroTrainingPlan
 
-_TRIM_EVERY = 100
+# Freed minibatch buffers fragment the C heap by about 0.3 MiB a step: trimmed every 100 steps,
+# the peak of one 100k-cell epoch rose to +91 MiB over the start of training, every 10 steps it
+# stays at +50 MiB, in the same time (benchmarks/README.md, issue 19's memory rows).
+_TRIM_EVERY = 10
 # A module without a torch-side ELBO needs a second pass for the training-set terms
 # (reconstruction, KL): every 10th step keeps their epoch means (scvi-tools' history names) at
 # about 3% of the training time. A module with one (``has_torch_elbo``) gets them every step,
