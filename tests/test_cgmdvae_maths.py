@@ -12,7 +12,7 @@ from test_cgmdvae import _labelled_counts  # noqa: E402 - one labelled data set 
 import deltavae as dv
 from deltavae.module import CGMDVAEModule
 from deltavae.nn import MixturePrior
-from deltavae.train._mixture_init import initialize_mixture
+from deltavae.train._mixture_init import fit_cluster_head, initialize_mixture, refit_mixture
 
 TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
 SMALL = {"n_latent": 4, "n_latent_w": 2, "n_hidden": 64}
@@ -217,3 +217,67 @@ def test_pyro_elbo_equals_torch_loss():
         + alignment
     )
     torch.testing.assert_close(-elbo, per_cell.sum(), rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.parametrize("covariance", ["diag", "full"])
+def test_refit_moves_components_onto_new_clusters_and_keeps_condition_shifts(covariance):
+    """refit_mixture: each component's mean over its cluster's cells becomes their mean of z,
+    cluster numbers follow the components' current partition, and the shifts the prior
+    learned between conditions and along w are untouched."""
+    torch.manual_seed(0)
+    module = CGMDVAEModule(
+        n_input=5,
+        n_clusters=3,
+        n_cats_per_cov=[2],
+        n_latent=2,
+        n_latent_w=2,
+        likelihood="normal",
+        prior_covariance=covariance,
+    ).eval()
+    rng = np.random.default_rng(0)
+    z = torch.as_tensor(
+        np.vstack([rng.normal(size=(300, 2)) * [1.0, 0.5] + 6 * j for j in range(3)]),
+        dtype=torch.float32,
+    )
+    w = torch.randn(900, 2) * 0.3
+    cats = torch.as_tensor(rng.integers(0, 2, size=(900, 1)))
+    z_var = torch.full_like(z, 0.05)
+    truth = torch.repeat_interleave(torch.arange(3), 300)
+    # The head currently calls the clusters 2, 0, 1: the refit must keep those numbers.
+    fit_cluster_head(module, z, (truth + 2) % 3, cats, n_steps=150)
+    with torch.no_grad():
+        before = module.prior_distribution(w, cats).mean
+        shift_before = module.prior_distribution(w, 1 - cats).mean - before
+    refit_mixture(module, z, w, z_var, truth, cats)
+    with torch.no_grad():
+        after = module.prior_distribution(w, cats)
+        shift_after = module.prior_distribution(w, 1 - cats).mean - after.mean
+        logits, _ = module.cluster_posterior(z, cats)
+    assert (logits.argmax(-1) == (truth + 2) % 3).float().mean() > 0.99
+    torch.testing.assert_close(shift_after, shift_before, atol=1e-5, rtol=1e-5)
+    for j in range(3):
+        member = truth == j
+        component = (j + 2) % 3
+        torch.testing.assert_close(
+            after.mean[member, component].mean(0), z[member].mean(0), atol=1e-4, rtol=1e-4
+        )
+        if j:  # clusters 1 and 2 lie far from where the untrained prior put its components
+            assert (before[member, component].mean(0) - z[member].mean(0)).abs().max() > 3
+
+
+def test_cgmdvae_refits_its_mixture_only_without_labels(monkeypatch):
+    """train(refit_mixture="auto") refits unsupervised models whose mixture started in the
+    call, and neither labelled models nor a continued training."""
+    calls = []
+    monkeypatch.setattr(dv.model.CGMDVAE, "_refit_mixture", lambda self, m: calls.append(m))
+    adata = dv.datasets.synthetic_blobs(n_cells=120, n_features=6, n_clusters=2, seed=0)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    model = dv.model.CGMDVAE(adata, n_clusters=2, likelihood="normal")
+    model.train(max_epochs=4, enable_progress_bar=False)
+    assert calls == ["leiden"]
+    model.train(max_epochs=2, enable_progress_bar=False)  # continued: no start, no refit
+    assert calls == ["leiden"]
+    labelled = _labelled_counts()
+    dv.model.CGMDVAE.setup_anndata(labelled, labels_key="label")
+    dv.model.CGMDVAE(labelled, likelihood="nb").train(max_epochs=4, enable_progress_bar=False)
+    assert calls == ["leiden"]

@@ -262,6 +262,7 @@ class CGMDVAE(
         n_epochs_kl_warmup: int | str | None = "auto",
         mixture_init: Literal["leiden", "umap", "spectral", "kmeans"] = "leiden",
         restore_best: bool = True,
+        refit_mixture: bool | Literal["auto"] = "auto",
         **kwargs,
     ):
         """Train the model; see :meth:`deltavae.model.ZINBVAE.train` for the common arguments.
@@ -291,6 +292,11 @@ class CGMDVAE(
             Keep the parameters of the epoch with the best validation ELBO among the epochs
             after the KL warm-up and the mixture start (``best_epoch_`` says which); the last
             epoch's with ``False`` or without validation cells (``train_size=1``).
+        refit_mixture
+            After training, move each component onto a cluster of the trained z found as at
+            the start, keeping what the prior learned of w and the conditions
+            (:func:`deltavae.train.refit_mixture`; benchmarks/README.md, D9). ``"auto"``:
+            without labels, when the mixture started in this call.
         **kwargs
             Passed to :meth:`deltavae.model.ZINBVAE.train` (``lr``, ``batch_size``,
             ``early_stopping``, Lightning trainer arguments...).
@@ -312,10 +318,13 @@ class CGMDVAE(
         if n_epochs_kl_warmup == "auto":
             n_epochs_kl_warmup = max(1, max_epochs // 2)
         callbacks = list(kwargs.pop("callbacks", None) or [])
-        if mixture_init_epoch is not None and mixture_init_epoch < max_epochs:
+        started = mixture_init_epoch is not None and mixture_init_epoch < max_epochs
+        if started:
             callbacks.append(
                 self._mixture_start(mixture_init_epoch, mixture_init, kwargs.get("train_size"))
             )
+        if refit_mixture == "auto":
+            refit_mixture = started and not self.label_names
         out = super().train(
             max_epochs=max_epochs,
             callbacks=callbacks,
@@ -323,6 +332,8 @@ class CGMDVAE(
             restore_best=restore_best,
             **kwargs,
         )
+        if refit_mixture:
+            self._refit_mixture(mixture_init)
         self._warn_if_clusters_empty(max_epochs)
         return out
 
@@ -372,13 +383,8 @@ class CGMDVAE(
                 # Through each component's prior, own condition to target, over q(y | z, c).
                 cats = tensors[_CAT]
                 z = module.move_latent(z, w, probs, cats, target.expand(cats.shape).to(cats.dtype))
-            for key, value in (
-                ("z", z),
-                ("w", w),
-                ("probs", probs),
-                ("z_var", qz.variance),
-                ("w_var", qw.variance),
-            ):
+            values = (z, w, probs, qz.variance, qw.variance)
+            for key, value in zip(("z", "w", "probs", "z_var", "w_var"), values, strict=True):
                 out[key].append(value.cpu())
         return {k: torch.cat(v).numpy() for k, v in out.items()}
 
@@ -485,13 +491,8 @@ class CGMDVAE(
             "cluster_sizes": sizes,
             "empty_clusters": np.array(empty, dtype=object),
         }
-        written = [
-            "obsm/X_cgmdvae",
-            "obsm/X_cgmdvae_w",
-            "obs/cgmdvae_cluster",
-            "obsm/cgmdvae_cluster_probs",
-            "uns/cgmdvae",
-        ]
+        written = ["obsm/X_cgmdvae", "obsm/X_cgmdvae_w", "obs/cgmdvae_cluster"]
+        written += ["obsm/cgmdvae_cluster_probs", "uns/cgmdvae"]
         if self.is_query_model:
             adata.obs["cgmdvae_label"] = adata.obs["cgmdvae_cluster"].copy()
             adata.obs["cgmdvae_label_confidence"] = post["probs"].max(1).astype(np.float32)

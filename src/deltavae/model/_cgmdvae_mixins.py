@@ -221,6 +221,42 @@ class ClustersMixin:
             )
         return MixtureInitialization(epoch, seed=settings.seed or 0, method=method)
 
+    @torch.no_grad()
+    def _refit_mixture(self, method: str) -> None:
+        """Place the trained mixture on the start's clustering of the trained z (see
+        :func:`deltavae.train._mixture_init.refit_mixture`), over the training cells."""
+        from scvi import settings
+
+        from ..train._mixture_init import (
+            _MAX_CELLS,
+            MixtureInitialization,
+            _condition_centred,
+            _condition_groups,
+            refit_mixture,
+        )
+
+        cells = getattr(self, "train_indices", None)
+        cells = np.arange(self.adata.n_obs) if cells is None else np.sort(np.asarray(cells))
+        rng = np.random.default_rng(settings.seed or 0)
+        if len(cells) > _MAX_CELLS:
+            cells = np.sort(rng.choice(cells, _MAX_CELLS, replace=False))
+        module = self.module.eval()
+        parts = {"z": [], "w": [], "z_var": [], "cats": []}
+        for tensors in self._make_data_loader(self.adata, indices=cells):
+            qz, qw = module.encode(tensors[REGISTRY_KEYS.X_KEY], tensors.get(_CAT))
+            parts["z"].append(qz.loc)
+            parts["w"].append(qw.loc)
+            parts["z_var"].append(qz.variance)
+            if tensors.get(_CAT) is not None:
+                parts["cats"].append(tensors[_CAT])
+        z, w, z_var = (torch.cat(parts[key]) for key in ("z", "w", "z_var"))
+        cats = torch.cat(parts["cats"]) if parts["cats"] else None
+        group = _condition_groups(cats)
+        start = MixtureInitialization(seed=settings.seed or 0, method=method)
+        clusters = start.cluster(_condition_centred(z, group), module.n_clusters, group)
+        clusters = torch.as_tensor(clusters, dtype=torch.long, device=z.device)
+        refit_mixture(module, z, w, z_var, clusters, cats)
+
     def _first_restorable_epoch(self, callbacks: list) -> int:
         """Epochs up to the mixture start trained another model: none of them is kept."""
         from ..train._mixture_init import MixtureInitialization

@@ -2,7 +2,7 @@
 
 from ._convergence import NotConvergedWarning
 from ._data import DeltaDataSplitter
-from ._mixture_init import MixtureInitialization
+from ._mixture_init import MixtureInitialization, refit_mixture
 from ._plan import DeltaTrainingPlan, TrainingDivergedError
 
 __all__ = [
@@ -11,4 +11,5 @@ __all__ = [
     "MixtureInitialization",
     "NotConvergedWarning",
     "TrainingDivergedError",
+    "refit_mixture",
 ]

@@ -30,6 +30,12 @@ from sklearn.cluster import KMeans
 
 from ._graph_clusters import exactly_k, fuzzy_graph, leiden_k, match_labels
 
+
+def _prior_scale(p) -> torch.Tensor:
+    """D_y(w, c) of a mixture prior, full (CorrelatedNormal) or diagonal (Independent)."""
+    return p.scale if hasattr(p, "unmix") or not hasattr(p, "base_dist") else p.base_dist.scale
+
+
 logger = logging.getLogger(__name__)
 
 _MAX_CELLS = 20_000
@@ -99,16 +105,73 @@ def initialize_mixture(
         if full:
             unmix = torch.linalg.solve_triangular(tril, torch.diag_embed(scales), upper=False)
             module.prior.unmix_lower.copy_(torch.tril(unmix, diagonal=-1))
+    fit_cluster_head(module, z, assignments, cat_covs, n_steps)
+
+
+def fit_cluster_head(module, z, assignments, cat_covs=None, n_steps: int = 200) -> None:
+    """Fit q(y | z, c), the module's cluster head, to ``assignments`` (Adam, cross-entropy)."""
     head = module.cluster_head
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
     was_training = head.training
     head.train()
-    for _ in range(n_steps):
-        optimizer.zero_grad()
-        logits, _ = module.cluster_posterior(z, cat_covs)
-        F.cross_entropy(logits, assignments).backward()
-        optimizer.step()
+    with torch.enable_grad():
+        for _ in range(n_steps):
+            optimizer.zero_grad()
+            logits, _ = module.cluster_posterior(z, cat_covs)
+            F.cross_entropy(logits, assignments).backward()
+            optimizer.step()
     head.train(was_training)
+
+
+@torch.no_grad()
+def refit_mixture(module, z, w, z_var, assignments, cat_covs=None, n_steps: int = 200) -> None:
+    """Move a trained mixture onto new clusters of z, keeping what its prior network learned.
+
+    Unlike :func:`initialize_mixture`, which restarts the prior network, each component keeps
+    its dependence on w and the conditions (the condition shifts that
+    ``get_latent_representation(condition=...)`` and :meth:`move_latent` use): ``assignments``
+    are first numbered to agree most with the components' current partition (argmax of q(y |
+    z, c), Hungarian algorithm), then the output biases of component j are moved so that its
+    mean over cluster j's cells equals their mean of z, and its variance over them equals
+    their spread plus their mean posterior variance; full components also take the
+    cluster's correlations. The cluster head is fitted to the clusters last. A component with
+    fewer than two cells is left as it is.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    k, d = module.n_clusters, module.n_latent
+    logits, _ = module.cluster_posterior(z, cat_covs)
+    overlap = np.zeros((k, k))
+    np.add.at(overlap, (assignments.cpu().numpy(), logits.argmax(-1).cpu().numpy()), 1)
+    rows, cols = linear_sum_assignment(overlap, maximize=True)
+    component = torch.empty(k, dtype=torch.long, device=z.device)
+    component[torch.as_tensor(rows, device=z.device)] = torch.as_tensor(cols, device=z.device)
+    assignments = component[assignments]
+    prior = module.prior_distribution(w, cat_covs)
+    means, scales = prior.mean, _prior_scale(prior)  # (cells, K, d)
+    full = module.prior.covariance == "full"
+    mean_bias = module.prior.mean.bias.view(k, d)
+    log_var_bias = module.prior.log_var.bias.view(k, d)
+    for j in range(k):
+        member = assignments == j
+        if member.sum() < 2:
+            continue
+        zj = z[member]
+        mean_bias[j] += zj.mean(0) - means[member, j].mean(0)
+        cov = torch.atleast_2d(torch.cov(zj.T)) if full else torch.diag(zj.var(0))
+        cov = cov + torch.diag(z_var[member].mean(0))
+        variances = cov.diagonal()
+        cov = cov + torch.diag(variances.clamp(min=1e-2) - variances)
+        tril, failed = torch.linalg.cholesky_ex(cov)
+        if failed:  # fewer cells than dimensions: uncorrelated
+            tril = torch.diag(cov.diagonal().sqrt())
+        # The scales D are the Cholesky factor's diagonal (D U, U unit lower-triangular).
+        target = tril.diagonal()
+        log_var_bias[j] += 2 * target.log() - 2 * scales[member, j].log().mean(0)
+        if full:
+            unmix = torch.linalg.solve_triangular(tril, torch.diag(target), upper=False)
+            module.prior.unmix_lower[j] = torch.tril(unmix, diagonal=-1)
+    fit_cluster_head(module, z, assignments, cat_covs, n_steps)
 
 
 def check_method(method: str, argument: str = "method") -> None:
