@@ -279,5 +279,8 @@ def test_cgmdvae_refits_its_mixture_only_without_labels(monkeypatch):
     assert calls == ["leiden"]
     labelled = _labelled_counts()
     dv.model.CGMDVAE.setup_anndata(labelled, labels_key="label")
-    dv.model.CGMDVAE(labelled, likelihood="nb").train(max_epochs=4, enable_progress_bar=False)
+    model = dv.model.CGMDVAE(labelled, likelihood="nb")
+    with pytest.raises(ValueError, match="this model has labels"):
+        model.train(max_epochs=4, refit_mixture=True)
+    model.train(max_epochs=4, enable_progress_bar=False)
     assert calls == ["leiden"]

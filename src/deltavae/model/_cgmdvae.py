@@ -323,8 +323,7 @@ class CGMDVAE(
             callbacks.append(
                 self._mixture_start(mixture_init_epoch, mixture_init, kwargs.get("train_size"))
             )
-        if refit_mixture == "auto":
-            refit_mixture = started and not self.label_names
+        refit_mixture = self._resolve_refit(refit_mixture, started)
         out = super().train(
             max_epochs=max_epochs,
             callbacks=callbacks,

@@ -221,6 +221,19 @@ class ClustersMixin:
             )
         return MixtureInitialization(epoch, seed=settings.seed or 0, method=method)
 
+    def _resolve_refit(self, refit, started: bool) -> bool:
+        """``train``'s ``refit_mixture``: ``"auto"`` refits unlabelled models whose mixture
+        started in this call; labels already hold their components, so a refit is refused."""
+        if refit == "auto":
+            return started and not self.label_names
+        if refit and self.label_names:
+            raise ValueError(
+                "refit_mixture=True moves the components onto unsupervised clusters, but this "
+                "model has labels, which already hold their components; use "
+                "refit_mixture=False (or 'auto')."
+            )
+        return bool(refit)
+
     @torch.no_grad()
     def _refit_mixture(self, method: str) -> None:
         """Place the trained mixture on the start's clustering of the trained z (see
