@@ -206,7 +206,8 @@ def test_restore_best_keeps_the_best_full_elbo_epoch():
     dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
     model = dv.model.CGMDVAE(adata, n_clusters=5, likelihood="normal", **SMALL)
     # KL warm-up over 6 epochs and the mixture start at epoch 3: epochs 6-13 are eligible.
-    model.train(max_epochs=14, callbacks=[Record()], **TRAIN)
+    # No refit after training: the parameters must be exactly the best epoch's.
+    model.train(max_epochs=14, callbacks=[Record()], refit_mixture=False, **TRAIN)
     elbo = model.history["elbo_validation"]["elbo_validation"].to_numpy(float)
     assert len(elbo) == 14
     eligible = np.arange(6, 14)
