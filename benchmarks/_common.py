@@ -172,6 +172,22 @@ def run_json_subprocess(args: Sequence[str], timeout: float | None = None) -> di
     return json.loads(lines[-1])
 
 
+def save_json(result: dict, out: str | None) -> None:
+    """Write ``result`` to ``out`` as JSON (numpy numbers as floats); nothing when None."""
+    if out:
+        from pathlib import Path
+
+        Path(out).write_text(json.dumps(result, indent=1, default=float))
+
+
+def finish(result: dict, report, out: str | None, loads: Sequence[float]) -> int:
+    """End a benchmark: the mean load into ``result``, ``report(result)`` to stdout, JSON out."""
+    result["load_average"] = float(statistics.fmean(loads))
+    print(report(result))
+    save_json(result, out)
+    return 0
+
+
 def quiet() -> None:
     """Silence scvi-tools' INFO lines (printed to stdout), Lightning, Pyro and warnings."""
     import scvi

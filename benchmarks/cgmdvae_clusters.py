@@ -35,7 +35,15 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import fmt_mean_sd, leiden_labels, load_average, markdown_table, quiet  # noqa: E402
+from _common import (  # noqa: E402
+    finish,
+    fmt_mean_sd,
+    leiden_labels,
+    load_average,
+    markdown_table,
+    quiet,
+    save_json,
+)
 
 SETS = ("pbmc", "kang8", "cerebellum", "hippocampus", "hypothalamus", "lymphnode", "mesc")
 METHODS = {
@@ -158,22 +166,19 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None, help="shared data root")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="write the raw results as JSON")
-    parser.add_argument(
-        "--set",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("ARG", "VALUE"),
-        help="CGMDVAE constructor argument (repeatable), e.g. --set n_latent 16",
+    examples = (
+        ("--set", "constructor", "n_latent 16"),
+        ("--train", "train", "refit_mixture false"),
     )
-    parser.add_argument(
-        "--train",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("ARG", "VALUE"),
-        help="CGMDVAE.train argument (repeatable)",
-    )
+    for flag, what, example in examples:
+        parser.add_argument(
+            flag,
+            nargs=2,
+            action="append",
+            default=[],
+            metavar=("ARG", "VALUE"),
+            help=f"CGMDVAE {what} argument (repeatable), e.g. {flag} {example}",
+        )
     args = parser.parse_args(argv)
     for store, pairs in ((CGMDVAE_ARGS, args.set), (CGMDVAE_TRAIN, args.train)):
         for key, value in pairs:
@@ -205,13 +210,8 @@ def main(argv=None) -> int:
                 flush=True,
             )
             loads.append(load_average())
-            if args.out:
-                Path(args.out).write_text(json.dumps(result, indent=1, default=float))
-    result["load_average"] = float(np.mean(loads))
-    print(report(result))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1, default=float))
-    return 0
+            save_json(result, args.out)
+    return finish(result, report, args.out, loads)
 
 
 if __name__ == "__main__":

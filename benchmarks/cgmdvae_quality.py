@@ -36,7 +36,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -47,11 +46,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     Timer,
+    finish,
     fmt_mean_sd,
     leiden_labels,
     load_average,
     markdown_table,
     quiet,
+    save_json,
 )
 
 SECTIONS = ("blobs", "mnist", "pbmc", "kang", "semi")
@@ -434,13 +435,8 @@ def main(argv=None) -> int:
             result.setdefault("semi", []).append(run_semi(seed, args.epochs, 0.05))
         loads.append(load_average())
         print(f"seed {seed} done after {time.time() - start:.0f} s", file=sys.stderr, flush=True)
-        if args.out:  # partial results survive an interrupted run
-            Path(args.out).write_text(json.dumps(result, indent=1, default=float))
-    result["load_average"] = float(np.mean(loads))
-    print(report(result))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1, default=float))
-    return 0
+        save_json(result, args.out)  # partial results survive an interrupted run
+    return finish(result, report, args.out, loads)
 
 
 if __name__ == "__main__":
