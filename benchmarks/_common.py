@@ -206,7 +206,9 @@ def leiden_labels(latent, resolution: float, seed: int = 0):
 
     emb = ad.AnnData(np.zeros((latent.shape[0], 1), dtype=np.float32))
     emb.obsm["rep"] = np.asarray(latent)
-    sc.pp.neighbors(emb, use_rep="rep", random_state=seed)
+    # Exact neighbours (scikit-learn), as scanpy uses below 4,096 cells anyway: above it, its
+    # default approximate search failed on Kang's 12,261 cells (a csr_array without getnnz).
+    sc.pp.neighbors(emb, use_rep="rep", random_state=seed, transformer="sklearn")
     sc.tl.leiden(
         emb,
         flavor="igraph",
