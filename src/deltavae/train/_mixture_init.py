@@ -28,13 +28,8 @@ from lightning.pytorch.callbacks import Callback
 from scvi import REGISTRY_KEYS
 from sklearn.cluster import KMeans
 
+from ..module._cgmdvae import _prior_scale
 from ._graph_clusters import exactly_k, fuzzy_graph, leiden_k, match_labels
-
-
-def _prior_scale(p) -> torch.Tensor:
-    """D_y(w, c) of a mixture prior, full (CorrelatedNormal) or diagonal (Independent)."""
-    return p.scale if hasattr(p, "unmix") or not hasattr(p, "base_dist") else p.base_dist.scale
-
 
 logger = logging.getLogger(__name__)
 
@@ -129,13 +124,18 @@ def refit_mixture(module, z, w, z_var, assignments, cat_covs=None, n_steps: int 
 
     Unlike :func:`initialize_mixture`, which restarts the prior network, each component keeps
     its dependence on w and the conditions (the condition shifts that
-    ``get_latent_representation(condition=...)`` and :meth:`move_latent` use): ``assignments``
+    ``get_latent_representation(condition=...)`` and ``move_latent`` use): ``assignments``
     are first numbered to agree most with the components' current partition (argmax of q(y |
     z, c), Hungarian algorithm), then the output biases of component j are moved so that its
-    mean over cluster j's cells equals their mean of z, and its variance over them equals
-    their spread plus their mean posterior variance; full components also take the
-    cluster's correlations. The cluster head is fitted to the clusters last. A component with
-    fewer than two cells is left as it is.
+    mean over cluster j's cells equals their mean of z and its scales match their covariance
+    plus their mean posterior variance (``z_var``); full components also take the cluster's
+    correlations. The cluster head is fitted to the clusters last. A component with fewer
+    than two cells is left as it is. ``z`` and ``w`` are posterior means, ``cat_covs`` the
+    cells' condition codes (None without conditions).
+
+    Examples
+    --------
+    >>> refit_mixture(module, z, w, z_var, clusters, cats)  # doctest: +SKIP
     """
     from scipy.optimize import linear_sum_assignment
 
