@@ -245,6 +245,7 @@ class ClustersMixin:
             MixtureInitialization,
             _condition_centred,
             _condition_groups,
+            encode_cells,
             refit_mixture,
         )
 
@@ -254,16 +255,8 @@ class ClustersMixin:
         if len(cells) > _MAX_CELLS:
             cells = np.sort(rng.choice(cells, _MAX_CELLS, replace=False))
         module = self.module.eval()
-        parts = {"z": [], "w": [], "z_var": [], "cats": []}
-        for tensors in self._make_data_loader(self.adata, indices=cells):
-            qz, qw = module.encode(tensors[REGISTRY_KEYS.X_KEY], tensors.get(_CAT))
-            parts["z"].append(qz.loc)
-            parts["w"].append(qw.loc)
-            parts["z_var"].append(qz.variance)
-            if tensors.get(_CAT) is not None:
-                parts["cats"].append(tensors[_CAT])
-        z, w, z_var = (torch.cat(parts[key]) for key in ("z", "w", "z_var"))
-        cats = torch.cat(parts["cats"]) if parts["cats"] else None
+        encoded = encode_cells(module, self._make_data_loader(self.adata, indices=cells))
+        z, w, z_var, cats = (encoded[key] for key in ("z", "w", "z_var", "cats"))
         group = _condition_groups(cats)
         start = MixtureInitialization(seed=settings.seed or 0, method=method)
         clusters = start.cluster(_condition_centred(z, group), module.n_clusters, group)

@@ -50,6 +50,40 @@ def _condition_groups(cats: torch.Tensor | None) -> np.ndarray | None:
     return group.ravel()
 
 
+def _cluster_factors(z, z_var, assignments, k: int, full: bool):
+    """Each cluster's mean of z and the Cholesky factor of its covariance (full, or its
+    diagonal) plus its cells' mean posterior variance ``z_var`` (None: 0), variances at least
+    1e-2; uncorrelated where the factor fails (fewer cells than dimensions). A cluster of
+    fewer than two cells gets the data's mean and spread. Returns ``(centers, tril, filled)``,
+    ``filled`` marking the clusters of two cells or more.
+
+    Covariance D U U^T D with U unit lower-triangular has the Cholesky factor L = D U: the
+    component's scales are L's diagonal and U^-1 = L^-1 D.
+    """
+    spread = z.var(0) if len(z) > 1 else torch.ones_like(z[0])
+    noise = z_var if z_var is not None else torch.zeros_like(z)
+    centers, covariances, filled = [], [], []
+    for j in range(k):
+        member = assignments == j
+        filled.append(bool(member.sum() > 1))
+        if filled[-1]:
+            zj = z[member]
+            centers.append(zj.mean(0))
+            cov = torch.atleast_2d(torch.cov(zj.T)) if full else torch.diag(zj.var(0))
+            covariances.append(cov + torch.diag(noise[member].mean(0)))
+        else:  # an empty component: broad, centred on the data
+            centers.append(z.mean(0))
+            covariances.append(torch.diag(spread + noise.mean(0)))
+    centers, covariances = torch.stack(centers), torch.stack(covariances)
+    variances = covariances.diagonal(dim1=-2, dim2=-1)
+    covariances = covariances + torch.diag_embed(variances.clamp(min=1e-2) - variances)
+    tril, failed = torch.linalg.cholesky_ex(covariances)
+    if bool(failed.any()):
+        diagonal = torch.diag_embed(covariances.diagonal(dim1=-2, dim2=-1).sqrt())
+        tril = torch.where((failed > 0).view(-1, 1, 1), diagonal, tril)
+    return centers, tril, filled
+
+
 def initialize_mixture(
     module,
     z: torch.Tensor,
@@ -66,29 +100,8 @@ def initialize_mixture(
     components cover the samples of z the ELBO is evaluated at, not only their means.
     """
     k = module.n_clusters
-    spread = z.var(0) if len(z) > 1 else torch.ones_like(z[0])
-    noise = z_var if z_var is not None else torch.zeros_like(z)
     full = module.prior.covariance == "full"
-    centers, covariances = [], []
-    for j in range(k):
-        member = assignments == j
-        if member.sum() > 1:
-            zj = z[member]
-            centers.append(zj.mean(0))
-            cov = torch.atleast_2d(torch.cov(zj.T)) if full else torch.diag(zj.var(0))
-            covariances.append(cov + torch.diag(noise[member].mean(0)))
-        else:  # an empty component: broad, centred on the data
-            centers.append(z.mean(0))
-            covariances.append(torch.diag(spread + noise.mean(0)))
-    centers, covariances = torch.stack(centers), torch.stack(covariances)
-    variances = covariances.diagonal(dim1=-2, dim2=-1)
-    covariances = covariances + torch.diag_embed(variances.clamp(min=1e-2) - variances)
-    # Covariance D U U^T D with U unit lower-triangular is the Cholesky factor L = D U: the
-    # scales are L's diagonal and U^-1 = L^-1 D (the identity for diagonal components).
-    tril, failed = torch.linalg.cholesky_ex(covariances)
-    if bool(failed.any()):  # a cluster with fewer cells than dimensions: uncorrelated start
-        diagonal = torch.diag_embed(covariances.diagonal(dim1=-2, dim2=-1).sqrt())
-        tril = torch.where((failed > 0).view(-1, 1, 1), diagonal, tril)
+    centers, tril, _ = _cluster_factors(z, z_var, assignments, k, full)
     scales = tril.diagonal(dim1=-2, dim2=-1)
     with torch.no_grad():
         # Components start at the cluster centres and depend on (w, c) only weakly; training
@@ -152,26 +165,36 @@ def refit_mixture(module, z, w, z_var, assignments, cat_covs=None, n_steps: int 
     full = module.prior.covariance == "full"
     mean_bias = module.prior.mean.bias.view(k, d)
     log_var_bias = module.prior.log_var.bias.view(k, d)
-    for j in range(k):
+    centers, tril, filled = _cluster_factors(z, z_var, assignments, k, full)
+    target = tril.diagonal(dim1=-2, dim2=-1)
+    for j in np.flatnonzero(filled):
         member = assignments == j
-        if member.sum() < 2:
-            continue
-        zj = z[member]
-        mean_bias[j] += zj.mean(0) - means[member, j].mean(0)
-        cov = torch.atleast_2d(torch.cov(zj.T)) if full else torch.diag(zj.var(0))
-        cov = cov + torch.diag(z_var[member].mean(0))
-        variances = cov.diagonal()
-        cov = cov + torch.diag(variances.clamp(min=1e-2) - variances)
-        tril, failed = torch.linalg.cholesky_ex(cov)
-        if failed:  # fewer cells than dimensions: uncorrelated
-            tril = torch.diag(cov.diagonal().sqrt())
-        # The scales D are the Cholesky factor's diagonal (D U, U unit lower-triangular).
-        target = tril.diagonal()
-        log_var_bias[j] += 2 * target.log() - 2 * scales[member, j].log().mean(0)
+        mean_bias[j] += centers[j] - means[member, j].mean(0)
+        log_var_bias[j] += 2 * target[j].log() - 2 * scales[member, j].log().mean(0)
         if full:
-            unmix = torch.linalg.solve_triangular(tril, torch.diag(target), upper=False)
+            unmix = torch.linalg.solve_triangular(tril[j], torch.diag(target[j]), upper=False)
             module.prior.unmix_lower[j] = torch.tril(unmix, diagonal=-1)
     fit_cluster_head(module, z, assignments, cat_covs, n_steps)
+
+
+@torch.no_grad()
+def encode_cells(module, batches, max_cells: int | None = None) -> dict:
+    """Posterior means of z and w, z's variances, condition codes and labels of the cells in
+    ``batches`` (minibatch dicts on the module's device), stopping after ``max_cells``.
+    ``cats`` is None without conditions."""
+    keys, parts = ("z", "w", "z_var", "cats", "labels"), {}
+    n = 0
+    for tensors in batches:
+        cat = tensors.get(REGISTRY_KEYS.CAT_COVS_KEY)
+        qz, qw = module.encode(tensors[REGISTRY_KEYS.X_KEY], cat)
+        values = (qz.loc, qw.loc, qz.variance, cat, tensors.get(REGISTRY_KEYS.LABELS_KEY))
+        for key, value in zip(keys, values, strict=True):
+            if value is not None:
+                parts.setdefault(key, []).append(value)
+        n += len(qz.loc)
+        if max_cells is not None and n >= max_cells:
+            break
+    return {key: torch.cat(parts[key]) if key in parts else None for key in keys}
 
 
 def check_method(method: str, argument: str = "method") -> None:
@@ -343,21 +366,13 @@ class MixtureInitialization(Callback):
 
     @torch.no_grad()
     def _collect(self, trainer, module):
-        zs, zvars, cats, labels = [], [], [], []
-        for tensors in trainer.datamodule.train_dataloader():
-            tensors = {k: v.to(module.device) for k, v in tensors.items()}
-            cat = tensors.get(REGISTRY_KEYS.CAT_COVS_KEY)
-            qz, _ = module.encode(tensors[REGISTRY_KEYS.X_KEY], cat)
-            zs.append(qz.loc)
-            zvars.append(qz.variance)
-            if cat is not None:
-                cats.append(cat)
-            labels.append(tensors[REGISTRY_KEYS.LABELS_KEY])
-            if sum(len(z) for z in zs) >= _MAX_CELLS:
-                break
-        y_obs = module.observed_clusters(torch.cat(labels))
-        cats = torch.cat(cats) if cats else None
-        return torch.cat(zs), torch.cat(zvars), cats, y_obs
+        batches = (
+            {k: v.to(module.device) for k, v in tensors.items()}
+            for tensors in trainer.datamodule.train_dataloader()
+        )
+        cells = encode_cells(module, batches, _MAX_CELLS)
+        y_obs = module.observed_clusters(cells["labels"])
+        return cells["z"], cells["z_var"], cells["cats"], y_obs
 
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch != self.epoch:
