@@ -10,7 +10,9 @@ models are scored on one draw of counts per cell, normalized exactly like the re
 (never on smooth expected counts, whose mean of logs is biased). Methods: ``no change`` (the
 control cells as they are), ``additive`` (control plus the mean response of the other types),
 ``latent shift`` (scGen's latent arithmetic on an unconditional ZINBVAE, cell types
-balanced), ``translate`` with a ZINB CGMDVAE on counts (residual, its default, and decoded)
+balanced), ``translate`` with a ZINB CGMDVAE on counts (its default: the residual translation
+averaged half and half with the nearest response; the model alone, ``response_weight=0``; and
+decoded)
 and with a normal-likelihood CGMDVAE on scGen's log data (scGen's setting, and its
 ``residual`` form), and ``nearest response`` on either (each control cell plus the observed
 ctrl -> stim change of the cell types most similar to it, in the data's principal components
@@ -166,6 +168,10 @@ def held_out_type(
         pred = g.predict_perturbation(ctrl_t, "stim")
         if layer is None:
             out["translate (CGMDVAE zinb, counts)"] = r2(scgen_log(pred.layers["counts"], ctrl_t))
+            alone = g.predict_perturbation(ctrl_t, "stim", response_weight=0)
+            out["translate, model alone (response_weight=0)"] = r2(
+                scgen_log(alone.layers["counts"], ctrl_t)
+            )
             decoded = g.predict_perturbation(ctrl_t, "stim", residual=False)
             out["translate, decoded (zinb)"] = r2(scgen_log(decoded.layers["counts"], ctrl_t))
         else:

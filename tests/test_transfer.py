@@ -266,6 +266,59 @@ def test_translate_recovers_a_known_condition_effect():
     log_stim = dv.metrics.log_normalize(stim.X)
     assert dv.metrics.mean_expression_r2(nearest.X, log_stim) > 0.98
 
+    # The default count translation averages the model's residual translation with the
+    # observed responses of the most similar groups (here the model's clusters), half and
+    # half on log-normalized counts at each cell's own library.
+    # Cells already under the target keep their counts: nothing was averaged.
+    assert pred.uns["response_weight"] == 0.5 and same.uns["response_weight"] == 0.0
+    plain = g.translate(ctrl, "stim", response_weight=0)
+    assert plain.uns["response_weight"] == 0.0
+    observed = g.translate(ctrl, "stim", response_weight=1.0)
+    clusters = g.predict_perturbation(ctrl, "stim", "nearest_response")
+    library = x.sum(1, keepdims=True)
+
+    def log_scale(values):
+        return np.log1p(values / library * 1e4)
+
+    np.testing.assert_allclose(log_scale(observed.X), clusters.X, atol=1e-4)
+    halves = 0.5 * log_scale(plain.X) + 0.5 * clusters.X
+    np.testing.assert_allclose(log_scale(pred.X), halves, atol=1e-4)
+    assert not np.allclose(pred.X, plain.X, atol=1e-2)
+    assert np.all(counts == np.round(counts)) and counts.min() >= 0
+    for bad in (1.5, -0.1, True):
+        with pytest.raises(ValueError, match="response_weight must be a number in"):
+            g.translate(ctrl, "stim", response_weight=bad)
+    with pytest.raises(ValueError, match="use residual=True"):
+        g.translate(ctrl, "stim", residual=False, response_weight=0.5)
+    assert g.translate(ctrl, "stim", residual=False).uns["response_weight"] == 0.0
+    with pytest.raises(ValueError, match="response_weight applies to method='translate'"):
+        g.predict_perturbation(ctrl, "stim", method="latent_shift", response_weight=0.5)
+
+
+def test_translate_keeps_the_model_alone_when_no_response_was_observed(monkeypatch):
+    """With no training group seen under both conditions the default translation is the
+    model's own and says so; asking for observed responses explicitly is an error."""
+    from deltavae.model import _perturbation
+
+    adata = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=30, n_clusters=2, n_conditions=2, seed=3, condition_fold=3.0
+    )
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    g = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    g.train(max_epochs=3, **FAST)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    plain = g.translate(ctrl, "stim", response_weight=0)
+
+    def no_group(*args, **kwargs):
+        raise _perturbation.NoResponseError("No group of the training cells is seen under both")
+
+    monkeypatch.setattr(_perturbation, "nearest_response", no_group)
+    alone = g.translate(ctrl, "stim")
+    assert alone.uns["response_weight"] == 0.0
+    np.testing.assert_allclose(alone.X, plain.X, rtol=1e-6)
+    with pytest.raises(ValueError, match="seen under both"):
+        g.translate(ctrl, "stim", response_weight=0.5)
+
 
 def test_alignment_penalty_measures_condition_differences_within_clusters():
     module = dv.module.CGMDVAEModule(n_input=4, n_clusters=2, n_cats_per_cov=[2], n_latent=2)

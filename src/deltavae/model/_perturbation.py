@@ -38,6 +38,7 @@ class PerturbationMixin:
         batch_size: int | None = None,
         residual: bool | None = None,
         similarity: Literal["expression", "latent"] = "expression",
+        response_weight: float | None = None,
     ) -> AnnData:
         """Expression of the given cells under another condition.
 
@@ -50,6 +51,8 @@ class PerturbationMixin:
         method
             ``"translate"``: encode each cell and decode it under the target condition (a
             conditional model, see :meth:`deltavae.model.CGMDVAE.translate`).
+            For count models the default translation is averaged with the observed responses
+            of the most similar training groups (``response_weight``).
             ``"latent_shift"``: scGen's latent arithmetic, z + mean(z | target) - mean(z |
             source) over the training cells, decoded at each cell's own covariates and library.
             ``"nearest_response"``: each cell's data plus the change observed between the
@@ -99,13 +102,20 @@ class PerturbationMixin:
                     f"method='translate' needs a conditional model such as CGMDVAE; "
                     f"{type(self).__name__} has none. Use method='latent_shift'."
                 )
-            return self.translate(adata, target_condition, batch_size=batch_size, residual=residual)
+            return self.translate(
+                adata,
+                target_condition,
+                batch_size=batch_size,
+                residual=residual,
+                response_weight=response_weight,
+            )
         if method not in ("latent_shift", "nearest_response"):
             raise ValueError(
                 f"method must be 'translate', 'latent_shift' or 'nearest_response', got {method!r}."
             )
-        if residual is not None:
-            raise ValueError("residual applies to method='translate' only.")
+        for name, value in (("residual", residual), ("response_weight", response_weight)):
+            if value is not None:
+                raise ValueError(f"{name} applies to method='translate' only.")
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
         self._check_if_trained(warn=False)
@@ -113,6 +123,10 @@ class PerturbationMixin:
         if method == "nearest_response":
             return nearest_response(self, adata, contrast, batch_size, similarity)
         return latent_shift(self, adata, contrast, batch_size)
+
+
+class NoResponseError(ValueError):
+    """No training group is seen under both conditions: no observed response to transfer."""
 
 
 def _default_condition_key(model) -> str:
@@ -338,7 +352,7 @@ def nearest_response(
     is_src, is_tgt = train_conditions == source, train_conditions == target
     names = sorted(set(groups[is_src]) & set(groups[is_tgt]))
     if not names:
-        raise ValueError(
+        raise NoResponseError(
             f"No group of the training cells is seen under both {source!r} and {target!r}; "
             "there is no observed response to transfer."
         )
@@ -364,3 +378,69 @@ def nearest_response(
     out.obsm["response_weights"] = weights.astype(np.float32)
     out.uns["response_groups"] = list(names)
     return out
+
+
+def with_observed_responses(
+    model,
+    adata: AnnData,
+    translated: dict,
+    target_condition,
+    weight: float,
+    batch_size=None,
+    strict: bool = True,
+) -> tuple[dict, float]:
+    """Average a translation with the observed responses of the most similar training groups.
+
+    ``translated`` holds the model's residual translation of ``adata``'s cells (``expected``
+    and, for counts, ``counts``, numpy arrays). For every source condition other than the
+    target, :func:`nearest_response` predicts the same cells from the groups' observed
+    responses, and the two predictions are averaged with weight ``weight`` on the observed
+    responses, on the scale where responses add: the data for ``likelihood="normal"``,
+    log-normalized counts at each cell's own library (:func:`deltavae.metrics.log_normalize`)
+    for count models. For counts the averaged expectation becomes counts as in the residual
+    translation: the observed counts, thinned binomially where the expectation is lower and
+    with Poisson counts added where it is higher. Cells already under the target condition
+    are left as translated. When no training group is seen under both a source and the target
+    condition there is no response to average: ``strict`` raises, otherwise those cells keep
+    the translation (the weight returned is 0 when no cell was averaged). Returns the dict with ``expected`` and
+    ``counts`` replaced, and the weight used.
+    """
+    key = _default_condition_key(model)
+    own = adata.obs[key].astype(str).to_numpy()
+    expected, counts = translated["expected"].copy(), translated["counts"]
+    is_count = model.module.observation.is_count
+    x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
+    counts = None if counts is None else counts.copy()
+    blended = False
+    for source in sorted(set(own) - {str(target_condition)}):
+        rows = np.flatnonzero(own == source)
+        part = adata if len(rows) == adata.n_obs else adata[rows].copy()
+        contrast = Contrast.resolve(model, part, target_condition, key, None)
+        try:
+            nearest = nearest_response(model, part, contrast, batch_size).X.astype(np.float64)
+        except NoResponseError:
+            if strict:
+                raise
+            continue
+        blended = True
+        if not is_count:
+            expected[rows] = (1 - weight) * expected[rows] + weight * nearest
+            continue
+        cells = np.asarray(x[rows].toarray() if sparse.issparse(x) else x[rows], np.float64)
+        library = np.maximum(cells.sum(1, keepdims=True), 1.0)
+        model_log = np.log1p(np.maximum(expected[rows], 0.0) / library * 1e4)
+        mean = np.expm1((1 - weight) * model_log + weight * nearest) * library / 1e4
+        expected[rows] = mean
+        counts[rows] = _move_counts(cells, mean)
+    return {"expected": expected.astype(np.float32), "counts": counts}, weight if blended else 0.0
+
+
+def _move_counts(observed: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Observed counts moved to ``mean``: Poisson counts added where the mean is higher, a
+    binomial share (x - mean) / x removed where it is lower (the residual translation's draw,
+    :meth:`deltavae.module.CGMDVAEModule.translate`)."""
+    x = torch.as_tensor(observed, dtype=torch.float32)
+    change = torch.as_tensor(mean, dtype=torch.float32) - x
+    removed = ((-change).clamp(min=0.0) / x.clamp(min=1.0)).clamp(max=1.0)
+    thinned = torch.distributions.Binomial(x, probs=removed).sample()
+    return (x - thinned + torch.poisson(change.clamp(min=0.0))).numpy()
