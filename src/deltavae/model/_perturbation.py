@@ -60,8 +60,10 @@ class PerturbationMixin:
             by each group's posterior under isotropic Gaussians on 50 principal components of
             the data (``similarity="expression"``) or on z (``"latent"``); on log-normalized
             data for count models. For a cell type never seen under the target condition the
-            most accurate of the three on Kang IFN-beta (benchmarks/README.md, Numbers
-            behind the defaults, D7).
+            most accurate of the three over all genes on Kang IFN-beta (benchmarks/README.md,
+            Numbers behind the defaults, D7); the count models' default ``translate``, which
+            averages the model with it, predicts the change of the response genes better
+            (D10).
         condition_key
             obs column of the condition (``latent_shift``); default the model's only condition
             covariate.
