@@ -5,6 +5,7 @@ from ._counts import (
     CountDistribution,
     count_distribution,
     count_log_prob,
+    move_counts,
     negative_binomial,
     zero_inflated_negative_binomial,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "Likelihood",
     "count_distribution",
     "count_log_prob",
+    "move_counts",
     "negative_binomial",
     "zero_inflated_negative_binomial",
 ]

@@ -288,3 +288,26 @@ class CountDistribution(pdist.TorchDistribution):
     def variance(self):
         """Variance of a count."""
         return self._pyro_dist().variance
+
+
+def move_counts(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """Observed counts ``x`` moved to ``mean``, keeping what is observed where it can.
+
+    Where the mean is higher, Poisson(mean - x) new counts are added; where it is lower, each
+    count is removed with probability min(1, (x - mean) / x) (binomial thinning). The result's
+    expectation is max(mean, 0); a count equal to its mean is returned as is. Used by the
+    residual translations of :meth:`deltavae.module.CGMDVAEModule.translate` and
+    :meth:`deltavae.model.CGMDVAE.translate`.
+
+    Examples
+    --------
+    >>> x = torch.tensor([[0.0, 4.0, 2.0]])
+    >>> move_counts(x, x).tolist()
+    [[0.0, 4.0, 2.0]]
+    >>> move_counts(x, torch.tensor([[0.0, 0.0, 2.0]])).tolist()
+    [[0.0, 0.0, 2.0]]
+    """
+    change = mean - x
+    removed = ((-change).clamp(min=0.0) / x.clamp(min=1.0)).clamp(max=1.0)
+    thinned = torch.distributions.Binomial(x, probs=removed).sample()
+    return x - thinned + torch.poisson(change.clamp(min=0.0))

@@ -17,6 +17,7 @@ from scipy import sparse
 from scipy.special import softmax
 from scvi import REGISTRY_KEYS
 
+from ..distributions import move_counts
 from ._cgmdvae_mixins import ClustersMixin
 from ._validation import category_mappings
 
@@ -404,8 +405,8 @@ def with_observed_responses(
     with Poisson counts added where it is higher. Cells already under the target condition
     are left as translated. When no training group is seen under both a source and the target
     condition there is no response to average: ``strict`` raises, otherwise those cells keep
-    the translation (the weight returned is 0 when no cell was averaged). Returns the dict with ``expected`` and
-    ``counts`` replaced, and the weight used.
+    the translation (the weight returned is 0 when no cell was averaged). Returns the dict
+    with ``expected`` and ``counts`` replaced, and the weight used.
     """
     key = _default_condition_key(model)
     own = adata.obs[key].astype(str).to_numpy()
@@ -433,16 +434,6 @@ def with_observed_responses(
         model_log = np.log1p(np.maximum(expected[rows], 0.0) / library * 1e4)
         mean = np.expm1((1 - weight) * model_log + weight * nearest) * library / 1e4
         expected[rows] = mean
-        counts[rows] = _move_counts(cells, mean)
+        moved = move_counts(torch.as_tensor(cells).float(), torch.as_tensor(mean).float())
+        counts[rows] = moved.numpy()
     return {"expected": expected.astype(np.float32), "counts": counts}, weight if blended else 0.0
-
-
-def _move_counts(observed: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Observed counts moved to ``mean``: Poisson counts added where the mean is higher, a
-    binomial share (x - mean) / x removed where it is lower (the residual translation's draw,
-    :meth:`deltavae.module.CGMDVAEModule.translate`)."""
-    x = torch.as_tensor(observed, dtype=torch.float32)
-    change = torch.as_tensor(mean, dtype=torch.float32) - x
-    removed = ((-change).clamp(min=0.0) / x.clamp(min=1.0)).clamp(max=1.0)
-    thinned = torch.distributions.Binomial(x, probs=removed).sample()
-    return (x - thinned + torch.poisson(change.clamp(min=0.0))).numpy()

@@ -40,7 +40,7 @@ from scvi.module.base import LossOutput, auto_move_data
 from scvi.nn import DecoderSCVI
 from torch.distributions import Categorical, Dirichlet, Distribution, Normal, kl_divergence
 
-from ..distributions import Likelihood
+from ..distributions import Likelihood, move_counts
 from ..nn import ClusterHead, CorrelatedNormal, GaussianHeads, MixturePrior, ObservationDecoder
 from ._base import DeltaPyroModule
 from ._zinbvae import split_categoricals
@@ -352,9 +352,7 @@ class CGMDVAEModule(DeltaPyroModule):
             delta = expected - self.observation.expected(self.decode(qz.loc, cat_covs, library))
             expected = (x + delta).clamp(min=0.0)
             if self.observation.is_count:
-                removed = (-delta).clamp(min=0.0) / x.clamp(min=1.0)
-                thinned = torch.distributions.Binomial(x, probs=removed.clamp(max=1.0)).sample()
-                counts = x - thinned + torch.poisson(delta.clamp(min=0.0))
+                counts = move_counts(x, x + delta)
         elif self.observation.is_count:
             counts = self.observation.torch(params).sample()
         return {"expected": expected, "counts": counts}

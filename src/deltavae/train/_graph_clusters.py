@@ -4,11 +4,12 @@ The mixture start (:class:`~deltavae.train.MixtureInitialization`, ``method="lei
 one cluster per mixture component. Leiden on UMAP's fuzzy neighbour graph
 (:func:`fuzzy_graph`) follows connected, curved groups as a UMAP layout does, but it clusters
 the graph directly: no layout to optimise (most of a UMAP start's time) and no k-means on a
-layout afterwards. The number of
-clusters grows with the resolution, so the resolution is bisected (on a log scale) until
-Leiden returns ``k``, and the best of several converged runs at that resolution is kept; when no resolution does (a graph in more than ``k`` pieces, or ties),
-the nearest partition is fixed up: the smallest cluster merged into the one with the nearest
-centre, or the most spread cluster split in two by k-means, until there are ``k``.
+layout afterwards. The number of clusters grows with the resolution, so the resolution is
+bisected (on a log scale) until Leiden returns ``k``, and the best of several converged runs
+at that resolution is kept. When no resolution gives ``k`` (a graph in more than ``k``
+pieces, or ties), the nearest partition is fixed up: the smallest cluster merged into the one
+with the nearest centre, or the most spread cluster split in two by k-means, until there are
+``k``.
 
 python-igraph (a dependency of scanpy's Leiden) does the clustering; it draws from Python's
 ``random``, so a private, seeded generator is installed for the call and the previous one
@@ -93,8 +94,8 @@ def leiden_k(graph: sparse.spmatrix, k: int, seed: int, restarts: int = _RESTART
     of highest modularity among those with the count nearest ``k`` is kept. One run's
     partition of a weakly separated graph depends on its seed (PBMC 3k's trained z: ARI
     against the cell types 0.63-0.69 over ten seeds of 2 iterations); converged runs
-    spread less (0.67-0.69) and the best of five was 0.69 (benchmarks/README.md, D11). Returns labels ``0 .. n-1``; :func:`exactly_k` fixes
-    the count when it is not ``k``.
+    spread less (0.67-0.69) and the best of five was 0.69 (benchmarks/README.md, D11).
+    Returns labels ``0 .. n-1``; :func:`exactly_k` fixes the count when it is not ``k``.
 
     Examples
     --------
