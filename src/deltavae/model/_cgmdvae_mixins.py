@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.model.base import RNASeqMixin
 
@@ -245,6 +246,7 @@ class ClustersMixin:
             MixtureInitialization,
             _condition_centred,
             _condition_groups,
+            data_components,
             encode_cells,
             refit_mixture,
         )
@@ -259,7 +261,12 @@ class ClustersMixin:
         z, w, z_var, cats = (encoded[key] for key in ("z", "w", "z_var", "cats"))
         group = _condition_groups(cats)
         start = MixtureInitialization(seed=settings.seed or 0, method=method)
-        clusters = start.cluster(_condition_centred(z, group), module.n_clusters, group)
+        data = None
+        x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        in_memory = isinstance(x, np.ndarray) or sparse.issparse(x)
+        if module.observation.is_count and in_memory:  # z's neighbours joined by the counts' (D12)
+            data = data_components(x[cells], group, settings.seed or 0)
+        clusters = start.cluster(_condition_centred(z, group), module.n_clusters, group, data=data)
         clusters = torch.as_tensor(clusters, dtype=torch.long, device=z.device)
         refit_mixture(module, z, w, z_var, clusters, cats)
 

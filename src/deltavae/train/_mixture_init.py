@@ -312,18 +312,50 @@ def _spectral(z: np.ndarray, k: int, seed: int, group: np.ndarray | None = None)
     return embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
 
 
-def _leiden(z: np.ndarray, k: int, seed: int, group: np.ndarray | None = None) -> np.ndarray:
+def _leiden(
+    z: np.ndarray,
+    k: int,
+    seed: int,
+    group: np.ndarray | None = None,
+    data: np.ndarray | None = None,
+) -> np.ndarray:
     """k clusters of z by Leiden on UMAP's fuzzy graph of the balanced neighbours.
 
     The same neighbours as the UMAP start (:func:`_balanced_neighbours`, 15 in equal shares
     from every condition) and the same fuzzy weights, clustered directly
     (:func:`~deltavae.train._graph_clusters.leiden_k`, then
-    :func:`~deltavae.train._graph_clusters.exactly_k`): no layout to optimise.
+    :func:`~deltavae.train._graph_clusters.exactly_k`): no layout to optimise. With ``data``
+    (the same cells in another representation, e.g. :func:`data_components`) the graph is the
+    mean of the two fuzzy graphs: an edge both agree on keeps its weight, one only either sees
+    keeps half.
     """
     one = group if group is not None else np.zeros(len(z))
-    indices, distances = _balanced_neighbours(z, one, _UMAP_NEIGHBORS)
-    graph = fuzzy_graph(indices, distances)
-    return exactly_k(z, leiden_k(graph, k, seed), k, seed)
+    graph = fuzzy_graph(*_balanced_neighbours(z, one, _UMAP_NEIGHBORS))
+    if data is not None:
+        graph = (graph + fuzzy_graph(*_balanced_neighbours(data, one, _UMAP_NEIGHBORS))) / 2
+    return exactly_k(z, leiden_k(graph.tocsr(), k, seed), k, seed)
+
+
+def data_components(x, group: np.ndarray | None, seed: int, n_comps: int = 50) -> np.ndarray:
+    """scanpy's default representation of counts: the first ``n_comps`` principal components
+    of log1p(counts per 10,000) (``sc.pp.pca``, sparse data centred implicitly), with each
+    condition group's mean removed as for z (:func:`_condition_centred`)."""
+    import scanpy as sc
+    from scipy import sparse
+
+    totals = np.maximum(np.asarray(x.sum(1), dtype=np.float64).ravel(), 1.0)
+    if sparse.issparse(x):
+        logged = sparse.diags((1e4 / totals).astype(np.float32)) @ sparse.csr_matrix(
+            x, dtype=np.float32
+        )
+        logged.data = np.log1p(logged.data)
+    else:
+        logged = np.log1p(
+            np.asarray(x, dtype=np.float32) / totals[:, None].astype(np.float32) * 1e4
+        )
+    n_comps = min(n_comps, logged.shape[0] - 1, logged.shape[1] - 1)
+    pcs = np.ascontiguousarray(sc.pp.pca(logged, n_comps=n_comps, random_state=seed))
+    return _condition_centred(torch.as_tensor(pcs), group)
 
 
 class MixtureInitialization(Callback):
@@ -409,12 +441,15 @@ class MixtureInitialization(Callback):
         k: int,
         group: np.ndarray | None = None,
         y: np.ndarray | None = None,
+        data: np.ndarray | None = None,
     ) -> np.ndarray:
         """The start's ``k`` clusters of ``points`` (condition-centred z) by :attr:`method`.
 
         ``group`` holds each point's condition group; ``y`` each point's component for
         labelled cells and -1 for the others (None: no labels). Labelled cells keep their
-        component. Returns one component per point.
+        component. ``data``: the same cells in a second representation whose neighbours join
+        z's in the graph (Leiden only; the refit of count models passes
+        :func:`data_components`). Returns one component per point.
 
         Examples
         --------
@@ -426,7 +461,7 @@ class MixtureInitialization(Callback):
         """
         every_cell_labelled = y is not None and bool((y >= 0).all())
         if self.method == "leiden" and not every_cell_labelled and len(points) > 2 * k:
-            clusters = _leiden(points, k, self.seed, group)
+            clusters = _leiden(points, k, self.seed, group, data)
             return clusters if y is None else match_labels(clusters, y, k)
         if self.method in ("umap", "spectral") and not every_cell_labelled:
             embed = _embed if self.method == "umap" else _spectral
