@@ -261,11 +261,14 @@ class ClustersMixin:
         z, w, z_var, cats = (encoded[key] for key in ("z", "w", "z_var", "cats"))
         group = _condition_groups(cats)
         start = MixtureInitialization(seed=settings.seed or 0, method=method)
+        # Count models without condition covariates: z's neighbours are joined by those of
+        # the counts' principal components (D12). With conditions the counts are not
+        # corrected for them and z alone is better (Kang, mESC).
         data = None
         x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         in_memory = isinstance(x, np.ndarray) or sparse.issparse(x)
-        if module.observation.is_count and in_memory:  # z's neighbours joined by the counts' (D12)
-            data = data_components(x[cells], group, settings.seed or 0)
+        if module.observation.is_count and in_memory and cats is None:
+            data = data_components(x[cells], None, settings.seed or 0)
         clusters = start.cluster(_condition_centred(z, group), module.n_clusters, group, data=data)
         clusters = torch.as_tensor(clusters, dtype=torch.long, device=z.device)
         refit_mixture(module, z, w, z_var, clusters, cats)
