@@ -158,10 +158,10 @@ class GenerationMixin:
         module = self.module.eval()
         outs, counts = [], []
         for tensors in self._make_data_loader(adata, batch_size=batch_size):
-            cells = module.translate(tensors[REGISTRY_KEYS.X_KEY], tensors[_CAT], target, residual)
-            outs.append(cells["expected"].cpu())
-            if cells["counts"] is not None:
-                counts.append(cells["counts"].cpu())
+            batch = module.translate(tensors[REGISTRY_KEYS.X_KEY], tensors[_CAT], target, residual)
+            outs.append(batch["expected"].cpu())
+            if batch["counts"] is not None:
+                counts.append(batch["counts"].cpu())
         cells = {
             "expected": torch.cat(outs).numpy(),
             "counts": torch.cat(counts).numpy() if counts else None,

@@ -410,10 +410,10 @@ def with_observed_responses(
     """
     key = _default_condition_key(model)
     own = adata.obs[key].astype(str).to_numpy()
-    expected, counts = translated["expected"].copy(), translated["counts"]
+    expected = translated["expected"].copy()
+    counts = None if translated["counts"] is None else translated["counts"].copy()
     is_count = model.module.observation.is_count
     x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
-    counts = None if counts is None else counts.copy()
     blended = False
     for source in sorted(set(own) - {str(target_condition)}):
         rows = np.flatnonzero(own == source)

@@ -338,23 +338,17 @@ def _leiden(
 
 def data_components(x, group: np.ndarray | None, seed: int, n_comps: int = 50) -> np.ndarray:
     """scanpy's default representation of counts: the first ``n_comps`` principal components
-    of log1p(counts per 10,000) (``sc.pp.pca``, sparse data centred implicitly), with each
-    condition group's mean removed as for z (:func:`_condition_centred`)."""
+    of log1p(counts per 10,000) (``sc.pp.normalize_total``, ``sc.pp.log1p``, ``sc.pp.pca``;
+    sparse data stay sparse and are centred implicitly), with each condition group's mean
+    removed as for z (:func:`_condition_centred`)."""
     import scanpy as sc
-    from scipy import sparse
+    from anndata import AnnData
 
-    totals = np.maximum(np.asarray(x.sum(1), dtype=np.float64).ravel(), 1.0)
-    if sparse.issparse(x):
-        logged = sparse.diags((1e4 / totals).astype(np.float32)) @ sparse.csr_matrix(
-            x, dtype=np.float32
-        )
-        logged.data = np.log1p(logged.data)
-    else:
-        logged = np.log1p(
-            np.asarray(x, dtype=np.float32) / totals[:, None].astype(np.float32) * 1e4
-        )
-    n_comps = min(n_comps, logged.shape[0] - 1, logged.shape[1] - 1)
-    pcs = np.ascontiguousarray(sc.pp.pca(logged, n_comps=n_comps, random_state=seed))
+    logged = AnnData(X=x.astype(np.float32))
+    sc.pp.normalize_total(logged, target_sum=1e4)
+    sc.pp.log1p(logged)
+    n_comps = min(n_comps, logged.n_obs - 1, logged.n_vars - 1)
+    pcs = np.ascontiguousarray(sc.pp.pca(logged.X, n_comps=n_comps, random_state=seed))
     return _condition_centred(torch.as_tensor(pcs), group)
 
 
