@@ -221,6 +221,10 @@ def test_translate_recovers_a_known_condition_effect():
     assert (pred.obs["condition"] == "stim").all()
     counts = pred.layers["counts"]
     assert counts.shape == ctrl.shape and np.all(counts == np.round(counts)) and counts.min() >= 0
+    # Whole counts next to the expectation (stochastic rounding), for the model alone too.
+    assert np.all(np.abs(counts - pred.X) < 1)
+    alone = g.translate(ctrl, "stim", response_weight=0)
+    assert np.all(np.abs(alone.layers["counts"] - alone.X) < 1)
     same = g.translate(ctrl, "ctrl")
     # The default count translate is residual: a cell translated to its own condition comes
     # back as observed.

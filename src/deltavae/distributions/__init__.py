@@ -5,8 +5,8 @@ from ._counts import (
     CountDistribution,
     count_distribution,
     count_log_prob,
-    move_counts,
     negative_binomial,
+    round_counts,
     zero_inflated_negative_binomial,
 )
 from ._likelihood import COUNT_LIKELIHOODS, LIKELIHOODS, Likelihood
@@ -18,7 +18,7 @@ __all__ = [
     "Likelihood",
     "count_distribution",
     "count_log_prob",
-    "move_counts",
     "negative_binomial",
+    "round_counts",
     "zero_inflated_negative_binomial",
 ]

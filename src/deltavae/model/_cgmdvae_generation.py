@@ -106,9 +106,9 @@ class GenerationMixin:
         residual
             Add the model's change, decoded under the target minus under the cell's own
             condition, to the cell's observed data instead of returning the decoded target:
-            what the model does not reconstruct of a cell is kept as observed. For counts the
-            draw keeps the observed counts, adds Poisson counts where the change is positive
-            and thins them binomially where it is negative; for ``likelihood="normal"`` the
+            what the model does not reconstruct of a cell is kept as observed. For counts
+            ``layers["counts"]`` is the cell's counts plus the change, rounded stochastically
+            to whole counts (:func:`deltavae.distributions.round_counts`); for ``likelihood="normal"`` the
             data are clipped at 0 (the floor of log-normalized data). ``None`` (default):
             ``True`` for count likelihoods, whose decoded profiles of single cells are
             noisier than the cells themselves (benchmarks/README.md, Numbers behind the
@@ -133,9 +133,10 @@ class GenerationMixin:
         Returns
         -------
         AnnData with the predicted expression under the target condition in ``X`` (the
-        expectation; for count likelihoods ``layers["counts"]`` holds one draw of counts from
-        the posterior predictive, to be normalized exactly like real cells), and the cells'
-        obs with the condition column(s) set to the target.
+        expectation; for count likelihoods ``layers["counts"]`` holds whole counts, to be
+        normalized exactly like real cells: the expectation rounded stochastically with
+        ``residual``, one draw of the posterior predictive without), and the cells' obs with
+        the condition column(s) set to the target.
 
         Examples
         --------

@@ -17,7 +17,7 @@ from scipy import sparse
 from scipy.special import softmax
 from scvi import REGISTRY_KEYS
 
-from ..distributions import move_counts
+from ..distributions import round_counts
 from ._cgmdvae_mixins import ClustersMixin
 from ._validation import category_mappings
 
@@ -401,8 +401,7 @@ def with_observed_responses(
     responses, on the scale where responses add: the data for ``likelihood="normal"``,
     log-normalized counts at each cell's own library (:func:`deltavae.metrics.log_normalize`)
     for count models. For counts the averaged expectation becomes counts as in the residual
-    translation: the observed counts, thinned binomially where the expectation is lower and
-    with Poisson counts added where it is higher. Cells already under the target condition
+    translation: the expectation rounded stochastically to whole counts. Cells already under the target condition
     are left as translated. When no training group is seen under both a source and the target
     condition there is no response to average: ``strict`` raises, otherwise those cells keep
     the translation (the weight returned is 0 when no cell was averaged). Returns the dict
@@ -434,6 +433,5 @@ def with_observed_responses(
         model_log = np.log1p(np.maximum(expected[rows], 0.0) / library * 1e4)
         mean = np.expm1((1 - weight) * model_log + weight * nearest) * library / 1e4
         expected[rows] = mean
-        moved = move_counts(torch.as_tensor(cells).float(), torch.as_tensor(mean).float())
-        counts[rows] = moved.numpy()
+        counts[rows] = round_counts(torch.as_tensor(mean).float()).numpy()
     return {"expected": expected.astype(np.float32), "counts": counts}, weight if blended else 0.0

@@ -40,7 +40,7 @@ from scvi.module.base import LossOutput, auto_move_data
 from scvi.nn import DecoderSCVI
 from torch.distributions import Categorical, Dirichlet, Distribution, Normal, kl_divergence
 
-from ..distributions import Likelihood, move_counts
+from ..distributions import Likelihood, round_counts
 from ..nn import ClusterHead, CorrelatedNormal, GaussianHeads, MixturePrior, ObservationDecoder
 from ._base import DeltaPyroModule
 from ._zinbvae import split_categoricals
@@ -337,9 +337,9 @@ class CGMDVAEModule(DeltaPyroModule):
         Returns ``expected`` (E[x | z, target]) and, for counts, ``counts``: one draw of the
         posterior predictive (None otherwise). With ``residual``, the cell's own data plus the
         decoded change from its own to the target conditions, delta = E[x | z, target] -
-        E[x | z, own]: ``expected`` is x + delta clipped at 0, and ``counts`` keeps the
-        observed counts, adds Poisson(delta) new counts where delta > 0 and removes a
-        binomial share min(1, -delta / x) of them where delta < 0. What the model does not
+        E[x | z, own]: ``expected`` is x + delta clipped at 0, and ``counts`` is that
+        rounded stochastically to whole counts (:func:`deltavae.distributions.round_counts`),
+        so every count the change does not move is kept as observed. What the model does not
         reconstruct of a cell is kept as observed.
         """
         qz, _ = self.encode(x, cat_covs)
@@ -352,7 +352,7 @@ class CGMDVAEModule(DeltaPyroModule):
             delta = expected - self.observation.expected(self.decode(qz.loc, cat_covs, library))
             expected = (x + delta).clamp(min=0.0)
             if self.observation.is_count:
-                counts = move_counts(x, x + delta)
+                counts = round_counts(x + delta)
         elif self.observation.is_count:
             counts = self.observation.torch(params).sample()
         return {"expected": expected, "counts": counts}
