@@ -122,9 +122,9 @@ class GenerationMixin:
             ``likelihood="normal"``. The two err differently: averaged half and half, the
             change predicted on the top-100 response genes of Kang IFN-beta cell types held
             out of training matched the true change better than the model alone on all
-            seven types and than the observed responses alone on six (smooth averages, one
-            seed) or four (drawn counts, three seeds; benchmarks/README.md, Numbers behind
-            the defaults, D10). ``None``
+            seven types and than the observed responses alone on six (one seed, and three
+            seeds with the counts rounded; benchmarks/README.md, Numbers behind the
+            defaults, D10 and D13). ``None``
             (default): 0.5 for count likelihoods with one condition covariate when
             ``residual`` is on, 0 otherwise. Needs ``residual=True`` for counts and a group
             of training cells seen under both conditions; ``uns["response_weight"]`` of the
