@@ -97,9 +97,9 @@ class CGMDVAE(
         Weight of a penalty on the distance between the conditions' means of z within each
         cluster (:meth:`deltavae.module.CGMDVAEModule.alignment_penalty`), so that z keeps the
         cell state and the decoder carries the condition's effect, which ``translate`` needs
-        (benchmarks/README.md, Numbers behind the defaults, D8). ``"auto"``: 100 for count
-        likelihoods with labels (the clusters are then known cell types), 0 (off) otherwise:
-        unsupervised, it pulls the clusters themselves apart; no effect without conditions.
+        (benchmarks/README.md, Numbers behind the defaults, D8, D14). ``"auto"``: for counts
+        100 with labels (the clusters are known cell types) and 10 without (a strong penalty
+        pulls unsupervised clusters apart); 0 for the normal and Bernoulli likelihoods.
 
     Examples
     --------
@@ -152,7 +152,7 @@ class CGMDVAE(
         elif not isinstance(n_latent, (int, np.integer)) or n_latent < 1:
             raise ValueError(f"n_latent must be a positive integer or 'auto', got {n_latent!r}.")
         if condition_alignment == "auto":
-            condition_alignment = 100.0 if observation.is_count and labels else 0.0
+            condition_alignment = (100.0 if labels else 10.0) if observation.is_count else 0.0
         label_to_cluster = None
         if labels:
             # Label codes 0..L-1 are the labels (scvi-tools puts the unlabelled code last).
