@@ -108,8 +108,9 @@ class GenerationMixin:
             condition, to the cell's observed data instead of returning the decoded target:
             what the model does not reconstruct of a cell is kept as observed. For counts
             ``layers["counts"]`` is the cell's counts plus the change, rounded stochastically
-            to whole counts (:func:`deltavae.distributions.round_counts`); for ``likelihood="normal"`` the
-            data are clipped at 0 (the floor of log-normalized data). ``None`` (default):
+            to whole counts (:func:`deltavae.distributions.round_counts`); for
+            ``likelihood="normal"`` the data are clipped at 0 (the floor of log-normalized
+            data). ``None`` (default):
             ``True`` for count likelihoods, whose decoded profiles of single cells are
             noisier than the cells themselves (benchmarks/README.md, Numbers behind the
             defaults, D8), ``False`` otherwise. Not for ``likelihood="bernoulli"``.
