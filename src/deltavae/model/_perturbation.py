@@ -403,9 +403,10 @@ def with_observed_responses(
     for count models. For counts the averaged expectation becomes counts as in the residual
     translation: the expectation rounded stochastically to whole counts. Cells already under
     the target condition are left as translated. When no training group is seen under both a
-    source and the target condition there is no response to average: ``strict`` raises, otherwise those cells keep
-    the translation (the weight returned is 0 when no cell was averaged). Returns the dict
-    with ``expected`` and ``counts`` replaced, and the weight used.
+    source and the target condition there is no response to average: ``strict`` raises,
+    otherwise those cells keep the translation (the weight returned is 0 when no cell was
+    averaged). Returns the dict with ``expected`` and ``counts`` replaced, and the weight
+    used.
     """
     key = _default_condition_key(model)
     own = adata.obs[key].astype(str).to_numpy()
