@@ -429,8 +429,8 @@ def with_observed_responses(
         if not is_count:
             expected[rows] = (1 - weight) * expected[rows] + weight * nearest
             continue
-        cells = np.asarray(x[rows].toarray() if sparse.issparse(x) else x[rows], np.float64)
-        library = np.maximum(cells.sum(1, keepdims=True), 1.0)
+        library = np.asarray(x[rows].sum(1, dtype=np.float64)).reshape(-1, 1)
+        library = np.maximum(library, 1.0)
         model_log = np.log1p(np.maximum(expected[rows], 0.0) / library * 1e4)
         mean = np.expm1((1 - weight) * model_log + weight * nearest) * library / 1e4
         expected[rows] = mean
