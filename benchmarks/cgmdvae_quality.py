@@ -297,7 +297,10 @@ def report(result: dict) -> str:
         key = f"mnist_k{k}"
         if key in result:
             metric = "accuracy" if k == 10 else "purity"
-            target = "0.90" if k == 10 else "0.94"
+            target = "0.94"
+            if k == 10:  # issue 6 asked 0.90, issue 20 (target 3) 0.97
+                mean = float(np.mean([run[metric] for run in result[key]]))
+                target = f"0.97 (issue 20): {'met' if mean >= 0.97 else 'not met'}"
             rows.append(
                 [
                     f"MNIST 10k, K={k}",
