@@ -391,6 +391,47 @@ def test_leiden_with_data_joins_the_neighbours_of_both_representations():
     np.testing.assert_allclose(centred[group == 0].mean(0), centred[group == 1].mean(0), atol=1e-4)
 
 
+def test_refit_joins_the_counts_components_only_where_they_mix_the_conditions(monkeypatch):
+    """D15: with condition covariates the refit joins the condition-centred principal
+    components' neighbours to z's only when the components mix the conditions at least 0.9 as
+    well as z. Centring removes a shift shared by every cell type, not one of its own per type."""
+    from deltavae.train._graph_clusters import condition_mixing
+    from deltavae.train._mixture_init import MixtureInitialization, data_components
+
+    def data(**kwargs):
+        return dv.datasets.synthetic_counts(n_cells=400, n_genes=200, n_clusters=4, **kwargs)
+
+    def mixing(adata):
+        group = adata.obs["condition"].cat.codes.to_numpy()
+        return condition_mixing(data_components(adata.X, group, seed=0), group)
+
+    # Measured: 1.02 (shared shift), 0.05 (a shift of each type's own).
+    assert mixing(data()) > 0.9
+    assert mixing(data(condition_fold=8.0, n_condition_genes=60, condition_specific=True)) < 0.3
+
+    adata = data()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=4, **SMALL)
+    model.train(max_epochs=4, refit_mixture=False, **TRAIN)
+    joined = []
+    original = MixtureInitialization.cluster
+
+    def record(self, points, k, group=None, y=None, data=None):
+        joined.append(data is not None)
+        return original(self, points, k, group, y, data)
+
+    monkeypatch.setattr(MixtureInitialization, "cluster", record)
+    for components, expected in ((0.95, True), (0.85, False)):
+        # The components have 50 columns, z has 4: z mixes the conditions fully (1.0).
+        monkeypatch.setattr(
+            "deltavae.train._graph_clusters.condition_mixing",
+            lambda points, group, c=components: c if points.shape[1] == 50 else 1.0,
+        )
+        model._refit_mixture("leiden")
+        assert joined[-1] is expected
+    assert model.predict_clusters().shape == (adata.n_obs,)
+
+
 def test_leiden_start_puts_labelled_cells_in_their_component():
     # Three blobs; the cells of blob 2 are labelled component 0 and some of blob 0
     # component 1: the matching must follow the labels, the rest take component 2.

@@ -241,6 +241,7 @@ class ClustersMixin:
         :func:`deltavae.train._mixture_init.refit_mixture`), over the training cells."""
         from scvi import settings
 
+        from ..train._graph_clusters import condition_mixing
         from ..train._mixture_init import (
             _MAX_CELLS,
             MixtureInitialization,
@@ -260,16 +261,22 @@ class ClustersMixin:
         encoded = encode_cells(module, self._make_data_loader(self.adata, indices=cells))
         z, w, z_var, cats = (encoded[key] for key in ("z", "w", "z_var", "cats"))
         group = _condition_groups(cats)
+        points = _condition_centred(z, group)
         start = MixtureInitialization(seed=settings.seed or 0, method=method)
-        # Count models without condition covariates: z's neighbours are joined by those of
-        # the counts' principal components (D12). With conditions the counts are not
-        # corrected for them and z alone is better (Kang, mESC).
+        # Count models: z's neighbours are joined by those of the counts' principal
+        # components, each condition's mean removed (D12), unless those components keep the
+        # conditions apart more than z does (a treatment that moves each cell type its own
+        # way, Kang; mESC's batches): then z's graph alone (D15).
         data = None
         x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         in_memory = isinstance(x, np.ndarray) or sparse.issparse(x)
-        if module.observation.is_count and in_memory and cats is None:
-            data = data_components(x[cells], None, settings.seed or 0)
-        clusters = start.cluster(_condition_centred(z, group), module.n_clusters, group, data=data)
+        if module.observation.is_count and in_memory:
+            data = data_components(x[cells], group, settings.seed or 0)
+            if group is not None and condition_mixing(data, group) < 0.9 * condition_mixing(
+                points, group
+            ):
+                data = None
+        clusters = start.cluster(points, module.n_clusters, group, data=data)
         clusters = torch.as_tensor(clusters, dtype=torch.long, device=z.device)
         refit_mixture(module, z, w, z_var, clusters, cats)
 

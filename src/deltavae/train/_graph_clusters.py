@@ -204,3 +204,28 @@ def match_labels(clusters: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     assignments = component[clusters]
     assignments[labelled] = y[labelled]
     return assignments
+
+
+def condition_mixing(points: np.ndarray, group: np.ndarray, n_neighbors: int = 15) -> float:
+    """How much the condition groups mix among the points' nearest neighbours: the share of
+    neighbours from another group over the share drawn at random would give (1 - sum of the
+    squared group shares). About 1 for groups spread alike, 0 for groups apart.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> points, group = rng.normal(size=(200, 2)), np.repeat([0, 1], 100)
+    >>> apart = points + 9 * group[:, None]
+    >>> round(condition_mixing(points, group), 1), condition_mixing(apart, group)
+    (1.0, 0.0)
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    n_neighbors = min(n_neighbors, len(points) - 1)
+    nn = NearestNeighbors(n_neighbors=n_neighbors + 1).fit(points)
+    neighbours = nn.kneighbors(points, return_distance=False)[:, 1:]
+    share = np.bincount(group) / len(group)
+    chance = 1.0 - float((share**2).sum())
+    if chance <= 0:
+        return 1.0
+    return float((group[neighbours] != group[:, None]).mean()) / chance
