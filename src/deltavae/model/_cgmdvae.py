@@ -294,7 +294,8 @@ class CGMDVAE(
             epoch's with ``False`` or without validation cells (``train_size=1``).
         refit_mixture
             After training, move each component onto a cluster of the trained z found as at
-            the start, keeping what the prior learned of w and the conditions
+            the start (count models: with the counts' principal components' neighbours
+            joined, D12, D15), keeping what the prior learned of w and the conditions
             (:func:`deltavae.train.refit_mixture`; benchmarks/README.md, D9). ``"auto"``:
             without labels, when the mixture started in this call.
         **kwargs

@@ -442,8 +442,9 @@ class MixtureInitialization(Callback):
         ``group`` holds each point's condition group; ``y`` each point's component for
         labelled cells and -1 for the others (None: no labels). Labelled cells keep their
         component. ``data``: the same cells in a second representation whose neighbours join
-        z's in the graph (Leiden only; the refit of count models without conditions passes
-        :func:`data_components`). Returns one component per point.
+        z's in the graph (Leiden only; the refit of count models passes
+        :func:`data_components` unless they separate the conditions, D15). Returns one
+        component per point.
 
         Examples
         --------
