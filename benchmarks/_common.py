@@ -107,6 +107,72 @@ class PeakRSS:
         self.delta = self.peak - self.baseline
 
 
+_PACKAGES = ("deltavae", "scvi-tools", "torch", "pyro-ppl", "lightning", "anndata", "scanpy")
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def environment() -> dict:
+    """What a run's numbers depend on besides the seed: versions, CPUs and torch threads, the
+    thread variables, and which copy of deltavae ran (its file and, for a git checkout, the
+    commit, with ``+dirty`` when uncommitted changes exist). Two runs of one seed that differ
+    can be told apart by these (benchmarks/README.md: an installed copy and the checkout, or
+    another thread count, give other numbers)."""
+    import platform
+    from importlib.metadata import version
+    from pathlib import Path
+
+    import torch
+
+    import deltavae
+
+    env: dict = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    for pkg in _PACKAGES:
+        try:
+            env[pkg] = version(pkg)
+        except Exception:  # noqa: BLE001 - a missing distribution is reported, not fatal
+            env[pkg] = "?"
+    env["torch_threads"] = torch.get_num_threads()
+    env.update({name: os.environ.get(name) for name in _THREAD_VARIABLES})
+    source = Path(deltavae.__file__).resolve().parent
+    env["deltavae_path"] = str(source)
+    env["deltavae_commit"] = _git_commit(source)
+    return env
+
+
+def _git_commit(folder) -> str | None:
+    """The commit checked out where ``folder`` lies (None outside a git checkout)."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def environment_line(env: dict) -> str:
+    """One line of :func:`environment` for a report."""
+    threads = ", ".join(f"{k}={env[k]}" for k in _THREAD_VARIABLES if env.get(k) is not None)
+    return (
+        f"deltavae {env['deltavae']} from {env['deltavae_path']}"
+        + (f" (commit {env['deltavae_commit']})" if env.get("deltavae_commit") else "")
+        + f"; scvi-tools {env['scvi-tools']}, torch {env['torch']}, pyro {env['pyro-ppl']}; "
+        f"{env['torch_threads']} torch thread(s) on {env['cpus']} CPUs"
+        + (f"; {threads}" if threads else "")
+    )
+
+
 def load_average() -> float:
     """One-minute load average (NaN where the platform has none)."""
     try:

@@ -37,6 +37,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    environment,
+    environment_line,
     finish,
     fmt_mean_sd,
     leiden_labels,
@@ -163,6 +165,7 @@ def report(result: dict) -> str:
         f"seeds {result['seeds']}; epochs {result['epochs'] or 'model default'}; leiden "
         f"resolution {result['resolution']}; load average {result['load_average']:.2f}"
         + (f"; CGMDVAE {result['settings']}" if result["settings"] else "")
+        + (f"\n{environment_line(result['environment'])}" if "environment" in result else "")
     )
     verdict = (
         f"Issue 20, target 1: CGMDVAE beats both baselines on every seed on {every} of "
@@ -211,6 +214,7 @@ def main(argv=None) -> int:
         "resolution": args.resolution,
         "settings": {**CGMDVAE_ARGS, **CGMDVAE_TRAIN},
         "sets": {},
+        "environment": environment(),
     }
     loads, start = [load_average()], time.time()
     for seed in args.seeds:

@@ -46,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     Timer,
+    environment,
+    environment_line,
     finish,
     fmt_mean_sd,
     leiden_labels,
@@ -378,6 +380,7 @@ def report(result: dict) -> str:
         "mean ± sd; "
         f"load average {result['load_average']:.2f}"
         + (f"; CGMDVAE {result['cgmdvae_settings']}" if result.get("cgmdvae_settings") else "")
+        + (f"\n{environment_line(result['environment'])}" if "environment" in result else "")
     )
     return header + "\n\n" + "\n\n".join(parts)
 
@@ -417,6 +420,7 @@ def main(argv=None) -> int:
     n_images = 2000 if args.quick else None
     result = {"seeds": args.seeds, "epochs": args.epochs, "mnist_epochs": args.mnist_epochs}
     result["cgmdvae_settings"] = {**CGMDVAE_ARGS, **CGMDVAE_TRAIN}
+    result["environment"] = environment()
     loads = [load_average()]
     start = time.time()
     for seed in args.seeds:

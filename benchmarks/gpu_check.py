@@ -74,7 +74,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
 import sys
@@ -86,7 +85,8 @@ from pathlib import Path
 # The benchmarks' folder, for the tests that load this file by path. _common comes first: it
 # sets OMP_WAIT_POLICY before torch loads (see its docstring).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import quiet  # noqa: E402, I001 - first, see above
+from _common import environment as common_environment  # noqa: E402, I001 - first
+from _common import quiet  # noqa: E402
 from _gpu_models import phase_kang, phase_scvi_methods, phase_zinbvae_pbmc  # noqa: E402
 from _gpu_report import (  # noqa: E402, F401 - FAILED, CheckFailed and _same: for the tests
     FAILED,
@@ -103,17 +103,9 @@ from _gpu_speed import phase_speed, speed_table  # noqa: E402
 
 # --------------------------------------------------------------------------- main
 def environment(device: str) -> dict:
-    from importlib.metadata import version
-
     import torch
 
-    env = {"python": platform.python_version(), "cpus": os.cpu_count()}
-    for pkg in ("deltavae", "scvi-tools", "torch", "pyro-ppl", "lightning", "anndata", "scanpy"):
-        try:
-            env[pkg] = version(pkg)
-        except Exception:  # noqa: BLE001
-            env[pkg] = "?"
-    env["torch_threads"] = torch.get_num_threads()
+    env = common_environment()
     env["cuda_available"] = torch.cuda.is_available()
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
@@ -181,7 +173,8 @@ def main(argv=None) -> int:
     header = (
         f"gpu_check on {env['device_name']} ({args.device}"
         + (f", {env['device_memory_gib']} GiB, CUDA {env['cuda']}" if args.device == "cuda" else "")
-        + f"); deltavae {env['deltavae']}, scvi-tools {env['scvi-tools']}, torch {env['torch']}, "
+        + f"); deltavae {env['deltavae']} (commit {env['deltavae_commit'] or 'unknown'}), "
+        f"scvi-tools {env['scvi-tools']}, torch {env['torch']}, "
         f"pyro {env['pyro-ppl']}, lightning {env['lightning']}; {env['cpus']} CPUs, "
         f"{env['torch_threads']} torch threads; {'small' if args.small else 'full'} settings"
     )

@@ -20,7 +20,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from _common import (
     PeakRSS,
     Timer,
     csr_nbytes,
+    environment,
     leiden_labels,
     load_average,
     mib,
@@ -361,25 +361,6 @@ def parse_args(argv=None):
 _ARGS: argparse.Namespace
 
 
-def _environment() -> dict:
-    from importlib.metadata import version
-
-    import torch
-
-    env = {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-    }
-    for pkg in ("deltavae", "scvi-tools", "torch", "pyro-ppl", "lightning", "scanpy", "anndata"):
-        try:
-            env[pkg] = version(pkg)
-        except Exception:
-            env[pkg] = "?"
-    return env
-
-
 def main(argv=None) -> int:
     global _ARGS
     _ARGS = args = parse_args(argv)
@@ -401,7 +382,7 @@ def main(argv=None) -> int:
             for k, v in vars(args).items()
             if not k.startswith("_")
         },
-        "environment": _environment(),
+        "environment": environment(),
     }
     out = []
     if not args.skip_pbmc:
