@@ -141,21 +141,15 @@ def environment() -> dict:
 
 def _git_commit(folder) -> str | None:
     """The commit checked out where ``folder`` lies (None outside a git checkout)."""
+
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(folder), *args]
+        run = subprocess.run(command, capture_output=True, text=True, timeout=10, check=True)
+        return run.stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "")
