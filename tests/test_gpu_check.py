@@ -54,3 +54,20 @@ def test_cuda_without_a_gpu_exits_2(gpu_check):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
     assert gpu_check.main(["--device", "cuda"]) == 2
+
+
+def test_environment_names_the_copy_of_deltavae_that_ran(gpu_check, tmp_path, monkeypatch):
+    import _common
+
+    import deltavae
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    env = gpu_check.environment("cpu")
+    assert Path(env["deltavae_path"]) == Path(deltavae.__file__).resolve().parent
+    assert env["OMP_NUM_THREADS"] == "3"
+    assert env["torch_threads"] == torch.get_num_threads()
+    assert env["device_name"].startswith("CPU")
+    line = _common.environment_line(env)
+    assert env["deltavae_path"] in line and "OMP_NUM_THREADS=3" in line
+    # A commit where the package lies in a git checkout; none in a plain folder.
+    assert _common._git_commit(tmp_path) is None
