@@ -31,6 +31,7 @@ from _common import (
     Timer,
     csr_nbytes,
     environment,
+    environment_line,
     leiden_labels,
     load_average,
     mib,
@@ -422,9 +423,7 @@ def main(argv=None) -> int:
     out.append(
         f"seeds {args.seeds}; load average (1, 5, 15 min) at the start {start_load} and the end "
         f"{tuple(round(v, 2) for v in os.getloadavg())}. "
-        f"deltavae {env['deltavae']}, scvi-tools {env['scvi-tools']}, torch {env['torch']}, "
-        f"pyro {env['pyro-ppl']}; {env['torch_threads']} torch threads on {env['cpus']} CPUs "
-        f"(OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}); 1-min load average during training "
+        f"{environment_line(env)}; 1-min load average during training "
         f"{min(loads):.1f}-{max(loads):.1f}; total {results['wall_seconds']:.0f} s"
     )
     print("\n".join(out), flush=True)
