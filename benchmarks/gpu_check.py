@@ -86,7 +86,7 @@ from pathlib import Path
 # sets OMP_WAIT_POLICY before torch loads (see its docstring).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment as common_environment  # noqa: E402, I001 - first
-from _common import quiet  # noqa: E402
+from _common import environment_line, quiet  # noqa: E402
 from _gpu_models import phase_kang, phase_scvi_methods, phase_zinbvae_pbmc  # noqa: E402
 from _gpu_report import (  # noqa: E402, F401 - FAILED, CheckFailed and _same: for the tests
     FAILED,
@@ -173,10 +173,8 @@ def main(argv=None) -> int:
     header = (
         f"gpu_check on {env['device_name']} ({args.device}"
         + (f", {env['device_memory_gib']} GiB, CUDA {env['cuda']}" if args.device == "cuda" else "")
-        + f"); deltavae {env['deltavae']} (commit {env['deltavae_commit'] or 'unknown'}), "
-        f"scvi-tools {env['scvi-tools']}, torch {env['torch']}, "
-        f"pyro {env['pyro-ppl']}, lightning {env['lightning']}; {env['cpus']} CPUs, "
-        f"{env['torch_threads']} torch threads; {'small' if args.small else 'full'} settings"
+        + f"); {environment_line(env)}; lightning {env['lightning']}; "
+        f"{'small' if args.small else 'full'} settings"
     )
     print(header, flush=True)
     report = Report(args.device)
