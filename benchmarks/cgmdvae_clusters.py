@@ -9,7 +9,11 @@ counts (scanpy's defaults) and leiden on ZINBVAE's latent, on every set. Each se
   the donor as condition covariate (CGMDVAE) and batch (ZINBVAE);
 - ``cerebellum``, ``hippocampus``, ``hypothalamus``, ``lymphnode``: the RCTD references
   (330-1,308 cells, 11-19 types; lymph node reduced to 2,000 HVGs);
-- ``mesc``: mESC in three culture conditions (the labels), two batches as covariate.
+- ``mesc``: mESC in three culture conditions (the labels), two batches as covariate;
+- ``kang``, ``kang_scgen``: Kang 2018 control and IFN-beta-stimulated cells, the condition
+  as covariate: muscat's example (1,556 cells x 1,267 genes, 5 types, shipped with the
+  package) and scGen's validation split (1,975 cells, 7 types, 2,000 of its 6,998 HVGs).
+  Not in issue 20's list; run as sets the defaults were not tuned on.
 
 Rows: ARI and NMI of CGMDVAE's clusters, of leiden on its z, of leiden on ZINBVAE's z and of
 leiden on PCA; leiden (igraph, 2 iterations) at ``--resolution`` on scanpy's 15-neighbour
@@ -49,6 +53,8 @@ from _common import (  # noqa: E402
 )
 
 SETS = ("pbmc", "kang8", "cerebellum", "hippocampus", "hypothalamus", "lymphnode", "mesc")
+# Labelled sets outside issue 20's list, run only when named (--sets kang kang_scgen).
+EXTRA_SETS = ("kang", "kang_scgen")
 METHODS = {
     "cgmdvae": "CGMDVAE clusters",
     "cgmdvae_leiden": "leiden on CGMDVAE z",
@@ -74,6 +80,10 @@ def load_set(name: str, data_dir):
         adata, label, covariate = dv.datasets.kang_ifnb_8donors(data_dir), "cell_type", "donor"
     elif name == "mesc":
         adata, label, covariate = dv.datasets.mesc(data_dir), "condition", "batch"
+    elif name == "kang":
+        adata, label, covariate = dv.datasets.kang_ifnb(), "cell_type", "condition"
+    elif name == "kang_scgen":
+        adata, label, covariate = dv.datasets.kang_scgen(data_dir), "cell_type", "condition"
     else:
         adata, label = dv.datasets.spatial_reference_pair(name, data_dir)[1], "cell_type"
     adata = adata[np.asarray(adata.X.sum(1)).ravel() > 0].copy()
@@ -140,7 +150,7 @@ def run_set(name: str, seed: int, epochs: int | None, resolution: float, data_di
 def report(result: dict) -> str:
     rows = []
     every = n_sets = 0
-    for name in SETS:
+    for name in (*SETS, *EXTRA_SETS):
         runs = result["sets"].get(name)
         if not runs:
             continue
@@ -159,8 +169,9 @@ def report(result: dict) -> str:
         best = [max(r["zinbvae_leiden"]["ari"], r["pca_leiden"]["ari"]) for r in runs]
         wins = sum(r["cgmdvae"]["ari"] > b for r, b in zip(runs, best, strict=True))
         rows.append([name, "CGMDVAE beats both baselines (ARI), seeds", f"{wins}/{len(runs)}", ""])
-        every += wins == len(runs)
-        n_sets += 1
+        if name in SETS:  # target 1's sets; the others are reported, not counted
+            every += wins == len(runs)
+            n_sets += 1
     header = (
         f"seeds {result['seeds']}; epochs {result['epochs'] or 'model default'}; leiden "
         f"resolution {result['resolution']}; load average {result['load_average']:.2f}"
@@ -172,12 +183,12 @@ def report(result: dict) -> str:
         f"{n_sets} sets ({'met' if every == n_sets else 'not met'})."
     )
     table = markdown_table(["set", "method", "ARI", "NMI"], rows)
-    return header + "\n\n" + table + "\n\n" + verdict
+    return header + "\n\n" + table + ("\n\n" + verdict if n_sets else "")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS + EXTRA_SETS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="default: each model's own")
     parser.add_argument("--resolution", type=float, default=0.8, help="leiden resolution")
