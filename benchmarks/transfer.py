@@ -163,7 +163,8 @@ def held_out_type(
             train, layer=layer, condition_key="condition", labels_key="cell_type"
         )
         extra = {} if alignment is None else {"condition_alignment": alignment}
-        g = dv.model.CGMDVAE(train, n_latent=10, n_latent_w=5, likelihood=likelihood, **extra)
+        # The model's defaults (n_latent="auto": 16 for counts, 10 for the normal likelihood).
+        g = dv.model.CGMDVAE(train, likelihood=likelihood, **extra)
         g.train(max_epochs=count_epochs if layer is None else epochs, **QUIET)
         pred = g.predict_perturbation(ctrl_t, "stim")
         if layer is None:

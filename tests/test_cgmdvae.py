@@ -253,10 +253,14 @@ def test_auto_latent_size_grows_with_many_clusters():
     assert {k: m.module.n_latent for k, m in sizes.items()} == {5: 10, 10: 10, 24: 24}
     sizes[24].train(max_epochs=1, mixture_init_epoch=None, train_size=1.0, **TRAIN)
     assert sizes[24].get_latent_representation().shape == (100, 24)
+    # Counts without condition covariates start wider (D16); with a condition they do not.
     counts = dv.datasets.synthetic_counts(n_cells=100, n_genes=30, n_clusters=3, seed=0)
     dv.model.CGMDVAE.setup_anndata(counts)
     widths = {k: dv.model.CGMDVAE(counts, n_clusters=k).module.n_latent for k in (3, 16, 20)}
-    assert widths == {3: 16, 16: 16, 20: 20}  # counts start wider (D16)
+    assert widths == {3: 16, 16: 16, 20: 20}
+    dv.model.CGMDVAE.setup_anndata(counts, condition_key="condition")
+    widths = {k: dv.model.CGMDVAE(counts, n_clusters=k).module.n_latent for k in (3, 12)}
+    assert widths == {3: 10, 12: 12}
 
 
 def test_bad_labels():

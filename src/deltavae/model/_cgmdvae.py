@@ -66,9 +66,8 @@ class CGMDVAE(
         Number of mixture components K; default the number of labels, or 10 without labels.
         It may exceed the true number of groups: empty clusters are reported.
     n_latent
-        Dimensions of z, the cell state. ``"auto"``: 16 for counts and 10 otherwise, or one
-        per cluster when ``n_clusters`` is larger, as more room lets more components sit apart
-        (benchmarks/README.md, Numbers behind the defaults, D1, D16).
+        Dimensions of z, the cell state. ``"auto"``: 16 for counts without condition covariates,
+        else 10; K if larger (benchmarks/README.md, Numbers behind the defaults, D1, D16).
     n_latent_w
         Dimensions of w, the continuous variation within each mixture component.
     likelihood
@@ -148,7 +147,8 @@ class CGMDVAE(
         labels = self.label_names
         n_clusters = self._check_n_clusters(n_clusters)
         if n_latent == "auto":
-            n_latent = max(16 if observation.is_count else 10, n_clusters)
+            wide = observation.is_count and not self.condition_keys
+            n_latent = max(16 if wide else 10, n_clusters)
         elif not isinstance(n_latent, (int, np.integer)) or n_latent < 1:
             raise ValueError(f"n_latent must be a positive integer or 'auto', got {n_latent!r}.")
         if condition_alignment == "auto":
