@@ -163,7 +163,7 @@ def held_out_type(
             train, layer=layer, condition_key="condition", labels_key="cell_type"
         )
         extra = {} if alignment is None else {"condition_alignment": alignment}
-        # The model's defaults (n_latent="auto": 16 for counts, 10 for the normal likelihood).
+        # The model's defaults (n_latent="auto": 10 with the condition covariate).
         g = dv.model.CGMDVAE(train, likelihood=likelihood, **extra)
         g.train(max_epochs=count_epochs if layer is None else epochs, **QUIET)
         pred = g.predict_perturbation(ctrl_t, "stim")

@@ -245,7 +245,7 @@ def test_cli_fit_backed_zarr_writes_results_into_a_copy(counts_zarr, tmp_path, c
     assert "--backed" in capsys.readouterr().err
     assert main([*args, "--backed", "--out", str(out)]) == 0
     result = ad.read_zarr(out)
-    assert result.obsm["X_cgmdvae"].shape == (300, 10)
+    assert result.obsm["X_cgmdvae"].shape == (300, 16)  # counts without a condition (D16)
     assert set(result.obs["cgmdvae_cluster"].astype(int)) <= {0, 1, 2}
     assert (result.X != ad.read_zarr(counts_zarr).X).nnz == 0
     assert "X_cgmdvae" not in ad.read_zarr(counts_zarr).obsm  # the input is untouched

@@ -245,6 +245,8 @@ def _balanced_neighbours(z: np.ndarray, group: np.ndarray, n_neighbors: int):
         indices.append(member[idx])
         distances.append(dist)
     indices, distances = np.hstack(indices), np.hstack(distances)
+    # Brute force computes |a|^2 + |b|^2 - 2ab, which leaves ~1e-8 for a cell's own distance.
+    distances[indices == np.arange(len(z))[:, None]] = 0.0
     order = np.argsort(distances, axis=1, kind="stable")
     return np.take_along_axis(indices, order, 1), np.take_along_axis(distances, order, 1)
 
