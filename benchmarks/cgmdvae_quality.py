@@ -406,7 +406,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--mixture-init", default=None, help="CGMDVAE.train(mixture_init=...) (default)"
     )
+    parser.add_argument("--n-latent", type=int, default=None, help="CGMDVAE n_latent (auto)")
     args = parser.parse_args(argv)
+    if args.n_latent is not None:
+        CGMDVAE_ARGS["n_latent"] = args.n_latent
     if args.alignment is not None:
         CGMDVAE_ARGS["condition_alignment"] = args.alignment
     if args.mixture_init is not None:
