@@ -284,3 +284,19 @@ def test_cgmdvae_refits_its_mixture_only_without_labels(monkeypatch):
         model.train(max_epochs=4, refit_mixture=True)
     model.train(max_epochs=4, enable_progress_bar=False)
     assert calls == ["leiden"]
+
+
+def test_condition_mixing_skips_each_point_itself_among_duplicates():
+    """Duplicate points: the search may list a twin before the point itself; the point must
+    still be the one dropped, so two groups sitting on the same coordinates mix fully."""
+    from deltavae.train._graph_clusters import condition_mixing
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(30, 3))
+    points = np.repeat(base, 4, axis=0)  # every location 4 times: 2 of each group
+    group = np.tile([0, 0, 1, 1], 30)
+    # Each point's 3 twins (1 same group, 2 other) come first: 2 / 3 of them are from the
+    # other group, over a chance share of 1 / 2.
+    assert condition_mixing(points, group, n_neighbors=3) == pytest.approx((2 / 3) / 0.5)
+    apart = points + 50 * group[:, None]
+    assert condition_mixing(apart, group, n_neighbors=3) == 0.0

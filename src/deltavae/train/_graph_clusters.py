@@ -223,7 +223,12 @@ def condition_mixing(points: np.ndarray, group: np.ndarray, n_neighbors: int = 1
 
     n_neighbors = min(n_neighbors, len(points) - 1)
     nn = NearestNeighbors(n_neighbors=n_neighbors + 1).fit(points)
-    neighbours = nn.kneighbors(points, return_distance=False)[:, 1:]
+    found = nn.kneighbors(points, return_distance=False)
+    # Drop each point itself, not column 0: with duplicate points the search may list a twin
+    # first. Rows where the point is missing (more twins than neighbours) drop the last one.
+    is_self = found == np.arange(len(points))[:, None]
+    is_self[~is_self.any(axis=1), -1] = True
+    neighbours = found[~is_self].reshape(len(points), n_neighbors)
     share = np.bincount(group) / len(group)
     chance = 1.0 - float((share**2).sum())
     if chance <= 0:
