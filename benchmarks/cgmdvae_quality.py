@@ -405,7 +405,9 @@ def report(result: dict) -> str:
     if len(epochs) > 1 and all(f"kang_e{e}" in result for e in epochs):
         parts.append(_epoch_robustness(result, min(epochs), max(epochs)))
     header = (
-        f"seeds {seeds}; epochs {result['epochs']} (MNIST {result['mnist_epochs'] or 'default'}); "
+        f"seeds {seeds}; epochs {result['epochs']} (MNIST {result['mnist_epochs'] or 'default'}"
+        + (f", Kang {', '.join(map(str, kang))}" if (kang := result.get("kang_epochs")) else "")
+        + "); "
         "mean ± sd; "
         f"load average {result['load_average']:.2f}"
         + (f"; CGMDVAE {result['cgmdvae_settings']}" if result.get("cgmdvae_settings") else "")
