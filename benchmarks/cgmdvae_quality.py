@@ -461,7 +461,8 @@ def main(argv=None) -> int:
     n_images = 2000 if args.quick else None
     kang_epochs = sorted(set(args.kang_epochs or [args.epochs]))
     result = {"seeds": args.seeds, "epochs": args.epochs, "mnist_epochs": args.mnist_epochs}
-    result["kang_epochs"] = kang_epochs
+    if args.kang_epochs:
+        result["kang_epochs"] = kang_epochs
     result["cgmdvae_settings"] = {**CGMDVAE_ARGS, **CGMDVAE_TRAIN}
     result["environment"] = environment()
     loads = [load_average()]
