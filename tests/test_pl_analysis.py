@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 
 import deltavae as dv  # noqa: E402
 
@@ -110,6 +111,31 @@ def test_perturbation_scatter_draws_gene_means_and_r2(perturbation, tmp_path):
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels[1].startswith("highlighted (3), R² = ")
     _assert_png(out)
+
+
+def test_perturbation_scatter_labels_of_close_genes_do_not_overlap(perturbation):
+    predicted, observed = perturbation
+    predicted, observed = predicted.copy(), observed.copy()
+    # five genes with almost the same observed and predicted means: labels at the same
+    # offset from their points would be drawn on top of each other
+    close = ["g1", "g2", "g3", "g4", "g5"]
+    for i, gene in enumerate(close):
+        j = observed.var_names.get_loc(gene)
+        observed.X[:, j] = 5.0 + 0.001 * i
+        predicted.X[:, j] = 5.0 + 0.001 * i
+    ax = dv.pl.perturbation_scatter(predicted, observed, highlight=close, show=False)
+    renderer = ax.figure.canvas.get_renderer()
+    # the words' boxes (an Annotation's own extent includes its leader line)
+    boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]
+    assert sorted(t.get_text() for t in ax.texts) == close
+    for a in range(len(boxes)):
+        for b in range(a + 1, len(boxes)):
+            assert not boxes[a].overlaps(boxes[b]), (ax.texts[a].get_text(), ax.texts[b].get_text())
+    # every label stays tied to its own gene's point
+    for text in ax.texts:
+        j = observed.var_names.get_loc(text.get_text())
+        assert text.xy == pytest.approx((observed.X[:, j].mean(), predicted.X[:, j].mean()))
+    plt.close(ax.figure)
 
 
 def test_perturbation_scatter_errors(perturbation):

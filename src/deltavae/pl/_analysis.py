@@ -13,7 +13,7 @@ from scipy import sparse
 
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
-from ._utils import savefig_or_show
+from ._utils import label_points, savefig_or_show
 
 
 def cluster_entropy(probs: np.ndarray, normalize: bool = True) -> np.ndarray:
@@ -266,15 +266,6 @@ def perturbation_scatter(
         if r2_top is not None:
             top_label += f", R² = {r2_top:.2f}"
         ax.scatter(true[mask], pred[mask], s=14, color="tab:red", linewidths=0, label=top_label)
-        idx = np.flatnonzero(mask)
-        for i in idx[np.argsort(-true[idx])][:n_labels]:
-            ax.annotate(
-                str(genes[i]),
-                (true[i], pred[i]),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
     low = float(min(true.min(), pred.min()))
     high = float(max(true.max(), pred.max()))
     ax.plot([low, high], [low, high], color="black", linewidth=0.8, linestyle="--", zorder=0)
@@ -282,4 +273,9 @@ def perturbation_scatter(
     ax.set_ylabel(ylabel)
     ax.set_title(title if title is not None else f"R² = {r2_all:.3f}")
     ax.legend(loc="upper left", fontsize=8, edgecolor="0.6")
+    if mask.any() and n_labels > 0:
+        # labelled last: the placement that keeps labels apart needs the final axis limits
+        idx = np.flatnonzero(mask)
+        idx = idx[np.argsort(-true[idx])][:n_labels]
+        label_points(ax, true[idx], pred[idx], genes[idx])
     return savefig_or_show(ax, "perturbation_scatter", show, save)

@@ -10,6 +10,7 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import scanpy as sc
 from matplotlib.axes import Axes
+from matplotlib.text import Text
 
 logger = logging.getLogger(__name__)
 
@@ -86,3 +87,45 @@ def savefig_or_show(
         # The axes stay usable; closing only stops pyplot from accumulating saved figures.
         plt.close(fig)
     return axes
+
+
+def label_points(ax: Axes, xs, ys, labels, fontsize: float = 7, max_steps: int = 30) -> list:
+    """Write ``labels`` next to the points ``(xs, ys)`` so that no two labels overlap.
+
+    Each label starts 3 points up and right of its point; while its box overlaps a label
+    placed before it, it moves up or down (alternating, one line height per step) and gets a
+    thin leader line to its point. Call it after everything that changes the axes' limits is
+    drawn: the placement is computed in display coordinates. A small greedy placement rather
+    than the ``adjustText`` package, which would be a dependency for ten labels.
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    ax.autoscale_view()
+    points_per_pixel = 72.0 / fig.dpi
+    placed, texts = [], []
+    for x, y, label in zip(xs, ys, labels, strict=True):
+        text = ax.annotate(
+            str(label), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=fontsize
+        )
+        box = Text.get_window_extent(text, renderer)  # the words, not the leader line
+        step = box.height * points_per_pixel
+        shift, tries = 0.0, 0
+        while any(box.overlaps(other) for other in placed) and tries < 2 * max_steps:
+            tries += 1
+            shift = step * ((tries + 1) // 2) * (1 if tries % 2 else -1)
+            text.xyann = (3, 3 + shift)
+            box = Text.get_window_extent(text, renderer)  # the words, not the leader line
+        if shift:
+            text.remove()
+            text = ax.annotate(
+                str(label),
+                (x, y),
+                xytext=(3, 3 + shift),
+                textcoords="offset points",
+                fontsize=fontsize,
+                arrowprops={"arrowstyle": "-", "linewidth": 0.4, "color": "0.4"},
+            )
+            box = Text.get_window_extent(text, renderer)  # the words, not the leader line
+        placed.append(box)
+        texts.append(text)
+    return texts
