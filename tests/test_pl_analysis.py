@@ -116,21 +116,30 @@ def test_perturbation_scatter_draws_gene_means_and_r2(perturbation, tmp_path):
 def test_perturbation_scatter_labels_of_close_genes_do_not_overlap(perturbation):
     predicted, observed = perturbation
     predicted, observed = predicted.copy(), observed.copy()
-    # five genes with almost the same observed and predicted means: labels at the same
-    # offset from their points would be drawn on top of each other
+    # three genes with almost the same means, labels at one offset from their points would
+    # be drawn on top of each other; two more a little apart, whose labels fit side by side
+    # at the figure's size but not once it has shrunk
     close = ["g1", "g2", "g3", "g4", "g5"]
-    for i, gene in enumerate(close):
+    observed_means = [5.0, 5.001, 5.002, 4.0, 4.0]
+    predicted_means = [5.0, 5.001, 5.002, 4.0, 4.15]
+    for gene, x, y in zip(close, observed_means, predicted_means, strict=True):
         j = observed.var_names.get_loc(gene)
-        observed.X[:, j] = 5.0 + 0.001 * i
-        predicted.X[:, j] = 5.0 + 0.001 * i
+        observed.X[:, j] = x
+        predicted.X[:, j] = y
     ax = dv.pl.perturbation_scatter(predicted, observed, highlight=close, show=False)
-    renderer = ax.figure.canvas.get_renderer()
-    # the words' boxes (an Annotation's own extent includes its leader line)
-    boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]
     assert sorted(t.get_text() for t in ax.texts) == close
-    for a in range(len(boxes)):
-        for b in range(a + 1, len(boxes)):
-            assert not boxes[a].overlaps(boxes[b]), (ax.texts[a].get_text(), ax.texts[b].get_text())
+    # placed when drawn: also after the figure shrank (a layout change after plotting)
+    for size in (None, (2.5, 2.5)):
+        if size is not None:
+            ax.figure.set_size_inches(*size)
+        ax.figure.canvas.draw()
+        renderer = ax.figure.canvas.get_renderer()
+        # the words' boxes (an Annotation's own extent includes its leader line)
+        boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]
+        for a in range(len(boxes)):
+            for b in range(a + 1, len(boxes)):
+                names = (ax.texts[a].get_text(), ax.texts[b].get_text())
+                assert not boxes[a].overlaps(boxes[b]), (size, names)
     # every label stays tied to its own gene's point
     for text in ax.texts:
         j = observed.var_names.get_loc(text.get_text())

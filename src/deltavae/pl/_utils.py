@@ -9,6 +9,7 @@ from pathlib import Path
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import scanpy as sc
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.text import Text
 
@@ -89,43 +90,89 @@ def savefig_or_show(
     return axes
 
 
-def label_points(ax: Axes, xs, ys, labels, fontsize: float = 7, max_steps: int = 30) -> list:
+class _LabelPlacer(Artist):
+    """Places its annotations when the figure is drawn, so that they stay apart whatever the
+    layout (``tight_layout``, ``bbox_inches="tight"``, more panels) did to the axes since.
+
+    Each label, in the order given, takes the first spot around its point whose box overlaps
+    no label placed before it and stays inside the axes: up-right of the point first, then
+    the other corners and sides, then the same directions one line height further out, and so
+    on; a label that had to move away gets a thin leader line to its point.
+    """
+
+    zorder = 2.9  # before the texts (zorder 3) in the axes' drawing order
+
+    def __init__(self, texts: list, max_rings: int = 12):
+        super().__init__()
+        self.texts = texts
+        self.max_rings = max_rings
+        self.set_in_layout(False)
+
+    def draw(self, renderer) -> None:
+        fig = self.texts[0].figure if self.texts else None
+        if fig is None:
+            return
+        frame = self.axes.get_window_extent(renderer)
+        placed = []
+        for text in self.texts:
+            box = self._place(text, renderer, placed, frame)
+            placed.append(box)
+
+    def _place(self, text, renderer, placed, frame):
+        height = _words_box(text, renderer).height * 72.0 / text.figure.dpi
+        first = None
+        for ring in range(self.max_rings):
+            radius = 3.0 + ring * height
+            for sx, sy in _DIRECTIONS:
+                text.xyann = (sx * radius, sy * radius)
+                text.set_horizontalalignment({1: "left", -1: "right", 0: "center"}[sx])
+                text.set_verticalalignment({1: "bottom", -1: "top", 0: "center"}[sy])
+                box = _words_box(text, renderer)
+                first = first or (text.xyann, sx, sy)
+                inside = frame.containsx(box.x0) and frame.containsx(box.x1)
+                inside = inside and frame.containsy(box.y0) and frame.containsy(box.y1)
+                if inside and not any(box.overlaps(other) for other in placed):
+                    text.arrow_patch.set_visible(ring > 0)
+                    return box
+        # nowhere free: the first spot, as without the placement
+        text.xyann, sx, sy = first
+        text.set_horizontalalignment({1: "left", -1: "right", 0: "center"}[sx])
+        text.set_verticalalignment({1: "bottom", -1: "top", 0: "center"}[sy])
+        text.arrow_patch.set_visible(False)
+        return _words_box(text, renderer)
+
+
+def _words_box(text, renderer):
+    # an Annotation's own extent includes its leader line; its words' box is the Text's, at
+    # the position its offset gives now (update_positions moves the words there)
+    text.update_positions(renderer)
+    return Text.get_window_extent(text, renderer)
+
+
+# up-right first (the usual place of a point's label), then the other corners, then the sides
+_DIRECTIONS = ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def label_points(ax: Axes, xs, ys, labels, fontsize: float = 7) -> list:
     """Write ``labels`` next to the points ``(xs, ys)`` so that no two labels overlap.
 
-    Each label starts 3 points up and right of its point; while its box overlaps a label
-    placed before it, it moves up or down (alternating, one line height per step) and gets a
-    thin leader line to its point. Call it after everything that changes the axes' limits is
-    drawn: the placement is computed in display coordinates. A small greedy placement rather
-    than the ``adjustText`` package, which would be a dependency for ten labels.
+    The labels are placed each time the figure is drawn (:class:`_LabelPlacer`), in the
+    order given: earlier labels get the spots closest to their points. A small greedy
+    placement rather than the ``adjustText`` package, which would be a dependency for ten
+    labels and places them once, before a later layout change can move them onto each other.
     """
-    fig = ax.figure
-    renderer = fig.canvas.get_renderer()
-    ax.autoscale_view()
-    points_per_pixel = 72.0 / fig.dpi
-    placed, texts = [], []
-    for x, y, label in zip(xs, ys, labels, strict=True):
-        text = ax.annotate(
-            str(label), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=fontsize
+    texts = [
+        ax.annotate(
+            str(label),
+            (x, y),
+            xytext=(3, 3),
+            textcoords="offset points",
+            fontsize=fontsize,
+            arrowprops={"arrowstyle": "-", "linewidth": 0.4, "color": "0.4"},
         )
-        box = Text.get_window_extent(text, renderer)  # the words, not the leader line
-        step = box.height * points_per_pixel
-        shift, tries = 0.0, 0
-        while any(box.overlaps(other) for other in placed) and tries < 2 * max_steps:
-            tries += 1
-            shift = step * ((tries + 1) // 2) * (1 if tries % 2 else -1)
-            text.xyann = (3, 3 + shift)
-            box = Text.get_window_extent(text, renderer)  # the words, not the leader line
-        if shift:
-            text.remove()
-            text = ax.annotate(
-                str(label),
-                (x, y),
-                xytext=(3, 3 + shift),
-                textcoords="offset points",
-                fontsize=fontsize,
-                arrowprops={"arrowstyle": "-", "linewidth": 0.4, "color": "0.4"},
-            )
-            box = Text.get_window_extent(text, renderer)  # the words, not the leader line
-        placed.append(box)
-        texts.append(text)
+        for x, y, label in zip(xs, ys, labels, strict=True)
+    ]
+    for text in texts:
+        text.arrow_patch.set_visible(False)
+    ax.add_artist(_LabelPlacer(texts))
     return texts
