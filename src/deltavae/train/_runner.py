@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gc
+import warnings
 
 import torch
 from scvi.train import TrainRunner
+
+_LEAFSPEC = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 
 
 class DeltaTrainRunner(TrainRunner):
@@ -15,11 +18,17 @@ class DeltaTrainRunner(TrainRunner):
     stdout before re-raising any error of ``Trainer.fit``. deltavae's errors (a diverged run,
     bad input) say what happened themselves; this runner keeps the finished epochs' history
     and raises the error as it is. The rest of a successful run is scvi-tools' own.
+
+    Lightning 2.6's data loading uses torch's ``LeafSpec``, which torch 2.13 deprecates with a
+    ``FutureWarning`` at every fit; that warning, which no user of deltavae can act on, is
+    silenced for the fit (by its message only: every other warning still shows).
     """
 
     def _run_training_core(self):
         try:
-            self.trainer.fit(self.training_plan, self.data_splitter, ckpt_path=self.ckpt_path)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_LEAFSPEC, category=FutureWarning)
+                self.trainer.fit(self.training_plan, self.data_splitter, ckpt_path=self.ckpt_path)
         except BaseException:
             self._update_history()
             gc.collect()
