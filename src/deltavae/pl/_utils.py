@@ -109,8 +109,7 @@ class _LabelPlacer(Artist):
         self.set_in_layout(False)
 
     def draw(self, renderer) -> None:
-        fig = self.texts[0].figure if self.texts else None
-        if fig is None:
+        if not self.texts:
             return
         frame = self.axes.get_window_extent(renderer)
         placed = []
@@ -120,26 +119,26 @@ class _LabelPlacer(Artist):
 
     def _place(self, text, renderer, placed, frame):
         height = _words_box(text, renderer).height * 72.0 / text.figure.dpi
-        first = None
         for ring in range(self.max_rings):
-            radius = 3.0 + ring * height
             for sx, sy in _DIRECTIONS:
-                text.xyann = (sx * radius, sy * radius)
-                text.set_horizontalalignment({1: "left", -1: "right", 0: "center"}[sx])
-                text.set_verticalalignment({1: "bottom", -1: "top", 0: "center"}[sy])
+                _move(text, sx, sy, 3.0 + ring * height)
                 box = _words_box(text, renderer)
-                first = first or (text.xyann, sx, sy)
                 inside = frame.containsx(box.x0) and frame.containsx(box.x1)
                 inside = inside and frame.containsy(box.y0) and frame.containsy(box.y1)
                 if inside and not any(box.overlaps(other) for other in placed):
                     text.arrow_patch.set_visible(ring > 0)
                     return box
         # nowhere free: the first spot, as without the placement
-        text.xyann, sx, sy = first
-        text.set_horizontalalignment({1: "left", -1: "right", 0: "center"}[sx])
-        text.set_verticalalignment({1: "bottom", -1: "top", 0: "center"}[sy])
+        _move(text, *_DIRECTIONS[0], 3.0)
         text.arrow_patch.set_visible(False)
         return _words_box(text, renderer)
+
+
+def _move(text, sx: int, sy: int, radius: float) -> None:
+    # offset (points) in direction (sx, sy), the words aligned to lie on that side of the point
+    text.xyann = (sx * radius, sy * radius)
+    text.set_horizontalalignment({1: "left", -1: "right", 0: "center"}[sx])
+    text.set_verticalalignment({1: "bottom", -1: "top", 0: "center"}[sy])
 
 
 def _words_box(text, renderer):
