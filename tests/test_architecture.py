@@ -64,3 +64,13 @@ def test_no_source_file_is_over_500_lines():
         str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text().splitlines())) > 500
     }
     assert not long, f"split these files (lines): {long}"
+
+
+def test_top_level_namespace_is_the_documented_api():
+    # ``dir(dv)`` and tab completion show users what the package offers: helpers the import
+    # uses (os, sys, the filter and thread setup) stay private.
+    import deltavae as dv
+
+    public = {name for name in dir(dv) if not name.startswith("_")}
+    subpackages = {"distributions", "module", "nn", "train"}
+    assert public == (set(dv.__all__) - {"__version__"}) | subpackages

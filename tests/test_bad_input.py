@@ -43,6 +43,17 @@ def test_missing_layer(counts_adata):
     _setup_fails(counts_adata, KeyError, "layer 'raw' is not in adata.layers", layer="raw")
 
 
+@pytest.mark.parametrize("model", ["ZINBVAE", "CGMDVAE", "NMFDeconv", "Archetypes"])
+def test_setup_of_a_view_or_a_matrix_says_what_to_pass(counts_adata, model):
+    cls = getattr(dv.model, model)
+    parent = _snapshot(counts_adata)
+    with pytest.raises(ValueError, match=r"adata is a view .* adata\[mask\]\.copy\(\)"):
+        cls.setup_anndata(counts_adata[:20])
+    _assert_unchanged(counts_adata, parent)
+    with pytest.raises(TypeError, match="needs an AnnData .* got ndarray"):
+        cls.setup_anndata(_dense(counts_adata.X))
+
+
 def test_missing_obs_keys(counts_adata):
     _setup_fails(counts_adata, KeyError, "batch_key='donor'", batch_key="donor")
     _setup_fails(

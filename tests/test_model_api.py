@@ -64,6 +64,22 @@ def test_history_has_scvi_names(trained):
     assert (terms > 0).all()
 
 
+def test_history_columns_are_numbers_after_training_again():
+    """scvi-tools' logger leaves the history as dtype object; ours is float, also after a
+    second fit appends to it, so pandas' numeric methods work on it."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
+        model, _ = _model("zinbvae", max_epochs=2)
+        model.train(max_epochs=1, **TRAIN)
+    for key, frame in model.history.items():
+        assert all(dtype.kind == "f" for dtype in frame.dtypes), (key, frame.dtypes)
+    elbo = model.history["elbo_train"]["elbo_train"]
+    assert len(elbo) == 3
+    assert np.isfinite(elbo.round(3)).all()
+
+
 def test_elbo_marginal_ll_and_reconstruction(trained):
     model, _ = trained
     elbo = float(model.get_elbo())
@@ -292,7 +308,8 @@ def test_setup_views_and_registry(trained, tmp_path, capsys):
 
 
 def test_training_hides_lightnings_torch_deprecation_only():
-    """Lightning's LeafSpec FutureWarning (torch 2.13) is silenced during fit; ours still show."""
+    """Lightning's LeafSpec FutureWarning (torch 2.13) and its step-logging advice (one batch
+    per epoch here) are silenced during fit; ours still show."""
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
@@ -300,5 +317,6 @@ def test_training_hides_lightnings_torch_deprecation_only():
         _model("zinbvae", max_epochs=2)
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "LeafSpec" in m], messages
+    assert not [m for m in messages if "logging interval" in m], messages
     # two epochs are too few to converge: deltavae's own warning is not swallowed
     assert any(issubclass(w.category, dv.train.NotConvergedWarning) for w in caught), messages

@@ -19,27 +19,29 @@ and ``DELTAVAE_THREADS``). It also quiets three dependency messages that tell a 
 (see :mod:`deltavae._logging`).
 """
 
-import os
-import sys
-from importlib.metadata import PackageNotFoundError, version
+import os as _os
+import sys as _sys
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 # OpenMP reads its wait policy once, when torch loads it: this must come before any import
 # of torch (ours below, or one of a dependency's). See deltavae._threads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-_torch_was_imported = "torch" in sys.modules
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_torch_was_imported = "torch" in _sys.modules
 
 from . import datasets, metrics, model, pl  # noqa: E402
 from ._io import read_lazy, write_results_to_store  # noqa: E402
-from ._logging import install_filters  # noqa: E402
-from ._threads import apply_import_default, default_threads, set_threads  # noqa: E402
+from ._logging import install_filters as _install_filters  # noqa: E402
+from ._threads import apply_import_default as _apply_import_default  # noqa: E402
+from ._threads import default_threads, set_threads  # noqa: E402
 
-install_filters()
-apply_import_default(_torch_was_imported)
+_install_filters()
+_apply_import_default(_torch_was_imported)
 del _torch_was_imported
 
 try:
-    __version__ = version("deltavae")
-except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = _version("deltavae")
+except _PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 __all__ = [

@@ -29,7 +29,7 @@ from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
-from ._validation import check_data, check_model_arguments, check_obs_keys
+from ._validation import check_data, check_model_arguments, check_obs_keys, check_setup_target
 
 logger = logging.getLogger(__name__)
 
@@ -214,9 +214,9 @@ class CGMDVAE(
         >>> dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")  # doctest: +SKIP
         """
         conditions = [condition_key] if isinstance(condition_key, str) else condition_key
-        # A query (load_query_data) may lack the labels or have none: scvi-tools fills them.
-        query = "source_registry" in kwargs
+        query = "source_registry" in kwargs  # load_query_data's: scvi-tools fills its labels
         labels_checked = None if query and labels_key not in adata.obs else labels_key
+        check_setup_target(adata)
         check_obs_keys(adata, {"condition_key": conditions, "labels_key": labels_checked})
         check_data(adata, layer, kind="real")
         if not query and labels_key is not None and unlabeled_category is not None:

@@ -13,7 +13,7 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField
 
 from .._checks import dense
-from ._validation import check_data
+from ._validation import check_data, check_setup_target
 
 #: Spots read at a time by the first passes.
 READ_CHUNK = 10_000
@@ -36,6 +36,7 @@ class SpotModelMixin:
         """The body of each spot model's ``setup_anndata``: the counts checked a chunk of rows
         at a time, registered as raw counts, plus the model's ``extra_fields`` and, with
         ``spot_index``, each spot's row (written to ``obs[SPOT_INDEX]`` once the data passed)."""
+        check_setup_target(adata)
         check_data(adata, layer, kind="counts")
         fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True), *extra_fields]
         if spot_index:

@@ -170,6 +170,41 @@ def check_data(
         )
 
 
+def check_setup_target(adata) -> None:
+    """Check that ``setup_anndata`` (also a query's) was given an AnnData it can register
+    fields on.
+
+    scvi-tools' own message for a view (``Please run `adata = adata.copy()```) does not say
+    why; this one does, before any field is written.
+
+    Parameters
+    ----------
+    adata
+        What was passed to ``setup_anndata``.
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad
+    >>> check_setup_target(ad.AnnData(np.ones((3, 2))))
+    >>> check_setup_target(ad.AnnData(np.ones((3, 2)))[:2])
+    Traceback (most recent call last):
+    ...
+    ValueError: adata is a view ...
+    """
+    if not isinstance(adata, AnnData):
+        raise TypeError(
+            f"setup_anndata needs an AnnData (cells x genes); got {type(adata).__name__}. "
+            "Wrap a matrix with anndata.AnnData(X), or pick the modality of a MuData "
+            "(mdata['rna'])."
+        )
+    if adata.is_view:
+        raise ValueError(
+            "adata is a view (a subset such as adata[mask] that shares its parent's data); "
+            "setup_anndata and load_query_data write the model's fields to it, which a view "
+            "cannot hold. Pass a copy of the subset: adata = adata[mask].copy()."
+        )
+
+
 def check_obs_keys(adata: AnnData, keys: dict[str, str | Iterable[str] | None]) -> None:
     """Check that each named obs column exists and has no missing values.
 

@@ -31,6 +31,7 @@ from ._validation import (
     check_data,
     check_model_arguments,
     check_obs_keys,
+    check_setup_target,
     check_size_factors,
 )
 
@@ -165,6 +166,7 @@ class ZINBVAE(
         >>> adata = dv.datasets.kang_ifnb()
         >>> dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
         """
+        check_setup_target(adata)
         check_obs_keys(
             adata,
             {"batch_key": batch_key, "categorical_covariate_keys": categorical_covariate_keys},

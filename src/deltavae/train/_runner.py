@@ -5,10 +5,13 @@ from __future__ import annotations
 import gc
 import warnings
 
+import pandas as pd
 import torch
 from scvi.train import TrainRunner
 
 _LEAFSPEC = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+# Lightning's advice about its step logging; deltavae's history is per epoch.
+_LOG_EVERY = r"The number of training batches \(\d+\) is smaller than the logging interval"
 
 
 class DeltaTrainRunner(TrainRunner):
@@ -21,13 +24,27 @@ class DeltaTrainRunner(TrainRunner):
 
     Lightning 2.6's data loading uses torch's ``LeafSpec``, which torch 2.13 deprecates with a
     ``FutureWarning`` at every fit; that warning, which no user of deltavae can act on, is
-    silenced for the fit (by its message only: every other warning still shows).
+    silenced for the fit (by its message only: every other warning still shows), as is
+    Lightning's advice to log less often than every 10 steps when an epoch has fewer: the
+    history deltavae keeps is per epoch.
+
+    The history's columns are floats (scvi-tools' logger leaves them of dtype ``object``, on
+    which ``history["elbo_train"].round()`` or ``.describe()`` fail).
     """
+
+    def _update_history(self):
+        super()._update_history()
+        history = self.model.history_
+        if isinstance(history, dict):
+            for key, frame in history.items():
+                if isinstance(frame, pd.DataFrame):
+                    history[key] = frame.infer_objects()
 
     def _run_training_core(self):
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_LEAFSPEC, category=FutureWarning)
+                warnings.filterwarnings("ignore", message=_LOG_EVERY)
                 self.trainer.fit(self.training_plan, self.data_splitter, ckpt_path=self.ckpt_path)
         except BaseException:
             self._update_history()
