@@ -1,4 +1,5 @@
-"""scvi-tools' training runner, minus its print on a failed fit."""
+"""scvi-tools' training runner, without its print on a failed fit or two Lightning messages,
+with a history of floats."""
 
 from __future__ import annotations
 
@@ -25,11 +26,11 @@ class DeltaTrainRunner(TrainRunner):
     Lightning 2.6's data loading uses torch's ``LeafSpec``, which torch 2.13 deprecates with a
     ``FutureWarning`` at every fit; that warning, which no user of deltavae can act on, is
     silenced for the fit (by its message only: every other warning still shows), as is
-    Lightning's advice to log less often than every 10 steps when an epoch has fewer: the
-    history deltavae keeps is per epoch.
+    Lightning's advice to lower ``log_every_n_steps`` when an epoch has fewer than 10 steps:
+    the history deltavae keeps is per epoch.
 
     The history's columns are floats (scvi-tools' logger leaves them of dtype ``object``, on
-    which ``history["elbo_train"].round()`` or ``.describe()`` fail).
+    which ``history["elbo_train"].round()`` fails and ``.describe()`` counts values).
     """
 
     def _update_history(self):
