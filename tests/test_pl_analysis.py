@@ -50,6 +50,15 @@ def test_cluster_entropy_values():
         dv.pl.cluster_entropy(np.ones(3))
 
 
+def test_cluster_entropy_reads_an_anndata_like_the_plots():
+    probs = np.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3]])
+    adata = ad.AnnData(np.zeros((2, 1)), obsm={"cgmdvae_cluster_probs": probs, "p": probs[::-1]})
+    np.testing.assert_allclose(dv.pl.cluster_entropy(adata), [0.0, 1.0])
+    np.testing.assert_allclose(dv.pl.cluster_entropy(adata, probs_key="p"), [1.0, 0.0])
+    with pytest.raises(KeyError, match="probs_key='q' is not in adata.obsm.*write_to_adata"):
+        dv.pl.cluster_entropy(adata, probs_key="q")
+
+
 def test_cluster_probabilities_colours_cells_by_entropy(clustered, tmp_path):
     ax = dv.pl.cluster_probabilities(clustered, show=False)
     assert isinstance(ax, Axes)

@@ -16,15 +16,20 @@ from ..metrics import mean_expression_r2
 from ._utils import label_points, savefig_or_show
 
 
-def cluster_entropy(probs: np.ndarray, normalize: bool = True) -> np.ndarray:
+def cluster_entropy(
+    probs: np.ndarray | AnnData, normalize: bool = True, probs_key: str = "cgmdvae_cluster_probs"
+) -> np.ndarray:
     """Entropy of each cell's cluster probabilities.
 
     Parameters
     ----------
     probs
-        Cells x clusters, rows summing to 1 (e.g. ``obsm["cgmdvae_cluster_probs"]``).
+        Cells x clusters, rows summing to 1, or an AnnData holding them in
+        ``obsm[probs_key]`` (written by :meth:`deltavae.model.CGMDVAE.write_to_adata`).
     normalize
         Divide by log K so that 0 is a certain assignment and 1 a uniform one.
+    probs_key
+        obsm entry read when ``probs`` is an AnnData.
 
     Returns
     -------
@@ -35,7 +40,16 @@ def cluster_entropy(probs: np.ndarray, normalize: bool = True) -> np.ndarray:
     >>> import numpy as np
     >>> cluster_entropy(np.array([[1.0, 0.0], [0.5, 0.5]])).round(3).tolist()
     [0.0, 1.0]
+    >>> adata.obs["entropy"] = cluster_entropy(adata)  # doctest: +SKIP
     """
+    if isinstance(probs, AnnData):
+        if probs_key not in probs.obsm:
+            raise KeyError(
+                f"probs_key={probs_key!r} is not in adata.obsm; available: "
+                f"{list(probs.obsm.keys())}. Write the cluster probabilities first with "
+                "model.write_to_adata(adata)."
+            )
+        probs = probs.obsm[probs_key]
     probs = np.asarray(probs, dtype=float)
     if probs.ndim != 2 or probs.shape[1] < 2:
         raise ValueError(f"probs must be cells x clusters (K >= 2); got shape {probs.shape}.")
