@@ -222,9 +222,11 @@ def demo(args: argparse.Namespace) -> int:
     scvi.settings.seed = args.seed
     dv.model.ZINBVAE.setup_anndata(adata)
     model = dv.model.ZINBVAE(adata, n_latent=DEMO_N_LATENT)
-    model.train(
-        max_epochs=args.epochs, early_stopping=args.early_stopping, enable_progress_bar=True
-    )
+    notes: list[str] = []  # printed after the scores, as fit's report does
+    with _model_notes(notes):
+        model.train(
+            max_epochs=args.epochs, early_stopping=args.early_stopping, enable_progress_bar=True
+        )
     model.write_to_adata(adata)
 
     _umap(adata, model.latent_key, args.seed)
@@ -262,6 +264,8 @@ def demo(args: argparse.Namespace) -> int:
     )
     for name in ("ari", "nmi", "accuracy", "purity"):
         print(f"  {name.upper():<9}{scores[name]:.3f}")
+    for note in notes:
+        print(f"warning: {note}")
     print(f"elapsed: {summary['elapsed_s']:.1f} s")
     print("wrote:")
     for file in files:
