@@ -7,8 +7,8 @@ improving when the line falls by more than 0.1% of the ELBO per 10 epochs and th
 clear of the epoch-to-epoch noise: the slope is below -3 standard errors or, over fewer than
 10 epochs, the ELBO fell at every one of them. (A short run's curve bends: a line leaves large
 residuals that are not noise, and with two or three degrees of freedom the slope's error is
-wide; 5 epochs of a model that needs 400 passed the line's test alone. Noise alone falls at
-every one of n epochs with probability 1/n!.)
+wide; 5 epochs of a model that needs 400 passed the line's test alone. Noise alone puts n
+epochs in falling order with probability 1/n!.)
 
 The measurement behind the thresholds: benchmarks/README.md, Numbers behind the defaults, D5.
 """
