@@ -42,14 +42,7 @@ def cluster_entropy(
     [0.0, 1.0]
     >>> adata.obs["entropy"] = cluster_entropy(adata)  # doctest: +SKIP
     """
-    if isinstance(probs, AnnData):
-        if probs_key not in probs.obsm:
-            raise KeyError(
-                f"probs_key={probs_key!r} is not in adata.obsm; available: "
-                f"{list(probs.obsm.keys())}. Write the cluster probabilities first with "
-                "model.write_to_adata(adata)."
-            )
-        probs = probs.obsm[probs_key]
+    probs = _probabilities(probs, probs_key) if isinstance(probs, AnnData) else probs
     probs = np.asarray(probs, dtype=float)
     if probs.ndim != 2 or probs.shape[1] < 2:
         raise ValueError(f"probs must be cells x clusters (K >= 2); got shape {probs.shape}.")
@@ -59,6 +52,15 @@ def cluster_entropy(
         terms = np.where(probs > 0, probs * np.log(probs), 0.0)
     entropy = 0.0 - terms.sum(1)  # 0.0, not -0.0, for a certain assignment
     return entropy / np.log(probs.shape[1]) if normalize else entropy
+
+
+def _probabilities(adata: AnnData, probs_key: str) -> np.ndarray:
+    if probs_key not in adata.obsm:
+        raise KeyError(
+            f"probs_key={probs_key!r} is not in adata.obsm; available: {list(adata.obsm)}. "
+            "Run model.write_to_adata(adata) first."
+        )
+    return np.asarray(adata.obsm[probs_key], dtype=float)
 
 
 def _coordinates(adata: AnnData, basis: str) -> tuple[np.ndarray, str]:
@@ -136,12 +138,7 @@ def cluster_probabilities(
     >>> ax = dv.pl.cluster_probabilities(adata, show=False)  # doctest: +SKIP
     >>> dv.pl.cluster_probabilities(adata, clusters=["0", "3"], save="_probs.png")  # doctest: +SKIP
     """
-    if probs_key not in adata.obsm:
-        raise KeyError(
-            f"probs_key={probs_key!r} is not in adata.obsm; available: {list(adata.obsm)}. "
-            "Run model.write_to_adata(adata) first."
-        )
-    probs = np.asarray(adata.obsm[probs_key], dtype=float)
+    probs = _probabilities(adata, probs_key)
     coords, axis_name = _coordinates(adata, basis)
     entropy = cluster_entropy(probs, normalize=normalize)
     names = _cluster_names(adata, probs_key, probs.shape[1])
