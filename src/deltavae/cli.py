@@ -48,7 +48,6 @@ import numpy as np
 import scanpy as sc
 import scvi
 import torch
-from lightning.fabric.utilities.warnings import PossibleUserWarning
 
 import deltavae as dv
 from deltavae._cli_files import (
@@ -477,11 +476,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         dv.set_threads(args.threads)
         with warnings.catch_warnings():
-            # Dependencies' API deprecations are noise to a command-line user, and so is
-            # Lightning's advice on logging intervals for a few minibatches per epoch.
+            # Dependencies' API deprecations are noise to a command-line user (Lightning's
+            # logging-interval advice is silenced in every fit, train/_runner.py).
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", PossibleUserWarning)
             # zarr's notes on its own future defaults, at every write into a store.
             warnings.filterwarnings("ignore", message="zarr v3 autosharding")
             warnings.filterwarnings("ignore", message="Consolidated metadata is currently not")
