@@ -13,6 +13,11 @@ from scvi.train import TrainRunner
 _LEAFSPEC = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 # Lightning's advice about its step logging; deltavae's history is per epoch.
 _LOG_EVERY = r"The number of training batches \(\d+\) is smaller than the logging interval"
+# Lightning's advice to add loader workers on a machine with more than two CPUs: deltavae reads
+# minibatches in the training process: 0.3-0.6 ms per in-memory minibatch, 1-2% of a step
+# (benchmarks/README.md, "Why 1M cells looked slower"); forked workers would share a backed
+# file's HDF5 handle.
+_WORKERS = r"The '\w+' does not have many workers which may be a bottleneck"
 # Lightning's note on modules in eval mode: a query model trains so on purpose (model/_query.py).
 _EVAL_MODE = r"Found \d+ module\(s\) in eval mode at the start of training"
 
@@ -29,8 +34,11 @@ class DeltaTrainRunner(TrainRunner):
     ``FutureWarning`` at every fit; that warning, which no user of deltavae can act on, is
     silenced for the fit (by its message only: every other warning still shows), as is
     Lightning's advice to lower ``log_every_n_steps`` when an epoch has fewer than 10 steps:
-    the history deltavae keeps is per epoch. A query model (``load_query_data``) trains in eval
-    mode on purpose, so Lightning's note that it found modules in eval mode is silenced for it.
+    the history deltavae keeps is per epoch. So is its advice to add data-loader workers on a
+    machine with more than two CPUs: minibatches are read in the training process, where an
+    in-memory read takes well under a millisecond. A query model (``load_query_data``) trains
+    in eval mode on purpose, so Lightning's note that it found modules in eval mode is
+    silenced for it.
 
     The history's columns are floats (scvi-tools' logger leaves them of dtype ``object``, on
     which ``history["elbo_train"].round()`` fails and ``.describe()`` counts values).
@@ -49,6 +57,7 @@ class DeltaTrainRunner(TrainRunner):
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_LEAFSPEC, category=FutureWarning)
                 warnings.filterwarnings("ignore", message=_LOG_EVERY)
+                warnings.filterwarnings("ignore", message=_WORKERS)
                 if getattr(self.model, "is_query_model", False):
                     warnings.filterwarnings("ignore", message=_EVAL_MODE)
                 self.trainer.fit(self.training_plan, self.data_splitter, ckpt_path=self.ckpt_path)
