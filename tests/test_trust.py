@@ -285,7 +285,8 @@ def test_a_condition_without_training_cells_is_refused():
 def test_a_short_run_says_it_has_not_converged():
     adata = _counts()
     model = _zinbvae(adata)
-    with pytest.warns(dv.train.NotConvergedWarning, match="still improving") as record:
+    advice = "still improving.*above this run's 12"
+    with pytest.warns(dv.train.NotConvergedWarning, match=advice) as record:
         model.train(max_epochs=12, n_epochs_kl_warmup=None, **TRAIN)
     (ours,) = [w for w in record if w.category is dv.train.NotConvergedWarning]
     assert ours.filename == __file__
@@ -307,6 +308,12 @@ def test_convergence_rule_on_histories():
     assert still_improving(history(converged)) is None
     falling = 300 + 20 * np.exp(-epochs / 400) + rng.normal(0, 0.2, 200)
     assert "still improving" in still_improving(history(falling))
+    # The advice names this run's epochs (a max_epochs=None run had them chosen for it), and
+    # early stopping only where a validation ELBO can stop it.
+    advice = still_improving(history(falling), max_epochs=200)
+    assert "pass a max_epochs above this run's 200, with early_stopping=True" in advice
+    train_only = {"elbo_train": pd.DataFrame({"elbo_train": falling})}
+    assert "early_stopping" not in still_improving(train_only, max_epochs=200)
     # Epochs of the KL warm-up are not judged: flat once the weight is 1.
     warm = np.r_[np.linspace(400, 300, 50), converged[50:]]
     kl = np.r_[np.linspace(0.02, 1, 50), np.ones(150)]

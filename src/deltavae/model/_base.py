@@ -276,7 +276,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
         self.module.eval()
         # Read from the history, which also comes back from DDP's worker processes.
         self.best_epoch_ = None if best is None else best.best_epoch_in(self.history)
-        verdict = still_improving(self.history)
+        verdict = still_improving(self.history, max_epochs)
         if verdict is not None:
             warn_user(verdict, NotConvergedWarning)
         return out

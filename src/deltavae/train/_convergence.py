@@ -27,13 +27,22 @@ class NotConvergedWarning(UserWarning):
     """A model finished training before its ELBO stopped improving."""
 
 
-def still_improving(history: dict) -> str | None:
+def _advice(max_epochs: int | None, validation: bool) -> str:
+    """What to change: more epochs than this run's, early stopping where a validation ELBO is."""
+    more = f"a max_epochs above this run's {max_epochs}" if max_epochs else "a larger max_epochs"
+    stop = ", with early_stopping=True to stop once the validation ELBO stops improving"
+    return f"Train longer: pass {more}{stop if validation else ''}."
+
+
+def still_improving(history: dict, max_epochs: int | None = None) -> str | None:
     """What a user should know when the run stopped while its ELBO was still falling.
 
     Parameters
     ----------
     history
         A trained model's ``history`` (``elbo_validation``, ``elbo_train``, ``kl_weight``).
+    max_epochs
+        The epochs of the run judged, named in the advice (``None``: not named).
 
     Returns
     -------
@@ -72,8 +81,8 @@ def still_improving(history: dict) -> str | None:
     if n < 3:
         return (
             f"Training ran {n} epoch{'s' if n != 1 else ''} on the full ELBO (after the KL "
-            "warm-up): too few to converge or to judge. Train longer (max_epochs=None chooses "
-            "the number of epochs from the data size)."
+            "warm-up): too few to converge or to judge. "
+            + _advice(max_epochs, name == "elbo_validation")
         )
     window = min(n, max(MIN_WINDOW, n // 3))
     y = elbo.to_numpy()[-window:]
@@ -90,7 +99,5 @@ def still_improving(history: dict) -> str | None:
     return (
         f"The {what} ELBO was still improving when training stopped ({fall_per_10:.2%} per "
         f"10 epochs over the last {window} epochs): the model has not converged and its "
-        "results may change with more training. Train longer (max_epochs=None chooses the "
-        "number of epochs from the data size), or pass a larger max_epochs with "
-        "early_stopping=True."
+        "results may change with more training. " + _advice(max_epochs, what == "validation")
     )
