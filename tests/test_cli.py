@@ -124,6 +124,7 @@ def test_demo_writes_results_and_plots(tmp_path, capsys):
     assert str(out / "pbmc3k_zinbvae.h5ad") in printed.out
     # Two epochs cannot converge: said as a line of the report, not a Python warning.
     assert "warning: Training ran" in printed.out and "too few to converge" in printed.out
+    assert "pass --epochs above this run's 2, with --early-stopping" in printed.out
     assert "NotConvergedWarning" not in printed.err
 
 
@@ -441,4 +442,5 @@ def test_fit_report_carries_the_models_warnings(tmp_path, capsys):
     assert code == 0
     # Two epochs cannot converge: the report says so in its own words, not as a traceback line.
     assert "warning: Training ran" in out.out and "too few to converge" in out.out
+    assert "pass --epochs above this run's 2" in out.out and "max_epochs" not in out.out
     assert "NotConvergedWarning" not in out.err

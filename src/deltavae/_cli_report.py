@@ -31,6 +31,30 @@ SPOT_WEIGHTS: dict[str, str] = {
 SPATIAL_MODELS = ("nmfdeconv", "archetypes", "imputer")
 
 
+#: A model's advice names its Python arguments; printed by the CLI, it names the flags.
+_FLAGS = (
+    (r"\ba max_epochs\b", "--epochs"),
+    (r"\bmax_epochs\b", "--epochs"),
+    (r"\bearly_stopping=True\b", "--early-stopping"),
+    (r"\bn_clusters=(\d+)", r"--n-clusters \1"),
+)
+
+
+def _as_flags(note: str) -> str:
+    """A model's note with the training arguments it names written as ``deltavae`` flags.
+
+    Examples
+    --------
+    >>> _as_flags("pass a max_epochs above this run's 5, with early_stopping=True to stop")
+    "pass --epochs above this run's 5, with --early-stopping to stop"
+    >>> _as_flags("If they hold fewer, n_clusters=4 fits them.")
+    'If they hold fewer, --n-clusters 4 fits them.'
+    """
+    for pattern, flag in _FLAGS:
+        note = re.sub(pattern, flag, note)
+    return note
+
+
 def _last(history: dict, key: str) -> float | None:
     frame = history.get(key)
     if frame is None or len(frame) == 0:

@@ -69,7 +69,7 @@ from deltavae._cli_models import (
     n_archetypes_arg,
     read_reference,
 )
-from deltavae._cli_report import _fit_plots, _fit_report, _save_plots, _umap
+from deltavae._cli_report import _as_flags, _fit_plots, _fit_report, _save_plots, _umap
 from deltavae._docs import doc_params
 from deltavae._threads import ENV_VAR as THREADS_ENV_VAR
 from deltavae._threads import MAX_DEFAULT_THREADS
@@ -97,7 +97,7 @@ def _model_notes(notes: list[str]):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         yield
-    notes += [str(w.message) for w in caught if _is_model_note(w)]
+    notes += [_as_flags(str(w.message)) for w in caught if _is_model_note(w)]
     for other in (w for w in caught if not _is_model_note(w)):
         warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
 

@@ -297,9 +297,8 @@ class ClustersMixin:
         warn_user(
             f"{len(empty)} of {k} clusters are empty after training ({', '.join(empty[:10])}"
             f"{', ...' if len(empty) > 10 else ''}). If the data hold {k} groups, training "
-            f"was too short ({max_epochs} epochs): train longer (max_epochs=None chooses the "
-            f"number from the data size). If they hold fewer, n_clusters={k - len(empty)} "
-            "fits them."
+            f"was too short: pass a max_epochs above this run's {max_epochs}. If they hold "
+            f"fewer, n_clusters={k - len(empty)} fits them."
         )
 
     def _check_n_clusters(self, n_clusters) -> int:
