@@ -307,7 +307,7 @@ def test_setup_views_and_registry(trained, tmp_path, capsys):
     assert type(model).load(tmp_path / "m", prefix="p_").is_trained_
 
 
-def test_training_hides_lightnings_torch_deprecation_only(monkeypatch):
+def test_training_hides_lightnings_advice_but_not_ours(monkeypatch):
     """Lightning's LeafSpec FutureWarning (torch 2.13), its step-logging advice (one batch
     per epoch here) and its advice to add loader workers (on a machine with more than two
     CPUs, as most users have) are silenced during fit; ours still show."""
