@@ -19,7 +19,8 @@ import torch
 matplotlib.use("Agg")
 
 import deltavae as dv  # noqa: E402
-from deltavae.cli import build_parser, main, plots_folder  # noqa: E402
+from deltavae._cli_files import plots_folder  # noqa: E402
+from deltavae.cli import build_parser, main  # noqa: E402
 from deltavae.train import TrainingDivergedError  # noqa: E402
 
 #: Loggers whose records tell whether the noise filters work: where each message is created.
@@ -418,6 +419,23 @@ def test_version_through_the_module_entry_point():
     )
     assert result.returncode == 0
     assert result.stdout.strip() == f"deltavae {dv.__version__}"
+
+
+def test_help_and_usage_errors_do_not_load_the_models():
+    """``deltavae --help`` and a bad argument answer without importing scvi-tools (about 6 s);
+    ``import deltavae`` alone does not either, and the models load on first use."""
+    code = (
+        "import sys, deltavae as dv; from deltavae.cli import main; "
+        "assert main(['fit', 'x.h5ad', '--model', 'nope', '--out', 'y.h5ad']) == 2; "
+        "print('scvi' in sys.modules, 'scanpy' in sys.modules); dv.model.ZINBVAE; "
+        "print('scvi' in sys.modules, sorted(dv.__all__) == sorted(set(dv.__all__) & set(dir(dv))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False", "True", "True"]
+    assert "invalid choice: 'nope'" in result.stderr
 
 
 def test_fit_report_carries_the_models_warnings(tmp_path, capsys):

@@ -9,7 +9,8 @@ import pytest
 matplotlib.use("Agg")
 
 import deltavae as dv  # noqa: E402
-from deltavae.cli import main, plots_folder  # noqa: E402
+from deltavae._cli_files import plots_folder  # noqa: E402
+from deltavae.cli import main  # noqa: E402
 from deltavae.metrics import deconvolution_scores  # noqa: E402
 
 

@@ -16,9 +16,11 @@ Importing deltavae sets ``OMP_WAIT_POLICY=PASSIVE`` (unless set) before torch is
 that torch's idle threads sleep instead of spinning on a busy machine, and sets a thread count
 suited to the CPUs this process may use unless one was chosen already (see :func:`set_threads`
 and ``DELTAVAE_THREADS``). It also quiets three dependency messages that tell a user nothing
-(see :mod:`deltavae._logging`).
+(see :mod:`deltavae._logging`). The subpackages load on first use: ``dv.model`` imports
+scvi-tools, Lightning and scanpy, ``import deltavae`` alone only torch.
 """
 
+import importlib as _importlib
 import os as _os
 import sys as _sys
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
@@ -29,8 +31,6 @@ from importlib.metadata import version as _version
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _torch_was_imported = "torch" in _sys.modules
 
-from . import datasets, metrics, model, pl  # noqa: E402
-from ._io import read_lazy, write_results_to_store  # noqa: E402
 from ._logging import install_filters as _install_filters  # noqa: E402
 from ._threads import apply_import_default as _apply_import_default  # noqa: E402
 from ._threads import default_threads, set_threads  # noqa: E402
@@ -43,6 +43,36 @@ try:
     __version__ = _version("deltavae")
 except _PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
+
+# The subpackages load on first use (PEP 562): ``dv.model`` imports scvi-tools, Lightning and
+# scanpy (about 6 s), which ``deltavae --help`` or a script that only plots need not wait for.
+_LAZY = {
+    "datasets": "datasets",
+    "metrics": "metrics",
+    "model": "model",
+    "pl": "pl",
+    "read_lazy": "_io",
+    "write_results_to_store": "_io",
+    # not in __all__, but reached as dv.train.NotConvergedWarning and the like
+    "train": "train",
+    "module": "module",
+    "nn": "nn",
+    "distributions": "distributions",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'deltavae' has no attribute {name!r}")
+    module = _importlib.import_module(f".{_LAZY[name]}", __name__)
+    value = module if _LAZY[name] == name else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "datasets",

@@ -3,7 +3,6 @@ and the results written without scvi-tools' setup fields (see :mod:`deltavae.cli
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import inspect
 import os
@@ -180,13 +179,6 @@ def _options_for(fn, what: str, **options) -> dict:
         flags = ", ".join("--" + name.replace("_", "-") for name in refused)
         raise InputError(f"{what} does not take {flags}.")
     return given
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 @contextlib.contextmanager

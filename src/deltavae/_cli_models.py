@@ -12,16 +12,11 @@ import anndata as ad
 
 import deltavae as dv
 from deltavae._cli_files import InputError, _options_for
+from deltavae.cli import MODEL_CLASSES
 
 #: Models ``deltavae fit --model`` can train, by command-line name. A model plugs in by adding
 #: its class here; options it does not take (``_cli_files._options_for``) are refused clearly.
-MODELS: dict[str, type] = {
-    "zinbvae": dv.model.ZINBVAE,
-    "cgmdvae": dv.model.CGMDVAE,
-    "nmfdeconv": dv.model.NMFDeconv,
-    "archetypes": dv.model.Archetypes,
-    "imputer": dv.model.SpatialImputer,
-}
+MODELS: dict[str, type] = {name: getattr(dv.model, cls) for name, cls in MODEL_CLASSES.items()}
 
 #: Models built from a labelled single-cell reference (``--reference``, ``--labels-key``).
 REFERENCE_MODELS = ("nmfdeconv", "imputer")
@@ -39,25 +34,6 @@ _MODEL_OPTIONS = (
     "n_clusters",
     "n_archetypes",
 )
-
-
-def n_archetypes_arg(text: str) -> int | str:
-    """``--n-archetypes``: ``auto`` or an integer of at least 2.
-
-    Examples
-    --------
-    >>> n_archetypes_arg("auto"), n_archetypes_arg("4")
-    ('auto', 4)
-    """
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 2, got {text}")
-    return value
 
 
 def check_model_inputs(args: argparse.Namespace) -> None:
