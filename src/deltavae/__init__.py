@@ -25,6 +25,11 @@ import os as _os
 import sys as _sys
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:  # what the lazy names below are, for type checkers and editors
+    from . import datasets, metrics, model, pl
+    from ._io import read_lazy, write_results_to_store
 
 # OpenMP reads its wait policy once, when torch loads it: this must come before any import
 # of torch (ours below, or one of a dependency's). See deltavae._threads.
