@@ -15,7 +15,8 @@ from deltavae._cli_files import InputError, _options_for
 from deltavae.cli import MODEL_CLASSES
 
 #: Models ``deltavae fit --model`` can train, by command-line name. A model plugs in by adding
-#: its class here; options it does not take (``_cli_files._options_for``) are refused clearly.
+#: its name and class name to ``cli.MODEL_CLASSES`` (the parser's choices, read without
+#: importing the models); options it does not take (``_cli_files._options_for``) are refused.
 MODELS: dict[str, type] = {name: getattr(dv.model, cls) for name, cls in MODEL_CLASSES.items()}
 
 #: Models built from a labelled single-cell reference (``--reference``, ``--labels-key``).
