@@ -13,6 +13,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.model.base import RNASeqMixin
 
+from ..train._convergence import train_longer
 from ._validation import warn_user
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
@@ -297,8 +298,8 @@ class ClustersMixin:
         warn_user(
             f"{len(empty)} of {k} clusters are empty after training ({', '.join(empty[:10])}"
             f"{', ...' if len(empty) > 10 else ''}). If the data hold {k} groups, training "
-            f"was too short: pass a max_epochs above this run's {max_epochs}. If they hold "
-            f"fewer, n_clusters={k - len(empty)} fits them."
+            f"was too short. {train_longer(max_epochs, validation=False)} If they hold fewer, "
+            f"n_clusters={k - len(empty)} fits them."
         )
 
     def _check_n_clusters(self, n_clusters) -> int:

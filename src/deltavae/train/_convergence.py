@@ -27,8 +27,16 @@ class NotConvergedWarning(UserWarning):
     """A model finished training before its ELBO stopped improving."""
 
 
-def _advice(max_epochs: int | None, validation: bool) -> str:
-    """What to change: more epochs than this run's, early stopping where a validation ELBO is."""
+def train_longer(max_epochs: int | None, validation: bool) -> str:
+    """What to change: more epochs than this run's, early stopping where a validation ELBO is.
+
+    Every note of a run too short says it in these words (the CLI rewrites them as its flags).
+
+    Examples
+    --------
+    >>> train_longer(30, validation=False)
+    "Train longer: pass a max_epochs above this run's 30."
+    """
     more = f"a max_epochs above this run's {max_epochs}" if max_epochs else "a larger max_epochs"
     stop = ", with early_stopping=True to stop once the validation ELBO stops improving"
     return f"Train longer: pass {more}{stop if validation else ''}."
@@ -82,7 +90,7 @@ def still_improving(history: dict, max_epochs: int | None = None) -> str | None:
         return (
             f"Training ran {n} epoch{'s' if n != 1 else ''} on the full ELBO (after the KL "
             "warm-up): too few to converge or to judge. "
-            + _advice(max_epochs, name == "elbo_validation")
+            + train_longer(max_epochs, name == "elbo_validation")
         )
     window = min(n, max(MIN_WINDOW, n // 3))
     y = elbo.to_numpy()[-window:]
@@ -99,5 +107,5 @@ def still_improving(history: dict, max_epochs: int | None = None) -> str | None:
     return (
         f"The {what} ELBO was still improving when training stopped ({fall_per_10:.2%} per "
         f"10 epochs over the last {window} epochs): the model has not converged and its "
-        "results may change with more training. " + _advice(max_epochs, what == "validation")
+        "results may change with more training. " + train_longer(max_epochs, what == "validation")
     )
