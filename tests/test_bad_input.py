@@ -1,6 +1,7 @@
 """Every bad input gets a clear error before training and leaves the AnnData unchanged."""
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -100,6 +101,28 @@ def test_empty_cells_and_genes_warn(counts_adata):
     assert "1 genes" in messages
 
 
+def _gene_notes(record) -> list[str]:
+    return [str(r.message) for r in record if "zero in every cell" in str(r.message)]
+
+
+def test_silent_genes_are_named_once_and_not_again_on_load(counts_adata, tmp_path):
+    """CGMDVAE's setup and constructor each warned; a model loaded later repeated it."""
+    X = counts_adata.X.toarray()
+    X[:, 1] = 0
+    counts_adata.X = sp.csr_matrix(X)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        dv.model.CGMDVAE.setup_anndata(counts_adata)
+        model = dv.model.CGMDVAE(counts_adata, n_clusters=3, n_latent=3, n_hidden=16)
+    assert len(_gene_notes(record)) == 1
+    model.train(max_epochs=1, **TRAIN)
+    model.save(tmp_path / "m")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        dv.model.CGMDVAE.load(tmp_path / "m", adata=counts_adata.copy())
+    assert _gene_notes(record) == []
+
+
 def test_all_cells_empty_raises(counts_adata):
     counts_adata.X = sp.csr_matrix(counts_adata.shape, dtype=np.float32)
     _setup_fails(counts_adata, ValueError, "Every cell")
@@ -175,3 +198,18 @@ def test_load_without_adata_when_none_was_saved(saved):
 def test_missing_model_directory(tmp_path, counts_adata):
     with pytest.raises(FileNotFoundError, match="No saved model"):
         dv.model.ZINBVAE.load(tmp_path / "nope", adata=counts_adata)
+
+
+def test_load_with_a_batch_the_model_never_saw(counts_adata, tmp_path):
+    """Loading onto cells of an unknown batch points to query mapping, before scvi-tools'
+    'Cannot transfer setup without extend_categories = True'."""
+    reference = counts_adata[counts_adata.obs["condition"] == "ctrl"].copy()
+    dv.model.ZINBVAE.setup_anndata(reference, batch_key="condition")
+    model = dv.model.ZINBVAE(reference, n_latent=3, n_hidden=16)
+    model.train(max_epochs=1, **TRAIN)
+    model.save(tmp_path / "model")
+    other = counts_adata[counts_adata.obs["condition"] == "stim"].copy()
+    snap = _snapshot(other)
+    with pytest.raises(ValueError, match=r"\['stim'\]; known: \['ctrl'\].*load_query_data"):
+        dv.model.ZINBVAE.load(tmp_path / "model", adata=other)
+    _assert_unchanged(other, snap)

@@ -1,6 +1,8 @@
 """CGMDVAE: ELBO terms, clustering, supervision, generation, translation, save/load."""
 
+import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -113,6 +115,18 @@ def test_supervised_reaches_near_perfect_accuracy(monkeypatch):
     model.train(max_epochs=30, **TRAIN)
     pred = np.array(model.cluster_names)[model.predict_clusters()]
     assert (pred == adata.obs["label"].to_numpy()).mean() > 0.97
+
+    # New cells come without labels: read as unlabelled, the caller's AnnData untouched.
+    new = ad.AnnData(adata.X.copy(), obs=adata.obs[["condition"]].copy(), var=adata.var.copy())
+    obs_before = new.obs.copy()
+    new_pred = np.array(model.cluster_names)[model.predict_clusters(new)]
+    assert (new_pred == pred).all()
+    pd.testing.assert_frame_equal(new.obs, obs_before)
+    assert not new.uns and not new.obsm
+    # A view stays the caller's view (scvi-tools would make it a copy in place).
+    view = new[new.obs["condition"] == new.obs["condition"].iloc[0]]
+    z = model.get_latent_representation(view)
+    assert view.is_view and z.shape == (view.n_obs, model.module.n_latent)
 
 
 def test_semi_supervised_names_clusters_by_label():

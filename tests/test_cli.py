@@ -162,7 +162,10 @@ def test_fit_cgmdvae_writes_clusters(cgmdvae_fit, counts_h5ad, tmp_path, capsys)
     path, _ = counts_h5ad
     argv = ["fit", str(path), "--model", "cgmdvae", "--batch-key", "donor"]
     assert main(argv + ["--out", str(tmp_path / "x.h5ad")]) == 2
-    assert "--batch-key" in capsys.readouterr().err
+    assert "does not take --batch-key; it takes --condition-key" in capsys.readouterr().err
+    argv = ["fit", str(path), "--model", "zinbvae", "--condition-key", "donor"]
+    assert main(argv + ["--out", str(tmp_path / "x.h5ad")]) == 2
+    assert "does not take --condition-key; it takes --batch-key" in capsys.readouterr().err
 
 
 def test_fit_missing_batch_key_is_a_clean_error(counts_h5ad, tmp_path, capsys):
@@ -300,6 +303,7 @@ def test_fit_refuses_bad_out_paths_before_loading(synthetic_h5ad, tmp_path, caps
         str(blocker / "deeper" / "out.h5ad"): "is a file",
         str(synthetic_h5ad): "is the input",
         str(tmp_path): "is a folder",
+        str(tmp_path / "out.csv"): "give a path ending in .h5ad",
     }
     for out, message in cases.items():
         argv = ["fit", str(synthetic_h5ad), "--model", "zinbvae", "--out", out]

@@ -126,6 +126,26 @@ def test_nmfdeconv_recovers_proportions_on_simplex(fitted, split):
     assert spots.obsm["proportions"].equals(props)
 
 
+@pytest.mark.parametrize("inference", ["amortized", "per_spot"])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_epochs": 0}, "max_epochs must be a positive integer, got 0"),
+        ({"lr": 0}, "lr must be a positive, finite number; got 0"),
+        ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+    ],
+)
+def test_nmfdeconv_refuses_zero_for_a_training_argument(split, inference, kwargs, match):
+    """0 is a value, not 'the default': it used to train 1,000 epochs (or at lr 0.02)."""
+    spots, ref = split
+    model = dv.model.NMFDeconv.from_reference(
+        spots.copy(), reference=ref, labels_key="cluster", inference=inference
+    )
+    with pytest.raises(ValueError, match=match):
+        model.train(**kwargs, **TRAIN)
+    assert not model.is_trained_
+
+
 def test_nmfdeconv_save_load_and_h5ad(fitted, tmp_path):
     model, spots = fitted
     model.save(tmp_path / "m", save_anndata=False)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 
+import deltavae as dv
 from deltavae.metrics import ari, cluster_scores, clustering_accuracy, nmi, purity
 
 
@@ -85,3 +87,15 @@ def test_empty_and_two_dimensional_rejected():
         ari([], [])
     with pytest.raises(ValueError, match=r"1-D.*\(2, 2\)"):
         nmi(np.zeros((2, 2)), [0, 1])
+
+
+def test_log_normalize_scales_rows_and_names_a_wrong_input():
+    counts = np.array([[1.0, 3.0], [0.0, 2.0]])
+    np.testing.assert_allclose(
+        dv.metrics.log_normalize(counts, target_sum=4.0), np.log1p([[1.0, 3.0], [0.0, 4.0]])
+    )
+    # An AnnData gave numpy's "setting an array element with a sequence".
+    with pytest.raises(TypeError, match="not an AnnData: pass adata.X"):
+        dv.metrics.log_normalize(ad.AnnData(counts))
+    with pytest.raises(ValueError, match="one value per cell"):
+        dv.metrics.log_normalize(counts, library_size=[1.0, 2.0, 3.0])

@@ -106,9 +106,30 @@ def test_write_to_adata_writes_every_cell_into_the_backed_file(counts_h5ad):
 def test_write_to_read_only_backed_adata_keeps_the_file(counts_h5ad):
     backed = ad.read_h5ad(counts_h5ad, backed="r")
     model = _fit(dv.model.ZINBVAE, backed, {}, {}, epochs=1)
-    assert model.write_to_adata(backed) == ["obsm/X_zinbvae"]
+    with pytest.warns(
+        UserWarning,
+        match=r"open read-only: obsm/X_zinbvae are in memory only.*"
+        r"filemode='r\+'",
+    ):
+        assert model.write_to_adata(backed) == ["obsm/X_zinbvae"]
     assert backed.obsm["X_zinbvae"].shape == (300, 4)
     assert "X_zinbvae" not in ad.read_h5ad(counts_h5ad).obsm
+
+
+def test_a_view_of_a_backed_adata_is_read_like_the_file(counts_h5ad):
+    """A subset of a backed AnnData (``adata[mask]``, the README's translate idiom) is read into
+    memory for the call: anndata cannot copy a backed view as scvi-tools would."""
+    backed = ad.read_h5ad(counts_h5ad, backed="r")
+    model = _fit(dv.model.CGMDVAE, backed, {"condition_key": "condition"}, {"n_clusters": 3}, 2)
+    ctrl = backed[backed.obs["condition"] == "ctrl"]
+    in_memory = ad.read_h5ad(counts_h5ad)
+    expected = model.get_latent_representation(
+        in_memory[in_memory.obs["condition"] == "ctrl"].copy()
+    )
+    np.testing.assert_allclose(model.get_latent_representation(ctrl), expected, atol=1e-6)
+    moved = model.translate(ctrl, "stim", response_weight=0)
+    assert moved.n_obs == ctrl.n_obs and (moved.obs["condition"] == "stim").all()
+    assert ctrl.is_view and ctrl.isbacked  # the caller's view is left as it was
 
 
 class _ReplicaCheck(Callback):
@@ -249,6 +270,28 @@ def test_cli_fit_backed_zarr_writes_results_into_a_copy(counts_zarr, tmp_path, c
     assert set(result.obs["cgmdvae_cluster"].astype(int)) <= {0, 1, 2}
     assert (result.X != ad.read_zarr(counts_zarr).X).nnz == 0
     assert "X_cgmdvae" not in ad.read_zarr(counts_zarr).obsm  # the input is untouched
+
+
+def test_results_of_a_lazily_read_h5ad_go_into_its_file(counts_h5ad, tmp_path):
+    """read_lazy's docstring sends results to write_results_to_store: for an .h5ad it opened
+    read-only (the file reopened for the write) as for a copy; a missing path says so."""
+    import shutil
+
+    copy = tmp_path / "copy.h5ad"
+    shutil.copy(counts_h5ad, copy)
+    adata = dv.read_lazy(counts_h5ad)
+    model = _fit(dv.model.ZINBVAE, adata, {}, {}, epochs=1)
+    with pytest.warns(UserWarning, match="open read-only"):
+        keys = model.write_to_adata()
+    dv.write_results_to_store(adata, keys, counts_h5ad)
+    dv.write_results_to_store(adata, keys, copy)
+    assert adata.file["obs"].file.mode == "r"  # read-only again, and still readable
+    z = model.get_latent_representation()
+    adata.file.close()
+    for path in (counts_h5ad, copy):
+        np.testing.assert_allclose(ad.read_h5ad(path).obsm["X_zinbvae"], z, atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="does not exist; pass the zarr store or .h5ad"):
+        dv.write_results_to_store(adata, keys, tmp_path / "nope.zarr")
 
 
 def test_read_lazy_refuses_what_it_cannot_stream(counts_h5ad, tmp_path):

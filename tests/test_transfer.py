@@ -173,12 +173,55 @@ def test_load_from_disk_then_map_with_reordered_and_missing_genes(reference, tmp
     q.train(max_epochs=15, **FAST)
     assert (q.predict_labels()["label"].astype(str).to_numpy() == truth).mean() >= 0.9
 
+    q.write_to_adata()  # into the user's query, not the aligned copy
+    assert "X_cgmdvae" in shuffled.obsm and "cgmdvae_label" in shuffled.obs
+
     fewer = query[:, 5:].copy()
-    with pytest.warns(UserWarning, match="5 of the reference's 60 genes are missing"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         q = dv.model.CGMDVAE.load_query_data(fewer, str(tmp_path / "ref"))
+    # The filled genes are named once; no advice to filter out the genes just filled in.
+    notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert [n for n in notes if "genes" in n] == [
+        "5 of the reference's 60 genes are missing from the query; they are filled with zeros."
+    ]
     assert q.adata.n_vars == 60 and q.adata.X[:, :5].sum() == 0
+    q.train(max_epochs=5, **FAST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the user's query, read with its own genes, quietly
+        z = q.get_latent_representation(fewer)
+        written = q.write_to_adata()
+    np.testing.assert_allclose(z, q.get_latent_representation(), atol=1e-6)
+    assert "obsm/X_cgmdvae" in written and "obs/cgmdvae_label" in written
+    np.testing.assert_allclose(fewer.obsm["X_cgmdvae"], z, atol=1e-6)
+    assert fewer.n_vars == 55 and "cgmdvae_label" in fewer.obs
     with pytest.raises(ValueError, match="shares 20 of the reference's 60 genes"):
         dv.model.CGMDVAE.load_query_data(query[:, :20].copy(), model)
+
+
+@pytest.mark.parametrize("cls", [dv.model.CGMDVAE, dv.model.ZINBVAE])
+def test_a_query_of_known_conditions_is_ready_without_training(reference, cls):
+    """More cells of the reference's own conditions: nothing to learn, so train() says so and
+    returns (it crashed on an empty parameter list) and the model maps them at once."""
+    model, _, _ = reference
+    ref, _, _ = _split()
+    known = ref[ref.obs["condition"] == "c1"].copy()
+    if cls is dv.model.ZINBVAE:
+        scvi.settings.seed = 0
+        dv.model.ZINBVAE.setup_anndata(ref, batch_key="condition")
+        model = dv.model.ZINBVAE(ref, n_latent=4, n_hidden=32)
+        model.train(max_epochs=2, **FAST)
+    known.obs = known.obs[["condition"]]
+    with pytest.warns(UserWarning, match="nothing is left to learn"):
+        q = cls.load_query_data(known, model)
+    assert q.is_trained_
+    before = _state(q)
+    with pytest.warns(UserWarning, match="train\\(\\) has nothing to do"):
+        assert q.train(max_epochs=3, **FAST) is None
+    assert all(torch.equal(before[k], v) for k, v in _state(q).items())
+    np.testing.assert_allclose(
+        q.get_latent_representation(), model.get_latent_representation(known), atol=1e-5
+    )
 
 
 def test_zinbvae_query_learns_only_new_batch_columns_and_dispersions():

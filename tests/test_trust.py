@@ -290,6 +290,12 @@ def test_a_short_run_says_it_has_not_converged():
         model.train(max_epochs=12, n_epochs_kl_warmup=None, **TRAIN)
     (ours,) = [w for w in record if w.category is dv.train.NotConvergedWarning]
     assert ours.filename == __file__
+    assert "early_stopping=True" in str(ours.message)
+    # With early stopping on, the run ended at max_epochs: only more epochs are advised.
+    with pytest.warns(dv.train.NotConvergedWarning) as record:
+        model.train(max_epochs=12, n_epochs_kl_warmup=None, early_stopping=True, **TRAIN)
+    (ours,) = [w for w in record if w.category is dv.train.NotConvergedWarning]
+    assert str(ours.message).endswith("pass a max_epochs above this run's 12.")
 
 
 def test_convergence_rule_on_histories():
@@ -314,6 +320,9 @@ def test_convergence_rule_on_histories():
     assert "pass a max_epochs above this run's 200, with early_stopping=True" in advice
     train_only = {"elbo_train": pd.DataFrame({"elbo_train": falling})}
     assert "early_stopping" not in still_improving(train_only, max_epochs=200)
+    # A run that stopped early already is not told to (it ran out of epochs first).
+    stopped = still_improving(history(falling), max_epochs=200, early_stopping=True)
+    assert stopped.endswith("Train longer: pass a max_epochs above this run's 200.")
     # Epochs of the KL warm-up are not judged: flat once the weight is 1.
     warm = np.r_[np.linspace(400, 300, 50), converged[50:]]
     kl = np.r_[np.linspace(0.02, 1, 50), np.ones(150)]

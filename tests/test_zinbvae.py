@@ -75,10 +75,12 @@ def test_differential_expression_between_clusters(trained):
 
 def test_covariates_reach_encoder_and_decoder(counts_adata):
     counts_adata.obs["donor"] = np.tile(["d1", "d2", "d3"], counts_adata.n_obs // 3)
+    # One covariate named by a string, as the batch key is (it failed deep in anndata).
     dv.model.ZINBVAE.setup_anndata(
-        counts_adata, batch_key="condition", categorical_covariate_keys=["donor"]
+        counts_adata, batch_key="condition", categorical_covariate_keys="donor"
     )
     model = _fit(counts_adata, epochs=5)
+    assert model.registry_["setup_args"]["categorical_covariate_keys"] == ["donor"]
     first = model.module.decoder.px_decoder.fc_layers[0][0]
     assert first.in_features == 5 + 2 + 3  # latent + batch one-hot + donor one-hot
     enc = model.module.z_encoder.encoder.fc_layers[0][0]

@@ -83,6 +83,11 @@ def _check_out(path: Path, out: Path, store_out: bool, plots: Path | None) -> No
             )
     elif out.is_dir():
         raise InputError(f"--out {str(out)!r} is a folder; give the path of an .h5ad file.")
+    elif out.suffix != ".h5ad":
+        raise InputError(
+            f"--out {str(out)!r} would hold an .h5ad file under another name; give a path "
+            f"ending in .h5ad, e.g. {str(out.with_suffix('.h5ad'))!r}."
+        )
     _check_writable(out, "--out")
     if plots is not None:
         if plots.exists() and not plots.is_dir():
@@ -176,9 +181,20 @@ def _options_for(fn, what: str, **options) -> dict:
     given = {name: value for name, value in options.items() if value is not None}
     refused = [name for name in given if name not in named]
     if refused:
-        flags = ", ".join("--" + name.replace("_", "-") for name in refused)
-        raise InputError(f"{what} does not take {flags}.")
+        flags = ", ".join(_flag(name) for name in refused)
+        instead = [_INSTEAD[name] for name in refused if _INSTEAD.get(name) in named]
+        hint = f"; it takes {', '.join(_flag(name) for name in instead)}" if instead else ""
+        raise InputError(f"{what} does not take {flags}{hint}.")
     return given
+
+
+#: The option a model takes for what another model calls otherwise: a condition is the batch
+#: of ZINBVAE, a batch the condition of CGMDVAE.
+_INSTEAD = {"condition_key": "batch_key", "batch_key": "condition_key"}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 @contextlib.contextmanager

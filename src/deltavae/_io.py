@@ -109,7 +109,7 @@ def read_lazy(path: str | Path) -> AnnData:
 
 
 def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) -> None:
-    """Write the slots a model's ``write_to_adata`` filled into a zarr store.
+    """Write the slots a model's ``write_to_adata`` filled into a zarr store or .h5ad file.
 
     Parameters
     ----------
@@ -118,13 +118,26 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
     keys
         What ``write_to_adata`` returned (``"obsm/X_zinbvae"``, ``"obs/..."``, ...).
     path
-        The zarr store to write into (the one ``adata`` was read from, or a copy of it).
+        The zarr store or .h5ad file to write into (the one ``adata`` was read from, or a
+        copy of it). An .h5ad file ``adata`` holds open read-only is reopened for the write
+        and then read-only again.
 
     Examples
     --------
     >>> keys = vae.write_to_adata(adata)  # doctest: +SKIP
     >>> dv.write_results_to_store(adata, keys, "atlas.zarr")  # doctest: +SKIP
     """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{str(path)!r} does not exist; pass the zarr store or .h5ad file the results "
+            "belong to (the one read_lazy opened, or a copy of it)."
+        )
+    if path.is_file():
+        _write_results_to_h5ad(adata, keys, path)
+        return
+    if not _is_zarr_store(path):
+        raise ValueError(f"{str(path)!r} is a directory but not a zarr store (no zarr metadata).")
     import zarr
 
     # anndata consolidates a store's metadata; edit the groups themselves, then re-consolidate.
@@ -139,3 +152,28 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
         write_elem(group[slot], name, getattr(adata, slot)[name])
     if consolidated:
         zarr.consolidate_metadata(path)
+
+
+def _write_results_to_h5ad(adata: AnnData, keys: list[str], path: Path) -> None:
+    """The h5ad side of :func:`write_results_to_store`."""
+    import h5py
+
+    from .model._backed import _write_into_file
+
+    own = adata.isbacked and Path(adata.filename).resolve() == path.resolve()
+    if own:  # HDF5 does not open a file twice in one process: reopen adata's own handle
+        mode = adata.file["obs"].file.mode
+        adata.file.close()
+        adata.file.open(filemode="r+")
+        try:
+            _write_into_file(adata, keys)
+        finally:
+            adata.file.close()
+            adata.file.open(filemode="r" if mode == "r" else "r+")
+        return
+    try:
+        h5 = h5py.File(path, "r+")
+    except OSError as err:
+        raise ValueError(f"cannot open {str(path)!r} as an .h5ad file to write: {err}") from err
+    with h5:
+        _write_into_file(adata, keys, h5)

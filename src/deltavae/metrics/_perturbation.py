@@ -55,6 +55,11 @@ def log_normalize(counts, library_size=None, target_sum: float = 1e4) -> np.ndar
     >>> log_normalize(np.array([[1.0, 3.0]]), target_sum=4.0).round(3)
     array([[0.693, 1.386]])
     """
+    if isinstance(counts, AnnData):
+        raise TypeError(
+            "log_normalize takes a cells x genes matrix, not an AnnData: pass adata.X, or "
+            "adata.layers['counts'] for the counts of a translate result."
+        )
     x = np.asarray(counts.toarray() if sparse.issparse(counts) else counts, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"counts must be cells x genes (2-D); got shape {x.shape}.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 
 import numpy as np
 import pandas as pd
@@ -11,15 +10,15 @@ from anndata import AnnData
 from anndata.io import write_elem
 
 from .._io import result_slots
-
-logger = logging.getLogger(__name__)
+from ._validation import warn_user
 
 _ROWS_PER_WRITE = 10_000
 
 
-def _write_into_file(adata: AnnData, keys: list[str]) -> None:
-    """Write results from a backed AnnData's memory into its file (open ``"r+"``)."""
-    h5 = adata.file["obs"].file
+def _write_into_file(adata: AnnData, keys: list[str], h5=None) -> None:
+    """Write results from an AnnData's memory into an .h5ad file: ``h5``, an h5py file open
+    for writing, or by default the file of a backed AnnData (open ``"r+"``)."""
+    h5 = adata.file["obs"].file if h5 is None else h5
     for slot, name in result_slots(keys):
         if slot == "obsm" and isinstance(adata.obsm[name], pd.DataFrame):
             # Its column names are part of the result (cell types, archetypes): anndata's
@@ -55,21 +54,21 @@ def writes_backed(write_to_adata):
     """Decorate a model's ``write_to_adata`` so that a backed AnnData gets results in its file.
 
     The method returns the keys it wrote (``"slot/key"``); for an AnnData opened
-    ``backed="r+"`` they are also written into its file, for one opened ``"r"`` a message says
+    ``backed="r+"`` they are also written into its file, for one opened ``"r"`` a warning says
     how to reopen it. Every model class applies it to its own ``write_to_adata``.
     """
 
     @functools.wraps(write_to_adata)
     def write(self, adata: AnnData | None = None, *args, **kwargs):
         keys = write_to_adata(self, adata, *args, **kwargs)
-        adata = self._resolve_adata(adata)
+        adata = self._write_target(adata)
         if adata.isbacked:
             if adata.file["obs"].file.mode == "r":
-                logger.info(
-                    "%s is open read-only: %s are in memory only. To write them into the file, "
-                    "reopen it: adata.file.close(); adata.file.open(filemode='r+').",
-                    adata.filename,
-                    ", ".join(keys),
+                warn_user(
+                    f"{adata.filename} is open read-only: {', '.join(keys)} are in memory only "
+                    "and leave with the session. To keep them in the file, reopen it for writing "
+                    "and write again: adata.file.close(); adata.file.open(filemode='r+'); "
+                    "model.write_to_adata(adata)."
                 )
             else:
                 _write_into_file(adata, keys)

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import tempfile
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ import pyro
 import rich.pretty  # noqa: F401
 import torch
 from anndata import AnnData
+from scvi import REGISTRY_KEYS
 from scvi.model._utils import get_max_epochs_heuristic, parse_device_args
 from scvi.model.base import PyroSviTrainMixin
 
@@ -276,7 +278,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
         self.module.eval()
         # Read from the history, which also comes back from DDP's worker processes.
         self.best_epoch_ = None if best is None else best.best_epoch_in(self.history)
-        verdict = still_improving(self.history, max_epochs)
+        verdict = still_improving(self.history, max_epochs, early_stopping)
         if verdict is not None:
             warn_user(verdict, NotConvergedWarning)
         return out
@@ -366,8 +368,13 @@ class DeltaModelMixin(PyroSviTrainMixin):
         order, missing or unknown genes are caught once for all of them.
         """
         if adata is not None and adata is not getattr(self, "_adata", None):
+            if adata.is_view and copy_if_view:
+                # scvi-tools would turn the caller's view into a copy in place (and cannot copy
+                # a view of a backed file): the view stays the caller's, the copy is ours.
+                adata = adata.to_memory() if adata.isbacked else adata.copy()
             adata = self._match_genes(adata)
             if getattr(self, "registry_", None) is not None:
+                adata = self._with_labels_column(adata)
                 check_known_categories(adata, self.registry_)
                 layer = self.registry_["setup_args"].get("layer")
                 check_data(adata, layer, kind=self._data_kind, min_cells=1, warn_empty=False)
@@ -380,6 +387,25 @@ class DeltaModelMixin(PyroSviTrainMixin):
         ):
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
 
+    def _with_labels_column(self, adata: AnnData) -> AnnData:
+        """New cells without the model's labels column read as unlabelled: on an AnnData that
+        shares ``adata``'s matrices, so the caller's obs stays as it is."""
+        key = self.registry_["setup_args"].get("labels_key")
+        if key is None or key in adata.obs:
+            return adata
+        labels = self.registry_["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
+        unlabelled = labels["unlabeled_category"]
+        if adata.isbacked:
+            raise ValueError(
+                f"adata.obs lacks {key!r}, the model's labels column. Add it: "
+                f"adata.obs[{key!r}] = {unlabelled!r} marks every cell unlabelled."
+            )
+        obs = adata.obs.copy()
+        obs[key] = unlabelled
+        return AnnData(
+            X=adata.X, obs=obs, var=adata.var, layers=dict(adata.layers), obsm=dict(adata.obsm)
+        )
+
     def _make_data_loader(self, *args, **kwargs):
         """scvi-tools' inference loader, with every minibatch moved to the module's device."""
         return _OnDevice(super()._make_data_loader(*args, **kwargs), self.module)
@@ -389,6 +415,10 @@ class DeltaModelMixin(PyroSviTrainMixin):
         if adata is None:
             raise ValueError("No AnnData given and the model holds none.")
         return adata
+
+    def _write_target(self, adata: AnnData | None) -> AnnData:
+        """The AnnData ``write_to_adata`` writes into: ``adata``, or by default the model's."""
+        return self._resolve_adata(adata)
 
     def save(self, dir_path: str, overwrite: bool = False, save_anndata: bool = False, **kwargs):
         """Save the model (parameters, setup, training history) to ``dir_path``.
@@ -433,7 +463,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
         >>> vae = dv.model.ZINBVAE.load("pbmc_vae/", adata)  # doctest: +SKIP
         """
         prefix = kwargs.get("prefix")
-        _, var_names, _ = read_saved(cls, dir_path, prefix)
+        attr_dict, var_names, _ = read_saved(cls, dir_path, prefix)
         if adata is None and not os.path.exists(
             os.path.join(dir_path, f"{prefix or ''}adata.h5ad")
         ):
@@ -450,6 +480,12 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 "must hold the training genes in the training order: "
                 "adata[:, saved_gene_names]."
             )
-        model = super().load(dir_path, adata=adata, **kwargs)
+        if adata is not None:
+            check_known_categories(adata, attr_dict["registry_"])
+        with warnings.catch_warnings():
+            # Setup's advice to filter out silent genes is for training: a trained model reads
+            # the genes it was trained on (NMFDeconv's from_reference had said so too).
+            warnings.filterwarnings("ignore", message=r".* genes in .* are zero in every cell")
+            model = super().load(dir_path, adata=adata, **kwargs)
         model._after_load()
         return model

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Literal
 
 import numpy as np
@@ -30,8 +29,6 @@ from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixi
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._validation import check_data, check_model_arguments, check_obs_keys, check_setup_target
-
-logger = logging.getLogger(__name__)
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 _DEFAULT_UNLABELED = "Unknown"
@@ -143,7 +140,8 @@ class CGMDVAE(
         )
         setup = self.registry_["setup_args"]
         if observation.data_kind != "real":
-            check_data(adata, setup["layer"], kind=observation.data_kind)
+            # setup_anndata has warned about silent cells and genes already.
+            check_data(adata, setup["layer"], kind=observation.data_kind, warn_empty=False)
         labels = self.label_names
         n_clusters = self._check_n_clusters(n_clusters)
         if n_latent == "auto":
@@ -474,14 +472,12 @@ class CGMDVAE(
         >>> g.write_to_adata()  # doctest: +SKIP
         ['obsm/X_cgmdvae', 'obsm/X_cgmdvae_w', 'obs/cgmdvae_cluster', ...]
         """
-        adata = self._resolve_adata(adata)
+        adata = self._write_target(adata)
         post = self._posterior(adata, None, batch_size)
         names = self.cluster_names
         clusters = post["probs"].argmax(1)
         sizes = np.bincount(clusters, minlength=len(names))
         empty = [names[k] for k in np.flatnonzero(sizes == 0)]
-        if empty:
-            logger.info("%d of %d clusters are empty: %s", len(empty), len(names), empty)
         adata.obsm["X_cgmdvae"] = post["z"].astype(np.float32)
         adata.obsm["X_cgmdvae_w"] = post["w"].astype(np.float32)
         adata.obs["cgmdvae_cluster"] = pd.Categorical.from_codes(clusters, categories=names)

@@ -15,7 +15,7 @@ from scvi.model.base import BaseModelClass
 from ..module import NMFDeconvModule
 from ..module._nmfdeconv import INFERENCE
 from ._backed import writes_backed
-from ._base import DeltaModelMixin
+from ._base import DeltaModelMixin, _is_int
 from ._nmf_reference import FromReferenceMixin
 from ._nmf_start import check_signatures, nmf_start, nnls_start
 from ._spots import SpotModelMixin
@@ -226,10 +226,14 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         """
         n_spots = self.adata.n_obs
         if self.module.amortized:
-            batch_size = batch_size or min(n_spots, _AMORTIZED_BATCH)
-            steps_per_epoch = max(1, n_spots // batch_size)
-            max_epochs = max_epochs or min(1000, max(2, -(-_AMORTIZED_STEPS // steps_per_epoch)))
-            lr = lr or _AMORTIZED_LR
+            batch_size = min(n_spots, _AMORTIZED_BATCH) if batch_size is None else batch_size
+            # A bad batch_size is refused by the shared checks below, with its value named.
+            steps_per_epoch = (
+                max(1, n_spots // batch_size) if _is_int(batch_size) and batch_size > 0 else 1
+            )
+            if max_epochs is None:
+                max_epochs = min(1000, max(2, -(-_AMORTIZED_STEPS // steps_per_epoch)))
+            lr = _AMORTIZED_LR if lr is None else lr
         else:
             if train_size != 1.0:
                 raise ValueError(
@@ -237,9 +241,9 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
                     f"train (train_size=1.0); got train_size={train_size}. Use "
                     "inference='amortized' to hold spots out for validation."
                 )
-            batch_size = batch_size or min(n_spots, 2048)
-            max_epochs = max_epochs or 1000
-            lr = lr or 0.02
+            batch_size = min(n_spots, 2048) if batch_size is None else batch_size
+            max_epochs = 1000 if max_epochs is None else max_epochs
+            lr = 0.02 if lr is None else lr
         kwargs.setdefault("enable_checkpointing", False)
         kwargs.setdefault("log_every_n_steps", 1)
         return super().train(
@@ -280,7 +284,9 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
             return proportions.astype(np.float64), abundance.astype(np.float64), adata.obs_names
         adata = self._validate_anndata(adata)
         loader = self._make_data_loader(
-            adata=adata, batch_size=batch_size or _INFERENCE_BATCH, shuffle=False
+            adata=adata,
+            batch_size=_INFERENCE_BATCH if batch_size is None else batch_size,
+            shuffle=False,
         )
         self.module.eval()
         proportions, abundance = [], []

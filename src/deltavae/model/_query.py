@@ -30,9 +30,15 @@ from scvi.model.base import ArchesMixin
 from ._freeze import _freeze_for_query, _restrict_learning
 from ._genes import align_query_genes
 from ._saved import read_saved
-from ._validation import category_mappings
+from ._validation import category_mappings, warn_user
 
 logger = logging.getLogger(__name__)
+
+_NOTHING_TO_LEARN = (
+    "The query adds no new condition category, so nothing is left to learn: the query model "
+    "maps cells exactly as the reference does and is ready to use (get_latent_representation, "
+    "predict_labels, write_to_adata)."
+)
 
 # obs columns a query must carry when the reference registered them.
 _QUERY_KEY_ARGS = ("condition_key", "batch_key", "categorical_covariate_keys", "size_factor_key")
@@ -180,7 +186,10 @@ class QueryMappingMixin(ArchesMixin):
         Returns
         -------
         The query model; ``model.adata`` is the query (a gene-aligned copy when alignment was
-        needed). ``model.query_mapping_`` records the new categories and the missing genes.
+        needed). Its methods take ``adata`` itself, genes as they are, and ``write_to_adata()``
+        writes into it. ``model.query_mapping_`` records the new categories and the missing
+        genes. A query that adds no condition category leaves nothing to learn: the model is
+        ready to use as it is, and ``train()`` says so and returns.
 
         Examples
         --------
@@ -201,6 +210,9 @@ class QueryMappingMixin(ArchesMixin):
         pyro.clear_param_store()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*Missing labels key.*")
+            # The genes the alignment filled with zeros were announced above; told to filter
+            # them out, a user would drop genes the reference's networks read.
+            warnings.filterwarnings("ignore", message=r".* genes in .* are zero in every cell")
             model = super().load_query_data(
                 aligned, reference_model, accelerator=accelerator, device=device
             )
@@ -218,14 +230,50 @@ class QueryMappingMixin(ArchesMixin):
             "new_categories": new_categories,
             "learning_parameters": learning,
             "reference_sizes": ref_sizes,
+            "min_gene_overlap": float(min_gene_overlap),
         }
+        # Results are written into the user's query, not into the aligned copy.
+        model._query_adata = adata if aligned is not adata else None
         if not learning:
-            logger.warning(
-                "The query adds no new condition category, so nothing is left to learn: the "
-                "query model maps cells exactly as the reference does."
-            )
+            model.is_trained_ = True
+            warn_user(_NOTHING_TO_LEARN)
         logger.info("Query mapped; new categories %s; learning %s", new_categories, learning)
         return model
+
+    def train(self, *args, **kwargs):
+        """Train, unless this is a query model with nothing to learn (see
+        :meth:`load_query_data`): that one says so and returns."""
+        if self.is_query_model and not self.query_mapping_.get("learning_parameters"):
+            warn_user(f"{_NOTHING_TO_LEARN} train() has nothing to do and returns.")
+            return None
+        return super().train(*args, **kwargs)
+
+    def _match_genes(self, adata: AnnData) -> AnnData:
+        """A query model reads the query's cells with their own genes, aligned to the
+        reference's as :meth:`load_query_data` aligned them (missing genes as zeros)."""
+        genes = self._training_genes()
+        if not self.is_query_model or genes is None:
+            return super()._match_genes(adata)
+        if pd.Index(adata.var_names.astype(str)).equals(genes):
+            return adata
+        mapping = self.query_mapping_
+        n_missing = int((~genes.isin(adata.var_names.astype(str))).sum())
+        with warnings.catch_warnings():
+            if n_missing == mapping.get("n_genes_missing"):  # announced when it was mapped
+                warnings.filterwarnings("ignore", message=r".*filled with zeros")
+            return align_query_genes(
+                adata,
+                genes,
+                mapping.get("min_gene_overlap", 0.5),
+                self.registry_["setup_args"].get("layer"),
+            )
+
+    def _write_target(self, adata: AnnData | None) -> AnnData:
+        """By default a query model writes into the query it was given, also when it reads a
+        gene-aligned copy of it (``model.adata``)."""
+        if adata is None and getattr(self, "_query_adata", None) is not None:
+            return self._query_adata
+        return super()._write_target(adata)
 
     def _after_load(self) -> None:
         """A saved query model learns, after loading, only what it learned before saving."""

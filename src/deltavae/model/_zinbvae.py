@@ -141,7 +141,7 @@ class ZINBVAE(
         adata: AnnData,
         layer: str | None = None,
         batch_key: str | None = None,
-        categorical_covariate_keys: list[str] | None = None,
+        categorical_covariate_keys: str | list[str] | None = None,
         size_factor_key: str | None = None,
         **kwargs,
     ) -> None:
@@ -156,7 +156,8 @@ class ZINBVAE(
         batch_key
             obs column with the batch (or condition) of each cell.
         categorical_covariate_keys
-            obs columns with further categorical covariates.
+            obs columns with further categorical covariates (one column may be given as a
+            string).
         size_factor_key
             obs column with a size factor per cell, used instead of the observed library size.
 
@@ -166,6 +167,8 @@ class ZINBVAE(
         >>> adata = dv.datasets.kang_ifnb()
         >>> dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
         """
+        if isinstance(categorical_covariate_keys, str):
+            categorical_covariate_keys = [categorical_covariate_keys]
         check_setup_target(adata)
         check_obs_keys(
             adata,
@@ -204,7 +207,7 @@ class ZINBVAE(
         >>> vae.write_to_adata()  # doctest: +SKIP
         ['obsm/X_zinbvae']
         """
-        adata = self._resolve_adata(adata)
+        adata = self._write_target(adata)
         latent = self.get_latent_representation(adata, batch_size=batch_size)
         adata.obsm[self.latent_key] = np.asarray(latent, dtype=np.float32)
         return [f"obsm/{self.latent_key}"]

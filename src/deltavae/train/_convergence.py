@@ -27,8 +27,9 @@ class NotConvergedWarning(UserWarning):
     """A model finished training before its ELBO stopped improving."""
 
 
-def train_longer(max_epochs: int | None, validation: bool) -> str:
-    """What to change: more epochs than this run's, early stopping where a validation ELBO is.
+def train_longer(max_epochs: int | None, validation: bool, early_stopping: bool = False) -> str:
+    """What to change: more epochs than this run's, and early stopping where a validation ELBO
+    is and the run did not use it already.
 
     Every note of a run too short says it in these words (the CLI rewrites them as its flags).
 
@@ -36,13 +37,17 @@ def train_longer(max_epochs: int | None, validation: bool) -> str:
     --------
     >>> train_longer(30, validation=False)
     "Train longer: pass a max_epochs above this run's 30."
+    >>> train_longer(30, validation=True, early_stopping=True)
+    "Train longer: pass a max_epochs above this run's 30."
     """
     more = f"a max_epochs above this run's {max_epochs}" if max_epochs else "a larger max_epochs"
     stop = ", with early_stopping=True to stop once the validation ELBO stops improving"
-    return f"Train longer: pass {more}{stop if validation else ''}."
+    return f"Train longer: pass {more}{stop if validation and not early_stopping else ''}."
 
 
-def still_improving(history: dict, max_epochs: int | None = None) -> str | None:
+def still_improving(
+    history: dict, max_epochs: int | None = None, early_stopping: bool = False
+) -> str | None:
     """What a user should know when the run stopped while its ELBO was still falling.
 
     Parameters
@@ -51,6 +56,9 @@ def still_improving(history: dict, max_epochs: int | None = None) -> str | None:
         A trained model's ``history`` (``elbo_validation``, ``elbo_train``, ``kl_weight``).
     max_epochs
         The epochs of the run judged, named in the advice (``None``: not named).
+    early_stopping
+        Whether the run stopped early on its validation ELBO (the advice then does not
+        suggest it).
 
     Returns
     -------
@@ -90,7 +98,7 @@ def still_improving(history: dict, max_epochs: int | None = None) -> str | None:
         return (
             f"Training ran {n} epoch{'s' if n != 1 else ''} on the full ELBO (after the KL "
             "warm-up): too few to converge or to judge. "
-            + train_longer(max_epochs, name == "elbo_validation")
+            + train_longer(max_epochs, name == "elbo_validation", early_stopping)
         )
     window = min(n, max(MIN_WINDOW, n // 3))
     y = elbo.to_numpy()[-window:]
@@ -107,5 +115,6 @@ def still_improving(history: dict, max_epochs: int | None = None) -> str | None:
     return (
         f"The {what} ELBO was still improving when training stopped ({fall_per_10:.2%} per "
         f"10 epochs over the last {window} epochs): the model has not converged and its "
-        "results may change with more training. " + train_longer(max_epochs, what == "validation")
+        "results may change with more training. "
+        + train_longer(max_epochs, what == "validation", early_stopping)
     )
