@@ -224,6 +224,22 @@ def test_a_query_of_known_conditions_is_ready_without_training(reference, cls):
     )
 
 
+def test_a_query_of_one_type_is_not_told_its_other_clusters_are_empty(reference, monkeypatch):
+    """The clusters are the reference's; a query that holds some of its types leaves the rest
+    empty, which says nothing about the query's training."""
+    model, query, truth = reference
+    one_type = query[truth == truth[0]].copy()
+    q = dv.model.CGMDVAE.load_query_data(one_type, model)
+    cls = type(q)
+    monkeypatch.setattr(cls, "predict_clusters", lambda self, *a, **k: np.zeros(67, dtype=int))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        q.train(max_epochs=3, **FAST)
+        model._warn_if_clusters_empty(3)  # the reference itself is told
+    notes = [str(w.message) for w in caught if "clusters are empty" in str(w.message)]
+    assert len(notes) == 1 and notes[0].startswith("2 of 3 clusters are empty")
+
+
 def test_zinbvae_query_learns_only_new_batch_columns_and_dispersions():
     scvi.settings.seed = 0
     ref, query, _ = _split()

@@ -289,7 +289,10 @@ class ClustersMixin:
         return max(starts, default=0)
 
     def _warn_if_clusters_empty(self, max_epochs: int) -> None:
-        """Say so when training ends with clusters no cell is assigned to."""
+        """Say so when training ends with clusters no cell is assigned to (not for a query
+        model: its clusters are the reference's, and a query may lack some of its types)."""
+        if self.is_query_model:
+            return
         sizes = np.bincount(self.predict_clusters(), minlength=self.module.n_clusters)
         empty = [name for name, size in zip(self.cluster_names, sizes, strict=True) if not size]
         if not empty:
