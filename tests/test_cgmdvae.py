@@ -4,6 +4,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scanpy as sc
 import torch
 
 import deltavae as dv
@@ -88,9 +89,20 @@ def test_empty_clusters_are_reported():
     model.write_to_adata()
     sizes = adata.uns["cgmdvae"]["cluster_sizes"]
     assert len(sizes) == 12 and sizes.sum() == 400
-    assert list(adata.obs["cgmdvae_cluster"].cat.categories) == [str(k) for k in range(12)]
     assert len(adata.uns["cgmdvae"]["empty_clusters"]) == int((sizes == 0).sum())
     assert clustering_accuracy(adata.obs["cluster"], adata.obs["cgmdvae_cluster"]) > 0.5
+    # Cells of three clusters leave nine empty. The column holds the three only, so scanpy
+    # groups by it (an empty category made rank_genes_groups, dotplot and dendrogram fail).
+    pred = model.predict_clusters()
+    kept = np.flatnonzero(sizes)[:3]
+    some = adata[np.isin(pred, kept)].copy()
+    model.write_to_adata(some)
+    assert list(some.obs["cgmdvae_cluster"].cat.categories) == [str(k) for k in kept]
+    assert list(some.uns["cgmdvae"]["empty_clusters"]) == [
+        str(k) for k in range(12) if k not in kept
+    ]
+    assert some.obsm["cgmdvae_cluster_probs"].shape == (some.n_obs, 12)
+    sc.tl.dendrogram(some, "cgmdvae_cluster", use_rep="X_cgmdvae")
 
 
 def _labelled_counts():
@@ -252,6 +264,16 @@ def test_bad_arguments():
         model.sample(5, condition="IFN")
     with pytest.raises(ValueError, match="never seen in training"):
         model.translate(adata, "IFN")
+    # A misspelled key was taken as "no condition given": a random condition per call.
+    typo = r"names \['conditon'\], which is not a condition key of the model; .*\['condition'\]"
+    model.train(max_epochs=1, **TRAIN)
+    for call in (
+        lambda: model.get_latent_representation(condition={"conditon": "stim"}),
+        lambda: model.sample(5, condition={"conditon": "stim"}),
+        lambda: model.translate(adata, {"conditon": "stim"}),
+    ):
+        with pytest.raises(ValueError, match=typo):
+            call()
     with pytest.raises(ValueError, match="out of range"):
         model.sample(5, cluster=7)
     with pytest.raises(ValueError, match="mixture_init must be one of"):

@@ -152,6 +152,8 @@ def test_differential_expression(trained):
     change = model.differential_expression(groupby="cluster", group1="0", group2="1", mode="change")
     assert "proba_not_de" in change.columns
     assert len(model.differential_expression(idx1=[0, 1, 2], idx2=[3, 4, 5])) == adata.n_vars
+    with pytest.raises(ValueError, match="no cell of adata.obs\\['cluster'\\] is 'zero'"):
+        model.differential_expression(groupby="cluster", group1="zero")
 
 
 def test_importance_weighted_de():

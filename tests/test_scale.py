@@ -96,7 +96,8 @@ def test_write_to_adata_writes_every_cell_into_the_backed_file(counts_h5ad):
     np.testing.assert_allclose(saved.obsm["X_cgmdvae"], z, atol=1e-6)
     np.testing.assert_allclose(saved.obsm["cgmdvae_cluster_probs"].sum(1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(
-        saved.obs["cgmdvae_cluster"].cat.codes.to_numpy(), model.predict_clusters(saved)
+        saved.obs["cgmdvae_cluster"].astype(str).to_numpy(),
+        np.asarray(model.cluster_names)[model.predict_clusters(saved)],
     )
     assert int(saved.uns["cgmdvae"]["cluster_sizes"].sum()) == 300
     assert sparse.issparse(saved.X) and saved.X.sum() > 0

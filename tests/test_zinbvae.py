@@ -71,6 +71,13 @@ def test_differential_expression_between_clusters(trained):
     assert de.loc[marker_of == "1", "lfc_mean"].mean() < -1.0
     top = de.sort_values("proba_de", ascending=False).index[:20]
     assert marker_of[top].isin(["0", "1"]).mean() > 0.8
+    # A group no cell belongs to is named (scvi-tools divided by zero cells).
+    with pytest.raises(ValueError, match=r"group1='O': no cell of adata.obs\['cluster'\] is 'O'"):
+        model.differential_expression(groupby="cluster", group1="O")
+    with pytest.raises(ValueError, match="group2=\\['1', '7'\\]: .* is '7'; its groups"):
+        model.differential_expression(adata, groupby="cluster", group1="0", group2=["1", "7"])
+    with pytest.raises(KeyError, match="groupby='clusters' is not a column"):
+        model.differential_expression(groupby="clusters", group1="0")
 
 
 def test_covariates_reach_encoder_and_decoder(counts_adata):

@@ -458,9 +458,10 @@ class CGMDVAE(
         """Write latents, clusters and cluster probabilities into the AnnData.
 
         Writes ``obsm["X_cgmdvae"]`` (z mean), ``obsm["X_cgmdvae_w"]`` (w mean),
-        ``obs["cgmdvae_cluster"]`` (categorical over all K clusters, empty ones included),
-        ``obsm["cgmdvae_cluster_probs"]`` and ``uns["cgmdvae"]`` (cluster sizes and the list of
-        empty clusters); for a query model also ``obs["cgmdvae_label"]`` and
+        ``obs["cgmdvae_cluster"]`` (categorical over the clusters that hold cells, so scanpy
+        can group by it), ``obsm["cgmdvae_cluster_probs"]`` (a column per cluster, named in
+        ``uns["cgmdvae"]["cluster_names"]``) and ``uns["cgmdvae"]`` (cluster names and sizes, and
+        the empty clusters); for a query model also ``obs["cgmdvae_label"]`` and
         ``obs["cgmdvae_label_confidence"]`` (see :meth:`predict_labels`).
 
         Returns
@@ -480,7 +481,8 @@ class CGMDVAE(
         empty = [names[k] for k in np.flatnonzero(sizes == 0)]
         adata.obsm["X_cgmdvae"] = post["z"].astype(np.float32)
         adata.obsm["X_cgmdvae_w"] = post["w"].astype(np.float32)
-        adata.obs["cgmdvae_cluster"] = pd.Categorical.from_codes(clusters, categories=names)
+        categories = pd.Categorical.from_codes(clusters, categories=names)
+        adata.obs["cgmdvae_cluster"] = categories.remove_unused_categories()
         adata.obsm["cgmdvae_cluster_probs"] = post["probs"].astype(np.float32)
         adata.uns["cgmdvae"] = {
             "cluster_names": np.array(names, dtype=object),

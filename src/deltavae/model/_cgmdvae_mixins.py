@@ -14,7 +14,7 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import RNASeqMixin
 
 from ..train._convergence import train_longer
-from ._validation import warn_user
+from ._validation import check_de_groups, warn_user
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 
@@ -41,6 +41,7 @@ class CountExpressionMixin:
     @functools.wraps(RNASeqMixin.differential_expression)
     def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         self._needs_counts("differential_expression")
+        check_de_groups(self, RNASeqMixin.differential_expression, args, kwargs)
         return super().differential_expression(*args, **kwargs)
 
     @functools.wraps(RNASeqMixin.get_likelihood_parameters)
@@ -98,6 +99,12 @@ class ConditionsMixin:
             if len(keys) > 1:
                 raise ValueError(f"Give one value per condition as a dict over {keys}.")
             condition = {keys[0]: condition}
+        unknown = [key for key in condition if key not in keys]
+        if unknown:
+            raise ValueError(
+                f"condition names {unknown}, which {'is' if len(unknown) == 1 else 'are'} not a "
+                f"condition key of the model; its condition keys: {keys}."
+            )
         codes = np.zeros((n, len(keys)), dtype=np.int64)
         mappings = self._cat_state().mappings
         for j, key in enumerate(keys):

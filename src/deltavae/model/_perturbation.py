@@ -81,13 +81,19 @@ class PerturbationMixin:
         similarity
             ``nearest_response``: ``"expression"`` (principal components of the data) or
             ``"latent"`` (z), the space in which the most similar groups are found.
+        response_weight
+            ``translate``: the weight on the observed responses (see
+            :meth:`deltavae.model.CGMDVAE.translate`).
 
         Returns
         -------
-        AnnData of expected expression (``X``), for count likelihoods one posterior-predictive
-        draw of counts in ``layers["counts"]`` (normalize it like the real cells before
-        scoring, e.g. with :func:`deltavae.metrics.log_normalize`), the cells' obs with the
-        condition set to the target, and the genes.
+        AnnData with the cells' obs (the condition set to the target) and the genes.
+        ``translate`` and ``latent_shift``: expected expression in ``X`` and, for count
+        likelihoods, whole counts in ``layers["counts"]`` (normalize them like the real cells
+        before scoring, e.g. with :func:`deltavae.metrics.log_normalize`).
+        ``nearest_response``: for count models, log-normalized expression in ``X`` (the scale
+        the responses are transferred on; no ``layers["counts"]``), for other likelihoods the
+        data's own scale.
 
         Examples
         --------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -373,3 +374,37 @@ def check_backing_for_training(adata: AnnData) -> None:
             "read-only: anndata.read_h5ad(path, backed='r'). Reopen it with backed='r+' "
             "afterwards to write results into the file."
         )
+
+
+def check_de_groups(model, differential_expression, args: tuple, kwargs: dict) -> None:
+    """The ``groupby`` column and the ``group1``/``group2`` names a call of scvi-tools'
+    ``differential_expression`` gives exist in the AnnData it reads: a misspelled group made
+    scvi-tools divide by zero cells.
+
+    ``differential_expression`` is the unbound scvi-tools method whose signature the call
+    follows.
+    """
+    bound = inspect.signature(differential_expression).bind_partial(model, *args, **kwargs)
+    given = bound.arguments
+    groupby = given.get("groupby")
+    if groupby is None:
+        return
+    adata = given.get("adata")
+    adata = model.adata if adata is None else adata
+    if groupby not in adata.obs:
+        raise KeyError(
+            f"groupby={groupby!r} is not a column of adata.obs; available columns: "
+            f"{list(adata.obs.columns)}."
+        )
+    present = set(adata.obs[groupby].astype(str))
+    for arg in ("group1", "group2"):
+        value = given.get(arg)
+        if value is None:
+            continue
+        names = [value] if isinstance(value, str) else list(value)
+        missing = [name for name in names if str(name) not in present]
+        if missing:
+            raise ValueError(
+                f"{arg}={value!r}: no cell of adata.obs[{groupby!r}] is {missing[0]!r}; its "
+                f"groups: {sorted(present)[:20]}."
+            )

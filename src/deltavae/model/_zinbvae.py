@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Literal
 
@@ -29,6 +30,7 @@ from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._validation import (
     check_data,
+    check_de_groups,
     check_model_arguments,
     check_obs_keys,
     check_setup_target,
@@ -186,6 +188,11 @@ class ZINBVAE(
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
+
+    @functools.wraps(RNASeqMixin.differential_expression)
+    def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        check_de_groups(self, RNASeqMixin.differential_expression, args, kwargs)
+        return super().differential_expression(*args, **kwargs)
 
     @writes_backed
     def write_to_adata(self, adata: AnnData | None = None, batch_size: int | None = None):
