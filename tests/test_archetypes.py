@@ -1,6 +1,7 @@
 """Archetypes: recovery on known mixtures, auto count, merging, markers, matching, save/load."""
 
 import copy
+import re
 
 import anndata as ad
 import numpy as np
@@ -112,9 +113,15 @@ def test_match_signatures_and_novel_states(fitted):
     novel = table[table["signature"].isna()]
     assert sorted(novel["novel_rank"]) == list(range(1, len(novel) + 1))
     assert novel.sort_values("novel_rank")["score"].is_monotonic_increasing
+    # A signature without any of its genes is left out; the others are matched as before.
+    ghost = "'ghost': 2 of 2 genes are not in the data.*the signature is left out"
+    with pytest.warns(UserWarning) as record:
+        with_ghost = model.match_signatures({**signatures, "ghost": ["NOPE1", "NOPE2"]})
+    assert any(re.search(ghost, str(w.message)) for w in record)
+    pd.testing.assert_frame_equal(with_ghost, table)
     with (
-        pytest.warns(UserWarning, match="'ghost': 2 of 2 genes are not in the data"),
-        pytest.raises(ValueError, match="signature 'ghost' has none of its genes"),
+        pytest.warns(UserWarning, match=ghost),
+        pytest.raises(ValueError, match="no signature has any of its genes in the data"),
     ):
         model.match_signatures({"ghost": ["NOPE1", "NOPE2"]})
     adata = mix.copy()

@@ -126,6 +126,24 @@ def test_nmfdeconv_recovers_proportions_on_simplex(fitted, split):
     assert spots.obsm["proportions"].equals(props)
 
 
+def test_new_spots_need_only_the_genes_the_model_reads(split):
+    """A new slide's panel may lack genes the model never reads (it was refused)."""
+    spots, ref = split
+    spots = spots.copy()
+    model = dv.model.NMFDeconv.from_reference(
+        spots, reference=ref, labels_key="cluster", n_markers=5
+    )
+    model.train(max_epochs=5, **TRAIN)
+    used = model.used_genes()
+    assert len(used) < spots.n_vars
+    expected = model.get_proportions(spots)
+    panel = spots[:, used[::-1]].copy()  # the used genes only, in another order
+    panel.var_names = panel.var_names.astype(str)
+    pd.testing.assert_frame_equal(model.get_proportions(panel), expected)
+    with pytest.raises(ValueError, match=r"lacks 1 of the \d+ genes the model reads .*used_genes"):
+        model.get_proportions(spots[:, spots.var_names != used[0]].copy())
+
+
 @pytest.mark.parametrize("inference", ["amortized", "per_spot"])
 @pytest.mark.parametrize(
     ("kwargs", "match"),
@@ -242,6 +260,19 @@ def test_spatial_proportions_plot(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 0
     with pytest.raises(KeyError, match="'proportions' is not in adata.obsm"):
         dv.pl.spatial_proportions(spots, show=False)
+    # One column on the caller's Axes, as scanpy's multi-panel plots take ax.
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2)
+    drawn = dv.pl.spatial_proportions(
+        spots, "proportions_true", columns=["1"], ax=right, show=False
+    )
+    assert drawn == [right] and right.get_title() == "1" and not left.collections
+    with pytest.raises(ValueError, match="ax draws one panel, and this plot has 3"):
+        dv.pl.spatial_proportions(spots, "proportions_true", ax=left, show=False)
+    with pytest.raises(ValueError, match="vmax must be a number, 'p99' or None; got 'q99'"):
+        dv.pl.spatial_proportions(spots, "proportions_true", vmax="q99", show=False)
+    plt.close(fig)
 
 
 @pytest.mark.parametrize("inference", ["amortized", "per_spot"])

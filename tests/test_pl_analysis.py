@@ -77,6 +77,12 @@ def test_cluster_probabilities_colours_cells_by_entropy(clustered, tmp_path):
         np.sort(nk), np.sort(clustered.obsm["cgmdvae_cluster_probs"][:, 2]), atol=1e-6
     )
     _assert_png(out)
+    fig, own = plt.subplots()
+    assert dv.pl.cluster_probabilities(clustered, ax=own, show=False) is own
+    assert own.get_title() == "Cluster entropy"
+    with pytest.raises(ValueError, match="ax draws one panel, and this plot has 2"):
+        dv.pl.cluster_probabilities(clustered, clusters=["NK"], ax=own, show=False)
+    plt.close(fig)
 
 
 def test_cluster_probabilities_bad_keys(clustered):

@@ -112,17 +112,20 @@ def signature_scores(
         missing = [g for g in members if g not in genes]
         present = [g for g in members if g in genes]
         if missing:
+            dropped = "; the signature is left out" if not present else ""
             warnings.warn(
                 f"signature {name!r}: {len(missing)} of {len(members)} genes are not in the "
-                f"data: {missing[:20]}",
+                f"data: {missing[:20]}{dropped}",
                 UserWarning,
                 stacklevel=3,  # the caller of Archetypes.match_signatures,
             )
-        if not present:
-            raise ValueError(
-                f"signature {name!r} has none of its genes ({members[:10]}) in the data."
-            )
-        gene_sets[str(name)] = genes.get_indexer(present)
+        if present:
+            gene_sets[str(name)] = genes.get_indexer(present)
+    if not gene_sets:
+        raise ValueError(
+            f"no signature has any of its genes in the data ({list(signatures)[:10]}); check "
+            "that the signatures use the data's gene identifiers (symbols vs Ensembl IDs)."
+        )
     sd = log_profiles.std(axis=1, keepdims=True)
     standardized = (log_profiles - log_profiles.mean(axis=1, keepdims=True)) / np.where(
         sd > 0, sd, 1.0

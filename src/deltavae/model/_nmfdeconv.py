@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -16,6 +17,7 @@ from ..module import NMFDeconvModule
 from ..module._nmfdeconv import INFERENCE
 from ._backed import writes_backed
 from ._base import DeltaModelMixin, _is_int
+from ._genes import align_query_genes
 from ._nmf_reference import FromReferenceMixin
 from ._nmf_start import check_signatures, nmf_start, nnls_start
 from ._spots import SpotModelMixin
@@ -267,6 +269,28 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         names = self.adata.var_names
         return names if index is None else names[index.cpu().numpy()]
 
+    def _match_genes(self, adata: AnnData) -> AnnData:
+        """New spots need the genes the model reads (:meth:`used_genes`), by name and in any
+        order; the others, which it never reads, may be missing (filled with zeros) and genes
+        the model does not know are left out."""
+        genes, index = self._training_genes(), self.module.gene_index
+        names = pd.Index(adata.var_names.astype(str))
+        if genes is None or index is None or names.equals(genes):
+            return super()._match_genes(adata)
+        used = genes[index.cpu().numpy()]
+        missing = used.difference(names)
+        if len(missing):
+            raise ValueError(
+                f"adata lacks {len(missing)} of the {len(used)} genes the model reads (e.g. "
+                f"{missing[:5].tolist()}; model.used_genes() lists them all). New spots need "
+                "those genes, by name, in any order; the model's other genes may be missing."
+            )
+        if names.sort_values().equals(genes.sort_values()):
+            return super()._match_genes(adata)  # the same genes reordered, as in every model
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*filled with zeros")
+            return align_query_genes(adata, genes, 0.0, self.registry_["setup_args"]["layer"])
+
     def _infer(self, adata: AnnData | None, batch_size: int | None):
         """Proportions and abundance of ``adata``'s spots, and their names."""
         self._check_if_trained(warn=False)
@@ -306,13 +330,14 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
     ) -> pd.DataFrame:
         """Cell-type proportions of every spot (rows sum to 1).
 
-        The amortised model maps any spots with the training genes through its encoder,
+        The amortised model maps any spots with the genes it reads through its encoder,
         without refitting; the per-spot model knows only the spots it was trained on.
 
         Parameters
         ----------
         adata
-            Spots with the training spots' genes; default the training spots.
+            Spots with the genes the model reads (:meth:`used_genes`), by name in any order;
+            default the training spots.
         batch_size
             Spots per inference minibatch (amortised).
 

@@ -3,7 +3,8 @@ the archetype elbow and predicted-versus-observed expression.
 
 Every function takes ``show`` and ``save`` as scanpy's plotting functions do (``save=True`` or
 ``save="_name.png"`` writes into ``scanpy.settings.figdir``; a :class:`pathlib.Path` is the file
-itself), most take ``ax``, and all return the Axes when the figure is not shown.
+itself), every plot takes ``ax`` (those of several panels when they draw one), and all return
+the Axes when the figure is not shown.
 
 Examples
 --------

@@ -13,7 +13,7 @@ from scipy import sparse
 
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
-from ._utils import label_points, savefig_or_show
+from ._utils import label_points, panel_axes, savefig_or_show
 
 
 def cluster_entropy(
@@ -95,6 +95,7 @@ def cluster_probabilities(
     size: float | None = None,
     cmap: str = "magma_r",
     ncols: int = 3,
+    ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
 ) -> Axes | list[Axes] | None:
@@ -125,6 +126,8 @@ def cluster_probabilities(
         Colour map of the entropy panel (probabilities use ``"viridis"``).
     ncols
         Panels per row.
+    ax
+        Axes to draw the entropy panel on (without ``clusters``); a new figure when ``None``.
     {show_save}
 
     Returns
@@ -151,19 +154,14 @@ def cluster_probabilities(
         else:
             raise KeyError(f"cluster {cluster!r} is not one of the clusters {names}.")
     n_panels = 1 + len(columns)
-    ncols = max(1, min(ncols, n_panels))
-    nrows = int(np.ceil(n_panels / ncols))
-    fig, grid = plt.subplots(
-        nrows, ncols, figsize=(4.8 * ncols, 3.8 * nrows), squeeze=False, layout="constrained"
-    )
-    axes = list(grid.ravel())
+    fig, axes = panel_axes(ax, n_panels, ncols, (4.8, 3.8), layout="constrained")
     size = size if size is not None else max(1.0, 30000.0 / max(adata.n_obs, 1) ** 1.1)
     label = "normalised entropy" if normalize else "entropy (nats)"
     panels = [(entropy, "Cluster entropy", cmap, label, 1.0 if normalize else None)]
     panels += [
         (probs[:, k], f"P(cluster {names[k]})", "viridis", "probability", 1.0) for k in columns
     ]
-    for ax, (values, title, colours, bar, vmax) in zip(axes, panels, strict=False):
+    for ax, (values, title, colours, bar, vmax) in zip(axes, panels, strict=True):
         # Draw the highest values last so that uncertain (or probable) cells are not hidden.
         order = np.argsort(values, kind="stable")
         points = ax.scatter(
@@ -184,9 +182,6 @@ def cluster_probabilities(
         ax.set_ylabel(f"{axis_name}2")
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax in axes[n_panels:]:
-        ax.remove()
-    axes = axes[:n_panels]
     return savefig_or_show(axes[0] if n_panels == 1 else axes, "cluster_probabilities", show, save)
 
 

@@ -12,7 +12,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 
 from .._docs import doc_ax, doc_params, doc_show_save
-from ._utils import savefig_or_show
+from ._utils import panel_axes, savefig_or_show
 
 
 def _spatial_values(adata: AnnData, key: str, columns: Sequence[str] | None) -> pd.DataFrame:
@@ -43,6 +43,7 @@ def spatial_proportions(
     size: float | None = None,
     cmap: str = "viridis",
     vmax: float | str | None = None,
+    ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
 ) -> list[Axes] | None:
@@ -68,6 +69,8 @@ def spatial_proportions(
     vmax
         Upper end of the colour scale: a number, ``"p99"`` (per-panel 99th percentile) or
         ``None`` (per-panel maximum).
+    ax
+        Axes to draw a single panel on (one column); a new figure when ``None``.
     {show_save}
 
     Returns
@@ -85,14 +88,13 @@ def spatial_proportions(
     coords = np.asarray(adata.obsm[basis], dtype=float)
     if coords.ndim != 2 or coords.shape[1] < 2:
         raise ValueError(f"obsm[{basis!r}] has shape {coords.shape}; expected (spots, 2).")
+    if isinstance(vmax, str) and vmax != "p99":
+        raise ValueError(f"vmax must be a number, 'p99' or None; got {vmax!r}.")
     values = _spatial_values(adata, key, columns)
     n = values.shape[1]
-    ncols = max(1, min(ncols, n))
-    nrows = int(np.ceil(n / ncols))
-    fig, grid = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False)
+    fig, axes = panel_axes(ax, n, ncols, (3.2, 3.0))
     size = size if size is not None else max(2.0, 12000.0 / max(adata.n_obs, 1) ** 1.1)
-    axes = list(grid.ravel())
-    for ax, column in zip(axes, values.columns, strict=False):
+    for ax, column in zip(axes, values.columns, strict=True):
         v = values[column].to_numpy(dtype=float)
         top = np.nanpercentile(v, 99) if vmax == "p99" else (vmax if vmax is not None else None)
         points = ax.scatter(coords[:, 0], coords[:, 1], c=v, s=size, cmap=cmap, vmin=0, vmax=top)
@@ -102,9 +104,7 @@ def spatial_proportions(
         ax.invert_yaxis()
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax in axes[n:]:
-        ax.remove()
-    return savefig_or_show(axes[:n], "spatial_proportions", show, save)
+    return savefig_or_show(axes, "spatial_proportions", show, save)
 
 
 @doc_params(ax=doc_ax, show_save=doc_show_save("archetype_elbow"))

@@ -48,6 +48,30 @@ def figure_path(writekey: str, save: bool | str | os.PathLike) -> Path:
     return Path(sc.settings.figdir) / f"{writekey}{sc.settings.plot_suffix}.{ext}"
 
 
+def panel_axes(
+    ax: Axes | None, n_panels: int, ncols: int, panel_size: tuple[float, float], **subplots
+) -> tuple[plt.Figure, list[Axes]]:
+    """The figure and the Axes of a plot of ``n_panels`` panels: the given ``ax`` for a plot of
+    one panel (as scanpy's multi-panel plots take it), else a grid of its own."""
+    if ax is not None:
+        if n_panels != 1:
+            raise ValueError(
+                f"ax draws one panel, and this plot has {n_panels}: pass ax=None for a figure "
+                "of its own, or ask for a single panel."
+            )
+        return ax.figure, [ax]
+    ncols = max(1, min(ncols, n_panels))
+    nrows = -(-n_panels // ncols)
+    width, height = panel_size
+    fig, grid = plt.subplots(
+        nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **subplots
+    )
+    axes = list(grid.ravel())
+    for spare in axes[n_panels:]:
+        spare.remove()
+    return fig, axes[:n_panels]
+
+
 def _dpi() -> float:
     # scanpy saves at rcParams["savefig.dpi"] (set by set_figure_params(dpi_save=...)); a
     # figure saved below 150 dpi is blurry, so that is the floor here.
