@@ -213,3 +213,44 @@ def test_load_with_a_batch_the_model_never_saw(counts_adata, tmp_path):
     with pytest.raises(ValueError, match=r"\['stim'\]; known: \['ctrl'\].*load_query_data"):
         dv.model.ZINBVAE.load(tmp_path / "model", adata=other)
     _assert_unchanged(other, snap)
+
+
+def test_unlabelled_cells_are_marked_as_the_model_reads_them(counts_adata):
+    """The NaN message said "fill them (e.g. with 'unknown')", and 'unknown' then trained as a
+    cell type of its own: the message names 'Unknown', and a look-alike is warned about."""
+    labels = counts_adata.obs["cluster"].astype(str).to_numpy().astype(object)
+    labels[::3] = np.nan
+    counts_adata.obs["label"] = labels
+    with pytest.raises(ValueError, match=r"\.astype\(object\)\.fillna\('Unknown'\)"):
+        dv.model.CGMDVAE.setup_anndata(counts_adata, labels_key="label")
+    counts_adata.obs["label"] = counts_adata.obs["label"].fillna("unknown")
+    dv.model.CGMDVAE.setup_anndata(counts_adata, labels_key="label")
+    with pytest.warns(UserWarning, match="'unknown', which is trained as a cell type of its own"):
+        dv.model.CGMDVAE(counts_adata, n_latent=3, n_hidden=16)
+    counts_adata.obs["label"] = counts_adata.obs["label"].replace("unknown", "Unknown")
+    dv.model.CGMDVAE.setup_anndata(counts_adata, labels_key="label")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = dv.model.CGMDVAE(counts_adata, n_latent=3, n_hidden=16)
+    assert "Unknown" not in model.cluster_names and len(model.cluster_names) == 3
+
+
+def test_a_subset_made_after_setup_is_told_to_be_set_up(counts_adata):
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    subset = counts_adata[:, :40].copy()  # e.g. highly variable genes, after setup
+    with pytest.raises(ValueError, match=r"copy or subset .* ZINBVAE.setup_anndata on it again"):
+        dv.model.ZINBVAE(subset)
+    dv.model.ZINBVAE.setup_anndata(subset)
+    assert dv.model.ZINBVAE(subset).adata is subset
+
+
+def test_data_that_are_not_counts_point_to_where_the_counts_are(counts_adata):
+    """X scaled or log-normalized, the counts in a layer or in .raw: the error says where."""
+    scaled = counts_adata.copy()
+    scaled.X = sp.csr_matrix(_dense(scaled.X) - 1.0)
+    _setup_fails(scaled, ValueError, r"negative values .* layer='counts' \(layers: \['counts'\]\)")
+    logged = counts_adata.copy()
+    del logged.layers["counts"]
+    logged.raw = logged
+    logged.X = sp.csr_matrix(np.log1p(_dense(logged.X)))
+    _setup_fails(logged, ValueError, r"non-integer .* adata\.raw holds other data")

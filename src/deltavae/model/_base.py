@@ -342,6 +342,21 @@ class DeltaModelMixin(PyroSviTrainMixin):
             )
 
     @classmethod
+    def _get_most_recent_anndata_manager(cls, adata, required: bool = False):
+        """scvi-tools' lookup of the setup of ``adata``, with its "Did you make a copy?" said as
+        what to do: a copy or subset (e.g. to highly variable genes) needs its own setup."""
+        try:
+            return super()._get_most_recent_anndata_manager(adata, required=required)
+        except ValueError as err:
+            if "does not match the AnnData object" not in str(err):
+                raise
+            raise ValueError(
+                "This AnnData is a copy or subset of the one set up (e.g. subset to highly "
+                f"variable genes after setup_anndata): call {cls.__name__}.setup_anndata on it "
+                "again, then build the model."
+            ) from err
+
+    @classmethod
     def register_manager(cls, adata_manager):
         """scvi-tools' registration, with the field registries sealed (see :func:`_sealed`)."""
         super().register_manager(_sealed(adata_manager))

@@ -14,7 +14,7 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import RNASeqMixin
 
 from ..train._convergence import train_longer
-from ._validation import check_de_groups, warn_user
+from ._validation import check_de_groups, warn_if_unlabelled_lookalike, warn_user
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 
@@ -315,6 +315,9 @@ class ClustersMixin:
     def _check_n_clusters(self, n_clusters) -> int:
         """The number of clusters: as given, or one per label (10 without labels)."""
         labels = self.label_names
+        if labels and not self.is_query_model:
+            state = self.registry_["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
+            warn_if_unlabelled_lookalike(pd.Series(labels), state["unlabeled_category"])
         n_clusters = n_clusters if n_clusters is not None else (len(labels) or 10)
         if isinstance(n_clusters, bool) or not isinstance(n_clusters, int | np.integer):
             raise ValueError(f"n_clusters must be an integer, got {n_clusters!r}.")

@@ -66,6 +66,19 @@ def _values(block) -> np.ndarray:
     return np.asarray(block)
 
 
+def _counts_hint(adata: AnnData, layer: str | None) -> str:
+    """Where the raw counts may be instead: the layers, or ``adata.raw``."""
+    layers = [name for name in adata.layers.keys() if name != layer]
+    if layers:
+        return f" Pass the layer with the raw counts, e.g. layer={layers[0]!r} (layers: {layers})."
+    if layer is None and adata.raw is not None:
+        return (
+            " adata.raw holds other data: if they are the raw counts, copy them into a layer and "
+            "pass it: adata.layers['counts'] = adata.raw[:, adata.var_names].X; layer='counts'."
+        )
+    return " Pass the raw counts, in X or in a layer (layer='counts')."
+
+
 def check_data(
     adata: AnnData,
     layer: str | None = None,
@@ -131,13 +144,14 @@ def check_data(
             if (values < 0).any():
                 raise ValueError(
                     f"{where} must hold raw counts: found negative values (min {values.min()})."
+                    + _counts_hint(adata, layer)
                 )
             frac = values[values != np.round(values)]
             if frac.size:
                 raise ValueError(
                     f"{where} must hold raw counts: found non-integer values such as "
-                    f"{frac.flat[0]:g} ({frac.size} in this block). Pass the raw counts "
-                    "(e.g. layer='counts'), not normalized or log-transformed data."
+                    f"{frac.flat[0]:g} ({frac.size} in this block): normalized or "
+                    "log-transformed data?" + _counts_hint(adata, layer)
                 )
         elif kind == "binary" and ((values < 0).any() or (values > 1).any()):
             raise ValueError(
@@ -240,9 +254,16 @@ def check_obs_keys(adata: AnnData, keys: dict[str, str | Iterable[str] | None]) 
                 )
             n_missing = int(pd.isna(adata.obs[key]).sum())
             if n_missing:
+                fill = (
+                    "mark those cells unlabelled with the unlabelled category ('Unknown' unless "
+                    f"unlabeled_category names another): adata.obs[{key!r}] = adata.obs[{key!r}]"
+                    ".astype(object).fillna('Unknown'), or drop them."
+                    if arg == "labels_key"
+                    else "fill them with a value of their own or drop those cells."
+                )
                 raise ValueError(
                     f"{arg}={key!r}: adata.obs[{key!r}] has {n_missing} missing values (NaN); "
-                    "fill them (e.g. with 'unknown') or drop those cells."
+                    + fill
                 )
 
 
@@ -407,4 +428,25 @@ def check_de_groups(model, differential_expression, args: tuple, kwargs: dict) -
             raise ValueError(
                 f"{arg}={value!r}: no cell of adata.obs[{groupby!r}] is {missing[0]!r}; its "
                 f"groups: {sorted(present)[:20]}."
+            )
+
+
+#: Label values that usually mark unlabelled cells (compared in lower case).
+_UNLABELLED_WORDS = {"unknown", "unlabeled", "unlabelled", "unassigned", "na", "nan", "none"}
+
+
+def warn_if_unlabelled_lookalike(labels: pd.Series, unlabelled: str) -> None:
+    """Warn when a label looks like a mark of unlabelled cells but is not ``unlabelled``: it
+    would be trained as a cell type of its own (e.g. ``'unknown'`` for ``'Unknown'``).
+
+    Examples
+    --------
+    >>> warn_if_unlabelled_lookalike(pd.Series(["B", "Unknown"]), "Unknown")
+    """
+    for value in pd.unique(labels.astype(str)):
+        if value != unlabelled and value.strip().lower() in _UNLABELLED_WORDS:
+            warn_user(
+                f"The labels hold {value!r}, which is trained as a cell type of its own: "
+                f"unlabelled cells are those marked {unlabelled!r}. If {value!r} marks unlabelled "
+                f"cells, pass unlabeled_category={value!r} to setup_anndata."
             )
