@@ -406,8 +406,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         Parameters
         ----------
         signatures
-            ``{name: [genes]}``. Genes not in the data are dropped with a warning naming them,
-            and so is a signature none of whose genes is in the data.
+            ``{name: [genes]}``. Absent genes, and signatures with none, are dropped (warned).
         variant_ratio
             Fraction of the matched archetype's score an unmatched archetype needs on the
             same signature to count as its variant.

@@ -17,7 +17,6 @@ import pyro
 import rich.pretty  # noqa: F401
 import torch
 from anndata import AnnData
-from scvi import REGISTRY_KEYS
 from scvi.model._utils import get_max_epochs_heuristic, parse_device_args
 from scvi.model.base import PyroSviTrainMixin
 
@@ -34,6 +33,7 @@ from ._validation import (
     check_data,
     check_known_categories,
     warn_user,
+    with_labels_column,
 )
 
 logger = logging.getLogger(__name__)
@@ -389,7 +389,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 adata = adata.to_memory() if adata.isbacked else adata.copy()
             adata = self._match_genes(adata)
             if getattr(self, "registry_", None) is not None:
-                adata = self._with_labels_column(adata)
+                adata = with_labels_column(adata, self.registry_)
                 check_known_categories(adata, self.registry_)
                 layer = self.registry_["setup_args"].get("layer")
                 check_data(adata, layer, kind=self._data_kind, min_cells=1, warn_empty=False)
@@ -401,25 +401,6 @@ class DeltaModelMixin(PyroSviTrainMixin):
             "AnnData object appears to be a copy",
         ):
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
-
-    def _with_labels_column(self, adata: AnnData) -> AnnData:
-        """New cells without the model's labels column read as unlabelled: on an AnnData that
-        shares ``adata``'s matrices, so the caller's obs stays as it is."""
-        key = self.registry_["setup_args"].get("labels_key")
-        if key is None or key in adata.obs:
-            return adata
-        labels = self.registry_["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
-        unlabelled = labels["unlabeled_category"]
-        if adata.isbacked:
-            raise ValueError(
-                f"adata.obs lacks {key!r}, the model's labels column. Add it: "
-                f"adata.obs[{key!r}] = {unlabelled!r} marks every cell unlabelled."
-            )
-        obs = adata.obs.copy()
-        obs[key] = unlabelled
-        return AnnData(
-            X=adata.X, obs=obs, var=adata.var, layers=dict(adata.layers), obsm=dict(adata.obsm)
-        )
 
     def _make_data_loader(self, *args, **kwargs):
         """scvi-tools' inference loader, with every minibatch moved to the module's device."""

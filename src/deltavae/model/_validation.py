@@ -450,3 +450,23 @@ def warn_if_unlabelled_lookalike(labels: pd.Series, unlabelled: str) -> None:
                 f"unlabelled cells are those marked {unlabelled!r}. If {value!r} marks unlabelled "
                 f"cells, pass unlabeled_category={value!r} to setup_anndata."
             )
+
+
+def with_labels_column(adata: AnnData, registry: dict) -> AnnData:
+    """New cells without the model's labels column, read as unlabelled: on an AnnData that
+    shares ``adata``'s matrices, so the caller's obs stays as it is (``adata`` itself when the
+    column is there or the model has no labels)."""
+    key = registry["setup_args"].get("labels_key")
+    if key is None or key in adata.obs:
+        return adata
+    unlabelled = registry["field_registries"]["labels"]["state_registry"]["unlabeled_category"]
+    if adata.isbacked:
+        raise ValueError(
+            f"adata.obs lacks {key!r}, the model's labels column. Add it: "
+            f"adata.obs[{key!r}] = {unlabelled!r} marks every cell unlabelled."
+        )
+    obs = adata.obs.copy()
+    obs[key] = unlabelled
+    return AnnData(
+        X=adata.X, obs=obs, var=adata.var, layers=dict(adata.layers), obsm=dict(adata.obsm)
+    )
