@@ -466,3 +466,26 @@ def test_fit_report_carries_the_models_warnings(tmp_path, capsys):
     assert "warning: Training ran" in out.out and "too few to converge" in out.out
     assert "pass --epochs above this run's 2" in out.out and "max_epochs" not in out.out
     assert "NotConvergedWarning" not in out.err
+
+
+def test_fit_names_the_unlabelled_category(tmp_path, capsys):
+    """Cells marked 'unknown' are unlabelled with --unlabeled-category unknown; without it
+    they train as a fourth type, and the model's warning says so."""
+    adata = dv.datasets.synthetic_counts(n_cells=120, n_genes=40, n_clusters=3, seed=1)
+    labels = adata.obs["cluster"].astype(str).to_numpy().astype(object)
+    labels[::2] = "unknown"
+    adata.obs["partial"] = labels
+    path = tmp_path / "partial.h5ad"
+    adata.write_h5ad(path)
+    argv = ["fit", str(path), "--model", "cgmdvae", "--labels-key", "partial", "--epochs", "2"]
+    argv += ["--no-plots", "--threads", "1"]
+    out = tmp_path / "semi.h5ad"
+    assert main([*argv, "--unlabeled-category", "unknown", "--out", str(out)]) == 0
+    clusters = ad.read_h5ad(out).uns["cgmdvae"]["cluster_names"]
+    assert sorted(clusters) == ["0", "1", "2"]
+    assert "trained as a cell type of its own" not in capsys.readouterr().out
+    assert main([*argv, "--out", str(tmp_path / "four.h5ad")]) == 0
+    printed = capsys.readouterr().out
+    assert "warning: The labels hold 'unknown', which is trained as a cell type" in printed
+    assert "pass --unlabeled-category 'unknown'." in printed
+    assert len(ad.read_h5ad(tmp_path / "four.h5ad").uns["cgmdvae"]["cluster_names"]) == 4

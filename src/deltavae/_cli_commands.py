@@ -40,7 +40,11 @@ from deltavae._docs import doc_params
 from deltavae.cli import DEMO_N_LATENT, MIN_DEMO_CELLS
 
 #: What models say about their results, reported as notes (see ``fit``).
-_NOTES = ("clusters are empty after training", "were merged into their most similar archetype")
+_NOTES = (
+    "clusters are empty after training",
+    "were merged into their most similar archetype",
+    "which is trained as a cell type of its own",
+)
 
 
 def _is_model_note(caught: warnings.WarningMessage) -> bool:
@@ -111,12 +115,12 @@ def fit(args: argparse.Namespace) -> int:
             f"{str(path)!r}; ask for fewer clusters."
         )
     scvi.settings.seed = args.seed
-    with _user_errors("setting up the model"):
+    notes: list[str] = []
+    with _user_errors("setting up the model"), _model_notes(notes):
         model = build_model(model_cls, adata, reference, options)
     print(f"Training {model_cls.__name__} on {adata.n_obs} cells x {adata.n_vars} genes ...")
     # What the model says about its own run and results (not converged, empty clusters,
     # merged archetypes) goes in the report below, not as Python warnings with a file path.
-    notes: list[str] = []
     with _user_errors("training"), _model_notes(notes):
         model.train(
             max_epochs=args.epochs, early_stopping=args.early_stopping, enable_progress_bar=True

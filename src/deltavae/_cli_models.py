@@ -31,6 +31,7 @@ _MODEL_OPTIONS = (
     "batch_key",
     "condition_key",
     "labels_key",
+    "unlabeled_category",
     "n_latent",
     "n_clusters",
     "n_archetypes",
@@ -83,7 +84,7 @@ def model_options(model_cls: type, args: argparse.Namespace) -> dict[str, dict]:
     given = {name: getattr(args, name, None) for name in _MODEL_OPTIONS}
     if args.model in REFERENCE_MODELS:
         return {"reference": _options_for(model_cls.from_reference, args.model, **given)}
-    setup_names = ("layer", "batch_key", "condition_key", "labels_key")
+    setup_names = ("layer", "batch_key", "condition_key", "labels_key", "unlabeled_category")
     setup = {name: given.pop(name) for name in setup_names}
     return {
         "setup": _options_for(model_cls.setup_anndata, f"{args.model} setup", **setup),

@@ -37,6 +37,7 @@ _FLAGS = (
     (r"\bmax_epochs\b", "--epochs"),
     (r"\bearly_stopping=True\b", "--early-stopping"),
     (r"\bn_clusters=(\d+)", r"--n-clusters \1"),
+    (r"\bunlabeled_category=('[^']*') to setup_anndata", r"--unlabeled-category \1"),
 )
 
 
@@ -49,6 +50,8 @@ def _as_flags(note: str) -> str:
     "pass --epochs above this run's 5, with --early-stopping to stop"
     >>> _as_flags("If they hold fewer, n_clusters=4 fits them.")
     'If they hold fewer, --n-clusters 4 fits them.'
+    >>> _as_flags("pass unlabeled_category='unknown' to setup_anndata.")
+    "pass --unlabeled-category 'unknown'."
     """
     for pattern, flag in _FLAGS:
         note = re.sub(pattern, flag, note)

@@ -205,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p_fit.add_argument(
+        "--unlabeled-category",
+        default=None,
+        help="the --labels-key value of unlabelled cells (cgmdvae) [Unknown]",
+    )
+    p_fit.add_argument(
         "--reference",
         default=None,
         metavar="REFERENCE.h5ad",
