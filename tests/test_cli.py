@@ -262,6 +262,7 @@ def test_fit_logs_no_noise(cgmdvae_fit, tmp_path):
     assert "GPU available" in messages  # the handler did see Lightning's records
     assert "litlogger" not in messages
     assert "Seed set to" not in messages
+    assert "TPU available" not in messages and "`max_epochs=" not in messages
     for text in (cgmdvae_fit.stdout, cgmdvae_fit.stderr):
         assert "litlogger" not in text and "Seed set to" not in text
     adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=0)

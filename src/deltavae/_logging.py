@@ -7,7 +7,12 @@ text, so every other message of those loggers (and every warning) still comes th
   (``lightning.pytorch.trainer.connectors.logger_connector``, through ``rank_zero_info``);
 * scvi-tools' "File .../model.pt already downloaded", printed twice by every ``Model.load``
   (``scvi.data._download._download`` finds the saved file already there, as it always is);
-* Lightning's "Seed set to 0", printed whenever ``scvi.settings.seed`` is set.
+* Lightning's "Seed set to 0", printed whenever ``scvi.settings.seed`` is set;
+* Lightning's "TPU available: False, using: 0 TPU cores" (and HPU) banner, printed on every
+  training run of a machine without one (its "GPU available" line stays: it says where the
+  model trains);
+* Lightning's "`Trainer.fit` stopped: `max_epochs=N` reached.", which repeats the progress
+  bar (stops for any other reason, early stopping among them, are still logged).
 
 :func:`install_filters` runs once when deltavae is imported. No global ``warnings`` filter is
 installed.
@@ -26,12 +31,14 @@ from __future__ import annotations
 
 import logging
 
+_LIGHTNING_NOISE = ("litlogger", "TPU available: False", "HPU available: False", "`max_epochs=")
+
 #: logger name -> fragments of the messages dropped from it. Lightning's ``rank_zero_info``
 #: logs through ``lightning_utilities``' module logger, which fabric and pytorch each rename to
 #: their own on import (the last import wins), so the tip is filtered on both names.
 QUIET_MESSAGES: dict[str, tuple[str, ...]] = {
-    "lightning.pytorch.utilities.rank_zero": ("litlogger",),
-    "lightning.fabric.utilities.rank_zero": ("litlogger",),
+    "lightning.pytorch.utilities.rank_zero": _LIGHTNING_NOISE,
+    "lightning.fabric.utilities.rank_zero": _LIGHTNING_NOISE,
     "scvi.data._download": ("already downloaded",),
     "lightning.fabric.utilities.seed": ("Seed set to",),
 }
