@@ -11,6 +11,8 @@ Pearson correlation.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
@@ -32,9 +34,12 @@ def _as_frame(values, name: str, columns=None, index=None) -> pd.DataFrame:
     return pd.DataFrame(array, index=index, columns=columns)
 
 
-def _aligned(true, pred, values: str = "proportions") -> tuple[pd.DataFrame, pd.DataFrame]:
+def _aligned(
+    true, pred, values: str = "proportions", stacklevel: int = 4
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Both tables as DataFrames with the same spots and columns (pred reordered to true);
     ``values`` names what they hold in the error for NaN or infinite entries."""
+    given_index = isinstance(true, pd.DataFrame) and isinstance(pred, pd.DataFrame)
     true = _as_frame(true, "true")
     pred = _as_frame(pred, "pred", columns=true.columns, index=true.index)
     if true.shape[0] != pred.shape[0]:
@@ -45,7 +50,24 @@ def _aligned(true, pred, values: str = "proportions") -> tuple[pd.DataFrame, pd.
     if missing:
         raise KeyError(f"pred lacks the cell types {missing}; its columns are {list(pred.columns)}")
     pred = pred[true.columns]
-    if not pred.index.equals(true.index):
+    if pred.index.equals(true.index) and given_index and true.index.has_duplicates:
+        repeated = true.index[true.index.duplicated()].unique()[:3].tolist()
+        warnings.warn(
+            f"true and pred repeat spot names (e.g. {repeated}); their rows are matched by "
+            "position, not by name: check that both list the spots in the same order.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+    elif not pred.index.equals(true.index):
+        for name, frame in (("true", true), ("pred", pred)):
+            if frame.index.has_duplicates:
+                repeated = frame.index[frame.index.duplicated()].unique()[:3].tolist()
+                raise ValueError(
+                    f"{name} repeats spot names (e.g. {repeated}) and the two tables list their "
+                    "spots in a different order, so rows cannot be matched by name: make the "
+                    "names unique (adata.obs_names_make_unique()) or pass both tables with the "
+                    "same spots in the same order."
+                )
         if set(pred.index) != set(true.index):
             raise ValueError("true and pred index different spots; align them first")
         pred = pred.loc[true.index]
@@ -85,7 +107,30 @@ def _rmse(t: np.ndarray, p: np.ndarray) -> float:
     return float(np.sqrt(np.mean((t - p) ** 2)))
 
 
+def _clip_negative(
+    true: pd.DataFrame, pred: pd.DataFrame, values: str = "proportions", stacklevel: int = 3
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both tables with negative entries set to 0 for the JS distance, which compares
+    distributions, with a warning that says how many there were."""
+    found = []
+    for name, frame in (("true", true), ("pred", pred)):
+        array = frame.to_numpy()
+        n = int((array < 0).sum())
+        if n:
+            found.append(f"{name} holds {n} negative {values} (min {array.min():.3g})")
+    if not found:
+        return true, pred
+    warnings.warn(
+        "; ".join(found) + ": they count as 0 in the JS distance, which compares "
+        "distributions over spots (the other scores use the values as given).",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
+    return true.clip(lower=0), pred.clip(lower=0)
+
+
 def _jsd(t: np.ndarray, p: np.ndarray) -> float:
+    t, p = np.clip(t, 0, None), np.clip(p, 0, None)  # callers warn (_clip_negative)
     if t.sum() == 0 or p.sum() == 0:
         return float("nan")
     return float(jensenshannon(t / t.sum(), p / p.sum(), base=2))
@@ -159,7 +204,8 @@ def jsd(true, pred) -> pd.Series:
     type is placed in the right spots, whatever its overall level.
 
     {parameters}
-        One value per type in [0, 1]; NaN where a column sums to 0.
+        One value per type in [0, 1]; NaN where a column sums to 0. Negative values (an
+        unconstrained prediction) are set to 0 first, with a warning.
 
     Examples
     --------
@@ -167,7 +213,13 @@ def jsd(true, pred) -> pd.Series:
     >>> jsd([[1.0, 0.5], [0.0, 0.5]], [[1.0, 0.0], [0.0, 1.0]]).round(3).tolist()
     [0.0, 0.558]
     """
-    return _per_type(true, pred, _jsd)
+    return _jsd_scores(true, pred, stacklevel=4)
+
+
+def _jsd_scores(true, pred, stacklevel: int) -> pd.Series:
+    """:func:`jsd`, its warning about negative values pointing ``stacklevel`` frames up."""
+    true, pred = _clip_negative(*_aligned(true, pred), stacklevel=stacklevel)
+    return _per_type(true.reset_index(drop=True), pred.reset_index(drop=True), _jsd)
 
 
 @doc_params(parameters=doc_proportions)
@@ -194,7 +246,7 @@ def presence_aupr(true, pred, per_type: bool = False) -> float | pd.Series:
     """
     if per_type:
         return _per_type(true, pred, _aupr)
-    true, pred = _aligned(true, pred)
+    true, pred = _aligned(true, pred, stacklevel=3)
     return _aupr(true.to_numpy().ravel(), pred.to_numpy().ravel())
 
 
@@ -218,13 +270,15 @@ def deconvolution_scores(true, pred) -> pd.DataFrame:
     >>> float(deconvolution_scores(p, p)["rmse"].max())
     0.0
     """
-    true, pred = _aligned(true, pred)
+    true, pred = _aligned(true, pred, stacklevel=3)
+    # Aligned once (and warned once): the scores below need not match spots by name again.
+    true, pred = true.reset_index(drop=True), pred.reset_index(drop=True)
     return pd.DataFrame(
         {
             "pcc": per_type_pcc(true, pred),
             "ssim": ssim(true, pred),
             "rmse": rmse(true, pred),
-            "jsd": jsd(true, pred),
+            "jsd": _jsd_scores(true, pred, stacklevel=4),
             "aupr": presence_aupr(true, pred, per_type=True),
         }
     )

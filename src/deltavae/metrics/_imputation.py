@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._deconvolution import _aligned, _as_frame, _jsd, _pcc, _ssim
+from ._deconvolution import _aligned, _as_frame, _clip_negative, _jsd, _pcc, _ssim
 
 
 def _zscore(v: np.ndarray) -> np.ndarray:
@@ -59,7 +59,8 @@ def imputation_scores(true, pred) -> pd.DataFrame:
     pandas.DataFrame
         Index: genes. Columns ``pcc`` (higher is better), ``ssim`` (higher), ``rmse`` (lower;
         on z-scored genes, so 0 to 2, about 1.41 for an unrelated prediction) and ``jsd``
-        (lower, in [0, 1]). PCC is NaN for a gene constant in either table, JSD for a gene
+        (lower, in [0, 1]; negative values are set to 0 for it, with a warning, the other
+        scores use them as given). PCC is NaN for a gene constant in either table, JSD for a gene
         that sums to 0; take ``.median()`` for the benchmark's summary.
 
     Examples
@@ -72,8 +73,10 @@ def imputation_scores(true, pred) -> pd.DataFrame:
     {'pcc': [1.0, 1.0], 'ssim': [1.0, 1.0], 'rmse': [0.0, 0.0], 'jsd': [0.0, 0.0]}
     """
     true, pred = _gene_frames(true, pred)
+    true_jsd, pred_jsd = _clip_negative(true, pred, values="values", stacklevel=3)
     rows = []
     for gene in true.columns:
         t, p = true[gene].to_numpy(), pred[gene].to_numpy()
-        rows.append((_pcc(t, p), _ssim(t, p), _rmse_z(t, p), _jsd(t, p)))
+        jsd = _jsd(true_jsd[gene].to_numpy(), pred_jsd[gene].to_numpy())
+        rows.append((_pcc(t, p), _ssim(t, p), _rmse_z(t, p), jsd))
     return pd.DataFrame(rows, index=true.columns, columns=["pcc", "ssim", "rmse", "jsd"])

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._checks import check_labels, dense, layer_matrix
+from ._genes import _refuse_duplicates
 from ._validation import check_data
 
 if TYPE_CHECKING:
@@ -23,6 +24,38 @@ logger = logging.getLogger(__name__)
 
 _FEW_SHARED_GENES = 100
 _FEW_CELLS = 5
+#: scanpy's normalize_total on cells without counts (from_reference says it in its own words).
+_SCANPY_ZERO_CELLS = r"Some cells have zero counts"
+
+
+def _string_labels(reference: AnnData, labels_key: str) -> pd.Categorical:
+    """The reference's cell types (:func:`check_labels`) with their names as strings, so that
+    integer cluster ids work like names; ``reference`` itself is only read."""
+    _refuse_duplicates(pd.Index(reference.var_names.astype(str)), "reference")
+    labels = check_labels(reference, labels_key)
+    names = [str(c) for c in labels.categories]
+    if len(set(names)) < len(names):
+        raise ValueError(
+            f"reference.obs[{labels_key!r}] holds different labels with the same text (e.g. 1 "
+            "and '1'); give each cell type one name."
+        )
+    return pd.Categorical.from_codes(labels.codes, categories=names)
+
+
+def _warn_empty_reference_cells(reference: AnnData, layer: str | None) -> None:
+    """Warn, once, about reference cells without counts (they lower their type's signature)."""
+    X = layer_matrix(reference, layer)
+    empty = np.asarray(X.sum(axis=1)).ravel() == 0
+    if empty.any():
+        where = "reference.X" if layer is None else f"reference.layers[{layer!r}]"
+        names = ", ".join(map(str, reference.obs_names[empty][:5]))
+        warnings.warn(
+            f"{int(empty.sum())} reference cells have no counts in {where} (e.g. {names}); they "
+            "lower their cell type's mean counts (its signature) and tell nothing about its "
+            "markers. Drop them first: sc.pp.filter_cells(reference, min_counts=1).",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 class FromReferenceMixin:
@@ -65,7 +98,7 @@ class FromReferenceMixin:
         >>> sig.shape
         (9, 13714)
         """
-        labels = check_labels(reference, labels_key)
+        labels = _string_labels(reference, labels_key)
         counts = reference if genes is None else reference[:, list(genes)]
         obs = pd.DataFrame({"label": labels}, index=counts.obs_names)
         view = AnnData(X=layer_matrix(counts, layer), obs=obs)
@@ -120,7 +153,7 @@ class FromReferenceMixin:
         """
         if not isinstance(n_markers, int | np.integer) or n_markers < 1:
             raise ValueError(f"n_markers must be a positive integer; got {n_markers!r}.")
-        labels = check_labels(reference, labels_key)
+        labels = _string_labels(reference, labels_key)
         counts = reference if genes is None else reference[:, list(genes)]
         X = layer_matrix(counts, layer)
         X = X.astype(np.float32) if sp.issparse(X) else np.array(X, dtype=np.float32)
@@ -129,7 +162,10 @@ class FromReferenceMixin:
             obs=pd.DataFrame({"label": labels}, index=counts.obs_names),
             var=pd.DataFrame(index=counts.var_names),
         )
-        sc.pp.normalize_total(view, target_sum=1e4)
+        with warnings.catch_warnings():
+            # Cells without counts stay zeros; from_reference warns about them by name.
+            warnings.filterwarnings("ignore", message=_SCANPY_ZERO_CELLS, category=UserWarning)
+            sc.pp.normalize_total(view, target_sum=1e4)
         sc.pp.log1p(view)
         sizes = view.obs["label"].value_counts()
         testable = [str(t) for t, n in sizes.items() if n >= 2]
@@ -196,8 +232,10 @@ class FromReferenceMixin:
         --------
         >>> d = dv.model.NMFDeconv.from_reference(spots, reference=ref)  # doctest: +SKIP
         """
-        labels = check_labels(reference, labels_key)
+        _refuse_duplicates(pd.Index(spots.var_names.astype(str)), "spots")
+        labels = _string_labels(reference, labels_key)
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
+        _warn_empty_reference_cells(reference, reference_layer)
         shared = spots.var_names[spots.var_names.isin(reference.var_names)]
         if len(shared) == 0:
             raise ValueError(

@@ -20,7 +20,8 @@ from ._base import DeltaModelMixin, _is_int
 from ._genes import align_query_genes
 from ._nmf_reference import FromReferenceMixin
 from ._nmf_start import check_signatures, nmf_start, nnls_start
-from ._spots import SpotModelMixin
+from ._saved import read_saved
+from ._spots import SpotModelMixin, warn_empty_spots
 from ._validation import check_model_arguments
 
 logger = logging.getLogger(__name__)
@@ -269,6 +270,52 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         names = self.adata.var_names
         return names if index is None else names[index.cpu().numpy()]
 
+    def _n_read_genes(self) -> int:
+        index = self.module.gene_index
+        return self.adata.n_vars if index is None else len(index)
+
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> NMFDeconv:
+        """Load a saved model, checking the file and the genes first.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        adata
+            Spots with the genes the model reads (:meth:`used_genes`), by name in any order:
+            the training genes as they are, or else on a copy with the genes it does not read
+            as zeros (``adata`` itself is unchanged; write results into it with
+            ``write_to_adata(adata)``). ``None`` uses the AnnData saved with the model.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``, ...).
+
+        Examples
+        --------
+        >>> d = dv.model.NMFDeconv.load("nmf_model/", spots)  # doctest: +SKIP
+        """
+        if adata is not None:
+            attr_dict, var_names, state = read_saved(cls, dir_path, kwargs.get("prefix"))
+            genes = pd.Index(np.asarray(var_names).astype(str))
+            names = pd.Index(adata.var_names.astype(str))
+            index = state.get("gene_index")
+            if index is not None and not names.equals(genes):
+                used = genes[np.asarray(index.cpu())]
+                if len(used.difference(names)) == 0 and len(genes.difference(names)):
+                    layer = attr_dict["registry_"]["setup_args"].get("layer")
+                    warnings.warn(
+                        f"adata lacks {len(genes.difference(names))} of the model's "
+                        f"{len(genes)} genes, none of which it reads: the model holds a copy "
+                        "with them as zeros (adata itself is unchanged). Write results into "
+                        "adata with model.write_to_adata(adata).",
+                        UserWarning,
+                        stacklevel=2,
+                    )
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message=r".*filled with zeros")
+                        adata = align_query_genes(adata, genes, 0.0, layer)
+        return super().load(dir_path, adata=adata, **kwargs)
+
     def _match_genes(self, adata: AnnData) -> AnnData:
         """New spots need the genes the model reads (:meth:`used_genes`), by name and in any
         order; the others, which it never reads, may be missing (filled with zeros) and genes
@@ -292,7 +339,8 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
             return align_query_genes(adata, genes, 0.0, self.registry_["setup_args"]["layer"])
 
     def _infer(self, adata: AnnData | None, batch_size: int | None):
-        """Proportions and abundance of ``adata``'s spots, and their names."""
+        """Proportions and abundance of ``adata``'s spots, their names, and how many spots have
+        no counts in the genes the model reads."""
         self._check_if_trained(warn=False)
         adata = self._resolve_adata(adata)
         if not self.module.amortized:
@@ -305,7 +353,15 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
             with torch.no_grad():
                 proportions = self.module.proportions().cpu().numpy()
                 abundance = torch.exp(self.module.log_abundance).cpu().numpy()
-            return proportions.astype(np.float64), abundance.astype(np.float64), adata.obs_names
+            index = self.module.gene_index
+            columns = None if index is None else index.cpu().numpy()
+            n_empty = sum(int((c.sum(axis=1) == 0).sum()) for c in self._row_chunks(columns))
+            return (
+                proportions.astype(np.float64),
+                abundance.astype(np.float64),
+                adata.obs_names,
+                n_empty,
+            )
         adata = self._validate_anndata(adata)
         loader = self._make_data_loader(
             adata=adata,
@@ -313,16 +369,19 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
             shuffle=False,
         )
         self.module.eval()
-        proportions, abundance = [], []
+        proportions, abundance, n_empty = [], [], 0
         with torch.no_grad():
             for tensors in loader:
-                out = self.module.inference(tensors[REGISTRY_KEYS.X_KEY])
+                x = tensors[REGISTRY_KEYS.X_KEY]
+                n_empty += int((self.module.genes(x).sum(dim=-1) == 0).sum())
+                out = self.module.inference(x)
                 proportions.append(out["proportions"].cpu().numpy())
                 abundance.append(out["abundance"].cpu().numpy())
         return (
             np.concatenate(proportions).astype(np.float64),
             np.concatenate(abundance).astype(np.float64),
             adata.obs_names,
+            n_empty,
         )
 
     def get_proportions(
@@ -344,14 +403,16 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         Returns
         -------
         pandas.DataFrame
-            Spots x cell types.
+            Spots x cell types. A spot without counts in the genes the model reads gets the
+            prior's proportions, the same for every such spot (warned): not an estimate.
 
         Examples
         --------
         >>> d.get_proportions().head()  # doctest: +SKIP
         >>> d.get_proportions(adata=new_spots).head()  # doctest: +SKIP
         """
-        values, _, names = self._infer(adata, batch_size)
+        values, _, names, n_empty = self._infer(adata, batch_size)
+        warn_empty_spots(n_empty, len(names), "proportions", self._n_read_genes())
         values /= values.sum(axis=1, keepdims=True)
         return pd.DataFrame(values, index=names, columns=self.cell_types_)
 
@@ -369,7 +430,7 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         --------
         >>> d.get_abundance().describe()  # doctest: +SKIP
         """
-        _, values, names = self._infer(adata, batch_size)
+        _, values, names, _ = self._infer(adata, batch_size)
         return pd.Series(values, index=names, name=self.abundance_key)
 
     def get_signatures(self) -> pd.DataFrame:
@@ -422,7 +483,8 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         ['obsm/proportions', 'obs/cell_abundance']
         """
         target = self._resolve_adata(adata)
-        proportions, abundance, _ = self._infer(target, batch_size)
+        proportions, abundance, _, n_empty = self._infer(target, batch_size)
+        warn_empty_spots(n_empty, len(proportions), "proportions", self._n_read_genes())
         proportions /= proportions.sum(axis=1, keepdims=True)
         target.obsm[self.proportions_key] = pd.DataFrame(
             proportions, index=target.obs_names, columns=self.cell_types_

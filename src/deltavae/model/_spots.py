@@ -7,19 +7,33 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import pandas as pd
 import scvi
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField
 
 from .._checks import dense
-from ._validation import check_data, check_setup_target
+from ._genes import _refuse_duplicates
+from ._validation import check_data, check_setup_target, warn_user
 
 #: Spots read at a time by the first passes.
 READ_CHUNK = 10_000
 
 #: obs column holding each spot's row, for models that look per-spot parameters up by it.
 SPOT_INDEX = "_indices"
+
+
+def warn_empty_spots(n_empty: int, n_spots: int, what: str, n_genes: int) -> None:
+    """Warn that ``n_empty`` of ``n_spots`` spots have no counts in the ``n_genes`` genes a
+    model reads, so their ``what`` (proportions, weights) are the prior's, not an estimate."""
+    if n_empty:
+        warn_user(
+            f"{n_empty} of {n_spots} spots have no counts in the {n_genes} genes the model "
+            f"reads: their {what} are the prior's (the same for every such spot), not an "
+            "estimate. Leave them out of the analysis, or drop spots without counts before "
+            "training (sc.pp.filter_cells(spots, min_counts=1))."
+        )
 
 
 class SpotModelMixin:
@@ -37,6 +51,7 @@ class SpotModelMixin:
         at a time, registered as raw counts, plus the model's ``extra_fields`` and, with
         ``spot_index``, each spot's row (written to ``obs[SPOT_INDEX]`` once the data passed)."""
         check_setup_target(adata)
+        _refuse_duplicates(pd.Index(adata.var_names.astype(str)), "adata")
         check_data(adata, layer, kind="counts")
         fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True), *extra_fields]
         if spot_index:
