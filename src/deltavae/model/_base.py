@@ -26,6 +26,7 @@ from ..train._convergence import NotConvergedWarning, still_improving
 from ..train._distributed import resolve_strategy
 from ..train._runner import DeltaTrainRunner
 from ._genes import _gene_difference, match_genes
+from ._labels import with_labels_column
 from ._saved import _package_version, read_saved
 from ._scvi_glue import _SCVI_MODEL_LOGGER, _OnDevice, _sealed, _without_message
 from ._validation import (
@@ -33,7 +34,6 @@ from ._validation import (
     check_data,
     check_known_categories,
     warn_user,
-    with_labels_column,
 )
 
 logger = logging.getLogger(__name__)

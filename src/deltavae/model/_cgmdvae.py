@@ -370,7 +370,7 @@ class CGMDVAE(
                     "condition= moves z by the condition shifts of p(z | w, y, c); this model "
                     "was built with condition_in_prior=False, so its prior has none."
                 )
-            target = self._condition_codes(condition, 1)[0]
+            target = self._condition_codes(condition, 1, keep_own=True)[0]
         out = {"z": [], "w": [], "probs": [], "z_var": [], "w_var": []}
         for tensors in dataloader:
             inf = module.inference(**module._get_inference_input(tensors))
@@ -379,8 +379,9 @@ class CGMDVAE(
             probs = torch.softmax(inf["cluster_logits"], -1)
             if target is not None:
                 # Through each component's prior, own condition to target, over q(y | z, c).
-                cats = tensors[_CAT]
-                z = module.move_latent(z, w, probs, cats, target.expand(cats.shape).to(cats.dtype))
+                cats = tensors[_CAT].to(target.device)
+                moved = torch.where(target >= 0, target.to(cats.dtype), cats)  # -1: keep own
+                z = module.move_latent(z, w, probs, cats, moved)
             values = (z, w, probs, qz.variance, qw.variance)
             for key, value in zip(("z", "w", "probs", "z_var", "w_var"), values, strict=True):
                 out[key].append(value.cpu())
@@ -411,7 +412,8 @@ class CGMDVAE(
         batch_size
             Cells per minibatch.
         condition
-            For z: move every cell to this condition (a dict over several condition keys).
+            For z: move every cell to this condition (a dict over several condition keys; a
+            key left out, or ``None``, keeps each cell's own value).
             p(z | w, y, c) shifts and scales each component with the condition, so z keeps the
             condition apart; with ``condition``, each cell's z is carried through its
             clusters' priors, mean_y(w, condition) + (z - mean_y(w, own)) * scale_y(w,

@@ -10,6 +10,8 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
+from ._matrices import row_sums
+
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 
 
@@ -76,7 +78,7 @@ class GenerationMixin:
         if not self.module.observation.is_count:
             return None
         x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        log_lib = np.log(np.maximum(np.asarray(x.sum(1)).ravel(), 1.0))
+        log_lib = np.log(np.maximum(row_sums(x), 1.0))
         return float(log_lib.mean()), float(log_lib.std())
 
     @torch.inference_mode()
@@ -100,7 +102,9 @@ class GenerationMixin:
         adata
             Cells to translate, set up like the training data.
         target_condition
-            Value of the condition to translate to (a dict over several condition keys).
+            Value of the condition to translate to; with several condition keys a dict over
+            them, where a key left out (or ``None``) keeps each cell's own value, e.g.
+            ``{"condition": "stim"}`` keeps every cell's donor.
         batch_size
             Cells per minibatch.
         residual
@@ -154,13 +158,16 @@ class GenerationMixin:
             )
         strict = response_weight is not None
         response_weight = self._resolve_response_weight(response_weight, residual)
-        target = self._condition_codes(target_condition, 1)[0]
+        target = self._condition_codes(target_condition, 1, keep_own=True)[0]
+        caller_obs = adata.obs  # the labels and columns as given, before validation
         adata = self._validate_anndata(adata)
         self._check_if_trained(warn=False)
         module = self.module.eval()
         outs, counts = [], []
         for tensors in self._make_data_loader(adata, batch_size=batch_size):
-            batch = module.translate(tensors[REGISTRY_KEYS.X_KEY], tensors[_CAT], target, residual)
+            cats = tensors[_CAT].to(target.device)
+            moved = torch.where(target >= 0, target.to(cats.dtype), cats)  # -1: keep own
+            batch = module.translate(tensors[REGISTRY_KEYS.X_KEY], cats, moved, residual)
             outs.append(batch["expected"].cpu())
             if batch["counts"] is not None:
                 counts.append(batch["counts"].cpu())
@@ -168,18 +175,20 @@ class GenerationMixin:
             "expected": torch.cat(outs).numpy(),
             "counts": torch.cat(counts).numpy() if counts else None,
         }
-        if response_weight > 0:
-            from ._perturbation import with_observed_responses
+        from ._perturbation import condition_column, with_observed_responses
 
+        targets = dict(zip(self.condition_keys, target.tolist(), strict=True))
+        if response_weight > 0:  # one condition covariate
+            key = self.condition_keys[0]
+            value = self._cat_state().mappings[key][targets[key]]
             cells, response_weight = with_observed_responses(
-                self, adata, cells, target_condition, response_weight, batch_size, strict
+                self, adata, cells, value, response_weight, batch_size, strict
             )
-        obs = adata.obs.copy()
-        for key in self.condition_keys:
-            value = (
-                target_condition[key] if isinstance(target_condition, dict) else target_condition
-            )
-            obs[key] = str(value)
+        obs = caller_obs.copy()
+        for key, code in targets.items():
+            if code >= 0:
+                value = self._cat_state().mappings[key][code]
+                obs[key] = condition_column(self.adata.obs[key], value, len(obs))
         out = AnnData(X=cells["expected"].astype(np.float32), obs=obs, var=adata.var.copy())
         if cells["counts"] is not None:
             out.layers["counts"] = cells["counts"].astype(np.float32)

@@ -14,7 +14,8 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import RNASeqMixin
 
 from ..train._convergence import train_longer
-from ._validation import check_de_groups, warn_if_unlabelled_lookalike, warn_user
+from ._labels import warn_if_unlabelled_lookalike
+from ._validation import check_de_groups, warn_user
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 
@@ -41,7 +42,7 @@ class CountExpressionMixin:
     @functools.wraps(RNASeqMixin.differential_expression)
     def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         self._needs_counts("differential_expression")
-        check_de_groups(self, RNASeqMixin.differential_expression, args, kwargs)
+        args, kwargs = check_de_groups(self, RNASeqMixin.differential_expression, args, kwargs)
         return super().differential_expression(*args, **kwargs)
 
     @functools.wraps(RNASeqMixin.get_likelihood_parameters)
@@ -88,8 +89,14 @@ class ConditionsMixin:
             return []
         return list(self._cat_state().n_cats_per_key)
 
-    def _condition_codes(self, condition, n: int, seed: int | None = None) -> torch.Tensor | None:
-        """Codes of the requested condition(s) for n cells; None when unconditioned."""
+    def _condition_codes(
+        self, condition, n: int, seed: int | None = None, keep_own: bool = False
+    ) -> torch.Tensor | None:
+        """Codes of the requested condition(s) for n cells; None when unconditioned.
+
+        A condition key left out of a dict, or given as ``None``, is drawn from the training
+        frequencies, or with ``keep_own`` coded -1: each cell keeps its own value (moving
+        cells to another condition); ``keep_own`` refuses a request that moves nothing."""
         keys = self.condition_keys
         if not keys:
             if condition is not None:
@@ -110,7 +117,9 @@ class ConditionsMixin:
         for j, key in enumerate(keys):
             known = [str(v) for v in mappings[key]]
             value = condition.get(key)
-            if value is None:
+            if value is None and keep_own:
+                codes[:, j] = -1
+            elif value is None:
                 # Draw from the conditions' frequencies in the training data.
                 freq = self.adata.obs[key].astype(str).value_counts(normalize=True)
                 p = np.array([freq.get(v, 0.0) for v in known])
@@ -127,6 +136,11 @@ class ConditionsMixin:
                 )
             else:
                 codes[:, j] = known.index(str(value))
+        if keep_own and (codes < 0).all():
+            raise ValueError(
+                f"The condition {condition!r} names no value to move the cells to; give one "
+                f"for at least one of the condition keys {keys}."
+            )
         return torch.as_tensor(codes, device=self.module.device)
 
     def _seen_conditions(self, key: str) -> set[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
 from anndata import AnnData
 from scipy import sparse
@@ -19,6 +20,7 @@ from scvi import REGISTRY_KEYS
 
 from ..distributions import round_counts
 from ._cgmdvae_mixins import ClustersMixin
+from ._matrices import in_memory, row_sums
 from ._validation import category_mappings
 
 
@@ -190,6 +192,25 @@ class Contrast(NamedTuple):
         return cls(condition_key, source, target, train_conditions, groups_key)
 
 
+def condition_column(train_column: pd.Series, value, n: int):
+    """A condition column holding ``value`` for ``n`` cells, typed like the training data's
+    column (categorical with its categories, or its dtype), so that a predicted AnnData
+    concatenates with real cells of that condition.
+
+    Examples
+    --------
+    >>> condition_column(pd.Series([0, 1, 1]), "1", 2).tolist()
+    [1, 1]
+    """
+    if isinstance(train_column.dtype, pd.CategoricalDtype):
+        categories = train_column.cat.categories
+        typed = categories[[str(c) for c in categories].index(str(value))]
+        return pd.Categorical([typed] * n, categories=categories)
+    matches = train_column[train_column.astype(str) == str(value)]
+    typed = matches.iloc[0] if len(matches) else value
+    return np.array([typed] * n, dtype=train_column.dtype)
+
+
 def _group_means(z: np.ndarray, groups: np.ndarray | None) -> dict:
     if groups is None:
         return {None: z.mean(0)}
@@ -237,6 +258,7 @@ def latent_shift(
     means_tgt = _group_means(z_train[is_tgt], None if groups is None else groups[is_tgt])
     both = [g for g in means_src if g in means_tgt]
     delta = np.mean([means_tgt[g] - means_src[g] for g in both], axis=0)
+    caller_obs = adata.obs  # the labels and columns as given, before validation
     adata = model._validate_anndata(adata)
     module = model.module.eval()
     shift = torch.as_tensor(delta, dtype=torch.float32, device=module.device)
@@ -248,8 +270,8 @@ def latent_shift(
         outs.append(px.mean.cpu())
         if module.likelihood in ("zinb", "nb"):
             counts.append(px.sample().cpu())
-    obs = adata.obs.loc[:, [k for k in adata.obs if not k.startswith("_scvi")]].copy()
-    obs[condition_key] = target
+    obs = caller_obs.loc[:, [k for k in caller_obs if not k.startswith("_scvi")]].copy()
+    obs[condition_key] = condition_column(model.adata.obs[condition_key], target, len(obs))
     out = AnnData(X=torch.cat(outs).numpy().astype(np.float32), obs=obs, var=adata.var.copy())
     if counts:
         out.layers["counts"] = torch.cat(counts).numpy().astype(np.float32)
@@ -261,6 +283,7 @@ def _additive_data(model, adata: AnnData) -> np.ndarray:
     from ..metrics import log_normalize
 
     x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
+    x = in_memory(x)
     if model.module.likelihood in ("zinb", "nb"):
         return log_normalize(x).astype(np.float32)
     return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
@@ -365,6 +388,7 @@ def nearest_response(
             f"No group of the training cells is seen under both {source!r} and {target!r}; "
             "there is no observed response to transfer."
         )
+    caller_obs = adata.obs  # the labels and columns as given, before validation
     adata = model._validate_anndata(adata)
     x_train, x_query = _additive_data(model, train), _additive_data(model, adata)
     c_train, c_query = _similarity_coordinates(
@@ -381,8 +405,8 @@ def nearest_response(
     distances = ((c_query[:, None, :] - centres[None]) ** 2).sum(-1)
     weights = softmax(-0.5 * distances / bandwidth, axis=1)
     predicted = np.maximum(x_query + weights @ responses, x_train.min())
-    obs = adata.obs.loc[:, [k for k in adata.obs if not k.startswith("_scvi")]].copy()
-    obs[condition_key] = target
+    obs = caller_obs.loc[:, [k for k in caller_obs if not k.startswith("_scvi")]].copy()
+    obs[condition_key] = condition_column(model.adata.obs[condition_key], target, len(obs))
     out = AnnData(X=predicted.astype(np.float32), obs=obs, var=adata.var.copy())
     out.obsm["response_weights"] = weights.astype(np.float32)
     out.uns["response_groups"] = list(names)
@@ -435,7 +459,7 @@ def with_observed_responses(
         if not is_count:
             expected[rows] = (1 - weight) * expected[rows] + weight * nearest
             continue
-        library = np.asarray(x[rows].sum(1, dtype=np.float64)).reshape(-1, 1)
+        library = row_sums(x)[rows].reshape(-1, 1)
         library = np.maximum(library, 1.0)
         model_log = np.log1p(np.maximum(expected[rows], 0.0) / library * 1e4)
         mean = np.expm1((1 - weight) * model_log + weight * nearest) * library / 1e4

@@ -397,19 +397,32 @@ def check_backing_for_training(adata: AnnData) -> None:
         )
 
 
-def check_de_groups(model, differential_expression, args: tuple, kwargs: dict) -> None:
+def check_de_groups(
+    model, differential_expression, args: tuple, kwargs: dict
+) -> tuple[tuple, dict]:
     """The ``groupby`` column and the ``group1``/``group2`` names a call of scvi-tools'
     ``differential_expression`` gives exist in the AnnData it reads: a misspelled group made
-    scvi-tools divide by zero cells.
+    scvi-tools divide by zero cells. Returns the call's ``args`` and ``kwargs``, with an AnnData
+    read from disk replaced by an in-memory one.
 
     ``differential_expression`` is the unbound scvi-tools method whose signature the call
     follows.
     """
     bound = inspect.signature(differential_expression).bind_partial(model, *args, **kwargs)
     given = bound.arguments
+    args, kwargs = _de_in_memory(model, given.get("adata"), args, kwargs)
     groupby = given.get("groupby")
     if groupby is None:
-        return
+        return args, kwargs
+    batch = model.adata_manager.get_state_registry(scvi.REGISTRY_KEYS.BATCH_KEY)
+    if given.get("batch_correction") and groupby == batch.get("original_key"):
+        role = "first condition" if model_has_conditions(model) else "batch"
+        raise ValueError(
+            f"batch_correction=True averages the expression over the categories of "
+            f"adata.obs[{groupby!r}] (the model's {role}), "
+            "which is the column the groups are compared by, so it removes the difference "
+            "being tested. Pass batch_correction=False."
+        )
     adata = given.get("adata")
     adata = model.adata if adata is None else adata
     if groupby not in adata.obs:
@@ -429,44 +442,24 @@ def check_de_groups(model, differential_expression, args: tuple, kwargs: dict) -
                 f"{arg}={value!r}: no cell of adata.obs[{groupby!r}] is {missing[0]!r}; its "
                 f"groups: {sorted(present)[:20]}."
             )
+    return args, kwargs
 
 
-#: Label values that usually mark unlabelled cells (compared in lower case).
-_UNLABELLED_WORDS = {"unknown", "unlabeled", "unlabelled", "unassigned", "na", "nan", "none"}
+def _de_in_memory(model, adata, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """scvi-tools' differential expression reads the counts with numpy operations a matrix on
+    disk (backed .h5ad, :func:`deltavae.read_lazy`) lacks: pass it an in-memory AnnData."""
+    from ._matrices import adata_in_memory
+
+    target = model.adata if adata is None else adata
+    memory = adata_in_memory(target)
+    if memory is target:
+        return args, kwargs
+    if args:
+        return (memory, *args[1:]), kwargs
+    return args, {**kwargs, "adata": memory}
 
 
-def warn_if_unlabelled_lookalike(labels: pd.Series, unlabelled: str) -> None:
-    """Warn when a label looks like a mark of unlabelled cells but is not ``unlabelled``: it
-    would be trained as a cell type of its own (e.g. ``'unknown'`` for ``'Unknown'``).
-
-    Examples
-    --------
-    >>> warn_if_unlabelled_lookalike(pd.Series(["B", "Unknown"]), "Unknown")
-    """
-    for value in pd.unique(labels.astype(str)):
-        if value != unlabelled and value.strip().lower() in _UNLABELLED_WORDS:
-            warn_user(
-                f"The labels hold {value!r}, which is trained as a cell type of its own: "
-                f"unlabelled cells are those marked {unlabelled!r}. If {value!r} marks unlabelled "
-                f"cells, pass unlabeled_category={value!r} to setup_anndata."
-            )
-
-
-def with_labels_column(adata: AnnData, registry: dict) -> AnnData:
-    """New cells without the model's labels column, read as unlabelled: on an AnnData that
-    shares ``adata``'s matrices, so the caller's obs stays as it is (``adata`` itself when the
-    column is there or the model has no labels)."""
-    key = registry["setup_args"].get("labels_key")
-    if key is None or key in adata.obs:
-        return adata
-    unlabelled = registry["field_registries"]["labels"]["state_registry"]["unlabeled_category"]
-    if adata.isbacked:
-        raise ValueError(
-            f"adata.obs lacks {key!r}, the model's labels column. Add it: "
-            f"adata.obs[{key!r}] = {unlabelled!r} marks every cell unlabelled."
-        )
-    obs = adata.obs.copy()
-    obs[key] = unlabelled
-    return AnnData(
-        X=adata.X, obs=obs, var=adata.var, layers=dict(adata.layers), obsm=dict(adata.obsm)
-    )
+def model_has_conditions(model) -> bool:
+    """Whether ``model`` registers condition covariates (CGMDVAE's batch field mirrors the
+    first of them)."""
+    return bool(getattr(model, "condition_keys", []))

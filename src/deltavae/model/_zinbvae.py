@@ -191,7 +191,7 @@ class ZINBVAE(
 
     @functools.wraps(RNASeqMixin.differential_expression)
     def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
-        check_de_groups(self, RNASeqMixin.differential_expression, args, kwargs)
+        args, kwargs = check_de_groups(self, RNASeqMixin.differential_expression, args, kwargs)
         return super().differential_expression(*args, **kwargs)
 
     @writes_backed

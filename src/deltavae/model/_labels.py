@@ -1,0 +1,72 @@
+"""Labels of cells a model reads: look-alikes of the unlabelled mark, and labels (or a labels
+column) a trained model has not seen, read as unlabelled."""
+
+from __future__ import annotations
+
+import pandas as pd
+from anndata import AnnData
+
+from ._validation import warn_user
+
+#: Label values that usually mark unlabelled cells (compared in lower case).
+_UNLABELLED_WORDS = {"unknown", "unlabeled", "unlabelled", "unassigned", "na", "nan", "none"}
+
+
+def warn_if_unlabelled_lookalike(labels: pd.Series, unlabelled: str) -> None:
+    """Warn when a label looks like a mark of unlabelled cells but is not ``unlabelled``: it
+    would be trained as a cell type of its own (e.g. ``'unknown'`` for ``'Unknown'``).
+
+    Examples
+    --------
+    >>> warn_if_unlabelled_lookalike(pd.Series(["B", "Unknown"]), "Unknown")
+    """
+    for value in pd.unique(labels.astype(str)):
+        if value != unlabelled and value.strip().lower() in _UNLABELLED_WORDS:
+            warn_user(
+                f"The labels hold {value!r}, which is trained as a cell type of its own: "
+                f"unlabelled cells are those marked {unlabelled!r}. If {value!r} marks unlabelled "
+                f"cells, pass unlabeled_category={value!r} to setup_anndata."
+            )
+
+
+def with_labels_column(adata: AnnData, registry: dict) -> AnnData:
+    """New cells without the model's labels column, or with labels it was not trained with,
+    read as unlabelled: on an AnnData that shares ``adata``'s matrices, so the caller's obs
+    stays as it is (``adata`` itself when every label is known or the model has no labels).
+    The model's encoder does not read labels, so latents, clusters and translations of such
+    cells are what they would be for unlabelled ones."""
+    key = registry["setup_args"].get("labels_key")
+    if key is None:
+        return adata
+    state = registry["field_registries"]["labels"]["state_registry"]
+    unlabelled = state["unlabeled_category"]
+    if key in adata.obs:
+        known = {str(v) for v in state["categorical_mapping"]} | {str(unlabelled)}
+        values = adata.obs[key].astype(str)
+        new = ~values.isin(known).to_numpy()
+        if not new.any():
+            return adata
+        names = sorted(set(values[new]))
+        if adata.isbacked:
+            raise ValueError(
+                f"adata.obs[{key!r}] holds labels the model was not trained with: {names[:5]}. "
+                f"Mark those cells unlabelled ({unlabelled!r}) to have them predicted."
+            )
+        warn_user(
+            f"{int(new.sum())} cells carry labels the model was not trained with "
+            f"({names[:5]}, in adata.obs[{key!r}]); they are read as unlabelled "
+            f"({unlabelled!r}), as cells whose label the model predicts."
+        )
+        column = values.where(~new, unlabelled).to_numpy()
+    elif adata.isbacked:
+        raise ValueError(
+            f"adata.obs lacks {key!r}, the model's labels column. Add it: "
+            f"adata.obs[{key!r}] = {unlabelled!r} marks every cell unlabelled."
+        )
+    else:
+        column = unlabelled
+    obs = adata.obs.copy()
+    obs[key] = column
+    return AnnData(
+        X=adata.X, obs=obs, var=adata.var, layers=dict(adata.layers), obsm=dict(adata.obsm)
+    )

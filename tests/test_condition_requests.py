@@ -1,0 +1,138 @@
+"""What CGMDVAE's condition arguments mean for the cells given, labels a model has not seen,
+and models that read their counts from disk (model/_cgmdvae_mixins.py, _labels.py,
+_matrices.py)."""
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+
+import deltavae as dv
+
+SMALL = {"n_latent": 4, "n_latent_w": 2, "n_hidden": 16}
+
+
+def _with_donors(seed=0):
+    adata = dv.datasets.synthetic_counts(
+        n_cells=240, n_genes=40, n_clusters=2, n_conditions=2, seed=seed
+    )
+    adata.obs["donor"] = np.where(np.arange(adata.n_obs) % 3 == 0, "d1", "d2")
+    adata.obs["cell_type"] = adata.obs["cluster"].astype(str)
+    return adata
+
+
+@pytest.fixture(scope="module")
+def two_keys():
+    scvi.settings.seed = 0
+    adata = _with_donors()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key=["condition", "donor"])
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    model.train(max_epochs=4, batch_size=64)
+    return model, adata
+
+
+def _ctrl(adata):
+    return adata[adata.obs["condition"] == "ctrl"].copy()
+
+
+def test_a_condition_left_out_keeps_each_cells_own(two_keys):
+    model, adata = two_keys
+    ctrl = _ctrl(adata)
+    partial = model.translate(ctrl, {"condition": "stim"})
+    assert (partial.obs["donor"] == ctrl.obs["donor"]).all()
+    assert set(partial.obs["condition"]) == {"stim"}
+    for donor in ("d1", "d2"):
+        rows = (ctrl.obs["donor"] == donor).to_numpy()
+        full = model.translate(ctrl[rows].copy(), {"condition": "stim", "donor": donor})
+        np.testing.assert_allclose(partial.X[rows], full.X, rtol=1e-5, atol=1e-5)
+    none = model.translate(ctrl, {"condition": "stim", "donor": None})
+    np.testing.assert_allclose(none.X, partial.X, rtol=1e-5, atol=1e-5)
+    # The same for z moved to a condition.
+    moved = model.get_latent_representation(ctrl, condition={"condition": "stim"})
+    for donor in ("d1", "d2"):
+        rows = (ctrl.obs["donor"] == donor).to_numpy()
+        full = model.get_latent_representation(
+            ctrl[rows].copy(), condition={"condition": "stim", "donor": donor}
+        )
+        np.testing.assert_allclose(moved[rows], full, rtol=1e-5, atol=1e-5)
+
+
+def test_a_request_that_moves_nothing_is_refused(two_keys):
+    model, adata = two_keys
+    with pytest.raises(ValueError, match="names no value to move the cells to"):
+        model.translate(_ctrl(adata), {"donor": None})
+    with pytest.raises(ValueError, match="names no value"):
+        model.get_latent_representation(condition={})
+
+
+def test_the_predicted_condition_column_is_typed_like_the_training_one():
+    scvi.settings.seed = 0
+    adata = _with_donors()
+    adata.obs["dose"] = (adata.obs["condition"] == "stim").astype(np.int64)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="dose", labels_key="cell_type")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=2, batch_size=64)
+    ctrl = adata[adata.obs["dose"] == 0].copy()
+    out = model.translate(ctrl, 1)
+    assert out.obs["dose"].dtype == np.int64 and set(out.obs["dose"]) == {1}
+    shifted = model.predict_perturbation(ctrl, 1, method="latent_shift")
+    assert shifted.obs["dose"].dtype == np.int64
+    both = ad.concat([ctrl, out], index_unique="-")
+    assert both.obs["dose"].dtype == np.int64
+
+
+def test_labels_the_model_has_not_seen_are_read_as_unlabelled():
+    scvi.settings.seed = 0
+    adata = _with_donors()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="cell_type")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=2, batch_size=64)
+    new = _ctrl(adata)
+    new.obs["cell_type"] = new.obs["cell_type"].replace({"0": "Monocyte-like"})
+    before = new.obs.copy()
+    with pytest.warns(UserWarning, match="labels the model was not trained with"):
+        z = model.get_latent_representation(new)
+    pd.testing.assert_frame_equal(new.obs, before)
+    unlabelled = new.copy()
+    unlabelled.obs["cell_type"] = "Unknown"
+    np.testing.assert_allclose(z, model.get_latent_representation(unlabelled), rtol=1e-6)
+    with pytest.warns(UserWarning, match="not trained with"):
+        out = model.translate(new, "stim")
+    assert "Monocyte-like" in set(out.obs["cell_type"])  # the caller's labels are kept
+
+
+def test_de_over_the_condition_refuses_to_correct_for_it(two_keys):
+    model, _ = two_keys
+    with pytest.raises(ValueError, match="batch_correction=False"):
+        model.differential_expression(
+            groupby="condition", group1="stim", group2="ctrl", batch_correction=True
+        )
+
+
+def test_a_model_reading_counts_from_disk_predicts_samples_and_tests(tmp_path):
+    scvi.settings.seed = 0
+    adata = _with_donors()
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    lazy = dv.read_lazy(tmp_path / "cells.h5ad")
+    dv.model.CGMDVAE.setup_anndata(lazy, condition_key="condition", labels_key="cell_type")
+    model = dv.model.CGMDVAE(lazy, **SMALL)
+    model.train(max_epochs=2, batch_size=64)
+    ctrl = _ctrl(adata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        translated = model.translate(ctrl, "stim")
+        nearest = model.predict_perturbation(ctrl, "stim", method="nearest_response")
+    assert translated.shape == ctrl.shape and np.isfinite(translated.X).all()
+    assert nearest.shape == ctrl.shape
+    sampled = model.sample(5, condition="stim", seed=0)
+    assert sampled.shape == (5, adata.n_vars)
+    de = model.differential_expression(groupby="cell_type", group1="0", group2="1")
+    assert set(de.index) == set(adata.var_names)
+    # Cells given backed predict as in memory.
+    backed = ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")
+    ctrl_backed = backed[backed.obs["condition"] == "ctrl"]
+    in_file = model.predict_perturbation(ctrl_backed, "stim", method="nearest_response")
+    np.testing.assert_allclose(in_file.X, nearest.X, rtol=1e-5)
