@@ -348,7 +348,7 @@ def test_model_errors_are_one_line_and_bugs_keep_their_traceback(
     monkeypatch.setattr(dv.model.CGMDVAE, "train", refuse)
     assert main([*argv, "--n-clusters", "3", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err == "deltavae: error: training: n_samples=180 should be >= n_clusters=190.\n"
+    assert err == "deltavae: error: training: n_samples=180 should be >= --n-clusters 190.\n"
     assert not out.exists()
 
     def diverge(self, **kwargs):
@@ -490,3 +490,24 @@ def test_fit_names_the_unlabelled_category(tmp_path, capsys):
     assert "warning: The labels hold 'unknown', which is trained as a cell type" in printed
     assert "pass --unlabeled-category 'unknown'." in printed
     assert len(ad.read_h5ad(tmp_path / "four.h5ad").uns["cgmdvae"]["cluster_names"]) == 4
+
+
+def test_fit_keeps_an_existing_output_unless_told_to_overwrite(synthetic_h5ad, tmp_path, capsys):
+    out = tmp_path / "results.h5ad"
+    out.write_text("yesterday's results")
+    argv = ["fit", str(synthetic_h5ad), "--model", "zinbvae", "--epochs", "1", "--no-plots"]
+    argv += ["--threads", "1", "--out", str(out)]
+    assert main(argv) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_text() == "yesterday's results"
+    assert main([*argv, "--overwrite"]) == 0
+    assert "X_zinbvae" in ad.read_h5ad(out).obsm
+
+
+def test_fit_refuses_an_unlabelled_category_without_labels(synthetic_h5ad, tmp_path, capsys):
+    argv = ["fit", str(synthetic_h5ad), "--model", "cgmdvae", "--unlabeled-category", "Unknown"]
+    assert main([*argv, "--out", str(tmp_path / "x.h5ad")]) == 2
+    assert "pass --labels-key too" in capsys.readouterr().err
+    adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=0)
+    with pytest.raises(ValueError, match="no labels_key was given"):
+        dv.model.CGMDVAE.setup_anndata(adata, unlabeled_category="Unknown")

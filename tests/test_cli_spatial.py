@@ -110,3 +110,19 @@ def test_spatial_input_errors_are_clear(files, tmp_path, capsys, options, messag
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_reference_with_its_counts_in_a_layer(files, tmp_path, capsys):
+    spots_path, ref_path, _ = files
+    ref = ad.read_h5ad(ref_path)
+    ref.layers["counts"] = ref.X.copy()
+    ref.X = np.log1p(np.asarray(ref.X.todense() if hasattr(ref.X, "todense") else ref.X))
+    logged = tmp_path / "ref_logged.h5ad"
+    ref.write_h5ad(logged)
+    options = ["--model", "nmfdeconv", "--reference", str(logged), "--labels-key", "cluster"]
+    options += ["--epochs", "5", "--no-plots"]
+    assert _fit(spots_path, tmp_path / "a.h5ad", *options) == 2
+    err = capsys.readouterr().err
+    assert "--reference-layer 'counts'" in err and "reference_layer" not in err
+    assert _fit(spots_path, tmp_path / "b.h5ad", *options, "--reference-layer", "counts") == 0
+    assert "proportions" in ad.read_h5ad(tmp_path / "b.h5ad").obsm

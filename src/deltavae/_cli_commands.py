@@ -98,7 +98,7 @@ def fit(args: argparse.Namespace) -> int:
             "anndata.read_zarr(path).write_h5ad('counts.h5ad')."
         )
     plots = None if args.no_plots else plots_folder(out)
-    _check_out(path, out, store_out=args.backed and zarr_store, plots=plots)
+    _check_out(path, out, args.backed and zarr_store, plots, overwrite=args.overwrite)
     check_model_inputs(args)
     options = model_options(model_cls, args)
     reference = read_reference(args)

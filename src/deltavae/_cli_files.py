@@ -66,8 +66,11 @@ def _check_writable(target: Path, what: str) -> None:
         return
 
 
-def _check_out(path: Path, out: Path, store_out: bool, plots: Path | None) -> None:
-    """Refuse an ``--out`` that cannot or must not be written, before anything is loaded."""
+def _check_out(
+    path: Path, out: Path, store_out: bool, plots: Path | None, overwrite: bool = False
+) -> None:
+    """Refuse an ``--out`` that cannot or must not be written, before anything is loaded; an
+    existing one only with ``overwrite``."""
     if _same_path(path, out):
         raise InputError(
             f"--out {str(out)!r} is the input; write the results to a new file, the input is "
@@ -83,6 +86,10 @@ def _check_out(path: Path, out: Path, store_out: bool, plots: Path | None) -> No
             )
     elif out.is_dir():
         raise InputError(f"--out {str(out)!r} is a folder; give the path of an .h5ad file.")
+    if out.exists() and not overwrite:
+        raise InputError(
+            f"--out {str(out)!r} exists; pass --overwrite to replace it, or choose a new path."
+        )
     elif out.suffix != ".h5ad":
         raise InputError(
             f"--out {str(out)!r} would hold an .h5ad file under another name; give a path "
@@ -208,4 +215,6 @@ def _user_errors(step: str):
     try:
         yield
     except (ValueError, KeyError, FileNotFoundError, TrainingDivergedError) as err:
-        raise InputError(f"{step}: {_message(err)}") from err
+        from deltavae._cli_report import _as_flags
+
+        raise InputError(f"{step}: {_as_flags(_message(err))}") from err

@@ -32,6 +32,7 @@ _MODEL_OPTIONS = (
     "condition_key",
     "labels_key",
     "unlabeled_category",
+    "reference_layer",
     "n_latent",
     "n_clusters",
     "n_archetypes",
@@ -82,6 +83,11 @@ def model_options(model_cls: type, args: argparse.Namespace) -> dict[str, dict]:
     (``"reference"``), or ``setup_anndata`` (``"setup"``) and the class (``"init"``). Options the
     model does not take are refused here, before anything is read."""
     given = {name: getattr(args, name, None) for name in _MODEL_OPTIONS}
+    if given["unlabeled_category"] is not None and given["labels_key"] is None:
+        raise InputError(
+            "--unlabeled-category names the label of unlabelled cells in --labels-key; pass "
+            "--labels-key too, or drop --unlabeled-category."
+        )
     if args.model in REFERENCE_MODELS:
         return {"reference": _options_for(model_cls.from_reference, args.model, **given)}
     setup_names = ("layer", "batch_key", "condition_key", "labels_key", "unlabeled_category")

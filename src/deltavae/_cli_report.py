@@ -38,6 +38,8 @@ _FLAGS = (
     (r"\bearly_stopping=True\b", "--early-stopping"),
     (r"\bn_clusters=(\d+)", r"--n-clusters \1"),
     (r"\bunlabeled_category=('[^']*') to setup_anndata", r"--unlabeled-category \1"),
+    (r"\breference_layer=('[^']*')", r"--reference-layer \1"),
+    (r"(?<![\w.])layer=('[^']*')", r"--layer \1"),
 )
 
 
@@ -52,6 +54,8 @@ def _as_flags(note: str) -> str:
     'If they hold fewer, --n-clusters 4 fits them.'
     >>> _as_flags("pass unlabeled_category='unknown' to setup_anndata.")
     "pass --unlabeled-category 'unknown'."
+    >>> _as_flags("Pass the layer with the raw counts, e.g. reference_layer='counts'.")
+    "Pass the layer with the raw counts, e.g. --reference-layer 'counts'."
     """
     for pattern, flag in _FLAGS:
         note = re.sub(pattern, flag, note)

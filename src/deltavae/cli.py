@@ -189,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUTPUT.h5ad",
         help="file to write, not the input (a zarr store for a zarr input) (required)",
     )
+    p_fit.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUTPUT (and its plots) when it exists [off: an existing OUTPUT is refused]",
+    )
     p_fit.add_argument("--layer", default=None, help="layer with the raw counts [X]")
     p_fit.add_argument(
         "--batch-key", default=None, help="obs column with the batch (zinbvae) [none]"
@@ -208,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--unlabeled-category",
         default=None,
         help="the --labels-key value of unlabelled cells (cgmdvae) [Unknown]",
+    )
+    p_fit.add_argument(
+        "--reference-layer",
+        default=None,
+        help="layer of the --reference with its raw counts (nmfdeconv, imputer) [X]",
     )
     p_fit.add_argument(
         "--reference",

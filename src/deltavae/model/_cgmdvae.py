@@ -26,6 +26,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin, _OnDevice
 from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin
+from ._labels import check_label_setup
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._validation import check_data, check_model_arguments, check_obs_keys, check_setup_target
@@ -217,18 +218,8 @@ class CGMDVAE(
         check_setup_target(adata)
         check_obs_keys(adata, {"condition_key": conditions, "labels_key": labels_checked})
         check_data(adata, layer, kind="real")
-        if not query and labels_key is not None and unlabeled_category is not None:
-            if not (adata.obs[labels_key].astype(str) == str(unlabeled_category)).any():
-                raise ValueError(
-                    f"unlabeled_category={unlabeled_category!r} does not occur in "
-                    f"adata.obs[{labels_key!r}], so no cell is unlabelled. Mark unlabelled cells "
-                    "with it, or omit it for supervised training."
-                )
-        if not query and labels_key is not None:
-            n_labels = adata.obs[labels_key].astype(str).nunique()
-            unlabelled = unlabeled_category or _DEFAULT_UNLABELED
-            if n_labels - int((adata.obs[labels_key].astype(str) == unlabelled).any()) < 1:
-                raise ValueError(f"labels_key={labels_key!r} holds no labelled cell.")
+        if not query:
+            check_label_setup(adata, labels_key, unlabeled_category, _DEFAULT_UNLABELED)
         setup_method_args = cls._get_setup_method_args(**locals())
         if labels_key is None:
             labels_field = CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, None)

@@ -8,6 +8,38 @@ from anndata import AnnData
 
 from ._validation import warn_user
 
+
+def check_label_setup(
+    adata: AnnData, labels_key: str | None, unlabeled_category: str | None, default: str
+) -> None:
+    """``setup_anndata``'s labels: ``unlabeled_category`` only with a labels column, and then
+    marking some cells; at least one labelled cell.
+
+    Examples
+    --------
+    >>> a = AnnData(obs=pd.DataFrame({"t": ["B", "Unknown"]}, index=["c1", "c2"]))
+    >>> check_label_setup(a, "t", None, "Unknown")
+    """
+    if labels_key is None:
+        if unlabeled_category is not None:
+            raise ValueError(
+                f"unlabeled_category={unlabeled_category!r} names the label of unlabelled "
+                "cells, but no labels_key was given: pass labels_key, the obs column of the "
+                "labels, or omit unlabeled_category for unsupervised training."
+            )
+        return
+    labels = adata.obs[labels_key].astype(str)
+    if unlabeled_category is not None and not (labels == str(unlabeled_category)).any():
+        raise ValueError(
+            f"unlabeled_category={unlabeled_category!r} does not occur in "
+            f"adata.obs[{labels_key!r}], so no cell is unlabelled. Mark unlabelled cells "
+            "with it, or omit it for supervised training."
+        )
+    unlabelled = unlabeled_category or default
+    if labels.nunique() - int((labels == unlabelled).any()) < 1:
+        raise ValueError(f"labels_key={labels_key!r} holds no labelled cell.")
+
+
 #: Label values that usually mark unlabelled cells (compared in lower case).
 _UNLABELLED_WORDS = {"unknown", "unlabeled", "unlabelled", "unassigned", "na", "nan", "none"}
 

@@ -66,17 +66,20 @@ def _values(block) -> np.ndarray:
     return np.asarray(block)
 
 
-def _counts_hint(adata: AnnData, layer: str | None) -> str:
-    """Where the raw counts may be instead: the layers, or ``adata.raw``."""
-    layers = [name for name in adata.layers.keys() if name != layer]
+def _counts_hint(adata: AnnData, layer: str | None, name: str = "adata") -> str:
+    """Where the raw counts may be instead: the layers, or ``adata.raw``; named by the argument
+    that takes the layer (``layer``, or ``reference_layer`` for ``name="reference"``)."""
+    arg = "layer" if name == "adata" else f"{name}_layer"
+    layers = [key for key in adata.layers.keys() if key != layer]
     if layers:
-        return f" Pass the layer with the raw counts, e.g. layer={layers[0]!r} (layers: {layers})."
+        return f" Pass the layer with the raw counts, e.g. {arg}={layers[0]!r} (layers: {layers})."
     if layer is None and adata.raw is not None:
         return (
-            " adata.raw holds other data: if they are the raw counts, copy them into a layer and "
-            "pass it: adata.layers['counts'] = adata.raw[:, adata.var_names].X; layer='counts'."
+            f" {name}.raw holds other data: if they are the raw counts, copy them into a layer "
+            f"and pass it: {name}.layers['counts'] = {name}.raw[:, {name}.var_names].X; "
+            f"{arg}='counts'."
         )
-    return " Pass the raw counts, in X or in a layer (layer='counts')."
+    return f" Pass the raw counts, in X or in a layer ({arg}='counts')."
 
 
 def check_data(
@@ -144,14 +147,14 @@ def check_data(
             if (values < 0).any():
                 raise ValueError(
                     f"{where} must hold raw counts: found negative values (min {values.min()})."
-                    + _counts_hint(adata, layer)
+                    + _counts_hint(adata, layer, name)
                 )
             frac = values[values != np.round(values)]
             if frac.size:
                 raise ValueError(
                     f"{where} must hold raw counts: found non-integer values such as "
                     f"{frac.flat[0]:g} ({frac.size} in this block): normalized or "
-                    "log-transformed data?" + _counts_hint(adata, layer)
+                    "log-transformed data?" + _counts_hint(adata, layer, name)
                 )
         elif kind == "binary" and ((values < 0).any() or (values > 1).any()):
             raise ValueError(
