@@ -3,6 +3,7 @@ spot names, empty spots and cells, negative predictions, a reloaded model with a
 
 import warnings
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -51,7 +52,7 @@ def test_duplicated_gene_names_are_refused_by_name(split, which):
 
 
 def test_archetypes_refuses_duplicated_gene_names():
-    spots = dv.datasets.convex_mixtures(n_spots=40, n_archetypes=3)
+    spots = dv.datasets.convex_mixtures(n_spots=40, n_genes=40, n_archetypes=3, n_markers=5)
     names = list(spots.var_names)
     names[2] = names[0]
     spots.var_names = names
@@ -140,3 +141,103 @@ def test_repeated_spot_names_in_another_order_are_refused():
     with pytest.warns(UserWarning, match="matched by position") as record:
         table = deconvolution_scores(true, true)
     assert len(record) == 1 and (table["rmse"] == 0).all()
+
+
+# ----------------------------------------------------------------------------- archetypes
+# A few epochs leave an archetype that no spot weighs most: merged, with a warning.
+pytestmark = pytest.mark.filterwarnings("ignore:.*raw archetype.*most similar archetype")
+
+
+@pytest.fixture(scope="module")
+def slides():
+    """Archetypes on two slides, a few epochs: enough to read results, not to be right."""
+    mix = dv.datasets.convex_mixtures(n_spots=80, n_genes=40, n_archetypes=3, n_markers=5, seed=0)
+    mix.obs["slide"] = np.where(np.arange(mix.n_obs) % 2, "s1", "s2")
+    dv.model.Archetypes.setup_anndata(mix, sample_key="slide")
+    model = dv.model.Archetypes(mix, n_archetypes=3, min_spots=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=40, **TRAIN)
+    assert len(model.archetype_names()) == 3
+    return model, mix
+
+
+def test_archetypes_advice_names_what_archetypes_can_do(slides):
+    """It pointed to load_query_data, which Archetypes does not have."""
+    model, mix = slides
+    new = mix[:10].copy()
+    new.obs["slide"] = "s3"
+    with pytest.raises(ValueError, match=r"samples the model was not trained with: \['s3'\]") as e:
+        model.get_archetype_weights(new)
+    assert "load_query_data" not in str(e.value) and "sample_key='slide'" in str(e.value)
+    with pytest.raises(ValueError, match=r"5 of them missing.*model.adata.var_names") as e:
+        model.get_archetype_weights(mix[:10, 5:].copy())
+    assert "load_query_data" not in str(e.value)
+    assert not hasattr(dv.model.Archetypes, "load_query_data")
+    shuffled = mix[:10, ::-1].copy()  # the same genes in another order still map
+    with pytest.warns(UserWarning, match="another order"):
+        weights = model.get_archetype_weights(shuffled)
+    np.testing.assert_allclose(weights, model.get_archetype_weights(mix[:10].copy()))
+
+
+def test_archetypes_sample_key_with_missing_values_is_refused_early():
+    mix = dv.datasets.convex_mixtures(n_spots=20, n_genes=30, n_archetypes=2, n_markers=5, seed=0)
+    mix.obs["slide"] = np.where(np.arange(mix.n_obs) % 2, "s1", None)
+    with pytest.raises(ValueError, match=r"sample_key='slide': .* 10 missing values"):
+        dv.model.Archetypes.setup_anndata(mix, sample_key="slide")
+    assert "_scvi_manager_uuid" not in mix.uns
+
+
+def test_archetypes_warns_about_empty_spots_once(slides):
+    model, mix = slides
+    new = mix[:6].copy()
+    new.X = np.asarray(new.X.todense()) if hasattr(new.X, "todense") else new.X.copy()
+    new.X[[0, 2]] = 0  # two spots of one slide
+    with pytest.warns(UserWarning, match=r"^2 of 6 spots have no counts .* weights are the prior"):
+        weights = model.get_archetype_weights(new)
+    np.testing.assert_allclose(weights.iloc[0], weights.iloc[2])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.write_to_adata(mix.copy())
+    assert not [w for w in caught if "no counts" in str(w.message)]  # the training spots have
+
+
+def test_min_spots_never_merges_below_two_archetypes(slides):
+    from deltavae.model._archetype_results import merge_thin
+
+    weights = np.array([[0.9, 0.1, 0.0]] * 3 + [[0.1, 0.9, 0.0]] * 5 + [[0.0, 0.2, 0.8]] * 4)
+    deviations = np.array([[1.0, 0.0], [0.0, 1.0], [0.2, 0.9]])
+    labels, thin = merge_thin(np.arange(3), weights, deviations, 100)
+    assert len(np.unique(labels)) == 2  # it collapsed to 1 archetype
+    assert [raw for raw, _ in thin] == sorted({raw for raw, _ in thin})  # each raw one once
+    model, _ = slides
+    model.min_spots = 10**6
+    try:
+        with pytest.warns(UserWarning, match="min_spots=1000000 was not fully applied"):
+            assert len(model.archetype_names()) == 2
+    finally:
+        model.min_spots = 1
+
+
+def test_zero_spot_archetype_advice_can_be_followed():
+    from deltavae.model._archetype_results import warn_thin
+
+    weights = np.array([[0.9, 0.1, 0.0]] * 3 + [[0.1, 0.9, 0.0]] * 5)
+    with pytest.warns(UserWarning, match="No spot weighs raw archetype 2 most") as record:
+        warn_thin([(2, 0)], 1, weights, np.array([0, 1, 1]))
+    assert "lower min_spots" not in str(record[0].message)
+    assert "min_spots=1 or lower" not in str(record[0].message)
+
+
+def test_signature_map_keeps_missing_signatures_through_h5ad(slides, tmp_path):
+    model, mix = slides
+    mix = mix.copy()
+    table = model.match_signatures({"first": [mix.var_names[0], mix.var_names[1]]})
+    assert table["signature"].isna().any()
+    model.write_to_adata(mix)
+    stored = mix.uns["archetypes"]["signature_map"]["signature"]
+    assert stored.isna().tolist() == table["signature"].isna().tolist()  # not the text 'nan'
+    mix.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad").uns["archetypes"]["signature_map"]["signature"]
+    assert back.isna().tolist() == table["signature"].isna().tolist()
+    assert "nan" not in back.astype(object).dropna().tolist()

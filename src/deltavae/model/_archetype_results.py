@@ -11,6 +11,7 @@ import pandas as pd
 from scipy.cluster.hierarchy import fcluster, linkage
 
 from ._archetypal_analysis import carriers, scaled
+from ._validation import warn_user
 
 
 def stable_matching(scores: np.ndarray) -> list[tuple[int, int]]:
@@ -101,6 +102,8 @@ def signature_scores(
     """Signature names and their scores (signatures x archetypes): the mean over a signature's
     genes of the archetypes' log profiles (genes x archetypes) standardised across archetypes;
     see :meth:`deltavae.model.Archetypes.match_signatures`."""
+    if not signatures:
+        raise ValueError("signatures is empty; pass {name: [genes, ...]}.")
     gene_sets = {}
     for name, members in signatures.items():
         if isinstance(members, str) or not isinstance(members, Sequence | set | np.ndarray):
@@ -139,7 +142,8 @@ def merge_thin(
     labels: np.ndarray, weights: np.ndarray, deviations: np.ndarray, min_spots: int
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Join each group of archetypes that fewer than ``min_spots`` points weigh most to the
-    group of its most similar archetype (cosine of ``deviations``), thinnest first.
+    group of its most similar archetype (cosine of ``deviations``), thinnest first, while more
+    than 2 groups are left (the fewest a model has).
 
     Parameters
     ----------
@@ -154,7 +158,8 @@ def merge_thin(
 
     Returns
     -------
-    The new labels, and (first raw archetype, points) of each group merged away.
+    The new labels, and (raw archetype, points of its group) for each raw archetype merged
+    away, each listed once.
 
     Examples
     --------
@@ -165,8 +170,8 @@ def merge_thin(
     """
     labels = np.asarray(labels).copy()
     unit = deviations / np.maximum(np.linalg.norm(deviations, axis=1, keepdims=True), 1e-12)
-    thin = []
-    while len(np.unique(labels)) > 1:
+    thin, listed = [], set()
+    while len(np.unique(labels)) > 2:
         groups = np.unique(labels)
         spots = carriers(np.stack([weights[:, labels == g].sum(axis=1) for g in groups], 1))
         if spots.min() >= min_spots:
@@ -174,9 +179,47 @@ def merge_thin(
         members = labels == groups[int(np.argmin(spots))]
         similarity = unit[members] @ unit[~members].T
         target = labels[~members][np.unravel_index(np.argmax(similarity), similarity.shape)[1]]
-        thin.append((int(np.flatnonzero(members)[0]), int(spots.min())))
+        for raw in np.flatnonzero(members):
+            if raw not in listed:
+                thin.append((int(raw), int(spots.min())))
+                listed.add(raw)
         labels[members] = target
     return labels, thin
+
+
+def warn_thin(
+    thin: list[tuple[int, int]], min_spots: int, weights: np.ndarray, groups: np.ndarray
+) -> None:
+    """Warn about the archetypes :func:`merge_thin` merged away (``thin``), and about a
+    merged archetype (``groups``) still the largest weight of fewer than ``min_spots`` of the
+    points (``weights``, raw) because merging stops at 2 archetypes."""
+    if thin:
+        which = ", ".join(f"raw archetype {a}: {n} spots" for a, n in thin)
+        kept = [n for _, n in thin if n > 0]
+        them = "them" if len(kept) == len(thin) else "those with spots"
+        advice = [f"Pass min_spots={min(kept)} or lower to keep {them}"] if kept else []
+        if len(kept) < len(thin):
+            advice.append(
+                ("no" if kept else "No")
+                + " spot weighs "
+                + ", ".join(f"raw archetype {a}" for a, n in thin if n == 0)
+                + " most, so it is merged whatever min_spots (fit fewer archetypes, "
+                "n_archetypes, if that is unexpected)"
+            )
+        warn_user(
+            f"{len(thin)} raw archetype(s) were merged into their most similar archetype: they "
+            f"(with any merged into them) were the largest weight of fewer than "
+            f"min_spots={min_spots} spots ({which}). " + "; ".join(advice) + "."
+        )
+    n_groups = groups.max() + 1
+    spots = carriers(np.stack([weights[:, groups == g].sum(axis=1) for g in range(n_groups)], 1))
+    if n_groups == 2 and spots.min() < min_spots:
+        lower = f" or pass min_spots={int(spots.min())}" if spots.min() > 0 else ""
+        warn_user(
+            f"min_spots={min_spots} was not fully applied: archetype A{int(np.argmin(spots))} "
+            f"is the largest weight of only {int(spots.min())} spots, but merging stops at 2 "
+            f"archetypes, the fewest a model has. Fit fewer archetypes{lower}."
+        )
 
 
 def merge_groups(
@@ -223,6 +266,8 @@ def signature_table(
     A1         T  variant
     A2       NaN    novel
     """
+    if not 0 < variant_ratio <= 1:
+        raise ValueError(f"variant_ratio must lie in (0, 1]; got {variant_ratio}.")
     n = len(archetypes)
     best = scores.argmax(axis=0)
     table = pd.DataFrame(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -14,18 +15,14 @@ from scvi.data.fields import CategoricalObsField
 from scvi.model.base import BaseModelClass
 
 from ..module import ArchetypesModule
+from . import _archetype_results as results
 from ._archetypal_analysis import check_archetype_count, start_archetypes
-from ._archetype_results import (
-    merge_groups,
-    rank_genes_layout,
-    signature_scores,
-    signature_table,
-)
+from ._archetype_checks import check_new_spots
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import candidate_spots
-from ._spots import SpotModelMixin
-from ._validation import check_model_arguments, warn_user
+from ._spots import SpotModelMixin, warn_empty_spots
+from ._validation import check_model_arguments, check_obs_keys
 
 _CP10K = 1e4
 _SAMPLE = REGISTRY_KEYS.BATCH_KEY
@@ -172,6 +169,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> dv.model.Archetypes.setup_anndata(spots, sample_key="slide")  # doctest: +SKIP
         """
         args = cls._get_setup_method_args(**locals())
+        check_obs_keys(adata, {"sample_key": sample_key})
         samples = [] if sample_key is None else [CategoricalObsField(_SAMPLE, sample_key)]
         cls._register_spots(adata, layer, args, extra_fields=samples, **kwargs)
 
@@ -216,23 +214,29 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         with torch.no_grad():
             return self.module.archetype_profiles().cpu().numpy().astype(np.float64)
 
-    def _raw_weights(self, adata: AnnData | None, batch_size: int | None) -> np.ndarray:
+    def _raw_weights(self, adata: AnnData | None, batch_size: int | None, empty: bool = False):
         self._check_if_trained(warn=False)
         if adata is None or adata is self.adata:
             # One pass over the training spots serves every result (weights, anchors, usage).
-            return self._cached("weights", lambda: self._encode(self.adata, batch_size))
-        return self._encode(adata, batch_size)
+            out = self._cached("weights", lambda: self._encode(self.adata, batch_size))
+        else:
+            out = self._encode(adata, batch_size)
+        return out if empty else out[0]
 
-    def _encode(self, adata: AnnData, batch_size: int | None) -> np.ndarray:
+    def _encode(self, adata: AnnData, batch_size: int | None) -> tuple[np.ndarray, int]:
         adata = self._validate_anndata(adata)
         loader = self._make_data_loader(adata=adata, batch_size=batch_size, shuffle=False)
         self.module.eval()
-        chunks = []
+        chunks, n_empty = [], 0
         with torch.no_grad():
             for tensors in loader:
+                n_empty += int((tensors[REGISTRY_KEYS.X_KEY].sum(dim=-1) == 0).sum())
                 inputs = self.module._get_inference_input(tensors)
                 chunks.append(self.module.inference(**inputs)["weights_map"].cpu().numpy())
-        return np.concatenate(chunks).astype(np.float64)
+        return np.concatenate(chunks).astype(np.float64), n_empty
+
+    def _match_genes(self, adata: AnnData) -> AnnData:
+        return check_new_spots(adata, self._training_genes(), getattr(self, "registry_", None))
 
     def _merge(self) -> tuple[np.ndarray, np.ndarray]:
         """Merged group of each raw archetype (0..n-1, by first member) and the linkage.
@@ -255,16 +259,10 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
     def _fresh_merge(self) -> tuple[np.ndarray, np.ndarray]:
         mean = self.module.mean_profile.cpu().numpy().astype(np.float64)
         weights = self._raw_weights(None, None)
-        groups, tree, thin = merge_groups(
+        groups, tree, thin = results.merge_groups(
             self._raw_profiles(), mean, weights, self.merge_threshold, self.min_spots
         )
-        if thin:
-            which = ", ".join(f"raw archetype {a}: {n} spots" for a, n in thin)
-            warn_user(
-                f"{len(thin)} archetype(s) were the largest weight of fewer than "
-                f"min_spots={self.min_spots} spots ({which}) and were merged into their most "
-                "similar archetype; pass a lower min_spots to keep them."
-            )
+        results.warn_thin(thin, self.min_spots, weights, groups)
         return groups, tree
 
     def archetype_names(self) -> list[str]:
@@ -294,14 +292,16 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         Returns
         -------
         pandas.DataFrame
-            Spots x archetypes, rows sum to 1.
+            Spots x archetypes, rows sum to 1. A spot without counts gets the prior's
+            weights, the same for every such spot of a sample (warned): not an estimate.
 
         Examples
         --------
         >>> a.get_archetype_weights().idxmax(axis=1).value_counts()  # doctest: +SKIP
         """
         adata = self._resolve_adata(adata)
-        raw = self._raw_weights(adata, batch_size)
+        raw, n_empty = self._raw_weights(adata, batch_size, empty=True)
+        warn_empty_spots(n_empty, len(raw), "weights", adata.n_vars)
         groups, _ = self._merge()
         merged = np.zeros((raw.shape[0], groups.max() + 1))
         np.add.at(merged.T, groups, raw.T)
@@ -346,7 +346,9 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> a.get_anchors(10).value_counts()  # doctest: +SKIP
         """
         check_model_arguments({"n_anchors": n_anchors})
-        weights = self.get_archetype_weights()
+        with warnings.catch_warnings():  # get_archetype_weights warns about empty spots
+            warnings.filterwarnings("ignore", message=r".* spots have no counts in the")
+            weights = self.get_archetype_weights()
         dominant = weights.to_numpy().argmax(axis=1)
         anchor = np.full(len(weights), -1)
         for k in range(weights.shape[1]):
@@ -385,7 +387,8 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> a.get_markers(20)["names"]["A0"][:5]  # doctest: +SKIP
         """
         check_model_arguments({"n_genes": n_genes})
-        return rank_genes_layout(self.get_archetype_profiles() * _CP10K, n_genes, self.dominant_key)
+        profiles = self.get_archetype_profiles() * _CP10K
+        return results.rank_genes_layout(profiles, n_genes, self.dominant_key)
 
     # ------------------------------------------------------------------------- signatures
     def match_signatures(
@@ -424,15 +427,12 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         --------
         >>> a.match_signatures({"B": ["MS4A1", "CD79A"], "T": ["CD3E", "CD3D"]})  # doctest: +SKIP
         """
-        if not signatures:
-            raise ValueError("signatures is empty; pass {name: [genes, ...]}.")
-        if not 0 < variant_ratio <= 1:
-            raise ValueError(f"variant_ratio must lie in (0, 1]; got {variant_ratio}.")
         profiles = self.get_archetype_profiles()
-        sig_names, scores = signature_scores(
+        sig_names, scores = results.signature_scores(
             np.log1p(profiles.to_numpy() * _CP10K), profiles.index, signatures
         )
-        self.signature_map_ = signature_table(scores, sig_names, profiles.columns, variant_ratio)
+        names, ratio = profiles.columns, variant_ratio
+        self.signature_map_ = results.signature_table(scores, sig_names, names, ratio)
         return self.signature_map_
 
     # ------------------------------------------------------------------------- output
@@ -487,7 +487,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             summary["elbow"] = dict(self.elbow_)
         if self.signature_map_ is not None:
             summary["signature_map"] = self.signature_map_.reset_index(names="archetype").astype(
-                {"signature": str}
+                {"signature": "category"}
             )
         adata.uns[self.uns_key] = summary
         return [

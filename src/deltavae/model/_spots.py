@@ -30,7 +30,7 @@ def warn_empty_spots(n_empty: int, n_spots: int, what: str, n_genes: int) -> Non
     if n_empty:
         warn_user(
             f"{n_empty} of {n_spots} spots have no counts in the {n_genes} genes the model "
-            f"reads: their {what} are the prior's (the same for every such spot), not an "
+            f"reads: their {what} are the prior's (one value for all of them), not an "
             "estimate. Leave them out of the analysis, or drop spots without counts before "
             "training (sc.pp.filter_cells(spots, min_counts=1))."
         )

@@ -1,0 +1,51 @@
+"""What Archetypes checks of the spots it reads after training, with advice it can follow: it
+maps new spots through its encoder but has no query mapping (``load_query_data``), so new
+genes or new samples cannot be learned onto it."""
+
+from __future__ import annotations
+
+import pandas as pd
+from anndata import AnnData
+
+from ._genes import _gene_difference, _refuse_duplicates, match_genes
+from ._validation import category_mappings
+
+
+def check_new_spots(adata: AnnData, genes: pd.Index | None, registry: dict | None) -> AnnData:
+    """``adata`` with the training genes in the training order (reordered on a copy), or a
+    refusal that says what Archetypes can do: missing genes and unseen samples by name.
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad
+    >>> spots = ad.AnnData(np.ones((2, 2)))
+    >>> spots.var_names = ["a", "b"]
+    >>> check_new_spots(spots, pd.Index(["a", "b"]), None) is spots
+    True
+    """
+    names = pd.Index(adata.var_names.astype(str))
+    if genes is not None and not names.equals(genes):
+        _refuse_duplicates(names, "adata")
+        if len(genes.difference(names)) or len(names.difference(genes)):
+            raise ValueError(
+                f"adata's genes differ from the {len(genes)} genes the Archetypes model was "
+                f"trained on: {_gene_difference(genes, names)}. Its encoder reads every "
+                "training gene: pass spots that have them all, e.g. "
+                "adata[:, model.adata.var_names] (extra genes are dropped that way). Archetypes "
+                "cannot make a missing gene up; spots measured on another gene panel need a "
+                "model fitted on the shared genes."
+            )
+    for key, known in (category_mappings(registry) if registry else {}).items():
+        if key not in adata.obs:
+            continue  # check_known_categories names the missing column
+        known = [str(v) for v in known]
+        new = pd.Index(adata.obs[key].astype(str).unique()).difference(pd.Index(known))
+        if len(new):
+            raise ValueError(
+                f"adata.obs[{key!r}] holds samples the model was not trained with: "
+                f"{new[:5].tolist()}; known: {known[:10]}. Archetypes learns a technical factor "
+                "per training sample and cannot learn a new one after training: fit Archetypes "
+                f"on all samples together (setup_anndata(adata, sample_key={key!r})), or, as "
+                "an approximation, label the new spots with a similar training sample."
+            )
+    return match_genes(adata, genes)
