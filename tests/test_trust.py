@@ -276,7 +276,7 @@ def test_a_condition_without_training_cells_is_refused():
         with pytest.raises(ValueError, match="'never' was never seen in training"):
             call()
     _assert_unchanged(ctrl, snap)
-    with pytest.raises(ValueError, match="never seen in training; known"):
+    with pytest.raises(ValueError, match="never seen in training; conditions seen"):
         model.sample(5, condition="unknown")
     assert set(model.sample(50, seed=0).obs["condition"]) <= {"ctrl", "stim"}
 

@@ -126,7 +126,8 @@ class ConditionsMixin:
                 codes[:, j] = np.random.default_rng(seed).choice(len(known), size=n, p=p / p.sum())
             elif str(value) not in known:
                 raise ValueError(
-                    f"Condition {key}={value!r} was never seen in training; known: {known}."
+                    f"Condition {key}={value!r} was never seen in training; conditions seen: "
+                    f"{sorted(self._seen_conditions(key))}."
                 )
             elif str(value) not in self._seen_conditions(key):
                 raise ValueError(
