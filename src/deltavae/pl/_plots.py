@@ -175,10 +175,19 @@ def _cell_text(value: float, counts: bool) -> str:
     return "<.01" if value < 0.005 else f"{value:.2f}"
 
 
-def _tick_names(categories, sizes: np.ndarray, show_sizes: bool) -> list[str]:
+def _tick_names(
+    categories, codes: np.ndarray, known: np.ndarray, other: str, show_sizes: bool
+) -> list[str]:
+    """Tick labels with each category's number of cells (``codes``), and how many of them
+    the table leaves out (not ``known``) for lack of the ``other`` column's value."""
     if not show_sizes:
         return [str(c) for c in categories]
-    return [f"{c} (n={int(n)})" for c, n in zip(categories, sizes, strict=True)]
+    sizes = np.bincount(codes[codes >= 0], minlength=len(categories))
+    left_out = np.bincount(codes[(codes >= 0) & ~known], minlength=len(categories))
+    return [
+        f"{c} (n={int(n)}" + (f", {int(k)} without {other})" if k else ")")
+        for c, n, k in zip(categories, sizes, left_out, strict=True)
+    ]
 
 
 def _categorical(values: pd.Series) -> pd.Categorical:
@@ -224,7 +233,10 @@ def cluster_composition(
         Matplotlib colour map.
     show_sizes
         Add each cluster's and label's number of cells to its tick label (``"A0 (n=63)"``):
-        a normalised table hides that a row is one cell, or a thousand.
+        a normalised table hides that a row is one cell, or a thousand. Cells without a
+        label (or without a cluster) are counted, and the tick says how many of them the
+        table leaves out (``"A0 (n=63, 5 without cell_type)"``): the table and its
+        fractions hold only cells with both.
     {show_save}
 
     Returns
@@ -250,8 +262,8 @@ def cluster_composition(
     known = (clusters.codes >= 0) & (labels.codes >= 0)
     table = np.zeros((len(clusters.categories), len(labels.categories)))
     np.add.at(table, (clusters.codes[known], labels.codes[known]), 1)
-    row_names = _tick_names(clusters.categories, table.sum(axis=1), show_sizes)
-    col_names = _tick_names(labels.categories, table.sum(axis=0), show_sizes)
+    row_names = _tick_names(clusters.categories, clusters.codes, known, label_key, show_sizes)
+    col_names = _tick_names(labels.categories, labels.codes, known, cluster_key, show_sizes)
     if normalize == "cluster":
         table = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
         bar_label = f"fraction of {cluster_key} cluster"

@@ -33,6 +33,21 @@ def _spatial_values(adata: AnnData, key: str, columns: Sequence[str] | None) -> 
     return values[list(columns)]
 
 
+#: Colour of spots without a value, as scanpy's ``na_color``.
+_NA_COLOR = "lightgray"
+
+
+def _top(values: np.ndarray, vmax: float | str | None) -> float:
+    """Upper end of a panel's colour scale: above 0 always, so that a column of zeros reads
+    as absent (the lowest colour), not as a middle value on a scale around 0."""
+    if vmax is not None and not isinstance(vmax, str):
+        return float(vmax)
+    if not values.size:
+        return 1.0
+    top = np.percentile(values, 99) if vmax == "p99" else values.max()
+    return float(top) if top > 0 else 1.0
+
+
 @doc_params(show_save=doc_show_save("spatial_proportions"))
 def spatial_proportions(
     adata: AnnData,
@@ -67,8 +82,9 @@ def spatial_proportions(
     cmap
         Colour map.
     vmax
-        Upper end of the colour scale: a number, ``"p99"`` (per-panel 99th percentile) or
-        ``None`` (per-panel maximum).
+        Upper end of the colour scale, which starts at 0: a number above 0, ``"p99"``
+        (per-panel 99th percentile) or ``None`` (per-panel maximum; 1 for a column of
+        zeros). Spots without a value (NaN) are drawn in light grey.
     ax
         Axes to draw a single panel on (one column); a new figure when ``None``.
     {show_save}
@@ -94,14 +110,23 @@ def spatial_proportions(
     n = values.shape[1]
     fig, axes = panel_axes(ax, n, ncols, (3.2, 3.0))
     size = size if size is not None else max(2.0, 12000.0 / max(adata.n_obs, 1) ** 1.1)
+    if vmax is not None and not isinstance(vmax, str) and not vmax > 0:
+        raise ValueError(f"vmax must be above 0 (the scale starts at 0); got {vmax!r}.")
     for ax, column in zip(axes, values.columns, strict=True):
         v = values[column].to_numpy(dtype=float)
-        top = np.nanpercentile(v, 99) if vmax == "p99" else (vmax if vmax is not None else None)
-        points = ax.scatter(coords[:, 0], coords[:, 1], c=v, s=size, cmap=cmap, vmin=0, vmax=top)
+        missing = np.isnan(v)
+        top = _top(v[~missing], vmax)
+        # Spots without a value in light grey (scanpy's na_color), under the others.
+        if missing.any():
+            ax.scatter(*coords[missing, :2].T, c=_NA_COLOR, s=size)
+        points = ax.scatter(
+            *coords[~missing, :2].T, c=v[~missing], s=size, cmap=cmap, vmin=0, vmax=top
+        )
         fig.colorbar(points, ax=ax, fraction=0.046, pad=0.02)
         ax.set_title(str(column))
         ax.set_aspect("equal")
-        ax.invert_yaxis()
+        if not ax.yaxis_inverted():  # image orientation, also over an image already drawn
+            ax.invert_yaxis()
         ax.set_xticks([])
         ax.set_yticks([])
     return savefig_or_show(axes, "spatial_proportions", show, save)

@@ -74,6 +74,8 @@ def still_improving(
     >>> falling = {"elbo_train": frame("elbo_train", [100.0 - e for e in range(30)])}
     >>> still_improving(falling)[:37]
     'The training ELBO was still improving'
+    >>> still_improving({"elbo_train": frame("elbo_train", [3.0, 2.0])})[:48]
+    'Training ran 2 epochs on the full ELBO: too few '
     """
     name = "elbo_validation"
     if name not in history or history[name].empty:
@@ -81,6 +83,7 @@ def still_improving(
     if name not in history or history[name].empty:
         return None
     elbo = history[name][name].astype(float)
+    warm_up = False
     if "kl_weight" in history and not history["kl_weight"].empty:
         kl = history["kl_weight"]["kl_weight"].astype(float).reindex(elbo.index)
         if kl.iloc[-1] < kl.max() - 1e-6:
@@ -92,12 +95,14 @@ def still_improving(
                 "n_epochs_kl_warmup, or shorten the warm-up."
             )
         elbo = elbo[(kl >= kl.iloc[-1] - 1e-6).to_numpy()]
+        warm_up = bool(kl.min() < kl.iloc[-1] - 1e-6)
     elbo = elbo[np.isfinite(elbo.to_numpy())]
     n = len(elbo)
     if n < 3:
+        after = " (after the KL warm-up)" if warm_up else ""
         return (
-            f"Training ran {n} epoch{'s' if n != 1 else ''} on the full ELBO (after the KL "
-            "warm-up): too few to converge or to judge. "
+            f"Training ran {n} epoch{'s' if n != 1 else ''} on the full ELBO{after}: too few "
+            "to converge or to judge. "
             + train_longer(max_epochs, name == "elbo_validation", early_stopping)
         )
     window = min(n, max(MIN_WINDOW, n // 3))

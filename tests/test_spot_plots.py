@@ -1,0 +1,89 @@
+"""Spatial plots drawn the way users draw them (over an image, with empty or missing
+columns, with unlabelled cells), and the convergence note of a fit without a KL warm-up."""
+
+import warnings
+
+import anndata as ad
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+import deltavae as dv
+from deltavae.train._convergence import NotConvergedWarning, still_improving
+
+
+def _spots(n=40):
+    rng = np.random.default_rng(0)
+    spots = ad.AnnData(np.ones((n, 2)))
+    spots.obsm["spatial"] = rng.uniform(0, 100, size=(n, 2))
+    values = pd.DataFrame(rng.dirichlet([1, 1, 1], n), index=spots.obs_names)
+    values.columns = ["T1", "T2", "T3"]
+    values["T2"] = 0.0
+    values.iloc[:5, 0] = np.nan
+    spots.obsm["proportions"] = values
+    return spots
+
+
+def test_spatial_proportions_sets_the_orientation_instead_of_toggling_it():
+    """An Axes already in image orientation (sc.pl.spatial, an H&E image) was flipped back."""
+    spots = _spots()
+    _, ax = plt.subplots()
+    ax.imshow(np.zeros((100, 100)))  # an image: y already inverted
+    assert ax.yaxis_inverted()
+    dv.pl.spatial_proportions(spots, columns=["T3"], ax=ax, show=False)
+    assert ax.yaxis_inverted()
+    dv.pl.spatial_proportions(spots, columns=["T3"], ax=ax, show=False)  # drawn twice
+    assert ax.yaxis_inverted()
+    plt.close("all")
+
+
+def test_spatial_proportions_scale_starts_at_zero_and_shows_missing_spots(tmp_path):
+    spots = _spots()
+    axes = dv.pl.spatial_proportions(spots, show=False, save=tmp_path / "p.png")
+    t1, t2, _ = axes
+    zeros = t2.collections[-1]
+    assert (zeros.norm.vmin, zeros.norm.vmax) == (0.0, 1.0)  # was -0.1 .. 0.1
+    grey, values = t1.collections
+    assert grey.get_offsets().shape == (5, 2)  # the NaN spots are drawn, in light grey
+    np.testing.assert_allclose(grey.get_facecolor()[0][:3], 0.827, atol=0.01)
+    assert values.get_offsets().shape == (35, 2) and values.norm.vmin == 0
+    with pytest.raises(ValueError, match="vmax must be above 0"):
+        dv.pl.spatial_proportions(spots, vmax=0, show=False)
+    plt.close("all")
+
+
+def test_cluster_composition_counts_every_cell_of_a_cluster():
+    a = ad.AnnData(np.zeros((6, 1)))
+    a.obs["cluster"] = pd.Categorical(["A0"] * 4 + ["A1"] * 2)
+    a.obs["layer"] = pd.Categorical(["GCL", "GCL", np.nan, np.nan, "ONL", "ONL"])
+    ax = dv.pl.cluster_composition(a, "cluster", "layer", show=False)
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert ticks == ["A0 (n=4, 2 without layer)", "A1 (n=2)"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["GCL (n=2)", "ONL (n=2)"]
+    plt.close("all")
+
+
+def test_not_converged_note_mentions_a_warm_up_only_after_one():
+    frame = lambda name, v: pd.DataFrame({name: v}, index=pd.RangeIndex(len(v), name="epoch"))  # noqa: E731
+    plain = {
+        "elbo_train": frame("elbo_train", [3.0, 2.0]),
+        "kl_weight": frame("kl_weight", [1.0, 1.0]),
+    }
+    assert "warm-up" not in still_improving(plain)
+    warmed = {
+        "elbo_train": frame("elbo_train", [5.0, 4.0, 3.0, 2.0]),
+        "kl_weight": frame("kl_weight", [0.5, 0.8, 1.0, 1.0]),
+    }
+    assert "(after the KL warm-up)" in still_improving(warmed)
+
+
+def test_nmfdeconv_not_converged_note_has_no_warm_up():
+    cells = dv.datasets.synthetic_counts(n_cells=120, n_genes=30, n_clusters=2, n_conditions=1)
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=30, seed=0)
+    model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train(max_epochs=2, enable_progress_bar=False)
+    notes = [str(w.message) for w in caught if issubclass(w.category, NotConvergedWarning)]
+    assert notes and not any("warm-up" in note for note in notes)
