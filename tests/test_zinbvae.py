@@ -253,3 +253,20 @@ def test_training_on_every_cell_without_validation(counts_adata):
     model.train(max_epochs=3, train_size=1.0, **TRAIN)
     assert "elbo_validation" not in model.history
     assert len(model.history["elbo_train"]) == 3
+
+
+@pytest.mark.parametrize("cls", [dv.model.ZINBVAE, dv.model.CGMDVAE])
+def test_elbo_train_is_the_full_elbo_during_the_warm_up(counts_adata, cls):
+    """As in scvi-tools: elbo_train is reconstruction plus KL at full weight; train_loss is
+    the annealed loss that was minimised."""
+    cls.setup_anndata(counts_adata)
+    model = cls(counts_adata, n_hidden=32, n_latent=4)
+    model.train(max_epochs=4, n_epochs_kl_warmup=400, batch_size=64)
+    h = model.history
+    elbo = h["elbo_train"]["elbo_train"].to_numpy()
+    loss = h["train_loss"]["train_loss"].to_numpy()
+    full = (h["reconstruction_loss_train"].iloc[:, 0] + h["kl_local_train"].iloc[:, 0]).to_numpy()
+    assert (h["kl_weight"]["kl_weight"].to_numpy() < 0.02).all()
+    assert (elbo > loss).all()  # the KL weighted at 1, not at the warm-up's weight
+    if cls is dv.model.ZINBVAE:  # every step's terms logged: the same sum
+        np.testing.assert_allclose(elbo, full, rtol=0.01)

@@ -86,14 +86,14 @@ def _check_out(
             )
     elif out.is_dir():
         raise InputError(f"--out {str(out)!r} is a folder; give the path of an .h5ad file.")
-    if out.exists() and not overwrite:
-        raise InputError(
-            f"--out {str(out)!r} exists; pass --overwrite to replace it, or choose a new path."
-        )
     elif out.suffix != ".h5ad":
         raise InputError(
             f"--out {str(out)!r} would hold an .h5ad file under another name; give a path "
             f"ending in .h5ad, e.g. {str(out.with_suffix('.h5ad'))!r}."
+        )
+    if out.exists() and not overwrite:
+        raise InputError(
+            f"--out {str(out)!r} exists; pass --overwrite to replace it, or choose a new path."
         )
     _check_writable(out, "--out")
     if plots is not None:

@@ -23,10 +23,10 @@ from scvi.model.base import PyroSviTrainMixin
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
 from ..train._checkpoint import RestoreBestValidation
 from ..train._convergence import NotConvergedWarning, still_improving
-from ..train._distributed import resolve_strategy
+from ..train._distributed import SINGLE, resolve_strategy, several_devices
 from ..train._runner import DeltaTrainRunner
 from ._genes import _gene_difference, match_genes
-from ._labels import with_labels_column
+from ._labels import check_labels_to_load, with_labels_column
 from ._saved import _package_version, read_saved
 from ._scvi_glue import _SCVI_MODEL_LOGGER, _OnDevice, _sealed, _without_message
 from ._validation import (
@@ -158,7 +158,8 @@ class DeltaModelMixin(PyroSviTrainMixin):
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (Lightning). ``strategy="ddp"`` with
             ``devices=N`` trains on N processes (CPU, gloo) or N GPUs (nccl), each process
-            reading its own share of the cells; Lightning's DDP averages the gradients, and the
+            reading its own share of the cells (``devices=N`` alone, N > 1, means the same);
+            Lightning's DDP averages the gradients, and the
             logged ELBOs are averaged over processes. The processes are forked, so this works
             from scripts, notebooks and tests alike (see :mod:`deltavae.train._distributed`);
             scvi-tools turns early stopping off under DDP. Forking a process whose thread
@@ -208,8 +209,11 @@ class DeltaModelMixin(PyroSviTrainMixin):
             if device != "auto":
                 raise ValueError(f"Pass devices={devices!r} or device={device!r}, not both.")
             device = devices
+        strategy = trainer_kwargs.pop("strategy", None)
+        if strategy in SINGLE and several_devices(device):
+            strategy = "ddp"  # what several devices mean; Lightning's own choice fails here
         strategy, distributed = resolve_strategy(
-            trainer_kwargs.pop("strategy", None),
+            strategy,
             parse_device_args(accelerator, device, return_device="torch")[0],
             self.adata,
         )
@@ -424,7 +428,9 @@ class DeltaModelMixin(PyroSviTrainMixin):
         dir_path
             Directory to write. It must not exist unless ``overwrite=True``.
         overwrite
-            Replace an existing directory.
+            Replace the model saved in an existing directory (under the same ``prefix``): an
+            AnnData saved with it is removed too when this save writes none, so that ``load``
+            never pairs the new model with the old data. Other files there are kept.
         save_anndata
             Also write the AnnData the model was set up with.
         **kwargs
@@ -438,6 +444,9 @@ class DeltaModelMixin(PyroSviTrainMixin):
             raise ValueError(
                 f"Save path {dir_path!r} already exists; pass overwrite=True to replace it."
             )
+        stale = os.path.join(dir_path, f"{kwargs.get('prefix') or ''}adata.h5ad")
+        if overwrite and not save_anndata and os.path.isfile(stale):
+            os.remove(stale)
         super().save(dir_path, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
 
     @classmethod
@@ -478,6 +487,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
             )
         if adata is not None:
             check_known_categories(adata, attr_dict["registry_"])
+            check_labels_to_load(adata, attr_dict["registry_"])
         with warnings.catch_warnings():
             # Setup's advice to filter out silent genes is for training: a trained model reads
             # the genes it was trained on (NMFDeconv's from_reference had said so too).

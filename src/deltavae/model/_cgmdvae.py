@@ -35,6 +35,10 @@ _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 _DEFAULT_UNLABELED = "Unknown"
 
 
+#: Largest z that n_latent="auto" picks (it follows K, the number of clusters, up to here).
+_MAX_AUTO_LATENT = 64
+
+
 class CGMDVAE(
     CountExpressionMixin,
     ConditionsMixin,
@@ -65,7 +69,8 @@ class CGMDVAE(
         It may exceed the true number of groups: empty clusters are reported.
     n_latent
         Dimensions of z, the cell state. ``"auto"``: 16 for counts without condition covariates,
-        else 10; K if larger (benchmarks/README.md, Numbers behind the defaults, D1, D16).
+        else 10; K if larger, up to 64 (full-covariance components cost K x n_latent^2)
+        (benchmarks/README.md, Numbers behind the defaults, D1, D16).
     n_latent_w
         Dimensions of w, the continuous variation within each mixture component.
     likelihood
@@ -147,7 +152,7 @@ class CGMDVAE(
         n_clusters = self._check_n_clusters(n_clusters)
         if n_latent == "auto":
             wide = observation.is_count and not self.condition_keys
-            n_latent = max(16 if wide else 10, n_clusters)
+            n_latent = max(16 if wide else 10, min(n_clusters, _MAX_AUTO_LATENT))
         elif not isinstance(n_latent, (int, np.integer)) or n_latent < 1:
             raise ValueError(f"n_latent must be a positive integer or 'auto', got {n_latent!r}.")
         if condition_alignment == "auto":
@@ -215,7 +220,7 @@ class CGMDVAE(
         conditions = [condition_key] if isinstance(condition_key, str) else condition_key
         query = "source_registry" in kwargs  # load_query_data's: scvi-tools fills its labels
         labels_checked = None if query and labels_key not in adata.obs else labels_key
-        check_setup_target(adata)
+        check_setup_target(adata, kwargs, cls.__name__)
         check_obs_keys(adata, {"condition_key": conditions, "labels_key": labels_checked})
         check_data(adata, layer, kind="real")
         if not query:

@@ -338,6 +338,12 @@ class ClustersMixin:
             raise ValueError(f"n_clusters must be an integer, got {n_clusters!r}.")
         if n_clusters < 2:
             raise ValueError(f"n_clusters must be at least 2, got {n_clusters}.")
+        n_cells = self.adata.n_obs
+        if n_clusters > n_cells and not self.is_query_model:
+            raise ValueError(
+                f"n_clusters={n_clusters} is more mixture components than the {n_cells} cells "
+                "to fit them to; pass at most one per cell (far fewer in practice)."
+            )
         if n_clusters < len(labels):
             raise ValueError(
                 f"n_clusters={n_clusters} is smaller than the {len(labels)} labels in "

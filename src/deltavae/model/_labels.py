@@ -102,3 +102,29 @@ def with_labels_column(adata: AnnData, registry: dict) -> AnnData:
     return AnnData(
         X=adata.X, obs=obs, var=adata.var, layers=dict(adata.layers), obsm=dict(adata.obsm)
     )
+
+
+def check_labels_to_load(adata: AnnData, registry: dict) -> None:
+    """An AnnData a saved model is loaded with becomes the model's own: it needs the labels
+    column the model was trained with, holding labels the model knows (unlike new cells
+    passed to a method, which are read as unlabelled: :func:`with_labels_column`)."""
+    key = registry["setup_args"].get("labels_key")
+    if key is None:
+        return
+    state = registry["field_registries"]["labels"]["state_registry"]
+    unlabelled = state["unlabeled_category"]
+    if key not in adata.obs:
+        raise ValueError(
+            f"adata.obs lacks {key!r}, the labels column the model was trained with, and the "
+            f"AnnData a model is loaded with becomes its own. Add it (adata.obs[{key!r}] = "
+            f"{unlabelled!r} marks every cell unlabelled), or load the model with its training "
+            "AnnData and pass these cells to its methods (get_latent_representation(adata), "
+            "predict_labels(adata), ...), which read them as unlabelled."
+        )
+    known = {str(v) for v in state["categorical_mapping"]} | {str(unlabelled)}
+    new = sorted(set(adata.obs[key].astype(str)) - known)
+    if new:
+        raise ValueError(
+            f"adata.obs[{key!r}] holds labels the model was not trained with: {new[:5]}. Mark "
+            f"those cells unlabelled ({unlabelled!r}) to load the model with this AnnData."
+        )

@@ -34,11 +34,16 @@ from ._validation import category_mappings, warn_user
 
 logger = logging.getLogger(__name__)
 
-_NOTHING_TO_LEARN = (
-    "The query adds no new condition category, so nothing is left to learn: the query model "
-    "maps cells exactly as the reference does and is ready to use (get_latent_representation, "
-    "predict_labels, write_to_adata)."
-)
+
+def _nothing_to_learn(model) -> str:
+    """What a query model with no new condition category says (its own methods named)."""
+    methods = [m for m in ("get_latent_representation", "predict_labels") if hasattr(model, m)]
+    return (
+        "The query adds no new condition category, so nothing is left to learn: the query "
+        "model maps cells exactly as the reference does and is ready to use "
+        f"({', '.join([*methods, 'write_to_adata'])})."
+    )
+
 
 # obs columns a query must carry when the reference registered them.
 _QUERY_KEY_ARGS = ("condition_key", "batch_key", "categorical_covariate_keys", "size_factor_key")
@@ -236,7 +241,7 @@ class QueryMappingMixin(ArchesMixin):
         model._query_adata = adata if aligned is not adata else None
         if not learning:
             model.is_trained_ = True
-            warn_user(_NOTHING_TO_LEARN)
+            warn_user(_nothing_to_learn(model))
         logger.info("Query mapped; new categories %s; learning %s", new_categories, learning)
         return model
 
@@ -244,7 +249,7 @@ class QueryMappingMixin(ArchesMixin):
         """Train, unless this is a query model with nothing to learn (see
         :meth:`load_query_data`): that one says so and returns."""
         if self.is_query_model and not self.query_mapping_.get("learning_parameters"):
-            warn_user(f"{_NOTHING_TO_LEARN} train() has nothing to do and returns.")
+            warn_user(f"{_nothing_to_learn(self)} train() has nothing to do and returns.")
             return None
         return super().train(*args, **kwargs)
 

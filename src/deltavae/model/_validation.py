@@ -153,7 +153,8 @@ def check_data(
             if frac.size:
                 raise ValueError(
                     f"{where} must hold raw counts: found non-integer values such as "
-                    f"{frac.flat[0]:g} ({frac.size} in this block): normalized or "
+                    f"{frac.flat[0]:g} ({frac.size} in cells {row + 1}-{row + block.shape[0]}): "
+                    "normalized or "
                     "log-transformed data?" + _counts_hint(adata, layer, name)
                 )
         elif kind == "binary" and ((values < 0).any() or (values > 1).any()):
@@ -188,9 +189,32 @@ def check_data(
         )
 
 
-def check_setup_target(adata) -> None:
+_CONDITIONS_INSTEAD = (
+    "its covariates are conditions: condition_key='donor' (a list for several, e.g. "
+    "condition_key=['condition', 'donor'])"
+)
+#: What a model takes instead of scvi-tools' setup arguments it does not, by model.
+_SETUP_INSTEAD = {
+    "ZINBVAE": {
+        "labels_key": "ZINBVAE learns without labels; CGMDVAE takes labels_key (supervised or "
+        "semi-supervised clusters)",
+        "condition_key": "ZINBVAE calls the condition or batch batch_key",
+        "continuous_covariate_keys": "ZINBVAE takes no continuous covariates; regress them "
+        "out beforehand, or use scvi.model.SCVI",
+    },
+    "CGMDVAE": {
+        "batch_key": _CONDITIONS_INSTEAD,
+        "categorical_covariate_keys": _CONDITIONS_INSTEAD,
+        "continuous_covariate_keys": "CGMDVAE takes no continuous covariates",
+        "size_factor_key": "CGMDVAE reads each cell's library size from its counts",
+    },
+}
+
+
+def check_setup_target(adata, kwargs: dict | None = None, model: str | None = None) -> None:
     """Check that ``setup_anndata`` (also a query's) was given an AnnData it can register
-    fields on.
+    fields on, and (``kwargs``, its extra keywords) no argument ``model`` does not take:
+    scvi-tools' ``register_fields`` would name none of them usefully.
 
     scvi-tools' own message for a view (``Please run `adata = adata.copy()```) does not say
     why; this one does, before any field is written.
@@ -209,6 +233,12 @@ def check_setup_target(adata) -> None:
     ...
     ValueError: adata is a view ...
     """
+    # load and load_query_data pass the saved setup arguments (with source_registry) back.
+    for key in set() if "source_registry" in (kwargs or {}) else set(kwargs or {}):
+        hint = _SETUP_INSTEAD.get(model or "", {}).get(
+            key, "see its docstring for the arguments it takes"
+        )
+        raise TypeError(f"{model}.setup_anndata() got an unexpected argument {key!r}: {hint}.")
     if not isinstance(adata, AnnData):
         raise TypeError(
             f"setup_anndata needs an AnnData (cells x genes); got {type(adata).__name__}. "

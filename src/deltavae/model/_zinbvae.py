@@ -171,7 +171,7 @@ class ZINBVAE(
         """
         if isinstance(categorical_covariate_keys, str):
             categorical_covariate_keys = [categorical_covariate_keys]
-        check_setup_target(adata)
+        check_setup_target(adata, kwargs, cls.__name__)
         check_obs_keys(
             adata,
             {"batch_key": batch_key, "categorical_covariate_keys": categorical_covariate_keys},

@@ -29,6 +29,22 @@ from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 SINGLE = (None, "auto", "single_device")
 
 
+def several_devices(devices) -> bool:
+    """Whether Lightning's ``devices`` asks for more than one device (``2``, ``"2"``,
+    ``[0, 1]``); ``"auto"`` and ``-1`` (all there are) do not say.
+
+    Examples
+    --------
+    >>> several_devices(2), several_devices("auto"), several_devices([0, 1]), several_devices(1)
+    (True, False, True, False)
+    """
+    if isinstance(devices, list | tuple):
+        return len(devices) > 1
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    return isinstance(devices, int) and not isinstance(devices, bool) and devices > 1
+
+
 def _start_method(strategy) -> str:
     if isinstance(strategy, DDPStrategy):
         return strategy._start_method

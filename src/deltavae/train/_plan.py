@@ -102,7 +102,8 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
     The module's ``model`` and ``guide`` describe the whole data set (their cell plate has
     size ``module.n_obs``); the plan scales the loss by ``1 / n_obs`` so the logged
     ``elbo_train`` and ``elbo_validation`` are negative ELBOs per cell, comparable across data
-    sets and with scvi-tools. The validation ELBO is always the full ELBO (KL weight 1).
+    sets and with scvi-tools; both are the full ELBO (KL weight 1), also during the KL
+    warm-up, while ``train_loss`` is the annealed loss the optimiser minimised.
 
     Parameters
     ----------
@@ -340,16 +341,24 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
                 self._epoch_sums[name], self._epoch_cells[name] = total, n
 
     def on_train_epoch_end(self):
-        """Log ``elbo_train`` (and scvi-tools' name for it, ``train_loss``): the mean
-        annealed loss of the epoch's minibatches; ``kl_weight`` and the epoch means of the
-        ELBO's terms (see :meth:`_log_terms`)."""
-        elbo = torch.stack([out["loss"] for out in self.training_step_outputs]).mean()
-        self.log("elbo_train", elbo, prog_bar=True, sync_dist=self._sync_dist)
-        self.log("train_loss", elbo, sync_dist=self._sync_dist)
+        """Log ``train_loss``, the mean annealed loss of the epoch's minibatches (what the
+        optimiser minimised), and ``elbo_train``, the negative ELBO at full KL weight, as
+        scvi-tools logs them: during the KL warm-up the loss is the ELBO with its KL terms
+        down-weighted, so ``elbo_train`` adds the missing part, (1 - kl_weight) times the
+        epoch's KL (from the logged terms); after it the two are equal. Also ``kl_weight`` and
+        the epoch means of the ELBO's terms (see :meth:`_log_terms`)."""
+        loss = torch.stack([out["loss"] for out in self.training_step_outputs]).mean()
         self.training_step_outputs.clear()
         means = {k: v / self._epoch_cells[k] for k, v in self._epoch_sums.items()}
-        if "kl_weight" in means:
-            self.log("kl_weight", means.pop("kl_weight"), sync_dist=self._sync_dist)
+        elbo = loss
+        kl_weight = means.pop("kl_weight", None)
+        if kl_weight is not None and "reconstruction_loss" in means and len(means) > 1:
+            kl = sum(v for k, v in means.items() if k != "reconstruction_loss")
+            elbo = loss + (1.0 - kl_weight) * kl.to(loss.device)
+        self.log("elbo_train", elbo, prog_bar=True, sync_dist=self._sync_dist)
+        self.log("train_loss", loss, sync_dist=self._sync_dist)
+        if kl_weight is not None:
+            self.log("kl_weight", kl_weight, sync_dist=self._sync_dist)
         if means:
             self._log_terms(means, "train", {"sync_dist": self._sync_dist})
         self._epoch_sums, self._epoch_cells = {}, {}

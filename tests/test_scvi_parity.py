@@ -1,0 +1,102 @@
+"""What an scvi-tools user does, answered as they would expect: setup arguments a model does not
+take, several devices, overwriting a save, loading onto new cells, K above the cells."""
+
+import numpy as np
+import pytest
+import scvi
+
+import deltavae as dv
+import deltavae.model._base as base
+
+SMALL = {"n_hidden": 16, "n_latent": 4}
+
+
+@pytest.mark.parametrize(
+    ("cls", "argument", "hint"),
+    [
+        (dv.model.ZINBVAE, {"continuous_covariate_keys": ["library_size"]}, "scvi.model.SCVI"),
+        (dv.model.ZINBVAE, {"labels_key": "cluster"}, "CGMDVAE takes labels_key"),
+        (dv.model.CGMDVAE, {"batch_key": "condition"}, "condition_key='donor'"),
+    ],
+)
+def test_setup_arguments_a_model_does_not_take_are_named(counts_adata, cls, argument, hint):
+    with pytest.raises(TypeError, match=f"unexpected argument '{next(iter(argument))}'") as err:
+        cls.setup_anndata(counts_adata, **argument)
+    assert hint in str(err.value)
+    assert not [c for c in counts_adata.obs if c.startswith("_scvi")]
+
+
+def test_several_devices_alone_train_with_ddp(counts_adata, monkeypatch):
+    seen = {}
+
+    def capture(strategy, accelerator, adata):
+        seen["strategy"] = strategy
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr(base, "resolve_strategy", capture)
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, **SMALL)
+    for devices in (2, 3):
+        with pytest.raises(RuntimeError, match="stop"):
+            model.train(max_epochs=1, accelerator="cpu", devices=devices)
+        assert seen["strategy"] == "ddp", devices
+    with pytest.raises(RuntimeError, match="stop"):
+        model.train(max_epochs=1, accelerator="cpu")
+    assert seen["strategy"] is None
+
+
+def test_overwriting_a_save_never_pairs_the_model_with_old_data(counts_adata, tmp_path):
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    first = dv.model.ZINBVAE(counts_adata, **SMALL)
+    first.save(tmp_path / "m", save_anndata=True)
+    small = counts_adata[:100].copy()
+    dv.model.ZINBVAE.setup_anndata(small)
+    second = dv.model.ZINBVAE(small, **SMALL)
+    second.save(tmp_path / "m", overwrite=True)
+    with pytest.raises(ValueError, match="saved without its AnnData"):
+        dv.model.ZINBVAE.load(tmp_path / "m")
+    loaded = dv.model.ZINBVAE.load(tmp_path / "m", small)
+    assert loaded.adata.n_obs == 100
+
+
+def test_loading_onto_cells_without_the_labels_column_says_what_to_do(counts_adata, tmp_path):
+    counts_adata.obs["cell_type"] = counts_adata.obs["cluster"].astype(str)
+    dv.model.CGMDVAE.setup_anndata(counts_adata, labels_key="cell_type")
+    model = dv.model.CGMDVAE(counts_adata, **SMALL)
+    model.save(tmp_path / "g")
+    new = counts_adata.copy()
+    del new.obs["cell_type"]
+    with pytest.raises(ValueError, match="adata.obs\\['cell_type'\\] = 'Unknown'"):
+        dv.model.CGMDVAE.load(tmp_path / "g", new)
+    new.obs["cell_type"] = "Unknown"
+    assert dv.model.CGMDVAE.load(tmp_path / "g", new).adata is new
+    new.obs["cell_type"] = "Plasma"
+    with pytest.raises(ValueError, match="not trained with: \\['Plasma'\\]"):
+        dv.model.CGMDVAE.load(tmp_path / "g", new)
+
+
+def test_more_clusters_than_cells_is_refused_before_anything_is_built(counts_adata):
+    dv.model.CGMDVAE.setup_anndata(counts_adata)
+    with pytest.raises(ValueError, match="more mixture components than the 300 cells"):
+        dv.model.CGMDVAE(counts_adata, n_clusters=5000)
+    # A large K no longer makes z as wide (full covariances cost K x n_latent^2).
+    model = dv.model.CGMDVAE(counts_adata, n_clusters=200, n_hidden=16)
+    assert model.module.n_latent == 64
+
+
+def test_a_zinbvae_query_names_only_its_own_methods(counts_adata):
+    scvi.settings.seed = 0
+    dv.model.ZINBVAE.setup_anndata(counts_adata, batch_key="condition")
+    model = dv.model.ZINBVAE(counts_adata, **SMALL)
+    model.train(max_epochs=1, batch_size=64)
+    with pytest.warns(UserWarning, match="nothing is left to learn") as record:
+        dv.model.ZINBVAE.load_query_data(counts_adata.copy(), model)
+    message = " ".join(str(w.message) for w in record)
+    assert "predict_labels" not in message and "get_latent_representation" in message
+
+
+def test_non_integer_counts_name_the_cells_they_are_in(counts_adata):
+    counts_adata.X = counts_adata.X.astype(np.float32)
+    counts_adata.X[5, 3] = 2.5
+    with pytest.raises(ValueError, match=r"2\.5 \(1 in cells 1-300\)"):
+        dv.model.ZINBVAE.setup_anndata(counts_adata)
