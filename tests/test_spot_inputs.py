@@ -241,3 +241,11 @@ def test_signature_map_keeps_missing_signatures_through_h5ad(slides, tmp_path):
     back = ad.read_h5ad(tmp_path / "a.h5ad").uns["archetypes"]["signature_map"]["signature"]
     assert back.isna().tolist() == table["signature"].isna().tolist()
     assert "nan" not in back.astype(object).dropna().tolist()
+
+
+def test_spot_models_call_their_rows_spots():
+    spots = dv.datasets.synthetic_counts(n_cells=40, n_genes=20, n_clusters=2, seed=0)
+    spots.X = spots.X.toarray() if hasattr(spots.X, "toarray") else spots.X
+    spots.X[:3] = 0
+    with pytest.warns(UserWarning, match="3 spots in adata.X are all zeros"):
+        dv.model.Archetypes.setup_anndata(spots)

@@ -491,7 +491,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
         with warnings.catch_warnings():
             # Setup's advice to filter out silent genes is for training: a trained model reads
             # the genes it was trained on (NMFDeconv's from_reference had said so too).
-            warnings.filterwarnings("ignore", message=r".* genes in .* are zero in every cell")
+            warnings.filterwarnings("ignore", message=r".* genes in .* are zero in every")
             model = super().load(dir_path, adata=adata, **kwargs)
         model._after_load()
         return model

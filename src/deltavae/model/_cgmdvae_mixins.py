@@ -14,8 +14,9 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import RNASeqMixin
 
 from ..train._convergence import train_longer
+from ._de import check_de_groups
 from ._labels import warn_if_unlabelled_lookalike
-from ._validation import check_de_groups, warn_user
+from ._validation import warn_user
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 

@@ -271,6 +271,6 @@ class FromReferenceMixin:
         spot_index = model_kwargs.get("inference") == "per_spot"
         with warnings.catch_warnings():
             # Genes the model does not use may be silent in every spot; that says nothing.
-            warnings.filterwarnings("ignore", message=r".*genes in .* are zero in every cell")
+            warnings.filterwarnings("ignore", message=r".*genes in .* are zero in every")
             cls.setup_anndata(spots, layer=layer, spot_index=spot_index)
         return cls(spots, signatures=signatures[expressed], **model_kwargs)

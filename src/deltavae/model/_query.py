@@ -217,7 +217,7 @@ class QueryMappingMixin(ArchesMixin):
             warnings.filterwarnings("ignore", message=r".*Missing labels key.*")
             # The genes the alignment filled with zeros were announced above; told to filter
             # them out, a user would drop genes the reference's networks read.
-            warnings.filterwarnings("ignore", message=r".* genes in .* are zero in every cell")
+            warnings.filterwarnings("ignore", message=r".* genes in .* are zero in every")
             model = super().load_query_data(
                 aligned, reference_model, accelerator=accelerator, device=device
             )

@@ -52,7 +52,7 @@ class SpotModelMixin:
         ``spot_index``, each spot's row (written to ``obs[SPOT_INDEX]`` once the data passed)."""
         check_setup_target(adata)
         _refuse_duplicates(pd.Index(adata.var_names.astype(str)), "adata")
-        check_data(adata, layer, kind="counts")
+        check_data(adata, layer, kind="counts", unit="spots")
         fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True), *extra_fields]
         if spot_index:
             adata.obs[SPOT_INDEX] = np.arange(adata.n_obs)

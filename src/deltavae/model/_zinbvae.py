@@ -26,11 +26,11 @@ from scvi.model.base import (
 from ..module import ZINBVAEModule
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
+from ._de import check_de_groups
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._validation import (
     check_data,
-    check_de_groups,
     check_model_arguments,
     check_obs_keys,
     check_setup_target,
