@@ -60,13 +60,19 @@ def test_archetypes_refuses_duplicated_gene_names():
         dv.model.Archetypes.setup_anndata(spots)
 
 
+def _with_empty_rows(adata, n: int):
+    """A dense copy of ``adata`` whose first ``n`` rows hold no counts."""
+    adata = adata.copy()
+    X = np.asarray(adata.X.todense()) if hasattr(adata.X, "todense") else adata.X
+    X[:n] = 0
+    adata.X = X
+    return adata
+
+
 def test_empty_reference_cells_are_named_once_in_the_package_words(split):
     """scanpy's 'Some cells have zero counts' leaked from inside the call, unexplained."""
     spots, ref = split
-    ref = ref.copy()
-    X = np.asarray(ref.X.todense()) if hasattr(ref.X, "todense") else ref.X.copy()
-    X[:2] = 0
-    ref.X = X
+    ref = _with_empty_rows(ref, 2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key="cluster")
@@ -78,10 +84,7 @@ def test_empty_reference_cells_are_named_once_in_the_package_words(split):
 # ----------------------------------------------------------------------------- results
 def test_empty_spots_are_warned_when_proportions_are_read(split):
     spots, ref = split
-    spots = spots.copy()
-    X = np.asarray(spots.X.todense()) if hasattr(spots.X, "todense") else spots.X.copy()
-    X[:3] = 0
-    spots.X = X
+    spots = _with_empty_rows(spots, 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")

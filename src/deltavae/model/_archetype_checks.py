@@ -7,8 +7,15 @@ from __future__ import annotations
 import pandas as pd
 from anndata import AnnData
 
-from ._genes import _gene_difference, _refuse_duplicates, match_genes
+from ._genes import match_genes
 from ._validation import category_mappings
+
+_ADVICE = (
+    "Archetypes' encoder reads every training gene: pass spots that have them all, e.g. "
+    "adata[:, model.adata.var_names] (extra genes are dropped that way). Archetypes cannot "
+    "make a missing gene up; spots measured on another gene panel need a model fitted on the "
+    "shared genes."
+)
 
 
 def check_new_spots(adata: AnnData, genes: pd.Index | None, registry: dict | None) -> AnnData:
@@ -23,18 +30,6 @@ def check_new_spots(adata: AnnData, genes: pd.Index | None, registry: dict | Non
     >>> check_new_spots(spots, pd.Index(["a", "b"]), None) is spots
     True
     """
-    names = pd.Index(adata.var_names.astype(str))
-    if genes is not None and not names.equals(genes):
-        _refuse_duplicates(names, "adata")
-        if len(genes.difference(names)) or len(names.difference(genes)):
-            raise ValueError(
-                f"adata's genes differ from the {len(genes)} genes the Archetypes model was "
-                f"trained on: {_gene_difference(genes, names)}. Its encoder reads every "
-                "training gene: pass spots that have them all, e.g. "
-                "adata[:, model.adata.var_names] (extra genes are dropped that way). Archetypes "
-                "cannot make a missing gene up; spots measured on another gene panel need a "
-                "model fitted on the shared genes."
-            )
     for key, known in (category_mappings(registry) if registry else {}).items():
         if key not in adata.obs:
             continue  # check_known_categories names the missing column
@@ -48,4 +43,4 @@ def check_new_spots(adata: AnnData, genes: pd.Index | None, registry: dict | Non
                 f"on all samples together (setup_anndata(adata, sample_key={key!r})), or, as "
                 "an approximation, label the new spots with a similar training sample."
             )
-    return match_genes(adata, genes)
+    return match_genes(adata, genes, advice=_ADVICE)

@@ -34,12 +34,19 @@ def _refuse_duplicates(names: pd.Index, who: str) -> None:
         )
 
 
-def match_genes(adata: AnnData, genes: pd.Index | None) -> AnnData:
+_ADVICE = (
+    "Pass the training genes in the training order, e.g. adata[:, model.adata.var_names] (a "
+    "missing gene cannot be made up; map a dataset with other genes with load_query_data)."
+)
+
+
+def match_genes(adata: AnnData, genes: pd.Index | None, advice: str = _ADVICE) -> AnnData:
     """``adata`` with the training ``genes`` in the training order, or a clear refusal.
 
     The same genes in another order are reordered by name, on a copy, with a warning (the
-    user's AnnData is left as it is); missing or extra genes are refused by name. ``genes``
-    ``None`` (a model without recorded genes) leaves ``adata`` as it is.
+    user's AnnData is left as it is); missing or extra genes are refused by name, with the
+    model's ``advice``. ``genes`` ``None`` (a model without recorded genes) leaves ``adata``
+    as it is.
     """
     names = pd.Index(adata.var_names.astype(str))
     if genes is None or names.equals(genes):
@@ -48,10 +55,7 @@ def match_genes(adata: AnnData, genes: pd.Index | None) -> AnnData:
     if len(genes.difference(names)) or len(names.difference(genes)):
         raise ValueError(
             f"adata's genes differ from the {len(genes)} genes the model was trained on: "
-            f"{_gene_difference(genes, names)}. Pass the training genes in the training "
-            "order, e.g. "
-            "adata[:, model.adata.var_names] (a missing gene cannot be made up; map a "
-            "dataset with other genes with load_query_data)."
+            f"{_gene_difference(genes, names)}. {advice}"
         )
     warn_user(
         f"adata has the model's {len(genes)} genes in another order; they are reordered "
