@@ -28,7 +28,7 @@ from ..train._runner import DeltaTrainRunner
 from ._genes import _gene_difference, match_genes
 from ._labels import check_labels_to_load, with_labels_column
 from ._saved import _package_version, read_saved
-from ._scvi_glue import _SCVI_MODEL_LOGGER, _OnDevice, _sealed, _without_message
+from ._scvi_glue import _OnDevice, _picklable_state, _sealed, _transferring_quietly
 from ._validation import (
     check_backing_for_training,
     check_data,
@@ -227,6 +227,8 @@ class DeltaModelMixin(PyroSviTrainMixin):
         loader = {"block_size": shuffle_block_size} if shuffle_block_size is not None else {}
         if distributed:
             loader["distributed_sampler"] = True
+        if math.ceil(train_size * self.adata.n_obs) % batch_size == 1:
+            loader["drop_last"] = True  # one cell left over: BatchNorm cannot train on it alone
         if loader:
             trainer_kwargs["datasplitter_kwargs"] = {
                 **loader,
@@ -355,9 +357,9 @@ class DeltaModelMixin(PyroSviTrainMixin):
             if "does not match the AnnData object" not in str(err):
                 raise
             raise ValueError(
-                "This AnnData is a copy or subset of the one set up (e.g. subset to highly "
-                f"variable genes after setup_anndata): call {cls.__name__}.setup_anndata on it "
-                "again, then build the model."
+                "This AnnData's setup is not current: it is a copy or subset of the one set up "
+                "(e.g. subset to highly variable genes after setup_anndata), or a copy of it was "
+                f"set up since. Call {cls.__name__}.setup_anndata on it, then build the model."
             ) from err
 
     @classmethod
@@ -397,17 +399,17 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 check_known_categories(adata, self.registry_)
                 layer = self.registry_["setup_args"].get("layer")
                 check_data(adata, layer, kind=self._data_kind, min_cells=1, warn_empty=False)
-        # A new AnnData is registered like the training one; scvi-tools logs that at INFO on
-        # every call, which says nothing the user can act on.
-        with _without_message(
-            _SCVI_MODEL_LOGGER,
-            "Input AnnData not setup with scvi-tools",
-            "AnnData object appears to be a copy",
-        ):
+        with _transferring_quietly():  # registered like the training AnnData
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
+    def __getstate__(self) -> dict:
+        """Pickle a model (joblib, multiprocessing); :meth:`save` is the lasting format."""
+        return _picklable_state(self)
 
     def _make_data_loader(self, *args, **kwargs):
         """scvi-tools' inference loader, with every minibatch moved to the module's device."""
+        if kwargs.get("indices") is not None and len(kwargs["indices"]) == 0:
+            raise ValueError("indices selects no cell; pass at least one (or None for all).")
         return _OnDevice(super()._make_data_loader(*args, **kwargs), self.module)
 
     def _resolve_adata(self, adata: AnnData | None) -> AnnData:

@@ -26,7 +26,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin, _OnDevice
 from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin
-from ._labels import check_label_setup
+from ._labels import check_label_setup, small_categories_named
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._validation import check_data, check_model_arguments, check_obs_keys, check_setup_target
@@ -246,7 +246,9 @@ class CGMDVAE(
                 CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, conditions[0] if conditions else None)
             )
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
+        unlabelled = {labels_key: unlabeled_category or _DEFAULT_UNLABELED} if labels_key else {}
+        with small_categories_named(adata, [*(conditions or []), *unlabelled], unlabelled, query):
+            adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
     def train(

@@ -294,7 +294,7 @@ class ClustersMixin:
         data = None
         x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         in_memory = isinstance(x, np.ndarray) or sparse.issparse(x)
-        if module.observation.is_count and in_memory:
+        if module.observation.is_count and in_memory and x.shape[1] > 1:
             data = data_components(x[cells], group, settings.seed or 0)
             if group is not None and condition_mixing(data, group) < 0.9 * condition_mixing(
                 points, group
@@ -321,11 +321,17 @@ class ClustersMixin:
         if not empty:
             return
         k = self.module.n_clusters
+        fewer = max(k - len(empty), 2, len(self.label_names))
+        advice = f"If they hold fewer, n_clusters={fewer} fits them." if fewer < k else ""
+        if set(empty) & set(self.label_names):
+            advice = (
+                "Each label keeps its cluster: a label whose cluster stays empty has too few "
+                "labelled cells, or cells too like another label's, to hold one."
+            )
         warn_user(
             f"{len(empty)} of {k} clusters are empty after training ({', '.join(empty[:10])}"
             f"{', ...' if len(empty) > 10 else ''}). If the data hold {k} groups, training "
-            f"was too short. {train_longer(max_epochs, validation=False)} If they hold fewer, "
-            f"n_clusters={k - len(empty)} fits them."
+            f"was too short. {train_longer(max_epochs, validation=False)} {advice}".rstrip()
         )
 
     def _check_n_clusters(self, n_clusters) -> int:

@@ -3,6 +3,10 @@ column) a trained model has not seen, read as unlabelled."""
 
 from __future__ import annotations
 
+import contextlib
+import numbers
+import warnings
+
 import pandas as pd
 from anndata import AnnData
 
@@ -28,16 +32,50 @@ def check_label_setup(
                 "labels, or omit unlabeled_category for unsupervised training."
             )
         return
-    labels = adata.obs[labels_key].astype(str)
+    column = adata.obs[labels_key]
+    labels = column.astype(str)
+    kinds = {type(v).__name__ for v in pd.unique(column.dropna())}
+    if "str" in kinds and len(kinds) > 1:
+        raise ValueError(
+            f"adata.obs[{labels_key!r}] mixes strings with other values ({sorted(kinds)}); "
+            f"make them all strings: adata.obs[{labels_key!r}] = "
+            f"adata.obs[{labels_key!r}].astype(str)."
+        )
+    marks = column[labels == str(unlabeled_category)]
+    if unlabeled_category is not None and len(marks) and not (marks == unlabeled_category).any():
+        mark = marks.iloc[0]
+        mark = mark.item() if hasattr(mark, "item") else mark  # numpy scalars print plainly
+        raise ValueError(
+            f"unlabeled_category={unlabeled_category!r} is a {type(unlabeled_category).__name__},"
+            f" but adata.obs[{labels_key!r}] holds {column.dtype} values: pass it as it is "
+            f"there, unlabeled_category={mark!r}."
+        )
+    if kinds and "str" not in kinds and not isinstance(unlabeled_category, numbers.Number):
+        raise ValueError(
+            f"adata.obs[{labels_key!r}] holds {column.dtype} values, read as label names: make "
+            f"them strings, adata.obs[{labels_key!r}] = adata.obs[{labels_key!r}].astype(str) "
+            "(or, for integer labels with an integer mark of unlabelled cells, pass that mark "
+            "as unlabeled_category)."
+        )
     if unlabeled_category is not None and not (labels == str(unlabeled_category)).any():
         raise ValueError(
             f"unlabeled_category={unlabeled_category!r} does not occur in "
             f"adata.obs[{labels_key!r}], so no cell is unlabelled. Mark unlabelled cells "
             "with it, or omit it for supervised training."
         )
-    unlabelled = unlabeled_category or default
+    unlabelled = str(default if unlabeled_category is None else unlabeled_category)
     if labels.nunique() - int((labels == unlabelled).any()) < 1:
         raise ValueError(f"labels_key={labels_key!r} holds no labelled cell.")
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        unused = [str(c) for c in column.cat.categories if not (column == c).any()]
+        unused = [c for c in unused if c != unlabelled]
+        if unused:
+            warn_user(
+                f"adata.obs[{labels_key!r}] has categories no cell carries ({unused[:5]}); each "
+                "label gets a cluster, so theirs stay empty. Drop them before setup_anndata: "
+                f"adata.obs[{labels_key!r}] = adata.obs[{labels_key!r}]"
+                ".cat.remove_unused_categories()."
+            )
 
 
 #: Label values that usually mark unlabelled cells (compared in lower case).
@@ -127,4 +165,35 @@ def check_labels_to_load(adata: AnnData, registry: dict) -> None:
         raise ValueError(
             f"adata.obs[{key!r}] holds labels the model was not trained with: {new[:5]}. Mark "
             f"those cells unlabelled ({unlabelled!r}) to load the model with this AnnData."
+        )
+
+
+@contextlib.contextmanager
+def small_categories_named(
+    adata: AnnData, columns: list[str], unlabelled: dict | None = None, query: bool = False
+):
+    """Registering ``columns`` (obs keys) with scvi-tools, whose warning for a category of
+    fewer than 3 cells names its internal column and a code (twice for labels): that warning
+    is replaced by one naming the user's column and values (none for a ``query``, whose
+    categories the reference fixed). ``unlabelled`` maps a labels column to its unlabelled
+    mark, whose cells are not counted."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Category .* has fewer than 3 cells")
+        yield
+    if query:
+        return
+    small = []
+    for key in columns:
+        values = adata.obs[key].astype(str)
+        if key in (unlabelled or {}):
+            values = values[values != str(unlabelled[key])]
+        counts = values.value_counts()
+        few = counts[counts < 3]
+        if len(few):
+            listed = ", ".join(f"{v!r} ({n})" for v, n in list(few.items())[:5])
+            small.append(f"adata.obs[{key!r}]: {listed}")
+    if small:
+        warn_user(
+            "Categories with fewer than 3 cells (" + "; ".join(small) + "): the model learns "
+            "little of them; merge them into another category or drop those cells."
         )

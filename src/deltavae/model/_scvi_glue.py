@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
+import warnings
 
 from scvi.data._constants import _FIELD_REGISTRIES_KEY as _FIELD_REGISTRIES
 from scvi.module.base._decorators import _move_data_to_device
@@ -42,6 +44,36 @@ def _without_message(logger_name: str, *starts: str):
         yield
     finally:
         target.removeFilter(drop)
+
+
+@contextlib.contextmanager
+def _transferring_quietly():
+    """scvi-tools' transfer of a model's setup to a new AnnData, without what it says at every
+    call that the user cannot act on: INFO records that the AnnData was not set up or looks
+    like a copy, and warnings of categories with few cells (which matter to training only)."""
+    with (
+        _without_message(
+            _SCVI_MODEL_LOGGER,
+            "Input AnnData not setup with scvi-tools",
+            "AnnData object appears to be a copy",
+        ),
+        warnings.catch_warnings(),
+    ):
+        warnings.filterwarnings("ignore", message=r"Category .* has fewer than 3 cells")
+        yield
+
+
+def _picklable_state(model) -> dict:
+    """A model's ``__dict__`` for pickle: without the finished run's Lightning trainer, and
+    with a copy of the module whose parameters lack the weak references Pyro's parameter store
+    attaches to them (``pyro.module`` attaches them again when the model next trains)."""
+    state = model.__dict__.copy()
+    state.pop("trainer", None)
+    if state.get("module") is not None:
+        state["module"] = copy.deepcopy(state["module"])
+        for param in state["module"].parameters():
+            param.__dict__.pop("unconstrained", None)
+    return state
 
 
 class _OnDevice:

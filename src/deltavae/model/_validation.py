@@ -133,6 +133,11 @@ def check_data(
     if adata.n_vars < 1:
         raise ValueError("adata has no variables (genes).")
     X = _matrix(adata, layer)
+    if sparse.issparse(X) and not sparse.isspmatrix(X):
+        raise TypeError(
+            f"{where} is a scipy sparse array ({type(X).__name__}), which scvi-tools does not "
+            f"read; make it a sparse matrix: {where} = scipy.sparse.csr_matrix({where})."
+        )
     cell_sums = np.zeros(adata.n_obs)
     gene_nonzero = np.zeros(adata.n_vars, dtype=bool)
     row = 0

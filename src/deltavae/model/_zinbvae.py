@@ -27,6 +27,7 @@ from ..module import ZINBVAEModule
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._de import check_de_groups
+from ._labels import small_categories_named
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._validation import (
@@ -186,7 +187,9 @@ class ZINBVAE(
             NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
         ]
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
+        columns = [k for k in (batch_key, *(categorical_covariate_keys or [])) if k]
+        with small_categories_named(adata, columns, query="source_registry" in kwargs):
+            adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
     @functools.wraps(RNASeqMixin.differential_expression)

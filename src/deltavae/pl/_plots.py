@@ -60,8 +60,8 @@ def history(
     log
         Logarithmic y axis.
     shade_warmup
-        Shade the epochs in which the KL weight was still below 1 (the training ELBO is then
-        annealed and not comparable with the validation ELBO).
+        Shade the epochs in which the KL weight was still below 1 (the model then trained on
+        a loss with its KL terms down-weighted; ``elbo_train`` is the full ELBO throughout).
     {show_save}
 
     Returns
@@ -109,7 +109,8 @@ def history(
         ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("negative ELBO per cell")
+    elbo_only = all(key.startswith(("elbo_", "train_loss", "validation_loss")) for key in keys)
+    ax.set_ylabel("negative ELBO per cell" if elbo_only else "per cell (nats)")
     ax.set_title("Training history")
     # A framed legend stays readable when it sits on the shaded warm-up.
     ax.legend(edgecolor="0.6")
@@ -266,10 +267,10 @@ def cluster_composition(
     col_names = _tick_names(labels.categories, labels.codes, known, cluster_key, show_sizes)
     if normalize == "cluster":
         table = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
-        bar_label = f"fraction of {cluster_key} cluster"
+        bar_label = f"fraction of the cells of each {cluster_key}"
     elif normalize == "label":
         table = table / np.maximum(table.sum(axis=0, keepdims=True), 1)
-        bar_label = f"fraction of {label_key}"
+        bar_label = f"fraction of the cells of each {label_key}"
     else:
         bar_label = "cells"
     n_rows, n_cols = table.shape

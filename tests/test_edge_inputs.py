@@ -1,0 +1,128 @@
+"""Unusual but legitimate data and calls: a lone last cell, one gene, sparse arrays, labels
+that are not names, pickling, tiny inputs, empty selections."""
+
+import pickle
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+from scipy import sparse
+
+import deltavae as dv
+
+SMALL = {"n_hidden": 16, "n_latent": 4}
+
+
+def _cells(n_cells=120, n_genes=20, seed=0):
+    return dv.datasets.synthetic_counts(
+        n_cells=n_cells, n_genes=n_genes, n_clusters=2, n_conditions=2, seed=seed
+    )
+
+
+@pytest.mark.parametrize("cls", [dv.model.ZINBVAE, dv.model.CGMDVAE])
+def test_a_lone_last_training_cell_does_not_stop_training(cls):
+    adata = _cells(n_cells=129)  # 129 training cells, minibatches of 128: one left over
+    cls.setup_anndata(adata)
+    model = cls(adata, **SMALL)
+    model.train(max_epochs=2, train_size=1.0)
+    assert np.isfinite(model.history["elbo_train"].to_numpy()).all()
+
+
+def test_cgmdvae_trains_on_one_gene():
+    counts = np.random.default_rng(0).poisson(5.0, size=(60, 1)).astype(np.float32)
+    adata = ad.AnnData(counts)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    model = dv.model.CGMDVAE(adata, n_clusters=2, likelihood="nb", **SMALL)
+    model.train(max_epochs=3, batch_size=32)
+    assert model.get_latent_representation().shape == (60, 4)
+
+
+def test_a_sparse_array_is_refused_with_the_conversion():
+    adata = _cells()
+    adata.X = sparse.csr_array(adata.X)
+    for cls in (dv.model.ZINBVAE, dv.model.CGMDVAE):
+        with pytest.raises(TypeError, match=r"scipy.sparse.csr_matrix\(adata.X\)"):
+            cls.setup_anndata(adata)
+
+
+def test_labels_that_are_not_names_say_how_to_make_them_names():
+    adata = _cells()
+    codes = adata.obs["cluster"].astype(int).to_numpy()
+    adata.obs["ints"] = codes
+    with pytest.raises(ValueError, match=r"\.astype\(str\)"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="ints")
+    mixed = codes.astype(object)
+    mixed[::3] = "Unknown"
+    adata.obs["mixed"] = mixed
+    with pytest.raises(ValueError, match="mixes strings with other values"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="mixed")
+    marked = codes.copy()
+    marked[::3] = -1
+    adata.obs["marked"] = marked
+    with pytest.raises(ValueError, match="pass it as it is there, unlabeled_category=-1"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="marked", unlabeled_category="-1")
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="marked", unlabeled_category=-1)
+    assert sorted(dv.model.CGMDVAE(adata, **SMALL).label_names) == ["0", "1"]
+
+
+def test_label_categories_without_cells_and_rare_labels_are_named_once():
+    adata = _cells()
+    labels = adata.obs["cluster"].astype(str).to_numpy().astype(object)
+    labels[2:] = np.where(labels[2:] == "1", "1", "Unknown")
+    labels[:2] = "0"  # two labelled cells of '0'
+    adata.obs["lab"] = pd.Categorical(labels, categories=["0", "1", "Unknown", "Platelet"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="lab")
+        dv.model.CGMDVAE(adata, **SMALL)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "_scvi_labels" in m]
+    assert sum("adata.obs['lab']: '0' (2)" in m for m in messages) == 1
+    assert sum("categories no cell carries (['Platelet'])" in m for m in messages) == 1
+
+
+@pytest.mark.parametrize("cls", [dv.model.ZINBVAE, dv.model.CGMDVAE])
+def test_a_trained_model_pickles_and_keeps_training(cls):
+    scvi.settings.seed = 0
+    adata = _cells()
+    cls.setup_anndata(adata)
+    model = cls(adata, **SMALL)
+    model.train(max_epochs=2, batch_size=64)
+    copy = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(
+        copy.get_latent_representation(), model.get_latent_representation()
+    )
+    copy.train(max_epochs=1, batch_size=64)
+    assert copy.is_trained
+
+
+def test_small_inputs_to_a_trained_model_are_not_warned_about_training(counts_adata):
+    dv.model.CGMDVAE.setup_anndata(counts_adata, condition_key="condition")
+    model = dv.model.CGMDVAE(counts_adata, **SMALL)
+    model.train(max_epochs=1, batch_size=64)
+    few = counts_adata[[0, 1, 150, 151]]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.get_latent_representation(few)
+    assert not [w for w in caught if "fewer than 3 cells" in str(w.message)]
+    with pytest.raises(ValueError, match="indices selects no cell"):
+        model.get_latent_representation(indices=[])
+
+
+def test_empty_cluster_advice_can_be_followed(counts_adata, monkeypatch):
+    dv.model.CGMDVAE.setup_anndata(counts_adata)
+    model = dv.model.CGMDVAE(counts_adata, n_clusters=3, **SMALL)
+    monkeypatch.setattr(model, "predict_clusters", lambda *a, **k: np.zeros(300, dtype=int))
+    with pytest.warns(UserWarning, match="2 of 3 clusters are empty") as record:
+        model._warn_if_clusters_empty(10)
+    assert "n_clusters=2 fits them" in str(record[0].message)  # never n_clusters=1
+    counts_adata.obs["lab"] = counts_adata.obs["cluster"].astype(str)
+    dv.model.CGMDVAE.setup_anndata(counts_adata, labels_key="lab")
+    labelled = dv.model.CGMDVAE(counts_adata, **SMALL)
+    monkeypatch.setattr(labelled, "predict_clusters", lambda *a, **k: np.zeros(300, dtype=int))
+    with pytest.warns(UserWarning, match="Each label keeps its cluster") as record:
+        labelled._warn_if_clusters_empty(10)
+    assert "n_clusters=" not in str(record[0].message)
