@@ -100,3 +100,16 @@ def test_non_integer_counts_name_the_cells_they_are_in(counts_adata):
     counts_adata.X[5, 3] = 2.5
     with pytest.raises(ValueError, match=r"2\.5 \(1 in cells 1-300\)"):
         dv.model.ZINBVAE.setup_anndata(counts_adata)
+
+
+def test_the_classifier_term_is_logged_beside_the_elbo(counts_adata):
+    counts_adata.obs["cell_type"] = counts_adata.obs["cluster"].astype(str)
+    dv.model.CGMDVAE.setup_anndata(counts_adata, labels_key="cell_type")
+    model = dv.model.CGMDVAE(counts_adata, **SMALL)
+    model.train(max_epochs=3, batch_size=64)
+    h = model.history
+    for split in ("train", "validation"):
+        assert np.isfinite(h[f"classifier_{split}"].to_numpy()).all()
+    kl = h["kl_local_train"].iloc[:, 0].to_numpy()
+    terms = [k for k in h if k.endswith("_train") and k.startswith(("z_", "w_", "y_", "d_"))]
+    assert terms and np.allclose(kl, sum(h[k].iloc[:, 0].to_numpy() for k in terms), rtol=1e-4)

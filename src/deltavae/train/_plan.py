@@ -352,8 +352,14 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         means = {k: v / self._epoch_cells[k] for k, v in self._epoch_sums.items()}
         elbo = loss
         kl_weight = means.pop("kl_weight", None)
-        if kl_weight is not None and "reconstruction_loss" in means and len(means) > 1:
-            kl = sum(v for k, v in means.items() if k != "reconstruction_loss")
+        if (
+            kl_weight is not None
+            and "reconstruction_loss" in means
+            and len(means) > 1 + len(self._extra)
+        ):
+            kl = sum(
+                v for k, v in means.items() if k != "reconstruction_loss" and k not in self._extra
+            )
             elbo = loss + (1.0 - kl_weight) * kl.to(loss.device)
         self.log("elbo_train", elbo, prog_bar=True, sync_dist=self._sync_dist)
         self.log("train_loss", loss, sync_dist=self._sync_dist)
@@ -362,6 +368,11 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         if means:
             self._log_terms(means, "train", {"sync_dist": self._sync_dist})
         self._epoch_sums, self._epoch_cells = {}, {}
+
+    @property
+    def _extra(self) -> set[str]:
+        """Names of the logged metrics that are not terms of the ELBO."""
+        return getattr(self, "_extra_names", set())
 
     def _module_terms(self, batch) -> dict[str, torch.Tensor]:
         """The ELBO's per-cell terms from a second, torch-side pass of the module (its
@@ -374,18 +385,29 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
             _, _, terms = self.module(batch)
         for buffer, kept in buffers:
             buffer.copy_(kept)
-        return {"reconstruction_loss": sum(terms.reconstruction_loss.values()), **terms.kl_local}
+        n = batch[REGISTRY_KEYS.X_KEY].shape[0]
+        # Metrics beside the ELBO (CGMDVAE's classifier term, a mean over the minibatch),
+        # spread over its cells so that they add up per epoch as the terms do.
+        extra = {
+            name: torch.as_tensor(value).float().reshape(-1).expand(n)
+            for name, value in (terms.extra_metrics or {}).items()
+            if torch.as_tensor(value).numel() == 1
+        }
+        self._extra_names = set(extra)
+        recon = sum(terms.reconstruction_loss.values())
+        return {"reconstruction_loss": recon, **terms.kl_local, **extra}
 
     def _log_terms(self, means: dict[str, torch.Tensor], split: str, log: dict) -> None:
         """Log the ELBO's terms (``means``: per-cell means) under scvi-tools' names:
         ``reconstruction_loss_<split>``, ``kl_local_<split>`` (the sum of the KL terms),
         ``kl_global_<split>`` (0: no global latent) and ``<term>_<split>`` for each local
-        term."""
+        term and each metric beside the ELBO (``classifier_<split>`` for labelled CGMDVAE)."""
         means = dict(means)
+        extra = {k: means.pop(k) for k in list(means) if k in self._extra}
         self.log(f"reconstruction_loss_{split}", means.pop("reconstruction_loss"), **log)
         self.log(f"kl_local_{split}", sum(means.values()), **log)
         self.log(f"kl_global_{split}", 0.0, **log)
-        for name, value in means.items():
+        for name, value in {**means, **extra}.items():
             if name != "kl_local":  # a module without named terms: the sum says it all
                 self.log(f"{name}_{split}", value, **log)
 
