@@ -1,6 +1,8 @@
 """Classical archetypal analysis (numpy): a monotone explained-variance curve, and no archetype
 on a lone outlying point once points are smoothed over their neighbours."""
 
+import warnings
+
 import numpy as np
 
 from deltavae.model._archetypal_analysis import (
@@ -46,3 +48,10 @@ def test_a_lone_outlier_is_an_archetype_unless_points_are_smoothed():
     B_spots = np.asarray((S.T @ B.T).T)  # archetypes as mixtures of the original points
     assert np.allclose(B_spots.sum(axis=1), 1.0) and (B_spots >= 0).all()
     assert B_spots[:, -1].max() <= 0.1 + 1e-9  # the outlier weighs at most its share, 1/10
+
+
+def test_points_that_coincide_are_explained_without_a_division_by_zero():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, _, explained = convex_archetypes(np.ones((10, 3)), 2)
+    assert explained == 1.0

@@ -112,7 +112,8 @@ def convex_archetypes(
             break
         previous = rss
     rss, W, B = best
-    return W, B, float(1.0 - rss / total)
+    # Points that all coincide have nothing to explain: the archetypes explain all of it.
+    return W, B, float(1.0 - rss / total) if total > 0 else 1.0
 
 
 def _start(Xs: np.ndarray, k: int, rng: np.random.Generator, init_B: np.ndarray | None):
