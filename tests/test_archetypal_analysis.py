@@ -4,6 +4,7 @@ on a lone outlying point once points are smoothed over their neighbours."""
 import warnings
 
 import numpy as np
+import pytest
 
 from deltavae.model._archetypal_analysis import (
     archetype_curve,
@@ -55,3 +56,17 @@ def test_points_that_coincide_are_explained_without_a_division_by_zero():
         warnings.simplefilter("error")
         _, _, explained = convex_archetypes(np.ones((10, 3)), 2)
     assert explained == 1.0
+
+
+def test_merging_by_similarity_keeps_at_least_two_archetypes():
+    from deltavae.model._archetype_results import merge_groups
+
+    rng = np.random.default_rng(0)
+    mean = np.full(20, 0.05)
+    direction = rng.random(20)
+    profiles = np.stack([mean + 0.01 * (1 + 0.02 * i) * direction for i in range(4)])
+    profiles[:, 0] += 0.0005 * np.arange(4)  # directions differ slightly
+    weights = rng.dirichlet(np.ones(4), size=200)
+    with pytest.warns(UserWarning, match="would merge every archetype into one"):
+        groups, _, _ = merge_groups(profiles, mean, weights, merge_threshold=0.5, min_spots=1)
+    assert len(np.unique(groups)) == 2

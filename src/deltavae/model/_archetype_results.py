@@ -240,6 +240,16 @@ def merge_groups(
     labels = np.arange(len(profiles))
     if merge_threshold < 1.0:
         labels = fcluster(tree, t=1.0 - merge_threshold, criterion="distance")
+        if len(np.unique(labels)) < 2 <= len(profiles):
+            # One archetype describes nothing: keep the two most different groups.
+            labels = fcluster(tree, t=2, criterion="maxclust")
+            if len(np.unique(labels)) < 2:
+                labels = np.arange(len(profiles))
+            warn_user(
+                f"merge_threshold={merge_threshold} would merge every archetype into one; "
+                f"{len(np.unique(labels))} are kept. Pass a higher merge_threshold to merge "
+                "less, or fewer archetypes."
+            )
     labels, thin = merge_thin(labels, weights, deviations, min_spots)
     _, first = np.unique(labels, return_index=True)
     order = {label: rank for rank, label in enumerate(labels[np.sort(first)])}
