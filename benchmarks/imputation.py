@@ -24,6 +24,7 @@ invariant to a gene's scale, so only these per-spot factors matter.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 import warnings
@@ -224,6 +225,9 @@ def main() -> None:
         f"deltavae {dv.__version__}, scvi-tools {scvi.__version__}, torch {torch.__version__}, "
         f"{args.threads} torch thread(s); load average at start {load_average():.1f}"
     )
+    if "tangram" in args.methods and importlib.util.find_spec("tangram") is None:
+        print("tangram-sc is not installed (pip install tangram-sc): Tangram is left out.")
+        args.methods = [m for m in args.methods if m != "tangram"]
     rows, wins = [], []
     for name in args.pairs:
         result = run_pair(name, args)
