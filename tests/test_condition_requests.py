@@ -136,3 +136,20 @@ def test_a_model_reading_counts_from_disk_predicts_samples_and_tests(tmp_path):
     ctrl_backed = backed[backed.obs["condition"] == "ctrl"]
     in_file = model.predict_perturbation(ctrl_backed, "stim", method="nearest_response")
     np.testing.assert_allclose(in_file.X, nearest.X, rtol=1e-5)
+
+
+def test_a_query_model_translates_to_a_condition_its_cells_lack():
+    scvi.settings.seed = 0
+    adata = _with_donors()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=2, batch_size=64)
+    query = _ctrl(adata)
+    query.obs["condition"] = pd.Categorical(query.obs["condition"].astype(str))  # only 'ctrl'
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nothing is left to learn
+        mapped = dv.model.CGMDVAE.load_query_data(query, model)
+    out = mapped.translate(query, "stim")
+    assert set(out.obs["condition"]) == {"stim"}
+    assert out.uns["response_weight"] == 0.0  # no reference cells to take responses from
+    assert list(query.obs["condition"].cat.categories) == ["ctrl"]  # the query as it was

@@ -201,14 +201,23 @@ def condition_column(train_column: pd.Series, value, n: int):
     --------
     >>> condition_column(pd.Series([0, 1, 1]), "1", 2).tolist()
     [1, 1]
+    >>> list(condition_column(pd.Series(["ctrl"], dtype="category"), "stim", 1).categories)
+    ['ctrl', 'stim']
     """
     if isinstance(train_column.dtype, pd.CategoricalDtype):
         categories = train_column.cat.categories
-        typed = categories[[str(c) for c in categories].index(str(value))]
+        names = [str(c) for c in categories]
+        if str(value) in names:
+            typed = categories[names.index(str(value))]
+        else:  # a condition this AnnData lacks (a query model's target): add it
+            typed, categories = value, categories.append(pd.Index([value]))
         return pd.Categorical([typed] * n, categories=categories)
     matches = train_column[train_column.astype(str) == str(value)]
     typed = matches.iloc[0] if len(matches) else value
-    return np.array([typed] * n, dtype=train_column.dtype)
+    try:
+        return np.array([typed] * n, dtype=train_column.dtype)
+    except (TypeError, ValueError):
+        return np.array([typed] * n, dtype=object)
 
 
 def _group_means(z: np.ndarray, groups: np.ndarray | None) -> dict:
@@ -439,6 +448,14 @@ def with_observed_responses(
     used.
     """
     key = _default_condition_key(model)
+    if str(target_condition) not in set(model.adata.obs[key].astype(str)):
+        # A query model reads the query's cells, not the reference's: none under the target.
+        if strict:
+            raise NoResponseError(
+                f"The model's AnnData holds no cells under {str(target_condition)!r}, so there "
+                "is no observed response to average; pass response_weight=0."
+            )
+        return translated, 0.0
     own = adata.obs[key].astype(str).to_numpy()
     expected = translated["expected"].copy()
     counts = None if translated["counts"] is None else translated["counts"].copy()
