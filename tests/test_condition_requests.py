@@ -78,6 +78,8 @@ def test_the_predicted_condition_column_is_typed_like_the_training_one():
     ctrl = adata[adata.obs["dose"] == 0].copy()
     out = model.translate(ctrl, 1)
     assert out.obs["dose"].dtype == np.int64 and set(out.obs["dose"]) == {1}
+    for same in (1.0, True, np.int64(1)):  # the same dose, written another way
+        np.testing.assert_allclose(model.translate(ctrl, same).X, out.X, rtol=1e-5)
     shifted = model.predict_perturbation(ctrl, 1, method="latent_shift")
     assert shifted.obs["dose"].dtype == np.int64
     both = ad.concat([ctrl, out], index_unique="-")

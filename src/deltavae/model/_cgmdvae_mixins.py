@@ -72,6 +72,16 @@ class CountExpressionMixin:
         return {"transform_batch": known.index(str(names[int(batch)]))}
 
 
+def _as_known(value, known: list[str]):
+    """A requested condition value as the model names it: ``1.0`` or ``True`` for a column
+    of integers is ``1``."""
+    if value is None or str(value) in known:
+        return value
+    if isinstance(value, bool | np.bool_ | float | np.floating) and float(value).is_integer():
+        return int(value) if str(int(value)) in known else value
+    return value
+
+
 class ConditionsMixin:
     """Names and codes of the registered conditions, labels and clusters."""
 
@@ -117,7 +127,7 @@ class ConditionsMixin:
         mappings = self._cat_state().mappings
         for j, key in enumerate(keys):
             known = [str(v) for v in mappings[key]]
-            value = condition.get(key)
+            value = _as_known(condition.get(key), known)
             if value is None and keep_own:
                 codes[:, j] = -1
             elif value is None:
