@@ -107,30 +107,28 @@ def _rmse(t: np.ndarray, p: np.ndarray) -> float:
     return float(np.sqrt(np.mean((t - p) ** 2)))
 
 
-def _clip_negative(
+def _warn_negative(
     true: pd.DataFrame, pred: pd.DataFrame, values: str = "proportions", stacklevel: int = 3
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both tables with negative entries set to 0 for the JS distance, which compares
-    distributions, with a warning that says how many there were."""
+) -> None:
+    """Warn, saying how many, when either table holds negative entries: :func:`_jsd`, which
+    compares distributions, counts them as 0."""
     found = []
     for name, frame in (("true", true), ("pred", pred)):
         array = frame.to_numpy()
         n = int((array < 0).sum())
         if n:
             found.append(f"{name} holds {n} negative {values} (min {array.min():.3g})")
-    if not found:
-        return true, pred
-    warnings.warn(
-        "; ".join(found) + ": they count as 0 in the JS distance, which compares "
-        "distributions over spots (the other scores use the values as given).",
-        UserWarning,
-        stacklevel=stacklevel,
-    )
-    return true.clip(lower=0), pred.clip(lower=0)
+    if found:
+        warnings.warn(
+            "; ".join(found) + ": they count as 0 in the JS distance, which compares "
+            "distributions over spots (the other scores use the values as given).",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def _jsd(t: np.ndarray, p: np.ndarray) -> float:
-    t, p = np.clip(t, 0, None), np.clip(p, 0, None)  # callers warn (_clip_negative)
+    t, p = np.clip(t, 0, None), np.clip(p, 0, None)  # callers warn (_warn_negative)
     if t.sum() == 0 or p.sum() == 0:
         return float("nan")
     return float(jensenshannon(t / t.sum(), p / p.sum(), base=2))
@@ -218,7 +216,8 @@ def jsd(true, pred) -> pd.Series:
 
 def _jsd_scores(true, pred, stacklevel: int) -> pd.Series:
     """:func:`jsd`, its warning about negative values pointing ``stacklevel`` frames up."""
-    true, pred = _clip_negative(*_aligned(true, pred), stacklevel=stacklevel)
+    true, pred = _aligned(true, pred)
+    _warn_negative(true, pred, stacklevel=stacklevel)
     return _per_type(true.reset_index(drop=True), pred.reset_index(drop=True), _jsd)
 
 

@@ -378,8 +378,7 @@ class CGMDVAE(
             if target is not None:
                 # Through each component's prior, own condition to target, over q(y | z, c).
                 cats = tensors[_CAT].to(target.device)
-                moved = torch.where(target >= 0, target.to(cats.dtype), cats)  # -1: keep own
-                z = module.move_latent(z, w, probs, cats, moved)
+                z = module.move_latent(z, w, probs, cats, self._moved_codes(target, cats))
             values = (z, w, probs, qz.variance, qw.variance)
             for key, value in zip(("z", "w", "probs", "z_var", "w_var"), values, strict=True):
                 out[key].append(value.cpu())

@@ -166,7 +166,7 @@ class GenerationMixin:
         outs, counts = [], []
         for tensors in self._make_data_loader(adata, batch_size=batch_size):
             cats = tensors[_CAT].to(target.device)
-            moved = torch.where(target >= 0, target.to(cats.dtype), cats)  # -1: keep own
+            moved = self._moved_codes(target, cats)
             batch = module.translate(tensors[REGISTRY_KEYS.X_KEY], cats, moved, residual)
             outs.append(batch["expected"].cpu())
             if batch["counts"] is not None:

@@ -155,6 +155,13 @@ class ConditionsMixin:
             )
         return torch.as_tensor(codes, device=self.module.device)
 
+    @staticmethod
+    def _moved_codes(target: torch.Tensor, cats: torch.Tensor) -> torch.Tensor:
+        """Each cell's condition codes after a move to ``target`` (from :meth:`_condition_codes`
+        with ``keep_own``): the target's, where it names one, else the cell's own (-1)."""
+        cats = cats.to(target.device)
+        return torch.where(target >= 0, target.to(cats.dtype), cats)
+
     def _seen_conditions(self, key: str) -> set[str]:
         """Values of condition ``key`` that training cells carry (for a query model, also
         those the reference knew)."""

@@ -10,6 +10,7 @@ import warnings
 import pandas as pd
 from anndata import AnnData
 
+from ._scvi_glue import _FEW_CELLS_WARNING
 from ._validation import warn_user
 
 
@@ -99,19 +100,27 @@ def warn_if_unlabelled_lookalike(labels: pd.Series, unlabelled: str) -> None:
             )
 
 
+def _label_state(registry: dict) -> tuple[str | None, str | None, set[str]]:
+    """A model's labels column, its mark of unlabelled cells and every label value it knows
+    (the mark included, as strings); ``(None, None, set())`` for a model without labels."""
+    key = registry["setup_args"].get("labels_key")
+    if key is None:
+        return None, None, set()
+    state = registry["field_registries"]["labels"]["state_registry"]
+    unlabelled = state["unlabeled_category"]
+    return key, unlabelled, {str(v) for v in state["categorical_mapping"]} | {str(unlabelled)}
+
+
 def with_labels_column(adata: AnnData, registry: dict) -> AnnData:
     """New cells without the model's labels column, or with labels it was not trained with,
     read as unlabelled: on an AnnData that shares ``adata``'s matrices, so the caller's obs
     stays as it is (``adata`` itself when every label is known or the model has no labels).
     The model's encoder does not read labels, so latents, clusters and translations of such
     cells are what they would be for unlabelled ones."""
-    key = registry["setup_args"].get("labels_key")
+    key, unlabelled, known = _label_state(registry)
     if key is None:
         return adata
-    state = registry["field_registries"]["labels"]["state_registry"]
-    unlabelled = state["unlabeled_category"]
     if key in adata.obs:
-        known = {str(v) for v in state["categorical_mapping"]} | {str(unlabelled)}
         values = adata.obs[key].astype(str)
         new = ~values.isin(known).to_numpy()
         if not new.any():
@@ -146,11 +155,9 @@ def check_labels_to_load(adata: AnnData, registry: dict) -> None:
     """An AnnData a saved model is loaded with becomes the model's own: it needs the labels
     column the model was trained with, holding labels the model knows (unlike new cells
     passed to a method, which are read as unlabelled: :func:`with_labels_column`)."""
-    key = registry["setup_args"].get("labels_key")
+    key, unlabelled, known = _label_state(registry)
     if key is None:
         return
-    state = registry["field_registries"]["labels"]["state_registry"]
-    unlabelled = state["unlabeled_category"]
     if key not in adata.obs:
         raise ValueError(
             f"adata.obs lacks {key!r}, the labels column the model was trained with, and the "
@@ -159,7 +166,6 @@ def check_labels_to_load(adata: AnnData, registry: dict) -> None:
             "AnnData and pass these cells to its methods (get_latent_representation(adata), "
             "predict_labels(adata), ...), which read them as unlabelled."
         )
-    known = {str(v) for v in state["categorical_mapping"]} | {str(unlabelled)}
     new = sorted(set(adata.obs[key].astype(str)) - known)
     if new:
         raise ValueError(
@@ -178,7 +184,7 @@ def small_categories_named(
     categories the reference fixed). ``unlabelled`` maps a labels column to its unlabelled
     mark, whose cells are not counted."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Category .* has fewer than 3 cells")
+        warnings.filterwarnings("ignore", message=_FEW_CELLS_WARNING)
         yield
     if query:
         return

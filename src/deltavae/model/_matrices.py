@@ -6,8 +6,10 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from ._validation import _chunks
 
-def in_memory(x, chunk: int = 8192):
+
+def in_memory(x):
     """A registered matrix in memory: ``x`` itself when it is a numpy array or a scipy sparse
     matrix, else (a backed sparse dataset, an h5py or zarr array) read in chunks of rows.
 
@@ -18,7 +20,7 @@ def in_memory(x, chunk: int = 8192):
     """
     if isinstance(x, np.ndarray) or sparse.issparse(x):
         return x
-    parts = [x[start : start + chunk] for start in range(0, x.shape[0], chunk)]
+    parts = list(_chunks(x))
     if not parts:
         return np.zeros(x.shape, dtype=x.dtype)
     if sparse.issparse(parts[0]):
@@ -26,7 +28,7 @@ def in_memory(x, chunk: int = 8192):
     return np.concatenate([np.asarray(part) for part in parts])
 
 
-def row_sums(x, chunk: int = 8192) -> np.ndarray:
+def row_sums(x) -> np.ndarray:
     """Per-row totals of a matrix in memory or on disk (read in chunks of rows), float64.
 
     Examples
@@ -36,10 +38,7 @@ def row_sums(x, chunk: int = 8192) -> np.ndarray:
     """
     if isinstance(x, np.ndarray) or sparse.issparse(x):
         return np.asarray(x.sum(1, dtype=np.float64)).ravel()
-    totals = [
-        np.asarray(x[start : start + chunk].sum(1, dtype=np.float64)).ravel()
-        for start in range(0, x.shape[0], chunk)
-    ]
+    totals = [np.asarray(block.sum(1, dtype=np.float64)).ravel() for block in _chunks(x)]
     return np.concatenate(totals) if totals else np.zeros(0)
 
 

@@ -46,6 +46,11 @@ def _without_message(logger_name: str, *starts: str):
         target.removeFilter(drop)
 
 
+#: scvi-tools' warning, at every registration, for a category of fewer than 3 cells: it names
+#: its internal column and a code (deltavae names the user's column once, at setup).
+_FEW_CELLS_WARNING = r"Category .* has fewer than 3 cells"
+
+
 @contextlib.contextmanager
 def _transferring_quietly():
     """scvi-tools' transfer of a model's setup to a new AnnData, without what it says at every
@@ -59,7 +64,7 @@ def _transferring_quietly():
         ),
         warnings.catch_warnings(),
     ):
-        warnings.filterwarnings("ignore", message=r"Category .* has fewer than 3 cells")
+        warnings.filterwarnings("ignore", message=_FEW_CELLS_WARNING)
         yield
 
 

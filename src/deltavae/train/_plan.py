@@ -182,6 +182,8 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         # Sums over the epoch's training steps of each logged term (times cells), and cells.
         self._epoch_sums: dict[str, torch.Tensor] = {}
         self._epoch_cells: dict[str, int] = {}
+        # Logged metrics that are not terms of the ELBO (labelled CGMDVAE's classifier term).
+        self._extra_names: set[str] = set()
 
     def configure_optimizers(self):
         """The optimiser over the learning parameters, and scvi-tools' plateau scheduler when
@@ -352,15 +354,9 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         means = {k: v / self._epoch_cells[k] for k, v in self._epoch_sums.items()}
         elbo = loss
         kl_weight = means.pop("kl_weight", None)
-        if (
-            kl_weight is not None
-            and "reconstruction_loss" in means
-            and len(means) > 1 + len(self._extra)
-        ):
-            kl = sum(
-                v for k, v in means.items() if k != "reconstruction_loss" and k not in self._extra
-            )
-            elbo = loss + (1.0 - kl_weight) * kl.to(loss.device)
+        kl = self._kl_terms(means)
+        if kl_weight is not None and "reconstruction_loss" in means and kl:
+            elbo = loss + (1.0 - kl_weight) * sum(kl.values()).to(loss.device)
         self.log("elbo_train", elbo, prog_bar=True, sync_dist=self._sync_dist)
         self.log("train_loss", loss, sync_dist=self._sync_dist)
         if kl_weight is not None:
@@ -369,10 +365,14 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
             self._log_terms(means, "train", {"sync_dist": self._sync_dist})
         self._epoch_sums, self._epoch_cells = {}, {}
 
-    @property
-    def _extra(self) -> set[str]:
-        """Names of the logged metrics that are not terms of the ELBO."""
-        return getattr(self, "_extra_names", set())
+    def _kl_terms(self, means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The KL terms among the logged ``means``: neither the reconstruction term nor a
+        metric beside the ELBO."""
+        return {
+            k: v
+            for k, v in means.items()
+            if k != "reconstruction_loss" and k not in self._extra_names
+        }
 
     def _module_terms(self, batch) -> dict[str, torch.Tensor]:
         """The ELBO's per-cell terms from a second, torch-side pass of the module (its
@@ -402,13 +402,13 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         ``reconstruction_loss_<split>``, ``kl_local_<split>`` (the sum of the KL terms),
         ``kl_global_<split>`` (0: no global latent) and ``<term>_<split>`` for each local
         term and each metric beside the ELBO (``classifier_<split>`` for labelled CGMDVAE)."""
-        means = dict(means)
-        extra = {k: means.pop(k) for k in list(means) if k in self._extra}
-        self.log(f"reconstruction_loss_{split}", means.pop("reconstruction_loss"), **log)
-        self.log(f"kl_local_{split}", sum(means.values()), **log)
+        kl = self._kl_terms(means)
+        self.log(f"reconstruction_loss_{split}", means["reconstruction_loss"], **log)
+        self.log(f"kl_local_{split}", sum(kl.values()), **log)
         self.log(f"kl_global_{split}", 0.0, **log)
-        for name, value in {**means, **extra}.items():
-            if name != "kl_local":  # a module without named terms: the sum says it all
+        for name, value in means.items():
+            # kl_local: a module without named terms, whose sum says it all.
+            if name not in ("reconstruction_loss", "kl_local"):
                 self.log(f"{name}_{split}", value, **log)
 
     def validation_step(self, batch, batch_idx):
