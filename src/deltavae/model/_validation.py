@@ -243,7 +243,9 @@ def check_setup_target(adata, kwargs: dict | None = None, model: str | None = No
     ValueError: adata is a view ...
     """
     # load and load_query_data pass the saved setup arguments (with source_registry) back.
-    for key in set() if "source_registry" in (kwargs or {}) else set(kwargs or {}):
+    unexpected = [] if "source_registry" in (kwargs or {}) else sorted(kwargs or {})
+    if unexpected:
+        key = unexpected[0]
         hint = _SETUP_INSTEAD.get(model or "", {}).get(
             key, "see its docstring for the arguments it takes"
         )
