@@ -6,6 +6,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
@@ -55,6 +56,32 @@ def test_history_draws_one_line_per_recorded_key(trained, tmp_path):
     assert len(ax.get_lines()) == 1
     assert ax.get_yscale() == "log"
     _assert_png(out)
+
+
+@pytest.mark.parametrize(("high", "low"), [(3000.0, 1500.0), (600.0, 250.0), (1e5, 300.0)])
+def test_history_log_axis_labels_plain_numbers_near_the_curves(high, low):
+    epochs = np.arange(60)
+    values = low + (high - low) * np.exp(-epochs / 8)
+    frames = {"elbo_train": pd.DataFrame({"elbo_train": values}, index=epochs)}
+    ax = dv.pl.history(frames, log=True, show=False)
+    ax.figure.canvas.draw()
+    bottom, top = ax.get_ylim()
+    labelled = [
+        (tick.get_loc(), tick.label1.get_text())
+        for tick in ax.yaxis.get_major_ticks()
+        if bottom <= tick.get_loc() <= top and tick.label1.get_text()
+    ]
+    # Several labels, written as plain numbers, one within a factor 2.5 of the lowest value.
+    assert len(labelled) >= 2
+    assert all("e" not in text for _, text in labelled)
+    assert min(loc for loc, _ in labelled) <= 2.5 * low
+    plt.close(ax.figure)
+
+
+def test_history_log_axis_refuses_negative_values():
+    frames = {"elbo_train": pd.DataFrame({"elbo_train": [5.0, -2.0]}, index=[0, 1])}
+    with pytest.raises(ValueError, match="log=False"):
+        dv.pl.history(frames, log=True, show=False)
 
 
 def test_history_accepts_the_history_dict_and_draws_on_a_given_axes(trained):

@@ -47,7 +47,8 @@ def test_duplicated_gene_names_are_refused_by_name(split, which):
     names = list(target.var_names)
     names[1] = names[0]
     target.var_names = names
-    with pytest.raises(ValueError, match=rf"{which} has duplicated gene names.*make_unique"):
+    expected = rf"Gene names in {which} are not unique \(repeated: \['gene_0'\]\).*make_unique"
+    with pytest.raises(ValueError, match=expected):
         dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
 
 
@@ -56,7 +57,7 @@ def test_archetypes_refuses_duplicated_gene_names():
     names = list(spots.var_names)
     names[2] = names[0]
     spots.var_names = names
-    with pytest.raises(ValueError, match=r"duplicated gene names.*var_names_make_unique"):
+    with pytest.raises(ValueError, match=r"Gene names in adata are not unique.*make_unique"):
         dv.model.Archetypes.setup_anndata(spots)
 
 

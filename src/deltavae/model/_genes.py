@@ -29,7 +29,7 @@ def _refuse_duplicates(names: pd.Index, who: str) -> None:
     if names.has_duplicates:
         dup = names[names.duplicated()].unique()[:5].tolist()
         raise ValueError(
-            f"{who} has duplicated gene names (e.g. {dup}); make them unique "
+            f"Gene names in {who} are not unique (repeated: {dup}); make them unique "
             "(adata.var_names_make_unique())."
         )
 
@@ -99,7 +99,7 @@ def align_query_genes(
     query = pd.Index(adata.var_names.astype(str))
     if query.equals(genes):
         return adata
-    _refuse_duplicates(query, "The query")
+    _refuse_duplicates(query, "the query")
     shared = genes.isin(query)
     fraction = float(shared.mean())
     if fraction < min_gene_overlap:

@@ -13,7 +13,7 @@ import pandas as pd
 import scanpy as sc
 from anndata import AnnData
 from matplotlib.axes import Axes
-from matplotlib.ticker import LogFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from .._docs import doc_ax, doc_params, doc_show_save
 from ._utils import savefig_or_show
@@ -35,6 +35,37 @@ def _history_frames(model) -> Mapping[str, pd.DataFrame]:
             "model.history."
         )
     return history
+
+
+def _plain_number(value: float, _pos=None) -> str:
+    """``20,000`` and ``0.05``, not ``2e+04`` and ``5e-02``."""
+    if value >= 1:
+        return f"{value:,.0f}" if value == round(value) else f"{value:,.1f}"
+    return f"{value:.3g}"
+
+
+def _log_y_axis(ax: Axes, frames: Sequence[pd.DataFrame]) -> None:
+    """Log-scale y axis labelled with plain numbers over whatever range the curves span.
+
+    Over a decade or more the ticks sit at 1, 2 and 5 times powers of ten; over less (an
+    ELBO's usual last stretch) at round values spaced as on a linear axis, so that every
+    curve has labelled ticks beside it, at its lowest values too.
+    """
+    values = np.concatenate([frame.to_numpy(dtype=float).ravel() for frame in frames])
+    values = values[np.isfinite(values)]
+    if values.size and values.min() <= 0:
+        raise ValueError(
+            f"log=True needs positive values, but the history goes down to {values.min():.4g} "
+            "(a normal likelihood's negative ELBO can be negative); draw it with log=False."
+        )
+    ax.set_yscale("log")
+    decades = np.log10(values.max() / values.min()) if values.size else 0.0
+    if decades >= 1:
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    else:
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain_number))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 @doc_params(ax=doc_ax, show_save=doc_show_save("history"))
@@ -103,10 +134,7 @@ def history(
                 label="KL warm-up",
             )
     if log:
-        ax.set_yscale("log")
-        # Plain numbers ("180"), not "1.8 x 10^2", on the short ranges an ELBO spans.
-        ax.yaxis.set_major_formatter(LogFormatter())
-        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+        _log_y_axis(ax, [frames[key] for key in present])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     elbo_only = all(key.startswith(("elbo_", "train_loss", "validation_loss")) for key in keys)
