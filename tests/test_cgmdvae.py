@@ -121,9 +121,15 @@ def test_supervised_reaches_near_perfect_accuracy(monkeypatch):
 
     monkeypatch.setattr(_mixture_init, "_embed", no_umap)
     adata = _labelled_counts()
+    # The unlabelled mark an unused category before the labels: scvi-tools swapped it with
+    # the last label, so the clusters were named ["Unknown", "0", "1"] and label "3" trained
+    # as unlabelled.
+    categories = ["Unknown", "0", "1", "2", "3"]
+    adata.obs["label"] = pd.Categorical(adata.obs["label"], categories=categories)
     dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="label")
     model = dv.model.CGMDVAE(adata, likelihood="nb", **SMALL)
     assert model.module.n_clusters == 4
+    assert model.cluster_names == ["0", "1", "2", "3"]
     model.train(max_epochs=30, **TRAIN)
     pred = np.array(model.cluster_names)[model.predict_clusters()]
     assert (pred == adata.obs["label"].to_numpy()).mean() > 0.97

@@ -68,6 +68,21 @@ def test_labels_that_are_not_names_say_how_to_make_them_names():
     assert sorted(dv.model.CGMDVAE(adata, **SMALL).label_names) == ["0", "1"]
 
 
+def test_labels_keep_their_column_order_whatever_the_unlabelled_mark_sorts_to():
+    adata = _cells()
+    labels = adata.obs["cluster"].astype(str).to_numpy().astype(object)
+    labels[::4] = "Unknown"
+    adata.obs["label"] = pd.Categorical(labels, categories=["Unknown", "1", "0"])
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="label")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    # scvi-tools swapped the mark with the last label, giving ["0", "1"]; each code must still
+    # name its own label.
+    assert model.label_names == ["1", "0"]
+    mapping = model.adata_manager.get_state_registry("labels").categorical_mapping
+    codes = model.adata_manager.get_from_registry("labels").ravel()
+    np.testing.assert_array_equal(np.asarray(mapping)[codes], labels.astype(str))
+
+
 def test_label_categories_without_cells_and_rare_labels_are_named_once():
     adata = _cells()
     labels = adata.obs["cluster"].astype(str).to_numpy().astype(object)

@@ -13,7 +13,6 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import (
     CategoricalJointObsField,
     CategoricalObsField,
-    LabelsWithUnlabeledObsField,
     LayerField,
 )
 from scvi.model._utils import get_max_epochs_heuristic
@@ -26,7 +25,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin, _OnDevice
 from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin
-from ._labels import check_label_setup, small_categories_named
+from ._labels import LabelsInColumnOrder, check_label_setup, small_categories_named
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._validation import check_data, check_model_arguments, check_obs_keys, check_setup_target
@@ -229,7 +228,7 @@ class CGMDVAE(
         if labels_key is None:
             labels_field = CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, None)
         else:
-            labels_field = LabelsWithUnlabeledObsField(
+            labels_field = LabelsInColumnOrder(
                 REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category or _DEFAULT_UNLABELED
             )
         fields = [

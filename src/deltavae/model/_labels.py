@@ -7,11 +7,37 @@ import contextlib
 import numbers
 import warnings
 
+import numpy as np
 import pandas as pd
 from anndata import AnnData
+from scvi.data.fields import LabelsWithUnlabeledObsField
 
 from ._scvi_glue import _FEW_CELLS_WARNING
 from ._validation import warn_user
+
+
+class LabelsInColumnOrder(LabelsWithUnlabeledObsField):
+    """scvi-tools' labels field, with the labels in their column's order.
+
+    scvi-tools puts the unlabelled mark last by swapping it with the last label, so labels
+    ``["B", "Unknown", "T", "NK"]`` became ``["B", "NK", "T"]`` (and the model's clusters
+    were named in that order). The mark is moved last instead; a mapping that already ends
+    with it (a saved or reference model's) is unchanged.
+
+    Examples
+    --------
+    >>> a = AnnData(obs=pd.DataFrame({"t": pd.Categorical(["B", "?", "T", "NK"],
+    ...     categories=["B", "?", "T", "NK"])}, index=list("abcd")))
+    >>> LabelsInColumnOrder("labels", "t", "?").register_field(a)["categorical_mapping"]
+    array(['B', 'T', 'NK', '?'], dtype=object)
+    """
+
+    def _remap_unlabeled_to_final_category(self, adata: AnnData, mapping: np.ndarray) -> dict:
+        mapping = np.asarray(mapping)
+        mark = np.array([value == self._unlabeled_category for value in mapping], dtype=bool)
+        if mark.any():
+            mapping = np.concatenate([mapping[~mark], mapping[mark]])
+        return super()._remap_unlabeled_to_final_category(adata, mapping)
 
 
 def check_label_setup(
