@@ -26,8 +26,8 @@ class LabelsInColumnOrder(LabelsWithUnlabeledObsField):
 
     Examples
     --------
-    >>> a = AnnData(obs=pd.DataFrame({"t": pd.Categorical(["B", "?", "T", "NK"],
-    ...     categories=["B", "?", "T", "NK"])}, index=list("abcd")))
+    >>> t = pd.Categorical(["B", "?", "T", "NK"] * 3, categories=["B", "?", "T", "NK"])
+    >>> a = AnnData(obs=pd.DataFrame({"t": t}, index=[f"c{i}" for i in range(12)]))
     >>> LabelsInColumnOrder("labels", "t", "?").register_field(a)["categorical_mapping"]
     array(['B', 'T', 'NK', '?'], dtype=object)
     """
