@@ -355,6 +355,7 @@ def test_mixture_start_clusters_with_each_condition_centred():
     np.testing.assert_array_equal(_condition_centred(z, None), z.numpy())
 
 
+@pytest.mark.slow  # numba compiles UMAP in every new process: about 15 s, for an option
 def test_umap_mixture_start_keeps_curved_groups_whole():
     from sklearn.cluster import KMeans
     from sklearn.datasets import make_moons
