@@ -189,8 +189,12 @@ def test_results_in_adata_and_user_data_unchanged(pair, fitted, tmp_path):
     user.write_h5ad(tmp_path / "spots.h5ad")
     back = ad.read_h5ad(tmp_path / "spots.h5ad").obsm["imputed"]
     np.testing.assert_allclose(back.to_numpy(), stored.to_numpy())
-    with pytest.raises(ValueError, match="same order"):
-        fitted.write_to_adata(user[::-1].copy())
+    # The same spots in another order get each spot's own values, by name.
+    backwards = user[::-1].copy()
+    fitted.write_to_adata(backwards)
+    pd.testing.assert_frame_equal(backwards.obsm["imputed"], stored.iloc[::-1])
+    with pytest.raises(ValueError, match="model's 150 spots, by name"):
+        fitted.write_to_adata(user[:-1].copy())
 
 
 @pytest.mark.parametrize(
@@ -216,3 +220,15 @@ def test_save_load_round_trip(pair, fitted, design, profiles, tmp_path):
     assert list(reordered.obs.columns) == []
     with pytest.raises(ValueError, match="lacks 1 of the model's"):
         dv.model.SpatialImputer.load(tmp_path / "imputer", spatial[:, 1:].copy())
+    # Shuffled spots: a per-spot fit is put back in its order by name (it had read each row's
+    # parameters for whichever spot sat there); the latent design maps any spots as they are.
+    shuffled = spatial[np.random.default_rng(0).permutation(spatial.n_obs)].copy()
+    if design == "deconvolution":
+        with pytest.warns(UserWarning, match="150 spots in another order"):
+            loaded = dv.model.SpatialImputer.load(tmp_path / "imputer", shuffled)
+        pd.testing.assert_frame_equal(loaded.impute(), model.impute())
+        with pytest.raises(ValueError, match=r"each of its 150 spots.*got 100 spots"):
+            dv.model.SpatialImputer.load(tmp_path / "imputer", spatial[:100].copy())
+    else:
+        loaded = dv.model.SpatialImputer.load(tmp_path / "imputer", shuffled)
+        pd.testing.assert_frame_equal(loaded.impute(), model.impute().loc[shuffled.obs_names])

@@ -19,7 +19,7 @@ from ._base import DeltaModelMixin
 from ._genes import _refuse_duplicates
 from ._imputer_reference import cluster_states, state_profiles
 from ._saved import read_saved
-from ._spots import SPOT_INDEX, SpotModelMixin
+from ._spots import SpotModelMixin, spots_to_load
 from ._validation import check_data, warn_user
 
 logger = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         self.design_ = design
         self.reference_genes_ = genes
         self.state_names_ = pd.Index(reference.index.astype(str))
+        self.spot_names_ = pd.Index(adata.obs_names.astype(str))
         self.profiles_ = profiles if design == "deconvolution" else None
         if self.profiles_ == "neighbours" and cells is None:
             raise ValueError(
@@ -354,10 +355,11 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
     # ------------------------------------------------------------------------- results
     def _check_spots(self, adata: AnnData | None) -> AnnData:
         adata = self._resolve_adata(adata)
-        if not adata.obs_names.equals(self.adata.obs_names):
+        names, own = adata.obs_names, self.adata.obs_names
+        if not (len(names) == len(own) and not names.has_duplicates and names.isin(own).all()):
             raise ValueError(
                 "Imputations are fitted per spot: the AnnData must hold the model's "
-                f"{self.adata.n_obs} spots in the same order (got {adata.n_obs})."
+                f"{self.adata.n_obs} spots, by name (got {adata.n_obs}, other names)."
             )
         return adata
 
@@ -443,8 +445,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         Parameters
         ----------
         adata
-            The spots (same spots, same order, any genes), e.g. the AnnData passed to
-            :meth:`from_reference`; default the model's own copy.
+            The spots (the model's spots, matched by name, in any order; any genes), e.g.
+            the AnnData passed to :meth:`from_reference`; default the model's own copy.
         genes
             As in :meth:`impute`.
 
@@ -458,8 +460,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         ['obsm/imputed']
         """
         adata = self._check_spots(adata)
-        imputed = self.impute(genes)
-        imputed.index = adata.obs_names
+        imputed = self.impute(genes).loc[adata.obs_names]  # the same spots, any order
         adata.obsm[self.imputed_key] = imputed
         return [f"obsm/{self.imputed_key}"]
 
@@ -473,8 +474,10 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         dir_path
             Directory written by :meth:`save`.
         adata
-            The spots; their genes are reduced to the model's (on a copy). ``None`` uses the
-            AnnData saved with the model (``save(..., save_anndata=True)``).
+            The spots; their genes are reduced to the model's (on a copy). The deconvolution
+            design fits parameters per spot: it loads onto its own spots only, which are put
+            back in the fitted order by name. ``None`` uses the AnnData saved with the model
+            (``save(..., save_anndata=True)``).
         **kwargs
             Passed to :meth:`deltavae.model.ZINBVAE.load`.
 
@@ -483,15 +486,6 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> imputer = dv.model.SpatialImputer.load("imputer/", spots)  # doctest: +SKIP
         """
         if adata is not None:
-            _, var_names, _ = read_saved(cls, dir_path, kwargs.get("prefix"))
-            genes = pd.Index(np.asarray(var_names).astype(str))
-            missing = genes[~genes.isin(adata.var_names.astype(str))]
-            if len(missing):
-                raise ValueError(
-                    f"adata lacks {len(missing)} of the model's {len(genes)} spot genes "
-                    f"(e.g. {missing[:5].tolist()}); pass the spots the model was fitted on."
-                )
-            adata = adata[:, genes.to_numpy()]
-            adata = adata.to_memory() if adata.isbacked else adata.copy()
-            adata.obs[SPOT_INDEX] = np.arange(adata.n_obs)
+            saved = read_saved(cls, dir_path, kwargs.get("prefix"))
+            adata = spots_to_load(adata, *saved)
         return super().load(dir_path, adata=adata, **kwargs)

@@ -1,6 +1,7 @@
-"""What the spot models (NMFDeconv, Archetypes) share: registering spots, and reading their
-counts a chunk of rows at a time, so that a first pass over a backed file (a starting point, a
-candidate set) never holds the whole matrix."""
+"""What the spot models (NMFDeconv, Archetypes, SpatialImputer) share: registering spots,
+reading their counts a chunk of rows at a time, so that a first pass over a backed file (a
+starting point, a candidate set) never holds the whole matrix, and the spots a per-spot fit
+loads onto."""
 
 from __future__ import annotations
 
@@ -88,3 +89,52 @@ class SpotModelMixin:
             return np.arange(n)
         rng = np.random.default_rng(scvi.settings.seed)
         return np.sort(rng.choice(n, n_max, replace=False))
+
+
+def spots_to_load(adata, attr_dict: dict, var_names, state_dict: dict):
+    """The spots a saved per-spot model (:class:`SpatialImputer`) loads onto: its genes (on a
+    copy), and, where it fitted parameters per spot, its spots in the fitted order.
+
+    The same spots in another order are put back in the fitted order by name, with a warning;
+    other spots, or another number of them, are refused: the parameters belong to the spots.
+    """
+    genes = pd.Index(np.asarray(var_names).astype(str))
+    missing = genes[~genes.isin(adata.var_names.astype(str))]
+    if len(missing):
+        raise ValueError(
+            f"adata lacks {len(missing)} of the model's {len(genes)} spot genes "
+            f"(e.g. {missing[:5].tolist()}); pass the spots the model was fitted on."
+        )
+    per_spot = state_dict.get("log_concentration")
+    fitted = attr_dict.get("spot_names_")  # absent from models saved before it was kept
+    names = pd.Index(adata.obs_names.astype(str))
+    rows = slice(None)
+    if per_spot is not None and not (fitted is not None and names.equals(fitted)):
+        same = fitted is not None and len(names) == len(fitted) and not names.has_duplicates
+        if same and names.isin(fitted).all():
+            warn_user(
+                f"adata has the model's {len(names)} spots in another order; they are put back "
+                "in the fitted order by name (on a copy: adata itself is unchanged), and "
+                "results follow that order."
+            )
+            rows = names.get_indexer(fitted)
+        elif fitted is not None or len(names) != per_spot.shape[0]:
+            unknown = names.difference(fitted) if fitted is not None else names[:0]
+            raise ValueError(
+                f"This model fitted parameters for each of its {per_spot.shape[0]} spots "
+                f"(design='deconvolution'), so it loads onto those spots only; got "
+                f"{len(names)} spots"
+                + (
+                    f", {len(unknown)} of them not fitted (e.g. {unknown[:3].tolist()})"
+                    if len(unknown)
+                    else ""
+                )
+                + ". Pass the spots the "
+                "model was fitted on; for other spots fit a new model "
+                "(SpatialImputer.from_reference) or use design='latent', whose encoder maps "
+                "any spots."
+            )
+    adata = adata[rows, genes.to_numpy()]
+    adata = adata.to_memory() if adata.isbacked else adata.copy()
+    adata.obs[SPOT_INDEX] = np.arange(adata.n_obs)
+    return adata
