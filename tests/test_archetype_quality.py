@@ -39,6 +39,22 @@ def test_an_outlying_spot_gets_no_archetype_of_its_own(with_outlier):
     assert carriers(weights.to_numpy()).min() >= model.min_spots
 
 
+def test_spots_of_a_few_reads_are_no_candidates():
+    """A spot of 2 reads is an extreme profile (half of each of 2 genes) through sampling
+    noise alone; on the olfactory bulb two such spots each became an archetype."""
+    mix = dv.datasets.convex_mixtures(n_spots=200, n_genes=80, n_archetypes=3, seed=4)
+    X = mix.X.toarray() if sp.issparse(mix.X) else np.asarray(mix.X).copy()
+    X[0], X[1] = 0, 0
+    X[0, [7, 9]], X[1, [3, 5, 11, 13]] = 1, 1
+    spots = ad.AnnData(X.astype(np.float32), obs=mix.obs[[]].copy(), var=mix.var[[]].copy())
+    dv.model.Archetypes.setup_anndata(spots)
+    model = dv.model.Archetypes(spots, n_archetypes=3)
+    assert sorted(model.candidate_rows_) == list(range(2, 200))
+    model.train(max_epochs=30, **TRAIN)
+    weights = model.get_archetype_weights()
+    assert carriers(weights.to_numpy()).min() >= model.min_spots
+
+
 def test_a_thin_archetype_is_merged_with_a_warning(with_outlier):
     spots = with_outlier.copy()
     dv.model.Archetypes.setup_anndata(spots)

@@ -1,6 +1,8 @@
 """``deltavae fit`` for the spatial models: nmfdeconv (with --reference), archetypes
 (--n-archetypes) and imputer; their results, reports, plots and early input errors."""
 
+import warnings
+
 import anndata as ad
 import matplotlib
 import numpy as np
@@ -76,14 +78,21 @@ def test_archetypes_from_the_shell(files, tmp_path, capsys):
     assert (plots_folder(out) / "spatial_archetype_weights.png").exists()
 
 
-def test_imputer_from_the_shell(files, tmp_path):
+def test_imputer_from_the_shell(files, tmp_path, capsys):
     spots_path, ref_path, spots = files
     measured = tmp_path / "measured.h5ad"
     spots[:, :40].copy().write_h5ad(measured)  # the last 10 genes are left to impute
     out = tmp_path / "imputed.h5ad"
     options = ["--model", "imputer", "--reference", str(ref_path), "--labels-key", "cluster"]
-    with pytest.warns(UserWarning, match="share only 40 genes"):  # the imputer's own note
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
         assert _fit(measured, out, *options, "--epochs", "3", "--no-plots") == 0
+    # The imputer's own note, as a line of the command's output, not a Python warning.
+    printed = capsys.readouterr()
+    assert "deltavae: warning: spatial and reference share only 40 genes" in printed.err
+    assert "UserWarning" not in printed.err and ".py:" not in printed.err
+    assert "Training SpatialImputer on 100 spots" in printed.out
+    assert "negative ELBO per spot" in printed.out
     imputed = ad.read_h5ad(out).obsm["imputed"]
     assert imputed.shape[0] == 100 and set(spots.var_names[40:]) <= set(imputed.columns)
 

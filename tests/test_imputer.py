@@ -159,8 +159,12 @@ def test_refusals(pair):
         dv.model.SpatialImputer.from_reference(few, reference=ref, labels_key="cluster")
     renamed = spatial.copy()
     renamed.var_names = [f"other_{g}" for g in spatial.var_names]
-    with pytest.raises(ValueError, match="share 0 genes"):
+    with pytest.raises(ValueError, match=r"share 0 genes.*same gene identifiers"):
         dv.model.SpatialImputer.from_reference(renamed, reference=ref, labels_key="cluster")
+    shouted = spatial.copy()
+    shouted.var_names = spatial.var_names.str.upper()  # 'GENE_0' against the reference's 'gene_0'
+    with pytest.raises(ValueError, match=r"Ignoring case, they share 60 genes \(e.g. GENE_0 and"):
+        dv.model.SpatialImputer.from_reference(shouted, reference=ref, labels_key="cluster")
     with pytest.raises(ValueError, match="nothing to impute"):
         dv.model.SpatialImputer.from_reference(ref.copy(), reference=ref, labels_key="cluster")
     with pytest.raises(ValueError, match="design must be one of"):

@@ -256,8 +256,13 @@ def test_cli_fit_backed(counts_h5ad, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "store.zarr").mkdir()
     store = ["fit", str(tmp_path / "store.zarr"), "--model", "zinbvae", "--backed"]
-    assert main([*store, "--out", str(out)]) == 2
+    (tmp_path / "taken").write_text("a file")
+    assert main([*store, "--out", str(tmp_path / "taken")]) == 2
     assert "not a zarr store" in capsys.readouterr().err
+    # A zarr input's results are a store: an .h5ad name would hold a folder no reader opens.
+    assert main([*store, "--out", str(tmp_path / "new.h5ad")]) == 2
+    assert "e.g. '" + str(tmp_path / "new.zarr") in capsys.readouterr().err
+    assert not (tmp_path / "new.h5ad").exists()
 
 
 def test_cli_fit_backed_zarr_writes_results_into_a_copy(counts_zarr, tmp_path, capsys):

@@ -334,6 +334,9 @@ def test_convergence_rule_on_histories():
     short = [870.0, 791.9, 734.4, 730.7, 717.6]
     assert "still improving" in still_improving(history(short, [0.01, 1, 1, 1, 1]))
     assert still_improving(history([300.0, 300.2, 299.9, 300.1, 300.0])) is None
+    # Kang, 8 epochs (4 of warm-up): 6% lower, then an uptick that broke both other tests.
+    kang = [1585.0, 1361.0, 1288.0, 1340.0, 1288.0, 1233.0, 1208.0, 1219.0]
+    assert "still improving" in still_improving(history(kang, [0.1, 0.35, 0.6, 0.85, 1, 1, 1, 1]))
 
 
 def test_empty_clusters_after_training_are_named(trained, monkeypatch):

@@ -35,7 +35,14 @@ from deltavae._cli_models import (
     model_options,
     read_reference,
 )
-from deltavae._cli_report import _as_flags, _fit_plots, _fit_report, _save_plots, _umap
+from deltavae._cli_report import (
+    SPATIAL_MODELS,
+    _as_flags,
+    _fit_plots,
+    _fit_report,
+    _save_plots,
+    _umap,
+)
 from deltavae._docs import doc_params
 from deltavae.cli import DEMO_N_LATENT, MIN_DEMO_CELLS
 
@@ -118,7 +125,8 @@ def fit(args: argparse.Namespace) -> int:
     notes: list[str] = []
     with _user_errors("setting up the model"), _model_notes(notes):
         model = build_model(model_cls, adata, reference, options)
-    print(f"Training {model_cls.__name__} on {adata.n_obs} cells x {adata.n_vars} genes ...")
+    unit = "spots" if args.model in SPATIAL_MODELS else "cells"
+    print(f"Training {model_cls.__name__} on {adata.n_obs} {unit} x {adata.n_vars} genes ...")
     # What the model says about its own run and results (not converged, empty clusters,
     # merged archetypes) goes in the report below, not as Python warnings with a file path.
     with _user_errors("training"), _model_notes(notes):

@@ -79,6 +79,12 @@ def _check_out(
     if path.is_dir() and out.resolve().is_relative_to(path.resolve()):
         raise InputError(f"--out {str(out)!r} lies inside the input store {str(path)!r}.")
     if store_out:
+        if out.suffix == ".h5ad":
+            raise InputError(
+                f"--out {str(out)!r}: a zarr input's results are written as a zarr store (a "
+                f"folder), not an .h5ad file; give a store path, e.g. "
+                f"{str(out.with_suffix('.zarr'))!r}."
+            )
         if out.exists() and not _is_zarr_store(out):
             raise InputError(
                 f"--out {str(out)!r} exists and is not a zarr store; it would be replaced by "

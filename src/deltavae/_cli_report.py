@@ -69,7 +69,7 @@ def _last(history: dict, key: str) -> float | None:
     return float(frame.iloc[-1, 0])
 
 
-def _elbo_report(model) -> list[str]:
+def _elbo_report(model, unit: str = "cells") -> list[str]:
     history = model.history or {}
     train, validation = _last(history, "elbo_train"), _last(history, "elbo_validation")
     if train is None:
@@ -78,7 +78,8 @@ def _elbo_report(model) -> list[str]:
     valid = "not computed (no validation cells)" if validation is None else f"{validation:.2f}"
     return [
         f"epochs trained: {epochs}",
-        f"final negative ELBO per cell (lower is better): training {train:.2f}, validation {valid}",
+        f"final negative ELBO per {unit[:-1]} (lower is better): training {train:.2f}, "
+        f"validation {valid}",
     ]
 
 
@@ -190,7 +191,7 @@ def _spatial_report(results: ad.AnnData, model, model_name: str) -> list[str]:
 def _fit_report(results: ad.AnnData, model, args: argparse.Namespace) -> list[str]:
     unit = "spots" if args.model in SPATIAL_MODELS else "cells"
     lines = ["", f"{type(model).__name__} on {results.n_obs} {unit}:"]
-    lines += _elbo_report(model)
+    lines += _elbo_report(model, unit)
     if args.model in CLUSTERS:
         lines += _cluster_report(results, args.model, args.condition_key)
     if args.model in SPATIAL_MODELS:

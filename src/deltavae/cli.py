@@ -277,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"deltavae: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``deltavae`` console script.
 
@@ -318,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # zarr's notes on its own future defaults, at every write into a store.
             warnings.filterwarnings("ignore", message="zarr v3 autosharding")
             warnings.filterwarnings("ignore", message="Consolidated metadata is currently not")
+            # Warnings read as the report's lines do, without Python's file path and source.
+            warnings.showwarning = _show_warning
             return getattr(_cli_commands, args.command)(args)
     except InputError as err:
         print(f"deltavae: error: {err}", file=sys.stderr)

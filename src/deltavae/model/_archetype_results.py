@@ -11,6 +11,7 @@ import pandas as pd
 from scipy.cluster.hierarchy import fcluster, linkage
 
 from ._archetypal_analysis import carriers, scaled
+from ._genes import identifier_advice
 from ._validation import warn_user
 
 
@@ -126,8 +127,8 @@ def signature_scores(
             gene_sets[str(name)] = genes.get_indexer(present)
     if not gene_sets:
         raise ValueError(
-            f"no signature has any of its genes in the data ({list(signatures)[:10]}); check "
-            "that the signatures use the data's gene identifiers (symbols vs Ensembl IDs)."
+            f"no signature has any of its genes in the data ({list(signatures)[:10]}). "
+            + identifier_advice([g for m in signatures.values() for g in m], genes)
         )
     sd = log_profiles.std(axis=1, keepdims=True)
     standardized = (log_profiles - log_profiles.mean(axis=1, keepdims=True)) / np.where(

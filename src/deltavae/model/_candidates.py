@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 #: The first pass of a large data set reads this many times ``max_candidates`` spots.
 POOL_FACTOR = 5
 
+#: Spots with fewer counts than this share of the median spot's are no candidates.
+SHALLOW_SHARE = 0.1
+
 
 def candidate_spots(model, n_pcs: int, max_candidates: int):
     """The spots archetypes combine: their rows, profiles and PCA embedding, and the mean
@@ -31,7 +34,9 @@ def candidate_spots(model, n_pcs: int, max_candidates: int):
     (:func:`sklearn.cluster.kmeans_plusplus`) in the embedding: each next spot is drawn with
     probability proportional to its squared distance from those chosen, so the set spans the
     data's extremes, where archetypes lie, instead of piling up in the dense middle as a
-    plain subsample does; the pool's spots also give the mean profile.
+    plain subsample does; the pool's spots also give the mean profile. Spots with fewer
+    counts than ``SHALLOW_SHARE`` of the median spot's are left out: their profiles are
+    extreme through sampling noise alone.
 
     Parameters
     ----------
@@ -48,6 +53,18 @@ def candidate_spots(model, n_pcs: int, max_candidates: int):
     """
     rows = model._sample_rows(POOL_FACTOR * max_candidates)
     counts = model._read_rows(rows)
+    # A spot's profile is as noisy as its counts are few: a spot of a handful of reads is an
+    # extreme point of the profiles (2 reads: half of each of 2 genes) and would become an
+    # archetype of its own. Shallow spots are fitted like the others but are no candidates.
+    depth = counts.sum(axis=1)
+    deep = depth >= SHALLOW_SHARE * np.median(depth)
+    if not deep.all():
+        logger.info(
+            "%d spots with fewer than %.0f counts (%g of the median) are left out of the "
+            "candidate spots archetypes combine",
+            (~deep).sum(), SHALLOW_SHARE * np.median(depth), SHALLOW_SHARE,
+        )  # fmt: skip
+        rows, counts = rows[deep], counts[deep]
     profiles = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
     mean_profile = profiles.mean(axis=0)
     embedding = embed(profiles, n_pcs)

@@ -34,6 +34,31 @@ def _refuse_duplicates(names: pd.Index, who: str) -> None:
         )
 
 
+def identifier_advice(first, second) -> str:
+    """What to do when two gene lists share too few names: make the capitalisation agree
+    where ignoring case finds the genes (mouse 'Gad1' against 'GAD1'), else use the same
+    identifiers.
+
+    Examples
+    --------
+    >>> identifier_advice(["Gad1", "Sst"], ["GAD1", "SST", "PVALB"])[:44]
+    'Ignoring case, they share 2 genes (e.g. Gad1'
+    >>> identifier_advice(["Gad1"], ["ENSMUSG00000070880"])
+    'Use the same gene identifiers (symbols or Ensembl IDs) in both.'
+    """
+    first, second = (pd.Index(np.asarray(g).astype(str)) for g in (first, second))
+    exact = first.isin(second).sum()
+    upper = pd.Index(second.str.upper())
+    matches = first[pd.Index(first.str.upper()).isin(upper) & ~first.isin(second)]
+    if len(matches) > exact:
+        other = second[upper.get_loc(matches[0].upper())] if upper.is_unique else "?"
+        return (
+            f"Ignoring case, they share {exact + len(matches)} genes (e.g. {matches[0]} and "
+            f"{other}): make the capitalisation agree, e.g. var_names.str.upper() on both."
+        )
+    return "Use the same gene identifiers (symbols or Ensembl IDs) in both."
+
+
 _ADVICE = (
     "Pass the training genes in the training order, e.g. adata[:, model.adata.var_names] (a "
     "missing gene cannot be made up; map a dataset with other genes with load_query_data)."
@@ -106,7 +131,7 @@ def align_query_genes(
         raise ValueError(
             f"The query shares {int(shared.sum())} of the reference's {len(genes)} genes "
             f"({fraction:.0%}); at least {min_gene_overlap:.0%} are needed (min_gene_overlap). "
-            "Check that both use the same gene identifiers (symbols vs Ensembl IDs)."
+            + identifier_advice(query, genes)
         )
     n_missing = int((~shared).sum())
     if n_missing:

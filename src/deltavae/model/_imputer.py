@@ -16,7 +16,7 @@ from .._checks import check_labels, dense, layer_matrix
 from ..module import ImputerDeconvolutionModule, ImputerLatentModule
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
-from ._genes import _refuse_duplicates
+from ._genes import _refuse_duplicates, identifier_advice
 from ._imputer_reference import cluster_states, state_profiles
 from ._saved import read_saved
 from ._spots import SpotModelMixin, spots_to_load
@@ -269,8 +269,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
                 f"spatial ({spatial.n_vars} genes, e.g. {list(spatial.var_names[:3])}) and "
                 f"reference ({reference.n_vars} genes, e.g. {list(reference.var_names[:3])}) "
                 f"share {len(shared)} genes; at least {min_shared_genes} are needed "
-                "(min_shared_genes). Use the same gene identifiers (symbols or Ensembl IDs) in "
-                "both."
+                "(min_shared_genes). " + identifier_advice(spatial.var_names, ref_genes)
             )
         if len(shared) == len(ref_genes):
             raise ValueError(

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._checks import check_labels, dense, layer_matrix
-from ._genes import _refuse_duplicates
+from ._genes import _refuse_duplicates, identifier_advice
 from ._validation import check_data
 
 if TYPE_CHECKING:
@@ -241,7 +241,7 @@ class FromReferenceMixin:
             raise ValueError(
                 f"spots ({spots.n_vars} genes, e.g. {list(spots.var_names[:3])}) and reference "
                 f"({reference.n_vars} genes, e.g. {list(reference.var_names[:3])}) share no "
-                "genes; use the same gene identifiers (symbols or Ensembl IDs) in both."
+                "genes. " + identifier_advice(spots.var_names, reference.var_names)
             )
         if len(shared) < _FEW_SHARED_GENES:
             warnings.warn(
