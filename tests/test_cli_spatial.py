@@ -84,6 +84,7 @@ def test_imputer_from_the_shell(files, tmp_path, capsys):
     spots[:, :40].copy().write_h5ad(measured)  # the last 10 genes are left to impute
     out = tmp_path / "imputed.h5ad"
     options = ["--model", "imputer", "--reference", str(ref_path), "--labels-key", "cluster"]
+    options += ["--profiles", "type"]  # one profile per cell type, as for Visium spots
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
         assert _fit(measured, out, *options, "--epochs", "3", "--no-plots") == 0
@@ -105,6 +106,7 @@ def test_imputer_from_the_shell(files, tmp_path, capsys):
         (["--model", "zinbvae", "--reference", "{ref}"], "does not take --reference"),
         (["--model", "nmfdeconv", "--reference", "{ref}", "--n-latent", "3"], "--n-latent"),
         (["--model", "archetypes", "--batch-key", "b"], "does not take --batch-key"),
+        (["--model", "nmfdeconv", "--reference", "{ref}", "--profiles", "type"], "--profiles"),
         (["--model", "nmfdeconv", "--reference", "{ref}", "--labels-key", "type"], "'type' is"),
         (["--model", "imputer", "--reference", "{ref}", "--backed"], "drop --backed"),
         (["--model", "archetypes", "--n-archetypes", "1"], "'auto' or an integer >= 2"),

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scvi
+import torch
 from scipy import sparse
 
 import deltavae as dv
@@ -141,3 +142,44 @@ def test_empty_cluster_advice_can_be_followed(counts_adata, monkeypatch):
     with pytest.warns(UserWarning, match="Each label keeps its cluster") as record:
         labelled._warn_if_clusters_empty(10)
     assert "n_clusters=" not in str(record[0].message)
+
+
+def test_training_arguments_that_would_be_ignored_or_fail_late_are_refused():
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, **SMALL)
+    with pytest.raises(ValueError, match="validation_size=0.0 holds out no cell of 120"):
+        model.train(max_epochs=1, train_size=0.9, validation_size=0.0, early_stopping=True)
+    with pytest.raises(ValueError, match="restore_best=True .* train_size < 1"):
+        model.train(max_epochs=1, train_size=1.0, restore_best=True)
+    with pytest.raises(ValueError, match="check_val_every_n_epoch=5 .* max_epochs=3"):
+        model.train(max_epochs=3, early_stopping=True, check_val_every_n_epoch=5)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="accelerator='gpu' asks for a GPU.*'cpu'"):
+            model.train(max_epochs=1, accelerator="gpu")
+    assert not model.is_trained_
+    # CGMDVAE keeps the best epoch only where there are validation cells ("auto").
+    dv.model.CGMDVAE.setup_anndata(adata)
+    cgm = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
+        cgm.train(max_epochs=2, train_size=1.0)
+    assert cgm.is_trained_ and cgm.best_epoch_ is None
+
+
+def test_load_names_how_to_put_reordered_genes_in_order(tmp_path):
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, **SMALL)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    model.save(tmp_path / "vae")
+    backwards = adata[:, ::-1].copy()
+    with pytest.raises(ValueError, match=r"prepare_query_anndata\(adata, .*inplace=False\)"):
+        dv.model.ZINBVAE.load(tmp_path / "vae", backwards)
+    fixed = dv.model.ZINBVAE.prepare_query_anndata(backwards, str(tmp_path / "vae"), inplace=False)
+    loaded = dv.model.ZINBVAE.load(tmp_path / "vae", fixed)
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(), model.get_latent_representation(), rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="pass the training genes .*load_query_data"):
+        dv.model.ZINBVAE.load(tmp_path / "vae", adata[:, 1:].copy())

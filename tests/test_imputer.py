@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scvi
+from scipy import sparse
 
 import deltavae as dv
 from deltavae.metrics import imputation_scores
@@ -88,6 +89,17 @@ def test_imputation_scores_known_values_and_names():
         imputation_scores(true, pred[["a"]])
     with pytest.raises(ValueError, match="NaN or infinite"):
         imputation_scores(true, pred.assign(a=np.nan))
+    # A constant prediction has no pattern: NaN, not PCC 1e-16 or an RMSE of 1.0 that beats
+    # every real pattern (0.7 repeated has a float std of 1e-16, 0.1 of exactly 0).
+    flat = imputation_scores(true, pd.DataFrame({"a": 0.7, "b": 0.1}, index=true.index))
+    assert flat[["pcc", "rmse"]].isna().all().all()
+    # An array true is read in a DataFrame pred's layout; sparse and AnnData are named.
+    ordered = pred[["a", "b"]]
+    pd.testing.assert_frame_equal(
+        imputation_scores(true.to_numpy(), ordered), imputation_scores(true, ordered)
+    )
+    with pytest.raises(TypeError, match=r"to_df\(\)"):
+        imputation_scores(sparse.csr_matrix(true.to_numpy()), ordered)
 
 
 # ----------------------------------------------------------------------------- imputation

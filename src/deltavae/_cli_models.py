@@ -36,6 +36,8 @@ _MODEL_OPTIONS = (
     "n_latent",
     "n_clusters",
     "n_archetypes",
+    "profiles",
+    "design",
 )
 
 

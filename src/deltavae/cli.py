@@ -235,6 +235,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="archetypes, an integer >= 2 or 'auto' (archetypes) [model's default: auto]",
     )
     p_fit.add_argument(
+        "--profiles",
+        choices=("neighbours", "type"),
+        default=None,
+        help=(
+            "imputer: each spot's state profiles from its nearest reference cells, or one "
+            "profile per cell type (for spots of many cells, e.g. Visium) [neighbours]"
+        ),
+    )
+    p_fit.add_argument(
+        "--design",
+        choices=("deconvolution", "latent"),
+        default=None,
+        help=(
+            "imputer: spots as mixtures of reference states, or a latent space shared with "
+            "the reference cells [deconvolution]"
+        ),
+    )
+    p_fit.add_argument(
         "--n-clusters",
         type=_positive_int,
         default=None,
@@ -254,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         help=(
-            "latent dimension [model's default: zinbvae 10; cgmdvae 'auto', the larger of 10 "
-            "and the number of clusters]"
+            "latent dimension [model's default: zinbvae 10; cgmdvae 'auto': 16 for counts "
+            "without --condition-key, else 10, or the number of clusters if larger (at most 64)]"
         ),
     )
     p_fit.add_argument("--seed", type=int, default=0, help="random seed [%(default)s]")

@@ -15,6 +15,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
+from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import average_precision_score
@@ -28,6 +30,11 @@ _SSIM_C2 = 0.03**2
 def _as_frame(values, name: str, columns=None, index=None) -> pd.DataFrame:
     if isinstance(values, pd.DataFrame):
         return values.astype(float)
+    if isinstance(values, AnnData) or sparse.issparse(values):
+        raise TypeError(
+            f"{name} must be a DataFrame or a dense array, got {type(values).__name__}: pass "
+            "e.g. adata[:, genes].to_df() (named columns) or matrix.toarray()."
+        )
     array = np.asarray(values, dtype=float)
     if array.ndim != 2:
         raise ValueError(f"{name} must be 2-D (spots x types); got shape {array.shape}")
@@ -87,8 +94,13 @@ def _per_type(true, pred, fn) -> pd.Series:
     return pd.Series(values, index=true.columns, dtype=float)
 
 
+def _constant(v: np.ndarray) -> bool:
+    # Exactly equal values: their std can come out at 1e-16 rather than 0.
+    return v.size == 0 or bool(np.ptp(v) == 0)
+
+
 def _pcc(t: np.ndarray, p: np.ndarray) -> float:
-    if t.std() == 0 or p.std() == 0:
+    if _constant(t) or _constant(p):
         return float("nan")
     return float(np.corrcoef(t, p)[0, 1])
 

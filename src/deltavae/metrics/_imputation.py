@@ -15,20 +15,26 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._deconvolution import _aligned, _as_frame, _jsd, _pcc, _ssim, _warn_negative
-
-
-def _zscore(v: np.ndarray) -> np.ndarray:
-    sd = v.std()
-    return v - v.mean() if sd == 0 else (v - v.mean()) / sd
+from ._deconvolution import _aligned, _as_frame, _constant, _jsd, _pcc, _ssim, _warn_negative
 
 
 def _rmse_z(t: np.ndarray, p: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((_zscore(t) - _zscore(p)) ** 2)))
+    if _constant(t) or _constant(p):  # no pattern to z-score: as undefined as the PCC
+        return float("nan")
+    return float(np.sqrt(np.mean(((t - t.mean()) / t.std() - (p - p.mean()) / p.std()) ** 2)))
 
 
 def _gene_frames(true, pred) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both tables with the true table's spots and genes; genes matched by name."""
+    """Both tables with the true table's spots and genes; genes matched by name (an array
+    ``true`` takes a DataFrame ``pred``'s names)."""
+    if isinstance(pred, pd.DataFrame) and not isinstance(true, pd.DataFrame):
+        true = _as_frame(true, "true")
+        if true.shape != pred.shape:
+            raise ValueError(
+                f"true has shape {true.shape} but pred has shape {pred.shape}: an array true "
+                "is read in pred's layout (its spots and genes); pass true as a DataFrame."
+            )
+        true = pd.DataFrame(true.to_numpy(), index=pred.index, columns=pred.columns)
     true = _as_frame(true, "true")
     if not isinstance(pred, pd.DataFrame):
         pred = np.asarray(pred, dtype=float)
@@ -60,8 +66,10 @@ def imputation_scores(true, pred) -> pd.DataFrame:
         Index: genes. Columns ``pcc`` (higher is better), ``ssim`` (higher), ``rmse`` (lower;
         on z-scored genes, so 0 to 2, about 1.41 for an unrelated prediction) and ``jsd``
         (lower, in [0, 1]; negative values are set to 0 for it, with a warning, the other
-        scores use them as given). PCC is NaN for a gene constant in either table, JSD for a gene
-        that sums to 0; take ``.median()`` for the benchmark's summary.
+        scores use them as given). PCC and RMSE are NaN for a gene constant in either table
+        (a constant has no pattern; an RMSE of its zeros would score 1.0, better than an
+        unrelated pattern), JSD for a gene that sums to 0; take ``.median()`` for the
+        benchmark's summary, and count the NaN genes of a prediction as failures.
 
     Examples
     --------

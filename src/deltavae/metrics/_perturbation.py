@@ -90,7 +90,9 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
 
     Returns
     -------
-    R² in [0, 1].
+    R² in [0, 1]. A squared correlation, as scGen defines it: it scores how well the means
+    line up, not their sign or scale (means predicted negatively correlated score as high).
+    Scoring a predicted change from control this way, check its direction as well.
 
     Examples
     --------

@@ -15,7 +15,6 @@ import pyro
 
 # scvi-tools' view_anndata_setup and view_setup_args call rich.pretty without importing it.
 import rich.pretty  # noqa: F401
-import torch
 from anndata import AnnData
 from scvi.model._utils import get_max_epochs_heuristic, parse_device_args
 from scvi.model.base import PyroSviTrainMixin
@@ -29,6 +28,7 @@ from ._genes import _gene_difference, match_genes
 from ._labels import check_labels_to_load, with_labels_column
 from ._saved import _package_version, read_saved
 from ._scvi_glue import _OnDevice, _picklable_state, _sealed, _transferring_quietly
+from ._training_checks import check_training_arguments
 from ._validation import (
     check_backing_for_training,
     check_data,
@@ -37,14 +37,6 @@ from ._validation import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 class DeltaModelMixin(PyroSviTrainMixin):
@@ -113,7 +105,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
         plan_kwargs: dict | None = None,
         validate_distributions: bool = False,
         shuffle_block_size: int | None = None,
-        restore_best: bool = False,
+        restore_best: bool | str = False,
         **trainer_kwargs,
     ):
         """Train the model with stochastic variational inference under Lightning.
@@ -153,8 +145,10 @@ class DeltaModelMixin(PyroSviTrainMixin):
         restore_best
             At the end, load the parameters of the epoch with the lowest ``elbo_validation``
             among those trained on the full ELBO (after the KL warm-up); the epoch is kept in
-            ``best_epoch_``. Needs validation cells (``train_size < 1``); a copy of the
-            parameters is held in memory, nothing is written to disk.
+            ``best_epoch_``. Needs validation cells (``train_size < 1``; ``"auto"``: only when
+            there are some); a copy of the parameters is held in memory, nothing is written
+            to disk. Each call of ``train`` is a run of its own, with its own KL warm-up (as
+            in scvi-tools): to train on, pass ``n_epochs_kl_warmup=None``.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (Lightning). ``strategy="ddp"`` with
             ``devices=N`` trains on N processes (CPU, gloo) or N GPUs (nccl), each process
@@ -169,7 +163,8 @@ class DeltaModelMixin(PyroSviTrainMixin):
         Notes
         -----
         Larger-than-memory data: open the .h5ad file with ``anndata.read_h5ad(path,
-        backed="r")`` (sparse CSR or dense X or layer), set it up and train as usual. Each
+        backed="r")`` (sparse CSR or dense X; anndata holds an .h5ad's layers in memory), set
+        it up and train as usual. Each
         minibatch is read from disk by scvi-tools' data loader; memory holds the model, one
         minibatch per process, and ``obs``. Minibatches list their cells in file order, so a
         backed and an in-memory run with the same seed give the same model. A file opened
@@ -191,9 +186,10 @@ class DeltaModelMixin(PyroSviTrainMixin):
             raise ValueError(
                 f"lr={lr!r} and plan_kwargs['lr']={given['lr']!r} disagree; pass one of them."
             )
-        self._check_training_arguments(
-            max_epochs, train_size, validation_size, batch_size, early_stopping, given, lr
-        )
+        check_training_arguments(
+            self, max_epochs, train_size, validation_size, batch_size, early_stopping, given, lr,
+            restore_best, trainer_kwargs.get("check_val_every_n_epoch", 1), accelerator,
+        )  # fmt: skip
         if n_epochs_kl_warmup == "auto":
             n_epochs_kl_warmup = max(1, max_epochs // 4)
         plan_kwargs = {"n_epochs_kl_warmup": n_epochs_kl_warmup, **(plan_kwargs or {})}
@@ -235,7 +231,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 **(trainer_kwargs.get("datasplitter_kwargs") or {}),
             }
         best = None
-        if restore_best and validates:
+        if restore_best and validates:  # "auto": only where there are validation cells
             best = RestoreBestValidation(
                 self._first_restorable_epoch(trainer_kwargs.get("callbacks") or []),
                 plan_kwargs.get("max_kl_weight", 1.0),
@@ -288,64 +284,6 @@ class DeltaModelMixin(PyroSviTrainMixin):
         if verdict is not None:
             warn_user(verdict, NotConvergedWarning)
         return out
-
-    def _check_training_arguments(
-        self, max_epochs, train_size, validation_size, batch_size, early_stopping, plan, lr
-    ) -> None:
-        """Refuse, before anything trains, arguments that would train wrongly or crash late
-        (``plan``: the given ``plan_kwargs``, whose ``lr`` wins over ``lr``)."""
-        lr = plan.get("lr", lr)
-        if not _is_int(max_epochs) or max_epochs < 1:
-            raise ValueError(
-                f"max_epochs must be a positive integer, got {max_epochs!r} (None chooses it "
-                "from the number of cells)."
-            )
-        if not _is_number(train_size) or not 0 < train_size <= 1:
-            raise ValueError(
-                f"train_size must lie in (0, 1], the fraction of cells trained on; got "
-                f"{train_size!r}."
-            )
-        if validation_size is not None and (
-            not _is_number(validation_size)
-            or not 0 <= validation_size < 1
-            or train_size + validation_size > 1
-        ):
-            raise ValueError(
-                f"validation_size must lie in [0, 1) with train_size + validation_size <= 1; "
-                f"got validation_size={validation_size!r}, train_size={train_size!r}."
-            )
-        if not _is_int(batch_size) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        if lr is not None and (not _is_number(lr) or not math.isfinite(lr) or lr <= 0):
-            raise ValueError(f"lr must be a positive, finite number; got {lr!r}.")
-        n_cells = self.adata.n_obs
-        n_train = math.ceil(train_size * n_cells)
-        n_val = (
-            n_cells - n_train if validation_size is None else math.floor(validation_size * n_cells)
-        )
-        if (train_size < 1 or validation_size) and n_val == 0:
-            raise ValueError(
-                f"With {n_cells} cells and train_size={train_size}, no cell is left to compute "
-                "the validation ELBO. Train on every cell with train_size=1.0, or use more cells."
-            )
-        if early_stopping and n_val == 0:
-            raise ValueError(
-                "early_stopping=True stops when the validation ELBO stops improving, but no cell "
-                "is held out for it (train_size=1.0): pass train_size < 1, e.g. 0.9."
-            )
-        metric = plan.get("lr_scheduler_metric", "elbo_validation")
-        if plan.get("reduce_lr_on_plateau") and metric.endswith("_validation") and n_val == 0:
-            raise ValueError(
-                f"reduce_lr_on_plateau watches {metric!r}, but no cell is held out for "
-                "validation (train_size=1.0): pass train_size < 1, e.g. 0.9."
-            )
-        batch_norm = any(isinstance(m, torch.nn.BatchNorm1d) for m in self.module.modules())
-        if batch_norm and min(batch_size, n_train) < 2:
-            raise ValueError(
-                f"The model's BatchNorm layers need at least 2 cells per minibatch; got "
-                f"batch_size={batch_size} and {n_train} training cells. Use batch_size >= 2 "
-                "(128 is the default)."
-            )
 
     @classmethod
     def _get_most_recent_anndata_manager(cls, adata, required: bool = False):
@@ -481,11 +419,22 @@ class DeltaModelMixin(PyroSviTrainMixin):
         if adata is not None and not np.array_equal(np.asarray(adata.var_names), var_names):
             genes, names = pd.Index(np.asarray(var_names).astype(str)), adata.var_names
             problem = _gene_difference(genes, pd.Index(names.astype(str)))
+            fix = (
+                f"put them in that order first: adata = {cls.__name__}.prepare_query_anndata("
+                f"adata, {os.fspath(dir_path)!r}, inplace=False)"
+                if len(genes) == len(names) and genes.isin(names.astype(str)).all()
+                else "pass the training genes"
+                + (
+                    f" (a dataset with other genes is mapped with {cls.__name__}.load_query_data)"
+                    if hasattr(cls, "load_query_data")
+                    else ""
+                )
+            )
             raise ValueError(
                 f"The AnnData's genes differ from the {len(var_names)} genes the model was "
-                f"trained on: {problem}. The model keeps the AnnData it is loaded with, so it "
-                "must hold the training genes in the training order: "
-                "adata[:, saved_gene_names]."
+                f"trained on: {problem}. The model keeps the AnnData it is loaded with (and "
+                f"writes its results there), so it must hold the training genes in the "
+                f"training order: {fix}."
             )
         if adata is not None:
             check_known_categories(adata, attr_dict["registry_"])

@@ -256,7 +256,7 @@ class CGMDVAE(
         mixture_init_epoch: int | str | None = "auto",
         n_epochs_kl_warmup: int | str | None = "auto",
         mixture_init: Literal["leiden", "umap", "spectral", "kmeans"] = "leiden",
-        restore_best: bool = True,
+        restore_best: bool | str = "auto",
         refit_mixture: bool | Literal["auto"] = "auto",
         **kwargs,
     ):
@@ -286,7 +286,8 @@ class CGMDVAE(
         restore_best
             Keep the parameters of the epoch with the best validation ELBO among the epochs
             after the KL warm-up and the mixture start (``best_epoch_`` says which); the last
-            epoch's with ``False`` or without validation cells (``train_size=1``).
+            epoch's with ``False``. ``"auto"``: when there are validation cells (not with
+            ``train_size=1``); ``True`` refuses to train without them.
         refit_mixture
             After training, move each component onto a cluster of the trained z found as at
             the start (count models: with the counts' principal components' neighbours

@@ -16,12 +16,13 @@ from scvi.model.base import BaseModelClass
 from ..module import NMFDeconvModule
 from ..module._nmfdeconv import INFERENCE
 from ._backed import writes_backed
-from ._base import DeltaModelMixin, _is_int
+from ._base import DeltaModelMixin
 from ._genes import align_query_genes
 from ._nmf_reference import FromReferenceMixin
 from ._nmf_start import check_signatures, nmf_start, nnls_start
 from ._saved import read_saved
 from ._spots import SpotModelMixin, warn_empty_spots
+from ._training_checks import _is_int
 from ._validation import check_model_arguments
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,111 @@
+"""Training arguments checked before anything trains: every mistake named with its fix,
+none left to crash late inside Lightning or to be silently ignored."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def check_training_arguments(
+    model,
+    max_epochs,
+    train_size,
+    validation_size,
+    batch_size,
+    early_stopping,
+    plan: dict,
+    lr,
+    restore_best=False,
+    val_every: int = 1,
+    accelerator: str = "auto",
+) -> None:
+    """Refuse, before anything trains, arguments that would train wrongly, crash late or be
+    silently ignored (``plan``: the given ``plan_kwargs``, whose ``lr`` wins over ``lr``;
+    ``val_every``: Lightning's ``check_val_every_n_epoch``)."""
+    lr = plan.get("lr", lr)
+    if not _is_int(max_epochs) or max_epochs < 1:
+        raise ValueError(
+            f"max_epochs must be a positive integer, got {max_epochs!r} (None chooses it "
+            "from the number of cells)."
+        )
+    if not _is_number(train_size) or not 0 < train_size <= 1:
+        raise ValueError(
+            f"train_size must lie in (0, 1], the fraction of cells trained on; got {train_size!r}."
+        )
+    if validation_size is not None and (
+        not _is_number(validation_size)
+        or not 0 <= validation_size < 1
+        or train_size + validation_size > 1
+    ):
+        raise ValueError(
+            f"validation_size must lie in [0, 1) with train_size + validation_size <= 1; "
+            f"got validation_size={validation_size!r}, train_size={train_size!r}."
+        )
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if lr is not None and (not _is_number(lr) or not math.isfinite(lr) or lr <= 0):
+        raise ValueError(f"lr must be a positive, finite number; got {lr!r}.")
+    n_cells = model.adata.n_obs
+    n_train = math.ceil(train_size * n_cells)
+    n_val = n_cells - n_train if validation_size is None else math.floor(validation_size * n_cells)
+    if validation_size is not None and train_size < 1 and n_val == 0:
+        raise ValueError(
+            f"validation_size={validation_size!r} holds out no cell of {n_cells} for the "
+            "validation ELBO: pass validation_size=None (the cells train_size leaves) or a "
+            "larger fraction, or train_size=1.0 to train on every cell without validation."
+        )
+    if (train_size < 1 or validation_size) and n_val == 0:
+        raise ValueError(
+            f"With {n_cells} cells and train_size={train_size}, no cell is left to compute "
+            "the validation ELBO. Train on every cell with train_size=1.0, or use more cells."
+        )
+    if restore_best is True and n_val == 0:
+        raise ValueError(
+            "restore_best=True keeps the epoch with the best validation ELBO, but no cell is "
+            "held out for it (train_size=1.0): pass train_size < 1, e.g. 0.9, or "
+            "restore_best=False."
+        )
+    if restore_best not in (True, False, "auto"):
+        raise ValueError(f"restore_best must be True, False or 'auto'; got {restore_best!r}.")
+    if (early_stopping or restore_best is True) and _is_int(val_every) and val_every > max_epochs:
+        what = "early_stopping" if early_stopping else "restore_best"
+        raise ValueError(
+            f"{what}=True watches the validation ELBO, but check_val_every_n_epoch="
+            f"{val_every} computes it after more epochs than this run's max_epochs="
+            f"{max_epochs}: lower check_val_every_n_epoch."
+        )
+    if str(accelerator).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"accelerator={accelerator!r} asks for a GPU, but torch {torch.__version__} sees "
+            "none (torch.cuda.is_available() is False): pass accelerator='cpu' (or 'auto', "
+            "which uses a GPU when there is one), or install a CUDA build of torch."
+        )
+    if early_stopping and n_val == 0:
+        raise ValueError(
+            "early_stopping=True stops when the validation ELBO stops improving, but no cell "
+            "is held out for it (train_size=1.0): pass train_size < 1, e.g. 0.9."
+        )
+    metric = plan.get("lr_scheduler_metric", "elbo_validation")
+    if plan.get("reduce_lr_on_plateau") and metric.endswith("_validation") and n_val == 0:
+        raise ValueError(
+            f"reduce_lr_on_plateau watches {metric!r}, but no cell is held out for "
+            "validation (train_size=1.0): pass train_size < 1, e.g. 0.9."
+        )
+    batch_norm = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules())
+    if batch_norm and min(batch_size, n_train) < 2:
+        raise ValueError(
+            f"The model's BatchNorm layers need at least 2 cells per minibatch; got "
+            f"batch_size={batch_size} and {n_train} training cells. Use batch_size >= 2 "
+            "(128 is the default)."
+        )
