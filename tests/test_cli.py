@@ -511,3 +511,21 @@ def test_fit_refuses_an_unlabelled_category_without_labels(synthetic_h5ad, tmp_p
     adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=0)
     with pytest.raises(ValueError, match="no labels_key was given"):
         dv.model.CGMDVAE.setup_anndata(adata, unlabeled_category="Unknown")
+
+
+def test_fit_saves_the_model_for_python(synthetic_h5ad, tmp_path, capsys):
+    out, folder = tmp_path / "z.h5ad", tmp_path / "model"
+    argv = ["fit", str(synthetic_h5ad), "--model", "zinbvae", "--layer", "counts"]
+    argv += ["--epochs", "2", "--no-plots", "--out", str(out), "--save-model", str(folder)]
+    assert main(argv) == 0  # the report's notes say it has not converged
+    assert f"Saved the model to {folder}" in capsys.readouterr().out
+    result = ad.read_h5ad(out)
+    loaded = dv.model.ZINBVAE.load(folder, result)
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(), result.obsm["X_zinbvae"], rtol=1e-5, atol=1e-6
+    )
+    # An existing folder is kept unless --overwrite, and refused before anything trains.
+    assert (
+        main([*argv[:-4], "--out", str(tmp_path / "again.h5ad"), "--save-model", str(folder)]) == 2
+    )
+    assert "--save-model" in capsys.readouterr().err and not (tmp_path / "again.h5ad").exists()

@@ -26,6 +26,7 @@ from deltavae._cli_files import (
     _message,
     _user_errors,
     _write_results,
+    check_model_dir,
     plots_folder,
 )
 from deltavae._cli_models import (
@@ -106,6 +107,8 @@ def fit(args: argparse.Namespace) -> int:
         )
     plots = None if args.no_plots else plots_folder(out)
     _check_out(path, out, args.backed and zarr_store, plots, overwrite=args.overwrite)
+    if args.save_model is not None:
+        check_model_dir(Path(args.save_model), path, out, args.overwrite)
     check_model_inputs(args)
     options = model_options(model_cls, args)
     reference = read_reference(args)
@@ -136,6 +139,10 @@ def fit(args: argparse.Namespace) -> int:
     with _user_errors("writing the results"), _model_notes(notes):
         results, keys = _write_results(model, adata, path, out, args.backed)
     print(f"Wrote {', '.join(keys)} to {out}")
+    if args.save_model is not None:
+        with _user_errors("saving the model"):
+            model.save(args.save_model, overwrite=args.overwrite)
+        print(f"Saved the model to {args.save_model} ({model_cls.__name__}.load to reuse it)")
     for line in _fit_report(results, model, args):
         print(line)
     for note in notes:

@@ -110,6 +110,21 @@ def _check_out(
         _check_writable(plots, "the plots folder")
 
 
+def check_model_dir(folder: Path, path: Path, out: Path, overwrite: bool) -> None:
+    """Refuse a ``--save-model`` folder that is a file, the input or output, or exists (unless
+    ``overwrite``), before anything is loaded."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--save-model {str(folder)!r} is a file; give a folder path.")
+    if _same_path(folder, path) or _same_path(folder, out):
+        raise InputError(f"--save-model {str(folder)!r} is the input or --out; give a new folder.")
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise InputError(
+            f"--save-model {str(folder)!r} exists; pass --overwrite to replace it, or choose a "
+            "new folder."
+        )
+    _check_writable(folder, "--save-model")
+
+
 def _drop_scvi_fields(adata: ad.AnnData) -> None:
     """Remove scvi-tools' setup fields (``_scvi_*``) from an in-memory AnnData."""
     internal = [c for c in adata.obs.columns if str(c).startswith(SCVI_PREFIX)]

@@ -194,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace OUTPUT (and its plots) when it exists [off: an existing OUTPUT is refused]",
     )
+    p_fit.add_argument(
+        "--save-model",
+        default=None,
+        metavar="DIR",
+        help=(
+            "also save the trained model to this folder, for Model.load(DIR, adata) or "
+            "load_query_data in Python [not saved]"
+        ),
+    )
     p_fit.add_argument("--layer", default=None, help="layer with the raw counts [X]")
     p_fit.add_argument(
         "--batch-key", default=None, help="obs column with the batch (zinbvae) [none]"
