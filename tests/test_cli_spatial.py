@@ -94,6 +94,7 @@ def test_imputer_from_the_shell(files, tmp_path, capsys):
     assert "UserWarning" not in printed.err and ".py:" not in printed.err
     assert "Training SpatialImputer on 100 spots" in printed.out
     assert "negative ELBO per spot" in printed.out
+    assert "genes shared with the reference: 40 of the spots' 40\n" in printed.out
     imputed = ad.read_h5ad(out).obsm["imputed"]
     assert imputed.shape[0] == 100 and set(spots.var_names[40:]) <= set(imputed.columns)
 
