@@ -227,7 +227,9 @@ def embed(profiles: np.ndarray, n_pcs: int) -> np.ndarray:
     """PCA (seeded by ``scvi.settings.seed``) of the :func:`scaled` profiles."""
     scaled_profiles = scaled(profiles, profiles.mean(axis=0))
     n_components = min(n_pcs, scaled_profiles.shape[0] - 1, scaled_profiles.shape[1])
-    return PCA(n_components, random_state=scvi.settings.seed).fit_transform(scaled_profiles)
+    # copy=False: PCA centres the scaled copy in place instead of making another.
+    pca = PCA(n_components, random_state=scvi.settings.seed, copy=False)
+    return pca.fit_transform(scaled_profiles)
 
 
 def start_archetypes(

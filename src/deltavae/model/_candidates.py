@@ -64,8 +64,9 @@ def candidate_spots(model, n_pcs: int, max_candidates: int):
             "candidate spots archetypes combine",
             (~deep).sum(), SHALLOW_SHARE * np.median(depth), SHALLOW_SHARE,
         )  # fmt: skip
-        rows, counts = rows[deep], counts[deep]
-    profiles = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+        rows, counts, depth = rows[deep], counts[deep], depth[deep]
+    profiles = counts  # in place: the pool is 5 x max_candidates spots by every gene
+    profiles /= np.maximum(depth, 1.0)[:, None]
     mean_profile = profiles.mean(axis=0)
     embedding = embed(profiles, n_pcs)
     if len(rows) > max_candidates:
