@@ -1,14 +1,15 @@
 """Open an atlas without loading its count matrix: backed .h5ad files and zarr stores.
 
-anndata opens .h5ad files backed (``read_h5ad(path, backed="r")``) but reads zarr stores
-whole. :func:`read_lazy` gives both the same shape: an AnnData whose ``obs``, ``var`` and
-``uns`` are in memory and whose ``X`` (and layers) stay on disk as anndata's own sparse
-datasets. scvi-tools' data loader reads minibatches from those datasets, so every model
-trains, infers and writes results without the matrix ever being in memory.
+anndata opens .h5ad files backed (``read_h5ad(path, backed="r")``: ``X`` stays on disk, the
+layers are read into memory) but reads zarr stores whole. :func:`read_lazy` gives both the
+same shape: an AnnData whose ``obs``, ``var`` and ``uns`` are in memory and whose ``X`` (and,
+for a zarr store, its layers) stay on disk. scvi-tools' data loader reads minibatches from
+them, so every model trains, infers and writes results without the matrix in memory.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -24,16 +25,35 @@ def _is_zarr_store(path: Path) -> bool:
     )
 
 
-def _lazy_matrix(group, key: str, path: Path):
+def dense_advice(key: str, path) -> str:
+    """How to rewrite the dense matrix ``key`` (``"X"`` or a layer's name) of a zarr store
+    sparse, naming it.
+
+    Examples
+    --------
+    >>> dense_advice("raw", "a.zarr")[:58]
+    "Rewrite it sparse: adata = anndata.read_zarr('a.zarr'); ad"
+    """
+    target = "adata.X" if key == "X" else f"adata.layers[{key!r}]"
+    return (
+        f"Rewrite it sparse: adata = anndata.read_zarr({str(path)!r}); {target} = "
+        f"scipy.sparse.csr_matrix({target}); adata.write_zarr({str(path)!r}), or convert the "
+        "store to .h5ad, whose X is read backed whether dense or sparse."
+    )
+
+
+def _lazy_matrix(group, key: str, path: Path, layer: bool = False):
+    """A sparse matrix of a zarr store as anndata's on-disk sparse dataset; a dense layer as
+    the zarr array itself (refused by ``check_data`` if a model is set up on it)."""
     elem = group[key]
     encoding = elem.attrs.get("encoding-type", "")
     if encoding in ("csr_matrix", "csc_matrix"):
         return sparse_dataset(elem)
+    if layer:
+        return elem
     raise ValueError(
         f"{key!r} in {str(path)!r} is stored dense ({encoding or 'array'}); deltavae streams "
-        "sparse matrices from zarr stores. Rewrite it sparse: adata.X = "
-        "scipy.sparse.csr_matrix(adata.X); adata.write_zarr(path), or convert the store to "
-        ".h5ad, which is read backed whether dense or sparse."
+        f"sparse matrices from zarr stores. {dense_advice(key, path)}"
     )
 
 
@@ -63,16 +83,20 @@ def read_lazy(path: str | Path) -> AnnData:
     Parameters
     ----------
     path
-        An ``.h5ad`` file (opened ``backed="r"``) or a zarr store written by
-        :meth:`anndata.AnnData.write_zarr` whose ``X`` and layers are sparse.
+        An ``.h5ad`` file (opened ``backed="r"``; ``X`` dense or sparse) or a zarr store
+        written by :meth:`anndata.AnnData.write_zarr` whose ``X`` is sparse.
 
     Returns
     -------
-    An AnnData whose ``obs``, ``var`` and ``uns`` are in memory and whose ``X`` (and, for zarr,
-    each layer) is read from disk a minibatch at a time. ``obsm``, ``varm`` and ``obsp`` of a
-    zarr store are not read. Train any deltavae model on it as on an in-memory AnnData; results
-    of ``write_to_adata`` go to its (in-memory) ``obs``/``obsm``; write them into the store
-    with :func:`write_results_to_store`.
+    An AnnData whose ``obs``, ``var`` and ``uns`` are in memory and whose ``X`` is read from
+    disk a minibatch at a time. The layers of an .h5ad file are read into memory (anndata's
+    backed mode keeps only ``X`` on disk; a warning names them): a model set up on a layer
+    then trains from memory. To train from disk, put the counts in ``X`` or use a zarr store,
+    whose layers stay on disk too (a dense layer is opened, but a model set up on it is
+    refused). ``obsm``, ``varm`` and ``obsp`` of a zarr store are not read. Train any deltavae
+    model on it as on an in-memory AnnData; results of ``write_to_adata`` go to its
+    (in-memory) ``obs``/``obsm``; write them into the file or store with
+    :func:`write_results_to_store`.
 
     Examples
     --------
@@ -86,9 +110,20 @@ def read_lazy(path: str | Path) -> AnnData:
         raise FileNotFoundError(f"{str(path)!r} does not exist.")
     if path.is_file():
         try:
-            return ad.read_h5ad(path, backed="r")
+            adata = ad.read_h5ad(path, backed="r")
         except OSError as err:
             raise ValueError(f"cannot read {str(path)!r} as an .h5ad file: {err}") from err
+        if len(adata.layers):
+            warnings.warn(
+                f"read_lazy keeps only X of {str(path)!r} on disk (anndata's backed mode): its "
+                f"layers {list(adata.layers)} are read into memory, and a model set up on one "
+                "of them trains from memory. To train from disk, put the counts in X, or write "
+                "the data as a zarr store (adata.write_zarr), whose layers read_lazy leaves on "
+                "disk.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return adata
     if not _is_zarr_store(path):
         raise ValueError(f"{str(path)!r} is a directory but not a zarr store (no zarr metadata).")
     import zarr
@@ -98,7 +133,9 @@ def read_lazy(path: str | Path) -> AnnData:
         raise ValueError(f"the zarr store {str(path)!r} has no X.")
     layers = {}
     if "layers" in group:
-        layers = {name: _lazy_matrix(group["layers"], name, path) for name in group["layers"]}
+        layers = {
+            name: _lazy_matrix(group["layers"], name, path, layer=True) for name in group["layers"]
+        }
     return AnnData(
         X=_lazy_matrix(group, "X", path),
         obs=read_elem(group["obs"]),
@@ -145,7 +182,9 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
     group = zarr.open_group(path, mode="r+", use_consolidated=False)
     for slot, name in result_slots(keys):
         if slot == "obs":
-            write_elem(group, "obs", adata.obs)
+            # scvi-tools' registration columns (_scvi_batch, ...) are its internals, not results.
+            internal = [c for c in adata.obs.columns if str(c).startswith("_scvi_")]
+            write_elem(group, "obs", adata.obs.drop(columns=internal))
             continue
         if slot not in group:
             group.create_group(slot)

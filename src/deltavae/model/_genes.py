@@ -7,8 +7,8 @@ import logging
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse
 
+from ._matrices import on_disk, take_columns
 from ._validation import warn_user
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,9 @@ def match_genes(adata: AnnData, genes: pd.Index | None, advice: str = _ADVICE) -
     The same genes in another order are reordered by name, on a copy, with a warning (the
     user's AnnData is left as it is); missing or extra genes are refused by name, with the
     model's ``advice``. ``genes`` ``None`` (a model without recorded genes) leaves ``adata``
-    as it is.
+    as it is. The reordered copy of an AnnData whose data are on disk (backed .h5ad,
+    :func:`~deltavae.read_lazy`) is read into memory a chunk of rows at a time, and the
+    warning says so and how to keep the cells on disk.
     """
     names = pd.Index(adata.var_names.astype(str))
     if genes is None or names.equals(genes):
@@ -82,13 +84,40 @@ def match_genes(adata: AnnData, genes: pd.Index | None, advice: str = _ADVICE) -
             f"adata's genes differ from the {len(genes)} genes the model was trained on: "
             f"{_gene_difference(genes, names)}. {advice}"
         )
+    if not on_disk(adata):
+        warn_user(
+            f"adata has the model's {len(genes)} genes in another order; they are reordered "
+            "by name to the training order (on a copy: adata itself is unchanged). Results "
+            "refer to the training order."
+        )
+        return adata[:, genes.to_numpy()].copy()
     warn_user(
-        f"adata has the model's {len(genes)} genes in another order; they are reordered "
-        "by name to the training order (on a copy: adata itself is unchanged). Results "
-        "refer to the training order."
+        f"adata has the model's {len(genes)} genes in another order, and its data are on "
+        f"disk: a copy with the genes in the training order is loaded into memory "
+        f"({adata.n_obs} cells x {len(genes)} genes; adata itself is unchanged). To read the "
+        "cells from disk, write the file with the model's gene order first: "
+        "adata[:, model.adata.var_names].write_h5ad(path) (or .write_zarr), then read_lazy it."
     )
-    subset = adata[:, genes.to_numpy()]
-    return subset.to_memory() if adata.isbacked else subset.copy()
+    return _reordered(adata, names.get_indexer(genes), genes, same_genes=True)
+
+
+def _reordered(adata: AnnData, source: np.ndarray, genes: pd.Index, same_genes: bool, layer=None):
+    """An in-memory AnnData of ``adata``'s genes ``source`` (``-1``: zeros), named ``genes``.
+
+    X and the layers (only ``layer`` unless ``same_genes``) are read a chunk of rows at a time
+    when on disk; obs and obsm are kept. ``same_genes`` (a reordering) also keeps var, uns and
+    every layer, and a dense matrix dense; otherwise the matrices are sparse (CSR).
+    """
+    var = adata.var.iloc[source].copy() if same_genes else pd.DataFrame(index=genes)
+    layers = list(adata.layers.keys()) if same_genes else [] if layer is None else [layer]
+    return AnnData(
+        X=None if adata.X is None else take_columns(adata.X, source, same_genes),
+        obs=adata.obs.copy(),
+        var=var,
+        uns=adata.uns.copy() if same_genes else None,
+        obsm={k: v.copy() for k, v in adata.obsm.items()},
+        layers={k: take_columns(adata.layers[k], source, same_genes) for k in layers},
+    )
 
 
 def align_query_genes(
@@ -142,19 +171,11 @@ def align_query_genes(
     else:
         logger.info("Reordering the query's genes to the reference's order.")
     source = query.get_indexer(genes)
-
-    def take(matrix):
-        matrix = sparse.csr_matrix(matrix)
-        out = matrix[:, np.maximum(source, 0)].tolil()
-        out[:, np.flatnonzero(source < 0)] = 0
-        return out.tocsr().astype(matrix.dtype)
-
-    aligned = AnnData(
-        X=take(adata.X) if adata.X is not None else None,
-        obs=adata.obs.copy(),
-        obsm={k: v.copy() for k, v in adata.obsm.items()},
-        var=pd.DataFrame(index=genes),
-    )
-    if layer is not None:
-        aligned.layers[layer] = take(adata.layers[layer])
-    return aligned
+    if on_disk(adata):
+        warn_user(
+            "the query's genes differ from the reference's, so its aligned counts are held in "
+            f"memory ({adata.n_obs} cells x {len(genes)} genes, sparse); to keep it on disk "
+            "write it with the reference's genes first (missing ones as zeros), then read_lazy "
+            "it."
+        )
+    return _reordered(adata, source, genes, same_genes=False, layer=layer)

@@ -6,7 +6,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
-from ._validation import _chunks
+from ._validation import _chunks, is_sparse
 
 
 def in_memory(x):
@@ -26,6 +26,45 @@ def in_memory(x):
     if sparse.issparse(parts[0]):
         return sparse.vstack(parts, format="csr")
     return np.concatenate([np.asarray(part) for part in parts])
+
+
+def take_columns(x, source: np.ndarray, dense: bool = False):
+    """Columns ``source`` of ``x`` in that order (``-1``: a column of zeros), in memory: a CSR
+    matrix of ``x``'s dtype, or with ``dense`` (and no ``-1``) an array. A matrix on disk
+    (backed .h5ad, zarr) is read a chunk of rows at a time, so that memory holds the result
+    and one chunk, never the whole matrix read at once.
+
+    Examples
+    --------
+    >>> take_columns(np.array([[1, 2], [3, 4]]), np.array([1, -1])).toarray().tolist()
+    [[2, 0], [4, 0]]
+    """
+    source = np.asarray(source)
+    kept = np.flatnonzero(source >= 0)
+    blocks = [x] if isinstance(x, np.ndarray) or sparse.issparse(x) else _chunks(x)
+    if dense and len(kept) == len(source) and not is_sparse(x):
+        result, row = np.empty((x.shape[0], len(source)), dtype=x.dtype), 0
+        for block in blocks:  # filled in place: memory holds the result and one chunk
+            result[row : row + block.shape[0]] = np.asarray(block)[:, source]
+            row += block.shape[0]
+        return result
+    parts = []
+    for block in blocks:
+        block = sparse.csr_matrix(block)
+        out = block[:, source[kept]].tocsr()
+        # Column j of out is column kept[j] of the result: kept increases, so rows stay sorted.
+        parts.append(
+            sparse.csr_matrix(
+                (out.data, kept[out.indices], out.indptr),
+                shape=(block.shape[0], len(source)),
+                dtype=block.dtype,
+            )
+        )
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return sparse.csr_matrix((0, len(source)), dtype=x.dtype)
+    return sparse.vstack(parts, format="csr")
 
 
 def row_sums(x) -> np.ndarray:

@@ -14,6 +14,7 @@ import pandas as pd
 import scvi
 import torch
 from anndata import AnnData
+from anndata.abc import CSCDataset, CSRDataset
 from scipy import sparse
 
 import deltavae as deltavae_pkg
@@ -39,6 +40,31 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
 
 
 _CHUNK = 10_000
+#: Bytes of a dense chunk of rows: a few checks' temporaries of this size stay small.
+_CHUNK_BYTES = 2**26
+
+
+def is_sparse(X) -> bool:
+    """Whether ``X`` is a sparse matrix in memory or on disk (anndata's sparse dataset)."""
+    return sparse.issparse(X) or isinstance(X, CSRDataset | CSCDataset)
+
+
+def chunk_rows(X) -> int:
+    """Rows read at a time from ``X``: up to 10,000, fewer for a wide dense matrix so that a
+    chunk holds about 64 MiB (at least 256 rows). A sparse matrix's chunk is as large as its
+    stored values, so it reads 10,000 rows.
+
+    Examples
+    --------
+    >>> chunk_rows(np.zeros((5, 33_000), dtype=np.float32))
+    508
+    >>> chunk_rows(sparse.csr_matrix((5, 33_000)))
+    10000
+    """
+    if is_sparse(X):
+        return _CHUNK
+    itemsize = np.dtype(getattr(X, "dtype", np.float64)).itemsize
+    return int(np.clip(_CHUNK_BYTES // max(1, X.shape[1] * itemsize), 256, _CHUNK))
 
 
 def _matrix(adata: AnnData, layer: str | None):
@@ -53,8 +79,9 @@ def _matrix(adata: AnnData, layer: str | None):
     return adata.layers[layer]
 
 
-def _chunks(X, chunk: int = _CHUNK) -> Iterator[np.ndarray | sparse.spmatrix]:
+def _chunks(X, chunk: int | None = None) -> Iterator[np.ndarray | sparse.spmatrix]:
     # Row chunks, so that a large or backed matrix is never densified whole.
+    chunk = chunk or chunk_rows(X)
     for start in range(0, X.shape[0], chunk):
         yield X[start : start + chunk]
 
@@ -133,47 +160,59 @@ def check_data(
     if adata.n_vars < 1:
         raise ValueError("adata has no variables (genes).")
     X = _matrix(adata, layer)
+    if type(X).__module__.startswith("zarr"):  # a dense layer of read_lazy's zarr store
+        from .._io import dense_advice
+
+        store = getattr(getattr(X, "store", None), "root", "store.zarr")
+        raise ValueError(
+            f"{where} is stored dense in a zarr store; deltavae streams sparse matrices from "
+            f"zarr stores. {dense_advice(layer or 'X', store)}"
+        )
     if sparse.issparse(X) and not sparse.isspmatrix(X):
         raise TypeError(
             f"{where} is a scipy sparse array ({type(X).__name__}), which scvi-tools does not "
             f"read; make it a sparse matrix: {where} = scipy.sparse.csr_matrix({where})."
         )
-    cell_sums = np.zeros(adata.n_obs)
+    cell_nonzero = np.zeros(adata.n_obs, dtype=bool)
     gene_nonzero = np.zeros(adata.n_vars, dtype=bool)
     row = 0
+    # Each check reduces the chunk without a chunk-sized copy where numpy allows it.
     for block in _chunks(X):
         values = _values(block)
         if not np.issubdtype(values.dtype, np.number) and values.dtype != bool:
             raise ValueError(f"{where} must be numeric; got dtype {values.dtype}.")
-        n_nan = int(np.isnan(values).sum()) if values.dtype.kind == "f" else 0
-        if n_nan:
-            raise ValueError(f"{where} contains {n_nan} NaN values; fill or remove them first.")
-        if values.dtype.kind == "f" and not np.isfinite(values).all():
-            raise ValueError(f"{where} contains infinite values; data must be finite.")
+        if values.dtype.kind == "f" and not np.isfinite(np.sum(values, dtype=np.float64)):
+            n_nan = int(np.isnan(values).sum())  # NaN, inf or (float64) an overflowing sum
+            if n_nan:
+                raise ValueError(f"{where} contains {n_nan} NaN values; fill or remove them first.")
+            if not np.isfinite(values).all():
+                raise ValueError(f"{where} contains infinite values; data must be finite.")
+        low, high = (values.min(), values.max()) if values.size else (0, 0)
         if kind == "counts":
-            if (values < 0).any():
+            if low < 0:
                 raise ValueError(
-                    f"{where} must hold raw counts: found negative values (min {values.min()})."
+                    f"{where} must hold raw counts: found negative values (min {low})."
                     + _counts_hint(adata, layer, name)
                 )
-            frac = values[values != np.round(values)]
-            if frac.size:
+            n_frac = np.count_nonzero(np.fmod(values, 1)) if values.dtype.kind == "f" else 0
+            if n_frac:
+                frac = values[np.fmod(values, 1) != 0]
                 raise ValueError(
                     f"{where} must hold raw counts: found non-integer values such as "
-                    f"{frac.flat[0]:g} ({frac.size} in cells {row + 1}-{row + block.shape[0]}): "
+                    f"{frac.flat[0]:g} ({n_frac} in cells {row + 1}-{row + block.shape[0]}): "
                     "normalized or "
                     "log-transformed data?" + _counts_hint(adata, layer, name)
                 )
-        elif kind == "binary" and ((values < 0).any() or (values > 1).any()):
+        elif kind == "binary" and (low < 0 or high > 1):
             raise ValueError(
                 f"{where} must lie in [0, 1] for a Bernoulli likelihood; found values in "
-                f"[{values.min():g}, {values.max():g}]."
+                f"[{low:g}, {high:g}]."
             )
-        sums = np.asarray(abs(block).sum(axis=1)).ravel()
-        cell_sums[row : row + len(sums)] = sums
-        gene_nonzero |= np.asarray((block != 0).sum(axis=0)).ravel() > 0
-        row += len(sums)
-    n_empty = int((cell_sums == 0).sum())
+        nonzero = block != 0  # booleans: a quarter of a float32 chunk
+        cell_nonzero[row : row + block.shape[0]] = np.asarray(nonzero.sum(axis=1)).ravel() > 0
+        gene_nonzero |= np.asarray(nonzero.sum(axis=0)).ravel() > 0
+        row += block.shape[0]
+    n_empty = int((~cell_nonzero).sum())
     if not warn_empty:
         return
     if n_empty == adata.n_obs:
@@ -181,7 +220,7 @@ def check_data(
             f"Every {unit[:-1]} in {where} is all zeros; there is nothing to learn from."
         )
     if n_empty:
-        names = ", ".join(map(str, adata.obs_names[cell_sums == 0][:5]))
+        names = ", ".join(map(str, adata.obs_names[~cell_nonzero][:5]))
         warnings.warn(
             f"{n_empty} {unit} in {where} are all zeros (e.g. {names}); consider "
             "sc.pp.filter_cells(adata, min_counts=1).",
@@ -257,10 +296,17 @@ def check_setup_target(adata, kwargs: dict | None = None, model: str | None = No
             "(mdata['rna'])."
         )
     if adata.is_view:
+        fix = (
+            "Pass the subset in memory, adata = adata[mask].to_memory(), or keep it on disk: "
+            "adata = adata[mask].copy(filename='subset.h5ad') (a backed AnnData is not copied "
+            "otherwise)."
+            if adata.isbacked
+            else "Pass a copy of the subset: adata = adata[mask].copy()."
+        )
         raise ValueError(
             "adata is a view (a subset such as adata[mask] that shares its parent's data); "
             "setup_anndata and load_query_data write the model's fields to it, which a view "
-            "cannot hold. Pass a copy of the subset: adata = adata[mask].copy()."
+            f"cannot hold. {fix}"
         )
 
 

@@ -1,0 +1,214 @@
+"""AnnData read from disk (dv.read_lazy: backed .h5ad, zarr) with other genes, other layouts
+and wide dense matrices: _io.py, model/_genes.py, model/_validation.py, model/_matrices.py."""
+
+import tracemalloc
+
+import anndata as ad
+import numpy as np
+import pytest
+import scvi
+from scipy import sparse
+
+import deltavae as dv
+from deltavae.model import _validation
+from deltavae.model._genes import align_query_genes
+from deltavae.model._validation import _chunks, check_data
+
+# Missing genes are announced as zeros too: tested in test_transfer.py.
+ZEROS = pytest.mark.filterwarnings("ignore:.*filled with zeros:UserWarning")
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False, "batch_size": 64}
+
+
+def _cells(n_cells=200, n_genes=40, seed=0):
+    adata = dv.datasets.synthetic_counts(
+        n_cells=n_cells, n_genes=n_genes, n_clusters=2, n_conditions=2, seed=seed
+    )
+    adata.X = sparse.csr_matrix(adata.X)
+    del adata.layers["counts"]
+    return adata
+
+
+def _write(adata, path):
+    if str(path).endswith(".zarr"):
+        with ad.settings.override(zarr_write_format=3):
+            adata.write_zarr(path)
+    else:
+        adata.write_h5ad(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return _cells()
+
+
+@pytest.fixture(scope="module")
+def zinbvae(cells):
+    scvi.settings.seed = 0
+    adata = cells.copy()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    model.train(max_epochs=1, **TRAIN)
+    return model
+
+
+# ------------------------------------------------------- 1. a lazy query with other genes
+@ZEROS
+@pytest.mark.parametrize("store", ["csr.h5ad", "dense.h5ad", "csr.zarr"])
+def test_a_lazy_query_with_other_genes_is_aligned_a_chunk_at_a_time(
+    cells, tmp_path, monkeypatch, store
+):
+    query = cells[:, 5:].copy()  # 5 reference genes missing
+    if store.startswith("dense"):
+        query.X = query.X.toarray()
+    lazy = dv.read_lazy(_write(query, tmp_path / store))
+    monkeypatch.setattr(_validation, "_CHUNK", 64)  # several chunks of rows
+    monkeypatch.setattr(_validation, "_CHUNK_BYTES", 64 * 35 * 4, raising=False)
+    with pytest.warns(UserWarning, match=r"held in memory \(200 cells x 40 genes, sparse\)"):
+        aligned = align_query_genes(lazy, cells.var_names)
+    assert sparse.isspmatrix_csr(aligned.X)
+    expected = cells.X.toarray()
+    expected[:, :5] = 0
+    np.testing.assert_array_equal(aligned.X.toarray(), expected)
+    assert list(aligned.var_names) == list(cells.var_names)
+
+
+@ZEROS
+def test_load_query_data_maps_a_lazy_query_lacking_genes(tmp_path):
+    scvi.settings.seed = 0
+    ref = _cells(seed=1)
+    dv.model.CGMDVAE.setup_anndata(ref, condition_key="condition")
+    model = dv.model.CGMDVAE(ref, n_clusters=2, n_latent=3, n_latent_w=2, n_hidden=16)
+    model.train(max_epochs=1, **TRAIN)
+    query = _cells(n_cells=80, seed=2)[:, 4:].copy()
+    query.obs["condition"] = "c_new"
+    lazy = dv.read_lazy(_write(query, tmp_path / "q.zarr"))
+    with pytest.warns(UserWarning, match="held in memory"):
+        q = dv.model.CGMDVAE.load_query_data(lazy, model)
+    q.train(max_epochs=1, **TRAIN)
+    assert q.get_latent_representation().shape == (80, 3)
+
+
+def test_new_lazy_spots_with_extra_genes_are_deconvolved(tmp_path):
+    cells = dv.datasets.synthetic_counts(
+        n_cells=300, n_genes=50, n_clusters=3, n_conditions=1, seed=1
+    )
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=60, seed=3)
+    del spots.uns["pseudo_spots"]
+    spots.X = sparse.csr_matrix(spots.X)
+    # The reference lacks 3 of the model's genes: the model reads 45 of its 48.
+    known = spots[:, :48].copy()
+    model = dv.model.NMFDeconv.from_reference(known, ref[:, :45].copy(), labels_key="cluster")
+    model.train(max_epochs=2, **TRAIN)
+    new = dv.read_lazy(_write(spots, tmp_path / "spots.h5ad"))  # 2 genes the model lacks
+    with pytest.warns(UserWarning, match="held in memory"):
+        proportions = model.get_proportions(adata=new)
+    expected = model.get_proportions(adata=known)
+    np.testing.assert_allclose(proportions.to_numpy(), expected.to_numpy(), atol=1e-5)
+
+
+# ------------------------------------------------------- 2. chunks bounded in bytes
+def test_a_wide_dense_matrix_is_read_in_chunks_of_bounded_bytes():
+    wide = np.broadcast_to(np.zeros(1, dtype=np.float64), (3000, 20_000))  # no memory
+    blocks = list(_chunks(wide))
+    assert max(block.nbytes for block in blocks) <= 2**26
+    assert sum(block.shape[0] for block in blocks) == 3000
+    narrow = sparse.csr_matrix((30_000, 20_000))
+    assert [block.shape[0] for block in _chunks(narrow)] == [10_000] * 3
+
+
+def test_check_data_on_a_dense_lazy_file_holds_no_matrix_sized_temporaries(tmp_path, monkeypatch):
+    adata = _cells(n_cells=3000, n_genes=400)
+    adata.X = adata.X.toarray().astype(np.float32)  # 4.8 MB
+    lazy = dv.read_lazy(_write(adata, tmp_path / "dense.h5ad"))
+    monkeypatch.setattr(_validation, "_CHUNK_BYTES", 2**18, raising=False)
+    tracemalloc.start()
+    try:
+        check_data(lazy)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < adata.X.nbytes / 3
+    # What the checks find is unchanged: a non-integer value in the right chunk of cells.
+    adata.X[1000, 3] = 0.5
+    bad = dv.read_lazy(_write(adata, tmp_path / "bad.h5ad"))
+    with pytest.raises(ValueError, match=r"such as 0.5 \(1 in cells 769-1024\)"):
+        check_data(bad)
+
+
+def test_check_data_finds_empty_cells_and_genes_across_chunks(monkeypatch):
+    adata = _cells(n_cells=600)
+    X = adata.X.toarray()
+    X[[5, 400]] = 0
+    X[:, 7] = 0
+    adata.X = X
+    monkeypatch.setattr(_validation, "_CHUNK", 256)
+    with pytest.warns(UserWarning) as record:
+        check_data(adata)
+    messages = [str(w.message) for w in record]
+    assert any(m.startswith("2 cells in adata.X are all zeros") for m in messages)
+    assert any(m.startswith("1 genes in adata.X are zero") for m in messages)
+
+
+# ------------------------------------------------------- 3. reordered genes on disk
+def test_reordered_genes_of_a_lazy_file_are_loaded_with_a_warning(zinbvae, cells, tmp_path):
+    perm = np.random.default_rng(0).permutation(cells.n_vars)
+    shuffled = cells[:, perm].copy()
+    shuffled.X = shuffled.X.toarray()
+    lazy = dv.read_lazy(_write(shuffled, tmp_path / "perm.h5ad"))
+    with pytest.warns(UserWarning, match=r"loaded into memory.*write the file with the model's"):
+        z = zinbvae.get_latent_representation(lazy)
+    np.testing.assert_allclose(z, zinbvae.get_latent_representation(cells), atol=1e-6)
+
+
+# ------------------------------------------------------- 4. layers of a backed .h5ad
+def test_read_lazy_says_that_the_layers_of_an_h5ad_are_in_memory(cells, tmp_path):
+    adata = cells.copy()
+    adata.layers["counts"] = adata.X.copy()
+    path = _write(adata, tmp_path / "layers.h5ad")
+    with pytest.warns(
+        UserWarning, match=r"only X .* on disk.*layers \['counts'\] are read into memory"
+    ):
+        lazy = dv.read_lazy(path)
+    assert sparse.issparse(lazy.layers["counts"])
+
+
+# ------------------------------------------------------- 5. a dense layer of a zarr store
+def test_a_zarr_store_with_a_dense_layer_opens_and_refuses_only_that_layer(cells, tmp_path):
+    adata = cells.copy()
+    adata.layers["dense"] = adata.X.toarray()
+    lazy = dv.read_lazy(_write(adata, tmp_path / "dense_layer.zarr"))
+    dv.model.ZINBVAE.setup_anndata(lazy)  # X is sparse: fine
+    fix = r"adata.layers\['dense'\] = scipy.sparse.csr_matrix\(adata.layers\['dense'\]\)"
+    with pytest.raises(ValueError, match=r"layers\['dense'\] is stored dense.*" + fix):
+        dv.model.ZINBVAE.setup_anndata(lazy, layer="dense")
+
+
+def test_a_dense_x_of_a_zarr_store_is_refused_by_name(cells, tmp_path):
+    adata = cells.copy()
+    adata.X = adata.X.toarray()
+    with pytest.raises(ValueError, match=r"adata.X = scipy.sparse.csr_matrix\(adata.X\)"):
+        dv.read_lazy(_write(adata, tmp_path / "dense_x.zarr"))
+
+
+# ------------------------------------------------------- 6. results into a zarr store
+def test_results_written_into_a_zarr_store_leave_out_scvi_columns(cells, tmp_path):
+    path = _write(cells, tmp_path / "cells.zarr")
+    lazy = dv.read_lazy(path)
+    scvi.settings.seed = 0
+    dv.model.ZINBVAE.setup_anndata(lazy)
+    model = dv.model.ZINBVAE(lazy, n_latent=3, n_hidden=16)
+    model.train(max_epochs=1, **TRAIN)
+    lazy.obs["zinbvae_note"] = "x"
+    keys = [*model.write_to_adata(), "obs/zinbvae_note"]
+    dv.write_results_to_store(lazy, keys, path)
+    columns = list(ad.read_zarr(path).obs.columns)
+    assert "zinbvae_note" in columns
+    assert not [c for c in columns if c.startswith("_scvi_")]
+
+
+# ------------------------------------------------------- 7. a view of a backed AnnData
+def test_a_view_of_a_backed_file_is_told_to_use_to_memory(cells, tmp_path):
+    lazy = dv.read_lazy(_write(cells, tmp_path / "cells.h5ad"))
+    with pytest.raises(ValueError, match=r"adata\[mask\].to_memory\(\).*copy\(filename="):
+        dv.model.ZINBVAE.setup_anndata(lazy[:50])
