@@ -9,6 +9,7 @@ what a CUDA model would do to a user.
 import re
 
 import numpy as np
+import pyro
 import pytest
 import torch
 
@@ -50,6 +51,20 @@ def cgmdvae(counts):
     model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
     model.train(max_epochs=3, mixture_init="kmeans", **TRAIN)
     return model, adata
+
+
+@pytest.fixture(autouse=True)
+def _no_argument_checks():
+    """Distributions' argument checks read values (``.item()``), which meta tensors lack: with
+    them on, every method stopped at the encoder's first Normal and a device mistake after it
+    (the decoder, the library size) went unseen. Off here, and restored."""
+    torch_default = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
+    try:
+        with pyro.validation_enabled(False):
+            yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(torch_default)
 
 
 def _on_meta(model) -> dict:
@@ -172,6 +187,25 @@ def test_deconvolution_and_archetypes_run_on_the_module_device():
         lambda: arch.write_to_adata(mix.copy()),
     ):
         _fails_on_meta_only(call)
+
+
+def test_a_mistake_after_the_encoder_is_caught(zinbvae, monkeypatch):
+    """A CPU tensor made in the decoder (here the library size) is flagged too: the checks of
+    the distributions' arguments no longer stop every method at the encoder."""
+    model, _ = zinbvae
+    module = model.module
+    generative = type(module).generative
+
+    def cpu_library(self, z, library, *args, **kwargs):
+        return generative(self, z, torch.zeros(library.shape), *args, **kwargs)
+
+    monkeypatch.setattr(type(module), "generative", cpu_library)
+    state = _on_meta(model)
+    try:
+        with pytest.raises(AssertionError):
+            _fails_on_meta_only(lambda: model.get_normalized_expression())
+    finally:
+        _back_on_cpu(model, state)
 
 
 def test_a_forgotten_move_is_caught(zinbvae):

@@ -90,6 +90,9 @@ def test_elbo_marginal_ll_and_reconstruction(trained):
     assert tuple(per_cell.shape) == (3,)
     error = model.get_reconstruction_error()
     assert np.isfinite(float(error["reconstruction_loss"]))
+    # On the CPU whatever the module's device (scvi-tools leaves them on a GPU).
+    assert isinstance(model.get_elbo(), float) and isinstance(error["reconstruction_loss"], float)
+    assert model.get_elbo(return_mean=False).device.type == "cpu"
 
 
 def test_latent_arguments(trained):

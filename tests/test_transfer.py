@@ -240,7 +240,7 @@ def test_a_query_of_one_type_is_not_told_its_other_clusters_are_empty(reference,
     assert len(notes) == 1 and notes[0].startswith("2 of 3 clusters are empty")
 
 
-def test_zinbvae_query_learns_only_new_batch_columns_and_dispersions():
+def test_zinbvae_query_learns_only_new_batch_columns_and_dispersions(tmp_path):
     scvi.settings.seed = 0
     ref, query, _ = _split()
     dv.model.ZINBVAE.setup_anndata(ref, batch_key="condition")
@@ -259,6 +259,18 @@ def test_zinbvae_query_learns_only_new_batch_columns_and_dispersions():
     assert (before["px_r"] != after["px_r"]).any(0).nonzero().ravel().tolist() == [2]
     enc = "z_encoder.encoder.fc_layers.Layer 0.0.weight"
     assert (before[enc] != after[enc]).any(0).nonzero().ravel().tolist() == [60 + 2]
+    # The masks keeping the reference columns still live in hooks, not buffers: a query mapped
+    # on one device and trained on another (a GPU) hands them gradients from there.
+    weight = q.module.z_encoder.encoder.fc_layers[0][0].weight
+    for hook in weight._backward_hooks.values():
+        grad = hook(torch.ones(weight.shape, device="meta"))
+        assert grad.device.type == "meta" and grad.shape == weight.shape
+    # A saved reference given as a pathlib.Path maps as its str does.
+    vae.save(tmp_path / "ref")
+    from_path = dv.model.ZINBVAE.load_query_data(query.copy(), tmp_path / "ref")
+    assert (
+        from_path.query_mapping_["learning_parameters"] == q.query_mapping_["learning_parameters"]
+    )
 
 
 def _normalize(counts):

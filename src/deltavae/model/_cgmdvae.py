@@ -28,6 +28,7 @@ from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixi
 from ._labels import LabelsInColumnOrder, check_label_setup, small_categories_named
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
+from ._scvi_glue import HostResultsMixin
 from ._validation import check_data, check_model_arguments, check_obs_keys, check_setup_target
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
@@ -47,6 +48,7 @@ class CGMDVAE(
     PerturbationMixin,
     DeltaModelMixin,
     RNASeqMixin,
+    HostResultsMixin,
     VAEMixin,
     BaseModelClass,
 ):

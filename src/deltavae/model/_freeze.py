@@ -77,8 +77,10 @@ def _column_masks(ref_sizes: list[int], new_sizes: list[int]):
 
 
 def _mask_hook(mask: torch.Tensor):
+    # A hook is no buffer: moving the module (mapped on one device, trained on another) leaves
+    # the mask where it was, so it follows the gradient.
     def hook(grad):
-        return grad * mask
+        return grad * mask.to(grad.device, grad.dtype)
 
     return hook
 

@@ -218,8 +218,14 @@ class QueryMappingMixin(ArchesMixin):
             # The genes the alignment filled with zeros were announced above; told to filter
             # them out, a user would drop genes the reference's networks read.
             warnings.filterwarnings("ignore", message=r".* genes in .* are zero in every")
+            # scvi-tools tells a saved model from a trained one by str only.
+            reference = (
+                os.fspath(reference_model)
+                if isinstance(reference_model, os.PathLike)
+                else reference_model
+            )
             model = super().load_query_data(
-                aligned, reference_model, accelerator=accelerator, device=device
+                aligned, reference, accelerator=accelerator, device=device
             )
         ref_sizes, new_sizes = _covariate_sizes(registry), _covariate_sizes(model.registry_)
         learning = _freeze_for_query(model.module, ref_state, ref_sizes, new_sizes)

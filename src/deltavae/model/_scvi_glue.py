@@ -7,7 +7,9 @@ import copy
 import logging
 import warnings
 
+import torch
 from scvi.data._constants import _FIELD_REGISTRIES_KEY as _FIELD_REGISTRIES
+from scvi.model.base import VAEMixin
 from scvi.module.base._decorators import _move_data_to_device
 
 
@@ -104,3 +106,30 @@ class _OnDevice:
 
     def __getattr__(self, name):
         return getattr(self._loader, name)
+
+
+def _on_host(value):
+    """scvi-tools' results as a user reads them: tensors on the CPU, a 0-d one as a float."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return float(value) if value.ndim == 0 else value
+    if isinstance(value, dict):
+        return {key: _on_host(item) for key, item in value.items()}
+    return value
+
+
+class HostResultsMixin:
+    """scvi-tools' ``get_elbo`` and ``get_reconstruction_error`` with their results on the CPU.
+
+    scvi-tools returns them on the module's device: on a GPU, ``np.asarray(model.get_elbo(
+    return_mean=False))`` or writing them to ``adata.obs`` failed where the CPU worked.
+    """
+
+    def get_elbo(self, *args, **kwargs):
+        return _on_host(super().get_elbo(*args, **kwargs))
+
+    def get_reconstruction_error(self, *args, **kwargs):
+        return _on_host(super().get_reconstruction_error(*args, **kwargs))
+
+    get_elbo.__doc__ = VAEMixin.get_elbo.__doc__
+    get_reconstruction_error.__doc__ = VAEMixin.get_reconstruction_error.__doc__

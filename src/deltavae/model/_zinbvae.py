@@ -30,6 +30,7 @@ from ._de import check_de_groups
 from ._labels import small_categories_named
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
+from ._scvi_glue import HostResultsMixin
 from ._validation import (
     check_data,
     check_model_arguments,
@@ -42,7 +43,13 @@ logger = logging.getLogger(__name__)
 
 
 class ZINBVAE(
-    QueryMappingMixin, PerturbationMixin, DeltaModelMixin, RNASeqMixin, VAEMixin, BaseModelClass
+    QueryMappingMixin,
+    PerturbationMixin,
+    DeltaModelMixin,
+    RNASeqMixin,
+    HostResultsMixin,
+    VAEMixin,
+    BaseModelClass,
 ):
     """Zero-inflated negative-binomial VAE for raw single-cell counts (scVI's model, in Pyro).
 

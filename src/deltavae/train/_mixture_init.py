@@ -428,8 +428,9 @@ class MixtureInitialization(Callback):
         if trainer.world_size > 1:
             # DDP only keeps replicas equal by averaging gradients: every process must start
             # from rank 0's mixture.
-            state = trainer.strategy.broadcast(module.state_dict(), src=0)
-            module.load_state_dict(state)
+            # On the CPU: pickled CUDA tensors would land on rank 0's GPU in every process.
+            state = {key: value.cpu() for key, value in module.state_dict().items()}
+            module.load_state_dict(trainer.strategy.broadcast(state, src=0))
 
     def cluster(
         self,

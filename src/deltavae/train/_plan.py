@@ -96,6 +96,26 @@ def _fused_if_possible(optim, params, optim_kwargs: dict) -> dict:
     return {**optim_kwargs, "fused": True}
 
 
+def _trained_state(module: torch.nn.Module, parameters: bool = True) -> dict:
+    """What training changes: the parameters (unless ``parameters=False``) and BatchNorm's
+    running statistics. Other buffers (a reference's counts, signatures) never change, and
+    copying them every step would hold them twice more in (GPU) memory.
+
+    Examples
+    --------
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    >>> net.register_buffer("reference", torch.ones(5))
+    >>> sorted(_trained_state(net, parameters=False))
+    ['1.num_batches_tracked', '1.running_mean', '1.running_var']
+    """
+    state = dict(module.named_parameters()) if parameters else {}
+    for name, sub in module.named_modules():
+        if isinstance(sub, torch.nn.modules.batchnorm._BatchNorm):
+            for key, buffer in sub.named_buffers(recurse=False):
+                state[f"{name}.{key}" if name else key] = buffer
+    return state
+
+
 class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
     """Train a deltavae Pyro module with per-cell ELBOs for training and validation.
 
@@ -251,9 +271,9 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
     def _keep_finite_state(self, where: tuple[int, int] | None) -> None:
         """Copy the module's state, which just gave a finite loss at ``where`` (epoch, step)."""
         if self._finite_state is None:
-            state = self.module.state_dict()
+            state = _trained_state(self.module)
             self._finite_state = {k: v.detach().clone() for k, v in state.items()}
-            # state_dict's tensors share storage with the parameters and buffers.
+            # Detached parameters and buffers share storage with them.
             self._live_state = [v.detach() for v in state.values()]
         else:
             torch._foreach_copy_(list(self._finite_state.values()), self._live_state)
@@ -273,7 +293,7 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         if bool(torch.isfinite(loss.detach())):
             return
         epoch = self.current_epoch
-        self.module.load_state_dict(self._finite_state)
+        self.module.load_state_dict(self._finite_state, strict=False)
         if self._finite_at is None:
             kept = (
                 "its parameters from before this training run (the first updates already diverged)"
@@ -315,7 +335,9 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
             self._keep_finite_state((self.current_epoch, batch_idx))
         if terms is not None:
             self._add_to_epoch(terms, n)
-        self._add_to_epoch({"kl_weight": torch.tensor(kl_weight)}, n, per_cell=False)
+        # On the module's device: DDP's sync_dist all-reduces it, and NCCL refuses CPU tensors.
+        weight = torch.tensor(kl_weight, device=self.device)
+        self._add_to_epoch({"kl_weight": weight}, n, per_cell=False)
         self.training_step_outputs.append({"loss": loss.detach()})
         return {"loss": loss}
 
@@ -380,7 +402,8 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         # The terms sample again; a forked RNG keeps training draws independent of them, and
         # BatchNorm's running statistics are put back, so logging never changes training.
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        buffers = [(b, b.clone()) for b in self.module.buffers()] if self.training else []
+        changing = _trained_state(self.module, parameters=False).values()
+        buffers = [(b, b.clone()) for b in changing] if self.training else []
         with torch.random.fork_rng(devices=devices):
             _, _, terms = self.module(batch)
         for buffer, kept in buffers:
