@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from types import SimpleNamespace
 
@@ -244,13 +245,16 @@ def test_fit_writes_plots_next_to_the_output(cgmdvae_fit):
     assert f"plots in {folder}" in cgmdvae_fit.stdout
 
 
-def test_fit_output_has_no_scvi_fields(cgmdvae_fit, synthetic_h5ad, tmp_path):
+def test_fit_output_has_no_scvi_fields(cgmdvae_fit, synthetic_h5ad, tmp_path, capsys):
     assert _scvi_fields(ad.read_h5ad(cgmdvae_fit.out)) == []
     # Backed: the model writes obs into a copy of the file, with the fields scvi-tools added.
     out = tmp_path / "backed.h5ad"
     argv = ["fit", str(synthetic_h5ad), "--model", "cgmdvae", "--layer", "counts", "--backed"]
     argv += ["--condition-key", "condition", "--n-clusters", "3", "--epochs", "2"]
-    assert main([*argv, "--threads", "1", "--no-plots", "--out", str(out)]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # printed as the shell prints it
+        assert main([*argv, "--threads", "1", "--no-plots", "--out", str(out)]) == 0
+    assert "warning: read_lazy keeps only X" in capsys.readouterr().err  # --layer counts
     fitted = ad.read_h5ad(out)
     assert "cgmdvae_cluster" in fitted.obs and "X_cgmdvae" in fitted.obsm
     assert _scvi_fields(fitted) == []
