@@ -533,3 +533,26 @@ def test_fit_saves_the_model_for_python(synthetic_h5ad, tmp_path, capsys):
         main([*argv[:-4], "--out", str(tmp_path / "again.h5ad"), "--save-model", str(folder)]) == 2
     )
     assert "--save-model" in capsys.readouterr().err and not (tmp_path / "again.h5ad").exists()
+
+
+def test_fit_real_values_with_the_normal_likelihood(tmp_path, capsys):
+    """Cytometry-like values (negatives included) are refused as counts, with the flag that
+    fits them named, and fit with --likelihood normal."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(3), 60)
+    x = rng.normal(groups[:, None] * 3.0, 1.0, (180, 10)).astype(np.float32)
+    adata = ad.AnnData(x)
+    adata.obs["batch"] = np.tile(["a", "b"], 90)
+    adata.write_h5ad(tmp_path / "cyto.h5ad")
+    argv = ["fit", str(tmp_path / "cyto.h5ad"), "--model", "cgmdvae", "--n-clusters", "3"]
+    argv += ["--condition-key", "batch", "--epochs", "20", "--no-plots"]
+    assert main([*argv, "--out", str(tmp_path / "a.h5ad")]) == 2
+    assert "fit --model cgmdvae --likelihood normal" in capsys.readouterr().err
+    assert main([*argv, "--likelihood", "normal", "--out", str(tmp_path / "b.h5ad")]) == 0
+    clusters = ad.read_h5ad(tmp_path / "b.h5ad").obs["cgmdvae_cluster"].astype(int)
+    assert dv.metrics.ari(groups, clusters) > 0.9
+    spots = ["--model", "archetypes", "--likelihood", "normal"]
+    assert (
+        main(["fit", str(tmp_path / "cyto.h5ad"), *spots, "--out", str(tmp_path / "c.h5ad")]) == 2
+    )
+    assert "does not take --likelihood" in capsys.readouterr().err

@@ -38,6 +38,7 @@ _MODEL_OPTIONS = (
     "n_archetypes",
     "profiles",
     "design",
+    "likelihood",
 )
 
 

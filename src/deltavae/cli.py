@@ -205,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_fit.add_argument("--layer", default=None, help="layer with the raw counts [X]")
     p_fit.add_argument(
+        "--likelihood",
+        default=None,
+        help=(
+            "the data's likelihood: zinb or nb for counts (zinbvae, cgmdvae), normal for real "
+            "values such as arcsinh cytometry or CLR protein, bernoulli for values in [0, 1] "
+            "(cgmdvae) [model's default: zinb]"
+        ),
+    )
+    p_fit.add_argument(
         "--batch-key", default=None, help="obs column with the batch (zinbvae) [none]"
     )
     p_fit.add_argument(

@@ -102,7 +102,9 @@ class Likelihood:
             return NegativeBinomial(mu=params["mu"], theta=params["theta"], scale=params["scale"])
         if self.name == "normal":
             return Normal(params["out"], torch.exp(params["log_scale"]))
-        return Bernoulli(logits=params["out"])
+        # Grey values in [0, 1] (MNIST's pixels) are scored as Pyro trains on them:
+        # x log p + (1 - x) log(1 - p); torch's support check would refuse them.
+        return Bernoulli(logits=params["out"], validate_args=False)
 
     def expected(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """E[x | z]: the decoded mean (counts at the decoded library size)."""

@@ -67,7 +67,7 @@ class CGMDVAE(
         AnnData registered with :meth:`setup_anndata`.
     n_clusters
         Number of mixture components K; default the number of labels, or 10 without labels.
-        It may exceed the true number of groups: empty clusters are reported.
+        Above the true number of groups, groups are split (the start makes exactly K).
     n_latent
         Dimensions of z, the cell state. ``"auto"``: 16 for counts without condition covariates,
         else 10; K if larger, up to 64 (full-covariance components cost K x n_latent^2)

@@ -10,7 +10,8 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
-from ._matrices import row_sums
+from .._checks import layer_matrix
+from ._matrices import has_negatives, row_sums
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 
@@ -114,7 +115,8 @@ class GenerationMixin:
             ``layers["counts"]`` is the cell's counts plus the change, rounded stochastically
             to whole counts (:func:`deltavae.distributions.round_counts`); for
             ``likelihood="normal"`` the data are clipped at 0 (the floor of log-normalized
-            data). ``None`` (default):
+            data) unless they hold negative values (arcsinh, CLR, scaled data: nothing
+            clipped). ``None`` (default):
             ``True`` for count likelihoods, whose decoded profiles of single cells are
             noisier than the cells themselves (benchmarks/README.md, Numbers behind the
             defaults, D8), ``False`` otherwise. Not for ``likelihood="bernoulli"``.
@@ -163,11 +165,16 @@ class GenerationMixin:
         adata = self._validate_anndata(adata)
         self._check_if_trained(warn=False)
         module = self.module.eval()
+        # The residual form keeps x + delta at or above 0 for data that are never negative
+        # (counts, log-normalized), not for real values such as arcsinh cytometry or CLR protein.
+        layer = self.registry_["setup_args"].get("layer")
+        floor = None if residual and has_negatives(layer_matrix(adata, layer)) else 0.0
         outs, counts = [], []
         for tensors in self._make_data_loader(adata, batch_size=batch_size):
             cats = tensors[_CAT].to(target.device)
             moved = self._moved_codes(target, cats)
-            batch = module.translate(tensors[REGISTRY_KEYS.X_KEY], cats, moved, residual)
+            x = tensors[REGISTRY_KEYS.X_KEY]
+            batch = module.translate(x, cats, moved, residual, floor=floor)
             outs.append(batch["expected"].cpu())
             if batch["counts"] is not None:
                 counts.append(batch["counts"].cpu())

@@ -67,6 +67,22 @@ def take_columns(x, source: np.ndarray, dense: bool = False):
     return sparse.vstack(parts, format="csr")
 
 
+def has_negatives(x) -> bool:
+    """Whether a matrix in memory or on disk (read in chunks of rows) holds a value below 0.
+
+    Examples
+    --------
+    >>> has_negatives(np.array([[0.0, 2.0]])), has_negatives(sparse.csr_matrix([[0.0, -1.0]]))
+    (False, True)
+    """
+    blocks = [x] if isinstance(x, np.ndarray) or sparse.issparse(x) else _chunks(x)
+    for block in blocks:
+        values = block.data if sparse.issparse(block) else np.asarray(block)
+        if values.size and values.min() < 0:
+            return True
+    return False
+
+
 def row_sums(x) -> np.ndarray:
     """Per-row totals of a matrix in memory or on disk (read in chunks of rows), float64.
 

@@ -97,15 +97,25 @@ def _counts_hint(adata: AnnData, layer: str | None, name: str = "adata") -> str:
     that takes the layer (``layer``, or ``reference_layer`` for ``name="reference"``)."""
     arg = "layer" if name == "adata" else f"{name}_layer"
     layers = [key for key in adata.layers.keys() if key != layer]
+    # A cytometry or CLR-protein user has no raw counts to pass: say what fits real values.
+    real = (
+        " Data that are not counts (arcsinh cytometry, CLR protein, scaled values) fit "
+        "CGMDVAE(..., likelihood='normal')."
+        if name == "adata"
+        else ""
+    )
     if layers:
-        return f" Pass the layer with the raw counts, e.g. {arg}={layers[0]!r} (layers: {layers})."
+        return (
+            f" Pass the layer with the raw counts, e.g. {arg}={layers[0]!r} (layers: {layers})."
+            + real
+        )
     if layer is None and adata.raw is not None:
         return (
             f" {name}.raw holds other data: if they are the raw counts, copy them into a layer "
             f"and pass it: {name}.layers['counts'] = {name}.raw[:, {name}.var_names].X; "
-            f"{arg}='counts'."
+            f"{arg}='counts'." + real
         )
-    return f" Pass the raw counts, in X or in a layer ({arg}='counts')."
+    return f" Pass the raw counts, in X or in a layer ({arg}='counts')." + real
 
 
 def check_data(

@@ -329,7 +329,7 @@ class CGMDVAEModule(DeltaPyroModule):
     @torch.inference_mode()
     @auto_move_data
     def translate(
-        self, x, cat_covs, target_covs, residual: bool = False
+        self, x, cat_covs, target_covs, residual: bool = False, floor: float | None = 0.0
     ) -> dict[str, torch.Tensor | None]:
         """Decode each cell's posterior mean of z under ``target_covs`` (codes per cell, or one
         row for all), at its own library size for counts.
@@ -337,7 +337,8 @@ class CGMDVAEModule(DeltaPyroModule):
         Returns ``expected`` (E[x | z, target]) and, for counts, ``counts``: one draw of the
         posterior predictive (None otherwise). With ``residual``, the cell's own data plus the
         decoded change from its own to the target conditions, delta = E[x | z, target] -
-        E[x | z, own]: ``expected`` is x + delta clipped at 0, and ``counts`` is that
+        E[x | z, own]: ``expected`` is x + delta clipped at ``floor`` (0; ``None`` for real
+        values that may be negative, where nothing is clipped), and ``counts`` is that
         rounded stochastically to whole counts (:func:`deltavae.distributions.round_counts`),
         so every count the change does not move is kept as observed. What the model does not
         reconstruct of a cell is kept as observed.
@@ -350,7 +351,7 @@ class CGMDVAEModule(DeltaPyroModule):
         counts = None
         if residual:
             delta = expected - self.observation.expected(self.decode(qz.loc, cat_covs, library))
-            expected = (x + delta).clamp(min=0.0)
+            expected = x + delta if floor is None else (x + delta).clamp(min=floor)
             if self.observation.is_count:
                 counts = round_counts(x + delta)
         elif self.observation.is_count:
