@@ -138,6 +138,13 @@ def test_cluster_composition_table(trained, normalize, axis, total):
     sizes = adata.obs["cluster"].value_counts()
     expected = [f"{c} (n={sizes[c]})" for c in adata.obs["cluster"].cat.categories]
     assert [t.get_text() for t in ax.get_yticklabels()] == expected
+    # The colour bar names no unit the rows may not be (cells or spots).
+    bar = ax.figure.axes[-1].get_ylabel()
+    assert "cells" not in bar and bar in (
+        "fraction of each cluster",
+        "fraction of each condition",
+        "count",
+    )
 
 
 def test_cluster_composition_sizes_can_be_left_out(trained):

@@ -295,12 +295,12 @@ def cluster_composition(
     col_names = _tick_names(labels.categories, labels.codes, known, cluster_key, show_sizes)
     if normalize == "cluster":
         table = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
-        bar_label = f"fraction of the cells of each {cluster_key}"
+        bar_label = f"fraction of each {cluster_key}"  # cells or spots
     elif normalize == "label":
         table = table / np.maximum(table.sum(axis=0, keepdims=True), 1)
-        bar_label = f"fraction of the cells of each {label_key}"
+        bar_label = f"fraction of each {label_key}"
     else:
-        bar_label = "cells"
+        bar_label = "count"
     n_rows, n_cols = table.shape
     if ax is None:
         _, ax = plt.subplots(figsize=(1.5 + 0.6 * n_cols + 1.2, 1.2 + 0.4 * n_rows))
