@@ -343,6 +343,15 @@ def _zinbvae_reference(ctx: Context, models: dict, kang) -> None:
     epochs = ctx.cfg["query_epochs"]
     ctx.train(qname, q, epochs, f"train query ({epochs} epochs)")
     run(qname, "query module on device", lambda: _on_device(ctx, q), needs=[q])
+    # Mapped on the CPU, trained on the device: the reference columns' gradient masks live in
+    # hooks, not buffers, and must follow the gradients there.
+    cross = run(
+        qname,
+        "load_query_data on the CPU",
+        lambda: type(model).load_query_data(query.copy(), model, accelerator="cpu"),
+        finite=False,
+    )
+    ctx.train(qname, cross, 2, "train the CPU-mapped query on the device (2 epochs)")
     q_latent = run(
         qname, "get_latent_representation (query)", q.get_latent_representation, needs=[q]
     )
@@ -397,6 +406,15 @@ def _cgmdvae_reference(ctx: Context, models: dict, kang) -> None:
     epochs = ctx.cfg["query_epochs"]
     ctx.train(qname, q, epochs, f"train query ({epochs} epochs)")
     run(qname, "query module on device", lambda: _on_device(ctx, q), needs=[q])
+    # Mapped on the CPU, trained on the device: the reference columns' gradient masks live in
+    # hooks, not buffers, and must follow the gradients there.
+    cross = run(
+        qname,
+        "load_query_data on the CPU",
+        lambda: type(model).load_query_data(query.copy(), model, accelerator="cpu"),
+        finite=False,
+    )
+    ctx.train(qname, cross, 2, "train the CPU-mapped query on the device (2 epochs)")
     run(
         qname,
         "predict_labels (label transfer)",
