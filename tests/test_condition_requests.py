@@ -112,6 +112,14 @@ def test_de_over_the_condition_refuses_to_correct_for_it(two_keys):
         model.differential_expression(
             groupby="condition", group1="stim", group2="ctrl", batch_correction=True
         )
+    # The same split written as idx1/idx2 (stim against ctrl), as a mask and as a query.
+    stim = (model.adata.obs["condition"] == "stim").to_numpy()
+    with pytest.raises(ValueError, match="idx1 and idx2 share no category"):
+        model.differential_expression(idx1=stim, idx2=~stim, batch_correction=True)
+    with pytest.raises(ValueError, match="idx1 and idx2 share no category"):
+        model.differential_expression(
+            idx1="condition == 'stim'", idx2="condition == 'ctrl'", batch_correction=True
+        )
 
 
 def test_a_model_reading_counts_from_disk_predicts_samples_and_tests(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import scvi
 
 
@@ -23,9 +24,22 @@ def check_de_groups(
     given = bound.arguments
     args, kwargs = _de_in_memory(model, given.get("adata"), args, kwargs)
     groupby = given.get("groupby")
+    batch = model.adata_manager.get_state_registry(scvi.REGISTRY_KEYS.BATCH_KEY)
+    key = batch.get("original_key")
+    adata = model.adata if given.get("adata") is None else given.get("adata")
+    idx1, idx2 = given.get("idx1"), given.get("idx2")
+    if given.get("batch_correction") and idx1 is not None and idx2 is not None and key in adata.obs:
+        # idx1/idx2 split by the condition itself (stim against ctrl within a cell type):
+        # averaging over it erased the difference tested (ISG15's lfc 5.0 -> 0.4, silently).
+        values = adata.obs[key].astype(str).to_numpy()
+        if not set(values[_rows(adata, idx1)]) & set(values[_rows(adata, idx2)]):
+            raise ValueError(
+                f"idx1 and idx2 share no category of adata.obs[{key!r}], which "
+                "batch_correction=True averages over: it would remove the difference being "
+                "tested. Pass batch_correction=False."
+            )
     if groupby is None:
         return args, kwargs
-    batch = model.adata_manager.get_state_registry(scvi.REGISTRY_KEYS.BATCH_KEY)
     if given.get("batch_correction") and groupby == batch.get("original_key"):
         role = "first condition" if model_has_conditions(model) else "batch"
         raise ValueError(
@@ -74,3 +88,12 @@ def model_has_conditions(model) -> bool:
     """Whether ``model`` registers condition covariates (CGMDVAE's batch field mirrors the
     first of them)."""
     return bool(getattr(model, "condition_keys", []))
+
+
+def _rows(adata, idx) -> np.ndarray:
+    """Row positions of an ``idx1``/``idx2`` as scvi-tools takes it: a query string on
+    ``obs``, a boolean mask or positions."""
+    if isinstance(idx, str):
+        return adata.obs.index.get_indexer(adata.obs.query(idx).index)
+    idx = np.asarray(idx)
+    return np.flatnonzero(idx) if idx.dtype == bool else idx
