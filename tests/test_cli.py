@@ -102,6 +102,8 @@ def counts_h5ad(tmp_path_factory):
     return path, adata
 
 
+# 12-15 s: in the slow stage (python -m pytest -m slow), which CI also runs.
+@pytest.mark.slow
 def test_demo_writes_results_and_plots(tmp_path, capsys):
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--epochs", "2", "--n-cells", "300", "--n-top-genes", "200"]

@@ -429,6 +429,8 @@ def _condition_separation(z, condition, clusters) -> float:
     return float(np.mean(out))
 
 
+# 18-25 s: in the slow stage (python -m pytest -m slow), which CI also runs.
+@pytest.mark.slow
 def test_weak_default_alignment_mixes_conditions_in_z_and_keeps_the_clusters():
     """Unsupervised count models align the conditions within clusters weakly by default (10):
     z's condition means come together, and the clusters are still found (at 100 they were
