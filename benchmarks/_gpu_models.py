@@ -343,15 +343,7 @@ def _zinbvae_reference(ctx: Context, models: dict, kang) -> None:
     epochs = ctx.cfg["query_epochs"]
     ctx.train(qname, q, epochs, f"train query ({epochs} epochs)")
     run(qname, "query module on device", lambda: _on_device(ctx, q), needs=[q])
-    # Mapped on the CPU, trained on the device: the reference columns' gradient masks live in
-    # hooks, not buffers, and must follow the gradients there.
-    cross = run(
-        qname,
-        "load_query_data on the CPU",
-        lambda: type(model).load_query_data(query.copy(), model, accelerator="cpu"),
-        finite=False,
-    )
-    ctx.train(qname, cross, 2, "train the CPU-mapped query on the device (2 epochs)")
+    _query_mapped_on_cpu(ctx, run, qname, model, query)
     q_latent = run(
         qname, "get_latent_representation (query)", q.get_latent_representation, needs=[q]
     )
@@ -369,6 +361,18 @@ def _zinbvae_reference(ctx: Context, models: dict, kang) -> None:
         needs=[q_latent, latent],
         detail=lambda acc: f"accuracy {acc:.3f}",
     )
+
+
+def _query_mapped_on_cpu(ctx: Context, run, qname: str, model, query) -> None:
+    """Map ``query`` onto ``model`` on the CPU and train it on the device: the reference
+    columns' gradient masks live in hooks, not buffers, and must follow the gradients there."""
+    cross = run(
+        qname,
+        "load_query_data on the CPU",
+        lambda: type(model).load_query_data(query.copy(), model, accelerator="cpu"),
+        finite=False,
+    )
+    ctx.train(qname, cross, 2, "train the CPU-mapped query on the device (2 epochs)")
 
 
 def _cgmdvae_reference(ctx: Context, models: dict, kang) -> None:
@@ -406,15 +410,7 @@ def _cgmdvae_reference(ctx: Context, models: dict, kang) -> None:
     epochs = ctx.cfg["query_epochs"]
     ctx.train(qname, q, epochs, f"train query ({epochs} epochs)")
     run(qname, "query module on device", lambda: _on_device(ctx, q), needs=[q])
-    # Mapped on the CPU, trained on the device: the reference columns' gradient masks live in
-    # hooks, not buffers, and must follow the gradients there.
-    cross = run(
-        qname,
-        "load_query_data on the CPU",
-        lambda: type(model).load_query_data(query.copy(), model, accelerator="cpu"),
-        finite=False,
-    )
-    ctx.train(qname, cross, 2, "train the CPU-mapped query on the device (2 epochs)")
+    _query_mapped_on_cpu(ctx, run, qname, model, query)
     run(
         qname,
         "predict_labels (label transfer)",
