@@ -16,7 +16,7 @@ from scvi.data.fields import (
     LayerField,
 )
 from scvi.model._utils import get_max_epochs_heuristic
-from scvi.model.base import BaseModelClass, RNASeqMixin, VAEMixin
+from scvi.model.base import BaseModelClass, VAEMixin
 
 from ..distributions import Likelihood
 from ..module import CGMDVAEModule
@@ -25,6 +25,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin, _OnDevice
 from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin
+from ._de import CheckedExpressionMixin
 from ._labels import LabelsInColumnOrder, check_label_setup, small_categories_named
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
@@ -47,7 +48,7 @@ class CGMDVAE(
     QueryMappingMixin,
     PerturbationMixin,
     DeltaModelMixin,
-    RNASeqMixin,
+    CheckedExpressionMixin,
     HostResultsMixin,
     VAEMixin,
     BaseModelClass,

@@ -14,7 +14,6 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import RNASeqMixin
 
 from ..train._convergence import train_longer
-from ._de import check_de_groups
 from ._labels import warn_if_unlabelled_lookalike
 from ._validation import warn_user
 
@@ -43,7 +42,6 @@ class CountExpressionMixin:
     @functools.wraps(RNASeqMixin.differential_expression)
     def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         self._needs_counts("differential_expression")
-        args, kwargs = check_de_groups(self, RNASeqMixin.differential_expression, args, kwargs)
         return super().differential_expression(*args, **kwargs)
 
     @functools.wraps(RNASeqMixin.get_likelihood_parameters)

@@ -1,12 +1,74 @@
-"""Checks of a differential-expression call before scvi-tools runs it: the groups exist, the
-comparison is not averaged away by batch correction, and the counts are in memory."""
+"""Checks of scvi-tools' expression calls before scvi-tools runs them: the groups, genes and
+batches named exist, the comparison is not averaged away by batch correction, and the counts
+are in memory."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import numpy as np
 import scvi
+from scvi.model.base import RNASeqMixin
+
+from ._genes import identifier_advice
+
+
+class CheckedExpressionMixin(RNASeqMixin):
+    """scvi-tools' expression API with its arguments checked first: scvi-tools silently drops
+    unknown genes of ``gene_list`` (an empty frame when none is known) and fails on a list for
+    ``group2`` with "Lengths must match"."""
+
+    @functools.wraps(RNASeqMixin.get_normalized_expression)
+    def get_normalized_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        given = _bind(self, RNASeqMixin.get_normalized_expression, args, kwargs)
+        check_genes(self, given.get("gene_list"))
+        check_batches(self, given, ("transform_batch",))
+        return super().get_normalized_expression(*args, **kwargs)
+
+    @functools.wraps(RNASeqMixin.differential_expression)
+    def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        args, kwargs = check_de_groups(self, RNASeqMixin.differential_expression, args, kwargs)
+        return super().differential_expression(*args, **kwargs)
+
+
+def _bind(model, method, args: tuple, kwargs: dict) -> dict:
+    return inspect.signature(method).bind_partial(model, *args, **kwargs).arguments
+
+
+def check_genes(model, gene_list) -> None:
+    """Every gene of ``gene_list`` is one of the model's genes."""
+    if gene_list is None:
+        return
+    names = [gene_list] if isinstance(gene_list, str) else [str(g) for g in gene_list]
+    known = model.adata.var_names
+    missing = [g for g in names if g not in known]
+    if missing:
+        advice = identifier_advice(missing, known)
+        if len(missing) < len(names) and not advice.startswith("Ignoring case"):
+            advice = "Drop them, or check their spelling."
+        raise ValueError(
+            f"gene_list names {len(missing)} gene(s) the model does not have, e.g. "
+            f"{missing[:5]}. {advice}"
+        )
+
+
+def check_batches(model, given: dict, arguments: tuple[str, ...]) -> None:
+    """The batch categories named by ``arguments`` (``transform_batch``, ``batchid1``, ...)
+    are categories of the model's batch (CGMDVAE: its first condition)."""
+    registry = model.adata_manager.get_state_registry(scvi.REGISTRY_KEYS.BATCH_KEY)
+    known = list(registry.categorical_mapping)
+    for arg in arguments:
+        value = given.get(arg)
+        if value is None:
+            continue
+        values = [value] if isinstance(value, str) or np.ndim(value) == 0 else list(value)
+        unknown = [v for v in values if v is not None and v not in known]
+        if unknown:
+            raise ValueError(
+                f"{arg}={value!r}: {unknown[0]!r} is not a category of "
+                f"adata.obs[{registry.get('original_key')!r}]; its categories: {known[:20]}."
+            )
 
 
 def check_de_groups(
@@ -20,8 +82,8 @@ def check_de_groups(
     ``differential_expression`` is the unbound scvi-tools method whose signature the call
     follows.
     """
-    bound = inspect.signature(differential_expression).bind_partial(model, *args, **kwargs)
-    given = bound.arguments
+    given = _bind(model, differential_expression, args, kwargs)
+    check_batches(model, given, ("batchid1", "batchid2"))
     args, kwargs = _de_in_memory(model, given.get("adata"), args, kwargs)
     groupby = given.get("groupby")
     batch = model.adata_manager.get_state_registry(scvi.REGISTRY_KEYS.BATCH_KEY)
@@ -67,7 +129,25 @@ def check_de_groups(
                 f"{arg}={value!r}: no cell of adata.obs[{groupby!r}] is {missing[0]!r}; its "
                 f"groups: {sorted(present)[:20]}."
             )
+    group2 = given.get("group2")
+    if group2 is not None and not isinstance(group2, str):
+        if len(list(group2)) != 1:
+            raise ValueError(
+                f"group2={group2!r}: scvi-tools compares against one group. To compare with "
+                f"several, pass idx1=adata.obs[{groupby!r}] == group1 and "
+                f"idx2=adata.obs[{groupby!r}].isin(group2) instead of groupby."
+            )
+        # A list of one group is that group.
+        return _set_argument(differential_expression, args, kwargs, "group2", list(group2)[0])
     return args, kwargs
+
+
+def _set_argument(method, args: tuple, kwargs: dict, name: str, value) -> tuple[tuple, dict]:
+    """The call's ``args`` and ``kwargs`` with argument ``name`` set to ``value``."""
+    position = list(inspect.signature(method).parameters).index(name) - 1  # after self
+    if position < len(args):
+        return (*args[:position], value, *args[position + 1 :]), kwargs
+    return args, {**kwargs, name: value}
 
 
 def _de_in_memory(model, adata, args: tuple, kwargs: dict) -> tuple[tuple, dict]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Literal
 
@@ -19,14 +18,13 @@ from scvi.data.fields import (
 from scvi.model._utils import _init_library_size
 from scvi.model.base import (
     BaseModelClass,
-    RNASeqMixin,
     VAEMixin,
 )
 
 from ..module import ZINBVAEModule
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
-from ._de import check_de_groups
+from ._de import CheckedExpressionMixin
 from ._labels import small_categories_named
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
@@ -46,7 +44,7 @@ class ZINBVAE(
     QueryMappingMixin,
     PerturbationMixin,
     DeltaModelMixin,
-    RNASeqMixin,
+    CheckedExpressionMixin,
     HostResultsMixin,
     VAEMixin,
     BaseModelClass,
@@ -198,11 +196,6 @@ class ZINBVAE(
         with small_categories_named(adata, columns, query="source_registry" in kwargs):
             adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
-
-    @functools.wraps(RNASeqMixin.differential_expression)
-    def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
-        args, kwargs = check_de_groups(self, RNASeqMixin.differential_expression, args, kwargs)
-        return super().differential_expression(*args, **kwargs)
 
     @writes_backed
     def write_to_adata(self, adata: AnnData | None = None, batch_size: int | None = None):
