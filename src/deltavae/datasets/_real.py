@@ -179,7 +179,11 @@ def kang_ifnb() -> ad.AnnData:
     anndata.AnnData
         ``X``: CSR float32 holding integer counts. ``obs``: ``condition`` (``ctrl`` 750 /
         ``stim`` 806), ``cell_type`` (5), ``donor`` (2), ``sample`` (4), all categorical.
-        ``var``: ``SYMBOL``, ``ENSEMBL``. ``obsm["X_tsne"]``.
+        ``var``: ``SYMBOL``, ``ENSEMBL``. ``obsm["X_tsne"]``. ``var_names`` are muscat's:
+        gene symbols, except 91 genes that muscat's file names with their Ensembl ID
+        appended (``PTPRC_ENSG00000081237``, ``CD79A_ENSG00000105369``).
+        ``var["SYMBOL"]`` is unique here: ``adata.var_names = adata.var["SYMBOL"]`` gives
+        plain symbols.
 
     Examples
     --------
@@ -187,6 +191,8 @@ def kang_ifnb() -> ad.AnnData:
     >>> adata = dv.datasets.kang_ifnb()
     >>> adata.obs["condition"].value_counts().sort_index().tolist()
     [750, 806]
+    >>> "PTPRC" in adata.var_names, adata.var.loc["PTPRC_ENSG00000081237", "SYMBOL"]
+    (False, 'PTPRC')
     """
     return _read_embedded("kang_ifnb.h5ad")
 
