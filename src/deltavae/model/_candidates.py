@@ -52,11 +52,12 @@ def candidate_spots(model, n_pcs: int, max_candidates: int):
     rows, profiles, embedding, mean_profile
     """
     rows = model._sample_rows(POOL_FACTOR * max_candidates)
-    counts = model._read_rows(rows)
+    # float32, as the module keeps them: the pool is 5 x max_candidates spots by every gene.
+    counts = model._read_rows(rows, dtype=np.float32)
     # A spot's profile is as noisy as its counts are few: a spot of a handful of reads is an
     # extreme point of the profiles (2 reads: half of each of 2 genes) and would become an
     # archetype of its own. Shallow spots are fitted like the others but are no candidates.
-    depth = counts.sum(axis=1)
+    depth = counts.sum(axis=1, dtype=np.float64)
     deep = depth >= SHALLOW_SHARE * np.median(depth)
     if not deep.all():
         logger.info(
@@ -65,10 +66,10 @@ def candidate_spots(model, n_pcs: int, max_candidates: int):
             (~deep).sum(), SHALLOW_SHARE * np.median(depth), SHALLOW_SHARE,
         )  # fmt: skip
         rows, counts, depth = rows[deep], counts[deep], depth[deep]
-    profiles = counts  # in place: the pool is 5 x max_candidates spots by every gene
-    profiles /= np.maximum(depth, 1.0)[:, None]
-    mean_profile = profiles.mean(axis=0)
-    embedding = embed(profiles, n_pcs)
+    profiles = counts  # in place
+    profiles /= np.maximum(depth, 1.0)[:, None].astype(np.float32)
+    mean_profile = profiles.mean(axis=0, dtype=np.float64)
+    embedding = embed(profiles, n_pcs).astype(np.float64)
     if len(rows) > max_candidates:
         _, picked = kmeans_plusplus(embedding, max_candidates, random_state=scvi.settings.seed)
         picked = np.sort(picked)

@@ -66,13 +66,17 @@ class SpotModelMixin:
         """The registered count matrix of the model's AnnData (on disk when backed)."""
         return self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
 
-    def _read_rows(self, rows: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
-        """Dense float64 counts of the (sorted) ``rows``, read ``READ_CHUNK`` rows at a time."""
+    def _read_rows(
+        self, rows: np.ndarray, columns: np.ndarray | None = None, dtype=np.float64
+    ) -> np.ndarray:
+        """Dense counts (``dtype``) of the (sorted) ``rows``, read ``READ_CHUNK`` rows at a
+        time."""
         X, blocks = self._counts(), []
         for start in range(0, len(rows), READ_CHUNK):
             block = X[rows[start : start + READ_CHUNK]]
-            blocks.append(dense(block if columns is None else block[:, columns]))
-        return np.concatenate(blocks) if blocks else np.zeros((0, X.shape[1]))
+            block = dense(block if columns is None else block[:, columns])
+            blocks.append(block.astype(dtype, copy=False))
+        return np.concatenate(blocks) if blocks else np.zeros((0, X.shape[1]), dtype=dtype)
 
     def _row_chunks(self, columns: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """Dense float64 counts of every spot, ``READ_CHUNK`` rows at a time, in file order."""
