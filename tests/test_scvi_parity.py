@@ -26,6 +26,23 @@ def test_setup_arguments_a_model_does_not_take_are_named(counts_adata, cls, argu
     assert not [c for c in counts_adata.obs if c.startswith("_scvi")]
 
 
+@pytest.mark.parametrize(
+    ("cls", "argument", "hint"),
+    [
+        (dv.model.ZINBVAE, {"gene_likelihood": "nb"}, "ZINBVAE(adata, likelihood='nb')"),
+        (dv.model.CGMDVAE, {"gene_likelihood": "nb"}, "CGMDVAE(adata, likelihood='nb')"),
+        (dv.model.ZINBVAE, {"latent_distribution": "ln"}, "always normal"),
+    ],
+)
+def test_scvi_constructor_arguments_a_model_names_otherwise(counts_adata, cls, argument, hint):
+    cls.setup_anndata(counts_adata)
+    with pytest.raises(TypeError, match=f"unexpected argument '{next(iter(argument))}'") as err:
+        cls(counts_adata, **argument)
+    assert hint in str(err.value)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'n_hiden'"):
+        cls(counts_adata, n_hiden=16)  # a name scvi-tools lacks too: Python's own message
+
+
 def test_several_devices_alone_train_with_ddp(counts_adata, monkeypatch):
     seen = {}
 

@@ -29,7 +29,7 @@ from ._de import CheckedExpressionMixin
 from ._labels import LabelsInColumnOrder, check_label_setup, small_categories_named
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
-from ._scvi_glue import HostResultsMixin
+from ._scvi_glue import HostResultsMixin, scvi_init_names
 from ._validation import check_data, check_model_arguments, check_obs_keys, check_setup_target
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
@@ -118,6 +118,7 @@ class CGMDVAE(
     _module_cls = CGMDVAEModule
     perturbation_methods = ("translate", "latent_shift", "nearest_response")
 
+    @scvi_init_names
     def __init__(
         self,
         adata: AnnData,
@@ -159,10 +160,8 @@ class CGMDVAE(
             raise ValueError(f"n_latent must be a positive integer or 'auto', got {n_latent!r}.")
         if condition_alignment == "auto":
             condition_alignment = (100.0 if labels else 10.0) if observation.is_count else 0.0
-        label_to_cluster = None
-        if labels:
-            # Label codes 0..L-1 are the labels (scvi-tools puts the unlabelled code last).
-            label_to_cluster = [*range(len(labels)), -1]
+        # Label codes 0..L-1 are the labels; the unlabelled code is last (LabelsInColumnOrder).
+        label_to_cluster = [*range(len(labels)), -1] if labels else None
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_clusters=n_clusters,

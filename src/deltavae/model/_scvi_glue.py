@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import inspect
 import logging
 import warnings
 
@@ -133,3 +135,29 @@ class HostResultsMixin:
 
     get_elbo.__doc__ = VAEMixin.get_elbo.__doc__
     get_reconstruction_error.__doc__ = VAEMixin.get_reconstruction_error.__doc__
+
+
+#: What a model's constructor takes instead of scvi-tools' ``SCVI`` arguments it lacks.
+_INIT_INSTEAD = {
+    "gene_likelihood": "scvi-tools' gene_likelihood is called likelihood here, e.g. "
+    "{model}(adata, likelihood='nb')",
+    "latent_distribution": "z is always normal here (scvi-tools' 'ln' is not offered)",
+    "batch_key": "covariates are registered by setup_anndata, not by the constructor",
+}
+
+
+def scvi_init_names(init):
+    """``init`` (a model's ``__init__``) with a hint, in place of Python's bare "unexpected
+    keyword argument", for scvi-tools' constructor arguments the model names otherwise."""
+
+    @functools.wraps(init)
+    def checked(self, *args, **kwargs):
+        known = inspect.signature(init).parameters
+        hints = [key for key in kwargs if key not in known and key in _INIT_INSTEAD]
+        if hints:
+            model = type(self).__name__
+            hint = _INIT_INSTEAD[hints[0]].format(model=model)
+            raise TypeError(f"{model}() got an unexpected argument {hints[0]!r}: {hint}.")
+        init(self, *args, **kwargs)
+
+    return checked

@@ -28,7 +28,7 @@ from ._de import CheckedExpressionMixin
 from ._labels import small_categories_named
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
-from ._scvi_glue import HostResultsMixin
+from ._scvi_glue import HostResultsMixin, scvi_init_names
 from ._validation import (
     check_data,
     check_model_arguments,
@@ -92,6 +92,7 @@ class ZINBVAE(
     _module_cls = ZINBVAEModule
     latent_key = "X_zinbvae"
 
+    @scvi_init_names
     def __init__(
         self,
         adata: AnnData,
