@@ -52,7 +52,8 @@ def test_history_draws_one_line_per_recorded_key(trained, tmp_path):
     assert ax.get_legend() is not None
 
     out = tmp_path / "history.png"
-    ax = dv.pl.history(model, keys=("elbo_validation", "not_logged"), log=True, save=out)
+    with pytest.warns(UserWarning, match=r"no \['not_logged'\]; not drawn. Its keys"):
+        ax = dv.pl.history(model, keys=("elbo_validation", "not_logged"), log=True, save=out)
     assert len(ax.get_lines()) == 1
     assert ax.get_yscale() == "log"
     _assert_png(out)
@@ -140,11 +141,10 @@ def test_cluster_composition_table(trained, normalize, axis, total):
     assert [t.get_text() for t in ax.get_yticklabels()] == expected
     # The colour bar names no unit the rows may not be (cells or spots).
     bar = ax.figure.axes[-1].get_ylabel()
-    assert "cells" not in bar and bar in (
-        "fraction of each cluster",
-        "fraction of each condition",
-        "count",
+    assert bar == {"cluster": "fraction of the row", "label": "fraction of the column"}.get(
+        normalize, "count"
     )
+    assert ax.images[0].get_clim() == (0, 1 if normalize else table.max())
 
 
 def test_cluster_composition_sizes_can_be_left_out(trained):

@@ -115,7 +115,7 @@ def test_perturbation_scatter_draws_gene_means_and_r2(perturbation, tmp_path):
     np.testing.assert_allclose(points[:, 0], observed.X.mean(0), rtol=1e-5)
     np.testing.assert_allclose(points[:, 1], predicted.X.mean(0), rtol=1e-5)
     r2 = dv.metrics.mean_expression_r2(predicted, observed)
-    assert ax.get_title() == f"R² = {r2:.3f}"
+    assert ax.get_title() == f"R² = {r2:.3f} (all genes)"
     assert ax.get_ylabel() == "predicted mean expression"
 
     out = tmp_path / "r2.png"

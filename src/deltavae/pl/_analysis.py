@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 from scipy import sparse
 
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
-from ._utils import label_points, panel_axes, savefig_or_show
+from ._utils import as_names, label_points, own_axes, panel_axes, savefig_or_show
 
 
 def cluster_entropy(
@@ -116,7 +116,7 @@ def cluster_probabilities(
     basis
         obsm entry with the embedding (``"X_umap"`` or ``"umap"``).
     clusters
-        Cluster names (from ``uns["cgmdvae"]["cluster_names"]``) or indices to draw the
+        Cluster name(s) (from ``uns["cgmdvae"]["cluster_names"]``) or indices to draw the
         probability of, one panel each.
     normalize
         Divide the entropy by log K.
@@ -141,12 +141,14 @@ def cluster_probabilities(
     >>> ax = dv.pl.cluster_probabilities(adata, show=False)  # doctest: +SKIP
     >>> dv.pl.cluster_probabilities(adata, clusters=["0", "3"], save="_probs.png")  # doctest: +SKIP
     """
+    if adata.n_obs == 0:
+        raise ValueError("adata holds no cells: nothing to draw.")
     probs = _probabilities(adata, probs_key)
     coords, axis_name = _coordinates(adata, basis)
     entropy = cluster_entropy(probs, normalize=normalize)
     names = _cluster_names(adata, probs_key, probs.shape[1])
     columns = []
-    for cluster in clusters or []:
+    for cluster in as_names(clusters, "clusters") or []:
         if isinstance(cluster, str) and cluster in names:
             columns.append(names.index(cluster))
         elif isinstance(cluster, int | np.integer) and 0 <= int(cluster) < probs.shape[1]:
@@ -190,6 +192,9 @@ def _mean_expression(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
     if isinstance(data, AnnData):
         genes = np.asarray(data.var_names).astype(str)
         data = data.X
+    elif isinstance(data, pd.DataFrame):  # get_normalized_expression's cells x genes
+        genes = np.asarray(data.columns).astype(str)
+        data = data.to_numpy()
     if sparse.issparse(data):
         return np.asarray(data.mean(0)).ravel(), genes
     data = np.asarray(data, dtype=float)
@@ -221,10 +226,12 @@ def perturbation_scatter(
     Parameters
     ----------
     predicted, observed
-        Cells x genes as AnnData (``X``) or arrays, on the same scale (e.g. both normalised
-        and log1p-transformed); the numbers of cells may differ, the genes must match.
+        Cells x genes as AnnData (``X``), DataFrames (genes as columns, as
+        ``get_normalized_expression`` returns them) or arrays, on the same scale (e.g. both
+        normalised and log1p-transformed); the numbers of cells may differ, the genes must
+        match.
     highlight
-        Gene names (needs AnnData) to colour, label and score separately.
+        Gene name(s) (needs AnnData or DataFrames) to colour, label and score separately.
     n_labels
         Label the ``n_labels`` highlighted genes with the highest observed mean.
     {ax}
@@ -249,8 +256,10 @@ def perturbation_scatter(
     r2_top = None
     if highlight is not None:
         if genes is None:
-            raise ValueError("highlight needs gene names: pass AnnData for predicted or observed.")
-        highlight = [str(g) for g in highlight]
+            raise ValueError(
+                "highlight needs gene names: pass AnnData or DataFrames for predicted or observed."
+            )
+        highlight = [str(g) for g in as_names(highlight, "highlight")]
         missing = sorted(set(highlight) - set(genes))
         if missing:
             raise KeyError(f"highlight genes not found: {missing[:5]} ({len(missing)} in all).")
@@ -258,14 +267,14 @@ def perturbation_scatter(
         if mask.sum() >= 2:
             r2_top = mean_expression_r2(pred[mask][None, :], true[mask][None, :])
     if ax is None:
-        _, ax = plt.subplots(figsize=(4.5, 4.2))
+        ax = own_axes((4.5, 4.2))
     ax.scatter(
         true[~mask],
         pred[~mask],
         s=6,
         color="0.55",
         linewidths=0,
-        label=f"all genes (R² = {r2_all:.2f})",
+        label="other genes" if mask.any() else f"all genes (R² = {r2_all:.2f})",
     )
     if mask.any():
         top_label = f"highlighted ({mask.sum()})"
@@ -277,8 +286,8 @@ def perturbation_scatter(
     ax.plot([low, high], [low, high], color="black", linewidth=0.8, linestyle="--", zorder=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title if title is not None else f"R² = {r2_all:.3f}")
-    ax.legend(loc="upper left", fontsize=8, edgecolor="0.6")
+    ax.set_title(title if title is not None else f"R² = {r2_all:.3f} (all genes)")
+    ax.legend(loc="best", fontsize=8, edgecolor="0.6")
     if mask.any() and n_labels > 0:
         # labelled last: the placement that keeps labels apart needs the final axis limits
         idx = np.flatnonzero(mask)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import scanpy as sc
@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from .._docs import doc_ax, doc_params, doc_show_save
-from ._utils import savefig_or_show
+from ._utils import as_names, own_axes, savefig_or_show
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,19 @@ def _history_frames(model) -> Mapping[str, pd.DataFrame]:
             "model.history."
         )
     return history
+
+
+def _history_unit(model, keys: Sequence[str]) -> str:
+    """The y label of a history plot: what the curves are, per cell or per spot."""
+    from ..model._spots import SpotModelMixin
+
+    unit = "spot" if isinstance(model, SpotModelMixin) else "cell"
+    if all(key == "kl_weight" for key in keys):
+        return "KL weight"
+    if all(key.startswith(("elbo_", "train_loss", "validation_loss")) for key in keys):
+        return f"negative ELBO per {unit}"
+    unitless = " (nats; the KL weight has none)" if "kl_weight" in keys else " (nats)"
+    return f"per {unit}{unitless}"
 
 
 def _plain_number(value: float, _pos=None) -> str:
@@ -86,7 +99,9 @@ def history(
         A trained deltavae model (anything with a ``history`` dict of DataFrames indexed by
         epoch, as scvi-tools keeps it), or that dict itself.
     keys
-        History entries to draw, one line each. Entries the history lacks are skipped.
+        History entries to draw, one line each (one name or a list). Entries the history
+        lacks are skipped, with a warning for any but ``"elbo_validation"`` (absent when the
+        model trained without validation cells).
     {ax}
     log
         Logarithmic y axis.
@@ -106,6 +121,7 @@ def history(
     >>> dv.pl.history(vae, log=True, save="_log.png")  # doctest: +SKIP
     """
     frames = _history_frames(model)
+    keys = as_names(keys, "keys")
     present = [key for key in keys if key in frames]
     if not present:
         raise ValueError(
@@ -113,10 +129,16 @@ def history(
             f"{sorted(frames)}."
         )
     skipped = [key for key in keys if key not in frames]
-    if skipped:
+    if [key for key in skipped if key != "elbo_validation"]:
+        warnings.warn(
+            f"The history has no {skipped}; not drawn. Its keys: {sorted(frames)}.",
+            UserWarning,
+            stacklevel=2,
+        )
+    elif skipped:
         logger.info("history has no %s; not drawn", skipped)
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.5))
+        ax = own_axes((5, 3.5))
     for key in present:
         frame = frames[key]
         series = frame[key] if key in frame.columns else frame.iloc[:, 0]
@@ -137,8 +159,7 @@ def history(
         _log_y_axis(ax, [frames[key] for key in present])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    elbo_only = all(key.startswith(("elbo_", "train_loss", "validation_loss")) for key in keys)
-    ax.set_ylabel("negative ELBO per cell" if elbo_only else "per cell (nats)")
+    ax.set_ylabel(_history_unit(model, present))
     ax.set_title("Training history")
     # A framed legend stays readable when it sits on the shaded warm-up.
     ax.legend(edgecolor="0.6")
@@ -219,6 +240,23 @@ def _tick_names(
     ]
 
 
+#: A numeric column with more distinct values than this is no grouping.
+_MAX_NUMERIC_GROUPS = 50
+
+
+def _check_categories(values: pd.Series, arg: str, key: str) -> None:
+    """A numeric obs column of many values (counts, fractions) is not groups of cells."""
+    if isinstance(values.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(values):
+        return
+    n_values = values.nunique()
+    if n_values > _MAX_NUMERIC_GROUPS and not pd.api.types.is_bool_dtype(values):
+        raise ValueError(
+            f"{arg}={key!r} is a numeric column with {n_values} distinct values, not groups; "
+            f"bin it first, e.g. adata.obs['{key}_bin'] = pd.cut(adata.obs[{key!r}], 5), or "
+            "pass a categorical column."
+        )
+
+
 def _categorical(values: pd.Series) -> pd.Categorical:
     categorical = pd.Categorical(values)
     return categorical.remove_unused_categories()
@@ -284,27 +322,34 @@ def cluster_composition(
                 f"{arg}={key!r} is not a column of adata.obs; available columns: "
                 f"{list(adata.obs.columns)}."
             )
+        _check_categories(adata.obs[key], arg, key)
     if normalize not in ("cluster", "label", None):
         raise ValueError(f"normalize must be 'cluster', 'label' or None; got {normalize!r}.")
     clusters = _categorical(adata.obs[cluster_key])
     labels = _categorical(adata.obs[label_key])
     known = (clusters.codes >= 0) & (labels.codes >= 0)
+    if not known.any():
+        raise ValueError(
+            f"No cell has both a {cluster_key!r} and a {label_key!r} value "
+            f"({adata.n_obs} cells): nothing to tabulate."
+        )
     table = np.zeros((len(clusters.categories), len(labels.categories)))
     np.add.at(table, (clusters.codes[known], labels.codes[known]), 1)
     row_names = _tick_names(clusters.categories, clusters.codes, known, label_key, show_sizes)
     col_names = _tick_names(labels.categories, labels.codes, known, cluster_key, show_sizes)
     if normalize == "cluster":
         table = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
-        bar_label = f"fraction of each {cluster_key}"  # cells or spots
+        bar_label = "fraction of the row"  # of cells or spots
     elif normalize == "label":
         table = table / np.maximum(table.sum(axis=0, keepdims=True), 1)
-        bar_label = f"fraction of each {label_key}"
+        bar_label = "fraction of the column"
     else:
         bar_label = "count"
     n_rows, n_cols = table.shape
     if ax is None:
-        _, ax = plt.subplots(figsize=(1.5 + 0.6 * n_cols + 1.2, 1.2 + 0.4 * n_rows))
-    image = ax.imshow(table, cmap=cmap, aspect="auto", vmin=0)
+        ax = own_axes((1.5 + 0.6 * n_cols + 1.2, 1.2 + 0.4 * n_rows))
+    top = 1.0 if normalize else None  # fractions on their whole scale
+    image = ax.imshow(table, cmap=cmap, aspect="auto", vmin=0, vmax=top)
     ax.grid(False)  # a style's grid (scanpy's set_figure_params) would cut through the cells
     ax.figure.colorbar(image, ax=ax, label=bar_label, fraction=0.05, pad=0.02)
     ax.set_xticks(np.arange(n_cols), col_names, rotation=45, ha="right")
@@ -312,7 +357,7 @@ def cluster_composition(
     ax.set_xlabel(label_key)
     ax.set_ylabel(cluster_key)
     if annotate:
-        dark = 0.6 * (table.max() if table.size else 0)
+        dark = 0.6 * (top or table.max())
         for (row, col), value in np.ndenumerate(table):
             if value:
                 ax.text(
@@ -321,7 +366,7 @@ def cluster_composition(
                     _cell_text(value, normalize is None),
                     ha="center",
                     va="center",
-                    fontsize=7,
+                    fontsize=8,
                     color="white" if value > dark else "black",
                 )
     return savefig_or_show(ax, "cluster_composition", show, save)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 
 from .._docs import doc_ax, doc_params, doc_show_save
-from ._utils import panel_axes, savefig_or_show
+from ._utils import as_names, own_axes, panel_axes, savefig_or_show
 
 
 def _spatial_values(adata: AnnData, key: str, columns: Sequence[str] | None) -> pd.DataFrame:
@@ -27,11 +26,19 @@ def _spatial_values(adata: AnnData, key: str, columns: Sequence[str] | None) -> 
         values.columns = [str(c) for c in values.columns]
     if columns is None:
         return values
+    columns = as_names(columns, "columns")
     missing = [c for c in columns if c not in values.columns]
     if missing:
         raise KeyError(f"{missing} are not columns of obsm[{key!r}]: {list(values.columns)}")
     return values[list(columns)]
 
+
+#: Colour bar labels of the obsm entries deltavae writes.
+_BAR_LABELS = {
+    "proportions": "proportion",
+    "proportions_true": "proportion",
+    "archetype_weights": "weight",
+}
 
 #: Colour of spots without a value, as scanpy's ``na_color``.
 _NA_COLOR = "lightgray"
@@ -72,9 +79,10 @@ def spatial_proportions(
         obsm entry to draw: ``"proportions"`` (NMFDeconv), ``"archetype_weights"``
         (Archetypes), ``"proportions_true"`` (pseudo-spots) ...
     columns
-        Columns to draw; default all.
+        Column(s) to draw; default all.
     basis
-        obsm entry with the x/y coordinates.
+        obsm entry with the x/y coordinates; ``"spatial"`` (image coordinates) is drawn with
+        the y axis pointing down, as scanpy and squidpy draw tissue.
     ncols
         Panels per row.
     size
@@ -106,6 +114,8 @@ def spatial_proportions(
         raise ValueError(f"obsm[{basis!r}] has shape {coords.shape}; expected (spots, 2).")
     if isinstance(vmax, str) and vmax != "p99":
         raise ValueError(f"vmax must be a number, 'p99' or None; got {vmax!r}.")
+    if adata.n_obs == 0:
+        raise ValueError("adata holds no spots: nothing to draw.")
     values = _spatial_values(adata, key, columns)
     n = values.shape[1]
     fig, axes = panel_axes(ax, n, ncols, (3.2, 3.0))
@@ -122,11 +132,11 @@ def spatial_proportions(
         points = ax.scatter(
             *coords[~missing, :2].T, c=v[~missing], s=size, cmap=cmap, vmin=0, vmax=top
         )
-        fig.colorbar(points, ax=ax, fraction=0.046, pad=0.02)
+        fig.colorbar(points, ax=ax, label=_BAR_LABELS.get(key, key), shrink=0.7, pad=0.02)
         ax.set_title(str(column))
         ax.set_aspect("equal")
-        if not ax.yaxis_inverted():  # image orientation, also over an image already drawn
-            ax.invert_yaxis()
+        if basis == "spatial" and not ax.yaxis_inverted():
+            ax.invert_yaxis()  # image orientation (rows down), also over an image drawn
         ax.set_xticks([])
         ax.set_yticks([])
     return savefig_or_show(axes, "spatial_proportions", show, save)
@@ -171,7 +181,7 @@ def archetype_elbow(
     explained = np.asarray(curve["explained_variance"])
     chosen = int(curve["chosen"])
     if ax is None:
-        _, ax = plt.subplots(figsize=(4.5, 3.2))
+        ax = own_axes((4.5, 3.2))
     ax.plot(ks, explained, marker="o", color="0.3")
     ax.axvline(chosen, color="tab:red", linestyle="--", label=f"chosen: {chosen}")
     ax.set_xlabel("number of archetypes")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
+import numpy as np
 import scanpy as sc
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
@@ -48,11 +49,37 @@ def figure_path(writekey: str, save: bool | str | os.PathLike) -> Path:
     return Path(sc.settings.figdir) / f"{writekey}{sc.settings.plot_suffix}.{ext}"
 
 
+def as_names(value, arg: str) -> list | None:
+    """A list argument as a list: one name given as a string is that name (scanpy's
+    ``color="CD3E"``), not its letters; an array is its elements; an empty list is refused.
+
+    Examples
+    --------
+    >>> as_names("ISG15", "highlight"), as_names(np.array([0, 1]), "clusters")
+    (['ISG15'], [0, 1])
+    """
+    if value is None:
+        return None
+    names = [value] if isinstance(value, str) else list(np.asarray(value, dtype=object).ravel())
+    if not names:
+        raise ValueError(f"{arg} is empty; name at least one, or pass None.")
+    return names
+
+
+def own_axes(figsize: tuple[float, float]) -> Axes:
+    """A new figure's Axes, laid out so that labels and colour bars stay inside the figure
+    when it is saved with ``plt.savefig`` after ``show=False``."""
+    return plt.subplots(figsize=figsize, layout="constrained")[1]
+
+
 def panel_axes(
     ax: Axes | None, n_panels: int, ncols: int, panel_size: tuple[float, float], **subplots
 ) -> tuple[plt.Figure, list[Axes]]:
     """The figure and the Axes of a plot of ``n_panels`` panels: the given ``ax`` for a plot of
     one panel (as scanpy's multi-panel plots take it), else a grid of its own."""
+    if n_panels < 1:
+        raise ValueError("Nothing to draw: no panel selected.")
+    subplots.setdefault("layout", "constrained")
     if ax is not None:
         if n_panels != 1:
             raise ValueError(

@@ -1,0 +1,140 @@
+"""deltavae.pl called the way a scanpy user calls plots: one name where a list is taken,
+arrays, DataFrames, empty selections, numeric columns, and figures saved with plt.savefig
+after show=False."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import anndata as ad  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+import deltavae as dv  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _cells(n=120, k=12):
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(np.zeros((n, 3), dtype=np.float32))
+    probs = rng.dirichlet(np.ones(k), n)
+    adata.obsm["cgmdvae_cluster_probs"] = probs
+    adata.obsm["X_umap"] = rng.normal(size=(n, 2))
+    adata.obsm["spatial"] = rng.uniform(0, 100, size=(n, 2))
+    adata.obsm["proportions"] = pd.DataFrame(
+        rng.dirichlet([1, 1, 1], n), index=adata.obs_names, columns=["Astro", "Neuron", "Oligo"]
+    )
+    adata.obs["cluster"] = pd.Categorical(rng.integers(0, 4, n).astype(str))
+    adata.obs["cell_type"] = pd.Categorical(rng.choice(["B", "T", "NK"], n))
+    adata.obs["n_counts"] = rng.integers(500, 5000, n)
+    return adata
+
+
+def _history():
+    epochs = np.arange(30)
+    elbo = 2000 + 500 * np.exp(-epochs / 5)
+    return {
+        "elbo_train": pd.DataFrame({"elbo_train": elbo}, index=epochs),
+        "kl_weight": pd.DataFrame({"kl_weight": np.minimum(1, epochs / 10)}, index=epochs),
+    }
+
+
+def _gene_means():
+    rng = np.random.default_rng(1)
+    genes = ["ISG15", "IFI6", "CD3E", *(f"g{i}" for i in range(30))]
+    observed = pd.DataFrame(rng.gamma(2.0, 1.0, (50, len(genes))), columns=genes)
+    return observed * 1.1, observed
+
+
+def test_one_name_where_a_list_is_taken_is_that_name():
+    """A string was read a letter at a time: clusters="12" drew clusters 1 and 2."""
+    adata = _cells()
+    axes = dv.pl.cluster_probabilities(adata, clusters="11", show=False)
+    assert [ax.get_title() for ax in axes] == ["Cluster entropy", "P(cluster 11)"]
+    axes = dv.pl.cluster_probabilities(adata, clusters=np.array([0, 1]), show=False)
+    assert [ax.get_title() for ax in axes][1:] == ["P(cluster 0)", "P(cluster 1)"]
+    ax = dv.pl.history(_history(), keys="elbo_train", show=False)
+    assert [line.get_label() for line in ax.get_lines()] == ["training"]
+    (ax,) = dv.pl.spatial_proportions(adata, columns="Neuron", show=False)
+    assert ax.get_title() == "Neuron"
+    predicted, observed = _gene_means()
+    ax = dv.pl.perturbation_scatter(predicted, observed, highlight="ISG15", show=False)
+    assert ax.collections[1].get_offsets().shape == (1, 2)
+
+
+def test_gene_means_from_dataframes_keep_their_gene_names():
+    """get_normalized_expression returns cells x genes DataFrames; highlight needs names."""
+    predicted, observed = _gene_means()
+    ax = dv.pl.perturbation_scatter(predicted, observed, highlight=["ISG15", "IFI6"], show=False)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0] == "other genes" and labels[1].startswith("highlighted (2)")
+    assert ax.get_legend()._loc == 0  # "best": the legend moves off the points
+
+
+def test_empty_selections_are_refused_not_drawn_blank():
+    adata = _cells()
+    with pytest.raises(ValueError, match="no cells"):
+        dv.pl.cluster_probabilities(adata[:0], show=False)
+    with pytest.raises(ValueError, match="no spots"):
+        dv.pl.spatial_proportions(adata[:0], show=False)
+    with pytest.raises(ValueError, match="columns is empty"):
+        dv.pl.spatial_proportions(adata, columns=[], show=False)
+    adata.obs["unlabelled"] = pd.Categorical([np.nan] * adata.n_obs, categories=["x"])
+    with pytest.raises(ValueError, match="No cell has both a 'cluster' and a 'unlabelled'"):
+        dv.pl.cluster_composition(adata, "cluster", "unlabelled", show=False)
+
+
+def test_a_numeric_column_is_no_grouping():
+    """n_counts as labels made a 5 x 1736 table in a 1044-inch figure."""
+    adata = _cells()
+    with pytest.raises(ValueError, match=r"'n_counts' is a numeric column with \d+ distinct"):
+        dv.pl.cluster_composition(adata, "cluster", "n_counts", show=False)
+    adata.obs["leiden_codes"] = adata.obs["cluster"].astype(int)  # few values: groups
+    ax = dv.pl.cluster_composition(adata, "leiden_codes", "cell_type", show=False)
+    assert np.asarray(ax.images[0].get_array()).shape == (4, 3)
+
+
+def test_a_misspelled_history_key_warns():
+    with pytest.warns(UserWarning, match="no \\['elbo_vaildation'\\]"):
+        dv.pl.history(_history(), keys=["elbo_train", "elbo_vaildation"], show=False)
+    ax = dv.pl.history(_history(), keys=["kl_weight"], show=False)
+    assert ax.get_ylabel() == "KL weight"  # not "per cell (nats)"
+
+
+def _inside(fig, artist) -> bool:
+    box = artist.get_window_extent(fig.canvas.get_renderer())
+    whole = fig.bbox
+    return box.x0 >= whole.x0 - 1 and box.y0 >= whole.y0 - 1 and box.x1 <= whole.x1 + 1
+
+
+@pytest.mark.parametrize("plot", ["history", "cluster_composition", "perturbation_scatter"])
+def test_plt_savefig_after_show_false_keeps_the_labels(plot):
+    """scanpy's usual workflow; the figure was cut below the x label (tick labels lost)."""
+    adata = _cells()
+    if plot == "history":
+        ax = dv.pl.history(_history(), log=True, show=False)
+    elif plot == "cluster_composition":
+        ax = dv.pl.cluster_composition(adata, "cluster", "cell_type", show=False)
+    else:
+        ax = dv.pl.perturbation_scatter(*_gene_means(), show=False)
+    fig = ax.figure
+    fig.canvas.draw()
+    assert _inside(fig, ax.xaxis.label) and _inside(fig, ax.yaxis.label)
+    low, high = sorted(ax.get_xlim())
+    ticks = zip(ax.get_xticks(), ax.get_xticklabels(), strict=True)
+    assert all(_inside(fig, label) for x, label in ticks if low <= x <= high and label.get_text())
+
+
+def test_spatial_panels_label_their_bars_and_only_tissue_is_flipped():
+    adata = _cells()
+    (ax,) = dv.pl.spatial_proportions(adata, columns="Astro", show=False)
+    assert ax.yaxis_inverted() and ax.figure.axes[-1].get_ylabel() == "proportion"
+    (ax,) = dv.pl.spatial_proportions(adata, columns="Astro", basis="X_umap", show=False)
+    assert not ax.yaxis_inverted()  # a UMAP upside down is another picture
