@@ -13,7 +13,13 @@ import pandas as pd
 import scanpy as sc
 from anndata import AnnData
 from matplotlib.axes import Axes
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.ticker import (
+    FixedLocator,
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+)
 
 from .._docs import doc_ax, doc_params, doc_show_save
 from ._utils import as_names, own_axes, savefig_or_show
@@ -57,6 +63,29 @@ def _plain_number(value: float, _pos=None) -> str:
     return f"{value:.3g}"
 
 
+#: Round mantissas of the ticks of a log axis spanning less than a decade.
+_NICE = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
+
+
+def _log_ticks(low: float, high: float, n: int = 5) -> list[float]:
+    """Up to ``n`` round values between ``low`` and ``high``, evenly spaced in log, the first
+    as near ``low`` as a round value allows.
+
+    Examples
+    --------
+    >>> _log_ticks(1066, 10066)
+    [1200.0, 2000.0, 3000.0, 6000.0, 10000.0]
+    """
+    decades = range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+    nice = np.array([m * 10.0**d for d in decades for m in _NICE])
+    nice = nice[(nice >= low) & (nice <= high)]
+    if nice.size < 2:
+        return list(nice)
+    targets = np.log10(np.geomspace(low, high, n))
+    picked = {float(nice[np.argmin(np.abs(np.log10(nice) - t))]) for t in targets}
+    return sorted(picked)
+
+
 def _log_y_axis(ax: Axes, frames: Sequence[pd.DataFrame]) -> None:
     """Log-scale y axis labelled with plain numbers over whatever range the curves span.
 
@@ -75,6 +104,10 @@ def _log_y_axis(ax: Axes, frames: Sequence[pd.DataFrame]) -> None:
     decades = np.log10(values.max() / values.min()) if values.size else 0.0
     if decades >= 1:
         ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    elif decades >= 0.3:
+        # Evenly spaced on the log axis: linear steps (2,500, 5,000, 7,500) leave the lowest
+        # stretch, where an ELBO ends, without a label.
+        ax.yaxis.set_major_locator(FixedLocator(_log_ticks(values.min(), values.max())))
     else:
         ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
     ax.yaxis.set_major_formatter(FuncFormatter(_plain_number))
