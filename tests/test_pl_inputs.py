@@ -138,3 +138,17 @@ def test_spatial_panels_label_their_bars_and_only_tissue_is_flipped():
     assert ax.yaxis_inverted() and ax.figure.axes[-1].get_ylabel() == "proportion"
     (ax,) = dv.pl.spatial_proportions(adata, columns="Astro", basis="X_umap", show=False)
     assert not ax.yaxis_inverted()  # a UMAP upside down is another picture
+
+
+def test_gene_means_compare_genes_by_name_and_say_how_to_reorder():
+    predicted, observed = _gene_means()
+    shuffled = observed[observed.columns[::-1]]
+    with pytest.raises(ValueError, match=r"same genes in another order.*observed\[predicted"):
+        dv.metrics.mean_expression_r2(predicted, shuffled)
+    with pytest.raises(ValueError, match="same genes in another order"):
+        dv.pl.perturbation_scatter(predicted, shuffled, show=False)
+    renamed = observed.rename(columns={"CD3E": "CD3D"})
+    with pytest.raises(ValueError, match=r"2 in one only, e.g. \['CD3D', 'CD3E'\]"):
+        dv.metrics.mean_expression_r2(predicted, renamed)
+    top = dv.metrics.mean_expression_r2(predicted, observed, genes=["ISG15", "IFI6", "CD3E"])
+    assert top == pytest.approx(1.0)

@@ -5,15 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
 
-def _gene_means(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+def gene_means(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-gene means of cells x genes (AnnData, DataFrame with genes as columns, array or
+    sparse matrix) and the gene names, where the input has them."""
     genes = None
     if isinstance(data, AnnData):
-        genes = np.asarray(data.var_names)
+        genes = np.asarray(data.var_names).astype(str)
         data = data.X
+    elif isinstance(data, pd.DataFrame):  # get_normalized_expression's cells x genes
+        genes = np.asarray(data.columns).astype(str)
+        data = data.to_numpy()
     if sparse.issparse(data):
         means = np.asarray(data.mean(0)).ravel()
     else:
@@ -83,10 +89,12 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
     Parameters
     ----------
     predicted, observed
-        Cells x genes, as AnnData (``X`` is used) or arrays; the numbers of cells may differ,
-        the genes must match.
+        Cells x genes, as AnnData (``X`` is used), DataFrames (genes as columns) or arrays;
+        the numbers of cells may differ, the genes must match (by name, in order, where both
+        have names).
     genes
-        Restrict to these genes: names (needs AnnData), integer positions or a boolean mask.
+        Restrict to these genes: names (needs AnnData or DataFrames), integer positions or a
+        boolean mask.
 
     Returns
     -------
@@ -104,8 +112,8 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
     >>> round(mean_expression_r2(log_normalize(counts), log_normalize(counts)), 3)
     1.0
     """
-    pred, pred_genes = _gene_means(predicted, "predicted")
-    true, true_genes = _gene_means(observed, "observed")
+    pred, pred_genes = gene_means(predicted, "predicted")
+    true, true_genes = gene_means(observed, "observed")
     if pred.shape != true.shape:
         raise ValueError(
             f"predicted has {pred.size} genes and observed {true.size}; they must match."
@@ -115,13 +123,25 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
         and true_genes is not None
         and not np.array_equal(pred_genes, true_genes)
     ):
-        raise ValueError("predicted and observed have different gene names (or order).")
+        if set(pred_genes) == set(true_genes):
+            raise ValueError(
+                "predicted and observed hold the same genes in another order; put them in one "
+                "order first, e.g. observed = observed[:, predicted.var_names] (AnnData) or "
+                "observed[predicted.columns] (DataFrame)."
+            )
+        only = sorted(map(str, set(pred_genes) ^ set(true_genes)))
+        raise ValueError(
+            f"predicted and observed have different genes ({len(only)} in one only, e.g. "
+            f"{only[:3]}); subset both to the genes they share."
+        )
     if genes is not None:
         index = np.asarray(genes)
         if index.dtype.kind in ("U", "S", "O"):
             names = pred_genes if pred_genes is not None else true_genes
             if names is None:
-                raise ValueError("Gene names need AnnData inputs; pass positions or a mask.")
+                raise ValueError(
+                    "Gene names need AnnData or DataFrame inputs; pass positions or a mask."
+                )
             missing = sorted(set(index) - set(names))
             if missing:
                 raise KeyError(f"genes not found: {missing[:5]} ({len(missing)} in all).")

@@ -6,13 +6,12 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
-from scipy import sparse
 
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
+from ..metrics._perturbation import gene_means
 from ._utils import as_names, label_points, own_axes, panel_axes, savefig_or_show
 
 
@@ -187,22 +186,6 @@ def cluster_probabilities(
     return savefig_or_show(axes[0] if n_panels == 1 else axes, "cluster_probabilities", show, save)
 
 
-def _mean_expression(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
-    genes = None
-    if isinstance(data, AnnData):
-        genes = np.asarray(data.var_names).astype(str)
-        data = data.X
-    elif isinstance(data, pd.DataFrame):  # get_normalized_expression's cells x genes
-        genes = np.asarray(data.columns).astype(str)
-        data = data.to_numpy()
-    if sparse.issparse(data):
-        return np.asarray(data.mean(0)).ravel(), genes
-    data = np.asarray(data, dtype=float)
-    if data.ndim != 2:
-        raise ValueError(f"{name} must be cells x genes (2-D); got shape {data.shape}.")
-    return data.mean(0), genes
-
-
 @doc_params(ax=doc_ax, show_save=doc_show_save("perturbation_scatter"))
 def perturbation_scatter(
     predicted,
@@ -248,8 +231,8 @@ def perturbation_scatter(
     >>> pred = g.predict_perturbation(ctrl, "stim")  # doctest: +SKIP
     >>> ax = dv.pl.perturbation_scatter(pred, stim, highlight=top, show=False)  # doctest: +SKIP
     """
-    pred, pred_genes = _mean_expression(predicted, "predicted")
-    true, true_genes = _mean_expression(observed, "observed")
+    pred, pred_genes = gene_means(predicted, "predicted")
+    true, true_genes = gene_means(observed, "observed")
     r2_all = mean_expression_r2(predicted, observed)
     genes = pred_genes if pred_genes is not None else true_genes
     mask = np.zeros(pred.size, dtype=bool)
