@@ -152,3 +152,10 @@ def test_gene_means_compare_genes_by_name_and_say_how_to_reorder():
         dv.metrics.mean_expression_r2(predicted, renamed)
     top = dv.metrics.mean_expression_r2(predicted, observed, genes=["ISG15", "IFI6", "CD3E"])
     assert top == pytest.approx(1.0)
+
+
+def test_an_incomplete_elbow_curve_says_what_it_lacks():
+    adata = _cells()
+    adata.uns["archetypes"] = {"elbow": {"n_archetypes": np.arange(2, 6), "chosen": 3}}
+    with pytest.raises(ValueError, match=r"lacks \['explained_variance'\]; write it again"):
+        dv.pl.archetype_elbow(adata, show=False)

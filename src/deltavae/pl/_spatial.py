@@ -177,6 +177,12 @@ def archetype_elbow(
             "No explained-variance curve: fit Archetypes with n_archetypes='auto' (and call "
             "write_to_adata to store it in uns['archetypes']['elbow'])."
         )
+    lacking = [k for k in ("n_archetypes", "explained_variance", "chosen") if k not in curve]
+    if lacking:
+        raise ValueError(
+            f"The explained-variance curve lacks {lacking}; write it again with "
+            "model.write_to_adata(adata), or pass the model."
+        )
     ks = np.asarray(curve["n_archetypes"])
     explained = np.asarray(curve["explained_variance"])
     chosen = int(curve["chosen"])
