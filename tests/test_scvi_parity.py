@@ -130,3 +130,14 @@ def test_the_classifier_term_is_logged_beside_the_elbo(counts_adata):
     kl = h["kl_local_train"].iloc[:, 0].to_numpy()
     terms = [k for k in h if k.endswith("_train") and k.startswith(("z_", "w_", "y_", "d_"))]
     assert terms and np.allclose(kl, sum(h[k].iloc[:, 0].to_numpy() for k in terms), rtol=1e-4)
+
+
+@pytest.mark.parametrize("cls", [dv.model.ZINBVAE, dv.model.CGMDVAE])
+@pytest.mark.parametrize(("method", "argument"), [("train", "max_epochs"), ("get_elbo", "indices")])
+def test_help_shows_the_arguments_of_wrapped_methods(cls, method, argument):
+    """help(ZINBVAE.train) showed (*args, **kwargs) and one line: the query check's wrapper."""
+    import inspect
+
+    function = getattr(cls, method)
+    assert argument in inspect.signature(function).parameters
+    assert argument in (function.__doc__ or "")

@@ -110,6 +110,8 @@ class DeltaModelMixin(PyroSviTrainMixin):
     ):
         """Train the model with stochastic variational inference under Lightning.
 
+        A query model with nothing to learn (``load_query_data``) warns and returns.
+
         Parameters
         ----------
         max_epochs

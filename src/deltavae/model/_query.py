@@ -16,6 +16,7 @@ weight freezing in :mod:`deltavae.model._freeze`):
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import warnings
@@ -27,6 +28,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import ArchesMixin
 
+from ._base import DeltaModelMixin
 from ._freeze import _freeze_for_query, _restrict_learning
 from ._genes import align_query_genes
 from ._saved import read_saved
@@ -251,9 +253,9 @@ class QueryMappingMixin(ArchesMixin):
         logger.info("Query mapped; new categories %s; learning %s", new_categories, learning)
         return model
 
+    @functools.wraps(DeltaModelMixin.train)
     def train(self, *args, **kwargs):
-        """Train, unless this is a query model with nothing to learn (see
-        :meth:`load_query_data`): that one says so and returns."""
+        # A query model with nothing to learn (see load_query_data) says so and returns.
         if self.is_query_model and not self.query_mapping_.get("learning_parameters"):
             warn_user(f"{_nothing_to_learn(self)} train() has nothing to do and returns.")
             return None

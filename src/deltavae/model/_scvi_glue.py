@@ -127,14 +127,13 @@ class HostResultsMixin:
     return_mean=False))`` or writing them to ``adata.obs`` failed where the CPU worked.
     """
 
-    def get_elbo(self, *args, **kwargs):
+    @functools.wraps(VAEMixin.get_elbo)
+    def get_elbo(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         return _on_host(super().get_elbo(*args, **kwargs))
 
-    def get_reconstruction_error(self, *args, **kwargs):
+    @functools.wraps(VAEMixin.get_reconstruction_error)
+    def get_reconstruction_error(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         return _on_host(super().get_reconstruction_error(*args, **kwargs))
-
-    get_elbo.__doc__ = VAEMixin.get_elbo.__doc__
-    get_reconstruction_error.__doc__ = VAEMixin.get_reconstruction_error.__doc__
 
 
 #: What a model's constructor takes instead of scvi-tools' ``SCVI`` arguments it lacks.
