@@ -11,6 +11,7 @@ import pytest
 matplotlib.use("Agg")
 
 import deltavae as dv  # noqa: E402
+import deltavae._cli_commands as cli_commands  # noqa: E402
 from deltavae._cli_files import plots_folder  # noqa: E402
 from deltavae.cli import main  # noqa: E402
 from deltavae.metrics import deconvolution_scores  # noqa: E402
@@ -110,6 +111,8 @@ def test_imputer_from_the_shell(files, tmp_path, capsys):
         (["--model", "nmfdeconv", "--reference", "{ref}", "--profiles", "type"], "--profiles"),
         (["--model", "nmfdeconv", "--reference", "{ref}", "--labels-key", "type"], "'type' is"),
         (["--model", "imputer", "--reference", "{ref}", "--backed"], "drop --backed"),
+        (["--model", "nmfdeconv", "--reference", "{ref}", "--early-stopping"], "holding none"),
+        (["--model", "imputer", "--reference", "{ref}", "--early-stopping"], "drop --early-st"),
         (["--model", "archetypes", "--n-archetypes", "1"], "'auto' or an integer >= 2"),
         (["--model", "archetypes", "--n-archetypes", "500"], "larger than the number of spots"),
     ],
@@ -138,3 +141,29 @@ def test_a_reference_with_its_counts_in_a_layer(files, tmp_path, capsys):
     assert "--reference-layer 'counts'" in err and "reference_layer" not in err
     assert _fit(spots_path, tmp_path / "b.h5ad", *options, "--reference-layer", "counts") == 0
     assert "proportions" in ad.read_h5ad(tmp_path / "b.h5ad").obsm
+
+
+def test_options_reach_the_model_as_in_python(files, tmp_path, monkeypatch):
+    """Without --epochs the model trains its own default (Archetypes 300; max_epochs=None
+    fell to the data-size rule); --seed and --n-latent reach the imputer's from_reference."""
+    spots_path, ref_path, _ = files
+    seen = {}
+
+    def stop(self, **kwargs):
+        seen["train"] = kwargs
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dv.model.Archetypes, "train", stop)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(spots_path, tmp_path / "a.h5ad", "--model", "archetypes", "--n-archetypes", "3")
+    assert "max_epochs" not in seen["train"]
+
+    def spy(model_cls, adata, reference, options):
+        seen["build"] = options["reference"]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_commands, "build_model", spy)
+    options = ["--model", "imputer", "--reference", str(ref_path), "--labels-key", "cluster"]
+    with pytest.raises(KeyboardInterrupt):
+        _fit(spots_path, tmp_path / "i.h5ad", *options, "--seed", "7", "--n-latent", "4")
+    assert seen["build"]["seed"] == 7 and seen["build"]["n_latent"] == 4

@@ -132,10 +132,10 @@ def fit(args: argparse.Namespace) -> int:
     print(f"Training {model_cls.__name__} on {adata.n_obs} {unit} x {adata.n_vars} genes ...")
     # What the model says about its own run and results (not converged, empty clusters,
     # merged archetypes) goes in the report below, not as Python warnings with a file path.
+    # Without --epochs, the model's own default (the Python one), not max_epochs=None.
+    epochs = {} if args.epochs is None else {"max_epochs": args.epochs}
     with _user_errors("training"), _model_notes(notes):
-        model.train(
-            max_epochs=args.epochs, early_stopping=args.early_stopping, enable_progress_bar=True
-        )
+        model.train(**epochs, early_stopping=args.early_stopping, enable_progress_bar=True)
     with _user_errors("writing the results"), _model_notes(notes):
         results, keys = _write_results(model, adata, path, out, args.backed)
     print(f"Wrote {', '.join(keys)} to {out}")

@@ -6,6 +6,7 @@ refused by name, and a missing or unreadable reference before the spots are load
 from __future__ import annotations
 
 import argparse
+import inspect
 from pathlib import Path
 
 import anndata as ad
@@ -24,6 +25,9 @@ REFERENCE_MODELS = ("nmfdeconv", "imputer")
 
 #: Models whose ``from_reference`` copies the spots' genes into memory: no ``--backed``.
 IN_MEMORY_ONLY = ("imputer",)
+
+#: Models that train on every spot: no validation spots for --early-stopping.
+NO_VALIDATION = ("nmfdeconv", "imputer")
 
 #: The command-line options that become model arguments, by argument name.
 _MODEL_OPTIONS = (
@@ -57,6 +61,11 @@ def check_model_inputs(args: argparse.Namespace) -> None:
         )
     if needs and not Path(args.reference).is_file():
         raise InputError(f"--reference {str(args.reference)!r} does not exist or is not a file.")
+    if getattr(args, "early_stopping", False) and args.model in NO_VALIDATION:
+        raise InputError(
+            f"--model {args.model} fits on every spot, holding none out to stop on: drop "
+            "--early-stopping."
+        )
     if args.backed and args.model in IN_MEMORY_ONLY:
         raise InputError(
             f"--model {args.model} copies the spots' shared genes into memory; drop --backed."
@@ -92,7 +101,13 @@ def model_options(model_cls: type, args: argparse.Namespace) -> dict[str, dict]:
             "--labels-key too, or drop --unlabeled-category."
         )
     if args.model in REFERENCE_MODELS:
-        return {"reference": _options_for(model_cls.from_reference, args.model, **given)}
+        build = inspect.signature(model_cls.from_reference).parameters
+        if "seed" in build:  # the reference's states (k-means) are drawn with it
+            given["seed"] = args.seed
+        # from_reference passes the class's own arguments (--n-latent) on to the class.
+        passed_on = {k: given.pop(k) for k in list(given) if k not in build}
+        options = _options_for(model_cls.from_reference, args.model, **given)
+        return {"reference": {**options, **_options_for(model_cls, args.model, **passed_on)}}
     setup_names = ("layer", "batch_key", "condition_key", "labels_key", "unlabeled_category")
     setup = {name: given.pop(name) for name in setup_names}
     return {
