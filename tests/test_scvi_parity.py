@@ -141,3 +141,18 @@ def test_help_shows_the_arguments_of_wrapped_methods(cls, method, argument):
     function = getattr(cls, method)
     assert argument in inspect.signature(function).parameters
     assert argument in (function.__doc__ or "")
+
+
+def test_latent_arguments_in_scvi_tools_order(counts_adata):
+    """CGMDVAE had representation third, where scvi-tools has give_mean."""
+    import inspect
+
+    order = list(inspect.signature(scvi.model.SCVI.get_latent_representation).parameters)[:7]
+    for cls in (dv.model.ZINBVAE, dv.model.CGMDVAE):
+        assert list(inspect.signature(cls.get_latent_representation).parameters)[:7] == order
+    dv.model.CGMDVAE.setup_anndata(counts_adata, condition_key="condition")
+    model = dv.model.CGMDVAE(counts_adata, n_clusters=3, **SMALL)
+    model.train(max_epochs=1, mixture_init="kmeans", enable_progress_bar=False)
+    mean = model.get_latent_representation(None, None, True)
+    draw = model.get_latent_representation(None, None, False)
+    assert mean.shape == draw.shape and not np.allclose(mean, draw)

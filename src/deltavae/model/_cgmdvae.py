@@ -24,7 +24,7 @@ from ..train._mixture_init import check_method as check_mixture_init
 from ._backed import writes_backed
 from ._base import DeltaModelMixin, _OnDevice
 from ._cgmdvae_generation import GenerationMixin
-from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin
+from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin, LatentMixin
 from ._de import CheckedExpressionMixin
 from ._labels import LabelsInColumnOrder, check_label_setup, small_categories_named
 from ._perturbation import PerturbationMixin
@@ -44,6 +44,7 @@ class CGMDVAE(
     CountExpressionMixin,
     ConditionsMixin,
     ClustersMixin,
+    LatentMixin,
     GenerationMixin,
     QueryMappingMixin,
     PerturbationMixin,
@@ -211,8 +212,9 @@ class CGMDVAE(
             obs column with known cell labels: every cell labelled is supervised; cells whose
             label is ``unlabeled_category`` make it semi-supervised.
         unlabeled_category
-            The label of unlabelled cells (default ``"Unknown"``). Passing it explicitly asks
-            for semi-supervised training, so it must occur in the labels column.
+            The label of unlabelled cells. ``None`` (the default): cells labelled
+            ``"Unknown"``, if any, are unlabelled. Passing a value (``"Unknown"`` too) asks for
+            semi-supervised training, so it must occur in the labels column.
 
         Examples
         --------
@@ -386,76 +388,10 @@ class CGMDVAE(
                 out[key].append(value.cpu())
         return {k: torch.cat(v).numpy() for k, v in out.items()}
 
-    def get_latent_representation(
-        self,
-        adata: AnnData | None = None,
-        indices=None,
-        representation: str = "z",
-        batch_size: int | None = None,
-        condition=None,
-        give_mean: bool = True,
-        mc_samples: int = 5000,
-        return_dist: bool = False,
-        dataloader=None,
-    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Posterior mean of z (``representation="z"``) or of w (``"w"``), cells x dims.
-
-        Parameters
-        ----------
-        adata
-            AnnData set up like the training data; default the training AnnData.
-        indices
-            Cells to return (default all).
-        representation
-            ``"z"`` or ``"w"``.
-        batch_size
-            Cells per minibatch.
-        condition
-            For z: move every cell to this condition (a dict over several condition keys; a
-            key left out, or ``None``, keeps each cell's own value).
-            p(z | w, y, c) shifts and scales each component with the condition, so z keeps the
-            condition apart; with ``condition``, each cell's z is carried through its
-            clusters' priors, mean_y(w, condition) + (z - mean_y(w, own)) * scale_y(w,
-            condition) / scale_y(w, own), weighted by q(y | z, c). Cells of every condition
-            then share one latent space, for neighbors, UMAP and integration scores. Needs
-            ``condition_in_prior=True`` (the default).
-        give_mean
-            As in scvi-tools: the posterior mean; ``False`` returns one draw from q.
-        mc_samples
-            Accepted for scvi-tools' signature; q is Gaussian, so its mean needs no sampling.
-        return_dist
-            As in scvi-tools: return ``(mean, variance)`` of q instead (not with
-            ``condition``).
-        dataloader
-            Minibatches to read instead of ``adata``/``indices`` (scvi-tools' argument).
-
-        Examples
-        --------
-        >>> g.get_latent_representation(representation="w").shape  # doctest: +SKIP
-        (1556, 5)
-        >>> z_ctrl = g.get_latent_representation(condition="ctrl")  # doctest: +SKIP
-        >>> adata.obsm["X_cgmdvae_ctrl"] = z_ctrl  # doctest: +SKIP
-        """
-        if representation not in ("z", "w"):
-            raise ValueError(f"representation must be 'z' or 'w', got {representation!r}.")
-        if condition is not None and representation != "z":
-            raise ValueError("condition= moves z; w has no condition shift.")
-        if return_dist and condition is not None:
-            raise ValueError("return_dist=True returns q itself; it cannot be moved (condition=).")
-        post = self._posterior(
-            adata,
-            indices,
-            batch_size,
-            condition,
-            give_mean=give_mean or return_dist,
-            dataloader=dataloader,
-        )
-        if return_dist:
-            return post[representation], post[f"{representation}_var"]
-        return post[representation]
-
     @writes_backed
-    def write_to_adata(self, adata: AnnData | None = None, batch_size: int | None = None):
+    def write_to_adata(
+        self, adata: AnnData | None = None, batch_size: int | None = None
+    ) -> list[str]:
         """Write latents, clusters and cluster probabilities into the AnnData.
 
         Writes ``obsm["X_cgmdvae"]`` (z mean), ``obsm["X_cgmdvae_w"]`` (w mean),
@@ -464,6 +400,13 @@ class CGMDVAE(
         ``uns["cgmdvae"]["cluster_names"]``) and ``uns["cgmdvae"]`` (cluster names and sizes, and
         the empty clusters); for a query model also ``obs["cgmdvae_label"]`` and
         ``obs["cgmdvae_label_confidence"]`` (see :meth:`predict_labels`).
+
+        Parameters
+        ----------
+        adata
+            AnnData to write to (set up like the training data); default the training AnnData.
+        batch_size
+            Cells per minibatch during inference.
 
         Returns
         -------

@@ -1,10 +1,11 @@
 """Plots: training curves, embeddings, cluster composition and uncertainty, spatial proportions,
 the archetype elbow and predicted-versus-observed expression.
 
-Every function takes ``show`` and ``save`` as scanpy's plotting functions do (``save=True`` or
+Every plot takes ``show`` and ``save`` as scanpy's plotting functions do (``save=True`` or
 ``save="_name.png"`` writes into ``scanpy.settings.figdir``; a :class:`pathlib.Path` is the file
 itself), every plot takes ``ax`` (those of several panels when they draw one), and all return
-the Axes when the figure is not shown.
+the Axes when the figure is not shown. :func:`cluster_entropy` draws nothing: it returns the
+per-cell values :func:`cluster_probabilities` colours by.
 
 Examples
 --------
