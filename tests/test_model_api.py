@@ -5,6 +5,8 @@ arguments (for CGMDVAE the condition plays scvi's batch), or is not offered; a f
 leaves the model working.
 """
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -178,10 +180,15 @@ def test_expression_arguments_scvi_tools_would_mishandle(trained):
     assert len(one) == adata.n_vars and set(one["comparison"]) == {"0 vs 1"}
 
 
-def test_importance_weighted_de():
+def test_importance_weighted_de(monkeypatch):
     model, adata = _model("zinbvae")
-    de = model.differential_expression(groupby="cluster", group1="0", weights="importance")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # small data: no warning about the time
+        de = model.differential_expression(groupby="cluster", group1="0", weights="importance")
     assert len(de) == adata.n_vars
+    monkeypatch.setattr("deltavae.model._de._SLOW_IMPORTANCE", 100)
+    with pytest.warns(UserWarning, match="minutes on a CPU"):
+        model.differential_expression(groupby="cluster", group1="0", weights="importance")
     cgmdvae, _ = _model("cgmdvae")
     with pytest.raises(NotImplementedError, match="weights='uniform'"):
         cgmdvae.differential_expression(groupby="cluster", group1="0", weights="importance")
