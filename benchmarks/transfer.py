@@ -55,7 +55,8 @@ from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
 
 import deltavae as dv  # noqa: E402
 
-QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "logger": False}
+# No logger=False: the history (kept in memory) is what the convergence check reads.
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
 # scGen's Kang data are log1p(count / total over all genes * 1832.5), 1832.5 the median library.

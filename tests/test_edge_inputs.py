@@ -167,6 +167,21 @@ def test_training_arguments_that_would_be_ignored_or_fail_late_are_refused():
     assert cgm.is_trained_ and cgm.best_epoch_ is None
 
 
+def test_training_without_a_logger_says_what_it_loses():
+    """logger=False (benchmarks/transfer.py had it) silently dropped the history, best_epoch_
+    and the convergence check: a run still improving passed as converged."""
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, **SMALL)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    cgm = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    for m in (model, cgm):
+        with pytest.warns(UserWarning, match="logger=False keeps no training history") as seen:
+            m.train(max_epochs=2, logger=False, enable_progress_bar=False)
+        assert seen[0].filename == __file__  # the warning points at the user's call
+        assert m.is_trained_
+
+
 def test_load_names_how_to_put_reordered_genes_in_order(tmp_path):
     adata = _cells()
     dv.model.ZINBVAE.setup_anndata(adata)

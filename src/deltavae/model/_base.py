@@ -191,6 +191,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
         check_training_arguments(
             self, max_epochs, train_size, validation_size, batch_size, early_stopping, given, lr,
             restore_best, trainer_kwargs.get("check_val_every_n_epoch", 1), accelerator,
+            trainer_kwargs.get("logger"),
         )  # fmt: skip
         if n_epochs_kl_warmup == "auto":
             n_epochs_kl_warmup = max(1, max_epochs // 4)

@@ -8,6 +8,8 @@ import math
 import numpy as np
 import torch
 
+from ._validation import warn_user
+
 
 def _is_int(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
@@ -29,10 +31,17 @@ def check_training_arguments(
     restore_best=False,
     val_every: int = 1,
     accelerator: str = "auto",
+    logger=None,
 ) -> None:
     """Refuse, before anything trains, arguments that would train wrongly, crash late or be
     silently ignored (``plan``: the given ``plan_kwargs``, whose ``lr`` wins over ``lr``;
-    ``val_every``: Lightning's ``check_val_every_n_epoch``)."""
+    ``val_every``: Lightning's ``check_val_every_n_epoch``; ``logger``: Lightning's)."""
+    if logger is False:
+        warn_user(
+            "logger=False keeps no training history: model.history, best_epoch_ and the "
+            "check that training converged (NotConvergedWarning) are lost. The default "
+            "history is kept in memory and writes no files; leave logger out to keep them."
+        )
     lr = plan.get("lr", lr)
     if not _is_int(max_epochs) or max_epochs < 1:
         raise ValueError(
