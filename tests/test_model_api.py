@@ -180,6 +180,22 @@ def test_expression_arguments_scvi_tools_would_mishandle(trained):
     assert len(one) == adata.n_vars and set(one["comparison"]) == {"0 vs 1"}
 
 
+@pytest.mark.parametrize("which", ["zinbvae", "cgmdvae"])
+def test_expression_of_an_untrained_model_is_refused(which):
+    """An untrained (query) model answered differential_expression from its start."""
+    adata = _adata()
+    model, _ = _model(which, adata, max_epochs=1)
+    query = adata[:40].copy()
+    query.obs["condition"] = "new"
+    q = type(model).load_query_data(query, model)
+    for call in (
+        lambda: q.differential_expression(groupby="cluster", group1="0"),
+        lambda: q.get_normalized_expression(),
+    ):
+        with pytest.raises(RuntimeError, match="untrained"):
+            call()
+
+
 def test_importance_weighted_de(monkeypatch):
     model, adata = _model("zinbvae")
     with warnings.catch_warnings():

@@ -25,6 +25,7 @@ class CheckedExpressionMixin(RNASeqMixin):
 
     @functools.wraps(RNASeqMixin.get_normalized_expression)
     def get_normalized_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        self._check_if_trained(warn=False)
         given = _bind(self, RNASeqMixin.get_normalized_expression, args, kwargs)
         check_genes(self, given.get("gene_list"))
         check_batches(self, given, ("transform_batch",))
@@ -32,6 +33,7 @@ class CheckedExpressionMixin(RNASeqMixin):
 
     @functools.wraps(RNASeqMixin.differential_expression)
     def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        self._check_if_trained(warn=False)  # an untrained query model answered from its start
         args, kwargs = check_de_groups(self, RNASeqMixin.differential_expression, args, kwargs)
         given = _bind(self, RNASeqMixin.differential_expression, args, kwargs)
         data = given.get("adata") or self.adata

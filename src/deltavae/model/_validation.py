@@ -448,7 +448,8 @@ def check_known_categories(adata: AnnData, registry: dict) -> None:
             raise ValueError(
                 f"adata.obs[{key!r}] holds categories the model was not trained with: "
                 f"{new[:5].tolist()}; known: {[str(v) for v in known][:10]}. Map cells of a new "
-                f"{key} onto the model with load_query_data(adata, model) first."
+                f"{key} onto the model with q = load_query_data(adata, model) first, and call q "
+                "(the query model), not the reference model, on them."
             )
 
 
