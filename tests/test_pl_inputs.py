@@ -6,6 +6,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import warnings  # noqa: E402
+
 import anndata as ad  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -159,3 +161,17 @@ def test_an_incomplete_elbow_curve_says_what_it_lacks():
     adata.uns["archetypes"] = {"elbow": {"n_archetypes": np.arange(2, 6), "chosen": 3}}
     with pytest.raises(ValueError, match=r"lacks \['explained_variance'\]; write it again"):
         dv.pl.archetype_elbow(adata, show=False)
+
+
+def test_long_labels_leave_the_table_room():
+    """Tutorial 03 (olfactory bulb layers, 3 archetypes): "constrained_layout not applied
+    because axes sizes collapsed to zero"."""
+    adata = _cells()
+    layers = ["1: Granular Cell Layer", "2: Mitral Cell Layer", "3: Outer Plexiform Layer"]
+    adata.obs["layer"] = pd.Categorical(np.resize(layers, adata.n_obs))
+    adata.obs["three"] = pd.Categorical(np.resize(["A0", "A1", "A2"], adata.n_obs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ax = dv.pl.cluster_composition(adata, "three", "layer", show=False)
+        ax.figure.canvas.draw()
+    assert ax.get_position().height > 0.2

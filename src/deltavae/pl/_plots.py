@@ -380,7 +380,13 @@ def cluster_composition(
         bar_label = "count"
     n_rows, n_cols = table.shape
     if ax is None:
-        ax = own_axes((1.5 + 0.6 * n_cols + 1.2, 1.2 + 0.4 * n_rows))
+        # Room for the tick labels too (the columns' at 45 degrees): constrained layout
+        # collapses the axes of a figure too small for them.
+        longest_row = max(map(len, row_names), default=0)
+        longest_col = max(map(len, col_names), default=0)
+        ax = own_axes(
+            (2.7 + 0.6 * n_cols + 0.075 * longest_row, 1.2 + 0.4 * n_rows + 0.055 * longest_col)
+        )
     top = 1.0 if normalize else None  # fractions on their whole scale
     image = ax.imshow(table, cmap=cmap, aspect="auto", vmin=0, vmax=top)
     ax.grid(False)  # a style's grid (scanpy's set_figure_params) would cut through the cells
