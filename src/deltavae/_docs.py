@@ -100,6 +100,20 @@ save
     ``savefig.dpi`` (scanpy's ``dpi_save``), at least 150 dpi."""
 
 
+# ---------------------------------------------------------------------------------- models
+doc_write = """\
+Parameters
+----------
+adata
+    AnnData to write to (set up like the training data); default the training AnnData.
+batch_size
+    Cells per minibatch during inference.
+
+Returns
+-------
+The keys written, as ``"slot/key"`` strings."""
+
+
 # --------------------------------------------------------------------------------- metrics
 doc_labels = """\
 Parameters

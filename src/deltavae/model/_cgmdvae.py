@@ -18,6 +18,7 @@ from scvi.data.fields import (
 from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import BaseModelClass, VAEMixin
 
+from .._docs import doc_params, doc_write
 from ..distributions import Likelihood
 from ..module import CGMDVAEModule
 from ..train._mixture_init import check_method as check_mixture_init
@@ -391,6 +392,7 @@ class CGMDVAE(
         return {k: torch.cat(v).numpy() for k, v in out.items()}
 
     @writes_backed
+    @doc_params(write=doc_write)
     def write_to_adata(
         self, adata: AnnData | None = None, batch_size: int | None = None
     ) -> list[str]:
@@ -403,16 +405,7 @@ class CGMDVAE(
         the empty clusters); for a query model also ``obs["cgmdvae_label"]`` and
         ``obs["cgmdvae_label_confidence"]`` (see :meth:`predict_labels`).
 
-        Parameters
-        ----------
-        adata
-            AnnData to write to (set up like the training data); default the training AnnData.
-        batch_size
-            Cells per minibatch during inference.
-
-        Returns
-        -------
-        The keys written, as ``"slot/key"`` strings.
+        {write}
 
         Examples
         --------

@@ -21,6 +21,7 @@ from scvi.model.base import (
     VAEMixin,
 )
 
+from .._docs import doc_params, doc_write
 from ..module import ZINBVAEModule
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
@@ -199,19 +200,11 @@ class ZINBVAE(
         cls.register_manager(adata_manager)
 
     @writes_backed
+    @doc_params(write=doc_write)
     def write_to_adata(self, adata: AnnData | None = None, batch_size: int | None = None):
         """Write the posterior mean latent to ``adata.obsm["X_zinbvae"]``.
 
-        Parameters
-        ----------
-        adata
-            AnnData to write to (set up like the training data); default the training AnnData.
-        batch_size
-            Cells per minibatch during inference.
-
-        Returns
-        -------
-        The keys written, as ``"slot/key"`` strings.
+        {write}
 
         Examples
         --------
