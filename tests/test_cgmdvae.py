@@ -242,7 +242,11 @@ def test_restore_best_keeps_the_best_full_elbo_epoch():
 
     adata = _blobs(n_cells=300)
     dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
-    model = dv.model.CGMDVAE(adata, n_clusters=5, likelihood="normal", **SMALL)
+    # Without the alignment penalty (10 by default, D17), whose gradient at the wild step's
+    # lr of 1.0 turned the validation loss NaN in one thread setting and not in another.
+    model = dv.model.CGMDVAE(
+        adata, n_clusters=5, likelihood="normal", condition_alignment=0, **SMALL
+    )
     # KL warm-up over 6 epochs and the mixture start at epoch 3: epochs 6-13 are eligible.
     # No refit after training: the parameters must be exactly the best epoch's.
     model.train(max_epochs=14, callbacks=[Record()], refit_mixture=False, **TRAIN)
