@@ -11,7 +11,6 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import (
-    CategoricalJointObsField,
     CategoricalObsField,
     LayerField,
 )
@@ -27,7 +26,12 @@ from ._base import DeltaModelMixin, _OnDevice
 from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin, LatentMixin
 from ._de import CheckedExpressionMixin
-from ._labels import LabelsInColumnOrder, check_label_setup, small_categories_named
+from ._labels import (
+    ConditionsByName,
+    LabelsInColumnOrder,
+    check_label_setup,
+    small_categories_named,
+)
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._scvi_glue import HostResultsMixin, scvi_init_names
@@ -240,7 +244,7 @@ class CGMDVAE(
             )
         fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
-            CategoricalJointObsField(_CAT, conditions),
+            ConditionsByName(_CAT, conditions),
             labels_field,
         ]
         source = kwargs.get("source_registry")

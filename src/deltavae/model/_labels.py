@@ -10,10 +10,29 @@ import warnings
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scvi.data.fields import LabelsWithUnlabeledObsField
+from scvi.data.fields import CategoricalJointObsField, LabelsWithUnlabeledObsField
 
 from ._scvi_glue import _FEW_CELLS_WARNING
 from ._validation import warn_user
+
+
+class ConditionsByName(CategoricalJointObsField):
+    """scvi-tools' field of several categorical obs columns, coding each cell's value by name.
+
+    scvi-tools codes a registered AnnData's columns with ``astype(CategoricalDtype(training
+    categories))``; pandas takes an unordered categorical with the same categories in another
+    order as already of that dtype and keeps its codes, so ``["stim", "ctrl"]`` read stim
+    cells as ctrl: another latent, other clusters and translations, without a word. The
+    columns are read as values here (the field's own copy in ``obsm``; ``obs`` is untouched).
+    """
+
+    def _make_array_categorical(self, adata: AnnData, category_dict: dict | None = None) -> dict:
+        if category_dict is not None:
+            frame = getattr(adata, self.attr_name)[self.attr_key]
+            for key in self.attr_keys:
+                if isinstance(frame[key].dtype, pd.CategoricalDtype):
+                    frame[key] = frame[key].astype(object)
+        return super()._make_array_categorical(adata, category_dict)
 
 
 class LabelsInColumnOrder(LabelsWithUnlabeledObsField):

@@ -10,7 +10,6 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import (
-    CategoricalJointObsField,
     CategoricalObsField,
     LayerField,
     NumericalObsField,
@@ -26,7 +25,7 @@ from ..module import ZINBVAEModule
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._de import CheckedExpressionMixin
-from ._labels import small_categories_named
+from ._labels import ConditionsByName, small_categories_named
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._scvi_glue import HostResultsMixin, scvi_init_names
@@ -190,7 +189,7 @@ class ZINBVAE(
         fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
+            ConditionsByName(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
             NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
         ]
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
