@@ -223,3 +223,25 @@ def test_load_names_how_to_put_reordered_genes_in_order(tmp_path):
     )
     with pytest.raises(ValueError, match="pass the training genes .*load_query_data"):
         dv.model.ZINBVAE.load(tmp_path / "vae", adata[:, 1:].copy())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # two epochs: archetypes merged, on load too
+def test_reordered_genes_advice_works_for_the_spot_models(tmp_path):
+    """NMFDeconv and Archetypes were told to call prepare_query_anndata, which they lack."""
+    import torch
+
+    cells = dv.datasets.synthetic_counts(n_cells=200, n_genes=30, n_clusters=3, seed=0)
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=40, seed=1)
+    dv.model.Archetypes.setup_anndata(spots)
+    model = dv.model.Archetypes(spots, n_archetypes=3)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    model.save(tmp_path / "arch")
+    backwards = spots[:, ::-1].copy()
+    with pytest.raises(ValueError, match=r"adata\[:, genes\]\.copy\(\) .*torch\.load") as err:
+        dv.model.Archetypes.load(tmp_path / "arch", backwards)
+    assert "prepare_query_anndata" not in str(err.value)
+    genes = torch.load(tmp_path / "arch" / "model.pt", weights_only=False)["var_names"]
+    loaded = dv.model.Archetypes.load(tmp_path / "arch", backwards[:, genes].copy())
+    np.testing.assert_allclose(
+        loaded.get_archetype_profiles(), model.get_archetype_profiles(), rtol=1e-6
+    )

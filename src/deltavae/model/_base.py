@@ -422,9 +422,15 @@ class DeltaModelMixin(PyroSviTrainMixin):
         if adata is not None and not np.array_equal(np.asarray(adata.var_names), var_names):
             genes, names = pd.Index(np.asarray(var_names).astype(str)), adata.var_names
             problem = _gene_difference(genes, pd.Index(names.astype(str)))
+            reorder = (
+                f"adata = {cls.__name__}.prepare_query_anndata(adata, "
+                f"{os.fspath(dir_path)!r}, inplace=False)"
+                if hasattr(cls, "prepare_query_anndata")
+                else f"adata = adata[:, genes].copy() with the saved order, genes = "
+                f"torch.load('{os.fspath(dir_path)}/model.pt', weights_only=False)['var_names']"
+            )
             fix = (
-                f"put them in that order first: adata = {cls.__name__}.prepare_query_anndata("
-                f"adata, {os.fspath(dir_path)!r}, inplace=False)"
+                f"put them in that order first: {reorder}"
                 if len(genes) == len(names) and genes.isin(names.astype(str)).all()
                 else "pass the training genes"
                 + (
