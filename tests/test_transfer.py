@@ -311,6 +311,12 @@ def test_translate_recovers_a_known_condition_effect():
     assert np.median(np.abs(lfc_counts[~genes])) < 0.2 * np.median(np.abs(lfc_counts[genes]))
     # The decoded form draws every count from the model: it does not keep the cells.
     assert not np.array_equal(g.translate(ctrl, "ctrl", residual=False).layers["counts"], x)
+    # The random rounding (and draws) repeat with a seed, and leave torch's generator alone.
+    state = torch.random.get_rng_state()
+    seeded = [g.translate(ctrl, "stim", seed=3).layers["counts"] for _ in range(2)]
+    assert torch.equal(torch.random.get_rng_state(), state)
+    np.testing.assert_array_equal(*seeded)
+    assert not np.array_equal(seeded[0], g.translate(ctrl, "stim", seed=4).layers["counts"])
     lfc = np.log(pred.X.mean(0) / same.X.mean(0))
     assert np.corrcoef(lfc[genes], effect[genes])[0, 1] > 0.9
     assert np.all(np.sign(lfc[genes]) == np.sign(effect[genes]))

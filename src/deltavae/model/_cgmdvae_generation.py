@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import torch
@@ -14,6 +16,20 @@ from .._checks import layer_matrix
 from ._matrices import has_negatives, row_sums
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
+
+
+@contextlib.contextmanager
+def seeded(module, seed: int | None):
+    """torch's generators seeded with ``seed`` inside, as they were outside (nothing done for
+    ``None``). Only the generator of the module's device is forked besides the CPU's:
+    forking "cuda" on a CPU build fails."""
+    if seed is None:
+        yield
+        return
+    device = module.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 class GenerationMixin:
@@ -53,11 +69,7 @@ class GenerationMixin:
         if isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells < 1:
             raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}.")
         module = self.module.eval()
-        device = module.device
-        # Fork the generator of the module's device only: forking "cuda" on a CPU build fails.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            if seed is not None:
-                torch.manual_seed(seed)
+        with seeded(module, seed):
             cats = self._condition_codes(condition, n_cells, seed)
             y_given = None if cluster is None else self._cluster_index(cluster)
             self._check_if_trained(warn=False)
@@ -90,6 +102,7 @@ class GenerationMixin:
         batch_size: int | None = None,
         residual: bool | None = None,
         response_weight: float | None = None,
+        seed: int | None = None,
     ) -> AnnData:
         """Counterfactual expression of the given cells under another condition.
 
@@ -136,6 +149,9 @@ class GenerationMixin:
             ``residual`` is on, 0 otherwise. Needs ``residual=True`` for counts and a group
             of training cells seen under both conditions; ``uns["response_weight"]`` of the
             result records the weight used.
+        seed
+            Seed of the random rounding (or draw) of ``layers["counts"]``: the same seed gives
+            the same counts; ``None`` draws from torch's global generator.
 
         Returns
         -------
@@ -170,27 +186,28 @@ class GenerationMixin:
         layer = self.registry_["setup_args"].get("layer")
         floor = None if residual and has_negatives(layer_matrix(adata, layer)) else 0.0
         outs, counts = [], []
-        for tensors in self._make_data_loader(adata, batch_size=batch_size):
-            cats = tensors[_CAT].to(target.device)
-            moved = self._moved_codes(target, cats)
-            x = tensors[REGISTRY_KEYS.X_KEY]
-            batch = module.translate(x, cats, moved, residual, floor=floor)
-            outs.append(batch["expected"].cpu())
-            if batch["counts"] is not None:
-                counts.append(batch["counts"].cpu())
-        cells = {
-            "expected": torch.cat(outs).numpy(),
-            "counts": torch.cat(counts).numpy() if counts else None,
-        }
         from ._perturbation import condition_column, with_observed_responses
 
         targets = dict(zip(self.condition_keys, target.tolist(), strict=True))
-        if response_weight > 0:  # one condition covariate
-            key = self.condition_keys[0]
-            value = self._cat_state().mappings[key][targets[key]]
-            cells, response_weight = with_observed_responses(
-                self, adata, cells, value, response_weight, batch_size, strict
-            )
+        with seeded(module, seed):
+            for tensors in self._make_data_loader(adata, batch_size=batch_size):
+                cats = tensors[_CAT].to(target.device)
+                moved = self._moved_codes(target, cats)
+                x = tensors[REGISTRY_KEYS.X_KEY]
+                batch = module.translate(x, cats, moved, residual, floor=floor)
+                outs.append(batch["expected"].cpu())
+                if batch["counts"] is not None:
+                    counts.append(batch["counts"].cpu())
+            cells = {
+                "expected": torch.cat(outs).numpy(),
+                "counts": torch.cat(counts).numpy() if counts else None,
+            }
+            if response_weight > 0:  # one condition covariate
+                key = self.condition_keys[0]
+                value = self._cat_state().mappings[key][targets[key]]
+                cells, response_weight = with_observed_responses(
+                    self, adata, cells, value, response_weight, batch_size, strict
+                )
         obs = caller_obs.copy()
         for key, code in targets.items():
             if code >= 0:
