@@ -64,6 +64,9 @@ def test_sample_per_cluster_and_condition(blobs_model):
     assert (model.predict_clusters(cells) == 2).mean() > 0.85
     again = model.sample(50, cluster=2, condition="stim", seed=0)
     np.testing.assert_array_equal(cells.X, again.X)
+    # Without a seed, each call draws anew (the generator's state was restored after each).
+    first, second = (model.sample(50, cluster=2, condition="stim").X for _ in range(2))
+    assert not np.array_equal(first, second)
     mixed = model.sample(200, seed=1)
     assert set(mixed.obs["condition"]) == {"ctrl", "stim"}
     assert mixed.obs["cluster"].nunique() >= 3
