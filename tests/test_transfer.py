@@ -313,7 +313,7 @@ def test_translate_recovers_a_known_condition_effect():
     assert not np.array_equal(g.translate(ctrl, "ctrl", residual=False).layers["counts"], x)
     # The random rounding (and draws) repeat with a seed, and leave torch's generator alone.
     state = torch.random.get_rng_state()
-    seeded = [g.translate(ctrl, "stim", seed=3).layers["counts"] for _ in range(2)]
+    seeded = [g.predict_perturbation(ctrl, "stim", seed=3).layers["counts"] for _ in range(2)]
     assert torch.equal(torch.random.get_rng_state(), state)
     np.testing.assert_array_equal(*seeded)
     assert not np.array_equal(seeded[0], g.translate(ctrl, "stim", seed=4).layers["counts"])
@@ -475,6 +475,12 @@ def test_latent_shift_moves_an_unconditional_model_towards_the_target():
     r2 = dv.metrics.mean_expression_r2(_normalize(pred.layers["counts"]), _normalize(stim.X))
     no_change = dv.metrics.mean_expression_r2(_normalize(ctrl.X), _normalize(stim.X))
     assert r2 > no_change
+    # Its one draw of counts repeats with a seed.
+    drawn = [
+        vae.predict_perturbation(ctrl, "stim", "latent_shift", condition_key="condition", seed=2)
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(drawn[0].layers["counts"], drawn[1].layers["counts"])
     with pytest.raises(ValueError, match="conditional model"):
         vae.predict_perturbation(ctrl, "stim", method="translate")
     with pytest.raises(ValueError, match="pass balance_key"):

@@ -19,6 +19,7 @@ from scipy.special import softmax
 from scvi import REGISTRY_KEYS
 
 from ..distributions import round_counts
+from ._cgmdvae_generation import seeded
 from ._cgmdvae_mixins import ClustersMixin
 from ._matrices import in_memory, row_sums
 from ._validation import category_mappings
@@ -42,6 +43,7 @@ class PerturbationMixin:
         residual: bool | None = None,
         similarity: Literal["expression", "latent"] = "expression",
         response_weight: float | None = None,
+        seed: int | None = None,
     ) -> AnnData:
         """Expression of the given cells under another condition.
 
@@ -86,6 +88,9 @@ class PerturbationMixin:
         response_weight
             ``translate``: the weight on the observed responses (see
             :meth:`deltavae.model.CGMDVAE.translate`).
+        seed
+            ``translate``, ``latent_shift``: seed of the random whole counts; the same seed
+            gives the same counts (``None``: torch's global generator).
 
         Returns
         -------
@@ -119,6 +124,7 @@ class PerturbationMixin:
                 batch_size=batch_size,
                 residual=residual,
                 response_weight=response_weight,
+                seed=seed,
             )
         if method not in ("latent_shift", "nearest_response"):
             raise ValueError(
@@ -133,7 +139,8 @@ class PerturbationMixin:
         contrast = Contrast.resolve(self, adata, target_condition, condition_key, balance_key)
         if method == "nearest_response":
             return nearest_response(self, adata, contrast, batch_size, similarity)
-        return latent_shift(self, adata, contrast, batch_size)
+        with seeded(self.module, seed):
+            return latent_shift(self, adata, contrast, batch_size)
 
 
 class NoResponseError(ValueError):
