@@ -71,6 +71,8 @@ def test_a_thin_archetype_is_merged_with_a_warning(with_outlier):
     assert len(model.archetype_names()) == 5
 
 
+# 6-13 s: in the slow stage (python -m pytest -m slow), which CI also runs.
+@pytest.mark.slow
 def test_no_thin_archetype_on_the_tutorial_spots():
     """Tutorial 03's pseudo-spots (PBMC 3k): before, archetype A0 sat on one spot."""
     cells = dv.datasets.pbmc3k()

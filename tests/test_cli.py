@@ -432,6 +432,8 @@ def test_version_through_the_module_entry_point():
     assert result.stdout.strip() == f"deltavae {dv.__version__}"
 
 
+# Fresh interpreters run the CLI (7-14 s): in the slow stage, which CI also runs.
+@pytest.mark.slow
 def test_help_and_usage_errors_do_not_load_the_models():
     """``deltavae --help`` and a bad argument answer without importing scvi-tools (about 6 s);
     ``import deltavae`` alone does not either, and the models load on first use."""

@@ -134,6 +134,8 @@ def test_pyro_frozen_parameter_notes_are_quiet_only_while_a_query_trains(referen
     assert warnings.filters == filters
 
 
+# A fresh interpreter imports the package (6-12 s): in the slow stage, which CI also runs.
+@pytest.mark.slow
 def test_importing_deltavae_leaves_the_warning_filters_alone():
     code = (
         "import warnings\n"
