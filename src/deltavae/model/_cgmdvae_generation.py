@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pandas as pd
 import torch
@@ -14,22 +12,9 @@ from scvi import REGISTRY_KEYS
 
 from .._checks import layer_matrix
 from ._matrices import has_negatives, row_sums
+from ._scvi_glue import seeded
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
-
-
-@contextlib.contextmanager
-def seeded(module, seed: int | None):
-    """torch's generators seeded with ``seed`` inside, as they were outside (nothing done for
-    ``None``). Only the generator of the module's device is forked besides the CPU's:
-    forking "cuda" on a CPU build fails."""
-    if seed is None:
-        yield
-        return
-    device = module.device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
 
 
 class GenerationMixin:

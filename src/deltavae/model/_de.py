@@ -36,7 +36,7 @@ class CheckedExpressionMixin(RNASeqMixin):
         self._check_if_trained(warn=False)  # an untrained query model answered from its start
         args, kwargs = check_de_groups(self, RNASeqMixin.differential_expression, args, kwargs)
         given = _bind(self, RNASeqMixin.differential_expression, args, kwargs)
-        data = given.get("adata") or self.adata
+        data = self.adata if given.get("adata") is None else given["adata"]
         if (
             given.get("weights") == "importance"
             and type(self).get_importance_weights is RNASeqMixin.get_importance_weights

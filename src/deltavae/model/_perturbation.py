@@ -19,9 +19,9 @@ from scipy.special import softmax
 from scvi import REGISTRY_KEYS
 
 from ..distributions import round_counts
-from ._cgmdvae_generation import seeded
 from ._cgmdvae_mixins import ClustersMixin
 from ._matrices import in_memory, row_sums
+from ._scvi_glue import seeded
 from ._validation import category_mappings
 
 

@@ -160,3 +160,17 @@ def scvi_init_names(init):
         init(self, *args, **kwargs)
 
     return checked
+
+
+@contextlib.contextmanager
+def seeded(module, seed: int | None):
+    """torch's generators seeded with ``seed`` inside, as they were outside (nothing done for
+    ``None``). Only the generator of the module's device is forked besides the CPU's:
+    forking "cuda" on a CPU build fails."""
+    if seed is None:
+        yield
+        return
+    device = module.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
