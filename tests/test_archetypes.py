@@ -75,6 +75,30 @@ def test_write_to_adata_layout_and_scanpy_plot(fitted, tmp_path):
     assert back.uns["archetypes"]["n_archetypes_raw"] == model.n_archetypes_raw_
 
 
+def test_write_to_adata_takes_the_training_spots_and_genes_in_any_order(fitted):
+    model, mix = fitted
+    ref = mix.copy()
+    model.write_to_adata(ref, n_anchors=10)
+    rng = np.random.default_rng(0)
+    shuffled = mix[rng.permutation(mix.n_obs)][:, rng.permutation(mix.n_vars)].copy()
+    model.write_to_adata(shuffled, n_anchors=10)
+    spots, genes = shuffled.obs_names, shuffled.var_names
+    np.testing.assert_array_equal(
+        shuffled.obsm["archetype_weights"], ref.obsm["archetype_weights"].loc[spots]
+    )
+    ref_profiles = pd.DataFrame(ref.varm["archetype_profiles"], index=ref.var_names)
+    np.testing.assert_array_equal(shuffled.varm["archetype_profiles"], ref_profiles.loc[genes])
+    for key in ("archetype_anchor", "archetype_dominant"):
+        pd.testing.assert_series_equal(shuffled.obs[key], ref.obs[key].loc[spots])
+    with pytest.raises(ValueError, match="training spots .300, in any order.*has 299, 0 of"):
+        model.write_to_adata(mix[1:].copy())
+    other = mix.copy()
+    other.var_names = [f"x{i}" for i in range(other.n_vars)]
+    with pytest.raises(ValueError, match="training genes .*120 of them not among"):
+        model.write_to_adata(other)
+    assert "archetype_weights" not in other.obsm
+
+
 def test_markers_are_the_true_marker_genes(fitted):
     model, mix = fitted
     matched = matched_profile_correlation(

@@ -303,3 +303,43 @@ def signature_table(
     order = table.loc[novel, "score"].sort_values().index
     table.loc[order, "novel_rank"] = np.arange(1, len(order) + 1)
     return table
+
+
+def check_training_names(adata, trained) -> bool:
+    """Whether ``adata`` holds the training spots and genes in the training order; ``False``
+    when it holds them in another order. Anything else (other, missing or repeated spots or
+    genes) raises, naming what differs."""
+    in_order = True
+    for axis, what in (("obs_names", "spots"), ("var_names", "genes")):
+        mine, theirs = getattr(adata, axis), getattr(trained, axis)
+        if mine.equals(theirs):
+            continue
+        n_other = int((~mine.isin(theirs)).sum())
+        if len(mine) != len(theirs) or n_other or not mine.is_unique or not theirs.is_unique:
+            raise ValueError(
+                f"write_to_adata writes into the training {what} ({len(theirs)}, in any "
+                f"order); this AnnData has {len(mine)}, {n_other} of them not among the "
+                f"training {what}{'' if mine.is_unique else ', some repeated'}. Map new "
+                "spots with get_archetype_weights(new_adata) instead."
+            )
+        in_order = False
+    return in_order
+
+
+def summary(model, names, groups: np.ndarray, tree: np.ndarray) -> dict:
+    """``uns["archetypes"]``: the archetypes' names, how they were merged and chosen, and the
+    signature map after ``match_signatures``."""
+    out = {
+        "names": np.asarray(names, dtype=str),
+        "n_archetypes_raw": model.n_archetypes_raw_,
+        "merge_threshold": model.merge_threshold,
+        "merge_groups": groups,
+        "merge_tree": tree,
+    }
+    if model.elbow_ is not None:
+        out["elbow"] = dict(model.elbow_)
+    if model.signature_map_ is not None:
+        out["signature_map"] = model.signature_map_.reset_index(names="archetype").astype(
+            {"signature": "category"}
+        )
+    return out

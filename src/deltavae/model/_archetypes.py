@@ -443,7 +443,8 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         Parameters
         ----------
         adata
-            The training spots (same spots and genes); default the model's AnnData.
+            The training spots and genes, in the training order or any other; default the
+            model's AnnData.
         n_anchors
             Anchors per archetype (see :meth:`get_anchors`).
 
@@ -460,36 +461,20 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> a.write_to_adata(spots)  # doctest: +SKIP
         """
         adata = self._resolve_adata(adata)
-        if not adata.obs_names.equals(self.adata.obs_names) or not adata.var_names.equals(
-            self.adata.var_names
-        ):
-            raise ValueError(
-                "write_to_adata needs the training spots and genes; map new spots with "
-                "get_archetype_weights(new_adata)."
-            )
-        weights = self.get_archetype_weights(adata)
+        in_order = results.check_training_names(adata, self.adata)
+        weights, profiles = self.get_archetype_weights(), self.get_archetype_profiles()
+        anchors = self.get_anchors(n_anchors)
+        if not in_order:  # the training spots and genes, in another order: align by name
+            weights, anchors = weights.loc[adata.obs_names], anchors.loc[adata.obs_names]
+            profiles = profiles.loc[adata.var_names]
         adata.obsm[self.weights_key] = weights
-        adata.varm[self.profiles_key] = self.get_archetype_profiles().to_numpy()
-        adata.obs[self.anchor_key] = self.get_anchors(n_anchors).to_numpy()
+        adata.varm[self.profiles_key] = profiles.to_numpy()
+        adata.obs[self.anchor_key] = anchors.to_numpy()
         adata.obs[self.dominant_key] = pd.Categorical(
             weights.idxmax(axis=1), categories=weights.columns
         )
         adata.uns[self.markers_key] = self.get_markers()
-        groups, tree = self._merge()
-        summary = {
-            "names": np.asarray(weights.columns, dtype=str),
-            "n_archetypes_raw": self.n_archetypes_raw_,
-            "merge_threshold": self.merge_threshold,
-            "merge_groups": groups,
-            "merge_tree": tree,
-        }
-        if self.elbow_ is not None:
-            summary["elbow"] = dict(self.elbow_)
-        if self.signature_map_ is not None:
-            summary["signature_map"] = self.signature_map_.reset_index(names="archetype").astype(
-                {"signature": "category"}
-            )
-        adata.uns[self.uns_key] = summary
+        adata.uns[self.uns_key] = results.summary(self, weights.columns, *self._merge())
         return [
             f"obsm/{self.weights_key}",
             f"varm/{self.profiles_key}",
