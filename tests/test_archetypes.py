@@ -178,12 +178,15 @@ def test_save_load_and_new_spots(fitted, tmp_path):
     model.save(tmp_path / "arch")
     loaded = dv.model.Archetypes.load(tmp_path / "arch", mix)
     pd.testing.assert_frame_equal(loaded.get_archetype_weights(), model.get_archetype_weights())
+    assert loaded.train_args_ == model.train_args_
+    assert (model.train_args_["max_epochs"], model.train_args_["lr"]) == (80, 5e-3)
     new = dv.datasets.convex_mixtures(n_spots=40, n_genes=120, n_archetypes=4, seed=0)
     dv.model.Archetypes.setup_anndata(new)
     assert loaded.get_archetype_weights(new).shape[0] == 40
     before = loaded.module.B_logits.detach().clone()
     loaded.train(max_epochs=1, **TRAIN)
     assert not np.allclose(before.numpy(), loaded.module.B_logits.detach().numpy())
+    assert loaded.train_args_["max_epochs"] == 1 and model.train_args_["max_epochs"] == 80
 
 
 def test_bad_input():

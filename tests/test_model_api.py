@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import scvi
 import torch
 
 import deltavae as dv
@@ -279,6 +280,15 @@ def test_save_load_with_anndata_round_trips(trained, tmp_path):
     np.testing.assert_array_equal(
         loaded.get_latent_representation(), model.get_latent_representation()
     )
+    # How it was trained is saved with it: the call's arguments and the seed it ran under.
+    args = model.train_args_
+    assert loaded.train_args_ == args
+    assert (args["max_epochs"], args["train_size"], args["enable_progress_bar"]) == (3, 0.5, False)
+    assert args["seed"] == scvi.settings.seed
+    assert args.get("mixture_init", "kmeans") == "kmeans"
+    with pytest.raises(ValueError, match="batch_size"):
+        loaded.train(max_epochs=2, batch_size=0)
+    assert loaded.train_args_ == args
     torch.manual_seed(0)
     a = loaded.get_normalized_expression()
     torch.manual_seed(0)

@@ -28,6 +28,7 @@ from ._genes import _gene_difference, match_genes
 from ._labels import check_labels_to_load, with_labels_column
 from ._saved import _package_version, read_saved
 from ._scvi_glue import _OnDevice, _picklable_state, _sealed, _transferring_quietly
+from ._train_record import records_train_args
 from ._training_checks import check_training_arguments
 from ._validation import (
     check_backing_for_training,
@@ -60,6 +61,14 @@ class DeltaModelMixin(PyroSviTrainMixin):
     _data_splitter_cls = DeltaDataSplitter
     #: Epoch whose parameters ``train(restore_best=True)`` loaded; None when none was loaded.
     best_epoch_: int | None = None
+    #: Arguments of the last ``train`` call, ``max_epochs`` as resolved and ``seed`` (the
+    #: ``scvi.settings.seed`` it ran under); saved with the model. None before training.
+    train_args_: dict | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "train" in cls.__dict__:  # each model's own train records what it was called with
+            cls.train = records_train_args(cls.__dict__["train"])
 
     @property
     def is_query_model(self) -> bool:
@@ -91,6 +100,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
         # Saved with the model (attributes ending in "_" are), checked on load.
         self.deltavae_version_ = _package_version()
 
+    @records_train_args
     def train(
         self,
         max_epochs: int | None = None,
@@ -110,7 +120,9 @@ class DeltaModelMixin(PyroSviTrainMixin):
     ):
         """Train the model with stochastic variational inference under Lightning.
 
-        A query model with nothing to learn (``load_query_data``) warns and returns.
+        A query model with nothing to learn (``load_query_data``) warns and returns. The
+        call's arguments and ``scvi.settings.seed`` are kept in ``train_args_``, saved with
+        the model.
 
         Parameters
         ----------
@@ -183,6 +195,9 @@ class DeltaModelMixin(PyroSviTrainMixin):
         """
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
+        record = self.__dict__.get("_train_record")
+        if record is not None and record.get("max_epochs") is None:
+            record["max_epochs"] = max_epochs  # the default, as resolved
         given = dict(plan_kwargs or {})
         if lr is not None and "lr" in given and given["lr"] != lr:
             raise ValueError(
