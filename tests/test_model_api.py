@@ -162,6 +162,25 @@ def test_differential_expression(trained):
         model.differential_expression(groupby="cluster", group1="zero")
 
 
+def test_de_genes_tied_on_the_sort_key_follow_the_effect_size(trained):
+    """scvi-tools sorts by proba_de (change) or bayes_factor (vanilla) with an unstable sort,
+    so genes tied there (proba_de saturates at 1.0 for clear markers) came in any order."""
+    model, _ = trained
+    n_tied = 0
+    for mode, key in (("change", "proba_de"), ("vanilla", "bayes_factor")):
+        # 50 draws: proba_de in steps of 0.02, so genes tie as clear markers do at 1.0
+        extra = {"n_samples_overall": 50}
+        de = model.differential_expression(groupby="cluster", mode=mode, batch_size=64, **extra)
+        effect = de["lfc_mean"].abs() if mode == "change" else (de["scale1"] - de["scale2"]).abs()
+        assert list(pd.unique(de["comparison"])) == ["0 vs Rest", "1 vs Rest", "2 vs Rest"]
+        for _, block in de.assign(effect=effect).groupby("comparison", sort=False):
+            assert block[key].is_monotonic_decreasing
+            for _, tied in block.groupby(key, sort=False):
+                assert tied["effect"].is_monotonic_decreasing
+                n_tied += len(tied) - 1
+    assert n_tied > 10, "few ties: the test checks little"
+
+
 def test_expression_arguments_scvi_tools_would_mishandle(trained):
     """scvi-tools drops unknown genes of gene_list (an empty frame when none is known), names
     no category for a wrong transform_batch, and fails on a list for group2."""

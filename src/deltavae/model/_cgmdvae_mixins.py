@@ -16,6 +16,7 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import RNASeqMixin
 
 from ..train._convergence import train_longer
+from ._de import CheckedExpressionMixin
 from ._labels import warn_if_unlabelled_lookalike
 from ._validation import warn_user
 
@@ -41,7 +42,7 @@ class CountExpressionMixin:
         self._needs_counts("get_normalized_expression")
         return super().get_normalized_expression(*args, **kwargs)
 
-    @functools.wraps(RNASeqMixin.differential_expression)
+    @functools.wraps(CheckedExpressionMixin.differential_expression)
     def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         self._needs_counts("differential_expression")
         return super().differential_expression(*args, **kwargs)
