@@ -169,6 +169,7 @@ def test_nmfdeconv_save_load_and_h5ad(fitted, tmp_path):
     model.save(tmp_path / "m", save_anndata=False)
     loaded = dv.model.NMFDeconv.load(tmp_path / "m", spots)
     pd.testing.assert_frame_equal(loaded.get_proportions(), model.get_proportions())
+    assert loaded.train_args_ == model.train_args_ and model.train_args_["max_epochs"] > 0
     before = loaded.module.encoder.head.weight.detach().clone()
     loaded.train(max_epochs=2, **TRAIN)  # a reloaded model keeps training
     assert not np.allclose(before.numpy(), loaded.module.encoder.head.weight.detach().numpy())

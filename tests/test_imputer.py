@@ -232,6 +232,7 @@ def test_save_load_round_trip(pair, fitted, design, profiles, tmp_path):
     reordered = spatial[:, ::-1].copy()
     loaded = dv.model.SpatialImputer.load(tmp_path / "imputer", reordered)
     assert loaded.design_ == design and loaded.profiles_ == profiles
+    assert loaded.train_args_ == model.train_args_ and model.train_args_["max_epochs"] > 0
     pd.testing.assert_frame_equal(loaded.impute(), model.impute())
     assert list(reordered.obs.columns) == []
     with pytest.raises(ValueError, match="lacks 1 of the model's"):
