@@ -209,3 +209,9 @@ def test_save_follows_scanpy(trained, tmp_path, scanpy_settings):
         "cluster_composition_by_condition.svg",
         "umap_clusters.png",
     ]
+    # An absolute path as a string is the file, as a Path is (scanpy would nest it in figdir).
+    target = tmp_path / "elsewhere" / "composition.pdf"
+    target.parent.mkdir()
+    dv.pl.cluster_composition(*args, save=str(target))
+    assert target.is_file() and target.read_bytes().startswith(b"%PDF")
+    assert len(list((tmp_path / "figures").rglob("*"))) == 4

@@ -95,9 +95,9 @@ save
     ``{{figdir}}/{writekey}{{plot_suffix}}.{{file_format_figs}}`` (:attr:`scanpy.settings`); a
     string is appended to that name and an extension ``.pdf``, ``.png`` or ``.svg`` at its end
     chooses the format (``save="_pbmc.png"`` writes ``figures/{writekey}_pbmc.png``);
-    ``None`` saves when :attr:`scanpy.settings.autosave` is set. A :class:`pathlib.Path` is
-    the file itself (format from its suffix). The resolution is matplotlib's
-    ``savefig.dpi`` (scanpy's ``dpi_save``), at least 150 dpi."""
+    ``None`` saves when :attr:`scanpy.settings.autosave` is set. A :class:`pathlib.Path`, or
+    an absolute path as a string, is the file itself (format from its suffix). The resolution
+    is matplotlib's ``savefig.dpi`` (scanpy's ``dpi_save``), at least 150 dpi."""
 
 
 # ---------------------------------------------------------------------------------- models

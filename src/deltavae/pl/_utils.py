@@ -21,13 +21,20 @@ _MIN_DPI = 150
 _FORMATS = (".svg", ".pdf", ".png")
 
 
+def is_file_path(save) -> bool:
+    """Whether ``save`` names the file itself: a :class:`pathlib.Path` (any ``os.PathLike``)
+    or an absolute path given as a string."""
+    return isinstance(save, os.PathLike) or (isinstance(save, str) and os.path.isabs(save))
+
+
 def figure_path(writekey: str, save: bool | str | os.PathLike) -> Path:
     """Where ``save`` writes the figure of the plot named ``writekey``.
 
     scanpy's rule (``scanpy.plotting._utils.savefig_or_show``): ``True`` is
     ``{figdir}/{writekey}{plot_suffix}.{file_format_figs}``; a string is appended to
     ``writekey``, and its ending ``.svg``, ``.pdf`` or ``.png`` (removed from the name) sets the
-    format. Ours adds: a :class:`pathlib.Path` (any ``os.PathLike``) is the file itself.
+    format. Ours adds: a :class:`pathlib.Path` (any ``os.PathLike``) or an absolute path as a
+    string is the file itself (scanpy's rule would nest it under ``figdir``).
 
     Examples
     --------
@@ -37,7 +44,7 @@ def figure_path(writekey: str, save: bool | str | os.PathLike) -> Path:
     >>> str(figure_path("history", Path("out") / "elbo.png"))
     'out/elbo.png'
     """
-    if isinstance(save, os.PathLike):
+    if is_file_path(save):
         return Path(save)
     ext = sc.settings.file_format_figs
     if isinstance(save, str):
@@ -126,11 +133,11 @@ def savefig_or_show(
         show = sc.settings.autoshow and not save
     if save is not False:
         path = figure_path(writekey, save)
-        if not isinstance(save, os.PathLike):
+        if not is_file_path(save):
             path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=_dpi(), bbox_inches="tight")
         # scanpy announces a file it names itself as a warning; a path given is only logged.
-        log = logger.info if isinstance(save, os.PathLike) else logger.warning
+        log = logger.info if is_file_path(save) else logger.warning
         log("saving figure to file %s", path)
     if show:
         plt.show()
