@@ -5,6 +5,7 @@ arguments (for CGMDVAE the condition plays scvi's batch), or is not offered; a f
 leaves the model working.
 """
 
+import pickle
 import warnings
 
 import numpy as np
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 import scvi
 import torch
+from lightning.pytorch import Callback
 
 import deltavae as dv
 
@@ -178,6 +180,14 @@ def test_de_genes_tied_on_the_sort_key_follow_the_effect_size(trained):
             for _, tied in block.groupby(key, sort=False):
                 assert tied["effect"].is_monotonic_decreasing
                 n_tied += len(tied) - 1
+    # A table of idx1/idx2 has no comparison column: it is one comparison, tie-broken too.
+    idx1 = np.arange(60)
+    de = model.differential_expression(idx1=idx1, idx2=np.arange(60, 200), mode="change",
+                                       batch_size=64, n_samples_overall=50)  # fmt: skip
+    assert "comparison" not in de and de["proba_de"].is_monotonic_decreasing
+    for _, tied in de.assign(effect=de["lfc_mean"].abs()).groupby("proba_de", sort=False):
+        assert tied["effect"].is_monotonic_decreasing
+        n_tied += len(tied) - 1
     assert n_tied > 10, "few ties: the test checks little"
 
 
@@ -313,6 +323,42 @@ def test_save_load_with_anndata_round_trips(trained, tmp_path):
     torch.manual_seed(0)
     b = model.get_normalized_expression()
     np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+class _StopAt(Callback):
+    def on_train_epoch_end(self, trainer, module):
+        raise RuntimeError("stopped by a callback")
+
+
+class _Snapshot(Callback):
+    def __init__(self, model):
+        self.model, self.copy = model, None
+
+    def on_train_epoch_end(self, trainer, module):
+        self.copy = pickle.loads(pickle.dumps(self.model))
+
+
+def test_train_args_are_those_of_the_call_that_trained():
+    """Recorded when the fit starts: a fit stopped by an error keeps its call's record, a
+    copy pickled mid-training records its own later calls, a call with nothing to train none."""
+    model, adata = _model("zinbvae", max_epochs=1)
+    assert model.train_args_["max_epochs"] == 1
+    with pytest.raises(RuntimeError, match="stopped by a callback"):
+        model.train(max_epochs=4, lr=5e-3, callbacks=[_StopAt()], **TRAIN)
+    assert (model.train_args_["max_epochs"], model.train_args_["lr"]) == (4, 5e-3)
+    snapshot = _Snapshot(model)
+    model.train(max_epochs=1, callbacks=[snapshot], **TRAIN)
+    snapshot.copy.train(max_epochs=2, lr=2e-3, **TRAIN)
+    assert (snapshot.copy.train_args_["max_epochs"], snapshot.copy.train_args_["lr"]) == (2, 2e-3)
+    # A query of the reference's own conditions has nothing to learn: train() returns at once.
+    cgmdvae, _ = _model("cgmdvae", adata.copy(), max_epochs=1)
+    known = adata[adata.obs["condition"] == "ctrl"].copy()
+    known.obs = known.obs[["condition"]]
+    with pytest.warns(UserWarning, match="nothing is left to learn"):
+        query = dv.model.CGMDVAE.load_query_data(known, cgmdvae)
+    with pytest.warns(UserWarning, match="has nothing to do"):
+        query.train(max_epochs=7, **TRAIN)
+    assert query.train_args_ == cgmdvae.train_args_
 
 
 def test_sample_posterior_is_not_offered(trained):

@@ -67,20 +67,22 @@ class CheckedExpressionMixin(RNASeqMixin):
 def effect_breaks_ties(result):
     """scvi-tools' DE table with the genes tied on its sort key (``proba_de`` in change mode,
     ``bayes_factor`` otherwise), put in order of ``|lfc_mean|`` (change mode) or of the
-    difference of the groups' scales, largest first; comparisons keep their order."""
+    difference of the groups' scales, largest first; comparisons keep their order (a table of
+    ``idx1``/``idx2`` has no ``comparison`` column: it is one comparison)."""
     key = "proba_de" if "proba_de" in result else "bayes_factor"
-    if key not in result or "comparison" not in result:
+    if "lfc_mean" in result:
+        effect = result["lfc_mean"].abs()
+    elif {"scale1", "scale2"} <= set(result):
+        effect = (result["scale1"] - result["scale2"]).abs()
+    else:
         return result
-    effect = (
-        result["lfc_mean"].abs()
-        if "lfc_mean" in result
-        else (result["scale1"] - result["scale2"]).abs()
-        if {"scale1", "scale2"} <= set(result)
-        else None
+    if key not in result:
+        return result
+    block = (
+        pd.factorize(result["comparison"])[0]
+        if "comparison" in result
+        else np.zeros(len(result), dtype=int)
     )
-    if effect is None:
-        return result
-    block = pd.factorize(result["comparison"])[0]
     order = np.lexsort((-effect.to_numpy(float), -result[key].to_numpy(float), block))
     return result.iloc[order]
 

@@ -10,6 +10,8 @@ import pandas as pd
 import torch
 from scvi.train import TrainRunner
 
+from ._record import commit_train_args
+
 _LEAFSPEC = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 # Lightning's advice about its step logging; deltavae's history is per epoch.
 _LOG_EVERY = r"The number of training batches \(\d+\) is smaller than the logging interval"
@@ -53,6 +55,8 @@ class DeltaTrainRunner(TrainRunner):
                     history[key] = frame.infer_objects()
 
     def _run_training_core(self):
+        # The fit starts: the model keeps the arguments of the train call that runs it.
+        commit_train_args(self.model)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_LEAFSPEC, category=FutureWarning)

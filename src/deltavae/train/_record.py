@@ -9,8 +9,6 @@ import inspect
 import numpy as np
 import scvi
 
-from ..train import TrainingDivergedError
-
 
 def _plain(value):
     """``value`` as plain Python (numbers, strings, lists, dicts) for ``train_args_``; other
@@ -26,15 +24,24 @@ def _plain(value):
     return repr(value)
 
 
+#: Models (by id) inside a ``train`` call: calls of ``train`` they make (a model's own train
+#: calling its base class's) are not outermost. Kept here, not on the model, so that a copy
+#: pickled during training records its own later calls.
+_RECORDING: set[int] = set()
+
+
 def records_train_args(train):
-    """Keep the arguments of the outermost ``train`` call (defaults filled in, ``**kwargs``
-    spread out) and ``scvi.settings.seed`` in the model's ``train_args_``, which ``save``
-    stores with the model: how a saved model was trained stays with it."""
+    """Prepare the record of the outermost ``train`` call: its arguments (defaults filled in,
+    ``**kwargs`` spread out) and ``scvi.settings.seed``. The training runner commits it to the
+    model's ``train_args_`` (saved with the model) when the fit starts (see
+    :func:`commit_train_args`), so that a call refused for its arguments, or a query model's
+    call with nothing to learn, leaves the last record, and a fit interrupted by an error
+    keeps the record of the call that changed the parameters."""
     signature = inspect.signature(train)
 
     @functools.wraps(train)
     def wrapper(self, *args, **kwargs):
-        if self.__dict__.get("_recording_train"):
+        if id(self) in _RECORDING:
             return train(self, *args, **kwargs)
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
@@ -45,16 +52,18 @@ def records_train_args(train):
             elif signature.parameters[name].kind is not inspect.Parameter.VAR_POSITIONAL:
                 record[name] = _plain(value)
         self._train_record = {**record, "seed": scvi.settings.seed}
-        self._recording_train = True
+        _RECORDING.add(id(self))
         try:
-            out = train(self, *args, **kwargs)
-        except TrainingDivergedError:
-            self.train_args_ = self._train_record  # it trained, up to the divergence
-            raise
+            return train(self, *args, **kwargs)
         finally:
-            self._recording_train = False
-        # Kept once the call has run: a call refused for its arguments leaves the last record.
-        self.train_args_ = self._train_record
-        return out
+            _RECORDING.discard(id(self))
+            self.__dict__.pop("_train_record", None)
 
     return wrapper
+
+
+def commit_train_args(model) -> None:
+    """The fit starts: the pending record of the ``train`` call becomes ``train_args_``."""
+    record = model.__dict__.pop("_train_record", None)
+    if record is not None:
+        model.train_args_ = record
