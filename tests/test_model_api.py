@@ -206,6 +206,8 @@ def test_expression_arguments_scvi_tools_would_mishandle(trained):
         model.differential_expression(groupby="cluster", group1="0", batchid1=["x"])
     with pytest.raises(ValueError, match="isin\\(group2\\)"):
         model.differential_expression(groupby="cluster", group1="0", group2=["1", "2"])
+    with pytest.raises(TypeError, match=r"takes no gene_list.*de.index.isin\(genes\)"):
+        model.differential_expression(groupby="cluster", group1="0", gene_list=[gene])
     one = model.differential_expression(groupby="cluster", group1="0", group2=["1"])
     assert len(one) == adata.n_vars and set(one["comparison"]) == {"0 vs 1"}
 

@@ -61,8 +61,9 @@ class DeltaModelMixin(PyroSviTrainMixin):
     _data_splitter_cls = DeltaDataSplitter
     #: Epoch whose parameters ``train(restore_best=True)`` loaded; None when none was loaded.
     best_epoch_: int | None = None
-    #: Arguments of the last ``train`` call, ``max_epochs`` as resolved and ``seed`` (the
-    #: ``scvi.settings.seed`` it ran under); saved with the model. None before training.
+    #: Arguments of the last ``train`` call that trained (``max_epochs`` as resolved) and
+    #: ``seed``, the ``scvi.settings.seed`` it ran under; saved with the model. None before
+    #: training.
     train_args_: dict | None = None
 
     def __init_subclass__(cls, **kwargs):

@@ -138,6 +138,12 @@ def check_de_groups(
     follows.
     """
     given = _bind(model, differential_expression, args, kwargs)
+    if "gene_list" in given.get("kwargs", {}):
+        # scvi-tools hands it to get_bayes_factors, which fails naming neither.
+        raise TypeError(
+            "differential_expression takes no gene_list: it tests every gene. Select the "
+            "genes from its table: de[de.index.isin(genes)]."
+        )
     check_batches(model, given, ("batchid1", "batchid2"))
     args, kwargs = _de_in_memory(model, given.get("adata"), args, kwargs)
     groupby = given.get("groupby")
