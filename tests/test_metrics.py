@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -99,3 +101,55 @@ def test_log_normalize_scales_rows_and_names_a_wrong_input():
         dv.metrics.log_normalize(ad.AnnData(counts))
     with pytest.raises(ValueError, match="one value per cell"):
         dv.metrics.log_normalize(counts, library_size=[1.0, 2.0, 3.0])
+
+
+def test_matched_profile_correlation_refuses_what_it_would_score_silently_wrong():
+    rng = np.random.default_rng(0)
+    true = rng.gamma(1.0, size=(3, 20))
+    pred = true + rng.normal(0, 0.1, size=true.shape)
+    genes = [f"g{i}" for i in range(20)]
+    expected = dv.metrics.matched_profile_correlation(true, pred)
+    assert expected["correlation"].min() > 0.9
+    # DataFrames are matched by gene name (reversed columns scored about 0.1 by position).
+    frames = pd.DataFrame(true, columns=genes), pd.DataFrame(pred, columns=genes).iloc[:, ::-1]
+    pd.testing.assert_frame_equal(dv.metrics.matched_profile_correlation(*frames), expected)
+    with pytest.raises(ValueError, match="same genes"):
+        dv.metrics.matched_profile_correlation(frames[0], frames[1].rename(columns={"g0": "x"}))
+    bad = pred.copy()
+    bad[0, 3] = np.nan  # its pair scored 0.0 without a word
+    with pytest.raises(ValueError, match="pred_profiles contains NaN"):
+        dv.metrics.matched_profile_correlation(true, bad)
+    with pytest.raises(ValueError, match="at least 2 genes"):
+        dv.metrics.matched_profile_correlation(true[:, :1], pred[:, :1])
+
+
+def test_proportion_tables_in_another_layout_or_sign_are_named():
+    rng = np.random.default_rng(1)
+    true = pd.DataFrame(rng.dirichlet([1, 1, 1], size=30), columns=["A", "B", "C"])
+    with pytest.raises(ValueError, match=r"pred has shape \(30, 2\) but true has \(30, 3\)"):
+        dv.metrics.rmse(true, true.to_numpy()[:, :2])
+    with pytest.raises(ValueError, match="true is empty"):
+        dv.metrics.deconvolution_scores(true.iloc[:0], true.iloc[:0])
+    # An array true is read in a DataFrame pred's layout (it was "pred lacks the cell types [0]").
+    scores = dv.metrics.per_type_pcc(true.to_numpy(), true)
+    assert list(scores.index) == ["A", "B", "C"] and np.allclose(scores, 1.0)
+    # SSIM scales by each column's maximum: negative values are said (a negated
+    # prediction scored 0.75), once in deconvolution_scores.
+    with pytest.warns(UserWarning, match="SSIM, which scales each column by its maximum"):
+        dv.metrics.ssim(true, -true)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dv.metrics.deconvolution_scores(true, true - 0.5)
+    assert len(caught) == 1 and "JS distance" in str(caught[0].message)
+    assert "SSIM" in str(caught[0].message)
+
+
+def test_two_series_of_the_same_cells_pair_them_by_name():
+    cells = ["c1", "c2", "c3", "c4", "c5"]
+    true = pd.Series(["x", "x", "y", "y", "y"], index=cells)
+    pred = pd.Series([5, 5, 7, 7, 7], index=cells).iloc[::-1]
+    assert ari(true, pred) == 1.0  # paired by position, the reversed order scored 0.17
+    assert nmi(true, pred) == pytest.approx(1.0) and clustering_accuracy(true, pred) == 1.0
+    assert ari(true, pred.to_numpy()) < 0.2  # an array pairs by position
+    other = pred.rename(index={"c1": "c9"})  # other cells: by position, as arrays
+    assert ari(true, other) == ari(true, pred.to_numpy())

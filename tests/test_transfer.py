@@ -614,10 +614,24 @@ def test_mean_expression_r2():
     assert dv.metrics.mean_expression_r2(observed, observed, genes=[0, 1, 2]) == pytest.approx(1)
     with pytest.raises(ValueError, match="must match"):
         dv.metrics.mean_expression_r2(observed[:, :5], observed)
-    with pytest.raises(ValueError, match="at least 2 genes"):
-        dv.metrics.mean_expression_r2(observed, observed, genes=[0])
+    with pytest.raises(ValueError, match="at least 3 genes"):
+        dv.metrics.mean_expression_r2(observed, observed, genes=[0, 1])  # 2 points: always 1
+    # DataFrame columns labelled by integers are names, not positions.
+    frame = pd.DataFrame(observed[:, :4], columns=[3, 2, 1, 0])
+    pred = pd.DataFrame(observed[::-1, :4] + np.arange(4) ** 2, columns=[3, 2, 1, 0])
+    by_name = dv.metrics.mean_expression_r2(pred[[0, 1, 2]], frame[[0, 1, 2]])
+    assert dv.metrics.mean_expression_r2(pred, frame, genes=[0, 1, 2]) == pytest.approx(by_name)
+    assert by_name != pytest.approx(
+        dv.metrics.mean_expression_r2(pred, frame, genes=["3", "2", "1"])
+    )
+    with pytest.raises(KeyError, match="not found"):
+        dv.metrics.mean_expression_r2(pred, frame, genes=[10, 2, 1])
     # scGen's scale: totals over all genes (here 4x the row sums) and a target sum.
     logged = dv.metrics.log_normalize(observed, observed.sum(1) * 4, target_sum=100.0)
     np.testing.assert_allclose(logged, np.log1p(observed / observed.sum(1, keepdims=True) * 25))
     with pytest.raises(ValueError, match="one value per cell"):
         dv.metrics.log_normalize(observed, np.ones(3))
+    with pytest.raises(ValueError, match="library_size is 0 or negative"):
+        dv.metrics.log_normalize(observed, np.zeros(50))
+    with pytest.raises(ValueError, match="negative values"):
+        dv.metrics.log_normalize(observed - 1)

@@ -121,7 +121,9 @@ Parameters
 labels_true
     True class of each cell.
 labels_pred
-    Predicted cluster of each cell. The label values need not match ``labels_true``."""
+    Predicted cluster of each cell. The label values need not match ``labels_true``. Two
+    pandas Series indexed by the same cell names in another order are paired by name;
+    anything else by position."""
 
 doc_proportions = """\
 Parameters

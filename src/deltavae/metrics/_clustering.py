@@ -39,6 +39,17 @@ def _codes(labels: ArrayLike, name: str) -> np.ndarray:
 
 
 def _paired_codes(labels_true: ArrayLike, labels_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    if (
+        isinstance(labels_true, pd.Series)
+        and isinstance(labels_pred, pd.Series)
+        and not labels_true.index.equals(labels_pred.index)
+        and labels_true.index.is_unique
+        and labels_pred.index.is_unique
+        and set(labels_true.index) == set(labels_pred.index)
+    ):
+        # Two Series of the same cells in another order (obs columns of two AnnData objects)
+        # pair their cells by name; Series of other indexes pair by position, as arrays do.
+        labels_pred = labels_pred.loc[labels_true.index]
     true = _codes(labels_true, "labels_true")
     pred = _codes(labels_pred, "labels_pred")
     if true.shape[0] != pred.shape[0]:

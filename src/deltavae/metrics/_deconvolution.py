@@ -38,6 +38,11 @@ def _as_frame(values, name: str, columns=None, index=None) -> pd.DataFrame:
     array = np.asarray(values, dtype=float)
     if array.ndim != 2:
         raise ValueError(f"{name} must be 2-D (spots x types); got shape {array.shape}")
+    if columns is not None and array.shape != (len(index), len(columns)):
+        raise ValueError(
+            f"{name} has shape {array.shape} but true has {(len(index), len(columns))}: an "
+            f"array {name} must hold true's spots and columns in true's order."
+        )
     return pd.DataFrame(array, index=index, columns=columns)
 
 
@@ -47,7 +52,12 @@ def _aligned(
     """Both tables as DataFrames with the same spots and columns (pred reordered to true);
     ``values`` names what they hold in the error for NaN or infinite entries."""
     given_index = isinstance(true, pd.DataFrame) and isinstance(pred, pd.DataFrame)
+    if isinstance(pred, pd.DataFrame) and not isinstance(true, pd.DataFrame):
+        # An array true is read in pred's layout (its spots and columns).
+        true = _as_frame(true, "true", columns=pred.columns, index=pred.index)
     true = _as_frame(true, "true")
+    if true.shape[0] == 0 or true.shape[1] == 0:
+        raise ValueError(f"true is empty (shape {true.shape}): there is nothing to score.")
     pred = _as_frame(pred, "pred", columns=true.columns, index=true.index)
     if true.shape[0] != pred.shape[0]:
         raise ValueError(
@@ -120,10 +130,16 @@ def _rmse(t: np.ndarray, p: np.ndarray) -> float:
 
 
 def _warn_negative(
-    true: pd.DataFrame, pred: pd.DataFrame, values: str = "proportions", stacklevel: int = 3
+    true: pd.DataFrame,
+    pred: pd.DataFrame,
+    values: str = "proportions",
+    stacklevel: int = 3,
+    jsd: bool = True,
+    ssim: bool = True,
 ) -> None:
     """Warn, saying how many, when either table holds negative entries: :func:`_jsd`, which
-    compares distributions, counts them as 0."""
+    compares distributions, counts them as 0, and :func:`_ssim`, which scales each column by
+    its maximum, is meant for values of 0 and above (a negated prediction scored 0.75)."""
     found = []
     for name, frame in (("true", true), ("pred", pred)):
         array = frame.to_numpy()
@@ -131,9 +147,18 @@ def _warn_negative(
         if n:
             found.append(f"{name} holds {n} negative {values} (min {array.min():.3g})")
     if found:
+        parts = []
+        if jsd:
+            parts.append(
+                "they count as 0 in the JS distance, which compares distributions over spots"
+            )
+        if ssim:
+            parts.append(
+                "SSIM, which scales each column by its maximum, is meant for values of 0 and "
+                "above (its scores of such columns mean little)"
+            )
         warnings.warn(
-            "; ".join(found) + ": they count as 0 in the JS distance, which compares "
-            "distributions over spots (the other scores use the values as given).",
+            "; ".join(found) + ": " + "; ".join(parts) + ".",
             UserWarning,
             stacklevel=stacklevel,
         )
@@ -179,7 +204,8 @@ def ssim(true, pred) -> pd.Series:
     ``C1 = 0.01^2`` and ``C2 = 0.03^2``.
 
     {parameters}
-        One value per type, at most 1 (identical columns).
+        One value per type, at most 1 (identical columns). Negative values are warned about:
+        the scaling assumes values of 0 and above.
 
     Examples
     --------
@@ -187,6 +213,8 @@ def ssim(true, pred) -> pd.Series:
     >>> ssim([[1, 0], [0, 1]], [[1, 0], [0, 1]]).tolist()
     [1.0, 1.0]
     """
+    true, pred = _aligned(true, pred)
+    _warn_negative(true, pred, stacklevel=3, jsd=False)
     return _per_type(true, pred, _ssim)
 
 
@@ -226,10 +254,11 @@ def jsd(true, pred) -> pd.Series:
     return _jsd_scores(true, pred, stacklevel=4)
 
 
-def _jsd_scores(true, pred, stacklevel: int) -> pd.Series:
-    """:func:`jsd`, its warning about negative values pointing ``stacklevel`` frames up."""
+def _jsd_scores(true, pred, stacklevel: int, ssim: bool = False) -> pd.Series:
+    """:func:`jsd`, its warning about negative values pointing ``stacklevel`` frames up (and
+    speaking of SSIM too with ``ssim``)."""
     true, pred = _aligned(true, pred)
-    _warn_negative(true, pred, stacklevel=stacklevel)
+    _warn_negative(true, pred, stacklevel=stacklevel, ssim=ssim)
     return _per_type(true.reset_index(drop=True), pred.reset_index(drop=True), _jsd)
 
 
@@ -287,9 +316,9 @@ def deconvolution_scores(true, pred) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "pcc": per_type_pcc(true, pred),
-            "ssim": ssim(true, pred),
+            "ssim": _per_type(true, pred, _ssim),  # warned with the JSD, once
             "rmse": rmse(true, pred),
-            "jsd": _jsd_scores(true, pred, stacklevel=4),
+            "jsd": _jsd_scores(true, pred, stacklevel=4, ssim=True),
             "aupr": presence_aupr(true, pred, per_type=True),
         }
     )
@@ -305,7 +334,8 @@ def matched_profile_correlation(true_profiles, pred_profiles) -> pd.DataFrame:
     Parameters
     ----------
     true_profiles, pred_profiles
-        Profiles as rows: archetypes x genes, with the same genes in the same order.
+        Profiles as rows: archetypes x genes (arrays with the same genes in the same order,
+        or DataFrames with genes as columns, matched by name), at least 2 genes.
 
     Returns
     -------
@@ -321,15 +351,32 @@ def matched_profile_correlation(true_profiles, pred_profiles) -> pd.DataFrame:
     >>> matched_profile_correlation(true, true[::-1])["matched"].tolist()
     [1, 0]
     """
+    if isinstance(true_profiles, pd.DataFrame) and isinstance(pred_profiles, pd.DataFrame):
+        genes = true_profiles.columns
+        if set(genes) != set(pred_profiles.columns) or not genes.is_unique:
+            raise ValueError(
+                "true_profiles and pred_profiles must have the same genes (their columns); "
+                f"{len(genes.symmetric_difference(pred_profiles.columns))} differ."
+            )
+        pred_profiles = pred_profiles[genes]
+    for name, values in (("true_profiles", true_profiles), ("pred_profiles", pred_profiles)):
+        if sparse.issparse(values):
+            raise TypeError(f"{name} must be dense: pass {name}.toarray().")
     true = np.asarray(true_profiles, dtype=float)
     pred = np.asarray(pred_profiles, dtype=float)
     if true.ndim != 2 or pred.ndim != 2 or true.shape[1] != pred.shape[1]:
         raise ValueError(
             f"profiles must be 2-D with the same genes; got shapes {true.shape} and {pred.shape}"
         )
+    if true.shape[1] < 2:
+        raise ValueError(f"profiles need at least 2 genes to correlate; got {true.shape[1]}.")
+    for name, values in (("true_profiles", true), ("pred_profiles", pred)):
+        if not np.isfinite(values).all():
+            raise ValueError(f"{name} contains NaN or infinite values.")
     n_true = true.shape[0]
-    corr = np.corrcoef(true, pred)[:n_true, n_true:]
-    corr = np.nan_to_num(corr, nan=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.corrcoef(true, pred)[:n_true, n_true:]
+    corr = np.nan_to_num(corr, nan=0.0)  # a constant profile correlates with nothing
     rows, cols = linear_sum_assignment(corr, maximize=True)
     matched = np.full(n_true, -1)
     correlation = np.zeros(n_true)

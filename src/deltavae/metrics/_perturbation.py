@@ -69,10 +69,20 @@ def log_normalize(counts, library_size=None, target_sum: float = 1e4) -> np.ndar
     x = np.asarray(counts.toarray() if sparse.issparse(counts) else counts, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"counts must be cells x genes (2-D); got shape {x.shape}.")
+    if np.nanmin(x, initial=0.0) < 0:
+        raise ValueError(
+            "counts has negative values: log_normalize takes counts (or expected counts), not "
+            "log-transformed or scaled data."
+        )
     total = x.sum(1) if library_size is None else np.asarray(library_size, dtype=np.float64)
     if total.shape != (x.shape[0],):
         raise ValueError(
             f"library_size must hold one value per cell ({x.shape[0]}); got shape {total.shape}."
+        )
+    if library_size is not None and (total[x.sum(1) > 0] <= 0).any():
+        raise ValueError(
+            "library_size is 0 or negative for cells with counts: pass each cell's total "
+            "counts (over all genes)."
         )
     return np.log1p(x / np.maximum(total, 1e-12)[:, None] * target_sum)
 
@@ -93,8 +103,10 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
         the numbers of cells may differ, the genes must match (by name, in order, where both
         have names).
     genes
-        Restrict to these genes: names (needs AnnData or DataFrames), integer positions or a
-        boolean mask.
+        Restrict to these genes: names where the inputs have them (AnnData or DataFrames;
+        DataFrame column labels that are integers are names too), otherwise integer
+        positions; or a boolean mask. At least 3 genes: the squared correlation of 2 points
+        is 1 whatever they are.
 
     Returns
     -------
@@ -136,19 +148,23 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
         )
     if genes is not None:
         index = np.asarray(genes)
-        if index.dtype.kind in ("U", "S", "O"):
-            names = pred_genes if pred_genes is not None else true_genes
+        names = pred_genes if pred_genes is not None else true_genes
+        if index.dtype.kind != "b" and (names is not None or index.dtype.kind in "USO"):
             if names is None:
                 raise ValueError(
                     "Gene names need AnnData or DataFrame inputs; pass positions or a mask."
                 )
+            index = index.astype(str)  # the inputs' names are strings (gene_means)
             missing = sorted(set(index) - set(names))
             if missing:
                 raise KeyError(f"genes not found: {missing[:5]} ({len(missing)} in all).")
             index = np.flatnonzero(np.isin(names, index))
         pred, true = pred[index], true[index]
-    if pred.size < 2:
-        raise ValueError(f"R² needs at least 2 genes; got {pred.size}.")
+    if pred.size < 3:
+        raise ValueError(
+            f"R² needs at least 3 genes; got {pred.size} (the squared correlation of 2 "
+            "points is 1 whatever they are)."
+        )
     if np.ptp(pred) == 0 or np.ptp(true) == 0:
         raise ValueError("R² is undefined: the mean expression is constant over the genes.")
     return float(np.corrcoef(pred, true)[0, 1] ** 2)

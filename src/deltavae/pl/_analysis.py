@@ -214,7 +214,8 @@ def perturbation_scatter(
         normalised and log1p-transformed); the numbers of cells may differ, the genes must
         match.
     highlight
-        Gene name(s) (needs AnnData or DataFrames) to colour, label and score separately.
+        Gene name(s) (needs AnnData or DataFrames) to colour, label and score separately
+        (their R² from 3 genes on).
     n_labels
         Label the ``n_labels`` highlighted genes with the highest observed mean.
     {ax}
@@ -247,7 +248,7 @@ def perturbation_scatter(
         if missing:
             raise KeyError(f"highlight genes not found: {missing[:5]} ({len(missing)} in all).")
         mask = np.isin(genes, highlight)
-        if mask.sum() >= 2:
+        if mask.sum() >= 3:
             r2_top = mean_expression_r2(pred[mask][None, :], true[mask][None, :])
     if ax is None:
         ax = own_axes((4.5, 4.2))
