@@ -70,6 +70,14 @@ def test_sample_per_cluster_and_condition(blobs_model):
     mixed = model.sample(200, seed=1)
     assert set(mixed.obs["condition"]) == {"ctrl", "stim"}
     assert mixed.obs["cluster"].nunique() >= 3
+    # Unseeded, the drawn conditions follow torch's generator too (they came from fresh
+    # entropy): the global seed set again gives the same cells.
+    draws = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        draws.append(model.sample(100))
+    pd.testing.assert_series_equal(draws[0].obs["condition"], draws[1].obs["condition"])
+    np.testing.assert_array_equal(draws[0].X, draws[1].X)
 
 
 def test_translate_recovers_condition_shift(blobs_model):

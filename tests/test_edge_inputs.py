@@ -94,6 +94,29 @@ def test_conditions_listed_in_another_order_keep_each_cells_condition(which, tmp
     np.testing.assert_allclose(loaded.get_latent_representation(other), z, atol=1e-5)
 
 
+@pytest.mark.parametrize("trained_as", [int, str])
+def test_conditions_of_another_type_are_named_with_the_conversion(trained_as):
+    """Categories 5/6 trained as integers and read as strings (or the other way) passed the
+    check, which compares as strings, and scvi-tools then said the category was missing and
+    suggested extend_categories."""
+    adata = _cells()
+    adata.obs["condition"] = pd.Categorical(
+        np.where(adata.obs["condition"] == "stim", 6, 5).astype(trained_as)
+    )
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    model = dv.model.ZINBVAE(adata, **SMALL)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    other = adata.copy()
+    other.obs["condition"] = other.obs["condition"].astype(str if trained_as is int else int)
+    want = "int" if trained_as is int else "str"
+    with pytest.raises(ValueError, match=rf"another type.*astype\({want}\)"):
+        model.get_latent_representation(other)
+    cells = _cells()
+    dv.model.CGMDVAE.setup_anndata(cells, condition_key="condition")
+    with pytest.raises(ValueError, match="condition_alignment must be a number of 0 or more"):
+        dv.model.CGMDVAE(cells, condition_alignment="Auto")  # "could not convert string"
+
+
 def test_labels_keep_their_column_order_whatever_the_unlabelled_mark_sorts_to():
     adata = _cells()
     labels = adata.obs["cluster"].astype(str).to_numpy().astype(object)

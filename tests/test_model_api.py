@@ -5,6 +5,7 @@ arguments (for CGMDVAE the condition plays scvi's batch), or is not offered; a f
 leaves the model working.
 """
 
+import functools
 import pickle
 import warnings
 
@@ -212,6 +213,37 @@ def test_expression_arguments_scvi_tools_would_mishandle(trained):
     assert len(one) == adata.n_vars and set(one["comparison"]) == {"0 vs 1"}
 
 
+def test_expression_arguments_found_by_a_trial(trained):
+    """Each failed late in scvi-tools or pandas, or gave a wrong table without a word."""
+    model, adata = trained
+    gene = adata.var_names[3]
+    one = model.get_normalized_expression(gene_list=gene)  # pandas' isin refused a string
+    assert list(one.columns) == [gene]
+    with pytest.raises(ValueError, match="gene_list is empty"):  # a (cells, 0) table
+        model.get_normalized_expression(gene_list=[])
+    for bad in (0, -1.0, np.nan, "foo", None):  # zeros, negatives, NaN, TypeErrors
+        with pytest.raises(ValueError, match="library_size must be a number above 0"):
+            model.get_normalized_expression(library_size=bad)
+    assert model.get_normalized_expression(library_size="latent").shape == adata.shape
+    adata.obs["cl_int"] = adata.obs["cluster"].astype(int)
+    de = model.differential_expression(groupby="cl_int", group1=0)  # 'int' is not iterable
+    assert set(de["comparison"]) == {"0 vs Rest"}
+    with pytest.raises(ValueError, match="holds int values, not str: pass 0"):  # ZeroDivision
+        model.differential_expression(groupby="cl_int", group1="0", group2="1")
+    with pytest.raises(ValueError, match="batchid1 chooses the batches"):  # "Inconsistent batch"
+        model.differential_expression(groupby="cluster", group1="0", batchid1=["ctrl"])
+    both = []
+    for ids in ("ctrl", ["ctrl"]):  # a string was read letter by letter: 'c' not a batch
+        torch.manual_seed(0)
+        np.random.seed(0)  # noqa: NPY002 - scvi-tools' DE draws from numpy's global one
+        both.append(
+            model.differential_expression(
+                groupby="cluster", group1="0", batch_correction=True, batchid1=ids, batchid2=ids
+            )
+        )
+    pd.testing.assert_frame_equal(both[0], both[1])
+
+
 @pytest.mark.parametrize("which", ["zinbvae", "cgmdvae"])
 def test_expression_of_an_untrained_model_is_refused(which):
     """An untrained (query) model answered differential_expression from its start."""
@@ -262,12 +294,21 @@ def test_likelihood_parameters(trained):
     assert params["mean"].shape == adata.shape and (params["dispersions"] > 0).all()
 
 
-def test_a_failed_call_leaves_the_model_working(trained):
+def test_a_failed_call_leaves_the_model_working(trained, monkeypatch):
     model, _ = trained
     torch.manual_seed(0)
     elbo = float(model.get_elbo())
-    with pytest.raises(TypeError):  # raised by scvi-tools after the forward pass
-        model.get_normalized_expression(library_size="ten")
+    generative = model.module.generative
+
+    @functools.wraps(generative)  # scvi-tools reads its signature (transform_batch)
+    def fails_after_the_forward_pass(*args, **kwargs):
+        generative(*args, **kwargs)
+        raise RuntimeError("failed after the forward pass")
+
+    monkeypatch.setattr(model.module, "generative", fails_after_the_forward_pass)
+    with pytest.raises(RuntimeError, match="after the forward pass"):
+        model.get_normalized_expression()
+    monkeypatch.undo()
     torch.manual_seed(0)
     assert float(model.get_elbo()) == elbo
     assert model.get_latent_representation().shape[1] == 5

@@ -319,6 +319,8 @@ def test_translate_recovers_a_known_condition_effect():
     assert torch.equal(torch.random.get_rng_state(), state)
     np.testing.assert_array_equal(*seeded)
     assert not np.array_equal(seeded[0], g.translate(ctrl, "stim", seed=4).layers["counts"])
+    g.predict_perturbation(ctrl, "stim", method="nearest_response", seed=3)  # moved it
+    assert torch.equal(torch.random.get_rng_state(), state)
     lfc = np.log(pred.X.mean(0) / same.X.mean(0))
     assert np.corrcoef(lfc[genes], effect[genes])[0, 1] > 0.9
     assert np.all(np.sign(lfc[genes]) == np.sign(effect[genes]))

@@ -24,7 +24,9 @@ A score.
     labels_true
         True class of each cell.
     labels_pred
-        Predicted cluster of each cell. The label values need not match ``labels_true``.
+        Predicted cluster of each cell. The label values need not match ``labels_true``. Two
+        pandas Series indexed by the same cell names in another order are paired by name;
+        anything else by position.
     weight
         Weight of each cell.
 <BLANKLINE>

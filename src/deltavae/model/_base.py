@@ -26,14 +26,13 @@ from ..train._distributed import SINGLE, resolve_strategy, several_devices
 from ..train._record import records_train_args
 from ..train._runner import DeltaTrainRunner
 from ._genes import _gene_difference, match_genes
-from ._labels import check_labels_to_load, with_labels_column
+from ._labels import check_known_categories, check_labels_to_load, with_labels_column
 from ._saved import _package_version, read_saved
 from ._scvi_glue import _OnDevice, _picklable_state, _sealed, _transferring_quietly
 from ._training_checks import check_training_arguments
 from ._validation import (
     check_backing_for_training,
     check_data,
-    check_known_categories,
     warn_user,
 )
 

@@ -145,6 +145,11 @@ class CGMDVAE(
     ):
         super().__init__(adata)
         observation = Likelihood(likelihood)
+        if isinstance(condition_alignment, str) and condition_alignment != "auto":
+            raise ValueError(
+                f"condition_alignment must be a number of 0 or more, or 'auto'; got "
+                f"{condition_alignment!r}."
+            )
         check_model_arguments(
             {"n_latent_w": n_latent_w, "n_hidden": n_hidden, "n_layers": n_layers},
             dropout_rate=dropout_rate,

@@ -126,6 +126,7 @@ class ConditionsMixin:
             )
         codes = np.zeros((n, len(keys)), dtype=np.int64)
         mappings = self._cat_state().mappings
+        rng = None  # for the drawn conditions: from seed, else from torch's global generator
         for j, key in enumerate(keys):
             known = [str(v) for v in mappings[key]]
             value = _as_known(condition.get(key), known)
@@ -135,7 +136,10 @@ class ConditionsMixin:
                 # Draw from the conditions' frequencies in the training data.
                 freq = self.adata.obs[key].astype(str).value_counts(normalize=True)
                 p = np.array([freq.get(v, 0.0) for v in known])
-                codes[:, j] = np.random.default_rng(seed).choice(len(known), size=n, p=p / p.sum())
+                if rng is None:  # scvi.settings.seed makes an unseeded call repeatable too
+                    start = seed if seed is not None else int(torch.randint(2**62, (1,)).item())
+                    rng = np.random.default_rng(start)
+                codes[:, j] = rng.choice(len(known), size=n, p=p / p.sum())
             elif str(value) not in known:
                 raise ValueError(
                     f"Condition {key}={value!r} was never seen in training; conditions seen: "

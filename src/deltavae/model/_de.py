@@ -27,8 +27,13 @@ class CheckedExpressionMixin(RNASeqMixin):
     @functools.wraps(RNASeqMixin.get_normalized_expression)
     def get_normalized_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         self._check_if_trained(warn=False)
-        given = _bind(self, RNASeqMixin.get_normalized_expression, args, kwargs)
-        check_genes(self, given.get("gene_list"))
+        method = RNASeqMixin.get_normalized_expression
+        given = _bind(self, method, args, kwargs)
+        gene_list = given.get("gene_list")
+        check_genes(self, gene_list)
+        if isinstance(gene_list, str):  # one gene (scvi-tools' isin failed on a string)
+            args, kwargs = _set_argument(method, args, kwargs, "gene_list", [gene_list])
+        check_library_size(given.get("library_size", 1))
         check_batches(self, given, ("transform_batch",))
         return super().get_normalized_expression(*args, **kwargs)
 
@@ -91,11 +96,30 @@ def _bind(model, method, args: tuple, kwargs: dict) -> dict:
     return inspect.signature(method).bind_partial(model, *args, **kwargs).arguments
 
 
+def check_library_size(library_size) -> None:
+    """scvi-tools' ``library_size``: ``"latent"`` or a finite number above 0 (0 gave zeros, a
+    negative number negative expression, NaN a table of NaN)."""
+    if isinstance(library_size, str) and library_size == "latent":
+        return
+    if (
+        isinstance(library_size, bool)
+        or not isinstance(library_size, int | float | np.number)
+        or not np.isfinite(library_size)
+        or library_size <= 0
+    ):
+        raise ValueError(
+            f"library_size must be a number above 0 (e.g. 1e4 for counts per 10,000) or "
+            f"'latent'; got {library_size!r}."
+        )
+
+
 def check_genes(model, gene_list) -> None:
-    """Every gene of ``gene_list`` is one of the model's genes."""
+    """Every gene of ``gene_list`` is one of the model's genes, and there is one at least."""
     if gene_list is None:
         return
     names = [gene_list] if isinstance(gene_list, str) else [str(g) for g in gene_list]
+    if not names:
+        raise ValueError("gene_list is empty; pass the genes to return, or None for all.")
     known = model.adata.var_names
     missing = [g for g in names if g not in known]
     if missing:
@@ -145,6 +169,17 @@ def check_de_groups(
             "genes from its table: de[de.index.isin(genes)]."
         )
     check_batches(model, given, ("batchid1", "batchid2"))
+    for arg in ("batchid1", "batchid2"):
+        value = given.get(arg)
+        if value is None:
+            continue
+        if not given.get("batch_correction"):  # scvi-tools: "Inconsistent batch policy"
+            raise ValueError(
+                f"{arg} chooses the batches that batch_correction=True averages over: pass "
+                f"batch_correction=True with it, or leave {arg} out."
+            )
+        if isinstance(value, str):  # one batch (scvi-tools read the string letter by letter)
+            args, kwargs = _set_argument(differential_expression, args, kwargs, arg, [value])
     args, kwargs = _de_in_memory(model, given.get("adata"), args, kwargs)
     groupby = given.get("groupby")
     batch = model.adata_manager.get_state_registry(scvi.REGISTRY_KEYS.BATCH_KEY)
@@ -178,17 +213,28 @@ def check_de_groups(
             f"groupby={groupby!r} is not a column of adata.obs; available columns: "
             f"{list(adata.obs.columns)}."
         )
-    present = set(adata.obs[groupby].astype(str))
+    column = adata.obs[groupby]
+    present, values = set(column.astype(str)), set(column.unique())
     for arg in ("group1", "group2"):
         value = given.get(arg)
         if value is None:
             continue
-        names = [value] if isinstance(value, str) else list(value)
+        names = [value] if np.ndim(value) == 0 else list(value)
         missing = [name for name in names if str(name) not in present]
         if missing:
             raise ValueError(
                 f"{arg}={value!r}: no cell of adata.obs[{groupby!r}] is {missing[0]!r}; its "
                 f"groups: {sorted(present)[:20]}."
+            )
+        other_type = [name for name in names if name not in values]
+        if other_type:
+            # "0" for a column of integers: scvi-tools compares values, finds no cell and
+            # divides by zero.
+            actual = next(v for v in values if str(v) == str(other_type[0]))
+            actual = actual.item() if isinstance(actual, np.generic) else actual
+            raise ValueError(
+                f"{arg}={value!r}: adata.obs[{groupby!r}] holds {type(actual).__name__} "
+                f"values, not {type(other_type[0]).__name__}: pass {actual!r}."
             )
     group2 = given.get("group2")
     if group2 is not None and not isinstance(group2, str):

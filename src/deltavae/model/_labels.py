@@ -13,7 +13,7 @@ from anndata import AnnData
 from scvi.data.fields import CategoricalJointObsField, LabelsWithUnlabeledObsField
 
 from ._scvi_glue import _FEW_CELLS_WARNING
-from ._validation import warn_user
+from ._validation import category_mappings, warn_user
 
 
 class ConditionsByName(CategoricalJointObsField):
@@ -248,3 +248,48 @@ def small_categories_named(
             "Categories with fewer than 3 cells (" + "; ".join(small) + "): the model learns "
             "little of them; merge them into another category or drop those cells."
         )
+
+
+def check_known_categories(adata: AnnData, registry: dict) -> None:
+    """The categorical obs columns a model registered exist in ``adata`` and hold only
+    categories the model was trained with.
+
+    Parameters
+    ----------
+    adata
+        An AnnData a trained model is asked to read.
+    registry
+        The model's ``registry_``.
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad
+    >>> check_known_categories(ad.AnnData(np.ones((2, 2))), {"field_registries": {}})
+    """
+    for key, known in category_mappings(registry).items():
+        if key not in adata.obs:
+            raise KeyError(
+                f"adata.obs lacks {key!r}, a condition column the model was trained with; add "
+                f"it (one of {[str(v) for v in known][:10]} per cell)."
+            )
+        values = pd.Index(adata.obs[key].astype(str).unique())
+        new = values.difference(pd.Index([str(v) for v in known]))
+        known = [v.item() if isinstance(v, np.generic) else v for v in known]
+        trained_str = all(isinstance(v, str) for v in known)
+        given = pd.unique(np.asarray(adata.obs[key], dtype=object))
+        if not len(new) and trained_str != all(isinstance(v, str) for v in given):
+            # Same values, another type ("5" for 5): scvi-tools' transfer would say the
+            # category is missing and suggest extend_categories, which is not the problem.
+            kind = "str" if trained_str else type(known[0]).__name__
+            raise ValueError(
+                f"adata.obs[{key!r}] holds the training categories as another type: the model "
+                f"was trained on {kind} values ({known[:5]}). Convert the column first, e.g. "
+                f"adata.obs[{key!r}] = adata.obs[{key!r}].astype({kind})."
+            )
+        if len(new):
+            raise ValueError(
+                f"adata.obs[{key!r}] holds categories the model was not trained with: "
+                f"{new[:5].tolist()}; known: {[str(v) for v in known][:10]}. Map cells of a new "
+                f"{key} onto the model with q = load_query_data(adata, model) first, and call q "
+                "(the query model), not the reference model, on them."
+            )

@@ -137,9 +137,9 @@ class PerturbationMixin:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
         self._check_if_trained(warn=False)
         contrast = Contrast.resolve(self, adata, target_condition, condition_key, balance_key)
-        if method == "nearest_response":
-            return nearest_response(self, adata, contrast, batch_size, similarity)
         with seeded(self.module, seed):
+            if method == "nearest_response":
+                return nearest_response(self, adata, contrast, batch_size, similarity)
             return latent_shift(self, adata, contrast, batch_size)
 
 

@@ -420,39 +420,6 @@ def category_mappings(registry: dict) -> dict[str, list]:
     return out
 
 
-def check_known_categories(adata: AnnData, registry: dict) -> None:
-    """The categorical obs columns a model registered exist in ``adata`` and hold only
-    categories the model was trained with.
-
-    Parameters
-    ----------
-    adata
-        An AnnData a trained model is asked to read.
-    registry
-        The model's ``registry_``.
-
-    Examples
-    --------
-    >>> import numpy as np, anndata as ad
-    >>> check_known_categories(ad.AnnData(np.ones((2, 2))), {"field_registries": {}})
-    """
-    for key, known in category_mappings(registry).items():
-        if key not in adata.obs:
-            raise KeyError(
-                f"adata.obs lacks {key!r}, a condition column the model was trained with; add "
-                f"it (one of {[str(v) for v in known][:10]} per cell)."
-            )
-        values = pd.Index(adata.obs[key].astype(str).unique())
-        new = values.difference(pd.Index([str(v) for v in known]))
-        if len(new):
-            raise ValueError(
-                f"adata.obs[{key!r}] holds categories the model was not trained with: "
-                f"{new[:5].tolist()}; known: {[str(v) for v in known][:10]}. Map cells of a new "
-                f"{key} onto the model with q = load_query_data(adata, model) first, and call q "
-                "(the query model), not the reference model, on them."
-            )
-
-
 def check_size_factors(adata: AnnData, size_factor_key: str | None) -> None:
     """Size factors must be finite and positive."""
     if size_factor_key is None:
