@@ -94,22 +94,23 @@ def test_conditions_listed_in_another_order_keep_each_cells_condition(which, tmp
     np.testing.assert_allclose(loaded.get_latent_representation(other), z, atol=1e-5)
 
 
-@pytest.mark.parametrize("trained_as", [int, str])
+@pytest.mark.parametrize("trained_as", [int, str, bool])
 def test_conditions_of_another_type_are_named_with_the_conversion(trained_as):
     """Categories 5/6 trained as integers and read as strings (or the other way) passed the
     check, which compares as strings, and scvi-tools then said the category was missing and
     suggested extend_categories."""
     adata = _cells()
+    values = [True, False] if trained_as is bool else [6, 5]
     adata.obs["condition"] = pd.Categorical(
-        np.where(adata.obs["condition"] == "stim", 6, 5).astype(trained_as)
+        np.where(adata.obs["condition"] == "stim", *values).astype(trained_as)
     )
     dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
     model = dv.model.ZINBVAE(adata, **SMALL)
     model.train(max_epochs=1, enable_progress_bar=False)
     other = adata.copy()
-    other.obs["condition"] = other.obs["condition"].astype(str if trained_as is int else int)
-    want = "int" if trained_as is int else "str"
-    with pytest.raises(ValueError, match=rf"another type.*astype\({want}\)"):
+    other.obs["condition"] = other.obs["condition"].astype(str if trained_as is not str else int)
+    advice = {int: r"astype\(int\)", str: r"astype\(str\)", bool: r"map\(\{\"True\": True"}
+    with pytest.raises(ValueError, match="another type.*" + advice[trained_as]):
         model.get_latent_representation(other)
     cells = _cells()
     dv.model.CGMDVAE.setup_anndata(cells, condition_key="condition")

@@ -119,8 +119,11 @@ def test_matched_profile_correlation_refuses_what_it_would_score_silently_wrong(
     bad[0, 3] = np.nan  # its pair scored 0.0 without a word
     with pytest.raises(ValueError, match="pred_profiles contains NaN"):
         dv.metrics.matched_profile_correlation(true, bad)
-    with pytest.raises(ValueError, match="at least 2 genes"):
-        dv.metrics.matched_profile_correlation(true[:, :1], pred[:, :1])
+    with pytest.raises(ValueError, match="at least 3 genes"):
+        dv.metrics.matched_profile_correlation(true[:, :2], pred[:, :2])
+    repeated = frames[0].rename(columns={"g1": "g0"})
+    with pytest.raises(ValueError, match=r"true_profiles repeats genes \(e.g. \['g0'\]\)"):
+        dv.metrics.matched_profile_correlation(repeated, frames[1])
 
 
 def test_proportion_tables_in_another_layout_or_sign_are_named():
@@ -128,6 +131,13 @@ def test_proportion_tables_in_another_layout_or_sign_are_named():
     true = pd.DataFrame(rng.dirichlet([1, 1, 1], size=30), columns=["A", "B", "C"])
     with pytest.raises(ValueError, match=r"pred has shape \(30, 2\) but true has \(30, 3\)"):
         dv.metrics.rmse(true, true.to_numpy()[:, :2])
+    with pytest.raises(ValueError, match=r"true has shape \(4, 3\) but pred has \(30, 3\)"):
+        dv.metrics.rmse(np.ones((4, 3)), true)  # an array true is read in pred's layout
+    with warnings.catch_warnings(record=True) as caught:  # aligned once, warned once
+        warnings.simplefilter("always")
+        twice = pd.concat([true.iloc[:2], true.iloc[:2]])
+        dv.metrics.ssim(twice, twice)
+    assert len(caught) == 1 and "repeat spot names" in str(caught[0].message)
     with pytest.raises(ValueError, match="true is empty"):
         dv.metrics.deconvolution_scores(true.iloc[:0], true.iloc[:0])
     # An array true is read in a DataFrame pred's layout (it was "pred lacks the cell types [0]").

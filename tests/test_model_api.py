@@ -228,6 +228,8 @@ def test_expression_arguments_found_by_a_trial(trained):
     adata.obs["cl_int"] = adata.obs["cluster"].astype(int)
     de = model.differential_expression(groupby="cl_int", group1=0)  # 'int' is not iterable
     assert set(de["comparison"]) == {"0 vs Rest"}
+    de = model.differential_expression(groupby="cl_int", group1=0, group2=np.int64(1))
+    assert set(de["comparison"]) == {"0 vs 1"}
     with pytest.raises(ValueError, match="holds int values, not str: pass 0"):  # ZeroDivision
         model.differential_expression(groupby="cl_int", group1="0", group2="1")
     with pytest.raises(ValueError, match="batchid1 chooses the batches"):  # "Inconsistent batch"
@@ -242,6 +244,7 @@ def test_expression_arguments_found_by_a_trial(trained):
             )
         )
     pd.testing.assert_frame_equal(both[0], both[1])
+    del adata.obs["cl_int"]  # the fixture's AnnData, shared with other tests
 
 
 @pytest.mark.parametrize("which", ["zinbvae", "cgmdvae"])

@@ -628,6 +628,10 @@ def test_mean_expression_r2():
     )
     with pytest.raises(KeyError, match="not found"):
         dv.metrics.mean_expression_r2(pred, frame, genes=[10, 2, 1])
+    # Genes named by strings: integers stay positions.
+    named = [frame.set_axis(["a", "b", "c", "d"], axis=1) for frame in (pred, frame)]
+    at = dv.metrics.mean_expression_r2(*named, genes=[3, 2, 1])
+    assert at == pytest.approx(dv.metrics.mean_expression_r2(*named, genes=["d", "c", "b"]))
     # scGen's scale: totals over all genes (here 4x the row sums) and a target sum.
     logged = dv.metrics.log_normalize(observed, observed.sum(1) * 4, target_sum=100.0)
     np.testing.assert_allclose(logged, np.log1p(observed / observed.sum(1, keepdims=True) * 25))

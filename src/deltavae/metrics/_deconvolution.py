@@ -27,7 +27,7 @@ _SSIM_C1 = 0.01**2
 _SSIM_C2 = 0.03**2
 
 
-def _as_frame(values, name: str, columns=None, index=None) -> pd.DataFrame:
+def _as_frame(values, name: str, columns=None, index=None, like: str = "true") -> pd.DataFrame:
     if isinstance(values, pd.DataFrame):
         return values.astype(float)
     if isinstance(values, AnnData) or sparse.issparse(values):
@@ -40,8 +40,8 @@ def _as_frame(values, name: str, columns=None, index=None) -> pd.DataFrame:
         raise ValueError(f"{name} must be 2-D (spots x types); got shape {array.shape}")
     if columns is not None and array.shape != (len(index), len(columns)):
         raise ValueError(
-            f"{name} has shape {array.shape} but true has {(len(index), len(columns))}: an "
-            f"array {name} must hold true's spots and columns in true's order."
+            f"{name} has shape {array.shape} but {like} has {(len(index), len(columns))}: an "
+            f"array {name} must hold {like}'s spots and columns in {like}'s order."
         )
     return pd.DataFrame(array, index=index, columns=columns)
 
@@ -54,7 +54,7 @@ def _aligned(
     given_index = isinstance(true, pd.DataFrame) and isinstance(pred, pd.DataFrame)
     if isinstance(pred, pd.DataFrame) and not isinstance(true, pd.DataFrame):
         # An array true is read in pred's layout (its spots and columns).
-        true = _as_frame(true, "true", columns=pred.columns, index=pred.index)
+        true = _as_frame(true, "true", columns=pred.columns, index=pred.index, like="pred")
     true = _as_frame(true, "true")
     if true.shape[0] == 0 or true.shape[1] == 0:
         raise ValueError(f"true is empty (shape {true.shape}): there is nothing to score.")
@@ -213,9 +213,10 @@ def ssim(true, pred) -> pd.Series:
     >>> ssim([[1, 0], [0, 1]], [[1, 0], [0, 1]]).tolist()
     [1.0, 1.0]
     """
-    true, pred = _aligned(true, pred)
+    true, pred = _aligned(true, pred, stacklevel=3)
     _warn_negative(true, pred, stacklevel=3, jsd=False)
-    return _per_type(true, pred, _ssim)
+    # Aligned once (and warned once): the score need not match spots by name again.
+    return _per_type(true.reset_index(drop=True), pred.reset_index(drop=True), _ssim)
 
 
 @doc_params(parameters=_doc_per_type)
@@ -335,7 +336,7 @@ def matched_profile_correlation(true_profiles, pred_profiles) -> pd.DataFrame:
     ----------
     true_profiles, pred_profiles
         Profiles as rows: archetypes x genes (arrays with the same genes in the same order,
-        or DataFrames with genes as columns, matched by name), at least 2 genes.
+        or DataFrames with genes as columns, matched by name), at least 3 genes.
 
     Returns
     -------
@@ -353,7 +354,11 @@ def matched_profile_correlation(true_profiles, pred_profiles) -> pd.DataFrame:
     """
     if isinstance(true_profiles, pd.DataFrame) and isinstance(pred_profiles, pd.DataFrame):
         genes = true_profiles.columns
-        if set(genes) != set(pred_profiles.columns) or not genes.is_unique:
+        for name, frame in (("true_profiles", true_profiles), ("pred_profiles", pred_profiles)):
+            if not frame.columns.is_unique:
+                repeated = frame.columns[frame.columns.duplicated()].unique()[:3].tolist()
+                raise ValueError(f"{name} repeats genes (e.g. {repeated}); make them unique.")
+        if set(genes) != set(pred_profiles.columns):
             raise ValueError(
                 "true_profiles and pred_profiles must have the same genes (their columns); "
                 f"{len(genes.symmetric_difference(pred_profiles.columns))} differ."
@@ -368,8 +373,11 @@ def matched_profile_correlation(true_profiles, pred_profiles) -> pd.DataFrame:
         raise ValueError(
             f"profiles must be 2-D with the same genes; got shapes {true.shape} and {pred.shape}"
         )
-    if true.shape[1] < 2:
-        raise ValueError(f"profiles need at least 2 genes to correlate; got {true.shape[1]}.")
+    if true.shape[1] < 3:
+        raise ValueError(
+            f"profiles need at least 3 genes to correlate (2 points always correlate +-1); got "
+            f"{true.shape[1]}."
+        )
     for name, values in (("true_profiles", true), ("pred_profiles", pred)):
         if not np.isfinite(values).all():
             raise ValueError(f"{name} contains NaN or infinite values.")

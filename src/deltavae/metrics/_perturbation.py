@@ -103,10 +103,10 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
         the numbers of cells may differ, the genes must match (by name, in order, where both
         have names).
     genes
-        Restrict to these genes: names where the inputs have them (AnnData or DataFrames;
-        DataFrame column labels that are integers are names too), otherwise integer
-        positions; or a boolean mask. At least 3 genes: the squared correlation of 2 points
-        is 1 whatever they are.
+        Restrict to these genes: names (strings; needs AnnData or DataFrames), integer
+        positions, or a boolean mask. Where a DataFrame labels its genes by integers, integers
+        are those labels. At least 3 genes: the squared correlation of 2 points is 1
+        whatever they are.
 
     Returns
     -------
@@ -149,13 +149,19 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
     if genes is not None:
         index = np.asarray(genes)
         names = pred_genes if pred_genes is not None else true_genes
-        if index.dtype.kind != "b" and (names is not None or index.dtype.kind in "USO"):
+        integer_labels = any(
+            isinstance(data, pd.DataFrame) and pd.api.types.is_integer_dtype(data.columns)
+            for data in (predicted, observed)
+        )
+        # Strings are names; integers are positions, or names where the genes are labelled
+        # by integers (DataFrame columns 0, 1, ...).
+        if index.dtype.kind in "USO" or (index.dtype.kind in "iu" and integer_labels):
             if names is None:
                 raise ValueError(
                     "Gene names need AnnData or DataFrame inputs; pass positions or a mask."
                 )
             index = index.astype(str)  # the inputs' names are strings (gene_means)
-            missing = sorted(set(index) - set(names))
+            missing = sorted(map(str, set(index) - set(names)))
             if missing:
                 raise KeyError(f"genes not found: {missing[:5]} ({len(missing)} in all).")
             index = np.flatnonzero(np.isin(names, index))

@@ -237,7 +237,7 @@ def check_de_groups(
                 f"values, not {type(other_type[0]).__name__}: pass {actual!r}."
             )
     group2 = given.get("group2")
-    if group2 is not None and not isinstance(group2, str):
+    if group2 is not None and np.ndim(group2) > 0:
         if len(list(group2)) != 1:
             raise ValueError(
                 f"group2={group2!r}: scvi-tools compares against one group. To compare with "

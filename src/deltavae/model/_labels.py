@@ -277,14 +277,20 @@ def check_known_categories(adata: AnnData, registry: dict) -> None:
         known = [v.item() if isinstance(v, np.generic) else v for v in known]
         trained_str = all(isinstance(v, str) for v in known)
         given = pd.unique(np.asarray(adata.obs[key], dtype=object))
-        if not len(new) and trained_str != all(isinstance(v, str) for v in given):
+        if len(given) and not len(new) and trained_str != all(isinstance(v, str) for v in given):
             # Same values, another type ("5" for 5): scvi-tools' transfer would say the
             # category is missing and suggest extend_categories, which is not the problem.
             kind = "str" if trained_str else type(known[0]).__name__
+            column = f"adata.obs[{key!r}]"
+            convert = (  # astype(bool) would make every non-empty string True
+                f'{column}.map({{"True": True, "False": False}})'
+                if kind == "bool"
+                else f"{column}.astype({kind})"
+            )
             raise ValueError(
-                f"adata.obs[{key!r}] holds the training categories as another type: the model "
-                f"was trained on {kind} values ({known[:5]}). Convert the column first, e.g. "
-                f"adata.obs[{key!r}] = adata.obs[{key!r}].astype({kind})."
+                f"{column} holds the training categories as another type: the model was "
+                f"trained on {kind} values ({known[:5]}). Convert the column first, e.g. "
+                f"{column} = {convert}."
             )
         if len(new):
             raise ValueError(
