@@ -641,3 +641,11 @@ def test_mean_expression_r2():
         dv.metrics.log_normalize(observed, np.zeros(50))
     with pytest.raises(ValueError, match="negative values"):
         dv.metrics.log_normalize(observed - 1)
+    # A Series of totals follows a DataFrame's cells by name (it was read in the given order).
+    cells = pd.DataFrame(observed, index=[f"c{i}" for i in range(50)])
+    totals = pd.Series(observed.sum(1) * 4, index=cells.index)
+    np.testing.assert_array_equal(
+        dv.metrics.log_normalize(cells, totals.iloc[::-1], target_sum=100.0), logged
+    )
+    with pytest.raises(ValueError, match="other cells than counts' rows"):
+        dv.metrics.log_normalize(cells, totals.rename(index={"c0": "x"}))

@@ -44,10 +44,11 @@ def log_normalize(counts, library_size=None, target_sum: float = 1e4) -> np.ndar
     Parameters
     ----------
     counts
-        Cells x genes counts (array or sparse matrix).
+        Cells x genes counts (array, sparse matrix or DataFrame).
     library_size
         Per-cell totals to divide by; default the row sums of ``counts``. For a gene subset
-        (such as highly variable genes) pass the totals over all genes, as scGen did.
+        (such as highly variable genes) pass the totals over all genes, as scGen did. A
+        Series with a DataFrame ``counts`` is matched to its rows by name.
     target_sum
         Total each cell is scaled to (scGen's Kang data: 1832.5, the median library size).
 
@@ -66,6 +67,18 @@ def log_normalize(counts, library_size=None, target_sum: float = 1e4) -> np.ndar
             "log_normalize takes a cells x genes matrix, not an AnnData: pass adata.X, or "
             "adata.layers['counts'] for the counts of a translate result."
         )
+    if (
+        isinstance(counts, pd.DataFrame)
+        and isinstance(library_size, pd.Series)
+        and not library_size.index.equals(counts.index)
+    ):
+        # A Series of totals follows the cells by name (it was read in the order given).
+        if set(library_size.index) != set(counts.index) or not library_size.index.is_unique:
+            raise ValueError(
+                "library_size is a Series of other cells than counts' rows: pass one total "
+                "per row of counts, indexed like it (or an array in its row order)."
+            )
+        library_size = library_size.loc[counts.index]
     x = np.asarray(counts.toarray() if sparse.issparse(counts) else counts, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"counts must be cells x genes (2-D); got shape {x.shape}.")
