@@ -170,6 +170,7 @@ def test_nmfdeconv_save_load_and_h5ad(fitted, tmp_path):
     loaded = dv.model.NMFDeconv.load(tmp_path / "m", spots)
     pd.testing.assert_frame_equal(loaded.get_proportions(), model.get_proportions())
     assert loaded.train_args_ == model.train_args_ and model.train_args_["max_epochs"] > 0
+    assert model.train_args_["lr"] > 0 and model.train_args_["batch_size"] > 0  # resolved
     before = loaded.module.encoder.head.weight.detach().clone()
     loaded.train(max_epochs=2, **TRAIN)  # a reloaded model keeps training
     assert not np.allclose(before.numpy(), loaded.module.encoder.head.weight.detach().numpy())

@@ -359,6 +359,7 @@ def test_save_load_with_anndata_round_trips(trained, tmp_path):
     args = model.train_args_
     assert loaded.train_args_ == args
     assert (args["max_epochs"], args["train_size"], args["enable_progress_bar"]) == (3, 0.5, False)
+    assert (args["lr"], args["batch_size"]) == (1e-3, 128)  # the defaults, as resolved
     assert args["seed"] == scvi.settings.seed
     assert args.get("mixture_init", "kmeans") == "kmeans"
     with pytest.raises(ValueError, match="batch_size"):

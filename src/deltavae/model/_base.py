@@ -60,9 +60,9 @@ class DeltaModelMixin(PyroSviTrainMixin):
     _data_splitter_cls = DeltaDataSplitter
     #: Epoch whose parameters ``train(restore_best=True)`` loaded; None when none was loaded.
     best_epoch_: int | None = None
-    #: Arguments of the last ``train`` call that trained (``max_epochs`` as resolved) and
-    #: ``seed``, the ``scvi.settings.seed`` it ran under; saved with the model. None before
-    #: training.
+    #: Arguments of the last ``train`` call that trained (``max_epochs``, ``lr`` and
+    #: ``batch_size`` as resolved when left to the defaults) and ``seed``, the
+    #: ``scvi.settings.seed`` it ran under; saved with the model. None before training.
     train_args_: dict | None = None
 
     def __init_subclass__(cls, **kwargs):
@@ -195,10 +195,17 @@ class DeltaModelMixin(PyroSviTrainMixin):
         """
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
-        record = self.__dict__.get("_train_record")
-        if record is not None and record.get("max_epochs") is None:
-            record["max_epochs"] = max_epochs  # the default, as resolved
         given = dict(plan_kwargs or {})
+        record = self.__dict__.get("_train_record")
+        if record is not None:  # defaults as resolved (here, or by the model's own train)
+            resolved = {
+                "max_epochs": max_epochs,
+                "lr": lr
+                if lr is not None
+                else given.get("lr", (given.get("optim_kwargs") or {}).get("lr", 1e-3)),
+                "batch_size": batch_size,
+            }
+            record.update({k: v for k, v in resolved.items() if record.get(k) is None})
         if lr is not None and "lr" in given and given["lr"] != lr:
             raise ValueError(
                 f"lr={lr!r} and plan_kwargs['lr']={given['lr']!r} disagree; pass one of them."
