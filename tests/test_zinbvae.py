@@ -203,6 +203,15 @@ def test_size_factor_key(counts_adata):
     model = _fit(counts_adata, epochs=3)
     assert model.module.use_observed_lib_size
     assert np.isfinite(model.history["elbo_train"]["elbo_train"].to_numpy(float)).all()
+    # New cells' size factors are checked as the training cells' were (NaN, -1 and inf gave
+    # NaN ELBOs or a Gamma error deep in torch; 0 a reconstruction loss 4x too large).
+    for bad in (0.0, -1.0, np.nan, np.inf):
+        other = counts_adata.copy()
+        other.obs.loc[other.obs_names[3], "sf"] = bad
+        said = "1 missing values" if np.isnan(bad) else "finite, positive numbers; 1 cells hold"
+        with pytest.raises(ValueError, match=said):
+            model.get_elbo(other)
+    assert np.isfinite(model.get_elbo(counts_adata.copy()))
 
 
 def test_save_load_roundtrip_and_continued_training(counts_adata, tmp_path):

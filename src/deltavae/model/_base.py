@@ -33,6 +33,7 @@ from ._training_checks import check_training_arguments
 from ._validation import (
     check_backing_for_training,
     check_data,
+    check_size_factors,
     warn_user,
 )
 
@@ -360,6 +361,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
             if getattr(self, "registry_", None) is not None:
                 adata = with_labels_column(adata, self.registry_)
                 check_known_categories(adata, self.registry_)
+                check_size_factors(adata, self.registry_["setup_args"].get("size_factor_key"))
                 layer = self.registry_["setup_args"].get("layer")
                 check_data(adata, layer, kind=self._data_kind, min_cells=1, warn_empty=False)
         with _transferring_quietly():  # registered like the training AnnData

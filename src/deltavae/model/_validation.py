@@ -426,10 +426,12 @@ def check_size_factors(adata: AnnData, size_factor_key: str | None) -> None:
         return
     check_obs_keys(adata, {"size_factor_key": size_factor_key})
     values = np.asarray(adata.obs[size_factor_key], dtype=float)
-    if not np.isfinite(values).all() or (values <= 0).any():
+    bad = ~np.isfinite(values) | (values <= 0)
+    if bad.any():
+        shown = ", ".join(f"{v:g}" for v in pd.unique(values[bad])[:3])
         raise ValueError(
-            f"size_factor_key={size_factor_key!r} must hold finite, positive numbers; found "
-            f"min {np.nanmin(values):g}."
+            f"size_factor_key={size_factor_key!r} must hold finite, positive numbers; "
+            f"{int(bad.sum())} cells hold {shown}."
         )
 
 
