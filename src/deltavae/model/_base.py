@@ -197,16 +197,6 @@ class DeltaModelMixin(PyroSviTrainMixin):
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
         given = dict(plan_kwargs or {})
-        record = self.__dict__.get("_train_record")
-        if record is not None:  # defaults as resolved (here, or by the model's own train)
-            resolved = {
-                "max_epochs": max_epochs,
-                "lr": lr
-                if lr is not None
-                else given.get("lr", (given.get("optim_kwargs") or {}).get("lr", 1e-3)),
-                "batch_size": batch_size,
-            }
-            record.update({k: v for k, v in resolved.items() if record.get(k) is None})
         if lr is not None and "lr" in given and given["lr"] != lr:
             raise ValueError(
                 f"lr={lr!r} and plan_kwargs['lr']={given['lr']!r} disagree; pass one of them."

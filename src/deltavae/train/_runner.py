@@ -55,8 +55,14 @@ class DeltaTrainRunner(TrainRunner):
                     history[key] = frame.infer_objects()
 
     def _run_training_core(self):
-        # The fit starts: the model keeps the arguments of the train call that runs it.
-        commit_train_args(self.model)
+        # The fit starts: the model keeps the arguments of the train call that runs it, with
+        # the values its defaults resolved to.
+        resolved = {
+            "max_epochs": self.trainer.max_epochs,
+            "lr": getattr(self.training_plan, "_lr", None),
+            "batch_size": self.data_splitter.data_loader_kwargs.get("batch_size"),
+        }
+        commit_train_args(self.model, resolved)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_LEAFSPEC, category=FutureWarning)
