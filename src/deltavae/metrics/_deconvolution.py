@@ -213,10 +213,7 @@ def ssim(true, pred) -> pd.Series:
     >>> ssim([[1, 0], [0, 1]], [[1, 0], [0, 1]]).tolist()
     [1.0, 1.0]
     """
-    true, pred = _aligned(true, pred, stacklevel=3)
-    _warn_negative(true, pred, stacklevel=3, jsd=False)
-    # Aligned once (and warned once): the score need not match spots by name again.
-    return _per_type(true.reset_index(drop=True), pred.reset_index(drop=True), _ssim)
+    return _warned_scores(true, pred, _ssim, stacklevel=4, jsd=False, ssim=True)
 
 
 @doc_params(parameters=_doc_per_type)
@@ -252,15 +249,15 @@ def jsd(true, pred) -> pd.Series:
     >>> jsd([[1.0, 0.5], [0.0, 0.5]], [[1.0, 0.0], [0.0, 1.0]]).round(3).tolist()
     [0.0, 0.558]
     """
-    return _jsd_scores(true, pred, stacklevel=4)
+    return _warned_scores(true, pred, _jsd, stacklevel=4, jsd=True, ssim=False)
 
 
-def _jsd_scores(true, pred, stacklevel: int, ssim: bool = False) -> pd.Series:
-    """:func:`jsd`, its warning about negative values pointing ``stacklevel`` frames up (and
-    speaking of SSIM too with ``ssim``)."""
+def _warned_scores(true, pred, fn, stacklevel: int, jsd: bool, ssim: bool) -> pd.Series:
+    """Per-type ``fn`` after aligning once and warning once about negative values (for the JS
+    distance, SSIM or both), the warning pointing ``stacklevel`` frames up."""
     true, pred = _aligned(true, pred)
-    _warn_negative(true, pred, stacklevel=stacklevel, ssim=ssim)
-    return _per_type(true.reset_index(drop=True), pred.reset_index(drop=True), _jsd)
+    _warn_negative(true, pred, stacklevel=stacklevel, jsd=jsd, ssim=ssim)
+    return _per_type(true.reset_index(drop=True), pred.reset_index(drop=True), fn)
 
 
 @doc_params(parameters=doc_proportions)
@@ -319,7 +316,7 @@ def deconvolution_scores(true, pred) -> pd.DataFrame:
             "pcc": per_type_pcc(true, pred),
             "ssim": _per_type(true, pred, _ssim),  # warned with the JSD, once
             "rmse": rmse(true, pred),
-            "jsd": _jsd_scores(true, pred, stacklevel=4, ssim=True),
+            "jsd": _warned_scores(true, pred, _jsd, stacklevel=4, jsd=True, ssim=True),
             "aupr": presence_aupr(true, pred, per_type=True),
         }
     )
