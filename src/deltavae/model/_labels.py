@@ -272,11 +272,11 @@ def check_known_categories(adata: AnnData, registry: dict) -> None:
                 f"adata.obs lacks {key!r}, a condition column the model was trained with; add "
                 f"it (one of {[str(v) for v in known][:10]} per cell)."
             )
-        values = pd.Index(adata.obs[key].astype(str).unique())
-        new = values.difference(pd.Index([str(v) for v in known]))
-        known = [v.item() if isinstance(v, np.generic) else v for v in known]
-        trained_str = all(isinstance(v, str) for v in known)
+        # One pass over the column: its distinct values, compared as strings and by type.
         given = pd.unique(np.asarray(adata.obs[key], dtype=object))
+        known = [v.item() if isinstance(v, np.generic) else v for v in known]
+        new = pd.Index([str(v) for v in given]).difference(pd.Index([str(v) for v in known]))
+        trained_str = all(isinstance(v, str) for v in known)
         if len(given) and not len(new) and trained_str != all(isinstance(v, str) for v in given):
             # Same values, another type ("5" for 5): scvi-tools' transfer would say the
             # category is missing and suggest extend_categories, which is not the problem.
