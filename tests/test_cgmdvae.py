@@ -54,6 +54,40 @@ def test_blobs_recovered_and_written(blobs_model):
     np.testing.assert_array_equal(model.predict_clusters(), probs.argmax(1))
 
 
+def test_key_added_keeps_two_models_side_by_side(blobs_model, tmp_path):
+    model, adata = blobs_model
+    target = adata.copy()
+    model.write_to_adata(target)
+    other = target.obsm["X_cgmdvae"].copy()
+    keys = model.write_to_adata(target, key_added="cgmdvae_b")
+    assert keys == [
+        "obsm/X_cgmdvae_b",
+        "obsm/X_cgmdvae_b_w",
+        "obs/cgmdvae_b_cluster",
+        "obsm/cgmdvae_b_cluster_probs",
+        "uns/cgmdvae_b",
+    ]
+    np.testing.assert_array_equal(target.obsm["X_cgmdvae"], other)  # the first stays
+    np.testing.assert_allclose(target.obsm["X_cgmdvae_b"], other)
+    assert (target.obs["cgmdvae_b_cluster"] == target.obs["cgmdvae_cluster"]).all()
+    assert list(target.uns["cgmdvae_b"]["cluster_names"]) == model.cluster_names
+    # The plot finds the cluster names under the same prefix (named here as a supervised
+    # model's would be, so that names and indices differ).
+    target.uns["cgmdvae_b"]["cluster_names"] = np.array(list("abcde"), dtype=object)
+    sc.pp.neighbors(target, use_rep="X_cgmdvae_b")
+    sc.tl.umap(target, random_state=0)
+    axes = dv.pl.cluster_probabilities(
+        target, probs_key="cgmdvae_b_cluster_probs", clusters=["b"], show=False
+    )
+    assert axes[1].get_title() == "P(cluster b)"
+    target.write_h5ad(tmp_path / "two.h5ad")
+    back = ad.read_h5ad(tmp_path / "two.h5ad")
+    np.testing.assert_array_equal(back.obsm["X_cgmdvae_b"], target.obsm["X_cgmdvae_b"])
+    for bad in ("", "  ", None, 3, "runs/b"):
+        with pytest.raises(ValueError, match="key_added"):
+            model.write_to_adata(target, key_added=bad)
+
+
 def test_sample_per_cluster_and_condition(blobs_model):
     model, adata = blobs_model
     cells = model.sample(50, cluster=2, condition="stim", seed=0)

@@ -163,6 +163,10 @@ def test_label_transfer_on_a_shifted_batch(reference):
         q.adata.obs["cgmdvae_label_confidence"], labels["confidence"], rtol=1e-5
     )
     assert "obs/cgmdvae_label" not in model.write_to_adata(model.adata.copy())
+    target = q.adata.copy()
+    written = q.write_to_adata(target, key_added="ref101")
+    assert written[-2:] == ["obs/ref101_label", "obs/ref101_label_confidence"]
+    assert (target.obs["ref101_label"] == target.obs["cgmdvae_label"]).all()
 
 
 def test_load_from_disk_then_map_with_reordered_and_missing_genes(reference, tmp_path):

@@ -46,6 +46,11 @@ def test_loss_falls_and_latent_separates_clusters(trained):
     assert val[-1] < val[0]
     keys = model.write_to_adata()
     assert keys == ["obsm/X_zinbvae"]
+    target = adata.copy()
+    assert model.write_to_adata(target, key_added="zinbvae_b") == ["obsm/X_zinbvae_b"]
+    np.testing.assert_array_equal(target.obsm["X_zinbvae_b"], adata.obsm["X_zinbvae"])
+    with pytest.raises(ValueError, match="key_added"):
+        model.write_to_adata(target, key_added="a/b")
     z = adata.obsm["X_zinbvae"]
     assert z.shape == (adata.n_obs, 5)
     from sklearn.cluster import KMeans

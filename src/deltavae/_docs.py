@@ -115,6 +115,15 @@ Returns
 -------
 The keys written, as ``"slot/key"`` strings."""
 
+doc_write_keyed = doc_write.replace(
+    "during inference.\n",
+    "during inference.\n"
+    "key_added\n"
+    "    Prefix of every key written (listed above with the default prefix), so that results\n"
+    "    of several models (seeds, settings) can sit side by side in one AnnData. Keys that\n"
+    "    exist are overwritten, as scanpy's ``key_added`` does.\n",
+)
+
 
 # --------------------------------------------------------------------------------- metrics
 doc_labels = """\

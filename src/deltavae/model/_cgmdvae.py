@@ -17,7 +17,7 @@ from scvi.data.fields import (
 from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import BaseModelClass, VAEMixin
 
-from .._docs import doc_params, doc_write
+from .._docs import doc_params, doc_write_keyed
 from ..distributions import Likelihood
 from ..module import CGMDVAEModule
 from ..train._mixture_init import check_method as check_mixture_init
@@ -35,7 +35,13 @@ from ._labels import (
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._scvi_glue import HostResultsMixin, scvi_init_names
-from ._validation import check_data, check_model_arguments, check_obs_keys, check_setup_target
+from ._validation import (
+    check_data,
+    check_key_added,
+    check_model_arguments,
+    check_obs_keys,
+    check_setup_target,
+)
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 _DEFAULT_UNLABELED = "Unknown"
@@ -401,9 +407,12 @@ class CGMDVAE(
         return {k: torch.cat(v).numpy() for k, v in out.items()}
 
     @writes_backed
-    @doc_params(write=doc_write)
+    @doc_params(write=doc_write_keyed)
     def write_to_adata(
-        self, adata: AnnData | None = None, batch_size: int | None = None
+        self,
+        adata: AnnData | None = None,
+        batch_size: int | None = None,
+        key_added: str = "cgmdvae",
     ) -> list[str]:
         """Write latents, clusters and cluster probabilities into the AnnData.
 
@@ -412,7 +421,8 @@ class CGMDVAE(
         can group by it), ``obsm["cgmdvae_cluster_probs"]`` (a column per cluster, named in
         ``uns["cgmdvae"]["cluster_names"]``) and ``uns["cgmdvae"]`` (cluster names and sizes, and
         the empty clusters); for a query model also ``obs["cgmdvae_label"]`` and
-        ``obs["cgmdvae_label_confidence"]`` (see :meth:`predict_labels`).
+        ``obs["cgmdvae_label_confidence"]`` (see :meth:`predict_labels`). With another
+        ``key_added``, ``"cgmdvae"`` in each of these keys is replaced by it.
 
         {write}
 
@@ -420,27 +430,30 @@ class CGMDVAE(
         --------
         >>> g.write_to_adata()  # doctest: +SKIP
         ['obsm/X_cgmdvae', 'obsm/X_cgmdvae_w', 'obs/cgmdvae_cluster', ...]
+        >>> g_k12.write_to_adata(adata, key_added="cgmdvae_k12")  # doctest: +SKIP
+        ['obsm/X_cgmdvae_k12', 'obsm/X_cgmdvae_k12_w', 'obs/cgmdvae_k12_cluster', ...]
         """
+        key = check_key_added(key_added)
         adata = self._write_target(adata)
         post = self._posterior(adata, None, batch_size)
         names = self.cluster_names
         clusters = post["probs"].argmax(1)
         sizes = np.bincount(clusters, minlength=len(names))
         empty = [names[k] for k in np.flatnonzero(sizes == 0)]
-        adata.obsm["X_cgmdvae"] = post["z"].astype(np.float32)
-        adata.obsm["X_cgmdvae_w"] = post["w"].astype(np.float32)
+        adata.obsm[f"X_{key}"] = post["z"].astype(np.float32)
+        adata.obsm[f"X_{key}_w"] = post["w"].astype(np.float32)
         categories = pd.Categorical.from_codes(clusters, categories=names)
-        adata.obs["cgmdvae_cluster"] = categories.remove_unused_categories()
-        adata.obsm["cgmdvae_cluster_probs"] = post["probs"].astype(np.float32)
-        adata.uns["cgmdvae"] = {
+        adata.obs[f"{key}_cluster"] = categories.remove_unused_categories()
+        adata.obsm[f"{key}_cluster_probs"] = post["probs"].astype(np.float32)
+        adata.uns[key] = {
             "cluster_names": np.array(names, dtype=object),
             "cluster_sizes": sizes,
             "empty_clusters": np.array(empty, dtype=object),
         }
-        written = ["obsm/X_cgmdvae", "obsm/X_cgmdvae_w", "obs/cgmdvae_cluster"]
-        written += ["obsm/cgmdvae_cluster_probs", "uns/cgmdvae"]
+        written = [f"obsm/X_{key}", f"obsm/X_{key}_w", f"obs/{key}_cluster"]
+        written += [f"obsm/{key}_cluster_probs", f"uns/{key}"]
         if self.is_query_model:
-            adata.obs["cgmdvae_label"] = adata.obs["cgmdvae_cluster"].copy()
-            adata.obs["cgmdvae_label_confidence"] = post["probs"].max(1).astype(np.float32)
-            written += ["obs/cgmdvae_label", "obs/cgmdvae_label_confidence"]
+            adata.obs[f"{key}_label"] = adata.obs[f"{key}_cluster"].copy()
+            adata.obs[f"{key}_label_confidence"] = post["probs"].max(1).astype(np.float32)
+            written += [f"obs/{key}_label", f"obs/{key}_label_confidence"]
         return written

@@ -435,6 +435,21 @@ def check_size_factors(adata: AnnData, size_factor_key: str | None) -> None:
         )
 
 
+def check_key_added(key_added) -> str:
+    """A ``key_added`` prefix: a non-empty string that h5ad and zarr can store as a key."""
+    if not isinstance(key_added, str) or not key_added.strip():
+        raise ValueError(
+            f"key_added must be a non-empty string (the prefix of the keys written), "
+            f"got {key_added!r}."
+        )
+    if "/" in key_added:
+        raise ValueError(
+            f"key_added={key_added!r} holds '/', which .h5ad and .zarr files read as a group "
+            "separator; choose a prefix without it."
+        )
+    return key_added
+
+
 def check_backing_for_training(adata: AnnData) -> None:
     """A backed AnnData must be open, and open read-only, to train on it.
 

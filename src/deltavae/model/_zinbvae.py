@@ -20,7 +20,7 @@ from scvi.model.base import (
     VAEMixin,
 )
 
-from .._docs import doc_params, doc_write
+from .._docs import doc_params, doc_write_keyed
 from ..module import ZINBVAEModule
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
@@ -31,6 +31,7 @@ from ._query import QueryMappingMixin
 from ._scvi_glue import HostResultsMixin, scvi_init_names
 from ._validation import (
     check_data,
+    check_key_added,
     check_model_arguments,
     check_obs_keys,
     check_setup_target,
@@ -199,8 +200,13 @@ class ZINBVAE(
         cls.register_manager(adata_manager)
 
     @writes_backed
-    @doc_params(write=doc_write)
-    def write_to_adata(self, adata: AnnData | None = None, batch_size: int | None = None):
+    @doc_params(write=doc_write_keyed)
+    def write_to_adata(
+        self,
+        adata: AnnData | None = None,
+        batch_size: int | None = None,
+        key_added: str = "zinbvae",
+    ) -> list[str]:
         """Write the posterior mean latent to ``adata.obsm["X_zinbvae"]``.
 
         {write}
@@ -209,8 +215,11 @@ class ZINBVAE(
         --------
         >>> vae.write_to_adata()  # doctest: +SKIP
         ['obsm/X_zinbvae']
+        >>> vae_seed1.write_to_adata(adata, key_added="zinbvae_seed1")  # doctest: +SKIP
+        ['obsm/X_zinbvae_seed1']
         """
+        key = f"X_{check_key_added(key_added)}"
         adata = self._write_target(adata)
         latent = self.get_latent_representation(adata, batch_size=batch_size)
-        adata.obsm[self.latent_key] = np.asarray(latent, dtype=np.float32)
-        return [f"obsm/{self.latent_key}"]
+        adata.obsm[key] = np.asarray(latent, dtype=np.float32)
+        return [f"obsm/{key}"]
