@@ -119,6 +119,23 @@ def test_non_integer_counts_name_the_cells_they_are_in(counts_adata):
         dv.model.ZINBVAE.setup_anndata(counts_adata)
 
 
+@pytest.mark.parametrize(
+    ("scale", "said"),
+    [
+        (np.float32(1 + 1e-7), r"such as \d+\.\d{5,}.*within 0\.001 of whole numbers.*np\.rint"),
+        (np.float32(0.93), r"ambient RNA \(e\.g\. SoupX\).*np\.rint"),
+    ],
+)
+def test_counts_that_are_not_whole_get_the_fix_for_counts(counts_adata, scale, said):
+    """Round-off of counts read "such as 1" (%g hid the fraction), and SoupX-corrected counts
+    were only asked whether they were normalized."""
+    x = counts_adata.X.toarray().astype(np.float32)
+    x[0, 0] = 60.0  # counts of 50 and more: counts, not log-normalized values
+    counts_adata.X = x * scale
+    with pytest.raises(ValueError, match=said):
+        dv.model.ZINBVAE.setup_anndata(counts_adata)
+
+
 def test_the_classifier_term_is_logged_beside_the_elbo(counts_adata):
     counts_adata.obs["cell_type"] = counts_adata.obs["cluster"].astype(str)
     dv.model.CGMDVAE.setup_anndata(counts_adata, labels_key="cell_type")
@@ -130,6 +147,85 @@ def test_the_classifier_term_is_logged_beside_the_elbo(counts_adata):
     kl = h["kl_local_train"].iloc[:, 0].to_numpy()
     terms = [k for k in h if k.endswith("_train") and k.startswith(("z_", "w_", "y_", "d_"))]
     assert terms and np.allclose(kl, sum(h[k].iloc[:, 0].to_numpy() for k in terms), rtol=1e-4)
+
+
+def test_elbo_history_is_the_elbo_and_the_losses_the_objective(counts_adata):
+    """A labelled, condition-aligned CGMDVAE logged its objective (the ELBO plus 50 x the
+    classifier term plus the alignment term) as elbo_*: 90-210 nats above the ELBO's own
+    terms here. As in scvi-tools' SCANVI, elbo_* is the ELBO and *_loss the objective."""
+    counts_adata.obs["cell_type"] = counts_adata.obs["cluster"].astype(str)
+    dv.model.CGMDVAE.setup_anndata(counts_adata, condition_key="condition", labels_key="cell_type")
+    model = dv.model.CGMDVAE(counts_adata, **SMALL)
+    assert model.module.condition_alignment > 0 and model.module.classifier_weight > 0
+    model.train(max_epochs=8, batch_size=64)
+    h = {key: frame.iloc[:, 0].to_numpy(float) for key, frame in model.history.items()}
+    terms = h["reconstruction_loss_validation"] + h["kl_local_validation"]
+    # The terms come from another draw of z than the ELBO: a few nats apart, not a hundred.
+    np.testing.assert_allclose(h["elbo_validation"], terms, atol=6.0)
+    outside = h["validation_loss"] - h["elbo_validation"]
+    assert (outside > 20).all()
+    weighted = model.module.classifier_weight * h["classifier_validation"]
+    weighted = weighted + model.module.condition_alignment * h["alignment_validation"]
+    assert np.corrcoef(outside, weighted)[0, 1] > 0.5
+    full = h["kl_weight"] == 1
+    assert full.any() and (h["train_loss"][full] - h["elbo_train"][full] > 20).all()
+
+
+def test_scvi_tools_arguments_decided_here_are_named_with_what_to_do(counts_adata):
+    """SCVI's load_sparse_tensor reached Lightning's Trainer; use_batch_norm and the query's
+    freezing switches gave Python's bare unexpected-keyword error."""
+    dv.model.ZINBVAE.setup_anndata(counts_adata, batch_key="condition")
+    with pytest.raises(TypeError, match=r"'use_batch_norm'.*n_hidden, n_layers"):
+        dv.model.ZINBVAE(counts_adata, use_batch_norm="none")
+    model = dv.model.ZINBVAE(counts_adata, **SMALL)
+    with pytest.raises(TypeError, match=r"train\(\) got an unexpected argument 'load_sparse"):
+        model.train(max_epochs=1, load_sparse_tensor=True)
+    assert not model.is_trained
+    model.train(max_epochs=1)
+    query = counts_adata.copy()
+    query.obs["condition"] = "new_" + query.obs["condition"].astype(str)
+    with pytest.raises(TypeError, match=r"load_query_data\(\).*'freeze_dropout'.*frozen"):
+        dv.model.ZINBVAE.load_query_data(query, model, freeze_dropout=True)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nonsense'"):
+        dv.model.ZINBVAE.load_query_data(query, model, nonsense=True)
+    assert dv.model.ZINBVAE.load_query_data(query, model).is_query_model
+
+
+def test_a_setup_subset_in_place_is_refused_at_the_model(counts_adata):
+    """sc.pp.highly_variable_genes(subset=True) after setup_anndata keeps the object's setup
+    id: the model was built for 60 genes and training failed on a matrix product."""
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    counts_adata._inplace_subset_var(np.arange(40))
+    with pytest.raises(ValueError, match="set up with 60 genes and holds 40 now"):
+        dv.model.ZINBVAE(counts_adata)
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    assert dv.model.ZINBVAE(counts_adata, **SMALL).module is not None
+
+
+def test_transform_batch_without_batches_says_so(counts_adata):
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, **SMALL)
+    model.train(max_epochs=1)
+    with pytest.raises(ValueError, match="set up without a batch_key.*leave transform_batch"):
+        model.get_normalized_expression(transform_batch="ctrl")
+
+
+def test_an_early_stop_before_convergence_advises_patience(counts_adata):
+    """The note asked for a larger max_epochs although early stopping had ended the run."""
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, **SMALL)
+    with pytest.warns(dv.train.NotConvergedWarning) as record:
+        model.train(
+            max_epochs=60,
+            n_epochs_kl_warmup=1,
+            early_stopping=True,
+            early_stopping_patience=1,
+            early_stopping_min_delta=1e6,  # no epoch counts as an improvement
+        )
+    message = str(record[0].message)
+    stopped = len(model.history["elbo_validation"]) - 1
+    assert stopped < 59 and f"after epoch {stopped}" in message
+    assert "early_stopping_patience" in message and "max_epochs" not in message
 
 
 @pytest.mark.parametrize("cls", [dv.model.ZINBVAE, dv.model.CGMDVAE])

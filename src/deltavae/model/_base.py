@@ -21,14 +21,20 @@ from scvi.model.base import PyroSviTrainMixin
 
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
 from ..train._checkpoint import RestoreBestValidation
-from ..train._convergence import NotConvergedWarning, still_improving
+from ..train._convergence import NotConvergedWarning, still_improving, stopped_epoch
 from ..train._distributed import SINGLE, resolve_strategy, several_devices
 from ..train._record import records_train_args
 from ..train._runner import DeltaTrainRunner
 from ._genes import _gene_difference, match_genes
 from ._labels import check_known_categories, check_labels_to_load, with_labels_column
 from ._saved import _package_version, read_saved
-from ._scvi_glue import _OnDevice, _picklable_state, _sealed, _transferring_quietly
+from ._scvi_glue import (
+    _OnDevice,
+    _picklable_state,
+    _sealed,
+    _transferring_quietly,
+    refuse_scvi_names,
+)
 from ._training_checks import check_training_arguments
 from ._validation import (
     check_backing_for_training,
@@ -158,8 +164,10 @@ class DeltaModelMixin(PyroSviTrainMixin):
             block sampling as in scDataset). Single process only; ``None``
             (default) shuffles single cells.
         restore_best
-            At the end, load the parameters of the epoch with the lowest ``elbo_validation``
-            among those trained on the full ELBO (after the KL warm-up); the epoch is kept in
+            At the end, load the parameters of the epoch with the lowest ``validation_loss``
+            (the objective: ``elbo_validation``, plus CGMDVAE's classifier and alignment
+            terms where it has them) among those trained on the full ELBO (after the KL
+            warm-up); the epoch is kept in
             ``best_epoch_``. Needs validation cells (``train_size < 1``; ``"auto"``: only when
             there are some); a copy of the parameters is held in memory, nothing is written
             to disk. Each call of ``train`` is a run of its own, with its own KL warm-up (as
@@ -196,6 +204,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
         """
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
+        refuse_scvi_names("train", type(self).__name__, trainer_kwargs)
         given = dict(plan_kwargs or {})
         if lr is not None and "lr" in given and given["lr"] != lr:
             raise ValueError(
@@ -296,7 +305,9 @@ class DeltaModelMixin(PyroSviTrainMixin):
         self.module.eval()
         # Read from the history, which also comes back from DDP's worker processes.
         self.best_epoch_ = None if best is None else best.best_epoch_in(self.history)
-        verdict = still_improving(self.history, max_epochs, early_stopping)
+        verdict = still_improving(
+            self.history, max_epochs, early_stopping, stopped_epoch(getattr(self, "trainer", None))
+        )
         if verdict is not None:
             warn_user(verdict, NotConvergedWarning)
         return out
@@ -306,7 +317,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
         """scvi-tools' lookup of the setup of ``adata``, with its "Did you make a copy?" said as
         what to do: a copy or subset (e.g. to highly variable genes) needs its own setup."""
         try:
-            return super()._get_most_recent_anndata_manager(adata, required=required)
+            manager = super()._get_most_recent_anndata_manager(adata, required=required)
         except ValueError as err:
             if "does not match the AnnData object" not in str(err):
                 raise
@@ -315,6 +326,17 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 "(e.g. subset to highly variable genes after setup_anndata), or a copy of it was "
                 f"set up since. Call {cls.__name__}.setup_anndata on it, then build the model."
             ) from err
+        n_vars = None if manager is None else manager.summary_stats.get("n_vars")
+        if n_vars is not None and adata.n_vars != n_vars:
+            # Subset in place (scanpy's highly_variable_genes(subset=True), adata._inplace_
+            # subset_var): the object, and so its setup's id, stayed; its genes did not.
+            raise ValueError(
+                f"This AnnData's setup is not current: it was set up with {n_vars} genes and "
+                f"holds {adata.n_vars} now (subset in place after setup_anndata, e.g. by "
+                "sc.pp.highly_variable_genes(..., subset=True)). Call "
+                f"{cls.__name__}.setup_anndata on it again, then build the model."
+            )
+        return manager
 
     @classmethod
     def register_manager(cls, adata_manager):

@@ -143,6 +143,14 @@ def check_batches(model, given: dict, arguments: tuple[str, ...]) -> None:
             continue
         values = [value] if isinstance(value, str) or np.ndim(value) == 0 else list(value)
         unknown = [v for v in values if v is not None and v not in known]
+        if unknown and str(registry.get("original_key", "")).startswith("_scvi"):
+            # scvi-tools' placeholder batch (one category, 0) of a setup without batches.
+            key = "condition_key" if type(model).__name__ == "CGMDVAE" else "batch_key"
+            raise ValueError(
+                f"{arg}={value!r}: the model was set up without a {key}, so it has no "
+                f"batches to choose from; leave {arg} unset, or set up with "
+                f"{key}=... and train again."
+            )
         if unknown:
             raise ValueError(
                 f"{arg}={value!r}: {unknown[0]!r} is not a category of "

@@ -32,6 +32,7 @@ from ._base import DeltaModelMixin
 from ._freeze import _freeze_for_query, _restrict_learning
 from ._genes import align_query_genes
 from ._saved import read_saved
+from ._scvi_glue import scvi_init_names
 from ._validation import category_mappings, warn_user
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ class QueryMappingMixin(ArchesMixin):
         return _quiet_frozen_parameters()
 
     @classmethod
+    @scvi_init_names
     def load_query_data(
         cls,
         adata: AnnData,

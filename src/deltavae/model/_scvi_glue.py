@@ -136,28 +136,73 @@ class HostResultsMixin:
         return _on_host(super().get_reconstruction_error(*args, **kwargs))
 
 
-#: What a model's constructor takes instead of scvi-tools' ``SCVI`` arguments it lacks.
-_INIT_INSTEAD = {
-    "gene_likelihood": "scvi-tools' gene_likelihood is called likelihood here, e.g. "
-    "{model}(adata, likelihood='nb')",
-    "latent_distribution": "z is always normal here (scvi-tools' 'ln' is not offered)",
-    "batch_key": "covariates are registered by setup_anndata, not by the constructor",
+_FIXED_NETWORKS = (
+    "the networks are scvi-tools' Encoder and DecoderSCVI with their defaults here; "
+    "n_hidden, n_layers and dropout_rate are the options"
+)
+_FIXED_QUERY = (
+    "what a query model learns is fixed here: the weights of the new categories' columns "
+    "(and their dispersions), every other weight frozen, BatchNorm's statistics kept"
+)
+_QUERY_FREEZING = (
+    "unfrozen",
+    "freeze_dropout",
+    "freeze_expression",
+    "freeze_decoder_first_layer",
+    "freeze_batchnorm_encoder",
+    "freeze_batchnorm_decoder",
+    "freeze_classifier",
+    "transfer_batch",
+)
+#: What a model takes instead of scvi-tools' arguments it lacks, by method.
+_INSTEAD = {
+    "__init__": {
+        "gene_likelihood": "scvi-tools' gene_likelihood is called likelihood here, e.g. "
+        "{model}(adata, likelihood='nb')",
+        "latent_distribution": "z is always normal here (scvi-tools' 'ln' is not offered)",
+        "batch_key": "covariates are registered by setup_anndata, not by the constructor",
+        "use_batch_norm": _FIXED_NETWORKS,
+        "use_layer_norm": _FIXED_NETWORKS,
+        "deeply_inject_covariates": _FIXED_NETWORKS,
+        "batch_representation": "conditions enter the networks one-hot here",
+    },
+    "train": {
+        "load_sparse_tensor": "sparse minibatches are made dense one at a time here; there "
+        "is nothing to switch on",
+        "datamodule": "a model trains on its own AnnData here; open data larger than memory "
+        "with dv.read_lazy and set that up",
+        "plan_config": "pass the training plan's settings as plan_kwargs",
+        "trainer_config": "pass the trainer's settings as keyword arguments of train",
+    },
+    "load_query_data": {
+        **dict.fromkeys(_QUERY_FREEZING, _FIXED_QUERY),
+        "inplace_subset_query_vars": "the query's genes are aligned by name on a copy, and "
+        "the query itself is left as it is",
+    },
 }
 
 
+def refuse_scvi_names(method: str, model: str, names) -> None:
+    """A TypeError with what to do instead, for the first of ``names`` that is one of
+    scvi-tools' arguments of ``method`` this package names otherwise or decides itself."""
+    hints = [name for name in names if name in _INSTEAD[method]]
+    if hints:
+        hint = _INSTEAD[method][hints[0]].format(model=model)
+        call = f"{model}()" if method == "__init__" else f"{model}.{method}()"
+        raise TypeError(f"{call} got an unexpected argument {hints[0]!r}: {hint}.")
+
+
 def scvi_init_names(init):
-    """``init`` (a model's ``__init__``) with a hint, in place of Python's bare "unexpected
-    keyword argument", for scvi-tools' constructor arguments the model names otherwise."""
+    """``init`` (a model's ``__init__``, or its ``load_query_data``) with a hint, in place of
+    Python's bare "unexpected keyword argument", for scvi-tools' arguments the model names
+    otherwise."""
 
     @functools.wraps(init)
-    def checked(self, *args, **kwargs):
+    def checked(first, *args, **kwargs):
         known = inspect.signature(init).parameters
-        hints = [key for key in kwargs if key not in known and key in _INIT_INSTEAD]
-        if hints:
-            model = type(self).__name__
-            hint = _INIT_INSTEAD[hints[0]].format(model=model)
-            raise TypeError(f"{model}() got an unexpected argument {hints[0]!r}: {hint}.")
-        init(self, *args, **kwargs)
+        model = first.__name__ if isinstance(first, type) else type(first).__name__
+        refuse_scvi_names(init.__name__, model, [key for key in kwargs if key not in known])
+        return init(first, *args, **kwargs)
 
     return checked
 

@@ -92,6 +92,20 @@ def _values(block) -> np.ndarray:
     return np.asarray(block)
 
 
+def _why_not_whole(frac: np.ndarray, high: float) -> str:
+    """What non-integer values in a count matrix most likely are, and the fix when they are
+    counts after all (``high``: the largest value seen)."""
+    rounding = "round them first: X.data = np.rint(X.data) for a sparse X, np.rint(X) dense."
+    if np.abs(frac - np.rint(frac)).max() < 1e-3:
+        return f"all within 0.001 of whole numbers, float round-off of counts? If so, {rounding}"
+    if high >= 50:
+        return (
+            "counts corrected for ambient RNA (e.g. SoupX) or other not-whole counts? If so, "
+            f"{rounding} Normalized or log-transformed data are not counts."
+        )
+    return "normalized or log-transformed data?"
+
+
 def _counts_hint(adata: AnnData, layer: str | None, name: str = "adata") -> str:
     """Where the raw counts may be instead: the layers, or ``adata.raw``; named by the argument
     that takes the layer (``layer``, or ``reference_layer`` for ``name="reference"``)."""
@@ -209,9 +223,9 @@ def check_data(
                 frac = values[np.fmod(values, 1) != 0]
                 raise ValueError(
                     f"{where} must hold raw counts: found non-integer values such as "
-                    f"{frac.flat[0]:g} ({n_frac} in cells {row + 1}-{row + block.shape[0]}): "
-                    "normalized or "
-                    "log-transformed data?" + _counts_hint(adata, layer, name)
+                    f"{frac.flat[0]:.8g} ({n_frac} in cells {row + 1}-{row + block.shape[0]}): "
+                    + _why_not_whole(frac, high)
+                    + _counts_hint(adata, layer, name)
                 )
         elif kind == "binary" and (low < 0 or high > 1):
             raise ValueError(

@@ -375,13 +375,19 @@ class CGMDVAEModule(DeltaPyroModule):
                 )
                 terms = self.mixture_terms(z, w, cat_covs, y_obs)
                 pyro.factor("mixture", terms["log_pz"] - terms["y_term"] - terms["d_term"])
+            outside = x.new_zeros(())  # the objective's terms outside the ELBO, per cell
             if self.condition_alignment:
                 penalty = self.alignment_penalty(z, cat_covs, terms["qy"])
                 pyro.factor("alignment", -self.condition_alignment * penalty.expand(n))
+                outside = outside + self.condition_alignment * penalty
             params = self.decode(z, cat_covs, self.observation.log_library(x))
             pyro.sample("obs", self.observation.pyro(params).to_event(1), obs=x)
             if y_obs is not None:
                 pyro.factor("classifier", -self.classifier_weight * terms["classifier"])
+                outside = outside + self.classifier_weight * terms["classifier"]
+        # Read by the training plan right after the loss of this very draw, so that it logs
+        # the ELBO (the loss less these terms) beside the objective.
+        self.objective_penalty = outside.detach().mean()
 
     def guide(self, x, cat_covs=None, labels=None, kl_weight: float = 1.0):
         """q(w | x, c) q(z | x, c); q(y | z, c) and q(d | z, c) live in the model's factor."""
@@ -446,15 +452,16 @@ class CGMDVAEModule(DeltaPyroModule):
             "y_term": terms["y_term"],
             "d_term": terms["d_term"],
         }
-        total = reconstruction + kl_weight * sum(kl.values())
-        total = total + self.classifier_weight * terms["classifier"]
+        # The objective adds the weighted classifier and alignment terms to the ELBO.
+        penalty = self.classifier_weight * terms["classifier"]
+        extra = {"classifier": terms["classifier"].mean()}
         if self.condition_alignment:
-            total = total + self.condition_alignment * self.alignment_penalty(
-                z, cat_covs, terms["qy"]
-            )
+            alignment = self.alignment_penalty(z, cat_covs, terms["qy"])
+            penalty = penalty + self.condition_alignment * alignment
+            extra["alignment"] = alignment.mean()
         return LossOutput(
-            loss=total.mean(),
+            loss=(reconstruction + kl_weight * sum(kl.values()) + penalty).mean(),
             reconstruction_loss=reconstruction,
             kl_local=kl,
-            extra_metrics={"classifier": terms["classifier"].mean()},
+            extra_metrics=extra,
         )

@@ -1,4 +1,4 @@
-"""Keep the parameters of the epoch with the best validation ELBO, in memory.
+"""Keep the parameters of the epoch with the best validation objective, in memory.
 
 scvi-tools' ``SaveCheckpoint`` writes a full model save to disk at every improvement (under
 the working directory by default); a model of a few megabytes is cheaper to copy in memory,
@@ -15,11 +15,16 @@ from lightning.pytorch.callbacks import Callback
 
 logger = logging.getLogger(__name__)
 
-MONITOR = "elbo_validation"
+# The objective on the validation cells: the ELBO, plus CGMDVAE's classifier and alignment
+# terms where it has them (history["elbo_validation"] leaves those out).
+MONITOR = "validation_loss"
 
 
 class RestoreBestValidation(Callback):
-    """Lightning callback: at the end of training, load the epoch with the best validation ELBO.
+    """Lightning callback: at the end of training, load the epoch with the best validation loss.
+
+    The loss is the objective trained on (``history["validation_loss"]``): the negative ELBO,
+    plus CGMDVAE's classifier and alignment terms where it has them.
 
     Only epochs trained on the full ELBO count: the KL weight must have reached its maximum
     (an annealed epoch's ELBO is not comparable with a later one) and the epoch must be at
@@ -37,7 +42,7 @@ class RestoreBestValidation(Callback):
     best_epoch
         Epoch whose parameters were kept (``None`` before any eligible validation epoch).
     best_score
-        Its ``elbo_validation`` (negative ELBO per cell).
+        Its ``validation_loss`` (the objective per cell).
 
     Examples
     --------

@@ -50,8 +50,26 @@ def train_longer(max_epochs: int | None, validation: bool, early_stopping: bool 
     return f"Train longer: pass {more}{stop if validation and not early_stopping else ''}."
 
 
+def patience_advice(stopped_epoch: int) -> str:
+    """What to change when early stopping ended a run whose ELBO was still falling.
+
+    Examples
+    --------
+    >>> patience_advice(24)[:44]
+    'Early stopping ended the run after epoch 24,'
+    """
+    return (
+        f"Early stopping ended the run after epoch {stopped_epoch}, before the ELBO had "
+        "settled: raise early_stopping_patience (scvi-tools' default is 45) or train without "
+        "early stopping."
+    )
+
+
 def still_improving(
-    history: dict, max_epochs: int | None = None, early_stopping: bool = False
+    history: dict,
+    max_epochs: int | None = None,
+    early_stopping: bool = False,
+    stopped_epoch: int | None = None,
 ) -> str | None:
     """What a user should know when the run stopped while its ELBO was still falling.
 
@@ -64,6 +82,9 @@ def still_improving(
     early_stopping
         Whether the run stopped early on its validation ELBO (the advice then does not
         suggest it).
+    stopped_epoch
+        The epoch after which early stopping ended the run, if it did: the advice is then
+        about its patience, not about ``max_epochs``.
 
     Returns
     -------
@@ -103,12 +124,15 @@ def still_improving(
         warm_up = bool(kl.min() < kl.iloc[-1] - 1e-6)
     elbo = elbo[np.isfinite(elbo.to_numpy())]
     n = len(elbo)
+    if stopped_epoch is not None:
+        advice = patience_advice(stopped_epoch)
+    else:
+        advice = train_longer(max_epochs, name == "elbo_validation", early_stopping)
     if n < 3:
         after = " (after the KL warm-up)" if warm_up else ""
         return (
             f"Training ran {n} epoch{'s' if n != 1 else ''} on the full ELBO{after}: too few "
-            "to converge or to judge. "
-            + train_longer(max_epochs, name == "elbo_validation", early_stopping)
+            "to converge or to judge. " + advice
         )
     window = min(n, max(MIN_WINDOW, n // 3))
     y = elbo.to_numpy()[-window:]
@@ -129,6 +153,16 @@ def still_improving(
     return (
         f"The {what} ELBO was still improving when training stopped ({fall_per_10:.2%} per "
         f"10 epochs over the last {window} epochs): the model has not converged and its "
-        "results may change with more training. "
-        + train_longer(max_epochs, what == "validation", early_stopping)
+        "results may change with more training. " + advice
     )
+
+
+def stopped_epoch(trainer) -> int | None:
+    """The epoch after which a Lightning ``EarlyStopping`` callback of ``trainer`` ended the
+    run, or ``None`` (no trainer, no such callback, or it never fired)."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    for callback in getattr(trainer, "callbacks", None) or []:
+        if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
+            return int(callback.stopped_epoch)
+    return None

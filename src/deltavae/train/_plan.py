@@ -28,6 +28,11 @@ _TRIM_EVERY = 10
 # about 3% of the training time. A module with one (``has_torch_elbo``) gets them every step,
 # from the step's own pass.
 _TERMS_EVERY = 10
+# A module whose objective is the ELBO plus other terms (CGMDVAE's weighted classifier and
+# alignment terms) leaves their per-cell mean for the draw its Pyro ``model`` just ran in its
+# ``objective_penalty`` attribute; the plan subtracts it from that draw's loss, so that
+# ``elbo_*`` is the ELBO and ``train_loss``/``validation_loss`` the objective.
+_PENALTY = "objective_penalty"
 _OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
 
 
@@ -123,7 +128,11 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
     size ``module.n_obs``); the plan scales the loss by ``1 / n_obs`` so the logged
     ``elbo_train`` and ``elbo_validation`` are negative ELBOs per cell, comparable across data
     sets and with scvi-tools; both are the full ELBO (KL weight 1), also during the KL
-    warm-up, while ``train_loss`` is the annealed loss the optimiser minimised.
+    warm-up, while ``train_loss`` is the annealed loss the optimiser minimised and
+    ``validation_loss`` the objective on the validation cells. For most models the objective
+    is the ELBO; a labelled or condition-aligned CGMDVAE adds its weighted classifier and
+    alignment terms to it (logged as ``classifier_*`` and ``alignment_*``), which the
+    ``elbo_*`` values leave out, as scvi-tools' SCANVI does.
 
     Parameters
     ----------
@@ -268,6 +277,12 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         )
         return loss, n, None
 
+    def _take_penalty(self) -> torch.Tensor | None:
+        """The module's terms outside the ELBO in the loss just computed (``None`` when its
+        objective is the ELBO), taken so that a later loss does not read them again."""
+        penalty = self.module.__dict__.pop(_PENALTY, None)
+        return None if penalty is None else penalty.to(self.device)
+
     def _keep_finite_state(self, where: tuple[int, int] | None) -> None:
         """Copy the module's state, which just gave a finite loss at ``where`` (epoch, step)."""
         if self._finite_state is None:
@@ -330,6 +345,9 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
                 n = batch[REGISTRY_KEYS.X_KEY].shape[0]
                 self._add_to_epoch(self._module_terms(batch), n)
         loss, n, terms = self._loss(batch, kl_weight)
+        penalty = self._take_penalty()
+        if penalty is not None:
+            self._add_to_epoch({_PENALTY: penalty}, n, per_cell=False)
         self.stop_if_diverged(loss, batch_idx, "training loss")
         if self.global_step > 0:  # at step 0 the state is the one kept by on_train_start
             self._keep_finite_state((self.current_epoch, batch_idx))
@@ -376,9 +394,12 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         means = {k: v / self._epoch_cells[k] for k, v in self._epoch_sums.items()}
         elbo = loss
         kl_weight = means.pop("kl_weight", None)
+        penalty = means.pop(_PENALTY, None)
         kl = self._kl_terms(means)
         if kl_weight is not None and "reconstruction_loss" in means and kl:
             elbo = loss + (1.0 - kl_weight) * sum(kl.values()).to(loss.device)
+        if penalty is not None:
+            elbo = elbo - penalty.to(loss.device)
         self.log("elbo_train", elbo, prog_bar=True, sync_dist=self._sync_dist)
         self.log("train_loss", loss, sync_dist=self._sync_dist)
         if kl_weight is not None:
@@ -437,16 +458,19 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
     def validation_step(self, batch, batch_idx):
         """Full negative ELBO per cell on held-out cells, and each of its terms.
 
-        Logs ``elbo_validation`` (the Pyro ELBO; scvi-tools' ``validation_loss`` too) and the
-        terms of the ELBO (see :meth:`_log_terms`): from the same pass with a torch-side ELBO,
-        from the module's torch-side ``loss`` otherwise.
+        Logs ``validation_loss`` (the objective), ``elbo_validation`` (the objective less the
+        module's terms outside the ELBO, if any) and the terms of the ELBO (see
+        :meth:`_log_terms`): from the same pass with a torch-side ELBO, from the module's
+        torch-side ``loss`` otherwise.
         """
         loss, n, terms = self._loss(batch, 1.0)
         self.stop_if_diverged(loss, batch_idx, "validation loss")
         log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": self._sync_dist}
-        self.log("elbo_validation", loss, **log)
-        self.log("validation_loss", loss, **log)
         if terms is None:
             terms = self._module_terms(batch)
+        penalty = self._take_penalty()
+        elbo = loss if penalty is None else loss - penalty
+        self.log("elbo_validation", elbo, **log)
+        self.log("validation_loss", loss, **log)
         self._log_terms({k: v.mean() for k, v in terms.items()}, "validation", log)
         return loss
