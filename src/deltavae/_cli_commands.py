@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -27,7 +28,9 @@ from deltavae._cli_files import (
     _user_errors,
     _write_results,
     check_model_dir,
+    discard,
     plots_folder,
+    publish,
 )
 from deltavae._cli_models import (
     MODELS,
@@ -134,21 +137,31 @@ def fit(args: argparse.Namespace) -> int:
     # merged archetypes) goes in the report below, not as Python warnings with a file path.
     # Without --epochs, the model's own default (the Python one), not max_epochs=None.
     epochs = {} if args.epochs is None else {"max_epochs": args.epochs}
+    # The progress bar redraws a line with carriage returns: for a terminal, not a log file.
+    progress = sys.stdout.isatty()
     with _user_errors("training"), _model_notes(notes):
-        model.train(**epochs, early_stopping=args.early_stopping, enable_progress_bar=True)
+        model.train(**epochs, early_stopping=args.early_stopping, enable_progress_bar=progress)
     with _user_errors("writing the results"), _model_notes(notes):
         results, keys = _write_results(model, adata, path, out, args.backed)
+    # The output takes its name only once everything below has succeeded (publish).
+    try:
+        if args.save_model is not None:
+            with _user_errors("saving the model"):
+                model.save(args.save_model, overwrite=args.overwrite)
+        files = [] if plots is None else _fit_plots(results, model, keys, args, plots)
+        with _user_errors("writing the results"):
+            publish(out, plots_folder(out), files)
+    except BaseException:
+        discard(out)
+        raise
     print(f"Wrote {', '.join(keys)} to {out}")
     if args.save_model is not None:
-        with _user_errors("saving the model"):
-            model.save(args.save_model, overwrite=args.overwrite)
         print(f"Saved the model to {args.save_model} ({model_cls.__name__}.load to reuse it)")
     for line in _fit_report(results, model, args):
         print(line)
     for note in notes:
         print(f"warning: {note}")
     if plots is not None:
-        files = _fit_plots(results, model, keys, args, plots)
         print(f"plots in {plots}: {', '.join(file.name for file in files)}")
     return 0
 
@@ -200,9 +213,11 @@ def demo(args: argparse.Namespace) -> int:
     dv.model.ZINBVAE.setup_anndata(adata)
     model = dv.model.ZINBVAE(adata, n_latent=DEMO_N_LATENT)
     notes: list[str] = []  # printed after the scores, as fit's report does
-    with _model_notes(notes):
+    with _user_errors("training"), _model_notes(notes):
         model.train(
-            max_epochs=args.epochs, early_stopping=args.early_stopping, enable_progress_bar=True
+            max_epochs=args.epochs,
+            early_stopping=args.early_stopping,
+            enable_progress_bar=sys.stdout.isatty(),
         )
     model.write_to_adata(adata)
 

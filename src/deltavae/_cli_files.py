@@ -28,6 +28,15 @@ PLOTS_SUFFIX = "_plots"
 class InputError(Exception):
     """A problem with the user's input: reported in one line on stderr, exit status 2."""
 
+    exit_code = 2
+
+
+class Terminated(InputError):
+    """The run was stopped by SIGTERM (a scheduler's time limit, preemption): exit status
+    143, as a shell reports a process ended by that signal."""
+
+    exit_code = 143
+
 
 def _message(err: BaseException) -> str:
     # str(KeyError) wraps the message in quotes; the first argument is the message itself.
@@ -171,28 +180,63 @@ def _write_results(
     keys ``write_to_adata`` wrote.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
-    if backed and path.is_dir():
-        # Copy the store as it is, then write the results into the copy.
-        if out.exists():
-            shutil.rmtree(out)
-        shutil.copytree(path, out)
+    partial = partial_path(out)
+    _remove(partial)
+    try:
+        if backed and path.is_dir():
+            # Copy the store as it is, then write the results into the copy.
+            shutil.copytree(path, partial)
+            keys = model.write_to_adata(adata)
+            _drop_scvi_fields(adata)
+            dv.write_results_to_store(adata, keys, partial)
+            _drop_scvi_fields_on_disk(partial)  # those the input store held
+            return adata, keys
+        if backed:
+            # Copy the file as it is; write_to_adata writes into a file opened "r+".
+            shutil.copyfile(path, partial)
+            results = ad.read_h5ad(partial, backed="r+")
+            keys = model.write_to_adata(results)
+            results.file.close()  # obs, obsm and uns stay readable in memory
+            _drop_scvi_fields_on_disk(partial)
+            return results, keys
         keys = model.write_to_adata(adata)
         _drop_scvi_fields(adata)
-        dv.write_results_to_store(adata, keys, out)
-        _drop_scvi_fields_on_disk(out)  # those the input store held
+        adata.write_h5ad(partial)
         return adata, keys
-    if backed:
-        # Copy the file as it is; write_to_adata writes into a file opened "r+".
-        shutil.copyfile(path, out)
-        results = ad.read_h5ad(out, backed="r+")
-        keys = model.write_to_adata(results)
-        results.file.close()  # obs, obsm and uns stay readable in memory
-        _drop_scvi_fields_on_disk(out)
-        return results, keys
-    keys = model.write_to_adata(adata)
-    _drop_scvi_fields(adata)
-    adata.write_h5ad(out)
-    return adata, keys
+    except OSError as err:
+        _remove(partial)
+        raise InputError(f"cannot write {str(out)!r}: {err}") from err
+    except BaseException:
+        _remove(partial)
+        raise
+
+
+def partial_path(out: Path) -> Path:
+    """Where ``deltavae fit`` writes its output until the run has succeeded (then renamed to
+    ``out``, so that a pipeline never finds a half-written output under its name)."""
+    return out.with_name(f".{out.name}.partial")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def publish(out: Path, plots: Path, written: list[Path]) -> None:
+    """Put a finished run's output in place: the partial file replaces ``out``, and PNGs in
+    ``plots`` that this run did not write (a replaced run's) are removed."""
+    _remove(out)
+    os.replace(partial_path(out), out)
+    if plots.is_dir():
+        for png in set(plots.glob("*.png")) - set(written):
+            png.unlink()
+
+
+def discard(out: Path) -> None:
+    """Remove the partial output of a run that failed after writing it."""
+    _remove(partial_path(out))
 
 
 def _options_for(fn, what: str, **options) -> dict:
@@ -233,9 +277,16 @@ def _user_errors(step: str):
     data or the options, and TrainingDivergedError (with its advice) when the ELBO became
     NaN; any other exception is a bug and keeps its traceback.
     """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     try:
         yield
     except (ValueError, KeyError, FileNotFoundError, TrainingDivergedError) as err:
         from deltavae._cli_report import _as_flags
 
         raise InputError(f"{step}: {_as_flags(_message(err))}") from err
+    except SIGTERMException as err:
+        # Lightning ends a fit on SIGTERM by raising this SystemExit (status 0).
+        raise Terminated(
+            f"{step} was stopped by SIGTERM (a time limit or preemption?); no output was written."
+        ) from err

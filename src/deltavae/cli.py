@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument(
         "--epochs", type=_positive_int, default=DEMO_EPOCHS, help="training epochs [%(default)s]"
     )
-    p_demo.add_argument("--seed", type=int, default=0, help="random seed [%(default)s]")
+    p_demo.add_argument("--seed", type=_seed, default=0, help="random seed [%(default)s]")
     p_demo.add_argument(
         "--n-cells",
         type=_positive_int,
@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         required=True,
         metavar="OUTPUT.h5ad",
-        help="file to write, not the input (a zarr store for a zarr input) (required)",
+        help="file to write, not the input (a zarr store for a zarr input); it appears under "
+        "this name only when the whole run succeeded (required)",
     )
     p_fit.add_argument(
         "--overwrite",
@@ -294,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
             "without --condition-key, else 10, or the number of clusters if larger (at most 64)]"
         ),
     )
-    p_fit.add_argument("--seed", type=int, default=0, help="random seed [%(default)s]")
+    p_fit.add_argument("--seed", type=_seed, default=0, help="random seed [%(default)s]")
     _add_early_stopping(p_fit)
     p_fit.add_argument(
         "--backed",
@@ -311,6 +312,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_threads(p_fit)
     return parser
+
+
+def _seed(text: str) -> int:
+    """A seed numpy and torch both take: an integer in [0, 2**32)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: not an integer") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: must lie in [0, 2**32)")
+    return value
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -363,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return getattr(_cli_commands, args.command)(args)
     except InputError as err:
         print(f"deltavae: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     finally:
         torch.set_num_threads(threads)
 

@@ -1,0 +1,83 @@
+"""``deltavae fit`` inside a pipeline (Snakemake, Nextflow, a batch scheduler): an output
+appears under its name only when the run succeeded, SIGTERM is a failure, stale plots of a
+replaced run go, bad seeds are usage errors, and logs carry no progress-bar frames."""
+
+import anndata as ad
+import matplotlib
+import pytest
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+matplotlib.use("Agg")
+
+import deltavae as dv  # noqa: E402
+from deltavae import _cli_commands  # noqa: E402
+from deltavae._cli_files import partial_path, plots_folder  # noqa: E402
+from deltavae.cli import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def counts_file(tmp_path_factory):
+    adata = dv.datasets.synthetic_counts(n_cells=150, n_genes=30, n_clusters=3, seed=0)
+    path = tmp_path_factory.mktemp("pipeline") / "counts.h5ad"
+    adata.write_h5ad(path)
+    return path
+
+
+def _fit(counts_file, out, *extra):
+    argv = ["fit", str(counts_file), "--model", "zinbvae", "--epochs", "2", "--threads", "1"]
+    return main([*argv, "--out", str(out), *extra])
+
+
+def test_sigterm_during_training_is_a_failure_that_writes_nothing(
+    counts_file, tmp_path, capsys, monkeypatch
+):
+    """Lightning ends a fit on SIGTERM with a SystemExit of status 0: a Slurm time limit read
+    as success, with no output."""
+
+    def terminated(self, **kwargs):
+        raise SIGTERMException
+
+    monkeypatch.setattr(dv.model.ZINBVAE, "train", terminated)
+    out = tmp_path / "z.h5ad"
+    assert _fit(counts_file, out, "--no-plots") == 143
+    err = capsys.readouterr().err
+    assert err.startswith("deltavae: error: training was stopped by SIGTERM")
+    assert not out.exists() and not partial_path(out).exists()
+
+
+def test_the_output_takes_its_name_only_when_everything_succeeded(
+    counts_file, tmp_path, monkeypatch
+):
+    """--out was written before the model and the plots: a failure there left a
+    finished-looking output behind a non-zero exit."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the plots failed")
+
+    monkeypatch.setattr(_cli_commands, "_fit_plots", broken)
+    out = tmp_path / "z.h5ad"
+    with pytest.raises(RuntimeError, match="the plots failed"):
+        _fit(counts_file, out)
+    assert not out.exists() and not partial_path(out).exists()
+
+
+def test_overwrite_removes_the_replaced_runs_plots(counts_file, tmp_path, capsys):
+    out = tmp_path / "z.h5ad"
+    plots = plots_folder(out)
+    plots.mkdir()
+    stale = plots / "umap_sample.png"
+    stale.write_bytes(b"an older run's plot")
+    out.write_text("an older run")
+    assert _fit(counts_file, out, "--no-plots", "--overwrite") == 0
+    assert not stale.exists()
+    assert "X_zinbvae" in ad.read_h5ad(out).obsm
+    assert not partial_path(out).exists()
+    printed = capsys.readouterr().out
+    # Not a terminal: no progress bar's carriage-return frames in the log.
+    assert "\r" not in printed and "Epoch 1/2" not in printed
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "abc"])
+def test_a_seed_numpy_cannot_take_is_a_usage_error(counts_file, tmp_path, capsys, seed):
+    assert _fit(counts_file, tmp_path / "z.h5ad", "--seed", seed) == 2
+    assert f"invalid seed {seed!r}" in capsys.readouterr().err
