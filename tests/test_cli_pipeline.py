@@ -81,3 +81,9 @@ def test_overwrite_removes_the_replaced_runs_plots(counts_file, tmp_path, capsys
 def test_a_seed_numpy_cannot_take_is_a_usage_error(counts_file, tmp_path, capsys, seed):
     assert _fit(counts_file, tmp_path / "z.h5ad", "--seed", seed) == 2
     assert f"invalid seed {seed!r}" in capsys.readouterr().err
+
+
+def test_errors_name_the_flags_not_the_python_arguments(counts_file, tmp_path, capsys):
+    assert _fit(counts_file, tmp_path / "z.h5ad", "--batch-key", "nope") == 2
+    err = capsys.readouterr().err
+    assert "--batch-key 'nope'" in err and "batch_key=" not in err

@@ -41,6 +41,13 @@ _FLAGS = (
     (r"\breference_layer=('[^']*')", r"--reference-layer \1"),
     (r"(?<![\w.])layer=('[^']*')", r"--layer \1"),
     (r"\bCGMDVAE\(\.\.\., likelihood='(\w+)'\)", r"--model cgmdvae --likelihood \1"),
+    (r"\b(batch|condition|labels)_key=", r"--\1-key "),
+    (r"\bn_archetypes=", "--n-archetypes "),
+    (
+        r"raise early_stopping_patience \(scvi-tools' default is 45\) or train without "
+        r"early stopping",
+        "run without --early-stopping",
+    ),
 )
 
 
@@ -59,6 +66,10 @@ def _as_flags(note: str) -> str:
     'Cytometry fits --model cgmdvae --likelihood normal.'
     >>> _as_flags("Pass the layer with the raw counts, e.g. reference_layer='counts'.")
     "Pass the layer with the raw counts, e.g. --reference-layer 'counts'."
+    >>> _as_flags("batch_key='nope' is not a column of adata.obs")
+    "--batch-key 'nope' is not a column of adata.obs"
+    >>> _as_flags("n_archetypes=500 is larger than the spots")
+    '--n-archetypes 500 is larger than the spots'
     """
     for pattern, flag in _FLAGS:
         note = re.sub(pattern, flag, note)
