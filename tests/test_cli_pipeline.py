@@ -87,3 +87,19 @@ def test_errors_name_the_flags_not_the_python_arguments(counts_file, tmp_path, c
     assert _fit(counts_file, tmp_path / "z.h5ad", "--batch-key", "nope") == 2
     err = capsys.readouterr().err
     assert "--batch-key 'nope'" in err and "batch_key=" not in err
+
+
+def test_accelerator_reaches_training(counts_file, tmp_path, capsys, monkeypatch):
+    """The device was always "auto": a job could not be kept off a node's GPU."""
+    seen = {}
+    train = dv.model.ZINBVAE.train
+
+    def recording(self, **kwargs):
+        seen.update(kwargs)
+        return train(self, **kwargs)
+
+    monkeypatch.setattr(dv.model.ZINBVAE, "train", recording)
+    assert _fit(counts_file, tmp_path / "z.h5ad", "--no-plots", "--accelerator", "cpu") == 0
+    assert seen["accelerator"] == "cpu"
+    assert _fit(counts_file, tmp_path / "y.h5ad", "--accelerator", "tpu") == 2
+    assert "invalid choice: 'tpu'" in capsys.readouterr().err

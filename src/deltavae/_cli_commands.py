@@ -140,7 +140,12 @@ def fit(args: argparse.Namespace) -> int:
     # The progress bar redraws a line with carriage returns: for a terminal, not a log file.
     progress = sys.stdout.isatty()
     with _user_errors("training"), _model_notes(notes):
-        model.train(**epochs, early_stopping=args.early_stopping, enable_progress_bar=progress)
+        model.train(
+            **epochs,
+            early_stopping=args.early_stopping,
+            accelerator=args.accelerator,
+            enable_progress_bar=progress,
+        )
     with _user_errors("writing the results"), _model_notes(notes):
         results, keys = _write_results(model, adata, path, out, args.backed)
     # The output takes its name only once everything below has succeeded (publish).
@@ -217,6 +222,7 @@ def demo(args: argparse.Namespace) -> int:
         model.train(
             max_epochs=args.epochs,
             early_stopping=args.early_stopping,
+            accelerator=args.accelerator,
             enable_progress_bar=sys.stdout.isatty(),
         )
     model.write_to_adata(adata)

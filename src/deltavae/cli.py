@@ -96,6 +96,16 @@ def _add_early_stopping(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_accelerator(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--accelerator",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="where to train [%(default)s: a GPU when torch sees one]; cpu keeps a job off a "
+        "node's GPU",
+    )
+
+
 def _add_threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
@@ -159,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="leiden resolution [%(default)s]",
     )
     _add_early_stopping(p_demo)
+    _add_accelerator(p_demo)
     _add_threads(p_demo)
 
     p_fit = commands.add_parser(
@@ -310,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the UMAP and the PNGs [off: plots in OUTPUT_plots/]",
     )
+    _add_accelerator(p_fit)
     _add_threads(p_fit)
     return parser
 
