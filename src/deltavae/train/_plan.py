@@ -464,11 +464,11 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         torch-side ``loss`` otherwise.
         """
         loss, n, terms = self._loss(batch, 1.0)
+        penalty = self._take_penalty()  # of this loss's draw, before anything runs again
         self.stop_if_diverged(loss, batch_idx, "validation loss")
         log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": self._sync_dist}
         if terms is None:
             terms = self._module_terms(batch)
-        penalty = self._take_penalty()
         elbo = loss if penalty is None else loss - penalty
         self.log("elbo_validation", elbo, **log)
         self.log("validation_loss", loss, **log)
