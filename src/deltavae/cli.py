@@ -144,7 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p_demo.add_argument(
-        "--out", default="deltavae_demo", help="output folder, .h5ad and PNGs [%(default)s]"
+        "--out",
+        default="deltavae_demo",
+        help="output folder, .h5ad and PNGs; files of an earlier demo there are replaced "
+        "[%(default)s]",
     )
     p_demo.add_argument(
         "--epochs", type=_positive_int, default=DEMO_EPOCHS, help="training epochs [%(default)s]"
@@ -154,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-cells",
         type=_positive_int,
         default=None,
-        help="subsample this many cells, for quick runs [all 2,638]",
+        help=f"subsample this many cells (at least {MIN_DEMO_CELLS}), for quick runs [all 2,638]",
     )
     p_demo.add_argument(
         "--n-top-genes",
