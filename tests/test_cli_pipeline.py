@@ -18,6 +18,7 @@ from deltavae.cli import main  # noqa: E402
 @pytest.fixture(scope="module")
 def counts_file(tmp_path_factory):
     adata = dv.datasets.synthetic_counts(n_cells=150, n_genes=30, n_clusters=3, seed=0)
+    adata.layers.clear()  # counts in X only, so that --backed reads them from disk
     path = tmp_path_factory.mktemp("pipeline") / "counts.h5ad"
     adata.write_h5ad(path)
     return path
@@ -103,3 +104,16 @@ def test_accelerator_reaches_training(counts_file, tmp_path, capsys, monkeypatch
     assert seen["accelerator"] == "cpu"
     assert _fit(counts_file, tmp_path / "y.h5ad", "--accelerator", "tpu") == 2
     assert "invalid choice: 'tpu'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backed", [False, True])
+def test_the_output_records_how_it_was_made(counts_file, tmp_path, backed):
+    """Without --save-model nothing said which model, seed or epochs made an output."""
+    out = tmp_path / "z.h5ad"
+    extra = ["--no-plots", "--seed", "3", *(["--backed"] if backed else [])]
+    assert _fit(counts_file, out, *extra) == 0
+    record = ad.read_h5ad(out).uns["deltavae_fit"]
+    assert record["model"] == "ZINBVAE" and record["seed"] == 3
+    assert record["epochs_trained"] == 2 and record["deltavae_version"] == dv.__version__
+    assert record["options"]["model"] == "zinbvae" and record["options"]["epochs"] == "2"
+    assert ("backed" in record["options"]) == backed

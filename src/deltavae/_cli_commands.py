@@ -31,6 +31,7 @@ from deltavae._cli_files import (
     discard,
     plots_folder,
     publish,
+    run_record,
 )
 from deltavae._cli_models import (
     MODELS,
@@ -147,7 +148,8 @@ def fit(args: argparse.Namespace) -> int:
             enable_progress_bar=progress,
         )
     with _user_errors("writing the results"), _model_notes(notes):
-        results, keys = _write_results(model, adata, path, out, args.backed)
+        record = run_record(model, args)
+        results, keys = _write_results(model, adata, path, out, args.backed, record)
     # The output takes its name only once everything below has succeeded (publish).
     try:
         if args.save_model is not None:

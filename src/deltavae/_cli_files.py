@@ -171,14 +171,39 @@ def _drop_scvi_fields_on_disk(path: Path) -> None:
         zarr.consolidate_metadata(path)
 
 
+#: Where ``deltavae fit`` records how its output was made.
+RUN_KEY = "deltavae_fit"
+
+
+def run_record(model, args) -> dict:
+    """How a ``deltavae fit`` output was made: the package version, the model, the seed, the
+    epochs trained and every option given (as text), for ``uns[RUN_KEY]``."""
+    options = {
+        name: str(value)
+        for name, value in sorted(vars(args).items())
+        if value is not None and value is not False and name != "command"
+    }
+    return {
+        "deltavae_version": dv.__version__,
+        "model": type(model).__name__,
+        "seed": int(args.seed),
+        "epochs_trained": int(len(model.history.get("elbo_train", ()))),
+        "options": options,
+    }
+
+
 def _write_results(
-    model, adata: ad.AnnData, path: Path, out: Path, backed: bool
+    model, adata: ad.AnnData, path: Path, out: Path, backed: bool, record: dict | None = None
 ) -> tuple[ad.AnnData, list[str]]:
-    """Write the input plus the model's results to ``out``, without scvi-tools' internals.
+    """Write the input plus the model's results to ``out``, without scvi-tools' internals,
+    and ``record`` (:func:`run_record`) in ``uns[RUN_KEY]``.
 
     Returns the AnnData holding the results in memory (for the report and plots) and the
     keys ``write_to_adata`` wrote.
     """
+    from deltavae.model._backed import _write_into_file
+
+    extra = [] if record is None else [f"uns/{RUN_KEY}"]
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(out)
     _remove(partial)
@@ -188,7 +213,9 @@ def _write_results(
             shutil.copytree(path, partial)
             keys = model.write_to_adata(adata)
             _drop_scvi_fields(adata)
-            dv.write_results_to_store(adata, keys, partial)
+            if record is not None:
+                adata.uns[RUN_KEY] = record
+            dv.write_results_to_store(adata, keys + extra, partial)
             _drop_scvi_fields_on_disk(partial)  # those the input store held
             return adata, keys
         if backed:
@@ -196,11 +223,16 @@ def _write_results(
             shutil.copyfile(path, partial)
             results = ad.read_h5ad(partial, backed="r+")
             keys = model.write_to_adata(results)
+            if record is not None:
+                results.uns[RUN_KEY] = record
+                _write_into_file(results, extra)
             results.file.close()  # obs, obsm and uns stay readable in memory
             _drop_scvi_fields_on_disk(partial)
             return results, keys
         keys = model.write_to_adata(adata)
         _drop_scvi_fields(adata)
+        if record is not None:
+            adata.uns[RUN_KEY] = record
         adata.write_h5ad(partial)
         return adata, keys
     except OSError as err:
