@@ -90,8 +90,9 @@ def test_errors_name_the_flags_not_the_python_arguments(counts_file, tmp_path, c
     assert "--batch-key 'nope'" in err and "batch_key=" not in err
 
 
-def test_accelerator_reaches_training(counts_file, tmp_path, capsys, monkeypatch):
-    """The device was always "auto": a job could not be kept off a node's GPU."""
+def test_accelerator_batch_size_and_lr_reach_training(counts_file, tmp_path, capsys, monkeypatch):
+    """The device was always "auto" (a job could not be kept off a node's GPU), and a
+    pipeline could not set the minibatch size or the learning rate."""
     seen = {}
     train = dv.model.ZINBVAE.train
 
@@ -100,8 +101,15 @@ def test_accelerator_reaches_training(counts_file, tmp_path, capsys, monkeypatch
         return train(self, **kwargs)
 
     monkeypatch.setattr(dv.model.ZINBVAE, "train", recording)
-    assert _fit(counts_file, tmp_path / "z.h5ad", "--no-plots", "--accelerator", "cpu") == 0
-    assert seen["accelerator"] == "cpu"
+    argv = ["--no-plots", "--accelerator", "cpu", "--batch-size", "64", "--lr", "0.002"]
+    assert _fit(counts_file, tmp_path / "z.h5ad", *argv) == 0
+    assert seen["accelerator"] == "cpu" and seen["batch_size"] == 64 and seen["lr"] == 0.002
+    seen.clear()  # without the flags: left to the model's defaults
+    assert _fit(counts_file, tmp_path / "v.h5ad", "--no-plots") == 0
+    assert "batch_size" not in seen and "lr" not in seen
+    for flag, value in (("--batch-size", "0"), ("--lr", "-1"), ("--lr", "nan")):
+        assert _fit(counts_file, tmp_path / "u.h5ad", flag, value) == 2
+        assert "must be a positive" in capsys.readouterr().err
     assert _fit(counts_file, tmp_path / "y.h5ad", "--accelerator", "tpu") == 2
     assert "invalid choice: 'tpu'" in capsys.readouterr().err
 

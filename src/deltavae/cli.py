@@ -69,6 +69,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def n_archetypes_arg(text: str) -> int | str:
     """``--n-archetypes``: ``auto`` or an integer of at least 2.
 
@@ -93,6 +103,21 @@ def _add_early_stopping(parser: argparse.ArgumentParser) -> None:
         "--early-stopping",
         action="store_true",
         help="stop when the validation ELBO plateaus [off: train all --epochs]",
+    )
+
+
+def _add_optimisation(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="cells (spots) per minibatch [the model's default: 128 for zinbvae and cgmdvae]",
+    )
+    parser.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help="learning rate [the model's default: 1e-3 for zinbvae and cgmdvae]",
     )
 
 
@@ -324,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the UMAP and the PNGs [off: plots in OUTPUT_plots/]",
     )
+    _add_optimisation(p_fit)
     _add_accelerator(p_fit)
     _add_threads(p_fit)
     return parser
