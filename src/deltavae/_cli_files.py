@@ -193,7 +193,7 @@ def run_record(model, args) -> dict:
 
 
 def _write_results(
-    model, adata: ad.AnnData, path: Path, out: Path, backed: bool, record: dict | None = None
+    model, adata: ad.AnnData, path: Path, out: Path, backed: bool, record: dict
 ) -> tuple[ad.AnnData, list[str]]:
     """Write the input plus the model's results to ``out``, without scvi-tools' internals,
     and ``record`` (:func:`run_record`) in ``uns[RUN_KEY]``.
@@ -203,7 +203,7 @@ def _write_results(
     """
     from deltavae.model._backed import _write_into_file
 
-    extra = [] if record is None else [f"uns/{RUN_KEY}"]
+    run = [f"uns/{RUN_KEY}"]
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(out)
     _remove(partial)
@@ -213,9 +213,8 @@ def _write_results(
             shutil.copytree(path, partial)
             keys = model.write_to_adata(adata)
             _drop_scvi_fields(adata)
-            if record is not None:
-                adata.uns[RUN_KEY] = record
-            dv.write_results_to_store(adata, keys + extra, partial)
+            adata.uns[RUN_KEY] = record
+            dv.write_results_to_store(adata, keys + run, partial)
             _drop_scvi_fields_on_disk(partial)  # those the input store held
             return adata, keys
         if backed:
@@ -223,16 +222,14 @@ def _write_results(
             shutil.copyfile(path, partial)
             results = ad.read_h5ad(partial, backed="r+")
             keys = model.write_to_adata(results)
-            if record is not None:
-                results.uns[RUN_KEY] = record
-                _write_into_file(results, extra)
+            results.uns[RUN_KEY] = record
+            _write_into_file(results, run)
             results.file.close()  # obs, obsm and uns stay readable in memory
             _drop_scvi_fields_on_disk(partial)
             return results, keys
         keys = model.write_to_adata(adata)
         _drop_scvi_fields(adata)
-        if record is not None:
-            adata.uns[RUN_KEY] = record
+        adata.uns[RUN_KEY] = record
         adata.write_h5ad(partial)
         return adata, keys
     except OSError as err:

@@ -14,6 +14,7 @@ import scvi
 from scvi.model.base import RNASeqMixin
 
 from ._genes import identifier_advice
+from ._validation import SCVI_STAND_IN_BATCH
 
 #: Cells x genes from which scvi-tools' importance-weighted DE takes minutes on a CPU.
 _SLOW_IMPORTANCE = 1_000_000
@@ -143,8 +144,7 @@ def check_batches(model, given: dict, arguments: tuple[str, ...]) -> None:
             continue
         values = [value] if isinstance(value, str) or np.ndim(value) == 0 else list(value)
         unknown = [v for v in values if v is not None and v not in known]
-        if unknown and str(registry.get("original_key", "")).startswith("_scvi"):
-            # scvi-tools' placeholder batch (one category, 0) of a setup without batches.
+        if unknown and registry.get("original_key") == SCVI_STAND_IN_BATCH:
             key = "condition_key" if type(model).__name__ == "CGMDVAE" else "batch_key"
             raise ValueError(
                 f"{arg}={value!r}: the model was set up without a {key}, so it has no "
