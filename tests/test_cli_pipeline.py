@@ -107,7 +107,8 @@ def test_accelerator_batch_size_and_lr_reach_training(counts_file, tmp_path, cap
     seen.clear()  # without the flags: left to the model's defaults
     assert _fit(counts_file, tmp_path / "v.h5ad", "--no-plots") == 0
     assert "batch_size" not in seen and "lr" not in seen
-    for flag, value in (("--batch-size", "0"), ("--lr", "-1"), ("--lr", "nan")):
+    bad = [("--batch-size", "0"), ("--batch-size", "64.5"), ("--lr", "-1"), ("--lr", "nan")]
+    for flag, value in bad:
         assert _fit(counts_file, tmp_path / "u.h5ad", flag, value) == 2
         assert "must be a positive" in capsys.readouterr().err
     assert _fit(counts_file, tmp_path / "y.h5ad", "--accelerator", "tpu") == 2

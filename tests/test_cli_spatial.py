@@ -52,6 +52,7 @@ def test_nmfdeconv_from_the_shell(files, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "cell types (obsm['proportions']), over 100 spots:" in printed
     assert "mean weight  largest in" in printed and "epochs trained: 40" in printed
+    assert "validation not computed (no validation spots)" in printed  # not "cells"
     plots = plots_folder(out)
     assert (plots / "spatial_proportions.png").stat().st_size > 1000
     assert (plots / "elbo_history.png").stat().st_size > 1000

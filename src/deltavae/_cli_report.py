@@ -90,7 +90,7 @@ def _elbo_report(model, unit: str = "cells") -> list[str]:
     if train is None:
         return ["final ELBO: no training history recorded"]
     epochs = len(history["elbo_train"])
-    valid = "not computed (no validation cells)" if validation is None else f"{validation:.2f}"
+    valid = f"not computed (no validation {unit})" if validation is None else f"{validation:.2f}"
     return [
         f"epochs trained: {epochs}",
         f"final negative ELBO per {unit[:-1]} (lower is better): training {train:.2f}, "
