@@ -256,3 +256,23 @@ def test_data_that_are_not_counts_point_to_where_the_counts_are(counts_adata):
     logged.raw = logged
     logged.X = sp.csr_matrix(np.log1p(_dense(logged.X)))
     _setup_fails(logged, ValueError, r"non-integer .* adata\.raw holds other data")
+
+
+def test_counts_normalized_in_place_after_training_are_refused(counts_adata):
+    """The setup checked the counts once; normalize_total + log1p on the same object then
+    went unnoticed, and latents and expression came from log-normalized input."""
+    import scanpy as sc
+
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, n_latent=4, n_hidden=16)
+    model.train(max_epochs=2, **TRAIN)
+    z = model.get_latent_representation()
+    sc.pp.normalize_total(counts_adata)
+    sc.pp.log1p(counts_adata)
+    with pytest.raises(ValueError, match=r"no longer holds raw counts.*layer='counts'.*ZINBVAE"):
+        model.get_latent_representation()
+    with pytest.raises(ValueError, match="no longer holds raw counts"):
+        model.train(max_epochs=1, **TRAIN)
+    # Counts restored: the model reads them as before.
+    counts_adata.X = counts_adata.layers["counts"].copy()
+    np.testing.assert_allclose(model.get_latent_representation(), z, rtol=1e-5, atol=1e-6)

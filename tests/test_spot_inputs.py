@@ -253,3 +253,85 @@ def test_spot_models_call_their_rows_spots():
     spots.X[:3] = 0
     with pytest.warns(UserWarning, match="3 spots in adata.X are all zeros"):
         dv.model.Archetypes.setup_anndata(spots)
+
+
+# ------------------------------------------------------ inputs a scanpy habit changes or mixes up
+def test_spots_normalized_in_place_after_training_are_refused(split):
+    """sc.pp.normalize_total / log1p on the training AnnData itself went unnoticed: results
+    came from the changed values (a copy of the same object was refused)."""
+    import scanpy as sc
+
+    spots, ref = (a.copy() for a in split)
+    model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+    model.train(max_epochs=5, **TRAIN)
+    assert model.get_proportions().shape == (spots.n_obs, 3)
+    sc.pp.normalize_total(spots, target_sum=1e4)
+    sc.pp.log1p(spots)
+    expected = r"no longer holds raw counts: adata\.X has values such as .* in place"
+    for call in (model.get_proportions, model.write_to_adata, lambda: model.train(max_epochs=1)):
+        with pytest.raises(ValueError, match=expected):
+            call()
+    assert "proportions" not in spots.obsm
+
+
+def test_normalized_spots_are_called_normalized_not_rounded(split):
+    """normalize_total's output was asked whether it held ambient-corrected counts and told
+    to round it, and spot users were pointed to CGMDVAE."""
+    import scanpy as sc
+
+    spots, ref = (a.copy() for a in split)
+    sc.pp.normalize_total(spots, target_sum=1e4)
+    with pytest.raises(ValueError, match=r"every spot sums to 10000, normalized data") as err:
+        dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+    assert "np.rint" not in str(err.value) and "CGMDVAE" not in str(err.value)
+
+
+@pytest.mark.filterwarnings("ignore:spatial and reference share only")
+@pytest.mark.parametrize("column", ["n_counts", "score"])
+def test_a_measurement_is_refused_as_cell_types(split, column):
+    """labels_key='nUMI' built one 'cell type' per value (467 of them) with a warning that
+    listed them all, and SpatialImputer took it silently."""
+    spots, ref = (a.copy() for a in split)
+    totals = np.asarray(ref.X.sum(axis=1)).ravel()
+    ref.obs["n_counts"] = totals.astype(np.int64)
+    ref.obs["score"] = totals / totals.max()
+    match = rf"reference\.obs\['{column}'\] looks like a measurement, not cell types"
+    with pytest.raises(ValueError, match=match):
+        dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key=column)
+    with pytest.raises(ValueError, match=match):
+        panel = spots[:, 5:].copy()  # the imputer needs genes to impute
+        dv.model.SpatialImputer.from_reference(panel, reference=ref, labels_key=column)
+
+
+def test_repeated_spot_names_are_refused(split):
+    spots, ref = (a.copy() for a in split)
+    spots.obs_names = ["s0", "s0", *spots.obs_names[2:]]
+    with pytest.raises(ValueError, match=r"Spot names .* not unique \(repeated: \['s0'\]\)"):
+        dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+    with pytest.raises(ValueError, match=r"obs_names_make_unique"):
+        dv.model.Archetypes.setup_anndata(spots)
+
+
+@pytest.mark.filterwarnings("ignore:spatial and reference share only")
+def test_imputing_spots_without_counts_warns(split):
+    spots, ref = (a.copy() for a in split)
+    spots = spots[:, 5:].copy()  # the imputer needs genes to impute
+    X = spots.X.toarray()
+    X[:3] = 0
+    spots.X = X
+    with pytest.warns(UserWarning, match="3 spots in adata.X are all zeros"):
+        model = dv.model.SpatialImputer.from_reference(spots, reference=ref, labels_key="cluster")
+    model.train(max_epochs=3, **TRAIN)
+    with pytest.warns(UserWarning, match=r"3 of 60 spots .* imputed values are the prior's"):
+        model.impute()
+
+
+def test_auto_archetypes_on_few_spots_stay_below_spots_over_min_spots():
+    """12 spots: 'auto' chose 5 archetypes, then merged 3 of them away (each must lead in
+    min_spots=5 spots) with a long note; it now tries no more than the spots can hold."""
+    spots = dv.datasets.convex_mixtures(n_spots=12, n_genes=120, n_archetypes=4, seed=0)
+    dv.model.Archetypes.setup_anndata(spots)
+    model = dv.model.Archetypes(spots)
+    assert model.n_archetypes_raw_ == 2 and max(model.elbow_["n_archetypes"]) == 2
+    model = dv.model.Archetypes(spots, min_spots=3)
+    assert max(model.elbow_["n_archetypes"]) == 4

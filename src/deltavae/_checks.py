@@ -30,15 +30,27 @@ def check_labels(reference: ad.AnnData, labels_key: str) -> pd.Categorical:
             f"labels_key={labels_key!r} is not a column of reference.obs; available columns: "
             f"{list(reference.obs.columns)}"
         )
-    labels = pd.Categorical(reference.obs[labels_key]).remove_unused_categories()
+    column = reference.obs[labels_key]
+    labels = pd.Categorical(column).remove_unused_categories()
+    n_types = len(labels.categories)
+    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column):
+        # A measurement (nUMI, a score) passed by mistake: one "type" per value.
+        whole = np.all(np.mod(column.dropna().to_numpy(dtype=float), 1) == 0)
+        if not whole or n_types > max(50, len(column) // 2):
+            raise ValueError(
+                f"reference.obs[{labels_key!r}] looks like a measurement, not cell types: "
+                f"{n_types} distinct {'whole' if whole else 'non-integer'} numbers over "
+                f"{len(column)} cells. Pass the column of cell-type labels as labels_key; "
+                "integer cluster ids are fine."
+            )
     if (labels.codes < 0).any():
         raise ValueError(
             f"reference.obs[{labels_key!r}] has {int((labels.codes < 0).sum())} missing labels; "
             "drop those cells first"
         )
-    if len(labels.categories) < 2:
+    if n_types < 2:
         raise ValueError(
-            f"reference.obs[{labels_key!r}] has {len(labels.categories)} cell type(s); "
+            f"reference.obs[{labels_key!r}] has {n_types} cell type(s); "
             "deconvolution needs at least 2"
         )
     return labels

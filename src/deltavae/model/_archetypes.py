@@ -58,7 +58,8 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         Number of archetypes, or ``"auto"`` for the explained-variance elbow over
         2..``max_archetypes``.
     max_archetypes
-        Largest number tried by ``"auto"``.
+        Largest number tried by ``"auto"``; at most the spots over ``min_spots`` (each
+        archetype must be the largest weight of ``min_spots`` spots to stand).
     merge_threshold
         Similarity above which archetypes merge (1 never merges).
     n_pcs
@@ -125,6 +126,8 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         self.candidate_rows_ = rows
         seed = scvi.settings.seed
         self.min_spots = int(min_spots)
+        if n_archetypes == "auto":  # an archetype stands only where min_spots spots lead with it
+            max_archetypes = min(max_archetypes, max(2, adata.n_obs // max(1, self.min_spots)))
         init_B, self.elbow_ = start_archetypes(
             embedding, n_archetypes, max_archetypes, smooth_neighbors, seed
         )

@@ -25,6 +25,7 @@ from ..train._convergence import NotConvergedWarning, still_improving, stopped_e
 from ..train._distributed import SINGLE, resolve_strategy, several_devices
 from ..train._record import records_train_args
 from ..train._runner import DeltaTrainRunner
+from ._count_advice import check_model_counts
 from ._genes import _gene_difference, match_genes
 from ._labels import check_known_categories, check_labels_to_load, with_labels_column
 from ._saved import _package_version, read_saved
@@ -224,6 +225,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
         else:  # every cell trains: there is no validation ELBO to compute
             trainer_kwargs.setdefault("limit_val_batches", 0)
         check_backing_for_training(self.adata)
+        check_model_counts(self)
         if "devices" in trainer_kwargs:
             # Lightning's name; scvi-tools' runner would silently drop it.
             devices = trainer_kwargs.pop("devices")
@@ -376,6 +378,8 @@ class DeltaModelMixin(PyroSviTrainMixin):
                 check_size_factors(adata, self.registry_["setup_args"].get("size_factor_key"))
                 layer = self.registry_["setup_args"].get("layer")
                 check_data(adata, layer, kind=self._data_kind, min_cells=1, warn_empty=False)
+        else:
+            check_model_counts(self)
         with _transferring_quietly():  # registered like the training AnnData
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
 

@@ -19,7 +19,7 @@ from ._base import DeltaModelMixin
 from ._genes import _refuse_duplicates, identifier_advice
 from ._imputer_reference import cluster_states, state_profiles
 from ._saved import read_saved
-from ._spots import SpotModelMixin, spots_to_load
+from ._spots import SpotModelMixin, spots_to_load, warn_empty_spots
 from ._validation import check_data, warn_user
 
 logger = logging.getLogger(__name__)
@@ -406,17 +406,20 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         chunk = _CHUNK
         if self.profiles_ == "neighbours":  # spots x cells similarities, at most 2^24 a chunk
             chunk = max(1, min(_CHUNK, 2**24 // max(len(self.module.cell_states), 1)))
-        blocks = []
+        blocks, n_empty = [], 0
         for start in range(0, self.adata.n_obs, chunk):
             stop = min(start + chunk, self.adata.n_obs)
+            block = counts[start:stop]
+            n_empty += int((np.asarray(block.sum(axis=1)).ravel() == 0).sum())
             x = None  # the spots' counts: read only by the latent design and the neighbours
             if self.design_ == "latent" or self.profiles_ == "neighbours":
-                x = torch.as_tensor(dense(counts[start:stop]), dtype=torch.float32).to(device)
+                x = torch.as_tensor(dense(block), dtype=torch.float32).to(device)
             if self.design_ == "deconvolution":
                 values = self.module.expected(torch.arange(start, stop, device=device), x)
             else:
                 values = self.module.expected(x)
             blocks.append(values[:, columns.to(device)].cpu().numpy().astype(np.float64))
+        warn_empty_spots(n_empty, self.adata.n_obs, "imputed values", self.adata.n_vars)
         return pd.DataFrame(np.concatenate(blocks), index=self.adata.obs_names, columns=chosen)
 
     def get_proportions(self) -> pd.DataFrame:

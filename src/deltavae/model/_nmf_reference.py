@@ -254,8 +254,9 @@ class FromReferenceMixin:
         small = [str(labels.categories[code]) for code, size in sizes.items() if size < _FEW_CELLS]
         if small:
             warnings.warn(
-                f"cell types with fewer than {_FEW_CELLS} reference cells: {small}; their "
-                "signatures are noisy.",
+                f"{len(small)} cell types with fewer than {_FEW_CELLS} reference cells: "
+                f"{small[:10]}{' and more' if len(small) > 10 else ''}; their signatures are "
+                "noisy.",
                 UserWarning,
                 stacklevel=2,
             )

@@ -53,6 +53,13 @@ class SpotModelMixin:
         ``spot_index``, each spot's row (written to ``obs[SPOT_INDEX]`` once the data passed)."""
         check_setup_target(adata)
         _refuse_duplicates(pd.Index(adata.var_names.astype(str)), "adata")
+        spots = pd.Index(adata.obs_names.astype(str))
+        if spots.has_duplicates:  # results are matched back to spots by name
+            raise ValueError(
+                f"Spot names in adata are not unique (repeated: "
+                f"{spots[spots.duplicated()].unique()[:5].tolist()}); results are matched to "
+                "spots by name: make them unique (adata.obs_names_make_unique())."
+            )
         check_data(adata, layer, kind="counts", unit="spots")
         fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True), *extra_fields]
         if spot_index:

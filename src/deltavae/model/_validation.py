@@ -19,6 +19,8 @@ from scipy import sparse
 
 import deltavae as deltavae_pkg
 
+from ._count_advice import counts_hint, why_not_whole
+
 logger = logging.getLogger(__name__)
 
 # Frames of these packages are not where a user called from.
@@ -90,46 +92,6 @@ def _values(block) -> np.ndarray:
     if sparse.issparse(block):
         return np.asarray(block.data)
     return np.asarray(block)
-
-
-def _why_not_whole(frac: np.ndarray, high: float) -> str:
-    """What non-integer values in a count matrix most likely are, and the fix when they are
-    counts after all (``high``: the largest value seen)."""
-    rounding = "round them first: X.data = np.rint(X.data) for a sparse X, np.rint(X) dense."
-    if np.abs(frac - np.rint(frac)).max() < 1e-3:
-        return f"all within 0.001 of whole numbers, float round-off of counts? If so, {rounding}"
-    if high >= 50:
-        return (
-            "counts corrected for ambient RNA (e.g. SoupX) or other not-whole counts? If so, "
-            f"{rounding} Normalized or log-transformed data are not counts."
-        )
-    return "normalized or log-transformed data?"
-
-
-def _counts_hint(adata: AnnData, layer: str | None, name: str = "adata") -> str:
-    """Where the raw counts may be instead: the layers, or ``adata.raw``; named by the argument
-    that takes the layer (``layer``, or ``reference_layer`` for ``name="reference"``)."""
-    arg = "layer" if name == "adata" else f"{name}_layer"
-    layers = [key for key in adata.layers.keys() if key != layer]
-    # A cytometry or CLR-protein user has no raw counts to pass: say what fits real values.
-    real = (
-        " Data that are not counts (arcsinh cytometry, CLR protein, scaled values) fit "
-        "CGMDVAE(..., likelihood='normal')."
-        if name == "adata"
-        else ""
-    )
-    if layers:
-        return (
-            f" Pass the layer with the raw counts, e.g. {arg}={layers[0]!r} (layers: {layers})."
-            + real
-        )
-    if layer is None and adata.raw is not None:
-        return (
-            f" {name}.raw holds other data: if they are the raw counts, copy them into a layer "
-            f"and pass it: {name}.layers['counts'] = {name}.raw[:, {name}.var_names].X; "
-            f"{arg}='counts'." + real
-        )
-    return f" Pass the raw counts, in X or in a layer ({arg}='counts')." + real
 
 
 def check_data(
@@ -216,7 +178,7 @@ def check_data(
             if low < 0:
                 raise ValueError(
                     f"{where} must hold raw counts: found negative values (min {low})."
-                    + _counts_hint(adata, layer, name)
+                    + counts_hint(adata, layer, name, unit)
                 )
             n_frac = np.count_nonzero(np.fmod(values, 1)) if values.dtype.kind == "f" else 0
             if n_frac:
@@ -224,8 +186,8 @@ def check_data(
                 raise ValueError(
                     f"{where} must hold raw counts: found non-integer values such as "
                     f"{frac.flat[0]:.8g} ({n_frac} in cells {row + 1}-{row + block.shape[0]}): "
-                    + _why_not_whole(frac, high)
-                    + _counts_hint(adata, layer, name)
+                    + why_not_whole(frac, high, np.asarray(block.sum(axis=1)).ravel(), unit)
+                    + counts_hint(adata, layer, name, unit)
                 )
         elif kind == "binary" and (low < 0 or high > 1):
             raise ValueError(

@@ -1,0 +1,103 @@
+"""What data that are not raw counts most likely are, and what to do: the advice of
+:func:`~deltavae.model._validation.check_data`'s count errors, and the check that a model's
+own AnnData still holds the counts it was set up with."""
+
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+from scipy import sparse
+
+#: Rows of a model's own AnnData read by :func:`check_still_counts` (a quick look, every call).
+_LOOK_ROWS = 1000
+
+
+def why_not_whole(frac: np.ndarray, high: float, sums: np.ndarray, unit: str = "cells") -> str:
+    """What non-integer values in a count matrix most likely are, and the fix when they are
+    counts after all (``high``: the largest value seen; ``sums``: the rows' totals)."""
+    rounding = "round them first: X.data = np.rint(X.data) for a sparse X, np.rint(X) dense."
+    sums = sums[sums > 0]
+    if len(sums) > 1 and sums.max() - sums.min() <= 1e-3 * sums.max():
+        # sc.pp.normalize_total: every row scaled to one total, which rounding would not undo.
+        return f"every {unit[:-1]} sums to {sums[0]:.6g}, normalized data (sc.pp.normalize_total)?"
+    if np.abs(frac - np.rint(frac)).max() < 1e-3:
+        return f"all within 0.001 of whole numbers, float round-off of counts? If so, {rounding}"
+    if high >= 50:
+        return (
+            "counts corrected for ambient RNA (e.g. SoupX) or other not-whole counts? If so, "
+            f"{rounding} Normalized or log-transformed data are not counts."
+        )
+    return "normalized or log-transformed data?"
+
+
+def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="cells") -> str:
+    """Where the raw counts may be instead: the layers, or ``adata.raw``; named by the argument
+    that takes the layer (``layer``, or ``reference_layer`` for ``name="reference"``)."""
+    arg = "layer" if name == "adata" else f"{name}_layer"
+    layers = [key for key in adata.layers.keys() if key != layer]
+    # A cytometry or CLR-protein user has no raw counts to pass: say what fits real values
+    # (cells only: the spatial models read counts alone).
+    real = (
+        " Data that are not counts (arcsinh cytometry, CLR protein, scaled values) fit "
+        "CGMDVAE(..., likelihood='normal')."
+        if name == "adata" and unit == "cells"
+        else ""
+    )
+    if layers:
+        return (
+            f" Pass the layer with the raw counts, e.g. {arg}={layers[0]!r} (layers: {layers})."
+            + real
+        )
+    if layer is None and adata.raw is not None:
+        return (
+            f" {name}.raw holds other data: if they are the raw counts, copy them into a layer "
+            f"and pass it: {name}.layers['counts'] = {name}.raw[:, {name}.var_names].X; "
+            f"{arg}='counts'." + real
+        )
+    return f" Pass the raw counts, in X or in a layer ({arg}='counts')." + real
+
+
+def check_still_counts(adata: AnnData, layer: str | None, model: str) -> None:
+    """Refuse a model's own AnnData whose counts were changed in place after setup.
+
+    ``setup_anndata`` checks the whole matrix once; scanpy's ``normalize_total`` or ``log1p``
+    run on the same object afterwards went unnoticed, and every result was computed from the
+    changed values (a copy of the same object is checked, and refused). The first
+    :data:`_LOOK_ROWS` rows are read: an in-place transform changes every row. Backed and lazy
+    matrices are not read here.
+
+    Examples
+    --------
+    >>> import anndata as ad
+    >>> check_still_counts(ad.AnnData(np.array([[1.0, 0.0], [0.0, 2.0]])), None, "ZINBVAE")
+    >>> check_still_counts(ad.AnnData(np.array([[0.5, 0.0], [0.0, 1.0]])), None, "ZINBVAE")
+    Traceback (most recent call last):
+    ...
+    ValueError: The model's AnnData no longer holds raw counts: adata.X has values such as 0.5 ...
+    """
+    X = adata.X if layer is None else adata.layers.get(layer)
+    if not (isinstance(X, np.ndarray) or sparse.issparse(X)):
+        return
+    block = X[:_LOOK_ROWS]
+    values = np.asarray(block.data if sparse.issparse(block) else block)
+    if values.dtype.kind != "f":
+        return
+    bad = values[(np.fmod(values, 1) != 0) | (values < 0)]
+    if not bad.size:
+        return
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    raise ValueError(
+        f"The model's AnnData no longer holds raw counts: {where} has values such as "
+        f"{bad.flat[0]:.6g} now, so it was changed in place after setup_anndata (e.g. "
+        "sc.pp.normalize_total or sc.pp.log1p on the same object), and results would come from "
+        "the changed values. Restore the counts, or keep them in a layer before normalizing "
+        f"(adata.layers['counts'] = adata.X.copy()) and set up with layer='counts'; then "
+        f"build {model} again."
+    )
+
+
+def check_model_counts(model) -> None:
+    """:func:`check_still_counts` on a count model's own AnnData, if it holds one."""
+    adata, registry = getattr(model, "_adata", None), getattr(model, "registry_", None)
+    if adata is not None and registry is not None and model._data_kind == "counts":
+        check_still_counts(adata, registry["setup_args"].get("layer"), type(model).__name__)
