@@ -335,3 +335,34 @@ def test_auto_archetypes_on_few_spots_stay_below_spots_over_min_spots():
     assert model.n_archetypes_raw_ == 2 and max(model.elbow_["n_archetypes"]) == 2
     model = dv.model.Archetypes(spots, min_spots=3)
     assert max(model.elbow_["n_archetypes"]) == 4
+
+
+@pytest.mark.filterwarnings("ignore:spatial and reference share only")
+def test_key_added_puts_spot_results_side_by_side(split):
+    """The spot models wrote fixed keys: a second deconvolution (another reference, another
+    setting) replaced the first."""
+    spots, ref = (a.copy() for a in split)
+    model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+    model.train(max_epochs=5, **TRAIN)
+    assert model.write_to_adata(spots) == ["obsm/proportions", "obs/cell_abundance"]
+    keys = model.write_to_adata(spots, key_added="ref2")
+    assert keys == ["obsm/ref2_proportions", "obs/ref2_cell_abundance"]
+    pd.testing.assert_frame_equal(spots.obsm["ref2_proportions"], spots.obsm["proportions"])
+    with pytest.raises(ValueError, match=r"key_added='a/b' holds '/'"):
+        model.write_to_adata(spots, key_added="a/b")
+
+    mixed = dv.datasets.convex_mixtures(n_spots=40, n_genes=120, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mixed)
+    archetypes = dv.model.Archetypes(mixed, n_archetypes=3)
+    archetypes.train(max_epochs=5, **TRAIN)
+    plain, keyed = archetypes.write_to_adata(), archetypes.write_to_adata(key_added="k3")
+    assert keyed == [key.replace("/", "/k3_") for key in plain]
+    np.testing.assert_array_equal(
+        mixed.varm["k3_archetype_profiles"], mixed.varm["archetype_profiles"]
+    )
+
+    panel = spots[:, 5:].copy()
+    imputer = dv.model.SpatialImputer.from_reference(panel, reference=ref, labels_key="cluster")
+    imputer.train(max_epochs=3, **TRAIN)
+    assert imputer.write_to_adata(panel, key_added="r1") == ["obsm/r1_imputed"]
+    assert "imputed" not in panel.obsm and panel.obsm["r1_imputed"].shape == (60, 5)

@@ -21,7 +21,7 @@ from ._archetype_checks import check_new_spots
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import candidate_spots
-from ._spots import SpotModelMixin, warn_empty_spots
+from ._spots import SpotModelMixin, prefixed, warn_empty_spots
 from ._validation import check_model_arguments, check_obs_keys
 
 _CP10K = 1e4
@@ -440,7 +440,9 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
 
     # ------------------------------------------------------------------------- output
     @writes_backed
-    def write_to_adata(self, adata: AnnData | None = None, n_anchors: int = 20) -> list[str]:
+    def write_to_adata(
+        self, adata: AnnData | None = None, n_anchors: int = 20, key_added: str | None = None
+    ) -> list[str]:
         """Write weights, profiles, anchors, dominant archetype, markers and a summary.
 
         Parameters
@@ -450,6 +452,9 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             model's AnnData.
         n_anchors
             Anchors per archetype (see :meth:`get_anchors`).
+        key_added
+            Prefix of every key written (``obsm/<key_added>_archetype_weights``, ...), so
+            that fits with other settings sit side by side; default none.
 
         Returns
         -------
@@ -470,19 +475,20 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         if not in_order:  # the training spots and genes, in another order: align by name
             weights, anchors = weights.loc[adata.obs_names], anchors.loc[adata.obs_names]
             profiles = profiles.loc[adata.var_names]
-        adata.obsm[self.weights_key] = weights
-        adata.varm[self.profiles_key] = profiles.to_numpy()
-        adata.obs[self.anchor_key] = anchors.to_numpy()
-        adata.obs[self.dominant_key] = pd.Categorical(
-            weights.idxmax(axis=1), categories=weights.columns
+        keys = prefixed(
+            key_added,
+            self.weights_key,
+            self.profiles_key,
+            self.anchor_key,
+            self.dominant_key,
+            self.markers_key,
+            self.uns_key,
         )
-        adata.uns[self.markers_key] = self.get_markers()
-        adata.uns[self.uns_key] = results.summary(self, weights.columns, *self._merge())
-        return [
-            f"obsm/{self.weights_key}",
-            f"varm/{self.profiles_key}",
-            f"obs/{self.anchor_key}",
-            f"obs/{self.dominant_key}",
-            f"uns/{self.markers_key}",
-            f"uns/{self.uns_key}",
-        ]
+        adata.obsm[keys[0]] = weights
+        adata.varm[keys[1]] = profiles.to_numpy()
+        adata.obs[keys[2]] = anchors.to_numpy()
+        adata.obs[keys[3]] = pd.Categorical(weights.idxmax(axis=1), categories=weights.columns)
+        adata.uns[keys[4]] = self.get_markers()
+        adata.uns[keys[5]] = results.summary(self, weights.columns, *self._merge())
+        slots = ("obsm", "varm", "obs", "obs", "uns", "uns")
+        return [f"{slot}/{key}" for slot, key in zip(slots, keys, strict=True)]

@@ -19,7 +19,7 @@ from ._base import DeltaModelMixin
 from ._genes import _refuse_duplicates, identifier_advice
 from ._imputer_reference import cluster_states, state_profiles
 from ._saved import read_saved
-from ._spots import SpotModelMixin, spots_to_load, warn_empty_spots
+from ._spots import SpotModelMixin, prefixed, spots_to_load, warn_empty_spots
 from ._validation import check_data, warn_user
 
 logger = logging.getLogger(__name__)
@@ -438,7 +438,9 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         return pd.DataFrame(values, index=self.adata.obs_names, columns=self.state_names_)
 
     @writes_backed
-    def write_to_adata(self, adata: AnnData | None = None, genes: list[str] | None = None):
+    def write_to_adata(
+        self, adata: AnnData | None = None, genes: list[str] | None = None, key_added=None
+    ):
         """Write the imputed genes to ``obsm["imputed"]``, a spots x genes DataFrame.
 
         The imputed genes are not among the spots' genes, so they go to ``obsm`` (gene names
@@ -451,6 +453,9 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             the AnnData passed to :meth:`from_reference`; default the model's own copy.
         genes
             As in :meth:`impute`.
+        key_added
+            Prefix of the key written, ``obsm/<key_added>_imputed`` (several imputations,
+            e.g. from two references, side by side); default none.
 
         Returns
         -------
@@ -461,10 +466,11 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> imputer.write_to_adata(spots)  # doctest: +SKIP
         ['obsm/imputed']
         """
+        (key,) = prefixed(key_added, self.imputed_key)
         adata = self._check_spots(adata)
         imputed = self.impute(genes).loc[adata.obs_names]  # the same spots, any order
-        adata.obsm[self.imputed_key] = imputed
-        return [f"obsm/{self.imputed_key}"]
+        adata.obsm[key] = imputed
+        return [f"obsm/{key}"]
 
     # ------------------------------------------------------------------------- load
     @classmethod

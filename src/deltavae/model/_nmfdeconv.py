@@ -21,7 +21,7 @@ from ._genes import align_query_genes
 from ._nmf_reference import FromReferenceMixin
 from ._nmf_start import check_signatures, nmf_start, nnls_start
 from ._saved import read_saved
-from ._spots import SpotModelMixin, warn_empty_spots
+from ._spots import SpotModelMixin, prefixed, warn_empty_spots
 from ._training_checks import _is_int
 from ._validation import check_model_arguments
 
@@ -462,7 +462,9 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         return pd.Series(values, index=self.used_genes(), name="technology_factor")
 
     @writes_backed
-    def write_to_adata(self, adata: AnnData | None = None, batch_size: int | None = None):
+    def write_to_adata(
+        self, adata: AnnData | None = None, batch_size: int | None = None, key_added=None
+    ):
         """Write proportions to ``obsm["proportions"]`` and abundance to ``obs``.
 
         Parameters
@@ -473,6 +475,9 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
             ``backed="r+"``, the results also go into its file, in blocks of rows.
         batch_size
             Spots per inference minibatch (amortised).
+        key_added
+            Prefix of the keys written (``obsm/<key_added>_proportions``, ...): deconvolutions
+            with several references side by side; default none.
 
         Returns
         -------
@@ -483,12 +488,13 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         >>> d.write_to_adata(spots)  # doctest: +SKIP
         ['obsm/proportions', 'obs/cell_abundance']
         """
+        keys = prefixed(key_added, self.proportions_key, self.abundance_key)
         target = self._resolve_adata(adata)
         proportions, abundance, _, n_empty = self._infer(target, batch_size)
         warn_empty_spots(n_empty, len(proportions), "proportions", self._n_read_genes())
         proportions /= proportions.sum(axis=1, keepdims=True)
-        target.obsm[self.proportions_key] = pd.DataFrame(
+        target.obsm[keys[0]] = pd.DataFrame(
             proportions, index=target.obs_names, columns=self.cell_types_
         )
-        target.obs[self.abundance_key] = abundance
-        return [f"obsm/{self.proportions_key}", f"obs/{self.abundance_key}"]
+        target.obs[keys[1]] = abundance
+        return [f"obsm/{keys[0]}", f"obs/{keys[1]}"]

@@ -16,13 +16,27 @@ from scvi.data.fields import LayerField, NumericalObsField
 
 from .._checks import dense
 from ._genes import _refuse_duplicates
-from ._validation import check_data, check_setup_target, warn_user
+from ._validation import check_data, check_key_added, check_setup_target, warn_user
 
 #: Spots read at a time by the first passes.
 READ_CHUNK = 10_000
 
 #: obs column holding each spot's row, for models that look per-spot parameters up by it.
 SPOT_INDEX = "_indices"
+
+
+def prefixed(key_added: str | None, *keys: str) -> tuple[str, ...]:
+    """A spot model's result keys, each prefixed ``<key_added>_`` when ``key_added`` is given.
+
+    Examples
+    --------
+    >>> prefixed(None, "proportions"), prefixed("ref2", "proportions", "cell_abundance")
+    (('proportions',), ('ref2_proportions', 'ref2_cell_abundance'))
+    """
+    if key_added is None:
+        return keys
+    key_added = check_key_added(key_added)
+    return tuple(f"{key_added}_{key}" for key in keys)
 
 
 def warn_empty_spots(n_empty: int, n_spots: int, what: str, n_genes: int) -> None:
