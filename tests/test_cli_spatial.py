@@ -1,6 +1,7 @@
 """``deltavae fit`` for the spatial models: nmfdeconv (with --reference), archetypes
 (--n-archetypes) and imputer; their results, reports, plots and early input errors."""
 
+import functools
 import warnings
 
 import anndata as ad
@@ -168,3 +169,37 @@ def test_options_reach_the_model_as_in_python(files, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         _fit(spots_path, tmp_path / "i.h5ad", *options, "--seed", "7", "--n-latent", "4")
     assert seen["build"]["seed"] == 7 and seen["build"]["n_latent"] == 4
+
+
+def test_min_spots_and_n_markers_reach_the_models(files, tmp_path, capsys, monkeypatch):
+    """The archetypes merge note advised min_spots, which had no flag; nmfdeconv's marker
+    genes per type could not be set from the shell."""
+    spots_path, ref_path, _ = files
+    out = tmp_path / "arch.h5ad"
+    options = ["--model", "archetypes", "--n-archetypes", "3", "--epochs", "5", "--no-plots"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        assert _fit(spots_path, out, *options, "--min-spots", "90") == 0
+    printed = capsys.readouterr()
+    assert ad.read_h5ad(out).obsm["archetype_weights"].shape[1] == 2  # merged down to two
+    assert "--min-spots 90 spots" in printed.out + printed.err and "min_spots=" not in printed.err
+
+    seen = {}
+    build = dv.model.NMFDeconv.from_reference.__func__
+
+    @functools.wraps(build)  # the options are checked against its signature
+    def recording(cls, adata, **kwargs):
+        seen.update(kwargs)
+        return build(cls, adata, **kwargs)
+
+    monkeypatch.setattr(dv.model.NMFDeconv, "from_reference", classmethod(recording))
+    options = ["--model", "nmfdeconv", "--reference", str(ref_path), "--labels-key", "cluster"]
+    options += ["--epochs", "2", "--no-plots"]
+    for value, expected in (("5", 5), ("all", None)):
+        assert _fit(spots_path, tmp_path / f"n{value}.h5ad", *options, "--n-markers", value) == 0
+        assert seen.pop("n_markers") == expected
+    assert _fit(spots_path, tmp_path / "bad.h5ad", *options, "--n-markers", "0") == 2
+    assert "must be a positive integer or 'all'" in capsys.readouterr().err
+    zinb = ["--model", "zinbvae", "--n-markers", "5", "--no-plots"]
+    assert _fit(spots_path, tmp_path / "z.h5ad", *zinb) == 2
+    assert "zinbvae does not take --n-markers" in capsys.readouterr().err

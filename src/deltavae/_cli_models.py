@@ -40,6 +40,8 @@ _MODEL_OPTIONS = (
     "n_latent",
     "n_clusters",
     "n_archetypes",
+    "min_spots",
+    "n_markers",
     "profiles",
     "design",
     "likelihood",
@@ -107,6 +109,8 @@ def model_options(model_cls: type, args: argparse.Namespace) -> dict[str, dict]:
         # from_reference passes the class's own arguments (--n-latent) on to the class.
         passed_on = {k: given.pop(k) for k in list(given) if k not in build}
         options = _options_for(model_cls.from_reference, args.model, **given)
+        if options.get("n_markers") == "all":  # every shared gene
+            options["n_markers"] = None
         return {"reference": {**options, **_options_for(model_cls, args.model, **passed_on)}}
     setup_names = ("layer", "batch_key", "condition_key", "labels_key", "unlabeled_category")
     setup = {name: given.pop(name) for name in setup_names}

@@ -43,6 +43,7 @@ _FLAGS = (
     (r"\bCGMDVAE\(\.\.\., likelihood='(\w+)'\)", r"--model cgmdvae --likelihood \1"),
     (r"\b(batch|condition|labels)_key=", r"--\1-key "),
     (r"\bn_archetypes=", "--n-archetypes "),
+    (r"\bmin_spots=", "--min-spots "),
     (r"\baccelerator='(\w+)'", r"--accelerator \1"),
     (
         r"raise early_stopping_patience \(scvi-tools' default is 45\) or train without "

@@ -101,6 +101,24 @@ def n_archetypes_arg(text: str) -> int | str:
     return value
 
 
+def n_markers_arg(text: str) -> int | str:
+    """``--n-markers``: a positive integer, or ``all`` (every shared gene, ``n_markers=None``).
+
+    Examples
+    --------
+    >>> n_markers_arg("20"), n_markers_arg("all")
+    (20, 'all')
+    """
+    if text == "all":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer or 'all', got {text}"
+        ) from None
+
+
 def _add_early_stopping(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--early-stopping",
@@ -296,6 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="archetypes, an integer >= 2 or 'auto' (archetypes) [model's default: auto]",
     )
     p_fit.add_argument(
+        "--min-spots",
+        type=_positive_int,
+        default=None,
+        help="archetypes: fewest spots an archetype must lead in to stand on its own [5]",
+    )
+    p_fit.add_argument(
+        "--n-markers",
+        type=n_markers_arg,
+        default=None,
+        help="nmfdeconv: top marker genes per cell type the model reads, or 'all' shared "
+        "genes [50]",
+    )
+    p_fit.add_argument(
         "--profiles",
         choices=("neighbours", "type"),
         default=None,
@@ -370,7 +401,10 @@ def _seed(text: str) -> int:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"deltavae: warning: {message}", file=sys.stderr if file is None else file)
+    from deltavae._cli_report import _as_flags  # a note names the flags, as the report does
+
+    note = _as_flags(str(message))
+    print(f"deltavae: warning: {note}", file=sys.stderr if file is None else file)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
