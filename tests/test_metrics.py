@@ -163,3 +163,17 @@ def test_two_series_of_the_same_cells_pair_them_by_name():
     assert ari(true, pred.to_numpy()) < 0.2  # an array pairs by position
     other = pred.rename(index={"c1": "c9"})  # other cells: by position, as arrays
     assert ari(true, other) == ari(true, pred.to_numpy())
+
+
+def test_mean_expression_r2_says_when_the_two_sides_are_on_different_scales():
+    """translate's X (expected counts) scored against log-normalized cells gave an R² with
+    no sign that the two were on different scales."""
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(rng.gamma(2.0, 100.0, size=50), size=(100, 50)).astype(float)
+    logged = dv.metrics.log_normalize(counts)
+    with pytest.warns(UserWarning, match=r"look like different scales .*log_normalize"):
+        dv.metrics.mean_expression_r2(counts, logged)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one scale: no note
+        dv.metrics.mean_expression_r2(logged[:50], logged[50:])
+        dv.metrics.mean_expression_r2(counts[:50] * 2, counts[50:])

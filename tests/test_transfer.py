@@ -653,3 +653,45 @@ def test_mean_expression_r2():
     )
     with pytest.raises(ValueError, match="other cells than counts' rows"):
         dv.metrics.log_normalize(cells, totals.rename(index={"c0": "x"}))
+
+
+def test_a_query_model_translates_reference_cells_into_the_query_condition(reference):
+    """The scArches case: the default translate of reference cells (c0) into the query's
+    condition (c2) failed, blaming a condition the query model knows ('c0' was never seen)."""
+    from deltavae.model._perturbation import NoResponseError
+
+    model, query, _ = reference
+    q = dv.model.CGMDVAE.load_query_data(query.copy(), model)
+    q.train(max_epochs=3, **FAST)
+    cells = model.adata[model.adata.obs["condition"] == "c0"][:40].copy()
+    out = q.translate(cells, "c2", seed=0)
+    assert out.uns["response_weight"] == 0.0  # no observed c0 -> c2 response in the query
+    assert (out.obs["condition"] == "c2").all() and out.layers["counts"].shape == (40, 60)
+    np.testing.assert_array_equal(
+        out.layers["counts"], q.translate(cells, "c2", seed=0, response_weight=0).layers["counts"]
+    )
+    with pytest.raises(NoResponseError, match=r"holds no cells under 'c0'.*response_weight=0"):
+        q.translate(cells, "c2", response_weight=0.5)
+
+
+def test_cells_of_a_condition_without_training_cells_or_nan_are_refused():
+    """A category of the training column with no cells (kept after subsetting) was read
+    through an embedding that never trained; NaN was called a new category to map."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=40, n_clusters=2, n_conditions=2, seed=0
+    )
+    adata.obs["condition"] = adata.obs["condition"].cat.add_categories("mock")  # no cells
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    model.train(max_epochs=2, **FAST)
+    cells = adata[:10].copy()
+    model.get_latent_representation(cells)  # trained conditions: read as before
+    names = list(adata.obs["condition"].cat.categories)  # the trained two, then "mock"
+    cells.obs["condition"] = pd.Categorical(["mock"] * 10, categories=names)
+    with pytest.raises(ValueError, match=r"holds \['mock'\]: a category .* without training"):
+        model.get_latent_representation(cells)
+    with pytest.raises(ValueError, match="without training cells"):
+        model.translate(cells, names[1], response_weight=0)
+    cells.obs["condition"] = pd.Categorical([None] * 3 + [names[0]] * 7, categories=names)
+    with pytest.raises(ValueError, match=r"obs\['condition'\] has 3 missing values \(NaN\)"):
+        model.get_latent_representation(cells)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -100,6 +101,27 @@ def log_normalize(counts, library_size=None, target_sum: float = 1e4) -> np.ndar
     return np.log1p(x / np.maximum(total, 1e-12)[:, None] * target_sum)
 
 
+#: Ratio of the largest gene means above which the two sides look like different scales.
+_SCALE_RATIO = 20.0
+
+
+def _warn_if_scales_differ(pred: np.ndarray, true: np.ndarray) -> None:
+    """Say so when one side's gene means are many times the other's (counts against
+    log-normalized values: ``translate``'s X holds expected counts, ``nearest_response``'s
+    log-normalized values)."""
+    top_pred, top_true = float(np.max(pred, initial=0.0)), float(np.max(true, initial=0.0))
+    if min(top_pred, top_true) <= 0:
+        return
+    if max(top_pred, top_true) / min(top_pred, top_true) > _SCALE_RATIO:
+        warnings.warn(
+            f"The largest predicted gene mean is {top_pred:.4g} and the largest observed one "
+            f"{top_true:.4g}: the two look like different scales (counts against log-normalized "
+            "values?). Give both on one scale, e.g. dv.metrics.log_normalize of the counts.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> float:
     """scGen's R²: squared correlation of per-gene mean expression, predicted against observed.
 
@@ -143,6 +165,7 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
         raise ValueError(
             f"predicted has {pred.size} genes and observed {true.size}; they must match."
         )
+    _warn_if_scales_differ(pred, true)
     if (
         pred_genes is not None
         and true_genes is not None

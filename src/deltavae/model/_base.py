@@ -374,7 +374,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
             adata = self._match_genes(adata)
             if getattr(self, "registry_", None) is not None:
                 adata = with_labels_column(adata, self.registry_)
-                check_known_categories(adata, self.registry_)
+                check_known_categories(adata, self.registry_, model=self)
                 check_size_factors(adata, self.registry_["setup_args"].get("size_factor_key"))
                 layer = self.registry_["setup_args"].get("layer")
                 check_data(adata, layer, kind=self._data_kind, min_cells=1, warn_empty=False)

@@ -135,8 +135,9 @@ class GenerationMixin:
             of training cells seen under both conditions; ``uns["response_weight"]`` of the
             result records the weight used.
         seed
-            Seed of the random rounding (or draw) of ``layers["counts"]``: the same seed gives
-            the same counts; ``None`` draws from torch's global generator.
+            Seed of the random rounding (or draw) of ``layers["counts"]``: the same seed and
+            ``batch_size`` give the same counts (the draws follow the minibatches); ``None``
+            draws from torch's global generator.
 
         Returns
         -------

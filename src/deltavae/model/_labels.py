@@ -250,9 +250,20 @@ def small_categories_named(
         )
 
 
-def check_known_categories(adata: AnnData, registry: dict) -> None:
+def seen_categories(model) -> dict[str, set[str]] | None:
+    """The categories of each condition column that held training cells (an empty category
+    of the training column trained nothing); None where the training cells are not at hand
+    (an untrained or query model: a query's reference categories are not in its AnnData)."""
+    adata = getattr(model, "_adata", None)
+    if adata is None or model.is_query_model or not model.is_trained_:
+        return None
+    keys = [key for key in category_mappings(model.registry_) if key in adata.obs]
+    return {key: set(adata.obs[key].astype(str)) for key in keys}
+
+
+def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
     """The categorical obs columns a model registered exist in ``adata`` and hold only
-    categories the model was trained with.
+    categories the model was trained with (and, given the ``model``, trained on cells of).
 
     Parameters
     ----------
@@ -260,17 +271,27 @@ def check_known_categories(adata: AnnData, registry: dict) -> None:
         An AnnData a trained model is asked to read.
     registry
         The model's ``registry_``.
+    model
+        The trained model, whose AnnData tells the categories that held training cells
+        (:func:`seen_categories`).
 
     Examples
     --------
     >>> import numpy as np, anndata as ad
     >>> check_known_categories(ad.AnnData(np.ones((2, 2))), {"field_registries": {}})
     """
+    seen = None if model is None else seen_categories(model)
     for key, known in category_mappings(registry).items():
         if key not in adata.obs:
             raise KeyError(
                 f"adata.obs lacks {key!r}, a condition column the model was trained with; add "
                 f"it (one of {[str(v) for v in known][:10]} per cell)."
+            )
+        n_missing = int(adata.obs[key].isna().sum())
+        if n_missing:
+            raise ValueError(
+                f"adata.obs[{key!r}] has {n_missing} missing values (NaN); give those cells one "
+                f"of the training categories ({[str(v) for v in known][:10]}) or drop them."
             )
         # One pass over the column: its distinct values, compared as strings and by type.
         given = pd.unique(np.asarray(adata.obs[key], dtype=object))
@@ -298,4 +319,11 @@ def check_known_categories(adata: AnnData, registry: dict) -> None:
                 f"{new[:5].tolist()}; known: {[str(v) for v in known][:10]}. Map cells of a new "
                 f"{key} onto the model with q = load_query_data(adata, model) first, and call q "
                 "(the query model), not the reference model, on them."
+            )
+        untrained = sorted({str(v) for v in given} - seen[key]) if key in (seen or {}) else []
+        if untrained:
+            raise ValueError(
+                f"adata.obs[{key!r}] holds {untrained[:5]}: a category of the training column "
+                "without training cells, so the model learned nothing of it and cannot read "
+                f"these cells. Categories with training cells: {sorted(seen[key])[:10]}."
             )

@@ -90,7 +90,7 @@ class PerturbationMixin:
             :meth:`deltavae.model.CGMDVAE.translate`).
         seed
             ``translate``, ``latent_shift``: seed of the random whole counts; the same seed
-            gives the same counts (``None``: torch's global generator).
+            and ``batch_size`` give the same counts (``None``: torch's global generator).
 
         Returns
         -------
@@ -184,17 +184,15 @@ class Contrast(NamedTuple):
                 raise KeyError(f"balance_key={groups_key!r} is not a column of {name}.obs.")
         sources = adata.obs[condition_key].astype(str).unique()
         if len(sources) != 1:
-            raise ValueError(
-                f"adata must hold cells of one source condition; obs[{condition_key!r}] has "
-                f"{sorted(sources)}."
-            )
+            has = f"obs[{condition_key!r}] has {sorted(sources)}" if adata.n_obs else "it has none"
+            raise ValueError(f"adata must hold cells of one source condition; {has}.")
         source, target = sources[0], str(target_condition)
         train_conditions = train.obs[condition_key].astype(str).to_numpy()
         for value in (source, target):
             if value not in set(train_conditions):
                 raise ValueError(
-                    f"Condition {condition_key}={value!r} was never seen in training; known: "
-                    f"{sorted(set(train_conditions))}."
+                    f"Condition {condition_key}={value!r} was never seen in training; "
+                    f"conditions seen: {sorted(set(train_conditions))}."
                 )
         return cls(condition_key, source, target, train_conditions, groups_key)
 
@@ -469,7 +467,16 @@ def with_observed_responses(
     is_count = model.module.observation.is_count
     x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
     blended = False
+    in_model = set(model.adata.obs[key].astype(str))
     for source in sorted(set(own) - {str(target_condition)}):
+        if source not in in_model:
+            # A query model's cells are the query's: no observed response from the reference's.
+            if strict:
+                raise NoResponseError(
+                    f"The model's AnnData holds no cells under {source!r}, so no observed "
+                    "response from it to average; pass response_weight=0."
+                )
+            continue
         rows = np.flatnonzero(own == source)
         part = adata if len(rows) == adata.n_obs else adata[rows].copy()
         contrast = Contrast.resolve(model, part, target_condition, key, None)
