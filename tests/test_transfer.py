@@ -695,3 +695,9 @@ def test_cells_of_a_condition_without_training_cells_or_nan_are_refused():
     cells.obs["condition"] = pd.Categorical([None] * 3 + [names[0]] * 7, categories=names)
     with pytest.raises(ValueError, match=r"obs\['condition'\] has 3 missing values \(NaN\)"):
         model.get_latent_representation(cells)
+
+
+def test_predicting_no_cells_says_so(reference):
+    model, _, _ = reference
+    with pytest.raises(ValueError, match="one source condition; it has none"):
+        model.predict_perturbation(model.adata[:0].copy(), "c1")
