@@ -699,5 +699,6 @@ def test_cells_of_a_condition_without_training_cells_or_nan_are_refused():
 
 def test_predicting_no_cells_says_so(reference):
     model, _, _ = reference
-    with pytest.raises(ValueError, match="one source condition; it has none"):
-        model.predict_perturbation(model.adata[:0].copy(), "c1")
+    for method in ("translate", "latent_shift", "nearest_response"):
+        with pytest.raises(ValueError, match=r"adata holds no cells|condition; it has none"):
+            model.predict_perturbation(model.adata[:0].copy(), "c1", method=method)
