@@ -9,7 +9,7 @@ from anndata import AnnData
 from scipy import sparse
 
 #: Rows of a model's own AnnData read by :func:`check_still_counts` (a quick look, every call).
-_LOOK_ROWS = 1000
+_LOOK_ROWS = 200
 
 
 def why_not_whole(frac: np.ndarray, high: float, sums: np.ndarray, unit: str = "cells") -> str:
