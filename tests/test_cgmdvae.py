@@ -90,8 +90,11 @@ def test_key_added_keeps_two_models_side_by_side(blobs_model, tmp_path):
 
 def test_sample_per_cluster_and_condition(blobs_model):
     model, adata = blobs_model
+    adata.var["symbol"] = [f"S{i}" for i in range(adata.n_vars)]
     cells = model.sample(50, cluster=2, condition="stim", seed=0)
+    del adata.var["symbol"]
     assert cells.shape == (50, 16)
+    assert list(cells.var["symbol"])[:2] == ["S0", "S1"]  # the genes' metadata, as translate
     assert (cells.obs["cluster"] == "2").all() and (cells.obs["condition"] == "stim").all()
     # Generated cells of a cluster are classified back into that cluster.
     dv.model.CGMDVAE.setup_anndata(cells, condition_key="condition")

@@ -66,8 +66,8 @@ class GenerationMixin:
             for j, key in enumerate(self.condition_keys):
                 known = [str(v) for v in self._cat_state().mappings[key]]
                 obs[key] = pd.Categorical.from_codes(cats[:, j].cpu().numpy(), categories=known)
-        out = AnnData(X=x.cpu().numpy().astype(np.float32), obs=obs)
-        out.var_names = self.adata.var_names.copy()
+        # The genes with their metadata, as translate keeps them.
+        out = AnnData(X=x.cpu().numpy().astype(np.float32), obs=obs, var=self.adata.var.copy())
         out.layers["expected"] = expected.cpu().numpy().astype(np.float32)
         return out
 
