@@ -344,9 +344,40 @@ def test_empty_clusters_after_training_are_named(trained, monkeypatch):
     monkeypatch.setattr(
         type(model), "predict_clusters", lambda self, *a, **k: np.array([0, 0, 2, 2])
     )
-    empty = r"1 of 3 clusters are empty after training \(1\).*above this run's 30.*n_clusters=2"
+    empty = r"1 of 3 clusters are empty after training \(1\).*n_clusters=2.*above this run's 30"
     with pytest.warns(UserWarning, match=empty):
         model._warn_if_clusters_empty(30)
+
+
+def test_near_empty_clusters_beside_empty_ones_are_named_and_fewer_comes_first(
+    trained, monkeypatch
+):
+    """K=25 on 9 types: one empty cluster was named, five of 1-7 cells were not, and the note
+    led with 'training was too short'."""
+    model, _ = trained
+    clusters = np.array([0] * 400 + [2])  # cluster 1 empty, cluster 2 one cell of 401
+    monkeypatch.setattr(type(model), "predict_clusters", lambda self, *a, **k: clusters)
+    note = (
+        r"1 of 3 clusters are empty after training \(1\), and 1 hold under 0\.5% of the "
+        r"cells \(\{'2': 1\}\)\. If the data hold fewer groups, n_clusters=2 fits them; "
+        r"if 3, training was too short"
+    )
+    with pytest.warns(UserWarning, match=note):
+        model._warn_if_clusters_empty(30)
+
+
+def test_training_a_trained_model_on_keeps_the_full_elbo(trained):
+    """A trained (or loaded) model trained on restarted the KL warm-up from 0: the clusters
+    moved with no mixture start or refit to put them back."""
+    model, adata = trained
+    again = _cgmdvae(adata)
+    again.train(max_epochs=3, mixture_init="kmeans", **TRAIN)
+    again.train(max_epochs=4, **TRAIN)
+    weights = again.history["kl_weight"]["kl_weight"].tolist()  # both runs, in order
+    assert len(weights) == 7 and weights[0] < 1.0 and weights[3:] == [1.0] * 4
+    fresh = _cgmdvae(adata)  # a first run warms up as before
+    fresh.train(max_epochs=4, mixture_init="kmeans", **TRAIN)
+    assert fresh.history["kl_weight"]["kl_weight"].iloc[0] < 1.0
 
 
 # ----------------------------------------------------------------------------- other AnnData

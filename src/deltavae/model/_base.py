@@ -148,8 +148,9 @@ class DeltaModelMixin(PyroSviTrainMixin):
         lr
             Adam learning rate (default 1e-3).
         n_epochs_kl_warmup
-            Epochs of linear KL warm-up; ``"auto"`` is a quarter of ``max_epochs``, ``None``
-            trains the full ELBO from the start.
+            Epochs of linear KL warm-up; ``"auto"`` is a quarter of ``max_epochs`` for a
+            model not trained before and none for one trained before (it trains on under the
+            full ELBO, not from KL 0 again); ``None`` trains the full ELBO from the start.
         plan_kwargs
             Passed to :class:`deltavae.train.DeltaTrainingPlan`: scvi-tools' names work
             (``lr``, ``weight_decay``, ``eps``, ``optimizer``, ``reduce_lr_on_plateau``,
@@ -171,8 +172,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
             warm-up); the epoch is kept in
             ``best_epoch_``. Needs validation cells (``train_size < 1``; ``"auto"``: only when
             there are some); a copy of the parameters is held in memory, nothing is written
-            to disk. Each call of ``train`` is a run of its own, with its own KL warm-up (as
-            in scvi-tools): to train on, pass ``n_epochs_kl_warmup=None``.
+            to disk. Each call of ``train`` is a run of its own.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (Lightning). ``strategy="ddp"`` with
             ``devices=N`` trains on N processes (CPU, gloo) or N GPUs (nccl), each process
@@ -217,7 +217,7 @@ class DeltaModelMixin(PyroSviTrainMixin):
             trainer_kwargs.get("logger"),
         )  # fmt: skip
         if n_epochs_kl_warmup == "auto":
-            n_epochs_kl_warmup = max(1, max_epochs // 4)
+            n_epochs_kl_warmup = None if self.is_trained_ else max(1, max_epochs // 4)
         plan_kwargs = {"n_epochs_kl_warmup": n_epochs_kl_warmup, **(plan_kwargs or {})}
         validates = train_size < 1.0 or bool(validation_size)
         if validates:

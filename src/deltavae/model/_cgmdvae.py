@@ -297,7 +297,8 @@ class CGMDVAE(
             (benchmarks/README.md, Numbers behind the defaults, D3).
         n_epochs_kl_warmup
             Epochs over which the KL weight rises to 1; ``"auto"``: half of the epochs, so
-            the mixture starts while z is still informative.
+            the mixture starts while z is still informative; none for a model trained before
+            (training on keeps the full ELBO, as it keeps the mixture).
         mixture_init
             How z is clustered at ``mixture_init_epoch``: ``"leiden"`` (default) clusters
             UMAP's neighbour graph of z with Leiden into ``n_clusters`` groups, keeping
@@ -335,7 +336,7 @@ class CGMDVAE(
             trained = self.is_trained_ or self.is_query_model
             mixture_init_epoch = None if trained else max(1, max_epochs // 4)
         if n_epochs_kl_warmup == "auto":
-            n_epochs_kl_warmup = max(1, max_epochs // 2)
+            n_epochs_kl_warmup = None if self.is_trained_ else max(1, max_epochs // 2)
         callbacks = list(kwargs.pop("callbacks", None) or [])
         started = mixture_init_epoch is not None and mixture_init_epoch < max_epochs
         if started:

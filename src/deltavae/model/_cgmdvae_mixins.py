@@ -345,21 +345,29 @@ class ClustersMixin:
         if self.is_query_model:
             return
         sizes = np.bincount(self.predict_clusters(), minlength=self.module.n_clusters)
-        empty = [name for name, size in zip(self.cluster_names, sizes, strict=True) if not size]
+        names = self.cluster_names
+        empty = [name for name, size in zip(names, sizes, strict=True) if not size]
         if not empty:
             return
         k = self.module.n_clusters
-        fewer = max(k - len(empty), 2, len(self.label_names))
-        advice = f"If they hold fewer, n_clusters={fewer} fits them." if fewer < k else ""
+        # With empty clusters, near-empty ones are most likely more of the same: too many.
+        tiny = {n: int(m) for n, m in zip(names, sizes, strict=True) if 0 < m < 0.005 * sizes.sum()}
+        fewer = max(k - len(empty) - len(tiny), 2, len(self.label_names))
+        longer = f"training was too short. {train_longer(max_epochs, validation=False)}"
+        advice = f"If the data hold {k} groups, {longer}"
+        if fewer < k:
+            advice = f"If the data hold fewer groups, n_clusters={fewer} fits them; if {k}, "
+            advice += longer
         if set(empty) & set(self.label_names):
             advice = (
-                "Each label keeps its cluster: a label whose cluster stays empty has too few "
-                "labelled cells, or cells too like another label's, to hold one."
+                f"If the data hold {k} groups, {longer} Each label keeps its cluster: a label "
+                "whose cluster stays empty has too few labelled cells, or cells too like "
+                "another label's, to hold one."
             )
+        few = f", and {len(tiny)} hold under 0.5% of the cells ({tiny})" if tiny else ""
         warn_user(
             f"{len(empty)} of {k} clusters are empty after training ({', '.join(empty[:10])}"
-            f"{', ...' if len(empty) > 10 else ''}). If the data hold {k} groups, training "
-            f"was too short. {train_longer(max_epochs, validation=False)} {advice}".rstrip()
+            f"{', ...' if len(empty) > 10 else ''}){few}. {advice}"
         )
 
     def _check_n_clusters(self, n_clusters) -> int:
