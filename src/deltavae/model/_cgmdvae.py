@@ -420,8 +420,9 @@ class CGMDVAE(
         Writes ``obsm["X_cgmdvae"]`` (z mean), ``obsm["X_cgmdvae_w"]`` (w mean),
         ``obs["cgmdvae_cluster"]`` (categorical over the clusters that hold cells, so scanpy
         can group by it), ``obsm["cgmdvae_cluster_probs"]`` (a column per cluster, named in
-        ``uns["cgmdvae"]["cluster_names"]``) and ``uns["cgmdvae"]`` (cluster names and sizes, and
-        the empty clusters); for a query model also ``obs["cgmdvae_label"]`` and
+        ``uns["cgmdvae"]["cluster_names"]``) and ``uns["cgmdvae"]`` (cluster names, their
+        sizes in this AnnData and the clusters without cells in it: of a subset, not of the
+        model); for a query model also ``obs["cgmdvae_label"]`` and
         ``obs["cgmdvae_label_confidence"]`` (see :meth:`predict_labels`). With another
         ``key_added``, ``"cgmdvae"`` in each of these keys is replaced by it.
 
