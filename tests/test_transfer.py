@@ -674,7 +674,7 @@ def test_a_query_model_translates_reference_cells_into_the_query_condition(refer
         q.translate(cells, "c2", response_weight=0.5)
 
 
-def test_cells_of_a_condition_without_training_cells_or_nan_are_refused():
+def test_cells_of_a_condition_without_training_cells_or_nan_are_refused(tmp_path):
     """A category of the training column with no cells (kept after subsetting) was read
     through an embedding that never trained; NaN was called a new category to map."""
     adata = dv.datasets.synthetic_counts(
@@ -695,6 +695,18 @@ def test_cells_of_a_condition_without_training_cells_or_nan_are_refused():
     cells.obs["condition"] = pd.Categorical([None] * 3 + [names[0]] * 7, categories=names)
     with pytest.raises(ValueError, match=r"obs\['condition'\] has 3 missing values \(NaN\)"):
         model.get_latent_representation(cells)
+    # The trained categories are kept with the model: loaded with cells of one condition, it
+    # still reads the other, and still refuses the empty one.
+    model.save(str(tmp_path / "m"))
+    first = adata[adata.obs["condition"] == names[0]].copy()
+    loaded = dv.model.CGMDVAE.load(str(tmp_path / "m"), adata=first)
+    second = adata[adata.obs["condition"] == names[1]].copy()
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(second), model.get_latent_representation(second)
+    )
+    cells.obs["condition"] = pd.Categorical(["mock"] * 10, categories=names)
+    with pytest.raises(ValueError, match="without training cells"):
+        loaded.get_latent_representation(cells)
 
 
 def test_predicting_no_cells_says_so(reference):

@@ -90,9 +90,9 @@ def check_still_counts(adata: AnnData, layer: str | None, model: str) -> None:
         f"The model's AnnData no longer holds raw counts: {where} has values such as "
         f"{bad.flat[0]:.6g} now, so it was changed in place after setup_anndata (e.g. "
         "sc.pp.normalize_total or sc.pp.log1p on the same object), and results would come from "
-        "the changed values. Restore the counts, or keep them in a layer before normalizing "
-        f"(adata.layers['counts'] = adata.X.copy()) and set up with layer='counts'; then "
-        f"build {model} again."
+        f"the changed values. Put the counts back (the {model} reads them as before), or keep "
+        "them in a layer before normalizing (adata.layers['counts'] = adata.X.copy()), set up "
+        f"with layer='counts' and build the {model} again."
     )
 
 

@@ -250,15 +250,28 @@ def small_categories_named(
         )
 
 
-def seen_categories(model) -> dict[str, set[str]] | None:
-    """The categories of each condition column that held training cells (an empty category
-    of the training column trained nothing); None where the training cells are not at hand
-    (an untrained or query model: a query's reference categories are not in its AnnData)."""
+def record_trained_categories(model) -> None:
+    """Keep, in ``trained_categories_`` (saved with the model, passed on to its query models),
+    the categories of each condition column that hold cells of the AnnData a fit starts on,
+    joined to those of earlier fits (a query's to its reference's): an empty category of the
+    training column trains nothing."""
     adata = getattr(model, "_adata", None)
-    if adata is None or model.is_query_model or not model.is_trained_:
+    if adata is None or getattr(model, "registry_", None) is None:
+        return
+    seen = dict(getattr(model, "trained_categories_", None) or {})
+    for key in category_mappings(model.registry_):
+        if key in adata.obs:
+            seen[key] = sorted(set(seen.get(key, [])) | set(adata.obs[key].astype(str)))
+    model.trained_categories_ = seen
+
+
+def seen_categories(model) -> dict[str, set[str]] | None:
+    """The categories that held training cells, by condition column (see
+    :func:`record_trained_categories`); None for a model trained before they were kept."""
+    seen = getattr(model, "trained_categories_", None)
+    if seen is None or not model.is_trained_:  # an untrained query model: its fit is to come
         return None
-    keys = [key for key in category_mappings(model.registry_) if key in adata.obs]
-    return {key: set(adata.obs[key].astype(str)) for key in keys}
+    return {key: set(values) for key, values in seen.items()}
 
 
 def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:

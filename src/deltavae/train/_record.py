@@ -66,7 +66,10 @@ def commit_train_args(model, resolved: dict) -> None:
     """The fit starts: the pending record of the ``train`` call becomes ``train_args_``, its
     arguments left to a default (``None``) replaced by the ``resolved`` values the fit runs
     with."""
+    from ..model._labels import record_trained_categories
+
     record = model.__dict__.pop("_train_record", None)
     if record is not None:
         record.update({k: v for k, v in resolved.items() if record.get(k) is None})
         model.train_args_ = record
+    record_trained_categories(model)
