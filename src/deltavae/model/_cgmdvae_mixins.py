@@ -200,6 +200,9 @@ class ClustersMixin:
     ) -> np.ndarray:
         """Cluster of every cell from q(y | z, c) at the posterior mean of z.
 
+        With ``soft``, the probabilities rank cells by certainty; they run high and are not
+        chances of being right (see :meth:`predict_labels`).
+
         Parameters
         ----------
         adata

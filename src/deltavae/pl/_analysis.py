@@ -103,7 +103,10 @@ def cluster_probabilities(
     The first panel colours every cell by the entropy of its cluster probabilities (0: one
     cluster for sure; 1, normalised: all clusters equally likely). Cells between clusters and
     clusters the model cannot separate stand out. Further panels, one per entry of
-    ``clusters``, show the probability of that cluster.
+    ``clusters``, show the probability of that cluster. The probabilities rank cells by
+    certainty; they are not chances of being right, and run high (on PBMC 3k unsupervised, a
+    mean top probability of 0.96 at ARI 0.52 after 40 epochs; see
+    :meth:`deltavae.model.CGMDVAE.predict_labels`).
 
     Parameters
     ----------
