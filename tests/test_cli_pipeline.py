@@ -102,15 +102,23 @@ def test_accelerator_batch_size_and_lr_reach_training(counts_file, tmp_path, cap
 
     monkeypatch.setattr(dv.model.ZINBVAE, "train", recording)
     argv = ["--no-plots", "--accelerator", "cpu", "--batch-size", "64", "--lr", "0.002"]
-    assert _fit(counts_file, tmp_path / "z.h5ad", *argv) == 0
+    assert _fit(counts_file, tmp_path / "z.h5ad", *argv, "--train-size", "0.8") == 0
     assert seen["accelerator"] == "cpu" and seen["batch_size"] == 64 and seen["lr"] == 0.002
+    assert seen["train_size"] == 0.8
     seen.clear()  # without the flags: left to the model's defaults
     assert _fit(counts_file, tmp_path / "v.h5ad", "--no-plots") == 0
-    assert "batch_size" not in seen and "lr" not in seen
+    assert "batch_size" not in seen and "lr" not in seen and "train_size" not in seen
     bad = [("--batch-size", "0"), ("--batch-size", "64.5"), ("--lr", "-1"), ("--lr", "nan")]
     for flag, value in bad:
         assert _fit(counts_file, tmp_path / "u.h5ad", flag, value) == 2
         assert "must be a positive" in capsys.readouterr().err
+    for value in ("0", "1.5", "most"):
+        assert _fit(counts_file, tmp_path / "u.h5ad", "--train-size", value) == 2
+        assert "must be a fraction in (0, 1]" in capsys.readouterr().err
+    both = ["--train-size", "1", "--early-stopping", "--no-plots"]
+    assert _fit(counts_file, tmp_path / "w.h5ad", *both) == 2
+    err = capsys.readouterr().err
+    assert "--train-size" in err and "train_size=" not in err
     assert _fit(counts_file, tmp_path / "y.h5ad", "--accelerator", "tpu") == 2
     assert "invalid choice: 'tpu'" in capsys.readouterr().err
 

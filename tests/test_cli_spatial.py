@@ -200,6 +200,8 @@ def test_min_spots_and_n_markers_reach_the_models(files, tmp_path, capsys, monke
         assert seen.pop("n_markers") == expected
     assert _fit(spots_path, tmp_path / "bad.h5ad", *options, "--n-markers", "0") == 2
     assert "must be a positive integer or 'all'" in capsys.readouterr().err
+    assert _fit(spots_path, tmp_path / "t.h5ad", *options, "--train-size", "0.8") == 2
+    assert "fits on every spot, holding none out: drop --train-size" in capsys.readouterr().err
     zinb = ["--model", "zinbvae", "--n-markers", "5", "--no-plots"]
     assert _fit(spots_path, tmp_path / "z.h5ad", *zinb) == 2
     assert "zinbvae does not take --n-markers" in capsys.readouterr().err

@@ -138,7 +138,7 @@ def fit(args: argparse.Namespace) -> int:
     # merged archetypes) goes in the report below, not as Python warnings with a file path.
     # Without --epochs, the model's own default (the Python one), not max_epochs=None.
     epochs = {} if args.epochs is None else {"max_epochs": args.epochs}
-    given = {"batch_size": args.batch_size, "lr": args.lr}
+    given = {"batch_size": args.batch_size, "lr": args.lr, "train_size": args.train_size}
     epochs.update({name: value for name, value in given.items() if value is not None})
     # The progress bar redraws a line with carriage returns: for a terminal, not a log file.
     progress = sys.stdout.isatty()

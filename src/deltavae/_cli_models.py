@@ -68,6 +68,10 @@ def check_model_inputs(args: argparse.Namespace) -> None:
             f"--model {args.model} fits on every spot, holding none out to stop on: drop "
             "--early-stopping."
         )
+    if getattr(args, "train_size", None) is not None and args.model in NO_VALIDATION:
+        raise InputError(
+            f"--model {args.model} fits on every spot, holding none out: drop --train-size."
+        )
     if args.backed and args.model in IN_MEMORY_ONLY:
         raise InputError(
             f"--model {args.model} copies the spots' shared genes into memory; drop --backed."

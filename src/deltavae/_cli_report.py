@@ -44,6 +44,7 @@ _FLAGS = (
     (r"\b(batch|condition|labels)_key=", r"--\1-key "),
     (r"\bn_archetypes=", "--n-archetypes "),
     (r"\bmin_spots=", "--min-spots "),
+    (r"\btrain_size=", "--train-size "),
     (r"\baccelerator='(\w+)'", r"--accelerator \1"),
     (
         r"raise early_stopping_patience \(scvi-tools' default is 45\) or train without "

@@ -82,6 +82,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text}")
+    return value
+
+
 def n_archetypes_arg(text: str) -> int | str:
     """``--n-archetypes``: ``auto`` or an integer of at least 2.
 
@@ -139,6 +149,13 @@ def _add_optimisation(parser: argparse.ArgumentParser) -> None:
         type=_positive_float,
         default=None,
         help="learning rate [the model's default: 1e-3 for zinbvae and cgmdvae]",
+    )
+    parser.add_argument(
+        "--train-size",
+        type=_fraction,
+        default=None,
+        help="fraction of the cells that train, the rest validate (zinbvae, cgmdvae, "
+        "archetypes) [the model's default: 0.9]; 1 trains on every cell",
     )
 
 
