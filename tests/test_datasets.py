@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
+import deltavae as dv
 from deltavae import datasets
 from deltavae.metrics import ari
 
@@ -212,6 +213,17 @@ def test_data_dir_as_file_folder_root_and_env(tmp_path, monkeypatch):
     assert datasets.mesc().shape == (200, 1047)
 
 
+def test_a_data_variable_pointing_nowhere_is_named(tmp_path, monkeypatch):
+    """$DELTAVAE_DATA with a typo fell back to other folders without a word."""
+    monkeypatch.setenv("DELTAVAE_DATA", str(tmp_path / "typo"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match=r"\$DELTAVAE_DATA is .*typo.*not a folder"):
+        try:
+            datasets.mesc()
+        except FileNotFoundError:  # no shared/data above the checkout either
+            pass
+
+
 def test_missing_data_dir_names_where_it_looked(tmp_path):
     with pytest.raises(FileNotFoundError, match="data_dir"):
         datasets.kang_scgen(data_dir=tmp_path)
@@ -342,3 +354,17 @@ def test_synthetic_blobs_counts_and_seed():
     assert (adata.X != other.X).nnz > 0
     nb = datasets.synthetic_blobs(n_cells=300, n_features=10, counts=True, dispersion=2.0)
     _assert_raw_counts(nb)
+
+
+def test_pseudo_spots_refuse_log_normalized_cells():
+    """Log-normalized cells were summed into spot 'counts' (and down-sampled into integers)."""
+    import scanpy as sc
+
+    cells = dv.datasets.synthetic_counts(n_cells=120, n_genes=30, n_clusters=2, seed=0)
+    logged = cells.copy()
+    sc.pp.normalize_total(logged)
+    sc.pp.log1p(logged)
+    with pytest.raises(ValueError, match=r"reference\.X must hold raw counts .*layer='counts'"):
+        dv.datasets.pseudo_spots(logged, "cluster", n_spots=10)
+    spots, _ = dv.datasets.pseudo_spots(logged, "cluster", n_spots=10, layer="counts")
+    assert spots.n_obs == 10

@@ -177,3 +177,25 @@ def test_mean_expression_r2_says_when_the_two_sides_are_on_different_scales():
         warnings.simplefilter("error")  # one scale: no note
         dv.metrics.mean_expression_r2(logged[:50], logged[50:])
         dv.metrics.mean_expression_r2(counts[:50] * 2, counts[50:])
+
+
+def test_perturbation_metrics_name_nan_and_repeated_genes():
+    """One NaN made log_normalize return a whole NaN row silently and mean_expression_r2 say
+    'must hold finite values for at least one gene'; a repeated gene was dropped by name and
+    counted twice by position."""
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(5.0, size=(20, 6)).astype(float)
+    gapped = counts.copy()
+    gapped[0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"counts contains 1 NaN or infinite values"):
+        dv.metrics.log_normalize(gapped)
+    logged = dv.metrics.log_normalize(counts)
+    frame = pd.DataFrame(logged, columns=[f"G{i}" for i in range(6)])
+    broken = frame.copy()
+    broken.iloc[0, 2] = np.nan
+    with pytest.raises(ValueError, match=r"predicted contains NaN .*1 genes, e\.g\. \['G2'\]"):
+        dv.metrics.mean_expression_r2(broken, frame)
+    for repeated in (["G0", "G0", "G1", "G2"], [0, 0, 1, 2]):
+        with pytest.raises(ValueError, match=r"genes repeats \[.*0.*\]; give each gene once"):
+            dv.metrics.mean_expression_r2(frame, frame, genes=repeated)
+    assert dv.metrics.mean_expression_r2(frame, frame, genes=["G0", "G1", "G2"]) == pytest.approx(1)

@@ -48,9 +48,10 @@ def test_spatial_proportions_scale_starts_at_zero_and_shows_missing_spots(tmp_pa
     assert grey.get_offsets().shape == (5, 2)  # the NaN spots are drawn, in light grey
     np.testing.assert_allclose(grey.get_facecolor()[0][:3], 0.827, atol=0.01)
     assert values.get_offsets().shape == (35, 2) and values.norm.vmin == 0
+    plt.close("all")
     with pytest.raises(ValueError, match="vmax must be above 0"):
         dv.pl.spatial_proportions(spots, vmax=0, show=False)
-    plt.close("all")
+    assert plt.get_fignums() == []  # refused before a figure was made
 
 
 def test_cluster_composition_counts_every_cell_of_a_cluster():

@@ -23,7 +23,18 @@ logger = logging.getLogger(__name__)
 
 
 def _counts_matrix(adata: ad.AnnData, layer: str | None) -> sp.csr_matrix:
-    return sp.csr_matrix(layer_matrix(adata, layer), dtype=np.float32)
+    """The reference's raw counts; anything else (log-normalized data) is refused, as a spot's
+    counts are the sum of its cells'."""
+    counts = sp.csr_matrix(layer_matrix(adata, layer), dtype=np.float32)
+    bad = counts.data[(counts.data < 0) | (np.fmod(counts.data, 1) != 0)]
+    if bad.size:
+        where = "reference.X" if layer is None else f"reference.layers[{layer!r}]"
+        raise ValueError(
+            f"{where} must hold raw counts (a spot sums its cells' counts); found values such "
+            f"as {bad[0]:.6g}. Pass the layer with the counts (layer='counts'), or the counts "
+            "from before sc.pp.normalize_total / sc.pp.log1p."
+        )
+    return counts
 
 
 def _split_cells(

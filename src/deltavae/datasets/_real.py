@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import warnings
 from importlib.resources import as_file, files
 from pathlib import Path
 
@@ -67,6 +68,13 @@ def _search_roots() -> list[Path]:
     env = os.environ.get(DATA_ENV_VAR)
     if env:
         roots.append(Path(env).expanduser())
+        if not roots[-1].is_dir():  # a typo would otherwise read another folder silently
+            warnings.warn(
+                f"${DATA_ENV_VAR} is {env!r}, which is not a folder; looking in shared/data "
+                "above the working directory and the package instead.",
+                UserWarning,
+                stacklevel=4,
+            )
     cwd = Path.cwd().resolve()
     roots.extend(parent / "shared" / "data" for parent in (cwd, *cwd.parents))
     # Also look above the source tree (src/deltavae/datasets -> repository and its parents), so

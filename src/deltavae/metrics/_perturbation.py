@@ -28,8 +28,15 @@ def gene_means(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
         if data.ndim != 2:
             raise ValueError(f"{name} must be cells x genes (2-D); got shape {data.shape}.")
         means = data.mean(0)
-    if means.size == 0 or not np.isfinite(means).all():
-        raise ValueError(f"{name} must hold finite values for at least one gene.")
+    if means.size == 0:
+        raise ValueError(f"{name} holds no genes.")
+    if not np.isfinite(means).all():
+        bad = genes[~np.isfinite(means)][:3].tolist() if genes is not None else []
+        raise ValueError(
+            f"{name} contains NaN or infinite values ({int((~np.isfinite(means)).sum())} genes"
+            + (f", e.g. {bad}" if bad else "")
+            + "); fill or drop them first."
+        )
     return means, genes
 
 
@@ -83,7 +90,12 @@ def log_normalize(counts, library_size=None, target_sum: float = 1e4) -> np.ndar
     x = np.asarray(counts.toarray() if sparse.issparse(counts) else counts, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"counts must be cells x genes (2-D); got shape {x.shape}.")
-    if np.nanmin(x, initial=0.0) < 0:
+    if not np.isfinite(x).all():
+        raise ValueError(
+            f"counts contains {int((~np.isfinite(x)).sum())} NaN or infinite values; a cell's "
+            "total would be NaN and its whole row with it. Fill or drop them first."
+        )
+    if np.min(x, initial=0.0) < 0:
         raise ValueError(
             "counts has negative values: log_normalize takes counts (or expected counts), not "
             "log-transformed or scaled data."
@@ -184,6 +196,12 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
         )
     if genes is not None:
         index = np.asarray(genes)
+        if index.dtype != bool and len(pd.unique(index)) < len(index):
+            # By name a repeat was dropped, by position counted twice: neither says so.
+            raise ValueError(
+                f"genes repeats {pd.Index(index)[pd.Index(index).duplicated()][:5].tolist()}; "
+                "give each gene once."
+            )
         names = pred_genes if pred_genes is not None else true_genes
         integer_labels = any(
             isinstance(data, pd.DataFrame) and pd.api.types.is_integer_dtype(data.columns)

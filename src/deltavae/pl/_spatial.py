@@ -114,14 +114,14 @@ def spatial_proportions(
         raise ValueError(f"obsm[{basis!r}] has shape {coords.shape}; expected (spots, 2).")
     if isinstance(vmax, str) and vmax != "p99":
         raise ValueError(f"vmax must be a number, 'p99' or None; got {vmax!r}.")
+    if vmax is not None and not isinstance(vmax, str) and not vmax > 0:
+        raise ValueError(f"vmax must be above 0 (the scale starts at 0); got {vmax!r}.")
     if adata.n_obs == 0:
         raise ValueError("adata holds no spots: nothing to draw.")
     values = _spatial_values(adata, key, columns)
     n = values.shape[1]
     fig, axes = panel_axes(ax, n, ncols, (3.2, 3.0))
     size = size if size is not None else max(2.0, 12000.0 / max(adata.n_obs, 1) ** 1.1)
-    if vmax is not None and not isinstance(vmax, str) and not vmax > 0:
-        raise ValueError(f"vmax must be above 0 (the scale starts at 0); got {vmax!r}.")
     for ax, column in zip(axes, values.columns, strict=True):
         v = values[column].to_numpy(dtype=float)
         missing = np.isnan(v)
