@@ -358,8 +358,8 @@ def test_near_empty_clusters_beside_empty_ones_are_named_and_fewer_comes_first(
     clusters = np.array([0] * 400 + [2])  # cluster 1 empty, cluster 2 one cell of 401
     monkeypatch.setattr(type(model), "predict_clusters", lambda self, *a, **k: clusters)
     note = (
-        r"1 of 3 clusters are empty after training \(1\), and 1 hold under 0\.5% of the "
-        r"cells \(\{'2': 1\}\)\. If the data hold fewer groups, n_clusters=2 fits them; "
+        r"1 of 3 clusters are empty after training \(1\), and 1 more with under 0\.5% of "
+        r"the cells each \(\{'2': 1\}\)\. If the data hold fewer groups, n_clusters=2 fits them; "
         r"if 3, training was too short"
     )
     with pytest.warns(UserWarning, match=note):

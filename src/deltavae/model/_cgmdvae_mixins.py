@@ -367,7 +367,8 @@ class ClustersMixin:
                 "whose cluster stays empty has too few labelled cells, or cells too like "
                 "another label's, to hold one."
             )
-        few = f", and {len(tiny)} hold under 0.5% of the cells ({tiny})" if tiny else ""
+        shown = dict(list(tiny.items())[:10])
+        few = f", and {len(tiny)} more with under 0.5% of the cells each ({shown})" if tiny else ""
         warn_user(
             f"{len(empty)} of {k} clusters are empty after training ({', '.join(empty[:10])}"
             f"{', ...' if len(empty) > 10 else ''}){few}. {advice}"
