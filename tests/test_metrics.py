@@ -161,8 +161,13 @@ def test_two_series_of_the_same_cells_pair_them_by_name():
     assert ari(true, pred) == 1.0  # paired by position, the reversed order scored 0.17
     assert nmi(true, pred) == pytest.approx(1.0) and clustering_accuracy(true, pred) == 1.0
     assert ari(true, pred.to_numpy()) < 0.2  # an array pairs by position
-    other = pred.rename(index={"c1": "c9"})  # other cells: by position, as arrays
-    assert ari(true, other) == ari(true, pred.to_numpy())
+    other = pred.rename(index={"c1": "c9"})  # partly other cells: by position, said so
+    with pytest.warns(UserWarning, match=r"partly different cells \(4 names shared\)"):
+        assert ari(true, other) == ari(true, pred.to_numpy())
+    unnamed = pd.Series(pred.to_numpy())  # a RangeIndex shares no name: by position, quietly
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ari(true, unnamed) == ari(true, pred.to_numpy())
 
 
 def test_mean_expression_r2_says_when_the_two_sides_are_on_different_scales():

@@ -7,6 +7,7 @@ different vocabularies, for example cell-type names against cluster ids.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,6 +51,17 @@ def _paired_codes(labels_true: ArrayLike, labels_pred: ArrayLike) -> tuple[np.nd
         # Two Series of the same cells in another order (obs columns of two AnnData objects)
         # pair their cells by name; Series of other indexes pair by position, as arrays do.
         labels_pred = labels_pred.loc[labels_true.index]
+    elif isinstance(labels_true, pd.Series) and isinstance(labels_pred, pd.Series):
+        shared = labels_true.index.intersection(labels_pred.index).size
+        if 0 < shared < max(len(labels_true), len(labels_pred)):
+            # Columns of two AnnData subsets: paired by position, most pairs are wrong cells.
+            warnings.warn(
+                f"labels_true and labels_pred are Series of partly different cells ({shared} "
+                "names shared); they are paired by position. Score the same cells (e.g. "
+                "labels_pred.loc[labels_true.index] on the shared ones), or pass arrays.",
+                UserWarning,
+                stacklevel=4,
+            )
     true = _codes(labels_true, "labels_true")
     pred = _codes(labels_pred, "labels_pred")
     if true.shape[0] != pred.shape[0]:
