@@ -72,24 +72,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
+def _float_within(text: str, high: float, what: str) -> float:
+    """``text`` as a number above 0 and at most ``high``; else a usage error saying ``what``."""
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text}")
+    if not 0 < value <= high or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _float_within(text, float("inf"), "a positive number")
+
+
+def _fraction(text: str) -> float:
+    return _float_within(text, 1.0, "a fraction in (0, 1]")
 
 
 def n_archetypes_arg(text: str) -> int | str:
