@@ -41,6 +41,7 @@ from ._validation import (
     check_model_arguments,
     check_obs_keys,
     check_setup_target,
+    warn_user,
 )
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
@@ -181,10 +182,19 @@ class CGMDVAE(
             condition_alignment = (100.0 if observation.is_count else 0.0) if labels else 10.0
         # Label codes 0..L-1 are the labels; the unlabelled code is last (LabelsInColumnOrder).
         label_to_cluster = [*range(len(labels)), -1] if labels else None
+        n_cats_per_cov = self._n_cats_per_cov()
+        for key, n_cats in zip(self.condition_keys, n_cats_per_cov, strict=True):
+            if n_cats == 1:
+                warn_user(
+                    f"condition_key {key!r} holds one value: the model learns no condition "
+                    "effect, and translate has no other condition to move cells into until "
+                    "query data of another one are mapped (load_query_data). To compare "
+                    "conditions, set up the cells of all of them together."
+                )
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_clusters=n_clusters,
-            n_cats_per_cov=self._n_cats_per_cov(),
+            n_cats_per_cov=n_cats_per_cov,
             n_latent=n_latent,
             n_latent_w=n_latent_w,
             n_hidden=n_hidden,
