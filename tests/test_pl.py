@@ -215,3 +215,20 @@ def test_save_follows_scanpy(trained, tmp_path, scanpy_settings):
     dv.pl.cluster_composition(*args, save=str(target))
     assert target.is_file() and target.read_bytes().startswith(b"%PDF")
     assert len(list((tmp_path / "figures").rglob("*"))) == 4
+
+
+def test_saving_closes_only_the_figures_a_plot_made(trained, tmp_path):
+    """A plot saved into a figure of its own closes it; one drawn on the user's ``ax`` leaves
+    the user's figure open for its other panels (and the other panels untouched)."""
+    model, adata = trained
+    made = dv.pl.cluster_composition(adata, "cluster", "condition", save=tmp_path / "a.png")
+    assert not plt.fignum_exists(made.figure.number)
+    fig, (left, right) = plt.subplots(1, 2)
+    dv.pl.history(model, ax=left, save=tmp_path / "b.png")
+    dv.pl.embedding(adata, color="cluster", ax=right, save=tmp_path / "c.png")
+    assert plt.fignum_exists(fig.number)
+    right.set_title("still drawable")
+    fig.savefig(tmp_path / "both.png")
+    _assert_png(tmp_path / "both.png")
+    own = dv.pl.embedding(adata, color="cluster", save=tmp_path / "d.png")
+    assert not plt.fignum_exists(own.figure.number)

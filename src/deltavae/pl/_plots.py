@@ -22,7 +22,7 @@ from matplotlib.ticker import (
 )
 
 from .._docs import doc_ax, doc_params, doc_show_save
-from ._utils import as_names, own_axes, savefig_or_show
+from ._utils import as_names, own_axes, own_figure, savefig_or_show
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +248,8 @@ def embedding(
     key = name if f"X_{name}" in adata.obsm else basis
     # save=False: scanpy's own autosave must not write a second file under its own name.
     axes = sc.pl.embedding(adata, basis=key, color=color, ax=ax, show=False, save=False, **kwargs)
+    if ax is None:
+        own_figure((axes[0] if isinstance(axes, list) else axes).figure)
     return savefig_or_show(axes, name, show, save)
 
 

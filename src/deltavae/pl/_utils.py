@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from pathlib import Path
 
 import matplotlib as mpl
@@ -19,6 +20,15 @@ logger = logging.getLogger(__name__)
 _MIN_DPI = 150
 # scanpy infers the format from these endings of a ``save`` string, and only from these.
 _FORMATS = (".svg", ".pdf", ".png")
+# Figures a plot made itself: only these are closed after saving. A figure the user's ``ax``
+# belongs to stays open, for the panels still to be drawn on it.
+_OWN_FIGURES: weakref.WeakSet = weakref.WeakSet()
+
+
+def own_figure(fig: plt.Figure) -> plt.Figure:
+    """Mark ``fig`` as made by a plot of this package (see :func:`savefig_or_show`)."""
+    _OWN_FIGURES.add(fig)
+    return fig
 
 
 def is_file_path(save) -> bool:
@@ -76,7 +86,9 @@ def as_names(value, arg: str) -> list | None:
 def own_axes(figsize: tuple[float, float]) -> Axes:
     """A new figure's Axes, laid out so that labels and colour bars stay inside the figure
     when it is saved with ``plt.savefig`` after ``show=False``."""
-    return plt.subplots(figsize=figsize, layout="constrained")[1]
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    own_figure(fig)
+    return ax
 
 
 def panel_axes(
@@ -100,6 +112,7 @@ def panel_axes(
     fig, grid = plt.subplots(
         nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **subplots
     )
+    own_figure(fig)
     axes = list(grid.ravel())
     for spare in axes[n_panels:]:
         spare.remove()
@@ -122,9 +135,10 @@ def savefig_or_show(
     """Save and/or show the figure holding ``axes``; return the axes unless shown.
 
     ``save=None`` follows ``scanpy.settings.autosave``. ``show=None`` follows
-    ``scanpy.settings.autoshow`` unless the figure is saved: a saved figure is closed and its
-    axes returned, so that writing many plots in a script neither opens windows nor keeps
-    figures in pyplot's memory.
+    ``scanpy.settings.autoshow`` unless the figure is saved: a saved figure the plot made itself
+    is closed and its axes returned, so that writing many plots in a script neither opens
+    windows nor keeps figures in pyplot's memory; the figure of an ``ax`` passed in stays open
+    for its other panels.
     """
     fig = (axes[0] if isinstance(axes, list) else axes).figure
     if save is None:
@@ -142,7 +156,7 @@ def savefig_or_show(
     if show:
         plt.show()
         return None
-    if save is not False:
+    if save is not False and fig in _OWN_FIGURES:
         # The axes stay usable; closing only stops pyplot from accumulating saved figures.
         plt.close(fig)
     return axes
