@@ -7,6 +7,7 @@ matplotlib.use("Agg")
 import anndata as ad  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
@@ -83,6 +84,17 @@ def test_cluster_probabilities_colours_cells_by_entropy(clustered, tmp_path):
     with pytest.raises(ValueError, match="ax draws one panel, and this plot has 2"):
         dv.pl.cluster_probabilities(clustered, clusters=["NK"], ax=own, show=False)
     plt.close(fig)
+
+
+def test_cluster_probabilities_reads_cluster_names_of_a_table(clustered):
+    """Probabilities stored as a DataFrame (obsm takes one) name their clusters by column."""
+    adata = clustered.copy()
+    probs = adata.obsm["cgmdvae_cluster_probs"]
+    adata.obsm["mine"] = pd.DataFrame(probs, index=adata.obs_names, columns=["w", "x", "y", "z"])
+    axes = dv.pl.cluster_probabilities(adata, probs_key="mine", clusters=["z"], show=False)
+    assert axes[1].get_title() == "P(cluster z)"
+    shown = np.asarray(axes[1].collections[0].get_array())
+    np.testing.assert_allclose(np.sort(shown), np.sort(probs[:, 3]), atol=1e-6)
 
 
 def test_cluster_probabilities_bad_keys(clustered):

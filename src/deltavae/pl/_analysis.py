@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 
@@ -77,6 +78,9 @@ def _coordinates(adata: AnnData, basis: str) -> tuple[np.ndarray, str]:
 
 
 def _cluster_names(adata: AnnData, probs_key: str, n: int) -> list[str]:
+    stored = adata.obsm.get(probs_key)
+    if isinstance(stored, pd.DataFrame):  # a table of probabilities names its clusters
+        return [str(v) for v in stored.columns]
     uns = adata.uns.get(probs_key.removesuffix("_cluster_probs"), {})
     names = uns.get("cluster_names") if isinstance(uns, dict) else None
     if names is not None and len(names) == n:
