@@ -54,6 +54,21 @@ def test_spatial_proportions_scale_starts_at_zero_and_shows_missing_spots(tmp_pa
     assert plt.get_fignums() == []  # refused before a figure was made
 
 
+def test_spatial_proportions_numbers_the_columns_of_an_array():
+    """An array in obsm has no column names: its columns are named by position, as 0 or "0"
+    (a DataFrame's names are its own: 0 is not "T1")."""
+    spots = _spots()
+    weights = spots.obsm["proportions"].fillna(0.0).to_numpy()
+    spots.obsm["archetype_weights"] = weights
+    for column in (2, "2", np.int64(2)):
+        (ax,) = dv.pl.spatial_proportions(spots, "archetype_weights", columns=[column], show=False)
+        assert ax.get_title() == "2"
+        np.testing.assert_allclose(np.sort(ax.collections[-1].get_array()), np.sort(weights[:, 2]))
+    with pytest.raises(KeyError, match=r"\[0\] are not columns"):
+        dv.pl.spatial_proportions(spots, columns=[0], show=False)
+    plt.close("all")
+
+
 def test_cluster_composition_counts_every_cell_of_a_cluster():
     a = ad.AnnData(np.zeros((6, 1)))
     a.obs["cluster"] = pd.Categorical(["A0"] * 4 + ["A1"] * 2)

@@ -21,12 +21,15 @@ def _spatial_values(adata: AnnData, key: str, columns: Sequence[str] | None) -> 
             "model's write_to_adata first."
         )
     values = adata.obsm[key]
-    if not isinstance(values, pd.DataFrame):
+    numbered = not isinstance(values, pd.DataFrame)
+    if numbered:
         values = pd.DataFrame(np.asarray(values), index=adata.obs_names)
         values.columns = [str(c) for c in values.columns]
     if columns is None:
         return values
     columns = as_names(columns, "columns")
+    if numbered:  # an array's columns are its positions: 0 and "0" name the same one
+        columns = [str(c) if isinstance(c, int | np.integer) else c for c in columns]
     missing = [c for c in columns if c not in values.columns]
     if missing:
         raise KeyError(f"{missing} are not columns of obsm[{key!r}]: {list(values.columns)}")
