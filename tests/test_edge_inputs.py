@@ -164,6 +164,28 @@ def test_a_trained_model_pickles_and_keeps_training(cls):
     assert copy.is_trained
 
 
+def test_a_model_pickled_on_a_gpu_unpickles_on_a_machine_without_one():
+    """The pickled module is a CPU copy that names its device; where that device is missing
+    the model stays on the CPU and reads out as before."""
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, **SMALL)
+    model.train(max_epochs=2, batch_size=64)
+    state = model.__getstate__()
+    assert {p.device.type for p in state["module"].parameters()} == {"cpu"}
+    assert state["_pickled_device"] == "cpu"
+    state["_pickled_device"] = "cuda:3"  # as a model on a GPU pickles
+    if torch.cuda.device_count() > 3:
+        pytest.skip("this machine has a fourth GPU")
+    copy = object.__new__(dv.model.ZINBVAE)
+    copy.__setstate__(state)
+    assert "_pickled_device" not in copy.__dict__
+    assert copy.module.device.type == "cpu"
+    np.testing.assert_array_equal(
+        copy.get_latent_representation(), model.get_latent_representation()
+    )
+
+
 def test_small_inputs_to_a_trained_model_are_not_warned_about_training(counts_adata):
     dv.model.CGMDVAE.setup_anndata(counts_adata, condition_key="condition")
     model = dv.model.CGMDVAE(counts_adata, **SMALL)

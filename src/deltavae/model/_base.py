@@ -30,8 +30,8 @@ from ._genes import _gene_difference, match_genes
 from ._labels import check_known_categories, check_labels_to_load, with_labels_column
 from ._saved import _package_version, read_saved
 from ._scvi_glue import (
+    Picklable,
     _OnDevice,
-    _picklable_state,
     _sealed,
     _transferring_quietly,
     refuse_scvi_names,
@@ -47,7 +47,7 @@ from ._validation import (
 logger = logging.getLogger(__name__)
 
 
-class DeltaModelMixin(PyroSviTrainMixin):
+class DeltaModelMixin(Picklable, PyroSviTrainMixin):
     """Training, saving and loading as every deltavae model does them.
 
     * ``train`` clears Pyro's global param store first (so models never share parameters),
@@ -382,10 +382,6 @@ class DeltaModelMixin(PyroSviTrainMixin):
             check_model_counts(self)
         with _transferring_quietly():  # registered like the training AnnData
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
-
-    def __getstate__(self) -> dict:
-        """Pickle a model (joblib, multiprocessing); :meth:`save` is the lasting format."""
-        return _picklable_state(self)
 
     def _make_data_loader(self, *args, **kwargs):
         """scvi-tools' inference loader, with every minibatch moved to the module's device."""

@@ -75,14 +75,43 @@ def _transferring_quietly():
 def _picklable_state(model) -> dict:
     """A model's ``__dict__`` for pickle: without the finished run's Lightning trainer, and
     with a copy of the module whose parameters lack the weak references Pyro's parameter store
-    attaches to them (``pyro.module`` attaches them again when the model next trains)."""
+    attaches to them (``pyro.module`` attaches them again when the model next trains).
+
+    The copy is on the CPU, so that a model pickled on a GPU unpickles on a machine without
+    one; :func:`restore_pickled_state` moves it back to its device where that exists."""
     state = model.__dict__.copy()
     state.pop("trainer", None)
     if state.get("module") is not None:
-        state["module"] = copy.deepcopy(state["module"])
+        module = state["module"]
+        device = next(iter(module.parameters()), torch.empty(0)).device
+        state["module"] = copy.deepcopy(module).to("cpu")
+        state[_PICKLED_DEVICE] = str(device)
         for param in state["module"].parameters():
             param.__dict__.pop("unconstrained", None)
     return state
+
+
+_PICKLED_DEVICE = "_pickled_device"
+
+
+def restore_pickled_state(model, state: dict) -> None:
+    """Inverse of :func:`_picklable_state`: the module goes back to the device it was pickled
+    on when this machine has it, and stays on the CPU otherwise."""
+    device = torch.device(state.pop(_PICKLED_DEVICE, "cpu"))
+    model.__dict__.update(state)
+    if device.type == "cuda" and torch.cuda.is_available():
+        if (device.index or 0) < torch.cuda.device_count():
+            model.module.to(device)
+
+
+class Picklable:
+    """Pickling for joblib and multiprocessing (:meth:`save` is the lasting format)."""
+
+    def __getstate__(self) -> dict:
+        return _picklable_state(self)
+
+    def __setstate__(self, state: dict) -> None:
+        restore_pickled_state(self, state)
 
 
 class _OnDevice:
