@@ -291,3 +291,23 @@ def test_reordered_genes_advice_works_for_the_spot_models(tmp_path):
     np.testing.assert_allclose(
         loaded.get_archetype_profiles(), model.get_archetype_profiles(), rtol=1e-6
     )
+
+
+def test_a_second_model_on_the_same_anndata_trains_on_its_own_setup():
+    """Two models set up on one AnnData with different batch columns: a read call of the first
+    writes its codes into the registered columns (scvi-tools' transfer); the second must train
+    on its own (before: 5 batch codes read by a model of 2, a crash in one_hot; the other way
+    round, silently the first model's batches)."""
+    adata = _cells()
+    adata.obs["five"] = pd.Categorical(np.arange(adata.n_obs) % 5)
+    adata.obs["two"] = pd.Categorical(np.arange(adata.n_obs) % 2)
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="five")
+    first = dv.model.ZINBVAE(adata, **SMALL)
+    first.train(max_epochs=1, batch_size=64)
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="two")
+    second = dv.model.ZINBVAE(adata, **SMALL)
+    first.get_latent_representation()  # registers the AnnData for the first model again
+    assert adata.obs["_scvi_batch"].nunique() == 5
+    second.train(max_epochs=1, batch_size=64)
+    np.testing.assert_array_equal(adata.obs["_scvi_batch"], adata.obs["two"].cat.codes)
+    assert first.get_latent_representation().shape == (adata.n_obs, SMALL["n_latent"])

@@ -225,6 +225,9 @@ class DeltaModelMixin(Picklable, PyroSviTrainMixin):
         else:  # every cell trains: there is no validation ELBO to compute
             trainer_kwargs.setdefault("limit_val_batches", 0)
         check_backing_for_training(self.adata)
+        # Another model set up on the same AnnData (or a read call of one) rewrites the
+        # registered columns (obs["_scvi_batch"] ...) with its own codes; take ours back.
+        self.adata_manager.validate()
         check_model_counts(self)
         if "devices" in trainer_kwargs:
             # Lightning's name; scvi-tools' runner would silently drop it.
