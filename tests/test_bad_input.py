@@ -55,6 +55,21 @@ def test_setup_of_a_view_or_a_matrix_says_what_to_pass(counts_adata, model):
         cls.setup_anndata(_dense(counts_adata.X))
 
 
+@pytest.mark.parametrize("model", ["ZINBVAE", "CGMDVAE", "NMFDeconv", "Archetypes"])
+def test_repeated_gene_names_are_refused_at_setup(counts_adata, model):
+    """Results name genes and new data are matched by name: ZINBVAE and CGMDVAE trained on
+    repeated names and failed only when new data came (the spot models refused at setup)."""
+    names = list(counts_adata.var_names)
+    names[3] = names[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # anndata's own, about the names
+        counts_adata.var_names = names
+    snap = _snapshot(counts_adata)
+    with pytest.raises(ValueError, match=r"not unique \(repeated: \['gene_1'\]\).*make_unique"):
+        getattr(dv.model, model).setup_anndata(counts_adata)
+    _assert_unchanged(counts_adata, snap)
+
+
 def test_missing_obs_keys(counts_adata):
     _setup_fails(counts_adata, KeyError, "batch_key='donor'", batch_key="donor")
     _setup_fails(

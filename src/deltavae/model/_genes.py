@@ -9,7 +9,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._matrices import on_disk, take_columns
-from ._validation import warn_user
+from ._validation import _refuse_duplicates, warn_user
 
 logger = logging.getLogger(__name__)
 
@@ -23,15 +23,6 @@ def _gene_difference(genes: pd.Index, names: pd.Index) -> str:
     if len(extra):
         parts.append(f"{len(extra)} genes it does not know (e.g. {extra[:5].tolist()})")
     return " and ".join(parts) or "the same genes in another order"
-
-
-def _refuse_duplicates(names: pd.Index, who: str) -> None:
-    if names.has_duplicates:
-        dup = names[names.duplicated()].unique()[:5].tolist()
-        raise ValueError(
-            f"Gene names in {who} are not unique (repeated: {dup}); make them unique "
-            "(adata.var_names_make_unique())."
-        )
 
 
 def identifier_advice(first, second) -> str:

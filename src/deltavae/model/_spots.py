@@ -15,7 +15,6 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField
 
 from .._checks import dense
-from ._genes import _refuse_duplicates
 from ._validation import check_data, check_key_added, check_setup_target, warn_user
 
 #: Spots read at a time by the first passes.
@@ -66,7 +65,6 @@ class SpotModelMixin:
         at a time, registered as raw counts, plus the model's ``extra_fields`` and, with
         ``spot_index``, each spot's row (written to ``obs[SPOT_INDEX]`` once the data passed)."""
         check_setup_target(adata)
-        _refuse_duplicates(pd.Index(adata.var_names.astype(str)), "adata")
         spots = pd.Index(adata.obs_names.astype(str))
         if spots.has_duplicates:  # results are matched back to spots by name
             raise ValueError(

@@ -294,6 +294,17 @@ def check_setup_target(adata, kwargs: dict | None = None, model: str | None = No
             "setup_anndata and load_query_data write the model's fields to it, which a view "
             f"cannot hold. {fix}"
         )
+    # Results name genes (expression tables, new data matched by name): each name once.
+    _refuse_duplicates(pd.Index(adata.var_names.astype(str)), "adata")
+
+
+def _refuse_duplicates(names: pd.Index, who: str) -> None:
+    if names.has_duplicates:
+        dup = names[names.duplicated()].unique()[:5].tolist()
+        raise ValueError(
+            f"Gene names in {who} are not unique (repeated: {dup}); make them unique "
+            "(adata.var_names_make_unique())."
+        )
 
 
 def check_obs_keys(adata: AnnData, keys: dict[str, str | Iterable[str] | None]) -> None:
