@@ -120,6 +120,11 @@ def _freeze_for_query(module: nn.Module, ref_state: dict, ref_sizes, new_sizes) 
     return _restrict_learning(module, ref_sizes, new_sizes)
 
 
+#: Attribute of a query module: (parameter, mask of the entries that learn) for each
+#: parameter of which only some entries learn (read by the training plan).
+PARTLY_TRAINABLE = "_partly_trainable"
+
+
 def _restrict_learning(module: nn.Module, ref_sizes, new_sizes) -> list[str]:
     """Freeze every parameter except the new categories' columns (gradient masks) and keep
     BatchNorm on the reference's statistics; the names of the parameters that still learn.
@@ -132,13 +137,14 @@ def _restrict_learning(module: nn.Module, ref_sizes, new_sizes) -> list[str]:
                 h.remove()
             fc.hooks = []
     _, trainable = _column_masks(ref_sizes, new_sizes)
-    learning = []
+    learning, partly = [], []
     layers = _covariate_layers(module, len(new_sizes)) if trainable.any() else []
     for key, linear, fc, n_in in layers:
         mask = torch.zeros_like(linear.weight)
         mask[:, n_in:][:, torch.as_tensor(trainable)] = 1.0
         linear.weight.requires_grad_(True)
         fc.hooks.append(linear.weight.register_hook(_mask_hook(mask)))
+        partly.append((linear.weight, mask.bool()))
         learning.append(f"{key}[new categories]")
     old_hook = module.__dict__.pop("_px_r_hook", None)
     if old_hook is not None:
@@ -151,6 +157,11 @@ def _restrict_learning(module: nn.Module, ref_sizes, new_sizes) -> list[str]:
             px_r.requires_grad_(True)
             handle = px_r.register_hook(_mask_hook(new_cols.to(px_r.dtype).expand_as(px_r)))
             module._px_r_hook = handle
+            partly.append((px_r, new_cols.expand_as(px_r).clone()))
             learning.append("px_r[new batches]")
+    # The gradient masks stop the loss from moving the reference's entries, not the optimiser:
+    # weight decay (Adam's, AdamW's) shrinks whole tensors. The training plan puts the entries
+    # outside each mask back after every step (PARTLY_TRAINABLE).
+    module.__dict__[PARTLY_TRAINABLE] = partly
     _use_reference_statistics(module)
     return learning

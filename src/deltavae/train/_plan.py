@@ -121,6 +121,24 @@ def _trained_state(module: torch.nn.Module, parameters: bool = True) -> dict:
     return state
 
 
+def _keep_frozen_entries(module, optimizer) -> None:
+    """After every step of ``optimizer``, put back the entries a query module keeps fixed
+    (``_partly_trainable``: parameters of which only the masked entries learn). Their
+    gradients are masked already; weight decay would still shrink them."""
+    partly = module.__dict__.get("_partly_trainable")
+    if not partly:
+        return
+    # Taken now, on the device the module trains on (Lightning moved it before this call).
+    kept = [(p, mask.to(p.device), p.detach().clone()) for p, mask in partly]
+
+    def restore(*_):
+        with torch.no_grad():
+            for param, learns, fixed in kept:
+                param.copy_(torch.where(learns, param, fixed))
+
+    optimizer.register_step_post_hook(restore)
+
+
 class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
     """Train a deltavae Pyro module with per-cell ELBOs for training and validation.
 
@@ -144,7 +162,9 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         scvi-tools).
     lr, weight_decay, eps, optimizer
         scvi-tools' names for the optimiser's settings (``optimizer``: ``"Adam"`` or
-        ``"AdamW"``); they override ``optim_kwargs``.
+        ``"AdamW"``); they override ``optim_kwargs``. Weight decay is 0 unless given, for
+        AdamW too (torch's own default there is 0.01); a query model's fixed reference
+        weights stay fixed under it.
     reduce_lr_on_plateau, lr_factor, lr_patience, lr_threshold, lr_scheduler_metric, lr_min
         scvi-tools' learning-rate schedule: multiply the rate by ``lr_factor`` when
         ``lr_scheduler_metric`` has not improved by ``lr_threshold`` for ``lr_patience``
@@ -168,7 +188,7 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         n_epochs_kl_warmup: int | None = None,
         min_kl_weight: float = 1e-6,
         lr: float | None = None,
-        weight_decay: float = 0.0,
+        weight_decay: float | None = None,
         eps: float | None = None,
         optimizer: str = "Adam",
         reduce_lr_on_plateau: bool = False,
@@ -184,8 +204,10 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
             optim_kwargs["lr"] = lr
         if eps is not None:
             optim_kwargs["eps"] = eps
-        if weight_decay:
+        if weight_decay is not None:
             optim_kwargs["weight_decay"] = weight_decay
+        # Never the optimiser's own default (AdamW's is 0.01): 0 unless asked for.
+        optim_kwargs.setdefault("weight_decay", 0.0)
         if optimizer not in _OPTIMIZERS:
             raise ValueError(
                 f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}; pass "
@@ -219,6 +241,7 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         ``reduce_lr_on_plateau``."""
         params = [p for p in self.module.parameters() if p.requires_grad]
         optimizer = self.optim(params, **_fused_if_possible(self.optim, params, self.optim_kwargs))
+        _keep_frozen_entries(self.module, optimizer)
         if not self.reduce_lr_on_plateau:
             return optimizer
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
