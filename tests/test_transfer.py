@@ -652,6 +652,21 @@ def test_bad_query_inputs(reference, tmp_path):
     q = dv.model.CGMDVAE.load_query_data(query.copy(), model)
     with pytest.raises(ValueError, match="keeps the reference's mixture"):
         q.train(max_epochs=1, mixture_init_epoch=0)
+    # Before: scvi-tools' "adata or registry must be provided", and numpy's "'<' not
+    # supported between instances of 'int' and 'str'".
+    for n in (0, 1):
+        with pytest.raises(ValueError, match=f"query holds {n} cell.*at least 2"):
+            dv.model.CGMDVAE.load_query_data(query[:n].copy(), model)
+    numbered = query.copy()
+    numbered.obs["condition"] = 2
+    with pytest.raises(ValueError, match=r"query.obs\['condition'\] holds its categories as "):
+        dv.model.CGMDVAE.load_query_data(numbered, model)
+    # A query's data go where the reference read them: load_query_data takes no layer.
+    logged = query.copy()
+    logged.X = np.log1p(np.asarray(logged.layers["counts"].todense(), dtype=float))
+    fix = r"read raw counts from X: put the query's there, e.g. query.X = query.layers\['counts'\]"
+    with pytest.raises(ValueError, match=r"query.X must hold raw counts.*" + fix):
+        dv.model.CGMDVAE.load_query_data(logged, model)
 
 
 def test_mean_expression_r2():
@@ -757,3 +772,13 @@ def test_predicting_no_cells_says_so(reference):
     for method in ("translate", "latent_shift", "nearest_response"):
         with pytest.raises(ValueError, match=r"adata holds no cells|condition; it has none"):
             model.predict_perturbation(model.adata[:0].copy(), "c1", method=method)
+
+
+def test_a_query_without_the_references_layer_is_told_where_the_counts_go():
+    ref, query, _ = _split()
+    dv.model.ZINBVAE.setup_anndata(ref, layer="counts", batch_key="condition")
+    vae = dv.model.ZINBVAE(ref, n_latent=3, n_hidden=16)
+    vae.train(max_epochs=1, **FAST)
+    del query.layers["counts"]
+    with pytest.raises(KeyError, match=r"reference read its data from layers\['counts'\]"):
+        dv.model.ZINBVAE.load_query_data(query, vae)

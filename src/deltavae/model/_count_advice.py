@@ -35,6 +35,14 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
     that takes the layer (``layer``, or ``reference_layer`` for ``name="reference"``)."""
     arg = "layer" if name == "adata" else f"{name}_layer"
     layers = [key for key in adata.layers.keys() if key != layer]
+    if name == "query":  # mapped onto a reference: the data go where the reference read them
+        target = "query.X" if layer is None else f"query.layers[{layer!r}]"
+        source = f"query.layers[{layers[0]!r}]" if layers else None
+        if source is None and adata.raw is not None:
+            source = "query.raw[:, query.var_names].X"
+        fix = f", e.g. {target} = {source}.copy()" if source else ""
+        where = target.removeprefix("query.")
+        return f" The reference read raw counts from {where}: put the query's there{fix}."
     # A cytometry or CLR-protein user has no raw counts to pass: say what fits real values
     # (cells only: the spatial models read counts alone).
     real = (

@@ -274,6 +274,24 @@ def seen_categories(model) -> dict[str, set[str]] | None:
     return {key: set(values) for key, values in seen.items()}
 
 
+def refuse_other_type(column: str, known: list, given, what: str) -> None:
+    """Refuse values ``given`` of ``column`` that are strings where the model's categories
+    ``known`` are not, or the reverse, saying how to convert the column."""
+    trained_str = all(isinstance(v, str) for v in known)
+    if not len(given) or not len(known) or trained_str == all(isinstance(v, str) for v in given):
+        return
+    kind = "str" if trained_str else type(known[0]).__name__
+    convert = (  # astype(bool) would make every non-empty string True
+        f'{column}.map({{"True": True, "False": False}})'
+        if kind == "bool"
+        else f"{column}.astype({kind})"
+    )
+    raise ValueError(
+        f"{column} holds {what} as another type: the model was trained on {kind} values "
+        f"({known[:5]}). Convert the column first, e.g. {column} = {convert}."
+    )
+
+
 def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
     """The categorical obs columns a model registered exist in ``adata`` and hold only
     categories the model was trained with (and, given the ``model``, trained on cells of).
@@ -310,22 +328,10 @@ def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
         given = pd.unique(np.asarray(adata.obs[key], dtype=object))
         known = [v.item() if isinstance(v, np.generic) else v for v in known]
         new = pd.Index([str(v) for v in given]).difference(pd.Index([str(v) for v in known]))
-        trained_str = all(isinstance(v, str) for v in known)
-        if len(given) and not len(new) and trained_str != all(isinstance(v, str) for v in given):
+        if not len(new):
             # Same values, another type ("5" for 5): scvi-tools' transfer would say the
             # category is missing and suggest extend_categories, which is not the problem.
-            kind = "str" if trained_str else type(known[0]).__name__
-            column = f"adata.obs[{key!r}]"
-            convert = (  # astype(bool) would make every non-empty string True
-                f'{column}.map({{"True": True, "False": False}})'
-                if kind == "bool"
-                else f"{column}.astype({kind})"
-            )
-            raise ValueError(
-                f"{column} holds the training categories as another type: the model was "
-                f"trained on {kind} values ({known[:5]}). Convert the column first, e.g. "
-                f"{column} = {convert}."
-            )
+            refuse_other_type(f"adata.obs[{key!r}]", known, given, "the training categories")
         if len(new):
             raise ValueError(
                 f"adata.obs[{key!r}] holds categories the model was not trained with: "

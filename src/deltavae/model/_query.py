@@ -28,12 +28,14 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import ArchesMixin
 
+from ..distributions import Likelihood
 from ._base import DeltaModelMixin
 from ._freeze import _freeze_for_query, _restrict_learning
 from ._genes import align_query_genes
+from ._labels import refuse_other_type
 from ._saved import read_saved
 from ._scvi_glue import scvi_init_names
-from ._validation import category_mappings, warn_user
+from ._validation import category_mappings, check_data, warn_user
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ def _reference_state(cls, reference) -> tuple[dict, np.ndarray, dict]:
             "registry_": reference.registry_,
             "deltavae_version_": getattr(reference, "deltavae_version_", None),
             "is_trained_": reference.is_trained_,
+            "init_params_": reference.init_params_,
         }
         var_names = reference.get_var_names()
         state_dict = {k: v.detach().cpu().clone() for k, v in reference.module.state_dict().items()}
@@ -95,7 +98,16 @@ def _reference_state(cls, reference) -> tuple[dict, np.ndarray, dict]:
     return attr_dict, np.asarray(var_names), state_dict
 
 
-def _check_query_obs(adata: AnnData, setup_args: dict, where: str) -> None:
+def _check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: str) -> None:
+    if not isinstance(adata, AnnData):
+        kind = type(adata).__name__
+        raise TypeError(f"The query must be an AnnData (cells x genes); got {kind}.")
+    if adata.n_obs < 2:
+        raise ValueError(
+            f"The query holds {adata.n_obs} cell(s); mapping trains the new categories' weights "
+            "on the query's cells and needs at least 2. Cells of conditions the reference "
+            "knows need no mapping: call the reference model on them."
+        )
     for arg in _QUERY_KEY_ARGS:
         value = setup_args.get(arg)
         for key in [value] if isinstance(value, str) else list(value or []):
@@ -105,6 +117,10 @@ def _check_query_obs(adata: AnnData, setup_args: dict, where: str) -> None:
                     f"(refused): add the column, e.g. query.obs[{key!r}] = 'query_batch', to map "
                     f"the query as a new {arg.replace('_key', '')} of {where}."
                 )
+    for key, known in category_mappings(registry).items():
+        given = pd.unique(np.asarray(adata.obs[key].dropna(), dtype=object))
+        known = [v.item() if isinstance(v, np.generic) else v for v in known]
+        refuse_other_type(f"query.obs[{key!r}]", known, given, "its categories")
     labels_key = setup_args.get("labels_key")
     if labels_key is not None and labels_key in adata.obs:
         unlabeled = setup_args.get("unlabeled_category") or "Unknown"
@@ -115,6 +131,21 @@ def _check_query_obs(adata: AnnData, setup_args: dict, where: str) -> None:
                 f"The query's obs[{labels_key!r}] holds labels the reference does not know: "
                 f"{new[:5]}. Set them to {unlabeled!r} (unlabelled) to have them predicted."
             )
+
+
+def _check_query_data(adata: AnnData, attr_dict: dict, layer: str | None) -> None:
+    """The query's data where the reference read its own, of the kind its likelihood needs;
+    the advice says where to put them (a query takes no layer argument)."""
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(
+            f"The reference read its data from layers[{layer!r}]; the query has no such layer "
+            f"(layers: {list(adata.layers)}). Put the query's there: "
+            f"query.layers[{layer!r}] = <its raw counts>."
+        )
+    params = attr_dict.get("init_params_") or {}
+    likelihood = {**params.get("kwargs", {}), **params.get("non_kwargs", {})}.get("likelihood")
+    kind = Likelihood(likelihood).data_kind if likelihood else "counts"
+    check_data(adata, layer, kind=kind, warn_empty=False, name="query")
 
 
 def _covariate_sizes(registry: dict, without: dict | None = None) -> list[int]:
@@ -220,7 +251,8 @@ class QueryMappingMixin(ArchesMixin):
             mapping = registry["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
             setup_args["_reference_labels"] = list(mapping["categorical_mapping"])
         where = f"the {cls.__name__} reference"
-        _check_query_obs(adata, setup_args, where)
+        _check_query_obs(adata, registry, setup_args, where)
+        _check_query_data(adata, attr_dict, setup_args.get("layer"))
         n_missing = int((~pd.Index(genes).isin(adata.var_names)).sum())
         aligned = align_query_genes(adata, genes, min_gene_overlap, setup_args.get("layer"))
         pyro.clear_param_store()
