@@ -782,3 +782,22 @@ def test_a_query_without_the_references_layer_is_told_where_the_counts_go():
     del query.layers["counts"]
     with pytest.raises(KeyError, match=r"reference read its data from layers\['counts'\]"):
         dv.model.ZINBVAE.load_query_data(query, vae)
+
+
+def test_a_saved_query_model_of_other_genes_is_told_how_to_reload(reference, tmp_path):
+    """A query of other genes is aligned by load_query_data; loading the saved query model
+    with that query pointed back to load_query_data, not to the alignment that works."""
+    model, query, _ = reference
+    partial = query[:, query.var_names[5:]].copy()
+    partial.obs["cell_type"] = "Unknown"  # the model's labels column, every cell unlabelled
+    with pytest.warns(UserWarning, match="missing"):
+        q = dv.model.CGMDVAE.load_query_data(partial, model)
+    q.train(max_epochs=2, **FAST)
+    q.save(tmp_path / "q")
+    with pytest.raises(ValueError, match=r"prepare_query_anndata\(adata, .*inplace=False\)"):
+        dv.model.CGMDVAE.load(tmp_path / "q", partial)
+    aligned = dv.model.CGMDVAE.prepare_query_anndata(partial, str(tmp_path / "q"), inplace=False)
+    loaded = dv.model.CGMDVAE.load(tmp_path / "q", aligned)
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(), q.get_latent_representation(), atol=1e-5
+    )

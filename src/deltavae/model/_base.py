@@ -468,9 +468,11 @@ class DeltaModelMixin(Picklable, PyroSviTrainMixin):
                 else f"adata = adata[:, genes].copy() with the saved order, genes = "
                 f"torch.load('{os.fspath(dir_path)}/model.pt', weights_only=False)['var_names']"
             )
+            same = len(genes) == len(names) and genes.isin(names.astype(str)).all()
+            query = attr_dict.get("query_mapping_") is not None and hasattr(cls, "load_query_data")
             fix = (
                 f"put them in that order first: {reorder}"
-                if len(genes) == len(names) and genes.isin(names.astype(str)).all()
+                if same or query  # a query model: aligned as load_query_data aligned it
                 else "pass the training genes"
                 + (
                     f" (a dataset with other genes is mapped with {cls.__name__}.load_query_data)"
