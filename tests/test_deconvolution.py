@@ -64,6 +64,21 @@ def test_pseudo_spots_seeded_grid_and_depth(cells):
     assert not np.array_equal(a.obsm["cell_counts"].to_numpy(), c.obsm["cell_counts"].to_numpy())
 
 
+def test_pseudo_spots_of_integer_labels_name_types_as_the_models_do(cells, tmp_path):
+    """Integer cluster ids as labels: the truth's columns are the names NMFDeconv gives the
+    types (strings), and the spots can be written (h5ad refuses integer column names)."""
+    numbered = cells.copy()
+    numbered.obs["code"] = numbered.obs["cluster"].cat.codes.astype(int)
+    spots, ref = dv.datasets.pseudo_spots(numbered, "code", n_spots=40, seed=0)
+    assert list(spots.obsm["proportions_true"].columns) == ["0", "1", "2", "3"]
+    assert list(spots.obsm["cell_counts"].columns) == ["0", "1", "2", "3"]
+    spots.write_h5ad(tmp_path / "spots.h5ad")
+    model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="code")
+    model.train(max_epochs=2, **TRAIN)
+    truth = spots.obsm["proportions_true"][model.get_proportions().columns]
+    assert truth.shape == (40, 4)
+
+
 def test_pseudo_spots_bad_labels(cells):
     with pytest.raises(KeyError, match="labels_key='nope'"):
         dv.datasets.pseudo_spots(cells, "nope")

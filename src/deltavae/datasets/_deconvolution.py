@@ -191,7 +191,8 @@ def pseudo_spots(
     in_reference = _split_cells(labels, reference_fraction, rng)
     pool = np.flatnonzero(~in_reference)
     pool_codes = labels.codes[pool]
-    types = list(labels.categories)
+    # Named as the models name cell types (NMFDeconv's columns), and as h5ad can write them.
+    types = [str(t) for t in labels.categories]
     n_types = len(types)
     available = [list(rng.permutation(np.flatnonzero(pool_codes == t))) for t in range(n_types)]
     capacity = np.bincount(pool_codes, minlength=n_types)
