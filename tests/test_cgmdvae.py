@@ -314,6 +314,23 @@ def test_restore_best_keeps_the_best_full_elbo_epoch():
 
 
 # ----------------------------------------------------------------- bad input
+def test_a_normal_likelihood_on_raw_counts_is_warned_about():
+    """Counts read as real values let the highest genes dominate z: said, with the two
+    fixes; log-normalized data and real-valued blobs are not warned about."""
+    counts = dv.datasets.synthetic_counts(n_cells=120, n_genes=30, n_clusters=2, seed=0)
+    dv.model.CGMDVAE.setup_anndata(counts)
+    with pytest.warns(UserWarning, match=r"adata.X looks like raw counts .* sc.pp.log1p"):
+        dv.model.CGMDVAE(counts, n_clusters=2, likelihood="normal", **SMALL)
+    dv.model.CGMDVAE(counts, n_clusters=2, **SMALL)  # a count likelihood: nothing to say
+    sc.pp.normalize_total(counts)
+    sc.pp.log1p(counts)
+    dv.model.CGMDVAE.setup_anndata(counts)
+    dv.model.CGMDVAE(counts, n_clusters=2, likelihood="normal", **SMALL)  # no warning
+    blobs = _blobs(n_cells=100)
+    dv.model.CGMDVAE.setup_anndata(blobs)
+    dv.model.CGMDVAE(blobs, n_clusters=3, likelihood="normal", **SMALL)
+
+
 def test_bad_arguments():
     adata = _blobs(n_cells=100)
     dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")

@@ -470,10 +470,12 @@ def test_alignment_penalty_measures_condition_differences_within_clusters():
     adata.obs["cell_type"] = adata.obs["cluster"].astype(str)
     dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
     assert dv.model.CGMDVAE(adata, n_clusters=2).module.condition_alignment == 10.0
-    assert dv.model.CGMDVAE(adata, likelihood="normal").module.condition_alignment == 10.0
+    with pytest.warns(UserWarning, match="looks like raw counts"):  # fine for this check
+        assert dv.model.CGMDVAE(adata, likelihood="normal").module.condition_alignment == 10.0
     dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="cell_type")
     assert dv.model.CGMDVAE(adata).module.condition_alignment == 100.0
-    assert dv.model.CGMDVAE(adata, likelihood="normal").module.condition_alignment == 0.0
+    with pytest.warns(UserWarning, match="looks like raw counts"):
+        assert dv.model.CGMDVAE(adata, likelihood="normal").module.condition_alignment == 0.0
 
 
 def _condition_separation(z, condition, clusters) -> float:

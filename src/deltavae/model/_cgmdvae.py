@@ -25,6 +25,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin, _OnDevice
 from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin, LatentMixin
+from ._count_advice import warn_if_counts
 from ._de import CheckedExpressionMixin
 from ._labels import (
     ConditionsByName,
@@ -170,6 +171,8 @@ class CGMDVAE(
         if observation.data_kind != "real":
             # setup_anndata has warned about silent cells and genes already.
             check_data(adata, setup["layer"], kind=observation.data_kind, warn_empty=False)
+        elif likelihood == "normal":
+            warn_if_counts(adata, setup["layer"])
         labels = self.label_names
         n_clusters = self._check_n_clusters(n_clusters)
         if n_latent == "auto":

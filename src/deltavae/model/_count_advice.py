@@ -109,3 +109,32 @@ def check_model_counts(model) -> None:
     adata, registry = getattr(model, "_adata", None), getattr(model, "registry_", None)
     if adata is not None and registry is not None and model._data_kind == "counts":
         check_still_counts(adata, registry["setup_args"].get("layer"), type(model).__name__)
+
+
+def warn_if_counts(adata: AnnData, layer: str | None) -> None:
+    """Warn when data given to a real-valued likelihood look like raw counts: whole numbers
+    of 0 and above, reaching at least 10, with rows of different totals (the first
+    :data:`_LOOK_ROWS` rows are read). A normal likelihood on counts lets a few highly
+    expressed genes dominate z, where a count likelihood or log-normalized data would not.
+    """
+    from ._validation import warn_user
+
+    X = adata.X if layer is None else adata.layers.get(layer)
+    if not (isinstance(X, np.ndarray) or sparse.issparse(X)):
+        return
+    block = X[:_LOOK_ROWS]
+    values = np.asarray(block.data if sparse.issparse(block) else block)
+    if not values.size or values.min() < 0 or values.max() < 10:
+        return
+    if values.dtype.kind == "f" and (np.fmod(values, 1) != 0).any():
+        return
+    totals = np.asarray(block.sum(axis=1)).ravel()
+    if np.ptp(totals) <= 1e-3 * max(float(totals.max()), 1.0):
+        return  # every row one total: scaled data, not counts
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    warn_user(
+        f"{where} looks like raw counts (whole numbers up to {values.max():.6g}), which "
+        "likelihood='normal' reads as real values: highly expressed genes would dominate the "
+        "latent space. Use a count likelihood (the default, 'zinb'), or log-normalize first "
+        "(sc.pp.normalize_total(adata); sc.pp.log1p(adata))."
+    )
