@@ -3,7 +3,9 @@
 No GPU in CI: a trained module moved to PyTorch's ``meta`` device stands in for one. A method
 that moves its minibatches to the module's device then fails only when it copies a result out
 ("meta tensors have no data"); one that forgets fails on the mismatch of devices, which is
-what a CUDA model would do to a user.
+what a CUDA model would do to a user. A method that reads a value out before its last
+module call (translate's codes, a latent read back for numpy) stops being checked there;
+test_device_tracking.py follows every tensor's would-be device through whole methods.
 """
 
 import re

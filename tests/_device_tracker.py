@@ -1,0 +1,144 @@
+"""Where each tensor would live on a GPU, followed on a CPU: a stand-in for a CUDA device.
+
+The meta-device tests (test_device.py) stop at the first value a method reads out of a tensor
+(``.tolist()``, a latent read back for numpy), so everything after it goes unchecked. This
+tracker runs the real computation instead and follows, through every torch call, which
+tensors would be on the model's device:
+
+* "device": the module's parameters and buffers, minibatches moved by scvi-tools'
+  ``_move_data_to_device``, anything moved with ``.to(<torch.device>)`` (as Lightning moves
+  a training batch), factories given a ``device=`` other than the string ``"cpu"``, and
+  whatever is computed from any of these;
+* "host": tensors made without ``device=`` (``torch.zeros(...)``, ``torch.as_tensor(numpy)``),
+  or moved with ``.cpu()`` / ``.to("cpu")``.
+
+A call that mixes a "device" tensor with a "host" tensor of one or more dimensions is
+recorded with where it happened: on CUDA it raises "Expected all tensors to be on the same
+device". Indexing with host indices is not recorded (CUDA accepts it), nor are 0-d host
+tensors (CUDA accepts CPU scalars).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections import Counter
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+_FACTORIES = {
+    "zeros", "ones", "empty", "full", "arange", "eye", "tensor", "as_tensor", "linspace",
+    "logspace", "rand", "randn", "randint", "randperm", "scalar_tensor", "normal",
+    "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like",
+}  # fmt: skip
+# Calls that read, index or copy in place: mixing devices there is allowed or is no compute.
+_EXEMPT = {
+    "__getitem__", "__setitem__", "index_put_", "index_put", "__repr__", "__format__",
+    "__len__", "size", "dim", "numel", "shape", "__get__", "__set__", "device", "dtype",
+    "is_floating_point", "requires_grad_", "detach", "numpy", "tolist", "item", "__bool__",
+    "__int__", "__float__", "__index__", "data_ptr", "storage_offset", "__hash__",
+    "__array__", "__reduce_ex__", "__deepcopy__", "__iter__", "unbind", "register_hook",
+    "retain_grad", "_version", "copy_", "_has_compatible_shallow_copy_type",
+}  # fmt: skip
+_LIKE = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like"}
+
+
+def _tag(t, value) -> None:
+    if isinstance(t, torch.Tensor):
+        try:
+            t._dv_where = value
+        except (AttributeError, RuntimeError):  # e.g. tensors of C++-only subclasses
+            pass
+
+
+def _where(t):
+    return getattr(t, "_dv_where", None)
+
+
+def _is_cpu(device) -> bool:
+    # On this CPU run the model's device is torch.device("cpu"): code that passes a device
+    # object (module.device, x.device; Lightning moving a batch) means the model's device.
+    # Only the string "cpu" says the CPU on purpose.
+    return isinstance(device, str) and device.split(":")[0] == "cpu"
+
+
+class DeviceTracker(TorchFunctionMode):
+    """Record every torch call that would mix the GPU and the CPU (see the module's text)."""
+
+    def __init__(self, root: str = "deltavae"):
+        super().__init__()
+        self.root = root
+        self.mixes: Counter = Counter()
+
+    def _caller(self) -> str:
+        frames = [f for f in traceback.extract_stack()[:-3] if self.root in f.filename]
+        return " <- ".join(f"{f.filename.split('src/')[-1]}:{f.lineno}" for f in frames[-3:][::-1])
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = getattr(func, "__name__", str(func))
+        if name in ("cpu", "to") and args and out is args[0]:
+            # On the CPU these return the tensor itself; on a GPU a new one: copy, so that the
+            # result's place does not overwrite the original's.
+            grad = out.requires_grad
+            out = out.detach().clone().requires_grad_(grad) if out.is_leaf else out.clone()
+        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        places = [_where(t) for t in inputs]
+        if name in _FACTORIES:
+            device = kwargs.get("device")
+            if device is not None:
+                place = "host" if _is_cpu(device) else "device"
+            elif name in _LIKE:
+                place = places[0] if places else "host"
+            else:
+                place = "device" if "device" in places else "host"
+        elif name == "cpu":
+            place = "host"
+        elif name == "to":
+            targets = [a for a in [*args[1:], kwargs.get("device")] if a is not None]
+            device = next((a for a in targets if isinstance(a, torch.device | str)), None)
+            like = next((a for a in targets if isinstance(a, torch.Tensor)), None)
+            if device is not None:
+                place = "host" if _is_cpu(device) else "device"
+            else:
+                place = _where(like) if like is not None else _where(args[0])
+        else:
+            place = "device" if "device" in places else ("host" if "host" in places else None)
+            if "device" in places and name not in _EXEMPT:
+                host = [t for t, p in zip(inputs, places, strict=True) if p == "host" and t.dim()]
+                if host:
+                    self.mixes[(name, self._caller())] += 1
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and place is not None:
+                if _where(t) is None or place == "device" or name in ("cpu", "to"):
+                    _tag(t, place)
+        return out
+
+    def report(self) -> str:
+        return "\n".join(f"{n}x {name} at {where}" for (name, where), n in self.mixes.items())
+
+
+def on_device(module: torch.nn.Module) -> None:
+    """Mark ``module``'s parameters and buffers as living on the (stand-in) device."""
+    for t in [*module.parameters(), *module.buffers()]:
+        _tag(t, "device")
+
+
+def track_moves(monkeypatch) -> None:
+    """Mark what scvi-tools' ``_move_data_to_device`` moves (deltavae's loaders call it)."""
+    import scvi.module.base._decorators as decorators
+
+    import deltavae.model._scvi_glue as glue
+
+    move = decorators._move_data_to_device
+
+    def moved(batch, device):
+        out = move(batch, device)
+        for t in tree_flatten(out)[0]:
+            _tag(t, "device")
+        return out
+
+    monkeypatch.setattr(decorators, "_move_data_to_device", moved)
+    monkeypatch.setattr(glue, "_move_data_to_device", moved)

@@ -1,0 +1,163 @@
+"""Every model trained and read out with each tensor's would-be device followed
+(:mod:`_device_tracker`): nothing computed on the model's device may meet a tensor left on
+the CPU. Unlike the meta-device tests, the whole method runs, past the first value read out
+(translate, perturbation prediction and sampling read codes and latents back early)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from _device_tracker import DeviceTracker, on_device, track_moves
+
+import deltavae as dv
+
+TRAIN = {"accelerator": "cpu", "enable_progress_bar": False, "batch_size": 64}
+
+
+@pytest.fixture
+def tracked(monkeypatch):
+    """Run ``{name: call}`` (and first ``train``) under the tracker; fail on any mix."""
+    track_moves(monkeypatch)
+
+    def run(module, calls, train=None):
+        mixes = {}
+        for name, call in ([("train", train)] if train else []) + list(calls.items()):
+            on_device(module)
+            tracker = DeviceTracker()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with tracker:
+                    call()
+            if tracker.mixes:
+                mixes[name] = tracker.report()
+        assert not mixes, "CPU tensors meet device tensors:\n" + "\n".join(
+            f"{name}: {report}" for name, report in mixes.items()
+        )
+
+    return run
+
+
+def _counts(seed=0):
+    return dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=40, n_clusters=3, n_conditions=2, seed=seed
+    )
+
+
+def test_a_planted_cpu_tensor_is_caught(tracked, monkeypatch):
+    """The check itself: a CPU tensor added inside translate, after the codes were read out
+    (where the meta-device test stops), is reported."""
+    adata = _counts()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
+    model.train(max_epochs=1, mixture_init="kmeans", mixture_init_epoch=0, **TRAIN)
+    translate = type(model.module).translate
+
+    def planted(self, x, *args, **kwargs):
+        x = x + torch.as_tensor(np.zeros(x.shape[1], dtype=np.float32))  # no device=
+        return translate(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(type(model.module), "translate", planted)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    with pytest.raises(AssertionError, match=r"translate: .*add"):
+        tracked(model.module, {"translate": lambda: model.translate(ctrl, "stim")})
+
+
+def test_zinbvae_and_its_query_stay_on_the_device(tracked):
+    adata = _counts()
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16, dispersion="gene-batch")
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    pp = {"condition_key": "condition", "balance_key": "cluster"}
+    tracked(
+        vae.module,
+        {
+            "latent": lambda: vae.get_latent_representation(give_mean=False),
+            "expression": lambda: vae.get_normalized_expression(transform_batch="stim"),
+            "elbo": vae.get_elbo,
+            "marginal ll": lambda: vae.get_marginal_ll(n_mc_samples=2),
+            "differential expression": lambda: vae.differential_expression(
+                groupby="cluster", group1="0"
+            ),
+            "latent shift": lambda: vae.predict_perturbation(
+                ctrl, "stim", method="latent_shift", **pp
+            ),
+            "nearest response": lambda: vae.predict_perturbation(
+                ctrl, "stim", method="nearest_response", similarity="latent", **pp
+            ),
+        },
+        train=lambda: vae.train(max_epochs=2, restore_best=True, **TRAIN),
+    )
+    query = adata[adata.obs["condition"] == "stim"].copy()
+    query.obs["condition"] = "new"
+    mapped = dv.model.ZINBVAE.load_query_data(query, vae, accelerator="cpu")
+    tracked(
+        mapped.module,
+        {"latent": mapped.get_latent_representation},
+        train=lambda: mapped.train(max_epochs=1, plan_kwargs={"weight_decay": 1e-3}, **TRAIN),
+    )
+
+
+@pytest.mark.parametrize("labels", [False, True])
+def test_cgmdvae_stays_on_the_device(tracked, labels):
+    adata = _counts()
+    adata.obs["cell_type"] = adata.obs["cluster"].astype(str)
+    dv.model.CGMDVAE.setup_anndata(
+        adata, condition_key="condition", labels_key="cell_type" if labels else None
+    )
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    calls = {
+        "z moved": lambda: model.get_latent_representation(condition="ctrl"),
+        "w": lambda: model.get_latent_representation(representation="w"),
+        "clusters": lambda: model.predict_clusters(soft=True),
+        "sample": lambda: model.sample(10, cluster=0, condition="stim", seed=0),
+        "translate": lambda: model.translate(ctrl, "stim", seed=0),
+        "translate, not residual": lambda: model.translate(
+            ctrl, "stim", residual=False, response_weight=0
+        ),
+        "latent shift": lambda: model.predict_perturbation(ctrl, "stim", method="latent_shift"),
+        "nearest response": lambda: model.predict_perturbation(
+            ctrl, "stim", method="nearest_response", similarity="latent"
+        ),
+        "marginal ll": lambda: model.get_marginal_ll(n_mc_samples=2),
+    }
+    # Unlabelled: the Leiden start and the refit after training run too.
+    tracked(model.module, calls, train=lambda: model.train(max_epochs=4, **TRAIN))
+
+
+def test_spot_models_stay_on_the_device(tracked):
+    cells = dv.datasets.synthetic_counts(n_cells=200, n_genes=120, n_clusters=3, seed=1)
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=40, seed=0)
+    for inference in ("amortized", "per_spot"):
+        deconv = dv.model.NMFDeconv.from_reference(
+            spots.copy(), reference=ref, labels_key="cluster", inference=inference
+        )
+        tracked(
+            deconv.module,
+            {"proportions": deconv.get_proportions, "abundance": deconv.get_abundance},
+            train=lambda d=deconv: d.train(max_epochs=2, **TRAIN),
+        )
+    measured = spots[:, spots.var_names[:100]].copy()
+    for design in ("deconvolution", "latent"):
+        imputer = dv.model.SpatialImputer.from_reference(
+            measured.copy(), ref, labels_key="cluster", design=design
+        )
+        tracked(
+            imputer.module,
+            {"impute": imputer.impute},
+            train=lambda m=imputer: m.train(max_epochs=2, **TRAIN),
+        )
+    mix = dv.datasets.convex_mixtures(n_spots=60, n_genes=60, n_archetypes=3, seed=0)
+    mix.obs["slide"] = np.repeat(["a", "b"], 30)
+    dv.model.Archetypes.setup_anndata(mix, sample_key="slide")
+    archetypes = dv.model.Archetypes(mix, n_archetypes=3)
+    tracked(
+        archetypes.module,
+        {
+            "weights of new spots": lambda: archetypes.get_archetype_weights(mix[:10].copy()),
+            "profiles": archetypes.get_archetype_profiles,
+            "sample factors": archetypes.get_sample_factors,
+        },
+        train=lambda: archetypes.train(max_epochs=2, **TRAIN),
+    )
