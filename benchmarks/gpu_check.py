@@ -11,8 +11,8 @@ Phases (real data shipped with the package, nothing downloaded):
    every public method that runs the module: latents (of the training cells, of a new AnnData,
    sampled), normalized expression, differential expression (B against CD14+ monocytes), ELBO,
    reconstruction error, marginal likelihood, likelihood parameters, posterior predictive
-   samples, feature correlations, library sizes, the aggregated posterior, Pyro posterior
-   samples and ``write_to_adata``. scvi-tools' own mixin methods (ELBO onwards in that list)
+   samples, feature correlations, library sizes, the aggregated posterior and
+   ``write_to_adata``. scvi-tools' own mixin methods (ELBO onwards in that list)
    run last, after phase 6: one that fails can leave scvi-tools' registry of the model's
    AnnData broken, and that must not hide the other checks (it is restored and reported).
 2. Kang IFN-beta (``condition`` ctrl / stim): a semi-supervised CGMDVAE (half the cells keep
@@ -32,6 +32,13 @@ Phases (real data shipped with the package, nothing downloaded):
    true counts, proportions, ``write_to_adata``) and ``Archetypes`` (``n_archetypes="auto"``;
    weights of the training and of new spots, profiles, anchors, markers, signature matching,
    names, ``write_to_adata``).
+4b. Variants (``_gpu_variants.py``): what the phases above leave out, each model joining
+   phase 5's comparison: an unlabelled CGMDVAE on Kang (the default Leiden mixture start and
+   the refit), CGMDVAE with ``likelihood="normal"`` on log-normalized PBMC cells, ZINBVAE with
+   a per-batch dispersion, a latent library size, early stopping and ``restore_best``,
+   NMFDeconv per spot, SpatialImputer with the latent design, Archetypes with two samples;
+   then phase 1's ZINBVAE saved and pickled on the device and read back in a process that
+   sees no GPU (``CUDA_VISIBLE_DEVICES=""``), its latent compared with the device's.
 5. Devices: each trained model is copied to the CPU with ``to_device("cpu")``; its latent (for
    CGMDVAE also the cluster probabilities, for NMFDeconv the proportions, for SpatialImputer
    the imputed genes, for Archetypes the weights) is recomputed there and compared with the
@@ -47,7 +54,7 @@ Phases (real data shipped with the package, nothing downloaded):
    there are more), GPU utilisation sampled during training and peak GPU memory
    (``torch.cuda.max_memory_allocated``).
 
-Time on one H200 with 16 CPU cores: estimated, not yet measured, about 5 minutes. A ZINBVAE
+Time on one H200 with 16 CPU cores: estimated, not yet measured, about 6 minutes. A ZINBVAE
 step of 128 cells is taken as ~6 ms on the GPU (Pyro's Python overhead included) and a CGMDVAE
 step as ~20 ms; the CPU-side parts were timed here at full size with 1-2 epochs (2 CPU cores,
 one torch thread: 86 s without the speed phase). Imports and data ~20 s; ZINBVAE on PBMC,
@@ -55,7 +62,8 @@ one torch thread: 86 s without the speed phase). Imports and data ~20 s; ZINBVAE
 UMAP's first compilation for the mixture start ~20 s, its methods ~15 s; the donor-101
 references (100 epochs) and queries (30) ~25 s; NMFDeconv (500 full-batch steps) ~5 s,
 SpatialImputer (400 full-batch steps, estimated) ~10 s,
-Archetypes (choosing among 2-8 archetypes ~15 s, 200 epochs of 8 steps ~10 s) ~30 s; CPU
+Archetypes (choosing among 2-8 archetypes ~15 s, 200 epochs of 8 steps ~10 s) ~30 s;
+variants (30 epochs each, two fresh processes importing deltavae ~20 s) ~60 s; CPU
 copies ~5 s; save / load / 5 more epochs ~20 s (reloading Archetypes refits its start, ~5 s);
 scvi-tools methods ~20 s (feature correlations ~10 s); speed ~100 s (100,000 cells are 782
 steps of 128 or 98 of 1024; 3 epochs at 128 and 4 at 1024 per model at ~3-10 ms per step of
@@ -99,6 +107,7 @@ from _gpu_report import (  # noqa: E402, F401 - FAILED, CheckFailed and _same: f
 )
 from _gpu_spatial import phase_devices, phase_save_load, phase_spatial  # noqa: E402
 from _gpu_speed import phase_speed, speed_table  # noqa: E402
+from _gpu_variants import phase_variants  # noqa: E402
 
 
 # --------------------------------------------------------------------------- main
@@ -148,6 +157,7 @@ PHASES = (
     ("ZINBVAE on PBMC", phase_zinbvae_pbmc),
     ("Kang: CGMDVAE, ZINBVAE reference, queries", phase_kang),
     ("spatial: NMFDeconv, SpatialImputer, Archetypes", phase_spatial),
+    ("variants; a machine without a GPU", phase_variants),
     ("CPU copies against the device", phase_devices),
     ("save, load, train on", phase_save_load),
     ("scvi-tools mixin methods", phase_scvi_methods),

@@ -1,0 +1,234 @@
+"""gpu_check.py's variants phase: the settings the main phases leave out, on the device (each
+model joins the CPU comparison of phase 5), and a model taken to a machine without a GPU.
+
+* CGMDVAE unlabelled on Kang: the default Leiden mixture start and the refit after training
+  (the main phase's model has labels, which skip both);
+* CGMDVAE with ``likelihood="normal"`` on log-normalized PBMC cells;
+* ZINBVAE with a per-batch dispersion, a latent library size, early stopping and the best
+  validation epoch restored;
+* NMFDeconv per spot, SpatialImputer with the latent design, Archetypes with two samples;
+* the device's ZINBVAE saved and pickled, then loaded and unpickled in a process that sees no
+  GPU (``CUDA_VISIBLE_DEVICES=""``): its latent must match the device's.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+
+from _gpu_models import prepare_kang, prepare_pbmc
+from _gpu_report import FAILED, CheckFailed, Context, _module_device, _same
+
+# Relative difference above which a model read on a CPU-only machine differs from the device.
+CPU_ONLY_TOLERANCE = 1e-3
+
+_READ_ON_CPU = """
+import os, pickle, sys
+import numpy as np
+import anndata as ad
+import torch
+import deltavae as dv
+assert not torch.cuda.is_available(), "CUDA_VISIBLE_DEVICES did not hide the GPU"
+how, path, adata_path, out = sys.argv[1:]
+adata = ad.read_h5ad(adata_path)
+if how == "load":
+    model = dv.model.ZINBVAE.load(path, adata)
+else:
+    with open(path, "rb") as f:
+        model = pickle.load(f)
+device = str(next(model.module.parameters()).device)
+np.save(out, model.get_latent_representation(adata))
+print(device)
+"""
+
+
+def phase_variants(ctx: Context, models: dict) -> None:
+    import deltavae as dv
+
+    epochs = ctx.cfg["variant_epochs"]
+    run = ctx.report.run
+    kang = run("variants", "prepare Kang", lambda: prepare_kang(ctx.cfg["kang_cells"], 0))
+    if kang is not FAILED:
+        _entry(
+            ctx,
+            models,
+            "CGMDVAE/unlabelled",
+            lambda: _setup(dv.model.CGMDVAE, kang.copy(), condition_key="condition"),
+            epochs,
+            soft=True,
+        )
+        _entry(
+            ctx,
+            models,
+            "ZINBVAE/gene-batch",
+            lambda: _setup(
+                dv.model.ZINBVAE,
+                kang.copy(),
+                batch_key="condition",
+                model_kwargs={"dispersion": "gene-batch", "use_observed_lib_size": False},
+            ),
+            epochs,
+            early_stopping=True,
+            restore_best=True,
+        )
+    cells = run("variants", "prepare PBMC (log-normalized)", _logged_pbmc)
+    if cells is not FAILED:
+        _entry(
+            ctx,
+            models,
+            "CGMDVAE/normal",
+            lambda: _setup(
+                dv.model.CGMDVAE,
+                cells,
+                model_kwargs={"n_clusters": 8, "likelihood": "normal"},
+            ),
+            epochs,
+            soft=True,
+        )
+    _spot_variants(ctx, models, epochs)
+    if "ZINBVAE/pbmc" in models:
+        _cpu_only(ctx, models["ZINBVAE/pbmc"])
+
+
+def _setup(cls, adata, model_kwargs=None, **setup):
+    cls.setup_anndata(adata, **setup)
+    return cls(adata, **(model_kwargs or {}))
+
+
+def _logged_pbmc():
+    import scanpy as sc
+
+    adata = prepare_pbmc(1000, 0)
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    return adata
+
+
+def _entry(ctx: Context, models: dict, name: str, build, epochs: int, soft=False, **train):
+    model = ctx.build_and_train(
+        name, "build", build, epochs, detail=lambda m: type(m).__name__, on_device=True, **train
+    )
+    if model is FAILED:
+        return
+    kind = {"NMFDeconv": "proportions", "SpatialImputer": "imputed", "Archetypes": "weights"}
+    kind = kind.get(type(model).__name__, "latent")
+    read = {
+        "proportions": model.get_proportions if kind == "proportions" else None,
+        "imputed": getattr(model, "impute", None),
+        "weights": getattr(model, "get_archetype_weights", None),
+        "latent": getattr(model, "get_latent_representation", None),
+    }[kind]
+    result = ctx.report.run(name, f"{kind} on {ctx.device}", read)
+    probs = None
+    if soft:
+        probs = ctx.report.run(
+            name, "predict_clusters(soft=True)", lambda: model.predict_clusters(soft=True)
+        )
+    models[name] = {
+        "model": model,
+        "adata": model.adata,
+        "latent": result,
+        "soft": probs,
+        "kind": kind,
+    }
+
+
+def _spot_variants(ctx: Context, models: dict, epochs: int) -> None:
+    import numpy as np
+
+    import deltavae as dv
+
+    made = ctx.report.run(
+        "variants",
+        "pseudo_spots (variants)",
+        lambda: dv.datasets.pseudo_spots(
+            prepare_pbmc(None, 0),  # all cells: a few hundred leave a type of one cell
+            "cell_type",
+            n_spots=ctx.cfg["n_spots"],
+            seed=ctx.seed + 1,
+        ),
+        finite=False,
+    )
+    if made is FAILED:
+        return
+    spots, reference = made
+    _entry(
+        ctx,
+        models,
+        "NMFDeconv/per_spot",
+        lambda: dv.model.NMFDeconv.from_reference(
+            spots.copy(), reference, labels_key="cell_type", inference="per_spot"
+        ),
+        epochs * 5,
+    )
+    hidden = set(reference.var_names[-100:])
+    measured = spots[:, [g for g in spots.var_names if g not in hidden]].copy()
+    _entry(
+        ctx,
+        models,
+        "SpatialImputer/latent",
+        lambda: dv.model.SpatialImputer.from_reference(
+            measured, reference, labels_key="cell_type", design="latent"
+        ),
+        epochs * 5,
+    )
+    slides = spots.copy()
+    slides.obs["slide"] = np.where(np.arange(slides.n_obs) % 2 == 0, "a", "b")
+    _entry(
+        ctx,
+        models,
+        "Archetypes/samples",
+        lambda: _setup(
+            dv.model.Archetypes, slides, sample_key="slide", model_kwargs={"n_archetypes": 5}
+        ),
+        epochs,
+    )
+
+
+def _cpu_only(ctx: Context, entry: dict) -> None:
+    """The device's model saved and pickled, read back in a process without a GPU."""
+    run, name = ctx.report.run, "ZINBVAE/pbmc"
+    model, adata, on_device = entry["model"], entry["adata"], entry["latent"]
+    folder = ctx.tmp / "cpu_only"
+    folder.mkdir(exist_ok=True)
+    data = folder / "adata.h5ad"
+    wrote = run(name, "save + pickle for a CPU-only process", lambda: _write(model, adata, folder))
+    for how, path in (("load", folder / "model"), ("pickle", folder / "model.pkl")):
+        out = folder / f"latent_{how}.npy"
+        run(
+            name,
+            f"{how} in a process without a GPU == on {ctx.device}",
+            lambda h=how, p=path, o=out: _read_on_cpu(h, p, data, o, on_device),
+            needs=[wrote, on_device],
+            detail=str,
+            finite=False,
+        )
+
+
+def _write(model, adata, folder) -> str:
+    adata.write_h5ad(folder / "adata.h5ad")
+    model.save(str(folder / "model"), overwrite=True)
+    with open(folder / "model.pkl", "wb") as f:
+        pickle.dump(model, f)
+    return f"module on {_module_device(model)}"
+
+
+def _read_on_cpu(how, path, data, out, on_device) -> str:
+    import numpy as np
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_ON_CPU, how, str(path), str(data), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        raise CheckFailed(f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
+    device = done.stdout.strip().splitlines()[-1]
+    if device != "cpu":
+        raise CheckFailed(f"module on {device} in a process without a GPU")
+    return _same(on_device, np.load(out), CPU_ONLY_TOLERANCE, f"latent ({how}, on {device})")
