@@ -239,12 +239,12 @@ def scvi_init_names(init):
 @contextlib.contextmanager
 def seeded(module, seed: int | None):
     """torch's generators seeded with ``seed`` inside, as they were outside (nothing done for
-    ``None``). Only the generator of the module's device is forked besides the CPU's:
-    forking "cuda" on a CPU build fails."""
+    ``None``). ``torch.manual_seed`` seeds every GPU's generator, so all of them are forked
+    when the module is on one (forking "cuda" on a CPU build fails)."""
     if seed is None:
         yield
         return
-    device = module.device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    cuda = module.device.type == "cuda"
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []):
         torch.manual_seed(seed)
         yield
