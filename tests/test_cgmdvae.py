@@ -83,7 +83,7 @@ def test_key_added_keeps_two_models_side_by_side(blobs_model, tmp_path):
     target.write_h5ad(tmp_path / "two.h5ad")
     back = ad.read_h5ad(tmp_path / "two.h5ad")
     np.testing.assert_array_equal(back.obsm["X_cgmdvae_b"], target.obsm["X_cgmdvae_b"])
-    for bad in ("", "  ", None, 3, "runs/b"):
+    for bad in ("", "  ", None, 3, "runs/b", "X_cgmdvae"):
         with pytest.raises(ValueError, match="key_added"):
             model.write_to_adata(target, key_added=bad)
 

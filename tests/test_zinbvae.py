@@ -51,6 +51,10 @@ def test_loss_falls_and_latent_separates_clusters(trained):
     np.testing.assert_array_equal(target.obsm["X_zinbvae_b"], adata.obsm["X_zinbvae"])
     with pytest.raises(ValueError, match="key_added"):
         model.write_to_adata(target, key_added="a/b")
+    # scvi-tools' tutorials name the obsm key itself ("X_scVI"): here the prefix is the name.
+    with pytest.raises(ValueError, match=r"would write obsm\['X_X_scVI'\].*key_added='scVI'"):
+        model.write_to_adata(target, key_added="X_scVI")
+    assert "X_X_scVI" not in target.obsm
     z = adata.obsm["X_zinbvae"]
     assert z.shape == (adata.n_obs, 5)
     from sklearn.cluster import KMeans

@@ -448,7 +448,7 @@ class CGMDVAE(
         >>> g_k12.write_to_adata(adata, key_added="cgmdvae_k12")  # doctest: +SKIP
         ['obsm/X_cgmdvae_k12', 'obsm/X_cgmdvae_k12_w', 'obs/cgmdvae_k12_cluster', ...]
         """
-        key = check_key_added(key_added)
+        key = check_key_added(key_added, embedding=True)
         adata = self._write_target(adata)
         post = self._posterior(adata, None, batch_size)
         names = self.cluster_names

@@ -426,12 +426,21 @@ def check_size_factors(adata: AnnData, size_factor_key: str | None) -> None:
         )
 
 
-def check_key_added(key_added) -> str:
-    """A ``key_added`` prefix: a non-empty string that h5ad and zarr can store as a key."""
+def check_key_added(key_added, embedding: bool = False) -> str:
+    """A ``key_added`` prefix: a non-empty string that h5ad and zarr can store as a key; for
+    a model writing its latent to ``obsm[f"X_{key_added}"]`` (``embedding``), not starting
+    with ``"X_"`` itself."""
     if not isinstance(key_added, str) or not key_added.strip():
         raise ValueError(
             f"key_added must be a non-empty string (the prefix of the keys written), "
             f"got {key_added!r}."
+        )
+    if embedding and key_added.startswith("X_"):
+        name = key_added.removeprefix("X_")
+        raise ValueError(
+            f"key_added={key_added!r} would write obsm['X_{key_added}']: it names the keys, "
+            f"and the latent's gets 'X_' in front (scanpy's habit). Pass key_added={name!r} "
+            f"for obsm['X_{name}']."
         )
     if "/" in key_added:
         raise ValueError(

@@ -218,7 +218,7 @@ class ZINBVAE(
         >>> vae_seed1.write_to_adata(adata, key_added="zinbvae_seed1")  # doctest: +SKIP
         ['obsm/X_zinbvae_seed1']
         """
-        key = f"X_{check_key_added(key_added)}"
+        key = f"X_{check_key_added(key_added, embedding=True)}"
         adata = self._write_target(adata)
         latent = self.get_latent_representation(adata, batch_size=batch_size)
         adata.obsm[key] = np.asarray(latent, dtype=np.float32)
