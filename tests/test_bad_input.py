@@ -70,6 +70,27 @@ def test_repeated_gene_names_are_refused_at_setup(counts_adata, model):
     _assert_unchanged(counts_adata, snap)
 
 
+def test_a_measurement_as_a_category_column_is_refused(counts_adata):
+    """nUMI or a score as batch_key / condition_key made one category per value (a one-hot
+    of hundreds of columns); doses and integer ids are categories and stay accepted."""
+    adata = counts_adata
+    adata.obs["nUMI"] = np.asarray(adata.X.sum(1)).ravel()
+    adata.obs["score"] = np.random.default_rng(0).normal(size=adata.n_obs)
+    adata.obs["dose"] = np.resize([0.1, 1.0, 10.0], adata.n_obs)
+    adata.obs["donor_id"] = np.arange(adata.n_obs) % 4
+    _setup_fails(adata, ValueError, r"batch_key='nUMI'.*looks like a measurement", batch_key="nUMI")
+    snap = _snapshot(adata)
+    with pytest.raises(ValueError, match=r"'score'.* 300 distinct non-integer numbers"):
+        dv.model.CGMDVAE.setup_anndata(adata, condition_key="score")
+    _assert_unchanged(adata, snap)
+    with pytest.raises(ValueError, match="labels_key='dose'.*looks like a measurement"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="dose")
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="dose")
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="donor_id")
+    adata.obs["sf"] = adata.obs["nUMI"] / adata.obs["nUMI"].mean()  # a measurement, rightly
+    dv.model.ZINBVAE.setup_anndata(adata, size_factor_key="sf")
+
+
 def test_missing_obs_keys(counts_adata):
     _setup_fails(counts_adata, KeyError, "batch_key='donor'", batch_key="donor")
     _setup_fails(

@@ -23,6 +23,23 @@ def layer_matrix(adata: ad.AnnData, layer: str | None):
     return adata.layers[layer]
 
 
+def measurement_note(column: pd.Series, fractions: bool = False) -> str | None:
+    """What makes a numeric obs column look like a measurement (nUMI, a score) rather than
+    categories: more distinct numbers than max(50, half the rows), or (unless ``fractions``:
+    doses such as 0.1, 1 and 10 are conditions) any non-integer number. ``None`` for
+    categories, strings, booleans and integer ids."""
+    if not pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column):
+        return None
+    values = column.dropna().to_numpy(dtype=float)
+    values = values[np.isfinite(values)]
+    n_values = len(np.unique(values))
+    whole = bool(np.all(np.mod(values, 1) == 0))
+    if (whole or fractions) and n_values <= max(50, len(column) // 2):
+        return None
+    kind = "whole" if whole else "non-integer"
+    return f"{n_values} distinct {kind} numbers over {len(column)} cells"
+
+
 def check_labels(reference: ad.AnnData, labels_key: str) -> pd.Categorical:
     """The cell types of ``reference.obs[labels_key]``: present, no missing values, at least 2."""
     if labels_key not in reference.obs:
@@ -33,16 +50,12 @@ def check_labels(reference: ad.AnnData, labels_key: str) -> pd.Categorical:
     column = reference.obs[labels_key]
     labels = pd.Categorical(column).remove_unused_categories()
     n_types = len(labels.categories)
-    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column):
-        # A measurement (nUMI, a score) passed by mistake: one "type" per value.
-        whole = np.all(np.mod(column.dropna().to_numpy(dtype=float), 1) == 0)
-        if not whole or n_types > max(50, len(column) // 2):
-            raise ValueError(
-                f"reference.obs[{labels_key!r}] looks like a measurement, not cell types: "
-                f"{n_types} distinct {'whole' if whole else 'non-integer'} numbers over "
-                f"{len(column)} cells. Pass the column of cell-type labels as labels_key; "
-                "integer cluster ids are fine."
-            )
+    note = measurement_note(column)  # a measurement passed by mistake: one "type" per value
+    if note is not None:
+        raise ValueError(
+            f"reference.obs[{labels_key!r}] looks like a measurement, not cell types: {note}. "
+            "Pass the column of cell-type labels as labels_key; integer cluster ids are fine."
+        )
     if (labels.codes < 0).any():
         raise ValueError(
             f"reference.obs[{labels_key!r}] has {int((labels.codes < 0).sum())} missing labels; "

@@ -19,6 +19,7 @@ from scipy import sparse
 
 import deltavae as deltavae_pkg
 
+from .._checks import measurement_note
 from ._count_advice import counts_hint, why_not_whole
 
 logger = logging.getLogger(__name__)
@@ -351,6 +352,15 @@ def check_obs_keys(adata: AnnData, keys: dict[str, str | Iterable[str] | None]) 
                 raise ValueError(
                     f"{arg}={key!r}: adata.obs[{key!r}] has {n_missing} missing values (NaN); "
                     + fill
+                )
+            note = None
+            if arg != "size_factor_key":  # every other key names categories
+                note = measurement_note(adata.obs[key], fractions=arg != "labels_key")
+            if note is not None:  # nUMI, a score: one category per value
+                raise ValueError(
+                    f"{arg}={key!r}: adata.obs[{key!r}] looks like a measurement, not "
+                    f"categories: {note}. Name a column of categories (batch, donor, "
+                    "condition, cell type); integer ids are fine."
                 )
 
 
