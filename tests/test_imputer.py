@@ -209,8 +209,14 @@ def test_results_in_adata_and_user_data_unchanged(pair, fitted, tmp_path):
     backwards = user[::-1].copy()
     fitted.write_to_adata(backwards)
     pd.testing.assert_frame_equal(backwards.obsm["imputed"], stored.iloc[::-1])
-    with pytest.raises(ValueError, match="model's 150 spots, by name"):
-        fitted.write_to_adata(user[:-1].copy())
+    # Some of the spots (a region): each gets its own values.
+    region = user[::3].copy()
+    fitted.write_to_adata(region)
+    pd.testing.assert_frame_equal(region.obsm["imputed"], stored.iloc[::3])
+    other = user[:5].copy()
+    other.obs_names = ["elsewhere", *other.obs_names[1:]]
+    with pytest.raises(ValueError, match=r"1 spots it was not fitted on \(e.g. \['elsewhere'\]"):
+        fitted.write_to_adata(other)
 
 
 @pytest.mark.parametrize(

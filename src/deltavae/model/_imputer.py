@@ -17,7 +17,7 @@ from ..module import ImputerDeconvolutionModule, ImputerLatentModule
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._genes import _refuse_duplicates, identifier_advice
-from ._imputer_reference import cluster_states, state_profiles
+from ._imputer_reference import cluster_states, neighbour_cells, state_profiles
 from ._saved import read_saved
 from ._spots import SpotModelMixin, prefixed, spots_to_load, warn_empty_spots
 from ._validation import check_data, warn_user
@@ -28,22 +28,6 @@ _DESIGNS = ("deconvolution", "latent")
 _PROFILES = ("neighbours", "type")
 _FEW_SHARED_GENES = 50
 _CHUNK = 4096
-
-
-def _neighbour_cells(cells, cell_states, genes: pd.Index, states: pd.Index):
-    """(counts, state codes) of the reference cells for neighbour profiles, checked; (None,
-    None) when ``cells`` is None."""
-    if cells is None:
-        return None, None
-    if not isinstance(cells, pd.DataFrame) or not pd.Index(cells.columns).equals(genes):
-        raise ValueError("cells must be a DataFrame with the reference's genes as columns.")
-    codes = states.get_indexer(np.asarray(cell_states).astype(str))
-    if len(codes) != len(cells) or (codes < 0).any():
-        raise ValueError("cell_states must name, for every cell, a state of the reference.")
-    values = np.asarray(cells.to_numpy(), dtype=np.float32)
-    if not np.isfinite(values).all() or (values < 0).any():
-        raise ValueError("cells must hold finite, non-negative counts.")
-    return torch.as_tensor(values), torch.as_tensor(codes)
 
 
 class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
@@ -161,7 +145,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
                 "(SpatialImputer.from_reference passes them); or use profiles='type'."
             )
         if design == "deconvolution":
-            neighbours = _neighbour_cells(cells, cell_states, genes, self.state_names_)
+            neighbours = neighbour_cells(cells, cell_states, genes, self.state_names_)
             self.module = ImputerDeconvolutionModule(
                 adata.n_obs, torch.as_tensor(values), torch.as_tensor(visible), technology_sd,
                 *(neighbours if profiles == "neighbours" else (None, None)), temperature,
@@ -355,10 +339,16 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
     def _check_spots(self, adata: AnnData | None) -> AnnData:
         adata = self._resolve_adata(adata)
         names, own = adata.obs_names, self.adata.obs_names
-        if not (len(names) == len(own) and not names.has_duplicates and names.isin(own).all()):
+        foreign = names[~names.isin(own)]
+        if len(foreign) or names.has_duplicates:
+            what = (
+                f"{len(foreign)} spots it was not fitted on (e.g. {foreign[:3].tolist()})"
+                if len(foreign)
+                else "repeated spot names"
+            )
             raise ValueError(
-                "Imputations are fitted per spot: the AnnData must hold the model's "
-                f"{self.adata.n_obs} spots, by name (got {adata.n_obs}, other names)."
+                "Imputations are fitted per spot: the AnnData must hold spots of the model's "
+                f"{self.adata.n_obs}, matched by name; it holds {what}."
             )
         return adata
 
@@ -449,8 +439,9 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         Parameters
         ----------
         adata
-            The spots (the model's spots, matched by name, in any order; any genes), e.g.
-            the AnnData passed to :meth:`from_reference`; default the model's own copy.
+            The spots (the model's spots or some of them, matched by name, in any order; any
+            genes), e.g. the AnnData passed to :meth:`from_reference`; default the model's own
+            copy.
         genes
             As in :meth:`impute`.
         key_added

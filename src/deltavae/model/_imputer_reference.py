@@ -1,10 +1,12 @@
-"""Reference states for SpatialImputer: mean profiles per label, or clusters of the cells."""
+"""Reference states for SpatialImputer: mean profiles per label, or clusters of the cells;
+the reference cells of neighbour profiles, checked."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
 from sklearn.cluster import KMeans
 from sklearn.decomposition import TruncatedSVD
 
@@ -56,3 +58,19 @@ def cluster_states(counts, n_states: int, seed: int = 0) -> pd.Categorical:
         logged = logged.toarray()
     codes = KMeans(n_states, n_init=4, random_state=seed).fit_predict(logged)
     return pd.Categorical([f"state_{c}" for c in codes])
+
+
+def neighbour_cells(cells, cell_states, genes: pd.Index, states: pd.Index):
+    """(counts, state codes) of the reference cells for neighbour profiles, checked; (None,
+    None) when ``cells`` is None."""
+    if cells is None:
+        return None, None
+    if not isinstance(cells, pd.DataFrame) or not pd.Index(cells.columns).equals(genes):
+        raise ValueError("cells must be a DataFrame with the reference's genes as columns.")
+    codes = states.get_indexer(np.asarray(cell_states).astype(str))
+    if len(codes) != len(cells) or (codes < 0).any():
+        raise ValueError("cell_states must name, for every cell, a state of the reference.")
+    values = np.asarray(cells.to_numpy(), dtype=np.float32)
+    if not np.isfinite(values).all() or (values < 0).any():
+        raise ValueError("cells must hold finite, non-negative counts.")
+    return torch.as_tensor(values), torch.as_tensor(codes)
