@@ -291,7 +291,10 @@ def test_data_that_are_not_counts_point_to_where_the_counts_are(counts_adata):
     del logged.layers["counts"]
     logged.raw = logged
     logged.X = sp.csr_matrix(np.log1p(_dense(logged.X)))
-    _setup_fails(logged, ValueError, r"non-integer .* adata\.raw holds other data")
+    fix = r"adata.layers\['counts'\] = adata.raw\[:, adata.var_names\].X; layer='counts'"
+    _setup_fails(logged, ValueError, r"adata\.raw holds raw counts, it seems: copy them .*" + fix)
+    logged.raw = logged  # scanpy's habit: .raw holds the log-normalized data
+    _setup_fails(logged, ValueError, r"adata\.raw holds other data: if they are the raw counts")
 
 
 def test_counts_normalized_in_place_after_training_are_refused(counts_adata):

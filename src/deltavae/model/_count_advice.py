@@ -57,10 +57,14 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
             + real
         )
     if layer is None and adata.raw is not None:
+        raw = adata.raw.X[:_LOOK_ROWS]
+        values = np.asarray(raw.data if sparse.issparse(raw) else raw)
+        counts = values.size and values.min() >= 0 and not (np.fmod(values, 1) != 0).any()
+        held = "holds raw counts, it seems" if counts else "holds other data"
         return (
-            f" {name}.raw holds other data: if they are the raw counts, copy them into a layer "
-            f"and pass it: {name}.layers['counts'] = {name}.raw[:, {name}.var_names].X; "
-            f"{arg}='counts'." + real
+            f" {name}.raw {held}: {'' if counts else 'if they are the raw counts, '}copy them "
+            f"into a layer and pass it: {name}.layers['counts'] = "
+            f"{name}.raw[:, {name}.var_names].X; {arg}='counts'." + real
         )
     return f" Pass the raw counts, in X or in a layer ({arg}='counts')." + real
 
