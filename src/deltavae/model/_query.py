@@ -133,6 +133,21 @@ def _check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: st
             )
 
 
+def _registration_twin(adata: AnnData) -> AnnData:
+    """An AnnData sharing the query's matrices (nothing copied) with obs, var, obsm and uns
+    of its own: registering it (scvi-tools adds its ``_scvi_*`` columns and fills a missing
+    labels column with the unlabelled category) leaves the user's query as it was, as a
+    gene-aligned copy always did."""
+    return AnnData(
+        X=adata.X,
+        obs=adata.obs.copy(),
+        var=adata.var.copy(),
+        layers=dict(adata.layers),
+        obsm=dict(adata.obsm),
+        uns=dict(adata.uns),
+    )
+
+
 def _check_query_data(adata: AnnData, attr_dict: dict, layer: str | None) -> None:
     """The query's data where the reference read its own, of the kind its likelihood needs;
     the advice says where to put them (a query takes no layer argument)."""
@@ -232,11 +247,13 @@ class QueryMappingMixin(ArchesMixin):
 
         Returns
         -------
-        The query model; ``model.adata`` is the query (a gene-aligned copy when alignment was
-        needed). Its methods take ``adata`` itself, genes as they are, and ``write_to_adata()``
-        writes into it. ``model.query_mapping_`` records the new categories and the missing
-        genes. A query that adds no condition category leaves nothing to learn: the model is
-        ready to use as it is, and ``train()`` says so and returns.
+        The query model; ``model.adata`` holds the query: a gene-aligned copy when alignment
+        was needed, else an AnnData sharing its matrices, so that the query's own obs and uns
+        are left as they were (a query opened backed is registered itself). Its methods take
+        ``adata`` itself, genes as they are, and ``write_to_adata()`` writes into it.
+        ``model.query_mapping_`` records the new categories and the missing genes. A query
+        that adds no condition category leaves nothing to learn: the model is ready to use as
+        it is, and ``train()`` says so and returns.
 
         Examples
         --------
@@ -255,6 +272,8 @@ class QueryMappingMixin(ArchesMixin):
         _check_query_data(adata, attr_dict, setup_args.get("layer"))
         n_missing = int((~pd.Index(genes).isin(adata.var_names)).sum())
         aligned = align_query_genes(adata, genes, min_gene_overlap, setup_args.get("layer"))
+        if aligned is adata and not adata.is_view and not adata.isbacked:
+            aligned = _registration_twin(adata)
         pyro.clear_param_store()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*Missing labels key.*")
@@ -286,7 +305,7 @@ class QueryMappingMixin(ArchesMixin):
             "reference_sizes": ref_sizes,
             "min_gene_overlap": float(min_gene_overlap),
         }
-        # Results are written into the user's query, not into the aligned copy.
+        # Results are written into the user's query, not into the copy the model reads.
         model._query_adata = adata if aligned is not adata else None
         if not learning:
             model.is_trained_ = True
