@@ -111,10 +111,10 @@ class GenerationMixin:
             condition, to the cell's observed data instead of returning the decoded target:
             what the model does not reconstruct of a cell is kept as observed. For counts
             ``layers["counts"]`` is the cell's counts plus the change, rounded stochastically
-            to whole counts (:func:`deltavae.distributions.round_counts`); for
-            ``likelihood="normal"`` the data are clipped at 0 (the floor of log-normalized
-            data) unless they hold negative values (arcsinh, CLR, scaled data: nothing
-            clipped). ``None`` (default):
+            to whole counts (:func:`deltavae.distributions.round_counts`). For
+            ``likelihood="normal"`` the prediction (residual or decoded) is clipped at 0 (the
+            floor of log-normalized data) unless the data hold negative values (arcsinh, CLR,
+            scaled data: nothing clipped). ``None`` (default):
             ``True`` for count likelihoods, whose decoded profiles of single cells are
             noisier than the cells themselves (benchmarks/README.md, Numbers behind the
             defaults, D8), ``False`` otherwise. Not for ``likelihood="bernoulli"``.
@@ -167,10 +167,10 @@ class GenerationMixin:
         adata = self._validate_anndata(adata)
         self._check_if_trained(warn=False)
         module = self.module.eval()
-        # The residual form keeps x + delta at or above 0 for data that are never negative
-        # (counts, log-normalized), not for real values such as arcsinh cytometry or CLR protein.
+        # Predictions stay at or above 0 for data that are never negative (counts,
+        # log-normalized), not for real values such as arcsinh cytometry or CLR protein.
         layer = self.registry_["setup_args"].get("layer")
-        floor = None if residual and has_negatives(layer_matrix(adata, layer)) else 0.0
+        floor = None if has_negatives(layer_matrix(adata, layer)) else 0.0
         outs, counts = [], []
         from ._perturbation import condition_column, with_observed_responses
 

@@ -338,7 +338,8 @@ class CGMDVAEModule(DeltaPyroModule):
         posterior predictive (None otherwise). With ``residual``, the cell's own data plus the
         decoded change from its own to the target conditions, delta = E[x | z, target] -
         E[x | z, own]: ``expected`` is x + delta clipped at ``floor`` (0; ``None`` for real
-        values that may be negative, where nothing is clipped), and ``counts`` is that
+        values that may be negative, where nothing is clipped; without ``residual`` too), and
+        ``counts`` is that
         rounded stochastically to whole counts (:func:`deltavae.distributions.round_counts`),
         so every count the change does not move is kept as observed. What the model does not
         reconstruct of a cell is kept as observed.
@@ -356,6 +357,8 @@ class CGMDVAEModule(DeltaPyroModule):
                 counts = round_counts(x + delta)
         elif self.observation.is_count:
             counts = self.observation.torch(params).sample()
+        elif floor is not None:  # a normal mean of data that are never negative
+            expected = expected.clamp(min=floor)
         return {"expected": expected, "counts": counts}
 
     # ----------------------------------------------------------------- Pyro program
