@@ -571,6 +571,8 @@ def test_a_normal_models_decoded_translation_of_log_data_is_not_negative():
     ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
     decoded = g.translate(ctrl, "stim", residual=False)
     assert decoded.X.min() == 0.0
+    shifted = g.predict_perturbation(ctrl, "stim", method="latent_shift")  # scGen's arithmetic
+    assert shifted.X.min() == 0.0
 
 
 # 11-19 s: in the slow stage (python -m pytest -m slow), which CI also runs.

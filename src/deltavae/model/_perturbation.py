@@ -20,7 +20,7 @@ from scvi import REGISTRY_KEYS
 
 from ..distributions import round_counts
 from ._cgmdvae_mixins import ClustersMixin
-from ._matrices import in_memory, row_sums
+from ._matrices import has_negatives, in_memory, row_sums
 from ._scvi_glue import seeded
 from ._validation import category_mappings
 
@@ -237,9 +237,8 @@ def latent_shift(
 ) -> AnnData:
     """scGen-style latent arithmetic: shift cells by the mean latent difference of conditions.
 
-    delta = mean z of the training cells under ``target_condition`` minus under the cells'
-    own (source) condition; each cell's posterior mean z + delta is decoded with the cell's
-    own covariates and library size.
+    delta = mean z of the training cells under the target minus under the cells' own
+    condition; each cell's z + delta is decoded with its own covariates and library size.
 
     Parameters
     ----------
@@ -276,12 +275,14 @@ def latent_shift(
     adata = model._validate_anndata(adata)
     module = model.module.eval()
     shift = torch.as_tensor(delta, dtype=torch.float32, device=module.device)
+    data = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
+    floor = None if module.likelihood != "normal" or has_negatives(data) else 0.0  # as translate
     outs, counts = [], []
     for tensors in model._make_data_loader(adata, batch_size=batch_size):
         inference = module.inference(**module._get_inference_input(tensors))
         inference["z"] = inference["qz"].loc + shift
         px = module.generative(**module._get_generative_input(tensors, inference))["px"]
-        outs.append(px.mean.cpu())
+        outs.append((px.mean if floor is None else px.mean.clamp(min=floor)).cpu())
         if module.likelihood in ("zinb", "nb"):
             counts.append(px.sample().cpu())
     obs = caller_obs.loc[:, [k for k in caller_obs if not k.startswith("_scvi")]].copy()
