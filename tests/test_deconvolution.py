@@ -323,3 +323,36 @@ def test_nmfdeconv_likelihood_is_the_negative_binomial(inference):
             torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
     theta_at = next(i for i, p in enumerate(params) if p is module.log_theta)
     assert grads[1][theta_at] is not None
+
+
+def test_models_fitted_per_spot_load_onto_their_spots_by_name(split, tmp_path):
+    """Loaded onto the same spots in another order, a per-spot NMFDeconv gave each spot
+    another's proportions (by position, differences up to 0.9996), and onto other spots the
+    old spots' proportions under new names; Archetypes (its archetypes are mixtures of the
+    training spots) did the same, or failed with torch's 'size mismatch for B_logits'."""
+    spots, ref = split
+    model = dv.model.NMFDeconv.from_reference(
+        spots.copy(), reference=ref, labels_key="cluster", inference="per_spot"
+    )
+    model.train(max_epochs=20, **TRAIN)
+    before = model.get_proportions()
+    model.save(tmp_path / "nmf")
+    backwards = spots[::-1].copy()
+    with pytest.warns(UserWarning, match="in another order; they are put back"):
+        loaded = dv.model.NMFDeconv.load(tmp_path / "nmf", backwards)
+    pd.testing.assert_frame_equal(loaded.get_proportions(), before, atol=1e-6)
+    others = spots[:40].copy()
+    others.obs_names = [f"other_{i}" for i in range(40)]
+    with pytest.raises(ValueError, match=r"150 spots.*got 40 spots, 40 of them not fitted"):
+        dv.model.NMFDeconv.load(tmp_path / "nmf", others)
+    mix = dv.datasets.convex_mixtures(n_spots=80, n_genes=80, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    archetypes = dv.model.Archetypes(mix, n_archetypes=3)
+    archetypes.train(max_epochs=30, **TRAIN)
+    weights = archetypes.get_archetype_weights()
+    archetypes.save(tmp_path / "arch")
+    with pytest.warns(UserWarning, match="in another order"):
+        again = dv.model.Archetypes.load(tmp_path / "arch", mix[::-1].copy())
+    pd.testing.assert_frame_equal(again.get_archetype_weights(), weights, atol=1e-6)
+    with pytest.raises(ValueError, match=r"get_archetype_weights\(new_spots\)"):
+        dv.model.Archetypes.load(tmp_path / "arch", mix[:30].copy())

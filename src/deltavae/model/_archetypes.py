@@ -88,6 +88,8 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
     >>> a.write_to_adata(spots)  # doctest: +SKIP
     """
 
+    _per_spot_parameter = ("B_logits", 1)  # loads onto its fitted spots only
+
     _module_cls = ArchetypesModule
     weights_key = "archetype_weights"
     profiles_key = "archetype_profiles"

@@ -26,7 +26,7 @@ from ..train._distributed import SINGLE, resolve_strategy, several_devices
 from ..train._record import records_train_args
 from ..train._runner import DeltaTrainRunner
 from ._count_advice import check_model_counts
-from ._genes import _gene_difference, match_genes
+from ._genes import genes_to_load_advice, match_genes
 from ._labels import check_known_categories, check_labels_to_load, with_labels_column
 from ._saved import _package_version, read_saved
 from ._scvi_glue import (
@@ -95,6 +95,10 @@ class DeltaModelMixin(Picklable, PyroSviTrainMixin):
         """First epoch whose parameters ``train(restore_best=True)`` may keep (a hook: a model
         whose training changes course mid-run keeps only epochs after that)."""
         return 0
+
+    @classmethod
+    def _spots_to_load(cls, adata, attr_dict: dict, state_dict: dict):
+        return adata  # models fitted per spot load onto their spots (SpotModelMixin)
 
     def _finish_init(self, summary: str, init_locals: dict) -> None:
         """The end of every model's ``__init__``: its one-line summary, the deltavae version
@@ -450,7 +454,7 @@ class DeltaModelMixin(Picklable, PyroSviTrainMixin):
         >>> vae = dv.model.ZINBVAE.load("pbmc_vae/", adata)  # doctest: +SKIP
         """
         prefix = kwargs.get("prefix")
-        attr_dict, var_names, _ = read_saved(cls, dir_path, prefix)
+        attr_dict, var_names, state = read_saved(cls, dir_path, prefix)
         if adata is None and not os.path.exists(
             os.path.join(dir_path, f"{prefix or ''}adata.h5ad")
         ):
@@ -459,36 +463,11 @@ class DeltaModelMixin(Picklable, PyroSviTrainMixin):
                 f"{cls.__name__}.load(path, adata), or save with save_anndata=True."
             )
         if adata is not None and not np.array_equal(np.asarray(adata.var_names), var_names):
-            genes, names = pd.Index(np.asarray(var_names).astype(str)), adata.var_names
-            problem = _gene_difference(genes, pd.Index(names.astype(str)))
-            reorder = (
-                f"adata = {cls.__name__}.prepare_query_anndata(adata, "
-                f"{os.fspath(dir_path)!r}, inplace=False)"
-                if hasattr(cls, "prepare_query_anndata")
-                else f"adata = adata[:, genes].copy() with the saved order, genes = "
-                f"torch.load('{os.fspath(dir_path)}/model.pt', weights_only=False)['var_names']"
-            )
-            same = len(genes) == len(names) and genes.isin(names.astype(str)).all()
-            query = attr_dict.get("query_mapping_") is not None and hasattr(cls, "load_query_data")
-            fix = (
-                f"put them in that order first: {reorder}"
-                if same or query  # a query model: aligned as load_query_data aligned it
-                else "pass the training genes"
-                + (
-                    f" (a dataset with other genes is mapped with {cls.__name__}.load_query_data)"
-                    if hasattr(cls, "load_query_data")
-                    else ""
-                )
-            )
-            raise ValueError(
-                f"The AnnData's genes differ from the {len(var_names)} genes the model was "
-                f"trained on: {problem}. The model keeps the AnnData it is loaded with (and "
-                f"writes its results there), so it must hold the training genes in the "
-                f"training order: {fix}."
-            )
+            raise ValueError(genes_to_load_advice(cls, dir_path, attr_dict, var_names, adata))
         if adata is not None:
             check_known_categories(adata, attr_dict["registry_"])
             check_labels_to_load(adata, attr_dict["registry_"])
+            adata = cls._spots_to_load(adata, attr_dict, state)
         with warnings.catch_warnings():
             # Setup's advice to filter out silent genes is for training: a trained model reads
             # the genes it was trained on (NMFDeconv's from_reference had said so too).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pandas as pd
@@ -170,3 +171,35 @@ def align_query_genes(
             "it."
         )
     return _reordered(adata, source, genes, same_genes=False, layer=layer)
+
+
+def genes_to_load_advice(cls, dir_path, attr_dict: dict, var_names, adata) -> str:
+    """Why ``adata`` cannot be the AnnData a saved model loads with (other genes, or the
+    training genes in another order) and what to pass instead."""
+    genes, names = pd.Index(np.asarray(var_names).astype(str)), adata.var_names
+    problem = _gene_difference(genes, pd.Index(names.astype(str)))
+    reorder = (
+        f"adata = {cls.__name__}.prepare_query_anndata(adata, "
+        f"{os.fspath(dir_path)!r}, inplace=False)"
+        if hasattr(cls, "prepare_query_anndata")
+        else f"adata = adata[:, genes].copy() with the saved order, genes = "
+        f"torch.load('{os.fspath(dir_path)}/model.pt', weights_only=False)['var_names']"
+    )
+    same = len(genes) == len(names) and genes.isin(names.astype(str)).all()
+    query = attr_dict.get("query_mapping_") is not None and hasattr(cls, "load_query_data")
+    fix = (
+        f"put them in that order first: {reorder}"
+        if same or query  # a query model: aligned as load_query_data aligned it
+        else "pass the training genes"
+        + (
+            f" (a dataset with other genes is mapped with {cls.__name__}.load_query_data)"
+            if hasattr(cls, "load_query_data")
+            else ""
+        )
+    )
+    return (
+        f"The AnnData's genes differ from the {len(var_names)} genes the model was "
+        f"trained on: {problem}. The model keeps the AnnData it is loaded with (and "
+        f"writes its results there), so it must hold the training genes in the "
+        f"training order: {fix}."
+    )

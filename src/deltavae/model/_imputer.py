@@ -90,6 +90,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
     ['obsm/imputed']
     """
 
+    _per_spot_parameter = ("log_concentration", 0)  # the deconvolution design
+
     _module_cls = ImputerDeconvolutionModule
     imputed_key = "imputed"
 
@@ -137,7 +139,6 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         self.design_ = design
         self.reference_genes_ = genes
         self.state_names_ = pd.Index(reference.index.astype(str))
-        self.spot_names_ = pd.Index(adata.obs_names.astype(str))
         self.profiles_ = profiles if design == "deconvolution" else None
         if self.profiles_ == "neighbours" and cells is None:
             raise ValueError(

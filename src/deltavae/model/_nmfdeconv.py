@@ -92,6 +92,7 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
     array([1.])
     """
 
+    _per_spot_parameter = ("proportion_logits", 0)  # loads onto its fitted spots only
     _module_cls = NMFDeconvModule
     proportions_key = "proportions"
     abundance_key = "cell_abundance"
@@ -284,10 +285,9 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         dir_path
             Directory written by :meth:`save`.
         adata
-            Spots with the genes the model reads (:meth:`used_genes`), by name in any order:
-            the training genes as they are, or else on a copy with the genes it does not read
-            as zeros (``adata`` itself is unchanged; write results into it with
-            ``write_to_adata(adata)``). ``None`` uses the AnnData saved with the model.
+            Spots with the training genes, or with those the model reads (:meth:`used_genes`;
+            the others zeros on a copy); ``inference="per_spot"`` loads onto its own spots,
+            by name. ``None`` uses the AnnData saved with the model.
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``, ...).
 

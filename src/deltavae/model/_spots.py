@@ -57,6 +57,21 @@ class SpotModelMixin:
     :meth:`_register_spots` with the fields it adds to the counts.
     """
 
+    #: The parameter fitted per spot and its axis of spots (None: none), see fitted_spots.
+    _per_spot_parameter: tuple[str, int] | None = None
+
+    def _finish_init(self, summary: str, init_locals: dict) -> None:
+        # The spots, by name: a model fitted per spot loads onto them only (fitted_spots).
+        self.spot_names_ = pd.Index(self.adata.obs_names.astype(str))
+        super()._finish_init(summary, init_locals)
+
+    @classmethod
+    def _spots_to_load(cls, adata, attr_dict: dict, state_dict: dict):
+        """The load hook of :meth:`DeltaModelMixin.load`: see :func:`fitted_spots`."""
+        if cls._per_spot_parameter is None:
+            return adata
+        return fitted_spots(adata, attr_dict, state_dict, cls._per_spot_parameter, cls.__name__)
+
     @classmethod
     def _register_spots(
         cls, adata, layer, setup_method_args, extra_fields=(), spot_index=False, **kwargs
@@ -115,12 +130,8 @@ class SpotModelMixin:
 
 
 def spots_to_load(adata, attr_dict: dict, var_names, state_dict: dict):
-    """The spots a saved per-spot model (:class:`SpatialImputer`) loads onto: its genes (on a
-    copy), and, where it fitted parameters per spot, its spots in the fitted order.
-
-    The same spots in another order are put back in the fitted order by name, with a warning;
-    other spots, or another number of them, are refused: the parameters belong to the spots.
-    """
+    """The spots a saved :class:`SpatialImputer` loads onto, with its genes only (on a copy);
+    the load hook then puts them in the fitted order (:func:`fitted_spots`)."""
     genes = pd.Index(np.asarray(var_names).astype(str))
     missing = genes[~genes.isin(adata.var_names.astype(str))]
     if len(missing):
@@ -128,36 +139,53 @@ def spots_to_load(adata, attr_dict: dict, var_names, state_dict: dict):
             f"adata lacks {len(missing)} of the model's {len(genes)} spot genes "
             f"(e.g. {missing[:5].tolist()}); pass the spots the model was fitted on."
         )
-    per_spot = state_dict.get("log_concentration")
+    adata = adata[:, genes.to_numpy()]
+    return adata.to_memory() if adata.isbacked else adata.copy()
+
+
+#: What each spot model fits per spot (a parameter and its axis of spots), and what to do
+#: for other spots.
+_PER_SPOT_ADVICE = {
+    "SpatialImputer": "fit a new model (SpatialImputer.from_reference) or use "
+    "design='latent', whose encoder maps any spots",
+    "NMFDeconv": "fit a new model, or use inference='amortized', whose encoder maps any spots",
+    "Archetypes": "load it with its training spots and read others with "
+    "model.get_archetype_weights(new_spots)",
+}
+
+
+def fitted_spots(adata, attr_dict: dict, state_dict: dict, parameter, model: str):
+    """The spots a saved model with parameters per spot (``parameter``: its name and axis of
+    spots in ``state_dict``) loads onto, in the fitted order: the same spots in another order
+    are put back by name (on a copy, with a warning); other spots, or another number of them,
+    are refused, naming them: the parameters belong to the spots, and matched by position
+    they would give every spot another's results."""
+    name, axis = parameter
+    if name not in state_dict:  # not fitted per spot (an amortized model)
+        return adata
+    n_fitted = state_dict[name].shape[axis]
     fitted = attr_dict.get("spot_names_")  # absent from models saved before it was kept
     names = pd.Index(adata.obs_names.astype(str))
-    rows = slice(None)
-    if per_spot is not None and not (fitted is not None and names.equals(fitted)):
-        same = fitted is not None and len(names) == len(fitted) and not names.has_duplicates
-        if same and names.isin(fitted).all():
-            warn_user(
-                f"adata has the model's {len(names)} spots in another order; they are put back "
-                "in the fitted order by name (on a copy: adata itself is unchanged), and "
-                "results follow that order."
-            )
-            rows = names.get_indexer(fitted)
-        elif fitted is not None or len(names) != per_spot.shape[0]:
-            unknown = names.difference(fitted) if fitted is not None else names[:0]
-            raise ValueError(
-                f"This model fitted parameters for each of its {per_spot.shape[0]} spots "
-                f"(design='deconvolution'), so it loads onto those spots only; got "
-                f"{len(names)} spots"
-                + (
-                    f", {len(unknown)} of them not fitted (e.g. {unknown[:3].tolist()})"
-                    if len(unknown)
-                    else ""
-                )
-                + ". Pass the spots the "
-                "model was fitted on; for other spots fit a new model "
-                "(SpatialImputer.from_reference) or use design='latent', whose encoder maps "
-                "any spots."
-            )
-    adata = adata[rows, genes.to_numpy()]
-    adata = adata.to_memory() if adata.isbacked else adata.copy()
-    adata.obs[SPOT_INDEX] = np.arange(adata.n_obs)
-    return adata
+    if fitted is not None and names.equals(pd.Index(fitted)):
+        return adata
+    if fitted is None and len(names) == n_fitted:
+        return adata  # an older save: the spots cannot be told apart by name
+    fitted = pd.Index(fitted) if fitted is not None else None
+    same = fitted is not None and len(names) == len(fitted) and not names.has_duplicates
+    if same and names.isin(fitted).all():
+        warn_user(
+            f"adata has the model's {len(names)} spots in another order; they are put back "
+            "in the fitted order by name (on a copy: adata itself is unchanged), and "
+            "results follow that order."
+        )
+        adata = adata[names.get_indexer(fitted)]
+        adata = adata.to_memory() if adata.isbacked else adata.copy()
+        adata.obs[SPOT_INDEX] = np.arange(adata.n_obs)
+        return adata
+    unknown = names.difference(fitted) if fitted is not None else names[:0]
+    which = f", {len(unknown)} of them not fitted (e.g. {unknown[:3].tolist()})"
+    raise ValueError(
+        f"This {model} fitted parameters for each of its {n_fitted} spots, so it loads onto "
+        f"those spots only; got {len(names)} spots{which if len(unknown) else ''}. Pass the "
+        f"spots the model was fitted on; for other spots {_PER_SPOT_ADVICE[model]}."
+    )
