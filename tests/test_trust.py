@@ -337,6 +337,16 @@ def test_convergence_rule_on_histories():
     # Kang, 8 epochs (4 of warm-up): 6% lower, then an uptick that broke both other tests.
     kang = [1585.0, 1361.0, 1288.0, 1340.0, 1288.0, 1233.0, 1208.0, 1219.0]
     assert "still improving" in still_improving(history(kang, [0.1, 0.35, 0.6, 0.85, 1, 1, 1, 1]))
+    # A user's trial: a curve falling fast (lr=1, 69% over the last 10 epochs, 25 times a
+    # good run's ELBO) and one with a spike (38%) passed: a line's errors were the curve.
+    lr_1 = [43211.0, 23254, 26766, 27744, 23860, 18249, 13465, 9989, 7253, 7100, 6900]
+    note = still_improving(history(lr_1))
+    assert "from 2.677e+04 to 7100 over its last 10 epochs" in note  # not "1440% per 10"
+    spike = [968.0, 910, 816, 737, 649, 681, 1049, 844, 664, 603]
+    assert "still improving" in still_improving(history(spike))
+    # Flat noisy runs stay quiet (at most a few in a hundred, as before the rule was added).
+    flat = [still_improving(history(1000 * (1 + 0.02 * rng.normal(size=30)))) for _ in range(200)]
+    assert sum(note is not None for note in flat) <= 8
 
 
 def test_empty_clusters_after_training_are_named(trained, monkeypatch):
