@@ -1,5 +1,7 @@
 """Every result is right or refused with a clear message: divergence, genes, arguments, crashes."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -508,3 +510,28 @@ def test_reading_a_new_anndata_is_quiet(trained):
         scvi_logger.removeHandler(handler)
     text = " ".join(Collect.messages)
     assert "not setup with scvi-tools" not in text and "appears to be a copy" not in text
+
+
+def test_early_stopping_waits_for_the_warm_up_and_warm_up_arguments_agree():
+    """Early stopping ended a run inside the automatic KL warm-up (KL weight 0.42; restore_best
+    then had no full-ELBO epoch to restore); plan_kwargs' warm-up silently overrode the
+    argument, n_steps_kl_warmup was ignored, and a negative warm-up was taken."""
+    adata = _counts(n_cells=300)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
+        model.train(
+            max_epochs=40, early_stopping=True, early_stopping_patience=2, restore_best=True,
+            batch_size=64, **TRAIN,
+        )  # fmt: skip
+    kl = model.history["kl_weight"]["kl_weight"]
+    assert len(kl) >= min(40, 10 + 2) and kl.iloc[-1] == 1.0
+    assert model.best_epoch_ is not None and model.best_epoch_ >= 10
+    with pytest.raises(ValueError, match="n_epochs_kl_warmup=1 and plan_kwargs.*=8 disagree"):
+        model.train(max_epochs=2, n_epochs_kl_warmup=1, plan_kwargs={"n_epochs_kl_warmup": 8})
+    with pytest.raises(ValueError, match="n_epochs_kl_warmup must be 0 or more"):
+        model.train(max_epochs=2, n_epochs_kl_warmup=-1)
+    fresh = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    fresh.train(max_epochs=2, plan_kwargs={"n_steps_kl_warmup": 1000}, batch_size=64, **TRAIN)
+    assert fresh.history["kl_weight"]["kl_weight"].iloc[-1] < 0.1  # by steps: 10 of 1000

@@ -255,14 +255,17 @@ def test_two_models_in_one_process_do_not_interfere(counts_adata):
 def test_early_stopping_stops(counts_adata):
     dv.model.ZINBVAE.setup_anndata(counts_adata)
     model = dv.model.ZINBVAE(counts_adata, n_latent=5, n_hidden=32)
-    model.train(
-        max_epochs=100,
-        early_stopping=True,
-        early_stopping_patience=2,
-        early_stopping_min_delta=1e6,  # no epoch counts as an improvement
-        **TRAIN,
-    )
+    stop = {
+        "early_stopping": True,
+        "early_stopping_patience": 2,
+        "early_stopping_min_delta": 1e6,  # no epoch counts as an improvement
+    }
+    model.train(max_epochs=100, n_epochs_kl_warmup=None, **stop, **TRAIN)
     assert len(model.history["elbo_validation"]) <= 4
+    # With a KL warm-up (a quarter of the epochs: 25), not before it and a patience after.
+    fresh = dv.model.ZINBVAE(counts_adata, n_latent=5, n_hidden=32)
+    fresh.train(max_epochs=100, **stop, **TRAIN)
+    assert len(fresh.history["elbo_validation"]) == 25 + 2
 
 
 def test_training_on_every_cell_without_validation(counts_adata):

@@ -148,7 +148,8 @@ class DeltaModelMixin(Picklable, PyroSviTrainMixin):
             Cells per minibatch.
         early_stopping
             Stop when ``elbo_validation`` stops improving (``early_stopping_patience``,
-            ``early_stopping_min_delta`` go in ``trainer_kwargs``).
+            ``early_stopping_min_delta`` go in ``trainer_kwargs``), not before the KL warm-up
+            and a patience after it have passed.
         lr
             Adam learning rate (default 1e-3).
         n_epochs_kl_warmup
@@ -220,9 +221,25 @@ class DeltaModelMixin(Picklable, PyroSviTrainMixin):
             restore_best, trainer_kwargs.get("check_val_every_n_epoch", 1), accelerator,
             trainer_kwargs.get("logger"),
         )  # fmt: skip
-        if n_epochs_kl_warmup == "auto":
-            n_epochs_kl_warmup = None if self.is_trained_ else max(1, max_epochs // 4)
+        if n_epochs_kl_warmup == "auto":  # none when trained before, or warmed up by steps
+            warm = not (self.is_trained_ or "n_steps_kl_warmup" in given)
+            n_epochs_kl_warmup = max(1, max_epochs // 4) if warm else None
+        elif given.get("n_epochs_kl_warmup", n_epochs_kl_warmup) != n_epochs_kl_warmup:
+            raise ValueError(
+                f"n_epochs_kl_warmup={n_epochs_kl_warmup!r} and plan_kwargs['n_epochs_kl_warmup']"
+                f"={given['n_epochs_kl_warmup']!r} disagree; pass one of them."
+            )
         plan_kwargs = {"n_epochs_kl_warmup": n_epochs_kl_warmup, **(plan_kwargs or {})}
+        warm_up = plan_kwargs["n_epochs_kl_warmup"]
+        if warm_up is not None and (not isinstance(warm_up, int | np.integer) or warm_up < 0):
+            raise ValueError(
+                f"n_epochs_kl_warmup must be 0 or more epochs (or None); got {warm_up!r}."
+            )
+        if early_stopping and warm_up:
+            # Early stopping judges full-ELBO epochs only: not before the warm-up and a
+            # patience after it (it had stopped a run at KL weight 0.42, restore_best idle).
+            patience = trainer_kwargs.get("early_stopping_patience", 45)
+            trainer_kwargs.setdefault("min_epochs", min(max_epochs, warm_up + patience))
         validates = train_size < 1.0 or bool(validation_size)
         if validates:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
