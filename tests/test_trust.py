@@ -535,3 +535,33 @@ def test_early_stopping_waits_for_the_warm_up_and_warm_up_arguments_agree():
     fresh = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
     fresh.train(max_epochs=2, plan_kwargs={"n_steps_kl_warmup": 1000}, batch_size=64, **TRAIN)
     assert fresh.history["kl_weight"]["kl_weight"].iloc[-1] < 0.1  # by steps: 10 of 1000
+
+
+def test_convergence_is_judged_on_the_run_and_its_own_kl_weight(monkeypatch):
+    """A continued run was judged with the epochs of the runs before it, and a beta-VAE's
+    plateau (max_kl_weight=0.5) was called 'never trained on its full ELBO'."""
+    import deltavae.model._base as base
+    from deltavae.train._convergence import still_improving
+
+    seen = []
+
+    def spy(history, *args):
+        seen.append((len(history["elbo_train"]), args[-1]))
+        return still_improving(history, *args)
+
+    adata = _counts()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    monkeypatch.setattr(base, "still_improving", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
+        model.train(max_epochs=5, batch_size=64, **TRAIN)
+        model.train(max_epochs=3, batch_size=64, plan_kwargs={"max_kl_weight": 0.5}, **TRAIN)
+    assert seen == [(5, 1.0), (3, 0.5)]
+    index = pd.RangeIndex(40, name="epoch")
+    plateau = {
+        "elbo_validation": pd.DataFrame({"elbo_validation": np.full(40, 300.0)}, index=index),
+        "kl_weight": pd.DataFrame({"kl_weight": np.r_[np.linspace(0, 0.5, 10), [0.5] * 30]}),
+    }
+    assert "warm-up" in still_improving(plateau)
+    assert still_improving(plateau, full_kl_weight=0.5) is None

@@ -245,6 +245,8 @@ class DeltaModelMixin(Picklable, PyroSviTrainMixin):
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         else:  # every cell trains: there is no validation ELBO to compute
             trainer_kwargs.setdefault("limit_val_batches", 0)
+        history = getattr(self, "history_", None) or {}
+        epochs_before = len(history.get("elbo_train", ())) if self.is_trained_ else 0
         check_backing_for_training(self.adata)
         # Another model set up on the same AnnData (or a read call of one) rewrites the
         # registered columns (obs["_scvi_batch"] ...) with its own codes; take ours back.
@@ -331,9 +333,11 @@ class DeltaModelMixin(Picklable, PyroSviTrainMixin):
         self.module.eval()
         # Read from the history, which also comes back from DDP's worker processes.
         self.best_epoch_ = None if best is None else best.best_epoch_in(self.history)
+        run = {k: v.iloc[epochs_before:] for k, v in self.history.items()}  # this run's epochs
         verdict = still_improving(
-            self.history, max_epochs, early_stopping, stopped_epoch(getattr(self, "trainer", None))
-        )
+            run, max_epochs, early_stopping, stopped_epoch(getattr(self, "trainer", None)),
+            plan_kwargs.get("max_kl_weight", 1.0),
+        )  # fmt: skip
         if verdict is not None:
             warn_user(verdict, NotConvergedWarning)
         return out

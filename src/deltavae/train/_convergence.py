@@ -72,6 +72,7 @@ def still_improving(
     max_epochs: int | None = None,
     early_stopping: bool = False,
     stopped_epoch: int | None = None,
+    full_kl_weight: float = 1.0,
 ) -> str | None:
     """What a user should know when the run stopped while its ELBO was still falling.
 
@@ -87,6 +88,9 @@ def still_improving(
     stopped_epoch
         The epoch after which early stopping ended the run, if it did: the advice is then
         about its patience, not about ``max_epochs``.
+    full_kl_weight
+        The KL weight the warm-up rises to (``plan_kwargs["max_kl_weight"]``, 1 unless a
+        weighted ELBO was asked for).
 
     Returns
     -------
@@ -116,11 +120,12 @@ def still_improving(
         kl = history["kl_weight"]["kl_weight"].astype(float).reindex(elbo.index)
         if kl.iloc[-1] < kl.max() - 1e-6:
             return None
-        if kl.iloc[-1] < 1.0 - 1e-6 and kl.max() < 1.0 - 1e-6:
+        full = full_kl_weight - 1e-6
+        if kl.iloc[-1] < full and kl.max() < full:
             return (
-                f"Training ended during the KL warm-up (KL weight {kl.iloc[-1]:.2f} of 1): the "
-                "model was never trained on its full ELBO. Train longer than "
-                "n_epochs_kl_warmup, or shorten the warm-up."
+                f"Training ended during the KL warm-up (KL weight {kl.iloc[-1]:.2f} of "
+                f"{full_kl_weight:g}): the model was never trained on its full ELBO. Train "
+                "longer than n_epochs_kl_warmup, or shorten the warm-up."
             )
         elbo = elbo[(kl >= kl.iloc[-1] - 1e-6).to_numpy()]
         warm_up = bool(kl.min() < kl.iloc[-1] - 1e-6)
