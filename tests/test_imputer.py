@@ -191,6 +191,12 @@ def test_refusals(pair):
         dv.model.SpatialImputer.from_reference(
             spatial[:, :30].copy(), reference=ref, labels_key="cluster"
         )
+    # The advice was "pass train_size < 1", which then failed with "got multiple values for
+    # keyword argument 'train_size'".
+    model = dv.model.SpatialImputer.from_reference(spatial, reference=ref, labels_key="cluster")
+    for wrong in ({"restore_best": True}, {"early_stopping": True}, {"train_size": 0.9}):
+        with pytest.raises(ValueError, match=f"holds none out for validation, so {[*wrong][0]}"):
+            model.train(max_epochs=1, **wrong)
 
 
 def test_results_in_adata_and_user_data_unchanged(pair, fitted, tmp_path):

@@ -325,6 +325,13 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             lr = 0.05 if deconvolution else 0.005
         if batch_size is None:
             batch_size = min(self.adata.n_obs, 2048) if deconvolution else 128
+        held_out = [k for k in ("train_size", "validation_size", "restore_best", "early_stopping")
+                    if kwargs.get(k) not in (None, False, 1.0, "auto")]  # fmt: skip
+        if held_out:
+            raise ValueError(
+                f"SpatialImputer fits every spot and holds none out for validation, so "
+                f"{', '.join(held_out)} cannot apply; leave them out."
+            )
         kwargs.setdefault("enable_checkpointing", False)
         kwargs.setdefault("log_every_n_steps", 1)
         if deconvolution:
@@ -332,9 +339,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             # Every spot has its own parameters, whose gradients (the ELBO is per spot) are
             # small: Adam's usual eps=0.01 would all but freeze them.
             kwargs["plan_kwargs"] = {"eps": 1e-8, **(kwargs.get("plan_kwargs") or {})}
-        return super().train(
-            max_epochs=max_epochs, lr=lr, batch_size=batch_size, train_size=1.0, **kwargs
-        )
+        kwargs.update(train_size=1.0, restore_best=False, early_stopping=False)
+        return super().train(max_epochs=max_epochs, lr=lr, batch_size=batch_size, **kwargs)
 
     # ------------------------------------------------------------------------- results
     def _check_spots(self, adata: AnnData | None) -> AnnData:
