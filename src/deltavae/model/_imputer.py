@@ -325,8 +325,9 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             lr = 0.05 if deconvolution else 0.005
         if batch_size is None:
             batch_size = min(self.adata.n_obs, 2048) if deconvolution else 128
-        held_out = [k for k in ("train_size", "validation_size", "restore_best", "early_stopping")
-                    if kwargs.get(k) not in (None, False, 1.0, "auto")]  # fmt: skip
+        held_out = [k for k in ("restore_best", "early_stopping") if kwargs.get(k) in (True,)]
+        sizes = ("train_size", "validation_size")
+        held_out += [k for k in sizes if kwargs.get(k) not in (None, 1.0)]
         if held_out:
             raise ValueError(
                 f"SpatialImputer fits every spot and holds none out for validation, so "
