@@ -205,6 +205,13 @@ def test_fit_missing_input_and_bad_usage(tmp_path, capsys):
     assert main(["demo", "--epochs", "0"]) == 2
     assert main(["demo", "--n-cells", "10", "--out", str(tmp_path)]) == 2
     assert "--n-cells must lie between" in capsys.readouterr().err
+    # Abbreviations were taken for flags: "--early" as --early-stopping, "--epoch 3" as
+    # --epochs after an --epochs 2.
+    for abbreviated in (["--early"], ["--epochs", "2", "--epoch", "3"]):
+        assert main(["fit", "in.h5ad", "--model", "zinbvae", "--out", "x.h5ad", *abbreviated]) == 2
+        assert f"unrecognized arguments: {abbreviated[-2 if len(abbreviated) > 1 else 0]}" in (
+            capsys.readouterr().err
+        )
 
 
 def test_fit_report_has_clusters_mixing_and_elbo(cgmdvae_fit):

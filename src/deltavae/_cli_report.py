@@ -45,6 +45,9 @@ _FLAGS = (
     (r"\bn_archetypes=", "--n-archetypes "),
     (r"\bmin_spots=", "--min-spots "),
     (r"\btrain_size=", "--train-size "),
+    (r"\btrain_size < 1\b", "--train-size below 1"),
+    (r"\btrain\(lr=([^)]+)\)", r"--lr \1"),
+    (r"\bthis run used lr=", "this run used --lr "),
     (r"\baccelerator='(\w+)'", r"--accelerator \1"),
     (
         r"raise early_stopping_patience \(scvi-tools' default is 45\) or train without "
@@ -73,6 +76,8 @@ def _as_flags(note: str) -> str:
     "--batch-key 'nope' is not a column of adata.obs"
     >>> _as_flags("n_archetypes=500 is larger than the spots")
     '--n-archetypes 500 is larger than the spots'
+    >>> _as_flags("a lower learning rate, e.g. train(lr=0.0001) (this run used lr=0.001).")
+    'a lower learning rate, e.g. --lr 0.0001 (this run used --lr 0.001).'
     """
     for pattern, flag in _FLAGS:
         note = re.sub(pattern, flag, note)

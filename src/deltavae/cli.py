@@ -402,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_optimisation(p_fit)
     _add_accelerator(p_fit)
     _add_threads(p_fit)
+    for sub in (parser, *commands.choices.values()):
+        sub.allow_abbrev = False  # "--early" or "--epoch" named no flag, and were taken as one
     return parser
 
 
