@@ -1,4 +1,5 @@
-"""Keep the parameters of the epoch with the best validation objective, in memory.
+"""Keep the parameters of the epoch with the best validation objective, in memory; and keep
+a query module's frozen entries as they were through every optimiser step.
 
 scvi-tools' ``SaveCheckpoint`` writes a full model save to disk at every improvement (under
 the working directory by default); a model of a few megabytes is cheaper to copy in memory,
@@ -104,3 +105,21 @@ class RestoreBestValidation(Callback):
             self.best_score,
         )
         self._state = None
+
+
+def keep_frozen_entries(module, optimizer) -> None:
+    """After every step of ``optimizer``, put back the entries a query module keeps fixed
+    (``_partly_trainable``: parameters of which only the masked entries learn). Their
+    gradients are masked already; weight decay would still shrink them."""
+    partly = module.__dict__.get("_partly_trainable")
+    if not partly:
+        return
+    # Taken now, on the device the module trains on (Lightning moved it before this call).
+    kept = [(p, mask.to(p.device), p.detach().clone()) for p, mask in partly]
+
+    def restore(*_):
+        with torch.no_grad():
+            for param, learns, fixed in kept:
+                param.copy_(torch.where(learns, param, fixed))
+
+    optimizer.register_step_post_hook(restore)

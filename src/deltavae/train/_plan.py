@@ -13,11 +13,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import sys
+import warnings
 
 import pyro
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.train import LowLevelPyroTrainingPlan
+
+from ._checkpoint import keep_frozen_entries
 
 # Freed minibatch buffers fragment the C heap by about 0.3 MiB a step: trimmed every 100 steps,
 # the peak of one 100k-cell epoch rose to +91 MiB over the start of training, every 10 steps it
@@ -119,24 +122,6 @@ def _trained_state(module: torch.nn.Module, parameters: bool = True) -> dict:
             for key, buffer in sub.named_buffers(recurse=False):
                 state[f"{name}.{key}" if name else key] = buffer
     return state
-
-
-def _keep_frozen_entries(module, optimizer) -> None:
-    """After every step of ``optimizer``, put back the entries a query module keeps fixed
-    (``_partly_trainable``: parameters of which only the masked entries learn). Their
-    gradients are masked already; weight decay would still shrink them."""
-    partly = module.__dict__.get("_partly_trainable")
-    if not partly:
-        return
-    # Taken now, on the device the module trains on (Lightning moved it before this call).
-    kept = [(p, mask.to(p.device), p.detach().clone()) for p, mask in partly]
-
-    def restore(*_):
-        with torch.no_grad():
-            for param, learns, fixed in kept:
-                param.copy_(torch.where(learns, param, fixed))
-
-    optimizer.register_step_post_hook(restore)
 
 
 class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
@@ -241,7 +226,7 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         ``reduce_lr_on_plateau``."""
         params = [p for p in self.module.parameters() if p.requires_grad]
         optimizer = self.optim(params, **_fused_if_possible(self.optim, params, self.optim_kwargs))
-        _keep_frozen_entries(self.module, optimizer)
+        keep_frozen_entries(self.module, optimizer)
         if not self.reduce_lr_on_plateau:
             return optimizer
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -295,9 +280,11 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
             # Pyro's scaling: the cell plate (size n_obs, n cells drawn) times scale_elbo.
             scale = (self.module.n_obs or n) / n * self.scale_elbo
             return per_cell.sum() * scale, n, terms
-        loss = self.differentiable_loss_fn(
-            self.scale_fn(self.module.model), self.scale_fn(self.module.guide), *args, **kwargs
-        )
+        with warnings.catch_warnings():  # a NaN is stop_if_diverged's to report, with advice
+            warnings.filterwarnings("ignore", message="Encountered NaN")
+            loss = self.differentiable_loss_fn(
+                self.scale_fn(self.module.model), self.scale_fn(self.module.guide), *args, **kwargs
+            )
         return loss, n, None
 
     def _take_penalty(self) -> torch.Tensor | None:
@@ -343,11 +330,17 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
             )
         n_steps = self.trainer.num_training_batches
         steps = f" of {n_steps}" if isinstance(n_steps, int) else ""
+        # A validation pass runs after the epoch's training steps: its batches are not steps.
+        where = (
+            f"after epoch {epoch}'s training steps"
+            if what.startswith("validation")
+            else f"at epoch {epoch}, step {batch_idx}{steps}"
+        )
         lower = self._lr / 10 if self._lr <= 1e-2 else 1e-3
         raise TrainingDivergedError(
-            f"Training diverged: the {what} became {float(loss.detach())} at epoch {epoch}, step "
-            f"{batch_idx}{steps}. The model keeps {kept}. Train again with a lower learning "
-            f"rate, e.g. train(lr={lower:g}) (this run used lr={self._lr:g}).",
+            f"Training diverged: the {what} became {float(loss.detach())} {where}. The model "
+            f"keeps {kept}. Train again with a lower learning rate, e.g. train(lr={lower:g}) "
+            f"(this run used lr={self._lr:g}).",
             epoch=epoch,
             step=batch_idx,
             restored_at=self._finite_at,
