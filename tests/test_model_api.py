@@ -498,3 +498,18 @@ def test_training_hides_lightnings_advice_but_not_ours(monkeypatch):
     assert not [m for m in messages if "many workers" in m], messages
     # two epochs are too few to converge: deltavae's own warning is not swallowed
     assert any(issubclass(w.category, dv.train.NotConvergedWarning) for w in caught), messages
+
+
+def test_saving_with_the_anndata_leaves_its_string_columns_as_they_were(tmp_path):
+    """Writing .h5ad turns string columns into categoricals in place (anndata): the user's
+    AnnData, the model's own, had its obs changed by save(save_anndata=True)."""
+    adata = _adata()
+    adata.obs["note"] = "x"
+    adata.obs["condition"] = adata.obs["condition"].astype(str)
+    model, _ = _model("zinbvae", adata, max_epochs=1)
+    before = adata.obs.dtypes.copy()
+    model.save(tmp_path / "m", save_anndata=True)
+    pd.testing.assert_series_equal(adata.obs.dtypes, before)
+    assert adata.obs["note"].dtype == object
+    loaded = type(model).load(tmp_path / "m")
+    assert isinstance(loaded.adata.obs["note"].dtype, pd.CategoricalDtype)  # as written

@@ -34,6 +34,7 @@ from ._scvi_glue import (
     _OnDevice,
     _sealed,
     _transferring_quietly,
+    obs_types_kept,
     refuse_scvi_names,
 )
 from ._training_checks import check_training_arguments
@@ -454,7 +455,8 @@ class DeltaModelMixin(Picklable, PyroSviTrainMixin):
         stale = os.path.join(dir_path, f"{kwargs.get('prefix') or ''}adata.h5ad")
         if overwrite and not save_anndata and os.path.isfile(stale):
             os.remove(stale)
-        super().save(dir_path, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
+        with obs_types_kept(self, save_anndata):  # the user's str columns stay str
+            super().save(dir_path, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
 
     @classmethod
     def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs):

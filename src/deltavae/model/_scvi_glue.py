@@ -104,6 +104,20 @@ def restore_pickled_state(model, state: dict) -> None:
             model.module.to(device)
 
 
+@contextlib.contextmanager
+def obs_types_kept(model, writes: bool):
+    """Writing an AnnData to .h5ad turns its string columns into categoricals in place
+    (anndata's ``strings_to_categoricals``): around ``save(save_anndata=True)``, the model's
+    AnnData (the user's) gets its own obs and var frames back afterwards."""
+    adata = getattr(model, "_adata", None) if writes else None
+    kept = None if adata is None else (adata.obs.copy(deep=False), adata.var.copy(deep=False))
+    try:
+        yield
+    finally:
+        if kept is not None:
+            adata.obs, adata.var = kept
+
+
 class Picklable:
     """Pickling for joblib and multiprocessing (:meth:`save` is the lasting format)."""
 
