@@ -311,3 +311,20 @@ def test_a_second_model_on_the_same_anndata_trains_on_its_own_setup():
     second.train(max_epochs=1, batch_size=64)
     np.testing.assert_array_equal(adata.obs["_scvi_batch"], adata.obs["two"].cat.codes)
     assert first.get_latent_representation().shape == (adata.n_obs, SMALL["n_latent"])
+
+
+def test_a_model_on_a_file_says_to_save_rather_than_pickle(tmp_path):
+    """Pickling or copying a model that reads a backed or read_lazy AnnData failed inside
+    h5py ('h5py objects cannot be pickled'), with nothing about save / load."""
+    import copy
+
+    adata = _cells()
+    del adata.layers["counts"]  # X holds them: read_lazy keeps X on disk
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    lazy = dv.read_lazy(tmp_path / "cells.h5ad")
+    dv.model.ZINBVAE.setup_anndata(lazy)
+    model = dv.model.ZINBVAE(lazy, **SMALL)
+    model.train(max_epochs=1, batch_size=64)
+    for copying in (pickle.dumps, copy.deepcopy):
+        with pytest.raises(TypeError, match=r"reads its AnnData from a file .* model.save\(path\)"):
+            copying(model)

@@ -14,6 +14,8 @@ from scvi.data._constants import _FIELD_REGISTRIES_KEY as _FIELD_REGISTRIES
 from scvi.model.base import VAEMixin
 from scvi.module.base._decorators import _move_data_to_device
 
+from ._matrices import on_disk
+
 
 def _sealed(adata_manager):
     """The manager with its field registries in a plain dict.
@@ -79,6 +81,13 @@ def _picklable_state(model) -> dict:
 
     The copy is on the CPU, so that a model pickled on a GPU unpickles on a machine without
     one; :func:`restore_pickled_state` moves it back to its device where that exists."""
+    adata = model.__dict__.get("_adata")
+    if adata is not None and on_disk(adata):
+        raise TypeError(
+            f"This {type(model).__name__} reads its AnnData from a file (backed or read_lazy), "
+            "whose open handle cannot be pickled or copied. Save it instead: "
+            f"model.save(path), then {type(model).__name__}.load(path, adata)."
+        )
     state = model.__dict__.copy()
     state.pop("trainer", None)
     if state.get("module") is not None:
