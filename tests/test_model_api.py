@@ -478,6 +478,12 @@ def test_setup_views_and_registry(trained, tmp_path, capsys):
         type(model).load_registry(tmp_path / "m", prefix="p_")["model_name"] == type(model).__name__
     )
     assert type(model).load(tmp_path / "m", prefix="p_").is_trained_
+    # Without the prefix: "no model.pt in it; point to the directory written by model.save()",
+    # although that was the directory.
+    with pytest.raises(FileNotFoundError, match=r"prefix \['p_'\].*prefix='p_'"):
+        type(model).load(tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match="then pass the loaded model"):
+        type(model).load_query_data(model.adata.copy(), tmp_path / "m")
 
 
 def test_training_hides_lightnings_advice_but_not_ours(monkeypatch):

@@ -45,9 +45,16 @@ def read_saved(
         raise FileNotFoundError(f"No saved {what} at {path!r} (expected a directory).")
     model_file = os.path.join(path, f"{prefix or ''}model.pt")
     if not os.path.exists(model_file):
+        others = sorted(f[: -len("model.pt")] for f in os.listdir(path) if f.endswith("model.pt"))
+        hint = (
+            f"it holds models saved with prefix {others} (save(..., prefix=)): load one with "
+            f"load(path, adata, prefix={others[0]!r})"
+            + (", then pass the loaded model" if use == "load_query_data" else "")
+            if others
+            else "point to the directory written by model.save()"
+        )
         raise FileNotFoundError(
-            f"No saved {what} in {path!r} (no {os.path.basename(model_file)} in it); point to "
-            "the directory written by model.save()."
+            f"No saved {what} in {path!r} (no {os.path.basename(model_file)} in it); {hint}."
         )
     try:
         attr_dict, var_names, state_dict, _ = _load_saved_files(
