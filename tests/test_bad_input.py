@@ -227,6 +227,18 @@ def test_corrupted_model_file(saved, counts_adata, damage):
         dv.model.ZINBVAE.load(path, adata=counts_adata)
 
 
+@pytest.mark.parametrize("content", [[1, 2], {}, {"foo": 1}])
+def test_a_torch_file_of_something_else_is_not_a_model(saved, counts_adata, content):
+    """A valid torch file holding something else gave AttributeError / TypeError."""
+    import torch
+
+    _, path = saved
+    (pt,) = [p for p in os.listdir(path) if p.endswith(".pt")]
+    torch.save(content, path / pt)
+    with pytest.raises(ValueError, match="corrupted or truncated"):
+        dv.model.ZINBVAE.load(path, adata=counts_adata)
+
+
 def test_load_without_adata_when_none_was_saved(saved):
     _, path = saved
     with pytest.raises(ValueError, match="saved without its AnnData"):

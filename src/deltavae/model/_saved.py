@@ -60,6 +60,8 @@ def read_saved(
         attr_dict, var_names, state_dict, _ = _load_saved_files(
             path, False, map_location="cpu", prefix=prefix
         )
+        if not isinstance(attr_dict.get("registry_"), dict) or not isinstance(state_dict, dict):
+            raise KeyError("no model registry and parameters in it")
     except (
         OSError,
         RuntimeError,
@@ -67,6 +69,8 @@ def read_saved(
         pickle.UnpicklingError,
         zipfile.BadZipFile,
         KeyError,
+        AttributeError,  # a torch file of something else: a list, a dict of other keys
+        TypeError,
     ) as e:
         raise ValueError(
             f"The {what} file in {path!r} is corrupted or truncated and cannot be read "
