@@ -336,6 +336,8 @@ def test_convergence_rule_on_histories():
     assert still_improving(history(warm, kl)) is None
     assert "during the KL warm-up" in still_improving(history(warm[:40], kl[:40] * 0.5))
     assert "too few" in still_improving(history([310.0, 305.0]))
+    every_5th = {"elbo_validation": pd.DataFrame({"elbo_validation": [310.0, 305.0]}, index=[4, 9])}
+    assert still_improving(every_5th).startswith("The validation ELBO was measured 2 times")
     # A few epochs on a bending curve (the demo's 5 epochs, 1 of warm-up): the line's residuals
     # are the bend, not noise, so the fall at every epoch decides. Noise alone does not.
     short = [870.0, 791.9, 734.4, 730.7, 717.6]

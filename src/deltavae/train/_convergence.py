@@ -137,10 +137,12 @@ def still_improving(
         advice = train_longer(max_epochs, name == "elbo_validation", early_stopping)
     if n < 3:
         after = " (after the KL warm-up)" if warm_up else ""
-        return (
-            f"Training ran {n} epoch{'s' if n != 1 else ''} on the full ELBO{after}: too few "
-            "to converge or to judge. " + advice
-        )
+        index = np.asarray(elbo.index)
+        if len(index) > 1 and (np.diff(index) > 1).any():  # check_val_every_n_epoch > 1
+            what = f"The validation ELBO was measured {n} time{'s' if n != 1 else ''}"
+        else:
+            what = f"Training ran {n} epoch{'s' if n != 1 else ''}"
+        return f"{what} on the full ELBO{after}: too few to converge or to judge. " + advice
     window = min(n, max(MIN_WINDOW, n // 3))
     y = elbo.to_numpy()[-window:]
     x = np.arange(window, dtype=float)
