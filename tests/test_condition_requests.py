@@ -164,3 +164,13 @@ def test_a_query_model_translates_to_a_condition_its_cells_lack():
     assert set(out.obs["condition"]) == {"stim"}
     assert out.uns["response_weight"] == 0.0  # no reference cells to take responses from
     assert list(query.obs["condition"].cat.categories) == ["ctrl"]  # the query as it was
+
+
+def test_sample_draws_every_condition_by_default(two_keys):
+    """condition=None is documented as drawn from the training frequencies; with two keys it
+    raised 'Give one value per condition as a dict'."""
+    model, _ = two_keys
+    cells = model.sample(200, seed=0)
+    assert set(cells.obs["condition"]) == {"ctrl", "stim"}
+    assert set(cells.obs["donor"]) == {"d1", "d2"}
+    np.testing.assert_array_equal(cells.X, model.sample(200, condition={}, seed=0).X)

@@ -114,6 +114,8 @@ class ConditionsMixin:
             if condition is not None:
                 raise ValueError("The model has no condition covariate; pass condition=None.")
             return None
+        if condition is None:  # every key drawn (or, with keep_own, kept)
+            condition = {}
         if not isinstance(condition, dict):
             if len(keys) > 1:
                 raise ValueError(f"Give one value per condition as a dict over {keys}.")
