@@ -542,6 +542,9 @@ def test_latent_shift_moves_an_unconditional_model_towards_the_target():
         for _ in range(2)
     ]
     np.testing.assert_array_equal(drawn[0].layers["counts"], drawn[1].layers["counts"])
+    # The default method is the one the model has (it was "translate", refused here).
+    default = vae.predict_perturbation(ctrl, "stim", condition_key="condition", seed=2)
+    np.testing.assert_array_equal(default.layers["counts"], drawn[0].layers["counts"])
     with pytest.raises(ValueError, match="conditional model"):
         vae.predict_perturbation(ctrl, "stim", method="translate")
     with pytest.raises(ValueError, match="pass balance_key"):

@@ -36,7 +36,7 @@ class PerturbationMixin:
         self,
         adata: AnnData,
         target_condition: str,
-        method: Literal["translate", "latent_shift", "nearest_response"] = "translate",
+        method: Literal["translate", "latent_shift", "nearest_response"] | None = None,
         condition_key: str | None = None,
         balance_key: str | None = None,
         batch_size: int | None = None,
@@ -54,6 +54,7 @@ class PerturbationMixin:
         target_condition
             The condition to predict.
         method
+            Default ``"translate"`` for a conditional model, ``"latent_shift"`` otherwise.
             ``"translate"``: encode each cell and decode it under the target condition (a
             conditional model, see :meth:`deltavae.model.CGMDVAE.translate`).
             For count models the default translation is averaged with the observed responses
@@ -64,11 +65,9 @@ class PerturbationMixin:
             conditions in the training groups (``balance_key``) most similar to it, weighted
             by each group's posterior under isotropic Gaussians on 50 principal components of
             the data (``similarity="expression"``) or on z (``"latent"``); on log-normalized
-            data for count models. For a cell type never seen under the target condition the
-            most accurate of the three over all genes on Kang IFN-beta (benchmarks/README.md,
-            Numbers behind the defaults, D7); the count models' default ``translate``, which
-            averages the model with it, predicts the change of the response genes better
-            (D10).
+            data for count models. For a type never seen under the target, the most accurate
+            over all genes on Kang IFN-beta (benchmarks/README.md, D7); the count models'
+            ``translate``, averaged with it, predicts the response genes' change better (D10).
         condition_key
             obs column of the condition (``latent_shift``); default the model's only condition
             covariate.
@@ -86,8 +85,7 @@ class PerturbationMixin:
             ``nearest_response``: ``"expression"`` (principal components of the data) or
             ``"latent"`` (z), the space in which the most similar groups are found.
         response_weight
-            ``translate``: the weight on the observed responses (see
-            :meth:`deltavae.model.CGMDVAE.translate`).
+            ``translate``: the weight on the observed responses (see ``CGMDVAE.translate``).
         seed
             ``translate``, ``latent_shift``: seed of the random whole counts; the same seed
             and ``batch_size`` give the same counts (``None``: torch's global generator).
@@ -110,6 +108,8 @@ class PerturbationMixin:
         ...     dv.metrics.log_normalize(pred.layers["counts"]), dv.metrics.log_normalize(stim.X)
         ... )
         """
+        if method is None:  # a model that cannot translate shifts z, as scGen does
+            method = "translate" if "translate" in self.perturbation_methods else "latent_shift"
         if similarity != "expression" and method != "nearest_response":
             raise ValueError("similarity applies to method='nearest_response' only.")
         if method == "translate":
