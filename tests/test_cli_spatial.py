@@ -113,7 +113,6 @@ def test_imputer_from_the_shell(files, tmp_path, capsys):
         (["--model", "nmfdeconv", "--reference", "{ref}", "--profiles", "type"], "--profiles"),
         (["--model", "nmfdeconv", "--reference", "{ref}", "--labels-key", "type"], "'type' is"),
         (["--model", "imputer", "--reference", "{ref}", "--backed"], "drop --backed"),
-        (["--model", "nmfdeconv", "--reference", "{ref}", "--early-stopping"], "holding none"),
         (["--model", "imputer", "--reference", "{ref}", "--early-stopping"], "drop --early-st"),
         (["--model", "archetypes", "--n-archetypes", "1"], "'auto' or an integer >= 2"),
         (["--model", "archetypes", "--n-archetypes", "500"], "larger than the number of spots"),
@@ -200,7 +199,11 @@ def test_min_spots_and_n_markers_reach_the_models(files, tmp_path, capsys, monke
         assert seen.pop("n_markers") == expected
     assert _fit(spots_path, tmp_path / "bad.h5ad", *options, "--n-markers", "0") == 2
     assert "must be a positive integer or 'all'" in capsys.readouterr().err
-    assert _fit(spots_path, tmp_path / "t.h5ad", *options, "--train-size", "0.8") == 2
+    # NMFDeconv's encoder can hold spots out and stop on them (the CLI had refused both).
+    held = ["--train-size", "0.8", "--early-stopping"]
+    assert _fit(spots_path, tmp_path / "t.h5ad", *options, *held) == 0
+    imputer = ["--model", "imputer", *options[2:], "--train-size", "0.8"]
+    assert _fit(spots_path, tmp_path / "i.h5ad", *imputer) == 2
     assert "fits on every spot, holding none out: drop --train-size" in capsys.readouterr().err
     zinb = ["--model", "zinbvae", "--n-markers", "5", "--no-plots"]
     assert _fit(spots_path, tmp_path / "z.h5ad", *zinb) == 2

@@ -27,7 +27,7 @@ REFERENCE_MODELS = ("nmfdeconv", "imputer")
 IN_MEMORY_ONLY = ("imputer",)
 
 #: Models that train on every spot: no validation spots for --early-stopping.
-NO_VALIDATION = ("nmfdeconv", "imputer")
+NO_VALIDATION = ("imputer",)  # NMFDeconv's default (amortised) can hold spots out
 
 #: The command-line options that become model arguments, by argument name.
 _MODEL_OPTIONS = (
