@@ -38,6 +38,7 @@ _FLAGS = (
     (r"\bearly_stopping=True\b", "--early-stopping"),
     (r"\bn_clusters=(\d+)", r"--n-clusters \1"),
     (r"\bunlabeled_category=('[^']*') to setup_anndata", r"--unlabeled-category \1"),
+    (r"\bunlabeled_category=('[^']*')", r"--unlabeled-category \1"),
     (r"\breference_layer=('[^']*')", r"--reference-layer \1"),
     (r"(?<![\w.])layer=('[^']*')", r"--layer \1"),
     (r"\bCGMDVAE\(\.\.\., likelihood='(\w+)'\)", r"--model cgmdvae --likelihood \1"),

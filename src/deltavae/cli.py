@@ -373,7 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs",
         type=_positive_int,
         default=None,
-        help="training epochs [model's default for the number of cells]",
+        help=(
+            "training epochs [the model's default: zinbvae and cgmdvae from the number of "
+            "cells, as scvi-tools; nmfdeconv about 1,000 steps; archetypes 300; imputer 400, "
+            "or 200 with --design latent]"
+        ),
     )
     p_fit.add_argument(
         "--n-latent",

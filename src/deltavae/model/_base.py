@@ -474,7 +474,7 @@ class DeltaModelMixin(Picklable, PyroSviTrainMixin):
 
         Examples
         --------
-        >>> vae = dv.model.ZINBVAE.load("pbmc_vae/", adata)  # doctest: +SKIP
+        >>> vae = dv.model.ZINBVAE.load("pbmc_vae/", adata)  # the class saved  # doctest: +SKIP
         """
         prefix = kwargs.get("prefix")
         attr_dict, var_names, state = read_saved(cls, dir_path, prefix)
