@@ -239,6 +239,27 @@ def test_a_torch_file_of_something_else_is_not_a_model(saved, counts_adata, cont
         dv.model.ZINBVAE.load(path, adata=counts_adata)
 
 
+def test_a_missing_parameter_and_a_damaged_saved_anndata_are_named(counts_adata, tmp_path):
+    """torch's raw "Error(s) in loading state_dict", and h5py's OSError without the file's
+    name, for a model.pt without a parameter and a truncated adata.h5ad."""
+    import torch
+
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, n_latent=3, n_hidden=16)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    model.save(tmp_path / "m", save_anndata=True)
+    saved = torch.load(tmp_path / "m" / "model.pt", weights_only=False)
+    del saved["model_state_dict"]["px_r"]
+    torch.save(saved, tmp_path / "m" / "model.pt")
+    with pytest.raises(ValueError, match=r"do not fit the ZINBVAE .*Missing key.*px_r"):
+        dv.model.ZINBVAE.load(tmp_path / "m", counts_adata)
+    model.save(tmp_path / "m", save_anndata=True, overwrite=True)
+    with open(tmp_path / "m" / "adata.h5ad", "r+b") as f:
+        f.truncate(500)
+    with pytest.raises(ValueError, match=r"AnnData saved with the model .* cannot be read"):
+        dv.model.ZINBVAE.load(tmp_path / "m")
+
+
 def test_load_without_adata_when_none_was_saved(saved):
     _, path = saved
     with pytest.raises(ValueError, match="saved without its AnnData"):

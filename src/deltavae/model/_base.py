@@ -28,13 +28,12 @@ from ..train._runner import DeltaTrainRunner
 from ._count_advice import check_model_counts
 from ._genes import genes_to_load_advice, match_genes
 from ._labels import check_known_categories, check_labels_to_load, with_labels_column
-from ._saved import _package_version, read_saved
+from ._saved import Saving, _package_version, read_saved
 from ._scvi_glue import (
     Picklable,
     _OnDevice,
     _sealed,
     _transferring_quietly,
-    obs_types_kept,
     refuse_scvi_names,
 )
 from ._training_checks import check_training_arguments
@@ -48,7 +47,7 @@ from ._validation import (
 logger = logging.getLogger(__name__)
 
 
-class DeltaModelMixin(Picklable, PyroSviTrainMixin):
+class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
     """Training, saving and loading as every deltavae model does them.
 
     * ``train`` clears Pyro's global param store first (so models never share parameters),
@@ -428,36 +427,6 @@ class DeltaModelMixin(Picklable, PyroSviTrainMixin):
         """The AnnData ``write_to_adata`` writes into: ``adata``, or by default the model's."""
         return self._resolve_adata(adata)
 
-    def save(self, dir_path: str, overwrite: bool = False, save_anndata: bool = False, **kwargs):
-        """Save the model (parameters, setup, training history) to ``dir_path``.
-
-        Parameters
-        ----------
-        dir_path
-            Directory to write. It must not exist unless ``overwrite=True``.
-        overwrite
-            Replace the model saved in an existing directory (under the same ``prefix``): an
-            AnnData saved with it is removed too when this save writes none, so that ``load``
-            never pairs the new model with the old data. Other files there are kept.
-        save_anndata
-            Also write the AnnData the model was set up with.
-        **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.save`.
-
-        Examples
-        --------
-        >>> vae.save("pbmc_vae/", overwrite=True)  # doctest: +SKIP
-        """
-        if os.path.exists(dir_path) and not overwrite:
-            raise ValueError(
-                f"Save path {dir_path!r} already exists; pass overwrite=True to replace it."
-            )
-        stale = os.path.join(dir_path, f"{kwargs.get('prefix') or ''}adata.h5ad")
-        if overwrite and not save_anndata and os.path.isfile(stale):
-            os.remove(stale)
-        with obs_types_kept(self, save_anndata):  # the user's str columns stay str
-            super().save(dir_path, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
-
     @classmethod
     def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs):
         """Load a saved model, checking the file and the genes first.
@@ -495,6 +464,22 @@ class DeltaModelMixin(Picklable, PyroSviTrainMixin):
             # Setup's advice to filter out silent genes is for training: a trained model reads
             # the genes it was trained on (NMFDeconv's from_reference had said so too).
             warnings.filterwarnings("ignore", message=r".* genes in .* are zero in every")
-            model = super().load(dir_path, adata=adata, **kwargs)
+            try:
+                model = super().load(dir_path, adata=adata, **kwargs)
+            except RuntimeError as err:  # torch's "Error(s) in loading state_dict ..."
+                if "state_dict" not in str(err):
+                    raise
+                raise ValueError(
+                    f"The parameters saved in {os.fspath(dir_path)!r} do not fit the "
+                    f"{cls.__name__} they describe ({str(err).splitlines()[-1].strip()}): the "
+                    "file is damaged or was changed after saving; save the model again."
+                ) from err
+            except OSError as err:  # the AnnData saved with the model
+                if adata is not None:
+                    raise
+                raise ValueError(
+                    f"The AnnData saved with the model in {os.fspath(dir_path)!r} cannot be read "
+                    f"({err}); pass the AnnData instead: {cls.__name__}.load(path, adata)."
+                ) from err
         model._after_load()
         return model

@@ -10,6 +10,8 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 from scvi.model.base._save_load import _load_saved_files
 
+from ._scvi_glue import obs_types_kept
+
 
 def _package_version() -> str:
     try:
@@ -89,3 +91,37 @@ def read_saved(
         )
     state_dict.pop("pyro_param_store", None)
     return attr_dict, np.asarray(var_names), state_dict
+
+
+class Saving:
+    """``save`` as every deltavae model does it (mixed into ``DeltaModelMixin``)."""
+
+    def save(self, dir_path: str, overwrite: bool = False, save_anndata: bool = False, **kwargs):
+        """Save the model (parameters, setup, training history) to ``dir_path``.
+
+        Parameters
+        ----------
+        dir_path
+            Directory to write. It must not exist unless ``overwrite=True``.
+        overwrite
+            Replace the model saved in an existing directory (under the same ``prefix``): an
+            AnnData saved with it is removed too when this save writes none, so that ``load``
+            never pairs the new model with the old data. Other files there are kept.
+        save_anndata
+            Also write the AnnData the model was set up with.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.save`.
+
+        Examples
+        --------
+        >>> vae.save("pbmc_vae/", overwrite=True)  # doctest: +SKIP
+        """
+        if os.path.exists(dir_path) and not overwrite:
+            raise ValueError(
+                f"Save path {dir_path!r} already exists; pass overwrite=True to replace it."
+            )
+        stale = os.path.join(dir_path, f"{kwargs.get('prefix') or ''}adata.h5ad")
+        if overwrite and not save_anndata and os.path.isfile(stale):
+            os.remove(stale)
+        with obs_types_kept(self, save_anndata):  # the user's str columns stay str
+            super().save(dir_path, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
