@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from scvi.nn import FCLayers
 from torch import nn
 
+from ..train._checkpoint import PARTLY_TRAINABLE
+
 
 class ReferenceBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm that normalises with the reference's running statistics in training too.
@@ -118,11 +120,6 @@ def _freeze_for_query(module: nn.Module, ref_state: dict, ref_sizes, new_sizes) 
                 else:
                     linear.weight[:, n_in + c] = 0.0
     return _restrict_learning(module, ref_sizes, new_sizes)
-
-
-#: Attribute of a query module: (parameter, mask of the entries that learn) for each
-#: parameter of which only some entries learn (read by the training plan).
-PARTLY_TRAINABLE = "_partly_trainable"
 
 
 def _restrict_learning(module: nn.Module, ref_sizes, new_sizes) -> list[str]:

@@ -493,6 +493,6 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> imputer = dv.model.SpatialImputer.load("imputer/", spots)  # doctest: +SKIP
         """
         if adata is not None:
-            saved = read_saved(cls, dir_path, kwargs.get("prefix"))
-            adata = spots_to_load(adata, *saved)
+            _, var_names, _ = read_saved(cls, dir_path, kwargs.get("prefix"))
+            adata = spots_to_load(adata, var_names)
         return super().load(dir_path, adata=adata, **kwargs)

@@ -129,7 +129,7 @@ class SpotModelMixin:
         return np.sort(rng.choice(n, n_max, replace=False))
 
 
-def spots_to_load(adata, attr_dict: dict, var_names, state_dict: dict):
+def spots_to_load(adata, var_names):
     """The spots a saved :class:`SpatialImputer` loads onto, with its genes only (on a copy);
     the load hook then puts them in the fitted order (:func:`fitted_spots`)."""
     genes = pd.Index(np.asarray(var_names).astype(str))

@@ -107,11 +107,16 @@ class RestoreBestValidation(Callback):
         self._state = None
 
 
+#: Attribute of a query module: (parameter, mask of the entries that learn) for each
+#: parameter of which only some entries learn (``model/_freeze.py`` sets it).
+PARTLY_TRAINABLE = "_partly_trainable"
+
+
 def keep_frozen_entries(module, optimizer) -> None:
     """After every step of ``optimizer``, put back the entries a query module keeps fixed
     (``_partly_trainable``: parameters of which only the masked entries learn). Their
     gradients are masked already; weight decay would still shrink them."""
-    partly = module.__dict__.get("_partly_trainable")
+    partly = module.__dict__.get(PARTLY_TRAINABLE)
     if not partly:
         return
     # Taken now, on the device the module trains on (Lightning moved it before this call).
