@@ -12,6 +12,15 @@ from scipy import sparse
 _LOOK_ROWS = 200
 
 
+def _first_rows(X):
+    """The first :data:`_LOOK_ROWS` rows of an in-memory matrix and their stored values (the
+    non-zeros of a sparse one); ``None`` for a matrix on disk, which is not read here."""
+    if not (isinstance(X, np.ndarray) or sparse.issparse(X)):
+        return None
+    block = X[:_LOOK_ROWS]
+    return block, np.asarray(block.data if sparse.issparse(block) else block)
+
+
 def why_not_whole(frac: np.ndarray, high: float, sums: np.ndarray, unit: str = "cells") -> str:
     """What non-integer values in a count matrix most likely are, and the fix when they are
     counts after all (``high``: the largest value seen; ``sums``: the rows' totals)."""
@@ -57,8 +66,8 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
             + real
         )
     if layer is None and adata.raw is not None:
-        raw = adata.raw.X[:_LOOK_ROWS]
-        values = np.asarray(raw.data if sparse.issparse(raw) else raw)
+        looked = _first_rows(adata.raw.X)
+        values = looked[1] if looked is not None else np.zeros(0)
         counts = values.size and values.min() >= 0 and not (np.fmod(values, 1) != 0).any()
         held = "holds raw counts, it seems" if counts else "holds other data"
         return (
@@ -87,11 +96,10 @@ def check_still_counts(adata: AnnData, layer: str | None, model: str) -> None:
     ...
     ValueError: The model's AnnData no longer holds raw counts: adata.X has values such as 0.5 ...
     """
-    X = adata.X if layer is None else adata.layers.get(layer)
-    if not (isinstance(X, np.ndarray) or sparse.issparse(X)):
+    looked = _first_rows(adata.X if layer is None else adata.layers.get(layer))
+    if looked is None:
         return
-    block = X[:_LOOK_ROWS]
-    values = np.asarray(block.data if sparse.issparse(block) else block)
+    values = looked[1]
     if values.dtype.kind != "f":
         return
     bad = values[(np.fmod(values, 1) != 0) | (values < 0)]
@@ -123,11 +131,10 @@ def warn_if_counts(adata: AnnData, layer: str | None) -> None:
     """
     from ._validation import warn_user
 
-    X = adata.X if layer is None else adata.layers.get(layer)
-    if not (isinstance(X, np.ndarray) or sparse.issparse(X)):
+    looked = _first_rows(adata.X if layer is None else adata.layers.get(layer))
+    if looked is None:
         return
-    block = X[:_LOOK_ROWS]
-    values = np.asarray(block.data if sparse.issparse(block) else block)
+    block, values = looked
     if not values.size or values.min() < 0 or values.max() < 10:
         return
     if values.dtype.kind == "f" and (np.fmod(values, 1) != 0).any():
