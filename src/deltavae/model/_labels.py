@@ -277,6 +277,7 @@ def seen_categories(model) -> dict[str, set[str]] | None:
 def refuse_other_type(column: str, known: list, given, what: str) -> None:
     """Refuse values ``given`` of ``column`` that are strings where the model's categories
     ``known`` are not, or the reverse, saying how to convert the column."""
+    known = [v.item() if isinstance(v, np.generic) else v for v in known]  # numpy's to Python's
     trained_str = all(isinstance(v, str) for v in known)
     if not len(given) or not len(known) or trained_str == all(isinstance(v, str) for v in given):
         return
@@ -326,7 +327,6 @@ def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
             )
         # One pass over the column: its distinct values, compared as strings and by type.
         given = pd.unique(np.asarray(adata.obs[key], dtype=object))
-        known = [v.item() if isinstance(v, np.generic) else v for v in known]
         new = pd.Index([str(v) for v in given]).difference(pd.Index([str(v) for v in known]))
         if not len(new):
             # Same values, another type ("5" for 5): scvi-tools' transfer would say the

@@ -119,7 +119,6 @@ def _check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: st
                 )
     for key, known in category_mappings(registry).items():
         given = pd.unique(np.asarray(adata.obs[key].dropna(), dtype=object))
-        known = [v.item() if isinstance(v, np.generic) else v for v in known]
         refuse_other_type(f"query.obs[{key!r}]", known, given, "its categories")
     labels_key = setup_args.get("labels_key")
     if labels_key is not None and labels_key in adata.obs:
