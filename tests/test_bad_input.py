@@ -251,13 +251,60 @@ def test_a_missing_parameter_and_a_damaged_saved_anndata_are_named(counts_adata,
     saved = torch.load(tmp_path / "m" / "model.pt", weights_only=False)
     del saved["model_state_dict"]["px_r"]
     torch.save(saved, tmp_path / "m" / "model.pt")
-    with pytest.raises(ValueError, match=r"do not fit the ZINBVAE .*Missing key.*px_r"):
+    with pytest.raises(ValueError, match=r"not the ones saved \('px_r' is missing\)"):
         dv.model.ZINBVAE.load(tmp_path / "m", counts_adata)
     model.save(tmp_path / "m", save_anndata=True, overwrite=True)
     with open(tmp_path / "m" / "adata.h5ad", "r+b") as f:
         f.truncate(500)
     with pytest.raises(ValueError, match=r"AnnData saved with the model .* cannot be read"):
         dv.model.ZINBVAE.load(tmp_path / "m")
+
+
+def test_a_weight_changed_after_saving_is_refused_by_name(saved, counts_adata):
+    """torch reads a file whose weights were changed (a flipped byte, an edit) silently."""
+    import torch
+
+    model, path = saved
+    stored = torch.load(path / "model.pt", weights_only=False)
+    name = next(k for k in stored["model_state_dict"] if k.endswith("weight"))
+    stored["model_state_dict"][name].view(-1)[0] += 1e-6
+    torch.save(stored, path / "model.pt")
+    with pytest.raises(ValueError, match=rf"not the ones saved \({name!r} differs\).*save the"):
+        dv.model.ZINBVAE.load(path, adata=counts_adata)
+    model.save(path, overwrite=True)
+    loaded = dv.model.ZINBVAE.load(path, adata=counts_adata)
+    for key, value in model.module.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[key], value)
+
+
+def test_save_paths_a_user_types(saved, tmp_path, monkeypatch):
+    """``~`` is the home folder, as in scanpy's and anndata's writers (a folder named "~" was
+    made), and a file in the way is named."""
+    model, _ = saved
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    model.save("~/vae")
+    assert (tmp_path / "home" / "vae" / "model.pt").is_file()
+    assert not os.path.exists("~")
+    assert dv.model.ZINBVAE.load("~/vae", model.adata).is_trained_
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match="is a file; save writes a directory"):
+        model.save(tmp_path / "a_file", overwrite=True)
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+def test_a_model_loaded_on_other_cells_forgets_the_training_split(saved, counts_adata):
+    """The split's positions were of the training cells: kept, they pointed past the end of
+    a smaller AnnData (IndexError deep in the loader) or at other cells."""
+    model, path = saved
+    assert max(model.validation_indices) >= 30
+    fewer = counts_adata[:30].copy()
+    loaded = dv.model.ZINBVAE.load(path, adata=fewer)
+    assert loaded.train_indices is None and loaded.validation_indices is None
+    assert np.isfinite(loaded.get_elbo())
+    with pytest.raises(ValueError, match="indices reach cell .* but the AnnData has 30 cells"):
+        loaded.get_elbo(indices=model.validation_indices)
+    same = dv.model.ZINBVAE.load(path, adata=counts_adata)
+    np.testing.assert_array_equal(same.train_indices, model.train_indices)
 
 
 def test_load_without_adata_when_none_was_saved(saved):

@@ -413,8 +413,16 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
 
     def _make_data_loader(self, *args, **kwargs):
         """scvi-tools' inference loader, with every minibatch moved to the module's device."""
-        if kwargs.get("indices") is not None and len(kwargs["indices"]) == 0:
+        indices = kwargs.get("indices")
+        if indices is not None and len(indices) == 0:
             raise ValueError("indices selects no cell; pass at least one (or None for all).")
+        adata = kwargs.get("adata", args[0] if args else None)
+        if indices is not None and adata is not None and np.asarray(indices).dtype.kind in "iu":
+            if np.max(indices) >= adata.n_obs:
+                raise ValueError(
+                    f"indices reach cell {int(np.max(indices))}, but the AnnData has "
+                    f"{adata.n_obs} cells: pass positions within it (or None for all)."
+                )
         return _OnDevice(super()._make_data_loader(*args, **kwargs), self.module)
 
     def _resolve_adata(self, adata: AnnData | None) -> AnnData:
@@ -446,6 +454,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         >>> vae = dv.model.ZINBVAE.load("pbmc_vae/", adata)  # the class saved  # doctest: +SKIP
         """
         prefix = kwargs.get("prefix")
+        dir_path = os.path.expanduser(os.fspath(dir_path))
         attr_dict, var_names, state = read_saved(cls, dir_path, prefix)
         if adata is None and not os.path.exists(
             os.path.join(dir_path, f"{prefix or ''}adata.h5ad")
@@ -482,4 +491,8 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
                     f"({err}); pass the AnnData instead: {cls.__name__}.load(path, adata)."
                 ) from err
         model._after_load()
+        saved_cells = attr_dict["registry_"]["field_registries"]["X"]["summary_stats"]["n_cells"]
+        if model.adata is not None and model.adata.n_obs != saved_cells:
+            # The split's positions were of the training cells, not of these.
+            model.train_indices_ = model.validation_indices_ = model.test_indices_ = None
         return model

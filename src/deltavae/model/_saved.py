@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import zipfile
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
+import torch
 from scvi.model.base._save_load import _load_saved_files
 
 from ._scvi_glue import obs_types_kept
@@ -18,6 +20,41 @@ def _package_version() -> str:
         return version("deltavae")
     except PackageNotFoundError:
         return "0.0.0"
+
+
+def weights_digest(state_dict: dict) -> dict[str, str]:
+    """SHA-256 of each saved parameter and buffer (type, shape, bytes), by name.
+
+    ``save`` stores it with the model and ``load`` recomputes it, so a weight changed on disk
+    (a flipped byte, a file edited by hand) is refused by name rather than loaded silently:
+    torch reads such a file without complaint.
+    """
+    digests = {}
+    for name, value in state_dict.items():
+        digest = hashlib.sha256()
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().contiguous()
+            digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
+            digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(value).encode())
+        digests[name] = digest.hexdigest()[:32]
+    return digests
+
+
+def _check_digest(path: str, saved: dict | None, state_dict: dict) -> None:
+    if not isinstance(saved, dict):
+        return  # saved before checksums were kept
+    now = weights_digest(state_dict)
+    problems = [f"{name!r} is missing" for name in saved if name not in now]
+    problems += [f"{name!r} was added" for name in now if name not in saved]
+    problems += [f"{name!r} differs" for name in saved if name in now and now[name] != saved[name]]
+    if problems:
+        raise ValueError(
+            f"The parameters in {path!r} are not the ones saved ({', '.join(problems[:3])}"
+            f"{', ...' if len(problems) > 3 else ''}): the file was damaged or changed after "
+            "saving; save the model again."
+        )
 
 
 def read_saved(
@@ -42,7 +79,7 @@ def read_saved(
     use
         The method the user called (``"load"``, ``"load_query_data"``), for the messages.
     """
-    path = os.fspath(dir_path)
+    path = os.path.expanduser(os.fspath(dir_path))
     if not os.path.isdir(path):
         raise FileNotFoundError(f"No saved {what} at {path!r} (expected a directory).")
     model_file = os.path.join(path, f"{prefix or ''}model.pt")
@@ -90,6 +127,7 @@ def read_saved(
             "cannot read; retrain it with this version."
         )
     state_dict.pop("pyro_param_store", None)
+    _check_digest(path, attr_dict.get("weights_digest_"), state_dict)
     return attr_dict, np.asarray(var_names), state_dict
 
 
@@ -102,7 +140,9 @@ class Saving:
         Parameters
         ----------
         dir_path
-            Directory to write. It must not exist unless ``overwrite=True``.
+            Directory to write (``~`` is the home folder). It must not exist unless
+            ``overwrite=True``. A checksum of every parameter is saved with them, and
+            ``load`` refuses a file whose parameters changed after saving.
         overwrite
             Replace the model saved in an existing directory (under the same ``prefix``): an
             AnnData saved with it is removed too when this save writes none, so that ``load``
@@ -116,6 +156,11 @@ class Saving:
         --------
         >>> vae.save("pbmc_vae/", overwrite=True)  # doctest: +SKIP
         """
+        dir_path = os.path.expanduser(os.fspath(dir_path))
+        if os.path.isfile(dir_path):
+            raise ValueError(
+                f"Save path {dir_path!r} is a file; save writes a directory: pick another path."
+            )
         if os.path.exists(dir_path) and not overwrite:
             raise ValueError(
                 f"Save path {dir_path!r} already exists; pass overwrite=True to replace it."
@@ -123,5 +168,6 @@ class Saving:
         stale = os.path.join(dir_path, f"{kwargs.get('prefix') or ''}adata.h5ad")
         if overwrite and not save_anndata and os.path.isfile(stale):
             os.remove(stale)
+        self.weights_digest_ = weights_digest(self.module.state_dict())  # checked by load
         with obs_types_kept(self, save_anndata):  # the user's str columns stay str
             super().save(dir_path, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
