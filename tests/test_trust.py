@@ -107,11 +107,50 @@ def test_divergence_keeps_the_last_finite_parameters(which):
     params = torch.cat([p.detach().flatten() for p in model.module.parameters()])
     assert torch.isfinite(params).all()
     assert model.is_trained_
-    assert np.isfinite(model.get_latent_representation()).all()
+    # Every read-out says so (the parameters are the last finite ones, maybe far from a fit).
+    said = r"last training diverged \(the training loss became nan at epoch 2, step 1 of 2\)"
+    with pytest.warns(dv.train.NotConvergedWarning, match=said + ".*lower learning rate"):
+        assert np.isfinite(model.get_latent_representation()).all()
     # The finished epochs are in the history; training again works from here.
     assert len(model.history["elbo_train"]) == 2
     model.train(max_epochs=2, **TRAIN)
     assert np.isfinite(model.history["elbo_train"]["elbo_train"].astype(float)).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.get_latent_representation()  # trained to the end: nothing more to say
+
+
+def test_a_diverged_model_says_so_after_save_and_load(tmp_path):
+    adata = _counts()
+    model = _zinbvae(adata)
+    with pytest.raises(TrainingDivergedError):
+        model.train(max_epochs=4, callbacks=[_PoisonAt(1, 0)], **TRAIN)
+    model.save(tmp_path / "m")
+    loaded = dv.model.ZINBVAE.load(tmp_path / "m", adata)
+    with pytest.warns(dv.train.NotConvergedWarning, match="last training diverged"):
+        loaded.get_normalized_expression()
+
+
+@pytest.mark.parametrize("lr", [0.05, None])
+def test_an_unconverged_run_at_a_huge_rate_names_the_rate(lr):
+    """A user's trial: lr=1 left the ELBO 7 times its optimum and the advice was only to
+    train longer."""
+    model = _zinbvae(_counts())
+    with pytest.warns(dv.train.NotConvergedWarning) as record:
+        model.train(max_epochs=12, lr=lr, n_epochs_kl_warmup=None, **TRAIN)
+    (ours,) = [str(w.message) for w in record if w.category is dv.train.NotConvergedWarning]
+    named = "learning rate (lr=0.05) is 50 times the default (0.001)" in ours
+    assert named == (lr is not None), ours
+
+
+def test_spot_models_rates_are_not_compared_with_the_vae_default():
+    mix = dv.datasets.convex_mixtures(n_spots=80, n_genes=60, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    model = dv.model.Archetypes(mix, n_archetypes=3)
+    with pytest.warns(dv.train.NotConvergedWarning) as record:
+        model.train(max_epochs=8, lr=0.05, **TRAIN)
+    notes = [str(w.message) for w in record if w.category is dv.train.NotConvergedWarning]
+    assert notes and not any("times the default" in note for note in notes)
 
 
 def test_restore_best_never_keeps_nan_weights():

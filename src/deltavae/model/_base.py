@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import tempfile
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -21,14 +19,20 @@ from scvi.model.base import PyroSviTrainMixin
 
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
 from ..train._checkpoint import RestoreBestValidation
-from ..train._convergence import NotConvergedWarning, still_improving, stopped_epoch
+from ..train._convergence import (
+    DEFAULT_LR,
+    NotConvergedWarning,
+    high_rate_note,
+    still_improving,
+    stopped_epoch,
+)
 from ..train._distributed import SINGLE, resolve_strategy, several_devices
 from ..train._record import records_train_args
 from ..train._runner import DeltaTrainRunner
 from ._count_advice import check_model_counts
-from ._genes import genes_to_load_advice, match_genes
-from ._labels import check_known_categories, check_labels_to_load, with_labels_column
-from ._saved import Saving, _package_version, read_saved
+from ._genes import match_genes
+from ._labels import check_known_categories, with_labels_column
+from ._saved import Saving, _package_version
 from ._scvi_glue import (
     Picklable,
     _OnDevice,
@@ -66,6 +70,12 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
     _data_kind = "counts"
     _train_runner_cls = DeltaTrainRunner
     _data_splitter_cls = DeltaDataSplitter
+    #: The training plan's learning rate unless given; an unconverged run far above it is
+    #: told so (None: the model chooses its own rate).
+    _default_lr: float | None = DEFAULT_LR
+    #: What the last ``train`` call's divergence was, repeated by every read-out; None when
+    #: it finished.
+    diverged_: str | None = None
     #: Epoch whose parameters ``train(restore_best=True)`` loaded; None when none was loaded.
     best_epoch_: int | None = None
     #: Arguments of the last ``train`` call that trained (``max_epochs``, ``lr`` and
@@ -329,8 +339,13 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
                 # one such step the model is trained and usable.
                 self.module.eval()
                 self.is_trained_ = self.is_trained_ or err.restored_at is not None
+                # Read-outs repeat what diverged, e.g. "the training loss became nan at ...".
+                self.diverged_ = (
+                    str(err).split(". The model")[0].removeprefix("Training diverged: ")
+                )
                 raise
         self.module.eval()
+        self.diverged_ = None
         # Read from the history, which also comes back from DDP's worker processes.
         self.best_epoch_ = None if best is None else best.best_epoch_in(self.history)
         run = {k: v.iloc[epochs_before:] for k, v in self.history.items()}  # this run's epochs
@@ -339,7 +354,9 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
             plan_kwargs.get("max_kl_weight", 1.0),
         )  # fmt: skip
         if verdict is not None:
-            warn_user(verdict, NotConvergedWarning)
+            rate = lr if lr is not None else plan_kwargs.get("lr")
+            note = high_rate_note(rate) if self._default_lr == DEFAULT_LR else ""
+            warn_user(verdict + note, NotConvergedWarning)
         return out
 
     @classmethod
@@ -411,6 +428,17 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         with _transferring_quietly():  # registered like the training AnnData
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
 
+    def _check_if_trained(self, warn: bool = True, message: str | None = None) -> None:
+        """scvi-tools' check before every read-out, which also says when the last training
+        diverged: the parameters kept are the last finite ones, maybe far from a fit."""
+        super()._check_if_trained(warn, *([message] if message else []))
+        if self.diverged_:
+            warn_user(
+                f"This model's last training diverged ({self.diverged_}), so its results may "
+                "be far from a fit: train it again with a lower learning rate (train(lr=...)).",
+                NotConvergedWarning,
+            )
+
     def _make_data_loader(self, *args, **kwargs):
         """scvi-tools' inference loader, with every minibatch moved to the module's device."""
         indices = kwargs.get("indices")
@@ -434,65 +462,3 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
     def _write_target(self, adata: AnnData | None) -> AnnData:
         """The AnnData ``write_to_adata`` writes into: ``adata``, or by default the model's."""
         return self._resolve_adata(adata)
-
-    @classmethod
-    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs):
-        """Load a saved model, checking the file and the genes first.
-
-        Parameters
-        ----------
-        dir_path
-            Directory written by :meth:`save`.
-        adata
-            AnnData with the same genes, in the same order, as the training data. ``None``
-            uses the AnnData saved with the model.
-        **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``, ...).
-
-        Examples
-        --------
-        >>> vae = dv.model.ZINBVAE.load("pbmc_vae/", adata)  # the class saved  # doctest: +SKIP
-        """
-        prefix = kwargs.get("prefix")
-        dir_path = os.path.expanduser(os.fspath(dir_path))
-        attr_dict, var_names, state = read_saved(cls, dir_path, prefix)
-        if adata is None and not os.path.exists(
-            os.path.join(dir_path, f"{prefix or ''}adata.h5ad")
-        ):
-            raise ValueError(
-                f"{dir_path!r} was saved without its AnnData: pass the training AnnData, "
-                f"{cls.__name__}.load(path, adata), or save with save_anndata=True."
-            )
-        if adata is not None and not np.array_equal(np.asarray(adata.var_names), var_names):
-            raise ValueError(genes_to_load_advice(cls, dir_path, attr_dict, var_names, adata))
-        if adata is not None:
-            check_known_categories(adata, attr_dict["registry_"])
-            check_labels_to_load(adata, attr_dict["registry_"])
-            adata = cls._spots_to_load(adata, attr_dict, state)
-        with warnings.catch_warnings():
-            # Setup's advice to filter out silent genes is for training: a trained model reads
-            # the genes it was trained on (NMFDeconv's from_reference had said so too).
-            warnings.filterwarnings("ignore", message=r".* genes in .* are zero in every")
-            try:
-                model = super().load(dir_path, adata=adata, **kwargs)
-            except RuntimeError as err:  # torch's "Error(s) in loading state_dict ..."
-                if "state_dict" not in str(err):
-                    raise
-                raise ValueError(
-                    f"The parameters saved in {os.fspath(dir_path)!r} do not fit the "
-                    f"{cls.__name__} they describe ({str(err).splitlines()[-1].strip()}): the "
-                    "file is damaged or was changed after saving; save the model again."
-                ) from err
-            except OSError as err:  # the AnnData saved with the model
-                if adata is not None:
-                    raise
-                raise ValueError(
-                    f"The AnnData saved with the model in {os.fspath(dir_path)!r} cannot be read "
-                    f"({err}); pass the AnnData instead: {cls.__name__}.load(path, adata)."
-                ) from err
-        model._after_load()
-        saved_cells = attr_dict["registry_"]["field_registries"]["X"]["summary_stats"]["n_cells"]
-        if model.adata is not None and model.adata.n_obs != saved_cells:
-            # The split's positions were of the training cells, not of these.
-            model.train_indices_ = model.validation_indices_ = model.test_indices_ = None
-        return model

@@ -5,13 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import warnings
 import zipfile
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import torch
+from anndata import AnnData
 from scvi.model.base._save_load import _load_saved_files
 
+from ._genes import genes_to_load_advice
+from ._labels import check_known_categories, check_labels_to_load
 from ._scvi_glue import obs_types_kept
 
 
@@ -132,7 +136,8 @@ def read_saved(
 
 
 class Saving:
-    """``save`` as every deltavae model does it (mixed into ``DeltaModelMixin``)."""
+    """``save`` and ``load`` as every deltavae model does them (mixed into
+    ``DeltaModelMixin``)."""
 
     def save(self, dir_path: str, overwrite: bool = False, save_anndata: bool = False, **kwargs):
         """Save the model (parameters, setup, training history) to ``dir_path``.
@@ -171,3 +176,65 @@ class Saving:
         self.weights_digest_ = weights_digest(self.module.state_dict())  # checked by load
         with obs_types_kept(self, save_anndata):  # the user's str columns stay str
             super().save(dir_path, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
+
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs):
+        """Load a saved model, checking the file and the genes first.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        adata
+            AnnData with the same genes, in the same order, as the training data. ``None``
+            uses the AnnData saved with the model.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``, ...).
+
+        Examples
+        --------
+        >>> vae = dv.model.ZINBVAE.load("pbmc_vae/", adata)  # the class saved  # doctest: +SKIP
+        """
+        prefix = kwargs.get("prefix")
+        dir_path = os.path.expanduser(os.fspath(dir_path))
+        attr_dict, var_names, state = read_saved(cls, dir_path, prefix)
+        if adata is None and not os.path.exists(
+            os.path.join(dir_path, f"{prefix or ''}adata.h5ad")
+        ):
+            raise ValueError(
+                f"{dir_path!r} was saved without its AnnData: pass the training AnnData, "
+                f"{cls.__name__}.load(path, adata), or save with save_anndata=True."
+            )
+        if adata is not None and not np.array_equal(np.asarray(adata.var_names), var_names):
+            raise ValueError(genes_to_load_advice(cls, dir_path, attr_dict, var_names, adata))
+        if adata is not None:
+            check_known_categories(adata, attr_dict["registry_"])
+            check_labels_to_load(adata, attr_dict["registry_"])
+            adata = cls._spots_to_load(adata, attr_dict, state)
+        with warnings.catch_warnings():
+            # Setup's advice to filter out silent genes is for training: a trained model reads
+            # the genes it was trained on (NMFDeconv's from_reference had said so too).
+            warnings.filterwarnings("ignore", message=r".* genes in .* are zero in every")
+            try:
+                model = super().load(dir_path, adata=adata, **kwargs)
+            except RuntimeError as err:  # torch's "Error(s) in loading state_dict ..."
+                if "state_dict" not in str(err):
+                    raise
+                raise ValueError(
+                    f"The parameters saved in {os.fspath(dir_path)!r} do not fit the "
+                    f"{cls.__name__} they describe ({str(err).splitlines()[-1].strip()}): the "
+                    "file is damaged or was changed after saving; save the model again."
+                ) from err
+            except OSError as err:  # the AnnData saved with the model
+                if adata is not None:
+                    raise
+                raise ValueError(
+                    f"The AnnData saved with the model in {os.fspath(dir_path)!r} cannot be read "
+                    f"({err}); pass the AnnData instead: {cls.__name__}.load(path, adata)."
+                ) from err
+        model._after_load()
+        saved_cells = attr_dict["registry_"]["field_registries"]["X"]["summary_stats"]["n_cells"]
+        if model.adata is not None and model.adata.n_obs != saved_cells:
+            # The split's positions were of the training cells, not of these.
+            model.train_indices_ = model.validation_indices_ = model.test_indices_ = None
+        return model

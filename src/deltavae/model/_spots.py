@@ -59,6 +59,9 @@ class SpotModelMixin:
 
     #: The parameter fitted per spot and its axis of spots (None: none), see fitted_spots.
     _per_spot_parameter: tuple[str, int] | None = None
+    #: Spot models choose their own learning rate (per inference), so an unconverged run's
+    #: advice does not compare theirs with the VAEs' default (DeltaModelMixin._default_lr).
+    _default_lr: float | None = None
 
     def _finish_init(self, summary: str, init_locals: dict) -> None:
         # The spots, by name: a model fitted per spot loads onto them only (fitted_spots).

@@ -32,6 +32,32 @@ SHORT_FALL = 1e-2
 #: (:func:`_thirds_fell`; 3 flagged up to 2.6% of flat noisy runs, 4 up to 1.8%).
 THIRDS_T = 4.0
 
+#: The optimiser's default learning rate (``DeltaTrainingPlan``), and how many times it a run's
+#: rate may be before the advice on an unconverged run names the rate rather than the epochs.
+DEFAULT_LR = 1e-3
+HIGH_LR_FACTOR = 10
+
+
+def high_rate_note(lr: float | None) -> str:
+    """A sentence added to an unconverged run's advice when its learning rate is far above
+    the default: such a run's ELBO jumps about well above its optimum, and more epochs at
+    that rate do not bring it down.
+
+    Examples
+    --------
+    >>> high_rate_note(None), high_rate_note(2e-3)
+    ('', '')
+    >>> high_rate_note(1.0)[:53]
+    " This run's learning rate (lr=1) is 1000 times the de"
+    """
+    if lr is None or lr <= HIGH_LR_FACTOR * DEFAULT_LR:
+        return ""
+    return (
+        f" This run's learning rate (lr={lr:g}) is {lr / DEFAULT_LR:.0f} times the default "
+        f"({DEFAULT_LR:g}): at such a rate the ELBO can stay far from its optimum however long "
+        "it trains; train again with the default rate first."
+    )
+
 
 class NotConvergedWarning(UserWarning):
     """A model finished training before its ELBO stopped improving."""

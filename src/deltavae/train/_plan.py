@@ -21,6 +21,7 @@ from scvi import REGISTRY_KEYS
 from scvi.train import LowLevelPyroTrainingPlan
 
 from ._checkpoint import keep_frozen_entries
+from ._convergence import DEFAULT_LR
 
 # Freed minibatch buffers fragment the C heap by about 0.3 MiB a step: trimmed every 100 steps,
 # the peak of one 100k-cell epoch rose to +91 MiB over the start of training, every 10 steps it
@@ -184,7 +185,7 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         lr_min: float = 0.0,
         **kwargs,
     ):
-        optim_kwargs = {"lr": 1e-3, "eps": 0.01, **(optim_kwargs or {})}
+        optim_kwargs = {"lr": DEFAULT_LR, "eps": 0.01, **(optim_kwargs or {})}
         if lr is not None:
             optim_kwargs["lr"] = lr
         if eps is not None:
