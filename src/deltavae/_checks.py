@@ -23,6 +23,21 @@ def layer_matrix(adata: ad.AnnData, layer: str | None):
     return adata.layers[layer]
 
 
+def not_counts(values: np.ndarray) -> np.ndarray:
+    """The values that no raw count can be: negative or not whole (the one test of counts
+    that the data checks, the reference's pseudo-spots and the count advice share).
+
+    Examples
+    --------
+    >>> not_counts(np.array([0.0, 2.0, 1.5, -1.0]))
+    array([ 1.5, -1. ])
+    """
+    values = np.asarray(values)
+    if values.dtype.kind in "biu":
+        return values[values < 0]
+    return values[(values < 0) | (np.fmod(values, 1) != 0)]
+
+
 def measurement_note(column: pd.Series, fractions: bool = False) -> str | None:
     """What makes a numeric obs column look like a measurement (nUMI, a score) rather than
     categories: more distinct numbers than max(50, half the rows), or (unless ``fractions``:

@@ -16,7 +16,7 @@ import scanpy as sc
 import scipy.sparse as sp
 from scipy.ndimage import gaussian_filter
 
-from .._checks import check_labels, layer_matrix
+from .._checks import check_labels, layer_matrix, not_counts
 from ._synthetic import _check_positive, _check_positive_int, _sample_nb
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def _counts_matrix(adata: ad.AnnData, layer: str | None) -> sp.csr_matrix:
     """The reference's raw counts; anything else (log-normalized data) is refused, as a spot's
     counts are the sum of its cells'."""
     counts = sp.csr_matrix(layer_matrix(adata, layer), dtype=np.float32)
-    bad = counts.data[(counts.data < 0) | (np.fmod(counts.data, 1) != 0)]
+    bad = not_counts(counts.data)
     if bad.size:
         where = "reference.X" if layer is None else f"reference.layers[{layer!r}]"
         raise ValueError(

@@ -8,6 +8,8 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from .._checks import not_counts
+
 #: Rows of a model's own AnnData read by :func:`check_still_counts` (a quick look, every call).
 _LOOK_ROWS = 200
 
@@ -68,7 +70,7 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
     if layer is None and adata.raw is not None:
         looked = _first_rows(adata.raw.X)
         values = looked[1] if looked is not None else np.zeros(0)
-        counts = values.size and values.min() >= 0 and not (np.fmod(values, 1) != 0).any()
+        counts = values.size and not not_counts(values).size
         held = "holds raw counts, it seems" if counts else "holds other data"
         return (
             f" {name}.raw {held}: {'' if counts else 'if they are the raw counts, '}copy them "
@@ -99,10 +101,7 @@ def check_still_counts(adata: AnnData, layer: str | None, model: str) -> None:
     looked = _first_rows(adata.X if layer is None else adata.layers.get(layer))
     if looked is None:
         return
-    values = looked[1]
-    if values.dtype.kind != "f":
-        return
-    bad = values[(np.fmod(values, 1) != 0) | (values < 0)]
+    bad = not_counts(looked[1])
     if not bad.size:
         return
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
@@ -135,9 +134,7 @@ def warn_if_counts(adata: AnnData, layer: str | None) -> None:
     if looked is None:
         return
     block, values = looked
-    if not values.size or values.min() < 0 or values.max() < 10:
-        return
-    if values.dtype.kind == "f" and (np.fmod(values, 1) != 0).any():
+    if not values.size or values.max() < 10 or not_counts(values).size:
         return
     totals = np.asarray(block.sum(axis=1)).ravel()
     if np.ptp(totals) <= 1e-3 * max(float(totals.max()), 1.0):

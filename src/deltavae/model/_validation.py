@@ -19,7 +19,7 @@ from scipy import sparse
 
 import deltavae as deltavae_pkg
 
-from .._checks import measurement_note
+from .._checks import measurement_note, not_counts
 from ._count_advice import counts_hint, why_not_whole
 
 logger = logging.getLogger(__name__)
@@ -181,12 +181,11 @@ def check_data(
                     f"{where} must hold raw counts: found negative values (min {low})."
                     + counts_hint(adata, layer, name, unit)
                 )
-            n_frac = np.count_nonzero(np.fmod(values, 1)) if values.dtype.kind == "f" else 0
-            if n_frac:
-                frac = values[np.fmod(values, 1) != 0]
+            frac = not_counts(values)  # not whole: the negative ones were refused above
+            if frac.size:
                 raise ValueError(
                     f"{where} must hold raw counts: found non-integer values such as "
-                    f"{frac.flat[0]:.8g} ({n_frac} in cells {row + 1}-{row + block.shape[0]}): "
+                    f"{frac.flat[0]:.8g} ({frac.size} in cells {row + 1}-{row + block.shape[0]}): "
                     + why_not_whole(frac, high, np.asarray(block.sum(axis=1)).ravel(), unit)
                     + counts_hint(adata, layer, name, unit)
                 )
