@@ -49,6 +49,8 @@ _FLAGS = (
     (r"\btrain_size < 1\b", "--train-size below 1"),
     (r"\btrain\(lr=([^)]+)\)", r"--lr \1"),
     (r"\bthis run used lr=", "this run used --lr "),
+    (r"\(lr=([^)]+)\)", r"(--lr \1)"),
+    (r"with the default rate first", "without --lr first"),
     (r"\baccelerator='(\w+)'", r"--accelerator \1"),
     (
         r"raise early_stopping_patience \(scvi-tools' default is 45\) or train without "
@@ -79,6 +81,8 @@ def _as_flags(note: str) -> str:
     '--n-archetypes 500 is larger than the spots'
     >>> _as_flags("a lower learning rate, e.g. train(lr=0.0001) (this run used lr=0.001).")
     'a lower learning rate, e.g. --lr 0.0001 (this run used --lr 0.001).'
+    >>> _as_flags("This run's learning rate (lr=0.5) is ...: train again with the default rate first.")
+    "This run's learning rate (--lr 0.5) is ...: train again without --lr first."
     """
     for pattern, flag in _FLAGS:
         note = re.sub(pattern, flag, note)
