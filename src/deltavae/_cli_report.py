@@ -81,8 +81,8 @@ def _as_flags(note: str) -> str:
     '--n-archetypes 500 is larger than the spots'
     >>> _as_flags("a lower learning rate, e.g. train(lr=0.0001) (this run used lr=0.001).")
     'a lower learning rate, e.g. --lr 0.0001 (this run used --lr 0.001).'
-    >>> _as_flags("This run's learning rate (lr=0.5) is ...: train again with the default rate first.")
-    "This run's learning rate (--lr 0.5) is ...: train again without --lr first."
+    >>> _as_flags("Its rate (lr=0.5) is ...: train again with the default rate first.")
+    'Its rate (--lr 0.5) is ...: train again without --lr first.'
     """
     for pattern, flag in _FLAGS:
         note = re.sub(pattern, flag, note)
