@@ -307,7 +307,9 @@ def _refuse_duplicates(names: pd.Index, who: str) -> None:
         )
 
 
-def check_obs_keys(adata: AnnData, keys: dict[str, str | Iterable[str] | None]) -> None:
+def check_obs_keys(
+    adata: AnnData, keys: dict[str, str | Iterable[str] | None], categories: bool = True
+) -> None:
     """Check that each named obs column exists and has no missing values.
 
     Parameters
@@ -317,6 +319,9 @@ def check_obs_keys(adata: AnnData, keys: dict[str, str | Iterable[str] | None]) 
     keys
         Mapping from the argument name (e.g. ``"batch_key"``) to the obs column(s) it names;
         ``None`` values are skipped.
+    categories
+        The columns name categories (batches, conditions, labels), so a column that looks like
+        a measurement (nUMI, a score) is refused; ``False`` for measurements (size factors).
 
     Examples
     --------
@@ -353,7 +358,7 @@ def check_obs_keys(adata: AnnData, keys: dict[str, str | Iterable[str] | None]) 
                     + fill
                 )
             note = None
-            if arg != "size_factor_key":  # every other key names categories
+            if categories:
                 note = measurement_note(adata.obs[key], fractions=arg != "labels_key")
             if note is not None:  # nUMI, a score: one category per value
                 raise ValueError(
@@ -424,7 +429,7 @@ def check_size_factors(adata: AnnData, size_factor_key: str | None) -> None:
     """Size factors must be finite and positive."""
     if size_factor_key is None:
         return
-    check_obs_keys(adata, {"size_factor_key": size_factor_key})
+    check_obs_keys(adata, {"size_factor_key": size_factor_key}, categories=False)
     values = np.asarray(adata.obs[size_factor_key], dtype=float)
     bad = ~np.isfinite(values) | (values <= 0)
     if bad.any():
