@@ -148,6 +148,10 @@ def test_match_signatures_and_novel_states(fitted):
         pytest.raises(ValueError, match="no signature has any of its genes in the data"),
     ):
         model.match_signatures({"ghost": ["NOPE1", "NOPE2"]})
+    # A cell types x genes table, as NMFDeconv.get_signatures returns (pandas' "truth value
+    # of a DataFrame is ambiguous" before).
+    with pytest.raises(TypeError, match=r"got a DataFrame.*nlargest"):
+        model.match_signatures(truth.T)
     adata = mix.copy()
     with pytest.warns(UserWarning, match=r"state[01].*\['NOT_A_GENE'\]"):
         model.match_signatures(signatures)

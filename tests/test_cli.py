@@ -507,6 +507,21 @@ def test_fit_names_the_unlabelled_category(tmp_path, capsys):
     assert len(ad.read_h5ad(tmp_path / "four.h5ad").uns["cgmdvae"]["cluster_names"]) == 4
 
 
+def test_an_unlabelled_mark_in_integer_labels_is_read_as_an_integer(tmp_path):
+    """A flag is text: '-1' never matched a column of integers, and the advice asked for
+    unlabeled_category=-1, which no flag can pass."""
+    adata = dv.datasets.synthetic_counts(n_cells=120, n_genes=40, n_clusters=3, seed=1)
+    labels = adata.obs["cluster"].astype(int).to_numpy()
+    labels[::2] = -1
+    adata.obs["partial"] = labels
+    adata.write_h5ad(tmp_path / "ints.h5ad")
+    argv = ["fit", str(tmp_path / "ints.h5ad"), "--model", "cgmdvae", "--labels-key", "partial"]
+    argv += ["--unlabeled-category", "-1", "--epochs", "2", "--no-plots", "--threads", "1"]
+    assert main([*argv, "--out", str(tmp_path / "semi.h5ad")]) == 0
+    clusters = ad.read_h5ad(tmp_path / "semi.h5ad").uns["cgmdvae"]["cluster_names"]
+    assert sorted(map(str, clusters)) == ["0", "1", "2"]
+
+
 def test_fit_keeps_an_existing_output_unless_told_to_overwrite(synthetic_h5ad, tmp_path, capsys):
     out = tmp_path / "results.h5ad"
     out.write_text("yesterday's results")

@@ -328,3 +328,67 @@ def test_a_model_on_a_file_says_to_save_rather_than_pickle(tmp_path):
     for copying in (pickle.dumps, copy.deepcopy):
         with pytest.raises(TypeError, match=r"reads its AnnData from a file .* model.save\(path\)"):
             copying(model)
+
+
+@pytest.fixture(scope="module")
+def conditional():
+    adata = _cells()
+    adata.obs["stim"] = adata.obs["condition"].astype(str) == adata.obs["condition"].iloc[0]
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="stim")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    model.train(max_epochs=2, mixture_init="kmeans")
+    return model, adata
+
+
+def test_indices_a_scanpy_user_passes_are_read_or_refused_by_name(conditional):
+    """scvi-tools read a mask of another length as positions (other cells, no word); names,
+    slices, np.where's tuple and an all-False mask ended in numpy, scipy or torch errors."""
+    model, adata = conditional
+    mask = (adata.obs["stim"]).to_numpy()
+    np.testing.assert_allclose(
+        model.get_latent_representation(indices=mask),
+        model.get_latent_representation(indices=np.flatnonzero(mask)),
+    )
+    half = mask[: adata.n_obs // 2]
+    for method in (model.get_latent_representation, model.get_normalized_expression):
+        with pytest.raises(ValueError, match=r"boolean mask of 60 entries, but the AnnData has"):
+            method(indices=half)
+    with pytest.raises(ValueError, match="selects no cell"):
+        model.get_latent_representation(indices=np.zeros(adata.n_obs, dtype=bool))
+    refused = {
+        "names such as 'cell_0'.*obs_names.get_indexer": list(adata.obs_names[:3]),
+        r"np.where\(mask\)\[0\]": np.where(mask),
+        "a slice": slice(0, 10),
+        "float64 values": np.array([0.0, 1.0]),
+    }
+    for message, indices in refused.items():
+        with pytest.raises(TypeError, match=message):
+            model.get_latent_representation(indices=indices)
+
+
+def test_sampled_conditions_keep_the_training_columns_type(conditional):
+    model, adata = conditional
+    drawn = model.sample(20, condition=True, seed=0)
+    assert drawn.obs["stim"].dtype == bool and drawn.obs["stim"].all()
+    both = model.sample(40, seed=0).obs["stim"]
+    assert set(both) <= {True, False} and both.dtype == bool
+    categorical = _cells()
+    dv.model.CGMDVAE.setup_anndata(categorical, condition_key="condition")
+    cat_model = dv.model.CGMDVAE(categorical, n_clusters=2, **SMALL)
+    cat_model.train(max_epochs=1, mixture_init="kmeans")
+    column = cat_model.sample(10, seed=0).obs["condition"]
+    assert list(column.cat.categories) == list(categorical.obs["condition"].cat.categories)
+
+
+@pytest.mark.parametrize("cls", [dv.model.ZINBVAE, dv.model.CGMDVAE])
+def test_writing_into_a_view_is_refused_rather_than_lost(cls):
+    adata = _cells()
+    cls.setup_anndata(adata)
+    model = cls(adata, **SMALL)
+    model.train(max_epochs=1)
+    view = adata[adata.obs["condition"] == adata.obs["condition"].iloc[0]]
+    with pytest.raises(ValueError, match=r"is a view .* sub = adata\[mask\].copy\(\)"):
+        model.write_to_adata(view)
+    assert not [k for k in adata.obsm if not k.startswith("_")]
+    sub = view.copy()
+    assert model.write_to_adata(sub) and len(sub.obsm)

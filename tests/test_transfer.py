@@ -832,3 +832,20 @@ def test_a_saved_query_model_of_other_genes_is_told_how_to_reload(reference, tmp
     np.testing.assert_allclose(
         loaded.get_latent_representation(), q.get_latent_representation(), atol=1e-5
     )
+
+
+def test_a_query_models_results_leave_scvi_tools_columns_out_of_the_query():
+    """write_to_adata() and reads of the query registered the user's query itself, adding
+    scvi-tools' columns and uuids to it (load_query_data promises its obs and uns stay)."""
+    cells = dv.datasets.synthetic_counts(n_cells=200, n_genes=40, n_clusters=3, n_conditions=3)
+    cells.obs["batch"] = cells.obs["condition"].astype(str)
+    ref, query = cells[cells.obs.batch != "c2"].copy(), cells[cells.obs.batch == "c2"].copy()
+    dv.model.ZINBVAE.setup_anndata(ref, batch_key="batch")
+    model = dv.model.ZINBVAE(ref, n_latent=3, n_hidden=8)
+    model.train(max_epochs=2, **FAST)
+    q = dv.model.ZINBVAE.load_query_data(query, model)
+    q.train(max_epochs=2, **FAST)
+    obs, uns = list(query.obs), sorted(query.uns)
+    assert q.write_to_adata() == ["obsm/X_zinbvae"]
+    np.testing.assert_allclose(q.get_latent_representation(query), query.obsm["X_zinbvae"])
+    assert (list(query.obs), sorted(query.uns)) == (obs, uns)

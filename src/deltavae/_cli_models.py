@@ -128,5 +128,17 @@ def build_model(model_cls: type, adata: ad.AnnData, reference, options: dict[str
     """Set ``adata`` up and build the model with the arguments of :func:`model_options`."""
     if "reference" in options:
         return model_cls.from_reference(adata, reference=reference, **options["reference"])
-    model_cls.setup_anndata(adata, **options["setup"])
+    model_cls.setup_anndata(adata, **_typed_unlabeled(adata, options["setup"]))
     return model_cls(adata, **options["init"])
+
+
+def _typed_unlabeled(adata: ad.AnnData, setup: dict) -> dict:
+    """``--unlabeled-category`` as the labels column holds it: a flag is text, so ``-1``
+    in a column of integers is read as that integer (Python callers pass it typed)."""
+    value, key = setup.get("unlabeled_category"), setup.get("labels_key")
+    if not isinstance(value, str) or key not in adata.obs:
+        return setup
+    column = adata.obs[key]
+    held = column.cat.categories if hasattr(column, "cat") else column.dropna().unique()
+    typed = [v for v in held if not isinstance(v, str) and str(v) == value]
+    return {**setup, "unlabeled_category": typed[0]} if typed else setup

@@ -103,6 +103,13 @@ def signature_scores(
     """Signature names and their scores (signatures x archetypes): the mean over a signature's
     genes of the archetypes' log profiles (genes x archetypes) standardised across archetypes;
     see :meth:`deltavae.model.Archetypes.match_signatures`."""
+    if isinstance(signatures, pd.DataFrame | pd.Series | np.ndarray):
+        raise TypeError(
+            f"signatures must be a mapping {{name: [genes, ...]}}, got a "
+            f"{type(signatures).__name__}. From a cell types x genes table (e.g. "
+            "NMFDeconv.get_signatures()), take each type's top genes: {t: list(row.nlargest(20)"
+            ".index) for t, row in table.iterrows()}."
+        )
     if not signatures:
         raise ValueError("signatures is empty; pass {name: [genes, ...]}.")
     gene_sets = {}

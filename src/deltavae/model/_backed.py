@@ -60,6 +60,13 @@ def writes_backed(write_to_adata):
 
     @functools.wraps(write_to_adata)
     def write(self, adata: AnnData | None = None, *args, **kwargs):
+        if adata is not None and adata.is_view:
+            raise ValueError(
+                "adata is a view (adata[mask]): anndata would write the results into a copy "
+                "of it, and the AnnData it views would get nothing. Write into the whole "
+                "AnnData (model.write_to_adata(adata)), or into a copy you keep: "
+                "sub = adata[mask].copy(); model.write_to_adata(sub)."
+            )
         keys = write_to_adata(self, adata, *args, **kwargs)
         adata = self._write_target(adata)
         if adata.isbacked:

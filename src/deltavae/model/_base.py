@@ -38,6 +38,7 @@ from ._scvi_glue import (
     _OnDevice,
     _sealed,
     _transferring_quietly,
+    check_indices,
     refuse_scvi_names,
 )
 from ._training_checks import check_training_arguments
@@ -441,16 +442,9 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
 
     def _make_data_loader(self, *args, **kwargs):
         """scvi-tools' inference loader, with every minibatch moved to the module's device."""
-        indices = kwargs.get("indices")
-        if indices is not None and len(indices) == 0:
-            raise ValueError("indices selects no cell; pass at least one (or None for all).")
         adata = kwargs.get("adata", args[0] if args else None)
-        if indices is not None and adata is not None and np.asarray(indices).dtype.kind in "iu":
-            if np.max(indices) >= adata.n_obs:
-                raise ValueError(
-                    f"indices reach cell {int(np.max(indices))}, but the AnnData has "
-                    f"{adata.n_obs} cells: pass positions within it (or None for all)."
-                )
+        if adata is not None:
+            check_indices(kwargs.get("indices"), adata.n_obs)
         return _OnDevice(super()._make_data_loader(*args, **kwargs), self.module)
 
     def _resolve_adata(self, adata: AnnData | None) -> AnnData:

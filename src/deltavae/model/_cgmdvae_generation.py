@@ -64,8 +64,8 @@ class GenerationMixin:
         obs["cluster"] = pd.Categorical.from_codes(y.cpu().numpy(), categories=self.cluster_names)
         if cats is not None:
             for j, key in enumerate(self.condition_keys):
-                known = [str(v) for v in self._cat_state().mappings[key]]
-                obs[key] = pd.Categorical.from_codes(cats[:, j].cpu().numpy(), categories=known)
+                known = list(self._cat_state().mappings[key])
+                obs[key] = _typed_codes(self.adata.obs[key], known, cats[:, j].cpu().numpy())
         # The genes with their metadata, as translate keeps them.
         out = AnnData(X=x.cpu().numpy().astype(np.float32), obs=obs, var=self.adata.var.copy())
         out.layers["expected"] = expected.cpu().numpy().astype(np.float32)
@@ -225,3 +225,28 @@ class GenerationMixin:
                 "residual=True, or response_weight=0 for a fully decoded translation."
             )
         return float(weight)
+
+
+def _typed_codes(train_column: pd.Series, known: list, codes: np.ndarray):
+    """Condition codes (into ``known``, the model's categories) as values typed like the
+    training column, as ``translate`` writes its target (bool stays bool, a categorical keeps
+    its categories), so that sampled cells compare and concatenate with real ones.
+
+    Examples
+    --------
+    >>> _typed_codes(pd.Series([True, False]), ["False", "True"], np.array([1, 1, 0])).tolist()
+    [True, True, False]
+    """
+    from ._perturbation import condition_column
+
+    typed = [condition_column(train_column, value, 1)[0] for value in known]
+    if isinstance(train_column.dtype, pd.CategoricalDtype):
+        categories = train_column.cat.categories
+        extra = [t for t in typed if t not in categories]  # a query model's new conditions
+        return pd.Categorical(
+            [typed[c] for c in codes], categories=categories.append(pd.Index(extra))
+        )
+    try:
+        return np.array([typed[c] for c in codes], dtype=train_column.dtype)
+    except (TypeError, ValueError):
+        return np.array([typed[c] for c in codes], dtype=object)

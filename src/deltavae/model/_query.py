@@ -340,6 +340,13 @@ class QueryMappingMixin(ArchesMixin):
                 self.registry_["setup_args"].get("layer"),
             )
 
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
+        # The user's query is read as the model's own registered copy of it (the same cells,
+        # genes aligned): registering the query itself would add scvi-tools' columns to it.
+        if adata is not None and adata is getattr(self, "_query_adata", None):
+            adata = self.adata
+        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
     def _write_target(self, adata: AnnData | None) -> AnnData:
         """By default a query model writes into the query it was given, also when it reads a
         gene-aligned copy of it (``model.adata``)."""
