@@ -174,3 +174,24 @@ def test_sample_draws_every_condition_by_default(two_keys):
     assert set(cells.obs["condition"]) == {"ctrl", "stim"}
     assert set(cells.obs["donor"]) == {"d1", "d2"}
     np.testing.assert_array_equal(cells.X, model.sample(200, condition={}, seed=0).X)
+
+
+def test_each_prediction_says_on_which_scale_its_x_is():
+    """translate and latent_shift give expected counts, nearest_response log-normalized data:
+    the output said neither (a user's trial compared them as they were)."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=160, n_genes=30, n_clusters=2, n_conditions=2, seed=0
+    )
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, n_latent=3, n_hidden=16)
+    model.train(max_epochs=2, mixture_init="kmeans", enable_progress_bar=False)
+    source, target = list(adata.obs["condition"].cat.categories)
+    ctrl = adata[adata.obs["condition"] == source].copy()
+    scales = {}
+    for method in ("translate", "latent_shift", "nearest_response"):
+        record = model.predict_perturbation(ctrl, target, method=method).uns["prediction"]
+        assert record["method"] == method and record["target"] == target
+        scales[method] = record["X"]
+    assert scales["translate"] == scales["latent_shift"]
+    assert scales["translate"].startswith("expected counts")
+    assert scales["nearest_response"].startswith("log-normalized")

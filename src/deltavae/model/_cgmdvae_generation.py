@@ -11,6 +11,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from .._checks import layer_matrix
+from ._labels import condition_column, typed_codes
 from ._matrices import has_negatives, row_sums
 from ._scvi_glue import seeded
 
@@ -65,7 +66,7 @@ class GenerationMixin:
         if cats is not None:
             for j, key in enumerate(self.condition_keys):
                 known = list(self._cat_state().mappings[key])
-                obs[key] = _typed_codes(self.adata.obs[key], known, cats[:, j].cpu().numpy())
+                obs[key] = typed_codes(self.adata.obs[key], known, cats[:, j].cpu().numpy())
         # The genes with their metadata, as translate keeps them.
         out = AnnData(X=x.cpu().numpy().astype(np.float32), obs=obs, var=self.adata.var.copy())
         out.layers["expected"] = expected.cpu().numpy().astype(np.float32)
@@ -145,7 +146,8 @@ class GenerationMixin:
         expectation; for count likelihoods ``layers["counts"]`` holds whole counts, to be
         normalized exactly like real cells: the expectation rounded stochastically with
         ``residual``, one draw of the posterior predictive without), and the cells' obs with
-        the condition column(s) set to the target.
+        the condition column(s) set to the target; ``uns["prediction"]`` records the method,
+        the target and the scale of ``X``.
 
         Examples
         --------
@@ -172,7 +174,7 @@ class GenerationMixin:
         layer = self.registry_["setup_args"].get("layer")
         floor = None if has_negatives(layer_matrix(adata, layer)) else 0.0
         outs, counts = [], []
-        from ._perturbation import condition_column, with_observed_responses
+        from ._perturbation import describe_prediction, with_observed_responses
 
         targets = dict(zip(self.condition_keys, target.tolist(), strict=True))
         with seeded(module, seed):
@@ -203,6 +205,7 @@ class GenerationMixin:
         if cells["counts"] is not None:
             out.layers["counts"] = cells["counts"].astype(np.float32)
         out.uns["response_weight"] = float(response_weight)
+        describe_prediction(out, self, "translate", target_condition)
         for key in [k for k in obs if k.startswith("_scvi")]:
             del out.obs[key]
         return out
@@ -225,28 +228,3 @@ class GenerationMixin:
                 "residual=True, or response_weight=0 for a fully decoded translation."
             )
         return float(weight)
-
-
-def _typed_codes(train_column: pd.Series, known: list, codes: np.ndarray):
-    """Condition codes (into ``known``, the model's categories) as values typed like the
-    training column, as ``translate`` writes its target (bool stays bool, a categorical keeps
-    its categories), so that sampled cells compare and concatenate with real ones.
-
-    Examples
-    --------
-    >>> _typed_codes(pd.Series([True, False]), ["False", "True"], np.array([1, 1, 0])).tolist()
-    [True, True, False]
-    """
-    from ._perturbation import condition_column
-
-    typed = [condition_column(train_column, value, 1)[0] for value in known]
-    if isinstance(train_column.dtype, pd.CategoricalDtype):
-        categories = train_column.cat.categories
-        extra = [t for t in typed if t not in categories]  # a query model's new conditions
-        return pd.Categorical(
-            [typed[c] for c in codes], categories=categories.append(pd.Index(extra))
-        )
-    try:
-        return np.array([typed[c] for c in codes], dtype=train_column.dtype)
-    except (TypeError, ValueError):
-        return np.array([typed[c] for c in codes], dtype=object)

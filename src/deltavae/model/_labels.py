@@ -346,3 +346,54 @@ def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
                 "without training cells, so the model learned nothing of it and cannot read "
                 f"these cells. Categories with training cells: {sorted(seen[key])[:10]}."
             )
+
+
+def condition_column(train_column: pd.Series, value, n: int):
+    """A condition column holding ``value`` for ``n`` cells, typed like the training data's
+    column (categorical with its categories, or its dtype), so that a predicted AnnData
+    concatenates with real cells of that condition.
+
+    Examples
+    --------
+    >>> condition_column(pd.Series([0, 1, 1]), "1", 2).tolist()
+    [1, 1]
+    >>> list(condition_column(pd.Series(["ctrl"], dtype="category"), "stim", 1).categories)
+    ['ctrl', 'stim']
+    """
+    if isinstance(train_column.dtype, pd.CategoricalDtype):
+        categories = train_column.cat.categories
+        names = [str(c) for c in categories]
+        if str(value) in names:
+            typed = categories[names.index(str(value))]
+        else:  # a condition this AnnData lacks (a query model's target): add it
+            typed, categories = value, categories.append(pd.Index([value]))
+        return pd.Categorical([typed] * n, categories=categories)
+    matches = train_column[train_column.astype(str) == str(value)]
+    typed = matches.iloc[0] if len(matches) else value
+    try:
+        return np.array([typed] * n, dtype=train_column.dtype)
+    except (TypeError, ValueError):
+        return np.array([typed] * n, dtype=object)
+
+
+def typed_codes(train_column: pd.Series, known: list, codes: np.ndarray):
+    """Condition codes (into ``known``, the model's categories) as values typed like the
+    training column, as ``translate`` writes its target (bool stays bool, a categorical keeps
+    its categories), so that sampled cells compare and concatenate with real ones.
+
+    Examples
+    --------
+    >>> typed_codes(pd.Series([True, False]), ["False", "True"], np.array([1, 1, 0])).tolist()
+    [True, True, False]
+    """
+    typed = [condition_column(train_column, value, 1)[0] for value in known]
+    if isinstance(train_column.dtype, pd.CategoricalDtype):
+        categories = train_column.cat.categories
+        extra = [t for t in typed if t not in categories]  # a query model's new conditions
+        return pd.Categorical(
+            [typed[c] for c in codes], categories=categories.append(pd.Index(extra))
+        )
+    try:
+        return np.array([typed[c] for c in codes], dtype=train_column.dtype)
+    except (TypeError, ValueError):
+        return np.array([typed[c] for c in codes], dtype=object)

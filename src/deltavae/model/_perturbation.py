@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import numpy as np
-import pandas as pd
 import torch
 from anndata import AnnData
 from scipy import sparse
@@ -20,6 +19,7 @@ from scvi import REGISTRY_KEYS
 
 from ..distributions import round_counts
 from ._cgmdvae_mixins import ClustersMixin
+from ._labels import condition_column
 from ._matrices import has_negatives, in_memory, row_sums
 from ._scvi_glue import seeded
 from ._validation import category_mappings
@@ -98,7 +98,7 @@ class PerturbationMixin:
         before scoring, e.g. with :func:`deltavae.metrics.log_normalize`).
         ``nearest_response``: for count models, log-normalized expression in ``X`` (the scale
         the responses are transferred on; no ``layers["counts"]``), for other likelihoods the
-        data's own scale.
+        data's own scale. ``uns["prediction"]`` records the method, the target and this scale.
 
         Examples
         --------
@@ -197,38 +197,34 @@ class Contrast(NamedTuple):
         return cls(condition_key, source, target, train_conditions, groups_key)
 
 
-def condition_column(train_column: pd.Series, value, n: int):
-    """A condition column holding ``value`` for ``n`` cells, typed like the training data's
-    column (categorical with its categories, or its dtype), so that a predicted AnnData
-    concatenates with real cells of that condition.
-
-    Examples
-    --------
-    >>> condition_column(pd.Series([0, 1, 1]), "1", 2).tolist()
-    [1, 1]
-    >>> list(condition_column(pd.Series(["ctrl"], dtype="category"), "stim", 1).categories)
-    ['ctrl', 'stim']
-    """
-    if isinstance(train_column.dtype, pd.CategoricalDtype):
-        categories = train_column.cat.categories
-        names = [str(c) for c in categories]
-        if str(value) in names:
-            typed = categories[names.index(str(value))]
-        else:  # a condition this AnnData lacks (a query model's target): add it
-            typed, categories = value, categories.append(pd.Index([value]))
-        return pd.Categorical([typed] * n, categories=categories)
-    matches = train_column[train_column.astype(str) == str(value)]
-    typed = matches.iloc[0] if len(matches) else value
-    try:
-        return np.array([typed] * n, dtype=train_column.dtype)
-    except (TypeError, ValueError):
-        return np.array([typed] * n, dtype=object)
-
-
 def _group_means(z: np.ndarray, groups: np.ndarray | None) -> dict:
     if groups is None:
         return {None: z.mean(0)}
     return {g: z[groups == g].mean(0) for g in np.unique(groups)}
+
+
+def describe_prediction(out: AnnData, model, method: str, target) -> None:
+    """Record in ``out.uns["prediction"]`` how the cells were predicted and on which scale
+    ``X`` is, since the methods differ (expected counts, log-normalized data).
+
+    Examples
+    --------
+    >>> out = AnnData(np.zeros((1, 1)))
+    >>> class Model: module = type("M", (), {"likelihood": "nb"})
+    >>> describe_prediction(out, Model(), "nearest_response", "stim")
+    >>> out.uns["prediction"]["X"]
+    'log-normalized: log1p(counts / library size * 1e4)'
+    """
+    likelihood = model.module.likelihood
+    if likelihood in ("zinb", "nb"):
+        scale = (
+            "log-normalized: log1p(counts / library size * 1e4)"
+            if method == "nearest_response"
+            else "expected counts at each cell's library size (whole counts: layers['counts'])"
+        )
+    else:
+        scale = "probabilities" if likelihood == "bernoulli" else "the model's data's own scale"
+    out.uns["prediction"] = {"method": method, "target": str(target), "X": scale}
 
 
 @torch.inference_mode()
@@ -290,6 +286,7 @@ def latent_shift(
     out = AnnData(X=torch.cat(outs).numpy().astype(np.float32), obs=obs, var=adata.var.copy())
     if counts:
         out.layers["counts"] = torch.cat(counts).numpy().astype(np.float32)
+    describe_prediction(out, model, "latent_shift", target)
     return out
 
 
@@ -425,6 +422,7 @@ def nearest_response(
     out = AnnData(X=predicted.astype(np.float32), obs=obs, var=adata.var.copy())
     out.obsm["response_weights"] = weights.astype(np.float32)
     out.uns["response_groups"] = list(names)
+    describe_prediction(out, model, "nearest_response", target)
     return out
 
 
