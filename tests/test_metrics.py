@@ -121,6 +121,10 @@ def test_matched_profile_correlation_refuses_what_it_would_score_silently_wrong(
         dv.metrics.matched_profile_correlation(true, bad)
     with pytest.raises(ValueError, match="at least 3 genes"):
         dv.metrics.matched_profile_correlation(true[:, :2], pred[:, :2])
+    # Genes x archetypes, as get_archetype_profiles() returns them: a perfect prediction
+    # scored -0.1 (genes matched to genes).
+    with pytest.raises(ValueError, match=r"20 rows and 3 columns.*pass true_profiles.T"):
+        dv.metrics.matched_profile_correlation(true.T, true.T)
     repeated = frames[0].rename(columns={"g1": "g0"})
     with pytest.raises(ValueError, match=r"true_profiles repeats genes \(e.g. \['g0'\]\)"):
         dv.metrics.matched_profile_correlation(repeated, frames[1])

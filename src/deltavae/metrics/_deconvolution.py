@@ -168,7 +168,11 @@ def _jsd(t: np.ndarray, p: np.ndarray) -> float:
     t, p = np.clip(t, 0, None), np.clip(p, 0, None)  # callers warn (_warn_negative)
     if t.sum() == 0 or p.sum() == 0:
         return float("nan")
-    return float(jensenshannon(t / t.sum(), p / p.sum(), base=2))
+    with np.errstate(invalid="ignore"):
+        distance = jensenshannon(t / t.sum(), p / p.sum(), base=2)
+    # Two valid distributions make NaN only from a divergence rounded just below 0 (scipy
+    # takes its square root): equal distributions, distance 0.
+    return 0.0 if np.isnan(distance) else float(distance)
 
 
 def _aupr(t: np.ndarray, p: np.ndarray) -> float:
@@ -349,6 +353,15 @@ def matched_profile_correlation(true_profiles, pred_profiles) -> pd.DataFrame:
     >>> matched_profile_correlation(true, true[::-1])["matched"].tolist()
     [1, 0]
     """
+    for name, values in (("true_profiles", true_profiles), ("pred_profiles", pred_profiles)):
+        shape = np.shape(values)
+        if len(shape) == 2 and shape[0] > shape[1] >= 3:  # more archetypes than genes
+            raise ValueError(
+                f"{name} has {shape[0]} rows and {shape[1]} columns, but profiles are rows "
+                "(archetypes x genes). For genes x archetypes, as "
+                "Archetypes.get_archetype_profiles() and varm['profiles_true'] hold them, pass "
+                f"{name}.T."
+            )
     if isinstance(true_profiles, pd.DataFrame) and isinstance(pred_profiles, pd.DataFrame):
         genes = true_profiles.columns
         for name, frame in (("true_profiles", true_profiles), ("pred_profiles", pred_profiles)):
