@@ -377,3 +377,37 @@ def test_key_added_puts_spot_results_side_by_side(split):
     imputer.train(max_epochs=3, **TRAIN)
     assert imputer.write_to_adata(panel, key_added="r1") == ["obsm/r1_imputed"]
     assert "imputed" not in panel.obsm and panel.obsm["r1_imputed"].shape == (60, 5)
+
+
+def test_signatures_a_model_cannot_read_are_refused_by_name(split):
+    """A type silent in the spots' genes (a panel without its markers) took 15-19% of every
+    spot; repeated type names were two columns of one name; repeated genes failed inside the
+    module ("expected (types, 120)")."""
+    spots, reference = split
+    reference = reference.copy()
+    reference.obs["type"] = "t" + reference.obs["cluster"].astype(str)
+    spots = spots.copy()
+    dv.model.NMFDeconv.setup_anndata(spots)
+    sig = dv.model.NMFDeconv.signatures_from_reference(reference, "type")
+    silent = sig.copy()
+    silent.iloc[0] = 0.0
+    first = str(sig.index[0])
+    with pytest.raises(ValueError, match=rf"Cell types \['{first}'\] are \(almost\) silent"):
+        dv.model.NMFDeconv(spots, signatures=silent)
+    with pytest.raises(ValueError, match=r"repeat cell types .*groupby\(level=0\)"):
+        dv.model.NMFDeconv(spots, signatures=sig.rename(index={sig.index[1]: first}))
+    doubled = pd.concat([sig, sig.iloc[:, :3]], axis=1)
+    with pytest.raises(ValueError, match=r"repeat genes .*columns.duplicated"):
+        dv.model.NMFDeconv(spots, signatures=doubled)
+    # From a reference whose extra type expresses only genes the spots lack.
+    measured = list(spots.var_names[: spots.n_vars // 2])
+    extra = reference[reference.obs["type"] == first].copy()
+    extra.obs["type"] = "ghost"
+    extra.obs_names = [f"ghost_{i}" for i in range(extra.n_obs)]
+    X = np.asarray(extra.X.todense() if hasattr(extra.X, "todense") else extra.X)
+    X[:, extra.var_names.isin(measured)] = 0
+    extra.X = X
+    both = ad.concat([reference, extra])
+    both.obs["type"] = both.obs["type"].astype("category")
+    with pytest.raises(ValueError, match=r"\['ghost'\] are \(almost\) silent"):
+        dv.model.NMFDeconv.from_reference(spots[:, measured].copy(), both, "type")

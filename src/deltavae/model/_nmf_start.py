@@ -14,12 +14,25 @@ from anndata import AnnData
 from scipy.optimize import nnls
 from sklearn.decomposition import NMF
 
+#: A cell type whose signature over the spots' genes sums to at most this fraction of the
+#: median type's is refused by check_signatures.
+SILENT_TYPE = 1e-3
+
 
 def check_signatures(signatures: pd.DataFrame, adata: AnnData):
     """Signature names, values (cell types x used genes) and the used genes' columns in the
     spots: the spots' genes that have a signature, in the spots' order."""
     if not isinstance(signatures, pd.DataFrame):
         raise ValueError("signatures must be a DataFrame: cell types x genes.")
+    for axis, what, fix in (
+        (signatures.index, "cell types", "sig.groupby(level=0).mean()"),
+        (signatures.columns, "genes", "sig.loc[:, ~sig.columns.duplicated()]"),
+    ):
+        if not axis.is_unique:
+            repeated = axis[axis.duplicated()].unique()[:3].tolist()
+            raise ValueError(
+                f"signatures repeat {what} (e.g. {repeated}); each must appear once, e.g. {fix}."
+            )
     columns = np.flatnonzero(adata.var_names.isin(signatures.columns))
     if len(columns) == 0:
         raise KeyError(
@@ -30,6 +43,18 @@ def check_signatures(signatures: pd.DataFrame, adata: AnnData):
     values = signatures[adata.var_names[columns]].to_numpy(dtype=np.float64)
     if not np.isfinite(values).all() or (values < 0).any():
         raise ValueError("signatures must be finite and non-negative.")
+    totals = values.sum(axis=1)
+    silent = signatures.index[totals <= SILENT_TYPE * np.median(totals)]
+    if len(silent):
+        # Nothing in the spots can tell such a type's share: it took the prior's (15-19% of
+        # every spot in a user's trial) from the types that are there.
+        raise ValueError(
+            f"Cell types {list(map(str, silent))} are (almost) silent in the {len(columns)} "
+            "genes the spots measure, so their proportions cannot be estimated: they would take "
+            "a share of every spot from the other types. Leave them out of the reference "
+            f"(reference[~reference.obs[labels_key].isin({list(map(str, silent))})]) or the "
+            "signatures, or measure genes they express."
+        )
     return [str(n) for n in signatures.index], values, columns
 
 
