@@ -411,3 +411,19 @@ def test_signatures_a_model_cannot_read_are_refused_by_name(split):
     both.obs["type"] = both.obs["type"].astype("category")
     with pytest.raises(ValueError, match=r"\['ghost'\] are \(almost\) silent"):
         dv.model.NMFDeconv.from_reference(spots[:, measured].copy(), both, "type")
+
+
+@pytest.mark.parametrize("n_markers", [5, None])
+def test_new_spots_with_more_genes_are_read_on_the_models_genes(split, n_markers):
+    """A second section measuring more genes was refused (pointing to load_query_data) when
+    the model read every shared gene, and read when it read markers."""
+    spots, reference = split
+    first = spots[:, 5:].copy()
+    model = dv.model.NMFDeconv.from_reference(first, reference, "cluster", n_markers=n_markers)
+    model.train(max_epochs=3, **TRAIN)
+    wider = spots.copy()  # the same spots, 5 more genes
+    np.testing.assert_allclose(
+        model.get_proportions(wider).to_numpy(), model.get_proportions().to_numpy(), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="lacks 1 of the"):
+        model.get_proportions(first[:, 1:].copy())

@@ -323,9 +323,9 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         the model does not know are left out."""
         genes, index = self._training_genes(), self.module.gene_index
         names = pd.Index(adata.var_names.astype(str))
-        if genes is None or index is None or names.equals(genes):
+        if genes is None or names.equals(genes):
             return super()._match_genes(adata)
-        used = genes[index.cpu().numpy()]
+        used = genes if index is None else genes[index.cpu().numpy()]
         missing = used.difference(names)
         if len(missing):
             raise ValueError(
