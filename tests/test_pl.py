@@ -215,6 +215,11 @@ def test_save_follows_scanpy(trained, tmp_path, scanpy_settings):
     dv.pl.cluster_composition(*args, save=str(target))
     assert target.is_file() and target.read_bytes().startswith(b"%PDF")
     assert len(list((tmp_path / "figures").rglob("*"))) == 4
+    # A path in a folder not made yet: made, as scanpy makes its figdir (matplotlib's
+    # FileNotFoundError came after drawing, the figure left open).
+    nested = tmp_path / "results" / "figures" / "composition.png"
+    dv.pl.cluster_composition(*args, save=nested)
+    _assert_png(nested)
 
 
 def test_saving_closes_only_the_figures_a_plot_made(trained, tmp_path):

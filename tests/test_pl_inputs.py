@@ -163,6 +163,18 @@ def test_an_incomplete_elbow_curve_says_what_it_lacks():
         dv.pl.archetype_elbow(adata, show=False)
 
 
+def test_an_elbow_written_under_a_prefix_is_found_by_its_key():
+    """write_to_adata(key_added="run1") stores uns["run1_archetypes"]; the plot read
+    uns["archetypes"] only and asked for what the user had done."""
+    adata = _cells()
+    curve = {"n_archetypes": np.arange(2, 6), "explained_variance": [0.5, 0.7, 0.8, 0.85]}
+    adata.uns["run1_archetypes"] = {"elbow": {**curve, "chosen": 3}}
+    with pytest.raises(ValueError, match=r"under \['run1_archetypes'\]: pass key='run1_"):
+        dv.pl.archetype_elbow(adata, show=False)
+    ax = dv.pl.archetype_elbow(adata, key="run1_archetypes", show=False)
+    assert ax.get_xlabel() == "number of archetypes"
+
+
 def test_long_labels_leave_the_table_room():
     """Tutorial 03 (olfactory bulb layers, 3 archetypes): "constrained_layout not applied
     because axes sizes collapsed to zero"."""

@@ -148,6 +148,7 @@ def spatial_proportions(
 @doc_params(ax=doc_ax, show_save=doc_show_save("archetype_elbow"))
 def archetype_elbow(
     adata_or_model,
+    key: str = "archetypes",
     ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
@@ -160,6 +161,9 @@ def archetype_elbow(
         An AnnData with ``uns["archetypes"]["elbow"]`` (written by
         :meth:`deltavae.model.Archetypes.write_to_adata`) or the model itself, trained with
         ``n_archetypes="auto"``.
+    key
+        The ``uns`` entry holding the curve: ``"archetypes"``, or ``"<key_added>_archetypes"``
+        for results written with ``write_to_adata(key_added=...)``.
     {ax}
     {show_save}
 
@@ -172,13 +176,20 @@ def archetype_elbow(
     >>> ax = dv.pl.archetype_elbow(spots, show=False)  # doctest: +SKIP
     """
     if isinstance(adata_or_model, AnnData):
-        curve = adata_or_model.uns.get("archetypes", {}).get("elbow")
+        curve = adata_or_model.uns.get(key, {}).get("elbow")
+        written = [k for k in adata_or_model.uns if str(k).endswith("archetypes") and k != key]
     else:
-        curve = getattr(adata_or_model, "elbow_", None)
+        curve, written = getattr(adata_or_model, "elbow_", None), []
     if curve is None:
+        elsewhere = [k for k in written if "elbow" in adata_or_model.uns[k]]
         raise ValueError(
-            "No explained-variance curve: fit Archetypes with n_archetypes='auto' (and call "
-            "write_to_adata to store it in uns['archetypes']['elbow'])."
+            f"No explained-variance curve in uns[{key!r}]; "
+            + (
+                f"uns holds one under {elsewhere}: pass key={elsewhere[0]!r}."
+                if elsewhere
+                else "fit Archetypes with n_archetypes='auto' and call write_to_adata to "
+                "store it (or pass the model)."
+            )
         )
     lacking = [k for k in ("n_archetypes", "explained_variance", "chosen") if k not in curve]
     if lacking:

@@ -147,8 +147,7 @@ def savefig_or_show(
         show = sc.settings.autoshow and not save
     if save is not False:
         path = figure_path(writekey, save)
-        if not is_file_path(save):
-            path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)  # scanpy's figdir, or the path's folder
         fig.savefig(path, dpi=_dpi(), bbox_inches="tight")
         # scanpy announces a file it names itself as a warning; a path given is only logged.
         log = logger.info if is_file_path(save) else logger.warning
