@@ -368,3 +368,28 @@ def test_pseudo_spots_refuse_log_normalized_cells():
         dv.datasets.pseudo_spots(logged, "cluster", n_spots=10)
     spots, _ = dv.datasets.pseudo_spots(logged, "cluster", n_spots=10, layer="counts")
     assert spots.n_obs == 10
+
+
+def test_generator_arguments_a_user_might_pass_are_read_or_named():
+    """seed=None failed at the end (int(None) while writing uns); one number for a range
+    failed inside ("'int' object is not iterable"); fractional cells per spot were truncated
+    silently; a negative marker fold failed in numpy; repeated cell names made the recorded
+    pool meaningless."""
+    first = dv.datasets.synthetic_counts(n_cells=20, n_genes=30, n_clusters=2, seed=None)
+    again = dv.datasets.synthetic_counts(
+        n_cells=20, n_genes=30, n_clusters=2, seed=first.uns["synthetic"]["seed"]
+    )
+    np.testing.assert_array_equal(first.X.toarray(), again.X.toarray())
+    cells = dv.datasets.synthetic_counts(n_cells=300, n_genes=60, n_clusters=3, seed=0)
+    spots, _ = dv.datasets.pseudo_spots(cells, "cluster", n_spots=20, cells_per_spot=4)
+    assert set(spots.obs["n_cells"]) == {4}
+    with pytest.raises(ValueError, match=r"cells_per_spot=\(2.9, 3.9\) must be .* whole"):
+        dv.datasets.pseudo_spots(cells, "cluster", n_spots=20, cells_per_spot=(2.9, 3.9))
+    mix = dv.datasets.convex_mixtures(n_spots=20, n_genes=30, n_archetypes=2, library_size=500)
+    assert mix.n_obs == 20
+    with pytest.raises(ValueError, match="marker_fold=-2 must be a finite number > 0"):
+        dv.datasets.convex_mixtures(n_spots=20, n_genes=30, n_archetypes=2, marker_fold=-2)
+    twins = cells.copy()
+    twins.obs_names = ["x"] * twins.n_obs
+    with pytest.raises(ValueError, match=r"repeats cell names \(e.g. \['x'\]\)"):
+        dv.datasets.pseudo_spots(twins, "cluster", n_spots=20)

@@ -17,7 +17,13 @@ import scipy.sparse as sp
 from scipy.ndimage import gaussian_filter
 
 from .._checks import check_labels, layer_matrix, not_counts
-from ._synthetic import _check_positive, _check_positive_int, _sample_nb
+from ._synthetic import (
+    _check_positive,
+    _check_positive_int,
+    _check_range,
+    _check_seed,
+    _sample_nb,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +138,8 @@ def pseudo_spots(
     n_spots
         Number of spots.
     cells_per_spot
-        Inclusive range of the number of cells in a spot.
+        Inclusive range of the number of cells in a spot (one number: that many in every
+        spot).
     seed
         Seed of :func:`numpy.random.default_rng` (and of the down-sampling).
     layer
@@ -174,10 +181,14 @@ def pseudo_spots(
     True
     """
     n_spots = _check_positive_int("n_spots", n_spots)
-    low, high = (int(v) for v in cells_per_spot)
-    if not 1 <= low <= high:
+    low, high = _check_range("cells_per_spot", cells_per_spot, integer=True)
+    seed = _check_seed(seed)
+    names = reference.obs_names
+    if not names.is_unique:  # uns["pseudo_spots"]["pool_cells"] names the pool
+        repeated = names[names.duplicated()].unique()[:3].tolist()
         raise ValueError(
-            f"cells_per_spot={cells_per_spot!r} must be (low, high) with 1 <= low <= high"
+            f"reference repeats cell names (e.g. {repeated}); the spots' pool is recorded by "
+            "name: make them unique first (reference.obs_names_make_unique())."
         )
     if not 0 < reference_fraction < 1:
         raise ValueError(f"reference_fraction={reference_fraction!r} must lie in (0, 1)")
@@ -300,7 +311,7 @@ def convex_mixtures(
     n_markers, marker_fold
         Marker genes per archetype and their fold change over the baseline.
     library_size
-        Range of the per-spot library sizes (drawn log-uniformly).
+        Range of the per-spot library sizes (drawn log-uniformly; one number: that size).
     dispersion
         NB inverse dispersion.
 
@@ -328,9 +339,9 @@ def convex_mixtures(
         raise ValueError(
             f"n_archetypes * n_markers = {n_archetypes * n_markers} exceeds n_genes={n_genes}"
         )
-    low, high = (float(v) for v in library_size)
-    if not 0 < low <= high:
-        raise ValueError(f"library_size={library_size!r} must be (low, high) with 0 < low <= high")
+    _check_positive("marker_fold", marker_fold)
+    low, high = _check_range("library_size", library_size)
+    seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
     profiles = _marker_profiles(rng, n_archetypes, n_genes, n_markers, marker_fold)
     weights = rng.dirichlet(np.full(n_archetypes, concentration), size=n_spots)

@@ -1,7 +1,7 @@
 """Synthetic data with known ground truth: ZINB counts and conditional Gaussian blobs.
 
 Every generator takes a ``seed`` for a :class:`numpy.random.Generator`, so the same call gives the
-same data. The true parameters go to ``adata.uns["synthetic"]`` as arrays, which are saved to
+same data (``seed=None`` draws a seed, recorded in ``uns`` like a given one). The true parameters go to ``adata.uns["synthetic"]`` as arrays, which are saved to
 ``.h5ad`` as they are.
 """
 
@@ -23,6 +23,37 @@ def _check_positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}={value!r} must be a positive integer")
     return int(value)
+
+
+def _check_seed(seed) -> int:
+    """A generator's seed: a non-negative integer; ``None`` draws one from the operating
+    system, recorded in ``uns`` like a given one so that the data can be made again."""
+    if seed is None:
+        return int(np.random.SeedSequence().entropy % 2**32)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be a non-negative integer (or None for a fresh one)")
+    return int(seed)
+
+
+def _check_range(name: str, value, integer: bool = False) -> tuple[float, float]:
+    """A (low, high) range argument; one number is the range of that number alone.
+
+    Examples
+    --------
+    >>> _check_range("cells_per_spot", 5, integer=True), _check_range("size", (1.5, 2))
+    ((5, 5), (1.5, 2.0))
+    """
+    pair = (value, value) if np.ndim(value) == 0 else tuple(value)
+    low_ok = len(pair) == 2 and all(
+        not isinstance(v, bool) and isinstance(v, (int, float, np.number)) for v in pair
+    )
+    if not low_ok or (integer and any(float(v) != int(v) for v in pair)):
+        kind = "whole numbers" if integer else "numbers"
+        raise ValueError(f"{name}={value!r} must be (low, high), two {kind}, or one {kind[:-1]}")
+    low, high = (int(v) if integer else float(v) for v in pair)
+    if not 0 < low <= high:
+        raise ValueError(f"{name}={value!r} must be (low, high) with 0 < low <= high")
+    return low, high
 
 
 def _check_positive(name: str, value: float) -> float:
@@ -222,6 +253,7 @@ def synthetic_counts(
         raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
     weights = _cluster_weights(cluster_weights, n_clusters)
 
+    seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
     background = rng.normal(0.0, 1.0, size=n_genes)
     marker_genes = np.arange(n_clusters * n_markers).reshape(n_clusters, n_markers)
@@ -375,6 +407,7 @@ def synthetic_blobs(
     if dispersion is not None:
         _check_positive("dispersion", dispersion)
 
+    seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
     centers = _separated_centers(rng, n_clusters, n_features, separation)
     directions = rng.normal(size=(n_conditions, n_features))
