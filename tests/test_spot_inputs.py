@@ -427,3 +427,13 @@ def test_new_spots_with_more_genes_are_read_on_the_models_genes(split, n_markers
     )
     with pytest.raises(ValueError, match="lacks 1 of the"):
         model.get_proportions(first[:, 1:].copy())
+
+
+def test_score_tables_with_text_or_extra_types_are_named():
+    true = pd.DataFrame({"A": [0.2, 0.5, 0.9], "B": [0.8, 0.5, 0.1]}, index=list("xyz"))
+    labelled = true.assign(region=["cortex", "cortex", "hilum"])
+    with pytest.raises(TypeError, match=r"not numbers \(\['region'\]\).*drop\(columns="):
+        deconvolution_scores(true, labelled)
+    wider = pd.concat([true * 0.7, pd.DataFrame({"C": [0.3] * 3}, index=true.index)], axis=1)
+    with pytest.warns(UserWarning, match=r"cell types true lacks \(\['C'\]\), 30.0% of each"):
+        deconvolution_scores(true, wider)

@@ -1,8 +1,9 @@
 """Synthetic data with known ground truth: ZINB counts and conditional Gaussian blobs.
 
 Every generator takes a ``seed`` for a :class:`numpy.random.Generator`, so the same call gives the
-same data (``seed=None`` draws a seed, recorded in ``uns`` like a given one). The true parameters go to ``adata.uns["synthetic"]`` as arrays, which are saved to
-``.h5ad`` as they are.
+same data (``seed=None`` draws a seed, recorded in ``uns`` like a given one). The true
+parameters go to ``adata.uns["synthetic"]`` as arrays, which are saved to ``.h5ad`` as they
+are.
 """
 
 from __future__ import annotations

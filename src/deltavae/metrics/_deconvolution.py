@@ -29,6 +29,12 @@ _SSIM_C2 = 0.03**2
 
 def _as_frame(values, name: str, columns=None, index=None, like: str = "true") -> pd.DataFrame:
     if isinstance(values, pd.DataFrame):
+        text = [c for c in values.columns if not pd.api.types.is_numeric_dtype(values[c])]
+        if text:
+            raise TypeError(
+                f"{name} holds columns that are not numbers ({text[:3]}): pass the scores' "
+                f"columns only, e.g. {name}.drop(columns={text[:3]})."
+            )
         return values.astype(float)
     if isinstance(values, AnnData) or sparse.issparse(values):
         raise TypeError(
@@ -66,6 +72,14 @@ def _aligned(
     missing = [c for c in true.columns if c not in pred.columns]
     if missing:
         raise KeyError(f"pred lacks the cell types {missing}; its columns are {list(pred.columns)}")
+    extra = [c for c in pred.columns if c not in true.columns]
+    if extra and values == "proportions" and (mass := pred[extra].sum(axis=1).mean()) > 1e-3:
+        warnings.warn(
+            f"pred has cell types true lacks ({extra[:5]}), {mass:.1%} of each spot on average; "
+            "they are left out of the scores, so pred's rows no longer sum to 1.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
     pred = pred[true.columns]
     if pred.index.equals(true.index) and given_index and true.index.has_duplicates:
         repeated = true.index[true.index.duplicated()].unique()[:3].tolist()
