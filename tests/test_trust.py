@@ -583,6 +583,53 @@ def test_early_stopping_waits_for_the_warm_up_and_warm_up_arguments_agree():
     assert fresh.history["kl_weight"]["kl_weight"].iloc[-1] < 0.1  # by steps: 10 of 1000
 
 
+def test_cgmdvae_takes_its_warm_up_from_plan_kwargs_and_starts_its_mixture_or_says_why():
+    """CGMDVAE dropped plan_kwargs' step warm-up (full KL weight from epoch 3), refused its
+    epoch warm-up blaming a value never passed, skipped a mixture start at or after
+    max_epochs silently, and early stopping could end the run before the start."""
+    adata = _counts()
+    by_steps = _cgmdvae(adata)
+    by_steps.train(max_epochs=4, plan_kwargs={"n_steps_kl_warmup": 1000}, **TRAIN)
+    assert by_steps.history["kl_weight"]["kl_weight"].iloc[-1] < 0.05  # 8 steps of 1000
+    by_epochs = _cgmdvae(adata)
+    by_epochs.train(max_epochs=6, plan_kwargs={"n_epochs_kl_warmup": 4}, **TRAIN)
+    np.testing.assert_allclose(
+        by_epochs.history["kl_weight"]["kl_weight"], [0, 0.25, 0.5, 0.75, 1, 1], atol=1e-5
+    )
+    with pytest.raises(ValueError, match="mixture_init_epoch=6 is not before max_epochs=6"):
+        _cgmdvae(adata).train(max_epochs=6, mixture_init_epoch=6, **TRAIN)
+    early = _cgmdvae(adata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
+        early.train(
+            max_epochs=20, mixture_init_epoch=10, n_epochs_kl_warmup=0, early_stopping=True,
+            early_stopping_patience=2, early_stopping_min_delta=50, mixture_init="kmeans",
+            **TRAIN,
+        )  # fmt: skip
+    assert len(early.history["elbo_train"]) >= 10 + 1 + 2
+    # train_args_ keeps what "auto" came to (it had kept "auto").
+    record = by_epochs.train_args_
+    assert "auto" not in record.values(), record
+    assert record["mixture_init_epoch"] == 1 and record["n_epochs_kl_warmup"] == 4
+    assert record["restore_best"] is True and record["refit_mixture"] is True
+
+
+def test_translate_refuses_the_other_methods_arguments():
+    adata = _counts()
+    model = _cgmdvae(adata)
+    model.train(max_epochs=2, mixture_init="kmeans", **TRAIN)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    for name in ("balance_key", "condition_key"):
+        with pytest.raises(ValueError, match=f"{name} applies to method='latent_shift' or"):
+            model.predict_perturbation(ctrl, "stim", method="translate", **{name: "cluster"})
+
+
+def test_the_training_loaders_shuffle_is_not_an_option():
+    model = _zinbvae(_counts())
+    with pytest.raises(ValueError, match=r"'shuffle'\] cannot be set.*shuffle_set_split=False"):
+        model.train(max_epochs=1, datasplitter_kwargs={"shuffle": False}, **TRAIN)
+
+
 def test_convergence_is_judged_on_the_run_and_its_own_kl_weight(monkeypatch):
     """A continued run was judged with the epochs of the runs before it, and a beta-VAE's
     plateau (max_kl_weight=0.5) was called 'never trained on its full ELBO'."""

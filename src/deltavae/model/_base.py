@@ -222,6 +222,12 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
         refuse_scvi_names("train", type(self).__name__, trainer_kwargs)
+        if "shuffle" in (trainer_kwargs.get("datasplitter_kwargs") or {}):  # a raw TypeError
+            raise ValueError(
+                "datasplitter_kwargs['shuffle'] cannot be set: training minibatches are always "
+                "shuffled. To split the cells into training and validation in their order, "
+                "pass train(..., shuffle_set_split=False)."
+            )
         given = dict(plan_kwargs or {})
         if lr is not None and "lr" in given and given["lr"] != lr:
             raise ValueError(

@@ -348,15 +348,31 @@ class CGMDVAE(
         if mixture_init_epoch == "auto":
             trained = self.is_trained_ or self.is_query_model
             mixture_init_epoch = None if trained else max(1, max_epochs // 4)
-        if n_epochs_kl_warmup == "auto":
-            n_epochs_kl_warmup = None if self.is_trained_ else max(1, max_epochs // 2)
+        elif mixture_init_epoch is not None and mixture_init_epoch >= max_epochs:
+            raise ValueError(
+                f"mixture_init_epoch={mixture_init_epoch} is not before max_epochs={max_epochs}: "
+                "the mixture would never start. Pass an earlier epoch, 'auto' (a quarter of "
+                "the epochs), or None to train without the start."
+            )
+        plan = kwargs.get("plan_kwargs") or {}
+        if n_epochs_kl_warmup == "auto" and "n_epochs_kl_warmup" in plan:
+            n_epochs_kl_warmup = plan["n_epochs_kl_warmup"]  # scvi-tools' way to give it
+        elif n_epochs_kl_warmup == "auto":  # none when trained before, or warmed up by steps
+            warm = not (self.is_trained_ or "n_steps_kl_warmup" in plan)
+            n_epochs_kl_warmup = max(1, max_epochs // 2) if warm else None
         callbacks = list(kwargs.pop("callbacks", None) or [])
         started = mixture_init_epoch is not None and mixture_init_epoch < max_epochs
         if started:
             callbacks.append(
                 self._mixture_start(mixture_init_epoch, mixture_init, kwargs.get("train_size"))
             )
+            if kwargs.get("early_stopping"):  # not before the start and a patience after it
+                patience = kwargs.get("early_stopping_patience", 45)
+                first = max(n_epochs_kl_warmup or 0, mixture_init_epoch + 1) + patience
+                kwargs.setdefault("min_epochs", min(max_epochs, first))
         refit_mixture = self._resolve_refit(refit_mixture, started)
+        if "_train_record" in self.__dict__:  # train_args_ keeps what "auto" came to
+            self._train_record["refit_mixture"] = refit_mixture
         out = super().train(
             max_epochs=max_epochs,
             callbacks=callbacks,

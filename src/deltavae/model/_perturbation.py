@@ -69,12 +69,12 @@ class PerturbationMixin:
             over all genes on Kang IFN-beta (benchmarks/README.md, D7); the count models'
             ``translate``, averaged with it, predicts the response genes' change better (D10).
         condition_key
-            obs column of the condition (``latent_shift``); default the model's only condition
-            covariate.
+            obs column of the condition (not for ``translate``, which moves cells on the
+            model's own condition covariates); default the model's only one.
         balance_key
-            obs column of groups, e.g. cell type. ``latent_shift``: average the condition
-            means over the groups, each weighted equally, as scGen balances cell types; only
-            groups seen under both conditions count. ``nearest_response``: the groups whose
+            obs column of groups, e.g. cell type (not for ``translate``). ``latent_shift``: average
+            the condition means over the groups, each weighted equally, as scGen balances cell
+            types, over groups seen under both conditions. ``nearest_response``: the groups whose
             responses are transferred (default the model's labels or clusters).
         batch_size
             Cells per minibatch.
@@ -112,6 +112,12 @@ class PerturbationMixin:
             method = "translate" if "translate" in self.perturbation_methods else "latent_shift"
         if similarity != "expression" and method != "nearest_response":
             raise ValueError("similarity applies to method='nearest_response' only.")
+        only = {"residual": residual, "response_weight": response_weight}  # translate's
+        if method == "translate":  # it moves cells on the model's own condition covariates
+            only = {"balance_key": balance_key, "condition_key": condition_key}
+        for name in [name for name, value in only.items() if value is not None]:
+            where = "'translate'" if "key" not in name else "'latent_shift' or 'nearest_response'"
+            raise ValueError(f"{name} applies to method={where} only.")
         if method == "translate":
             if method not in self.perturbation_methods:
                 raise ValueError(
@@ -130,9 +136,6 @@ class PerturbationMixin:
             raise ValueError(
                 f"method must be 'translate', 'latent_shift' or 'nearest_response', got {method!r}."
             )
-        for name, value in (("residual", residual), ("response_weight", response_weight)):
-            if value is not None:
-                raise ValueError(f"{name} applies to method='translate' only.")
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
         self._check_if_trained(warn=False)
@@ -150,9 +153,8 @@ class NoResponseError(ValueError):
 def _default_condition_key(model) -> str:
     keys = list(category_mappings(model.registry_))
     if len(keys) != 1:
-        raise ValueError(
-            f"Pass condition_key: the model has {len(keys)} condition covariates ({keys})."
-        )
+        message = f"Pass condition_key: the model has {len(keys)} condition covariates ({keys})."
+        raise ValueError(message)
     return keys[0]
 
 

@@ -62,14 +62,15 @@ def records_train_args(train):
     return wrapper
 
 
-def commit_train_args(model, resolved: dict) -> None:
+def commit_train_args(model, resolved: dict, automatic: dict | None = None) -> None:
     """The fit starts: the pending record of the ``train`` call becomes ``train_args_``, its
     arguments left to a default (``None``) replaced by the ``resolved`` values the fit runs
-    with."""
+    with, and those left to ``"auto"`` by the ``automatic`` values they came to."""
     from ..model._labels import record_trained_categories
 
     record = model.__dict__.pop("_train_record", None)
     if record is not None:
         record.update({k: v for k, v in resolved.items() if record.get(k) is None})
+        record.update({k: v for k, v in (automatic or {}).items() if record.get(k) == "auto"})
         model.train_args_ = record
     record_trained_categories(model)

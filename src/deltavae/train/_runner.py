@@ -62,7 +62,17 @@ class DeltaTrainRunner(TrainRunner):
             "lr": getattr(self.training_plan, "_lr", None),
             "batch_size": self.data_splitter.data_loader_kwargs.get("batch_size"),
         }
-        commit_train_args(self.model, resolved)
+        from ._checkpoint import RestoreBestValidation
+        from ._mixture_init import MixtureInitialization
+
+        callbacks = self.trainer.callbacks
+        starts = [cb.epoch for cb in callbacks if isinstance(cb, MixtureInitialization)]
+        automatic = {  # what arguments left to "auto" came to
+            "n_epochs_kl_warmup": getattr(self.training_plan, "n_epochs_kl_warmup", None),
+            "mixture_init_epoch": starts[0] if starts else None,
+            "restore_best": any(isinstance(cb, RestoreBestValidation) for cb in callbacks),
+        }
+        commit_train_args(self.model, resolved, automatic)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_LEAFSPEC, category=FutureWarning)
