@@ -123,6 +123,12 @@ def test_divergence_keeps_the_last_finite_parameters(which):
 def test_a_diverged_model_says_so_after_save_and_load(tmp_path):
     adata = _counts()
     model = _zinbvae(adata)
+    model.train(max_epochs=2, **TRAIN)
+    with pytest.raises(TrainingDivergedError):  # the first update: the fit before is kept
+        model.train(max_epochs=2, lr=1e6, **TRAIN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.get_latent_representation()
     with pytest.raises(TrainingDivergedError):
         model.train(max_epochs=4, callbacks=[_PoisonAt(1, 0)], **TRAIN)
     model.save(tmp_path / "m")

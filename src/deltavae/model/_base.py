@@ -346,9 +346,12 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
                 # one such step the model is trained and usable.
                 self.module.eval()
                 self.is_trained_ = self.is_trained_ or err.restored_at is not None
-                # Read-outs repeat what diverged, e.g. "the training loss became nan at ...".
+                # Read-outs repeat what diverged ("the training loss became nan at ..."), when
+                # the parameters kept come from this run (not from before it).
                 self.diverged_ = (
                     str(err).split(". The model")[0].removeprefix("Training diverged: ")
+                    if err.restored_at is not None
+                    else self.diverged_
                 )
                 raise
         self.module.eval()
