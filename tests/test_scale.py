@@ -311,6 +311,19 @@ def test_results_of_a_lazily_read_h5ad_go_into_its_file(counts_h5ad, tmp_path):
         np.testing.assert_allclose(ad.read_h5ad(path).obsm["X_zinbvae"], z, atol=1e-6)
     with pytest.raises(FileNotFoundError, match="does not exist; pass the zarr store or .h5ad"):
         dv.write_results_to_store(adata, keys, tmp_path / "nope.zarr")
+    # A copy with other cells or another order was rewritten by position (counts under other
+    # cells' names, or a file anndata could no longer open).
+    full = ad.read_h5ad(counts_h5ad)
+    for name, other in (("sorted", full[::-1]), ("fewer", full[:100])):
+        target = tmp_path / f"{name}.h5ad"
+        other.copy().write_h5ad(target)
+        before = target.read_bytes()
+        match = "in another order" if name == "sorted" else "holds 100 cells and adata 300"
+        with pytest.raises(ValueError, match=match):
+            dv.write_results_to_store(adata, keys, target)
+        assert target.read_bytes() == before
+    with pytest.raises(ValueError, match="keys holds 'X_zinbvae', which adata does not hold"):
+        dv.write_results_to_store(adata, ["X_zinbvae"], copy)
 
 
 def test_read_lazy_refuses_what_it_cannot_stream(counts_h5ad, tmp_path):

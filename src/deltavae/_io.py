@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import anndata as ad
+import pandas as pd
 from anndata import AnnData
 from anndata.io import read_elem, sparse_dataset, write_elem
 
@@ -170,12 +171,15 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
             f"{str(path)!r} does not exist; pass the zarr store or .h5ad file the results "
             "belong to (the one read_lazy opened, or a copy of it)."
         )
+    _check_keys(adata, keys)
     if path.is_file():
         _write_results_to_h5ad(adata, keys, path)
         return
     if not _is_zarr_store(path):
         raise ValueError(f"{str(path)!r} is a directory but not a zarr store (no zarr metadata).")
     import zarr
+
+    _check_same_cells(adata, zarr.open_group(path, mode="r"), path)
 
     # anndata consolidates a store's metadata; edit the groups themselves, then re-consolidate.
     consolidated = zarr.open_group(path, mode="r").metadata.consolidated_metadata is not None
@@ -193,6 +197,35 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
         zarr.consolidate_metadata(path)
 
 
+def _check_keys(adata: AnnData, keys: list[str]) -> None:
+    """Each key as ``write_to_adata`` returns it (``"slot/name"``) and held by ``adata``."""
+    for key in [keys] if isinstance(keys, str) else keys:
+        slot, _, name = str(key).partition("/")
+        held = getattr(adata, slot, None) if slot in ("obs", "obsm", "varm", "uns") else None
+        if held is None or name not in held:
+            raise ValueError(
+                f"keys holds {key!r}, which adata does not hold as 'slot/name' (obs, obsm, "
+                "varm or uns): pass what write_to_adata returned, e.g. keys = "
+                "model.write_to_adata(adata)."
+            )
+
+
+def _check_same_cells(adata: AnnData, group, path: Path) -> None:
+    """Results are written by position: the file must hold ``adata``'s cells in its order (a
+    copy sorted otherwise, or of fewer cells, was rewritten without a word and corrupted)."""
+    obs = group["obs"]
+    stored = pd.Index(read_elem(obs[obs.attrs["_index"]]))
+    if not stored.equals(pd.Index(adata.obs_names)):
+        same = len(stored) == adata.n_obs and set(stored) == set(adata.obs_names)
+        raise ValueError(
+            f"{str(path)!r} holds {len(stored)} cells"
+            + (" in another order" if same else "")
+            + f" and adata {adata.n_obs}: results are written row by row, so they would land on "
+            "other cells. Write into the file adata was read from (or a copy of it with the "
+            "same cells in the same order)."
+        )
+
+
 def _write_results_to_h5ad(adata: AnnData, keys: list[str], path: Path) -> None:
     """The h5ad side of :func:`write_results_to_store`."""
     import h5py
@@ -203,7 +236,15 @@ def _write_results_to_h5ad(adata: AnnData, keys: list[str], path: Path) -> None:
     if own:  # HDF5 does not open a file twice in one process: reopen adata's own handle
         mode = adata.file["obs"].file.mode
         adata.file.close()
-        adata.file.open(filemode="r+")
+        try:
+            adata.file.open(filemode="r+")
+        except OSError as err:  # open elsewhere: adata's own handle goes back as it was
+            adata.file.open(filemode="r" if mode == "r" else "r+")
+            raise ValueError(
+                f"cannot reopen {str(path)!r} to write ({err}): another AnnData in this "
+                "session holds it open (read_h5ad(..., backed='r')); close that one "
+                "(other.file.close()) and write again."
+            ) from err
         try:
             _write_into_file(adata, keys)
         finally:
@@ -211,6 +252,8 @@ def _write_results_to_h5ad(adata: AnnData, keys: list[str], path: Path) -> None:
             adata.file.open(filemode="r" if mode == "r" else "r+")
         return
     try:
+        with h5py.File(path, "r") as stored:
+            _check_same_cells(adata, stored, path)
         h5 = h5py.File(path, "r+")
     except OSError as err:
         raise ValueError(f"cannot open {str(path)!r} as an .h5ad file to write: {err}") from err
