@@ -225,6 +225,33 @@ def test_ddp_on_two_cpu_processes(counts_h5ad, name):
     assert h["best_epoch"] == (None if name == "ZINBVAE" else 5 + int(np.argmin(val[5:])))
 
 
+def _sleep():
+    import time
+
+    time.sleep(60)
+
+
+def test_an_interrupted_ddp_fit_stops_its_workers_and_gives_back_ctrl_c():
+    """A notebook's interrupt reaches the kernel only: Lightning exited there while the forked
+    workers trained on, and left SIGINT ignored."""
+    import multiprocessing
+    import signal
+
+    from deltavae.train._distributed import cells_per_process, workers_stopped
+
+    handler = signal.getsignal(signal.SIGINT)
+    worker = multiprocessing.get_context("fork").Process(target=_sleep)
+    with pytest.raises(SystemExit), workers_stopped(True):
+        worker.start()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as Lightning leaves it
+        raise SystemExit(1)
+    assert not worker.is_alive() and worker.exitcode is not None
+    assert signal.getsignal(signal.SIGINT) is handler
+    # Each process's share decides its last minibatch (one cell of 129 per process crashed
+    # BatchNorm; the test was on all 258 training cells).
+    assert cells_per_process(258, 2) % 32 == 1 and cells_per_process(258, "1") == 258
+
+
 def test_training_refuses_a_writable_backed_file(counts_h5ad):
     adata = ad.read_h5ad(counts_h5ad, backed="r+")
     dv.model.ZINBVAE.setup_anndata(adata)

@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -211,7 +212,9 @@ def _write_results(
         if backed and path.is_dir():
             # Copy the store as it is, then write the results into the copy.
             shutil.copytree(path, partial)
-            keys = model.write_to_adata(adata)
+            with warnings.catch_warnings():  # the store write below is the one it advises
+                warnings.filterwarnings("ignore", message=r".* are in memory only: adata's data")
+                keys = model.write_to_adata(adata)
             _drop_scvi_fields(adata)
             adata.uns[RUN_KEY] = record
             dv.write_results_to_store(adata, keys + run, partial)

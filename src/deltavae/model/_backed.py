@@ -10,6 +10,7 @@ from anndata import AnnData
 from anndata.io import write_elem
 
 from .._io import result_slots
+from ._matrices import on_disk
 from ._validation import warn_user
 
 _ROWS_PER_WRITE = 10_000
@@ -79,6 +80,12 @@ def writes_backed(write_to_adata):
                 )
             else:
                 _write_into_file(adata, keys)
+        elif on_disk(adata):  # read_lazy's zarr store: nothing writes into it by itself
+            warn_user(
+                f"{', '.join(keys)} are in memory only: adata's data stay in their zarr store, "
+                "which write_to_adata does not change. To keep them there: "
+                "dv.write_results_to_store(adata, keys, '<the store>.zarr')."
+            )
         return keys
 
     return write

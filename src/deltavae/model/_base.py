@@ -26,7 +26,13 @@ from ..train._convergence import (
     still_improving,
     stopped_epoch,
 )
-from ..train._distributed import SINGLE, resolve_strategy, several_devices
+from ..train._distributed import (
+    SINGLE,
+    cells_per_process,
+    resolve_strategy,
+    several_devices,
+    workers_stopped,
+)
 from ..train._record import records_train_args
 from ..train._runner import DeltaTrainRunner
 from ._count_advice import check_model_counts
@@ -293,7 +299,10 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         loader = {"block_size": shuffle_block_size} if shuffle_block_size is not None else {}
         if distributed:
             loader["distributed_sampler"] = True
-        if math.ceil(train_size * self.adata.n_obs) % batch_size == 1:
+        n_train = math.ceil(train_size * self.adata.n_obs)
+        if distributed:  # each process's share has its own last minibatch
+            n_train = cells_per_process(n_train, device)
+        if n_train % batch_size == 1:
             loader["drop_last"] = True  # one cell left over: BatchNorm cannot train on it alone
         if loader:
             trainer_kwargs["datasplitter_kwargs"] = {
@@ -324,6 +333,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         with (
             pyro.validation_enabled(validate_distributions),
             self._training_context(),
+            workers_stopped(distributed),
             history_dir as log_dir,
         ):
             if log_dir is not None:

@@ -19,7 +19,10 @@ averages gradients across processes; nothing else is needed for data parallelism
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import signal
+import threading
 
 import torch
 from anndata import AnnData
@@ -43,6 +46,52 @@ def several_devices(devices) -> bool:
     if isinstance(devices, str) and devices.strip().isdigit():
         devices = int(devices)
     return isinstance(devices, int) and not isinstance(devices, bool) and devices > 1
+
+
+def cells_per_process(n_train: int, devices) -> int:
+    """Training cells each DDP process reads (its sampler's share, rounded up); all of them
+    when ``devices`` does not say how many processes.
+
+    Examples
+    --------
+    >>> cells_per_process(258, 2), cells_per_process(258, "auto"), cells_per_process(9, [0, 1])
+    (129, 258, 5)
+    """
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    n = len(devices) if isinstance(devices, list | tuple) else devices
+    if isinstance(n, int) and not isinstance(n, bool) and n > 1:
+        return -(-n_train // n)
+    return n_train
+
+
+@contextlib.contextmanager
+def workers_stopped(distributed: bool):
+    """Run a fit whose DDP workers stop with it: when the fit ends in an exception (a notebook's
+    "interrupt kernel" reaches this process only, and Lightning then exits here while forked
+    workers trained on at full speed), the worker processes it started are terminated; and
+    the SIGINT handler Lightning replaced (left ignored, so the kernel could not be
+    interrupted again) is put back."""
+    if not distributed:
+        yield
+        return
+    before = set(multiprocessing.active_children())
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    except BaseException:
+        workers = set(multiprocessing.active_children()) - before
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.kill()
+        raise
+    finally:
+        if main and handler is not None:
+            signal.signal(signal.SIGINT, handler)
 
 
 def _start_method(strategy) -> str:
