@@ -393,8 +393,9 @@ def test_training_with_shuffle_blocks_on_a_zarr_store(counts_zarr):
     model = _fit(dv.model.ZINBVAE, adata, {}, {}, epochs=4, shuffle_block_size=8)
     elbo = model.history["elbo_train"].to_numpy(float).ravel()
     assert np.isfinite(elbo).all() and elbo[-1] < elbo[0]
-    with pytest.raises(ValueError, match="block_size must be a positive integer"):
-        model.train(max_epochs=1, shuffle_block_size=0, **TRAIN)
+    for bad in (0, True, 2.5):  # named as the argument given, before Lightning starts
+        with pytest.raises(ValueError, match="shuffle_block_size must be a positive integer"):
+            model.train(max_epochs=1, shuffle_block_size=bad, **TRAIN)
     with pytest.raises(ValueError, match="shuffle_block_size is not supported with strategy"):
         model.train(max_epochs=1, shuffle_block_size=8, strategy="ddp", devices=2, **TRAIN)
 

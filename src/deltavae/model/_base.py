@@ -296,6 +296,15 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
                 "shuffle_block_size is not supported with strategy='ddp': each process already "
                 "reads its own share of the cells; leave shuffle_block_size=None."
             )
+        if shuffle_block_size is not None and (
+            isinstance(shuffle_block_size, bool)
+            or not isinstance(shuffle_block_size, int | np.integer)
+            or shuffle_block_size < 1
+        ):
+            raise ValueError(
+                f"shuffle_block_size must be a positive integer (cells per block), got "
+                f"{shuffle_block_size!r}; None shuffles single cells."
+            )
         loader = {"block_size": shuffle_block_size} if shuffle_block_size is not None else {}
         if distributed:
             loader["distributed_sampler"] = True
