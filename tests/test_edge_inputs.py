@@ -263,12 +263,30 @@ def test_load_names_how_to_put_reordered_genes_in_order(tmp_path):
     with pytest.raises(ValueError, match=r"prepare_query_anndata\(adata, .*inplace=False\)"):
         dv.model.ZINBVAE.load(tmp_path / "vae", backwards)
     fixed = dv.model.ZINBVAE.prepare_query_anndata(backwards, str(tmp_path / "vae"), inplace=False)
+    # scvi-tools reordered the given AnnData in place too, inplace=False or not.
+    assert list(backwards.var_names) == list(adata.var_names[::-1])
     loaded = dv.model.ZINBVAE.load(tmp_path / "vae", fixed)
     np.testing.assert_allclose(
         loaded.get_latent_representation(), model.get_latent_representation(), rtol=1e-5
     )
     with pytest.raises(ValueError, match="pass the training genes .*load_query_data"):
         dv.model.ZINBVAE.load(tmp_path / "vae", adata[:, 1:].copy())
+    # A backed file: prepare_query_anndata cannot copy it (anndata's "pass a filename"); a
+    # backed copy in the saved order stays on disk.
+    backwards.write_h5ad(tmp_path / "backwards.h5ad")
+    on_disk = ad.read_h5ad(tmp_path / "backwards.h5ad", backed="r")
+    with pytest.raises(ValueError, match=r"adata\[:, genes\].copy\(filename=.*\['var_names'\]"):
+        dv.model.ZINBVAE.load(tmp_path / "vae", on_disk)
+    with pytest.raises(ValueError, match=r"adata is backed: .*copy\(filename="):
+        dv.model.ZINBVAE.prepare_query_anndata(on_disk, str(tmp_path / "vae"), inplace=False)
+    genes = torch.load(tmp_path / "vae" / "model.pt", weights_only=False)["var_names"]
+    ordered = on_disk[:, list(genes)].copy(filename=tmp_path / "ordered.h5ad")
+    assert ordered.isbacked
+    np.testing.assert_allclose(
+        dv.model.ZINBVAE.load(tmp_path / "vae", ordered).get_latent_representation(),
+        model.get_latent_representation(),
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # two epochs: archetypes merged, on load too

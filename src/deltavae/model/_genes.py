@@ -178,12 +178,16 @@ def genes_to_load_advice(cls, dir_path, attr_dict: dict, var_names, adata) -> st
     training genes in another order) and what to pass instead."""
     genes, names = pd.Index(np.asarray(var_names).astype(str)), adata.var_names
     problem = _gene_difference(genes, pd.Index(names.astype(str)))
+    saved = f"torch.load('{os.fspath(dir_path)}/model.pt', weights_only=False)['var_names']"
     reorder = (
-        f"adata = {cls.__name__}.prepare_query_anndata(adata, "
+        # A backed file cannot be copied into memory by prepare_query_anndata: a backed copy
+        # in the saved order stays on disk.
+        f"adata = adata[:, genes].copy(filename='in_training_order.h5ad'), genes = {saved}"
+        if adata.isbacked
+        else f"adata = {cls.__name__}.prepare_query_anndata(adata, "
         f"{os.fspath(dir_path)!r}, inplace=False)"
         if hasattr(cls, "prepare_query_anndata")
-        else f"adata = adata[:, genes].copy() with the saved order, genes = "
-        f"torch.load('{os.fspath(dir_path)}/model.pt', weights_only=False)['var_names']"
+        else f"adata = adata[:, genes].copy() with the saved order, genes = {saved}"
     )
     same = len(genes) == len(names) and genes.isin(names.astype(str)).all()
     query = attr_dict.get("query_mapping_") is not None and hasattr(cls, "load_query_data")

@@ -312,6 +312,29 @@ class QueryMappingMixin(ArchesMixin):
         logger.info("Query mapped; new categories %s; learning %s", new_categories, learning)
         return model
 
+    @staticmethod
+    @functools.wraps(ArchesMixin.prepare_query_anndata)
+    def prepare_query_anndata(
+        adata: AnnData,
+        reference_model,
+        return_reference_var_names: bool = False,
+        inplace: bool = True,
+    ):
+        if not inplace and not return_reference_var_names:
+            # scvi-tools reorders the given AnnData's genes in place, inplace=False or not,
+            # when none is missing: the copy is what changes.
+            if adata.isbacked:
+                raise ValueError(
+                    "adata is backed: it cannot be copied into memory here. Make a backed copy "
+                    "in the reference's order: genes = <Model>.prepare_query_anndata(adata, "
+                    "reference, return_reference_var_names=True); adata = adata[:, "
+                    "genes].copy(filename='in_reference_order.h5ad') (all genes present)."
+                )
+            adata = adata.copy()
+        return ArchesMixin.prepare_query_anndata(
+            adata, reference_model, return_reference_var_names, inplace
+        )
+
     @functools.wraps(DeltaModelMixin.train)
     def train(self, *args, **kwargs):
         # A query model with nothing to learn (see load_query_data) says so and returns.
