@@ -849,3 +849,6 @@ def test_a_query_models_results_leave_scvi_tools_columns_out_of_the_query():
     assert q.write_to_adata() == ["obsm/X_zinbvae"]
     np.testing.assert_allclose(q.get_latent_representation(query), query.obsm["X_zinbvae"])
     assert (list(query.obs), sorted(query.uns)) == (obs, uns)
+    # A column the user adds after mapping is there for the model's analyses.
+    query.obs["leiden"] = query.obs["cluster"].astype(str)
+    assert len(q.differential_expression(query, groupby="leiden")) > 0

@@ -367,7 +367,15 @@ class QueryMappingMixin(ArchesMixin):
         # The user's query is read as the model's own registered copy of it (the same cells,
         # genes aligned): registering the query itself would add scvi-tools' columns to it.
         if adata is not None and adata is getattr(self, "_query_adata", None):
-            adata = self.adata
+            twin = self.adata
+            shared = [c for c in adata.obs if c in twin.obs and not str(c).startswith("_scvi")]
+            if adata.obs_names.equals(twin.obs_names) and all(
+                twin.obs[c].equals(adata.obs[c]) for c in shared
+            ):
+                for column in adata.obs.columns.difference(twin.obs.columns):  # e.g. leiden
+                    twin.obs[column] = adata.obs[column].to_numpy()
+                adata = twin
+            # else the query changed since mapping: read (and register) it as it is now
         return super()._validate_anndata(adata, copy_if_view=copy_if_view)
 
     def _write_target(self, adata: AnnData | None) -> AnnData:
