@@ -41,11 +41,19 @@ def several_devices(devices) -> bool:
     >>> several_devices(2), several_devices("auto"), several_devices([0, 1]), several_devices(1)
     (True, False, True, False)
     """
+    return (_device_count(devices) or 0) > 1
+
+
+def _device_count(devices) -> int | None:
+    """How many devices Lightning's ``devices`` names (``2``, ``"2"``, ``[0, 1]``); None for
+    ``"auto"``, ``-1`` and anything else that does not say."""
     if isinstance(devices, list | tuple):
-        return len(devices) > 1
+        return len(devices)
     if isinstance(devices, str) and devices.strip().isdigit():
         devices = int(devices)
-    return isinstance(devices, int) and not isinstance(devices, bool) and devices > 1
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices >= 0:
+        return devices
+    return None
 
 
 def cells_per_process(n_train: int, devices) -> int:
@@ -57,12 +65,8 @@ def cells_per_process(n_train: int, devices) -> int:
     >>> cells_per_process(258, 2), cells_per_process(258, "auto"), cells_per_process(9, [0, 1])
     (129, 258, 5)
     """
-    if isinstance(devices, str) and devices.strip().isdigit():
-        devices = int(devices)
-    n = len(devices) if isinstance(devices, list | tuple) else devices
-    if isinstance(n, int) and not isinstance(n, bool) and n > 1:
-        return -(-n_train // n)
-    return n_train
+    n = _device_count(devices) or 1
+    return -(-n_train // n) if n > 1 else n_train
 
 
 @contextlib.contextmanager
