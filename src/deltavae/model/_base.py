@@ -80,6 +80,8 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
     #: The training plan's learning rate unless given; an unconverged run far above it is
     #: told so (None: the model chooses its own rate).
     _default_lr: float | None = DEFAULT_LR
+    #: ``n_epochs_kl_warmup="auto"`` warms up over this fraction (1 / share) of the epochs.
+    _warmup_share: int = 4
     #: What the last ``train`` call's divergence was, repeated by every read-out; None when
     #: it finished.
     diverged_: str | None = None
@@ -244,9 +246,8 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
             restore_best, trainer_kwargs.get("check_val_every_n_epoch", 1), accelerator,
             trainer_kwargs.get("logger"),
         )  # fmt: skip
-        if n_epochs_kl_warmup == "auto":  # none when trained before, or warmed up by steps
-            warm = not (self.is_trained_ or "n_steps_kl_warmup" in given)
-            n_epochs_kl_warmup = max(1, max_epochs // 4) if warm else None
+        if n_epochs_kl_warmup == "auto":
+            n_epochs_kl_warmup = self._auto_warmup(max_epochs, given)
         elif given.get("n_epochs_kl_warmup", n_epochs_kl_warmup) != n_epochs_kl_warmup:
             raise ValueError(
                 f"n_epochs_kl_warmup={n_epochs_kl_warmup!r} and plan_kwargs['n_epochs_kl_warmup']"
@@ -456,6 +457,16 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
             check_model_counts(self)
         with _transferring_quietly():  # registered like the training AnnData
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
+    def _auto_warmup(self, max_epochs: int, plan_kwargs: dict) -> int | None:
+        """``n_epochs_kl_warmup="auto"``: ``plan_kwargs``' own if given (scvi-tools' way);
+        none for a model trained before or warmed up by steps; else a
+        ``1 / _warmup_share`` of the epochs."""
+        if "n_epochs_kl_warmup" in plan_kwargs:
+            return plan_kwargs["n_epochs_kl_warmup"]
+        if self.is_trained_ or "n_steps_kl_warmup" in plan_kwargs:
+            return None
+        return max(1, max_epochs // self._warmup_share)
 
     def _check_if_trained(self, warn: bool = True, message: str | None = None) -> None:
         """scvi-tools' check before every read-out, which also says when the last training

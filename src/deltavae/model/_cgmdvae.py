@@ -131,6 +131,9 @@ class CGMDVAE(
     """
 
     _module_cls = CGMDVAEModule
+    #: The KL warm-up's "auto" is half the epochs, so the mixture starts (a quarter in) while
+    #: z is still informative.
+    _warmup_share = 2
     perturbation_methods = ("translate", "latent_shift", "nearest_response")
 
     @scvi_init_names
@@ -354,12 +357,8 @@ class CGMDVAE(
                 "the mixture would never start. Pass an earlier epoch, 'auto' (a quarter of "
                 "the epochs), or None to train without the start."
             )
-        plan = kwargs.get("plan_kwargs") or {}
-        if n_epochs_kl_warmup == "auto" and "n_epochs_kl_warmup" in plan:
-            n_epochs_kl_warmup = plan["n_epochs_kl_warmup"]  # scvi-tools' way to give it
-        elif n_epochs_kl_warmup == "auto":  # none when trained before, or warmed up by steps
-            warm = not (self.is_trained_ or "n_steps_kl_warmup" in plan)
-            n_epochs_kl_warmup = max(1, max_epochs // 2) if warm else None
+        if n_epochs_kl_warmup == "auto":  # resolved here: early stopping below needs it
+            n_epochs_kl_warmup = self._auto_warmup(max_epochs, kwargs.get("plan_kwargs") or {})
         callbacks = list(kwargs.pop("callbacks", None) or [])
         started = mixture_init_epoch is not None and mixture_init_epoch < max_epochs
         if started:
