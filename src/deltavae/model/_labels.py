@@ -363,17 +363,26 @@ def condition_column(train_column: pd.Series, value, n: int):
     if isinstance(train_column.dtype, pd.CategoricalDtype):
         categories = train_column.cat.categories
         names = [str(c) for c in categories]
-        if str(value) in names:
-            typed = categories[names.index(str(value))]
-        else:  # a condition this AnnData lacks (a query model's target): add it
-            typed, categories = value, categories.append(pd.Index([value]))
-        return pd.Categorical([typed] * n, categories=categories)
-    matches = train_column[train_column.astype(str) == str(value)]
-    typed = matches.iloc[0] if len(matches) else value
+        typed = categories[names.index(str(value))] if str(value) in names else value
+    else:
+        matches = train_column[train_column.astype(str) == str(value)]
+        typed = matches.iloc[0] if len(matches) else value
+    return _like_column(train_column, [typed] * n)
+
+
+def _like_column(train_column: pd.Series, values: list, possible: list | None = None):
+    """``values`` typed like ``train_column``: categorical with its categories (those of the
+    ``possible`` values, default ``values``, that it lacks, a query model's new conditions,
+    added after them), or its dtype (object if they do not fit it)."""
+    if isinstance(train_column.dtype, pd.CategoricalDtype):
+        categories = train_column.cat.categories
+        new = [v for v in (values if possible is None else possible) if v not in categories]
+        extra = pd.unique(pd.Series(new, dtype=object))
+        return pd.Categorical(values, categories=categories.append(pd.Index(extra)))
     try:
-        return np.array([typed] * n, dtype=train_column.dtype)
+        return np.array(values, dtype=train_column.dtype)
     except (TypeError, ValueError):
-        return np.array([typed] * n, dtype=object)
+        return np.array(values, dtype=object)
 
 
 def typed_codes(train_column: pd.Series, known: list, codes: np.ndarray):
@@ -387,13 +396,4 @@ def typed_codes(train_column: pd.Series, known: list, codes: np.ndarray):
     [True, True, False]
     """
     typed = [condition_column(train_column, value, 1)[0] for value in known]
-    if isinstance(train_column.dtype, pd.CategoricalDtype):
-        categories = train_column.cat.categories
-        extra = [t for t in typed if t not in categories]  # a query model's new conditions
-        return pd.Categorical(
-            [typed[c] for c in codes], categories=categories.append(pd.Index(extra))
-        )
-    try:
-        return np.array([typed[c] for c in codes], dtype=train_column.dtype)
-    except (TypeError, ValueError):
-        return np.array([typed[c] for c in codes], dtype=object)
+    return _like_column(train_column, [typed[c] for c in codes], possible=typed)
