@@ -179,10 +179,10 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
         raise ValueError(f"{str(path)!r} is a directory but not a zarr store (no zarr metadata).")
     import zarr
 
-    _check_same_cells(adata, zarr.open_group(path, mode="r"), path)
-
+    stored = zarr.open_group(path, mode="r")
+    _check_same_cells(adata, stored, path)
     # anndata consolidates a store's metadata; edit the groups themselves, then re-consolidate.
-    consolidated = zarr.open_group(path, mode="r").metadata.consolidated_metadata is not None
+    consolidated = stored.metadata.consolidated_metadata is not None
     group = zarr.open_group(path, mode="r+", use_consolidated=False)
     for slot, name in result_slots(keys):
         if slot == "obs":
