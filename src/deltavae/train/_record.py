@@ -39,19 +39,29 @@ def records_train_args(train):
     keeps the record of the call that changed the parameters."""
     signature = inspect.signature(train)
 
-    @functools.wraps(train)
-    def wrapper(self, *args, **kwargs):
-        if id(self) in _RECORDING:
-            return train(self, *args, **kwargs)
-        bound = signature.bind(self, *args, **kwargs)
+    def arguments(args, kwargs, spread: bool = True) -> dict:
+        bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         record = {}
         for name, value in list(bound.arguments.items())[1:]:
             if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
-                record.update({key: _plain(v) for key, v in value.items()})
+                record.update({key: _plain(v) for key, v in value.items() if spread})
             elif signature.parameters[name].kind is not inspect.Parameter.VAR_POSITIONAL:
                 record[name] = _plain(value)
-        self._train_record = {**record, "seed": scvi.settings.seed}
+        return record
+
+    @functools.wraps(train)
+    def wrapper(self, *args, **kwargs):
+        if id(self) in _RECORDING:
+            # A subclass's train calling its base's: the base's defaults the subclass left
+            # to it (train_size, batch_size...) join the record, the outer call's values kept
+            # (not its **kwargs: callbacks the subclass adds are not the user's).
+            record = self.__dict__.get("_train_record")
+            if record is not None:
+                for key, value in arguments((self, *args), kwargs, spread=False).items():
+                    record.setdefault(key, value)
+            return train(self, *args, **kwargs)
+        self._train_record = {**arguments((self, *args), kwargs), "seed": scvi.settings.seed}
         _RECORDING.add(id(self))
         try:
             return train(self, *args, **kwargs)
