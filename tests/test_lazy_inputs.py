@@ -191,6 +191,26 @@ def test_a_dense_x_of_a_zarr_store_is_refused_by_name(cells, tmp_path):
         dv.read_lazy(_write(adata, tmp_path / "dense_x.zarr"))
 
 
+def test_a_dense_x_beside_sparse_counts_opens_and_the_counts_layer_trains(cells, tmp_path):
+    # The usual layout of a processed atlas: log-normalised values in a dense X, the counts in
+    # a sparse layer. read_lazy refused the whole store for its X.
+    adata = cells.copy()
+    adata.layers["counts"] = adata.X.copy()
+    adata.X = np.log1p(adata.X.toarray())
+    lazy = dv.read_lazy(_write(adata, tmp_path / "dense_x_counts.zarr"))
+    assert not sparse.issparse(lazy.X)  # left on disk, not read into memory
+    with pytest.raises(ValueError, match=r"adata.X is stored dense in a zarr store"):
+        dv.model.ZINBVAE.setup_anndata(lazy)
+    dv.model.ZINBVAE.setup_anndata(lazy, layer="counts")
+    scvi.settings.seed = 0
+    model = dv.model.ZINBVAE(lazy, n_latent=3, n_hidden=16)
+    model.train(max_epochs=2, enable_progress_bar=False, enable_model_summary=False)
+    in_memory = cells.copy()
+    in_memory.layers["counts"] = in_memory.X
+    z = model.get_latent_representation(in_memory)
+    np.testing.assert_allclose(model.get_latent_representation(), z, atol=1e-5)
+
+
 # ------------------------------------------------------- 6. results into a zarr store
 def test_results_written_into_a_zarr_store_leave_out_scvi_columns(cells, tmp_path):
     path = _write(cells, tmp_path / "cells.zarr")

@@ -58,6 +58,10 @@ def _lazy_matrix(group, key: str, path: Path, layer: bool = False):
     )
 
 
+def _is_sparse_dataset(matrix) -> bool:
+    return not type(matrix).__module__.startswith("zarr")
+
+
 def result_slots(keys: list[str]) -> list[tuple[str, str | None]]:
     """``(slot, name)`` of each key ``write_to_adata`` returned, with ``obs`` once as
     ``("obs", None)``: obs is a single dataframe on disk, written whole.
@@ -85,7 +89,8 @@ def read_lazy(path: str | Path) -> AnnData:
     ----------
     path
         An ``.h5ad`` file (opened ``backed="r"``; ``X`` dense or sparse) or a zarr store
-        written by :meth:`anndata.AnnData.write_zarr` whose ``X`` is sparse.
+        written by :meth:`anndata.AnnData.write_zarr` whose ``X`` is sparse, or dense beside
+        a sparse layer (the counts) that a model is set up on.
 
     Returns
     -------
@@ -137,8 +142,11 @@ def read_lazy(path: str | Path) -> AnnData:
         layers = {
             name: _lazy_matrix(group["layers"], name, path, layer=True) for name in group["layers"]
         }
+    # A dense X (e.g. log-normalised values) beside counts in a sparse layer is opened as it
+    # is, as a dense layer is: a model set up on that layer streams it.
+    counts_elsewhere = any(_is_sparse_dataset(m) for m in layers.values())
     return AnnData(
-        X=_lazy_matrix(group, "X", path),
+        X=_lazy_matrix(group, "X", path, layer=counts_elsewhere),
         obs=read_elem(group["obs"]),
         var=read_elem(group["var"]),
         uns=read_elem(group["uns"]) if "uns" in group else None,
