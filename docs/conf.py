@@ -50,7 +50,9 @@ autodoc_default_options = {
 napoleon_numpy_docstring = True
 napoleon_google_docstring = False
 napoleon_use_rtype = False
-napoleon_custom_sections = [("Returns", "params_style")]
+# Returns sections are prose (what is returned and where it is written), shown as written;
+# napoleon would read their first words as a name and a type.
+napoleon_custom_sections = ["Returns"]
 
 templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "jupyter_execute"]

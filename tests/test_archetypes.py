@@ -152,6 +152,9 @@ def test_match_signatures_and_novel_states(fitted):
     # of a DataFrame is ambiguous" before).
     with pytest.raises(TypeError, match=r"got a DataFrame.*nlargest"):
         model.match_signatures(truth.T)
+    # One signature as a plain list of genes (an AttributeError from dict's items before).
+    with pytest.raises(TypeError, match=r"got a list\. One signature of these genes: \{'my_type'"):
+        model.match_signatures(list(truth.index[:3]))
     adata = mix.copy()
     with pytest.warns(UserWarning, match=r"state[01].*\['NOT_A_GENE'\]"):
         model.match_signatures(signatures)

@@ -180,6 +180,16 @@ def test_scvi_tools_arguments_decided_here_are_named_with_what_to_do(counts_adat
     model = dv.model.ZINBVAE(counts_adata, **SMALL)
     with pytest.raises(TypeError, match=r"train\(\) got an unexpected argument 'load_sparse"):
         model.train(max_epochs=1, load_sparse_tensor=True)
+    # A misspelled argument is named with the closest ones, before anything trains (it was
+    # Lightning's "Trainer.__init__() got an unexpected keyword argument").
+    for typo, meant in (("max_epoch", "max_epochs"), ("early_stoping", "early_stopping")):
+        with pytest.raises(TypeError, match=f"ZINBVAE.train\\(\\) got an unexpected argument "
+                           f"'{typo}': did you mean '{meant}'"):  # fmt: skip
+            model.train(**{typo: 1})
+    cgmdvae_adata = counts_adata.copy()
+    dv.model.CGMDVAE.setup_anndata(cgmdvae_adata)
+    with pytest.raises(TypeError, match="'mixture_int': did you mean 'mixture_init'"):
+        dv.model.CGMDVAE(cgmdvae_adata, 3, **SMALL).train(mixture_int="kmeans")
     assert not model.is_trained
     model.train(max_epochs=1)
     query = counts_adata.copy()

@@ -153,8 +153,8 @@ def _add_optimisation(parser: argparse.ArgumentParser) -> None:
         "--train-size",
         type=_fraction,
         default=None,
-        help="fraction of the cells that train, the rest validate (zinbvae, cgmdvae, "
-        "archetypes) [the model's default: 0.9]; 1 trains on every cell",
+        help="fraction of the cells that train, the rest validate [the model's default: 0.9; "
+        "1.0 for nmfdeconv]; 1 trains on every cell",
     )
 
 

@@ -110,6 +110,17 @@ def signature_scores(
             "NMFDeconv.get_signatures()), take each type's top genes: {t: list(row.nlargest(20)"
             ".index) for t, row in table.iterrows()}."
         )
+    if not isinstance(signatures, Mapping):
+        names = list(signatures) if isinstance(signatures, list | tuple | set) else []
+        example = (
+            f" One signature of these genes: {{'my_type': {names[:3]}...}}."
+            if names and all(isinstance(g, str) for g in names)
+            else ""
+        )
+        raise TypeError(
+            f"signatures must be a mapping {{name: [genes, ...]}}, got a "
+            f"{type(signatures).__name__}.{example}"
+        )
     if not signatures:
         raise ValueError("signatures is empty; pass {name: [genes, ...]}.")
     gene_sets = {}

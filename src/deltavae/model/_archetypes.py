@@ -56,7 +56,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         Spots with raw counts, registered with :meth:`setup_anndata`.
     n_archetypes
         Number of archetypes, or ``"auto"`` for the explained-variance elbow over
-        2..``max_archetypes``.
+        2 to ``max_archetypes``.
     max_archetypes
         Largest number tried by ``"auto"``; at most the spots over ``min_spots`` (each
         archetype must be the largest weight of ``min_spots`` spots to stand).

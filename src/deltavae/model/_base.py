@@ -47,7 +47,7 @@ from ._scvi_glue import (
     check_indices,
     refuse_scvi_names,
 )
-from ._training_checks import check_training_arguments
+from ._training_checks import check_trainer_names, check_training_arguments
 from ._validation import (
     check_backing_for_training,
     check_data,
@@ -230,6 +230,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
         refuse_scvi_names("train", type(self).__name__, trainer_kwargs)
+        check_trainer_names(type(self), trainer_kwargs)
         if "shuffle" in (trainer_kwargs.get("datasplitter_kwargs") or {}):  # a raw TypeError
             raise ValueError(
                 "datasplitter_kwargs['shuffle'] cannot be set: training minibatches are always "

@@ -394,7 +394,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
 
         Examples
         --------
-        >>> imputer.impute(["Gene_0045"]).shape  # doctest: +SKIP
+        >>> imputer.impute(["gene_45"]).shape  # doctest: +SKIP
         """
         self._check_if_trained(warn=False)
         chosen = self._requested_genes(genes)

@@ -68,7 +68,7 @@ class FromReferenceMixin:
         layer: str | None = None,
         genes: list[str] | pd.Index | None = None,
     ) -> pd.DataFrame:
-        """Expected counts of one cell of each type: the NB mean per type, genes x type.
+        """Expected counts of one cell of each type: the NB mean per type, types x genes.
 
         The mean of a type's counts per cell is the maximum-likelihood NB mean of its cells
         (for a common mean, whatever the dispersion). Sums go through

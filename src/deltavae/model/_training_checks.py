@@ -3,6 +3,8 @@ none left to crash late inside Lightning or to be silently ignored."""
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 
 import numpy as np
@@ -17,6 +19,41 @@ def _is_int(value) -> bool:
 
 def _is_number(value) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def trainer_names() -> set[str]:
+    """The names ``train(**trainer_kwargs)`` can pass on: scvi-tools' Pyro training mixin's,
+    its Trainer's, Lightning's Trainer's, and the ``devices`` and ``strategy`` that ``train``
+    itself reads."""
+    import lightning.pytorch as pl
+    from scvi.model.base import PyroSviTrainMixin
+    from scvi.train import Trainer
+
+    names = {"devices", "strategy"}
+    for function in (PyroSviTrainMixin.train, Trainer.__init__, pl.Trainer.__init__):
+        names |= {
+            name
+            for name, parameter in inspect.signature(function).parameters.items()
+            if parameter.kind is not inspect.Parameter.VAR_KEYWORD and name != "self"
+        }
+    return names
+
+
+def check_trainer_names(model_class: type, trainer_kwargs: dict) -> None:
+    """A misspelled argument of ``model_class.train`` named with the closest known ones,
+    rather than Lightning's TypeError from deep inside."""
+    known = trainer_names()
+    unknown = [name for name in trainer_kwargs if name not in known]
+    if unknown:
+        known |= set(inspect.signature(model_class.train).parameters) - {"self", "kwargs"}
+        call = f"{model_class.__name__}.train()"
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise TypeError(
+            f"{call} got an unexpected argument {unknown[0]!r}: {hint}It takes its own "
+            "arguments and those of scvi-tools' and Lightning's Trainer (e.g. max_epochs, "
+            "early_stopping_patience, check_val_every_n_epoch, callbacks)."
+        )
 
 
 def check_training_arguments(

@@ -134,7 +134,8 @@ def history(
     keys
         History entries to draw, one line each (one name or a list). Entries the history
         lacks are skipped, with a warning for any but ``"elbo_validation"`` (absent when the
-        model trained without validation cells).
+        model trained without validation cells); if it has none of them, a ValueError lists
+        those it has.
     {ax}
     log
         Logarithmic y axis.
