@@ -1,5 +1,7 @@
 """Pseudo-spots, deconvolution metrics and NMFDeconv: exact truth, recovery, simplex, errors."""
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -157,6 +159,12 @@ def test_new_spots_need_only_the_genes_the_model_reads(split):
     pd.testing.assert_frame_equal(model.get_proportions(panel), expected)
     with pytest.raises(ValueError, match=r"lacks 1 of the \d+ genes the model reads .*used_genes"):
         model.get_proportions(spots[:, spots.var_names != used[0]].copy())
+    # Every gene in another order: read by name, with no note that results follow the
+    # training gene order (proportions have no genes; the note was noise).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reordered = model.get_proportions(spots[:, ::-1].copy())
+    pd.testing.assert_frame_equal(reordered, expected)
 
 
 @pytest.mark.parametrize("inference", ["amortized", "per_spot"])

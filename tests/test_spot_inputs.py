@@ -92,8 +92,8 @@ def test_empty_spots_are_warned_when_proportions_are_read(split):
         model.train(max_epochs=3, **TRAIN)
     with pytest.warns(UserWarning, match=r"^3 of 60 spots have no counts in the \d+ genes the"):
         props = model.get_proportions()
-    np.testing.assert_allclose(props.iloc[0], props.iloc[1])  # the prior, not an estimate
-    with pytest.warns(UserWarning, match="their proportions are the prior's"):
+    np.testing.assert_allclose(props.iloc[0], props.iloc[1])  # no data: one output for both
+    with pytest.warns(UserWarning, match="their proportions are not an estimate"):
         model.write_to_adata(spots)
 
 
@@ -208,7 +208,7 @@ def test_archetypes_warns_about_empty_spots_once(slides):
     new = mix[:6].copy()
     new.X = np.asarray(new.X.todense()) if hasattr(new.X, "todense") else new.X.copy()
     new.X[[0, 2]] = 0  # two spots of one slide
-    with pytest.warns(UserWarning, match=r"^2 of 6 spots have no counts .* weights are the prior"):
+    with pytest.warns(UserWarning, match=r"^2 of 6 spots have no counts .* weights are not an estimate"):
         weights = model.get_archetype_weights(new)
     np.testing.assert_allclose(weights.iloc[0], weights.iloc[2])
     with warnings.catch_warnings(record=True) as caught:
@@ -333,7 +333,7 @@ def test_imputing_spots_without_counts_warns(split):
     with pytest.warns(UserWarning, match="3 spots in adata.X are all zeros"):
         model = dv.model.SpatialImputer.from_reference(spots, reference=ref, labels_key="cluster")
     model.train(max_epochs=3, **TRAIN)
-    with pytest.warns(UserWarning, match=r"3 of 60 spots .* imputed values are the prior's"):
+    with pytest.warns(UserWarning, match=r"3 of 60 spots .* imputed values are not an estimate"):
         model.impute()
 
 

@@ -297,8 +297,8 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         Returns
         -------
         pandas.DataFrame
-            Spots x archetypes, rows sum to 1. A spot without counts gets the prior's
-            weights, the same for every such spot of a sample (warned): not an estimate.
+            Spots x archetypes, rows sum to 1. A spot without counts gets what the model
+            gives a spot without data (warned): not an estimate.
 
         Examples
         --------

@@ -334,7 +334,12 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
                 "those genes, by name, in any order; the model's other genes may be missing."
             )
         if names.sort_values().equals(genes.sort_values()):
-            return super()._match_genes(adata)  # the same genes reordered, as in every model
+            # The same genes reordered, as in every model; no result of this model is by gene,
+            # so the note that results follow the training order is not given (a copy read into
+            # memory from disk still is).
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r".* in another order; they are reord")
+                return super()._match_genes(adata)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*filled with zeros")
             return align_query_genes(adata, genes, 0.0, self.registry_["setup_args"]["layer"])
@@ -404,8 +409,9 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         Returns
         -------
         pandas.DataFrame
-            Spots x cell types. A spot without counts in the genes the model reads gets the
-            prior's proportions, the same for every such spot (warned): not an estimate.
+            Spots x cell types. A spot without counts in the genes the model reads gets what
+            the model gives a spot without data (warned; amortised: the encoder's output for
+            an all-zero input, which can look like a mixture): not an estimate.
 
         Examples
         --------

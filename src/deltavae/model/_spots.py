@@ -40,13 +40,16 @@ def prefixed(key_added: str | None, *keys: str) -> tuple[str, ...]:
 
 def warn_empty_spots(n_empty: int, n_spots: int, what: str, n_genes: int) -> None:
     """Warn that ``n_empty`` of ``n_spots`` spots have no counts in the ``n_genes`` genes a
-    model reads, so their ``what`` (proportions, weights) are the prior's, not an estimate."""
+    model reads, so their ``what`` (proportions, weights) are not an estimate: what the model
+    gives a spot without data (an encoder's output for an all-zero input, or the prior's),
+    which may look like a mixture."""
     if n_empty:
         warn_user(
             f"{n_empty} of {n_spots} spots have no counts in the {n_genes} genes the model "
-            f"reads: their {what} are the prior's (one value for all of them), not an "
-            "estimate. Leave them out of the analysis, or drop spots without counts before "
-            "training (sc.pp.filter_cells(spots, min_counts=1))."
+            f"reads: their {what} are not an estimate but what the model gives a spot without "
+            "data, which can look like a real mixture. Leave them out of the analysis, or "
+            "drop spots without counts before training "
+            "(sc.pp.filter_cells(spots, min_counts=1))."
         )
 
 
