@@ -433,6 +433,16 @@ def test_query_mapping_with_scvis_recipe(which):
     assert changed and all("fc_layers" in k for k in changed), changed
     assert mapped.get_latent_representation().shape == (query.n_obs, 5)
     assert mapped.get_normalized_expression(transform_batch="ctrl").shape == query.shape
+    if which == "cgmdvae":
+        # More cells of the reference's one condition: said once that nothing is left to
+        # learn, not again that the condition holds one value "until query data of another
+        # one are mapped (load_query_data)", the call being made.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cls.load_query_data(reference[:20].copy(), model)
+        said = [str(w.message) for w in caught]
+        assert any("nothing is left to learn" in m for m in said), said
+        assert not any("holds one value" in m for m in said), said
 
 
 def test_a_cgmdvae_saved_before_the_batch_field_loads(tmp_path):

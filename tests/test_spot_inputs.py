@@ -208,7 +208,7 @@ def test_archetypes_warns_about_empty_spots_once(slides):
     new = mix[:6].copy()
     new.X = np.asarray(new.X.todense()) if hasattr(new.X, "todense") else new.X.copy()
     new.X[[0, 2]] = 0  # two spots of one slide
-    with pytest.warns(UserWarning, match=r"^2 of 6 spots have no counts .* weights are not an estimate"):
+    with pytest.warns(UserWarning, match=r"^2 of 6 spots have no counts .* are not an estimate"):
         weights = model.get_archetype_weights(new)
     np.testing.assert_allclose(weights.iloc[0], weights.iloc[2])
     with warnings.catch_warnings(record=True) as caught:

@@ -279,6 +279,9 @@ class QueryMappingMixin(ArchesMixin):
             # The genes the alignment filled with zeros were announced above; told to filter
             # them out, a user would drop genes the reference's networks read.
             warnings.filterwarnings("ignore", message=r".* genes in .* are zero in every")
+            # Told when the reference was built; inside load_query_data its advice (map query
+            # data of another condition with load_query_data) would only confuse.
+            warnings.filterwarnings("ignore", message=r"condition_key .* holds one value")
             # scvi-tools tells a saved model from a trained one by str only.
             reference = (
                 os.fspath(reference_model)
