@@ -58,6 +58,10 @@ def test_write_to_adata_layout_and_scanpy_plot(fitted, tmp_path):
     assert adata.varm["archetype_profiles"].shape == (adata.n_vars, k)
     anchors = adata.obs["archetype_anchor"]
     assert anchors.notna().sum() <= 10 * k and anchors.isna().any()
+    # Categorical with every archetype, as archetype_dominant (it was text: scanpy coloured
+    # the two differently and dropped archetypes without anchors).
+    assert isinstance(anchors.dtype, pd.CategoricalDtype)
+    assert list(anchors.cat.categories) == list(adata.obs["archetype_dominant"].cat.categories)
     dominant = adata.obs["archetype_dominant"].astype(str)
     assert (dominant[anchors.notna()] == anchors[anchors.notna()].astype(str)).all()
     uns = adata.uns["archetypes"]

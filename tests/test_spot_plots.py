@@ -54,6 +54,26 @@ def test_spatial_proportions_scale_starts_at_zero_and_shows_missing_spots(tmp_pa
     assert plt.get_fignums() == []  # refused before a figure was made
 
 
+def test_a_type_nearly_absent_everywhere_is_not_drawn_as_abundant():
+    """A cell type at most 7e-5 of any spot (a real deconvolution's Interneuron) took its
+    panel's brightest colour: a proportions panel's own scale reaches at least 0.05."""
+    spots = _spots()
+    shares = spots.obsm["proportions"].fillna(0.5)
+    shares["T2"] = np.linspace(0, 7e-5, spots.n_obs)
+    shares["T3"] = 1 - shares["T1"] - shares["T2"]  # rows sum to 1, as a model writes them
+    spots.obsm["proportions"] = shares
+    t1, t2, t3 = dv.pl.spatial_proportions(spots, show=False)
+    assert t2.collections[-1].norm.vmax == pytest.approx(0.05)
+    # Types present keep their own maximum; a number is one scale for all; values that are not
+    # proportions (abundances, expression) keep theirs.
+    assert t3.collections[-1].norm.vmax == pytest.approx(spots.obsm["proportions"]["T3"].max())
+    plt.close("all")
+    spots.obsm["abundance"] = spots.obsm["proportions"] * 1e-3
+    (t2,) = dv.pl.spatial_proportions(spots, "abundance", columns=["T2"], show=False)
+    assert t2.collections[-1].norm.vmax == pytest.approx(7e-8)
+    plt.close("all")
+
+
 def test_spatial_proportions_numbers_the_columns_of_an_array():
     """An array in obsm has no column names: its columns are named by position, as 0 or "0"
     (a DataFrame's names are its own: 0 is not "T1")."""

@@ -488,7 +488,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         )
         adata.obsm[keys[0]] = weights
         adata.varm[keys[1]] = profiles.to_numpy()
-        adata.obs[keys[2]] = anchors.to_numpy()
+        adata.obs[keys[2]] = anchors.array  # categorical, as archetype_dominant
         adata.obs[keys[3]] = pd.Categorical(weights.idxmax(axis=1), categories=weights.columns)
         adata.uns[keys[4]] = self.get_markers()
         adata.uns[keys[5]] = results.summary(self, weights.columns, *self._merge())

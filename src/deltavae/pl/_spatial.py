@@ -47,15 +47,34 @@ _BAR_LABELS = {
 _NA_COLOR = "lightgray"
 
 
-def _top(values: np.ndarray, vmax: float | str | None) -> float:
+#: Lowest top of a proportions panel's own scale: a type below it everywhere reads as nearly
+#: absent (a type at most 7e-5 of any spot was drawn in the brightest colour).
+PROPORTION_FLOOR = 0.05
+
+
+def _are_proportions(table: pd.DataFrame) -> bool:
+    """Whether the rows (spots with values) are shares of a whole: between 0 and 1, summing
+    to 1."""
+    values = table.to_numpy(dtype=float)
+    values = values[~np.isnan(values).any(axis=1)]
+    return bool(
+        values.size
+        and values.min() >= 0
+        and values.max() <= 1
+        and np.allclose(values.sum(axis=1), 1, atol=1e-3)
+    )
+
+
+def _top(values: np.ndarray, vmax: float | str | None, floor: float = 0.0) -> float:
     """Upper end of a panel's colour scale: above 0 always, so that a column of zeros reads
-    as absent (the lowest colour), not as a middle value on a scale around 0."""
+    as absent (the lowest colour), not as a middle value on a scale around 0; at least
+    ``floor`` unless ``vmax`` is a number."""
     if vmax is not None and not isinstance(vmax, str):
         return float(vmax)
     if not values.size:
         return 1.0
     top = np.percentile(values, 99) if vmax == "p99" else values.max()
-    return float(top) if top > 0 else 1.0
+    return max(float(top), floor) if top > 0 else 1.0
 
 
 @doc_params(show_save=doc_show_save("spatial_proportions"))
@@ -95,7 +114,10 @@ def spatial_proportions(
     vmax
         Upper end of the colour scale, which starts at 0: a number above 0, ``"p99"``
         (per-panel 99th percentile) or ``None`` (per-panel maximum; 1 for a column of
-        zeros). Spots without a value (NaN) are drawn in light grey.
+        zeros). For proportions (every spot's values sum to 1) a panel's own scale reaches
+        at least 0.05, so that a type below 5% of every spot reads as nearly absent; pass
+        a number for one scale across panels. Spots without a value (NaN) are drawn in
+        light grey.
     ax
         Axes to draw a single panel on (one column); a new figure when ``None``.
     {show_save}
@@ -122,13 +144,14 @@ def spatial_proportions(
     if adata.n_obs == 0:
         raise ValueError("adata holds no spots: nothing to draw.")
     values = _spatial_values(adata, key, columns)
+    floor = PROPORTION_FLOOR if _are_proportions(_spatial_values(adata, key, None)) else 0.0
     n = values.shape[1]
     fig, axes = panel_axes(ax, n, ncols, (3.2, 3.0))
     size = size if size is not None else max(2.0, 12000.0 / max(adata.n_obs, 1) ** 1.1)
     for ax, column in zip(axes, values.columns, strict=True):
         v = values[column].to_numpy(dtype=float)
         missing = np.isnan(v)
-        top = _top(v[~missing], vmax)
+        top = _top(v[~missing], vmax, floor)
         # Spots without a value in light grey (scanpy's na_color), under the others.
         if missing.any():
             ax.scatter(*coords[missing, :2].T, c=_NA_COLOR, s=size)
