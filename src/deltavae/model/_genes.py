@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -207,3 +208,29 @@ def genes_to_load_advice(cls, dir_path, attr_dict: dict, var_names, adata) -> st
         f"writes its results there), so it must hold the training genes in the "
         f"training order: {fix}."
     )
+
+
+def match_read_genes(adata: AnnData, genes: pd.Index | None, used, layer: str | None) -> AnnData:
+    """``adata`` with a spot model's training ``genes`` in order, for a model that reads only
+    the genes at positions ``used`` (``None``: all) and returns nothing by gene (NMFDeconv):
+    those genes are needed, by name and in any order; the others, which it never reads, may
+    be missing (filled with zeros) and genes the model does not know are left out."""
+    names = pd.Index(adata.var_names.astype(str))
+    if genes is None or names.equals(genes):
+        return match_genes(adata, genes)
+    read = genes if used is None else genes[used]
+    missing = read.difference(names)
+    if len(missing):
+        raise ValueError(
+            f"adata lacks {len(missing)} of the {len(read)} genes the model reads (e.g. "
+            f"{missing[:5].tolist()}; model.used_genes() lists them all). New spots need "
+            "those genes, by name, in any order; the model's other genes may be missing."
+        )
+    with warnings.catch_warnings():
+        if names.sort_values().equals(genes.sort_values()):
+            # The same genes reordered, as in every model, without the note that results
+            # follow the training order (none is by gene); a copy read from disk is still told.
+            warnings.filterwarnings("ignore", message=r".* in another order; they are reord")
+            return match_genes(adata, genes)
+        warnings.filterwarnings("ignore", message=r".*filled with zeros")
+        return align_query_genes(adata, genes, 0.0, layer)

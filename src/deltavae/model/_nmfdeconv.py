@@ -17,7 +17,7 @@ from ..module import NMFDeconvModule
 from ..module._nmfdeconv import INFERENCE
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
-from ._genes import align_query_genes
+from ._genes import align_query_genes, match_read_genes
 from ._nmf_reference import FromReferenceMixin
 from ._nmf_start import check_signatures, nmf_start, nnls_start
 from ._saved import read_saved
@@ -319,30 +319,11 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
 
     def _match_genes(self, adata: AnnData) -> AnnData:
         """New spots need the genes the model reads (:meth:`used_genes`), by name and in any
-        order; the others, which it never reads, may be missing (filled with zeros) and genes
-        the model does not know are left out."""
-        genes, index = self._training_genes(), self.module.gene_index
-        names = pd.Index(adata.var_names.astype(str))
-        if genes is None or names.equals(genes):
-            return super()._match_genes(adata)
-        used = genes if index is None else genes[index.cpu().numpy()]
-        missing = used.difference(names)
-        if len(missing):
-            raise ValueError(
-                f"adata lacks {len(missing)} of the {len(used)} genes the model reads (e.g. "
-                f"{missing[:5].tolist()}; model.used_genes() lists them all). New spots need "
-                "those genes, by name, in any order; the model's other genes may be missing."
-            )
-        if names.sort_values().equals(genes.sort_values()):
-            # The same genes reordered, as in every model; no result of this model is by gene,
-            # so the note that results follow the training order is not given (a copy read into
-            # memory from disk still is).
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=r".* in another order; they are reord")
-                return super()._match_genes(adata)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*filled with zeros")
-            return align_query_genes(adata, genes, 0.0, self.registry_["setup_args"]["layer"])
+        order (see :func:`match_read_genes`)."""
+        index = self.module.gene_index
+        used = None if index is None else index.cpu().numpy()
+        layer = self.registry_["setup_args"]["layer"]
+        return match_read_genes(adata, self._training_genes(), used, layer)
 
     def _infer(self, adata: AnnData | None, batch_size: int | None):
         """Proportions and abundance of ``adata``'s spots, their names, and how many spots have
