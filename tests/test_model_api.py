@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch import Callback
 
 import deltavae as dv
+from deltavae.model._scvi_glue import KEEP_COPIES
 
 TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
 SCVI_HISTORY = [
@@ -529,3 +530,32 @@ def test_saving_with_the_anndata_leaves_its_string_columns_as_they_were(tmp_path
     assert adata.obs["note"].dtype == object
     loaded = type(model).load(tmp_path / "m")
     assert isinstance(loaded.adata.obs["note"].dtype, pd.CategoricalDtype)  # as written
+
+
+@pytest.mark.parametrize("which", ["zinbvae", "cgmdvae"])
+def test_repeated_reads_of_a_view_do_not_keep_a_copy_each(which):
+    """Each read of a view (or of genes in another order) registered one more copy of its
+    data with the model, kept for the model's life: 10 reads, 11 registrations."""
+    model, adata = _model(which)
+    view = adata[adata.obs["condition"] == "ctrl"]
+    reordered = adata[:, adata.var_names[::-1]].copy()
+    store = model._per_instance_manager_store[model.id]
+    first = model.get_latent_representation(view)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the note on reordered genes
+        for _ in range(10):
+            np.testing.assert_array_equal(model.get_latent_representation(view), first)
+            model.get_latent_representation(reordered)
+    assert len(store) <= 1 + KEEP_COPIES, len(store)
+    assert model.adata_manager.adata_uuid in store  # the model's own AnnData stays
+    np.testing.assert_array_equal(model.get_latent_representation(view), first)
+
+
+def test_training_leaves_the_sessions_cudnn_benchmark_flag(monkeypatch):
+    """scvi-tools' Trainer turned cudnn.benchmark on at every fit, undoing the deterministic
+    GPU runs scvi.settings.seed sets up (benchmark off); passed explicitly, it is honoured."""
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    model, _ = _model("zinbvae", max_epochs=1)
+    assert torch.backends.cudnn.benchmark is False
+    model.train(max_epochs=1, benchmark=True, **TRAIN)
+    assert torch.backends.cudnn.benchmark is True

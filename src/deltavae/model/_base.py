@@ -45,6 +45,7 @@ from ._scvi_glue import (
     _sealed,
     _transferring_quietly,
     check_indices,
+    forget_old_copies,
     refuse_scvi_names,
 )
 from ._training_checks import check_trainer_names, check_training_arguments
@@ -425,9 +426,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         super()._register_manager_for_instance(_sealed(adata_manager))
 
     def _training_genes(self) -> pd.Index | None:
-        registry = getattr(self, "registry_", None)
-        if registry is None:
-            return None
+        registry = getattr(self, "registry_", None) or {"field_registries": {}}
         state = registry["field_registries"].get("X", {}).get("state_registry", {})
         names = state.get("column_names")
         return None if names is None else pd.Index(np.asarray(names).astype(str))
@@ -442,10 +441,10 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         Every public method that reads an AnnData goes through here, so genes in another
         order, missing or unknown genes are caught once for all of them.
         """
+        given = adata
         if adata is not None and adata is not getattr(self, "_adata", None):
             if adata.is_view and copy_if_view:
-                # scvi-tools would turn the caller's view into a copy in place (and cannot copy
-                # a view of a backed file): the view stays the caller's, the copy is ours.
+                # scvi-tools copied a view in place (and fails on a backed one): ours is a copy.
                 adata = adata.to_memory() if adata.isbacked else adata.copy()
             adata = self._match_genes(adata)
             if getattr(self, "registry_", None) is not None:
@@ -457,7 +456,10 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         else:
             check_model_counts(self)
         with _transferring_quietly():  # registered like the training AnnData
-            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+            adata = super()._validate_anndata(adata, copy_if_view=copy_if_view)
+        if adata is not given and adata is not getattr(self, "_adata", None):
+            forget_old_copies(self, adata)  # a copy made here: not kept for every read
+        return adata
 
     def _auto_warmup(self, max_epochs: int, plan_kwargs: dict) -> int | None:
         """``n_epochs_kl_warmup="auto"``: ``plan_kwargs``' own if given (scvi-tools' way);

@@ -323,3 +323,20 @@ def seeded(module, seed: int | None):
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []):
         torch.manual_seed(seed)
         yield
+
+
+#: How many registrations of the copies reads make (of a view, of genes reordered, with a
+#: labels column added) a model keeps. scvi-tools keeps every AnnData registered with a model
+#: for the model's life: each read of a view kept one more copy of its data.
+KEEP_COPIES = 3
+
+
+def forget_old_copies(model, copy) -> None:
+    """Register ``copy`` (an AnnData a read made) as the newest of the model's copies and
+    drop the registrations of all but the newest :data:`KEEP_COPIES` (a read in progress
+    holds one; reads nested in it, a few more)."""
+    kept = model.__dict__.setdefault("_copies_registered", [])
+    kept.append(copy.uns.get("_scvi_uuid"))
+    store = model._per_instance_manager_store.get(model.id, {})
+    while len(kept) > KEEP_COPIES:
+        store.pop(kept.pop(0), None)

@@ -46,6 +46,13 @@ class DeltaTrainRunner(TrainRunner):
     which ``history["elbo_train"].round()`` fails and ``.describe()`` counts values).
     """
 
+    def __init__(self, *args, **trainer_kwargs):
+        # scvi-tools' Trainer turns torch.backends.cudnn.benchmark on for every fit, undoing
+        # the deterministic GPU runs scvi.settings.seed asked for; deltavae's networks have
+        # no convolutions for it to speed up, so the session's setting is left as it is.
+        trainer_kwargs.setdefault("benchmark", None)
+        super().__init__(*args, **trainer_kwargs)
+
     def _update_history(self):
         super()._update_history()
         history = self.model.history_
