@@ -559,3 +559,29 @@ def test_training_leaves_the_sessions_cudnn_benchmark_flag(monkeypatch):
     assert torch.backends.cudnn.benchmark is False
     model.train(max_epochs=1, benchmark=True, **TRAIN)
     assert torch.backends.cudnn.benchmark is True
+
+
+def test_a_users_own_pyro_parameters_survive_training_and_loading(tmp_path):
+    """train() and load() emptied Pyro's whole parameter store, a user's pyro.param too; only
+    deltavae's own entries (named by module kind, shared by models of one kind) go."""
+    import pyro
+
+    pyro.clear_param_store()
+    pyro.param("my_loc", torch.tensor([1.5]))
+    model, adata = _model("zinbvae", max_epochs=1)
+    stale = {k for k in pyro.get_param_store().keys() if k.startswith("zinbvae$$$")}
+    assert stale  # the model registered its own
+    model.save(tmp_path / "m")
+    dv.model.ZINBVAE.load(tmp_path / "m", adata)
+    assert set(pyro.get_param_store().keys()) == {"my_loc"}
+    assert pyro.param("my_loc").item() == 1.5
+    # Two models of one kind trained in a row from one seed match: no stale entry is reused.
+    scvi.settings.seed = 0
+    first, _ = _model("zinbvae", max_epochs=2)
+    scvi.settings.seed = 0
+    second, _ = _model("zinbvae", max_epochs=2)
+    np.testing.assert_array_equal(
+        first.get_latent_representation(), second.get_latent_representation()
+    )
+    assert pyro.param("my_loc").item() == 1.5
+    pyro.clear_param_store()

@@ -328,7 +328,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
                 plan_kwargs.get("max_kl_weight", 1.0),
             )
             trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), best]
-        pyro.clear_param_store()
+        self.module.clear_own_params()
         if not self.is_query_model:
             # Lightning keeps the modules' modes at the start of fit: a model trained before
             # (or loaded) is in eval mode and would train on without dropout and with frozen

@@ -23,12 +23,12 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import pyro
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import ArchesMixin
 
 from ..distributions import Likelihood
+from ..module._base import clear_own_params
 from ._base import DeltaModelMixin
 from ._freeze import _freeze_for_query, _restrict_learning
 from ._genes import align_query_genes
@@ -273,7 +273,7 @@ class QueryMappingMixin(ArchesMixin):
         aligned = align_query_genes(adata, genes, min_gene_overlap, setup_args.get("layer"))
         if aligned is adata and not adata.is_view and not adata.isbacked:
             aligned = _registration_twin(adata)
-        pyro.clear_param_store()
+        clear_own_params()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*Missing labels key.*")
             # The genes the alignment filled with zeros were announced above; told to filter

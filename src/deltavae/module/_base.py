@@ -9,6 +9,21 @@ import torch
 from scvi.module.base import PyroBaseModuleClass, auto_move_data
 
 
+def clear_own_params() -> None:
+    """Take deltavae's modules' parameters out of Pyro's global parameter store, where a module
+    of the same kind registered before shares their names (``"zinbvae$$$..."``), and leave
+    the rest: a user's own ``pyro.param`` values in the session stay (``pyro.clear_param_store``
+    took them too)."""
+    own, kinds = set(), [DeltaPyroModule]
+    while kinds:
+        kind = kinds.pop()
+        own.add(getattr(kind, "_pyro_name", None))
+        kinds.extend(kind.__subclasses__())
+    store = pyro.get_param_store()
+    for name in [name for name in store.keys() if name.split("$$$")[0] in own]:
+        del store[name]
+
+
 class DeltaPyroModule(PyroBaseModuleClass):
     """A Pyro module that also speaks scvi-tools' torch-side protocol.
 
@@ -18,6 +33,8 @@ class DeltaPyroModule(PyroBaseModuleClass):
     ``RNASeqMixin`` (latents, normalized expression, differential expression, ELBO and
     reconstruction error) work unchanged.
     """
+
+    clear_own_params = staticmethod(clear_own_params)
 
     #: Whether :meth:`negative_elbo` computes Pyro's ``Trace_ELBO`` of ``model`` and ``guide``
     #: in one torch pass (the training plan then uses it instead of tracing them).
@@ -46,7 +63,7 @@ class DeltaPyroModule(PyroBaseModuleClass):
 
     def on_load(self, model, **kwargs):
         """Loading needs no warm-up step: every parameter lives in the ``state_dict``."""
-        pyro.clear_param_store()
+        clear_own_params()
 
     def _cell_plate(self, n_batch: int) -> pyro.plate:
         # An explicit subsample gives the n_obs / batch scaling without drawing random indices.
