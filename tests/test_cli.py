@@ -582,3 +582,30 @@ def test_fit_real_values_with_the_normal_likelihood(tmp_path, capsys):
         main(["fit", str(tmp_path / "cyto.h5ad"), *spots, "--out", str(tmp_path / "c.h5ad")]) == 2
     )
     assert "does not take --likelihood" in capsys.readouterr().err
+
+
+def test_main_from_python_leaves_the_session_as_found(synthetic_h5ad, tmp_path, monkeypatch):
+    """Called from a notebook, ``fit --seed 3`` left scvi.settings.seed at 3, the global
+    generators reseeded, cuDNN's flags and PL_GLOBAL_SEED changed, and closed every figure
+    the user had open."""
+    import matplotlib.pyplot as plt
+    import scvi
+
+    monkeypatch.setattr(scvi.settings, "_seed", 42)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "42")
+    users = plt.figure()
+    np.random.seed(7)  # noqa: NPY002
+    expected = np.random.rand(3)  # noqa: NPY002
+    np.random.seed(7)  # noqa: NPY002
+    out = tmp_path / "x.h5ad"
+    argv = ["fit", str(synthetic_h5ad), "--model", "zinbvae", "--epochs", "2", "--seed", "3"]
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        assert main([*argv, "--threads", "1", "--out", str(out)]) == 0
+    assert plots_folder(out).is_dir()  # plots were drawn
+    assert plt.fignum_exists(users.number)
+    assert plt.get_fignums() == [users.number]
+    plt.close(users)
+    assert scvi.settings.seed == 42 and torch.backends.cudnn.benchmark is True
+    assert os.environ["PL_GLOBAL_SEED"] == "42"
+    np.testing.assert_array_equal(np.random.rand(3), expected)  # noqa: NPY002

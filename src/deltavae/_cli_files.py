@@ -322,3 +322,47 @@ def _user_errors(step: str):
         raise Terminated(
             f"{step} was stopped by SIGTERM (a time limit or preemption?); no output was written."
         ) from err
+
+
+#: Environment variables that seeding (Lightning's ``seed_everything``, scvi-tools' seed for
+#: JAX) sets for the whole process.
+_SEED_ENVIRONMENT = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "XLA_FLAGS")
+
+
+@contextlib.contextmanager
+def session_kept():
+    """The Python session as the command found it, for :func:`deltavae.cli.main` called from
+    Python (a notebook, a test): its ``--seed`` sets ``scvi.settings.seed``, which reseeds
+    Python's, numpy's and torch's global generators, sets cuDNN's flags and environment
+    variables; its plots open figures. All are put back: the generators' states, the seed,
+    the flags, the variables; figures the command opened are closed, the user's stay open."""
+    import random
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import scvi
+    import torch
+
+    seed, cudnn = scvi.settings._seed, torch.backends.cudnn
+    flags = (cudnn.deterministic, cudnn.benchmark)
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())  # noqa: NPY002
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    environment = {name: os.environ.get(name) for name in _SEED_ENVIRONMENT}
+    figures = set(plt.get_fignums())
+    try:
+        yield
+    finally:
+        scvi.settings._seed = seed
+        cudnn.deterministic, cudnn.benchmark = flags
+        random.setstate(states[0])
+        np.random.set_state(states[1])  # noqa: NPY002
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        for number in set(plt.get_fignums()) - figures:
+            plt.close(number)

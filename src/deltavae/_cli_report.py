@@ -236,6 +236,12 @@ def _umap(adata: ad.AnnData, rep: str, seed: int) -> None:
     sc.tl.umap(adata, random_state=seed)
 
 
+def _close_new(opened: set) -> None:
+    """Close the figures opened since ``opened`` (the figure numbers then): the user's stay."""
+    for number in set(plt.get_fignums()) - opened:
+        plt.close(number)
+
+
 def _file_part(key: str) -> str:
     return re.sub(r"[^\w.-]+", "_", key)
 
@@ -253,6 +259,7 @@ def _save_plots(
     ``adata`` holds ``obsm["X_umap"]`` and the columns; ``clusters`` get their legend on the
     plot. Without any column the UMAP is drawn uncoloured.
     """
+    opened = set(plt.get_fignums())
     folder.mkdir(parents=True, exist_ok=True)
     name = type(model).__name__
     files = []
@@ -269,13 +276,14 @@ def _save_plots(
             file = folder / f"composition_{_file_part(cluster)}_by_{_file_part(other)}.png"
             dv.pl.cluster_composition(adata, cluster, other, save=file, show=False)
             files.append(file)
-    plt.close("all")
+    _close_new(opened)
     return files
 
 
 def _spatial_plots(results: ad.AnnData, model, model_name: str, folder: Path) -> list[Path]:
     """ELBO curves; the weights on the spots' coordinates (``obsm["spatial"]``) when they have
     them; the explained-variance elbow when archetypes chose their number."""
+    opened = set(plt.get_fignums())
     folder.mkdir(parents=True, exist_ok=True)
     files = [folder / "elbo_history.png"]
     dv.pl.history(model, save=files[-1], show=False)
@@ -286,7 +294,7 @@ def _spatial_plots(results: ad.AnnData, model, model_name: str, folder: Path) ->
     if model_name == "archetypes" and "elbow" in results.uns[model.uns_key]:
         files.append(folder / "archetype_elbow.png")
         dv.pl.archetype_elbow(results, save=files[-1], show=False)
-    plt.close("all")
+    _close_new(opened)
     return files
 
 

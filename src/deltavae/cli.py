@@ -456,13 +456,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # The models load only now, once the arguments are known to be good.
     from deltavae import _cli_commands
-    from deltavae._cli_files import InputError
+    from deltavae._cli_files import InputError, session_kept
 
-    # main() may be called from Python (tests, notebooks): leave torch's thread count as found.
+    # main() may be called from Python (tests, notebooks): leave torch's thread count, the
+    # seed and generators, and the user's figures as found.
     threads = torch.get_num_threads()
     try:
         set_threads(args.threads)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), session_kept():
             # Dependencies' API deprecations are noise to a command-line user (Lightning's
             # logging-interval advice is silenced in every fit, train/_runner.py).
             warnings.simplefilter("ignore", FutureWarning)
