@@ -153,8 +153,8 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         """Train the model with stochastic variational inference under Lightning.
 
         A query model with nothing to learn (``load_query_data``) warns and returns. The
-        call's arguments and ``scvi.settings.seed`` are kept in ``train_args_``, saved with
-        the model.
+        call's arguments and ``scvi.settings.seed`` are kept in ``train_args_`` (saved): the
+        run repeats when that seed is set before the model is built (README, "Seeding").
 
         Parameters
         ----------
