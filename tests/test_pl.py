@@ -116,6 +116,11 @@ def test_embedding_returns_axes_and_saves(trained, tmp_path):
 
     axes = dv.pl.embedding(adata, basis="umap", color=["cluster", "condition"], show=False)
     assert len(axes) == 2 and all(isinstance(a, Axes) for a in axes)
+    # Room between panels for a legend of cell type names (scanpy's default gap of about 0.08
+    # of the figure let them run into the next panel); a given wspace is kept.
+    assert axes[1].get_position().x0 - axes[0].get_position().x1 > 0.15
+    axes = dv.pl.embedding(adata, color=["cluster", "condition"], wspace=0.1, show=False)
+    assert axes[1].get_position().x0 - axes[0].get_position().x1 < 0.1
 
 
 def test_embedding_missing_basis(trained):

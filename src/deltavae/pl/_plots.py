@@ -227,7 +227,8 @@ def embedding(
         Axes to draw on (one colour only); a new figure when ``None``.
     {show_save}
     **kwargs
-        Passed to :func:`scanpy.pl.embedding` (``title``, ``legend_loc``, ``size`` ...).
+        Passed to :func:`scanpy.pl.embedding` (``title``, ``legend_loc``, ``size`` ...);
+        with several colours ``wspace`` defaults to 0.5, room for a legend of cell type names.
 
     Returns
     -------
@@ -247,6 +248,9 @@ def embedding(
         )
     # scanpy labels the axes "UMAP1", "UMAP2" for basis "umap" but "X_umap1" for "X_umap".
     key = name if f"X_{name}" in adata.obsm else basis
+    if not isinstance(color, str) and color is not None and len(color) > 1:
+        # scanpy's default gap fits short legends only: cell type names ran into the next panel.
+        kwargs.setdefault("wspace", 0.5)
     # save=False: scanpy's own autosave must not write a second file under its own name.
     axes = sc.pl.embedding(adata, basis=key, color=color, ax=ax, show=False, save=False, **kwargs)
     if ax is None:
