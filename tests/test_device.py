@@ -9,6 +9,7 @@ test_device_tracking.py follows every tensor's would-be device through whole met
 """
 
 import re
+import warnings
 
 import numpy as np
 import pyro
@@ -221,3 +222,66 @@ def test_a_forgotten_move_is_caught(zinbvae):
             _fails_on_meta_only(lambda: model.module.inference(x, batch))
     finally:
         _back_on_cpu(model, state)
+
+
+class _OffCpu(torch.Tensor):
+    """A tensor standing in for one on a GPU: its ``cpu()`` gives a plain tensor."""
+
+    def cpu(self, *args, **kwargs):
+        return self.as_subclass(torch.Tensor)
+
+    def __deepcopy__(self, memo):
+        return self.as_subclass(torch.Tensor).clone().as_subclass(_OffCpu)
+
+
+def _loose_tensors(module) -> list:
+    """The tensors a module's submodules hold outside parameters and buffers."""
+    found = []
+    for sub in module.modules():
+        for value in sub.__dict__.values():
+            values = value if type(value) in (list, tuple) else [value]
+            for v in values:
+                for t in v if type(v) in (list, tuple) else [v]:
+                    if isinstance(t, torch.Tensor) and not isinstance(t, torch.nn.Parameter):
+                        found.append(t)
+    return found
+
+
+def test_a_pickle_holds_no_tensor_of_the_training_device(counts):
+    """Trained on a GPU, a query model's gradient masks and the latent imputer's cached batch
+    (tensors outside parameters and buffers, which ``.to`` does not move) stayed on CUDA in a
+    pickle, which a machine without a GPU cannot load."""
+    from deltavae.model._scvi_glue import _picklable_state
+
+    reference = counts.copy()
+    dv.model.ZINBVAE.setup_anndata(reference, batch_key="condition")
+    vae = dv.model.ZINBVAE(reference, n_latent=3, n_hidden=16)
+    vae.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
+    query = counts[counts.obs["condition"] == counts.obs["condition"].iloc[0]].copy()
+    query.obs["condition"] = "new"
+    mapped = dv.model.ZINBVAE.load_query_data(query, vae)
+    spots, ref = dv.datasets.pseudo_spots(counts, "cluster", n_spots=30, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # few genes shared: fine for the test
+        imputer = dv.model.SpatialImputer.from_reference(
+            spots[:, spots.var_names[:30]].copy(), ref, labels_key="cluster", design="latent"
+        )
+    imputer.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
+    for model in (mapped, imputer):
+        module = model.module
+        loose = _loose_tensors(module)
+        assert loose, "the test needs tensors outside parameters and buffers"
+        for sub in module.modules():  # put them "on the GPU"
+            for key, value in list(sub.__dict__.items()):
+                if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
+                    sub.__dict__[key] = value.as_subclass(_OffCpu)
+                elif type(value) is list:
+                    sub.__dict__[key] = [
+                        tuple(t.as_subclass(_OffCpu) if type(t) is torch.Tensor else t for t in v)
+                        if type(v) is tuple
+                        else v
+                        for v in value
+                    ]
+        assert any(type(t) is _OffCpu for t in _loose_tensors(module))
+        pickled = _picklable_state(model)["module"]
+        assert not [t for t in _loose_tensors(pickled) if type(t) is _OffCpu]

@@ -346,7 +346,9 @@ def session_kept():
     seed, cudnn = scvi.settings._seed, torch.backends.cudnn
     flags = (cudnn.deterministic, cudnn.benchmark)
     states = (random.getstate(), np.random.get_state(), torch.get_rng_state())  # noqa: NPY002
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    # Only when CUDA is already in use: reading its generators would start it on every GPU
+    # (memory on each; DDP refuses to start after it), also for a run on the CPU.
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     environment = {name: os.environ.get(name) for name in _SEED_ENVIRONMENT}
     figures = set(plt.get_fignums())
     try:

@@ -94,7 +94,7 @@ def _picklable_state(model) -> dict:
     if state.get("module") is not None:
         module = state["module"]
         device = next(iter(module.parameters()), torch.empty(0)).device
-        state["module"] = copy.deepcopy(module).to("cpu")
+        state["module"] = _other_tensors_to_cpu(copy.deepcopy(module).to("cpu"))
         state[_PICKLED_DEVICE] = str(device)
         for param in state["module"].parameters():
             param.__dict__.pop("unconstrained", None)
@@ -102,6 +102,24 @@ def _picklable_state(model) -> dict:
 
 
 _PICKLED_DEVICE = "_pickled_device"
+
+
+def _other_tensors_to_cpu(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with the tensors its submodules hold outside parameters and buffers (a query
+    model's gradient masks, a cached batch) on the CPU too: ``.to`` moves only parameters and
+    buffers, and a pickle holding a CUDA tensor cannot be loaded on a machine without one."""
+
+    def cpu(value):
+        if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
+            return value.cpu()
+        if type(value) in (list, tuple):
+            return type(value)(cpu(v) for v in value)
+        return value
+
+    for sub in module.modules():
+        for key, value in list(sub.__dict__.items()):
+            sub.__dict__[key] = cpu(value)
+    return module
 
 
 def restore_pickled_state(model, state: dict) -> None:
