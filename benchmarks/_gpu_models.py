@@ -347,6 +347,8 @@ def _zinbvae_reference(ctx: Context, models: dict, kang) -> None:
     q_latent = run(
         qname, "get_latent_representation (query)", q.get_latent_representation, needs=[q]
     )
+    if q is not FAILED and q_latent is not FAILED:  # compared on the CPU, pickled (variants)
+        models[qname] = {"model": q, "adata": q.adata, "latent": q_latent, "kind": "latent"}
 
     def knn_transfer():
         from sklearn.neighbors import KNeighborsClassifier

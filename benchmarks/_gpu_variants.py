@@ -8,7 +8,9 @@ model joins the CPU comparison of phase 5), and a model taken to a machine witho
   validation epoch restored;
 * NMFDeconv per spot, SpatialImputer with the latent design, Archetypes with two samples;
 * the device's ZINBVAE saved and pickled, then loaded and unpickled in a process that sees no
-  GPU (``CUDA_VISIBLE_DEVICES=""``): its latent must match the device's.
+  GPU (``CUDA_VISIBLE_DEVICES=""``): its latent must match the device's; so must the pickled
+  query model's and latent-design SpatialImputer's results (their modules hold tensors outside
+  parameters and buffers, which a pickle once kept on the GPU).
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ else:
     with open(path, "rb") as f:
         model = pickle.load(f)
 device = str(next(model.module.parameters()).device)
-np.save(out, model.get_latent_representation(adata))
+if hasattr(model, "impute"):
+    result = model.impute().to_numpy()
+else:  # the pickled model's own AnnData (a query model's aligned copy)
+    result = model.get_latent_representation()
+np.save(out, result)
 print(device)
 """
 
@@ -89,7 +95,7 @@ def phase_variants(ctx: Context, models: dict) -> None:
         )
     _spot_variants(ctx, models, epochs)
     if "ZINBVAE/pbmc" in models:
-        _cpu_only(ctx, models["ZINBVAE/pbmc"])
+        _cpu_only(ctx, models["ZINBVAE/pbmc"], models)
 
 
 def _setup(cls, adata, model_kwargs=None, **setup):
@@ -187,8 +193,9 @@ def _spot_variants(ctx: Context, models: dict, epochs: int) -> None:
     )
 
 
-def _cpu_only(ctx: Context, entry: dict) -> None:
-    """The device's model saved and pickled, read back in a process without a GPU."""
+def _cpu_only(ctx: Context, entry: dict, models: dict) -> None:
+    """The device's model saved and pickled, read back in a process without a GPU; the query
+    model and the latent imputer pickled and read back likewise."""
     run, name = ctx.report.run, "ZINBVAE/pbmc"
     model, adata, on_device = entry["model"], entry["adata"], entry["latent"]
     folder = ctx.tmp / "cpu_only"
@@ -205,6 +212,29 @@ def _cpu_only(ctx: Context, entry: dict) -> None:
             detail=str,
             finite=False,
         )
+    for other in [n for n in ("ZINBVAE/query", "SpatialImputer/latent") if n in models]:
+        path = folder / f"{other.replace('/', '_')}.pkl"
+        pickled = run(
+            other,
+            "pickle for a CPU-only process",
+            lambda m=models[other], p=path: _pickle(m["model"], p),
+        )
+        run(
+            other,
+            f"unpickle in a process without a GPU == on {ctx.device}",
+            lambda p=path, e=models[other]: _read_on_cpu(
+                "pickle", p, data, p.with_suffix(".npy"), e["latent"]
+            ),
+            needs=[pickled, models[other]["latent"]],
+            detail=str,
+            finite=False,
+        )
+
+
+def _pickle(model, path) -> str:
+    with open(path, "wb") as f:
+        pickle.dump(model, f)
+    return f"module on {_module_device(model)}"
 
 
 def _write(model, adata, folder) -> str:
