@@ -125,6 +125,9 @@ class CGMDVAEModule(DeltaPyroModule):
         self.register_buffer(
             "label_to_cluster", torch.as_tensor(label_to_cluster or [-1], dtype=torch.long)
         )
+        # Known on the host: asking the buffer would wait for the GPU at every step.
+        self._has_labels = any(c >= 0 for c in (label_to_cluster or []))
+        self._n_cats = cats
         self.encoder = GaussianHeads(
             n_input, {"z": n_latent, "w": n_latent_w}, cats, n_hidden, n_layers, dropout_rate
         )
@@ -160,7 +163,10 @@ class CGMDVAEModule(DeltaPyroModule):
 
     def observed_clusters(self, labels: torch.Tensor | None) -> torch.Tensor | None:
         """Cluster index of each cell's label, -1 where unlabelled; None without labels."""
-        if labels is None or (self.label_to_cluster < 0).all():
+        has_labels = self.__dict__.get("_has_labels")
+        if has_labels is None:  # a module pickled before it was kept
+            has_labels = bool((self.label_to_cluster >= 0).any())
+        if labels is None or not has_labels:
             return None
         return self.label_to_cluster[labels.long().view(-1)]
 
@@ -255,8 +261,9 @@ class CGMDVAEModule(DeltaPyroModule):
         penalty = z.new_zeros(())
         mass_y = qy.sum(0) + 1e-6  # (K,)
         mean_y = (qy.T @ z) / mass_y.unsqueeze(-1)  # (K, D)
-        for codes in cat_covs.long().unbind(-1):
-            one_hot = F.one_hot(codes, int(codes.max()) + 1).to(z.dtype)  # (n, C)
+        for i, codes in enumerate(cat_covs.long().unbind(-1)):
+            n_cats = self._n_cats[i] if "_n_cats" in self.__dict__ else int(codes.max()) + 1
+            one_hot = F.one_hot(codes, n_cats).to(z.dtype)  # (n, C)
             weight = qy.unsqueeze(-1) * one_hot.unsqueeze(1)  # (n, K, C)
             mass = weight.sum(0)  # (K, C)
             means = torch.einsum("nkc,nd->kcd", weight, z) / (mass.unsqueeze(-1) + 1e-6)
