@@ -261,4 +261,4 @@ def _read_on_cpu(how, path, data, out, on_device) -> str:
     device = done.stdout.strip().splitlines()[-1]
     if device != "cpu":
         raise CheckFailed(f"module on {device} in a process without a GPU")
-    return _same(on_device, np.load(out), CPU_ONLY_TOLERANCE, f"latent ({how}, on {device})")
+    return _same(on_device, np.load(out), CPU_ONLY_TOLERANCE, f"result ({how}, on {device})")
