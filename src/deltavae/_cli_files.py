@@ -366,5 +366,12 @@ def session_kept():
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        for number in set(plt.get_fignums()) - figures:
-            plt.close(number)
+        close_figures_since(figures)
+
+
+def close_figures_since(opened: set) -> None:
+    """Close the figures opened since ``opened`` (the figure numbers then): the user's stay."""
+    import matplotlib.pyplot as plt
+
+    for number in set(plt.get_fignums()) - opened:
+        plt.close(number)

@@ -15,6 +15,7 @@ import pandas as pd
 import scanpy as sc
 
 import deltavae as dv
+from deltavae._cli_files import close_figures_since
 
 #: For models that cluster: the obs column with their clusters and the uns entry with the
 #: cluster names, sizes and empty clusters (what their ``write_to_adata`` writes).
@@ -236,12 +237,6 @@ def _umap(adata: ad.AnnData, rep: str, seed: int) -> None:
     sc.tl.umap(adata, random_state=seed)
 
 
-def _close_new(opened: set) -> None:
-    """Close the figures opened since ``opened`` (the figure numbers then): the user's stay."""
-    for number in set(plt.get_fignums()) - opened:
-        plt.close(number)
-
-
 def _file_part(key: str) -> str:
     return re.sub(r"[^\w.-]+", "_", key)
 
@@ -276,7 +271,7 @@ def _save_plots(
             file = folder / f"composition_{_file_part(cluster)}_by_{_file_part(other)}.png"
             dv.pl.cluster_composition(adata, cluster, other, save=file, show=False)
             files.append(file)
-    _close_new(opened)
+    close_figures_since(opened)
     return files
 
 
@@ -294,7 +289,7 @@ def _spatial_plots(results: ad.AnnData, model, model_name: str, folder: Path) ->
     if model_name == "archetypes" and "elbow" in results.uns[model.uns_key]:
         files.append(folder / "archetype_elbow.png")
         dv.pl.archetype_elbow(results, save=files[-1], show=False)
-    _close_new(opened)
+    close_figures_since(opened)
     return files
 
 

@@ -58,8 +58,10 @@ def _lazy_matrix(group, key: str, path: Path, layer: bool = False):
     )
 
 
-def _is_sparse_dataset(matrix) -> bool:
-    return not type(matrix).__module__.startswith("zarr")
+def is_dense_zarr(matrix) -> bool:
+    """Whether ``matrix`` is a zarr array (a dense matrix of a store :func:`read_lazy` left
+    on disk), rather than a sparse dataset or an in-memory matrix."""
+    return type(matrix).__module__.startswith("zarr")
 
 
 def result_slots(keys: list[str]) -> list[tuple[str, str | None]]:
@@ -144,7 +146,7 @@ def read_lazy(path: str | Path) -> AnnData:
         }
     # A dense X (e.g. log-normalised values) beside counts in a sparse layer is opened as it
     # is, as a dense layer is: a model set up on that layer streams it.
-    counts_elsewhere = any(_is_sparse_dataset(m) for m in layers.values())
+    counts_elsewhere = any(not is_dense_zarr(m) for m in layers.values())
     return AnnData(
         X=_lazy_matrix(group, "X", path, layer=counts_elsewhere),
         obs=read_elem(group["obs"]),

@@ -20,6 +20,7 @@ from scipy import sparse
 import deltavae as deltavae_pkg
 
 from .._checks import measurement_note, not_counts
+from .._io import dense_advice, is_dense_zarr
 from ._count_advice import counts_hint, why_not_whole
 
 logger = logging.getLogger(__name__)
@@ -147,9 +148,7 @@ def check_data(
     if adata.n_vars < 1:
         raise ValueError("adata has no variables (genes).")
     X = _matrix(adata, layer)
-    if type(X).__module__.startswith("zarr"):  # a dense layer of read_lazy's zarr store
-        from .._io import dense_advice
-
+    if is_dense_zarr(X):  # a dense layer (or X) of read_lazy's zarr store
         store = getattr(getattr(X, "store", None), "root", "store.zarr")
         raise ValueError(
             f"{where} is stored dense in a zarr store; deltavae streams sparse matrices from "
