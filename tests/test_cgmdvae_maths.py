@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from pyro import poutine
+from pyro.infer import Trace_ELBO
 from scipy.special import digamma, gammaln
 from scipy.stats import multivariate_normal, norm
 from test_cgmdvae import _labelled_counts  # noqa: E402 - one labelled data set for both files
@@ -217,6 +218,75 @@ def test_pyro_elbo_equals_torch_loss():
         + alignment
     )
     torch.testing.assert_close(-elbo, per_cell.sum(), rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    ("likelihood", "n_cats", "labelled", "alignment"),
+    [("zinb", [2, 3], True, 10.0), ("bernoulli", None, False, 0.0), ("normal", [2], False, 5.0)],
+)
+def test_torch_elbo_is_pyros_trace_elbo(likelihood, n_cats, labelled, alignment):
+    """negative_elbo, which training uses, gives Pyro's Trace_ELBO of model and guide from the
+    same draws (dropout included): value, gradients and the terms outside the ELBO."""
+    torch.manual_seed(0)
+    module = CGMDVAEModule(
+        n_input=30,
+        n_clusters=4,
+        n_cats_per_cov=n_cats,
+        n_hidden=16,
+        likelihood=likelihood,
+        label_to_cluster=[0, 1, -1] if labelled else None,
+        condition_alignment=alignment,
+    )
+    module.n_obs = 500  # the cell plate's size: 16 of 500 training cells
+    x = {
+        "zinb": torch.poisson(torch.rand(16, 30) * 5),
+        "bernoulli": (torch.rand(16, 30) > 0.5).float(),
+        "normal": torch.randn(16, 30),
+    }[likelihood]
+    covs = torch.stack([torch.randint(0, c, (16,)) for c in n_cats], -1) if n_cats else None
+    args = (x, covs, torch.randint(0, 3, (16, 1)) if labelled else None)
+    params = list(module.parameters())
+    scaled = [poutine.scale(fn, 1 / module.n_obs) for fn in (module.model, module.guide)]
+    torch.manual_seed(1)
+    pyro_loss = Trace_ELBO().differentiable_loss(*scaled, *args, kl_weight=0.3)
+    pyro_grads = torch.autograd.grad(pyro_loss, params, allow_unused=True)
+    pyro_penalty = module.__dict__.pop("objective_penalty")
+    torch.manual_seed(1)
+    per_cell, terms = module.negative_elbo(*args, kl_weight=0.3)
+    torch_grads = torch.autograd.grad(per_cell.mean(), params, allow_unused=True)
+    torch.testing.assert_close(per_cell.mean(), pyro_loss, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(module.__dict__.pop("objective_penalty"), pyro_penalty)
+    assert sum(g is not None for g in torch_grads) > len(params) // 2
+    for ours, theirs in zip(torch_grads, pyro_grads, strict=True):
+        assert (ours is None) == (theirs is None)
+        if ours is not None:
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    kl = {"z_term", "w_term", "y_term", "d_term"}
+    beside = {"classifier"} | ({"alignment"} if alignment else set())
+    assert set(terms) == {"reconstruction_loss"} | kl | beside
+    assert set(module.terms_beside_elbo) >= beside and not kl & set(module.terms_beside_elbo)
+    assert all(t.shape == (16,) for t in terms.values())
+
+
+def test_training_logs_the_elbo_from_the_torch_pass(monkeypatch):
+    """CGMDVAE trains on its torch-side ELBO, and its history keeps the classifier term
+    beside the ELBO: kl_local is the sum of the four KL terms alone."""
+    adata = _labelled_counts()
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="label")
+    model = dv.model.CGMDVAE(adata, likelihood="zinb", **SMALL)
+    calls = []
+    negative_elbo = CGMDVAEModule.negative_elbo
+    monkeypatch.setattr(
+        CGMDVAEModule, "negative_elbo", lambda *a, **k: calls.append(1) or negative_elbo(*a, **k)
+    )
+    model.train(max_epochs=2, batch_size=64, enable_progress_bar=False, mixture_init_epoch=1)
+    assert calls
+    history = model.history
+    for split in ("train", "validation"):
+        terms = [history[f"{t}_term_{split}"].to_numpy(float).ravel() for t in ("z", "w", "y", "d")]
+        kl = history[f"kl_local_{split}"].to_numpy(float).ravel()
+        np.testing.assert_allclose(kl, sum(terms), rtol=1e-5)
+        assert (history[f"classifier_{split}"].to_numpy(float) > 0).all()
 
 
 @pytest.mark.parametrize("covariance", ["diag", "full"])

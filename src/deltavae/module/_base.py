@@ -39,6 +39,8 @@ class DeltaPyroModule(PyroBaseModuleClass):
     #: Whether :meth:`negative_elbo` computes Pyro's ``Trace_ELBO`` of ``model`` and ``guide``
     #: in one torch pass (the training plan then uses it instead of tracing them).
     has_torch_elbo: bool = False
+    #: Names among :meth:`negative_elbo`'s terms that are logged beside the ELBO, not in it.
+    terms_beside_elbo: tuple[str, ...] = ()
 
     def __init__(self):
         super().__init__()

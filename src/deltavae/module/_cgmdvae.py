@@ -24,6 +24,7 @@ exactly, so only w and z are sampled. For a labelled cell q(y | z) is replaced b
 
 In the Pyro program, w and z are sample sites with reparameterised guide sites; the discrete
 (y, d) part, summed and integrated analytically given z and w, enters as one ``pyro.factor``.
+Training computes the same objective in one torch pass (``negative_elbo``), without tracing.
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ from pyro import poutine
 from scvi import REGISTRY_KEYS
 from scvi.module.base import LossOutput, auto_move_data
 from scvi.nn import DecoderSCVI
-from torch.distributions import Categorical, Dirichlet, Distribution, Normal, kl_divergence
+from torch.distributions import Dirichlet, Distribution, Normal, kl_divergence
 
-from ..distributions import Likelihood, round_counts
+from ..distributions import Likelihood
 from ..nn import ClusterHead, CorrelatedNormal, GaussianHeads, MixturePrior, ObservationDecoder
 from ._base import DeltaPyroModule
+from ._cgmdvae_generation import CGMDVAEGeneration
 from ._zinbvae import split_categoricals
 
 _X = REGISTRY_KEYS.X_KEY
@@ -55,7 +57,7 @@ def _prior_scale(p: Distribution) -> torch.Tensor:
     return p.scale if isinstance(p, CorrelatedNormal) else p.base_dist.scale
 
 
-class CGMDVAEModule(DeltaPyroModule):
+class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
     """Pyro module of :class:`deltavae.model.CGMDVAE`.
 
     Parameters
@@ -300,74 +302,6 @@ class CGMDVAEModule(DeltaPyroModule):
         )
         return (log_px + log_pz + log_pw - log_q.squeeze(-1)).reshape(n, cells)
 
-    # ----------------------------------------------------------------- generation
-    @torch.inference_mode()
-    def generate(
-        self,
-        n_cells: int,
-        cat_covs: torch.Tensor | None = None,
-        cluster: int | None = None,
-        library_log_stats: tuple[float, float] | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Ancestral draws of d, y, w, z and x for ``n_cells`` cells under ``cat_covs``.
-
-        ``cluster`` fixes y (otherwise d ~ Dir(alpha), y ~ Cat(d)); for counts the log
-        library size is drawn from N(mean, sd) given as ``library_log_stats``. Returns the
-        cluster ``y``, ``w``, ``z``, the draws ``x`` and their expectation ``expected``.
-        """
-        device = self.device
-        if cluster is None:
-            d = Dirichlet(self.alpha).sample((n_cells,))
-            y = Categorical(probs=d).sample()
-        else:
-            y = torch.full((n_cells,), cluster, device=device)
-        w = torch.randn(n_cells, self.n_latent_w, device=device)
-        z = self.prior_distribution(w, cat_covs).sample()[torch.arange(n_cells, device=device), y]
-        library = None
-        if self.observation.is_count:
-            if library_log_stats is None:
-                raise ValueError("Count likelihoods need library_log_stats=(mean, sd).")
-            mean, sd = library_log_stats
-            library = torch.randn(n_cells, 1, device=device) * sd + mean
-        params = self.decode(z, cat_covs, library)
-        x = self.observation.torch(params).sample()
-        return {"y": y, "w": w, "z": z, "x": x, "expected": self.observation.expected(params)}
-
-    @torch.inference_mode()
-    @auto_move_data
-    def translate(
-        self, x, cat_covs, target_covs, residual: bool = False, floor: float | None = 0.0
-    ) -> dict[str, torch.Tensor | None]:
-        """Decode each cell's posterior mean of z under ``target_covs`` (codes per cell, or one
-        row for all), at its own library size for counts.
-
-        Returns ``expected`` (E[x | z, target]) and, for counts, ``counts``: one draw of the
-        posterior predictive (None otherwise). With ``residual``, the cell's own data plus the
-        decoded change from its own to the target conditions, delta = E[x | z, target] -
-        E[x | z, own]: ``expected`` is x + delta clipped at ``floor`` (0; ``None`` for real
-        values that may be negative, where nothing is clipped; without ``residual`` too), and
-        ``counts`` is that
-        rounded stochastically to whole counts (:func:`deltavae.distributions.round_counts`),
-        so every count the change does not move is kept as observed. What the model does not
-        reconstruct of a cell is kept as observed.
-        """
-        qz, _ = self.encode(x, cat_covs)
-        target_covs = target_covs.expand(cat_covs.shape).to(cat_covs.dtype)
-        library = self.observation.log_library(x)
-        params = self.decode(qz.loc, target_covs, library)
-        expected = self.observation.expected(params)
-        counts = None
-        if residual:
-            delta = expected - self.observation.expected(self.decode(qz.loc, cat_covs, library))
-            expected = x + delta if floor is None else (x + delta).clamp(min=floor)
-            if self.observation.is_count:
-                counts = round_counts(x + delta)
-        elif self.observation.is_count:
-            counts = self.observation.torch(params).sample()
-        elif floor is not None:  # a normal mean of data that are never negative
-            expected = expected.clamp(min=floor)
-        return {"expected": expected, "counts": counts}
-
     # ----------------------------------------------------------------- Pyro program
     def model(self, x, cat_covs=None, labels=None, kl_weight: float = 1.0):
         """Generative model with the discrete (y, d) part summed out given z (a factor)."""
@@ -408,6 +342,52 @@ class CGMDVAEModule(DeltaPyroModule):
             pyro.sample("z", pdist.Normal(qz.loc, qz.scale).to_event(1))
 
     # ----------------------------------------------------------------- torch side
+    has_torch_elbo = True
+    terms_beside_elbo = ("classifier", "alignment")
+
+    def negative_elbo(
+        self, x, cat_covs=None, labels=None, kl_weight: float = 1.0
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The objective of :meth:`model` and :meth:`guide` per cell, in one torch pass.
+
+        The draws come in the guide's order (w, then z) and the networks run in the model's,
+        so a seeded call gives what Pyro's ``Trace_ELBO`` would (value and gradients):
+        ``-log p(x | z, c) + kl_weight * (log q(z, w | x) - log p(w) - [mixture factor])``
+        plus the weighted alignment and classifier terms. Also returns the per-cell terms
+        :meth:`loss` logs (``w_term`` analytic) and leaves the terms outside the ELBO in
+        ``objective_penalty``, as :meth:`model` does.
+        """
+        qz, qw = self.encode(x, cat_covs)
+        w, z = qw.rsample(), qz.rsample()
+        kl, beside, outside = self._objective_terms(z, w, qz, qw, cat_covs, labels)
+        params = self.decode(z, cat_covs, self.observation.log_library(x))
+        reconstruction = -self.observation.log_prob(params, x)
+        # Pyro's estimate of w's KL is the log ratio at the draw; the analytic one is logged.
+        w_ratio = qw.log_prob(w).sum(-1) - Normal(0.0, 1.0).log_prob(w).sum(-1)
+        kl_draw = kl["z_term"] + w_ratio + kl["y_term"] + kl["d_term"]
+        self.objective_penalty = outside.detach().mean()
+        terms = {"reconstruction_loss": reconstruction, **kl, **beside}
+        return reconstruction + kl_weight * kl_draw + outside, terms
+
+    def _objective_terms(self, z, w, qz, qw, cat_covs, labels):
+        """At draws ``z``, ``w``: the ELBO's KL terms per cell (``w_term`` analytic), the
+        terms logged beside it (``classifier``, ``alignment``) and the weighted sum of those
+        that the objective adds, per cell."""
+        terms = self.mixture_terms(z, w, cat_covs, self.observed_clusters(labels))
+        kl = {
+            "z_term": qz.log_prob(z).sum(-1) - terms["log_pz"],
+            "w_term": kl_divergence(qw, Normal(torch.zeros_like(w), 1.0)).sum(-1),
+            "y_term": terms["y_term"],
+            "d_term": terms["d_term"],
+        }
+        beside = {"classifier": terms["classifier"]}
+        outside = self.classifier_weight * terms["classifier"]
+        if self.condition_alignment:
+            penalty = self.alignment_penalty(z, cat_covs, terms["qy"])
+            outside = outside + self.condition_alignment * penalty
+            beside["alignment"] = penalty.expand(z.shape[0])
+        return kl, beside, outside
+
     def _get_inference_input(self, tensors, **kwargs):
         return {"x": tensors[_X], "cat_covs": tensors.get(_CAT)}
 
@@ -448,30 +428,19 @@ class CGMDVAEModule(DeltaPyroModule):
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
         """Negative ELBO per cell, split into its five terms (and the classifier term)."""
         x = tensors[_X]
-        z, w = inference_outputs["z"], inference_outputs["w"]
-        qz, qw = inference_outputs["qz"], inference_outputs["qw"]
-        cat_covs = tensors.get(_CAT)
-        y_obs = self.observed_clusters(tensors.get(_LABELS))
-        terms = self.mixture_terms(z, w, cat_covs, y_obs)
+        kl, beside, outside = self._objective_terms(
+            inference_outputs["z"],
+            inference_outputs["w"],
+            inference_outputs["qz"],
+            inference_outputs["qw"],
+            tensors.get(_CAT),
+            tensors.get(_LABELS),
+        )
         reconstruction = -generative_outputs["px"].log_prob(x).sum(-1)
-        z_term = qz.log_prob(z).sum(-1) - terms["log_pz"]
-        w_term = kl_divergence(qw, Normal(torch.zeros_like(w), 1.0)).sum(-1)
-        kl = {
-            "z_term": z_term,
-            "w_term": w_term,
-            "y_term": terms["y_term"],
-            "d_term": terms["d_term"],
-        }
         # The objective adds the weighted classifier and alignment terms to the ELBO.
-        penalty = self.classifier_weight * terms["classifier"]
-        extra = {"classifier": terms["classifier"].mean()}
-        if self.condition_alignment:
-            alignment = self.alignment_penalty(z, cat_covs, terms["qy"])
-            penalty = penalty + self.condition_alignment * alignment
-            extra["alignment"] = alignment.mean()
         return LossOutput(
-            loss=(reconstruction + kl_weight * sum(kl.values()) + penalty).mean(),
+            loss=(reconstruction + kl_weight * sum(kl.values()) + outside).mean(),
             reconstruction_loss=reconstruction,
             kl_local=kl,
-            extra_metrics=extra,
+            extra_metrics={name: value.mean() for name, value in beside.items()},
         )

@@ -278,6 +278,7 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         n = args[0].shape[0]
         if self.uses_torch_elbo:
             per_cell, terms = self.module.negative_elbo(*args, **kwargs)
+            self._extra_names.update(set(terms) & set(self.module.terms_beside_elbo))
             # Pyro's scaling: the cell plate (size n_obs, n cells drawn) times scale_elbo.
             scale = (self.module.n_obs or n) / n * self.scale_elbo
             return per_cell.sum() * scale, n, terms
