@@ -7,6 +7,11 @@ model joins the CPU comparison of phase 5), and a model taken to a machine witho
 * ZINBVAE with a per-batch dispersion, a latent library size, early stopping and the best
   validation epoch restored;
 * NMFDeconv per spot, SpatialImputer with the latent design, Archetypes with two samples;
+* training's guard on the device: a diverging run (``lr=1e6``, and a parameter made NaN
+  after a given step) stops naming its first non-finite step with finite parameters kept,
+  the losses being read every ``CHECK_EVERY`` steps there; and the host's waits for the
+  device per training step of ZINBVAE and CGMDVAE, counted with CUDA's sync debug mode (at
+  most one every ``MAX_WAITS_PER_STEP`` steps on average);
 * the device's ZINBVAE saved and pickled, then loaded and unpickled in a process that sees no
   GPU (``CUDA_VISIBLE_DEVICES=""``): its latent must match the device's; so must the pickled
   query model's and latent-design SpatialImputer's results (their modules hold tensors outside
@@ -25,6 +30,9 @@ from _gpu_report import FAILED, CheckFailed, Context, _module_device, _same
 
 # Relative difference above which a model read on a CPU-only machine differs from the device.
 CPU_ONLY_TOLERANCE = 1e-3
+# Host waits for the device per training step above which training is reported as waiting
+# (the losses are read every 20 steps; an epoch's end reads its sums once).
+MAX_WAITS_PER_STEP = 0.25
 
 _READ_ON_CPU = """
 import os, pickle, sys
@@ -94,6 +102,7 @@ def phase_variants(ctx: Context, models: dict) -> None:
             soft=True,
         )
     _spot_variants(ctx, models, epochs)
+    _training_guard(ctx)
     if "ZINBVAE/pbmc" in models:
         _cpu_only(ctx, models["ZINBVAE/pbmc"], models)
 
@@ -262,3 +271,93 @@ def _read_on_cpu(how, path, data, out, on_device) -> str:
     if device != "cpu":
         raise CheckFailed(f"module on {device} in a process without a GPU")
     return _same(on_device, np.load(out), CPU_ONLY_TOLERANCE, f"result ({how}, on {device})")
+
+
+def _training_guard(ctx: Context) -> None:
+    """Divergence stopped on the device, and the host's waits per training step (CUDA)."""
+    pbmc = ctx.report.run("guard", "prepare PBMC (600 cells)", lambda: prepare_pbmc(600, 0))
+    if pbmc is FAILED:
+        return
+    for name in ("ZINBVAE", "CGMDVAE") if ctx.device.startswith("cuda") else ():
+        ctx.report.run(
+            name, "host waits per training step", lambda n=name: _waits(ctx, pbmc, n), finite=False
+        )
+    ctx.report.run("ZINBVAE", "lr=1e6 stops, parameters finite", lambda: _huge_lr(ctx, pbmc))
+    ctx.report.run(
+        "ZINBVAE", "NaN after epoch 1, step 5: stops at step 6", lambda: _poisoned(ctx, pbmc)
+    )
+
+
+def _small_zinbvae(adata):
+    import deltavae as dv
+
+    return _setup(dv.model.ZINBVAE, adata.copy(), model_kwargs={"n_hidden": 32})
+
+
+def _waits(ctx: Context, adata, name: str) -> str:
+    import warnings
+
+    import torch
+
+    import deltavae as dv
+
+    if name == "ZINBVAE":
+        model = _small_zinbvae(adata)
+        extra = {}
+    else:
+        model = _setup(dv.model.CGMDVAE, adata.copy(), model_kwargs={"n_clusters": 6})
+        extra = {"mixture_init_epoch": None}
+    epochs, batch = 3, 32
+    steps = epochs * -(-int(0.9 * adata.n_obs) // batch)
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.train(**ctx.fit(epochs, batch_size=batch, **extra))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    waits = [w for w in caught if "synchroniz" in str(w.message)]
+    where = sorted({f"{w.filename.rsplit('/', 1)[-1]}:{w.lineno}" for w in waits})[:6]
+    detail = f"{len(waits)} waits in {epochs} epochs of {steps} steps in all ({', '.join(where)})"
+    if len(waits) > MAX_WAITS_PER_STEP * steps:
+        raise CheckFailed(detail)
+    return detail
+
+
+def _huge_lr(ctx: Context, adata) -> str:
+    import torch
+
+    from deltavae.train import TrainingDivergedError
+
+    model = _small_zinbvae(adata)
+    try:
+        model.train(**ctx.fit(3, lr=1e6))
+    except TrainingDivergedError as err:
+        params = torch.cat([p.detach().flatten() for p in model.module.parameters()])
+        if not bool(torch.isfinite(params).all()):
+            raise CheckFailed("parameters kept are not finite") from err
+        return str(err).split(". The model")[0]
+    raise CheckFailed("lr=1e6 trained to the end without TrainingDivergedError")
+
+
+def _poisoned(ctx: Context, adata) -> str:
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+    from deltavae.train import TrainingDivergedError
+
+    class Poison(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if (trainer.current_epoch, batch_idx) == (1, 5):
+                with torch.no_grad():
+                    next(pl_module.module.parameters()).fill_(float("nan"))
+
+    model = _small_zinbvae(adata)
+    try:
+        model.train(**ctx.fit(4, batch_size=32, callbacks=[Poison()]))
+    except TrainingDivergedError as err:
+        params = torch.cat([p.detach().flatten() for p in model.module.parameters()])
+        if "epoch 1, step 6 " not in str(err) or not bool(torch.isfinite(params).all()):
+            raise CheckFailed(str(err)[:160]) from err
+        return f"restored_at {err.restored_at}"
+    raise CheckFailed("a NaN parameter trained to the end without TrainingDivergedError")

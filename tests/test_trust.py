@@ -120,6 +120,45 @@ def test_divergence_keeps_the_last_finite_parameters(which):
         model.get_latent_representation()  # trained to the end: nothing more to say
 
 
+@pytest.mark.parametrize(
+    ("which", "batch", "poison", "step", "restored"),
+    [
+        ("zinbvae", 20, 3, 4, (2, 1)),  # found at the next read, step 5
+        ("cgmdvae", 20, 3, 4, (2, 1)),
+        ("zinbvae", 20, 7, 8, (2, 5)),  # after the epoch's last read: found before validation
+        # Epochs of 2 steps, shorter than the count: parameters are still kept, at (1, 1).
+        ("zinbvae", 128, 0, 1, (1, 1)),
+    ],
+)
+def test_losses_read_every_few_steps_still_stop_at_the_first_non_finite_one(
+    which, batch, poison, step, restored, monkeypatch
+):
+    """On an accelerator the training losses are read every few steps, not every step (a read
+    waits for the device); emulated here on the CPU with every 4 steps. The error names the
+    first non-finite step, the model keeps the parameters of the last read that found all
+    finite, and the history holds only finished, finite epochs."""
+    from deltavae.train._divergence import DivergenceGuard
+
+    monkeypatch.setattr(DivergenceGuard, "check_every", property(lambda self: 4))
+    adata = _counts()
+    model = _zinbvae(adata) if which == "zinbvae" else _cgmdvae(adata)
+    kwargs = {"mixture_init": "kmeans"} if which == "cgmdvae" else {}
+    n_steps = 180 // batch + (180 % batch > 0)
+    with pytest.raises(TrainingDivergedError, match=f"epoch 2, step {step} of {n_steps}") as info:
+        # 180 training cells in minibatches of 20: 9 steps an epoch; the count of 4 runs on
+        # across epochs (reads and kept parameters after steps (0, 3), (0, 7), (1, 2), (1, 6),
+        # (2, 1), (2, 5)) and every epoch's losses are read before its validation.
+        model.train(
+            max_epochs=6, batch_size=batch, callbacks=[_PoisonAt(2, poison)], **kwargs, **TRAIN
+        )
+    assert info.value.restored_at == restored
+    assert "(epoch {}, step {})".format(*restored) in str(info.value)
+    params = torch.cat([p.detach().flatten() for p in model.module.parameters()])
+    assert torch.isfinite(params).all()
+    elbo = model.history["elbo_train"]["elbo_train"].astype(float)
+    assert len(elbo) == 2 and np.isfinite(elbo).all()
+
+
 def test_a_diverged_model_says_so_after_save_and_load(tmp_path):
     adata = _counts()
     model = _zinbvae(adata)

@@ -2,8 +2,9 @@
 
 from ._convergence import NotConvergedWarning
 from ._data import DeltaDataSplitter
+from ._divergence import TrainingDivergedError
 from ._mixture_init import MixtureInitialization, refit_mixture
-from ._plan import DeltaTrainingPlan, TrainingDivergedError
+from ._plan import DeltaTrainingPlan
 
 __all__ = [
     "DeltaDataSplitter",

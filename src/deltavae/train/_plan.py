@@ -22,6 +22,7 @@ from scvi.train import LowLevelPyroTrainingPlan
 
 from ._checkpoint import keep_frozen_entries
 from ._convergence import DEFAULT_LR
+from ._divergence import DivergenceGuard, trained_state
 
 # Freed minibatch buffers fragment the C heap by about 0.3 MiB a step: trimmed every 100 steps,
 # the peak of one 100k-cell epoch rose to +91 MiB over the start of training, every 10 steps it
@@ -38,19 +39,6 @@ _TERMS_EVERY = 10
 # ``elbo_*`` is the ELBO and ``train_loss``/``validation_loss`` the objective.
 _PENALTY = "objective_penalty"
 _OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
-
-
-class TrainingDivergedError(RuntimeError):
-    """Training met a non-finite loss (NaN or infinite) and stopped.
-
-    ``epoch`` and ``step`` say where. The model keeps the last parameters that gave a finite
-    loss, those used at ``restored_at`` = (epoch, step); ``None`` when they are the ones it
-    started this run with.
-    """
-
-    def __init__(self, message: str, epoch: int, step: int, restored_at: tuple[int, int] | None):
-        super().__init__(message)
-        self.epoch, self.step, self.restored_at = epoch, step, restored_at
 
 
 @functools.cache
@@ -105,27 +93,7 @@ def _fused_if_possible(optim, params, optim_kwargs: dict) -> dict:
     return {**optim_kwargs, "fused": True}
 
 
-def _trained_state(module: torch.nn.Module, parameters: bool = True) -> dict:
-    """What training changes: the parameters (unless ``parameters=False``) and BatchNorm's
-    running statistics. Other buffers (a reference's counts, signatures) never change, and
-    copying them every step would hold them twice more in (GPU) memory.
-
-    Examples
-    --------
-    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
-    >>> net.register_buffer("reference", torch.ones(5))
-    >>> sorted(_trained_state(net, parameters=False))
-    ['1.num_batches_tracked', '1.running_mean', '1.running_var']
-    """
-    state = dict(module.named_parameters()) if parameters else {}
-    for name, sub in module.named_modules():
-        if isinstance(sub, torch.nn.modules.batchnorm._BatchNorm):
-            for key, buffer in sub.named_buffers(recurse=False):
-                state[f"{name}.{key}" if name else key] = buffer
-    return state
-
-
-class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
+class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
     """Train a deltavae Pyro module with per-cell ELBOs for training and validation.
 
     The module's ``model`` and ``guide`` describe the whole data set (their cell plate has
@@ -212,10 +180,7 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         self.lr_threshold, self.lr_min = lr_threshold, lr_min
         self.lr_scheduler_metric = lr_scheduler_metric
         self._lr = optim_kwargs["lr"]
-        # The module's state at the last step whose loss was finite, and that (epoch, step).
-        self._finite_state: dict[str, torch.Tensor] | None = None
-        self._finite_at: tuple[int, int] | None = None
-        self._live_state: list[torch.Tensor] = []
+        self._reset_guard()
         # Sums over the epoch's training steps of each logged term (times cells), and cells.
         self._epoch_sums: dict[str, torch.Tensor] = {}
         self._epoch_cells: dict[str, int] = {}
@@ -295,59 +260,6 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         penalty = self.module.__dict__.pop(_PENALTY, None)
         return None if penalty is None else penalty.to(self.device)
 
-    def _keep_finite_state(self, where: tuple[int, int] | None) -> None:
-        """Copy the module's state, which just gave a finite loss at ``where`` (epoch, step)."""
-        if self._finite_state is None:
-            state = _trained_state(self.module)
-            self._finite_state = {k: v.detach().clone() for k, v in state.items()}
-            # Detached parameters and buffers share storage with them.
-            self._live_state = [v.detach() for v in state.values()]
-        else:
-            torch._foreach_copy_(list(self._finite_state.values()), self._live_state)
-        self._finite_at = where
-
-    def on_train_start(self):
-        """Keep the starting parameters: the fallback should the first step diverge."""
-        self._finite_state = None
-        self._keep_finite_state(None)
-
-    def stop_if_diverged(self, loss: torch.Tensor, batch_idx: int, what: str) -> None:
-        """Stop at a non-finite ``loss`` (any tensor) with the last finite parameters restored.
-
-        Raises :class:`TrainingDivergedError` naming the epoch, the step and what was not
-        finite, and suggesting a lower learning rate.
-        """
-        if bool(torch.isfinite(loss.detach())):
-            return
-        epoch = self.current_epoch
-        self.module.load_state_dict(self._finite_state, strict=False)
-        if self._finite_at is None:
-            kept = (
-                "its parameters from before this training run (the first updates already diverged)"
-            )
-        else:
-            kept = (
-                f"the last parameters that gave a finite loss (epoch {self._finite_at[0]}, "
-                f"step {self._finite_at[1]})"
-            )
-        n_steps = self.trainer.num_training_batches
-        steps = f" of {n_steps}" if isinstance(n_steps, int) else ""
-        # A validation pass runs after the epoch's training steps: its batches are not steps.
-        where = (
-            f"after epoch {epoch}'s training steps"
-            if what.startswith("validation")
-            else f"at epoch {epoch}, step {batch_idx}{steps}"
-        )
-        lower = self._lr / 10 if self._lr <= 1e-2 else 1e-3
-        raise TrainingDivergedError(
-            f"Training diverged: the {what} became {float(loss.detach())} {where}. The model "
-            f"keeps {kept}. Train again with a lower learning rate, e.g. train(lr={lower:g}) "
-            f"(this run used lr={self._lr:g}).",
-            epoch=epoch,
-            step=batch_idx,
-            restored_at=self._finite_at,
-        )
-
     def training_step(self, batch, batch_idx):
         """One SVI step: the annealed negative ELBO per cell as a torch loss.
 
@@ -366,14 +278,11 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         penalty = self._take_penalty()
         if penalty is not None:
             self._add_to_epoch({_PENALTY: penalty}, n, per_cell=False)
-        self.stop_if_diverged(loss, batch_idx, "training loss")
-        if self.global_step > 0:  # at step 0 the state is the one kept by on_train_start
-            self._keep_finite_state((self.current_epoch, batch_idx))
+        self.note_training_loss(loss, batch_idx)
         if terms is not None:
             self._add_to_epoch(terms, n)
-        # On the module's device: DDP's sync_dist all-reduces it, and NCCL refuses CPU tensors.
-        weight = torch.tensor(kl_weight, device=self.device)
-        self._add_to_epoch({"kl_weight": weight}, n, per_cell=False)
+        # Summed on the host (a copy to the device would wait for it), moved at the epoch's end.
+        self._add_to_epoch({"kl_weight": torch.tensor(kl_weight)}, n, per_cell=False)
         self.training_step_outputs.append({"loss": loss.detach()})
         return {"loss": loss}
 
@@ -407,9 +316,11 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         down-weighted, so ``elbo_train`` adds the missing part, (1 - kl_weight) times the
         epoch's KL (from the logged terms); after it the two are equal. Also ``kl_weight`` and
         the epoch means of the ELBO's terms (see :meth:`_log_terms`)."""
+        self.read_training_losses()  # nothing non-finite is logged
         loss = torch.stack([out["loss"] for out in self.training_step_outputs]).mean()
         self.training_step_outputs.clear()
-        means = {k: v / self._epoch_cells[k] for k, v in self._epoch_sums.items()}
+        # On the module's device: DDP's sync_dist all-reduces them; NCCL refuses CPU tensors.
+        means = {k: (v / self._epoch_cells[k]).to(loss.device) for k, v in self._epoch_sums.items()}
         elbo = loss
         kl_weight = means.pop("kl_weight", None)
         penalty = means.pop(_PENALTY, None)
@@ -441,7 +352,7 @@ class DeltaTrainingPlan(LowLevelPyroTrainingPlan):
         # The terms sample again; a forked RNG keeps training draws independent of them, and
         # BatchNorm's running statistics are put back, so logging never changes training.
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        changing = _trained_state(self.module, parameters=False).values()
+        changing = trained_state(self.module, parameters=False).values()
         buffers = [(b, b.clone()) for b in changing] if self.training else []
         with torch.random.fork_rng(devices=devices):
             _, _, terms = self.module(batch)

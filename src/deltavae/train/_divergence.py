@@ -1,0 +1,166 @@
+"""Stopping a training run whose loss stops being finite, with the last finite parameters
+kept (a mixin of :class:`~deltavae.train.DeltaTrainingPlan`).
+
+Checking that a loss is finite means reading it on the host. On the CPU that is free, and
+every step is checked. On an accelerator each read waits for the device to finish its queue,
+which costs the overlap of the host's work with the device's at every step; there the losses
+are gathered and read together every :data:`CHECK_EVERY` steps and before anything else reads
+the parameters (a validation pass, the epoch's end), and the parameters are kept at each
+check that found every loss finite.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Training steps between two reads of the losses on an accelerator (1 on the CPU).
+CHECK_EVERY = 20
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training met a non-finite loss (NaN or infinite) and stopped.
+
+    ``epoch`` and ``step`` say where. The model keeps the last parameters that gave a finite
+    loss, those used at ``restored_at`` = (epoch, step); ``None`` when they are the ones it
+    started this run with.
+    """
+
+    def __init__(self, message: str, epoch: int, step: int, restored_at: tuple[int, int] | None):
+        super().__init__(message)
+        self.epoch, self.step, self.restored_at = epoch, step, restored_at
+
+
+def trained_state(module: torch.nn.Module, parameters: bool = True) -> dict:
+    """What training changes: the parameters (unless ``parameters=False``) and BatchNorm's
+    running statistics. Other buffers (a reference's counts, signatures) never change, and
+    copying them every step would hold them twice more in (GPU) memory.
+
+    Examples
+    --------
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    >>> net.register_buffer("reference", torch.ones(5))
+    >>> sorted(trained_state(net, parameters=False))
+    ['1.num_batches_tracked', '1.running_mean', '1.running_var']
+    """
+    state = dict(module.named_parameters()) if parameters else {}
+    for name, sub in module.named_modules():
+        if isinstance(sub, torch.nn.modules.batchnorm._BatchNorm):
+            for key, buffer in sub.named_buffers(recurse=False):
+                state[f"{name}.{key}" if name else key] = buffer
+    return state
+
+
+class DivergenceGuard:
+    """Lightning hooks and checks that stop training at a non-finite loss (see the module's
+    docstring); the plan provides ``module``, ``trainer``, ``current_epoch``,
+    ``global_step``, ``device`` and ``_lr``."""
+
+    def _reset_guard(self) -> None:
+        # The module's state at the last checked step whose loss was finite, that (epoch,
+        # step), and the training losses not yet read, each with its (epoch, step).
+        self._finite_state: dict[str, torch.Tensor] | None = None
+        self._finite_at: tuple[int, int] | None = None
+        self._live_state: list[torch.Tensor] = []
+        self._unread: list[tuple[torch.Tensor, tuple[int, int]]] = []
+        self._steps_since_kept = 0
+
+    @property
+    def check_every(self) -> int:
+        """Training steps between two reads of the losses: 1 on the CPU, :data:`CHECK_EVERY`
+        on an accelerator."""
+        return 1 if self.device.type == "cpu" else CHECK_EVERY
+
+    def _keep_finite_state(self, where: tuple[int, int] | None) -> None:
+        """Copy the module's state, which just gave a finite loss at ``where`` (epoch, step)."""
+        if self._finite_state is None:
+            state = trained_state(self.module)
+            self._finite_state = {k: v.detach().clone() for k, v in state.items()}
+            # Detached parameters and buffers share storage with them.
+            self._live_state = [v.detach() for v in state.values()]
+        else:
+            torch._foreach_copy_(list(self._finite_state.values()), self._live_state)
+        self._finite_at = where
+
+    def on_train_start(self):
+        """Keep the starting parameters: the fallback should the first step diverge."""
+        self._finite_state, self._unread, self._steps_since_kept = None, [], 0
+        self._keep_finite_state(None)
+
+    def note_training_loss(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """Take a training step's loss, before the optimiser uses it; every
+        :attr:`check_every` steps, read the losses taken and keep the parameters that gave
+        this one when all are finite, or stop (see :meth:`read_training_losses`). The count
+        runs on across epochs, whose ends read the losses too but keep nothing (the
+        parameters then are past the last update, whose loss nobody has seen)."""
+        where = (self.current_epoch, batch_idx)
+        self._unread.append((loss.detach(), where))
+        self._steps_since_kept += 1
+        if self._steps_since_kept >= self.check_every:
+            self.read_training_losses()
+            if self.global_step > 0:  # at step 0 the state is the one kept by on_train_start
+                self._keep_finite_state(where)
+            self._steps_since_kept = 0
+
+    def read_training_losses(self) -> None:
+        """Stop at the first non-finite training loss not yet read, if any (one wait for the
+        device), with the last finite parameters kept restored."""
+        if not self._unread:
+            return
+        losses = [loss for loss, _ in self._unread]
+        finite = torch.isfinite(losses[0] if len(losses) == 1 else torch.stack(losses))
+        if bool(finite.all()):
+            self._unread.clear()
+            return
+        first = int(torch.nonzero(~finite.reshape(-1))[0])
+        loss, (epoch, step) = self._unread[first]
+        self._unread.clear()
+        self._stop(loss, epoch, step, "training loss")
+
+    def on_validation_start(self):
+        """A validation pass reads the parameters: the training losses first."""
+        self.read_training_losses()
+
+    def on_train_end(self):
+        """The losses of steps after the last check (an epoch cut short by ``max_steps``)."""
+        self.read_training_losses()
+
+    def stop_if_diverged(self, loss: torch.Tensor, batch_idx: int, what: str) -> None:
+        """Stop at once at a non-finite ``loss`` (any tensor) with the last finite parameters
+        restored.
+
+        Raises :class:`TrainingDivergedError` naming the epoch, the step and what was not
+        finite, and suggesting a lower learning rate.
+        """
+        if not bool(torch.isfinite(loss.detach()).all()):
+            self._stop(loss, self.current_epoch, batch_idx, what)
+
+    def _stop(self, loss: torch.Tensor, epoch: int, batch_idx: int, what: str):
+        self.module.load_state_dict(self._finite_state, strict=False)
+        if self._finite_at is None:
+            kept = (
+                "its parameters from before this training run (the first updates already diverged)"
+            )
+        else:
+            kept = (
+                f"the last parameters that gave a finite loss (epoch {self._finite_at[0]}, "
+                f"step {self._finite_at[1]})"
+            )
+        n_steps = self.trainer.num_training_batches
+        steps = f" of {n_steps}" if isinstance(n_steps, int) else ""
+        # A validation pass runs after the epoch's training steps: its batches are not steps.
+        where = (
+            f"after epoch {epoch}'s training steps"
+            if what.startswith("validation")
+            else f"at epoch {epoch}, step {batch_idx}{steps}"
+        )
+        value = loss.detach()
+        value = value[~torch.isfinite(value)][0] if value.dim() else value
+        lower = self._lr / 10 if self._lr <= 1e-2 else 1e-3
+        raise TrainingDivergedError(
+            f"Training diverged: the {what} became {float(value)} {where}. The model "
+            f"keeps {kept}. Train again with a lower learning rate, e.g. train(lr={lower:g}) "
+            f"(this run used lr={self._lr:g}).",
+            epoch=epoch,
+            step=batch_idx,
+            restored_at=self._finite_at,
+        )
