@@ -364,3 +364,50 @@ def test_models_fitted_per_spot_load_onto_their_spots_by_name(split, tmp_path):
     pd.testing.assert_frame_equal(again.get_archetype_weights(), weights, atol=1e-6)
     with pytest.raises(ValueError, match=r"get_archetype_weights\(new_spots\)"):
         dv.model.Archetypes.load(tmp_path / "arch", mix[:30].copy())
+
+
+@pytest.mark.parametrize(
+    ("inference", "learn_signatures", "gene_index"),
+    [("amortized", False, None), ("per_spot", True, [4, 0, 2, 5])],
+)
+def test_nmfdeconv_torch_elbo_is_pyros_trace_elbo(inference, learn_signatures, gene_index):
+    """negative_elbo, which training uses, gives Pyro's Trace_ELBO of the MAP program (value
+    and gradients), the technology prior shared out over the spots the plate stands for."""
+    import torch
+    from pyro import poutine
+    from pyro.infer import Trace_ELBO
+
+    from deltavae.module import NMFDeconvModule
+
+    torch.manual_seed(0)
+    n_genes = 4 if gene_index else 6
+    module = NMFDeconvModule(
+        50,
+        n_genes,
+        torch.rand(3, n_genes) * 5,
+        torch.full((50, 3), 1 / 3),
+        torch.full((50,), 2.0),
+        learn_signatures=learn_signatures,
+        prior_concentration=0.7,
+        inference=inference,
+        gene_index=gene_index,
+    )
+    with torch.no_grad():  # away from the start, where some gradients are zero
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    module.n_obs = 50
+    x = torch.poisson(torch.rand(8, 6) * 6)
+    args = (x, torch.arange(3, 11))
+    params = list(module.parameters())
+    scaled = [poutine.scale(fn, 1 / module.n_obs) for fn in (module.model, module.guide)]
+    pyro_loss = Trace_ELBO().differentiable_loss(*scaled, *args, kl_weight=0.4)
+    pyro_grads = torch.autograd.grad(pyro_loss, params, allow_unused=True)
+    per_spot, terms = module.negative_elbo(*args, kl_weight=0.4)
+    torch_grads = torch.autograd.grad(per_spot.mean(), params, allow_unused=True)
+    torch.testing.assert_close(per_spot.mean(), pyro_loss, rtol=1e-6, atol=1e-5)
+    for ours, theirs in zip(torch_grads, pyro_grads, strict=True):
+        assert (ours is None) == (theirs is None)
+        if ours is not None:
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    assert set(terms) == {"reconstruction_loss", "kl_local"}
+    assert module.has_torch_elbo and (terms["kl_local"] == 0).all()
