@@ -185,6 +185,24 @@ class ArchetypesModule(DeltaPyroModule):
             pyro.sample("weights", self._q_weights(x, sample))
 
     # ----------------------------------------------------------------- torch side
+    has_torch_elbo = True
+
+    def negative_elbo(self, x, sample=None, kl_weight: float = 1.0):
+        """The objective of :meth:`model` and :meth:`guide` per spot, in one torch pass:
+        from one seed Pyro's ``Trace_ELBO`` value and gradients (one draw of the weights; the
+        technology factors' log prior, a global term, shared out over the ``n_obs`` spots).
+        Logs ``reconstruction_loss`` and ``kl_weights``, as :meth:`loss`."""
+        qw = self._q_weights(x, sample)
+        weights = qw.rsample()
+        kl = qw.log_prob(weights) - self._prior(x).log_prob(weights)
+        mean = self._mean(x, weights, sample)
+        reconstruction = -count_log_prob(x, mean, torch.exp(self.log_theta)).sum(-1)
+        objective = reconstruction + kl_weight * kl
+        if self.log_technology is not None:
+            prior = pdist.Normal(0.0, self.technology_sd).log_prob(self.technology()).sum()
+            objective = objective - prior / (self.n_obs or x.shape[0])
+        return objective, {"reconstruction_loss": reconstruction, "kl_weights": kl}
+
     def _get_inference_input(self, tensors, **kwargs):
         return {"x": tensors[_X], "sample": tensors.get(_SAMPLE)}
 
