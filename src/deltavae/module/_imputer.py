@@ -58,6 +58,7 @@ from scvi.distributions import NegativeBinomial
 from scvi.module.base import LossOutput, auto_move_data
 from scvi.nn import FCLayers
 from torch import nn
+from torch.distributions import Normal
 
 from ..distributions import negative_binomial
 from ..nn import GaussianHeads
@@ -120,6 +121,29 @@ class _ImputerBase(DeltaPyroModule):
 
     def _tech_guide(self):
         pyro.sample("technology", pdist.Delta(torch.exp(self.log_technology), event_dim=1))
+
+    # A torch-side ELBO per spot (see DeltaPyroModule.negative_elbo): from one seed, Pyro's
+    # Trace_ELBO of model and guide. Global terms (the platform factor's log prior, a
+    # reference minibatch standing for all reference cells) are shared out over the n_obs
+    # spots the cell plate stands for. The guides' log densities are not under the KL
+    # weight, the priors' are: the objective is nll + log q - kl_weight * log p, and the
+    # logged kl_local is log q - log p.
+    has_torch_elbo = True
+
+    def _objective(self, x, kl_weight, nll, log_q, log_p, ref=(0.0, 0.0, 0.0)):
+        """The per-spot objective and terms, with the global ones (``ref``: a reference
+        minibatch's nll, log q and log p, summed over all reference cells) shared out."""
+        tech = torch.exp(self.log_technology)
+        zero = torch.zeros_like(tech)
+        log_p_tech = pdist.LogNormal(zero, self.technology_sd).log_prob(tech).sum()
+        n_obs = self.n_obs or x.shape[0]
+        nll, log_q = nll + ref[0] / n_obs, log_q + ref[1] / n_obs
+        log_p = log_p + (ref[2] + log_p_tech) / n_obs
+        terms = {"reconstruction_loss": nll, "kl_local": log_q - log_p}
+        return nll + log_q - kl_weight * log_p, terms
+
+    def _visible_nll(self, mean, x):
+        return -negative_binomial(mean, torch.exp(self.log_theta)).log_prob(x).sum(-1)
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs):
         return {"mean": inference_outputs["visible_mean"]}
@@ -291,6 +315,16 @@ class ImputerDeconvolutionModule(_ImputerBase):
         with self._cell_plate(x.shape[0]):
             pyro.sample("proportions", pdist.Dirichlet(self.concentration(idx)))
 
+    def negative_elbo(self, x, idx, kl_weight: float = 1.0):
+        """The ELBO of :meth:`model` and :meth:`guide` per spot in one torch pass."""
+        q = pdist.Dirichlet(self.concentration(idx))
+        proportions = q.rsample()
+        alpha = self.prior_concentration().expand(x.shape[0], self.n_states)
+        log_p = pdist.Dirichlet(alpha).log_prob(proportions)
+        mean = self._visible_mean(idx, proportions, torch.exp(self.log_technology))
+        nll = self._visible_nll(mean, x)
+        return self._objective(x, kl_weight, nll, q.log_prob(proportions), log_p)
+
     @auto_move_data
     def inference(self, x, idx):
         """The spots' posterior mean proportions and their expected visible counts."""
@@ -400,6 +434,25 @@ class ImputerLatentModule(_ImputerBase):
         r = self.reference_counts[batch][:, self.visible]
         with pyro.plate("reference", size=n_ref, subsample=batch):
             pyro.sample("z_ref", pdist.Normal(*self._loc_scale(r, 1)).to_event(1))
+
+    def negative_elbo(self, x, idx, kl_weight: float = 1.0):
+        """The ELBO of :meth:`model` and :meth:`guide` per spot in one torch pass, a reference
+        minibatch of as many cells drawn as the guide draws it."""
+        qz = Normal(*self._loc_scale(x, 0))
+        z = qz.rsample()
+        n_ref = len(self.reference_counts)
+        r = self.reference_counts[torch.randint(n_ref, (min(x.shape[0], n_ref),), device=x.device)]
+        q_ref = Normal(*self._loc_scale(r[:, self.visible], 1))
+        z_ref = q_ref.rsample()
+        prior = Normal(0.0, 1.0)
+        nll = self._visible_nll(self._spot_mean(x, z, torch.exp(self.log_technology)), x)
+        mean_ref = r.sum(-1, keepdim=True) * F.softmax(self.decoder(z_ref), dim=-1)
+        theta_ref = torch.exp(self.log_theta_reference)
+        ref_nll = -negative_binomial(mean_ref, theta_ref).log_prob(r).sum(-1)
+        ref = [ref_nll, q_ref.log_prob(z_ref).sum(-1), prior.log_prob(z_ref).sum(-1)]
+        ref = [n_ref * term.mean() for term in ref]
+        log_q, log_p = qz.log_prob(z).sum(-1), prior.log_prob(z).sum(-1)
+        return self._objective(x, kl_weight, nll, log_q, log_p, ref)
 
     def _loc_scale(self, x, source):
         q = self._encode(x, source)
