@@ -264,7 +264,8 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         """One SVI step: the annealed negative ELBO per cell as a torch loss.
 
         A NaN or infinite loss stops training with :class:`TrainingDivergedError`, the module
-        back at the last parameters that gave a finite loss.
+        back at the last parameters that gave a finite loss (on an accelerator, those of the
+        last read of the losses: see :class:`~deltavae.train._divergence.DivergenceGuard`).
         """
         kl_weight = float(self.kl_weight)
         torch_elbo = self.uses_torch_elbo
