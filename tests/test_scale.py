@@ -225,6 +225,64 @@ def test_ddp_on_two_cpu_processes(counts_h5ad, name):
     assert h["best_epoch"] == (None if name == "ZINBVAE" else 5 + int(np.argmin(val[5:])))
 
 
+class _PoisonRankZero(Callback):
+    """Makes the first parameter of process 0 alone NaN after epoch 1, step 1."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_rank == 0 and (trainer.current_epoch, batch_idx) == (1, 1):
+            with torch.no_grad():
+                next(pl_module.module.parameters()).fill_(float("nan"))
+
+
+def _ddp_divergence(path: str) -> dict:
+    """Two-process DDP where one process's loss becomes NaN: what the caller gets."""
+    torch.set_num_threads(1)
+    adata = ad.read_h5ad(path)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=4, n_hidden=32)
+    before = torch.cat([p.detach().flatten() for p in model.module.parameters()])
+    callbacks = [_PoisonRankZero()]
+    ddp = {"strategy": "ddp", "devices": 2, "accelerator": "cpu", "batch_size": 32}
+    try:
+        model.train(max_epochs=4, callbacks=callbacks, **{**TRAIN, **ddp})
+        error = None
+    except Exception as err:  # noqa: BLE001 - the test checks which
+        error = err
+    after = torch.cat([p.detach().flatten() for p in model.module.parameters()])
+    return {
+        "error": type(error).__name__,
+        "message": str(error),
+        "step": [getattr(error, "epoch", None), getattr(error, "step", None)],
+        "unchanged": bool(torch.equal(before, after)),
+        "trained": bool(model.is_trained_),
+    }
+
+
+@pytest.mark.slow
+def test_a_nan_in_one_ddp_process_stops_all_with_the_divergence_error(counts_h5ad):
+    """A process that stopped alone left the other waiting in the gradient exchange, which
+    failed with gloo's "Connection closed by peer": the processes now agree when they read
+    their losses and all stop, and the caller gets TrainingDivergedError naming the step."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "diverge", str(counts_h5ad)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["error"] == "TrainingDivergedError", out["message"][-500:]
+    assert "epoch 1, step 2" in out["message"] and out["step"] == [1, 2]
+    # The workers' parameters do not come back from a run that stopped: the model keeps its
+    # own, and says so.
+    assert (
+        "from before this training run" in out["message"]
+        and "lower learning rate" in out["message"]
+    )
+    assert out["unchanged"] and not out["trained"]
+
+
 def _sleep():
     import time
 
@@ -413,4 +471,7 @@ def test_training_gives_free_heap_pages_back(counts_h5ad, monkeypatch):
 
 
 if __name__ == "__main__":
-    print(json.dumps(_ddp_histories(sys.argv[1], sys.argv[2])))
+    if sys.argv[1] == "diverge":
+        print(json.dumps(_ddp_divergence(sys.argv[2])))
+    else:
+        print(json.dumps(_ddp_histories(sys.argv[1], sys.argv[2])))

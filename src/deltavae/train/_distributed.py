@@ -84,7 +84,7 @@ def workers_stopped(distributed: bool):
     handler = signal.getsignal(signal.SIGINT) if main else None
     try:
         yield
-    except BaseException:
+    except BaseException as err:
         workers = set(multiprocessing.active_children()) - before
         for worker in workers:
             worker.terminate()
@@ -92,6 +92,9 @@ def workers_stopped(distributed: bool):
             worker.join(timeout=10)
             if worker.is_alive():
                 worker.kill()
+        diverged = _worker_divergence(err)
+        if diverged is not None:
+            raise diverged from err
         raise
     finally:
         if main and handler is not None:
@@ -177,3 +180,47 @@ def resolve_strategy(strategy, accelerator: str, adata: AnnData) -> tuple[object
             "relaunches the script per GPU) or start it with torchrun."
         )
     return strategy, True
+
+
+def _worker_divergence(err: BaseException):
+    """The :class:`TrainingDivergedError` a DDP worker stopped with, for the calling process:
+    torch hands back only its traceback as text. The workers' parameters do not come back
+    from a run that stopped, so the model keeps those it had before the run. ``None`` for
+    other errors.
+
+    Examples
+    --------
+    >>> from torch.multiprocessing import ProcessRaisedException
+    >>> text = ("Traceback ...\\ndeltavae.train._divergence.TrainingDivergedError: Training "
+    ...         "diverged: the training loss became nan at epoch 1, step 2 of 7. The model keeps "
+    ...         "the last parameters that gave a finite loss (epoch 1, step 0). Train again "
+    ...         "with a lower learning rate, e.g. train(lr=0.0001) (this run used lr=0.001).")
+    >>> found = _worker_divergence(ProcessRaisedException(text, 0, 1))
+    >>> found.epoch, found.step, found.restored_at
+    (1, 2, None)
+    >>> "keeps its parameters from before this training run" in str(found)
+    True
+    >>> str(found).count("Train again")
+    1
+    """
+    import re
+
+    from torch.multiprocessing import ProcessRaisedException
+
+    from ._divergence import TrainingDivergedError
+
+    if not isinstance(err, ProcessRaisedException):
+        return None
+    found = re.search(r"TrainingDivergedError: (Training diverged: .*)", str(err))
+    if found is None:
+        return None
+    message = found.group(1)
+    where = re.search(r"at epoch (\d+), step (\d+)|after epoch (\d+)'s", message)
+    epoch = int(where.group(1) or where.group(3)) if where else -1
+    step = int(where.group(2)) if where and where.group(2) else 0
+    kept = (
+        "The model keeps its parameters from before this training run (DDP's worker processes "
+        "hand back none from a run that stopped)."
+    )
+    message = re.sub(r"The model keeps .*?\)\. (?=Train again)", kept + " ", message)
+    return TrainingDivergedError(message, epoch=epoch, step=step, restored_at=None)

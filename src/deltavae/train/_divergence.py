@@ -108,13 +108,34 @@ class DivergenceGuard:
             return
         losses = [loss for loss, _ in self._unread]
         finite = torch.isfinite(losses[0] if len(losses) == 1 else torch.stack(losses))
-        if bool(finite.all()):
+        bad = ~finite.reshape(-1)
+        if self.trainer.world_size > 1:
+            self._stop_with_other_processes(bad)
+        if not bool(bad.any()):
             self._unread.clear()
             return
-        first = int(torch.nonzero(~finite.reshape(-1))[0])
+        first = int(torch.nonzero(bad)[0])
         loss, (epoch, step) = self._unread[first]
         self._unread.clear()
         self._stop(loss, epoch, step, "training loss")
+
+    def _stop_with_other_processes(self, bad: torch.Tensor) -> None:
+        """Under DDP, stop every process when any one met a non-finite loss: a process that
+        stopped alone would leave the others waiting in the next gradient exchange. All
+        processes read their losses at the same steps, so they agree there (one exchange)."""
+        import torch.distributed as dist
+
+        n = len(self._unread)
+        first = int(torch.nonzero(bad)[0]) if bool(bad.any()) else n
+        agreed = torch.tensor([first], device=self.device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+        first_anywhere = int(agreed)
+        if first_anywhere < n and first == n:  # finite here, not in another process
+            loss, (epoch, step) = self._unread[first_anywhere]
+            self._unread.clear()
+            self._stop(
+                loss.new_tensor(float("nan")), epoch, step, "training loss of another process"
+            )
 
     def on_validation_start(self):
         """A validation pass reads the parameters: the training losses first."""
