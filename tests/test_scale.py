@@ -191,6 +191,19 @@ def _ddp_histories(name: str, path: str) -> dict:
     return out
 
 
+def _in_fresh_interpreter(what: str, path) -> dict:
+    """This file run as a script (see its end) with ``what`` and ``path``: what it printed."""
+    proc = subprocess.run(
+        [sys.executable, __file__, what, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 # Forks two training processes (about 50 s for both models): in the slow stage.
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(_DDP_CASES))
@@ -201,15 +214,7 @@ def test_ddp_on_two_cpu_processes(counts_h5ad, name):
     (as the rest of this test session has) can deadlock the children, so the check runs in a
     fresh interpreter, as a user's script would.
     """
-    proc = subprocess.run(
-        [sys.executable, __file__, name, str(counts_h5ad)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    h = json.loads(proc.stdout.strip().splitlines()[-1])
+    h = _in_fresh_interpreter(name, counts_h5ad)
     train, val, ref = (np.array(h[k]) for k in ("train", "val", "ref"))
     assert len(train) == len(val) == 10
     assert np.isfinite(train).all() and np.isfinite(val).all()
@@ -262,16 +267,9 @@ def _ddp_divergence(path: str) -> dict:
 def test_a_nan_in_one_ddp_process_stops_all_with_the_divergence_error(counts_h5ad):
     """A process that stopped alone left the other waiting in the gradient exchange, which
     failed with gloo's "Connection closed by peer": the processes now agree when they read
-    their losses and all stop, and the caller gets TrainingDivergedError naming the step."""
-    proc = subprocess.run(
-        [sys.executable, __file__, "diverge", str(counts_h5ad)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    their losses and all stop, and the caller gets TrainingDivergedError naming the step
+    (in a fresh interpreter, as the DDP test above)."""
+    out = _in_fresh_interpreter("diverge", counts_h5ad)
     assert out["error"] == "TrainingDivergedError", out["message"][-500:]
     assert "epoch 1, step 2" in out["message"] and out["step"] == [1, 2]
     # The workers' parameters do not come back from a run that stopped: the model keeps its
