@@ -200,7 +200,7 @@ class ArchetypesModule(DeltaPyroModule):
         objective = reconstruction + kl_weight * kl
         if self.log_technology is not None:
             prior = pdist.Normal(0.0, self.technology_sd).log_prob(self.technology()).sum()
-            objective = objective - prior / (self.n_obs or x.shape[0])
+            objective = objective - self.per_cell_share(prior, x)
         return objective, {"reconstruction_loss": reconstruction, "kl_weights": kl}
 
     def _get_inference_input(self, tensors, **kwargs):

@@ -63,6 +63,14 @@ class DeltaPyroModule(PyroBaseModuleClass):
         """Device of the module's parameters."""
         return next(self.parameters()).device
 
+    def per_cell_share(self, term: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A global term of :meth:`negative_elbo` (a global prior, a term summed over all
+        reference cells) as each cell of the minibatch ``x`` carries it: divided by the
+        ``n_obs`` cells the cell plate stands for, so that the plan's mean over the minibatch
+        gives it the ``1 / n_obs`` scale Pyro's ``Trace_ELBO`` gives a site outside the
+        plate."""
+        return term / (self.n_obs or x.shape[0])
+
     def on_load(self, model, **kwargs):
         """Loading needs no warm-up step: every parameter lives in the ``state_dict``."""
         clear_own_params()

@@ -136,9 +136,9 @@ class _ImputerBase(DeltaPyroModule):
         tech = torch.exp(self.log_technology)
         zero = torch.zeros_like(tech)
         log_p_tech = pdist.LogNormal(zero, self.technology_sd).log_prob(tech).sum()
-        n_obs = self.n_obs or x.shape[0]
-        nll, log_q = nll + ref[0] / n_obs, log_q + ref[1] / n_obs
-        log_p = log_p + (ref[2] + log_p_tech) / n_obs
+        share = self.per_cell_share
+        nll, log_q = nll + share(ref[0], x), log_q + share(ref[1], x)
+        log_p = log_p + share(ref[2] + log_p_tech, x)
         terms = {"reconstruction_loss": nll, "kl_local": log_q - log_p}
         return nll + log_q - kl_weight * log_p, terms
 
@@ -429,7 +429,7 @@ class ImputerLatentModule(_ImputerBase):
         with self._cell_plate(x.shape[0]):
             pyro.sample("z", pdist.Normal(*self._loc_scale(x, 0)).to_event(1))
         n_ref = len(self.reference_counts)
-        batch = torch.randint(n_ref, (min(x.shape[0], n_ref),), device=x.device)
+        batch = self._draw_reference_batch(x)
         self._reference_batch = batch  # the model, run after the guide, reads this minibatch
         r = self.reference_counts[batch][:, self.visible]
         with pyro.plate("reference", size=n_ref, subsample=batch):
@@ -441,7 +441,7 @@ class ImputerLatentModule(_ImputerBase):
         qz = Normal(*self._loc_scale(x, 0))
         z = qz.rsample()
         n_ref = len(self.reference_counts)
-        r = self.reference_counts[torch.randint(n_ref, (min(x.shape[0], n_ref),), device=x.device)]
+        r = self.reference_counts[self._draw_reference_batch(x)]
         q_ref = Normal(*self._loc_scale(r[:, self.visible], 1))
         z_ref = q_ref.rsample()
         prior = Normal(0.0, 1.0)
@@ -453,6 +453,12 @@ class ImputerLatentModule(_ImputerBase):
         ref = [n_ref * term.mean() for term in ref]
         log_q, log_p = qz.log_prob(z).sum(-1), prior.log_prob(z).sum(-1)
         return self._objective(x, kl_weight, nll, log_q, log_p, ref)
+
+    def _draw_reference_batch(self, x) -> torch.Tensor:
+        """Rows of a reference minibatch as large as the spots' ``x`` (at most every cell),
+        drawn as the guide and :meth:`negative_elbo` both draw it."""
+        n_ref = len(self.reference_counts)
+        return torch.randint(n_ref, (min(x.shape[0], n_ref),), device=x.device)
 
     def _loc_scale(self, x, source):
         q = self._encode(x, source)

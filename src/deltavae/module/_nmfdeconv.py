@@ -217,7 +217,7 @@ class NMFDeconvModule(DeltaPyroModule):
         log_prior = pdist.Dirichlet(concentration).log_prob(proportions)
         zero = torch.zeros_like(technology)
         log_prior_tech = pdist.LogNormal(zero, self.technology_sd).log_prob(technology).sum()
-        log_prior = log_prior + log_prior_tech / (self.n_obs or x.shape[0])
+        log_prior = log_prior + self.per_cell_share(log_prior_tech, x)
         terms = {"reconstruction_loss": reconstruction, "kl_local": torch.zeros_like(log_prior)}
         return reconstruction - kl_weight * log_prior, terms
 

@@ -103,39 +103,36 @@ class DivergenceGuard:
 
     def read_training_losses(self) -> None:
         """Stop at the first non-finite training loss not yet read, if any (one wait for the
-        device), with the last finite parameters kept restored."""
+        device), with the last finite parameters kept restored.
+
+        Under DDP every process stops when any one met a non-finite loss: a process that
+        stopped alone would leave the others waiting in the next gradient exchange. All
+        processes read their losses at the same steps, so they agree there (one all-reduce).
+        """
         if not self._unread:
             return
-        losses = [loss for loss, _ in self._unread]
-        finite = torch.isfinite(losses[0] if len(losses) == 1 else torch.stack(losses))
-        bad = ~finite.reshape(-1)
+        n = len(self._unread)
+        bad = ~torch.isfinite(torch.stack([loss for loss, _ in self._unread]))
+        first = torch.where(bad, torch.arange(n, device=bad.device), n).min()  # n: none
+        anywhere = n
         if self.trainer.world_size > 1:
-            self._stop_with_other_processes(bad)
-        if not bool(bad.any()):
+            import torch.distributed as dist
+
+            agreed = first.clone()
+            dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+            anywhere = int(agreed)
+        here = int(first)
+        what = "training loss"
+        if here == n and anywhere < n:  # finite here, not in another process
+            here, what = anywhere, "training loss of another process"
+        if here == n:
             self._unread.clear()
             return
-        first = int(torch.nonzero(bad)[0])
-        loss, (epoch, step) = self._unread[first]
+        loss, (epoch, step) = self._unread[here]
         self._unread.clear()
-        self._stop(loss, epoch, step, "training loss")
-
-    def _stop_with_other_processes(self, bad: torch.Tensor) -> None:
-        """Under DDP, stop every process when any one met a non-finite loss: a process that
-        stopped alone would leave the others waiting in the next gradient exchange. All
-        processes read their losses at the same steps, so they agree there (one exchange)."""
-        import torch.distributed as dist
-
-        n = len(self._unread)
-        first = int(torch.nonzero(bad)[0]) if bool(bad.any()) else n
-        agreed = torch.tensor([first], device=self.device)
-        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
-        first_anywhere = int(agreed)
-        if first_anywhere < n and first == n:  # finite here, not in another process
-            loss, (epoch, step) = self._unread[first_anywhere]
-            self._unread.clear()
-            self._stop(
-                loss.new_tensor(float("nan")), epoch, step, "training loss of another process"
-            )
+        if what != "training loss":
+            loss = loss.new_tensor(float("nan"))  # the other process's value is not here
+        self._stop(loss, epoch, step, what)
 
     def on_validation_start(self):
         """A validation pass reads the parameters: the training losses first."""
