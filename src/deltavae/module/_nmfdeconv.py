@@ -43,6 +43,12 @@ from ._spot_encoder import SpotEncoder
 _X = REGISTRY_KEYS.X_KEY
 _IDX = REGISTRY_KEYS.INDICES_KEY
 INFERENCE = ("amortized", "per_spot")
+#: Smallest proportion of a type in a spot. A Dirichlet prior below 1 (per spot's default,
+#: 0.5) has an unbounded density at the simplex's faces, so its MAP has no maximum: the
+#: logits of absent types ran off until the softmax gave an exact 0 and the loss -inf (a
+#: long per-spot fit diverged). Above the floor the objective is bounded and its gradient
+#: fades once a type is gone.
+PROPORTION_FLOOR = 1e-6
 
 
 class NMFDeconvModule(DeltaPyroModule):
@@ -156,11 +162,14 @@ class NMFDeconvModule(DeltaPyroModule):
 
     def proportions(self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None):
         """Proportions of spots: from their used-gene counts ``x`` (amortised) or their rows
-        ``idx`` (per spot; every spot when ``idx`` is ``None``)."""
+        ``idx`` (per spot; every spot when ``idx`` is ``None``); each at least
+        :data:`PROPORTION_FLOOR`, rows summing to 1."""
         if self.amortized:
-            return F.softmax(self.encoder(x), dim=-1)
-        logits = self.proportion_logits if idx is None else self.proportion_logits[idx]
-        return F.softmax(logits, dim=-1)
+            logits = self.encoder(x)
+        else:
+            logits = self.proportion_logits if idx is None else self.proportion_logits[idx]
+        scale = 1.0 - self.n_types * PROPORTION_FLOOR
+        return PROPORTION_FLOOR + scale * F.softmax(logits, dim=-1)
 
     def abundance(self, x, idx, proportions, technology) -> torch.Tensor:
         """Cells' worth of signal per spot (see the module docstring)."""
