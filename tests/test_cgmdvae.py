@@ -281,7 +281,7 @@ def test_restore_best_keeps_the_best_full_elbo_epoch():
                 # A wild last step: the last epoch must not be the best, so a callback that
                 # kept nothing would leave its parameters and fail the comparison below.
                 for group in trainer.optimizers[0].param_groups:
-                    group["lr"] = 1.0
+                    group["lr"] = 0.3
 
         def on_validation_epoch_end(self, trainer, pl_module):
             if not trainer.sanity_checking:

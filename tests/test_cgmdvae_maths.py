@@ -71,6 +71,27 @@ def test_elbo_terms_match_hand_computation():
     )
 
 
+def test_a_normal_likelihood_is_bounded_for_a_feature_equal_in_every_cell():
+    """A feature the same in every cell has a Normal density without bound as its scale
+    shrinks (log_scale ran to -2 in 400 epochs on blobs with zero columns, still falling);
+    the scale's floor bounds it: sigma = exp(log_scale) + MIN_SCALE, the numbers of
+    scipy's Normal."""
+    from deltavae.nn._blocks import MIN_SCALE
+
+    module = _tiny_module(2, 1)
+    z = torch.randn(4, 2)
+    with torch.no_grad():
+        module.decoder.log_scale.copy_(torch.tensor([-50.0, 0.0, -1.0]))
+    params = module.decode(z)
+    x = params["out"].detach().clone()  # every cell at its mean: the density's peak
+    x[:, 1:] += 0.5
+    sigma = np.exp([-50.0, 0.0, -1.0]) + MIN_SCALE
+    expected = norm.logpdf(x.numpy(), params["out"].detach().numpy(), sigma).sum(-1)
+    got = module.observation.log_prob(params, x).detach().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert got.max() < -np.log(MIN_SCALE) + 2  # 49 nats higher without the floor
+
+
 def test_full_covariance_components_match_hand_computation():
     """log p(z | w, y) of correlated components against scipy's multivariate normal."""
     torch.manual_seed(0)

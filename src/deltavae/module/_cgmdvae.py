@@ -194,7 +194,7 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
                 "theta": torch.exp(self.px_r),
                 "zi_logits": px_dropout,
             }
-        return {"out": self.decoder(z, *cats), "log_scale": self.decoder.log_scale}
+        return {"out": self.decoder(z, *cats), "log_scale": self.decoder.bounded_log_scale()}
 
     def prior_distribution(self, w, cat_covs=None) -> Distribution:
         """p(z | w, y, c) for every y: batch shape ``(cells, K)``, event shape ``(n_latent,)``."""
