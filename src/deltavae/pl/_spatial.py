@@ -49,7 +49,7 @@ _NA_COLOR = "lightgray"
 
 #: Lowest top of a proportions panel's own scale: a type below it everywhere reads as nearly
 #: absent (a type at most 7e-5 of any spot was drawn in the brightest colour).
-PROPORTION_FLOOR = 0.05
+LOWEST_SCALE_TOP = 0.05
 
 
 def _are_proportions(table: pd.DataFrame) -> bool:
@@ -143,8 +143,9 @@ def spatial_proportions(
         raise ValueError(f"vmax must be above 0 (the scale starts at 0); got {vmax!r}.")
     if adata.n_obs == 0:
         raise ValueError("adata holds no spots: nothing to draw.")
-    values = _spatial_values(adata, key, columns)
-    floor = PROPORTION_FLOOR if _are_proportions(_spatial_values(adata, key, None)) else 0.0
+    table = _spatial_values(adata, key, None)
+    values = table if columns is None else _spatial_values(adata, key, columns)
+    floor = LOWEST_SCALE_TOP if _are_proportions(table) else 0.0
     n = values.shape[1]
     fig, axes = panel_axes(ax, n, ncols, (3.2, 3.0))
     size = size if size is not None else max(2.0, 12000.0 / max(adata.n_obs, 1) ** 1.1)
