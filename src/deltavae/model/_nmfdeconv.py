@@ -53,9 +53,9 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
     without refitting (``get_proportions(adata=new_spots)``). ``inference="per_spot"`` keeps
     one proportion vector per training spot as a parameter, started from non-negative least
     squares (the model before amortisation). Prefer it where a spot is about one cell
-    (MERFISH, Xenium, Slide-seq beads): there it came closer to the truth of one type per spot
-    (total variation 0.25 against 0.34 on one-cell pseudo-spots of the hypothalamus
-    reference); on spots of several cells the two score alike.
+    (MERFISH, Xenium, Slide-seq beads): there it came closer to the truth of one type per
+    spot; on spots of several cells the two score alike (benchmarks/README.md, Numbers behind
+    the defaults, D19).
 
     Parameters
     ----------
@@ -71,8 +71,8 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         Symmetric Dirichlet concentration of the proportions (1 flat, below 1 sparse);
         default 1 amortised, 0.5 per spot. Below 1 the MAP objective rewards a proportion
         at its floor (1e-5; without it, without bound: a long per-spot fit diverged); an
-        encoder moves every spot's logits at once, and at 0.5 scored lower on the test
-        data (median PCC 0.917-0.950 against 0.966-0.973 at 1, three sets of spots).
+        encoder moves every spot's logits at once, and scored lower at 0.5 than at 1 (D18
+        of benchmarks/README.md, Numbers behind the defaults).
     technology_sd
         Prior standard deviation of the log technology factor.
     nmf_max_iter

@@ -48,7 +48,8 @@ INFERENCE = ("amortized", "per_spot")
 #: logits of absent types ran off until the softmax gave an exact 0 and the loss -inf (a
 #: long per-spot fit diverged). Above the floor the objective is bounded and its gradient
 #: fades once a type is gone. 1e-5 rather than 1e-6: a per-spot fit of the MERFISH toy then
-#: settles within its default 1,000 epochs (benchmarks/README.md, Deconvolution).
+#: settles within its default 1,000 epochs (benchmarks/README.md, Numbers behind the
+#: defaults, D18).
 PROPORTION_FLOOR = 1e-5
 
 
