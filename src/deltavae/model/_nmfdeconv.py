@@ -54,8 +54,8 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
     one proportion vector per training spot as a parameter, started from non-negative least
     squares (the model before amortisation). Prefer it where a spot is about one cell
     (MERFISH, Xenium, Slide-seq beads): there it came closer to the truth of one type per
-    spot; on spots of several cells the two score alike (benchmarks/README.md, Numbers behind
-    the defaults, D19).
+    spot; on spots of several cells the encoder scores as well or better (benchmarks/README.md,
+    Numbers behind the defaults, D19).
 
     Parameters
     ----------
