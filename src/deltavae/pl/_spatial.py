@@ -14,7 +14,10 @@ from .._docs import doc_ax, doc_params, doc_show_save
 from ._utils import as_names, own_axes, panel_axes, savefig_or_show
 
 
-def _spatial_values(adata: AnnData, key: str, columns: Sequence[str] | None) -> pd.DataFrame:
+def _spatial_values(
+    adata: AnnData, key: str, columns: Sequence[str] | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``obsm[key]`` as a table of spots, and its ``columns`` (all when ``None``)."""
     if key not in adata.obsm:
         raise KeyError(
             f"key={key!r} is not in adata.obsm; available: {list(adata.obsm)}. Run the "
@@ -26,14 +29,14 @@ def _spatial_values(adata: AnnData, key: str, columns: Sequence[str] | None) -> 
         values = pd.DataFrame(np.asarray(values), index=adata.obs_names)
         values.columns = [str(c) for c in values.columns]
     if columns is None:
-        return values
+        return values, values
     columns = as_names(columns, "columns")
     if numbered:  # an array's columns are its positions: 0 and "0" name the same one
         columns = [str(c) if isinstance(c, int | np.integer) else c for c in columns]
     missing = [c for c in columns if c not in values.columns]
     if missing:
         raise KeyError(f"{missing} are not columns of obsm[{key!r}]: {list(values.columns)}")
-    return values[list(columns)]
+    return values, values[list(columns)]
 
 
 #: Colour bar labels of the obsm entries deltavae writes.
@@ -143,8 +146,7 @@ def spatial_proportions(
         raise ValueError(f"vmax must be above 0 (the scale starts at 0); got {vmax!r}.")
     if adata.n_obs == 0:
         raise ValueError("adata holds no spots: nothing to draw.")
-    table = _spatial_values(adata, key, None)
-    values = table if columns is None else _spatial_values(adata, key, columns)
+    table, values = _spatial_values(adata, key, columns)
     floor = LOWEST_SCALE_TOP if _are_proportions(table) else 0.0
     n = values.shape[1]
     fig, axes = panel_axes(ax, n, ncols, (3.2, 3.0))
