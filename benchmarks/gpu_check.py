@@ -54,23 +54,17 @@ Phases (real data shipped with the package, nothing downloaded):
    there are more), GPU utilisation sampled during training and peak GPU memory
    (``torch.cuda.max_memory_allocated``).
 
-Time on one H200 with 16 CPU cores: estimated, not yet measured, about 6 minutes. A ZINBVAE
-step of 128 cells is taken as ~6 ms on the GPU (Pyro's Python overhead included) and a CGMDVAE
-step as ~20 ms; the CPU-side parts were timed here at full size with 1-2 epochs (2 CPU cores,
-one torch thread: 86 s without the speed phase). Imports and data ~20 s; ZINBVAE on PBMC,
-100 epochs of 21 steps ~15 s, its methods ~5 s; CGMDVAE on Kang, 100 epochs of 12 steps ~25 s,
-UMAP's first compilation for the mixture start ~20 s, its methods ~15 s; the donor-101
-references (100 epochs) and queries (30) ~25 s; NMFDeconv (500 full-batch steps) ~5 s,
-SpatialImputer (400 full-batch steps, estimated) ~10 s,
-Archetypes (choosing among 2-8 archetypes ~15 s, 200 epochs of 8 steps ~10 s) ~30 s;
-variants (30 epochs each, two fresh processes importing deltavae ~20 s) ~60 s; CPU
-copies ~5 s; save / load / 5 more epochs ~20 s (reloading Archetypes refits its start, ~5 s);
-scvi-tools methods ~20 s (feature correlations ~10 s); speed ~100 s (100,000 cells are 782
-steps of 128 or 98 of 1024; 3 epochs at 128 and 4 at 1024 per model at ~3-10 ms per step of
-128). Nothing is left to the estimate alone: every training call is cut by Lightning's
-``max_time`` at 60 s (40 s per speed run) or at what is left of ``--budget-minutes`` (7.5),
-whichever comes first, and a phase that would start after the budget is reported as failed;
-the detail column says when a box cut training short.
+Time on one H200 with 16 CPU cores, measured on 2026-12-04 (``benchmarks/gpu_runs/``): 335 s
+without the speed phase (data and ZINBVAE on PBMC 34 s; Kang 96 s; spatial 34 s; variants 158 s;
+CPU copies 1 s; save / load 4 s; scvi-tools methods 9 s) and 77 s for the speed phase, with no
+training cut short. Every training call is cut by Lightning's ``max_time`` at 60 s (40 s per
+speed run) or at what is left of ``--budget-minutes`` (7.5), whichever comes first, and a phase
+that would start after the budget is reported as failed; the detail column says when a box cut
+training short.
+
+Besides deltavae's dependencies it needs scikit-misc (``seurat_v3`` genes); it stops at once,
+naming what is missing. Where the machine has no package index, carry wheels
+(``benchmarks/gpu_runs/README.md`` says how).
 
 Run from the repository root::
 
@@ -81,6 +75,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import shutil
@@ -153,6 +148,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# Modules the phases import beyond deltavae's own dependencies, with their pip names.
+REQUIRED_MODULES = {"skmisc": "scikit-misc"}
+
 PHASES = (
     ("ZINBVAE on PBMC", phase_zinbvae_pbmc),
     ("Kang: CGMDVAE, ZINBVAE reference, queries", phase_kang),
@@ -168,6 +166,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
+    missing = [m for m in REQUIRED_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        print(
+            f"gpu_check: missing {', '.join(missing)} (pip install "
+            f"{' '.join(REQUIRED_MODULES[m] for m in missing)})",
+            file=sys.stderr,
+        )
+        return 2
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_check: --device cuda but torch sees no CUDA device", file=sys.stderr)
         return 2

@@ -142,3 +142,68 @@ def track_moves(monkeypatch) -> None:
 
     monkeypatch.setattr(decorators, "_move_data_to_device", moved)
     monkeypatch.setattr(glue, "_move_data_to_device", moved)
+
+
+# Reads of a device tensor on the host: each makes the host wait for the device's queue.
+_READS = {
+    "item", "__bool__", "__int__", "__float__", "__index__", "tolist", "numpy", "__array__",
+    "nonzero", "argwhere", "masked_select", "unique", "unique_consecutive", "cpu",
+}  # fmt: skip
+# Tensors made from host data (Python numbers, numpy, CPU tensors): on a GPU a copy that
+# waits, unless pinned (torch.distributions' broadcast_all makes Normal(loc, 1.0)'s 1.0 so).
+_FROM_HOST = {"tensor", "as_tensor", "scalar_tensor", "new_tensor"}
+
+
+class HostWaits(DeviceTracker):
+    """Count, while :attr:`counting`, what would make the host wait for a GPU: a device
+    tensor read on the host (``.item()``, ``bool()``, ``.cpu()``, ``nonzero``, a boolean
+    mask, ...) and a device tensor made from host data (``torch.tensor(x, device=...)``,
+    ``.to(device)`` of a host tensor). ``waits`` maps (what, where) to a count."""
+
+    def __init__(self, root: str = "deltavae"):
+        super().__init__(root)
+        self.counting = False
+        self.waits: Counter = Counter()
+
+    def _wait(self, func, args, kwargs) -> str | None:
+        name = getattr(func, "__name__", str(func))
+        first = args[0] if args else None
+        on_device = isinstance(first, torch.Tensor) and _where(first) == "device"
+        if name in _READS and on_device:
+            return name
+        if name == "__getitem__" and on_device:
+            index = args[1] if len(args) > 1 else None
+            masks = [
+                t
+                for t in tree_flatten(index)[0]
+                if isinstance(t, torch.Tensor) and t.dtype == torch.bool and _where(t) == "device"
+            ]
+            return "boolean mask" if masks else None
+        if name == "to":
+            targets = [a for a in [*args[1:], kwargs.get("device")] if a is not None]
+            device = next((a for a in targets if isinstance(a, torch.device | str)), None)
+            if device is not None and isinstance(first, torch.Tensor):
+                if _is_cpu(device) and on_device:
+                    return "to('cpu')"
+                if not _is_cpu(device) and _where(first) == "host" and first.dim():
+                    return "copy to the device"
+            return None
+        if name in _FROM_HOST:
+            device = kwargs.get("device")
+            made_on_device = (device is not None and not _is_cpu(device)) or (
+                name == "new_tensor" and on_device
+            )
+            data = args[1] if name == "new_tensor" else first
+            if made_on_device and not (isinstance(data, torch.Tensor) and _where(data) == "device"):
+                return f"{name} from host data"
+        return None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.counting:
+            what = self._wait(func, args, kwargs or {})
+            if what is not None:
+                self.waits[(what, self._caller())] += 1
+        return super().__torch_function__(func, types, args, kwargs)
+
+    def waits_report(self) -> str:
+        return "\n".join(f"{n}x {what} at {where}" for (what, where), n in self.waits.items())

@@ -196,6 +196,13 @@ class _CountLogProb(torch.autograd.Function):
         return None, grad_mu, _sum_to(grad_theta, theta.shape), grad_pi, None
 
 
+def sparse_by_default(device: torch.device) -> bool:
+    """Whether :func:`count_log_prob` evaluates the log-gamma terms at the non-zero counts
+    alone on ``device``: on the CPU. On a GPU the dense terms cost less than finding the
+    non-zeros, which makes the host wait for the device (``nonzero``)."""
+    return device.type == "cpu"
+
+
 def count_log_prob(
     x: torch.Tensor,
     mu: torch.Tensor,
@@ -230,7 +237,7 @@ def count_log_prob(
     tensor([[-0.6931, -2.7726]])
     """
     if sparse is None:
-        sparse = mu.device.type == "cpu"
+        sparse = sparse_by_default(mu.device)
     x = x.to(mu.dtype)
     if zi_logits is not None:
         x, mu, zi_logits = torch.broadcast_tensors(x, mu, zi_logits)

@@ -23,6 +23,8 @@ analysis (Cutler and Breiman's alternating constrained least squares,
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as pdist
 import torch
@@ -38,6 +40,31 @@ from ._base import DeltaPyroModule
 
 _X = REGISTRY_KEYS.X_KEY
 _SAMPLE = REGISTRY_KEYS.BATCH_KEY
+
+
+def log_stick_breaking(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logarithms of the weights torch's ``StickBreakingTransform`` maps ``u`` to (one
+    more than ``u``'s last dimension, on the simplex) and the log absolute determinant of the
+    map's Jacobian at ``u``, both computed in log space from ``u``.
+
+    Pyro's log density of a draw inverts the map from the weights, through ``1 - cumsum``,
+    which cancels once the first weights sum to nearly 1 (a spot close to one archetype): the
+    point recovered then lies far from the draw, and at a small posterior scale the loss
+    becomes huge or NaN. On an H200 that stopped gpu_check's Archetypes at epoch 64.
+
+    Examples
+    --------
+    >>> u = torch.tensor([[0.3, -1.0, 2.0]])
+    >>> log_w, _ = log_stick_breaking(u)
+    >>> bool(torch.allclose(log_w.exp(), StickBreakingTransform()(u)))
+    True
+    """
+    offset = u.shape[-1] + 1 - u.new_ones(u.shape[-1]).cumsum(-1)
+    z = u - offset.log()
+    left = F.logsigmoid(-z)  # log of the share of the stick each break leaves
+    before = left.cumsum(-1)
+    log_w = torch.cat([F.logsigmoid(z) + F.pad(before[..., :-1], (1, 0)), before[..., -1:]], -1)
+    return log_w, (left + log_w[..., :-1]).sum(-1)
 
 
 class ArchetypesModule(DeltaPyroModule):
@@ -142,12 +169,24 @@ class ArchetypesModule(DeltaPyroModule):
             return None
         return self.log_technology - self.log_technology.mean(dim=0, keepdim=True)
 
-    def _q_weights(self, x, sample=None) -> pdist.TransformedDistribution:
+    def _q_base(self, x, sample=None) -> pdist.Independent:
+        """q's Normal in K - 1 dimensions, before the stick-breaking map."""
         covariates = () if self.log_technology is None else (sample,)
         qz, _ = self.encoder(torch.log1p(x), *covariates)
+        return pdist.Normal(qz.loc, qz.scale).to_event(1)
+
+    def _q_weights(self, x, sample=None) -> pdist.TransformedDistribution:
+        # cache_size=1: the log density of a draw reads the draw's point in R^(K-1) back from
+        # the cache instead of inverting the map (see log_stick_breaking).
         return pdist.TransformedDistribution(
-            pdist.Normal(qz.loc, qz.scale).to_event(1), [StickBreakingTransform()]
+            self._q_base(x, sample), [StickBreakingTransform(cache_size=1)]
         )
+
+    def _log_prior(self, log_weights: torch.Tensor) -> torch.Tensor:
+        """log Dirichlet(prior_concentration) at the weights, from their logarithms."""
+        alpha, k = self.prior_concentration, self.n_archetypes
+        norm = math.lgamma(k * alpha) - k * math.lgamma(alpha)
+        return (alpha - 1.0) * log_weights.sum(-1) + norm
 
     def _prior(self, x) -> pdist.Dirichlet:
         return pdist.Dirichlet(
@@ -192,10 +231,11 @@ class ArchetypesModule(DeltaPyroModule):
         from one seed Pyro's ``Trace_ELBO`` value and gradients (one draw of the weights; the
         technology factors' log prior, a global term, shared out over the ``n_obs`` spots).
         Logs ``reconstruction_loss`` and ``kl_weights``, as :meth:`loss`."""
-        qw = self._q_weights(x, sample)
-        weights = qw.rsample()
-        kl = qw.log_prob(weights) - self._prior(x).log_prob(weights)
-        mean = self._mean(x, weights, sample)
+        base = self._q_base(x, sample)
+        u = base.rsample()
+        log_weights, log_det = log_stick_breaking(u)
+        kl = base.log_prob(u) - log_det - self._log_prior(log_weights)
+        mean = self._mean(x, log_weights.exp(), sample)
         reconstruction = -count_log_prob(x, mean, torch.exp(self.log_theta)).sum(-1)
         objective = reconstruction + kl_weight * kl
         if self.log_technology is not None:

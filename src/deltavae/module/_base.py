@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pyro
+import pyro.distributions as pdist
 import torch
 from scvi.module.base import PyroBaseModuleClass, auto_move_data
 
@@ -70,6 +71,14 @@ class DeltaPyroModule(PyroBaseModuleClass):
         gives it the ``1 / n_obs`` scale Pyro's ``Trace_ELBO`` gives a site outside the
         plate."""
         return term / (self.n_obs or x.shape[0])
+
+    @staticmethod
+    def log_normal_log_prior(factor: torch.Tensor, sd: float) -> torch.Tensor:
+        """log LogNormal(``factor`` | 0, ``sd``) summed over ``factor`` (a technology factor's
+        prior), ``sd`` filled on the factor's device: as a number, torch would copy it there at
+        every step, a wait for the device."""
+        zero = torch.zeros_like(factor)
+        return pdist.LogNormal(zero, torch.full_like(factor, sd)).log_prob(factor).sum()
 
     def on_load(self, model, **kwargs):
         """Loading needs no warm-up step: every parameter lives in the ``state_dict``."""

@@ -376,7 +376,7 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
         terms = self.mixture_terms(z, w, cat_covs, self.observed_clusters(labels))
         kl = {
             "z_term": qz.log_prob(z).sum(-1) - terms["log_pz"],
-            "w_term": kl_divergence(qw, Normal(torch.zeros_like(w), 1.0)).sum(-1),
+            "w_term": kl_divergence(qw, Normal(torch.zeros_like(w), torch.ones_like(w))).sum(-1),
             "y_term": terms["y_term"],
             "d_term": terms["d_term"],
         }

@@ -134,8 +134,7 @@ class _ImputerBase(DeltaPyroModule):
         """The per-spot objective and terms, with the global ones (``ref``: a reference
         minibatch's nll, log q and log p, summed over all reference cells) shared out."""
         tech = torch.exp(self.log_technology)
-        zero = torch.zeros_like(tech)
-        log_p_tech = pdist.LogNormal(zero, self.technology_sd).log_prob(tech).sum()
+        log_p_tech = self.log_normal_log_prior(tech, self.technology_sd)
         share = self.per_cell_share
         nll, log_q = nll + share(ref[0], x), log_q + share(ref[1], x)
         log_p = log_p + share(ref[2] + log_p_tech, x)

@@ -226,8 +226,7 @@ class NMFDeconvModule(DeltaPyroModule):
         reconstruction = -count_log_prob(x, mean, torch.exp(self.log_theta)).sum(-1)
         concentration = torch.full_like(proportions, self.prior_concentration)
         log_prior = pdist.Dirichlet(concentration).log_prob(proportions)
-        zero = torch.zeros_like(technology)
-        log_prior_tech = pdist.LogNormal(zero, self.technology_sd).log_prob(technology).sum()
+        log_prior_tech = self.log_normal_log_prior(technology, self.technology_sd)
         log_prior = log_prior + self.per_cell_share(log_prior_tech, x)
         terms = {"reconstruction_loss": reconstruction, "kl_local": torch.zeros_like(log_prior)}
         return reconstruction - kl_weight * log_prior, terms

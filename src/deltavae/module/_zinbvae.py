@@ -232,7 +232,8 @@ class ZINBVAEModule(DeltaPyroModule):
         """
         qz, ql = self._encode(x, batch_index, cat_covs)
         z = qz.rsample()
-        prior_z = Normal(torch.zeros_like(z), 1.0)
+        # Tensors, not 1.0: torch would copy a number to the device, a wait each step.
+        prior_z = Normal(torch.zeros_like(z), torch.ones_like(z))
         log_ratio = qz.log_prob(z).sum(-1) - prior_z.log_prob(z).sum(-1)
         kl_z = kl_divergence(qz, prior_z).sum(-1)
         kl_l = torch.zeros_like(kl_z)

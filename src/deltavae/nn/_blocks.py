@@ -254,4 +254,5 @@ class ObservationDecoder(nn.Module):
         >>> bool(torch.allclose(dec.bounded_log_scale().exp(), torch.full((3,), MIN_SCALE)))
         True
         """
-        return torch.logaddexp(self.log_scale, self.log_scale.new_tensor(MIN_SCALE).log())
+        # Filled on the device: new_tensor(MIN_SCALE) would copy from the host each step.
+        return torch.logaddexp(self.log_scale, torch.full_like(self.log_scale, math.log(MIN_SCALE)))

@@ -1,0 +1,142 @@
+"""On a GPU the host must not wait for the device inside a training step: every wait stalls
+the queue of kernels (a step of a small model is mostly Python launching them). Followed on a
+CPU with :class:`_device_tracker.HostWaits`, as the models run on a GPU (the divergence guard
+reads the losses every ``CHECK_EVERY`` steps; the count likelihood takes its dense path): at
+most one wait per ``CHECK_EVERY`` steps, the guard's read of the losses.
+
+``benchmarks/gpu_check.py`` counts the same on a real GPU (CUDA's sync debug mode); these
+tests found what it reported on an H200 (a standard Normal prior built as ``Normal(loc, 1.0)``:
+torch copies the 1.0 to the device each step).
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sparse
+import torch
+from _device_tracker import HostWaits, on_device, track_moves
+from lightning.pytorch.callbacks import Callback
+from torch.distributions import Normal
+
+import deltavae as dv
+import deltavae.distributions._counts as counts
+from deltavae.train import _divergence
+
+TRAIN = {"accelerator": "cpu", "enable_progress_bar": False, "batch_size": 32}
+
+
+class _Steps(Callback):
+    """Count only inside training steps (forward, backward, optimiser step)."""
+
+    def __init__(self, tracker: HostWaits):
+        self.tracker, self.steps = tracker, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.tracker.counting = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.tracker.counting = False
+        self.steps += 1
+
+
+@pytest.fixture
+def waits(monkeypatch):
+    """Train ``model`` under the counter as on a GPU; return (steps, waits report, count)."""
+    track_moves(monkeypatch)
+    monkeypatch.setattr(
+        _divergence.DivergenceGuard, "check_every", property(lambda self: _divergence.CHECK_EVERY)
+    )
+    monkeypatch.setattr(counts, "sparse_by_default", lambda device: False)
+
+    def run(model, **train):
+        on_device(model.module)
+        tracker = HostWaits()
+        steps = _Steps(tracker)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with tracker:
+                model.train(callbacks=[steps], **{**TRAIN, **train})
+        return steps.steps, tracker.waits_report(), sum(tracker.waits.values())
+
+    return run
+
+
+def _allowed(steps: int) -> int:
+    return steps // _divergence.CHECK_EVERY + 1
+
+
+def _counts(n_cells=640, n_genes=60, seed=0):
+    return dv.datasets.synthetic_counts(
+        n_cells=n_cells, n_genes=n_genes, n_clusters=3, n_conditions=2, seed=seed
+    )
+
+
+def test_a_planted_wait_is_counted(waits, monkeypatch):
+    """The counter itself: a standard Normal prior built with a Python 1.0, as the ZINBVAE
+    had it, is one wait a step."""
+    adata = _counts()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    kl = torch.distributions.kl_divergence
+
+    def planted(p, q):
+        Normal(torch.zeros_like(p.loc), 1.0)
+        return kl(p, q)
+
+    monkeypatch.setattr("deltavae.module._zinbvae.kl_divergence", planted)
+    steps, report, n = waits(model, max_epochs=3)
+    assert n >= steps > 2 * _divergence.CHECK_EVERY
+    assert "tensor from host data" in report
+
+
+@pytest.mark.parametrize("likelihood", ["zinb", "normal"])
+def test_cgmdvae_steps_do_not_wait(waits, likelihood):
+    adata = _counts()
+    adata.obs["cell_type"] = adata.obs["cluster"].astype(str)
+    if likelihood == "normal":
+        adata.X = np.log1p(adata.X.toarray() if sparse.issparse(adata.X) else adata.X)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="cell_type")
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16, likelihood=likelihood)
+    steps, report, n = waits(model, max_epochs=3)
+    assert steps > 2 * _divergence.CHECK_EVERY
+    assert n <= _allowed(steps), f"{n} host waits in {steps} steps:\n{report}"
+
+
+@pytest.mark.parametrize("latent_library", [False, True])
+def test_zinbvae_steps_do_not_wait(waits, latent_library):
+    adata = _counts()
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    model = dv.model.ZINBVAE(
+        adata, n_latent=3, n_hidden=16, use_observed_lib_size=not latent_library
+    )
+    steps, report, n = waits(model, max_epochs=3)
+    assert steps > 2 * _divergence.CHECK_EVERY
+    assert n <= _allowed(steps), f"{n} host waits in {steps} steps:\n{report}"
+
+
+def test_spot_model_steps_do_not_wait(waits):
+    cells = dv.datasets.synthetic_counts(n_cells=300, n_genes=120, n_clusters=3, seed=1)
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=200, seed=0)
+    models = {
+        f"NMFDeconv {inference}": dv.model.NMFDeconv.from_reference(
+            spots.copy(), reference=ref, labels_key="cluster", inference=inference
+        )
+        for inference in ("amortized", "per_spot")
+    }
+    measured = spots[:, spots.var_names[:100]].copy()
+    for design in ("deconvolution", "latent"):
+        models[f"SpatialImputer {design}"] = dv.model.SpatialImputer.from_reference(
+            measured.copy(), ref, labels_key="cluster", design=design
+        )
+    mix = dv.datasets.convex_mixtures(n_spots=200, n_genes=60, n_archetypes=3, seed=0)
+    mix.obs["slide"] = ["a", "b"] * 100
+    dv.model.Archetypes.setup_anndata(mix, sample_key="slide")
+    models["Archetypes"] = dv.model.Archetypes(mix, n_archetypes=3)
+    found = {}
+    for name, model in models.items():
+        steps, report, n = waits(model, max_epochs=7, batch_size=20)
+        assert steps > 2 * _divergence.CHECK_EVERY, name
+        if n > _allowed(steps):
+            found[name] = f"{n} host waits in {steps} steps:\n{report}"
+    assert not found, "\n".join(f"{k}: {v}" for k, v in found.items())
