@@ -27,17 +27,30 @@ TRAIN = {"accelerator": "cpu", "enable_progress_bar": False, "batch_size": 32}
 
 
 class _Steps(Callback):
-    """Count only inside training steps (forward, backward, optimiser step)."""
+    """Count only inside training steps (forward, backward, optimiser step), or with
+    ``validation`` inside validation batches."""
 
-    def __init__(self, tracker: HostWaits):
-        self.tracker, self.steps = tracker, 0
+    def __init__(self, tracker: HostWaits, validation: bool = False):
+        self.tracker, self.steps, self.validation = tracker, 0, validation
+
+    def _start(self, validation: bool):
+        self.tracker.counting = validation == self.validation
+
+    def _end(self, validation: bool):
+        self.tracker.counting = False
+        self.steps += validation == self.validation
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.tracker.counting = True
+        self._start(False)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.tracker.counting = False
-        self.steps += 1
+        self._end(False)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._start(True)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *args):
+        self._end(True)
 
 
 @pytest.fixture
@@ -49,10 +62,10 @@ def waits(monkeypatch):
     )
     monkeypatch.setattr(counts, "sparse_by_default", lambda device: False)
 
-    def run(model, **train):
+    def run(model, validation=False, **train):
         on_device(model.module)
         tracker = HostWaits()
-        steps = _Steps(tracker)
+        steps = _Steps(tracker, validation)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with tracker:
@@ -113,6 +126,17 @@ def test_zinbvae_steps_do_not_wait(waits, latent_library):
     steps, report, n = waits(model, max_epochs=3)
     assert steps > 2 * _divergence.CHECK_EVERY
     assert n <= _allowed(steps), f"{n} host waits in {steps} steps:\n{report}"
+
+
+def test_validation_batches_do_not_wait(waits):
+    """Each validation batch's loss is read with the pass's others at its end (once an
+    epoch), not batch by batch."""
+    adata = _counts()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    batches, report, n = waits(model, validation=True, max_epochs=3, train_size=0.5)
+    assert batches >= 3 * 10
+    assert n == 0, f"{n} host waits in {batches} validation batches:\n{report}"
 
 
 def test_spot_model_steps_do_not_wait(waits):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -239,14 +240,26 @@ class _PoisonRankZero(Callback):
                 next(pl_module.module.parameters()).fill_(float("nan"))
 
 
-def _ddp_divergence(path: str) -> dict:
-    """Two-process DDP where one process's loss becomes NaN: what the caller gets."""
+class _PoisonRankOneInValidation(Callback):
+    """Makes the first parameter of process 1 alone NaN before its first validation batch of
+    epoch 1."""
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, *args):
+        if trainer.global_rank == 1 and trainer.current_epoch == 1 and batch_idx == 0:
+            if not trainer.sanity_checking:
+                with torch.no_grad():
+                    next(pl_module.module.parameters()).fill_(float("nan"))
+
+
+def _ddp_divergence(path: str, validation: bool = False) -> dict:
+    """Two-process DDP where one process's loss (training or, with ``validation``,
+    validation) becomes NaN: what the caller gets."""
     torch.set_num_threads(1)
     adata = ad.read_h5ad(path)
     dv.model.ZINBVAE.setup_anndata(adata)
     model = dv.model.ZINBVAE(adata, n_latent=4, n_hidden=32)
     before = torch.cat([p.detach().flatten() for p in model.module.parameters()])
-    callbacks = [_PoisonRankZero()]
+    callbacks = [_PoisonRankOneInValidation() if validation else _PoisonRankZero()]
     ddp = {"strategy": "ddp", "devices": 2, "accelerator": "cpu", "batch_size": 32}
     try:
         model.train(max_epochs=4, callbacks=callbacks, **{**TRAIN, **ddp})
@@ -279,6 +292,18 @@ def test_a_nan_in_one_ddp_process_stops_all_with_the_divergence_error(counts_h5a
         and "lower learning rate" in out["message"]
     )
     assert out["unchanged"] and not out["trained"]
+
+
+@pytest.mark.slow
+def test_a_validation_nan_in_one_ddp_process_stops_all(counts_h5ad):
+    """A validation loss that turns NaN in one process alone stops the run with
+    TrainingDivergedError naming the validation (under DDP a pass's losses are read at its
+    end, with one all-reduce, whatever each process's count of validation batches)."""
+    out = _in_fresh_interpreter("diverge-validation", counts_h5ad)
+    assert out["error"] == "TrainingDivergedError", out["message"][-500:]
+    assert re.search(
+        r"validation loss (of another process )?became nan after epoch 1's", out["message"]
+    )
 
 
 def _sleep():
@@ -469,7 +494,7 @@ def test_training_gives_free_heap_pages_back(counts_h5ad, monkeypatch):
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "diverge":
-        print(json.dumps(_ddp_divergence(sys.argv[2])))
+    if sys.argv[1].startswith("diverge"):
+        print(json.dumps(_ddp_divergence(sys.argv[2], sys.argv[1] == "diverge-validation")))
     else:
         print(json.dumps(_ddp_histories(sys.argv[1], sys.argv[2])))

@@ -88,9 +88,10 @@ class RestoreBestValidation(Callback):
             return
         if not self.eligible(trainer.current_epoch, pl_module.kl_weight, score):
             return
-        if float(score) >= self.best_score:
+        score = float(score)
+        if not math.isfinite(score) or score >= self.best_score:  # NaN: the guard stops the run
             return
-        self.best_score, self.best_epoch = float(score), trainer.current_epoch
+        self.best_score, self.best_epoch = score, trainer.current_epoch
         state = pl_module.module.state_dict()
         self._state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 

@@ -3,7 +3,8 @@
 The rule: over the last third of the epochs trained on the full ELBO (at least 10, or all of
 them when fewer; fewer than 3 are too few to converge), fit a
 line to the validation ELBO (the training ELBO without validation cells). The run is still
-improving when the line falls by more than 0.1% of the ELBO per 10 epochs and the fall is
+improving when the line falls by more than 0.1% of the ELBO (of a tenth of the run's whole
+fall when the ELBO ended nearer 0: :func:`_scale`) per 10 epochs and the fall is
 clear of the epoch-to-epoch noise: the slope is below -3 standard errors, the median of the
 last third of the window is clearly below that of its first (:func:`_thirds_fell`: a curve or
 a spike widens a line's errors) or, over fewer than 10 epochs, the ELBO fell at every one of
@@ -31,6 +32,10 @@ SHORT_FALL = 1e-2
 #: Standard errors by which the last third's median must be below the first third's
 #: (:func:`_thirds_fell`; 3 flagged up to 2.6% of flat noisy runs, 4 up to 1.8%).
 THIRDS_T = 4.0
+
+#: Share of the run's whole fall below which the ELBO's size is too small a scale (it ended
+#: near 0): see :func:`_scale`. Above it, which holds for the count models, the rule is D5's.
+FALL_SHARE = 0.1
 
 #: The optimiser's default learning rate (``DeltaTrainingPlan``), and how many times it a run's
 #: rate may be before the advice on an unconverged run names the rate rather than the epochs.
@@ -144,6 +149,7 @@ def still_improving(
     if name not in history or history[name].empty:
         return None
     elbo = history[name][name].astype(float)
+    scale = _scale(elbo.to_numpy())
     warm_up = False
     if "kl_weight" in history and not history["kl_weight"].empty:
         kl = history["kl_weight"]["kl_weight"].astype(float).reindex(elbo.index)
@@ -178,13 +184,13 @@ def still_improving(
     slope, intercept = np.polyfit(x, y, 1)
     residual = y - (slope * x + intercept)
     spread = residual.std(ddof=2) / np.sqrt(((x - x.mean()) ** 2).sum())
-    fall_per_10 = -slope * 10 / max(abs(y[-1]), 1e-12)
+    fall_per_10 = -slope * 10 / max(scale, abs(y[-1]), 1e-12)
     clear = slope < -T_STAT * spread if spread > 0 else slope < 0
-    clear = clear or _thirds_fell(y)
+    clear = clear or _thirds_fell(y, scale)
     if window < MIN_WINDOW:
         # Fewer than 10 epochs: falling at every one of them, or by more than SHORT_FALL from
         # the first to the best (ten times the rule's rate, far above a converged run's noise).
-        fell = (y[0] - y.min()) / max(abs(y.min()), 1e-12)
+        fell = (y[0] - y.min()) / max(scale, abs(y.min()), 1e-12)
         clear = clear or bool((np.diff(y) < 0).all()) or fell > SHORT_FALL
     if fall_per_10 <= REL_FALL_PER_10 or not clear:
         return None
@@ -202,6 +208,23 @@ def still_improving(
     )
 
 
+def _scale(elbo: np.ndarray) -> float:
+    """What the run's falls are measured against when the ELBO's own size is smaller:
+    :data:`FALL_SHARE` of how far the ELBO fell over the whole run (first epoch to best). A
+    count model's ELBO is far from 0, and its size is the scale the thresholds were measured
+    on (D5); a Normal likelihood's or a MAP objective's can end near 0 or cross it (on
+    log-normalised PBMC from 958 to -393), where any fall is a large share of it and a
+    converged run read as still improving.
+
+    Examples
+    --------
+    >>> round(_scale(np.array([1000.0, 10.0, 2.0, np.nan])), 6)
+    99.8
+    """
+    finite = elbo[np.isfinite(elbo)]
+    return FALL_SHARE * float(finite[0] - finite.min()) if len(finite) else 0.0
+
+
 def _third(y: np.ndarray) -> int:
     return max(3, len(y) // 3)
 
@@ -212,7 +235,7 @@ def _thirds_medians(y: np.ndarray) -> tuple[float, float]:
     return float(np.median(y[:third])), float(np.median(y[-third:]))
 
 
-def _thirds_fell(y: np.ndarray) -> bool:
+def _thirds_fell(y: np.ndarray, scale: float = 0.0) -> bool:
     """Whether the median ELBO of the window's last third is clearly below that of its first
     third: by more than SHORT_FALL of it and by THIRDS_T standard errors of the difference, the
     noise taken from the epoch-to-epoch changes (their median absolute deviation, around
@@ -225,7 +248,7 @@ def _thirds_fell(y: np.ndarray) -> bool:
     steps = np.diff(y)
     noise = 1.4826 * np.median(np.abs(steps - np.median(steps))) / np.sqrt(2)
     se = 1.2533 * noise * np.sqrt(2 / _third(y))  # of a difference of two medians
-    return bool(drop > THIRDS_T * se and drop > SHORT_FALL * max(abs(last), 1e-12))
+    return bool(drop > THIRDS_T * se and drop > SHORT_FALL * max(scale, abs(last), 1e-12))
 
 
 def stopped_epoch(trainer) -> int | None:

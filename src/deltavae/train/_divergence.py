@@ -6,7 +6,8 @@ every step is checked. On an accelerator each read waits for the device to finis
 which costs the overlap of the host's work with the device's at every step; there the losses
 are gathered and read together every :data:`CHECK_EVERY` steps and before anything else reads
 the parameters (a validation pass, the epoch's end), and the parameters are kept at each
-check that found every loss finite.
+check that found every loss finite. A validation pass's losses are read together at its end
+(there, and under DDP, where the processes agree on every read).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class DivergenceGuard:
         self._live_state: list[torch.Tensor] = []
         self._unread: list[tuple[torch.Tensor, tuple[int, int]]] = []
         self._steps_since_kept = 0
+        # The validation pass's losses, read together at its end (on an accelerator).
+        self._unread_validation: list[torch.Tensor] = []
 
     @property
     def check_every(self) -> int:
@@ -137,6 +140,44 @@ class DivergenceGuard:
     def on_validation_start(self):
         """A validation pass reads the parameters: the training losses first."""
         self.read_training_losses()
+        self._unread_validation = []
+
+    def note_validation_loss(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """Take a validation batch's loss: checked at once on the CPU, read with the pass's
+        other losses at its end on an accelerator and under DDP, where the processes must
+        agree (:meth:`read_validation_losses`)."""
+        if self.check_every == 1 and self.trainer.world_size == 1:
+            self.stop_if_diverged(loss, batch_idx, "validation loss")
+        else:
+            self._unread_validation.append(loss.detach().reshape(-1))
+
+    def read_validation_losses(self) -> None:
+        """Stop if a validation loss of this pass was not finite, in this process or (under
+        DDP) in another: one wait for the device and one all-reduce a pass, the same number
+        in every process whatever its count of validation batches."""
+        losses = torch.cat(self._unread_validation) if self._unread_validation else None
+        self._unread_validation = []
+        if losses is None and self.trainer.world_size == 1:
+            return
+        if losses is None:  # no validation batch in this process
+            bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        else:
+            bad = (~torch.isfinite(losses)).any()
+        anywhere = bad.float()
+        if self.trainer.world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(anywhere, op=dist.ReduceOp.MAX)
+        if not bool(anywhere):
+            return
+        if losses is not None and bool(bad):
+            self._stop(losses, self.current_epoch, 0, "validation loss")
+        nan = torch.tensor(float("nan"))  # the other process's value is not here
+        self._stop(nan, self.current_epoch, 0, "validation loss of another process")
+
+    def on_validation_epoch_end(self):
+        """The validation pass's losses, before anything reads its metrics."""
+        self.read_validation_losses()
 
     def on_train_end(self):
         """The losses of steps after the last check (an epoch cut short by ``max_steps``)."""

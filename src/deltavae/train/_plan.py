@@ -379,7 +379,8 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         kl = self._kl_terms(means)
         self.log(f"reconstruction_loss_{split}", means["reconstruction_loss"], **log)
         self.log(f"kl_local_{split}", sum(kl.values()), **log)
-        self.log(f"kl_global_{split}", 0.0, **log)
+        # A zero made on the device: Lightning would copy a number there, a wait each batch.
+        self.log(f"kl_global_{split}", means["reconstruction_loss"].new_zeros(()), **log)
         for name, value in means.items():
             # kl_local: a module without named terms, whose sum says it all.
             if name not in ("reconstruction_loss", "kl_local"):
@@ -395,7 +396,7 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         """
         loss, n, terms = self._loss(batch, 1.0)
         penalty = self._take_penalty()  # of this loss's draw, before anything runs again
-        self.stop_if_diverged(loss, batch_idx, "validation loss")
+        self.note_validation_loss(loss, batch_idx)
         log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": self._sync_dist}
         if terms is None:
             terms = self._module_terms(batch)
