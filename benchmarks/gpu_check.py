@@ -52,7 +52,9 @@ Phases (real data shipped with the package, nothing downloaded):
    10 clusters, fixed seed) at batch sizes 128 and 1024, alternating which model runs first:
    cells/s (all cells trained on, no validation; the first epoch is dropped as warm-up when
    there are more), GPU utilisation sampled during training and peak GPU memory
-   (``torch.cuda.max_memory_allocated``).
+   (``torch.cuda.max_memory_allocated``). On CUDA also ZINBVAE at batch 128 with its
+   minibatches in pinned memory (``datasplitter_kwargs={"pin_memory": True}``): the first run
+   saw each minibatch's copy to the GPU wait for the device, and the GPU about 90% idle.
 
 Time on one H200 with 16 CPU cores, measured on 2026-12-04 (``benchmarks/gpu_runs/``): 335 s
 without the speed phase (data and ZINBVAE on PBMC 34 s; Kang 96 s; spatial 34 s; variants 158 s;
