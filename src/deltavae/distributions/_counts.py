@@ -238,7 +238,12 @@ def count_log_prob(
     """
     if sparse is None:
         sparse = sparse_by_default(mu.device)
-    x = x.to(mu.dtype)
+    # At least float32: under mixed precision (autocast) the dropout logits come out of a
+    # linear layer in bfloat16 or float16, too coarse for log-gamma terms and counts.
+    dtype = torch.promote_types(mu.dtype, torch.float32)
+    mu, theta, x = mu.to(dtype), theta.to(dtype), x.to(dtype)
+    if zi_logits is not None:
+        zi_logits = zi_logits.to(dtype)
     if zi_logits is not None:
         x, mu, zi_logits = torch.broadcast_tensors(x, mu, zi_logits)
     else:
