@@ -88,6 +88,15 @@ def phase_variants(ctx: Context, models: dict) -> None:
             early_stopping=True,
             restore_best=True,
         )
+        # Mixed precision (tested on a CPU in tests/test_zinbvae.py; here on the device).
+        _entry(
+            ctx,
+            models,
+            "ZINBVAE/bf16-mixed",
+            lambda: _setup(dv.model.ZINBVAE, kang.copy()),
+            epochs,
+            precision="bf16-mixed",
+        )
     cells = run("variants", "prepare PBMC (log-normalized)", _logged_pbmc)
     if cells is not FAILED:
         _entry(
