@@ -1,5 +1,6 @@
 """Every result is right or refused with a clear message: divergence, genes, arguments, crashes."""
 
+import time
 import warnings
 
 import numpy as np
@@ -415,6 +416,41 @@ def test_a_short_run_says_it_has_not_converged():
         model.train(max_epochs=12, n_epochs_kl_warmup=None, early_stopping=True, **TRAIN)
     (ours,) = [w for w in record if w.category is dv.train.NotConvergedWarning]
     assert str(ours.message).endswith("pass a max_epochs above this run's 12.")
+
+
+def test_a_run_cut_short_by_max_steps_or_max_time_says_which():
+    """Lightning's max_steps or max_time can end a run long before its max_epochs: the advice
+    was to raise max_epochs, which the run never reached."""
+    adata = _counts()
+    model = _zinbvae(adata)
+    cut = "stopped at its max_steps after 15 of its 400 epochs: raise max_steps"
+    with pytest.warns(dv.train.NotConvergedWarning, match=f"still improving.*{cut}"):
+        # 180 training cells in batches of 128: 2 steps an epoch.
+        model.train(max_epochs=400, max_steps=30, n_epochs_kl_warmup=None, **TRAIN)
+    with pytest.warns(dv.train.NotConvergedWarning, match=r"KL warm-up.*max_steps after 15 of"):
+        model.train(max_epochs=400, max_steps=30, n_epochs_kl_warmup=100, **TRAIN)
+    model = _zinbvae(_counts())
+    with pytest.warns(dv.train.NotConvergedWarning, match="stopped at its max_time after"):
+        model.train(
+            max_epochs=400,
+            max_time={"seconds": 1},
+            n_epochs_kl_warmup=None,
+            callbacks=[_SlowEpochs(0.3)],  # a few epochs in the second allowed
+            **TRAIN,
+        )
+    assert len(model.history["elbo_train"]) < 10
+    # Stopped inside its first epoch: no history to judge, which used to pass in silence.
+    model = _zinbvae(_counts())
+    with pytest.warns(dv.train.NotConvergedWarning, match="completed no epoch.*max_time after 0"):
+        model.train(max_epochs=400, max_time={"seconds": 0}, **TRAIN)
+
+
+class _SlowEpochs(Callback):
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        time.sleep(self.seconds)
 
 
 def test_convergence_rule_on_histories():

@@ -19,13 +19,7 @@ from scvi.model.base import PyroSviTrainMixin
 
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
 from ..train._checkpoint import RestoreBestValidation
-from ..train._convergence import (
-    DEFAULT_LR,
-    NotConvergedWarning,
-    high_rate_note,
-    still_improving,
-    stopped_epoch,
-)
+from ..train._convergence import DEFAULT_LR, NotConvergedWarning, high_rate_note, still_improving
 from ..train._distributed import (
     SINGLE,
     cells_per_process,
@@ -382,7 +376,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         self.best_epoch_ = None if best is None else best.best_epoch_in(self.history)
         run = {k: v.iloc[epochs_before:] for k, v in self.history.items()}  # this run's epochs
         verdict = still_improving(
-            run, max_epochs, early_stopping, stopped_epoch(getattr(self, "trainer", None)),
+            run, max_epochs, early_stopping, getattr(self, "trainer", None),
             plan_kwargs.get("max_kl_weight", 1.0),
         )  # fmt: skip
         if verdict is not None:

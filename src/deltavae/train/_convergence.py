@@ -101,11 +101,27 @@ def patience_advice(stopped_epoch: int) -> str:
     )
 
 
+def limit_advice(limit: str, epochs_run: int, max_epochs: int | None) -> str:
+    """What to change when Lightning's ``max_time`` or ``max_steps`` ended a run before its
+    epochs: more of that limit, not more epochs.
+
+    Examples
+    --------
+    >>> limit_advice("max_time", 27, 400)[:60]
+    'Training stopped at its max_time after 27 of its 400 epochs:'
+    """
+    of = f" of its {max_epochs}" if max_epochs else ""
+    return (
+        f"Training stopped at its {limit} after {epochs_run}{of} epochs: raise {limit} (or leave "
+        "it out) to train longer."
+    )
+
+
 def still_improving(
     history: dict,
     max_epochs: int | None = None,
     early_stopping: bool = False,
-    stopped_epoch: int | None = None,
+    trainer=None,
     full_kl_weight: float = 1.0,
 ) -> str | None:
     """What a user should know when the run stopped while its ELBO was still falling.
@@ -119,9 +135,10 @@ def still_improving(
     early_stopping
         Whether the run stopped early on its validation ELBO (the advice then does not
         suggest it).
-    stopped_epoch
-        The epoch after which early stopping ended the run, if it did: the advice is then
-        about its patience, not about ``max_epochs``.
+    trainer
+        The run's Lightning trainer, if any: when early stopping ended the run the advice is
+        about its patience, when ``max_time`` or ``max_steps`` did about that limit, not about
+        ``max_epochs``.
     full_kl_weight
         The KL weight the warm-up rises to (``plan_kwargs["max_kl_weight"]``, 1 unless a
         weighted ELBO was asked for).
@@ -146,10 +163,15 @@ def still_improving(
     name = "elbo_validation"
     if name not in history or history[name].empty:
         name = "elbo_train"
+    stopped, limit = stopped_epoch(trainer), limit_reached(trainer)
     if name not in history or history[name].empty:
-        return None
+        if limit is None:
+            return None
+        # max_time can end a run inside its first epoch: nothing was learnt, say so.
+        return "Training completed no epoch. " + limit_advice(limit, 0, max_epochs)
     elbo = history[name][name].astype(float)
     scale = _scale(elbo.to_numpy())
+    epochs_run = len(history["elbo_train"]) if "elbo_train" in history else len(elbo)
     warm_up = False
     if "kl_weight" in history and not history["kl_weight"].empty:
         kl = history["kl_weight"]["kl_weight"].astype(float).reindex(elbo.index)
@@ -157,17 +179,24 @@ def still_improving(
             return None
         full = full_kl_weight - 1e-6
         if kl.iloc[-1] < full and kl.max() < full:
+            longer = (
+                limit_advice(limit, epochs_run, max_epochs).removesuffix(".") + ", "
+                if limit is not None
+                else "Train longer than n_epochs_kl_warmup, "
+            )
             return (
                 f"Training ended during the KL warm-up (KL weight {kl.iloc[-1]:.2f} of "
-                f"{full_kl_weight:g}): the model was never trained on its full ELBO. Train "
-                "longer than n_epochs_kl_warmup, or shorten the warm-up."
+                f"{full_kl_weight:g}): the model was never trained on its full ELBO. "
+                f"{longer}or shorten the warm-up."
             )
         elbo = elbo[(kl >= kl.iloc[-1] - 1e-6).to_numpy()]
         warm_up = bool(kl.min() < kl.iloc[-1] - 1e-6)
     elbo = elbo[np.isfinite(elbo.to_numpy())]
     n = len(elbo)
-    if stopped_epoch is not None:
-        advice = patience_advice(stopped_epoch)
+    if stopped is not None:
+        advice = patience_advice(stopped)
+    elif limit is not None:
+        advice = limit_advice(limit, epochs_run, max_epochs)
     else:
         advice = train_longer(max_epochs, name == "elbo_validation", early_stopping)
     if n < 3:
@@ -249,6 +278,24 @@ def _thirds_fell(y: np.ndarray, scale: float = 0.0) -> bool:
     noise = 1.4826 * np.median(np.abs(steps - np.median(steps))) / np.sqrt(2)
     se = 1.2533 * noise * np.sqrt(2 / _third(y))  # of a difference of two medians
     return bool(drop > THIRDS_T * se and drop > SHORT_FALL * max(scale, abs(last), 1e-12))
+
+
+def limit_reached(trainer) -> str | None:
+    """``"max_time"`` or ``"max_steps"`` when that limit of ``trainer`` ended its run (before
+    its epochs), else ``None``."""
+    from lightning.pytorch.callbacks import Timer
+
+    if trainer is None:
+        return None
+    for callback in getattr(trainer, "callbacks", None) or []:
+        if isinstance(callback, Timer):
+            left = callback.time_remaining()
+            if left is not None and left <= 0:
+                return "max_time"
+    max_steps = getattr(trainer, "max_steps", -1)
+    if max_steps not in (None, -1) and trainer.global_step >= max_steps:
+        return "max_steps"
+    return None
 
 
 def stopped_epoch(trainer) -> int | None:
