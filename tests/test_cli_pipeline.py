@@ -46,6 +46,23 @@ def test_sigterm_during_training_is_a_failure_that_writes_nothing(
     assert not out.exists() and not partial_path(out).exists()
 
 
+def test_ctrl_c_during_training_is_one_line_and_writes_nothing(
+    counts_file, tmp_path, capsys, monkeypatch
+):
+    """An interrupted fit reaches the CLI as the model's KeyboardInterrupt: one line and
+    status 130, as shells report Ctrl-C, with no output written."""
+
+    def interrupted(self, **kwargs):
+        raise KeyboardInterrupt("Training was interrupted after 1 of its 2 epochs.")
+
+    monkeypatch.setattr(dv.model.ZINBVAE, "train", interrupted)
+    out = tmp_path / "z.h5ad"
+    assert _fit(counts_file, out, "--no-plots") == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "deltavae: interrupted: Training was interrupted after 1 of its 2 epochs."
+    assert not out.exists() and not partial_path(out).exists()
+
+
 def test_the_output_takes_its_name_only_when_everything_succeeded(
     counts_file, tmp_path, monkeypatch
 ):

@@ -144,6 +144,11 @@ def test_a_reference_with_its_counts_in_a_layer(files, tmp_path, capsys):
     assert "proportions" in ad.read_h5ad(tmp_path / "b.h5ad").obsm
 
 
+class _Stop(Exception):
+    """Ends a command once the arguments were seen (Ctrl-C's KeyboardInterrupt is the CLI's
+    own to report)."""
+
+
 def test_options_reach_the_model_as_in_python(files, tmp_path, monkeypatch):
     """Without --epochs the model trains its own default (Archetypes 300; max_epochs=None
     fell to the data-size rule); --seed and --n-latent reach the imputer's from_reference."""
@@ -152,20 +157,20 @@ def test_options_reach_the_model_as_in_python(files, tmp_path, monkeypatch):
 
     def stop(self, **kwargs):
         seen["train"] = kwargs
-        raise KeyboardInterrupt
+        raise _Stop
 
     monkeypatch.setattr(dv.model.Archetypes, "train", stop)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(_Stop):
         _fit(spots_path, tmp_path / "a.h5ad", "--model", "archetypes", "--n-archetypes", "3")
     assert "max_epochs" not in seen["train"]
 
     def spy(model_cls, adata, reference, options):
         seen["build"] = options["reference"]
-        raise KeyboardInterrupt
+        raise _Stop
 
     monkeypatch.setattr(cli_commands, "build_model", spy)
     options = ["--model", "imputer", "--reference", str(ref_path), "--labels-key", "cluster"]
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(_Stop):
         _fit(spots_path, tmp_path / "i.h5ad", *options, "--seed", "7", "--n-latent", "4")
     assert seen["build"]["seed"] == 7 and seen["build"]["n_latent"] == 4
 

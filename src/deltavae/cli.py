@@ -477,6 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         print(f"deltavae: error: {err}", file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt as err:  # Ctrl-C: a line, not a traceback; 130 as shells use
+        print(f"deltavae: interrupted: {err or 'no output was written.'}", file=sys.stderr)
+        return 130
     finally:
         torch.set_num_threads(threads)
 

@@ -24,6 +24,16 @@ _WORKERS = r"The '\w+' does not have many workers which may be a bottleneck"
 _EVAL_MODE = r"Found \d+ module\(s\) in eval mode at the start of training"
 
 
+def _interrupted(trainer, err: BaseException) -> bool:
+    """Whether ``err`` is Lightning's exit after a KeyboardInterrupt ended a fit (not SIGTERM's
+    ``SIGTERMException``, also a ``SystemExit``)."""
+    return (
+        type(err) is SystemExit
+        and isinstance(err.__context__, KeyboardInterrupt)
+        and bool(getattr(trainer, "interrupted", False))
+    )
+
+
 class DeltaTrainRunner(TrainRunner):
     """:class:`scvi.train.TrainRunner` that lets a failed fit raise without printing.
 
@@ -61,6 +71,22 @@ class DeltaTrainRunner(TrainRunner):
                 if isinstance(frame, pd.DataFrame):
                     history[key] = frame.infer_objects()
 
+    def _interrupt_note(self) -> KeyboardInterrupt:
+        """An interrupted fit (Ctrl-C, a notebook's "interrupt kernel"): Lightning stops it and
+        exits the interpreter (``SystemExit(1)``), which a notebook shows as a bare
+        ``SystemExit: 1`` and which left the model marked untrained whatever it had learnt.
+        Instead: the model keeps the parameters of its last step, counts as trained once an
+        epoch completed, and the interrupt says so."""
+        history = self.model.history_ or {}
+        epochs = len(history["elbo_train"]) if "elbo_train" in history else 0
+        self.model.module.eval()
+        self.model.is_trained_ = bool(self.model.is_trained_ or epochs)
+        return KeyboardInterrupt(
+            f"Training was interrupted after {epochs} of its {self.trainer.max_epochs} epochs. "
+            "The model keeps the parameters of its last step"
+            + (" and has not converged." if epochs else "; no epoch completed.")
+        )
+
     def _run_training_core(self):
         # The fit starts: the model keeps the arguments of the train call that runs it, with
         # the values its defaults resolved to.
@@ -88,11 +114,13 @@ class DeltaTrainRunner(TrainRunner):
                 if getattr(self.model, "is_query_model", False):
                     warnings.filterwarnings("ignore", message=_EVAL_MODE)
                 self.trainer.fit(self.training_plan, self.data_splitter, ckpt_path=self.ckpt_path)
-        except BaseException:
+        except BaseException as err:
             self._update_history()
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+            if _interrupted(self.trainer, err):
+                raise self._interrupt_note() from err
             raise
         # Fit succeeded: the base class's call fits nothing more, it records the run. Its
         # trainer.fit is replaced by a no-op for that call only.
