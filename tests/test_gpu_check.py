@@ -1,5 +1,6 @@
 """benchmarks/gpu_check.py: its bookkeeping (the script itself runs on a CUDA machine)."""
 
+import importlib.metadata
 import importlib.util
 import sys
 from pathlib import Path
@@ -71,3 +72,16 @@ def test_environment_names_the_copy_of_deltavae_that_ran(gpu_check, tmp_path, mo
     assert env["deltavae_path"] in line and "OMP_NUM_THREADS=3" in line
     # A commit where the package lies in a git checkout; none in a plain folder.
     assert _common._git_commit(tmp_path) is None
+
+
+def test_gpu_wheels_lists_what_a_target_lacks():
+    """benchmarks/gpu_wheels.py: deltavae's installed dependencies (and scikit-misc for the
+    check), at this environment's versions, less what the target has and never torch."""
+    spec = importlib.util.spec_from_file_location("gpu_wheels", PATH.parent / "gpu_wheels.py")
+    wheels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wheels)
+    closure = wheels.installed_closure(["deltavae"])
+    assert {"scvi-tools", "pyro-ppl", "anndata", "scanpy", "torch"} <= set(closure)
+    assert closure["scvi-tools"] == importlib.metadata.version("scvi-tools")
+    assert wheels.normalise("Scikit_Misc") == "scikit-misc"
+    assert wheels.NEVER >= {"torch", "deltavae"}
