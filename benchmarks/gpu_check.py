@@ -36,8 +36,8 @@ Phases (real data shipped with the package, nothing downloaded):
    phase 5's comparison: an unlabelled CGMDVAE on Kang (the default Leiden mixture start and
    the refit), CGMDVAE with ``likelihood="normal"`` on log-normalized PBMC cells, ZINBVAE with
    a per-batch dispersion, a latent library size, early stopping and ``restore_best``,
-   ZINBVAE trained with ``precision="bf16-mixed"``, NMFDeconv per spot, SpatialImputer with
-   the latent design, Archetypes with two samples;
+   ZINBVAE trained with ``precision="bf16-mixed"`` (and on CUDA ``"16-mixed"``), NMFDeconv
+   per spot, SpatialImputer with the latent design, Archetypes with two samples;
    then phase 1's ZINBVAE saved and pickled on the device and read back in a process that
    sees no GPU (``CUDA_VISIBLE_DEVICES=""``), its latent compared with the device's.
 5. Devices: each trained model is copied to the CPU with ``to_device("cpu")``; its latent (for
