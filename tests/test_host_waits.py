@@ -164,3 +164,54 @@ def test_spot_model_steps_do_not_wait(waits):
         if n > _allowed(steps):
             found[name] = f"{n} host waits in {steps} steps:\n{report}"
     assert not found, "\n".join(f"{k}: {v}" for k, v in found.items())
+
+
+def test_pyro_programs_copy_nothing_to_the_device():
+    """The Pyro programs (``model`` and ``guide``, for Pyro's own tools; training runs the
+    torch ELBO) made their priors' scales from Python numbers, one copy to the device per
+    prior and call. Pyro's argument validation still reads on the host there (``bool`` of a
+    check), which is Pyro's, so only copies are counted."""
+    import pyro
+
+    a = _counts(n_cells=200)
+    cells = dv.datasets.synthetic_counts(n_cells=300, n_genes=120, n_clusters=3, seed=1)
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=60, seed=0)
+    measured = spots[:, spots.var_names[:100]].copy()
+    zinb, cgmd = a.copy(), a.copy()
+    dv.model.ZINBVAE.setup_anndata(zinb)
+    dv.model.CGMDVAE.setup_anndata(cgmd, condition_key="condition")
+    mix = dv.datasets.convex_mixtures(n_spots=60, n_genes=60, n_archetypes=3, seed=0)
+    mix.obs["slide"] = ["a", "b"] * 30
+    dv.model.Archetypes.setup_anndata(mix, sample_key="slide")
+    models = {
+        "ZINBVAE": dv.model.ZINBVAE(zinb),
+        "CGMDVAE": dv.model.CGMDVAE(cgmd, n_clusters=3),
+        "NMFDeconv": dv.model.NMFDeconv.from_reference(spots.copy(), ref, labels_key="cluster"),
+        "SpatialImputer": dv.model.SpatialImputer.from_reference(
+            measured.copy(), ref, labels_key="cluster"
+        ),
+        "SpatialImputer latent": dv.model.SpatialImputer.from_reference(
+            measured.copy(), ref, labels_key="cluster", design="latent"
+        ),
+        "Archetypes": dv.model.Archetypes(mix, n_archetypes=3),
+    }
+    found = {}
+    for name, model in models.items():
+        batch = next(iter(model._make_data_loader(model.adata, batch_size=32)))
+        args, kwargs = model.module._get_fn_args_from_batch(batch)
+        on_device(model.module)
+        for t in [*args, *kwargs.values()]:
+            if isinstance(t, torch.Tensor):
+                t._dv_where = "device"  # as the minibatch would be
+        tracker = HostWaits()
+        tracker.counting = True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with tracker:
+                guide = pyro.poutine.trace(model.module.guide).get_trace(*args, **kwargs)
+                replayed = pyro.poutine.replay(model.module.model, trace=guide)
+                pyro.poutine.trace(replayed).get_trace(*args, **kwargs)
+        copies = {k: n for k, n in tracker.waits.items() if "host data" in k[0]}
+        if copies:
+            found[name] = copies
+    assert not found, found

@@ -310,12 +310,19 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
         y_obs = self.observed_clusters(labels)
         with self._cell_plate(n):
             with poutine.scale(scale=kl_weight):
-                w = pyro.sample("w", pdist.Normal(x.new_zeros(n, self.n_latent_w), 1.0).to_event(1))
+                w = pyro.sample(
+                    "w",
+                    pdist.Normal(
+                        x.new_zeros(n, self.n_latent_w), x.new_ones(n, self.n_latent_w)
+                    ).to_event(1),
+                )
                 # z's density under the mixture comes from the factor below; this site only
                 # pairs z with its guide site.
                 z = pyro.sample(
                     "z",
-                    pdist.Normal(x.new_zeros(n, self.n_latent), 1.0).mask(False).to_event(1),
+                    pdist.Normal(x.new_zeros(n, self.n_latent), x.new_ones(n, self.n_latent))
+                    .mask(False)
+                    .to_event(1),
                 )
                 terms = self.mixture_terms(z, w, cat_covs, y_obs)
                 pyro.factor("mixture", terms["log_pz"] - terms["y_term"] - terms["d_term"])

@@ -112,7 +112,9 @@ class _ImputerBase(DeltaPyroModule):
         with poutine.scale(scale=kl_weight):
             return pyro.sample(
                 "technology",
-                pdist.LogNormal(x.new_zeros(self.n_visible), self.technology_sd).to_event(1),
+                pdist.LogNormal(
+                    x.new_zeros(self.n_visible), x.new_full((self.n_visible,), self.technology_sd)
+                ).to_event(1),
             )
 
     def _observe_visible(self, mean, x):
@@ -409,14 +411,20 @@ class ImputerLatentModule(_ImputerBase):
         technology = self._tech_prior(x, kl_weight)
         with self._cell_plate(x.shape[0]):
             with poutine.scale(scale=kl_weight):
-                z = pyro.sample("z", pdist.Normal(x.new_zeros(self.n_latent), 1.0).to_event(1))
+                z = pyro.sample(
+                    "z",
+                    pdist.Normal(x.new_zeros(self.n_latent), x.new_ones(self.n_latent)).to_event(1),
+                )
             mean = self._spot_mean(x, z, technology)
             self._observe_visible(mean, x)
         batch = self._reference_batch
         r = self.reference_counts[batch]
         with pyro.plate("reference", size=len(self.reference_counts), subsample=batch):
             with poutine.scale(scale=kl_weight):
-                zr = pyro.sample("z_ref", pdist.Normal(x.new_zeros(self.n_latent), 1.0).to_event(1))
+                zr = pyro.sample(
+                    "z_ref",
+                    pdist.Normal(x.new_zeros(self.n_latent), x.new_ones(self.n_latent)).to_event(1),
+                )
             mean = r.sum(-1, keepdim=True) * F.softmax(self.decoder(zr), dim=-1)
             theta = torch.exp(self.log_theta_reference)
             pyro.sample("obs_ref", negative_binomial(mean, theta).to_event(1), obs=r)

@@ -192,7 +192,9 @@ class NMFDeconvModule(DeltaPyroModule):
         with poutine.scale(scale=kl_weight):
             technology = pyro.sample(
                 "technology",
-                pdist.LogNormal(x.new_zeros(self.n_genes), self.technology_sd).to_event(1),
+                pdist.LogNormal(
+                    x.new_zeros(self.n_genes), x.new_full((self.n_genes,), self.technology_sd)
+                ).to_event(1),
             )
         with self._cell_plate(x.shape[0]):
             with poutine.scale(scale=kl_weight):

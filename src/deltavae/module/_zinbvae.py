@@ -197,7 +197,9 @@ class ZINBVAEModule(DeltaPyroModule):
             with poutine.scale(scale=kl_weight):
                 z = pyro.sample(
                     "latent",
-                    pdist.Normal(x.new_zeros(n, self.n_latent), 1.0).to_event(1),
+                    pdist.Normal(
+                        x.new_zeros(n, self.n_latent), x.new_ones(n, self.n_latent)
+                    ).to_event(1),
                 )
                 if self.use_observed_lib_size:
                     library = self._observed_library(x, size_factor)
