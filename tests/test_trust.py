@@ -465,6 +465,9 @@ def test_an_interrupted_fit_says_so_and_keeps_what_it_learnt():
         model.train(max_epochs=400, callbacks=[_InterruptAt(2)], **TRAIN)
     assert model.is_trained_ and not model.module.training
     assert np.isfinite(model.get_latent_representation()).all()
+    # A second run counts its own epochs.
+    with pytest.raises(KeyboardInterrupt, match="interrupted after 1 of its 50 epochs"):
+        model.train(max_epochs=50, callbacks=[_InterruptAt(1)], **TRAIN)
     fresh = _zinbvae(_counts())
     with pytest.raises(KeyboardInterrupt, match="no epoch completed"):
         fresh.train(max_epochs=400, callbacks=[_InterruptAt(0)], **TRAIN)

@@ -77,8 +77,7 @@ class DeltaTrainRunner(TrainRunner):
         ``SystemExit: 1`` and which left the model marked untrained whatever it had learnt.
         Instead: the model keeps the parameters of its last step, counts as trained once an
         epoch completed, and the interrupt says so."""
-        history = self.model.history_ or {}
-        epochs = len(history["elbo_train"]) if "elbo_train" in history else 0
+        epochs = self._epochs_done() - self._epochs_before  # this run's
         self.model.module.eval()
         self.model.is_trained_ = bool(self.model.is_trained_ or epochs)
         return KeyboardInterrupt(
@@ -86,6 +85,11 @@ class DeltaTrainRunner(TrainRunner):
             "The model keeps the parameters of its last step"
             + (" and has not converged." if epochs else "; no epoch completed.")
         )
+
+    def _epochs_done(self) -> int:
+        """Epochs in the model's history (of every run)."""
+        history = self.model.history_ or {}
+        return len(history["elbo_train"]) if "elbo_train" in history else 0
 
     def _run_training_core(self):
         # The fit starts: the model keeps the arguments of the train call that runs it, with
@@ -106,6 +110,7 @@ class DeltaTrainRunner(TrainRunner):
             "restore_best": any(isinstance(cb, RestoreBestValidation) for cb in callbacks),
         }
         commit_train_args(self.model, resolved, automatic)
+        self._epochs_before = self._epochs_done()
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_LEAFSPEC, category=FutureWarning)
