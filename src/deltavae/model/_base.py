@@ -40,7 +40,6 @@ from ._scvi_glue import (
     _transferring_quietly,
     check_indices,
     forget_old_copies,
-    private_twin,
     refuse_scvi_names,
 )
 from ._training_checks import check_trainer_names, check_training_arguments
@@ -441,8 +440,6 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
             if adata.is_view and copy_if_view:
                 # scvi-tools copied a view in place (and fails on a backed one): ours is a copy.
                 adata = adata.to_memory() if adata.isbacked else adata.copy()
-            elif not adata.isbacked:  # registering it would write into the user's obs and uns
-                adata = private_twin(adata)
             adata = self._match_genes(adata)
             if getattr(self, "registry_", None) is not None:
                 adata = with_labels_column(adata, self.registry_)

@@ -349,35 +349,6 @@ def seeded(module, seed: int | None):
 KEEP_COPIES = 3
 
 
-def private_twin(adata):
-    """An AnnData that shares ``adata``'s arrays (X, layers, obsm, varm, obsp, var) but has its
-    own ``obs`` and ``uns``: scvi-tools' registration of an AnnData a model reads adds
-    ``_scvi_*`` columns to obs and uuids to uns, which then landed in the user's object.
-
-    Examples
-    --------
-    >>> import anndata as ad
-    >>> import numpy as np
-    >>> a = ad.AnnData(np.ones((3, 2), dtype=np.float32))
-    >>> twin = private_twin(a)
-    >>> twin.obs["_scvi_batch"] = 0
-    >>> twin.X is a.X, "_scvi_batch" in a.obs
-    (True, False)
-    """
-    import anndata as ad
-
-    return ad.AnnData(
-        X=adata.X,
-        obs=adata.obs.copy(),
-        var=adata.var,
-        uns=dict(adata.uns),
-        obsm=dict(adata.obsm),
-        varm=dict(adata.varm),
-        obsp=dict(adata.obsp),
-        layers=dict(adata.layers),
-    )
-
-
 def forget_old_copies(model, copy) -> None:
     """Register ``copy`` (an AnnData a read made) as the newest of the model's copies and
     drop the registrations of all but the newest :data:`KEEP_COPIES` (a read in progress
