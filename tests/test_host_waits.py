@@ -139,9 +139,10 @@ def test_validation_batches_do_not_wait(waits):
     assert n == 0, f"{n} host waits in {batches} validation batches:\n{report}"
 
 
-def test_spot_model_steps_do_not_wait(waits):
+def _spot_models(n_spots: int) -> dict:
+    """Every spot model and variant, on pseudo-spots and on convex mixtures of two slides."""
     cells = dv.datasets.synthetic_counts(n_cells=300, n_genes=120, n_clusters=3, seed=1)
-    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=200, seed=0)
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=n_spots, seed=0)
     models = {
         f"NMFDeconv {inference}": dv.model.NMFDeconv.from_reference(
             spots.copy(), reference=ref, labels_key="cluster", inference=inference
@@ -153,10 +154,15 @@ def test_spot_model_steps_do_not_wait(waits):
         models[f"SpatialImputer {design}"] = dv.model.SpatialImputer.from_reference(
             measured.copy(), ref, labels_key="cluster", design=design
         )
-    mix = dv.datasets.convex_mixtures(n_spots=200, n_genes=60, n_archetypes=3, seed=0)
-    mix.obs["slide"] = ["a", "b"] * 100
+    mix = dv.datasets.convex_mixtures(n_spots=n_spots, n_genes=60, n_archetypes=3, seed=0)
+    mix.obs["slide"] = ["a", "b"] * (n_spots // 2)
     dv.model.Archetypes.setup_anndata(mix, sample_key="slide")
     models["Archetypes"] = dv.model.Archetypes(mix, n_archetypes=3)
+    return models
+
+
+def test_spot_model_steps_do_not_wait(waits):
+    models = _spot_models(200)
     found = {}
     for name, model in models.items():
         steps, report, n = waits(model, max_epochs=7, batch_size=20)
@@ -173,27 +179,13 @@ def test_pyro_programs_copy_nothing_to_the_device():
     check), which is Pyro's, so only copies are counted."""
     import pyro
 
-    a = _counts(n_cells=200)
-    cells = dv.datasets.synthetic_counts(n_cells=300, n_genes=120, n_clusters=3, seed=1)
-    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=60, seed=0)
-    measured = spots[:, spots.var_names[:100]].copy()
-    zinb, cgmd = a.copy(), a.copy()
+    zinb, cgmd = _counts(n_cells=200), _counts(n_cells=200)
     dv.model.ZINBVAE.setup_anndata(zinb)
     dv.model.CGMDVAE.setup_anndata(cgmd, condition_key="condition")
-    mix = dv.datasets.convex_mixtures(n_spots=60, n_genes=60, n_archetypes=3, seed=0)
-    mix.obs["slide"] = ["a", "b"] * 30
-    dv.model.Archetypes.setup_anndata(mix, sample_key="slide")
     models = {
         "ZINBVAE": dv.model.ZINBVAE(zinb),
         "CGMDVAE": dv.model.CGMDVAE(cgmd, n_clusters=3),
-        "NMFDeconv": dv.model.NMFDeconv.from_reference(spots.copy(), ref, labels_key="cluster"),
-        "SpatialImputer": dv.model.SpatialImputer.from_reference(
-            measured.copy(), ref, labels_key="cluster"
-        ),
-        "SpatialImputer latent": dv.model.SpatialImputer.from_reference(
-            measured.copy(), ref, labels_key="cluster", design="latent"
-        ),
-        "Archetypes": dv.model.Archetypes(mix, n_archetypes=3),
+        **_spot_models(60),
     }
     found = {}
     for name, model in models.items():

@@ -243,9 +243,7 @@ def count_log_prob(
     dtype = torch.promote_types(mu.dtype, torch.float32)
     mu, theta, x = mu.to(dtype), theta.to(dtype), x.to(dtype)
     if zi_logits is not None:
-        zi_logits = zi_logits.to(dtype)
-    if zi_logits is not None:
-        x, mu, zi_logits = torch.broadcast_tensors(x, mu, zi_logits)
+        x, mu, zi_logits = torch.broadcast_tensors(x, mu, zi_logits.to(dtype))
     else:
         x, mu = torch.broadcast_tensors(x, mu)
     return _CountLogProb.apply(x, mu, theta, zi_logits, sparse)

@@ -73,12 +73,11 @@ class DeltaPyroModule(PyroBaseModuleClass):
         return term / (self.n_obs or x.shape[0])
 
     @staticmethod
-    def log_normal_log_prior(factor: torch.Tensor, sd: float) -> torch.Tensor:
-        """log LogNormal(``factor`` | 0, ``sd``) summed over ``factor`` (a technology factor's
-        prior), ``sd`` filled on the factor's device: as a number, torch would copy it there at
-        every step, a wait for the device."""
-        zero = torch.zeros_like(factor)
-        return pdist.LogNormal(zero, torch.full_like(factor, sd)).log_prob(factor).sum()
+    def log_normal_prior(like: torch.Tensor, sd: float) -> pdist.LogNormal:
+        """LogNormal(0, ``sd``) of ``like``'s shape on its device (a technology factor's prior),
+        ``sd`` filled there: as a number, torch would copy it to the device at every call, a
+        wait for the device."""
+        return pdist.LogNormal(torch.zeros_like(like), torch.full_like(like, sd))
 
     def on_load(self, model, **kwargs):
         """Loading needs no warm-up step: every parameter lives in the ``state_dict``."""

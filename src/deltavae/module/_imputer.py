@@ -112,9 +112,7 @@ class _ImputerBase(DeltaPyroModule):
         with poutine.scale(scale=kl_weight):
             return pyro.sample(
                 "technology",
-                pdist.LogNormal(
-                    x.new_zeros(self.n_visible), x.new_full((self.n_visible,), self.technology_sd)
-                ).to_event(1),
+                self.log_normal_prior(x.new_empty(self.n_visible), self.technology_sd).to_event(1),
             )
 
     def _observe_visible(self, mean, x):
@@ -136,7 +134,7 @@ class _ImputerBase(DeltaPyroModule):
         """The per-spot objective and terms, with the global ones (``ref``: a reference
         minibatch's nll, log q and log p, summed over all reference cells) shared out."""
         tech = torch.exp(self.log_technology)
-        log_p_tech = self.log_normal_log_prior(tech, self.technology_sd)
+        log_p_tech = self.log_normal_prior(tech, self.technology_sd).log_prob(tech).sum()
         share = self.per_cell_share
         nll, log_q = nll + share(ref[0], x), log_q + share(ref[1], x)
         log_p = log_p + share(ref[2] + log_p_tech, x)

@@ -192,9 +192,7 @@ class NMFDeconvModule(DeltaPyroModule):
         with poutine.scale(scale=kl_weight):
             technology = pyro.sample(
                 "technology",
-                pdist.LogNormal(
-                    x.new_zeros(self.n_genes), x.new_full((self.n_genes,), self.technology_sd)
-                ).to_event(1),
+                self.log_normal_prior(x.new_empty(self.n_genes), self.technology_sd).to_event(1),
             )
         with self._cell_plate(x.shape[0]):
             with poutine.scale(scale=kl_weight):
@@ -228,7 +226,8 @@ class NMFDeconvModule(DeltaPyroModule):
         reconstruction = -count_log_prob(x, mean, torch.exp(self.log_theta)).sum(-1)
         concentration = torch.full_like(proportions, self.prior_concentration)
         log_prior = pdist.Dirichlet(concentration).log_prob(proportions)
-        log_prior_tech = self.log_normal_log_prior(technology, self.technology_sd)
+        prior_tech = self.log_normal_prior(technology, self.technology_sd)
+        log_prior_tech = prior_tech.log_prob(technology).sum()
         log_prior = log_prior + self.per_cell_share(log_prior_tech, x)
         terms = {"reconstruction_loss": reconstruction, "kl_local": torch.zeros_like(log_prior)}
         return reconstruction - kl_weight * log_prior, terms
