@@ -61,10 +61,10 @@ Time on one H200 with 16 CPU cores, measured on 2026-12-04 (``benchmarks/gpu_run
 without the speed phase (data and ZINBVAE on PBMC 34 s; Kang 96 s; spatial 34 s; variants 158 s;
 CPU copies 1 s; save / load 4 s; scvi-tools methods 9 s) and 77 s for the speed phase, with no
 training cut short. The rows added since (the pinned speed run, two mixed-precision variants)
-add about 40 s more (estimated). Every training call is cut by Lightning's ``max_time`` at 60 s (40 s per
-speed run) or at what is left of ``--budget-minutes`` (7.5), whichever comes first, and a phase
-that would start after the budget is reported as failed; the detail column says when a box cut
-training short.
+add about 40 s more (estimated). Every training call is cut by Lightning's ``max_time`` at
+60 s (40 s per speed run) or at what is left of ``--budget-minutes`` (7.5), whichever comes
+first, and a phase that would start after the budget is reported as failed; the detail column
+says when a box cut training short.
 
 Besides deltavae's dependencies it needs scikit-misc (``seurat_v3`` genes); it stops at once,
 naming what is missing. Where the machine has no package index, carry wheels

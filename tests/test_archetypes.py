@@ -95,6 +95,11 @@ def test_write_to_adata_takes_the_training_spots_and_genes_in_any_order(fitted):
     np.testing.assert_array_equal(shuffled.varm["archetype_profiles"], ref_profiles.loc[genes])
     for key in ("archetype_anchor", "archetype_dominant"):
         pd.testing.assert_series_equal(shuffled.obs[key], ref.obs[key].loc[spots])
+    # A second fit's keys under a prefix: its markers name its own dominant column.
+    keys = model.write_to_adata(ref, n_anchors=10, key_added="k4")
+    assert ref.uns["k4_archetype_markers"]["params"]["groupby"] == "k4_archetype_dominant"
+    assert "obs/k4_archetype_dominant" in keys
+    assert ref.uns["archetype_markers"]["params"]["groupby"] == "archetype_dominant"
     with pytest.raises(ValueError, match="training spots .300, in any order.*has 299, 0 of"):
         model.write_to_adata(mix[1:].copy())
     other = mix.copy()
@@ -148,6 +153,10 @@ def test_match_signatures_and_novel_states(fitted):
         with_ghost = model.match_signatures({**signatures, "ghost": ["NOPE1", "NOPE2"]})
     assert any(re.search(ghost, str(w.message)) for w in record)
     pd.testing.assert_frame_equal(with_ghost, table)
+    with pytest.warns(UserWarning) as record:  # a signature listing no genes, as a filter leaves
+        with_empty = model.match_signatures({**signatures, "empty": []})
+    assert any("'empty' lists no genes; it is left out" in str(w.message) for w in record)
+    pd.testing.assert_frame_equal(with_empty, table)
     with (
         pytest.warns(UserWarning, match=ghost),
         pytest.raises(ValueError, match="no signature has any of its genes in the data"),

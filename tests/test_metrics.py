@@ -125,6 +125,9 @@ def test_matched_profile_correlation_refuses_what_it_would_score_silently_wrong(
     # scored -0.1 (genes matched to genes).
     with pytest.raises(ValueError, match=r"20 rows and 3 columns.*pass true_profiles.T"):
         dv.metrics.matched_profile_correlation(true.T, true.T)
+    two = pd.DataFrame(true[:2].T, index=genes, columns=["A0", "A1"])  # two archetypes
+    with pytest.raises(ValueError, match=r"20 rows and 2 columns.*pass pred_profiles.T"):
+        dv.metrics.matched_profile_correlation(two.T, two)
     repeated = frames[0].rename(columns={"g1": "g0"})
     with pytest.raises(ValueError, match=r"true_profiles repeats genes \(e.g. \['g0'\]\)"):
         dv.metrics.matched_profile_correlation(repeated, frames[1])

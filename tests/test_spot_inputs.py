@@ -118,6 +118,21 @@ def test_load_with_only_the_genes_the_model_reads(split, tmp_path):
         dv.model.NMFDeconv.load(tmp_path / "m", adata=panel[:, 1:].copy())
 
 
+def test_new_spots_without_the_registered_layer_are_named(split):
+    """A panel of the used genes lacking the model's layer: a bare KeyError('counts')."""
+    spots, ref = split
+    spots = spots.copy()
+    spots.layers["counts"] = spots.X.copy()
+    model = dv.model.NMFDeconv.from_reference(
+        spots, reference=ref, labels_key="cluster", layer="counts", n_markers=3
+    )
+    model.train(max_epochs=1, **TRAIN)
+    panel = spots[:, model.used_genes()].copy()
+    del panel.layers["counts"]
+    with pytest.raises(KeyError, match=r"layer 'counts' is not in adata.layers; available layers"):
+        model.get_proportions(adata=panel)
+
+
 # ----------------------------------------------------------------------------- metrics
 def test_jsd_clips_negative_values_with_a_warning():
     true = np.array([[0.0, 1.0], [1.0, 3.0], [2.0, 2.0]])

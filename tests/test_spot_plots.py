@@ -54,6 +54,15 @@ def test_spatial_proportions_scale_starts_at_zero_and_shows_missing_spots(tmp_pa
     assert plt.get_fignums() == []  # refused before a figure was made
 
 
+def test_colour_bar_label_of_a_prefixed_key():
+    spots = _spots()
+    spots.obsm["ref2_proportions"] = spots.obsm["proportions"]  # write_to_adata(key_added=)
+    for key in ("proportions", "ref2_proportions"):
+        (ax,) = dv.pl.spatial_proportions(spots, key=key, columns=["T3"], show=False)
+        assert ax.figure.axes[-1].get_ylabel() == "proportion", key
+    plt.close("all")
+
+
 def test_a_type_nearly_absent_everywhere_is_not_drawn_as_abundant():
     """A cell type at most 7e-5 of any spot (a real deconvolution's Interneuron) took its
     panel's brightest colour: a proportions panel's own scale reaches at least 0.05."""

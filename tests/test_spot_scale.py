@@ -92,8 +92,21 @@ def test_per_spot_inference_refuses_what_it_cannot_do(cells, split):
     spots, ref = split
     model = _deconv(spots.copy(), ref, epochs=2, inference="per_spot")
     new, _ = dv.datasets.pseudo_spots(cells, "cluster", n_spots=20, seed=9)
-    with pytest.raises(ValueError, match="training spots only.*inference='amortized'"):
+    new.obs_names = "new_" + new.obs_names
+    with pytest.raises(ValueError, match="spots only.*has 20 spots, 20 of them not.*amort"):
         model.get_proportions(adata=new)
+    some = spots[[5, 1, 3]]  # some of the training spots: theirs, by name
+    pd.testing.assert_frame_equal(
+        model.get_proportions(adata=some), model.get_proportions().iloc[[5, 1, 3]]
+    )
+    # The training spots in another order are the same spots: matched by name.
+    reversed_spots = spots[::-1].copy()
+    model.write_to_adata(reversed_spots)
+    expected = model.get_proportions().loc[reversed_spots.obs_names]
+    pd.testing.assert_frame_equal(reversed_spots.obsm["proportions"], expected)
+    np.testing.assert_allclose(
+        reversed_spots.obs["cell_abundance"], model.get_abundance()[reversed_spots.obs_names]
+    )
     with pytest.raises(ValueError, match="every spot must train.*train_size=0.9"):
         model.train(max_epochs=1, train_size=0.9, **TRAIN)
     plain = spots.copy()
@@ -102,6 +115,21 @@ def test_per_spot_inference_refuses_what_it_cannot_do(cells, split):
         dv.model.NMFDeconv(plain, n_components=3, inference="per_spot")
     with pytest.raises(ValueError, match="inference must be one of"):
         dv.model.NMFDeconv(plain, n_components=3, inference="both")
+
+
+def test_amortized_model_set_up_with_spot_index_maps_new_spots(cells, split):
+    spots, ref = split
+    own = spots.copy()
+    dv.model.NMFDeconv.setup_anndata(own, spot_index=True)
+    sig = dv.model.NMFDeconv.signatures_from_reference(ref, "cluster")
+    with pytest.warns(UserWarning, match="signatures and spots share only 80 genes"):
+        model = dv.model.NMFDeconv(own, signatures=sig)  # as from_reference says
+    model.train(max_epochs=2, batch_size=100, **TRAIN)
+    new, _ = dv.datasets.pseudo_spots(cells, n_spots=10, seed=9, **SPOTS)
+    columns = list(new.obs.columns)
+    mapped = model.get_proportions(adata=new)  # the encoder never reads the spot index
+    assert mapped.index.equals(new.obs_names) and list(new.obs.columns) == columns
+    np.testing.assert_allclose(mapped.sum(axis=1), 1.0, rtol=1e-6)
 
 
 def test_amortized_validation_split(split):

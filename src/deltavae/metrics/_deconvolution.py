@@ -369,10 +369,10 @@ def matched_profile_correlation(true_profiles, pred_profiles) -> pd.DataFrame:
     """
     for name, values in (("true_profiles", true_profiles), ("pred_profiles", pred_profiles)):
         shape = np.shape(values)
-        if len(shape) == 2 and shape[0] > shape[1] >= 3:  # more archetypes than genes
+        if len(shape) == 2 and shape[0] > shape[1] and shape[0] >= 3:  # more rows than genes
             raise ValueError(
                 f"{name} has {shape[0]} rows and {shape[1]} columns, but profiles are rows "
-                "(archetypes x genes). For genes x archetypes, as "
+                "(archetypes x genes, at least 3 genes). For genes x archetypes, as "
                 "Archetypes.get_archetype_profiles() and varm['profiles_true'] hold them, pass "
                 f"{name}.T."
             )

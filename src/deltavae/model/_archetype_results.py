@@ -133,6 +133,12 @@ def signature_scores(
         members = [members] if isinstance(members, str) else list(members)
         missing = [g for g in members if g not in genes]
         present = [g for g in members if g in genes]
+        if not members:
+            warnings.warn(
+                f"signature {name!r} lists no genes; it is left out.",
+                UserWarning,
+                stacklevel=3,  # the caller of Archetypes.match_signatures
+            )
         if missing:
             dropped = "; the signature is left out" if not present else ""
             warnings.warn(
@@ -237,7 +243,8 @@ def warn_thin(
         warn_user(
             f"min_spots={min_spots} was not fully applied: archetype A{int(np.argmin(spots))} "
             f"is the largest weight of only {int(spots.min())} spots, but merging stops at 2 "
-            f"archetypes, the fewest a model has. Fit fewer archetypes{lower}."
+            f"archetypes, the fewest a model has: the spots may hold one state with a few "
+            f"outliers, so read A{int(np.argmin(spots))} with care{lower}."
         )
 
 

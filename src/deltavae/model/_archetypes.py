@@ -490,7 +490,9 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         adata.varm[keys[1]] = profiles.to_numpy()
         adata.obs[keys[2]] = anchors.array  # categorical, as archetype_dominant
         adata.obs[keys[3]] = pd.Categorical(weights.idxmax(axis=1), categories=weights.columns)
-        adata.uns[keys[4]] = self.get_markers()
+        markers = self.get_markers()
+        markers["params"]["groupby"] = keys[3]  # the prefixed obs column, for sc.pl plots
+        adata.uns[keys[4]] = markers
         adata.uns[keys[5]] = results.summary(self, weights.columns, *self._merge())
         slots = ("obsm", "varm", "obs", "obs", "uns", "uns")
         return [f"{slot}/{key}" for slot, key in zip(slots, keys, strict=True)]

@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._matrices import on_disk, take_columns
-from ._validation import _refuse_duplicates, warn_user
+from ._validation import _matrix, _refuse_duplicates, warn_user
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +146,7 @@ def align_query_genes(
     query = pd.Index(adata.var_names.astype(str))
     if query.equals(genes):
         return adata
+    _matrix(adata, layer)  # the layer the model reads is there, before any gene is moved
     _refuse_duplicates(query, "the query")
     shared = genes.isin(query)
     fraction = float(shared.mean())

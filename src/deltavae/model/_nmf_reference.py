@@ -15,6 +15,7 @@ from anndata import AnnData
 
 from .._checks import check_labels, dense, layer_matrix
 from ._genes import _refuse_duplicates, identifier_advice
+from ._nmf_start import FEW_SHARED_GENES
 from ._validation import check_data
 
 if TYPE_CHECKING:
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_FEW_SHARED_GENES = 100
 _FEW_CELLS = 5
 #: scanpy's normalize_total on cells without counts (from_reference says it in its own words).
 _SCANPY_ZERO_CELLS = r"Some cells have zero counts"
@@ -243,7 +243,7 @@ class FromReferenceMixin:
                 f"({reference.n_vars} genes, e.g. {list(reference.var_names[:3])}) share no "
                 "genes. " + identifier_advice(spots.var_names, reference.var_names)
             )
-        if len(shared) < _FEW_SHARED_GENES:
+        if len(shared) < FEW_SHARED_GENES:
             warnings.warn(
                 f"spots and reference share only {len(shared)} genes; proportions may be poorly "
                 "determined.",
@@ -273,5 +273,7 @@ class FromReferenceMixin:
         with warnings.catch_warnings():
             # Genes the model does not use may be silent in every spot; that says nothing.
             warnings.filterwarnings("ignore", message=r".*genes in .* are zero in every")
+            # Said above, or chosen (n_markers): not again by the model built below.
+            warnings.filterwarnings("ignore", message=r"signatures and spots share only")
             cls.setup_anndata(spots, layer=layer, spot_index=spot_index)
-        return cls(spots, signatures=signatures[expressed], **model_kwargs)
+            return cls(spots, signatures=signatures[expressed], **model_kwargs)

@@ -14,9 +14,15 @@ from anndata import AnnData
 from scipy.optimize import nnls
 from sklearn.decomposition import NMF
 
+from ._validation import warn_user
+
 #: A cell type whose signature over the spots' genes sums to at most this fraction of the
 #: median type's is refused by check_signatures.
 SILENT_TYPE = 1e-3
+
+
+#: Fewer genes shared by signatures and spots than this are warned about.
+FEW_SHARED_GENES = 100
 
 
 def check_signatures(signatures: pd.DataFrame, adata: AnnData):
@@ -54,6 +60,11 @@ def check_signatures(signatures: pd.DataFrame, adata: AnnData):
             "a share of every spot from the other types. Leave them out of the reference "
             f"(reference[~reference.obs[labels_key].isin({list(map(str, silent))})]) or the "
             "signatures, or measure genes they express."
+        )
+    if len(columns) < FEW_SHARED_GENES:
+        warn_user(
+            f"signatures and spots share only {len(columns)} genes; proportions may be poorly "
+            "determined."
         )
     return [str(n) for n in signatures.index], values, columns
 

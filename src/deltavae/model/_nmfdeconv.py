@@ -21,13 +21,19 @@ from ._genes import align_query_genes, match_read_genes
 from ._nmf_reference import FromReferenceMixin
 from ._nmf_start import check_signatures, nmf_start, nnls_start
 from ._saved import read_saved
-from ._spots import SpotModelMixin, prefixed, warn_empty_spots
+from ._spots import (
+    SPOT_INDEX,
+    SpotModelMixin,
+    prefixed,
+    training_rows,
+    warn_empty_spots,
+    with_spot_index,
+)
 from ._training_checks import _is_int
 from ._validation import check_model_arguments
 
 logger = logging.getLogger(__name__)
 
-_FEW_SHARED_GENES = 100
 _FEW_CELLS = 5
 #: Amortised training defaults: spots per step, steps in all, learning rate; spots per
 #: inference minibatch.
@@ -318,7 +324,9 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
                     with warnings.catch_warnings():
                         warnings.filterwarnings("ignore", message=r".*filled with zeros")
                         adata = align_query_genes(adata, genes, 0.0, layer)
-        return super().load(dir_path, adata=adata, **kwargs)
+        with warnings.catch_warnings():  # said when the model was built
+            warnings.filterwarnings("ignore", message=r"signatures and spots share only")
+            return super().load(dir_path, adata=adata, **kwargs)
 
     def _match_genes(self, adata: AnnData) -> AnnData:
         """New spots need the genes the model reads (:meth:`used_genes`), by name and in any
@@ -334,15 +342,10 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         self._check_if_trained(warn=False)
         adata = self._resolve_adata(adata)
         if not self.module.amortized:
-            if not adata.obs_names.equals(self.adata.obs_names):
-                raise ValueError(
-                    "inference='per_spot' fits proportions for the training spots only: the "
-                    f"AnnData must hold the model's {self.adata.n_obs} spots in the same order "
-                    f"(got {adata.n_obs}). Map new spots with an inference='amortized' model."
-                )
+            order = training_rows(adata.obs_names, self.adata.obs_names)
             with torch.no_grad():
-                proportions = self.module.proportions().cpu().numpy()
-                abundance = torch.exp(self.module.log_abundance).cpu().numpy()
+                proportions = self.module.proportions().cpu().numpy()[order]
+                abundance = torch.exp(self.module.log_abundance).cpu().numpy()[order]
             index = self.module.gene_index
             columns = None if index is None else index.cpu().numpy()
             n_empty = sum(int((c.sum(axis=1) == 0).sum()) for c in self._row_chunks(columns))
@@ -352,6 +355,11 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
                 adata.obs_names,
                 n_empty,
             )
+        if (
+            SPOT_INDEX not in adata.obs
+            and REGISTRY_KEYS.INDICES_KEY in self.registry_["field_registries"]
+        ):
+            adata = with_spot_index(adata)  # set up with spot_index=True: the encoder ignores it
         adata = self._validate_anndata(adata)
         loader = self._make_data_loader(
             adata=adata,
@@ -461,7 +469,8 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         ----------
         adata
             The spots (amortised: any spots with the training genes; per spot: the training
-            spots, same order, any genes); default the model's AnnData. Opened
+            spots or some of them, by name in any order, any genes); default the model's
+            AnnData. Opened
             ``backed="r+"``, the results also go into its file, in blocks of rows.
         batch_size
             Spots per inference minibatch (amortised).

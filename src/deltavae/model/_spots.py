@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import scvi
+from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField
@@ -133,6 +134,39 @@ class SpotModelMixin:
             return np.arange(n)
         rng = np.random.default_rng(scvi.settings.seed)
         return np.sort(rng.choice(n, n_max, replace=False))
+
+
+def training_rows(names: pd.Index, trained: pd.Index) -> np.ndarray:
+    """Rows of a per-spot model's training spots (``trained``) that ``names`` are: any of
+    them, in any order. Other or repeated spots raise, naming what differs."""
+    if names.equals(trained):
+        return np.arange(len(names))
+    unknown = names.difference(trained)
+    if len(unknown) or not names.is_unique or not trained.is_unique:
+        repeated = ", some repeated" if not names.is_unique else ""
+        raise ValueError(
+            "inference='per_spot' fits proportions for the training spots only, found by name "
+            f"in any order; this AnnData has {len(names)} spots, {len(unknown)} of them not "
+            f"among the model's {len(trained)} (e.g. {unknown[:3].tolist()}){repeated}. Map "
+            "new spots with an inference='amortized' model."
+        )
+    return trained.get_indexer(names)
+
+
+def with_spot_index(adata):
+    """New spots for an amortized model set up with ``spot_index=True``: an AnnData sharing
+    ``adata``'s matrices with a row column added, so the caller's obs stays as it is."""
+    if adata.isbacked:
+        raise ValueError(
+            f"The model was set up with spot_index=True, which these spots lack; add it "
+            f"(adata.obs[{SPOT_INDEX!r}] = numpy.arange(adata.n_obs)) or set the model up "
+            "without it: an amortized model does not read it."
+        )
+    obs = adata.obs.copy()
+    obs[SPOT_INDEX] = np.arange(adata.n_obs)
+    return AnnData(
+        X=adata.X, obs=obs, var=adata.var, layers=dict(adata.layers), obsm=dict(adata.obsm)
+    )
 
 
 def spots_to_load(adata, var_names):

@@ -46,6 +46,15 @@ _BAR_LABELS = {
     "archetype_weights": "weight",
 }
 
+
+def _bar_label(key: str) -> str:
+    """The colour bar's label of an obsm key, also written with ``key_added`` (a prefix)."""
+    for known, label in _BAR_LABELS.items():
+        if key == known or key.endswith(f"_{known}"):
+            return label
+    return key
+
+
 #: Colour of spots without a value, as scanpy's ``na_color``.
 _NA_COLOR = "lightgray"
 
@@ -161,7 +170,7 @@ def spatial_proportions(
         points = ax.scatter(
             *coords[~missing, :2].T, c=v[~missing], s=size, cmap=cmap, vmin=0, vmax=top
         )
-        fig.colorbar(points, ax=ax, label=_BAR_LABELS.get(key, key), shrink=0.7, pad=0.02)
+        fig.colorbar(points, ax=ax, label=_bar_label(key), shrink=0.7, pad=0.02)
         ax.set_title(str(column))
         ax.set_aspect("equal")
         if basis == "spatial" and not ax.yaxis_inverted():
