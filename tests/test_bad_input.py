@@ -93,12 +93,39 @@ def test_a_measurement_as_a_category_column_is_refused(counts_adata):
 
 def test_missing_obs_keys(counts_adata):
     _setup_fails(counts_adata, KeyError, "batch_key='donor'", batch_key="donor")
+    # A pandas AttributeError ('DataFrame' object has no attribute 'cat') after obsm was written.
+    twice = "categorical_covariate_keys=.*names a column more than once"
+    _setup_fails(counts_adata, ValueError, twice, categorical_covariate_keys=["cluster"] * 2)
+    with pytest.raises(ValueError, match="condition_key=.*names a column more than once"):
+        dv.model.CGMDVAE.setup_anndata(counts_adata, condition_key=["condition", "condition"])
+    assert not counts_adata.obsm
     _setup_fails(
         counts_adata,
         KeyError,
         "categorical_covariate_keys='age'",
         categorical_covariate_keys=["condition", "age"],
     )
+
+
+def test_a_covariate_changed_after_setup_is_refused(counts_adata):
+    """scvi-tools reads the codes written at setup: the model trained on the old values."""
+    adata, before = counts_adata, counts_adata.obs["condition"].copy()
+    dv.model.ZINBVAE.setup_anndata(
+        adata, batch_key="condition", categorical_covariate_keys=["cluster"]
+    )
+    adata.obs["condition"] = "ctrl"  # every cell, after setup
+    with pytest.raises(
+        ValueError, match=r"obs\['condition'\] changed after setup_anndata: 1\d\d of"
+    ):
+        dv.model.ZINBVAE(adata)
+    adata.obs["condition"] = before
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="cluster")
+    model = dv.model.CGMDVAE(adata)
+    swap = {"0": "1", "1": "0"}
+    adata.obs["cluster"] = adata.obs["cluster"].astype(str).replace(swap)
+    with pytest.raises(ValueError, match=r"obs\['cluster'\] changed after setup_anndata"):
+        model.train(max_epochs=1, **TRAIN)
+    assert not model.is_trained_
 
 
 @pytest.mark.parametrize(
@@ -339,8 +366,16 @@ def test_unlabelled_cells_are_marked_as_the_model_reads_them(counts_adata):
     labels = counts_adata.obs["cluster"].astype(str).to_numpy().astype(object)
     labels[::3] = np.nan
     counts_adata.obs["label"] = labels
-    with pytest.raises(ValueError, match=r"\.astype\(object\)\.fillna\('Unknown'\)"):
+    advice = r"\.astype\(str\)\.replace\('nan', 'Unknown'\)"
+    with pytest.raises(ValueError, match=advice):
         dv.model.CGMDVAE.setup_anndata(counts_adata, labels_key="label")
+    # The advice works on numeric labels too (astype(object).fillna mixed floats and text).
+    numeric = counts_adata.copy()
+    numeric.obs["label"] = numeric.obs["cluster"].astype(int).astype(float).where(labels == labels)
+    with pytest.raises(ValueError, match=advice):
+        dv.model.CGMDVAE.setup_anndata(numeric, labels_key="label")
+    numeric.obs["label"] = numeric.obs["label"].astype(str).replace("nan", "Unknown")
+    dv.model.CGMDVAE.setup_anndata(numeric, labels_key="label")
     counts_adata.obs["label"] = counts_adata.obs["label"].fillna("unknown")
     dv.model.CGMDVAE.setup_anndata(counts_adata, labels_key="label")
     with pytest.warns(UserWarning, match="'unknown', which is trained as a cell type of its own"):

@@ -214,6 +214,21 @@ def test_expression_arguments_scvi_tools_would_mishandle(trained):
     assert len(one) == adata.n_vars and set(one["comparison"]) == {"0 vs 1"}
 
 
+def test_a_batch_category_without_cells_is_not_decoded(counts_adata):
+    """Its one-hot column never trained: decoding under it gave numbers without a word."""
+    adata = counts_adata
+    categories = ["ctrl", "stim", "other"]
+    adata.obs["condition"] = pd.Categorical(adata.obs["condition"].astype(str), categories)
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    model.train(max_epochs=1, **TRAIN)
+    with pytest.raises(ValueError, match="'other' is a category .* without training cells"):
+        model.get_normalized_expression(transform_batch="other")
+    with pytest.raises(ValueError, match="without training cells.*\\['ctrl', 'stim'\\]"):
+        model.differential_expression(groupby="cluster", group1="0", batchid1=["other"])
+    assert model.get_normalized_expression(transform_batch="stim").shape == adata.shape
+
+
 def test_expression_arguments_found_by_a_trial(trained):
     """Each failed late in scvi-tools or pandas, or gave a wrong table without a word."""
     model, adata = trained

@@ -48,6 +48,9 @@ def _state(model):
 def test_query_training_changes_only_the_new_condition_columns(reference):
     model, query, _ = reference
     ref_before = _state(model)
+    for overlap in (1.5, -0.1):  # accepted when the genes matched; "150% needed" when not
+        with pytest.raises(ValueError, match=r"min_gene_overlap is a fraction .* in \[0, 1\]"):
+            dv.model.CGMDVAE.load_query_data(query.copy(), model, min_gene_overlap=overlap)
     q = dv.model.CGMDVAE.load_query_data(query.copy(), model)
     assert q.query_mapping_["new_categories"] == {"condition": ["c2"]}
     before = _state(q)
@@ -549,6 +552,13 @@ def test_latent_shift_moves_an_unconditional_model_towards_the_target():
         vae.predict_perturbation(ctrl, "stim", method="translate")
     with pytest.raises(ValueError, match="pass balance_key"):
         vae.predict_perturbation(ctrl, "stim", "nearest_response", condition_key="condition")
+    # Groups each seen under one condition only: a mean of nothing, then a Gamma of NaN.
+    adata.obs["side"] = adata.obs["condition"].astype(str) + "_side"
+    ctrl.obs["side"] = "ctrl_side"
+    with pytest.raises(ValueError, match=r"No group .*obs\['side'\]\) is seen under both"):
+        vae.predict_perturbation(
+            ctrl, "stim", "latent_shift", condition_key="condition", balance_key="side"
+        )
 
 
 def _log_normalized_conditions(n_cells: int):

@@ -330,7 +330,9 @@ def test_zinbvae_checks_genes_too():
         ({"train_size": 1.5}, r"train_size must lie in \(0, 1\]"),
         ({"validation_size": 0.5, "train_size": 0.9}, "train_size \\+ validation_size"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
-        ({"batch_size": 1}, "BatchNorm layers need at least 2 cells"),
+        ({"batch_size": 1}, "BatchNorm layers need at least 2 cells.*Use batch_size >= 2"),
+        # One training cell: the advice was batch_size >= 2, which cannot help.
+        ({"train_size": 0.02}, r"and 1 training cells\. Train on more cells: .*train_size"),
         ({"lr": -1.0}, "lr must be a positive, finite number"),
         ({"lr": float("nan")}, "lr must be a positive, finite number"),
         ({"early_stopping": True, "train_size": 1.0}, "no cell is held out"),
@@ -520,6 +522,9 @@ def test_convergence_rule_on_histories():
     lr_1 = [43211.0, 23254, 26766, 27744, 23860, 18249, 13465, 9989, 7253, 7100, 6900]
     note = still_improving(history(lr_1))
     assert "from 2.677e+04 to 7100 over its last 10 epochs" in note  # not "1440% per 10"
+    # Three epochs falling fast: the "thirds" of 3 epochs were all 3, "from 1485 to 1485".
+    note = still_improving(history([1594.8, 1485.2, 1422.8]))
+    assert "from 1595 to 1423 over its last 3 epochs" in note, note
     spike = [968.0, 910, 816, 737, 649, 681, 1049, 844, 664, 603]
     assert "still improving" in still_improving(history(spike))
     # Flat noisy runs stay quiet (at most a few in a hundred, as before the rule was added).

@@ -42,7 +42,11 @@ from ._scvi_glue import (
     forget_old_copies,
     refuse_scvi_names,
 )
-from ._training_checks import check_trainer_names, check_training_arguments
+from ._training_checks import (
+    check_registered_columns,
+    check_trainer_names,
+    check_training_arguments,
+)
 from ._validation import (
     check_backing_for_training,
     check_data,
@@ -271,6 +275,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         # Another model set up on the same AnnData (or a read call of one) rewrites the
         # registered columns (obs["_scvi_batch"] ...) with its own codes; take ours back.
         self.adata_manager.validate()
+        check_registered_columns(self.adata, self.adata_manager.registry, type(self).__name__)
         check_model_counts(self)
         if "devices" in trainer_kwargs:
             # Lightning's name; scvi-tools' runner would silently drop it.
@@ -417,6 +422,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         super().register_manager(_sealed(adata_manager))
 
     def _register_manager_for_instance(self, adata_manager):
+        check_registered_columns(adata_manager.adata, adata_manager.registry, type(self).__name__)
         super()._register_manager_for_instance(_sealed(adata_manager))
 
     def _training_genes(self) -> pd.Index | None:

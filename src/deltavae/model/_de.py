@@ -14,6 +14,7 @@ import scvi
 from scvi.model.base import RNASeqMixin
 
 from ._genes import identifier_advice
+from ._labels import seen_categories
 from ._validation import SCVI_STAND_IN_BATCH
 
 #: Cells x genes from which scvi-tools' importance-weighted DE takes minutes on a CPU.
@@ -155,6 +156,14 @@ def check_batches(model, given: dict, arguments: tuple[str, ...]) -> None:
             raise ValueError(
                 f"{arg}={value!r}: {unknown[0]!r} is not a category of "
                 f"adata.obs[{registry.get('original_key')!r}]; its categories: {known[:20]}."
+            )
+        seen = (seen_categories(model) or {}).get(registry.get("original_key"))
+        empty = [v for v in values if v is not None and seen is not None and str(v) not in seen]
+        if empty:
+            raise ValueError(
+                f"{arg}={value!r}: {empty[0]!r} is a category of "
+                f"adata.obs[{registry.get('original_key')!r}] without training cells, so the "
+                f"model learned nothing of it; choose one of {sorted(seen)[:20]}."
             )
 
 

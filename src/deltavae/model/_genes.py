@@ -142,6 +142,11 @@ def align_query_genes(
     >>> list(align_query_genes(q, ["a", "b"]).var_names)
     ['a', 'b']
     """
+    if not 0 <= min_gene_overlap <= 1:
+        raise ValueError(
+            f"min_gene_overlap is a fraction of the reference's genes, in [0, 1]; got "
+            f"{min_gene_overlap!r}."
+        )
     genes = pd.Index(np.asarray(reference_genes).astype(str))
     query = pd.Index(adata.var_names.astype(str))
     if query.equals(genes):

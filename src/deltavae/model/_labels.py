@@ -397,3 +397,20 @@ def typed_codes(train_column: pd.Series, known: list, codes: np.ndarray):
     """
     typed = [condition_column(train_column, value, 1)[0] for value in known]
     return _like_column(train_column, [typed[c] for c in codes], possible=typed)
+
+
+class NoResponseError(ValueError):
+    """No training group is seen under both conditions: no observed response to transfer."""
+
+
+def groups_under_both(groups, is_src, is_tgt, source, target, key=None) -> list[str]:
+    """The groups (one per training cell) seen under both the ``source`` and the ``target``
+    condition, sorted; none raises :class:`NoResponseError`."""
+    names = sorted(set(groups[is_src]) & set(groups[is_tgt]))
+    if not names:
+        column = "" if key is None else f" (adata.obs[{key!r}])"
+        raise NoResponseError(
+            f"No group of the training cells{column} is seen under both {source!r} and "
+            f"{target!r}; there is no observed response to transfer."
+        )
+    return names

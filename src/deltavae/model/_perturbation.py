@@ -19,7 +19,7 @@ from scvi import REGISTRY_KEYS
 
 from ..distributions import round_counts
 from ._cgmdvae_mixins import ClustersMixin
-from ._labels import condition_column
+from ._labels import NoResponseError, condition_column, groups_under_both
 from ._matrices import has_negatives, in_memory, row_sums
 from ._scvi_glue import seeded
 from ._validation import category_mappings
@@ -146,10 +146,6 @@ class PerturbationMixin:
             return latent_shift(self, adata, contrast, batch_size)
 
 
-class NoResponseError(ValueError):
-    """No training group is seen under both conditions: no observed response to transfer."""
-
-
 def _default_condition_key(model) -> str:
     keys = list(category_mappings(model.registry_))
     if len(keys) != 1:
@@ -265,6 +261,8 @@ def latent_shift(
     z_train = model.get_latent_representation(train, batch_size=batch_size)
     groups = None if balance_key is None else train.obs[balance_key].astype(str).to_numpy()
     is_src, is_tgt = train_conditions == source, train_conditions == target
+    if groups is not None:  # before any latent is computed
+        groups_under_both(groups, is_src, is_tgt, source, target, balance_key)
     means_src = _group_means(z_train[is_src], None if groups is None else groups[is_src])
     means_tgt = _group_means(z_train[is_tgt], None if groups is None else groups[is_tgt])
     both = [g for g in means_src if g in means_tgt]
@@ -396,12 +394,7 @@ def nearest_response(
             known = labels.isin(model.label_names).to_numpy()
             groups[known] = labels.to_numpy()[known]
     is_src, is_tgt = train_conditions == source, train_conditions == target
-    names = sorted(set(groups[is_src]) & set(groups[is_tgt]))
-    if not names:
-        raise NoResponseError(
-            f"No group of the training cells is seen under both {source!r} and {target!r}; "
-            "there is no observed response to transfer."
-        )
+    names = groups_under_both(groups, is_src, is_tgt, source, target)
     caller_obs = adata.obs  # the labels and columns as given, before validation
     adata = model._validate_anndata(adata)
     x_train, x_query = _additive_data(model, train), _additive_data(model, adata)

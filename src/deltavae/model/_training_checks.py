@@ -8,6 +8,7 @@ import inspect
 import math
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ._validation import warn_user
@@ -150,8 +151,52 @@ def check_training_arguments(
         )
     batch_norm = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules())
     if batch_norm and min(batch_size, n_train) < 2:
+        fix = (
+            "Use batch_size >= 2 (128 is the default)."
+            if batch_size < 2
+            else f"Train on more cells: a larger train_size (now {train_size}; 0.9 is the "
+            "default) or more cells in adata."
+        )
         raise ValueError(
             f"The model's BatchNorm layers need at least 2 cells per minibatch; got "
-            f"batch_size={batch_size} and {n_train} training cells. Use batch_size >= 2 "
-            "(128 is the default)."
+            f"batch_size={batch_size} and {n_train} training cells. {fix}"
         )
+
+
+def _registered_columns(registry: dict):
+    """(obs column, registered codes' place, categories) of each categorical field."""
+    for field in registry["field_registries"].values():
+        data, state = field.get("data_registry", {}), field.get("state_registry", {})
+        if "categorical_mapping" in state and data.get("attr_name") == "obs":
+            if state.get("original_key") != data["attr_key"]:  # not scvi-tools' stand-in
+                yield (
+                    state["original_key"],
+                    ("obs", data["attr_key"], None),
+                    state["categorical_mapping"],
+                )
+        for key, mapping in state.get("mappings", {}).items():
+            if data.get("attr_name") == "obsm":
+                yield key, ("obsm", data["attr_key"], key), mapping
+
+
+def check_registered_columns(adata, registry: dict, model: str) -> None:
+    """Refuse an obs column changed after ``setup_anndata``: scvi-tools reads the codes it
+    wrote then (``obs["_scvi_batch"]``, ...), so a model would train on the old values."""
+    for key, (slot, attr_key, column), mapping in _registered_columns(registry):
+        store = getattr(adata, slot)
+        if key not in adata.obs or attr_key not in store:
+            continue  # a missing column is named by scvi-tools' own check
+        registered = store[attr_key] if column is None else store[attr_key][column]
+        values = adata.obs[key].astype("category")
+        lookup = pd.Index(np.asarray(mapping).astype(str)).get_indexer(
+            values.cat.categories.astype(str)
+        )
+        codes = values.cat.codes.to_numpy()
+        now = np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1)
+        changed = int((now != np.asarray(registered)).sum())
+        if changed:
+            raise ValueError(
+                f"adata.obs[{key!r}] changed after setup_anndata: {changed} of {adata.n_obs} "
+                "cells hold another value than the one registered, which the model would read. "
+                f"Call {model}.setup_anndata on it again, then build the model."
+            )

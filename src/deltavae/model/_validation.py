@@ -337,7 +337,10 @@ def check_obs_keys(
             raise TypeError(
                 f"{arg} must name obs column(s) (a string or a list of strings); got {value!r}."
             )
-        for key in [value] if isinstance(value, str) else list(value):
+        names = [value] if isinstance(value, str) else list(value)
+        if len(set(names)) < len(names):
+            raise ValueError(f"{arg}={value!r} names a column more than once; name each once.")
+        for key in names:
             if key not in adata.obs:
                 raise KeyError(
                     f"{arg}={key!r} is not a column of adata.obs; available columns: "
@@ -346,9 +349,9 @@ def check_obs_keys(
             n_missing = int(pd.isna(adata.obs[key]).sum())
             if n_missing:
                 fill = (
-                    "mark those cells unlabelled with the unlabelled category ('Unknown' unless "
-                    f"unlabeled_category names another): adata.obs[{key!r}] = adata.obs[{key!r}]"
-                    ".astype(object).fillna('Unknown'), or drop them."
+                    "mark those cells unlabelled ('Unknown' unless unlabeled_category names "
+                    f"another): adata.obs[{key!r}] = adata.obs[{key!r}].astype(str).replace("
+                    "'nan', 'Unknown'), or drop them."
                     if arg == "labels_key"
                     else "fill them with a value of their own or drop those cells."
                 )

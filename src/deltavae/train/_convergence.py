@@ -225,7 +225,9 @@ def still_improving(
         return None
     what = "validation" if name == "elbo_validation" else "training"
     rate = f"{fall_per_10:.2%} per 10 epochs over the last {window} epochs"
-    if fall_per_10 > 0.5:  # a line's rate means little on a curve falling this fast
+    if fall_per_10 > 0.5 and window < 3 * 3:  # thirds of 3 epochs would overlap
+        rate = f"from {y[0]:.4g} to {y[-1]:.4g} over its last {window} epochs"
+    elif fall_per_10 > 0.5:  # a line's rate means little on a curve falling this fast
         first, last = _thirds_medians(y)
         rate = (
             f"from {first:.4g} to {last:.4g} over its last {window} epochs, medians of their "
