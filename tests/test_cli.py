@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import anndata as ad
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -272,7 +273,9 @@ def test_fit_output_has_no_scvi_fields(cgmdvae_fit, synthetic_h5ad, tmp_path, ca
 def test_fit_logs_no_noise(cgmdvae_fit, tmp_path):
     assert cgmdvae_fit.status == 0, cgmdvae_fit.stderr
     messages = "\n".join(cgmdvae_fit.messages)
-    assert "GPU available" in messages  # the handler did see Lightning's records
+    # Lightning's device line: the command says where it trains, in its own line on stdout.
+    assert "GPU available" not in messages and "GPU available" not in cgmdvae_fit.stderr
+    assert "Training CGMDVAE on 200 cells x 40 genes, on the CPU" in cgmdvae_fit.stdout
     assert "litlogger" not in messages
     assert "Seed set to" not in messages
     assert "TPU available" not in messages and "`max_epochs=" not in messages
@@ -280,7 +283,11 @@ def test_fit_logs_no_noise(cgmdvae_fit, tmp_path):
         assert "litlogger" not in text and "Seed set to" not in text
     adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=0)
     dv.model.ZINBVAE.setup_anndata(adata)
-    dv.model.ZINBVAE(adata, n_hidden=8).save(tmp_path / "model")
+    model = dv.model.ZINBVAE(adata, n_hidden=8)
+    with _Records() as records:  # from Python the device line stays
+        model.train(max_epochs=1, enable_progress_bar=False)
+    assert any("GPU available" in m for m in records.messages)
+    model.save(tmp_path / "model")
     with _Records() as records:
         dv.model.ZINBVAE.load(tmp_path / "model", adata)
     assert not [m for m in records.messages if "already downloaded" in m]
@@ -302,10 +309,34 @@ def test_help_shows_every_default():
                 assert re.search(r"\[[^\]]+\]", text), (name, action.dest, text)
     fit_help = commands["fit"].format_help()
     assert "labels in --labels-key, or 10]" in " ".join(fit_help.split())
-    assert f"--threads THREADS torch CPU threads [{dv.default_threads()}:" in " ".join(
+    assert f"--threads THREADS torch CPU threads [{dv._threads.command_threads()}:" in " ".join(
         fit_help.split()
     )
     assert "_plots" in fit_help
+
+
+def test_demo_resolution_must_be_positive(capsys):
+    """-1 gave one cluster and nan one per cell, scored and exit 0."""
+    for value in ("-1", "0", "nan"):
+        assert main(["demo", "--resolution", value]) == 2
+        assert "must be a positive number" in capsys.readouterr().err
+
+
+def test_condition_mixing_ignores_categories_without_cells():
+    """An unused category (left by subsetting) counted as a condition never mixed: 0.63."""
+    from deltavae._cli_report import _cluster_report
+
+    results = ad.AnnData(np.zeros((40, 1)))
+    results.obs["cgmdvae_cluster"] = np.repeat(["0", "1"], 20)
+    results.obs["condition"] = pd.Categorical(np.tile(["a", "b"], 20), ["a", "b", "other"])
+    results.uns["cgmdvae"] = {
+        "cluster_names": np.array(["0", "1"]),
+        "cluster_sizes": np.array([20, 20]),
+        "empty_clusters": np.array([], dtype=object),
+    }
+    lines = "\n".join(_cluster_report(results, "cgmdvae", "condition"))
+    assert "condition mixing (condition): 1.00 (whole data set: 1.00)" in lines
+    assert "other" not in lines and "/ log(2)" in lines
 
 
 def test_fit_refuses_bad_out_paths_before_loading(synthetic_h5ad, tmp_path, capsys):
@@ -394,11 +425,15 @@ def test_threads_reach_torch_and_are_restored(synthetic_h5ad, tmp_path, monkeypa
         assert main(argv) == 2
     finally:
         torch.set_num_threads(before)
-    assert seen == [3, dv.default_threads()]
+    assert seen == [3, dv._threads.command_threads()]
     assert torch.get_num_threads() == before
     assert build_parser().parse_args(["demo", "--threads", "2"]).threads == 2
+    # A scheduler's OMP_NUM_THREADS is the command's default (it ran min(CPUs, 8) threads).
+    monkeypatch.delenv("DELTAVAE_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert build_parser().parse_args(["demo"]).threads == 3
     monkeypatch.setenv("DELTAVAE_THREADS", "5")
-    assert dv.default_threads() == 5
+    assert dv.default_threads() == 5 == build_parser().parse_args(["demo"]).threads
     monkeypatch.setenv("DELTAVAE_THREADS", "zero")
     assert dv.default_threads() == min(dv._threads.available_cpus(), 8)
 

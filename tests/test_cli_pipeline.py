@@ -2,8 +2,13 @@
 appears under its name only when the run succeeded, SIGTERM is a failure, stale plots of a
 replaced run go, bad seeds are usage errors, and logs carry no progress-bar frames."""
 
+import os
+import signal
+
 import anndata as ad
+import h5py
 import matplotlib
+import numpy as np
 import pytest
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -93,6 +98,69 @@ def test_overwrite_removes_the_replaced_runs_plots(counts_file, tmp_path, capsys
     printed = capsys.readouterr().out
     # Not a terminal: no progress bar's carriage-return frames in the log.
     assert "\r" not in printed and "Epoch 1/2" not in printed
+
+
+def test_a_new_output_leaves_other_files_in_its_plots_folder(counts_file, tmp_path, capsys):
+    """A run deleted every PNG it had not written, though it replaced no earlier run."""
+    out = tmp_path / "z.h5ad"
+    plots = plots_folder(out)
+    plots.mkdir()
+    mine = plots / "my_figure_for_a_paper.png"
+    mine.write_bytes(b"the user's own figure")
+    assert _fit(counts_file, out) == 0
+    assert mine.exists() and (plots / "elbo_history.png").exists()
+    assert not partial_path(plots).exists()
+
+
+def test_out_naming_the_reference_is_refused(counts_file, tmp_path, capsys):
+    """--out over --reference with --overwrite replaced the reference by the results."""
+    reference = tmp_path / "ref.h5ad"
+    reference.write_bytes(counts_file.read_bytes())
+    before = reference.read_bytes()
+    argv = ["fit", str(counts_file), "--model", "nmfdeconv", "--reference", str(reference)]
+    assert main([*argv, "--out", str(reference), "--overwrite"]) == 2
+    assert "is the --reference file" in capsys.readouterr().err
+    assert reference.read_bytes() == before
+
+
+@pytest.mark.filterwarnings("ignore:Element '/data' was written without encoding metadata")
+def test_an_hdf5_file_that_is_not_an_anndata_is_bad_input(tmp_path, capsys):
+    """A 10x .h5 or any HDF5 file: a 30-line TypeError traceback and status 1."""
+    plain = tmp_path / "plain.h5ad"
+    with h5py.File(plain, "w") as f:
+        f["data"] = np.arange(10)
+    assert _fit(plain, tmp_path / "z.h5ad") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("deltavae: error:") and "is not an AnnData file" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_sigterm_while_writing_results_removes_what_the_run_wrote(
+    counts_file, tmp_path, capsys, monkeypatch
+):
+    """SIGTERM after training killed the process: a full-size hidden partial file stayed."""
+
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(_cli_commands, "_fit_plots", killed)
+    out = tmp_path / "z.h5ad"
+    assert _fit(counts_file, out) == 143
+    assert "stopped by SIGTERM" in capsys.readouterr().err
+    assert not out.exists() and not partial_path(out).exists()
+    assert not partial_path(plots_folder(out)).exists()
+    assert signal.getsignal(signal.SIGTERM) is not None  # the handler found, put back
+
+
+def test_ctrl_c_without_a_message_still_says_what_happened(
+    counts_file, tmp_path, capsys, monkeypatch
+):
+    def interrupted(self, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dv.model.ZINBVAE, "train", interrupted)
+    assert _fit(counts_file, tmp_path / "z.h5ad", "--no-plots") == 130
+    assert capsys.readouterr().err.strip() == "deltavae: interrupted: no output was written."
 
 
 @pytest.mark.parametrize("seed", ["-1", str(2**32), "abc"])

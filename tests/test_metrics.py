@@ -177,6 +177,17 @@ def test_two_series_of_the_same_cells_pair_them_by_name():
         assert ari(true, unnamed) == ari(true, pred.to_numpy())
 
 
+def test_mean_expression_r2_names_genes_that_do_not_fit():
+    """A mask of the wrong length or a position past the end: numpy's bare IndexError."""
+    rng = np.random.default_rng(0)
+    pred, obs = rng.gamma(2.0, size=(20, 30)), rng.gamma(2.0, size=(20, 30))
+    with pytest.raises(ValueError, match="genes is a mask of 29 values for 30 genes"):
+        dv.metrics.mean_expression_r2(pred, obs, genes=np.ones(29, dtype=bool))
+    with pytest.raises(IndexError, match="positions outside the 30 genes"):
+        dv.metrics.mean_expression_r2(pred, obs, genes=[0, 1, 2, 30])
+    assert 0 <= dv.metrics.mean_expression_r2(pred, obs, genes=[0, 1, 2, -1]) <= 1
+
+
 def test_mean_expression_r2_says_when_the_two_sides_are_on_different_scales():
     """translate's X (expected counts) scored against log-normalized cells gave an R² with
     no sign that the two were on different scales."""

@@ -80,11 +80,17 @@ def test_loading_onto_cells_without_the_labels_column_says_what_to_do(counts_ada
     counts_adata.obs["cell_type"] = counts_adata.obs["cluster"].astype(str)
     dv.model.CGMDVAE.setup_anndata(counts_adata, labels_key="cell_type")
     model = dv.model.CGMDVAE(counts_adata, **SMALL)
+    model.train(max_epochs=1, enable_progress_bar=False)
     model.save(tmp_path / "g")
     new = counts_adata.copy()
     del new.obs["cell_type"]
-    with pytest.raises(ValueError, match="adata.obs\\['cell_type'\\] = 'Unknown'"):
-        dv.model.CGMDVAE.load(tmp_path / "g", new)
+    # Read as unlabelled cells, on a copy sharing new's matrices (as a query is mapped).
+    with pytest.warns(UserWarning, match="lacks 'cell_type'.*every cell unlabelled \\('Unknown'"):
+        loaded = dv.model.CGMDVAE.load(tmp_path / "g", new)
+    assert "cell_type" not in new.obs and loaded.adata is not new
+    assert (loaded.adata.obs["cell_type"] == "Unknown").all() and loaded.adata.X is new.X
+    loaded.write_to_adata(new)
+    assert "cgmdvae_cluster" in new.obs
     new.obs["cell_type"] = "Unknown"
     assert dv.model.CGMDVAE.load(tmp_path / "g", new).adata is new
     new.obs["cell_type"] = "Plasma"

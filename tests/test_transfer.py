@@ -79,6 +79,16 @@ def test_reloaded_query_model_keeps_its_frozen_weights(reference, tmp_path):
     q.save(str(tmp_path / "query"), save_anndata=True)
     loaded = dv.model.CGMDVAE.load(str(tmp_path / "query"))
     assert loaded.is_query_model
+    # With the query it was mapped from, which has no labels column (it was refused).
+    columns = list(query.obs.columns)
+    with pytest.warns(UserWarning, match="lacks 'cell_type'.*every cell unlabelled"):
+        again = dv.model.CGMDVAE.load(str(tmp_path / "query"), adata=query)
+    assert list(query.obs.columns) == columns
+    # The reference's condition is the query model's, but none of its cells are under it.
+    with pytest.raises(ValueError, match="'c0' is the model's, but its AnnData holds no cell"):
+        again.predict_perturbation(query, "c0", method="latent_shift")
+    soft = {"soft": True}
+    np.testing.assert_allclose(again.predict_clusters(**soft), loaded.predict_clusters(**soft))
     # load's hook (_after_load) froze the reloaded model again, BatchNorm included.
     norms = [m for m in loaded.module.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     assert norms and all(type(m) is ReferenceBatchNorm1d for m in norms)
@@ -331,6 +341,19 @@ def test_zinbvae_query_learns_only_new_batch_columns_and_dispersions(tmp_path):
     assert (
         from_path.query_mapping_["learning_parameters"] == q.query_mapping_["learning_parameters"]
     )
+
+
+def test_a_cgmdvae_without_conditions_shifts_z_by_default():
+    """The default was 'translate', refused for want of a condition covariate."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=30, n_clusters=2, n_conditions=2, seed=3
+    )
+    dv.model.CGMDVAE.setup_anndata(adata)
+    g = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    g.train(max_epochs=2, **FAST)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    pred = g.predict_perturbation(ctrl, "stim", condition_key="condition", seed=0)
+    assert pred.uns["prediction"]["method"] == "latent_shift" and pred.n_obs == ctrl.n_obs
 
 
 def _normalize(counts):

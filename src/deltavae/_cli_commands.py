@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 import time
 import warnings
@@ -25,13 +26,16 @@ from deltavae._cli_files import (
     _check_writable,
     _drop_scvi_fields,
     _message,
+    _same_path,
     _user_errors,
     _write_results,
     check_model_dir,
     discard,
+    partial_path,
     plots_folder,
     publish,
     run_record,
+    sigterm_stops,
 )
 from deltavae._cli_models import (
     MODELS,
@@ -77,6 +81,29 @@ def _model_notes(notes: list[str]):
         warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
 
 
+@contextlib.contextmanager
+def _no_device_banner():
+    """Lightning's "GPU available: ..." line on stderr: the command's own line says where
+    the model trains, and stderr keeps to one line for an error."""
+    from deltavae._logging import QUIET_MESSAGES, DropMessages
+
+    banner = DropMessages(("GPU available:",))
+    loggers = [logging.getLogger(name) for name in QUIET_MESSAGES if "rank_zero" in name]
+    for logger in loggers:
+        logger.addFilter(banner)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(banner)
+
+
+def _where(accelerator: str) -> str:
+    import torch
+
+    return "a GPU" if accelerator != "cpu" and torch.cuda.is_available() else "the CPU"
+
+
 def _command_doc(command: str) -> str:
     """The Parameters and Returns sections of the function that runs ``deltavae <command>``."""
     return (
@@ -111,6 +138,9 @@ def fit(args: argparse.Namespace) -> int:
         )
     plots = None if args.no_plots else plots_folder(out)
     _check_out(path, out, args.backed and zarr_store, plots, overwrite=args.overwrite)
+    replacing = out.exists()  # an earlier run's output (--overwrite): its plots go too
+    if args.reference is not None and _same_path(Path(args.reference), out):
+        raise InputError(f"--out {str(out)!r} is the --reference file; write to a new file.")
     if args.save_model is not None:
         check_model_dir(Path(args.save_model), path, out, args.overwrite)
     check_model_inputs(args)
@@ -123,6 +153,8 @@ def fit(args: argparse.Namespace) -> int:
         raise InputError(f"cannot read {str(path)!r} as an .h5ad file: {err}") from err
     except ValueError as err:
         raise InputError(_message(err)) from err
+    except (TypeError, KeyError) as err:  # an HDF5 file that is not an AnnData (10x's .h5)
+        raise InputError(f"{str(path)!r} is not an AnnData file: {_message(err)}") from err
     if args.n_clusters is not None and args.n_clusters > adata.n_obs:
         raise InputError(
             f"--n-clusters {args.n_clusters} is more than the {adata.n_obs} cells in "
@@ -133,7 +165,10 @@ def fit(args: argparse.Namespace) -> int:
     with _user_errors("setting up the model"), _model_notes(notes):
         model = build_model(model_cls, adata, reference, options)
     unit = "spots" if args.model in SPATIAL_MODELS else "cells"
-    print(f"Training {model_cls.__name__} on {adata.n_obs} {unit} x {adata.n_vars} genes ...")
+    print(
+        f"Training {model_cls.__name__} on {adata.n_obs} {unit} x {adata.n_vars} genes, on "
+        f"{_where(args.accelerator)} ..."
+    )
     # What the model says about its own run and results (not converged, empty clusters,
     # merged archetypes) goes in the report below, not as Python warnings with a file path.
     # Without --epochs, the model's own default (the Python one), not max_epochs=None.
@@ -142,24 +177,27 @@ def fit(args: argparse.Namespace) -> int:
     epochs.update({name: value for name, value in given.items() if value is not None})
     # The progress bar redraws a line with carriage returns: for a terminal, not a log file.
     progress = sys.stdout.isatty()
-    with _user_errors("training"), _model_notes(notes):
+    with _user_errors("training"), _model_notes(notes), _no_device_banner():
         model.train(
             **epochs,
             early_stopping=args.early_stopping,
             accelerator=args.accelerator,
             enable_progress_bar=progress,
         )
-    with _user_errors("writing the results"), _model_notes(notes):
-        record = run_record(model, args)
-        results, keys = _write_results(model, adata, path, out, args.backed, record)
-    # The output takes its name only once everything below has succeeded (publish).
+    # The output and its plots take their names only once everything below has succeeded
+    # (publish); until then they are partial files, removed on any failure or SIGTERM.
     try:
-        if args.save_model is not None:
-            with _user_errors("saving the model"):
-                model.save(args.save_model, overwrite=args.overwrite)
-        files = [] if plots is None else _fit_plots(results, model, keys, args, plots)
-        with _user_errors("writing the results"):
-            publish(out, plots_folder(out), files)
+        with sigterm_stops("writing the results"):
+            with _user_errors("writing the results"), _model_notes(notes):
+                record = run_record(model, args)
+                results, keys = _write_results(model, adata, path, out, args.backed, record)
+            if args.save_model is not None:
+                with _user_errors("saving the model"):
+                    model.save(args.save_model, overwrite=args.overwrite)
+            folder = None if plots is None else partial_path(plots)
+            files = [] if plots is None else _fit_plots(results, model, keys, args, folder)
+            with _user_errors("writing the results"):
+                publish(out, plots_folder(out), files, replacing)
     except BaseException:
         discard(out)
         raise
@@ -222,7 +260,8 @@ def demo(args: argparse.Namespace) -> int:
     dv.model.ZINBVAE.setup_anndata(adata)
     model = dv.model.ZINBVAE(adata, n_latent=DEMO_N_LATENT)
     notes: list[str] = []  # printed after the scores, as fit's report does
-    with _user_errors("training"), _model_notes(notes):
+    print(f"Training ZINBVAE on {_where(args.accelerator)} ...")
+    with _user_errors("training"), _model_notes(notes), _no_device_banner():
         model.train(
             max_epochs=args.epochs,
             early_stopping=args.early_stopping,

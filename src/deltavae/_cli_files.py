@@ -256,19 +256,50 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def publish(out: Path, plots: Path, written: list[Path]) -> None:
-    """Put a finished run's output in place: the partial file replaces ``out``, and PNGs in
-    ``plots`` that this run did not write (a replaced run's) are removed."""
+def publish(out: Path, plots: Path, written: list[Path], replacing: bool) -> None:
+    """Put a finished run's output in place: the partial file replaces ``out``, the PNGs
+    ``written`` (into :func:`partial_path` of ``plots``) move into ``plots``, and, when the run
+    replaces an earlier one (``replacing``), PNGs of ``plots`` it did not write are removed."""
     _remove(out)
     os.replace(partial_path(out), out)
-    if plots.is_dir():
-        for png in set(plots.glob("*.png")) - set(written):
+    if replacing and plots.is_dir():
+        for png in set(plots.glob("*.png")) - {plots / png.name for png in written}:
             png.unlink()
+    if written:
+        plots.mkdir(parents=True, exist_ok=True)
+        for png in written:
+            os.replace(png, plots / png.name)
+    _remove(partial_path(plots))
 
 
 def discard(out: Path) -> None:
-    """Remove the partial output of a run that failed after writing it."""
+    """Remove the partial output and plots of a run that failed after writing them."""
     _remove(partial_path(out))
+    _remove(partial_path(plots_folder(out)))
+
+
+@contextlib.contextmanager
+def sigterm_stops(step: str):
+    """SIGTERM during ``step`` (outside training, whose Lightning loop has its own handler)
+    raises :class:`Terminated`, so that what the run wrote is removed; the handler found is
+    put back after. Only in the main thread, where Python takes signal handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated(
+            f"{step} was stopped by SIGTERM (a time limit or preemption?); no output was written."
+        )
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _options_for(fn, what: str, **options) -> dict:

@@ -85,7 +85,7 @@ def read_reference(args: argparse.Namespace) -> ad.AnnData | None:
         return None
     try:
         reference = ad.read_h5ad(args.reference)
-    except OSError as err:
+    except (OSError, TypeError, KeyError) as err:  # KeyError, TypeError: HDF5, not AnnData
         raise InputError(f"cannot read --reference {str(args.reference)!r}: {err}") from err
     labels_key = args.labels_key or "cell_type"
     if labels_key not in reference.obs:

@@ -45,7 +45,10 @@ _FLAGS = (
     (r"\bCGMDVAE\(\.\.\., likelihood='(\w+)'\)", r"--model cgmdvae --likelihood \1"),
     (r"\b(batch|condition|labels)_key=", r"--\1-key "),
     (r"\bn_archetypes=", "--n-archetypes "),
+    (r"\bn_archetypes\b", "--n-archetypes"),
+    (r"settings\.batch_size or batch_size in model\.train", "--batch-size"),
     (r"\bmin_spots=", "--min-spots "),
+    (r"\bmin_spots\b", "--min-spots"),
     (r"\btrain_size=", "--train-size "),
     (r"\btrain_size < 1\b", "--train-size below 1"),
     (r"\btrain\(lr=([^)]+)\)", r"--lr \1"),
@@ -136,7 +139,8 @@ def _cluster_report(results: ad.AnnData, model_name: str, condition_key: str | N
     fractions = None
     if condition_key is not None:
         clusters = results.obs[cluster_key].astype(str)
-        conditions = results.obs[condition_key].astype("category")
+        # Categories without cells (left by subsetting) would count as conditions never mixed.
+        conditions = results.obs[condition_key].astype("category").cat.remove_unused_categories()
         fractions = pd.crosstab(clusters, conditions, normalize="index", dropna=False)
     columns = [] if fractions is None else [str(c) for c in fractions.columns]
     width = max([len("cluster"), *(len(name) for name in names)])
@@ -162,7 +166,7 @@ def _cluster_report(results: ad.AnnData, model_name: str, condition_key: str | N
     if fractions is not None and len(columns) > 1:
         filled = [n for n in fractions.index if n not in empty]
         weights = sizes[[names.index(n) for n in filled]]
-        overall = results.obs[condition_key].value_counts(normalize=True).to_frame().T
+        overall = conditions.value_counts(normalize=True).to_frame().T
         lines += [
             f"condition mixing ({condition_key}): {_mixing(fractions.loc[filled], weights):.2f} "
             f"(whole data set: {_mixing(overall, np.ones(1)):.2f})",

@@ -115,6 +115,24 @@ def default_threads() -> int:
     return env if env is not None else min(available_cpus(), MAX_DEFAULT_THREADS)
 
 
+def command_threads() -> int:
+    """The command line's default thread count: ``DELTAVAE_THREADS``, else the count a
+    scheduler or the shell chose with ``OMP_NUM_THREADS`` (or ``MKL_NUM_THREADS``), else
+    :func:`default_threads`.
+
+    Examples
+    --------
+    >>> 1 <= command_threads()
+    True
+    """
+    if _env_threads() is None:
+        for name in _USER_THREAD_VARS:
+            text = os.environ.get(name, "").strip()
+            if text.isdigit() and int(text) >= 1:
+                return int(text)
+    return default_threads()
+
+
 def set_threads(n: int | None = None) -> int:
     """Set torch's number of CPU threads (intra-op parallelism).
 

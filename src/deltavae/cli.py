@@ -43,8 +43,7 @@ import warnings
 from collections.abc import Sequence
 
 from deltavae import __version__
-from deltavae._threads import ENV_VAR as THREADS_ENV_VAR
-from deltavae._threads import MAX_DEFAULT_THREADS, default_threads, set_threads
+from deltavae._threads import MAX_DEFAULT_THREADS, command_threads, set_threads
 
 DEMO_EPOCHS = 100
 DEMO_RESOLUTION = 0.8
@@ -172,10 +171,10 @@ def _add_threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=_positive_int,
-        default=default_threads(),
+        default=command_threads(),
         help=(
-            "torch CPU threads [%(default)s: the CPUs this process may use, at most "
-            f"{MAX_DEFAULT_THREADS}, or ${THREADS_ENV_VAR}]; idle threads sleep instead of "
+            "torch CPU threads [%(default)s: $DELTAVAE_THREADS, $OMP_NUM_THREADS, or the CPUs "
+            f"this process may use, at most {MAX_DEFAULT_THREADS}]; idle threads sleep instead of "
             "spinning on a busy machine (OMP_WAIT_POLICY=PASSIVE, unless set)"
         ),
     )
@@ -229,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_demo.add_argument(
         "--resolution",
-        type=float,
+        type=_positive_float,
         default=DEMO_RESOLUTION,
         help="leiden resolution [%(default)s]",
     )
@@ -452,11 +451,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return 0 if exit_.code is None else int(exit_.code)
-    import torch
+    try:  # The models load only now, once the arguments are known to be good.
+        import torch
 
-    # The models load only now, once the arguments are known to be good.
-    from deltavae import _cli_commands
-    from deltavae._cli_files import InputError, session_kept
+        from deltavae import _cli_commands
+        from deltavae._cli_files import InputError, session_kept
+    except KeyboardInterrupt:
+        print("deltavae: interrupted: no output was written.", file=sys.stderr)
+        return 130
 
     # main() may be called from Python (tests, notebooks): leave torch's thread count, the
     # seed and generators, and the user's figures as found.
@@ -478,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deltavae: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt as err:  # Ctrl-C: a line, not a traceback; 130 as shells use
-        print(f"deltavae: interrupted: {err or 'no output was written.'}", file=sys.stderr)
+        print(f"deltavae: interrupted: {str(err) or 'no output was written.'}", file=sys.stderr)
         return 130
     finally:
         torch.set_num_threads(threads)

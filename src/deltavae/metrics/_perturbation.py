@@ -219,6 +219,16 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
             if missing:
                 raise KeyError(f"genes not found: {missing[:5]} ({len(missing)} in all).")
             index = np.flatnonzero(np.isin(names, index))
+        elif index.dtype == bool and index.shape != pred.shape:
+            raise ValueError(f"genes is a mask of {index.size} values for {pred.size} genes.")
+        elif (
+            index.dtype.kind in "iu"
+            and index.size
+            and not -pred.size <= index.min() <= index.max() < pred.size
+        ):
+            raise IndexError(
+                f"genes holds positions outside the {pred.size} genes (e.g. {index.max()})."
+            )
         pred, true = pred[index], true[index]
     if pred.size < 3:
         raise ValueError(

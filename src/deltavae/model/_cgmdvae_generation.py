@@ -46,7 +46,9 @@ class GenerationMixin:
         Returns
         -------
         AnnData with samples in ``X`` (counts for count likelihoods), their expectation in
-        ``layers["expected"]``, and ``obs["cluster"]`` plus one column per condition.
+        ``layers["expected"]``, and ``obs["cluster"]`` plus one column per condition. For a
+        normal likelihood on data without negative values (log-normalized), both are clipped
+        at 0, as :meth:`translate` does.
 
         Examples
         --------
@@ -61,6 +63,10 @@ class GenerationMixin:
             self._check_if_trained(warn=False)
             draws = module.generate(n_cells, cats, y_given, self._library_log_stats())
         y, x, expected = draws["y"], draws["x"], draws["expected"]
+        if not module.observation.is_count:  # as translate: not below the data's floor of 0
+            layer = self.registry_["setup_args"].get("layer")
+            if not has_negatives(layer_matrix(self.adata, layer)):
+                x, expected = x.clamp(min=0.0), expected.clamp(min=0.0)
         obs = pd.DataFrame(index=[f"sample_{i}" for i in range(n_cells)])
         obs["cluster"] = pd.Categorical.from_codes(y.cpu().numpy(), categories=self.cluster_names)
         if cats is not None:

@@ -196,13 +196,21 @@ def with_labels_column(adata: AnnData, registry: dict) -> AnnData:
     )
 
 
-def check_labels_to_load(adata: AnnData, registry: dict) -> None:
-    """An AnnData a saved model is loaded with becomes the model's own: it needs the labels
-    column the model was trained with, holding labels the model knows (unlike new cells
-    passed to a method, which are read as unlabelled: :func:`with_labels_column`)."""
+def check_labels_to_load(adata: AnnData, registry: dict) -> AnnData:
+    """An AnnData a saved model is loaded with becomes the model's own: its labels column
+    must hold labels the model knows. Without the column (a query mapped without labels),
+    the model is loaded onto a copy sharing ``adata``'s matrices with every cell unlabelled
+    (:func:`with_labels_column`), as new cells passed to a method are read."""
     key, unlabelled, known = _label_state(registry)
     if key is None:
-        return
+        return adata
+    if key not in adata.obs and not adata.isbacked:
+        warn_user(
+            f"adata.obs lacks {key!r}, the labels column the model was trained with: the "
+            f"model holds a copy of adata with every cell unlabelled ({unlabelled!r}; adata "
+            "itself is unchanged). Write results into adata with model.write_to_adata(adata)."
+        )
+        return with_labels_column(adata, registry)
     if key not in adata.obs:
         raise ValueError(
             f"adata.obs lacks {key!r}, the labels column the model was trained with, and the "
@@ -217,6 +225,7 @@ def check_labels_to_load(adata: AnnData, registry: dict) -> None:
             f"adata.obs[{key!r}] holds labels the model was not trained with: {new[:5]}. Mark "
             f"those cells unlabelled ({unlabelled!r}) to load the model with this AnnData."
         )
+    return adata
 
 
 @contextlib.contextmanager
@@ -414,3 +423,13 @@ def groups_under_both(groups, is_src, is_tgt, source, target, key=None) -> list[
             f"{target!r}; there is no observed response to transfer."
         )
     return names
+
+
+def default_condition_key(registry: dict) -> str:
+    """The model's one condition column; several (or none) must be named."""
+    keys = list(category_mappings(registry))
+    if len(keys) != 1:
+        raise ValueError(
+            f"Pass condition_key: the model has {len(keys)} condition covariates ({keys})."
+        )
+    return keys[0]

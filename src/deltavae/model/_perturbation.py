@@ -19,7 +19,7 @@ from scvi import REGISTRY_KEYS
 
 from ..distributions import round_counts
 from ._cgmdvae_mixins import ClustersMixin
-from ._labels import NoResponseError, condition_column, groups_under_both
+from ._labels import NoResponseError, condition_column, default_condition_key, groups_under_both
 from ._matrices import has_negatives, in_memory, row_sums
 from ._scvi_glue import seeded
 from ._validation import category_mappings
@@ -109,7 +109,10 @@ class PerturbationMixin:
         ... )
         """
         if method is None:  # a model that cannot translate shifts z, as scGen does
-            method = "translate" if "translate" in self.perturbation_methods else "latent_shift"
+            conditional = "translate" in self.perturbation_methods
+            method = (
+                "translate" if conditional and category_mappings(self.registry_) else "latent_shift"
+            )
         if similarity != "expression" and method != "nearest_response":
             raise ValueError("similarity applies to method='nearest_response' only.")
         only = {"residual": residual, "response_weight": response_weight}  # translate's
@@ -146,14 +149,6 @@ class PerturbationMixin:
             return latent_shift(self, adata, contrast, batch_size)
 
 
-def _default_condition_key(model) -> str:
-    keys = list(category_mappings(model.registry_))
-    if len(keys) != 1:
-        message = f"Pass condition_key: the model has {len(keys)} condition covariates ({keys})."
-        raise ValueError(message)
-    return keys[0]
-
-
 class Contrast(NamedTuple):
     """The two conditions a prediction goes between, resolved and checked once for every method.
 
@@ -173,7 +168,7 @@ class Contrast(NamedTuple):
     @classmethod
     def resolve(cls, model, adata, target_condition, condition_key, groups_key) -> Contrast:
         """Check the keys and the conditions of ``adata`` against the model's training data."""
-        condition_key = condition_key or _default_condition_key(model)
+        condition_key = condition_key or default_condition_key(model.registry_)
         train = model.adata
         for name, frame in (("the training AnnData", train), ("adata", adata)):
             if condition_key not in frame.obs:
@@ -188,9 +183,18 @@ class Contrast(NamedTuple):
         train_conditions = train.obs[condition_key].astype(str).to_numpy()
         for value in (source, target):
             if value not in set(train_conditions):
+                seen = sorted(set(train_conditions))
+                if value in {
+                    str(v) for v in category_mappings(model.registry_).get(condition_key, [])
+                }:
+                    raise ValueError(  # a query model's AnnData holds the query's cells only
+                        f"Condition {condition_key}={value!r} is the model's, but its AnnData "
+                        f"holds no cell under it to take means or responses from (only {seen}); "
+                        "use method='translate'."
+                    )
                 raise ValueError(
                     f"Condition {condition_key}={value!r} was never seen in training; "
-                    f"conditions seen: {sorted(set(train_conditions))}."
+                    f"conditions seen: {seen}."
                 )
         return cls(condition_key, source, target, train_conditions, groups_key)
 
@@ -446,7 +450,7 @@ def with_observed_responses(
     averaged). Returns the dict with ``expected`` and ``counts`` replaced, and the weight
     used.
     """
-    key = _default_condition_key(model)
+    key = default_condition_key(model.registry_)
     if str(target_condition) not in set(model.adata.obs[key].astype(str)):
         # A query model reads the query's cells, not the reference's: none under the target.
         if strict:

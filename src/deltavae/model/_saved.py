@@ -209,7 +209,7 @@ class Saving:
             raise ValueError(genes_to_load_advice(cls, dir_path, attr_dict, var_names, adata))
         if adata is not None:
             check_known_categories(adata, attr_dict["registry_"])
-            check_labels_to_load(adata, attr_dict["registry_"])
+            adata = check_labels_to_load(adata, attr_dict["registry_"])
             adata = cls._spots_to_load(adata, attr_dict, state)
         with warnings.catch_warnings():
             # Setup's advice to filter out silent genes is for training: a trained model reads

@@ -318,7 +318,8 @@ def cluster_composition(
     """Heatmap of how clusters and known labels overlap (the contingency table).
 
     Rows are clusters, columns are labels. Use it to read, for instance, which cell types make
-    up each leiden or CGMDVAE cluster.
+    up each leiden or CGMDVAE cluster. Categories without cells (an empty cluster) are left
+    out; CGMDVAE's ``uns`` summary lists its empty clusters.
 
     Parameters
     ----------
