@@ -54,6 +54,8 @@ def test_blobs_recovered_and_written(blobs_model):
     np.testing.assert_array_equal(model.predict_clusters(), probs.argmax(1))
 
 
+# 4-7 s: in the slow stage, which CI runs too (the default stage keeps under 6 min).
+@pytest.mark.slow
 def test_key_added_keeps_two_models_side_by_side(blobs_model, tmp_path):
     model, adata = blobs_model
     target = adata.copy()

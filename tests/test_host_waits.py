@@ -161,6 +161,8 @@ def _spot_models(n_spots: int) -> dict:
     return models
 
 
+# 4-7 s: in the slow stage, which CI runs too (the default stage keeps under 6 min).
+@pytest.mark.slow
 def test_spot_model_steps_do_not_wait(waits):
     models = _spot_models(200)
     found = {}

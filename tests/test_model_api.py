@@ -279,6 +279,8 @@ def test_expression_of_an_untrained_model_is_refused(which):
             call()
 
 
+# 4-7 s: in the slow stage, which CI runs too (the default stage keeps under 6 min).
+@pytest.mark.slow
 def test_importance_weighted_de(monkeypatch):
     model, adata = _model("zinbvae")
     with warnings.catch_warnings():
@@ -293,6 +295,8 @@ def test_importance_weighted_de(monkeypatch):
         cgmdvae.differential_expression(groupby="cluster", group1="0", weights="importance")
 
 
+# 4-7 s: in the slow stage, which CI runs too (the default stage keeps under 6 min).
+@pytest.mark.slow
 def test_posterior_predictive_and_correlations(trained):
     model, adata = trained
     one = model.posterior_predictive_sample()

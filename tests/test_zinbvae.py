@@ -274,6 +274,8 @@ def test_elbo_train_is_the_full_elbo_during_the_warm_up(counts_adata, cls):
         np.testing.assert_allclose(elbo, full, rtol=0.01)
 
 
+# 4-7 s: in the slow stage, which CI runs too (the default stage keeps under 6 min).
+@pytest.mark.slow
 def test_bf16_mixed_precision_trains_as_float32_does(trained):
     """Lightning's ``precision="bf16-mixed"`` (autocast; the count likelihood gets bfloat16
     dropout logits): the loss falls and ends within 5% of the float32 fit of the same data and
