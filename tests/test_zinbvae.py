@@ -150,6 +150,29 @@ def test_torch_elbo_is_pyros_trace_elbo(kwargs):
     assert (terms["kl_divergence_l"] == 0).all() == module.use_observed_lib_size
 
 
+def test_the_latent_librarys_term_is_not_warmed_up_as_in_scvi():
+    """scVI weighs only z's KL by the warm-up; free of its prior early on, the latent library
+    drifted to 0.25x the observed one (the decoder making up the rest)."""
+    from deltavae.module import ZINBVAEModule
+
+    torch.manual_seed(0)
+    library = {"library_log_means": [[2.0, 2.5]], "library_log_vars": [[0.5, 0.4]]}
+    module = ZINBVAEModule(
+        n_input=30, n_batch=2, n_hidden=16, use_observed_lib_size=False, **library
+    ).eval()  # no dropout: the two passes below draw the same z and l
+    x = torch.poisson(torch.rand(16, 30) * 5)
+    batch = torch.randint(0, 2, (16, 1))
+    torch.manual_seed(1)
+    loss, terms = module.negative_elbo(x, batch, kl_weight=0.0)
+    torch.manual_seed(1)
+    qz, ql = module._encode(x, batch, None)
+    qz.rsample()
+    drawn = ql.rsample()
+    prior = module._library_prior(batch)
+    ratio = (ql.log_prob(drawn) - prior.log_prob(drawn)).sum(-1)
+    torch.testing.assert_close(loss, terms["reconstruction_loss"] + ratio)
+
+
 def test_training_uses_the_torch_elbo_and_logs_every_term(counts_adata):
     dv.model.ZINBVAE.setup_anndata(counts_adata)
     model = _fit(counts_adata, epochs=2)

@@ -201,13 +201,13 @@ class ZINBVAEModule(DeltaPyroModule):
                         x.new_zeros(n, self.n_latent), x.new_ones(n, self.n_latent)
                     ).to_event(1),
                 )
-                if self.use_observed_lib_size:
-                    library = self._observed_library(x, size_factor)
-                else:
-                    prior = self._library_prior(batch_index)
-                    library = pyro.sample(
-                        "library", pdist.Normal(prior.loc, prior.scale).to_event(1)
-                    )
+            # The library's KL is not warmed up, as in scVI: free of its prior early on, the
+            # latent library drifted away from the observed one (0.25x after 30 epochs).
+            if self.use_observed_lib_size:
+                library = self._observed_library(x, size_factor)
+            else:
+                prior = self._library_prior(batch_index)
+                library = pyro.sample("library", pdist.Normal(prior.loc, prior.scale).to_event(1))
             params = self._decode(z, library, batch_index, cat_covs)
             pyro.sample("obs", self.observation.pyro(params).to_event(1), obs=x)
 
@@ -215,10 +215,11 @@ class ZINBVAEModule(DeltaPyroModule):
         """Amortised mean-field guide q(z | x) (and q(l | x))."""
         pyro.module(self._pyro_name, self)
         n = x.shape[0]
-        with self._cell_plate(n), poutine.scale(scale=kl_weight):
+        with self._cell_plate(n):
             qz, ql = self._encode(x, batch_index, cat_covs)
-            pyro.sample("latent", pdist.Normal(qz.loc, qz.scale).to_event(1))
-            if ql is not None:
+            with poutine.scale(scale=kl_weight):
+                pyro.sample("latent", pdist.Normal(qz.loc, qz.scale).to_event(1))
+            if ql is not None:  # not warmed up (see model)
                 pyro.sample("library", pdist.Normal(ql.loc, ql.scale).to_event(1))
 
     def negative_elbo(
@@ -228,20 +229,21 @@ class ZINBVAEModule(DeltaPyroModule):
 
         The guide's draws come in the guide's order (z, then l), so a seeded call gives the
         ELBO (value and gradients) that Pyro would: ``-log p(x | z, l) + kl_weight *
-        (log q(z, l | x) - log p(z, l))`` at the drawn z (and l). Also returns the per-cell
-        terms to log: ``reconstruction_loss`` and the analytic KL terms
-        ``kl_divergence_z``, ``kl_divergence_l`` (as :meth:`loss`).
+        (log q(z | x) - log p(z)) + log q(l | x) - log p(l)`` at the drawn z (and l): as in
+        scVI, the library's term is not warmed up. Also returns the per-cell terms to log:
+        ``reconstruction_loss`` and the analytic KL terms ``kl_divergence_z``,
+        ``kl_divergence_l`` (as :meth:`loss`).
         """
         qz, ql = self._encode(x, batch_index, cat_covs)
         z = qz.rsample()
         # Tensors, not 1.0: torch would copy a number to the device, a wait each step.
         prior_z = Normal(torch.zeros_like(z), torch.ones_like(z))
-        log_ratio = qz.log_prob(z).sum(-1) - prior_z.log_prob(z).sum(-1)
+        log_ratio = kl_weight * (qz.log_prob(z).sum(-1) - prior_z.log_prob(z).sum(-1))
         kl_z = kl_divergence(qz, prior_z).sum(-1)
         kl_l = torch.zeros_like(kl_z)
         if ql is None:
             library = self._observed_library(x, size_factor)
-        else:
+        else:  # the library's term is not warmed up (see model)
             library = ql.rsample()
             prior_l = self._library_prior(batch_index)
             log_ratio = log_ratio + (ql.log_prob(library) - prior_l.log_prob(library)).sum(-1)
@@ -253,7 +255,7 @@ class ZINBVAEModule(DeltaPyroModule):
             "kl_divergence_z": kl_z,
             "kl_divergence_l": kl_l,
         }
-        return reconstruction + kl_weight * log_ratio, terms
+        return reconstruction + log_ratio, terms
 
     # ----------------------------------------------------------------- torch side
     def _get_inference_input(self, tensors, **kwargs):
@@ -307,7 +309,7 @@ class ZINBVAEModule(DeltaPyroModule):
         if inference_outputs["ql"] is not None:
             prior = self._library_prior(tensors[_BATCH])
             kl_l = kl_divergence(inference_outputs["ql"], prior).sum(-1)
-        loss = torch.mean(reconstruction + kl_weight * (kl_z + kl_l))
+        loss = torch.mean(reconstruction + kl_weight * kl_z + kl_l)  # scVI's: l not warmed up
         return LossOutput(
             loss=loss,
             reconstruction_loss=reconstruction,
