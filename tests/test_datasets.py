@@ -393,3 +393,19 @@ def test_generator_arguments_a_user_might_pass_are_read_or_named():
     twins.obs_names = ["x"] * twins.n_obs
     with pytest.raises(ValueError, match=r"repeats cell names \(e.g. \['x'\]\)"):
         dv.datasets.pseudo_spots(twins, "cluster", n_spots=20)
+
+
+def test_pseudo_spots_keep_to_max_types_per_spot():
+    """A type whose pool ran short handed its extra cells to absent types: up to 3 types in a
+    spot asked to hold 1."""
+    cells = dv.datasets.synthetic_counts(
+        n_cells=300, n_genes=20, n_clusters=4, seed=0, cluster_weights=[0.85, 0.1, 0.03, 0.02]
+    )
+    spots, _ = dv.datasets.pseudo_spots(
+        cells, "cluster", n_spots=200, cells_per_spot=(5, 10), max_types_per_spot=1, seed=0
+    )
+    counts = np.asarray(spots.obsm["cell_counts"])
+    assert ((counts > 0).sum(axis=1) == 1).all()
+    np.testing.assert_array_equal(counts.sum(axis=1), spots.obs["n_cells"])
+    # A short pool (5 cells of type 3 outside the reference) gives a smaller spot instead.
+    assert counts[:, 3].max() == 5 and (spots.obs["n_cells"] == 5).any()

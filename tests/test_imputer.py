@@ -1,5 +1,7 @@
 """SpatialImputer and the imputation metrics: held-out genes of pseudo-spots with known counts."""
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -192,12 +194,39 @@ def test_refusals(pair):
         dv.model.SpatialImputer.from_reference(
             spatial[:, :30].copy(), reference=ref, labels_key="cluster"
         )
+    for bad in (float("nan"), float("inf")):  # built, then "loss became nan: lower the rate"
+        with pytest.raises(ValueError, match="technology_sd must be finite and > 0"):
+            dv.model.SpatialImputer.from_reference(
+                spatial, reference=ref, labels_key="cluster", technology_sd=bad
+            )
     # The advice was "pass train_size < 1", which then failed with "got multiple values for
     # keyword argument 'train_size'".
     model = dv.model.SpatialImputer.from_reference(spatial, reference=ref, labels_key="cluster")
     for wrong in ({"restore_best": True}, {"early_stopping": True}, {"train_size": 0.9}):
         with pytest.raises(ValueError, match=f"holds none out for validation, so {[*wrong][0]}"):
             model.train(max_epochs=1, **wrong)
+
+
+def test_a_reference_read_from_disk_builds_the_same_model(pair, tmp_path):
+    """A read_lazy (or backed) reference: "setting an array element with a sequence"."""
+    spatial, ref, _ = pair
+    path = tmp_path / "ref.h5ad"
+    on_disk = ref.copy()
+    on_disk.layers.clear()  # counts in X, read from disk
+    on_disk.write_h5ad(path)
+    lazy = dv.read_lazy(path)
+    for cls in (dv.model.SpatialImputer, dv.model.NMFDeconv):
+        models = []
+        for reference in (lazy, ref):
+            scvi.settings.seed = 0
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="spots and reference share only 60")
+                models.append(
+                    cls.from_reference(spatial.copy(), reference=reference, labels_key="cluster")
+                )
+        from_disk, in_memory = models
+        for key, value in in_memory.module.state_dict().items():
+            np.testing.assert_array_equal(from_disk.module.state_dict()[key].numpy(), value.numpy())
 
 
 def test_results_in_adata_and_user_data_unchanged(pair, fitted, tmp_path):
@@ -295,3 +324,12 @@ def test_torch_elbo_is_pyros_trace_elbo(design):
     torch.manual_seed(1)
     full, _ = module.negative_elbo(x, torch.arange(4, 12), kl_weight=1.0)
     torch.testing.assert_close(full, terms["reconstruction_loss"] + terms["kl_local"])
+
+
+def test_neighbour_cells_need_their_states():
+    from deltavae.model._imputer_reference import neighbour_cells
+
+    genes = pd.Index(["a", "b"])
+    cells = pd.DataFrame(np.ones((3, 2)), columns=genes)
+    with pytest.raises(ValueError, match="cells need cell_states"):  # Index(None) TypeError
+        neighbour_cells(cells, None, genes, pd.Index(["s0"]))

@@ -101,8 +101,8 @@ def read_lazy(path: str | Path) -> AnnData:
     backed mode keeps only ``X`` on disk; a warning names them): a model set up on a layer
     then trains from memory. To train from disk, put the counts in ``X`` or use a zarr store,
     whose layers stay on disk too (a dense layer is opened, but a model set up on it is
-    refused). ``obsm``, ``varm`` and ``obsp`` of a zarr store are not read. Train any deltavae
-    model on it as on an in-memory AnnData; results of ``write_to_adata`` go to its
+    refused). ``obsm``, ``varm``, ``obsp`` and ``raw`` of a zarr store are not read. Train any
+    deltavae model on it as on an in-memory AnnData; results of ``write_to_adata`` go to its
     (in-memory) ``obs``/``obsm``; write them into the file or store with
     :func:`write_results_to_store`.
 

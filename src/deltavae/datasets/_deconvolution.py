@@ -83,7 +83,9 @@ def _draw_spot_types(
     """Number of cells of each type in one spot: a few types present, at least one cell each.
 
     No type gets more cells than the pool holds (``capacity``); the excess goes to the
-    present types with room left, so rare types stay possible without repeating a cell.
+    present types with room left, so rare types stay possible without repeating a cell, then
+    to another type while fewer than ``max_types`` are present; beyond that the spot holds
+    fewer cells.
     """
     n_present = rng.integers(1, min(max_types, n_cells, len(type_weights)) + 1)
     present = rng.choice(len(type_weights), n_present, replace=False, p=type_weights)
@@ -98,6 +100,8 @@ def _draw_spot_types(
     while excess:
         room = np.flatnonzero((counts > 0) & (counts < capacity))
         if not len(room):
+            if (counts > 0).sum() >= max_types:
+                break  # the present types' pools are used up: not another type
             room = np.flatnonzero(counts < capacity)
         t = rng.choice(room)
         counts[t] += 1
@@ -139,7 +143,8 @@ def pseudo_spots(
         Number of spots.
     cells_per_spot
         Inclusive range of the number of cells in a spot (one number: that many in every
-        spot).
+        spot). A spot whose types' pools hold fewer cells keeps fewer (``obs["n_cells"]``)
+        rather than take more than ``max_types_per_spot`` types.
     seed
         Seed of :func:`numpy.random.default_rng` (and of the down-sampling).
     layer

@@ -18,6 +18,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._genes import _refuse_duplicates, identifier_advice
 from ._imputer_reference import cluster_states, neighbour_cells, state_profiles
+from ._matrices import adata_in_memory
 from ._saved import read_saved
 from ._spots import SpotModelMixin, prefixed, spots_to_load, warn_empty_spots
 from ._validation import check_data, warn_user
@@ -117,8 +118,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             raise ValueError(f"profiles must be one of {_PROFILES}; got {profiles!r}.")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0; got {temperature}.")
-        if technology_sd <= 0:
-            raise ValueError(f"technology_sd must be > 0; got {technology_sd}.")
+        if not 0 < technology_sd < float("inf"):  # NaN too
+            raise ValueError(f"technology_sd must be finite and > 0; got {technology_sd}.")
         if not isinstance(reference, pd.DataFrame):
             raise TypeError(
                 "reference must be a DataFrame (rows x genes, gene names as columns); build the "
@@ -246,6 +247,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             raise ValueError(f"profiles must be one of {_PROFILES}; got {profiles!r}.")
         for name, data in (("spatial", spatial), ("reference", reference)):
             _refuse_duplicates(pd.Index(data.var_names.astype(str)), name)
+        reference = adata_in_memory(reference)  # read_lazy or backed: signatures need it all
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
         ref_genes = pd.Index(reference.var_names.astype(str))
         shared = ref_genes[ref_genes.isin(spatial.var_names.astype(str))]

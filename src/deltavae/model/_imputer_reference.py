@@ -67,6 +67,8 @@ def neighbour_cells(cells, cell_states, genes: pd.Index, states: pd.Index):
         return None, None
     if not isinstance(cells, pd.DataFrame) or not pd.Index(cells.columns).equals(genes):
         raise ValueError("cells must be a DataFrame with the reference's genes as columns.")
+    if cell_states is None:
+        raise ValueError("cells need cell_states: the state of every cell, in cells' order.")
     codes = states.get_indexer(np.asarray(cell_states).astype(str))
     if len(codes) != len(cells) or (codes < 0).any():
         raise ValueError("cell_states must name, for every cell, a state of the reference.")

@@ -15,6 +15,7 @@ from anndata import AnnData
 
 from .._checks import check_labels, dense, layer_matrix
 from ._genes import _refuse_duplicates, identifier_advice
+from ._matrices import adata_in_memory
 from ._nmf_start import FEW_SHARED_GENES
 from ._validation import check_data
 
@@ -234,6 +235,7 @@ class FromReferenceMixin:
         """
         _refuse_duplicates(pd.Index(spots.var_names.astype(str)), "spots")
         labels = _string_labels(reference, labels_key)
+        reference = adata_in_memory(reference)  # read_lazy or backed: signatures need it all
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
         _warn_empty_reference_cells(reference, reference_layer)
         shared = spots.var_names[spots.var_names.isin(reference.var_names)]

@@ -122,9 +122,10 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         super().__init__(adata)
         if prior_concentration is None:
             prior_concentration = 1.0 if inference == "amortized" else 0.5
-        if prior_concentration <= 0 or technology_sd <= 0:
+        if not (0 < prior_concentration < np.inf and 0 < technology_sd < np.inf):  # NaN too
             raise ValueError(
-                f"prior_concentration and technology_sd must be > 0; got {prior_concentration}, "
+                "prior_concentration and technology_sd must be finite and > 0; got "
+                f"{prior_concentration}, "
                 f"{technology_sd}."
             )
         if inference not in INFERENCE:
