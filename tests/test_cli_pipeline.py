@@ -84,24 +84,9 @@ def test_the_output_takes_its_name_only_when_everything_succeeded(
     assert not out.exists() and not partial_path(out).exists()
 
 
-def test_overwrite_removes_the_replaced_runs_plots(counts_file, tmp_path, capsys):
-    out = tmp_path / "z.h5ad"
-    plots = plots_folder(out)
-    plots.mkdir()
-    stale = plots / "umap_sample.png"
-    stale.write_bytes(b"an older run's plot")
-    out.write_text("an older run")
-    assert _fit(counts_file, out, "--no-plots", "--overwrite") == 0
-    assert not stale.exists()
-    assert "X_zinbvae" in ad.read_h5ad(out).obsm
-    assert not partial_path(out).exists()
-    printed = capsys.readouterr().out
-    # Not a terminal: no progress bar's carriage-return frames in the log.
-    assert "\r" not in printed and "Epoch 1/2" not in printed
-
-
-def test_a_new_output_leaves_other_files_in_its_plots_folder(counts_file, tmp_path, capsys):
-    """A run deleted every PNG it had not written, though it replaced no earlier run."""
+def test_only_a_replaced_run_takes_its_plots_folder_with_it(counts_file, tmp_path, capsys):
+    """A new output deleted every PNG of its plots folder it had not written (a user's
+    figure); an output replaced with --overwrite takes the replaced run's plots with it."""
     out = tmp_path / "z.h5ad"
     plots = plots_folder(out)
     plots.mkdir()
@@ -110,6 +95,13 @@ def test_a_new_output_leaves_other_files_in_its_plots_folder(counts_file, tmp_pa
     assert _fit(counts_file, out) == 0
     assert mine.exists() and (plots / "elbo_history.png").exists()
     assert not partial_path(plots).exists()
+    assert _fit(counts_file, out, "--no-plots", "--overwrite") == 0
+    assert not list(plots.glob("*.png"))
+    assert "X_zinbvae" in ad.read_h5ad(out).obsm
+    assert not partial_path(out).exists()
+    printed = capsys.readouterr().out
+    # Not a terminal: no progress bar's carriage-return frames in the log.
+    assert "\r" not in printed and "Epoch 1/2" not in printed
 
 
 def test_out_naming_the_reference_is_refused(counts_file, tmp_path, capsys):
