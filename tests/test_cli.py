@@ -451,6 +451,8 @@ def _import_in_fresh_process(code: str, **env) -> list[str]:
     return result.stdout.split()
 
 
+# 4 s each: in the slow stage, which CI runs too (the default stage keeps under 6 min).
+@pytest.mark.slow
 def test_import_sets_passive_wait_and_threads_unless_the_user_did():
     show = "print(os.environ.get('OMP_WAIT_POLICY'), torch.get_num_threads(), dv.default_threads())"
     fresh = _import_in_fresh_process(f"import os; import deltavae as dv; import torch; {show}")

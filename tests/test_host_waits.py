@@ -103,6 +103,8 @@ def test_a_planted_wait_is_counted(waits, monkeypatch):
     assert "tensor from host data" in report
 
 
+# 4 s each: in the slow stage, which CI runs too (the default stage keeps under 6 min).
+@pytest.mark.slow
 @pytest.mark.parametrize("likelihood", ["zinb", "normal"])
 def test_cgmdvae_steps_do_not_wait(waits, likelihood):
     adata = _counts()
