@@ -173,6 +173,19 @@ def test_the_latent_librarys_term_is_not_warmed_up_as_in_scvi():
     torch.testing.assert_close(loss, terms["reconstruction_loss"] + ratio)
 
 
+def test_elbo_train_counts_the_latent_library_once(counts_adata):
+    """elbo_train adds back (1 - kl_weight) of the warmed-up terms only: the library's, at
+    full weight in the loss, was added again (about 200 nats per cell in the first epoch)."""
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, n_latent=5, n_hidden=32, use_observed_lib_size=False)
+    # 270 training cells in 5 minibatches of 54: steps and cells weigh the epoch alike.
+    model.train(max_epochs=2, batch_size=54, **TRAIN)
+    h = {k: v.to_numpy(float).ravel() for k, v in model.history.items()}
+    full = h["reconstruction_loss_train"] + h["kl_divergence_z_train"] + h["kl_divergence_l_train"]
+    assert h["kl_weight"][0] < 0.01 and h["kl_divergence_l_train"][0] > 1.0
+    np.testing.assert_allclose(h["elbo_train"], full, rtol=5e-3)
+
+
 def test_training_uses_the_torch_elbo_and_logs_every_term(counts_adata):
     dv.model.ZINBVAE.setup_anndata(counts_adata)
     model = _fit(counts_adata, epochs=2)

@@ -323,8 +323,9 @@ class CGMDVAE(
             spectral embedding; ``"kmeans"`` on z, fastest. See
             :class:`deltavae.train.MixtureInitialization` (benchmarks/README.md, D4).
         restore_best
-            Keep the parameters of the epoch with the best validation ELBO among the epochs
-            after the KL warm-up and the mixture start (``best_epoch_`` says which); the last
+            Keep the parameters of the epoch with the lowest ``validation_loss`` (the
+            objective: the negative ELBO plus the classifier and alignment terms) among the
+            epochs after the KL warm-up and the mixture start (``best_epoch_`` says which); the last
             epoch's with ``False``. ``"auto"``: when there are validation cells (not with
             ``train_size=1``); ``True`` refuses to train without them.
         refit_mixture

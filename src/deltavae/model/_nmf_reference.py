@@ -226,8 +226,8 @@ class FromReferenceMixin:
         Returns
         -------
         NMFDeconv
-            Set up on the spots restricted to the kept genes, with the reference's
-            signatures; call :meth:`~NMFDeconv.train` next.
+            Set up on all the spots' genes, reading the kept ones (:meth:`~NMFDeconv.used_genes`)
+            with the reference's signatures; call :meth:`~NMFDeconv.train` next.
 
         Examples
         --------

@@ -74,6 +74,9 @@ class ZINBVAEModule(DeltaPyroModule):
 
     _pyro_name = "zinbvae"
     has_torch_elbo = True
+    #: Logged terms not weighted by the KL warm-up (the plan's ``elbo_train`` adds back only
+    #: the others): the latent library's, as in scVI.
+    unannealed_terms = ("kl_divergence_l",)
 
     def __init__(
         self,

@@ -326,6 +326,9 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         kl_weight = means.pop("kl_weight", None)
         penalty = means.pop(_PENALTY, None)
         kl = self._kl_terms(means)
+        # Terms the module keeps at full weight during the warm-up (ZINBVAE's latent library,
+        # as in scVI) are in the loss already.
+        kl = {k: v for k, v in kl.items() if k not in getattr(self.module, "unannealed_terms", ())}
         if kl_weight is not None and "reconstruction_loss" in means and kl:
             elbo = loss + (1.0 - kl_weight) * sum(kl.values()).to(loss.device)
         if penalty is not None:
