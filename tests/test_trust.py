@@ -75,6 +75,8 @@ def test_a_huge_learning_rate_stops_loudly(which):
         model.train(max_epochs=4, lr=1e6, **kwargs, **TRAIN)
     message = str(info.value)
     assert "lower learning rate" in message and "lr=1e+06" in message
+    # Retrying the kept parameters at a lower rate diverged again and again (a user's trial).
+    assert "on a model built anew if this one diverges again" in message
     # The first update diverged: the model keeps its starting parameters and says it is
     # untrained rather than handing out garbage.
     assert not model.is_trained_
@@ -346,6 +348,20 @@ def test_bad_training_arguments_are_refused_before_training(kwargs, match):
         model.train(**{"max_epochs": 1, **kwargs}, **TRAIN)
     assert not model.is_trained_
     _assert_unchanged(adata, snap)
+
+
+def test_a_callbacks_list_and_optimiser_settings_are_taken_as_given():
+    """train appended scvi-tools' own callbacks to the user's list (a second model then failed:
+    "multiple progress bar callbacks"), and a given lr dropped plan_kwargs' optim_kwargs."""
+    callbacks = []
+    for seed in (0, 1):
+        model = _zinbvae(_counts(n_cells=50, seed=seed))
+        model.train(max_epochs=1, callbacks=callbacks, **TRAIN)
+        assert callbacks == []
+    optim = {"weight_decay": 0.5, "eps": 1e-8}
+    model.train(max_epochs=1, lr=2e-3, plan_kwargs={"optim_kwargs": optim}, **TRAIN)
+    group = model.trainer.optimizers[0].param_groups[0]
+    assert (group["lr"], group["weight_decay"], group["eps"]) == (2e-3, 0.5, 1e-8)
 
 
 # scvi-tools rightly warns about a two-cell batch category and a two-cell last minibatch.

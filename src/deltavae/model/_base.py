@@ -46,6 +46,7 @@ from ._training_checks import (
     check_registered_columns,
     check_trainer_names,
     check_training_arguments,
+    lr_into_optim_kwargs,
 )
 from ._validation import (
     check_backing_for_training,
@@ -81,8 +82,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
     _default_lr: float | None = DEFAULT_LR
     #: ``n_epochs_kl_warmup="auto"`` warms up over this fraction (1 / share) of the epochs.
     _warmup_share: int = 4
-    #: What the last ``train`` call's divergence was, repeated by every read-out; None when
-    #: it finished.
+    #: The last ``train`` call's divergence, repeated by every read-out; None if it finished.
     diverged_: str | None = None
     #: Epoch whose parameters ``train(restore_best=True)`` loaded; None when none was loaded.
     best_epoch_: int | None = None
@@ -254,6 +254,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
                 f"={given['n_epochs_kl_warmup']!r} disagree; pass one of them."
             )
         plan_kwargs = {"n_epochs_kl_warmup": n_epochs_kl_warmup, **(plan_kwargs or {})}
+        lr, plan_kwargs = lr_into_optim_kwargs(lr, plan_kwargs)  # scvi-tools would drop them
         warm_up = plan_kwargs["n_epochs_kl_warmup"]
         if warm_up is not None and (not isinstance(warm_up, int | np.integer) or warm_up < 0):
             raise ValueError(
@@ -320,7 +321,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
                 **loader,
                 **(trainer_kwargs.get("datasplitter_kwargs") or {}),
             }
-        best = None
+        trainer_kwargs["callbacks"], best = list(trainer_kwargs.get("callbacks") or []), None
         if restore_best and validates:  # "auto": only where there are validation cells
             best = RestoreBestValidation(
                 self._first_restorable_epoch(trainer_kwargs.get("callbacks") or []),
@@ -377,8 +378,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
                 raise
         self.module.eval()
         self.diverged_ = None
-        # Read from the history, which also comes back from DDP's worker processes.
-        self.best_epoch_ = None if best is None else best.best_epoch_in(self.history)
+        self.best_epoch_ = None if best is None else best.best_epoch_in(self.history)  # DDP too
         run = {k: v.iloc[epochs_before:] for k, v in self.history.items()}  # this run's epochs
         verdict = still_improving(
             run, max_epochs, early_stopping, getattr(self, "trainer", None),
@@ -478,7 +478,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         if self.diverged_:
             warn_user(
                 f"This model's last training diverged ({self.diverged_}), so its results may "
-                "be far from a fit: train it again with a lower learning rate (train(lr=...)).",
+                "be far from a fit: train a new one with a lower learning rate (train(lr=...)).",
                 NotConvergedWarning,
             )
 

@@ -200,3 +200,13 @@ def check_registered_columns(adata, registry: dict, model: str) -> None:
                 "cells hold another value than the one registered, which the model would read. "
                 f"Call {model}.setup_anndata on it again, then build the model."
             )
+
+
+def lr_into_optim_kwargs(lr, plan_kwargs: dict) -> tuple:
+    """``lr`` and ``plan_kwargs`` for scvi-tools' Pyro ``train``, which replaces
+    ``plan_kwargs["optim_kwargs"]`` by ``{"lr": lr}`` when given a rate: with both, the rate
+    joins the other optimiser settings (weight decay, eps ...), which were dropped."""
+    optim = plan_kwargs.get("optim_kwargs")
+    if lr is None or not optim:
+        return lr, plan_kwargs
+    return None, {**plan_kwargs, "optim_kwargs": {**optim, "lr": lr}}

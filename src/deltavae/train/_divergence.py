@@ -218,7 +218,8 @@ class DivergenceGuard:
         raise TrainingDivergedError(
             f"Training diverged: the {what} became {float(value)} {where}. The model "
             f"keeps {kept}. Train again with a lower learning rate, e.g. train(lr={lower:g}) "
-            f"(this run used lr={self._lr:g}).",
+            f"(this run used lr={self._lr:g}), on a model built anew if this one diverges again "
+            "(the parameters kept may be too far off to train on).",
             epoch=epoch,
             step=batch_idx,
             restored_at=self._finite_at,
