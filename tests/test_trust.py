@@ -462,6 +462,9 @@ def test_a_run_cut_short_by_max_steps_or_max_time_says_which():
     model = _zinbvae(_counts())
     with pytest.warns(dv.train.NotConvergedWarning, match="completed no epoch.*max_time after 0"):
         model.train(max_epochs=400, max_time={"seconds": 0}, **TRAIN)
+    assert not model.is_trained_  # it was marked trained, and read-outs gave untrained output
+    with pytest.raises(RuntimeError, match="untrained model"):
+        model.get_latent_representation()
 
 
 class _InterruptAt(Callback):

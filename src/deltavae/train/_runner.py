@@ -111,6 +111,7 @@ class DeltaTrainRunner(TrainRunner):
         }
         commit_train_args(self.model, resolved, automatic)
         self._epochs_before = self._epochs_done()
+        was_trained = bool(self.model.is_trained_)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_LEAFSPEC, category=FutureWarning)
@@ -134,3 +135,8 @@ class DeltaTrainRunner(TrainRunner):
             super()._run_training_core()
         finally:
             self.trainer.fit = fit
+        steps = self.trainer.global_step  # 0 in the launching process of a spawned DDP run
+        if not was_trained and steps == 0 and self._epochs_done() == self._epochs_before:
+            # No step, no epoch (max_time reached at once): nothing was learnt; read-outs say
+            # the model is untrained.
+            self.model.is_trained_ = False
