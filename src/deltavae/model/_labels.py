@@ -12,6 +12,7 @@ import pandas as pd
 from anndata import AnnData
 from scvi.data.fields import CategoricalJointObsField, LabelsWithUnlabeledObsField
 
+from ._matrices import with_column
 from ._scvi_glue import _FEW_CELLS_WARNING
 from ._validation import category_mappings, warn_user
 
@@ -189,11 +190,7 @@ def with_labels_column(adata: AnnData, registry: dict) -> AnnData:
         )
     else:
         column = unlabelled
-    obs = adata.obs.copy()
-    obs[key] = column
-    return AnnData(
-        X=adata.X, obs=obs, var=adata.var, layers=dict(adata.layers), obsm=dict(adata.obsm)
-    )
+    return with_column(adata, key, column)
 
 
 def check_labels_to_load(adata: AnnData, registry: dict) -> AnnData:

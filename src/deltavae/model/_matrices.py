@@ -120,3 +120,13 @@ def adata_in_memory(adata: AnnData) -> AnnData:
         obsm=dict(adata.obsm),
         layers={name: in_memory(m) for name, m in adata.layers.items()},
     )
+
+
+def with_column(adata: AnnData, key: str, values) -> AnnData:
+    """An AnnData sharing ``adata``'s matrices (nothing copied) with ``obs[key] = values`` in
+    an obs of its own, so that the caller's obs stays as it is."""
+    obs = adata.obs.copy()
+    obs[key] = values
+    return AnnData(
+        X=adata.X, obs=obs, var=adata.var, layers=dict(adata.layers), obsm=dict(adata.obsm)
+    )

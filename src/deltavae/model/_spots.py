@@ -10,12 +10,12 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import scvi
-from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField
 
 from .._checks import dense
+from ._matrices import with_column
 from ._validation import check_data, check_key_added, check_setup_target, warn_user
 
 #: Spots read at a time by the first passes.
@@ -162,11 +162,7 @@ def with_spot_index(adata):
             f"(adata.obs[{SPOT_INDEX!r}] = numpy.arange(adata.n_obs)) or set the model up "
             "without it: an amortized model does not read it."
         )
-    obs = adata.obs.copy()
-    obs[SPOT_INDEX] = np.arange(adata.n_obs)
-    return AnnData(
-        X=adata.X, obs=obs, var=adata.var, layers=dict(adata.layers), obsm=dict(adata.obsm)
-    )
+    return with_column(adata, SPOT_INDEX, np.arange(adata.n_obs))
 
 
 def spots_to_load(adata, var_names):
