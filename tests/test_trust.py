@@ -242,6 +242,38 @@ def test_restore_best_never_keeps_nan_weights():
     assert np.isfinite(model.predict_clusters(soft=True)).all()
 
 
+def test_a_further_run_keeps_its_epochs_and_restores_its_own_best():
+    """scvi-tools renumbered a further run's rows from each frame's length (validation every
+    2nd epoch landed on epochs already used) and dropped keys new to the run; best_epoch_
+    was then searched over every run, naming epochs whose parameters were not kept."""
+    states = {}
+
+    class Record(Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                epoch = before + trainer.current_epoch
+                states[epoch] = {k: v.clone() for k, v in pl_module.module.state_dict().items()}
+
+    model = _zinbvae(_counts())
+    before = 0
+    model.train(max_epochs=4, train_size=1.0, plan_kwargs={"n_epochs_kl_warmup": 1}, **TRAIN)
+    assert "elbo_validation" not in model.history
+    every = {"check_val_every_n_epoch": 2, "callbacks": [Record()]}
+    for before, epochs, validated in ((4, 6, [5, 7, 9]), (10, 4, [5, 7, 9, 11, 13])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # too few epochs to converge: said, not tested
+            model.train(
+                max_epochs=epochs, train_size=0.8, restore_best=True,
+                plan_kwargs={"n_epochs_kl_warmup": 1}, **every, **TRAIN,
+            )  # fmt: skip
+        assert list(model.history["elbo_validation"].index) == validated
+        assert list(model.history["elbo_train"].index) == list(range(before + epochs))
+        loss = model.history["validation_loss"]["validation_loss"]
+        assert before < model.best_epoch_ == loss.loc[before:].idxmin()
+        for key, value in model.module.state_dict().items():
+            torch.testing.assert_close(value, states[model.best_epoch_][key])
+
+
 # ----------------------------------------------------------------------------- genes by name
 @pytest.fixture(scope="module")
 def trained():

@@ -84,7 +84,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
     _warmup_share: int = 4
     #: The last ``train`` call's divergence, repeated by every read-out; None if it finished.
     diverged_: str | None = None
-    #: Epoch whose parameters ``train(restore_best=True)`` loaded; None when none was loaded.
+    #: Epoch (numbered as in ``history``) the last ``train(restore_best=True)`` restored, or None.
     best_epoch_: int | None = None
     #: Arguments of the last ``train`` call that trained (``max_epochs``, ``lr`` and
     #: ``batch_size`` as resolved when left to the defaults) and ``seed``, the
@@ -378,8 +378,8 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
                 raise
         self.module.eval()
         self.diverged_ = None
-        self.best_epoch_ = None if best is None else best.best_epoch_in(self.history)  # DDP too
-        run = {k: v.iloc[epochs_before:] for k, v in self.history.items()}  # this run's epochs
+        run = {k: v[v.index >= epochs_before] for k, v in self.history.items()}  # this run's
+        self.best_epoch_ = None if best is None else best.best_epoch_in(run, epochs_before)
         verdict = still_improving(
             run, max_epochs, early_stopping, getattr(self, "trainer", None),
             plan_kwargs.get("max_kl_weight", 1.0),

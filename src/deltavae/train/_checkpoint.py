@@ -69,8 +69,10 @@ class RestoreBestValidation(Callback):
             and math.isfinite(float(score))
         )
 
-    def best_epoch_in(self, history: dict) -> int | None:
-        """The epoch this callback keeps, read from a model's ``history`` (None if none).
+    def best_epoch_in(self, history: dict, epochs_before: int = 0) -> int | None:
+        """The epoch this callback keeps, read from the run's rows of a model's ``history``
+        (None if none), numbered as in the history: the run's first epoch is
+        ``epochs_before``, the epochs the model had trained before it.
 
         Under DDP the callback runs in the worker processes; the history comes back to the
         calling one, so the kept epoch is read from it.
@@ -78,7 +80,8 @@ class RestoreBestValidation(Callback):
         if MONITOR not in history or "kl_weight" not in history:
             return None
         frame = history[MONITOR].join(history["kl_weight"], how="inner").astype(float)
-        keep = [self.eligible(e, k, s) for e, s, k in frame.itertuples(name=None)]
+        frame = frame[frame.index >= epochs_before]
+        keep = [self.eligible(e - epochs_before, k, s) for e, s, k in frame.itertuples(name=None)]
         frame = frame[keep]
         return None if frame.empty else int(frame[MONITOR].idxmin())
 

@@ -9,6 +9,7 @@ import warnings
 import pandas as pd
 import torch
 from scvi.train import TrainRunner
+from scvi.train._trainrunner import _safe_load_logger_history
 
 from ._record import commit_train_args
 
@@ -64,7 +65,25 @@ class DeltaTrainRunner(TrainRunner):
         super().__init__(*args, **trainer_kwargs)
 
     def _update_history(self):
-        super()._update_history()
+        model = self.model
+        if not (
+            self.trainer.is_global_zero
+            and model.is_trained_ is True
+            and isinstance(model.history_, dict)
+        ):
+            super()._update_history()
+        else:
+            # A further run: scvi-tools numbers its rows on from each frame's length, which
+            # gives validation rows (check_val_every_n_epoch > 1) the wrong epochs, and drops
+            # the keys the earlier runs lacked. Every row keeps its epoch, counted on from the
+            # epochs trained before this run.
+            offset = getattr(self, "_epochs_before", None)
+            offset = self._epochs_done() if offset is None else offset
+            for key, frame in (_safe_load_logger_history(self.trainer) or {}).items():
+                frame = frame.set_axis(frame.index + offset)
+                if key in model.history_:
+                    frame = pd.concat([model.history_[key], frame])
+                model.history_[key] = frame
         history = self.model.history_
         if isinstance(history, dict):
             for key, frame in history.items():
