@@ -46,6 +46,7 @@ from ._training_checks import (
     check_registered_columns,
     check_trainer_names,
     check_training_arguments,
+    early_stopping_floor,
     lr_into_optim_kwargs,
 )
 from ._validation import (
@@ -260,11 +261,6 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
             raise ValueError(
                 f"n_epochs_kl_warmup must be 0 or more epochs (or None); got {warm_up!r}."
             )
-        if early_stopping and warm_up:
-            # Early stopping judges full-ELBO epochs only: not before the warm-up and a
-            # patience after it (it had stopped a run at KL weight 0.42, restore_best idle).
-            patience = trainer_kwargs.get("early_stopping_patience", 45)
-            trainer_kwargs.setdefault("min_epochs", min(max_epochs, warm_up + patience))
         validates = train_size < 1.0 or bool(validation_size)
         if validates:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
@@ -314,6 +310,8 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         n_train = math.ceil(train_size * self.adata.n_obs)
         if distributed:  # each process's share has its own last minibatch
             n_train = cells_per_process(n_train, device)
+        if early_stopping:
+            early_stopping_floor(max_epochs, plan_kwargs, trainer_kwargs, n_train, batch_size)
         if n_train % batch_size == 1:
             loader["drop_last"] = True  # one cell left over: BatchNorm cannot train on it alone
         if loader:
