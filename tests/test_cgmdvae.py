@@ -1,5 +1,7 @@
 """CGMDVAE: ELBO terms, clustering, supervision, generation, translation, save/load."""
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -313,6 +315,22 @@ def test_restore_best_keeps_the_best_full_elbo_epoch():
     assert model.best_epoch_ is None
     model.train(max_epochs=3, train_size=1.0, **TRAIN)  # no validation cells: nothing kept
     assert model.best_epoch_ is None
+
+
+def test_cells_without_counts_are_said_once_not_again_at_the_mixture_start():
+    """scanpy's "Some cells have zero counts" came up mid-training, at the mixture start's
+    normalisation, after setup had named the cells."""
+    adata = dv.datasets.synthetic_counts(n_cells=150, n_genes=30, n_clusters=2, seed=0)
+    adata.X = adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X
+    adata.X[:3] = 0
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        dv.model.CGMDVAE.setup_anndata(adata)
+        model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+        model.train(max_epochs=4, mixture_init_epoch=1, **TRAIN)
+    said = [str(w.message) for w in record]
+    assert sum(m.startswith("3 cells in adata.X are all zeros") for m in said) == 1
+    assert not [m for m in said if "zero counts" in m]
 
 
 # ----------------------------------------------------------------- bad input
