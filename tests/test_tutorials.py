@@ -73,3 +73,13 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     outputs = [o for c in code for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_markdown_names_the_js_score_a_distance():
+    """``dv.metrics.jsd`` and the ``jsd`` columns are the Jensen-Shannon distance (the square
+    root of the divergence): the tutorials' text must not call them a divergence."""
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        text = " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
+        text = " ".join(text.split()).replace("–", "-")
+        assert "Jensen-Shannon divergence" not in text, path.name
