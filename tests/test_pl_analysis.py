@@ -182,3 +182,16 @@ def test_perturbation_scatter_errors(perturbation):
         dv.pl.perturbation_scatter(predicted.X, observed.X, highlight=["g1"], show=False)
     with pytest.raises(ValueError, match="genes"):
         dv.pl.perturbation_scatter(predicted[:, :10], observed, show=False)
+
+
+def test_perturbation_scatter_highlighted_genes_of_equal_means_are_drawn(perturbation):
+    # Genes switched on only under the perturbation are 0 in every control cell: the
+    # highlighted genes' R² is undefined, the plot is not.
+    predicted, observed = perturbation
+    predicted = predicted.copy()
+    off = ["g1", "g2", "g3", "g4"]
+    predicted.X[:, [predicted.var_names.get_loc(g) for g in off]] = 0.0
+    ax = dv.pl.perturbation_scatter(predicted, observed, highlight=off, show=False)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[1] == "highlighted (4), R² undefined (equal means)"
+    assert len(ax.collections[1].get_offsets()) == 4

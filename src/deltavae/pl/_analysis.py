@@ -222,7 +222,8 @@ def perturbation_scatter(
         match.
     highlight
         Gene name(s) (needs AnnData or DataFrames) to colour, label and score separately
-        (their R² from 3 genes on).
+        (their R² from 3 genes on; undefined, and said so, where their means are all equal
+        on one side).
     n_labels
         Label the ``n_labels`` highlighted genes with the highest observed mean.
     {ax}
@@ -256,7 +257,11 @@ def perturbation_scatter(
             raise KeyError(f"highlight genes not found: {missing[:5]} ({len(missing)} in all).")
         mask = np.isin(genes, highlight)
         if mask.sum() >= 3:
-            r2_top = mean_expression_r2(pred[mask][None, :], true[mask][None, :])
+            # Genes off on one side (a stimulated-only gene in control cells) have equal
+            # means there: their R² is undefined, and the plot is drawn without it.
+            constant = np.ptp(pred[mask]) == 0 or np.ptp(true[mask]) == 0
+            top = (pred[mask][None, :], true[mask][None, :])
+            r2_top = float("nan") if constant else mean_expression_r2(*top)
     if ax is None:
         ax = own_axes((4.5, 4.2))
     ax.scatter(
@@ -270,7 +275,9 @@ def perturbation_scatter(
     if mask.any():
         top_label = f"highlighted ({mask.sum()})"
         if r2_top is not None:
-            top_label += f", R² = {r2_top:.2f}"
+            top_label += (
+                ", R² undefined (equal means)" if np.isnan(r2_top) else f", R² = {r2_top:.2f}"
+            )
         ax.scatter(true[mask], pred[mask], s=14, color="tab:red", linewidths=0, label=top_label)
     low = float(min(true.min(), pred.min()))
     high = float(max(true.max(), pred.max()))
