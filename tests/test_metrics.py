@@ -222,3 +222,15 @@ def test_perturbation_metrics_name_nan_and_repeated_genes():
         with pytest.raises(ValueError, match=r"genes repeats \[.*0.*\]; give each gene once"):
             dv.metrics.mean_expression_r2(frame, frame, genes=repeated)
     assert dv.metrics.mean_expression_r2(frame, frame, genes=["G0", "G1", "G2"]) == pytest.approx(1)
+
+
+def test_mean_expression_r2_says_a_side_holds_no_cells():
+    """A selection of no cells (a misspelled cell type) was reported as NaN values, with a
+    RuntimeWarning, or as a ZeroDivisionError when sparse."""
+    from scipy import sparse
+
+    adata = ad.AnnData(np.arange(1.0, 13.0).reshape(3, 4))
+    none = adata[adata.obs_names == "no such cell"]
+    for empty in (none, np.zeros((0, 4)), sparse.csr_matrix((0, 4))):
+        with pytest.raises(ValueError, match=r"observed holds no cells \(shape \(0, 4\)\)"):
+            dv.metrics.mean_expression_r2(adata, empty)

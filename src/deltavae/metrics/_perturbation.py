@@ -21,6 +21,11 @@ def gene_means(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
     elif isinstance(data, pd.DataFrame):  # get_normalized_expression's cells x genes
         genes = np.asarray(data.columns).astype(str)
         data = data.to_numpy()
+    if np.ndim(data) == 2 and data.shape[0] == 0:
+        # A mean over no cells is NaN (dense) or a division by zero (sparse), not bad values.
+        raise ValueError(
+            f"{name} holds no cells (shape {data.shape}): check the selection that made it."
+        )
     if sparse.issparse(data):
         means = np.asarray(data.mean(0)).ravel()
     else:
