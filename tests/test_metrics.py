@@ -234,3 +234,18 @@ def test_mean_expression_r2_says_a_side_holds_no_cells():
     for empty in (none, np.zeros((0, 4)), sparse.csr_matrix((0, 4))):
         with pytest.raises(ValueError, match=r"observed holds no cells \(shape \(0, 4\)\)"):
             dv.metrics.mean_expression_r2(adata, empty)
+
+
+def test_mean_expression_r2_matches_a_boolean_series_of_genes_by_name():
+    """A column of a DE table (indexed by gene, sorted by score) selected other genes by
+    position, silently."""
+    rng = np.random.default_rng(0)
+    genes = [f"g{i}" for i in range(10)]
+    observed = pd.DataFrame(rng.random((30, 10)), columns=genes)
+    predicted = pd.DataFrame(rng.random((30, 10)), columns=genes)
+    score = pd.Series(rng.random(10), index=genes).sort_values(ascending=False)
+    chosen = score > 0.5
+    by_name = dv.metrics.mean_expression_r2(predicted, observed, genes=chosen.index[chosen])
+    assert dv.metrics.mean_expression_r2(predicted, observed, genes=chosen) == by_name
+    with pytest.raises(ValueError, match=r"does not list each gene once \(1 missing"):
+        dv.metrics.mean_expression_r2(predicted, observed, genes=chosen.iloc[1:])

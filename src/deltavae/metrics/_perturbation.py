@@ -139,6 +139,30 @@ def _warn_if_scales_differ(pred: np.ndarray, true: np.ndarray) -> None:
         )
 
 
+def _named_mask(genes, names) -> bool:
+    """Whether ``genes`` is a boolean Series labelled by gene names, to match by name."""
+    return (
+        isinstance(genes, pd.Series)
+        and pd.api.types.is_bool_dtype(genes)
+        and names is not None
+        and not isinstance(genes.index, pd.RangeIndex)
+    )
+
+
+def _mask_by_name(genes: pd.Series, names: np.ndarray) -> np.ndarray:
+    """A boolean Series of genes (a DE table's column, sorted by score) in the data's gene
+    order: by position it would select other genes, silently."""
+    labels = genes.index.astype(str)
+    missing = sorted(set(names) - set(labels))
+    if missing or labels.has_duplicates:
+        raise ValueError(
+            "genes is a boolean Series whose index does not list each gene once "
+            f"({len(missing)} missing, e.g. {missing[:3]}): pass gene names, or a mask in the "
+            "data's gene order."
+        )
+    return pd.Series(genes.to_numpy(), index=labels).reindex(names).to_numpy(dtype=bool)
+
+
 def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> float:
     """scGen's R²: squared correlation of per-gene mean expression, predicted against observed.
 
@@ -156,9 +180,10 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
         have names).
     genes
         Restrict to these genes: names (strings; needs AnnData or DataFrames), integer
-        positions, or a boolean mask. Where a DataFrame labels its genes by integers, integers
-        are those labels. At least 3 genes: the squared correlation of 2 points is 1
-        whatever they are.
+        positions, or a boolean mask (a boolean Series indexed by gene names, such as a column
+        of a differential-expression table, is matched by name). Where a DataFrame labels its
+        genes by integers, integers are those labels. At least 3 genes: the squared
+        correlation of 2 points is 1 whatever they are.
 
     Returns
     -------
@@ -200,14 +225,14 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
             f"{only[:3]}); subset both to the genes they share."
         )
     if genes is not None:
-        index = np.asarray(genes)
+        names = pred_genes if pred_genes is not None else true_genes
+        index = _mask_by_name(genes, names) if _named_mask(genes, names) else np.asarray(genes)
         if index.dtype != bool and len(pd.unique(index)) < len(index):
             # By name a repeat was dropped, by position counted twice: neither says so.
             raise ValueError(
                 f"genes repeats {pd.Index(index)[pd.Index(index).duplicated()][:5].tolist()}; "
                 "give each gene once."
             )
-        names = pred_genes if pred_genes is not None else true_genes
         integer_labels = any(
             isinstance(data, pd.DataFrame) and pd.api.types.is_integer_dtype(data.columns)
             for data in (predicted, observed)
