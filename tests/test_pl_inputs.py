@@ -187,3 +187,14 @@ def test_long_labels_leave_the_table_room():
         ax = dv.pl.cluster_composition(adata, "three", "layer", show=False)
         ax.figure.canvas.draw()
     assert ax.get_position().height > 0.2
+
+
+def test_cluster_names_as_strings_are_in_scanpys_order():
+    """A column of strings "0" ... "11" listed cluster 10 and 11 between 1 and 2; anndata (so
+    scanpy's legend of the same column) orders them 0, 1, 2, ..., 11."""
+    adata = _cells()
+    adata.obs["kmeans"] = (np.arange(adata.n_obs) % 12).astype(str)
+    ax = dv.pl.cluster_composition(adata, "kmeans", "cell_type", show=False, show_sizes=False)
+    assert [t.get_text() for t in ax.get_yticklabels()] == [str(k) for k in range(12)]
+    adata.strings_to_categoricals()  # what scanpy's plots do to the column
+    assert list(adata.obs["kmeans"].cat.categories) == [str(k) for k in range(12)]

@@ -20,6 +20,7 @@ from matplotlib.ticker import (
     MaxNLocator,
     NullFormatter,
 )
+from natsort import natsorted
 
 from .._docs import doc_ax, doc_params, doc_show_save
 from ._utils import as_names, own_axes, own_figure, savefig_or_show
@@ -299,6 +300,10 @@ def _check_categories(values: pd.Series, arg: str, key: str) -> None:
 
 def _categorical(values: pd.Series) -> pd.Categorical:
     categorical = pd.Categorical(values)
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        # In natural order ("2" before "10"), as anndata makes categories of strings and so
+        # scanpy's plots list them; a categorical column keeps its own order.
+        categorical = categorical.reorder_categories(natsorted(categorical.categories))
     return categorical.remove_unused_categories()
 
 
