@@ -249,3 +249,14 @@ def test_mean_expression_r2_matches_a_boolean_series_of_genes_by_name():
     assert dv.metrics.mean_expression_r2(predicted, observed, genes=chosen) == by_name
     with pytest.raises(ValueError, match=r"does not list each gene once \(1 missing"):
         dv.metrics.mean_expression_r2(predicted, observed, genes=chosen.iloc[1:])
+
+
+def test_columns_of_one_anndata_with_repeated_cell_names_are_not_called_different_cells():
+    """Two obs columns of one AnnData whose obs_names repeat (concatenated samples with the
+    same barcodes) were warned about as 'partly different cells'."""
+    index = ["AAAC-1", "AAAG-1", "AAAC-1", "AAAG-1"]
+    truth = pd.Series(["B", "B", "T", "T"], index=index)
+    clusters = pd.Series([1, 1, 0, 0], index=index)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ari(truth, clusters) == 1.0

@@ -51,7 +51,11 @@ def _paired_codes(labels_true: ArrayLike, labels_pred: ArrayLike) -> tuple[np.nd
         # Two Series of the same cells in another order (obs columns of two AnnData objects)
         # pair their cells by name; Series of other indexes pair by position, as arrays do.
         labels_pred = labels_pred.loc[labels_true.index]
-    elif isinstance(labels_true, pd.Series) and isinstance(labels_pred, pd.Series):
+    elif (
+        isinstance(labels_true, pd.Series)
+        and isinstance(labels_pred, pd.Series)
+        and not labels_true.index.equals(labels_pred.index)  # one AnnData's columns: same cells
+    ):
         shared = labels_true.index.intersection(labels_pred.index).size
         if 0 < shared < max(len(labels_true), len(labels_pred)):
             # Columns of two AnnData subsets: paired by position, most pairs are wrong cells.
