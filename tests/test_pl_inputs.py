@@ -198,3 +198,16 @@ def test_cluster_names_as_strings_are_in_scanpys_order():
     assert [t.get_text() for t in ax.get_yticklabels()] == [str(k) for k in range(12)]
     adata.strings_to_categoricals()  # what scanpy's plots do to the column
     assert list(adata.obs["kmeans"].cat.categories) == [str(k) for k in range(12)]
+
+
+def test_a_history_of_one_epoch_is_drawn():
+    """After one epoch each curve is one point: a line through it drew an empty panel, with
+    epoch ticks at -0.045 ... 0.045."""
+    frames = {
+        key: pd.DataFrame({key: [value]}, index=[0])
+        for key, value in (("elbo_train", 300.0), ("elbo_validation", 310.0))
+    }
+    ax = dv.pl.history(frames, show=False)
+    assert [line.get_marker() for line in ax.get_lines()] == ["o", "o"]
+    ax.figure.canvas.draw()
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["0"]

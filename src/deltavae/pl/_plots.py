@@ -174,11 +174,16 @@ def history(
         logger.info("history has no %s; not drawn", skipped)
     if ax is None:
         ax = own_axes((5, 3.5))
+    drawn = []
     for key in present:
         frame = frames[key]
         series = frame[key] if key in frame.columns else frame.iloc[:, 0]
         epochs = np.asarray(series.index, dtype=float)
-        ax.plot(epochs, series.to_numpy(dtype=float), label=_HISTORY_LABELS.get(key, key))
+        values = series.to_numpy(dtype=float)
+        # One epoch is one point, and a line through one point draws nothing.
+        point = {"marker": "o"} if np.isfinite(values).sum() == 1 else {}
+        ax.plot(epochs, values, label=_HISTORY_LABELS.get(key, key), **point)
+        drawn.append(epochs)
     if shade_warmup and "kl_weight" in frames:
         kl = frames["kl_weight"].iloc[:, 0]
         annealed = kl.index[kl.to_numpy(dtype=float) < 1.0]
@@ -193,6 +198,8 @@ def history(
     if log:
         _log_y_axis(ax, [frames[key] for key in present])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if np.unique(np.concatenate(drawn)).size == 1:  # else ticks at -0.04, -0.02, ... 0.04
+        ax.set_xticks(np.unique(np.concatenate(drawn)))
     ax.set_xlabel("epoch")
     ax.set_ylabel(_history_unit(model, present))
     ax.set_title("Training history")
