@@ -347,7 +347,9 @@ def data_components(x, group: np.ndarray | None, seed: int, n_comps: int = 50) -
     from anndata import AnnData
 
     logged = AnnData(X=x.astype(np.float32))
-    sc.pp.normalize_total(logged, target_sum=1e4)
+    with warnings.catch_warnings():  # cells without counts: said once, at setup
+        warnings.filterwarnings("ignore", message="Some cells have zero counts")
+        sc.pp.normalize_total(logged, target_sum=1e4)
     sc.pp.log1p(logged)
     n_comps = min(n_comps, logged.n_obs - 1, logged.n_vars - 1)
     pcs = np.ascontiguousarray(sc.pp.pca(logged.X, n_comps=n_comps, random_state=seed))
