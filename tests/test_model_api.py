@@ -604,3 +604,15 @@ def test_a_users_own_pyro_parameters_survive_training_and_loading(tmp_path):
     )
     assert pyro.param("my_loc").item() == 1.5
     pyro.clear_param_store()
+
+
+def test_marginal_ll_mean_is_over_cells_whatever_the_batch_size(trained):
+    """scvi-tools averaged the minibatches' means: 200 cells in minibatches of 128 weighed the
+    last 72 as much as the first 128, and the mean moved with batch_size."""
+    model, adata = trained
+    torch.manual_seed(0)
+    mean = model.get_marginal_ll(n_mc_samples=2, batch_size=128)
+    torch.manual_seed(0)
+    per_cell = model.get_marginal_ll(n_mc_samples=2, batch_size=128, return_mean=False)
+    assert isinstance(mean, float) and tuple(per_cell.shape) == (adata.n_obs,)
+    np.testing.assert_allclose(mean, float(per_cell.double().mean()), rtol=1e-6)

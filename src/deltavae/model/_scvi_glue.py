@@ -192,7 +192,8 @@ def _on_host(value):
 
 
 class HostResultsMixin:
-    """scvi-tools' ``get_elbo`` and ``get_reconstruction_error`` with their results on the CPU.
+    """scvi-tools' ``get_elbo`` and ``get_reconstruction_error`` with their results on the CPU,
+    and ``get_marginal_ll``'s mean over the cells.
 
     scvi-tools returns them on the module's device: on a GPU, ``np.asarray(model.get_elbo(
     return_mean=False))`` or writing them to ``adata.obs`` failed where the CPU worked.
@@ -205,6 +206,17 @@ class HostResultsMixin:
     @functools.wraps(VAEMixin.get_reconstruction_error)
     def get_reconstruction_error(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         return _on_host(super().get_reconstruction_error(*args, **kwargs))
+
+    @functools.wraps(VAEMixin.get_marginal_ll)
+    def get_marginal_ll(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        # scvi-tools' return_mean averages the minibatches' means: a short last minibatch
+        # weighed as much as a full one, and the result moved with batch_size.
+        call = inspect.signature(VAEMixin.get_marginal_ll).bind(self, *args, **kwargs)
+        if not call.arguments.get("return_mean", True):
+            return super().get_marginal_ll(*args, **kwargs)
+        call.arguments["return_mean"] = False
+        per_cell = super().get_marginal_ll(*call.args[1:], **call.kwargs)
+        return float(torch.as_tensor(per_cell).double().mean())
 
 
 _FIXED_NETWORKS = (
