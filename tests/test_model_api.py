@@ -166,6 +166,20 @@ def test_differential_expression(trained):
         model.differential_expression(groupby="cluster", group1="zero")
 
 
+def test_de_by_a_column_with_categories_without_cells(trained):
+    """scvi-tools compared every category of groupby, also one without cells: it divided by
+    zero (a column whose categories were set by hand, or kept after cells were dropped)."""
+    model, adata = trained
+    groups = ["0", "1", "2", "unseen"]
+    adata.obs["typed"] = pd.Categorical(adata.obs["cluster"], categories=groups)
+    de = model.differential_expression(groupby="typed", n_samples_overall=20)
+    assert list(pd.unique(de["comparison"])) == ["0 vs Rest", "1 vs Rest", "2 vs Rest"]
+    adata.obs["typed"] = pd.Categorical(["0"] * adata.n_obs, categories=groups)
+    with pytest.raises(ValueError, match="cells in one group only \\('0'\\)"):
+        model.differential_expression(groupby="typed")
+    del adata.obs["typed"]
+
+
 def test_de_genes_tied_on_the_sort_key_follow_the_effect_size(trained):
     """scvi-tools sorts by proba_de (change) or bayes_factor (vanilla) with an unstable sort,
     so genes tied there (proba_de saturates at 1.0 for clear markers) came in any order."""

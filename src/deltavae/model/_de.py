@@ -253,6 +253,17 @@ def check_de_groups(
                 f"{arg}={value!r}: adata.obs[{groupby!r}] holds {type(actual).__name__} "
                 f"values, not {type(other_type[0]).__name__}: pass {actual!r}."
             )
+    if given.get("group1") is None and given.get("idx1") is None:
+        # scvi-tools compares every category, also one without cells: it divided by zero.
+        groups = column.astype("category").cat.categories
+        held = [group for group in groups if (column == group).any()]
+        if len(held) == 1 and len(groups) > 1:
+            raise ValueError(
+                f"adata.obs[{groupby!r}] has cells in one group only ({held[0]!r}); its other "
+                "categories hold none. Differential expression needs two groups with cells."
+            )
+        if 1 < len(held) < len(groups):
+            args, kwargs = _set_argument(differential_expression, args, kwargs, "group1", held)
     group2 = given.get("group2")
     if group2 is not None and np.ndim(group2) > 0:
         if len(list(group2)) != 1:
