@@ -56,6 +56,15 @@ def test_blobs_recovered_and_written(blobs_model):
     np.testing.assert_array_equal(model.predict_clusters(), probs.argmax(1))
 
 
+def test_count_read_outs_of_a_normal_likelihood_say_why_not(blobs_model):
+    """get_latent_library_size failed with "exp(): argument 'input' must be Tensor"."""
+    model, _ = blobs_model
+    with pytest.raises(NotImplementedError, match="library sizes .* likelihood is 'normal'"):
+        model.get_latent_library_size(give_mean=False)
+    with pytest.raises(NotImplementedError, match="frequencies .* likelihood is 'normal'"):
+        model.get_normalized_expression()
+
+
 # 4-7 s: in the slow stage, which CI runs too (the default stage keeps under 6 min).
 @pytest.mark.slow
 def test_key_added_keeps_two_models_side_by_side(blobs_model, tmp_path):

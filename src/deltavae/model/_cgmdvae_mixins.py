@@ -28,10 +28,10 @@ class CountExpressionMixin:
     parameters), offered for count likelihoods only; ``transform_batch`` names a category of
     the first condition."""
 
-    def _needs_counts(self, what: str) -> None:
+    def _needs_counts(self, what: str, reads: str = "expression frequencies") -> None:
         if not self.module.observation.is_count:
             raise NotImplementedError(
-                f"{what} reads expression frequencies of a count likelihood ('zinb' or 'nb'); "
+                f"{what} reads {reads} of a count likelihood ('zinb' or 'nb'); "
                 f"this model's likelihood is {self.module.likelihood!r}, whose decoded values "
                 "are the data themselves. Use translate(...).X or sample(...).layers"
                 "['expected'] for the model's expectation."
@@ -51,6 +51,11 @@ class CountExpressionMixin:
     def get_likelihood_parameters(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         self._needs_counts("get_likelihood_parameters")
         return super().get_likelihood_parameters(*args, **kwargs)
+
+    @functools.wraps(RNASeqMixin.get_latent_library_size)
+    def get_latent_library_size(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        self._needs_counts("get_latent_library_size", "the library sizes")  # not a TypeError
+        return super().get_latent_library_size(*args, **kwargs)
 
     def get_importance_weights(self, *args, **kwargs):
         """Not offered: scvi-tools' importance weights assume a N(0, I) prior on z.
