@@ -180,6 +180,20 @@ def test_de_by_a_column_with_categories_without_cells(trained):
     del adata.obs["typed"]
 
 
+def test_seeded_de_gives_one_table_whether_or_not_its_anndata_was_registered(trained):
+    """scvi-tools' registration of an AnnData draws from numpy's global generator, as DE's
+    sampling of cells does: the model's own AnnData and a view of it (registered as a copy
+    at each read) gave two tables under one seed."""
+    model, adata = trained
+    tables = []
+    for data in (adata, adata[:]):
+        scvi.settings.seed = 0
+        tables.append(
+            model.differential_expression(data, groupby="cluster", group1="0", batch_size=64)
+        )
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+
+
 def test_de_genes_tied_on_the_sort_key_follow_the_effect_size(trained):
     """scvi-tools sorts by proba_de (change) or bayes_factor (vanilla) with an unstable sort,
     so genes tied there (proba_de saturates at 1.0 for clear markers) came in any order."""

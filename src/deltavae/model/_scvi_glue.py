@@ -62,17 +62,26 @@ _FEW_CELLS_WARNING = r"Category .* has fewer than 3 cells"
 def _transferring_quietly():
     """scvi-tools' transfer of a model's setup to a new AnnData, without what it says at every
     call that the user cannot act on: INFO records that the AnnData was not set up or looks
-    like a copy, and warnings of categories with few cells (which matter to training only)."""
-    with (
-        _without_message(
-            _SCVI_MODEL_LOGGER,
-            "Input AnnData not setup with scvi-tools",
-            "AnnData object appears to be a copy",
-        ),
-        warnings.catch_warnings(),
-    ):
-        warnings.filterwarnings("ignore", message=_FEW_CELLS_WARNING)
-        yield
+    like a copy, and warnings of categories with few cells (which matter to training only).
+
+    numpy's global generator is left as it was: scvi-tools' count check draws rows from it at
+    every registration, so a seeded differential expression (whose cells are drawn from it
+    too) gave another table when its AnnData was registered first (a view, a copy, the
+    model's own after another model read it or after unpickling)."""
+    state = np.random.get_state()  # noqa: NPY002
+    try:
+        with (
+            _without_message(
+                _SCVI_MODEL_LOGGER,
+                "Input AnnData not setup with scvi-tools",
+                "AnnData object appears to be a copy",
+            ),
+            warnings.catch_warnings(),
+        ):
+            warnings.filterwarnings("ignore", message=_FEW_CELLS_WARNING)
+            yield
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
 
 
 def _picklable_state(model) -> dict:
