@@ -194,6 +194,20 @@ def test_seeded_de_gives_one_table_whether_or_not_its_anndata_was_registered(tra
     pd.testing.assert_frame_equal(tables[0], tables[1])
 
 
+def test_a_mask_of_integers_is_not_read_as_positions(trained):
+    """scvi-tools read a 0/1 mask stored as integers as positions: cells 0 and 1, over and
+    over (differential expression of two cells against the rest, silently)."""
+    model, adata = trained
+    mask = (adata.obs["cluster"] == "0").to_numpy()
+    with pytest.raises(ValueError, match="idx1 holds a 0 or 1 for each of the 200 cells"):
+        model.differential_expression(idx1=mask.astype(int))
+    with pytest.raises(ValueError, match="idx2 holds a 0 or 1 .* idx2=mask.astype"):
+        model.differential_expression(idx1=mask, idx2=(~mask).astype(np.int8))
+    with pytest.raises(ValueError, match="indices holds a 0 or 1"):
+        model.get_latent_representation(indices=mask.astype(int))
+    assert model.get_latent_representation(indices=[0, 1, 1]).shape[0] == 3  # positions
+
+
 def test_de_genes_tied_on_the_sort_key_follow_the_effect_size(trained):
     """scvi-tools sorts by proba_de (change) or bayes_factor (vanilla) with an unstable sort,
     so genes tied there (proba_de saturates at 1.0 for clear markers) came in any order."""

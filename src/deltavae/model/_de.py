@@ -15,6 +15,7 @@ from scvi.model.base import RNASeqMixin
 
 from ._genes import identifier_advice
 from ._labels import seen_categories
+from ._scvi_glue import refuse_integer_mask
 from ._validation import SCVI_STAND_IN_BATCH
 
 #: Cells x genes from which scvi-tools' importance-weighted DE takes minutes on a CPU.
@@ -198,10 +199,13 @@ def check_de_groups(
         if isinstance(value, str):  # one batch (scvi-tools read the string letter by letter)
             args, kwargs = _set_argument(differential_expression, args, kwargs, arg, [value])
     args, kwargs = _de_in_memory(model, given.get("adata"), args, kwargs)
+    adata = model.adata if given.get("adata") is None else given.get("adata")
+    for arg in ("idx1", "idx2"):
+        if given.get(arg) is not None and not isinstance(given[arg], str):
+            refuse_integer_mask(given[arg], adata.n_obs, arg)
     groupby = given.get("groupby")
     batch = model.adata_manager.get_state_registry(scvi.REGISTRY_KEYS.BATCH_KEY)
     key = batch.get("original_key")
-    adata = model.adata if given.get("adata") is None else given.get("adata")
     idx1, idx2 = given.get("idx1"), given.get("idx2")
     if given.get("batch_correction") and idx1 is not None and idx2 is not None and key in adata.obs:
         # idx1/idx2 split by the condition itself (stim against ctrl within a cell type):

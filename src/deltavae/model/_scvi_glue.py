@@ -301,6 +301,7 @@ def check_indices(indices, n_obs: int) -> None:
     values = np.asarray(indices)
     if values.ndim != 1:
         raise ValueError(f"indices must be one-dimensional; got shape {values.shape}. {fix}.")
+    refuse_integer_mask(values, n_obs, "indices")
     if values.dtype == bool:
         if len(values) != n_obs:
             raise ValueError(
@@ -322,6 +323,25 @@ def check_indices(indices, n_obs: int) -> None:
         raise ValueError(
             f"indices reach cell {int(values.max() if values.max() >= n_obs else values.min())}"
             f", but the AnnData has {n_obs} cells: pass positions within it (or None for all)."
+        )
+
+
+def refuse_integer_mask(indices, n_obs: int, name: str) -> None:
+    """Refuse integers that are a boolean mask: a 0 or 1 for every cell (a mask stored as
+    int, e.g. ``(adata.obs[...] == ...).astype(int)``), which scvi-tools reads as positions,
+    cells 0 and 1 over and over, without a word."""
+    values = np.asarray(indices)
+    if (
+        values.ndim == 1
+        and n_obs > 2
+        and len(values) == n_obs
+        and values.dtype.kind in "iu"
+        and np.isin(values, (0, 1)).all()
+    ):
+        raise ValueError(
+            f"{name} holds a 0 or 1 for each of the {n_obs} cells: a mask stored as integers? "
+            f"Integers are read as positions (cells 0 and 1 over and over); pass the mask as "
+            f"booleans, {name}=mask.astype(bool)."
         )
 
 
