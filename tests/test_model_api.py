@@ -177,6 +177,10 @@ def test_de_by_a_column_with_categories_without_cells(trained):
     adata.obs["typed"] = pd.Categorical(["0"] * adata.n_obs, categories=groups)
     with pytest.raises(ValueError, match="cells in one group only \\('0'\\)"):
         model.differential_expression(groupby="typed")
+    with pytest.raises(ValueError, match="group1='0' holds every cell .* rest .* is empty"):
+        model.differential_expression(groupby="typed", group1="0")
+    with pytest.raises(ValueError, match="idx1 selects every cell, so the rest"):
+        model.differential_expression(idx1=np.ones(adata.n_obs, dtype=bool))
     del adata.obs["typed"]
 
 

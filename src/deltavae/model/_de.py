@@ -217,6 +217,15 @@ def check_de_groups(
                 "batch_correction=True averages over: it would remove the difference being "
                 "tested. Pass batch_correction=False."
             )
+    if (
+        idx1 is not None
+        and idx2 is None
+        and len(np.unique(_rows(adata, idx1) % adata.n_obs)) == adata.n_obs
+    ):
+        raise ValueError(  # scvi-tools divided by the rest's zero cells
+            "idx1 selects every cell, so the rest it is compared with (idx2=None) is empty; "
+            "select fewer cells, or pass idx2."
+        )
     if groupby is None:
         return args, kwargs
     if given.get("batch_correction") and groupby == batch.get("original_key"):
@@ -257,7 +266,14 @@ def check_de_groups(
                 f"{arg}={value!r}: adata.obs[{groupby!r}] holds {type(actual).__name__} "
                 f"values, not {type(other_type[0]).__name__}: pass {actual!r}."
             )
-    if given.get("group1") is None and given.get("idx1") is None:
+    group1 = given.get("group1")
+    if group1 is not None and given.get("group2") is None and given.get("idx1") is None:
+        if column.isin([group1] if np.ndim(group1) == 0 else list(group1)).all():
+            raise ValueError(  # scvi-tools divided by the rest's zero cells
+                f"group1={group1!r} holds every cell of adata.obs[{groupby!r}], so the rest it "
+                "is compared with (group2=None) is empty."
+            )
+    if group1 is None and given.get("idx1") is None:
         # scvi-tools compares every category, also one without cells: it divided by zero.
         groups = column.astype("category").cat.categories
         held = [group for group in groups if (column == group).any()]
