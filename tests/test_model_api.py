@@ -212,6 +212,28 @@ def test_a_mask_of_integers_is_not_read_as_positions(trained):
     assert model.get_latent_representation(indices=[0, 1, 1]).shape[0] == 3  # positions
 
 
+def test_de_by_the_labels_column_keeps_labels_the_model_never_saw():
+    """Cells with a label the model was not trained with are read as unlabelled; grouped by
+    the labels column they had joined the unlabelled cells (group1='new': a division by
+    zero)."""
+    adata = _adata()
+    adata.obs["label"] = adata.obs["cluster"]
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="label")
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=5, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, mixture_init="kmeans", **TRAIN)
+    new = adata.copy()
+    new.obs["label"] = adata.obs["cluster"].where(adata.obs["cluster"] != "2", "new")
+    with pytest.warns(UserWarning, match="read as unlabelled"):
+        de = model.differential_expression(new, groupby="label", n_samples_overall=20)
+    assert list(pd.unique(de["comparison"])) == ["0 vs Rest", "1 vs Rest", "new vs Rest"]
+    with pytest.warns(UserWarning, match="read as unlabelled"):
+        one = model.differential_expression(new, groupby="label", group1="new", group2="0")
+    assert (one["raw_mean1"] > 0).any() and list(one.columns) == list(de.columns)
+    assert "_deltavae_de_groups" not in new.obs
+
+
 def test_de_genes_tied_on_the_sort_key_follow_the_effect_size(trained):
     """scvi-tools sorts by proba_de (change) or bayes_factor (vanilla) with an unstable sort,
     so genes tied there (proba_de saturates at 1.0 for clear markers) came in any order."""

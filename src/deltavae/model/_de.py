@@ -14,7 +14,8 @@ import scvi
 from scvi.model.base import RNASeqMixin
 
 from ._genes import identifier_advice
-from ._labels import seen_categories
+from ._labels import _label_state, seen_categories
+from ._matrices import with_column
 from ._scvi_glue import refuse_integer_mask
 from ._validation import SCVI_STAND_IN_BATCH
 
@@ -44,6 +45,7 @@ class CheckedExpressionMixin(RNASeqMixin):
     def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         self._check_if_trained(warn=False)  # an untrained query model answered from its start
         args, kwargs = check_de_groups(self, RNASeqMixin.differential_expression, args, kwargs)
+        args, kwargs = _groups_as_given(self, RNASeqMixin.differential_expression, args, kwargs)
         given = _bind(self, RNASeqMixin.differential_expression, args, kwargs)
         data = self.adata if given.get("adata") is None else given["adata"]
         if (
@@ -93,6 +95,27 @@ def effect_breaks_ties(result):
     )
     order = np.lexsort((-effect.to_numpy(float), -result[key].to_numpy(float), block))
     return result.iloc[order]
+
+
+#: obs column holding the groups as given, for a comparison by the labels column.
+_GROUPS = "_deltavae_de_groups"
+
+
+def _groups_as_given(model, differential_expression, args: tuple, kwargs: dict):
+    """The call's ``args`` and ``kwargs``, comparing by a copy of the labels column where
+    ``groupby`` names it and the AnnData holds labels the model was not trained with: read as
+    unlabelled (:func:`~deltavae.model._labels.with_labels_column`), those cells had left
+    their groups (a group of them only: scvi-tools divided by zero)."""
+    given = _bind(model, differential_expression, args, kwargs)
+    adata, groupby = given.get("adata"), given.get("groupby")
+    key, _, known = _label_state(model.registry_)
+    if adata is None or groupby is None or groupby != key or key not in adata.obs:
+        return args, kwargs
+    if adata.obs[key].astype(str).isin(known).all():
+        return args, kwargs
+    data = with_column(adata, _GROUPS, adata.obs[key].to_numpy())
+    args, kwargs = _set_argument(differential_expression, args, kwargs, "adata", data)
+    return _set_argument(differential_expression, args, kwargs, "groupby", _GROUPS)
 
 
 def _bind(model, method, args: tuple, kwargs: dict) -> dict:
