@@ -234,6 +234,21 @@ def test_de_by_the_labels_column_keeps_labels_the_model_never_saw():
     assert "_deltavae_de_groups" not in new.obs
 
 
+def test_query_de_groups_by_a_column_added_to_the_query_after_mapping(trained):
+    """A query model reads a copy of the query; a grouping the user adds to the query itself
+    after mapping (leiden) was "not a column of adata.obs" unless the query was passed."""
+    model, adata = trained
+    query = adata[:60].copy()
+    query.obs["condition"] = query.obs["condition"].astype(str) + "_query"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mapped = type(model).load_query_data(query, model)
+        mapped.train(max_epochs=1, **TRAIN)
+    query.obs["leiden"] = query.obs["cluster"].to_numpy()
+    de = mapped.differential_expression(groupby="leiden", group1="0", n_samples_overall=20)
+    assert len(de) == adata.n_vars and set(de["group1"]) == {"0"}
+
+
 def test_de_genes_tied_on_the_sort_key_follow_the_effect_size(trained):
     """scvi-tools sorts by proba_de (change) or bayes_factor (vanilla) with an unstable sort,
     so genes tied there (proba_de saturates at 1.0 for clear markers) came in any order."""

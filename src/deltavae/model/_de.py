@@ -44,6 +44,15 @@ class CheckedExpressionMixin(RNASeqMixin):
     @functools.wraps(RNASeqMixin.differential_expression)
     def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         self._check_if_trained(warn=False)  # an untrained query model answered from its start
+        query = getattr(self, "_query_adata", None)  # load_query_data's query, as given
+        if (
+            query is not None
+            and _bind(self, RNASeqMixin.differential_expression, args, kwargs).get("adata") is None
+        ):
+            # Its obs, where the user adds groupings (leiden) after mapping, not the copy read.
+            args, kwargs = _set_argument(
+                RNASeqMixin.differential_expression, args, kwargs, "adata", query
+            )
         args, kwargs = check_de_groups(self, RNASeqMixin.differential_expression, args, kwargs)
         args, kwargs = _groups_as_given(self, RNASeqMixin.differential_expression, args, kwargs)
         given = _bind(self, RNASeqMixin.differential_expression, args, kwargs)
