@@ -154,6 +154,16 @@ def test_transform_batch_decodes_under_that_condition(trained):
     assert not np.allclose(expression(ctrl, transform_batch="stim"), expression(ctrl))
 
 
+def test_normalized_expression_of_draws_over_all_cells(trained):
+    """n_samples_overall draws rows of randomly chosen cells; scvi-tools failed making them a
+    frame indexed by the cells ("Shape of passed values is (50, 40), indices imply ...")."""
+    model, adata = trained
+    draws = model.get_normalized_expression(n_samples_overall=50)
+    assert isinstance(draws, np.ndarray) and draws.shape == (50, adata.n_vars)
+    with pytest.warns(UserWarning, match="returning an np.ndarray"):
+        model.get_normalized_expression(n_samples_overall=50, return_numpy=False)
+
+
 def test_differential_expression(trained):
     model, adata = trained
     de = model.differential_expression(groupby="cluster", group1="0")

@@ -39,6 +39,17 @@ class CheckedExpressionMixin(RNASeqMixin):
             args, kwargs = _set_argument(method, args, kwargs, "gene_list", [gene_list])
         check_library_size(given.get("library_size", 1))
         check_batches(self, given, ("transform_batch",))
+        if given.get("n_samples_overall") is not None and not given.get("return_numpy"):
+            # Draws of randomly chosen cells, not one row per cell: scvi-tools failed making
+            # them a frame indexed by the cells ("Shape of passed values is ...").
+            if given.get("return_numpy") is False:
+                warnings.warn(
+                    "n_samples_overall returns draws of randomly chosen cells, not one row per "
+                    "cell: returning an np.ndarray (n_samples_overall x genes).",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            args, kwargs = _set_argument(method, args, kwargs, "return_numpy", True)
         return super().get_normalized_expression(*args, **kwargs)
 
     @functools.wraps(RNASeqMixin.differential_expression)
