@@ -57,12 +57,15 @@ def test_blobs_recovered_and_written(blobs_model):
 
 
 def test_count_read_outs_of_a_normal_likelihood_say_why_not(blobs_model):
-    """get_latent_library_size failed with "exp(): argument 'input' must be Tensor"."""
+    """get_latent_library_size failed with "exp(): argument 'input' must be Tensor",
+    get_feature_correlation_matrix with "'Normal' object has no attribute 'theta'"."""
     model, _ = blobs_model
     with pytest.raises(NotImplementedError, match="library sizes .* likelihood is 'normal'"):
         model.get_latent_library_size(give_mean=False)
     with pytest.raises(NotImplementedError, match="frequencies .* likelihood is 'normal'"):
         model.get_normalized_expression()
+    with pytest.raises(NotImplementedError, match="gamma-Poisson .* likelihood is 'normal'"):
+        model.get_feature_correlation_matrix(n_samples=2)  # AttributeError: no 'theta'
 
 
 # 4-7 s: in the slow stage, which CI runs too (the default stage keeps under 6 min).

@@ -57,6 +57,11 @@ class CountExpressionMixin:
         self._needs_counts("get_latent_library_size", "the library sizes")  # not a TypeError
         return super().get_latent_library_size(*args, **kwargs)
 
+    @functools.wraps(RNASeqMixin.get_feature_correlation_matrix)
+    def get_feature_correlation_matrix(self, *args, **kwargs):  # noqa: D102
+        self._needs_counts("get_feature_correlation_matrix", "gamma-Poisson draws")
+        return super().get_feature_correlation_matrix(*args, **kwargs)
+
     def get_importance_weights(self, *args, **kwargs):
         """Not offered: scvi-tools' importance weights assume a N(0, I) prior on z.
 
