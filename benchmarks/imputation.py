@@ -17,6 +17,12 @@ total before scoring: the measured values by the spot's counts over the visible 
 same visible genes (every method here predicts all reference genes). Every score is
 invariant to a gene's scale, so only these per-spot factors matter.
 
+Genes. Every method is scored on the same hidden genes: those the reference expresses (no
+method can impute a gene without reference counts) and that vary across the spots (a constant
+has no pattern to score). A score a method leaves undefined on one of them (a constant
+prediction: PCC and RMSE; all zeros: JSD) counts as a failure, as
+``imputation_scores`` asks: PCC 0, RMSE sqrt(2) and JSD 1, an unrelated prediction's values.
+
     python benchmarks/imputation.py                      # all pairs and methods
     python benchmarks/imputation.py --pairs hypothalamus --methods deltavae knn
 """
@@ -45,6 +51,8 @@ from deltavae.metrics import imputation_scores
 PAIRS = ["cerebellum", "hippocampus", "hypothalamus", "lymphnode"]
 METHODS = ["deltavae", "deltavae-type", "deltavae-latent", "knn", "gimvi", "tangram"]
 TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+# A score a method leaves undefined on a scored gene is a failure: an unrelated prediction's.
+FAILED = {"pcc": 0.0, "rmse": float(np.sqrt(2)), "jsd": 1.0}
 
 
 def log(msg: str) -> None:
@@ -161,12 +169,28 @@ def per_spot(pred: pd.DataFrame, visible: list[str], hidden: list[str]) -> pd.Da
     return pred[hidden].div(totals.where(totals > 0, 1.0), axis=0)
 
 
+def scored_genes(truth: pd.DataFrame, expressed: pd.Series) -> list[str]:
+    """The hidden genes every method is scored on: expressed in the reference (``expressed``,
+    by gene) and varying across the spots."""
+    return [g for g in truth.columns if expressed[g] and truth[g].std() > 0]
+
+
+def gene_scores(truth: pd.DataFrame, pred: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``imputation_scores`` with an undefined score counted as a failure (``FAILED``), and
+    the number of genes that failed."""
+    table = imputation_scores(truth, pred)
+    return table.fillna(FAILED), int(table.isna().any(axis=1).sum())
+
+
 def run_pair(name: str, args) -> dict[str, dict]:
     spatial, reference = load_pair(name)
     genes = spatial.var_names
     folds = KFold(args.folds, shuffle=True, random_state=args.seed).split(np.arange(len(genes)))
     scores = {m: [] for m in args.methods}
     seconds = dict.fromkeys(args.methods, 0.0)
+    failed = dict.fromkeys(args.methods, 0)
+    expressed = pd.Series(dense(reference.X).sum(axis=0) > 0, index=genes)
+    n_scored = 0
     for fold, (seen, held) in enumerate(folds):
         if args.only_folds is not None and fold not in args.only_folds:
             continue
@@ -175,6 +199,8 @@ def run_pair(name: str, args) -> dict[str, dict]:
         spot_totals = dense(spots.X).sum(axis=1)
         truth = pd.DataFrame(dense(spatial[:, hidden].X), index=spots.obs_names, columns=hidden)
         truth = truth.div(np.maximum(spot_totals, 1), axis=0)
+        truth = truth[scored_genes(truth, expressed)]
+        n_scored += truth.shape[1]
         for method in args.methods:
             scvi.settings.seed = args.seed
             with Timer() as t, warnings.catch_warnings():
@@ -182,7 +208,8 @@ def run_pair(name: str, args) -> dict[str, dict]:
                 pred = RUNNERS[method](spots.copy(), reference.copy(), hidden, args)
             pred = per_spot(pred, visible, hidden)
             seconds[method] += t.seconds
-            table = imputation_scores(truth, pred)
+            table, n_failed = gene_scores(truth, pred)
+            failed[method] += n_failed
             scores[method].append(table)
             log(
                 f"{name} fold {fold} {method}: median PCC {table['pcc'].median():.3f} "
@@ -193,11 +220,13 @@ def run_pair(name: str, args) -> dict[str, dict]:
         table = pd.concat(scores[method])
         row = table.median().to_dict()
         row["seconds"] = seconds[method]
+        row["failed"] = failed[method]
         out[method] = row
     out["_info"] = {
         "spots": spatial.n_obs,
         "cells": reference.n_obs,
         "genes": len(genes),
+        "scored": n_scored,
     }
     return out
 
@@ -235,9 +264,11 @@ def main() -> None:
         for method, row in result.items():
             rows.append(
                 [
-                    f"{name} ({info['spots']} spots, {info['cells']} cells, {info['genes']} genes)",
+                    f"{name} ({info['spots']} spots, {info['cells']} cells, {info['genes']} "
+                    f"genes, {info['scored']} scored)",
                     NAMES[method],
                     *(f"{row[m]:.3f}" for m in ("pcc", "ssim", "rmse", "jsd")),
+                    row["failed"],
                     f"{row['seconds']:.0f}",
                 ]
             )
@@ -245,14 +276,18 @@ def main() -> None:
             others = {m: r["pcc"] for m, r in result.items() if not m.startswith("deltavae")}
             best = max(others.values(), default=float("-inf"))
             wins.append((name, result["deltavae"]["pcc"] > best))
+    folds = f"{args.folds} folds"
+    if args.only_folds is not None:
+        folds = f"folds {args.only_folds} of {folds}"
     print(
-        f"\n### Held-out genes, {args.folds} folds (seed {args.seed}); medians over genes; "
+        f"\n### Held-out genes, {folds} (seed {args.seed}); medians over "
+        "the scored genes (failures counted); "
         f"SpatialImputer {args.epochs} epochs, GIMVI {args.gimvi_epochs}, Tangram "
         f"{args.tangram_epochs}, kNN k={args.knn_k}\n"
     )
     print(
         markdown_table(
-            ["pair", "method", "PCC", "SSIM", "RMSE", "JSD", "seconds (all folds)"], rows
+            ["pair", "method", "PCC", "SSIM", "RMSE", "JSD", "failed genes", "seconds"], rows
         )
     )
     if wins:
