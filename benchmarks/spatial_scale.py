@@ -36,7 +36,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -111,11 +110,35 @@ def make_data(sizes: list[int], data_dir: Path, seed: int = 0) -> None:
         for key in ("obs", "var"):
             write_elem(file, key, getattr(meta, key))
         write_elem(file, "obsm", {"proportions_true": np.concatenate(truths[n])})
-        write_elem(file, "uns", {"cell_types": np.asarray(types, dtype=str)})
+        write_elem(file, "uns", {"cell_types": np.asarray(types, dtype=str), "seed": seed})
         for key in ("layers", "obsp", "varm", "varp"):
             write_elem(file, key, {})
         file.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
         file.close()
+
+
+def _made(data_dir: Path, sizes: list[int], seed: int) -> bool:
+    """Whether ``data_dir`` holds the reference and the spots of every size, made from
+    ``seed``."""
+    import h5py
+
+    if not (data_dir / "reference.h5ad").exists():
+        return False
+    for n in sizes:
+        if not _file(data_dir, n).exists():
+            return False
+        with h5py.File(_file(data_dir, n), "r") as file:
+            if "seed" not in file["uns"] or int(file["uns"]["seed"][()]) != seed:
+                return False
+    return True
+
+
+def _remove(data_dir: Path, sizes: list[int]) -> None:
+    """Delete the files this script writes, and ``data_dir`` if that leaves it empty."""
+    for path in [data_dir / "reference.h5ad", *(_file(data_dir, n) for n in sizes)]:
+        path.unlink(missing_ok=True)
+    if data_dir.is_dir() and not any(data_dir.iterdir()):
+        data_dir.rmdir()
 
 
 def worker(path: str, mode: str, args: argparse.Namespace) -> dict:
@@ -267,7 +290,7 @@ def main() -> None:
         return
     sizes = sorted(int(s) for s in args.sizes.split(","))
     data_dir = Path(args.data_dir)
-    if not all(_file(data_dir, n).exists() for n in sizes):
+    if not _made(data_dir, sizes, args.seed):
         with Timer() as t:
             make_data(sizes, data_dir, args.seed)
         print(f"wrote {sizes} spots in {t.seconds:.0f} s", file=sys.stderr)
@@ -308,7 +331,7 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
     if not args.keep:
-        shutil.rmtree(data_dir)
+        _remove(data_dir, sizes)
 
 
 if __name__ == "__main__":
