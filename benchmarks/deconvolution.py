@@ -207,7 +207,7 @@ def part_real(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in ["lymphnode", "hippocampus", "cerebellum", "hypothalamus"]:
         try:
-            spots, ref = dv.datasets.spatial_reference_pair(name)
+            spots, ref = dv.datasets.spatial_reference_pair(name, args.data_dir)
         except FileNotFoundError as e:
             log(f"skipping {name}: {e}")
             continue
@@ -230,7 +230,7 @@ def part_real(args) -> None:
             f"same signatures: {nnls_top.round(3).to_dict()})"
         )
     try:
-        mob = dv.datasets.mob_spatial()
+        mob = dv.datasets.mob_spatial(args.data_dir)
     except FileNotFoundError as e:
         log(f"skipping MOB: {e}")
         return
@@ -270,6 +270,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="300 spots, fewer epochs, seed 0 only")
     parser.add_argument("--out", default="bench_deconvolution")
+    parser.add_argument("--data-dir", default=None, help="shared data root (real data)")
     args = parser.parse_args()
     if args.quick:
         args.n_spots, args.epochs, args.seeds = 300, 300, args.seeds[:1]

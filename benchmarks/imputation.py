@@ -63,9 +63,9 @@ def dense(matrix) -> np.ndarray:
     return np.asarray(matrix.toarray() if hasattr(matrix, "toarray") else matrix, dtype=float)
 
 
-def load_pair(name: str) -> tuple[AnnData, AnnData]:
+def load_pair(name: str, data_dir=None) -> tuple[AnnData, AnnData]:
     """Spots and reference on their shared genes (spots without shared counts dropped)."""
-    spatial, reference = dv.datasets.spatial_reference_pair(name)
+    spatial, reference = dv.datasets.spatial_reference_pair(name, data_dir)
     shared = spatial.var_names[spatial.var_names.isin(reference.var_names)]
     spatial = spatial[:, shared]
     spatial = spatial[dense(spatial.X).sum(axis=1) > 0].copy()
@@ -183,7 +183,7 @@ def gene_scores(truth: pd.DataFrame, pred: pd.DataFrame) -> tuple[pd.DataFrame, 
 
 
 def run_pair(name: str, args) -> dict[str, dict]:
-    spatial, reference = load_pair(name)
+    spatial, reference = load_pair(name, args.data_dir)
     genes = spatial.var_names
     folds = KFold(args.folds, shuffle=True, random_state=args.seed).split(np.arange(len(genes)))
     scores = {m: [] for m in args.methods}
@@ -246,6 +246,7 @@ def main() -> None:
     parser.add_argument("--tangram-epochs", type=int, default=300)
     parser.add_argument("--knn-k", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-dir", default=None, help="shared data root")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for noisy in ("lightning", "lightning.pytorch", "scvi", "tangram", "root"):
