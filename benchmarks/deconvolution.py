@@ -78,6 +78,8 @@ def run_pseudo_spots(seed: int, args) -> dict[str, dict]:
     results[OURS] = (ours, t.seconds)
 
     if not args.skip_per_spot:
+        # Every model from the same seed: a row does not depend on which rows ran.
+        scvi.settings.seed = seed
         with Timer() as t:
             per_spot = dv.model.NMFDeconv.from_reference(
                 spots,
@@ -98,6 +100,7 @@ def run_pseudo_spots(seed: int, args) -> dict[str, dict]:
     )
     hvgs = ref.var_names[hvg["highly_variable"].to_numpy()]
     if not args.skip_hvg_row:
+        scvi.settings.seed = seed
         with Timer() as t:
             on_hvgs = dv.model.NMFDeconv.from_reference(
                 spots[:, hvgs].copy(), reference=ref[:, hvgs].copy(), n_markers=None
@@ -111,6 +114,7 @@ def run_pseudo_spots(seed: int, args) -> dict[str, dict]:
         spots, ref = spots[:, hvgs].copy(), ref[:, hvgs].copy()
         from scvi.external import RNAStereoscope, SpatialStereoscope
 
+        scvi.settings.seed = seed
         with Timer() as t:
             RNAStereoscope.setup_anndata(ref, labels_key="cell_type")
             rna = RNAStereoscope(ref)
