@@ -195,3 +195,21 @@ def test_each_prediction_says_on_which_scale_its_x_is():
     assert scales["translate"] == scales["latent_shift"]
     assert scales["translate"].startswith("expected counts")
     assert scales["nearest_response"].startswith("log-normalized")
+
+
+def test_a_model_loaded_onto_its_controls_keeps_the_conditions_it_trained_on(two_keys, tmp_path):
+    """Loaded onto its ctrl cells alone, a model read the conditions from them: translating
+    them to stim was refused as "never seen in training", and sample drew ctrl only."""
+    model, adata = two_keys
+    model.save(tmp_path / "m")
+    ctrl = _ctrl(adata)
+    loaded = dv.model.CGMDVAE.load(tmp_path / "m", ctrl)
+    np.testing.assert_array_equal(
+        loaded.translate(ctrl, {"condition": "stim"}, seed=0).X,
+        model.translate(ctrl, {"condition": "stim"}, seed=0).X,
+    )
+    drawn = loaded.sample(n_cells=50, seed=0).obs
+    pd.testing.assert_frame_equal(drawn, model.sample(n_cells=50, seed=0).obs)
+    assert set(drawn["condition"]) == {"ctrl", "stim"}
+    counts = adata.obs["condition"].astype(str).value_counts().to_dict()
+    assert loaded.condition_counts_["condition"] == counts  # saved with the model

@@ -25,6 +25,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin, _OnDevice
 from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin, LatentMixin
+from ._condition_counts import record_condition_counts
 from ._count_advice import warn_if_counts
 from ._de import CheckedExpressionMixin
 from ._labels import (
@@ -380,6 +381,7 @@ class CGMDVAE(
             restore_best=restore_best,
             **kwargs,
         )
+        record_condition_counts(self)  # a model loaded onto other cells still knows them
         if refit_mixture:
             self._refit_mixture(mixture_init)
         self._warn_if_clusters_empty(max_epochs)

@@ -16,6 +16,7 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import RNASeqMixin
 
 from ..train._convergence import train_longer
+from ._condition_counts import condition_counts
 from ._de import CheckedExpressionMixin
 from ._labels import warn_if_unlabelled_lookalike
 from ._validation import warn_user
@@ -146,8 +147,8 @@ class ConditionsMixin:
                 codes[:, j] = -1
             elif value is None:
                 # Draw from the conditions' frequencies in the training data.
-                freq = self.adata.obs[key].astype(str).value_counts(normalize=True)
-                p = np.array([freq.get(v, 0.0) for v in known])
+                freq = condition_counts(self, key)
+                p = np.array([freq.get(v, 0) for v in known], dtype=float)
                 if rng is None:  # scvi.settings.seed makes an unseeded call repeatable too
                     start = seed if seed is not None else int(torch.randint(2**62, (1,)).item())
                     rng = np.random.default_rng(start)
@@ -182,7 +183,7 @@ class ConditionsMixin:
     def _seen_conditions(self, key: str) -> set[str]:
         """Values of condition ``key`` that training cells carry (for a query model, also
         those the reference knew)."""
-        seen = set(self.adata.obs[key].astype(str).unique())
+        seen = {value for value, n in condition_counts(self, key).items() if n > 0}
         if self.is_query_model:
             new = set(self.query_mapping_["new_categories"].get(key, []))
             seen |= {str(v) for v in self._cat_state().mappings[key] if str(v) not in new}
