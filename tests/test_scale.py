@@ -188,6 +188,11 @@ def _ddp_histories(name: str, path: str) -> dict:
     }
     out = {k: v.to_numpy(float).tolist() for k, v in out.items()}
     out["latent_finite"] = bool(np.isfinite(ddp.get_latent_representation()).all())
+    out["same_split"] = [
+        getattr(ddp, f"{part}_indices") is not None
+        and np.array_equal(getattr(ddp, f"{part}_indices"), getattr(single, f"{part}_indices"))
+        for part in ("train", "validation")
+    ]
     out["best_epoch"] = ddp.best_epoch_
     return out
 
@@ -227,6 +232,9 @@ def test_ddp_on_two_cpu_processes(counts_h5ad, name):
     assert all(size == 270 for size in h["plate_size"])
     assert max(h["replica_spread"]) < 1e-6
     assert h["latent_finite"]
+    # The cells that trained and validated are known after the run, as in one process (the
+    # worker processes split them; CGMDVAE's mixture refit reads the training cells).
+    assert h["same_split"] == [True, True]
     # CGMDVAE keeps its best full-ELBO epoch (after the 5 warm-up epochs), also under DDP.
     assert h["best_epoch"] == (None if name == "ZINBVAE" else 5 + int(np.argmin(val[5:])))
 

@@ -8,6 +8,7 @@ import warnings
 
 import pandas as pd
 import torch
+from scvi.dataloaders import DataSplitter
 from scvi.train import TrainRunner
 from scvi.train._trainrunner import _safe_load_logger_history
 
@@ -147,6 +148,12 @@ class DeltaTrainRunner(TrainRunner):
             if _interrupted(self.trainer, err):
                 raise self._interrupt_note() from err
             raise
+        if isinstance(self.data_splitter, DataSplitter) and not hasattr(
+            self.data_splitter, "train_idx"
+        ):
+            # A DDP fit split the cells in its forked workers only: the same split here (from
+            # scvi.settings.seed), for train_indices and validation_indices (None otherwise).
+            DataSplitter.setup(self.data_splitter)
         # Fit succeeded: the base class's call fits nothing more, it records the run. Its
         # trainer.fit is replaced by a no-op for that call only.
         fit, self.trainer.fit = self.trainer.fit, lambda *args, **kwargs: None
