@@ -128,6 +128,22 @@ def test_write_to_read_only_backed_adata_keeps_the_file(counts_h5ad):
     assert "X_zinbvae" not in ad.read_h5ad(counts_h5ad).obsm
 
 
+def test_saving_with_the_anndata_leaves_a_backed_adata_on_its_own_file(counts_h5ad, tmp_path):
+    """anndata points a backed AnnData at the file it writes it to: save(save_anndata=True)
+    left the user's AnnData naming the model's copy, and results written into it after
+    reopening it for writing (as write_to_adata's warning says) landed in that copy."""
+    backed = ad.read_h5ad(counts_h5ad, backed="r")
+    model = _fit(dv.model.ZINBVAE, backed, {}, {}, epochs=1)
+    model.save(tmp_path / "m", save_anndata=True)
+    assert backed.filename == counts_h5ad
+    backed.file.close()
+    backed.file.open(filemode="r+")
+    model.write_to_adata(backed)
+    backed.file.close()
+    assert "X_zinbvae" in ad.read_h5ad(counts_h5ad).obsm
+    assert "X_zinbvae" not in ad.read_h5ad(tmp_path / "m" / "adata.h5ad").obsm
+
+
 def test_a_view_of_a_backed_adata_is_read_like_the_file(counts_h5ad):
     """A subset of a backed AnnData (``adata[mask]``, the README's translate idiom) is read into
     memory for the call: anndata cannot copy a backed view as scvi-tools would."""

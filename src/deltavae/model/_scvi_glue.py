@@ -144,15 +144,20 @@ def restore_pickled_state(model, state: dict) -> None:
 @contextlib.contextmanager
 def obs_types_kept(model, writes: bool):
     """Writing an AnnData to .h5ad turns its string columns into categoricals in place
-    (anndata's ``strings_to_categoricals``): around ``save(save_anndata=True)``, the model's
-    AnnData (the user's) gets its own obs and var frames back afterwards."""
+    (anndata's ``strings_to_categoricals``) and points a backed AnnData at the file written:
+    around ``save(save_anndata=True)``, the model's AnnData (the user's) gets its own obs and
+    var frames back afterwards, and a backed one its own file (it had been left naming the
+    model's copy, so that reopening it for ``write_to_adata`` wrote the results there)."""
     adata = getattr(model, "_adata", None) if writes else None
     kept = None if adata is None else (adata.obs.copy(deep=False), adata.var.copy(deep=False))
+    backing = adata.file.filename if adata is not None and adata.isbacked else None
     try:
         yield
     finally:
         if kept is not None:
             adata.obs, adata.var = kept
+        if backing is not None:
+            adata.file.filename = backing
 
 
 class Picklable:
