@@ -9,6 +9,7 @@ import warnings
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scvi
 import torch
@@ -142,6 +143,21 @@ def test_saving_with_the_anndata_leaves_a_backed_adata_on_its_own_file(counts_h5
     backed.file.close()
     assert "X_zinbvae" in ad.read_h5ad(counts_h5ad).obsm
     assert "X_zinbvae" not in ad.read_h5ad(tmp_path / "m" / "adata.h5ad").obsm
+
+
+def test_cells_of_a_backed_file_are_read_in_the_order_asked_for(counts_h5ad):
+    """scvi-tools reads a backed file's cells of a minibatch in file order: indices=[5, 1, 9]
+    gave the rows of cells 1, 5 and 9 (get_normalized_expression labelled them 5, 1, 9)."""
+    backed = ad.read_h5ad(counts_h5ad, backed="r")
+    model = _fit(dv.model.ZINBVAE, backed, {}, {}, epochs=1)
+    cells = [5, 1, 9, -1]
+    z = model.get_latent_representation()
+    np.testing.assert_array_equal(model.get_latent_representation(indices=cells), z[cells])
+    torch.manual_seed(0)
+    picked = model.get_normalized_expression(indices=cells)
+    torch.manual_seed(0)
+    expected = model.get_normalized_expression(ad.read_h5ad(counts_h5ad)[cells].copy())
+    pd.testing.assert_frame_equal(picked, expected)
 
 
 def test_a_view_of_a_backed_adata_is_read_like_the_file(counts_h5ad):

@@ -38,8 +38,8 @@ from ._scvi_glue import (
     _OnDevice,
     _sealed,
     _transferring_quietly,
-    check_indices,
     forget_old_copies,
+    loader_arguments,
     refuse_scvi_names,
 )
 from ._training_checks import (
@@ -482,10 +482,8 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
 
     def _make_data_loader(self, *args, **kwargs):
         """scvi-tools' inference loader, with every minibatch moved to the module's device."""
-        adata = kwargs.get("adata", args[0] if args else None)
-        if adata is not None:
-            check_indices(kwargs.get("indices"), adata.n_obs)
-        return _OnDevice(super()._make_data_loader(*args, **kwargs), self.module)
+        kwargs = loader_arguments(self, args, kwargs)  # indices checked, read in their order
+        return _OnDevice(super()._make_data_loader(**kwargs), self.module)
 
     def _resolve_adata(self, adata: AnnData | None) -> AnnData:
         adata = self.adata if adata is None else adata

@@ -350,6 +350,36 @@ def refuse_integer_mask(indices, n_obs: int, name: str) -> None:
         )
 
 
+#: scvi-tools' ``_make_data_loader`` arguments that may be given by position, in order.
+_LOADER_ARGUMENTS = ("adata", "indices", "batch_size", "shuffle", "data_loader_class")
+
+
+def loader_arguments(model, args: tuple, kwargs: dict) -> dict:
+    """The arguments of scvi-tools' ``_make_data_loader``, by name, its ``indices`` checked
+    (see :func:`check_indices`) and, for an AnnData backed by an .h5ad file, read in their
+    order.
+
+    scvi-tools sorts each minibatch's cells of a backed file (h5py reads rows in increasing
+    order) and returns them so: ``get_latent_representation(indices=[5, 1, 9])`` gave the
+    rows of cells 1, 5 and 9, and ``get_normalized_expression`` labelled them 5, 1 and 9.
+    Cells asked for out of file order are read into memory, in that order, instead.
+    """
+    if len(args) > len(_LOADER_ARGUMENTS):
+        raise TypeError(f"_make_data_loader takes at most {len(_LOADER_ARGUMENTS)} arguments.")
+    kwargs = {**dict(zip(_LOADER_ARGUMENTS, args, strict=False)), **kwargs}
+    adata, indices = kwargs.get("adata"), kwargs.get("indices")
+    if adata is None:
+        return kwargs
+    check_indices(indices, adata.n_obs)
+    rows = None if indices is None else np.asarray(indices)
+    if rows is None or rows.dtype == bool or not adata.isbacked:
+        return kwargs
+    rows = rows % adata.n_obs  # negative positions count from the end
+    if (np.diff(rows) > 0).all():
+        return kwargs
+    return {**kwargs, "adata": model._validate_anndata(adata[rows].to_memory()), "indices": None}
+
+
 def refuse_scvi_names(method: str, model: str, names) -> None:
     """A TypeError with what to do instead, for the first of ``names`` that is one of
     scvi-tools' arguments of ``method`` this package names otherwise or decides itself."""
