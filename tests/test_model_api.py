@@ -485,6 +485,19 @@ def test_save_load_with_anndata_round_trips(trained, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+def test_the_setup_arguments_are_those_of_setup_anndata_also_after_loading(trained, tmp_path):
+    """CGMDVAE recorded names setup_anndata computed (conditions, query, labels_checked) as its
+    arguments, shown by view_setup_args, and query turned True in every loaded model."""
+    import inspect
+
+    model, adata = trained
+    cls = type(model)
+    names = set(inspect.signature(cls.setup_anndata).parameters) - {"adata", "kwargs"}
+    assert set(model.registry_["setup_args"]) == names
+    model.save(tmp_path / "m")
+    assert cls.load(tmp_path / "m", adata).registry_["setup_args"] == model.registry_["setup_args"]
+
+
 class _StopAt(Callback):
     def on_train_epoch_end(self, trainer, module):
         raise RuntimeError("stopped by a callback")

@@ -255,6 +255,8 @@ class CGMDVAE(
         --------
         >>> dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")  # doctest: +SKIP
         """
+        # First, as scvi-tools asks: the arguments only, not the names computed below.
+        setup_method_args = cls._get_setup_method_args(**locals())
         conditions = [condition_key] if isinstance(condition_key, str) else condition_key
         query = "source_registry" in kwargs  # load_query_data's: scvi-tools fills its labels
         labels_checked = None if query and labels_key not in adata.obs else labels_key
@@ -263,7 +265,6 @@ class CGMDVAE(
         check_data(adata, layer, kind="real")
         if not query:
             check_label_setup(adata, labels_key, unlabeled_category, _DEFAULT_UNLABELED)
-        setup_method_args = cls._get_setup_method_args(**locals())
         if labels_key is None:
             labels_field = CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, None)
         else:
