@@ -150,13 +150,13 @@ def test_cells_of_a_backed_file_are_read_in_the_order_asked_for(counts_h5ad):
     gave the rows of cells 1, 5 and 9 (get_normalized_expression labelled them 5, 1, 9)."""
     backed = ad.read_h5ad(counts_h5ad, backed="r")
     model = _fit(dv.model.ZINBVAE, backed, {}, {}, epochs=1)
-    cells = [5, 1, 9, -1]
+    cells = [5, 1, 9, -1, 1]
     z = model.get_latent_representation()
     np.testing.assert_array_equal(model.get_latent_representation(indices=cells), z[cells])
     torch.manual_seed(0)
-    picked = model.get_normalized_expression(indices=cells)
+    picked = model.get_normalized_expression(indices=cells[:4])
     torch.manual_seed(0)
-    expected = model.get_normalized_expression(ad.read_h5ad(counts_h5ad)[cells].copy())
+    expected = model.get_normalized_expression(ad.read_h5ad(counts_h5ad)[cells[:4]].copy())
     pd.testing.assert_frame_equal(picked, expected)
 
 

@@ -375,9 +375,12 @@ def loader_arguments(model, args: tuple, kwargs: dict) -> dict:
     if rows is None or rows.dtype == bool or not adata.isbacked:
         return kwargs
     rows = rows % adata.n_obs  # negative positions count from the end
-    if (np.diff(rows) > 0).all():
+    if (np.diff(rows) >= 0).all():
         return kwargs
-    return {**kwargs, "adata": model._validate_anndata(adata[rows].to_memory()), "indices": None}
+    with warnings.catch_warnings():  # a cell asked for twice is read twice
+        warnings.filterwarnings("ignore", message="Observation names are not unique")
+        cells = adata[rows].to_memory()
+    return {**kwargs, "adata": model._validate_anndata(cells), "indices": None}
 
 
 def refuse_scvi_names(method: str, model: str, names) -> None:
