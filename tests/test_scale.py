@@ -316,6 +316,44 @@ def _ddp_divergence(path: str, validation: bool = False) -> dict:
     }
 
 
+class _TrainingCells(Callback):
+    """Logs how far the processes' training cells differ and a checksum of them."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        cells = torch.as_tensor(np.sort(trainer.datamodule.train_idx))
+        gathered = trainer.strategy.all_gather(cells)
+        pl_module.log("split_spread", (gathered - gathered[0]).abs().max().float())
+        pl_module.log("split_checksum", float(_checksum(cells.numpy())))
+
+
+def _checksum(cells: np.ndarray) -> int:
+    return int((np.sort(cells) * np.arange(1, len(cells) + 1)).sum()) % 1_000_003
+
+
+def _ddp_split(path: str) -> dict:
+    """Two-process DDP with scvi.settings.seed unset (scvi-tools' default): the training
+    cells of each process and those the model records."""
+    torch.set_num_threads(1)
+    scvi.settings.seed = None
+    adata = ad.read_h5ad(path)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=4, n_hidden=32)
+    ddp = {"strategy": "ddp", "devices": 2, "accelerator": "cpu", "batch_size": 32}
+    model.train(max_epochs=1, callbacks=[_TrainingCells()], **{**TRAIN, **ddp})
+    history = {k: float(model.history[k][k].iloc[-1]) for k in ("split_spread", "split_checksum")}
+    return {**history, "recorded": _checksum(model.train_indices)}
+
+
+@pytest.mark.slow
+def test_ddp_processes_share_one_split_of_the_cells(counts_h5ad):
+    """With scvi.settings.seed unset, each DDP process drew its own training and validation
+    cells (cells one process trained on, the other validated on), and the model recorded
+    none: the calling process splits them once, for the workers and the model."""
+    out = _in_fresh_interpreter("split", counts_h5ad)
+    assert out["split_spread"] == 0
+    assert out["split_checksum"] == out["recorded"]
+
+
 @pytest.mark.slow
 def test_a_nan_in_one_ddp_process_stops_all_with_the_divergence_error(counts_h5ad):
     """A process that stopped alone left the other waiting in the gradient exchange, which
@@ -534,7 +572,9 @@ def test_training_gives_free_heap_pages_back(counts_h5ad, monkeypatch):
 
 
 if __name__ == "__main__":
-    if sys.argv[1].startswith("diverge"):
+    if sys.argv[1] == "split":
+        print(json.dumps(_ddp_split(sys.argv[2])))
+    elif sys.argv[1].startswith("diverge"):
         print(json.dumps(_ddp_divergence(sys.argv[2], sys.argv[1] == "diverge-validation")))
     else:
         print(json.dumps(_ddp_histories(sys.argv[1], sys.argv[2])))

@@ -188,6 +188,8 @@ class DeltaDataSplitter(DataSplitter):
 
     Same arguments as the scvi-tools class (``distributed_sampler=True`` for DDP). In a
     process forked for DDP, a backed AnnData's file is reopened read-only before any read.
+    The cells are split once (:meth:`split`, which the training runner calls before the fit),
+    so that DDP's worker processes share the calling process's split.
 
     Examples
     --------
@@ -196,12 +198,22 @@ class DeltaDataSplitter(DataSplitter):
 
     data_loader_cls = FileOrderDataLoader
 
+    def split(self) -> None:
+        """Split the cells into training, validation and test cells, unless already split.
+
+        Each process that split them drew its own split from ``scvi.settings.seed``, and with
+        the seed unset (scvi-tools' default) a DDP worker's differed from the others': cells
+        one process trained on, another validated on; and the model recorded none.
+        """
+        if not hasattr(self, "train_idx"):
+            super().setup()
+
     def setup(self, stage: str | None = None):
-        """Split the cells; in a DDP worker, reopen a backed file first."""
+        """Split the cells (see :meth:`split`); in a DDP worker, reopen a backed file first."""
         adata = self.adata_manager.adata
         if adata.isbacked and self.trainer is not None and self.trainer.world_size > 1:
             # An HDF5 handle inherited through fork shares library state with the parent.
             adata.file.close()
             adata.file.open(adata.filename, "r")
             logger.debug("Rank %d reopened %s", self.trainer.global_rank, adata.filename)
-        super().setup(stage)
+        self.split()

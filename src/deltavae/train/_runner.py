@@ -8,10 +8,10 @@ import warnings
 
 import pandas as pd
 import torch
-from scvi.dataloaders import DataSplitter
 from scvi.train import TrainRunner
 from scvi.train._trainrunner import _safe_load_logger_history
 
+from ._data import DeltaDataSplitter
 from ._record import commit_train_args
 
 _LEAFSPEC = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
@@ -132,6 +132,9 @@ class DeltaTrainRunner(TrainRunner):
         commit_train_args(self.model, resolved, automatic)
         self._epochs_before = self._epochs_done()
         was_trained = bool(self.model.is_trained_)
+        if isinstance(self.data_splitter, DeltaDataSplitter):
+            # Split here, once: DDP's workers keep this split, and the model records it.
+            self.data_splitter.split()
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_LEAFSPEC, category=FutureWarning)
@@ -148,12 +151,6 @@ class DeltaTrainRunner(TrainRunner):
             if _interrupted(self.trainer, err):
                 raise self._interrupt_note() from err
             raise
-        if isinstance(self.data_splitter, DataSplitter) and not hasattr(
-            self.data_splitter, "train_idx"
-        ):
-            # A DDP fit split the cells in its forked workers only: the same split here (from
-            # scvi.settings.seed), for train_indices and validation_indices (None otherwise).
-            DataSplitter.setup(self.data_splitter)
         # Fit succeeded: the base class's call fits nothing more, it records the run. Its
         # trainer.fit is replaced by a no-op for that call only.
         fit, self.trainer.fit = self.trainer.fit, lambda *args, **kwargs: None
