@@ -222,6 +222,28 @@ def test_a_mask_of_integers_is_not_read_as_positions(trained):
     assert model.get_latent_representation(indices=[0, 1, 1]).shape[0] == 3  # positions
 
 
+def test_de_cells_by_name_are_their_positions_and_bad_idx_are_named(trained):
+    """idx1/idx2 as cell names (adata.obs_names[mask]), a mask of the wrong length or float
+    positions failed with a bare numpy IndexError."""
+    model, adata = trained
+    mask = (adata.obs["cluster"] == "0").to_numpy()
+    scvi.settings.seed = 0
+    by_mask = model.differential_expression(idx1=mask, idx2=~mask, batch_size=64)
+    scvi.settings.seed = 0
+    by_name = model.differential_expression(
+        idx1=adata.obs_names[mask], idx2=list(adata.obs_names[~mask]), batch_size=64
+    )
+    pd.testing.assert_frame_equal(by_mask, by_name)
+    with pytest.raises(ValueError, match="idx1 names 1 cells not in adata.obs_names, e.g. 'x'"):
+        model.differential_expression(idx1=["x", *adata.obs_names[:3]])
+    with pytest.raises(ValueError, match="idx1 is a mask of 199 values for 200 cells"):
+        model.differential_expression(idx1=mask[:-1])
+    with pytest.raises(ValueError, match="idx2 holds float64 values"):
+        model.differential_expression(idx1=[0, 1], idx2=np.array([2.0, 3.0]))
+    with pytest.raises(ValueError, match="idx1 holds positions outside the 200 cells"):
+        model.differential_expression(idx1=[0, 500])
+
+
 def test_de_by_the_labels_column_keeps_labels_the_model_never_saw():
     """Cells with a label the model was not trained with are read as unlabelled; grouped by
     the labels column they had joined the unlabelled cells (group1='new': a division by

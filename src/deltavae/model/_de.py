@@ -246,6 +246,10 @@ def check_de_groups(
     for arg in ("idx1", "idx2"):
         if given.get(arg) is not None and not isinstance(given[arg], str):
             refuse_integer_mask(given[arg], adata.n_obs, arg)
+            rows = _cell_positions(adata, given[arg], arg)
+            if rows is not given[arg]:
+                args, kwargs = _set_argument(differential_expression, args, kwargs, arg, rows)
+                given[arg] = rows
     groupby = given.get("groupby")
     batch = model.adata_manager.get_state_registry(scvi.REGISTRY_KEYS.BATCH_KEY)
     key = batch.get("original_key")
@@ -366,6 +370,40 @@ def model_has_conditions(model) -> bool:
     """Whether ``model`` registers condition covariates (CGMDVAE's batch field mirrors the
     first of them)."""
     return bool(getattr(model, "condition_keys", []))
+
+
+def _cell_positions(adata, idx, arg: str):
+    """``idx1``/``idx2`` as scvi-tools reads them: cell names (``adata.obs_names[mask]``) as
+    their positions; a mask of the wrong length, or values neither positions nor names,
+    refused naming what they are (scvi-tools failed with a bare numpy IndexError)."""
+    values = np.asarray(idx)
+    if values.ndim != 1:
+        raise ValueError(f"{arg} must be one-dimensional (a mask, positions or cell names).")
+    if values.dtype == bool:
+        if len(values) != adata.n_obs:
+            raise ValueError(
+                f"{arg} is a mask of {len(values)} values for {adata.n_obs} cells; build it "
+                "from the same AnnData, e.g. adata.obs[...] == ..."
+            )
+        return idx
+    if values.dtype.kind in "iu":
+        if len(values) and not (-adata.n_obs <= values.min() and values.max() < adata.n_obs):
+            raise ValueError(f"{arg} holds positions outside the {adata.n_obs} cells.")
+        return idx
+    if values.dtype.kind not in "OUS":
+        raise ValueError(
+            f"{arg} holds {values.dtype} values: pass a boolean mask, integer positions or "
+            "cell names."
+        )
+    if not adata.obs_names.is_unique:
+        raise ValueError(f"{arg} names cells, but adata.obs_names repeat; pass a boolean mask.")
+    rows = adata.obs_names.get_indexer(values.astype(str))
+    if (rows < 0).any():
+        raise ValueError(
+            f"{arg} names {int((rows < 0).sum())} cells not in adata.obs_names, e.g. "
+            f"{str(values[rows < 0][0])!r}."
+        )
+    return rows
 
 
 def _rows(adata, idx) -> np.ndarray:
