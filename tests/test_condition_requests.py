@@ -213,3 +213,22 @@ def test_a_model_loaded_onto_its_controls_keeps_the_conditions_it_trained_on(two
     assert set(drawn["condition"]) == {"ctrl", "stim"}
     counts = adata.obs["condition"].astype(str).value_counts().to_dict()
     assert loaded.condition_counts_["condition"] == counts  # saved with the model
+
+
+def test_a_model_of_two_condition_keys_takes_translates_dict_in_every_method(two_keys):
+    """translate needs {'condition': 'stim'} on a model of two condition keys; the same
+    target given to latent_shift or nearest_response said "Condition
+    condition=\"{'condition': 'stim'}\" was never seen in training"."""
+    model, adata = two_keys
+    ctrl = _ctrl(adata)
+    for method in ("latent_shift", "nearest_response"):
+        named = model.predict_perturbation(ctrl, {"condition": "stim"}, method=method, seed=0)
+        keyed = model.predict_perturbation(
+            ctrl, "stim", method=method, condition_key="condition", seed=0
+        )
+        np.testing.assert_array_equal(named.X, keyed.X)
+        assert set(named.obs["condition"]) == {"stim"}
+    with pytest.raises(ValueError, match="name one"):
+        model.predict_perturbation(ctrl, {"condition": "stim", "donor": "d1"}, "latent_shift")
+    with pytest.raises(ValueError, match=r"e\.g\. \{'condition': 'stim'\}"):
+        model.translate(ctrl, "stim")

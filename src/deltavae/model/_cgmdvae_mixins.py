@@ -18,7 +18,7 @@ from scvi.model.base import RNASeqMixin
 from ..train._convergence import train_longer
 from ._condition_counts import condition_counts
 from ._de import CheckedExpressionMixin
-from ._labels import warn_if_unlabelled_lookalike
+from ._labels import several_conditions_error, warn_if_unlabelled_lookalike
 from ._validation import warn_user
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
@@ -129,7 +129,7 @@ class ConditionsMixin:
             condition = {}
         if not isinstance(condition, dict):
             if len(keys) > 1:
-                raise ValueError(f"Give one value per condition as a dict over {keys}.")
+                raise several_conditions_error(keys, condition)
             condition = {keys[0]: condition}
         unknown = [key for key in condition if key not in keys]
         if unknown:

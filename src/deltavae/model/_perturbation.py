@@ -19,7 +19,7 @@ from scvi import REGISTRY_KEYS
 
 from ..distributions import round_counts
 from ._cgmdvae_mixins import ClustersMixin
-from ._labels import NoResponseError, condition_column, default_condition_key, groups_under_both
+from ._labels import NoResponseError, condition_column, condition_request, groups_under_both
 from ._matrices import has_negatives, in_memory, row_sums
 from ._scvi_glue import seeded
 from ._validation import category_mappings
@@ -168,7 +168,9 @@ class Contrast(NamedTuple):
     @classmethod
     def resolve(cls, model, adata, target_condition, condition_key, groups_key) -> Contrast:
         """Check the keys and the conditions of ``adata`` against the model's training data."""
-        condition_key = condition_key or default_condition_key(model.registry_)
+        condition_key, target_condition = condition_request(
+            model.registry_, target_condition, condition_key
+        )
         train = model.adata
         for name, frame in (("the training AnnData", train), ("adata", adata)):
             if condition_key not in frame.obs:
@@ -450,7 +452,7 @@ def with_observed_responses(
     averaged). Returns the dict with ``expected`` and ``counts`` replaced, and the weight
     used.
     """
-    key = default_condition_key(model.registry_)
+    key = condition_request(model.registry_, None, None)[0]
     if str(target_condition) not in set(model.adata.obs[key].astype(str)):
         # A query model reads the query's cells, not the reference's: none under the target.
         if strict:
