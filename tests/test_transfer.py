@@ -84,6 +84,14 @@ def test_reloaded_query_model_keeps_its_frozen_weights(reference, tmp_path):
     with pytest.warns(UserWarning, match="lacks 'cell_type'.*every cell unlabelled"):
         again = dv.model.CGMDVAE.load(str(tmp_path / "query"), adata=query)
     assert list(query.obs.columns) == columns
+    # write_to_adata() wrote into the labelled copy the model reads, which the user never sees.
+    mine = query.copy()
+    with pytest.warns(UserWarning, match="lacks 'cell_type'.*writes into it"):
+        mapped = dv.model.CGMDVAE.load(str(tmp_path / "query"), adata=mine)
+    mapped.write_to_adata()
+    latent = mapped.get_latent_representation()
+    np.testing.assert_allclose(mine.obsm["X_cgmdvae"], latent, atol=1e-6)
+    assert "cgmdvae_label" in mine.obs and "cell_type" not in mine.obs
     # The reference's condition is the query model's, but none of its cells are under it.
     with pytest.raises(ValueError, match="'c0' is the model's, but its AnnData holds no cell"):
         again.predict_perturbation(query, "c0", method="latent_shift")

@@ -204,8 +204,8 @@ def check_labels_to_load(adata: AnnData, registry: dict) -> AnnData:
     if key not in adata.obs and not adata.isbacked:
         warn_user(
             f"adata.obs lacks {key!r}, the labels column the model was trained with: the "
-            f"model holds a copy of adata with every cell unlabelled ({unlabelled!r}; adata "
-            "itself is unchanged). Write results into adata with model.write_to_adata(adata)."
+            f"model reads a copy of adata with every cell unlabelled ({unlabelled!r}); adata "
+            "itself is unchanged, and model.write_to_adata() writes into it."
         )
         return with_labels_column(adata, registry)
     if key not in adata.obs:

@@ -207,9 +207,11 @@ class Saving:
             )
         if adata is not None and not np.array_equal(np.asarray(adata.var_names), var_names):
             raise ValueError(genes_to_load_advice(cls, dir_path, attr_dict, var_names, adata))
+        given, copied = adata, False
         if adata is not None:
             check_known_categories(adata, attr_dict["registry_"])
             adata = check_labels_to_load(adata, attr_dict["registry_"])
+            copied = adata is not given  # the model reads a copy with a labels column
             adata = cls._spots_to_load(adata, attr_dict, state)
         with warnings.catch_warnings():
             # Setup's advice to filter out silent genes is for training: a trained model reads
@@ -233,6 +235,8 @@ class Saving:
                     f"({err}); pass the AnnData instead: {cls.__name__}.load(path, adata)."
                 ) from err
         model._after_load()
+        if copied:  # results go into the user's AnnData, as into load_query_data's query
+            model._query_adata = given
         saved_cells = attr_dict["registry_"]["field_registries"]["X"]["summary_stats"]["n_cells"]
         if model.adata is not None and model.adata.n_obs != saved_cells:
             # The split's positions were of the training cells, not of these.
