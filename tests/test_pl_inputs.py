@@ -211,3 +211,19 @@ def test_a_history_of_one_epoch_is_drawn():
     assert [line.get_marker() for line in ax.get_lines()] == ["o", "o"]
     ax.figure.canvas.draw()
     assert [tick.get_text() for tick in ax.get_xticklabels()] == ["0"]
+
+
+def test_a_model_given_for_an_anndata_is_told_to_write_its_results_first():
+    """dv.pl.history takes the model; passed to the plots of its results it raised
+    "AttributeError: 'CGMDVAE' object has no attribute 'n_obs'"."""
+
+    class Model:  # any object that is not an AnnData, a trained model above all
+        obs = None
+
+    for plot, call in {
+        "cluster_probabilities": lambda m: dv.pl.cluster_probabilities(m, show=False),
+        "embedding": lambda m: dv.pl.embedding(m, color="cluster", show=False),
+        "cluster_composition": lambda m: dv.pl.cluster_composition(m, "a", "b", show=False),
+    }.items():
+        with pytest.raises(TypeError, match=rf"dv.pl.{plot} takes an AnnData, not Model.*write_to"):
+            call(Model())

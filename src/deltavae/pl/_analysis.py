@@ -13,7 +13,7 @@ from matplotlib.axes import Axes
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
 from ..metrics._perturbation import gene_means
-from ._utils import as_names, label_points, own_axes, panel_axes, savefig_or_show
+from ._utils import as_names, check_adata, label_points, own_axes, panel_axes, savefig_or_show
 
 
 def cluster_entropy(
@@ -147,6 +147,7 @@ def cluster_probabilities(
     >>> ax = dv.pl.cluster_probabilities(adata, show=False)  # doctest: +SKIP
     >>> dv.pl.cluster_probabilities(adata, clusters=["0", "3"], save="_probs.png")  # doctest: +SKIP
     """
+    check_adata(adata, "cluster_probabilities")
     if adata.n_obs == 0:
         raise ValueError("adata holds no cells: nothing to draw.")
     probs = _probabilities(adata, probs_key)

@@ -23,7 +23,7 @@ from matplotlib.ticker import (
 from natsort import natsorted
 
 from .._docs import doc_ax, doc_params, doc_show_save
-from ._utils import as_names, own_axes, own_figure, savefig_or_show
+from ._utils import as_names, check_adata, own_axes, own_figure, savefig_or_show
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +248,7 @@ def embedding(
     >>> ax = dv.pl.embedding(adata, color="cell_type", show=False)  # doctest: +SKIP
     >>> dv.pl.embedding(adata, color=["cell_type", "leiden"], save="_types.png")  # doctest: +SKIP
     """
+    check_adata(adata, "embedding")
     name = basis.removeprefix("X_")
     if basis not in adata.obsm and f"X_{name}" not in adata.obsm:
         raise KeyError(
@@ -369,6 +370,7 @@ def cluster_composition(
     >>> sc.tl.leiden(adata, flavor="igraph", n_iterations=2, directed=False)  # doctest: +SKIP
     >>> ax = dv.pl.cluster_composition(adata, "leiden", "cell_type", show=False)  # doctest: +SKIP
     """
+    check_adata(adata, "cluster_composition")
     for arg, key in {"cluster_key": cluster_key, "label_key": label_key}.items():
         if key not in adata.obs:
             raise KeyError(

@@ -11,6 +11,7 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import scanpy as sc
+from anndata import AnnData
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.text import Text
@@ -64,6 +65,24 @@ def figure_path(writekey: str, save: bool | str | os.PathLike) -> Path:
                 break
         writekey += save
     return Path(sc.settings.figdir) / f"{writekey}{sc.settings.plot_suffix}.{ext}"
+
+
+def check_adata(adata, plot: str) -> None:
+    """Refuse anything but an AnnData, a model above all (``dv.pl.history`` takes one): its
+    error was an AttributeError about ``n_obs`` or ``obsm``.
+
+    Examples
+    --------
+    >>> check_adata(object(), "embedding")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    TypeError: dv.pl.embedding takes an AnnData, not object. A model's results are drawn ...
+    """
+    if not isinstance(adata, AnnData):
+        raise TypeError(
+            f"dv.pl.{plot} takes an AnnData, not {type(adata).__name__}. A model's results "
+            "are drawn from the AnnData they were written into: model.write_to_adata(adata), "
+            "then pass adata."
+        )
 
 
 def as_names(value, arg: str) -> list | None:
