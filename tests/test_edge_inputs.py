@@ -410,3 +410,12 @@ def test_writing_into_a_view_is_refused_rather_than_lost(cls):
     assert not [k for k in adata.obsm if not k.startswith("_")]
     sub = view.copy()
     assert model.write_to_adata(sub) and len(sub.obsm)
+    # The view the genes check advises for the whole AnnData of a highly variable gene copy
+    # was told "Write into the whole AnnData", which the genes check refuses.
+    extra = ad.AnnData(sparse.csr_matrix(np.ones((adata.n_obs, 1), dtype=np.float32)))
+    extra.obs_names, extra.var_names = adata.obs_names, ["not_in_the_model"]
+    whole = ad.concat([adata, extra], axis=1, merge="first")
+    with pytest.raises(ValueError, match="genes it does not know"):
+        model.write_to_adata(whole)
+    with pytest.raises(ValueError, match=r"view of some genes .* sub.obsm\[key\]"):
+        model.write_to_adata(whole[:, model.adata.var_names])

@@ -61,6 +61,17 @@ def writes_backed(write_to_adata):
 
     @functools.wraps(write_to_adata)
     def write(self, adata: AnnData | None = None, *args, **kwargs):
+        if adata is not None and adata.is_view and adata.n_vars < adata._adata_ref.n_vars:
+            # The advice of the genes check (adata[:, model.adata.var_names]) for the whole
+            # object of a gene subset: writing into the whole is refused, so copy the results.
+            raise ValueError(
+                "adata is a view of some genes of an AnnData (adata[:, genes]): anndata would "
+                "write the results into a copy of it, and the AnnData it views would get "
+                "nothing. Write into a copy and take what you need from it into the whole: "
+                "sub = adata[:, model.adata.var_names].copy(); model.write_to_adata(sub); "
+                "adata.obsm[key] = sub.obsm[key] (adata.obs[key] = sub.obs[key]) for each "
+                "key written."
+            )
         if adata is not None and adata.is_view:
             raise ValueError(
                 "adata is a view (adata[mask]): anndata would write the results into a copy "
