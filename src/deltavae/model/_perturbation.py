@@ -52,7 +52,8 @@ class PerturbationMixin:
         adata
             Cells of one source condition, set up like the training data.
         target_condition
-            The condition to predict.
+            The condition to predict; for a model of several condition keys name its key,
+            ``{"condition": "stim"}`` (or, not for ``translate``, pass ``condition_key``).
         method
             Default ``"translate"`` for a conditional model, ``"latent_shift"`` otherwise.
             ``"translate"``: encode each cell and decode it under the target condition (a
