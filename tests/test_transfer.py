@@ -707,6 +707,14 @@ def test_bad_query_inputs(reference, tmp_path):
     new_label.obs["cell_type"] = "Platelet"
     with pytest.raises(ValueError, match="labels the reference does not know"):
         dv.model.CGMDVAE.load_query_data(new_label, model)
+    # A partly annotated query: the missing labels were listed as a label "np.str_('nan')".
+    known = model.adata.obs["cell_type"].astype(str).iloc[0]
+    new_label.obs["cell_type"] = [known, "Platelet", np.nan] * (query.n_obs // 3) + [known] * (
+        query.n_obs % 3
+    )
+    match = r"does not know: \['Platelet'\] and \d+ missing labels \(NaN\)\. Set them to 'Unknown'"
+    with pytest.raises(ValueError, match=match):
+        dv.model.CGMDVAE.load_query_data(new_label, model)
     with pytest.raises(TypeError, match="trained CGMDVAE"):
         dv.model.CGMDVAE.load_query_data(query.copy(), object())
     with pytest.raises(FileNotFoundError, match="No saved reference"):

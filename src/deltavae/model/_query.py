@@ -124,11 +124,15 @@ def _check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: st
     if labels_key is not None and labels_key in adata.obs:
         unlabeled = setup_args.get("unlabeled_category") or "Unknown"
         known = set(np.asarray(setup_args.get("_reference_labels", []), dtype=str)) | {unlabeled}
-        new = sorted(set(adata.obs[labels_key].astype(str)) - known)
-        if new:
+        labels = adata.obs[labels_key]
+        new = sorted({str(v) for v in labels.dropna()} - known)
+        n_missing = int(labels.isna().sum())
+        if new or n_missing:
+            what = [f"labels the reference does not know: {new[:5]}"] if new else []
+            what += [f"{n_missing} missing labels (NaN)"] if n_missing else []
             raise ValueError(
-                f"The query's obs[{labels_key!r}] holds labels the reference does not know: "
-                f"{new[:5]}. Set them to {unlabeled!r} (unlabelled) to have them predicted."
+                f"The query's obs[{labels_key!r}] holds {' and '.join(what)}. Set them to "
+                f"{unlabeled!r} (unlabelled) to have them predicted."
             )
 
 
