@@ -152,7 +152,8 @@ def test_cells_of_a_backed_file_are_read_in_the_order_asked_for(counts_h5ad):
     model = _fit(dv.model.ZINBVAE, backed, {}, {}, epochs=1)
     cells = [5, 1, 9, -1, 1]
     z = model.get_latent_representation()
-    np.testing.assert_array_equal(model.get_latent_representation(indices=cells), z[cells])
+    # Equal up to float32 summation order (a minibatch of other cells: 1.5e-7 in CI).
+    np.testing.assert_allclose(model.get_latent_representation(indices=cells), z[cells], atol=1e-6)
     torch.manual_seed(0)
     picked = model.get_normalized_expression(indices=cells[:4])
     torch.manual_seed(0)
