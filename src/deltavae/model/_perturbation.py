@@ -20,7 +20,8 @@ from scvi import REGISTRY_KEYS
 from ..distributions import round_counts
 from ._cgmdvae_mixins import ClustersMixin
 from ._labels import NoResponseError, condition_column, condition_request, groups_under_both
-from ._matrices import has_negatives, in_memory, row_sums
+from ._latent_shift import describe_prediction, latent_shift
+from ._matrices import in_memory, row_sums
 from ._scvi_glue import seeded
 from ._validation import category_mappings
 
@@ -61,7 +62,8 @@ class PerturbationMixin:
             For count models the default translation is averaged with the observed responses
             of the most similar training groups (``response_weight``).
             ``"latent_shift"``: scGen's latent arithmetic, z + mean(z | target) - mean(z |
-            source) over the training cells, decoded at each cell's own covariates and library.
+            source) over the training cells, decoded with each cell's own library and
+            covariates, under the target condition where the model takes it as a covariate.
             ``"nearest_response"``: each cell's data plus the change observed between the
             conditions in the training groups (``balance_key``) most similar to it, weighted
             by each group's posterior under isotropic Gaussians on 50 principal components of
@@ -200,101 +202,6 @@ class Contrast(NamedTuple):
                     f"conditions seen: {seen}."
                 )
         return cls(condition_key, source, target, train_conditions, groups_key)
-
-
-def _group_means(z: np.ndarray, groups: np.ndarray | None) -> dict:
-    if groups is None:
-        return {None: z.mean(0)}
-    return {g: z[groups == g].mean(0) for g in np.unique(groups)}
-
-
-def describe_prediction(out: AnnData, model, method: str, target) -> None:
-    """Record in ``out.uns["prediction"]`` how the cells were predicted and on which scale
-    ``X`` is, since the methods differ (expected counts, log-normalized data).
-
-    Examples
-    --------
-    >>> out = AnnData(np.zeros((1, 1)))
-    >>> class Model: module = type("M", (), {"likelihood": "nb"})
-    >>> describe_prediction(out, Model(), "nearest_response", "stim")
-    >>> out.uns["prediction"]["X"]
-    'log-normalized: log1p(counts / library size * 1e4)'
-    """
-    likelihood = model.module.likelihood
-    if likelihood in ("zinb", "nb"):
-        scale = (
-            "log-normalized: log1p(counts / library size * 1e4)"
-            if method == "nearest_response"
-            else "expected counts at each cell's library size (whole counts: layers['counts'])"
-        )
-    else:
-        scale = "probabilities" if likelihood == "bernoulli" else "the model's data's own scale"
-    out.uns["prediction"] = {"method": method, "target": str(target), "X": scale}
-
-
-@torch.inference_mode()
-def latent_shift(
-    model: PerturbationMixin, adata: AnnData, contrast: Contrast, batch_size: int | None = None
-) -> AnnData:
-    """scGen-style latent arithmetic: shift cells by the mean latent difference of conditions.
-
-    delta = mean z of the training cells under the target minus under the cells' own
-    condition; each cell's z + delta is decoded with its own covariates and library size.
-
-    Parameters
-    ----------
-    model
-        A trained deltavae model (ZINBVAE or CGMDVAE); ``model.adata`` supplies the means.
-    adata
-        Cells of one source condition, set up like the training data.
-    contrast
-        The conditions and, in ``groups_key``, the ``balance_key`` of
-        :meth:`PerturbationMixin.predict_perturbation`.
-    batch_size
-        Cells per minibatch.
-
-    Returns
-    -------
-    AnnData of expected expression with the cells' obs, the condition set to the target; for
-    count likelihoods ``layers["counts"]`` holds one draw from the posterior predictive.
-
-    Examples
-    --------
-    >>> contrast = Contrast.resolve(vae, ctrl, "stim", "condition", "cell_type")  # doctest: +SKIP
-    >>> pred = latent_shift(vae, ctrl, contrast)  # doctest: +SKIP
-    """
-    condition_key, source, target, train_conditions, balance_key = contrast
-    train = model.adata
-    z_train = model.get_latent_representation(train, batch_size=batch_size)
-    groups = None if balance_key is None else train.obs[balance_key].astype(str).to_numpy()
-    is_src, is_tgt = train_conditions == source, train_conditions == target
-    if groups is not None:  # before any latent is computed
-        groups_under_both(groups, is_src, is_tgt, source, target, balance_key)
-    means_src = _group_means(z_train[is_src], None if groups is None else groups[is_src])
-    means_tgt = _group_means(z_train[is_tgt], None if groups is None else groups[is_tgt])
-    both = [g for g in means_src if g in means_tgt]
-    delta = np.mean([means_tgt[g] - means_src[g] for g in both], axis=0)
-    caller_obs = adata.obs  # the labels and columns as given, before validation
-    adata = model._validate_anndata(adata)
-    module = model.module.eval()
-    shift = torch.as_tensor(delta, dtype=torch.float32, device=module.device)
-    data = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
-    floor = None if module.likelihood != "normal" or has_negatives(data) else 0.0  # as translate
-    outs, counts = [], []
-    for tensors in model._make_data_loader(adata, batch_size=batch_size):
-        inference = module.inference(**module._get_inference_input(tensors))
-        inference["z"] = inference["qz"].loc + shift
-        px = module.generative(**module._get_generative_input(tensors, inference))["px"]
-        outs.append((px.mean if floor is None else px.mean.clamp(min=floor)).cpu())
-        if module.likelihood in ("zinb", "nb"):
-            counts.append(px.sample().cpu())
-    obs = caller_obs.loc[:, [k for k in caller_obs if not k.startswith("_scvi")]].copy()
-    obs[condition_key] = condition_column(model.adata.obs[condition_key], target, len(obs))
-    out = AnnData(X=torch.cat(outs).numpy().astype(np.float32), obs=obs, var=adata.var.copy())
-    if counts:
-        out.layers["counts"] = torch.cat(counts).numpy().astype(np.float32)
-    describe_prediction(out, model, "latent_shift", target)
-    return out
 
 
 def _additive_data(model, adata: AnnData) -> np.ndarray:
