@@ -603,9 +603,19 @@ def test_latent_shift_decodes_under_the_target_when_the_model_takes_the_conditio
     ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
     stim = adata[adata.obs["condition"] == "stim"]
     no_change = dv.metrics.mean_expression_r2(_normalize(ctrl.X), _normalize(stim.X))
-    for covariate in ({"batch_key": "condition"}, {"categorical_covariate_keys": ["condition"]}):
-        dv.model.ZINBVAE.setup_anndata(adata, **covariate)
-        vae = dv.model.ZINBVAE(adata, n_latent=5, n_hidden=32)
+    for covariate in (
+        {"batch_key": "condition"},
+        {"categorical_covariate_keys": ["condition"]},
+        {"condition_key": "condition"},  # CGMDVAE's condition: decoded from its covariates
+    ):
+        cls = dv.model.CGMDVAE if "condition_key" in covariate else dv.model.ZINBVAE
+        cls.setup_anndata(adata, **covariate)
+        vae = cls(
+            adata,
+            n_latent=5,
+            n_hidden=32,
+            **({"n_clusters": 3} if cls is not dv.model.ZINBVAE else {}),
+        )
         vae.train(max_epochs=30, **FAST)
         pred = vae.predict_perturbation(ctrl, "stim", "latent_shift", condition_key="condition")
         r2 = dv.metrics.mean_expression_r2(_normalize(pred.layers["counts"]), _normalize(stim.X))

@@ -467,24 +467,25 @@ def condition_request(registry: dict, target, condition_key: str | None) -> tupl
     return condition_key or default_condition_key(registry), target
 
 
-def decoded_under(registry: dict, key: str, target) -> tuple[str, int | None, int] | None:
-    """Where a cell's value of obs column ``key`` enters the decoder, if the model registered
-    it (its batch, a categorical covariate, CGMDVAE's condition): ``(registry key, column or
-    None, code of target)``; ``None`` when the model does not take ``key``.
+def decoded_under(registry: dict, key: str, target) -> list[tuple[str, int | None, int]]:
+    """Where a cell's value of obs column ``key`` enters the model, if it registered it (its
+    batch, a categorical covariate, CGMDVAE's condition, which it registers as both): each
+    ``(registry key, column or None, code of target)``; empty when the model does not take
+    ``key``.
 
     Examples
     --------
-    >>> decoded_under({"field_registries": {}}, "condition", "stim") is None
-    True
+    >>> decoded_under({"field_registries": {}}, "condition", "stim")
+    []
     """
-    fields = registry["field_registries"]
+    fields, out = registry["field_registries"], []
     batch = fields.get("batch", {}).get("state_registry", {})
     if batch.get("original_key") == key:
         mapping = [str(v) for v in batch["categorical_mapping"]]
-        return "batch", None, mapping.index(str(target))
+        out.append(("batch", None, mapping.index(str(target))))
     covs = fields.get("extra_categorical_covs", {}).get("state_registry", {})
     keys = list(covs.get("field_keys", []))
     if key in keys:
         mapping = [str(v) for v in covs["mappings"][key]]
-        return "extra_categorical_covs", keys.index(key), mapping.index(str(target))
-    return None
+        out.append(("extra_categorical_covs", keys.index(key), mapping.index(str(target))))
+    return out

@@ -101,8 +101,7 @@ def latent_shift(
     for tensors in model._make_data_loader(adata, batch_size=batch_size):
         inference = module.inference(**module._get_inference_input(tensors))
         inference["z"] = inference["qz"].loc + shift
-        if under is not None:  # the model decodes the condition: the target's, not the cell's
-            field, column, code = under
+        for field, column, code in under:  # the model takes the condition: the target's
             tensors = {**tensors, field: tensors[field].clone()}
             tensors[field][:, 0 if column is None else column] = code
         px = module.generative(**module._get_generative_input(tensors, inference))["px"]
