@@ -684,3 +684,26 @@ def test_latent_moved_to_one_condition_mixes_the_conditions(blobs_model):
         model.get_latent_representation(condition="nope")
     with pytest.raises(ValueError, match="w has no condition shift"):
         model.get_latent_representation(representation="w", condition="ctrl")
+
+
+def test_kmeans_start_with_few_unlabelled_cells_and_a_label_without_cells():
+    from deltavae.train._mixture_init import MixtureInitialization
+
+    rng = np.random.default_rng(0)
+    blob = np.repeat([0, 1, 2], 40)
+    z = rng.normal(size=(120, 3)) + 10.0 * np.eye(3)[blob]
+    start = MixtureInitialization(seed=0, method="kmeans")
+    # 8 components, 3 labels and 2 unlabelled cells: more free components than those cells.
+    y = blob.copy()
+    y[[0, 50]] = -1
+    assignments = start.cluster(z, 8, y=y)
+    np.testing.assert_array_equal(assignments[y >= 0], y[y >= 0])
+    # Label 1 has no cells here: labels 0 and 2 keep their components for unlabelled cells.
+    y = np.where(blob == 1, -1, blob)
+    y[np.flatnonzero(blob != 1)[::2]] = -1
+    for seed in range(5):
+        start.seed = seed
+        assignments = start.cluster(z, 3, y=y)
+        np.testing.assert_array_equal(assignments[blob == 0], 0)
+        np.testing.assert_array_equal(assignments[blob == 2], 2)
+        np.testing.assert_array_equal(assignments[blob == 1], 1)

@@ -472,14 +472,13 @@ class MixtureInitialization(Callback):
         if y is None:
             return KMeans(k, n_init=10, random_state=self.seed).fit_predict(z)
         labelled = y >= 0
-        n_known = int(y[labelled].max()) + 1 if labelled.any() else 0
-        centers = [z[y == j].mean(0) for j in range(n_known) if (y == j).any()]
-        if len(centers) < n_known:
-            centers = []
+        # Component j starts at label j's cells (a label without cells here, and the
+        # components no label claims, at distinct cells, unlabelled ones if enough).
         rng = np.random.default_rng(self.seed)
-        pool = z[~labelled] if (~labelled).any() else z
-        extra = pool[rng.choice(len(pool), size=k - len(centers), replace=False)]
-        init = np.vstack([*centers, extra]) if centers else extra
+        missing = [j for j in range(k) if not (y == j).any()]
+        pool = z[~labelled] if (~labelled).sum() >= len(missing) else z
+        init = np.stack([z[y == j].mean(0) if (y == j).any() else z[0] for j in range(k)])
+        init[missing] = pool[rng.choice(len(pool), size=len(missing), replace=False)]
         assignments = KMeans(k, init=init, n_init=1).fit_predict(z)
         # Labelled cells keep their own component.
         assignments[labelled] = y[labelled]
