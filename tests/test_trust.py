@@ -801,6 +801,9 @@ def test_cgmdvae_takes_its_warm_up_from_plan_kwargs_and_starts_its_mixture_or_sa
     )
     with pytest.raises(ValueError, match="mixture_init_epoch=6 is not before max_epochs=6"):
         _cgmdvae(adata).train(max_epochs=6, mixture_init_epoch=6, **TRAIN)
+    for never in (-1, 2.5, "3", True):  # no epoch is -1 or 2.5: skipped silently, then refit
+        with pytest.raises(ValueError, match="mixture_init_epoch must be an epoch"):
+            _cgmdvae(adata).train(max_epochs=6, mixture_init_epoch=never, **TRAIN)
     early = _cgmdvae(adata)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dv.train.NotConvergedWarning)

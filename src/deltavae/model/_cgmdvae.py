@@ -37,6 +37,7 @@ from ._labels import (
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._scvi_glue import HostResultsMixin, scvi_init_names
+from ._training_checks import check_start_epoch
 from ._validation import (
     check_data,
     check_key_added,
@@ -354,12 +355,8 @@ class CGMDVAE(
         if mixture_init_epoch == "auto":
             trained = self.is_trained_ or self.is_query_model
             mixture_init_epoch = None if trained else max(1, max_epochs // 4)
-        elif mixture_init_epoch is not None and mixture_init_epoch >= max_epochs:
-            raise ValueError(
-                f"mixture_init_epoch={mixture_init_epoch} is not before max_epochs={max_epochs}: "
-                "the mixture would never start. Pass an earlier epoch, 'auto' (a quarter of "
-                "the epochs), or None to train without the start."
-            )
+        else:
+            check_start_epoch(mixture_init_epoch, max_epochs)
         if n_epochs_kl_warmup == "auto":  # resolved here: early stopping below needs it
             n_epochs_kl_warmup = self._auto_warmup(max_epochs, kwargs.get("plan_kwargs") or {})
         callbacks = list(kwargs.pop("callbacks", None) or [])

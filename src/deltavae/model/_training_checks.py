@@ -225,3 +225,21 @@ def early_stopping_floor(
     if warm_up:
         patience = trainer_kwargs.get("early_stopping_patience", 45)
         trainer_kwargs.setdefault("min_epochs", min(max_epochs, warm_up + patience))
+
+
+def check_start_epoch(epoch, max_epochs: int) -> None:
+    """Refuse a ``mixture_init_epoch`` at which the mixture would never start: not a whole
+    number of 0 or more (``-1``, ``2.5``: no epoch matches), or not before ``max_epochs``."""
+    if epoch is None:
+        return
+    if not _is_int(epoch) or epoch < 0:
+        raise ValueError(
+            f"mixture_init_epoch must be an epoch (an integer of 0 or more), 'auto' or None; "
+            f"got {epoch!r}: the mixture would never start."
+        )
+    if epoch >= max_epochs:
+        raise ValueError(
+            f"mixture_init_epoch={epoch} is not before max_epochs={max_epochs}: the mixture "
+            "would never start. Pass an earlier epoch, 'auto' (a quarter of the epochs), or "
+            "None to train without the start."
+        )
