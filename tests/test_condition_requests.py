@@ -232,3 +232,16 @@ def test_a_model_of_two_condition_keys_takes_translates_dict_in_every_method(two
         model.predict_perturbation(ctrl, {"condition": "stim", "donor": "d1"}, "latent_shift")
     with pytest.raises(ValueError, match=r"e\.g\. \{'condition': 'stim'\}"):
         model.translate(ctrl, "stim")
+
+
+def test_condition_keys_as_a_tuple_and_refit_mixture_named_as_a_flag():
+    """A tuple of condition keys failed deep in scvi-tools (KeyError of the tuple);
+    refit_mixture='False' was read as a truth value and refit the mixture."""
+    adata = _with_donors()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key=("condition", "donor"))
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    assert model.condition_keys == ["condition", "donor"]
+    for flag in ("False", "no", None, 1):
+        with pytest.raises(ValueError, match="refit_mixture must be True, False or 'auto'"):
+            model.train(max_epochs=2, refit_mixture=flag)
+    assert not model.is_trained_

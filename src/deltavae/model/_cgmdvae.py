@@ -37,7 +37,7 @@ from ._labels import (
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._scvi_glue import HostResultsMixin, scvi_init_names
-from ._training_checks import check_start_epoch
+from ._training_checks import check_flag, check_start_epoch
 from ._validation import (
     check_data,
     check_key_added,
@@ -259,6 +259,7 @@ class CGMDVAE(
         # First, as scvi-tools asks: the arguments only, not the names computed below.
         setup_method_args = cls._get_setup_method_args(**locals())
         conditions = [condition_key] if isinstance(condition_key, str) else condition_key
+        conditions = list(conditions) if isinstance(conditions, tuple) else conditions
         query = "source_registry" in kwargs  # load_query_data's: scvi-tools fills its labels
         labels_checked = None if query and labels_key not in adata.obs else labels_key
         check_setup_target(adata, kwargs, cls.__name__)
@@ -369,7 +370,7 @@ class CGMDVAE(
                 patience = kwargs.get("early_stopping_patience", 45)
                 first = max(n_epochs_kl_warmup or 0, mixture_init_epoch + 1) + patience
                 kwargs.setdefault("min_epochs", min(max_epochs, first))
-        refit_mixture = self._resolve_refit(refit_mixture, started)
+        refit_mixture = self._resolve_refit(check_flag(refit_mixture, "refit_mixture"), started)
         if "_train_record" in self.__dict__:  # train_args_ keeps what "auto" came to
             self._train_record["refit_mixture"] = refit_mixture
         out = super().train(

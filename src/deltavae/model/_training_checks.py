@@ -243,3 +243,11 @@ def check_start_epoch(epoch, max_epochs: int) -> None:
             "would never start. Pass an earlier epoch, 'auto' (a quarter of the epochs), or "
             "None to train without the start."
         )
+
+
+def check_flag(value, name: str):
+    """``value`` if it is True, False or ``"auto"``; anything else (``"False"``, ``None``:
+    read as a truth value, a string was True) is refused, naming ``name``."""
+    if value == "auto" or isinstance(value, bool | np.bool_):
+        return value
+    raise ValueError(f"{name} must be True, False or 'auto', got {value!r}.")
