@@ -373,6 +373,11 @@ def test_bad_arguments():
     dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
     with pytest.raises(ValueError, match="n_clusters must be at least 2"):
         dv.model.CGMDVAE(adata, n_clusters=1, likelihood="normal")
+    one = _blobs(n_cells=100)  # one label and unlabelled cells: n_clusters never passed
+    one.obs["t"] = np.where(one.obs["cluster"].astype(str) == "0", "T", "Unknown")
+    dv.model.CGMDVAE.setup_anndata(one, condition_key="condition", labels_key="t")
+    with pytest.raises(ValueError, match="hold one label .'T'.* pass n_clusters=2"):
+        dv.model.CGMDVAE(one, likelihood="normal")
     with pytest.raises(ValueError, match="must hold raw counts"):
         dv.model.CGMDVAE(adata, n_clusters=3, likelihood="zinb")
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):

@@ -179,6 +179,12 @@ class CGMDVAE(
         elif likelihood == "normal":
             warn_if_counts(adata, setup["layer"])
         labels = self.label_names
+        if n_clusters is None and len(labels) == 1:  # one cluster per label would be 1
+            raise ValueError(
+                f"The labels hold one label ({labels[0]!r}), and n_clusters defaults to one "
+                "cluster per label; a mixture needs 2 or more: pass n_clusters=2 (the label "
+                "and the other cells) or more."
+            )
         n_clusters = self._check_n_clusters(n_clusters)
         if n_latent == "auto":
             wide = observation.is_count and not self.condition_keys
