@@ -786,6 +786,15 @@ def test_early_stopping_waits_for_the_warm_up_and_warm_up_arguments_agree():
     assert by_steps.history["kl_weight"]["kl_weight"].iloc[-1] == 1.0
 
 
+def test_numpy_integers_as_epochs_and_batch_size():
+    """max_epochs=np.int64(2) failed on Lightning's bare AssertionError and batch_size=np.int64
+    on torch's 'should be a positive integer value, but got batch_size=32'."""
+    model = _cgmdvae(_counts(n_cells=60))
+    model.train(max_epochs=np.int64(2), batch_size=np.int64(32), mixture_init_epoch=np.int64(1),
+                **TRAIN)  # fmt: skip
+    assert len(model.history["elbo_train"]) == 2
+
+
 def test_cgmdvae_takes_its_warm_up_from_plan_kwargs_and_starts_its_mixture_or_says_why():
     """CGMDVAE dropped plan_kwargs' step warm-up (full KL weight from epoch 3), refused its
     epoch warm-up blaming a value never passed, skipped a mixture start at or after

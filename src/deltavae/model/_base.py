@@ -247,6 +247,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
             restore_best, trainer_kwargs.get("check_val_every_n_epoch", 1), accelerator,
             trainer_kwargs.get("logger"),
         )  # fmt: skip
+        max_epochs, batch_size = int(max_epochs), int(batch_size)  # numpy's: Lightning, torch
         if n_epochs_kl_warmup == "auto":
             n_epochs_kl_warmup = self._auto_warmup(max_epochs, given)
         elif given.get("n_epochs_kl_warmup", n_epochs_kl_warmup) != n_epochs_kl_warmup:
