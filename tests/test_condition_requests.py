@@ -245,3 +245,21 @@ def test_condition_keys_as_a_tuple_and_refit_mixture_named_as_a_flag():
         with pytest.raises(ValueError, match="refit_mixture must be True, False or 'auto'"):
             model.train(max_epochs=2, refit_mixture=flag)
     assert not model.is_trained_
+
+
+def test_sample_draws_only_combinations_of_conditions_that_trained():
+    """Donors nested in the conditions (d1, d2 in control, d3 in stim): sample() drew each
+    key on its own, so stimulated cells of control-only donors, never trained."""
+    adata = _with_donors()
+    stim = (adata.obs["condition"] == "stim").to_numpy()
+    adata.obs["donor"] = np.where(stim, "d3", np.where(np.arange(adata.n_obs) % 2, "d1", "d2"))
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key=["condition", "donor"])
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    model.train(max_epochs=1, batch_size=128)
+    cells = model.sample(200, seed=0)
+    pairs = set(zip(cells.obs["condition"].astype(str), cells.obs["donor"], strict=True))
+    assert pairs == {("ctrl", "d1"), ("ctrl", "d2"), ("stim", "d3")}
+    given = model.sample(100, condition={"condition": "stim"}, seed=0)
+    assert set(given.obs["donor"]) == {"d3"}
+    given = model.sample(100, condition={"donor": "d1"}, seed=0)
+    assert set(given.obs["condition"].astype(str)) == {"ctrl"}

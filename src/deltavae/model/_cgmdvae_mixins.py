@@ -16,7 +16,7 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import RNASeqMixin
 
 from ..train._convergence import train_longer
-from ._condition_counts import condition_counts
+from ._condition_counts import condition_counts, draw_conditions
 from ._de import CheckedExpressionMixin
 from ._labels import several_conditions_error, warn_if_unlabelled_lookalike
 from ._validation import warn_user
@@ -139,20 +139,13 @@ class ConditionsMixin:
             )
         codes = np.zeros((n, len(keys)), dtype=np.int64)
         mappings = self._cat_state().mappings
-        rng = None  # for the drawn conditions: from seed, else from torch's global generator
         for j, key in enumerate(keys):
             known = [str(v) for v in mappings[key]]
             value = _as_known(condition.get(key), known)
             if value is None and keep_own:
                 codes[:, j] = -1
             elif value is None:
-                # Draw from the conditions' frequencies in the training data.
-                freq = condition_counts(self, key)
-                p = np.array([freq.get(v, 0) for v in known], dtype=float)
-                if rng is None:  # scvi.settings.seed makes an unseeded call repeatable too
-                    start = seed if seed is not None else int(torch.randint(2**62, (1,)).item())
-                    rng = np.random.default_rng(start)
-                codes[:, j] = rng.choice(len(known), size=n, p=p / p.sum())
+                codes[:, j] = -2  # drawn below, with the values given, from the training cells
             elif str(value) not in known:
                 raise ValueError(
                     f"Condition {key}={value!r} was never seen in training; conditions seen: "
@@ -166,6 +159,9 @@ class ConditionsMixin:
                 )
             else:
                 codes[:, j] = known.index(str(value))
+        if (codes == -2).any():  # scvi.settings.seed makes an unseeded call repeatable too
+            start = seed if seed is not None else int(torch.randint(2**62, (1,)).item())
+            codes = draw_conditions(self, codes, np.random.default_rng(start))
         if keep_own and (codes < 0).all():
             raise ValueError(
                 f"The condition {condition!r} names no value to move the cells to; give one "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pandas as pd
 
 
@@ -26,12 +27,54 @@ def cells_per_value(column: pd.Series) -> dict[str, int]:
 
 def record_condition_counts(model) -> None:
     """Add the cells of ``model``'s AnnData per condition value to ``model.condition_counts_``
-    (saved with the model): ``train`` calls it once the cells have trained."""
+    and per combination of the condition keys' values (a tuple of strings, in the keys'
+    order) to ``model.condition_combinations_`` (both saved with the model): ``train`` calls
+    it once the cells have trained."""
     before = getattr(model, "condition_counts_", None) or {}
     model.condition_counts_ = {
         key: dict(Counter(before.get(key, {})) + Counter(cells_per_value(model.adata.obs[key])))
         for key in model.condition_keys
     }
+    if model.condition_keys:
+        obs = model.adata.obs[model.condition_keys].astype(str)
+        combos = Counter(getattr(model, "condition_combinations_", None) or {})
+        model.condition_combinations_ = dict(
+            combos + Counter(obs.itertuples(index=False, name=None))
+        )
+
+
+def draw_conditions(model, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``codes`` (cells x condition keys) with the columns marked -2, the keys left to draw,
+    drawn from the training cells whose values agree with those given in the other columns
+    (their combinations' frequencies: no cell gets a combination never trained, such as a
+    stimulated cell of a donor seen only in control); a model saved before the combinations
+    were kept draws each key from its own frequencies."""
+    keys, mappings = model.condition_keys, model._cat_state().mappings
+    known = [[str(v) for v in mappings[key]] for key in keys]
+    drawn = np.flatnonzero(codes[0] == -2)
+    combos = getattr(model, "condition_combinations_", None)
+    if combos is None:
+        for j in drawn:
+            freq = condition_counts(model, keys[j])
+            p = np.array([freq.get(v, 0) for v in known[j]], dtype=float)
+            codes[:, j] = rng.choice(len(known[j]), size=len(codes), p=p / p.sum())
+        return codes
+    given = {j: known[j][c] for j, c in enumerate(codes[0]) if c >= 0}
+    rows = [
+        ([known[j].index(v[j]) for j in drawn], n)
+        for v, n in combos.items()
+        if n > 0
+        and all(v[j] == value for j, value in given.items())
+        and all(v[j] in known[j] for j in drawn)
+    ]
+    if not rows:
+        named = {keys[j]: value for j, value in given.items()}
+        raise ValueError(f"No training cell carries the conditions {named} together.")
+    rows.sort()  # in the categories' order, as the draws of one key were
+    p = np.array([n for _, n in rows], dtype=float)
+    pick = rng.choice(len(rows), size=len(codes), p=p / p.sum())
+    codes[:, drawn] = np.array([row for row, _ in rows], dtype=codes.dtype)[pick]
+    return codes
 
 
 def condition_counts(model, key: str) -> dict[str, int]:
