@@ -39,7 +39,9 @@ class GenerationMixin:
             Cluster index or name for every cell; ``None`` draws y from p(y | d) p(d).
         condition
             Value of the condition (or a dict over several condition keys); ``None`` draws
-            from the training frequencies.
+            from the training frequencies. A key left out of the dict (or ``None``) is drawn
+            from the training cells that carry the values given, so every cell has a
+            combination of conditions that trained.
         seed
             Random seed for reproducible samples.
 
