@@ -245,6 +245,12 @@ def test_condition_keys_as_a_tuple_and_refit_mixture_named_as_a_flag():
         with pytest.raises(ValueError, match="refit_mixture must be True, False or 'auto'"):
             model.train(max_epochs=2, refit_mixture=flag)
     assert not model.is_trained_
+    # No condition key (a list built from the columns present, empty): no conditions; the
+    # model failed on AttributeError "'field_keys'".
+    none = _with_donors()
+    dv.model.CGMDVAE.setup_anndata(none, condition_key=[])
+    model = dv.model.CGMDVAE(none, n_clusters=2, **SMALL)
+    assert model.condition_keys == [] and model._n_cats_per_cov() == []
 
 
 def test_sample_draws_only_combinations_of_conditions_that_trained():

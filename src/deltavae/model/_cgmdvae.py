@@ -265,7 +265,8 @@ class CGMDVAE(
         # First, as scvi-tools asks: the arguments only, not the names computed below.
         setup_method_args = cls._get_setup_method_args(**locals())
         conditions = [condition_key] if isinstance(condition_key, str) else condition_key
-        conditions = list(conditions) if isinstance(conditions, tuple) else conditions
+        if isinstance(conditions, tuple | list):  # a tuple too; no key ([]) is None
+            conditions = list(conditions) or None
         query = "source_registry" in kwargs  # load_query_data's: scvi-tools fills its labels
         labels_checked = None if query and labels_key not in adata.obs else labels_key
         check_setup_target(adata, kwargs, cls.__name__)

@@ -100,7 +100,7 @@ class ConditionsMixin:
     @property
     def condition_keys(self) -> list[str]:
         """obs columns registered as conditions."""
-        if self.registry_["setup_args"]["condition_key"] is None:
+        if not self.registry_["setup_args"]["condition_key"]:  # None, or no key ([])
             return []
         return list(self._cat_state().field_keys)
 
