@@ -35,9 +35,12 @@ def record_condition_counts(model) -> None:
         key: dict(Counter(before.get(key, {})) + Counter(cells_per_value(model.adata.obs[key])))
         for key in model.condition_keys
     }
-    if model.condition_keys:
+    combos = getattr(model, "condition_combinations_", None)
+    # A model that kept counts but not combinations (saved before them) keeps drawing each
+    # key on its own: combinations of these cells alone would leave out the earlier ones.
+    if model.condition_keys and (combos is not None or not before):
         obs = model.adata.obs[model.condition_keys].astype(str)
-        combos = Counter(getattr(model, "condition_combinations_", None) or {})
+        combos = Counter(combos or {})
         model.condition_combinations_ = dict(
             combos + Counter(obs.itertuples(index=False, name=None))
         )
