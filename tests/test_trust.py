@@ -274,6 +274,15 @@ def test_a_further_run_keeps_its_epochs_and_restores_its_own_best():
             torch.testing.assert_close(value, states[model.best_epoch_][key])
 
 
+def test_restore_best_true_that_restores_nothing_says_so():
+    """restore_best=True with no eligible epoch (all inside the KL warm-up) kept the last
+    epoch silently; "auto" stays quiet."""
+    model = _zinbvae(_counts())
+    with pytest.warns(UserWarning, match="restore_best=True kept the last epoch's parameters"):
+        model.train(max_epochs=2, restore_best=True, n_epochs_kl_warmup=5, **TRAIN)
+    assert model.best_epoch_ is None
+
+
 # ----------------------------------------------------------------------------- genes by name
 @pytest.fixture(scope="module")
 def trained():

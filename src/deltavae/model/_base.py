@@ -48,6 +48,7 @@ from ._training_checks import (
     check_training_arguments,
     early_stopping_floor,
     lr_into_optim_kwargs,
+    say_if_nothing_restored,
 )
 from ._validation import (
     check_backing_for_training,
@@ -379,6 +380,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         self.diverged_ = None
         run = {k: v[v.index >= epochs_before] for k, v in self.history.items()}  # this run's
         self.best_epoch_ = None if best is None else best.best_epoch_in(run, epochs_before)
+        say_if_nothing_restored(restore_best is True and best is not None, self.best_epoch_)
         verdict = still_improving(
             run, max_epochs, early_stopping, getattr(self, "trainer", None),
             plan_kwargs.get("max_kl_weight", 1.0),

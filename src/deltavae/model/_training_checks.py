@@ -251,3 +251,14 @@ def check_flag(value, name: str):
     if value == "auto" or isinstance(value, bool | np.bool_):
         return value
     raise ValueError(f"{name} must be True, False or 'auto', got {value!r}.")
+
+
+def say_if_nothing_restored(asked: bool, best_epoch: int | None) -> None:
+    """``train(restore_best=True)`` that found no epoch to restore keeps the last epoch's
+    parameters: said, with why (``"auto"`` stays quiet)."""
+    if asked and best_epoch is None:
+        warn_user(
+            "restore_best=True kept the last epoch's parameters: no validation epoch came "
+            "after the KL warm-up (and CGMDVAE's mixture start) with a finite loss, so none "
+            "could be restored. Train for more epochs than the warm-up and the start."
+        )
