@@ -397,8 +397,9 @@ def test_bad_arguments():
     ):
         with pytest.raises(ValueError, match=typo):
             call()
-    with pytest.raises(ValueError, match="out of range"):
-        model.sample(5, cluster=7)
+    for wrong in (7, True, 2.7):  # True and 2.7 were read as clusters 1 and 2
+        with pytest.raises(ValueError, match=rf"cluster={wrong!r}: give a name or an index 0"):
+            model.sample(5, cluster=wrong)
     with pytest.raises(ValueError, match="mixture_init must be one of"):
         model.train(max_epochs=1, mixture_init="louvain")
     with pytest.raises(ValueError, match="n_latent must be a positive integer or 'auto'"):

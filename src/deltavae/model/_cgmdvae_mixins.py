@@ -414,8 +414,9 @@ class ClustersMixin:
             if cluster not in names:
                 raise ValueError(f"cluster={cluster!r} is not a cluster; clusters: {names}.")
             return names.index(cluster)
-        if not 0 <= int(cluster) < len(names):
-            raise ValueError(f"cluster={cluster} is out of range 0..{len(names) - 1}.")
+        integer = isinstance(cluster, int | np.integer) and not isinstance(cluster, bool)
+        if not integer or not 0 <= cluster < len(names):  # True, 2.7: read as 1, 2 before
+            raise ValueError(f"cluster={cluster!r}: give a name or an index 0..{len(names) - 1}.")
         return int(cluster)
 
 
