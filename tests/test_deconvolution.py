@@ -439,3 +439,38 @@ def test_nmfdeconv_torch_elbo_is_pyros_trace_elbo(inference, learn_signatures, g
     _, terms, _ = assert_torch_elbo_is_pyros(module, args, kl_weight=0.4)
     assert set(terms) == {"reconstruction_loss", "kl_local"}
     assert (terms["kl_local"] == 0).all()
+
+
+def test_per_spot_results_after_the_models_spots_are_subset_in_place(split):
+    """sc.pp.filter_cells on a per-spot model's own AnnData after training: NMFDeconv and
+    SpatialImputer read the fitted rows by position, giving each remaining spot another's
+    proportions and imputations (silently); Archetypes' cached weights of all the spots
+    failed with pandas' shape error."""
+    spots, ref = split
+    spots = spots.copy()
+    keep = np.arange(spots.n_obs) % 3 != 0
+    nmf = dv.model.NMFDeconv.from_reference(
+        spots, reference=ref, labels_key="cluster", inference="per_spot"
+    )
+    nmf.train(max_epochs=5, **TRAIN)
+    before = nmf.get_proportions()
+    spots._inplace_subset_obs(keep)
+    pd.testing.assert_frame_equal(nmf.get_proportions(), before.loc[spots.obs_names])
+    imputer = dv.model.SpatialImputer.from_reference(
+        split[0][:, 10:].copy(), reference=ref, labels_key="cluster", profiles="type"
+    )
+    imputer.train(max_epochs=5, **TRAIN)
+    imputed, shares = imputer.impute(), imputer.get_proportions()
+    imputer.adata._inplace_subset_obs(keep)
+    names = imputer.adata.obs_names
+    pd.testing.assert_frame_equal(imputer.impute(), imputed.loc[names])
+    pd.testing.assert_frame_equal(imputer.get_proportions(), shares.loc[names])
+    mix = dv.datasets.convex_mixtures(n_spots=80, n_genes=80, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    archetypes = dv.model.Archetypes(mix, n_archetypes=3)
+    archetypes.train(max_epochs=30, **TRAIN)
+    weights = archetypes.get_archetype_weights()
+    mix._inplace_subset_obs(np.arange(mix.n_obs) % 2 == 0)
+    pd.testing.assert_frame_equal(
+        archetypes.get_archetype_weights(), weights.loc[mix.obs_names], atol=1e-6
+    )

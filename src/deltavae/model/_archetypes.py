@@ -254,11 +254,13 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
 
     def _cached(self, name: str, compute, *settings):
         """``compute()``, kept while ``settings`` and the module's parameters are the same
-        (a copy, an in-place edit, a load or more training computes it again)."""
+        (a copy, an in-place edit, a load, more training or spots subset in place computes
+        it again)."""
         params = tuple((p.data_ptr(), p._version) for p in self.module.parameters())
-        key = (params, settings)
+        spots = self.adata.obs_names  # a new Index once the spots are subset in place
+        key = (params, settings, id(spots))
         if name not in self._cache or self._cache[name][0] != key:
-            self._cache[name] = (key, compute())
+            self._cache[name] = (key, compute(), spots)  # spots kept: their id is not reused
         return self._cache[name][1]
 
     def _fresh_merge(self) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from ._genes import _refuse_duplicates, identifier_advice
 from ._imputer_reference import cluster_states, neighbour_cells, state_profiles
 from ._matrices import adata_in_memory
 from ._saved import read_saved
-from ._spots import SpotModelMixin, prefixed, spots_to_load, warn_empty_spots
+from ._spots import SpotModelMixin, fitted_rows, prefixed, spots_to_load, warn_empty_spots
 from ._validation import check_data, warn_user
 
 logger = logging.getLogger(__name__)
@@ -406,7 +406,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         chunk = _CHUNK
         if self.profiles_ == "neighbours":  # spots x cells similarities, at most 2^24 a chunk
             chunk = max(1, min(_CHUNK, 2**24 // max(len(self.module.cell_states), 1)))
-        blocks, n_empty = [], 0
+        blocks, n_empty, rows = [], 0, torch.as_tensor(fitted_rows(self), dtype=torch.long)
         for start in range(0, self.adata.n_obs, chunk):
             stop = min(start + chunk, self.adata.n_obs)
             block = counts[start:stop]
@@ -415,7 +415,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             if self.design_ == "latent" or self.profiles_ == "neighbours":
                 x = torch.as_tensor(dense(block), dtype=torch.float32).to(device)
             if self.design_ == "deconvolution":
-                values = self.module.expected(torch.arange(start, stop, device=device), x)
+                values = self.module.expected(rows[start:stop].to(device), x)
             else:
                 values = self.module.expected(x)
             blocks.append(values[:, columns.to(device)].cpu().numpy().astype(np.float64))
@@ -433,7 +433,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             raise ValueError("get_proportions needs design='deconvolution'.")
         self._check_if_trained(warn=False)
         with torch.no_grad():
-            values = self.module.proportions().cpu().numpy().astype(np.float64)
+            values = self.module.proportions().cpu().numpy()[fitted_rows(self)].astype(float)
         values /= values.sum(axis=1, keepdims=True)
         return pd.DataFrame(values, index=self.adata.obs_names, columns=self.state_names_)
 

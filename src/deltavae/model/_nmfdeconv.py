@@ -343,7 +343,7 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         self._check_if_trained(warn=False)
         adata = self._resolve_adata(adata)
         if not self.module.amortized:
-            order = training_rows(adata.obs_names, self.adata.obs_names)
+            order = training_rows(adata.obs_names, self.spot_names_)
             with torch.no_grad():
                 proportions = self.module.proportions().cpu().numpy()[order]
                 abundance = torch.exp(self.module.log_abundance).cpu().numpy()[order]

@@ -153,6 +153,12 @@ def training_rows(names: pd.Index, trained: pd.Index) -> np.ndarray:
     return trained.get_indexer(names)
 
 
+def fitted_rows(model) -> np.ndarray:
+    """Rows, among a per-spot model's fitted spots, of the spots its AnnData holds now (by
+    name): subset in place since (``sc.pp.filter_cells``), its rows are no longer those."""
+    return training_rows(pd.Index(model.adata.obs_names.astype(str)), model.spot_names_)
+
+
 def with_spot_index(adata):
     """New spots for an amortized model set up with ``spot_index=True``: an AnnData sharing
     ``adata``'s matrices with a row column added, so the caller's obs stays as it is."""
