@@ -474,3 +474,26 @@ def test_per_spot_results_after_the_models_spots_are_subset_in_place(split):
     pd.testing.assert_frame_equal(
         archetypes.get_archetype_weights(), weights.loc[mix.obs_names], atol=1e-6
     )
+
+
+def test_marker_genes_of_a_reference_on_disk(split, tmp_path):
+    """marker_genes of a reference opened backed or with read_lazy failed with numpy's
+    'setting an array element with a sequence', signatures_from_reference of all its genes
+    with scanpy's 'not supported for aggregation', and both of a backed view's genes with
+    anndata's 'cannot make a view of a view'."""
+    ref = ad.AnnData(split[1].X, obs=split[1].obs[["cluster"]], var=split[1].var[[]])
+    ref.write_h5ad(tmp_path / "ref.h5ad")
+    backed = ad.read_h5ad(tmp_path / "ref.h5ad", backed="r")
+    lazy = dv.read_lazy(tmp_path / "ref.h5ad")
+    genes = ref.var_names[::-2]
+    for on_disk in (backed, lazy, backed[::2]):
+        for chosen in (None, genes):
+            in_memory = ref[on_disk.obs_names]
+            found = dv.model.NMFDeconv.marker_genes(on_disk, "cluster", 5, genes=chosen)
+            expected = dv.model.NMFDeconv.marker_genes(in_memory, "cluster", 5, genes=chosen)
+            assert found.equals(expected)
+            pd.testing.assert_frame_equal(
+                dv.model.NMFDeconv.signatures_from_reference(on_disk, "cluster", genes=chosen),
+                dv.model.NMFDeconv.signatures_from_reference(in_memory, "cluster", genes=chosen),
+            )
+    backed.file.close()

@@ -59,6 +59,14 @@ def _warn_empty_reference_cells(reference: AnnData, layer: str | None) -> None:
         )
 
 
+def _counts_in_memory(reference: AnnData, genes) -> AnnData:
+    """``reference`` with ``genes`` (all when ``None``), in that order, in memory: one opened
+    backed or with read_lazy is read (a backed view cannot be indexed again)."""
+    if reference.isbacked and reference.is_view:
+        reference = reference.to_memory()
+    return adata_in_memory(reference if genes is None else reference[:, list(genes)])
+
+
 class FromReferenceMixin:
     """``signatures_from_reference``, ``marker_genes`` and ``from_reference`` of NMFDeconv."""
 
@@ -100,7 +108,7 @@ class FromReferenceMixin:
         (9, 13714)
         """
         labels = _string_labels(reference, labels_key)
-        counts = reference if genes is None else reference[:, list(genes)]
+        counts = _counts_in_memory(reference, genes)
         obs = pd.DataFrame({"label": labels}, index=counts.obs_names)
         view = AnnData(X=layer_matrix(counts, layer), obs=obs)
         view.var_names = counts.var_names
@@ -155,7 +163,7 @@ class FromReferenceMixin:
         if not isinstance(n_markers, int | np.integer) or n_markers < 1:
             raise ValueError(f"n_markers must be a positive integer; got {n_markers!r}.")
         labels = _string_labels(reference, labels_key)
-        counts = reference if genes is None else reference[:, list(genes)]
+        counts = _counts_in_memory(reference, genes)
         X = layer_matrix(counts, layer)
         X = X.astype(np.float32) if sp.issparse(X) else np.array(X, dtype=np.float32)
         view = AnnData(
