@@ -351,6 +351,24 @@ def check_training_names(adata, trained) -> bool:
     return in_order
 
 
+def _signatures_current(model) -> bool:
+    """Whether the archetypes are still those :meth:`match_signatures` matched (assumed for a
+    loaded model); warned when not: more training, or another merge_threshold or min_spots,
+    made other archetypes, and their old map would name them wrongly."""
+    matched = getattr(model, "_matched", None)
+    if matched is None:
+        return True
+    now = model.get_archetype_profiles()
+    if now.columns.equals(matched.columns) and np.allclose(now, matched, rtol=1e-4, atol=1e-9):
+        return True
+    warn_user(
+        "The archetypes changed after match_signatures (more training, or another "
+        "merge_threshold or min_spots): their old signature map is not written; call "
+        "match_signatures again first."
+    )
+    return False
+
+
 def summary(model, names, groups: np.ndarray, tree: np.ndarray) -> dict:
     """``uns["archetypes"]``: the archetypes' names, how they were merged and chosen, and the
     signature map after ``match_signatures``."""
@@ -363,7 +381,7 @@ def summary(model, names, groups: np.ndarray, tree: np.ndarray) -> dict:
     }
     if model.elbow_ is not None:
         out["elbow"] = dict(model.elbow_)
-    if model.signature_map_ is not None:
+    if model.signature_map_ is not None and _signatures_current(model):
         out["signature_map"] = model.signature_map_.reset_index(names="archetype").astype(
             {"signature": "category"}
         )

@@ -253,9 +253,8 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         return self._cached("merge", self._fresh_merge, self.merge_threshold, self.min_spots)
 
     def _cached(self, name: str, compute, *settings):
-        """``compute()``, kept while ``settings`` and the module's parameters are the same
-        (a copy, an in-place edit, a load, more training or spots subset in place computes
-        it again)."""
+        """``compute()``, kept while ``settings``, the module's parameters and the spots hold
+        (a copy, an edit, a load, more training or an in-place subset computes it again)."""
         params = tuple((p.data_ptr(), p._version) for p in self.module.parameters())
         spots = self.adata.obs_names  # a new Index once the spots are subset in place
         key = (params, settings, id(spots))
@@ -438,9 +437,10 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         sig_names, scores = results.signature_scores(
             np.log1p(profiles.to_numpy() * _CP10K), profiles.index, signatures
         )
-        names, ratio = profiles.columns, variant_ratio
-        self.signature_map_ = results.signature_table(scores, sig_names, names, ratio)
-        return self.signature_map_
+        self._matched = profiles  # write_to_adata writes the map while these profiles hold
+        table = results.signature_table(scores, sig_names, profiles.columns, variant_ratio)
+        self.signature_map_ = table
+        return table
 
     # ------------------------------------------------------------------------- output
     @writes_backed
