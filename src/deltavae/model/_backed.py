@@ -81,6 +81,8 @@ def writes_backed(write_to_adata):
             )
         keys = write_to_adata(self, adata, *args, **kwargs)
         adata = self._write_target(adata)
+        if adata.isbacked and not adata.file.is_open:
+            adata.file.open()  # closed by anndata's to_memory of it or a view (from_reference)
         if adata.isbacked:
             if adata.file["obs"].file.mode == "r":
                 warn_user(
