@@ -497,3 +497,22 @@ def test_marker_genes_of_a_reference_on_disk(split, tmp_path):
                 dv.model.NMFDeconv.signatures_from_reference(in_memory, "cluster", genes=chosen),
             )
     backed.file.close()
+
+
+@pytest.mark.filterwarnings("ignore:signatures and spots share only")
+def test_signature_genes_silent_in_every_type_are_left_out(split):
+    """Genes at 0 in every signature, but counted in the spots, were read: no type could
+    explain their counts, and they skewed the proportions (TV 0.18 against leaving them
+    out, on hippocampus Visium); from_reference dropped them, NMFDeconv(signatures=) not."""
+    spots, ref = split
+    spots = spots.copy()
+    signatures = dv.model.NMFDeconv.signatures_from_reference(ref, "cluster")
+    silent = signatures.columns[:3]
+    signatures[silent] = 0.0
+    dv.model.NMFDeconv.setup_anndata(spots)
+    with pytest.warns(UserWarning, match=r"3 genes are 0 in every signature"):
+        model = dv.model.NMFDeconv(spots, signatures=signatures)
+    assert not model.used_genes().isin(silent).any()
+    assert len(model.used_genes()) == spots.n_vars - 3
+    with pytest.raises(ValueError, match="0 in every gene"):
+        dv.model.NMFDeconv(spots, signatures=signatures * 0)

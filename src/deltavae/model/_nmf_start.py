@@ -49,6 +49,19 @@ def check_signatures(signatures: pd.DataFrame, adata: AnnData):
     values = signatures[adata.var_names[columns]].to_numpy(dtype=np.float64)
     if not np.isfinite(values).all() or (values < 0).any():
         raise ValueError("signatures must be finite and non-negative.")
+    expressed = values.sum(axis=0) > 0
+    if not expressed.any():
+        raise ValueError("signatures are 0 in every gene the spots measure.")
+    if not expressed.all():
+        # No type can explain their counts: they skewed the proportions (TV 0.18 from 3 such
+        # genes of 124 on hippocampus Visium). from_reference leaves them out the same way.
+        silent_genes = adata.var_names[columns[~expressed]]
+        warn_user(
+            f"{len(silent_genes)} genes are 0 in every signature (e.g. "
+            f"{silent_genes[:3].tolist()}): no cell type explains their counts, so the model "
+            "leaves them out."
+        )
+        columns, values = columns[expressed], values[:, expressed]
     totals = values.sum(axis=1)
     silent = signatures.index[totals <= SILENT_TYPE * np.median(totals)]
     if len(silent):
