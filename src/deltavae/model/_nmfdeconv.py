@@ -70,7 +70,7 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         ``inference="per_spot"``).
     signatures
         Cell types x genes: expected counts of one cell of each type. The model uses the
-        spots' genes that have a signature. ``None`` for reference-free mode.
+        spots' genes with a signature above 0 in some type. ``None`` for reference-free mode.
     n_components
         Number of factors in reference-free mode (ignored with ``signatures``).
     prior_concentration
