@@ -20,7 +20,7 @@ from ._archetypal_analysis import check_archetype_count, start_archetypes
 from ._archetype_checks import check_new_spots
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
-from ._candidates import candidate_spots
+from ._candidates import candidate_samples, candidate_spots
 from ._spots import SpotModelMixin, prefixed, warn_empty_spots
 from ._validation import check_model_arguments, check_obs_keys
 
@@ -126,12 +126,11 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         self.merge_threshold = float(merge_threshold)
         rows, profiles, embedding, mean_profile = candidate_spots(self, n_pcs, max_candidates)
         self.candidate_rows_ = rows
-        seed = scvi.settings.seed
         self.min_spots = int(min_spots)
         if n_archetypes == "auto":  # an archetype stands only where min_spots spots lead with it
             max_archetypes = min(max_archetypes, max(2, adata.n_obs // max(1, self.min_spots)))
         init_B, self.elbow_ = start_archetypes(
-            embedding, n_archetypes, max_archetypes, smooth_neighbors, seed
+            embedding, n_archetypes, max_archetypes, smooth_neighbors, scvi.settings.seed
         )
         n_archetypes = init_B.shape[0]
         self.n_archetypes_raw_ = int(n_archetypes)
@@ -144,6 +143,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             dropout_rate=dropout_rate,
             prior_concentration=prior_concentration,
             n_samples=self.summary_stats.get("n_batch", 1),
+            candidate_samples=candidate_samples(self, rows),
         )
         self.signature_map_ = None
         self._cache: dict = {}

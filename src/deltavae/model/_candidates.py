@@ -11,6 +11,7 @@ import logging
 
 import numpy as np
 import scvi
+from scvi import REGISTRY_KEYS
 from sklearn.cluster import kmeans_plusplus
 
 from ._archetypal_analysis import embed
@@ -76,3 +77,11 @@ def candidate_spots(model, n_pcs: int, max_candidates: int):
         rows, profiles, embedding = rows[picked], profiles[picked], embedding[picked]
         logger.info("archetypes combine %d candidate spots of %d", len(rows), counts.shape[0])
     return rows, profiles, embedding, mean_profile
+
+
+def candidate_samples(model, rows: np.ndarray) -> np.ndarray | None:
+    """The sample (slide) code of each candidate row, or ``None`` with one sample."""
+    if REGISTRY_KEYS.BATCH_KEY not in model.adata_manager.data_registry:
+        return None
+    codes = model.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
+    return np.asarray(codes).reshape(-1)[rows].astype(np.int64)

@@ -12,7 +12,8 @@ With X the normalised expression profiles (rows sum to 1) of a fixed set of cand
 With several samples (slides fitted together), the archetypes are shared and each sample j
 scales each gene by a technical factor: the mean becomes l_s * normalise((w_s A)_g *
 exp(gamma_jg)), with gamma centred over the samples (a gene's average level belongs to the
-archetypes) and a Normal(0, technology_sd) prior; the encoder also reads the sample.
+archetypes) and a Normal(0, technology_sd) prior; the encoder also reads the sample. The
+candidate profiles enter A freed of their own sample's factors (normalise(x_c exp(-gamma_j(c)))).
 
 Guide: an amortised logistic-normal q(w_s | x_s): scvi-tools' ``Encoder`` on log1p counts gives a
 Normal in K - 1 dimensions, mapped onto the simplex by stick-breaking; new spots are mapped by
@@ -110,6 +111,7 @@ class ArchetypesModule(DeltaPyroModule):
         prior_concentration: float = 1.0,
         n_samples: int = 1,
         technology_sd: float = 0.5,
+        candidate_samples: torch.Tensor | None = None,
     ):
         super().__init__()
         candidate_profiles = torch.as_tensor(candidate_profiles, dtype=torch.float32)
@@ -136,6 +138,12 @@ class ArchetypesModule(DeltaPyroModule):
             if self.n_samples > 1
             else None
         )
+        # Each candidate's sample: its profile carries that sample's factors, taken out before
+        # it enters an archetype shared by every sample (recomputed by the model at a load).
+        if candidate_samples is None:
+            candidate_samples = torch.zeros(self.n_spots, dtype=torch.long)
+        samples = torch.as_tensor(candidate_samples, dtype=torch.long).reshape(-1)
+        self.register_buffer("candidate_samples", samples, persistent=False)
         self.encoder = Encoder(
             self.n_genes,
             self.n_archetypes - 1,
@@ -160,8 +168,13 @@ class ArchetypesModule(DeltaPyroModule):
         return F.softmax(self.B_logits, dim=-1)
 
     def archetype_profiles(self) -> torch.Tensor:
-        """Archetypes x genes normalised profiles (rows sum to 1)."""
-        return self.B() @ self.candidate_profiles
+        """Archetypes x genes normalised profiles (rows sum to 1), of candidates freed of their
+        sample's technical factors (several samples)."""
+        candidates, gamma = self.candidate_profiles, self.technology()
+        if gamma is not None:
+            candidates = candidates * torch.exp(-gamma[self.candidate_samples])
+            candidates = candidates / candidates.sum(dim=-1, keepdim=True)
+        return self.B() @ candidates
 
     def technology(self) -> torch.Tensor | None:
         """Samples x genes log technical factors, centred over the samples (None for one)."""
