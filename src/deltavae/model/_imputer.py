@@ -204,8 +204,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
     ) -> SpatialImputer:
         """Build the model from spots and a single-cell reference, matching genes by name.
 
-        The spots keep the genes they share with the reference, in the reference's order (so
-        the spots' own gene order does not matter), on a copy: ``spatial`` is not changed.
+        The spots keep the genes they share with the reference and that it counts, in its
+        order (the spots' own gene order does not matter), on a copy: ``spatial`` is unchanged.
         The reference's genes are the ones that can be imputed.
 
         Parameters
@@ -250,7 +250,9 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         reference = adata_in_memory(reference)  # read_lazy or backed: signatures need it all
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
         ref_genes = pd.Index(reference.var_names.astype(str))
-        shared = ref_genes[ref_genes.isin(spatial.var_names.astype(str))]
+        # Genes without reference counts: no state explains them (they skewed the proportions).
+        counted = np.asarray(layer_matrix(reference, reference_layer).sum(axis=0)).ravel() > 0
+        shared = ref_genes[ref_genes.isin(spatial.var_names.astype(str)) & counted]
         if len(shared) < min_shared_genes:
             raise ValueError(
                 f"spatial ({spatial.n_vars} genes, e.g. {list(spatial.var_names[:3])}) and "
@@ -268,11 +270,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
                 f"spatial and reference share only {len(shared)} genes; the spots' states "
                 "(and so the imputed genes) may be poorly determined."
             )
-        logger.info(
-            "%d shared genes; %d reference genes to impute",
-            len(shared),
-            len(ref_genes) - len(shared),
-        )
+        logger.info("%d shared genes with reference counts", len(shared))
         counts = layer_matrix(reference, reference_layer)
         cells = None  # the single cells: the latent design's rows, or the neighbours
         if design == "latent" or profiles == "neighbours":
