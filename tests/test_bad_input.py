@@ -332,6 +332,10 @@ def test_a_model_loaded_on_other_cells_forgets_the_training_split(saved, counts_
         loaded.get_elbo(indices=model.validation_indices)
     same = dv.model.ZINBVAE.load(path, adata=counts_adata)
     np.testing.assert_array_equal(same.train_indices, model.train_indices)
+    # As many cells in another order: the positions point at other cells (they were kept).
+    shuffled = counts_adata[np.random.default_rng(0).permutation(counts_adata.n_obs)].copy()
+    moved = dv.model.ZINBVAE.load(path, adata=shuffled)
+    assert moved.train_indices is None and moved.validation_indices is None
 
 
 def test_load_without_adata_when_none_was_saved(saved):

@@ -14,6 +14,7 @@ import torch
 from anndata import AnnData
 from scvi.model.base._save_load import _load_saved_files
 
+from ..train._record import cells_digest
 from ._genes import genes_to_load_advice
 from ._labels import check_known_categories, check_labels_to_load
 from ._scvi_glue import obs_types_kept
@@ -238,7 +239,11 @@ class Saving:
         if copied:  # results go into the user's AnnData, as into load_query_data's query
             model._query_adata = given
         saved_cells = attr_dict["registry_"]["field_registries"]["X"]["summary_stats"]["n_cells"]
-        if model.adata is not None and model.adata.n_obs != saved_cells:
+        digest = attr_dict.get("split_cells_")  # None: saved before it was kept
+        if model.adata is not None and (
+            model.adata.n_obs != saved_cells
+            or (digest is not None and digest != cells_digest(model.adata.obs_names))
+        ):
             # The split's positions were of the training cells, not of these.
             model.train_indices_ = model.validation_indices_ = model.test_indices_ = None
         return model

@@ -4,6 +4,7 @@ seed it ran under (``train_args_``, saved with the model)."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 
 import numpy as np
@@ -84,3 +85,15 @@ def commit_train_args(model, resolved: dict, automatic: dict | None = None) -> N
         record.update({k: v for k, v in (automatic or {}).items() if record.get(k) == "auto"})
         model.train_args_ = record
     record_trained_categories(model)
+
+
+def cells_digest(names) -> str:
+    """A fingerprint of cell names in their order: the cells whose positions a model's
+    training split (``train_indices``) holds, checked when it is loaded onto cells.
+
+    Examples
+    --------
+    >>> cells_digest(["a", "b"]) == cells_digest(["b", "a"])
+    False
+    """
+    return hashlib.sha1("\x00".join(map(str, names)).encode()).hexdigest()[:16]

@@ -12,7 +12,7 @@ from scvi.train import TrainRunner
 from scvi.train._trainrunner import _safe_load_logger_history
 
 from ._data import DeltaDataSplitter
-from ._record import commit_train_args
+from ._record import cells_digest, commit_train_args
 
 _LEAFSPEC = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 # Lightning's advice about its step logging; deltavae's history is per epoch.
@@ -158,6 +158,8 @@ class DeltaTrainRunner(TrainRunner):
             super()._run_training_core()
         finally:
             self.trainer.fit = fit
+        # The cells the split's positions are of: a load onto other cells forgets the split.
+        self.model.split_cells_ = cells_digest(self.model.adata.obs_names)
         steps = self.trainer.global_step  # 0 in the launching process of a spawned DDP run
         if not was_trained and steps == 0 and self._epochs_done() == self._epochs_before:
             # No step, no epoch (max_time reached at once): nothing was learnt; read-outs say
