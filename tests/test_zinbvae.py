@@ -240,6 +240,20 @@ def test_size_factor_key(counts_adata):
     assert np.isfinite(model.get_elbo(counts_adata.copy()))
 
 
+def test_size_factors_of_mean_one_fit_as_the_observed_library_does(counts_adata):
+    # scvi-tools' size factors are on any linear scale (scran's have mean 1): with a softmax
+    # decoder they predicted about one count per cell (reconstruction loss 10x scVI's).
+    lib = np.asarray(counts_adata.X.sum(1)).ravel()
+    counts_adata.obs["sf"] = lib / lib.mean()
+    errors = {}
+    for key in (None, "sf"):
+        adata = counts_adata.copy()
+        dv.model.ZINBVAE.setup_anndata(adata, size_factor_key=key)
+        model = _fit(adata, epochs=20)
+        errors[key] = model.get_reconstruction_error()["reconstruction_loss"]
+    assert errors["sf"] < 2 * errors[None], errors  # 15x before
+
+
 def test_save_load_roundtrip_and_continued_training(counts_adata, tmp_path):
     dv.model.ZINBVAE.setup_anndata(counts_adata, batch_key="condition")
     model = _fit(counts_adata, epochs=5)

@@ -135,6 +135,7 @@ class ZINBVAE(
             dispersion=dispersion,
             likelihood=likelihood,
             use_observed_lib_size=use_observed_lib_size or uses_size_factor,
+            use_size_factor_key=uses_size_factor,
             library_log_means=library_log_means,
             library_log_vars=library_log_vars,
             encode_covariates=encode_covariates,
@@ -169,7 +170,9 @@ class ZINBVAE(
             obs columns with further categorical covariates (one column may be given as a
             string).
         size_factor_key
-            obs column with a size factor per cell, used instead of the observed library size.
+            obs column with a size factor per cell (linear scale, e.g. of mean 1), used instead
+            of the observed library size; as in scVI, the normalized expression is then not
+            constrained to sum to 1.
 
         Examples
         --------

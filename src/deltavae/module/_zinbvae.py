@@ -60,6 +60,10 @@ class ZINBVAEModule(DeltaPyroModule):
         ``"zinb"`` or ``"nb"``.
     use_observed_lib_size
         Use each cell's observed log library size (or its size factor) instead of a latent one.
+    use_size_factor_key
+        The library is a registered size factor: as in scVI, the decoder's expression is a
+        softplus, free to scale, not a softmax summing to 1 (size factors of mean 1 would
+        predict about one count per cell).
     library_log_means, library_log_vars
         Per-batch prior of the latent log library, shape ``(1, n_batch)``.
     encode_covariates
@@ -90,6 +94,7 @@ class ZINBVAEModule(DeltaPyroModule):
         dispersion: Literal["gene", "gene-batch"] = "gene",
         likelihood: Literal["zinb", "nb"] = "zinb",
         use_observed_lib_size: bool = True,
+        use_size_factor_key: bool = False,
         library_log_means=None,
         library_log_vars=None,
         encode_covariates: bool = True,
@@ -125,7 +130,12 @@ class ZINBVAEModule(DeltaPyroModule):
                 dropout_rate=dropout_rate,
             )
         self.decoder = DecoderSCVI(
-            n_latent, n_input, n_cat_list=cat_list, n_layers=n_layers, n_hidden=n_hidden
+            n_latent,
+            n_input,
+            n_cat_list=cat_list,
+            n_layers=n_layers,
+            n_hidden=n_hidden,
+            scale_activation="softplus" if use_size_factor_key else "softmax",
         )
         if dispersion == "gene":
             self.px_r = torch.nn.Parameter(torch.randn(n_input))
