@@ -110,6 +110,14 @@ def test_covariates_reach_encoder_and_decoder(counts_adata):
     assert np.abs(ctrl.to_numpy() - stim.to_numpy()).max() > 1e-4
 
 
+def test_the_batch_key_as_a_covariate_too_is_refused(counts_adata):
+    # transform_batch changed the batch's one-hot only: the covariate kept each cell's own.
+    with pytest.raises(ValueError, match="also in categorical_covariate_keys"):
+        dv.model.ZINBVAE.setup_anndata(
+            counts_adata, batch_key="condition", categorical_covariate_keys=["condition"]
+        )
+
+
 def test_pyro_model_matches_torch_likelihood(trained):
     """The Pyro program and scvi-tools' torch side compute the same log p(x | z)."""
     model, adata = trained

@@ -187,6 +187,13 @@ class ZINBVAE(
             adata,
             {"batch_key": batch_key, "categorical_covariate_keys": categorical_covariate_keys},
         )
+        if batch_key is not None and batch_key in (categorical_covariate_keys or []):
+            # Decoded under another batch (transform_batch, latent_shift), the covariate's copy
+            # would keep each cell's own.
+            raise ValueError(
+                f"batch_key={batch_key!r} is also in categorical_covariate_keys; name it once, "
+                "as batch_key."
+            )
         check_size_factors(adata, size_factor_key)
         check_data(adata, layer, kind="counts")
         setup_method_args = cls._get_setup_method_args(**locals())
