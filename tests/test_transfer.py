@@ -351,6 +351,26 @@ def test_zinbvae_query_learns_only_new_batch_columns_and_dispersions(tmp_path):
     )
 
 
+def test_a_zinbvae_query_of_other_depth_learns_its_latent_library():
+    # As in scVI, the library encoder learns whole: with the new batch's columns alone, a
+    # query of 3x deeper counts kept libraries of e^9.8 for e^7.8 observed (KL_l 32 nats a
+    # cell; e^14 and 200 nats with more cells and epochs).
+    scvi.settings.seed = 0
+    adata = dv.datasets.synthetic_counts(
+        n_cells=450, n_genes=60, n_clusters=3, n_conditions=3, seed=0
+    )
+    ref = adata[adata.obs["condition"] != "c2"].copy()
+    query = adata[adata.obs["condition"] == "c2"].copy()
+    query.X = query.X * 3
+    dv.model.ZINBVAE.setup_anndata(ref, batch_key="condition")
+    vae = dv.model.ZINBVAE(ref, n_latent=5, use_observed_lib_size=False)
+    vae.train(max_epochs=15, **FAST)
+    q = dv.model.ZINBVAE.load_query_data(query, vae)
+    q.train(max_epochs=15, **FAST)
+    observed = np.log(np.asarray(query.X.sum(1))).mean()
+    assert abs(np.log(q.get_latent_library_size()).mean() - observed) < 0.5
+
+
 def test_a_cgmdvae_without_conditions_shifts_z_by_default():
     """The default was 'translate', refused for want of a condition covariate."""
     adata = dv.datasets.synthetic_counts(

@@ -3,10 +3,11 @@
 scvi-tools' :class:`~scvi.model.base.ArchesMixin` freezes by key pattern and lets every
 condition column of a first layer learn; here every reference weight is frozen, and gradient
 masks let only the columns of the new categories (and, for a per-batch dispersion, the new
-batches' dispersions) learn. BatchNorm in training mode normalises with minibatch statistics,
-which cancels exactly the constant offset a query made of one new category gets from its new
-columns (their gradient is zero); the query model's BatchNorm layers therefore always use the
-reference's running statistics (:class:`ReferenceBatchNorm1d`).
+batches' dispersions) learn; a latent library's encoder learns whole, as in scVI. BatchNorm
+in training mode normalises with minibatch statistics, which cancels exactly the constant
+offset a query made of one new category gets from its new columns (their gradient is zero);
+the query model's BatchNorm layers therefore always use the reference's running statistics
+(:class:`ReferenceBatchNorm1d`).
 """
 
 from __future__ import annotations
@@ -136,7 +137,10 @@ def _restrict_learning(module: nn.Module, ref_sizes, new_sizes) -> list[str]:
     _, trainable = _column_masks(ref_sizes, new_sizes)
     learning, partly = [], []
     layers = _covariate_layers(module, len(new_sizes)) if trainable.any() else []
+    library = getattr(module, "l_encoder", None) if trainable.any() else None
     for key, linear, fc, n_in in layers:
+        if library is not None and key.startswith("l_encoder."):
+            continue  # learns whole (below)
         mask = torch.zeros_like(linear.weight)
         mask[:, n_in:][:, torch.as_tensor(trainable)] = 1.0
         linear.weight.requires_grad_(True)
@@ -156,6 +160,13 @@ def _restrict_learning(module: nn.Module, ref_sizes, new_sizes) -> list[str]:
             module._px_r_hook = handle
             partly.append((px_r, new_cols.expand_as(px_r).clone()))
             learning.append("px_r[new batches]")
+    if library is not None:
+        # A latent library's encoder learns whole, as in scVI's query mapping (its l_encoder):
+        # the new columns alone left a query of other depth its reference-scale libraries
+        # (3x deeper counts: e^14 for e^8 observed, posterior predictive totals 1000x).
+        for name, p in library.named_parameters():
+            p.requires_grad_(True)
+            learning.append(f"l_encoder.{name}")
     # The gradient masks stop the loss from moving the reference's entries, not the optimiser:
     # weight decay (Adam's, AdamW's) shrinks whole tensors. The training plan puts the entries
     # outside each mask back after every step (PARTLY_TRAINABLE).

@@ -221,9 +221,10 @@ class QueryMappingMixin(ArchesMixin):
         The query is registered with the reference's setup; new condition (batch, covariate)
         categories are added. The query model starts from the reference's weights, all frozen
         except the weights of the new categories' one-hot columns (and, for a per-batch
-        dispersion, the new batches' dispersions); BatchNorm keeps the reference's statistics.
-        Training the query model then trains on the query alone and leaves the reference's
-        mapping of its own conditions unchanged. A query model saved and loaded again keeps
+        dispersion, the new batches' dispersions; for a latent library, its encoder whole, as
+        in scVI); BatchNorm keeps the reference's statistics. Training the query model then
+        trains on the query alone and leaves the reference's mapping of its own conditions
+        (its z) unchanged. A query model saved and loaded again keeps
         the same frozen weights.
 
         Only those columns learn, so the query's labels, where it has some, do not change the

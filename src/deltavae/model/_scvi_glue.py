@@ -239,7 +239,8 @@ _FIXED_NETWORKS = (
 )
 _FIXED_QUERY = (
     "what a query model learns is fixed here: the weights of the new categories' columns "
-    "(and their dispersions), every other weight frozen, BatchNorm's statistics kept"
+    "(their dispersions, a latent library's encoder), every other weight frozen, BatchNorm's "
+    "statistics kept"
 )
 _QUERY_FREEZING = (
     "unfrozen",
