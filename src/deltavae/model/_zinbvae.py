@@ -77,7 +77,7 @@ class ZINBVAE(
         latent library size with a per-batch log-normal prior.
     encode_covariates
         Give the batch and categorical covariates to the encoder too (they always reach the
-        decoder).
+        decoder); scVI's default is ``False``.
 
     Examples
     --------
