@@ -371,6 +371,18 @@ def test_a_zinbvae_query_of_other_depth_learns_its_latent_library():
     assert abs(np.log(q.get_latent_library_size()).mean() - observed) < 0.5
 
 
+def test_a_query_without_the_size_factors_is_asked_for_them(counts_adata):
+    # The advice was a category, query.obs['sf'] = 'query_batch', "a new size_factor".
+    counts_adata.obs["sf"] = 1.0
+    dv.model.ZINBVAE.setup_anndata(counts_adata, size_factor_key="sf")
+    vae = dv.model.ZINBVAE(counts_adata, n_latent=3, n_hidden=16)
+    vae.train(max_epochs=1, **FAST)
+    query = counts_adata.copy()
+    del query.obs["sf"]
+    with pytest.raises(KeyError, match="add each query cell's size factor"):
+        dv.model.ZINBVAE.load_query_data(query, vae)
+
+
 def test_a_cgmdvae_without_conditions_shifts_z_by_default():
     """The default was 'translate', refused for want of a condition covariate."""
     adata = dv.datasets.synthetic_counts(

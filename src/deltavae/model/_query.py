@@ -111,6 +111,11 @@ def _check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: st
     for arg in _QUERY_KEY_ARGS:
         value = setup_args.get(arg)
         for key in [value] if isinstance(value, str) else list(value or []):
+            if key not in adata.obs and arg == "size_factor_key":
+                raise KeyError(
+                    f"The query's obs lacks {key!r}, the reference's size_factor_key: add each "
+                    "query cell's size factor, computed as the reference's were."
+                )
             if key not in adata.obs:
                 raise KeyError(
                     f"The query's obs lacks {key!r}, the reference's {arg}. It is not filled in "
