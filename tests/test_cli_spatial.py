@@ -140,6 +140,9 @@ def test_a_reference_with_its_counts_in_a_layer(files, tmp_path, capsys):
     assert _fit(spots_path, tmp_path / "a.h5ad", *options) == 2
     err = capsys.readouterr().err
     assert "--reference-layer 'counts'" in err and "reference_layer" not in err
+    # A --reference-layer the reference lacks is named as the reference's, not the spots'.
+    assert _fit(spots_path, tmp_path / "c.h5ad", *options, "--reference-layer", "raw") == 2
+    assert "layer 'raw' is not in reference.layers" in capsys.readouterr().err
     assert _fit(spots_path, tmp_path / "b.h5ad", *options, "--reference-layer", "counts") == 0
     assert "proportions" in ad.read_h5ad(tmp_path / "b.h5ad").obsm
 

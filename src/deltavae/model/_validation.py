@@ -71,14 +71,14 @@ def chunk_rows(X) -> int:
     return int(np.clip(_CHUNK_BYTES // max(1, X.shape[1] * itemsize), 256, _CHUNK))
 
 
-def _matrix(adata: AnnData, layer: str | None):
+def _matrix(adata: AnnData, layer: str | None, name: str = "adata"):
     if layer is None:
         if adata.X is None:
-            raise ValueError("adata.X is empty (None); pass the layer that holds the data.")
+            raise ValueError(f"{name}.X is empty (None); pass the layer that holds the data.")
         return adata.X
     if layer not in adata.layers:
         raise KeyError(
-            f"layer {layer!r} is not in adata.layers; available layers: {list(adata.layers)}."
+            f"layer {layer!r} is not in {name}.layers; available layers: {list(adata.layers)}."
         )
     return adata.layers[layer]
 
@@ -147,7 +147,7 @@ def check_data(
         )
     if adata.n_vars < 1:
         raise ValueError("adata has no variables (genes).")
-    X = _matrix(adata, layer)
+    X = _matrix(adata, layer, name)
     if is_dense_zarr(X):  # a dense layer (or X) of read_lazy's zarr store
         store = getattr(getattr(X, "store", None), "root", "store.zarr")
         raise ValueError(
