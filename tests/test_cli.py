@@ -580,6 +580,16 @@ def test_fit_refuses_an_unlabelled_category_without_labels(synthetic_h5ad, tmp_p
         dv.model.CGMDVAE.setup_anndata(adata, unlabeled_category="Unknown")
 
 
+def test_missing_labels_error_names_the_flag(tmp_path, capsys):
+    adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=0)
+    adata.obs["ct"] = adata.obs["cluster"].astype(object).where(np.arange(50) % 2 == 0)
+    adata.write_h5ad(tmp_path / "nan.h5ad")
+    argv = ["fit", str(tmp_path / "nan.h5ad"), "--model", "cgmdvae", "--labels-key", "ct"]
+    assert main([*argv, "--out", str(tmp_path / "x.h5ad")]) == 2
+    err = capsys.readouterr().err
+    assert "missing values (NaN)" in err and "unless --unlabeled-category names" in err
+
+
 def test_fit_saves_the_model_for_python(synthetic_h5ad, tmp_path, capsys):
     out, folder = tmp_path / "z.h5ad", tmp_path / "model"
     argv = ["fit", str(synthetic_h5ad), "--model", "zinbvae", "--layer", "counts"]

@@ -40,6 +40,7 @@ _FLAGS = (
     (r"\bn_clusters=(\d+)", r"--n-clusters \1"),
     (r"\bunlabeled_category=('[^']*') to setup_anndata", r"--unlabeled-category \1"),
     (r"\bunlabeled_category=('[^']*')", r"--unlabeled-category \1"),
+    (r"\bunlabeled_category\b", "--unlabeled-category"),
     (r"\breference_layer=('[^']*')", r"--reference-layer \1"),
     (r"(?<![\w.])layer=('[^']*')", r"--layer \1"),
     (r"\bCGMDVAE\(\.\.\., likelihood='(\w+)'\)", r"--model cgmdvae --likelihood \1"),
@@ -75,6 +76,8 @@ def _as_flags(note: str) -> str:
     'If they hold fewer, --n-clusters 4 fits them.'
     >>> _as_flags("pass unlabeled_category='unknown' to setup_anndata.")
     "pass --unlabeled-category 'unknown'."
+    >>> _as_flags("'Unknown' unless unlabeled_category names another")
+    "'Unknown' unless --unlabeled-category names another"
     >>> _as_flags("Cytometry fits CGMDVAE(..., likelihood='normal').")
     'Cytometry fits --model cgmdvae --likelihood normal.'
     >>> _as_flags("Pass the layer with the raw counts, e.g. reference_layer='counts'.")
