@@ -519,6 +519,12 @@ def test_fit_report_carries_the_models_warnings(tmp_path, capsys):
     assert "warning: Training ran" in out.out and "too few to converge" in out.out
     assert "pass --epochs above this run's 2" in out.out and "max_epochs" not in out.out
     assert "NotConvergedWarning" not in out.err
+    # One epoch ends in the warm-up; the CLI has no warm-up argument to shorten.
+    argv = ["fit", str(tmp_path / "c.h5ad"), "--model", "zinbvae", "--epochs", "1"]
+    assert main([*argv, "--no-plots", "--out", str(tmp_path / "one.h5ad")]) == 0
+    printed = capsys.readouterr().out
+    assert "ended during the KL warm-up" in printed and "Train longer (--epochs)." in printed
+    assert "n_epochs_kl_warmup" not in printed
 
 
 def test_fit_names_the_unlabelled_category(tmp_path, capsys):

@@ -57,6 +57,8 @@ _FLAGS = (
     (r"\(lr=([^)]+)\)", r"(--lr \1)"),
     (r"with the default rate first", "without --lr first"),
     (r"\baccelerator='(\w+)'", r"--accelerator \1"),
+    # The CLI sets no warm-up: it is a share of the epochs, so more epochs lengthen both.
+    (r"Train longer than n_epochs_kl_warmup, or shorten the warm-up", "Train longer (--epochs)"),
     (
         r"raise early_stopping_patience \(scvi-tools' default is 45\) or train without "
         r"early stopping",
@@ -72,6 +74,8 @@ def _as_flags(note: str) -> str:
     --------
     >>> _as_flags("pass a max_epochs above this run's 5, with early_stopping=True to stop")
     "pass --epochs above this run's 5, with --early-stopping to stop"
+    >>> _as_flags("Train longer than n_epochs_kl_warmup, or shorten the warm-up.")
+    'Train longer (--epochs).'
     >>> _as_flags("If they hold fewer, n_clusters=4 fits them.")
     'If they hold fewer, --n-clusters 4 fits them.'
     >>> _as_flags("pass unlabeled_category='unknown' to setup_anndata.")
