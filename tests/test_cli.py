@@ -612,6 +612,10 @@ def test_fit_saves_the_model_for_python(synthetic_h5ad, tmp_path, capsys):
         main([*argv[:-4], "--out", str(tmp_path / "again.h5ad"), "--save-model", str(folder)]) == 2
     )
     assert "--save-model" in capsys.readouterr().err and not (tmp_path / "again.h5ad").exists()
+    # Not inside --out, which the finished run replaces (the model was removed with it).
+    inside = ["--out", str(tmp_path / "in.h5ad"), "--save-model", str(tmp_path / "in.h5ad" / "m")]
+    assert main([*argv[:-4], *inside]) == 2
+    assert "lies inside the input or --out" in capsys.readouterr().err
 
 
 def test_fit_real_values_with_the_normal_likelihood(tmp_path, capsys):

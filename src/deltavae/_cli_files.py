@@ -127,6 +127,12 @@ def check_model_dir(folder: Path, path: Path, out: Path, overwrite: bool) -> Non
         raise InputError(f"--save-model {str(folder)!r} is a file; give a folder path.")
     if _same_path(folder, path) or _same_path(folder, out):
         raise InputError(f"--save-model {str(folder)!r} is the input or --out; give a new folder.")
+    # Inside a zarr store: the input would change, and --out is replaced when the run ends.
+    if any(folder.resolve().is_relative_to(p.resolve()) for p in (path, out)):
+        raise InputError(
+            f"--save-model {str(folder)!r} lies inside the input or --out; give a folder "
+            "outside them."
+        )
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise InputError(
             f"--save-model {str(folder)!r} exists; pass --overwrite to replace it, or choose a "
