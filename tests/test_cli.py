@@ -293,6 +293,26 @@ def test_fit_logs_no_noise(cgmdvae_fit, tmp_path):
     assert not [m for m in records.messages if "already downloaded" in m]
 
 
+def test_no_gpu_rank_line_during_a_command(monkeypatch):
+    """On a GPU every fit logs 'LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]' on stderr."""
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    from deltavae._cli_commands import _no_device_banner
+
+    cuda_logger = logging.getLogger("lightning.pytorch.accelerators.cuda")
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # set_nvidia_flags sets it
+    records = _Records()
+    cuda_logger.addHandler(records)
+    try:
+        with _no_device_banner():
+            CUDAAccelerator.set_nvidia_flags(0)
+        assert records.messages == []
+        CUDAAccelerator.set_nvidia_flags(0)  # from Python the line stays
+        assert records.messages[0].startswith("LOCAL_RANK: 0")
+    finally:
+        cuda_logger.removeHandler(records)
+
+
 def test_help_shows_every_default():
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices

@@ -81,14 +81,20 @@ def _model_notes(notes: list[str]):
         warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
 
 
+#: Where Lightning logs the GPUs a fit sees, at every fit on a GPU.
+CUDA_LOGGER = "lightning.pytorch.accelerators.cuda"
+
+
 @contextlib.contextmanager
 def _no_device_banner():
-    """Lightning's "GPU available: ..." line on stderr: the command's own line says where
-    the model trains, and stderr keeps to one line for an error."""
+    """Lightning's "GPU available: ..." line on stderr, and on a GPU its "LOCAL_RANK: 0 -
+    CUDA_VISIBLE_DEVICES: [0]": the command's own line says where the model trains, and
+    stderr keeps to one line for an error."""
     from deltavae._logging import QUIET_MESSAGES, DropMessages
 
-    banner = DropMessages(("GPU available:",))
-    loggers = [logging.getLogger(name) for name in QUIET_MESSAGES if "rank_zero" in name]
+    banner = DropMessages(("GPU available:", "LOCAL_RANK:"))
+    names = [name for name in QUIET_MESSAGES if "rank_zero" in name]
+    loggers = [logging.getLogger(name) for name in [*names, CUDA_LOGGER]]
     for logger in loggers:
         logger.addFilter(banner)
     try:
