@@ -294,7 +294,9 @@ def test_fit_logs_no_noise(cgmdvae_fit, tmp_path):
 
 
 def test_no_gpu_rank_line_during_a_command(monkeypatch):
-    """On a GPU every fit logs 'LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]' on stderr."""
+    """On a GPU every fit logs 'LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]' on stderr, and on
+    an Ampere or later GPU the advice to set torch's matmul precision, which no flag sets."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_info
     from lightning.pytorch.accelerators import CUDAAccelerator
 
     from deltavae._cli_commands import _no_device_banner
@@ -311,6 +313,13 @@ def test_no_gpu_rank_line_during_a_command(monkeypatch):
         assert records.messages[0].startswith("LOCAL_RANK: 0")
     finally:
         cuda_logger.removeHandler(records)
+    advice = "You are using a CUDA device ('H200') that has Tensor Cores. To properly utilize"
+    with _Records() as seen:
+        with _no_device_banner():
+            rank_zero_info(advice)
+        assert seen.messages == []
+        rank_zero_info(advice)
+        assert seen.messages == [advice]
 
 
 def test_help_shows_every_default():

@@ -88,11 +88,12 @@ CUDA_LOGGER = "lightning.pytorch.accelerators.cuda"
 @contextlib.contextmanager
 def _no_device_banner():
     """Lightning's "GPU available: ..." line on stderr, and on a GPU its "LOCAL_RANK: 0 -
-    CUDA_VISIBLE_DEVICES: [0]": the command's own line says where the model trains, and
-    stderr keeps to one line for an error."""
+    CUDA_VISIBLE_DEVICES: [0]" and its advice to set torch's matmul precision, which no flag
+    does: the command's own line says where the model trains, and stderr keeps to one line
+    for an error."""
     from deltavae._logging import QUIET_MESSAGES, DropMessages
 
-    banner = DropMessages(("GPU available:", "LOCAL_RANK:"))
+    banner = DropMessages(("GPU available:", "LOCAL_RANK:", "that has Tensor Cores"))
     names = [name for name in QUIET_MESSAGES if "rank_zero" in name]
     loggers = [logging.getLogger(name) for name in [*names, CUDA_LOGGER]]
     for logger in loggers:
