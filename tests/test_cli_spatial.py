@@ -107,6 +107,7 @@ def test_imputer_from_the_shell(files, tmp_path, capsys):
     [
         (["--model", "nmfdeconv"], "needs a labelled single-cell reference: --reference"),
         (["--model", "nmfdeconv", "--reference", "absent.h5ad"], "does not exist"),
+        (["--model", "imputer", "--reference", "{folder}"], "is a folder (a zarr store?)"),
         (["--model", "zinbvae", "--reference", "{ref}"], "does not take --reference"),
         (["--model", "nmfdeconv", "--reference", "{ref}", "--n-latent", "3"], "--n-latent"),
         (["--model", "archetypes", "--batch-key", "b"], "does not take --batch-key"),
@@ -121,6 +122,7 @@ def test_imputer_from_the_shell(files, tmp_path, capsys):
 def test_spatial_input_errors_are_clear(files, tmp_path, capsys, options, message):
     spots_path, ref_path, _ = files
     options = [o.replace("{ref}", str(ref_path)) for o in options]
+    options = [o.replace("{folder}", str(tmp_path)) for o in options]
     out = tmp_path / "never.h5ad"
     assert _fit(spots_path, out, *options) == 2
     err = capsys.readouterr().err

@@ -61,6 +61,11 @@ def check_model_inputs(args: argparse.Namespace) -> None:
         raise InputError(
             f"--model {args.model} does not take --reference (only {', '.join(REFERENCE_MODELS)})."
         )
+    if needs and Path(args.reference).is_dir():
+        raise InputError(
+            f"--reference {str(args.reference)!r} is a folder (a zarr store?); the reference is "
+            "read from an .h5ad file: anndata.read_zarr(path).write_h5ad('reference.h5ad')."
+        )
     if needs and not Path(args.reference).is_file():
         raise InputError(f"--reference {str(args.reference)!r} does not exist or is not a file.")
     if getattr(args, "early_stopping", False) and args.model in NO_VALIDATION:
