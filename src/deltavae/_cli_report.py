@@ -45,6 +45,8 @@ _FLAGS = (
     (r"(?<![\w.])layer=('[^']*')", r"--layer \1"),
     (r"\bCGMDVAE\(\.\.\., likelihood='(\w+)'\)", r"--model cgmdvae --likelihood \1"),
     (r"\b(batch|condition|labels)_key=", r"--\1-key "),
+    (r"\b(batch|condition|labels)_key\b", r"--\1-key"),
+    (r"\bn_clusters\b", "--n-clusters"),
     (r"\bn_archetypes=", "--n-archetypes "),
     (r"\bn_archetypes\b", "--n-archetypes"),
     (r"settings\.batch_size or batch_size in model\.train", "--batch-size"),
@@ -88,6 +90,8 @@ def _as_flags(note: str) -> str:
     "Pass the layer with the raw counts, e.g. --reference-layer 'counts'."
     >>> _as_flags("batch_key='nope' is not a column of adata.obs")
     "--batch-key 'nope' is not a column of adata.obs"
+    >>> _as_flags("condition_key 'one' holds one value; n_clusters must be at least 2")
+    "--condition-key 'one' holds one value; --n-clusters must be at least 2"
     >>> _as_flags("n_archetypes=500 is larger than the spots")
     '--n-archetypes 500 is larger than the spots'
     >>> _as_flags("a lower learning rate, e.g. train(lr=0.0001) (this run used lr=0.001).")
