@@ -172,6 +172,15 @@ def test_fit_cgmdvae_writes_clusters(cgmdvae_fit, counts_h5ad, tmp_path, capsys)
     assert "does not take --condition-key; it takes --batch-key" in capsys.readouterr().err
 
 
+def test_one_column_as_labels_and_condition_is_plotted_once(counts_h5ad, tmp_path, capsys):
+    """The plots' AnnData held the column twice, and scanpy crashed after training."""
+    path, _ = counts_h5ad
+    argv = ["fit", str(path), "--model", "cgmdvae", "--labels-key", "condition"]
+    argv += ["--condition-key", "condition", "--epochs", "1", "--out", str(tmp_path / "o.h5ad")]
+    assert main(argv) == 0
+    assert "umap_condition.png, umap_cgmdvae_cluster.png" in capsys.readouterr().out
+
+
 def test_fit_missing_batch_key_is_a_clean_error(counts_h5ad, tmp_path, capsys):
     path, _ = counts_h5ad
     out = tmp_path / "never.h5ad"

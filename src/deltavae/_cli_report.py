@@ -317,7 +317,9 @@ def _fit_plots(
     # results file keeps the input plus the model's results only, and backed data stay on disk.
     rep = next(key.split("/", 1)[1] for key in keys if key.startswith("obsm/"))
     clusters = [CLUSTERS[args.model][0]] if args.model in CLUSTERS else []
-    others = [k for k in (args.labels_key, args.condition_key, args.batch_key) if k is not None]
+    # One column can be given twice (--labels-key and --condition-key): drawn once.
+    given = (args.labels_key, args.condition_key, args.batch_key)
+    others = list(dict.fromkeys(k for k in given if k is not None))
     view = ad.AnnData(obs=results.obs[[*clusters, *others]].copy())
     view.obsm[rep] = np.asarray(results.obsm[rep])
     for key in others:
