@@ -66,6 +66,9 @@ _FLAGS = (
         r"early stopping",
         "run without --early-stopping",
     ),
+    # Last: the bare names the patterns above leave.
+    (r"\bbatch_size=(\d+)", r"--batch-size \1"),
+    (r"\b(batch|train)_size\b", r"--\1-size"),
 )
 
 
@@ -92,6 +95,8 @@ def _as_flags(note: str) -> str:
     "--batch-key 'nope' is not a column of adata.obs"
     >>> _as_flags("condition_key 'one' holds one value; n_clusters must be at least 2")
     "--condition-key 'one' holds one value; --n-clusters must be at least 2"
+    >>> _as_flags("got batch_size=1. Use batch_size >= 2 or a larger train_size (now 0.5)")
+    'got --batch-size 1. Use --batch-size >= 2 or a larger --train-size (now 0.5)'
     >>> _as_flags("n_archetypes=500 is larger than the spots")
     '--n-archetypes 500 is larger than the spots'
     >>> _as_flags("a lower learning rate, e.g. train(lr=0.0001) (this run used lr=0.001).")
