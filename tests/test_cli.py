@@ -705,3 +705,25 @@ def test_main_from_python_leaves_the_session_as_found(synthetic_h5ad, tmp_path, 
     assert scvi.settings.seed == 42 and torch.backends.cudnn.benchmark is True
     assert os.environ["PL_GLOBAL_SEED"] == "42"
     np.testing.assert_array_equal(np.random.rand(3), expected)  # noqa: NPY002
+
+
+def test_the_report_names_the_epoch_whose_parameters_were_kept():
+    """With restore_best the model keeps an earlier epoch's parameters; the report gave only
+    the last epoch's ELBO as "final"."""
+    import pandas as pd
+
+    from deltavae._cli_report import _elbo_report
+
+    def frame(name, values):
+        return pd.DataFrame({name: values}, index=pd.RangeIndex(len(values), name="epoch"))
+
+    history = {
+        "elbo_train": frame("elbo_train", [9.0, 7.0, 6.0, 5.5]),
+        "elbo_validation": frame("elbo_validation", [9.5, 7.5, 6.5, 6.9]),
+    }
+    lines = _elbo_report(SimpleNamespace(history=history, best_epoch_=2))
+    assert lines[-1] == (
+        "parameters kept: epoch 2's, the best validation ELBO (training 6.00, validation 6.50)"
+    )
+    assert len(_elbo_report(SimpleNamespace(history=history, best_epoch_=3))) == 2
+    assert len(_elbo_report(SimpleNamespace(history=history, best_epoch_=None))) == 2

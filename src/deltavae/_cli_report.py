@@ -123,11 +123,20 @@ def _elbo_report(model, unit: str = "cells") -> list[str]:
         return ["final ELBO: no training history recorded"]
     epochs = len(history["elbo_train"])
     valid = f"not computed (no validation {unit})" if validation is None else f"{validation:.2f}"
-    return [
+    lines = [
         f"epochs trained: {epochs}",
         f"final negative ELBO per {unit[:-1]} (lower is better): training {train:.2f}, "
         f"validation {valid}",
     ]
+    best = getattr(model, "best_epoch_", None)
+    if best is not None and best != history["elbo_train"].index[-1]:
+        # The model keeps the restored epoch's parameters, not the last epoch's.
+        at = {k: history[k].iloc[:, 0].get(best) for k in ("elbo_train", "elbo_validation")}
+        lines.append(
+            f"parameters kept: epoch {best}'s, the best validation ELBO (training "
+            f"{at['elbo_train']:.2f}, validation {at['elbo_validation']:.2f})"
+        )
+    return lines
 
 
 def _mixing(fractions: pd.DataFrame, weights: np.ndarray) -> float:
