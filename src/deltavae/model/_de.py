@@ -16,7 +16,7 @@ from scvi.model.base import RNASeqMixin
 from ._genes import identifier_advice
 from ._labels import _label_state, seen_categories
 from ._matrices import with_column
-from ._scvi_glue import refuse_integer_mask
+from ._scvi_glue import check_indices
 from ._validation import SCVI_STAND_IN_BATCH
 
 #: Cells x genes from which scvi-tools' importance-weighted DE takes minutes on a CPU.
@@ -245,7 +245,6 @@ def check_de_groups(
     adata = model.adata if given.get("adata") is None else given.get("adata")
     for arg in ("idx1", "idx2"):
         if given.get(arg) is not None and not isinstance(given[arg], str):
-            refuse_integer_mask(given[arg], adata.n_obs, arg)
             rows = _cell_positions(adata, given[arg], arg)
             if rows is not given[arg]:
                 args, kwargs = _set_argument(differential_expression, args, kwargs, arg, rows)
@@ -374,27 +373,13 @@ def model_has_conditions(model) -> bool:
 
 def _cell_positions(adata, idx, arg: str):
     """``idx1``/``idx2`` as scvi-tools reads them: cell names (``adata.obs_names[mask]``) as
-    their positions; a mask of the wrong length, or values neither positions nor names,
-    refused naming what they are (scvi-tools failed with a bare numpy IndexError)."""
+    their positions; a mask or positions checked as every read-out's ``indices`` are
+    (:func:`~deltavae.model._scvi_glue.check_indices`; scvi-tools failed with a bare numpy
+    IndexError)."""
     values = np.asarray(idx)
-    if values.ndim != 1:
-        raise ValueError(f"{arg} must be one-dimensional (a mask, positions or cell names).")
-    if values.dtype == bool:
-        if len(values) != adata.n_obs:
-            raise ValueError(
-                f"{arg} is a mask of {len(values)} values for {adata.n_obs} cells; build it "
-                "from the same AnnData, e.g. adata.obs[...] == ..."
-            )
+    if values.ndim != 1 or values.dtype.kind not in "OUS":
+        check_indices(idx, adata.n_obs, arg)
         return idx
-    if values.dtype.kind in "iu":
-        if len(values) and not (-adata.n_obs <= values.min() and values.max() < adata.n_obs):
-            raise ValueError(f"{arg} holds positions outside the {adata.n_obs} cells.")
-        return idx
-    if values.dtype.kind not in "OUS":
-        raise ValueError(
-            f"{arg} holds {values.dtype} values: pass a boolean mask, integer positions or "
-            "cell names."
-        )
     if not adata.obs_names.is_unique:
         raise ValueError(f"{arg} names cells, but adata.obs_names repeat; pass a boolean mask.")
     rows = adata.obs_names.get_indexer(values.astype(str))

@@ -280,8 +280,9 @@ _INSTEAD = {
 }
 
 
-def check_indices(indices, n_obs: int) -> None:
-    """Refuse, naming the fix, an ``indices=`` that scvi-tools would misread or crash on.
+def check_indices(indices, n_obs: int, name: str = "indices") -> None:
+    """Refuse, naming the fix, an ``indices=`` (or the argument ``name``, e.g. DE's ``idx1``)
+    that scvi-tools would misread or crash on.
 
     scvi-tools reads a boolean mask as the positions of its True entries, so a mask of another
     AnnData (another length) selected other cells without a word; cell names, slices, the
@@ -303,31 +304,31 @@ def check_indices(indices, n_obs: int) -> None:
             tuple: " (np.where returns a tuple: pass np.where(mask)[0], or the mask)",
             slice: f" (a slice: np.arange({n_obs})[...])",
         }.get(type(indices), "")
-        raise TypeError(f"indices got a {type(indices).__name__}{hint}; {fix}.")
+        raise TypeError(f"{name} got a {type(indices).__name__}{hint}; {fix}.")
     values = np.asarray(indices)
     if values.ndim != 1:
-        raise ValueError(f"indices must be one-dimensional; got shape {values.shape}. {fix}.")
-    refuse_integer_mask(values, n_obs, "indices")
+        raise ValueError(f"{name} must be one-dimensional; got shape {values.shape}. {fix}.")
+    refuse_integer_mask(values, n_obs, name)
     if values.dtype == bool:
         if len(values) != n_obs:
             raise ValueError(
-                f"indices is a boolean mask of {len(values)} entries, but the AnnData has "
+                f"{name} is a boolean mask of {len(values)} entries, but the AnnData has "
                 f"{n_obs} cells: a mask of another AnnData (or of a subset) selects other "
                 "cells. Build the mask on the AnnData read (e.g. adata.obs[...] == ...)."
             )
         values = np.flatnonzero(values)
     elif values.size and values.dtype.kind in "OUS":
         raise TypeError(
-            f"indices holds names such as {str(values[0])!r}; {fix} (the positions of cell "
+            f"{name} holds names such as {str(values[0])!r}; {fix} (the positions of cell "
             "names: adata.obs_names.get_indexer(names))."
         )
     elif values.size and values.dtype.kind not in "iu":
-        raise TypeError(f"indices holds {values.dtype} values such as {values[0]}; {fix}.")
+        raise TypeError(f"{name} holds {values.dtype} values such as {values[0]}; {fix}.")
     if len(values) == 0:
-        raise ValueError("indices selects no cell; pass at least one (or None for all).")
+        raise ValueError(f"{name} selects no cell; pass at least one (or None for all).")
     if values.max() >= n_obs or values.min() < -n_obs:
         raise ValueError(
-            f"indices reach cell {int(values.max() if values.max() >= n_obs else values.min())}"
+            f"{name} reach cell {int(values.max() if values.max() >= n_obs else values.min())}"
             f", but the AnnData has {n_obs} cells: pass positions within it (or None for all)."
         )
 
