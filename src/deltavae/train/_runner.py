@@ -77,11 +77,10 @@ class DeltaTrainRunner(TrainRunner):
             # A further run: scvi-tools numbers its rows on from each frame's length, which
             # gives validation rows (check_val_every_n_epoch > 1) the wrong epochs, and drops
             # the keys the earlier runs lacked. Every row keeps its epoch, counted on from the
-            # epochs trained before this run.
-            offset = getattr(self, "_epochs_before", None)
-            offset = self._epochs_done() if offset is None else offset
+            # epochs trained before this run (set before the fit, whose end or failure is
+            # the only caller).
             for key, frame in (_safe_load_logger_history(self.trainer) or {}).items():
-                frame = frame.set_axis(frame.index + offset)
+                frame = frame.set_axis(frame.index + self._epochs_before)
                 if key in model.history_:
                     frame = pd.concat([model.history_[key], frame])
                 model.history_[key] = frame
