@@ -312,8 +312,11 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         n_train = math.ceil(train_size * self.adata.n_obs)
         if distributed:  # each process's share has its own last minibatch
             n_train = cells_per_process(n_train, device)
+        # First epoch that may be kept or stop the run (after CGMDVAE's mixture start).
+        first = self._first_restorable_epoch(trainer_kwargs.get("callbacks") or [])
         if early_stopping:
-            early_stopping_floor(max_epochs, plan_kwargs, trainer_kwargs, n_train, batch_size)
+            steps = math.ceil(n_train / batch_size)  # per epoch, for a warm-up by steps
+            early_stopping_floor(max_epochs, plan_kwargs, trainer_kwargs, steps, first)
         if n_train % batch_size == 1:
             loader["drop_last"] = True  # one cell left over: BatchNorm cannot train on it alone
         if loader:
@@ -323,10 +326,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
             }
         trainer_kwargs["callbacks"], best = list(trainer_kwargs.get("callbacks") or []), None
         if restore_best and validates:  # "auto": only where there are validation cells
-            best = RestoreBestValidation(
-                self._first_restorable_epoch(trainer_kwargs.get("callbacks") or []),
-                plan_kwargs.get("max_kl_weight", 1.0),
-            )
+            best = RestoreBestValidation(first, plan_kwargs.get("max_kl_weight", 1.0))
             trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), best]
         self.module.clear_own_params()
         if not self.is_query_model:

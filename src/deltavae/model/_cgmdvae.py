@@ -365,18 +365,12 @@ class CGMDVAE(
             mixture_init_epoch = None if trained else max(1, max_epochs // 4)
         else:
             check_start_epoch(mixture_init_epoch, max_epochs)
-        if n_epochs_kl_warmup == "auto":  # resolved here: early stopping below needs it
-            n_epochs_kl_warmup = self._auto_warmup(max_epochs, kwargs.get("plan_kwargs") or {})
         callbacks = list(kwargs.pop("callbacks", None) or [])
         started = mixture_init_epoch is not None and mixture_init_epoch < max_epochs
         if started:
             callbacks.append(
                 self._mixture_start(mixture_init_epoch, mixture_init, kwargs.get("train_size"))
             )
-            if kwargs.get("early_stopping"):  # not before the start and a patience after it
-                patience = kwargs.get("early_stopping_patience", 45)
-                first = max(n_epochs_kl_warmup or 0, mixture_init_epoch + 1) + patience
-                kwargs.setdefault("min_epochs", min(max_epochs, first))
         refit_mixture = self._resolve_refit(check_flag(refit_mixture, "refit_mixture"), started)
         if "_train_record" in self.__dict__:  # train_args_ keeps what "auto" came to
             self._train_record["refit_mixture"] = refit_mixture
