@@ -198,8 +198,9 @@ def history(
     if log:
         _log_y_axis(ax, [frames[key] for key in present])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if np.unique(np.concatenate(drawn)).size == 1:  # else ticks at -0.04, -0.02, ... 0.04
-        ax.set_xticks(np.unique(np.concatenate(drawn)))
+    epochs_drawn = np.unique(np.concatenate(drawn))
+    if epochs_drawn.size == 1:  # else ticks at -0.04, -0.02, ... 0.04
+        ax.set_xticks(epochs_drawn)
     ax.set_xlabel("epoch")
     ax.set_ylabel(_history_unit(model, present))
     ax.set_title("Training history")
