@@ -251,7 +251,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
         ref_genes = pd.Index(reference.var_names.astype(str))
         # Genes without reference counts: no state explains them (they skewed the proportions).
-        counted = np.asarray(layer_matrix(reference, reference_layer).sum(axis=0)).ravel() > 0
+        counts = layer_matrix(reference, reference_layer)
+        counted = np.asarray(counts.sum(axis=0)).ravel() > 0
         shared = ref_genes[ref_genes.isin(spatial.var_names.astype(str)) & counted]
         if len(shared) < min_shared_genes:
             raise ValueError(
@@ -271,7 +272,6 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
                 "(and so the imputed genes) may be poorly determined."
             )
         logger.info("%d shared genes with reference counts", len(shared))
-        counts = layer_matrix(reference, reference_layer)
         cells = None  # the single cells: the latent design's rows, or the neighbours
         if design == "latent" or profiles == "neighbours":
             cells = pd.DataFrame(
