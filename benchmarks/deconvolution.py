@@ -248,9 +248,14 @@ def part_real(args) -> None:
     arch.write_to_adata(mob)
     dv.pl.spatial_proportions(mob, "archetype_weights", save=out / "mob_archetypes.png")
     dv.pl.archetype_elbow(mob, save=out / "mob_archetype_elbow.png")
-    layer = mob.obs["layer"].astype(str)
+    # Spots without a layer annotation are counted apart, not as a layer named "nan".
+    layer = mob.obs["layer"].astype("category")
     table = pd.crosstab(mob.obs["archetype_dominant"], layer)
-    print(f"- MOB archetypes: {out / 'mob_archetypes.png'}; dominant archetype x layer:\n")
+    unannotated = int(layer.isna().sum())
+    print(
+        f"- MOB archetypes: {out / 'mob_archetypes.png'}; dominant archetype x layer "
+        f"({unannotated} spots without a layer left out):\n"
+    )
     print(table.to_string())
 
 

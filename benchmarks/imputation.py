@@ -280,11 +280,21 @@ def main() -> None:
     folds = f"{args.folds} folds"
     if args.only_folds is not None:
         folds = f"folds {args.only_folds} of {folds}"
+    settings = {
+        "deltavae": f"SpatialImputer {args.epochs} epochs",
+        "knn": f"kNN k={args.knn_k}",
+        "gimvi": f"GIMVI {args.gimvi_epochs} epochs",
+        "tangram": f"Tangram {args.tangram_epochs} epochs",
+    }
+    settings = ", ".join(
+        text
+        for method, text in settings.items()
+        if any(m.split("-")[0] == method for m in args.methods)
+    )
     print(
         f"\n### Held-out genes, {folds} (seed {args.seed}); medians over "
         "the scored genes (failures counted); "
-        f"SpatialImputer {args.epochs} epochs, GIMVI {args.gimvi_epochs}, Tangram "
-        f"{args.tangram_epochs}, kNN k={args.knn_k}\n"
+        f"{settings}\n"
     )
     print(
         markdown_table(
