@@ -115,7 +115,7 @@ def test_per_spot_inference_refuses_what_it_cannot_do(cells, split):
         dv.model.NMFDeconv(plain, n_components=3, inference="per_spot")
     with pytest.raises(ValueError, match="inference must be one of"):
         dv.model.NMFDeconv(plain, n_components=3, inference="both")
-    with pytest.raises(ValueError, match="must be finite and > 0; got nan, 0.5"):
+    with pytest.raises(ValueError, match="got prior_concentration=nan, technology_sd=0.5"):
         dv.model.NMFDeconv(plain, n_components=3, prior_concentration=float("nan"))
 
 

@@ -125,8 +125,7 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         if not (0 < prior_concentration < np.inf and 0 < technology_sd < np.inf):  # NaN too
             raise ValueError(
                 "prior_concentration and technology_sd must be finite and > 0; got "
-                f"{prior_concentration}, "
-                f"{technology_sd}."
+                f"prior_concentration={prior_concentration}, technology_sd={technology_sd}."
             )
         if inference not in INFERENCE:
             raise ValueError(f"inference must be one of {INFERENCE}; got {inference!r}.")
