@@ -963,3 +963,34 @@ def test_a_query_models_results_leave_scvi_tools_columns_out_of_the_query():
     # A column the user adds after mapping is there for the model's analyses.
     query.obs["leiden"] = query.obs["cluster"].astype(str)
     assert len(q.differential_expression(query, groupby="leiden")) > 0
+
+
+def test_nearest_response_takes_a_label_response_from_the_cells_given_the_label(monkeypatch):
+    """Semi-supervised: unlabelled cells predicted (wrongly) to carry a label held out under
+    the target made it look seen there, and its cells borrowed another type's response."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=240, n_genes=30, n_clusters=3, n_conditions=2, seed=4, condition_fold=3.0
+    )
+    cluster = adata.obs["cluster"].astype(str).to_numpy()
+    held, other = sorted(set(cluster))[:2]
+    stim = (adata.obs["condition"] == "stim").to_numpy()
+    train = adata[~((cluster == held) & stim)].copy()
+    label = train.obs["cluster"].astype(str).to_numpy()
+    label[(label == other) & (train.obs["condition"] == "stim").to_numpy()] = "Unknown"
+    train.obs["label"] = label
+    dv.model.CGMDVAE.setup_anndata(
+        train, condition_key="condition", labels_key="label", unlabeled_category="Unknown"
+    )
+    g = dv.model.CGMDVAE(train, **SMALL)
+    g.train(max_epochs=2, **FAST)
+    # Every unlabelled cell (the other type's stimulated cells) predicted as the held-out type.
+    mispredicted = np.where(label == "Unknown", g.label_names.index(held), 0)
+    monkeypatch.setattr(g, "predict_clusters", lambda *args, **kwargs: mispredicted)
+    ctrl = adata[(cluster == held) & ~stim].copy()
+    pred = g.predict_perturbation(ctrl, "stim", method="nearest_response")
+    assert held not in pred.uns["response_groups"] and other not in pred.uns["response_groups"]
+    # With no labelled stimulated cell, no group is seen under both: said, with the way out.
+    train.obs["label"] = np.where(train.obs["condition"] == "stim", "Unknown", train.obs["label"])
+    monkeypatch.setattr(g, "predict_clusters", lambda *args, **kwargs: np.zeros(train.n_obs, int))
+    with pytest.raises(ValueError, match="seen under both.*predicted labels, pass them as"):
+        g.predict_perturbation(ctrl, "stim", method="nearest_response")

@@ -78,7 +78,8 @@ class PerturbationMixin:
             obs column of groups, e.g. cell type (not for ``translate``). ``latent_shift``: average
             the condition means over the groups, each weighted equally, as scGen balances cell
             types, over groups seen under both conditions. ``nearest_response``: the groups whose
-            responses are transferred (default the model's labels or clusters).
+            responses are transferred (default the model's labels or clusters; a label's
+            response from the cells given it, see :func:`nearest_response`).
         batch_size
             Cells per minibatch.
         residual
@@ -265,7 +266,9 @@ def nearest_response(
     contrast
         The conditions and, in ``groups_key``, the obs column of the training AnnData
         holding the groups (``balance_key``); if None, the model's labels (``labels_key``)
-        where known and its predicted clusters elsewhere.
+        where given and its predicted clusters elsewhere, except that unlabelled cells
+        predicted to carry a label that cells are given count for no group: a cell type held
+        out under the target, whose other cells are labelled, stays unseen under it.
     batch_size
         Cells per minibatch.
     similarity
@@ -292,7 +295,7 @@ def nearest_response(
             f"likelihood is {model.module.likelihood!r}."
         )
     condition_key, source, target, train_conditions, groups_key = contrast
-    train = model.adata
+    train, counted = model.adata, None
     if groups_key is not None:
         groups = train.obs[groups_key].astype(str).to_numpy()
     elif not isinstance(model, ClustersMixin):
@@ -300,15 +303,22 @@ def nearest_response(
             f"{type(model).__name__} has no labels or clusters: pass balance_key, the obs "
             "column of the groups (e.g. cell type) whose responses are transferred."
         )
-    else:  # labels where known, the predicted cluster's name elsewhere
-        cluster_names = np.asarray(model.cluster_names, dtype=object)
-        groups = cluster_names[model.predict_clusters(train, batch_size=batch_size)]
-        if model.label_names:
-            labels = train.obs[model.registry_["setup_args"]["labels_key"]].astype(str)
-            known = labels.isin(model.label_names).to_numpy()
-            groups[known] = labels.to_numpy()[known]
+    else:
+        groups, counted = _label_groups(model, train, batch_size)
     is_src, is_tgt = train_conditions == source, train_conditions == target
-    names = groups_under_both(groups, is_src, is_tgt, source, target)
+    if counted is not None:  # unlabelled cells predicted into a label's cluster: none
+        is_src, is_tgt = is_src & counted, is_tgt & counted
+    try:
+        names = groups_under_both(groups, is_src, is_tgt, source, target)
+    except NoResponseError as err:
+        if counted is None or counted.all():
+            raise
+        raise NoResponseError(
+            f"{err} A label's response is taken from the cells given that label, not from "
+            "unlabelled cells predicted to carry it. To use predicted labels, pass them as "
+            "balance_key, an obs column of the training AnnData and of the cells to predict "
+            "(model.predict_labels() gives them)."
+        ) from None
     caller_obs = adata.obs  # the labels and columns as given, before validation
     adata = model._validate_anndata(adata)
     x_train, x_query = _additive_data(model, train), _additive_data(model, adata)
@@ -333,6 +343,24 @@ def nearest_response(
     out.uns["response_groups"] = list(names)
     describe_prediction(out, model, "nearest_response", target)
     return out
+
+
+def _label_groups(model, train: AnnData, batch_size) -> tuple[np.ndarray, np.ndarray]:
+    """The group of every training cell for :func:`nearest_response` without ``balance_key``,
+    and which cells count: a labelled cell's label; an unlabelled cell's predicted cluster
+    where no training cell carries that label (a ``novel_j`` cluster, a query model's
+    unlabelled cells), and no group where cells do. The prediction would let a cell type held
+    out under one condition seem seen under it through other types' cells mispredicted as it,
+    and borrow their response."""
+    cluster_names = np.asarray(model.cluster_names, dtype=object)
+    groups = cluster_names[model.predict_clusters(train, batch_size=batch_size)]
+    counted = np.ones(len(groups), dtype=bool)
+    if model.label_names:
+        labels = train.obs[model.registry_["setup_args"]["labels_key"]].astype(str).to_numpy()
+        known = np.isin(labels, model.label_names)
+        counted = known | ~np.isin(groups, labels[known])
+        groups[known] = labels[known]
+    return groups, counted
 
 
 def with_observed_responses(
