@@ -994,3 +994,27 @@ def test_nearest_response_takes_a_label_response_from_the_cells_given_the_label(
     monkeypatch.setattr(g, "predict_clusters", lambda *args, **kwargs: np.zeros(train.n_obs, int))
     with pytest.raises(ValueError, match="seen under both.*predicted labels, pass them as"):
         g.predict_perturbation(ctrl, "stim", method="nearest_response")
+
+
+def test_differential_abundance_reads_and_writes_the_adata_as_given(reference):
+    """scvi-tools read a query model's copy of its query (no column added after mapping:
+    KeyError) and wrote into it, or into a copy of cells with their genes reordered."""
+    model, query, _ = reference
+    query = query.copy()
+    q = dv.model.CGMDVAE.load_query_data(query, model)
+    q.train(max_epochs=1, **FAST)
+    query.obs["sample"] = np.where(np.arange(query.n_obs) % 2, "s1", "s2")  # after mapping
+    q.differential_abundance(sample_key="sample")
+    frame = query.obsm["da_log_probs"]
+    assert list(frame.columns) == ["s2", "s1"] and frame.index.equals(query.obs_names)
+    assert np.isfinite(frame.to_numpy()).all() and "da_log_probs" not in q.adata.obsm
+    cells = model.adata[:50, model.adata.var_names[::-1]].copy()
+    cells.obs["sample"] = "s1"
+    with pytest.warns(UserWarning, match="another order"):
+        model.differential_abundance(cells, sample_key="sample")
+    assert cells.obsm["da_log_probs"].shape == (50, 1)
+    with pytest.raises(KeyError, match="sample_key='donor' is not a column"):
+        q.differential_abundance(sample_key="donor")
+    query.obs.loc[query.obs_names[0], "sample"] = np.nan
+    with pytest.raises(ValueError, match="1 missing values"):
+        q.differential_abundance(sample_key="sample")

@@ -232,6 +232,18 @@ class HostResultsMixin:
         per_cell = super().get_marginal_ll(*call.args[1:], **call.kwargs)
         return float(torch.as_tensor(per_cell).double().mean())
 
+    @functools.wraps(VAEMixin.differential_abundance)
+    def differential_abundance(  # noqa: D102 - scvi-tools' docstring
+        self, adata=None, sample_key=None, batch_size=128, num_cells_posterior=None, dof=None
+    ):
+        # The samples read from, and the result written into, adata as given (a query
+        # model's: its query), not the copy the model reads.
+        from ._abundance import differential_abundance
+
+        return differential_abundance(
+            self, adata, sample_key, batch_size, num_cells_posterior, dof
+        )
+
 
 _FIXED_NETWORKS = (
     "the networks are scvi-tools' Encoder and DecoderSCVI with their defaults here; "

@@ -1,0 +1,62 @@
+"""scvi-tools' ``differential_abundance``, reading and writing the AnnData as given."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scvi
+import torch
+from anndata import AnnData
+
+
+@torch.inference_mode()
+def differential_abundance(
+    model,
+    adata: AnnData | None,
+    sample_key: str | None,
+    batch_size: int = 128,
+    num_cells_posterior: int | None = None,
+    dof: float | None = None,
+) -> None:
+    """Log density of every cell's latent under each sample's aggregated posterior, written
+    to ``adata.obsm["da_log_probs"]`` (cells x samples), as scvi-tools' ``VAEMixin`` does.
+
+    scvi-tools read the samples from, and wrote the result into, the AnnData the model
+    registered: a query model's copy of its query (without the columns added after mapping,
+    a ``KeyError``; the result out of the user's reach), or a copy of a view or of cells with
+    the genes in another order (the result lost). Here both are ``adata`` as given, by
+    default the model's (a query model's: the query it was given). The cells of a sample's
+    posterior, when it has more than ``num_cells_posterior``, are drawn with
+    ``scvi.settings.seed``.
+    """
+    target = model._write_target(adata)
+    if sample_key is None or sample_key not in target.obs:
+        raise KeyError(
+            f"sample_key={sample_key!r} is not a column of adata.obs: name the obs column of "
+            "the samples whose abundance is compared."
+        )
+    samples = target.obs[sample_key]
+    n_missing = int(samples.isna().sum())
+    if n_missing:  # scvi-tools' empty selection took every cell for such a sample
+        raise ValueError(
+            f"adata.obs[{sample_key!r}] has {n_missing} missing values (NaN); give those cells "
+            "a sample or drop them."
+        )
+    data = model._validate_anndata(target)
+    us = model.get_latent_representation(data, batch_size=batch_size, give_mean=True)
+    us = torch.as_tensor(np.asarray(us, dtype=np.float32), device=model.device)
+    names = pd.unique(samples.to_numpy())
+    values = samples.to_numpy()
+    log_probs, rng = [], np.random.default_rng(scvi.settings.seed)
+    for name in names:
+        indices = np.flatnonzero(values == name)
+        if num_cells_posterior is not None and num_cells_posterior < len(indices):
+            indices = rng.choice(indices, num_cells_posterior, replace=False)
+        posterior = model.get_aggregated_posterior(
+            adata=data, indices=indices, dof=dof, batch_size=batch_size
+        )
+        rows = [posterior.log_prob(u) for u in torch.split(us, batch_size or len(us))]
+        log_probs.append(torch.cat(rows).cpu().numpy())
+    target.obsm["da_log_probs"] = pd.DataFrame(
+        np.stack(log_probs, axis=1), index=target.obs_names.copy(), columns=names
+    )
