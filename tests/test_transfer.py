@@ -1018,3 +1018,24 @@ def test_differential_abundance_reads_and_writes_the_adata_as_given(reference):
     query.obs.loc[query.obs_names[0], "sample"] = np.nan
     with pytest.raises(ValueError, match="1 missing values"):
         q.differential_abundance(sample_key="sample")
+
+
+def test_balance_groups_leave_out_missing_values_and_are_read_from_the_training_cells():
+    """A missing balance_key value made a group "nan" of unrelated cells whose response was
+    transferred; the column was required in the cells to predict, where it is never read."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=30, n_clusters=2, n_conditions=2, seed=5, condition_fold=3.0
+    )
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    vae.train(max_epochs=2, **FAST)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()  # without the column "type"
+    cluster = adata.obs["cluster"].astype(str)
+    adata.obs["type"] = cluster.where(np.arange(adata.n_obs) % 4 > 0)
+    pred = vae.predict_perturbation(ctrl, "stim", "nearest_response", balance_key="type")
+    assert pred.uns["response_groups"] == sorted(set(cluster))
+    # Each type seen under one condition only: the missing values were the one "group".
+    adata.obs["type"] = adata.obs["condition"].astype(str).where(np.arange(adata.n_obs) % 4 > 0)
+    for method in ("nearest_response", "latent_shift"):
+        with pytest.raises(ValueError, match=r"No group .*obs\['type'\]\) is seen under both"):
+            vae.predict_perturbation(ctrl, "stim", method, balance_key="type")

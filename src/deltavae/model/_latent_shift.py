@@ -23,6 +23,14 @@ def _group_means(z: np.ndarray, groups: np.ndarray | None) -> dict:
     return {g: z[groups == g].mean(0) for g in np.unique(groups)}
 
 
+def balance_groups(train: AnnData, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """The group of every training cell in obs column ``key`` (``balance_key``), as strings,
+    and which cells have one: a cell whose value is missing is in no group (not in a group
+    ``"nan"`` of unrelated cells)."""
+    column = train.obs[key]
+    return column.astype(str).to_numpy(), column.notna().to_numpy()
+
+
 def describe_prediction(out: AnnData, model, method: str, target) -> None:
     """Record in ``out.uns["prediction"]`` how the cells were predicted and on which scale
     ``X`` is, since the methods differ (expected counts, log-normalized data).
@@ -82,9 +90,11 @@ def latent_shift(
     condition_key, source, target, train_conditions, balance_key = contrast
     train = model.adata
     z_train = model.get_latent_representation(train, batch_size=batch_size)
-    groups = None if balance_key is None else train.obs[balance_key].astype(str).to_numpy()
+    groups = None
     is_src, is_tgt = train_conditions == source, train_conditions == target
-    if groups is not None:  # before any latent is computed
+    if balance_key is not None:  # before any latent is computed
+        groups, has = balance_groups(train, balance_key)
+        is_src, is_tgt = is_src & has, is_tgt & has
         groups_under_both(groups, is_src, is_tgt, source, target, balance_key)
     means_src = _group_means(z_train[is_src], None if groups is None else groups[is_src])
     means_tgt = _group_means(z_train[is_tgt], None if groups is None else groups[is_tgt])

@@ -20,7 +20,7 @@ from scvi import REGISTRY_KEYS
 from ..distributions import round_counts
 from ._cgmdvae_mixins import ClustersMixin
 from ._labels import NoResponseError, condition_column, condition_request, groups_under_both
-from ._latent_shift import describe_prediction, latent_shift
+from ._latent_shift import balance_groups, describe_prediction, latent_shift
 from ._matrices import in_memory, row_sums
 from ._scvi_glue import seeded
 from ._validation import category_mappings
@@ -75,11 +75,13 @@ class PerturbationMixin:
             obs column of the condition (not for ``translate``, which moves cells on the
             model's own condition covariates); default the model's only one.
         balance_key
-            obs column of groups, e.g. cell type (not for ``translate``). ``latent_shift``: average
-            the condition means over the groups, each weighted equally, as scGen balances cell
-            types, over groups seen under both conditions. ``nearest_response``: the groups whose
-            responses are transferred (default the model's labels or clusters; a label's
-            response from the cells given it, see :func:`nearest_response`).
+            obs column of groups of the training cells, e.g. cell type (not for ``translate``;
+            ``adata`` need not have it; a cell with a missing value is in no group).
+            ``latent_shift``: average the condition means over the groups, each weighted
+            equally, as scGen balances cell types, over groups seen under both conditions.
+            ``nearest_response``: the groups whose responses are transferred (default the
+            model's labels or clusters; a label's response from the cells given it, see
+            :func:`nearest_response`).
         batch_size
             Cells per minibatch.
         residual
@@ -179,8 +181,11 @@ class Contrast(NamedTuple):
         for name, frame in (("the training AnnData", train), ("adata", adata)):
             if condition_key not in frame.obs:
                 raise KeyError(f"condition_key={condition_key!r} is not a column of {name}.obs.")
-            if groups_key is not None and groups_key not in frame.obs:
-                raise KeyError(f"balance_key={groups_key!r} is not a column of {name}.obs.")
+        if groups_key is not None and groups_key not in train.obs:  # adata's is never read
+            raise KeyError(
+                f"balance_key={groups_key!r} is not a column of the training AnnData's obs "
+                "(model.adata.obs), which holds the groups."
+            )
         sources = adata.obs[condition_key].astype(str).unique()
         if len(sources) != 1:
             has = f"obs[{condition_key!r}] has {sorted(sources)}" if adata.n_obs else "it has none"
@@ -295,9 +300,9 @@ def nearest_response(
             f"likelihood is {model.module.likelihood!r}."
         )
     condition_key, source, target, train_conditions, groups_key = contrast
-    train, counted = model.adata, None
+    train = model.adata
     if groups_key is not None:
-        groups = train.obs[groups_key].astype(str).to_numpy()
+        groups, counted = balance_groups(train, groups_key)
     elif not isinstance(model, ClustersMixin):
         raise ValueError(
             f"{type(model).__name__} has no labels or clusters: pass balance_key, the obs "
@@ -306,18 +311,19 @@ def nearest_response(
     else:
         groups, counted = _label_groups(model, train, batch_size)
     is_src, is_tgt = train_conditions == source, train_conditions == target
-    if counted is not None:  # unlabelled cells predicted into a label's cluster: none
-        is_src, is_tgt = is_src & counted, is_tgt & counted
+    # Cells without a group: missing balance_key values, unlabelled cells predicted to carry
+    # a label that cells are given.
+    is_src, is_tgt = is_src & counted, is_tgt & counted
     try:
-        names = groups_under_both(groups, is_src, is_tgt, source, target)
+        names = groups_under_both(groups, is_src, is_tgt, source, target, groups_key)
     except NoResponseError as err:
-        if counted is None or counted.all():
+        if groups_key is not None or counted.all():
             raise
         raise NoResponseError(
             f"{err} A label's response is taken from the cells given that label, not from "
             "unlabelled cells predicted to carry it. To use predicted labels, pass them as "
-            "balance_key, an obs column of the training AnnData and of the cells to predict "
-            "(model.predict_labels() gives them)."
+            "balance_key, an obs column of the training AnnData (model.predict_labels() gives "
+            "them)."
         ) from None
     caller_obs = adata.obs  # the labels and columns as given, before validation
     adata = model._validate_anndata(adata)
