@@ -1039,3 +1039,18 @@ def test_balance_groups_leave_out_missing_values_and_are_read_from_the_training_
     for method in ("nearest_response", "latent_shift"):
         with pytest.raises(ValueError, match=r"No group .*obs\['type'\]\) is seen under both"):
             vae.predict_perturbation(ctrl, "stim", method, balance_key="type")
+
+
+def test_real_value_predictions_are_clipped_by_the_models_data_not_by_the_cells_passed():
+    """Whether a normal model's prediction was clipped at 0 was read from the cells passed:
+    control cells without a negative value were clipped alone, not with stimulated ones."""
+    adata = _log_normalized_conditions(n_cells=200)
+    stim = (adata.obs["condition"] == "stim").to_numpy()
+    adata.layers["log"][stim] -= 0.5  # e.g. background-subtracted arcsinh values
+    dv.model.CGMDVAE.setup_anndata(adata, layer="log", condition_key="condition")
+    g = dv.model.CGMDVAE(adata, n_clusters=2, likelihood="normal", **SMALL)
+    g.train(max_epochs=2, **FAST)
+    ctrl = adata[~stim].copy()
+    together = g.translate(adata, "stim")[ctrl.obs_names].X
+    np.testing.assert_allclose(g.translate(ctrl, "stim").X, together, atol=1e-5)
+    assert g.predict_perturbation(ctrl, "stim", method="latent_shift").X.min() < 0

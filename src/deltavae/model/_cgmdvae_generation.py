@@ -12,6 +12,7 @@ from scvi import REGISTRY_KEYS
 
 from .._checks import layer_matrix
 from ._labels import condition_column, typed_codes
+from ._latent_shift import data_floor
 from ._matrices import has_negatives, row_sums
 from ._scvi_glue import seeded
 
@@ -122,8 +123,8 @@ class GenerationMixin:
             ``layers["counts"]`` is the cell's counts plus the change, rounded stochastically
             to whole counts (:func:`deltavae.distributions.round_counts`). For
             ``likelihood="normal"`` the prediction (residual or decoded) is clipped at 0 (the
-            floor of log-normalized data) unless the data hold negative values (arcsinh, CLR,
-            scaled data: nothing clipped). ``None`` (default):
+            floor of log-normalized data) unless the training data or the cells hold negative
+            values (arcsinh, CLR, scaled data: nothing clipped). ``None`` (default):
             ``True`` for count likelihoods, whose decoded profiles of single cells are
             noisier than the cells themselves (benchmarks/README.md, Numbers behind the
             defaults, D8), ``False`` otherwise. Not for ``likelihood="bernoulli"``.
@@ -179,8 +180,7 @@ class GenerationMixin:
         module = self.module.eval()
         # Predictions stay at or above 0 for data that are never negative (counts,
         # log-normalized), not for real values such as arcsinh cytometry or CLR protein.
-        layer = self.registry_["setup_args"].get("layer")
-        floor = None if has_negatives(layer_matrix(adata, layer)) else 0.0
+        floor = data_floor(self, adata)
         outs, counts = [], []
         from ._perturbation import describe_prediction, with_observed_responses
 

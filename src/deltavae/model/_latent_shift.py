@@ -31,6 +31,18 @@ def balance_groups(train: AnnData, key: str) -> tuple[np.ndarray, np.ndarray]:
     return column.astype(str).to_numpy(), column.notna().to_numpy()
 
 
+def data_floor(model, adata: AnnData) -> float | None:
+    """The floor of predicted real values: 0 where neither the model's training data nor
+    ``adata``'s (both registered) go below 0 (counts, log-normalized data), else None, nothing
+    clipped (arcsinh cytometry, CLR protein, scaled data). Read from the given cells alone, a
+    cell's prediction was clipped or not by the other cells passed with it."""
+    for data in (model.adata, adata):
+        manager = model.get_anndata_manager(data, required=True)
+        if has_negatives(manager.get_from_registry(REGISTRY_KEYS.X_KEY)):
+            return None
+    return 0.0
+
+
 def describe_prediction(out: AnnData, model, method: str, target) -> None:
     """Record in ``out.uns["prediction"]`` how the cells were predicted and on which scale
     ``X`` is, since the methods differ (expected counts, log-normalized data).
@@ -104,8 +116,7 @@ def latent_shift(
     adata = model._validate_anndata(adata)
     module = model.module.eval()
     shift = torch.as_tensor(delta, dtype=torch.float32, device=module.device)
-    data = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
-    floor = None if module.likelihood != "normal" or has_negatives(data) else 0.0  # as translate
+    floor = None if module.likelihood != "normal" else data_floor(model, adata)  # as translate
     outs, counts = [], []
     under = decoded_under(model.adata_manager.registry, condition_key, target)
     for tensors in model._make_data_loader(adata, batch_size=batch_size):
