@@ -1013,6 +1013,8 @@ def test_differential_abundance_reads_and_writes_the_adata_as_given(reference):
     with pytest.warns(UserWarning, match="another order"):
         model.differential_abundance(cells, sample_key="sample")
     assert cells.obsm["da_log_probs"].shape == (50, 1)
+    with pytest.raises(ValueError, match="adata is a view"):
+        model.differential_abundance(model.adata[:50], sample_key="condition")
     with pytest.raises(KeyError, match="sample_key='donor' is not a column"):
         q.differential_abundance(sample_key="donor")
     query.obs.loc[query.obs_names[0], "sample"] = np.nan

@@ -30,6 +30,12 @@ def differential_abundance(
     ``scvi.settings.seed``.
     """
     target = model._write_target(adata)
+    if target.is_view:  # as write_to_adata: the AnnData viewed would get nothing
+        raise ValueError(
+            "adata is a view (adata[mask]): anndata would write da_log_probs into a copy of "
+            "it, and the AnnData it views would get nothing. Pass a copy you keep: "
+            "sub = adata[mask].copy(); model.differential_abundance(sub, sample_key=...)."
+        )
     if sample_key is None or sample_key not in target.obs:
         raise KeyError(
             f"sample_key={sample_key!r} is not a column of adata.obs: name the obs column of "
