@@ -1056,3 +1056,26 @@ def test_real_value_predictions_are_clipped_by_the_models_data_not_by_the_cells_
     together = g.translate(adata, "stim")[ctrl.obs_names].X
     np.testing.assert_allclose(g.translate(ctrl, "stim").X, together, atol=1e-5)
     assert g.predict_perturbation(ctrl, "stim", method="latent_shift").X.min() < 0
+
+
+def test_a_query_model_balances_over_a_column_added_to_its_query_after_mapping():
+    """The groups were read from the model's copy of its query, without the columns (e.g.
+    predicted labels) added to the query after mapping: KeyError."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=240, n_genes=30, n_clusters=2, n_conditions=2, seed=6, condition_fold=3.0
+    )
+    adata.obs["donor"] = np.where(np.arange(adata.n_obs) % 2, "d1", "d2")
+    ref, query = adata[adata.obs["donor"] == "d1"].copy(), adata[adata.obs["donor"] == "d2"]
+    query = query.copy()
+    dv.model.CGMDVAE.setup_anndata(ref, condition_key=["condition", "donor"])
+    with pytest.warns(UserWarning, match="'donor' holds one value"):
+        g = dv.model.CGMDVAE(ref, n_clusters=2, **SMALL)
+    g.train(max_epochs=1, **FAST)
+    q = dv.model.CGMDVAE.load_query_data(query, g)
+    q.train(max_epochs=1, **FAST)
+    query.obs["type"] = "t" + query.obs["cluster"].astype(str)  # e.g. predicted labels
+    ctrl = query[query.obs["condition"] == "ctrl"].copy()
+    for method in ("nearest_response", "latent_shift"):
+        q.predict_perturbation(ctrl, {"condition": "stim"}, method, balance_key="type")
+    with pytest.raises(KeyError, match="balance_key='tissue' is not a column of the obs"):
+        q.predict_perturbation(ctrl, {"condition": "stim"}, "latent_shift", balance_key="tissue")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
@@ -23,11 +24,22 @@ def _group_means(z: np.ndarray, groups: np.ndarray | None) -> dict:
     return {g: z[groups == g].mean(0) for g in np.unique(groups)}
 
 
-def balance_groups(train: AnnData, key: str) -> tuple[np.ndarray, np.ndarray]:
+def training_obs(model) -> pd.DataFrame:
+    """obs of the model's AnnData, with the columns the user added to a query model's query
+    after mapping (the model reads a copy of it), e.g. predicted labels to balance over."""
+    obs = model.adata.obs
+    query = getattr(model, "_query_adata", None)
+    if query is None or not query.obs_names.equals(obs.index):
+        return obs
+    added = query.obs.columns.difference(obs.columns)
+    return pd.concat([obs, query.obs[added]], axis=1) if len(added) else obs
+
+
+def balance_groups(model, key: str) -> tuple[np.ndarray, np.ndarray]:
     """The group of every training cell in obs column ``key`` (``balance_key``), as strings,
     and which cells have one: a cell whose value is missing is in no group (not in a group
     ``"nan"`` of unrelated cells)."""
-    column = train.obs[key]
+    column = training_obs(model)[key]
     return column.astype(str).to_numpy(), column.notna().to_numpy()
 
 
@@ -105,7 +117,7 @@ def latent_shift(
     groups = None
     is_src, is_tgt = train_conditions == source, train_conditions == target
     if balance_key is not None:  # before any latent is computed
-        groups, has = balance_groups(train, balance_key)
+        groups, has = balance_groups(model, balance_key)
         is_src, is_tgt = is_src & has, is_tgt & has
         groups_under_both(groups, is_src, is_tgt, source, target, balance_key)
     means_src = _group_means(z_train[is_src], None if groups is None else groups[is_src])

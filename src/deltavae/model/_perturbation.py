@@ -20,7 +20,7 @@ from scvi import REGISTRY_KEYS
 from ..distributions import round_counts
 from ._cgmdvae_mixins import ClustersMixin
 from ._labels import NoResponseError, condition_column, condition_request, groups_under_both
-from ._latent_shift import balance_groups, describe_prediction, latent_shift
+from ._latent_shift import balance_groups, describe_prediction, latent_shift, training_obs
 from ._matrices import in_memory, row_sums
 from ._scvi_glue import seeded
 from ._validation import category_mappings
@@ -181,10 +181,10 @@ class Contrast(NamedTuple):
         for name, frame in (("the training AnnData", train), ("adata", adata)):
             if condition_key not in frame.obs:
                 raise KeyError(f"condition_key={condition_key!r} is not a column of {name}.obs.")
-        if groups_key is not None and groups_key not in train.obs:  # adata's is never read
+        if groups_key is not None and groups_key not in training_obs(model):  # not adata's
             raise KeyError(
-                f"balance_key={groups_key!r} is not a column of the training AnnData's obs "
-                "(model.adata.obs), which holds the groups."
+                f"balance_key={groups_key!r} is not a column of the obs of the model's "
+                "AnnData (a query model's: its query), which holds the groups."
             )
         sources = adata.obs[condition_key].astype(str).unique()
         if len(sources) != 1:
@@ -302,7 +302,7 @@ def nearest_response(
     condition_key, source, target, train_conditions, groups_key = contrast
     train = model.adata
     if groups_key is not None:
-        groups, counted = balance_groups(train, groups_key)
+        groups, counted = balance_groups(model, groups_key)
     elif not isinstance(model, ClustersMixin):
         raise ValueError(
             f"{type(model).__name__} has no labels or clusters: pass balance_key, the obs "
