@@ -85,6 +85,7 @@ def test_zinbvae_and_its_query_stay_on_the_device(tracked):
             "nearest response": lambda: vae.predict_perturbation(
                 ctrl, "stim", method="nearest_response", similarity="latent", **pp
             ),
+            "differential abundance": lambda: vae.differential_abundance(sample_key="cluster"),
         },
         train=lambda: vae.train(max_epochs=2, restore_best=True, **TRAIN),
     )
@@ -121,6 +122,7 @@ def test_cgmdvae_stays_on_the_device(tracked, labels):
             ctrl, "stim", method="nearest_response", similarity="latent"
         ),
         "marginal ll": lambda: model.get_marginal_ll(n_mc_samples=2),
+        "differential abundance": lambda: model.differential_abundance(sample_key="cluster"),
     }
     # Unlabelled: the Leiden start and the refit after training run too.
     tracked(model.module, calls, train=lambda: model.train(max_epochs=4, **TRAIN))
