@@ -240,9 +240,7 @@ class HostResultsMixin:
         # model's: its query), not the copy the model reads.
         from ._abundance import differential_abundance
 
-        return differential_abundance(
-            self, adata, sample_key, batch_size, num_cells_posterior, dof
-        )
+        return differential_abundance(self, adata, sample_key, batch_size, num_cells_posterior, dof)
 
 
 _FIXED_NETWORKS = (
