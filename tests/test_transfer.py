@@ -1079,3 +1079,19 @@ def test_a_query_model_balances_over_a_column_added_to_its_query_after_mapping()
         q.predict_perturbation(ctrl, {"condition": "stim"}, method, balance_key="type")
     with pytest.raises(KeyError, match="balance_key='tissue' is not a column of the obs"):
         q.predict_perturbation(ctrl, {"condition": "stim"}, "latent_shift", balance_key="tissue")
+
+
+def test_a_zinbvae_query_without_the_targets_cells_is_not_sent_to_translate():
+    """A ZINBVAE query model holding no cell under the target was told to use
+    method='translate', which ZINBVAE refuses."""
+    adata = dv.datasets.synthetic_counts(n_cells=150, n_genes=20, n_conditions=2, seed=7)
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    vae.train(max_epochs=1, **FAST)
+    query = adata.copy()
+    query.obs["condition"] = "new_" + query.obs["condition"].astype(str)
+    q = dv.model.ZINBVAE.load_query_data(query, vae)
+    q.train(max_epochs=1, **FAST)
+    ctrl = query[query.obs["condition"] == "new_ctrl"].copy()
+    with pytest.raises(ValueError, match="holds no cell under it .* a conditional model"):
+        q.predict_perturbation(ctrl, "stim", method="latent_shift")

@@ -198,10 +198,16 @@ class Contrast(NamedTuple):
                 if value in {
                     str(v) for v in category_mappings(model.registry_).get(condition_key, [])
                 }:
+                    way = (  # ZINBVAE has no translate
+                        "use method='translate'"
+                        if "translate" in model.perturbation_methods
+                        else "a conditional model (CGMDVAE) can move cells to it with "
+                        "method='translate'"
+                    )
                     raise ValueError(  # a query model's AnnData holds the query's cells only
                         f"Condition {condition_key}={value!r} is the model's, but its AnnData "
                         f"holds no cell under it to take means or responses from (only {seen}); "
-                        "use method='translate'."
+                        f"{way}."
                     )
                 raise ValueError(
                     f"Condition {condition_key}={value!r} was never seen in training; "
