@@ -1077,6 +1077,11 @@ def test_a_query_model_balances_over_a_column_added_to_its_query_after_mapping()
     ctrl = query[query.obs["condition"] == "ctrl"].copy()
     for method in ("nearest_response", "latent_shift"):
         q.predict_perturbation(ctrl, {"condition": "stim"}, method, balance_key="type")
+    query.obs["type"] = "u" + query.obs["type"].astype(str)  # changed: read as it is now
+    pred = q.predict_perturbation(
+        ctrl, {"condition": "stim"}, balance_key="type", method="nearest_response"
+    )
+    assert all(name.startswith("u") for name in pred.uns["response_groups"])
     with pytest.raises(KeyError, match="balance_key='tissue' is not a column of the obs"):
         q.predict_perturbation(ctrl, {"condition": "stim"}, "latent_shift", balance_key="tissue")
 

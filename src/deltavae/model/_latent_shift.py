@@ -25,14 +25,15 @@ def _group_means(z: np.ndarray, groups: np.ndarray | None) -> dict:
 
 
 def training_obs(model) -> pd.DataFrame:
-    """obs of the model's AnnData, with the columns the user added to a query model's query
-    after mapping (the model reads a copy of it), e.g. predicted labels to balance over."""
+    """obs of the model's AnnData; for a query model, which reads a copy of its query, the
+    query's as it is now (columns added or changed after mapping, e.g. predicted labels to
+    balance over), with the copy's other columns."""
     obs = model.adata.obs
     query = getattr(model, "_query_adata", None)
     if query is None or not query.obs_names.equals(obs.index):
         return obs
-    added = query.obs.columns.difference(obs.columns)
-    return pd.concat([obs, query.obs[added]], axis=1) if len(added) else obs
+    own = obs.columns.difference(query.obs.columns)
+    return pd.concat([query.obs, obs[own]], axis=1) if len(own) else query.obs
 
 
 def balance_groups(model, key: str) -> tuple[np.ndarray, np.ndarray]:
