@@ -972,11 +972,13 @@ def test_nearest_response_takes_a_label_response_from_the_cells_given_the_label(
         n_cells=240, n_genes=30, n_clusters=3, n_conditions=2, seed=4, condition_fold=3.0
     )
     cluster = adata.obs["cluster"].astype(str).to_numpy()
-    held, other = sorted(set(cluster))[:2]
+    held, other, third = sorted(set(cluster))
     stim = (adata.obs["condition"] == "stim").to_numpy()
     train = adata[~((cluster == held) & stim)].copy()
     label = train.obs["cluster"].astype(str).to_numpy()
     label[(label == other) & (train.obs["condition"] == "stim").to_numpy()] = "Unknown"
+    half = (train.obs["condition"] == "ctrl").to_numpy() & (np.arange(train.n_obs) % 2 == 0)
+    label[(label == third) & half] = "Unknown"
     train.obs["label"] = label
     dv.model.CGMDVAE.setup_anndata(
         train, condition_key="condition", labels_key="label", unlabeled_category="Unknown"
@@ -989,6 +991,9 @@ def test_nearest_response_takes_a_label_response_from_the_cells_given_the_label(
     ctrl = adata[(cluster == held) & ~stim].copy()
     pred = g.predict_perturbation(ctrl, "stim", method="nearest_response")
     assert held not in pred.uns["response_groups"] and other not in pred.uns["response_groups"]
+    # The labels column as balance_key: its unlabelled cells are no group "Unknown".
+    given = g.predict_perturbation(ctrl, "stim", method="nearest_response", balance_key="label")
+    assert given.uns["response_groups"] == [third]
     # With no labelled stimulated cell, no group is seen under both: said, with the way out.
     train.obs["label"] = np.where(train.obs["condition"] == "stim", "Unknown", train.obs["label"])
     monkeypatch.setattr(g, "predict_clusters", lambda *args, **kwargs: np.zeros(train.n_obs, int))

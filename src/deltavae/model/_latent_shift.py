@@ -11,7 +11,7 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
-from ._labels import condition_column, decoded_under, groups_under_both
+from ._labels import _label_state, condition_column, decoded_under, groups_under_both
 from ._matrices import has_negatives
 
 if TYPE_CHECKING:
@@ -38,10 +38,15 @@ def training_obs(model) -> pd.DataFrame:
 
 def balance_groups(model, key: str) -> tuple[np.ndarray, np.ndarray]:
     """The group of every training cell in obs column ``key`` (``balance_key``), as strings,
-    and which cells have one: a cell whose value is missing is in no group (not in a group
-    ``"nan"`` of unrelated cells)."""
+    and which cells have one: a cell whose value is missing, or that the model's labels
+    column marks unlabelled, is in no group (not in a group ``"nan"`` or ``"Unknown"`` of
+    unrelated cells)."""
     column = training_obs(model)[key]
-    return column.astype(str).to_numpy(), column.notna().to_numpy()
+    groups, has = column.astype(str).to_numpy(), column.notna().to_numpy()
+    labels_key, unlabelled, _ = _label_state(model.registry_)
+    if key == labels_key:
+        has &= groups != str(unlabelled)
+    return groups, has
 
 
 def data_floor(model, adata: AnnData) -> float | None:

@@ -76,7 +76,8 @@ class PerturbationMixin:
             model's own condition covariates); default the model's only one.
         balance_key
             obs column of groups of the training cells, e.g. cell type (not for ``translate``;
-            ``adata`` need not have it; a cell with a missing value is in no group).
+            ``adata`` need not have it; a cell with a missing value, or marked unlabelled in
+            the model's labels column, is in no group).
             ``latent_shift``: average the condition means over the groups, each weighted
             equally, as scGen balances cell types, over groups seen under both conditions.
             ``nearest_response``: the groups whose responses are transferred (default the
