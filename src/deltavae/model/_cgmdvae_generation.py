@@ -180,7 +180,7 @@ class GenerationMixin:
         module = self.module.eval()
         # Predictions stay at or above 0 for data that are never negative (counts,
         # log-normalized), not for real values such as arcsinh cytometry or CLR protein.
-        floor = data_floor(self, adata)
+        floor = 0.0 if module.observation.is_count else data_floor(self, adata)
         outs, counts = [], []
         from ._perturbation import describe_prediction, with_observed_responses
 
