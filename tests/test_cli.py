@@ -565,6 +565,20 @@ def test_fit_report_carries_the_models_warnings(tmp_path, capsys):
     assert "n_epochs_kl_warmup" not in printed
 
 
+def test_a_warning_is_printed_once_per_run(counts_h5ad, tmp_path, capsys):
+    """anndata warns of repeated cell names at every AnnData it reads or makes: the same line
+    came two or three times in one run."""
+    adata = counts_h5ad[1].copy()
+    adata.obs_names = ["cell"] * 10 + list(adata.obs_names[10:])
+    adata.write_h5ad(tmp_path / "repeated.h5ad")
+    argv = ["fit", str(tmp_path / "repeated.h5ad"), "--model", "zinbvae", "--layer", "counts"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
+        assert main([*argv, "--epochs", "1", "--out", str(tmp_path / "o.h5ad")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("Observation names are not unique") == 1, err
+
+
 def test_fit_names_the_unlabelled_category(tmp_path, capsys):
     """Cells marked 'unknown' are unlabelled with --unlabeled-category unknown; without it
     they train as a fourth type, and the model's warning says so."""

@@ -218,3 +218,20 @@ def test_min_spots_and_n_markers_reach_the_models(files, tmp_path, capsys, monke
     zinb = ["--model", "zinbvae", "--n-markers", "5", "--no-plots"]
     assert _fit(spots_path, tmp_path / "z.h5ad", *zinb) == 2
     assert "zinbvae does not take --n-markers" in capsys.readouterr().err
+
+
+def test_spots_without_counts_are_warned_about_once(files, tmp_path, capsys):
+    """Setup's "3 spots in adata.X are all zeros" and the results' "3 of 100 spots have no
+    counts" both reached stderr in one run: the same spots, warned about twice."""
+    spots_path, _, spots = files
+    zeros = spots.copy()
+    zeros.X = zeros.X.toarray() if hasattr(zeros.X, "toarray") else zeros.X.copy()
+    zeros.X[:3] = 0
+    zeros.write_h5ad(tmp_path / "zeros.h5ad")
+    options = ["--model", "archetypes", "--n-archetypes", "2", "--epochs", "2", "--no-plots"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
+        assert _fit(tmp_path / "zeros.h5ad", tmp_path / "a.h5ad", *options) == 0
+    err = capsys.readouterr().err
+    assert err.count("deltavae: warning: ") == 1, err
+    assert "3 of 100 spots have no counts" in err

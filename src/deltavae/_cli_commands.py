@@ -169,7 +169,11 @@ def fit(args: argparse.Namespace) -> int:
         )
     scvi.settings.seed = args.seed
     notes: list[str] = []
-    with _user_errors("setting up the model"), _model_notes(notes):
+    with _user_errors("setting up the model"), _model_notes(notes), warnings.catch_warnings():
+        if args.model in SPATIAL_MODELS:
+            # Their results name the spots without counts (and what their weights mean):
+            # setup's own "spots ... are all zeros" would say it a second time.
+            warnings.filterwarnings("ignore", message=r"\d+ spots in .* are all zeros")
         model = build_model(model_cls, adata, reference, options)
     unit = "spots" if args.model in SPATIAL_MODELS else "cells"
     print(
@@ -213,7 +217,7 @@ def fit(args: argparse.Namespace) -> int:
         print(f"Saved the model to {args.save_model} ({model_cls.__name__}.load to reuse it)")
     for line in _fit_report(results, model, args):
         print(line)
-    for note in notes:
+    for note in dict.fromkeys(notes):  # a note given at two steps, once
         print(f"warning: {note}")
     if plots is not None:
         print(f"plots in {plots}: {', '.join(file.name for file in files)}")

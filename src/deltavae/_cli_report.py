@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -107,6 +108,21 @@ def _as_flags(note: str) -> str:
     for pattern, flag in _FLAGS:
         note = re.sub(pattern, flag, note)
     return note
+
+
+def warning_printer():
+    """A ``warnings.showwarning`` for one command: each warning as one line on stderr,
+    ``deltavae: warning: <note>``, naming the flags (:func:`_as_flags`); a line already
+    printed is not printed again (anndata warns of repeated cell names at every read)."""
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        note = _as_flags(str(message))
+        if note not in shown:
+            shown.add(note)
+            print(f"deltavae: warning: {note}", file=sys.stderr if file is None else file)
+
+    return show
 
 
 def _last(history: dict, key: str) -> float | None:

@@ -421,13 +421,6 @@ def _seed(text: str) -> int:
     return value
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    from deltavae._cli_report import _as_flags  # a note names the flags, as the report does
-
-    note = _as_flags(str(message))
-    print(f"deltavae: warning: {note}", file=sys.stderr if file is None else file)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``deltavae`` console script.
 
@@ -456,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from deltavae import _cli_commands
         from deltavae._cli_files import InputError, session_kept
+        from deltavae._cli_report import warning_printer
     except KeyboardInterrupt:
         print("deltavae: interrupted: no output was written.", file=sys.stderr)
         return 130
@@ -473,8 +467,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # zarr's notes on its own future defaults, at every write into a store.
             warnings.filterwarnings("ignore", message="zarr v3 autosharding")
             warnings.filterwarnings("ignore", message="Consolidated metadata is currently not")
-            # Warnings read as the report's lines do, without Python's file path and source.
-            warnings.showwarning = _show_warning
+            # Warnings read as the report's lines do, without Python's file path and source,
+            # each once (anndata warns of repeated cell names at every AnnData it makes).
+            warnings.showwarning = warning_printer()
             return getattr(_cli_commands, args.command)(args)
     except InputError as err:
         print(f"deltavae: error: {err}", file=sys.stderr)
