@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import sparse
 
 matplotlib.use("Agg")
 
@@ -577,6 +578,21 @@ def test_a_warning_is_printed_once_per_run(counts_h5ad, tmp_path, capsys):
         assert main([*argv, "--epochs", "1", "--out", str(tmp_path / "o.h5ad")]) == 0
     err = capsys.readouterr().err
     assert err.count("Observation names are not unique") == 1, err
+
+
+def test_counts_in_a_csc_matrix_are_advised_as_a_shell_user_acts(counts_h5ad, tmp_path, capsys):
+    """scvi-tools' "It is safe to cast before model initialization" named no file and no
+    step a shell user can take."""
+    adata = counts_h5ad[1].copy()
+    adata.layers["counts"] = sparse.csc_matrix(adata.layers["counts"])
+    adata.write_h5ad(tmp_path / "csc.h5ad")
+    argv = ["fit", str(tmp_path / "csc.h5ad"), "--model", "zinbvae", "--layer", "counts"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
+        assert main([*argv, "--epochs", "1", "--no-plots", "--out", str(tmp_path / "o.h5ad")]) == 0
+    err = capsys.readouterr().err
+    assert "safe to cast" not in err
+    assert "adata.layers['counts'] = adata.layers['counts'].tocsr()" in err
 
 
 def test_fit_names_the_unlabelled_category(tmp_path, capsys):

@@ -43,6 +43,7 @@ from deltavae._cli_models import (
     check_model_inputs,
     model_options,
     read_reference,
+    setup_warnings,
 )
 from deltavae._cli_report import (
     SPATIAL_MODELS,
@@ -169,11 +170,7 @@ def fit(args: argparse.Namespace) -> int:
         )
     scvi.settings.seed = args.seed
     notes: list[str] = []
-    with _user_errors("setting up the model"), _model_notes(notes), warnings.catch_warnings():
-        if args.model in SPATIAL_MODELS:
-            # Their results name the spots without counts (and what their weights mean):
-            # setup's own "spots ... are all zeros" would say it a second time.
-            warnings.filterwarnings("ignore", message=r"\d+ spots in .* are all zeros")
+    with _user_errors("setting up the model"), _model_notes(notes), setup_warnings(args):
         model = build_model(model_cls, adata, reference, options)
     unit = "spots" if args.model in SPATIAL_MODELS else "cells"
     print(
