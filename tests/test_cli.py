@@ -595,6 +595,29 @@ def test_counts_in_a_csc_matrix_are_advised_as_a_shell_user_acts(counts_h5ad, tm
     assert "adata.layers['counts'] = adata.layers['counts'].tocsr()" in err
 
 
+@pytest.mark.parametrize("backed", [False, True])
+def test_counts_only_in_a_layer_name_the_flag(counts_h5ad, tmp_path, capsys, backed):
+    """A file whose counts are in a layer, without X: "adata.X is empty (None); pass the layer
+    that holds the data" named no flag; --backed failed with h5py's "Unable to synchronously
+    open object (object 'X' doesn't exist)"."""
+    adata = counts_h5ad[1].copy()
+    adata.X = None
+    adata.write_h5ad(tmp_path / "no_x.h5ad")
+    argv = [
+        "fit",
+        str(tmp_path / "no_x.h5ad"),
+        "--model",
+        "zinbvae",
+        "--out",
+        str(tmp_path / "o.h5ad"),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # --backed: the layers are in memory
+        assert main([*argv, *(["--backed"] if backed else [])]) == 2
+    err = capsys.readouterr().err
+    assert "adata.X is empty (None); pass --layer with the data: ['counts']" in err
+
+
 def test_fit_names_the_unlabelled_category(tmp_path, capsys):
     """Cells marked 'unknown' are unlabelled with --unlabeled-category unknown; without it
     they train as a fourth type, and the model's warning says so."""

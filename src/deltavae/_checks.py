@@ -23,6 +23,12 @@ def layer_matrix(adata: ad.AnnData, layer: str | None):
     return adata.layers[layer]
 
 
+def x_or_none(adata: ad.AnnData):
+    """``adata.X``, or ``None`` where it has none: also a backed file without X, for which
+    ``adata.X`` raises anndata's KeyError ("Unable to synchronously open object")."""
+    return adata.X if not adata.isbacked or "X" in adata.file else None
+
+
 def not_counts(values: np.ndarray) -> np.ndarray:
     """The values that no raw count can be: negative or not whole (the one test of counts
     that the data checks, the reference's pseudo-spots and the count advice share).

@@ -35,6 +35,11 @@ SPATIAL_MODELS = ("nmfdeconv", "archetypes", "imputer")
 
 #: A model's advice names its Python arguments; printed by the CLI, it names the flags.
 _FLAGS = (
+    (r"\badata\.X is empty \(None\); pass the layer", "adata.X is empty (None); pass --layer"),
+    (
+        r"\breference\.X is empty \(None\); pass the layer",
+        "the reference's X is empty; pass --reference-layer",
+    ),
     (r"\ba max_epochs\b", "--epochs"),
     (r"\bmax_epochs\b", "--epochs"),
     (r"\bearly_stopping=True\b", "--early-stopping"),
@@ -92,6 +97,8 @@ def _as_flags(note: str) -> str:
     'Cytometry fits --model cgmdvae --likelihood normal.'
     >>> _as_flags("Pass the layer with the raw counts, e.g. reference_layer='counts'.")
     "Pass the layer with the raw counts, e.g. --reference-layer 'counts'."
+    >>> _as_flags("adata.X is empty (None); pass the layer with the data: ['counts'].")
+    "adata.X is empty (None); pass --layer with the data: ['counts']."
     >>> _as_flags("batch_key='nope' is not a column of adata.obs")
     "--batch-key 'nope' is not a column of adata.obs"
     >>> _as_flags("condition_key 'one' holds one value; n_clusters must be at least 2")

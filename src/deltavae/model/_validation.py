@@ -19,7 +19,7 @@ from scipy import sparse
 
 import deltavae as deltavae_pkg
 
-from .._checks import measurement_note, not_counts
+from .._checks import measurement_note, not_counts, x_or_none
 from .._io import dense_advice, is_dense_zarr
 from ._count_advice import counts_hint, why_not_whole
 
@@ -73,9 +73,10 @@ def chunk_rows(X) -> int:
 
 def _matrix(adata: AnnData, layer: str | None, name: str = "adata"):
     if layer is None:
-        if adata.X is None:
-            raise ValueError(f"{name}.X is empty (None); pass the layer that holds the data.")
-        return adata.X
+        if (X := x_or_none(adata)) is None:
+            layers = list(adata.layers)
+            raise ValueError(f"{name}.X is empty (None); pass the layer with the data: {layers}.")
+        return X
     if layer not in adata.layers:
         raise KeyError(
             f"layer {layer!r} is not in {name}.layers; available layers: {list(adata.layers)}."
