@@ -10,6 +10,7 @@ import h5py
 import matplotlib
 import numpy as np
 import pytest
+import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 matplotlib.use("Agg")
@@ -198,6 +199,28 @@ def test_accelerator_batch_size_and_lr_reach_training(counts_file, tmp_path, cap
     assert "--train-size" in err and "train_size=" not in err
     assert _fit(counts_file, tmp_path / "y.h5ad", "--accelerator", "tpu") == 2
     assert "invalid choice: 'tpu'" in capsys.readouterr().err
+
+
+def test_a_run_that_cannot_train_is_refused_before_reading(
+    counts_file, tmp_path, capsys, monkeypatch
+):
+    """--accelerator gpu without a GPU and --early-stopping with no cell held out were refused
+    by the model only once the data were read and set up ("Training ZINBVAE ... on the CPU"
+    printed first)."""
+
+    def unread(*args, **kwargs):
+        raise AssertionError("the input was read")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(_cli_commands.ad, "read_h5ad", unread)
+    assert _fit(counts_file, tmp_path / "g.h5ad", "--accelerator", "gpu") == 2
+    printed = capsys.readouterr()
+    assert "--accelerator gpu asks for a GPU" in printed.err and printed.out == ""
+    assert main(["demo", "--accelerator", "gpu", "--out", str(tmp_path / "demo")]) == 2
+    assert "--accelerator gpu asks for a GPU" in capsys.readouterr().err
+    assert _fit(counts_file, tmp_path / "e.h5ad", "--early-stopping", "--train-size", "1") == 2
+    printed = capsys.readouterr()
+    assert "no cell is held out for it (--train-size 1.0)" in printed.err and printed.out == ""
 
 
 @pytest.mark.parametrize("backed", [False, True])

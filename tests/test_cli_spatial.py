@@ -209,6 +209,11 @@ def test_min_spots_and_n_markers_reach_the_models(files, tmp_path, capsys, monke
         assert seen.pop("n_markers") == expected
     assert _fit(spots_path, tmp_path / "bad.h5ad", *options, "--n-markers", "0") == 2
     assert "must be a positive integer or 'all'" in capsys.readouterr().err
+    # Its default trains on every spot: --early-stopping alone is refused before reading.
+    assert _fit(spots_path, tmp_path / "e.h5ad", *options, "--early-stopping") == 2
+    printed = capsys.readouterr()
+    assert "(--train-size 1.0, the default of --model nmfdeconv)" in printed.err
+    assert "Training" not in printed.out
     # NMFDeconv's encoder can hold spots out and stop on them (the CLI had refused both).
     held = ["--train-size", "0.8", "--early-stopping"]
     assert _fit(spots_path, tmp_path / "t.h5ad", *options, *held) == 0

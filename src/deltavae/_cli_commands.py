@@ -40,6 +40,7 @@ from deltavae._cli_files import (
 from deltavae._cli_models import (
     MODELS,
     build_model,
+    check_accelerator,
     check_model_inputs,
     model_options,
     read_reference,
@@ -152,6 +153,7 @@ def fit(args: argparse.Namespace) -> int:
     if args.save_model is not None:
         check_model_dir(Path(args.save_model), path, out, args.overwrite)
     check_model_inputs(args)
+    check_accelerator(args.accelerator)
     options = model_options(model_cls, args)
     reference = read_reference(args)
     try:
@@ -262,6 +264,7 @@ def demo(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} is a file; the demo writes a folder.")
     _check_writable(out, "--out")
+    check_accelerator(args.accelerator)
     adata = _prepare_pbmc3k(args.n_cells, args.n_top_genes, args.seed)
     print(f"PBMC 3k: {adata.n_obs} cells x {adata.n_vars} highly variable genes (raw counts)")
     scvi.settings.seed = args.seed

@@ -80,9 +80,42 @@ def check_model_inputs(args: argparse.Namespace) -> None:
         raise InputError(
             f"--model {args.model} fits on every spot, holding none out: drop --train-size."
         )
+    train_size = args.train_size or _train_default(MODELS[args.model], "train_size")
+    if getattr(args, "early_stopping", False) and train_size == 1:
+        unit = "spot" if args.model in SPATIAL_MODELS else "cell"
+        default = "" if args.train_size else f", the default of --model {args.model}"
+        raise InputError(
+            f"--early-stopping stops when the validation ELBO stops improving, but no {unit} "
+            f"is held out for it (--train-size 1.0{default}): pass --train-size below 1, "
+            "e.g. 0.9."
+        )
     if args.backed and args.model in IN_MEMORY_ONLY:
         raise InputError(
             f"--model {args.model} copies the spots' shared genes into memory; drop --backed."
+        )
+
+
+def _train_default(model_cls: type, name: str):
+    """The default of ``model_cls.train``'s argument ``name``, from the first ``train`` of
+    its classes that names it (``None`` if none does)."""
+    for cls in model_cls.__mro__:
+        train = cls.__dict__.get("train")
+        parameter = None if train is None else inspect.signature(train).parameters.get(name)
+        if parameter is not None:
+            return parameter.default
+    return None
+
+
+def check_accelerator(accelerator: str) -> None:
+    """Refuse ``--accelerator gpu`` where torch sees no GPU, before anything is read (the
+    model refused it only once built, after the data were read and set up)."""
+    import torch
+
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise InputError(
+            f"--accelerator gpu asks for a GPU, but torch {torch.__version__} sees none "
+            "(torch.cuda.is_available() is False): pass --accelerator cpu (or auto, which uses "
+            "a GPU when there is one), or install a CUDA build of torch."
         )
 
 
