@@ -85,6 +85,30 @@ def test_the_output_takes_its_name_only_when_everything_succeeded(
     assert not out.exists() and not partial_path(out).exists()
 
 
+def test_a_failed_run_keeps_the_model_it_would_have_replaced(counts_file, tmp_path, monkeypatch):
+    """--save-model with --overwrite replaced the saved model before the plots were drawn and
+    the output published: a failure there lost the earlier model, with no new output."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(b"the earlier model")
+    (folder / "notes.txt").write_text("the user's")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the plots failed")
+
+    monkeypatch.setattr(_cli_commands, "_fit_plots", broken)
+    out, saving = tmp_path / "z.h5ad", ["--save-model", str(folder), "--overwrite"]
+    with pytest.raises(RuntimeError, match="the plots failed"):
+        _fit(counts_file, out, *saving)
+    assert (folder / "model.pt").read_bytes() == b"the earlier model"
+    assert not out.exists() and not partial_path(folder).exists()
+    monkeypatch.undo()
+    assert _fit(counts_file, out, *saving, "--no-plots") == 0
+    loaded = dv.model.ZINBVAE.load(folder, ad.read_h5ad(out))
+    assert loaded.is_trained and (folder / "notes.txt").read_text() == "the user's"
+    assert not partial_path(folder).exists()
+
+
 def test_only_a_replaced_run_takes_its_plots_folder_with_it(counts_file, tmp_path, capsys):
     """A new output deleted every PNG of its plots folder it had not written (a user's
     figure); an output replaced with --overwrite takes the replaced run's plots with it."""

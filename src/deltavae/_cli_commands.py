@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import time
 import warnings
@@ -26,6 +27,7 @@ from deltavae._cli_files import (
     _check_writable,
     _drop_scvi_fields,
     _message,
+    _remove,
     _same_path,
     _user_errors,
     _write_results,
@@ -34,6 +36,7 @@ from deltavae._cli_files import (
     partial_path,
     plots_folder,
     publish,
+    publish_model,
     run_record,
     sigterm_stops,
 )
@@ -196,20 +199,26 @@ def fit(args: argparse.Namespace) -> int:
         )
     # The output and its plots take their names only once everything below has succeeded
     # (publish); until then they are partial files, removed on any failure or SIGTERM.
+    # The model too is saved beside its folder, and replaces an earlier one (--overwrite)
+    # only once the output is in place: a failed run keeps the model it would have replaced.
+    saved = None if args.save_model is None else Path(os.path.abspath(args.save_model))
     try:
         with sigterm_stops("writing the results"):
             with _user_errors("writing the results"), _model_notes(notes):
                 record = run_record(model, args)
                 results, keys = _write_results(model, adata, path, out, args.backed, record)
-            if args.save_model is not None:
+            if saved is not None:
                 with _user_errors("saving the model"):
-                    model.save(args.save_model, overwrite=args.overwrite)
+                    _remove(partial_path(saved))  # a killed run's
+                    model.save(partial_path(saved), overwrite=True)
             folder = None if plots is None else partial_path(plots)
             files = [] if plots is None else _fit_plots(results, model, keys, args, folder)
             with _user_errors("writing the results"):
                 publish(out, plots_folder(out), files, replacing)
+                if saved is not None:
+                    publish_model(saved)
     except BaseException:
-        discard(out)
+        discard(out, saved)
         raise
     print(f"Wrote {', '.join(keys)} to {out}")
     if args.save_model is not None:

@@ -278,10 +278,26 @@ def publish(out: Path, plots: Path, written: list[Path], replacing: bool) -> Non
     _remove(partial_path(plots))
 
 
-def discard(out: Path) -> None:
-    """Remove the partial output and plots of a run that failed after writing them."""
+def publish_model(folder: Path) -> None:
+    """Put the model saved into :func:`partial_path` of ``folder`` in place, once the output
+    is: its files replace an earlier model's (and an AnnData saved with that one, which
+    ``load`` would pair with the new model, as ``save(overwrite=True)`` does); other files in
+    ``folder`` stay. Until then an earlier model there is kept whole."""
+    partial = partial_path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adata.h5ad").unlink(missing_ok=True)
+    for file in partial.iterdir():
+        os.replace(file, folder / file.name)
+    partial.rmdir()
+
+
+def discard(out: Path, model_folder: Path | None = None) -> None:
+    """Remove the partial output, plots and saved model of a run that failed after writing
+    them."""
     _remove(partial_path(out))
     _remove(partial_path(plots_folder(out)))
+    if model_folder is not None:
+        _remove(partial_path(model_folder))
 
 
 @contextlib.contextmanager
