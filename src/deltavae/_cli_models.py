@@ -208,19 +208,20 @@ def setup_warnings(args: argparse.Namespace):
 
 
 def _csc_advice(path: str, layer: str | None) -> str:
-    """What to do with counts stored column by column (CSC).
+    """What to do, in a shell, with counts stored column by column (CSC).
 
     Examples
     --------
-    >>> _csc_advice("c.h5ad", "counts")  # doctest: +ELLIPSIS
-    "The counts (layer 'counts' of 'c.h5ad') are a CSC sparse matrix...adata.layers['counts'] = ..."
+    >>> print(_csc_advice("c.h5ad", "counts"))  # doctest: +NORMALIZE_WHITESPACE
+    The counts (layer 'counts' of 'c.h5ad') are a CSC sparse matrix, which minibatches read
+    slower than CSR (rows): convert the file once, then train on it: python -c "import anndata;
+    a = anndata.read_h5ad('c.h5ad'); a.layers['counts'] = a.layers['counts'].tocsr();
+    a.write_h5ad('c.h5ad')"
     """
-    what, slot = (
-        ("X", "adata.X") if layer is None else (f"layer {layer!r}", f"adata.layers[{layer!r}]")
-    )
+    what, slot = ("X", "a.X") if layer is None else (f"layer {layer!r}", f"a.layers[{layer!r}]")
     return (
         f"The counts ({what} of {path!r}) are a CSC sparse matrix, which minibatches read "
-        "slower than CSR (rows): training is faster on the file converted once, e.g. in "
-        f"Python: adata = anndata.read_h5ad({path!r}); {slot} = {slot}.tocsr(); "
-        f"adata.write_h5ad({path!r})."
+        f'slower than CSR (rows): convert the file once, then train on it: python -c "import '
+        f"anndata; a = anndata.read_h5ad({path!r}); {slot} = {slot}.tocsr(); "
+        f'a.write_h5ad({path!r})"'
     )

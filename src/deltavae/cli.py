@@ -131,7 +131,8 @@ def _add_early_stopping(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--early-stopping",
         action="store_true",
-        help="stop when the validation ELBO plateaus [off: train all --epochs]",
+        help="stop when the validation ELBO plateaus (nmfdeconv: with --train-size below 1) "
+        "[off: train all --epochs]",
     )
 
 
