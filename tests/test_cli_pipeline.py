@@ -228,9 +228,9 @@ def test_accelerator_batch_size_and_lr_reach_training(counts_file, tmp_path, cap
 def test_a_run_that_cannot_train_is_refused_before_reading(
     counts_file, tmp_path, capsys, monkeypatch
 ):
-    """--accelerator gpu without a GPU and --early-stopping with no cell held out were refused
-    by the model only once the data were read and set up ("Training ZINBVAE ... on the CPU"
-    printed first)."""
+    """--accelerator gpu without a GPU, --early-stopping with no cell held out, and a key the
+    input lacks were refused by the model only once the data were read and set up (for the
+    first two, past a "Training ZINBVAE ... on the CPU" line)."""
 
     def unread(*args, **kwargs):
         raise AssertionError("the input was read")
@@ -245,6 +245,10 @@ def test_a_run_that_cannot_train_is_refused_before_reading(
     assert _fit(counts_file, tmp_path / "e.h5ad", "--early-stopping", "--train-size", "1") == 2
     printed = capsys.readouterr()
     assert "no cell is held out for it (--train-size 1.0)" in printed.err and printed.out == ""
+    # A mistyped obs column or layer, from the file's metadata (the model read it all first).
+    for flag in ("--batch-key", "--layer"):
+        assert _fit(counts_file, tmp_path / "k.h5ad", flag, "nope") == 2
+        assert f"{flag} 'nope' is not in" in capsys.readouterr().err.replace("a column of", "in")
 
 
 @pytest.mark.parametrize("backed", [False, True])

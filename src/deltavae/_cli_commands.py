@@ -44,6 +44,7 @@ from deltavae._cli_models import (
     MODELS,
     build_model,
     check_accelerator,
+    check_input_keys,
     check_model_inputs,
     model_options,
     read_reference,
@@ -158,6 +159,7 @@ def fit(args: argparse.Namespace) -> int:
     check_model_inputs(args)
     check_accelerator(args.accelerator)
     options = model_options(model_cls, args)
+    check_input_keys(path, args)
     reference = read_reference(args)
     try:
         # Backed: minibatches are read from the file; only obs and var are held in memory.

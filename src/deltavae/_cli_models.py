@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import anndata as ad
+import h5py
 
 import deltavae as dv
 from deltavae._cli_files import InputError, _options_for
@@ -117,6 +118,53 @@ def check_accelerator(accelerator: str) -> None:
             "(torch.cuda.is_available() is False): pass --accelerator cpu (or auto, which uses "
             "a GPU when there is one), or install a CUDA build of torch."
         )
+
+
+#: Options that name an obs column of INPUT (the reference models' --labels-key names one of
+#: the reference's, checked as it is read).
+_INPUT_COLUMNS = ("batch_key", "condition_key", "labels_key")
+
+
+def check_input_keys(path: Path, args: argparse.Namespace) -> None:
+    """Refuse an obs column (``--batch-key``, ...) or ``--layer`` that INPUT lacks, from its
+    metadata, before the data are read: the model refused a typo only after reading them."""
+    names = _input_names(path)
+    if names is None:
+        return
+    columns, layers = names
+    for name in _INPUT_COLUMNS:
+        key = getattr(args, name, None)
+        if key is not None and args.model not in REFERENCE_MODELS and key not in columns:
+            raise InputError(
+                f"--{name.replace('_', '-')} {key!r} is not a column of adata.obs; available "
+                f"columns: {columns}."
+            )
+    if args.layer is not None and args.layer not in layers:
+        raise InputError(
+            f"--layer {args.layer!r} is not in adata.layers; available layers: {layers}."
+        )
+
+
+def _input_names(path: Path) -> tuple[list[str], list[str]] | None:
+    """INPUT's obs columns and layers, from the file's metadata; ``None`` where they cannot be
+    read so (not an AnnData file: its read reports why)."""
+    try:
+        if path.is_dir():
+            import zarr
+
+            return _group_names(zarr.open_group(path, mode="r"))
+        with h5py.File(path, "r") as file:
+            return _group_names(file)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _group_names(group) -> tuple[list[str], list[str]] | None:
+    columns = group["obs"].attrs.get("column-order")
+    if columns is None:  # not anndata's encoding of a data frame
+        return None
+    layers = list(group["layers"]) if "layers" in group else []
+    return [str(c) for c in columns], [str(layer) for layer in layers]
 
 
 def read_reference(args: argparse.Namespace) -> ad.AnnData | None:
