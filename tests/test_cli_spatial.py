@@ -240,3 +240,21 @@ def test_spots_without_counts_are_warned_about_once(files, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("deltavae: warning: ") == 1, err
     assert "3 of 100 spots have no counts" in err
+
+
+def test_reference_keys_are_checked_before_anything_is_read(files, tmp_path, capsys, monkeypatch):
+    """A mistyped --labels-key or --reference-layer was found once the whole reference was
+    read into memory."""
+    spots_path, ref_path, _ = files
+
+    def unread(*args, **kwargs):
+        raise AssertionError("a file was read")
+
+    monkeypatch.setattr(ad, "read_h5ad", unread)
+    options = ["--model", "nmfdeconv", "--reference", str(ref_path)]
+    for extra, message in (
+        (["--labels-key", "type"], "--labels-key 'type' is not a column of the reference's obs"),
+        (["--labels-key", "cluster", "--reference-layer", "raw"], "'raw' is not in reference."),
+    ):
+        assert _fit(spots_path, tmp_path / "n.h5ad", *options, *extra) == 2
+        assert message in capsys.readouterr().err

@@ -126,22 +126,38 @@ _INPUT_COLUMNS = ("batch_key", "condition_key", "labels_key")
 
 
 def check_input_keys(path: Path, args: argparse.Namespace) -> None:
-    """Refuse an obs column (``--batch-key``, ...) or ``--layer`` that INPUT lacks, from its
-    metadata, before the data are read: the model refused a typo only after reading them."""
-    names = _input_names(path)
-    if names is None:
-        return
-    columns, layers = names
-    for name in _INPUT_COLUMNS:
+    """Refuse an obs column (``--batch-key``, ...) or ``--layer`` that INPUT lacks, and a
+    ``--labels-key`` or ``--reference-layer`` the reference lacks, from the files' metadata,
+    before the data are read: the model refused a typo only after reading them."""
+    columns, layers = _input_names(path) or (None, None)
+    for name in _INPUT_COLUMNS if columns is not None else ():
         key = getattr(args, name, None)
         if key is not None and args.model not in REFERENCE_MODELS and key not in columns:
             raise InputError(
                 f"--{name.replace('_', '-')} {key!r} is not a column of adata.obs; available "
                 f"columns: {columns}."
             )
-    if args.layer is not None and args.layer not in layers:
+    if args.layer is not None and layers is not None and args.layer not in layers:
         raise InputError(
             f"--layer {args.layer!r} is not in adata.layers; available layers: {layers}."
+        )
+    reference = None if args.reference is None else _input_names(Path(args.reference))
+    if reference is not None:
+        columns, layers = reference
+        _check_labels_key(args, columns)
+        if args.reference_layer is not None and args.reference_layer not in layers:
+            raise InputError(
+                f"--reference-layer {args.reference_layer!r} is not in reference.layers; "
+                f"available layers: {layers}."
+            )
+
+
+def _check_labels_key(args: argparse.Namespace, columns) -> None:
+    labels_key = args.labels_key or "cell_type"
+    if labels_key not in columns:
+        raise InputError(
+            f"--labels-key {labels_key!r} is not a column of the reference's obs; available: "
+            f"{list(columns)}."
         )
 
 
@@ -176,12 +192,7 @@ def read_reference(args: argparse.Namespace) -> ad.AnnData | None:
         reference = ad.read_h5ad(args.reference)
     except (OSError, TypeError, KeyError) as err:  # KeyError, TypeError: HDF5, not AnnData
         raise InputError(f"cannot read --reference {str(args.reference)!r}: {err}") from err
-    labels_key = args.labels_key or "cell_type"
-    if labels_key not in reference.obs:
-        raise InputError(
-            f"--labels-key {labels_key!r} is not a column of the reference's obs; available: "
-            f"{list(reference.obs.columns)}."
-        )
+    _check_labels_key(args, reference.obs.columns)
     return reference
 
 
