@@ -4,6 +4,7 @@ replaced run go, bad seeds are usage errors, and logs carry no progress-bar fram
 
 import os
 import signal
+import sys
 
 import anndata as ad
 import h5py
@@ -127,6 +128,25 @@ def test_only_a_replaced_run_takes_its_plots_folder_with_it(counts_file, tmp_pat
     printed = capsys.readouterr().out
     # Not a terminal: no progress bar's carriage-return frames in the log.
     assert "\r" not in printed and "Epoch 1/2" not in printed
+
+
+class _ClosedPipe:
+    """stdout whose reader has left, as ``deltavae fit ... | head -1`` leaves it."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        pass
+
+
+def test_a_closed_stdout_ends_the_run_quietly(counts_file, tmp_path, capsys, monkeypatch):
+    """`deltavae fit ... | head` printed a BrokenPipeError traceback (exit status 1)."""
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    out = tmp_path / "z.h5ad"
+    assert _fit(counts_file, out, "--no-plots") == 141
+    assert "Traceback" not in capsys.readouterr().err
+    assert not out.exists() and not partial_path(out).exists()
 
 
 def test_out_naming_the_reference_is_refused(counts_file, tmp_path, capsys):

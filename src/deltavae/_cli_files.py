@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -420,6 +421,15 @@ def session_kept():
             else:
                 os.environ[name] = value
         close_figures_since(figures)
+
+
+def stdout_closed() -> None:
+    """Point stdout at /dev/null once its reader has left (``deltavae fit ... | head``), so
+    that Python's flush at exit raises no BrokenPipeError of its own (Python's advice, in the
+    notes on SIGPIPE of :mod:`signal`); the command's status is then 141, as a shell reports a
+    program ended by SIGPIPE."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # not a file: nothing to do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def close_figures_since(opened: set) -> None:

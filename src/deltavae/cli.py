@@ -449,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         from deltavae import _cli_commands
-        from deltavae._cli_files import InputError, session_kept
+        from deltavae._cli_files import InputError, session_kept, stdout_closed
         from deltavae._cli_report import warning_printer
     except KeyboardInterrupt:
         print("deltavae: interrupted: no output was written.", file=sys.stderr)
@@ -478,6 +478,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as err:  # Ctrl-C: a line, not a traceback; 130 as shells use
         print(f"deltavae: interrupted: {str(err) or 'no output was written.'}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout's reader left (| head): quietly, as SIGPIPE ends a program
+        stdout_closed()
+        return 141
     finally:
         torch.set_num_threads(threads)
 
