@@ -127,12 +127,11 @@ def n_markers_arg(text: str) -> int | str:
         ) from None
 
 
-def _add_early_stopping(parser: argparse.ArgumentParser) -> None:
+def _add_early_stopping(parser: argparse.ArgumentParser, note: str = "") -> None:
     parser.add_argument(
         "--early-stopping",
         action="store_true",
-        help="stop when the validation ELBO plateaus (nmfdeconv: with --train-size below 1) "
-        "[off: train all --epochs]",
+        help=f"stop when the validation ELBO plateaus{note} [off: train all --epochs]",
     )
 
 
@@ -389,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p_fit.add_argument("--seed", type=_seed, default=0, help="random seed [%(default)s]")
-    _add_early_stopping(p_fit)
+    _add_early_stopping(p_fit, " (nmfdeconv: with --train-size below 1)")
     p_fit.add_argument(
         "--backed",
         action="store_true",
