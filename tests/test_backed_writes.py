@@ -33,3 +33,29 @@ def test_write_into_a_file_anndata_closed(tmp_path):
     assert imputer.write_to_adata(spots) == ["obsm/imputed"]
     spots.file.close()
     assert ad.read_h5ad(tmp_path / "spots.h5ad").obsm["imputed"].shape == (60, 20)
+
+
+def test_reading_leaves_the_users_backed_file_open(tmp_path):
+    """anndata's to_memory closes a backed AnnData's file (also the file of the AnnData a view
+    views): reading a subset's latent, cells in another order, or a backed reference's
+    signatures closed the user's file: adata.file["X"] failed, "X" in adata.file was False,
+    and training again said the file was closed."""
+    import anndata as ad
+
+    data = dv.datasets.synthetic_counts(n_cells=60, n_genes=20, n_clusters=2, seed=0)
+    data.obs["cluster"] = data.obs["cluster"].astype(str)
+    data.write_h5ad(tmp_path / "cells.h5ad")
+    cells = ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")
+    held = cells.file["X"]  # a handle the user keeps: it stays readable
+    dv.model.ZINBVAE.setup_anndata(cells)
+    model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
+    model.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
+    model.get_latent_representation(cells[:10])
+    model.get_latent_representation(indices=[5, 1, 2])
+    dv.model.NMFDeconv.signatures_from_reference(cells[:30], "cluster")
+    assert cells.file.is_open and "X" in cells.file
+    assert held["indptr"].shape == (61,)
+    model.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
+    cells.file.close()
+    dv.model.NMFDeconv.signatures_from_reference(cells, "cluster")  # found closed: stays so
+    assert not cells.file.is_open

@@ -18,7 +18,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._genes import _refuse_duplicates, identifier_advice
 from ._imputer_reference import cluster_states, neighbour_cells, state_profiles
-from ._matrices import adata_in_memory
+from ._matrices import adata_in_memory, to_memory
 from ._saved import read_saved
 from ._spots import SpotModelMixin, fitted_rows, prefixed, spots_to_load, warn_empty_spots
 from ._validation import check_data, warn_user
@@ -288,7 +288,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
                 model_kwargs.update(cells=cells, cell_states=np.asarray(labels).astype(str))
             rows = state_profiles(counts, labels, ref_genes)
         spots = spatial[:, shared.to_numpy()]
-        spots = spots.to_memory() if spots.isbacked else spots.copy()
+        spots = to_memory(spots) if spots.isbacked else spots.copy()
         cls.setup_anndata(spots, layer=layer)
         return cls(spots, reference=rows, design=design, profiles=profiles, **model_kwargs)
 

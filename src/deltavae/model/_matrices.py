@@ -105,13 +105,33 @@ def on_disk(adata: AnnData) -> bool:
     )
 
 
+def to_memory(adata: AnnData) -> AnnData:
+    """``adata.to_memory()`` that leaves a backed AnnData's file as it found it.
+
+    anndata's closes the file of a backed AnnData, or of the AnnData a view of one views: the
+    user's ``adata.file["X"]``, writes into it and training on it failed afterwards. Here the
+    file keeps its state, and its h5py handle (datasets taken from it stay usable).
+    """
+    if not adata.isbacked:
+        return adata.to_memory()
+    manager = adata.file
+    was_open = manager.is_open
+    manager.close = lambda: None  # anndata's last step, for this call only
+    try:
+        return adata.to_memory()
+    finally:
+        del manager.close
+        if not was_open:  # reading X opened it
+            manager.close()
+
+
 def adata_in_memory(adata: AnnData) -> AnnData:
     """``adata`` itself when its matrices are in memory, else an in-memory AnnData of it (X and
     layers read in chunks of rows; obs, var, obsm and uns shared)."""
     if not on_disk(adata):
         return adata
     if adata.isbacked:
-        return adata.to_memory()
+        return to_memory(adata)
     return AnnData(
         X=in_memory(adata.X),
         obs=adata.obs,

@@ -15,7 +15,7 @@ from anndata import AnnData
 
 from .._checks import check_labels, dense, layer_matrix
 from ._genes import _refuse_duplicates, identifier_advice
-from ._matrices import adata_in_memory
+from ._matrices import adata_in_memory, to_memory
 from ._nmf_start import FEW_SHARED_GENES
 from ._validation import check_data
 
@@ -63,7 +63,7 @@ def _counts_in_memory(reference: AnnData, genes) -> AnnData:
     """``reference`` with ``genes`` (all when ``None``), in that order, in memory: one opened
     backed or with read_lazy is read (a backed view cannot be indexed again)."""
     if reference.isbacked and reference.is_view:
-        reference = reference.to_memory()
+        reference = to_memory(reference)
     return adata_in_memory(reference if genes is None else reference[:, list(genes)])
 
 

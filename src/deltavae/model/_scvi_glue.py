@@ -15,7 +15,7 @@ from scvi.data._constants import _FIELD_REGISTRIES_KEY as _FIELD_REGISTRIES
 from scvi.model.base import VAEMixin
 from scvi.module.base._decorators import _move_data_to_device
 
-from ._matrices import on_disk
+from ._matrices import on_disk, to_memory
 
 
 def _sealed(adata_manager):
@@ -391,7 +391,7 @@ def loader_arguments(model, args: tuple, kwargs: dict) -> dict:
         return kwargs
     with warnings.catch_warnings():  # a cell asked for twice is read twice
         warnings.filterwarnings("ignore", message="Observation names are not unique")
-        cells = adata[rows].to_memory()
+        cells = to_memory(adata[rows])
     return {**kwargs, "adata": model._validate_anndata(cells), "indices": None}
 
 

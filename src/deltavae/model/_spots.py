@@ -15,7 +15,7 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField
 
 from .._checks import dense
-from ._matrices import with_column
+from ._matrices import to_memory, with_column
 from ._validation import check_data, check_key_added, check_setup_target, warn_user
 
 #: Spots read at a time by the first passes.
@@ -182,7 +182,7 @@ def spots_to_load(adata, var_names):
             f"(e.g. {missing[:5].tolist()}); pass the spots the model was fitted on."
         )
     adata = adata[:, genes.to_numpy()]
-    return adata.to_memory() if adata.isbacked else adata.copy()
+    return to_memory(adata) if adata.isbacked else adata.copy()
 
 
 #: What each spot model fits per spot (a parameter and its axis of spots), and what to do
@@ -221,7 +221,7 @@ def fitted_spots(adata, attr_dict: dict, state_dict: dict, parameter, model: str
             "results follow that order."
         )
         adata = adata[names.get_indexer(fitted)]
-        adata = adata.to_memory() if adata.isbacked else adata.copy()
+        adata = to_memory(adata) if adata.isbacked else adata.copy()
         adata.obs[SPOT_INDEX] = np.arange(adata.n_obs)
         return adata
     unknown = names.difference(fitted) if fitted is not None else names[:0]
