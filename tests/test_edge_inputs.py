@@ -232,10 +232,14 @@ def test_training_arguments_that_would_be_ignored_or_fail_late_are_refused():
     # CGMDVAE keeps the best epoch only where there are validation cells ("auto").
     dv.model.CGMDVAE.setup_anndata(adata)
     cgm = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    with pytest.raises(ValueError, match="'y_term_validation' or 'z_term_validation'"):
+        cgm.train(max_epochs=2, early_stopping=True, early_stopping_monitor="y_trm_validation")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
-        cgm.train(max_epochs=2, train_size=1.0)
+        # A term of the model's own is a metric it logs (found on two cells before training).
+        cgm.train(max_epochs=2, train_size=1.0, early_stopping_monitor="d_term_train")
     assert cgm.is_trained_ and cgm.best_epoch_ is None
+    assert "d_term_train" in cgm.history
 
 
 def test_training_without_a_logger_says_what_it_loses():

@@ -379,6 +379,16 @@ def test_zinbvae_checks_genes_too():
         ({"lr": -1.0}, "lr must be a positive, finite number"),
         ({"lr": float("nan")}, "lr must be a positive, finite number"),
         ({"early_stopping": True, "train_size": 1.0}, "no cell is held out"),
+        # A misspelled metric failed in Lightning at the end of the first epoch.
+        (
+            {"early_stopping": True, "early_stopping_monitor": "elbo_valdation"},
+            r"early_stopping_monitor='elbo_valdation' is not a metric ZINBVAE logs in "
+            r"training: did you mean 'elbo_validation'.*'kl_divergence_z_validation'",
+        ),
+        (
+            {"plan_kwargs": {"reduce_lr_on_plateau": True, "lr_scheduler_metric": "kl_z_train"}},
+            r"lr_scheduler_metric'\]='kl_z_train' is not a metric",
+        ),
     ],
 )
 def test_bad_training_arguments_are_refused_before_training(kwargs, match):

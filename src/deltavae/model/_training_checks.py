@@ -70,10 +70,12 @@ def check_training_arguments(
     val_every: int = 1,
     accelerator: str = "auto",
     logger=None,
+    monitor=None,
 ) -> None:
     """Refuse, before anything trains, arguments that would train wrongly, crash late or be
     silently ignored (``plan``: the given ``plan_kwargs``, whose ``lr`` wins over ``lr``;
-    ``val_every``: Lightning's ``check_val_every_n_epoch``; ``logger``: Lightning's)."""
+    ``val_every``: Lightning's ``check_val_every_n_epoch``; ``logger``: Lightning's;
+    ``monitor``: the ``early_stopping_monitor`` given)."""
     if logger is False:
         warn_user(
             "logger=False keeps no training history: model.history, best_epoch_ and the "
@@ -149,6 +151,7 @@ def check_training_arguments(
             f"reduce_lr_on_plateau watches {metric!r}, but no cell is held out for "
             "validation (train_size=1.0): pass train_size < 1, e.g. 0.9."
         )
+    check_monitored(model, monitor, plan.get("lr_scheduler_metric"))
     batch_norm = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules())
     if batch_norm and min(batch_size, n_train) < 2:
         fix = (
@@ -161,6 +164,65 @@ def check_training_arguments(
             f"The model's BatchNorm layers need at least 2 cells per minibatch; got "
             f"batch_size={batch_size} and {n_train} training cells. {fix}"
         )
+
+
+#: Metrics every model logs each epoch, besides ``<term>_<split>`` for each of its own terms.
+_LOGGED = frozenset(
+    {"train_loss", "validation_loss", "kl_weight"}
+    | {
+        f"{name}_{split}"
+        for name in ("elbo", "reconstruction_loss", "kl_local", "kl_global")
+        for split in ("train", "validation")
+    }
+)
+
+
+def _term_names(model) -> set[str]:
+    """The model's own terms of the ELBO and metrics beside it, as training logs them: from
+    its module on two cells, in eval mode, with the random state put back."""
+    module, device = model.module, model.device
+    cells = np.arange(min(2, model.adata.n_obs))
+    was_training = module.training
+    module.eval()
+    try:
+        with (
+            torch.no_grad(),
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+        ):
+            loader = model._make_data_loader(adata=model.adata, indices=cells, batch_size=2)
+            batch = next(iter(loader))  # a loader's iterator draws its seed
+            _, _, out = module(batch)
+            names = {*out.kl_local, *(out.extra_metrics or {})}
+            if getattr(module, "has_torch_elbo", False):
+                args, kwargs = module._get_fn_args_from_batch(batch)
+                names |= set(module.negative_elbo(*args, **kwargs)[1])
+    finally:
+        module.train(was_training)
+    return names - {"reconstruction_loss", "kl_local"}
+
+
+def check_monitored(model, early_stopping_monitor, lr_scheduler_metric) -> None:
+    """The metrics early stopping and the learning-rate schedule watch must be logged by
+    training: Lightning says a name is wrong only at the end of the first epoch."""
+    given = {
+        "early_stopping_monitor": early_stopping_monitor,
+        "plan_kwargs['lr_scheduler_metric']": lr_scheduler_metric,
+    }
+    given = {arg: name for arg, name in given.items() if name is not None and name not in _LOGGED}
+    if not given:
+        return
+    logged = set(_LOGGED)
+    logged |= {
+        f"{term}_{split}" for term in _term_names(model) for split in ("train", "validation")
+    }
+    for arg, name in given.items():
+        if name not in logged:
+            close = difflib.get_close_matches(str(name), sorted(logged), n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+            raise ValueError(
+                f"{arg}={name!r} is not a metric {type(model).__name__} logs in training: "
+                f"{hint}It logs {sorted(logged)} (the keys of model.history)."
+            )
 
 
 def _registered_columns(registry: dict):
