@@ -91,6 +91,20 @@ def test_a_measurement_as_a_category_column_is_refused(counts_adata):
     dv.model.ZINBVAE.setup_anndata(adata, size_factor_key="sf")
 
 
+def test_a_category_column_mixing_strings_and_numbers_is_refused(counts_adata):
+    """Donors named 'd1' and 2 (anndata's concat of differently typed obs) failed in numpy
+    inside scvi-tools' registration: "'<' not supported between instances of 'str' and
+    'int'", with obs["_scvi_batch"] already written."""
+    adata = counts_adata
+    adata.obs["donor"] = [2, "d1"] * (adata.n_obs // 2)
+    fix = r"mixes strings with other values \(e.g. 'd1' and 2\).*\.astype\(str\)"
+    _setup_fails(adata, ValueError, "batch_key='donor': .*" + fix, batch_key="donor")
+    assert "_scvi_batch" not in adata.obs
+    adata.obs["donor"] = adata.obs["donor"].astype("category")
+    with pytest.raises(ValueError, match="condition_key='donor': .*" + fix):
+        dv.model.CGMDVAE.setup_anndata(adata, condition_key="donor")
+
+
 def test_missing_obs_keys(counts_adata):
     _setup_fails(counts_adata, KeyError, "batch_key='donor'", batch_key="donor")
     # A pandas AttributeError ('DataFrame' object has no attribute 'cat') after obsm was written.

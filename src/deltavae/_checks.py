@@ -61,6 +61,26 @@ def measurement_note(column: pd.Series, fractions: bool = False) -> str | None:
     return f"{n_values} distinct {kind} numbers over {len(column)} cells"
 
 
+def refuse_mixed_kinds(column: pd.Series, arg: str, key: str) -> None:
+    """Refuse an obs column of categories that mixes strings with other values (numbers,
+    booleans): scvi-tools sorts them, which failed with numpy's "'<' not supported between
+    instances of 'str' and 'int'"."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        values = column.cat.categories
+    elif column.dtype == object:
+        values = column.dropna().unique()
+    else:
+        return
+    text = [v for v in values if isinstance(v, str)]
+    other = [v for v in values if not isinstance(v, str)]
+    if text and other:
+        raise ValueError(
+            f"{arg}={key!r}: adata.obs[{key!r}] mixes strings with other values (e.g. "
+            f"{text[0]!r} and {other[0]!r}), which cannot be sorted into categories; make "
+            f"them strings: adata.obs[{key!r}] = adata.obs[{key!r}].astype(str)."
+        )
+
+
 def check_labels(reference: ad.AnnData, labels_key: str) -> pd.Categorical:
     """The cell types of ``reference.obs[labels_key]``: present, no missing values, at least 2."""
     if labels_key not in reference.obs:

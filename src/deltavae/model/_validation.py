@@ -19,7 +19,7 @@ from scipy import sparse
 
 import deltavae as deltavae_pkg
 
-from .._checks import measurement_note, not_counts, x_or_none
+from .._checks import measurement_note, not_counts, refuse_mixed_kinds, x_or_none
 from .._io import dense_advice, is_dense_zarr
 from ._count_advice import counts_hint, why_not_whole
 
@@ -362,6 +362,7 @@ def check_obs_keys(
                 )
             note = None
             if categories:
+                refuse_mixed_kinds(adata.obs[key], arg, key)
                 note = measurement_note(adata.obs[key], fractions=arg != "labels_key")
             if note is not None:  # nUMI, a score: one category per value
                 raise ValueError(
