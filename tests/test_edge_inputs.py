@@ -240,6 +240,11 @@ def test_training_arguments_that_would_be_ignored_or_fail_late_are_refused():
         cgm.train(max_epochs=2, train_size=1.0, early_stopping_monitor="d_term_train")
     assert cgm.is_trained_ and cgm.best_epoch_ is None
     assert "d_term_train" in cgm.history
+    # Early stopping on a training metric needs no validation cells.
+    model.train(
+        max_epochs=2, train_size=1.0, early_stopping=True, early_stopping_monitor="elbo_train"
+    )
+    assert model.is_trained_
 
 
 def test_training_without_a_logger_says_what_it_loses():

@@ -389,6 +389,13 @@ def test_zinbvae_checks_genes_too():
             {"plan_kwargs": {"reduce_lr_on_plateau": True, "lr_scheduler_metric": "kl_z_train"}},
             r"lr_scheduler_metric'\]='kl_z_train' is not a metric",
         ),
+        # A string from a config file: "False" was true, and stopped early.
+        ({"early_stopping": "False"}, "early_stopping must be True or False, got 'False'"),
+        # No minibatch at all: KeyError 'elbo_train' after Lightning's "No training batches".
+        (
+            {"datasplitter_kwargs": {"drop_last": True}},
+            r"drop_last'\]=True drops every minibatch: batch_size=128 is more than the 45",
+        ),
     ],
 )
 def test_bad_training_arguments_are_refused_before_training(kwargs, match):

@@ -246,8 +246,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
             )
         check_training_arguments(
             self, max_epochs, train_size, validation_size, batch_size, early_stopping, given, lr,
-            restore_best, trainer_kwargs.get("check_val_every_n_epoch", 1), accelerator,
-            trainer_kwargs.get("logger"), trainer_kwargs.get("early_stopping_monitor"),
+            restore_best, accelerator, trainer_kwargs,
         )  # fmt: skip
         max_epochs, batch_size = int(max_epochs), int(batch_size)  # numpy's: Lightning, torch
         if n_epochs_kl_warmup == "auto":

@@ -67,16 +67,16 @@ def check_training_arguments(
     plan: dict,
     lr,
     restore_best=False,
-    val_every: int = 1,
     accelerator: str = "auto",
-    logger=None,
-    monitor=None,
+    trainer_kwargs: dict | None = None,
 ) -> None:
     """Refuse, before anything trains, arguments that would train wrongly, crash late or be
     silently ignored (``plan``: the given ``plan_kwargs``, whose ``lr`` wins over ``lr``;
-    ``val_every``: Lightning's ``check_val_every_n_epoch``; ``logger``: Lightning's;
-    ``monitor``: the ``early_stopping_monitor`` given)."""
-    if logger is False:
+    ``trainer_kwargs``: the rest, passed on to scvi-tools and Lightning)."""
+    trainer_kwargs = trainer_kwargs or {}
+    val_every = trainer_kwargs.get("check_val_every_n_epoch", 1)
+    monitor = trainer_kwargs.get("early_stopping_monitor")
+    if trainer_kwargs.get("logger") is False:
         warn_user(
             "logger=False keeps no training history: model.history, best_epoch_ and the "
             "check that training converged (NotConvergedWarning) are lost. The default "
@@ -103,6 +103,8 @@ def check_training_arguments(
         )
     if not _is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if not isinstance(early_stopping, bool | np.bool_):  # "False" was True
+        raise ValueError(f"early_stopping must be True or False, got {early_stopping!r}.")
     if lr is not None and (not _is_number(lr) or not math.isfinite(lr) or lr <= 0):
         raise ValueError(f"lr must be a positive, finite number; got {lr!r}.")
     n_cells = model.adata.n_obs
@@ -140,10 +142,18 @@ def check_training_arguments(
             "none (torch.cuda.is_available() is False): pass accelerator='cpu' (or 'auto', "
             "which uses a GPU when there is one), or install a CUDA build of torch."
         )
-    if early_stopping and n_val == 0:
+    watched = "the validation ELBO" if monitor is None else repr(monitor)
+    on_training_cells = str(monitor).endswith("_train") or monitor in ("train_loss", "kl_weight")
+    if early_stopping and n_val == 0 and not on_training_cells:
         raise ValueError(
-            "early_stopping=True stops when the validation ELBO stops improving, but no cell "
+            f"early_stopping=True stops when {watched} stops improving, but no cell "
             "is held out for it (train_size=1.0): pass train_size < 1, e.g. 0.9."
+        )
+    if (trainer_kwargs.get("datasplitter_kwargs") or {}).get("drop_last") and batch_size > n_train:
+        raise ValueError(
+            f"datasplitter_kwargs['drop_last']=True drops every minibatch: batch_size="
+            f"{batch_size} is more than the {n_train} training cells. Pass batch_size={n_train} "
+            "or less, or leave drop_last out (deltavae drops a last minibatch of one cell)."
         )
     metric = plan.get("lr_scheduler_metric", "elbo_validation")
     if plan.get("reduce_lr_on_plateau") and metric.endswith("_validation") and n_val == 0:
