@@ -59,3 +59,21 @@ def test_reading_leaves_the_users_backed_file_open(tmp_path):
     cells.file.close()
     dv.model.NMFDeconv.signatures_from_reference(cells, "cluster")  # found closed: stays so
     assert not cells.file.is_open
+
+
+def test_imputer_from_and_onto_a_subset_of_backed_spots(tmp_path):
+    """SpatialImputer.from_reference (and load) on some spots of a backed file, spots[mask],
+    failed with anndata's "you cannot make a view of a view" when it took the shared genes."""
+    import anndata as ad
+
+    data = dv.datasets.synthetic_counts(n_cells=120, n_genes=80, n_clusters=2, seed=0)
+    data.obs["cluster"] = data.obs["cluster"].astype(str)
+    data[60:, :60].copy().write_h5ad(tmp_path / "spots.h5ad")
+    spots = ad.read_h5ad(tmp_path / "spots.h5ad", backed="r")
+    imputer = dv.model.SpatialImputer.from_reference(
+        spots[:40], reference=data[:60].copy(), labels_key="cluster", profiles="type"
+    )
+    imputer.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
+    imputer.save(tmp_path / "imputer")
+    loaded = dv.model.SpatialImputer.load(tmp_path / "imputer", adata=spots[:40])
+    assert loaded.adata.n_obs == 40 and spots.file.is_open

@@ -287,6 +287,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             if profiles == "neighbours":
                 model_kwargs.update(cells=cells, cell_states=np.asarray(labels).astype(str))
             rows = state_profiles(counts, labels, ref_genes)
+        if spatial.isbacked and spatial.is_view:  # anndata indexes a backed view no further
+            spatial = to_memory(spatial)
         spots = spatial[:, shared.to_numpy()]
         spots = to_memory(spots) if spots.isbacked else spots.copy()
         cls.setup_anndata(spots, layer=layer)

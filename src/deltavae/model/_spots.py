@@ -181,6 +181,8 @@ def spots_to_load(adata, var_names):
             f"adata lacks {len(missing)} of the model's {len(genes)} spot genes "
             f"(e.g. {missing[:5].tolist()}); pass the spots the model was fitted on."
         )
+    if adata.isbacked and adata.is_view:  # anndata indexes a backed view no further
+        adata = to_memory(adata)
     adata = adata[:, genes.to_numpy()]
     return to_memory(adata) if adata.isbacked else adata.copy()
 
