@@ -221,6 +221,10 @@ def test_bad_size_factors(counts_adata):
     _setup_fails(counts_adata, ValueError, "finite, positive", size_factor_key="sf")
     counts_adata.obs.loc[counts_adata.obs_names[2], "sf"] = np.inf  # it quoted the minimum, 1
     _setup_fails(counts_adata, ValueError, "1 cells hold inf", size_factor_key="sf")
+    counts_adata.obs["sf"] = "high"  # numpy's bare "could not convert string to float"
+    _setup_fails(
+        counts_adata, ValueError, "size_factor_key='sf' .* cells hold 'high'", size_factor_key="sf"
+    )
 
 
 def test_bad_model_arguments(counts_adata):

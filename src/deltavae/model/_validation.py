@@ -434,10 +434,11 @@ def check_size_factors(adata: AnnData, size_factor_key: str | None) -> None:
     if size_factor_key is None:
         return
     check_obs_keys(adata, {"size_factor_key": size_factor_key}, categories=False)
-    values = np.asarray(adata.obs[size_factor_key], dtype=float)
+    given = np.asarray(adata.obs[size_factor_key])
+    values = pd.to_numeric(given, errors="coerce").astype(float)  # text: NaN, shown as given
     bad = ~np.isfinite(values) | (values <= 0)
     if bad.any():
-        shown = ", ".join(f"{v:g}" for v in pd.unique(values[bad])[:3])
+        shown = ", ".join(map(repr, pd.unique(given[bad])[:3].tolist()))
         raise ValueError(
             f"size_factor_key={size_factor_key!r} must hold finite, positive numbers; "
             f"{int(bad.sum())} cells hold {shown}."
