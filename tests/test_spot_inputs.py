@@ -40,6 +40,18 @@ def test_integer_labels_work_like_names(split, n_markers):
     np.testing.assert_allclose(sig.to_numpy(), named.to_numpy())
 
 
+def test_signatures_of_a_log_normalised_reference_are_refused(split):
+    """signatures_from_reference averaged log-normalised values without a word: signatures
+    of another scale, which NMFDeconv(spots, signatures=...) took as counts."""
+    _, ref = split
+    ref = ref.copy()
+    ref.layers["counts"] = ref.X.copy()
+    ref.X = np.log1p(ref.X)
+    with pytest.raises(ValueError, match=r"reference.X must hold raw counts.*layer='counts'"):
+        dv.model.NMFDeconv.signatures_from_reference(ref, "cluster")
+    assert dv.model.NMFDeconv.signatures_from_reference(ref, "cluster", layer="counts").shape[0]
+
+
 @pytest.mark.parametrize("which", ["spots", "reference"])
 def test_duplicated_gene_names_are_refused_by_name(split, which):
     spots, ref = (a.copy() for a in split)

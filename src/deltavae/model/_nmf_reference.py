@@ -109,6 +109,11 @@ class FromReferenceMixin:
         """
         labels = _string_labels(reference, labels_key)
         counts = _counts_in_memory(reference, genes)
+        # Log-normalised values gave signatures of another scale, and wrong proportions.
+        try:
+            check_data(counts, layer, kind="counts", name="reference", warn_empty=False)
+        except ValueError as err:  # this method's argument is layer, from_reference's not
+            raise ValueError(str(err).replace("reference_layer=", "layer=")) from None
         obs = pd.DataFrame({"label": labels}, index=counts.obs_names)
         view = AnnData(X=layer_matrix(counts, layer), obs=obs)
         view.var_names = counts.var_names
