@@ -29,6 +29,7 @@ def test_write_into_a_file_anndata_closed(tmp_path):
     imputer = dv.model.SpatialImputer.from_reference(
         spots, reference=data[:60].copy(), labels_key="cluster", profiles="type"
     )
+    assert spots.file.is_open  # deltavae reads the spots without closing their file
     imputer.train(max_epochs=2, enable_progress_bar=False, enable_model_summary=False)
     assert imputer.write_to_adata(spots) == ["obsm/imputed"]
     spots.file.close()
@@ -52,6 +53,7 @@ def test_reading_leaves_the_users_backed_file_open(tmp_path):
     model.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
     model.get_latent_representation(cells[:10])
     model.get_latent_representation(indices=[5, 1, 2])
+    model.differential_expression(groupby="cluster")
     dv.model.NMFDeconv.signatures_from_reference(cells[:30], "cluster")
     assert cells.file.is_open and "X" in cells.file
     assert held["indptr"].shape == (61,)
