@@ -32,6 +32,18 @@ def test_a_lone_last_training_cell_does_not_stop_training(cls):
     assert np.isfinite(model.history["elbo_train"].to_numpy()).all()
 
 
+def test_a_numpy_batch_size_reads_results():
+    """train took batch_size=np.int64(...), the read-outs failed in torch's sampler: "batch_size
+    should be a positive integer value, but got batch_size=7"."""
+    adata = _cells(n_cells=40)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, **SMALL)
+    model.train(max_epochs=1, batch_size=np.int64(16))
+    latent = model.get_latent_representation(batch_size=np.int64(7))
+    np.testing.assert_allclose(latent, model.get_latent_representation(), atol=1e-5)
+    assert model.get_normalized_expression(batch_size=np.int32(7)).shape == (40, 20)
+
+
 def test_cgmdvae_trains_on_one_gene():
     counts = np.random.default_rng(0).poisson(5.0, size=(60, 1)).astype(np.float32)
     adata = ad.AnnData(counts)

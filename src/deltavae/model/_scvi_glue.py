@@ -379,6 +379,8 @@ def loader_arguments(model, args: tuple, kwargs: dict) -> dict:
     if len(args) > len(_LOADER_ARGUMENTS):
         raise TypeError(f"_make_data_loader takes at most {len(_LOADER_ARGUMENTS)} arguments.")
     kwargs = {**dict(zip(_LOADER_ARGUMENTS, args, strict=False)), **kwargs}
+    if isinstance(kwargs.get("batch_size"), np.integer):  # torch's sampler takes an int only
+        kwargs["batch_size"] = int(kwargs["batch_size"])
     adata, indices = kwargs.get("adata"), kwargs.get("indices")
     if adata is None:
         return kwargs
