@@ -8,7 +8,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._genes import match_genes
-from ._validation import category_mappings
+from ._registered import category_mappings
 
 _ADVICE = (
     "Archetypes' encoder reads every training gene: pass spots that have them all, e.g. "

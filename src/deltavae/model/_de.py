@@ -16,8 +16,8 @@ from scvi.model.base import RNASeqMixin
 from ._genes import identifier_advice
 from ._labels import _label_state, seen_categories
 from ._matrices import with_column
+from ._registered import SCVI_STAND_IN_BATCH
 from ._scvi_glue import check_indices
-from ._validation import SCVI_STAND_IN_BATCH
 
 #: Cells x genes from which scvi-tools' importance-weighted DE takes minutes on a CPU.
 _SLOW_IMPORTANCE = 1_000_000

@@ -13,8 +13,9 @@ from anndata import AnnData
 from scvi.data.fields import CategoricalJointObsField, LabelsWithUnlabeledObsField
 
 from ._matrices import with_column
+from ._registered import category_mappings
 from ._scvi_glue import _FEW_CELLS_WARNING
-from ._validation import category_mappings, warn_user
+from ._validation import warn_user
 
 
 class ConditionsByName(CategoricalJointObsField):
@@ -465,27 +466,3 @@ def condition_request(registry: dict, target, condition_key: str | None) -> tupl
             )
         ((condition_key, target),) = target.items()
     return condition_key or default_condition_key(registry), target
-
-
-def decoded_under(registry: dict, key: str, target) -> list[tuple[str, int | None, int]]:
-    """Where a cell's value of obs column ``key`` enters the model, if it registered it (its
-    batch, a categorical covariate, CGMDVAE's condition, which it registers as both): each
-    ``(registry key, column or None, code of target)``; empty when the model does not take
-    ``key``.
-
-    Examples
-    --------
-    >>> decoded_under({"field_registries": {}}, "condition", "stim")
-    []
-    """
-    fields, out = registry["field_registries"], []
-    batch = fields.get("batch", {}).get("state_registry", {})
-    if batch.get("original_key") == key:
-        mapping = [str(v) for v in batch["categorical_mapping"]]
-        out.append(("batch", None, mapping.index(str(target))))
-    covs = fields.get("extra_categorical_covs", {}).get("state_registry", {})
-    keys = list(covs.get("field_keys", []))
-    if key in keys:
-        mapping = [str(v) for v in covs["mappings"][key]]
-        out.append(("extra_categorical_covs", keys.index(key), mapping.index(str(target))))
-    return out

@@ -11,8 +11,9 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
-from ._labels import _label_state, condition_column, decoded_under, groups_under_both
+from ._labels import _label_state, condition_column, groups_under_both
 from ._matrices import has_negatives
+from ._registered import decoded_under
 
 if TYPE_CHECKING:
     from ._perturbation import Contrast, PerturbationMixin

@@ -22,8 +22,8 @@ from ._cgmdvae_mixins import ClustersMixin
 from ._labels import NoResponseError, condition_column, condition_request, groups_under_both
 from ._latent_shift import balance_groups, describe_prediction, latent_shift, training_obs
 from ._matrices import in_memory, row_sums
+from ._registered import category_mappings
 from ._scvi_glue import seeded
-from ._validation import category_mappings
 
 
 class PerturbationMixin:

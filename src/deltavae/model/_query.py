@@ -33,9 +33,10 @@ from ._base import DeltaModelMixin
 from ._freeze import _freeze_for_query, _restrict_learning
 from ._genes import align_query_genes
 from ._labels import refuse_other_type
+from ._registered import category_mappings
 from ._saved import read_saved
 from ._scvi_glue import scvi_init_names
-from ._validation import category_mappings, check_data, warn_user
+from ._validation import check_data, warn_user
 
 logger = logging.getLogger(__name__)
 

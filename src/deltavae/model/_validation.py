@@ -405,30 +405,6 @@ def check_model_arguments(
             raise ValueError(f"{name} must be non-negative and finite; got {value!r}.")
 
 
-#: The batch column scvi-tools registers when a setup names none (one category, 0).
-SCVI_STAND_IN_BATCH = "_scvi_batch"
-
-
-def category_mappings(registry: dict) -> dict[str, list]:
-    """The categories of each condition column a model registered, by obs key: the batch
-    (unless it is scvi-tools' constant stand-in) and every categorical covariate.
-
-    Examples
-    --------
-    >>> category_mappings({"field_registries": {}})
-    {}
-    """
-    fields = registry["field_registries"]
-    out = {}
-    batch = fields.get("batch", {}).get("state_registry", {})
-    if batch.get("original_key") not in (None, SCVI_STAND_IN_BATCH):
-        out[batch["original_key"]] = list(batch["categorical_mapping"])
-    covs = fields.get("extra_categorical_covs", {}).get("state_registry", {})
-    for key, mapping in covs.get("mappings", {}).items():
-        out[key] = list(mapping)
-    return out
-
-
 def check_size_factors(adata: AnnData, size_factor_key: str | None) -> None:
     """Size factors must be finite and positive."""
     if size_factor_key is None:

@@ -1,0 +1,55 @@
+"""The condition columns a model registered, read from its scvi-tools registry: the batch and
+the categorical covariates, each with its categories and where it enters the module."""
+
+from __future__ import annotations
+
+#: The batch column scvi-tools registers when a setup names none (one category, 0).
+SCVI_STAND_IN_BATCH = "_scvi_batch"
+
+
+def registered_columns(registry: dict) -> list[tuple[str, int | None, str, list]]:
+    """``(registry key, column or None, obs key, categories)`` of the batch (unless it is
+    scvi-tools' constant stand-in) and of every categorical covariate, in the module's order.
+
+    Examples
+    --------
+    >>> registered_columns({"field_registries": {}})
+    []
+    """
+    fields, out = registry["field_registries"], []
+    batch = fields.get("batch", {}).get("state_registry", {})
+    if batch.get("original_key") not in (None, SCVI_STAND_IN_BATCH):
+        out.append(("batch", None, batch["original_key"], list(batch["categorical_mapping"])))
+    covs = fields.get("extra_categorical_covs", {}).get("state_registry", {})
+    for column, key in enumerate(covs.get("field_keys", [])):
+        out.append(("extra_categorical_covs", column, key, list(covs["mappings"][key])))
+    return out
+
+
+def category_mappings(registry: dict) -> dict[str, list]:
+    """The categories of each condition column a model registered, by obs key.
+
+    Examples
+    --------
+    >>> category_mappings({"field_registries": {}})
+    {}
+    """
+    return {key: categories for _, _, key, categories in registered_columns(registry)}
+
+
+def decoded_under(registry: dict, key: str, target) -> list[tuple[str, int | None, int]]:
+    """Where a cell's value of obs column ``key`` enters the model, if it registered it (its
+    batch, a categorical covariate, CGMDVAE's condition, which it registers as both): each
+    ``(registry key, column or None, code of target)``; empty when the model does not take
+    ``key``.
+
+    Examples
+    --------
+    >>> decoded_under({"field_registries": {}}, "condition", "stim")
+    []
+    """
+    return [
+        (field, column, [str(c) for c in categories].index(str(target)))
+        for field, column, name, categories in registered_columns(registry)
+        if name == key
+    ]
