@@ -269,3 +269,15 @@ def test_sample_draws_only_combinations_of_conditions_that_trained():
     assert set(given.obs["donor"]) == {"d3"}
     given = model.sample(100, condition={"donor": "d1"}, seed=0)
     assert set(given.obs["condition"].astype(str)) == {"ctrl"}
+
+
+def test_predictions_keep_obs_columns_not_named_by_strings(two_keys):
+    # A column named by a number (pandas allows it) is kept; reading "_scvi" off it crashed.
+    model, adata = two_keys
+    ctrl = _ctrl(adata)
+    ctrl.obs[7] = np.arange(ctrl.n_obs)
+    for method in ("translate", "latent_shift"):
+        pred = model.predict_perturbation(ctrl, {"condition": "stim"}, method=method)
+        np.testing.assert_array_equal(pred.obs[7].to_numpy(), np.arange(ctrl.n_obs))
+    generated = model.translate(ctrl, target_condition={"condition": "stim"})
+    np.testing.assert_array_equal(generated.obs[7].to_numpy(), np.arange(ctrl.n_obs))

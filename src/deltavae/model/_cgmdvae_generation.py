@@ -214,7 +214,7 @@ class GenerationMixin:
             out.layers["counts"] = cells["counts"].astype(np.float32)
         out.uns["response_weight"] = float(response_weight)
         describe_prediction(out, self, "translate", target_condition)
-        for key in [k for k in obs if k.startswith("_scvi")]:
+        for key in [k for k in obs if str(k).startswith("_scvi")]:
             del out.obs[key]
         return out
 

@@ -148,7 +148,7 @@ def latent_shift(
         outs.append((px.mean if floor is None else px.mean.clamp(min=floor)).cpu())
         if module.likelihood in ("zinb", "nb"):
             counts.append(px.sample().cpu())
-    obs = caller_obs.loc[:, [k for k in caller_obs if not k.startswith("_scvi")]].copy()
+    obs = caller_obs.loc[:, [k for k in caller_obs if not str(k).startswith("_scvi")]].copy()
     obs[condition_key] = condition_column(model.adata.obs[condition_key], target, len(obs))
     out = AnnData(X=torch.cat(outs).numpy().astype(np.float32), obs=obs, var=adata.var.copy())
     if counts:

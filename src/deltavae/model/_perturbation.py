@@ -349,7 +349,7 @@ def nearest_response(
     distances = ((c_query[:, None, :] - centres[None]) ** 2).sum(-1)
     weights = softmax(-0.5 * distances / bandwidth, axis=1)
     predicted = np.maximum(x_query + weights @ responses, x_train.min())
-    obs = caller_obs.loc[:, [k for k in caller_obs if not k.startswith("_scvi")]].copy()
+    obs = caller_obs.loc[:, [k for k in caller_obs if not str(k).startswith("_scvi")]].copy()
     obs[condition_key] = condition_column(model.adata.obs[condition_key], target, len(obs))
     out = AnnData(X=predicted.astype(np.float32), obs=obs, var=adata.var.copy())
     out.obsm["response_weights"] = weights.astype(np.float32)
