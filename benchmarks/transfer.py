@@ -86,14 +86,16 @@ def _from_model_scale(log_pred, cells) -> np.ndarray:
 
 def additive_baseline(adata, cell_type) -> np.ndarray:
     """Control cells of ``cell_type`` plus the mean over the other types of their mean
-    stimulated minus mean control log expression (Ahlmann-Eltze et al. 2025), floored at 0."""
+    stimulated minus mean control log expression (Ahlmann-Eltze et al. 2025), floored at 0;
+    types without cells under one of the conditions are left out."""
     log, stim = adata.layers["log"], (adata.obs["condition"] == "stim").to_numpy()
     responses = []
     for other in adata.obs["cell_type"].cat.categories:
         if other == cell_type:
             continue
         member = (adata.obs["cell_type"] == other).to_numpy()
-        responses.append(log[member & stim].mean(0) - log[member & ~stim].mean(0))
+        if (member & stim).any() and (member & ~stim).any():  # seen under both conditions
+            responses.append(log[member & stim].mean(0) - log[member & ~stim].mean(0))
     ctrl = (adata.obs["cell_type"] == cell_type).to_numpy() & ~stim
     return np.maximum(log[ctrl] + np.mean(responses, axis=0), 0.0)
 
