@@ -396,6 +396,11 @@ def test_zinbvae_checks_genes_too():
             {"datasplitter_kwargs": {"drop_last": True}},
             r"drop_last'\]=True drops every minibatch: batch_size=128 is more than the 45",
         ),
+        # A last minibatch of one cell, asked for: BatchNorm's error from inside the first epoch.
+        (
+            {"batch_size": 44, "datasplitter_kwargs": {"drop_last": False}},
+            r"drop_last'\]=False leaves a last minibatch of one cell \(45 training cells",
+        ),
     ],
 )
 def test_bad_training_arguments_are_refused_before_training(kwargs, match):

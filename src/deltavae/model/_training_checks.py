@@ -174,6 +174,14 @@ def check_training_arguments(
             f"The model's BatchNorm layers need at least 2 cells per minibatch; got "
             f"batch_size={batch_size} and {n_train} training cells. {fix}"
         )
+    split = trainer_kwargs.get("datasplitter_kwargs") or {}
+    if batch_norm and split.get("drop_last") is False and n_train % batch_size == 1:
+        raise ValueError(
+            f"datasplitter_kwargs['drop_last']=False leaves a last minibatch of one cell "
+            f"({n_train} training cells, batch_size={batch_size}), which the model's BatchNorm "
+            "layers cannot train on. Leave drop_last out (that one cell then sits out each "
+            "epoch) or change batch_size."
+        )
 
 
 #: Metrics every model logs each epoch, besides ``<term>_<split>`` for each of its own terms.
