@@ -161,7 +161,6 @@ def check_training_arguments(
             f"reduce_lr_on_plateau watches {metric!r}, but no cell is held out for "
             "validation (train_size=1.0): pass train_size < 1, e.g. 0.9."
         )
-    check_monitored(model, monitor, plan.get("lr_scheduler_metric"))
     batch_norm = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules())
     if batch_norm and min(batch_size, n_train) < 2:
         fix = (
@@ -182,6 +181,7 @@ def check_training_arguments(
             "layers cannot train on. Leave drop_last out (that one cell then sits out each "
             "epoch) or change batch_size."
         )
+    check_monitored(model, monitor, plan.get("lr_scheduler_metric"))  # may read two cells
 
 
 #: Metrics every model logs each epoch, besides ``<term>_<split>`` for each of its own terms.
