@@ -105,6 +105,19 @@ def test_a_category_column_mixing_strings_and_numbers_is_refused(counts_adata):
         dv.model.CGMDVAE.setup_anndata(adata, condition_key="donor")
 
 
+def test_one_column_arguments_given_a_list_or_a_tuple(counts_adata):
+    """batch_key=["condition"] failed inside scvi-tools ("unhashable type: 'list'"), and a
+    tuple of categorical_covariate_keys was read as one column name (KeyError of the tuple)
+    after obs["_scvi_batch"] was written."""
+    one = r"batch_key names one obs column \(a string\); got \['condition'\]. For several, join"
+    _setup_fails(counts_adata, TypeError, one, batch_key=["condition"])
+    dv.model.ZINBVAE.setup_anndata(
+        counts_adata, categorical_covariate_keys=("condition", "cluster")
+    )
+    model = dv.model.ZINBVAE(counts_adata, n_hidden=8)
+    assert model.summary_stats["n_extra_categorical_covs"] == 2
+
+
 def test_missing_obs_keys(counts_adata):
     _setup_fails(counts_adata, KeyError, "batch_key='donor'", batch_key="donor")
     # A pandas AttributeError ('DataFrame' object has no attribute 'cat') after obsm was written.

@@ -61,6 +61,33 @@ def measurement_note(column: pd.Series, fractions: bool = False) -> str | None:
     return f"{n_values} distinct {kind} numbers over {len(column)} cells"
 
 
+#: Setup arguments that take several obs columns; the others name one.
+_SEVERAL_COLUMNS = ("categorical_covariate_keys", "condition_key")
+
+
+def check_key_type(arg: str, value) -> None:
+    """``value`` must name obs column(s): a string or, for the arguments that take several
+    (``categorical_covariate_keys``, CGMDVAE's ``condition_key``), a list of strings. A list
+    given for one column (``batch_key=["donor"]``) failed inside scvi-tools: "unhashable
+    type: 'list'"."""
+    several = isinstance(value, list | tuple) and all(isinstance(k, str) for k in value)
+    if isinstance(value, str) or (several and arg in _SEVERAL_COLUMNS):
+        return
+    if several:
+        join = (
+            f" For several, join them into one column first: adata.obs['group'] = adata.obs["
+            f"{value[0]!r}].astype(str) + '_' + adata.obs[...].astype(str), and pass {arg}="
+            "'group'."
+        )
+        raise TypeError(
+            f"{arg} names one obs column (a string); got {value!r}."
+            + (join if arg != "size_factor_key" else "")
+        )
+    raise TypeError(
+        f"{arg} must name obs column(s) (a string or a list of strings); got {value!r}."
+    )
+
+
 def refuse_mixed_kinds(column: pd.Series, arg: str, key: str) -> None:
     """Refuse an obs column of categories that mixes strings with other values (numbers,
     booleans): scvi-tools sorts them, which failed with numpy's "'<' not supported between

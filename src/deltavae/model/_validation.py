@@ -19,7 +19,13 @@ from scipy import sparse
 
 import deltavae as deltavae_pkg
 
-from .._checks import measurement_note, not_counts, refuse_mixed_kinds, x_or_none
+from .._checks import (
+    check_key_type,
+    measurement_note,
+    not_counts,
+    refuse_mixed_kinds,
+    x_or_none,
+)
 from .._io import dense_advice, is_dense_zarr
 from ._count_advice import counts_hint, why_not_whole
 
@@ -332,12 +338,7 @@ def check_obs_keys(
     for arg, value in keys.items():
         if value is None:
             continue
-        if not isinstance(value, str) and not (
-            isinstance(value, list | tuple) and all(isinstance(k, str) for k in value)
-        ):
-            raise TypeError(
-                f"{arg} must name obs column(s) (a string or a list of strings); got {value!r}."
-            )
+        check_key_type(arg, value)
         names = [value] if isinstance(value, str) else list(value)
         if len(set(names)) < len(names):
             raise ValueError(f"{arg}={value!r} names a column more than once; name each once.")

@@ -182,6 +182,8 @@ class ZINBVAE(
         """
         if isinstance(categorical_covariate_keys, str):
             categorical_covariate_keys = [categorical_covariate_keys]
+        elif isinstance(categorical_covariate_keys, tuple):  # scvi-tools reads one key
+            categorical_covariate_keys = list(categorical_covariate_keys)
         check_setup_target(adata, kwargs, cls.__name__)
         check_obs_keys(
             adata,
