@@ -249,10 +249,11 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
                 max_epochs = min(1000, max(2, -(-_AMORTIZED_STEPS // steps_per_epoch)))
             lr = _AMORTIZED_LR if lr is None else lr
         else:
-            if train_size != 1.0:
+            if train_size != 1.0 or kwargs.get("early_stopping") is True:
+                asked = f"train_size={train_size}" if train_size != 1.0 else "early_stopping"
                 raise ValueError(
                     "inference='per_spot' fits each spot's own parameters, so every spot must "
-                    f"train (train_size=1.0); got train_size={train_size}. Use "
+                    f"train (train_size=1.0) and none is left to validate; got {asked}. Use "
                     "inference='amortized' to hold spots out for validation."
                 )
             batch_size = min(n_spots, 2048) if batch_size is None else batch_size
