@@ -81,10 +81,11 @@ def check_model_inputs(args: argparse.Namespace) -> None:
         raise InputError(
             f"--model {args.model} fits on every spot, holding none out: drop --train-size."
         )
-    train_size = args.train_size or _train_default(MODELS[args.model], "train_size")
+    given = getattr(args, "train_size", None)
+    train_size = given or _train_default(MODELS[args.model], "train_size")
     if getattr(args, "early_stopping", False) and train_size == 1:
         unit = "spot" if args.model in SPATIAL_MODELS else "cell"
-        default = "" if args.train_size else f", the default of --model {args.model}"
+        default = "" if given else f", the default of --model {args.model}"
         raise InputError(
             f"--early-stopping stops when the validation ELBO stops improving, but no {unit} "
             f"is held out for it (--train-size 1.0{default}): pass --train-size below 1, "
@@ -121,7 +122,7 @@ def check_accelerator(accelerator: str) -> None:
 
 
 #: Options that name an obs column of INPUT (the reference models' --labels-key names one of
-#: the reference's, checked as it is read).
+#: the reference's).
 _INPUT_COLUMNS = ("batch_key", "condition_key", "labels_key")
 
 
