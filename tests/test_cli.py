@@ -599,27 +599,32 @@ def test_counts_in_a_csc_matrix_are_advised_as_a_shell_user_acts(counts_h5ad, tm
     assert sparse.isspmatrix_csr(ad.read_h5ad(tmp_path / "csc.h5ad").layers["counts"])
 
 
-@pytest.mark.parametrize("backed", [False, True])
-def test_counts_only_in_a_layer_name_the_flag(counts_h5ad, tmp_path, capsys, backed):
+@pytest.mark.parametrize("stored", ["h5ad", "backed", "zarr"])
+def test_counts_only_in_a_layer_name_the_flag(counts_h5ad, tmp_path, capsys, stored):
     """A file whose counts are in a layer, without X: "adata.X is empty (None); pass the layer
     that holds the data" named no flag; --backed failed with h5py's "Unable to synchronously
-    open object (object 'X' doesn't exist)"."""
+    open object (object 'X' doesn't exist)", and a zarr store was refused even with --layer
+    ("has no X")."""
     adata = counts_h5ad[1].copy()
     adata.X = None
-    adata.write_h5ad(tmp_path / "no_x.h5ad")
-    argv = [
-        "fit",
-        str(tmp_path / "no_x.h5ad"),
-        "--model",
-        "zinbvae",
-        "--out",
-        str(tmp_path / "o.h5ad"),
-    ]
+    path, out = tmp_path / "no_x.h5ad", tmp_path / "o.h5ad"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zarr's notes on its own format
+        if stored == "zarr":
+            path, out = tmp_path / "no_x.zarr", tmp_path / "o.zarr"
+            adata.write_zarr(path)
+        else:
+            adata.write_h5ad(path)
+    argv = ["fit", str(path), "--model", "zinbvae", "--out", str(out), "--no-plots"]
+    argv += [] if stored == "h5ad" else ["--backed"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # --backed: the layers are in memory
-        assert main([*argv, *(["--backed"] if backed else [])]) == 2
-    err = capsys.readouterr().err
-    assert "adata.X is empty (None); pass --layer with the data: ['counts']" in err
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "adata.X is empty (None); pass --layer with the data: ['counts']" in err
+        if stored == "zarr":
+            assert main([*argv, "--layer", "counts", "--epochs", "1"]) == 0
+            assert "X_zinbvae" in ad.read_zarr(out).obsm
 
 
 def test_fit_names_the_unlabelled_category(tmp_path, capsys):

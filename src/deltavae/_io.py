@@ -137,8 +137,8 @@ def read_lazy(path: str | Path) -> AnnData:
     import zarr
 
     group = zarr.open_group(path, mode="r")
-    if "X" not in group:
-        raise ValueError(f"the zarr store {str(path)!r} has no X.")
+    if "X" not in group and "layers" not in group:
+        raise ValueError(f"the zarr store {str(path)!r} has no X and no layers: no data to read.")
     layers = {}
     if "layers" in group:
         layers = {
@@ -148,7 +148,8 @@ def read_lazy(path: str | Path) -> AnnData:
     # is, as a dense layer is: a model set up on that layer streams it.
     counts_elsewhere = any(not is_dense_zarr(m) for m in layers.values())
     return AnnData(
-        X=_lazy_matrix(group, "X", path, layer=counts_elsewhere),
+        # Without X, the counts are in a layer a model is set up on (layer=...).
+        X=_lazy_matrix(group, "X", path, layer=counts_elsewhere) if "X" in group else None,
         obs=read_elem(group["obs"]),
         var=read_elem(group["var"]),
         uns=read_elem(group["uns"]) if "uns" in group else None,
