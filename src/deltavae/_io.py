@@ -91,8 +91,8 @@ def read_lazy(path: str | Path) -> AnnData:
     ----------
     path
         An ``.h5ad`` file (opened ``backed="r"``; ``X`` dense or sparse) or a zarr store
-        written by :meth:`anndata.AnnData.write_zarr` whose ``X`` is sparse, or dense beside
-        a sparse layer (the counts) that a model is set up on.
+        written by :meth:`anndata.AnnData.write_zarr` whose ``X`` is sparse, or dense (or
+        absent) beside a sparse layer (the counts) that a model is set up on.
 
     Returns
     -------
