@@ -261,8 +261,8 @@ def setup_warnings(args: argparse.Namespace):
             warnings.filterwarnings("ignore", message=r"\d+ spots in .* are all zeros")
         yield
     for w in caught:
-        message = str(w.message)
-        if message.startswith(_CSC_ADVICE):
+        message = w.message  # the warning itself: its class may take more than a message
+        if str(message).startswith(_CSC_ADVICE):
             message = _csc_advice(args.input, args.layer)
         warnings.warn_explicit(message, w.category, w.filename, w.lineno)
 
