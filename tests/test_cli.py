@@ -396,6 +396,10 @@ def test_fit_refuses_bad_out_paths_before_loading(synthetic_h5ad, tmp_path, caps
         assert printed.err.startswith("deltavae: error: "), out
         assert message in printed.err, (out, printed.err)
         assert "Training" not in printed.out
+    # The suffix in capitals is an .h5ad file still.
+    from deltavae._cli_files import _check_out
+
+    _check_out(synthetic_h5ad, tmp_path / "OUT.H5AD", store_out=False, plots=None)
     # A zarr output replaces a store; anything else at that path is refused, not removed.
     ad.read_h5ad(synthetic_h5ad).write_zarr(store)
     keep = tmp_path / "keep"

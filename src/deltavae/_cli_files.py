@@ -90,7 +90,7 @@ def _check_out(
     if path.is_dir() and out.resolve().is_relative_to(path.resolve()):
         raise InputError(f"--out {str(out)!r} lies inside the input store {str(path)!r}.")
     if store_out:
-        if out.suffix == ".h5ad":
+        if out.suffix.lower() == ".h5ad":
             raise InputError(
                 f"--out {str(out)!r}: a zarr input's results are written as a zarr store (a "
                 f"folder), not an .h5ad file; give a store path, e.g. "
@@ -103,7 +103,7 @@ def _check_out(
             )
     elif out.is_dir():
         raise InputError(f"--out {str(out)!r} is a folder; give the path of an .h5ad file.")
-    elif out.suffix != ".h5ad":
+    elif out.suffix.lower() != ".h5ad":
         raise InputError(
             f"--out {str(out)!r} would hold an .h5ad file under another name; give a path "
             f"ending in .h5ad, e.g. {str(out.with_suffix('.h5ad'))!r}."
