@@ -401,6 +401,8 @@ def test_zinbvae_checks_genes_too():
             {"batch_size": 44, "datasplitter_kwargs": {"drop_last": False}},
             r"drop_last'\]=False leaves a last minibatch of one cell \(45 training cells",
         ),
+        # Lightning's double precision met float32 data in the first step (dtype mismatch).
+        ({"precision": 64}, "precision=64: deltavae's models and their data run in float32"),
     ],
 )
 def test_bad_training_arguments_are_refused_before_training(kwargs, match):

@@ -82,6 +82,11 @@ def check_training_arguments(
             "check that training converged (NotConvergedWarning) are lost. The default "
             "history is kept in memory and writes no files; leave logger out to keep them."
         )
+    if str(trainer_kwargs.get("precision", "")) in ("64", "64-true", "double"):
+        raise ValueError(
+            f"precision={trainer_kwargs['precision']!r}: deltavae's models and their data "
+            "run in float32 (double precision fails in the first step); leave precision out."
+        )
     lr = plan.get("lr", lr)
     if not _is_int(max_epochs) or max_epochs < 1:
         raise ValueError(
