@@ -403,6 +403,10 @@ def test_zinbvae_checks_genes_too():
         ),
         # Lightning's double precision met float32 data in the first step (dtype mismatch).
         ({"precision": 64}, "precision=64: deltavae's models and their data run in float32"),
+        # A negative KL weight trained on; eps=0 or a NaN weight was reported as divergence.
+        ({"plan_kwargs": {"min_kl_weight": -1}}, r"min_kl_weight'\] must be non-negative"),
+        ({"plan_kwargs": {"max_kl_weight": float("nan")}}, r"max_kl_weight'\] must be positive"),
+        ({"plan_kwargs": {"eps": 0}}, r"plan_kwargs\['eps'\] must be positive and finite; got 0"),
     ],
 )
 def test_bad_training_arguments_are_refused_before_training(kwargs, match):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._validation import warn_user
+from ._validation import check_model_arguments, warn_user
 
 
 def _is_int(value) -> bool:
@@ -57,6 +57,10 @@ def check_trainer_names(model_class: type, trainer_kwargs: dict) -> None:
         )
 
 
+#: plan_kwargs numbers checked before training (a negative KL weight, or eps=0 read as divergence).
+_PLAN_NUMBERS = ("eps", "max_kl_weight", "min_kl_weight", "weight_decay")
+
+
 def check_training_arguments(
     model,
     max_epochs,
@@ -87,6 +91,17 @@ def check_training_arguments(
             f"precision={trainer_kwargs['precision']!r}: deltavae's models and their data "
             "run in float32 (double precision fails in the first step); leave precision out."
         )
+    given = {name: plan[name] for name in _PLAN_NUMBERS if plan.get(name) is not None}
+    check_model_arguments(
+        positive={
+            f"plan_kwargs[{n!r}]": v for n, v in given.items() if n in ("eps", "max_kl_weight")
+        },
+        non_negative={
+            f"plan_kwargs[{n!r}]": v
+            for n, v in given.items()
+            if n in ("min_kl_weight", "weight_decay")
+        },
+    )
     lr = plan.get("lr", lr)
     if not _is_int(max_epochs) or max_epochs < 1:
         raise ValueError(
