@@ -86,6 +86,27 @@ def test_the_predicted_condition_column_is_typed_like_the_training_one():
     assert both.obs["dose"].dtype == np.int64
 
 
+def test_a_condition_of_integer_categories_is_predicted_without_warnings():
+    """A categorical condition of integer categories (doses, donor numbers): translate and
+    sample gave the column its categories through a pandas FutureWarning (an empty object
+    Index appended to int64 categories), an error where warnings are errors."""
+    scvi.settings.seed = 0
+    adata = _with_donors()
+    adata.obs["dose"] = pd.Categorical((adata.obs["condition"] == "stim").astype(np.int64))
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="dose")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    model.train(max_epochs=1, batch_size=64)
+    ctrl = adata[adata.obs["dose"] == 0].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        out = model.translate(ctrl, 1)
+        sampled = model.sample(10, seed=0)
+    for obs in (out.obs, sampled.obs):
+        assert list(obs["dose"].cat.categories) == [0, 1]
+        assert obs["dose"].cat.categories.dtype == np.int64
+    assert set(out.obs["dose"]) == {1}
+
+
 def test_labels_the_model_has_not_seen_are_read_as_unlabelled():
     scvi.settings.seed = 0
     adata = _with_donors()

@@ -385,7 +385,11 @@ def _like_column(train_column: pd.Series, values: list, possible: list | None = 
         categories = train_column.cat.categories
         new = [v for v in (values if possible is None else possible) if v not in categories]
         extra = pd.unique(pd.Series(new, dtype=object))
-        return pd.Categorical(values, categories=categories.append(pd.Index(extra)))
+        # Nothing appended when nothing is new: appending an empty object Index to integer
+        # (or string-dtype) categories is a pandas FutureWarning.
+        if len(extra):
+            categories = categories.append(pd.Index(extra))
+        return pd.Categorical(values, categories=categories)
     try:
         return np.array(values, dtype=train_column.dtype)
     except (TypeError, ValueError):
