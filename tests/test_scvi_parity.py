@@ -218,6 +218,20 @@ def test_a_setup_subset_in_place_is_refused_at_the_model(counts_adata):
     assert dv.model.ZINBVAE(counts_adata, **SMALL).module is not None
 
 
+def test_genes_subset_in_place_after_training_are_refused_by_name(counts_adata):
+    """sc.pp.filter_genes on the model's AnnData after training: every read-out and training
+    again failed in torch ("mat1 and mat2 shapes cannot be multiplied")."""
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, **SMALL)
+    model.train(max_epochs=1)
+    full = counts_adata.copy()
+    counts_adata._inplace_subset_var(np.arange(40))
+    for call in (model.get_latent_representation, model.write_to_adata, model.train):
+        with pytest.raises(ValueError, match="holds 40 genes and the model was trained on 60"):
+            call()
+    assert model.write_to_adata(full) == ["obsm/X_zinbvae"]
+
+
 def test_transform_batch_without_batches_says_so(counts_adata):
     dv.model.ZINBVAE.setup_anndata(counts_adata)
     model = dv.model.ZINBVAE(counts_adata, **SMALL)

@@ -29,8 +29,7 @@ from ..train._distributed import (
 )
 from ..train._record import records_train_args
 from ..train._runner import DeltaTrainRunner
-from ._count_advice import check_model_counts
-from ._genes import match_genes
+from ._genes import check_own_adata, match_genes
 from ._labels import check_known_categories, with_labels_column
 from ._matrices import to_memory
 from ._saved import Saving, _package_version
@@ -275,7 +274,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         # registered columns (obs["_scvi_batch"] ...) with its own codes; take ours back.
         self.adata_manager.validate()
         check_registered_columns(self.adata, self.adata_manager.registry, type(self).__name__)
-        check_model_counts(self)
+        check_own_adata(self)
         if "devices" in trainer_kwargs:
             # Lightning's name; scvi-tools' runner would silently drop it.
             devices = trainer_kwargs.pop("devices")
@@ -455,7 +454,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
                 layer = self.registry_["setup_args"].get("layer")
                 check_data(adata, layer, kind=self._data_kind, min_cells=1, warn_empty=False)
         else:
-            check_model_counts(self)
+            check_own_adata(self)
         with _transferring_quietly():  # registered like the training AnnData
             adata = super()._validate_anndata(adata, copy_if_view=copy_if_view)
         if adata is not given and adata is not getattr(self, "_adata", None):

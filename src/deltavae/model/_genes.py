@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from ._count_advice import check_model_counts
 from ._matrices import on_disk, take_columns
 from ._validation import _matrix, _refuse_duplicates, warn_user
 
@@ -50,6 +51,27 @@ def identifier_advice(first, second) -> str:
             f"{other}): make the capitalisation agree, e.g. var_names.str.upper() on both."
         )
     return "Use the same gene identifiers (symbols or Ensembl IDs) in both."
+
+
+def check_own_adata(model) -> None:
+    """Before a model reads its own AnnData: it still holds the training genes, and a count
+    model's counts are still counts (:func:`check_model_counts`).
+
+    Genes subset in place after training (``sc.pp.filter_genes``,
+    ``sc.pp.highly_variable_genes(..., subset=True)``) kept the object, so scvi-tools found its
+    setup and the networks met fewer genes than they take: torch's "mat1 and mat2 shapes
+    cannot be multiplied", or an index error.
+    """
+    adata, genes = getattr(model, "_adata", None), model._training_genes()
+    if adata is not None and genes is not None and adata.n_vars != len(genes):
+        raise ValueError(
+            f"The model's AnnData holds {adata.n_vars} genes and the model was trained on "
+            f"{len(genes)}: it was subset in place since (e.g. sc.pp.filter_genes or "
+            "sc.pp.highly_variable_genes(..., subset=True)). Pass an AnnData with the training "
+            "genes (model.write_to_adata(full), full kept from before the subset), or set up "
+            "and train a model on the subset."
+        )
+    check_model_counts(model)
 
 
 _ADVICE = (
