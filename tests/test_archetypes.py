@@ -352,3 +352,19 @@ def test_slides_with_technical_factors_share_the_archetypes(tmp_path):
     model.save(tmp_path / "slides")
     loaded = dv.model.Archetypes.load(tmp_path / "slides", both)
     np.testing.assert_allclose(loaded.get_archetype_weights().to_numpy(), weights, atol=1e-6)
+
+
+def test_sample_factors_of_numbered_slides_are_named_by_strings(tmp_path):
+    """Slides numbered 0 and 1 (integer categories): the factors' columns were integers, and
+    an AnnData holding them (varm) could not be written (h5ad takes string names only)."""
+    mix = dv.datasets.convex_mixtures(n_spots=40, n_genes=40, n_archetypes=2, n_markers=5)
+    mix.obs["slide"] = pd.Categorical(np.arange(mix.n_obs) % 2)
+    dv.model.Archetypes.setup_anndata(mix, sample_key="slide")
+    model = dv.model.Archetypes(mix, n_archetypes=2, min_spots=1)
+    model.train(max_epochs=1, **TRAIN)
+    factors = model.get_sample_factors()
+    assert list(factors.columns) == ["0", "1"]
+    mix.varm["sample_factors"] = factors
+    mix.write_h5ad(tmp_path / "slides.h5ad")
+    back = ad.read_h5ad(tmp_path / "slides.h5ad")
+    np.testing.assert_allclose(back.varm["sample_factors"][["0", "1"]].to_numpy(), factors)

@@ -192,7 +192,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         gamma = self.module.technology()
         gamma = np.zeros((1, self.adata.n_vars)) if gamma is None else gamma.detach().cpu()
         factors = np.exp(np.asarray(gamma, dtype=np.float64))
-        return pd.DataFrame(factors.T, index=self.adata.var_names, columns=names)
+        return pd.DataFrame(factors.T, index=self.adata.var_names, columns=list(map(str, names)))
 
     def train(self, max_epochs: int = 300, lr: float = 5e-3, **kwargs):
         """Train by SVI, with the training loop every deltavae model shares.
