@@ -224,6 +224,7 @@ def test_a_model_given_for_an_anndata_is_told_to_write_its_results_first():
         "cluster_probabilities": lambda m: dv.pl.cluster_probabilities(m, show=False),
         "embedding": lambda m: dv.pl.embedding(m, color="cluster", show=False),
         "cluster_composition": lambda m: dv.pl.cluster_composition(m, "a", "b", show=False),
+        "spatial_proportions": lambda m: dv.pl.spatial_proportions(m, show=False),
     }.items():
         with pytest.raises(TypeError, match=rf"dv.pl.{plot} takes an AnnData, not Model.*write_to"):
             call(Model())

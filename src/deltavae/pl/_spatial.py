@@ -11,7 +11,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 
 from .._docs import doc_ax, doc_params, doc_show_save
-from ._utils import as_names, own_axes, panel_axes, savefig_or_show
+from ._utils import as_names, check_adata, own_axes, panel_axes, savefig_or_show
 
 
 def _spatial_values(
@@ -144,6 +144,7 @@ def spatial_proportions(
     >>> axes = dv.pl.spatial_proportions(spots, show=False)  # doctest: +SKIP
     >>> dv.pl.spatial_proportions(spots, "archetype_weights", save="_arch.png")  # doctest: +SKIP
     """
+    check_adata(adata, "spatial_proportions")
     if basis not in adata.obsm:
         raise KeyError(f"basis={basis!r} is not in adata.obsm; available: {list(adata.obsm)}.")
     coords = np.asarray(adata.obsm[basis], dtype=float)
