@@ -107,6 +107,26 @@ def test_a_condition_of_integer_categories_is_predicted_without_warnings():
     assert set(out.obs["dose"]) == {1}
 
 
+def test_a_nullable_integer_condition_stays_nullable_and_writable(tmp_path):
+    """A condition of pandas' nullable Int64 (metadata read with missing values): translate
+    and sample wrote it as an object column of numpy integers, which h5ad refused to write
+    ("Can't implicitly convert non-string objects to strings")."""
+    scvi.settings.seed = 0
+    adata = _with_donors()
+    adata.obs["dose"] = pd.array((adata.obs["condition"] == "stim").astype(int), dtype="Int64")
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="dose")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    model.train(max_epochs=1, batch_size=64)
+    ctrl = adata[adata.obs["dose"] == 0].copy()
+    out, sampled = model.translate(ctrl, 1), model.sample(10, seed=0)
+    assert out.obs["dose"].dtype == "Int64" and set(out.obs["dose"]) == {1}
+    assert sampled.obs["dose"].dtype == "Int64"
+    both = ad.concat([ctrl, out], index_unique="-")
+    assert both.obs["dose"].dtype == "Int64"
+    both.write_h5ad(tmp_path / "both.h5ad")
+    sampled.write_h5ad(tmp_path / "sampled.h5ad")
+
+
 def test_labels_the_model_has_not_seen_are_read_as_unlabelled():
     scvi.settings.seed = 0
     adata = _with_donors()

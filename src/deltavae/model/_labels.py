@@ -391,6 +391,8 @@ def _like_column(train_column: pd.Series, values: list, possible: list | None = 
             categories = categories.append(pd.Index(extra))
         return pd.Categorical(values, categories=categories)
     try:
+        if isinstance(train_column.dtype, pd.api.extensions.ExtensionDtype):
+            return pd.array(values, dtype=train_column.dtype)  # Int64, boolean, string
         return np.array(values, dtype=train_column.dtype)
     except (TypeError, ValueError):
         return np.array(values, dtype=object)
