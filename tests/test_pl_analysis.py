@@ -97,6 +97,24 @@ def test_cluster_probabilities_reads_cluster_names_of_a_table(clustered):
     np.testing.assert_allclose(np.sort(shown), np.sort(probs[:, 3]), atol=1e-6)
 
 
+def test_cluster_probabilities_names_clusters_after_a_concat(clustered):
+    """ad.concat leaves uns behind: the panels of a model with labels were titled by column
+    numbers ("P(cluster 2)" for NK) and its names were refused; the cluster column written
+    beside the probabilities still names them."""
+    probs = clustered.obsm["cgmdvae_cluster_probs"]
+    names = clustered.uns["cgmdvae"]["cluster_names"]
+    clustered.obs["cgmdvae_cluster"] = pd.Categorical(names[probs.argmax(1)], categories=names)
+    both = ad.concat([clustered[:150], clustered[150:]])
+    assert "cgmdvae" not in both.uns
+    axes = dv.pl.cluster_probabilities(both, clusters=["NK", 0], show=False)
+    assert [a.get_title() for a in axes[1:]] == ["P(cluster NK)", "P(cluster B)"]
+    shown = np.asarray(axes[1].collections[0].get_array())
+    np.testing.assert_allclose(np.sort(shown), np.sort(probs[:, 2]), atol=1e-6)
+    del both.obs["cgmdvae_cluster"]  # nothing names them: their numbers
+    axes = dv.pl.cluster_probabilities(both, clusters=[2], show=False)
+    assert axes[1].get_title() == "P(cluster 2)"
+
+
 def test_cluster_probabilities_bad_keys(clustered):
     with pytest.raises(KeyError, match="probs_key='nope'"):
         dv.pl.cluster_probabilities(clustered, probs_key="nope", show=False)

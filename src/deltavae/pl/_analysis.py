@@ -81,11 +81,28 @@ def _cluster_names(adata: AnnData, probs_key: str, n: int) -> list[str]:
     stored = adata.obsm.get(probs_key)
     if isinstance(stored, pd.DataFrame):  # a table of probabilities names its clusters
         return [str(v) for v in stored.columns]
-    uns = adata.uns.get(probs_key.removesuffix("_cluster_probs"), {})
+    prefix = probs_key.removesuffix("_cluster_probs")
+    uns = adata.uns.get(prefix, {})
     names = uns.get("cluster_names") if isinstance(uns, dict) else None
     if names is not None and len(names) == n:
         return [str(v) for v in names]
-    return [str(k) for k in range(n)]
+    return _names_from_clusters(adata, probs_key, f"{prefix}_cluster", n)
+
+
+def _names_from_clusters(adata: AnnData, probs_key: str, cluster_key: str, n: int) -> list[str]:
+    """Cluster names without ``uns`` (``ad.concat`` drops it): each column's from the cells
+    it is the largest of, in the cluster column written beside it; its number otherwise."""
+    names = [str(k) for k in range(n)]
+    clusters = adata.obs.get(cluster_key)
+    if clusters is None:
+        return names
+    top = _probabilities(adata, probs_key).argmax(axis=1)
+    for k in np.unique(top):
+        found = clusters[top == k].dropna().astype(str).unique()
+        if len(found) != 1:  # not the column's cluster: names cannot be told
+            return [str(j) for j in range(n)]
+        names[k] = found[0]
+    return names if len(set(names)) == n else [str(k) for k in range(n)]
 
 
 @doc_params(show_save=doc_show_save("cluster_probabilities"))
@@ -122,7 +139,8 @@ def cluster_probabilities(
     basis
         obsm entry with the embedding (``"X_umap"`` or ``"umap"``).
     clusters
-        Cluster name(s) (from ``uns["cgmdvae"]["cluster_names"]``) or indices to draw the
+        Cluster name(s) (from ``uns["cgmdvae"]["cluster_names"]``; where ``ad.concat`` left
+        ``uns`` behind, from the cells of ``obs["cgmdvae_cluster"]``) or indices to draw the
         probability of, one panel each.
     normalize
         Divide the entropy by log K.
