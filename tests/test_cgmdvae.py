@@ -211,6 +211,24 @@ def test_supervised_reaches_near_perfect_accuracy(monkeypatch):
     assert view.is_view and z.shape == (view.n_obs, model.module.n_latent)
 
 
+def test_write_to_adata_keeps_the_labels_column_the_model_reads():
+    """Labels curated in last run's obs["cgmdvae_cluster"] and set up as labels_key:
+    write_to_adata replaced them by the predictions (every "Unknown" gone), and the model
+    then refused its own AnnData ("changed after setup_anndata")."""
+    adata = dv.datasets.synthetic_counts(n_cells=90, n_genes=30, n_clusters=3, seed=0)
+    labelled = np.arange(adata.n_obs) % 3 == 0
+    curated = np.where(labelled, "T" + adata.obs["cluster"].astype(str), "Unknown")
+    adata.obs["cgmdvae_cluster"] = pd.Categorical(curated)
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="cgmdvae_cluster")
+    model = dv.model.CGMDVAE(adata, likelihood="nb", n_hidden=16)
+    model.train(max_epochs=1, **TRAIN)
+    with pytest.raises(ValueError, match=r"obs\['cgmdvae_cluster'\], a column the model reads"):
+        model.write_to_adata()
+    assert adata.obs["cgmdvae_cluster"].astype(str).tolist() == curated.tolist()
+    assert "obs/run2_cluster" in model.write_to_adata(key_added="run2")
+    model.train(max_epochs=1, **TRAIN)  # the AnnData is still the model's
+
+
 def test_semi_supervised_names_clusters_by_label():
     """With 10% of cells labelled, the unlabelled cells get the right label, by name."""
     adata = dv.datasets.synthetic_counts(

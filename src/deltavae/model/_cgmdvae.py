@@ -37,7 +37,7 @@ from ._labels import (
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._scvi_glue import HostResultsMixin, scvi_init_names
-from ._training_checks import check_flag, check_start_epoch
+from ._training_checks import check_flag, check_start_epoch, refuse_overwriting_read_columns
 from ._validation import (
     check_data,
     check_key_added,
@@ -467,6 +467,8 @@ class CGMDVAE(
         ['obsm/X_cgmdvae_k12', 'obsm/X_cgmdvae_k12_w', 'obs/cgmdvae_k12_cluster', ...]
         """
         key = check_key_added(key_added, embedding=True)
+        written = [f"{key}_cluster", *([f"{key}_label"] * self.is_query_model)]
+        refuse_overwriting_read_columns(self.registry_, written, key)
         adata = self._write_target(adata)
         post = self._posterior(adata, None, batch_size)
         names = self.cluster_names

@@ -302,6 +302,20 @@ def check_registered_columns(adata, registry: dict, model: str) -> None:
             )
 
 
+def refuse_overwriting_read_columns(registry: dict, written: list[str], key_added: str) -> None:
+    """Refuse results that would replace an obs column the model reads (its labels, a
+    condition): set up on last run's ``cgmdvae_cluster`` as labels, ``write_to_adata``
+    replaced the curated labels by the predictions, and the model refused the AnnData since."""
+    read = {str(key) for key, *_ in _registered_columns(registry)}
+    clash = [column for column in written if column in read]
+    if clash:
+        raise ValueError(
+            f"write_to_adata would write obs[{clash[0]!r}], a column the model reads (set up "
+            f"as its labels or a condition): its values would be replaced by the model's "
+            f"results. Pass another key_added, e.g. key_added={key_added + '_new'!r}."
+        )
+
+
 def lr_into_optim_kwargs(lr, plan_kwargs: dict) -> tuple:
     """``lr`` and ``plan_kwargs`` for scvi-tools' Pyro ``train``, which replaces
     ``plan_kwargs["optim_kwargs"]`` by ``{"lr": lr}`` when given a rate: with both, the rate
