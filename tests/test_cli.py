@@ -690,6 +690,16 @@ def test_fit_refuses_an_unlabelled_category_without_labels(synthetic_h5ad, tmp_p
         dv.model.CGMDVAE.setup_anndata(adata, unlabeled_category="Unknown")
 
 
+def test_fit_refuses_labels_in_the_column_its_clusters_go_to(synthetic_h5ad, tmp_path, capsys):
+    """--labels-key cgmdvae_cluster (last run's clusters, curated): the output's column held
+    the predictions instead of the labels, or, since write_to_adata refuses that, the run
+    failed after training. Refused before the input is read."""
+    argv = ["fit", str(synthetic_h5ad), "--model", "cgmdvae", "--labels-key", "cgmdvae_cluster"]
+    assert main([*argv, "--out", str(tmp_path / "x.h5ad")]) == 2
+    assert "copy the column under another name" in capsys.readouterr().err
+    assert not (tmp_path / "x.h5ad").exists()
+
+
 def test_missing_labels_error_names_the_flag(tmp_path, capsys):
     adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=0)
     adata.obs["ct"] = adata.obs["cluster"].astype(object).where(np.arange(50) % 2 == 0)

@@ -91,6 +91,13 @@ def check_model_inputs(args: argparse.Namespace) -> None:
             f"is held out for it (--train-size 1.0{default}): pass --train-size below 1, "
             "e.g. 0.9."
         )
+    read = {getattr(args, "labels_key", None), getattr(args, "condition_key", None)}
+    if args.model == "cgmdvae" and "cgmdvae_cluster" in read:
+        raise InputError(
+            "obs['cgmdvae_cluster'] is where the output puts the model's clusters, and the "
+            "model would read it as labels or condition: copy the column under another name "
+            "in the input and pass that name."
+        )
     if args.backed and args.model in IN_MEMORY_ONLY:
         raise InputError(
             f"--model {args.model} copies the spots' shared genes into memory; drop --backed."
