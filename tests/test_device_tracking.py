@@ -163,3 +163,24 @@ def test_spot_models_stay_on_the_device(tracked):
         },
         train=lambda: archetypes.train(max_epochs=2, **TRAIN),
     )
+
+
+def test_refit_mixture_takes_latents_read_back_on_the_host(tracked):
+    """``dv.train.refit_mixture`` onto one's own clusters of the latent space, with z and w as
+    ``get_latent_representation`` returns them (on the host): on a GPU the module's networks
+    refused them ("Expected all tensors to be on the same device")."""
+    adata = _counts()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
+    model.train(max_epochs=1, mixture_init_epoch=None, refit_mixture=False, **TRAIN)
+    z, z_var = model.get_latent_representation(return_dist=True)
+    w = model.get_latent_representation(representation="w")
+    clusters = np.array(adata.obs["cluster"].cat.codes, dtype=np.int64)
+    codes = model.adata_manager.get_from_registry("extra_categorical_covs")
+    cats = np.asarray(codes, dtype=np.int64)
+    arrays = (z, w, z_var, clusters, cats)
+    refit = dv.train.refit_mixture
+    # Made inside the call, where the tracker marks them as on the host.
+    host = lambda: [torch.as_tensor(v) for v in arrays]  # noqa: E731
+    tracked(model.module, {"host tensors": lambda: refit(model.module, *host(), n_steps=5)})
+    tracked(model.module, {"arrays": lambda: refit(model.module, *arrays, n_steps=5)})

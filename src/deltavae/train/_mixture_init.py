@@ -144,7 +144,8 @@ def refit_mixture(module, z, w, z_var, assignments, cat_covs=None, n_steps: int 
     plus their mean posterior variance (``z_var``); full components also take the cluster's
     correlations. The cluster head is fitted to the clusters last. A component with fewer
     than two cells is left as it is. ``z`` and ``w`` are posterior means, ``cat_covs`` the
-    cells' condition codes (None without conditions).
+    cells' condition codes (None without conditions): tensors on any device or arrays (as
+    ``get_latent_representation`` returns them), moved to the module's.
 
     Examples
     --------
@@ -153,6 +154,14 @@ def refit_mixture(module, z, w, z_var, assignments, cat_covs=None, n_steps: int 
     from scipy.optimize import linear_sum_assignment
 
     k, d = module.n_clusters, module.n_latent
+    # On a GPU the module's networks refuse host tensors (a latent read back as numpy).
+    device, dtype = module.prior.mean.bias.device, module.prior.mean.bias.dtype
+    z, w, z_var = (
+        None if v is None else torch.as_tensor(v, dtype=dtype, device=device) for v in (z, w, z_var)
+    )
+    assignments = torch.as_tensor(assignments, dtype=torch.long, device=device)
+    if cat_covs is not None:
+        cat_covs = torch.as_tensor(cat_covs, dtype=torch.long, device=device)
     logits, _ = module.cluster_posterior(z, cat_covs)
     overlap = np.zeros((k, k))
     np.add.at(overlap, (assignments.cpu().numpy(), logits.argmax(-1).cpu().numpy()), 1)
