@@ -285,3 +285,44 @@ def test_a_pickle_holds_no_tensor_of_the_training_device(counts):
         assert any(type(t) is _OffCpu for t in _loose_tensors(module))
         pickled = _picklable_state(model)["module"]
         assert not [t for t in _loose_tensors(pickled) if type(t) is _OffCpu]
+
+
+def _as_if_saved_on_a_gpu(path) -> None:
+    """Point every tensor of a torch file at ``cuda:0``, as a save on a GPU leaves them: torch
+    refuses to load such a file on a machine without a GPU unless given ``map_location``."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        items = [(info, archive.read(info.filename)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, data in items:
+            if info.filename.endswith("data.pkl"):
+                assert b"X\x03\x00\x00\x00cpu" in data
+                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+            archive.writestr(info, data)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a GPU")
+def test_a_model_saved_on_a_gpu_loads_without_one(counts, tmp_path):
+    adata = counts.copy()
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    vae.train(max_epochs=1, **TRAIN)
+    spots, ref = dv.datasets.pseudo_spots(counts, "cluster", n_spots=30, seed=0)
+    deconv = dv.model.NMFDeconv.from_reference(
+        spots.copy(), reference=ref, labels_key="cluster", inference="per_spot"
+    )
+    deconv.train(max_epochs=1, **TRAIN)
+    for name, model in (("vae", vae), ("deconv", deconv)):
+        model.save(tmp_path / name)
+        _as_if_saved_on_a_gpu(tmp_path / name / "model.pt")
+    with pytest.raises(RuntimeError, match="CUDA"):  # the check itself
+        torch.load(tmp_path / "vae" / "model.pt", weights_only=False)
+    expected = vae.get_latent_representation()
+    loaded = dv.model.ZINBVAE.load(tmp_path / "vae", adata)
+    np.testing.assert_allclose(loaded.get_latent_representation(), expected, rtol=1e-5)
+    query = adata[adata.obs["condition"] == "stim"].copy()
+    query.obs["condition"] = "new"
+    assert dv.model.ZINBVAE.load_query_data(query, tmp_path / "vae").module.device.type == "cpu"
+    again = dv.model.NMFDeconv.load(tmp_path / "deconv", spots.copy())
+    np.testing.assert_allclose(again.get_proportions(), deconv.get_proportions(), rtol=1e-5)

@@ -135,21 +135,25 @@ def test_spot_models_stay_on_the_device(tracked):
         deconv = dv.model.NMFDeconv.from_reference(
             spots.copy(), reference=ref, labels_key="cluster", inference=inference
         )
-        tracked(
-            deconv.module,
-            {"proportions": deconv.get_proportions, "abundance": deconv.get_abundance},
-            train=lambda d=deconv: d.train(max_epochs=2, **TRAIN),
-        )
+        calls = {
+            "proportions": deconv.get_proportions,
+            "abundance": deconv.get_abundance,
+            "signatures": deconv.get_signatures,
+            "technology": deconv.get_technology_factor,
+            "write": lambda d=deconv: d.write_to_adata(d.adata.copy()),
+        }
+        if inference == "amortized":  # spots it did not train on
+            calls["new spots"] = lambda d=deconv: d.get_proportions(spots[:10].copy())
+        tracked(deconv.module, calls, train=lambda d=deconv: d.train(max_epochs=2, **TRAIN))
     measured = spots[:, spots.var_names[:100]].copy()
     for design in ("deconvolution", "latent"):
         imputer = dv.model.SpatialImputer.from_reference(
             measured.copy(), ref, labels_key="cluster", design=design
         )
-        tracked(
-            imputer.module,
-            {"impute": imputer.impute},
-            train=lambda m=imputer: m.train(max_epochs=2, **TRAIN),
-        )
+        calls = {"impute": imputer.impute, "write": lambda m=imputer: m.write_to_adata()}
+        if design == "deconvolution":
+            calls["proportions"] = imputer.get_proportions
+        tracked(imputer.module, calls, train=lambda m=imputer: m.train(max_epochs=2, **TRAIN))
     mix = dv.datasets.convex_mixtures(n_spots=60, n_genes=60, n_archetypes=3, seed=0)
     mix.obs["slide"] = np.repeat(["a", "b"], 30)
     dv.model.Archetypes.setup_anndata(mix, sample_key="slide")
@@ -160,6 +164,9 @@ def test_spot_models_stay_on_the_device(tracked):
             "weights of new spots": lambda: archetypes.get_archetype_weights(mix[:10].copy()),
             "profiles": archetypes.get_archetype_profiles,
             "sample factors": archetypes.get_sample_factors,
+            "anchors": archetypes.get_anchors,
+            "markers": archetypes.get_markers,
+            "write": lambda: archetypes.write_to_adata(mix.copy()),
         },
         train=lambda: archetypes.train(max_epochs=2, **TRAIN),
     )
@@ -184,3 +191,106 @@ def test_refit_mixture_takes_latents_read_back_on_the_host(tracked):
     host = lambda: [torch.as_tensor(v) for v in arrays]  # noqa: E731
     tracked(model.module, {"host tensors": lambda: refit(model.module, *host(), n_steps=5)})
     tracked(model.module, {"arrays": lambda: refit(model.module, *arrays, n_steps=5)})
+
+
+def test_zinbvae_read_outs_beyond_the_latent_stay_on_the_device(tracked, tmp_path):
+    """scvi-tools' other read-outs (posterior predictive draws, whose first call compiles
+    for seconds, are in test_device.py), a latent library, validation with early stopping and
+    ``restore_best``, and a model saved and loaded again."""
+    adata = _counts()
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16, use_observed_lib_size=False)
+    tracked(
+        vae.module,
+        {
+            "likelihood": vae.get_likelihood_parameters,
+            "correlation": lambda: vae.get_feature_correlation_matrix(n_samples=2),
+            "library": lambda: vae.get_latent_library_size(give_mean=False),
+            "aggregated": vae.get_aggregated_posterior,
+            "reconstruction": vae.get_reconstruction_error,
+            "importance": lambda: vae.get_normalized_expression(weights="importance"),
+            "latent library": lambda: vae.get_normalized_expression(library_size="latent"),
+            "abundance": lambda: vae.differential_abundance(sample_key="condition"),
+            "write": lambda: vae.write_to_adata(adata.copy()),
+        },
+        train=lambda: vae.train(
+            max_epochs=3, train_size=0.8, early_stopping=True, restore_best=True, **TRAIN
+        ),
+    )
+    vae.save(tmp_path / "vae")
+    loaded = dv.model.ZINBVAE.load(tmp_path / "vae", adata, accelerator="cpu")
+    tracked(loaded.module, {"loaded": loaded.get_normalized_expression})
+
+
+def test_semi_supervised_cgmdvae_and_its_query_stay_on_the_device(tracked):
+    """Some cells labelled (the start matches clusters to labels), the scvi-tools read-outs
+    the unlabelled test leaves out, and a query model mapped, trained and read."""
+    adata = _counts()
+    adata.obs["cell_type"] = adata.obs["cluster"].astype(str)
+    adata.obs.loc[adata.obs_names[::2], "cell_type"] = "unknown"
+    dv.model.CGMDVAE.setup_anndata(
+        adata, condition_key="condition", labels_key="cell_type", unlabeled_category="unknown"
+    )
+    model = dv.model.CGMDVAE(adata, n_clusters=4, n_latent=3, n_hidden=16)
+    tracked(
+        model.module,
+        {
+            "labels": model.predict_labels,
+            "expression": lambda: model.get_normalized_expression(transform_batch="stim"),
+            "differential expression": lambda: model.differential_expression(
+                groupby="cluster", group1="0"
+            ),
+            "elbo": model.get_elbo,
+            "write": lambda: model.write_to_adata(adata.copy()),
+        },
+        train=lambda: model.train(
+            max_epochs=3, mixture_init="kmeans", mixture_init_epoch=1, **TRAIN
+        ),
+    )
+    query = adata[adata.obs["condition"] == "stim"].copy()
+    query.obs["condition"] = "new"
+    mapped = dv.model.CGMDVAE.load_query_data(query, model, accelerator="cpu")
+    tracked(
+        mapped.module,
+        {
+            "labels": mapped.predict_labels,
+            "clusters": lambda: mapped.predict_clusters(soft=True),
+            "translate": lambda: mapped.translate(query, "ctrl", seed=0),
+        },
+        train=lambda: mapped.train(max_epochs=1, **TRAIN),
+    )
+
+
+def test_training_as_on_a_gpu_stays_on_the_device(tracked, monkeypatch):
+    """The paths only an accelerator takes: the divergence guard reading the losses every few
+    steps (``CHECK_EVERY``, here 4; validation losses at the pass's end) and the dense count
+    likelihood; with a parameter turned NaN mid-run, the guard's restore too."""
+    from lightning.pytorch.callbacks import Callback
+
+    import deltavae.distributions._counts as count_terms
+    from deltavae.train import _divergence
+
+    monkeypatch.setattr(_divergence.DivergenceGuard, "check_every", property(lambda self: 4))
+    monkeypatch.setattr(count_terms, "sparse_by_default", lambda device: False)
+
+    class Poison(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 8:  # 5 steps an epoch: epoch 1, step 3
+                with torch.no_grad():
+                    next(pl_module.module.parameters()).fill_(float("nan"))
+
+    adata = _counts()
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    run = {**TRAIN, "batch_size": 32, "train_size": 0.8}
+
+    def diverges():
+        with pytest.raises(dv.train.TrainingDivergedError, match=r"epoch 1, step 3 .*step 2\)"):
+            vae.train(max_epochs=3, callbacks=[Poison()], **run)
+
+    tracked(vae.module, {"latent": vae.get_latent_representation}, train=diverges)
+    tracked(
+        vae.module,
+        {},
+        train=lambda: vae.train(max_epochs=3, early_stopping=True, restore_best=True, **run),
+    )
