@@ -15,7 +15,8 @@ tensors would be on the model's device:
 A call that mixes a "device" tensor with a "host" tensor of one or more dimensions is
 recorded with where it happened: on CUDA it raises "Expected all tensors to be on the same
 device". Indexing with host indices is not recorded (CUDA accepts it), nor are 0-d host
-tensors (CUDA accepts CPU scalars).
+tensors (CUDA accepts CPU scalars). Recorded too, as CUDA refuses them: a host tensor indexed
+with "device" indices, and a "device" tensor read as numpy without ``.cpu()``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ _EXEMPT = {
     "__array__", "__reduce_ex__", "__deepcopy__", "__iter__", "unbind", "register_hook",
     "retain_grad", "_version", "copy_", "_has_compatible_shallow_copy_type",
 }  # fmt: skip
+_INDEXING = {"__getitem__", "__setitem__", "index_put_", "index_put"}
 _LIKE = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like"}
 
 
@@ -75,10 +77,27 @@ class DeviceTracker(TorchFunctionMode):
         frames = [f for f in traceback.extract_stack()[:-3] if self.root in f.filename]
         return " <- ".join(f"{f.filename.split('src/')[-1]}:{f.lineno}" for f in frames[-3:][::-1])
 
+    def _refused(self, name: str, args: tuple) -> str | None:
+        """What CUDA refuses beyond mixed inputs: numpy of a device tensor, a host tensor
+        indexed with device indices."""
+        first = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if first is None:
+            return None
+        if name in ("numpy", "__array__") and _where(first) == "device":
+            return f"{name} of a device tensor"
+        if name in _INDEXING and _where(first) == "host" and first.dim() and len(args) > 1:
+            index = tree_flatten(args[1])[0]
+            if any(isinstance(t, torch.Tensor) and _where(t) == "device" for t in index):
+                return f"{name} of a host tensor with device indices"
+        return None
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         name = getattr(func, "__name__", str(func))
+        refused = self._refused(name, args)
+        if refused is not None:
+            self.mixes[(refused, self._caller())] += 1
+        out = func(*args, **kwargs)
         if name in ("cpu", "to") and args and out is args[0]:
             # On the CPU these return the tensor itself; on a GPU a new one: copy, so that the
             # result's place does not overwrite the original's.

@@ -63,6 +63,24 @@ def test_a_planted_cpu_tensor_is_caught(tracked, monkeypatch):
         tracked(model.module, {"translate": lambda: model.translate(ctrl, "stim")})
 
 
+def test_reads_and_indexing_cuda_refuses_are_caught():
+    """The check itself: a device tensor read as numpy without ``.cpu()``, and a host tensor
+    indexed with device indices, fail on CUDA without mixing a computation's inputs."""
+    layer = torch.nn.Linear(3, 2)
+    on_device(layer)
+    tracker = DeviceTracker()
+    with tracker:
+        out = layer(torch.ones(4, 3).to(layer.weight.device))  # moved: on the device
+        out.detach().cpu().numpy()  # fine
+        torch.zeros(4)[torch.tensor([0, 1])]  # fine: all on the host
+        out.detach().numpy()
+        torch.zeros(4)[out.argmax(0)]
+    assert set(name for name, _ in tracker.mixes) == {
+        "numpy of a device tensor",
+        "__getitem__ of a host tensor with device indices",
+    }
+
+
 def test_zinbvae_and_its_query_stay_on_the_device(tracked):
     adata = _counts()
     dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
