@@ -16,7 +16,9 @@ A call that mixes a "device" tensor with a "host" tensor of one or more dimensio
 recorded with where it happened: on CUDA it raises "Expected all tensors to be on the same
 device". Indexing with host indices is not recorded (CUDA accepts it), nor are 0-d host
 tensors (CUDA accepts CPU scalars). Recorded too, as CUDA refuses them: a host tensor indexed
-with "device" indices, and a "device" tensor read as numpy without ``.cpu()``.
+with "device" indices, a "device" tensor read as numpy without ``.cpu()``, and, under
+``torch.use_deterministic_algorithms(True)``, a float ``cumsum`` of a "device" tensor (CUDA
+has no deterministic kernel for it and raises).
 """
 
 from __future__ import annotations
@@ -85,6 +87,13 @@ class DeviceTracker(TorchFunctionMode):
             return None
         if name in ("numpy", "__array__") and _where(first) == "device":
             return f"{name} of a device tensor"
+        if (
+            name in ("cumsum", "cumsum_")
+            and (first.is_floating_point() or first.is_complex())
+            and _where(first) == "device"
+            and torch.are_deterministic_algorithms_enabled()
+        ):
+            return "float cumsum, which CUDA has no deterministic kernel for"
         if name in _INDEXING and _where(first) == "host" and first.dim() and len(args) > 1:
             index = tree_flatten(args[1])[0]
             if any(isinstance(t, torch.Tensor) and _where(t) == "device" for t in index):

@@ -289,6 +289,30 @@ def test_log_stick_breaking_is_torchs_map_and_jacobian():
     assert torch.allclose(log_det, sb.log_abs_det_jacobian(u, w), rtol=1e-10)
 
 
+def test_stick_breaking_under_deterministic_algorithms_is_the_same():
+    """The map and the log-space weights without a float cumsum (which CUDA refuses under
+    deterministic algorithms): torch's map to the bit, the log weights to rounding."""
+    from torch.distributions.transforms import StickBreakingTransform
+
+    from deltavae.module._archetypes import StickBreaking, log_stick_breaking
+
+    u = torch.randn(6, 5, generator=torch.Generator().manual_seed(0)) * 3
+    w = StickBreakingTransform()(u)
+    assert torch.equal(StickBreaking()(u), w)
+    assert torch.equal(
+        StickBreaking().log_abs_det_jacobian(u, w),
+        StickBreakingTransform().log_abs_det_jacobian(u, w),
+    )
+    usual = log_stick_breaking(u)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        for ours, expected in zip(log_stick_breaking(u), usual, strict=True):
+            torch.testing.assert_close(ours, expected)
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
 def test_the_objective_of_a_spot_near_one_archetype_is_exact():
     """A spot almost wholly of one archetype (first weight 1 - 1e-7) with a confident
     posterior: the float32 objective equals the float64 one. Inverting the stick-breaking map

@@ -312,3 +312,22 @@ def test_training_as_on_a_gpu_stays_on_the_device(tracked, monkeypatch):
         {},
         train=lambda: vae.train(max_epochs=3, early_stopping=True, restore_best=True, **run),
     )
+
+
+def test_archetypes_train_under_deterministic_algorithms(tracked):
+    """README: GPU training repeats bit for bit under ``torch.use_deterministic_algorithms(
+    True)``. There CUDA refuses a float ``cumsum`` ("cumsum_cuda_kernel does not have a
+    deterministic implementation"), which the stick-breaking of Archetypes' weights used."""
+    mix = dv.datasets.convex_mixtures(n_spots=60, n_genes=60, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    model = dv.model.Archetypes(mix, n_archetypes=3)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        tracked(
+            model.module,
+            {"weights": model.get_archetype_weights, "profiles": model.get_archetype_profiles},
+            train=lambda: model.train(max_epochs=2, train_size=0.8, **TRAIN),
+        )
+    finally:
+        torch.use_deterministic_algorithms(before)

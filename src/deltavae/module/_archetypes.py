@@ -43,6 +43,44 @@ _X = REGISTRY_KEYS.X_KEY
 _SAMPLE = REGISTRY_KEYS.BATCH_KEY
 
 
+def _log_offsets(x: torch.Tensor) -> torch.Tensor:
+    """log(n), ..., log(1) for ``x``'s last dimension n: the shifts of stick-breaking.
+
+    torch builds them with a float ``cumsum``, for which CUDA has no deterministic kernel:
+    under ``torch.use_deterministic_algorithms(True)`` (what README names for GPU training
+    that repeats bit for bit) it raises. The same values from ``arange``.
+    """
+    n = x.shape[-1]
+    return torch.arange(n, 0, -1, dtype=x.dtype, device=x.device).log()
+
+
+def _running_sum(x: torch.Tensor) -> torch.Tensor:
+    """``x.cumsum(-1)``; under deterministic algorithms, where CUDA refuses a float cumsum, a
+    sum column after column (a few columns: one per archetype)."""
+    if not torch.are_deterministic_algorithms_enabled():
+        return x.cumsum(-1)
+    columns = list(x.unbind(-1))
+    for j in range(1, len(columns)):
+        columns[j] = columns[j - 1] + columns[j]
+    return torch.stack(columns, -1)
+
+
+class StickBreaking(StickBreakingTransform):
+    """torch's ``StickBreakingTransform`` with its shifts from ``arange`` (:func:`_log_offsets`),
+    so that it runs under deterministic algorithms on CUDA too."""
+
+    def _call(self, x):
+        finfo = torch.finfo(x.dtype)  # clipped as torch clips it
+        z = torch.sigmoid(x - _log_offsets(x)).clamp(min=finfo.tiny, max=1.0 - finfo.eps)
+        z_cumprod = (1 - z).cumprod(-1)
+        return F.pad(z, [0, 1], value=1) * F.pad(z_cumprod, [1, 0], value=1)
+
+    def log_abs_det_jacobian(self, x, y):
+        x = x - _log_offsets(x)
+        # 1 - sigmoid(x) = exp(-x) * sigmoid(x)
+        return (-x + F.logsigmoid(x) + y[..., :-1].log()).sum(-1)
+
+
 def log_stick_breaking(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The logarithms of the weights torch's ``StickBreakingTransform`` maps ``u`` to (one
     more than ``u``'s last dimension, on the simplex) and the log absolute determinant of the
@@ -60,10 +98,9 @@ def log_stick_breaking(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     >>> bool(torch.allclose(log_w.exp(), StickBreakingTransform()(u)))
     True
     """
-    offset = u.shape[-1] + 1 - u.new_ones(u.shape[-1]).cumsum(-1)
-    z = u - offset.log()
+    z = u - _log_offsets(u)
     left = F.logsigmoid(-z)  # log of the share of the stick each break leaves
-    before = left.cumsum(-1)
+    before = _running_sum(left)
     log_w = torch.cat([F.logsigmoid(z) + F.pad(before[..., :-1], (1, 0)), before[..., -1:]], -1)
     return log_w, (left + log_w[..., :-1]).sum(-1)
 
@@ -191,9 +228,7 @@ class ArchetypesModule(DeltaPyroModule):
     def _q_weights(self, x, sample=None) -> pdist.TransformedDistribution:
         # cache_size=1: the log density of a draw reads the draw's point in R^(K-1) back from
         # the cache instead of inverting the map (see log_stick_breaking).
-        return pdist.TransformedDistribution(
-            self._q_base(x, sample), [StickBreakingTransform(cache_size=1)]
-        )
+        return pdist.TransformedDistribution(self._q_base(x, sample), [StickBreaking(cache_size=1)])
 
     def _log_prior(self, log_weights: torch.Tensor) -> torch.Tensor:
         """log Dirichlet(prior_concentration) at the weights, from their logarithms."""
@@ -264,7 +299,7 @@ class ArchetypesModule(DeltaPyroModule):
         """q(w | x), a sample ``weights`` and the point estimate ``weights_map`` (its median)."""
         qw = self._q_weights(x, sample)
         shape = (n_samples,) if n_samples > 1 else ()
-        median = StickBreakingTransform()(qw.base_dist.base_dist.loc)
+        median = StickBreaking()(qw.base_dist.base_dist.loc)
         return {"qw": qw, "weights": qw.rsample(shape), "weights_map": median, "x": x}
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs):
