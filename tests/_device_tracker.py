@@ -17,8 +17,9 @@ recorded with where it happened: on CUDA it raises "Expected all tensors to be o
 device". Indexing with host indices is not recorded (CUDA accepts it), nor are 0-d host
 tensors (CUDA accepts CPU scalars). Recorded too, as CUDA refuses them: a host tensor indexed
 with "device" indices, a "device" tensor read as numpy without ``.cpu()``, and, under
-``torch.use_deterministic_algorithms(True)``, a float ``cumsum`` of a "device" tensor (CUDA
-has no deterministic kernel for it and raises).
+``torch.use_deterministic_algorithms(True)``, a float ``cumsum`` or a ``scatter_reduce``
+other than a sum or mean of a "device" tensor (CUDA has no deterministic kernel for them and
+raises).
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ class DeviceTracker(TorchFunctionMode):
             and torch.are_deterministic_algorithms_enabled()
         ):
             return "float cumsum, which CUDA has no deterministic kernel for"
+        if (
+            name in ("scatter_reduce", "scatter_reduce_")
+            and _where(first) == "device"
+            and torch.are_deterministic_algorithms_enabled()
+            and not {"sum", "mean"} & {a for a in args if isinstance(a, str)}
+        ):
+            return "scatter_reduce, which CUDA has no deterministic kernel for"
         if name in _INDEXING and _where(first) == "host" and first.dim() and len(args) > 1:
             index = tree_flatten(args[1])[0]
             if any(isinstance(t, torch.Tensor) and _where(t) == "device" for t in index):

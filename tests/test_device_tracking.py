@@ -31,7 +31,7 @@ def tracked(monkeypatch):
                     call()
             if tracker.mixes:
                 mixes[name] = tracker.report()
-        assert not mixes, "CPU tensors meet device tensors:\n" + "\n".join(
+        assert not mixes, "What CUDA would refuse (CPU meeting device tensors, ...):\n" + "\n".join(
             f"{name}: {report}" for name, report in mixes.items()
         )
 
@@ -331,3 +331,25 @@ def test_archetypes_train_under_deterministic_algorithms(tracked):
         )
     finally:
         torch.use_deterministic_algorithms(before)
+
+
+def test_neighbour_imputation_trains_under_deterministic_algorithms(tracked):
+    """The default SpatialImputer (neighbour profiles) took each state's best neighbour with
+    ``scatter_reduce(..., "amax")``, which CUDA refuses under deterministic algorithms
+    ("scatter_reduce_cuda does not have a deterministic implementation")."""
+    cells = dv.datasets.synthetic_counts(n_cells=200, n_genes=120, n_clusters=3, seed=1)
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=40, seed=0)
+    measured = spots[:, spots.var_names[:100]].copy()
+    imputer = dv.model.SpatialImputer.from_reference(measured, ref, labels_key="cluster")
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        tracked(
+            imputer.module,
+            {"impute": imputer.impute},
+            train=lambda: imputer.train(max_epochs=2, **TRAIN),
+        )
+        deterministic = imputer.impute()
+    finally:
+        torch.use_deterministic_algorithms(before)
+    np.testing.assert_array_equal(deterministic.to_numpy(), imputer.impute().to_numpy())

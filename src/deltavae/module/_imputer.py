@@ -241,6 +241,17 @@ class ImputerDeconvolutionModule(_ImputerBase):
         has[states] = True
         self.register_buffer("states_with_cells", has, persistent=False)
 
+    def _best_of_states(self, logits: torch.Tensor) -> torch.Tensor:
+        """Each state's largest of ``logits`` (spots x cells), -inf for a state without cells.
+        Under deterministic algorithms, state by state: CUDA has no deterministic
+        ``scatter_reduce`` and raises there."""
+        if torch.are_deterministic_algorithms_enabled():
+            others = [self.cell_states != k for k in range(self.n_states)]
+            return torch.stack([logits.masked_fill(o, -torch.inf).amax(1) for o in others], 1)
+        top = logits.new_full((len(logits), self.n_states), -torch.inf)
+        index = self.cell_states.expand_as(logits)
+        return top.scatter_reduce(1, index, logits, "amax", include_self=True)
+
     def neighbour_mixture(self, x: torch.Tensor, proportions: torch.Tensor) -> torch.Tensor:
         """sum_k p_sk m_k(s): the spots' mixtures of their own neighbour profiles.
 
@@ -253,9 +264,7 @@ class ImputerDeconvolutionModule(_ImputerBase):
         """
         logits = unit_log(x) @ self.cell_units.T / self.temperature  # spots x cells
         index = self.cell_states.expand_as(logits)
-        top = logits.new_full((len(x), self.n_states), -torch.inf)
-        top = top.scatter_reduce(1, index, logits, "amax", include_self=True)
-        weights = torch.exp(logits - top[:, self.cell_states])
+        weights = torch.exp(logits - self._best_of_states(logits)[:, self.cell_states])
         sums = logits.new_zeros(len(x), self.n_states).scatter_add_(1, index, weights)
         totals = torch.exp(self.log_profiles[:, self.visible]).sum(1)
         share = torch.where(self.states_with_cells, proportions * totals, 0.0)
