@@ -326,3 +326,16 @@ def test_a_model_saved_on_a_gpu_loads_without_one(counts, tmp_path):
     assert dv.model.ZINBVAE.load_query_data(query, tmp_path / "vae").module.device.type == "cpu"
     again = dv.model.NMFDeconv.load(tmp_path / "deconv", spots.copy())
     np.testing.assert_allclose(again.get_proportions(), deconv.get_proportions(), rtol=1e-5)
+
+
+def test_a_seeded_read_out_on_the_cpu_leaves_the_gpus_generators_alone(cgmdvae, monkeypatch):
+    """``sample(seed=)`` seeded with ``torch.manual_seed``, which seeds every GPU's generator
+    too (at once, or queued for CUDA's start): a CPU model's seeded read-out reseeded the GPUs
+    for good, and a model then trained on a GPU started from that seed, not from
+    ``scvi.settings.seed``."""
+    gpus_seeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", gpus_seeded.append)
+    model, _ = cgmdvae
+    first, again = model.sample(5, seed=3), model.sample(5, seed=3)
+    np.testing.assert_array_equal(first.X, again.X)  # still repeats
+    assert not gpus_seeded

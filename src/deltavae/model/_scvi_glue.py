@@ -426,13 +426,19 @@ def scvi_init_names(init):
 def seeded(module, seed: int | None):
     """torch's generators seeded with ``seed`` inside, as they were outside (nothing done for
     ``None``). ``torch.manual_seed`` seeds every GPU's generator, so all of them are forked
-    when the module is on one (forking "cuda" on a CPU build fails)."""
+    when the module is on one (forking "cuda" on a CPU build fails); a module on the CPU
+    seeds the CPU's alone: ``torch.manual_seed`` would reseed the GPUs for good (or queue
+    that for CUDA's start, where it replaced the ``scvi.settings.seed`` of a GPU model
+    trained next)."""
     if seed is None:
         yield
         return
     cuda = module.device.type == "cuda"
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []):
-        torch.manual_seed(seed)
+        if module.device.type == "cpu":
+            torch.random.default_generator.manual_seed(seed)
+        else:
+            torch.manual_seed(seed)
         yield
 
 
