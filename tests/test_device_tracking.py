@@ -262,7 +262,7 @@ def test_semi_supervised_cgmdvae_and_its_query_stay_on_the_device(tracked):
             "write": lambda: model.write_to_adata(adata.copy()),
         },
         train=lambda: model.train(
-            max_epochs=3, mixture_init="kmeans", mixture_init_epoch=1, **TRAIN
+            max_epochs=2, mixture_init="kmeans", mixture_init_epoch=1, **TRAIN
         ),
     )
     query = adata[adata.obs["condition"] == "stim"].copy()
