@@ -66,19 +66,19 @@ def _running_sum(x: torch.Tensor) -> torch.Tensor:
 
 
 class StickBreaking(StickBreakingTransform):
-    """torch's ``StickBreakingTransform`` with its shifts from ``arange`` (:func:`_log_offsets`),
-    so that it runs under deterministic algorithms on CUDA too."""
+    """torch's ``StickBreakingTransform``; under deterministic algorithms, where CUDA refuses
+    the float ``cumsum`` torch's map takes its shifts from, the same map and Jacobian from
+    :func:`log_stick_breaking` (in log space, equal to torch's to rounding)."""
 
     def _call(self, x):
-        finfo = torch.finfo(x.dtype)  # clipped as torch clips it
-        z = torch.sigmoid(x - _log_offsets(x)).clamp(min=finfo.tiny, max=1.0 - finfo.eps)
-        z_cumprod = (1 - z).cumprod(-1)
-        return F.pad(z, [0, 1], value=1) * F.pad(z_cumprod, [1, 0], value=1)
+        if not torch.are_deterministic_algorithms_enabled():
+            return super()._call(x)
+        return log_stick_breaking(x)[0].exp()
 
     def log_abs_det_jacobian(self, x, y):
-        x = x - _log_offsets(x)
-        # 1 - sigmoid(x) = exp(-x) * sigmoid(x)
-        return (-x + F.logsigmoid(x) + y[..., :-1].log()).sum(-1)
+        if not torch.are_deterministic_algorithms_enabled():
+            return super().log_abs_det_jacobian(x, y)
+        return log_stick_breaking(x)[1]
 
 
 def log_stick_breaking(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
