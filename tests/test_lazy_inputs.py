@@ -5,6 +5,7 @@ import tracemalloc
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scvi
 from scipy import sparse
@@ -226,6 +227,13 @@ def test_results_written_into_a_zarr_store_leave_out_scvi_columns(cells, tmp_pat
     columns = list(ad.read_zarr(path).obs.columns)
     assert "zinbvae_note" in columns
     assert not [c for c in columns if c.startswith("_scvi_")]
+    # A column zarr cannot name ("L2/3 IT"): refused before anything is written.
+    lazy.obsm["types"] = pd.DataFrame(1.0, index=lazy.obs_names, columns=["L2/3 IT", "B"])
+    lazy.obs["later_note"] = "y"
+    with pytest.raises(ValueError, match=r"obsm\['types'\] has columns named with '/'"):
+        dv.write_results_to_store(lazy, ["obs/later_note", "obsm/types"], path)
+    stored = ad.read_zarr(path)
+    assert "types" not in stored.obsm and "later_note" not in stored.obs
 
 
 # ------------------------------------------------------- 7. a view of a backed AnnData

@@ -192,6 +192,7 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
 
     stored = zarr.open_group(path, mode="r")
     _check_same_cells(adata, stored, path)
+    _check_zarr_names(adata, keys, path)
     # anndata consolidates a store's metadata; edit the groups themselves, then re-consolidate.
     consolidated = stored.metadata.consolidated_metadata is not None
     group = zarr.open_group(path, mode="r+", use_consolidated=False)
@@ -218,6 +219,22 @@ def _check_keys(adata: AnnData, keys: list[str]) -> None:
                 f"keys holds {key!r}, which adata does not hold as 'slot/name' (obs, obsm, "
                 "varm or uns): pass what write_to_adata returned, e.g. keys = "
                 "model.write_to_adata(adata)."
+            )
+
+
+def _check_zarr_names(adata: AnnData, keys: list[str], path: Path) -> None:
+    """zarr refuses keys with "/" (a cell type "L2/3 IT" as a column of a proportions table,
+    an obs column): refused here, before anything is written, rather than midway."""
+    for slot, name in result_slots(keys):
+        value = adata.obs if slot == "obs" else getattr(adata, slot)[name]
+        columns = value.columns if isinstance(value, pd.DataFrame) else []
+        slashed = [str(c) for c in columns if "/" in str(c)]
+        if slashed:
+            where = "adata.obs" if slot == "obs" else f"adata.{slot}[{name!r}]"
+            raise ValueError(
+                f"{where} has columns named with '/' ({slashed[:3]}), which a zarr store "
+                f"cannot hold; nothing was written to {str(path)!r}. Rename them, e.g. "
+                f"{where}.columns = {where}.columns.str.replace('/', '_'), and write again."
             )
 
 
