@@ -231,6 +231,20 @@ def test_missing_data_dir_names_where_it_looked(tmp_path):
         datasets.mnist(data_dir=tmp_path)
 
 
+def test_data_dir_as_another_loaders_file_is_refused(tmp_path):
+    """mesc(data_dir=<the MOB file>) returned the MOB spots as if they were mESC cells."""
+    other = tmp_path / "mob_rep_stdeconvolve.h5ad"
+    datasets.synthetic_counts(n_cells=5, n_genes=4, n_clusters=1, seed=0).write_h5ad(other)
+    with pytest.raises(ValueError, match=r"file of dv\.datasets\.mob_spatial\(\)"):
+        datasets.mesc(data_dir=other)
+    with pytest.raises(ValueError, match="spatial_reference_pair"):
+        datasets.kang_scgen(data_dir=other.rename(tmp_path / "cerebellum_snrna_reference.h5ad"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not data")
+    with pytest.raises(OSError, match="notes.txt"):
+        datasets.mesc(data_dir=notes)
+
+
 # ---------------------------------------------------------------------- synthetic data
 
 

@@ -35,6 +35,16 @@ _PAIR_FILES = {
     "lymphnode": ("lymphnode_visium_spatial.h5ad", "lymphnode_scrna_reference.h5ad"),
 }
 
+#: Each shared loader's file, relative to the data root.
+_FILES = {
+    "kang_ifnb_8donors": "kang2018_ifnb_muscat/kang_ctrl_8donors_muscat_kang_se.h5ad",
+    "kang_scgen": "kang2018_ifnb_scgen/kang_ctrl_stim_scgen_valid_counts.h5ad",
+    "kang_harmony": "kang2018_ifnb_harmony/kang_ctrl_stim_harmony_pbmc_stim.h5ad",
+    "mesc": "mesc_kolodziejczyk2015/mesc_2batches_scmerge_example.h5ad",
+    "mob_spatial": "mob_stahl2016_spatial/mob_rep_stdeconvolve.h5ad",
+    "mnist": "mnist_t10k/t10k-images-idx3-ubyte.gz",
+}
+
 _IDX_IMAGES_MAGIC = 2051
 _IDX_LABELS_MAGIC = 2049
 
@@ -60,6 +70,17 @@ def _read_embedded(filename: str) -> ad.AnnData:
             )
         adata = ad.read_h5ad(path)
     return _as_float_counts(adata)
+
+
+def _owner(filename: str) -> str | None:
+    """The loader that reads a shared file of this name, or None for another name."""
+    for loader, relpath in _FILES.items():
+        if Path(relpath).name == filename:
+            return f"dv.datasets.{loader}()"
+    for name, pair in _PAIR_FILES.items():
+        if filename in pair:
+            return f"dv.datasets.spatial_reference_pair({name!r})"
+    return None
 
 
 def _search_roots() -> list[Path]:
@@ -98,6 +119,13 @@ def _resolve_file(relpath: str, data_dir: str | os.PathLike | None) -> Path:
     if data_dir is not None:
         given = Path(data_dir).expanduser()
         if given.is_file():
+            owner = _owner(given.name)
+            if given.name != rel.name and owner is not None:
+                # Another loader's file would be read, and returned, as this dataset.
+                raise ValueError(
+                    f"data_dir={str(given)!r} is the file of {owner}, not {rel.name!r}: pass "
+                    f"this dataset's file, its folder or the data root."
+                )
             return given
         tried = [given / rel, given / rel.name]
         for candidate in tried:
@@ -123,7 +151,12 @@ def _resolve_file(relpath: str, data_dir: str | os.PathLike | None) -> Path:
 
 
 def _read_shared(relpath: str, data_dir: str | os.PathLike | None) -> ad.AnnData:
-    return _as_float_counts(ad.read_h5ad(_resolve_file(relpath, data_dir)))
+    path = _resolve_file(relpath, data_dir)
+    try:
+        adata = ad.read_h5ad(path)
+    except OSError as err:  # h5py's message does not name the file (e.g. a README as data_dir)
+        raise OSError(f"could not read {str(path)!r} as an .h5ad file ({err})") from err
+    return _as_float_counts(adata)
 
 
 def _rename_obs(adata: ad.AnnData, mapping: dict[str, str]) -> ad.AnnData:
@@ -232,7 +265,7 @@ def kang_ifnb_8donors(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     >>> adata.obs["donor"].nunique()
     8
     """
-    return _read_shared("kang2018_ifnb_muscat/kang_ctrl_8donors_muscat_kang_se.h5ad", data_dir)
+    return _read_shared(_FILES["kang_ifnb_8donors"], data_dir)
 
 
 @doc_params(parameters=doc_data_dir)
@@ -258,7 +291,7 @@ def kang_scgen(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     >>> sorted(adata.obs["condition"].cat.categories)
     ['ctrl', 'stim']
     """
-    adata = _read_shared("kang2018_ifnb_scgen/kang_ctrl_stim_scgen_valid_counts.h5ad", data_dir)
+    adata = _read_shared(_FILES["kang_scgen"], data_dir)
     condition = adata.obs["condition"].astype(str)
     adata.obs["condition"] = pd.Categorical(
         condition.map(lambda c: _KANG_SCGEN_CONDITIONS.get(c, c)), categories=["ctrl", "stim"]
@@ -287,7 +320,7 @@ def kang_harmony(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     >>> int(adata.obs["cell_type"].notna().sum()), adata.n_vars
     (954, 9015)
     """
-    return _read_shared("kang2018_ifnb_harmony/kang_ctrl_stim_harmony_pbmc_stim.h5ad", data_dir)
+    return _read_shared(_FILES["kang_harmony"], data_dir)
 
 
 @doc_params(parameters=doc_data_dir)
@@ -311,7 +344,7 @@ def mesc(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     >>> adata.obs["condition"].value_counts().sort_index().tolist()
     [60, 73, 67]
     """
-    adata = _read_shared("mesc_kolodziejczyk2015/mesc_2batches_scmerge_example.h5ad", data_dir)
+    adata = _read_shared(_FILES["mesc"], data_dir)
     return _rename_obs(adata, {"culture_condition": "condition"})
 
 
@@ -335,7 +368,7 @@ def mob_spatial(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     >>> spots.obsm["spatial"].shape
     (262, 2)
     """
-    return _read_shared("mob_stahl2016_spatial/mob_rep_stdeconvolve.h5ad", data_dir)
+    return _read_shared(_FILES["mob_spatial"], data_dir)
 
 
 def spatial_reference_pair(
@@ -410,7 +443,7 @@ def mnist(data_dir: str | os.PathLike | None = None, n: int | None = None) -> ad
     >>> digits.shape
     (500, 784)
     """
-    images_path = _resolve_file("mnist_t10k/t10k-images-idx3-ubyte.gz", data_dir)
+    images_path = _resolve_file(_FILES["mnist"], data_dir)
     # The label file always sits next to the image file, whatever form data_dir took.
     labels_path = images_path.parent / "t10k-labels-idx1-ubyte.gz"
     if not labels_path.is_file():
