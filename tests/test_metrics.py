@@ -260,3 +260,14 @@ def test_columns_of_one_anndata_with_repeated_cell_names_are_not_called_differen
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ari(truth, clusters) == 1.0
+
+
+def test_tables_with_repeated_gene_names_are_named_as_such():
+    """Repeated columns (var_names not unique) were called "columns that are not numbers"."""
+    true = pd.DataFrame(np.arange(12.0).reshape(4, 3), columns=["a", "b", "c"])
+    pred = pd.DataFrame(np.ones((4, 4)), columns=["a", "a", "b", "c"])
+    for score in (dv.metrics.imputation_scores, dv.metrics.deconvolution_scores):
+        with pytest.raises(ValueError, match=r"pred repeats column names \(e.g. \['a'\]\)"):
+            score(true, pred)
+    with pytest.raises(ValueError, match="true repeats column names"):
+        dv.metrics.per_type_pcc(pred, pred)

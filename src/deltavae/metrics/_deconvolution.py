@@ -29,6 +29,12 @@ _SSIM_C2 = 0.03**2
 
 def _as_frame(values, name: str, columns=None, index=None, like: str = "true") -> pd.DataFrame:
     if isinstance(values, pd.DataFrame):
+        if not values.columns.is_unique:  # values[c] would be a table: "not numbers" misleads
+            repeated = values.columns[values.columns.duplicated()].unique()[:3].tolist()
+            raise ValueError(
+                f"{name} repeats column names (e.g. {repeated}); columns are matched by name: "
+                "make them unique (adata.var_names_make_unique()) or drop the repeats."
+            )
         text = [c for c in values.columns if not pd.api.types.is_numeric_dtype(values[c])]
         if text:
             raise TypeError(
