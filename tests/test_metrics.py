@@ -271,3 +271,18 @@ def test_tables_with_repeated_gene_names_are_named_as_such():
             score(true, pred)
     with pytest.raises(ValueError, match="true repeats column names"):
         dv.metrics.per_type_pcc(pred, pred)
+
+
+def test_mean_expression_r2_refuses_a_boolean_series_that_names_no_genes():
+    """sc.get.rank_genes_groups_df's column (0, 1, ... over genes sorted by score) selected
+    other genes by position, silently."""
+    rng = np.random.default_rng(0)
+    genes = [f"g{i}" for i in range(10)]
+    observed = pd.DataFrame(rng.random((30, 10)), columns=genes)
+    predicted = pd.DataFrame(rng.random((30, 10)), columns=genes)
+    table = pd.DataFrame({"names": genes[::-1], "pvals_adj": np.linspace(0, 1, 10)})
+    with pytest.raises(ValueError, match=r"set_index\('names'\)"):
+        dv.metrics.mean_expression_r2(predicted, observed, genes=table["pvals_adj"] < 0.5)
+    named = table.set_index("names")["pvals_adj"] < 0.5
+    by_name = dv.metrics.mean_expression_r2(predicted, observed, genes=named.index[named])
+    assert dv.metrics.mean_expression_r2(predicted, observed, genes=named) == by_name

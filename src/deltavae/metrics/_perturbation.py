@@ -181,7 +181,8 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
     genes
         Restrict to these genes: names (strings; needs AnnData or DataFrames), integer
         positions, or a boolean mask (a boolean Series indexed by gene names, such as a column
-        of a differential-expression table, is matched by name). Where a DataFrame labels its
+        of a differential-expression table, is matched by name; one on a 0, 1, ... index
+        is refused, as it names no genes). Where a DataFrame labels its
         genes by integers, integers are those labels. At least 3 genes: the squared
         correlation of 2 points is 1 whatever they are.
 
@@ -226,6 +227,20 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
         )
     if genes is not None:
         names = pred_genes if pred_genes is not None else true_genes
+        if (
+            isinstance(genes, pd.Series)
+            and pd.api.types.is_bool_dtype(genes)
+            and names is not None
+            and isinstance(genes.index, pd.RangeIndex)
+            and not np.array_equal(names, np.arange(len(names)).astype(str))
+        ):
+            # sc.get.rank_genes_groups_df: 0, 1, ... over genes sorted by score, not the data's.
+            raise ValueError(
+                "genes is a boolean Series on a 0, 1, ... index, which names no genes: a DE "
+                "table's column (sc.get.rank_genes_groups_df) lists the genes sorted by score. "
+                "Index it by gene name (df.set_index('names')[column]), pass the names, or pass "
+                "a mask in the data's gene order as an array (.to_numpy())."
+            )
         index = _mask_by_name(genes, names) if _named_mask(genes, names) else np.asarray(genes)
         if index.dtype != bool and len(pd.unique(index)) < len(index):
             # By name a repeat was dropped, by position counted twice: neither says so.
