@@ -286,3 +286,13 @@ def test_mean_expression_r2_refuses_a_boolean_series_that_names_no_genes():
     named = table.set_index("names")["pvals_adj"] < 0.5
     by_name = dv.metrics.mean_expression_r2(predicted, observed, genes=named.index[named])
     assert dv.metrics.mean_expression_r2(predicted, observed, genes=named) == by_name
+
+
+def test_mean_expression_r2_takes_a_set_of_gene_names():
+    """A set of DE genes failed with numpy's 'len() of unsized object'."""
+    rng = np.random.default_rng(1)
+    genes = [f"g{i}" for i in range(6)]
+    observed = pd.DataFrame(rng.random((20, 6)), columns=genes)
+    predicted = pd.DataFrame(rng.random((20, 6)), columns=genes)
+    by_list = dv.metrics.mean_expression_r2(predicted, observed, genes=["g4", "g1", "g2"])
+    assert dv.metrics.mean_expression_r2(predicted, observed, genes={"g1", "g2", "g4"}) == by_list

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 
 import numpy as np
 import pandas as pd
@@ -227,6 +227,8 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
         )
     if genes is not None:
         names = pred_genes if pred_genes is not None else true_genes
+        if isinstance(genes, Set):  # a set of DE genes: numpy reads it as one object
+            genes = sorted(genes, key=str)
         if (
             isinstance(genes, pd.Series)
             and pd.api.types.is_bool_dtype(genes)
