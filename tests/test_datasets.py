@@ -423,3 +423,24 @@ def test_pseudo_spots_keep_to_max_types_per_spot():
     np.testing.assert_array_equal(counts.sum(axis=1), spots.obs["n_cells"])
     # A short pool (5 cells of type 3 outside the reference) gives a smaller spot instead.
     assert counts[:, 3].max() == 5 and (spots.obs["n_cells"] == 5).any()
+
+
+def test_generator_settings_that_are_not_numbers_are_named():
+    """A setting of None or a string failed in numpy ("ufunc 'isfinite' not supported", "'<='
+    not supported") without naming it; NaN cluster weights and an infinite library size
+    failed inside numpy's sampling."""
+    small = {"n_cells": 10, "n_genes": 10, "n_clusters": 2}
+    for setting in ({"dispersion": None}, {"library_log_sd": "0.3"}, {"dropout": None}):
+        (name,) = setting
+        with pytest.raises(ValueError, match=f"^{name}="):
+            datasets.synthetic_counts(**small, **setting)
+    with pytest.raises(ValueError, match="cluster_weights"):
+        datasets.synthetic_counts(**small, cluster_weights=[float("nan"), 1.0])
+    with pytest.raises(ValueError, match="^concentration="):
+        datasets.convex_mixtures(n_spots=5, n_genes=20, n_archetypes=2, concentration="1")
+    with pytest.raises(ValueError, match="^library_size="):
+        datasets.convex_mixtures(
+            n_spots=5, n_genes=20, n_archetypes=2, n_markers=2, library_size=(1, np.inf)
+        )
+    with pytest.raises(ValueError, match="^condition_shift="):
+        datasets.synthetic_blobs(n_cells=5, condition_shift="2")

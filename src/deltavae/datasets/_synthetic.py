@@ -52,13 +52,22 @@ def _check_range(name: str, value, integer: bool = False) -> tuple[float, float]
         kind = "whole numbers" if integer else "numbers"
         raise ValueError(f"{name}={value!r} must be (low, high), two {kind}, or one {kind[:-1]}")
     low, high = (int(v) if integer else float(v) for v in pair)
-    if not 0 < low <= high:
-        raise ValueError(f"{name}={value!r} must be (low, high) with 0 < low <= high")
+    if not 0 < low <= high < np.inf:
+        raise ValueError(f"{name}={value!r} must be (low, high) with 0 < low <= high < inf")
     return low, high
 
 
+def _is_number(value) -> bool:
+    """A real number (not a bool, string or None), which numpy's checks can take."""
+    return (
+        not isinstance(value, (bool, np.bool_))
+        and np.ndim(value) == 0
+        and np.asarray(value).dtype.kind in "iuf"
+    )
+
+
 def _check_positive(name: str, value: float) -> float:
-    if not np.isfinite(value) or value <= 0:
+    if not _is_number(value) or not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name}={value!r} must be a finite number > 0")
     return float(value)
 
@@ -91,10 +100,14 @@ def _cluster_weights(weights: np.ndarray | None, n_clusters: int) -> np.ndarray:
     if weights is None:
         return np.full(n_clusters, 1.0 / n_clusters)
     weights = np.asarray(weights, dtype=float)
-    if weights.shape != (n_clusters,) or np.any(weights < 0) or weights.sum() <= 0:
+    if (
+        weights.shape != (n_clusters,)
+        or not np.all((weights >= 0) & (weights < np.inf))
+        or weights.sum() <= 0
+    ):
         raise ValueError(
             f"cluster_weights has shape {weights.shape} (sum {weights.sum():.3g}); expected "
-            f"{n_clusters} non-negative weights with a positive sum"
+            f"{n_clusters} finite non-negative weights with a positive sum"
         )
     return weights / weights.sum()
 
@@ -248,9 +261,9 @@ def synthetic_counts(
         ("dispersion", dispersion),
     ]:
         _check_positive(name, value)
-    if not np.isfinite(library_log_sd) or library_log_sd < 0:
+    if not _is_number(library_log_sd) or not np.isfinite(library_log_sd) or library_log_sd < 0:
         raise ValueError(f"library_log_sd={library_log_sd!r} must be a finite number >= 0")
-    if not 0.0 <= dropout < 1.0:
+    if not _is_number(dropout) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
     weights = _cluster_weights(cluster_weights, n_clusters)
 
@@ -403,7 +416,7 @@ def synthetic_blobs(
     _check_positive("separation", separation)
     _check_positive("cluster_std", cluster_std)
     _check_positive("count_scale", count_scale)
-    if not np.isfinite(condition_shift) or condition_shift < 0:
+    if not _is_number(condition_shift) or not np.isfinite(condition_shift) or condition_shift < 0:
         raise ValueError(f"condition_shift={condition_shift!r} must be a finite number >= 0")
     if dispersion is not None:
         _check_positive("dispersion", dispersion)
