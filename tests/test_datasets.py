@@ -444,3 +444,16 @@ def test_generator_settings_that_are_not_numbers_are_named():
         )
     with pytest.raises(ValueError, match="^condition_shift="):
         datasets.synthetic_blobs(n_cells=5, condition_shift="2")
+
+
+def test_pseudo_spots_on_a_grid_of_one_spot_and_bad_settings():
+    """One spot on a grid failed in numpy ("Probabilities contain NaN": the abundance field of
+    a 1 x 1 grid has no spread); a negative smoothness was taken, a string reference_fraction
+    failed on '<'."""
+    cells = datasets.synthetic_counts(n_cells=60, n_genes=10, n_clusters=2, seed=0)
+    spots, _ = datasets.pseudo_spots(cells, "cluster", n_spots=1, grid=True)
+    assert np.isclose(spots.obsm["proportions_true"].to_numpy().sum(), 1.0)
+    with pytest.raises(ValueError, match="^smoothness=-1"):
+        datasets.pseudo_spots(cells, "cluster", n_spots=4, grid=True, smoothness=-1)
+    with pytest.raises(ValueError, match="^reference_fraction='0.5'"):
+        datasets.pseudo_spots(cells, "cluster", n_spots=4, reference_fraction="0.5")

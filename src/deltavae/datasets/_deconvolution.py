@@ -22,6 +22,7 @@ from ._synthetic import (
     _check_positive_int,
     _check_range,
     _check_seed,
+    _is_number,
     _sample_nb,
 )
 
@@ -66,9 +67,8 @@ def _smooth_fields(
     """Positive spatially smooth abundance fields, spots x types (Gaussian-filtered noise)."""
     noise = rng.normal(size=(n_types, *shape))
     fields = np.stack([gaussian_filter(f, sigma=smoothness, mode="reflect") for f in noise])
-    fields = (fields - fields.mean(axis=(1, 2), keepdims=True)) / fields.std(
-        axis=(1, 2), keepdims=True
-    )
+    spread = fields.std(axis=(1, 2), keepdims=True)  # 0 on a grid of one spot: no pattern
+    fields = (fields - fields.mean(axis=(1, 2), keepdims=True)) / np.where(spread > 0, spread, 1)
     # exp(2 z) gives each type regions where it dominates and regions where it is rare.
     return np.exp(2.0 * fields).reshape(n_types, -1).T
 
@@ -195,11 +195,13 @@ def pseudo_spots(
             f"reference repeats cell names (e.g. {repeated}); the spots' pool is recorded by "
             "name: make them unique first (reference.obs_names_make_unique())."
         )
-    if not 0 < reference_fraction < 1:
+    if not _is_number(reference_fraction) or not 0 < reference_fraction < 1:
         raise ValueError(f"reference_fraction={reference_fraction!r} must lie in (0, 1)")
     max_types_per_spot = _check_positive_int("max_types_per_spot", max_types_per_spot)
     if depth is not None:
         depth = _check_positive_int("depth", depth)
+    if not _is_number(smoothness) or not 0 <= smoothness < np.inf:
+        raise ValueError(f"smoothness={smoothness!r} must be a finite number >= 0")
     labels = check_labels(reference, labels_key)
     counts = _counts_matrix(reference, layer)
     rng = np.random.default_rng(seed)
