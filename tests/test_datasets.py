@@ -239,6 +239,11 @@ def test_data_dir_as_another_loaders_file_is_refused(tmp_path):
         datasets.mesc(data_dir=other)
     with pytest.raises(ValueError, match="spatial_reference_pair"):
         datasets.kang_scgen(data_dir=other.rename(tmp_path / "cerebellum_snrna_reference.h5ad"))
+    pbmc = (tmp_path / "cerebellum_snrna_reference.h5ad").rename(
+        tmp_path / "pbmc3k_seurat_counts.h5ad"
+    )
+    with pytest.raises(ValueError, match=r"file of dv\.datasets\.pbmc3k\(\)"):
+        datasets.mob_spatial(data_dir=pbmc)
     notes = tmp_path / "notes.txt"
     notes.write_text("not data")
     with pytest.raises(OSError, match="notes.txt"):

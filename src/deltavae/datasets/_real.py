@@ -80,7 +80,12 @@ def _owner(filename: str) -> str | None:
     for name, pair in _PAIR_FILES.items():
         if filename in pair:
             return f"dv.datasets.spatial_reference_pair({name!r})"
-    return None
+    # The shared folder's copies of the embedded datasets.
+    copies = {
+        "pbmc3k_seurat_counts.h5ad": "pbmc3k",
+        "kang_ctrl_stim_muscat_example.h5ad": "kang_ifnb",
+    }
+    return f"dv.datasets.{copies[filename]}()" if filename in copies else None
 
 
 def _search_roots() -> list[Path]:
