@@ -381,7 +381,8 @@ def spatial_reference_pair(
 ) -> tuple[ad.AnnData, ad.AnnData]:
     """Load a spatial dataset and its annotated single-cell reference (RCTD/spacexr toys).
 
-    The two share most of their genes; intersect ``var_names`` before deconvolution. The
+    The two share only part of their genes (hippocampus 124, lymph node 558 of the spatial
+    genes; cerebellum and hypothalamus all): intersect ``var_names`` before deconvolution. The
     reference's total count over all genes is in ``obs["nUMI_all_genes"]``. The cerebellum
     reference's ``nUMI`` column is renamed to that name.
 
