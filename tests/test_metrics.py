@@ -296,3 +296,11 @@ def test_mean_expression_r2_takes_a_set_of_gene_names():
     predicted = pd.DataFrame(rng.random((20, 6)), columns=genes)
     by_list = dv.metrics.mean_expression_r2(predicted, observed, genes=["g4", "g1", "g2"])
     assert dv.metrics.mean_expression_r2(predicted, observed, genes={"g1", "g2", "g4"}) == by_list
+
+
+@pytest.mark.parametrize("target_sum", [None, 0, -1.0, float("nan"), "1e4"])
+def test_log_normalize_names_a_target_sum_that_is_not_a_positive_number(target_sum):
+    """-1 gave negative "log-normalized" values and NaN a NaN matrix, silently; None (scanpy's
+    median) and a string failed in numpy's arithmetic."""
+    with pytest.raises(ValueError, match="^target_sum=.* must be a finite number > 0"):
+        dv.metrics.log_normalize(np.array([[1.0, 3.0]]), target_sum=target_sum)

@@ -75,6 +75,16 @@ def log_normalize(counts, library_size=None, target_sum: float = 1e4) -> np.ndar
     >>> log_normalize(np.array([[1.0, 3.0]]), target_sum=4.0).round(3)
     array([[0.693, 1.386]])
     """
+    if (
+        isinstance(target_sum, (bool, np.bool_))
+        or not isinstance(target_sum, (int, float, np.number))
+        or not 0 < target_sum < np.inf
+    ):
+        # None (scanpy's "the median total") failed on '*'; 0, negative or NaN gave 0s or NaN.
+        raise ValueError(
+            f"target_sum={target_sum!r} must be a finite number > 0 (for scanpy's median of the "
+            "totals, pass np.median(counts.sum(1)))."
+        )
     if isinstance(counts, AnnData):
         raise TypeError(
             "log_normalize takes a cells x genes matrix, not an AnnData: pass adata.X, or "
