@@ -304,3 +304,10 @@ def test_log_normalize_names_a_target_sum_that_is_not_a_positive_number(target_s
     median) and a string failed in numpy's arithmetic."""
     with pytest.raises(ValueError, match="^target_sum=.* must be a finite number > 0"):
         dv.metrics.log_normalize(np.array([[1.0, 3.0]]), target_sum=target_sum)
+
+
+def test_log_normalize_refuses_nan_library_sizes():
+    """A NaN total (a cell missing from a merged obs column) made its row NaN, silently."""
+    counts = np.array([[1.0, 3.0], [2.0, 2.0]])
+    with pytest.raises(ValueError, match="library_size holds 1 NaN or infinite"):
+        dv.metrics.log_normalize(counts, library_size=[np.nan, 4.0])

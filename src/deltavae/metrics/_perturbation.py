@@ -120,6 +120,11 @@ def log_normalize(counts, library_size=None, target_sum: float = 1e4) -> np.ndar
         raise ValueError(
             f"library_size must hold one value per cell ({x.shape[0]}); got shape {total.shape}."
         )
+    if library_size is not None and not np.isfinite(total).all():
+        raise ValueError(
+            f"library_size holds {int((~np.isfinite(total)).sum())} NaN or infinite totals; "
+            "their cells' rows would be NaN. Pass each cell's total counts (over all genes)."
+        )
     if library_size is not None and (total[x.sum(1) > 0] <= 0).any():
         raise ValueError(
             "library_size is 0 or negative for cells with counts: pass each cell's total "
