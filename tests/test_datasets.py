@@ -187,6 +187,9 @@ def test_spatial_reference_pairs(name, spatial_shape, reference_shape, n_types):
 def test_spatial_reference_pair_rejects_unknown_name():
     with pytest.raises(ValueError, match="'cortex'.*cerebellum"):
         datasets.spatial_reference_pair("cortex")
+    # A list (as for the several names a benchmark loops over) failed: "unhashable type".
+    with pytest.raises(ValueError, match=r"\['hippocampus'\].*cerebellum"):
+        datasets.spatial_reference_pair(["hippocampus"])
 
 
 def test_mnist_shape_range_and_labels():

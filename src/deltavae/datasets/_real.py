@@ -407,7 +407,7 @@ def spatial_reference_pair(
     >>> spots.shape, ref.shape
     ((750, 134), (1308, 134))
     """
-    if name not in _PAIR_FILES:
+    if not isinstance(name, str) or name not in _PAIR_FILES:
         raise ValueError(
             f"unknown spatial/reference pair name={name!r}; expected one of {sorted(_PAIR_FILES)}"
         )
