@@ -311,3 +311,9 @@ def test_log_normalize_refuses_nan_library_sizes():
     counts = np.array([[1.0, 3.0], [2.0, 2.0]])
     with pytest.raises(ValueError, match="library_size holds 1 NaN or infinite"):
         dv.metrics.log_normalize(counts, library_size=[np.nan, 4.0])
+
+
+def test_a_one_dimensional_imputation_is_named_as_genes():
+    # The shape error spoke of cell types only, for imputed genes too.
+    with pytest.raises(ValueError, match=r"2-D \(spots x cell types, or spots x genes"):
+        dv.metrics.imputation_scores(np.ones(4), np.ones((4, 1)))

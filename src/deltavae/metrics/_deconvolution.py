@@ -49,7 +49,9 @@ def _as_frame(values, name: str, columns=None, index=None, like: str = "true") -
         )
     array = np.asarray(values, dtype=float)
     if array.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (spots x types); got shape {array.shape}")
+        raise ValueError(
+            f"{name} must be 2-D (spots x cell types, or spots x genes); got shape {array.shape}"
+        )
     if columns is not None and array.shape != (len(index), len(columns)):
         raise ValueError(
             f"{name} has shape {array.shape} but {like} has {(len(index), len(columns))}: an "
