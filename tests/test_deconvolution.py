@@ -6,6 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scvi
 from _torch_elbo import assert_torch_elbo_is_pyros
 
 import deltavae as dv
@@ -186,6 +187,24 @@ def test_nmfdeconv_refuses_zero_for_a_training_argument(split, inference, kwargs
     with pytest.raises(ValueError, match=match):
         model.train(**kwargs, **TRAIN)
     assert not model.is_trained_
+
+
+def test_nmfdeconv_repeats_a_run_from_its_train_args(split):
+    """train_args_ records n_epochs_kl_warmup (the shared loop's): passing the record back
+    raised "got multiple values for keyword argument 'n_epochs_kl_warmup'"."""
+    spots, ref = split
+
+    def fit(**kwargs):
+        scvi.settings.seed = 0
+        model = dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key="cluster")
+        model.train(**kwargs)
+        return model
+
+    first = fit(max_epochs=2, **TRAIN)
+    args = {key: value for key, value in first.train_args_.items() if key != "seed"}
+    again = fit(**args)
+    assert again.train_args_ == first.train_args_
+    pd.testing.assert_frame_equal(again.get_proportions(), first.get_proportions())
 
 
 def test_nmfdeconv_save_load_and_h5ad(fitted, tmp_path):

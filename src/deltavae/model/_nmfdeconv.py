@@ -261,13 +261,9 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
             lr = 0.02 if lr is None else lr
         kwargs.setdefault("enable_checkpointing", False)
         kwargs.setdefault("log_every_n_steps", 1)
+        kwargs.setdefault("n_epochs_kl_warmup", None)  # train_args_ repeats it: no TypeError
         return super().train(
-            max_epochs=max_epochs,
-            lr=lr,
-            batch_size=batch_size,
-            train_size=train_size,
-            n_epochs_kl_warmup=None,
-            **kwargs,
+            max_epochs=max_epochs, lr=lr, batch_size=batch_size, train_size=train_size, **kwargs
         )
 
     # ------------------------------------------------------------------------- results
