@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
-from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.model.base import RNASeqMixin
 
@@ -315,6 +314,7 @@ class ClustersMixin:
             encode_cells,
             refit_mixture,
         )
+        from ._matrices import take_rows
 
         cells = getattr(self, "train_indices", None)
         cells = np.arange(self.adata.n_obs) if cells is None else np.sort(np.asarray(cells))
@@ -333,9 +333,8 @@ class ClustersMixin:
         # way, Kang; mESC's batches): then z's graph alone (D15).
         data = None
         x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        in_memory = isinstance(x, np.ndarray) or sparse.issparse(x)
-        if module.observation.is_count and in_memory and x.shape[1] > 1:
-            data = data_components(x[cells], group, settings.seed or 0)
+        if module.observation.is_count and x.shape[1] > 1:  # from disk too: the same clusters
+            data = data_components(take_rows(x, cells), group, settings.seed or 0)
             if group is not None and condition_mixing(data, group) < 0.9 * condition_mixing(
                 points, group
             ):

@@ -6,7 +6,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
-from ._validation import _chunks, is_sparse
+from ._validation import _chunks, chunk_rows, is_sparse
 
 
 def in_memory(x):
@@ -26,6 +26,24 @@ def in_memory(x):
     if sparse.issparse(parts[0]):
         return sparse.vstack(parts, format="csr")
     return np.concatenate([np.asarray(part) for part in parts])
+
+
+def take_rows(x, rows: np.ndarray):
+    """Rows ``rows`` (increasing) of a matrix in memory or on disk (backed .h5ad, zarr), in
+    memory; one on disk is read a chunk of rows at a time.
+
+    Examples
+    --------
+    >>> take_rows(np.array([[1, 2], [3, 4], [5, 6]]), np.array([0, 2])).tolist()
+    [[1, 2], [5, 6]]
+    """
+    if isinstance(x, np.ndarray) or sparse.issparse(x):
+        return x[rows]
+    step = chunk_rows(x)
+    parts = [x[rows[start : start + step]] for start in range(0, len(rows), step)]
+    if parts and sparse.issparse(parts[0]):
+        return sparse.vstack(parts, format="csr")
+    return np.concatenate([np.asarray(part) for part in parts]) if parts else x[:0]
 
 
 def take_columns(x, source: np.ndarray, dense: bool = False):
