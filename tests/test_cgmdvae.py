@@ -133,6 +133,19 @@ def test_sample_per_cluster_and_condition(blobs_model):
     np.testing.assert_array_equal(draws[0].X, draws[1].X)
 
 
+def test_a_numpy_integer_seed_repeats_the_draws_and_a_bad_seed_is_named(blobs_model):
+    """np.int64 seeds (np.arange, rng.integers) failed in torch with "an integer is
+    required"; seed=-1 seeded torch and failed in numpy for sample only."""
+    model, adata = blobs_model
+    np.testing.assert_array_equal(model.sample(20, seed=np.int64(3)).X, model.sample(20, seed=3).X)
+    ctrl = adata[adata.obs["condition"] == "ctrl"][:20]
+    shift = model.predict_perturbation(ctrl, "stim", method="latent_shift", seed=np.int64(3))
+    assert shift.shape == (20, adata.n_vars)
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+            model.translate(ctrl, "stim", seed=bad)
+
+
 def test_translate_recovers_condition_shift(blobs_model):
     model, adata = blobs_model
     ctrl = adata[adata.obs["condition"] == "ctrl"].copy()

@@ -433,6 +433,9 @@ def seeded(module, seed: int | None):
     if seed is None:
         yield
         return
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2**64) or None, got {seed!r}.")
+    seed = int(seed)  # numpy's: torch takes Python integers only
     cuda = module.device.type == "cuda"
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []):
         if module.device.type == "cpu":
