@@ -746,3 +746,20 @@ def test_marginal_ll_mean_is_over_cells_whatever_the_batch_size(trained):
     per_cell = model.get_marginal_ll(n_mc_samples=2, batch_size=128, return_mean=False)
     assert isinstance(mean, float) and tuple(per_cell.shape) == (adata.n_obs,)
     np.testing.assert_allclose(mean, float(per_cell.double().mean()), rtol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["zinbvae", "cgmdvae"])
+def test_a_loaded_model_trains_on_as_the_model_it_was_saved_from(which, tmp_path):
+    """train's docstring: each call starts a fresh optimiser, nothing of it saved; so saved,
+    loaded and trained on, a model ends where training on in memory ends, history included."""
+    model, adata = _model(which, max_epochs=2)
+    model.save(tmp_path / "m", save_anndata=False)
+    loaded = type(model).load(tmp_path / "m", adata=adata)
+    for each in (model, loaded):
+        torch.manual_seed(1)
+        each.train(max_epochs=2, train_size=0.5, **TRAIN)
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation(), model.get_latent_representation()
+    )
+    pd.testing.assert_frame_equal(loaded.history["elbo_train"], model.history["elbo_train"])
+    assert loaded.train_args_ == model.train_args_

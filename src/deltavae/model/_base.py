@@ -155,6 +155,8 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         A query model with nothing to learn (``load_query_data``) warns and returns. The
         call's arguments and ``scvi.settings.seed`` are kept in ``train_args_`` (saved): the
         run repeats when that seed is set before the model is built (README, "Seeding").
+        Each call starts a fresh optimiser (Adam's moments are neither kept nor saved, as in
+        scvi-tools), so a loaded model trains on as the model it was saved from would.
 
         Parameters
         ----------
