@@ -184,10 +184,10 @@ def check_training_arguments(
     batch_norm = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules())
     if batch_norm and min(batch_size, n_train) < 2:
         fix = (
-            "Use batch_size >= 2 (128 is the default)."
+            "Use batch_size >= 2, or leave it out for the model's default."
             if batch_size < 2
-            else f"Train on more cells: a larger train_size (now {train_size}; 0.9 is the "
-            "default) or more cells in adata."
+            else f"Train on more cells: a larger train_size (now {train_size}) or more cells "
+            "in adata."
         )
         raise ValueError(
             f"The model's BatchNorm layers need at least 2 cells per minibatch; got "
