@@ -125,9 +125,9 @@ def read_lazy(path: str | Path) -> AnnData:
             warnings.warn(
                 f"read_lazy keeps only X of {str(path)!r} on disk (anndata's backed mode): its "
                 f"layers {list(adata.layers)} are read into memory, and a model set up on one "
-                "of them trains from memory. To train from disk, put the counts in X, or write "
-                "the data as a zarr store (adata.write_zarr), whose layers read_lazy leaves on "
-                "disk.",
+                "of them trains from memory (one set up on X trains from disk). If the counts "
+                "are in a layer, put them in X to train from disk, or write the data as a zarr "
+                "store (adata.write_zarr), whose layers read_lazy leaves on disk.",
                 UserWarning,
                 stacklevel=2,
             )
