@@ -106,7 +106,7 @@ def counts_h5ad(tmp_path_factory):
 
 # 12-15 s: in the slow stage (python -m pytest -m slow), which CI also runs.
 @pytest.mark.slow
-def test_demo_writes_results_and_plots(tmp_path, capsys):
+def test_demo_writes_results_and_plots(tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--epochs", "2", "--n-cells", "300", "--n-top-genes", "200"]
     assert main(argv) == 0
@@ -132,6 +132,19 @@ def test_demo_writes_results_and_plots(tmp_path, capsys):
     assert "warning: Training ran" in printed.out and "too few to converge" in printed.out
     assert "pass --epochs above this run's 2, with --early-stopping" in printed.out
     assert "NotConvergedWarning" not in printed.err
+
+    # A run that fails while writing leaves the earlier demo's files as they were and no
+    # half-written folder (it wrote its PNGs into --out, then failed on the .h5ad).
+    before = {file.name: file.stat().st_mtime_ns for file in out.iterdir()}
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", fail)
+    with pytest.raises(OSError, match="disk full"):
+        main([*argv, "--epochs", "1"])
+    assert {file.name: file.stat().st_mtime_ns for file in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]
 
 
 def test_fit_writes_input_plus_latent(counts_h5ad, tmp_path, capsys):

@@ -304,7 +304,10 @@ def demo(args: argparse.Namespace) -> int:
     )
     scores = dv.metrics.cluster_scores(adata.obs["cell_type"], adata.obs["leiden"])
 
-    files = _save_plots(adata, model, out, clusters=["leiden"], others=["cell_type"])
+    # Written beside --out and moved in once all is written: a failed run leaves no half
+    # folder, and an earlier demo's files there are replaced only by a finished run's.
+    partial = partial_path(out)
+    _remove(partial)
     adata.uns["deltavae_demo"] = {
         **scores,
         "n_leiden_clusters": int(adata.obs["leiden"].nunique()),
@@ -315,10 +318,20 @@ def demo(args: argparse.Namespace) -> int:
         "n_genes": int(adata.n_vars),
         "elapsed_s": float(time.perf_counter() - start),
     }
-    h5ad = out / "pbmc3k_zinbvae.h5ad"
-    _drop_scvi_fields(adata)
-    adata.write_h5ad(h5ad)
-    files.insert(0, h5ad)
+    try:
+        with sigterm_stops("writing the results"), _user_errors("writing the results"):
+            files = _save_plots(adata, model, partial, clusters=["leiden"], others=["cell_type"])
+            _drop_scvi_fields(adata)
+            adata.write_h5ad(partial / "pbmc3k_zinbvae.h5ad")
+            files.insert(0, partial / "pbmc3k_zinbvae.h5ad")
+            out.mkdir(parents=True, exist_ok=True)
+            for file in files:
+                os.replace(file, out / file.name)
+            partial.rmdir()
+    except BaseException:
+        _remove(partial)
+        raise
+    files = [out / file.name for file in files]
 
     summary = adata.uns["deltavae_demo"]
     print(
