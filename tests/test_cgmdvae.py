@@ -112,6 +112,7 @@ def test_sample_per_cluster_and_condition(blobs_model):
     assert cells.shape == (50, 16)
     assert list(cells.var["symbol"])[:2] == ["S0", "S1"]  # the genes' metadata, as translate
     assert (cells.obs["cluster"] == "2").all() and (cells.obs["condition"] == "stim").all()
+    assert list(cells.obs["cluster"].cat.categories) == ["2"]  # no category without cells
     # Generated cells of a cluster are classified back into that cluster.
     dv.model.CGMDVAE.setup_anndata(cells, condition_key="condition")
     assert (model.predict_clusters(cells) == 2).mean() > 0.85

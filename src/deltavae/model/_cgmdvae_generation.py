@@ -71,7 +71,10 @@ class GenerationMixin:
             if not has_negatives(layer_matrix(self.adata, layer)):
                 x, expected = x.clamp(min=0.0), expected.clamp(min=0.0)
         obs = pd.DataFrame(index=[f"sample_{i}" for i in range(n_cells)])
-        obs["cluster"] = pd.Categorical.from_codes(y.cpu().numpy(), categories=self.cluster_names)
+        # Only the clusters drawn, as write_to_adata keeps them: scanpy's rank_genes_groups
+        # refuses a category without cells.
+        clusters = pd.Categorical.from_codes(y.cpu().numpy(), categories=self.cluster_names)
+        obs["cluster"] = clusters.remove_unused_categories()
         if cats is not None:
             for j, key in enumerate(self.condition_keys):
                 known = list(self._cat_state().mappings[key])
