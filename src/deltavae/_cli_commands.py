@@ -328,8 +328,10 @@ def demo(args: argparse.Namespace) -> int:
             for file in files:
                 os.replace(file, out / file.name)
             partial.rmdir()
-    except BaseException:
+    except BaseException as err:
         _remove(partial)
+        if isinstance(err, OSError) and not isinstance(err, BrokenPipeError):  # as fit's
+            raise InputError(f"cannot write {str(out)!r}: {err}") from err
         raise
     files = [out / file.name for file in files]
 
