@@ -16,7 +16,7 @@ import h5py
 
 import deltavae as dv
 from deltavae._cli_files import InputError, _options_for
-from deltavae._cli_report import SPATIAL_MODELS
+from deltavae._cli_report import SPATIAL_MODELS, _as_flags
 from deltavae.cli import MODEL_CLASSES
 
 #: Models ``deltavae fit --model`` can train, by command-line name. A model plugs in by adding
@@ -116,16 +116,14 @@ def _train_default(model_cls: type, name: str):
 
 
 def check_accelerator(accelerator: str) -> None:
-    """Refuse ``--accelerator gpu`` where torch sees no GPU, before anything is read (the
-    model refused it only once built, after the data were read and set up)."""
-    import torch
+    """The model's refusal of ``--accelerator gpu`` where torch sees no GPU, asked before
+    anything is read (the model asked only once built, after the data were read and set up)."""
+    from deltavae.model._training_checks import check_accelerator as refuse_missing_gpu
 
-    if accelerator == "gpu" and not torch.cuda.is_available():
-        raise InputError(
-            f"--accelerator gpu asks for a GPU, but torch {torch.__version__} sees none "
-            "(torch.cuda.is_available() is False): pass --accelerator cpu (or auto, which uses "
-            "a GPU when there is one), or install a CUDA build of torch."
-        )
+    try:
+        refuse_missing_gpu(accelerator)
+    except ValueError as err:
+        raise InputError(_as_flags(str(err))) from err
 
 
 #: Options that name an obs column of INPUT (the reference models' --labels-key names one of

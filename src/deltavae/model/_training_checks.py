@@ -156,12 +156,7 @@ def check_training_arguments(
             f"{val_every} computes it after more epochs than this run's max_epochs="
             f"{max_epochs}: lower check_val_every_n_epoch."
         )
-    if str(accelerator).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ValueError(
-            f"accelerator={accelerator!r} asks for a GPU, but torch {torch.__version__} sees "
-            "none (torch.cuda.is_available() is False): pass accelerator='cpu' (or 'auto', "
-            "which uses a GPU when there is one), or install a CUDA build of torch."
-        )
+    check_accelerator(accelerator)
     watched = "the validation ELBO" if monitor is None else repr(monitor)
     on_training_cells = str(monitor).endswith("_train") or monitor in ("train_loss", "kl_weight")
     if early_stopping and n_val == 0 and not on_training_cells:
@@ -237,6 +232,16 @@ def _term_names(model) -> set[str]:
     finally:
         module.train(was_training)
     return names - {"reconstruction_loss", "kl_local"}
+
+
+def check_accelerator(accelerator) -> None:
+    """Refuse a GPU accelerator where torch sees none (the CLI asks this before reading)."""
+    if str(accelerator).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"accelerator={accelerator!r} asks for a GPU, but torch {torch.__version__} sees "
+            "none (torch.cuda.is_available() is False): pass accelerator='cpu' (or 'auto', "
+            "which uses a GPU when there is one), or install a CUDA build of torch."
+        )
 
 
 def check_monitored(model, early_stopping_monitor, lr_scheduler_metric) -> None:
