@@ -58,7 +58,7 @@ def check_trainer_names(model_class: type, trainer_kwargs: dict) -> None:
 
 
 #: plan_kwargs numbers checked before training (a negative KL weight, or eps=0 read as divergence).
-_PLAN_NUMBERS = ("eps", "max_kl_weight", "min_kl_weight", "weight_decay")
+_PLAN_POSITIVE, _PLAN_NON_NEGATIVE = ("eps", "max_kl_weight"), ("min_kl_weight", "weight_decay")
 
 
 def check_training_arguments(
@@ -80,6 +80,7 @@ def check_training_arguments(
     trainer_kwargs = trainer_kwargs or {}
     val_every = trainer_kwargs.get("check_val_every_n_epoch", 1)
     monitor = trainer_kwargs.get("early_stopping_monitor")
+    split = trainer_kwargs.get("datasplitter_kwargs") or {}
     if trainer_kwargs.get("logger") is False:
         warn_user(
             "logger=False keeps no training history: model.history, best_epoch_ and the "
@@ -91,16 +92,10 @@ def check_training_arguments(
             f"precision={trainer_kwargs['precision']!r}: deltavae's models and their data "
             "run in float32 (double precision fails in the first step); leave precision out."
         )
-    given = {name: plan[name] for name in _PLAN_NUMBERS if plan.get(name) is not None}
+    given = {name: value for name, value in plan.items() if value is not None}
     check_model_arguments(
-        positive={
-            f"plan_kwargs[{n!r}]": v for n, v in given.items() if n in ("eps", "max_kl_weight")
-        },
-        non_negative={
-            f"plan_kwargs[{n!r}]": v
-            for n, v in given.items()
-            if n in ("min_kl_weight", "weight_decay")
-        },
+        positive={f"plan_kwargs[{n!r}]": given[n] for n in _PLAN_POSITIVE if n in given},
+        non_negative={f"plan_kwargs[{n!r}]": given[n] for n in _PLAN_NON_NEGATIVE if n in given},
     )
     lr = plan.get("lr", lr)
     if not _is_int(max_epochs) or max_epochs < 1:
@@ -164,7 +159,7 @@ def check_training_arguments(
             f"early_stopping=True stops when {watched} stops improving, but no cell "
             "is held out for it (train_size=1.0): pass train_size < 1, e.g. 0.9."
         )
-    if (trainer_kwargs.get("datasplitter_kwargs") or {}).get("drop_last") and batch_size > n_train:
+    if split.get("drop_last") and batch_size > n_train:
         raise ValueError(
             f"datasplitter_kwargs['drop_last']=True drops every minibatch: batch_size="
             f"{batch_size} is more than the {n_train} training cells. Pass batch_size={n_train} "
@@ -188,7 +183,6 @@ def check_training_arguments(
             f"The model's BatchNorm layers need at least 2 cells per minibatch; got "
             f"batch_size={batch_size} and {n_train} training cells. {fix}"
         )
-    split = trainer_kwargs.get("datasplitter_kwargs") or {}
     if batch_norm and split.get("drop_last") is False and n_train % batch_size == 1:
         raise ValueError(
             f"datasplitter_kwargs['drop_last']=False leaves a last minibatch of one cell "
