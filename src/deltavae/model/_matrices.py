@@ -21,8 +21,11 @@ def in_memory(x):
     if isinstance(x, np.ndarray) or sparse.issparse(x):
         return x
     parts = list(_chunks(x))
-    if not parts:
-        return np.zeros(x.shape, dtype=x.dtype)
+    return _stacked(parts) if parts else np.zeros(x.shape, dtype=x.dtype)
+
+
+def _stacked(parts: list):
+    """Chunks of rows read from disk, as one matrix in memory (CSR if they are sparse)."""
     if sparse.issparse(parts[0]):
         return sparse.vstack(parts, format="csr")
     return np.concatenate([np.asarray(part) for part in parts])
@@ -41,9 +44,7 @@ def take_rows(x, rows: np.ndarray):
         return x[rows]
     step = chunk_rows(x)
     parts = [x[rows[start : start + step]] for start in range(0, len(rows), step)]
-    if parts and sparse.issparse(parts[0]):
-        return sparse.vstack(parts, format="csr")
-    return np.concatenate([np.asarray(part) for part in parts]) if parts else x[:0]
+    return _stacked(parts) if parts else x[:0]
 
 
 def take_columns(x, source: np.ndarray, dense: bool = False):
