@@ -201,7 +201,8 @@ def test_a_query_model_translates_to_a_condition_its_cells_lack():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nothing is left to learn
         mapped = dv.model.CGMDVAE.load_query_data(query, model)
-    out = mapped.translate(query, "stim")
+    with pytest.warns(UserWarning, match="seen under both 'ctrl' and 'stim'.*response_weight=0"):
+        out = mapped.translate(query, "stim")
     assert set(out.obs["condition"]) == {"stim"}
     assert out.uns["response_weight"] == 0.0  # no reference cells to take responses from
     assert list(query.obs["condition"].cat.categories) == ["ctrl"]  # the query as it was

@@ -519,7 +519,8 @@ def test_translate_keeps_the_model_alone_when_no_response_was_observed(monkeypat
         raise _perturbation.NoResponseError("No group of the training cells is seen under both")
 
     monkeypatch.setattr(_perturbation, "nearest_response", no_group)
-    alone = g.translate(ctrl, "stim")
+    with pytest.warns(UserWarning, match="seen under both 'ctrl' and 'stim'.*response_weight=0"):
+        alone = g.translate(ctrl, "stim")
     assert alone.uns["response_weight"] == 0.0
     np.testing.assert_allclose(alone.X, plain.X, rtol=1e-6)
     with pytest.raises(ValueError, match="seen under both"):
@@ -864,7 +865,8 @@ def test_a_query_model_translates_reference_cells_into_the_query_condition(refer
     q = dv.model.CGMDVAE.load_query_data(query.copy(), model)
     q.train(max_epochs=3, **FAST)
     cells = model.adata[model.adata.obs["condition"] == "c0"][:40].copy()
-    out = q.translate(cells, "c2", seed=0)
+    with pytest.warns(UserWarning, match="seen under both 'c0' and 'c2'.*response_weight=0"):
+        out = q.translate(cells, "c2", seed=0)
     assert out.uns["response_weight"] == 0.0  # no observed c0 -> c2 response in the query
     assert (out.obs["condition"] == "c2").all() and out.layers["counts"].shape == (40, 60)
     np.testing.assert_array_equal(

@@ -146,7 +146,8 @@ class GenerationMixin:
             (default): 0.5 for count likelihoods with one condition covariate when
             ``residual`` is on, 0 otherwise. Needs ``residual=True`` for counts and a group
             of training cells seen under both conditions; ``uns["response_weight"]`` of the
-            result records the weight used.
+            result records the weight used (the default falls to 0, with a warning, where no
+            group is).
         seed
             Seed of the random rounding (or draw) of ``layers["counts"]``: the same seed and
             ``batch_size`` give the same counts (the draws follow the minibatches); ``None``

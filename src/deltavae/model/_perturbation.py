@@ -8,6 +8,7 @@ model decodes each cell under the target condition, :meth:`deltavae.model.CGMDVA
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -409,13 +410,15 @@ def with_observed_responses(
                 f"The model's AnnData holds no cells under {str(target_condition)!r}, so there "
                 "is no observed response to average; pass response_weight=0."
             )
+        sources = sorted(set(adata.obs[key].astype(str)) - {str(target_condition)})
+        _warn_model_alone(sources, target_condition)
         return translated, 0.0
     own = adata.obs[key].astype(str).to_numpy()
     expected = translated["expected"].copy()
     counts = None if translated["counts"] is None else translated["counts"].copy()
     is_count = model.module.observation.is_count
     x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
-    blended = False
+    blended, alone = False, []
     in_model = set(model.adata.obs[key].astype(str))
     for source in sorted(set(own) - {str(target_condition)}):
         if source not in in_model:
@@ -425,6 +428,7 @@ def with_observed_responses(
                     f"The model's AnnData holds no cells under {source!r}, so no observed "
                     "response from it to average; pass response_weight=0."
                 )
+            alone.append(source)
             continue
         rows = np.flatnonzero(own == source)
         part = adata if len(rows) == adata.n_obs else adata[rows].copy()
@@ -434,6 +438,7 @@ def with_observed_responses(
         except NoResponseError:
             if strict:
                 raise
+            alone.append(source)
             continue
         blended = True
         if not is_count:
@@ -445,4 +450,20 @@ def with_observed_responses(
         mean = np.expm1((1 - weight) * model_log + weight * nearest) * library / 1e4
         expected[rows] = mean
         counts[rows] = round_counts(torch.as_tensor(mean).float()).numpy()
+    _warn_model_alone(alone, target_condition)
     return {"expected": expected.astype(np.float32), "counts": counts}, weight if blended else 0.0
+
+
+def _warn_model_alone(sources: list[str], target) -> None:
+    """translate's default averages in observed responses; where there were none to average,
+    the cells kept the model's translation alone, which the user is told rather than left to
+    find in ``uns["response_weight"]``."""
+    if sources:
+        warnings.warn(
+            f"No group of the model's cells is seen under both {', '.join(map(repr, sources))}"
+            f" and {str(target)!r}, so those cells were translated by the model alone, with "
+            "no observed response averaged in (uns['response_weight'] records the weight "
+            "used). Pass response_weight=0 to ask for the model alone.",
+            UserWarning,
+            stacklevel=4,
+        )
