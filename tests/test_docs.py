@@ -41,8 +41,10 @@ def test_docs_build_without_warnings(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-5000:]
     # Every public class and function has its own API page.
-    for module in ("model", "train", "pl", "datasets", "metrics"):
+    for module in ("model", "train", "pl", "datasets", "metrics", "module", "nn", "distributions"):
         for name in getattr(dv, module).__all__:
+            if name.isupper():  # constants (LIKELIHOODS), listed in their functions' pages
+                continue
             page = out / "api" / "generated" / f"deltavae.{module}.{name}.html"
             assert page.is_file(), f"deltavae.{module}.{name} is missing from docs/api/index.md"
     cgmdvae = (out / "api" / "generated" / "deltavae.model.CGMDVAE.html").read_text()

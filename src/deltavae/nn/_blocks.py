@@ -102,7 +102,7 @@ class CorrelatedNormal(Distribution):
     """A Gaussian with covariance D U U^T D: D = diag(scale), U unit lower-triangular.
 
     ``unmix`` holds U^-1 (also unit lower-triangular), so the density needs one matrix product,
-    no solve: log N(z) = -|U^-1 ((z - loc) / scale)|^2 / 2 - sum(log scale) - d log(2 pi) / 2.
+    no solve: ``log N(z) = -|U^-1 ((z - loc) / scale)|^2 / 2 - sum(log scale) - d log(2 pi) / 2``.
     ``scale`` may vary per cell while ``unmix`` is shared by broadcasting; with U = I this is
     the diagonal Normal. Event shape ``(d,)``.
 
