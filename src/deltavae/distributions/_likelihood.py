@@ -56,7 +56,7 @@ class Likelihood:
 
     @property
     def data_kind(self) -> str:
-        """The data it fits: ``"counts"``, ``"binary"`` or ``"real"``."""
+        """The kind of data it fits, ``"counts"``, ``"binary"`` or ``"real"``."""
         if self.is_count:
             return "counts"
         return "binary" if self.name == "bernoulli" else "real"

@@ -198,7 +198,7 @@ class ClustersMixin:
 
     @property
     def cluster_names(self) -> list[str]:
-        """Name of every cluster: the labels first, then ``novel_j`` (or ``"0"`` to ``"K-1"``)."""
+        """Name of every cluster, the labels first, then ``novel_j`` (or ``"0"`` to ``"K-1"``)."""
         labels = self.label_names
         extra = range(self.module.n_clusters - len(labels))
         return labels + [f"novel_{j}" if labels else str(j) for j in extra]

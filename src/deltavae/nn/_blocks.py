@@ -129,7 +129,7 @@ class CorrelatedNormal(Distribution):
 
     @property
     def variance(self) -> torch.Tensor:
-        """The covariance's diagonal: scale^2 times the row sums of U^2."""
+        """The diagonal of the covariance, scale^2 times the row sums of U^2."""
         eye = torch.eye(self.unmix.shape[-1], dtype=self.unmix.dtype, device=self.unmix.device)
         mix = torch.linalg.solve_triangular(self.unmix, eye, upper=False, unitriangular=True)
         return self.scale.pow(2) * mix.pow(2).sum(-1)

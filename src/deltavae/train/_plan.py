@@ -210,7 +210,7 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
 
     @property
     def n_obs_training(self):
-        """Number of training cells: the cell plate's size and the per-cell ELBO divisor."""
+        """Number of training cells, the cell plate's size and the per-cell ELBO divisor."""
         return self._n_obs_training
 
     @n_obs_training.setter
