@@ -183,6 +183,18 @@ def test_match_signatures_and_novel_states(fitted):
     assert "signature_map" not in adata.uns["archetypes"]
 
 
+def test_signatures_as_a_pandas_index_or_series(fitted):
+    """Gene lists taken from pandas (df.index[:10], a column of names) as scanpy takes them:
+    refused before as 'must be a list of gene names', with advice to wrap them in a list."""
+    model, _ = fitted
+    profiles = model.get_archetype_profiles()
+    top = {f"s{k}": profiles.iloc[:, k].nlargest(8).index for k in range(2)}
+    table = model.match_signatures({name: list(genes) for name, genes in top.items()})
+    pd.testing.assert_frame_equal(model.match_signatures(top), table)
+    as_series = {name: pd.Series(genes) for name, genes in top.items()}
+    pd.testing.assert_frame_equal(model.match_signatures(as_series), table)
+
+
 def test_merging_duplicates_counts_and_tree(fitted):
     model, mix = fitted
     raw = model.n_archetypes_raw_

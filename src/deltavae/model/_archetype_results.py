@@ -4,7 +4,7 @@ marker genes in scanpy's layout, and matching to known signatures (stable matchi
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 
 import numpy as np
 import pandas as pd
@@ -125,7 +125,8 @@ def signature_scores(
         raise ValueError("signatures is empty; pass {name: [genes, ...]}.")
     gene_sets = {}
     for name, members in signatures.items():
-        if isinstance(members, str) or not isinstance(members, Sequence | set | np.ndarray):
+        gene_list = Sequence | Set | np.ndarray | pd.Index | pd.Series  # Index: df.index[:20]
+        if isinstance(members, str) or not isinstance(members, gene_list):
             raise ValueError(
                 f"signature {name!r} must be a list of gene names, got {members!r}; e.g. "
                 f"{{{name!r}: [{members!r}]}}."
