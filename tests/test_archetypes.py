@@ -403,3 +403,24 @@ def test_sample_factors_of_numbered_slides_are_named_by_strings(tmp_path):
     mix.write_h5ad(tmp_path / "slides.h5ad")
     back = ad.read_h5ad(tmp_path / "slides.h5ad")
     np.testing.assert_allclose(back.varm["sample_factors"][["0", "1"]].to_numpy(), factors)
+
+
+def test_a_load_under_another_seed_keeps_the_candidates_slides(tmp_path):
+    """More spots than 5 x max_candidates: load builds the model again, which drew another
+    pool of candidates under another scvi.settings.seed, and took the saved candidates'
+    profiles for those other spots' slides: the loaded archetypes were not the saved ones."""
+    import scvi
+
+    mix = dv.datasets.convex_mixtures(n_spots=60, n_genes=30, n_archetypes=2, n_markers=5)
+    mix.obs["slide"] = pd.Categorical(np.where(np.arange(60) % 3, "a", "b"))
+    dv.model.Archetypes.setup_anndata(mix, sample_key="slide")
+    model = dv.model.Archetypes(mix, n_archetypes=2, max_candidates=8, min_spots=1, n_hidden=8)
+    with torch.no_grad():
+        model.module.log_technology.normal_(0.0, 0.5)
+    model.save(tmp_path / "slides")
+    scvi.settings.seed = 1
+    loaded = dv.model.Archetypes.load(tmp_path / "slides", mix)
+    assert torch.equal(loaded.module.candidate_samples, model.module.candidate_samples)
+    torch.testing.assert_close(
+        loaded.module.archetype_profiles(), model.module.archetype_profiles()
+    )

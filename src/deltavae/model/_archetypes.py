@@ -20,7 +20,7 @@ from ._archetypal_analysis import check_archetype_count, start_archetypes
 from ._archetype_checks import check_new_spots
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
-from ._candidates import candidate_samples, candidate_spots
+from ._candidates import candidate_samples, candidate_spots, restore_candidate_samples
 from ._spots import SpotModelMixin, prefixed, warn_empty_spots
 from ._validation import check_model_arguments, check_obs_keys
 
@@ -213,6 +213,10 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         """
         self._cache = {}
         return super().train(max_epochs=max_epochs, lr=lr, **kwargs)
+
+    def _after_load(self) -> None:
+        super()._after_load()
+        restore_candidate_samples(self)  # __init__ chose candidates under today's seed
 
     # ------------------------------------------------------------------------- merging
     def _raw_profiles(self) -> np.ndarray:
@@ -479,15 +483,8 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         if not in_order:  # the training spots and genes, in another order: align by name
             weights, anchors = weights.loc[adata.obs_names], anchors.loc[adata.obs_names]
             profiles = profiles.loc[adata.var_names]
-        keys = prefixed(
-            key_added,
-            self.weights_key,
-            self.profiles_key,
-            self.anchor_key,
-            self.dominant_key,
-            self.markers_key,
-            self.uns_key,
-        )
+        names = (self.weights_key, self.profiles_key, self.anchor_key, self.dominant_key)
+        keys = prefixed(key_added, *names, self.markers_key, self.uns_key)
         adata.obsm[keys[0]] = weights
         adata.varm[keys[1]] = profiles.to_numpy()
         adata.obs[keys[2]] = anchors.array  # categorical, as archetype_dominant

@@ -11,6 +11,7 @@ import logging
 
 import numpy as np
 import scvi
+import torch
 from scvi import REGISTRY_KEYS
 from sklearn.cluster import kmeans_plusplus
 
@@ -85,3 +86,17 @@ def candidate_samples(model, rows: np.ndarray) -> np.ndarray | None:
         return None
     codes = model.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
     return np.asarray(codes).reshape(-1)[rows].astype(np.int64)
+
+
+def restore_candidate_samples(model) -> None:
+    """After a load, each saved candidate's sample, from the saved ``candidate_rows_``.
+
+    ``load`` builds the model again, which chooses candidates under the current
+    ``scvi.settings.seed``: with more than ``POOL_FACTOR * max_candidates`` spots, other
+    spots than those whose profiles were saved, whose samples' technical factors would then
+    be taken out of the saved profiles (other archetypes than the trained ones).
+    """
+    samples = candidate_samples(model, np.asarray(model.candidate_rows_))
+    if samples is not None:
+        device = model.module.candidate_samples.device
+        model.module.candidate_samples = torch.as_tensor(samples, device=device)
