@@ -424,3 +424,13 @@ def test_a_load_under_another_seed_keeps_the_candidates_slides(tmp_path):
     torch.testing.assert_close(
         loaded.module.archetype_profiles(), model.module.archetype_profiles()
     )
+
+
+def test_loading_onto_other_spots_counts_the_training_spots(tmp_path):
+    """The refusal counted B's columns, the candidate spots (8), as the spots fitted (60)."""
+    mix = dv.datasets.convex_mixtures(n_spots=60, n_genes=30, n_archetypes=2, n_markers=5)
+    dv.model.Archetypes.setup_anndata(mix)
+    model = dv.model.Archetypes(mix, n_archetypes=2, max_candidates=8, min_spots=1, n_hidden=8)
+    model.save(tmp_path / "a")
+    with pytest.raises(ValueError, match="for each of its 60 spots.*got 50 spots"):
+        dv.model.Archetypes.load(tmp_path / "a", mix[:50].copy())

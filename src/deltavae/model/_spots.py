@@ -228,6 +228,8 @@ def fitted_spots(adata, attr_dict: dict, state_dict: dict, parameter, model: str
         return adata
     unknown = names.difference(fitted) if fitted is not None else names[:0]
     which = f", {len(unknown)} of them not fitted (e.g. {unknown[:3].tolist()})"
+    if fitted is not None:  # Archetypes' parameter spans its candidate spots, not all
+        n_fitted = len(fitted)
     raise ValueError(
         f"This {model} fitted parameters for each of its {n_fitted} spots, so it loads onto "
         f"those spots only; got {len(names)} spots{which if len(unknown) else ''}. Pass the "
