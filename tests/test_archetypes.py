@@ -237,6 +237,14 @@ def test_bad_input():
         dv.model.Archetypes(mix, n_archetypes=25)
     with pytest.raises(ValueError, match="n_archetypes must be an integer or 'auto'"):
         dv.model.Archetypes(mix, n_archetypes="many")
+    # Fewer candidate spots than archetypes: identical archetypes, or numpy's "argmax of an
+    # empty sequence" for "auto".
+    with pytest.raises(ValueError, match="max_candidates=3 is too few for n_archetypes=4"):
+        dv.model.Archetypes(mix, n_archetypes=4, max_candidates=3)
+    with pytest.raises(ValueError, match="max_candidates=2 is too few for n_archetypes='auto'"):
+        dv.model.Archetypes(mix, n_archetypes="auto", max_candidates=2)
+    with pytest.raises(ValueError, match="max_candidates must be a positive integer"):
+        dv.model.Archetypes(mix, n_archetypes=2, max_candidates="all")
 
 
 def test_likelihood_is_the_negative_binomial():

@@ -255,9 +255,12 @@ def start_archetypes(
     return np.asarray((smoother.T @ B.T).T), summary  # over the candidate spots themselves
 
 
-def check_archetype_count(n_archetypes, max_archetypes: int, n_spots: int) -> None:
+def check_archetype_count(
+    n_archetypes, max_archetypes: int, n_spots: int, max_candidates: int | None = None
+) -> None:
     """Refuse an ``n_archetypes`` (an integer or ``"auto"``) that cannot be fitted to
-    ``n_spots`` spots; see :class:`deltavae.model.Archetypes`."""
+    ``n_spots`` spots, or made of at most ``max_candidates`` candidate spots; see
+    :class:`deltavae.model.Archetypes`."""
     if isinstance(n_archetypes, str):
         if n_archetypes != "auto":
             raise ValueError(f"n_archetypes must be an integer or 'auto'; got {n_archetypes!r}.")
@@ -276,3 +279,10 @@ def check_archetype_count(n_archetypes, max_archetypes: int, n_spots: int) -> No
         )
     elif n_archetypes < 2:
         raise ValueError(f"n_archetypes must be >= 2; got {n_archetypes}.")
+    fewest = 3 if n_archetypes == "auto" else int(n_archetypes)  # "auto" fits 2 of 3 spots
+    if max_candidates is not None and max_candidates < fewest:
+        raise ValueError(
+            f"max_candidates={max_candidates} is too few for n_archetypes={n_archetypes!r}: "
+            "each archetype is a mixture of candidate spots, so k archetypes need at least k "
+            f"candidates to differ ('auto' at least 3). Pass max_candidates={fewest} or more."
+        )

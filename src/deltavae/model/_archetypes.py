@@ -115,12 +115,12 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
     ):
         super().__init__(adata)
         n_spots = adata.n_obs
-        check_archetype_count(n_archetypes, max_archetypes, n_spots)
         check_model_arguments(
             {name: value for name, value in locals().items() if name in _SIZES},
             dropout_rate=dropout_rate,
             positive={"prior_concentration": prior_concentration},
         )
+        check_archetype_count(n_archetypes, max_archetypes, n_spots, max_candidates)
         if not 0 < merge_threshold <= 1:
             raise ValueError(f"merge_threshold must lie in (0, 1]; got {merge_threshold}.")
         self.merge_threshold = float(merge_threshold)
