@@ -442,3 +442,23 @@ def test_loading_onto_other_spots_counts_the_training_spots(tmp_path):
     model.save(tmp_path / "a")
     with pytest.raises(ValueError, match="for each of its 60 spots.*got 50 spots"):
         dv.model.Archetypes.load(tmp_path / "a", mix[:50].copy())
+
+
+@pytest.mark.filterwarnings("ignore:min_spots=1 was not fully applied")
+def test_loaded_onto_reordered_spots_writes_into_the_adata_given(tmp_path):
+    """Loaded onto its spots in another order, the model reads a copy in the fitted order:
+    write_to_adata() wrote into that copy and returned its keys, the AnnData given got none."""
+    mix = dv.datasets.convex_mixtures(n_spots=40, n_genes=30, n_archetypes=2, n_markers=5)
+    dv.model.Archetypes.setup_anndata(mix)
+    model = dv.model.Archetypes(mix, n_archetypes=2, min_spots=1, n_hidden=8)
+    model.train(max_epochs=1, **TRAIN)
+    model.save(tmp_path / "a")
+    spots = mix[::-1].copy()
+    with pytest.warns(UserWarning, match="in another order"):
+        loaded = dv.model.Archetypes.load(tmp_path / "a", spots)
+    loaded.write_to_adata()
+    weights = spots.obsm["archetype_weights"]
+    assert weights.index.equals(spots.obs_names)
+    expected = model.get_archetype_weights().loc[spots.obs_names]
+    np.testing.assert_allclose(weights.to_numpy(), expected.to_numpy(), atol=1e-6)
+    assert "archetype_dominant" in spots.obs and "archetypes" in spots.uns

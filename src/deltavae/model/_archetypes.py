@@ -365,11 +365,8 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             w = weights.iloc[:, k].to_numpy()
             eligible = np.flatnonzero((dominant == k) & (w > 0.5))
             anchor[eligible[np.argsort(-w[eligible])][:n_anchors]] = k
-        return pd.Series(
-            pd.Categorical.from_codes(anchor, categories=weights.columns),
-            index=weights.index,
-            name=self.anchor_key,
-        )
+        anchors = pd.Categorical.from_codes(anchor, categories=weights.columns)
+        return pd.Series(anchors, index=weights.index, name=self.anchor_key)
 
     def get_markers(self, n_genes: int = 100) -> dict:
         """Marker genes of each archetype in scanpy's ``rank_genes_groups`` layout.
@@ -447,6 +444,12 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         return table
 
     # ------------------------------------------------------------------------- output
+    def _write_target(self, adata: AnnData | None) -> AnnData:
+        """By default the AnnData given to :meth:`load`, also when the model reads a copy of it
+        (its spots put back in the fitted order): results go into it by name."""
+        given = getattr(self, "_query_adata", None)  # set by load
+        return super()._write_target(given if adata is None else adata)
+
     @writes_backed
     def write_to_adata(
         self, adata: AnnData | None = None, n_anchors: int = 20, key_added: str | None = None
@@ -476,7 +479,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         --------
         >>> a.write_to_adata(spots)  # doctest: +SKIP
         """
-        adata = self._resolve_adata(adata)
+        adata = self._write_target(adata)
         in_order = results.check_training_names(adata, self.adata)
         weights, profiles = self.get_archetype_weights(), self.get_archetype_profiles()
         anchors = self.get_anchors(n_anchors)

@@ -212,8 +212,8 @@ class Saving:
         if adata is not None:
             check_known_categories(adata, attr_dict["registry_"])
             adata = check_labels_to_load(adata, attr_dict["registry_"])
-            copied = adata is not given  # the model reads a copy with a labels column
             adata = cls._spots_to_load(adata, attr_dict, state)
+            copied = adata is not given  # the model reads a copy: a labels column, spot order
         with warnings.catch_warnings():
             # Setup's advice to filter out silent genes is for training: a trained model reads
             # the genes it was trained on (NMFDeconv's from_reference had said so too).
