@@ -195,6 +195,24 @@ def test_signatures_as_a_pandas_index_or_series(fitted):
     pd.testing.assert_frame_equal(model.match_signatures(as_series), table)
 
 
+def test_a_loaded_signature_map_is_not_written_for_other_archetypes(fitted, tmp_path):
+    """Matched, saved, loaded, then other archetypes (more training, another merge): the old
+    map, naming archetypes that were gone, was written as if current (assumed for a load)."""
+    model, mix = fitted
+    profiles = model.get_archetype_profiles()
+    model.match_signatures({f"s{k}": list(profiles.iloc[:, k].nlargest(8).index) for k in (0, 1)})
+    model.save(tmp_path / "a")
+    loaded = dv.model.Archetypes.load(tmp_path / "a", mix)
+    adata = mix.copy()
+    loaded.write_to_adata(adata)
+    assert "signature_map" in adata.uns["archetypes"]
+    with torch.no_grad():
+        loaded.module.B_logits[1] = loaded.module.B_logits[0]
+    with pytest.warns(UserWarning, match="changed after match_signatures"):
+        loaded.write_to_adata(adata)
+    assert "signature_map" not in adata.uns["archetypes"]
+
+
 def test_merging_duplicates_counts_and_tree(fitted):
     model, mix = fitted
     raw = model.n_archetypes_raw_

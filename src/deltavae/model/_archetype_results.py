@@ -354,9 +354,10 @@ def check_training_names(adata, trained) -> bool:
 
 def _signatures_current(model) -> bool:
     """Whether the archetypes are still those :meth:`match_signatures` matched (assumed for a
-    loaded model); warned when not: more training, or another merge_threshold or min_spots,
-    made other archetypes, and their old map would name them wrongly."""
-    matched = getattr(model, "_matched", None)
+    model saved before their profiles were kept); warned when not: more training, or another
+    merge_threshold or min_spots, made other archetypes, and their old map would name them
+    wrongly."""
+    matched = getattr(model, "signature_profiles_", None)
     if matched is None:
         return True
     now = model.get_archetype_profiles()

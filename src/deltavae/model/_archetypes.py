@@ -438,7 +438,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         sig_names, scores = results.signature_scores(
             np.log1p(profiles.to_numpy() * _CP10K), profiles.index, signatures
         )
-        self._matched = profiles  # write_to_adata writes the map while these profiles hold
+        self.signature_profiles_ = profiles  # the map is written while these hold (saved)
         table = results.signature_table(scores, sig_names, profiles.columns, variant_ratio)
         self.signature_map_ = table
         return table
