@@ -175,6 +175,15 @@ def test_an_elbow_written_under_a_prefix_is_found_by_its_key():
     assert ax.get_xlabel() == "number of archetypes"
 
 
+def test_an_elbow_of_a_model_with_a_given_number_says_so():
+    """A model given n_archetypes=2 was told to call write_to_adata "(or pass the model)"."""
+    mix = dv.datasets.convex_mixtures(n_spots=30, n_genes=30, n_archetypes=2, n_markers=5)
+    dv.model.Archetypes.setup_anndata(mix)
+    model = dv.model.Archetypes(mix, n_archetypes=2, n_hidden=8)
+    with pytest.raises(ValueError, match="This Archetypes has no .*only n_archetypes='auto'"):
+        dv.pl.archetype_elbow(model, show=False)
+
+
 def test_long_labels_leave_the_table_room():
     """Tutorial 03 (olfactory bulb layers, 3 archetypes): "constrained_layout not applied
     because axes sizes collapsed to zero"."""

@@ -216,6 +216,11 @@ def archetype_elbow(
         written = [k for k in adata_or_model.uns if str(k).endswith("archetypes") and k != key]
     else:
         curve, written = getattr(adata_or_model, "elbow_", None), []
+        if curve is None:  # the uns advice below would send the model's user to the model
+            raise ValueError(
+                f"This {type(adata_or_model).__name__} has no explained-variance curve: only "
+                "n_archetypes='auto' computes one, to choose the number of archetypes."
+            )
     if curve is None:
         elsewhere = [k for k in written if "elbow" in adata_or_model.uns[k]]
         raise ValueError(
