@@ -107,6 +107,11 @@ def test_write_to_adata_takes_the_training_spots_and_genes_in_any_order(fitted):
     with pytest.raises(ValueError, match="training genes .*120 of them not among"):
         model.write_to_adata(other)
     assert "archetype_weights" not in other.obsm
+    # Trained on some genes of a whole: the advice was get_archetype_weights(whole), which
+    # refuses genes it does not know too.
+    whole = ad.concat([mix, other], axis=1, merge="first")
+    with pytest.raises(ValueError, match=r"has 240, 120 of them .*copy the spots' results over"):
+        model.write_to_adata(whole)
 
 
 def test_markers_are_the_true_marker_genes(fitted):

@@ -331,6 +331,16 @@ def signature_table(
     return table
 
 
+_WRITE_ADVICE = {
+    "spots": "Map new spots with get_archetype_weights(new_adata) instead.",
+    # Trained on some genes (highly variable ones) of an AnnData, written into the whole: the
+    # spots' results need no genes, the profiles are of the training genes only.
+    "genes": "Write into the AnnData the model was trained on (model.write_to_adata()) and "
+    "copy the spots' results over by name, e.g. adata.obsm['archetype_weights'] = "
+    "model.adata.obsm['archetype_weights'].loc[adata.obs_names].",
+}
+
+
 def check_training_names(adata, trained) -> bool:
     """Whether ``adata`` holds the training spots and genes in the training order; ``False``
     when it holds them in another order. Anything else (other, missing or repeated spots or
@@ -345,8 +355,8 @@ def check_training_names(adata, trained) -> bool:
             raise ValueError(
                 f"write_to_adata writes into the training {what} ({len(theirs)}, in any "
                 f"order); this AnnData has {len(mine)}, {n_other} of them not among the "
-                f"training {what}{'' if mine.is_unique else ', some repeated'}. Map new "
-                "spots with get_archetype_weights(new_adata) instead."
+                f"training {what}{'' if mine.is_unique else ', some repeated'}. "
+                + _WRITE_ADVICE[what]
             )
         in_order = False
     return in_order
