@@ -198,6 +198,9 @@ def test_signatures_as_a_pandas_index_or_series(fitted):
     pd.testing.assert_frame_equal(model.match_signatures(top), table)
     as_series = {name: pd.Series(genes) for name, genes in top.items()}
     pd.testing.assert_frame_equal(model.match_signatures(as_series), table)
+    # A gene listed twice (lists merged from two sources) weighed twice in the mean.
+    twice = {name: [genes[0], *genes] for name, genes in top.items()}
+    pd.testing.assert_frame_equal(model.match_signatures(twice), table)
 
 
 def test_a_loaded_signature_map_is_not_written_for_other_archetypes(fitted, tmp_path):

@@ -131,7 +131,7 @@ def signature_scores(
                 f"signature {name!r} must be a list of gene names, got {members!r}; e.g. "
                 f"{{{name!r}: [{members!r}]}}."
             )
-        members = [members] if isinstance(members, str) else list(members)
+        members = list(dict.fromkeys(members))  # a gene listed twice counts once
         missing = [g for g in members if g not in genes]
         present = [g for g in members if g in genes]
         if not members:
