@@ -488,3 +488,20 @@ def test_loaded_onto_reordered_spots_writes_into_the_adata_given(tmp_path):
     expected = model.get_archetype_weights().loc[spots.obs_names]
     np.testing.assert_allclose(weights.to_numpy(), expected.to_numpy(), atol=1e-6)
     assert "archetype_dominant" in spots.obs and "archetypes" in spots.uns
+
+
+def test_write_to_adata_checks_its_arguments_before_reading_the_spots(fitted):
+    """A bad n_anchors or key_added was refused only after a pass over every spot (a million
+    spots from disk) had encoded them."""
+    model, mix = fitted
+    clone = copy.deepcopy(model)  # nothing computed for it yet
+    clone.signature_map_ = None
+
+    def encode(*args, **kwargs):
+        raise AssertionError("the spots were read before the arguments were checked")
+
+    clone._encode = encode
+    with pytest.raises(ValueError, match="n_anchors must be a positive integer"):
+        clone.write_to_adata(mix.copy(), n_anchors=0)
+    with pytest.raises(ValueError, match="key_added"):
+        clone.write_to_adata(mix.copy(), key_added="a/b")

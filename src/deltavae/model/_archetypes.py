@@ -481,13 +481,13 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         """
         adata = self._write_target(adata)
         in_order = results.check_training_names(adata, self.adata)
+        names = (self.weights_key, self.profiles_key, self.anchor_key, self.dominant_key)
+        keys = prefixed(key_added, *names, self.markers_key, self.uns_key)
+        anchors = self.get_anchors(n_anchors)  # checks n_anchors before a pass over the spots
         weights, profiles = self.get_archetype_weights(), self.get_archetype_profiles()
-        anchors = self.get_anchors(n_anchors)
         if not in_order:  # the training spots and genes, in another order: align by name
             weights, anchors = weights.loc[adata.obs_names], anchors.loc[adata.obs_names]
             profiles = profiles.loc[adata.var_names]
-        names = (self.weights_key, self.profiles_key, self.anchor_key, self.dominant_key)
-        keys = prefixed(key_added, *names, self.markers_key, self.uns_key)
         adata.obsm[keys[0]] = weights
         adata.varm[keys[1]] = profiles.to_numpy()
         adata.obs[keys[2]] = anchors.array  # categorical, as archetype_dominant
