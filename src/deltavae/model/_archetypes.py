@@ -460,7 +460,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         ----------
         adata
             The training spots and genes, in the training order or any other; default the
-            model's AnnData.
+            model's AnnData (of a loaded model, the one given to :meth:`load`).
         n_anchors
             Anchors per archetype (see :meth:`get_anchors`).
         key_added
