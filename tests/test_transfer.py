@@ -1107,3 +1107,22 @@ def test_a_zinbvae_query_without_the_targets_cells_is_not_sent_to_translate():
     ctrl = query[query.obs["condition"] == "new_ctrl"].copy()
     with pytest.raises(ValueError, match="holds no cell under it .* a conditional model"):
         q.predict_perturbation(ctrl, "stim", method="latent_shift")
+
+
+def test_an_unsupervised_query_model_refuses_to_refit_the_references_mixture():
+    """refit_mixture=True moved the frozen mixture prior of the reference (means, scales,
+    unmixing) onto clusters of the query's cells, as mixture_init_epoch would have."""
+    adata = dv.datasets.synthetic_counts(n_cells=160, n_genes=20, n_conditions=3, seed=3)
+    ref = adata[adata.obs["condition"] != "c2"].copy()
+    dv.model.CGMDVAE.setup_anndata(ref, condition_key="condition")
+    g = dv.model.CGMDVAE(ref, n_clusters=3, **SMALL)
+    g.train(max_epochs=2, mixture_init_epoch=None, **FAST)
+    q = dv.model.CGMDVAE.load_query_data(adata[adata.obs["condition"] == "c2"].copy(), g)
+    before = _state(q)
+    for refit in (True, np.bool_(True)):
+        with pytest.raises(ValueError, match="keeps the reference's mixture.*refit_mixture=False"):
+            q.train(max_epochs=1, refit_mixture=refit, **FAST)
+    assert all(torch.equal(before[k], v) for k, v in q.module.state_dict().items())
+    q.train(max_epochs=1, refit_mixture=False, **FAST)
+    prior = {k for k in before if k.startswith("prior.") and "fc_layers" not in k}
+    assert all(torch.equal(before[k], q.module.state_dict()[k]) for k in prior)

@@ -344,7 +344,8 @@ class CGMDVAE(
             the start (count models: with the counts' principal components' neighbours
             joined, D12, D15), keeping what the prior learned of w and the conditions
             (:func:`deltavae.train.refit_mixture`; benchmarks/README.md, D9). ``"auto"``:
-            without labels, when the mixture started in this call.
+            without labels, when the mixture started in this call (a query model keeps the
+            reference's mixture: neither starts nor refits it).
         **kwargs
             Passed to :meth:`deltavae.model.ZINBVAE.train` (``lr``, ``batch_size``,
             ``early_stopping``, Lightning trainer arguments...).
@@ -356,9 +357,12 @@ class CGMDVAE(
         check_mixture_init(mixture_init, "mixture_init")
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
-        if self.is_query_model and mixture_init_epoch not in ("auto", None):
+        refit_mixture = check_flag(refit_mixture, "refit_mixture")
+        refits = refit_mixture != "auto" and bool(refit_mixture)  # "auto": none for a query
+        if self.is_query_model and (mixture_init_epoch not in ("auto", None) or refits):
             raise ValueError(
-                "A query model keeps the reference's mixture: mixture_init_epoch=None."
+                "A query model keeps the reference's mixture: mixture_init_epoch=None, "
+                "refit_mixture=False."
             )
         if mixture_init_epoch == "auto":
             trained = self.is_trained_ or self.is_query_model
@@ -371,7 +375,7 @@ class CGMDVAE(
             callbacks.append(
                 self._mixture_start(mixture_init_epoch, mixture_init, kwargs.get("train_size"))
             )
-        refit_mixture = self._resolve_refit(check_flag(refit_mixture, "refit_mixture"), started)
+        refit_mixture = self._resolve_refit(refit_mixture, started)
         if "_train_record" in self.__dict__:  # train_args_ keeps what "auto" came to
             self._train_record["refit_mixture"] = refit_mixture
         out = super().train(
