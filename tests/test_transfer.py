@@ -1126,3 +1126,31 @@ def test_an_unsupervised_query_model_refuses_to_refit_the_references_mixture():
     q.train(max_epochs=1, refit_mixture=False, **FAST)
     prior = {k for k in before if k.startswith("prior.") and "fc_layers" not in k}
     assert all(torch.equal(before[k], q.module.state_dict()[k]) for k in prior)
+
+
+def test_a_new_category_starts_as_the_average_category_of_its_own_covariate():
+    """With several covariates, a new donor's columns started as the mean of every
+    covariate's reference columns (the batches' too), not of the donors'."""
+    adata = dv.datasets.synthetic_counts(n_cells=120, n_genes=20, n_conditions=2, seed=4)
+    adata.obs["donor"] = np.where(np.arange(adata.n_obs) % 2, "d1", "d2")
+    adata.obs["tech"] = "10x"
+    dv.model.ZINBVAE.setup_anndata(
+        adata, batch_key="condition", categorical_covariate_keys=["donor", "tech"]
+    )
+    vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    vae.train(max_epochs=1, **FAST)
+    query = adata[:40].copy()
+    query.obs["donor"], query.obs["tech"] = "d3", "smart-seq"
+    q = dv.model.ZINBVAE.load_query_data(query, vae)
+    assert q.query_mapping_["new_categories"] == {
+        "condition": [],
+        "donor": ["d3"],
+        "tech": ["smart-seq"],
+    }
+    for name in ("z_encoder.encoder", "decoder.px_decoder"):
+        ref = vae.module.get_submodule(name).fc_layers[0][0].weight.detach()
+        new = q.module.get_submodule(name).fc_layers[0][0].weight.detach()
+        n_in = ref.shape[1] - 4  # then ctrl, stim, d1, d2; the query adds d3, 10x, smart-seq
+        torch.testing.assert_close(new[:, : n_in + 4], ref)
+        torch.testing.assert_close(new[:, n_in + 4], ref[:, n_in + 2 : n_in + 4].mean(1))
+        assert not new[:, n_in + 5 :].any()  # one reference category had no column: 0

@@ -64,8 +64,9 @@ def _use_reference_statistics(module: nn.Module) -> None:
 
 
 def _column_masks(ref_sizes: list[int], new_sizes: list[int]):
-    """For the one-hot block of an FCLayers: (source column in the reference or -1, trainable)."""
-    source, trainable, ref_start = [], [], 0
+    """For the one-hot block of an FCLayers: (source column in the reference or -1, trainable,
+    the reference's columns of the same covariate as a slice)."""
+    source, trainable, own, ref_start = [], [], [], 0
     for n_ref, n_new in zip(ref_sizes, new_sizes, strict=True):
         ref_cols = n_ref if n_ref > 1 else 0
         if n_new <= 1:
@@ -75,8 +76,9 @@ def _column_masks(ref_sizes: list[int], new_sizes: list[int]):
             # A covariate with one reference category had no columns: its column stays 0.
             source.append(ref_start + j if ref_cols and j < n_ref else -1)
             trainable.append(j >= n_ref)
+            own.append(slice(ref_start, ref_start + ref_cols))
         ref_start += ref_cols
-    return np.array(source, dtype=int), np.array(trainable, dtype=bool)
+    return np.array(source, dtype=int), np.array(trainable, dtype=bool), own
 
 
 def _mask_hook(mask: torch.Tensor):
@@ -106,18 +108,19 @@ def _covariate_layers(module: nn.Module, n_covariates: int):
 
 def _freeze_for_query(module: nn.Module, ref_state: dict, ref_sizes, new_sizes) -> list[str]:
     """Load the reference's condition columns, freeze all else; names of learning parameters."""
-    source, trainable = _column_masks(ref_sizes, new_sizes)
+    source, trainable, own = _column_masks(ref_sizes, new_sizes)
     for key, linear, _, n_in in _covariate_layers(module, len(new_sizes)):
         w_ref = ref_state[key].to(linear.weight.device)
-        mean_ref = w_ref[:, n_in:].mean(1, keepdim=True) if w_ref.shape[1] > n_in else None
+        covariates = w_ref[:, n_in:]
         with torch.no_grad():
             linear.weight[:, :n_in] = w_ref[:, :n_in]
             for c, src in enumerate(source):
                 if src >= 0:
-                    linear.weight[:, n_in + c] = w_ref[:, n_in + src]
-                elif trainable[c] and mean_ref is not None:
-                    # A new category starts as the average reference category.
-                    linear.weight[:, n_in + c] = mean_ref[:, 0]
+                    linear.weight[:, n_in + c] = covariates[:, src]
+                elif trainable[c] and own[c].stop > own[c].start:
+                    # A new category starts as the average reference category of its own
+                    # covariate (one reference category had no column: 0).
+                    linear.weight[:, n_in + c] = covariates[:, own[c]].mean(1)
                 else:
                     linear.weight[:, n_in + c] = 0.0
     return _restrict_learning(module, ref_sizes, new_sizes)
@@ -134,7 +137,7 @@ def _restrict_learning(module: nn.Module, ref_sizes, new_sizes) -> list[str]:
             for h in getattr(fc, "hooks", []):
                 h.remove()
             fc.hooks = []
-    _, trainable = _column_masks(ref_sizes, new_sizes)
+    _, trainable, _ = _column_masks(ref_sizes, new_sizes)
     learning, partly = [], []
     layers = _covariate_layers(module, len(new_sizes)) if trainable.any() else []
     library = getattr(module, "l_encoder", None) if trainable.any() else None
