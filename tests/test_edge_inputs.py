@@ -283,7 +283,9 @@ def test_load_names_how_to_put_reordered_genes_in_order(tmp_path):
     backwards = adata[:, ::-1].copy()
     with pytest.raises(ValueError, match=r"prepare_query_anndata\(adata, .*inplace=False\)"):
         dv.model.ZINBVAE.load(tmp_path / "vae", backwards)
-    fixed = dv.model.ZINBVAE.prepare_query_anndata(backwards, str(tmp_path / "vae"), inplace=False)
+    # A pathlib.Path, as save and load take: scvi-tools read it as a model ('PosixPath' object
+    # has no attribute '_get_user_attributes').
+    fixed = dv.model.ZINBVAE.prepare_query_anndata(backwards, tmp_path / "vae", inplace=False)
     # scvi-tools reordered the given AnnData in place too, inplace=False or not.
     assert list(backwards.var_names) == list(adata.var_names[::-1])
     loaded = dv.model.ZINBVAE.load(tmp_path / "vae", fixed)

@@ -334,6 +334,8 @@ class QueryMappingMixin(ArchesMixin):
         return_reference_var_names: bool = False,
         inplace: bool = True,
     ):
+        if isinstance(reference_model, os.PathLike):  # scvi-tools reads a str path only
+            reference_model = os.fspath(reference_model)
         if not inplace and not return_reference_var_names:
             # scvi-tools reorders the given AnnData's genes in place, inplace=False or not,
             # when none is missing: the copy is what changes.
