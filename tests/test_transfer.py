@@ -804,6 +804,13 @@ def test_bad_query_inputs(reference, tmp_path):
     numbered.obs["condition"] = 2
     with pytest.raises(ValueError, match=r"query.obs\['condition'\] holds its categories as "):
         dv.model.CGMDVAE.load_query_data(numbered, model)
+    # Labels 0, 1, 2 for the reference's "0", "1", "2": scvi-tools' "Category 0 not found in
+    # source registry. Cannot transfer setup without `extend_categories = True`."
+    numbered = query.copy()
+    numbered.obs["cell_type"] = query.obs["cluster"].astype(int)
+    fix = r"trained on str values .*query.obs\['cell_type'\].astype\(str\)"
+    with pytest.raises(ValueError, match=r"query.obs\['cell_type'\] holds its labels as .*" + fix):
+        dv.model.CGMDVAE.load_query_data(numbered, model)
     # A query's data go where the reference read them: load_query_data takes no layer.
     logged = query.copy()
     logged.X = np.log1p(np.asarray(logged.layers["counts"].todense(), dtype=float))
@@ -1154,3 +1161,21 @@ def test_a_new_category_starts_as_the_average_category_of_its_own_covariate():
         torch.testing.assert_close(new[:, : n_in + 4], ref)
         torch.testing.assert_close(new[:, n_in + 4], ref[:, n_in + 2 : n_in + 4].mean(1))
         assert not new[:, n_in + 5 :].any()  # one reference category had no column: 0
+
+
+def test_a_query_of_integer_labels_maps_with_an_integer_unlabelled_mark():
+    """Integer labels and mark (-1) map; string labels are told to become integers."""
+    adata = dv.datasets.synthetic_counts(n_cells=120, n_genes=20, n_conditions=3, seed=5)
+    adata.obs["type"] = np.where(np.arange(adata.n_obs) % 3, adata.obs["cluster"].astype(int), -1)
+    ref = adata[adata.obs["condition"] != "c2"].copy()
+    dv.model.CGMDVAE.setup_anndata(
+        ref, condition_key="condition", labels_key="type", unlabeled_category=-1
+    )
+    g = dv.model.CGMDVAE(ref, **SMALL)
+    g.train(max_epochs=1, **FAST)
+    query = adata[adata.obs["condition"] == "c2"].copy()
+    q = dv.model.CGMDVAE.load_query_data(query, g)
+    assert q.query_mapping_["new_categories"] == {"condition": ["c2"]}
+    query.obs["type"] = query.obs["type"].astype(str)
+    with pytest.raises(ValueError, match=r"trained on int values .*\.astype\(int\)"):
+        dv.model.CGMDVAE.load_query_data(query, g)

@@ -129,8 +129,15 @@ def _check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: st
     labels_key = setup_args.get("labels_key")
     if labels_key is not None and labels_key in adata.obs:
         unlabeled = setup_args.get("unlabeled_category") or "Unknown"
-        known = set(np.asarray(setup_args.get("_reference_labels", []), dtype=str)) | {unlabeled}
+        reference = [v for v in setup_args.get("_reference_labels", []) if v != unlabeled]
         labels = adata.obs[labels_key]
+        given = pd.unique(np.asarray(labels.dropna(), dtype=object))
+        # Labels 0, 1 for a reference's "0", "1" passed the check below and failed in
+        # scvi-tools ("Category 0 not found in source registry").
+        refuse_other_type(
+            f"query.obs[{labels_key!r}]", reference, given[given != unlabeled], "its labels"
+        )
+        known = set(np.asarray(reference, dtype=str)) | {str(unlabeled)}
         new = sorted({str(v) for v in labels.dropna()} - known)
         n_missing = int(labels.isna().sum())
         if new or n_missing:
