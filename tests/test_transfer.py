@@ -1179,3 +1179,19 @@ def test_a_query_of_integer_labels_maps_with_an_integer_unlabelled_mark():
     query.obs["type"] = query.obs["type"].astype(str)
     with pytest.raises(ValueError, match=r"trained on int values .*\.astype\(int\)"):
         dv.model.CGMDVAE.load_query_data(query, g)
+
+
+def test_a_reference_saved_under_the_home_folder_maps_from_its_tilde_path(
+    reference, tmp_path, monkeypatch
+):
+    """save and load expand "~"; load_query_data and prepare_query_anndata passed it to
+    scvi-tools as it was: "Failed to load model file at ~/ref/model.pt ... <v0.15.0"."""
+    model, query, _ = reference
+    monkeypatch.setenv("HOME", str(tmp_path))
+    model.save("~/ref")
+    assert (tmp_path / "ref" / "model.pt").is_file()
+    fewer = query[:, 5:].copy()
+    aligned = dv.model.CGMDVAE.prepare_query_anndata(fewer, "~/ref", inplace=False)
+    assert list(aligned.var_names) == list(model.adata.var_names)
+    q = dv.model.CGMDVAE.load_query_data(query.copy(), "~/ref")
+    assert q.query_mapping_["new_categories"] == {"condition": ["c2"]}

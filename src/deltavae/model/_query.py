@@ -300,10 +300,11 @@ class QueryMappingMixin(ArchesMixin):
             # Told when the reference was built; inside load_query_data its advice (map query
             # data of another condition with load_query_data) would only confuse.
             warnings.filterwarnings("ignore", message=r"condition_key .* holds one value")
-            # scvi-tools tells a saved model from a trained one by str only.
+            # scvi-tools tells a saved model from a trained one by str only, and reads "~" as a
+            # folder of that name, as save and load do not.
             reference = (
-                os.fspath(reference_model)
-                if isinstance(reference_model, os.PathLike)
+                os.path.expanduser(os.fspath(reference_model))
+                if isinstance(reference_model, str | os.PathLike)
                 else reference_model
             )
             model = super().load_query_data(
@@ -341,8 +342,8 @@ class QueryMappingMixin(ArchesMixin):
         return_reference_var_names: bool = False,
         inplace: bool = True,
     ):
-        if isinstance(reference_model, os.PathLike):  # scvi-tools reads a str path only
-            reference_model = os.fspath(reference_model)
+        if isinstance(reference_model, str | os.PathLike):  # scvi-tools: a str, "~" as is
+            reference_model = os.path.expanduser(os.fspath(reference_model))
         if not inplace and not return_reference_var_names:
             # scvi-tools reorders the given AnnData's genes in place, inplace=False or not,
             # when none is missing: the copy is what changes.
