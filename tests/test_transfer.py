@@ -1195,3 +1195,20 @@ def test_a_reference_saved_under_the_home_folder_maps_from_its_tilde_path(
     assert list(aligned.var_names) == list(model.adata.var_names)
     q = dv.model.CGMDVAE.load_query_data(query.copy(), "~/ref")
     assert q.query_mapping_["new_categories"] == {"condition": ["c2"]}
+
+
+def test_cells_with_integer_labels_for_string_labels_are_read_by_name(reference, tmp_path):
+    """Labels 0, 1, 2 for the model's "0", "1", "2": every read failed in scvi-tools
+    ("Category 0 not found in source registry"); a load onto them now says how to convert."""
+    model, query, _ = reference
+    cells = model.adata[:40].copy()
+    expected = model.predict_labels(cells)
+    cells.obs["cell_type"] = cells.obs["cluster"].astype(int)
+    pd.testing.assert_frame_equal(model.predict_labels(cells), expected)
+    assert cells.obs["cell_type"].dtype.kind == "i"  # the user's column as it was
+    q = dv.model.CGMDVAE.load_query_data(query.copy(), model)
+    q.save(tmp_path / "q")
+    numbered = query.copy()
+    numbered.obs["cell_type"] = query.obs["cluster"].astype(int)
+    with pytest.raises(ValueError, match=r"holds its labels as another type.*astype\(str\)"):
+        dv.model.CGMDVAE.load(tmp_path / "q", numbered)

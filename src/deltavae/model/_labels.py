@@ -170,20 +170,29 @@ def with_labels_column(adata: AnnData, registry: dict) -> AnnData:
     if key in adata.obs:
         values = adata.obs[key].astype(str)
         new = ~values.isin(known).to_numpy()
-        if not new.any():
+        # Labels known by name but of another type (0 for "0"): scvi-tools' transfer said
+        # "Category 0 not found in source registry"; they are read as the model's own.
+        state = registry["field_registries"]["labels"]["state_registry"]
+        own = {str(v): v for v in [*state["categorical_mapping"], unlabelled]}
+        given = pd.unique(np.asarray(adata.obs[key][~new], dtype=object))
+        retyped = any(isinstance(v, str) != isinstance(own[str(v)], str) for v in given)
+        if not new.any() and not retyped:
             return adata
+        if retyped and adata.isbacked:
+            refuse_other_type(f"adata.obs[{key!r}]", list(own.values()), given, "its labels")
         names = sorted(set(values[new]))
-        if adata.isbacked:
+        if names and adata.isbacked:
             raise ValueError(
                 f"adata.obs[{key!r}] holds labels the model was not trained with: {names[:5]}. "
                 f"Mark those cells unlabelled ({unlabelled!r}) to have them predicted."
             )
-        warn_user(
-            f"{int(new.sum())} cells carry labels the model was not trained with "
-            f"({names[:5]}, in adata.obs[{key!r}]); they are read as unlabelled "
-            f"({unlabelled!r}), as cells whose label the model predicts."
-        )
-        column = values.where(~new, unlabelled).to_numpy()
+        if names:
+            warn_user(
+                f"{int(new.sum())} cells carry labels the model was not trained with "
+                f"({names[:5]}, in adata.obs[{key!r}]); they are read as unlabelled "
+                f"({unlabelled!r}), as cells whose label the model predicts."
+            )
+        column = values.map(own).where(~new, unlabelled).to_numpy()
     elif adata.isbacked:
         raise ValueError(
             f"adata.obs lacks {key!r}, the model's labels column. Add it: "
@@ -223,6 +232,9 @@ def check_labels_to_load(adata: AnnData, registry: dict) -> AnnData:
             f"adata.obs[{key!r}] holds labels the model was not trained with: {new[:5]}. Mark "
             f"those cells unlabelled ({unlabelled!r}) to load the model with this AnnData."
         )
+    mapping = registry["field_registries"]["labels"]["state_registry"]["categorical_mapping"]
+    given = pd.unique(np.asarray(adata.obs[key].dropna(), dtype=object))
+    refuse_other_type(f"adata.obs[{key!r}]", list(mapping), given, "its labels")  # 0 for "0"
     return adata
 
 
