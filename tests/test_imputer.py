@@ -348,3 +348,9 @@ def test_measured_genes_without_reference_counts_are_left_out(pair):
     )
     assert not model.adata.var_names.isin(silent).any()
     assert model.adata.n_vars == spatial.n_vars - 3
+    # Nor are they imputed: the spots measured them (they came out ~1e-7 in obsm["imputed"]).
+    assert list(model.reference_genes_) == [g for g in ref.var_names if g not in silent]
+    # A panel the reference holds but partly never counts (hypothalamus MERFISH): nothing left.
+    panel = ad.AnnData(ref.X, obs=pd.DataFrame(index=ref.obs_names), var=ref.var)
+    with pytest.raises(ValueError, match="already measure every gene the reference counts"):
+        dv.model.SpatialImputer.from_reference(panel, reference=ref, labels_key="cluster")

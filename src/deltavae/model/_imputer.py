@@ -17,7 +17,7 @@ from ..module import ImputerDeconvolutionModule, ImputerLatentModule
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._genes import _refuse_duplicates, identifier_advice
-from ._imputer_reference import cluster_states, neighbour_cells, state_profiles
+from ._imputer_reference import cluster_states, neighbour_cells, reference_genes, state_profiles
 from ._matrices import adata_in_memory, to_memory
 from ._saved import read_saved
 from ._spots import SpotModelMixin, fitted_rows, prefixed, spots_to_load, warn_empty_spots
@@ -249,22 +249,20 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             _refuse_duplicates(pd.Index(data.var_names.astype(str)), name)
         reference = adata_in_memory(reference)  # read_lazy or backed: signatures need it all
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
-        ref_genes = pd.Index(reference.var_names.astype(str))
-        # Genes without reference counts: no state explains them (they skewed the proportions).
-        counts = layer_matrix(reference, reference_layer)
-        counted = np.asarray(counts.sum(axis=0)).ravel() > 0
-        shared = ref_genes[ref_genes.isin(spatial.var_names.astype(str)) & counted]
+        counts, ref_genes, shared = reference_genes(
+            layer_matrix(reference, reference_layer), reference.var_names, spatial.var_names
+        )
         if len(shared) < min_shared_genes:
             raise ValueError(
                 f"spatial ({spatial.n_vars} genes, e.g. {list(spatial.var_names[:3])}) and "
                 f"reference ({reference.n_vars} genes, e.g. {list(reference.var_names[:3])}) "
                 f"share {len(shared)} genes; at least {min_shared_genes} are needed "
-                "(min_shared_genes). " + identifier_advice(spatial.var_names, ref_genes)
+                "(min_shared_genes). " + identifier_advice(spatial.var_names, reference.var_names)
             )
         if len(shared) == len(ref_genes):
             raise ValueError(
-                "the spots already measure every reference gene: there is nothing to impute. "
-                "The reference must hold the genes to impute."
+                "the spots already measure every gene the reference counts: there is nothing to "
+                "impute. The reference must hold the genes to impute."
             )
         if len(shared) < _FEW_SHARED_GENES:
             warn_user(

@@ -33,6 +33,27 @@ def state_profiles(counts, labels: pd.Categorical, genes: pd.Index) -> pd.DataFr
     return pd.DataFrame(means, index=[str(c) for c in labels.categories], columns=genes)
 
 
+def reference_genes(counts, genes, spot_genes) -> tuple[object, pd.Index, pd.Index]:
+    """The reference's counts and genes, less the spots' genes it never counts, and the genes
+    shared with the spots. Those genes no state explains (they skewed the proportions), and
+    the spots measured them: "imputed", they came out 0 beside the measured counts.
+
+    Examples
+    --------
+    >>> counts = np.array([[1, 0, 2, 0], [3, 0, 1, 0]])
+    >>> _, genes, shared = reference_genes(counts, pd.Index(list("abcd")), pd.Index(list("ab")))
+    >>> genes.tolist(), shared.tolist()
+    (['a', 'c', 'd'], ['a'])
+    """
+    genes = pd.Index(np.asarray(genes).astype(str))
+    counted = np.asarray(counts.sum(axis=0)).ravel() > 0
+    measured = genes.isin(np.asarray(spot_genes).astype(str))
+    keep = counted | ~measured
+    if not keep.all():
+        counts, genes = counts[:, np.flatnonzero(keep)], genes[keep]
+    return counts, genes, genes[measured[keep]]
+
+
 def cluster_states(counts, n_states: int, seed: int = 0) -> pd.Categorical:
     """Cells clustered into ``n_states`` states by k-means on log-normalised counts (50
     truncated-SVD components first when there are more genes).
