@@ -165,6 +165,9 @@ def test_genes_matched_by_name(pair, fitted):
     assert list(fitted.impute(some).columns) == some
     with pytest.raises(KeyError, match="NotAGene"):
         fitted.impute(["NotAGene", ref.var_names[0]])
+    # A repeated gene: refused now, not when writing obsm["imputed"] to h5ad.
+    with pytest.raises(ValueError, match=r"genes repeats names \(e.g. \['gene_79'\]\)"):
+        fitted.write_to_adata(spatial.copy(), genes=["gene_79", "gene_70", "gene_79"])
 
 
 def test_refusals(pair):

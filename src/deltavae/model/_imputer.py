@@ -17,7 +17,13 @@ from ..module import ImputerDeconvolutionModule, ImputerLatentModule
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._genes import _refuse_duplicates, identifier_advice
-from ._imputer_reference import cluster_states, neighbour_cells, reference_genes, state_profiles
+from ._imputer_reference import (
+    cluster_states,
+    neighbour_cells,
+    reference_genes,
+    requested_genes,
+    state_profiles,
+)
 from ._matrices import adata_in_memory, to_memory
 from ._saved import read_saved
 from ._spots import SpotModelMixin, fitted_rows, prefixed, spots_to_load, warn_empty_spots
@@ -360,22 +366,6 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             )
         return adata
 
-    def _requested_genes(self, genes) -> pd.Index:
-        known = self.reference_genes_
-        if genes is None:
-            return known[~known.isin(self.adata.var_names.astype(str))]
-        if isinstance(genes, str):
-            genes = [genes]
-        genes = pd.Index([str(g) for g in genes])
-        unknown = genes[~genes.isin(known)]
-        if len(unknown):
-            raise KeyError(
-                f"{len(unknown)} requested genes are not reference genes: "
-                f"{unknown[:10].tolist()}; the model can impute only the reference's "
-                f"{len(known)} genes (model.reference_genes_)."
-            )
-        return genes
-
     def impute(self, genes: list[str] | None = None) -> pd.DataFrame:
         """Expected counts of reference genes in every spot, on the spots' scale.
 
@@ -397,7 +387,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> imputer.impute(["gene_45"]).shape  # doctest: +SKIP
         """
         self._check_if_trained(warn=False)
-        chosen = self._requested_genes(genes)
+        chosen = requested_genes(self.reference_genes_, self.adata.var_names, genes)
         columns = torch.as_tensor(self.reference_genes_.get_indexer(chosen), dtype=torch.long)
         counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         device = self.module.device

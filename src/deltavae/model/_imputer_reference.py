@@ -54,6 +54,24 @@ def reference_genes(counts, genes, spot_genes) -> tuple[object, pd.Index, pd.Ind
     return counts, genes, genes[measured[keep]]
 
 
+def requested_genes(known: pd.Index, measured, genes) -> pd.Index:
+    """The reference genes ``genes`` names (``None``: those not ``measured``), checked."""
+    if genes is None:
+        return known[~known.isin(np.asarray(measured).astype(str))]
+    genes = pd.Index([str(g) for g in ([genes] if isinstance(genes, str) else genes)])
+    unknown = genes[~genes.isin(known)]
+    if len(unknown):
+        raise KeyError(
+            f"{len(unknown)} requested genes are not reference genes: "
+            f"{unknown[:10].tolist()}; the model can impute only the reference's "
+            f"{len(known)} genes (model.reference_genes_)."
+        )
+    if genes.has_duplicates:  # columns of obsm["imputed"]: h5ad refuses repeated names
+        repeated = genes[genes.duplicated()].unique()[:5].tolist()
+        raise ValueError(f"genes repeats names (e.g. {repeated}); name each gene once.")
+    return genes
+
+
 def cluster_states(counts, n_states: int, seed: int = 0) -> pd.Categorical:
     """Cells clustered into ``n_states`` states by k-means on log-normalised counts (50
     truncated-SVD components first when there are more genes).
