@@ -80,7 +80,11 @@ def run_deltavae(spots, reference, hidden, args, design="deconvolution", profile
     model.train(
         max_epochs=args.epochs if design == "deconvolution" else args.latent_epochs, **TRAIN
     )
-    return model.impute(list(hidden) + list(spots.var_names))
+    # Spot genes the reference never counts are not reference genes (no state explains
+    # them): 0, as a reference without their counts predicts them.
+    genes = list(hidden) + list(spots.var_names)
+    known = [g for g in genes if g in model.reference_genes_]
+    return model.impute(known).reindex(columns=genes, fill_value=0.0)
 
 
 def _normalized_log(x: np.ndarray) -> np.ndarray:
