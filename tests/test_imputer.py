@@ -294,6 +294,12 @@ def test_save_load_round_trip(pair, fitted, design, profiles, tmp_path):
     else:
         loaded = dv.model.SpatialImputer.load(tmp_path / "imputer", shuffled)
         pd.testing.assert_frame_equal(loaded.impute(), model.impute().loc[shuffled.obs_names])
+        # Spots it was not fitted on: its encoder maps them (impute raised the per-spot
+        # NMFDeconv error "inference='per_spot' fits proportions for the training spots").
+        other = spatial[:40].copy()
+        other.obs_names = [f"new_{i}" for i in range(40)]
+        loaded = dv.model.SpatialImputer.load(tmp_path / "imputer", other)
+        np.testing.assert_allclose(loaded.impute().to_numpy(), model.impute()[:40].to_numpy())
 
 
 @pytest.mark.parametrize("design", ["deconvolution", "neighbours", "latent"])

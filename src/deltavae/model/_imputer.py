@@ -394,7 +394,9 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         chunk = _CHUNK
         if self.profiles_ == "neighbours":  # spots x cells similarities, at most 2^24 a chunk
             chunk = max(1, min(_CHUNK, 2**24 // max(len(self.module.cell_states), 1)))
-        blocks, n_empty, rows = [], 0, torch.as_tensor(fitted_rows(self), dtype=torch.long)
+        blocks, n_empty = [], 0
+        if self.design_ == "deconvolution":  # parameters per fitted spot; the latent: any spots
+            rows = torch.as_tensor(fitted_rows(self), dtype=torch.long)
         for start in range(0, self.adata.n_obs, chunk):
             stop = min(start + chunk, self.adata.n_obs)
             block = counts[start:stop]
