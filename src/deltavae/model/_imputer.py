@@ -212,7 +212,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
 
         The spots keep the genes they share with the reference and that it counts, in its
         order (the spots' own gene order does not matter), on a copy: ``spatial`` is unchanged.
-        The reference's genes are the ones that can be imputed.
+        The reference's genes are the ones that can be imputed, less the spots' genes it never
+        counts (no reference state explains them; the spots measured them).
 
         Parameters
         ----------
