@@ -183,6 +183,12 @@ def test_refusals(pair):
     shouted.var_names = spatial.var_names.str.upper()  # 'GENE_0' against the reference's 'gene_0'
     with pytest.raises(ValueError, match=r"Ignoring case, they share 60 genes \(e.g. GENE_0 and"):
         dv.model.SpatialImputer.from_reference(shouted, reference=ref, labels_key="cluster")
+    # The names agree, the reference's counts of them are missing: not "use the same gene
+    # identifiers".
+    uncounted = ref.copy()
+    uncounted.X = sparse.csr_matrix(ref.X.multiply(np.arange(ref.n_vars) >= 55))
+    with pytest.raises(ValueError, match="share 5 genes.*share 60 gene names, but the ref.*55"):
+        dv.model.SpatialImputer.from_reference(spatial, reference=uncounted, labels_key="cluster")
     with pytest.raises(ValueError, match="nothing to impute"):
         dv.model.SpatialImputer.from_reference(ref.copy(), reference=ref, labels_key="cluster")
     with pytest.raises(ValueError, match="design must be one of"):

@@ -16,12 +16,13 @@ from .._checks import check_labels, dense, layer_matrix
 from ..module import ImputerDeconvolutionModule, ImputerLatentModule
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
-from ._genes import _refuse_duplicates, identifier_advice
+from ._genes import _refuse_duplicates
 from ._imputer_reference import (
     cluster_states,
     neighbour_cells,
     reference_genes,
     requested_genes,
+    shared_advice,
     state_profiles,
 )
 from ._matrices import adata_in_memory, to_memory
@@ -264,7 +265,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
                 f"spatial ({spatial.n_vars} genes, e.g. {list(spatial.var_names[:3])}) and "
                 f"reference ({reference.n_vars} genes, e.g. {list(reference.var_names[:3])}) "
                 f"share {len(shared)} genes; at least {min_shared_genes} are needed "
-                "(min_shared_genes). " + identifier_advice(spatial.var_names, reference.var_names)
+                "(min_shared_genes). "
+                + shared_advice(spatial.var_names, reference.var_names, len(shared))
             )
         if len(shared) == len(ref_genes):
             raise ValueError(

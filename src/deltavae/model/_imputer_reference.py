@@ -10,6 +10,8 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.decomposition import TruncatedSVD
 
+from ._genes import identifier_advice
+
 
 def state_profiles(counts, labels: pd.Categorical, genes: pd.Index) -> pd.DataFrame:
     """Mean counts per cell of each state: states x genes (the NB mean of a state's cells).
@@ -52,6 +54,19 @@ def reference_genes(counts, genes, spot_genes) -> tuple[object, pd.Index, pd.Ind
     if not keep.all():
         counts, genes = counts[:, np.flatnonzero(keep)], genes[keep]
     return counts, genes, genes[measured[keep]]
+
+
+def shared_advice(spot_genes, genes, n_counted: int) -> str:
+    """What to do when the spots share too few genes with reference counts: names shared
+    but not counted (a wrong ``reference_layer``?) are not a matter of identifiers."""
+    genes, spot_genes = (pd.Index(np.asarray(g).astype(str)) for g in (genes, spot_genes))
+    named = int(genes.isin(spot_genes).sum())
+    if named > n_counted:
+        return (
+            f"They share {named} gene names, but the reference has no counts for "
+            f"{named - n_counted} of them: is reference_layer the layer of its raw counts?"
+        )
+    return identifier_advice(spot_genes, genes)
 
 
 def requested_genes(known: pd.Index, measured, genes) -> pd.Index:
