@@ -288,6 +288,15 @@ def test_save_load_round_trip(pair, fitted, design, profiles, tmp_path):
     assert list(reordered.obs.columns) == []
     with pytest.raises(ValueError, match="lacks 1 of the model's"):
         dv.model.SpatialImputer.load(tmp_path / "imputer", spatial[:, 1:].copy())
+    # Gene names the model does not read may repeat (a file read afresh, symbols repeated):
+    # pandas' "Reindexing only valid with uniquely valued Index objects" before.
+    extra = ad.AnnData(sparse.hstack([spatial.X, spatial.X[:, :2]]).tocsr(), obs=spatial.obs)
+    extra.var_names = [*spatial.var_names, "Dup", "Dup"]
+    loaded = dv.model.SpatialImputer.load(tmp_path / "imputer", extra)
+    pd.testing.assert_frame_equal(loaded.impute(), model.impute())
+    extra.var_names = [*spatial.var_names, spatial.var_names[0], "Dup"]
+    with pytest.raises(ValueError, match=r"repeats 1 of the model's spot genes \(e.g. \['gene_0"):
+        dv.model.SpatialImputer.load(tmp_path / "imputer", extra)
     # Shuffled spots: a per-spot fit is put back in its order by name (it had read each row's
     # parameters for whichever spot sat there); the latent design maps any spots as they are.
     shuffled = spatial[np.random.default_rng(0).permutation(spatial.n_obs)].copy()

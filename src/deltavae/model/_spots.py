@@ -175,15 +175,23 @@ def spots_to_load(adata, var_names):
     """The spots a saved :class:`SpatialImputer` loads onto, with its genes only (on a copy);
     the load hook then puts them in the fitted order (:func:`fitted_spots`)."""
     genes = pd.Index(np.asarray(var_names).astype(str))
-    missing = genes[~genes.isin(adata.var_names.astype(str))]
+    names = pd.Index(adata.var_names.astype(str))
+    missing = genes[~genes.isin(names)]
     if len(missing):
         raise ValueError(
             f"adata lacks {len(missing)} of the model's {len(genes)} spot genes "
             f"(e.g. {missing[:5].tolist()}); pass the spots the model was fitted on."
         )
+    repeated = genes[genes.isin(names[names.duplicated()])]
+    if len(repeated):
+        raise ValueError(
+            f"adata repeats {len(repeated)} of the model's spot genes (e.g. "
+            f"{repeated[:5].tolist()}); make them unique (adata.var_names_make_unique())."
+        )
     if adata.isbacked and adata.is_view:  # anndata indexes a backed view no further
         adata = to_memory(adata)
-    adata = adata[:, genes.to_numpy()]
+    # By position: names the model does not read may repeat (pandas cannot index by them).
+    adata = adata[:, names.get_indexer_for(genes)]
     return to_memory(adata) if adata.isbacked else adata.copy()
 
 
