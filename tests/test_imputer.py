@@ -191,6 +191,9 @@ def test_refusals(pair):
         dv.model.SpatialImputer.from_reference(spatial, reference=uncounted, labels_key="cluster")
     with pytest.raises(ValueError, match="nothing to impute"):
         dv.model.SpatialImputer.from_reference(ref.copy(), reference=ref, labels_key="cluster")
+    for args in ((spatial, ref.to_df()), (spatial.to_df(), ref)):  # 'no attribute var_names'
+        with pytest.raises(TypeError, match="must be an AnnData; got DataFrame"):
+            dv.model.SpatialImputer.from_reference(*args, labels_key="cluster")
     with pytest.raises(ValueError, match="design must be one of"):
         dv.model.SpatialImputer.from_reference(spatial, reference=ref, design="magic")
     with pytest.raises(ValueError, match="profiles must be one of .'neighbours', 'type'."):

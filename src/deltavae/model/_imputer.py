@@ -254,6 +254,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         if profiles not in _PROFILES:
             raise ValueError(f"profiles must be one of {_PROFILES}; got {profiles!r}.")
         for name, data in (("spatial", spatial), ("reference", reference)):
+            if not isinstance(data, AnnData):  # a table of profiles: SpatialImputer(...) itself
+                raise TypeError(f"{name} must be an AnnData; got {type(data).__name__}.")
             _refuse_duplicates(pd.Index(data.var_names.astype(str)), name)
         reference = adata_in_memory(reference)  # read_lazy or backed: signatures need it all
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
