@@ -381,3 +381,21 @@ def test_measured_genes_without_reference_counts_are_left_out(pair):
     panel = ad.AnnData(ref.X, obs=pd.DataFrame(index=ref.obs_names), var=ref.var)
     with pytest.raises(ValueError, match="already measure every gene the reference counts"):
         dv.model.SpatialImputer.from_reference(panel, reference=ref, labels_key="cluster")
+
+
+def test_spots_normalized_in_place_after_training_are_refused(pair):
+    """sc.pp.normalize_total / log1p on the model's spots after training (its own AnnData in
+    scvi-tools' way, setup_anndata on the user's spots): impute read the changed values as
+    counts (the latent design's imputations 200 times off), as training refused them."""
+    import scanpy as sc
+
+    spatial, ref, _ = pair
+    model = dv.model.SpatialImputer.from_reference(
+        spatial, reference=ref, labels_key="cluster", design="latent"
+    )
+    model.train(max_epochs=2, **TRAIN)
+    sc.pp.normalize_total(model.adata, target_sum=1e4)
+    sc.pp.log1p(model.adata)
+    for call in (model.impute, model.write_to_adata):
+        with pytest.raises(ValueError, match="no longer holds raw counts"):
+            call()

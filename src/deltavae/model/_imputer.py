@@ -16,7 +16,7 @@ from .._checks import check_labels, dense, layer_matrix
 from ..module import ImputerDeconvolutionModule, ImputerLatentModule
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
-from ._genes import _refuse_duplicates
+from ._genes import _refuse_duplicates, check_own_adata
 from ._imputer_reference import (
     cluster_states,
     neighbour_cells,
@@ -392,6 +392,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> imputer.impute(["gene_45"]).shape  # doctest: +SKIP
         """
         self._check_if_trained(warn=False)
+        check_own_adata(self)  # its counts, read below, not normalised in place since setup
         chosen = requested_genes(self.reference_genes_, self.adata.var_names, genes)
         columns = torch.as_tensor(self.reference_genes_.get_indexer(chosen), dtype=torch.long)
         counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
