@@ -90,6 +90,9 @@ def test_imputation_scores_known_values_and_names():
     assert 0 < scores.loc["a", "jsd"] <= 1 and scores.loc["a", "ssim"] < 0
     with pytest.raises(KeyError, match="lacks 1 of the true genes"):
         imputation_scores(true, pred[["a"]])
+    # One table genes x spots: said so, not only "pred lacks 2 of the true genes".
+    with pytest.raises(KeyError, match=r"one of the tables is genes x spots; pass it transp"):
+        imputation_scores(true, pred.T)
     with pytest.raises(ValueError, match="NaN or infinite"):
         imputation_scores(true, pred.assign(a=np.nan))
     # A constant prediction has no pattern: NaN, not PCC 1e-16 or an RMSE of 1.0 that beats

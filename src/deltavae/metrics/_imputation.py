@@ -43,8 +43,14 @@ def _gene_frames(true, pred) -> tuple[pd.DataFrame, pd.DataFrame]:
     else:
         missing = true.columns.difference(pred.columns)
         if len(missing):
+            hint = ""  # genes x spots, as some tools and gene-by-spot files hold them
+            if missing.isin(pred.index).all():
+                hint = (
+                    ": pred has them as rows, so one of the tables is genes x spots; pass it "
+                    "transposed (.T), both spots x genes"
+                )
             raise KeyError(
-                f"pred lacks {len(missing)} of the true genes (e.g. {missing[:5].tolist()})"
+                f"pred lacks {len(missing)} of the true genes (e.g. {missing[:5].tolist()})" + hint
             )
     return _aligned(true, pred, values="values")
 
