@@ -321,6 +321,9 @@ def test_save_load_round_trip(pair, fitted, design, profiles, tmp_path):
         other.obs_names = [f"new_{i}" for i in range(40)]
         loaded = dv.model.SpatialImputer.load(tmp_path / "imputer", other)
         np.testing.assert_allclose(loaded.impute().to_numpy(), model.impute()[:40].to_numpy())
+        # ... which the model in memory sends there, not to "fitted per spot".
+        with pytest.raises(ValueError, match=r"other spots, save the model and load it onto"):
+            model.write_to_adata(other)
 
 
 @pytest.mark.parametrize("design", ["deconvolution", "neighbours", "latent"])

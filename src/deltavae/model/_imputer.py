@@ -360,14 +360,16 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         names, own = adata.obs_names, self.adata.obs_names
         foreign = names[~names.isin(own)]
         if len(foreign) or names.has_duplicates:
-            what = (
-                f"{len(foreign)} spots it was not fitted on (e.g. {foreign[:3].tolist()})"
-                if len(foreign)
-                else "repeated spot names"
+            what = f"{len(foreign)} spots it was not fitted on (e.g. {foreign[:3].tolist()})"
+            what = what if len(foreign) else "repeated spot names"
+            other = (  # the latent design's encoder maps any spots; the deconvolution's fit
+                "save the model and load it onto them (SpatialImputer.load(dir, spots))"
+                if self.design_ == "latent"
+                else "fit a model on them (SpatialImputer.from_reference)"
             )
             raise ValueError(
-                "Imputations are fitted per spot: the AnnData must hold spots of the model's "
-                f"{self.adata.n_obs}, matched by name; it holds {what}."
+                "Imputations are of the model's spots: the AnnData must hold spots of its "
+                f"{self.adata.n_obs}, matched by name; it holds {what}. For other spots, {other}."
             )
         return adata
 
