@@ -1,5 +1,6 @@
 """Reference states for SpatialImputer: mean profiles per label, or clusters of the cells;
-the reference cells of neighbour profiles, checked."""
+the reference cells of neighbour profiles, checked; the genes it imputes, and those asked of
+it."""
 
 from __future__ import annotations
 
