@@ -246,6 +246,53 @@ def test_de_cells_by_name_are_their_positions_and_bad_idx_are_named(trained):
         model.differential_expression(idx1=[0, 500])
 
 
+def test_de_chooses_its_cells_by_groups_or_by_idx_not_both(trained):
+    """scvi-tools failed with a bare KeyError: None without groupby or idx1, and silently
+    compared idx1 against the rest where group1/group2 (or idx2 without idx1) were given."""
+    model, adata = trained
+    mask = (adata.obs["cluster"] == "0").to_numpy()
+    with pytest.raises(ValueError, match="needs the cells to compare: groupby"):
+        model.differential_expression()
+    with pytest.raises(ValueError, match="needs the cells to compare: groupby"):
+        model.differential_expression(group1="0")
+    with pytest.raises(ValueError, match="idx1 chooses the cells compared, so group1 would be"):
+        model.differential_expression(groupby="cluster", group1="1", idx1=mask)
+    with pytest.raises(ValueError, match="idx2 is read only with idx1"):
+        model.differential_expression(groupby="cluster", idx2=mask)
+
+
+def test_de_of_every_group_against_group2_leaves_group2_out(trained):
+    """group2 without group1 compares each group with group2: scvi-tools also compared
+    group2 with itself ("0 vs 0", a block of genes with nothing to find)."""
+    model, _ = trained
+    de = model.differential_expression(groupby="cluster", group2="0", n_samples_overall=20)
+    assert list(pd.unique(de["comparison"])) == ["1 vs 0", "2 vs 0"]
+
+
+def test_a_failed_de_leaves_no_column_in_the_anndata(trained):
+    """scvi-tools removes its column of idx1/idx2 cells only when the call succeeds."""
+    model, adata = trained
+    with pytest.raises(TypeError, match="n_samples_overal"):
+        model.differential_expression(idx1=[0, 1, 2], n_samples_overal=20)
+    assert "_scvi_temp_de" not in adata.obs
+
+
+def test_a_boolean_series_idx_is_read_by_cell_name(trained):
+    """A mask built on obs in another order (sorted, or another table of the same cells) was
+    read by position: other cells were compared, silently."""
+    model, adata = trained
+    mask = adata.obs["cluster"] == "0"
+    shuffled = mask.iloc[np.random.default_rng(0).permutation(adata.n_obs)]
+    tables = []
+    for idx1 in (mask.to_numpy(), shuffled):
+        scvi.settings.seed = 0
+        tables.append(model.differential_expression(idx1=idx1, n_samples_overall=20))
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    other = mask.set_axis([f"x{i}" for i in range(adata.n_obs)])
+    with pytest.raises(ValueError, match="idx1 is a boolean Series indexed by other cells"):
+        model.differential_expression(idx1=other)
+
+
 def test_de_by_the_labels_column_keeps_labels_the_model_never_saw():
     """Cells with a label the model was not trained with are read as unlabelled; grouped by
     the labels column they had joined the unlabelled cells (group1='new': a division by

@@ -82,7 +82,14 @@ class CheckedExpressionMixin(RNASeqMixin):
                 UserWarning,
                 stacklevel=2,
             )
-        return effect_breaks_ties(super().differential_expression(*args, **kwargs))
+        had_temp = _SCVI_TEMP in data.obs
+        try:
+            return effect_breaks_ties(super().differential_expression(*args, **kwargs))
+        finally:
+            # scvi-tools removes its column of idx1/idx2 only when the call succeeds: a call
+            # that failed or was interrupted left it in the user's obs (written with it).
+            if not had_temp and not data.is_view and _SCVI_TEMP in data.obs:
+                del data.obs[_SCVI_TEMP]
 
     differential_expression.__doc__ = (
         RNASeqMixin.differential_expression.__doc__.rstrip()
@@ -116,6 +123,9 @@ def effect_breaks_ties(result):
     order = np.lexsort((-effect.to_numpy(float), -result[key].to_numpy(float), block))
     return result.iloc[order]
 
+
+#: obs column scvi-tools writes the cells of ``idx1``/``idx2`` into for the call's length.
+_SCVI_TEMP = "_scvi_temp_de"
 
 #: obs column holding the groups as given, for a comparison by the labels column.
 _GROUPS = "_deltavae_de_groups"
@@ -229,6 +239,7 @@ def check_de_groups(
             "differential_expression takes no gene_list: it tests every gene. Select the "
             "genes from its table: de[de.index.isin(genes)]."
         )
+    check_de_selection(given)
     check_batches(model, given, ("batchid1", "batchid2"))
     for arg in ("batchid1", "batchid2"):
         value = given.get(arg)
@@ -319,6 +330,7 @@ def check_de_groups(
                 f"group1={group1!r} holds every cell of adata.obs[{groupby!r}], so the rest it "
                 "is compared with (group2=None) is empty."
             )
+    group2 = given.get("group2")
     if group1 is None and given.get("idx1") is None:
         # scvi-tools compares every category, also one without cells: it divided by zero.
         groups = column.astype("category").cat.categories
@@ -328,9 +340,11 @@ def check_de_groups(
                 f"adata.obs[{groupby!r}] has cells in one group only ({held[0]!r}); its other "
                 "categories hold none. Differential expression needs two groups with cells."
             )
-        if 1 < len(held) < len(groups):
+        if group2 is not None:  # each other group against it; scvi-tools added "g2 vs g2"
+            reference = [group2] if np.ndim(group2) == 0 else list(group2)
+            held = [group for group in held if group not in reference]
+        if 0 < len(held) < len(groups):
             args, kwargs = _set_argument(differential_expression, args, kwargs, "group1", held)
-    group2 = given.get("group2")
     if group2 is not None and np.ndim(group2) > 0:
         if len(list(group2)) != 1:
             raise ValueError(
@@ -341,6 +355,28 @@ def check_de_groups(
         # A list of one group is that group.
         return _set_argument(differential_expression, args, kwargs, "group2", list(group2)[0])
     return args, kwargs
+
+
+def check_de_selection(given: dict) -> None:
+    """The cells compared are chosen one way: by ``groupby`` (with ``group1``/``group2``) or by
+    ``idx1`` (with ``idx2``). scvi-tools failed with a bare ``KeyError: None`` given neither,
+    and silently ignored ``group1``/``group2`` given with ``idx1``, and ``idx2`` without it."""
+    groups = [arg for arg in ("group1", "group2") if given.get(arg) is not None]
+    if given.get("idx1") is not None and groups:
+        raise ValueError(
+            f"idx1 chooses the cells compared, so {groups[0]} would be ignored: pass groupby "
+            "with group1/group2, or idx1 with idx2, not both."
+        )
+    if given.get("idx1") is None and given.get("idx2") is not None:
+        raise ValueError(
+            "idx2 is read only with idx1 (the cells compared with idx2): pass idx1 too, or "
+            "groupby with group1/group2."
+        )
+    if given.get("idx1") is None and given.get("groupby") is None:
+        raise ValueError(
+            "differential_expression needs the cells to compare: groupby (a column of "
+            "adata.obs, with group1/group2 or each group against the rest) or idx1 (and idx2)."
+        )
 
 
 def _set_argument(method, args: tuple, kwargs: dict, name: str, value) -> tuple[tuple, dict]:
@@ -376,6 +412,7 @@ def _cell_positions(adata, idx, arg: str):
     their positions; a mask or positions checked as every read-out's ``indices`` are
     (:func:`~deltavae.model._scvi_glue.check_indices`; scvi-tools failed with a bare numpy
     IndexError)."""
+    idx = _mask_by_name(adata, idx, arg)
     values = np.asarray(idx)
     if values.ndim != 1 or values.dtype.kind not in "OUS":
         check_indices(idx, adata.n_obs, arg)
@@ -389,6 +426,32 @@ def _cell_positions(adata, idx, arg: str):
             f"{str(values[rows < 0][0])!r}."
         )
     return rows
+
+
+def _mask_by_name(adata, idx, arg: str):
+    """A boolean Series indexed by cell names (a mask built on ``obs`` in another order) as a
+    mask in ``adata``'s order: numpy, and scvi-tools, read its values by position, so the
+    cells compared were other cells, silently."""
+    if (
+        not isinstance(idx, pd.Series)
+        or idx.dtype != bool
+        or idx.index.equals(adata.obs_names)
+        or idx.index.inferred_type != "string"
+        or not adata.obs_names.is_unique
+    ):
+        return idx
+    if idx.index.is_unique and len(idx) == adata.n_obs and idx.index.isin(adata.obs_names).all():
+        return idx.reindex(adata.obs_names).to_numpy()
+    other = idx.index.difference(adata.obs_names)
+    detail = (
+        f"it names cells not in adata.obs_names, e.g. {other[0]!r}"
+        if len(other)
+        else f"its {len(idx)} entries are not the {adata.n_obs} cells"
+    )
+    raise ValueError(
+        f"{arg} is a boolean Series indexed by other cells than the AnnData's ({detail}): "
+        "build the mask on the AnnData read (adata.obs[...] == ...)."
+    )
 
 
 def _rows(adata, idx) -> np.ndarray:
