@@ -246,6 +246,21 @@ def test_de_cells_by_name_are_their_positions_and_bad_idx_are_named(trained):
         model.differential_expression(idx1=[0, 500])
 
 
+def test_gene_list_read_outs_follow_the_order_of_the_list(trained):
+    """scvi-tools returns the genes of gene_list in the model's order: the columns of an array
+    were other genes than the list's, and posterior_predictive_sample dropped unknown genes."""
+    model, adata = trained
+    genes = [adata.var_names[5], adata.var_names[0]]
+    torch.manual_seed(0)
+    table = model.get_normalized_expression(gene_list=genes)
+    torch.manual_seed(0)
+    array = model.get_normalized_expression(gene_list=genes, return_numpy=True)
+    assert list(table.columns) == genes
+    np.testing.assert_array_equal(array, table.to_numpy())
+    with pytest.raises(ValueError, match=r"1 gene\(s\) the model does not have.*'nope'"):
+        model.posterior_predictive_sample(gene_list=[genes[0], "nope"])
+
+
 def test_de_chooses_its_cells_by_groups_or_by_idx_not_both(trained):
     """scvi-tools failed with a bare KeyError: None without groupby or idx1, and silently
     compared idx1 against the rest where group1/group2 (or idx2 without idx1) were given."""
@@ -466,6 +481,12 @@ def test_posterior_predictive_and_correlations(trained):
     one = model.posterior_predictive_sample()
     many = model.posterior_predictive_sample(n_samples=2, gene_list=list(adata.var_names[:4]))
     assert one.shape == adata.shape and many.shape == (adata.n_obs, 4, 2)
+    torch.manual_seed(0)  # genes in the order of gene_list (scvi-tools: the model's order)
+    draws = model.posterior_predictive_sample(gene_list=list(adata.var_names[[5, 0]]))
+    torch.manual_seed(0)
+    np.testing.assert_array_equal(
+        draws.todense(), model.posterior_predictive_sample().todense()[:, [5, 0]]
+    )
     assert (one.data >= 0).all() and np.allclose(one.data, np.round(one.data))
     corr = model.get_feature_correlation_matrix(
         correlation_type="spearman", transform_batch=["ctrl", "stim"]

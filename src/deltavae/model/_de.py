@@ -50,7 +50,16 @@ class CheckedExpressionMixin(RNASeqMixin):
                     stacklevel=2,
                 )
             args, kwargs = _set_argument(method, args, kwargs, "return_numpy", True)
-        return super().get_normalized_expression(*args, **kwargs)
+        result = super().get_normalized_expression(*args, **kwargs)
+        return in_gene_list_order(result, gene_list, self.adata.var_names, axis=-1)
+
+    @functools.wraps(RNASeqMixin.posterior_predictive_sample)
+    def posterior_predictive_sample(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        method = RNASeqMixin.posterior_predictive_sample
+        gene_list = _bind(self, method, args, kwargs).get("gene_list")
+        check_genes(self, gene_list)  # scvi-tools dropped unknown genes without a word
+        result = super().posterior_predictive_sample(*args, **kwargs)
+        return in_gene_list_order(result, gene_list, self.adata.var_names, axis=1)
 
     @functools.wraps(RNASeqMixin.differential_expression)
     def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
@@ -99,6 +108,23 @@ class CheckedExpressionMixin(RNASeqMixin):
         " of ``lfc_mean`` (vanilla: of ``scale1 - scale2``), largest first, so that the top"
         " of the table does not change with the seed.\n"
     )
+
+
+def in_gene_list_order(result, gene_list, genes: pd.Index, axis: int):
+    """scvi-tools' read-out of ``gene_list`` with its genes (along ``axis``) in the order of
+    the list: scvi-tools keeps the model's order, so the columns of an array were not the
+    genes of the list in its order (``gene_list=["CD3E", "CD14"]``: CD14 first, silently)."""
+    if gene_list is None or isinstance(gene_list, str):
+        return result
+    chosen = genes[genes.isin([str(g) for g in gene_list])]  # scvi-tools' genes, in its order
+    order = chosen.get_indexer(pd.unique(np.asarray([str(g) for g in gene_list])))
+    if (order == np.arange(len(chosen))).all():
+        return result
+    if isinstance(result, pd.DataFrame):
+        return result.iloc[:, order]
+    index = [slice(None)] * result.ndim
+    index[axis] = order
+    return result[tuple(index)]
 
 
 def effect_breaks_ties(result):
