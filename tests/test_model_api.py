@@ -276,6 +276,15 @@ def test_de_chooses_its_cells_by_groups_or_by_idx_not_both(trained):
         model.differential_expression(groupby="cluster", idx2=mask)
 
 
+def test_de_refuses_an_fdr_target_or_delta_out_of_range(trained):
+    """fdr_target=5 (for 5%) or a negative delta called every gene DE, without a word."""
+    model, _ = trained
+    with pytest.raises(ValueError, match="fdr_target is a proportion in \\(0, 1\\)"):
+        model.differential_expression(groupby="cluster", group1="0", mode="change", fdr_target=5)
+    with pytest.raises(ValueError, match="delta, the smallest \\|LFC\\| called DE"):
+        model.differential_expression(groupby="cluster", group1="0", mode="change", delta=-0.1)
+
+
 def test_de_of_every_group_against_group2_leaves_group2_out(trained):
     """group2 without group1 compares each group with group2: scvi-tools also compared
     group2 with itself ("0 vs 0", a block of genes with nothing to find)."""

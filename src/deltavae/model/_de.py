@@ -13,6 +13,7 @@ import pandas as pd
 import scvi
 from scvi.model.base import RNASeqMixin
 
+from ._de_tables import effect_breaks_ties, in_gene_list_order
 from ._genes import identifier_advice
 from ._labels import _label_state, seen_categories
 from ._matrices import with_column
@@ -108,46 +109,6 @@ class CheckedExpressionMixin(RNASeqMixin):
         " of ``lfc_mean`` (vanilla: of ``scale1 - scale2``), largest first, so that the top"
         " of the table does not change with the seed.\n"
     )
-
-
-def in_gene_list_order(result, gene_list, genes: pd.Index, axis: int):
-    """scvi-tools' read-out of ``gene_list`` with its genes (along ``axis``) in the order of
-    the list: scvi-tools keeps the model's order, so the columns of an array were not the
-    genes of the list in its order (``gene_list=["CD3E", "CD14"]``: CD14 first, silently)."""
-    if gene_list is None or isinstance(gene_list, str):
-        return result
-    chosen = genes[genes.isin([str(g) for g in gene_list])]  # scvi-tools' genes, in its order
-    order = chosen.get_indexer(pd.unique(np.asarray([str(g) for g in gene_list])))
-    if (order == np.arange(len(chosen))).all():
-        return result
-    if isinstance(result, pd.DataFrame):
-        return result.iloc[:, order]
-    index = [slice(None)] * result.ndim
-    index[axis] = order
-    return result[tuple(index)]
-
-
-def effect_breaks_ties(result):
-    """scvi-tools' DE table with the genes tied on its sort key (``proba_de`` in change mode,
-    ``bayes_factor`` otherwise), put in order of ``|lfc_mean|`` (change mode) or of the
-    difference of the groups' scales, largest first; comparisons keep their order (a table of
-    ``idx1``/``idx2`` has no ``comparison`` column: it is one comparison)."""
-    key = "proba_de" if "proba_de" in result else "bayes_factor"
-    if "lfc_mean" in result:
-        effect = result["lfc_mean"].abs()
-    elif {"scale1", "scale2"} <= set(result):
-        effect = (result["scale1"] - result["scale2"]).abs()
-    else:
-        return result
-    if key not in result:
-        return result
-    block = (
-        pd.factorize(result["comparison"])[0]
-        if "comparison" in result
-        else np.zeros(len(result), dtype=int)
-    )
-    order = np.lexsort((-effect.to_numpy(float), -result[key].to_numpy(float), block))
-    return result.iloc[order]
 
 
 #: obs column scvi-tools writes the cells of ``idx1``/``idx2`` into for the call's length.
@@ -386,7 +347,8 @@ def check_de_groups(
 def check_de_selection(given: dict) -> None:
     """The cells compared are chosen one way: by ``groupby`` (with ``group1``/``group2``) or by
     ``idx1`` (with ``idx2``). scvi-tools failed with a bare ``KeyError: None`` given neither,
-    and silently ignored ``group1``/``group2`` given with ``idx1``, and ``idx2`` without it."""
+    and silently ignored ``group1``/``group2`` given with ``idx1``, and ``idx2`` without it.
+    ``fdr_target`` and ``delta`` are checked too (out of range, every gene was DE)."""
     groups = [arg for arg in ("group1", "group2") if given.get(arg) is not None]
     if given.get("idx1") is not None and groups:
         raise ValueError(
@@ -398,6 +360,11 @@ def check_de_selection(given: dict) -> None:
             "idx2 is read only with idx1 (the cells compared with idx2): pass idx1 too, or "
             "groupby with group1/group2."
         )
+    fdr, delta = given.get("fdr_target", 0.05), given.get("delta", 0.25)
+    if not 0 < fdr < 1:  # e.g. 5 for 5%: every gene was called DE
+        raise ValueError(f"fdr_target is a proportion in (0, 1), e.g. 0.05; got {fdr!r}.")
+    if delta is not None and not delta >= 0:  # below 0: every gene was called DE
+        raise ValueError(f"delta, the smallest |LFC| called DE, is 0 or more; got {delta!r}.")
     if given.get("idx1") is None and given.get("groupby") is None:
         raise ValueError(
             "differential_expression needs the cells to compare: groupby (a column of "

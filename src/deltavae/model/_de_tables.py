@@ -1,0 +1,48 @@
+"""The tables and arrays scvi-tools' expression calls return, put in the order the call
+asked for: the genes of ``gene_list`` in its order, and genes tied on the DE sort key by the
+size of their effect."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def in_gene_list_order(result, gene_list, genes: pd.Index, axis: int):
+    """scvi-tools' read-out of ``gene_list`` with its genes (along ``axis``) in the order of
+    the list: scvi-tools keeps the model's order, so the columns of an array were not the
+    genes of the list in its order (``gene_list=["CD3E", "CD14"]``: CD14 first, silently)."""
+    if gene_list is None or isinstance(gene_list, str):
+        return result
+    chosen = genes[genes.isin([str(g) for g in gene_list])]  # scvi-tools' genes, in its order
+    order = chosen.get_indexer(pd.unique(np.asarray([str(g) for g in gene_list])))
+    if (order == np.arange(len(chosen))).all():
+        return result
+    if isinstance(result, pd.DataFrame):
+        return result.iloc[:, order]
+    index = [slice(None)] * result.ndim
+    index[axis] = order
+    return result[tuple(index)]
+
+
+def effect_breaks_ties(result):
+    """scvi-tools' DE table with the genes tied on its sort key (``proba_de`` in change mode,
+    ``bayes_factor`` otherwise), put in order of ``|lfc_mean|`` (change mode) or of the
+    difference of the groups' scales, largest first; comparisons keep their order (a table of
+    ``idx1``/``idx2`` has no ``comparison`` column: it is one comparison)."""
+    key = "proba_de" if "proba_de" in result else "bayes_factor"
+    if "lfc_mean" in result:
+        effect = result["lfc_mean"].abs()
+    elif {"scale1", "scale2"} <= set(result):
+        effect = (result["scale1"] - result["scale2"]).abs()
+    else:
+        return result
+    if key not in result:
+        return result
+    block = (
+        pd.factorize(result["comparison"])[0]
+        if "comparison" in result
+        else np.zeros(len(result), dtype=int)
+    )
+    order = np.lexsort((-effect.to_numpy(float), -result[key].to_numpy(float), block))
+    return result.iloc[order]
