@@ -262,8 +262,9 @@ def test_gene_list_read_outs_follow_the_order_of_the_list(trained):
 
 
 def test_de_chooses_its_cells_by_groups_or_by_idx_not_both(trained):
-    """scvi-tools failed with a bare KeyError: None without groupby or idx1, and silently
-    compared idx1 against the rest where group1/group2 (or idx2 without idx1) were given."""
+    """scvi-tools failed with a bare KeyError: None without groupby or idx1, silently
+    compared idx1 against the rest where group1/group2 (or idx2 without idx1) were given, and
+    moved the cells idx1 shares with idx2 to idx2."""
     model, adata = trained
     mask = (adata.obs["cluster"] == "0").to_numpy()
     with pytest.raises(ValueError, match="needs the cells to compare: groupby"):
@@ -274,6 +275,11 @@ def test_de_chooses_its_cells_by_groups_or_by_idx_not_both(trained):
         model.differential_expression(groupby="cluster", group1="1", idx1=mask)
     with pytest.raises(ValueError, match="idx2 is read only with idx1"):
         model.differential_expression(groupby="cluster", idx2=mask)
+    # Cells in both went to idx2 (idx1 within idx2: a ZeroDivisionError).
+    with pytest.raises(ValueError, match="idx1 and idx2 share 1 cells \\(e.g. 'cell_3'\\)"):
+        model.differential_expression(idx1=[0, 1, 2, 3], idx2=[3, 4, 5])
+    with pytest.raises(ValueError, match=f"share {mask.sum()} cells"):
+        model.differential_expression(idx1=mask, idx2=np.ones(adata.n_obs, dtype=bool))
 
 
 def test_de_refuses_an_fdr_target_or_delta_out_of_range(trained):

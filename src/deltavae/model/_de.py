@@ -251,6 +251,13 @@ def check_de_groups(
     batch = model.adata_manager.get_state_registry(scvi.REGISTRY_KEYS.BATCH_KEY)
     key = batch.get("original_key")
     idx1, idx2 = given.get("idx1"), given.get("idx2")
+    if idx1 is not None and idx2 is not None:
+        shared = np.intersect1d(_rows(adata, idx1) % adata.n_obs, _rows(adata, idx2) % adata.n_obs)
+        if len(shared):  # scvi-tools moved them to idx2 (all of idx1: a ZeroDivisionError)
+            raise ValueError(
+                f"idx1 and idx2 share {len(shared)} cells (e.g. {adata.obs_names[shared[0]]!r}); "
+                "a cell is in one of the groups compared. Against every other cell: idx2=None."
+            )
     if given.get("batch_correction") and idx1 is not None and idx2 is not None and key in adata.obs:
         # idx1/idx2 split by the condition itself (stim against ctrl within a cell type):
         # averaging over it erased the difference tested (ISG15's lfc 5.0 -> 0.4, silently).
