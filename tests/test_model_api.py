@@ -291,6 +291,18 @@ def test_de_refuses_an_fdr_target_or_delta_out_of_range(trained):
         model.differential_expression(groupby="cluster", group1="0", mode="change", delta=-0.1)
 
 
+def test_expression_refuses_numbers_of_draws_below_one(trained):
+    """n_samples=0 (or -1) was read as 1, and DE of n_samples_overall=0 called every gene DE
+    (bayes_factor 18.4 for each)."""
+    model, _ = trained
+    with pytest.raises(ValueError, match="n_samples is a number of draws, an integer from 1"):
+        model.get_normalized_expression(n_samples=0)
+    with pytest.raises(ValueError, match="n_samples_overall .* from 1; got 2.5"):
+        model.get_normalized_expression(n_samples_overall=2.5)
+    with pytest.raises(ValueError, match="n_samples_overall is a number of draws"):
+        model.differential_expression(groupby="cluster", group1="0", n_samples_overall=0)
+
+
 def test_de_of_every_group_against_group2_leaves_group2_out(trained):
     """group2 without group1 compares each group with group2: scvi-tools also compared
     group2 with itself ("0 vs 0", a block of genes with nothing to find)."""

@@ -39,6 +39,7 @@ class CheckedExpressionMixin(RNASeqMixin):
         if isinstance(gene_list, str):  # one gene (scvi-tools' isin failed on a string)
             args, kwargs = _set_argument(method, args, kwargs, "gene_list", [gene_list])
         check_library_size(given.get("library_size", 1))
+        check_draws(given, ("n_samples", "n_samples_overall"))
         check_batches(self, given, ("transform_batch",))
         if given.get("n_samples_overall") is not None and not given.get("return_numpy"):
             # Draws of randomly chosen cells, not one row per cell: scvi-tools failed making
@@ -156,6 +157,17 @@ def check_library_size(library_size) -> None:
         )
 
 
+def check_draws(given: dict, names: tuple[str, ...]) -> None:
+    """Numbers of draws are integers from 1: scvi-tools read ``n_samples=0`` (or -1) as 1, and
+    DE of ``n_samples_overall=0`` called every gene DE."""
+    for name in names:
+        value = given.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
+        ):
+            raise ValueError(f"{name} is a number of draws, an integer from 1; got {value!r}.")
+
+
 def check_genes(model, gene_list) -> None:
     """Every gene of ``gene_list`` is one of the model's genes, and there is one at least."""
     if gene_list is None:
@@ -227,6 +239,7 @@ def check_de_groups(
             "genes from its table: de[de.index.isin(genes)]."
         )
     check_de_selection(given)
+    check_draws(given.get("kwargs", {}), ("n_samples_overall",))  # get_bayes_factors'
     check_batches(model, given, ("batchid1", "batchid2"))
     for arg in ("batchid1", "batchid2"):
         value = given.get(arg)
