@@ -305,10 +305,13 @@ def test_expression_refuses_numbers_of_draws_below_one(trained):
 
 def test_de_of_every_group_against_group2_leaves_group2_out(trained):
     """group2 without group1 compares each group with group2: scvi-tools also compared
-    group2 with itself ("0 vs 0", a block of genes with nothing to find)."""
+    group2 with itself ("0 vs 0", a block of genes with nothing to find), as it did where
+    group1 named group2 too."""
     model, _ = trained
     de = model.differential_expression(groupby="cluster", group2="0", n_samples_overall=20)
     assert list(pd.unique(de["comparison"])) == ["1 vs 0", "2 vs 0"]
+    with pytest.raises(ValueError, match="group2='0' is also in group1=\\['1', '0'\\]"):
+        model.differential_expression(groupby="cluster", group1=["1", "0"], group2="0")
 
 
 def test_a_failed_de_leaves_no_column_in_the_anndata(trained):

@@ -338,6 +338,12 @@ def check_de_groups(
                 "is compared with (group2=None) is empty."
             )
     group2 = given.get("group2")
+    if group1 is not None and group2 is not None:
+        reference = [group2] if np.ndim(group2) == 0 else list(group2)
+        if any(group in reference for group in ([group1] if np.ndim(group1) == 0 else group1)):
+            raise ValueError(  # scvi-tools compared the group with itself: no gene is DE
+                f"group2={group2!r} is also in group1={group1!r}: a group compared with itself."
+            )
     if group1 is None and given.get("idx1") is None:
         # scvi-tools compares every category, also one without cells: it divided by zero.
         groups = column.astype("category").cat.categories
