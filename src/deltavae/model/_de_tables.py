@@ -12,7 +12,7 @@ def in_gene_list_order(result, gene_list, genes: pd.Index, axis: int):
     """scvi-tools' read-out of ``gene_list`` with its genes (along ``axis``) in the order of
     the list: scvi-tools keeps the model's order, so the columns of an array were not the
     genes of the list in its order (``gene_list=["CD3E", "CD14"]``: CD14 first, silently)."""
-    if gene_list is None or isinstance(gene_list, str):
+    if gene_list is None or isinstance(gene_list, str | set | frozenset):  # a set: no order
         return result
     chosen = genes[genes.isin([str(g) for g in gene_list])]  # scvi-tools' genes, in its order
     order = chosen.get_indexer(pd.unique(np.asarray([str(g) for g in gene_list])))
