@@ -127,6 +127,24 @@ def test_a_nullable_integer_condition_stays_nullable_and_writable(tmp_path):
     sampled.write_h5ad(tmp_path / "sampled.h5ad")
 
 
+def test_an_ordered_condition_stays_ordered_and_concatenates():
+    """An ordered categorical condition (time points, doses): translate, latent_shift,
+    nearest_response and sample wrote it unordered, and concatenated with the real cells it
+    became an object column."""
+    scvi.settings.seed = 0
+    adata = _with_donors()
+    adata.obs["condition"] = adata.obs["condition"].astype("category").cat.as_ordered()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    model.train(max_epochs=1, batch_size=64)
+    ctrl = _ctrl(adata)
+    shifted = model.predict_perturbation(ctrl, "stim", method="latent_shift")
+    for out in (model.translate(ctrl, "stim"), model.sample(10, seed=0), shifted):
+        assert out.obs["condition"].dtype == adata.obs["condition"].dtype
+        both = ad.concat([adata, out], index_unique="-")
+        assert both.obs["condition"].dtype == adata.obs["condition"].dtype
+
+
 def test_labels_the_model_has_not_seen_are_read_as_unlabelled():
     scvi.settings.seed = 0
     adata = _with_donors()

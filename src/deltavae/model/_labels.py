@@ -392,7 +392,8 @@ def condition_column(train_column: pd.Series, value, n: int):
 def _like_column(train_column: pd.Series, values: list, possible: list | None = None):
     """``values`` typed like ``train_column``: categorical with its categories (those of the
     ``possible`` values, default ``values``, that it lacks, a query model's new conditions,
-    added after them), or its dtype (object if they do not fit it)."""
+    added after them; ordered if it is, or concatenating both gave object), or its dtype
+    (object if they do not fit it)."""
     if isinstance(train_column.dtype, pd.CategoricalDtype):
         categories = train_column.cat.categories
         new = [v for v in (values if possible is None else possible) if v not in categories]
@@ -401,7 +402,7 @@ def _like_column(train_column: pd.Series, values: list, possible: list | None = 
         # (or string-dtype) categories is a pandas FutureWarning.
         if len(extra):
             categories = categories.append(pd.Index(extra))
-        return pd.Categorical(values, categories=categories)
+        return pd.Categorical(values, categories=categories, ordered=train_column.cat.ordered)
     try:
         if isinstance(train_column.dtype, pd.api.extensions.ExtensionDtype):
             return pd.array(values, dtype=train_column.dtype)  # Int64, boolean, string
