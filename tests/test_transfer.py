@@ -491,9 +491,11 @@ def test_translate_recovers_a_known_condition_effect():
     np.testing.assert_allclose(log_scale(pred.X), halves, atol=1e-4)
     assert not np.allclose(pred.X, plain.X, atol=1e-2)
     assert np.all(counts == np.round(counts)) and counts.min() >= 0
-    for bad in (1.5, -0.1, True):
+    for bad in (1.5, -0.1, True, "0.5"):  # "0.5" failed late: "'>' not supported"
         with pytest.raises(ValueError, match="response_weight must be a number in"):
             g.translate(ctrl, "stim", response_weight=bad)
+    with pytest.raises(ValueError, match="residual must be True, False or None"):
+        g.translate(ctrl, "stim", residual="False")  # a truth value: True, silently
     with pytest.raises(ValueError, match="use residual=True"):
         g.translate(ctrl, "stim", residual=False, response_weight=0.5)
     assert g.translate(ctrl, "stim", residual=False).uns["response_weight"] == 0.0

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import pandas as pd
 import torch
@@ -170,6 +172,8 @@ class GenerationMixin:
             raise ValueError("The model has no condition covariate to translate.")
         if residual is None:
             residual = self.module.observation.is_count
+        elif not isinstance(residual, bool | np.bool_):  # "False" read as a truth value: True
+            raise ValueError(f"residual must be True, False or None, got {residual!r}.")
         if residual and self.module.likelihood == "bernoulli":
             raise ValueError(
                 "residual=True adds a change to the observed data and needs counts or real "
@@ -227,7 +231,7 @@ class GenerationMixin:
         is_count = self.module.observation.is_count
         if weight is None:
             return 0.5 if is_count and residual and len(self.condition_keys) == 1 else 0.0
-        if isinstance(weight, bool) or not 0.0 <= float(weight) <= 1.0:
+        if not isinstance(weight, numbers.Real) or isinstance(weight, bool) or not 0 <= weight <= 1:
             raise ValueError(f"response_weight must be a number in [0, 1], got {weight!r}.")
         if weight > 0 and (self.module.likelihood == "bernoulli" or len(self.condition_keys) != 1):
             raise ValueError(
