@@ -259,7 +259,8 @@ def test_each_prediction_says_on_which_scale_its_x_is():
 
 def test_a_model_loaded_onto_its_controls_keeps_the_conditions_it_trained_on(two_keys, tmp_path):
     """Loaded onto its ctrl cells alone, a model read the conditions from them: translating
-    them to stim was refused as "never seen in training", and sample drew ctrl only."""
+    them to stim was refused as "never seen in training", and sample drew ctrl only (and its
+    cells' library sizes from the ctrl cells)."""
     model, adata = two_keys
     model.save(tmp_path / "m")
     ctrl = _ctrl(adata)
@@ -268,8 +269,10 @@ def test_a_model_loaded_onto_its_controls_keeps_the_conditions_it_trained_on(two
         loaded.translate(ctrl, {"condition": "stim"}, seed=0).X,
         model.translate(ctrl, {"condition": "stim"}, seed=0).X,
     )
-    drawn = loaded.sample(n_cells=50, seed=0).obs
-    pd.testing.assert_frame_equal(drawn, model.sample(n_cells=50, seed=0).obs)
+    drawn, again = loaded.sample(n_cells=50, seed=0), model.sample(n_cells=50, seed=0)
+    np.testing.assert_array_equal(drawn.X, again.X)
+    drawn = drawn.obs
+    pd.testing.assert_frame_equal(drawn, again.obs)
     assert set(drawn["condition"]) == {"ctrl", "stim"}
     counts = adata.obs["condition"].astype(str).value_counts().to_dict()
     assert loaded.condition_counts_["condition"] == counts  # saved with the model

@@ -386,6 +386,7 @@ class CGMDVAE(
             **kwargs,
         )
         record_condition_counts(self)  # a model loaded onto other cells still knows them
+        self.library_log_stats_ = self._library_log_stats(recorded=False)  # as do sample's
         if refit_mixture:
             self._refit_mixture(mixture_init)
         self._warn_if_clusters_empty(max_epochs)

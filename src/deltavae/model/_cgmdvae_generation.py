@@ -86,10 +86,16 @@ class GenerationMixin:
         out.layers["expected"] = expected.cpu().numpy().astype(np.float32)
         return out
 
-    def _library_log_stats(self) -> tuple[float, float] | None:
-        """Mean and sd of the training cells' log library sizes (counts only)."""
+    def _library_log_stats(self, recorded: bool = True) -> tuple[float, float] | None:
+        """Mean and sd of the training cells' log library sizes (counts only): as ``train``
+        recorded them in ``library_log_stats_`` (saved with the model, so that a model loaded
+        onto other cells draws the libraries it trained on), else (a model saved before they
+        were kept, or ``recorded=False``) those of the model's AnnData."""
         if not self.module.observation.is_count:
             return None
+        if recorded and getattr(self, "library_log_stats_", None) is not None:
+            mean, sd = self.library_log_stats_
+            return float(mean), float(sd)
         x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         log_lib = np.log(np.maximum(row_sums(x), 1.0))
         return float(log_lib.mean()), float(log_lib.std())
