@@ -518,6 +518,11 @@ def test_posterior_predictive_and_correlations(trained):
         draws.todense(), model.posterior_predictive_sample().todense()[:, [5, 0]]
     )
     assert (one.data >= 0).all() and np.allclose(one.data, np.round(one.data))
+    # scvi-tools read a gene_list string as a substring (gene_list="gene_10" returned gene_1
+    # too: IFI44 for IFI44L) and silently dropped genes the model does not have.
+    assert model.posterior_predictive_sample(indices=[0, 1], gene_list="gene_10").shape == (2, 1)
+    with pytest.raises(ValueError, match="does not have"):
+        model.posterior_predictive_sample(indices=[0, 1], gene_list=["gene_10", "gene_x"])
     corr = model.get_feature_correlation_matrix(
         correlation_type="spearman", transform_batch=["ctrl", "stim"]
     )
