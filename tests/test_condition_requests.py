@@ -278,6 +278,20 @@ def test_a_model_loaded_onto_its_controls_keeps_the_conditions_it_trained_on(two
     assert loaded.condition_counts_["condition"] == counts  # saved with the model
 
 
+def test_training_again_on_the_same_cells_counts_them_once():
+    """A second train() (the advice of NotConvergedWarning) added the same cells again to
+    condition_counts_, doubling every count."""
+    scvi.settings.seed = 0
+    adata = _with_donors()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key=["condition", "donor"])
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    model.train(max_epochs=1, batch_size=120)
+    counts, combos = model.condition_counts_, model.condition_combinations_
+    model.train(max_epochs=1, batch_size=120)
+    assert model.condition_counts_ == counts and model.condition_combinations_ == combos
+    assert counts["condition"] == adata.obs["condition"].astype(str).value_counts().to_dict()
+
+
 def test_a_model_of_two_condition_keys_takes_translates_dict_in_every_method(two_keys):
     """translate needs {'condition': 'stim'} on a model of two condition keys; the same
     target given to latent_shift or nearest_response said "Condition

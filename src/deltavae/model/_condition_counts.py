@@ -29,7 +29,18 @@ def record_condition_counts(model) -> None:
     """Add the cells of ``model``'s AnnData per condition value to ``model.condition_counts_``
     and per combination of the condition keys' values (a tuple of strings, in the keys'
     order) to ``model.condition_combinations_`` (both saved with the model): ``train`` calls
-    it once the cells have trained."""
+    it once the cells have trained. The same AnnData trained again (``train`` called twice)
+    is counted once: what was recorded before its cells were added is kept with the model
+    (not saved) and the cells added to that."""
+    uuid = model.adata_manager.adata_uuid
+    last = getattr(model, "_counted_before", None)
+    if last is not None and last[0] == uuid:
+        _, model.condition_counts_, model.condition_combinations_ = last
+    model._counted_before = (
+        uuid,
+        getattr(model, "condition_counts_", None),
+        getattr(model, "condition_combinations_", None),
+    )
     before = getattr(model, "condition_counts_", None) or {}
     model.condition_counts_ = {
         key: dict(Counter(before.get(key, {})) + Counter(cells_per_value(model.adata.obs[key])))
