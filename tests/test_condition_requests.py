@@ -278,6 +278,19 @@ def test_a_model_loaded_onto_its_controls_keeps_the_conditions_it_trained_on(two
     assert loaded.condition_counts_["condition"] == counts  # saved with the model
 
 
+def test_sampled_clusters_are_kept_beside_a_condition_named_cluster():
+    """A condition named "cluster" overwrote sample's obs["cluster"]: the cells of cluster=1
+    were listed under their drawn condition values, and their cluster was lost."""
+    scvi.settings.seed = 0
+    adata = _with_donors()
+    adata.obs["cluster"] = adata.obs["condition"].astype(str)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="cluster")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    model.train(max_epochs=1, batch_size=120)
+    cells = model.sample(20, cluster=1, condition="stim", seed=0)
+    assert set(cells.obs["cgmdvae_cluster"]) == {"1"} and set(cells.obs["cluster"]) == {"stim"}
+
+
 def test_training_again_on_the_same_cells_counts_them_once():
     """A second train() (the advice of NotConvergedWarning) added the same cells again to
     condition_counts_, doubling every count."""

@@ -51,9 +51,10 @@ class GenerationMixin:
         Returns
         -------
         AnnData with samples in ``X`` (counts for count likelihoods), their expectation in
-        ``layers["expected"]``, and ``obs["cluster"]`` plus one column per condition. For a
-        normal likelihood on data without negative values (log-normalized), both are clipped
-        at 0, as :meth:`translate` does.
+        ``layers["expected"]``, and ``obs["cluster"]`` (``obs["cgmdvae_cluster"]`` where a
+        condition is named ``"cluster"``) plus one column per condition. For a normal
+        likelihood on data without negative values (log-normalized), both are clipped at 0,
+        as :meth:`translate` does.
 
         Examples
         --------
@@ -76,7 +77,8 @@ class GenerationMixin:
         # Only the clusters drawn, as write_to_adata keeps them: scanpy's rank_genes_groups
         # refuses a category without cells.
         clusters = pd.Categorical.from_codes(y.cpu().numpy(), categories=self.cluster_names)
-        obs["cluster"] = clusters.remove_unused_categories()
+        name = "cgmdvae_cluster" if "cluster" in self.condition_keys else "cluster"
+        obs[name] = clusters.remove_unused_categories()  # not overwritten by a condition below
         if cats is not None:
             for j, key in enumerate(self.condition_keys):
                 known = list(self._cat_state().mappings[key])
