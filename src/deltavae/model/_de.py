@@ -57,22 +57,16 @@ class CheckedExpressionMixin(RNASeqMixin):
 
     @functools.wraps(RNASeqMixin.posterior_predictive_sample)
     def posterior_predictive_sample(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
-        method = RNASeqMixin.posterior_predictive_sample
-        gene_list = _bind(self, method, args, kwargs).get("gene_list")
-        check_genes(self, gene_list)  # scvi-tools dropped unknown genes without a word
-        result = super().posterior_predictive_sample(*args, **kwargs)
-        return in_gene_list_order(result, gene_list, self.adata.var_names, axis=1)
-
-    @functools.wraps(RNASeqMixin.posterior_predictive_sample)
-    def posterior_predictive_sample(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         self._check_if_trained(warn=False)
         method = RNASeqMixin.posterior_predictive_sample
         gene_list = _bind(self, method, args, kwargs).get("gene_list")
-        check_genes(self, gene_list)
+        check_genes(self, gene_list)  # scvi-tools dropped unknown genes without a word
         if isinstance(gene_list, str):  # one gene; scvi-tools read it as a substring of one:
             # gene_list="IFI44L" returned IFI44 too.
-            args, kwargs = _set_argument(method, args, kwargs, "gene_list", [gene_list])
-        return super().posterior_predictive_sample(*args, **kwargs)
+            gene_list = [gene_list]
+            args, kwargs = _set_argument(method, args, kwargs, "gene_list", gene_list)
+        result = super().posterior_predictive_sample(*args, **kwargs)
+        return in_gene_list_order(result, gene_list, self.adata.var_names, axis=1)
 
     @functools.wraps(RNASeqMixin.differential_expression)
     def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
