@@ -222,6 +222,18 @@ def test_a_mask_of_integers_is_not_read_as_positions(trained):
     assert model.get_latent_representation(indices=[0, 1, 1]).shape[0] == 3  # positions
 
 
+def test_a_boolean_series_of_another_order_reads_cells_by_name(trained):
+    """A mask built on obs sorted otherwise was read by position in every read-out: the rows
+    returned were other cells than the mask named (DE already read it by name)."""
+    model, adata = trained
+    mask = adata.obs.sort_values("cluster", ascending=False)["cluster"] == "0"
+    by_name = model.get_latent_representation(indices=np.flatnonzero(mask[adata.obs_names]))
+    np.testing.assert_allclose(model.get_latent_representation(indices=mask), by_name)
+    other = mask.rename(index=lambda name: name + "_x")
+    with pytest.raises(ValueError, match="indices is a boolean Series indexed by other cells"):
+        model.get_latent_representation(indices=other)
+
+
 def test_de_cells_by_name_are_their_positions_and_bad_idx_are_named(trained):
     """idx1/idx2 as cell names (adata.obs_names[mask]), a mask of the wrong length or float
     positions failed with a bare numpy IndexError."""

@@ -9,7 +9,6 @@ import inspect
 import warnings
 
 import numpy as np
-import pandas as pd
 import scvi
 from scvi.model.base import RNASeqMixin
 
@@ -18,7 +17,7 @@ from ._genes import identifier_advice
 from ._labels import _label_state, seen_categories
 from ._matrices import with_column
 from ._registered import SCVI_STAND_IN_BATCH
-from ._scvi_glue import check_indices
+from ._scvi_glue import check_indices, mask_by_name
 
 #: Cells x genes from which scvi-tools' importance-weighted DE takes minutes on a CPU.
 _SLOW_IMPORTANCE = 1_000_000
@@ -436,7 +435,7 @@ def _cell_positions(adata, idx, arg: str):
     their positions; a mask or positions checked as every read-out's ``indices`` are
     (:func:`~deltavae.model._scvi_glue.check_indices`; scvi-tools failed with a bare numpy
     IndexError)."""
-    idx = _mask_by_name(adata, idx, arg)
+    idx = mask_by_name(adata, idx, arg)
     values = np.asarray(idx)
     if values.ndim != 1 or values.dtype.kind not in "OUS":
         check_indices(idx, adata.n_obs, arg)
@@ -450,32 +449,6 @@ def _cell_positions(adata, idx, arg: str):
             f"{str(values[rows < 0][0])!r}."
         )
     return rows
-
-
-def _mask_by_name(adata, idx, arg: str):
-    """A boolean Series indexed by cell names (a mask built on ``obs`` in another order) as a
-    mask in ``adata``'s order: numpy, and scvi-tools, read its values by position, so the
-    cells compared were other cells, silently."""
-    if (
-        not isinstance(idx, pd.Series)
-        or idx.dtype != bool
-        or idx.index.equals(adata.obs_names)
-        or idx.index.inferred_type != "string"
-        or not adata.obs_names.is_unique
-    ):
-        return idx
-    if idx.index.is_unique and len(idx) == adata.n_obs and idx.index.isin(adata.obs_names).all():
-        return idx.reindex(adata.obs_names).to_numpy()
-    other = idx.index.difference(adata.obs_names)
-    detail = (
-        f"it names cells not in adata.obs_names, e.g. {other[0]!r}"
-        if len(other)
-        else f"its {len(idx)} entries are not the {adata.n_obs} cells"
-    )
-    raise ValueError(
-        f"{arg} is a boolean Series indexed by other cells than the AnnData's ({detail}): "
-        "build the mask on the AnnData read (adata.obs[...] == ...)."
-    )
 
 
 def _rows(adata, idx) -> np.ndarray:

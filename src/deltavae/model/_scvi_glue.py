@@ -10,6 +10,7 @@ import logging
 import warnings
 
 import numpy as np
+import pandas as pd
 import torch
 from scvi.data._constants import _FIELD_REGISTRIES_KEY as _FIELD_REGISTRIES
 from scvi.model.base import VAEMixin
@@ -290,6 +291,32 @@ _INSTEAD = {
 }
 
 
+def mask_by_name(adata, idx, arg: str):
+    """A boolean Series indexed by cell names (a mask built on ``obs`` in another order) as a
+    mask in ``adata``'s order: numpy, and scvi-tools, read its values by position, so the
+    cells compared were other cells, silently."""
+    if (
+        not isinstance(idx, pd.Series)
+        or idx.dtype != bool
+        or idx.index.equals(adata.obs_names)
+        or idx.index.inferred_type != "string"
+        or not adata.obs_names.is_unique
+    ):
+        return idx
+    if idx.index.is_unique and len(idx) == adata.n_obs and idx.index.isin(adata.obs_names).all():
+        return idx.reindex(adata.obs_names).to_numpy()
+    other = idx.index.difference(adata.obs_names)
+    detail = (
+        f"it names cells not in adata.obs_names, e.g. {other[0]!r}"
+        if len(other)
+        else f"its {len(idx)} entries are not the {adata.n_obs} cells"
+    )
+    raise ValueError(
+        f"{arg} is a boolean Series indexed by other cells than the AnnData's ({detail}): "
+        "build the mask on the AnnData read (adata.obs[...] == ...)."
+    )
+
+
 def check_indices(indices, n_obs: int, name: str = "indices") -> None:
     """Refuse, naming the fix, an ``indices=`` (or the argument ``name``, e.g. DE's ``idx1``)
     that scvi-tools would misread or crash on.
@@ -384,6 +411,7 @@ def loader_arguments(model, args: tuple, kwargs: dict) -> dict:
     adata, indices = kwargs.get("adata"), kwargs.get("indices")
     if adata is None:
         return kwargs
+    indices = kwargs["indices"] = mask_by_name(adata, indices, "indices")
     check_indices(indices, adata.n_obs)
     rows = None if indices is None else np.asarray(indices)
     if rows is None or rows.dtype == bool or not adata.isbacked:
