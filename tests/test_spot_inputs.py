@@ -23,6 +23,19 @@ def split():
 
 
 # ----------------------------------------------------------------------------- references
+def test_from_reference_refuses_a_table_for_an_anndata(split):
+    """A signature table passed as the reference failed with pandas' AttributeError
+    ('DataFrame' object has no attribute 'obs')."""
+    spots, ref = split
+    table = dv.model.NMFDeconv.signatures_from_reference(ref, "cluster")
+    with pytest.raises(
+        TypeError, match=r"reference must be an AnnData; got DataFrame.*signatures="
+    ):
+        dv.model.NMFDeconv.from_reference(spots, reference=table, labels_key="cluster")
+    with pytest.raises(TypeError, match="spots must be an AnnData; got DataFrame"):
+        dv.model.NMFDeconv.from_reference(spots.to_df(), reference=ref, labels_key="cluster")
+
+
 @pytest.mark.parametrize("n_markers", [5, None])
 def test_integer_labels_work_like_names(split, n_markers):
     """Integer cluster ids crashed inside scanpy (IndexError) or signatures ('0' not in list)."""

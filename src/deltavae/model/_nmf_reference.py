@@ -246,6 +246,12 @@ class FromReferenceMixin:
         --------
         >>> d = dv.model.NMFDeconv.from_reference(spots, reference=ref)  # doctest: +SKIP
         """
+        for name, data in (("spots", spots), ("reference", reference)):
+            if not isinstance(data, AnnData):  # a signature table: NMFDeconv(spots, signatures)
+                raise TypeError(
+                    f"{name} must be an AnnData; got {type(data).__name__}. A table of cell-type "
+                    "signatures (types x genes) goes to NMFDeconv(spots, signatures=table)."
+                )
         _refuse_duplicates(pd.Index(spots.var_names.astype(str)), "spots")
         labels = _string_labels(reference, labels_key)
         reference = adata_in_memory(reference)  # read_lazy or backed: signatures need it all
