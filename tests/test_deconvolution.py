@@ -408,6 +408,9 @@ def test_models_fitted_per_spot_load_onto_their_spots_by_name(split, tmp_path):
     with pytest.warns(UserWarning, match="in another order; they are put back"):
         loaded = dv.model.NMFDeconv.load(tmp_path / "nmf", backwards)
     pd.testing.assert_frame_equal(loaded.get_proportions(), before, atol=1e-6)
+    loaded.write_to_adata()  # into the spots given to load (the model's reordered copy before)
+    written = backwards.obsm["proportions"]
+    pd.testing.assert_frame_equal(written.loc[before.index], before, atol=1e-6, check_dtype=False)
     others = spots[:40].copy()
     others.obs_names = [f"other_{i}" for i in range(40)]
     with pytest.raises(ValueError, match=r"150 spots.*got 40 spots, 40 of them not fitted"):

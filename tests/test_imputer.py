@@ -310,6 +310,10 @@ def test_save_load_round_trip(pair, fitted, design, profiles, tmp_path):
         with pytest.warns(UserWarning, match="150 spots in another order"):
             loaded = dv.model.SpatialImputer.load(tmp_path / "imputer", shuffled)
         pd.testing.assert_frame_equal(loaded.impute(), model.impute())
+        loaded.write_to_adata()  # into the spots given to load, not the model's sorted copy
+        pd.testing.assert_frame_equal(
+            shuffled.obsm["imputed"].loc[spatial.obs_names], model.impute()
+        )
         with pytest.raises(ValueError, match=r"each of its 150 spots.*got 100 spots"):
             dv.model.SpatialImputer.load(tmp_path / "imputer", spatial[:100].copy())
     else:

@@ -444,12 +444,6 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         return table
 
     # ------------------------------------------------------------------------- output
-    def _write_target(self, adata: AnnData | None) -> AnnData:
-        """By default the AnnData given to :meth:`load`, also when the model reads a copy of it
-        (its spots put back in the fitted order): results go into it by name."""
-        given = getattr(self, "_query_adata", None)  # set by load
-        return super()._write_target(given if adata is None else adata)
-
     @writes_backed
     def write_to_adata(
         self, adata: AnnData | None = None, n_anchors: int = 20, key_added: str | None = None

@@ -104,16 +104,15 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         return False
 
     def _after_load(self) -> None:
-        """Hook :meth:`load` runs once the saved parameters are in; a mixin that keeps state
-        beyond the parameters (query mapping's frozen weights) overrides it and calls super."""
+        """Hook :meth:`load` runs after the parameters; mixins keeping more state extend it."""
 
     def _training_context(self) -> contextlib.AbstractContextManager:
         """Context :meth:`train` runs the fit in; a mixin may quiet what it expects there."""
         return contextlib.nullcontext()
 
     def _first_restorable_epoch(self, callbacks: list) -> int:
-        """First epoch whose parameters ``train(restore_best=True)`` may keep (a hook: a model
-        whose training changes course mid-run keeps only epochs after that)."""
+        """First epoch ``train(restore_best=True)`` may keep (a hook: a model whose training
+        changes course mid-run keeps only epochs after that)."""
         return 0
 
     @classmethod
@@ -420,7 +419,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
 
     @classmethod
     def register_manager(cls, adata_manager):
-        """scvi-tools' registration, with the field registries sealed (see :func:`_sealed`)."""
+        """scvi-tools' registration, with the field registries sealed (see ``_sealed``)."""
         super().register_manager(_sealed(adata_manager))
 
     def _register_manager_for_instance(self, adata_manager):
@@ -496,5 +495,6 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         return adata
 
     def _write_target(self, adata: AnnData | None) -> AnnData:
-        """The AnnData ``write_to_adata`` writes into: ``adata``, or by default the model's."""
-        return self._resolve_adata(adata)
+        """Where ``write_to_adata`` writes: ``adata``, else the AnnData given to ``load`` (also
+        when the model reads a copy: genes aligned, labels added, spots reordered), else its own."""
+        return self._resolve_adata(getattr(self, "_query_adata", None) if adata is None else adata)

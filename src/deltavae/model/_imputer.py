@@ -448,8 +448,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         ----------
         adata
             The spots (the model's spots or some of them, matched by name, in any order; any
-            genes), e.g. the AnnData passed to :meth:`from_reference`; default the model's own
-            copy.
+            genes), e.g. the AnnData passed to :meth:`from_reference`; default the spots given
+            to :meth:`load`, else the model's own copy.
         genes
             As in :meth:`impute`.
         key_added
@@ -466,7 +466,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         ['obsm/imputed']
         """
         (key,) = prefixed(key_added, self.imputed_key)
-        adata = self._check_spots(adata)
+        adata = self._check_spots(self._write_target(adata))
         imputed = self.impute(genes).loc[adata.obs_names]  # the same spots, any order
         adata.obsm[key] = imputed
         return [f"obsm/{key}"]
@@ -487,12 +487,12 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             (``save(..., save_anndata=True)``).
         **kwargs
             Passed to :meth:`deltavae.model.ZINBVAE.load`.
-
-        Examples
-        --------
-        >>> imputer = dv.model.SpatialImputer.load("imputer/", spots)  # doctest: +SKIP
         """
+        given = adata
         if adata is not None:
             _, var_names, _ = read_saved(cls, dir_path, kwargs.get("prefix"))
             adata = spots_to_load(adata, var_names)
-        return super().load(dir_path, adata=adata, **kwargs)
+        model = super().load(dir_path, adata=adata, **kwargs)
+        if given is not None and model.adata is not given:  # a copy: results go into given
+            model._query_adata = given
+        return model

@@ -466,9 +466,9 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         ----------
         adata
             The spots (amortised: any spots with the training genes; per spot: the training
-            spots or some of them, by name in any order, any genes); default the model's
-            AnnData. Opened ``backed="r+"``, the results also go into its file, in blocks of
-            rows.
+            spots or some of them, by name in any order, any genes); default the spots given
+            to :meth:`load`, else the model's AnnData. Opened ``backed="r+"``, the results
+            also go into its file, in blocks of rows.
         batch_size
             Spots per inference minibatch (amortised).
         key_added
@@ -485,7 +485,7 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         ['obsm/proportions', 'obs/cell_abundance']
         """
         keys = prefixed(key_added, self.proportions_key, self.abundance_key)
-        target = self._resolve_adata(adata)
+        target = self._write_target(adata)
         proportions, abundance, _, n_empty = self._infer(target, batch_size)
         warn_empty_spots(n_empty, len(proportions), "proportions", self._n_read_genes())
         proportions /= proportions.sum(axis=1, keepdims=True)

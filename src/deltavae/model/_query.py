@@ -402,13 +402,6 @@ class QueryMappingMixin(ArchesMixin):
             # else the query changed since mapping: read (and register) it as it is now
         return super()._validate_anndata(adata, copy_if_view=copy_if_view)
 
-    def _write_target(self, adata: AnnData | None) -> AnnData:
-        """By default a query model writes into the query it was given, also when it reads a
-        gene-aligned copy of it (``model.adata``)."""
-        if adata is None and getattr(self, "_query_adata", None) is not None:
-            return self._query_adata
-        return super()._write_target(adata)
-
     def _after_load(self) -> None:
         """A saved query model learns, after loading, only what it learned before saving."""
         super()._after_load()
