@@ -126,6 +126,20 @@ def test_held_out_genes_follow_the_truth(pair, fitted):
     assert elbo.iloc[-1] < 0.95 * elbo.iloc[0] and elbo.iloc[-10:].max() < elbo.iloc[:10].min()
 
 
+def test_a_missing_spot_layer_is_named_before_the_reference_work(pair, monkeypatch):
+    """A misspelled spot layer was found only after the reference's dense copies and clusters
+    (minutes on an atlas reference)."""
+    from deltavae.model import _imputer
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the reference was read before the spots' layer was checked")
+
+    spatial, ref, _ = pair
+    monkeypatch.setattr(_imputer, "reference_genes", reached)
+    with pytest.raises(KeyError, match=r"layer 'count' is not in spatial.layers"):
+        dv.model.SpatialImputer.from_reference(spatial, reference=ref, layer="count")
+
+
 def test_latent_design_imputes_and_its_loss_falls(pair):
     spatial, ref, truth = pair
     model = dv.model.SpatialImputer.from_reference(

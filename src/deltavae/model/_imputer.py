@@ -28,7 +28,7 @@ from ._imputer_reference import (
 from ._matrices import adata_in_memory, to_memory
 from ._saved import read_saved
 from ._spots import SpotModelMixin, fitted_rows, prefixed, spots_to_load, warn_empty_spots
-from ._validation import check_data, warn_user
+from ._validation import _matrix, check_data, warn_user
 
 logger = logging.getLogger(__name__)
 
@@ -257,6 +257,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             if not isinstance(data, AnnData):  # a table of profiles: SpatialImputer(...) itself
                 raise TypeError(f"{name} must be an AnnData; got {type(data).__name__}.")
             _refuse_duplicates(pd.Index(data.var_names.astype(str)), name)
+        _matrix(spatial, layer, "spatial")  # a missing layer is named before the reference work
         reference = adata_in_memory(reference)  # read_lazy or backed: signatures need it all
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
         counts, ref_genes, shared = reference_genes(
