@@ -234,6 +234,10 @@ def test_refusals(pair):
     for wrong in ({"restore_best": True}, {"early_stopping": True}, {"train_size": 0.9}):
         with pytest.raises(ValueError, match=f"holds none out for validation, so {[*wrong][0]}"):
             model.train(max_epochs=1, **wrong)
+    with pytest.raises(ValueError, match="holds none out for validation, so validation_size"):
+        model.train(max_epochs=1, validation_size=0.1)
+    model.train(max_epochs=1, validation_size=0.0)  # no spot held out: what it does anyway
+    assert model.history["elbo_train"].shape[0] == 1
 
 
 def test_a_reference_read_from_disk_builds_the_same_model(pair, tmp_path):

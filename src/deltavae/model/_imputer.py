@@ -338,8 +338,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         if batch_size is None:
             batch_size = min(self.adata.n_obs, 2048) if deconvolution else 128
         held_out = [k for k in ("restore_best", "early_stopping") if kwargs.get(k) in (True,)]
-        sizes = ("train_size", "validation_size")
-        held_out += [k for k in sizes if kwargs.get(k) not in (None, 1.0)]
+        sizes = {"train_size": (None, 1.0), "validation_size": (None, 0.0)}  # all train
+        held_out += [k for k, whole in sizes.items() if kwargs.get(k) not in whole]
         if held_out:
             raise ValueError(
                 f"SpatialImputer fits every spot and holds none out for validation, so "
