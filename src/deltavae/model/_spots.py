@@ -85,8 +85,9 @@ class SpotModelMixin:
     ) -> None:
         """The body of each spot model's ``setup_anndata``: the counts checked a chunk of rows
         at a time, registered as raw counts, plus the model's ``extra_fields`` and, with
-        ``spot_index``, each spot's row (written to ``obs[SPOT_INDEX]`` once the data passed)."""
-        check_setup_target(adata)
+        ``spot_index``, each spot's row (written to ``obs[SPOT_INDEX]`` once the data passed).
+        An argument the model does not take is refused before anything is written."""
+        check_setup_target(adata, kwargs, cls.__name__)
         spots = pd.Index(adata.obs_names.astype(str))
         if spots.has_duplicates:  # results are matched back to spots by name
             raise ValueError(

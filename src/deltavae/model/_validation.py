@@ -248,6 +248,16 @@ _SETUP_INSTEAD = {
         "continuous_covariate_keys": "CGMDVAE takes no continuous covariates",
         "size_factor_key": "CGMDVAE reads each cell's library size from its counts",
     },
+    "Archetypes": {
+        "batch_key": "Archetypes calls each spot's slide (or batch) sample_key",
+    },
+    **{
+        spot_model: {
+            "labels_key": f"{spot_model} reads the reference's cell types: "
+            f"{spot_model}.from_reference(spots, reference, labels_key=...)",
+        }
+        for spot_model in ("NMFDeconv", "SpatialImputer")
+    },
 }
 
 
