@@ -4,6 +4,7 @@ import os
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -238,6 +239,9 @@ def test_bad_size_factors(counts_adata):
     _setup_fails(
         counts_adata, ValueError, "size_factor_key='sf' .* cells hold 'high'", size_factor_key="sf"
     )
+    for flags in (np.ones(300, bool), pd.array([True] * 300, dtype="boolean")):
+        counts_adata.obs["sf"] = flags  # read as a size factor of 1 for every cell
+        _setup_fails(counts_adata, ValueError, "booleans", size_factor_key="sf")
 
 
 def test_bad_model_arguments(counts_adata):

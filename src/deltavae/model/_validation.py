@@ -417,11 +417,19 @@ def check_model_arguments(
 
 
 def check_size_factors(adata: AnnData, size_factor_key: str | None) -> None:
-    """Size factors must be finite and positive."""
+    """Size factors must be finite, positive numbers (not booleans)."""
     if size_factor_key is None:
         return
     check_obs_keys(adata, {"size_factor_key": size_factor_key}, categories=False)
-    given = np.asarray(adata.obs[size_factor_key])
+    column = adata.obs[size_factor_key]
+    if pd.api.types.is_bool_dtype(column) or pd.api.types.infer_dtype(column) == "boolean":
+        # Read as 1 (or 0) per cell: every cell the same library, without a word.
+        raise ValueError(
+            f"size_factor_key={size_factor_key!r} names a column of booleans (True/False), "
+            "not size factors; name a column of positive numbers, e.g. each cell's total "
+            "count divided by their mean."
+        )
+    given = np.asarray(column)
     values = pd.to_numeric(given, errors="coerce").astype(float)  # text: NaN, shown as given
     bad = ~np.isfinite(values) | (values <= 0)
     if bad.any():
