@@ -248,6 +248,14 @@ def test_size_factor_key(counts_adata):
     assert np.isfinite(model.get_elbo(counts_adata.copy()))
 
 
+def test_a_latent_library_asked_for_beside_size_factors_is_said_to_be_ignored(counts_adata):
+    counts_adata.obs["sf"] = 1.0  # scVI, too, uses the size factor and drops the request
+    dv.model.ZINBVAE.setup_anndata(counts_adata, size_factor_key="sf")
+    with pytest.warns(UserWarning, match="use_observed_lib_size=False is ignored"):
+        model = dv.model.ZINBVAE(counts_adata, n_hidden=8, use_observed_lib_size=False)
+    assert model.module.use_observed_lib_size and model.module.l_encoder is None
+
+
 def test_size_factors_of_mean_one_fit_as_the_observed_library_does(counts_adata):
     # scvi-tools' size factors are on any linear scale (scran's have mean 1): with a softmax
     # decoder they predicted about one count per cell (reconstruction loss 10x scVI's).

@@ -36,6 +36,7 @@ from ._validation import (
     check_obs_keys,
     check_setup_target,
     check_size_factors,
+    warn_user,
 )
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ class ZINBVAE(
         ``"gene"``: one inverse dispersion per gene; ``"gene-batch"``: one per gene and batch.
     use_observed_lib_size
         Use each cell's observed library size (or registered size factor); ``False`` learns a
-        latent library size with a per-batch log-normal prior.
+        latent library size with a per-batch log-normal prior. With a ``size_factor_key``
+        registered, the size factor is the library, as in scVI: ``False`` is ignored (with a
+        warning).
     encode_covariates
         Give the batch and categorical covariates to the encoder too (they always reach the
         decoder); scVI's default is ``False``.
@@ -120,7 +123,14 @@ class ZINBVAE(
             if cat_registry is not None
             else None
         )
-        uses_size_factor = self.registry_["setup_args"]["size_factor_key"] is not None
+        size_factor_key = self.registry_["setup_args"]["size_factor_key"]
+        uses_size_factor = size_factor_key is not None
+        if uses_size_factor and not use_observed_lib_size:
+            warn_user(
+                f"use_observed_lib_size=False is ignored: setup_anndata registered "
+                f"size_factor_key={size_factor_key!r}, which is each cell's library (as in "
+                "scVI). Set up without size_factor_key to learn a latent library size."
+            )
         library_log_means = library_log_vars = None
         if not use_observed_lib_size and not uses_size_factor:
             library_log_means, library_log_vars = _init_library_size(self.adata_manager, n_batch)
