@@ -54,6 +54,10 @@ def test_setup_of_a_view_or_a_matrix_says_what_to_pass(counts_adata, model):
     _assert_unchanged(counts_adata, parent)
     with pytest.raises(TypeError, match="needs an AnnData .* got ndarray"):
         cls.setup_anndata(_dense(counts_adata.X))
+    covariate = {"Archetypes": "sample_key", "ZINBVAE": "batch_key", "CGMDVAE": "condition_key"}
+    if model in covariate:  # Archetypes read adata.obs first: an AttributeError
+        with pytest.raises(TypeError, match="needs an AnnData .* got ndarray"):
+            cls.setup_anndata(_dense(counts_adata.X), **{covariate[model]: "condition"})
 
 
 @pytest.mark.parametrize("model", ["ZINBVAE", "CGMDVAE", "NMFDeconv", "Archetypes"])

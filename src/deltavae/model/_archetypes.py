@@ -22,7 +22,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import candidate_samples, candidate_spots, restore_candidate_samples
 from ._spots import SpotModelMixin, prefixed, warn_empty_spots
-from ._validation import check_model_arguments, check_obs_keys
+from ._validation import check_model_arguments, check_obs_keys, check_setup_target
 
 _CP10K = 1e4
 _SAMPLE = REGISTRY_KEYS.BATCH_KEY
@@ -174,6 +174,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> dv.model.Archetypes.setup_anndata(spots, sample_key="slide")  # doctest: +SKIP
         """
         args = cls._get_setup_method_args(**locals())
+        check_setup_target(adata, kwargs, cls.__name__)  # before adata.obs is read
         check_obs_keys(adata, {"sample_key": sample_key})
         samples = [] if sample_key is None else [CategoricalObsField(_SAMPLE, sample_key)]
         cls._register_spots(adata, layer, args, extra_fields=samples, **kwargs)
