@@ -130,6 +130,23 @@ def test_conditions_of_another_type_are_named_with_the_conversion(trained_as):
         dv.model.CGMDVAE(cells, condition_alignment="Auto")  # "could not convert string"
 
 
+def test_cgmdvae_arguments_its_setup_leaves_unused_are_said_to_be_ignored():
+    """classifier_weight without labels, condition_alignment or condition_in_prior without a
+    condition: the model trained as if they were never given, without a word."""
+    cells = _cells()
+    dv.model.CGMDVAE.setup_anndata(cells)
+    ignored = r"ignores classifier_weight=10.*no labels_key.*condition_alignment: it acts on"
+    with pytest.warns(UserWarning, match=ignored + r" conditions.*condition_in_prior"):
+        dv.model.CGMDVAE(
+            cells, classifier_weight=10, condition_alignment=5, condition_in_prior=False, **SMALL
+        )
+    cells = _cells()
+    dv.model.CGMDVAE.setup_anndata(cells, condition_key="condition")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # used: no warning
+        dv.model.CGMDVAE(cells, condition_alignment=5, condition_in_prior=False, **SMALL)
+
+
 def test_labels_keep_their_column_order_whatever_the_unlabelled_mark_sorts_to():
     adata = _cells()
     labels = adata.obs["cluster"].astype(str).to_numpy().astype(object)

@@ -37,7 +37,12 @@ from ._labels import (
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._scvi_glue import HostResultsMixin, scvi_init_names
-from ._training_checks import check_flag, check_start_epoch, refuse_overwriting_read_columns
+from ._training_checks import (
+    check_condition_args,
+    check_flag,
+    check_start_epoch,
+    refuse_overwriting_read_columns,
+)
 from ._validation import (
     check_data,
     check_key_added,
@@ -158,11 +163,7 @@ class CGMDVAE(
     ):
         super().__init__(adata)
         observation = Likelihood(likelihood)
-        if isinstance(condition_alignment, str) and condition_alignment != "auto":
-            raise ValueError(
-                f"condition_alignment must be a number of 0 or more, or 'auto'; got "
-                f"{condition_alignment!r}."
-            )
+        check_condition_args(self, condition_alignment, classifier_weight, condition_in_prior)
         check_model_arguments(
             {"n_latent_w": n_latent_w, "n_hidden": n_hidden, "n_layers": n_layers},
             dropout_rate=dropout_rate,

@@ -378,3 +378,27 @@ def say_if_nothing_restored(asked: bool, best_epoch: int | None) -> None:
             "after the KL warm-up (and CGMDVAE's mixture start) with a finite loss, so none "
             "could be restored. Train for more epochs than the warm-up and the start."
         )
+
+
+def check_condition_args(
+    model, condition_alignment, classifier_weight: float, condition_in_prior: bool
+) -> None:
+    """CGMDVAE's arguments that act on labels or conditions: ``condition_alignment`` a number
+    or "auto", and any of them set away from its default where the setup has no labels or no
+    condition is said to be ignored (it trained as if never given, without a word)."""
+    if isinstance(condition_alignment, str) and condition_alignment != "auto":
+        raise ValueError(
+            f"condition_alignment must be a number of 0 or more, or 'auto'; got "
+            f"{condition_alignment!r}."
+        )
+    unused = []
+    if not model.label_names and classifier_weight != 50.0:
+        unused.append(f"classifier_weight={classifier_weight!r}: it weighs the labels, and "
+                      "setup_anndata named no labels_key")  # fmt: skip
+    if not model.condition_keys:
+        changed = {"condition_alignment": condition_alignment != "auto",
+                   "condition_in_prior": condition_in_prior is not True}  # fmt: skip
+        unused += [f"{name}: it acts on conditions, and setup_anndata named no condition_key"
+                   for name, given in changed.items() if given]  # fmt: skip
+    if unused:
+        warn_user("CGMDVAE ignores " + "; ".join(unused) + ".")
