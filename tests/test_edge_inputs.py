@@ -147,6 +147,14 @@ def test_cgmdvae_arguments_its_setup_leaves_unused_are_said_to_be_ignored():
         dv.model.CGMDVAE(cells, condition_alignment=5, condition_in_prior=False, **SMALL)
 
 
+def test_a_column_both_labels_and_condition_is_refused():
+    """Accepted before: the classifier learned the condition the alignment removed from z."""
+    cells = _cells()
+    with pytest.raises(ValueError, match="'condition' is both labels_key and a condition_key"):
+        dv.model.CGMDVAE.setup_anndata(cells, condition_key="condition", labels_key="condition")
+    assert not [c for c in cells.obs if c.startswith("_scvi")]
+
+
 def test_labels_keep_their_column_order_whatever_the_unlabelled_mark_sorts_to():
     adata = _cells()
     labels = adata.obs["cluster"].astype(str).to_numpy().astype(object)

@@ -274,7 +274,7 @@ class CGMDVAE(
         check_obs_keys(adata, {"condition_key": conditions, "labels_key": labels_checked})
         check_data(adata, layer, kind="real")
         if not query:
-            check_label_setup(adata, labels_key, unlabeled_category, _DEFAULT_UNLABELED)
+            check_label_setup(adata, labels_key, unlabeled_category, _DEFAULT_UNLABELED, conditions)
         if labels_key is None:
             labels_field = CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, None)
         else:

@@ -62,10 +62,14 @@ class LabelsInColumnOrder(LabelsWithUnlabeledObsField):
 
 
 def check_label_setup(
-    adata: AnnData, labels_key: str | None, unlabeled_category: str | None, default: str
+    adata: AnnData,
+    labels_key: str | None,
+    unlabeled_category: str | None,
+    default: str,
+    conditions: list | None = None,
 ) -> None:
     """``setup_anndata``'s labels: ``unlabeled_category`` only with a labels column, and then
-    marking some cells; at least one labelled cell.
+    marking some cells; at least one labelled cell; not a column also set up as a condition.
 
     Examples
     --------
@@ -80,6 +84,12 @@ def check_label_setup(
                 "labels, or omit unlabeled_category for unsupervised training."
             )
         return
+    if labels_key in (conditions or []):
+        raise ValueError(
+            f"{labels_key!r} is both labels_key and a condition_key: the model would cluster by "
+            "the condition it corrects for. Name the cell types as labels and the condition "
+            "(treatment, donor ...) as condition_key."
+        )
     column = adata.obs[labels_key]
     labels = column.astype(str)
     kinds = {type(v).__name__ for v in pd.unique(column.dropna())}
