@@ -81,6 +81,21 @@ def test_labels_that_are_not_names_say_how_to_make_them_names():
     assert sorted(dv.model.CGMDVAE(adata, **SMALL).label_names) == ["0", "1"]
 
 
+@pytest.mark.parametrize("mark", [0, ""])
+def test_a_falsy_unlabelled_mark_marks_the_unlabelled_cells(mark):
+    """unlabeled_category=0 (integer labels 1, 2 with 0 unassigned) failed in scvi-tools
+    ("Expected categories: ['0' '1' '2' 'Unknown']"), and "" was trained as a label of its
+    own: both were read as the default, "Unknown"."""
+    adata = _cells()
+    codes = adata.obs["cluster"].astype(int).to_numpy() + 1
+    codes[::3] = 0
+    adata.obs["type"] = codes if mark == 0 else np.where(codes == 0, "", codes.astype(str))
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="type", unlabeled_category=mark)
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    assert model.label_names == ["1", "2"]
+    assert model.cluster_names == ["1", "2"]
+
+
 @pytest.mark.parametrize("which", ["cgmdvae", "zinbvae covariate"])
 def test_conditions_listed_in_another_order_keep_each_cells_condition(which, tmp_path):
     """A categorical condition column with the training categories in another order (stim

@@ -275,12 +275,12 @@ class CGMDVAE(
         check_data(adata, layer, kind="real")
         if not query:
             check_label_setup(adata, labels_key, unlabeled_category, _DEFAULT_UNLABELED, conditions)
+        # `is None`, not `or`: a falsy mark (0 for integer labels, "") is the user's own.
+        mark = _DEFAULT_UNLABELED if unlabeled_category is None else unlabeled_category
         if labels_key is None:
             labels_field = CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, None)
         else:
-            labels_field = LabelsInColumnOrder(
-                REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category or _DEFAULT_UNLABELED
-            )
+            labels_field = LabelsInColumnOrder(REGISTRY_KEYS.LABELS_KEY, labels_key, mark)
         fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
             ConditionsByName(_CAT, conditions),
@@ -295,7 +295,7 @@ class CGMDVAE(
                 CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, conditions[0] if conditions else None)
             )
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        unlabelled = {labels_key: unlabeled_category or _DEFAULT_UNLABELED} if labels_key else {}
+        unlabelled = {labels_key: mark} if labels_key else {}
         with small_categories_named(adata, [*(conditions or []), *unlabelled], unlabelled, query):
             adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
