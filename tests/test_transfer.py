@@ -5,6 +5,7 @@ import subprocess
 import sys
 import warnings
 
+import anndata
 import numpy as np
 import pandas as pd
 import pytest
@@ -1036,6 +1037,18 @@ def test_differential_abundance_reads_and_writes_the_adata_as_given(reference):
     query.obs.loc[query.obs_names[0], "sample"] = np.nan
     with pytest.raises(ValueError, match="1 missing values"):
         q.differential_abundance(sample_key="sample")
+
+
+def test_differential_abundance_of_integer_samples_leaves_a_writable_adata(reference, tmp_path):
+    """Samples 0, 1 (or True, False) named the columns of obsm["da_log_probs"] as they were,
+    and write_h5ad failed on the AnnData: "0 of type <class 'int'> is an invalid key"."""
+    model, _, _ = reference
+    cells = model.adata[:40].copy()
+    cells.obs["donor"] = np.arange(40) % 2
+    model.differential_abundance(cells, sample_key="donor")
+    assert list(cells.obsm["da_log_probs"].columns) == ["0", "1"]
+    cells.write_h5ad(tmp_path / "cells.h5ad")
+    assert anndata.read_h5ad(tmp_path / "cells.h5ad").obsm["da_log_probs"].shape == (40, 2)
 
 
 def test_balance_groups_leave_out_missing_values_and_are_read_from_the_training_cells():

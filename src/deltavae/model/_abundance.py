@@ -19,7 +19,8 @@ def differential_abundance(
     dof: float | None = None,
 ) -> None:
     """Log density of every cell's latent under each sample's aggregated posterior, written
-    to ``adata.obsm["da_log_probs"]`` (cells x samples), as scvi-tools' ``VAEMixin`` does.
+    to ``adata.obsm["da_log_probs"]`` (cells x samples, a column per sample named as a
+    string, in order of appearance), as scvi-tools' ``VAEMixin`` does.
 
     scvi-tools read the samples from, and wrote the result into, the AnnData the model
     registered: a query model's copy of its query (without the columns added after mapping,
@@ -63,6 +64,10 @@ def differential_abundance(
         )
         rows = [posterior.log_prob(u) for u in torch.split(us, batch_size or len(us))]
         log_probs.append(torch.cat(rows).cpu().numpy())
+    # Columns named as strings: anndata writes no frame with integer or boolean column names
+    # (samples 0, 1, 2 made write_h5ad fail: "0 of type <class 'int'> is an invalid key").
     target.obsm["da_log_probs"] = pd.DataFrame(
-        np.stack(log_probs, axis=1), index=target.obs_names.copy(), columns=names
+        np.stack(log_probs, axis=1),
+        index=target.obs_names.copy(),
+        columns=pd.Index([str(name) for name in names], dtype=object),
     )
