@@ -409,7 +409,7 @@ def test_unlabelled_cells_are_marked_as_the_model_reads_them(counts_adata):
     labels = counts_adata.obs["cluster"].astype(str).to_numpy().astype(object)
     labels[::3] = np.nan
     counts_adata.obs["label"] = labels
-    advice = r"\.astype\(str\)\.replace\('nan', 'Unknown'\)"
+    advice = r"\.astype\(str\)\.where\(adata\.obs\['label'\]\.notna\(\), 'Unknown'\)"
     with pytest.raises(ValueError, match=advice):
         dv.model.CGMDVAE.setup_anndata(counts_adata, labels_key="label")
     # The advice works on numeric labels too (astype(object).fillna mixed floats and text).
@@ -417,8 +417,17 @@ def test_unlabelled_cells_are_marked_as_the_model_reads_them(counts_adata):
     numeric.obs["label"] = numeric.obs["cluster"].astype(int).astype(float).where(labels == labels)
     with pytest.raises(ValueError, match=advice):
         dv.model.CGMDVAE.setup_anndata(numeric, labels_key="label")
-    numeric.obs["label"] = numeric.obs["label"].astype(str).replace("nan", "Unknown")
+    numeric.obs["label"] = numeric.obs["label"].astype(str).where(labels == labels, "Unknown")
     dv.model.CGMDVAE.setup_anndata(numeric, labels_key="label")
+    # And on pandas' string dtype, whose pd.NA astype(str) made "<NA>", not "nan" (replace
+    # left 1/3 of the cells as a label "<NA>").
+    text = counts_adata.copy()
+    text.obs["label"] = pd.Series(labels, index=text.obs_names, dtype="string")
+    with pytest.raises(ValueError, match=advice):
+        dv.model.CGMDVAE.setup_anndata(text, labels_key="label")
+    text.obs["label"] = text.obs["label"].astype(str).where(text.obs["label"].notna(), "Unknown")
+    dv.model.CGMDVAE.setup_anndata(text, labels_key="label")
+    assert "<NA>" not in set(text.obs["label"]) and (text.obs["label"] == "Unknown").sum() == 100
     counts_adata.obs["label"] = counts_adata.obs["label"].fillna("unknown")
     dv.model.CGMDVAE.setup_anndata(counts_adata, labels_key="label")
     with pytest.warns(UserWarning, match="'unknown', which is trained as a cell type of its own"):

@@ -362,8 +362,8 @@ def check_obs_keys(
             if n_missing:
                 fill = (
                     "mark those cells unlabelled ('Unknown' unless unlabeled_category names "
-                    f"another): adata.obs[{key!r}] = adata.obs[{key!r}].astype(str).replace("
-                    "'nan', 'Unknown'), or drop them."
+                    f"another): adata.obs[{key!r}] = adata.obs[{key!r}].astype(str).where("
+                    f"adata.obs[{key!r}].notna(), 'Unknown'), or drop them."
                     if arg == "labels_key"
                     else "fill them with a value of their own or drop those cells."
                 )
