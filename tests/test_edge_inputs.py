@@ -81,6 +81,19 @@ def test_labels_that_are_not_names_say_how_to_make_them_names():
     assert sorted(dv.model.CGMDVAE(adata, **SMALL).label_names) == ["0", "1"]
 
 
+def test_labels_held_as_numpy_strings_are_names():
+    """Labels as np.str_ (names taken from an array one by one) were refused as "object
+    values, read as label names", and with some Python strings as "mixing" str and str_."""
+    adata = _cells()
+    names = np.array(["B", "T", "Unknown"])
+    codes = np.where(np.arange(adata.n_obs) % 3 == 0, 2, adata.obs["cluster"].astype(int))
+    held = [names[c] if i % 2 else str(names[c]) for i, c in enumerate(codes)]
+    adata.obs["type"] = pd.Series(held, index=adata.obs_names, dtype=object)
+    assert {type(v) for v in adata.obs["type"]} == {str, np.str_}
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="type")
+    assert dv.model.CGMDVAE(adata, **SMALL).label_names == ["B", "T"]
+
+
 @pytest.mark.parametrize("mark", [0, ""])
 def test_a_falsy_unlabelled_mark_marks_the_unlabelled_cells(mark):
     """unlabeled_category=0 (integer labels 1, 2 with 0 unassigned) failed in scvi-tools

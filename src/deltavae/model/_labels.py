@@ -92,7 +92,8 @@ def check_label_setup(
         )
     column = adata.obs[labels_key]
     labels = column.astype(str)
-    kinds = {type(v).__name__ for v in pd.unique(column.dropna())}
+    # numpy's strings (np.str_, from indexing an array of names) are strings too.
+    kinds = {"str" if isinstance(v, str) else type(v).__name__ for v in pd.unique(column.dropna())}
     if "str" in kinds and len(kinds) > 1:
         raise ValueError(
             f"adata.obs[{labels_key!r}] mixes strings with other values ({sorted(kinds)}); "
