@@ -79,6 +79,11 @@ def test_labels_that_are_not_names_say_how_to_make_them_names():
         dv.model.CGMDVAE.setup_anndata(adata, labels_key="marked", unlabeled_category="-1")
     dv.model.CGMDVAE.setup_anndata(adata, labels_key="marked", unlabeled_category=-1)
     assert sorted(dv.model.CGMDVAE(adata, **SMALL).label_names) == ["0", "1"]
+    # Integer labels with missing values are floats; filled with -1 they hold -1.0, which
+    # was said not to occur ("so no cell is unlabelled").
+    adata.obs["filled"] = pd.Series(codes, index=adata.obs_names).where(marked >= 0).fillna(-1)
+    with pytest.raises(ValueError, match=r"as floats .*\.astype\(int\)"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="filled", unlabeled_category=-1)
 
 
 def test_labels_held_as_numpy_strings_are_names():

@@ -117,6 +117,13 @@ def check_label_setup(
             "as unlabeled_category)."
         )
     if unlabeled_category is not None and not (labels == str(unlabeled_category)).any():
+        if column.dtype.kind == "f" and (column == unlabeled_category).any():  # -1.0 for -1
+            raise ValueError(
+                f"adata.obs[{labels_key!r}] holds its labels as floats ({column.dtype}, e.g. "
+                f"after fillna), so unlabeled_category={unlabeled_category!r} reads as another "
+                f"value: make them integers, adata.obs[{labels_key!r}] = "
+                f"adata.obs[{labels_key!r}].astype(int)."
+            )
         raise ValueError(
             f"unlabeled_category={unlabeled_category!r} does not occur in "
             f"adata.obs[{labels_key!r}], so no cell is unlabelled. Mark unlabelled cells "
