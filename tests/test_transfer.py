@@ -1049,6 +1049,10 @@ def test_differential_abundance_of_integer_samples_leaves_a_writable_adata(refer
     assert list(cells.obsm["da_log_probs"].columns) == ["0", "1"]
     cells.write_h5ad(tmp_path / "cells.h5ad")
     assert anndata.read_h5ad(tmp_path / "cells.h5ad").obsm["da_log_probs"].shape == (40, 2)
+    # num_cells_posterior=0 drew no cell, and scvi-tools then took every cell for each sample:
+    # the samples' columns came out equal.
+    with pytest.raises(ValueError, match="num_cells_posterior must be a positive integer"):
+        model.differential_abundance(cells, sample_key="donor", num_cells_posterior=0)
 
 
 def test_balance_groups_leave_out_missing_values_and_are_read_from_the_training_cells():

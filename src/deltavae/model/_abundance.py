@@ -42,6 +42,13 @@ def differential_abundance(
             f"sample_key={sample_key!r} is not a column of adata.obs: name the obs column of "
             "the samples whose abundance is compared."
         )
+    if num_cells_posterior is not None and not (
+        isinstance(num_cells_posterior, int | np.integer) and num_cells_posterior >= 1
+    ):  # 0 drew no cell, and scvi-tools' empty selection took every cell for each sample
+        raise ValueError(
+            f"num_cells_posterior must be a positive integer (cells drawn per sample) or None "
+            f"(all of them); got {num_cells_posterior!r}."
+        )
     samples = target.obs[sample_key]
     n_missing = int(samples.isna().sum())
     if n_missing:  # scvi-tools' empty selection took every cell for such a sample
