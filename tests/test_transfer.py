@@ -1,6 +1,7 @@
 """Query mapping, label transfer and perturbation prediction (model/_query.py, _freeze.py,
 _perturbation.py)."""
 
+import functools
 import subprocess
 import sys
 import warnings
@@ -1053,6 +1054,28 @@ def test_differential_abundance_of_integer_samples_leaves_a_writable_adata(refer
     # the samples' columns came out equal.
     with pytest.raises(ValueError, match="num_cells_posterior must be a positive integer"):
         model.differential_abundance(cells, sample_key="donor", num_cells_posterior=0)
+
+
+@pytest.mark.parametrize("dof", [None, 3.0])
+def test_the_aggregated_posterior_has_the_scale_of_each_cells_posterior(reference, dof):
+    """scvi-tools 1.4 gave each component the variance of q(z) as its scale (0.01 for a
+    posterior sd of 0.1), so differential_abundance's log densities were too peaked."""
+    model, _, _ = reference
+    cells = model.adata[:30].copy()
+    loc, var = model.get_latent_representation(cells, return_dist=True)
+    posterior = model.get_aggregated_posterior(cells, dof=dof)
+    base = posterior.component_distribution.base_dist
+    np.testing.assert_allclose(base.scale.cpu().numpy(), np.sqrt(var), rtol=1e-5)
+    cells.obs["one"] = cells.obs_names  # a sample per cell: its own q(z) at its mean
+    model.differential_abundance(cells, sample_key="one", dof=dof)
+    own = np.diag(cells.obsm["da_log_probs"].to_numpy())
+    q = (
+        torch.distributions.Normal
+        if dof is None
+        else functools.partial(torch.distributions.StudentT, dof)
+    )
+    expected = q(torch.as_tensor(loc), torch.as_tensor(np.sqrt(var))).log_prob(torch.as_tensor(loc))
+    np.testing.assert_allclose(own, expected.sum(-1).numpy(), rtol=1e-4)
 
 
 def test_balance_groups_leave_out_missing_values_and_are_read_from_the_training_cells():

@@ -10,6 +10,33 @@ from anndata import AnnData
 
 
 @torch.inference_mode()
+def aggregated_posterior(
+    model, adata, indices, batch_size, dof
+) -> torch.distributions.Distribution:
+    """scvi-tools' ``get_aggregated_posterior``: an equal mixture of the cells' q(z), Normal
+    (``dof`` None) or Student's t components. scvi-tools 1.4 gave the components the
+    variance of q(z) as their scale (too narrow where it is below 1), which scvi-tools
+    later fixed; here the scale is its square root."""
+    from torch import distributions as dist
+
+    model._check_if_trained(warn=False)
+    adata = model._validate_anndata(adata)
+    if indices is None or len(indices) == 0:  # scvi-tools': no cell given is every cell
+        indices = np.arange(adata.n_obs)
+    cells = model._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+    loc, var = model.get_latent_representation(
+        batch_size=batch_size, return_dist=True, dataloader=cells, give_mean=True
+    )
+    loc = torch.as_tensor(np.asarray(loc), device=model.device)
+    scale = torch.as_tensor(np.asarray(var), device=model.device).sqrt()
+    components = dist.Normal(loc, scale) if dof is None else dist.StudentT(dof, loc, scale)
+    return dist.MixtureSameFamily(
+        dist.Categorical(logits=torch.zeros(loc.shape[0], device=model.device)),
+        dist.Independent(components, 1),
+    )
+
+
+@torch.inference_mode()
 def differential_abundance(
     model,
     adata: AnnData | None,
@@ -66,9 +93,7 @@ def differential_abundance(
         indices = np.flatnonzero(values == name)
         if num_cells_posterior is not None and num_cells_posterior < len(indices):
             indices = rng.choice(indices, num_cells_posterior, replace=False)
-        posterior = model.get_aggregated_posterior(
-            adata=data, indices=indices, dof=dof, batch_size=batch_size
-        )
+        posterior = aggregated_posterior(model, data, indices, batch_size, dof)
         rows = [posterior.log_prob(u) for u in torch.split(us, batch_size or len(us))]
         log_probs.append(torch.cat(rows).cpu().numpy())
     # Columns named as strings: anndata writes no frame with integer or boolean column names

@@ -233,6 +233,12 @@ class HostResultsMixin:
         per_cell = super().get_marginal_ll(*call.args[1:], **call.kwargs)
         return float(torch.as_tensor(per_cell).double().mean())
 
+    @functools.wraps(VAEMixin.get_aggregated_posterior)
+    def get_aggregated_posterior(self, adata=None, indices=None, batch_size=None, dof=3.0):  # noqa: D102
+        from ._abundance import aggregated_posterior  # q(z)'s scale, not its variance
+
+        return aggregated_posterior(self, adata, indices, batch_size, dof)
+
     @functools.wraps(VAEMixin.differential_abundance)
     def differential_abundance(  # noqa: D102 - scvi-tools' docstring
         self, adata=None, sample_key=None, batch_size=128, num_cells_posterior=None, dof=None
