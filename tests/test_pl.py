@@ -242,3 +242,15 @@ def test_saving_closes_only_the_figures_a_plot_made(trained, tmp_path):
     _assert_png(tmp_path / "both.png")
     own = dv.pl.embedding(adata, color="cluster", save=tmp_path / "d.png")
     assert not plt.fignum_exists(own.figure.number)
+
+
+def test_a_figure_shown_and_saved_is_closed_as_scanpy_closes_it(trained, tmp_path):
+    """show=True with save left each figure open under a non-interactive backend: a loop
+    over plots met matplotlib's 'More than 20 figures' warning (scanpy closes them)."""
+    _, adata = trained
+    for name in ("a.png", "b.png"):
+        out = dv.pl.cluster_composition(
+            adata, "cluster", "condition", show=True, save=tmp_path / name
+        )
+        assert out is None
+    assert plt.get_fignums() == []

@@ -173,11 +173,11 @@ def savefig_or_show(
         log("saving figure to file %s", path)
     if show:
         plt.show()
-        return None
     if save is not False and fig in _OWN_FIGURES:
-        # The axes stay usable; closing only stops pyplot from accumulating saved figures.
+        # The axes stay usable; closing only stops pyplot from accumulating saved figures
+        # (shown ones too, as scanpy closes them: a non-interactive backend keeps them open).
         plt.close(fig)
-    return axes
+    return None if show else axes
 
 
 class _LabelPlacer(Artist):
