@@ -213,3 +213,20 @@ def test_perturbation_scatter_highlighted_genes_of_equal_means_are_drawn(perturb
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels[1] == "highlighted (4), R² undefined (equal means)"
     assert len(ax.collections[1].get_offsets()) == 4
+
+
+def test_cells_without_probabilities_are_drawn_grey_not_refused(clustered):
+    """ad.concat(join="outer") fills the probabilities of another data set's cells with NaN:
+    the plot refused them ("rows summing to 1"); scanpy draws such cells in light grey."""
+    other = ad.AnnData(np.zeros((20, 3), dtype=np.float32))
+    other.obsm["X_umap"] = np.full((20, 2), 5.0)
+    both = ad.concat([clustered, other], join="outer", index_unique="-")
+    assert np.isnan(both.obsm["cgmdvae_cluster_probs"][200:]).all()
+    entropy = dv.pl.cluster_entropy(both)
+    assert np.isnan(entropy[200:]).all() and np.isfinite(entropy[:200]).all()
+    for ax in dv.pl.cluster_probabilities(both, clusters=["0"], show=False):
+        grey, values = ax.collections
+        assert grey.get_offsets().shape == (20, 2) and values.get_offsets().shape == (200, 2)
+        np.testing.assert_allclose(grey.get_facecolor()[0][:3], 0.827, atol=0.01)
+    with pytest.raises(ValueError, match="rows summing to 1"):
+        dv.pl.cluster_entropy(np.array([[0.5, np.nan], [0.5, 0.5]]))

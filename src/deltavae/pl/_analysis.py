@@ -25,7 +25,9 @@ def cluster_entropy(
     ----------
     probs
         Cells x clusters, rows summing to 1, or an AnnData holding them in
-        ``obsm[probs_key]`` (written by :meth:`deltavae.model.CGMDVAE.write_to_adata`).
+        ``obsm[probs_key]`` (written by :meth:`deltavae.model.CGMDVAE.write_to_adata`). A
+        row of NaN (a cell without results, as ``ad.concat(join="outer")`` leaves the cells
+        of another data set) has a NaN entropy.
     normalize
         Divide by log K so that 0 is a certain assignment and 1 a uniform one.
     probs_key
@@ -33,7 +35,7 @@ def cluster_entropy(
 
     Returns
     -------
-    One value per cell.
+    One value per cell (NaN for a row of NaN).
 
     Examples
     --------
@@ -46,11 +48,17 @@ def cluster_entropy(
     probs = np.asarray(probs, dtype=float)
     if probs.ndim != 2 or probs.shape[1] < 2:
         raise ValueError(f"probs must be cells x clusters (K >= 2); got shape {probs.shape}.")
-    if (probs < 0).any() or not np.allclose(probs.sum(1), 1.0, atol=1e-3):
-        raise ValueError("probs must be non-negative with rows summing to 1.")
+    missing = np.isnan(probs).all(axis=1)  # cells without results
+    known = probs[~missing]
+    if (known < 0).any() or not np.allclose(known.sum(1), 1.0, atol=1e-3):
+        raise ValueError(
+            "probs must be non-negative with rows summing to 1 (or a row all NaN for a cell "
+            "without results)."
+        )
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(probs > 0, probs * np.log(probs), 0.0)
     entropy = 0.0 - terms.sum(1)  # 0.0, not -0.0, for a certain assignment
+    entropy[missing] = np.nan
     return entropy / np.log(probs.shape[1]) if normalize else entropy
 
 
@@ -96,9 +104,11 @@ def _names_from_clusters(adata: AnnData, probs_key: str, cluster_key: str, n: in
     clusters = adata.obs.get(cluster_key)
     if clusters is None:
         return names
-    top = _probabilities(adata, probs_key).argmax(axis=1)
+    probs = _probabilities(adata, probs_key)
+    scored = ~np.isnan(probs).all(axis=1)  # not the cells without results (NaN rows)
+    top = probs[scored].argmax(axis=1)
     for k in np.unique(top):
-        found = clusters[top == k].dropna().astype(str).unique()
+        found = clusters[scored][top == k].dropna().astype(str).unique()
         if len(found) != 1:  # not the column's cluster: names cannot be told
             return [str(j) for j in range(n)]
         names[k] = found[0]
@@ -133,7 +143,9 @@ def cluster_probabilities(
     ----------
     adata
         AnnData with the probabilities in ``obsm[probs_key]`` (written by
-        :meth:`deltavae.model.CGMDVAE.write_to_adata`) and a 2-D embedding.
+        :meth:`deltavae.model.CGMDVAE.write_to_adata`) and a 2-D embedding. Cells whose
+        probabilities are NaN (cells of another data set, after ``ad.concat(join="outer")``)
+        are drawn in light grey.
     probs_key
         obsm entry, cells x clusters.
     basis
@@ -189,8 +201,12 @@ def cluster_probabilities(
         (probs[:, k], f"P(cluster {names[k]})", "viridis", "probability", 1.0) for k in columns
     ]
     for ax, (values, title, colours, bar, vmax) in zip(axes, panels, strict=True):
+        # Cells without results (NaN) in light grey under the others, as scanpy's na_color.
+        missing = np.isnan(values)
+        if missing.any():
+            ax.scatter(*coords[missing].T, c="lightgray", s=size, linewidths=0, rasterized=True)
         # Draw the highest values last so that uncertain (or probable) cells are not hidden.
-        order = np.argsort(values, kind="stable")
+        order = np.flatnonzero(~missing)[np.argsort(values[~missing], kind="stable")]
         points = ax.scatter(
             coords[order, 0],
             coords[order, 1],
