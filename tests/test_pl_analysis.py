@@ -230,3 +230,14 @@ def test_cells_without_probabilities_are_drawn_grey_not_refused(clustered):
         np.testing.assert_allclose(grey.get_facecolor()[0][:3], 0.827, atol=0.01)
     with pytest.raises(ValueError, match="rows summing to 1"):
         dv.pl.cluster_entropy(np.array([[0.5, np.nan], [0.5, 0.5]]))
+
+
+def test_cluster_entropy_of_a_model_says_what_to_pass():
+    """A model (the plots' other argument) failed in float() conversion, naming nothing."""
+
+    class Model:  # stands in for a CGMDVAE: what matters is its predict_clusters
+        def predict_clusters(self, soft=False):
+            return np.array([[1.0, 0.0]])
+
+    with pytest.raises(TypeError, match=r"predict_clusters\(soft=True\)"):
+        dv.pl.cluster_entropy(Model())

@@ -44,6 +44,12 @@ def cluster_entropy(
     [0.0, 1.0]
     >>> adata.obs["entropy"] = cluster_entropy(adata)  # doctest: +SKIP
     """
+    if not isinstance(probs, AnnData) and hasattr(probs, "predict_clusters"):
+        raise TypeError(
+            f"cluster_entropy takes probabilities or an AnnData, not {type(probs).__name__}: "
+            "pass model.predict_clusters(soft=True), or the AnnData after "
+            "model.write_to_adata(adata)."
+        )
     probs = _probabilities(probs, probs_key) if isinstance(probs, AnnData) else probs
     probs = np.asarray(probs, dtype=float)
     if probs.ndim != 2 or probs.shape[1] < 2:
