@@ -173,6 +173,8 @@ def test_an_elbow_written_under_a_prefix_is_found_by_its_key():
         dv.pl.archetype_elbow(adata, show=False)
     ax = dv.pl.archetype_elbow(adata, key="run1_archetypes", show=False)
     assert ax.get_xlabel() == "number of archetypes"
+    ticks = ax.get_xticks()  # whole numbers of archetypes only (2.5 was a tick)
+    np.testing.assert_array_equal(ticks, np.round(ticks))
 
 
 def test_an_elbow_of_a_model_with_a_given_number_says_so():

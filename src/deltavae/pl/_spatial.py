@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
+from matplotlib.ticker import MaxNLocator
 
 from .._docs import doc_ax, doc_params, doc_show_save
 from ._utils import as_names, check_adata, own_axes, panel_axes, savefig_or_show
@@ -245,6 +246,7 @@ def archetype_elbow(
         ax = own_axes((4.5, 3.2))
     ax.plot(ks, explained, marker="o", color="0.3")
     ax.axvline(chosen, color="tab:red", linestyle="--", label=f"chosen: {chosen}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "2.5 archetypes" tick
     ax.set_xlabel("number of archetypes")
     ax.set_ylabel("explained variance")
     ax.set_title("Archetype elbow")
