@@ -254,3 +254,10 @@ def test_a_figure_shown_and_saved_is_closed_as_scanpy_closes_it(trained, tmp_pat
         )
         assert out is None
     assert plt.get_fignums() == []
+
+
+def test_history_of_an_anndata_says_it_takes_the_model(trained):
+    """history(adata) said "The model has no training history; train it first"."""
+    _, adata = trained
+    with pytest.raises(TypeError, match="takes the trained model"):
+        dv.pl.history(adata, show=False)

@@ -35,6 +35,11 @@ _HISTORY_LABELS = {
 
 
 def _history_frames(model) -> Mapping[str, pd.DataFrame]:
+    if isinstance(model, AnnData):  # "has no training history; train it first" misled
+        raise TypeError(
+            "dv.pl.history takes the trained model (or model.history), not an AnnData: the "
+            "training history is kept by the model, not written into the AnnData."
+        )
     history = model if isinstance(model, Mapping) else getattr(model, "history", None)
     if history is None:
         raise ValueError(
