@@ -82,6 +82,27 @@ def test_history_log_axis_labels_plain_numbers_near_the_curves(high, low):
     plt.close(ax.figure)
 
 
+def test_history_log_axis_labels_of_many_decades_do_not_overlap():
+    """log=True with the KL weight (1e-6 to 1) beside the ELBO (~200): 1, 2 and 5 in each of
+    eight decades wrote 24 labels on top of each other."""
+    epochs = np.arange(3)
+    frames = {
+        "elbo_train": pd.DataFrame({"elbo_train": [210.0, 200.0, 195.0]}, index=epochs),
+        "kl_weight": pd.DataFrame({"kl_weight": [1e-6, 1.0, 1.0]}, index=epochs),
+    }
+    ax = dv.pl.history(frames, keys=["elbo_train", "kl_weight"], log=True, show=False)
+    renderer = ax.figure.canvas.get_renderer()
+    ax.figure.canvas.draw()
+    bottom, top = ax.get_ylim()
+    boxes = [
+        tick.label1.get_window_extent(renderer)
+        for tick in ax.yaxis.get_major_ticks()
+        if bottom <= tick.get_loc() <= top and tick.label1.get_text()
+    ]
+    assert len(boxes) >= 2
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
 def test_history_log_axis_refuses_negative_values():
     frames = {"elbo_train": pd.DataFrame({"elbo_train": [5.0, -2.0]}, index=[0, 1])}
     with pytest.raises(ValueError, match="log=False"):

@@ -95,7 +95,8 @@ def _log_ticks(low: float, high: float, n: int = 5) -> list[float]:
 def _log_y_axis(ax: Axes, frames: Sequence[pd.DataFrame]) -> None:
     """Log-scale y axis labelled with plain numbers over whatever range the curves span.
 
-    Over a decade or more the ticks sit at 1, 2 and 5 times powers of ten; over less (an
+    Over more than three decades the ticks sit at powers of ten; from one to three at 1, 2
+    and 5 times powers of ten; over less (an
     ELBO's usual last stretch) at round values spaced as on a linear axis, so that every
     curve has labelled ticks beside it, at its lowest values too.
     """
@@ -108,7 +109,10 @@ def _log_y_axis(ax: Axes, frames: Sequence[pd.DataFrame]) -> None:
         )
     ax.set_yscale("log")
     decades = np.log10(values.max() / values.min()) if values.size else 0.0
-    if decades >= 1:
+    if decades > 3:
+        # 1, 2 and 5 in each of many decades (an ELBO with the KL weight) overlapped.
+        ax.yaxis.set_major_locator(LogLocator())
+    elif decades >= 1:
         ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     elif decades >= 0.3:
         # Evenly spaced on the log axis: linear steps (2,500, 5,000, 7,500) leave the lowest
