@@ -282,3 +282,12 @@ def test_history_of_an_anndata_says_it_takes_the_model(trained):
     _, adata = trained
     with pytest.raises(TypeError, match="takes the trained model"):
         dv.pl.history(adata, show=False)
+
+
+def test_embedding_misspelled_colour_names_close_matches_and_leaves_no_figure(trained):
+    """scanpy's KeyError named no alternative and left its empty figure open (a blank panel
+    in a notebook)."""
+    _, adata = trained
+    with pytest.raises(KeyError, match=r"'clustr': did you mean \['cluster'\]"):
+        dv.pl.embedding(adata, color=["condition", "clustr"], show=False)
+    assert plt.get_fignums() == []

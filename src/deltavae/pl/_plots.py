@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import scanpy as sc
@@ -270,11 +272,30 @@ def embedding(
     if not isinstance(color, str) and color is not None and len(color) > 1:
         # scanpy's default gap fits short legends only: cell type names ran into the next panel.
         kwargs.setdefault("wspace", 0.5)
-    # save=False: scanpy's own autosave must not write a second file under its own name.
-    axes = sc.pl.embedding(adata, basis=key, color=color, ax=ax, show=False, save=False, **kwargs)
+    opened = set(plt.get_fignums())
+    try:
+        # save=False: scanpy's own autosave must not write a second file under its own name.
+        axes = sc.pl.embedding(
+            adata, basis=key, color=color, ax=ax, show=False, save=False, **kwargs
+        )
+    except KeyError as err:
+        # scanpy had opened the figure: an empty one was left behind (shown in a notebook).
+        for number in set(plt.get_fignums()) - opened:
+            plt.close(number)
+        message = err.args[0] if err.args else "color not found"
+        raise KeyError(f"{message}{_close_matches(adata, color)}") from err
     if ax is None:
         own_figure((axes[0] if isinstance(axes, list) else axes).figure)
     return savefig_or_show(axes, name, show, save)
+
+
+def _close_matches(adata: AnnData, color) -> str:
+    """Names close to the colours in neither ``obs`` nor ``var_names``, for a KeyError."""
+    known = [str(c) for c in adata.obs.columns] + [str(g) for g in adata.var_names]
+    missing = [c for c in as_names(color, "color") or [] if c not in set(known)]
+    close = {c: difflib.get_close_matches(str(c), known, n=3) for c in missing}
+    hints = [f"{c!r}: did you mean {found}?" for c, found in close.items() if found]
+    return (" " + " ".join(hints)) if hints else ""
 
 
 def _cell_text(value: float, counts: bool) -> str:
