@@ -291,3 +291,11 @@ def test_embedding_misspelled_colour_names_close_matches_and_leaves_no_figure(tr
     with pytest.raises(KeyError, match=r"'clustr': did you mean \['cluster'\]"):
         dv.pl.embedding(adata, color=["condition", "clustr"], show=False)
     assert plt.get_fignums() == []
+
+
+def test_embedding_of_no_cells_says_so(trained):
+    """A selection of no cells (a misspelled category) met scanpy's ZeroDivisionError."""
+    _, adata = trained
+    with pytest.raises(ValueError, match="no cells"):
+        dv.pl.embedding(adata[adata.obs["cluster"] == "no such"], color="cluster", show=False)
+    assert plt.get_fignums() == []

@@ -261,6 +261,8 @@ def embedding(
     >>> dv.pl.embedding(adata, color=["cell_type", "leiden"], save="_types.png")  # doctest: +SKIP
     """
     check_adata(adata, "embedding")
+    if adata.n_obs == 0:  # scanpy's marker size divided by zero
+        raise ValueError("adata holds no cells: nothing to draw (check the selection).")
     name = basis.removeprefix("X_")
     if basis not in adata.obsm and f"X_{name}" not in adata.obsm:
         raise KeyError(
