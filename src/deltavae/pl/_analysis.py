@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Sequence
 
@@ -295,7 +296,11 @@ def perturbation_scatter(
         highlight = [str(g) for g in as_names(highlight, "highlight")]
         missing = sorted(set(highlight) - set(genes))
         if missing:
-            raise KeyError(f"highlight genes not found: {missing[:5]} ({len(missing)} in all).")
+            close = {g: difflib.get_close_matches(g, genes.tolist(), n=3) for g in missing[:5]}
+            hints = "".join(f" {g!r}: did you mean {c}?" for g, c in close.items() if c)
+            raise KeyError(
+                f"highlight genes not found: {missing[:5]} ({len(missing)} in all).{hints}"
+            )
         mask = np.isin(genes, highlight)
         if mask.sum() >= 3:
             # Genes off on one side (a stimulated-only gene in control cells) have equal
