@@ -107,6 +107,7 @@ def test_history_log_axis_refuses_negative_values():
     frames = {"elbo_train": pd.DataFrame({"elbo_train": [5.0, -2.0]}, index=[0, 1])}
     with pytest.raises(ValueError, match="log=False"):
         dv.pl.history(frames, log=True, show=False)
+    assert plt.get_fignums() == []  # refused before drawing: no figure left open
 
 
 def test_history_accepts_the_history_dict_and_draws_on_a_given_axes(trained):

@@ -94,6 +94,18 @@ def _log_ticks(low: float, high: float, n: int = 5) -> list[float]:
     return sorted(picked)
 
 
+def _log_values(frames: Sequence[pd.DataFrame]) -> np.ndarray:
+    """The finite values of the curves, refused unless all positive (a log axis)."""
+    values = np.concatenate([frame.to_numpy(dtype=float).ravel() for frame in frames])
+    values = values[np.isfinite(values)]
+    if values.size and values.min() <= 0:
+        raise ValueError(
+            f"log=True needs positive values, but the history goes down to {values.min():.4g} "
+            "(a normal likelihood's negative ELBO can be negative); draw it with log=False."
+        )
+    return values
+
+
 def _log_y_axis(ax: Axes, frames: Sequence[pd.DataFrame]) -> None:
     """Log-scale y axis labelled with plain numbers over whatever range the curves span.
 
@@ -102,13 +114,7 @@ def _log_y_axis(ax: Axes, frames: Sequence[pd.DataFrame]) -> None:
     ELBO's usual last stretch) at round values spaced as on a linear axis, so that every
     curve has labelled ticks beside it, at its lowest values too.
     """
-    values = np.concatenate([frame.to_numpy(dtype=float).ravel() for frame in frames])
-    values = values[np.isfinite(values)]
-    if values.size and values.min() <= 0:
-        raise ValueError(
-            f"log=True needs positive values, but the history goes down to {values.min():.4g} "
-            "(a normal likelihood's negative ELBO can be negative); draw it with log=False."
-        )
+    values = _log_values(frames)
     ax.set_yscale("log")
     decades = np.log10(values.max() / values.min()) if values.size else 0.0
     if decades > 3:
@@ -183,6 +189,8 @@ def history(
         )
     elif skipped:
         logger.info("history has no %s; not drawn", skipped)
+    if log:  # refused before a figure is made, not after the curves were drawn
+        _log_values([frames[key] for key in present])
     if ax is None:
         ax = own_axes((5, 3.5))
     drawn = []
