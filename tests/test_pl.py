@@ -292,6 +292,9 @@ def test_embedding_misspelled_colour_names_close_matches_and_leaves_no_figure(tr
     with pytest.raises(KeyError, match=r"'clustr': did you mean \['cluster'\]"):
         dv.pl.embedding(adata, color=["condition", "clustr"], show=False)
     assert plt.get_fignums() == []
+    with pytest.raises(ValueError, match="palette"):  # any of scanpy's errors
+        dv.pl.embedding(adata, color="cluster", palette="not_a_palette", show=False)
+    assert plt.get_fignums() == []
 
 
 def test_embedding_of_no_cells_says_so(trained):

@@ -288,10 +288,12 @@ def embedding(
         axes = sc.pl.embedding(
             adata, basis=key, color=color, ax=ax, show=False, save=False, **kwargs
         )
-    except KeyError as err:
+    except Exception as err:
         # scanpy had opened the figure: an empty one was left behind (shown in a notebook).
         for number in set(plt.get_fignums()) - opened:
             plt.close(number)
+        if not isinstance(err, KeyError):
+            raise
         message = err.args[0] if err.args else "color not found"
         raise KeyError(f"{message}{_close_matches(adata, color)}") from err
     if ax is None:
