@@ -244,3 +244,12 @@ def test_cluster_entropy_of_a_model_says_what_to_pass():
 
     with pytest.raises(TypeError, match=r"predict_clusters\(soft=True\)"):
         dv.pl.cluster_entropy(Model())
+
+
+def test_cluster_probabilities_axes_are_named_as_scanpy_names_them(clustered):
+    """X_pca was labelled PCA1 and X_tsne TSNE1 (scanpy: PC1, tSNE1)."""
+    clustered.obsm["X_pca"] = clustered.obsm["X_tsne"] = clustered.obsm["X_umap"]
+    for basis, label in [("X_pca", "PC1"), ("tsne", "tSNE1"), ("X_umap", "UMAP1")]:
+        ax = dv.pl.cluster_probabilities(clustered, basis=basis, show=False)
+        assert ax.get_xlabel() == label
+        plt.close(ax.figure)

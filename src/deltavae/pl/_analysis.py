@@ -78,6 +78,10 @@ def _probabilities(adata: AnnData, probs_key: str) -> np.ndarray:
     return np.asarray(adata.obsm[probs_key], dtype=float)
 
 
+#: Axis names of the usual embeddings, as scanpy labels them (PC1, not PCA1).
+_AXIS_NAMES = {"umap": "UMAP", "tsne": "tSNE", "pca": "PC"}
+
+
 def _coordinates(adata: AnnData, basis: str) -> tuple[np.ndarray, str]:
     name = basis.removeprefix("X_")
     for key in (basis, f"X_{name}"):
@@ -85,7 +89,7 @@ def _coordinates(adata: AnnData, basis: str) -> tuple[np.ndarray, str]:
             coords = np.asarray(adata.obsm[key], dtype=float)
             if coords.ndim != 2 or coords.shape[1] < 2:
                 raise ValueError(f"obsm[{key!r}] has shape {coords.shape}; expected (cells, 2+).")
-            return coords[:, :2], name.upper() if name in ("umap", "tsne", "pca") else name
+            return coords[:, :2], _AXIS_NAMES.get(name, name)
     raise KeyError(
         f"basis={basis!r} is not in adata.obsm; available: {list(adata.obsm)}. Compute it "
         "first, e.g. sc.pp.neighbors(adata, use_rep='X_cgmdvae'); sc.tl.umap(adata)."
