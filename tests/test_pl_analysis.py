@@ -253,3 +253,12 @@ def test_cluster_probabilities_axes_are_named_as_scanpy_names_them(clustered):
         ax = dv.pl.cluster_probabilities(clustered, basis=basis, show=False)
         assert ax.get_xlabel() == label
         plt.close(ax.figure)
+
+
+def test_perturbation_scatter_of_every_gene_highlighted_lists_no_other_genes(perturbation):
+    predicted, observed = perturbation
+    ax = dv.pl.perturbation_scatter(
+        predicted, observed, highlight=list(observed.var_names), show=False
+    )
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(texts) == 1 and texts[0].startswith("highlighted (50)")

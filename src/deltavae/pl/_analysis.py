@@ -314,14 +314,15 @@ def perturbation_scatter(
             r2_top = float("nan") if constant else mean_expression_r2(*top)
     if ax is None:
         ax = own_axes((4.5, 4.2))
-    ax.scatter(
-        true[~mask],
-        pred[~mask],
-        s=6,
-        color="0.55",
-        linewidths=0,
-        label="other genes" if mask.any() else f"all genes (R² = {r2_all:.2f})",
-    )
+    if not mask.all():  # every gene highlighted: no "other genes" in the legend
+        ax.scatter(
+            true[~mask],
+            pred[~mask],
+            s=6,
+            color="0.55",
+            linewidths=0,
+            label="other genes" if mask.any() else f"all genes (R² = {r2_all:.2f})",
+        )
     if mask.any():
         top_label = f"highlighted ({mask.sum()})"
         if r2_top is not None:
