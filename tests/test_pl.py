@@ -303,3 +303,20 @@ def test_embedding_of_no_cells_says_so(trained):
     with pytest.raises(ValueError, match="no cells"):
         dv.pl.embedding(adata[adata.obs["cluster"] == "no such"], color="cluster", show=False)
     assert plt.get_fignums() == []
+
+
+def test_a_plot_on_an_axes_of_a_subfigure_saves_the_whole_figure(trained, tmp_path):
+    """save= with an ax of fig.subfigures() failed after drawing: 'SubFigure' object has no
+    attribute 'savefig'."""
+    _, adata = trained
+    fig = plt.figure(layout="constrained")
+    left, right = fig.subfigures(1, 2)
+    dv.pl.cluster_composition(
+        adata, "cluster", "condition", ax=left.subplots(), show=False, save=tmp_path / "l.png"
+    )
+    dv.pl.embedding(
+        adata, color="cluster", ax=right.subplots(), show=False, save=tmp_path / "r.png"
+    )
+    _assert_png(tmp_path / "l.png")
+    _assert_png(tmp_path / "r.png")
+    assert plt.fignum_exists(fig.number)  # the user's figure stays open

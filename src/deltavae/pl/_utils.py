@@ -159,7 +159,8 @@ def savefig_or_show(
     windows nor keeps figures in pyplot's memory; the figure of an ``ax`` passed in stays open
     for its other panels.
     """
-    fig = (axes[0] if isinstance(axes, list) else axes).figure
+    # .figure twice: an Axes of a SubFigure (which cannot be saved) to the figure holding it
+    fig = (axes[0] if isinstance(axes, list) else axes).figure.figure
     if save is None:
         save = sc.settings.autosave
     if show is None:
