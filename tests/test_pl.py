@@ -320,3 +320,10 @@ def test_a_plot_on_an_axes_of_a_subfigure_saves_the_whole_figure(trained, tmp_pa
     _assert_png(tmp_path / "l.png")
     _assert_png(tmp_path / "r.png")
     assert plt.fignum_exists(fig.number)  # the user's figure stays open
+
+
+def test_a_figure_that_cannot_be_saved_is_not_left_open(trained, tmp_path):
+    _, adata = trained
+    with pytest.raises(ValueError, match="not supported"):
+        dv.pl.cluster_composition(adata, "cluster", "condition", save=tmp_path / "t.nofmt")
+    assert plt.get_fignums() == []

@@ -167,8 +167,13 @@ def savefig_or_show(
         show = sc.settings.autoshow and not save
     if save is not False:
         path = figure_path(writekey, save)
-        path.parent.mkdir(parents=True, exist_ok=True)  # scanpy's figdir, or the path's folder
-        fig.savefig(path, dpi=_dpi(), bbox_inches="tight")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)  # scanpy's figdir, or the folder
+            fig.savefig(path, dpi=_dpi(), bbox_inches="tight")
+        except Exception:
+            if fig in _OWN_FIGURES:  # not left open, drawn but unsaved, for the next plot
+                plt.close(fig)
+            raise
         # scanpy announces a file it names itself as a warning; a path given is only logged.
         log = logger.info if is_file_path(save) else logger.warning
         log("saving figure to file %s", path)
