@@ -163,14 +163,13 @@ class CGMDVAE(
     ):
         super().__init__(adata)
         observation = Likelihood(likelihood)
-        check_condition_args(self, condition_alignment, classifier_weight, condition_in_prior)
         check_model_arguments(
             {"n_latent_w": n_latent_w, "n_hidden": n_hidden, "n_layers": n_layers},
             dropout_rate=dropout_rate,
             positive={"dirichlet_alpha": dirichlet_alpha},
             non_negative={
                 "classifier_weight": classifier_weight,
-                "condition_alignment": 0 if condition_alignment == "auto" else condition_alignment,
+                "condition_alignment": getattr(condition_alignment, "real", 0),  # text: below
             },
         )
         setup = self.registry_["setup_args"]
@@ -192,9 +191,9 @@ class CGMDVAE(
             n_latent = max(16 if wide else 10, min(n_clusters, _MAX_AUTO_LATENT))
         elif not isinstance(n_latent, (int, np.integer)) or n_latent < 1:
             raise ValueError(f"n_latent must be a positive integer or 'auto', got {n_latent!r}.")
-        if condition_alignment == "auto":
-            # D8, D14, D17: labels and counts 100; no labels 10; labels, not counts 0.
-            condition_alignment = (100.0 if observation.is_count else 0.0) if labels else 10.0
+        condition_alignment = check_condition_args(
+            self, observation.is_count, condition_alignment, classifier_weight, condition_in_prior
+        )
         # Label codes 0..L-1 are the labels; the unlabelled code is last (LabelsInColumnOrder).
         label_to_cluster = [*range(len(labels)), -1] if labels else None
         n_cats_per_cov = self._n_cats_per_cov()

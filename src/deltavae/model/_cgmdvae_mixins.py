@@ -17,7 +17,8 @@ from scvi.model.base import RNASeqMixin
 from ..train._convergence import train_longer
 from ._condition_counts import condition_counts, draw_conditions
 from ._de import CheckedExpressionMixin
-from ._labels import several_conditions_error, warn_if_unlabelled_lookalike
+from ._labels import warn_if_unlabelled_lookalike
+from ._registered import several_conditions_error
 from ._validation import warn_user
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY

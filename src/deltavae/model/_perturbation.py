@@ -20,10 +20,10 @@ from scvi import REGISTRY_KEYS
 
 from ..distributions import round_counts
 from ._cgmdvae_mixins import ClustersMixin
-from ._labels import NoResponseError, condition_column, condition_request, groups_under_both
+from ._labels import NoResponseError, condition_column, groups_under_both
 from ._latent_shift import balance_groups, describe_prediction, latent_shift, training_obs
 from ._matrices import in_memory, row_sums
-from ._registered import category_mappings
+from ._registered import category_mappings, condition_request
 from ._scvi_glue import seeded
 
 

@@ -53,3 +53,48 @@ def decoded_under(registry: dict, key: str, target) -> list[tuple[str, int | Non
         for field, column, name, categories in registered_columns(registry)
         if name == key
     ]
+
+
+def default_condition_key(registry: dict) -> str:
+    """The model's one condition column; several (or none) must be named."""
+    keys = list(category_mappings(registry))
+    if len(keys) != 1:
+        raise ValueError(
+            f"Pass condition_key: the model has {len(keys)} condition covariates ({keys})."
+        )
+    return keys[0]
+
+
+def several_conditions_error(keys: list[str], condition) -> ValueError:
+    """The error for one condition value given to a model of several condition keys.
+
+    Examples
+    --------
+    >>> str(several_conditions_error(["condition", "donor"], "stim"))[:60]
+    "The model has several condition keys, ['condition', 'donor']"
+    """
+    return ValueError(
+        f"The model has several condition keys, {keys}: name each value with its key, e.g. "
+        f"{{{keys[0]!r}: {condition!r}}} (a key left out is drawn, or in translate and "
+        "predict_perturbation kept at each cell's own value)."
+    )
+
+
+def condition_request(registry: dict, target, condition_key: str | None) -> tuple[str, object]:
+    """The condition column and target value of a ``latent_shift`` or ``nearest_response``
+    request; ``translate``'s form, a dict of one key, names both.
+
+    Examples
+    --------
+    >>> condition_request({"field_registries": {}}, {"condition": "stim"}, None)
+    ('condition', 'stim')
+    """
+    if isinstance(target, dict):
+        if len(target) != 1 or condition_key not in (None, *target):
+            raise ValueError(
+                f"target_condition={target!r}: method='latent_shift' or 'nearest_response' "
+                "moves cells on one condition; name one, e.g. target_condition='stim' with "
+                "condition_key='condition', or {'condition': 'stim'}."
+            )
+        ((condition_key, target),) = target.items()
+    return condition_key or default_condition_key(registry), target

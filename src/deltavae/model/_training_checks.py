@@ -381,24 +381,28 @@ def say_if_nothing_restored(asked: bool, best_epoch: int | None) -> None:
 
 
 def check_condition_args(
-    model, condition_alignment, classifier_weight: float, condition_in_prior: bool
-) -> None:
+    model, is_count: bool, condition_alignment, classifier_weight: float, condition_in_prior: bool
+) -> float:
     """CGMDVAE's arguments that act on labels or conditions: ``condition_alignment`` a number
-    or "auto", and any of them set away from its default where the setup has no labels or no
-    condition is said to be ignored (it trained as if never given, without a word)."""
+    or "auto", returned resolved; any of them set away from its default where the setup has no
+    labels or no condition is said to be ignored (it trained as if never given, without a
+    word). A loaded model passes the resolved alignment, which is the default's."""
     if isinstance(condition_alignment, str) and condition_alignment != "auto":
         raise ValueError(
             f"condition_alignment must be a number of 0 or more, or 'auto'; got "
             f"{condition_alignment!r}."
         )
+    # D8, D14, D17: labels and counts 100; no labels 10; labels, not counts 0.
+    auto = (100.0 if is_count else 0.0) if model.label_names else 10.0
     unused = []
     if not model.label_names and classifier_weight != 50.0:
         unused.append(f"classifier_weight={classifier_weight!r}: it weighs the labels, and "
                       "setup_anndata named no labels_key")  # fmt: skip
     if not model.condition_keys:
-        changed = {"condition_alignment": condition_alignment != "auto",
+        changed = {"condition_alignment": condition_alignment not in ("auto", auto),
                    "condition_in_prior": condition_in_prior is not True}  # fmt: skip
         unused += [f"{name}: it acts on conditions, and setup_anndata named no condition_key"
                    for name, given in changed.items() if given]  # fmt: skip
     if unused:
         warn_user("CGMDVAE ignores " + "; ".join(unused) + ".")
+    return auto if condition_alignment == "auto" else condition_alignment
