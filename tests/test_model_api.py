@@ -878,3 +878,24 @@ def test_a_loaded_model_trains_on_as_the_model_it_was_saved_from(which, tmp_path
     )
     pd.testing.assert_frame_equal(loaded.history["elbo_train"], model.history["elbo_train"])
     assert loaded.train_args_ == model.train_args_
+
+
+def test_an_error_in_a_users_callback_leaves_a_trained_model_reading_and_numbering_right():
+    """A callback raising at an epoch's end (its validation logged, its elbo_train not): the
+    module was left in training mode (read-outs drew dropout, moved BatchNorm's statistics)
+    and the next run's first epoch took that epoch's number again in elbo_validation."""
+
+    class Fails(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            raise RuntimeError("callback failed")
+
+    model, _ = _model("zinbvae", max_epochs=2)
+    with pytest.raises(RuntimeError, match="callback failed"):
+        model.train(max_epochs=2, train_size=0.5, callbacks=[Fails()], **TRAIN)
+    assert model.is_trained and not model.module.training
+    np.testing.assert_array_equal(
+        model.get_latent_representation(), model.get_latent_representation()
+    )
+    model.train(max_epochs=1, train_size=0.5, **TRAIN)
+    for key, frame in model.history.items():
+        assert frame.index.is_unique and list(frame.index) == [0, 1, 2], key

@@ -366,7 +366,6 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
             except TrainingDivergedError as err:
                 # The plan restored the last parameters with a finite loss: after at least
                 # one such step the model is trained and usable.
-                self.module.eval()
                 self.is_trained_ = self.is_trained_ or err.restored_at is not None
                 # Read-outs repeat what diverged ("the training loss became nan at ..."), when
                 # the parameters kept come from this run (not from before it).
@@ -376,7 +375,8 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
                     else self.diverged_
                 )
                 raise
-        self.module.eval()
+            finally:  # also after any error (a user's callback): read-outs run in eval mode
+                self.module.eval()
         self.diverged_ = None
         run = {k: v[v.index >= epochs_before] for k, v in self.history.items()}  # this run's
         self.best_epoch_ = None if best is None else best.best_epoch_in(run, epochs_before)

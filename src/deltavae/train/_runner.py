@@ -105,6 +105,16 @@ class DeltaTrainRunner(TrainRunner):
             + (" and has not converged." if epochs else "; no epoch completed.")
         )
 
+    def _drop_unfinished_epoch(self) -> None:
+        """After a failed fit, the rows of the epoch it did not finish (validated, say, before
+        a callback raised at the epoch's end, but without ``elbo_train``): the next run numbers
+        its epochs on from the finished ones and would give that epoch's rows twice."""
+        history = self.model.history_
+        if isinstance(history, dict) and "elbo_train" in history:
+            done = self._epochs_done()
+            for key, frame in history.items():
+                history[key] = frame[frame.index < done]
+
     def _epochs_done(self) -> int:
         """Epochs in the model's history (of every run)."""
         history = self.model.history_ or {}
@@ -144,6 +154,7 @@ class DeltaTrainRunner(TrainRunner):
                 self.trainer.fit(self.training_plan, self.data_splitter, ckpt_path=self.ckpt_path)
         except BaseException as err:
             self._update_history()
+            self._drop_unfinished_epoch()
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
