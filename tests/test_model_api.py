@@ -899,3 +899,14 @@ def test_an_error_in_a_users_callback_leaves_a_trained_model_reading_and_numberi
     model.train(max_epochs=1, train_size=0.5, **TRAIN)
     for key, frame in model.history.items():
         assert frame.index.is_unique and list(frame.index) == [0, 1, 2], key
+
+
+def test_checkpointing_a_further_run_keeps_the_earlier_runs_history(tmp_path):
+    """scvi-tools' SaveCheckpoint marks the model untrained after each save; a trained model
+    trained on with it lost the history of its earlier runs (and trained on as if new)."""
+    from scvi.train import SaveCheckpoint
+
+    model, _ = _model("zinbvae", max_epochs=2)
+    model.train(max_epochs=1, train_size=0.5, callbacks=[SaveCheckpoint(dirpath=tmp_path)], **TRAIN)
+    assert model.is_trained and list(model.history["elbo_train"].index) == [0, 1, 2]
+    assert list(model.history["elbo_validation"].index) == [0, 1, 2]

@@ -153,6 +153,7 @@ class DeltaTrainRunner(TrainRunner):
                     warnings.filterwarnings("ignore", message=_EVAL_MODE)
                 self.trainer.fit(self.training_plan, self.data_splitter, ckpt_path=self.ckpt_path)
         except BaseException as err:
+            self.model.is_trained_ = self.model.is_trained_ or was_trained
             self._update_history()
             self._drop_unfinished_epoch()
             gc.collect()
@@ -161,6 +162,9 @@ class DeltaTrainRunner(TrainRunner):
             if _interrupted(self.trainer, err):
                 raise self._interrupt_note() from err
             raise
+        # scvi-tools' SaveCheckpoint (enable_checkpointing=True) marks the model untrained
+        # after each save: a model trained before would lose the earlier runs' history.
+        self.model.is_trained_ = self.model.is_trained_ or was_trained
         # Fit succeeded: the base class's call fits nothing more, it records the run. Its
         # trainer.fit is replaced by a no-op for that call only.
         fit, self.trainer.fit = self.trainer.fit, lambda *args, **kwargs: None
