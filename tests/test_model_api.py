@@ -910,3 +910,22 @@ def test_checkpointing_a_further_run_keeps_the_earlier_runs_history(tmp_path):
     model.train(max_epochs=1, train_size=0.5, callbacks=[SaveCheckpoint(dirpath=tmp_path)], **TRAIN)
     assert model.is_trained and list(model.history["elbo_train"].index) == [0, 1, 2]
     assert list(model.history["elbo_validation"].index) == [0, 1, 2]
+
+
+def test_restore_best_under_a_users_logger_says_the_epoch_it_restored(tmp_path):
+    """A logger of the user's keeps no model.history: restore_best restored the best epoch
+    but warned that it had kept the last one, and best_epoch_ was None."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    adata = _adata()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=5, n_hidden=16)
+    logger = CSVLogger(tmp_path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=dv.train.NotConvergedWarning)
+        model.train(
+            max_epochs=3, lr=0.3, n_epochs_kl_warmup=None, restore_best=True, logger=logger, **TRAIN
+        )
+    scores = pd.read_csv(tmp_path / "lightning_logs" / "version_0" / "metrics.csv")
+    scores = scores.dropna(subset="validation_loss").set_index("epoch")["validation_loss"]
+    assert model.best_epoch_ == scores.idxmin()

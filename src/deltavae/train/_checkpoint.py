@@ -78,7 +78,8 @@ class RestoreBestValidation(Callback):
         calling one, so the kept epoch is read from it.
         """
         if MONITOR not in history or "kl_weight" not in history:
-            return None
+            # A logger of the user's keeps no history: the epoch this process kept, if any.
+            return None if self.best_epoch is None else self.best_epoch + epochs_before
         frame = history[MONITOR].join(history["kl_weight"], how="inner").astype(float)
         frame = frame[frame.index >= epochs_before]
         keep = [self.eligible(e - epochs_before, k, s) for e, s, k in frame.itertuples(name=None)]
