@@ -929,3 +929,17 @@ def test_restore_best_under_a_users_logger_says_the_epoch_it_restored(tmp_path):
     scores = pd.read_csv(tmp_path / "lightning_logs" / "version_0" / "metrics.csv")
     scores = scores.dropna(subset="validation_loss").set_index("epoch")["validation_loss"]
     assert model.best_epoch_ == scores.idxmin()
+
+
+def test_a_failed_run_leaves_the_split_it_trained_on():
+    """train_indices and validation_indices were set after a successful fit only: a run that
+    raised (a callback, Ctrl-C) after training on a new split left the former one."""
+
+    class Fails(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            raise RuntimeError("callback failed")
+
+    model, adata = _model("zinbvae", max_epochs=1)
+    with pytest.raises(RuntimeError, match="callback failed"):
+        model.train(max_epochs=1, train_size=0.8, callbacks=[Fails()], **TRAIN)
+    assert (len(model.train_indices), len(model.validation_indices)) == (160, 40)

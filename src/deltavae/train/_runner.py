@@ -105,6 +105,16 @@ class DeltaTrainRunner(TrainRunner):
             + (" and has not converged." if epochs else "; no epoch completed.")
         )
 
+    def _record_split(self) -> None:
+        """The model's ``train_indices``, ``validation_indices`` and ``test_indices``: this
+        run's split (also of a failed run, whose steps trained on it), and the cells its
+        positions are of (a load onto other cells forgets the split)."""
+        splitter = self.data_splitter
+        self.model.train_indices = getattr(splitter, "train_idx", None)
+        self.model.test_indices = getattr(splitter, "test_idx", None)
+        self.model.validation_indices = getattr(splitter, "val_idx", None)
+        self.model.split_cells_ = cells_digest(self.model.adata.obs_names)
+
     def _drop_unfinished_epoch(self) -> None:
         """After a failed fit, the rows of the epoch it did not finish (validated, say, before
         a callback raised at the epoch's end, but without ``elbo_train``): the next run numbers
@@ -156,6 +166,8 @@ class DeltaTrainRunner(TrainRunner):
             self.model.is_trained_ = self.model.is_trained_ or was_trained
             self._update_history()
             self._drop_unfinished_epoch()
+            if hasattr(self.data_splitter, "train_idx"):  # this run's cells changed the model
+                self._record_split()
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -172,8 +184,7 @@ class DeltaTrainRunner(TrainRunner):
             super()._run_training_core()
         finally:
             self.trainer.fit = fit
-        # The cells the split's positions are of: a load onto other cells forgets the split.
-        self.model.split_cells_ = cells_digest(self.model.adata.obs_names)
+        self._record_split()
         steps = self.trainer.global_step  # 0 in the launching process of a spawned DDP run
         if not was_trained and steps == 0 and self._epochs_done() == self._epochs_before:
             # No step, no epoch (max_time reached at once): nothing was learnt; read-outs say
