@@ -943,3 +943,18 @@ def test_a_failed_run_leaves_the_split_it_trained_on():
     with pytest.raises(RuntimeError, match="callback failed"):
         model.train(max_epochs=1, train_size=0.8, callbacks=[Fails()], **TRAIN)
     assert (len(model.train_indices), len(model.validation_indices)) == (160, 40)
+
+
+@pytest.mark.parametrize("which", ["zinbvae", "cgmdvae"])
+def test_train_takes_one_callback_as_lightning_does(which):
+    """Lightning's Trainer takes callbacks=<one callback>; train failed with "'...' object is
+    not iterable" (scvi-tools with an AttributeError)."""
+
+    class Counts(Callback):
+        epochs = 0
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            Counts.epochs += 1
+
+    _model(which, max_epochs=4, callbacks=Counts(), restore_best=True)
+    assert Counts.epochs == 4

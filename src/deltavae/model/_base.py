@@ -43,7 +43,9 @@ from ._scvi_glue import (
     refuse_scvi_names,
 )
 from ._training_checks import (
+    callback_list,
     check_registered_columns,
+    check_shuffle_block_size,
     check_trainer_names,
     check_training_arguments,
     early_stopping_floor,
@@ -292,20 +294,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         )
         if strategy is not None:
             trainer_kwargs["strategy"] = strategy
-        if shuffle_block_size is not None and distributed:
-            raise ValueError(
-                "shuffle_block_size is not supported with strategy='ddp': each process already "
-                "reads its own share of the cells; leave shuffle_block_size=None."
-            )
-        if shuffle_block_size is not None and (
-            isinstance(shuffle_block_size, bool)
-            or not isinstance(shuffle_block_size, int | np.integer)
-            or shuffle_block_size < 1
-        ):
-            raise ValueError(
-                f"shuffle_block_size must be a positive integer (cells per block), got "
-                f"{shuffle_block_size!r}; None shuffles single cells."
-            )
+        check_shuffle_block_size(shuffle_block_size, distributed)
         loader = {"block_size": shuffle_block_size} if shuffle_block_size is not None else {}
         if distributed:
             loader["distributed_sampler"] = True
@@ -313,7 +302,8 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         if distributed:  # each process's share has its own last minibatch
             n_train = cells_per_process(n_train, device)
         # First epoch that may be kept or stop the run (after CGMDVAE's mixture start).
-        first = self._first_restorable_epoch(trainer_kwargs.get("callbacks") or [])
+        trainer_kwargs["callbacks"] = callbacks = callback_list(trainer_kwargs.get("callbacks"))
+        first = self._first_restorable_epoch(callbacks)
         if early_stopping:
             steps = math.ceil(n_train / batch_size)  # per epoch, for a warm-up by steps
             early_stopping_floor(max_epochs, plan_kwargs, trainer_kwargs, steps, first)
@@ -324,10 +314,10 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
                 **loader,
                 **(trainer_kwargs.get("datasplitter_kwargs") or {}),
             }
-        trainer_kwargs["callbacks"], best = list(trainer_kwargs.get("callbacks") or []), None
+        best = None
         if restore_best and validates:  # "auto": only where there are validation cells
             best = RestoreBestValidation(first, plan_kwargs.get("max_kl_weight", 1.0))
-            trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), best]
+            callbacks.append(best)
         self.module.clear_own_params()
         if not self.is_query_model:
             # Lightning keeps the modules' modes at the start of fit: a model trained before

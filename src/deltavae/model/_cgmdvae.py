@@ -22,7 +22,7 @@ from ..distributions import Likelihood
 from ..module import CGMDVAEModule
 from ..train._mixture_init import check_method as check_mixture_init
 from ._backed import writes_backed
-from ._base import DeltaModelMixin, _OnDevice
+from ._base import DeltaModelMixin, _OnDevice, callback_list
 from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin, LatentMixin
 from ._condition_counts import record_condition_counts
@@ -369,7 +369,7 @@ class CGMDVAE(
             mixture_init_epoch = None if trained else max(1, max_epochs // 4)
         else:
             check_start_epoch(mixture_init_epoch, max_epochs)
-        callbacks = list(kwargs.pop("callbacks", None) or [])
+        callbacks = callback_list(kwargs.pop("callbacks", None))
         started = mixture_init_epoch is not None and mixture_init_epoch < max_epochs
         if started:
             callbacks.append(

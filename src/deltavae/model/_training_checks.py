@@ -228,6 +228,37 @@ def _term_names(model) -> set[str]:
     return names - {"reconstruction_loss", "kl_local"}
 
 
+def check_shuffle_block_size(shuffle_block_size, distributed: bool) -> None:
+    """Refuse a ``shuffle_block_size`` that is not a positive integer, or one under DDP."""
+    if shuffle_block_size is not None and distributed:
+        raise ValueError(
+            "shuffle_block_size is not supported with strategy='ddp': each process already "
+            "reads its own share of the cells; leave shuffle_block_size=None."
+        )
+    if shuffle_block_size is not None and (
+        not _is_int(shuffle_block_size) or shuffle_block_size < 1
+    ):
+        raise ValueError(
+            f"shuffle_block_size must be a positive integer (cells per block), got "
+            f"{shuffle_block_size!r}; None shuffles single cells."
+        )
+
+
+def callback_list(callbacks) -> list:
+    """``train(callbacks=...)`` as a list of this call's own: Lightning takes one callback or
+    a list of them (scvi-tools' training and CGMDVAE's add theirs to the list).
+
+    Examples
+    --------
+    >>> from lightning.pytorch.callbacks import Callback
+    >>> len(callback_list(Callback())), callback_list(None)
+    (1, [])
+    """
+    from lightning.pytorch.callbacks import Callback
+
+    return [callbacks] if isinstance(callbacks, Callback) else list(callbacks or [])
+
+
 def check_accelerator(accelerator) -> None:
     """Refuse a GPU accelerator where torch sees none (the CLI asks this before reading)."""
     if str(accelerator).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
