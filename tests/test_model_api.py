@@ -958,3 +958,12 @@ def test_train_takes_one_callback_as_lightning_does(which):
 
     _model(which, max_epochs=4, callbacks=Counts(), restore_best=True)
     assert Counts.epochs == 4
+
+
+def test_the_plateau_schedule_steps_at_the_epochs_that_validate():
+    """reduce_lr_on_plateau with check_val_every_n_epoch=2 stopped at the end of epoch 0 with
+    Lightning's "conditioned on metric elbo_validation which is not available"."""
+    plan = {"reduce_lr_on_plateau": True, "lr_patience": 0, "lr_threshold": 1e6}
+    model, _ = _model("zinbvae", max_epochs=4, check_val_every_n_epoch=2, plan_kwargs=plan)
+    # Two validations: the first sets the best, the second (no gain of 1e6) lowers the rate.
+    assert model.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * 0.6)

@@ -122,7 +122,8 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
     reduce_lr_on_plateau, lr_factor, lr_patience, lr_threshold, lr_scheduler_metric, lr_min
         scvi-tools' learning-rate schedule: multiply the rate by ``lr_factor`` when
         ``lr_scheduler_metric`` has not improved by ``lr_threshold`` for ``lr_patience``
-        epochs, down to ``lr_min``.
+        epochs (for a validation metric, validations: ``check_val_every_n_epoch``), down to
+        ``lr_min``.
     n_epochs_kl_warmup
         Epochs over which the KL weight rises linearly from ``min_kl_weight`` to 1.
     min_kl_weight
@@ -203,9 +204,19 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
             min_lr=self.lr_min,
             threshold_mode="abs",
         )
+        # A validation metric exists only at the epochs that validate: the schedule steps there
+        # (Lightning refused the epochs between them with check_val_every_n_epoch > 1).
+        every = getattr(self._trainer, "check_val_every_n_epoch", None) or 1
+        validated = self.lr_scheduler_metric.endswith("_validation") or (
+            self.lr_scheduler_metric == "validation_loss"
+        )
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.lr_scheduler_metric},
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": self.lr_scheduler_metric,
+                "frequency": every if validated else 1,
+            },
         }
 
     @property
