@@ -967,3 +967,14 @@ def test_the_plateau_schedule_steps_at_the_epochs_that_validate():
     model, _ = _model("zinbvae", max_epochs=4, check_val_every_n_epoch=2, plan_kwargs=plan)
     # Two validations: the first sets the best, the second (no gain of 1e6) lowers the rate.
     assert model.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * 0.6)
+
+
+def test_a_further_run_numbers_the_learning_rates_steps_on():
+    """The learning rate's history (LearningRateMonitor's, by step) of a further run was
+    shifted by the epochs trained before: steps 0, 2, 4 then 3, 5."""
+    plan = {"reduce_lr_on_plateau": True}
+    model, _ = _model("zinbvae", max_epochs=3, batch_size=50, plan_kwargs=plan)
+    model.train(max_epochs=2, train_size=0.5, batch_size=50, plan_kwargs=plan, **TRAIN)
+    steps = model.history["lr-Adam"].index
+    assert steps.is_monotonic_increasing and steps.is_unique and len(steps) == 5
+    assert list(np.diff(steps)) == [steps[1] - steps[0]] * 4  # one epoch's steps apart

@@ -36,6 +36,15 @@ def _interrupted(trainer, err: BaseException) -> bool:
     )
 
 
+def _steps_after(frame: pd.DataFrame | None) -> int:
+    """The step after an earlier run's rows indexed by step, logged one an epoch (at its
+    start): the last row's step and one epoch's steps, the spacing of the last rows."""
+    if frame is None or frame.empty:
+        return 0
+    steps = frame.index.to_numpy()
+    return int(steps[-1] + (steps[-1] - steps[-2] if len(steps) > 1 else 1))
+
+
 class DeltaTrainRunner(TrainRunner):
     """:class:`scvi.train.TrainRunner` that lets a failed fit raise without printing.
 
@@ -78,9 +87,13 @@ class DeltaTrainRunner(TrainRunner):
             # gives validation rows (check_val_every_n_epoch > 1) the wrong epochs, and drops
             # the keys the earlier runs lacked. Every row keeps its epoch, counted on from the
             # epochs trained before this run (set before the fit, whose end or failure is
-            # the only caller).
+            # the only caller). Rows by step (LearningRateMonitor's "lr-Adam") count on from
+            # the earlier runs' steps.
             for key, frame in (_safe_load_logger_history(self.trainer) or {}).items():
-                frame = frame.set_axis(frame.index + self._epochs_before)
+                before = model.history_.get(key)
+                by_step = frame.index.name == "step"
+                offset = _steps_after(before) if by_step else self._epochs_before
+                frame = frame.set_axis(frame.index + offset)
                 if key in model.history_:
                     frame = pd.concat([model.history_[key], frame])
                 model.history_[key] = frame
@@ -123,7 +136,8 @@ class DeltaTrainRunner(TrainRunner):
         if isinstance(history, dict) and "elbo_train" in history:
             done = self._epochs_done()
             for key, frame in history.items():
-                history[key] = frame[frame.index < done]
+                if frame.index.name != "step":  # rows by epoch
+                    history[key] = frame[frame.index < done]
 
     def _epochs_done(self) -> int:
         """Epochs in the model's history (of every run)."""
