@@ -978,3 +978,11 @@ def test_a_further_run_numbers_the_learning_rates_steps_on():
     steps = model.history["lr-Adam"].index
     assert steps.is_monotonic_increasing and steps.is_unique and len(steps) == 5
     assert list(np.diff(steps)) == [steps[1] - steps[0]] * 4  # one epoch's steps apart
+
+
+def test_another_torch_optimiser_trains_at_the_rate_given():
+    """plan_kwargs["optim"] (the error for an unknown optimizer advises it): torch's SGD failed
+    on Adam's eps ("unexpected keyword argument 'eps'"), and train(lr=...) was dropped."""
+    model, _ = _model("zinbvae", max_epochs=1, lr=0.05, plan_kwargs={"optim": torch.optim.SGD})
+    optimiser = model.trainer.optimizers[0]
+    assert isinstance(optimiser, torch.optim.SGD) and optimiser.defaults["lr"] == 0.05

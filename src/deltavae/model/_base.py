@@ -174,7 +174,8 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
             ``early_stopping_min_delta`` go in ``trainer_kwargs``), not before the KL warm-up
             and a patience after it have passed.
         lr
-            Adam learning rate (default 1e-3).
+            Adam learning rate (default 1e-3), also of an optimiser given as
+            ``plan_kwargs["optim"]``.
         n_epochs_kl_warmup
             Epochs of linear KL warm-up; ``"auto"`` is a quarter of ``max_epochs`` for a
             model not trained before and none for one trained before (it trains on under the

@@ -349,11 +349,12 @@ def refuse_overwriting_read_columns(registry: dict, written: list[str], key_adde
 def lr_into_optim_kwargs(lr, plan_kwargs: dict) -> tuple:
     """``lr`` and ``plan_kwargs`` for scvi-tools' Pyro ``train``, which replaces
     ``plan_kwargs["optim_kwargs"]`` by ``{"lr": lr}`` when given a rate: with both, the rate
-    joins the other optimiser settings (weight decay, eps ...), which were dropped."""
+    joins the other optimiser settings (weight decay, eps ...), which were dropped; and which
+    drops the rate given with ``plan_kwargs["optim"]`` (another optimiser): it is kept."""
     optim = plan_kwargs.get("optim_kwargs")
-    if lr is None or not optim:
+    if lr is None or not (optim or "optim" in plan_kwargs):  # scvi-tools drops lr with optim
         return lr, plan_kwargs
-    return None, {**plan_kwargs, "optim_kwargs": {**optim, "lr": lr}}
+    return None, {**plan_kwargs, "optim_kwargs": {**(optim or {}), "lr": lr}}
 
 
 def early_stopping_floor(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import inspect
 import sys
 import warnings
 
@@ -154,21 +155,27 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         lr_min: float = 0.0,
         **kwargs,
     ):
-        optim_kwargs = {"lr": DEFAULT_LR, "eps": 0.01, **(optim_kwargs or {})}
+        optim_kwargs = dict(optim_kwargs or {})
         if lr is not None:
             optim_kwargs["lr"] = lr
         if eps is not None:
             optim_kwargs["eps"] = eps
         if weight_decay is not None:
             optim_kwargs["weight_decay"] = weight_decay
-        # Never the optimiser's own default (AdamW's is 0.01): 0 unless asked for.
-        optim_kwargs.setdefault("weight_decay", 0.0)
         if optimizer not in _OPTIMIZERS:
             raise ValueError(
                 f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}; pass "
                 "optim=<a torch.optim class> for another."
             )
         kwargs.setdefault("optim", _OPTIMIZERS[optimizer])
+        # scvi-tools' eps, and a weight decay never the optimiser's own (AdamW's is 0.01): 0
+        # unless asked for; to an optimiser that takes them (torch's SGD has no eps).
+        takes = inspect.signature(kwargs["optim"]).parameters
+        defaults = {"lr": DEFAULT_LR, "eps": 0.01, "weight_decay": 0.0}
+        optim_kwargs = {
+            **{k: v for k, v in defaults.items() if k in takes or k == "lr"},
+            **optim_kwargs,
+        }
         super().__init__(
             pyro_module,
             optim_kwargs=optim_kwargs,
