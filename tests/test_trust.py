@@ -206,13 +206,15 @@ def test_a_diverged_model_says_so_after_save_and_load(tmp_path):
         loaded.get_normalized_expression()
 
 
-@pytest.mark.parametrize("lr", [0.05, None])
-def test_an_unconverged_run_at_a_huge_rate_names_the_rate(lr):
+@pytest.mark.parametrize(
+    "lr, plan", [(0.05, None), (None, None), (0.05, {"optim_kwargs": {"weight_decay": 0.0}})]
+)
+def test_an_unconverged_run_at_a_huge_rate_names_the_rate(lr, plan):
     """A user's trial: lr=1 left the ELBO 7 times its optimum and the advice was only to
-    train longer."""
+    train longer (also when lr came with other optimiser settings)."""
     model = _zinbvae(_counts())
     with pytest.warns(dv.train.NotConvergedWarning) as record:
-        model.train(max_epochs=12, lr=lr, n_epochs_kl_warmup=None, **TRAIN)
+        model.train(max_epochs=12, lr=lr, n_epochs_kl_warmup=None, plan_kwargs=plan, **TRAIN)
     (ours,) = [str(w.message) for w in record if w.category is dv.train.NotConvergedWarning]
     named = "learning rate (lr=0.05) is 50 times the default (0.001)" in ours
     assert named == (lr is not None), ours

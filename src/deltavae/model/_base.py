@@ -377,7 +377,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
             plan_kwargs.get("max_kl_weight", 1.0),
         )  # fmt: skip
         if verdict is not None:
-            rate = lr if lr is not None else plan_kwargs.get("lr")
+            rate = (self.train_args_ or {}).get("lr")  # as trained (lr, plan_kwargs ...)
             note = high_rate_note(rate) if self._default_lr == DEFAULT_LR else ""
             warn_user(verdict + note, NotConvergedWarning)
         return out
