@@ -921,8 +921,7 @@ def test_restore_best_under_a_users_logger_says_the_epoch_it_restored(tmp_path):
     dv.model.ZINBVAE.setup_anndata(adata)
     model = dv.model.ZINBVAE(adata, n_latent=5, n_hidden=16)
     logger = CSVLogger(tmp_path)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=dv.train.NotConvergedWarning)
+    with pytest.warns(UserWarning, match="logger=CSVLogger keeps no training history"):
         model.train(
             max_epochs=3, lr=0.3, n_epochs_kl_warmup=None, restore_best=True, logger=logger, **TRAIN
         )

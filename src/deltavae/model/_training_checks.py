@@ -81,9 +81,12 @@ def check_training_arguments(
     val_every = trainer_kwargs.get("check_val_every_n_epoch", 1)
     monitor = trainer_kwargs.get("early_stopping_monitor")
     split = trainer_kwargs.get("datasplitter_kwargs") or {}
-    if trainer_kwargs.get("logger") is False:
+    logger = trainer_kwargs.get("logger")
+    if logger is not None and type(logger).__name__ != "SimpleLogger":  # scvi-tools' own
+        # Lightning's loggers (logger=True, CSVLogger ...) replace scvi-tools' in-memory one.
+        name = repr(logger) if isinstance(logger, bool) else type(logger).__name__
         warn_user(
-            "logger=False keeps no training history: model.history, best_epoch_ and the "
+            f"logger={name} keeps no training history: model.history, best_epoch_ and the "
             "check that training converged (NotConvergedWarning) are lost. The default "
             "history is kept in memory and writes no files; leave logger out to keep them."
         )
