@@ -584,6 +584,8 @@ def test_plan_kwargs_reach_the_optimiser():
     assert model.history["lr-AdamW"]["lr-AdamW"].iloc[0] == pytest.approx(5e-3)
     with pytest.raises(ValueError, match="disagree"):
         model.train(max_epochs=1, lr=1e-3, plan_kwargs={"lr": 1e-2}, **TRAIN)
+    with pytest.raises(ValueError, match=r"lr=0.001 and plan_kwargs\['optim_kwargs'\]\['lr'\]"):
+        model.train(max_epochs=1, lr=1e-3, plan_kwargs={"optim_kwargs": {"lr": 1e-2}}, **TRAIN)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         model.train(max_epochs=1, plan_kwargs={"optimizer": "SGD"}, **TRAIN)
     with pytest.raises(ValueError, match="reduce_lr_on_plateau watches"):

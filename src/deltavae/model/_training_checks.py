@@ -355,6 +355,11 @@ def lr_into_optim_kwargs(lr, plan_kwargs: dict) -> tuple:
     joins the other optimiser settings (weight decay, eps ...), which were dropped; and which
     drops the rate given with ``plan_kwargs["optim"]`` (another optimiser): it is kept."""
     optim = plan_kwargs.get("optim_kwargs")
+    if lr is not None and (optim or {}).get("lr", lr) != lr:  # lr won over it, silently
+        raise ValueError(
+            f"lr={lr!r} and plan_kwargs['optim_kwargs']['lr']={optim['lr']!r} disagree; pass "
+            "one of them."
+        )
     if lr is None or not (optim or "optim" in plan_kwargs):  # scvi-tools drops lr with optim
         return lr, plan_kwargs
     return None, {**plan_kwargs, "optim_kwargs": {**(optim or {}), "lr": lr}}
