@@ -497,6 +497,19 @@ def test_threads_reach_torch_and_are_restored(synthetic_h5ad, tmp_path, monkeypa
     assert dv.default_threads() == min(dv._threads.available_cpus(), 8)
 
 
+def test_default_threads_follow_a_cgroup_v1_cpu_quota(tmp_path):
+    # A container on cgroup v1 (older Docker, Kubernetes, HPC nodes) with --cpus=2: its quota
+    # is in cpu/cpu.cfs_quota_us, not cgroup v2's cpu.max; it was ignored (8 threads on 2 CPUs).
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("150000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert dv._threads._cgroup_cpus(tmp_path) == 2
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # no quota
+    assert dv._threads._cgroup_cpus(tmp_path) is None
+    (tmp_path / "cpu.max").write_text("300000 100000\n")  # cgroup v2 comes first
+    assert dv._threads._cgroup_cpus(tmp_path) == 3
+
+
 def _import_in_fresh_process(code: str, **env) -> list[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "DELTAVAE"))}
     result = subprocess.run(

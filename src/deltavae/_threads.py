@@ -48,21 +48,36 @@ ENV_VAR = "DELTAVAE_THREADS"
 MAX_DEFAULT_THREADS = 8
 #: Environment variables by which a user has already chosen OpenMP's or MKL's thread count.
 _USER_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_CGROUP = Path("/sys/fs/cgroup")
 
 
-def _cgroup_cpus() -> int | None:
-    # cgroup v2 "cpu.max": "<quota> <period>" in microseconds, or "max <period>" (no quota).
+def _cgroup_cpus(root: Path = _CGROUP) -> int | None:
+    # cgroup v2 "cpu.max": "<quota> <period>" in microseconds, or "max <period>" (no quota);
+    # cgroup v1 (older Docker, Kubernetes and HPC nodes): "cpu.cfs_quota_us" (-1: no quota)
+    # and "cpu.cfs_period_us" in the cpu controller's folder.
     try:
-        fields = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        fields = (root / "cpu.max").read_text().split()
     except OSError:
-        return None
-    if len(fields) != 2 or fields[0] == "max":
+        fields = _cgroup_v1_quota(root)
+    if fields is None or len(fields) != 2 or fields[0] == "max":
         return None
     try:
         quota, period = int(fields[0]), int(fields[1])
     except ValueError:
         return None
     return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+
+
+def _cgroup_v1_quota(root: Path) -> list[str] | None:
+    for folder in ("cpu", "cpu,cpuacct"):
+        try:
+            return [
+                (root / folder / f"cpu.cfs_{name}_us").read_text().strip()
+                for name in ("quota", "period")
+            ]
+        except OSError:
+            continue
+    return None
 
 
 def available_cpus() -> int:
