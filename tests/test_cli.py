@@ -497,6 +497,19 @@ def test_threads_reach_torch_and_are_restored(synthetic_h5ad, tmp_path, monkeypa
     assert dv.default_threads() == min(dv._threads.available_cpus(), 8)
 
 
+def test_set_threads_takes_numpy_integers_and_refuses_the_rest():
+    before = torch.get_num_threads()
+    try:
+        assert dv.set_threads(np.int64(2)) == 2
+        assert type(dv.set_threads(np.int32(1))) is int
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    for bad in (0, -1, 2.0, "2", True, np.float64(2)):
+        with pytest.raises(ValueError, match="positive integer"):
+            dv.set_threads(bad)
+
+
 def test_default_threads_follow_a_cgroup_v1_cpu_quota(tmp_path):
     # A container on cgroup v1 (older Docker, Kubernetes, HPC nodes) with --cpus=2: its quota
     # is in cpu/cpu.cfs_quota_us, not cgroup v2's cpu.max; it was ignored (8 threads on 2 CPUs).

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 from pathlib import Path
 
@@ -171,8 +172,10 @@ def set_threads(n: int | None = None) -> int:
 
     if n is None:
         n = default_threads()
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    # numpy's integers too (np.int64(os.cpu_count() // 2), a value read from an array)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"n must be a positive integer or None, got {n!r}.")
+    n = int(n)
     torch.set_num_threads(n)
     return n
 
