@@ -15,7 +15,7 @@ Examples
 Importing deltavae sets ``OMP_WAIT_POLICY=PASSIVE`` (unless set) before torch is loaded, so
 that torch's idle threads sleep instead of spinning on a busy machine, and sets a thread count
 suited to the CPUs this process may use unless one was chosen already (see :func:`set_threads`
-and ``DELTAVAE_THREADS``). It also quiets three dependency messages that tell a user nothing
+and ``DELTAVAE_THREADS``). It also quiets a few dependency messages that tell a user nothing
 (see :mod:`deltavae._logging`). The subpackages load on first use: ``dv.model`` imports
 scvi-tools, Lightning and scanpy, ``import deltavae`` alone only torch.
 """
