@@ -497,6 +497,16 @@ def test_threads_reach_torch_and_are_restored(synthetic_h5ad, tmp_path, monkeypa
     assert dv.default_threads() == min(dv._threads.available_cpus(), 8)
 
 
+def test_quieting_filters_leave_a_malformed_record_to_logging():
+    # deltavae's filter on a dependency's logger formatted the record itself: a message whose
+    # arguments do not fit raised into the dependency's code, where logging reports it instead.
+    from deltavae._logging import QUIET_MESSAGES
+
+    record = logging.makeLogRecord({"msg": "%d files", "args": ("two",)})
+    for name in QUIET_MESSAGES:
+        assert all(f.filter(record) for f in logging.getLogger(name).filters)
+
+
 def test_set_threads_takes_numpy_integers_and_refuses_the_rest():
     before = torch.get_num_threads()
     try:

@@ -66,7 +66,10 @@ class DropMessages(logging.Filter):
         self.fragments = fragments
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is the handler's to report
+            return True  # (as "--- Logging error ---"), not to raise into the caller's code
         return not any(fragment in message for fragment in self.fragments)
 
 
