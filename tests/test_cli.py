@@ -507,6 +507,17 @@ def test_quieting_filters_leave_a_malformed_record_to_logging():
         assert all(f.filter(record) for f in logging.getLogger(name).filters)
 
 
+def test_a_transfers_quieting_filter_drops_its_messages_and_passes_malformed_ones():
+    from deltavae.model._scvi_glue import _without_message
+
+    bad = logging.makeLogRecord({"msg": "%d files", "args": ("two",)})
+    quiet = logging.makeLogRecord({"msg": "Input AnnData not setup with scvi-tools. attempting"})
+    with _without_message("deltavae.test_quiet", "Input AnnData not setup with scvi-tools"):
+        (drop,) = logging.getLogger("deltavae.test_quiet").filters
+        assert drop.filter(bad) and not drop.filter(quiet)
+    assert not logging.getLogger("deltavae.test_quiet").filters
+
+
 def test_set_threads_takes_numpy_integers_and_refuses_the_rest():
     before = torch.get_num_threads()
     try:

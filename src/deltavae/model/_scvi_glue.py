@@ -16,6 +16,7 @@ from scvi.data._constants import _FIELD_REGISTRIES_KEY as _FIELD_REGISTRIES
 from scvi.model.base import VAEMixin
 from scvi.module.base._decorators import _move_data_to_device
 
+from .._logging import DropMessages
 from ._matrices import on_disk, to_memory
 
 
@@ -34,19 +35,11 @@ def _sealed(adata_manager):
 _SCVI_MODEL_LOGGER = "scvi.model.base._base_model"
 
 
-class _MessageFilter(logging.Filter):
-    def __init__(self, starts: tuple[str, ...]):
-        super().__init__()
-        self.starts = starts
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.starts)
-
-
 @contextlib.contextmanager
 def _without_message(logger_name: str, *starts: str):
-    """Drop the records of one logger that start with one of ``starts``, inside the block."""
-    target, drop = logging.getLogger(logger_name), _MessageFilter(starts)
+    """Drop the records of one logger that hold one of ``starts``, inside the block (a
+    malformed record is left to logging's own report, as the import-time filters do)."""
+    target, drop = logging.getLogger(logger_name), DropMessages(starts)
     target.addFilter(drop)
     try:
         yield
