@@ -285,6 +285,20 @@ def test_empty_cluster_advice_can_be_followed(counts_adata, monkeypatch):
     assert "n_clusters=" not in str(record[0].message)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU asked for is there")
+def test_load_and_query_mapping_asking_for_a_missing_gpu_say_so(tmp_path):
+    # As train does: Lightning's own error ("No supported gpu backend found!") names no fix.
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, **SMALL)
+    model.save(tmp_path / "m")
+    for accelerator in ("gpu", "cuda"):
+        with pytest.raises(ValueError, match=f"accelerator='{accelerator}' asks for a GPU"):
+            dv.model.ZINBVAE.load(tmp_path / "m", adata, accelerator=accelerator)
+        with pytest.raises(ValueError, match=f"accelerator='{accelerator}' asks for a GPU"):
+            dv.model.ZINBVAE.load_query_data(adata.copy(), model, accelerator=accelerator)
+
+
 def test_training_arguments_that_would_be_ignored_or_fail_late_are_refused():
     adata = _cells()
     dv.model.ZINBVAE.setup_anndata(adata)

@@ -36,6 +36,7 @@ from ._labels import refuse_other_type
 from ._registered import category_mappings
 from ._saved import read_saved
 from ._scvi_glue import scvi_init_names
+from ._training_checks import check_accelerator
 from ._validation import check_data, warn_user
 
 logger = logging.getLogger(__name__)
@@ -279,6 +280,7 @@ class QueryMappingMixin(ArchesMixin):
         >>> q.train(max_epochs=50)  # doctest: +SKIP
         >>> q.predict_labels().head()  # doctest: +SKIP
         """
+        check_accelerator(accelerator)  # before any work: Lightning's error names no fix
         attr_dict, genes, ref_state = _reference_state(cls, reference_model)
         registry = attr_dict["registry_"]
         setup_args = dict(registry["setup_args"])

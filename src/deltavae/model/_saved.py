@@ -18,6 +18,7 @@ from ..train._record import cells_digest
 from ._genes import genes_to_load_advice
 from ._labels import check_known_categories, check_labels_to_load
 from ._scvi_glue import obs_types_kept
+from ._training_checks import check_accelerator
 
 
 def _package_version() -> str:
@@ -197,6 +198,7 @@ class Saving:
         >>> vae = dv.model.ZINBVAE.load("pbmc_vae/", adata)  # the class saved  # doctest: +SKIP
         """
         prefix = kwargs.get("prefix")
+        check_accelerator(kwargs.get("accelerator", "auto"))  # Lightning's error names no fix
         dir_path = os.path.expanduser(os.fspath(dir_path))
         attr_dict, var_names, state = read_saved(cls, dir_path, prefix)
         if adata is None and not os.path.exists(
