@@ -60,6 +60,16 @@ def test_setup_of_a_view_or_a_matrix_says_what_to_pass(counts_adata, model):
             cls.setup_anndata(_dense(counts_adata.X), **{covariate[model]: "condition"})
 
 
+def test_load_onto_a_view_names_load(counts_adata, tmp_path):
+    """The refusal named setup_anndata and load_query_data to a user who had called load."""
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, n_latent=3, n_hidden=8)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    model.save(tmp_path / "vae")
+    with pytest.raises(ValueError, match=r"adata is a view .*setup_anndata, load and load_query"):
+        dv.model.ZINBVAE.load(tmp_path / "vae", counts_adata[:20])
+
+
 @pytest.mark.parametrize("model", ["ZINBVAE", "CGMDVAE", "NMFDeconv", "Archetypes"])
 def test_repeated_gene_names_are_refused_at_setup(counts_adata, model):
     """Results name genes and new data are matched by name: ZINBVAE and CGMDVAE trained on
