@@ -882,18 +882,21 @@ def test_a_loaded_model_trains_on_as_the_model_it_was_saved_from(which, tmp_path
     assert loaded.train_args_ == model.train_args_
 
 
+class _Fails(Callback):
+    """A user's callback that raises at the end of an epoch."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        raise RuntimeError("callback failed")
+
+
 def test_an_error_in_a_users_callback_leaves_a_trained_model_reading_and_numbering_right():
     """A callback raising at an epoch's end (its validation logged, its elbo_train not): the
     module was left in training mode (read-outs drew dropout, moved BatchNorm's statistics)
     and the next run's first epoch took that epoch's number again in elbo_validation."""
 
-    class Fails(Callback):
-        def on_train_epoch_end(self, trainer, pl_module):
-            raise RuntimeError("callback failed")
-
     model, _ = _model("zinbvae", max_epochs=2)
     with pytest.raises(RuntimeError, match="callback failed"):
-        model.train(max_epochs=2, train_size=0.5, callbacks=[Fails()], **TRAIN)
+        model.train(max_epochs=2, train_size=0.5, callbacks=[_Fails()], **TRAIN)
     assert model.is_trained and not model.module.training
     np.testing.assert_array_equal(
         model.get_latent_representation(), model.get_latent_representation()
@@ -936,13 +939,9 @@ def test_a_failed_run_leaves_the_split_it_trained_on():
     """train_indices and validation_indices were set after a successful fit only: a run that
     raised (a callback, Ctrl-C) after training on a new split left the former one."""
 
-    class Fails(Callback):
-        def on_train_epoch_end(self, trainer, pl_module):
-            raise RuntimeError("callback failed")
-
     model, adata = _model("zinbvae", max_epochs=1)
     with pytest.raises(RuntimeError, match="callback failed"):
-        model.train(max_epochs=1, train_size=0.8, callbacks=[Fails()], **TRAIN)
+        model.train(max_epochs=1, train_size=0.8, callbacks=[_Fails()], **TRAIN)
     assert (len(model.train_indices), len(model.validation_indices)) == (160, 40)
 
 
