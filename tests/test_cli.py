@@ -477,6 +477,7 @@ def test_threads_reach_torch_and_are_restored(synthetic_h5ad, tmp_path, monkeypa
         raise ValueError("stop here")
 
     monkeypatch.setattr(dv.model.ZINBVAE, "train", record)
+    monkeypatch.setattr(dv._threads, "available_cpus", lambda: 4)  # 3 threads are not too many
     before = torch.get_num_threads()
     argv = ["fit", str(synthetic_h5ad), "--model", "zinbvae", "--out", str(tmp_path / "x.h5ad")]
     try:
@@ -529,6 +530,19 @@ def test_set_threads_takes_numpy_integers_and_refuses_the_rest():
     for bad in (0, -1, 2.0, "2", True, np.float64(2)):
         with pytest.raises(ValueError, match="positive integer"):
             dv.set_threads(bad)
+
+
+def test_set_threads_warns_above_the_cpus_and_refuses_absurd_counts(monkeypatch):
+    monkeypatch.setattr(dv._threads, "available_cpus", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        with pytest.warns(UserWarning, match=r"more than the 2 CPUs.*set_threads\(2\)"):
+            assert dv.set_threads(3) == 3
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="at most 2"):
+        dv.set_threads(10**6)
+    assert torch.get_num_threads() == before
 
 
 def test_default_threads_follow_a_cgroup_v1_cpu_quota(tmp_path):
@@ -599,6 +613,23 @@ def test_help_and_usage_errors_do_not_load_the_models():
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False", "True", "True"]
     assert "invalid choice: 'nope'" in result.stderr
+
+
+def test_python_dash_m_runs_the_command_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "deltavae", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert dv.__version__ in result.stdout
+
+
+def test_an_absurd_thread_count_is_a_usage_error(synthetic_h5ad, tmp_path, capsys):
+    before = torch.get_num_threads()
+    argv = ["fit", str(synthetic_h5ad), "--model", "zinbvae", "--out", str(tmp_path / "x.h5ad")]
+    assert main([*argv, "--threads", "1000000"]) == 2
+    assert "deltavae: error: --threads: n=1000000 threads" in capsys.readouterr().err
+    assert torch.get_num_threads() == before
+    assert not (tmp_path / "x.h5ad").exists()
 
 
 def test_fit_report_carries_the_models_warnings(tmp_path, capsys):

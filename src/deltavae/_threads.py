@@ -39,6 +39,7 @@ import logging
 import math
 import numbers
 import os
+import warnings
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -176,6 +177,19 @@ def set_threads(n: int | None = None) -> int:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"n must be a positive integer or None, got {n!r}.")
     n = int(n)
+    cpus = available_cpus()
+    if n > 16 * cpus:  # OpenMP tries to start them all; a million crashed the interpreter at exit
+        raise ValueError(
+            f"n={n} threads on the {cpus} CPUs this process may use; pass at most {cpus} "
+            "(or None for the default)."
+        )
+    if n > cpus:
+        warnings.warn(
+            f"set_threads({n}) is more than the {cpus} CPUs this process may use: the threads "
+            f"wait on each other and training slows; set_threads({cpus}) uses them all.",
+            UserWarning,
+            stacklevel=2,
+        )
     torch.set_num_threads(n)
     return n
 

@@ -458,7 +458,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # seed and generators, and the user's figures as found.
     threads = torch.get_num_threads()
     try:
-        set_threads(args.threads)
         with warnings.catch_warnings(), session_kept():
             # Dependencies' API deprecations are noise to a command-line user (Lightning's
             # logging-interval advice is silenced in every fit, train/_runner.py).
@@ -470,6 +469,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Warnings read as the report's lines do, without Python's file path and source,
             # each once (anndata warns of repeated cell names at every AnnData it makes).
             warnings.showwarning = warning_printer()
+            try:
+                set_threads(args.threads)
+            except ValueError as err:
+                raise InputError(f"--threads: {err}") from None
             return getattr(_cli_commands, args.command)(args)
     except InputError as err:
         print(f"deltavae: error: {err}", file=sys.stderr)
