@@ -108,6 +108,8 @@ Parameters
 ----------
 adata
     AnnData to write to (set up like the training data); default the training AnnData.
+    It may hold genes besides the model's (the whole object of a model trained on its highly
+    variable genes): the results are computed on the model's genes and written into it.
 batch_size
     Cells per minibatch during inference.
 

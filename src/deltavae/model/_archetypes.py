@@ -89,6 +89,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
     """
 
     _per_spot_parameter = ("B_logits", 1)  # loads onto its fitted spots only
+    _writes_own_genes = True  # varm: write_to_adata needs the model's genes exactly
 
     _module_cls = ArchetypesModule
     weights_key = "archetype_weights"

@@ -51,6 +51,17 @@ def _write_into_file(adata: AnnData, keys: list[str], h5=None) -> None:
     h5.flush()
 
 
+def _has_more_genes(model, adata: AnnData | None) -> bool:
+    """Whether ``adata`` (in memory) holds every gene of the model and others besides, and
+    the model writes per-cell results only."""
+    if adata is None or adata.is_view or adata.isbacked or on_disk(adata):
+        return False
+    if getattr(model, "_writes_own_genes", False) or not adata.var_names.is_unique:
+        return False
+    genes = model.adata.var_names
+    return adata.n_vars > len(genes) and genes.isin(adata.var_names).all()
+
+
 def writes_backed(write_to_adata):
     """Decorate a model's ``write_to_adata`` so that a backed AnnData gets results in its file.
 
@@ -61,16 +72,33 @@ def writes_backed(write_to_adata):
 
     @functools.wraps(write_to_adata)
     def write(self, adata: AnnData | None = None, *args, **kwargs):
+        if _has_more_genes(self, adata):
+            # The whole object of a model trained on some of its genes (highly variable ones,
+            # those shared with a reference): the results are per cell, so compute them on
+            # the model's genes and write them into the whole.
+            sub = adata[:, self.adata.var_names].copy()
+            keys = write_to_adata(self, sub, *args, **kwargs)
+            for key in keys:
+                slot, name = key.split("/", 1)
+                value = getattr(sub, slot)[name]
+                getattr(adata, slot)[name] = value.to_numpy() if slot == "obs" else value
+            return keys
         if adata is not None and adata.is_view and adata.n_vars < adata._adata_ref.n_vars:
             # The advice of the genes check (adata[:, model.adata.var_names]) for the whole
-            # object of a gene subset: writing into the whole is refused, so copy the results.
+            # object of a gene subset: anndata would write into a copy of the view.
+            advice = (
+                "Write into a copy and take what you need from it into the whole: sub = "
+                "adata[:, model.adata.var_names].copy(); model.write_to_adata(sub); "
+                "adata.obsm[key] = sub.obsm[key] (adata.obs[key] = sub.obs[key]) for each "
+                "key written."
+                if getattr(self, "_writes_own_genes", False)
+                else "Pass the whole AnnData: model.write_to_adata(adata) computes the "
+                "results on the model's genes and writes them into it."
+            )
             raise ValueError(
                 "adata is a view of some genes of an AnnData (adata[:, genes]): anndata would "
                 "write the results into a copy of it, and the AnnData it views would get "
-                "nothing. Write into a copy and take what you need from it into the whole: "
-                "sub = adata[:, model.adata.var_names].copy(); model.write_to_adata(sub); "
-                "adata.obsm[key] = sub.obsm[key] (adata.obs[key] = sub.obs[key]) for each "
-                "key written."
+                f"nothing. {advice}"
             )
         if adata is not None and adata.is_view:
             raise ValueError(

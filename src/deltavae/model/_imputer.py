@@ -99,7 +99,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
     """
 
     _per_spot_parameter = ("log_concentration", 0)  # the deconvolution design
-
+    _writes_own_genes = True  # write_to_adata takes the spots with any genes itself
     _module_cls = ImputerDeconvolutionModule
     imputed_key = "imputed"
 

@@ -465,10 +465,10 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         Parameters
         ----------
         adata
-            The spots (amortised: any spots with the training genes; per spot: the training
-            spots or some of them, by name in any order, any genes); default the spots given
-            to :meth:`load`, else the model's AnnData. Opened ``backed="r+"``, the results
-            also go into its file, in blocks of rows.
+            The spots (amortised: any spots with the training genes, and maybe others; per
+            spot: the training spots or some of them, by name in any order, any genes);
+            default the spots given to :meth:`load`, else the model's AnnData. Opened
+            ``backed="r+"``, the results also go into its file, in blocks of rows.
         batch_size
             Spots per inference minibatch (amortised).
         key_added
