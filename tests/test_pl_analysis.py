@@ -253,6 +253,11 @@ def test_cluster_probabilities_axes_are_named_as_scanpy_names_them(clustered):
         ax = dv.pl.cluster_probabilities(clustered, basis=basis, show=False)
         assert ax.get_xlabel() == label
         plt.close(ax.figure)
+    # Spot coordinates are drawn as spatial_proportions draws them: to scale, rows down.
+    clustered.obsm["spatial"] = clustered.obsm["X_umap"]
+    ax = dv.pl.cluster_probabilities(clustered, basis="spatial", show=False)
+    assert ax.yaxis_inverted() and ax.get_aspect() == 1.0
+    plt.close(ax.figure)
 
 
 def test_perturbation_scatter_of_every_gene_highlighted_lists_no_other_genes(perturbation):

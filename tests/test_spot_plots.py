@@ -38,6 +38,16 @@ def test_spatial_proportions_sets_the_orientation_instead_of_toggling_it():
     plt.close("all")
 
 
+def test_spatial_proportions_finds_the_basis_as_scanpy_does():
+    """basis="spatial" missed obsm["X_spatial"] and basis="X_spatial" missed obsm["spatial"]."""
+    for stored, asked in [("X_spatial", "spatial"), ("spatial", "X_spatial")]:
+        spots = _spots()
+        spots.obsm[stored] = spots.obsm.pop("spatial")
+        (ax,) = dv.pl.spatial_proportions(spots, columns=["T3"], basis=asked, show=False)
+        assert ax.yaxis_inverted()  # image coordinates either way
+        plt.close("all")
+
+
 def test_spatial_proportions_scale_starts_at_zero_and_shows_missing_spots(tmp_path):
     spots = _spots()
     axes = dv.pl.spatial_proportions(spots, show=False, save=tmp_path / "p.png")

@@ -236,6 +236,10 @@ def cluster_probabilities(
         ax.set_ylabel(f"{axis_name}2")
         ax.set_xticks([])
         ax.set_yticks([])
+        if axis_name == "spatial":  # spot coordinates: to scale, rows down as in the image
+            ax.set_aspect("equal")
+            if not ax.yaxis_inverted():
+                ax.invert_yaxis()
     return savefig_or_show(axes[0] if n_panels == 1 else axes, "cluster_probabilities", show, save)
 
 

@@ -116,8 +116,9 @@ def spatial_proportions(
     columns
         Column(s) to draw; default all.
     basis
-        obsm entry with the x/y coordinates; ``"spatial"`` (image coordinates) is drawn with
-        the y axis pointing down, as scanpy and squidpy draw tissue.
+        obsm entry with the x/y coordinates (``"X_<basis>"`` too, as scanpy looks them up);
+        ``"spatial"`` (image coordinates) is drawn with the y axis pointing down, as scanpy
+        and squidpy draw tissue.
     ncols
         Panels per row.
     size
@@ -146,11 +147,16 @@ def spatial_proportions(
     >>> dv.pl.spatial_proportions(spots, "archetype_weights", save="_arch.png")  # doctest: +SKIP
     """
     check_adata(adata, "spatial_proportions")
-    if basis not in adata.obsm:
+    # As scanpy's embedding plots: "X_spatial" for basis="spatial" too, and "spatial" for
+    # basis="X_spatial" (squidpy's and scanpy's readers write obsm["spatial"]).
+    keys = dict.fromkeys((basis, f"X_{basis.removeprefix('X_')}", basis.removeprefix("X_")))
+    found = [k for k in keys if k in adata.obsm]
+    if not found:
         raise KeyError(f"basis={basis!r} is not in adata.obsm; available: {list(adata.obsm)}.")
-    coords = np.asarray(adata.obsm[basis], dtype=float)
+    coords = np.asarray(adata.obsm[found[0]], dtype=float)
     if coords.ndim != 2 or coords.shape[1] < 2:
-        raise ValueError(f"obsm[{basis!r}] has shape {coords.shape}; expected (spots, 2).")
+        raise ValueError(f"obsm[{found[0]!r}] has shape {coords.shape}; expected (spots, 2).")
+    image_rows = found[0].removeprefix("X_") == "spatial"
     if isinstance(vmax, str) and vmax != "p99":
         raise ValueError(f"vmax must be a number, 'p99' or None; got {vmax!r}.")
     if vmax is not None and not isinstance(vmax, str) and not vmax > 0:
@@ -175,7 +181,7 @@ def spatial_proportions(
         fig.colorbar(points, ax=ax, label=_bar_label(key), shrink=0.7, pad=0.02)
         ax.set_title(str(column))
         ax.set_aspect("equal")
-        if basis == "spatial" and not ax.yaxis_inverted():
+        if image_rows and not ax.yaxis_inverted():
             ax.invert_yaxis()  # image orientation (rows down), also over an image drawn
         ax.set_xticks([])
         ax.set_yticks([])
