@@ -1218,6 +1218,11 @@ def test_a_query_of_integer_labels_maps_with_an_integer_unlabelled_mark():
     query = adata[adata.obs["condition"] == "c2"].copy()
     q = dv.model.CGMDVAE.load_query_data(query, g)
     assert q.query_mapping_["new_categories"] == {"condition": ["c2"]}
+    # Predicted labels are the column's integers ("0", "1" compared unequal to every cell).
+    q.train(max_epochs=1, **FAST)
+    assert q.predict_labels(query)["label"].isin(query.obs["type"]).all()
+    q.write_to_adata(query)
+    assert query.obs["cgmdvae_label"].isin(query.obs["type"]).all()
     query.obs["type"] = query.obs["type"].astype(str)
     with pytest.raises(ValueError, match=r"trained on int values .*\.astype\(int\)"):
         dv.model.CGMDVAE.load_query_data(query, g)

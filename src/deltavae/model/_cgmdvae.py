@@ -32,6 +32,7 @@ from ._labels import (
     ConditionsByName,
     LabelsInColumnOrder,
     check_label_setup,
+    labels_of,
     small_categories_named,
 )
 from ._perturbation import PerturbationMixin
@@ -493,7 +494,7 @@ class CGMDVAE(
         written = [f"obsm/X_{key}", f"obsm/X_{key}_w", f"obs/{key}_cluster"]
         written += [f"obsm/{key}_cluster_probs", f"uns/{key}"]
         if self.is_query_model:
-            adata.obs[f"{key}_label"] = adata.obs[f"{key}_cluster"].copy()
+            adata.obs[f"{key}_label"] = labels_of(self, clusters).remove_unused_categories()
             adata.obs[f"{key}_label_confidence"] = post["probs"].max(1).astype(np.float32)
             written += [f"obs/{key}_label", f"obs/{key}_label_confidence"]
         return written

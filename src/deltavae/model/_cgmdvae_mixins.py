@@ -17,7 +17,7 @@ from scvi.model.base import RNASeqMixin
 from ..train._convergence import train_longer
 from ._condition_counts import condition_counts, draw_conditions
 from ._de import CheckedExpressionMixin
-from ._labels import warn_if_unlabelled_lookalike
+from ._labels import labels_of, warn_if_unlabelled_lookalike
 from ._registered import several_conditions_error
 from ._validation import warn_user
 
@@ -254,8 +254,8 @@ class ClustersMixin:
 
         Returns
         -------
-        DataFrame indexed by cell with ``label`` (categorical over :attr:`cluster_names`) and
-        ``confidence`` (in [1/K, 1]).
+        DataFrame indexed by cell with ``label`` (categorical over :attr:`cluster_names`;
+        integer labels as integers) and ``confidence`` (in [1/K, 1]).
 
         Examples
         --------
@@ -263,7 +263,7 @@ class ClustersMixin:
         """
         adata = self._resolve_adata(adata)
         probs = self._posterior(adata, None, batch_size)["probs"]
-        label = pd.Categorical.from_codes(probs.argmax(1), categories=self.cluster_names)
+        label = labels_of(self, probs.argmax(1))
         return pd.DataFrame(
             {"label": label, "confidence": probs.max(1).astype(np.float32)},
             index=adata.obs_names.copy(),

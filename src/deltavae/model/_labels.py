@@ -458,3 +458,18 @@ def groups_under_both(groups, is_src, is_tgt, source, target, key=None) -> list[
             f"{target!r}; there is no observed response to transfer."
         )
     return names
+
+
+def labels_of(model, clusters: np.ndarray) -> pd.Categorical:
+    """Predicted labels of cluster indices, over every cluster name, with the labels as the
+    user's column holds them (integer labels stay integers, so that predictions compare equal
+    to it)."""
+    from scvi import REGISTRY_KEYS
+
+    names = model.cluster_names
+    if model.registry_["setup_args"]["labels_key"] is not None:
+        state = model.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
+        labels = np.asarray(state.categorical_mapping[:-1])
+        if labels.dtype.kind in "iu":
+            names = [*labels.tolist(), *names[len(labels) :]]
+    return pd.Categorical.from_codes(clusters, categories=names)
