@@ -222,3 +222,38 @@ def test_count_log_prob_computes_half_precision_inputs_in_float32():
     assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)
     got.sum().backward()
     assert zi.grad is not None and zi.grad.dtype == torch.bfloat16
+
+
+def test_zinb_draws_and_moments_where_float32_rounds_probs_to_one():
+    """mu / theta past ~2e7 makes sigmoid(logits) exactly 1 in float32: Pyro's parameter check
+    (on outside training) refused the ZINB's draws, mean and variance."""
+    mu, theta = torch.tensor([1e5, 2.0]), torch.tensor([1e-4, 1.0])
+    d = CountDistribution(mu, theta, torch.zeros(2))
+    with pyro.validation_enabled(True):
+        draws, mean, variance = d.sample((500,)), d.mean, d.variance
+    assert torch.isfinite(draws).all() and (draws >= 0).all()
+    torch.testing.assert_close(mean, mu / 2, rtol=1e-3, atol=0.0)
+    torch.testing.assert_close(
+        variance,
+        ZeroInflatedNegativeBinomial(mu=mu, theta=theta, zi_logits=torch.zeros(2)).variance,
+        rtol=1e-3,
+        atol=0.0,
+    )
+
+
+def test_count_distribution_checks_values_and_parameters_when_asked():
+    """validate_args=True was ignored: a negative count scored as a ZINB zero."""
+    mu, theta, zi, x = _params()
+    d = CountDistribution(mu, theta, zi, validate_args=True)
+    torch.testing.assert_close(d.log_prob(x), _scvi_log_prob(x, mu, theta, zi))
+    for bad in (-x - 1, x + 0.5):
+        with pytest.raises(ValueError, match="support"):
+            d.log_prob(bad)
+    with pytest.raises(ValueError, match="support"):
+        d.expand((2, 7, 11)).log_prob(-x - 1)
+    with pytest.raises(ValueError, match="theta"):
+        CountDistribution(mu, torch.zeros_like(theta), validate_args=True)
+    with pytest.raises(ValueError, match="mu"):
+        CountDistribution(-mu, theta, validate_args=True)
+    with pyro.validation_enabled(True):  # unasked, nothing is checked (the models' fast path)
+        assert CountDistribution(mu, theta, zi).log_prob(x + 0.5).shape == x.shape

@@ -54,6 +54,16 @@ def negative_binomial(mu: torch.Tensor, theta: torch.Tensor) -> pdist.NegativeBi
     return pdist.NegativeBinomial(total_count=theta, logits=_nb_logits(mu, theta))
 
 
+class _ZeroInflatedNegativeBinomial(pdist.ZeroInflatedNegativeBinomial):
+    """Pyro's ZINB without its check that ``probs = sigmoid(logits)`` is below 1: a float32
+    rounds it to 1 once ``mu / theta`` passes ~2e7 (``mu`` 1e4 at ``theta`` 1e-4), and every
+    draw, mean or variance of a valid NB raised. The logits are checked (real) instead."""
+
+    arg_constraints = {
+        k: c for k, c in pdist.ZeroInflatedNegativeBinomial.arg_constraints.items() if k != "probs"
+    }
+
+
 def zero_inflated_negative_binomial(
     mu: torch.Tensor, theta: torch.Tensor, zi_logits: torch.Tensor
 ) -> pdist.ZeroInflatedNegativeBinomial:
@@ -80,7 +90,7 @@ def zero_inflated_negative_binomial(
     torch.Size([2, 4])
     """
     theta = theta.expand_as(mu)
-    return pdist.ZeroInflatedNegativeBinomial(
+    return _ZeroInflatedNegativeBinomial(
         total_count=theta, logits=_nb_logits(mu, theta), gate_logits=zi_logits
     )
 
@@ -254,6 +264,9 @@ class CountDistribution(pdist.TorchDistribution):
 
     Batch shape ``mu.shape``: call ``.to_event(1)`` inside a cell plate. Draws, mean and
     variance are Pyro's (:func:`negative_binomial`, :func:`zero_inflated_negative_binomial`).
+    ``validate_args=True`` checks the parameters (``mu >= 0``, ``theta > 0``) and that scored
+    values are whole counts of 0 and above; without it nothing is checked, whatever Pyro's
+    validation setting.
 
     Examples
     --------
@@ -263,12 +276,14 @@ class CountDistribution(pdist.TorchDistribution):
     (torch.Size([2, 3]), torch.Size([2, 3]))
     """
 
-    arg_constraints = {}
+    arg_constraints = {"mu": constraints.nonnegative, "theta": constraints.positive}
     support = constraints.nonnegative_integer
 
     def __init__(self, mu, theta, zi_logits=None, validate_args=None):
         self.mu, self.theta, self.zi_logits = mu, theta, zi_logits
-        super().__init__(mu.shape, torch.Size(), validate_args=False)
+        # Checked only on request (validate_args=True), not by Pyro's default: the models
+        # check their data once, up front, and on a GPU each check waits for the device.
+        super().__init__(mu.shape, torch.Size(), validate_args=bool(validate_args))
 
     def _pyro_dist(self):
         if self.zi_logits is None:
@@ -279,10 +294,12 @@ class CountDistribution(pdist.TorchDistribution):
         """The same distribution with its parameters broadcast to ``batch_shape``."""
         shape = torch.Size(batch_shape)
         zi = None if self.zi_logits is None else self.zi_logits.expand(shape)
-        return CountDistribution(self.mu.expand(shape), self.theta, zi)
+        return CountDistribution(self.mu.expand(shape), self.theta, zi, self._validate_args)
 
     def log_prob(self, value):
         """scvi-tools' NB / ZINB log-density of ``value`` (see :func:`count_log_prob`)."""
+        if self._validate_args:  # a negative count scored as a ZINB zero, a fraction as a count
+            self._validate_sample(value)
         return count_log_prob(value, self.mu, self.theta, self.zi_logits)
 
     def sample(self, sample_shape=()):
