@@ -257,3 +257,14 @@ def test_count_distribution_checks_values_and_parameters_when_asked():
         CountDistribution(-mu, theta, validate_args=True)
     with pyro.validation_enabled(True):  # unasked, nothing is checked (the models' fast path)
         assert CountDistribution(mu, theta, zi).log_prob(x + 0.5).shape == x.shape
+
+
+def test_bernoulli_site_scores_grey_values_with_pyro_validation_on():
+    """train(validate_distributions=True) on MNIST's grey pixels raised Pyro's support error."""
+    lik = Likelihood("bernoulli")
+    params, x = {"out": torch.randn(4, 6)}, torch.rand(4, 6)
+    with pyro.validation_enabled(True):
+        got = lik.pyro(params).log_prob(x)
+        total = lik.log_prob(params, x)
+    torch.testing.assert_close(got, lik.torch(params).log_prob(x))
+    torch.testing.assert_close(total, got.sum(-1))

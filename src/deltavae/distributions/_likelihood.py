@@ -79,7 +79,9 @@ class Likelihood:
             return CountDistribution(params["mu"], params["theta"], self._zi_logits(params))
         if self.name == "normal":
             return pdist.Normal(params["out"], torch.exp(params["log_scale"]))
-        return pdist.Bernoulli(logits=params["out"])
+        # Grey values in [0, 1] (MNIST's pixels) are scored x log p + (1 - x) log(1 - p);
+        # Pyro's support check (train(validate_distributions=True)) would refuse them.
+        return pdist.Bernoulli(logits=params["out"], validate_args=False)
 
     def log_prob(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """log p(x | z) of each cell, summed over features: the ``.pyro(params)`` site's
@@ -102,8 +104,7 @@ class Likelihood:
             return NegativeBinomial(mu=params["mu"], theta=params["theta"], scale=params["scale"])
         if self.name == "normal":
             return Normal(params["out"], torch.exp(params["log_scale"]))
-        # Grey values in [0, 1] (MNIST's pixels) are scored as Pyro trains on them:
-        # x log p + (1 - x) log(1 - p); torch's support check would refuse them.
+        # Grey values in [0, 1], scored as Pyro trains on them (see pyro above).
         return Bernoulli(logits=params["out"], validate_args=False)
 
     def expected(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
