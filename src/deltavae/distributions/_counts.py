@@ -262,8 +262,9 @@ def count_log_prob(
 class CountDistribution(pdist.TorchDistribution):
     """NB (or ZINB with ``zi_logits``) whose ``log_prob`` is :func:`count_log_prob`.
 
-    Batch shape ``mu.shape``: call ``.to_event(1)`` inside a cell plate. Draws, mean and
-    variance are Pyro's (:func:`negative_binomial`, :func:`zero_inflated_negative_binomial`).
+    Batch shape ``mu.shape``: call ``.to_event(1)`` inside a cell plate. Draws are Pyro's
+    (:func:`negative_binomial`, :func:`zero_inflated_negative_binomial`); mean and variance
+    scvi-tools' formulas in ``mu``, ``theta`` and ``zi_logits``.
     ``validate_args=True`` checks the parameters (``mu >= 0``, ``theta > 0``) and that scored
     values are whole counts of 0 and above; without it nothing is checked, whatever Pyro's
     validation setting.
@@ -308,13 +309,21 @@ class CountDistribution(pdist.TorchDistribution):
 
     @property
     def mean(self):
-        """Expected count."""
-        return self._pyro_dist().mean
+        """Expected count, scvi-tools': ``mu``, times ``1 - sigmoid(zi_logits)`` for the ZINB."""
+        if self.zi_logits is None:
+            return self.mu
+        return self.mu * torch.sigmoid(-self.zi_logits)
 
     @property
     def variance(self):
-        """Variance of a count."""
-        return self._pyro_dist().variance
+        """Variance of a count, scvi-tools': ``mu + mu^2 / theta`` for the NB, and
+        ``(1 - pi) (mu + mu^2 / theta + pi mu^2)`` with ``pi = sigmoid(zi_logits)`` for the
+        ZINB (Pyro's ``E[x^2] - E[x]^2`` lost digits to cancellation in float32)."""
+        mu = self.mu
+        nb = mu + mu * mu / self.theta
+        if self.zi_logits is None:
+            return nb
+        return torch.sigmoid(-self.zi_logits) * (nb + torch.sigmoid(self.zi_logits) * mu * mu)
 
 
 def round_counts(mean: torch.Tensor) -> torch.Tensor:
