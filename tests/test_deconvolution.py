@@ -143,6 +143,11 @@ def test_nmfdeconv_recovers_proportions_on_simplex(fitted, split):
     assert np.corrcoef(model.get_abundance(), spots.obs["n_cells"])[0, 1] > 0.8
     assert model.write_to_adata(spots) == ["obsm/proportions", "obs/cell_abundance"]
     assert spots.obsm["proportions"].equals(props)
+    # The logged terms add up to the ELBO, as in the other models (kl_local was logged as 0,
+    # leaving the prior's share out of every term).
+    h = model.history
+    terms = h["reconstruction_loss_train"].iloc[:, 0] + h["kl_local_train"].iloc[:, 0]
+    np.testing.assert_allclose(terms.to_numpy(), h["elbo_train"].iloc[:, 0].to_numpy(), rtol=1e-3)
 
 
 def test_new_spots_need_only_the_genes_the_model_reads(split):
@@ -458,9 +463,10 @@ def test_nmfdeconv_torch_elbo_is_pyros_trace_elbo(inference, learn_signatures, g
     module.n_obs = 50
     x = torch.poisson(torch.rand(8, 6) * 6)
     args = (x, torch.arange(3, 11))
-    _, terms, _ = assert_torch_elbo_is_pyros(module, args, kl_weight=0.4)
+    per_spot, terms, _ = assert_torch_elbo_is_pyros(module, args, kl_weight=0.4)
     assert set(terms) == {"reconstruction_loss", "kl_local"}
-    assert (terms["kl_local"] == 0).all()
+    # kl_local is the negative log prior: the objective is reconstruction + weight * it.
+    torch.testing.assert_close(per_spot, terms["reconstruction_loss"] + 0.4 * terms["kl_local"])
 
 
 def test_per_spot_results_after_the_models_spots_are_subset_in_place(split):

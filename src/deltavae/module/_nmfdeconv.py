@@ -218,7 +218,9 @@ class NMFDeconvModule(DeltaPyroModule):
         """The MAP objective of :meth:`model` and :meth:`guide` per spot, in one torch pass:
         Pyro's ``Trace_ELBO`` value and gradients (the point-mass guide adds nothing). The
         technology factor's log prior, a global term, is shared out over the ``n_obs`` spots
-        the cell plate stands for. Logs ``reconstruction_loss`` and a zero ``kl_local``."""
+        the cell plate stands for. Logs ``reconstruction_loss`` and, as ``kl_local``, the
+        negative log prior (a point mass's KL to the prior, less its constant entropy), so
+        that the two add up to the objective as in the other models."""
         x = self.genes(x)
         proportions = self.proportions(x, idx)
         technology = torch.exp(self.log_technology)
@@ -229,7 +231,7 @@ class NMFDeconvModule(DeltaPyroModule):
         prior_tech = self.log_normal_prior(technology, self.technology_sd)
         log_prior_tech = prior_tech.log_prob(technology).sum()
         log_prior = log_prior + self.per_cell_share(log_prior_tech, x)
-        terms = {"reconstruction_loss": reconstruction, "kl_local": torch.zeros_like(log_prior)}
+        terms = {"reconstruction_loss": reconstruction, "kl_local": -log_prior}
         return reconstruction - kl_weight * log_prior, terms
 
     def _get_inference_input(self, tensors, **kwargs):
