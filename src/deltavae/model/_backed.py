@@ -58,8 +58,14 @@ def _has_more_genes(model, adata: AnnData | None) -> bool:
         return False
     if getattr(model, "_writes_own_genes", False) or not adata.var_names.is_unique:
         return False
-    genes = model.adata.var_names
+    genes = _model_genes(model)
     return adata.n_vars > len(genes) and genes.isin(adata.var_names).all()
+
+
+def _model_genes(model):
+    """The genes the model was trained on (its AnnData's may have been subset in place)."""
+    genes = getattr(model, "_training_genes", lambda: None)()
+    return model.adata.var_names if genes is None else genes
 
 
 def writes_backed(write_to_adata):
@@ -76,7 +82,7 @@ def writes_backed(write_to_adata):
             # The whole object of a model trained on some of its genes (highly variable ones,
             # those shared with a reference): the results are per cell, so compute them on
             # the model's genes and write them into the whole.
-            sub = adata[:, self.adata.var_names].copy()
+            sub = adata[:, _model_genes(self)].copy()
             keys = write_to_adata(self, sub, *args, **kwargs)
             for key in keys:
                 slot, name = key.split("/", 1)
