@@ -163,6 +163,26 @@ def test_conditions_of_another_type_are_named_with_the_conversion(trained_as):
         dv.model.CGMDVAE(cells, condition_alignment="Auto")  # "could not convert string"
 
 
+def test_whole_floats_for_integer_conditions_are_named_with_the_conversion():
+    """Plates 0/1 trained as integers and read as floats (after a merge or fillna) were "new
+    categories" to map with load_query_data, and the query mapped them so: its categories
+    became floats, and it then refused the reference's own integer cells as new."""
+    adata = _cells()
+    adata.obs["plate"] = (adata.obs["condition"] == "stim").astype(int)
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="plate")
+    model = dv.model.ZINBVAE(adata, **SMALL)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    other = adata.copy()
+    other.obs["plate"] = other.obs["plate"].astype(float)
+    with pytest.raises(ValueError, match=r"another type.*astype\(int\)"):
+        model.get_latent_representation(other)
+    with pytest.raises(ValueError, match=r"query.obs\['plate'\].*another type.*astype\(int\)"):
+        dv.model.ZINBVAE.load_query_data(other, model)
+    other.obs["plate"] = other.obs["plate"] + 0.5  # new categories, not another type
+    with pytest.raises(ValueError, match="not trained with"):
+        model.get_latent_representation(other)
+
+
 def test_cgmdvae_arguments_its_setup_leaves_unused_are_said_to_be_ignored():
     """classifier_weight without labels, condition_alignment or condition_in_prior without a
     condition: the model trained as if they were never given, without a word."""

@@ -313,15 +313,26 @@ def seen_categories(model) -> dict[str, set[str]] | None:
 
 def refuse_other_type(column: str, known: list, given, what: str) -> None:
     """Refuse values ``given`` of ``column`` that are strings where the model's categories
-    ``known`` are not, or the reverse, saying how to convert the column."""
+    ``known`` are not, or the reverse, or numbers of another type equal to one of them (1.0
+    or True for 1: compared by name, they were new categories), saying how to convert the
+    column."""
     known = [v.item() if isinstance(v, np.generic) else v for v in known]  # numpy's to Python's
+    given = [v.item() if isinstance(v, np.generic) else v for v in given]
     trained_str = all(isinstance(v, str) for v in known)
-    if not len(given) or not len(known) or trained_str == all(isinstance(v, str) for v in given):
+    if not len(given) or not len(known):
         return
     kind = "str" if trained_str else type(known[0]).__name__
+    same_kind = trained_str == all(isinstance(v, str) for v in given)
+    if same_kind:
+        numbers = [v for v in given if type(v).__name__ != kind and not isinstance(v, str)]
+        cast = {"int": int, "float": float, "bool": bool}.get(kind)
+        if not numbers or cast is None or any(cast(v) != v for v in numbers):
+            return  # 0.5 for integers (or 2 for booleans) is a new category, not a type
+        if not any(v in known for v in numbers):
+            return
     convert = (  # astype(bool) would make every non-empty string True
         f'{column}.map({{"True": True, "False": False}})'
-        if kind == "bool"
+        if kind == "bool" and not same_kind
         else f"{column}.astype({kind})"
     )
     raise ValueError(
@@ -365,7 +376,7 @@ def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
         # One pass over the column: its distinct values, compared as strings and by type.
         given = pd.unique(np.asarray(adata.obs[key], dtype=object))
         new = pd.Index([str(v) for v in given]).difference(pd.Index([str(v) for v in known]))
-        if not len(new):
+        if not len(new) or not isinstance(known[0], str):  # numbers: 1.0 for 1 is not new
             # Same values, another type ("5" for 5): scvi-tools' transfer would say the
             # category is missing and suggest extend_categories, which is not the problem.
             refuse_other_type(f"adata.obs[{key!r}]", known, given, "the training categories")
