@@ -437,6 +437,10 @@ def test_sample_factors_of_numbered_slides_are_named_by_strings(tmp_path):
     mix.write_h5ad(tmp_path / "slides.h5ad")
     back = ad.read_h5ad(tmp_path / "slides.h5ad")
     np.testing.assert_allclose(back.varm["sample_factors"][["0", "1"]].to_numpy(), factors)
+    spots = mix.copy()
+    spots.obs["slide"] = spots.obs["slide"].astype(float)  # were new samples "0.0", "1.0"
+    with pytest.raises(ValueError, match=r"samples as another type.*astype\(int\)"):
+        model.get_archetype_weights(spots)
 
 
 def test_a_load_under_another_seed_keeps_the_candidates_slides(tmp_path):

@@ -4,10 +4,12 @@ genes or new samples cannot be learned onto it."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from anndata import AnnData
 
 from ._genes import match_genes
+from ._labels import refuse_other_type
 from ._registered import category_mappings
 
 _ADVICE = (
@@ -33,6 +35,9 @@ def check_new_spots(adata: AnnData, genes: pd.Index | None, registry: dict | Non
     for key, known in (category_mappings(registry) if registry else {}).items():
         if key not in adata.obs:
             continue  # check_known_categories names the missing column
+        if not isinstance(known[0], str):  # 0.0 for sample 0: another type, not a new sample
+            given = pd.unique(np.asarray(adata.obs[key].dropna(), dtype=object))
+            refuse_other_type(f"adata.obs[{key!r}]", known, given, "its samples")
         known = [str(v) for v in known]
         new = pd.Index(adata.obs[key].astype(str).unique()).difference(pd.Index(known))
         if len(new):
