@@ -447,6 +447,8 @@ def test_a_batch_category_without_cells_is_not_decoded(counts_adata):
         model.get_normalized_expression(transform_batch="other")
     with pytest.raises(ValueError, match="without training cells.*\\['ctrl', 'stim'\\]"):
         model.differential_expression(groupby="cluster", group1="0", batchid1=["other"])
+    with pytest.raises(ValueError, match="'other' is a category .* without training cells"):
+        model.get_feature_correlation_matrix(transform_batch=["other"], n_samples=1)
     assert model.get_normalized_expression(transform_batch="stim").shape == adata.shape
 
 

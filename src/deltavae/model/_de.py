@@ -54,6 +54,12 @@ class CheckedExpressionMixin(RNASeqMixin):
         result = super().get_normalized_expression(*args, **kwargs)
         return in_gene_list_order(result, gene_list, self.adata.var_names, axis=-1)
 
+    @functools.wraps(RNASeqMixin.get_feature_correlation_matrix)
+    def get_feature_correlation_matrix(self, *args, **kwargs):  # noqa: D102 - scvi-tools'
+        given = _bind(self, RNASeqMixin.get_feature_correlation_matrix, args, kwargs)
+        check_batches(self, given, ("transform_batch",))  # as get_normalized_expression's
+        return super().get_feature_correlation_matrix(*args, **kwargs)
+
     @functools.wraps(RNASeqMixin.posterior_predictive_sample)
     def posterior_predictive_sample(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         self._check_if_trained(warn=False)
