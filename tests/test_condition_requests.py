@@ -107,6 +107,21 @@ def test_a_condition_of_integer_categories_is_predicted_without_warnings():
     assert set(out.obs["dose"]) == {1}
 
 
+def test_a_whole_float_names_an_integer_condition_in_every_method():
+    """translate read 1.0 as dose 1; transform_batch=1.0 (scvi-tools' code for batch 1) was
+    called "a category without training cells", and latent_shift "never seen in training"."""
+    scvi.settings.seed = 0
+    adata = _with_donors()
+    adata.obs["dose"] = (adata.obs["condition"] == "stim").astype(np.int64)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="dose")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    model.train(max_epochs=1, batch_size=64)
+    assert model.get_normalized_expression(transform_batch=1.0).shape == adata.shape
+    ctrl = adata[adata.obs["dose"] == 0].copy()
+    shifted = model.predict_perturbation(ctrl, 1.0, method="latent_shift", seed=0)
+    assert set(shifted.obs["dose"]) == {1}
+
+
 def test_a_nullable_integer_condition_stays_nullable_and_writable(tmp_path):
     """A condition of pandas' nullable Int64 (metadata read with missing values): translate
     and sample wrote it as an object column of numpy integers, which h5ad refused to write

@@ -221,7 +221,12 @@ def check_batches(model, given: dict, arguments: tuple[str, ...]) -> None:
                 f"adata.obs[{registry.get('original_key')!r}]; its categories: {known[:20]}."
             )
         seen = (seen_categories(model) or {}).get(registry.get("original_key"))
-        empty = [v for v in values if v is not None and seen is not None and str(v) not in seen]
+        # By the model's name of each value: 1.0 (or True) for batch 1 is batch "1".
+        empty = [
+            v
+            for v in values
+            if v is not None and seen is not None and str(known[known.index(v)]) not in seen
+        ]
         if empty:
             raise ValueError(
                 f"{arg}={value!r}: {empty[0]!r} is a category of "

@@ -19,7 +19,7 @@ from scipy.special import softmax
 from scvi import REGISTRY_KEYS
 
 from ..distributions import round_counts
-from ._cgmdvae_mixins import ClustersMixin
+from ._cgmdvae_mixins import ClustersMixin, _as_known
 from ._labels import NoResponseError, condition_column, groups_under_both
 from ._latent_shift import balance_groups, describe_prediction, latent_shift, training_obs
 from ._matrices import in_memory, row_sums
@@ -192,8 +192,9 @@ class Contrast(NamedTuple):
         if len(sources) != 1:
             has = f"obs[{condition_key!r}] has {sorted(sources)}" if adata.n_obs else "it has none"
             raise ValueError(f"adata must hold cells of one source condition; {has}.")
-        source, target = sources[0], str(target_condition)
         train_conditions = train.obs[condition_key].astype(str).to_numpy()
+        # 1.0 or True for condition 1 names it, as translate reads it.
+        source, target = sources[0], str(_as_known(target_condition, set(train_conditions)))
         for value in (source, target):
             if value not in set(train_conditions):
                 seen = sorted(set(train_conditions))
