@@ -35,8 +35,8 @@ def check_new_spots(adata: AnnData, genes: pd.Index | None, registry: dict | Non
     for key, known in (category_mappings(registry) if registry else {}).items():
         if key not in adata.obs:
             continue  # check_known_categories names the missing column
-        if not isinstance(known[0], str):  # 0.0 for sample 0: another type, not a new sample
-            given = pd.unique(np.asarray(adata.obs[key].dropna(), dtype=object))
+        given = pd.unique(np.asarray(adata.obs[key].dropna(), dtype=object))
+        if not any(isinstance(v, str) for v in (*known, *given)):  # 0.0 for sample 0
             refuse_other_type(f"adata.obs[{key!r}]", known, given, "its samples")
         known = [str(v) for v in known]
         new = pd.Index(adata.obs[key].astype(str).unique()).difference(pd.Index(known))

@@ -376,7 +376,8 @@ def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
         # One pass over the column: its distinct values, compared as strings and by type.
         given = pd.unique(np.asarray(adata.obs[key], dtype=object))
         new = pd.Index([str(v) for v in given]).difference(pd.Index([str(v) for v in known]))
-        if not len(new) or not isinstance(known[0], str):  # numbers: 1.0 for 1 is not new
+        numbers = not any(isinstance(v, str) for v in (*known, *given))  # 1.0 for 1: not new
+        if not len(new) or numbers:
             # Same values, another type ("5" for 5): scvi-tools' transfer would say the
             # category is missing and suggest extend_categories, which is not the problem.
             refuse_other_type(f"adata.obs[{key!r}]", known, given, "the training categories")
