@@ -178,9 +178,10 @@ def test_whole_floats_for_integer_conditions_are_named_with_the_conversion():
         model.get_latent_representation(other)
     with pytest.raises(ValueError, match=r"query.obs\['plate'\].*another type.*astype\(int\)"):
         dv.model.ZINBVAE.load_query_data(other, model)
-    other.obs["plate"] = other.obs["plate"] + 0.5  # new categories, not another type
-    with pytest.raises(ValueError, match="not trained with"):
-        model.get_latent_representation(other)
+    for new in (other.obs["plate"] + 0.5, "P7"):  # new categories, not another type
+        other.obs["plate"] = new
+        with pytest.raises(ValueError, match="not trained with"):
+            model.get_latent_representation(other)
 
 
 def test_cgmdvae_arguments_its_setup_leaves_unused_are_said_to_be_ignored():
