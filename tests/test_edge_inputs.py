@@ -23,6 +23,22 @@ def _cells(n_cells=120, n_genes=20, seed=0):
     )
 
 
+@pytest.mark.parametrize("keys", [pd.Index, np.array, pd.Series])
+def test_keys_as_a_pandas_index_or_numpy_array_are_a_list(keys):
+    """adata.obs.columns[...] or an array of names was refused as not naming obs columns
+    (scvi-tools takes them), and kept as such in the saved setup arguments."""
+    adata = _cells()
+    adata.obs["plate"] = np.tile(["p1", "p2"], adata.n_obs // 2)
+    dv.model.ZINBVAE.setup_anndata(adata, categorical_covariate_keys=keys(["plate"]))
+    assert dv.model.ZINBVAE(adata, **SMALL).registry_["setup_args"][
+        "categorical_covariate_keys"
+    ] == ["plate"]
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key=keys(["condition", "plate"]))
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    assert model.registry_["setup_args"]["condition_key"] == ["condition", "plate"]
+    assert model.condition_keys == ["condition", "plate"]
+
+
 @pytest.mark.parametrize("cls", [dv.model.ZINBVAE, dv.model.CGMDVAE])
 def test_a_lone_last_training_cell_does_not_stop_training(cls):
     adata = _cells(n_cells=129)  # 129 training cells, minibatches of 128: one left over

@@ -61,6 +61,35 @@ def measurement_note(column: pd.Series, fractions: bool = False) -> str | None:
     return f"{n_values} distinct {kind} numbers over {len(column)} cells"
 
 
+def key_list(value):
+    """Obs column names as a list: one name, or a tuple, list, pandas Index or numpy array of
+    names (an empty one is ``None``: no column); anything else as it is, for
+    :func:`check_key_type` to refuse.
+
+    Examples
+    --------
+    >>> key_list("donor"), key_list(pd.Index(["donor", "plate"])), key_list(())
+    (['donor'], ['donor', 'plate'], None)
+    """
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, tuple | list | pd.Index | pd.Series | np.ndarray):
+        return list(value.tolist() if hasattr(value, "tolist") else value) or None
+    return value
+
+
+def plain_keys(value):
+    """A pandas Index, Series or numpy array of obs column names as a list of them (as the
+    setup arguments a model saves); anything else as it is.
+
+    Examples
+    --------
+    >>> plain_keys(np.array(["donor"])), plain_keys("donor")
+    (['donor'], 'donor')
+    """
+    return value.tolist() if isinstance(value, pd.Index | pd.Series | np.ndarray) else value
+
+
 #: Setup arguments that take several obs columns; the others name one.
 _SEVERAL_COLUMNS = ("categorical_covariate_keys", "condition_key")
 

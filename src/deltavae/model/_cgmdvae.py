@@ -17,6 +17,7 @@ from scvi.data.fields import (
 from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import BaseModelClass, VAEMixin
 
+from .._checks import key_list, plain_keys
 from .._docs import doc_params, doc_write_keyed
 from ..distributions import Likelihood
 from ..module import CGMDVAEModule
@@ -263,11 +264,10 @@ class CGMDVAE(
         --------
         >>> dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")  # doctest: +SKIP
         """
+        condition_key = plain_keys(condition_key)  # an Index or array: a list, saved as one
         # First, as scvi-tools asks: the arguments only, not the names computed below.
         setup_method_args = cls._get_setup_method_args(**locals())
-        conditions = [condition_key] if isinstance(condition_key, str) else condition_key
-        if isinstance(conditions, tuple | list):  # a tuple too; no key ([]) is None
-            conditions = list(conditions) or None
+        conditions = key_list(condition_key)  # a tuple, Index or array too; [] is None
         query = "source_registry" in kwargs  # load_query_data's: scvi-tools fills its labels
         labels_checked = None if query and labels_key not in adata.obs else labels_key
         check_setup_target(adata, kwargs, cls.__name__)

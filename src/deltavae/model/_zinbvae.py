@@ -20,6 +20,7 @@ from scvi.model.base import (
     VAEMixin,
 )
 
+from .._checks import key_list
 from .._docs import doc_params, doc_write_keyed
 from ..module import ZINBVAEModule
 from ._backed import writes_backed
@@ -190,10 +191,8 @@ class ZINBVAE(
         >>> adata = dv.datasets.kang_ifnb()
         >>> dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
         """
-        if isinstance(categorical_covariate_keys, str):
-            categorical_covariate_keys = [categorical_covariate_keys]
-        elif isinstance(categorical_covariate_keys, tuple):  # scvi-tools reads one key
-            categorical_covariate_keys = list(categorical_covariate_keys)
+        # A tuple, pandas Index or numpy array as a list: scvi-tools read a tuple as one key.
+        categorical_covariate_keys = key_list(categorical_covariate_keys)
         check_setup_target(adata, kwargs, cls.__name__)
         check_obs_keys(
             adata,
