@@ -35,7 +35,11 @@ def two_keys():
 
 
 def _ctrl(adata):
-    return adata[adata.obs["condition"] == "ctrl"].copy()
+    return _ctrl_of(adata, "condition")
+
+
+def _ctrl_of(adata, key):
+    return adata[adata.obs[key] == "ctrl"].copy()
 
 
 def test_a_condition_left_out_keeps_each_cells_own(two_keys):
@@ -386,3 +390,37 @@ def test_predictions_keep_obs_columns_not_named_by_strings(two_keys):
         np.testing.assert_array_equal(pred.obs[7].to_numpy(), np.arange(ctrl.n_obs))
     generated = model.translate(ctrl, target_condition={"condition": "stim"})
     np.testing.assert_array_equal(generated.obs[7].to_numpy(), np.arange(ctrl.n_obs))
+
+
+def test_moving_cells_to_a_combination_of_conditions_that_never_trained_warns(tmp_path):
+    """Cell type as a second condition key, T0 held out of drugA: translating T0's controls
+    to drugA (and latent_shift, z moved, sample with both keys named) decoded a combination
+    the model never saw, silently; a saved and loaded model names it too."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=180, n_genes=30, n_clusters=2, n_conditions=3, seed=0
+    )
+    adata.obs["cell_type"] = "T" + adata.obs["cluster"].astype(str)
+    adata.obs["drug"] = adata.obs["condition"].map({"c0": "ctrl", "c1": "drugA", "c2": "drugB"})
+    held = ((adata.obs["cell_type"] == "T0") & (adata.obs["drug"] == "drugA")).to_numpy()
+    train = adata[~held].copy()
+    dv.model.CGMDVAE.setup_anndata(train, condition_key=["drug", "cell_type"])
+    model = dv.model.CGMDVAE(train, n_clusters=2, **SMALL)
+    model.train(max_epochs=1, batch_size=180, mixture_init_epoch=None)
+    ctrl = _ctrl_of(train, "drug")
+    named = r"drug='drugA', cell_type='T0' \(\d+ cells\)"
+    with pytest.warns(UserWarning, match=named):
+        model.translate(ctrl, {"drug": "drugA"})
+    with pytest.warns(UserWarning, match=named):
+        model.predict_perturbation(ctrl, {"drug": "drugA"}, method="latent_shift")
+    with pytest.warns(UserWarning, match=named):
+        model.get_latent_representation(ctrl, condition={"drug": "drugA"})
+    with pytest.warns(UserWarning, match=r"drug='drugA', cell_type='T0' \(5 cells\)"):
+        model.sample(5, condition={"drug": "drugA", "cell_type": "T0"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # trained combinations: quiet
+        model.translate(ctrl, {"drug": "drugB"})
+        model.sample(20, condition={"drug": "drugA"}, seed=0)
+    model.save(tmp_path / "m")
+    loaded = dv.model.CGMDVAE.load(tmp_path / "m", adata=ctrl)
+    with pytest.warns(UserWarning, match=named):
+        loaded.translate(ctrl, {"drug": "drugA"})

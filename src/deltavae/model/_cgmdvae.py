@@ -10,10 +10,7 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import (
-    CategoricalObsField,
-    LayerField,
-)
+from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import BaseModelClass, VAEMixin
 
@@ -26,7 +23,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin, _OnDevice, callback_list
 from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin, LatentMixin
-from ._condition_counts import record_condition_counts
+from ._condition_counts import record_condition_counts, warn_untrained_combinations
 from ._count_advice import warn_if_counts
 from ._de import CheckedExpressionMixin
 from ._labels import (
@@ -429,7 +426,7 @@ class CGMDVAE(
                     "was built with condition_in_prior=False, so its prior has none."
                 )
             target = self._condition_codes(condition, 1, keep_own=True)[0]
-        out = {"z": [], "w": [], "probs": [], "z_var": [], "w_var": []}
+        out, moved = {"z": [], "w": [], "probs": [], "z_var": [], "w_var": []}, []
         for tensors in dataloader:
             inf = module.inference(**module._get_inference_input(tensors))
             qz, qw = inf["qz"], inf["qw"]
@@ -438,10 +435,14 @@ class CGMDVAE(
             if target is not None:
                 # Through each component's prior, own condition to target, over q(y | z, c).
                 cats = tensors[_CAT].to(target.device)
-                z = module.move_latent(z, w, probs, cats, self._moved_codes(target, cats))
+                moved.append(self._moved_codes(target, cats))
+                z = module.move_latent(z, w, probs, cats, moved[-1])
             values = (z, w, probs, qz.variance, qw.variance)
             for key, value in zip(("z", "w", "probs", "z_var", "w_var"), values, strict=True):
                 out[key].append(value.cpu())
+        if moved:  # cells moved to a combination of conditions that never trained
+            call = "get_latent_representation(condition=...)"
+            warn_untrained_combinations(self, torch.cat(moved).cpu().numpy(), call)
         return {k: torch.cat(v).numpy() for k, v in out.items()}
 
     @writes_backed

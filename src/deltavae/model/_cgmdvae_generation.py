@@ -13,6 +13,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from .._checks import layer_matrix
+from ._condition_counts import warn_untrained_combinations
 from ._labels import condition_column, typed_codes
 from ._latent_shift import data_floor
 from ._matrices import has_negatives, row_sums
@@ -68,6 +69,8 @@ class GenerationMixin:
             y_given = None if cluster is None else self._cluster_index(cluster)
             self._check_if_trained(warn=False)
             draws = module.generate(n_cells, cats, y_given, self._library_log_stats())
+        if cats is not None:  # a dict naming every key: a combination that may not have trained
+            warn_untrained_combinations(self, cats.cpu().numpy(), "sample")
         y, x, expected = draws["y"], draws["x"], draws["expected"]
         if not module.observation.is_count:  # as translate: not below the data's floor of 0
             layer = self.registry_["setup_args"].get("layer")
@@ -197,7 +200,7 @@ class GenerationMixin:
         # Predictions stay at or above 0 for data that are never negative (counts,
         # log-normalized), not for real values such as arcsinh cytometry or CLR protein.
         floor = 0.0 if module.observation.is_count else data_floor(self, adata)
-        outs, counts = [], []
+        outs, counts, moves = [], [], []
         from ._perturbation import describe_prediction, with_observed_responses
 
         targets = dict(zip(self.condition_keys, target.tolist(), strict=True))
@@ -205,11 +208,13 @@ class GenerationMixin:
             for tensors in self._make_data_loader(adata, batch_size=batch_size):
                 cats = tensors[_CAT].to(target.device)
                 moved = self._moved_codes(target, cats)
+                moves.append(moved.cpu())
                 x = tensors[REGISTRY_KEYS.X_KEY]
                 batch = module.translate(x, cats, moved, residual, floor=floor)
                 outs.append(batch["expected"].cpu())
                 if batch["counts"] is not None:
                     counts.append(batch["counts"].cpu())
+            warn_untrained_combinations(self, torch.cat(moves).numpy(), "translate")
             cells = {
                 "expected": torch.cat(outs).numpy(),
                 "counts": torch.cat(counts).numpy() if counts else None,

@@ -13,6 +13,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from ._validation import warn_user
+
 
 def cells_per_value(column: pd.Series) -> dict[str, int]:
     """Cells per value of an obs column, by the value as a string.
@@ -96,3 +98,32 @@ def condition_counts(model, key: str) -> dict[str, int]:
     model saved before they were kept) those of the model's AnnData."""
     recorded = (getattr(model, "condition_counts_", None) or {}).get(key)
     return recorded if recorded is not None else cells_per_value(model.adata.obs[key])
+
+
+def warn_untrained_combinations(model, codes: np.ndarray, call: str) -> None:
+    """Warn when ``call`` moved cells to combinations of the condition keys' values that no
+    training cell carried (``codes``: cells x condition keys), naming each with its cells: the
+    model learned nothing of them (a cell type or donor under a condition it was never seen
+    in), so its prediction there is an extrapolation. Quiet for one condition key (a value
+    never seen is refused) and for a model saved before the combinations were kept."""
+    combos = getattr(model, "condition_combinations_", None)  # CGMDVAE's, once trained
+    if combos is None or len(model.condition_keys) < 2 or not len(codes):
+        return
+    keys = model.condition_keys
+    trained = {tuple(map(str, v)) for v, n in combos.items() if n > 0}
+    known = [[str(v) for v in model._cat_state().mappings[key]] for key in keys]
+    rows, cells = np.unique(np.asarray(codes), axis=0, return_counts=True)
+    untrained = []
+    for row, n in zip(rows, cells, strict=True):
+        values = tuple(known[j][c] for j, c in enumerate(row))
+        if values not in trained:
+            named = ", ".join(f"{k}={v!r}" for k, v in zip(keys, values, strict=True))
+            untrained.append(f"{named} ({n} cells)")
+    if untrained:
+        warn_user(
+            f"{call} put cells under combinations of conditions that no training cell "
+            f"carried: {'; '.join(untrained[:5])}{' ...' if len(untrained) > 5 else ''}. "
+            "The model never trained on these combinations (such as a cell type under a "
+            "condition it was held out of), so what it predicts there is extrapolated; the "
+            f"combinations that trained: {sorted(trained)[:10]}."
+        )

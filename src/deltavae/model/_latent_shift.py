@@ -11,6 +11,7 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
+from ._condition_counts import warn_untrained_combinations
 from ._labels import _label_state, condition_column, groups_under_both
 from ._matrices import has_negatives
 from ._registered import decoded_under
@@ -136,7 +137,7 @@ def latent_shift(
     module = model.module.eval()
     shift = torch.as_tensor(delta, dtype=torch.float32, device=module.device)
     floor = None if module.likelihood != "normal" else data_floor(model, adata)  # as translate
-    outs, counts = [], []
+    outs, counts, moved = [], [], []
     under = decoded_under(model.adata_manager.registry, condition_key, target)
     for tensors in model._make_data_loader(adata, batch_size=batch_size):
         inference = module.inference(**module._get_inference_input(tensors))
@@ -144,10 +145,15 @@ def latent_shift(
         for field, column, code in under:  # the model takes the condition: the target's
             tensors = {**tensors, field: tensors[field].clone()}
             tensors[field][:, 0 if column is None else column] = code
+        if REGISTRY_KEYS.CAT_COVS_KEY in tensors:  # the other condition keys kept
+            moved.append(tensors[REGISTRY_KEYS.CAT_COVS_KEY].cpu())
         px = module.generative(**module._get_generative_input(tensors, inference))["px"]
         outs.append((px.mean if floor is None else px.mean.clamp(min=floor)).cpu())
         if module.likelihood in ("zinb", "nb"):
             counts.append(px.sample().cpu())
+    if moved:
+        call = "predict_perturbation(method='latent_shift')"
+        warn_untrained_combinations(model, torch.cat(moved).numpy(), call)
     obs = caller_obs.loc[:, [k for k in caller_obs if not str(k).startswith("_scvi")]].copy()
     obs[condition_key] = condition_column(model.adata.obs[condition_key], target, len(obs))
     out = AnnData(X=torch.cat(outs).numpy().astype(np.float32), obs=obs, var=adata.var.copy())
