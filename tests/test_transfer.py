@@ -526,6 +526,10 @@ def test_translate_keeps_the_model_alone_when_no_response_was_observed(monkeypat
     with pytest.warns(UserWarning, match="seen under both 'ctrl' and 'stim'.*response_weight=0"):
         alone = g.translate(ctrl, "stim")
     assert alone.uns["response_weight"] == 0.0
+    for predict in (g.translate, g.predict_perturbation):  # the warning points at this line,
+        with pytest.warns(UserWarning, match="seen under both") as record:  # not into torch
+            predict(ctrl, "stim")
+        assert {w.filename for w in record} == {__file__}
     np.testing.assert_allclose(alone.X, plain.X, rtol=1e-6)
     with pytest.raises(ValueError, match="seen under both"):
         g.translate(ctrl, "stim", response_weight=0.5)

@@ -8,7 +8,6 @@ model decodes each cell under the target condition, :meth:`deltavae.model.CGMDVA
 
 from __future__ import annotations
 
-import warnings
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -25,6 +24,7 @@ from ._latent_shift import balance_groups, describe_prediction, latent_shift, tr
 from ._matrices import in_memory, row_sums
 from ._registered import category_mappings, condition_request
 from ._scvi_glue import seeded
+from ._validation import warn_user
 
 
 class PerturbationMixin:
@@ -460,11 +460,9 @@ def _warn_model_alone(sources: list[str], target) -> None:
     the cells kept the model's translation alone, which the user is told rather than left to
     find in ``uns["response_weight"]``."""
     if sources:
-        warnings.warn(
+        warn_user(
             f"No group of the model's cells is seen under both {', '.join(map(repr, sources))}"
             f" and {str(target)!r}, so those cells were translated by the model alone, with "
             "no observed response averaged in (uns['response_weight'] records the weight "
-            "used). Pass response_weight=0 to ask for the model alone.",
-            UserWarning,
-            stacklevel=4,
+            "used). Pass response_weight=0 to ask for the model alone."
         )
