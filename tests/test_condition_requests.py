@@ -424,3 +424,18 @@ def test_moving_cells_to_a_combination_of_conditions_that_never_trained_warns(tm
     loaded = dv.model.CGMDVAE.load(tmp_path / "m", adata=ctrl)
     with pytest.warns(UserWarning, match=named):
         loaded.translate(ctrl, {"drug": "drugA"})
+
+
+def test_a_dose_of_floats_is_named_by_an_integer_in_every_method():
+    """Doses 0.0, 1.0: translate(ctrl, 1) (and the other methods) said "dose=1 was never
+    seen in training; conditions seen: ['0.0', '1.0']"; 1.0 and True for integers worked."""
+    adata = _with_donors()
+    adata.obs["dose"] = (adata.obs["condition"] == "stim").to_numpy().astype(float)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="dose")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    model.train(max_epochs=1, batch_size=240, mixture_init_epoch=None)
+    ctrl = adata[adata.obs["dose"] == 0].copy()
+    for method in ("translate", "latent_shift", "nearest_response"):
+        for dose in (1, np.int64(1)):
+            out = model.predict_perturbation(ctrl, dose, method=method, seed=0)
+            assert out.obs["dose"].dtype == np.float64 and set(out.obs["dose"]) == {1.0}

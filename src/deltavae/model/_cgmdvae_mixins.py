@@ -4,6 +4,7 @@ expression API limited to count likelihoods."""
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
@@ -86,11 +87,12 @@ class CountExpressionMixin:
 
 def _as_known(value, known: list[str]):
     """A requested condition value as the model names it: ``1.0`` or ``True`` for a column
-    of integers is ``1``."""
+    of integers is ``1``, ``1`` for a column of floats (a dose) ``1.0``."""
     if value is None or str(value) in known:
         return value
-    if isinstance(value, bool | np.bool_ | float | np.floating) and float(value).is_integer():
-        return int(value) if str(int(value)) in known else value
+    if isinstance(value, bool | np.bool_ | numbers.Real) and float(value).is_integer():
+        typed = [t for t in (int(value), float(value)) if str(t) in known]
+        return typed[0] if typed else value
     return value
 
 

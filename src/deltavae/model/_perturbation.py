@@ -193,7 +193,7 @@ class Contrast(NamedTuple):
             has = f"obs[{condition_key!r}] has {sorted(sources)}" if adata.n_obs else "it has none"
             raise ValueError(f"adata must hold cells of one source condition; {has}.")
         train_conditions = train.obs[condition_key].astype(str).to_numpy()
-        # 1.0 or True for condition 1 names it, as translate reads it.
+        # 1.0 or True for condition 1 names it, as translate reads it; 1 for a dose of 1.0.
         source, target = sources[0], str(_as_known(target_condition, set(train_conditions)))
         for value in (source, target):
             if value not in set(train_conditions):
