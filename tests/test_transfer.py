@@ -1292,3 +1292,22 @@ def test_a_held_out_model_loaded_onto_the_full_data_says_the_held_out_cells_ente
     for method in ("translate", "latent_shift", "nearest_response"):
         with pytest.warns(UserWarning, match=named):
             loaded.predict_perturbation(ctrl, "stim", method)
+
+
+def test_cells_held_out_as_a_test_split_give_no_mean_or_response():
+    """The held-out type's stimulated cells kept in the model's AnnData as scvi-tools' test
+    split (external_indexing): never trained on, but nearest_response took that type's own
+    response from them (and latent_shift its means: the same contrast)."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=150, n_genes=30, n_clusters=3, n_conditions=2, seed=2, condition_fold=3.0
+    )
+    adata.obs["cell_type"] = "T" + adata.obs["cluster"].astype(str)
+    held = ((adata.obs["cell_type"] == "T0") & (adata.obs["condition"] == "stim")).to_numpy()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="cell_type")
+    g = dv.model.CGMDVAE(adata, likelihood="nb", **SMALL)
+    trained = np.flatnonzero(~held)
+    split = [trained[10:], trained[:10], np.flatnonzero(held)]
+    g.train(max_epochs=1, batch_size=150, datasplitter_kwargs={"external_indexing": split})
+    ctrl = adata[(adata.obs["cell_type"] == "T0") & (adata.obs["condition"] == "ctrl")].copy()
+    pred = g.predict_perturbation(ctrl, "stim", method="nearest_response")
+    assert pred.uns["response_groups"] == ["T1", "T2"]

@@ -157,6 +157,10 @@ class PerturbationMixin:
             return latent_shift(self, adata, contrast, batch_size)
 
 
+#: The condition of the model's cells that did not train (its test split): no condition's.
+_NOT_TRAINED = "\x00not trained"
+
+
 class Contrast(NamedTuple):
     """The two conditions a prediction goes between, resolved and checked once for every method.
 
@@ -168,7 +172,8 @@ class Contrast(NamedTuple):
     #: The condition of the cells to predict from, and the one to predict.
     source: str
     target: str
-    #: The condition of every training cell, as strings.
+    #: The condition of every cell of the model's AnnData, as strings (``_NOT_TRAINED`` for
+    #: the cells of its test split, which no mean or response reads).
     train_conditions: np.ndarray
     #: obs column of the groups (``balance_key``), or None.
     groups_key: str | None
@@ -193,11 +198,16 @@ class Contrast(NamedTuple):
             has = f"obs[{condition_key!r}] has {sorted(sources)}" if adata.n_obs else "it has none"
             raise ValueError(f"adata must hold cells of one source condition; {has}.")
         train_conditions = train.obs[condition_key].astype(str).to_numpy()
+        test = getattr(model, "test_indices", None)
+        if test is not None and len(test):  # a test split (external_indexing): never trained
+            train_conditions = train_conditions.copy()
+            train_conditions[np.asarray(test)] = _NOT_TRAINED
+        known = sorted(set(train_conditions) - {_NOT_TRAINED})
         # 1.0 or True for condition 1 names it, as translate reads it; 1 for a dose of 1.0.
-        source, target = sources[0], str(_as_known(target_condition, set(train_conditions)))
+        source, target = sources[0], str(_as_known(target_condition, known))
         for value in (source, target):
-            if value not in set(train_conditions):
-                seen = sorted(set(train_conditions))
+            if value not in known:
+                seen = known
                 if value in {
                     str(v) for v in category_mappings(model.registry_).get(condition_key, [])
                 }:
