@@ -200,6 +200,10 @@ def test_mean_expression_r2_says_when_the_two_sides_are_on_different_scales():
         warnings.simplefilter("error")  # one scale: no note
         dv.metrics.mean_expression_r2(logged[:50], logged[50:])
         dv.metrics.mean_expression_r2(counts[:50] * 2, counts[50:])
+        # Changes from control, as the docstring suggests scoring them: a change predicted
+        # in the right direction but 30 times too small was "counts against log-normalized".
+        change = logged[50:].mean(0) - logged[:50].mean(0) + rng.normal(0, 1, 50)
+        assert dv.metrics.mean_expression_r2(change[None] / 30, change[None]) > 0.99
 
 
 def test_perturbation_metrics_name_nan_and_repeated_genes():

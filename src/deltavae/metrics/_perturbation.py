@@ -140,9 +140,10 @@ _SCALE_RATIO = 20.0
 def _warn_if_scales_differ(pred: np.ndarray, true: np.ndarray) -> None:
     """Say so when one side's gene means are many times the other's (counts against
     log-normalized values: ``translate``'s X holds expected counts, ``nearest_response``'s
-    log-normalized values)."""
+    log-normalized values). Not for changes from control (a side with negative means): a
+    predicted change smaller than the observed one is no other scale."""
     top_pred, top_true = float(np.max(pred, initial=0.0)), float(np.max(true, initial=0.0))
-    if min(top_pred, top_true) <= 0:
+    if min(top_pred, top_true) <= 0 or min(pred.min(), true.min()) < 0:
         return
     if max(top_pred, top_true) / min(top_pred, top_true) > _SCALE_RATIO:
         warnings.warn(
