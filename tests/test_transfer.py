@@ -1292,6 +1292,11 @@ def test_a_held_out_model_loaded_onto_the_full_data_says_the_held_out_cells_ente
     for method in ("translate", "latent_shift", "nearest_response"):
         with pytest.warns(UserWarning, match=named):
             loaded.predict_perturbation(ctrl, "stim", method)
+    with pytest.warns(UserWarning, match="nothing is left to learn"):
+        query = dv.model.CGMDVAE.load_query_data(adata.copy(), g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a query model reads its query's cells by design
+        query.predict_perturbation(ctrl, "stim", "nearest_response")
 
 
 def test_cells_held_out_as_a_test_split_give_no_mean_or_response():

@@ -235,8 +235,8 @@ def _warn_if_cells_not_trained(model, key: str, conditions: np.ndarray, values) 
     under a condition than the model trained on (``condition_counts_``), e.g. a held-out
     model loaded onto the full data, whose held-out cells would enter the prediction."""
     trained = (getattr(model, "condition_counts_", None) or {}).get(key)
-    if trained is None:  # ZINBVAE, a column the model does not take, an older model
-        return
+    if trained is None or model.is_query_model:  # a query model reads its query, by design
+        return  # (None: ZINBVAE, a column the model does not take, an older model)
     more = {v: int((conditions == v).sum()) for v in dict.fromkeys(values)}
     more = {v: n for v, n in more.items() if n > trained.get(v, 0)}
     if more:
