@@ -1316,3 +1316,5 @@ def test_cells_held_out_as_a_test_split_give_no_mean_or_response():
     ctrl = adata[(adata.obs["cell_type"] == "T0") & (adata.obs["condition"] == "ctrl")].copy()
     pred = g.predict_perturbation(ctrl, "stim", method="nearest_response")
     assert pred.uns["response_groups"] == ["T1", "T2"]
+    stim = (adata.obs["condition"] == "stim").to_numpy()  # nor is it counted as trained
+    assert g.condition_counts_["condition"]["stim"] == (stim & ~held).sum()

@@ -28,12 +28,12 @@ def cells_per_value(column: pd.Series) -> dict[str, int]:
 
 
 def record_condition_counts(model) -> None:
-    """Add the cells of ``model``'s AnnData per condition value to ``model.condition_counts_``
-    and per combination of the condition keys' values (a tuple of strings, in the keys'
-    order) to ``model.condition_combinations_`` (both saved with the model): ``train`` calls
-    it once the cells have trained. The same AnnData trained again (``train`` called twice)
-    is counted once: what was recorded before its cells were added is kept with the model
-    (not saved) and the cells added to that."""
+    """Add the cells of ``model``'s AnnData (not its test split, which never trained) per
+    condition value to ``model.condition_counts_`` and per combination of the condition keys'
+    values (a tuple of strings, in the keys' order) to ``model.condition_combinations_``
+    (both saved with the model): ``train`` calls it once the cells have trained. The same
+    AnnData trained again (``train`` called twice) is counted once: what was recorded before
+    its cells were added is kept with the model (not saved) and the cells added to that."""
     uuid = model.adata_manager.adata_uuid
     last = getattr(model, "_counted_before", None)
     if last is not None and last[0] == uuid:
@@ -44,15 +44,18 @@ def record_condition_counts(model) -> None:
         getattr(model, "condition_combinations_", None),
     )
     before = getattr(model, "condition_counts_", None) or {}
+    cells, test = model.adata.obs, getattr(model, "test_indices", None)
+    if test is not None and len(test):  # a test split (external_indexing) never trained
+        cells = cells.iloc[np.setdiff1d(np.arange(len(cells)), test)]
     model.condition_counts_ = {
-        key: dict(Counter(before.get(key, {})) + Counter(cells_per_value(model.adata.obs[key])))
+        key: dict(Counter(before.get(key, {})) + Counter(cells_per_value(cells[key])))
         for key in model.condition_keys
     }
     combos = getattr(model, "condition_combinations_", None)
     # A model that kept counts but not combinations (saved before them) keeps drawing each
     # key on its own: combinations of these cells alone would leave out the earlier ones.
     if model.condition_keys and (combos is not None or not before):
-        obs = model.adata.obs[model.condition_keys].astype(str)
+        obs = cells[model.condition_keys].astype(str)
         combos = Counter(combos or {})
         model.condition_combinations_ = dict(
             combos + Counter(obs.itertuples(index=False, name=None))
