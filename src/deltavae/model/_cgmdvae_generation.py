@@ -129,7 +129,9 @@ class GenerationMixin:
         target_condition
             Value of the condition to translate to; with several condition keys a dict over
             them, where a key left out (or ``None``) keeps each cell's own value, e.g.
-            ``{"condition": "stim"}`` keeps every cell's donor.
+            ``{"condition": "stim"}`` keeps every cell's donor. Cells moved to a combination
+            of values that no training cell carried (a donor or cell type never seen under
+            the target) are predicted with a warning naming it: the model extrapolates there.
         batch_size
             Cells per minibatch.
         residual
