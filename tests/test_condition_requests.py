@@ -439,3 +439,17 @@ def test_a_dose_of_floats_is_named_by_an_integer_in_every_method():
         for dose in (1, np.int64(1)):
             out = model.predict_perturbation(ctrl, dose, method=method, seed=0)
             assert out.obs["dose"].dtype == np.float64 and set(out.obs["dose"]) == {1.0}
+
+
+def test_a_translated_anndata_is_written_to_once_its_counts_are_in_x(two_keys):
+    """write_to_adata of translate's output said to pass layer='counts', an argument it does
+    not take; with the whole counts in X it writes the model's slots beside the target."""
+    model, adata = two_keys
+    pred = model.translate(_ctrl(adata), {"condition": "stim"}, seed=0)
+    with pytest.raises(ValueError, match=r"pred\.X = pred\.layers\['counts'\]\.copy\(\)"):
+        model.write_to_adata(pred)
+    pred.X = pred.layers["counts"].copy()
+    written = model.write_to_adata(pred, key_added="pred")
+    assert written[:3] == ["obsm/X_pred", "obsm/X_pred_w", "obs/pred_cluster"]
+    assert pred.obsm["X_pred"].shape == (pred.n_obs, SMALL["n_latent"])
+    assert set(pred.obs["condition"]) == {"stim"}

@@ -46,6 +46,12 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
     that takes the layer (``layer``, or ``reference_layer`` for ``name="reference"``)."""
     arg = "layer" if name == "adata" else f"{name}_layer"
     layers = [key for key in adata.layers.keys() if key != layer]
+    if "prediction" in adata.uns and "counts" in layers:  # translate's, latent_shift's
+        return (
+            " This AnnData is a prediction (uns['prediction']): its X holds expected counts, "
+            "its whole counts are in layers['counts']; to read them as cells, "
+            "pred.X = pred.layers['counts'].copy()."
+        )
     if name == "query":  # mapped onto a reference: the data go where the reference read them
         target = "query.X" if layer is None else f"query.layers[{layer!r}]"
         source = f"query.layers[{layers[0]!r}]" if layers else None
