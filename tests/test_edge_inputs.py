@@ -69,6 +69,20 @@ def test_cgmdvae_trains_on_one_gene():
     assert model.get_latent_representation().shape == (60, 4)
 
 
+def test_translation_of_one_gene_averages_finite_responses():
+    """With one gene the responses' similarity had no principal component: every weight was
+    NaN and translate's default (observed responses averaged in) failed in torch.bernoulli."""
+    counts = 1 + np.random.default_rng(0).poisson(5.0, size=(60, 1)).astype(np.float32)
+    obs = pd.DataFrame({"condition": ["ctrl", "stim"] * 30}, index=[f"c{i}" for i in range(60)])
+    adata = ad.AnnData(counts, obs=obs)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, likelihood="nb", **SMALL)
+    model.train(max_epochs=2, batch_size=32)
+    out = model.translate(adata, target_condition="ctrl", seed=0)
+    assert out.uns["response_weight"] == 0.5
+    assert np.isfinite(out.X).all() and np.isfinite(out.layers["counts"]).all()
+
+
 def test_a_sparse_array_is_refused_with_the_conversion():
     adata = _cells()
     adata.X = sparse.csr_array(adata.X)

@@ -276,6 +276,9 @@ def _similarity_coordinates(model, train, adata, x_train, x_query, similarity, b
     from sklearn.decomposition import PCA
 
     n_pcs = min(_N_PCS, x_train.shape[0] - 1, x_train.shape[1] - 1)
+    if n_pcs < 1 or not np.ptp(x_train, axis=0).any():  # one gene, or all cells alike
+        # No component tells groups apart (and none at all gave NaN weights): all equally near.
+        return np.zeros((len(x_train), 1)), np.zeros((len(x_query), 1))
     pca = PCA(n_pcs, random_state=0).fit(x_train)
     return pca.transform(x_train), pca.transform(x_query)
 
