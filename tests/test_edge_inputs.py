@@ -69,6 +69,19 @@ def test_cgmdvae_trains_on_one_gene():
     assert model.get_latent_representation().shape == (60, 4)
 
 
+def test_cgmdvae_trains_with_counts_in_one_gene_of_several():
+    """Sparse counts in one gene of 5: after normalising every cell is alike, and the refit of
+    the mixture at the end of training failed in ARPACK ("Starting vector is zero")."""
+    counts = np.zeros((60, 5), dtype=np.float32)
+    counts[:, 2] = 1 + np.random.default_rng(0).poisson(5.0, size=60)
+    adata = ad.AnnData(sparse.csr_matrix(counts))
+    with pytest.warns(UserWarning, match="genes"):  # the 4 silent genes
+        dv.model.CGMDVAE.setup_anndata(adata)
+    model = dv.model.CGMDVAE(adata, n_clusters=2, likelihood="nb", **SMALL)
+    model.train(max_epochs=2, batch_size=32)
+    assert np.isfinite(model.get_latent_representation()).all()
+
+
 def test_translation_of_one_gene_averages_finite_responses():
     """With one gene the responses' similarity had no principal component: every weight was
     NaN and translate's default (observed responses averaged in) failed in torch.bernoulli."""

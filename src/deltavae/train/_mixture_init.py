@@ -361,6 +361,10 @@ def data_components(x, group: np.ndarray | None, seed: int, n_comps: int = 50) -
         sc.pp.normalize_total(logged, target_sum=1e4)
     sc.pp.log1p(logged)
     n_comps = min(n_comps, logged.n_obs - 1, logged.n_vars - 1)
+    # Cells all alike (counts in one gene only): no component, and sparse PCA failed in ARPACK.
+    spread = logged.X.max(0) - logged.X.min(0)
+    if not np.any(spread.toarray() if hasattr(spread, "toarray") else spread):
+        return np.zeros((logged.n_obs, max(n_comps, 1)), dtype=np.float32)
     pcs = np.ascontiguousarray(sc.pp.pca(logged.X, n_comps=n_comps, random_state=seed))
     return _condition_centred(torch.as_tensor(pcs), group)
 
