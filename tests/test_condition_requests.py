@@ -225,6 +225,11 @@ def test_a_model_reading_counts_from_disk_predicts_samples_and_tests(tmp_path):
     ctrl_backed = backed[backed.obs["condition"] == "ctrl"]
     in_file = model.predict_perturbation(ctrl_backed, "stim", method="nearest_response")
     np.testing.assert_allclose(in_file.X, nearest.X, rtol=1e-5)
+    # Cells of both conditions: each source's rows were copied, which anndata refuses backed.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        both = model.translate(backed, "stim", seed=0)
+        np.testing.assert_allclose(both.X, model.translate(adata, "stim", seed=0).X, rtol=1e-5)
 
 
 def test_a_query_model_translates_to_a_condition_its_cells_lack():
