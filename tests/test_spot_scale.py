@@ -120,6 +120,14 @@ def test_per_spot_inference_refuses_what_it_cannot_do(cells, split):
         dv.model.NMFDeconv(plain, n_components=3, inference="both")
     with pytest.raises(ValueError, match="got prior_concentration=nan, technology_sd=0.5"):
         dv.model.NMFDeconv(plain, n_components=3, prior_concentration=float("nan"))
+    # More factors than the spots read or the genes: scikit-learn's "init = 'nndsvda' can
+    # only be used when n_components <= min(n_samples, n_features)".
+    with pytest.raises(ValueError, match=r"n_components=4 exceeds .* \(start_spots=3\)"):
+        dv.model.NMFDeconv(plain, n_components=4, start_spots=3)
+    narrow = plain[:, :2].copy()
+    dv.model.NMFDeconv.setup_anndata(narrow)
+    with pytest.raises(ValueError, match="x 2 genes: 2"):
+        dv.model.NMFDeconv(narrow, n_components=3)
 
 
 def test_amortized_model_set_up_with_spot_index_maps_new_spots(cells, split):

@@ -145,9 +145,12 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
                     "Reference-free NMFDeconv needs n_components >= 2 (or pass signatures / use "
                     f"NMFDeconv.from_reference); got n_components={n_components!r}."
                 )
-            if n_components > adata.n_obs:
+            most = min(adata.n_obs, start_spots, adata.n_vars)  # NMF's start finds at most
+            if n_components > most:
                 raise ValueError(
-                    f"n_components={n_components} exceeds the number of spots ({adata.n_obs})."
+                    f"n_components={n_components} exceeds the factors the NMF start finds in"
+                    f" {adata.n_obs} spots (start_spots={start_spots}) x {adata.n_vars} genes: "
+                    f"{most}"
                 )
             rows, columns = self._sample_rows(start_spots), np.arange(adata.n_vars)
             names, sig, proportions, abundance = nmf_start(
