@@ -283,6 +283,19 @@ def test_save_path_exists(saved):
     model.save(path, overwrite=True)
 
 
+def test_a_save_that_fails_leaves_no_directory_behind(saved):
+    """save_anndata=True of an obs column h5py cannot write failed after adata.h5ad was begun:
+    the directory held it alone, load failed on it and the next save said it existed."""
+    model, path = saved
+    model.adata.obs["lists"] = pd.Series([[1, 2]] * model.adata.n_obs, index=model.adata.obs_names)
+    with pytest.raises(TypeError):
+        model.save(path.parent / "again", save_anndata=True)
+    assert not (path.parent / "again").exists()
+    with pytest.raises(TypeError):  # a directory that was there stays, with what it held
+        model.save(path, overwrite=True, save_anndata=True)
+    assert path.is_dir()
+
+
 def test_load_with_different_genes(saved, counts_adata):
     _, path = saved
     fewer = counts_adata[:, 5:].copy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
 import warnings
 import zipfile
 from importlib.metadata import PackageNotFoundError, version
@@ -176,8 +177,16 @@ class Saving:
         if overwrite and not save_anndata and os.path.isfile(stale):
             os.remove(stale)
         self.weights_digest_ = weights_digest(self.module.state_dict())  # checked by load
-        with obs_types_kept(self, save_anndata):  # the user's str columns stay str
-            super().save(dir_path, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
+        created = not os.path.exists(dir_path)
+        try:
+            with obs_types_kept(self, save_anndata):  # the user's str columns stay str
+                super().save(dir_path, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
+        except BaseException:
+            # An AnnData h5py cannot write (an obs column of lists) left the directory with
+            # adata.h5ad alone: load failed on it and a second save was refused as existing.
+            if created:
+                shutil.rmtree(dir_path, ignore_errors=True)
+            raise
 
     @classmethod
     def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs):
