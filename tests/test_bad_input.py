@@ -487,6 +487,19 @@ def test_data_that_are_not_counts_point_to_where_the_counts_are(counts_adata):
     _setup_fails(logged, ValueError, r"adata\.raw holds other data: if they are the raw counts")
 
 
+def test_new_cells_that_are_not_counts_are_told_where_the_model_reads_them(saved, counts_adata):
+    """A trained model takes no layer: the advice to pass layer='counts' to
+    get_latent_representation could not be followed (a TypeError)."""
+    model, _ = saved
+    new = counts_adata.copy()
+    new.X = sp.csr_matrix(np.log1p(_dense(new.X)))
+    fix = r"reads raw counts from X: put them there, e.g. adata.X = adata.layers\['counts'\]"
+    with pytest.raises(ValueError, match=fix):
+        model.get_latent_representation(new)
+    new.X = new.layers["counts"].copy()  # the advice followed
+    assert model.get_latent_representation(new).shape == (new.n_obs, 3)
+
+
 def test_counts_normalized_in_place_after_training_are_refused(counts_adata):
     """The setup checked the counts once; normalize_total + log1p on the same object then
     went unnoticed, and latents and expression came from log-normalized input."""

@@ -444,7 +444,8 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
                 check_known_categories(adata, self.registry_, model=self)
                 check_size_factors(adata, self.registry_["setup_args"].get("size_factor_key"))
                 layer = self.registry_["setup_args"].get("layer")
-                check_data(adata, layer, kind=self._data_kind, min_cells=1, warn_empty=False)
+                kind = self._data_kind
+                check_data(adata, layer, kind=kind, min_cells=1, warn_empty=False, fixed=True)
         else:
             check_own_adata(self)
         with _transferring_quietly():  # registered like the training AnnData

@@ -41,9 +41,12 @@ def why_not_whole(frac: np.ndarray, high: float, sums: np.ndarray, unit: str = "
     return "normalized or log-transformed data?"
 
 
-def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="cells") -> str:
+def counts_hint(
+    adata: AnnData, layer: str | None, name: str = "adata", unit="cells", fixed: bool = False
+) -> str:
     """Where the raw counts may be instead: the layers, or ``adata.raw``; named by the argument
-    that takes the layer (``layer``, or ``reference_layer`` for ``name="reference"``)."""
+    that takes the layer (``layer``, or ``reference_layer`` for ``name="reference"``). With
+    ``fixed`` (new data for a trained model, which takes no layer) where to put them."""
     arg = "layer" if name == "adata" else f"{name}_layer"
     layers = [key for key in adata.layers.keys() if key != layer]
     if "prediction" in adata.uns and "counts" in layers:  # translate's, latent_shift's
@@ -52,13 +55,15 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
             "its whole counts are in layers['counts']; to read them as cells, "
             "pred.X = pred.layers['counts'].copy()."
         )
-    if name == "query":  # mapped onto a reference: the data go where the reference read them
-        target = "query.X" if layer is None else f"query.layers[{layer!r}]"
-        source = f"query.layers[{layers[0]!r}]" if layers else None
+    if name == "query" or fixed:  # the data go where the reference (the model) read them
+        target = f"{name}.X" if layer is None else f"{name}.layers[{layer!r}]"
+        source = f"{name}.layers[{layers[0]!r}]" if layers else None
         if source is None and adata.raw is not None:
-            source = "query.raw[:, query.var_names].X"
+            source = f"{name}.raw[:, {name}.var_names].X"
         fix = f", e.g. {target} = {source}.copy()" if source else ""
-        where = target.removeprefix("query.")
+        where = target.removeprefix(f"{name}.")
+        if fixed:
+            return f" The model reads raw counts from {where}: put them there{fix}."
         return f" The reference read raw counts from {where}: put the query's there{fix}."
     # A cytometry or CLR-protein user has no raw counts to pass: say what fits real values
     # (cells only: the spatial models read counts alone).

@@ -111,6 +111,7 @@ def check_data(
     warn_empty: bool = True,
     name: str = "adata",
     unit: str = "cells",
+    fixed: bool = False,
 ) -> None:
     """Check the data matrix a model will read.
 
@@ -135,6 +136,8 @@ def check_data(
         What to call the AnnData in messages (e.g. ``"reference"``).
     unit
         What its rows are, in messages: ``"cells"`` or, for spatial models, ``"spots"``.
+    fixed
+        ``layer`` is a trained model's: the advice puts the counts there (no layer to pass).
 
     Examples
     --------
@@ -185,7 +188,7 @@ def check_data(
             if low < 0:
                 raise ValueError(
                     f"{where} must hold raw counts: found negative values (min {low})."
-                    + counts_hint(adata, layer, name, unit)
+                    + counts_hint(adata, layer, name, unit, fixed)
                 )
             frac = not_counts(values)  # not whole: the negative ones were refused above
             if frac.size:
@@ -193,7 +196,7 @@ def check_data(
                     f"{where} must hold raw counts: found non-integer values such as "
                     f"{frac.flat[0]:.8g} ({frac.size} in cells {row + 1}-{row + block.shape[0]}): "
                     + why_not_whole(frac, high, np.asarray(block.sum(axis=1)).ravel(), unit)
-                    + counts_hint(adata, layer, name, unit)
+                    + counts_hint(adata, layer, name, unit, fixed)
                 )
         elif kind == "binary" and (low < 0 or high > 1):
             raise ValueError(
