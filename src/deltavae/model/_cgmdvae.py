@@ -440,9 +440,8 @@ class CGMDVAE(
             values = (z, w, probs, qz.variance, qw.variance)
             for key, value in zip(("z", "w", "probs", "z_var", "w_var"), values, strict=True):
                 out[key].append(value.cpu())
-        if moved:  # cells moved to a combination of conditions that never trained
-            call = "get_latent_representation(condition=...)"
-            warn_untrained_combinations(self, torch.cat(moved).cpu().numpy(), call)
+        # Cells moved to a combination of conditions that never trained: a warning.
+        warn_untrained_combinations(self, moved, "get_latent_representation(condition=...)")
         return {k: torch.cat(v).numpy() for k, v in out.items()}
 
     @writes_backed

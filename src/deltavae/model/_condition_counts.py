@@ -12,6 +12,7 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ._validation import warn_user
 
@@ -103,15 +104,18 @@ def condition_counts(model, key: str) -> dict[str, int]:
     return recorded if recorded is not None else cells_per_value(model.adata.obs[key])
 
 
-def warn_untrained_combinations(model, codes: np.ndarray, call: str) -> None:
+def warn_untrained_combinations(model, codes, call: str) -> None:
     """Warn when ``call`` moved cells to combinations of the condition keys' values that no
-    training cell carried (``codes``: cells x condition keys), naming each with its cells: the
+    training cell carried (``codes``: cells x condition keys, an array or a list of tensors
+    of minibatches, on any device), naming each with its cells: the
     model learned nothing of them (a cell type or donor under a condition it was never seen
     in), so its prediction there is an extrapolation. Quiet for one condition key (a value
     never seen is refused) and for a model saved before the combinations were kept."""
     combos = getattr(model, "condition_combinations_", None)  # CGMDVAE's, once trained
     if combos is None or len(model.condition_keys) < 2 or not len(codes):
         return
+    if isinstance(codes, list):
+        codes = torch.cat(codes).cpu().numpy()
     keys = model.condition_keys
     trained = {tuple(map(str, v)) for v, n in combos.items() if n > 0}
     known = [[str(v) for v in model._cat_state().mappings[key]] for key in keys]
@@ -129,4 +133,25 @@ def warn_untrained_combinations(model, codes: np.ndarray, call: str) -> None:
             "The model never trained on these combinations (such as a cell type under a "
             "condition it was held out of), so what it predicts there is extrapolated; the "
             f"combinations that trained: {sorted(trained)[:10]}."
+        )
+
+
+def warn_if_cells_not_trained(model, key: str, conditions: np.ndarray, values) -> None:
+    """Means and responses are read from the model's AnnData: warn where it holds more cells
+    under a condition than the model trained on (``condition_counts_``), e.g. a held-out
+    model loaded onto the full data, whose held-out cells would enter the prediction."""
+    trained = (getattr(model, "condition_counts_", None) or {}).get(key)
+    if trained is None or model.is_query_model:  # a query model reads its query, by design
+        return  # (None: ZINBVAE, a column the model does not take, an older model)
+    more = {v: int((conditions == v).sum()) for v in dict.fromkeys(values)}
+    more = {v: n for v, n in more.items() if n > trained.get(v, 0)}
+    if more:
+        listed = ", ".join(
+            f"{key}={v!r}: {n} cells, {trained.get(v, 0)} trained" for v, n in more.items()
+        )
+        warn_user(
+            f"The model's AnnData holds cells it was not trained on ({listed}), and this "
+            "prediction reads means and observed responses from them: cells held out of "
+            "training (a held-out type's stimulated cells, loaded with the full data) enter "
+            "the prediction. Load the model onto the cells it trained on to keep them out."
         )

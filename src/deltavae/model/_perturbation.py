@@ -19,6 +19,7 @@ from scvi import REGISTRY_KEYS
 
 from ..distributions import round_counts
 from ._cgmdvae_mixins import ClustersMixin, _as_known
+from ._condition_counts import warn_if_cells_not_trained
 from ._labels import NoResponseError, condition_column, groups_under_both
 from ._latent_shift import balance_groups, describe_prediction, latent_shift, training_obs
 from ._matrices import in_memory, row_sums, to_memory
@@ -226,29 +227,8 @@ class Contrast(NamedTuple):
                     f"Condition {condition_key}={value!r} was never seen in training; "
                     f"conditions seen: {seen}."
                 )
-        _warn_if_cells_not_trained(model, condition_key, train_conditions, (source, target))
+        warn_if_cells_not_trained(model, condition_key, train_conditions, (source, target))
         return cls(condition_key, source, target, train_conditions, groups_key)
-
-
-def _warn_if_cells_not_trained(model, key: str, conditions: np.ndarray, values) -> None:
-    """Means and responses are read from the model's AnnData: warn where it holds more cells
-    under a condition than the model trained on (``condition_counts_``), e.g. a held-out
-    model loaded onto the full data, whose held-out cells would enter the prediction."""
-    trained = (getattr(model, "condition_counts_", None) or {}).get(key)
-    if trained is None or model.is_query_model:  # a query model reads its query, by design
-        return  # (None: ZINBVAE, a column the model does not take, an older model)
-    more = {v: int((conditions == v).sum()) for v in dict.fromkeys(values)}
-    more = {v: n for v, n in more.items() if n > trained.get(v, 0)}
-    if more:
-        listed = ", ".join(
-            f"{key}={v!r}: {n} cells, {trained.get(v, 0)} trained" for v, n in more.items()
-        )
-        warn_user(
-            f"The model's AnnData holds cells it was not trained on ({listed}), and this "
-            "prediction reads means and observed responses from them: cells held out of "
-            "training (a held-out type's stimulated cells, loaded with the full data) enter "
-            "the prediction. Load the model onto the cells it trained on to keep them out."
-        )
 
 
 def _additive_data(model, adata: AnnData) -> np.ndarray:
