@@ -490,14 +490,18 @@ def test_data_that_are_not_counts_point_to_where_the_counts_are(counts_adata):
 def test_new_cells_that_are_not_counts_are_told_where_the_model_reads_them(saved, counts_adata):
     """A trained model takes no layer: the advice to pass layer='counts' to
     get_latent_representation could not be followed (a TypeError)."""
-    model, _ = saved
+    model, path = saved
     new = counts_adata.copy()
     new.X = sp.csr_matrix(np.log1p(_dense(new.X)))
     fix = r"reads raw counts from X: put them there, e.g. adata.X = adata.layers\['counts'\]"
     with pytest.raises(ValueError, match=fix):
         model.get_latent_representation(new)
+    with pytest.raises(ValueError, match=fix):  # nor can load take a layer
+        dv.model.ZINBVAE.load(path, adata=new)
     new.X = new.layers["counts"].copy()  # the advice followed
     assert model.get_latent_representation(new).shape == (new.n_obs, 3)
+    loaded = dv.model.ZINBVAE.load(path, adata=new)
+    assert loaded.get_latent_representation().shape == (new.n_obs, 3)
 
 
 def test_counts_normalized_in_place_after_training_are_refused(counts_adata):

@@ -4,6 +4,9 @@ own AnnData still holds the counts it was set up with."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import numpy as np
 from anndata import AnnData
 from scipy import sparse
@@ -12,6 +15,19 @@ from .._checks import not_counts
 
 #: Rows of a model's own AnnData read by :func:`check_still_counts` (a quick look, every call).
 _LOOK_ROWS = 200
+#: Set while a saved model loads onto an AnnData: its layer is fixed, so the advice for data
+#: that are not counts is where to put them, as for new data given to a trained model.
+_LOADING = contextvars.ContextVar("deltavae_loading", default=False)
+
+
+@contextlib.contextmanager
+def loading_saved_model():
+    """While a saved model loads (setup and ``__init__`` check the AnnData it loads onto)."""
+    token = _LOADING.set(True)
+    try:
+        yield
+    finally:
+        _LOADING.reset(token)
 
 
 def _first_rows(X):
@@ -48,6 +64,7 @@ def counts_hint(
     that takes the layer (``layer``, or ``reference_layer`` for ``name="reference"``). With
     ``fixed`` (new data for a trained model, which takes no layer) where to put them."""
     arg = "layer" if name == "adata" else f"{name}_layer"
+    fixed = fixed or _LOADING.get()
     layers = [key for key in adata.layers.keys() if key != layer]
     if "prediction" in adata.uns and "counts" in layers:  # translate's, latent_shift's
         return (
