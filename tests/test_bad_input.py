@@ -504,6 +504,24 @@ def test_new_cells_that_are_not_counts_are_told_where_the_model_reads_them(saved
     assert loaded.get_latent_representation().shape == (new.n_obs, 3)
 
 
+def test_a_condition_edited_after_training_is_not_read_as_the_old_one(counts_adata):
+    """Read-outs of the model's own AnnData used the batch codes registered at setup after
+    the user changed adata.obs['condition']: results of the old values, without a word."""
+    dv.model.ZINBVAE.setup_anndata(counts_adata, batch_key="condition")
+    model = dv.model.ZINBVAE(counts_adata, n_latent=3, n_hidden=16)
+    model.train(max_epochs=1, **TRAIN)
+    z = model.get_latent_representation()
+    kept = counts_adata.obs["condition"].copy()
+    counts_adata.obs["condition"] = kept.iloc[::-1].to_numpy()  # every cell's another's
+    for call in (model.get_latent_representation, model.write_to_adata):
+        with pytest.raises(ValueError, match=r"obs\['condition'\] changed .* pass a copy"):
+            call()
+    swapped = model.get_latent_representation(counts_adata.copy())  # as the advice says
+    assert np.abs(swapped - z).max() > 1e-3
+    counts_adata.obs["condition"] = kept
+    np.testing.assert_allclose(model.get_latent_representation(), z, rtol=1e-6)
+
+
 def test_counts_normalized_in_place_after_training_are_refused(counts_adata):
     """The setup checked the counts once; normalize_total + log1p on the same object then
     went unnoticed, and latents and expression came from log-normalized input."""

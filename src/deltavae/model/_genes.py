@@ -71,6 +71,11 @@ def check_own_adata(model) -> None:
             "genes (model.write_to_adata(full), full kept from before the subset), or set up "
             "and train a model on the subset."
         )
+    registry = getattr(model, "registry_", None)
+    if adata is not None and registry is not None:  # a column it reads changed since setup
+        from ._training_checks import check_registered_columns
+
+        check_registered_columns(adata, registry, type(model).__name__, trained=True)
     check_model_counts(model)
 
 

@@ -312,9 +312,10 @@ def _registered_columns(registry: dict):
                 yield key, ("obsm", data["attr_key"], key), mapping
 
 
-def check_registered_columns(adata, registry: dict, model: str) -> None:
+def check_registered_columns(adata, registry: dict, model: str, trained: bool = False) -> None:
     """Refuse an obs column changed after ``setup_anndata``: scvi-tools reads the codes it
-    wrote then (``obs["_scvi_batch"]``, ...), so a model would train on the old values."""
+    wrote then (``obs["_scvi_batch"]``, ...), so a model would train on the old values, and
+    a ``trained`` one's read-outs would come from them."""
     for key, (slot, attr_key, column), mapping in _registered_columns(registry):
         store = getattr(adata, slot)
         if key not in adata.obs or attr_key not in store:
@@ -328,10 +329,17 @@ def check_registered_columns(adata, registry: dict, model: str) -> None:
         now = np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1)
         changed = int((now != np.asarray(registered)).sum())
         if changed:
+            fix = (
+                "To read the cells with their values now, pass a copy as new cells (e.g. "
+                "model.get_latent_representation(adata.copy()), model.write_to_adata(copy)); "
+                "or restore the column."
+                if trained
+                else f"Call {model}.setup_anndata on it again, then build the model."
+            )
             raise ValueError(
                 f"adata.obs[{key!r}] changed after setup_anndata: {changed} of {adata.n_obs} "
-                "cells hold another value than the one registered, which the model would read. "
-                f"Call {model}.setup_anndata on it again, then build the model."
+                f"cells hold another value than the one registered, which the model would read. "
+                + fix
             )
 
 
