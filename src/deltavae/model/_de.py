@@ -216,9 +216,13 @@ def check_batches(model, given: dict, arguments: tuple[str, ...]) -> None:
                 f"{key}=... and train again."
             )
         if unknown:
+            plain = [v.item() if isinstance(v, np.generic) else v for v in known]
+            named = {str(v): v for v in plain}.get(str(unknown[0]))  # "0" for batch 0
+            hint = f" (as the column holds it: {named!r})" if named is not None else ""
             raise ValueError(
                 f"{arg}={value!r}: {unknown[0]!r} is not a category of "
-                f"adata.obs[{registry.get('original_key')!r}]; its categories: {known[:20]}."
+                f"adata.obs[{registry.get('original_key')!r}]{hint}; its categories: "
+                f"{plain[:20]}."
             )
         seen = (seen_categories(model) or {}).get(registry.get("original_key"))
         # By the model's name of each value: 1.0 (or True) for batch 1 is batch "1".
