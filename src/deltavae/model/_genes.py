@@ -75,6 +75,7 @@ def check_own_adata(model) -> None:
     if adata is not None and registry is not None:  # a column it reads changed since setup
         from ._training_checks import check_registered_columns
 
+        model.adata_manager.validate()  # another model's codes there (same AnnData): ours back
         check_registered_columns(adata, registry, type(model).__name__, trained=True)
     check_model_counts(model)
 
