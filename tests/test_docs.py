@@ -1,5 +1,7 @@
 """The documentation builds with warnings as errors and documents every public name."""
 
+import inspect
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,13 +12,71 @@ import deltavae as dv
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
-for _module in ("sphinx", "myst_nb", "sphinx_book_theme"):
-    pytest.importorskip(_module, reason=f'building the docs needs {_module}: pip install ".[docs]"')
+_SECTION = re.compile(
+    r"^(Parameters|Other Parameters)\n-{3,}\n(.*?)(?=^[^\s][^\n]*\n-{3,}\n|\Z)", re.M | re.S
+)
+
+
+def _documented(doc: str) -> set[str] | None:
+    """Names of a numpydoc docstring's parameters ("a, b" entries give both), or None."""
+    sections = _SECTION.findall(inspect.cleandoc(doc))
+    if not sections:
+        return None
+    entries = (line.partition(" : ")[0] for _, text in sections for line in text.splitlines())
+    return {n.strip().lstrip("*") for e in entries if e[:1].strip() for n in e.split(",")}
+
+
+def _public_callables():
+    for name in dv.model.__all__:
+        cls = getattr(dv.model, name)
+        yield f"model.{name}", cls.__init__, inspect.getdoc(cls)
+        for attr in dir(cls):
+            owner = next((k for k in cls.__mro__ if attr in k.__dict__), None)
+            if attr.startswith("_") or not owner.__module__.startswith("deltavae"):
+                continue  # scvi-tools' own methods keep scvi-tools' docstrings
+            method = getattr(cls, attr)
+            if callable(method) and not inspect.isclass(method):
+                yield f"model.{name}.{attr}", method, inspect.getdoc(method)
+    for name in dv.module.__all__:
+        cls = getattr(dv.module, name)
+        yield f"module.{name}", cls.__init__, inspect.getdoc(cls)
+    for module in (dv.pl, dv.metrics, dv.datasets):
+        for name in module.__all__:
+            yield f"{module.__name__}.{name}", getattr(module, name), getattr(module, name).__doc__
+
+
+def test_docstrings_name_every_parameter_and_no_other():
+    """Every parameter of the public models, plots and metrics is documented, under its own
+    name, and the docstrings document no parameter the function does not take."""
+    wrong = []
+    for name, func, doc in _public_callables():
+        params = [
+            p
+            for p in inspect.signature(func).parameters.values()
+            if p.name not in ("self", "cls")
+            # For scvi-tools' load and load_query_data only; any other keyword is refused.
+            and not (name.endswith(".setup_anndata") and p.kind is p.VAR_KEYWORD)
+        ]
+        documented = _documented(doc or "")
+        if documented is None:  # prose (a one-line method): its named parameters named
+            variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+            missing = [p.name for p in params if p.kind not in variadic and p.name not in doc]
+            stale = []
+        else:
+            missing = [p.name for p in params if p.name not in documented]
+            stale = sorted(documented - {p.name for p in params})
+        if missing or stale:
+            wrong.append(f"{name}: undocumented {missing}, not parameters {stale}")
+    assert not wrong, "\n".join(wrong)
 
 
 # About 25 s on 2 CPU cores; `.ci/run` runs it in its second stage, `python -m pytest -m slow`.
 @pytest.mark.slow
 def test_docs_build_without_warnings(tmp_path):
+    for module in ("sphinx", "myst_nb", "sphinx_book_theme"):
+        pytest.importorskip(
+            module, reason=f'building the docs needs {module}: pip install ".[docs]"'
+        )
     if not (DOCS / "conf.py").is_file():
         pytest.skip("docs/ is not next to the tests (installed package)")
     out = tmp_path / "html"

@@ -410,7 +410,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
 
     @classmethod
     def register_manager(cls, adata_manager):
-        """scvi-tools' registration, with the field registries sealed (see ``_sealed``)."""
+        """scvi-tools' registration of ``adata_manager``, its field registries sealed."""
         super().register_manager(_sealed(adata_manager))
 
     def _register_manager_for_instance(self, adata_manager):

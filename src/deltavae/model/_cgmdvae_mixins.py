@@ -39,7 +39,7 @@ class CountExpressionMixin:
                 "['expected'] for the model's expectation."
             )
 
-    @functools.wraps(RNASeqMixin.get_normalized_expression)
+    @functools.wraps(CheckedExpressionMixin.get_normalized_expression)
     def get_normalized_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         self._needs_counts("get_normalized_expression")
         return super().get_normalized_expression(*args, **kwargs)
@@ -59,7 +59,7 @@ class CountExpressionMixin:
         self._needs_counts("get_latent_library_size", "the library sizes")  # not a TypeError
         return super().get_latent_library_size(*args, **kwargs)
 
-    @functools.wraps(RNASeqMixin.get_feature_correlation_matrix)
+    @functools.wraps(CheckedExpressionMixin.get_feature_correlation_matrix)
     def get_feature_correlation_matrix(self, *args, **kwargs):  # noqa: D102
         self._needs_counts("get_feature_correlation_matrix", "gamma-Poisson draws")
         return super().get_feature_correlation_matrix(*args, **kwargs)

@@ -23,6 +23,18 @@ from ._scvi_glue import check_indices, mask_by_name
 _SLOW_IMPORTANCE = 1_000_000
 
 
+def _with_silent(doc: str) -> str:
+    """scvi-tools' docstring with its ``silent`` parameter described: scvi-tools 1.4 leaves
+    the placeholder ``%(de_silent)s`` unfilled in some, and leaves ``silent`` out of
+    ``posterior_predictive_sample``'s."""
+    silent = "silent\n            If True, disables the progress bar."
+    if "%(de_silent)s" in doc:
+        return doc.replace("%(de_silent)s", silent)
+    if "        silent\n" in doc or "        dataloader\n" not in doc:
+        return doc
+    return doc.replace("        dataloader\n", f"        {silent}\n        dataloader\n", 1)
+
+
 class CheckedExpressionMixin(RNASeqMixin):
     """scvi-tools' expression API with its arguments checked first: scvi-tools silently drops
     unknown genes of ``gene_list`` (an empty frame when none is known) and fails on a list for
@@ -112,6 +124,9 @@ class CheckedExpressionMixin(RNASeqMixin):
             if not had_temp and not data.is_view and _SCVI_TEMP in data.obs:
                 del data.obs[_SCVI_TEMP]
 
+    get_normalized_expression.__doc__ = _with_silent(get_normalized_expression.__doc__)
+    get_feature_correlation_matrix.__doc__ = _with_silent(get_feature_correlation_matrix.__doc__)
+    posterior_predictive_sample.__doc__ = _with_silent(posterior_predictive_sample.__doc__)
     differential_expression.__doc__ = (
         RNASeqMixin.differential_expression.__doc__.rstrip()
         + "\n\nNotes\n-----\nWithin each comparison the rows run by ``proba_de``"

@@ -125,6 +125,9 @@ class ArchetypesModule(DeltaPyroModule):
         Number of samples (slides) sharing the archetypes; 1 fits no technical factor.
     technology_sd
         Prior standard deviation of a sample's log technical factor of a gene.
+    candidate_samples
+        Sample (0 to ``n_samples - 1``) of each candidate spot, whose technical factors are
+        taken out of its profile; default all of sample 0.
 
     Examples
     --------

@@ -86,6 +86,9 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
     prior_covariance
         ``"diag"``: diagonal components; ``"full"``: each component also learns a correlation
         between the z dimensions (see :class:`deltavae.nn.MixturePrior`).
+    condition_alignment
+        Weight of the penalty on the distance between the conditions' means of z within each
+        cluster (:meth:`alignment_penalty`); 0 adds none.
 
     Examples
     --------
