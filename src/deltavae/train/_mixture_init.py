@@ -142,10 +142,11 @@ def refit_mixture(module, z, w, z_var, assignments, cat_covs=None, n_steps: int 
     z, c), Hungarian algorithm), then the output biases of component j are moved so that its
     mean over cluster j's cells equals their mean of z and its scales match their covariance
     plus their mean posterior variance (``z_var``); full components also take the cluster's
-    correlations. The cluster head is fitted to the clusters last. A component with fewer
-    than two cells is left as it is. ``z`` and ``w`` are posterior means, ``cat_covs`` the
-    cells' condition codes (None without conditions): tensors on any device or arrays (as
-    ``get_latent_representation`` returns them), moved to the module's.
+    correlations. The cluster head is fitted to the clusters last (``n_steps`` Adam steps on
+    them). A component with fewer than two cells is left as it is. ``z`` and ``w`` are
+    posterior means, ``cat_covs`` the cells' condition codes (None without conditions):
+    tensors on any device or arrays (as ``get_latent_representation`` returns them), moved to
+    the module's.
 
     Examples
     --------
