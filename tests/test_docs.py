@@ -43,6 +43,8 @@ def _public_callables():
     for module in (dv.pl, dv.metrics, dv.datasets):
         for name in module.__all__:
             yield f"{module.__name__}.{name}", getattr(module, name), getattr(module, name).__doc__
+    for func in (dv.read_lazy, dv.write_results_to_store, dv.set_threads, dv.train.refit_mixture):
+        yield func.__qualname__, func, func.__doc__
 
 
 def test_docstrings_name_every_parameter_and_no_other():
