@@ -244,3 +244,25 @@ def test_a_view_of_a_backed_file_is_told_to_use_to_memory(cells, tmp_path):
     lazy = dv.read_lazy(_write(cells, tmp_path / "cells.h5ad"))
     with pytest.raises(ValueError, match=r"adata\[mask\].to_memory\(\).*copy\(filename="):
         dv.model.ZINBVAE.setup_anndata(lazy[:50])
+
+
+# ------------------------------------------------------- 8. a file or store moved away
+@pytest.mark.parametrize("store", ["cells.h5ad", "cells.zarr"])
+def test_a_store_moved_after_training_is_named_not_read_as_zeros(cells, tmp_path, store):
+    # zarr reads the chunks of a moved or deleted store as zeros: the model's read-outs and
+    # training went on, on nothing; a closed .h5ad failed deep in h5py ("unable to open file").
+    path = _write(cells, tmp_path / store)
+    lazy = ad.read_h5ad(path, backed="r") if store.endswith(".h5ad") else dv.read_lazy(path)
+    dv.model.ZINBVAE.setup_anndata(lazy)
+    model = dv.model.ZINBVAE(lazy, n_latent=3, n_hidden=16)
+    model.train(max_epochs=1, **TRAIN)
+    z = model.get_latent_representation()
+    if lazy.isbacked:
+        lazy.file.close()
+    path.rename(tmp_path / f"moved_{store}")
+    for call in (model.get_latent_representation, lambda: model.train(max_epochs=1, **TRAIN)):
+        with pytest.raises(FileNotFoundError, match=r"no longer exists.*Open it where it is now"):
+            call()
+    moved = dv.read_lazy(tmp_path / f"moved_{store}") if store.endswith(".zarr") else None
+    if moved is not None:
+        np.testing.assert_allclose(model.get_latent_representation(moved), z, atol=1e-6)

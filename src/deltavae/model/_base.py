@@ -31,7 +31,7 @@ from ..train._record import records_train_args
 from ..train._runner import DeltaTrainRunner
 from ._genes import check_own_adata, match_genes
 from ._labels import check_known_categories, with_labels_column
-from ._matrices import to_memory
+from ._matrices import check_still_on_disk, to_memory
 from ._saved import Saving, _package_version
 from ._scvi_glue import (
     Picklable,
@@ -273,6 +273,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
             trainer_kwargs.setdefault("limit_val_batches", 0)
         history = getattr(self, "history_", None) or {}
         epochs_before = len(history.get("elbo_train", ())) if self.is_trained_ else 0
+        check_still_on_disk(self.adata)  # moved or deleted: zarr would read zeros
         check_backing_for_training(self.adata)
         # Another model set up on the same AnnData (or a read call of one) rewrites the
         # registered columns (obs["_scvi_batch"] ...) with its own codes; take ours back.
@@ -434,6 +435,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         order, missing or unknown genes are caught once for all of them.
         """
         given = adata
+        check_still_on_disk(getattr(self, "_adata", None) if adata is None else adata)
         if adata is not None and adata is not getattr(self, "_adata", None):
             if adata.is_view and copy_if_view:
                 # scvi-tools copied a view in place (and fails on a backed one): ours is a copy.

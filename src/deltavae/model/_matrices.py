@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from anndata import AnnData
 from scipy import sparse
@@ -122,6 +124,52 @@ def on_disk(adata: AnnData) -> bool:
     return adata.isbacked or any(
         m is not None and not (isinstance(m, np.ndarray) or sparse.issparse(m)) for m in matrices
     )
+
+
+def _zarr_folder(matrix) -> Path | None:
+    """The folder of a matrix held by a zarr store on local disk (anndata's sparse dataset
+    of one, or a zarr array), else None."""
+    node = getattr(matrix, "group", matrix)
+    root = getattr(getattr(node, "store", None), "root", None)
+    if not type(node).__module__.startswith("zarr") or root is None:
+        return None
+    return Path(root) / node.path
+
+
+def check_still_on_disk(adata: AnnData | None) -> None:
+    """The .h5ad file or zarr store ``adata`` reads its matrices from is still where it was
+    opened: a closed backed file that was moved failed deep in h5py, and a zarr store moved
+    or deleted was read as zeros (zarr's value for a missing chunk), so models trained and
+    read out on nothing without a word.
+
+    Examples
+    --------
+    >>> check_still_on_disk(AnnData(np.ones((2, 2))))
+    """
+    adata = adata._adata_ref if adata is not None and adata.is_view else adata
+    if adata is None:
+        return
+    advice = (
+        "Open it where it is now ({how}) and pass that AnnData to the read-out, or load the "
+        "saved model onto it (Model.load(saved_dir, adata=adata)) to train on it."
+    )
+    if adata.isbacked:
+        if not adata.file.is_open and not Path(adata.filename).exists():
+            raise FileNotFoundError(
+                f"adata's backing file {str(adata.filename)!r} no longer exists (moved or "
+                "deleted since it was opened). "
+                + advice.format(how="anndata.read_h5ad(new_path, backed='r')")
+            )
+        return
+    for key, matrix in [("X", adata.X), *adata.layers.items()]:
+        folder = _zarr_folder(matrix)
+        if folder is not None and not folder.exists():
+            where = "adata.X" if key == "X" else f"adata.layers[{key!r}]"
+            raise FileNotFoundError(
+                f"{where} is read from {str(folder)!r}, which no longer exists: the zarr store "
+                "was moved or deleted since it was opened (zarr would read it as zeros). "
+                + advice.format(how="dv.read_lazy(new_path)")
+            )
 
 
 def to_memory(adata: AnnData) -> AnnData:
