@@ -236,6 +236,25 @@ def test_a_model_reading_counts_from_disk_predicts_samples_and_tests(tmp_path):
         np.testing.assert_allclose(both.X, model.translate(adata, "stim", seed=0).X, rtol=1e-5)
 
 
+def test_translate_reads_a_backed_anndata_of_both_conditions(tmp_path):
+    # The observed responses are averaged per source condition on a subset of the cells:
+    # anndata refused to copy that subset of a backed AnnData ("pass a filename").
+    adata = _with_donors()
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    backed = ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")
+    scvi.settings.seed = 0
+    dv.model.CGMDVAE.setup_anndata(backed, condition_key="condition")
+    model = dv.model.CGMDVAE(backed, n_clusters=2, **SMALL)
+    model.train(max_epochs=1, batch_size=128)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        in_file = model.translate(backed, "stim", seed=0)
+        in_memory = model.translate(adata, "stim", seed=0)
+    assert in_file.uns["response_weight"] == in_memory.uns["response_weight"] > 0
+    np.testing.assert_allclose(in_file.X, in_memory.X, rtol=1e-5)
+    np.testing.assert_array_equal(in_file.layers["counts"], in_memory.layers["counts"])
+
+
 def test_a_query_model_translates_to_a_condition_its_cells_lack():
     scvi.settings.seed = 0
     adata = _with_donors()
