@@ -526,6 +526,14 @@ def test_indices_a_scanpy_user_passes_are_read_or_refused_by_name(conditional):
         model.get_latent_representation(indices=mask),
         model.get_latent_representation(indices=np.flatnonzero(mask)),
     )
+    # A list of booleans ([s == "x" for s in ...]) over more cells than a minibatch failed
+    # in scipy or numpy ("bool index 0 has shape (120,) instead of (16,)").
+    listed = model.get_normalized_expression(indices=mask.tolist(), batch_size=16)
+    assert listed.index.equals(adata.obs_names[mask])
+    np.testing.assert_allclose(
+        model.get_latent_representation(indices=mask.tolist(), batch_size=16),
+        model.get_latent_representation(indices=mask),
+    )
     half = mask[: adata.n_obs // 2]
     for method in (model.get_latent_representation, model.get_normalized_expression):
         with pytest.raises(ValueError, match=r"boolean mask of 60 entries, but the AnnData has"):

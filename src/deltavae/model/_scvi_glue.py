@@ -413,7 +413,9 @@ def loader_arguments(model, args: tuple, kwargs: dict) -> dict:
     indices = kwargs["indices"] = mask_by_name(adata, indices, "indices")
     check_indices(indices, adata.n_obs)
     rows = None if indices is None else np.asarray(indices)
-    if rows is None or rows.dtype == bool or not adata.isbacked:
+    if rows is not None and rows.dtype == bool:  # scvi-tools reads an array only as a mask
+        rows = kwargs["indices"] = np.flatnonzero(rows)
+    if rows is None or not adata.isbacked:
         return kwargs
     rows = rows % adata.n_obs  # negative positions count from the end
     if (np.diff(rows) >= 0).all():
