@@ -494,6 +494,7 @@ def check_backing_for_training(adata: AnnData) -> None:
     if mode != "r":
         raise ValueError(
             f"{str(adata.filename)!r} is opened backed={mode!r} (writable); training needs it "
-            "read-only: anndata.read_h5ad(path, backed='r'). Reopen it with backed='r+' "
-            "afterwards to write results into the file."
+            "read-only: adata.file.close(); adata.file.open(filemode='r') (the model keeps this "
+            "AnnData: one read again is another). Reopen it with filemode='r+' afterwards to "
+            "write results into the file."
         )
