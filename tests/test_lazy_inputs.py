@@ -266,3 +266,16 @@ def test_a_store_moved_after_training_is_named_not_read_as_zeros(cells, tmp_path
     moved = dv.read_lazy(tmp_path / f"moved_{store}") if store.endswith(".zarr") else None
     if moved is not None:
         np.testing.assert_allclose(model.get_latent_representation(moved), z, atol=1e-6)
+
+
+# ------------------------------------------------------- 9. counts stored CSC on disk
+@pytest.mark.parametrize("store", ["csc.h5ad", "csc.zarr"])
+def test_counts_stored_csc_on_disk_are_told_to_be_rewritten_csr(cells, tmp_path, store):
+    # Each minibatch of rows of an on-disk CSC matrix reads the whole matrix; scvi-tools warns
+    # of CSC in memory only, so an atlas too big for memory was read whole, per minibatch.
+    adata = cells.copy()
+    adata.X = sparse.csc_matrix(adata.X)
+    lazy = dv.read_lazy(_write(adata, tmp_path / store))
+    fix = r"stored CSC .* every minibatch .* reads the whole matrix.*adata.X = adata.X.tocsr\(\)"
+    with pytest.warns(UserWarning, match=fix):
+        dv.model.ZINBVAE.setup_anndata(lazy)

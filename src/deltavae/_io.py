@@ -43,6 +43,25 @@ def dense_advice(key: str, path) -> str:
     )
 
 
+def csc_advice(where: str) -> str:
+    """Why and how to rewrite ``where`` (``"adata.X"``, ``"adata.layers['counts']"``), a count
+    matrix stored CSC on disk, as CSR. It opens with scvi-tools' advice for a CSC matrix in
+    memory, which the CLI rewrites as a shell command.
+
+    Examples
+    --------
+    >>> csc_advice("adata.X")[64:124]
+    'adata.X is stored CSC (column by column) on disk: every mini'
+    """
+    return (
+        f"Training will be faster when sparse matrix is formatted as CSR: {where} is stored "
+        "CSC (column by column) on disk: every minibatch of cells reads the whole matrix into "
+        "memory, in training and in every read-out. Write it as CSR once: adata = "
+        f"anndata.read_h5ad(path); {where} = {where}.tocsr(); adata.write_h5ad(path), and "
+        "open that file."
+    )
+
+
 def _lazy_matrix(group, key: str, path: Path, layer: bool = False):
     """A sparse matrix of a zarr store as anndata's on-disk sparse dataset; a dense layer as
     the zarr array itself (refused by ``check_data`` if a model is set up on it)."""

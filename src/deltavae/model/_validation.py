@@ -26,7 +26,7 @@ from .._checks import (
     refuse_mixed_kinds,
     x_or_none,
 )
-from .._io import dense_advice, is_dense_zarr
+from .._io import csc_advice, dense_advice, is_dense_zarr
 from ._count_advice import counts_hint, why_not_whole
 
 logger = logging.getLogger(__name__)
@@ -164,6 +164,8 @@ def check_data(
             f"{where} is stored dense in a zarr store; deltavae streams sparse matrices from "
             f"zarr stores. {dense_advice(layer or 'X', store)}"
         )
+    if isinstance(X, CSCDataset) and min_cells > 1:  # to train on (read-outs: said at setup)
+        warn_user(csc_advice(where))  # on disk: scvi-tools warns of CSC in memory only
     if sparse.issparse(X) and not sparse.isspmatrix(X):
         raise TypeError(
             f"{where} is a scipy sparse array ({type(X).__name__}), which scvi-tools does not "
