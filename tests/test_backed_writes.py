@@ -79,3 +79,36 @@ def test_imputer_from_and_onto_a_subset_of_backed_spots(tmp_path):
     imputer.save(tmp_path / "imputer")
     loaded = dv.model.SpatialImputer.load(tmp_path / "imputer", adata=spots[:40])
     assert loaded.adata.n_obs == 40 and spots.file.is_open
+
+
+@pytest.mark.parametrize("store", ["cells.h5ad", "cells.zarr"])
+def test_results_leave_the_files_other_obs_columns_as_they_were(tmp_path, store):
+    """obs was written whole: a column deleted, renamed or added in memory only (a scratch
+    column, categories renamed for a plot) was deleted, renamed or added in the file too."""
+    import anndata as ad
+    import numpy as np
+
+    data = dv.datasets.synthetic_counts(n_cells=120, n_genes=20, n_clusters=2, seed=0)
+    path = tmp_path / store
+    data.write_h5ad(path) if store.endswith(".h5ad") else data.write_zarr(path)
+    adata = ad.read_h5ad(path, backed="r") if store.endswith(".h5ad") else dv.read_lazy(path)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    model = dv.model.CGMDVAE(adata, n_clusters=2, n_hidden=8, n_latent=2, n_latent_w=2)
+    model.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
+    del adata.obs["library_size"]
+    adata.obs["scratch"] = 1.0
+    adata.obs["condition"] = adata.obs["condition"].cat.rename_categories(["a", "b"])
+    if adata.isbacked:
+        adata.file.close()
+        adata.file.open(filemode="r+")
+        keys = model.write_to_adata()
+        adata.file.close()
+    else:
+        with pytest.warns(UserWarning, match="in memory only"):
+            keys = model.write_to_adata()
+        dv.write_results_to_store(adata, keys, path)
+    stored = ad.read_h5ad(path) if store.endswith(".h5ad") else ad.read_zarr(path)
+    assert list(stored.obs.columns) == [*data.obs.columns, "cgmdvae_cluster"]
+    assert list(stored.obs["condition"].cat.categories) == ["ctrl", "stim"]
+    np.testing.assert_array_equal(stored.obs["library_size"], data.obs["library_size"])
+    np.testing.assert_array_equal(stored.obs["cgmdvae_cluster"], adata.obs["cgmdvae_cluster"])

@@ -85,7 +85,7 @@ def is_dense_zarr(matrix) -> bool:
 
 def result_slots(keys: list[str]) -> list[tuple[str, str | None]]:
     """``(slot, name)`` of each key ``write_to_adata`` returned, with ``obs`` once as
-    ``("obs", None)``: obs is a single dataframe on disk, written whole.
+    ``("obs", None)``: its columns are written together (:func:`write_obs_columns`).
 
     Examples
     --------
@@ -101,6 +101,24 @@ def result_slots(keys: list[str]) -> list[tuple[str, str | None]]:
             slots.append(("obs", None))
             has_obs = True
     return slots
+
+
+def write_obs_columns(group, obs: pd.DataFrame, keys: list[str]) -> None:
+    """Write the obs columns among ``keys`` (``"obs/<name>"``) into the dataframe
+    ``group["obs"]`` of an .h5ad file or zarr store, one by one: its other columns stay as the
+    file holds them (obs written whole also wrote what was deleted or changed in memory only),
+    but for scvi-tools' registration columns (``_scvi_batch``, ...), its internals."""
+    stored = group["obs"]
+    order = [str(c) for c in stored.attrs.get("column-order", [])]
+    for name in [c for c in order if c.startswith("_scvi_") and c in stored]:
+        del stored[name]
+    order = [c for c in order if not c.startswith("_scvi_")]
+    for name in [key.split("/", 1)[1] for key in keys if key.startswith("obs/")]:
+        if name in stored:
+            del stored[name]
+        write_elem(stored, name, obs[name].values)
+        order += [] if name in order else [name]
+    stored.attrs["column-order"] = order
 
 
 def read_lazy(path: str | Path) -> AnnData:
@@ -217,9 +235,7 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
     group = zarr.open_group(path, mode="r+", use_consolidated=False)
     for slot, name in result_slots(keys):
         if slot == "obs":
-            # scvi-tools' registration columns (_scvi_batch, ...) are its internals, not results.
-            internal = [c for c in adata.obs.columns if str(c).startswith("_scvi_")]
-            write_elem(group, "obs", adata.obs.drop(columns=internal))
+            write_obs_columns(group, adata.obs, keys)
             continue
         if slot not in group:
             group.create_group(slot)

@@ -9,7 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from anndata.io import write_elem
 
-from .._io import result_slots
+from .._io import result_slots, write_obs_columns
 from ._matrices import on_disk
 from ._validation import warn_user
 
@@ -43,9 +43,7 @@ def _write_into_file(adata: AnnData, keys: list[str], h5=None) -> None:
             for start in range(0, len(values), _ROWS_PER_WRITE):
                 dataset[start : start + _ROWS_PER_WRITE] = values[start : start + _ROWS_PER_WRITE]
         elif slot == "obs":
-            # scvi-tools' registration columns (_scvi_batch, ...) are its internals, not results.
-            internal = [c for c in adata.obs.columns if str(c).startswith("_scvi_")]
-            write_elem(h5, "obs", adata.obs.drop(columns=internal))
+            write_obs_columns(h5, adata.obs, keys)
         else:
             write_elem(h5[slot], name, getattr(adata, slot)[name])
     h5.flush()
