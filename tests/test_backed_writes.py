@@ -112,3 +112,25 @@ def test_results_leave_the_files_other_obs_columns_as_they_were(tmp_path, store)
     assert list(stored.obs["condition"].cat.categories) == ["ctrl", "stim"]
     np.testing.assert_array_equal(stored.obs["library_size"], data.obs["library_size"])
     np.testing.assert_array_equal(stored.obs["cgmdvae_cluster"], adata.obs["cgmdvae_cluster"])
+
+
+def test_results_go_into_a_file_written_without_obsm_or_uns(tmp_path):
+    """An .h5ad without obsm or uns groups (other writers, older anndata: read as empty)
+    failed with h5py's "object 'obsm' doesn't exist" when results were written into it."""
+    import anndata as ad
+    import h5py
+
+    data = dv.datasets.synthetic_counts(n_cells=120, n_genes=20, n_clusters=2, seed=0)
+    data.write_h5ad(tmp_path / "cells.h5ad")
+    with h5py.File(tmp_path / "cells.h5ad", "r+") as f:
+        del f["obsm"], f["uns"]
+    adata = ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")
+    dv.model.CGMDVAE.setup_anndata(adata)
+    model = dv.model.CGMDVAE(adata, n_clusters=2, n_hidden=8, n_latent=2, n_latent_w=2)
+    model.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
+    adata.file.close()
+    adata.file.open(filemode="r+")
+    model.write_to_adata()
+    adata.file.close()
+    stored = ad.read_h5ad(tmp_path / "cells.h5ad")
+    assert stored.obsm["X_cgmdvae"].shape == (120, 2) and "cgmdvae" in stored.uns

@@ -20,6 +20,8 @@ def _write_into_file(adata: AnnData, keys: list[str], h5=None) -> None:
     """Write results from an AnnData's memory into an .h5ad file: ``h5``, an h5py file open
     for writing, or by default the file of a backed AnnData (open ``"r+"``)."""
     h5 = adata.file["obs"].file if h5 is None else h5
+    for slot in {slot for slot, _ in result_slots(keys)} - {"obs"} - set(h5):
+        write_elem(h5, slot, {})  # a file written without it (anndata reads it as empty)
     for slot, name in result_slots(keys):
         if slot == "obsm" and isinstance(adata.obsm[name], pd.DataFrame):
             # Its column names are part of the result (cell types, archetypes): anndata's
