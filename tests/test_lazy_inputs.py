@@ -260,7 +260,12 @@ def test_a_store_moved_after_training_is_named_not_read_as_zeros(cells, tmp_path
     if lazy.isbacked:
         lazy.file.close()
     path.rename(tmp_path / f"moved_{store}")
-    for call in (model.get_latent_representation, lambda: model.train(max_epochs=1, **TRAIN)):
+    calls = (
+        model.get_latent_representation,
+        lambda: model.train(max_epochs=1, **TRAIN),
+        lambda: model.save(tmp_path / "model", save_anndata=True),  # saved X all zeros
+    )
+    for call in calls:
         with pytest.raises(FileNotFoundError, match=r"no longer exists.*Open it where it is now"):
             call()
     moved = dv.read_lazy(tmp_path / f"moved_{store}") if store.endswith(".zarr") else None

@@ -19,6 +19,7 @@ from ..train._record import cells_digest
 from ._count_advice import loading_saved_model
 from ._genes import genes_to_load_advice
 from ._labels import check_known_categories, check_labels_to_load
+from ._matrices import check_still_on_disk
 from ._scvi_glue import obs_types_kept
 from ._training_checks import check_accelerator
 
@@ -174,6 +175,8 @@ class Saving:
             raise ValueError(
                 f"Save path {dir_path!r} already exists; pass overwrite=True to replace it."
             )
+        if save_anndata:  # a zarr store moved away would be saved as zeros
+            check_still_on_disk(self.adata)
         stale = os.path.join(dir_path, f"{kwargs.get('prefix') or ''}adata.h5ad")
         if overwrite and not save_anndata and os.path.isfile(stale):
             os.remove(stale)
