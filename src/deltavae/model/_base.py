@@ -29,6 +29,7 @@ from ..train._distributed import (
 )
 from ..train._record import records_train_args
 from ..train._runner import DeltaTrainRunner
+from ._count_advice import layer_fixed
 from ._genes import check_own_adata, match_genes
 from ._labels import check_known_categories, with_labels_column
 from ._matrices import check_still_on_disk, to_memory
@@ -447,7 +448,8 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
                 check_size_factors(adata, self.registry_["setup_args"].get("size_factor_key"))
                 layer = self.registry_["setup_args"].get("layer")
                 kind = self._data_kind
-                check_data(adata, layer, kind=kind, min_cells=1, warn_empty=False, fixed=True)
+                with layer_fixed():  # the model's layer: advice puts the counts there
+                    check_data(adata, layer, kind=kind, min_cells=1, warn_empty=False)
         else:
             check_own_adata(self)
         with _transferring_quietly():  # registered like the training AnnData

@@ -15,19 +15,21 @@ from .._checks import not_counts
 
 #: Rows of a model's own AnnData read by :func:`check_still_counts` (a quick look, every call).
 _LOOK_ROWS = 200
-#: Set while a saved model loads onto an AnnData: its layer is fixed, so the advice for data
-#: that are not counts is where to put them, as for new data given to a trained model.
-_LOADING = contextvars.ContextVar("deltavae_loading", default=False)
+#: Set while a trained model checks an AnnData (new cells for a read-out, the AnnData a saved
+#: model loads onto): its layer is fixed, so the advice for data that are not counts is where
+#: to put them, not a layer to pass.
+_LAYER_FIXED = contextvars.ContextVar("deltavae_layer_fixed", default=False)
 
 
 @contextlib.contextmanager
-def loading_saved_model():
-    """While a saved model loads (setup and ``__init__`` check the AnnData it loads onto)."""
-    token = _LOADING.set(True)
+def layer_fixed():
+    """While a trained model checks data: new cells, or a saved model's setup and
+    ``__init__`` on the AnnData it loads onto."""
+    token = _LAYER_FIXED.set(True)
     try:
         yield
     finally:
-        _LOADING.reset(token)
+        _LAYER_FIXED.reset(token)
 
 
 def _first_rows(X):
@@ -57,14 +59,12 @@ def why_not_whole(frac: np.ndarray, high: float, sums: np.ndarray, unit: str = "
     return "normalized or log-transformed data?"
 
 
-def counts_hint(
-    adata: AnnData, layer: str | None, name: str = "adata", unit="cells", fixed: bool = False
-) -> str:
+def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="cells") -> str:
     """Where the raw counts may be instead: the layers, or ``adata.raw``; named by the argument
-    that takes the layer (``layer``, or ``reference_layer`` for ``name="reference"``). With
-    ``fixed`` (new data for a trained model, which takes no layer) where to put them."""
+    that takes the layer (``layer``, or ``reference_layer`` for ``name="reference"``). Under
+    :func:`layer_fixed` (a trained model, which takes no layer) where to put them."""
     arg = "layer" if name == "adata" else f"{name}_layer"
-    fixed = fixed or _LOADING.get()
+    fixed = _LAYER_FIXED.get()
     layers = [key for key in adata.layers.keys() if key != layer]
     if "prediction" in adata.uns and "counts" in layers:  # translate's, latent_shift's
         return (

@@ -16,7 +16,7 @@ from anndata import AnnData
 from scvi.model.base._save_load import _load_saved_files
 
 from ..train._record import cells_digest
-from ._count_advice import loading_saved_model
+from ._count_advice import layer_fixed
 from ._genes import genes_to_load_advice
 from ._labels import check_known_categories, check_labels_to_load
 from ._matrices import check_still_on_disk
@@ -234,7 +234,7 @@ class Saving:
             # the genes it was trained on (NMFDeconv's from_reference had said so too).
             warnings.filterwarnings("ignore", message=r".* genes in .* are zero in every")
             try:
-                with loading_saved_model():
+                with layer_fixed():
                     model = super().load(dir_path, adata=adata, **kwargs)
             except RuntimeError as err:  # torch's "Error(s) in loading state_dict ..."
                 if "state_dict" not in str(err):

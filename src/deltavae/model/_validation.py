@@ -111,7 +111,6 @@ def check_data(
     warn_empty: bool = True,
     name: str = "adata",
     unit: str = "cells",
-    fixed: bool = False,
 ) -> None:
     """Check the data matrix a model will read.
 
@@ -136,8 +135,6 @@ def check_data(
         What to call the AnnData in messages (e.g. ``"reference"``).
     unit
         What its rows are, in messages: ``"cells"`` or, for spatial models, ``"spots"``.
-    fixed
-        ``layer`` is a trained model's: the advice puts the counts there (no layer to pass).
 
     Examples
     --------
@@ -190,7 +187,7 @@ def check_data(
             if low < 0:
                 raise ValueError(
                     f"{where} must hold raw counts: found negative values (min {low})."
-                    + counts_hint(adata, layer, name, unit, fixed)
+                    + counts_hint(adata, layer, name, unit)
                 )
             frac = not_counts(values)  # not whole: the negative ones were refused above
             if frac.size:
@@ -198,7 +195,7 @@ def check_data(
                     f"{where} must hold raw counts: found non-integer values such as "
                     f"{frac.flat[0]:.8g} ({frac.size} in cells {row + 1}-{row + block.shape[0]}): "
                     + why_not_whole(frac, high, np.asarray(block.sum(axis=1)).ravel(), unit)
-                    + counts_hint(adata, layer, name, unit, fixed)
+                    + counts_hint(adata, layer, name, unit)
                 )
         elif kind == "binary" and (low < 0 or high > 1):
             raise ValueError(
