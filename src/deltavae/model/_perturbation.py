@@ -231,15 +231,26 @@ class Contrast(NamedTuple):
         return cls(condition_key, source, target, train_conditions, groups_key)
 
 
+#: Cells x genes log-normalized at a time by :func:`_additive_data`.
+_LOG_BLOCK = 2**20
+
+
 def _additive_data(model, adata: AnnData) -> np.ndarray:
     """The data the model was set up on (its layer), dense float32; counts log-normalized."""
     from ..metrics import log_normalize
 
     x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
     x = in_memory(x)
-    if model.module.likelihood in ("zinb", "nb"):
-        return log_normalize(x).astype(np.float32)
-    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
+    if model.module.likelihood not in ("zinb", "nb"):
+        return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
+    # A block of cells at a time into the float32 result: all at once, the float64 copy of
+    # every cell and gene and its temporaries were 6 times it (the training cells, whole).
+    x = sparse.csr_matrix(x) if sparse.issparse(x) else x
+    out = np.empty(x.shape, dtype=np.float32)
+    step = max(1, _LOG_BLOCK // max(x.shape[1], 1))
+    for start in range(0, x.shape[0], step):
+        out[start : start + step] = log_normalize(x[start : start + step])
+    return out
 
 
 _N_PCS = 50
