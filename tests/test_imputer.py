@@ -1,5 +1,6 @@
 """SpatialImputer and the imputation metrics: held-out genes of pseudo-spots with known counts."""
 
+import functools
 import warnings
 
 import anndata as ad
@@ -138,6 +139,25 @@ def test_a_missing_spot_layer_is_named_before_the_reference_work(pair, monkeypat
     monkeypatch.setattr(_imputer, "reference_genes", reached)
     with pytest.raises(KeyError, match=r"layer 'count' is not in spatial.layers"):
         dv.model.SpatialImputer.from_reference(spatial, reference=ref, layer="count")
+
+
+def test_spot_abundances_start_from_the_stored_counts(pair, monkeypatch):
+    """Each spot's abundance started from its total count, summed over a dense float64 copy
+    of every spot and gene (240 MB for 40,000 spots x 500 genes, to get one number a spot).
+    The start is the same from the counts as stored."""
+    from deltavae.model import _imputer
+
+    spatial, ref, _ = pair
+    build = functools.partial(
+        dv.model.SpatialImputer.from_reference, spatial, ref, "cluster", profiles="type"
+    )
+    expected = build().module.log_abundance.detach().clone()
+
+    def refused(x):
+        raise AssertionError(f"a dense copy of {x.shape[0]} x {x.shape[1]} counts")
+
+    monkeypatch.setattr(_imputer, "dense", refused)
+    np.testing.assert_array_equal(build().module.log_abundance.detach(), expected)
 
 
 def test_latent_design_imputes_and_its_loss_falls(pair):

@@ -25,7 +25,7 @@ from ._imputer_reference import (
     shared_advice,
     state_profiles,
 )
-from ._matrices import adata_in_memory, to_memory
+from ._matrices import adata_in_memory, row_sums, to_memory
 from ._saved import read_saved
 from ._spots import SpotModelMixin, fitted_rows, prefixed, spots_to_load, warn_empty_spots
 from ._validation import _matrix, check_data, warn_user
@@ -159,7 +159,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
                 adata.n_obs, torch.as_tensor(values), torch.as_tensor(visible), technology_sd,
                 *(neighbours if profiles == "neighbours" else (None, None)), temperature,
             )  # fmt: skip
-            totals = dense(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)).sum(1)
+            totals = row_sums(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
             self.module.start_abundance(torch.as_tensor(totals))
         else:
             self.module = ImputerLatentModule(
