@@ -9,9 +9,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 
-def dense(X) -> np.ndarray:
-    """``X`` (dense or sparse) as a dense float64 array."""
-    return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
+def dense(X, dtype=np.float64) -> np.ndarray:
+    """``X`` (dense or sparse) as a dense array of ``dtype`` (float64)."""
+    return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=dtype)
 
 
 def layer_matrix(adata: ad.AnnData, layer: str | None):

@@ -283,9 +283,9 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             )
         logger.info("%d shared genes with reference counts", len(shared))
         cells = None  # the single cells: the latent design's rows, or the neighbours
-        if design == "latent" or profiles == "neighbours":
+        if design == "latent" or profiles == "neighbours":  # float32, as the module reads them
             cells = pd.DataFrame(
-                dense(counts), index=reference.obs_names.astype(str), columns=ref_genes
+                dense(counts, np.float32), index=reference.obs_names.astype(str), columns=ref_genes
             )
         rows = cells
         if design == "deconvolution":
