@@ -102,7 +102,9 @@ def log_normalize(counts, library_size=None, target_sum: float = 1e4) -> np.ndar
                 "per row of counts, indexed like it (or an array in its row order)."
             )
         library_size = library_size.loc[counts.index]
-    x = np.asarray(counts.toarray() if sparse.issparse(counts) else counts, dtype=np.float64)
+    # A copy of its own, normalized in place: one cells x genes array, not three.
+    x = counts.astype(np.float64).toarray() if sparse.issparse(counts) else None
+    x = np.array(counts, dtype=np.float64) if x is None else x
     if x.ndim != 2:
         raise ValueError(f"counts must be cells x genes (2-D); got shape {x.shape}.")
     if not np.isfinite(x).all():
@@ -130,7 +132,9 @@ def log_normalize(counts, library_size=None, target_sum: float = 1e4) -> np.ndar
             "library_size is 0 or negative for cells with counts: pass each cell's total "
             "counts (over all genes)."
         )
-    return np.log1p(x / np.maximum(total, 1e-12)[:, None] * target_sum)
+    x /= np.maximum(total, 1e-12)[:, None]
+    x *= target_sum
+    return np.log1p(x, out=x)
 
 
 #: Ratio of the largest gene means above which the two sides look like different scales.
