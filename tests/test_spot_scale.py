@@ -194,3 +194,26 @@ def test_archetypes_train_backed_on_a_candidate_set(spots_files, tmp_path):
     profiles = backed.get_archetype_profiles().to_numpy().T
     matched = matched_profile_correlation(mix.varm["profiles_true"].T, profiles)
     assert matched["correlation"].min() > 0.9, matched
+
+
+def test_candidate_spots_are_read_as_float32_without_float64_copies():
+    """Archetypes' pool of candidate spots (up to 10,000 spots by every gene) was read dense
+    in float64, cast to float32 and concatenated: 4 times the pool at the peak, 2.9 GB for
+    18,000 genes. The pool is the same."""
+    import tracemalloc
+
+    spots = dv.datasets.synthetic_counts(
+        n_cells=2000, n_genes=400, n_conditions=1, seed=0, library_size=100
+    )
+    spots.X = sparse.csr_matrix(spots.X, dtype=np.float32)
+    dv.model.Archetypes.setup_anndata(spots)
+    model = dv.model.Archetypes(spots, n_archetypes=3, max_candidates=100)
+    tracemalloc.start()
+    try:
+        pool = model._read_rows(np.arange(spots.n_obs), dtype=np.float32)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert pool.dtype == np.float32
+    assert peak < 1.5 * pool.nbytes
+    np.testing.assert_array_equal(pool, spots.X.toarray())

@@ -220,7 +220,9 @@ def scaled(profiles: np.ndarray, mean: np.ndarray) -> np.ndarray:
     A per-gene scale (Pearson-residual-like) keeps mixtures linear yet stops a few highly
     expressed genes from dominating distances.
     """
-    return (profiles - mean) / np.sqrt(mean + 1e-12)
+    out = profiles - mean  # divided in place: one array of the profiles' size, not two
+    out /= np.sqrt(mean + 1e-12)
+    return out
 
 
 def embed(profiles: np.ndarray, n_pcs: int) -> np.ndarray:

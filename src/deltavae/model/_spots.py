@@ -115,9 +115,10 @@ class SpotModelMixin:
         time."""
         X, blocks = self._counts(), []
         for start in range(0, len(rows), READ_CHUNK):
-            block = X[rows[start : start + READ_CHUNK]]
-            block = dense(block if columns is None else block[:, columns])
-            blocks.append(block.astype(dtype, copy=False))
+            block = X[rows[start : start + READ_CHUNK]]  # a copy: rows are an array
+            blocks.append(dense(block if columns is None else block[:, columns], dtype))
+        if len(blocks) == 1:  # a pool of Archetypes' candidates: not copied twice more
+            return blocks[0]
         return np.concatenate(blocks) if blocks else np.zeros((0, X.shape[1]), dtype=dtype)
 
     def _row_chunks(self, columns: np.ndarray | None = None) -> Iterator[np.ndarray]:
