@@ -291,9 +291,13 @@ def test_a_save_that_fails_leaves_no_directory_behind(saved):
     with pytest.raises(TypeError):
         model.save(path.parent / "again", save_anndata=True)
     assert not (path.parent / "again").exists()
-    with pytest.raises(TypeError):  # a directory that was there stays, with what it held
+    with pytest.raises(TypeError):  # a directory that was there stays, with its model
         model.save(path, overwrite=True, save_anndata=True)
     assert path.is_dir()
+    # The half-written adata.h5ad beside it was left for load to read.
+    assert not (path / "adata.h5ad").exists()
+    with pytest.raises(ValueError, match="saved without its AnnData"):
+        dv.model.ZINBVAE.load(path)
 
 
 def test_load_with_different_genes(saved, counts_adata):

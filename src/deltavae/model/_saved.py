@@ -190,6 +190,10 @@ class Saving:
             # adata.h5ad alone: load failed on it and a second save was refused as existing.
             if created:
                 shutil.rmtree(dir_path, ignore_errors=True)
+            elif save_anndata and os.path.isfile(stale):
+                # Over an earlier save: its model stays, without the half-written AnnData
+                # (load would read that; now it asks for the AnnData).
+                os.remove(stale)
             raise
 
     @classmethod
