@@ -133,6 +133,16 @@ def test_one_column_arguments_given_a_list_or_a_tuple(counts_adata):
     assert model.summary_stats["n_extra_categorical_covs"] == 2
 
 
+def test_a_column_s_values_given_as_its_name_are_not_listed_whole(counts_adata):
+    """A column's values passed for its name (condition_key=adata.obs["condition"]) were
+    quoted whole in the refusal: about 8 characters per cell, megabytes for an atlas."""
+    n = counts_adata.n_obs
+    for cls, arg in [(dv.model.CGMDVAE, "condition_key"), (dv.model.ZINBVAE, "batch_key")]:
+        with pytest.raises((TypeError, ValueError)) as err:
+            cls.setup_anndata(counts_adata, **{arg: counts_adata.obs["condition"]})
+        assert len(str(err.value)) < 300 and f"({n} items)" in str(err.value)
+
+
 def test_missing_obs_keys(counts_adata):
     _setup_fails(counts_adata, KeyError, "batch_key='donor'", batch_key="donor")
     # A pandas AttributeError ('DataFrame' object has no attribute 'cat') after obsm was written.

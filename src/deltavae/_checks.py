@@ -90,6 +90,22 @@ def plain_keys(value):
     return value.tolist() if isinstance(value, pd.Index | pd.Series | np.ndarray) else value
 
 
+def short_repr(value, n: int = 5) -> str:
+    """``repr(value)``, a list, tuple, array, Series or Index of more than ``n`` items cut to
+    its first ``n`` (an obs column's values passed as its name made messages of megabytes).
+
+    Examples
+    --------
+    >>> short_repr(["a", "b"]), short_repr(np.array(["a"] * 8), n=2)
+    ("['a', 'b']", "['a', 'a', ...] (8 items)")
+    """
+    if isinstance(value, np.ndarray | pd.Series | pd.Index) and np.ndim(value) == 1:
+        value = value.tolist()
+    if isinstance(value, list | tuple) and len(value) > n:
+        return f"[{', '.join(map(repr, value[:n]))}, ...] ({len(value)} items)"
+    return repr(value)
+
+
 #: Setup arguments that take several obs columns; the others name one.
 _SEVERAL_COLUMNS = ("categorical_covariate_keys", "condition_key")
 
@@ -109,11 +125,11 @@ def check_key_type(arg: str, value) -> None:
             "'group'."
         )
         raise TypeError(
-            f"{arg} names one obs column (a string); got {value!r}."
+            f"{arg} names one obs column (a string); got {short_repr(value)}."
             + (join if arg != "size_factor_key" else "")
         )
     raise TypeError(
-        f"{arg} must name obs column(s) (a string or a list of strings); got {value!r}."
+        f"{arg} must name obs column(s) (a string or a list of strings); got {short_repr(value)}."
     )
 
 

@@ -24,6 +24,7 @@ from .._checks import (
     measurement_note,
     not_counts,
     refuse_mixed_kinds,
+    short_repr,
     x_or_none,
 )
 from .._io import csc_advice, dense_advice, is_dense_zarr
@@ -353,7 +354,7 @@ def check_obs_keys(
         check_key_type(arg, value)
         names = [value] if isinstance(value, str) else list(value)
         if len(set(names)) < len(names):
-            raise ValueError(f"{arg}={value!r} names a column more than once; name each once.")
+            raise ValueError(f"{arg}={short_repr(names)} names a column more than once.")
         for key in names:
             if key not in adata.obs:
                 raise KeyError(
