@@ -554,3 +554,16 @@ def test_counts_normalized_in_place_after_training_are_refused(counts_adata):
     # Counts restored: the model reads them as before.
     counts_adata.X = counts_adata.layers["counts"].copy()
     np.testing.assert_allclose(model.get_latent_representation(), z, rtol=1e-5, atol=1e-6)
+
+
+def test_a_cgmdvae_built_on_data_that_are_not_counts_names_setup_s_layer(counts_adata):
+    """CGMDVAE(adata) checks the counts (its setup takes real values too) and advised
+    layer='counts', which CGMDVAE() does not take (a TypeError): the layer is setup's."""
+    logged = counts_adata.copy()
+    logged.X = sp.csr_matrix(np.log1p(_dense(logged.X)))
+    dv.model.CGMDVAE.setup_anndata(logged)
+    fix = r"layer='counts' to CGMDVAE.setup_anndata, then build the CGMDVAE again"
+    with pytest.raises(ValueError, match=fix):
+        dv.model.CGMDVAE(logged, n_clusters=2)
+    dv.model.CGMDVAE.setup_anndata(logged, layer="counts")  # the advice followed
+    assert dv.model.CGMDVAE(logged, n_clusters=2).adata is logged

@@ -223,6 +223,19 @@ def test_fit_non_integer_data_is_a_clean_error(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+def test_fit_cgmdvae_on_data_that_are_not_counts_names_the_layer_flag(tmp_path, capsys):
+    """CGMDVAE's own check of the counts advises its setup's layer: the CLI's --layer."""
+    adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=2)
+    adata.layers["counts"] = adata.X.copy()
+    adata.X = adata.X.toarray() + 0.5
+    path = tmp_path / "normalized.h5ad"
+    adata.write_h5ad(path)
+    argv = ["fit", str(path), "--model", "cgmdvae", "--out", str(tmp_path / "never.h5ad")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "e.g. --layer 'counts' (layers: ['counts'])" in err and "setup_anndata" not in err
+
+
 def test_fit_missing_input_and_bad_usage(tmp_path, capsys):
     argv = ["fit", str(tmp_path / "absent.h5ad"), "--model", "zinbvae", "--out", "x.h5ad"]
     assert main(argv) == 2

@@ -48,6 +48,7 @@ _FLAGS = (
     (r"\bunlabeled_category=('[^']*')", r"--unlabeled-category \1"),
     (r"\bunlabeled_category\b", "--unlabeled-category"),
     (r"\breference_layer=('[^']*')", r"--reference-layer \1"),
+    (r"\blayer=('[^']*') to \w+\.setup_anndata, then build the \w+ again", r"--layer \1"),
     (r"(?<![\w.])layer=('[^']*')", r"--layer \1"),
     (r"\bCGMDVAE\(\.\.\., likelihood='(\w+)'\)", r"--model cgmdvae --likelihood \1"),
     (r"\b(batch|condition|labels)_key=", r"--\1-key "),

@@ -24,7 +24,7 @@ from ._base import DeltaModelMixin, _OnDevice, callback_list
 from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin, LatentMixin
 from ._condition_counts import record_condition_counts, warn_untrained_combinations
-from ._count_advice import warn_if_counts
+from ._count_advice import building_model, warn_if_counts
 from ._de import CheckedExpressionMixin
 from ._labels import (
     ConditionsByName,
@@ -172,9 +172,9 @@ class CGMDVAE(
             },
         )
         setup = self.registry_["setup_args"]
-        if observation.data_kind != "real":
-            # setup_anndata has warned about silent cells and genes already.
-            check_data(adata, setup["layer"], kind=observation.data_kind, warn_empty=False)
+        if observation.data_kind != "real":  # setup_anndata warned of silent cells and genes
+            with building_model("CGMDVAE"):
+                check_data(adata, setup["layer"], kind=observation.data_kind, warn_empty=False)
         elif likelihood == "normal":
             warn_if_counts(adata, setup["layer"])
         labels = self.label_names

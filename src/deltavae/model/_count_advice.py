@@ -32,6 +32,21 @@ def layer_fixed():
         _LAYER_FIXED.reset(token)
 
 
+#: The model whose ``__init__`` checks the AnnData set up for it: the layer is an argument of
+#: its ``setup_anndata``, not of the model, so the advice names it there.
+_BUILDING = contextvars.ContextVar("deltavae_building", default=None)
+
+
+@contextlib.contextmanager
+def building_model(name: str):
+    """While model ``name`` is built on an AnnData set up for it."""
+    token = _BUILDING.set(name)
+    try:
+        yield
+    finally:
+        _BUILDING.reset(token)
+
+
 def _first_rows(X):
     """The first :data:`_LOOK_ROWS` rows of an in-memory matrix and their stored values (the
     non-zeros of a sparse one); ``None`` for a matrix on disk, which is not read here."""
@@ -65,6 +80,8 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
     :func:`layer_fixed` (a trained model, which takes no layer) where to put them."""
     arg = "layer" if name == "adata" else f"{name}_layer"
     fixed = _LAYER_FIXED.get()
+    model = _BUILDING.get() if name == "adata" else None
+    then = f" to {model}.setup_anndata, then build the {model} again" if model else ""
     layers = [key for key in adata.layers.keys() if key != layer]
     if "prediction" in adata.uns and "counts" in layers:  # translate's, latent_shift's
         return (
@@ -92,8 +109,8 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
     )
     if layers:
         return (
-            f" Pass the layer with the raw counts, e.g. {arg}={layers[0]!r} (layers: {layers})."
-            + real
+            f" Pass the layer with the raw counts, e.g. {arg}={layers[0]!r}{then} (layers: "
+            f"{layers})." + real
         )
     if layer is None and adata.raw is not None:
         looked = _first_rows(adata.raw.X)
@@ -103,9 +120,9 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
         return (
             f" {name}.raw {held}: {'' if counts else 'if they are the raw counts, '}copy them "
             f"into a layer and pass it: {name}.layers['counts'] = "
-            f"{name}.raw[:, {name}.var_names].X; {arg}='counts'." + real
+            f"{name}.raw[:, {name}.var_names].X; {arg}='counts'{then}." + real
         )
-    return f" Pass the raw counts, in X or in a layer ({arg}='counts')." + real
+    return f" Pass the raw counts, in X or in a layer ({arg}='counts'{then})." + real
 
 
 def check_still_counts(adata: AnnData, layer: str | None, model: str) -> None:
