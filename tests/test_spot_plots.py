@@ -108,6 +108,17 @@ def test_spatial_proportions_numbers_the_columns_of_an_array():
     plt.close("all")
 
 
+def test_a_column_not_in_a_wide_table_is_named_without_every_column():
+    """obsm['imputed'] (SpatialImputer: spots x genes) with a misspelt gene: the KeyError
+    listed every column, tens of kilobytes for a transcriptome."""
+    spots = _spots(n=5)
+    genes = [f"GENE{i}" for i in range(2000)]
+    spots.obsm["imputed"] = pd.DataFrame(np.ones((5, 2000)), index=spots.obs_names, columns=genes)
+    with pytest.raises(KeyError, match=r"\['Gene2'\] are not .* \(2000 columns\)") as err:
+        dv.pl.spatial_proportions(spots, key="imputed", columns=["Gene2"], show=False)
+    assert len(str(err.value)) < 500
+
+
 def test_cluster_composition_counts_every_cell_of_a_cluster():
     a = ad.AnnData(np.zeros((6, 1)))
     a.obs["cluster"] = pd.Categorical(["A0"] * 4 + ["A1"] * 2)

@@ -90,7 +90,7 @@ def plain_keys(value):
     return value.tolist() if isinstance(value, pd.Index | pd.Series | np.ndarray) else value
 
 
-def short_repr(value, n: int = 5) -> str:
+def short_repr(value, n: int = 5, unit: str = "items") -> str:
     """``repr(value)``, a list, tuple, array, Series or Index of more than ``n`` items cut to
     its first ``n`` (an obs column's values passed as its name made messages of megabytes).
 
@@ -102,7 +102,7 @@ def short_repr(value, n: int = 5) -> str:
     if isinstance(value, np.ndarray | pd.Series | pd.Index) and np.ndim(value) == 1:
         value = value.tolist()
     if isinstance(value, list | tuple) and len(value) > n:
-        return f"[{', '.join(map(repr, value[:n]))}, ...] ({len(value)} items)"
+        return f"[{', '.join(map(repr, value[:n]))}, ...] ({len(value)} {unit})"
     return repr(value)
 
 

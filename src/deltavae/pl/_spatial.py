@@ -11,6 +11,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
+from .._checks import short_repr
 from .._docs import doc_ax, doc_params, doc_show_save
 from ._utils import as_names, check_adata, own_axes, panel_axes, savefig_or_show
 
@@ -36,7 +37,10 @@ def _spatial_values(
         columns = [str(c) if isinstance(c, int | np.integer) else c for c in columns]
     missing = [c for c in columns if c not in values.columns]
     if missing:
-        raise KeyError(f"{missing} are not columns of obsm[{key!r}]: {list(values.columns)}")
+        raise KeyError(
+            f"{missing} are not columns of obsm[{key!r}]: "
+            f"{short_repr(list(values.columns), n=20, unit='columns')}."
+        )
     return values, values[list(columns)]
 
 
