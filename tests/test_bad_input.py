@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import torch
 
 import deltavae as dv
 
@@ -318,6 +319,19 @@ def test_load_with_different_genes(saved, counts_adata):
     shuffled = counts_adata[:, ::-1].copy()
     with pytest.raises(ValueError, match="genes differ .*the same genes in another order"):
         dv.model.ZINBVAE.load(path, adata=shuffled)
+
+
+def test_load_with_genes_in_another_order_advises_the_prefix_s_file(saved, counts_adata):
+    """Saved with a prefix, the advice read model.pt (prepare_query_anndata reads no other):
+    following it failed, the file is p_model.pt."""
+    model, path = saved
+    model.save(path, overwrite=True, prefix="p_")
+    shuffled = counts_adata[:, ::-1].copy()
+    with pytest.raises(ValueError, match=r"genes = torch.load\('.*/p_model.pt'"):
+        dv.model.ZINBVAE.load(path, adata=shuffled, prefix="p_")
+    genes = torch.load(path / "p_model.pt", weights_only=False)["var_names"]  # the advice
+    loaded = dv.model.ZINBVAE.load(path, adata=shuffled[:, genes].copy(), prefix="p_")
+    assert list(loaded.adata.var_names) == list(counts_adata.var_names)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])

@@ -208,12 +208,14 @@ def align_query_genes(
     return _reordered(adata, source, genes, same_genes=False, layer=layer)
 
 
-def genes_to_load_advice(cls, dir_path, attr_dict: dict, var_names, adata) -> str:
+def genes_to_load_advice(cls, dir_path, attr_dict: dict, var_names, adata, prefix=None) -> str:
     """Why ``adata`` cannot be the AnnData a saved model loads with (other genes, or the
-    training genes in another order) and what to pass instead."""
+    training genes in another order) and what to pass instead (scvi-tools'
+    ``prepare_query_anndata`` reads ``model.pt``, never a ``prefix``'s file)."""
     genes, names = pd.Index(np.asarray(var_names).astype(str)), adata.var_names
     problem = _gene_difference(genes, pd.Index(names.astype(str)))
-    saved = f"torch.load('{os.fspath(dir_path)}/model.pt', weights_only=False)['var_names']"
+    saved = f"torch.load('{os.fspath(dir_path)}/{prefix or ''}model.pt', weights_only=False)"
+    saved += "['var_names']"
     reorder = (
         # A backed file cannot be copied into memory by prepare_query_anndata: a backed copy
         # in the saved order stays on disk.
@@ -221,7 +223,7 @@ def genes_to_load_advice(cls, dir_path, attr_dict: dict, var_names, adata) -> st
         if adata.isbacked
         else f"adata = {cls.__name__}.prepare_query_anndata(adata, "
         f"{os.fspath(dir_path)!r}, inplace=False)"
-        if hasattr(cls, "prepare_query_anndata")
+        if hasattr(cls, "prepare_query_anndata") and not prefix
         else f"adata = adata[:, genes].copy() with the saved order, genes = {saved}"
     )
     same = len(genes) == len(names) and genes.isin(names.astype(str)).all()

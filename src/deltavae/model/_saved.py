@@ -226,7 +226,8 @@ class Saving:
                 f"{cls.__name__}.load(path, adata), or save with save_anndata=True."
             )
         if adata is not None and not np.array_equal(np.asarray(adata.var_names), var_names):
-            raise ValueError(genes_to_load_advice(cls, dir_path, attr_dict, var_names, adata))
+            advice = genes_to_load_advice(cls, dir_path, attr_dict, var_names, adata, prefix)
+            raise ValueError(advice)
         given, copied = adata, False
         if adata is not None:
             check_known_categories(adata, attr_dict["registry_"])
