@@ -217,6 +217,14 @@ def test_mean_expression_r2_names_genes_that_do_not_fit():
     assert 0 <= dv.metrics.mean_expression_r2(pred, obs, genes=[0, 1, 2, -1]) <= 1
 
 
+def test_a_gene_mask_of_other_genes_names_them_as_plain_strings():
+    """The genes a boolean Series left out were shown as [np.str_('d')]."""
+    data = pd.DataFrame(np.ones((3, 4)), columns=list("abcd"))
+    mask = pd.Series([True, False, True, False], index=list("abcz"))
+    with pytest.raises(ValueError, match=r"1 missing, e.g. \['d'\]\)"):
+        dv.metrics.mean_expression_r2(data, data, genes=mask)
+
+
 def test_mean_expression_r2_says_when_the_two_sides_are_on_different_scales():
     """translate's X (expected counts) scored against log-normalized cells gave an R² with
     no sign that the two were on different scales."""

@@ -173,7 +173,7 @@ def _mask_by_name(genes: pd.Series, names: np.ndarray) -> np.ndarray:
     """A boolean Series of genes (a DE table's column, sorted by score) in the data's gene
     order: by position it would select other genes, silently."""
     labels = genes.index.astype(str)
-    missing = sorted(set(names) - set(labels))
+    missing = sorted(map(str, set(names) - set(labels)))  # np.str_ shows as np.str_('a')
     if missing or labels.has_duplicates:
         raise ValueError(
             "genes is a boolean Series whose index does not list each gene once "
