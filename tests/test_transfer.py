@@ -956,6 +956,21 @@ def test_cells_of_a_condition_without_training_cells_or_nan_are_refused(tmp_path
         loaded.get_latent_representation(cells)
 
 
+def test_cells_of_a_new_condition_are_told_the_call_that_maps_them(reference, tmp_path):
+    """The advice named load_query_data(adata, model), a name deltavae does not have (a
+    NameError): it is a classmethod of the model's class, of the model or of its path."""
+    model, query, _ = reference
+    cells = query[:20].copy()
+    with pytest.raises(ValueError, match=r"q = CGMDVAE.load_query_data\(adata, model\) first"):
+        model.get_latent_representation(cells)
+    q = dv.model.CGMDVAE.load_query_data(cells, model)  # the advice followed
+    assert q.adata.n_obs == 20
+    model.save(str(tmp_path / "m"))
+    with pytest.raises(ValueError, match=r"q = CGMDVAE.load_query_data\(adata, path\) first"):
+        dv.model.CGMDVAE.load(str(tmp_path / "m"), adata=cells)
+    assert dv.model.CGMDVAE.load_query_data(cells, str(tmp_path / "m")).adata.n_obs == 20
+
+
 def test_predicting_no_cells_says_so(reference):
     model, _, _ = reference
     for method in ("translate", "latent_shift", "nearest_response"):

@@ -382,11 +382,14 @@ def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
             # category is missing and suggest extend_categories, which is not the problem.
             refuse_other_type(f"adata.obs[{key!r}]", known, given, "the training categories")
         if len(new):
+            # A classmethod of the model's class, of the model or of its saved directory.
+            call = f"{registry.get('model_name', 'Model')}.load_query_data(adata, "
+            call += "model)" if model is not None else "path)"
             raise ValueError(
                 f"adata.obs[{key!r}] holds categories the model was not trained with: "
                 f"{new[:5].tolist()}; known: {[str(v) for v in known][:10]}. Map cells of a new "
-                f"{key} onto the model with q = load_query_data(adata, model) first, and call q "
-                "(the query model), not the reference model, on them."
+                f"{key} onto the model with q = {call} first, and call q (the query model), "
+                "not the reference model, on them."
             )
         untrained = sorted({str(v) for v in given} - seen[key]) if key in (seen or {}) else []
         if untrained:
