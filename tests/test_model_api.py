@@ -174,6 +174,12 @@ def test_differential_expression(trained):
     assert len(model.differential_expression(idx1=[0, 1, 2], idx2=[3, 4, 5])) == adata.n_vars
     with pytest.raises(ValueError, match="no cell of adata.obs\\['cluster'\\] is 'zero'"):
         model.differential_expression(groupby="cluster", group1="zero")
+    # Groups and batches as numpy values were shown as array([...]) and np.str_('zero').
+    plain = r"group1=\['zero'\]: no cell of adata.obs\['cluster'\] is 'zero'; its"
+    with pytest.raises(ValueError, match=plain):
+        model.differential_expression(groupby="cluster", group1=np.array(["zero"]))
+    with pytest.raises(ValueError, match=r"transform_batch=\['mock'\]: 'mock' is not a"):
+        model.get_normalized_expression(transform_batch=np.array(["mock"]))
 
 
 def test_de_by_a_column_with_categories_without_cells(trained):

@@ -92,15 +92,17 @@ def plain_keys(value):
 
 def short_repr(value, n: int = 5, unit: str = "items") -> str:
     """``repr(value)``, a list, tuple, array, Series or Index of more than ``n`` items cut to
-    its first ``n`` (an obs column's values passed as its name made messages of megabytes).
+    its first ``n`` (an obs column's values passed as its name made messages of megabytes),
+    numpy's values as Python's.
 
     Examples
     --------
-    >>> short_repr(["a", "b"]), short_repr(np.array(["a"] * 8), n=2)
-    ("['a', 'b']", "['a', 'a', ...] (8 items)")
+    >>> short_repr(["a", "b"]), short_repr(np.array(["a"] * 8), n=2), short_repr(np.int64(3))
+    ("['a', 'b']", "['a', 'a', ...] (8 items)", '3')
     """
     if isinstance(value, np.ndarray | pd.Series | pd.Index) and np.ndim(value) == 1:
         value = value.tolist()
+    value = value.item() if isinstance(value, np.generic) else value  # not np.int64(3)
     if isinstance(value, list | tuple) and len(value) > n:
         return f"[{', '.join(map(repr, value[:n]))}, ...] ({len(value)} {unit})"
     return repr(value)

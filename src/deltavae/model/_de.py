@@ -12,6 +12,7 @@ import numpy as np
 import scvi
 from scvi.model.base import RNASeqMixin
 
+from .._checks import short_repr
 from ._de_tables import effect_breaks_ties, in_gene_list_order
 from ._genes import identifier_advice
 from ._labels import _label_state, seen_categories
@@ -226,7 +227,7 @@ def check_batches(model, given: dict, arguments: tuple[str, ...]) -> None:
         if unknown and registry.get("original_key") == SCVI_STAND_IN_BATCH:
             key = "condition_key" if type(model).__name__ == "CGMDVAE" else "batch_key"
             raise ValueError(
-                f"{arg}={value!r}: the model was set up without a {key}, so it has no "
+                f"{arg}={short_repr(value)}: the model was set up without a {key}, so it has no "
                 f"batches to choose from; leave {arg} unset, or set up with "
                 f"{key}=... and train again."
             )
@@ -235,7 +236,7 @@ def check_batches(model, given: dict, arguments: tuple[str, ...]) -> None:
             named = {str(v): v for v in plain}.get(str(unknown[0]))  # "0" for batch 0
             hint = f" (as the column holds it: {named!r})" if named is not None else ""
             raise ValueError(
-                f"{arg}={value!r}: {unknown[0]!r} is not a category of "
+                f"{arg}={short_repr(value)}: {short_repr(unknown[0])} is not a category of "
                 f"adata.obs[{registry.get('original_key')!r}]{hint}; its categories: "
                 f"{plain[:20]}."
             )
@@ -248,7 +249,7 @@ def check_batches(model, given: dict, arguments: tuple[str, ...]) -> None:
         ]
         if empty:
             raise ValueError(
-                f"{arg}={value!r}: {empty[0]!r} is a category of "
+                f"{arg}={short_repr(value)}: {short_repr(empty[0])} is a category of "
                 f"adata.obs[{registry.get('original_key')!r}] without training cells, so the "
                 f"model learned nothing of it; choose one of {sorted(seen)[:20]}."
             )
@@ -351,8 +352,8 @@ def check_de_groups(
         missing = [name for name in names if str(name) not in present]
         if missing:
             raise ValueError(
-                f"{arg}={value!r}: no cell of adata.obs[{groupby!r}] is {missing[0]!r}; its "
-                f"groups: {sorted(present)[:20]}."
+                f"{arg}={short_repr(value)}: no cell of adata.obs[{groupby!r}] is "
+                f"{short_repr(missing[0])}; its groups: {sorted(present)[:20]}."
             )
         other_type = [name for name in names if name not in values]
         if other_type:
@@ -361,7 +362,7 @@ def check_de_groups(
             actual = next(v for v in values if str(v) == str(other_type[0]))
             actual = actual.item() if isinstance(actual, np.generic) else actual
             raise ValueError(
-                f"{arg}={value!r}: adata.obs[{groupby!r}] holds {type(actual).__name__} "
+                f"{arg}={short_repr(value)}: adata.obs[{groupby!r}] holds {type(actual).__name__} "
                 f"values, not {type(other_type[0]).__name__}: pass {actual!r}."
             )
     group1 = given.get("group1")
