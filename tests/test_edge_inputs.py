@@ -110,6 +110,9 @@ def test_labels_that_are_not_names_say_how_to_make_them_names():
     adata.obs["ints"] = codes
     with pytest.raises(ValueError, match=r"\.astype\(str\)"):
         dv.model.CGMDVAE.setup_anndata(adata, labels_key="ints")
+    adata.obs["typed"] = pd.Categorical(codes)  # said "holds category values"
+    with pytest.raises(ValueError, match=r"'typed'\] holds int64 values, read as label names"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="typed")
     mixed = codes.astype(object)
     mixed[::3] = "Unknown"
     adata.obs["mixed"] = mixed

@@ -100,18 +100,19 @@ def check_label_setup(
             f"make them all strings: adata.obs[{labels_key!r}] = "
             f"adata.obs[{labels_key!r}].astype(str)."
         )
+    typed = column.dtype if not hasattr(column, "cat") else column.cat.categories.dtype
     marks = column[labels == str(unlabeled_category)]
     if unlabeled_category is not None and len(marks) and not (marks == unlabeled_category).any():
         mark = marks.iloc[0]
         mark = mark.item() if hasattr(mark, "item") else mark  # numpy scalars print plainly
         raise ValueError(
             f"unlabeled_category={unlabeled_category!r} is a {type(unlabeled_category).__name__},"
-            f" but adata.obs[{labels_key!r}] holds {column.dtype} values: pass it as it is "
+            f" but adata.obs[{labels_key!r}] holds {typed} values: pass it as it is "
             f"there, unlabeled_category={mark!r}."
         )
     if kinds and "str" not in kinds and not isinstance(unlabeled_category, numbers.Number):
         raise ValueError(
-            f"adata.obs[{labels_key!r}] holds {column.dtype} values, read as label names: make "
+            f"adata.obs[{labels_key!r}] holds {typed} values, read as label names: make "
             f"them strings, adata.obs[{labels_key!r}] = adata.obs[{labels_key!r}].astype(str) "
             "(or, for integer labels with an integer mark of unlabelled cells, pass that mark "
             "as unlabeled_category)."
