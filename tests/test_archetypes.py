@@ -158,6 +158,9 @@ def test_match_signatures_and_novel_states(fitted):
         with_ghost = model.match_signatures({**signatures, "ghost": ["NOPE1", "NOPE2"]})
     assert any(re.search(ghost, str(w.message)) for w in record)
     pd.testing.assert_frame_equal(with_ghost, table)
+    with pytest.warns(UserWarning) as record:  # numpy's names were shown as np.str_('NOPE1')
+        model.match_signatures({**signatures, "ghost": np.array(["NOPE1", "NOPE2"])})
+    assert any("data: ['NOPE1', 'NOPE2']" in str(w.message) for w in record)
     with pytest.warns(UserWarning) as record:  # a signature listing no genes, as a filter leaves
         with_empty = model.match_signatures({**signatures, "empty": []})
     assert any("'empty' lists no genes; it is left out" in str(w.message) for w in record)

@@ -131,7 +131,8 @@ def signature_scores(
                 f"signature {name!r} must be a list of gene names, got {members!r}; e.g. "
                 f"{{{name!r}: [{members!r}]}}."
             )
-        members = list(dict.fromkeys(members))  # a gene listed twice counts once
+        # A gene listed twice counts once; numpy's names as Python's (not np.str_('CD3E')).
+        members = [g.item() if isinstance(g, np.generic) else g for g in dict.fromkeys(members)]
         missing = [g for g in members if g not in genes]
         present = [g for g in members if g in genes]
         if not members:
