@@ -570,6 +570,23 @@ def test_counts_normalized_in_place_after_training_are_refused(counts_adata):
     np.testing.assert_allclose(model.get_latent_representation(), z, rtol=1e-5, atol=1e-6)
 
 
+def test_new_cells_without_x_are_told_to_put_the_data_in_x(saved, counts_adata):
+    """New cells, a load or a query without X were told to pass the layer, which no read-out,
+    load nor load_query_data takes."""
+    model, path = saved
+    new = counts_adata.copy()
+    new.X = None
+    fix = r"X is empty \(None\)\. The model reads its data from X: .* adata.X = adata.layers"
+    with pytest.raises(ValueError, match=fix):
+        model.get_latent_representation(new)
+    with pytest.raises(ValueError, match=fix):
+        dv.model.ZINBVAE.load(path, adata=new)
+    with pytest.raises(ValueError, match=r"The reference read its data from X: .* query.X ="):
+        dv.model.ZINBVAE.load_query_data(new, model)
+    new.X = new.layers["counts"].copy()  # the advice followed
+    assert model.get_latent_representation(new).shape == (new.n_obs, 3)
+
+
 def test_a_cgmdvae_built_on_data_that_are_not_counts_names_setup_s_layer(counts_adata):
     """CGMDVAE(adata) checks the counts (its setup takes real values too) and advised
     layer='counts', which CGMDVAE() does not take (a TypeError): the layer is setup's."""

@@ -125,6 +125,26 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
     return f" Pass the raw counts, in X or in a layer ({arg}='counts'{then})." + real
 
 
+def empty_x_hint(adata: AnnData, name: str = "adata") -> str:
+    """What to do with an AnnData without X: pass the layer with the data (to setup), or, where
+    no layer can be passed (under :func:`layer_fixed`: new cells for a trained model, a load;
+    a query), put them in X.
+
+    Examples
+    --------
+    >>> a = AnnData(np.ones((2, 1)), layers={"counts": np.ones((2, 1))})
+    >>> with layer_fixed():
+    ...     empty_x_hint(a)
+    ". The model reads its data from X: put them there, e.g. adata.X = adata.layers['counts']..."
+    """
+    layers = list(adata.layers)
+    if not (_LAYER_FIXED.get() or name == "query"):
+        return f"; pass the layer with the data: {layers}."
+    who = "The reference read" if name == "query" else "The model reads"
+    fix = f", e.g. {name}.X = {name}.layers[{layers[0]!r}].copy()" if layers else ""
+    return f". {who} its data from X: put them there{fix}."
+
+
 def check_still_counts(adata: AnnData, layer: str | None, model: str) -> None:
     """Refuse a model's own AnnData whose counts were changed in place after setup.
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._count_advice import check_model_counts
+from ._count_advice import check_model_counts, layer_fixed
 from ._matrices import on_disk, take_columns
 from ._validation import _matrix, _refuse_duplicates, warn_user
 
@@ -179,7 +179,8 @@ def align_query_genes(
     query = pd.Index(adata.var_names.astype(str))
     if query.equals(genes):
         return adata
-    _matrix(adata, layer)  # the layer the model reads is there, before any gene is moved
+    with layer_fixed():  # the layer the model reads is there, before any gene is moved
+        _matrix(adata, layer)
     _refuse_duplicates(query, "the query")
     shared = genes.isin(query)
     fraction = float(shared.mean())

@@ -28,7 +28,7 @@ from .._checks import (
     x_or_none,
 )
 from .._io import csc_advice, dense_advice, is_dense_zarr
-from ._count_advice import counts_hint, why_not_whole
+from ._count_advice import counts_hint, empty_x_hint, why_not_whole
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,7 @@ def chunk_rows(X) -> int:
 def _matrix(adata: AnnData, layer: str | None, name: str = "adata"):
     if layer is None:
         if (X := x_or_none(adata)) is None:
-            layers = list(adata.layers)
-            raise ValueError(f"{name}.X is empty (None); pass the layer with the data: {layers}.")
+            raise ValueError(f"{name}.X is empty (None){empty_x_hint(adata, name)}")
         return X
     if layer not in adata.layers:
         raise KeyError(
