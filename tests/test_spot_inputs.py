@@ -156,6 +156,11 @@ def test_new_spots_without_the_registered_layer_are_named(split):
     del panel.layers["counts"]
     with pytest.raises(KeyError, match=r"layer 'counts' is not in adata.layers; available layers"):
         model.get_proportions(adata=panel)
+    # get_proportions takes no layer: where the model reads the spots is said.
+    with pytest.raises(
+        KeyError, match=r"reads its data there: put them in adata.layers\['counts'\]"
+    ):
+        model.get_proportions(adata=panel)
 
 
 # ----------------------------------------------------------------------------- metrics

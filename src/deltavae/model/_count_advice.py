@@ -145,6 +145,22 @@ def empty_x_hint(adata: AnnData, name: str = "adata") -> str:
     return f". {who} its data from X: put them there{fix}."
 
 
+def missing_layer_message(adata: AnnData, layer: str, name: str = "adata") -> str:
+    """The error for a ``layer`` that ``adata`` lacks, and, where the model's layer is fixed
+    (under :func:`layer_fixed`: new cells, a load), where to put the data.
+
+    Examples
+    --------
+    >>> with layer_fixed():
+    ...     missing_layer_message(AnnData(np.ones((2, 1))), "counts")[61:]
+    "The model reads its data there: put them in adata.layers['counts']."
+    """
+    text = f"layer {layer!r} is not in {name}.layers; available layers: {list(adata.layers)}."
+    if _LAYER_FIXED.get():
+        text += f" The model reads its data there: put them in {name}.layers[{layer!r}]."
+    return text
+
+
 def check_still_counts(adata: AnnData, layer: str | None, model: str) -> None:
     """Refuse a model's own AnnData whose counts were changed in place after setup.
 

@@ -28,7 +28,7 @@ from .._checks import (
     x_or_none,
 )
 from .._io import csc_advice, dense_advice, is_dense_zarr
-from ._count_advice import counts_hint, empty_x_hint, why_not_whole
+from ._count_advice import counts_hint, empty_x_hint, missing_layer_message, why_not_whole
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +84,7 @@ def _matrix(adata: AnnData, layer: str | None, name: str = "adata"):
             raise ValueError(f"{name}.X is empty (None){empty_x_hint(adata, name)}")
         return X
     if layer not in adata.layers:
-        raise KeyError(
-            f"layer {layer!r} is not in {name}.layers; available layers: {list(adata.layers)}."
-        )
+        raise KeyError(missing_layer_message(adata, layer, name))
     return adata.layers[layer]
 
 
