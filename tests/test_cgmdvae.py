@@ -432,6 +432,8 @@ def test_bad_arguments():
     for wrong in (7, True, 2.7):  # True and 2.7 were read as clusters 1 and 2
         with pytest.raises(ValueError, match=rf"cluster={wrong!r}: give a name or an index 0"):
             model.sample(5, cluster=wrong)
+    with pytest.raises(ValueError, match=r"cluster=7: give"):  # was cluster=np.int64(7)
+        model.sample(5, cluster=np.int64(7))
     with pytest.raises(ValueError, match="mixture_init must be one of"):
         model.train(max_epochs=1, mixture_init="louvain")
     with pytest.raises(ValueError, match="n_latent must be a positive integer or 'auto'"):

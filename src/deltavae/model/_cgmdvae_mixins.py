@@ -412,6 +412,7 @@ class ClustersMixin:
 
     def _cluster_index(self, cluster) -> int:
         names = self.cluster_names
+        cluster = cluster.item() if isinstance(cluster, np.generic) else cluster  # np.str_('0')
         if isinstance(cluster, str):
             if cluster not in names:
                 raise ValueError(f"cluster={cluster!r} is not a cluster; clusters: {names}.")
