@@ -23,6 +23,18 @@ def split():
 
 
 # ----------------------------------------------------------------------------- references
+def test_a_reference_without_x_is_told_the_argument_of_its_layer(split):
+    """'pass the layer with the data' to from_reference, which takes the spots' layer and
+    the reference's: layer='counts' named the spots'."""
+    spots, ref = split
+    ref = ref.copy()
+    ref.layers["counts"] = ref.X.copy()
+    ref.X = None
+    for build in (dv.model.NMFDeconv.from_reference, dv.model.SpatialImputer.from_reference):
+        with pytest.raises(ValueError, match=r"X is empty .* e.g. reference_layer='counts'"):
+            build(spots, reference=ref, labels_key="cluster")
+
+
 def test_from_reference_refuses_a_table_for_an_anndata(split):
     """A signature table passed as the reference failed with pandas' AttributeError
     ('DataFrame' object has no attribute 'obs')."""

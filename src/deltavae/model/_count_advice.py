@@ -138,6 +138,8 @@ def empty_x_hint(adata: AnnData, name: str = "adata") -> str:
     ". The model reads its data from X: put them there, e.g. adata.X = adata.layers['counts']..."
     """
     layers = list(adata.layers)
+    if name == "reference" and layers:  # from_reference takes the spots' layer too
+        return f"; pass the layer with the data, e.g. reference_layer={layers[0]!r} ({layers})."
     if not (_LAYER_FIXED.get() or name == "query"):
         return f"; pass the layer with the data: {layers}."
     who = "The reference read" if name == "query" else "The model reads"
