@@ -594,7 +594,9 @@ def test_plan_kwargs_reach_the_optimiser():
         model.train(max_epochs=1, lr=1e-3, plan_kwargs={"lr": 1e-2}, **TRAIN)
     with pytest.raises(ValueError, match=r"lr=0.001 and plan_kwargs\['optim_kwargs'\]\['lr'\]"):
         model.train(max_epochs=1, lr=1e-3, plan_kwargs={"optim_kwargs": {"lr": 1e-2}}, **TRAIN)
-    with pytest.raises(ValueError, match="optimizer must be one of"):
+    # The advice was optim=..., which train() refuses: the class goes in plan_kwargs too.
+    advice = r"optimizer must be one of .* e.g. plan_kwargs=\{'optim': torch.optim.SGD\}"
+    with pytest.raises(ValueError, match=advice):
         model.train(max_epochs=1, plan_kwargs={"optimizer": "SGD"}, **TRAIN)
     with pytest.raises(ValueError, match="reduce_lr_on_plateau watches"):
         model.train(

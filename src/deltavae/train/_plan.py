@@ -164,8 +164,8 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
             optim_kwargs["weight_decay"] = weight_decay
         if optimizer not in _OPTIMIZERS:
             raise ValueError(
-                f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}; pass "
-                "optim=<a torch.optim class> for another."
+                f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}; for "
+                "another, pass its class, e.g. plan_kwargs={'optim': torch.optim.SGD}."
             )
         kwargs.setdefault("optim", _OPTIMIZERS[optimizer])
         # scvi-tools' eps, and a weight decay never the optimiser's own (AdamW's is 0.01): 0
