@@ -234,8 +234,8 @@ def slides():
     return model, mix
 
 
-def test_archetypes_advice_names_what_archetypes_can_do(slides):
-    """It pointed to load_query_data, which Archetypes does not have."""
+def test_archetypes_advice_names_what_archetypes_can_do(slides, tmp_path):
+    """It pointed to load_query_data, which Archetypes does not have (on load too)."""
     model, mix = slides
     new = mix[:10].copy()
     new.obs["slide"] = "s3"
@@ -246,6 +246,10 @@ def test_archetypes_advice_names_what_archetypes_can_do(slides):
         model.get_archetype_weights(mix[:10, 5:].copy())
     assert "load_query_data" not in str(e.value)
     assert not hasattr(dv.model.Archetypes, "load_query_data")
+    model.save(str(tmp_path / "a"))
+    with pytest.raises(ValueError, match="Archetypes cannot learn a new slide") as e:
+        dv.model.Archetypes.load(str(tmp_path / "a"), adata=new)
+    assert "load_query_data" not in str(e.value)
     shuffled = mix[:10, ::-1].copy()  # the same genes in another order still map
     with pytest.warns(UserWarning, match="another order"):
         weights = model.get_archetype_weights(shuffled)

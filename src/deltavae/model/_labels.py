@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import warnings
+from importlib import import_module
 
 import numpy as np
 import pandas as pd
@@ -384,13 +385,18 @@ def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
             refuse_other_type(f"adata.obs[{key!r}]", known, given, "the training categories")
         if len(new):
             # A classmethod of the model's class, of the model or of its saved directory.
-            call = f"{registry.get('model_name', 'Model')}.load_query_data(adata, "
-            call += "model)" if model is not None else "path)"
+            name = registry.get("model_name", "Model")
+            how = (
+                f"Map cells of a new {key} onto the model with q = {name}.load_query_data("
+                f"adata, {'model' if model is not None else 'path'}) first, and call q (the "
+                "query model), not the reference model, on them."
+                if hasattr(getattr(import_module("deltavae.model"), name, None), "load_query_data")
+                else f"{name} cannot learn a new {key} after training: fit it on all of them "
+                "together, or give these cells a training category."
+            )
             raise ValueError(
                 f"adata.obs[{key!r}] holds categories the model was not trained with: "
-                f"{new[:5].tolist()}; known: {[str(v) for v in known][:10]}. Map cells of a new "
-                f"{key} onto the model with q = {call} first, and call q (the query model), "
-                "not the reference model, on them."
+                f"{new[:5].tolist()}; known: {[str(v) for v in known][:10]}. {how}"
             )
         untrained = sorted({str(v) for v in given} - seen[key]) if key in (seen or {}) else []
         if untrained:
