@@ -329,6 +329,10 @@ def test_load_with_genes_in_another_order_advises_the_prefix_s_file(saved, count
     shuffled = counts_adata[:, ::-1].copy()
     with pytest.raises(ValueError, match=r"genes = torch.load\('.*/p_model.pt'"):
         dv.model.ZINBVAE.load(path, adata=shuffled, prefix="p_")
+    only = path.parent / "only_prefixed"
+    model.save(only, prefix="p_")
+    with pytest.raises(FileNotFoundError, match=r"ZINBVAE.load\(path, adata, prefix='p_'\)"):
+        dv.model.ZINBVAE.load(only, adata=counts_adata)  # was load(...), a name dv lacks
     genes = torch.load(path / "p_model.pt", weights_only=False)["var_names"]  # the advice
     loaded = dv.model.ZINBVAE.load(path, adata=shuffled[:, genes].copy(), prefix="p_")
     assert list(loaded.adata.var_names) == list(counts_adata.var_names)

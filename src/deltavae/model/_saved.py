@@ -96,7 +96,7 @@ def read_saved(
         others = sorted(f[: -len("model.pt")] for f in os.listdir(path) if f.endswith("model.pt"))
         hint = (
             f"it holds models saved with prefix {others} (save(..., prefix=)): load one with "
-            f"load(path, adata, prefix={others[0]!r})"
+            f"{cls.__name__}.load(path, adata, prefix={others[0]!r})"
             + (", then pass the loaded model" if use == "load_query_data" else "")
             if others
             else "point to the directory written by model.save()"
