@@ -241,7 +241,8 @@ def test_archetypes_advice_names_what_archetypes_can_do(slides, tmp_path):
     new.obs["slide"] = "s3"
     with pytest.raises(ValueError, match=r"samples the model was not trained with: \['s3'\]") as e:
         model.get_archetype_weights(new)
-    assert "load_query_data" not in str(e.value) and "sample_key='slide'" in str(e.value)
+    assert "load_query_data" not in str(e.value)
+    assert "(Archetypes.setup_anndata(adata, sample_key='slide'))" in str(e.value)
     with pytest.raises(ValueError, match=r"5 of them missing.*model.adata.var_names") as e:
         model.get_archetype_weights(mix[:10, 5:].copy())
     assert "load_query_data" not in str(e.value)

@@ -45,7 +45,7 @@ def check_new_spots(adata: AnnData, genes: pd.Index | None, registry: dict | Non
                 f"adata.obs[{key!r}] holds samples the model was not trained with: "
                 f"{new[:5].tolist()}; known: {known[:10]}. Archetypes learns a technical factor "
                 "per training sample and cannot learn a new one after training: fit Archetypes "
-                f"on all samples together (setup_anndata(adata, sample_key={key!r})), or, as "
-                "an approximation, label the new spots with a similar training sample."
+                f"on all samples together (Archetypes.setup_anndata(adata, sample_key={key!r})), "
+                "or, as an approximation, label the new spots with a similar training sample."
             )
     return match_genes(adata, genes, advice=_ADVICE)
