@@ -217,6 +217,15 @@ def test_mean_expression_r2_names_genes_that_do_not_fit():
     assert 0 <= dv.metrics.mean_expression_r2(pred, obs, genes=[0, 1, 2, -1]) <= 1
 
 
+def test_a_wide_pred_table_is_not_listed_whole():
+    """pred of other columns (a genes table) was listed whole in the KeyError."""
+    true = pd.DataFrame(np.full((4, 2), 0.5), columns=["T1", "T2"])
+    pred = pd.DataFrame(np.ones((4, 3000)), columns=[f"G{i}" for i in range(3000)])
+    with pytest.raises(KeyError, match=r"lacks the cell types \['T1', 'T2'\]") as err:
+        dv.metrics.deconvolution_scores(true, pred)
+    assert "(3000 columns)" in str(err.value) and len(str(err.value)) < 500
+
+
 def test_a_gene_mask_of_other_genes_names_them_as_plain_strings():
     """The genes a boolean Series left out were shown as [np.str_('d')]."""
     data = pd.DataFrame(np.ones((3, 4)), columns=list("abcd"))

@@ -21,6 +21,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import average_precision_score
 
+from .._checks import short_repr
 from .._docs import doc_params, doc_proportions
 
 _SSIM_C1 = 0.01**2
@@ -79,7 +80,10 @@ def _aligned(
         )
     missing = [c for c in true.columns if c not in pred.columns]
     if missing:
-        raise KeyError(f"pred lacks the cell types {missing}; its columns are {list(pred.columns)}")
+        raise KeyError(
+            f"pred lacks the cell types {short_repr(missing, n=10)}; its columns are "
+            f"{short_repr(list(pred.columns), n=20, unit='columns')}"
+        )
     extra = [c for c in pred.columns if c not in true.columns]
     if extra and values == "proportions" and (mass := pred[extra].sum(axis=1).mean()) > 1e-3:
         warnings.warn(
