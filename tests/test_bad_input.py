@@ -46,7 +46,7 @@ def test_missing_layer(counts_adata):
     _setup_fails(counts_adata, KeyError, "layer 'raw' is not in adata.layers", layer="raw")
     # The matrix passed for its name: numpy's "unhashable type: 'csr_matrix'".
     matrix = counts_adata.layers["counts"]
-    _setup_fails(counts_adata, TypeError, "layer names one of adata.layers", layer=matrix)
+    _setup_fails(counts_adata, TypeError, "a name in adata.layers, not a csr_matrix", layer=matrix)
 
 
 @pytest.mark.parametrize("model", ["ZINBVAE", "CGMDVAE", "NMFDeconv", "Archetypes"])

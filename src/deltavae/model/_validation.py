@@ -80,7 +80,7 @@ def chunk_rows(X) -> int:
 
 def _matrix(adata: AnnData, layer: str | None, name: str = "adata"):
     if layer is not None and not isinstance(layer, str):  # the matrix itself: "unhashable type"
-        raise TypeError(f"layer names one of {name}.layers, a string; got {type(layer).__name__}.")
+        raise TypeError(f"A layer is a name in {name}.layers, not a {type(layer).__name__}.")
     if layer is None:
         if (X := x_or_none(adata)) is None:
             raise ValueError(f"{name}.X is empty (None){empty_x_hint(adata, name)}")
