@@ -210,14 +210,21 @@ def test_fit_missing_batch_key_is_a_clean_error(counts_h5ad, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_fit_non_integer_data_is_a_clean_error(tmp_path, capsys):
+def _fit_on_data_that_are_not_counts(tmp_path, capsys, model: str, counts_layer: bool) -> str:
+    """``deltavae fit`` of X = counts + 0.5 (the counts in a layer too, or not): its stderr."""
     adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=2)
+    if counts_layer:
+        adata.layers["counts"] = adata.X.copy()
     adata.X = adata.X.toarray() + 0.5
     path = tmp_path / "normalized.h5ad"
     adata.write_h5ad(path)
-    argv = ["fit", str(path), "--model", "zinbvae", "--out", str(tmp_path / "never.h5ad")]
+    argv = ["fit", str(path), "--model", model, "--out", str(tmp_path / "never.h5ad")]
     assert main(argv) == 2
-    err = capsys.readouterr().err
+    return capsys.readouterr().err
+
+
+def test_fit_non_integer_data_is_a_clean_error(tmp_path, capsys):
+    err = _fit_on_data_that_are_not_counts(tmp_path, capsys, "zinbvae", counts_layer=False)
     assert err.startswith("deltavae: error: ")
     assert "raw counts" in err
     assert "Traceback" not in err
@@ -225,14 +232,7 @@ def test_fit_non_integer_data_is_a_clean_error(tmp_path, capsys):
 
 def test_fit_cgmdvae_on_data_that_are_not_counts_names_the_layer_flag(tmp_path, capsys):
     """CGMDVAE's own check of the counts advises its setup's layer: the CLI's --layer."""
-    adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=2)
-    adata.layers["counts"] = adata.X.copy()
-    adata.X = adata.X.toarray() + 0.5
-    path = tmp_path / "normalized.h5ad"
-    adata.write_h5ad(path)
-    argv = ["fit", str(path), "--model", "cgmdvae", "--out", str(tmp_path / "never.h5ad")]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
+    err = _fit_on_data_that_are_not_counts(tmp_path, capsys, "cgmdvae", counts_layer=True)
     assert "e.g. --layer 'counts' (layers: ['counts'])" in err and "setup_anndata" not in err
 
 
