@@ -118,6 +118,18 @@ def test_a_wide_dense_matrix_is_read_in_chunks_of_bounded_bytes():
     assert [block.shape[0] for block in _chunks(narrow)] == [10_000] * 3
 
 
+def test_a_dense_sparse_matrix_is_read_in_chunks_of_bounded_bytes(tmp_path, monkeypatch):
+    """Sparse chunks were 10,000 rows whatever they held: a full-transcriptome atlas (2,000
+    stored values a cell) read 160 MB at a time, on disk too (the cap is scaled down here)."""
+    monkeypatch.setattr(_validation, "_CHUNK_BYTES", 2**18)
+    rows = sparse.random(3000, 2000, density=0.05, format="csr", dtype=np.float32, rng=0)
+    stored = [block.data.nbytes + block.indices.nbytes for block in _chunks(rows)]
+    assert max(stored) <= 1.1 * 2**18 and len(stored) > 1  # the cap, to the rows' spread
+    ad.AnnData(rows).write_h5ad(tmp_path / "rows.h5ad")
+    backed = ad.read_h5ad(tmp_path / "rows.h5ad", backed="r")
+    assert _validation.chunk_rows(backed.X) == _validation.chunk_rows(rows) < 3000
+
+
 def test_check_data_on_a_dense_lazy_file_holds_no_matrix_sized_temporaries(tmp_path, monkeypatch):
     adata = _cells(n_cells=3000, n_genes=400)
     adata.X = adata.X.toarray().astype(np.float32)  # 4.8 MB
