@@ -597,5 +597,6 @@ def test_writing_into_a_view_is_refused_rather_than_lost(cls):
             np.testing.assert_allclose(whole.obsm[name][view_cells], sub.obsm[name], atol=1e-5)
         elif slot == "obs":
             assert list(whole.obs[name][view_cells]) == list(sub.obs[name])
+            assert whole.obs[name].dtype == sub.obs[name].dtype  # categorical kept
     with pytest.raises(ValueError, match=r"view of some genes .* Pass the whole AnnData"):
         model.write_to_adata(whole[:, model.adata.var_names])

@@ -87,7 +87,8 @@ def writes_backed(write_to_adata):
             for key in keys:
                 slot, name = key.split("/", 1)
                 value = getattr(sub, slot)[name]
-                getattr(adata, slot)[name] = value.to_numpy() if slot == "obs" else value
+                # By position (the same cells), keeping the dtype (categorical clusters).
+                getattr(adata, slot)[name] = value.values if slot == "obs" else value
             return keys
         if adata is not None and adata.is_view and adata.n_vars < adata._adata_ref.n_vars:
             # The advice of the genes check (adata[:, model.adata.var_names]) for the whole
