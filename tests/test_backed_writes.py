@@ -134,3 +134,26 @@ def test_results_go_into_a_file_written_without_obsm_or_uns(tmp_path):
     adata.file.close()
     stored = ad.read_h5ad(tmp_path / "cells.h5ad")
     assert stored.obsm["X_cgmdvae"].shape == (120, 2) and "cgmdvae" in stored.uns
+
+
+def test_a_highly_variable_gene_model_writes_into_the_whole_file(tmp_path):
+    """The whole atlas opened backed="r+" for a model of its highly variable genes: refused
+    ("genes it does not know"), and the gene view that advised was refused with advice to
+    pass the whole: a circle. Its model genes are read into memory and the results written
+    into the file."""
+    import anndata as ad
+    import numpy as np
+
+    data = dv.datasets.synthetic_counts(n_cells=60, n_genes=30, n_clusters=2, seed=0)
+    data.layers.pop("counts", None)
+    data.write_h5ad(tmp_path / "whole.h5ad")
+    hvg = data[:, :20].copy()
+    dv.model.ZINBVAE.setup_anndata(hvg)
+    model = dv.model.ZINBVAE(hvg, n_latent=3, n_hidden=8)
+    model.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
+    whole = ad.read_h5ad(tmp_path / "whole.h5ad", backed="r+")
+    assert model.write_to_adata(whole) == ["obsm/X_zinbvae"]
+    assert whole.file.is_open and whole.n_vars == 30
+    whole.file.close()
+    written = ad.read_h5ad(tmp_path / "whole.h5ad").obsm["X_zinbvae"]
+    np.testing.assert_allclose(written, model.get_latent_representation(), atol=1e-6)

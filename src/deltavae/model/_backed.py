@@ -10,7 +10,7 @@ from anndata import AnnData
 from anndata.io import write_elem
 
 from .._io import result_slots, write_obs_columns
-from ._matrices import on_disk
+from ._matrices import on_disk, to_memory
 from ._validation import warn_user
 
 _ROWS_PER_WRITE = 10_000
@@ -52,9 +52,9 @@ def _write_into_file(adata: AnnData, keys: list[str], h5=None) -> None:
 
 
 def _has_more_genes(model, adata: AnnData | None) -> bool:
-    """Whether ``adata`` (in memory) holds every gene of the model and others besides, and
-    the model writes per-cell results only."""
-    if adata is None or adata.is_view or adata.isbacked or on_disk(adata):
+    """Whether ``adata`` holds every gene of the model and others besides, and the model
+    writes per-cell results only."""
+    if adata is None or adata.is_view:
         return False
     if getattr(model, "_writes_own_genes", False) or not adata.var_names.is_unique:
         return False
@@ -81,16 +81,17 @@ def writes_backed(write_to_adata):
         if _has_more_genes(self, adata):
             # The whole object of a model trained on some of its genes (highly variable ones,
             # those shared with a reference): the results are per cell, so compute them on
-            # the model's genes and write them into the whole.
-            sub = adata[:, _model_genes(self)].copy()
+            # the model's genes (read into memory from a backed or read_lazy whole) and write
+            # them into the whole.
+            part = adata[:, _model_genes(self)]
+            sub = to_memory(part) if adata.isbacked or on_disk(adata) else part.copy()
             keys = write_to_adata(self, sub, *args, **kwargs)
             for key in keys:
                 slot, name = key.split("/", 1)
                 value = getattr(sub, slot)[name]
                 # By position (the same cells), keeping the dtype (categorical clusters).
                 getattr(adata, slot)[name] = value.values if slot == "obs" else value
-            return keys
-        if adata is not None and adata.is_view and adata.n_vars < adata._adata_ref.n_vars:
+        elif adata is not None and adata.is_view and adata.n_vars < adata._adata_ref.n_vars:
             # The advice of the genes check (adata[:, model.adata.var_names]) for the whole
             # object of a gene subset: anndata would write into a copy of the view.
             advice = (
@@ -107,14 +108,15 @@ def writes_backed(write_to_adata):
                 "write the results into a copy of it, and the AnnData it views would get "
                 f"nothing. {advice}"
             )
-        if adata is not None and adata.is_view:
+        elif adata is not None and adata.is_view:
             raise ValueError(
                 "adata is a view (adata[mask]): anndata would write the results into a copy "
                 "of it, and the AnnData it views would get nothing. Write into the whole "
                 "AnnData (model.write_to_adata(adata)), or into a copy you keep: "
                 "sub = adata[mask].copy(); model.write_to_adata(sub)."
             )
-        keys = write_to_adata(self, adata, *args, **kwargs)
+        else:
+            keys = write_to_adata(self, adata, *args, **kwargs)
         adata = self._write_target(adata)
         if adata.isbacked and not adata.file.is_open:
             adata.file.open()  # closed by anndata's to_memory of it or a view (from_reference)
