@@ -1272,6 +1272,13 @@ def test_a_query_of_integer_labels_maps_with_an_integer_unlabelled_mark():
     assert q.predict_labels(query)["label"].isin(query.obs["type"]).all()
     q.write_to_adata(query)
     assert query.obs["cgmdvae_label"].isin(query.obs["type"]).all()
+    # With novel clusters beside the labels, names: integers and "novel_0" mixed in one
+    # column's categories cannot be written to h5ad.
+    from deltavae.model._labels import labels_of
+
+    more = dv.model.CGMDVAE(ref, n_clusters=len(g.label_names) + 1, **SMALL)
+    assert {type(c) for c in labels_of(more, np.array([0, 1])).categories} == {str}
+    assert {type(c) for c in labels_of(g, np.array([0, 1])).categories} == {int}
     query.obs["type"] = query.obs["type"].astype(str)
     with pytest.raises(ValueError, match=r"trained on int values .*\.astype\(int\)"):
         dv.model.CGMDVAE.load_query_data(query, g)

@@ -257,7 +257,7 @@ class ClustersMixin:
         Returns
         -------
         DataFrame indexed by cell with ``label`` (categorical over :attr:`cluster_names`;
-        integer labels as integers) and ``confidence`` (in [1/K, 1]).
+        integer labels as integers, without novel clusters) and ``confidence`` (in [1/K, 1]).
 
         Examples
         --------

@@ -485,13 +485,13 @@ def groups_under_both(groups, is_src, is_tgt, source, target, key=None) -> list[
 def labels_of(model, clusters: np.ndarray) -> pd.Categorical:
     """Predicted labels of cluster indices, over every cluster name, with the labels as the
     user's column holds them (integer labels stay integers, so that predictions compare equal
-    to it)."""
+    to it; with novel clusters besides them, names: h5ad cannot write mixed categories)."""
     from scvi import REGISTRY_KEYS
 
     names = model.cluster_names
     if model.registry_["setup_args"]["labels_key"] is not None:
         state = model.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
         labels = np.asarray(state.categorical_mapping[:-1])
-        if labels.dtype.kind in "iu":
+        if labels.dtype.kind in "iu" and len(labels) == len(names):
             names = [*labels.tolist(), *names[len(labels) :]]
     return pd.Categorical.from_codes(clusters, categories=names)
