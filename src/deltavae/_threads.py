@@ -35,6 +35,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
@@ -205,3 +206,20 @@ def apply_import_default(torch_was_imported: bool) -> None:
     chosen_elsewhere = torch_was_imported or any(os.environ.get(v) for v in _USER_THREAD_VARS)
     if _env_threads() is not None or not chosen_elsewhere:
         set_threads()
+
+
+@contextlib.contextmanager
+def keep_torch_threads():
+    """torch's thread count as it was before the block, also as a decorator. numba launches
+    its threading layer on first use (scanpy's ``normalize_total``, UMAP) and its OpenMP
+    layer sets the OpenMP thread count it shares with torch to numba's: the user's
+    ``torch.set_num_threads`` was lost mid-training, and the first model trained in a
+    process differed from the next one built and trained the same way."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)

@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from scvi import REGISTRY_KEYS
 from sklearn.cluster import KMeans
 
+from .._threads import keep_torch_threads
 from ..module._cgmdvae import _prior_scale
 from ._graph_clusters import exactly_k, fuzzy_graph, leiden_k, match_labels
 
@@ -348,11 +349,10 @@ def _leiden(
     return exactly_k(z, leiden_k(graph.tocsr(), k, seed), k, seed)
 
 
+@keep_torch_threads()  # numba's first launch, in scanpy, reset torch's threads
 def data_components(x, group: np.ndarray | None, seed: int, n_comps: int = 50) -> np.ndarray:
-    """scanpy's default representation of counts: the first ``n_comps`` principal components
-    of log1p(counts per 10,000) (``sc.pp.normalize_total``, ``sc.pp.log1p``, ``sc.pp.pca``;
-    sparse data stay sparse and are centred implicitly), with each condition group's mean
-    removed as for z (:func:`_condition_centred`)."""
+    """scanpy's first ``n_comps`` principal components of log1p(counts per 10,000), sparse
+    data centred implicitly, each condition group's mean removed (:func:`_condition_centred`)."""
     import scanpy as sc
     from anndata import AnnData
 
