@@ -753,20 +753,26 @@ def test_the_mixture_start_keeps_the_users_torch_threads(monkeypatch):
     """numba's OpenMP layer, launched by scanpy's normalize_total in the mixture start, set
     torch's OpenMP threads to numba's: the user's set_num_threads(2) became 1 mid-training,
     and the first CGMDVAE trained in a process differed from the next one of the same seed."""
-    from deltavae.train._mixture_init import data_components
+    import umap
+
+    from deltavae.train._mixture_init import MixtureInitialization, data_components
 
     real = sc.pp.normalize_total
 
-    def launching_numba(*args, **kwargs):
+    def launching_numba(x, *args, **kwargs):
         torch.set_num_threads(1)  # what numba's first launch did to torch's OpenMP
-        return real(*args, **kwargs)
+        return real(x, *args, **kwargs) if isinstance(x, ad.AnnData) else x[:, :2]
 
     monkeypatch.setattr(sc.pp, "normalize_total", launching_numba)
-    counts = np.random.default_rng(0).poisson(3.0, size=(30, 12)).astype(np.float32)
+    counts = np.random.default_rng(0).poisson(3.0, size=(40, 12)).astype(np.float32)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         data_components(counts, None, seed=0)
+        assert torch.get_num_threads() == 2
+        # UMAP's clustering start launched numba too.
+        monkeypatch.setattr(umap.UMAP, "fit_transform", lambda self, z: launching_numba(z))
+        MixtureInitialization(method="umap").cluster(counts[:, :4], 2)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

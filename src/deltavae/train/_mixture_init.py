@@ -448,6 +448,7 @@ class MixtureInitialization(Callback):
             state = {key: value.cpu() for key, value in module.state_dict().items()}
             module.load_state_dict(trainer.strategy.broadcast(state, src=0))
 
+    @keep_torch_threads()  # UMAP's numba too
     def cluster(
         self,
         points: np.ndarray,
