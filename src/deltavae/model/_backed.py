@@ -10,7 +10,7 @@ from anndata import AnnData
 from anndata.io import write_elem
 
 from .._io import result_slots, write_obs_columns
-from ._matrices import on_disk, to_memory
+from ._matrices import memory_copy, on_disk
 from ._validation import warn_user
 
 _ROWS_PER_WRITE = 10_000
@@ -64,7 +64,7 @@ def _has_more_genes(model, adata: AnnData | None) -> bool:
 
 def _model_genes(model):
     """The genes the model was trained on (its AnnData's may have been subset in place)."""
-    genes = getattr(model, "_training_genes", lambda: None)()
+    genes = model._training_genes()
     return model.adata.var_names if genes is None else genes
 
 
@@ -83,8 +83,7 @@ def writes_backed(write_to_adata):
             # those shared with a reference): the results are per cell, so compute them on
             # the model's genes (read into memory from a backed or read_lazy whole) and write
             # them into the whole.
-            part = adata[:, _model_genes(self)]
-            sub = to_memory(part) if adata.isbacked or on_disk(adata) else part.copy()
+            sub = memory_copy(adata[:, _model_genes(self)])
             keys = write_to_adata(self, sub, *args, **kwargs)
             for key in keys:
                 slot, name = key.split("/", 1)

@@ -32,7 +32,7 @@ from ..train._runner import DeltaTrainRunner
 from ._count_advice import layer_fixed
 from ._genes import check_own_adata, match_genes
 from ._labels import check_known_categories, with_labels_column
-from ._matrices import check_still_on_disk, to_memory
+from ._matrices import check_still_on_disk, memory_copy
 from ._saved import Saving, _package_version
 from ._scvi_glue import (
     Picklable,
@@ -440,7 +440,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         if adata is not None and adata is not getattr(self, "_adata", None):
             if adata.is_view and copy_if_view:
                 # scvi-tools copied a view in place (and fails on a backed one): ours is a copy.
-                adata = to_memory(adata) if adata.isbacked else adata.copy()
+                adata = memory_copy(adata)
             adata = self._match_genes(adata)
             if getattr(self, "registry_", None) is not None:
                 adata = with_labels_column(adata, self.registry_)

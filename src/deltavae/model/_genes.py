@@ -12,6 +12,7 @@ from anndata import AnnData
 
 from ._count_advice import check_model_counts, layer_fixed
 from ._matrices import on_disk, take_columns
+from ._training_checks import check_registered_columns
 from ._validation import _matrix, _refuse_duplicates, warn_user
 
 logger = logging.getLogger(__name__)
@@ -73,8 +74,6 @@ def check_own_adata(model) -> None:
         )
     registry = getattr(model, "registry_", None)
     if adata is not None and registry is not None:  # a column it reads changed since setup
-        from ._training_checks import check_registered_columns
-
         model.adata_manager.validate()  # another model's codes there (same AnnData): ours back
         check_registered_columns(adata, registry, type(model).__name__, trained=True)
     check_model_counts(model)

@@ -25,7 +25,7 @@ from ._imputer_reference import (
     shared_advice,
     state_profiles,
 )
-from ._matrices import adata_in_memory, row_sums, to_memory
+from ._matrices import adata_in_memory, memory_copy, row_sums, to_memory
 from ._saved import read_saved
 from ._spots import SpotModelMixin, fitted_rows, prefixed, spots_to_load, warn_empty_spots
 from ._validation import _matrix, check_data, warn_user
@@ -300,7 +300,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         if spatial.isbacked and spatial.is_view:  # anndata indexes a backed view no further
             spatial = to_memory(spatial)
         spots = spatial[:, shared.to_numpy()]
-        spots = to_memory(spots) if spots.isbacked else spots.copy()
+        spots = memory_copy(spots)
         cls.setup_anndata(spots, layer=layer)
         return cls(spots, reference=rows, design=design, profiles=profiles, **model_kwargs)
 

@@ -493,5 +493,5 @@ def labels_of(model, clusters: np.ndarray) -> pd.Categorical:
         state = model.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
         labels = np.asarray(state.categorical_mapping[:-1])
         if labels.dtype.kind in "iu" and len(labels) == len(names):
-            names = [*labels.tolist(), *names[len(labels) :]]
+            names = labels.tolist()
     return pd.Categorical.from_codes(clusters, categories=names)

@@ -192,6 +192,13 @@ def to_memory(adata: AnnData) -> AnnData:
             manager.close()
 
 
+def memory_copy(adata: AnnData) -> AnnData:
+    """A copy of ``adata`` (a view: a subset of cells or genes) with its matrices in memory:
+    anndata copies a backed AnnData only to a file, so its rows are read with
+    :func:`to_memory`, which leaves the file as it was."""
+    return to_memory(adata) if adata.isbacked else adata.copy()
+
+
 def adata_in_memory(adata: AnnData) -> AnnData:
     """``adata`` itself when its matrices are in memory, else an in-memory AnnData of it (X and
     layers read in chunks of rows; obs, var, obsm and uns shared)."""

@@ -22,7 +22,7 @@ from ._cgmdvae_mixins import ClustersMixin, _as_known
 from ._condition_counts import warn_if_cells_not_trained
 from ._labels import NoResponseError, condition_column, groups_under_both
 from ._latent_shift import balance_groups, describe_prediction, latent_shift, training_obs
-from ._matrices import in_memory, row_sums, to_memory
+from ._matrices import in_memory, memory_copy, row_sums
 from ._registered import category_mappings, condition_request
 from ._scvi_glue import seeded
 from ._validation import warn_user
@@ -460,7 +460,7 @@ def with_observed_responses(
         rows = np.flatnonzero(own == source)
         part = adata if len(rows) == adata.n_obs else adata[rows]
         if part.is_view:  # anndata copies a backed AnnData only to a file: read its rows
-            part = to_memory(part) if part.isbacked else part.copy()
+            part = memory_copy(part)
         contrast = Contrast.resolve(model, part, target_condition, key, None)
         try:
             nearest = nearest_response(model, part, contrast, batch_size).X.astype(np.float64)

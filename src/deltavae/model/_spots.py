@@ -15,7 +15,7 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField
 
 from .._checks import dense
-from ._matrices import to_memory, with_column
+from ._matrices import memory_copy, to_memory, with_column
 from ._validation import check_data, check_key_added, check_setup_target, warn_user
 
 #: Spots read at a time by the first passes.
@@ -194,7 +194,7 @@ def spots_to_load(adata, var_names):
         adata = to_memory(adata)
     # By position: names the model does not read may repeat (pandas cannot index by them).
     adata = adata[:, names.get_indexer_for(genes)]
-    return to_memory(adata) if adata.isbacked else adata.copy()
+    return memory_copy(adata)
 
 
 #: What each spot model fits per spot (a parameter and its axis of spots), and what to do
@@ -233,7 +233,7 @@ def fitted_spots(adata, attr_dict: dict, state_dict: dict, parameter, model: str
             "results follow that order."
         )
         adata = adata[names.get_indexer(fitted)]
-        adata = to_memory(adata) if adata.isbacked else adata.copy()
+        adata = memory_copy(adata)
         adata.obs[SPOT_INDEX] = np.arange(adata.n_obs)
         return adata
     unknown = names.difference(fitted) if fitted is not None else names[:0]
