@@ -277,10 +277,8 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         check_still_on_disk(self.adata)  # moved or deleted: zarr would read zeros
         check_backing_for_training(self.adata)
         # Another model set up on the same AnnData (or a read call of one) rewrites the
-        # registered columns (obs["_scvi_batch"] ...) with its own codes; take ours back.
-        self.adata_manager.validate()
-        check_registered_columns(self.adata, self.adata_manager.registry, type(self).__name__)
-        check_own_adata(self)
+        # registered columns (obs["_scvi_batch"] ...) with its own codes: ours are taken back.
+        check_own_adata(self, training=True)
         if "devices" in trainer_kwargs:
             # Lightning's name; scvi-tools' runner would silently drop it.
             devices = trainer_kwargs.pop("devices")

@@ -54,9 +54,11 @@ def identifier_advice(first, second) -> str:
     return "Use the same gene identifiers (symbols or Ensembl IDs) in both."
 
 
-def check_own_adata(model) -> None:
-    """Before a model reads its own AnnData: it still holds the training genes, and a count
-    model's counts are still counts (:func:`check_model_counts`).
+def check_own_adata(model, training: bool = False) -> None:
+    """Before a model reads (or, ``training``, trains on) its own AnnData: it still holds the
+    training genes, the obs columns it reads hold the values registered at setup (another
+    model's codes there are taken back first), and a count model's counts are still counts
+    (:func:`check_model_counts`).
 
     Genes subset in place after training (``sc.pp.filter_genes``,
     ``sc.pp.highly_variable_genes(..., subset=True)``) kept the object, so scvi-tools found its
@@ -75,7 +77,7 @@ def check_own_adata(model) -> None:
     registry = getattr(model, "registry_", None)
     if adata is not None and registry is not None:  # a column it reads changed since setup
         model.adata_manager.validate()  # another model's codes there (same AnnData): ours back
-        check_registered_columns(adata, registry, type(model).__name__, trained=True)
+        check_registered_columns(adata, registry, type(model).__name__, trained=not training)
     check_model_counts(model)
 
 
