@@ -535,6 +535,35 @@ def test_translate_keeps_the_model_alone_when_no_response_was_observed(monkeypat
         g.translate(ctrl, "stim", response_weight=0.5)
 
 
+def test_translating_several_source_conditions_reads_the_training_cells_once(monkeypatch):
+    """Cells of two source conditions blended with observed responses: the training cells'
+    groups (a prediction over all of them) are found once, not once per source, and each
+    source's cells are translated as when asked alone."""
+    from deltavae.model import _perturbation
+
+    adata = dv.datasets.synthetic_counts(
+        n_cells=150, n_genes=20, n_clusters=2, n_conditions=3, seed=0
+    )
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    g = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    g.train(max_epochs=3, **FAST)
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return label_groups(*args, **kwargs)
+
+    label_groups = _perturbation._label_groups
+    monkeypatch.setattr(_perturbation, "_label_groups", counted)
+    cells = adata[adata.obs["condition"] != "c1"].copy()
+    both = g.translate(cells, "c1", seed=0)
+    assert len(calls) == 1 and both.uns["response_weight"] == 0.5
+    for source in ("c0", "c2"):
+        rows = (cells.obs["condition"] == source).to_numpy()
+        alone = g.translate(cells[rows].copy(), "c1", seed=0)
+        np.testing.assert_allclose(alone.X, both.X[rows], rtol=1e-5, atol=1e-5)
+
+
 def test_alignment_penalty_measures_condition_differences_within_clusters():
     module = dv.module.CGMDVAEModule(n_input=4, n_clusters=2, n_cats_per_cov=[2], n_latent=2)
     module.condition_alignment = 1.0
@@ -773,7 +802,7 @@ def test_nearest_response_log_normalizes_the_training_counts_a_block_at_a_time(m
 
     from scipy import sparse
 
-    from deltavae.model import _perturbation
+    from deltavae.model import _response_data
 
     adata = dv.datasets.synthetic_counts(n_cells=3000, n_genes=400, n_clusters=3, seed=0)
     adata.X = sparse.csr_matrix(adata.X, dtype=np.float32)
@@ -782,7 +811,7 @@ def test_nearest_response_log_normalizes_the_training_counts_a_block_at_a_time(m
     vae.train(max_epochs=1, **FAST)
     ctrl = adata[:40][adata.obs["condition"][:40] == "ctrl"].copy()
     expected = dv.metrics.log_normalize(adata.X.toarray()).astype(np.float32)
-    monkeypatch.setattr(_perturbation, "_LOG_BLOCK", 100 * adata.n_vars, raising=False)  # 30 blocks
+    monkeypatch.setattr(_response_data, "_LOG_BLOCK", 100 * adata.n_vars)  # 30 blocks
     tracemalloc.start()
     try:
         vae.predict_perturbation(ctrl, "stim", "nearest_response", balance_key="cluster")
@@ -792,7 +821,7 @@ def test_nearest_response_log_normalizes_the_training_counts_a_block_at_a_time(m
     assert peak < 3 * expected.nbytes  # the float32 data and PCA's copy of it
     for stored in (adata.X, adata.X.toarray()):
         other = vae._validate_anndata(anndata.AnnData(stored, obs=adata.obs, var=adata.var))
-        np.testing.assert_array_equal(_perturbation._additive_data(vae, other), expected)
+        np.testing.assert_array_equal(_response_data.additive_data(vae, other), expected)
 
 
 def test_bad_query_inputs(reference, tmp_path):

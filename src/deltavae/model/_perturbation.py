@@ -13,7 +13,6 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 from anndata import AnnData
-from scipy import sparse
 from scipy.special import softmax
 from scvi import REGISTRY_KEYS
 
@@ -22,8 +21,9 @@ from ._cgmdvae_mixins import ClustersMixin, _as_known
 from ._condition_counts import warn_if_cells_not_trained
 from ._labels import NoResponseError, condition_column, groups_under_both
 from ._latent_shift import balance_groups, describe_prediction, latent_shift, training_obs
-from ._matrices import in_memory, memory_copy, row_sums
+from ._matrices import memory_copy, row_sums
 from ._registered import category_mappings, condition_request
+from ._response_data import additive_data, memoised, similarity_coordinates
 from ._scvi_glue import seeded
 from ._validation import warn_user
 
@@ -231,47 +231,7 @@ class Contrast(NamedTuple):
         return cls(condition_key, source, target, train_conditions, groups_key)
 
 
-#: Cells x genes log-normalized at a time by :func:`_additive_data`.
-_LOG_BLOCK = 2**20
-
-
-def _additive_data(model, adata: AnnData) -> np.ndarray:
-    """The data the model was set up on (its layer), dense float32; counts log-normalized."""
-    from ..metrics import log_normalize
-
-    x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
-    x = in_memory(x)
-    if model.module.likelihood not in ("zinb", "nb"):
-        return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
-    # A block of cells at a time into the float32 result: all at once, the float64 copy of
-    # every cell and gene and its temporaries were 6 times it (the training cells, whole).
-    x = sparse.csr_matrix(x) if sparse.issparse(x) else x
-    out = np.empty(x.shape, dtype=np.float32)
-    step = max(1, _LOG_BLOCK // max(x.shape[1], 1))
-    for start in range(0, x.shape[0], step):
-        out[start : start + step] = log_normalize(x[start : start + step])
-    return out
-
-
-_N_PCS = 50
 SIMILARITIES = ("expression", "latent")
-
-
-def _similarity_coordinates(model, train, adata, x_train, x_query, similarity, batch_size):
-    """Coordinates in which the nearest groups are sought, for the training and given cells."""
-    if similarity == "latent":
-        return (
-            model.get_latent_representation(train, batch_size=batch_size),
-            model.get_latent_representation(adata, batch_size=batch_size),
-        )
-    from sklearn.decomposition import PCA
-
-    n_pcs = min(_N_PCS, x_train.shape[0] - 1, x_train.shape[1] - 1)
-    if n_pcs < 1 or not np.ptp(x_train, axis=0).any():  # one gene, or all cells alike
-        # No component tells groups apart (and none at all gave NaN weights): all equally near.
-        return np.zeros((len(x_train), 1)), np.zeros((len(x_query), 1))
-    pca = PCA(n_pcs, random_state=0).fit(x_train)
-    return pca.transform(x_train), pca.transform(x_query)
 
 
 @torch.inference_mode()
@@ -281,6 +241,7 @@ def nearest_response(
     contrast: Contrast,
     batch_size: int | None = None,
     similarity: Literal["expression", "latent"] = "expression",
+    memo: dict | None = None,
 ) -> AnnData:
     """Add to each cell the observed response of the training groups most similar to it.
 
@@ -316,6 +277,10 @@ def nearest_response(
         data (the model's layer). ``"latent"``: the model's latent z (posterior mean). On Kang
         IFN-beta with held-out cell types, expression picks the biologically closest types
         (CD8 T for CD4 T, FCGR3A+ for CD14+ monocytes) and scores higher.
+    memo
+        A dict shared by calls on one model's training cells (several source conditions of
+        one request): the training cells' groups, data and coordinates are computed once and
+        kept in it.
 
     Returns
     -------
@@ -337,14 +302,18 @@ def nearest_response(
     condition_key, source, target, train_conditions, groups_key = contrast
     train = model.adata
     if groups_key is not None:
-        groups, counted = balance_groups(model, groups_key)
+        groups, counted = memoised(
+            memo, ("groups", groups_key), lambda: balance_groups(model, groups_key)
+        )
     elif not isinstance(model, ClustersMixin):
         raise ValueError(
             f"{type(model).__name__} has no labels or clusters: pass balance_key, the obs "
             "column of the groups (e.g. cell type) whose responses are transferred."
         )
     else:
-        groups, counted = _label_groups(model, train, batch_size)
+        groups, counted = memoised(
+            memo, ("groups", None), lambda: _label_groups(model, train, batch_size)
+        )
     is_src, is_tgt = train_conditions == source, train_conditions == target
     # Cells without a group: missing balance_key values, unlabelled cells predicted to carry
     # a label that cells are given.
@@ -362,10 +331,14 @@ def nearest_response(
         ) from None
     caller_obs = adata.obs  # the labels and columns as given, before validation
     adata = model._validate_anndata(adata)
-    x_train, x_query = _additive_data(model, train), _additive_data(model, adata)
-    c_train, c_query = _similarity_coordinates(
-        model, train, adata, x_train, x_query, similarity, batch_size
+    x_train = memoised(memo, "data", lambda: additive_data(model, train))
+    x_query = additive_data(model, adata)
+    c_train, coordinates = memoised(
+        memo,
+        ("coordinates", similarity),
+        lambda: similarity_coordinates(model, train, x_train, similarity, batch_size),
     )
+    c_query = coordinates(adata, x_query)
     centres, responses, spreads = [], [], []
     for g in names:
         src, tgt = is_src & (groups == g), is_tgt & (groups == g)
@@ -447,6 +420,8 @@ def with_observed_responses(
     x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
     blended, alone = False, []
     in_model = set(model.adata.obs[key].astype(str))
+    memo = {}  # the training cells' groups, data and coordinates, for every source
+    library = None
     for source in sorted(set(own) - {str(target_condition)}):
         if source not in in_model:
             # A query model's cells are the query's: no observed response from the reference's.
@@ -463,7 +438,8 @@ def with_observed_responses(
             part = memory_copy(part)
         contrast = Contrast.resolve(model, part, target_condition, key, None)
         try:
-            nearest = nearest_response(model, part, contrast, batch_size).X.astype(np.float64)
+            nearest = nearest_response(model, part, contrast, batch_size, memo=memo).X
+            nearest = nearest.astype(np.float64)
         except NoResponseError:
             if strict:
                 raise
@@ -473,10 +449,11 @@ def with_observed_responses(
         if not is_count:
             expected[rows] = (1 - weight) * expected[rows] + weight * nearest
             continue
-        library = row_sums(x)[rows].reshape(-1, 1)
-        library = np.maximum(library, 1.0)
-        model_log = np.log1p(np.maximum(expected[rows], 0.0) / library * 1e4)
-        mean = np.expm1((1 - weight) * model_log + weight * nearest) * library / 1e4
+        if library is None:  # every cell's, once
+            library = np.maximum(row_sums(x), 1.0)
+        own_library = library[rows].reshape(-1, 1)
+        model_log = np.log1p(np.maximum(expected[rows], 0.0) / own_library * 1e4)
+        mean = np.expm1((1 - weight) * model_log + weight * nearest) * own_library / 1e4
         expected[rows] = mean
         counts[rows] = round_counts(torch.as_tensor(mean).float()).numpy()
     _warn_model_alone(alone, target_condition)

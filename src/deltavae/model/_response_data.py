@@ -1,0 +1,63 @@
+"""The training cells' side of observed responses (:func:`deltavae.model._perturbation.
+nearest_response`): their data on the scale where responses add, and the coordinates in which
+the groups most similar to a cell are sought."""
+
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+from scipy import sparse
+from scvi import REGISTRY_KEYS
+
+from ._matrices import in_memory
+
+#: Cells x genes log-normalized at a time by :func:`additive_data`.
+_LOG_BLOCK = 2**20
+
+
+def additive_data(model, adata: AnnData) -> np.ndarray:
+    """The data the model was set up on (its layer), dense float32; counts log-normalized."""
+    from ..metrics import log_normalize
+
+    x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
+    x = in_memory(x)
+    if model.module.likelihood not in ("zinb", "nb"):
+        return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
+    # A block of cells at a time into the float32 result: all at once, the float64 copy of
+    # every cell and gene and its temporaries were 6 times it (the training cells, whole).
+    x = sparse.csr_matrix(x) if sparse.issparse(x) else x
+    out = np.empty(x.shape, dtype=np.float32)
+    step = max(1, _LOG_BLOCK // max(x.shape[1], 1))
+    for start in range(0, x.shape[0], step):
+        out[start : start + step] = log_normalize(x[start : start + step])
+    return out
+
+
+_N_PCS = 50
+
+
+def similarity_coordinates(model, train, x_train, similarity, batch_size):
+    """Coordinates in which the nearest groups are sought: the training cells', and a function
+    giving the coordinates of other cells (from their AnnData and additive data)."""
+    if similarity == "latent":
+        return (
+            model.get_latent_representation(train, batch_size=batch_size),
+            lambda adata, x: model.get_latent_representation(adata, batch_size=batch_size),
+        )
+    from sklearn.decomposition import PCA
+
+    n_pcs = min(_N_PCS, x_train.shape[0] - 1, x_train.shape[1] - 1)
+    if n_pcs < 1 or not np.ptp(x_train, axis=0).any():  # one gene, or all cells alike
+        # No component tells groups apart (and none at all gave NaN weights): all equally near.
+        return np.zeros((len(x_train), 1)), lambda adata, x: np.zeros((len(x), 1))
+    pca = PCA(n_pcs, random_state=0).fit(x_train)
+    return pca.transform(x_train), lambda adata, x: pca.transform(x)
+
+
+def memoised(memo: dict | None, key, compute):
+    """``compute()``, kept in ``memo`` under ``key`` when a memo is given."""
+    if memo is None:
+        return compute()
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
