@@ -339,3 +339,35 @@ def test_a_seeded_read_out_on_the_cpu_leaves_the_gpus_generators_alone(cgmdvae, 
     first, again = model.sample(5, seed=3), model.sample(5, seed=3)
     np.testing.assert_array_equal(first.X, again.X)  # still repeats
     assert not gpus_seeded
+
+
+@pytest.fixture
+def float64_default():
+    """torch's default dtype float64 (a user's ``torch.set_default_dtype``), restored after."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+def test_generated_cells_do_not_follow_torchs_default_dtype(cgmdvae, float64_default):
+    """``sample`` drew w and the library sizes in torch's default dtype: with float64 there,
+    the float32 networks refused them ("mat1 and mat2 must have the same dtype")."""
+    model, _ = cgmdvae
+    cells = model.sample(5, seed=0)
+    assert cells.X.dtype == cells.layers["expected"].dtype == np.float32
+    assert np.isfinite(cells.layers["expected"]).all()
+
+
+def test_aggregated_posterior_does_not_follow_torchs_default_dtype(zinbvae, float64_default):
+    """The aggregated posterior's mixture weights were made in torch's default dtype: with
+    float64 there, its log densities and ``differential_abundance``'s table were float64
+    (float32 otherwise)."""
+    model, adata = zinbvae
+    posterior = model.get_aggregated_posterior()
+    assert posterior.log_prob(torch.zeros(1, 3, dtype=torch.float32)).dtype == torch.float32
+    target = adata.copy()
+    model.differential_abundance(target, sample_key="condition")
+    assert set(target.obsm["da_log_probs"].dtypes) == {np.dtype(np.float32)}

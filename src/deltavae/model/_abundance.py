@@ -31,7 +31,7 @@ def aggregated_posterior(
     scale = torch.as_tensor(np.asarray(var), device=model.device).sqrt()
     components = dist.Normal(loc, scale) if dof is None else dist.StudentT(dof, loc, scale)
     return dist.MixtureSameFamily(
-        dist.Categorical(logits=torch.zeros(loc.shape[0], device=model.device)),
+        dist.Categorical(logits=loc.new_zeros(loc.shape[0])),  # loc's dtype, not torch's default
         dist.Independent(components, 1),
     )
 

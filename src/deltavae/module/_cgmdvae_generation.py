@@ -29,20 +29,21 @@ class CGMDVAEGeneration:
         library size is drawn from N(mean, sd) given as ``library_log_stats``. Returns the
         cluster ``y``, ``w``, ``z``, the draws ``x`` and their expectation ``expected``.
         """
-        device = self.device
+        # In the networks' dtype, not torch's default (a user's float64 made them refuse w).
+        device, dtype = self.device, self.alpha.dtype
         if cluster is None:
             d = Dirichlet(self.alpha).sample((n_cells,))
             y = Categorical(probs=d).sample()
         else:
             y = torch.full((n_cells,), cluster, device=device)
-        w = torch.randn(n_cells, self.n_latent_w, device=device)
+        w = torch.randn(n_cells, self.n_latent_w, dtype=dtype, device=device)
         z = self.prior_distribution(w, cat_covs).sample()[torch.arange(n_cells, device=device), y]
         library = None
         if self.observation.is_count:
             if library_log_stats is None:
                 raise ValueError("Count likelihoods need library_log_stats=(mean, sd).")
             mean, sd = library_log_stats
-            library = torch.randn(n_cells, 1, device=device) * sd + mean
+            library = torch.randn(n_cells, 1, dtype=dtype, device=device) * sd + mean
         params = self.decode(z, cat_covs, library)
         x = self.observation.torch(params).sample()
         return {"y": y, "w": w, "z": z, "x": x, "expected": self.observation.expected(params)}
