@@ -119,34 +119,85 @@ def test_zinbvae_and_its_query_stay_on_the_device(tracked):
 
 @pytest.mark.parametrize("labels", [False, True])
 def test_cgmdvae_stays_on_the_device(tracked, labels):
+    """Unlabelled with one condition key; labelled with two (condition and donor), where
+    conditions left unnamed are drawn jointly and moves to combinations that never trained
+    are counted for a warning."""
     adata = _counts()
     adata.obs["cell_type"] = adata.obs["cluster"].astype(str)
+    adata.obs["donor"] = np.where(np.arange(adata.n_obs) % 2, "d1", "d2")
+    keys = ["condition", "donor"] if labels else "condition"
     dv.model.CGMDVAE.setup_anndata(
-        adata, condition_key="condition", labels_key="cell_type" if labels else None
+        adata, condition_key=keys, labels_key="cell_type" if labels else None
     )
     model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
     ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    stim = {"condition": "stim"}
+    pp = {"condition_key": "condition"}
     calls = {
-        "z moved": lambda: model.get_latent_representation(condition="ctrl"),
+        "z moved": lambda: model.get_latent_representation(condition={"condition": "ctrl"}),
         "w": lambda: model.get_latent_representation(representation="w"),
         "clusters": lambda: model.predict_clusters(soft=True),
-        "sample": lambda: model.sample(10, cluster=0, condition="stim", seed=0),
-        "translate": lambda: model.translate(ctrl, "stim", seed=0),
+        "sample": lambda: model.sample(10, cluster=0, condition=stim, seed=0),
+        "sample, conditions drawn": lambda: model.sample(10, seed=1),
+        "translate": lambda: model.translate(ctrl, stim, seed=0),
         "translate, not residual": lambda: model.translate(
-            ctrl, "stim", residual=False, response_weight=0
+            ctrl, stim, residual=False, response_weight=0
         ),
-        "latent shift": lambda: model.predict_perturbation(ctrl, "stim", method="latent_shift"),
+        "latent shift": lambda: model.predict_perturbation(
+            ctrl, "stim", method="latent_shift", **pp
+        ),
         "nearest response": lambda: model.predict_perturbation(
-            ctrl, "stim", method="nearest_response", similarity="latent"
+            ctrl, "stim", method="nearest_response", similarity="latent", **pp
+        ),
+        "nearest response, expression": lambda: model.predict_perturbation(
+            ctrl, "stim", method="nearest_response", **pp
         ),
         "marginal ll": lambda: model.get_marginal_ll(n_mc_samples=2),
+        "marginal ll per cell": lambda: model.get_marginal_ll(n_mc_samples=2, return_mean=False),
         "differential abundance": lambda: model.differential_abundance(sample_key="cluster"),
     }
     # Unlabelled: the Leiden start and the refit after training run too.
     tracked(model.module, calls, train=lambda: model.train(max_epochs=4, **TRAIN))
 
 
-def test_spot_models_stay_on_the_device(tracked):
+def test_cgmdvae_of_real_values_stays_on_the_device(tracked):
+    """likelihood='normal' (its own decoder, the data's floor) with diagonal prior
+    components, on log-normalized counts."""
+    import scanpy as sc
+
+    adata = _counts()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(
+        adata, n_clusters=3, n_latent=3, n_hidden=16, likelihood="normal", prior_covariance="diag"
+    )
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    tracked(
+        model.module,
+        {
+            "sample": lambda: model.sample(10, seed=0),
+            "translate": lambda: model.translate(ctrl, "stim", residual=True, seed=0),
+            "latent shift": lambda: model.predict_perturbation(ctrl, "stim", method="latent_shift"),
+            "nearest response": lambda: model.predict_perturbation(
+                ctrl, "stim", method="nearest_response"
+            ),
+            "marginal ll": lambda: model.get_marginal_ll(n_mc_samples=2),
+            "elbo": model.get_elbo,
+        },
+        # The mixture's start and refit (the same for every likelihood) run in other tests.
+        train=lambda: model.train(
+            max_epochs=2, mixture_init_epoch=None, refit_mixture=False, **TRAIN
+        ),
+    )
+
+
+def test_spot_models_stay_on_the_device(tracked, monkeypatch):
+    """Both inferences of NMFDeconv and one without a reference, both designs of
+    SpatialImputer (and type profiles), imputing a few spots at a time, and Archetypes."""
+    import deltavae.model._imputer as imputer_model
+
+    monkeypatch.setattr(imputer_model, "_CHUNK", 16)  # 40 spots: three chunks
     cells = dv.datasets.synthetic_counts(n_cells=200, n_genes=120, n_clusters=3, seed=1)
     spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=40, seed=0)
     for inference in ("amortized", "per_spot"):
@@ -163,13 +214,26 @@ def test_spot_models_stay_on_the_device(tracked):
         if inference == "amortized":  # spots it did not train on
             calls["new spots"] = lambda d=deconv: d.get_proportions(spots[:10].copy())
         tracked(deconv.module, calls, train=lambda d=deconv: d.train(max_epochs=2, **TRAIN))
+    free = spots.copy()
+    dv.model.NMFDeconv.setup_anndata(free)
+    deconv = dv.model.NMFDeconv(free, n_components=3)
+    tracked(
+        deconv.module,
+        {"proportions": deconv.get_proportions, "signatures": deconv.get_signatures},
+        train=lambda: deconv.train(max_epochs=2, **TRAIN),
+    )
     measured = spots[:, spots.var_names[:100]].copy()
-    for design in ("deconvolution", "latent"):
+    for design, profiles in (("deconvolution", "neighbours"), ("latent", None), (None, "type")):
         imputer = dv.model.SpatialImputer.from_reference(
-            measured.copy(), ref, labels_key="cluster", design=design
+            measured.copy(),
+            ref,
+            labels_key="cluster",
+            design=design or "deconvolution",
+            **({"profiles": profiles} if profiles else {}),
         )
         calls = {"impute": imputer.impute, "write": lambda m=imputer: m.write_to_adata()}
         if design == "deconvolution":
+            calls["measured genes too"] = lambda m=imputer: m.impute(list(ref.var_names[95:105]))
             calls["proportions"] = imputer.get_proportions
         tracked(imputer.module, calls, train=lambda m=imputer: m.train(max_epochs=2, **TRAIN))
     mix = dv.datasets.convex_mixtures(n_spots=60, n_genes=60, n_archetypes=3, seed=0)
@@ -184,6 +248,10 @@ def test_spot_models_stay_on_the_device(tracked):
             "sample factors": archetypes.get_sample_factors,
             "anchors": archetypes.get_anchors,
             "markers": archetypes.get_markers,
+            "names": archetypes.archetype_names,
+            "signatures": lambda: archetypes.match_signatures(
+                {"x": list(mix.var_names[:5]), "y": list(mix.var_names[5:10])}
+            ),
             "write": lambda: archetypes.write_to_adata(mix.copy()),
         },
         train=lambda: archetypes.train(max_epochs=2, **TRAIN),
@@ -214,10 +282,13 @@ def test_refit_mixture_takes_latents_read_back_on_the_host(tracked):
 def test_zinbvae_read_outs_beyond_the_latent_stay_on_the_device(tracked, tmp_path):
     """scvi-tools' other read-outs (posterior predictive draws, whose first call compiles
     for seconds, are in test_device.py), a latent library, validation with early stopping and
-    ``restore_best``, and a model saved and loaded again."""
-    adata = _counts()
+    ``restore_best``, results written into the whole AnnData of the model's genes, and a
+    model saved and loaded again."""
+    whole = _counts()
+    adata = whole[:, whole.var_names[:30]].copy()
     dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
     vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16, use_observed_lib_size=False)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
     tracked(
         vae.module,
         {
@@ -230,6 +301,16 @@ def test_zinbvae_read_outs_beyond_the_latent_stay_on_the_device(tracked, tmp_pat
             "latent library": lambda: vae.get_normalized_expression(library_size="latent"),
             "abundance": lambda: vae.differential_abundance(sample_key="condition"),
             "write": lambda: vae.write_to_adata(adata.copy()),
+            "write into the whole": lambda: vae.write_to_adata(whole.copy()),
+            "elbo per cell": lambda: vae.get_elbo(return_mean=False),
+            "expression drawn": lambda: vae.get_normalized_expression(n_samples=2),
+            "nearest response, expression": lambda: vae.predict_perturbation(
+                ctrl,
+                "stim",
+                method="nearest_response",
+                condition_key="condition",
+                balance_key="cluster",
+            ),
         },
         train=lambda: vae.train(
             max_epochs=3, train_size=0.8, early_stopping=True, restore_best=True, **TRAIN
