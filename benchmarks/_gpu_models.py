@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 
-from _gpu_report import FAILED, Context, _accuracy, _on_device
+from _gpu_report import FAILED, Context, _accuracy, _on_device, _same
 
 
 # --------------------------------------------------------------------------- data
@@ -180,7 +180,26 @@ def phase_zinbvae_pbmc(ctx: Context, models: dict) -> None:
             ("write_to_adata", lambda: model.write_to_adata(adata), {"detail": str}),
         ],
     )
+    run(
+        name,
+        "write_to_adata(whole PBMC 3k, every gene) == latent",
+        lambda: _written_into_whole(model, adata, latent),
+        needs=[latent],
+        detail=str,
+        finite=False,
+    )
     models[name] = {"model": model, "adata": adata, "latent": latent, "kind": "latent"}
+
+
+def _written_into_whole(model, adata, latent) -> str:
+    """The model of 2,000 genes writes its latent into the AnnData of all 13,714 (computed on
+    its genes, read from the whole)."""
+    import deltavae as dv
+
+    whole = dv.datasets.pbmc3k()
+    whole = whole[adata.obs_names].copy()
+    keys = model.write_to_adata(whole)
+    return f"{keys}: " + _same(latent, whole.obsm["X_zinbvae"], 1e-6, "latent")
 
 
 def phase_kang(ctx: Context, models: dict) -> None:
@@ -401,6 +420,7 @@ def _cgmdvae_reference(ctx: Context, models: dict, kang) -> None:
     )
     if model is FAILED:
         return
+    _two_condition_keys(ctx, name, model, ref)
     qname = "CGMDVAE/query"
     q = run(
         qname,
@@ -421,3 +441,31 @@ def _cgmdvae_reference(ctx: Context, models: dict, kang) -> None:
         detail=lambda p: f"accuracy {_accuracy(p['label'], truth):.3f}",
     )
     run(qname, "write_to_adata (query)", lambda: q.write_to_adata(), needs=[q], detail=str)
+
+
+def _two_condition_keys(ctx: Context, name: str, model, ref) -> None:
+    """Read-outs of a model of two condition keys (condition, donor): conditions left unnamed
+    drawn jointly from the training cells' combinations, the combinations cells are moved to
+    checked against those that trained."""
+    ctrl = ref[ref.obs["condition"] == "ctrl"].copy()
+    stim = {"condition": "stim"}
+    ctx.report.run_each(
+        name,
+        [
+            (
+                "get_latent_representation(condition={'condition': 'stim'})",
+                lambda: model.get_latent_representation(condition=stim),
+            ),
+            ("sample() (condition and donor drawn)", lambda: model.sample(50, seed=0)),
+            (
+                "translate(ctrl -> {'condition': 'stim'})",
+                lambda: model.translate(ctrl, stim, seed=0),
+            ),
+            (
+                "predict_perturbation(latent_shift, condition_key)",
+                lambda: model.predict_perturbation(
+                    ctrl, "stim", method="latent_shift", condition_key="condition"
+                ),
+            ),
+        ],
+    )

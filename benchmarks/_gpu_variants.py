@@ -7,6 +7,8 @@ model joins the CPU comparison of phase 5), and a model taken to a machine witho
 * ZINBVAE with a per-batch dispersion, a latent library size, early stopping and the best
   validation epoch restored;
 * NMFDeconv per spot, SpatialImputer with the latent design, Archetypes with two samples;
+* four models (ZINBVAE, CGMDVAE, Archetypes, SpatialImputer) trained twice from one seed
+  under deterministic algorithms, as README promises bit for bit on a GPU;
 * training's guard on the device: a diverging run (``lr=1e6``, and a parameter made NaN
   after a given step) stops naming its first non-finite step with finite parameters kept,
   the losses being read every ``CHECK_EVERY`` steps there; and the host's waits for the
@@ -57,6 +59,43 @@ else:  # the pickled model's own AnnData (a query model's aligned copy)
 np.save(out, result)
 print(device)
 """
+
+# Trains each model named twice from scvi.settings.seed under deterministic algorithms and
+# prints how many of its state's tensors differ between the two runs.
+_TRAIN_TWICE = """
+import sys
+import anndata as ad
+import scvi
+import torch
+import deltavae as dv
+torch.use_deterministic_algorithms(True)
+adata_path, accelerator, *names = sys.argv[1:]
+cells = ad.read_h5ad(adata_path)
+spots, reference = dv.datasets.pseudo_spots(cells, "cell_type", n_spots=120, seed=0)
+def build(name):
+    if name == "SpatialImputer":  # neighbour profiles: the state-by-state maximum
+        measured = spots[:, spots.var_names[:-100]].copy()
+        return dv.model.SpatialImputer.from_reference(measured, reference, labels_key="cell_type")
+    adata = spots.copy() if name == "Archetypes" else cells.copy()
+    cls = getattr(dv.model, name)
+    cls.setup_anndata(adata)
+    kwargs = {"ZINBVAE": {}, "CGMDVAE": {"n_clusters": 6}, "Archetypes": {"n_archetypes": 4}}
+    return cls(adata, **kwargs[name])
+def state(name):
+    scvi.settings.seed = 0
+    model = build(name)
+    extra = {"mixture_init_epoch": 1} if name == "CGMDVAE" else {}
+    model.train(max_epochs=3, accelerator=accelerator, enable_progress_bar=False, **extra)
+    return {k: v.detach().cpu() for k, v in model.module.state_dict().items()}
+for name in names:
+    first, again = state(name), state(name)
+    differ = [k for k in first if not torch.equal(first[k], again[k])]
+    print("twice", name, len(differ), len(first), ",".join(differ[:3]), flush=True)
+"""
+
+# The models _TRAIN_TWICE trains: the two VAEs and the two whose deterministic kernels differ
+# (Archetypes' stick-breaking without a float cumsum, the imputer's maximum by state).
+DETERMINISTIC_MODELS = ("ZINBVAE", "CGMDVAE", "Archetypes", "SpatialImputer")
 
 
 def phase_variants(ctx: Context, models: dict) -> None:
@@ -294,6 +333,13 @@ def _training_guard(ctx: Context) -> None:
         ctx.report.run(
             name, "host waits per training step", lambda n=name: _waits(ctx, pbmc, n), finite=False
         )
+    ctx.report.run(
+        "deterministic",
+        "trained twice under deterministic algorithms: same bits",
+        lambda: _trained_twice(ctx, pbmc),
+        detail=str,
+        finite=False,
+    )
     ctx.report.run("ZINBVAE", "lr=1e6 stops, parameters finite", lambda: _huge_lr(ctx, pbmc))
     ctx.report.run(
         "ZINBVAE", "NaN after epoch 1, step 5: stops at step 6", lambda: _poisoned(ctx, pbmc)
@@ -400,3 +446,34 @@ def _poisoned(ctx: Context, adata) -> str:
             raise CheckFailed(str(err)[:160]) from err
         return f"restored_at {err.restored_at}"
     raise CheckFailed("a NaN parameter trained to the end without TrainingDivergedError")
+
+
+def _trained_twice(ctx: Context, adata) -> str:
+    """README: training on a GPU repeats bit for bit under ``torch.use_deterministic_algorithms(
+    True)`` with ``CUBLAS_WORKSPACE_CONFIG=:4096:8``. Each model of ``DETERMINISTIC_MODELS``
+    trained twice from one seed in a process that sets both; CUDA also refuses there the
+    kernels it has no deterministic version of."""
+    path = ctx.tmp / "deterministic.h5ad"
+    adata.write_h5ad(path)
+    env = {**os.environ, "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+    args = [str(path), ctx.accelerator, *DETERMINISTIC_MODELS]
+    done = subprocess.run(
+        [sys.executable, "-c", _TRAIN_TWICE, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=max(30, int(min(300, ctx.remaining()))),
+    )
+    if done.returncode != 0:
+        raise CheckFailed(f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
+    lines = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("twice ")]
+    if len(lines) != len(DETERMINISTIC_MODELS):
+        raise CheckFailed(f"{len(lines)} of {len(DETERMINISTIC_MODELS)} models reported")
+    differ = [
+        f"{name}: {n} of {total} tensors differ ({' '.join(rest)})"
+        for name, n, total, *rest in lines
+        if n != "0"
+    ]
+    if differ:
+        raise CheckFailed("; ".join(differ))
+    return ", ".join(f"{name} {total} tensors equal" for name, _, total, *_ in lines)
