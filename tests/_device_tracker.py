@@ -157,9 +157,18 @@ class DeviceTracker(TorchFunctionMode):
 
 
 def on_device(module: torch.nn.Module) -> None:
-    """Mark ``module``'s parameters and buffers as living on the (stand-in) device."""
+    """Mark ``module``'s parameters and buffers as living on the (stand-in) device, and the
+    tensors its submodules hold outside them (a query's gradient masks, a cached minibatch)
+    as on the host where they are not marked yet: ``module.to(device)`` leaves those where
+    they were made, so code must move them itself."""
+    held = {id(t) for t in [*module.parameters(), *module.buffers()]}
     for t in [*module.parameters(), *module.buffers()]:
         _tag(t, "device")
+    for sub in module.modules():
+        for value in sub.__dict__.values():
+            for t in tree_flatten(value)[0] if type(value) in (list, tuple) else [value]:
+                if isinstance(t, torch.Tensor) and id(t) not in held and _where(t) is None:
+                    _tag(t, "host")
 
 
 def track_moves(monkeypatch) -> None:

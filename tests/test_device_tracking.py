@@ -434,3 +434,35 @@ def test_neighbour_imputation_trains_under_deterministic_algorithms(tracked):
     finally:
         torch.use_deterministic_algorithms(before)
     np.testing.assert_array_equal(deterministic.to_numpy(), imputer.impute().to_numpy())
+
+
+def test_tensors_a_module_holds_outside_its_parameters_are_on_the_host(tracked, monkeypatch):
+    """The check itself: ``module.to(device)`` moves parameters and buffers only, so a query
+    module's masks of the entries that learn stay where they were made; the training plan
+    moves them to the parameters' device, and forgetting to is reported."""
+    import deltavae.train._checkpoint as checkpoint
+    import deltavae.train._plan as plan
+
+    adata = _counts()
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    vae.train(max_epochs=1, **TRAIN)
+    query = adata[adata.obs["condition"] == "stim"].copy()
+    query.obs["condition"] = "new"
+    mapped = dv.model.ZINBVAE.load_query_data(query, vae, accelerator="cpu")
+    tracked(mapped.module, {}, train=lambda: mapped.train(max_epochs=1, **TRAIN))
+
+    def unmoved(module, optimizer):  # the masks as made, not moved to the parameters
+        partly = module.__dict__.get(checkpoint.PARTLY_TRAINABLE) or []
+        kept = [(p, mask, p.detach().clone()) for p, mask in partly]
+
+        def restore(*_):
+            with torch.no_grad():
+                for param, learns, fixed in kept:
+                    param.copy_(torch.where(learns, param, fixed))
+
+        optimizer.register_step_post_hook(restore)
+
+    monkeypatch.setattr(plan, "keep_frozen_entries", unmoved)
+    with pytest.raises(AssertionError, match="train: .*where"):
+        tracked(mapped.module, {}, train=lambda: mapped.train(max_epochs=1, **TRAIN))
