@@ -25,7 +25,15 @@ from matplotlib.ticker import (
 from natsort import natsorted
 
 from .._docs import doc_ax, doc_params, doc_show_save
-from ._utils import as_names, check_adata, own_axes, own_figure, savefig_or_show
+from ._utils import (
+    as_names,
+    check_adata,
+    for_scanpy,
+    keep_colours,
+    own_axes,
+    own_figure,
+    savefig_or_show,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +249,11 @@ def embedding(
     """Scatter plot of a 2-D embedding (UMAP, t-SNE, ...) coloured by obs columns or genes.
 
     A thin wrapper over :func:`scanpy.pl.embedding` that returns the Axes. As in scanpy, a
-    saved figure is named after the basis (``umap`` for ``"X_umap"``).
+    saved figure is named after the basis (``umap`` for ``"X_umap"``). As in scanpy, the colours
+    of a categorical (or string) column are kept in ``adata.uns[f"{{color}}_colors"]``, so that
+    later plots colour its groups alike; nothing else of ``adata`` changes (scanpy made its
+    string columns categorical), and a view (``adata[mask]``) keeps no colours, so that it
+    stays a view.
 
     Parameters
     ----------
@@ -279,14 +291,16 @@ def embedding(
         )
     # scanpy labels the axes "UMAP1", "UMAP2" for basis "umap" but "X_umap1" for "X_umap".
     key = name if f"X_{name}" in adata.obsm else basis
+    stored = f"X_{name}" if key == name and f"X_{name}" in adata.obsm else basis
     if not isinstance(color, str) and color is not None and len(color) > 1:
         # scanpy's default gap fits short legends only: cell type names ran into the next panel.
         kwargs.setdefault("wspace", 0.5)
     opened = set(plt.get_fignums())
     try:
         # save=False: scanpy's own autosave must not write a second file under its own name.
+        drawn = for_scanpy(adata, stored, kwargs)
         axes = sc.pl.embedding(
-            adata, basis=key, color=color, ax=ax, show=False, save=False, **kwargs
+            drawn, basis=key, color=color, ax=ax, show=False, save=False, **kwargs
         )
     except Exception as err:
         # scanpy had opened the figure: an empty one was left behind (shown in a notebook).
@@ -296,6 +310,7 @@ def embedding(
             raise
         message = err.args[0] if err.args else "color not found"
         raise KeyError(f"{message}{_close_matches(adata, color)}") from err
+    keep_colours(adata, drawn)
     if ax is None:
         own_figure((axes[0] if isinstance(axes, list) else axes).figure)
     return savefig_or_show(axes, name, show, save)

@@ -85,6 +85,39 @@ def check_adata(adata, plot: str) -> None:
         )
 
 
+def for_scanpy(adata: AnnData, obsm_key: str, kwargs: dict) -> AnnData:
+    """An AnnData for :func:`scanpy.pl.embedding` to draw ``obsm[obsm_key]`` of ``adata`` from,
+    sharing its matrices but with ``obs``, ``var`` and ``uns`` of its own: scanpy makes every
+    string column of ``obs`` and ``var`` categorical and stores colours in ``uns``, which
+    changed the user's columns and turned a view into a copy of its subset.
+    :func:`keep_colours` hands the colours back.
+    """
+    layer = kwargs.get("layer")
+    drawn = AnnData(
+        X=adata.X,
+        obs=adata.obs.copy(),
+        var=adata.var.copy(),
+        obsm={obsm_key: adata.obsm[obsm_key]},
+        layers={layer: adata.layers[layer]} if layer in adata.layers else None,
+        obsp=dict(adata.obsp) if kwargs.get("edges") else None,
+        uns=dict(adata.uns),
+    )
+    if adata.raw is not None:  # genes drawn from raw (use_raw), its matrix shared too
+        drawn.raw = AnnData(X=adata.raw.X, var=adata.raw.var.copy())
+    return drawn
+
+
+def keep_colours(adata: AnnData, drawn: AnnData) -> None:
+    """Keep the colours scanpy chose for ``drawn``'s categories in ``adata.uns``, as scanpy
+    does, so that later plots colour the groups alike; a view keeps none (it would become a
+    copy of its subset)."""
+    if adata.is_view:
+        return
+    for key, value in drawn.uns.items():
+        if key.endswith("_colors") and (key not in adata.uns or adata.uns[key] is not value):
+            adata.uns[key] = value
+
+
 def as_names(value, arg: str) -> list | None:
     """A list argument as a list: one name given as a string is that name (scanpy's
     ``color="CD3E"``), not its letters; an array is its elements; an empty list is refused.
