@@ -61,3 +61,38 @@ def test_embedding_of_a_basis_stored_without_its_prefix(small):
     small.obsm["tsne"] = small.obsm["X_umap"]
     assert dv.pl.embedding(small, basis="spatial", color="kind", show=False) is not None
     assert dv.pl.embedding(small, basis="tsne", color="kind", show=False) is not None
+
+
+@pytest.fixture(scope="module")
+def reference():
+    import scvi
+
+    cells = dv.datasets.synthetic_counts(
+        n_cells=60, n_genes=12, n_clusters=2, n_conditions=1, seed=0
+    )
+    dv.model.ZINBVAE.setup_anndata(cells)
+    scvi.settings.seed = 0
+    model = dv.model.ZINBVAE(cells, n_latent=2, n_hidden=8)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    return model
+
+
+@pytest.mark.parametrize("inplace", [True, False])
+def test_prepare_query_anndata_keeps_uns_and_count_dtype(reference, inplace):
+    # Genes missing from the query are padded with zeros (scvi-tools' concat): that dropped
+    # the query's uns and made its int32 counts float64.
+    query = dv.datasets.synthetic_counts(
+        n_cells=20, n_genes=12, n_clusters=2, n_conditions=1, seed=1
+    )[:, 2:].copy()
+    query.X = query.X.astype(np.int32)
+    query.layers["counts"] = query.layers["counts"].astype(np.int16)
+    query.uns["cluster_colors"] = np.array(["#000000", "#ffffff"], dtype=object)
+    out = dv.model.ZINBVAE.prepare_query_anndata(query, reference, inplace=inplace)
+    ready = query if inplace else out
+    assert list(ready.var_names) == list(reference.adata.var_names)
+    assert ready.X.dtype == np.int32 and ready.layers["counts"].dtype == np.int16
+    assert list(ready.uns["cluster_colors"]) == ["#000000", "#ffffff"]
+    assert "synthetic" in ready.uns
+    assert np.asarray(ready[:, ["gene_0", "gene_1"]].X.sum()) == 0
+    if not inplace:  # the query itself is as it was
+        assert query.n_vars == 10 and query.X.dtype == np.int32

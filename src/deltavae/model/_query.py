@@ -358,9 +358,13 @@ class QueryMappingMixin(ArchesMixin):
                     "genes].copy(filename='in_reference_order.h5ad') (all genes present)."
                 )
             adata = adata.copy()
-        return ArchesMixin.prepare_query_anndata(
+        kept = _as_given(adata)
+        ready = ArchesMixin.prepare_query_anndata(
             adata, reference_model, return_reference_var_names, inplace
         )
+        if not return_reference_var_names:
+            _restore(adata if inplace else ready, kept)
+        return ready
 
     @functools.wraps(DeltaModelMixin.train)
     def train(self, *args, **kwargs):
@@ -416,3 +420,27 @@ class QueryMappingMixin(ArchesMixin):
             ref_sizes = _covariate_sizes(self.registry_, self.query_mapping_["new_categories"])
         learning = _restrict_learning(self.module, ref_sizes, new_sizes)
         self.query_mapping_["learning_parameters"] = learning
+
+
+def _as_given(adata: AnnData) -> tuple[dict, dict]:
+    """``adata``'s uns and the dtypes of its matrices, for :func:`_restore`."""
+    dtypes = {None: getattr(adata.X, "dtype", None)}
+    dtypes.update({name: getattr(layer, "dtype", None) for name, layer in adata.layers.items()})
+    return dict(adata.uns), dtypes
+
+
+def _restore(ready: AnnData, kept: tuple[dict, dict]) -> None:
+    """Undo what scvi-tools' padding of missing genes (anndata.concat) did besides adding
+    them: it dropped ``uns`` and made the counts float64 (int32 counts took twice the
+    memory). The padding is zeros, which every numeric dtype holds."""
+    uns, dtypes = kept
+    for key, value in uns.items():
+        ready.uns.setdefault(key, value)
+    for name, dtype in dtypes.items():
+        matrix = ready.X if name is None else ready.layers.get(name)
+        if dtype is None or matrix is None or matrix.dtype == dtype or ready.isbacked:
+            continue
+        if name is None:
+            ready.X = matrix.astype(dtype)
+        else:
+            ready.layers[name] = matrix.astype(dtype)
