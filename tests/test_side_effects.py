@@ -78,19 +78,22 @@ def reference():
 
 
 @pytest.mark.parametrize("inplace", [True, False])
-def test_prepare_query_anndata_keeps_uns_and_count_dtype(reference, inplace):
+def test_prepare_query_anndata_keeps_uns_raw_and_matrix_kinds(reference, inplace):
     # Genes missing from the query are padded with zeros (scvi-tools' concat): that dropped
-    # the query's uns and made its int32 counts float64.
+    # the query's uns and raw, made its int32 counts float64 and a dense layer sparse.
     query = dv.datasets.synthetic_counts(
         n_cells=20, n_genes=12, n_clusters=2, n_conditions=1, seed=1
     )[:, 2:].copy()
     query.X = query.X.astype(np.int32)
-    query.layers["counts"] = query.layers["counts"].astype(np.int16)
+    query.layers["counts"] = query.layers["counts"].toarray().astype(np.int16)
+    query.raw = query.copy()
     query.uns["cluster_colors"] = np.array(["#000000", "#ffffff"], dtype=object)
     out = dv.model.ZINBVAE.prepare_query_anndata(query, reference, inplace=inplace)
     ready = query if inplace else out
     assert list(ready.var_names) == list(reference.adata.var_names)
     assert ready.X.dtype == np.int32 and ready.layers["counts"].dtype == np.int16
+    assert isinstance(ready.layers["counts"], np.ndarray)  # dense as given, not CSR
+    assert ready.raw is not None and ready.raw.n_vars == 10
     assert list(ready.uns["cluster_colors"]) == ["#000000", "#ffffff"]
     assert "synthetic" in ready.uns
     assert np.asarray(ready[:, ["gene_0", "gene_1"]].X.sum()) == 0

@@ -359,9 +359,11 @@ class QueryMappingMixin(ArchesMixin):
                 )
             adata = adata.copy()
         kept = _as_given(adata)
-        ready = ArchesMixin.prepare_query_anndata(
-            adata, reference_model, return_reference_var_names, inplace
-        )
+        with warnings.catch_warnings():  # the padding's concat drops raw, which comes back
+            warnings.filterwarnings("ignore", "Only some AnnData objects have `.raw`")
+            ready = ArchesMixin.prepare_query_anndata(
+                adata, reference_model, return_reference_var_names, inplace
+            )
         if not return_reference_var_names:
             _restore(adata if inplace else ready, kept)
         return ready
@@ -422,25 +424,38 @@ class QueryMappingMixin(ArchesMixin):
         self.query_mapping_["learning_parameters"] = learning
 
 
-def _as_given(adata: AnnData) -> tuple[dict, dict]:
-    """``adata``'s uns and the dtypes of its matrices, for :func:`_restore`."""
-    dtypes = {None: getattr(adata.X, "dtype", None)}
-    dtypes.update({name: getattr(layer, "dtype", None) for name, layer in adata.layers.items()})
-    return dict(adata.uns), dtypes
+def _as_given(adata: AnnData) -> tuple:
+    """``adata``'s uns, raw and the kind of its matrices, for :func:`_restore`."""
+    kinds = {None: adata.X}
+    kinds.update(adata.layers.items())
+    kinds = {
+        name: (matrix.dtype, isinstance(matrix, np.ndarray))
+        for name, matrix in kinds.items()
+        if hasattr(matrix, "dtype")
+    }
+    return dict(adata.uns), adata.raw, kinds
 
 
-def _restore(ready: AnnData, kept: tuple[dict, dict]) -> None:
+def _restore(ready: AnnData, kept: tuple) -> None:
     """Undo what scvi-tools' padding of missing genes (anndata.concat) did besides adding
-    them: it dropped ``uns`` and made the counts float64 (int32 counts took twice the
-    memory). The padding is zeros, which every numeric dtype holds."""
-    uns, dtypes = kept
+    them: it dropped ``uns`` and ``raw``, made the counts float64 (int32 counts took twice
+    the memory) and a dense matrix sparse. The padding is zeros, which every numeric dtype
+    holds."""
+    uns, raw, kinds = kept
+    if ready.isbacked:
+        return
     for key, value in uns.items():
         ready.uns.setdefault(key, value)
-    for name, dtype in dtypes.items():
+    if raw is not None and ready.raw is None:
+        ready.raw = AnnData(X=raw.X, var=raw.var, varm=dict(raw.varm))
+    for name, (dtype, dense) in kinds.items():
         matrix = ready.X if name is None else ready.layers.get(name)
-        if dtype is None or matrix is None or matrix.dtype == dtype or ready.isbacked:
+        if matrix is None or (matrix.dtype == dtype and isinstance(matrix, np.ndarray) == dense):
             continue
+        matrix = matrix.astype(dtype)
+        if dense and not isinstance(matrix, np.ndarray):
+            matrix = matrix.toarray()
         if name is None:
-            ready.X = matrix.astype(dtype)
+            ready.X = matrix
         else:
-            ready.layers[name] = matrix.astype(dtype)
+            ready.layers[name] = matrix
