@@ -99,3 +99,18 @@ def test_prepare_query_anndata_keeps_uns_raw_and_matrix_kinds(reference, inplace
     assert np.asarray(ready[:, ["gene_0", "gene_1"]].X.sum()) == 0
     if not inplace:  # the query itself is as it was
         assert query.n_vars == 10 and query.X.dtype == np.int32
+
+
+def test_prepare_query_anndata_refuses_to_reorder_a_view_in_place(reference):
+    cells = dv.datasets.synthetic_counts(
+        n_cells=20, n_genes=12, n_clusters=2, n_conditions=1, seed=1
+    )
+    view = cells[:10, ::-1]
+    with pytest.raises(ValueError, match=r"adata is a view .*inplace=False"):
+        dv.model.ZINBVAE.prepare_query_anndata(view, reference)
+    assert view.is_view
+    ready = dv.model.ZINBVAE.prepare_query_anndata(view, reference, inplace=False)
+    assert list(ready.var_names) == list(reference.adata.var_names) and view.is_view
+    in_order = cells[:10]  # nothing to change: a view in the reference's order is fine
+    assert dv.model.ZINBVAE.prepare_query_anndata(in_order, reference) is None
+    assert in_order.is_view

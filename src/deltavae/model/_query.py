@@ -358,6 +358,15 @@ class QueryMappingMixin(ArchesMixin):
                     "genes].copy(filename='in_reference_order.h5ad') (all genes present)."
                 )
             adata = adata.copy()
+        if inplace and not return_reference_var_names and adata.is_view:
+            genes = ArchesMixin.prepare_query_anndata(adata, reference_model, True)
+            if not adata.var_names.equals(pd.Index(genes)):  # it silently became a copy
+                raise ValueError(
+                    "adata is a view (adata[mask]): inplace=True would put its genes in the "
+                    "reference's order in a copy of it, and the AnnData it views would keep "
+                    "its own. Keep the result: adata = <Model>.prepare_query_anndata(adata, "
+                    "reference, inplace=False)."
+                )
         kept = _as_given(adata)
         with warnings.catch_warnings():  # the padding's concat drops raw, which comes back
             warnings.filterwarnings("ignore", "Only some AnnData objects have `.raw`")
