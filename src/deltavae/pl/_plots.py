@@ -249,11 +249,11 @@ def embedding(
     """Scatter plot of a 2-D embedding (UMAP, t-SNE, ...) coloured by obs columns or genes.
 
     A thin wrapper over :func:`scanpy.pl.embedding` that returns the Axes. As in scanpy, a
-    saved figure is named after the basis (``umap`` for ``"X_umap"``). As in scanpy, the colours
-    of a categorical (or string) column are kept in ``adata.uns[f"{{color}}_colors"]``, so that
-    later plots colour its groups alike; nothing else of ``adata`` changes (scanpy made its
-    string columns categorical), and a view (``adata[mask]``) keeps no colours, so that it
-    stays a view.
+    saved figure is named after the basis (``umap`` for ``"X_umap"``), and the colours of a
+    categorical (or string) column are kept in ``adata.uns[f"{color}_colors"]``, so that later
+    plots colour its groups alike. Nothing else of ``adata`` changes (scanpy made its string
+    columns categorical), and a view (``adata[mask]``) keeps no colours, so that it stays a
+    view.
 
     Parameters
     ----------
