@@ -21,7 +21,7 @@ from ._archetype_checks import check_new_spots
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import candidate_samples, candidate_spots, restore_candidate_samples
-from ._spots import SpotModelMixin, prefixed, warn_empty_spots
+from ._spots import SpotModelMixin, prefixed, spot_rate, warn_empty_spots
 from ._validation import check_model_arguments, check_obs_keys, check_setup_target
 
 _CP10K = 1e4
@@ -196,7 +196,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         factors = np.exp(np.asarray(gamma, dtype=np.float64))
         return pd.DataFrame(factors.T, index=self.adata.var_names, columns=list(map(str, names)))
 
-    def train(self, max_epochs: int = 300, lr: float = 5e-3, **kwargs):
+    def train(self, max_epochs: int = 300, lr: float | None = None, **kwargs):
         """Train by SVI, with the training loop every deltavae model shares.
 
         Parameters
@@ -204,7 +204,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         max_epochs
             Passes through the spots.
         lr
-            Adam learning rate.
+            Adam learning rate; default 5e-3 (or ``plan_kwargs``' ``lr``).
         **kwargs
             Passed to the shared training loop, :meth:`deltavae.model.ZINBVAE.train`
             (``batch_size``, ``accelerator``, Lightning trainer arguments ...).
@@ -214,6 +214,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> a.train(max_epochs=200, early_stopping=True)  # doctest: +SKIP
         """
         self._cache = {}
+        lr = spot_rate(lr, kwargs, 5e-3)
         return super().train(max_epochs=max_epochs, lr=lr, **kwargs)
 
     def _after_load(self) -> None:

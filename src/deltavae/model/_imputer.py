@@ -333,8 +333,9 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         deconvolution = self.design_ == "deconvolution"
         if max_epochs is None:
             max_epochs = 400 if deconvolution else 200
-        if lr is None:
-            lr = 0.05 if deconvolution else 0.005
+        from ._spots import spot_rate
+
+        lr = spot_rate(lr, kwargs, 0.05 if deconvolution else 0.005)
         if batch_size is None:
             batch_size = min(self.adata.n_obs, 2048) if deconvolution else 128
         held_out = [k for k in ("restore_best", "early_stopping") if kwargs.get(k) in (True,)]

@@ -54,6 +54,23 @@ def warn_empty_spots(n_empty: int, n_spots: int, what: str, n_genes: int) -> Non
         )
 
 
+def spot_rate(lr: float | None, kwargs: dict, default: float) -> float:
+    """A spot model's learning rate: ``lr``, else the one given in ``plan_kwargs`` (``lr``, or
+    ``optim_kwargs``' ``lr``), else the model's ``default``. A rate given in ``plan_kwargs``
+    alone was refused as disagreeing with the default the model filled in for ``lr``.
+
+    Examples
+    --------
+    >>> spot_rate(None, {"plan_kwargs": {"lr": 0.1}}, 0.005), spot_rate(None, {}, 0.005)
+    (0.1, 0.005)
+    """
+    if lr is not None:
+        return lr
+    plan = kwargs.get("plan_kwargs") or {}
+    given = plan.get("lr", (plan.get("optim_kwargs") or {}).get("lr"))
+    return default if given is None else given
+
+
 class SpotModelMixin:
     """Spot registration and chunked reads for models of spatial spots' raw counts.
 

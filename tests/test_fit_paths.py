@@ -1,0 +1,70 @@
+"""Every fit path of the package (VAEs, spot models, query mapping, saving) says when a run
+diverged or stopped short, and stays quiet on a normal run."""
+
+import warnings
+
+import anndata as ad
+import pandas as pd
+import pytest
+
+import deltavae as dv
+from deltavae.train import TrainingDivergedError
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def _cells(n_cells=120, n_genes=40, n_clusters=3, seed=1):
+    return dv.datasets.synthetic_counts(
+        n_cells=n_cells, n_genes=n_genes, n_clusters=n_clusters, n_conditions=1, seed=seed
+    )
+
+
+def _nmf_reference():
+    spots, ref = dv.datasets.pseudo_spots(_cells(), "cluster", n_spots=40, seed=3)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="spots and reference share only")
+        return dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+
+
+def _nmf_free():
+    spots, _ = dv.datasets.pseudo_spots(_cells(), "cluster", n_spots=40, seed=3)
+    dv.model.NMFDeconv.setup_anndata(spots)
+    return dv.model.NMFDeconv(spots, n_components=3)
+
+
+def _archetypes():
+    mix = dv.datasets.convex_mixtures(n_spots=60, n_genes=60, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    return dv.model.Archetypes(mix, n_archetypes=3, n_hidden=16)
+
+
+def _imputer():
+    spots, ref = dv.datasets.pseudo_spots(_cells(), "cluster", n_spots=40, seed=3)
+    spatial = ad.AnnData(
+        X=spots[:, :-10].X.copy(),
+        obs=pd.DataFrame(index=spots.obs_names),
+        var=pd.DataFrame(index=spots.var_names[:-10]),
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="spatial and reference share only")
+        return dv.model.SpatialImputer.from_reference(spatial, reference=ref, labels_key="cluster")
+
+
+SPOT_MODELS = {
+    "nmf_reference": _nmf_reference,
+    "nmf_free": _nmf_free,
+    "archetypes": _archetypes,
+    "imputer": _imputer,
+}
+
+
+@pytest.mark.parametrize("which", SPOT_MODELS)
+def test_spot_models_take_a_rate_from_plan_kwargs(which):
+    """plan_kwargs={"lr": ...} alone was refused ("lr=0.005 and plan_kwargs['lr']=100
+    disagree") against the default rate the spot model filled in for lr; a huge rate given
+    there must train at that rate, and stop loudly."""
+    model = SPOT_MODELS[which]()
+    model.train(max_epochs=1, plan_kwargs={"optim_kwargs": {"lr": 0.01}}, **TRAIN)
+    assert model.train_args_["lr"] == 0.01
+    with pytest.raises(TrainingDivergedError, match=r"this run used lr=1e\+06"):
+        model.train(max_epochs=5, plan_kwargs={"lr": 1e6}, **TRAIN)
