@@ -4,6 +4,7 @@ diverged or stopped short, and stays quiet on a normal run."""
 import warnings
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -68,3 +69,26 @@ def test_spot_models_take_a_rate_from_plan_kwargs(which):
     assert model.train_args_["lr"] == 0.01
     with pytest.raises(TrainingDivergedError, match=r"this run used lr=1e\+06"):
         model.train(max_epochs=5, plan_kwargs={"lr": 1e6}, **TRAIN)
+
+
+def test_a_count_models_run_that_started_far_off_is_still_judged_on_its_elbos_size(monkeypatch):
+    """A ZINBVAE at lr=1 (200 cells, 100 epochs): its first epoch's ELBO was 2.2e7, and its
+    last 25 epochs fell from 2,252 to 1,056 (a good run ends near 180), yet it passed as
+    converged: its falls were measured against a tenth of the first epoch's fall."""
+    from deltavae.train._convergence import still_improving
+
+    epochs = np.arange(100)
+    elbo = 1000 + 2.2e7 * np.exp(-epochs / 4) + 4000 * np.exp(-epochs / 15)
+    index = pd.RangeIndex(100, name="epoch")
+    history = {"elbo_validation": pd.DataFrame({"elbo_validation": elbo}, index=index)}
+    assert "still improving" in still_improving(history, 100, sized=True)
+    # A count model's run is judged so; a Normal likelihood's ELBO near 0 is not (D5).
+    adata = _cells(n_cells=60)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    seen = []
+    monkeypatch.setattr(
+        "deltavae.model._base.still_improving", lambda *a, **kw: seen.append(kw["sized"])
+    )
+    model.train(max_epochs=1, **TRAIN)
+    assert seen == [True]

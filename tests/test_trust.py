@@ -904,9 +904,9 @@ def test_convergence_is_judged_on_the_run_and_its_own_kl_weight(monkeypatch):
 
     seen = []
 
-    def spy(history, *args):
+    def spy(history, *args, **kwargs):
         seen.append((len(history["elbo_train"]), args[-1]))
-        return still_improving(history, *args)
+        return still_improving(history, *args, **kwargs)
 
     adata = _counts()
     dv.model.ZINBVAE.setup_anndata(adata)

@@ -374,7 +374,7 @@ class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
         say_if_nothing_restored(restore_best is True and best is not None, self.best_epoch_)
         verdict = still_improving(
             run, max_epochs, early_stopping, getattr(self, "trainer", None),
-            plan_kwargs.get("max_kl_weight", 1.0),
+            plan_kwargs.get("max_kl_weight", 1.0), sized=self._data_kind == "counts",
         )  # fmt: skip
         if verdict is not None:
             rate = (self.train_args_ or {}).get("lr")  # as trained (lr, plan_kwargs ...)
