@@ -7,6 +7,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
 
 import deltavae as dv
 from deltavae.train import TrainingDivergedError
@@ -92,3 +94,39 @@ def test_a_count_models_run_that_started_far_off_is_still_judged_on_its_elbos_si
     )
     model.train(max_epochs=1, **TRAIN)
     assert seen == [True]
+
+
+class _PoisonAt(Callback):
+    """The module's first parameter NaN after a step: the next loss is NaN."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.epoch:
+            with torch.no_grad():
+                next(pl_module.module.parameters()).fill_(float("nan"))
+
+
+def test_saving_a_diverged_model_warns_and_nan_parameters_are_refused(tmp_path):
+    """A diverged model was saved without a word (only a read-out after loading said so),
+    and NaN parameters were saved as they were."""
+    adata = _cells(n_cells=60)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    with pytest.raises(TrainingDivergedError):
+        model.train(max_epochs=4, callbacks=[_PoisonAt(1)], **TRAIN)
+    said = r"Saving a model whose last training diverged \(the .* loss became nan"
+    with pytest.warns(dv.train.NotConvergedWarning, match=said + ".*lower learning rate"):
+        model.save(tmp_path / "diverged")
+    with torch.no_grad():
+        next(model.module.parameters())[0] = float("nan")
+    with pytest.raises(ValueError, match=r"parameters \[.*\] hold NaN or infinite values"):
+        model.save(tmp_path / "nan")
+    assert not (tmp_path / "nan").exists()
+    # A model trained to the end saves quietly.
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    model.train(max_epochs=1, **TRAIN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.save(tmp_path / "fine")

@@ -15,6 +15,8 @@ import torch
 from anndata import AnnData
 from scvi.model.base._save_load import _load_saved_files
 
+from ..train._convergence import NotConvergedWarning
+from ..train._divergence import trained_state
 from ..train._record import cells_digest
 from ._count_advice import layer_fixed
 from ._genes import genes_to_load_advice
@@ -22,6 +24,7 @@ from ._labels import check_known_categories, check_labels_to_load
 from ._matrices import check_still_on_disk
 from ._scvi_glue import obs_types_kept
 from ._training_checks import check_accelerator
+from ._validation import warn_user
 
 
 def _package_version() -> str:
@@ -140,6 +143,31 @@ def read_saved(
     return attr_dict, np.asarray(var_names), state_dict
 
 
+def check_fit_to_save(model) -> None:
+    """Refuse to save parameters that are not finite (every result of them would be NaN), and
+    warn before saving a model whose last training diverged (kept: its last finite
+    parameters, which ``load`` and every read-out say may be far from a fit)."""
+    bad = [
+        name
+        for name, value in trained_state(model.module).items()
+        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        raise ValueError(
+            f"The model's parameters {bad[:5]} hold NaN or infinite values: every result of "
+            "them would be NaN, so it is not saved. Build the model anew and train it again, "
+            "with a lower learning rate (train(lr=...)) if training diverged."
+        )
+    if getattr(model, "diverged_", None):
+        warn_user(
+            f"Saving a model whose last training diverged ({model.diverged_}): it keeps the "
+            "last parameters that gave a finite loss, which may be far from a fit (loading it "
+            "says so again). Train a new model with a lower learning rate (train(lr=...)) and "
+            "save that one instead.",
+            NotConvergedWarning,
+        )
+
+
 class Saving:
     """``save`` and ``load`` as every deltavae model does them (mixed into
     ``DeltaModelMixin``)."""
@@ -177,6 +205,7 @@ class Saving:
             )
         if save_anndata:  # a zarr store moved away would be saved as zeros
             check_still_on_disk(self.adata)
+        check_fit_to_save(self)
         stale = os.path.join(dir_path, f"{kwargs.get('prefix') or ''}adata.h5ad")
         if overwrite and not save_anndata and os.path.isfile(stale):
             os.remove(stale)
