@@ -130,3 +130,16 @@ def test_saving_a_diverged_model_warns_and_nan_parameters_are_refused(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.save(tmp_path / "fine")
+
+
+def test_empty_clusters_after_a_run_at_a_huge_rate_name_the_rate(monkeypatch):
+    """CGMDVAE at lr=1 (200 cells, 60 epochs) ended with an empty cluster, and the note said
+    only that training was too short: at 1,000 times the default rate more epochs do not help."""
+    adata = dv.datasets.synthetic_counts(n_cells=60, n_genes=30, n_clusters=3, n_conditions=2)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=2, n_hidden=8)
+    model.train(max_epochs=1, lr=0.05, mixture_init_epoch=None, **TRAIN)
+    monkeypatch.setattr(type(model), "predict_clusters", lambda self, *a, **k: np.array([0, 2]))
+    note = r"training was too short.* learning rate \(lr=0\.05\) is 50 times the default"
+    with pytest.warns(UserWarning, match=note):
+        model._warn_if_clusters_empty(1)

@@ -15,7 +15,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import RNASeqMixin
 
-from ..train._convergence import train_longer
+from ..train._convergence import high_rate_note, train_longer
 from ._condition_counts import condition_counts, draw_conditions
 from ._de import CheckedExpressionMixin
 from ._labels import labels_of, warn_if_unlabelled_lookalike
@@ -354,8 +354,7 @@ class ClustersMixin:
         return max(starts, default=0)
 
     def _warn_if_clusters_empty(self, max_epochs: int) -> None:
-        """Say so when training ends with clusters no cell is assigned to (not for a query
-        model: its clusters are the reference's, and a query may lack some of its types)."""
+        """Say so when training ends with empty clusters (not a query's: its reference's)."""
         if self.is_query_model:
             return
         sizes = np.bincount(self.predict_clusters(), minlength=self.module.n_clusters)
@@ -367,7 +366,8 @@ class ClustersMixin:
         # With empty clusters, near-empty ones are most likely more of the same: too many.
         tiny = {n: int(m) for n, m in zip(names, sizes, strict=True) if 0 < m < 0.005 * sizes.sum()}
         fewer = max(k - len(empty) - len(tiny), 2, len(self.label_names))
-        longer = f"training was too short. {train_longer(max_epochs, validation=False)}"
+        rate = high_rate_note((self.train_args_ or {}).get("lr"))  # far above the default
+        longer = f"training was too short. {train_longer(max_epochs, validation=False)}{rate}"
         advice = f"If the data hold {k} groups, {longer}"
         if fewer < k:
             advice = f"If the data hold fewer groups, n_clusters={fewer} fits them; if {k}, "
