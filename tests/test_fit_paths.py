@@ -143,3 +143,21 @@ def test_empty_clusters_after_a_run_at_a_huge_rate_name_the_rate(monkeypatch):
     note = r"training was too short.* learning rate \(lr=0\.05\) is 50 times the default"
     with pytest.warns(UserWarning, match=note):
         model._warn_if_clusters_empty(1)
+
+
+def test_a_loss_not_finite_before_any_update_blames_no_learning_rate():
+    """A count that overflows (3e38) made the very first loss NaN, from the starting
+    parameters, and the error advised a lower learning rate (lr=0.0001), which cannot help."""
+    adata = _cells(n_cells=60)
+    counts = adata.X.toarray().astype(np.float32)
+    counts[3, 4] = 3e38
+    adata.X = counts
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    with pytest.raises(TrainingDivergedError) as info:
+        model.train(max_epochs=2, train_size=1.0, batch_size=64, **TRAIN)
+    message = str(info.value)
+    assert "at epoch 0, step 0 of 1, before any update" in message
+    assert "No learning rate can help" in message and "lower learning rate" not in message
+    assert "Check the data for values the likelihood cannot take" in message
+    assert not model.is_trained_

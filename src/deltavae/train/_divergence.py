@@ -215,11 +215,24 @@ class DivergenceGuard:
         value = loss.detach()
         value = value[~torch.isfinite(value)][0] if value.dim() else value
         lower = self._lr / 10 if self._lr <= 1e-2 else 1e-3
+        advice = (
+            f"Train again with a lower learning rate, e.g. train(lr={lower:g}) (this run used "
+            f"lr={self._lr:g}), on a model built anew if this one diverges again (the "
+            "parameters kept may be too far off to train on)."
+        )
+        if what == "training loss" and (epoch, batch_idx) == (0, 0):
+            # The first step's loss is the starting parameters': no update made it so.
+            where += ", before any update"
+            kept = "its parameters from before this training run"
+            advice = (
+                "No learning rate can help: the parameters the run started from already give "
+                "it. Check the data for values the likelihood cannot take (counts so large "
+                "that they overflow, e.g. above 1e30), and the model for parameters that are "
+                "not finite (build it anew)."
+            )
         raise TrainingDivergedError(
             f"Training diverged: the {what} became {float(value)} {where}. The model "
-            f"keeps {kept}. Train again with a lower learning rate, e.g. train(lr={lower:g}) "
-            f"(this run used lr={self._lr:g}), on a model built anew if this one diverges again "
-            "(the parameters kept may be too far off to train on).",
+            f"keeps {kept}. {advice}",
             epoch=epoch,
             step=batch_idx,
             restored_at=self._finite_at,
