@@ -1,4 +1,4 @@
-"""Every fit path of the package (VAEs, spot models, query mapping, saving) says when a run
+"""Every fit path of the package (the VAEs, the spot models, saving) says when a run
 diverged or stopped short, and stays quiet on a normal run."""
 
 import warnings
