@@ -238,7 +238,6 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
     def _encode(self, adata: AnnData, batch_size: int | None) -> tuple[np.ndarray, int]:
         adata = self._validate_anndata(adata)
         loader = self._make_data_loader(adata=adata, batch_size=batch_size, shuffle=False)
-        self.module.eval()
         chunks, n_empty = [], 0
         with torch.no_grad():
             for tensors in loader:

@@ -415,7 +415,7 @@ class CGMDVAE(
             raise ValueError("Pass either a dataloader or adata/indices, not both.")
         else:
             dataloader = _OnDevice(dataloader, self.module)
-        module = self.module.eval()
+        module = self.module  # in eval mode while its loader is read (see _OnDevice)
         target = None
         if condition is not None:
             if not self.condition_keys:

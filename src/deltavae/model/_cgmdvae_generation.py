@@ -17,6 +17,7 @@ from ._condition_counts import warn_untrained_combinations
 from ._labels import condition_column, typed_codes
 from ._latent_shift import data_floor
 from ._matrices import has_negatives, row_sums
+from ._modes import evaluating
 from ._scvi_glue import seeded
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
@@ -63,8 +64,8 @@ class GenerationMixin:
         """
         if isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells < 1:
             raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}.")
-        module = self.module.eval()
-        with seeded(module, seed):
+        module = self.module
+        with seeded(module, seed), evaluating(module):
             cats = self._condition_codes(condition, n_cells, seed)
             y_given = None if cluster is None else self._cluster_index(cluster)
             self._check_if_trained(warn=False)
@@ -198,7 +199,7 @@ class GenerationMixin:
         caller_obs = adata.obs  # the labels and columns as given, before validation
         adata = self._validate_anndata(adata)
         self._check_if_trained(warn=False)
-        module = self.module.eval()
+        module = self.module  # in eval mode while its loader is read (see _OnDevice)
         # Predictions stay at or above 0 for data that are never negative (counts,
         # log-normalized), not for real values such as arcsinh cytometry or CLR protein.
         floor = 0.0 if module.observation.is_count else data_floor(self, adata)

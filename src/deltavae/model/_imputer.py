@@ -26,8 +26,16 @@ from ._imputer_reference import (
     state_profiles,
 )
 from ._matrices import adata_in_memory, memory_copy, row_sums, to_memory
+from ._modes import in_eval_mode
 from ._saved import read_saved
-from ._spots import SpotModelMixin, fitted_rows, prefixed, spots_to_load, warn_empty_spots
+from ._spots import (
+    SpotModelMixin,
+    fitted_rows,
+    prefixed,
+    spot_rate,
+    spots_to_load,
+    warn_empty_spots,
+)
 from ._validation import _matrix, check_data, warn_user
 
 logger = logging.getLogger(__name__)
@@ -331,10 +339,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> imputer.train(max_epochs=400)  # doctest: +SKIP
         """
         deconvolution = self.design_ == "deconvolution"
-        if max_epochs is None:
-            max_epochs = 400 if deconvolution else 200
-        from ._spots import spot_rate
-
+        max_epochs = (400 if deconvolution else 200) if max_epochs is None else max_epochs
         lr = spot_rate(lr, kwargs, 0.05 if deconvolution else 0.005)
         if batch_size is None:
             batch_size = min(self.adata.n_obs, 2048) if deconvolution else 128
@@ -375,6 +380,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             )
         return adata
 
+    @in_eval_mode
     def impute(self, genes: list[str] | None = None) -> pd.DataFrame:
         """Expected counts of reference genes in every spot, on the spots' scale.
 

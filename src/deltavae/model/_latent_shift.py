@@ -134,7 +134,7 @@ def latent_shift(
     delta = np.mean([means_tgt[g] - means_src[g] for g in both], axis=0)
     caller_obs = adata.obs  # the labels and columns as given, before validation
     adata = model._validate_anndata(adata)
-    module = model.module.eval()
+    module = model.module  # in eval mode while its loader is read (see _OnDevice)
     shift = torch.as_tensor(delta, dtype=torch.float32, device=module.device)
     floor = None if module.likelihood != "normal" else data_floor(model, adata)  # as translate
     outs, counts, moved = [], [], []

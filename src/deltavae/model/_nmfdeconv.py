@@ -367,7 +367,6 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
             batch_size=_INFERENCE_BATCH if batch_size is None else batch_size,
             shuffle=False,
         )
-        self.module.eval()
         proportions, abundance, n_empty = [], [], 0
         with torch.no_grad():
             for tensors in loader:

@@ -18,6 +18,7 @@ from scvi.module.base._decorators import _move_data_to_device
 
 from .._logging import DropMessages
 from ._matrices import on_disk, to_memory
+from ._modes import evaluating
 
 
 def _sealed(adata_manager):
@@ -165,7 +166,8 @@ class Picklable:
 
 
 class _OnDevice:
-    """A data loader whose minibatches arrive on a module's device.
+    """A data loader whose minibatches arrive on a module's device, its module in eval mode
+    while it is iterated (see :func:`evaluating`).
 
     Every torch-side pass of a deltavae model (latents, expression, translation, perturbation,
     scvi-tools' mixins) iterates a loader from :meth:`DeltaModelMixin._make_data_loader`; moving
@@ -179,8 +181,9 @@ class _OnDevice:
 
     def __iter__(self):
         device = self._module.device
-        for tensors in self._loader:
-            yield _move_data_to_device(tensors, device)
+        with evaluating(self._module):
+            for tensors in self._loader:
+                yield _move_data_to_device(tensors, device)
 
     def __len__(self) -> int:
         return len(self._loader)

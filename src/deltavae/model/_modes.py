@@ -1,0 +1,38 @@
+"""Read-outs in eval mode, the module's own modes kept."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+
+
+@contextlib.contextmanager
+def evaluating(module: torch.nn.Module):
+    """``module`` in eval mode inside (no dropout, BatchNorm's running statistics used and
+    left as they are), and each of its submodules in its own mode again afterwards.
+
+    Every read-out runs so: a read-out of a model in training mode (a user's Lightning
+    callback reading latents while the model trains on, or ``model.module.train()``) gave
+    latents with dropout and moved BatchNorm's statistics, and those that switched to eval
+    mode left it so, and the rest of the training ran without dropout."""
+    modes = [(sub, sub.training) for sub in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for sub, mode in modes:
+            sub.training = mode
+
+
+def in_eval_mode(method):
+    """``method`` (a model's read-out that calls its module directly) run under
+    :func:`evaluating` of the model's module."""
+
+    @functools.wraps(method)
+    def read(self, *args, **kwargs):
+        with evaluating(self.module):
+            return method(self, *args, **kwargs)
+
+    return read

@@ -1,0 +1,117 @@
+"""The model objects as scvi-tools objects: modes, state and registries around read-outs."""
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from lightning.pytorch import Callback
+
+import deltavae as dv
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def _cells():
+    return dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=30, n_clusters=3, n_conditions=2, seed=0
+    )
+
+
+def _spots():
+    cells = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=40, n_clusters=3, n_conditions=1, seed=1
+    )
+    return dv.datasets.pseudo_spots(cells, "cluster", n_spots=40, cells_per_spot=(2, 6), seed=3)
+
+
+def _build(which):
+    """A small model of each class, its read-out, and what train needs."""
+    if which == "zinbvae":
+        adata = _cells()
+        dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+        model = dv.model.ZINBVAE(adata, n_latent=4, n_hidden=16)
+        return model, model.get_latent_representation, {}
+    if which == "cgmdvae":
+        adata = _cells()
+        dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+        model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=4, n_hidden=16)
+        return model, model.get_latent_representation, {"mixture_init": "kmeans"}
+    if which == "nmfdeconv":
+        spots, ref = _spots()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # few shared genes
+            model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+        return model, model.get_proportions, {}
+    if which == "imputer":
+        spots, ref = _spots()
+        spots = ad.AnnData(
+            X=spots[:, :-8].X.copy(),
+            obs=pd.DataFrame(index=spots.obs_names),
+            var=pd.DataFrame(index=spots.var_names[:-8]),
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model = dv.model.SpatialImputer.from_reference(
+                spots, reference=ref, labels_key="cluster", design="latent", n_hidden=16
+            )
+        return model, model.impute, {}
+    mix = dv.datasets.convex_mixtures(n_spots=60, n_genes=45, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    model = dv.model.Archetypes(mix, n_archetypes=3, n_hidden=16)
+
+    def weights():  # of spots given, through the encoder (the model's own are kept)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # archetypes merged
+            return model.get_archetype_weights(mix.copy())
+
+    return model, weights, {}
+
+
+MODELS = ["zinbvae", "cgmdvae", "nmfdeconv", "imputer", "archetypes"]
+
+
+def _train(model, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # too few epochs to converge, clusters empty ...
+        model.train(**{"max_epochs": 1, **kwargs}, **TRAIN)
+
+
+@pytest.mark.parametrize("which", MODELS)
+def test_a_read_out_of_a_module_in_training_mode_runs_in_eval_mode_and_changes_nothing(which):
+    """A read-out of a model whose module is in training mode (a Lightning callback reading
+    it while it trains on, or model.module.train()) gives the eval-mode result, leaves every
+    parameter and BatchNorm statistic as it was, and the module in training mode: ZINBVAE's
+    and SpatialImputer's read with dropout and moved BatchNorm's statistics; CGMDVAE's,
+    NMFDeconv's and Archetypes' left the module in eval mode."""
+    model, read, kwargs = _build(which)
+    _train(model, **kwargs)
+    expected = np.asarray(read())
+    model.module.train()
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    np.testing.assert_allclose(np.asarray(read()), expected, rtol=1e-5, atol=1e-6)
+    after = model.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(sub.training for sub in model.module.modules())
+
+
+@pytest.mark.parametrize("which", ["cgmdvae", "nmfdeconv", "archetypes"])
+def test_reading_results_in_a_callback_leaves_the_training_in_training_mode(which):
+    """A user's callback reading results each epoch of a further run: the rest of the run
+    trained without dropout, its BatchNorm frozen, after the first read-out."""
+    model, read, kwargs = _build(which)
+    _train(model, **kwargs)
+    modes = []
+
+    class Reads(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            modes.append(model.module.training)
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            read()
+
+    _train(model, max_epochs=3, callbacks=[Reads()])
+    assert len(modes) >= 3 and all(modes)
+    assert not model.module.training  # read-outs after training run in eval mode
