@@ -115,3 +115,14 @@ def test_reading_results_in_a_callback_leaves_the_training_in_training_mode(whic
     _train(model, max_epochs=3, callbacks=[Reads()])
     assert len(modes) >= 3 and all(modes)
     assert not model.module.training  # read-outs after training run in eval mode
+
+
+def test_the_archetypes_summary_counts_raw_archetypes_and_says_they_merge():
+    """print(model) said "3 archetypes" while a trained model whose archetypes merged
+    reported 2 (get_archetype_weights, archetype_names): the count is of raw archetypes."""
+    mix = dv.datasets.convex_mixtures(n_spots=30, n_genes=45, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    model = dv.model.Archetypes(mix, n_archetypes=3, n_hidden=16)
+    assert model.summary_string.startswith(
+        "Archetypes: 3 raw archetypes (alike ones merge: archetype_names()), 30 spots"
+    )

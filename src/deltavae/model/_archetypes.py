@@ -149,8 +149,9 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         self.signature_map_ = None
         self._cache: dict = {}
         summary = (
-            f"Archetypes: {n_archetypes} archetypes, {n_spots} spots ({len(rows)} candidates), "
-            f"{adata.n_vars} genes, merge threshold {merge_threshold}"
+            f"Archetypes: {n_archetypes} raw archetypes (alike ones merge: archetype_names()), "
+            f"{n_spots} spots ({len(rows)} candidates), {adata.n_vars} genes, merge threshold "
+            f"{merge_threshold}"
         )
         self._finish_init(summary, locals())
 
