@@ -126,3 +126,16 @@ def test_the_archetypes_summary_counts_raw_archetypes_and_says_they_merge():
     assert model.summary_string.startswith(
         "Archetypes: 3 raw archetypes (alike ones merge: archetype_names()), 30 spots"
     )
+
+
+@pytest.mark.parametrize("which", ["zinbvae", "cgmdvae"])
+def test_likelihood_parameters_and_gene_correlations_of_an_untrained_model_are_refused(which):
+    """As get_normalized_expression and posterior_predictive_sample: scvi-tools answered them
+    from the untrained networks without a word."""
+    model, _, _ = _build(which)
+    for call in (
+        model.get_likelihood_parameters,
+        lambda: model.get_feature_correlation_matrix(n_samples=2),
+    ):
+        with pytest.raises(RuntimeError, match="untrained model"):
+            call()

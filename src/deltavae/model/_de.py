@@ -69,9 +69,15 @@ class CheckedExpressionMixin(RNASeqMixin):
 
     @functools.wraps(RNASeqMixin.get_feature_correlation_matrix)
     def get_feature_correlation_matrix(self, *args, **kwargs):  # noqa: D102 - scvi-tools'
+        self._check_if_trained(warn=False)  # scvi-tools answered from the untrained networks
         given = _bind(self, RNASeqMixin.get_feature_correlation_matrix, args, kwargs)
         check_batches(self, given, ("transform_batch",))  # as get_normalized_expression's
         return super().get_feature_correlation_matrix(*args, **kwargs)
+
+    @functools.wraps(RNASeqMixin.get_likelihood_parameters)
+    def get_likelihood_parameters(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        self._check_if_trained(warn=False)  # as get_normalized_expression
+        return super().get_likelihood_parameters(*args, **kwargs)
 
     @functools.wraps(RNASeqMixin.posterior_predictive_sample)
     def posterior_predictive_sample(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
