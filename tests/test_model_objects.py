@@ -139,3 +139,46 @@ def test_likelihood_parameters_and_gene_correlations_of_an_untrained_model_are_r
     ):
         with pytest.raises(RuntimeError, match="untrained model"):
             call()
+
+
+def test_setting_an_anndata_with_genes_in_another_order_reads_them_by_name(tmp_path):
+    """scvi-tools' ``model.adata = other`` registered other's genes by position (after a
+    warning that they were reordered) and made that order the model's training genes: every
+    later read, of the training AnnData too, and the saved model misread them."""
+    model, _, _ = _build("zinbvae")
+    _train(model)
+    adata = model.adata
+    expected = model.get_latent_representation()
+    genes = list(adata.var_names)
+    reversed_genes = adata[:, ::-1].copy()
+    with pytest.warns(UserWarning, match="genes in another order"):
+        model.adata = reversed_genes
+    np.testing.assert_allclose(model.get_latent_representation(), expected, atol=1e-5)
+    assert list(model.registry_["field_registries"]["X"]["state_registry"]["column_names"]) == (
+        genes
+    )
+    assert list(model.adata.var_names) == genes  # the copy read, in the training order
+    assert model.write_to_adata() == ["obsm/X_zinbvae"]
+    np.testing.assert_allclose(reversed_genes.obsm["X_zinbvae"], expected, atol=1e-5)
+    np.testing.assert_allclose(model.get_latent_representation(adata), expected, atol=1e-5)
+    model.save(tmp_path / "m")
+    loaded = dv.model.ZINBVAE.load(tmp_path / "m", adata)
+    np.testing.assert_allclose(loaded.get_latent_representation(), expected, atol=1e-5)
+
+
+def test_setting_a_per_spot_models_spots_keeps_each_spot_its_own_parameters():
+    """A per-spot fit's spots in another order are put back in the fitted order (as load
+    does); other spots are refused: their parameters belong to the fitted spots."""
+    model, read, _ = _build("nmfdeconv")
+    spots = model.adata.copy()
+    dv.model.NMFDeconv.setup_anndata(spots, spot_index=True)
+    model = dv.model.NMFDeconv(spots, n_components=3, inference="per_spot")
+    _train(model, max_epochs=2)
+    expected = model.get_proportions()
+    backwards = spots[::-1].copy()
+    del backwards.obs["_indices"]
+    with pytest.warns(UserWarning, match="spots in another order"):
+        model.adata = backwards
+    pd.testing.assert_frame_equal(model.get_proportions(), expected)
+    with pytest.raises(ValueError, match=r"its 40 spots.*got 10 spots"):
+        model.adata = spots[:10].copy()

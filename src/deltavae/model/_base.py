@@ -29,6 +29,7 @@ from ..train._distributed import (
 )
 from ..train._record import records_train_args
 from ..train._runner import DeltaTrainRunner
+from ._adata_setter import AnnDataSetter
 from ._count_advice import layer_fixed
 from ._genes import check_own_adata, match_genes
 from ._labels import check_known_categories, with_labels_column
@@ -63,7 +64,7 @@ from ._validation import (
 logger = logging.getLogger(__name__)
 
 
-class DeltaModelMixin(Picklable, Saving, PyroSviTrainMixin):
+class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
     """Training, saving and loading as every deltavae model does them.
 
     * ``train`` clears Pyro's global param store first (so models never share parameters),

@@ -1,0 +1,45 @@
+"""``model.adata = other``: scvi-tools' setter, with the AnnData checked and aligned as every
+read-out's AnnData is."""
+
+from __future__ import annotations
+
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+
+from ._spots import SPOT_INDEX, with_spot_index
+
+
+class AnnDataSetter:
+    """The AnnData a model reads, which may be set to another (mixed into DeltaModelMixin).
+
+    scvi-tools' setter registered the AnnData as it was and kept that registration's genes as
+    the model's: genes in another order were read by position (after a warning that they were
+    reordered), and the model's training genes became that order, so every later read,
+    ``save`` and ``load`` misread them too. Here the model reads what its read-outs read (genes
+    matched by name, a labels column added, a per-spot model's spots put in their fitted
+    order: a copy where that differs from ``adata``) and writes results into ``adata``.
+    """
+
+    @property
+    def adata(self) -> AnnData:
+        """The AnnData the model reads (its setup, cells, genes). Set another with the
+        model's genes and categories to read and write that one instead (genes in another
+        order are matched by name, on a copy; results are written into the AnnData set)."""
+        return self._adata
+
+    @adata.setter
+    def adata(self, adata: AnnData) -> None:
+        if adata is None:
+            raise ValueError("adata cannot be None.")
+        given = adata
+        fitted = {"spot_names_": getattr(self, "spot_names_", None)}
+        adata = self._spots_to_load(adata, fitted, self.module.state_dict())
+        fields = self.registry_["field_registries"]
+        if REGISTRY_KEYS.INDICES_KEY in fields and SPOT_INDEX not in adata.obs:
+            adata = with_spot_index(adata)  # in the fitted order: each spot's own row
+        adata = self._validate_anndata(adata)
+        manager = self.get_anndata_manager(adata, required=True)
+        self._adata, self._adata_manager = adata, manager
+        self.registry_, self.summary_stats = manager.registry, manager.summary_stats
+        # Results go into the AnnData set, as load's and load_query_data's.
+        self._query_adata = given if adata is not given else None
