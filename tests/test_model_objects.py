@@ -182,3 +182,12 @@ def test_setting_a_per_spot_models_spots_keeps_each_spot_its_own_parameters():
     pd.testing.assert_frame_equal(model.get_proportions(), expected)
     with pytest.raises(ValueError, match=r"its 40 spots.*got 10 spots"):
         model.adata = spots[:10].copy()
+
+
+def test_view_registry_prints_the_models_setup(capsys):
+    """scvi-tools 1.4's view_registry of a model (SCVI's too) failed with AttributeError:
+    "'ZINBVAE' object has no attribute '_registry'"."""
+    model, _, _ = _build("zinbvae")
+    model.view_registry(hide_state_registries=True)
+    out = capsys.readouterr().out
+    assert "Setup via `ZINBVAE.setup_anndata`" in out and "'batch_key': 'condition'" in out

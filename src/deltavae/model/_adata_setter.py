@@ -1,5 +1,5 @@
 """``model.adata = other``: scvi-tools' setter, with the AnnData checked and aligned as every
-read-out's AnnData is."""
+read-out's AnnData is; and ``view_registry``, which scvi-tools 1.4 broke."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from ._spots import SPOT_INDEX, with_spot_index
 
 
 class AnnDataSetter:
-    """The AnnData a model reads, which may be set to another (mixed into DeltaModelMixin).
+    """The AnnData a model reads, which may be set to another, and a view of its setup
+    (mixed into DeltaModelMixin).
 
     scvi-tools' setter registered the AnnData as it was and kept that registration's genes as
     the model's: genes in another order were read by position (after a warning that they were
@@ -43,3 +44,18 @@ class AnnDataSetter:
         self.registry_, self.summary_stats = manager.registry, manager.summary_stats
         # Results go into the AnnData set, as load's and load_query_data's.
         self._query_adata = given if adata is not given else None
+
+    def view_registry(self, hide_state_registries: bool = False) -> None:
+        """Print the model's setup, as :meth:`view_anndata_setup` does (scvi-tools' own
+        ``view_registry`` of a model failed: "object has no attribute '_registry'").
+
+        Parameters
+        ----------
+        hide_state_registries
+            Leave out each field's state registry (its categories and their codes).
+
+        Examples
+        --------
+        >>> vae.view_registry(hide_state_registries=True)  # doctest: +SKIP
+        """
+        self.view_anndata_setup(hide_state_registries=hide_state_registries)
