@@ -191,3 +191,15 @@ def test_view_registry_prints_the_models_setup(capsys):
     model.view_registry(hide_state_registries=True)
     out = capsys.readouterr().out
     assert "Setup via `ZINBVAE.setup_anndata`" in out and "'batch_key': 'condition'" in out
+
+
+def test_expression_refuses_keywords_scvi_tools_would_ignore():
+    """scvi-tools took unknown keywords as importance weighting's and ignored them with the
+    default weights: a misspelt n_sample=10 gave one draw, seed=0 draws that do not repeat."""
+    model, _, _ = _build("zinbvae")
+    _train(model)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'n_sample'"):
+        model.get_normalized_expression(n_sample=10)
+    with pytest.raises(TypeError, match=r"'seed'; .*torch.manual_seed"):
+        model.get_normalized_expression(seed=0)
+    assert model.get_normalized_expression(n_samples=2).shape == (120, 30)

@@ -13,7 +13,7 @@ import scvi
 from scvi.model.base import RNASeqMixin
 
 from .._checks import short_repr
-from ._de_tables import effect_breaks_ties, in_gene_list_order
+from ._de_tables import check_importance_keywords, effect_breaks_ties, in_gene_list_order
 from ._genes import identifier_advice
 from ._labels import _label_state, seen_categories
 from ._matrices import with_column
@@ -46,6 +46,7 @@ class CheckedExpressionMixin(RNASeqMixin):
         self._check_if_trained(warn=False)
         method = RNASeqMixin.get_normalized_expression
         given = _bind(self, method, args, kwargs)
+        check_importance_keywords(given)
         gene_list = given.get("gene_list")
         check_genes(self, gene_list)
         if isinstance(gene_list, str):  # one gene (scvi-tools' isin failed on a string)

@@ -46,3 +46,25 @@ def effect_breaks_ties(result):
     )
     order = np.lexsort((-effect.to_numpy(float), -result[key].to_numpy(float), block))
     return result.iloc[order]
+
+
+def check_importance_keywords(given: dict) -> None:
+    """Refuse keywords of ``get_normalized_expression`` that scvi-tools would ignore: it
+    gathers unknown keywords as ``importance_weighting_kwargs`` and reads them only with
+    ``weights="importance"``, so a misspelt ``n_sample=10`` or a ``seed=0`` (which other
+    read-outs take) did nothing, without a word."""
+    extra = given.get("importance_weighting_kwargs") or {}
+    if not extra or given.get("weights") == "importance":
+        return
+    name = next(iter(extra))
+    hint = (
+        "; it draws from torch's global generator: call torch.manual_seed(...) before it to "
+        "repeat its draws"
+        if name == "seed"
+        else ""
+    )
+    raise TypeError(
+        f"get_normalized_expression() got an unexpected keyword argument {name!r}{hint} "
+        "(keywords it does not name are importance weighting's, read with "
+        "weights='importance' only)."
+    )
