@@ -158,6 +158,7 @@ def test_setting_an_anndata_with_genes_in_another_order_reads_them_by_name(tmp_p
         genes
     )
     assert list(model.adata.var_names) == genes  # the copy read, in the training order
+    model.adata = model.adata  # its own again: results still go to the AnnData set
     assert model.write_to_adata() == ["obsm/X_zinbvae"]
     np.testing.assert_allclose(reversed_genes.obsm["X_zinbvae"], expected, atol=1e-5)
     np.testing.assert_allclose(model.get_latent_representation(adata), expected, atol=1e-5)

@@ -33,6 +33,8 @@ class AnnDataSetter:
         if adata is None:
             raise ValueError("adata cannot be None.")
         given = adata
+        # Setting its own AnnData again keeps where results go (a loaded or query model's).
+        keep = getattr(self, "_query_adata", None) if adata is self._adata else None
         fitted = {"spot_names_": getattr(self, "spot_names_", None)}
         adata = self._spots_to_load(adata, fitted, self.module.state_dict())
         fields = self.registry_["field_registries"]
@@ -43,7 +45,7 @@ class AnnDataSetter:
         self._adata, self._adata_manager = adata, manager
         self.registry_, self.summary_stats = manager.registry, manager.summary_stats
         # Results go into the AnnData set, as load's and load_query_data's.
-        self._query_adata = given if adata is not given else None
+        self._query_adata = given if adata is not given else keep
 
     def view_registry(self, hide_state_registries: bool = False) -> None:
         """Print the model's setup, as :meth:`view_anndata_setup` does (scvi-tools' own
