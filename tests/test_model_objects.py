@@ -204,3 +204,18 @@ def test_expression_refuses_keywords_scvi_tools_would_ignore():
     with pytest.raises(TypeError, match=r"'seed'; .*torch.manual_seed"):
         model.get_normalized_expression(seed=0)
     assert model.get_normalized_expression(n_samples=2).shape == (120, 30)
+
+
+def test_a_model_unpickled_in_another_process_knows_its_anndata(capsys):
+    """joblib and multiprocessing unpickle a model in a process whose scvi-tools store (kept
+    in the class) never saw it: view_anndata_setup failed there with "Unable to find instance
+    specific manager store" (and get_anndata_manager found none)."""
+    import pickle
+
+    model, _, _ = _build("zinbvae")
+    blob = pickle.dumps(model)
+    del type(model)._per_instance_manager_store[model.id]  # as in a fresh process
+    clone = pickle.loads(blob)
+    assert clone.get_anndata_manager(clone.adata) is clone.adata_manager
+    clone.view_anndata_setup(hide_state_registries=True)
+    assert "Setup via `ZINBVAE.setup_anndata`" in capsys.readouterr().out

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scvi.data._constants import _FIELD_REGISTRIES_KEY as _FIELD_REGISTRIES
-from scvi.model.base import VAEMixin
+from scvi.model.base import BaseModelClass, VAEMixin
 from scvi.module.base._decorators import _move_data_to_device
 
 from .._logging import DropMessages
@@ -128,9 +128,12 @@ def _other_tensors_to_cpu(module: torch.nn.Module) -> torch.nn.Module:
 
 def restore_pickled_state(model, state: dict) -> None:
     """Inverse of :func:`_picklable_state`: the module goes back to the device it was pickled
-    on when this machine has it, and stays on the CPU otherwise."""
+    on when this machine has it, and stays on the CPU otherwise. In another process, the
+    model's AnnData is registered with it again (scvi-tools keeps that in the class)."""
     device = torch.device(state.pop(_PICKLED_DEVICE, "cpu"))
     model.__dict__.update(state)
+    if state.get("_adata_manager") is not None:  # view_anndata_setup failed there
+        BaseModelClass._register_manager_for_instance(model, state["_adata_manager"])
     if device.type == "cuda" and torch.cuda.is_available():
         if (device.index or 0) < torch.cuda.device_count():
             model.module.to(device)
