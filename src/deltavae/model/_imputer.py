@@ -19,6 +19,7 @@ from ._base import DeltaModelMixin
 from ._genes import _refuse_duplicates, check_own_adata
 from ._imputer_reference import (
     cluster_states,
+    imputed_spots,
     neighbour_cells,
     reference_genes,
     requested_genes,
@@ -362,24 +363,6 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         return super().train(max_epochs=max_epochs, lr=lr, batch_size=batch_size, **kwargs)
 
     # ------------------------------------------------------------------------- results
-    def _check_spots(self, adata: AnnData | None) -> AnnData:
-        adata = self._resolve_adata(adata)
-        names, own = adata.obs_names, self.adata.obs_names
-        foreign = names[~names.isin(own)]
-        if len(foreign) or names.has_duplicates:
-            what = f"{len(foreign)} spots it was not fitted on (e.g. {foreign[:3].tolist()})"
-            what = what if len(foreign) else "repeated spot names"
-            other = (  # the latent design's encoder maps any spots; the deconvolution's fit
-                "save the model and load it onto them (SpatialImputer.load(dir, spots))"
-                if self.design_ == "latent"
-                else "fit a model on them (SpatialImputer.from_reference)"
-            )
-            raise ValueError(
-                "Imputations are of the model's spots: the AnnData must hold spots of its "
-                f"{self.adata.n_obs}, matched by name; it holds {what}. For other spots, {other}."
-            )
-        return adata
-
     @in_eval_mode
     def impute(self, genes: list[str] | None = None) -> pd.DataFrame:
         """Expected counts of reference genes in every spot, on the spots' scale.
@@ -474,7 +457,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         ['obsm/imputed']
         """
         (key,) = prefixed(key_added, self.imputed_key)
-        adata = self._check_spots(self._write_target(adata))
+        adata = imputed_spots(self, self._resolve_adata(self._write_target(adata)))
         imputed = self.impute(genes).loc[adata.obs_names]  # the same spots, any order
         adata.obsm[key] = imputed
         return [f"obsm/{key}"]

@@ -131,3 +131,22 @@ def neighbour_cells(cells, cell_states, genes: pd.Index, states: pd.Index):
     if not np.isfinite(values).all() or (values < 0).any():
         raise ValueError("cells must hold finite, non-negative counts.")
     return torch.as_tensor(values), torch.as_tensor(codes)
+
+
+def imputed_spots(model, adata):
+    """``adata`` when it holds spots of the imputer ``model``'s, by name; else a clear error."""
+    names, own = adata.obs_names, model.adata.obs_names
+    foreign = names[~names.isin(own)]
+    if len(foreign) or names.has_duplicates:
+        what = f"{len(foreign)} spots it was not fitted on (e.g. {foreign[:3].tolist()})"
+        what = what if len(foreign) else "repeated spot names"
+        other = (  # the latent design's encoder maps any spots; the deconvolution's fit
+            "save the model and load it onto them (SpatialImputer.load(dir, spots))"
+            if model.design_ == "latent"
+            else "fit a model on them (SpatialImputer.from_reference)"
+        )
+        raise ValueError(
+            "Imputations are of the model's spots: the AnnData must hold spots of its "
+            f"{model.adata.n_obs}, matched by name; it holds {what}. For other spots, {other}."
+        )
+    return adata
