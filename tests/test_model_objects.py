@@ -141,6 +141,16 @@ def test_likelihood_parameters_and_gene_correlations_of_an_untrained_model_are_r
             call()
 
 
+def test_sample_factors_of_an_untrained_archetypes_model_are_refused():
+    """Every other Archetypes read-out refuses an untrained model; get_sample_factors
+    answered with the starting factors."""
+    mix = dv.datasets.convex_mixtures(n_spots=30, n_genes=45, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    model = dv.model.Archetypes(mix, n_archetypes=3, n_hidden=16)
+    with pytest.raises(RuntimeError, match="untrained model"):
+        model.get_sample_factors()
+
+
 def test_setting_an_anndata_with_genes_in_another_order_reads_them_by_name(tmp_path):
     """scvi-tools' ``model.adata = other`` registered other's genes by position (after a
     warning that they were reordered) and made that order the model's training genes: every

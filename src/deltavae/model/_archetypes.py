@@ -189,6 +189,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         --------
         >>> a.get_sample_factors().head()  # doctest: +SKIP
         """
+        self._check_if_trained(warn=False)
         names = ["all spots"]
         if _SAMPLE in self.adata_manager.data_registry:
             names = list(self.adata_manager.get_state_registry(_SAMPLE).categorical_mapping)
