@@ -26,13 +26,22 @@ def _documented(doc: str) -> set[str] | None:
     return {n.strip().lstrip("*") for e in entries if e[:1].strip() for n in e.split(",")}
 
 
+def _inherited(cls, attr: str) -> bool:
+    entry = cls.__dict__[attr]
+    return getattr(getattr(entry, "__func__", entry), "wraps_inherited", False)
+
+
 def _public_callables():
     for name in dv.model.__all__:
         cls = getattr(dv.model, name)
         yield f"model.{name}", cls.__init__, inspect.getdoc(cls)
         for attr in dir(cls):
-            owner = next((k for k in cls.__mro__ if attr in k.__dict__), None)
-            if attr.startswith("_") or not owner.__module__.startswith("deltavae"):
+            if attr.startswith("_"):
+                continue
+            # The class that defines it: a model class wraps every public method it inherits
+            # too (model/_backing.py), which leaves it its owner's.
+            owner = next(k for k in cls.__mro__ if attr in k.__dict__ and not _inherited(k, attr))
+            if not owner.__module__.startswith("deltavae"):
                 continue  # scvi-tools' own methods keep scvi-tools' docstrings
             method = getattr(cls, attr)
             if callable(method) and not inspect.isclass(method):

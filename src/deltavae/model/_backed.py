@@ -137,4 +137,5 @@ def writes_backed(write_to_adata):
             )
         return keys
 
+    write.writes_backed = True  # tested for by every model class
     return write

@@ -30,6 +30,7 @@ from ..train._distributed import (
 from ..train._record import records_train_args
 from ..train._runner import DeltaTrainRunner
 from ._adata_setter import AnnDataSetter
+from ._backing import open_files_for_calls, record_contents
 from ._count_advice import layer_fixed
 from ._genes import check_own_adata, match_genes
 from ._labels import check_known_categories, with_labels_column
@@ -101,6 +102,7 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
         super().__init_subclass__(**kwargs)
         if "train" in cls.__dict__:  # each model's own train records what it was called with
             cls.train = records_train_args(cls.__dict__["train"])
+        open_files_for_calls(cls)  # a backed file the user closed stays closed after a call
 
     @property
     def is_query_model(self) -> bool:
@@ -412,6 +414,7 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
     @classmethod
     def register_manager(cls, adata_manager):
         """scvi-tools' registration of ``adata_manager``, its field registries sealed."""
+        record_contents(adata_manager.adata)  # a file replaced since is refused (_backing.py)
         super().register_manager(_sealed(adata_manager))
 
     def _register_manager_for_instance(self, adata_manager):

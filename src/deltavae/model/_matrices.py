@@ -8,6 +8,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from ._backing import _zarr_folder, check_contents
 from ._validation import _chunks, chunk_rows, is_sparse
 
 
@@ -126,16 +127,6 @@ def on_disk(adata: AnnData) -> bool:
     )
 
 
-def _zarr_folder(matrix) -> Path | None:
-    """The folder of a matrix held by a zarr store on local disk (anndata's sparse dataset
-    of one, or a zarr array), else None."""
-    node = getattr(matrix, "group", matrix)
-    root = getattr(getattr(node, "store", None), "root", None)
-    if not type(node).__module__.startswith("zarr") or root is None:
-        return None
-    return Path(root) / node.path
-
-
 def check_still_on_disk(adata: AnnData | None) -> None:
     """The .h5ad file or zarr store ``adata`` reads its matrices from is still where it was
     opened: a closed backed file that was moved failed deep in h5py, and a zarr store moved
@@ -160,6 +151,7 @@ def check_still_on_disk(adata: AnnData | None) -> None:
                 "deleted since it was opened). "
                 + advice.format(how="anndata.read_h5ad(new_path, backed='r')")
             )
+        check_contents(adata)  # replaced at the same path
         return
     for key, matrix in [("X", adata.X), *adata.layers.items()]:
         folder = _zarr_folder(matrix)
@@ -170,6 +162,7 @@ def check_still_on_disk(adata: AnnData | None) -> None:
                 "was moved or deleted since it was opened (zarr would read it as zeros). "
                 + advice.format(how="dv.read_lazy(new_path)")
             )
+    check_contents(adata)
 
 
 def to_memory(adata: AnnData) -> AnnData:

@@ -1,0 +1,186 @@
+"""A backed AnnData's file around a model's calls: one the user closed is opened for the call
+and closed after it, and one replaced on disk since setup is refused.
+
+anndata reopens a closed backed file on the first read of ``X`` and leaves it open: every
+read-out of a model reopened the file the user had closed (to release it: delete, rewrite or
+move it) and kept it open. And anndata reopens it by name: a file written over at the same
+path since setup was read as if it were the one set up, whose ``obs`` (labels, batches) and
+``var`` anndata holds in memory, so read-outs and training ran on other cells or values
+without a word.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import weakref
+from pathlib import Path
+
+import numpy as np
+from anndata import AnnData
+from scipy import sparse
+
+#: id of an AnnData (the one a view views) -> (a weak reference to it, the fingerprint of its
+#: on-disk matrices when it was set up or first read).
+_FINGERPRINTS: dict[int, tuple[weakref.ref, dict]] = {}
+_WINDOW = 64  # values read at each end of each array of a matrix on disk
+
+
+def _whole(adata) -> AnnData | None:
+    """The AnnData that holds ``adata``'s data (the one a view views), or None."""
+    if not isinstance(adata, AnnData):
+        return None
+    return adata._adata_ref if adata.is_view else adata
+
+
+def _files_closed(adatas) -> list:
+    """The file managers of the backed AnnData among ``adatas`` whose file is closed but still
+    where it was opened (one moved away is named by ``check_still_on_disk``)."""
+    managers = []
+    for adata in adatas:
+        whole = _whole(adata)
+        if whole is None or not whole.isbacked or whole.file.is_open:
+            continue
+        if Path(whole.filename).exists() and all(m is not whole.file for m in managers):
+            managers.append(whole.file)
+    return managers
+
+
+def _opened_for_the_call(method, owner: str, inherited: bool = False):
+    """``method`` with the closed backed files of its AnnData (``self``'s, those passed)
+    opened for the call, in the mode they were opened with, and closed again after it."""
+
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        adatas = [*args, *kwargs.values()]
+        if owner == "instance" and args:
+            adatas += [vars(args[0]).get(name) for name in ("_adata", "_query_adata")]
+        opened = []
+        for manager in _files_closed(adatas):
+            try:
+                manager.open()
+            except OSError:  # held by a writer: the read, if any, says so itself
+                continue
+            opened.append(manager)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            for manager in opened:
+                manager.close()
+
+    call._opens_closed_files = True
+    call.wraps_inherited = inherited  # the owner of the method is a class further up
+    return call
+
+
+def open_files_for_calls(cls) -> None:
+    """Wrap every public method of the model class ``cls`` (its own and inherited, class and
+    static methods too) with :func:`_opened_for_the_call`."""
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        attr = inspect.getattr_static(cls, name)
+        inherited = name not in vars(cls)
+        if isinstance(attr, classmethod | staticmethod):
+            if not getattr(attr.__func__, "_opens_closed_files", False):
+                kind = "class" if isinstance(attr, classmethod) else "static"
+                call = _opened_for_the_call(attr.__func__, kind, inherited)
+                setattr(cls, name, type(attr)(call))
+        elif inspect.isfunction(attr) and not getattr(attr, "_opens_closed_files", False):
+            setattr(cls, name, _opened_for_the_call(attr, "instance", inherited))
+
+
+def _on_disk_matrices(adata: AnnData) -> dict:
+    """``adata``'s matrices read from disk: a backed file's X, a zarr store's X and layers."""
+    if adata.isbacked:
+        return {"X": adata.X} if "X" in adata.file else {}
+    matrices = {"X": adata.X, **adata.layers}
+    return {
+        key: m
+        for key, m in matrices.items()
+        if m is not None and not (isinstance(m, np.ndarray) or sparse.issparse(m))
+    }
+
+
+def _zarr_folder(matrix) -> Path | None:
+    """The folder of a matrix held by a zarr store on local disk (anndata's sparse dataset
+    of one, or a zarr array), else None."""
+    node = getattr(matrix, "group", matrix)
+    root = getattr(getattr(node, "store", None), "root", None)
+    if not type(node).__module__.startswith("zarr") or root is None:
+        return None
+    return Path(root) / node.path
+
+
+def _fingerprint_of(matrix) -> tuple:
+    """Shape, dtype and a digest of the first and last values of each array of a matrix on
+    disk (anndata's sparse dataset: data, indices, indptr; an h5py or zarr array: its first
+    and last rows), read from the file or store as it is now."""
+    group = getattr(matrix, "group", None)
+    folder = _zarr_folder(matrix)
+    if folder is not None:  # opened anew: zarr keeps the metadata it read at first
+        import zarr
+
+        if not folder.exists():
+            return ("missing",)
+        node = zarr.open(folder, mode="r")
+        group, matrix = (node, matrix) if group is not None else (None, node)
+    arrays = [group[key] for key in ("data", "indices", "indptr")] if group is not None else []
+    digest = hashlib.blake2b(digest_size=16)
+    for array in arrays or [matrix]:
+        n = array.shape[0]
+        width = _WINDOW if array.ndim == 1 else 1
+        for part in (array[: min(n, width)], array[max(0, n - width) :]):
+            digest.update(np.ascontiguousarray(np.asarray(part)).tobytes())
+    shapes = tuple(tuple(a.shape) for a in arrays)
+    return tuple(matrix.shape), str(matrix.dtype), shapes, digest.hexdigest()
+
+
+def _fingerprint(adata: AnnData) -> dict:
+    return {key: _fingerprint_of(m) for key, m in _on_disk_matrices(adata).items()}
+
+
+def _forget(key: int, _ref) -> None:
+    _FINGERPRINTS.pop(key, None)
+
+
+def record_contents(adata: AnnData | None) -> None:
+    """Note what the matrices on disk of ``adata`` (backed or read lazily) hold now, for
+    :func:`check_contents`; an in-memory AnnData has nothing to note."""
+    whole = _whole(adata)
+    if whole is None or (whole.isbacked and not whole.file.is_open):
+        return
+    fingerprint = _fingerprint(whole)
+    if fingerprint:
+        key = id(whole)
+        _FINGERPRINTS[key] = (weakref.ref(whole, functools.partial(_forget, key)), fingerprint)
+
+
+def check_contents(adata: AnnData | None) -> None:
+    """Refuse an AnnData whose file or zarr store was replaced on disk since it was set up
+    (or first read): anndata would read the new file's matrix under the old one's obs and var.
+    One not seen before is noted, to be checked at its next use."""
+    whole = _whole(adata)
+    if whole is None or (whole.isbacked and not whole.file.is_open):
+        return
+    ref, before = _FINGERPRINTS.get(id(whole), (None, None))
+    if ref is None or ref() is not whole:
+        record_contents(whole)
+        return
+    now = _fingerprint(whole)
+    if now == before:
+        return
+    where = (
+        f"adata's backing file {str(whole.filename)!r}"
+        if whole.isbacked
+        else "the zarr store adata reads its matrices from"
+    )
+    how = "anndata.read_h5ad(path, backed='r')" if whole.isbacked else "dv.read_lazy(path)"
+    raise ValueError(
+        f"{where} was replaced or rewritten since it was set up (or first read): its matrix "
+        f"({', '.join(k for k in before if now.get(k) != before[k])}) is not the one set up, "
+        "while adata still holds the obs and var of the old one, so results would pair other "
+        f"cells or values with them. Open the file as it is now ({how}), set it up and pass it "
+        "to the read-out, or load the saved model onto it (Model.load(saved_dir, adata=adata))."
+    )

@@ -1,0 +1,112 @@
+"""A backed AnnData's file through a model's life: closed by the user, replaced on disk
+(model/_backing.py)."""
+
+import os
+
+import anndata as ad
+import numpy as np
+import pytest
+from scipy import sparse
+
+import deltavae as dv
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def _cells(seed=0, n_cells=120):
+    data = dv.datasets.synthetic_counts(n_cells=n_cells, n_genes=30, n_clusters=2, seed=seed)
+    data.X = sparse.csr_matrix(data.X)
+    del data.layers["counts"]
+    data.obs = data.obs[[]]  # quicker to write as zarr
+    return data
+
+
+def _write(data, path):
+    if str(path).endswith(".zarr"):
+        with ad.settings.override(zarr_write_format=3):
+            data.write_zarr(path)
+    else:
+        data.write_h5ad(path)
+    return path
+
+
+def test_a_file_the_user_closed_is_closed_again_after_every_call(tmp_path):
+    """anndata reopens a closed backed file on reading X and leaves it open: every read-out
+    reopened the file the user had closed (to release it) and kept it open, and
+    setup_anndata on it said "adata.X is empty (None)"."""
+    path = _write(_cells(), tmp_path / "cells.h5ad")
+    cells = ad.read_h5ad(path, backed="r+")
+    cells.file.close()
+    dv.model.ZINBVAE.setup_anndata(cells)
+    assert not cells.file.is_open
+    model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
+    with pytest.raises(ValueError, match="opened backed='r\\+' .writable.; training needs"):
+        model.train(max_epochs=1, **TRAIN)  # opened in the user's mode for the call
+    assert not cells.file.is_open
+    cells.file.open(filemode="r")
+    model.train(max_epochs=1, **TRAIN)
+    z = model.get_latent_representation()
+    cells.file.close()
+    np.testing.assert_array_equal(model.get_latent_representation(), z)
+    assert not cells.file.is_open
+    model.get_normalized_expression(cells[:10])
+    model.save(tmp_path / "model", save_anndata=True)
+    assert not cells.file.is_open
+    loaded = dv.model.ZINBVAE.load(tmp_path / "model", adata=cells)
+    np.testing.assert_allclose(loaded.get_latent_representation(), z, atol=1e-6)
+    assert not cells.file.is_open
+    cells.file.open(filemode="r+")
+    cells.file.close()  # r+ remembered: write_to_adata writes into the file
+    assert model.write_to_adata(cells) == ["obsm/X_zinbvae"]
+    assert not cells.file.is_open
+    os.remove(path)  # released
+    assert "X_zinbvae" in cells.obsm
+
+
+@pytest.mark.filterwarnings("ignore:.*KL warm-up:UserWarning")
+@pytest.mark.parametrize("how", ["rewritten.h5ad", "replaced.h5ad", "other_cells.h5ad", "s.zarr"])
+def test_a_file_replaced_since_setup_is_refused(tmp_path, how):
+    """anndata reopens a closed backed file by name, and zarr reads chunks by path: a file or
+    store written over at the same path after setup was read under the old obs and var,
+    and read-outs and training gave results for other data without a word."""
+    path = _write(_cells(), tmp_path / how)
+    cells = ad.read_h5ad(path, backed="r") if how.endswith(".h5ad") else dv.read_lazy(path)
+    dv.model.ZINBVAE.setup_anndata(cells)
+    model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
+    model.train(max_epochs=1, **TRAIN)
+    z = model.get_latent_representation()
+    if cells.isbacked:
+        cells.file.close()
+    other = _cells(seed=1, n_cells=100 if how.startswith("other") else 120)
+    if how.startswith("replaced"):
+        os.replace(_write(other, tmp_path / "new.h5ad"), path)
+    elif how.endswith(".zarr"):
+        import shutil
+
+        shutil.rmtree(path)
+        _write(other, path)
+    else:
+        _write(other, path)
+    refused = r"replaced or rewritten since it was set up.*Open the file as it is now"
+    with pytest.raises(ValueError, match=refused):
+        model.get_latent_representation()
+    with pytest.raises(ValueError, match=refused):
+        model.train(max_epochs=1, **TRAIN)
+    with pytest.raises(ValueError, match=refused):
+        model.write_to_adata()
+    if cells.isbacked:  # the file set up, back: read as before
+        _write(_cells(), path)
+        np.testing.assert_allclose(model.get_latent_representation(), z, atol=1e-6)
+
+
+def test_a_file_replaced_while_open_is_still_read_from_the_handle(tmp_path):
+    """A file replaced (renamed over) while open is read from its open handle, the file set
+    up: nothing to refuse."""
+    path = _write(_cells(), tmp_path / "cells.h5ad")
+    cells = ad.read_h5ad(path, backed="r")
+    dv.model.ZINBVAE.setup_anndata(cells)
+    model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
+    model.train(max_epochs=1, **TRAIN)
+    z = model.get_latent_representation()
+    os.replace(_write(_cells(seed=1), tmp_path / "new.h5ad"), path)
+    np.testing.assert_array_equal(model.get_latent_representation(), z)
