@@ -110,3 +110,32 @@ def test_a_file_replaced_while_open_is_still_read_from_the_handle(tmp_path):
     z = model.get_latent_representation()
     os.replace(_write(_cells(seed=1), tmp_path / "new.h5ad"), path)
     np.testing.assert_array_equal(model.get_latent_representation(), z)
+
+
+def test_a_file_another_process_writes_is_named_with_what_to_do(tmp_path, monkeypatch):
+    """A closed file another process holds open for writing (HDF5 locks it): read-outs failed
+    with h5py's bare "unable to lock file", and train said the file was closed and to reopen
+    it, which failed the same way."""
+    import h5py
+
+    path = _write(_cells(), tmp_path / "cells.h5ad")
+    cells = ad.read_h5ad(path, backed="r")
+    dv.model.ZINBVAE.setup_anndata(cells)
+    model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
+    model.train(max_epochs=1, **TRAIN)
+    cells.file.close()
+    opened = h5py.File
+
+    def locked(name, *args, **kwargs):
+        if os.fspath(name) == os.fspath(path):
+            raise BlockingIOError(11, "Unable to synchronously open file (unable to lock file)")
+        return opened(name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", locked)
+    held = r"cannot be opened for reading .*unable to lock.* another process has it open"
+    with pytest.raises(OSError, match=held):
+        model.get_latent_representation()
+    with pytest.raises(OSError, match=held):
+        model.train(max_epochs=1, **TRAIN)
+    monkeypatch.setattr(h5py, "File", opened)
+    assert model.get_latent_representation().shape == (120, 2) and not cells.file.is_open

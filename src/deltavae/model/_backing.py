@@ -74,6 +74,24 @@ def _opened_for_the_call(method, owner: str, inherited: bool = False):
     return call
 
 
+def check_openable(adata: AnnData) -> None:
+    """A closed backed file (one :func:`_opened_for_the_call` could not open) opens: h5py's
+    "unable to lock file" (another process writes it) said nothing of what to do, and
+    training said the file was closed and to reopen it, which failed the same way."""
+    if adata.file.is_open or not Path(adata.filename).exists():
+        return
+    import h5py
+
+    try:
+        h5py.File(adata.filename, "r").close()
+    except OSError as err:
+        raise OSError(
+            f"adata's backing file {str(adata.filename)!r} cannot be opened for reading "
+            f"({err}). If another process has it open for writing (HDF5 locks such a file), "
+            "close it there (or wait for it to finish) and call again."
+        ) from err
+
+
 def open_files_for_calls(cls) -> None:
     """Wrap every public method of the model class ``cls`` (its own and inherited, class and
     static methods too) with :func:`_opened_for_the_call`."""

@@ -8,7 +8,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
-from ._backing import _zarr_folder, check_contents
+from ._backing import _zarr_folder, check_contents, check_openable
 from ._validation import _chunks, chunk_rows, is_sparse
 
 
@@ -151,6 +151,7 @@ def check_still_on_disk(adata: AnnData | None) -> None:
                 "deleted since it was opened). "
                 + advice.format(how="anndata.read_h5ad(new_path, backed='r')")
             )
+        check_openable(adata)  # locked by a writer elsewhere
         check_contents(adata)  # replaced at the same path
         return
     for key, matrix in [("X", adata.X), *adata.layers.items()]:
