@@ -139,3 +139,30 @@ def test_a_file_another_process_writes_is_named_with_what_to_do(tmp_path, monkey
         model.train(max_epochs=1, **TRAIN)
     monkeypatch.setattr(h5py, "File", opened)
     assert model.get_latent_representation().shape == (120, 2) and not cells.file.is_open
+
+
+def test_training_says_when_compressed_chunks_are_decompressed_over_and_over(tmp_path, monkeypatch):
+    """A gzip .h5ad whose chunks hold many cells (h5py's chunks for an atlas: 1 MiB) trained
+    7 times slower than in memory (12,261 cells: 35 s an epoch against 5 s; 14 s with
+    shuffle_block_size=32) without a word: each cell shuffled alone decompresses its chunk."""
+    import h5py
+    from anndata.io import write_elem
+
+    from deltavae.model import _backing
+
+    data = _cells()
+    path = _write(data, tmp_path / "cells.h5ad")
+    with h5py.File(path, "r+") as f:
+        del f["X"]
+        write_elem(f, "X", data.X, dataset_kwargs={"compression": "gzip", "chunks": (4096,)})
+    cells = ad.read_h5ad(path, backed="r")
+    dv.model.ZINBVAE.setup_anndata(cells)
+    model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
+    monkeypatch.setattr(_backing, "_AMPLIFIED_BYTES", 0)  # a test file is small
+    with pytest.warns(
+        UserWarning,
+        match=r"compressed in chunks of about 120 cells.*"
+        r"decompresses chunks of about 120 cells, 15 times the values it uses.*shuffle_block_size=2 ",
+    ):
+        model.train(max_epochs=1, batch_size=8, **TRAIN)
+    model.train(max_epochs=1, batch_size=8, shuffle_block_size=4, **TRAIN)  # no warning

@@ -21,6 +21,8 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from ._validation import warn_user
+
 #: id of an AnnData (the one a view views) -> (a weak reference to it, the fingerprint of its
 #: on-disk matrices when it was set up or first read).
 _FINGERPRINTS: dict[int, tuple[weakref.ref, dict]] = {}
@@ -107,6 +109,59 @@ def open_files_for_calls(cls) -> None:
                 setattr(cls, name, type(attr)(call))
         elif inspect.isfunction(attr) and not getattr(attr, "_opens_closed_files", False):
             setattr(cls, name, _opened_for_the_call(attr, "instance", inherited))
+
+
+#: Decompressed an epoch (and times the values used) from which a warning says so.
+_AMPLIFIED_BYTES, _AMPLIFICATION = 2**30, 8
+
+
+def warn_compressed_chunks(manager, batch_size: int, shuffle_block_size: int | None) -> None:
+    """Warn when training would decompress far more of an on-disk count matrix than it reads.
+
+    A compressed chunk (gzip in an .h5ad, zstd in a zarr store) is decompressed whole to read
+    one cell of it: cells shuffled one by one read about one chunk each. With chunks of many
+    cells (h5py picks chunks of up to 1 MiB for an atlas) an epoch decompressed the matrix
+    over and over: 12,261 cells, chunks of 262,144 values, 1 epoch 35 s against 5 s in
+    memory, 10 s with ``shuffle_block_size=128``, 7 s uncompressed.
+    """
+    matrix = manager.get_from_registry("X")
+    if shuffle_block_size is not None or isinstance(matrix, np.ndarray) or sparse.issparse(matrix):
+        return
+    group = getattr(matrix, "group", None)
+    array = matrix if group is None else group["data"]
+    compressed = getattr(array, "compression", None) or getattr(array, "compressors", None)
+    if not compressed or not getattr(array, "chunks", None) or not matrix.shape[0]:
+        return
+    n_obs = matrix.shape[0]
+    if group is not None:  # a chunk of the stored values (and their column indices)
+        per_cell = array.shape[0] / n_obs
+        cells = array.chunks[0] / max(per_cell, 1e-9)
+        cell_bytes = per_cell * (array.dtype.itemsize + group["indices"].dtype.itemsize)
+    else:  # a dense matrix: a stripe of chunks of rows across its columns
+        cells, cell_bytes = array.chunks[0], matrix.shape[1] * array.dtype.itemsize
+    cells = min(cells, n_obs)  # a chunk larger than the matrix holds it all
+    n_chunks = max(1.0, n_obs / max(cells, 1e-9))
+    batch = min(batch_size, n_obs)
+    read = n_chunks * (1 - (1 - 1 / n_chunks) ** batch)  # chunks a minibatch touches
+    amplification = read * cells / batch
+    per_epoch = -(-n_obs // batch) * read * cells * cell_bytes
+    if amplification < _AMPLIFICATION or per_epoch < _AMPLIFIED_BYTES:
+        return
+    warn_user(
+        f"The counts on disk are stored compressed in chunks of about {cells:,.0f} cells "
+        f"each, and a chunk is decompressed whole to read one cell: a minibatch of {batch} "
+        f"cells shuffled one by one decompresses chunks of about {read * cells:,.0f} cells, "
+        f"{amplification:.0f} "
+        f"times the values it uses ({per_epoch / 2**30:.1f} GiB an epoch). Train with "
+        f"shuffle_block_size={max(1, batch // 4)} (minibatches of contiguous stretches of "
+        "cells)"
+        + (
+            ", or write the file without compression (anndata's write_h5ad compresses nothing "
+            "unless given compression=)."
+            if hasattr(array, "compression")
+            else "."
+        )
+    )
 
 
 def _on_disk_matrices(adata: AnnData) -> dict:

@@ -30,7 +30,7 @@ from ..train._distributed import (
 from ..train._record import records_train_args
 from ..train._runner import DeltaTrainRunner
 from ._adata_setter import AnnDataSetter
-from ._backing import open_files_for_calls, record_contents
+from ._backing import open_files_for_calls, record_contents, warn_compressed_chunks
 from ._count_advice import layer_fixed
 from ._genes import check_own_adata, match_genes
 from ._labels import check_known_categories, with_labels_column
@@ -299,6 +299,7 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
         if strategy is not None:
             trainer_kwargs["strategy"] = strategy
         check_shuffle_block_size(shuffle_block_size, distributed)
+        warn_compressed_chunks(self.adata_manager, batch_size, shuffle_block_size)
         loader = {"block_size": shuffle_block_size} if shuffle_block_size is not None else {}
         if distributed:
             loader["distributed_sampler"] = True
