@@ -162,7 +162,8 @@ def test_training_says_when_compressed_chunks_are_decompressed_over_and_over(tmp
     with pytest.warns(
         UserWarning,
         match=r"compressed in chunks of about 120 cells.*"
-        r"decompresses chunks of about 120 cells, 15 times the values it uses.*shuffle_block_size=2 ",
+        r"decompresses chunks of about 120 cells, 15 times the values it uses.*"
+        r"shuffle_block_size=2 ",
     ):
         model.train(max_epochs=1, batch_size=8, **TRAIN)
     model.train(max_epochs=1, batch_size=8, shuffle_block_size=4, **TRAIN)  # no warning
