@@ -59,6 +59,9 @@ def test_a_file_the_user_closed_is_closed_again_after_every_call(tmp_path):
     cells.file.close()  # r+ remembered: write_to_adata writes into the file
     assert model.write_to_adata(cells) == ["obsm/X_zinbvae"]
     assert not cells.file.is_open
+    dv.model.CGMDVAE.setup_anndata(cells)
+    dv.model.CGMDVAE(cells, n_clusters=2, n_hidden=8, n_latent=2, n_latent_w=2)  # reads X
+    assert not cells.file.is_open
     os.remove(path)  # released
     assert "X_zinbvae" in cells.obsm
 

@@ -95,10 +95,10 @@ def check_openable(adata: AnnData) -> None:
 
 
 def open_files_for_calls(cls) -> None:
-    """Wrap every public method of the model class ``cls`` (its own and inherited, class and
-    static methods too) with :func:`_opened_for_the_call`."""
+    """Wrap ``__init__`` and every public method of the model class ``cls`` (its own and
+    inherited, class and static methods too) with :func:`_opened_for_the_call`."""
     for name in dir(cls):
-        if name.startswith("_"):
+        if name.startswith("_") and name != "__init__":  # __init__ checks the data
             continue
         attr = inspect.getattr_static(cls, name)
         inherited = name not in vars(cls)
