@@ -170,3 +170,19 @@ def test_training_says_when_compressed_chunks_are_decompressed_over_and_over(tmp
     ):
         model.train(max_epochs=1, batch_size=8, **TRAIN)
     model.train(max_epochs=1, batch_size=8, shuffle_block_size=4, **TRAIN)  # no warning
+
+
+def test_results_go_into_the_closed_file_of_their_anndata(tmp_path):
+    """write_results_to_store into the file of a backed AnnData the user had closed failed
+    with h5py's "Unable to synchronously open object (invalid identifier type)"."""
+    path = _write(_cells(), tmp_path / "cells.h5ad")
+    cells = ad.read_h5ad(path, backed="r")
+    dv.model.ZINBVAE.setup_anndata(cells)
+    model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
+    model.train(max_epochs=1, **TRAIN)
+    with pytest.warns(UserWarning, match="open read-only"):
+        keys = model.write_to_adata(cells)
+    cells.file.close()
+    dv.write_results_to_store(cells, keys, path)
+    assert not cells.file.is_open
+    np.testing.assert_array_equal(ad.read_h5ad(path).obsm["X_zinbvae"], cells.obsm["X_zinbvae"])

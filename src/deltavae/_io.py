@@ -296,7 +296,8 @@ def _write_results_to_h5ad(adata: AnnData, keys: list[str], path: Path) -> None:
     from .model._backed import _write_into_file
 
     own = adata.isbacked and Path(adata.filename).resolve() == path.resolve()
-    if own:  # HDF5 does not open a file twice in one process: reopen adata's own handle
+    # Closed (by the user): written as any other file, and left closed.
+    if own and adata.file.is_open:  # HDF5 opens a file once in a process: reopen adata's
         mode = adata.file["obs"].file.mode
         adata.file.close()
         try:
