@@ -186,3 +186,18 @@ def test_results_go_into_the_closed_file_of_their_anndata(tmp_path):
     dv.write_results_to_store(cells, keys, path)
     assert not cells.file.is_open
     np.testing.assert_array_equal(ad.read_h5ad(path).obsm["X_zinbvae"], cells.obsm["X_zinbvae"])
+
+
+def test_a_file_rewritten_with_other_counts_in_its_middle_cells_is_refused(tmp_path):
+    """Same cells, same genes, same number of stored values: only a count in the middle
+    differs (the check samples the ends and the middle of the stored values)."""
+    data = _cells()
+    path = _write(data, tmp_path / "cells.h5ad")
+    cells = ad.read_h5ad(path, backed="r")
+    dv.model.ZINBVAE.setup_anndata(cells)
+    model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
+    cells.file.close()
+    data.X.data[data.X.nnz // 2] += 1
+    _write(data, path)
+    with pytest.raises(ValueError, match="replaced or rewritten since it was set up"):
+        model.get_latent_representation()

@@ -187,9 +187,9 @@ def _zarr_folder(matrix) -> Path | None:
 
 
 def _fingerprint_of(matrix) -> tuple:
-    """Shape, dtype and a digest of the first and last values of each array of a matrix on
-    disk (anndata's sparse dataset: data, indices, indptr; an h5py or zarr array: its first
-    and last rows), read from the file or store as it is now."""
+    """Shape, dtype and a digest of the first, middle and last values of each array of a
+    matrix on disk (anndata's sparse dataset: data, indices, indptr; an h5py or zarr array:
+    its first, middle and last rows), read from the file or store as it is now."""
     group = getattr(matrix, "group", None)
     folder = _zarr_folder(matrix)
     if folder is not None:  # opened anew: zarr keeps the metadata it read at first
@@ -204,8 +204,8 @@ def _fingerprint_of(matrix) -> tuple:
     for array in arrays or [matrix]:
         n = array.shape[0]
         width = _WINDOW if array.ndim == 1 else 1
-        for part in (array[: min(n, width)], array[max(0, n - width) :]):
-            digest.update(np.ascontiguousarray(np.asarray(part)).tobytes())
+        for start in (0, max(0, n // 2 - width // 2), max(0, n - width)):  # ends and middle
+            digest.update(np.ascontiguousarray(np.asarray(array[start : start + width])).tobytes())
     shapes = tuple(tuple(a.shape) for a in arrays)
     return tuple(matrix.shape), str(matrix.dtype), shapes, digest.hexdigest()
 
