@@ -200,4 +200,4 @@ def test_a_file_rewritten_with_other_counts_in_its_middle_cells_is_refused(tmp_p
     data.X.data[data.X.nnz // 2] += 1
     _write(data, path)
     with pytest.raises(ValueError, match="replaced or rewritten since it was set up"):
-        model.get_latent_representation()
+        model.train(max_epochs=1, **TRAIN)
