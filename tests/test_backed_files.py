@@ -201,3 +201,13 @@ def test_a_file_rewritten_with_other_counts_in_its_middle_cells_is_refused(tmp_p
     _write(data, path)
     with pytest.raises(ValueError, match="replaced or rewritten since it was set up"):
         model.train(max_epochs=1, **TRAIN)
+
+
+def test_the_matrix_get_from_registry_returns_stays_readable(tmp_path):
+    """scvi-tools' get_from_registry returns a backed file's matrix itself: its file is left
+    open (as anndata leaves it), not closed under the caller."""
+    cells = ad.read_h5ad(_write(_cells(), tmp_path / "cells.h5ad"), backed="r")
+    dv.model.ZINBVAE.setup_anndata(cells)
+    model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
+    cells.file.close()
+    assert model.get_from_registry(cells, "X")[:2].shape == (2, 30)

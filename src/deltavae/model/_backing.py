@@ -94,12 +94,17 @@ def check_openable(adata: AnnData) -> None:
         ) from err
 
 
+#: scvi-tools' methods that return the matrix itself (for a backed file, read through its
+#: handle after the call): left as they are, the file open as anndata leaves it.
+_RETURNS_HANDLES = frozenset({"get_from_registry"})
+
+
 def open_files_for_calls(cls) -> None:
     """Wrap ``__init__`` and every public method of the model class ``cls`` (its own and
     inherited, class and static methods too) with :func:`_opened_for_the_call`."""
     for name in dir(cls):
-        if name.startswith("_") and name != "__init__":  # __init__ checks the data
-            continue
+        if name.startswith("_") and name != "__init__" or name in _RETURNS_HANDLES:
+            continue  # __init__ checks the data
         attr = inspect.getattr_static(cls, name)
         inherited = name not in vars(cls)
         if isinstance(attr, classmethod | staticmethod):
