@@ -470,13 +470,14 @@ def test_unlabelled_cells_are_marked_as_the_model_reads_them(counts_adata):
     advice = r"\.astype\(str\)\.where\(adata\.obs\['label'\]\.notna\(\), 'Unknown'\)"
     with pytest.raises(ValueError, match=advice):
         dv.model.CGMDVAE.setup_anndata(counts_adata, labels_key="label")
-    # The advice works on numeric labels too (astype(object).fillna mixed floats and text).
+    # Integer labels (floats with NaN) are advised an integer mark, and stay integers (the
+    # advice above made them '0.0', '1.0', which no prediction equals).
     numeric = counts_adata.copy()
     numeric.obs["label"] = numeric.obs["cluster"].astype(int).astype(float).where(labels == labels)
-    with pytest.raises(ValueError, match=advice):
+    with pytest.raises(ValueError, match=r"\.fillna\(-1\)\.astype\(int\), and pass unlabeled_"):
         dv.model.CGMDVAE.setup_anndata(numeric, labels_key="label")
-    numeric.obs["label"] = numeric.obs["label"].astype(str).where(labels == labels, "Unknown")
-    dv.model.CGMDVAE.setup_anndata(numeric, labels_key="label")
+    numeric.obs["label"] = numeric.obs["label"].astype(float).fillna(-1).astype(int)
+    dv.model.CGMDVAE.setup_anndata(numeric, labels_key="label", unlabeled_category=-1)
     # And on pandas' string dtype, whose pd.NA astype(str) made "<NA>", not "nan" (replace
     # left 1/3 of the cells as a label "<NA>").
     text = counts_adata.copy()

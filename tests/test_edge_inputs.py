@@ -107,12 +107,12 @@ def test_a_sparse_array_is_refused_with_the_conversion():
 def test_labels_that_are_not_names_say_how_to_make_them_names():
     adata = _cells()
     codes = adata.obs["cluster"].astype(int).to_numpy()
-    adata.obs["ints"] = codes
+    adata.obs["flags"] = codes.astype(bool)
     with pytest.raises(ValueError, match=r"\.astype\(str\)"):
-        dv.model.CGMDVAE.setup_anndata(adata, labels_key="ints")
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="flags")
     adata.obs["typed"] = pd.Categorical(codes)  # said "holds category values"
     with pytest.raises(ValueError, match=r"'typed'\] holds int64 values, read as label names"):
-        dv.model.CGMDVAE.setup_anndata(adata, labels_key="typed")
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="typed", unlabeled_category="Unknown")
     mixed = codes.astype(object)
     mixed[::3] = "Unknown"
     adata.obs["mixed"] = mixed

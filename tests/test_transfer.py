@@ -553,8 +553,8 @@ def test_translating_several_source_conditions_reads_the_training_cells_once(mon
         calls.append(args)
         return label_groups(*args, **kwargs)
 
-    label_groups = _perturbation._label_groups
-    monkeypatch.setattr(_perturbation, "_label_groups", counted)
+    label_groups = _perturbation.label_groups
+    monkeypatch.setattr(_perturbation, "label_groups", counted)
     cells = adata[adata.obs["condition"] != "c1"].copy()
     both = g.translate(cells, "c1", seed=0)
     assert len(calls) == 1 and both.uns["response_weight"] == 0.5
@@ -946,7 +946,7 @@ def test_a_query_model_translates_reference_cells_into_the_query_condition(refer
     np.testing.assert_array_equal(
         out.layers["counts"], q.translate(cells, "c2", seed=0, response_weight=0).layers["counts"]
     )
-    with pytest.raises(NoResponseError, match=r"holds no cells under 'c0'.*response_weight=0"):
+    with pytest.raises(NoResponseError, match=r"no training cells under 'c0'.*weight=0"):
         q.translate(cells, "c2", response_weight=0.5)
 
 

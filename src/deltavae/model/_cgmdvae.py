@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
@@ -26,13 +25,8 @@ from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixi
 from ._condition_counts import record_condition_counts, warn_untrained_combinations
 from ._count_advice import building_model, warn_if_counts
 from ._de import CheckedExpressionMixin
-from ._labels import (
-    ConditionsByName,
-    LabelsInColumnOrder,
-    check_label_setup,
-    labels_of,
-    small_categories_named,
-)
+from ._label_setup import check_label_setup, refuse_missing_integer_labels, unlabelled_mark
+from ._labels import ConditionsByName, LabelsInColumnOrder, labels_of, small_categories_named
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._scvi_glue import HostResultsMixin, scvi_init_names
@@ -268,12 +262,15 @@ class CGMDVAE(
         query = "source_registry" in kwargs  # load_query_data's: scvi-tools fills its labels
         labels_checked = None if query and labels_key not in adata.obs else labels_key
         check_setup_target(adata, kwargs, cls.__name__)
+        refuse_missing_integer_labels(adata, labels_checked, unlabeled_category)  # 1.0, NaN
         check_obs_keys(adata, {"condition_key": conditions, "labels_key": labels_checked})
         check_data(adata, layer, kind="real")
         if not query:
             check_label_setup(adata, labels_key, unlabeled_category, _DEFAULT_UNLABELED, conditions)
         # `is None`, not `or`: a falsy mark (0 for integer labels, "") is the user's own.
-        mark = _DEFAULT_UNLABELED if unlabeled_category is None else unlabeled_category
+        column = adata.obs.get(labels_key) if labels_key is not None else None
+        source = kwargs.get("source_registry")
+        mark = unlabelled_mark(column, unlabeled_category, _DEFAULT_UNLABELED, source)
         if labels_key is None:
             labels_field = CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, None)
         else:
@@ -283,7 +280,6 @@ class CGMDVAE(
             ConditionsByName(_CAT, conditions),
             labels_field,
         ]
-        source = kwargs.get("source_registry")
         if source is None or REGISTRY_KEYS.BATCH_KEY in source["field_registries"]:
             # scvi-tools' expression API (transform_batch, differential expression, ...) reads
             # the batch field: it mirrors the first condition, which the networks read from
@@ -483,8 +479,7 @@ class CGMDVAE(
         empty = [names[k] for k in np.flatnonzero(sizes == 0)]
         adata.obsm[f"X_{key}"] = post["z"].astype(np.float32)
         adata.obsm[f"X_{key}_w"] = post["w"].astype(np.float32)
-        categories = pd.Categorical.from_codes(clusters, categories=names)
-        adata.obs[f"{key}_cluster"] = categories.remove_unused_categories()
+        adata.obs[f"{key}_cluster"] = labels_of(self, clusters).remove_unused_categories()
         adata.obsm[f"{key}_cluster_probs"] = post["probs"].astype(np.float32)
         adata.uns[key] = {
             "cluster_names": np.array(names, dtype=object),

@@ -14,7 +14,8 @@ from scvi import REGISTRY_KEYS
 
 from .._checks import layer_matrix
 from ._condition_counts import warn_untrained_combinations
-from ._labels import condition_column, typed_codes
+from ._condition_types import model_column, predicted_condition, typed_codes
+from ._labels import labels_of
 from ._latent_shift import data_floor
 from ._matrices import has_negatives, row_sums
 from ._modes import evaluating
@@ -41,7 +42,8 @@ class GenerationMixin:
         n_cells
             Number of cells.
         cluster
-            Cluster index or name for every cell; ``None`` draws y from p(y | d) p(d).
+            Cluster index or name for every cell (where the labels are integers, an integer
+            is a label); ``None`` draws y from p(y | d) p(d).
         condition
             Value of the condition (or a dict over several condition keys); ``None`` draws
             from the training frequencies. A key left out of the dict (or ``None``) is drawn
@@ -80,13 +82,13 @@ class GenerationMixin:
         obs = pd.DataFrame(index=[f"sample_{i}" for i in range(n_cells)])
         # Only the clusters drawn, as write_to_adata keeps them: scanpy's rank_genes_groups
         # refuses a category without cells.
-        clusters = pd.Categorical.from_codes(y.cpu().numpy(), categories=self.cluster_names)
+        clusters = labels_of(self, y.cpu().numpy())  # integer labels as integers
         name = "cgmdvae_cluster" if "cluster" in self.condition_keys else "cluster"
         obs[name] = clusters.remove_unused_categories()  # not overwritten by a condition below
         if cats is not None:
             for j, key in enumerate(self.condition_keys):
-                known = list(self._cat_state().mappings[key])
-                obs[key] = typed_codes(self.adata.obs[key], known, cats[:, j].cpu().numpy())
+                column, known = model_column(self, key)
+                obs[key] = typed_codes(column, known, cats[:, j].cpu().numpy())
         # The genes with their metadata, as translate keeps them.
         out = AnnData(X=x.cpu().numpy().astype(np.float32), obs=obs, var=self.adata.var.copy())
         out.layers["expected"] = expected.cpu().numpy().astype(np.float32)
@@ -232,7 +234,7 @@ class GenerationMixin:
         for key, code in targets.items():
             if code >= 0:
                 value = self._cat_state().mappings[key][code]
-                obs[key] = condition_column(self.adata.obs[key], value, len(obs))
+                obs[key] = predicted_condition(self, key, value, len(obs), caller_obs)
         out = AnnData(X=cells["expected"].astype(np.float32), obs=obs, var=adata.var.copy())
         if cells["counts"] is not None:
             out.layers["counts"] = cells["counts"].astype(np.float32)

@@ -18,7 +18,8 @@ from scvi.model.base import RNASeqMixin
 from ..train._convergence import high_rate_note, train_longer
 from ._condition_counts import condition_counts, draw_conditions
 from ._de import CheckedExpressionMixin
-from ._labels import labels_of, warn_if_unlabelled_lookalike
+from ._label_setup import warn_if_unlabelled_lookalike
+from ._labels import cluster_index, labels_of
 from ._registered import several_conditions_error
 from ._validation import warn_user
 
@@ -389,8 +390,7 @@ class ClustersMixin:
         """The number of clusters: as given, or one per label (10 without labels)."""
         labels = self.label_names
         if labels and not self.is_query_model:
-            state = self.registry_["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
-            warn_if_unlabelled_lookalike(pd.Series(labels), state["unlabeled_category"])
+            warn_if_unlabelled_lookalike(self.registry_)
         n_clusters = n_clusters if n_clusters is not None else (len(labels) or 10)
         if isinstance(n_clusters, bool) or not isinstance(n_clusters, int | np.integer):
             raise ValueError(f"n_clusters must be an integer, got {n_clusters!r}.")
@@ -411,16 +411,7 @@ class ClustersMixin:
         return n_clusters
 
     def _cluster_index(self, cluster) -> int:
-        names = self.cluster_names
-        cluster = cluster.item() if isinstance(cluster, np.generic) else cluster  # np.str_('0')
-        if isinstance(cluster, str):
-            if cluster not in names:
-                raise ValueError(f"cluster={cluster!r} is not a cluster; clusters: {names}.")
-            return names.index(cluster)
-        integer = isinstance(cluster, int | np.integer) and not isinstance(cluster, bool)
-        if not integer or not 0 <= cluster < len(names):  # True, 2.7: read as 1, 2 before
-            raise ValueError(f"cluster={cluster!r}: give a name or an index 0..{len(names) - 1}.")
-        return int(cluster)
+        return cluster_index(self, cluster)
 
 
 class LatentMixin:

@@ -28,6 +28,22 @@ def cells_per_value(column: pd.Series) -> dict[str, int]:
     return {str(k): int(n) for k, n in column.astype(str).value_counts().items()}
 
 
+#: The condition of the model's cells that did not train (its test split): no condition's.
+NOT_TRAINED = "\x00not trained"
+
+
+def trained_conditions(model, key: str) -> np.ndarray:
+    """The condition ``key`` of every cell of the model's AnnData, as strings, with
+    :data:`NOT_TRAINED` for the cells of its test split (external_indexing), which never
+    trained: no mean or observed response reads them."""
+    conditions = model.adata.obs[key].astype(str).to_numpy()
+    test = getattr(model, "test_indices", None)
+    if test is not None and len(test):
+        conditions = conditions.copy()
+        conditions[np.asarray(test)] = NOT_TRAINED
+    return conditions
+
+
 def record_condition_counts(model) -> None:
     """Add the cells of ``model``'s AnnData (not its test split, which never trained) per
     condition value to ``model.condition_counts_`` and per combination of the condition keys'

@@ -4,7 +4,6 @@ column) a trained model has not seen, read as unlabelled."""
 from __future__ import annotations
 
 import contextlib
-import numbers
 import warnings
 from importlib import import_module
 
@@ -13,6 +12,7 @@ import pandas as pd
 from anndata import AnnData
 from scvi.data.fields import CategoricalJointObsField, LabelsWithUnlabeledObsField
 
+from ._condition_types import record_condition_dtypes
 from ._matrices import with_column
 from ._registered import category_mappings
 from ._scvi_glue import _FEW_CELLS_WARNING
@@ -62,111 +62,6 @@ class LabelsInColumnOrder(LabelsWithUnlabeledObsField):
         return super()._remap_unlabeled_to_final_category(adata, mapping)
 
 
-def check_label_setup(
-    adata: AnnData,
-    labels_key: str | None,
-    unlabeled_category: str | None,
-    default: str,
-    conditions: list | None = None,
-) -> None:
-    """``setup_anndata``'s labels: ``unlabeled_category`` only with a labels column, and then
-    marking some cells; at least one labelled cell; not a column also set up as a condition.
-
-    Examples
-    --------
-    >>> a = AnnData(obs=pd.DataFrame({"t": ["B", "Unknown"]}, index=["c1", "c2"]))
-    >>> check_label_setup(a, "t", None, "Unknown")
-    """
-    if labels_key is None:
-        if unlabeled_category is not None:
-            raise ValueError(
-                f"unlabeled_category={unlabeled_category!r} names the label of unlabelled "
-                "cells, but no labels_key was given: pass labels_key, the obs column of the "
-                "labels, or omit unlabeled_category for unsupervised training."
-            )
-        return
-    if labels_key in (conditions or []):
-        raise ValueError(
-            f"{labels_key!r} is both labels_key and a condition_key: the model would cluster by "
-            "the condition it corrects for. Name the cell types as labels and the condition "
-            "(treatment, donor ...) as condition_key."
-        )
-    column = adata.obs[labels_key]
-    labels = column.astype(str)
-    # numpy's strings (np.str_, from indexing an array of names) are strings too.
-    kinds = {"str" if isinstance(v, str) else type(v).__name__ for v in pd.unique(column.dropna())}
-    if "str" in kinds and len(kinds) > 1:
-        raise ValueError(
-            f"adata.obs[{labels_key!r}] mixes strings with other values ({sorted(kinds)}); "
-            f"make them all strings: adata.obs[{labels_key!r}] = "
-            f"adata.obs[{labels_key!r}].astype(str)."
-        )
-    typed = column.dtype if not hasattr(column, "cat") else column.cat.categories.dtype
-    marks = column[labels == str(unlabeled_category)]
-    if unlabeled_category is not None and len(marks) and not (marks == unlabeled_category).any():
-        mark = marks.iloc[0]
-        mark = mark.item() if hasattr(mark, "item") else mark  # numpy scalars print plainly
-        raise ValueError(
-            f"unlabeled_category={unlabeled_category!r} is a {type(unlabeled_category).__name__},"
-            f" but adata.obs[{labels_key!r}] holds {typed} values: pass it as it is "
-            f"there, unlabeled_category={mark!r}."
-        )
-    if kinds and "str" not in kinds and not isinstance(unlabeled_category, numbers.Number):
-        raise ValueError(
-            f"adata.obs[{labels_key!r}] holds {typed} values, read as label names: make "
-            f"them strings, adata.obs[{labels_key!r}] = adata.obs[{labels_key!r}].astype(str) "
-            "(or, for integer labels with an integer mark of unlabelled cells, pass that mark "
-            "as unlabeled_category)."
-        )
-    if unlabeled_category is not None and not (labels == str(unlabeled_category)).any():
-        if column.dtype.kind == "f" and (column == unlabeled_category).any():  # -1.0 for -1
-            raise ValueError(
-                f"adata.obs[{labels_key!r}] holds its labels as floats ({column.dtype}, e.g. "
-                f"after fillna), so unlabeled_category={unlabeled_category!r} reads as another "
-                f"value: make them integers, adata.obs[{labels_key!r}] = "
-                f"adata.obs[{labels_key!r}].astype(int)."
-            )
-        raise ValueError(
-            f"unlabeled_category={unlabeled_category!r} does not occur in "
-            f"adata.obs[{labels_key!r}], so no cell is unlabelled. Mark unlabelled cells "
-            "with it, or omit it for supervised training."
-        )
-    unlabelled = str(default if unlabeled_category is None else unlabeled_category)
-    if labels.nunique() - int((labels == unlabelled).any()) < 1:
-        raise ValueError(f"labels_key={labels_key!r} holds no labelled cell.")
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        unused = [str(c) for c in column.cat.categories if not (column == c).any()]
-        unused = [c for c in unused if c != unlabelled]
-        if unused:
-            warn_user(
-                f"adata.obs[{labels_key!r}] has categories no cell carries ({unused[:5]}); each "
-                "label gets a cluster, so theirs stay empty. Drop them before setup_anndata: "
-                f"adata.obs[{labels_key!r}] = adata.obs[{labels_key!r}]"
-                ".cat.remove_unused_categories()."
-            )
-
-
-#: Label values that usually mark unlabelled cells (compared in lower case).
-_UNLABELLED_WORDS = {"unknown", "unlabeled", "unlabelled", "unassigned", "na", "nan", "none"}
-
-
-def warn_if_unlabelled_lookalike(labels: pd.Series, unlabelled: str) -> None:
-    """Warn when a label looks like a mark of unlabelled cells but is not ``unlabelled``: it
-    would be trained as a cell type of its own (e.g. ``'unknown'`` for ``'Unknown'``).
-
-    Examples
-    --------
-    >>> warn_if_unlabelled_lookalike(pd.Series(["B", "Unknown"]), "Unknown")
-    """
-    for value in pd.unique(labels.astype(str)):
-        if value != unlabelled and value.strip().lower() in _UNLABELLED_WORDS:
-            warn_user(
-                f"The labels hold {value!r}, which is trained as a cell type of its own: "
-                f"unlabelled cells are those marked {unlabelled!r}. If {value!r} marks unlabelled "
-                f"cells, pass unlabeled_category={value!r} to setup_anndata."
-            )
-
-
 def _label_state(registry: dict) -> tuple[str | None, str | None, set[str]]:
     """A model's labels column, its mark of unlabelled cells and every label value it knows
     (the mark included, as strings); ``(None, None, set())`` for a model without labels."""
@@ -189,7 +84,8 @@ def with_labels_column(adata: AnnData, registry: dict) -> AnnData:
         return adata
     if key in adata.obs:
         values = adata.obs[key].astype(str)
-        new = ~values.isin(known).to_numpy()
+        missing = adata.obs[key].isna().to_numpy()  # no label (NaN): unlabelled, not "nan"
+        new = ~values.isin(known).to_numpy() | missing
         # Labels known by name but of another type (0 for "0"): scvi-tools' transfer said
         # "Category 0 not found in source registry"; they are read as the model's own.
         state = registry["field_registries"]["labels"]["state_registry"]
@@ -200,15 +96,17 @@ def with_labels_column(adata: AnnData, registry: dict) -> AnnData:
             return adata
         if retyped and adata.isbacked:
             refuse_other_type(f"adata.obs[{key!r}]", list(own.values()), given, "its labels")
-        names = sorted(set(values[new]))
-        if names and adata.isbacked:
+        names = sorted(set(values[new & ~missing]))
+        if new.any() and adata.isbacked:
+            what = f"labels the model was not trained with: {names[:5]}" if names else ""
+            what += (" and " * bool(names) + "missing labels (NaN)") * bool(missing.any())
             raise ValueError(
-                f"adata.obs[{key!r}] holds labels the model was not trained with: {names[:5]}. "
-                f"Mark those cells unlabelled ({unlabelled!r}) to have them predicted."
+                f"adata.obs[{key!r}] holds {what}. Mark those cells unlabelled "
+                f"({unlabelled!r}) to have them predicted."
             )
         if names:
             warn_user(
-                f"{int(new.sum())} cells carry labels the model was not trained with "
+                f"{int((new & ~missing).sum())} cells carry labels the model was not trained with "
                 f"({names[:5]}, in adata.obs[{key!r}]); they are read as unlabelled "
                 f"({unlabelled!r}), as cells whose label the model predicts."
             )
@@ -246,11 +144,14 @@ def check_labels_to_load(adata: AnnData, registry: dict) -> AnnData:
             "AnnData and pass these cells to its methods (get_latent_representation(adata), "
             "predict_labels(adata), ...), which read them as unlabelled."
         )
-    new = sorted(set(adata.obs[key].astype(str)) - known)
-    if new:
+    new = sorted(set(adata.obs[key].dropna().astype(str)) - known)
+    n_missing = int(adata.obs[key].isna().sum())
+    if new or n_missing:
+        what = f"labels the model was not trained with: {new[:5]}" if new else ""
+        what += (" and " * bool(new) + f"{n_missing} missing labels (NaN)") * bool(n_missing)
         raise ValueError(
-            f"adata.obs[{key!r}] holds labels the model was not trained with: {new[:5]}. Mark "
-            f"those cells unlabelled ({unlabelled!r}) to load the model with this AnnData."
+            f"adata.obs[{key!r}] holds {what}. Mark those cells unlabelled ({unlabelled!r}) "
+            "to load the model with this AnnData."
         )
     mapping = registry["field_registries"]["labels"]["state_registry"]["categorical_mapping"]
     given = pd.unique(np.asarray(adata.obs[key].dropna(), dtype=object))
@@ -289,19 +190,24 @@ def small_categories_named(
         )
 
 
-def record_trained_categories(model) -> None:
+def record_trained_categories(model, test=None) -> None:
     """Keep, in ``trained_categories_`` (saved with the model, passed on to its query models),
-    the categories of each condition column that hold cells of the AnnData a fit starts on,
-    joined to those of earlier fits (a query's to its reference's): an empty category of the
-    training column trains nothing."""
+    the categories of each condition column that hold training cells of the AnnData a fit
+    starts on (not of its ``test`` split, positions that never train), joined to those of
+    earlier fits (a query's to its reference's): an empty category of the training column
+    trains nothing; and the columns' dtypes (:func:`record_condition_dtypes`)."""
     adata = getattr(model, "_adata", None)
     if adata is None or getattr(model, "registry_", None) is None:
         return
     seen = dict(getattr(model, "trained_categories_", None) or {})
+    obs = adata.obs
+    if test is not None and len(test):
+        obs = obs.iloc[np.setdiff1d(np.arange(adata.n_obs), np.asarray(test))]
     for key in category_mappings(model.registry_):
-        if key in adata.obs:
-            seen[key] = sorted(set(seen.get(key, [])) | set(adata.obs[key].astype(str)))
+        if key in obs:
+            seen[key] = sorted(set(seen.get(key, [])) | set(obs[key].astype(str)))
     model.trained_categories_ = seen
+    record_condition_dtypes(model, adata, category_mappings(model.registry_))
 
 
 def seen_categories(model) -> dict[str, set[str]] | None:
@@ -402,67 +308,10 @@ def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
         if untrained:
             raise ValueError(
                 f"adata.obs[{key!r}] holds {untrained[:5]}: a category of the training column "
-                "without training cells, so the model learned nothing of it and cannot read "
+                "without training cells (a test split's cells do not train), so the model "
+                "learned nothing of it and cannot read "
                 f"these cells. Categories with training cells: {sorted(seen[key])[:10]}."
             )
-
-
-def condition_column(train_column: pd.Series, value, n: int):
-    """A condition column holding ``value`` for ``n`` cells, typed like the training data's
-    column (categorical with its categories, or its dtype), so that a predicted AnnData
-    concatenates with real cells of that condition.
-
-    Examples
-    --------
-    >>> condition_column(pd.Series([0, 1, 1]), "1", 2).tolist()
-    [1, 1]
-    >>> list(condition_column(pd.Series(["ctrl"], dtype="category"), "stim", 1).categories)
-    ['ctrl', 'stim']
-    """
-    if isinstance(train_column.dtype, pd.CategoricalDtype):
-        categories = train_column.cat.categories
-        names = [str(c) for c in categories]
-        typed = categories[names.index(str(value))] if str(value) in names else value
-    else:
-        matches = train_column[train_column.astype(str) == str(value)]
-        typed = matches.iloc[0] if len(matches) else value
-    return _like_column(train_column, [typed] * n)
-
-
-def _like_column(train_column: pd.Series, values: list, possible: list | None = None):
-    """``values`` typed like ``train_column``: categorical with its categories (those of the
-    ``possible`` values, default ``values``, that it lacks, a query model's new conditions,
-    added after them; ordered if it is, or concatenating both gave object), or its dtype
-    (object if they do not fit it)."""
-    if isinstance(train_column.dtype, pd.CategoricalDtype):
-        categories = train_column.cat.categories
-        new = [v for v in (values if possible is None else possible) if v not in categories]
-        extra = pd.unique(pd.Series(new, dtype=object))
-        # Nothing appended when nothing is new: appending an empty object Index to integer
-        # (or string-dtype) categories is a pandas FutureWarning.
-        if len(extra):
-            categories = categories.append(pd.Index(extra))
-        return pd.Categorical(values, categories=categories, ordered=train_column.cat.ordered)
-    try:
-        if isinstance(train_column.dtype, pd.api.extensions.ExtensionDtype):
-            return pd.array(values, dtype=train_column.dtype)  # Int64, boolean, string
-        return np.array(values, dtype=train_column.dtype)
-    except (TypeError, ValueError):
-        return np.array(values, dtype=object)
-
-
-def typed_codes(train_column: pd.Series, known: list, codes: np.ndarray):
-    """Condition codes (into ``known``, the model's categories) as values typed like the
-    training column, as ``translate`` writes its target (bool stays bool, a categorical keeps
-    its categories), so that sampled cells compare and concatenate with real ones.
-
-    Examples
-    --------
-    >>> typed_codes(pd.Series([True, False]), ["False", "True"], np.array([1, 1, 0])).tolist()
-    [True, True, False]
-    """
-    typed = [condition_column(train_column, value, 1)[0] for value in known]
-    return _like_column(train_column, [typed[c] for c in codes], possible=typed)
 
 
 class NoResponseError(ValueError):
@@ -486,12 +335,69 @@ def labels_of(model, clusters: np.ndarray) -> pd.Categorical:
     """Predicted labels of cluster indices, over every cluster name, with the labels as the
     user's column holds them (integer labels stay integers, so that predictions compare equal
     to it; with novel clusters besides them, names: h5ad cannot write mixed categories)."""
+    names, labels = model.cluster_names, _integer_labels(model)
+    if labels is not None and len(labels) == len(names):
+        names = labels
+    return pd.Categorical.from_codes(clusters, categories=names)
+
+
+def _integer_labels(model) -> list[int] | None:
+    """The model's labels where they are integers (as its labels column holds them)."""
     from scvi import REGISTRY_KEYS
 
+    if model.registry_["setup_args"].get("labels_key") is None:
+        return None
+    state = model.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
+    labels = np.asarray(state.categorical_mapping[:-1])
+    return labels.tolist() if labels.dtype.kind in "iu" else None
+
+
+def cluster_index(model, cluster) -> int:
+    """The index of ``cluster``, a name of :attr:`cluster_names` or an index; where clusters
+    are named by integers (integer labels, or labels ``"1"``, ``"2"``), an integer is a name
+    (``cluster=1`` for label 1 was index 1, label 2's), as in ``dv.pl.cluster_probabilities``.
+
+    Examples
+    --------
+    >>> import types
+    >>> cluster_index(types.SimpleNamespace(cluster_names=["0", "1"]), 0)
+    0
+    >>> cluster_index(types.SimpleNamespace(cluster_names=["1", "2", "novel_0"]), 1)
+    0
+    """
     names = model.cluster_names
-    if model.registry_["setup_args"]["labels_key"] is not None:
-        state = model.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
-        labels = np.asarray(state.categorical_mapping[:-1])
-        if labels.dtype.kind in "iu" and len(labels) == len(names):
-            names = labels.tolist()
-    return pd.Categorical.from_codes(clusters, categories=names)
+    cluster = cluster.item() if isinstance(cluster, np.generic) else cluster  # np.str_('0')
+    if isinstance(cluster, str):
+        if cluster not in names:
+            raise ValueError(f"cluster={cluster!r} is not a cluster; clusters: {names}.")
+        return names.index(cluster)
+    integer = isinstance(cluster, int) and not isinstance(cluster, bool)
+    numbered = any(name.lstrip("-").isdigit() for name in names)
+    if integer and numbered and names != [str(k) for k in range(len(names))]:
+        if str(cluster) not in names:
+            raise ValueError(
+                f"cluster={cluster!r} is not one of the clusters {names}: where clusters are "
+                "named by integers (integer labels), an integer is a name."
+            )
+        return names.index(str(cluster))
+    if not integer or not 0 <= cluster < len(names):  # True, 2.7: read as 1, 2 before
+        raise ValueError(f"cluster={cluster!r}: give a name or an index 0..{len(names) - 1}.")
+    return int(cluster)
+
+
+def label_groups(model, train: AnnData, batch_size) -> tuple[np.ndarray, np.ndarray]:
+    """The group of every training cell for ``nearest_response`` without ``balance_key``,
+    and which cells count: a labelled cell's label; an unlabelled cell's predicted cluster
+    where no training cell carries that label (a ``novel_j`` cluster, a query model's
+    unlabelled cells), and no group where cells do. The prediction would let a cell type held
+    out under one condition seem seen under it through other types' cells mispredicted as it,
+    and borrow their response."""
+    cluster_names = np.asarray(model.cluster_names, dtype=object)
+    groups = cluster_names[model.predict_clusters(train, batch_size=batch_size)]
+    counted = np.ones(len(groups), dtype=bool)
+    if model.label_names:
+        labels = train.obs[model.registry_["setup_args"]["labels_key"]].astype(str).to_numpy()
+        known = np.isin(labels, model.label_names)
+        counted = known | ~np.isin(groups, labels[known])
+        groups[known] = labels[known]
+    return groups, counted

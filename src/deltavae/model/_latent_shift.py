@@ -12,7 +12,8 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from ._condition_counts import warn_untrained_combinations
-from ._labels import _label_state, condition_column, groups_under_both
+from ._condition_types import predicted_condition
+from ._labels import _label_state, groups_under_both
 from ._matrices import has_negatives
 from ._registered import decoded_under
 
@@ -155,7 +156,7 @@ def latent_shift(
         call = "predict_perturbation(method='latent_shift')"
         warn_untrained_combinations(model, torch.cat(moved).numpy(), call)
     obs = caller_obs.loc[:, [k for k in caller_obs if not str(k).startswith("_scvi")]].copy()
-    obs[condition_key] = condition_column(model.adata.obs[condition_key], target, len(obs))
+    obs[condition_key] = predicted_condition(model, condition_key, target, len(obs), obs)
     out = AnnData(X=torch.cat(outs).numpy().astype(np.float32), obs=obs, var=adata.var.copy())
     if counts:
         out.layers["counts"] = torch.cat(counts).numpy().astype(np.float32)

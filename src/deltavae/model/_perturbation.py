@@ -16,10 +16,12 @@ from anndata import AnnData
 from scipy.special import softmax
 from scvi import REGISTRY_KEYS
 
+from .._checks import short_repr
 from ..distributions import round_counts
 from ._cgmdvae_mixins import ClustersMixin, _as_known
-from ._condition_counts import warn_if_cells_not_trained
-from ._labels import NoResponseError, condition_column, groups_under_both
+from ._condition_counts import NOT_TRAINED, trained_conditions, warn_if_cells_not_trained
+from ._condition_types import predicted_condition
+from ._labels import NoResponseError, groups_under_both, label_groups
 from ._latent_shift import balance_groups, describe_prediction, latent_shift, training_obs
 from ._matrices import memory_copy, row_sums
 from ._registered import category_mappings, condition_request
@@ -117,6 +119,7 @@ class PerturbationMixin:
         ...     dv.metrics.log_normalize(pred.layers["counts"]), dv.metrics.log_normalize(stim.X)
         ... )
         """
+        defaulted = method is None
         if method is None:  # a model that cannot translate shifts z, as scGen does
             conditional = "translate" in self.perturbation_methods
             method = (
@@ -129,7 +132,17 @@ class PerturbationMixin:
             only = {"balance_key": balance_key, "condition_key": condition_key}
         for name in [name for name, value in only.items() if value is not None]:
             where = "'translate'" if "key" not in name else "'latent_shift' or 'nearest_response'"
-            raise ValueError(f"{name} applies to method={where} only.")
+            raise ValueError(
+                _only_for(
+                    name,
+                    where,
+                    method,
+                    defaulted,
+                    type(self).__name__,
+                    only[name],
+                    target_condition,
+                )
+            )
         if method == "translate":
             if method not in self.perturbation_methods:
                 raise ValueError(
@@ -158,10 +171,6 @@ class PerturbationMixin:
             return latent_shift(self, adata, contrast, batch_size)
 
 
-#: The condition of the model's cells that did not train (its test split): no condition's.
-_NOT_TRAINED = "\x00not trained"
-
-
 class Contrast(NamedTuple):
     """The two conditions a prediction goes between, resolved and checked once for every method.
 
@@ -173,7 +182,7 @@ class Contrast(NamedTuple):
     #: The condition of the cells to predict from, and the one to predict.
     source: str
     target: str
-    #: The condition of every cell of the model's AnnData, as strings (``_NOT_TRAINED`` for
+    #: The condition of every cell of the model's AnnData, as strings (``NOT_TRAINED`` for
     #: the cells of its test split, which no mean or response reads).
     train_conditions: np.ndarray
     #: obs column of the groups (``balance_key``), or None.
@@ -198,12 +207,8 @@ class Contrast(NamedTuple):
         if len(sources) != 1:
             has = f"obs[{condition_key!r}] has {sorted(sources)}" if adata.n_obs else "it has none"
             raise ValueError(f"adata must hold cells of one source condition; {has}.")
-        train_conditions = train.obs[condition_key].astype(str).to_numpy()
-        test = getattr(model, "test_indices", None)
-        if test is not None and len(test):  # a test split (external_indexing): never trained
-            train_conditions = train_conditions.copy()
-            train_conditions[np.asarray(test)] = _NOT_TRAINED
-        known = sorted(set(train_conditions) - {_NOT_TRAINED})
+        train_conditions = trained_conditions(model, condition_key)  # not the test split's
+        known = sorted(set(train_conditions) - {NOT_TRAINED})
         # 1.0 or True for condition 1 names it, as translate reads it; 1 for a dose of 1.0.
         source, target = sources[0], str(_as_known(target_condition, known))
         for value in (source, target):
@@ -229,6 +234,17 @@ class Contrast(NamedTuple):
                 )
         warn_if_cells_not_trained(model, condition_key, train_conditions, (source, target))
         return cls(condition_key, source, target, train_conditions, groups_key)
+
+
+def _only_for(name: str, where: str, method: str, defaulted: bool, model, value, target) -> str:
+    """The refusal of argument ``name`` (given ``value``) of another method than ``method``
+    (``defaulted``: the model's default), naming that method and what to pass."""
+    used = f"{model}'s default method is {method!r}" if defaulted else f"not to {method=}"
+    advice = f"{used}. Pass method={where} to use {name}"
+    if method == "translate" and name == "condition_key" and not isinstance(target, dict):
+        named = short_repr({value: target})  # translate moves the model's own covariates
+        advice += f", or name the key in translate's target: target_condition={named}"
+    return f"{name} applies to method={where} only; {advice}."
 
 
 SIMILARITIES = ("expression", "latent")
@@ -312,7 +328,7 @@ def nearest_response(
         )
     else:
         groups, counted = memoised(
-            memo, ("groups", None), lambda: _label_groups(model, train, batch_size)
+            memo, ("groups", None), lambda: label_groups(model, train, batch_size)
         )
     is_src, is_tgt = train_conditions == source, train_conditions == target
     # Cells without a group: missing balance_key values, unlabelled cells predicted to carry
@@ -351,30 +367,12 @@ def nearest_response(
     weights = softmax(-0.5 * distances / bandwidth, axis=1)
     predicted = np.maximum(x_query + weights @ responses, x_train.min())
     obs = caller_obs.loc[:, [k for k in caller_obs if not str(k).startswith("_scvi")]].copy()
-    obs[condition_key] = condition_column(model.adata.obs[condition_key], target, len(obs))
+    obs[condition_key] = predicted_condition(model, condition_key, target, len(obs), obs)
     out = AnnData(X=predicted.astype(np.float32), obs=obs, var=adata.var.copy())
     out.obsm["response_weights"] = weights.astype(np.float32)
     out.uns["response_groups"] = list(names)
     describe_prediction(out, model, "nearest_response", target)
     return out
-
-
-def _label_groups(model, train: AnnData, batch_size) -> tuple[np.ndarray, np.ndarray]:
-    """The group of every training cell for :func:`nearest_response` without ``balance_key``,
-    and which cells count: a labelled cell's label; an unlabelled cell's predicted cluster
-    where no training cell carries that label (a ``novel_j`` cluster, a query model's
-    unlabelled cells), and no group where cells do. The prediction would let a cell type held
-    out under one condition seem seen under it through other types' cells mispredicted as it,
-    and borrow their response."""
-    cluster_names = np.asarray(model.cluster_names, dtype=object)
-    groups = cluster_names[model.predict_clusters(train, batch_size=batch_size)]
-    counted = np.ones(len(groups), dtype=bool)
-    if model.label_names:
-        labels = train.obs[model.registry_["setup_args"]["labels_key"]].astype(str).to_numpy()
-        known = np.isin(labels, model.label_names)
-        counted = known | ~np.isin(groups, labels[known])
-        groups[known] = labels[known]
-    return groups, counted
 
 
 def with_observed_responses(
@@ -403,12 +401,13 @@ def with_observed_responses(
     used.
     """
     key = condition_request(model.registry_, None, None)[0]
-    if str(target_condition) not in set(model.adata.obs[key].astype(str)):
+    in_model = set(trained_conditions(model, key))  # not the test split's cells: never trained
+    if str(target_condition) not in in_model:
         # A query model reads the query's cells, not the reference's: none under the target.
         if strict:
             raise NoResponseError(
-                f"The model's AnnData holds no cells under {str(target_condition)!r}, so there "
-                "is no observed response to average; pass response_weight=0."
+                f"The model's AnnData holds no training cells under {str(target_condition)!r}, so"
+                " there is no observed response to average; pass response_weight=0."
             )
         sources = sorted(set(adata.obs[key].astype(str)) - {str(target_condition)})
         _warn_model_alone(sources, target_condition)
@@ -419,7 +418,6 @@ def with_observed_responses(
     is_count = model.module.observation.is_count
     x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
     blended, alone = False, []
-    in_model = set(model.adata.obs[key].astype(str))
     memo = {}  # the training cells' groups, data and coordinates, for every source
     library = None
     for source in sorted(set(own) - {str(target_condition)}):
@@ -427,7 +425,7 @@ def with_observed_responses(
             # A query model's cells are the query's: no observed response from the reference's.
             if strict:
                 raise NoResponseError(
-                    f"The model's AnnData holds no cells under {source!r}, so no observed "
+                    f"The model's AnnData holds no training cells under {source!r}, so no observed "
                     "response from it to average; pass response_weight=0."
                 )
             alone.append(source)
@@ -466,8 +464,10 @@ def _warn_model_alone(sources: list[str], target) -> None:
     find in ``uns["response_weight"]``."""
     if sources:
         warn_user(
-            f"No group of the model's cells is seen under both {', '.join(map(repr, sources))}"
-            f" and {str(target)!r}, so those cells were translated by the model alone, with "
-            "no observed response averaged in (uns['response_weight'] records the weight "
-            "used). Pass response_weight=0 to ask for the model alone."
+            "translate's default (response_weight=None: 0.5 for counts) averages the model's "
+            "translation with the observed responses of the most similar training groups, but "
+            f"no group of the model's training cells is seen under both "
+            f"{', '.join(map(repr, sources))} and {str(target)!r}: those cells were translated "
+            "by the model alone (uns['response_weight'] records the weight used). Pass "
+            "response_weight=0 to ask for the model alone."
         )

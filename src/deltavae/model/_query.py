@@ -129,8 +129,8 @@ def _check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: st
         refuse_other_type(f"query.obs[{key!r}]", known, given, "its categories")
     labels_key = setup_args.get("labels_key")
     if labels_key is not None and labels_key in adata.obs:
-        unlabeled = setup_args.get("unlabeled_category")
-        unlabeled = "Unknown" if unlabeled is None else unlabeled  # 0 or "" is a mark
+        # The reference's mark (0 or "" too; -1 for integer labels all labelled).
+        unlabeled = registry["field_registries"]["labels"]["state_registry"]["unlabeled_category"]
         reference = [v for v in setup_args.get("_reference_labels", []) if v != unlabeled]
         labels = adata.obs[labels_key]
         given = pd.unique(np.asarray(labels.dropna(), dtype=object))

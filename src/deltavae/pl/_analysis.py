@@ -164,7 +164,8 @@ def cluster_probabilities(
     clusters
         Cluster name(s) (from ``uns["cgmdvae"]["cluster_names"]``; where ``ad.concat`` left
         ``uns`` behind, from the cells of ``obs["cgmdvae_cluster"]``) or indices to draw the
-        probability of, one panel each.
+        probability of, one panel each; where the clusters are named by integers (integer
+        labels), an integer is a name.
     normalize
         Divide the entropy by log K.
     size
@@ -196,10 +197,14 @@ def cluster_probabilities(
     entropy = cluster_entropy(probs, normalize=normalize)
     names = _cluster_names(adata, probs_key, probs.shape[1])
     columns = []
+    # Where clusters are named by integers (integer labels; 0 to K-1 unsupervised), an integer
+    # is a name: clusters=[1] drew label 2's probability (index 1) for labels 1, 2.
+    numbered = any(name.lstrip("-").isdigit() for name in names)
     for cluster in as_names(clusters, "clusters") or []:
-        if isinstance(cluster, str) and cluster in names:
-            columns.append(names.index(cluster))
-        elif isinstance(cluster, int | np.integer) and 0 <= int(cluster) < probs.shape[1]:
+        integer = isinstance(cluster, int | np.integer) and not isinstance(cluster, bool)
+        if (isinstance(cluster, str) or integer and numbered) and str(cluster) in names:
+            columns.append(names.index(str(cluster)))
+        elif integer and not numbered and 0 <= int(cluster) < probs.shape[1]:
             columns.append(int(cluster))
         else:
             raise KeyError(f"cluster {cluster!r} is not one of the clusters {names}.")

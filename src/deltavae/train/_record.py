@@ -73,7 +73,7 @@ def records_train_args(train):
     return wrapper
 
 
-def commit_train_args(model, resolved: dict, automatic: dict | None = None) -> None:
+def commit_train_args(model, resolved: dict, automatic: dict | None = None, test=None) -> None:
     """The fit starts: the pending record of the ``train`` call becomes ``train_args_``, its
     arguments left to a default (``None``) replaced by the ``resolved`` values the fit runs
     with, and those left to ``"auto"`` by the ``automatic`` values they came to."""
@@ -84,7 +84,7 @@ def commit_train_args(model, resolved: dict, automatic: dict | None = None) -> N
         record.update({k: v for k, v in resolved.items() if record.get(k) is None})
         record.update({k: v for k, v in (automatic or {}).items() if record.get(k) == "auto"})
         model.train_args_ = record
-    record_trained_categories(model)
+    record_trained_categories(model, test)  # not the test split's cells: they never train
 
 
 def cells_digest(names) -> str:

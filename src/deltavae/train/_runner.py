@@ -162,12 +162,14 @@ class DeltaTrainRunner(TrainRunner):
             "mixture_init_epoch": starts[0] if starts else None,
             "restore_best": any(isinstance(cb, RestoreBestValidation) for cb in callbacks),
         }
-        commit_train_args(self.model, resolved, automatic)
-        self._epochs_before = self._epochs_done()
-        was_trained = bool(self.model.is_trained_)
         if isinstance(self.data_splitter, DeltaDataSplitter):
             # Split here, once: DDP's workers keep this split, and the model records it.
             self.data_splitter.split()
+        commit_train_args(
+            self.model, resolved, automatic, getattr(self.data_splitter, "test_idx", None)
+        )
+        self._epochs_before = self._epochs_done()
+        was_trained = bool(self.model.is_trained_)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_LEAFSPEC, category=FutureWarning)

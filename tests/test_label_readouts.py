@@ -1,0 +1,189 @@
+"""CGMDVAE's label and condition read-outs as a user's columns hold them: integer labels,
+the condition of predicted cells, the cells of a test split, and the advice of
+predict_perturbation's refusals."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import deltavae as dv
+
+SMALL = {"n_hidden": 16, "n_latent": 4}
+FAST = {"enable_progress_bar": False, "mixture_init": "kmeans"}
+
+
+def _cells(n_conditions=2, n_cells=120):
+    return dv.datasets.synthetic_counts(
+        n_cells=n_cells, n_genes=20, n_clusters=2, n_conditions=n_conditions, seed=0
+    )
+
+
+def test_integer_labels_are_integers_in_every_read_out_and_may_all_be_labelled():
+    """With integer labels (-1 unlabelled, as for scANVI), predict_labels gave 1, 2 but
+    write_to_adata's cluster column and sample's gave '1', '2', which never equal the user's
+    column; and integer labels without unlabelled cells (supervised) were refused."""
+    adata = _cells()
+    codes = adata.obs["cluster"].cat.codes.to_numpy().astype(int) + 1
+    adata.obs["semi"] = np.where(np.arange(adata.n_obs) % 3 == 0, -1, codes)
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="semi", unlabeled_category=-1)
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=1, **FAST)
+    model.write_to_adata()
+    clusters, labels = adata.obs["cgmdvae_cluster"], model.predict_labels()["label"]
+    assert labels.cat.categories.tolist() == [1, 2]
+    assert clusters.cat.categories.dtype.kind == "i"  # those that hold cells: 1, 2 or both
+    assert (clusters.to_numpy() == labels.to_numpy()).all()
+    assert model.sample(4, seed=0).obs["cluster"].cat.categories.dtype.kind == "i"
+    # An integer cluster names the label: cluster=1 drew label 2's cells (index 1).
+    assert (model.sample(4, cluster=1, seed=0).obs["cluster"] == 1).all()
+    with pytest.raises(ValueError, match=r"cluster=0 is not one of the clusters \['1', '2'\]"):
+        model.sample(4, cluster=0)
+    adata.obs["full"] = codes  # every cell labelled: supervised
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="full")
+    full = dv.model.CGMDVAE(adata, **SMALL)
+    state = full.registry_["field_registries"]["labels"]["state_registry"]
+    assert full.label_names == ["1", "2"] and state["unlabeled_category"] == -1
+    adata.obs["minus"] = np.where(codes == 1, -1, 2)  # -1 as a label: a look-alike mark
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="minus")
+    with pytest.warns(UserWarning, match=r"labels hold -1, .*unlabeled_category=-1 to setup"):
+        dv.model.CGMDVAE(adata, **SMALL)
+
+
+def test_condition_key_refused_for_translate_names_the_default_and_what_to_pass():
+    """predict_perturbation(condition_key=...) without method said condition_key applies to
+    latent_shift or nearest_response only, not that translate was the method it ran."""
+    adata = _cells()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    ctrl = adata[adata.obs["condition"] == "ctrl"]
+    with pytest.raises(
+        ValueError,
+        match=r"CGMDVAE's default method is 'translate'\. Pass method='latent_shift' or "
+        r"'nearest_response' to use condition_key, .*target_condition=\{'condition': 'stim'\}",
+    ):
+        model.predict_perturbation(ctrl, "stim", condition_key="condition")
+    with pytest.raises(ValueError, match=r"only; not to method='latent_shift'\. Pass method="):
+        model.predict_perturbation(ctrl, "stim", method="latent_shift", residual=True)
+
+
+def test_the_cells_of_a_test_split_count_as_untrained_everywhere(tmp_path):
+    """A condition held out whole in the test split (external_indexing) was recorded as
+    trained, so its cells were read with an untrained condition; and translate's observed
+    responses, counting test cells, failed ('use method="translate"', to translate) where
+    the target's cells were all held out, instead of translating by the model alone."""
+    adata = _cells(n_conditions=3)
+    held = np.flatnonzero(adata.obs["condition"] == "c2")
+    rest = np.flatnonzero(adata.obs["condition"] != "c2")
+    split = {"external_indexing": [rest[:-10], rest[-10:], held]}
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    model.train(max_epochs=1, datasplitter_kwargs=split, **FAST)
+    with pytest.raises(ValueError, match=r"holds \['c2'\]: .*a test split's cells do not train"):
+        model.get_latent_representation(adata[held])
+    # Trained on every condition, then trained on with c2's cells held out of the fit.
+    model.train(max_epochs=1, **FAST)
+    model.save(tmp_path / "m")
+    again = dv.model.CGMDVAE.load(tmp_path / "m", adata=adata.copy())
+    again.train(max_epochs=1, mixture_init_epoch=None, datasplitter_kwargs=split, **FAST)
+    c0 = adata[adata.obs["condition"] == "c0"].copy()
+    with pytest.warns(UserWarning, match=r"translate's default \(response_weight=None.*'c2'"):
+        out = again.translate(c0, "c2", seed=0)
+    assert out.uns["response_weight"] == 0.0 and (out.obs["condition"] == "c2").all()
+
+
+def test_predicted_conditions_take_the_models_categories_and_the_users_dtype(tmp_path):
+    """A model loaded onto its controls alone (a file of their own, one category) typed
+    translate's condition over that category plus the target (['hi', 'lo'], the training
+    column's ['lo', 'mid', 'hi'] lost); loaded with its saved AnnData, whose strings h5ad
+    made categories, it gave categorical conditions for the user's strings."""
+    adata = _cells(n_conditions=3)
+    names = {"c0": "lo", "c1": "mid", "c2": "hi"}
+    adata.obs["dose"] = pd.Categorical(adata.obs["condition"].map(names), ["lo", "mid", "hi"])
+    adata.obs["plate"] = np.tile(["p1", "p2"], adata.n_obs // 2)  # strings, as a user holds them
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key=["dose", "plate"])
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    model.train(max_epochs=1, **FAST)
+    model.save(tmp_path / "m", save_anndata=True)
+    hi = adata[adata.obs["dose"] == "hi"].copy()
+    hi.obs["dose"] = hi.obs["dose"].cat.remove_unused_categories()
+    loaded = dv.model.CGMDVAE.load(tmp_path / "m", adata=hi)
+    out = loaded.translate(hi, {"dose": "lo"}, response_weight=0, seed=0)
+    assert out.obs["dose"].cat.categories.tolist() == ["lo", "mid", "hi"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the saved AnnData's own notes
+        saved = dv.model.CGMDVAE.load(tmp_path / "m")
+    assert isinstance(saved.adata.obs["plate"].dtype, pd.CategoricalDtype)  # h5ad's
+    sampled = saved.sample(6, seed=0)
+    assert sampled.obs["plate"].dtype == object
+    assert sampled.obs["dose"].cat.categories.tolist() == ["lo", "mid", "hi"]
+    moved = saved.translate(hi, {"plate": "p1"}, response_weight=0, seed=0)
+    assert moved.obs["plate"].dtype == object and (moved.obs["plate"] == "p1").all()
+
+
+def test_cluster_probabilities_read_an_integer_as_an_integer_labels_name():
+    """With integer labels 1, 2 (the cluster column's values), clusters=[1] drew label 2's
+    probability, column 1, as sample(cluster=1) drew its cells."""
+    import anndata as ad
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(np.zeros((20, 2), dtype=np.float32))
+    adata.obsm["cgmdvae_cluster_probs"] = rng.dirichlet([1, 1, 1], 20).astype(np.float32)
+    adata.obsm["X_umap"] = rng.normal(size=(20, 2))
+    adata.uns["cgmdvae"] = {"cluster_names": np.array(["1", "2", "novel_0"], dtype=object)}
+    axes = dv.pl.cluster_probabilities(adata, clusters=[1, "novel_0"], show=False)
+    assert [ax.get_title() for ax in axes[1:]] == ["P(cluster 1)", "P(cluster novel_0)"]
+    shown = np.asarray(axes[1].collections[0].get_array())
+    np.testing.assert_allclose(np.sort(shown), np.sort(adata.obsm["cgmdvae_cluster_probs"][:, 0]))
+    with pytest.raises(KeyError, match=r"cluster 0 is not one of the clusters"):
+        dv.pl.cluster_probabilities(adata, clusters=[0], show=False)
+    plt.close("all")
+
+
+def test_integer_labels_with_missing_values_are_advised_an_integer_mark():
+    """Integer ids with NaN (floats after a merge) were told to become strings with NaN as
+    'Unknown': labels '1.0', '2.0', which no prediction equals; now an integer mark."""
+    adata = _cells()
+    ids = adata.obs["cluster"].cat.codes.to_numpy().astype(float) + 1
+    ids[::3] = np.nan
+    adata.obs["ids"] = ids
+    fix = r"\.astype\(float\)\.fillna\(-1\)\.astype\(int\), and pass unlabeled_category=-1"
+    with pytest.raises(ValueError, match=r"40 missing values \(NaN\) among integer labels.*" + fix):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="ids")
+    adata.obs["ids"] = adata.obs["ids"].astype(float).fillna(-1).astype(int)  # as advised
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="ids", unlabeled_category=-1)
+    assert dv.model.CGMDVAE(adata, **SMALL).label_names == ["1", "2"]
+
+
+def test_cells_without_a_label_are_unlabelled_not_a_label_nan(tmp_path):
+    """New cells whose label is missing (NaN) were warned of as carrying a label 'nan' the
+    model was not trained with, and a load refused them the same way."""
+    adata = _cells()
+    types = adata.obs["cluster"].astype(str).to_numpy().astype(object)
+    types[::3] = "Unknown"
+    adata.obs["type"] = types
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="type")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=1, **FAST)
+    new = adata.copy()
+    new.obs["type"] = new.obs["type"].where(np.arange(new.n_obs) % 2 == 0)  # half missing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # read as unlabelled, with nothing to warn of
+        predicted = model.predict_labels(new)
+    np.testing.assert_array_equal(predicted["label"], model.predict_labels()["label"])
+    model.save(tmp_path / "m")
+    with pytest.raises(ValueError, match=r"holds 60 missing labels \(NaN\)\. Mark those cells"):
+        dv.model.CGMDVAE.load(tmp_path / "m", adata=new)
+
+
+def test_whole_float_labels_are_advised_to_become_integers():
+    """Labels 1.0, 2.0 (floats, no NaN) were told astype(str): labels '1.0', '2.0'."""
+    adata = _cells()
+    adata.obs["ids"] = adata.obs["cluster"].cat.codes.to_numpy().astype(float) + 1
+    with pytest.raises(ValueError, match=r"make them integers, adata.obs\['ids'\] = .*\(int\)"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="ids")
+    adata.obs["ids"] = adata.obs["ids"].astype(int)  # as advised: supervised integer labels
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="ids")
+    assert dv.model.CGMDVAE(adata, **SMALL).label_names == ["1", "2"]
