@@ -151,6 +151,19 @@ def test_sample_factors_of_an_untrained_archetypes_model_are_refused():
         model.get_sample_factors()
 
 
+def test_setup_warnings_point_at_the_users_line():
+    """Warnings with a fixed stacklevel pointed one frame short once every public method was
+    wrapped (closed backed files): setup's 'genes zero in every cell' named deltavae's
+    _backing.py instead of the notebook line that called it."""
+    adata = _cells()
+    adata.X = np.asarray(adata.X.todense() if hasattr(adata.X, "todense") else adata.X)
+    adata.X[:, 0] = 0
+    for cls in (dv.model.ZINBVAE, dv.model.CGMDVAE):
+        with pytest.warns(UserWarning, match="zero in every cell") as record:
+            cls.setup_anndata(adata)
+        assert {w.filename for w in record} == {__file__}
+
+
 def test_setting_an_anndata_with_genes_in_another_order_reads_them_by_name(tmp_path):
     """scvi-tools' ``model.adata = other`` registered other's genes by position (after a
     warning that they were reordered) and made that order the model's training genes: every

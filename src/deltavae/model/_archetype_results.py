@@ -3,7 +3,6 @@ marker genes in scanpy's layout, and matching to known signatures (stable matchi
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence, Set
 
 import numpy as np
@@ -136,18 +135,12 @@ def signature_scores(
         missing = [g for g in members if g not in genes]
         present = [g for g in members if g in genes]
         if not members:
-            warnings.warn(
-                f"signature {name!r} lists no genes; it is left out.",
-                UserWarning,
-                stacklevel=3,  # the caller of Archetypes.match_signatures
-            )
+            warn_user(f"signature {name!r} lists no genes; it is left out.")
         if missing:
             dropped = "; the signature is left out" if not present else ""
-            warnings.warn(
+            warn_user(
                 f"signature {name!r}: {len(missing)} of {len(members)} genes are not in the "
-                f"data: {missing[:20]}{dropped}",
-                UserWarning,
-                stacklevel=3,  # the caller of Archetypes.match_signatures,
+                f"data: {missing[:20]}{dropped}"
             )
         if present:
             gene_sets[str(name)] = genes.get_indexer(present)

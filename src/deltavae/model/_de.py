@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import warnings
 
 import numpy as np
 import scvi
@@ -19,6 +18,7 @@ from ._labels import _label_state, seen_categories
 from ._matrices import with_column
 from ._registered import SCVI_STAND_IN_BATCH
 from ._scvi_glue import check_indices, mask_by_name
+from ._validation import warn_user
 
 #: Cells x genes from which scvi-tools' importance-weighted DE takes minutes on a CPU.
 _SLOW_IMPORTANCE = 1_000_000
@@ -58,11 +58,9 @@ class CheckedExpressionMixin(RNASeqMixin):
             # Draws of randomly chosen cells, not one row per cell: scvi-tools failed making
             # them a frame indexed by the cells ("Shape of passed values is ...").
             if given.get("return_numpy") is False:
-                warnings.warn(
+                warn_user(
                     "n_samples_overall returns draws of randomly chosen cells, not one row per "
-                    "cell: returning an np.ndarray (n_samples_overall x genes).",
-                    UserWarning,
-                    stacklevel=2,
+                    "cell: returning an np.ndarray (n_samples_overall x genes)."
                 )
             args, kwargs = _set_argument(method, args, kwargs, "return_numpy", True)
         result = super().get_normalized_expression(*args, **kwargs)
@@ -115,13 +113,11 @@ class CheckedExpressionMixin(RNASeqMixin):
             and self.device.type == "cpu"
             and data.n_obs * data.n_vars >= _SLOW_IMPORTANCE
         ):
-            warnings.warn(
+            warn_user(
                 "weights='importance' runs scvi-tools' importance sampling, which scores "
                 "every cell against up to 1,024 others: minutes on a CPU (520 s for 342 "
                 "against 154 PBMC cells x 2,000 genes, one thread) where the default "
-                "weights='uniform' takes a second.",
-                UserWarning,
-                stacklevel=2,
+                "weights='uniform' takes a second."
             )
         had_temp = _SCVI_TEMP in data.obs
         try:

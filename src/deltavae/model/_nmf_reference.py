@@ -17,7 +17,7 @@ from .._checks import check_labels, dense, layer_matrix
 from ._genes import _refuse_duplicates, identifier_advice
 from ._matrices import adata_in_memory, to_memory
 from ._nmf_start import FEW_SHARED_GENES
-from ._validation import check_data
+from ._validation import check_data, warn_user
 
 if TYPE_CHECKING:
     from ._nmfdeconv import NMFDeconv
@@ -50,12 +50,10 @@ def _warn_empty_reference_cells(reference: AnnData, layer: str | None) -> None:
     if empty.any():
         where = "reference.X" if layer is None else f"reference.layers[{layer!r}]"
         names = ", ".join(map(str, reference.obs_names[empty][:5]))
-        warnings.warn(
+        warn_user(
             f"{int(empty.sum())} reference cells have no counts in {where} (e.g. {names}); they "
             "lower their cell type's mean counts (its signature) and tell nothing about its "
-            "markers. Drop them first: sc.pp.filter_cells(reference, min_counts=1).",
-            UserWarning,
-            stacklevel=3,
+            "markers. Drop them first: sc.pp.filter_cells(reference, min_counts=1)."
         )
 
 
@@ -265,21 +263,17 @@ class FromReferenceMixin:
                 "genes. " + identifier_advice(spots.var_names, reference.var_names)
             )
         if len(shared) < FEW_SHARED_GENES:
-            warnings.warn(
+            warn_user(
                 f"spots and reference share only {len(shared)} genes; proportions may be poorly "
-                "determined.",
-                UserWarning,
-                stacklevel=2,
+                "determined."
             )
         sizes = pd.Series(labels.codes).value_counts()
         small = [str(labels.categories[code]) for code, size in sizes.items() if size < _FEW_CELLS]
         if small:
-            warnings.warn(
+            warn_user(
                 f"{len(small)} cell types with fewer than {_FEW_CELLS} reference cells: "
                 f"{small[:10]}{' and more' if len(small) > 10 else ''}; their signatures are "
-                "noisy.",
-                UserWarning,
-                stacklevel=2,
+                "noisy."
             )
         if n_markers is not None:
             shared = cls.marker_genes(reference, labels_key, n_markers, reference_layer, shared)

@@ -31,7 +31,7 @@ from ._spots import (
     with_spot_index,
 )
 from ._training_checks import _is_int
-from ._validation import check_model_arguments
+from ._validation import check_model_arguments, warn_user
 
 logger = logging.getLogger(__name__)
 
@@ -314,13 +314,11 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
                 used = genes[np.asarray(index.cpu())]
                 if len(used.difference(names)) == 0 and len(genes.difference(names)):
                     layer = attr_dict["registry_"]["setup_args"].get("layer")
-                    warnings.warn(
+                    warn_user(
                         f"adata lacks {len(genes.difference(names))} of the model's "
                         f"{len(genes)} genes, none of which it reads: the model holds a copy "
                         "with them as zeros (adata itself is unchanged). Write results into "
-                        "adata with model.write_to_adata(adata).",
-                        UserWarning,
-                        stacklevel=2,
+                        "adata with model.write_to_adata(adata)."
                     )
                     with warnings.catch_warnings():
                         warnings.filterwarnings("ignore", message=r".*filled with zeros")

@@ -216,19 +216,15 @@ def check_data(
         )
     if n_empty:
         names = ", ".join(map(str, adata.obs_names[~cell_nonzero][:5]))
-        warnings.warn(
+        warn_user(
             f"{n_empty} {unit} in {where} are all zeros (e.g. {names}); consider "
-            "sc.pp.filter_cells(adata, min_counts=1).",
-            UserWarning,
-            stacklevel=3,
+            "sc.pp.filter_cells(adata, min_counts=1)."
         )
     n_silent = int((~gene_nonzero).sum())
     if n_silent:
-        warnings.warn(
+        warn_user(
             f"{n_silent} genes in {where} are zero in every {unit[:-1]}; consider "
-            "sc.pp.filter_genes(adata, min_cells=1).",
-            UserWarning,
-            stacklevel=3,
+            "sc.pp.filter_genes(adata, min_cells=1)."
         )
 
 
