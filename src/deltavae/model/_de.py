@@ -109,7 +109,9 @@ class CheckedExpressionMixin(RNASeqMixin):
         data = self.adata if given.get("adata") is None else given["adata"]
         if (
             given.get("weights") == "importance"
-            and type(self).get_importance_weights is RNASeqMixin.get_importance_weights
+            # (unwrapped: every public method opens closed backed files, see _backing)
+            and inspect.unwrap(type(self).get_importance_weights)
+            is RNASeqMixin.get_importance_weights
             and self.device.type == "cpu"
             and data.n_obs * data.n_vars >= _SLOW_IMPORTANCE
         ):
