@@ -9,17 +9,17 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import RNASeqMixin
 
 from ..train._convergence import high_rate_note, train_longer
+from ._cluster_predictions import PredictionsMixin
 from ._condition_counts import condition_counts, draw_conditions
 from ._de import CheckedExpressionMixin
 from ._label_setup import warn_if_unlabelled_lookalike
-from ._labels import cluster_index, labels_of
+from ._labels import cluster_index
 from ._registered import several_conditions_error
 from ._validation import warn_user
 
@@ -189,8 +189,9 @@ class ConditionsMixin:
         return seen
 
 
-class ClustersMixin:
-    """Cluster and label names, cluster and label predictions, empty-cluster warnings."""
+class ClustersMixin(PredictionsMixin):
+    """Cluster and label names, cluster and label predictions (:class:`PredictionsMixin`),
+    empty-cluster warnings."""
 
     @property
     def label_names(self) -> list[str]:
@@ -206,71 +207,6 @@ class ClustersMixin:
         labels = self.label_names
         extra = range(self.module.n_clusters - len(labels))
         return labels + [f"novel_{j}" if labels else str(j) for j in extra]
-
-    def predict_clusters(
-        self, adata: AnnData | None = None, soft: bool = False, batch_size: int | None = None
-    ) -> np.ndarray:
-        """Cluster of every cell from q(y | z, c) at the posterior mean of z.
-
-        With ``soft``, the probabilities rank cells by certainty; they run high and are not
-        chances of being right (see :meth:`predict_labels`).
-
-        Parameters
-        ----------
-        adata
-            AnnData set up like the training data; default the training AnnData.
-        soft
-            Return cells x K probabilities instead of cluster indices.
-        batch_size
-            Cells per minibatch.
-
-        Examples
-        --------
-        >>> g.predict_clusters()[:5]  # doctest: +SKIP
-        array([3, 3, 0, 7, 1])
-        """
-        probs = self._posterior(adata, None, batch_size)["probs"]
-        return probs if soft else probs.argmax(1)
-
-    def predict_labels(
-        self, adata: AnnData | None = None, batch_size: int | None = None
-    ) -> pd.DataFrame:
-        """Label of every cell, from q(y | z, c), with its confidence.
-
-        The label is the reference label of the most probable cluster (its name
-        ``novel_j`` for a cluster no label claimed, or the cluster index without labels); the
-        confidence is that cluster's probability. For a query model (see
-        :meth:`load_query_data`) this is label transfer from the reference.
-
-        The confidence ranks cells; it is not the chance of being right. On Kang's PBMCs with
-        70% of the labels hidden (a trial, seeds 0-2), wrong labels had a median confidence
-        of 1.0 (its AUROC for right against wrong 0.80-0.85, as a kNN vote's on PCA), and
-        the cells of a type missing from the reference took a known label with confidence
-        near 1, not a ``novel_j`` cluster: check a label that no marker supports.
-
-        Parameters
-        ----------
-        adata
-            AnnData set up like the model's; default the model's (the query).
-        batch_size
-            Cells per minibatch.
-
-        Returns
-        -------
-        DataFrame indexed by cell with ``label`` (categorical over :attr:`cluster_names`;
-        integer labels as integers, without novel clusters) and ``confidence`` (in [1/K, 1]).
-
-        Examples
-        --------
-        >>> q.predict_labels().head()  # doctest: +SKIP
-        """
-        adata = self._resolve_adata(adata)
-        probs = self._posterior(adata, None, batch_size)["probs"]
-        label = labels_of(self, probs.argmax(1))
-        return pd.DataFrame(
-            {"label": label, "confidence": probs.max(1).astype(np.float32)},
-            index=adata.obs_names.copy(),
-        )
 
     def _mixture_start(self, epoch: int, method: str, train_size: float | None):
         """The mixture-start callback, after checking that enough cells train for K."""

@@ -1,0 +1,132 @@
+"""CGMDVAE's cluster and label predictions: indices, probabilities, and labelled tables as
+scvi-tools' ``SCANVI.predict`` gives them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ._labels import labels_of
+from ._scvi_glue import check_indices, mask_by_name
+
+
+def cell_names(adata: AnnData, indices) -> pd.Index:
+    """The names of the cells ``indices`` selects in ``adata`` (all for ``None``), in the
+    order the model reads them (positions, a boolean mask, or a mask indexed by name).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = AnnData(np.zeros((3, 1)), obs=pd.DataFrame(index=["a", "b", "c"]))
+    >>> cell_names(a, [2, 0]).tolist(), cell_names(a, np.array([True, False, True])).tolist()
+    (['c', 'a'], ['a', 'c'])
+    """
+    if indices is None:
+        return adata.obs_names.copy()
+    rows = np.asarray(mask_by_name(adata, indices, "indices"))
+    check_indices(rows, adata.n_obs)
+    rows = np.flatnonzero(rows) if rows.dtype == bool else rows.astype(int)
+    return adata.obs_names[rows]
+
+
+class PredictionsMixin:
+    """``predict_clusters`` (indices or a cells x K array, as before) and ``predict_labels``
+    (DataFrames indexed by cell; ``soft=True``: a column per cluster, as ``SCANVI.predict``)."""
+
+    def predict_clusters(
+        self,
+        adata: AnnData | None = None,
+        soft: bool = False,
+        batch_size: int | None = None,
+        *,
+        indices: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """Cluster of every cell from q(y | z, c) at the posterior mean of z.
+
+        With ``soft``, the probabilities rank cells by certainty; they run high and are not
+        chances of being right (see :meth:`predict_labels`). For the same probabilities in a
+        DataFrame with the cells' names as index and the cluster names as columns (as
+        scvi-tools' ``SCANVI.predict(soft=True)``), use ``predict_labels(soft=True)``.
+
+        Parameters
+        ----------
+        adata
+            AnnData set up like the training data; default the training AnnData.
+        soft
+            Return a cells x K array of probabilities (columns in :attr:`cluster_names`
+            order) instead of cluster indices.
+        batch_size
+            Cells per minibatch.
+        indices
+            Cells to predict (positions or a boolean mask; default all), in this order.
+
+        Examples
+        --------
+        >>> g.predict_clusters()[:5]  # doctest: +SKIP
+        array([3, 3, 0, 7, 1])
+        """
+        probs = self._posterior(adata, indices, batch_size)["probs"]
+        return probs if soft else probs.argmax(1)
+
+    def predict_labels(
+        self,
+        adata: AnnData | None = None,
+        batch_size: int | None = None,
+        *,
+        indices: Sequence[int] | None = None,
+        soft: bool = False,
+    ) -> pd.DataFrame:
+        """Label of every cell, from q(y | z, c), with its confidence.
+
+        The label is the reference label of the most probable cluster (its name
+        ``novel_j`` for a cluster no label claimed, or the cluster index without labels); the
+        confidence is that cluster's probability. For a query model (see
+        :meth:`load_query_data`) this is label transfer from the reference.
+
+        The confidence ranks cells; it is not the chance of being right. On Kang's PBMCs with
+        70% of the labels hidden (a trial, seeds 0-2), wrong labels had a median confidence
+        of 1.0 (its AUROC for right against wrong 0.80-0.85, as a kNN vote's on PCA), and
+        the cells of a type missing from the reference took a known label with confidence
+        near 1, not a ``novel_j`` cluster: check a label that no marker supports.
+
+        Parameters
+        ----------
+        adata
+            AnnData set up like the model's (a view such as ``adata[mask]``, or new cells);
+            default the model's (the query).
+        batch_size
+            Cells per minibatch.
+        indices
+            Cells of ``adata`` to predict (positions or a boolean mask; default all), in
+            this order.
+        soft
+            Return every cluster's probability instead, as scvi-tools'
+            ``SCANVI.predict(soft=True)`` does.
+
+        Returns
+        -------
+        DataFrame indexed by the cells' names (``adata.obs_names``, of ``indices`` when
+        given). Without ``soft``: ``label`` (categorical over :attr:`cluster_names`; integer
+        labels as integers, without novel clusters) and ``confidence`` (in [1/K, 1]). With
+        ``soft``: one column per cluster, named and ordered as the categories of ``label``
+        (:attr:`cluster_names`), rows summing to 1; ``idxmax(axis=1)`` is the label.
+
+        Examples
+        --------
+        >>> q.predict_labels().head()  # doctest: +SKIP
+        >>> q.predict_labels(soft=True).idxmax(axis=1).head()  # doctest: +SKIP
+        """
+        adata = self._resolve_adata(adata)
+        probs = self._posterior(adata, indices, batch_size)["probs"]
+        names = cell_names(adata, indices)
+        label = labels_of(self, probs.argmax(1))
+        if soft:
+            return pd.DataFrame(
+                probs.astype(np.float32), index=names, columns=pd.Index(label.categories)
+            )
+        return pd.DataFrame(
+            {"label": label, "confidence": probs.max(1).astype(np.float32)}, index=names
+        )

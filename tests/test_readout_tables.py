@@ -1,0 +1,74 @@
+"""Read-outs as a scverse user holds them beside scvi-tools': tables indexed by the cells'
+names with the clusters (labels, cell types) as columns, for a view, a subset by ``indices=``
+and new cells; and spot models built from a view of the spots."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import deltavae as dv
+
+SMALL = {"n_hidden": 16, "n_latent": 4}
+FAST = {"enable_progress_bar": False, "mixture_init": "kmeans"}
+
+
+@pytest.fixture(scope="module")
+def labelled():
+    """A semi-supervised CGMDVAE (labels T0-T2 and a novel cluster) after one epoch."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=20, n_clusters=3, n_conditions=2, seed=0
+    )
+    adata.obs["type"] = "T" + adata.obs["cluster"].astype(str)
+    adata.obs.loc[adata.obs_names[::3], "type"] = "Unknown"
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="type")
+    model = dv.model.CGMDVAE(adata, n_clusters=4, **SMALL)
+    with pytest.warns(UserWarning):  # one epoch: not converged, clusters empty
+        model.train(max_epochs=1, **FAST)
+    return model, adata
+
+
+def test_predict_labels_soft_is_scanvis_table_of_probabilities_by_cell_and_cluster(labelled):
+    """predict_clusters(soft=True) gave an unnamed array, where SCANVI.predict(soft=True)
+    gives a DataFrame of label names by obs_names: predict_labels(soft=True) gives that, for
+    the model's cells, a view, a subset by indices= (in their order) and new cells."""
+    model, adata = labelled
+    soft = model.predict_labels(soft=True)
+    assert list(soft.columns) == model.cluster_names == ["T0", "T1", "T2", "novel_0"]
+    assert soft.index.equals(adata.obs_names)
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(soft.to_numpy(), model.predict_clusters(soft=True), atol=1e-6)
+    hard = model.predict_labels()
+    assert (soft.idxmax(axis=1) == hard["label"].astype(str)).all()
+    np.testing.assert_allclose(soft.max(axis=1), hard["confidence"], atol=1e-6)
+    view = adata[adata.obs["condition"] == adata.obs["condition"].cat.categories[0]]
+    on_view = model.predict_labels(view, soft=True)
+    assert view.is_view and on_view.index.equals(view.obs_names)
+    pd.testing.assert_frame_equal(on_view, soft.loc[view.obs_names])
+    picked = model.predict_labels(indices=[5, 2, 9], soft=True)
+    pd.testing.assert_frame_equal(picked, soft.iloc[[5, 2, 9]])
+    pd.testing.assert_frame_equal(model.predict_labels(indices=[5, 2, 9]), hard.iloc[[5, 2, 9]])
+    mask = np.arange(adata.n_obs) % 4 == 0
+    assert model.predict_labels(indices=mask, soft=True).index.equals(adata.obs_names[mask])
+    np.testing.assert_array_equal(
+        model.predict_clusters(indices=[5, 2, 9]), model.predict_clusters()[[5, 2, 9]]
+    )
+    new = adata[:6].copy()
+    new.obs_names = [f"new_{i}" for i in range(6)]
+    fresh = model.predict_labels(new, soft=True)
+    assert fresh.index.tolist() == [f"new_{i}" for i in range(6)]
+    np.testing.assert_allclose(fresh.to_numpy(), soft.iloc[:6].to_numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match=r"indices selects no cell"):
+        model.predict_labels(indices=[], soft=True)
+
+
+def test_predict_labels_soft_names_integer_labels_as_the_label_column_does():
+    """Integer labels: the columns are the integers that predict_labels' label holds."""
+    adata = dv.datasets.synthetic_counts(n_cells=60, n_genes=12, n_clusters=2, seed=0)
+    codes = adata.obs["cluster"].cat.codes.to_numpy().astype(int) + 1
+    adata.obs["semi"] = np.where(np.arange(adata.n_obs) % 3 == 0, -1, codes)
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="semi", unlabeled_category=-1)
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.is_trained_ = True  # probabilities of the starting weights serve
+    soft = model.predict_labels(soft=True)
+    assert soft.columns.tolist() == [1, 2]
+    assert soft.columns.equals(model.predict_labels()["label"].cat.categories)
