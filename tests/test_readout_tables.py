@@ -72,3 +72,40 @@ def test_predict_labels_soft_names_integer_labels_as_the_label_column_does():
     soft = model.predict_labels(soft=True)
     assert soft.columns.tolist() == [1, 2]
     assert soft.columns.equals(model.predict_labels()["label"].cat.categories)
+
+
+@pytest.fixture(scope="module")
+def spots_and_reference():
+    data = dv.datasets.synthetic_counts(n_cells=300, n_genes=60, n_clusters=3, seed=0)
+    spots, ref = dv.datasets.pseudo_spots(data, "cluster", n_spots=40)
+    return spots[:, :40].copy(), ref
+
+
+@pytest.mark.parametrize("inference", ["amortized", "per_spot"])
+def test_nmfdeconv_from_reference_takes_a_view_of_the_spots_as_spatialimputer_does(
+    spots_and_reference, inference
+):
+    """NMFDeconv.from_reference(spots[mask]) was refused ("adata is a view ... setup_anndata,
+    load and load_query_data write ...", none of which the user called) where
+    SpatialImputer.from_reference took the same view; both now build on a copy of it, and
+    the spots and their parent stay as they were."""
+    spots, ref = spots_and_reference
+    parent = spots.copy()
+    view = parent[np.arange(parent.n_obs) % 2 == 0]
+    kwargs = {"labels_key": "cluster", "n_markers": None, "inference": inference}
+    with pytest.warns(UserWarning, match=r"share only 40 genes"):
+        model = dv.model.NMFDeconv.from_reference(view, reference=ref, **kwargs)
+    assert not model.adata.is_view and model.adata.obs_names.equals(view.obs_names)
+    assert view.is_view and list(parent.obs.columns) == list(spots.obs.columns)
+    assert list(parent.uns) == list(spots.uns)  # no setup written into the parent
+    model.is_trained_ = True  # the starting proportions serve
+    proportions = model.get_proportions()
+    assert proportions.index.equals(view.obs_names) and list(proportions.columns) == [
+        "0",
+        "1",
+        "2",
+    ]
+    np.testing.assert_allclose(proportions.sum(axis=1), 1.0)
+    with pytest.warns(UserWarning, match=r"share only 40 genes"):
+        imputer = dv.model.SpatialImputer.from_reference(view, ref, labels_key="cluster")
+    assert imputer.adata.obs_names.equals(model.adata.obs_names)

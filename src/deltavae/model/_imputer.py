@@ -228,7 +228,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         Parameters
         ----------
         spatial
-            Spots x genes with raw counts (any genes; those not in the reference are unused).
+            Spots x genes with raw counts (any genes; those not in the reference are unused),
+            or a view of them (``spots[mask]``).
         reference
             Single cells x genes with raw counts.
         labels_key

@@ -15,7 +15,7 @@ from anndata import AnnData
 
 from .._checks import check_labels, dense, layer_matrix
 from ._genes import _refuse_duplicates, identifier_advice
-from ._matrices import adata_in_memory, to_memory
+from ._matrices import adata_in_memory, memory_copy, to_memory
 from ._nmf_start import FEW_SHARED_GENES
 from ._validation import check_data, warn_user
 
@@ -217,11 +217,15 @@ class FromReferenceMixin:
         the types apart carry the proportions, while the rest mostly add cell-to-cell noise.
         The spots themselves are registered whole (:meth:`setup_anndata`; nothing is copied,
         so a backed file stays on disk), and the model reads its genes from each minibatch.
+        A view of the spots (``spots[mask]``), which cannot hold a setup, is copied into
+        memory first, as :meth:`deltavae.model.SpatialImputer.from_reference` copies its spots:
+        the model holds the copy (``model.adata``), and ``spots`` is unchanged.
 
         Parameters
         ----------
         spots
-            Spots x genes with raw counts, in memory or opened with :func:`deltavae.read_lazy`.
+            Spots x genes with raw counts, in memory or opened with :func:`deltavae.read_lazy`,
+            or a view of them (copied).
         reference
             Single cells with raw counts and labels.
         labels_key
@@ -285,6 +289,8 @@ class FromReferenceMixin:
                 "dropping %d shared genes with no reference counts", len(shared) - len(expressed)
             )
         spot_index = model_kwargs.get("inference") == "per_spot"
+        if spots.is_view:  # setup_anndata writes into the spots, which a view cannot hold
+            spots = memory_copy(spots)
         with warnings.catch_warnings():
             # Genes the model does not use may be silent in every spot; that says nothing.
             warnings.filterwarnings("ignore", message=r".*genes in .* are zero in every")
