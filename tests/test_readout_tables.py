@@ -109,3 +109,18 @@ def test_nmfdeconv_from_reference_takes_a_view_of_the_spots_as_spatialimputer_do
     with pytest.warns(UserWarning, match=r"share only 40 genes"):
         imputer = dv.model.SpatialImputer.from_reference(view, ref, labels_key="cluster")
     assert imputer.adata.obs_names.equals(model.adata.obs_names)
+
+
+def test_impute_given_the_spots_says_it_takes_gene_names(spots_and_reference):
+    """imputer.impute(spots), as NMFDeconv.get_proportions(spots) is called, read the AnnData
+    row by row as gene names: "40 requested genes are not reference genes: ['View of AnnData
+    object with n_obs x n_vars = 1 x 40 ...', ...]"."""
+    spots, ref = spots_and_reference
+    with pytest.warns(UserWarning, match=r"share only 40 genes"):
+        imputer = dv.model.SpatialImputer.from_reference(spots, ref, labels_key="cluster")
+    imputer.is_trained_ = True
+    with pytest.raises(TypeError, match=r"genes takes gene names; got AnnData\. impute\(\) gi"):
+        imputer.impute(spots)
+    with pytest.raises(TypeError, match=r"got DataFrame\..*write_to_adata\(spots\)"):
+        imputer.impute(spots.to_df())
+    assert imputer.impute(["gene_45"]).index.equals(spots.obs_names)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from anndata import AnnData
 from sklearn.cluster import KMeans
 from sklearn.decomposition import TruncatedSVD
 
@@ -72,6 +73,13 @@ def shared_advice(spot_genes, genes, n_counted: int) -> str:
 
 def requested_genes(known: pd.Index, measured, genes) -> pd.Index:
     """The reference genes ``genes`` names (``None``: those not ``measured``), checked."""
+    if isinstance(genes, AnnData | pd.DataFrame):  # read gene by gene, it named every row
+        raise TypeError(
+            f"genes takes gene names; got {type(genes).__name__}. impute() gives the model's "
+            "own spots (model.adata); write_to_adata(spots) writes them into spots that hold "
+            "them, by name. For other spots, load the saved model onto them (design='latent') "
+            "or fit one on them (SpatialImputer.from_reference)."
+        )
     if genes is None:
         return known[~known.isin(np.asarray(measured).astype(str))]
     genes = pd.Index([str(g) for g in ([genes] if isinstance(genes, str) else genes)])
