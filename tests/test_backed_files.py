@@ -211,3 +211,28 @@ def test_the_matrix_get_from_registry_returns_stays_readable(tmp_path):
     model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
     cells.file.close()
     assert model.get_from_registry(cells, "X")[:2].shape == (2, 30)
+
+
+@pytest.mark.filterwarnings("ignore:.*KL warm-up:UserWarning")
+def test_a_call_reads_the_file_check_once_and_the_next_call_again(tmp_path, monkeypatch):
+    """The check of the file on disk reads it once per public call (train and translate read
+    it twice: an inner public call checked it again), and each call checks it anew."""
+    from deltavae.model import _backing
+
+    path = _write(_cells(), tmp_path / "cells.h5ad")
+    cells = ad.read_h5ad(path, backed="r")
+    cells.obs["condition"] = np.repeat(["a", "b"], 60)
+    dv.model.CGMDVAE.setup_anndata(cells, condition_key="condition")
+    model = dv.model.CGMDVAE(cells, n_clusters=2, n_hidden=8, n_latent=2, n_latent_w=2)
+    reads = []
+    fingerprint_of = _backing._fingerprint_of
+    monkeypatch.setattr(_backing, "_fingerprint_of", lambda m: reads.append(1) or fingerprint_of(m))
+    model.train(max_epochs=1, **TRAIN)
+    assert len(reads) == 1
+    reads.clear()
+    model.translate(cells[:10], target_condition="b", response_weight=0)
+    assert len(reads) == 1
+    cells.file.close()
+    _write(_cells(seed=1), path)
+    with pytest.raises(ValueError, match="replaced or rewritten since it was set up"):
+        model.translate(cells[:10], target_condition="b", response_weight=0)

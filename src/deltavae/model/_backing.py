@@ -11,6 +11,7 @@ without a word.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import hashlib
 import inspect
@@ -27,6 +28,12 @@ from ._validation import warn_user
 #: on-disk matrices when it was set up or first read).
 _FINGERPRINTS: dict[int, tuple[weakref.ref, dict]] = {}
 _WINDOW = 64  # values read at each end of each array of a matrix on disk
+#: ids of the AnnData whose files :func:`check_contents` found unchanged in the public call
+#: running now (None outside one): a call checks each file once, not at each inner call
+#: (differential_expression read it 5 times, translate 3 times, CGMDVAE's train twice).
+_CHECKED_IN_CALL: contextvars.ContextVar[set | None] = contextvars.ContextVar(
+    "deltavae_checked_in_call", default=None
+)
 
 
 def _whole(adata) -> AnnData | None:
@@ -65,9 +72,13 @@ def _opened_for_the_call(method, owner: str, inherited: bool = False):
             except OSError:  # held by a writer: the read, if any, says so itself
                 continue
             opened.append(manager)
+        outermost = _CHECKED_IN_CALL.get() is None
+        token = _CHECKED_IN_CALL.set(set()) if outermost else None
         try:
             return method(*args, **kwargs)
         finally:
+            if token is not None:
+                _CHECKED_IN_CALL.reset(token)
             for manager in opened:
                 manager.close()
 
@@ -242,12 +253,17 @@ def check_contents(adata: AnnData | None) -> None:
     whole = _whole(adata)
     if whole is None or (whole.isbacked and not whole.file.is_open):
         return
+    checked = _CHECKED_IN_CALL.get()
+    if checked is not None and id(whole) in checked:
+        return  # found unchanged earlier in this call
     ref, before = _FINGERPRINTS.get(id(whole), (None, None))
     if ref is None or ref() is not whole:
         record_contents(whole)
         return
     now = _fingerprint(whole)
     if now == before:
+        if checked is not None:
+            checked.add(id(whole))
         return
     where = (
         f"adata's backing file {str(whole.filename)!r}"

@@ -18,12 +18,14 @@ def evaluating(module: torch.nn.Module):
     latents with dropout and moved BatchNorm's statistics, and those that switched to eval
     mode left it so, and the rest of the training ran without dropout."""
     modes = [(sub, sub.training) for sub in module.modules()]
-    module.eval()
+    if any(mode for _, mode in modes):  # else in eval mode already (after train, nested)
+        module.eval()
     try:
         yield module
     finally:
         for sub, mode in modes:
-            sub.training = mode
+            if sub.training != mode:  # torch's __setattr__ is slow: only those changed
+                sub.training = mode
 
 
 def in_eval_mode(method):
