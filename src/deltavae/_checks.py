@@ -93,7 +93,8 @@ def plain_keys(value):
 def short_repr(value, n: int = 5, unit: str = "items") -> str:
     """``repr(value)``, a list, tuple, array, Series or Index of more than ``n`` items cut to
     its first ``n`` (an obs column's values passed as its name made messages of megabytes),
-    numpy's values as Python's.
+    numpy's values as Python's; an object of a long or many-line repr (an AnnData, a DataFrame)
+    as its type and shape.
 
     Examples
     --------
@@ -105,7 +106,13 @@ def short_repr(value, n: int = 5, unit: str = "items") -> str:
     value = value.item() if isinstance(value, np.generic) else value  # not np.int64(3)
     if isinstance(value, list | tuple) and len(value) > n:
         return f"[{', '.join(map(repr, value[:n]))}, ...] ({len(value)} {unit})"
-    return repr(value)
+    text = repr(value)
+    if not isinstance(value, str) and ("\n" in text or len(text) > 200):
+        # An AnnData or a DataFrame where a number or a name was expected: its type and
+        # shape, not a repr of many lines.
+        shape = getattr(value, "shape", None)
+        return type(value).__name__ + (f" of shape {tuple(shape)}" if shape is not None else "")
+    return text
 
 
 #: Setup arguments that take several obs columns; the others name one.

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._checks import short_repr
 from ._genes import match_genes
 from ._labels import refuse_other_type
 from ._registered import category_mappings
@@ -49,3 +50,17 @@ def check_new_spots(adata: AnnData, genes: pd.Index | None, registry: dict | Non
                 "or, as an approximation, label the new spots with a similar training sample."
             )
     return match_genes(adata, genes, advice=_ADVICE)
+
+
+def check_count(method: str, name: str, value, meaning: str) -> None:
+    """Refuse a ``value`` of ``name`` (``meaning``, what it counts) that is not a positive
+    integer, by its type and shape for an AnnData: ``method`` reads the fitted archetypes."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        hint = (
+            f" {method} reads the fitted archetypes and takes no spots."
+            if isinstance(value, AnnData)
+            else ""
+        )
+        raise ValueError(
+            f"{name} must be a positive integer ({meaning}); got {short_repr(value)}.{hint}"
+        )

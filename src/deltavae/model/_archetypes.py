@@ -17,7 +17,7 @@ from scvi.model.base import BaseModelClass
 from ..module import ArchetypesModule
 from . import _archetype_results as results
 from ._archetypal_analysis import check_archetype_count, start_archetypes
-from ._archetype_checks import check_new_spots
+from ._archetype_checks import check_count, check_new_spots
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import candidate_samples, candidate_spots, restore_candidate_samples
@@ -359,7 +359,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         --------
         >>> a.get_anchors(10).value_counts()  # doctest: +SKIP
         """
-        check_model_arguments({"n_anchors": n_anchors})
+        check_count("get_anchors", "n_anchors", n_anchors, "spots kept per archetype")
         with warnings.catch_warnings():  # get_archetype_weights warns about empty spots
             warnings.filterwarnings("ignore", message=r".* spots have no counts in the")
             weights = self.get_archetype_weights()
@@ -397,7 +397,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         --------
         >>> a.get_markers(20)["names"]["A0"][:5]  # doctest: +SKIP
         """
-        check_model_arguments({"n_genes": n_genes})
+        check_count("get_markers", "n_genes", n_genes, "genes kept per archetype")
         profiles = self.get_archetype_profiles() * _CP10K
         return results.rank_genes_layout(profiles, n_genes, self.dominant_key)
 

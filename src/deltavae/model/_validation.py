@@ -400,7 +400,7 @@ def check_model_arguments(
     """
     for name, value in (sizes or {}).items():
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+            raise ValueError(f"{name} must be a positive integer; got {short_repr(value)}.")
     if dropout_rate is not None and not (
         isinstance(dropout_rate, int | float) and 0 <= dropout_rate < 1
     ):
