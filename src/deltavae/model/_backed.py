@@ -78,6 +78,15 @@ def writes_backed(write_to_adata):
 
     @functools.wraps(write_to_adata)
     def write(self, adata: AnnData | None = None, *args, **kwargs):
+        given = getattr(self, "_query_adata", None)
+        if adata is None and given is not None and given.is_view:
+            # load(dir, spots[mask]) or model.adata = spots[mask]: the model reads a copy.
+            raise ValueError(
+                "The AnnData the model was given (to load, or as model.adata) is a view "
+                "(adata[mask]): anndata would write the results into a copy of it, and the "
+                "AnnData it views would get nothing. Pass the AnnData to write into, a copy "
+                "you keep: sub = adata[mask].copy(); model.write_to_adata(sub)."
+            )
         if _has_more_genes(self, adata):
             # The whole object of a model trained on some of its genes (highly variable ones,
             # those shared with a reference): the results are per cell, so compute them on

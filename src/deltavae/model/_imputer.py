@@ -18,6 +18,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._genes import _refuse_duplicates, check_own_adata
 from ._imputer_reference import (
+    check_design,
     cluster_states,
     imputed_spots,
     neighbour_cells,
@@ -41,8 +42,6 @@ from ._validation import _matrix, check_data, warn_user
 
 logger = logging.getLogger(__name__)
 
-_DESIGNS = ("deconvolution", "latent")
-_PROFILES = ("neighbours", "type")
 _FEW_SHARED_GENES = 50
 _CHUNK = 4096
 
@@ -128,10 +127,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         dropout_rate: float = 0.1,
     ):
         super().__init__(adata)
-        if design not in _DESIGNS:
-            raise ValueError(f"design must be one of {_DESIGNS}; got {design!r}.")
-        if profiles not in _PROFILES:
-            raise ValueError(f"profiles must be one of {_PROFILES}; got {profiles!r}.")
+        check_design(design, profiles)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0; got {temperature}.")
         if not 0 < technology_sd < float("inf"):  # NaN too
@@ -259,10 +255,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         --------
         >>> imputer = dv.model.SpatialImputer.from_reference(spots, reference=ref)  # doctest: +SKIP
         """
-        if design not in _DESIGNS:
-            raise ValueError(f"design must be one of {_DESIGNS}; got {design!r}.")
-        if profiles not in _PROFILES:
-            raise ValueError(f"profiles must be one of {_PROFILES}; got {profiles!r}.")
+        check_design(design, profiles)
         for name, data in (("spatial", spatial), ("reference", reference)):
             if not isinstance(data, AnnData):  # a table of profiles: SpatialImputer(...) itself
                 raise TypeError(f"{name} must be an AnnData; got {type(data).__name__}.")
@@ -412,20 +405,32 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         warn_empty_spots(n_empty, self.adata.n_obs, "imputed values", self.adata.n_vars)
         return pd.DataFrame(np.concatenate(blocks), index=self.adata.obs_names, columns=chosen)
 
-    def get_proportions(self) -> pd.DataFrame:
+    def get_proportions(self, adata: AnnData | None = None) -> pd.DataFrame:
         """Shares of the reference states in every spot (deconvolution design).
+
+        Parameters
+        ----------
+        adata
+            The model's spots or some of them (matched by name, in any order; any genes),
+            e.g. the AnnData passed to :meth:`from_reference`; rows follow its order. Default
+            every spot of the model. Other spots are refused: the proportions are fitted per
+            spot.
 
         Examples
         --------
         >>> imputer.get_proportions().idxmax(axis=1).head()  # doctest: +SKIP
+        >>> imputer.get_proportions(spots[spots.obs["region"] == "cortex"])  # doctest: +SKIP
         """
         if self.design_ != "deconvolution":
             raise ValueError("get_proportions needs design='deconvolution'.")
+        if adata is not None:  # checked before the model's state
+            adata = imputed_spots(self, adata, what="Proportions")
         self._check_if_trained(warn=False)
         with torch.no_grad():
             values = self.module.proportions().cpu().numpy()[fitted_rows(self)].astype(float)
         values /= values.sum(axis=1, keepdims=True)
-        return pd.DataFrame(values, index=self.adata.obs_names, columns=self.state_names_)
+        table = pd.DataFrame(values, index=self.adata.obs_names, columns=self.state_names_)
+        return table if adata is None else table.loc[adata.obs_names]
 
     @writes_backed
     def write_to_adata(
@@ -475,8 +480,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         adata
             The spots; their genes are reduced to the model's (on a copy). The deconvolution
             design fits parameters per spot: it loads onto its own spots only, which are put
-            back in the fitted order by name. ``None`` uses the AnnData saved with the model
-            (``save(..., save_anndata=True)``).
+            back in the fitted order by name; a view (``spots[mask]``) too, on a copy.
+            ``None`` uses the AnnData saved with the model (``save(..., save_anndata=True)``).
         **kwargs
             Passed to :meth:`deltavae.model.ZINBVAE.load`.
         """

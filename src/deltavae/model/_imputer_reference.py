@@ -14,6 +14,17 @@ from sklearn.decomposition import TruncatedSVD
 
 from ._genes import identifier_advice
 
+_DESIGNS = ("deconvolution", "latent")
+_PROFILES = ("neighbours", "type")
+
+
+def check_design(design, profiles) -> None:
+    """Refuse a SpatialImputer design or profiles it does not know, naming those it does."""
+    if design not in _DESIGNS:
+        raise ValueError(f"design must be one of {_DESIGNS}; got {design!r}.")
+    if profiles not in _PROFILES:
+        raise ValueError(f"profiles must be one of {_PROFILES}; got {profiles!r}.")
+
 
 def state_profiles(counts, labels: pd.Categorical, genes: pd.Index) -> pd.DataFrame:
     """Mean counts per cell of each state: states x genes (the NB mean of a state's cells).
@@ -141,20 +152,26 @@ def neighbour_cells(cells, cell_states, genes: pd.Index, states: pd.Index):
     return torch.as_tensor(values), torch.as_tensor(codes)
 
 
-def imputed_spots(model, adata):
-    """``adata`` when it holds spots of the imputer ``model``'s, by name; else a clear error."""
+def imputed_spots(model, adata, what: str = "Imputations"):
+    """``adata`` when it holds spots of the imputer ``model``'s, by name; else a clear error
+    (``what``: the results, the model's spots' only)."""
+    if not isinstance(adata, AnnData):
+        raise TypeError(
+            f"adata must be an AnnData of the model's spots (or some of them); got "
+            f"{type(adata).__name__}."
+        )
     names, own = adata.obs_names, model.adata.obs_names
     foreign = names[~names.isin(own)]
     if len(foreign) or names.has_duplicates:
-        what = f"{len(foreign)} spots it was not fitted on (e.g. {foreign[:3].tolist()})"
-        what = what if len(foreign) else "repeated spot names"
+        found = f"{len(foreign)} spots it was not fitted on (e.g. {foreign[:3].tolist()})"
+        found = found if len(foreign) else "repeated spot names"
         other = (  # the latent design's encoder maps any spots; the deconvolution's fit
             "save the model and load it onto them (SpatialImputer.load(dir, spots))"
             if model.design_ == "latent"
             else "fit a model on them (SpatialImputer.from_reference)"
         )
         raise ValueError(
-            "Imputations are of the model's spots: the AnnData must hold spots of its "
-            f"{model.adata.n_obs}, matched by name; it holds {what}. For other spots, {other}."
+            f"{what} are of the model's spots: the AnnData must hold spots of its "
+            f"{model.adata.n_obs}, matched by name; it holds {found}. For other spots, {other}."
         )
     return adata

@@ -297,7 +297,8 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         adata
             Spots with the training genes, or with those the model reads (:meth:`used_genes`;
             the others zeros on a copy); ``inference="per_spot"`` loads onto its own spots,
-            by name. ``None`` uses the AnnData saved with the model.
+            by name. A view (``spots[mask]``) is copied into memory. ``None`` uses the
+            AnnData saved with the model.
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``, ...).
 

@@ -90,8 +90,34 @@ class SpotModelMixin:
         super()._finish_init(summary, init_locals)
 
     @classmethod
+    def load(cls, dir_path: str, adata=None, **kwargs):
+        """Load a saved model, checking the file and the genes first.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        adata
+            The spots, with the training genes in their order; a model fitted per spot loads
+            onto its own spots, by name. A view (``spots[mask]``) is copied into memory, as
+            ``from_reference`` copies one: pass ``write_to_adata`` the AnnData to write into.
+            ``None`` uses the AnnData saved with the model.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``, ...).
+
+        Examples
+        --------
+        >>> a = dv.model.Archetypes.load("archetypes/", spots)  # doctest: +SKIP
+        """
+        return super().load(dir_path, adata=adata, **kwargs)
+
+    @classmethod
     def _spots_to_load(cls, adata, attr_dict: dict, state_dict: dict):
-        """The load hook of :meth:`DeltaModelMixin.load`: see :func:`fitted_spots`."""
+        """The load hook of :meth:`DeltaModelMixin.load`: a view (``spots[mask]``) copied, in
+        memory, as ``from_reference`` copies one (the model reads the copy; ``write_to_adata``
+        is told where to write), then the fitted spots (:func:`fitted_spots`)."""
+        if adata.is_view:
+            adata = memory_copy(adata)
         if cls._per_spot_parameter is None:
             return adata
         return fitted_spots(adata, attr_dict, state_dict, cls._per_spot_parameter, cls.__name__)

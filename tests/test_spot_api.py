@@ -1,0 +1,124 @@
+"""The three spot models' public API as one: the same argument forms for the same meaning
+(spots passed to get_proportions and load), and messages a user can read."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import deltavae as dv
+
+TRAIN = {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False}
+
+
+@pytest.fixture(scope="module")
+def split():
+    cells = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=40, n_clusters=3, n_conditions=1, seed=1
+    )
+    return dv.datasets.pseudo_spots(cells, "cluster", n_spots=40, cells_per_spot=(2, 6), seed=3)
+
+
+def _imputer(split, **kwargs):
+    spots, ref = split
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # few shared genes
+        model = dv.model.SpatialImputer.from_reference(
+            spots[:, :30], reference=ref, labels_key="cluster", profiles="type", **kwargs
+        )
+        model.train(**TRAIN)
+    return model
+
+
+@pytest.fixture(scope="module")
+def archetypes():
+    mix = dv.datasets.convex_mixtures(n_spots=40, n_genes=60, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    model = dv.model.Archetypes(mix, n_archetypes=3, min_spots=1)
+    model.train(**TRAIN)
+    return model, mix
+
+
+def test_imputer_proportions_of_some_spots_as_nmfdeconvs(split):
+    """SpatialImputer.get_proportions(spots) failed with Python's bare TypeError ('takes 1
+    positional argument'), where NMFDeconv.get_proportions(adata) takes the spots."""
+    spots, _ = split
+    model = _imputer(split)
+    whole = model.get_proportions()
+    some = spots[spots.obs_names[[7, 2, 30]]]  # any genes, any order, a view
+    part = model.get_proportions(some)
+    assert list(part.index) == list(some.obs_names)
+    pd.testing.assert_frame_equal(part, whole.loc[some.obs_names])
+    pd.testing.assert_frame_equal(model.get_proportions(adata=spots), whole)
+    other = spots.copy()
+    other.obs_names = [f"new_{i}" for i in range(other.n_obs)]
+    with pytest.raises(ValueError, match=r"Proportions are of the model's spots.*40 spots it"):
+        model.get_proportions(other)
+    with pytest.raises(TypeError, match="adata must be an AnnData of the model's spots"):
+        model.get_proportions(spots.to_df())
+
+
+def test_archetype_counts_name_an_anndata_by_type_and_say_what_they_count(archetypes):
+    """get_markers(spots) and get_anchors(spots) printed the AnnData's whole repr, many lines,
+    in 'must be a positive integer'."""
+    model, mix = archetypes
+    for method, name, meaning in (
+        ("get_markers", "n_genes", "genes kept per archetype"),
+        ("get_anchors", "n_anchors", "spots kept per archetype"),
+    ):
+        with pytest.raises(ValueError) as err:
+            getattr(model, method)(mix)
+        message = str(err.value)
+        assert message == (
+            f"{name} must be a positive integer ({meaning}); got AnnData of shape (40, 60). "
+            f"{method} reads the fitted archetypes and takes no spots."
+        )
+    with pytest.raises(ValueError, match=r"n_genes must be a positive integer .*; got 0\.$"):
+        model.get_markers(0)
+
+
+def test_short_repr_of_an_anndata_or_a_table_is_its_type_and_shape(archetypes):
+    _, mix = archetypes
+    from deltavae._checks import short_repr
+
+    assert short_repr(mix) == "AnnData of shape (40, 60)"
+    assert short_repr(pd.DataFrame(np.zeros((40, 3)))) == "DataFrame of shape (40, 3)"
+    assert short_repr("x" * 300) == repr("x" * 300) and short_repr(3) == "3"
+
+
+def _saved(model, path):
+    model.save(path)
+    return path
+
+
+def test_spot_models_load_onto_a_view_as_from_reference_takes_one(split, archetypes, tmp_path):
+    """NMFDeconv.load(dir, spots[mask]) and Archetypes.load refused a view (setup_anndata's
+    message) while SpatialImputer.load copied it. Each now copies it (the view and its parent
+    unchanged), gives the results of the copy, and write_to_adata() without an AnnData is
+    told to take a copy rather than anndata turning the view into one with a warning."""
+    spots, ref = split
+    nmf = dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key="cluster")
+    nmf.train(**TRAIN)
+    mix = archetypes[1]
+    cases = (
+        (dv.model.NMFDeconv, _saved(nmf, tmp_path / "nmf"), spots, "get_proportions"),
+        (dv.model.SpatialImputer, _saved(_imputer(split), tmp_path / "imp"), spots, "impute"),
+        (dv.model.Archetypes, _saved(archetypes[0], tmp_path / "arc"), mix, "get_markers"),
+    )
+    for cls, path, data, read in cases:
+        view = data[np.arange(data.n_obs)]
+        obs = view.obs.copy()
+        model = cls.load(path, view)
+        assert view.is_view and not model.adata.is_view
+        pd.testing.assert_frame_equal(view.obs, obs)  # no setup column written into the view
+        assert "_indices" not in data.obs and "_scvi_batch" not in data.obs
+        expected = getattr(cls.load(path, data.copy()), read)()
+        if isinstance(expected, dict):
+            assert list(getattr(model, read)()["names"]) == list(expected["names"])
+        else:
+            pd.testing.assert_frame_equal(getattr(model, read)(), expected)
+        with pytest.raises(ValueError, match=r"is a view \(adata\[mask\]\).*adata\[mask\]\.copy"):
+            model.write_to_adata()
+        sub = view.copy()
+        assert model.write_to_adata(sub)
