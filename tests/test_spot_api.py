@@ -122,3 +122,21 @@ def test_spot_models_load_onto_a_view_as_from_reference_takes_one(split, archety
             model.write_to_adata()
         sub = view.copy()
         assert model.write_to_adata(sub)
+
+
+def test_both_from_reference_take_the_spots_as_spots(split):
+    """NMFDeconv.from_reference named its spots ``spots``, SpatialImputer's ``spatial``:
+    spots= raised 'unexpected keyword' on the imputer. Both take spots=; spatial= still works."""
+    spots, ref = split
+    args = {"reference": ref, "labels_key": "cluster", "profiles": "type"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # few shared genes
+        by_name = dv.model.SpatialImputer.from_reference(spots=spots[:, :30], **args)
+        earlier = dv.model.SpatialImputer.from_reference(spatial=spots[:, :30], **args)
+        with pytest.raises(TypeError, match=r"pass the spots once: spots="):
+            dv.model.SpatialImputer.from_reference(spots, spatial=spots, **args)
+    assert (
+        list(by_name.adata.var_names) == list(earlier.adata.var_names) == list(spots.var_names[:30])
+    )
+    nmf = dv.model.NMFDeconv.from_reference(spots=spots.copy(), reference=ref, labels_key="cluster")
+    assert nmf.adata.n_obs == by_name.adata.n_obs == spots.n_obs

@@ -19,12 +19,13 @@ from ._base import DeltaModelMixin
 from ._genes import _refuse_duplicates, check_own_adata
 from ._imputer_reference import (
     check_design,
+    check_shared,
     cluster_states,
     imputed_spots,
     neighbour_cells,
     reference_genes,
     requested_genes,
-    shared_advice,
+    spots_argument,
     state_profiles,
 )
 from ._matrices import adata_in_memory, memory_copy, row_sums, to_memory
@@ -38,11 +39,10 @@ from ._spots import (
     spots_to_load,
     warn_empty_spots,
 )
-from ._validation import _matrix, check_data, warn_user
+from ._validation import _matrix, check_data
 
 logger = logging.getLogger(__name__)
 
-_FEW_SHARED_GENES = 50
 _CHUNK = 4096
 
 
@@ -202,8 +202,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
     @classmethod
     def from_reference(
         cls,
-        spatial: AnnData,
-        reference: AnnData,
+        spots: AnnData | None = None,
+        reference: AnnData | None = None,
         labels_key: str | None = "cell_type",
         design: Literal["deconvolution", "latent"] = "deconvolution",
         profiles: Literal["neighbours", "type"] = "neighbours",
@@ -212,20 +212,22 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         n_states: int = 30,
         min_shared_genes: int = 10,
         seed: int = 0,
+        spatial: AnnData | None = None,
         **model_kwargs,
     ) -> SpatialImputer:
         """Build the model from spots and a single-cell reference, matching genes by name.
 
         The spots keep the genes they share with the reference and that it counts, in its
-        order (the spots' own gene order does not matter), on a copy: ``spatial`` is unchanged.
+        order (the spots' own gene order does not matter), on a copy: ``spots`` is unchanged.
         The reference's genes are the ones that can be imputed, less the spots' genes it never
         counts (no reference state explains them; the spots measured them).
 
         Parameters
         ----------
-        spatial
+        spots
             Spots x genes with raw counts (any genes; those not in the reference are unused),
-            or a view of them (``spots[mask]``).
+            or a view of them (``spots[mask]``); named as :meth:`NMFDeconv.from_reference`'s
+            (``spatial=``, its earlier name, is taken too).
         reference
             Single cells x genes with raw counts.
         labels_key
@@ -256,34 +258,18 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> imputer = dv.model.SpatialImputer.from_reference(spots, reference=ref)  # doctest: +SKIP
         """
         check_design(design, profiles)
-        for name, data in (("spatial", spatial), ("reference", reference)):
+        spots = spots_argument(spots, spatial)
+        for name, data in (("spots", spots), ("reference", reference)):
             if not isinstance(data, AnnData):  # a table of profiles: SpatialImputer(...) itself
                 raise TypeError(f"{name} must be an AnnData; got {type(data).__name__}.")
             _refuse_duplicates(pd.Index(data.var_names.astype(str)), name)
-        _matrix(spatial, layer, "spatial")  # a missing layer is named before the reference work
+        _matrix(spots, layer, "spatial")  # a missing layer is named before the reference work
         reference = adata_in_memory(reference)  # read_lazy or backed: signatures need it all
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
         counts, ref_genes, shared = reference_genes(
-            layer_matrix(reference, reference_layer), reference.var_names, spatial.var_names
+            layer_matrix(reference, reference_layer), reference.var_names, spots.var_names
         )
-        if len(shared) < min_shared_genes:
-            raise ValueError(
-                f"spatial ({spatial.n_vars} genes, e.g. {list(spatial.var_names[:3])}) and "
-                f"reference ({reference.n_vars} genes, e.g. {list(reference.var_names[:3])}) "
-                f"share {len(shared)} genes; at least {min_shared_genes} are needed "
-                "(min_shared_genes). "
-                + shared_advice(spatial.var_names, reference.var_names, len(shared))
-            )
-        if len(shared) == len(ref_genes):
-            raise ValueError(
-                "the spots already measure every gene the reference counts: there is nothing to "
-                "impute. The reference must hold the genes to impute."
-            )
-        if len(shared) < _FEW_SHARED_GENES:
-            warn_user(
-                f"spatial and reference share only {len(shared)} genes; the spots' states "
-                "(and so the imputed genes) may be poorly determined."
-            )
+        check_shared(spots, reference, shared, len(ref_genes), min_shared_genes)
         logger.info("%d shared genes with reference counts", len(shared))
         cells = None  # the single cells: the latent design's rows, or the neighbours
         if design == "latent" or profiles == "neighbours":  # float32, as the module reads them
@@ -300,9 +286,9 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             if profiles == "neighbours":
                 model_kwargs.update(cells=cells, cell_states=np.asarray(labels).astype(str))
             rows = state_profiles(counts, labels, ref_genes)
-        if spatial.isbacked and spatial.is_view:  # anndata indexes a backed view no further
-            spatial = to_memory(spatial)
-        spots = spatial[:, shared.to_numpy()]
+        if spots.isbacked and spots.is_view:  # anndata indexes a backed view no further
+            spots = to_memory(spots)
+        spots = spots[:, shared.to_numpy()]
         spots = memory_copy(spots)
         cls.setup_anndata(spots, layer=layer)
         return cls(spots, reference=rows, design=design, profiles=profiles, **model_kwargs)

@@ -13,9 +13,11 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import TruncatedSVD
 
 from ._genes import identifier_advice
+from ._validation import warn_user
 
 _DESIGNS = ("deconvolution", "latent")
 _PROFILES = ("neighbours", "type")
+_FEW_SHARED_GENES = 50
 
 
 def check_design(design, profiles) -> None:
@@ -175,3 +177,39 @@ def imputed_spots(model, adata, what: str = "Imputations"):
             f"{model.adata.n_obs}, matched by name; it holds {found}. For other spots, {other}."
         )
     return adata
+
+
+def spots_argument(spots, spatial):
+    """The spots given to ``SpatialImputer.from_reference``: ``spots`` (NMFDeconv's name), or
+    ``spatial``, its earlier name; not both."""
+    if spatial is not None and spots is not None:
+        raise TypeError("pass the spots once: spots=... (spatial= is its earlier name).")
+    spots = spatial if spots is None else spots
+    if spots is None:
+        raise TypeError(
+            "from_reference needs the spots: SpatialImputer.from_reference(spots, reference=ref)."
+        )
+    return spots
+
+
+def check_shared(spots, reference, shared, n_reference_genes: int, min_shared_genes: int):
+    """Refuse too few genes shared by ``spots`` and ``reference`` (``shared``) or none left to
+    impute (the reference counts ``n_reference_genes``); warn when few are shared."""
+    if len(shared) < min_shared_genes:
+        raise ValueError(
+            f"spatial ({spots.n_vars} genes, e.g. {list(spots.var_names[:3])}) and "
+            f"reference ({reference.n_vars} genes, e.g. {list(reference.var_names[:3])}) "
+            f"share {len(shared)} genes; at least {min_shared_genes} are needed "
+            "(min_shared_genes). "
+            + shared_advice(spots.var_names, reference.var_names, len(shared))
+        )
+    if len(shared) == n_reference_genes:
+        raise ValueError(
+            "the spots already measure every gene the reference counts: there is nothing to "
+            "impute. The reference must hold the genes to impute."
+        )
+    if len(shared) < _FEW_SHARED_GENES:
+        warn_user(
+            f"spatial and reference share only {len(shared)} genes; the spots' states "
+            "(and so the imputed genes) may be poorly determined."
+        )
