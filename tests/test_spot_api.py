@@ -140,3 +140,25 @@ def test_both_from_reference_take_the_spots_as_spots(split):
     )
     nmf = dv.model.NMFDeconv.from_reference(spots=spots.copy(), reference=ref, labels_key="cluster")
     assert nmf.adata.n_obs == by_name.adata.n_obs == spots.n_obs
+
+
+def test_a_table_for_the_spots_is_refused_by_type(split, archetypes):
+    """A DataFrame passed for the spots failed with pandas' AttributeError ('DataFrame' object
+    has no attribute 'obs' / 'is_view') in every read-out and write_to_adata."""
+    spots, ref = split
+    nmf = dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key="cluster")
+    nmf.train(**TRAIN)
+    model, mix = archetypes
+    calls = (
+        lambda: nmf.get_proportions(spots.to_df()),
+        lambda: nmf.get_abundance(spots.to_df()),
+        lambda: nmf.write_to_adata(spots.to_df()),
+        lambda: model.get_archetype_weights(mix.to_df()),
+        lambda: model.write_to_adata(mix.X),
+        lambda: _imputer(split).write_to_adata(spots.to_df()),
+    )
+    for call in calls:
+        with pytest.raises(
+            TypeError, match=r"adata must be an AnnData .*; got (DataFrame|csr_matrix) of shape"
+        ):
+            call()

@@ -90,6 +90,28 @@ def plain_keys(value):
     return value.tolist() if isinstance(value, pd.Index | pd.Series | np.ndarray) else value
 
 
+def check_anndata(adata, name: str = "adata"):
+    """``adata`` when it is an AnnData or None; else a TypeError naming what was passed (a
+    DataFrame or a matrix failed with AttributeError: no attribute 'obs' or 'is_view').
+
+    Examples
+    --------
+    >>> check_anndata(np.ones((2, 2)))
+    Traceback (most recent call last):
+    ...
+    TypeError: adata must be an AnnData (cells x genes); got ndarray of shape (2, 2). ...
+    """
+    if adata is None or isinstance(adata, ad.AnnData):
+        return adata
+    shape = getattr(adata, "shape", None)
+    got = type(adata).__name__ + (f" of shape {tuple(shape)}" if shape is not None else "")
+    raise TypeError(
+        f"{name} must be an AnnData (cells x genes); got {got}. Wrap a table or a matrix with "
+        "anndata.AnnData(X), with the model's genes as var_names, or pick the modality of a "
+        "MuData (mdata['rna'])."
+    )
+
+
 def short_repr(value, n: int = 5, unit: str = "items") -> str:
     """``repr(value)``, a list, tuple, array, Series or Index of more than ``n`` items cut to
     its first ``n`` (an obs column's values passed as its name made messages of megabytes),

@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from anndata.io import write_elem
 
+from .._checks import check_anndata
 from .._io import result_slots, write_obs_columns
 from ._matrices import memory_copy, on_disk
 from ._validation import warn_user
@@ -78,6 +79,7 @@ def writes_backed(write_to_adata):
 
     @functools.wraps(write_to_adata)
     def write(self, adata: AnnData | None = None, *args, **kwargs):
+        adata = check_anndata(adata)
         given = getattr(self, "_query_adata", None)
         if adata is None and given is not None and given.is_view:
             # load(dir, spots[mask]) or model.adata = spots[mask]: the model reads a copy.

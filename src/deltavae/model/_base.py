@@ -17,6 +17,7 @@ from anndata import AnnData
 from scvi.model._utils import get_max_epochs_heuristic, parse_device_args
 from scvi.model.base import PyroSviTrainMixin
 
+from .._checks import check_anndata
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
 from ..train._checkpoint import RestoreBestValidation
 from ..train._convergence import DEFAULT_LR, NotConvergedWarning, high_rate_note, still_improving
@@ -438,7 +439,7 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
         Every public method that reads an AnnData goes through here, so genes in another
         order, missing or unknown genes are caught once for all of them.
         """
-        given = adata
+        given = adata = check_anndata(adata)
         check_still_on_disk(getattr(self, "_adata", None) if adata is None else adata)
         if adata is not None and adata is not getattr(self, "_adata", None):
             if adata.is_view and copy_if_view:
@@ -488,7 +489,7 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
         return _OnDevice(super()._make_data_loader(**kwargs), self.module)
 
     def _resolve_adata(self, adata: AnnData | None) -> AnnData:
-        adata = self.adata if adata is None else adata
+        adata = self.adata if adata is None else check_anndata(adata)
         if adata is None:
             raise ValueError("No AnnData given and the model holds none.")
         return adata
