@@ -57,6 +57,8 @@ def test_imputer_proportions_of_some_spots_as_nmfdeconvs(split):
         model.get_proportions(other)
     with pytest.raises(TypeError, match="adata must be an AnnData of the model's spots"):
         model.get_proportions(spots.to_df())
+    with pytest.raises(ValueError, match=r"needs design='deconvolution' \(the default\).*no"):
+        _imputer(split, design="latent").get_proportions(spots)
 
 
 def test_archetype_counts_name_an_anndata_by_type_and_say_what_they_count(archetypes):

@@ -408,7 +408,10 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> imputer.get_proportions(spots[spots.obs["region"] == "cortex"])  # doctest: +SKIP
         """
         if self.design_ != "deconvolution":
-            raise ValueError("get_proportions needs design='deconvolution'.")
+            raise ValueError(
+                "get_proportions needs design='deconvolution' (the default): the latent design "
+                "fits no state proportions. Build the model with design='deconvolution'."
+            )
         if adata is not None:  # checked before the model's state
             adata = imputed_spots(self, adata, what="Proportions")
         self._check_if_trained(warn=False)
