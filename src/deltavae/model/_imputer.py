@@ -226,8 +226,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         ----------
         spots
             Spots x genes with raw counts (any genes; those not in the reference are unused),
-            or a view of them (``spots[mask]``); named as :meth:`NMFDeconv.from_reference`'s
-            (``spatial=``, its earlier name, is taken too).
+            or a view of them (``spots[mask]``); named as :meth:`NMFDeconv.from_reference`'s.
         reference
             Single cells x genes with raw counts.
         labels_key
@@ -246,6 +245,8 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             Fewest shared genes accepted.
         seed
             Seed of the clustering of an unlabelled reference.
+        spatial
+            The earlier name of ``spots``, still taken (pass one of the two).
         **model_kwargs
             Passed to :class:`SpatialImputer`.
 
