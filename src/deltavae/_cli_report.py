@@ -35,6 +35,14 @@ SPATIAL_MODELS = ("nmfdeconv", "archetypes", "imputer")
 
 #: A model's advice names its Python arguments; printed by the CLI, it names the flags.
 _FLAGS = (
+    # First, before max_epochs is rewritten.
+    # The CLI sets no warm-up: it is a share of the epochs, so more epochs lengthen both.
+    (
+        r"Train longer \(a larger max_epochs\), or pass n_epochs_kl_warmup=None to train on "
+        r"the full ELBO from the start",
+        "Train longer (--epochs)",
+    ),
+    (r"\(n_epochs_kl_warmup='auto': ([^)]*) of max_epochs", r"(\1 of --epochs"),
     (r"\badata\.X is empty \(None\); pass the layer", "adata.X is empty (None); pass --layer"),
     (
         r"\breference\.X is empty \(None\); pass the layer",
@@ -66,8 +74,6 @@ _FLAGS = (
     (r"\(lr=([^)]+)\)", r"(--lr \1)"),
     (r"with the default rate first", "without --lr first"),
     (r"\baccelerator='(\w+)'", r"--accelerator \1"),
-    # The CLI sets no warm-up: it is a share of the epochs, so more epochs lengthen both.
-    (r"Train longer than n_epochs_kl_warmup, or shorten the warm-up", "Train longer (--epochs)"),
     (
         r"raise early_stopping_patience \(scvi-tools' default is 45\) or train without "
         r"early stopping",
@@ -86,7 +92,8 @@ def _as_flags(note: str) -> str:
     --------
     >>> _as_flags("pass a max_epochs above this run's 5, with early_stopping=True to stop")
     "pass --epochs above this run's 5, with --early-stopping to stop"
-    >>> _as_flags("Train longer than n_epochs_kl_warmup, or shorten the warm-up.")
+    >>> _as_flags("Train longer (a larger max_epochs), or pass n_epochs_kl_warmup=None to train "
+    ...           "on the full ELBO from the start.")
     'Train longer (--epochs).'
     >>> _as_flags("If they hold fewer, n_clusters=4 fits them.")
     'If they hold fewer, --n-clusters 4 fits them.'

@@ -257,6 +257,7 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
             restore_best, accelerator, trainer_kwargs,
         )  # fmt: skip
         max_epochs, batch_size = int(max_epochs), int(batch_size)  # numpy's: Lightning, torch
+        auto = n_epochs_kl_warmup == "auto" and "n_epochs_kl_warmup" not in given
         if n_epochs_kl_warmup == "auto":
             n_epochs_kl_warmup = self._auto_warmup(max_epochs, given)
         elif given.get("n_epochs_kl_warmup", n_epochs_kl_warmup) != n_epochs_kl_warmup:
@@ -380,6 +381,7 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
         verdict = still_improving(
             run, max_epochs, early_stopping, getattr(self, "trainer", None),
             plan_kwargs.get("max_kl_weight", 1.0), sized=self._data_kind == "counts",
+            auto_share=self._warmup_share if auto else None,
         )  # fmt: skip
         if verdict is not None:
             rate = (self.train_args_ or {}).get("lr")  # as trained (lr, plan_kwargs ...)
@@ -463,9 +465,8 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
         return adata
 
     def _auto_warmup(self, max_epochs: int, plan_kwargs: dict) -> int | None:
-        """``n_epochs_kl_warmup="auto"``: ``plan_kwargs``' own if given (scvi-tools' way);
-        none for a model trained before or warmed up by steps; else a
-        ``1 / _warmup_share`` of the epochs."""
+        """``n_epochs_kl_warmup="auto"``: ``plan_kwargs``' own if given (scvi-tools' way); none
+        for a model trained before or warmed up by steps; else ``1 / _warmup_share`` of them."""
         if "n_epochs_kl_warmup" in plan_kwargs:
             return plan_kwargs["n_epochs_kl_warmup"]
         if self.is_trained_ or "n_steps_kl_warmup" in plan_kwargs:

@@ -20,6 +20,8 @@ The measurement behind the thresholds: benchmarks/README.md, Numbers behind the 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 MIN_WINDOW = 10
@@ -86,6 +88,54 @@ def train_longer(max_epochs: int | None, validation: bool, early_stopping: bool 
     return f"Train longer: pass {more}{stop if validation and not early_stopping else ''}."
 
 
+_SHARES = {2: "half", 3: "a third", 4: "a quarter"}
+
+
+def warm_up_advice(trainer, auto_share: int | None = None) -> tuple[str | None, str]:
+    """How long the KL warm-up of ``trainer``'s run lasts (with the argument that set it),
+    and what to change when the run ended inside it: the plan's own ``n_epochs_kl_warmup``
+    (which the epochs' count wins over) or ``n_steps_kl_warmup``, counted in epochs.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as NS
+    >>> plan = NS(n_epochs_kl_warmup=1, n_steps_kl_warmup=None)
+    >>> warm_up_advice(NS(lightning_module=plan), auto_share=4)[0]
+    "1 epoch (n_epochs_kl_warmup='auto': a quarter of max_epochs, at least 1)"
+    >>> warm_up_advice(None)[1]
+    'Train for more epochs than the warm-up, or shorten it (n_epochs_kl_warmup).'
+    """
+    plan = getattr(trainer, "lightning_module", None)
+    epochs = getattr(plan, "n_epochs_kl_warmup", None)
+    steps = getattr(plan, "n_steps_kl_warmup", None)
+    per_epoch = getattr(trainer, "num_training_batches", None)
+    if epochs:
+        length = f"{epochs} epoch{'s' if epochs != 1 else ''}"
+        if auto_share:
+            share = _SHARES.get(auto_share, f"1/{auto_share}")
+            return (
+                f"{length} (n_epochs_kl_warmup='auto': {share} of max_epochs, at least 1)",
+                "Train longer (a larger max_epochs), or pass n_epochs_kl_warmup=None to train "
+                "on the full ELBO from the start.",
+            )
+        return (
+            f"{length} (n_epochs_kl_warmup={epochs})",
+            f"Pass a max_epochs above {epochs}, or a smaller n_epochs_kl_warmup (None: the "
+            "full ELBO from the start).",
+        )
+    if steps and isinstance(per_epoch, int) and per_epoch > 0:
+        n = math.ceil(steps / per_epoch)
+        return (
+            f"{steps} steps (plan_kwargs['n_steps_kl_warmup']), {n} epoch{'s' if n != 1 else ''}"
+            f" of {per_epoch} step{'s' if per_epoch != 1 else ''}",
+            f"Pass a max_epochs above {n}, or a smaller plan_kwargs['n_steps_kl_warmup'].",
+        )
+    return (
+        None,
+        "Train for more epochs than the warm-up, or shorten it (n_epochs_kl_warmup).",
+    )
+
+
 def patience_advice(stopped_epoch: int) -> str:
     """What to change when early stopping ended a run whose ELBO was still falling.
 
@@ -124,6 +174,7 @@ def still_improving(
     trainer=None,
     full_kl_weight: float = 1.0,
     sized: bool = False,
+    auto_share: int | None = None,
 ) -> str | None:
     """What a user should know when the run stopped while its ELBO was still falling.
 
@@ -147,6 +198,9 @@ def still_improving(
         Whether the ELBO's size is the scale of its falls whatever it did before: a count
         likelihood's negative ELBO is at least 0 and its size is D5's scale. Otherwise a
         tenth of the run's whole fall is used where the ELBO ended nearer 0 (:func:`_scale`).
+    auto_share
+        Where ``n_epochs_kl_warmup="auto"`` set the warm-up: the model's share of the epochs
+        it takes (4: a quarter), named in the advice of a run that ended inside it.
 
     Returns
     -------
@@ -187,15 +241,16 @@ def still_improving(
             return None
         full = full_kl_weight - 1e-6
         if kl.iloc[-1] < full and kl.max() < full:
-            longer = (
-                limit_advice(limit, epochs_run, max_epochs).removesuffix(".") + ", "
-                if limit is not None
-                else "Train longer than n_epochs_kl_warmup, "
-            )
+            length, fix = warm_up_advice(trainer, auto_share)
+            if limit is not None:
+                fix = limit_advice(limit, epochs_run, max_epochs).removesuffix(".")
+                fix += ", or shorten the warm-up."
+            s = "s" if epochs_run != 1 else ""
+            lasts = f"The warm-up lasts {length}; this run trained {epochs_run} epoch{s}. "
             return (
                 f"Training ended during the KL warm-up (KL weight {kl.iloc[-1]:.2f} of "
                 f"{full_kl_weight:g}): the model was never trained on its full ELBO. "
-                f"{longer}or shorten the warm-up."
+                f"{lasts if length else ''}{fix}"
             )
         elbo = elbo[(kl >= kl.iloc[-1] - 1e-6).to_numpy()]
         warm_up = bool(kl.min() < kl.iloc[-1] - 1e-6)
