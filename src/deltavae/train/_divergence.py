@@ -54,7 +54,7 @@ def trained_state(module: torch.nn.Module, parameters: bool = True) -> dict:
 class DivergenceGuard:
     """Lightning hooks and checks that stop training at a non-finite loss (see the module's
     docstring); the plan provides ``module``, ``trainer``, ``current_epoch``,
-    ``global_step``, ``device`` and ``_lr``."""
+    ``global_step``, ``device``, ``_lr``, ``_loss`` and ``_take_penalty``."""
 
     def _reset_guard(self) -> None:
         # The module's state at the last checked step whose loss was finite, that (epoch,
@@ -193,6 +193,25 @@ class DivergenceGuard:
         if not bool(torch.isfinite(loss.detach()).all()):
             self._stop(loss, self.current_epoch, batch_idx, what)
 
+    def _validation_not_finite(self) -> bool:
+        """Whether the validation cells' loss is not finite with the module's parameters now
+        (those kept: they gave finite training losses), on one process: one more pass over the
+        validation cells, only after one gave a non-finite loss, with the random state kept."""
+        loaders = getattr(self.trainer, "val_dataloaders", None)
+        if loaders is None or self.trainer.world_size > 1:
+            return False
+        from lightning.pytorch.utilities import move_data_to_device
+
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
+                for batch in loader:
+                    loss = self._loss(move_data_to_device(batch, self.device), 1.0)[0]
+                    self._take_penalty()
+                    if not bool(torch.isfinite(loss).all()):
+                        return True
+        return False
+
     def _stop(self, loss: torch.Tensor, epoch: int, batch_idx: int, what: str):
         self.module.load_state_dict(self._finite_state, strict=False)
         if self._finite_at is None:
@@ -229,6 +248,17 @@ class DivergenceGuard:
                 "it. Check the data for values the likelihood cannot take (counts so large "
                 "that they overflow, e.g. above 1e30), and the model for parameters that are "
                 "not finite (build it anew)."
+            )
+        elif what == "validation loss" and self._validation_not_finite():
+            # The parameters kept gave finite training losses: the held-out cells' data (a
+            # count that overflows) gives it, and a lower rate would meet it again.
+            if self._finite_at is None:
+                kept = "its parameters from before this training run"
+            advice = (
+                "The validation cells' loss is not finite with the parameters kept too, which "
+                "gave finite training losses: check the validation cells for values the "
+                "likelihood cannot take (counts so large that they overflow, e.g. above 1e30). "
+                "If they hold none, t" + advice[1:]
             )
         raise TrainingDivergedError(
             f"Training diverged: the {what} became {float(value)} {where}. The model "
