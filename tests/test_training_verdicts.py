@@ -6,6 +6,8 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
 
 import deltavae as dv
 from deltavae.train import NotConvergedWarning, TrainingDivergedError
@@ -61,19 +63,33 @@ def test_a_run_past_its_warm_up_says_nothing_of_it():
     assert not any("warm-up" in note for note in notes)
 
 
-def test_a_validation_loss_not_finite_from_the_data_points_at_the_cells():
+@pytest.mark.parametrize("batch_size", [128, 8])
+def test_a_validation_loss_not_finite_from_the_data_points_at_the_cells(batch_size):
     """A count that overflows in a validation cell made the validation loss NaN after the
-    first epoch: the error blamed the learning rate ('the first updates already
-    diverged'), though the parameters kept, the run's start, give it too."""
-    model = _model(huge=3e38)
+    first epoch: the error blamed the learning rate ('the first updates already diverged'),
+    though the run's starting parameters give it too. With 7 steps an epoch the parameters
+    kept are those of a later step, put back after the check."""
+    model, plans = _model(huge=3e38), []
+
+    class Plan(Callback):
+        def on_train_start(self, trainer, plan):
+            plans.append(plan)
+
     with pytest.raises(TrainingDivergedError) as info:
-        model.train(max_epochs=2, shuffle_set_split=False, **TRAIN)
+        model.train(
+            max_epochs=2, batch_size=batch_size, shuffle_set_split=False, callbacks=Plan(), **TRAIN
+        )
     message = str(info.value)
     assert 0 in model.validation_indices
-    assert "keeps its parameters from before this training run. The validation" in message
-    assert "not finite with the parameters kept too, which gave finite training" in message
-    assert "check the validation cells for values the likelihood cannot take" in message
-    assert "first updates already diverged" not in message
+    kept = "from before this training run" if batch_size == 128 else "(epoch 0, step 6)"
+    assert f"{kept}. No learning rate can help: the parameters the run started" in message
+    assert "Check those cells for values the likelihood cannot take" in message
+    assert "first updates already diverged" not in message and "lower learning" not in message
+    # The parameters kept are back after the check with the starting ones.
+    now, kept_state = dict(model.module.named_parameters()), plans[0]._finite_state
+    assert all(torch.equal(now[k].detach(), kept_state[k]) for k in now)
+    start = plans[0]._start_state
+    assert any(not torch.equal(now[k].detach(), start[k]) for k in now) == (batch_size == 8)
 
 
 def test_a_validation_loss_not_finite_from_a_huge_rate_blames_the_rate():

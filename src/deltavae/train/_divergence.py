@@ -88,6 +88,12 @@ class DivergenceGuard:
         """Keep the starting parameters: the fallback should the first step diverge."""
         self._finite_state, self._unread, self._steps_since_kept = None, [], 0
         self._keep_finite_state(None)
+        # Where cells validate, the starting state too: a validation loss not finite with it
+        # comes from those cells' data, not from an update (one more copy of the parameters).
+        validates = self.trainer.limit_val_batches != 0
+        self._start_state = (
+            {k: v.clone() for k, v in self._finite_state.items()} if validates else None
+        )
 
     def note_training_loss(self, loss: torch.Tensor, batch_idx: int) -> None:
         """Take a training step's loss, before the optimiser uses it; every
@@ -193,24 +199,31 @@ class DivergenceGuard:
         if not bool(torch.isfinite(loss.detach()).all()):
             self._stop(loss, self.current_epoch, batch_idx, what)
 
-    def _validation_not_finite(self) -> bool:
-        """Whether the validation cells' loss is not finite with the module's parameters now
-        (those kept: they gave finite training losses), on one process: one more pass over the
-        validation cells, only after one gave a non-finite loss, with the random state kept."""
+    def _validation_not_finite_from_start(self) -> bool:
+        """Whether the validation cells' loss is not finite with the run's starting parameters
+        too, on one process: one more pass over the validation cells, only after one gave a
+        non-finite loss, with the random state kept and the parameters kept put back after.
+        (Not with the parameters kept: at lr=0.1 those gave finite training losses and NaN on
+        the validation cells, through BatchNorm's blown running statistics.)"""
         loaders = getattr(self.trainer, "val_dataloaders", None)
-        if loaders is None or self.trainer.world_size > 1:
+        start = getattr(self, "_start_state", None)
+        if loaders is None or start is None or self.trainer.world_size > 1:
             return False
         from lightning.pytorch.utilities import move_data_to_device
 
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
-                for batch in loader:
-                    loss = self._loss(move_data_to_device(batch, self.device), 1.0)[0]
-                    self._take_penalty()
-                    if not bool(torch.isfinite(loss).all()):
-                        return True
-        return False
+        self.module.load_state_dict(start, strict=False)
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=devices):
+                for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
+                    for batch in loader:
+                        loss = self._loss(move_data_to_device(batch, self.device), 1.0)[0]
+                        self._take_penalty()
+                        if not bool(torch.isfinite(loss).all()):
+                            return True
+            return False
+        finally:
+            self.module.load_state_dict(self._finite_state, strict=False)
 
     def _stop(self, loss: torch.Tensor, epoch: int, batch_idx: int, what: str):
         self.module.load_state_dict(self._finite_state, strict=False)
@@ -249,16 +262,14 @@ class DivergenceGuard:
                 "that they overflow, e.g. above 1e30), and the model for parameters that are "
                 "not finite (build it anew)."
             )
-        elif what == "validation loss" and self._validation_not_finite():
-            # The parameters kept gave finite training losses: the held-out cells' data (a
-            # count that overflows) gives it, and a lower rate would meet it again.
+        elif what == "validation loss" and self._validation_not_finite_from_start():
+            # The held-out cells' data (a count that overflows) gives it before any update.
             if self._finite_at is None:
                 kept = "its parameters from before this training run"
             advice = (
-                "The validation cells' loss is not finite with the parameters kept too, which "
-                "gave finite training losses: check the validation cells for values the "
-                "likelihood cannot take (counts so large that they overflow, e.g. above 1e30). "
-                "If they hold none, t" + advice[1:]
+                "No learning rate can help: the parameters the run started from give it on "
+                "the validation cells too. Check those cells for values the likelihood cannot "
+                "take (counts so large that they overflow, e.g. above 1e30)."
             )
         raise TrainingDivergedError(
             f"Training diverged: the {what} became {float(value)} {where}. The model "
