@@ -674,6 +674,7 @@ def test_fit_report_carries_the_models_warnings(tmp_path, capsys):
     assert main([*argv, "--no-plots", "--out", str(tmp_path / "one.h5ad")]) == 0
     printed = capsys.readouterr().out
     assert "ended during the KL warm-up" in printed and "Train longer (--epochs)." in printed
+    assert "(a quarter of --epochs, at least 1)" in printed
     assert "n_epochs_kl_warmup" not in printed
 
 
