@@ -257,8 +257,7 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
             restore_best, accelerator, trainer_kwargs,
         )  # fmt: skip
         max_epochs, batch_size = int(max_epochs), int(batch_size)  # numpy's: Lightning, torch
-        auto = n_epochs_kl_warmup == "auto" and "n_epochs_kl_warmup" not in given
-        if n_epochs_kl_warmup == "auto":
+        if auto := n_epochs_kl_warmup == "auto":
             n_epochs_kl_warmup = self._auto_warmup(max_epochs, given)
         elif given.get("n_epochs_kl_warmup", n_epochs_kl_warmup) != n_epochs_kl_warmup:
             raise ValueError(
@@ -381,7 +380,7 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
         verdict = still_improving(
             run, max_epochs, early_stopping, getattr(self, "trainer", None),
             plan_kwargs.get("max_kl_weight", 1.0), sized=self._data_kind == "counts",
-            auto_share=self._warmup_share if auto else None,
+            auto_share=self._warmup_share if auto and "n_epochs_kl_warmup" not in given else None,
         )  # fmt: skip
         if verdict is not None:
             rate = (self.train_args_ or {}).get("lr")  # as trained (lr, plan_kwargs ...)
