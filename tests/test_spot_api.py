@@ -164,3 +164,11 @@ def test_a_table_for_the_spots_is_refused_by_type(split, archetypes):
             TypeError, match=r"adata must be an AnnData .*; got (DataFrame|csr_matrix) of shape"
         ):
             call()
+
+
+def test_imputer_refuses_no_spots_as_nmfdeconv(split):
+    """SpatialImputer.get_proportions(spots[:0]) returned a 0-row table where NMFDeconv's
+    read-outs refuse an AnnData with no spots."""
+    spots, _ = split
+    with pytest.raises(ValueError, match=r"adata holds no cells \(0 observations\)"):
+        _imputer(split).get_proportions(spots[:0])

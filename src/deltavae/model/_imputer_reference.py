@@ -13,7 +13,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import TruncatedSVD
 
 from ._genes import identifier_advice
-from ._validation import warn_user
+from ._validation import NO_CELLS, warn_user
 
 _DESIGNS = ("deconvolution", "latent")
 _PROFILES = ("neighbours", "type")
@@ -162,6 +162,8 @@ def imputed_spots(model, adata, what: str = "Imputations"):
             f"adata must be an AnnData of the model's spots (or some of them); got "
             f"{type(adata).__name__}."
         )
+    if adata.n_obs == 0:  # as NMFDeconv's read-outs (check_data), not a 0-row table
+        raise ValueError(NO_CELLS)
     names, own = adata.obs_names, model.adata.obs_names
     foreign = names[~names.isin(own)]
     if len(foreign) or names.has_duplicates:

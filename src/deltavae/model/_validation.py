@@ -53,6 +53,8 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
 _CHUNK = 10_000
 #: Bytes of a dense chunk of rows: a few checks' temporaries of this size stay small.
 _CHUNK_BYTES = 2**26
+#: Every read-out's refusal of an AnnData with no rows (a selection that kept none).
+NO_CELLS = "adata holds no cells (0 observations); pass at least one cell."
 
 
 def is_sparse(X) -> bool:
@@ -149,7 +151,7 @@ def check_data(
     where = f"{name}.X" if layer is None else f"{name}.layers[{layer!r}]"
     if adata.n_obs < min_cells:
         if min_cells == 1:
-            raise ValueError("adata holds no cells (0 observations); pass at least one cell.")
+            raise ValueError(NO_CELLS)
         raise ValueError(
             f"At least {min_cells} cells are needed to train a model; got {adata.n_obs}."
         )
