@@ -1,6 +1,7 @@
 """The three spot models' public API as one: the same argument forms for the same meaning
 (spots passed to get_proportions and load), and messages a user can read."""
 
+import re
 import warnings
 
 import numpy as np
@@ -172,3 +173,22 @@ def test_imputer_refuses_no_spots_as_nmfdeconv(split):
     spots, _ = split
     with pytest.raises(ValueError, match=r"adata holds no cells \(0 observations\)"):
         _imputer(split).get_proportions(spots[:0])
+
+
+def test_spot_read_outs_refuse_a_bad_batch_size_by_name(split, archetypes):
+    """Archetypes.get_archetype_weights(batch_size=0) served its cached weights of the training
+    spots, and NMFDeconv gave torch's message (or, fitted per spot, ignored it): both refuse
+    it up front, as train does."""
+    model, mix = archetypes
+    model.get_archetype_weights()  # cached
+    spots, ref = split
+    nmf = dv.model.NMFDeconv.from_reference(
+        spots.copy(), reference=ref, labels_key="cluster", inference="per_spot"
+    )
+    for bad, shown in ((0, "0"), (2.5, "2.5"), (True, "True"), ("8", "'8'")):
+        message = rf"^batch_size must be a positive integer, got {re.escape(shown)}\.$"
+        for call in (model.get_archetype_weights, nmf.get_proportions, nmf.get_abundance):
+            with pytest.raises(ValueError, match=message):
+                call(batch_size=bad)
+        with pytest.raises(ValueError, match=message):
+            model.get_archetype_weights(mix, batch_size=bad)

@@ -12,6 +12,9 @@ from .._checks import short_repr
 from ._genes import match_genes
 from ._labels import refuse_other_type
 from ._registered import category_mappings
+from ._training_checks import check_batch_size
+
+__all__ = ["check_batch_size", "check_count", "check_new_spots"]
 
 _ADVICE = (
     "Archetypes' encoder reads every training gene: pass spots that have them all, e.g. "

@@ -17,7 +17,7 @@ from scvi.model.base import BaseModelClass
 from ..module import ArchetypesModule
 from . import _archetype_results as results
 from ._archetypal_analysis import check_archetype_count, start_archetypes
-from ._archetype_checks import check_count, check_new_spots
+from ._archetype_checks import check_batch_size, check_count, check_new_spots
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import candidate_samples, candidate_spots, restore_candidate_samples
@@ -230,6 +230,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
 
     def _raw_weights(self, adata: AnnData | None, batch_size: int | None, empty: bool = False):
         self._check_if_trained(warn=False)
+        check_batch_size(batch_size)  # also where the cached weights are served
         if adata is None or adata is self.adata:
             # One pass over the training spots serves every result (weights, anchors, usage).
             out = self._cached("weights", lambda: self._encode(self.adata, batch_size))

@@ -30,7 +30,7 @@ from ._spots import (
     warn_empty_spots,
     with_spot_index,
 )
-from ._training_checks import _is_int
+from ._training_checks import _is_int, check_batch_size
 from ._validation import check_model_arguments, warn_user
 
 logger = logging.getLogger(__name__)
@@ -339,6 +339,7 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
     def _infer(self, adata: AnnData | None, batch_size: int | None):
         """Proportions and abundance of ``adata``'s spots, their names, and how many spots have
         no counts in the genes the model reads."""
+        check_batch_size(batch_size)  # a model fitted per spot reads no minibatches
         self._check_if_trained(warn=False)
         adata = self._resolve_adata(adata)
         if not self.module.amortized:

@@ -11,11 +11,32 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._checks import short_repr
 from ._validation import check_model_arguments, warn_user
 
 
 def _is_int(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def check_batch_size(batch_size, optional: bool = True) -> None:
+    """Refuse a ``batch_size`` that is not a positive integer (``None``, the default, when
+    ``optional``), before training or a read-out: a read-out of cached results never reached
+    torch's own check, and torch's message named no argument of ours.
+
+    Examples
+    --------
+    >>> check_batch_size(None), check_batch_size(np.int64(8))
+    (None, None)
+    >>> check_batch_size(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size must be a positive integer, got 0.
+    """
+    if batch_size is None and optional:
+        return
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {short_repr(batch_size)}.")
 
 
 def _is_number(value) -> bool:
@@ -119,8 +140,7 @@ def check_training_arguments(
             f"validation_size must lie in [0, 1) with train_size + validation_size <= 1; "
             f"got validation_size={validation_size!r}, train_size={train_size!r}."
         )
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    check_batch_size(batch_size, optional=False)
     if not isinstance(early_stopping, bool | np.bool_):  # "False" was True
         raise ValueError(f"early_stopping must be True or False, got {early_stopping!r}.")
     if lr is not None and (not _is_number(lr) or not math.isfinite(lr) or lr <= 0):
