@@ -192,3 +192,17 @@ def test_spot_read_outs_refuse_a_bad_batch_size_by_name(split, archetypes):
                 call(batch_size=bad)
         with pytest.raises(ValueError, match=message):
             model.get_archetype_weights(mix, batch_size=bad)
+
+
+def test_write_to_adata_names_its_own_n_anchors(archetypes):
+    """write_to_adata(n_anchors=spots) said 'get_anchors reads the fitted archetypes and takes
+    no spots', a method the user did not call: it names write_to_adata and where the spots go."""
+    model, mix = archetypes
+    with pytest.raises(ValueError) as err:
+        model.write_to_adata(mix.copy(), n_anchors=mix)
+    assert str(err.value) == (
+        "n_anchors must be a positive integer (spots kept per archetype); got AnnData of shape "
+        "(40, 60). write_to_adata takes the spots as adata, its first argument."
+    )
+    with pytest.raises(ValueError, match=r"n_anchors must be a positive integer .*; got 0\.$"):
+        model.write_to_adata(mix.copy(), n_anchors=0)

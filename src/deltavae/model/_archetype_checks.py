@@ -57,13 +57,24 @@ def check_new_spots(adata: AnnData, genes: pd.Index | None, registry: dict | Non
 
 def check_count(method: str, name: str, value, meaning: str) -> None:
     """Refuse a ``value`` of ``name`` (``meaning``, what it counts) that is not a positive
-    integer, by its type and shape for an AnnData: ``method`` reads the fitted archetypes."""
+    integer, by its type and shape for an AnnData: ``method``, the method the user called,
+    reads the fitted archetypes (``write_to_adata`` takes the spots as ``adata``).
+
+    Examples
+    --------
+    >>> check_count("write_to_adata", "n_anchors", AnnData(np.ones((2, 3))), "spots")
+    Traceback (most recent call last):
+    ...
+    ValueError: n_anchors must be a positive integer (spots); got AnnData ... write_to_adata ...
+    """
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        hint = (
-            f" {method} reads the fitted archetypes and takes no spots."
-            if isinstance(value, AnnData)
-            else ""
-        )
+        hint = ""
+        if isinstance(value, AnnData):
+            hint = (
+                f" {method} takes the spots as adata, its first argument."
+                if method == "write_to_adata"
+                else f" {method} reads the fitted archetypes and takes no spots."
+            )
         raise ValueError(
             f"{name} must be a positive integer ({meaning}); got {short_repr(value)}.{hint}"
         )

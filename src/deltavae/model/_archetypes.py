@@ -478,11 +478,12 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         --------
         >>> a.write_to_adata(spots)  # doctest: +SKIP
         """
+        check_count("write_to_adata", "n_anchors", n_anchors, "spots kept per archetype")
         adata = self._write_target(adata)
         in_order = results.check_training_names(adata, self.adata)
         names = (self.weights_key, self.profiles_key, self.anchor_key, self.dominant_key)
         keys = prefixed(key_added, *names, self.markers_key, self.uns_key)
-        anchors = self.get_anchors(n_anchors)  # checks n_anchors before a pass over the spots
+        anchors = self.get_anchors(n_anchors)
         weights, profiles = self.get_archetype_weights(), self.get_archetype_profiles()
         if not in_order:  # the training spots and genes, in another order: align by name
             weights, anchors = weights.loc[adata.obs_names], anchors.loc[adata.obs_names]
