@@ -161,3 +161,19 @@ def test_a_loss_not_finite_before_any_update_blames_no_learning_rate():
     assert "No learning rate can help" in message and "lower learning rate" not in message
     assert "Check the data for values the likelihood cannot take" in message
     assert not model.is_trained_
+
+
+@pytest.mark.parametrize(("rate", "advised"), [(0.03, "0.003"), (0.5, "0.02"), (1e-3, "0.0001")])
+def test_diverged_advice_is_a_tenth_of_the_rate_or_the_models_default(rate, advised):
+    """A spot model (NMFDeconv fitted per spot, default lr=0.02) diverged at lr=0.03 was told
+    to train at lr=0.001, the VAEs' default, whatever its rate above 0.01: a tenth of the rate
+    that diverged now, or the model's own default where that is lower."""
+    spots, ref = dv.datasets.pseudo_spots(_cells(), "cluster", n_spots=20, seed=3)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="spots and reference share only")
+        model = dv.model.NMFDeconv.from_reference(
+            spots, reference=ref, labels_key="cluster", inference="per_spot"
+        )
+    with pytest.raises(TrainingDivergedError) as info:
+        model.train(max_epochs=3, lr=rate, callbacks=[_PoisonAt(1)], **TRAIN)
+    assert f"e.g. train(lr={advised}) (this run used lr={rate:g})" in str(info.value)

@@ -216,7 +216,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> a.train(max_epochs=200, early_stopping=True)  # doctest: +SKIP
         """
         self._cache = {}
-        lr = spot_rate(lr, kwargs, 5e-3)
+        lr = spot_rate(lr, kwargs, 5e-3, self.module)
         return super().train(max_epochs=max_epochs, lr=lr, **kwargs)
 
     def _after_load(self) -> None:

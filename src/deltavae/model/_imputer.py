@@ -322,7 +322,7 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         """
         deconvolution = self.design_ == "deconvolution"
         max_epochs = (400 if deconvolution else 200) if max_epochs is None else max_epochs
-        lr = spot_rate(lr, kwargs, 0.05 if deconvolution else 0.005)
+        lr = spot_rate(lr, kwargs, 0.05 if deconvolution else 0.005, self.module)
         if batch_size is None:
             batch_size = min(self.adata.n_obs, 2048) if deconvolution else 128
         held_out = [k for k in ("restore_best", "early_stopping") if kwargs.get(k) in (True,)]

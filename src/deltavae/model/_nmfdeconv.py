@@ -251,7 +251,7 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
             )
             if max_epochs is None:
                 max_epochs = min(1000, max(2, -(-_AMORTIZED_STEPS // steps_per_epoch)))
-            lr = spot_rate(lr, kwargs, _AMORTIZED_LR)
+            lr = spot_rate(lr, kwargs, _AMORTIZED_LR, self.module)
         else:
             if train_size != 1.0 or kwargs.get("early_stopping") is True:
                 asked = f"train_size={train_size}" if train_size != 1.0 else "early_stopping"
@@ -262,7 +262,7 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
                 )
             batch_size = min(n_spots, 2048) if batch_size is None else batch_size
             max_epochs = 1000 if max_epochs is None else max_epochs
-            lr = spot_rate(lr, kwargs, 0.02)
+            lr = spot_rate(lr, kwargs, 0.02, self.module)
         kwargs.setdefault("enable_checkpointing", False)
         kwargs.setdefault("log_every_n_steps", 1)
         kwargs.setdefault("n_epochs_kl_warmup", None)  # train_args_ repeats it: no TypeError

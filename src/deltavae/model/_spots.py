@@ -54,16 +54,20 @@ def warn_empty_spots(n_empty: int, n_spots: int, what: str, n_genes: int) -> Non
         )
 
 
-def spot_rate(lr: float | None, kwargs: dict, default: float) -> float:
+def spot_rate(lr: float | None, kwargs: dict, default: float, module=None) -> float:
     """A spot model's learning rate: ``lr``, else the one given in ``plan_kwargs`` (``lr``, or
     ``optim_kwargs``' ``lr``), else the model's ``default``. A rate given in ``plan_kwargs``
-    alone was refused as disagreeing with the default the model filled in for ``lr``.
+    alone was refused as disagreeing with the default the model filled in for ``lr``. The
+    ``default`` is set on the model's ``module`` as ``default_lr``: a diverged run's advice
+    (DeltaTrainingPlan) suggests no rate below a tenth of the run's unless the default is.
 
     Examples
     --------
     >>> spot_rate(None, {"plan_kwargs": {"lr": 0.1}}, 0.005), spot_rate(None, {}, 0.005)
     (0.1, 0.005)
     """
+    if module is not None:
+        module.default_lr = default
     if lr is not None:
         return lr
     plan = kwargs.get("plan_kwargs") or {}

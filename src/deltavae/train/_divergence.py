@@ -54,7 +54,8 @@ def trained_state(module: torch.nn.Module, parameters: bool = True) -> dict:
 class DivergenceGuard:
     """Lightning hooks and checks that stop training at a non-finite loss (see the module's
     docstring); the plan provides ``module``, ``trainer``, ``current_epoch``,
-    ``global_step``, ``device``, ``_lr``, ``_loss`` and ``_take_penalty``."""
+    ``global_step``, ``device``, ``_lr``, ``_default_lr`` (the model's default rate), ``_loss``
+    and ``_take_penalty``."""
 
     def _reset_guard(self) -> None:
         # The module's state at the last checked step whose loss was finite, that (epoch,
@@ -246,7 +247,9 @@ class DivergenceGuard:
         )
         value = loss.detach()
         value = value[~torch.isfinite(value)][0] if value.dim() else value
-        lower = self._lr / 10 if self._lr <= 1e-2 else 1e-3
+        # A tenth of the rate that diverged, or the model's own default where that is lower
+        # (a spot model's is 0.02 to 0.05: 1e-3, the VAEs' default, was too slow for it).
+        lower = min(self._lr / 10, self._default_lr)
         advice = (
             f"Train again with a lower learning rate, e.g. train(lr={lower:g}) (this run used "
             f"lr={self._lr:g}), on a model built anew if this one diverges again (the "

@@ -188,6 +188,9 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         self.lr_threshold, self.lr_min = lr_threshold, lr_min
         self.lr_scheduler_metric = lr_scheduler_metric
         self._lr = optim_kwargs["lr"]
+        # The model's own default rate, for a diverged run's advice: a spot model's, set on its
+        # module as it trains (see deltavae.model._spots.spot_rate), else the VAEs'.
+        self._default_lr = getattr(pyro_module, "default_lr", DEFAULT_LR)
         self._reset_guard()
         # Sums over the epoch's training steps of each logged term (times cells), and cells.
         self._epoch_sums: dict[str, torch.Tensor] = {}
