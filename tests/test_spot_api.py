@@ -206,3 +206,16 @@ def test_write_to_adata_names_its_own_n_anchors(archetypes):
     )
     with pytest.raises(ValueError, match=r"n_anchors must be a positive integer .*; got 0\.$"):
         model.write_to_adata(mix.copy(), n_anchors=0)
+
+
+def test_cell_model_read_outs_refuse_a_bad_batch_size_by_name():
+    """ZINBVAE's and CGMDVAE's read-outs gave torch's sampler message for batch_size=0
+    (naming no argument of ours), as the spot models did."""
+    adata = dv.datasets.synthetic_counts(n_cells=60, n_genes=15, n_clusters=2, seed=0)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    model.train(max_epochs=3, batch_size=32)
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            model.get_latent_representation(batch_size=bad)
+    assert model.get_latent_representation(batch_size=np.int64(16)).shape == (60, 2)

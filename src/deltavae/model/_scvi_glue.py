@@ -19,6 +19,7 @@ from scvi.module.base._decorators import _move_data_to_device
 from .._logging import DropMessages
 from ._matrices import on_disk, to_memory
 from ._modes import evaluating
+from ._training_checks import check_batch_size
 
 
 def _sealed(adata_manager):
@@ -411,6 +412,7 @@ def loader_arguments(model, args: tuple, kwargs: dict) -> dict:
     if len(args) > len(_LOADER_ARGUMENTS):
         raise TypeError(f"_make_data_loader takes at most {len(_LOADER_ARGUMENTS)} arguments.")
     kwargs = {**dict(zip(_LOADER_ARGUMENTS, args, strict=False)), **kwargs}
+    check_batch_size(kwargs.get("batch_size"))  # torch's message named no argument of ours
     if isinstance(kwargs.get("batch_size"), np.integer):  # torch's sampler takes an int only
         kwargs["batch_size"] = int(kwargs["batch_size"])
     adata, indices = kwargs.get("adata"), kwargs.get("indices")
