@@ -55,6 +55,9 @@ def test_query_training_changes_only_the_new_condition_columns(reference):
             dv.model.CGMDVAE.load_query_data(query.copy(), model, min_gene_overlap=overlap)
     q = dv.model.CGMDVAE.load_query_data(query.copy(), model)
     assert q.query_mapping_["new_categories"] == {"condition": ["c2"]}
+    # print(model) says which is the query (it read as the reference's summary).
+    assert "Query model: mapped onto its reference" in q.summary_string
+    assert "Query model" not in model.summary_string
     before = _state(q)
     q.train(max_epochs=15, **FAST)
     after = _state(q)

@@ -215,6 +215,14 @@ class QueryMappingMixin(ArchesMixin):
         """Whether the model was built by :meth:`load_query_data`."""
         return getattr(self, "query_mapping_", None) is not None
 
+    @property
+    def summary_string(self) -> str:
+        """scvi-tools' summary (``print(model)``); a query model says it is one."""
+        summary = super().summary_string
+        if self.is_query_model:
+            summary += "\nQuery model: mapped onto its reference with load_query_data"
+        return summary
+
     def _training_context(self) -> contextlib.AbstractContextManager:
         """A query model trains with Pyro's notes on its frozen parameters silenced."""
         if not self.is_query_model:
