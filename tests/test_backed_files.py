@@ -6,6 +6,7 @@ import os
 import anndata as ad
 import numpy as np
 import pytest
+from _stores import write_store
 from scipy import sparse
 
 import deltavae as dv
@@ -21,20 +22,11 @@ def _cells(seed=0, n_cells=120):
     return data
 
 
-def _write(data, path):
-    if str(path).endswith(".zarr"):
-        with ad.settings.override(zarr_write_format=3):
-            data.write_zarr(path)
-    else:
-        data.write_h5ad(path)
-    return path
-
-
 def test_a_file_the_user_closed_is_closed_again_after_every_call(tmp_path):
     """anndata reopens a closed backed file on reading X and leaves it open: every read-out
     reopened the file the user had closed (to release it) and kept it open, and
     setup_anndata on it said "adata.X is empty (None)"."""
-    path = _write(_cells(), tmp_path / "cells.h5ad")
+    path = write_store(_cells(), tmp_path / "cells.h5ad")
     cells = ad.read_h5ad(path, backed="r+")
     cells.file.close()
     dv.model.ZINBVAE.setup_anndata(cells)
@@ -72,7 +64,7 @@ def test_a_file_replaced_since_setup_is_refused(tmp_path, how):
     """anndata reopens a closed backed file by name, and zarr reads chunks by path: a file or
     store written over at the same path after setup was read under the old obs and var,
     and read-outs and training gave results for other data without a word."""
-    path = _write(_cells(), tmp_path / how)
+    path = write_store(_cells(), tmp_path / how)
     cells = ad.read_h5ad(path, backed="r") if how.endswith(".h5ad") else dv.read_lazy(path)
     dv.model.ZINBVAE.setup_anndata(cells)
     model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
@@ -82,14 +74,14 @@ def test_a_file_replaced_since_setup_is_refused(tmp_path, how):
         cells.file.close()
     other = _cells(seed=1, n_cells=100 if how.startswith("other") else 120)
     if how.startswith("replaced"):
-        os.replace(_write(other, tmp_path / "new.h5ad"), path)
+        os.replace(write_store(other, tmp_path / "new.h5ad"), path)
     elif how.endswith(".zarr"):
         import shutil
 
         shutil.rmtree(path)
-        _write(other, path)
+        write_store(other, path)
     else:
-        _write(other, path)
+        write_store(other, path)
     refused = r"replaced or rewritten since it was set up.*Open the file as it is now"
     with pytest.raises(ValueError, match=refused):
         model.get_latent_representation()
@@ -98,20 +90,20 @@ def test_a_file_replaced_since_setup_is_refused(tmp_path, how):
     with pytest.raises(ValueError, match=refused):
         model.write_to_adata()
     if cells.isbacked:  # the file set up, back: read as before
-        _write(_cells(), path)
+        write_store(_cells(), path)
         np.testing.assert_allclose(model.get_latent_representation(), z, atol=1e-6)
 
 
 def test_a_file_replaced_while_open_is_still_read_from_the_handle(tmp_path):
     """A file replaced (renamed over) while open is read from its open handle, the file set
     up: nothing to refuse."""
-    path = _write(_cells(), tmp_path / "cells.h5ad")
+    path = write_store(_cells(), tmp_path / "cells.h5ad")
     cells = ad.read_h5ad(path, backed="r")
     dv.model.ZINBVAE.setup_anndata(cells)
     model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
     model.train(max_epochs=1, **TRAIN)
     z = model.get_latent_representation()
-    os.replace(_write(_cells(seed=1), tmp_path / "new.h5ad"), path)
+    os.replace(write_store(_cells(seed=1), tmp_path / "new.h5ad"), path)
     np.testing.assert_array_equal(model.get_latent_representation(), z)
 
 
@@ -121,7 +113,7 @@ def test_a_file_another_process_writes_is_named_with_what_to_do(tmp_path, monkey
     it, which failed the same way."""
     import h5py
 
-    path = _write(_cells(), tmp_path / "cells.h5ad")
+    path = write_store(_cells(), tmp_path / "cells.h5ad")
     cells = ad.read_h5ad(path, backed="r")
     dv.model.ZINBVAE.setup_anndata(cells)
     model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
@@ -154,7 +146,7 @@ def test_training_says_when_compressed_chunks_are_decompressed_over_and_over(tmp
     from deltavae.model import _backing
 
     data = _cells()
-    path = _write(data, tmp_path / "cells.h5ad")
+    path = write_store(data, tmp_path / "cells.h5ad")
     with h5py.File(path, "r+") as f:
         del f["X"]
         write_elem(f, "X", data.X, dataset_kwargs={"compression": "gzip", "chunks": (4096,)})
@@ -175,7 +167,7 @@ def test_training_says_when_compressed_chunks_are_decompressed_over_and_over(tmp
 def test_results_go_into_the_closed_file_of_their_anndata(tmp_path):
     """write_results_to_store into the file of a backed AnnData the user had closed failed
     with h5py's "Unable to synchronously open object (invalid identifier type)"."""
-    path = _write(_cells(), tmp_path / "cells.h5ad")
+    path = write_store(_cells(), tmp_path / "cells.h5ad")
     cells = ad.read_h5ad(path, backed="r")
     dv.model.ZINBVAE.setup_anndata(cells)
     model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
@@ -192,13 +184,13 @@ def test_a_file_rewritten_with_other_counts_in_its_middle_cells_is_refused(tmp_p
     """Same cells, same genes, same number of stored values: only a count in the middle
     differs (the check samples the ends and the middle of the stored values)."""
     data = _cells()
-    path = _write(data, tmp_path / "cells.h5ad")
+    path = write_store(data, tmp_path / "cells.h5ad")
     cells = ad.read_h5ad(path, backed="r")
     dv.model.ZINBVAE.setup_anndata(cells)
     model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
     cells.file.close()
     data.X.data[data.X.nnz // 2] += 1
-    _write(data, path)
+    write_store(data, path)
     with pytest.raises(ValueError, match="replaced or rewritten since it was set up"):
         model.train(max_epochs=1, **TRAIN)
 
@@ -206,7 +198,7 @@ def test_a_file_rewritten_with_other_counts_in_its_middle_cells_is_refused(tmp_p
 def test_the_matrix_get_from_registry_returns_stays_readable(tmp_path):
     """scvi-tools' get_from_registry returns a backed file's matrix itself: its file is left
     open (as anndata leaves it), not closed under the caller."""
-    cells = ad.read_h5ad(_write(_cells(), tmp_path / "cells.h5ad"), backed="r")
+    cells = ad.read_h5ad(write_store(_cells(), tmp_path / "cells.h5ad"), backed="r")
     dv.model.ZINBVAE.setup_anndata(cells)
     model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
     cells.file.close()
@@ -219,7 +211,7 @@ def test_a_call_reads_the_file_check_once_and_the_next_call_again(tmp_path, monk
     it twice: an inner public call checked it again), and each call checks it anew."""
     from deltavae.model import _backing
 
-    path = _write(_cells(), tmp_path / "cells.h5ad")
+    path = write_store(_cells(), tmp_path / "cells.h5ad")
     cells = ad.read_h5ad(path, backed="r")
     cells.obs["condition"] = np.repeat(["a", "b"], 60)
     dv.model.CGMDVAE.setup_anndata(cells, condition_key="condition")
@@ -233,6 +225,6 @@ def test_a_call_reads_the_file_check_once_and_the_next_call_again(tmp_path, monk
     model.translate(cells[:10], target_condition="b", response_weight=0)
     assert len(reads) == 1
     cells.file.close()
-    _write(_cells(seed=1), path)
+    write_store(_cells(seed=1), path)
     with pytest.raises(ValueError, match="replaced or rewritten since it was set up"):
         model.translate(cells[:10], target_condition="b", response_weight=0)

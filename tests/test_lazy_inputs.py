@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scvi
+from _stores import write_store
 from scipy import sparse
 
 import deltavae as dv
@@ -27,15 +28,6 @@ def _cells(n_cells=200, n_genes=40, seed=0):
     adata.X = sparse.csr_matrix(adata.X)
     del adata.layers["counts"]
     return adata
-
-
-def _write(adata, path):
-    if str(path).endswith(".zarr"):
-        with ad.settings.override(zarr_write_format=3):
-            adata.write_zarr(path)
-    else:
-        adata.write_h5ad(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +54,7 @@ def test_a_lazy_query_with_other_genes_is_aligned_a_chunk_at_a_time(
     query = cells[:, 5:].copy()  # 5 reference genes missing
     if store.startswith("dense"):
         query.X = query.X.toarray()
-    lazy = dv.read_lazy(_write(query, tmp_path / store))
+    lazy = dv.read_lazy(write_store(query, tmp_path / store))
     monkeypatch.setattr(_validation, "_CHUNK", 64)  # several chunks of rows
     monkeypatch.setattr(_validation, "_CHUNK_BYTES", 64 * 35 * 4, raising=False)
     with pytest.warns(UserWarning, match=r"held in memory \(200 cells x 40 genes, sparse\)"):
@@ -83,7 +75,7 @@ def test_load_query_data_maps_a_lazy_query_lacking_genes(tmp_path):
     model.train(max_epochs=1, **TRAIN)
     query = _cells(n_cells=80, seed=2)[:, 4:].copy()
     query.obs["condition"] = "c_new"
-    lazy = dv.read_lazy(_write(query, tmp_path / "q.zarr"))
+    lazy = dv.read_lazy(write_store(query, tmp_path / "q.zarr"))
     with pytest.warns(UserWarning, match="held in memory"):
         q = dv.model.CGMDVAE.load_query_data(lazy, model)
     q.train(max_epochs=1, **TRAIN)
@@ -101,7 +93,7 @@ def test_new_lazy_spots_with_extra_genes_are_deconvolved(tmp_path):
     known = spots[:, :48].copy()
     model = dv.model.NMFDeconv.from_reference(known, ref[:, :45].copy(), labels_key="cluster")
     model.train(max_epochs=2, **TRAIN)
-    new = dv.read_lazy(_write(spots, tmp_path / "spots.h5ad"))  # 2 genes the model lacks
+    new = dv.read_lazy(write_store(spots, tmp_path / "spots.h5ad"))  # 2 genes the model lacks
     with pytest.warns(UserWarning, match="held in memory"):
         proportions = model.get_proportions(adata=new)
     expected = model.get_proportions(adata=known)
@@ -133,7 +125,7 @@ def test_a_dense_sparse_matrix_is_read_in_chunks_of_bounded_bytes(tmp_path, monk
 def test_check_data_on_a_dense_lazy_file_holds_no_matrix_sized_temporaries(tmp_path, monkeypatch):
     adata = _cells(n_cells=3000, n_genes=400)
     adata.X = adata.X.toarray().astype(np.float32)  # 4.8 MB
-    lazy = dv.read_lazy(_write(adata, tmp_path / "dense.h5ad"))
+    lazy = dv.read_lazy(write_store(adata, tmp_path / "dense.h5ad"))
     monkeypatch.setattr(_validation, "_CHUNK_BYTES", 2**18, raising=False)
     tracemalloc.start()
     try:
@@ -144,7 +136,7 @@ def test_check_data_on_a_dense_lazy_file_holds_no_matrix_sized_temporaries(tmp_p
     assert peak < adata.X.nbytes / 3
     # What the checks find is unchanged: a non-integer value in the right chunk of cells.
     adata.X[1000, 3] = 0.5
-    bad = dv.read_lazy(_write(adata, tmp_path / "bad.h5ad"))
+    bad = dv.read_lazy(write_store(adata, tmp_path / "bad.h5ad"))
     with pytest.raises(ValueError, match=r"such as 0.5 \(1 in cells 769-1024\)"):
         check_data(bad)
 
@@ -168,7 +160,7 @@ def test_reordered_genes_of_a_lazy_file_are_loaded_with_a_warning(zinbvae, cells
     perm = np.random.default_rng(0).permutation(cells.n_vars)
     shuffled = cells[:, perm].copy()
     shuffled.X = shuffled.X.toarray()
-    lazy = dv.read_lazy(_write(shuffled, tmp_path / "perm.h5ad"))
+    lazy = dv.read_lazy(write_store(shuffled, tmp_path / "perm.h5ad"))
     with pytest.warns(UserWarning, match=r"loaded into memory.*write the file with the model's"):
         z = zinbvae.get_latent_representation(lazy)
     np.testing.assert_allclose(z, zinbvae.get_latent_representation(cells), atol=1e-6)
@@ -178,7 +170,7 @@ def test_reordered_genes_of_a_lazy_file_are_loaded_with_a_warning(zinbvae, cells
 def test_read_lazy_says_that_the_layers_of_an_h5ad_are_in_memory(cells, tmp_path):
     adata = cells.copy()
     adata.layers["counts"] = adata.X.copy()
-    path = _write(adata, tmp_path / "layers.h5ad")
+    path = write_store(adata, tmp_path / "layers.h5ad")
     with pytest.warns(
         UserWarning,
         # Counts in X train from disk: the advice to move them there is for counts in a layer.
@@ -193,7 +185,7 @@ def test_read_lazy_says_that_the_layers_of_an_h5ad_are_in_memory(cells, tmp_path
 def test_a_zarr_store_with_a_dense_layer_opens_and_refuses_only_that_layer(cells, tmp_path):
     adata = cells.copy()
     adata.layers["dense"] = adata.X.toarray()
-    lazy = dv.read_lazy(_write(adata, tmp_path / "dense_layer.zarr"))
+    lazy = dv.read_lazy(write_store(adata, tmp_path / "dense_layer.zarr"))
     dv.model.ZINBVAE.setup_anndata(lazy)  # X is sparse: fine
     fix = r"adata.layers\['dense'\] = scipy.sparse.csr_matrix\(adata.layers\['dense'\]\)"
     with pytest.raises(ValueError, match=r"layers\['dense'\] is stored dense.*" + fix):
@@ -204,7 +196,7 @@ def test_a_dense_x_of_a_zarr_store_is_refused_by_name(cells, tmp_path):
     adata = cells.copy()
     adata.X = adata.X.toarray()
     with pytest.raises(ValueError, match=r"adata.X = scipy.sparse.csr_matrix\(adata.X\)"):
-        dv.read_lazy(_write(adata, tmp_path / "dense_x.zarr"))
+        dv.read_lazy(write_store(adata, tmp_path / "dense_x.zarr"))
 
 
 def test_a_dense_x_beside_sparse_counts_opens_and_the_counts_layer_trains(cells, tmp_path):
@@ -213,7 +205,7 @@ def test_a_dense_x_beside_sparse_counts_opens_and_the_counts_layer_trains(cells,
     adata = cells.copy()
     adata.layers["counts"] = adata.X.copy()
     adata.X = np.log1p(adata.X.toarray())
-    lazy = dv.read_lazy(_write(adata, tmp_path / "dense_x_counts.zarr"))
+    lazy = dv.read_lazy(write_store(adata, tmp_path / "dense_x_counts.zarr"))
     assert not sparse.issparse(lazy.X)  # left on disk, not read into memory
     with pytest.raises(ValueError, match=r"adata.X is stored dense in a zarr store"):
         dv.model.ZINBVAE.setup_anndata(lazy)
@@ -229,7 +221,7 @@ def test_a_dense_x_beside_sparse_counts_opens_and_the_counts_layer_trains(cells,
 
 # ------------------------------------------------------- 6. results into a zarr store
 def test_results_written_into_a_zarr_store_leave_out_scvi_columns(cells, tmp_path):
-    path = _write(cells, tmp_path / "cells.zarr")
+    path = write_store(cells, tmp_path / "cells.zarr")
     lazy = dv.read_lazy(path)
     scvi.settings.seed = 0
     dv.model.ZINBVAE.setup_anndata(lazy)
@@ -253,7 +245,7 @@ def test_results_written_into_a_zarr_store_leave_out_scvi_columns(cells, tmp_pat
 
 # ------------------------------------------------------- 7. a view of a backed AnnData
 def test_a_view_of_a_backed_file_is_told_to_use_to_memory(cells, tmp_path):
-    lazy = dv.read_lazy(_write(cells, tmp_path / "cells.h5ad"))
+    lazy = dv.read_lazy(write_store(cells, tmp_path / "cells.h5ad"))
     with pytest.raises(ValueError, match=r"adata\[mask\].to_memory\(\).*copy\(filename="):
         dv.model.ZINBVAE.setup_anndata(lazy[:50])
 
@@ -263,7 +255,7 @@ def test_a_view_of_a_backed_file_is_told_to_use_to_memory(cells, tmp_path):
 def test_a_store_moved_after_training_is_named_not_read_as_zeros(cells, tmp_path, store):
     # zarr reads the chunks of a moved or deleted store as zeros: the model's read-outs and
     # training went on, on nothing; a closed .h5ad failed deep in h5py ("unable to open file").
-    path = _write(cells, tmp_path / store)
+    path = write_store(cells, tmp_path / store)
     lazy = ad.read_h5ad(path, backed="r") if store.endswith(".h5ad") else dv.read_lazy(path)
     dv.model.ZINBVAE.setup_anndata(lazy)
     model = dv.model.ZINBVAE(lazy, n_latent=3, n_hidden=16)
@@ -292,7 +284,7 @@ def test_counts_stored_csc_on_disk_are_told_to_be_rewritten_csr(cells, tmp_path,
     # of CSC in memory only, so an atlas too big for memory was read whole, per minibatch.
     adata = cells.copy()
     adata.X = sparse.csc_matrix(adata.X)
-    lazy = dv.read_lazy(_write(adata, tmp_path / store))
+    lazy = dv.read_lazy(write_store(adata, tmp_path / store))
     fix = r"stored CSC .* every minibatch .* reads the whole matrix.*adata.X = adata.X.tocsr\(\)"
     with pytest.warns(UserWarning, match=fix):
         dv.model.ZINBVAE.setup_anndata(lazy)
