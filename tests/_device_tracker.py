@@ -19,7 +19,9 @@ tensors (CUDA accepts CPU scalars). Recorded too, as CUDA refuses them: a host t
 with "device" indices, a "device" tensor read as numpy without ``.cpu()``, and, under
 ``torch.use_deterministic_algorithms(True)``, a float ``cumsum`` or a ``scatter_reduce``
 other than a sum or mean of a "device" tensor (CUDA has no deterministic kernel for them and
-raises).
+raises). With ``draws=True``, a random draw made on the "device" is recorded too: a GPU's
+generator draws other numbers than the CPU's for one seed, so a seeded read-out that draws
+there gives other cells on a GPU than on the CPU.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ _EXEMPT = {
     "retain_grad", "_version", "copy_", "_has_compatible_shallow_copy_type",
 }  # fmt: skip
 _INDEXING = {"__getitem__", "__setitem__", "index_put_", "index_put"}
+_RANDOM = {
+    "rand", "randn", "randint", "randperm", "normal", "bernoulli", "poisson", "binomial",
+    "multinomial", "_standard_gamma", "_sample_dirichlet", "rand_like", "randn_like",
+    "randint_like", "uniform_", "normal_", "bernoulli_", "exponential_", "random_",
+    "cauchy_", "log_normal_", "geometric_",
+}  # fmt: skip
 _LIKE = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like"}
 
 
@@ -71,9 +79,10 @@ def _is_cpu(device) -> bool:
 class DeviceTracker(TorchFunctionMode):
     """Record every torch call that would mix the GPU and the CPU (see the module's text)."""
 
-    def __init__(self, root: str = "deltavae"):
+    def __init__(self, root: str = "deltavae", draws: bool = False):
         super().__init__()
         self.root = root
+        self.draws = draws
         self.mixes: Counter = Counter()
 
     def _caller(self) -> str:
@@ -146,6 +155,8 @@ class DeviceTracker(TorchFunctionMode):
                 host = [t for t, p in zip(inputs, places, strict=True) if p == "host" and t.dim()]
                 if host:
                     self.mixes[(name, self._caller())] += 1
+        if self.draws and name in _RANDOM and place == "device":
+            self.mixes[("random draw on the device", self._caller())] += 1
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor) and place is not None:
                 if _where(t) is None or place == "device" or name in ("cpu", "to"):

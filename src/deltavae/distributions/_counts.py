@@ -326,9 +326,10 @@ class CountDistribution(pdist.TorchDistribution):
         return torch.sigmoid(-self.zi_logits) * (nb + torch.sigmoid(self.zi_logits) * mu * mu)
 
 
-def round_counts(mean: torch.Tensor) -> torch.Tensor:
+def round_counts(mean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Whole counts with expectation ``mean``: each value rounded down or up at random, up with
-    probability its fractional part (stochastic rounding). Negative means give 0.
+    probability its fractional part (stochastic rounding). Negative means give 0. The draws
+    come from ``generator`` (on ``mean``'s device) where given, else from torch's.
 
     The residual translations (:meth:`deltavae.module.CGMDVAEModule.translate`,
     :meth:`deltavae.model.CGMDVAE.translate`) predict a cell's counts as its observed counts
@@ -349,4 +350,4 @@ def round_counts(mean: torch.Tensor) -> torch.Tensor:
     """
     mean = mean.clamp(min=0.0)
     low = mean.floor()
-    return low + torch.bernoulli(mean - low)
+    return low + torch.bernoulli(mean - low, generator=generator)

@@ -13,6 +13,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from .._checks import layer_matrix
+from ..distributions._draws import CellDraws
 from ._condition_counts import warn_untrained_combinations
 from ._condition_types import model_column, predicted_condition, typed_codes
 from ._labels import labels_of
@@ -50,7 +51,9 @@ class GenerationMixin:
             from the training cells that carry the values given, so every cell has a
             combination of conditions that trained.
         seed
-            Random seed for reproducible samples.
+            Random seed for reproducible samples: the same seed gives the same cells on a GPU
+            as on the CPU (the draws are made on the CPU); ``None`` seeds them from torch's
+            global generator.
 
         Returns
         -------
@@ -71,7 +74,8 @@ class GenerationMixin:
             cats = self._condition_codes(condition, n_cells, seed)
             y_given = None if cluster is None else self._cluster_index(cluster)
             self._check_if_trained(warn=False)
-            draws = module.generate(n_cells, cats, y_given, self._library_log_stats())
+            stats = self._library_log_stats()
+            draws = module.generate(n_cells, cats, y_given, stats, CellDraws(seed))
         if cats is not None:  # a dict naming every key: a combination that may not have trained
             warn_untrained_combinations(self, cats.cpu().numpy(), "sample")
         y, x, expected = draws["y"], draws["x"], draws["expected"]
@@ -167,9 +171,10 @@ class GenerationMixin:
             result records the weight used (the default falls to 0, with a warning, where no
             group is).
         seed
-            Seed of the random rounding (or draw) of ``layers["counts"]``: the same seed and
-            ``batch_size`` give the same counts (the draws follow the minibatches); ``None``
-            draws from torch's global generator.
+            Seed of the random rounding (or draw) of ``layers["counts"]``: the same seed gives
+            the same counts, whatever the ``batch_size`` and on a GPU as on the CPU (the
+            draws are made on the CPU, cell after cell); ``None`` seeds them from torch's
+            global generator.
 
         Returns
         -------
@@ -210,12 +215,13 @@ class GenerationMixin:
 
         targets = dict(zip(self.condition_keys, target.tolist(), strict=True))
         with seeded(module, seed):
+            draws = CellDraws(seed)  # on the CPU, cell after cell: any device and batch_size
             for tensors in self._make_data_loader(adata, batch_size=batch_size):
                 cats = tensors[_CAT].to(target.device)
                 moved = self._moved_codes(target, cats)
                 moves.append(moved.cpu())
                 x = tensors[REGISTRY_KEYS.X_KEY]
-                batch = module.translate(x, cats, moved, residual, floor=floor)
+                batch = module.translate(x, cats, moved, residual, floor=floor, draws=draws)
                 outs.append(batch["expected"].cpu())
                 if batch["counts"] is not None:
                     counts.append(batch["counts"].cpu())
@@ -228,7 +234,7 @@ class GenerationMixin:
                 key = self.condition_keys[0]
                 value = self._cat_state().mappings[key][targets[key]]
                 cells, response_weight = with_observed_responses(
-                    self, adata, cells, value, response_weight, batch_size, strict
+                    self, adata, cells, value, response_weight, batch_size, strict, draws
                 )
         obs = caller_obs.copy()
         for key, code in targets.items():

@@ -11,6 +11,7 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
+from ..distributions._draws import CellDraws
 from ._condition_counts import warn_untrained_combinations
 from ._condition_types import predicted_condition
 from ._labels import _label_state, groups_under_both
@@ -90,7 +91,11 @@ def describe_prediction(out: AnnData, model, method: str, target) -> None:
 
 @torch.inference_mode()
 def latent_shift(
-    model: PerturbationMixin, adata: AnnData, contrast: Contrast, batch_size: int | None = None
+    model: PerturbationMixin,
+    adata: AnnData,
+    contrast: Contrast,
+    batch_size: int | None = None,
+    draws: CellDraws | None = None,
 ) -> AnnData:
     """scGen-style latent arithmetic: shift cells by the mean latent difference of conditions.
 
@@ -109,6 +114,10 @@ def latent_shift(
         :meth:`PerturbationMixin.predict_perturbation`.
     batch_size
         Cells per minibatch.
+    draws
+        The generators of the counts (:class:`~deltavae.distributions._draws.CellDraws`, on
+        the CPU: the same counts whatever the device and ``batch_size``); ``None``: seeded
+        from torch's generator.
 
     Returns
     -------
@@ -139,6 +148,7 @@ def latent_shift(
     shift = torch.as_tensor(delta, dtype=torch.float32, device=module.device)
     floor = None if module.likelihood != "normal" else data_floor(model, adata)  # as translate
     outs, counts, moved = [], [], []
+    draws = CellDraws() if draws is None else draws
     under = decoded_under(model.adata_manager.registry, condition_key, target)
     for tensors in model._make_data_loader(adata, batch_size=batch_size):
         inference = module.inference(**module._get_inference_input(tensors))
@@ -151,7 +161,8 @@ def latent_shift(
         px = module.generative(**module._get_generative_input(tensors, inference))["px"]
         outs.append((px.mean if floor is None else px.mean.clamp(min=floor)).cpu())
         if module.likelihood in ("zinb", "nb"):
-            counts.append(px.sample().cpu())
+            params = {"mu": px.mu, "theta": px.theta, "zi_logits": getattr(px, "zi_logits", None)}
+            counts.append(draws.sample(module.observation, params))
     if moved:
         call = "predict_perturbation(method='latent_shift')"
         warn_untrained_combinations(model, torch.cat(moved).numpy(), call)

@@ -17,7 +17,7 @@ from scipy.special import softmax
 from scvi import REGISTRY_KEYS
 
 from .._checks import short_repr
-from ..distributions import round_counts
+from ..distributions._draws import CellDraws
 from ._cgmdvae_mixins import ClustersMixin, _as_known
 from ._condition_counts import NOT_TRAINED, trained_conditions, warn_if_cells_not_trained
 from ._condition_types import predicted_condition
@@ -99,7 +99,8 @@ class PerturbationMixin:
             ``translate``: the weight on the observed responses (see ``CGMDVAE.translate``).
         seed
             ``translate``, ``latent_shift``: seed of the random whole counts; the same seed
-            and ``batch_size`` give the same counts (``None``: torch's global generator).
+            gives the same counts, whatever the ``batch_size`` and on a GPU as on the CPU
+            (``None``: seeded from torch's global generator).
 
         Returns
         -------
@@ -168,7 +169,7 @@ class PerturbationMixin:
         with seeded(self.module, seed):
             if method == "nearest_response":
                 return nearest_response(self, adata, contrast, batch_size, similarity)
-            return latent_shift(self, adata, contrast, batch_size)
+            return latent_shift(self, adata, contrast, batch_size, CellDraws(seed))
 
 
 class Contrast(NamedTuple):
@@ -383,6 +384,7 @@ def with_observed_responses(
     weight: float,
     batch_size=None,
     strict: bool = True,
+    draws: CellDraws | None = None,
 ) -> tuple[dict, float]:
     """Average a translation with the observed responses of the most similar training groups.
 
@@ -393,7 +395,10 @@ def with_observed_responses(
     responses, on the scale where responses add: the data for ``likelihood="normal"``,
     log-normalized counts at each cell's own library (:func:`deltavae.metrics.log_normalize`)
     for count models. For counts the averaged expectation becomes counts as in the residual
-    translation: the expectation rounded stochastically to whole counts. Cells already under
+    translation: the expectation rounded stochastically to whole counts, with ``draws``
+    (:class:`~deltavae.distributions._draws.CellDraws`, the translation's; ``None``: seeded
+    from torch's generator) on the CPU, as on the CPU path whatever the model's device, and
+    whatever the ``batch_size``. Cells already under
     the target condition are left as translated. When no training group is seen under both a
     source and the target condition there is no response to average: ``strict`` raises,
     otherwise those cells keep the translation (the weight returned is 0 when no cell was
@@ -418,6 +423,7 @@ def with_observed_responses(
     is_count = model.module.observation.is_count
     x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
     blended, alone = False, []
+    draws = CellDraws() if draws is None else draws
     memo = {}  # the training cells' groups, data and coordinates, for every source
     library = None
     for source in sorted(set(own) - {str(target_condition)}):
@@ -453,7 +459,7 @@ def with_observed_responses(
         model_log = np.log1p(np.maximum(expected[rows], 0.0) / own_library * 1e4)
         mean = np.expm1((1 - weight) * model_log + weight * nearest) * own_library / 1e4
         expected[rows] = mean
-        counts[rows] = round_counts(torch.as_tensor(mean).float()).numpy()
+        counts[rows] = draws.round_counts(torch.as_tensor(mean).float(), "blend").numpy()
     _warn_model_alone(alone, target_condition)
     return {"expected": expected.astype(np.float32), "counts": counts}, weight if blended else 0.0
 

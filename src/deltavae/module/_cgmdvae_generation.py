@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 from scvi.module.base import auto_move_data
-from torch.distributions import Categorical, Dirichlet
 
-from ..distributions import round_counts
+from ..distributions._draws import CellDraws
+from ..nn._blocks import CorrelatedNormal
 
 
 class CGMDVAEGeneration:
@@ -22,36 +22,50 @@ class CGMDVAEGeneration:
         cat_covs: torch.Tensor | None = None,
         cluster: int | None = None,
         library_log_stats: tuple[float, float] | None = None,
+        draws: CellDraws | None = None,
     ) -> dict[str, torch.Tensor]:
         """Ancestral draws of d, y, w, z and x for ``n_cells`` cells under ``cat_covs``.
 
         ``cluster`` fixes y (otherwise d ~ Dir(alpha), y ~ Cat(d)); for counts the log
         library size is drawn from N(mean, sd) given as ``library_log_stats``. Returns the
-        cluster ``y``, ``w``, ``z``, the draws ``x`` and their expectation ``expected``.
+        cluster ``y``, ``w``, ``z``, the draws ``x`` and their expectation ``expected``. The
+        random numbers come from ``draws`` (:class:`~deltavae.distributions._draws.CellDraws`;
+        ``None``: one seeded from torch's generator), drawn on the CPU: a GPU draws the same
+        cells as the CPU.
         """
+        draws = CellDraws() if draws is None else draws
         # In the networks' dtype, not torch's default (a user's float64 made them refuse w).
         device, dtype = self.device, self.alpha.dtype
         if cluster is None:
-            d = Dirichlet(self.alpha).sample((n_cells,))
-            y = Categorical(probs=d).sample()
+            alpha = self.alpha.detach().cpu().double().expand(n_cells, -1).contiguous()
+            d = torch._sample_dirichlet(alpha, generator=draws.generator("d"))
+            y = torch.multinomial(d, 1, generator=draws.generator("y")).squeeze(-1).to(device)
         else:
             y = torch.full((n_cells,), cluster, device=device)
-        w = torch.randn(n_cells, self.n_latent_w, dtype=dtype, device=device)
-        z = self.prior_distribution(w, cat_covs).sample()[torch.arange(n_cells, device=device), y]
+        w = draws.normal((n_cells, self.n_latent_w), self.alpha, "w")
+        prior = self.prior_distribution(w, cat_covs)
+        eps = draws.normal((n_cells, prior.event_shape[-1]), self.alpha, "z")
+        z = _from_noise(prior, eps.unsqueeze(-2))[torch.arange(n_cells, device=device), y]
         library = None
         if self.observation.is_count:
             if library_log_stats is None:
                 raise ValueError("Count likelihoods need library_log_stats=(mean, sd).")
             mean, sd = library_log_stats
-            library = torch.randn(n_cells, 1, dtype=dtype, device=device) * sd + mean
+            library = draws.normal((n_cells, 1), self.alpha, "library") * sd + mean
         params = self.decode(z, cat_covs, library)
-        x = self.observation.torch(params).sample()
+        x = draws.sample(self.observation, params).to(device=device, dtype=dtype)
         return {"y": y, "w": w, "z": z, "x": x, "expected": self.observation.expected(params)}
 
     @torch.inference_mode()
     @auto_move_data
     def translate(
-        self, x, cat_covs, target_covs, residual: bool = False, floor: float | None = 0.0
+        self,
+        x,
+        cat_covs,
+        target_covs,
+        residual: bool = False,
+        floor: float | None = 0.0,
+        draws: CellDraws | None = None,
     ) -> dict[str, torch.Tensor | None]:
         """Decode each cell's posterior mean of z under ``target_covs`` (codes per cell, or one
         row for all), at its own library size for counts.
@@ -64,8 +78,12 @@ class CGMDVAEGeneration:
         ``counts`` is that
         rounded stochastically to whole counts (:func:`deltavae.distributions.round_counts`),
         so every count the change does not move is kept as observed. What the model does not
-        reconstruct of a cell is kept as observed.
+        reconstruct of a cell is kept as observed. ``counts`` are drawn on the CPU from
+        ``draws`` (:class:`~deltavae.distributions._draws.CellDraws`; ``None``: one seeded from
+        torch's generator), cell after cell: minibatches of any size, on any device, draw the
+        same counts.
         """
+        draws = CellDraws() if draws is None else draws
         qz, _ = self.encode(x, cat_covs)
         target_covs = target_covs.expand(cat_covs.shape).to(cat_covs.dtype)
         library = self.observation.log_library(x)
@@ -76,9 +94,17 @@ class CGMDVAEGeneration:
             delta = expected - self.observation.expected(self.decode(qz.loc, cat_covs, library))
             expected = x + delta if floor is None else (x + delta).clamp(min=floor)
             if self.observation.is_count:
-                counts = round_counts(x + delta)
+                counts = draws.round_counts(x + delta)
         elif self.observation.is_count:
-            counts = self.observation.torch(params).sample()
+            counts = draws.sample(self.observation, params)
         elif floor is not None:  # a normal mean of data that are never negative
             expected = expected.clamp(min=floor)
         return {"expected": expected, "counts": counts}
+
+
+def _from_noise(prior, eps: torch.Tensor) -> torch.Tensor:
+    """Draws of a mixture prior (:class:`~deltavae.nn._blocks.CorrelatedNormal`, or an
+    independent Normal) from standard normal noise ``eps``."""
+    if isinstance(prior, CorrelatedNormal):
+        return prior.from_noise(eps)
+    return prior.mean + prior.stddev * eps

@@ -145,8 +145,13 @@ class CorrelatedNormal(Distribution):
 
     def rsample(self, sample_shape=()) -> torch.Tensor:
         shape = self._extended_shape(torch.Size(sample_shape))
-        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device).unsqueeze(-1)
+        return self.from_noise(torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device))
+
+    def from_noise(self, eps: torch.Tensor) -> torch.Tensor:
+        """The draw made of standard normal noise ``eps`` (broadcast against the batch)."""
+        shape = torch.broadcast_shapes(eps.shape, self.loc.shape)
         unmix = self.unmix.expand(*shape[:-1], *self.unmix.shape[-2:])
+        eps = eps.expand(shape).unsqueeze(-1)
         v = torch.linalg.solve_triangular(unmix, eps, upper=False, unitriangular=True)
         return self.loc + self.scale * v.squeeze(-1)
 

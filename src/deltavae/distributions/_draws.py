@@ -1,0 +1,99 @@
+"""The random draws of the seeded read-outs (generated cells, translated and shifted counts),
+made on the CPU whatever the model's device, in cell order.
+
+A GPU's generator gives other numbers than the CPU's for one seed, so draws made on the
+model's device differed between a GPU and the CPU; and draws of several kinds made minibatch
+by minibatch (a NB draw is a gamma, then a Poisson draw) interleaved them in an order set by
+``batch_size``. Here each kind of draw has a CPU :class:`torch.Generator` of its own, seeded
+from the read-out's seed and the kind's name; torch's CPU kernels for uniform, Bernoulli,
+gamma and Poisson draws read their generator one element after another, so minibatches of any
+size, on any device, draw the same numbers for each cell. The draws of a normal (``randn``,
+which CPU kernels fill 16 values at a time) are made in one call per read-out only
+(:meth:`CellDraws.normal`).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import torch
+
+from ._counts import round_counts
+from ._likelihood import Likelihood
+
+
+class CellDraws:
+    """Generators of one seeded read-out, one per kind of draw, all on the CPU.
+
+    Parameters
+    ----------
+    seed
+        The read-out's seed, an integer in [0, 2**64); ``None`` draws one from torch's global
+        (CPU) generator, so ``torch.manual_seed`` repeats an unseeded read-out.
+
+    Examples
+    --------
+    >>> draws = CellDraws(0)
+    >>> whole = draws.round_counts(torch.full((4, 3), 2.5))
+    >>> parts = CellDraws(0)
+    >>> split = torch.cat([parts.round_counts(torch.full((n, 3), 2.5)) for n in (1, 3)])
+    >>> bool((whole == split).all())
+    True
+    """
+
+    def __init__(self, seed: int | None = None):
+        if seed is None:
+            seed = int(torch.randint(2**62, (1,)).item())
+        self.seed = int(seed)
+        self._generators: dict[str, torch.Generator] = {}
+
+    def generator(self, kind: str) -> torch.Generator:
+        """The CPU generator of draws of ``kind``, seeded from the seed and the kind's name."""
+        if kind not in self._generators:
+            words = np.random.SeedSequence([self.seed, zlib.crc32(kind.encode())]).generate_state(2)
+            seed = int(words[0]) | int(words[1]) << 32
+            self._generators[kind] = torch.Generator().manual_seed(seed)
+        return self._generators[kind]
+
+    def uniform(self, shape, kind: str) -> torch.Tensor:
+        """Uniform draws in [0, 1) on the CPU, element after element in row order."""
+        return torch.rand(tuple(shape), generator=self.generator(kind))
+
+    def normal(self, shape, like: torch.Tensor, kind: str) -> torch.Tensor:
+        """Standard normal draws made on the CPU, moved to ``like``'s device and dtype. One
+        call per read-out and kind: randn's draws depend on the shape they fill."""
+        draws = torch.randn(tuple(shape), generator=self.generator(kind), dtype=torch.float64)
+        return draws.to(device=like.device, dtype=like.dtype)
+
+    def round_counts(self, mean: torch.Tensor, kind: str = "round") -> torch.Tensor:
+        """:func:`~deltavae.distributions.round_counts` of ``mean`` on the CPU."""
+        return round_counts(mean.detach().cpu().contiguous(), generator=self.generator(kind))
+
+    def sample(self, likelihood: Likelihood, params: dict) -> torch.Tensor:
+        """One draw of p(x | params) (a decoder's parameters, on any device), on the CPU.
+
+        Counts are scvi-tools' draw (a gamma of shape theta and mean mu, clamped at 1e8, then
+        a Poisson; a zero where a uniform falls at or below the ZINB's dropout probability).
+        """
+        cpu = {
+            k: v.detach().cpu().contiguous()
+            for k, v in params.items()
+            if isinstance(v, torch.Tensor)
+        }
+        if likelihood.is_count:
+            mu = cpu["mu"]
+            theta = cpu["theta"].expand_as(mu).contiguous()
+            gamma = torch._standard_gamma(theta, generator=self.generator("gamma"))
+            rate = (gamma * (mu / theta)).clamp(min=torch.finfo(mu.dtype).tiny, max=1e8)
+            counts = torch.poisson(rate, generator=self.generator("poisson"))
+            if likelihood.name == "zinb":
+                zero = self.uniform(mu.shape, "dropout") <= torch.sigmoid(cpu["zi_logits"])
+                counts = torch.where(zero, torch.zeros_like(counts), counts)
+            return counts
+        if likelihood.name == "normal":
+            out = cpu["out"]
+            noise = torch.randn(out.shape, generator=self.generator("normal"), dtype=out.dtype)
+            return out + torch.exp(cpu["log_scale"]) * noise
+        logits = cpu["out"]
+        return (self.uniform(logits.shape, "bernoulli") < torch.sigmoid(logits)).to(logits.dtype)

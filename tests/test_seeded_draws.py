@@ -1,0 +1,148 @@
+"""Seeded read-outs (generated cells, translated and shifted counts) draw their random numbers
+on the CPU, cell after cell (:class:`deltavae.distributions._draws.CellDraws`): the same seed
+gives the same numbers whatever the ``batch_size``, and on a GPU as on the CPU. A GPU's
+generator draws other numbers than the CPU's, which :class:`_device_tracker.DeviceTracker`
+(``draws=True``) catches on a CPU: any random draw made on the model's device."""
+
+import inspect
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from _device_tracker import DeviceTracker, on_device, track_moves
+
+import deltavae as dv
+from deltavae.distributions import Likelihood
+from deltavae.module import CGMDVAEModule
+
+TRAIN = {"accelerator": "cpu", "enable_progress_bar": False, "batch_size": 64}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    adata = dv.datasets.synthetic_counts(
+        n_cells=160, n_genes=30, n_clusters=3, n_conditions=2, seed=0
+    )
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, mixture_init="kmeans", mixture_init_epoch=0, **TRAIN)
+    return model, adata[adata.obs["condition"] == "ctrl"].copy()
+
+
+def _readouts(model, ctrl, batch_size=None):
+    """Every seeded read-out that draws counts from minibatches, by name."""
+    return {
+        "translate (averaged with the observed responses)": lambda: model.translate(
+            ctrl, "stim", batch_size=batch_size, seed=0
+        ),
+        "translate (residual)": lambda: model.translate(
+            ctrl, "stim", batch_size=batch_size, seed=0, response_weight=0
+        ),
+        "translate (decoded, one posterior predictive draw)": lambda: model.translate(
+            ctrl, "stim", batch_size=batch_size, seed=0, residual=False, response_weight=0
+        ),
+        "latent shift": lambda: model.predict_perturbation(
+            ctrl, "stim", method="latent_shift", batch_size=batch_size, seed=0
+        ),
+    }
+
+
+def test_seeded_counts_do_not_depend_on_batch_size(trained):
+    """The draws followed the minibatches: a NB draw (gamma, then Poisson, per minibatch)
+    interleaved the streams by batch_size, and 2/3 of the decoded and shifted counts changed
+    between batch_size=16 and 64."""
+    model, ctrl = trained
+    small, large = _readouts(model, ctrl, 16), _readouts(model, ctrl, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in small:
+            a, b = small[name]().layers["counts"], large[name]().layers["counts"]
+            assert np.array_equal(a, b), f"{name}: {(a != b).sum()} counts differ"
+
+
+def test_seeded_read_outs_draw_nothing_on_the_device(trained, monkeypatch):
+    """On a GPU the counts were drawn with the GPU's generator (other numbers than the CPU's),
+    and translate's average with the observed responses drew its rounding from the CPU's
+    generator, which the CPU path had advanced past the model's draws and a GPU had not."""
+    model, ctrl = trained
+    track_moves(monkeypatch)
+    calls = {
+        **_readouts(model, ctrl),
+        "sample": lambda: model.sample(20, seed=0),
+        "sample (cluster and condition given)": lambda: model.sample(
+            20, cluster=1, condition="stim", seed=0
+        ),
+    }
+    # inference() draws z and w from q for the callers that read them; these read-outs take
+    # the posterior means, so those draws reach no result.
+    lines, start = inspect.getsourcelines(CGMDVAEModule.inference)
+    where = "deltavae/module/_cgmdvae.py"
+    unread = {f"{where}:{start + i}" for i, line in enumerate(lines) if "rsample" in line}
+    found = {}
+    for name, call in calls.items():
+        on_device(model.module)
+        tracker = DeviceTracker(draws=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with tracker:
+                call()
+        drawn = [at for _, at in tracker.mixes if at.split(" <- ")[0] not in unread]
+        if drawn:
+            found[name] = drawn
+    assert not found, "\n".join(f"{name}: {report}" for name, report in found.items())
+
+
+@pytest.mark.parametrize(
+    "likelihood, covariance", [("normal", "diag"), ("bernoulli", "full"), ("nb", "diag")]
+)
+def test_generated_cells_of_every_likelihood_are_drawn_on_the_cpu(likelihood, covariance):
+    """Each likelihood's draw and both prior covariances; the same seed, the same cells."""
+    from deltavae.distributions._draws import CellDraws
+
+    module = CGMDVAEModule(
+        12, 3, [2], n_latent=3, n_hidden=8, likelihood=likelihood, prior_covariance=covariance
+    ).eval()
+    on_device(module)
+    cats = torch.zeros(40, 1, dtype=torch.long)
+    stats = (5.0, 0.3) if likelihood == "nb" else None
+    tracker = DeviceTracker(draws=True)
+    with tracker:
+        first = module.generate(40, cats, None, stats, CellDraws(3))
+    assert not tracker.mixes, tracker.report()
+    again = module.generate(40, cats, None, stats, CellDraws(3))
+    for key in ("y", "z", "x"):
+        assert torch.equal(first[key], again[key]), key
+    if likelihood == "bernoulli":
+        assert set(first["x"].unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("name", ["zinb", "nb"])
+def test_count_draws_in_parts_are_the_draws_of_the_whole(name):
+    """The CPU kernels read each generator element by element: minibatches of any size draw
+    what one batch of every cell draws. The counts have the distribution's mean and variance."""
+    from deltavae.distributions._draws import CellDraws
+
+    gen = torch.Generator().manual_seed(0)
+    mu = torch.rand(600, 20, generator=gen) * 20 + 0.1
+    theta = torch.rand(20, generator=gen) * 3 + 0.5
+    params = {"mu": mu, "theta": theta, "zi_logits": torch.full((600, 20), -1.0)}
+    lik = Likelihood(name)
+    whole = CellDraws(7).sample(lik, params)
+    parts = CellDraws(7)
+    rows = [slice(0, 1), slice(1, 250), slice(250, 600)]
+    split = torch.cat(
+        [
+            parts.sample(lik, {k: v[r] if v.dim() == 2 else v for k, v in params.items()})
+            for r in rows
+        ]
+    )
+    assert torch.equal(whole, split)
+    assert not torch.equal(whole, CellDraws(8).sample(lik, params))
+    dist = lik.torch({**params, "scale": mu})
+    many = torch.stack([CellDraws(s).sample(lik, params) for s in range(40)])
+    ratio = many.mean(0).mean() / dist.mean.mean()
+    assert abs(float(ratio) - 1) < 0.02
+    assert abs(float(many.var(0).mean() / dist.variance.mean()) - 1) < 0.1
