@@ -267,14 +267,14 @@ def _cgmdvae_main(ctx: Context, models: dict, kang) -> None:
         ),
     )
     run(name, "write_to_adata", lambda: model.write_to_adata(adata), detail=str)
-    run(
-        name,
-        "sample(cluster=0, condition='stim')",
-        lambda: model.sample(n_cells=50, cluster=0, condition="stim", seed=0),
-    )
-    run(name, "sample() (drawn cluster, condition)", lambda: model.sample(n_cells=50, seed=1))
+
+    def sample(m):
+        return m.sample(n_cells=50, cluster=0, condition="stim", seed=0)
+
+    sampled = run(name, "sample(cluster=0, condition='stim')", lambda: sample(model))
+    drawn = run(name, "sample() (drawn cluster, condition)", lambda: model.sample(50, seed=1))
     ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
-    run(name, "translate(ctrl -> stim)", lambda: model.translate(ctrl, target_condition="stim"))
+    translated = run(name, "translate(ctrl -> stim)", lambda: model.translate(ctrl, "stim", seed=0))
     for method, extra in (
         ("translate", {}),
         ("latent_shift", {}),
@@ -295,6 +295,16 @@ def _cgmdvae_main(ctx: Context, models: dict, kang) -> None:
         "latent": z,
         "soft": soft,
         "kind": "latent",
+        # Seeded draws, made on the CPU: the CPU copy draws the same (phase 5), translate
+        # with another batch_size too.
+        "seeded": {
+            "sample(cluster=0, seed=0)": (sampled, sample),
+            "sample(seed=1)": (drawn, lambda m: m.sample(50, seed=1)),
+            "translate(seed=0, batch_size=1000)": (
+                translated,
+                lambda m: m.translate(ctrl, "stim", seed=0, batch_size=1000),
+            ),
+        },
     }
 
 

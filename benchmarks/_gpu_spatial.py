@@ -3,6 +3,7 @@ pseudo-spots, CPU copies against the device, save, load and train on."""
 
 from __future__ import annotations
 
+import numpy as np
 from _gpu_models import prepare_pbmc
 from _gpu_report import (
     FAILED,
@@ -75,8 +76,6 @@ def _nmfdeconv(ctx: Context, models: dict, spots, reference) -> None:
     truth = spots.obsm["proportions_true"]
 
     def rmse(p):
-        import numpy as np
-
         diff = p.to_numpy() - truth[p.columns].to_numpy()
         return f"RMSE vs true proportions {float(np.sqrt((diff**2).mean())):.3f}"
 
@@ -231,12 +230,32 @@ def phase_devices(ctx: Context, models: dict) -> None:
                 detail=str,
                 finite=False,
             )
+        for check, (drawn, again) in entry.get("seeded", {}).items():
+            run(
+                name,
+                f"{check} on cpu == on {ctx.device}",
+                lambda d=drawn, f=again, m=model: _same_draws(d, f(m)),
+                needs=[drawn],
+                detail=str,
+                finite=False,
+            )
         run(
             name,
             f"to_device('{ctx.torch_device}') (back)",
             lambda m=model: (m.to_device(ctx.torch_device), _on_device(ctx, m))[1],
             finite=False,
         )
+
+
+def _same_draws(on_device, on_cpu) -> str:
+    """A seeded read-out's draws (counts where it has them), made on the CPU whatever the
+    model's device: the same but where the decoded values' last digits put a draw on an edge."""
+    a, b = (c.layers["counts"] if "counts" in c.layers else c.X for c in (on_device, on_cpu))
+    same = float(np.mean(np.asarray(a) == np.asarray(b)))
+    text = f"{same:.5f} of the draws equal"
+    if same < 0.999:
+        raise CheckFailed(f"only {text}")
+    return text
 
 
 def _cluster_agreement(model, soft_on_device) -> str:
