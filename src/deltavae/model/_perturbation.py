@@ -395,10 +395,10 @@ def with_observed_responses(
     responses, on the scale where responses add: the data for ``likelihood="normal"``,
     log-normalized counts at each cell's own library (:func:`deltavae.metrics.log_normalize`)
     for count models. For counts the averaged expectation becomes counts as in the residual
-    translation: the expectation rounded stochastically to whole counts, with ``draws``
-    (:class:`~deltavae.distributions._draws.CellDraws`, the translation's; ``None``: seeded
-    from torch's generator) on the CPU, as on the CPU path whatever the model's device, and
-    whatever the ``batch_size``. Cells already under
+    translation: the expectation rounded stochastically to whole counts, drawn on the CPU
+    from ``draws`` (:class:`~deltavae.distributions._draws.CellDraws`, the translation's;
+    ``None``: seeded from torch's generator), so the same on any device and for any
+    ``batch_size``. Cells already under
     the target condition are left as translated. When no training group is seen under both a
     source and the target condition there is no response to average: ``strict`` raises,
     otherwise those cells keep the translation (the weight returned is 0 when no cell was
