@@ -187,3 +187,30 @@ def test_whole_float_labels_are_advised_to_become_integers():
     adata.obs["ids"] = adata.obs["ids"].astype(int)  # as advised: supervised integer labels
     dv.model.CGMDVAE.setup_anndata(adata, labels_key="ids")
     assert dv.model.CGMDVAE(adata, **SMALL).label_names == ["1", "2"]
+
+
+def test_predict_as_scanvi_labels_in_the_columns_type_and_soft_as_predict_labels():
+    """SCANVI users call model.predict(adata, indices, soft, batch_size): CGMDVAE had only
+    predict_labels (AttributeError). predict gives a numpy array of labels, integers for
+    integer labels (comparable with the user's column) and strings once novel clusters are
+    among them; soft=True the table of predict_labels(soft=True)."""
+    adata = _cells()
+    codes = adata.obs["cluster"].cat.codes.to_numpy().astype(int) + 1
+    adata.obs["semi"] = np.where(np.arange(adata.n_obs) % 3 == 0, -1, codes)
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="semi", unlabeled_category=-1)
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=1, **FAST)
+    hard = model.predict()
+    assert isinstance(hard, np.ndarray) and hard.dtype == np.int64 and set(hard) <= {1, 2}
+    np.testing.assert_array_equal(hard, model.predict_labels()["label"].to_numpy())
+    assert (hard == adata.obs["semi"].to_numpy()).any()  # compares with the user's column
+    soft = model.predict(adata, indices=[5, 2], soft=True, batch_size=16)
+    pd.testing.assert_frame_equal(soft, model.predict_labels(soft=True).iloc[[5, 2]])
+    assert list(soft.index) == ["cell_5", "cell_2"] and list(soft.columns) == [1, 2]
+    with pytest.raises(ValueError, match=r"use_posterior_mean=False: CGMDVAE predicts at"):
+        model.predict(use_posterior_mean=False)
+    novel = dv.model.CGMDVAE(adata, n_clusters=3, **SMALL)
+    novel.train(max_epochs=1, **FAST)
+    labels = novel.predict(indices=np.arange(10))
+    assert labels.dtype.kind == "U" and set(labels) <= {"1", "2", "novel_0"}
+    assert list(novel.predict(soft=True).columns) == ["1", "2", "novel_0"]

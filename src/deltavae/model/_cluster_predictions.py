@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._checks import short_repr
 from ._labels import labels_of
 from ._scvi_glue import check_indices, mask_by_name
 
@@ -33,8 +34,64 @@ def cell_names(adata: AnnData, indices) -> pd.Index:
 
 
 class PredictionsMixin:
-    """``predict_clusters`` (indices or a cells x K array, as before) and ``predict_labels``
-    (DataFrames indexed by cell; ``soft=True``: a column per cluster, as ``SCANVI.predict``)."""
+    """``predict_clusters`` (indices or a cells x K array, as before), ``predict_labels``
+    (DataFrames indexed by cell; ``soft=True``: a column per cluster) and ``predict``
+    (scvi-tools' ``SCANVI.predict``: its signature and return types)."""
+
+    def predict(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        soft: bool = False,
+        batch_size: int | None = None,
+        use_posterior_mean: bool = True,
+    ) -> np.ndarray | pd.DataFrame:
+        """Label of every cell, as scvi-tools' ``SCANVI.predict``: the same arguments, in
+        its order, and the same return types.
+
+        The labels are :meth:`predict_labels`' (the reference label of the most probable
+        cluster of q(y | z, c), ``novel_j`` for a cluster no label claimed, the cluster's
+        name without labels); its ``confidence`` ranks cells and is not the chance of being
+        right. For a query model (see :meth:`load_query_data`) this is label transfer.
+
+        Parameters
+        ----------
+        adata
+            AnnData set up like the model's (a view such as ``adata[mask]``, or new cells);
+            default the model's (the query).
+        indices
+            Cells of ``adata`` to predict (positions or a boolean mask; default all), in
+            this order.
+        soft
+            Return every cluster's probability instead of the label.
+        batch_size
+            Cells per minibatch.
+        use_posterior_mean
+            ``True`` only, as scvi-tools' default: the clusters are read at the posterior
+            mean of z.
+
+        Returns
+        -------
+        Without ``soft``, a numpy array of one label per cell, of the labels' type: integer
+        labels as integers (int64), string labels (and any model with ``novel_j`` clusters,
+        whose integer labels are then strings ``"1"``, as in :attr:`cluster_names`) as
+        strings. With ``soft``, a DataFrame indexed by the cells' names, one column per
+        cluster (:attr:`cluster_names`, as the labels are typed), rows summing to 1:
+        ``predict_labels(soft=True)``.
+
+        Examples
+        --------
+        >>> q.predict()[:3]  # doctest: +SKIP
+        array(['B', 'T', 'T'], dtype='<U2')
+        >>> (q.predict() == adata.obs["cell_type"].to_numpy()).mean()  # doctest: +SKIP
+        """
+        if use_posterior_mean is not True:
+            raise ValueError(
+                f"use_posterior_mean={short_repr(use_posterior_mean)}: CGMDVAE predicts at "
+                "the posterior mean of z only; pass use_posterior_mean=True (the default)."
+            )
+        table = self.predict_labels(adata, batch_size, indices=indices, soft=soft)
+        return table if soft else np.array(table["label"].tolist())
 
     def predict_clusters(
         self,
