@@ -14,39 +14,34 @@ from scvi.model.base import BaseModelClass
 
 from .._checks import check_labels, dense, layer_matrix
 from ..module import ImputerDeconvolutionModule, ImputerLatentModule
-from ._backed import writes_backed
 from ._base import DeltaModelMixin
-from ._genes import _refuse_duplicates, check_own_adata
+from ._genes import _refuse_duplicates
 from ._imputer_reference import (
     check_design,
     check_shared,
     cluster_states,
-    imputed_spots,
     neighbour_cells,
     reference_genes,
-    requested_genes,
     spots_argument,
     state_profiles,
 )
+from ._imputer_results import ImputerResultsMixin
 from ._matrices import adata_in_memory, memory_copy, row_sums, to_memory
-from ._modes import in_eval_mode
 from ._saved import read_saved
 from ._spots import (
     SpotModelMixin,
-    fitted_rows,
-    prefixed,
     spot_rate,
     spots_to_load,
-    warn_empty_spots,
 )
 from ._validation import _matrix, check_data
 
 logger = logging.getLogger(__name__)
 
+#: Spots imputed at a time without batch_size (see ImputerResultsMixin.impute).
 _CHUNK = 4096
 
 
-class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
+class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseModelClass):
     """Expected expression of every reference gene in every spot, from the genes it measured.
 
     Spots (Visium, Slide-seq, MERFISH, Xenium ...) measure a subset of the genes of a
@@ -342,121 +337,6 @@ class SpatialImputer(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             kwargs["plan_kwargs"] = {"eps": 1e-8, **(kwargs.get("plan_kwargs") or {})}
         kwargs.update(train_size=1.0, restore_best=False, early_stopping=False)
         return super().train(max_epochs=max_epochs, lr=lr, batch_size=batch_size, **kwargs)
-
-    # ------------------------------------------------------------------------- results
-    @in_eval_mode
-    def impute(self, genes: list[str] | None = None) -> pd.DataFrame:
-        """Expected counts of reference genes in every spot, on the spots' scale.
-
-        Parameters
-        ----------
-        genes
-            Reference genes to impute, by name (measured ones too: the model's expectation
-            of them); ``None`` for the reference genes the spots did not measure.
-
-        Returns
-        -------
-        pandas.DataFrame
-            Spots x genes. A gene's platform factor is fitted for the measured genes only;
-            the other genes take the geometric mean of those factors, so their overall level
-            is the reference's, while their pattern across spots is what the model infers.
-
-        Examples
-        --------
-        >>> imputer.impute(["gene_45"]).shape  # doctest: +SKIP
-        """
-        self._check_if_trained(warn=False)
-        check_own_adata(self)  # its counts, read below, not normalised in place since setup
-        chosen = requested_genes(self.reference_genes_, self.adata.var_names, genes)
-        columns = torch.as_tensor(self.reference_genes_.get_indexer(chosen), dtype=torch.long)
-        counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        device = self.module.device
-        chunk = _CHUNK
-        if self.profiles_ == "neighbours":  # spots x cells similarities, at most 2^24 a chunk
-            chunk = max(1, min(_CHUNK, 2**24 // max(len(self.module.cell_states), 1)))
-        blocks, n_empty = [], 0
-        if self.design_ == "deconvolution":  # parameters per fitted spot; the latent: any spots
-            rows = torch.as_tensor(fitted_rows(self), dtype=torch.long)
-        for start in range(0, self.adata.n_obs, chunk):
-            stop = min(start + chunk, self.adata.n_obs)
-            block = counts[start:stop]
-            n_empty += int((np.asarray(block.sum(axis=1)).ravel() == 0).sum())
-            x = None  # the spots' counts: read only by the latent design and the neighbours
-            if self.design_ == "latent" or self.profiles_ == "neighbours":
-                x = torch.as_tensor(dense(block), dtype=torch.float32).to(device)
-            if self.design_ == "deconvolution":
-                values = self.module.expected(rows[start:stop].to(device), x)
-            else:
-                values = self.module.expected(x)
-            blocks.append(values[:, columns.to(device)].cpu().numpy().astype(np.float64))
-        warn_empty_spots(n_empty, self.adata.n_obs, "imputed values", self.adata.n_vars)
-        return pd.DataFrame(np.concatenate(blocks), index=self.adata.obs_names, columns=chosen)
-
-    def get_proportions(self, adata: AnnData | None = None) -> pd.DataFrame:
-        """Shares of the reference states in every spot (deconvolution design).
-
-        Parameters
-        ----------
-        adata
-            The model's spots or some of them (matched by name, in any order; any genes),
-            e.g. the AnnData passed to :meth:`from_reference`; rows follow its order. Default
-            every spot of the model. Other spots are refused: the proportions are fitted per
-            spot.
-
-        Examples
-        --------
-        >>> imputer.get_proportions().idxmax(axis=1).head()  # doctest: +SKIP
-        >>> imputer.get_proportions(spots[spots.obs["region"] == "cortex"])  # doctest: +SKIP
-        """
-        if self.design_ != "deconvolution":
-            raise ValueError(
-                "get_proportions needs design='deconvolution' (the default): the latent design "
-                "fits no state proportions. Build the model with design='deconvolution'."
-            )
-        if adata is not None:  # checked before the model's state
-            adata = imputed_spots(self, adata, what="Proportions")
-        self._check_if_trained(warn=False)
-        with torch.no_grad():
-            values = self.module.proportions().cpu().numpy()[fitted_rows(self)].astype(float)
-        values /= values.sum(axis=1, keepdims=True)
-        table = pd.DataFrame(values, index=self.adata.obs_names, columns=self.state_names_)
-        return table if adata is None else table.loc[adata.obs_names]
-
-    @writes_backed
-    def write_to_adata(
-        self, adata: AnnData | None = None, genes: list[str] | None = None, key_added=None
-    ):
-        """Write the imputed genes to ``obsm["imputed"]``, a spots x genes DataFrame.
-
-        The imputed genes are not among the spots' genes, so they go to ``obsm`` (gene names
-        as columns) rather than to a layer, which would need the AnnData's own genes.
-
-        Parameters
-        ----------
-        adata
-            The spots (the model's spots or some of them, matched by name, in any order; any
-            genes), e.g. the AnnData passed to :meth:`from_reference`; default the spots given
-            to :meth:`load`, else the model's own copy.
-        genes
-            As in :meth:`impute`.
-        key_added
-            Prefix of the key written, ``obsm/<key_added>_imputed`` (several imputations,
-            e.g. from two references, side by side); default none.
-
-        Returns
-        -------
-        The keys written, as ``"slot/key"`` strings.
-
-        Examples
-        --------
-        >>> imputer.write_to_adata(spots)  # doctest: +SKIP
-        ['obsm/imputed']
-        """
-        (key,) = prefixed(key_added, self.imputed_key)
-        adata = imputed_spots(self, self._resolve_adata(self._write_target(adata)))
-        imputed = self.impute(genes).loc[adata.obs_names]  # the same spots, any order
-        adata.obsm[key] = imputed
-        return [f"obsm/{key}"]
 
     # ------------------------------------------------------------------------- load
     @classmethod

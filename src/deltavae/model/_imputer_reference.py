@@ -89,9 +89,10 @@ def requested_genes(known: pd.Index, measured, genes) -> pd.Index:
     if isinstance(genes, AnnData | pd.DataFrame):  # read gene by gene, it named every row
         raise TypeError(
             f"genes takes gene names; got {type(genes).__name__}. impute() gives the model's "
-            "own spots (model.adata); write_to_adata(spots) writes them into spots that hold "
-            "them, by name. For other spots, load the saved model onto them (design='latent') "
-            "or fit one on them (SpatialImputer.from_reference)."
+            "own spots (model.adata), impute(adata=spots) some of them, by name; "
+            "write_to_adata(spots) writes them into spots that hold them. For other spots, load "
+            "the saved model onto them (design='latent') or fit one on them "
+            "(SpatialImputer.from_reference)."
         )
     if genes is None:
         return known[~known.isin(np.asarray(measured).astype(str))]

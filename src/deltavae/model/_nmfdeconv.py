@@ -444,7 +444,7 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
             # they are the reference's, known from the start.
             self._check_if_trained(warn=False)
         with torch.no_grad():
-            values = self.module.signatures().cpu().numpy()
+            values = self.module.signatures().cpu().numpy().astype(np.float64)
         return pd.DataFrame(values, index=self.cell_types_, columns=self.used_genes())
 
     def get_technology_factor(self) -> pd.Series:
@@ -456,7 +456,7 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         """
         self._check_if_trained(warn=False)
         with torch.no_grad():
-            values = torch.exp(self.module.log_technology).cpu().numpy()
+            values = torch.exp(self.module.log_technology).cpu().numpy().astype(np.float64)
         return pd.Series(values, index=self.used_genes(), name="technology_factor")
 
     @writes_backed
