@@ -219,3 +219,72 @@ def test_cell_model_read_outs_refuse_a_bad_batch_size_by_name():
         with pytest.raises(ValueError, match="batch_size must be a positive integer"):
             model.get_latent_representation(batch_size=bad)
     assert model.get_latent_representation(batch_size=np.int64(16)).shape == (60, 2)
+
+
+def test_imputer_abundance_and_batch_size_as_nmfdeconvs(split):
+    """SpatialImputer had no get_abundance (NMFDeconv's cells' worth per spot, which its
+    deconvolution fits too) and its read-outs took no batch_size= (TypeError), where
+    NMFDeconv's and Archetypes' do; impute took no spots (adata=), get_proportions does."""
+    spots, _ = split
+    model = _imputer(split)
+    abundance = model.get_abundance()
+    assert abundance.name == "cell_abundance" and abundance.dtype == np.float64
+    assert abundance.index.equals(spots.obs_names) and (abundance > 0).all()
+    log_abundance = model.module.log_abundance.detach().numpy()
+    np.testing.assert_allclose(abundance, np.exp(log_abundance), rtol=1e-6)
+    some = spots[spots.obs_names[[7, 2, 30]]]
+    pd.testing.assert_series_equal(
+        model.get_abundance(some, batch_size=8), abundance.iloc[[7, 2, 30]]
+    )
+    imputed = model.impute()
+    pd.testing.assert_frame_equal(model.impute(adata=some, batch_size=7), imputed.iloc[[7, 2, 30]])
+    pd.testing.assert_frame_equal(model.get_proportions(batch_size=3), model.get_proportions())
+    for call in (model.impute, model.get_proportions, model.get_abundance):
+        with pytest.raises(ValueError, match=r"^batch_size must be a positive integer, got 0\.$"):
+            call(batch_size=0)
+    latent = _imputer(split, design="latent")
+    with pytest.raises(ValueError, match=r"get_abundance needs design='deconvolution'"):
+        latent.get_abundance()
+
+
+def test_spot_results_are_float64_tables_named_as_the_model_names_them(split, archetypes):
+    """NMFDeconv's signatures and technology factor came as float32 beside float64
+    proportions, abundances, weights, profiles and imputed values of the spot models."""
+    spots, ref = split
+    nmf = dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key="cluster")
+    nmf.train(**TRAIN)
+    model, _ = archetypes
+    tables = [nmf.get_signatures(), nmf.get_proportions(), model.get_archetype_profiles()]
+    tables += [model.get_archetype_weights(), _imputer(split).impute()]
+    assert all((t.dtypes == np.float64).all() for t in tables)
+    assert nmf.get_technology_factor().dtype == nmf.get_abundance().dtype == np.float64
+
+
+def test_write_to_adata_takes_adata_batch_size_key_added_in_every_model(split, archetypes):
+    """write_to_adata's second argument was batch_size (ZINBVAE, CGMDVAE, NMFDeconv),
+    n_anchors (Archetypes) or genes (SpatialImputer): batch_size= was refused by the last
+    two. Every model now takes (adata, batch_size, key_added); a positional n_anchors or
+    genes still works, with a FutureWarning."""
+    import inspect
+
+    models = [dv.model.ZINBVAE, dv.model.CGMDVAE, dv.model.NMFDeconv]
+    for cls in [*models, dv.model.Archetypes, dv.model.SpatialImputer]:
+        params = list(inspect.signature(cls.write_to_adata).parameters)
+        assert params[:4] == ["self", "adata", "batch_size", "key_added"], cls
+    model, mix = archetypes
+    target = mix.copy()
+    with pytest.warns(FutureWarning, match=r"second argument is batch_size.*n_anchors=2 by"):
+        assert model.write_to_adata(target, 2, "k")[0] == "obsm/k_archetype_weights"
+    assert target.obs["k_archetype_anchor"].value_counts().max() <= 2
+    assert (
+        model.write_to_adata(mix.copy(), batch_size=8, n_anchors=2)[1] == "varm/archetype_profiles"
+    )
+    imputer, (spots, _) = _imputer(split), split
+    target = spots.copy()
+    with pytest.warns(FutureWarning, match=r"read as genes .* genes=\['gene_35'\] by name"):
+        imputer.write_to_adata(target, ["gene_35"])
+    assert list(target.obsm["imputed"].columns) == ["gene_35"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an integer is batch_size: no warning
+        assert imputer.write_to_adata(target, 16, "b") == ["obsm/b_imputed"]
+    pd.testing.assert_frame_equal(target.obsm["b_imputed"], imputer.impute())

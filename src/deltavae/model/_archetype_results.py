@@ -10,7 +10,9 @@ import pandas as pd
 from scipy.cluster.hierarchy import fcluster, linkage
 
 from ._archetypal_analysis import carriers, scaled
+from ._archetype_checks import check_batch_size, check_count
 from ._genes import identifier_advice
+from ._spots import prefixed
 from ._validation import warn_user
 
 
@@ -392,3 +394,29 @@ def summary(model, names, groups: np.ndarray, tree: np.ndarray) -> dict:
             {"signature": "category"}
         )
     return out
+
+
+def write(model, adata, batch_size, key_added, n_anchors: int) -> list[str]:
+    """The body of ``Archetypes.write_to_adata``: its arguments checked, the results of the
+    training spots written into ``adata`` (the training spots and genes, in any order)."""
+    check_count("write_to_adata", "n_anchors", n_anchors, "spots kept per archetype")
+    check_batch_size(batch_size)
+    adata = model._write_target(adata)
+    in_order = check_training_names(adata, model.adata)
+    names = (model.weights_key, model.profiles_key, model.anchor_key, model.dominant_key)
+    keys = prefixed(key_added, *names, model.markers_key, model.uns_key)
+    weights = model.get_archetype_weights(batch_size=batch_size)  # then served from a cache
+    anchors, profiles = model.get_anchors(n_anchors), model.get_archetype_profiles()
+    if not in_order:  # the training spots and genes, in another order: align by name
+        weights, anchors = weights.loc[adata.obs_names], anchors.loc[adata.obs_names]
+        profiles = profiles.loc[adata.var_names]
+    adata.obsm[keys[0]] = weights
+    adata.varm[keys[1]] = profiles.to_numpy()
+    adata.obs[keys[2]] = anchors.array  # categorical, as archetype_dominant
+    adata.obs[keys[3]] = pd.Categorical(weights.idxmax(axis=1), categories=weights.columns)
+    markers = model.get_markers()
+    markers["params"]["groupby"] = keys[3]  # the prefixed obs column, for sc.pl plots
+    adata.uns[keys[4]] = markers
+    adata.uns[keys[5]] = summary(model, weights.columns, *model._merge())
+    slots = ("obsm", "varm", "obs", "obs", "uns", "uns")
+    return [f"{slot}/{key}" for slot, key in zip(slots, keys, strict=True)]

@@ -21,7 +21,7 @@ from ._archetype_checks import check_batch_size, check_count, check_new_spots
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import candidate_samples, candidate_spots, restore_candidate_samples
-from ._spots import SpotModelMixin, prefixed, spot_rate, warn_empty_spots
+from ._spots import SpotModelMixin, second_argument_was, spot_rate, warn_empty_spots
 from ._validation import check_model_arguments, check_obs_keys, check_setup_target
 
 _CP10K = 1e4
@@ -450,8 +450,14 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
 
     # ------------------------------------------------------------------------- output
     @writes_backed
+    @second_argument_was("n_anchors")
     def write_to_adata(
-        self, adata: AnnData | None = None, n_anchors: int = 20, key_added: str | None = None
+        self,
+        adata: AnnData | None = None,
+        batch_size: int | None = None,
+        key_added: str | None = None,
+        *,
+        n_anchors: int = 20,
     ) -> list[str]:
         """Write weights, profiles, anchors, dominant archetype, markers and a summary.
 
@@ -460,41 +466,29 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         adata
             The training spots and genes, in the training order or any other; default the
             model's AnnData (of a loaded model, the one given to :meth:`load`).
-        n_anchors
-            Anchors per archetype (see :meth:`get_anchors`).
+        batch_size
+            Spots per minibatch (as every model's ``write_to_adata``). Before, the second
+            argument was ``n_anchors``: a second positional argument is still read as
+            ``n_anchors``, with a FutureWarning; pass it by name.
         key_added
             Prefix of every key written (``obsm/<key_added>_archetype_weights``, ...), so
             that fits with other settings sit side by side; default none.
+        n_anchors
+            Anchors per archetype (see :meth:`get_anchors`).
 
         Returns
         -------
-        The keys written: ``obsm/archetype_weights``, ``varm/archetype_profiles``,
-        ``obs/archetype_anchor``, ``obs/archetype_dominant``, ``uns/archetype_markers`` and
-        ``uns/archetypes`` (``names``, ``n_archetypes_raw``, ``merge_threshold``,
-        ``merge_groups``, ``merge_tree`` (scipy linkage of the raw archetypes), ``elbow``
-        when chosen automatically, ``signature_map`` after :meth:`match_signatures`).
+        The keys written: ``obsm/archetype_weights`` (a DataFrame, spots x archetypes),
+        ``varm/archetype_profiles`` (an array, genes x archetypes, its columns named in
+        ``uns["archetypes"]["names"]``), ``obs/archetype_anchor``, ``obs/archetype_dominant``,
+        ``uns/archetype_markers`` and ``uns/archetypes`` (``names``, ``n_archetypes_raw``,
+        ``merge_threshold``, ``merge_groups``, ``merge_tree`` (scipy linkage of the raw
+        archetypes), ``elbow`` when chosen automatically, ``signature_map`` after
+        :meth:`match_signatures`).
 
         Examples
         --------
         >>> a.write_to_adata(spots)  # doctest: +SKIP
+        >>> a.write_to_adata(spots, n_anchors=10, key_added="k4")  # doctest: +SKIP
         """
-        check_count("write_to_adata", "n_anchors", n_anchors, "spots kept per archetype")
-        adata = self._write_target(adata)
-        in_order = results.check_training_names(adata, self.adata)
-        names = (self.weights_key, self.profiles_key, self.anchor_key, self.dominant_key)
-        keys = prefixed(key_added, *names, self.markers_key, self.uns_key)
-        anchors = self.get_anchors(n_anchors)
-        weights, profiles = self.get_archetype_weights(), self.get_archetype_profiles()
-        if not in_order:  # the training spots and genes, in another order: align by name
-            weights, anchors = weights.loc[adata.obs_names], anchors.loc[adata.obs_names]
-            profiles = profiles.loc[adata.var_names]
-        adata.obsm[keys[0]] = weights
-        adata.varm[keys[1]] = profiles.to_numpy()
-        adata.obs[keys[2]] = anchors.array  # categorical, as archetype_dominant
-        adata.obs[keys[3]] = pd.Categorical(weights.idxmax(axis=1), categories=weights.columns)
-        markers = self.get_markers()
-        markers["params"]["groupby"] = keys[3]  # the prefixed obs column, for sc.pl plots
-        adata.uns[keys[4]] = markers
-        adata.uns[keys[5]] = results.summary(self, weights.columns, *self._merge())
-        slots = ("obsm", "varm", "obs", "obs", "uns", "uns")
-        return [f"{slot}/{key}" for slot, key in zip(slots, keys, strict=True)]
+        return results.write(self, adata, batch_size, key_added, n_anchors)

@@ -5,6 +5,7 @@ loads onto."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import numpy as np
@@ -14,7 +15,7 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField
 
-from .._checks import dense
+from .._checks import dense, short_repr
 from ._matrices import memory_copy, to_memory, with_column
 from ._validation import check_data, check_key_added, check_setup_target, warn_user
 
@@ -37,6 +38,34 @@ def prefixed(key_added: str | None, *keys: str) -> tuple[str, ...]:
         return keys
     key_added = check_key_added(key_added)
     return tuple(f"{key_added}_{key}" for key in keys)
+
+
+def second_argument_was(old: str, is_new=lambda value: False):
+    """Decorate a ``write_to_adata(self, adata, batch_size, key_added, *, <old>)``: its second
+    argument was ``old`` (Archetypes' ``n_anchors``, SpatialImputer's ``genes``) before
+    ``batch_size`` took its place, as every model's ``write_to_adata`` has it. A second
+    positional argument is still read as ``old`` (and a third as ``key_added``), with a
+    FutureWarning, unless ``is_new(value)`` (an integer, which no ``genes`` is).
+    """
+
+    def decorate(method):
+        @functools.wraps(method)
+        def write(self, adata=None, *args, **kwargs):
+            if not args or is_new(args[0]):
+                return method(self, adata, *args, **kwargs)
+            name = type(self).__name__
+            warn_user(
+                f"{name}.write_to_adata's second argument is batch_size, as every model's; "
+                f"a second positional argument is read as {old} until a later release: pass "
+                f"{old}={short_repr(args[0])} by name.",
+                FutureWarning,
+            )
+            batch_size = kwargs.pop("batch_size", None)
+            return method(self, adata, batch_size, *args[1:], **{old: args[0]}, **kwargs)
+
+        return write
+
+    return decorate
 
 
 def warn_empty_spots(n_empty: int, n_spots: int, what: str, n_genes: int) -> None:
