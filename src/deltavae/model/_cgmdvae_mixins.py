@@ -195,7 +195,9 @@ class ClustersMixin(PredictionsMixin):
 
     @property
     def label_names(self) -> list[str]:
-        """Known labels (empty when unsupervised)."""
+        """Known labels (empty when unsupervised), as strings: the read-outs (:meth:`predict`,
+        :meth:`predict_labels`, :meth:`write_to_adata`, :meth:`sample`) give integer labels as
+        integers, unless ``novel_j`` clusters are among them (see :attr:`cluster_names`)."""
         if self.registry_["setup_args"]["labels_key"] is None:
             return []
         mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
@@ -203,7 +205,13 @@ class ClustersMixin(PredictionsMixin):
 
     @property
     def cluster_names(self) -> list[str]:
-        """Name of every cluster, the labels first, then ``novel_j`` (or ``"0"`` to ``"K-1"``)."""
+        """Name of every cluster, the labels first, then ``novel_j`` (or ``"0"`` to ``"K-1"``).
+
+        Integer labels with novel clusters beside them are read out as these strings
+        (``"1"``, ``"novel_0"``) everywhere, as one column of h5ad holds one type: compare
+        such predictions with ``adata.obs[labels_key].astype(str)``. Without novel clusters
+        they are read out as the integers the labels column holds.
+        """
         labels = self.label_names
         extra = range(self.module.n_clusters - len(labels))
         return labels + [f"novel_{j}" if labels else str(j) for j in extra]

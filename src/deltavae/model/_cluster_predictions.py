@@ -167,7 +167,8 @@ class PredictionsMixin:
         -------
         DataFrame indexed by the cells' names (``adata.obs_names``, of ``indices`` when
         given). Without ``soft``: ``label`` (categorical over :attr:`cluster_names`; integer
-        labels as integers, without novel clusters) and ``confidence`` (in [1/K, 1]). With
+        labels as integers, but as strings ``"1"`` beside ``novel_j`` clusters: compare with
+        ``adata.obs[labels_key].astype(str)``) and ``confidence`` (in [1/K, 1]). With
         ``soft``: one column per cluster, named and ordered as the categories of ``label``
         (:attr:`cluster_names`), rows summing to 1; ``idxmax(axis=1)`` is the label.
 
