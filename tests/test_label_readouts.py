@@ -214,3 +214,8 @@ def test_predict_as_scanvi_labels_in_the_columns_type_and_soft_as_predict_labels
     labels = novel.predict(indices=np.arange(10))
     assert labels.dtype.kind == "U" and set(labels) <= {"1", "2", "novel_0"}
     assert list(novel.predict(soft=True).columns) == ["1", "2", "novel_0"]
+    query = adata[:20].copy()
+    query.obs["semi"] = -1
+    with pytest.warns(UserWarning, match="nothing is left to learn"):  # the same conditions
+        mapped = dv.model.CGMDVAE.load_query_data(query, model)
+    assert set(mapped.predict()) <= {1, 2} and mapped.predict(soft=True).shape == (20, 2)
