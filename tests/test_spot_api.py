@@ -288,3 +288,13 @@ def test_write_to_adata_takes_adata_batch_size_key_added_in_every_model(split, a
         warnings.simplefilter("error")  # an integer is batch_size: no warning
         assert imputer.write_to_adata(target, 16, "b") == ["obsm/b_imputed"]
     pd.testing.assert_frame_equal(target.obsm["b_imputed"], imputer.impute())
+
+
+def test_get_normalized_expression_of_a_spot_model_names_its_own_read_outs(split, archetypes):
+    """scvi-tools' get_normalized_expression on a spot model said only 'not implemented for
+    NMFDeconv', not where the model's expression is."""
+    model, _ = archetypes
+    with pytest.raises(NotImplementedError, match=r"not a VAE of cells: get_archetype_profiles"):
+        model.get_normalized_expression()
+    with pytest.raises(NotImplementedError, match=r"for SpatialImputer, .*: impute\(\) gives"):
+        _imputer(split).get_normalized_expression()

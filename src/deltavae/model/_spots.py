@@ -26,6 +26,17 @@ READ_CHUNK = 10_000
 SPOT_INDEX = "_indices"
 
 
+#: Each spot model's own read-outs of expression, named where get_normalized_expression is.
+_EXPRESSION_READ_OUTS = {
+    "NMFDeconv": "get_signatures() gives the expected counts of one cell of each type (types "
+    "x genes), get_proportions() the spots' shares of the types.",
+    "Archetypes": "get_archetype_profiles() gives the archetypes' normalised expression (genes "
+    "x archetypes), get_archetype_weights() the spots' weights over them.",
+    "SpatialImputer": "impute() gives the spots' expected counts of the reference genes they "
+    "did not measure (impute(genes=[...]) of any reference genes).",
+}
+
+
 def prefixed(key_added: str | None, *keys: str) -> tuple[str, ...]:
     """A spot model's result keys, each prefixed ``<key_added>_`` when ``key_added`` is given.
 
@@ -116,6 +127,15 @@ class SpotModelMixin:
     #: Spot models choose their own learning rate (per inference), so an unconverged run's
     #: advice does not compare theirs with the VAEs' default (DeltaModelMixin._default_lr).
     _default_lr: float | None = None
+
+    def get_normalized_expression(self, *args, **kwargs):
+        """Not a spot model's (scvi-tools' per-cell expression of a VAE): refused, naming the
+        model's own expression read-outs."""
+        name = type(self).__name__
+        raise NotImplementedError(
+            f"get_normalized_expression is not implemented for {name}, which is not a VAE of "
+            f"cells: {_EXPRESSION_READ_OUTS.get(name, '')}"
+        )
 
     def _finish_init(self, summary: str, init_locals: dict) -> None:
         # The spots, by name: a model fitted per spot loads onto them only (fitted_spots).
