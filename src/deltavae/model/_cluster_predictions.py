@@ -139,8 +139,8 @@ class PredictionsMixin:
         """Label of every cell, from q(y | z, c), with its confidence.
 
         The label is the reference label of the most probable cluster (its name
-        ``novel_j`` for a cluster no label claimed, or the cluster index without labels); the
-        confidence is that cluster's probability. For a query model (see
+        ``novel_j`` for a cluster no label claimed; without labels, the cluster's name,
+        ``"0"`` to ``"K-1"``); the confidence is that cluster's probability. For a query model (see
         :meth:`load_query_data`) this is label transfer from the reference.
 
         The confidence ranks cells; it is not the chance of being right. On Kang's PBMCs with
