@@ -279,6 +279,7 @@ def test_write_to_adata_takes_adata_batch_size_key_added_in_every_model(split, a
     assert (
         model.write_to_adata(mix.copy(), batch_size=8, n_anchors=2)[1] == "varm/archetype_profiles"
     )
+    assert model.write_to_adata(mix.copy(), None, "n")[0] == "obsm/n_archetype_weights"
     imputer, (spots, _) = _imputer(split), split
     target = spots.copy()
     with pytest.warns(FutureWarning, match=r"read as genes .* genes=\['gene_35'\] by name"):

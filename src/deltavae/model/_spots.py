@@ -56,13 +56,14 @@ def second_argument_was(old: str, is_new=lambda value: False):
     argument was ``old`` (Archetypes' ``n_anchors``, SpatialImputer's ``genes``) before
     ``batch_size`` took its place, as every model's ``write_to_adata`` has it. A second
     positional argument is still read as ``old`` (and a third as ``key_added``), with a
-    FutureWarning, unless ``is_new(value)`` (an integer, which no ``genes`` is).
+    FutureWarning, unless it is ``None`` or ``is_new(value)`` (an integer, which no ``genes``
+    is).
     """
 
     def decorate(method):
         @functools.wraps(method)
         def write(self, adata=None, *args, **kwargs):
-            if not args or is_new(args[0]):
+            if not args or args[0] is None or is_new(args[0]):  # None: either's default
                 return method(self, adata, *args, **kwargs)
             name = type(self).__name__
             warn_user(
