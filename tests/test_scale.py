@@ -301,16 +301,22 @@ class _PoisonRankOneInValidation(Callback):
                     next(pl_module.module.parameters()).fill_(float("nan"))
 
 
-def _ddp_divergence(path: str, validation: bool = False) -> dict:
+def _ddp_divergence(path: str, validation: bool = False, data: bool = False) -> dict:
     """Two-process DDP where one process's loss (training or, with ``validation``,
-    validation) becomes NaN: what the caller gets."""
+    validation) becomes NaN, or (``data``) a validation cell's count overflows: what the
+    caller gets."""
     torch.set_num_threads(1)
     adata = ad.read_h5ad(path)
+    if data:  # cell 0 validates (shuffle_set_split=False below)
+        adata.X = adata.X.toarray().astype(np.float32)
+        adata.X[0, 0] = 3e38
     dv.model.ZINBVAE.setup_anndata(adata)
     model = dv.model.ZINBVAE(adata, n_latent=4, n_hidden=32)
     before = torch.cat([p.detach().flatten() for p in model.module.parameters()])
     callbacks = [_PoisonRankOneInValidation() if validation else _PoisonRankZero()]
     ddp = {"strategy": "ddp", "devices": 2, "accelerator": "cpu", "batch_size": 32}
+    if data:
+        callbacks, ddp = [], {**ddp, "shuffle_set_split": False}
     try:
         model.train(max_epochs=4, callbacks=callbacks, **{**TRAIN, **ddp})
         error = None
@@ -392,6 +398,17 @@ def test_a_validation_nan_in_one_ddp_process_stops_all(counts_h5ad):
     assert re.search(
         r"validation loss (of another process )?became nan after epoch 1's", out["message"]
     )
+
+
+@pytest.mark.slow
+def test_a_ddp_validation_loss_not_finite_from_the_data_points_at_the_cells(counts_h5ad):
+    """Under DDP the check with the starting parameters was skipped: a count that overflows
+    in a held-out cell was blamed on the learning rate."""
+    out = _in_fresh_interpreter("diverge-data", counts_h5ad)
+    assert out["error"] == "TrainingDivergedError", out["message"][-500:]
+    assert "No learning rate can help: the parameters the run started from" in out["message"]
+    assert "lower learning rate" not in out["message"]
+    assert "from before this training run (DDP's worker processes" in out["message"]
 
 
 def _sleep():
@@ -591,6 +608,11 @@ if __name__ == "__main__":
     if sys.argv[1] == "split":
         print(json.dumps(_ddp_split(sys.argv[2])))
     elif sys.argv[1].startswith("diverge"):
-        print(json.dumps(_ddp_divergence(sys.argv[2], sys.argv[1] == "diverge-validation")))
+        what = sys.argv[1]
+        print(
+            json.dumps(
+                _ddp_divergence(sys.argv[2], what.endswith("validation"), what.endswith("data"))
+            )
+        )
     else:
         print(json.dumps(_ddp_histories(sys.argv[1], sys.argv[2])))

@@ -222,5 +222,5 @@ def _worker_divergence(err: BaseException):
         "The model keeps its parameters from before this training run (DDP's worker processes "
         "hand back none from a run that stopped)."
     )
-    message = re.sub(r"The model keeps .*?\)\. (?=Train again)", kept + " ", message)
+    message = re.sub(r"The model keeps .*?\. (?=Train again|No learning rate)", kept + " ", message)
     return TrainingDivergedError(message, epoch=epoch, step=step, restored_at=None)

@@ -177,10 +177,13 @@ class DivergenceGuard:
             dist.all_reduce(anywhere, op=dist.ReduceOp.MAX)
         if not bool(anywhere):
             return
+        # Every process takes part in the check with the starting parameters (its own
+        # validation cells, then one all-reduce), whichever process met the loss.
+        from_data = self._validation_not_finite_from_start()
         if losses is not None and bool(bad):
-            self._stop(losses, self.current_epoch, 0, "validation loss")
+            self._stop(losses, self.current_epoch, 0, "validation loss", from_data)
         nan = torch.tensor(float("nan"))  # the other process's value is not here
-        self._stop(nan, self.current_epoch, 0, "validation loss of another process")
+        self._stop(nan, self.current_epoch, 0, "validation loss of another process", from_data)
 
     def on_validation_epoch_end(self):
         """The validation pass's losses, before anything reads its metrics."""
@@ -202,13 +205,25 @@ class DivergenceGuard:
 
     def _validation_not_finite_from_start(self) -> bool:
         """Whether the validation cells' loss is not finite with the run's starting parameters
-        too, on one process: one more pass over the validation cells, only after one gave a
-        non-finite loss, with the random state kept and the parameters kept put back after.
-        (Not with the parameters kept: at lr=0.1 those gave finite training losses and NaN on
-        the validation cells, through BatchNorm's blown running statistics.)"""
+        too: one more pass over the validation cells, only after one gave a non-finite loss,
+        with the random state kept and the parameters kept put back after. (Not with the
+        parameters kept: at lr=0.1 those gave finite training losses and NaN on the validation
+        cells, through BatchNorm's blown running statistics.) Under DDP each process checks
+        its own validation cells and all agree (one all-reduce): every process must call it.
+        """
+        found = self._validation_cells_not_finite_from_start()
+        if self.trainer.world_size > 1:
+            import torch.distributed as dist
+
+            agreed = torch.tensor(float(found), device=self.device)
+            dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+            found = bool(agreed)
+        return found
+
+    def _validation_cells_not_finite_from_start(self) -> bool:
         loaders = getattr(self.trainer, "val_dataloaders", None)
         start = getattr(self, "_start_state", None)
-        if loaders is None or start is None or self.trainer.world_size > 1:
+        if loaders is None or start is None:
             return False
         from lightning.pytorch.utilities import move_data_to_device
 
@@ -226,7 +241,7 @@ class DivergenceGuard:
         finally:
             self.module.load_state_dict(self._finite_state, strict=False)
 
-    def _stop(self, loss: torch.Tensor, epoch: int, batch_idx: int, what: str):
+    def _stop(self, loss: torch.Tensor, epoch: int, batch_idx: int, what: str, from_data=None):
         self.module.load_state_dict(self._finite_state, strict=False)
         if self._finite_at is None:
             kept = (
@@ -265,7 +280,9 @@ class DivergenceGuard:
                 "that they overflow, e.g. above 1e30), and the model for parameters that are "
                 "not finite (build it anew)."
             )
-        elif what == "validation loss" and self._validation_not_finite_from_start():
+        elif what.startswith("validation loss") and (
+            self._validation_not_finite_from_start() if from_data is None else from_data
+        ):
             # The held-out cells' data (a count that overflows) gives it before any update.
             if self._finite_at is None:
                 kept = "its parameters from before this training run"
