@@ -1,6 +1,7 @@
 """Every fit path of the package (the VAEs, the spot models, saving) says when a run
 diverged or stopped short, and stays quiet on a normal run."""
 
+import re
 import warnings
 
 import anndata as ad
@@ -90,7 +91,7 @@ def test_a_count_models_run_that_started_far_off_is_still_judged_on_its_elbos_si
     model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
     seen = []
     monkeypatch.setattr(
-        "deltavae.model._base.still_improving", lambda *a, **kw: seen.append(kw["sized"])
+        "deltavae.model._verdicts.still_improving", lambda *a, **kw: seen.append(kw["sized"])
     )
     model.train(max_epochs=1, **TRAIN)
     assert seen == [True]
@@ -177,3 +178,26 @@ def test_diverged_advice_is_a_tenth_of_the_rate_or_the_models_default(rate, advi
     with pytest.raises(TrainingDivergedError) as info:
         model.train(max_epochs=3, lr=rate, callbacks=[_PoisonAt(1)], **TRAIN)
     assert f"e.g. train(lr={advised}) (this run used lr={rate:g})" in str(info.value)
+
+
+@pytest.mark.parametrize("which", ["nmf_reference", "nmf_free"])
+def test_a_deconvolution_whose_types_ran_off_at_a_high_rate_says_so(which):
+    """NMFDeconv at 20 to 40 times its default rate put every spot on one type (the other
+    types at the floor, 1e-5, everywhere), its ELBO flat 5-8% above the default rate's, and
+    said nothing."""
+    model = SPOT_MODELS[which]()
+    with pytest.warns(dv.train.NotConvergedWarning) as record:
+        model.train(max_epochs=20, lr=0.2, **TRAIN)
+    (note,) = [str(w.message) for w in record if "no share" in str(w.message)]
+    assert re.match(r"2 of 3 types have no share \(under 0\.001\) in any spot after training", note)
+    assert "lr=0.2, 40 times the model's default 0.005" in note
+    assert "Train again with the default rate (lr=0.005)" in note
+    assert (model.get_proportions().max() < 1e-3).sum() == 2
+
+
+def test_a_deconvolution_at_its_default_rate_keeps_every_type_quietly():
+    model = SPOT_MODELS["nmf_reference"]()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train(max_epochs=20, **TRAIN)
+    assert not any("no share" in str(w.message) for w in caught)

@@ -99,3 +99,84 @@ def test_a_validation_loss_not_finite_from_a_huge_rate_blames_the_rate():
     assert "validation loss became nan" in message
     assert "the first updates already diverged). Train again with a lower learning" in message
     assert "validation cells" not in message
+
+
+def _normal_model():
+    import scanpy as sc
+
+    adata = dv.datasets.synthetic_counts(
+        n_cells=80, n_genes=30, n_clusters=3, n_conditions=1, seed=1
+    )
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    return dv.model.CGMDVAE(adata, n_clusters=3, n_latent=2, n_hidden=8, likelihood="normal")
+
+
+def test_a_normal_likelihoods_exploding_validation_elbo_is_not_silent():
+    """CGMDVAE(likelihood="normal") at lr=0.1 on log-normalised cells: the validation ELBO
+    fell to 110, then rose to 13,472 (BatchNorm's running statistics blown), and restore_best
+    kept an epoch at 347: no warning, as it neither fell nor stayed flat."""
+    note = (
+        r"The validation ELBO ended far above its best: 347\.3 at epoch 6, the one "
+        r"restore_best kept, against 110 at epoch 3\. Training went unstable .* Train again "
+        r"with a lower learning rate than this run's lr=0\.1, on a model built anew\.$"
+    )
+    with pytest.warns(NotConvergedWarning, match=note):
+        _normal_model().train(max_epochs=12, lr=0.1, **TRAIN)
+
+
+def _history(values, name="elbo_validation"):
+    import pandas as pd
+
+    index = pd.RangeIndex(len(values), name="epoch")
+    return {name: pd.DataFrame({name: np.asarray(values, dtype=float)}, index=index)}
+
+
+def test_the_rise_rule_spares_overfitting_and_names_a_training_elbos_rise():
+    from deltavae.train._convergence import still_improving
+
+    # A healthy run that overfits: its validation ELBO ends 7% above its best (CGMDVAE
+    # normal, 100 cells, 300 epochs, restore_best off: the most measured).
+    overfit = np.r_[np.linspace(600, 120, 100), np.linspace(120, 128.6, 200)]
+    assert still_improving(_history(overfit), 300) is None
+    # NMFDeconv at lr=5: its training ELBO (the objective minimised) left 195 at its first
+    # epoch for 2,000 and was falling back at 760 when it ended: 'still improving' at best.
+    rose = np.r_[195.4, np.linspace(1655, 2023, 30), np.geomspace(2023, 757, 169)]
+    note = still_improving(_history(rose, "elbo_train"), 200, lr=5.0, sized=True)
+    assert note.startswith("The training ELBO ended far above its best: ")
+    assert "against 195.4 at epoch 0" in note and "than this run's lr=5," in note
+    assert "restore_best" not in note  # the training ELBO: no validation cells
+
+
+def test_under_ddp_a_validation_loss_not_finite_from_the_data_points_at_the_cells(monkeypatch):
+    """Under DDP the check with the starting parameters was skipped: a count that overflows
+    in a held-out cell was blamed on the learning rate. Each process now checks its own
+    validation cells and all agree (here one process, posing as one of two: the all-reduce
+    of the agreement is the identity)."""
+    import lightning.pytorch as pl
+    import torch.distributed as dist
+
+    monkeypatch.setattr(pl.Trainer, "world_size", property(lambda self: 2))
+    reduced = []
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor, op=None: reduced.append(op))
+    model = _model(huge=3e38)
+    with pytest.raises(TrainingDivergedError) as info:
+        model.train(max_epochs=2, shuffle_set_split=False, **TRAIN)
+    message = str(info.value)
+    assert "validation loss became nan after epoch 0's training steps" in message
+    assert "No learning rate can help: the parameters the run started from give it" in message
+    assert "lower learning rate" not in message
+    assert reduced.count(dist.ReduceOp.MAX) == 2  # the losses' read, then the agreement
+    # The calling process keeps the parameters it had before the run (the workers' do not
+    # come back): said also where the message points at the data, not the rate.
+    from torch.multiprocessing import ProcessRaisedException
+
+    from deltavae.train._distributed import _worker_divergence
+
+    worker = message.replace("its parameters from before this training run", "the last "
+                             "parameters that gave a finite loss (epoch 1, step 3)")  # fmt: skip
+    text = f"Traceback ...\ndeltavae.train._divergence.TrainingDivergedError: {worker}"
+    found = str(_worker_divergence(ProcessRaisedException(text, 0, 1)))
+    assert "(epoch 1, step 3)" not in found
+    assert "keeps its parameters from before this training run (DDP's worker" in found

@@ -899,7 +899,7 @@ def test_the_training_loaders_shuffle_is_not_an_option():
 def test_convergence_is_judged_on_the_run_and_its_own_kl_weight(monkeypatch):
     """A continued run was judged with the epochs of the runs before it, and a beta-VAE's
     plateau (max_kl_weight=0.5) was called 'never trained on its full ELBO'."""
-    import deltavae.model._base as base
+    import deltavae.model._verdicts as base
     from deltavae.train._convergence import still_improving
 
     seen = []

@@ -20,7 +20,7 @@ from scvi.model.base import PyroSviTrainMixin
 from .._checks import check_anndata
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
 from ..train._checkpoint import RestoreBestValidation
-from ..train._convergence import DEFAULT_LR, NotConvergedWarning, high_rate_note, still_improving
+from ..train._convergence import NotConvergedWarning
 from ..train._distributed import (
     SINGLE,
     cells_per_process,
@@ -62,6 +62,7 @@ from ._validation import (
     check_size_factors,
     warn_user,
 )
+from ._verdicts import say_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +86,6 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
     _data_kind = "counts"
     _train_runner_cls = DeltaTrainRunner
     _data_splitter_cls = DeltaDataSplitter
-    #: The training plan's learning rate unless given; an unconverged run far above it is
-    #: told so (None: the model chooses its own rate).
-    _default_lr: float | None = DEFAULT_LR
     #: ``n_epochs_kl_warmup="auto"`` warms up over this fraction (1 / share) of the epochs.
     _warmup_share: int = 4
     #: The last ``train`` call's divergence, repeated by every read-out; None if it finished.
@@ -377,15 +375,8 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
         run = {k: v[v.index >= epochs_before] for k, v in self.history.items()}  # this run's
         self.best_epoch_ = None if best is None else best.best_epoch_in(run, epochs_before)
         say_if_nothing_restored(restore_best is True and best is not None, self.best_epoch_)
-        verdict = still_improving(
-            run, max_epochs, early_stopping, getattr(self, "trainer", None),
-            plan_kwargs.get("max_kl_weight", 1.0), sized=self._data_kind == "counts",
-            auto_share=self._warmup_share if auto and "n_epochs_kl_warmup" not in given else None,
-        )  # fmt: skip
-        if verdict is not None:
-            rate = (self.train_args_ or {}).get("lr")  # as trained (lr, plan_kwargs ...)
-            note = high_rate_note(rate) if self._default_lr == DEFAULT_LR else ""
-            warn_user(verdict + note, NotConvergedWarning)
+        share = self._warmup_share if auto and "n_epochs_kl_warmup" not in given else None
+        say_verdict(self, run, max_epochs, early_stopping, plan_kwargs, share)
         return out
 
     @classmethod

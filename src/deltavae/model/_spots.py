@@ -125,9 +125,6 @@ class SpotModelMixin:
 
     #: The parameter fitted per spot and its axis of spots (None: none), see fitted_spots.
     _per_spot_parameter: tuple[str, int] | None = None
-    #: Spot models choose their own learning rate (per inference), so an unconverged run's
-    #: advice does not compare theirs with the VAEs' default (DeltaModelMixin._default_lr).
-    _default_lr: float | None = None
 
     def get_normalized_expression(self, *args, **kwargs):
         """Not a spot model's (scvi-tools' per-cell expression of a VAE): refused, naming the
