@@ -180,3 +180,27 @@ def test_under_ddp_a_validation_loss_not_finite_from_the_data_points_at_the_cell
     found = str(_worker_divergence(ProcessRaisedException(text, 0, 1)))
     assert "(epoch 1, step 3)" not in found
     assert "keeps its parameters from before this training run (DDP's worker" in found
+
+
+def test_read_outs_far_off_after_a_run_without_validation_cells_are_not_silent():
+    """CGMDVAE(likelihood="normal") at lr=0.5, every cell training: a training ELBO of 113,
+    read-outs (eval mode: BatchNorm's running statistics ran off) reconstructing at 2,879 and
+    a latent space 110 wide, in silence: nothing measured the model in eval mode."""
+    model = _normal_model()
+    note = (
+        r"After training, the model's read-outs \(in eval mode\) reconstruct its training "
+        r"cells far worse than training did: a reconstruction error of [\d.e+]+ per cell "
+        r"against a negative ELBO of 113\.2 in the last epoch\. .* Train again with a lower "
+        r"learning rate than this run's lr=0\.5, on a model built anew, and hold cells out"
+    )
+    with pytest.warns(NotConvergedWarning, match=note):
+        model.train(max_epochs=12, lr=0.5, train_size=1.0, **TRAIN)
+    # The check draws nothing from torch's global random state.
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    from deltavae.model._verdicts import say_if_read_outs_are_off
+
+    with pytest.warns(NotConvergedWarning):
+        say_if_read_outs_are_off(model, model.history, 0.5)
+    assert torch.equal(torch.rand(1), before)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import torch
 
 from .._checks import short_repr
 from ..train._convergence import (
@@ -22,6 +23,8 @@ from ._validation import warn_user
 #: floor is 1e-5; at the default rates every type of the test sets kept 0.8 or more in some
 #: spot).
 NO_SHARE = 1e-3
+#: Training cells read back in eval mode after a run without validation cells (one pass).
+CHECKED_CELLS = 1024
 
 
 def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict, auto_share):
@@ -48,6 +51,45 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
         warn_user(verdict + note, NotConvergedWarning)
     if rate is not None and rate > HIGH_LR_FACTOR * default:
         say_if_types_ran_off(model, rate, default)
+    if "elbo_validation" not in run and hasattr(model, "get_reconstruction_error"):
+        say_if_read_outs_are_off(model, run, rate)
+
+
+def say_if_read_outs_are_off(model, run: dict, rate) -> None:
+    """A run without validation cells, whose read-outs (in eval mode: BatchNorm's running
+    statistics, no dropout) reconstruct up to :data:`CHECKED_CELLS` of its training cells
+    far worse than its last epoch's negative ELBO, trained in train mode, says (by more than
+    the ELBO's size, or a tenth of the run's fall where it ended nearer 0). CGMDVAE
+    normal at lr=0.1 and 0.5 (80 cells, 12 epochs) ended with a training ELBO of 86 and 113
+    and read-outs reconstructing at 1,512 and 2,879 (BatchNorm's running statistics ran off),
+    in silence: nothing in eval mode was measured. Healthy runs read out at or below their
+    training ELBO (405 against 423, 312 against 309; a reconstruction leaves the KL out)."""
+    frame = run.get("elbo_train")
+    if frame is None or frame.empty:
+        return
+    elbo = frame["elbo_train"].to_numpy(dtype=float)
+    elbo = elbo[np.isfinite(elbo)]
+    if not len(elbo):
+        return
+    last, fall = float(elbo[-1]), float(elbo[0] - elbo.min())
+    cells = model.train_indices
+    cells = np.arange(model.adata.n_obs) if cells is None else np.sort(np.asarray(cells))
+    devices = [model.device] if model.device.type == "cuda" else []
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=devices):
+        warnings.simplefilter("ignore")  # the read-out's own notes: the verdict is this one
+        error = model.get_reconstruction_error(indices=cells[:CHECKED_CELLS])
+    value = float(next(iter(error.values())) if isinstance(error, dict) else error)
+    if not np.isfinite(value) or value - last > max(abs(last), 0.1 * fall):
+        used = f" than this run's lr={rate:g}" if rate else ""
+        warn_user(
+            f"After training, the model's read-outs (in eval mode) reconstruct its training "
+            f"cells far worse than training did: a reconstruction error of {value:.4g} per "
+            f"cell against a negative ELBO of {last:.4g} in the last epoch. Training went "
+            "unstable (BatchNorm's running statistics ran off), and every read-out of this "
+            f"model is off. Train again with a lower learning rate{used}, on a model built "
+            "anew, and hold cells out for validation (train_size=0.9) to see it in training.",
+            NotConvergedWarning,
+        )
 
 
 def say_if_types_ran_off(model, rate: float, default: float) -> None:
