@@ -204,3 +204,20 @@ def test_read_outs_far_off_after_a_run_without_validation_cells_are_not_silent()
     with pytest.warns(NotConvergedWarning):
         say_if_read_outs_are_off(model, model.history, 0.5)
     assert torch.equal(torch.rand(1), before)
+
+
+def test_a_training_elbo_rising_at_the_end_is_not_silent():
+    """NMFDeconv at lr=5: its training ELBO fell to 194, then rose from 237 to 258 over its
+    last 5 epochs (under the 'far above' rule's 25% of its best), and the run passed: a line
+    rising is not 'still improving'."""
+    from deltavae.train._convergence import still_improving
+
+    rising = np.r_[np.linspace(198.5, 194.2, 140), np.linspace(200.0, 240.0, 60)]
+    note = still_improving(_history(rising, "elbo_train"), 200, lr=5.0, sized=True)
+    assert note.startswith("The training ELBO was rising when training stopped (")
+    assert "over the last 66 epochs, from 194.4 to 240): training went unstable" in note
+    assert note.endswith("Train again with a lower learning rate than this run's lr=5, on a "
+                         "model built anew.")  # fmt: skip
+    # Where restore_best kept the best epoch, a validation ELBO that rose after it is that
+    # callback's business: nothing is said.
+    assert still_improving(_history(rising), 200, kept_epoch=139) is None

@@ -46,7 +46,7 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
         lr=rate,
     )
     if verdict is not None:
-        unstable = "Training went unstable" in verdict  # it names the rate itself
+        unstable = "went unstable" in verdict  # it names the rate itself
         note = "" if unstable else high_rate_note(rate, default)
         warn_user(verdict + note, NotConvergedWarning)
     if rate is not None and rate > HIGH_LR_FACTOR * default:
