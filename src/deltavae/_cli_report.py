@@ -71,6 +71,7 @@ _FLAGS = (
     (r"\btrain_size < 1\b", "--train-size below 1"),
     (r"\btrain\(lr=([^)]+)\)", r"--lr \1"),
     (r"\bthis run used lr=", "this run used --lr "),
+    (r"\bthis run's lr=", "this run's --lr "),
     (r"\(lr=([^)]+)\)", r"(--lr \1)"),
     (r"with the default rate first", "without --lr first"),
     (r"\baccelerator='(\w+)'", r"--accelerator \1"),
@@ -119,6 +120,8 @@ def _as_flags(note: str) -> str:
     'a lower learning rate, e.g. --lr 0.0001 (this run used --lr 0.001).'
     >>> _as_flags("Its rate (lr=0.5) is ...: train again with the default rate first.")
     'Its rate (--lr 0.5) is ...: train again without --lr first.'
+    >>> _as_flags("Train again with a lower learning rate than this run's lr=0.1.")
+    "Train again with a lower learning rate than this run's --lr 0.1."
     """
     for pattern, flag in _FLAGS:
         note = re.sub(pattern, flag, note)

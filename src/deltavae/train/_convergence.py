@@ -295,9 +295,7 @@ def still_improving(
     risen = _risen(history[name][name].astype(float), y, kept_epoch, scale, name)
     if risen is not None:
         used = f" than this run's lr={lr:g}" if lr else ""
-        best = " (restore_best=True keeps the best full-ELBO epoch)" if kept_epoch is None else ""
-        best = best if name == "elbo_validation" else ""
-        return f"{risen} Train again with a lower learning rate{used}, on a model built anew{best}."
+        return f"{risen} Train again with a lower learning rate{used}, on a model built anew."
     x = np.arange(window, dtype=float)
     slope, intercept = np.polyfit(x, y, 1)
     residual = y - (slope * x + intercept)
