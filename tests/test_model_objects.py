@@ -242,3 +242,23 @@ def test_a_model_unpickled_in_another_process_knows_its_anndata(capsys):
     assert clone.get_anndata_manager(clone.adata) is clone.adata_manager
     clone.view_anndata_setup(hide_state_registries=True)
     assert "Setup via `ZINBVAE.setup_anndata`" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("which", MODELS)
+def test_read_outs_of_a_double_module_read_their_batches_in_double(which):
+    """model.module.double(): the loaders yield float32, so every read-out (latents,
+    proportions, imputation, translate, latent_shift) failed with "mat1 and mat2 must have
+    the same dtype"; the batches now take the module's dtype, and the results stay."""
+    model, read, kwargs = _build(which)
+    _train(model, **kwargs)
+    expected = np.asarray(read(), dtype=np.float64)
+    model.module.double()
+    np.testing.assert_allclose(np.asarray(read(), dtype=np.float64), expected, rtol=1e-4, atol=1e-5)
+    if which == "cgmdvae":
+        adata = model.adata
+        source = adata[adata.obs["condition"] == adata.obs["condition"].cat.categories[0]]
+        target = adata.obs["condition"].cat.categories[1]
+        assert model.translate(adata, target).shape == adata.shape
+        shifted = model.predict_perturbation(source, target, method="latent_shift", seed=0)
+        values = shifted.X.toarray() if hasattr(shifted.X, "toarray") else shifted.X
+        assert shifted.n_obs == source.n_obs and np.isfinite(values).all()

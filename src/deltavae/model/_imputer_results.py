@@ -72,7 +72,7 @@ class ImputerResultsMixin:
         chosen = requested_genes(self.reference_genes_, self.adata.var_names, genes)
         columns = torch.as_tensor(self.reference_genes_.get_indexer(chosen), dtype=torch.long)
         counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        device = self.module.device
+        device, dtype = self.module.device, next(self.module.parameters()).dtype
         chunk = _default_chunk() if batch_size is None else int(batch_size)
         if self.profiles_ == "neighbours" and batch_size is None:
             # spots x cells similarities, at most 2^24 a chunk
@@ -86,7 +86,7 @@ class ImputerResultsMixin:
             n_empty += int((np.asarray(block.sum(axis=1)).ravel() == 0).sum())
             x = None  # the spots' counts: read only by the latent design and the neighbours
             if self.design_ == "latent" or self.profiles_ == "neighbours":
-                x = torch.as_tensor(dense(block), dtype=torch.float32).to(device)
+                x = torch.as_tensor(dense(block)).to(device, dtype)  # the module's: double too
             if self.design_ == "deconvolution":
                 values = self.module.expected(rows[start:stop].to(device), x)
             else:

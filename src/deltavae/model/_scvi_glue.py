@@ -14,11 +14,10 @@ import pandas as pd
 import torch
 from scvi.data._constants import _FIELD_REGISTRIES_KEY as _FIELD_REGISTRIES
 from scvi.model.base import BaseModelClass, VAEMixin
-from scvi.module.base._decorators import _move_data_to_device
 
 from .._logging import DropMessages
 from ._matrices import on_disk, to_memory
-from ._modes import evaluating
+from ._modes import evaluating, on_module
 from ._training_checks import check_batch_size
 
 
@@ -184,10 +183,9 @@ class _OnDevice:
         self._module = module
 
     def __iter__(self):
-        device = self._module.device
         with evaluating(self._module):
             for tensors in self._loader:
-                yield _move_data_to_device(tensors, device)
+                yield on_module(tensors, self._module)
 
     def __len__(self) -> int:
         return len(self._loader)
