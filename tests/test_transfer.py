@@ -252,8 +252,12 @@ def test_a_query_of_known_conditions_is_ready_without_training(reference, cls):
         model = dv.model.ZINBVAE(ref, n_latent=4, n_hidden=32)
         model.train(max_epochs=2, **FAST)
     known.obs = known.obs[["condition"]]
-    with pytest.warns(UserWarning, match="nothing is left to learn"):
+    with pytest.warns(UserWarning, match="nothing is left to learn") as said:
         q = cls.load_query_data(known, model)
+    # The read-outs named are the model's: SCANVI's predict too (it was left out).
+    ready = "get_latent_representation, predict, predict_labels, write_to_adata"
+    expected = ready if cls is dv.model.CGMDVAE else "get_latent_representation, write_to_adata"
+    assert f"ready to use ({expected})" in str(said[0].message)
     assert q.is_trained_
     before = _state(q)
     with pytest.warns(UserWarning, match="train\\(\\) has nothing to do"):

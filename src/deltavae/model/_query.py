@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 def _nothing_to_learn(model) -> str:
     """What a query model with no new condition category says (its own methods named)."""
-    methods = [m for m in ("get_latent_representation", "predict_labels") if hasattr(model, m)]
+    names = ("get_latent_representation", "predict", "predict_labels")  # SCANVI's and ours
+    methods = [m for m in names if hasattr(model, m)]
     return (
         "The query adds no new condition category, so nothing is left to learn: the query "
         "model maps cells exactly as the reference does and is ready to use "
