@@ -248,12 +248,16 @@ def test_a_model_unpickled_in_another_process_knows_its_anndata(capsys):
 def test_read_outs_of_a_double_module_read_their_batches_in_double(which):
     """model.module.double(): the loaders yield float32, so every read-out (latents,
     proportions, imputation, translate, latent_shift) failed with "mat1 and mat2 must have
-    the same dtype"; the batches now take the module's dtype, and the results stay."""
+    the same dtype"; the batches now take the module's dtype, and the results stay. Training
+    such a module is refused, naming the fix."""
     model, read, kwargs = _build(which)
     _train(model, **kwargs)
     expected = np.asarray(read(), dtype=np.float64)
     model.module.double()
     np.testing.assert_allclose(np.asarray(read(), dtype=np.float64), expected, rtol=1e-4, atol=1e-5)
+    # Training runs in float32: refused by name (it failed in its first step, mat1 and mat2).
+    with pytest.raises(ValueError, match=r"float64 \(after model.module.double\(\)\?\).*float\(\)"):
+        _train(model, **kwargs)
     if which == "cgmdvae":
         adata = model.adata
         source = adata[adata.obs["condition"] == adata.obs["condition"].cat.categories[0]]

@@ -116,6 +116,13 @@ def check_training_arguments(
             f"precision={trainer_kwargs['precision']!r}: deltavae's models and their data "
             "run in float32 (double precision fails in the first step); leave precision out."
         )
+    dtypes = {p.dtype for p in model.module.parameters() if p.is_floating_point()}
+    if dtypes - {torch.float32}:  # model.module.double(): its read-outs run, training does not
+        raise ValueError(
+            f"The module's parameters are {', '.join(sorted(map(str, dtypes)))} (after "
+            "model.module.double()?): training runs in float32, as the data loaders yield "
+            "it. Call model.module.float() before train; read-outs take either."
+        )
     given = {name: value for name, value in plan.items() if value is not None}
     check_model_arguments(
         positive={f"plan_kwargs[{n!r}]": given[n] for n in _PLAN_POSITIVE if n in given},
