@@ -31,9 +31,12 @@ def test_write_into_a_file_anndata_closed(tmp_path):
     )
     assert spots.file.is_open  # deltavae reads the spots without closing their file
     imputer.train(max_epochs=2, enable_progress_bar=False, enable_model_summary=False)
-    assert imputer.write_to_adata(spots) == ["obsm/imputed"]
+    keys = ["obsm/imputed", "obsm/proportions", "obs/cell_abundance"]
+    assert imputer.write_to_adata(spots) == keys
     spots.file.close()
-    assert ad.read_h5ad(tmp_path / "spots.h5ad").obsm["imputed"].shape == (60, 20)
+    back = ad.read_h5ad(tmp_path / "spots.h5ad")
+    assert back.obsm["imputed"].shape == (60, 20) and back.obsm["proportions"].shape == (60, 2)
+    assert back.obs["cell_abundance"].gt(0).all()
 
 
 def test_reading_leaves_the_users_backed_file_open(tmp_path):

@@ -312,7 +312,10 @@ def test_results_in_adata_and_user_data_unchanged(pair, fitted, tmp_path):
     dv.model.SpatialImputer.from_reference(user, reference=pair[1], labels_key="cluster")
     assert list(user.obs.columns) == [] and user.n_vars == spatial.n_vars  # left as it was
     keys = fitted.write_to_adata(user)
-    assert keys == ["obsm/imputed"]
+    # What NMFDeconv writes too (it wrote the imputed genes alone), the imputed genes first.
+    assert keys == ["obsm/imputed", "obsm/proportions", "obs/cell_abundance"]
+    pd.testing.assert_frame_equal(user.obsm["proportions"], fitted.get_proportions(user))
+    np.testing.assert_array_equal(user.obs["cell_abundance"], fitted.get_abundance(user))
     stored = user.obsm["imputed"]
     assert list(stored.columns) == list(truth.columns) and stored.index.equals(user.obs_names)
     user.write_h5ad(tmp_path / "spots.h5ad")

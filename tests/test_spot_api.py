@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import deltavae as dv
 
@@ -287,7 +288,7 @@ def test_write_to_adata_takes_adata_batch_size_key_added_in_every_model(split, a
     assert list(target.obsm["imputed"].columns) == ["gene_35"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an integer is batch_size: no warning
-        assert imputer.write_to_adata(target, 16, "b") == ["obsm/b_imputed"]
+        assert imputer.write_to_adata(target, 16, "b")[0] == "obsm/b_imputed"
     pd.testing.assert_frame_equal(target.obsm["b_imputed"], imputer.impute())
 
 
@@ -299,3 +300,76 @@ def test_get_normalized_expression_of_a_spot_model_names_its_own_read_outs(split
         model.get_normalized_expression()
     with pytest.raises(NotImplementedError, match=r"for SpatialImputer, .*: impute\(\) gives"):
         _imputer(split).get_normalized_expression()
+
+
+def _nmf(split, inference):
+    spots, ref = split
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # few shared genes
+        model = dv.model.NMFDeconv.from_reference(
+            spots.copy(), reference=ref, labels_key="cluster", inference=inference
+        )
+        model.train(**TRAIN)
+    return model
+
+
+def test_spot_read_outs_take_indices_as_the_cell_models(split, archetypes):
+    """The spot models' read-outs took no indices=, where the single-cell models' (and
+    scvi-tools' DestVI.get_proportions) do: now each takes positions, a boolean mask or a
+    mask by name, of the spots of adata, in their order, refused as the cell models refuse."""
+    spots, _ = split
+    imputer, (arch, mix) = _imputer(split), archetypes
+    mask = np.zeros(spots.n_obs, dtype=bool)
+    mask[[9, 4]] = True
+    by_name = pd.Series(mask, index=spots.obs_names)[::-1]  # a mask built in another order
+    reads = [
+        (_nmf(split, "amortized").get_proportions, spots),
+        (_nmf(split, "per_spot").get_abundance, spots),
+        (imputer.impute, spots),
+        (imputer.get_proportions, spots),
+        (arch.get_archetype_weights, mix),
+    ]
+    for read, data in reads:
+        whole = read()
+        pd.testing.assert_frame_equal(
+            pd.DataFrame(read(indices=[3, 0, -1])), pd.DataFrame(whole.iloc[[3, 0, -1]])
+        )
+        expected = pd.DataFrame(whole.iloc[[4, 9]])
+        pd.testing.assert_frame_equal(pd.DataFrame(read(indices=mask)), expected)
+        pd.testing.assert_frame_equal(pd.DataFrame(read(adata=data, indices=by_name)), expected)
+        with pytest.raises(ValueError, match="mask of 39 entries, but the AnnData has 40 spots"):
+            read(indices=mask[1:])
+        with pytest.raises(TypeError, match="holds names such as 'a'.*one entry per spot"):
+            read(indices=["a"])
+        with pytest.raises(ValueError, match="reach spot 40, but the AnnData has 40 spots"):
+            read(indices=[40])
+        with pytest.raises(ValueError, match="selects no spot"):
+            read(indices=[])
+    # indices select among the spots given, as the cell models' among their adata's cells.
+    some = spots[spots.obs_names[[7, 2, 30]]]
+    part = imputer.impute(adata=some, indices=[2, 0])
+    assert list(part.index) == [spots.obs_names[30], spots.obs_names[7]]
+
+
+def test_imputer_latent_design_gives_its_joint_latent_space(split):
+    """SpatialImputer's latent design maps spots and reference cells into one latent space
+    but had no get_latent_representation (scvi-tools' GIMVI has one)."""
+    spots, ref = split
+    model = _imputer(split, design="latent", n_latent=3, n_hidden=8)
+    z = model.get_latent_representation()
+    assert z.shape == (spots.n_obs, 3) and z.dtype == np.float32
+    x = torch.as_tensor(model.adata.X.toarray(), dtype=torch.float32)
+    model.module.eval()
+    with torch.no_grad():
+        expected = model.module.inference(x, None)["z"].numpy()
+    np.testing.assert_allclose(z, expected, rtol=1e-5, atol=1e-6)
+    mean, var = model.get_latent_representation(return_dist=True)
+    np.testing.assert_array_equal(mean, z)
+    assert (var > 0).all() and var.shape == z.shape
+    np.testing.assert_allclose(model.get_latent_representation(indices=[5, 1]), z[[5, 1]], 1e-5)
+    cells = model.get_latent_representation(reference=True)
+    assert cells.shape == (ref.n_obs, 3) and np.isfinite(cells).all()
+    with pytest.raises(ValueError, match="reference=True reads the reference cells"):
+        model.get_latent_representation(spots, reference=True)
+    with pytest.raises(ValueError, match="needs design='latent': the deconvolution design"):
+        _imputer(split).get_latent_representation()

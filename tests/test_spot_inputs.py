@@ -437,8 +437,10 @@ def test_key_added_puts_spot_results_side_by_side(split):
     panel = spots[:, 5:].copy()
     imputer = dv.model.SpatialImputer.from_reference(panel, reference=ref, labels_key="cluster")
     imputer.train(max_epochs=3, **TRAIN)
-    assert imputer.write_to_adata(panel, key_added="r1") == ["obsm/r1_imputed"]
+    keys = ["obsm/r1_imputed", "obsm/r1_proportions", "obs/r1_cell_abundance"]
+    assert imputer.write_to_adata(panel, key_added="r1") == keys
     assert "imputed" not in panel.obsm and panel.obsm["r1_imputed"].shape == (60, 5)
+    pd.testing.assert_frame_equal(panel.obsm["r1_proportions"], imputer.get_proportions(panel))
 
 
 def test_signatures_a_model_cannot_read_are_refused_by_name(split):

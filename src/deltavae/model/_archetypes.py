@@ -292,7 +292,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         return [f"A{k}" for k in range(groups.max() + 1)]
 
     def get_archetype_weights(
-        self, adata: AnnData | None = None, batch_size: int | None = None
+        self, adata: AnnData | None = None, batch_size: int | None = None, indices=None
     ) -> pd.DataFrame:
         """Each spot's weights over the (merged) archetypes; new spots go through the encoder.
 
@@ -303,6 +303,8 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             training spots.
         batch_size
             Spots per minibatch.
+        indices
+            Spots of ``adata`` to read (positions or a boolean mask; default all), in order.
 
         Returns
         -------
@@ -314,13 +316,17 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         --------
         >>> a.get_archetype_weights().idxmax(axis=1).value_counts()  # doctest: +SKIP
         """
+        from ._spots import selected_rows  # (this file is at its size limit)
+
         adata = self._resolve_adata(adata)
+        rows = selected_rows(adata, indices)  # of every spot's weights (one cached pass)
         raw, n_empty = self._raw_weights(adata, batch_size, empty=True)
         warn_empty_spots(n_empty, len(raw), "weights", adata.n_vars)
         groups, _ = self._merge()
         merged = np.zeros((raw.shape[0], groups.max() + 1))
         np.add.at(merged.T, groups, raw.T)
-        return pd.DataFrame(merged, index=adata.obs_names, columns=self.archetype_names())
+        table = pd.DataFrame(merged, index=adata.obs_names, columns=self.archetype_names())
+        return table if rows is None else table.iloc[rows]
 
     def get_archetype_profiles(self) -> pd.DataFrame:
         """Normalised expression of each (merged) archetype: genes x archetypes.

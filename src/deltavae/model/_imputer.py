@@ -98,7 +98,7 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
     >>> imputer.impute().shape  # the 20 genes the spots did not measure
     (150, 20)
     >>> imputer.write_to_adata(spots)
-    ['obsm/imputed']
+    ['obsm/imputed', 'obsm/proportions', 'obs/cell_abundance']
     """
 
     _per_spot_parameter = ("log_concentration", 0)  # the deconvolution design

@@ -7,14 +7,18 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
-from scvi import REGISTRY_KEYS
 
-from .._checks import dense
 from ._backed import writes_backed
 from ._genes import check_own_adata
 from ._imputer_reference import imputed_spots, requested_genes
 from ._modes import in_eval_mode
-from ._spots import fitted_rows, prefixed, second_argument_was, warn_empty_spots
+from ._spots import (
+    fitted_rows,
+    prefixed,
+    second_argument_was,
+    selected_rows,
+    warn_empty_spots,
+)
 from ._training_checks import _is_int, check_batch_size
 
 
@@ -28,7 +32,8 @@ def _default_chunk() -> int:
 class ImputerResultsMixin:
     """:meth:`impute`, :meth:`get_proportions`, :meth:`get_abundance`, :meth:`write_to_adata`."""
 
-    #: obs column of the abundance, as NMFDeconv's.
+    #: obsm key of the proportions and obs column of the abundance, as NMFDeconv's.
+    proportions_key = "proportions"
     abundance_key = "cell_abundance"
 
     @in_eval_mode
@@ -37,6 +42,7 @@ class ImputerResultsMixin:
         genes: list[str] | None = None,
         adata: AnnData | None = None,
         batch_size: int | None = None,
+        indices=None,
     ) -> pd.DataFrame:
         """Expected counts of reference genes in every spot, on the spots' scale.
 
@@ -50,6 +56,9 @@ class ImputerResultsMixin:
             rows follow its order. Default every spot of the model.
         batch_size
             Spots imputed at a time (default 4096, fewer with neighbour profiles).
+        indices
+            Spots of ``adata`` (default the model's) to impute: positions or a boolean mask,
+            as the single-cell models' ``indices`` (default all), in this order.
 
         Returns
         -------
@@ -65,13 +74,11 @@ class ImputerResultsMixin:
         >>> imputer.impute(adata=spots[spots.obs["region"] == "cortex"])  # doctest: +SKIP
         """
         check_batch_size(batch_size)
-        if adata is not None:  # checked before the model's state
-            adata = imputed_spots(self, adata)
+        positions, names = self._spot_positions(adata, indices)  # checked before the state
         self._check_if_trained(warn=False)
         check_own_adata(self)  # its counts, read below, not normalised in place since setup
         chosen = requested_genes(self.reference_genes_, self.adata.var_names, genes)
         columns = torch.as_tensor(self.reference_genes_.get_indexer(chosen), dtype=torch.long)
-        counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         device, dtype = self.module.device, next(self.module.parameters()).dtype
         chunk = _default_chunk() if batch_size is None else int(batch_size)
         if self.profiles_ == "neighbours" and batch_size is None:
@@ -80,41 +87,133 @@ class ImputerResultsMixin:
         blocks, n_empty = [], 0
         if self.design_ == "deconvolution":  # parameters per fitted spot; the latent: any spots
             rows = torch.as_tensor(fitted_rows(self), dtype=torch.long)
-        for start in range(0, self.adata.n_obs, chunk):
-            stop = min(start + chunk, self.adata.n_obs)
-            block = counts[start:stop]
-            n_empty += int((np.asarray(block.sum(axis=1)).ravel() == 0).sum())
+        for start in range(0, len(positions), chunk):
+            at = positions[start : start + chunk]
+            read, back = np.unique(at, return_inverse=True)  # in file order, each once
+            block = self._read_rows(read)[back]
+            n_empty += int((block.sum(axis=1) == 0).sum())
             x = None  # the spots' counts: read only by the latent design and the neighbours
             if self.design_ == "latent" or self.profiles_ == "neighbours":
-                x = torch.as_tensor(dense(block)).to(device, dtype)  # the module's: double too
+                x = torch.as_tensor(block).to(device, dtype)  # the module's: double too
             if self.design_ == "deconvolution":
-                values = self.module.expected(rows[start:stop].to(device), x)
+                values = self.module.expected(rows[at].to(device), x)
             else:
                 values = self.module.expected(x)
             blocks.append(values[:, columns.to(device)].cpu().numpy().astype(np.float64))
-        warn_empty_spots(n_empty, self.adata.n_obs, "imputed values", self.adata.n_vars)
-        table = pd.DataFrame(np.concatenate(blocks), index=self.adata.obs_names, columns=chosen)
-        return table if adata is None else table.loc[adata.obs_names]
+        warn_empty_spots(n_empty, len(positions), "imputed values", self.adata.n_vars)
+        return pd.DataFrame(np.concatenate(blocks), index=names, columns=chosen)
 
-    def _per_spot(self, adata, batch_size, method: str, what: str) -> np.ndarray:
-        """Rows of the fitted spots that ``adata`` holds (all for ``None``), after the
-        checks every per-spot read-out makes (deconvolution design only)."""
+    def _spot_positions(self, adata, indices, what="Imputations") -> tuple[np.ndarray, pd.Index]:
+        """Rows, in the model's spots, of ``adata``'s spots (the model's for ``None``; its own
+        spots only, by name) that ``indices`` selects, and their names, in that order."""
+        if adata is not None:
+            adata = imputed_spots(self, adata, what)
+        spots = self.adata if adata is None else adata
+        positions = np.arange(spots.n_obs)
+        if adata is not None:
+            positions = self.adata.obs_names.get_indexer(adata.obs_names)
+        rows = selected_rows(spots, indices)
+        if rows is None:
+            return positions, spots.obs_names
+        return positions[rows], spots.obs_names[rows]
+
+    @in_eval_mode
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        indices=None,
+        give_mean: bool = True,
+        mc_samples: int = 5000,
+        batch_size: int | None = None,
+        return_dist: bool = False,
+        *,
+        reference: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The joint latent space of the latent design: the posterior of z of every spot (or,
+        with ``reference=True``, of every reference cell), spots x ``n_latent``, float32.
+
+        The arguments are scvi-tools' ``get_latent_representation``'s, in its order. One
+        encoder maps spots and reference cells (their counts of the spots' genes) into the
+        same space, as scvi-tools' GIMVI does: neighbours across the two transfer labels.
+
+        Parameters
+        ----------
+        adata
+            The model's spots or some of them (matched by name, in any order; any genes);
+            default every spot of the model.
+        indices
+            Spots of ``adata`` to read, as in :meth:`impute`.
+        give_mean
+            The posterior mean; ``False`` draws one z from q.
+        mc_samples
+            Accepted for scvi-tools' signature; q is Gaussian, so its mean needs no sampling.
+        batch_size
+            Spots (or cells) encoded at a time; default all of them up to 4096.
+        return_dist
+            Return the mean and the variance of q instead.
+        reference
+            The reference cells' latents instead of the spots' (``adata`` and ``indices``
+            then unused: pass neither); rows in the reference's order.
+
+        Examples
+        --------
+        >>> spots.obsm["X_imputer"] = imputer.get_latent_representation()  # doctest: +SKIP
+        >>> cells = imputer.get_latent_representation(reference=True)  # doctest: +SKIP
+        """
+        check_batch_size(batch_size)
+        if self.design_ != "latent":
+            raise ValueError(
+                "get_latent_representation needs design='latent': the deconvolution design "
+                "has no latent space (its spots' read-outs are get_proportions() and "
+                "get_abundance()). Build the model with design='latent'."
+            )
+        if reference and (adata is not None or indices is not None):
+            raise ValueError(
+                "reference=True reads the reference cells the model holds; adata and indices "
+                "select spots: pass neither."
+            )
+        positions = None
+        if not reference:
+            positions, _ = self._spot_positions(adata, indices, "Latents")
+        self._check_if_trained(warn=False)
+        if not reference:
+            check_own_adata(self)  # its counts, read below, not normalised in place since setup
+        module, chunk = self.module, _default_chunk() if batch_size is None else int(batch_size)
+        dtype = next(module.parameters()).dtype
+        n_rows = len(module.reference_counts) if reference else len(positions)
+        locs, scales = [], []
+        for start in range(0, n_rows, chunk):
+            if reference:
+                x = module.reference_counts[start : start + chunk][:, module.visible]
+            else:
+                read, back = np.unique(positions[start : start + chunk], return_inverse=True)
+                x = torch.as_tensor(self._read_rows(read)[back])
+            with torch.no_grad():
+                q = module._encode(x.to(module.device, dtype), int(reference))
+                z = q.loc if give_mean or return_dist else q.rsample()
+            locs.append(z.cpu().numpy().astype(np.float32))
+            scales.append(q.scale.cpu().numpy().astype(np.float32))
+        if return_dist:
+            return np.concatenate(locs), np.concatenate(scales) ** 2
+        return np.concatenate(locs)
+
+    def _per_spot(self, adata, batch_size, indices, method: str, what: str):
+        """Rows of the fitted spots that ``adata`` holds (all for ``None``) and ``indices``
+        selects, and their names, after the checks every per-spot read-out makes
+        (deconvolution design only)."""
         check_batch_size(batch_size)  # as NMFDeconv's: nothing is read by minibatch here
         if self.design_ != "deconvolution":
             raise ValueError(
                 f"{method} needs design='deconvolution' (the default): the latent design "
                 f"fits no {what}. Build the model with design='deconvolution'."
             )
-        if adata is not None:  # checked before the model's state
-            adata = imputed_spots(self, adata, what=what.capitalize())
+        # The spots checked before the model's state.
+        positions, names = self._spot_positions(adata, indices, what.capitalize())
         self._check_if_trained(warn=False)
-        rows = fitted_rows(self)
-        if adata is not None:
-            rows = rows[self.adata.obs_names.get_indexer(adata.obs_names)]
-        return rows
+        return fitted_rows(self)[positions], names
 
     def get_proportions(
-        self, adata: AnnData | None = None, batch_size: int | None = None
+        self, adata: AnnData | None = None, batch_size: int | None = None, indices=None
     ) -> pd.DataFrame:
         """Shares of the reference states in every spot (deconvolution design).
 
@@ -128,6 +227,8 @@ class ImputerResultsMixin:
         batch_size
             Accepted, and checked, as NMFDeconv's: the proportions are fitted per spot, so
             nothing is read in minibatches.
+        indices
+            Spots of ``adata`` (default the model's) to read, as in :meth:`impute`.
 
         Returns
         -------
@@ -139,15 +240,14 @@ class ImputerResultsMixin:
         >>> imputer.get_proportions().idxmax(axis=1).head()  # doctest: +SKIP
         >>> imputer.get_proportions(spots[spots.obs["region"] == "cortex"])  # doctest: +SKIP
         """
-        rows = self._per_spot(adata, batch_size, "get_proportions", "proportions")
+        rows, names = self._per_spot(adata, batch_size, indices, "get_proportions", "proportions")
         with torch.no_grad():
             values = self.module.proportions().cpu().numpy()[rows].astype(np.float64)
         values /= values.sum(axis=1, keepdims=True)
-        names = self.adata.obs_names if adata is None else adata.obs_names
         return pd.DataFrame(values, index=names, columns=self.state_names_)
 
     def get_abundance(
-        self, adata: AnnData | None = None, batch_size: int | None = None
+        self, adata: AnnData | None = None, batch_size: int | None = None, indices=None
     ) -> pd.Series:
         """Cells' worth of signal per spot (deconvolution design), as
         :meth:`deltavae.model.NMFDeconv.get_abundance`: ``a_s``, in units of one reference
@@ -156,7 +256,7 @@ class ImputerResultsMixin:
 
         Parameters
         ----------
-        adata, batch_size
+        adata, batch_size, indices
             As for :meth:`get_proportions`.
 
         Returns
@@ -168,10 +268,9 @@ class ImputerResultsMixin:
         --------
         >>> imputer.get_abundance().describe()  # doctest: +SKIP
         """
-        rows = self._per_spot(adata, batch_size, "get_abundance", "abundances")
+        rows, names = self._per_spot(adata, batch_size, indices, "get_abundance", "abundances")
         with torch.no_grad():
             values = torch.exp(self.module.log_abundance).cpu().numpy()[rows].astype(np.float64)
-        names = self.adata.obs_names if adata is None else adata.obs_names
         return pd.Series(values, index=names, name=self.abundance_key)
 
     @writes_backed
@@ -184,7 +283,10 @@ class ImputerResultsMixin:
         *,
         genes: list[str] | None = None,
     ) -> list[str]:
-        """Write the imputed genes to ``obsm["imputed"]``, a spots x genes DataFrame.
+        """Write the imputed genes to ``obsm["imputed"]``, a spots x genes DataFrame, and,
+        for the deconvolution design, what :meth:`NMFDeconv.write_to_adata` writes: the
+        proportions to ``obsm["proportions"]`` (spots x reference states) and the abundance to
+        ``obs["cell_abundance"]``.
 
         The imputed genes are not among the spots' genes, so they go to ``obsm`` (gene names
         as columns) rather than to a layer, which would need the AnnData's own genes.
@@ -200,24 +302,31 @@ class ImputerResultsMixin:
             argument was ``genes``: a second positional argument other than an integer is
             still read as ``genes``, with a FutureWarning; pass it by name.
         key_added
-            Prefix of the key written, ``obsm/<key_added>_imputed`` (several imputations,
-            e.g. from two references, side by side); default none.
+            Prefix of the keys written, ``obsm/<key_added>_imputed`` (several imputations,
+            e.g. from two references, side by side), ...; default none.
         genes
             As in :meth:`impute`.
 
         Returns
         -------
-        The keys written, as ``"slot/key"`` strings.
+        The keys written, as ``"slot/key"`` strings, the imputed genes' first.
 
         Examples
         --------
         >>> imputer.write_to_adata(spots)  # doctest: +SKIP
-        ['obsm/imputed']
+        ['obsm/imputed', 'obsm/proportions', 'obs/cell_abundance']
         >>> imputer.write_to_adata(spots, genes=["gene_45"], key_added="ref2")  # doctest: +SKIP
-        ['obsm/ref2_imputed']
+        ['obsm/ref2_imputed', 'obsm/ref2_proportions', 'obs/ref2_cell_abundance']
         """
-        (key,) = prefixed(key_added, self.imputed_key)
+        keys = prefixed(key_added, self.imputed_key, self.proportions_key, self.abundance_key)
         check_batch_size(batch_size)
         adata = imputed_spots(self, self._resolve_adata(self._write_target(adata)))
-        adata.obsm[key] = self.impute(genes, adata, batch_size)  # the same spots, any order
-        return [f"obsm/{key}"]
+        imputed = self.impute(genes, adata, batch_size)  # the same spots, any order
+        if self.design_ != "deconvolution":
+            adata.obsm[keys[0]] = imputed
+            return [f"obsm/{keys[0]}"]
+        proportions = self.get_proportions(adata)
+        abundance = self.get_abundance(adata).to_numpy()
+        adata.obsm[keys[0]], adata.obsm[keys[1]] = imputed, proportions
+        adata.obs[keys[2]] = abundance
+        return [f"obsm/{keys[0]}", f"obsm/{keys[1]}", f"obs/{keys[2]}"]

@@ -15,36 +15,29 @@ from scvi.model.base import BaseModelClass
 
 from ..module import NMFDeconvModule
 from ..module._nmfdeconv import INFERENCE
-from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._genes import align_query_genes, match_read_genes
 from ._nmf_reference import FromReferenceMixin
+from ._nmf_results import NMFResultsMixin
 from ._nmf_start import check_signatures, nmf_start, nnls_start
 from ._saved import read_saved
-from ._spots import (
-    SPOT_INDEX,
-    SpotModelMixin,
-    prefixed,
-    spot_rate,
-    training_rows,
-    warn_empty_spots,
-    with_spot_index,
-)
-from ._training_checks import _is_int, check_batch_size
+from ._spots import SpotModelMixin, spot_rate
+from ._training_checks import _is_int
 from ._validation import check_model_arguments, warn_user
 
 logger = logging.getLogger(__name__)
 
 _FEW_CELLS = 5
-#: Amortised training defaults: spots per step, steps in all, learning rate; spots per
-#: inference minibatch.
+#: Amortised training defaults: spots per step, steps in all, learning rate (the spots per
+#: inference minibatch: _nmf_results._INFERENCE_BATCH).
 _AMORTIZED_BATCH = 1024
 _AMORTIZED_STEPS = 1000
 _AMORTIZED_LR = 5e-3
-_INFERENCE_BATCH = 2048
 
 
-class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelClass):
+class NMFDeconv(
+    NMFResultsMixin, SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelClass
+):
     """Cell-type deconvolution of spot counts by a negative-binomial non-negative factorisation.
 
     Each spot's counts are NB with mean ``abundance * technology * proportions @ signatures``
@@ -336,102 +329,6 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         layer = self.registry_["setup_args"]["layer"]
         return match_read_genes(adata, self._training_genes(), used, layer)
 
-    def _infer(self, adata: AnnData | None, batch_size: int | None):
-        """Proportions and abundance of ``adata``'s spots, their names, and how many spots have
-        no counts in the genes the model reads."""
-        check_batch_size(batch_size)  # a model fitted per spot reads no minibatches
-        self._check_if_trained(warn=False)
-        adata = self._resolve_adata(adata)
-        if not self.module.amortized:
-            order = training_rows(adata.obs_names, self.spot_names_)
-            with torch.no_grad():
-                proportions = self.module.proportions().cpu().numpy()[order]
-                abundance = torch.exp(self.module.log_abundance).cpu().numpy()[order]
-            index = self.module.gene_index
-            columns = None if index is None else index.cpu().numpy()
-            n_empty = sum(int((c.sum(axis=1) == 0).sum()) for c in self._row_chunks(columns))
-            return (
-                proportions.astype(np.float64),
-                abundance.astype(np.float64),
-                adata.obs_names,
-                n_empty,
-            )
-        if (
-            SPOT_INDEX not in adata.obs
-            and REGISTRY_KEYS.INDICES_KEY in self.registry_["field_registries"]
-        ):
-            adata = with_spot_index(adata)  # set up with spot_index=True: the encoder ignores it
-        adata = self._validate_anndata(adata)
-        loader = self._make_data_loader(
-            adata=adata,
-            batch_size=_INFERENCE_BATCH if batch_size is None else batch_size,
-            shuffle=False,
-        )
-        proportions, abundance, n_empty = [], [], 0
-        with torch.no_grad():
-            for tensors in loader:
-                x = tensors[REGISTRY_KEYS.X_KEY]
-                n_empty += int((self.module.genes(x).sum(dim=-1) == 0).sum())
-                out = self.module.inference(x)
-                proportions.append(out["proportions"].cpu().numpy())
-                abundance.append(out["abundance"].cpu().numpy())
-        return (
-            np.concatenate(proportions).astype(np.float64),
-            np.concatenate(abundance).astype(np.float64),
-            adata.obs_names,
-            n_empty,
-        )
-
-    def get_proportions(
-        self, adata: AnnData | None = None, batch_size: int | None = None
-    ) -> pd.DataFrame:
-        """Cell-type proportions of every spot (rows sum to 1).
-
-        The amortised model maps any spots with the genes it reads through its encoder,
-        without refitting; the per-spot model knows only the spots it was trained on.
-
-        Parameters
-        ----------
-        adata
-            Spots with the genes the model reads (:meth:`used_genes`), by name in any order;
-            default the training spots.
-        batch_size
-            Spots per inference minibatch (amortised).
-
-        Returns
-        -------
-        pandas.DataFrame
-            Spots x cell types. A spot without counts in the genes the model reads gets what
-            the model gives a spot without data (warned; amortised: the encoder's output for
-            an all-zero input, which can look like a mixture): not an estimate.
-
-        Examples
-        --------
-        >>> d.get_proportions().head()  # doctest: +SKIP
-        >>> d.get_proportions(adata=new_spots).head()  # doctest: +SKIP
-        """
-        values, _, names, n_empty = self._infer(adata, batch_size)
-        warn_empty_spots(n_empty, len(names), "proportions", self._n_read_genes())
-        values /= values.sum(axis=1, keepdims=True)
-        return pd.DataFrame(values, index=names, columns=self.cell_types_)
-
-    def get_abundance(
-        self, adata: AnnData | None = None, batch_size: int | None = None
-    ) -> pd.Series:
-        """Cells' worth of signal per spot (in units of the reference's cells).
-
-        Parameters
-        ----------
-        adata, batch_size
-            As for :meth:`get_proportions`.
-
-        Examples
-        --------
-        >>> d.get_abundance().describe()  # doctest: +SKIP
-        """
-        _, values, names, _ = self._infer(adata, batch_size)
-        return pd.Series(values, index=names, name=self.abundance_key)
-
     def get_signatures(self) -> pd.DataFrame:
         """Cell types x genes, expected counts per cell (learned ones in reference-free mode).
 
@@ -458,42 +355,3 @@ class NMFDeconv(SpotModelMixin, FromReferenceMixin, DeltaModelMixin, BaseModelCl
         with torch.no_grad():
             values = torch.exp(self.module.log_technology).cpu().numpy().astype(np.float64)
         return pd.Series(values, index=self.used_genes(), name="technology_factor")
-
-    @writes_backed
-    def write_to_adata(
-        self, adata: AnnData | None = None, batch_size: int | None = None, key_added=None
-    ):
-        """Write proportions to ``obsm["proportions"]`` and abundance to ``obs``.
-
-        Parameters
-        ----------
-        adata
-            The spots (amortised: any spots with the training genes, and maybe others; per
-            spot: the training spots or some of them, by name in any order, any genes);
-            default the spots given to :meth:`load`, else the model's AnnData. Opened
-            ``backed="r+"``, the results also go into its file, in blocks of rows.
-        batch_size
-            Spots per inference minibatch (amortised).
-        key_added
-            Prefix of the keys written (``obsm/<key_added>_proportions``, ...): deconvolutions
-            with several references side by side; default none.
-
-        Returns
-        -------
-        The keys written: ``obsm/proportions`` and ``obs/cell_abundance``.
-
-        Examples
-        --------
-        >>> d.write_to_adata(spots)  # doctest: +SKIP
-        ['obsm/proportions', 'obs/cell_abundance']
-        """
-        keys = prefixed(key_added, self.proportions_key, self.abundance_key)
-        target = self._write_target(adata)
-        proportions, abundance, _, n_empty = self._infer(target, batch_size)
-        warn_empty_spots(n_empty, len(proportions), "proportions", self._n_read_genes())
-        proportions /= proportions.sum(axis=1, keepdims=True)
-        target.obsm[keys[0]] = pd.DataFrame(
-            proportions, index=target.obs_names, columns=self.cell_types_
-        )
-        target.obs[keys[1]] = abundance
-        return [f"obsm/{keys[0]}", f"obs/{keys[1]}"]

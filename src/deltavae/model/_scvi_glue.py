@@ -321,7 +321,7 @@ def mask_by_name(adata, idx, arg: str):
     )
 
 
-def check_indices(indices, n_obs: int, name: str = "indices") -> None:
+def check_indices(indices, n_obs: int, name: str = "indices", unit: str = "cell") -> None:
     """Refuse, naming the fix, an ``indices=`` (or the argument ``name``, e.g. DE's ``idx1``)
     that scvi-tools would misread or crash on.
 
@@ -339,7 +339,7 @@ def check_indices(indices, n_obs: int, name: str = "indices") -> None:
     """
     if indices is None:
         return
-    fix = "pass integer positions or a boolean mask of one entry per cell (or None for all)"
+    fix = f"pass integer positions or a boolean mask of one entry per {unit} (or None for all)"
     if isinstance(indices, slice | tuple | str | dict | set):
         hint = {
             tuple: " (np.where returns a tuple: pass np.where(mask)[0], or the mask)",
@@ -354,23 +354,23 @@ def check_indices(indices, n_obs: int, name: str = "indices") -> None:
         if len(values) != n_obs:
             raise ValueError(
                 f"{name} is a boolean mask of {len(values)} entries, but the AnnData has "
-                f"{n_obs} cells: a mask of another AnnData (or of a subset) selects other "
-                "cells. Build the mask on the AnnData read (e.g. adata.obs[...] == ...)."
+                f"{n_obs} {unit}s: a mask of another AnnData (or of a subset) selects other "
+                f"{unit}s. Build the mask on the AnnData read (e.g. adata.obs[...] == ...)."
             )
         values = np.flatnonzero(values)
     elif values.size and values.dtype.kind in "OUS":
         raise TypeError(
-            f"{name} holds names such as {str(values[0])!r}; {fix} (the positions of cell "
+            f"{name} holds names such as {str(values[0])!r}; {fix} (the positions of {unit} "
             "names: adata.obs_names.get_indexer(names))."
         )
     elif values.size and values.dtype.kind not in "iu":
         raise TypeError(f"{name} holds {values.dtype} values such as {values[0]}; {fix}.")
     if len(values) == 0:
-        raise ValueError(f"{name} selects no cell; pass at least one (or None for all).")
+        raise ValueError(f"{name} selects no {unit}; pass at least one (or None for all).")
     if values.max() >= n_obs or values.min() < -n_obs:
         raise ValueError(
-            f"{name} reach cell {int(values.max() if values.max() >= n_obs else values.min())}"
-            f", but the AnnData has {n_obs} cells: pass positions within it (or None for all)."
+            f"{name} reach {unit} {int(values.max() if values.max() >= n_obs else values.min())}"
+            f", but the AnnData has {n_obs} {unit}s: pass positions within it (or None for all)."
         )
 
 

@@ -1,0 +1,170 @@
+"""NMFDeconv's read-outs: the spots' proportions and abundance (amortised: of any spots, through
+the encoder; per spot: of the fitted spots), and :meth:`write_to_adata`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+
+from ._backed import writes_backed
+from ._spots import (
+    SPOT_INDEX,
+    prefixed,
+    selected_rows,
+    training_rows,
+    warn_empty_spots,
+    with_spot_index,
+)
+from ._training_checks import check_batch_size
+
+#: Spots per inference minibatch.
+_INFERENCE_BATCH = 2048
+
+
+class NMFResultsMixin:
+    """:meth:`get_proportions`, :meth:`get_abundance` and :meth:`write_to_adata`."""
+
+    def _infer(self, adata: AnnData | None, batch_size: int | None, indices=None):
+        """Proportions and abundance of ``adata``'s spots (those ``indices`` selects), their
+        names, and how many spots have no counts in the genes the model reads."""
+        check_batch_size(batch_size)  # a model fitted per spot reads no minibatches
+        self._check_if_trained(warn=False)
+        adata = self._resolve_adata(adata)
+        rows = selected_rows(adata, indices)
+        names = adata.obs_names if rows is None else adata.obs_names[rows]
+        if not self.module.amortized:
+            order = training_rows(adata.obs_names, self.spot_names_)
+            order = order if rows is None else order[rows]
+            with torch.no_grad():
+                proportions = self.module.proportions().cpu().numpy()[order]
+                abundance = torch.exp(self.module.log_abundance).cpu().numpy()[order]
+            index = self.module.gene_index
+            columns = None if index is None else index.cpu().numpy()
+            n_empty = sum(int((c.sum(axis=1) == 0).sum()) for c in self._row_chunks(columns))
+            return (
+                proportions.astype(np.float64),
+                abundance.astype(np.float64),
+                names,
+                n_empty,
+            )
+        if (
+            SPOT_INDEX not in adata.obs
+            and REGISTRY_KEYS.INDICES_KEY in self.registry_["field_registries"]
+        ):
+            adata = with_spot_index(adata)  # set up with spot_index=True: the encoder ignores it
+        adata = self._validate_anndata(adata)
+        loader = self._make_data_loader(
+            adata=adata,
+            indices=rows,
+            batch_size=_INFERENCE_BATCH if batch_size is None else batch_size,
+            shuffle=False,
+        )
+        proportions, abundance, n_empty = [], [], 0
+        with torch.no_grad():
+            for tensors in loader:
+                x = tensors[REGISTRY_KEYS.X_KEY]
+                n_empty += int((self.module.genes(x).sum(dim=-1) == 0).sum())
+                out = self.module.inference(x)
+                proportions.append(out["proportions"].cpu().numpy())
+                abundance.append(out["abundance"].cpu().numpy())
+        return (
+            np.concatenate(proportions).astype(np.float64),
+            np.concatenate(abundance).astype(np.float64),
+            names,
+            n_empty,
+        )
+
+    def get_proportions(
+        self, adata: AnnData | None = None, batch_size: int | None = None, indices=None
+    ) -> pd.DataFrame:
+        """Cell-type proportions of every spot (rows sum to 1).
+
+        The amortised model maps any spots with the genes it reads through its encoder,
+        without refitting; the per-spot model knows only the spots it was trained on.
+
+        Parameters
+        ----------
+        adata
+            Spots with the genes the model reads (:meth:`used_genes`), by name in any order;
+            default the training spots.
+        batch_size
+            Spots per inference minibatch (amortised).
+        indices
+            Spots of ``adata`` to read (positions or a boolean mask, as the single-cell
+            models' ``indices``; default all), in this order.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Spots x cell types. A spot without counts in the genes the model reads gets what
+            the model gives a spot without data (warned; amortised: the encoder's output for
+            an all-zero input, which can look like a mixture): not an estimate.
+
+        Examples
+        --------
+        >>> d.get_proportions().head()  # doctest: +SKIP
+        >>> d.get_proportions(adata=new_spots).head()  # doctest: +SKIP
+        """
+        values, _, names, n_empty = self._infer(adata, batch_size, indices)
+        warn_empty_spots(n_empty, len(names), "proportions", self._n_read_genes())
+        values /= values.sum(axis=1, keepdims=True)
+        return pd.DataFrame(values, index=names, columns=self.cell_types_)
+
+    def get_abundance(
+        self, adata: AnnData | None = None, batch_size: int | None = None, indices=None
+    ) -> pd.Series:
+        """Cells' worth of signal per spot (in units of the reference's cells).
+
+        Parameters
+        ----------
+        adata, batch_size, indices
+            As for :meth:`get_proportions`.
+
+        Examples
+        --------
+        >>> d.get_abundance().describe()  # doctest: +SKIP
+        """
+        _, values, names, _ = self._infer(adata, batch_size, indices)
+        return pd.Series(values, index=names, name=self.abundance_key)
+
+    @writes_backed
+    def write_to_adata(
+        self, adata: AnnData | None = None, batch_size: int | None = None, key_added=None
+    ):
+        """Write proportions to ``obsm["proportions"]`` and abundance to ``obs``.
+
+        Parameters
+        ----------
+        adata
+            The spots (amortised: any spots with the training genes, and maybe others; per
+            spot: the training spots or some of them, by name in any order, any genes);
+            default the spots given to :meth:`load`, else the model's AnnData. Opened
+            ``backed="r+"``, the results also go into its file, in blocks of rows.
+        batch_size
+            Spots per inference minibatch (amortised).
+        key_added
+            Prefix of the keys written (``obsm/<key_added>_proportions``, ...): deconvolutions
+            with several references side by side; default none.
+
+        Returns
+        -------
+        The keys written: ``obsm/proportions`` and ``obs/cell_abundance``.
+
+        Examples
+        --------
+        >>> d.write_to_adata(spots)  # doctest: +SKIP
+        ['obsm/proportions', 'obs/cell_abundance']
+        """
+        keys = prefixed(key_added, self.proportions_key, self.abundance_key)
+        target = self._write_target(adata)
+        proportions, abundance, _, n_empty = self._infer(target, batch_size)
+        warn_empty_spots(n_empty, len(proportions), "proportions", self._n_read_genes())
+        proportions /= proportions.sum(axis=1, keepdims=True)
+        target.obsm[keys[0]] = pd.DataFrame(
+            proportions, index=target.obs_names, columns=self.cell_types_
+        )
+        target.obs[keys[1]] = abundance
+        return [f"obsm/{keys[0]}", f"obs/{keys[1]}"]
