@@ -1,5 +1,5 @@
 """Read-outs in eval mode, the module's own modes kept, their minibatches in the module's
-device and floating dtype."""
+floating dtype."""
 
 from __future__ import annotations
 
@@ -41,15 +41,13 @@ def in_eval_mode(method):
     return read
 
 
-def on_module(tensors: dict, module: torch.nn.Module) -> dict:
-    """A minibatch (``{key: tensor}``) on ``module``'s device, its floating tensors in the
-    module's floating dtype: the loaders yield float32, so a module made double
-    (``model.module.double()``) failed in its first layer ("mat1 and mat2 must have the same
-    dtype")."""
-    first = next(p for p in module.parameters() if p.is_floating_point())
+def in_module_dtype(tensors: dict, module: torch.nn.Module) -> dict:
+    """A minibatch (``{key: tensor}``) with its floating tensors in ``module``'s floating
+    dtype: the loaders yield float32, so a module made double (``model.module.double()``)
+    failed in its first layer ("mat1 and mat2 must have the same dtype"). Tensors already
+    in it are returned as they are."""
+    dtype = next(p.dtype for p in module.parameters() if p.is_floating_point())
     return {
-        key: value.to(first.device, first.dtype if value.is_floating_point() else value.dtype)
-        if isinstance(value, torch.Tensor)
-        else value
+        key: value.to(dtype) if torch.is_tensor(value) and value.is_floating_point() else value
         for key, value in tensors.items()
     }

@@ -14,10 +14,11 @@ import pandas as pd
 import torch
 from scvi.data._constants import _FIELD_REGISTRIES_KEY as _FIELD_REGISTRIES
 from scvi.model.base import BaseModelClass, VAEMixin
+from scvi.module.base._decorators import _move_data_to_device
 
 from .._logging import DropMessages
 from ._matrices import on_disk, to_memory
-from ._modes import evaluating, on_module
+from ._modes import evaluating, in_module_dtype
 from ._training_checks import check_batch_size
 
 
@@ -183,9 +184,10 @@ class _OnDevice:
         self._module = module
 
     def __iter__(self):
+        device = self._module.device
         with evaluating(self._module):
-            for tensors in self._loader:
-                yield on_module(tensors, self._module)
+            for tensors in self._loader:  # and in the module's dtype: a double one reads too
+                yield in_module_dtype(_move_data_to_device(tensors, device), self._module)
 
     def __len__(self) -> int:
         return len(self._loader)
