@@ -229,6 +229,30 @@ def test_expression_refuses_keywords_scvi_tools_would_ignore():
     assert model.get_normalized_expression(n_samples=2).shape == (120, 30)
 
 
+@pytest.mark.parametrize("which", ["zinbvae", "cgmdvae"])
+def test_read_outs_name_themselves_for_a_keyword_they_do_not_take(which):
+    """scvi-tools hands keywords its read-outs do not name to torch's DataLoader or to the
+    module: get_latent_representation(give_meen=True) failed with "DataLoader.__init__() got
+    an unexpected keyword argument", get_elbo(n_samples=3) with "DeltaPyroModule.forward()
+    ...", naming neither the read-out nor what it takes."""
+    model, _, _ = _build(which)
+    _train(model)
+    with pytest.raises(TypeError, match=r"get_latent_representation\(\) got .* 'give_meen'"):
+        model.get_latent_representation(give_meen=True)
+    with pytest.raises(TypeError, match=r"^get_elbo\(\) got .* 'n_samples' .*forward\(\)"):
+        model.get_elbo(n_samples=3)
+    with pytest.raises(TypeError, match=r"^get_reconstruction_error\(\) got .* 'foo'"):
+        model.get_reconstruction_error(foo=1)
+    with pytest.raises(TypeError, match=r"^get_marginal_ll\(\) got .* 'bar'"):
+        model.get_marginal_ll(n_mc_samples=2, bar=1)
+    with pytest.raises(TypeError, match=r"^get_elbo\(\) got .* 'foo' .*data loader"):
+        model.get_elbo(data_loader_kwargs={"foo": 2})
+    # What the loader does take still reaches it (scvi-tools' read-out; CGMDVAE's names its own).
+    if which == "zinbvae":
+        assert model.get_latent_representation(num_workers=0).shape[0] == model.adata.n_obs
+    assert np.isfinite(model.get_marginal_ll(n_mc_samples=2))
+
+
 def test_a_model_unpickled_in_another_process_knows_its_anndata(capsys):
     """joblib and multiprocessing unpickle a model in a process whose scvi-tools store (kept
     in the class) never saw it: view_anndata_setup failed there with "Unable to find instance

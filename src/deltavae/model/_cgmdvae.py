@@ -25,11 +25,12 @@ from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixi
 from ._condition_counts import record_condition_counts, warn_untrained_combinations
 from ._count_advice import building_model, warn_if_counts
 from ._de import CheckedExpressionMixin
+from ._host_results import HostResultsMixin
 from ._label_setup import check_label_setup, refuse_missing_integer_labels, unlabelled_mark
 from ._labels import ConditionsByName, LabelsInColumnOrder, labels_of, small_categories_named
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
-from ._scvi_glue import HostResultsMixin, scvi_init_names
+from ._scvi_glue import scvi_init_names
 from ._training_checks import (
     check_condition_args,
     check_flag,

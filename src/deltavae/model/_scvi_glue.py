@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import torch
 from scvi.data._constants import _FIELD_REGISTRIES_KEY as _FIELD_REGISTRIES
-from scvi.model.base import BaseModelClass, VAEMixin
+from scvi.model.base import BaseModelClass
 from scvi.module.base._decorators import _move_data_to_device
 
 from .._logging import DropMessages
+from ._loader_keywords import check_loader_keywords
 from ._matrices import on_disk, to_memory
 from ._modes import evaluating, in_module_dtype
 from ._training_checks import check_batch_size
@@ -196,60 +197,6 @@ class _OnDevice:
         return getattr(self._loader, name)
 
 
-def _on_host(value):
-    """scvi-tools' results as a user reads them: tensors on the CPU, a 0-d one as a float."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        return float(value) if value.ndim == 0 else value
-    if isinstance(value, dict):
-        return {key: _on_host(item) for key, item in value.items()}
-    return value
-
-
-class HostResultsMixin:
-    """scvi-tools' ``get_elbo`` and ``get_reconstruction_error`` with their results on the CPU,
-    and ``get_marginal_ll``'s mean over the cells.
-
-    scvi-tools returns them on the module's device: on a GPU, ``np.asarray(model.get_elbo(
-    return_mean=False))`` or writing them to ``adata.obs`` failed where the CPU worked.
-    """
-
-    @functools.wraps(VAEMixin.get_elbo)
-    def get_elbo(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
-        return _on_host(super().get_elbo(*args, **kwargs))
-
-    @functools.wraps(VAEMixin.get_reconstruction_error)
-    def get_reconstruction_error(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
-        return _on_host(super().get_reconstruction_error(*args, **kwargs))
-
-    @functools.wraps(VAEMixin.get_marginal_ll)
-    def get_marginal_ll(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
-        # scvi-tools' return_mean averages the minibatches' means: a short last minibatch
-        # weighed as much as a full one, and the result moved with batch_size.
-        call = inspect.signature(VAEMixin.get_marginal_ll).bind(self, *args, **kwargs)
-        if not call.arguments.get("return_mean", True):
-            return super().get_marginal_ll(*args, **kwargs)
-        call.arguments["return_mean"] = False
-        per_cell = super().get_marginal_ll(*call.args[1:], **call.kwargs)
-        return float(torch.as_tensor(per_cell).double().mean())
-
-    @functools.wraps(VAEMixin.get_aggregated_posterior)
-    def get_aggregated_posterior(self, adata=None, indices=None, batch_size=None, dof=3.0):  # noqa: D102
-        from ._abundance import aggregated_posterior  # q(z)'s scale, not its variance
-
-        return aggregated_posterior(self, adata, indices, batch_size, dof)
-
-    @functools.wraps(VAEMixin.differential_abundance)
-    def differential_abundance(  # noqa: D102 - scvi-tools' docstring
-        self, adata=None, sample_key=None, batch_size=128, num_cells_posterior=None, dof=None
-    ):
-        # The samples read from, and the result written into, adata as given (a query
-        # model's: its query), not the copy the model reads.
-        from ._abundance import differential_abundance
-
-        return differential_abundance(self, adata, sample_key, batch_size, num_cells_posterior, dof)
-
-
 _FIXED_NETWORKS = (
     "the networks are scvi-tools' Encoder and DecoderSCVI with their defaults here; "
     "n_hidden, n_layers and dropout_rate are the options"
@@ -412,6 +359,7 @@ def loader_arguments(model, args: tuple, kwargs: dict) -> dict:
     if len(args) > len(_LOADER_ARGUMENTS):
         raise TypeError(f"_make_data_loader takes at most {len(_LOADER_ARGUMENTS)} arguments.")
     kwargs = {**dict(zip(_LOADER_ARGUMENTS, args, strict=False)), **kwargs}
+    check_loader_keywords(kwargs, _LOADER_ARGUMENTS)  # torch's error named no read-out
     check_batch_size(kwargs.get("batch_size"))  # torch's message named no argument of ours
     if isinstance(kwargs.get("batch_size"), np.integer):  # torch's sampler takes an int only
         kwargs["batch_size"] = int(kwargs["batch_size"])

@@ -26,10 +26,11 @@ from ..module import ZINBVAEModule
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._de import CheckedExpressionMixin
+from ._host_results import HostResultsMixin
 from ._labels import ConditionsByName, small_categories_named
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
-from ._scvi_glue import HostResultsMixin, scvi_init_names
+from ._scvi_glue import scvi_init_names
 from ._validation import (
     check_data,
     check_key_added,

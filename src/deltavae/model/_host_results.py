@@ -1,0 +1,74 @@
+"""scvi-tools' ``get_elbo``, ``get_reconstruction_error`` and ``get_marginal_ll`` as a user
+reads them: results on the CPU, the marginal likelihood's mean over the cells, and keywords
+that scvi-tools hands to the module checked by name."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import torch
+from scvi.model.base import VAEMixin
+
+from ._loader_keywords import check_module_keywords
+
+__all__ = ["HostResultsMixin"]
+
+
+def _on_host(value):
+    """scvi-tools' results as a user reads them: tensors on the CPU, a 0-d one as a float."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return float(value) if value.ndim == 0 else value
+    if isinstance(value, dict):
+        return {key: _on_host(item) for key, item in value.items()}
+    return value
+
+
+class HostResultsMixin:
+    """scvi-tools' ``get_elbo`` and ``get_reconstruction_error`` with their results on the CPU,
+    and ``get_marginal_ll``'s mean over the cells.
+
+    scvi-tools returns them on the module's device: on a GPU, ``np.asarray(model.get_elbo(
+    return_mean=False))`` or writing them to ``adata.obs`` failed where the CPU worked.
+    """
+
+    @functools.wraps(VAEMixin.get_elbo)
+    def get_elbo(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        check_module_keywords(self, "get_elbo", VAEMixin.get_elbo, args, kwargs, "forward")
+        return _on_host(super().get_elbo(*args, **kwargs))
+
+    @functools.wraps(VAEMixin.get_reconstruction_error)
+    def get_reconstruction_error(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        method = VAEMixin.get_reconstruction_error
+        check_module_keywords(self, "get_reconstruction_error", method, args, kwargs, "forward")
+        return _on_host(super().get_reconstruction_error(*args, **kwargs))
+
+    @functools.wraps(VAEMixin.get_marginal_ll)
+    def get_marginal_ll(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        # scvi-tools' return_mean averages the minibatches' means: a short last minibatch
+        # weighed as much as a full one, and the result moved with batch_size.
+        method = VAEMixin.get_marginal_ll
+        check_module_keywords(self, "get_marginal_ll", method, args, kwargs, "marginal_ll")
+        call = inspect.signature(method).bind(self, *args, **kwargs)
+        if not call.arguments.get("return_mean", True):
+            return super().get_marginal_ll(*args, **kwargs)
+        call.arguments["return_mean"] = False
+        per_cell = super().get_marginal_ll(*call.args[1:], **call.kwargs)
+        return float(torch.as_tensor(per_cell).double().mean())
+
+    @functools.wraps(VAEMixin.get_aggregated_posterior)
+    def get_aggregated_posterior(self, adata=None, indices=None, batch_size=None, dof=3.0):  # noqa: D102
+        from ._abundance import aggregated_posterior  # q(z)'s scale, not its variance
+
+        return aggregated_posterior(self, adata, indices, batch_size, dof)
+
+    @functools.wraps(VAEMixin.differential_abundance)
+    def differential_abundance(  # noqa: D102 - scvi-tools' docstring
+        self, adata=None, sample_key=None, batch_size=128, num_cells_posterior=None, dof=None
+    ):
+        # The samples read from, and the result written into, adata as given (a query
+        # model's: its query), not the copy the model reads.
+        from ._abundance import differential_abundance
+
+        return differential_abundance(self, adata, sample_key, batch_size, num_cells_posterior, dof)
