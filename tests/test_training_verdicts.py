@@ -118,8 +118,10 @@ def test_a_normal_likelihoods_exploding_validation_elbo_is_not_silent():
     fell to 110, then rose to 13,472 (BatchNorm's running statistics blown), and restore_best
     kept an epoch at 347: no warning, as it neither fell nor stayed flat."""
     note = (
-        r"The validation ELBO ended far above its best: 347\.3 at epoch 6, the one "
-        r"restore_best kept, against 110 at epoch 3\. Training went unstable .* Train again "
+        # Numbers of one run (one torch thread: 347.3 at epoch 6 against 110 at epoch 3; two
+        # threads: 110.1), so only their form is matched.
+        r"The validation ELBO ended far above its best: [\d.,]+ at epoch \d+, the one "
+        r"restore_best kept, against [\d.,]+ at epoch \d+\. Training went unstable .* Train again "
         r"with a lower learning rate than this run's lr=0\.1, on a model built anew\.$"
     )
     with pytest.warns(NotConvergedWarning, match=note):
@@ -190,7 +192,7 @@ def test_read_outs_far_off_after_a_run_without_validation_cells_are_not_silent()
     note = (
         r"After training, the model's read-outs \(in eval mode\) reconstruct its training "
         r"cells far worse than training did: a reconstruction error of [\d.e+]+ per cell "
-        r"against a negative ELBO of 113\.2 in the last epoch\. .* Train again with a lower "
+        r"against a negative ELBO of [\d.e+]+ in the last epoch\. .* Train again with a lower "
         r"learning rate than this run's lr=0\.5, on a model built anew, and hold cells out"
     )
     with pytest.warns(NotConvergedWarning, match=note):
