@@ -474,3 +474,15 @@ def test_spots_normalized_in_place_after_training_are_refused(pair):
     for call in (model.impute, model.write_to_adata):
         with pytest.raises(ValueError, match="no longer holds raw counts"):
             call()
+
+
+def test_write_to_adata_by_default_writes_into_the_spots_given_to_from_reference(pair):
+    # from_reference reads a copy of the spots (genes reduced to the shared ones); results
+    # must still go to the user's AnnData, as after load, not only into the model's copy.
+    spatial, ref, truth = pair
+    user = spatial.copy()
+    model = dv.model.SpatialImputer.from_reference(user, reference=ref, labels_key="cluster")
+    model.train(max_epochs=2, **TRAIN)
+    assert model.write_to_adata() == ["obsm/imputed"]
+    assert list(user.obsm["imputed"].columns) == list(truth.columns)
+    assert user.obsm["imputed"].index.equals(user.obs_names)

@@ -254,7 +254,7 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         >>> imputer = dv.model.SpatialImputer.from_reference(spots, reference=ref)  # doctest: +SKIP
         """
         check_design(design, profiles)
-        spots = spots_argument(spots, spatial)
+        spots = given = spots_argument(spots, spatial)
         for name, data in (("spots", spots), ("reference", reference)):
             if not isinstance(data, AnnData):  # a table of profiles: SpatialImputer(...) itself
                 raise TypeError(f"{name} must be an AnnData; got {type(data).__name__}.")
@@ -287,7 +287,10 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         spots = spots[:, shared.to_numpy()]
         spots = memory_copy(spots)
         cls.setup_anndata(spots, layer=layer)
-        return cls(spots, reference=rows, design=design, profiles=profiles, **model_kwargs)
+        model = cls(spots, reference=rows, design=design, profiles=profiles, **model_kwargs)
+        if not given.is_view:  # results go into the spots given, not the model's copy (as load)
+            model._query_adata = given
+        return model
 
     # ------------------------------------------------------------------------- training
     def train(

@@ -296,7 +296,8 @@ class ImputerResultsMixin:
         adata
             The spots (the model's spots or some of them, matched by name, in any order; any
             genes), e.g. the AnnData passed to :meth:`from_reference`; default the spots given
-            to :meth:`load`, else the model's own copy.
+            to :meth:`load` or to :meth:`from_reference` (not a view of them: the model's own
+            copy then).
         batch_size
             As in :meth:`impute` (as every model's ``write_to_adata``). Before, the second
             argument was ``genes``: a second positional argument other than an integer is
