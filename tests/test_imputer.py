@@ -486,3 +486,19 @@ def test_write_to_adata_by_default_writes_into_the_spots_given_to_from_reference
     assert model.write_to_adata() == ["obsm/imputed"]
     assert list(user.obsm["imputed"].columns) == list(truth.columns)
     assert user.obsm["imputed"].index.equals(user.obs_names)
+
+
+def test_a_model_built_from_backed_spots_pickles(pair, tmp_path):
+    # Its results go into the backed spots given, whose open file handle cannot be pickled:
+    # the pickle leaves that write target out, as it held before (the model reads a copy).
+    import pickle
+
+    spatial, ref, truth = pair
+    spatial.write_h5ad(tmp_path / "spots.h5ad")
+    backed = ad.read_h5ad(tmp_path / "spots.h5ad", backed="r")
+    model = dv.model.SpatialImputer.from_reference(backed, reference=ref, labels_key="cluster")
+    model.train(max_epochs=2, **TRAIN)
+    copy = pickle.loads(pickle.dumps(model))
+    pd.testing.assert_frame_equal(copy.impute(), model.impute())
+    assert copy.write_to_adata() == ["obsm/imputed"]
+    assert list(copy.adata.obsm["imputed"].columns) == list(truth.columns)

@@ -84,10 +84,9 @@ def _transferring_quietly():
 def _picklable_state(model) -> dict:
     """A model's ``__dict__`` for pickle: without the finished run's Lightning trainer, and
     with a copy of the module whose parameters lack the weak references Pyro's parameter store
-    attaches to them (``pyro.module`` attaches them again when the model next trains).
-
-    The copy is on the CPU, so that a model pickled on a GPU unpickles on a machine without
-    one; :func:`restore_pickled_state` moves it back to its device where that exists."""
+    attaches to them (``pyro.module`` attaches them again when the model next trains), on the
+    CPU (:func:`restore_pickled_state` moves it back to its device where that exists); without
+    a write target read from a file (a handle cannot travel): results go to its own copy."""
     adata = model.__dict__.get("_adata")
     if adata is not None and on_disk(adata):
         raise TypeError(
@@ -97,6 +96,8 @@ def _picklable_state(model) -> dict:
         )
     state = model.__dict__.copy()
     state.pop("trainer", None)
+    if state.get("_query_adata") is not None and on_disk(state["_query_adata"]):
+        state["_query_adata"] = None
     if state.get("module") is not None:
         module = state["module"]
         device = next(iter(module.parameters()), torch.empty(0)).device
