@@ -502,3 +502,20 @@ def test_a_model_built_from_backed_spots_pickles(pair, tmp_path):
     pd.testing.assert_frame_equal(copy.impute(), model.impute())
     assert copy.write_to_adata() == ["obsm/imputed"]
     assert list(copy.adata.obsm["imputed"].columns) == list(truth.columns)
+
+
+def test_a_model_built_from_backed_spots_with_obsm_pickles(pair, tmp_path):
+    # anndata's to_memory of a backed view keeps obsm as views into the file's AnnData, so the
+    # model's in-memory copy of the spots held the file handle and could not be pickled.
+    import pickle
+
+    spatial, ref, _ = pair
+    spots = spatial.copy()
+    spots.obsm["spatial"] = np.arange(2 * spots.n_obs, dtype=float).reshape(-1, 2)
+    spots.write_h5ad(tmp_path / "spots.h5ad")
+    backed = ad.read_h5ad(tmp_path / "spots.h5ad", backed="r")
+    model = dv.model.SpatialImputer.from_reference(backed, reference=ref, labels_key="cluster")
+    model.train(max_epochs=2, **TRAIN)
+    assert type(model.adata.obsm["spatial"]) is np.ndarray
+    copy = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(copy.adata.obsm["spatial"], spots.obsm["spatial"])

@@ -179,7 +179,14 @@ def to_memory(adata: AnnData) -> AnnData:
     was_open = manager.is_open
     manager.close = lambda: None  # anndata's last step, for this call only
     try:
-        return adata.to_memory()
+        copy = adata.to_memory()
+        # Of a backed view, anndata keeps obsm, varm, ... as views into the file's AnnData:
+        # the copy held the file (it could not be pickled). Their own copies instead.
+        for mapping in (copy.obsm, copy.varm, copy.obsp, copy.varp, copy.layers):
+            for key, value in list(mapping.items()):
+                if getattr(value, "_view_args", None) is not None:
+                    mapping[key] = value.copy()
+        return copy
     finally:
         del manager.close
         if not was_open:  # reading X opened it
