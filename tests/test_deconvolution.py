@@ -544,3 +544,15 @@ def test_signature_genes_silent_in_every_type_are_left_out(split):
     assert len(model.used_genes()) == spots.n_vars - 3
     with pytest.raises(ValueError, match="0 in every gene"):
         dv.model.NMFDeconv(spots, signatures=signatures * 0)
+
+
+@pytest.mark.parametrize("kwargs", [{"prior_concentration": -1}, {"inference": "magic"}])
+def test_a_failed_from_reference_leaves_the_spots_as_they_were(split, kwargs):
+    # from_reference registers the spots themselves; a bad model argument must not leave
+    # scvi-tools' setup keys (uns["_scvi_uuid"], ...) behind in them.
+    spots, ref = split
+    spots = spots.copy()
+    before = (list(spots.obs.columns), sorted(spots.uns), list(spots.obsm))
+    with pytest.raises(ValueError, match="prior_concentration|inference must be one of"):
+        dv.model.NMFDeconv.from_reference(spots, ref, labels_key="cluster", **kwargs)
+    assert (list(spots.obs.columns), sorted(spots.uns), list(spots.obsm)) == before

@@ -296,5 +296,12 @@ class FromReferenceMixin:
             warnings.filterwarnings("ignore", message=r".*genes in .* are zero in every")
             # Said above, or chosen (n_markers): not again by the model built below.
             warnings.filterwarnings("ignore", message=r"signatures and spots share only")
+            kept = [(slot, set(slot)) for slot in (spots.obs, spots.uns, spots.obsm)]
             cls.setup_anndata(spots, layer=layer, spot_index=spot_index)
-            return cls(spots, signatures=signatures[expressed], **model_kwargs)
+            try:
+                return cls(spots, signatures=signatures[expressed], **model_kwargs)
+            except Exception:  # e.g. a bad model argument: the spots are left as they were
+                for slot, keys in kept:
+                    for key in set(slot) - keys:
+                        del slot[key]
+                raise
