@@ -483,8 +483,9 @@ def test_write_to_adata_by_default_writes_into_the_spots_given_to_from_reference
     user = spatial.copy()
     model = dv.model.SpatialImputer.from_reference(user, reference=ref, labels_key="cluster")
     model.train(max_epochs=2, **TRAIN)
-    assert model.write_to_adata() == ["obsm/imputed"]
+    assert model.write_to_adata() == ["obsm/imputed", "obsm/proportions", "obs/cell_abundance"]
     assert list(user.obsm["imputed"].columns) == list(truth.columns)
+    assert "proportions" in user.obsm and "cell_abundance" in user.obs
     assert user.obsm["imputed"].index.equals(user.obs_names)
 
 
@@ -500,7 +501,7 @@ def test_a_model_built_from_backed_spots_pickles(pair, tmp_path):
     model.train(max_epochs=2, **TRAIN)
     copy = pickle.loads(pickle.dumps(model))
     pd.testing.assert_frame_equal(copy.impute(), model.impute())
-    assert copy.write_to_adata() == ["obsm/imputed"]
+    assert copy.write_to_adata() == ["obsm/imputed", "obsm/proportions", "obs/cell_abundance"]
     assert list(copy.adata.obsm["imputed"].columns) == list(truth.columns)
 
 
