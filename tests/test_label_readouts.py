@@ -20,16 +20,23 @@ def _cells(n_conditions=2, n_cells=120):
     )
 
 
-def test_integer_labels_are_integers_in_every_read_out_and_may_all_be_labelled():
-    """With integer labels (-1 unlabelled, as for scANVI), predict_labels gave 1, 2 but
-    write_to_adata's cluster column and sample's gave '1', '2', which never equal the user's
-    column; and integer labels without unlabelled cells (supervised) were refused."""
+def _integer_labelled_model():
+    """Cells with integer labels 1 and 2, a third unlabelled (-1, as for scANVI), and a
+    CGMDVAE trained one epoch on them."""
     adata = _cells()
     codes = adata.obs["cluster"].cat.codes.to_numpy().astype(int) + 1
     adata.obs["semi"] = np.where(np.arange(adata.n_obs) % 3 == 0, -1, codes)
     dv.model.CGMDVAE.setup_anndata(adata, labels_key="semi", unlabeled_category=-1)
     model = dv.model.CGMDVAE(adata, **SMALL)
     model.train(max_epochs=1, **FAST)
+    return adata, model
+
+
+def test_integer_labels_are_integers_in_every_read_out_and_may_all_be_labelled():
+    """With integer labels (-1 unlabelled, as for scANVI), predict_labels gave 1, 2 but
+    write_to_adata's cluster column and sample's gave '1', '2', which never equal the user's
+    column; and integer labels without unlabelled cells (supervised) were refused."""
+    adata, model = _integer_labelled_model()
     model.write_to_adata()
     clusters, labels = adata.obs["cgmdvae_cluster"], model.predict_labels()["label"]
     assert labels.cat.categories.tolist() == [1, 2]
@@ -40,6 +47,7 @@ def test_integer_labels_are_integers_in_every_read_out_and_may_all_be_labelled()
     assert (model.sample(4, cluster=1, seed=0).obs["cluster"] == 1).all()
     with pytest.raises(ValueError, match=r"cluster=0 is not one of the clusters \['1', '2'\]"):
         model.sample(4, cluster=0)
+    codes = adata.obs["cluster"].cat.codes.to_numpy().astype(int) + 1
     adata.obs["full"] = codes  # every cell labelled: supervised
     dv.model.CGMDVAE.setup_anndata(adata, labels_key="full")
     full = dv.model.CGMDVAE(adata, **SMALL)
@@ -194,12 +202,7 @@ def test_predict_as_scanvi_labels_in_the_columns_type_and_soft_as_predict_labels
     predict_labels (AttributeError). predict gives a numpy array of labels, integers for
     integer labels (comparable with the user's column) and strings once novel clusters are
     among them; soft=True the table of predict_labels(soft=True)."""
-    adata = _cells()
-    codes = adata.obs["cluster"].cat.codes.to_numpy().astype(int) + 1
-    adata.obs["semi"] = np.where(np.arange(adata.n_obs) % 3 == 0, -1, codes)
-    dv.model.CGMDVAE.setup_anndata(adata, labels_key="semi", unlabeled_category=-1)
-    model = dv.model.CGMDVAE(adata, **SMALL)
-    model.train(max_epochs=1, **FAST)
+    adata, model = _integer_labelled_model()
     hard = model.predict()
     assert isinstance(hard, np.ndarray) and hard.dtype == np.int64 and set(hard) <= {1, 2}
     np.testing.assert_array_equal(hard, model.predict_labels()["label"].to_numpy())
