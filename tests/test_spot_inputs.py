@@ -134,6 +134,27 @@ def test_empty_spots_are_warned_when_proportions_are_read(split):
         model.write_to_adata(spots)
 
 
+def test_per_spot_empty_spots_are_counted_among_the_spots_asked_for(split):
+    """Per spot, the warning counted the empty spots of every fitted spot: '3 of 2 spots'
+    for indices=[0, 15], and a warning for spots 10-19, none of them empty."""
+    spots, ref = split
+    spots = _with_empty_rows(spots, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = dv.model.NMFDeconv.from_reference(
+            spots, reference=ref, labels_key="cluster", inference="per_spot"
+        )
+        model.train(max_epochs=2, **TRAIN)
+    with pytest.warns(UserWarning, match=r"^1 of 2 spots have no counts"):
+        model.get_proportions(indices=[0, 15])
+    with pytest.warns(UserWarning, match=r"^2 of 3 spots have no counts"):
+        model.get_proportions(spots[[30, 2, 1]].copy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.get_proportions(indices=np.arange(10, 20))
+        model.write_to_adata(spots[10:20].copy())
+
+
 def test_load_with_only_the_genes_the_model_reads(split, tmp_path):
     """The live model maps a panel of its used genes; loading it with them was refused."""
     spots, ref = split

@@ -43,7 +43,13 @@ class NMFResultsMixin:
                 abundance = torch.exp(self.module.log_abundance).cpu().numpy()[order]
             index = self.module.gene_index
             columns = None if index is None else index.cpu().numpy()
-            n_empty = sum(int((c.sum(axis=1) == 0).sum()) for c in self._row_chunks(columns))
+            # the spots asked for, as the model's AnnData holds them (any genes in ``adata``)
+            held = pd.Index(self.adata.obs_names.astype(str))
+            asked = pd.Index(names.astype(str))
+            rows = None if asked.equals(held) else held.get_indexer(asked)
+            rows = None if rows is None else np.sort(rows[rows >= 0])
+            chunks = self._row_chunks(columns, rows)
+            n_empty = sum(int((c.sum(axis=1) == 0).sum()) for c in chunks)
             return (
                 proportions.astype(np.float64),
                 abundance.astype(np.float64),

@@ -237,11 +237,16 @@ class SpotModelMixin:
             return blocks[0]
         return np.concatenate(blocks) if blocks else np.zeros((0, X.shape[1]), dtype=dtype)
 
-    def _row_chunks(self, columns: np.ndarray | None = None) -> Iterator[np.ndarray]:
-        """Dense float64 counts of every spot, ``READ_CHUNK`` rows at a time, in file order."""
+    def _row_chunks(
+        self, columns: np.ndarray | None = None, rows: np.ndarray | None = None
+    ) -> Iterator[np.ndarray]:
+        """Dense float64 counts of every spot (or of the sorted ``rows``), ``READ_CHUNK`` rows
+        at a time, in file order."""
         X = self._counts()
-        for start in range(0, X.shape[0], READ_CHUNK):
-            block = X[start : start + READ_CHUNK]
+        n = X.shape[0] if rows is None else len(rows)
+        for start in range(0, n, READ_CHUNK):
+            stop = start + READ_CHUNK
+            block = X[start:stop] if rows is None else X[rows[start:stop]]
             yield dense(block if columns is None else block[:, columns])
 
     def _sample_rows(self, n_max: int) -> np.ndarray:
