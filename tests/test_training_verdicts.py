@@ -223,3 +223,28 @@ def test_a_training_elbo_rising_at_the_end_is_not_silent():
     # Where restore_best kept the best epoch, a validation ELBO that rose after it is that
     # callback's business: nothing is said.
     assert still_improving(_history(rising), 200, kept_epoch=139) is None
+
+
+def test_under_ddp_a_run_early_stopping_ended_gets_the_patience_advice():
+    """Under DDP the callbacks run in the worker processes: the caller's EarlyStopping never
+    fires, and a run it stopped after 5 of 30 epochs was told 'pass a max_epochs above this
+    run's 30, with early_stopping=True'. What stopped the run now comes back in the callback
+    metrics (which Lightning hands back from the workers); here one process, its callback
+    reset as the caller's copy is."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from deltavae.train._convergence import still_improving
+
+    stop = EarlyStopping("elbo_validation", min_delta=50.0, patience=3)
+    model = _model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotConvergedWarning)
+        model.train(max_epochs=30, callbacks=[stop], n_epochs_kl_warmup=None, **TRAIN)
+    fired = stop.stopped_epoch
+    assert 0 < fired < 29
+    stop.stopped_epoch = 0  # the caller's copy under DDP
+    falling = {"elbo_validation": model.history["elbo_validation"] * 0}
+    falling["elbo_validation"]["elbo_validation"] = 100.0 - 10 * np.arange(fired + 1)
+    note = still_improving(falling, 30, trainer=model.trainer)
+    assert f"Early stopping ended the run after epoch {fired}, before the ELBO" in note
+    assert "pass a max_epochs above" not in note

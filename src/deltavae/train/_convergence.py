@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import torch
 
 MIN_WINDOW = 10
 #: Relative fall of the ELBO per 10 epochs above which a run has not converged.
@@ -422,6 +423,28 @@ def _thirds_fell(y: np.ndarray, scale: float = 0.0) -> bool:
     return bool(drop > THIRDS_T * se and drop > SHORT_FALL * max(scale, abs(last), 1e-12))
 
 
+#: trainer.callback_metrics keys in which the plan records, at the run's end, what stopped it
+#: (:func:`record_stop`): under DDP the callbacks run in the worker processes, the caller's
+#: copies never fire, and only the callback metrics come back to it.
+_STOPPED, _LIMIT = "deltavae_early_stopped_epoch", "deltavae_limit_reached"
+_LIMITS = ("max_time", "max_steps")
+
+
+def record_stop(trainer) -> None:
+    """Record in ``trainer.callback_metrics`` the epoch early stopping ended the run after and
+    the limit that ended it (-1: none), for :func:`stopped_epoch` and :func:`limit_reached`."""
+    epoch, limit = stopped_epoch(trainer), limit_reached(trainer)
+    metrics = trainer.callback_metrics
+    metrics[_STOPPED] = torch.tensor(-1 if epoch is None else epoch)
+    metrics[_LIMIT] = torch.tensor(-1 if limit is None else _LIMITS.index(limit))
+
+
+def _recorded(trainer, key: str) -> int | None:
+    """What :func:`record_stop` recorded under ``key``: -1 for nothing; ``None`` if no record."""
+    value = (getattr(trainer, "callback_metrics", None) or {}).get(key)
+    return None if value is None else int(value)
+
+
 def limit_reached(trainer) -> str | None:
     """``"max_time"`` or ``"max_steps"`` when that limit of ``trainer`` ended its run (before
     its epochs), else ``None``."""
@@ -429,6 +452,9 @@ def limit_reached(trainer) -> str | None:
 
     if trainer is None:
         return None
+    recorded = _recorded(trainer, _LIMIT)
+    if recorded is not None:
+        return None if recorded < 0 else _LIMITS[recorded]
     for callback in getattr(trainer, "callbacks", None) or []:
         if isinstance(callback, Timer):
             left = callback.time_remaining()
@@ -445,6 +471,9 @@ def stopped_epoch(trainer) -> int | None:
     run, or ``None`` (no trainer, no such callback, or it never fired)."""
     from lightning.pytorch.callbacks import EarlyStopping
 
+    recorded = _recorded(trainer, _STOPPED)
+    if recorded is not None:
+        return None if recorded < 0 else recorded
     for callback in getattr(trainer, "callbacks", None) or []:
         if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
             return int(callback.stopped_epoch)

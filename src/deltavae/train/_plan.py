@@ -22,7 +22,7 @@ from scvi import REGISTRY_KEYS
 from scvi.train import LowLevelPyroTrainingPlan
 
 from ._checkpoint import keep_frozen_entries
-from ._convergence import DEFAULT_LR
+from ._convergence import DEFAULT_LR, record_stop
 from ._divergence import DivergenceGuard, trained_state
 
 # Freed minibatch buffers fragment the C heap by about 0.3 MiB a step: trimmed every 100 steps,
@@ -313,6 +313,12 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         :func:`release_free_memory`)."""
         if batch_idx % _TRIM_EVERY == _TRIM_EVERY - 1:
             release_free_memory()
+
+    def on_train_end(self):
+        """Read the last steps' losses, and record what stopped the run where the caller reads
+        it also under DDP (:func:`~deltavae.train._convergence.record_stop`)."""
+        super().on_train_end()
+        record_stop(self.trainer)
 
     def on_train_epoch_start(self):
         """Start the epoch's sums of the logged training terms afresh."""
