@@ -5,6 +5,7 @@ parameters kept give it too, and at the learning rate when they do not."""
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -248,3 +249,23 @@ def test_under_ddp_a_run_early_stopping_ended_gets_the_patience_advice():
     note = still_improving(falling, 30, trainer=model.trainer)
     assert f"Early stopping ended the run after epoch {fired}, before the ELBO" in note
     assert "pass a max_epochs above" not in note
+
+
+def test_verdicts_count_validation_checks_where_validation_skips_epochs():
+    """With check_val_every_n_epoch=5 the notes said 'over the last 10 epochs' of 10 checks
+    (50 epochs), and a rate 'per 10 epochs' that was per 10 checks: five times too fast."""
+    from deltavae.train._convergence import still_improving
+
+    def every_5(values):
+        epochs = pd.Index(np.arange(len(values)) * 5 + 4, name="epoch")
+        return {"elbo_validation": pd.DataFrame({"elbo_validation": values}, index=epochs)}
+
+    note = still_improving(every_5(1000 - 5 * np.arange(30.0)), 150)
+    assert "(1.17% per 10 epochs over the last 10 validation checks, one every 5 epochs)" in note
+    rose = np.r_[np.linspace(1000, 500, 20), np.linspace(500, 800, 10)]
+    note = still_improving(every_5(rose), 150)
+    assert "766.7 (the median of its last 3 validation checks, one every 5 epochs)" in note
+    # Every epoch validated: the words and the rate as before.
+    falling = {"elbo_validation": every_5(1000 - 5 * np.arange(30.0))["elbo_validation"]}
+    falling["elbo_validation"].index = pd.RangeIndex(30, name="epoch")
+    assert "(5.85% per 10 epochs over the last 10 epochs)" in still_improving(falling, 30)

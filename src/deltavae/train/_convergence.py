@@ -293,11 +293,15 @@ def still_improving(
         return f"{what} on the full ELBO{after}: too few to converge or to judge. " + advice
     window = min(n, max(MIN_WINDOW, n // 3))
     y = elbo.to_numpy()[-window:]
-    risen = _risen(history[name][name].astype(float), y, kept_epoch, scale, name)
+    # Epochs, not validation checks (check_val_every_n_epoch > 1): the rate is per 10 epochs.
+    x = np.asarray(elbo.index[-window:], dtype=float)
+    x -= x[0]
+    every = int(np.median(np.diff(x))) if window > 1 else 1
+    unit = "epochs" if every <= 1 else f"validation checks, one every {every} epochs"
+    risen = _risen(history[name][name].astype(float), y, kept_epoch, scale, name, unit)
     if risen is not None:
         used = f" than this run's lr={lr:g}" if lr else ""
         return f"{risen} Train again with a lower learning rate{used}, on a model built anew."
-    x = np.arange(window, dtype=float)
     slope, intercept = np.polyfit(x, y, 1)
     residual = y - (slope * x + intercept)
     spread = residual.std(ddof=2) / np.sqrt(((x - x.mean()) ** 2).sum())
@@ -319,19 +323,19 @@ def still_improving(
         used = f" than this run's lr={lr:g}" if lr else ""
         return (
             f"The {what} ELBO was rising when training stopped ({-fall_per_10:.2%} per 10 "
-            f"epochs over the last {window} epochs, from {y[0]:.4g} to {y[-1]:.4g}): training "
+            f"epochs over the last {window} {unit}, from {y[0]:.4g} to {y[-1]:.4g}): training "
             "went unstable, and the model ends worse than it was a few epochs before. Train "
             f"again with a lower learning rate{used}, on a model built anew."
         )
     if fall_per_10 <= REL_FALL_PER_10 or not clear:
         return None
-    rate = f"{fall_per_10:.2%} per 10 epochs over the last {window} epochs"
+    rate = f"{fall_per_10:.2%} per 10 epochs over the last {window} {unit}"
     if fall_per_10 > 0.5 and window < 3 * 3:  # thirds of 3 epochs would overlap
-        rate = f"from {y[0]:.4g} to {y[-1]:.4g} over its last {window} epochs"
+        rate = f"from {y[0]:.4g} to {y[-1]:.4g} over its last {window} {unit}"
     elif fall_per_10 > 0.5:  # a line's rate means little on a curve falling this fast
         first, last = _thirds_medians(y)
         rate = (
-            f"from {first:.4g} to {last:.4g} over its last {window} epochs, medians of their "
+            f"from {first:.4g} to {last:.4g} over its last {window} {unit}, medians of their "
             "first and last thirds"
         )
     return (
@@ -358,7 +362,12 @@ def _scale(elbo: np.ndarray) -> float:
 
 
 def _risen(
-    whole: pd.Series, y: np.ndarray, kept_epoch: int | None, scale: float, name: str
+    whole: pd.Series,
+    y: np.ndarray,
+    kept_epoch: int | None,
+    scale: float,
+    name: str,
+    unit: str = "epochs",
 ) -> str | None:
     """What to say when the parameters a run ends with give an ELBO far above the run's best
     (by more than :data:`RISE_SHARE` of its size or ``scale``): the run went unstable, which
@@ -383,7 +392,7 @@ def _risen(
     else:
         # The best before the last epochs: a run still falling ends below their median.
         kept, finite = float(np.median(y[-_third(y) :])), finite.iloc[: -_third(y)]
-        what = f"{kept:.4g} (the median of its last {min(len(y), _third(y))} epochs)"
+        what = f"{kept:.4g} (the median of its last {min(len(y), _third(y))} {unit})"
     if finite.empty:
         return None
     best_epoch, best = finite.idxmin(), float(finite.min())
