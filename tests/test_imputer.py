@@ -520,3 +520,22 @@ def test_a_model_built_from_backed_spots_with_obsm_pickles(pair, tmp_path):
     assert type(model.adata.obsm["spatial"]) is np.ndarray
     copy = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(copy.adata.obsm["spatial"], spots.obsm["spatial"])
+
+
+def test_latent_design_writes_its_spots_latent(pair):
+    """write_to_adata of the latent design wrote the imputed genes only, no latent (ZINBVAE
+    writes obsm['X_zinbvae']); the keys returned are what it writes, in the spots' order."""
+    spatial, ref, _ = pair
+    model = dv.model.SpatialImputer.from_reference(
+        spatial, reference=ref, labels_key=None, design="latent"
+    )
+    model.train(max_epochs=2, **TRAIN)
+    target = spatial[::-1].copy()
+    keys = model.write_to_adata(target)
+    assert keys == ["obsm/imputed", "obsm/X_spatialimputer"]
+    z = model.get_latent_representation(target)
+    np.testing.assert_array_equal(target.obsm["X_spatialimputer"], z)
+    assert z.shape == (spatial.n_obs, model.module.n_latent)
+    keys = model.write_to_adata(target, key_added="ref2")
+    assert keys == ["obsm/ref2_imputed", "obsm/X_ref2_spatialimputer"]
+    assert all(k.split("/")[1] in target.obsm for k in keys)

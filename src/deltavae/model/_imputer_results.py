@@ -35,6 +35,8 @@ class ImputerResultsMixin:
     #: obsm key of the proportions and obs column of the abundance, as NMFDeconv's.
     proportions_key = "proportions"
     abundance_key = "cell_abundance"
+    #: obsm key of the latent design's spots' latent (``X_<key_added>_spatialimputer``).
+    latent_key = "X_spatialimputer"
 
     @in_eval_mode
     def impute(
@@ -284,7 +286,9 @@ class ImputerResultsMixin:
         genes: list[str] | None = None,
     ) -> list[str]:
         """Write the imputed genes to ``obsm["imputed"]``, a spots x genes DataFrame, and,
-        for the deconvolution design, what :meth:`NMFDeconv.write_to_adata` writes: the
+        for the latent design, the spots' latent (posterior mean, as
+        :meth:`get_latent_representation`) to ``obsm["X_spatialimputer"]``; for the
+        deconvolution design, what :meth:`NMFDeconv.write_to_adata` writes: the
         proportions to ``obsm["proportions"]`` (spots x reference states) and the abundance to
         ``obs["cell_abundance"]``.
 
@@ -316,6 +320,8 @@ class ImputerResultsMixin:
         --------
         >>> imputer.write_to_adata(spots)  # doctest: +SKIP
         ['obsm/imputed', 'obsm/proportions', 'obs/cell_abundance']
+        >>> latent_imputer.write_to_adata(spots)  # doctest: +SKIP
+        ['obsm/imputed', 'obsm/X_spatialimputer']
         >>> imputer.write_to_adata(spots, genes=["gene_45"], key_added="ref2")  # doctest: +SKIP
         ['obsm/ref2_imputed', 'obsm/ref2_proportions', 'obs/ref2_cell_abundance']
         """
@@ -324,8 +330,11 @@ class ImputerResultsMixin:
         adata = imputed_spots(self, self._resolve_adata(self._write_target(adata)))
         imputed = self.impute(genes, adata, batch_size)  # the same spots, any order
         if self.design_ != "deconvolution":
-            adata.obsm[keys[0]] = imputed
-            return [f"obsm/{keys[0]}"]
+            name = self.latent_key.removeprefix("X_")
+            latent = f"X_{name}" if key_added is None else f"X_{key_added}_{name}"
+            z = self.get_latent_representation(adata, batch_size=batch_size)
+            adata.obsm[keys[0]], adata.obsm[latent] = imputed, z
+            return [f"obsm/{keys[0]}", f"obsm/{latent}"]
         proportions = self.get_proportions(adata)
         abundance = self.get_abundance(adata).to_numpy()
         adata.obsm[keys[0]], adata.obsm[keys[1]] = imputed, proportions
