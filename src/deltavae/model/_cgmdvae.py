@@ -425,7 +425,7 @@ class CGMDVAE(
             target = self._condition_codes(condition, 1, keep_own=True)[0]
         out, moved = {"z": [], "w": [], "probs": [], "z_var": [], "w_var": []}, []
         for tensors in dataloader:
-            inf = module.inference(**module._get_inference_input(tensors))
+            inf = module.inference(**module._get_inference_input(tensors), draw=not give_mean)
             qz, qw = inf["qz"], inf["qw"]
             z, w = (qz.loc, qw.loc) if give_mean else (inf["z"], inf["w"])
             probs = torch.softmax(inf["cluster_logits"], -1)

@@ -3,6 +3,7 @@ every prediction keeps of how it was made (``uns["prediction"]``)."""
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -150,8 +151,10 @@ def latent_shift(
     outs, counts, moved = [], [], []
     draws = CellDraws() if draws is None else draws
     under = decoded_under(model.adata_manager.registry, condition_key, target)
+    # CGMDVAE's inference can skip its draws of z and w, which this read-out replaces.
+    skip = {"draw": False} if "draw" in inspect.signature(module.inference).parameters else {}
     for tensors in model._make_data_loader(adata, batch_size=batch_size):
-        inference = module.inference(**module._get_inference_input(tensors))
+        inference = module.inference(**module._get_inference_input(tensors), **skip)
         inference["z"] = inference["qz"].loc + shift
         for field, column, code in under:  # the model takes the condition: the target's
             tensors = {**tensors, field: tensors[field].clone()}

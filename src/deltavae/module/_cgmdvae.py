@@ -402,16 +402,17 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
         return {"x": tensors[_X], "cat_covs": tensors.get(_CAT)}
 
     @auto_move_data
-    def inference(self, x, cat_covs=None, n_samples: int = 1):
-        """q(z), q(w) and samples; cluster probabilities at the posterior mean of z."""
+    def inference(self, x, cat_covs=None, n_samples: int = 1, draw: bool = True):
+        """q(z), q(w) and samples (without ``draw``: their means, for read-outs that take
+        them, drawing nothing); cluster probabilities at the posterior mean of z."""
         qz, qw = self.encode(x, cat_covs)
         shape = (n_samples,) if n_samples > 1 else ()
         logits, beta = self.cluster_posterior(qz.loc, cat_covs)
         return {
             "qz": qz,
             "qw": qw,
-            "z": qz.rsample(shape),
-            "w": qw.rsample(shape),
+            "z": qz.rsample(shape) if draw else qz.loc.expand(*shape, *qz.loc.shape),
+            "w": qw.rsample(shape) if draw else qw.loc.expand(*shape, *qw.loc.shape),
             "library": self.observation.log_library(x),
             "ql": None,  # the library size is observed (scvi-tools' key for a latent one)
             "cluster_logits": logits,
