@@ -604,8 +604,38 @@ def test_training_gives_free_heap_pages_back(counts_h5ad, monkeypatch):
     assert len(calls) == 135 // _plan._TRIM_EVERY == 13
 
 
+def _ddp_early_stopping(path: str) -> dict:
+    """Two-process DDP with early_stopping=True and a min_delta no epoch meets: how many
+    epochs ran, and what the caller was told."""
+    torch.set_num_threads(1)
+    adata = ad.read_h5ad(path)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=4, n_hidden=32)
+    ddp = {"strategy": "ddp", "devices": 2, "accelerator": "cpu", "batch_size": 32}
+    stop = {"early_stopping_patience": 3, "early_stopping_min_delta": 1e4}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train(max_epochs=20, early_stopping=True, n_epochs_kl_warmup=None, **stop,
+                    **{**TRAIN, **ddp})  # fmt: skip
+    return {"epochs": len(model.history["elbo_train"]), "notes": [str(w.message) for w in caught]}
+
+
+# Forks two training processes (about 15 s): in the slow stage.
+@pytest.mark.slow
+def test_ddp_stops_early_when_asked(counts_h5ad):
+    """scvi-tools turns early_stopping off under DDP ('early_stopping was automatically
+    disabled'): the run trained all its epochs. deltavae adds the callback itself, and the
+    caller is told that early stopping ended the run (the workers' record comes back)."""
+    out = _in_fresh_interpreter("early_stopping", counts_h5ad)
+    assert out["epochs"] == 4, out  # epoch 0, then 3 without a fall of 1e4
+    assert not any("automatically disabled" in note for note in out["notes"]), out["notes"]
+    assert not any("pass a max_epochs above" in note for note in out["notes"]), out["notes"]
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "split":
+    if sys.argv[1] == "early_stopping":
+        print(json.dumps(_ddp_early_stopping(sys.argv[2])))
+    elif sys.argv[1] == "split":
         print(json.dumps(_ddp_split(sys.argv[2])))
     elif sys.argv[1].startswith("diverge"):
         what = sys.argv[1]

@@ -24,6 +24,7 @@ from ..train._convergence import NotConvergedWarning
 from ..train._distributed import (
     SINGLE,
     cells_per_process,
+    ddp_early_stopping,
     resolve_strategy,
     several_devices,
     workers_stopped,
@@ -311,6 +312,8 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
         if early_stopping:
             steps = math.ceil(n_train / batch_size)  # per epoch, for a warm-up by steps
             early_stopping_floor(max_epochs, plan_kwargs, trainer_kwargs, steps, first)
+            if distributed:  # scvi-tools turns it off under DDP
+                callbacks.append(ddp_early_stopping(trainer_kwargs))
         if n_train % batch_size == 1:
             loader["drop_last"] = True  # one cell left over: BatchNorm cannot train on it alone
         if loader:
@@ -352,7 +355,7 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
                     train_size=train_size,
                     validation_size=validation_size,
                     batch_size=batch_size,
-                    early_stopping=early_stopping,
+                    early_stopping=early_stopping and not distributed,
                     lr=lr,
                     plan_kwargs=plan_kwargs,
                     **trainer_kwargs,

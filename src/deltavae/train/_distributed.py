@@ -101,6 +101,31 @@ def workers_stopped(distributed: bool):
             signal.signal(signal.SIGINT, handler)
 
 
+def ddp_early_stopping(trainer_kwargs: dict):
+    """scvi-tools' early stopping callback for a DDP run, from (and taking out of)
+    ``trainer_kwargs``' ``early_stopping_*`` arguments. scvi-tools turns ``early_stopping``
+    off under DDP, so a run asked to stop early trained every epoch; Lightning's callback
+    works there: the validation ELBO is reduced over the processes, and any one's stop stops
+    them all.
+
+    Examples
+    --------
+    >>> kwargs = {"early_stopping_patience": 5, "max_time": None}
+    >>> stop = ddp_early_stopping(kwargs)
+    >>> stop.monitor, stop.patience, kwargs
+    ('elbo_validation', 5, {'max_time': None})
+    """
+    from scvi.train._callbacks import LoudEarlyStopping
+
+    return LoudEarlyStopping(
+        monitor=trainer_kwargs.pop("early_stopping_monitor", "elbo_validation"),
+        min_delta=trainer_kwargs.pop("early_stopping_min_delta", 0.0),
+        patience=trainer_kwargs.pop("early_stopping_patience", 45),
+        mode=trainer_kwargs.pop("early_stopping_mode", "min"),
+        warmup_epochs=trainer_kwargs.pop("early_stopping_warmup_epochs", 0),
+    )
+
+
 def _start_method(strategy) -> str:
     if isinstance(strategy, DDPStrategy):
         return strategy._start_method

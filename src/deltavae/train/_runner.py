@@ -23,6 +23,7 @@ _LOG_EVERY = r"The number of training batches \(\d+\) is smaller than the loggin
 # file's HDF5 handle.
 _WORKERS = r"The '\w+' does not have many workers which may be a bottleneck"
 # Lightning's note on modules in eval mode: a query model trains so on purpose (model/_query.py).
+_DDP_NO_STOPPING = "early_stopping was automatically disabled due to the use of DDP"
 _EVAL_MODE = r"Found \d+ module\(s\) in eval mode at the start of training"
 
 
@@ -72,7 +73,10 @@ class DeltaTrainRunner(TrainRunner):
         # the deterministic GPU runs scvi.settings.seed asked for; deltavae's networks have
         # no convolutions for it to speed up, so the session's setting is left as it is.
         trainer_kwargs.setdefault("benchmark", None)
-        super().__init__(*args, **trainer_kwargs)
+        with warnings.catch_warnings():
+            # Said of every DDP run; deltavae adds the early stopping asked for itself.
+            warnings.filterwarnings("ignore", message=_DDP_NO_STOPPING)
+            super().__init__(*args, **trainer_kwargs)
 
     def _update_history(self):
         model = self.model
