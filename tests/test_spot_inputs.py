@@ -294,6 +294,12 @@ def test_archetypes_warns_about_empty_spots_once(slides):
     with pytest.warns(UserWarning, match=r"^2 of 6 spots have no counts .* are not an estimate"):
         weights = model.get_archetype_weights(new)
     np.testing.assert_allclose(weights.iloc[0], weights.iloc[2])
+    # Counted among the spots indices asks for ('2 of 6' for two spots, one of them empty).
+    with pytest.warns(UserWarning, match=r"^1 of 2 spots have no counts"):
+        model.get_archetype_weights(new, indices=[2, 3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.get_archetype_weights(new, indices=[1, 3, 4])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.write_to_adata(mix.copy())

@@ -21,7 +21,7 @@ from ._archetype_checks import check_batch_size, check_count, check_new_spots
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import candidate_samples, candidate_spots, restore_candidate_samples
-from ._spots import SpotModelMixin, second_argument_was, spot_rate, warn_empty_spots
+from ._spots import SpotModelMixin, second_argument_was, selected_rows, spot_rate, warn_empty_spots
 from ._validation import check_model_arguments, check_obs_keys, check_setup_target
 
 _CP10K = 1e4
@@ -238,16 +238,16 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             out = self._encode(adata, batch_size)
         return out if empty else out[0]
 
-    def _encode(self, adata: AnnData, batch_size: int | None) -> tuple[np.ndarray, int]:
+    def _encode(self, adata: AnnData, batch_size: int | None) -> tuple[np.ndarray, np.ndarray]:
         adata = self._validate_anndata(adata)
         loader = self._make_data_loader(adata=adata, batch_size=batch_size, shuffle=False)
-        chunks, n_empty = [], 0
+        chunks, empty = [], []
         with torch.no_grad():
             for tensors in loader:
-                n_empty += int((tensors[REGISTRY_KEYS.X_KEY].sum(dim=-1) == 0).sum())
+                empty.append((tensors[REGISTRY_KEYS.X_KEY].sum(dim=-1) == 0).cpu().numpy())
                 inputs = self.module._get_inference_input(tensors)
                 chunks.append(self.module.inference(**inputs)["weights_map"].cpu().numpy())
-        return np.concatenate(chunks).astype(np.float64), n_empty
+        return np.concatenate(chunks).astype(np.float64), np.concatenate(empty)
 
     def _match_genes(self, adata: AnnData) -> AnnData:
         return check_new_spots(adata, self._training_genes(), getattr(self, "registry_", None))
@@ -316,12 +316,11 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         --------
         >>> a.get_archetype_weights().idxmax(axis=1).value_counts()  # doctest: +SKIP
         """
-        from ._spots import selected_rows  # (this file is at its size limit)
-
         adata = self._resolve_adata(adata)
         rows = selected_rows(adata, indices)  # of every spot's weights (one cached pass)
-        raw, n_empty = self._raw_weights(adata, batch_size, empty=True)
-        warn_empty_spots(n_empty, len(raw), "weights", adata.n_vars)
+        raw, empty = self._raw_weights(adata, batch_size, empty=True)
+        empty = empty[slice(None) if rows is None else rows]  # the spots asked for
+        warn_empty_spots(int(empty.sum()), len(empty), "weights", adata.n_vars)
         groups, _ = self._merge()
         merged = np.zeros((raw.shape[0], groups.max() + 1))
         np.add.at(merged.T, groups, raw.T)
