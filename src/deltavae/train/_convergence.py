@@ -81,7 +81,11 @@ def high_rate_note(lr: float | None, default: float = DEFAULT_LR) -> str:
 
 
 class NotConvergedWarning(UserWarning):
-    """A model finished training before its ELBO stopped improving."""
+    """A model finished training before its ELBO stopped improving, or its training went
+    unstable: the ELBO ended far above its best or was rising at the end, its read-outs (in
+    eval mode) reconstruct the training cells far worse than training did, or a deconvolution
+    at a rate far above its default left a type no share in any spot (``model/_verdicts.py``).
+    A diverged model's read-outs warn with it too."""
 
 
 def train_longer(max_epochs: int | None, validation: bool, early_stopping: bool = False) -> str:
