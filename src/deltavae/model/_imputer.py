@@ -59,6 +59,11 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
     deconvolution design had the higher median per-gene PCC on the four RCTD spatial and
     reference pairs, so it is the default. Build the model with :meth:`from_reference`.
 
+    Read-outs: :meth:`impute` (either design); :meth:`get_proportions` and
+    :meth:`get_abundance` (deconvolution, as NMFDeconv's); :meth:`get_latent_representation`
+    (latent: the spots', or the reference cells'). :meth:`write_to_adata` writes the imputed
+    genes and, by design, the proportions and abundance or the latent.
+
     Parameters
     ----------
     adata

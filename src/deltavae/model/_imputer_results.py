@@ -1,5 +1,6 @@
-"""SpatialImputer's read-outs: imputed genes, and the deconvolution design's proportions and
-abundance, with the ``adata`` and ``batch_size`` arguments NMFDeconv's read-outs take."""
+"""SpatialImputer's read-outs: imputed genes, the deconvolution design's proportions and
+abundance and the latent design's latent, with the ``adata``, ``batch_size`` and ``indices``
+arguments NMFDeconv's read-outs take."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def _default_chunk() -> int:
 
 
 class ImputerResultsMixin:
-    """:meth:`impute`, :meth:`get_proportions`, :meth:`get_abundance`, :meth:`write_to_adata`."""
+    """:meth:`impute`, :meth:`get_latent_representation`, :meth:`get_proportions`,
+    :meth:`get_abundance`, :meth:`write_to_adata`."""
 
     #: obsm key of the proportions and obs column of the abundance, as NMFDeconv's.
     proportions_key = "proportions"
@@ -307,8 +309,10 @@ class ImputerResultsMixin:
             argument was ``genes``: a second positional argument other than an integer is
             still read as ``genes``, with a FutureWarning; pass it by name.
         key_added
-            Prefix of the keys written, ``obsm/<key_added>_imputed`` (several imputations,
-            e.g. from two references, side by side), ...; default none.
+            Prefix of the keys written (several imputations, e.g. from two references, side
+            by side): ``obsm/<key_added>_imputed``, ``obsm/<key_added>_proportions``,
+            ``obs/<key_added>_cell_abundance``, and the latent design's
+            ``obsm/X_<key_added>_spatialimputer``; default none.
         genes
             As in :meth:`impute`.
 
