@@ -213,9 +213,10 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
             Lightning's DDP averages the gradients, and the
             logged ELBOs are averaged over processes. The processes are forked, so this works
             from scripts, notebooks and tests alike (see :mod:`deltavae.train._distributed`);
-            scvi-tools turns early stopping off under DDP. Forking a process whose thread
-            pools already ran (a kernel that trained before) can hang in the children: start
-            DDP early in a fresh kernel, or from a script.
+            ``early_stopping`` works there too (scvi-tools turns it off under DDP; deltavae
+            adds the callback, and any process's stop stops them all). Forking a process
+            whose thread pools already ran (a kernel that trained before) can hang in the
+            children: start DDP early in a fresh kernel, or from a script.
 
         Notes
         -----
