@@ -218,9 +218,11 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         """Build the model from spots and a single-cell reference, matching genes by name.
 
         The spots keep the genes they share with the reference and that it counts, in its
-        order (the spots' own gene order does not matter), on a copy: ``spots`` is unchanged.
-        The reference's genes are the ones that can be imputed, less the spots' genes it never
-        counts (no reference state explains them; the spots measured them).
+        order (the spots' own gene order does not matter), on a copy: ``spots`` is unchanged
+        until :meth:`write_to_adata`, which writes into it by default (into the model's copy
+        when ``spots`` is a view). The reference's genes are the ones that can be imputed,
+        less the spots' genes it never counts (no reference state explains them; the spots
+        measured them).
 
         Parameters
         ----------
