@@ -98,8 +98,13 @@ def test_imputer_from_the_shell(files, tmp_path, capsys):
     assert "Training SpatialImputer on 100 spots" in printed.out
     assert "negative ELBO per spot" in printed.out
     assert "genes shared with the reference: 40 of the spots' 40\n" in printed.out
-    imputed = ad.read_h5ad(out).obsm["imputed"]
+    # The deconvolution design writes proportions and abundance too: the report names them.
+    assert "cell types (obsm['proportions']), over 100 spots:" in printed.out
+    assert "cells per spot (obs['cell_abundance']): median" in printed.out
+    result = ad.read_h5ad(out)
+    imputed = result.obsm["imputed"]
     assert imputed.shape[0] == 100 and set(spots.var_names[40:]) <= set(imputed.columns)
+    assert result.obsm["proportions"].shape == (100, 3) and "cell_abundance" in result.obs
 
 
 @pytest.mark.parametrize(

@@ -264,12 +264,21 @@ def _weights_report(weights: pd.DataFrame, what: str, key: str) -> list[str]:
 def _spatial_report(results: ad.AnnData, model, model_name: str) -> list[str]:
     if model_name == "imputer":
         imputed = results.obsm[model.imputed_key]
-        return [
+        lines = [
             f"imputed genes (obsm[{model.imputed_key!r}]): {imputed.shape[1]}",
             f"genes shared with the reference: {model.adata.n_vars} of the spots' "
             f"{results.n_vars}"
             + (" (the others are not used)" if model.adata.n_vars < results.n_vars else ""),
         ]
+        if model.proportions_key in results.obsm:  # the deconvolution design writes them too
+            lines += _weights_report(
+                results.obsm[model.proportions_key], "cell type", model.proportions_key
+            )
+            abundance = results.obs[model.abundance_key]
+            lines.append(
+                f"cells per spot (obs[{model.abundance_key!r}]): median {abundance.median():.1f}"
+            )
+        return lines
     key = SPOT_WEIGHTS[model_name]
     if model_name == "nmfdeconv":
         abundance = results.obs[model.abundance_key]
