@@ -505,6 +505,25 @@ def test_a_model_built_from_backed_spots_pickles(pair, tmp_path):
     assert list(copy.adata.obsm["imputed"].columns) == list(truth.columns)
 
 
+def test_write_to_adata_names_backed_spots_deleted_since_from_reference(pair, tmp_path):
+    # from_reference keeps the backed spots given as write_to_adata's target (c089256): once
+    # their file was deleted, write_to_adata() failed in h5py ("Unable to synchronously open
+    # file"), naming neither the spots nor a fix.
+    import os
+
+    spatial, ref, _ = pair
+    spatial.write_h5ad(tmp_path / "spots.h5ad")
+    backed = ad.read_h5ad(tmp_path / "spots.h5ad", backed="r")
+    model = dv.model.SpatialImputer.from_reference(backed, reference=ref, labels_key="cluster")
+    model.train(max_epochs=1, **TRAIN)
+    backed.file.close()
+    os.remove(tmp_path / "spots.h5ad")
+    with pytest.raises(FileNotFoundError, match=r"spots\.h5ad' no longer exists .* pass that"):
+        model.write_to_adata()
+    sub = spatial[:5].copy()  # results still go into an AnnData passed
+    assert model.write_to_adata(sub)[0] == "obsm/imputed" and sub.obsm["imputed"].shape[0] == 5
+
+
 def test_a_model_built_from_backed_spots_with_obsm_pickles(pair, tmp_path):
     # anndata's to_memory of a backed view keeps obsm as views into the file's AnnData, so the
     # model's in-memory copy of the spots held the file handle and could not be pickled.

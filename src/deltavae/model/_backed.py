@@ -11,7 +11,7 @@ from anndata.io import write_elem
 
 from .._checks import check_anndata
 from .._io import result_slots, write_obs_columns
-from ._matrices import memory_copy, on_disk
+from ._matrices import check_still_on_disk, memory_copy, on_disk
 from ._validation import warn_user
 
 _ROWS_PER_WRITE = 10_000
@@ -81,6 +81,8 @@ def writes_backed(write_to_adata):
     def write(self, adata: AnnData | None = None, *args, **kwargs):
         adata = check_anndata(adata)
         given = getattr(self, "_query_adata", None)
+        if adata is None:  # the AnnData given to load or from_reference: moved or deleted
+            check_still_on_disk(given)  # since, h5py's error named neither it nor a fix
         if adata is None and given is not None and given.is_view:
             # load(dir, spots[mask]) or model.adata = spots[mask]: the model reads a copy.
             raise ValueError(
