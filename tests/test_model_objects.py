@@ -253,6 +253,25 @@ def test_read_outs_name_themselves_for_a_keyword_they_do_not_take(which):
     assert np.isfinite(model.get_marginal_ll(n_mc_samples=2))
 
 
+def test_per_cell_marginal_likelihood_comes_to_the_cpu(monkeypatch):
+    """get_marginal_ll(return_mean=False) returned scvi-tools' tensor as it was, on the
+    module's device (a GPU's), where get_elbo and get_reconstruction_error bring theirs to
+    the CPU: every result of HostResultsMixin goes through _on_host."""
+    from deltavae.model import _host_results
+
+    model, _, _ = _build("zinbvae")
+    _train(model)
+    brought = []
+
+    def on_host(value):
+        brought.append(value)
+        return value
+
+    monkeypatch.setattr(_host_results, "_on_host", on_host)
+    per_cell = model.get_marginal_ll(n_mc_samples=2, return_mean=False)
+    assert len(brought) == 1 and brought[0] is per_cell and per_cell.shape == (120,)
+
+
 def test_a_model_unpickled_in_another_process_knows_its_anndata(capsys):
     """joblib and multiprocessing unpickle a model in a process whose scvi-tools store (kept
     in the class) never saw it: view_anndata_setup failed there with "Unable to find instance

@@ -51,8 +51,8 @@ class HostResultsMixin:
         method = VAEMixin.get_marginal_ll
         check_module_keywords(self, "get_marginal_ll", method, args, kwargs, "marginal_ll")
         call = inspect.signature(method).bind(self, *args, **kwargs)
-        if not call.arguments.get("return_mean", True):
-            return super().get_marginal_ll(*args, **kwargs)
+        if not call.arguments.get("return_mean", True):  # per cell: on the CPU as get_elbo's
+            return _on_host(super().get_marginal_ll(*args, **kwargs))
         call.arguments["return_mean"] = False
         per_cell = super().get_marginal_ll(*call.args[1:], **call.kwargs)
         return float(torch.as_tensor(per_cell).double().mean())
