@@ -267,6 +267,16 @@ def test_refusals(pair):
         dv.model.SpatialImputer.from_reference(
             spatial[:, :30].copy(), reference=ref, labels_key="cluster"
         )
+    # torch's "negative dimension" or "empty(): argument 'size'" named no argument.
+    for name, bad in (("n_latent", -1), ("n_latent", 2.5), ("n_hidden", 0), ("n_layers", "2")):
+        with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+            dv.model.SpatialImputer.from_reference(
+                spatial, reference=ref, labels_key=None, design="latent", **{name: bad}
+            )
+    with pytest.raises(ValueError, match=r"dropout_rate must lie in \[0, 1\)"):
+        dv.model.SpatialImputer.from_reference(
+            spatial, reference=ref, labels_key="cluster", dropout_rate=1.5
+        )
     for bad in (float("nan"), float("inf")):  # built, then "loss became nan: lower the rate"
         with pytest.raises(ValueError, match="technology_sd must be finite and > 0"):
             dv.model.SpatialImputer.from_reference(

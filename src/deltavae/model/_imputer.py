@@ -33,7 +33,7 @@ from ._spots import (
     spot_rate,
     spots_to_load,
 )
-from ._validation import _matrix, check_data
+from ._validation import _matrix, check_data, check_model_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +128,8 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
     ):
         super().__init__(adata)
         check_design(design, profiles)
+        sizes = {"n_latent": n_latent, "n_hidden": n_hidden, "n_layers": n_layers}
+        check_model_arguments(sizes, dropout_rate)  # torch's errors named no argument
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0; got {temperature}.")
         if not 0 < technology_sd < float("inf"):  # NaN too
