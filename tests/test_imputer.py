@@ -499,16 +499,24 @@ def test_write_to_adata_by_default_writes_into_the_spots_given_to_from_reference
     assert user.obsm["imputed"].index.equals(user.obs_names)
 
 
+def _imputer_of_backed_spots(pair, tmp_path, epochs):
+    """A SpatialImputer built from the pair's spots read back from an .h5ad file in backed
+    mode and trained ``epochs``; returns it and the backed spots."""
+    spatial, ref, _ = pair
+    spatial.write_h5ad(tmp_path / "spots.h5ad")
+    backed = ad.read_h5ad(tmp_path / "spots.h5ad", backed="r")
+    model = dv.model.SpatialImputer.from_reference(backed, reference=ref, labels_key="cluster")
+    model.train(max_epochs=epochs, **TRAIN)
+    return model, backed
+
+
 def test_a_model_built_from_backed_spots_pickles(pair, tmp_path):
     # Its results go into the backed spots given, whose open file handle cannot be pickled:
     # the pickle leaves that write target out, as it held before (the model reads a copy).
     import pickle
 
-    spatial, ref, truth = pair
-    spatial.write_h5ad(tmp_path / "spots.h5ad")
-    backed = ad.read_h5ad(tmp_path / "spots.h5ad", backed="r")
-    model = dv.model.SpatialImputer.from_reference(backed, reference=ref, labels_key="cluster")
-    model.train(max_epochs=2, **TRAIN)
+    _, _, truth = pair
+    model, _ = _imputer_of_backed_spots(pair, tmp_path, epochs=2)
     copy = pickle.loads(pickle.dumps(model))
     pd.testing.assert_frame_equal(copy.impute(), model.impute())
     assert copy.write_to_adata() == ["obsm/imputed", "obsm/proportions", "obs/cell_abundance"]
@@ -521,11 +529,8 @@ def test_write_to_adata_names_backed_spots_deleted_since_from_reference(pair, tm
     # file"), naming neither the spots nor a fix.
     import os
 
-    spatial, ref, _ = pair
-    spatial.write_h5ad(tmp_path / "spots.h5ad")
-    backed = ad.read_h5ad(tmp_path / "spots.h5ad", backed="r")
-    model = dv.model.SpatialImputer.from_reference(backed, reference=ref, labels_key="cluster")
-    model.train(max_epochs=1, **TRAIN)
+    spatial, _, _ = pair
+    model, backed = _imputer_of_backed_spots(pair, tmp_path, epochs=1)
     backed.file.close()
     os.remove(tmp_path / "spots.h5ad")
     with pytest.raises(FileNotFoundError, match=r"spots\.h5ad' no longer exists .* pass that"):
