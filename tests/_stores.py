@@ -14,3 +14,11 @@ def write_store(adata: ad.AnnData, path):
     else:
         adata.write_h5ad(path)
     return path
+
+
+def read_store(path) -> ad.AnnData:
+    """What :func:`write_store` wrote, left on disk: an .h5ad file opened ``backed="r"``, a
+    zarr store through ``deltavae.read_lazy``."""
+    import deltavae as dv
+
+    return ad.read_h5ad(path, backed="r") if str(path).endswith(".h5ad") else dv.read_lazy(path)

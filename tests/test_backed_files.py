@@ -6,7 +6,7 @@ import os
 import anndata as ad
 import numpy as np
 import pytest
-from _stores import write_store
+from _stores import read_store, write_store
 from scipy import sparse
 
 import deltavae as dv
@@ -65,7 +65,7 @@ def test_a_file_replaced_since_setup_is_refused(tmp_path, how):
     store written over at the same path after setup was read under the old obs and var,
     and read-outs and training gave results for other data without a word."""
     path = write_store(_cells(), tmp_path / how)
-    cells = ad.read_h5ad(path, backed="r") if how.endswith(".h5ad") else dv.read_lazy(path)
+    cells = read_store(path)
     dv.model.ZINBVAE.setup_anndata(cells)
     model = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
     model.train(max_epochs=1, **TRAIN)

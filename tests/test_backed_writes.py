@@ -5,6 +5,7 @@ class misses the decorator.
 """
 
 import pytest
+from _stores import read_store
 
 import deltavae as dv
 
@@ -94,7 +95,7 @@ def test_results_leave_the_files_other_obs_columns_as_they_were(tmp_path, store)
     data = dv.datasets.synthetic_counts(n_cells=120, n_genes=20, n_clusters=2, seed=0)
     path = tmp_path / store
     data.write_h5ad(path) if store.endswith(".h5ad") else data.write_zarr(path)
-    adata = ad.read_h5ad(path, backed="r") if store.endswith(".h5ad") else dv.read_lazy(path)
+    adata = read_store(path)
     dv.model.CGMDVAE.setup_anndata(adata)
     model = dv.model.CGMDVAE(adata, n_clusters=2, n_hidden=8, n_latent=2, n_latent_w=2)
     model.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scvi
-from _stores import write_store
+from _stores import read_store, write_store
 from scipy import sparse
 
 import deltavae as dv
@@ -256,7 +256,7 @@ def test_a_store_moved_after_training_is_named_not_read_as_zeros(cells, tmp_path
     # zarr reads the chunks of a moved or deleted store as zeros: the model's read-outs and
     # training went on, on nothing; a closed .h5ad failed deep in h5py ("unable to open file").
     path = write_store(cells, tmp_path / store)
-    lazy = ad.read_h5ad(path, backed="r") if store.endswith(".h5ad") else dv.read_lazy(path)
+    lazy = read_store(path)
     dv.model.ZINBVAE.setup_anndata(lazy)
     model = dv.model.ZINBVAE(lazy, n_latent=3, n_hidden=16)
     model.train(max_epochs=1, **TRAIN)
