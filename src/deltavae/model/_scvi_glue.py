@@ -347,6 +347,28 @@ def refuse_integer_mask(indices, n_obs: int, name: str) -> None:
 _LOADER_ARGUMENTS = ("adata", "indices", "batch_size", "shuffle", "data_loader_class")
 
 
+def selected_rows(adata, indices, unit: str = "cell") -> np.ndarray | None:
+    """Positions of the cells (or spots, ``unit``) ``indices`` selects in ``adata`` (``None``:
+    every one), as every read-out reads ``indices``: positions (negative ones from the end), a
+    boolean mask of one entry per cell, or a boolean Series indexed by cell name; names, a
+    mask of another AnnData, positions out of range and an empty selection are refused
+    (:func:`check_indices`).
+
+    Examples
+    --------
+    >>> from anndata import AnnData
+    >>> spots = AnnData(np.zeros((3, 1)))
+    >>> selected_rows(spots, [2, -3]), selected_rows(spots, np.array([True, False, True]))
+    (array([2, 0]), array([0, 2]))
+    """
+    if indices is None:
+        return None
+    indices = mask_by_name(adata, indices, "indices")  # a mask by name, in adata's order
+    check_indices(indices, adata.n_obs, unit=unit)
+    rows = np.asarray(indices)
+    return np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.int64) % adata.n_obs
+
+
 def loader_arguments(model, args: tuple, kwargs: dict) -> dict:
     """The arguments of scvi-tools' ``_make_data_loader``, by name, its ``indices`` checked
     (see :func:`check_indices`) and, for an AnnData backed by an .h5ad file, read in their
@@ -367,14 +389,10 @@ def loader_arguments(model, args: tuple, kwargs: dict) -> dict:
     adata, indices = kwargs.get("adata"), kwargs.get("indices")
     if adata is None:
         return kwargs
-    indices = kwargs["indices"] = mask_by_name(adata, indices, "indices")
-    check_indices(indices, adata.n_obs)
-    rows = None if indices is None else np.asarray(indices)
-    if rows is not None and rows.dtype == bool:  # scvi-tools reads an array only as a mask
-        rows = kwargs["indices"] = np.flatnonzero(rows)
+    # scvi-tools reads an array only as a mask: the loader gets positions.
+    rows = kwargs["indices"] = selected_rows(adata, indices)
     if rows is None or not adata.isbacked:
         return kwargs
-    rows = rows % adata.n_obs  # negative positions count from the end
     if (np.diff(rows) >= 0).all():
         return kwargs
     with warnings.catch_warnings():  # a cell asked for twice is read twice

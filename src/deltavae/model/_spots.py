@@ -17,7 +17,7 @@ from scvi.data.fields import LayerField, NumericalObsField
 
 from .._checks import dense, short_repr
 from ._matrices import memory_copy, to_memory, with_column
-from ._scvi_glue import check_indices, mask_by_name
+from ._scvi_glue import selected_rows as _selected_rows
 from ._validation import check_data, check_key_added, check_setup_target, warn_user
 
 #: Spots read at a time by the first passes.
@@ -82,24 +82,10 @@ def second_argument_was(old: str, is_new=lambda value: False):
 
 
 def selected_rows(adata, indices) -> np.ndarray | None:
-    """Positions of the spots ``indices`` selects in ``adata`` (``None``: every spot), read
-    as the single-cell read-outs read ``indices``: positions (negative ones from the end), a
-    boolean mask of one entry per spot, or a boolean Series indexed by spot name; names, a
-    mask of another AnnData, positions out of range and an empty selection are refused.
-
-    Examples
-    --------
-    >>> from anndata import AnnData
-    >>> spots = AnnData(np.zeros((3, 1)))
-    >>> selected_rows(spots, [2, -3]), selected_rows(spots, np.array([True, False, True]))
-    (array([2, 0]), array([0, 2]))
-    """
-    if indices is None:
-        return None
-    indices = mask_by_name(adata, indices, "indices")  # a mask by name, in adata's order
-    check_indices(indices, adata.n_obs, unit="spot")
-    rows = np.asarray(indices)
-    return np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.int64) % adata.n_obs
+    """Positions of the spots ``indices`` selects in ``adata`` (``None``: every spot), read as
+    the single-cell read-outs read ``indices`` (:func:`~deltavae.model._scvi_glue.selected_rows`),
+    refusals speaking of spots."""
+    return _selected_rows(adata, indices, unit="spot")
 
 
 def warn_empty_spots(n_empty: int, n_spots: int, what: str, n_genes: int) -> None:
