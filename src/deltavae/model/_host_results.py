@@ -5,7 +5,6 @@ that scvi-tools hands to the module checked by name."""
 from __future__ import annotations
 
 import functools
-import inspect
 
 import torch
 from scvi.model.base import VAEMixin
@@ -49,8 +48,7 @@ class HostResultsMixin:
         # scvi-tools' return_mean averages the minibatches' means: a short last minibatch
         # weighed as much as a full one, and the result moved with batch_size.
         method = VAEMixin.get_marginal_ll
-        check_module_keywords(self, "get_marginal_ll", method, args, kwargs, "marginal_ll")
-        call = inspect.signature(method).bind(self, *args, **kwargs)
+        call = check_module_keywords(self, "get_marginal_ll", method, args, kwargs, "marginal_ll")
         if not call.arguments.get("return_mean", True):  # per cell: on the CPU as get_elbo's
             return _on_host(super().get_marginal_ll(*args, **kwargs))
         call.arguments["return_mean"] = False

@@ -67,15 +67,18 @@ def check_loader_keywords(kwargs: dict, named: tuple) -> None:
         )
 
 
-def check_module_keywords(model, method: str, scvi_method, args: tuple, kwargs: dict, to: str):
+def check_module_keywords(
+    model, method: str, scvi_method, args: tuple, kwargs: dict, to: str
+) -> inspect.BoundArguments:
     """Refuse keywords scvi-tools' ``method`` hands to the module's ``to`` (``forward``,
     ``marginal_ll``) that it does not take: ``get_elbo(n_samples=3)`` failed with
-    "DeltaPyroModule.forward() got an unexpected keyword argument"."""
-    named = inspect.signature(scvi_method).bind(model, *args, **kwargs).arguments
-    extra = named.get("kwargs") or {}
+    "DeltaPyroModule.forward() got an unexpected keyword argument". Returns the call bound to
+    ``scvi_method``'s signature (``model`` first)."""
+    call = inspect.signature(scvi_method).bind(model, *args, **kwargs)
+    extra = call.arguments.get("kwargs") or {}
     takes = inspect.signature(getattr(model.module, to)).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in takes.values()):
-        return
+        return call
     unknown = [key for key in extra if key not in takes]
     if unknown:
         raise TypeError(
@@ -83,3 +86,4 @@ def check_module_keywords(model, method: str, scvi_method, args: tuple, kwargs: 
             f"not name go to the module's {to}(), which takes none of that name: check the "
             "spelling against the method's documentation)."
         )
+    return call
