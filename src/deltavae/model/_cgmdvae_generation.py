@@ -115,7 +115,7 @@ class GenerationMixin:
     @torch.inference_mode()
     def translate(
         self,
-        adata: AnnData,
+        adata: AnnData | None,
         target_condition,
         batch_size: int | None = None,
         residual: bool | None = None,
@@ -132,7 +132,8 @@ class GenerationMixin:
         Parameters
         ----------
         adata
-            Cells to translate, set up like the training data.
+            Cells to translate, set up like the training data (``None``: the model's
+            AnnData).
         target_condition
             Value of the condition to translate to; with several condition keys a dict over
             them, where a key left out (or ``None``) keeps each cell's own value, e.g.
@@ -203,6 +204,7 @@ class GenerationMixin:
         strict = response_weight is not None
         response_weight = self._resolve_response_weight(response_weight, residual)
         target = self._condition_codes(target_condition, 1, keep_own=True)[0]
+        adata = self._resolve_adata(adata)  # None: the model's AnnData, as other read-outs
         caller_obs = adata.obs  # the labels and columns as given, before validation
         adata = self._validate_anndata(adata)
         self._check_if_trained(warn=False)

@@ -39,7 +39,7 @@ class PerturbationMixin:
 
     def predict_perturbation(
         self,
-        adata: AnnData,
+        adata: AnnData | None,
         target_condition: str,
         method: Literal["translate", "latent_shift", "nearest_response"] | None = None,
         condition_key: str | None = None,
@@ -55,7 +55,8 @@ class PerturbationMixin:
         Parameters
         ----------
         adata
-            Cells of one source condition, set up like the training data.
+            Cells of one source condition, set up like the training data (``None``: the
+            model's AnnData).
         target_condition
             The condition to predict; for a model of several condition keys name its key,
             ``{"condition": "stim"}`` (or, not for ``translate``, pass ``condition_key``).
@@ -120,6 +121,7 @@ class PerturbationMixin:
         ...     dv.metrics.log_normalize(pred.layers["counts"]), dv.metrics.log_normalize(stim.X)
         ... )
         """
+        adata = self._resolve_adata(adata)  # None: the model's AnnData, as other read-outs
         defaulted = method is None
         if method is None:  # a model that cannot translate shifts z, as scGen does
             conditional = "translate" in self.perturbation_methods
@@ -203,6 +205,12 @@ class Contrast(NamedTuple):
             raise KeyError(
                 f"balance_key={groups_key!r} is not a column of the obs of the model's "
                 "AnnData (a query model's: its query), which holds the groups."
+            )
+        n_missing = int(adata.obs[condition_key].isna().sum())
+        if n_missing:  # read as a condition 'nan' beside the source ('one source condition')
+            raise ValueError(
+                f"adata.obs[{condition_key!r}] has {n_missing} missing values (NaN); give those "
+                "cells their source condition or drop them."
             )
         sources = adata.obs[condition_key].astype(str).unique()
         if len(sources) != 1:

@@ -1,0 +1,52 @@
+"""The cells given to translate and predict_perturbation: None for the model's own, missing
+source conditions (model/_perturbation.py, _cgmdvae_generation.py)."""
+
+import numpy as np
+import pytest
+import scvi
+
+import deltavae as dv
+
+SMALL = {"n_latent": 4, "n_latent_w": 2, "n_hidden": 16}
+
+
+@pytest.fixture(scope="module")
+def model():
+    scvi.settings.seed = 0
+    adata = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=30, n_clusters=2, n_conditions=2, seed=0
+    )
+    adata.obs["cell_type"] = adata.obs["cluster"].astype(str)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="cell_type")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=2, batch_size=60)
+    return model
+
+
+def test_none_reads_the_models_own_cells(model):
+    columns = list(model.adata.obs.columns)
+    translated = model.translate(None, "stim", seed=0, response_weight=0)
+    given = model.translate(model.adata, "stim", seed=0, response_weight=0)
+    np.testing.assert_array_equal(translated.layers["counts"], given.layers["counts"])
+    assert list(translated.obs_names) == list(model.adata.obs_names)
+    assert set(translated.obs["condition"]) == {"stim"}
+    assert list(model.adata.obs.columns) == columns  # the model's cells untouched
+    with pytest.raises(ValueError, match="one source condition"):
+        model.predict_perturbation(None, "stim", method="latent_shift")
+
+
+def test_a_matrix_for_adata_is_refused_by_name(model):
+    x = model.adata.X
+    with pytest.raises(TypeError, match="adata must be an AnnData"):
+        model.translate(x, "stim")
+    with pytest.raises(TypeError, match="adata must be an AnnData"):
+        model.predict_perturbation(x, "stim", method="nearest_response")
+
+
+def test_cells_without_a_source_condition_are_named(model):
+    ctrl = model.adata[model.adata.obs["condition"] == "ctrl"].copy()
+    ctrl.obs["condition"] = ctrl.obs["condition"].astype(object)
+    ctrl.obs.iloc[:2, ctrl.obs.columns.get_loc("condition")] = np.nan
+    for method in ("latent_shift", "nearest_response"):
+        with pytest.raises(ValueError, match=r"has 2 missing values \(NaN\)"):
+            model.predict_perturbation(ctrl, "stim", method=method)
