@@ -50,3 +50,13 @@ def test_cells_without_a_source_condition_are_named(model):
     for method in ("latent_shift", "nearest_response"):
         with pytest.raises(ValueError, match=r"has 2 missing values \(NaN\)"):
             model.predict_perturbation(ctrl, "stim", method=method)
+
+
+def test_a_condition_of_one_cell_is_warned_at_the_users_line():
+    adata = dv.datasets.synthetic_counts(n_cells=30, n_genes=10, n_conditions=2, seed=0)
+    adata.obs["condition"] = adata.obs["condition"].astype(str)
+    adata.obs.iloc[0, adata.obs.columns.get_loc("condition")] = "lonely"
+    with pytest.warns(UserWarning, match="fewer than 3 cells") as record:
+        dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    # Raised as a context manager exits: it pointed into contextlib.py.
+    assert [w.filename for w in record if "fewer than 3" in str(w.message)] == [__file__]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -32,10 +33,10 @@ from ._count_advice import counts_hint, empty_x_hint, missing_layer_message, why
 
 logger = logging.getLogger(__name__)
 
-# Frames of these packages are not where a user called from.
+# Frames of these packages (and contextlib's, a check exiting as a context manager): not user's.
 _LIBRARY_DIRS = tuple(
     os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (deltavae_pkg, scvi, torch)
-)
+) + (os.path.abspath(contextlib.__file__),)
 
 
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
