@@ -275,9 +275,10 @@ def nearest_response(
     two conditions. Each cell gets a weighted mean of these responses, weighted by the
     posterior probability of each group given the cell's coordinates under isotropic Gaussians
     around the groups' source-condition centres (the groups' mean variance per dimension,
-    equal priors). A cell of a group observed under both conditions gets its own group's
-    response; a cell of a group never seen under the target condition (a held-out cell type)
-    gets the response of the groups it resembles most. The prediction is the cell's data plus
+    equal priors), not from the cell's own label: a cell near its group's centre gets mostly
+    that group's response (one between two groups, a share of each); a cell of a group never
+    seen under the target condition (a held-out cell type) gets the response of the groups it
+    resembles most. The prediction is the cell's data plus
     that response, floored at the training data's minimum. The data must be additive: with
     ``likelihood="normal"`` the model's own data (e.g. log-normalized expression); with a
     count likelihood, the counts log-normalized by :func:`deltavae.metrics.log_normalize`
