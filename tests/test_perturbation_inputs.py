@@ -60,3 +60,19 @@ def test_a_condition_of_one_cell_is_warned_at_the_users_line():
         dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
     # Raised as a context manager exits: it pointed into contextlib.py.
     assert [w.filename for w in record if "fewer than 3" in str(w.message)] == [__file__]
+
+
+def test_a_model_that_cannot_translate_is_not_told_to_pass_method_translate():
+    adata = dv.datasets.synthetic_counts(n_cells=30, n_genes=10, n_conditions=2, seed=0)
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    vae = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    ctrl = adata[adata.obs["condition"] == "ctrl"]
+    for kw in ({"residual": True}, {"response_weight": 0.5, "method": "latent_shift"}):
+        with pytest.raises(ValueError, match="which ZINBVAE cannot do") as err:
+            vae.predict_perturbation(ctrl, "stim", **kw)
+        assert "Pass method='translate'" not in str(err.value)  # refused by ZINBVAE
+    plain = adata.copy()
+    dv.model.CGMDVAE.setup_anndata(plain)  # no condition covariate to translate on
+    g = dv.model.CGMDVAE(plain, n_clusters=2, **SMALL)
+    with pytest.raises(ValueError, match="which CGMDVAE cannot do"):
+        g.predict_perturbation(ctrl, "stim", condition_key="condition", residual=False)

@@ -123,11 +123,10 @@ class PerturbationMixin:
         """
         adata = self._resolve_adata(adata)  # None: the model's AnnData, as other read-outs
         defaulted = method is None
+        conditional = "translate" in self.perturbation_methods  # and has a condition to move
+        can_translate = conditional and bool(category_mappings(self.registry_))
         if method is None:  # a model that cannot translate shifts z, as scGen does
-            conditional = "translate" in self.perturbation_methods
-            method = (
-                "translate" if conditional and category_mappings(self.registry_) else "latent_shift"
-            )
+            method = "translate" if can_translate else "latent_shift"
         if similarity != "expression" and method != "nearest_response":
             raise ValueError("similarity applies to method='nearest_response' only.")
         only = {"residual": residual, "response_weight": response_weight}  # translate's
@@ -144,6 +143,7 @@ class PerturbationMixin:
                     type(self).__name__,
                     only[name],
                     target_condition,
+                    can_translate,
                 )
             )
         if method == "translate":
@@ -245,9 +245,18 @@ class Contrast(NamedTuple):
         return cls(condition_key, source, target, train_conditions, groups_key)
 
 
-def _only_for(name: str, where: str, method: str, defaulted: bool, model, value, target) -> str:
+def _only_for(
+    name: str, where: str, method: str, defaulted: bool, model, value, target, can_translate
+) -> str:
     """The refusal of argument ``name`` (given ``value``) of another method than ``method``
-    (``defaulted``: the model's default), naming that method and what to pass."""
+    (``defaulted``: the model's default), naming that method and what to pass; a model that
+    cannot translate (``can_translate``) is not told to pass method='translate'."""
+    if where == "'translate'" and not can_translate:
+        return (
+            f"{name} applies to method='translate' only, which {model} cannot do (it needs a "
+            "conditional model with a condition covariate: CGMDVAE set up with condition_key); "
+            f"leave {name} out for method={method!r}."
+        )
     used = f"{model}'s default method is {method!r}" if defaulted else f"not to {method=}"
     advice = f"{used}. Pass method={where} to use {name}"
     if method == "translate" and name == "condition_key" and not isinstance(target, dict):
