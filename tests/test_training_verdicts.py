@@ -269,3 +269,33 @@ def test_verdicts_count_validation_checks_where_validation_skips_epochs():
     falling = {"elbo_validation": every_5(1000 - 5 * np.arange(30.0))["elbo_validation"]}
     falling["elbo_validation"].index = pd.RangeIndex(30, name="epoch")
     assert "(5.85% per 10 epochs over the last 10 epochs)" in still_improving(falling, 30)
+
+
+def test_early_stopping_inside_the_warm_up_gets_advice_on_the_stopping():
+    """A run of max_epochs=40 that the user's EarlyStopping ended after epoch 2 of a 10-epoch
+    warm-up was told 'Train longer (a larger max_epochs)': more epochs would not have
+    trained. The note names the stop and its fixes (patience, min_epochs, the warm-up)."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    stop = EarlyStopping("elbo_validation", min_delta=1e6, patience=2)
+    notes = _notes(_model(), max_epochs=40, callbacks=[stop])
+    assert len(notes) == 1, notes
+    assert "this run trained 3 epochs. Early stopping ended the run after epoch 2, inside the " \
+        "warm-up" in notes[0]  # fmt: skip
+    assert "pass min_epochs above 10 so that it cannot stop the run sooner" in notes[0]
+    assert "Train longer" not in notes[0] and "max_epochs above" not in notes[0]
+
+
+def test_ddp_early_stopping_prints_its_reason_in_the_first_process_only(capsys):
+    """Under DDP each process's LoudEarlyStopping printed 'Monitored metric ... Signaling
+    Trainer to stop.' at teardown: the line came once per process."""
+    from types import SimpleNamespace
+
+    from deltavae.train._distributed import ddp_early_stopping
+
+    stop = ddp_early_stopping({})
+    stop.early_stopping_reason = "Monitored metric elbo_validation did not improve."
+    stop.teardown(SimpleNamespace(is_global_zero=False), None, "fit")
+    assert capsys.readouterr().out == ""
+    stop.teardown(SimpleNamespace(is_global_zero=True), None, "fit")
+    assert capsys.readouterr().out == "Monitored metric elbo_validation did not improve.\n"

@@ -20,11 +20,19 @@ The measurement behind the thresholds: benchmarks/README.md, Numbers behind the 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import torch
+
+from ._advice import (  # noqa: F401 (imported from here)
+    DEFAULT_LR,
+    HIGH_LR_FACTOR,
+    high_rate_note,
+    limit_advice,
+    patience_advice,
+    train_longer,
+    warm_up_advice,
+)
 
 MIN_WINDOW = 10
 #: Relative fall of the ELBO per 10 epochs above which a run has not converged.
@@ -41,11 +49,6 @@ THIRDS_T = 4.0
 #: near 0): see :func:`_scale`. Above it, which holds for the count models, the rule is D5's.
 FALL_SHARE = 0.1
 
-#: The optimiser's default learning rate (``DeltaTrainingPlan``), and how many times it a run's
-#: rate may be before the advice on an unconverged run names the rate rather than the epochs.
-DEFAULT_LR = 1e-3
-HIGH_LR_FACTOR = 10
-
 #: How far above the run's best ELBO the parameters it ends with may be, as a share of the
 #: ELBO's size (of a tenth of the run's whole fall where the ELBO ended nearer 0: :func:`_scale`),
 #: before the run is said to have gone unstable (:func:`_risen`). Healthy runs that overfit
@@ -56,133 +59,12 @@ HIGH_LR_FACTOR = 10
 RISE_SHARE = 0.25
 
 
-def high_rate_note(lr: float | None, default: float = DEFAULT_LR) -> str:
-    """A sentence added to an unconverged run's advice when its learning rate is far above
-    the default: such a run's ELBO jumps about well above its optimum, and more epochs at
-    that rate do not bring it down.
-
-    Examples
-    --------
-    >>> high_rate_note(None), high_rate_note(2e-3)
-    ('', '')
-    >>> high_rate_note(1.0)[:53]
-    " This run's learning rate (lr=1) is 1000 times the de"
-    >>> high_rate_note(0.2, default=0.005)[:60]
-    " This run's learning rate (lr=0.2) is 40 times the model's d"
-    """
-    if lr is None or lr <= HIGH_LR_FACTOR * default:
-        return ""
-    whose = "the default" if default == DEFAULT_LR else "the model's default"
-    return (
-        f" This run's learning rate (lr={lr:g}) is {lr / default:.0f} times {whose} "
-        f"({default:g}): at such a rate the ELBO can stay far from its optimum however long "
-        "it trains; train again with the default rate first."
-    )
-
-
 class NotConvergedWarning(UserWarning):
     """A model finished training before its ELBO stopped improving, or its training went
     unstable: the ELBO ended far above its best or was rising at the end, its read-outs (in
     eval mode) reconstruct the training cells far worse than training did, or a deconvolution
     at a rate far above its default left a type no share in any spot (``model/_verdicts.py``).
     A diverged model's read-outs warn with it too."""
-
-
-def train_longer(max_epochs: int | None, validation: bool, early_stopping: bool = False) -> str:
-    """What to change: more epochs than this run's, and early stopping where a validation ELBO
-    is and the run did not use it already.
-
-    Every note of a run too short says it in these words (the CLI rewrites them as its flags).
-
-    Examples
-    --------
-    >>> train_longer(30, validation=False)
-    "Train longer: pass a max_epochs above this run's 30."
-    >>> train_longer(30, validation=True, early_stopping=True)
-    "Train longer: pass a max_epochs above this run's 30."
-    """
-    more = f"a max_epochs above this run's {max_epochs}" if max_epochs else "a larger max_epochs"
-    stop = ", with early_stopping=True to stop once the validation ELBO stops improving"
-    return f"Train longer: pass {more}{stop if validation and not early_stopping else ''}."
-
-
-_SHARES = {2: "half", 3: "a third", 4: "a quarter"}
-
-
-def warm_up_advice(trainer, auto_share: int | None = None) -> tuple[str | None, str]:
-    """How long the KL warm-up of ``trainer``'s run lasts (with the argument that set it),
-    and what to change when the run ended inside it: the plan's own ``n_epochs_kl_warmup``
-    (which the epochs' count wins over) or ``n_steps_kl_warmup``, counted in epochs.
-
-    Examples
-    --------
-    >>> from types import SimpleNamespace as NS
-    >>> plan = NS(n_epochs_kl_warmup=1, n_steps_kl_warmup=None)
-    >>> warm_up_advice(NS(lightning_module=plan), auto_share=4)[0]
-    "1 epoch (n_epochs_kl_warmup='auto': a quarter of max_epochs, at least 1)"
-    >>> warm_up_advice(None)[1]
-    'Train for more epochs than the warm-up, or shorten it (n_epochs_kl_warmup).'
-    """
-    plan = getattr(trainer, "lightning_module", None)
-    epochs = getattr(plan, "n_epochs_kl_warmup", None)
-    steps = getattr(plan, "n_steps_kl_warmup", None)
-    per_epoch = getattr(trainer, "num_training_batches", None)
-    if epochs:
-        length = f"{epochs} epoch{'s' if epochs != 1 else ''}"
-        if auto_share:
-            share = _SHARES.get(auto_share, f"1/{auto_share}")
-            return (
-                f"{length} (n_epochs_kl_warmup='auto': {share} of max_epochs, at least 1)",
-                "Train longer (a larger max_epochs), or pass n_epochs_kl_warmup=None to train "
-                "on the full ELBO from the start.",
-            )
-        return (
-            f"{length} (n_epochs_kl_warmup={epochs})",
-            f"Pass a max_epochs above {epochs}, or a smaller n_epochs_kl_warmup (None: the "
-            "full ELBO from the start).",
-        )
-    if steps and isinstance(per_epoch, int) and per_epoch > 0:
-        n = math.ceil(steps / per_epoch)
-        return (
-            f"{steps} steps (plan_kwargs['n_steps_kl_warmup']), {n} epoch{'s' if n != 1 else ''}"
-            f" of {per_epoch} step{'s' if per_epoch != 1 else ''}",
-            f"Pass a max_epochs above {n}, or a smaller plan_kwargs['n_steps_kl_warmup'].",
-        )
-    return (
-        None,
-        "Train for more epochs than the warm-up, or shorten it (n_epochs_kl_warmup).",
-    )
-
-
-def patience_advice(stopped_epoch: int) -> str:
-    """What to change when early stopping ended a run whose ELBO was still falling.
-
-    Examples
-    --------
-    >>> patience_advice(24)[:44]
-    'Early stopping ended the run after epoch 24,'
-    """
-    return (
-        f"Early stopping ended the run after epoch {stopped_epoch}, before the ELBO had "
-        "settled: raise early_stopping_patience (scvi-tools' default is 45) or train without "
-        "early stopping."
-    )
-
-
-def limit_advice(limit: str, epochs_run: int, max_epochs: int | None) -> str:
-    """What to change when Lightning's ``max_time`` or ``max_steps`` ended a run before its
-    epochs: more of that limit, not more epochs.
-
-    Examples
-    --------
-    >>> limit_advice("max_time", 27, 400)[:60]
-    'Training stopped at its max_time after 27 of its 400 epochs:'
-    """
-    of = f" of its {max_epochs}" if max_epochs else ""
-    return (
-        f"Training stopped at its {limit} after {epochs_run}{of} epochs: raise {limit} (or leave "
-        "it out) to train longer."
-    )
 
 
 def still_improving(
@@ -266,8 +148,8 @@ def still_improving(
             return None
         full = full_kl_weight - 1e-6
         if kl.iloc[-1] < full and kl.max() < full:
-            length, fix = warm_up_advice(trainer, auto_share)
-            if limit is not None:
+            length, fix = warm_up_advice(trainer, auto_share, stopped)
+            if limit is not None and stopped is None:
                 fix = limit_advice(limit, epochs_run, max_epochs).removesuffix(".")
                 fix += ", or shorten the warm-up."
             s = "s" if epochs_run != 1 else ""

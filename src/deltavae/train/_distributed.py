@@ -27,6 +27,7 @@ import threading
 import torch
 from anndata import AnnData
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+from scvi.train._callbacks import LoudEarlyStopping
 
 #: Strategies that do not distribute: Lightning picks one device.
 SINGLE = (None, "auto", "single_device")
@@ -101,6 +102,16 @@ def workers_stopped(distributed: bool):
             signal.signal(signal.SIGINT, handler)
 
 
+class _FirstProcessEarlyStopping(LoudEarlyStopping):
+    """scvi-tools' ``LoudEarlyStopping`` whose reason for stopping is printed by the first
+    process only: under DDP every process runs the callback and stops, and each printed the
+    same line."""
+
+    def teardown(self, trainer, pl_module, stage: str | None = None) -> None:
+        if trainer.is_global_zero:
+            super().teardown(trainer, pl_module, stage)
+
+
 def ddp_early_stopping(trainer_kwargs: dict):
     """scvi-tools' early stopping callback for a DDP run, from (and taking out of)
     ``trainer_kwargs``' ``early_stopping_*`` arguments. scvi-tools turns ``early_stopping``
@@ -115,9 +126,7 @@ def ddp_early_stopping(trainer_kwargs: dict):
     >>> stop.monitor, stop.patience, kwargs
     ('elbo_validation', 5, {'max_time': None})
     """
-    from scvi.train._callbacks import LoudEarlyStopping
-
-    return LoudEarlyStopping(
+    return _FirstProcessEarlyStopping(
         monitor=trainer_kwargs.pop("early_stopping_monitor", "elbo_validation"),
         min_delta=trainer_kwargs.pop("early_stopping_min_delta", 0.0),
         patience=trainer_kwargs.pop("early_stopping_patience", 45),

@@ -1,0 +1,148 @@
+"""What to change after a run that did not converge: the sentences of its advice (more epochs,
+a longer patience, a larger limit, a shorter warm-up, a lower learning rate)."""
+
+from __future__ import annotations
+
+import math
+
+#: The optimiser's default learning rate (``DeltaTrainingPlan``), and how many times it a run's
+#: rate may be before the advice on an unconverged run names the rate rather than the epochs.
+DEFAULT_LR = 1e-3
+HIGH_LR_FACTOR = 10
+
+
+def high_rate_note(lr: float | None, default: float = DEFAULT_LR) -> str:
+    """A sentence added to an unconverged run's advice when its learning rate is far above
+    the default: such a run's ELBO jumps about well above its optimum, and more epochs at
+    that rate do not bring it down.
+
+    Examples
+    --------
+    >>> high_rate_note(None), high_rate_note(2e-3)
+    ('', '')
+    >>> high_rate_note(1.0)[:53]
+    " This run's learning rate (lr=1) is 1000 times the de"
+    >>> high_rate_note(0.2, default=0.005)[:60]
+    " This run's learning rate (lr=0.2) is 40 times the model's d"
+    """
+    if lr is None or lr <= HIGH_LR_FACTOR * default:
+        return ""
+    whose = "the default" if default == DEFAULT_LR else "the model's default"
+    return (
+        f" This run's learning rate (lr={lr:g}) is {lr / default:.0f} times {whose} "
+        f"({default:g}): at such a rate the ELBO can stay far from its optimum however long "
+        "it trains; train again with the default rate first."
+    )
+
+
+def train_longer(max_epochs: int | None, validation: bool, early_stopping: bool = False) -> str:
+    """What to change: more epochs than this run's, and early stopping where a validation ELBO
+    is and the run did not use it already.
+
+    Every note of a run too short says it in these words (the CLI rewrites them as its flags).
+
+    Examples
+    --------
+    >>> train_longer(30, validation=False)
+    "Train longer: pass a max_epochs above this run's 30."
+    >>> train_longer(30, validation=True, early_stopping=True)
+    "Train longer: pass a max_epochs above this run's 30."
+    """
+    more = f"a max_epochs above this run's {max_epochs}" if max_epochs else "a larger max_epochs"
+    stop = ", with early_stopping=True to stop once the validation ELBO stops improving"
+    return f"Train longer: pass {more}{stop if validation and not early_stopping else ''}."
+
+
+_SHARES = {2: "half", 3: "a third", 4: "a quarter"}
+
+
+def warm_up_advice(
+    trainer, auto_share: int | None = None, stopped: int | None = None
+) -> tuple[str | None, str]:
+    """How long the KL warm-up of ``trainer``'s run lasts (with the argument that set it),
+    and what to change when the run ended inside it: the plan's own ``n_epochs_kl_warmup``
+    (which the epochs' count wins over) or ``n_steps_kl_warmup``, counted in epochs. When
+    early stopping ended it (after epoch ``stopped``), more epochs would not have trained:
+    the advice is about the early stopping.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as NS
+    >>> plan = NS(n_epochs_kl_warmup=1, n_steps_kl_warmup=None)
+    >>> warm_up_advice(NS(lightning_module=plan), auto_share=4)[0]
+    "1 epoch (n_epochs_kl_warmup='auto': a quarter of max_epochs, at least 1)"
+    >>> warm_up_advice(None)[1]
+    'Train for more epochs than the warm-up, or shorten it (n_epochs_kl_warmup).'
+    >>> warm_up_advice(NS(lightning_module=NS(n_epochs_kl_warmup=10)), stopped=2)[1][:61]
+    'Early stopping ended the run after epoch 2, inside the warm-u'
+    """
+    plan = getattr(trainer, "lightning_module", None)
+    epochs = getattr(plan, "n_epochs_kl_warmup", None)
+    steps = getattr(plan, "n_steps_kl_warmup", None)
+    per_epoch = getattr(trainer, "num_training_batches", None)
+    length = None
+    fix = "Train for more epochs than the warm-up, or shorten it (n_epochs_kl_warmup)."
+    by_steps = not epochs and steps and isinstance(per_epoch, int) and per_epoch > 0
+    if epochs:
+        length = f"{epochs} epoch{'s' if epochs != 1 else ''}"
+        if auto_share:
+            share = _SHARES.get(auto_share, f"1/{auto_share}")
+            length += f" (n_epochs_kl_warmup='auto': {share} of max_epochs, at least 1)"
+            fix = (
+                "Train longer (a larger max_epochs), or pass n_epochs_kl_warmup=None to train "
+                "on the full ELBO from the start."
+            )
+        else:
+            length += f" (n_epochs_kl_warmup={epochs})"
+            fix = (
+                f"Pass a max_epochs above {epochs}, or a smaller n_epochs_kl_warmup (None: the "
+                "full ELBO from the start)."
+            )
+    elif by_steps:
+        epochs = math.ceil(steps / per_epoch)
+        length = (
+            f"{steps} steps (plan_kwargs['n_steps_kl_warmup']), {epochs} "
+            f"epoch{'s' if epochs != 1 else ''} of {per_epoch} step{'s' if per_epoch != 1 else ''}"
+        )
+        fix = f"Pass a max_epochs above {epochs}, or a smaller plan_kwargs['n_steps_kl_warmup']."
+    if stopped is not None:
+        after = f"min_epochs above {epochs}" if epochs else "a min_epochs past the warm-up"
+        arg = "plan_kwargs['n_steps_kl_warmup']" if by_steps else "n_epochs_kl_warmup"
+        fix = (
+            f"Early stopping ended the run after epoch {stopped}, inside the warm-up, where "
+            "the loss trained on is not the ELBO it watches: raise its patience "
+            "(early_stopping_patience, or that of the EarlyStopping callback passed), pass "
+            f"{after} so that it cannot stop the run sooner, or shorten the warm-up ({arg})."
+        )
+    return length, fix
+
+
+def patience_advice(stopped_epoch: int) -> str:
+    """What to change when early stopping ended a run whose ELBO was still falling.
+
+    Examples
+    --------
+    >>> patience_advice(24)[:44]
+    'Early stopping ended the run after epoch 24,'
+    """
+    return (
+        f"Early stopping ended the run after epoch {stopped_epoch}, before the ELBO had "
+        "settled: raise early_stopping_patience (scvi-tools' default is 45) or train without "
+        "early stopping."
+    )
+
+
+def limit_advice(limit: str, epochs_run: int, max_epochs: int | None) -> str:
+    """What to change when Lightning's ``max_time`` or ``max_steps`` ended a run before its
+    epochs: more of that limit, not more epochs.
+
+    Examples
+    --------
+    >>> limit_advice("max_time", 27, 400)[:60]
+    'Training stopped at its max_time after 27 of its 400 epochs:'
+    """
+    of = f" of its {max_epochs}" if max_epochs else ""
+    return (
+        f"Training stopped at its {limit} after {epochs_run}{of} epochs: raise {limit} (or leave "
+        "it out) to train longer."
+    )
