@@ -1,0 +1,33 @@
+"""What a run logs: per-cell values on one scale for training and validation, the history of
+every run kept, and the verdict of the last run alone."""
+
+import warnings
+
+import numpy as np
+
+import deltavae as dv
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def _spots():
+    cells = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=40, n_clusters=3, n_conditions=1, seed=1
+    )
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=40, seed=3)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="spots and reference share only")
+        return dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+
+
+def test_elbo_train_is_per_cell_where_the_last_minibatch_is_smaller():
+    """elbo_train was the mean of the minibatches' per-cell losses: 40 spots in minibatches of
+    16, 16 and 8 gave the 8 spots as much weight as 16, and the logged terms (per spot) no
+    longer added up to it (0.3% off); the validation ELBO is per cell too."""
+    model = _spots()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=2, batch_size=16, **TRAIN)
+    h = model.history
+    terms = h["reconstruction_loss_train"].iloc[:, 0] + h["kl_local_train"].iloc[:, 0]
+    np.testing.assert_allclose(terms.to_numpy(), h["elbo_train"].iloc[:, 0].to_numpy(), rtol=1e-5)
