@@ -31,3 +31,31 @@ def test_elbo_train_is_per_cell_where_the_last_minibatch_is_smaller():
     h = model.history
     terms = h["reconstruction_loss_train"].iloc[:, 0] + h["kl_local_train"].iloc[:, 0]
     np.testing.assert_allclose(terms.to_numpy(), h["elbo_train"].iloc[:, 0].to_numpy(), rtol=1e-5)
+
+
+def _cells(n_cells=40):
+    adata = dv.datasets.synthetic_counts(
+        n_cells=n_cells, n_genes=20, n_clusters=2, n_conditions=1, seed=1
+    )
+    dv.model.ZINBVAE.setup_anndata(adata)
+    return adata
+
+
+def test_external_indexing_sizes_the_split_not_train_size():
+    """datasplitter_kwargs['external_indexing'] chose the cells, but deltavae sized the split
+    from train_size: 33 training cells in minibatches of 8 left one cell alone (BatchNorm's
+    'Expected more than 1 value per channel' deep in torch: drop_last was set for the 36
+    cells train_size=0.9 would give), and with train_size=1.0 the validation list given was
+    never validated on (no elbo_validation) and early_stopping was refused for lack of it."""
+    adata = _cells()
+    split = {"external_indexing": [np.arange(33), np.arange(33, 40)]}
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, batch_size=8, datasplitter_kwargs=split, **TRAIN)
+        assert len(model.train_indices) == 33 and "elbo_validation" in model.history
+        model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+        model.train(
+            max_epochs=2, train_size=1.0, early_stopping=True, datasplitter_kwargs=split, **TRAIN
+        )
+    assert len(model.history["elbo_validation"]) == 2

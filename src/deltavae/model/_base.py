@@ -21,6 +21,7 @@ from .._checks import check_anndata
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
 from ..train._checkpoint import RestoreBestValidation
 from ..train._convergence import NotConvergedWarning
+from ..train._data import split_sizes
 from ..train._distributed import (
     SINGLE,
     cells_per_process,
@@ -271,7 +272,9 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
             raise ValueError(
                 f"n_epochs_kl_warmup must be 0 or more epochs (or None); got {warm_up!r}."
             )
-        validates = train_size < 1.0 or bool(validation_size)
+        split = trainer_kwargs.get("datasplitter_kwargs") or {}
+        n_train, n_val = split_sizes(self.adata.n_obs, train_size, validation_size, split)
+        validates = n_val > 0
         if validates:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         else:  # every cell trains: there is no validation ELBO to compute
@@ -304,7 +307,6 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
         loader = {"block_size": shuffle_block_size} if shuffle_block_size is not None else {}
         if distributed:
             loader["distributed_sampler"] = True
-        n_train = math.ceil(train_size * self.adata.n_obs)
         if distributed:  # each process's share has its own last minibatch
             n_train = cells_per_process(n_train, device)
         # First epoch that may be kept or stop the run (after CGMDVAE's mixture start).

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from .._checks import short_repr
+from ..train._data import split_sizes
 from ._validation import check_model_arguments, warn_user
 
 
@@ -153,15 +154,15 @@ def check_training_arguments(
     if lr is not None and (not _is_number(lr) or not math.isfinite(lr) or lr <= 0):
         raise ValueError(f"lr must be a positive, finite number; got {lr!r}.")
     n_cells = model.adata.n_obs
-    n_train = math.ceil(train_size * n_cells)
-    n_val = n_cells - n_train if validation_size is None else math.floor(validation_size * n_cells)
-    if validation_size is not None and train_size < 1 and n_val == 0:
+    n_train, n_val = split_sizes(n_cells, train_size, validation_size, split)
+    external = split.get("external_indexing") is not None  # its lists, not the fractions
+    if validation_size is not None and train_size < 1 and n_val == 0 and not external:
         raise ValueError(
             f"validation_size={validation_size!r} holds out no cell of {n_cells} for the "
             "validation ELBO: pass validation_size=None (the cells train_size leaves) or a "
             "larger fraction, or train_size=1.0 to train on every cell without validation."
         )
-    if (train_size < 1 or validation_size) and n_val == 0:
+    if (train_size < 1 or validation_size) and n_val == 0 and not external:
         raise ValueError(
             f"With {n_cells} cells and train_size={train_size}, no cell is left to compute "
             "the validation ELBO. Train on every cell with train_size=1.0, or use more cells."

@@ -21,6 +21,7 @@ scvi-tools already streams minibatches from an AnnData opened ``backed="r"`` (it
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -217,3 +218,27 @@ class DeltaDataSplitter(DataSplitter):
             adata.file.open(adata.filename, "r")
             logger.debug("Rank %d reopened %s", self.trainer.global_rank, adata.filename)
         self.split()
+
+
+def split_sizes(n_cells: int, train_size: float, validation_size, split: dict) -> tuple[int, int]:
+    """The training and validation cells of a run: the lengths of the first two lists of
+    ``split["external_indexing"]`` where given (scvi-tools' positions, which ``train_size``
+    and ``validation_size`` then do not split), else as scvi-tools splits the fractions.
+
+    Examples
+    --------
+    >>> split_sizes(40, 0.9, None, {}), split_sizes(40, 0.8, 0.1, {})
+    ((36, 4), (32, 4))
+    >>> split_sizes(40, 0.9, None, {"external_indexing": [np.arange(33), np.arange(33, 40)]})
+    (33, 7)
+    >>> split_sizes(40, 1.0, None, {"external_indexing": [np.arange(40)]})
+    (40, 0)
+    """
+    external = split.get("external_indexing")
+    if external is not None:
+        parts = [*external, None, None][:2]
+        return tuple(0 if part is None else len(part) for part in parts)
+    n_train = math.ceil(train_size * n_cells)
+    if validation_size is None:
+        return n_train, n_cells - n_train
+    return n_train, math.floor(validation_size * n_cells)
