@@ -299,3 +299,24 @@ def test_ddp_early_stopping_prints_its_reason_in_the_first_process_only(capsys):
     assert capsys.readouterr().out == ""
     stop.teardown(SimpleNamespace(is_global_zero=True), None, "fit")
     assert capsys.readouterr().out == "Monitored metric elbo_validation did not improve.\n"
+
+
+def test_few_validation_checks_are_counted_as_checks_not_epochs():
+    """A run of 3 epochs validating every 2nd was told 'Training ran 1 epoch on the full
+    ELBO'; and one whose last validation (epoch 4 of 7) fell inside a warm-up that training
+    then finished was told it 'ended during the KL warm-up (KL weight 0.67 of 1)'."""
+    from deltavae.train._convergence import still_improving
+
+    def run(epochs, kl, validated):
+        frame = pd.DataFrame({"elbo_train": 100.0 - np.arange(epochs)})
+        frame.index.name = "epoch"
+        weights = pd.DataFrame({"kl_weight": kl}, index=frame.index)
+        checks = pd.DataFrame({"elbo_validation": 100.0 - np.asarray(validated)}, index=validated)
+        return {"elbo_train": frame, "kl_weight": weights, "elbo_validation": checks}
+
+    note = still_improving(run(3, [1.0] * 3, [1]), 3)
+    assert note.startswith("The validation ELBO was measured 1 time on the full ELBO: too few")
+    assert note.endswith("Or validate more often (a smaller check_val_every_n_epoch).")
+    note = still_improving(run(7, np.minimum(np.arange(7) / 6, 1), [4]), 7)
+    assert "during the KL warm-up" not in note
+    assert note.startswith("The validation ELBO was measured 0 times on the full ELBO (after")

@@ -141,13 +141,17 @@ def still_improving(
     # against a tenth of that first fall: it passed as converged.
     scale = 0.0 if sized else _scale(elbo.to_numpy())
     epochs_run = len(history["elbo_train"]) if "elbo_train" in history else len(elbo)
-    warm_up = False
+    warm_up, full_epochs = False, epochs_run
     if "kl_weight" in history and not history["kl_weight"].empty:
-        kl = history["kl_weight"]["kl_weight"].astype(float).reindex(elbo.index)
-        if kl.iloc[-1] < kl.max() - 1e-6:
+        # Of every epoch trained: the last validation (check_val_every_n_epoch > 1) may come
+        # before the warm-up's end, which training passed.
+        kl_all = history["kl_weight"]["kl_weight"].astype(float)
+        kl = kl_all.reindex(elbo.index)
+        if kl_all.iloc[-1] < kl_all.max() - 1e-6:
             return None
         full = full_kl_weight - 1e-6
-        if kl.iloc[-1] < full and kl.max() < full:
+        full_epochs = int((kl_all >= kl_all.iloc[-1] - 1e-6).sum())
+        if kl_all.iloc[-1] < full and kl_all.max() < full:
             length, fix = warm_up_advice(trainer, auto_share, stopped)
             if limit is not None and stopped is None:
                 fix = limit_advice(limit, epochs_run, max_epochs).removesuffix(".")
@@ -155,12 +159,12 @@ def still_improving(
             s = "s" if epochs_run != 1 else ""
             lasts = f"The warm-up lasts {length}; this run trained {epochs_run} epoch{s}. "
             return (
-                f"Training ended during the KL warm-up (KL weight {kl.iloc[-1]:.2f} of "
+                f"Training ended during the KL warm-up (KL weight {kl_all.iloc[-1]:.2f} of "
                 f"{full_kl_weight:g}): the model was never trained on its full ELBO. "
                 f"{lasts if length else ''}{fix}"
             )
-        elbo = elbo[(kl >= kl.iloc[-1] - 1e-6).to_numpy()]
-        warm_up = bool(kl.min() < kl.iloc[-1] - 1e-6)
+        elbo = elbo[(kl >= kl_all.iloc[-1] - 1e-6).to_numpy()]
+        warm_up = bool(kl_all.min() < kl_all.iloc[-1] - 1e-6)
     elbo = elbo[np.isfinite(elbo.to_numpy())]
     n = len(elbo)
     if stopped is not None:
@@ -171,9 +175,10 @@ def still_improving(
         advice = train_longer(max_epochs, name == "elbo_validation", early_stopping)
     if n < 3:
         after = " (after the KL warm-up)" if warm_up else ""
-        index = np.asarray(elbo.index)
-        if len(index) > 1 and (np.diff(index) > 1).any():  # check_val_every_n_epoch > 1
+        gaps = bool((np.diff(np.asarray(elbo.index)) > 1).any())
+        if name == "elbo_validation" and (n < full_epochs or gaps):  # check_val_every_n > 1
             what = f"The validation ELBO was measured {n} time{'s' if n != 1 else ''}"
+            advice += " Or validate more often (a smaller check_val_every_n_epoch)."
         else:
             what = f"Training ran {n} epoch{'s' if n != 1 else ''}"
         return f"{what} on the full ELBO{after}: too few to converge or to judge. " + advice
