@@ -88,7 +88,7 @@ def test_the_cells_of_a_test_split_count_as_untrained_everywhere(tmp_path):
     dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
     model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
     model.train(max_epochs=1, datasplitter_kwargs=split, **FAST)
-    with pytest.raises(ValueError, match=r"holds \['c2'\]: .*a test split's cells do not train"):
+    with pytest.raises(ValueError, match=r"holds \['c2'\]: .*validation and test cells do not"):
         model.get_latent_representation(adata[held])
     # Trained on every condition, then trained on with c2's cells held out of the fit.
     model.train(max_epochs=1, **FAST)

@@ -4,6 +4,7 @@ every run kept, and the verdict of the last run alone."""
 import warnings
 
 import numpy as np
+import pytest
 
 import deltavae as dv
 
@@ -59,3 +60,22 @@ def test_external_indexing_sizes_the_split_not_train_size():
             max_epochs=2, train_size=1.0, early_stopping=True, datasplitter_kwargs=split, **TRAIN
         )
     assert len(model.history["elbo_validation"]) == 2
+
+
+def test_a_category_only_validation_cells_hold_counts_as_untrained():
+    """Validation cells give no gradient, but a batch only they held (3 cells, the first 4
+    validating with shuffle_set_split=False) counted as trained: new cells of it were read
+    with the weights the model was built with, in silence, where a test split's were refused."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=40, n_genes=20, n_clusters=2, n_conditions=1, seed=1
+    )
+    adata.obs["batch"] = ["rare"] * 3 + ["a"] * 37
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="batch")
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, shuffle_set_split=False, **TRAIN)
+    assert model.trained_categories_ == {"batch": ["a"]}
+    with pytest.raises(ValueError, match=r"holds \['rare'\]: .*validation and test cells do not"):
+        model.get_latent_representation(adata[:3].copy())
+    assert model.get_latent_representation(adata[3:6].copy()).shape == (3, 2)

@@ -190,10 +190,11 @@ def small_categories_named(
         )
 
 
-def record_trained_categories(model, test=None) -> None:
+def record_trained_categories(model, held_out=None) -> None:
     """Keep, in ``trained_categories_`` (saved with the model, passed on to its query models),
     the categories of each condition column that hold training cells of the AnnData a fit
-    starts on (not of its ``test`` split, positions that never train), joined to those of
+    starts on (not of its validation and test splits, the positions ``held_out``, which give
+    no gradient: a category only they held kept the weights it was built with), joined to those of
     earlier fits (a query's to its reference's): an empty category of the training column
     trains nothing; and the columns' dtypes (:func:`record_condition_dtypes`)."""
     adata = getattr(model, "_adata", None)
@@ -201,8 +202,8 @@ def record_trained_categories(model, test=None) -> None:
         return
     seen = dict(getattr(model, "trained_categories_", None) or {})
     obs = adata.obs
-    if test is not None and len(test):
-        obs = obs.iloc[np.setdiff1d(np.arange(adata.n_obs), np.asarray(test))]
+    if held_out is not None and len(held_out):
+        obs = obs.iloc[np.setdiff1d(np.arange(adata.n_obs), np.asarray(held_out))]
     for key in category_mappings(model.registry_):
         if key in obs:
             seen[key] = sorted(set(seen.get(key, [])) | set(obs[key].astype(str)))
@@ -308,9 +309,10 @@ def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
         if untrained:
             raise ValueError(
                 f"adata.obs[{key!r}] holds {untrained[:5]}: a category of the training column "
-                "without training cells (a test split's cells do not train), so the model "
-                "learned nothing of it and cannot read "
-                f"these cells. Categories with training cells: {sorted(seen[key])[:10]}."
+                "without training cells (validation and test cells do not train), so the model "
+                "learned nothing of it and cannot read these cells. Categories with training "
+                f"cells: {sorted(seen[key])[:10]}. To learn it, train a model with its cells "
+                "among the training cells (train_size=1.0 trains on every cell)."
             )
 
 

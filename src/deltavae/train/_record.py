@@ -73,7 +73,7 @@ def records_train_args(train):
     return wrapper
 
 
-def commit_train_args(model, resolved: dict, automatic: dict | None = None, test=None) -> None:
+def commit_train_args(model, resolved: dict, automatic: dict | None = None, held_out=None) -> None:
     """The fit starts: the pending record of the ``train`` call becomes ``train_args_``, its
     arguments left to a default (``None``) replaced by the ``resolved`` values the fit runs
     with, and those left to ``"auto"`` by the ``automatic`` values they came to."""
@@ -84,7 +84,8 @@ def commit_train_args(model, resolved: dict, automatic: dict | None = None, test
         record.update({k: v for k, v in resolved.items() if record.get(k) is None})
         record.update({k: v for k, v in (automatic or {}).items() if record.get(k) == "auto"})
         model.train_args_ = record
-    record_trained_categories(model, test)  # not the test split's cells: they never train
+    # Not the validation or test split's cells (``held_out``): they never train.
+    record_trained_categories(model, held_out)
 
 
 def cells_digest(names) -> str:

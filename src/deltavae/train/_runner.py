@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import warnings
 
+import numpy as np
 import pandas as pd
 import torch
 from scvi.train import TrainRunner
@@ -169,8 +170,11 @@ class DeltaTrainRunner(TrainRunner):
         if isinstance(self.data_splitter, DeltaDataSplitter):
             # Split here, once: DDP's workers keep this split, and the model records it.
             self.data_splitter.split()
+        # Validation and test cells give no gradient: a category only they hold is untrained.
+        held_out = [getattr(self.data_splitter, f"{k}_idx", None) for k in ("val", "test")]
+        held_out = [np.asarray(idx) for idx in held_out if idx is not None]
         commit_train_args(
-            self.model, resolved, automatic, getattr(self.data_splitter, "test_idx", None)
+            self.model, resolved, automatic, np.concatenate(held_out) if held_out else None
         )
         self._epochs_before = self._epochs_done()
         was_trained = bool(self.model.is_trained_)
