@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -198,6 +199,14 @@ class DeltaDataSplitter(DataSplitter):
     """
 
     data_loader_cls = FileOrderDataLoader
+
+    def __init__(self, *args, **kwargs):
+        # scvi-tools' advice on a last minibatch of 2 cells, "to avoid errors during model
+        # training": two cells train (BatchNorm needs two), and deltavae's train drops a last
+        # minibatch of one itself (or refuses drop_last=False for it).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Last batch will have a small size of 2 ")
+            super().__init__(*args, **kwargs)
 
     def split(self) -> None:
         """Split the cells into training, validation and test cells, unless already split.
