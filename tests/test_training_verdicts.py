@@ -320,3 +320,14 @@ def test_few_validation_checks_are_counted_as_checks_not_epochs():
     note = still_improving(run(7, np.minimum(np.arange(7) / 6, 1), [4]), 7)
     assert "during the KL warm-up" not in note
     assert note.startswith("The validation ELBO was measured 0 times on the full ELBO (after")
+
+
+def test_read_outs_far_off_are_checked_after_a_second_run_without_validation_cells():
+    """The check ran only where the history had no elbo_validation at all: a second run on
+    every cell, after one that validated, kept the first run's key and was never checked."""
+    model = _normal_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, **TRAIN)
+    with pytest.warns(NotConvergedWarning, match=r"After training, the model's read-outs"):
+        model.train(max_epochs=12, lr=0.5, train_size=1.0, **TRAIN)

@@ -51,7 +51,9 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
         warn_user(verdict + note, NotConvergedWarning)
     if rate is not None and rate > HIGH_LR_FACTOR * default:
         say_if_types_ran_off(model, rate, default)
-    if "elbo_validation" not in run and hasattr(model, "get_reconstruction_error"):
+    # A run without validation cells (an earlier run's validation rows are not this run's).
+    validated = run.get("elbo_validation")
+    if (validated is None or validated.empty) and hasattr(model, "get_reconstruction_error"):
         say_if_read_outs_are_off(model, run, rate)
 
 
