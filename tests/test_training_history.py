@@ -92,3 +92,13 @@ def test_three_epochs_on_a_last_minibatch_of_two_say_nothing_false():
         model.train(max_epochs=3, batch_size=17, n_epochs_kl_warmup=None, **TRAIN)
     notes = [str(w.message) for w in caught]
     assert not any("small size" in note or "unstable" in note for note in notes), notes
+
+
+def test_ddp_refuses_a_share_of_one_cell_per_process_before_forking():
+    """2 cells on 2 DDP processes: each process's one minibatch of one cell was dropped,
+    Lightning ended with 'No training batches', and the model stayed untrained in silence."""
+    adata = _cells(20)[:2].copy()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    with pytest.raises(ValueError, match=r"With 2 training cells on 2 processes, each process "):
+        model.train(max_epochs=1, train_size=1.0, strategy="ddp", devices=2, accelerator="cpu")

@@ -24,8 +24,8 @@ from ..train._convergence import NotConvergedWarning
 from ..train._data import split_sizes
 from ..train._distributed import (
     SINGLE,
-    cells_per_process,
     ddp_early_stopping,
+    process_share,
     resolve_strategy,
     several_devices,
     workers_stopped,
@@ -308,7 +308,7 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
         if distributed:
             loader["distributed_sampler"] = True
         if distributed:  # each process's share has its own last minibatch
-            n_train = cells_per_process(n_train, device)
+            n_train = process_share(n_train, device)
         # First epoch that may be kept or stop the run (after CGMDVAE's mixture start).
         trainer_kwargs["callbacks"] = callbacks = callback_list(trainer_kwargs.get("callbacks"))
         first = self._first_restorable_epoch(callbacks)
