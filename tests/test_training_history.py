@@ -102,3 +102,18 @@ def test_ddp_refuses_a_share_of_one_cell_per_process_before_forking():
     model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
     with pytest.raises(ValueError, match=r"With 2 training cells on 2 processes, each process "):
         model.train(max_epochs=1, train_size=1.0, strategy="ddp", devices=2, accelerator="cpu")
+
+
+def test_restore_best_under_a_max_kl_weight_below_one_names_the_epoch_it_kept():
+    """plan_kwargs={'max_kl_weight': 0.7}: the history logs the KL weight in float32
+    (0.69999999), so no epoch read from it was eligible: best_epoch_ was None and the user was
+    told 'restore_best=True kept the last epoch's parameters', though an epoch was restored."""
+    from deltavae.train._checkpoint import RestoreBestValidation
+
+    model = dv.model.ZINBVAE(_cells(60), n_latent=2, n_hidden=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train(max_epochs=4, restore_best=True, plan_kwargs={"max_kl_weight": 0.7}, **TRAIN)
+    assert not any("restore_best=True kept the last" in str(w.message) for w in caught)
+    kept = [cb for cb in model.trainer.callbacks if isinstance(cb, RestoreBestValidation)]
+    assert model.best_epoch_ is not None and model.best_epoch_ == kept[0].best_epoch

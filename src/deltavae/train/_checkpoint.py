@@ -63,9 +63,12 @@ class RestoreBestValidation(Callback):
 
     def eligible(self, epoch, kl_weight, score) -> bool:
         """Whether an epoch trained on the full ELBO, after ``start_epoch``, to a finite score."""
+        # The history logs the weight in float32: max_kl_weight=0.7 came back as 0.69999999,
+        # and no epoch was eligible there (best_epoch_ None, "nothing restored") though this
+        # callback, reading the plan's float, had restored one.
         return (
             epoch >= self.start_epoch
-            and float(kl_weight) >= self.max_kl_weight
+            and float(kl_weight) >= self.max_kl_weight - 1e-6
             and math.isfinite(float(score))
         )
 
