@@ -109,8 +109,8 @@ def warm_up_advice(
         after = f"min_epochs above {epochs}" if epochs else "a min_epochs past the warm-up"
         arg = "plan_kwargs['n_steps_kl_warmup']" if by_steps else "n_epochs_kl_warmup"
         fix = (
-            f"Early stopping ended the run after epoch {stopped}, inside the warm-up, where "
-            "the loss trained on is not the ELBO it watches: raise its patience "
+            f"Early stopping ended the run after epoch {stopped}, inside the warm-up (a "
+            "larger max_epochs would not have helped): raise its patience "
             "(early_stopping_patience, or that of the EarlyStopping callback passed), pass "
             f"{after} so that it cannot stop the run sooner, or shorten the warm-up ({arg})."
         )
