@@ -331,3 +331,17 @@ def test_read_outs_far_off_are_checked_after_a_second_run_without_validation_cel
         model.train(max_epochs=1, **TRAIN)
     with pytest.warns(NotConvergedWarning, match=r"After training, the model's read-outs"):
         model.train(max_epochs=12, lr=0.5, train_size=1.0, **TRAIN)
+
+
+def test_early_stopping_names_the_epoch_as_the_history_numbers_it_in_a_further_run():
+    """A second train() whose early stopping fired after its own epoch 2 (history epoch 7,
+    after 5 earlier epochs) was told 'after epoch 2': Lightning counts each run from 0."""
+    from types import SimpleNamespace
+
+    from deltavae.train._convergence import still_improving
+
+    index = pd.RangeIndex(5, 8, name="epoch")
+    run = {"elbo_train": pd.DataFrame({"elbo_train": [300.0, 200.0, 100.0]}, index=index)}
+    trainer = SimpleNamespace(callback_metrics={"deltavae_early_stopped_epoch": torch.tensor(2)})
+    note = still_improving(run, 40, early_stopping=True, trainer=trainer)
+    assert "Early stopping ended the run after epoch 7, before the ELBO had settled" in note

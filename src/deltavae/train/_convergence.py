@@ -130,6 +130,9 @@ def still_improving(
     if name not in history or history[name].empty:
         name = "elbo_train"
     stopped, limit = stopped_epoch(trainer), limit_reached(trainer)
+    first = history.get("elbo_train")
+    if stopped is not None and first is not None and not first.empty:
+        stopped += int(first.index[0])  # Lightning counts a further run's epochs from 0
     if name not in history or history[name].empty:
         if limit is None:
             return None
