@@ -279,6 +279,26 @@ def test_gene_list_read_outs_follow_the_order_of_the_list(trained):
         model.posterior_predictive_sample(gene_list=[genes[0], "nope"])
 
 
+def test_de_names_the_users_columns_and_refuses_bad_modes_and_continuous_groups(trained):
+    """A missing groupby listed scvi-tools' _scvi_batch (and _scvi_labels) as columns to
+    choose; mode="bogus" failed after every draw (NotImplementedError), weights="bogus" with
+    AttributeError 'NoneType' ...; groupby="library_size" compared each cell's value against
+    the rest, one comparison per cell."""
+    model, adata = trained
+    assert "_scvi_batch" in adata.obs
+    with pytest.raises(KeyError, match="Did you mean 'cluster'") as error:
+        model.differential_expression(groupby="clusters")
+    assert "_scvi" not in str(error.value) and "'condition'" in str(error.value)
+    with pytest.raises(ValueError, match=r"mode='bogus': pass one of \['vanilla', 'change'\]"):
+        model.differential_expression(groupby="cluster", mode="bogus")
+    with pytest.raises(ValueError, match=r"weights='bogus': pass one of \['uniform', 'impo"):
+        model.differential_expression(groupby="cluster", weights="bogus")
+    with pytest.raises(ValueError, match=r"holds continuous values .* pd.qcut\(adata.obs\["):
+        model.differential_expression(groupby="library_size")
+    with pytest.raises(KeyError, match=r"condition_key='conditions' is not a column .*'condit"):
+        dv.model.CGMDVAE.setup_anndata(adata.copy(), condition_key="conditions")
+
+
 def test_de_chooses_its_cells_by_groups_or_by_idx_not_both(trained):
     """scvi-tools failed with a bare KeyError: None without groupby or idx1, silently
     compared idx1 against the rest where group1/group2 (or idx2 without idx1) were given, and

@@ -3,6 +3,8 @@ public names, so that no private name crosses a subpackage."""
 
 from __future__ import annotations
 
+import difflib
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -137,6 +139,31 @@ def short_repr(value, n: int = 5, unit: str = "items") -> str:
     return text
 
 
+def user_columns(obs: pd.DataFrame) -> list:
+    """The columns of ``obs`` the user made: not scvi-tools' bookkeeping (``_scvi_batch``,
+    ``_scvi_labels``, ...), which setting up an AnnData adds to it."""
+    return [c for c in obs.columns if not str(c).startswith("_scvi_")]
+
+
+def no_column(arg: str, key, obs: pd.DataFrame, where: str = "adata.obs") -> str:
+    """The message for ``arg=key`` naming no column of ``obs``: its columns (the user's, see
+    :func:`user_columns`) and the closest to ``key``.
+
+    Examples
+    --------
+    >>> obs = pd.DataFrame(columns=["cell_type", "_scvi_labels"])
+    >>> print(no_column("groupby", "celltype", obs))  # doctest: +NORMALIZE_WHITESPACE
+    groupby='celltype' is not a column of adata.obs; available columns: ['cell_type'].
+    Did you mean 'cell_type'?
+    """
+    columns = user_columns(obs)
+    close = difflib.get_close_matches(str(key), [str(c) for c in columns], n=1)
+    return (
+        f"{arg}={short_repr(key)} is not a column of {where}; available columns: "
+        f"{short_repr(columns, 30, 'columns')}." + (f" Did you mean {close[0]!r}?" if close else "")
+    )
+
+
 #: Setup arguments that take several obs columns; the others name one.
 _SEVERAL_COLUMNS = ("categorical_covariate_keys", "condition_key")
 
@@ -187,10 +214,7 @@ def refuse_mixed_kinds(column: pd.Series, arg: str, key: str) -> None:
 def check_labels(reference: ad.AnnData, labels_key: str) -> pd.Categorical:
     """The cell types of ``reference.obs[labels_key]``: present, no missing values, at least 2."""
     if labels_key not in reference.obs:
-        raise KeyError(
-            f"labels_key={labels_key!r} is not a column of reference.obs; available columns: "
-            f"{list(reference.obs.columns)}"
-        )
+        raise KeyError(no_column("labels_key", labels_key, reference.obs, "reference.obs"))
     column = reference.obs[labels_key]
     labels = pd.Categorical(column).remove_unused_categories()
     n_types = len(labels.categories)

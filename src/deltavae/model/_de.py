@@ -12,6 +12,13 @@ import scvi
 from scvi.model.base import RNASeqMixin
 
 from .._checks import short_repr
+from ._de_checks import (
+    check_de_selection,
+    check_de_test,
+    check_draws,
+    check_groupby_column,
+    check_library_size,
+)
 from ._de_tables import check_importance_keywords, effect_breaks_ties, in_gene_list_order
 from ._genes import identifier_advice
 from ._labels import _label_state, seen_categories
@@ -171,34 +178,6 @@ def _bind(model, method, args: tuple, kwargs: dict) -> dict:
     return inspect.signature(method).bind_partial(model, *args, **kwargs).arguments
 
 
-def check_library_size(library_size) -> None:
-    """scvi-tools' ``library_size``: ``"latent"`` or a finite number above 0 (0 gave zeros, a
-    negative number negative expression, NaN a table of NaN)."""
-    if isinstance(library_size, str) and library_size == "latent":
-        return
-    if (
-        isinstance(library_size, bool)
-        or not isinstance(library_size, int | float | np.number)
-        or not np.isfinite(library_size)
-        or library_size <= 0
-    ):
-        raise ValueError(
-            f"library_size must be a number above 0 (e.g. 1e4 for counts per 10,000) or "
-            f"'latent'; got {library_size!r}."
-        )
-
-
-def check_draws(given: dict, names: tuple[str, ...]) -> None:
-    """Numbers of draws are integers from 1: scvi-tools read ``n_samples=0`` (or -1) as 1, and
-    DE of ``n_samples_overall=0`` called every gene DE."""
-    for name in names:
-        value = given.get(name)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
-        ):
-            raise ValueError(f"{name} is a number of draws, an integer from 1; got {value!r}.")
-
-
 def check_genes(model, gene_list) -> None:
     """Every gene of ``gene_list`` is one of the model's genes, and there is one at least."""
     if gene_list is None:
@@ -279,6 +258,7 @@ def check_de_groups(
             "genes from its table: de[de.index.isin(genes)]."
         )
     check_de_selection(given)
+    check_de_test(given)
     check_draws(given.get("kwargs", {}), ("n_samples_overall",))  # get_bayes_factors'
     check_batches(model, given, ("batchid1", "batchid2"))
     for arg in ("batchid1", "batchid2"):
@@ -342,12 +322,7 @@ def check_de_groups(
         )
     adata = given.get("adata")
     adata = model.adata if adata is None else adata
-    if groupby not in adata.obs:
-        raise KeyError(
-            f"groupby={groupby!r} is not a column of adata.obs; available columns: "
-            f"{list(adata.obs.columns)}."
-        )
-    column = adata.obs[groupby]
+    column = check_groupby_column(adata, groupby)
     present, values = set(column.astype(str)), set(column.unique())
     for arg in ("group1", "group2"):
         value = given.get(arg)
@@ -408,34 +383,6 @@ def check_de_groups(
         # A list of one group is that group.
         return _set_argument(differential_expression, args, kwargs, "group2", list(group2)[0])
     return args, kwargs
-
-
-def check_de_selection(given: dict) -> None:
-    """The cells compared are chosen one way: by ``groupby`` (with ``group1``/``group2``) or by
-    ``idx1`` (with ``idx2``). scvi-tools failed with a bare ``KeyError: None`` given neither,
-    and silently ignored ``group1``/``group2`` given with ``idx1``, and ``idx2`` without it.
-    ``fdr_target`` and ``delta`` are checked too (out of range, every gene was DE)."""
-    groups = [arg for arg in ("group1", "group2") if given.get(arg) is not None]
-    if given.get("idx1") is not None and groups:
-        raise ValueError(
-            f"idx1 chooses the cells compared, so {groups[0]} would be ignored: pass groupby "
-            "with group1/group2, or idx1 with idx2, not both."
-        )
-    if given.get("idx1") is None and given.get("idx2") is not None:
-        raise ValueError(
-            "idx2 is read only with idx1 (the cells compared with idx2): pass idx1 too, or "
-            "groupby with group1/group2."
-        )
-    fdr, delta = given.get("fdr_target", 0.05), given.get("delta", 0.25)
-    if not 0 < fdr < 1:  # e.g. 5 for 5%: every gene was called DE
-        raise ValueError(f"fdr_target is a proportion in (0, 1), e.g. 0.05; got {fdr!r}.")
-    if delta is not None and not delta >= 0:  # below 0: every gene was called DE
-        raise ValueError(f"delta, the smallest |LFC| called DE, is 0 or more; got {delta!r}.")
-    if given.get("idx1") is None and given.get("groupby") is None:
-        raise ValueError(
-            "differential_expression needs the cells to compare: groupby (a column of "
-            "adata.obs, with group1/group2 or each group against the rest) or idx1 (and idx2)."
-        )
 
 
 def _set_argument(method, args: tuple, kwargs: dict, name: str, value) -> tuple[tuple, dict]:

@@ -23,6 +23,7 @@ import deltavae as deltavae_pkg
 from .._checks import (
     check_key_type,
     measurement_note,
+    no_column,
     not_counts,
     refuse_mixed_kinds,
     short_repr,
@@ -356,10 +357,7 @@ def check_obs_keys(
             raise ValueError(f"{arg}={short_repr(names)} names a column more than once.")
         for key in names:
             if key not in adata.obs:
-                raise KeyError(
-                    f"{arg}={key!r} is not a column of adata.obs; available columns: "
-                    f"{list(adata.obs.columns)}."
-                )
+                raise KeyError(no_column(arg, key, adata.obs))
             n_missing = int(pd.isna(adata.obs[key]).sum())
             if n_missing:
                 fill = (

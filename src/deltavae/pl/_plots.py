@@ -24,6 +24,7 @@ from matplotlib.ticker import (
 )
 from natsort import natsorted
 
+from .._checks import no_column
 from .._docs import doc_ax, doc_params, doc_show_save
 from ._utils import (
     as_names,
@@ -431,10 +432,7 @@ def cluster_composition(
     check_adata(adata, "cluster_composition")
     for arg, key in {"cluster_key": cluster_key, "label_key": label_key}.items():
         if key not in adata.obs:
-            raise KeyError(
-                f"{arg}={key!r} is not a column of adata.obs; available columns: "
-                f"{list(adata.obs.columns)}."
-            )
+            raise KeyError(no_column(arg, key, adata.obs))
         _check_categories(adata.obs[key], arg, key)
     if normalize not in ("cluster", "label", None):
         raise ValueError(f"normalize must be 'cluster', 'label' or None; got {normalize!r}.")

@@ -1,0 +1,107 @@
+"""Checks of the arguments of scvi-tools' expression calls that read no model: numbers of
+draws, the library size, how the cells compared are chosen, the DE test's mode and weights,
+and the column the groups are read from."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .._checks import no_column, short_repr
+
+#: scvi-tools' values of differential_expression's ``mode`` and ``weights``.
+_MODES = ("vanilla", "change")
+_WEIGHTS = ("uniform", "importance", None)
+
+
+def check_library_size(library_size) -> None:
+    """scvi-tools' ``library_size``: ``"latent"`` or a finite number above 0 (0 gave zeros, a
+    negative number negative expression, NaN a table of NaN)."""
+    if isinstance(library_size, str) and library_size == "latent":
+        return
+    if (
+        isinstance(library_size, bool)
+        or not isinstance(library_size, int | float | np.number)
+        or not np.isfinite(library_size)
+        or library_size <= 0
+    ):
+        raise ValueError(
+            f"library_size must be a number above 0 (e.g. 1e4 for counts per 10,000) or "
+            f"'latent'; got {library_size!r}."
+        )
+
+
+def check_draws(given: dict, names: tuple[str, ...]) -> None:
+    """Numbers of draws are integers from 1: scvi-tools read ``n_samples=0`` (or -1) as 1, and
+    DE of ``n_samples_overall=0`` called every gene DE."""
+    for name in names:
+        value = given.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
+        ):
+            raise ValueError(f"{name} is a number of draws, an integer from 1; got {value!r}.")
+
+
+def check_de_selection(given: dict) -> None:
+    """The cells compared are chosen one way: by ``groupby`` (with ``group1``/``group2``) or by
+    ``idx1`` (with ``idx2``). scvi-tools failed with a bare ``KeyError: None`` given neither,
+    and silently ignored ``group1``/``group2`` given with ``idx1``, and ``idx2`` without it.
+    ``fdr_target`` and ``delta`` are checked too (out of range, every gene was DE)."""
+    groups = [arg for arg in ("group1", "group2") if given.get(arg) is not None]
+    if given.get("idx1") is not None and groups:
+        raise ValueError(
+            f"idx1 chooses the cells compared, so {groups[0]} would be ignored: pass groupby "
+            "with group1/group2, or idx1 with idx2, not both."
+        )
+    if given.get("idx1") is None and given.get("idx2") is not None:
+        raise ValueError(
+            "idx2 is read only with idx1 (the cells compared with idx2): pass idx1 too, or "
+            "groupby with group1/group2."
+        )
+    fdr, delta = given.get("fdr_target", 0.05), given.get("delta", 0.25)
+    if not 0 < fdr < 1:  # e.g. 5 for 5%: every gene was called DE
+        raise ValueError(f"fdr_target is a proportion in (0, 1), e.g. 0.05; got {fdr!r}.")
+    if delta is not None and not delta >= 0:  # below 0: every gene was called DE
+        raise ValueError(f"delta, the smallest |LFC| called DE, is 0 or more; got {delta!r}.")
+    if given.get("idx1") is None and given.get("groupby") is None:
+        raise ValueError(
+            "differential_expression needs the cells to compare: groupby (a column of "
+            "adata.obs, with group1/group2 or each group against the rest) or idx1 (and idx2)."
+        )
+
+
+def check_de_test(given: dict) -> None:
+    """``mode`` and ``weights`` are scvi-tools' values: an unknown ``mode`` failed after every
+    draw with ``NotImplementedError: Mode ... not recognized``, an unknown ``weights`` with
+    ``AttributeError: 'NoneType' object has no attribute 'items'``."""
+    for arg, allowed, default in (("mode", _MODES, "vanilla"), ("weights", _WEIGHTS, "uniform")):
+        value = given.get(arg, default)
+        if not any(value is v or (isinstance(value, str) and value == v) for v in allowed):
+            raise ValueError(
+                f"{arg}={short_repr(value)}: pass one of {[v for v in allowed if v]} "
+                f"(scvi-tools' differential_expression; default {default!r})."
+            )
+
+
+def check_groupby_column(adata, groupby) -> pd.Series:
+    """The column ``groupby`` names in ``adata.obs``, which holds groups: a KeyError naming
+    the user's columns (not scvi-tools' ``_scvi_labels``, ...) for a missing one, and a
+    ValueError for a column of fractions (``library_size``), which scvi-tools compared value
+    by value, a cell per group."""
+    if not isinstance(groupby, str) or groupby not in adata.obs:
+        raise KeyError(
+            no_column("groupby", groupby, adata.obs)
+            + " groupby names the obs column whose groups are compared (e.g. 'leiden' after "
+            "sc.tl.leiden(adata), or the labels); add it first if it is a new grouping."
+        )
+    column = adata.obs[groupby]
+    if pd.api.types.is_float_dtype(column.dtype):
+        values = column.dropna().to_numpy()
+        if len(values) and (values != np.round(values)).any():
+            raise ValueError(
+                f"groupby={groupby!r}: adata.obs[{groupby!r}] holds continuous values "
+                f"({column.dtype}, {column.nunique()} distinct), which would be compared one "
+                f"value against the rest each. Group them first, e.g. adata.obs['bins'] = "
+                f"pd.qcut(adata.obs[{groupby!r}], 4), and pass groupby='bins'."
+            )
+    return column
