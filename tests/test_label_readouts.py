@@ -222,3 +222,19 @@ def test_predict_as_scanvi_labels_in_the_columns_type_and_soft_as_predict_labels
     with pytest.warns(UserWarning, match="nothing is left to learn"):  # the same conditions
         mapped = dv.model.CGMDVAE.load_query_data(query, model)
     assert set(mapped.predict()) <= {1, 2} and mapped.predict(soft=True).shape == (20, 2)
+
+
+def test_a_column_removed_after_setup_is_named_before_training():
+    """Removing the labels column after setup_anndata trained silently on scvi-tools' copy of
+    the removed labels; removing a condition failed in training with a bare KeyError."""
+    adata = _cells()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="cluster")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    labels = adata.obs.pop("cluster")
+    removed = r"adata.obs lacks 'cluster', which CGMDVAE.setup_anndata registered: it was rem"
+    with pytest.raises(ValueError, match=removed):
+        model.train(max_epochs=1, **FAST)
+    adata.obs["cluster"] = labels
+    del adata.obs["condition"]
+    with pytest.raises(ValueError, match=r"lacks 'condition', .* Restore it, or call CGMDVAE"):
+        model.train(max_epochs=1, **FAST)

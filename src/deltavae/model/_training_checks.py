@@ -346,8 +346,14 @@ def check_registered_columns(adata, registry: dict, model: str, trained: bool = 
     a ``trained`` one's read-outs would come from them."""
     for key, (slot, attr_key, column), mapping in _registered_columns(registry):
         store = getattr(adata, slot)
+        if key not in adata.obs and attr_key in store and not trained:
+            # scvi-tools trained on its copy of the removed column ("condition": a KeyError)
+            raise ValueError(
+                f"adata.obs lacks {key!r}, which {model}.setup_anndata registered: it was "
+                f"removed since. Restore it, or call {model}.setup_anndata again without it."
+            )
         if key not in adata.obs or attr_key not in store:
-            continue  # a missing column is named by scvi-tools' own check
+            continue  # a trained model reads its copy (the labels are not read)
         registered = store[attr_key] if column is None else store[attr_key][column]
         values = adata.obs[key].astype("category")
         lookup = pd.Index(np.asarray(mapping).astype(str)).get_indexer(
