@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import scvi
 import torch
 from lightning.pytorch import Callback
@@ -297,6 +298,21 @@ def test_de_names_the_users_columns_and_refuses_bad_modes_and_continuous_groups(
         model.differential_expression(groupby="library_size")
     with pytest.raises(KeyError, match=r"condition_key='conditions' is not a column .*'condit"):
         dv.model.CGMDVAE.setup_anndata(adata.copy(), condition_key="conditions")
+
+
+def test_an_anndata_minified_by_scvi_tools_is_refused_not_read_as_empty_cells(trained):
+    """scvi-tools' minify_adata replaces the counts by zeros: the models read such cells as
+    empty, silently (latents, clusters and labels of nothing), and setup refused it as 'all
+    zeros' without saying why."""
+    model, adata = trained
+    minified = adata.copy()
+    minified.X = sp.csr_matrix(minified.shape, dtype=np.float32)
+    minified.uns["_scvi_adata_minify_type"] = "latent_posterior_parameters"
+    refused = r"adata was minified by scvi-tools \(minify_adata; .* before minify_adata"
+    with pytest.raises(ValueError, match=refused):
+        model.get_latent_representation(minified)
+    with pytest.raises(ValueError, match=refused):
+        type(model).setup_anndata(minified)
 
 
 def test_de_chooses_its_cells_by_groups_or_by_idx_not_both(trained):

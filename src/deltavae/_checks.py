@@ -104,6 +104,7 @@ def check_anndata(adata, name: str = "adata"):
     TypeError: adata must be an AnnData (cells x genes); got ndarray of shape (2, 2). ...
     """
     if adata is None or isinstance(adata, ad.AnnData):
+        refuse_minified(adata, name)
         return adata
     shape = getattr(adata, "shape", None)
     got = type(adata).__name__ + (f" of shape {tuple(shape)}" if shape is not None else "")
@@ -112,6 +113,33 @@ def check_anndata(adata, name: str = "adata"):
         "anndata.AnnData(X), with the model's genes as var_names, or pick the modality of a "
         "MuData (mdata['rna'])."
     )
+
+
+#: Where scvi-tools' ``minify_adata`` marks an AnnData whose counts it dropped.
+MINIFY_KEY = "_scvi_adata_minify_type"
+
+
+def refuse_minified(adata, name: str = "adata") -> None:
+    """Refuse an AnnData scvi-tools' ``minify_adata`` emptied: its X holds zeros in place of
+    the counts, which deltavae's models read (they have no minified mode), so its cells were
+    read as empty, silently.
+
+    Examples
+    --------
+    >>> a = ad.AnnData(np.zeros((2, 2)), uns={MINIFY_KEY: "latent_posterior_parameters"})
+    >>> refuse_minified(a)
+    Traceback (most recent call last):
+    ...
+    ValueError: adata was minified by scvi-tools (minify_adata; ...
+    """
+    kind = None if adata is None else adata.uns.get(MINIFY_KEY)
+    if kind is not None:
+        raise ValueError(
+            f"{name} was minified by scvi-tools (minify_adata; uns[{MINIFY_KEY!r}] = "
+            f"{str(kind)!r}): its counts were dropped, and deltavae's models read the counts "
+            "(they have no minified mode). Pass the AnnData from before minify_adata, e.g. "
+            "read its file again."
+        )
 
 
 def short_repr(value, n: int = 5, unit: str = "items") -> str:

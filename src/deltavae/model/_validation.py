@@ -25,6 +25,7 @@ from .._checks import (
     measurement_note,
     no_column,
     not_counts,
+    refuse_minified,
     refuse_mixed_kinds,
     short_repr,
     x_or_none,
@@ -300,6 +301,7 @@ def check_setup_target(adata, kwargs: dict | None = None, model: str | None = No
             "Wrap a matrix with anndata.AnnData(X), or pick the modality of a MuData "
             "(mdata['rna'])."
         )
+    refuse_minified(adata)  # zeros for counts: the cells were read as empty
     if adata.is_view:
         fix = (
             "Pass the subset in memory, adata = adata[mask].to_memory(), or keep it on disk: "
