@@ -238,3 +238,21 @@ def test_a_column_removed_after_setup_is_named_before_training():
     del adata.obs["condition"]
     with pytest.raises(ValueError, match=r"lacks 'condition', .* Restore it, or call CGMDVAE"):
         model.train(max_epochs=1, **FAST)
+
+
+def test_written_cluster_names_are_typed_as_the_cluster_column_and_soft_predictions(tmp_path):
+    """With integer labels, write_to_adata's uns cluster_names (the names of the columns of
+    obsm cluster_probs) were strings '1', '2' while obs cgmdvae_cluster and
+    predict_labels(soft=True) held the integers 1, 2: a table built from them matched none."""
+    import anndata as ad
+
+    adata, model = _integer_labelled_model()
+    model.write_to_adata()
+    names = adata.uns["cgmdvae"]["cluster_names"]
+    assert names.tolist() == [1, 2] and names.dtype.kind == "i"
+    assert names.tolist() == model.predict_labels(soft=True).columns.tolist()
+    assert set(adata.obs["cgmdvae_cluster"].cat.categories) <= set(names.tolist())
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    written = ad.read_h5ad(tmp_path / "cells.h5ad").uns["cgmdvae"]
+    assert written["cluster_names"].tolist() == [1, 2]
+    assert len(written["empty_clusters"]) == (written["cluster_sizes"] == 0).sum()

@@ -454,9 +454,11 @@ class CGMDVAE(
         Writes ``obsm["X_cgmdvae"]`` (z mean), ``obsm["X_cgmdvae_w"]`` (w mean),
         ``obs["cgmdvae_cluster"]`` (categorical over the clusters that hold cells, so scanpy
         can group by it), ``obsm["cgmdvae_cluster_probs"]`` (a column per cluster, named in
-        ``uns["cgmdvae"]["cluster_names"]``) and ``uns["cgmdvae"]`` (cluster names, their
-        sizes in this AnnData and the clusters without cells in it: of a subset, not of the
-        model); for a query model also ``obs["cgmdvae_label"]`` and
+        ``uns["cgmdvae"]["cluster_names"]``) and ``uns["cgmdvae"]`` (cluster names, typed as
+        the categories of ``obs["cgmdvae_cluster"]`` and the columns of
+        ``predict_labels(soft=True)``: integer labels as integers, unless ``novel_j`` clusters
+        are among them; their sizes in this AnnData and the clusters without cells in it: of a
+        subset, not of the model); for a query model also ``obs["cgmdvae_label"]`` and
         ``obs["cgmdvae_label_confidence"]`` (see :meth:`predict_labels`). With another
         ``key_added``, ``"cgmdvae"`` in each of these keys is replaced by it.
 
@@ -474,23 +476,23 @@ class CGMDVAE(
         refuse_overwriting_read_columns(self.registry_, written, key)
         adata = self._write_target(adata)
         post = self._posterior(adata, None, batch_size)
-        names = self.cluster_names
         clusters = post["probs"].argmax(1)
+        labelled = labels_of(self, clusters)  # integer labels as integers, as obs holds them
+        names = np.asarray(labelled.categories, dtype=labelled.categories.dtype)
         sizes = np.bincount(clusters, minlength=len(names))
-        empty = [names[k] for k in np.flatnonzero(sizes == 0)]
         adata.obsm[f"X_{key}"] = post["z"].astype(np.float32)
         adata.obsm[f"X_{key}_w"] = post["w"].astype(np.float32)
-        adata.obs[f"{key}_cluster"] = labels_of(self, clusters).remove_unused_categories()
+        adata.obs[f"{key}_cluster"] = labelled.remove_unused_categories()
         adata.obsm[f"{key}_cluster_probs"] = post["probs"].astype(np.float32)
         adata.uns[key] = {
-            "cluster_names": np.array(names, dtype=object),
+            "cluster_names": names,
             "cluster_sizes": sizes,
-            "empty_clusters": np.array(empty, dtype=object),
+            "empty_clusters": names[sizes == 0],
         }
         written = [f"obsm/X_{key}", f"obsm/X_{key}_w", f"obs/{key}_cluster"]
         written += [f"obsm/{key}_cluster_probs", f"uns/{key}"]
         if self.is_query_model:
-            adata.obs[f"{key}_label"] = labels_of(self, clusters).remove_unused_categories()
+            adata.obs[f"{key}_label"] = labelled.remove_unused_categories()
             adata.obs[f"{key}_label_confidence"] = post["probs"].max(1).astype(np.float32)
             written += [f"obs/{key}_label", f"obs/{key}_label_confidence"]
         return written
