@@ -256,3 +256,11 @@ def test_written_cluster_names_are_typed_as_the_cluster_column_and_soft_predicti
     written = ad.read_h5ad(tmp_path / "cells.h5ad").uns["cgmdvae"]
     assert written["cluster_names"].tolist() == [1, 2]
     assert len(written["empty_clusters"]) == (written["cluster_sizes"] == 0).sum()
+
+
+def test_a_list_of_unlabelled_marks_is_told_to_become_one_mark():
+    """unlabeled_category=['Unknown'] was said not to occur in the labels, though it did."""
+    adata = _cells()
+    adata.obs["type"] = np.where(np.arange(adata.n_obs) % 3 == 0, "Unknown", "B")
+    with pytest.raises(ValueError, match=r"unlabeled_category=\['Unknown'\] is one value, .*"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="type", unlabeled_category=["Unknown"])

@@ -52,7 +52,9 @@ class PredictionsMixin:
         The labels are :meth:`predict_labels`' (the reference label of the most probable
         cluster of q(y | z, c), ``novel_j`` for a cluster no label claimed, the cluster's
         name without labels); its ``confidence`` ranks cells and is not the chance of being
-        right. For a query model (see :meth:`load_query_data`) this is label transfer.
+        right. For a query model (see :meth:`load_query_data`) this is label transfer. Cells
+        whose label was given are predicted too, not given their label back (as by
+        ``SCANVI.predict``): compare the two to see where the model disagrees.
 
         Parameters
         ----------
@@ -141,7 +143,9 @@ class PredictionsMixin:
         The label is the reference label of the most probable cluster (its name
         ``novel_j`` for a cluster no label claimed; without labels, the cluster's name,
         ``"0"`` to ``"K-1"``); the confidence is that cluster's probability. For a query model (see
-        :meth:`load_query_data`) this is label transfer from the reference.
+        :meth:`load_query_data`) this is label transfer from the reference. Cells whose label
+        was given are predicted as the others (their label is not copied), as by scvi-tools'
+        ``SCANVI.predict``.
 
         The confidence ranks cells; it is not the chance of being right. On Kang's PBMCs with
         70% of the labels hidden (a trial, seeds 0-2), wrong labels had a median confidence

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._checks import short_repr
 from ._validation import warn_user
 
 
@@ -35,6 +36,13 @@ def check_label_setup(
                 "labels, or omit unlabeled_category for unsupervised training."
             )
         return
+    if unlabeled_category is not None and np.ndim(unlabeled_category) != 0:
+        raise ValueError(
+            f"unlabeled_category={short_repr(unlabeled_category)} is one value, the label that "
+            f"marks unlabelled cells; give several marks one first: adata.obs[{labels_key!r}] "
+            f"= adata.obs[{labels_key!r}].replace([...], 'Unknown'), and pass "
+            "unlabeled_category='Unknown'."
+        )
     if labels_key in (conditions or []):
         raise ValueError(
             f"{labels_key!r} is both labels_key and a condition_key: the model would cluster by "
