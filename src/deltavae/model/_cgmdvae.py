@@ -83,7 +83,9 @@ class CGMDVAE(
         AnnData registered with :meth:`setup_anndata`.
     n_clusters
         Number of mixture components K; default the number of labels, or 10 without labels.
-        Above the true number of groups, groups are split (the start makes exactly K).
+        Above the true number of groups, groups are split (the start makes exactly K). Above
+        the number of labels, the others are clusters ``novel_j``; integer labels are then
+        read out as strings (``"1"``, ``"novel_0"``: see :attr:`cluster_names`).
     n_latent
         Dimensions of z, the cell state. ``"auto"``: 16 for counts without condition covariates,
         else 10; K if larger, up to 64 (full-covariance components cost K x n_latent^2)
@@ -455,12 +457,11 @@ class CGMDVAE(
         ``obs["cgmdvae_cluster"]`` (categorical over the clusters that hold cells, so scanpy
         can group by it), ``obsm["cgmdvae_cluster_probs"]`` (a column per cluster, named in
         ``uns["cgmdvae"]["cluster_names"]``) and ``uns["cgmdvae"]`` (cluster names, typed as
-        the categories of ``obs["cgmdvae_cluster"]`` and the columns of
-        ``predict_labels(soft=True)``: integer labels as integers, unless ``novel_j`` clusters
-        are among them; their sizes in this AnnData and the clusters without cells in it: of a
-        subset, not of the model); for a query model also ``obs["cgmdvae_label"]`` and
-        ``obs["cgmdvae_label_confidence"]`` (see :meth:`predict_labels`). With another
-        ``key_added``, ``"cgmdvae"`` in each of these keys is replaced by it.
+        ``obs["cgmdvae_cluster"]``'s (see :attr:`cluster_names`), their sizes in this AnnData
+        and the clusters without cells in it: of a subset, not of the model); for a query
+        model also ``obs["cgmdvae_label"]`` and ``obs["cgmdvae_label_confidence"]`` (see
+        :meth:`predict_labels`). With another ``key_added``, ``"cgmdvae"`` in each of these
+        keys is replaced by it.
 
         {write}
 
