@@ -337,8 +337,12 @@ def test_de_chooses_its_cells_by_groups_or_by_idx_not_both(trained):
 
 
 def test_de_refuses_an_fdr_target_or_delta_out_of_range(trained):
-    """fdr_target=5 (for 5%) or a negative delta called every gene DE, without a word."""
+    """fdr_target=5 (for 5%) or a negative delta called every gene DE, without a word; and
+    delta (or fdr_target) given to the default vanilla mode was ignored, without a word."""
     model, _ = trained
+    ignored = r"delta applies to mode='change' only .* Pass mode='change' to use them"
+    with pytest.warns(UserWarning, match=ignored):
+        model.differential_expression(groupby="cluster", group1="0", delta=1.0, silent=True)
     with pytest.raises(ValueError, match="fdr_target is a proportion in \\(0, 1\\)"):
         model.differential_expression(groupby="cluster", group1="0", mode="change", fdr_target=5)
     with pytest.raises(ValueError, match="delta, the smallest \\|LFC\\| called DE"):

@@ -4,10 +4,13 @@ and the column the groups are read from."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import numpy as np
 import pandas as pd
 
 from .._checks import no_column, short_repr
+from ._validation import warn_user
 
 #: scvi-tools' values of differential_expression's ``mode`` and ``weights``.
 _MODES = ("vanilla", "change")
@@ -71,7 +74,8 @@ def check_de_selection(given: dict) -> None:
 
 
 def check_de_test(given: dict) -> None:
-    """``mode`` and ``weights`` are scvi-tools' values: an unknown ``mode`` failed after every
+    """``mode`` and ``weights`` are scvi-tools' values, and ``delta``/``fdr_target`` are
+    not given to the vanilla mode, which ignores them: an unknown ``mode`` failed after every
     draw with ``NotImplementedError: Mode ... not recognized``, an unknown ``weights`` with
     ``AttributeError: 'NoneType' object has no attribute 'items'``."""
     for arg, allowed, default in (("mode", _MODES, "vanilla"), ("weights", _WEIGHTS, "uniform")):
@@ -81,6 +85,14 @@ def check_de_test(given: dict) -> None:
                 f"{arg}={short_repr(value)}: pass one of {[v for v in allowed if v]} "
                 f"(scvi-tools' differential_expression; default {default!r})."
             )
+    ignored = [arg for arg in ("delta", "fdr_target") if arg in given]
+    if ignored and given.get("mode", "vanilla") == "vanilla":
+        warn_user(  # scvi-tools reads them in mode="change" only: the table was the same
+            f"{' and '.join(ignored)} {'apply' if len(ignored) > 1 else 'applies'} to "
+            "mode='change' only (the |LFC| a gene must pass, the false discovery rate of its "
+            "is_de_fdr column); mode='vanilla' (the default) ignores them. Pass mode='change' "
+            "to use them."
+        )
 
 
 def check_groupby_column(adata, groupby) -> pd.Series:
@@ -88,7 +100,7 @@ def check_groupby_column(adata, groupby) -> pd.Series:
     the user's columns (not scvi-tools' ``_scvi_labels``, ...) for a missing one, and a
     ValueError for a column of fractions (``library_size``), which scvi-tools compared value
     by value, a cell per group."""
-    if not isinstance(groupby, str) or groupby not in adata.obs:
+    if not isinstance(groupby, Hashable) or groupby not in adata.obs:
         raise KeyError(
             no_column("groupby", groupby, adata.obs)
             + " groupby names the obs column whose groups are compared (e.g. 'leiden' after "
