@@ -264,3 +264,20 @@ def test_a_list_of_unlabelled_marks_is_told_to_become_one_mark():
     adata.obs["type"] = np.where(np.arange(adata.n_obs) % 3 == 0, "Unknown", "B")
     with pytest.raises(ValueError, match=r"unlabeled_category=\['Unknown'\] is one value, .*"):
         dv.model.CGMDVAE.setup_anndata(adata, labels_key="type", unlabeled_category=["Unknown"])
+
+
+def test_a_label_none_of_whose_cells_trained_is_warned_of():
+    """A label of one cell that fell in the validation split kept a cluster of its name that
+    learned no cell of it, and predictions named cells after it, without a word."""
+    adata = _cells()
+    types = np.where(np.arange(adata.n_obs) % 3 == 0, "Unknown", adata.obs["cluster"].astype(str))
+    types[1] = "rare"
+    adata.obs["type"] = types
+    with pytest.warns(UserWarning, match=r"fewer than 3 cells .*'rare' \(1\)"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="type")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    validation = np.array([1, 4, 7])
+    train = np.setdiff1d(np.arange(adata.n_obs), validation)
+    splits = {"external_indexing": [train, validation]}
+    with pytest.warns(UserWarning, match=r"No labelled cell of 'rare' \(1 cell\) trained: .*"):
+        model.train(max_epochs=1, datasplitter_kwargs=splits, **FAST)

@@ -19,7 +19,7 @@ from ._cluster_predictions import PredictionsMixin
 from ._condition_counts import condition_counts, draw_conditions
 from ._de import CheckedExpressionMixin
 from ._label_setup import warn_if_unlabelled_lookalike
-from ._labels import cluster_index
+from ._labels import cluster_index, warn_labels_without_training_cells
 from ._registered import several_conditions_error
 from ._validation import warn_user
 
@@ -299,7 +299,9 @@ class ClustersMixin(PredictionsMixin):
         return max(starts, default=0)
 
     def _warn_if_clusters_empty(self, max_epochs: int) -> None:
-        """Say so when training ends with empty clusters (not a query's: its reference's)."""
+        """Say so when training ends with empty clusters (not a query's: its reference's), or
+        with labels none of whose cells trained."""
+        warn_labels_without_training_cells(self)
         if self.is_query_model:
             return
         sizes = np.bincount(self.predict_clusters(), minlength=self.module.n_clusters)
