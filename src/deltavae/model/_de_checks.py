@@ -1,6 +1,6 @@
 """Checks of the arguments of scvi-tools' expression calls that read no model: numbers of
-draws, the library size, how the cells compared are chosen, the DE test's mode and weights,
-and the column the groups are read from."""
+draws, the library size, the DE test's mode and weights, and the column the groups are read
+from."""
 
 from __future__ import annotations
 
@@ -43,34 +43,6 @@ def check_draws(given: dict, names: tuple[str, ...]) -> None:
             isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
         ):
             raise ValueError(f"{name} is a number of draws, an integer from 1; got {value!r}.")
-
-
-def check_de_selection(given: dict) -> None:
-    """The cells compared are chosen one way: by ``groupby`` (with ``group1``/``group2``) or by
-    ``idx1`` (with ``idx2``). scvi-tools failed with a bare ``KeyError: None`` given neither,
-    and silently ignored ``group1``/``group2`` given with ``idx1``, and ``idx2`` without it.
-    ``fdr_target`` and ``delta`` are checked too (out of range, every gene was DE)."""
-    groups = [arg for arg in ("group1", "group2") if given.get(arg) is not None]
-    if given.get("idx1") is not None and groups:
-        raise ValueError(
-            f"idx1 chooses the cells compared, so {groups[0]} would be ignored: pass groupby "
-            "with group1/group2, or idx1 with idx2, not both."
-        )
-    if given.get("idx1") is None and given.get("idx2") is not None:
-        raise ValueError(
-            "idx2 is read only with idx1 (the cells compared with idx2): pass idx1 too, or "
-            "groupby with group1/group2."
-        )
-    fdr, delta = given.get("fdr_target", 0.05), given.get("delta", 0.25)
-    if not 0 < fdr < 1:  # e.g. 5 for 5%: every gene was called DE
-        raise ValueError(f"fdr_target is a proportion in (0, 1), e.g. 0.05; got {fdr!r}.")
-    if delta is not None and not delta >= 0:  # below 0: every gene was called DE
-        raise ValueError(f"delta, the smallest |LFC| called DE, is 0 or more; got {delta!r}.")
-    if given.get("idx1") is None and given.get("groupby") is None:
-        raise ValueError(
-            "differential_expression needs the cells to compare: groupby (a column of "
-            "adata.obs, with group1/group2 or each group against the rest) or idx1 (and idx2)."
-        )
 
 
 def check_de_test(given: dict) -> None:
