@@ -303,7 +303,7 @@ def test_de_names_the_users_columns_and_refuses_bad_modes_and_continuous_groups(
 def test_an_anndata_minified_by_scvi_tools_is_refused_not_read_as_empty_cells(trained):
     """scvi-tools' minify_adata replaces the counts by zeros: the models read such cells as
     empty, silently (latents, clusters and labels of nothing), and setup refused it as 'all
-    zeros' without saying why."""
+    zeros' without saying why; the models' own minify_adata was an AttributeError."""
     model, adata = trained
     minified = adata.copy()
     minified.X = sp.csr_matrix(minified.shape, dtype=np.float32)
@@ -313,6 +313,9 @@ def test_an_anndata_minified_by_scvi_tools_is_refused_not_read_as_empty_cells(tr
         model.get_latent_representation(minified)
     with pytest.raises(ValueError, match=refused):
         type(model).setup_anndata(minified)
+    # SCVI's minify_adata was an AttributeError naming no reason.
+    with pytest.raises(NotImplementedError, match=r"has no minified mode: it reads the counts"):
+        model.minify_adata()
 
 
 def test_de_chooses_its_cells_by_groups_or_by_idx_not_both(trained):

@@ -1,5 +1,6 @@
 """``model.adata = other``: scvi-tools' setter, with the AnnData checked and aligned as every
-read-out's AnnData is; and ``view_registry``, which scvi-tools 1.4 broke."""
+read-out's AnnData is; ``view_registry``, which scvi-tools 1.4 broke; and ``minify_adata``,
+which deltavae's models do not offer."""
 
 from __future__ import annotations
 
@@ -61,3 +62,22 @@ class AnnDataSetter:
         >>> vae.view_registry(hide_state_registries=True)  # doctest: +SKIP
         """
         self.view_anndata_setup(hide_state_registries=hide_state_registries)
+
+    def minify_adata(self, *args, **kwargs) -> None:
+        """Not offered: scvi-tools' ``SCVI.minify_adata`` keeps each cell's posterior in place
+        of its counts, but deltavae's models read the counts in every read-out (the library
+        size, expression, clusters), so they have no minified mode. Keep the AnnData as it is
+        (or save only the results :meth:`write_to_adata` writes); an AnnData minified by
+        scvi-tools is refused by the models.
+
+        Examples
+        --------
+        >>> vae.minify_adata()  # doctest: +SKIP
+        NotImplementedError: ZINBVAE has no minified mode ...
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no minified mode: it reads the counts in every "
+            "read-out, so minify_adata (scvi-tools' SCVI's) is not offered. Keep the AnnData "
+            "with its counts; to share results, write them (model.write_to_adata()) and save "
+            "those obs/obsm columns."
+        )
