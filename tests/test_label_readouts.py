@@ -281,3 +281,21 @@ def test_a_label_none_of_whose_cells_trained_is_warned_of():
     splits = {"external_indexing": [train, validation]}
     with pytest.warns(UserWarning, match=r"No labelled cell of 'rare' \(1 cell\) trained: .*"):
         model.train(max_epochs=1, datasplitter_kwargs=splits, **FAST)
+
+
+def test_labels_filled_in_with_predictions_after_training_leave_read_outs_working():
+    """adata.obs[labels_key] = model.predict() (scANVI's way of filling in the labels) made
+    every read-out of the trained model refuse its AnnData ("changed after setup_anndata"),
+    though read-outs do not read the labels; training on still says so."""
+    adata = _cells()
+    adata.obs["type"] = np.where(np.arange(adata.n_obs) % 3 == 0, "Unknown", adata.obs["cluster"])
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="type")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=1, **FAST)
+    latent, predicted = model.get_latent_representation(), model.predict()
+    adata.obs["type"] = predicted
+    np.testing.assert_array_equal(model.get_latent_representation(), latent)
+    np.testing.assert_array_equal(model.predict(), predicted)
+    assert "obs/cgmdvae_cluster" in model.write_to_adata()
+    with pytest.raises(ValueError, match=r"obs\['type'\] changed after setup_anndata"):
+        model.train(max_epochs=1, **FAST)

@@ -343,8 +343,12 @@ def _registered_columns(registry: dict):
 def check_registered_columns(adata, registry: dict, model: str, trained: bool = False) -> None:
     """Refuse an obs column changed after ``setup_anndata``: scvi-tools reads the codes it
     wrote then (``obs["_scvi_batch"]``, ...), so a model would train on the old values, and
-    a ``trained`` one's read-outs would come from them."""
+    a ``trained`` one's read-outs would come from them (not from the labels: they train only,
+    so a trained model's labels column may be filled in with its predictions)."""
+    labels = registry["setup_args"].get("labels_key")
     for key, (slot, attr_key, column), mapping in _registered_columns(registry):
+        if trained and key == labels:
+            continue  # read in training only: adata.obs[labels] = model.predict() is fine then
         store = getattr(adata, slot)
         if key not in adata.obs and attr_key in store and not trained:
             # scvi-tools trained on its copy of the removed column ("condition": a KeyError)
