@@ -296,6 +296,9 @@ def test_de_names_the_users_columns_and_refuses_bad_modes_and_continuous_groups(
         model.differential_expression(groupby="cluster", weights="bogus")
     with pytest.raises(ValueError, match=r"holds continuous values .* pd.qcut\(adata.obs\["):
         model.differential_expression(groupby="library_size")
+    adata.obs["dose"] = np.where(adata.obs["cluster"] == "0", 0.5, 2.5)  # doses: two groups
+    assert len(model.differential_expression(groupby="dose", group1=0.5, silent=True)) > 0
+    del adata.obs["dose"]
     with pytest.raises(KeyError, match=r"condition_key='conditions' is not a column .*'condit"):
         dv.model.CGMDVAE.setup_anndata(adata.copy(), condition_key="conditions")
 
