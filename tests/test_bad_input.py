@@ -341,6 +341,25 @@ def test_load_with_genes_in_another_order_advises_the_prefix_s_file(saved, count
     assert list(loaded.adata.var_names) == list(counts_adata.var_names)
 
 
+def test_prepare_query_anndata_names_a_save_it_cannot_read(saved, counts_adata, tmp_path):
+    """A missing, empty or prefixed folder, or one of another model, was scvi-tools' 'Failed
+    to load model file ... from <v0.15.0, please use convert_legacy_save' (or read as it was):
+    load_query_data's refusals; the model file itself (not its folder) is named as such."""
+    model, path = saved
+    fewer = counts_adata[:, 5:].copy()
+    with pytest.raises(FileNotFoundError, match="No saved reference model at .*nope"):
+        dv.model.ZINBVAE.prepare_query_anndata(fewer, tmp_path / "nope")
+    model.save(tmp_path / "prefixed", prefix="p_")
+    with pytest.raises(FileNotFoundError, match=r"prefix='p_'\), then pass the loaded model"):
+        dv.model.ZINBVAE.prepare_query_anndata(fewer, str(tmp_path / "prefixed"))
+    with pytest.raises(ValueError, match="is a ZINBVAE model; use ZINBVAE.prepare_query_"):
+        dv.model.CGMDVAE.prepare_query_anndata(fewer, path)
+    with pytest.raises(FileNotFoundError, match=r"is the model file; pass the directory"):
+        dv.model.ZINBVAE.load(path / "model.pt", counts_adata)
+    ready = dv.model.ZINBVAE.prepare_query_anndata(fewer, path, inplace=False)
+    assert list(ready.var_names) == list(counts_adata.var_names)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 def test_corrupted_model_file(saved, counts_adata, damage):
     _, path = saved

@@ -346,9 +346,10 @@ class QueryMappingMixin(ArchesMixin):
         logger.info("Query mapped; new categories %s; learning %s", new_categories, learning)
         return model
 
-    @staticmethod
+    @classmethod
     @functools.wraps(ArchesMixin.prepare_query_anndata)
     def prepare_query_anndata(
+        cls,
         adata: AnnData,
         reference_model,
         return_reference_var_names: bool = False,
@@ -356,6 +357,9 @@ class QueryMappingMixin(ArchesMixin):
     ):
         if isinstance(reference_model, str | os.PathLike):  # scvi-tools: a str, "~" as is
             reference_model = os.path.expanduser(os.fspath(reference_model))
+            # scvi-tools' own error for a missing, prefixed or damaged save advised
+            # convert_legacy_save (models before scvi-tools 0.15): load_query_data's checks.
+            read_saved(cls, reference_model, what="reference model", use="prepare_query_anndata")
         if not inplace and not return_reference_var_names:
             # scvi-tools reorders the given AnnData's genes in place, inplace=False or not,
             # when none is missing: the copy is what changes.

@@ -92,6 +92,11 @@ def read_saved(
         The method the user called (``"load"``, ``"load_query_data"``), for the messages.
     """
     path = os.path.expanduser(os.fspath(dir_path))
+    if os.path.isfile(path) and path.endswith("model.pt"):  # the file save wrote, not its folder
+        raise FileNotFoundError(
+            f"{path!r} is the model file; pass the directory save wrote, which holds it: "
+            f"{os.path.dirname(path) or '.'!r}."
+        )
     if not os.path.isdir(path):
         raise FileNotFoundError(f"No saved {what} at {path!r} (expected a directory).")
     model_file = os.path.join(path, f"{prefix or ''}model.pt")
@@ -100,7 +105,7 @@ def read_saved(
         hint = (
             f"it holds models saved with prefix {others} (save(..., prefix=)): load one with "
             f"{cls.__name__}.load(path, adata, prefix={others[0]!r})"
-            + (", then pass the loaded model" if use == "load_query_data" else "")
+            + (", then pass the loaded model" if use != "load" else "")
             if others
             else "point to the directory written by model.save()"
         )
