@@ -341,6 +341,18 @@ def test_load_with_genes_in_another_order_advises_the_prefix_s_file(saved, count
     assert list(loaded.adata.var_names) == list(counts_adata.var_names)
 
 
+def test_save_refuses_a_keyword_it_would_ignore(saved, counts_adata):
+    """Keywords scvi-tools' save does not name go to AnnData.write_h5ad, only when it writes
+    the AnnData: save_anndate=True (a typo) saved the model without it, silently."""
+    model, path = saved
+    with pytest.raises(TypeError, match=r"'save_anndate' \(did you mean 'save_anndata'\?"):
+        model.save(path.parent / "typo", save_anndate=True)
+    assert not (path.parent / "typo").exists()
+    model.save(path.parent / "gz", save_anndata=True, compression="gzip", prefix="p_")
+    loaded = dv.model.ZINBVAE.load(path.parent / "gz", prefix="p_")
+    assert loaded.adata.n_obs == counts_adata.n_obs
+
+
 def test_prepare_query_anndata_names_a_save_it_cannot_read(saved, counts_adata, tmp_path):
     """A missing, empty or prefixed folder, or one of another model, was scvi-tools' 'Failed
     to load model file ... from <v0.15.0, please use convert_legacy_save' (or read as it was):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import inspect
 import os
 import pickle
 import shutil
@@ -148,6 +150,40 @@ def read_saved(
     return attr_dict, np.asarray(var_names), state_dict
 
 
+def check_save_keywords(kwargs: dict) -> None:
+    """Refuse a keyword that neither scvi-tools' ``save`` nor ``AnnData.write_h5ad`` (which
+    scvi-tools hands the rest) takes: without ``save_anndata=True`` nothing reads them, so a
+    misspelt ``save_anndate=True`` saved the model without its AnnData, silently.
+
+    Examples
+    --------
+    >>> check_save_keywords({"prefix": "p_", "compression": "gzip"})
+    >>> check_save_keywords({"save_anndate": True})
+    Traceback (most recent call last):
+    ...
+    TypeError: save() got an unexpected keyword argument 'save_anndate' (did you mean ...
+    """
+    from anndata import AnnData
+    from scvi.model.base import BaseModelClass
+
+    known = ["dir_path", "overwrite", "save_anndata"]
+    for method in (BaseModelClass.save, AnnData.write_h5ad):
+        known += [
+            name
+            for name, p in inspect.signature(method).parameters.items()
+            if p.kind is not p.VAR_KEYWORD and name not in ("self", "filename")
+        ]
+    known = list(dict.fromkeys(known))
+    unknown = [name for name in kwargs if name not in known]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise TypeError(
+            f"save() got an unexpected keyword argument {unknown[0]!r} ({hint}save takes "
+            f"{', '.join(known[1:])})."
+        )
+
+
 def check_fit_to_save(model) -> None:
     """Refuse to save parameters that are not finite (every result of them would be NaN), and
     warn before saving a model whose last training diverged (kept: its last finite
@@ -193,12 +229,14 @@ class Saving:
         save_anndata
             Also write the AnnData the model was set up with.
         **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.save`.
+            Passed to :meth:`scvi.model.base.BaseModelClass.save` (``prefix``, ...) and to
+            ``AnnData.write_h5ad`` (``compression``, ...); others are refused by name.
 
         Examples
         --------
         >>> vae.save("pbmc_vae/", overwrite=True)  # doctest: +SKIP
         """
+        check_save_keywords(kwargs)
         dir_path = os.path.expanduser(os.fspath(dir_path))
         if os.path.isfile(dir_path):
             raise ValueError(
