@@ -405,6 +405,31 @@ def test_save_load_round_trip(pair, fitted, design, profiles, tmp_path):
             model.write_to_adata(other)
 
 
+def test_the_latent_design_saves_its_reference_once(pair, tmp_path):
+    """The latent design's reference cells were saved twice, in init_params_ (load rebuilds
+    the model from them) and as the module's reference_counts: a model file twice the
+    reference's size. A file saved so still loads."""
+    import torch
+
+    from deltavae.model._saved import weights_digest
+
+    spatial, ref, _ = pair
+    model = dv.model.SpatialImputer.from_reference(
+        spatial[:40].copy(), reference=ref[:60].copy(), design="latent", n_hidden=8
+    )
+    model.train(max_epochs=1, **TRAIN)
+    model.save(tmp_path / "m")
+    saved = torch.load(tmp_path / "m" / "model.pt", weights_only=False)
+    assert "reference_counts" not in saved["model_state_dict"]
+    # As saved before: the reference in the state dict (and in its checksums) too.
+    saved["model_state_dict"]["reference_counts"] = model.module.reference_counts.clone()
+    state = {k: v for k, v in saved["model_state_dict"].items() if k != "pyro_param_store"}
+    saved["attr_dict"]["weights_digest_"] = weights_digest(state)
+    torch.save(saved, tmp_path / "m" / "model.pt")
+    loaded = dv.model.SpatialImputer.load(tmp_path / "m", spatial[:40].copy())
+    pd.testing.assert_frame_equal(loaded.impute(), model.impute())
+
+
 @pytest.mark.parametrize("design", ["deconvolution", "neighbours", "latent"])
 def test_torch_elbo_is_pyros_trace_elbo(design):
     """negative_elbo, which training uses, gives Pyro's Trace_ELBO of model and guide from the

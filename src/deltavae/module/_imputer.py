@@ -352,8 +352,8 @@ class ImputerLatentModule(_ImputerBase):
     n_spots
         Number of spots.
     reference_counts
-        Reference cells x all reference genes, raw counts (kept as a buffer, saved with
-        the model).
+        Reference cells x all reference genes, raw counts (kept as a buffer; not in the
+        state dict: the model's ``init_params_`` hold them, and ``load`` rebuilds it).
     visible
         Positions, among the reference genes, of the spots' genes (in the spots' order).
     n_latent, n_hidden, n_layers, dropout_rate
@@ -385,7 +385,8 @@ class ImputerLatentModule(_ImputerBase):
         reference_counts = torch.as_tensor(reference_counts, dtype=torch.float32)
         super().__init__(n_spots, reference_counts.shape[1], visible, technology_sd)
         self.n_latent = n_latent
-        self.register_buffer("reference_counts", reference_counts)
+        # Not persistent: saved as the model's init_params_ already (twice the file before).
+        self.register_buffer("reference_counts", reference_counts, persistent=False)
         self.encoder = GaussianHeads(
             self.n_visible, {"z": n_latent}, [2], n_hidden, n_layers, dropout_rate
         )
@@ -396,6 +397,11 @@ class ImputerLatentModule(_ImputerBase):
         self.log_theta_reference = nn.Parameter(torch.full((self.n_genes,), 2.0))
         self.log_theta = nn.Parameter(torch.full((self.n_visible,), 2.0))
         self._reference_batch: torch.Tensor | None = None
+
+    def load_state_dict(self, state_dict, *args, **kwargs):
+        # Models saved when the reference was in the state dict too: built from init_params_.
+        state_dict = {k: v for k, v in state_dict.items() if k != "reference_counts"}
+        return super().load_state_dict(state_dict, *args, **kwargs)
 
     def _encode(self, x_visible: torch.Tensor, source: int):
         h = log_cp10k(x_visible)
