@@ -341,6 +341,21 @@ def test_load_with_genes_in_another_order_advises_the_prefix_s_file(saved, count
     assert list(loaded.adata.var_names) == list(counts_adata.var_names)
 
 
+def test_scvi_tools_readers_of_a_save_name_a_folder_they_cannot_read(saved, tmp_path, capsys):
+    """view_setup_args and load_registry (scvi-tools' own) said 'Failed to load model file
+    ... from <v0.15.0, please use convert_legacy_save' for a missing or prefixed save."""
+    model, path = saved
+    with pytest.raises(FileNotFoundError, match="No saved model at .*nope"):
+        dv.model.ZINBVAE.view_setup_args(tmp_path / "nope")
+    model.save(tmp_path / "prefixed", prefix="p_")
+    with pytest.raises(FileNotFoundError, match=r"ZINBVAE.load_registry\(path, prefix='p_'\)"):
+        dv.model.ZINBVAE.load_registry(tmp_path / "prefixed")
+    registry = dv.model.ZINBVAE.load_registry(tmp_path / "prefixed", prefix="p_")
+    assert registry["model_name"] == "ZINBVAE" and registry["setup_args"]["layer"] is None
+    dv.model.ZINBVAE.view_setup_args(path)
+    assert "ZINBVAE.setup_anndata" in capsys.readouterr().out
+
+
 def test_save_refuses_a_keyword_it_would_ignore(saved, counts_adata):
     """Keywords scvi-tools' save does not name go to AnnData.write_h5ad, only when it writes
     the AnnData: save_anndate=True (a typo) saved the model without it, silently."""

@@ -201,6 +201,14 @@ def _covariate_sizes(registry: dict, without: dict | None = None) -> list[int]:
     return sizes
 
 
+def _docstring_of(source):
+    def take(method):
+        method.__doc__ = source.__doc__
+        return method
+
+    return take
+
+
 class QueryMappingMixin(ArchesMixin):
     """scArches query mapping onto a trained reference.
 
@@ -347,7 +355,7 @@ class QueryMappingMixin(ArchesMixin):
         return model
 
     @classmethod
-    @functools.wraps(ArchesMixin.prepare_query_anndata)
+    @_docstring_of(ArchesMixin.prepare_query_anndata)  # not wraps: its signature has no cls
     def prepare_query_anndata(
         cls,
         adata: AnnData,

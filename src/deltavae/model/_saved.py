@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 import torch
 from anndata import AnnData
+from scvi.model.base import BaseModelClass
 from scvi.model.base._save_load import _load_saved_files
 
 from ..train._convergence import NotConvergedWarning
@@ -104,10 +105,13 @@ def read_saved(
     model_file = os.path.join(path, f"{prefix or ''}model.pt")
     if not os.path.exists(model_file):
         others = sorted(f[: -len("model.pt")] for f in os.listdir(path) if f.endswith("model.pt"))
+        mapping = use in ("load_query_data", "prepare_query_anndata")  # read no prefix
+        call = "load(path, adata" if use == "load" or mapping else f"{use}(path"
         hint = (
-            f"it holds models saved with prefix {others} (save(..., prefix=)): load one with "
-            f"{cls.__name__}.load(path, adata, prefix={others[0]!r})"
-            + (", then pass the loaded model" if use != "load" else "")
+            f"it holds models saved with prefix {others} (save(..., prefix=)): "
+            f"{'load' if use == 'load' or mapping else 'read'} one with "
+            f"{cls.__name__}.{call}, prefix={others[0]!r})"
+            + (", then pass the loaded model" if mapping else "")
             if others
             else "point to the directory written by model.save()"
         )
@@ -267,6 +271,35 @@ class Saving:
                 # (load would read that; now it asks for the AnnData).
                 os.remove(stale)
             raise
+
+    @classmethod
+    def view_setup_args(cls, dir_path: str, prefix: str | None = None) -> None:
+        """Print the setup arguments of the model saved in ``dir_path`` (scvi-tools' method;
+        a folder it cannot read is named as :meth:`load` names it).
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save` (``~`` is the home folder).
+        prefix
+            The file-name prefix given to :meth:`save`.
+        """
+        read_saved(cls, dir_path, prefix, use="view_setup_args")
+        BaseModelClass.view_setup_args(os.path.expanduser(os.fspath(dir_path)), prefix)
+
+    @classmethod
+    def load_registry(cls, dir_path: str, prefix: str | None = None) -> dict:
+        """The registry (setup) of the model saved in ``dir_path`` (scvi-tools' method; a
+        folder it cannot read is named as :meth:`load` names it).
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save` (``~`` is the home folder).
+        prefix
+            The file-name prefix given to :meth:`save`.
+        """
+        return read_saved(cls, dir_path, prefix, use="load_registry")[0]["registry_"]
 
     @classmethod
     def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs):
