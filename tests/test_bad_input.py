@@ -356,6 +356,30 @@ def test_scvi_tools_readers_of_a_save_name_a_folder_they_cannot_read(saved, tmp_
     assert "ZINBVAE.setup_anndata" in capsys.readouterr().out
 
 
+def test_load_downloads_a_missing_model_file_from_backup_url(saved, counts_adata, tmp_path):
+    """scvi-tools' load(backup_url=...) downloads a missing model file: deltavae's checks
+    refused the folder first ('No saved model at ...'), for every model's load."""
+    import functools
+    import http.server
+    import threading
+
+    model, path = saved
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/model.pt"
+        loaded = dv.model.ZINBVAE.load(tmp_path / "fresh", counts_adata, backup_url=url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (tmp_path / "fresh" / "model.pt").read_bytes() == (path / "model.pt").read_bytes()
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation(), model.get_latent_representation()
+    )
+
+
 def test_save_refuses_a_keyword_it_would_ignore(saved, counts_adata):
     """Keywords scvi-tools' save does not name go to AnnData.write_h5ad, only when it writes
     the AnnData: save_anndate=True (a typo) saved the model without it, silently."""

@@ -369,7 +369,8 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         """
         given = adata
         if adata is not None:
-            _, var_names, _ = read_saved(cls, dir_path, kwargs.get("prefix"))
+            url = kwargs.get("backup_url")
+            _, var_names, _ = read_saved(cls, dir_path, kwargs.get("prefix"), backup_url=url)
             adata = spots_to_load(adata, var_names)
         model = super().load(dir_path, adata=adata, **kwargs)
         if given is not None and model.adata is not given:  # a copy: results go into given

@@ -300,7 +300,8 @@ class NMFDeconv(
         >>> d = dv.model.NMFDeconv.load("nmf_model/", spots)  # doctest: +SKIP
         """
         if adata is not None:
-            attr_dict, var_names, state = read_saved(cls, dir_path, kwargs.get("prefix"))
+            url, prefix = kwargs.get("backup_url"), kwargs.get("prefix")
+            attr_dict, var_names, state = read_saved(cls, dir_path, prefix, backup_url=url)
             genes = pd.Index(np.asarray(var_names).astype(str))
             names = pd.Index(adata.var_names.astype(str))
             index = state.get("gene_index")

@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 import torch
 from anndata import AnnData
+from scvi.data._download import _download
 from scvi.model.base import BaseModelClass
 from scvi.model.base._save_load import _load_saved_files
 
@@ -73,7 +74,12 @@ def _check_digest(path: str, saved: dict | None, state_dict: dict) -> None:
 
 
 def read_saved(
-    cls, dir_path, prefix: str | None = None, what: str = "model", use: str = "load"
+    cls,
+    dir_path,
+    prefix: str | None = None,
+    what: str = "model",
+    use: str = "load",
+    backup_url: str | None = None,
 ) -> tuple[dict, np.ndarray, dict]:
     """Read a directory written by ``save``: attributes, gene names and state dict.
 
@@ -93,8 +99,13 @@ def read_saved(
         What to call the saved model in messages (``"model"``, ``"reference model"``).
     use
         The method the user called (``"load"``, ``"load_query_data"``), for the messages.
+    backup_url
+        Where to download the model file from when ``dir_path`` lacks it (scvi-tools'
+        ``load(backup_url=...)``; the folder is made).
     """
     path = os.path.expanduser(os.fspath(dir_path))
+    if backup_url is not None:  # scvi-tools downloads it only after our checks had refused
+        _download(backup_url, path, f"{prefix or ''}model.pt")
     if os.path.isfile(path) and path.endswith("model.pt"):  # the file save wrote, not its folder
         raise FileNotFoundError(
             f"{path!r} is the model file; pass the directory save wrote, which holds it: "
@@ -167,9 +178,6 @@ def check_save_keywords(kwargs: dict) -> None:
     ...
     TypeError: save() got an unexpected keyword argument 'save_anndate' (did you mean ...
     """
-    from anndata import AnnData
-    from scvi.model.base import BaseModelClass
-
     known = ["dir_path", "overwrite", "save_anndata"]
     for method in (BaseModelClass.save, AnnData.write_h5ad):
         known += [
@@ -313,7 +321,8 @@ class Saving:
             AnnData with the same genes, in the same order, as the training data. ``None``
             uses the AnnData saved with the model.
         **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``, ...).
+            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
+            ``device``, ``prefix``, ``backup_url``: where to download a missing model file).
 
         Examples
         --------
@@ -322,7 +331,9 @@ class Saving:
         prefix = kwargs.get("prefix")
         check_accelerator(kwargs.get("accelerator", "auto"))  # Lightning's error names no fix
         dir_path = os.path.expanduser(os.fspath(dir_path))
-        attr_dict, var_names, state = read_saved(cls, dir_path, prefix)
+        attr_dict, var_names, state = read_saved(
+            cls, dir_path, prefix, backup_url=kwargs.get("backup_url")
+        )
         if adata is None and not os.path.exists(
             os.path.join(dir_path, f"{prefix or ''}adata.h5ad")
         ):
