@@ -320,7 +320,9 @@ def test_load_with_different_genes(saved, counts_adata):
     with pytest.raises(ValueError, match=r"5 of them missing \(e.g. \['gene_0'"):
         dv.model.ZINBVAE.load(path, adata=fewer)
     shuffled = counts_adata[:, ::-1].copy()
-    with pytest.raises(ValueError, match="genes differ .*the same genes in another order"):
+    # Named no gene: which ones moved, and where.
+    moved = r"another order \(60 moved; e.g. position 0 holds 'gene_59', the model's gene there"
+    with pytest.raises(ValueError, match=f"genes differ .*the same genes in {moved}"):
         dv.model.ZINBVAE.load(path, adata=shuffled)
 
 

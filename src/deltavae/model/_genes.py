@@ -26,7 +26,16 @@ def _gene_difference(genes: pd.Index, names: pd.Index) -> str:
         parts.append(f"{len(missing)} of them missing (e.g. {missing[:5].tolist()})")
     if len(extra):
         parts.append(f"{len(extra)} genes it does not know (e.g. {extra[:5].tolist()})")
-    return " and ".join(parts) or "the same genes in another order"
+    if parts:
+        return " and ".join(parts)
+    if len(genes) != len(names):  # the training genes, some of them repeated
+        return f"the same gene names, some repeated ({len(names)} for {len(genes)})"
+    moved = np.flatnonzero(np.asarray(genes) != np.asarray(names))
+    first = int(moved[0]) if len(moved) else 0
+    return (
+        f"the same genes in another order ({len(moved)} moved; e.g. position {first} holds "
+        f"{names[first]!r}, the model's gene there is {genes[first]!r})"
+    )
 
 
 def identifier_advice(first, second) -> str:
