@@ -382,6 +382,21 @@ def test_load_downloads_a_missing_model_file_from_backup_url(saved, counts_adata
     )
 
 
+@pytest.mark.parametrize(
+    "model", ["ZINBVAE", "CGMDVAE", "NMFDeconv", "Archetypes", "SpatialImputer"]
+)
+def test_load_names_a_file_name_or_swapped_arguments(model, counts_adata, tmp_path):
+    """load(path, "cells.h5ad") failed with "'str' object has no attribute 'var_names'", and
+    load(adata, path) with "expected str, bytes or os.PathLike object, not AnnData"."""
+    cls = getattr(dv.model, model)
+    with pytest.raises(TypeError, match=r"got the path 'cells.h5ad'. Read it first: adata = "):
+        cls.load(tmp_path / "m", "cells.h5ad")
+    with pytest.raises(TypeError, match=rf"{model}.load\(dir_path, adata\); got an AnnData as"):
+        cls.load(counts_adata, tmp_path / "m")
+    with pytest.raises(TypeError, match="adata must be an AnnData .*got DataFrame"):
+        cls.load(tmp_path / "m", counts_adata.to_df())
+
+
 def test_save_refuses_a_keyword_it_would_ignore(saved, counts_adata):
     """Keywords scvi-tools' save does not name go to AnnData.write_h5ad, only when it writes
     the AnnData: save_anndate=True (a typo) saved the model without it, silently."""

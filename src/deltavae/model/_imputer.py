@@ -27,7 +27,7 @@ from ._imputer_reference import (
 )
 from ._imputer_results import ImputerResultsMixin
 from ._matrices import adata_in_memory, memory_copy, row_sums, to_memory
-from ._saved import read_saved
+from ._saved import check_load_arguments, read_saved
 from ._spots import (
     SpotModelMixin,
     spot_rate,
@@ -367,7 +367,7 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         **kwargs
             Passed to :meth:`deltavae.model.ZINBVAE.load`.
         """
-        given = adata
+        given = adata = check_load_arguments(cls, dir_path, adata)
         if adata is not None:
             url = kwargs.get("backup_url")
             _, var_names, _ = read_saved(cls, dir_path, kwargs.get("prefix"), backup_url=url)

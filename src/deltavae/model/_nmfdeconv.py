@@ -20,7 +20,7 @@ from ._genes import align_query_genes, match_read_genes
 from ._nmf_reference import FromReferenceMixin
 from ._nmf_results import NMFResultsMixin
 from ._nmf_start import check_signatures, nmf_start, nnls_start
-from ._saved import read_saved
+from ._saved import check_load_arguments, read_saved
 from ._spots import SpotModelMixin, spot_rate
 from ._training_checks import _is_int
 from ._validation import check_model_arguments, warn_user
@@ -299,6 +299,7 @@ class NMFDeconv(
         --------
         >>> d = dv.model.NMFDeconv.load("nmf_model/", spots)  # doctest: +SKIP
         """
+        adata = check_load_arguments(cls, dir_path, adata)
         if adata is not None:
             url, prefix = kwargs.get("backup_url"), kwargs.get("prefix")
             attr_dict, var_names, state = read_saved(cls, dir_path, prefix, backup_url=url)

@@ -19,6 +19,7 @@ from scvi.data._download import _download
 from scvi.model.base import BaseModelClass
 from scvi.model.base._save_load import _load_saved_files
 
+from .._checks import check_anndata, short_repr
 from ..train._convergence import NotConvergedWarning
 from ..train._divergence import trained_state
 from ..train._record import cells_digest
@@ -71,6 +72,26 @@ def _check_digest(path: str, saved: dict | None, state_dict: dict) -> None:
             f"{', ...' if len(problems) > 3 else ''}): the file was damaged or changed after "
             "saving; save the model again."
         )
+
+
+def check_load_arguments(cls, dir_path, adata, use: str = "load"):
+    """``adata`` checked as an AnnData (or None) for ``cls.<use>(dir_path, adata)``: a file
+    name, a table or the arguments swapped failed with "'str' object has no attribute
+    'var_names'" or "expected str, bytes or os.PathLike object, not AnnData"."""
+    name = f"{cls.__name__}.{use}"
+    if isinstance(dir_path, AnnData):
+        raise TypeError(
+            f"{name} takes the directory written by save first, then the AnnData: "
+            f"{name}(dir_path, adata); got an AnnData as dir_path."
+        )
+    if isinstance(adata, str | os.PathLike):
+        raise TypeError(
+            f"{name}'s adata must be an AnnData; got the path {short_repr(os.fspath(adata))}. "
+            "Read it "
+            f"first: adata = anndata.read_h5ad(path) (or deltavae.read_lazy(path) to keep it "
+            f"on disk), then {name}(dir_path, adata)."
+        )
+    return check_anndata(adata)
 
 
 def read_saved(
@@ -328,6 +349,7 @@ class Saving:
         --------
         >>> vae = dv.model.ZINBVAE.load("pbmc_vae/", adata)  # the class saved  # doctest: +SKIP
         """
+        adata = check_load_arguments(cls, dir_path, adata)
         prefix = kwargs.get("prefix")
         check_accelerator(kwargs.get("accelerator", "auto"))  # Lightning's error names no fix
         dir_path = os.path.expanduser(os.fspath(dir_path))
