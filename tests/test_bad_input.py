@@ -386,7 +386,7 @@ def test_load_downloads_a_missing_model_file_from_backup_url(saved, counts_adata
     "model", ["ZINBVAE", "CGMDVAE", "NMFDeconv", "Archetypes", "SpatialImputer"]
 )
 def test_load_names_a_file_name_or_swapped_arguments(model, counts_adata, tmp_path):
-    """load(path, "cells.h5ad") failed with "'str' object has no attribute 'var_names'", and
+    """load(path, "cells.h5ad") failed with "'str' object has no attribute 'var_names'",
     load(adata, path) with "expected str, bytes or os.PathLike object, not AnnData"."""
     cls = getattr(dv.model, model)
     with pytest.raises(TypeError, match=r"got the path 'cells.h5ad'. Read it first: adata = "):
@@ -395,6 +395,9 @@ def test_load_names_a_file_name_or_swapped_arguments(model, counts_adata, tmp_pa
         cls.load(counts_adata, tmp_path / "m")
     with pytest.raises(TypeError, match="adata must be an AnnData .*got DataFrame"):
         cls.load(tmp_path / "m", counts_adata.to_df())
+    # scvi-tools' datamodule: "ZINBVAE.__init__() got an unexpected keyword argument".
+    with pytest.raises(TypeError, match=rf"{model}.load\(\) got an unexpected argument 'datam"):
+        cls.load(tmp_path / "m", counts_adata, datamodule=object())
 
 
 def test_save_refuses_a_keyword_it_would_ignore(saved, counts_adata):

@@ -27,7 +27,7 @@ from ._count_advice import layer_fixed
 from ._genes import genes_to_load_advice
 from ._labels import check_known_categories, check_labels_to_load
 from ._matrices import check_still_on_disk
-from ._scvi_glue import obs_types_kept
+from ._scvi_glue import obs_types_kept, refuse_scvi_names
 from ._training_checks import check_accelerator
 from ._validation import warn_user
 
@@ -74,11 +74,13 @@ def _check_digest(path: str, saved: dict | None, state_dict: dict) -> None:
         )
 
 
-def check_load_arguments(cls, dir_path, adata, use: str = "load"):
-    """``adata`` checked as an AnnData (or None) for ``cls.<use>(dir_path, adata)``: a file
-    name, a table or the arguments swapped failed with "'str' object has no attribute
-    'var_names'" or "expected str, bytes or os.PathLike object, not AnnData"."""
-    name = f"{cls.__name__}.{use}"
+def check_load_arguments(cls, dir_path, adata, kwargs: dict):
+    """``adata`` checked as an AnnData (or None) for ``cls.load(dir_path, adata, **kwargs)``:
+    a file name, a table or the arguments swapped failed with "'str' object has no attribute
+    'var_names'" or "expected str, bytes or os.PathLike object, not AnnData", scvi-tools'
+    ``datamodule`` with "__init__() got an unexpected keyword argument"."""
+    refuse_scvi_names("load", cls.__name__, kwargs)
+    name = f"{cls.__name__}.load"
     if isinstance(dir_path, AnnData):
         raise TypeError(
             f"{name} takes the directory written by save first, then the AnnData: "
@@ -349,7 +351,7 @@ class Saving:
         --------
         >>> vae = dv.model.ZINBVAE.load("pbmc_vae/", adata)  # the class saved  # doctest: +SKIP
         """
-        adata = check_load_arguments(cls, dir_path, adata)
+        adata = check_load_arguments(cls, dir_path, adata, kwargs)
         prefix = kwargs.get("prefix")
         check_accelerator(kwargs.get("accelerator", "auto"))  # Lightning's error names no fix
         dir_path = os.path.expanduser(os.fspath(dir_path))

@@ -237,6 +237,10 @@ _INSTEAD = {
         "plan_config": "pass the training plan's settings as plan_kwargs",
         "trainer_config": "pass the trainer's settings as keyword arguments of train",
     },
+    "load": {
+        "datamodule": "a model reads its own AnnData here: pass it, load(path, adata) (open "
+        "data larger than memory with dv.read_lazy)",
+    },
     "load_query_data": {
         **dict.fromkeys(_QUERY_FREEZING, _FIXED_QUERY),
         "inplace_subset_query_vars": "the query's genes are aligned by name on a copy, and "
