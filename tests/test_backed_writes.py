@@ -161,3 +161,29 @@ def test_a_highly_variable_gene_model_writes_into_the_whole_file(tmp_path):
     whole.file.close()
     written = ad.read_h5ad(tmp_path / "whole.h5ad").obsm["X_zinbvae"]
     np.testing.assert_allclose(written, model.get_latent_representation(), atol=1e-6)
+
+
+def test_results_are_refused_for_a_file_rewritten_with_other_spots(tmp_path):
+    """SpatialImputer reads a copy of its spots, so a backed spots file rewritten at the same
+    path (spots in another order) after from_reference was not noticed: write_to_adata wrote
+    the results row by row into the new file, proportions indexed by the old spots' names,
+    and the file could no longer be read ('value.index does not match parent's obs names')."""
+    import anndata as ad
+
+    data = dv.datasets.synthetic_counts(n_cells=120, n_genes=80, n_clusters=2, seed=0)
+    data.obs["cluster"] = data.obs["cluster"].astype(str)
+    path = tmp_path / "spots.h5ad"
+    data[60:, :60].copy().write_h5ad(path)
+    spots = ad.read_h5ad(path, backed="r")
+    imputer = dv.model.SpatialImputer.from_reference(
+        spots, reference=data[:60].copy(), labels_key="cluster", profiles="type"
+    )
+    imputer.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
+    spots.file.close()
+    data[60:, :60][::-1].copy().write_h5ad(path)  # the same spots, in reverse
+    spots.file.open(filemode="r+")
+    with pytest.raises(ValueError, match=r"rewritten since it was opened.*in another order"):
+        imputer.write_to_adata()
+    spots.file.close()
+    back = ad.read_h5ad(path)  # readable, and untouched
+    assert "proportions" not in back.obsm and back.obs_names[0] == data.obs_names[-1]

@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from anndata.io import write_elem
+from anndata.io import read_elem, write_elem
 
 from .._checks import check_anndata
 from .._io import result_slots, write_obs_columns
@@ -52,6 +52,30 @@ def _write_into_file(adata: AnnData, keys: list[str], h5=None) -> None:
     h5.flush()
 
 
+def _check_file_cells(adata: AnnData) -> None:
+    """Results go into a backed AnnData's file row by row: refuse a file rewritten at the same
+    path since it was opened with other cells or another order (anndata keeps the old obs in
+    memory). The results were written into the file's rows of other cells, and a table
+    (proportions) indexed by the old names left the file unreadable."""
+    if not adata.isbacked or not adata.file.is_open:
+        return
+    obs = adata.file["obs"]
+    stored = pd.Index(np.asarray(read_elem(obs[obs.attrs["_index"]])).astype(str))
+    names = pd.Index(adata.obs_names.astype(str))
+    if stored.equals(names):
+        return
+    same = len(stored) == len(names) and set(stored) == set(names)
+    raise ValueError(
+        f"adata's backing file {str(adata.filename)!r} was rewritten since it was opened: it "
+        f"holds {len(stored)} spots or cells"
+        + (" in another order" if same else f" (e.g. {stored[:3].tolist()})")
+        + f" where adata holds {len(names)} (e.g. {names[:3].tolist()}), and results are "
+        "written row by row, so they would land on other rows; nothing was written. Open the "
+        "file as it is now (anndata.read_h5ad(path, backed='r+')) and pass it: "
+        "model.write_to_adata(adata)."
+    )
+
+
 def _has_more_genes(model, adata: AnnData | None) -> bool:
     """Whether ``adata`` holds every gene of the model and others besides, and the model
     writes per-cell results only."""
@@ -83,6 +107,9 @@ def writes_backed(write_to_adata):
         given = getattr(self, "_query_adata", None)
         if adata is None:  # the AnnData given to load or from_reference: moved or deleted
             check_still_on_disk(given)  # since, h5py's error named neither it nor a fix
+        target = None if adata is None and given is None else self._write_target(adata)
+        if target is not None and not target.is_view:  # a view is refused below
+            _check_file_cells(target)
         if adata is None and given is not None and given.is_view:
             # load(dir, spots[mask]) or model.adata = spots[mask]: the model reads a copy.
             raise ValueError(
