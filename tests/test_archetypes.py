@@ -512,3 +512,19 @@ def test_write_to_adata_checks_its_arguments_before_reading_the_spots(fitted):
         clone.write_to_adata(mix.copy(), n_anchors=0)
     with pytest.raises(ValueError, match="key_added"):
         clone.write_to_adata(mix.copy(), key_added="a/b")
+
+
+def test_weights_of_some_new_spots_encode_only_those(fitted, monkeypatch):
+    """get_archetype_weights(new, indices=[...]) encoded every new spot, then kept the few
+    asked for: 3 of 2,000 spots cost a pass over all 2,000."""
+    model, mix = fitted
+    new = mix[::-1].copy()
+    new.obs_names = [f"new_{i}" for i in range(new.n_obs)]
+    full = model.get_archetype_weights(new)
+    encoded, inference = [], model.module.inference
+    monkeypatch.setattr(
+        model.module, "inference", lambda **kw: encoded.append(kw) or inference(**kw)
+    )
+    part = model.get_archetype_weights(new, indices=[250, 3, -1])
+    assert sum(len(next(iter(kw.values()))) for kw in encoded) == 3
+    pd.testing.assert_frame_equal(part, full.iloc[[250, 3, -1]])

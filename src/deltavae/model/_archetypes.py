@@ -228,19 +228,20 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         with torch.no_grad():
             return self.module.archetype_profiles().cpu().numpy().astype(np.float64)
 
-    def _raw_weights(self, adata: AnnData | None, batch_size: int | None, empty: bool = False):
+    def _raw_weights(self, adata, batch_size, empty: bool = False, rows=None):  # rows: all
         self._check_if_trained(warn=False)
         check_batch_size(batch_size)  # also where the cached weights are served
         if adata is None or adata is self.adata:
             # One pass over the training spots serves every result (weights, anchors, usage).
             out = self._cached("weights", lambda: self._encode(self.adata, batch_size))
-        else:
-            out = self._encode(adata, batch_size)
+            out = out if rows is None else (out[0][rows], out[1][rows])
+        else:  # only the spots asked for (3 of 2,000 new spots encoded all 2,000)
+            out = self._encode(adata, batch_size, rows)
         return out if empty else out[0]
 
-    def _encode(self, adata: AnnData, batch_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    def _encode(self, adata: AnnData, batch_size: int | None, rows=None):
         adata = self._validate_anndata(adata)
-        loader = self._make_data_loader(adata=adata, batch_size=batch_size, shuffle=False)
+        loader = self._make_data_loader(adata, rows, batch_size, shuffle=False)
         chunks, empty = [], []
         with torch.no_grad():
             for tensors in loader:
@@ -317,15 +318,14 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         >>> a.get_archetype_weights().idxmax(axis=1).value_counts()  # doctest: +SKIP
         """
         adata = self._resolve_adata(adata)
-        rows = selected_rows(adata, indices)  # of every spot's weights (one cached pass)
-        raw, empty = self._raw_weights(adata, batch_size, empty=True)
-        empty = empty[slice(None) if rows is None else rows]  # the spots asked for
+        rows = selected_rows(adata, indices)
+        raw, empty = self._raw_weights(adata, batch_size, empty=True, rows=rows)
         warn_empty_spots(int(empty.sum()), len(empty), "weights", adata.n_vars)
         groups, _ = self._merge()
         merged = np.zeros((raw.shape[0], groups.max() + 1))
         np.add.at(merged.T, groups, raw.T)
-        table = pd.DataFrame(merged, index=adata.obs_names, columns=self.archetype_names())
-        return table if rows is None else table.iloc[rows]
+        names = adata.obs_names if rows is None else adata.obs_names[rows]
+        return pd.DataFrame(merged, index=names, columns=self.archetype_names())
 
     def get_archetype_profiles(self) -> pd.DataFrame:
         """Normalised expression of each (merged) archetype: genes x archetypes.
