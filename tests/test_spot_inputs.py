@@ -424,6 +424,19 @@ def test_imputing_spots_without_counts_warns(split):
     model.train(max_epochs=3, **TRAIN)
     with pytest.warns(UserWarning, match=r"3 of 60 spots .* imputed values are not an estimate"):
         model.impute()
+    # Its proportions too, as NMFDeconv's (they were read without a word), counted among the
+    # spots asked for; write_to_adata says it once, of every result.
+    with pytest.warns(UserWarning, match=r"^3 of 60 spots .* their proportions are not an"):
+        props = model.get_proportions()
+    assert np.isfinite(props.to_numpy()).all()
+    with pytest.warns(UserWarning, match=r"^2 of 3 spots .* their proportions are not an"):
+        model.get_proportions(indices=[0, 2, 40])
+    model.get_proportions(indices=[10, 20])  # none of them empty: no warning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.write_to_adata(spots)
+    said = [str(w.message) for w in caught if "no counts in the" in str(w.message)]
+    assert len(said) == 1 and "imputed values and proportions are not" in said[0], said
 
 
 def test_auto_archetypes_on_few_spots_stay_below_spots_over_min_spots():

@@ -4,6 +4,8 @@ arguments NMFDeconv's read-outs take."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
@@ -201,10 +203,16 @@ class ImputerResultsMixin:
             return np.concatenate(locs), np.concatenate(scales) ** 2
         return np.concatenate(locs)
 
+    def _n_empty(self, positions: np.ndarray) -> int:
+        """How many of the model's spots at ``positions`` (repeats counted) have no counts."""
+        read, back = np.unique(positions, return_inverse=True)
+        totals = np.concatenate([c.sum(axis=1) for c in self._row_chunks(rows=read)] or [[]])
+        return int((totals[back] == 0).sum())
+
     def _per_spot(self, adata, batch_size, indices, method: str, what: str):
         """Rows of the fitted spots that ``adata`` holds (all for ``None``) and ``indices``
-        selects, and their names, after the checks every per-spot read-out makes
-        (deconvolution design only)."""
+        selects, their names and their rows in the model's AnnData, after the checks every
+        per-spot read-out makes (deconvolution design only)."""
         check_batch_size(batch_size)  # as NMFDeconv's: nothing is read by minibatch here
         if self.design_ != "deconvolution":
             raise ValueError(
@@ -214,7 +222,7 @@ class ImputerResultsMixin:
         # The spots checked before the model's state.
         positions, names = self._spot_positions(adata, indices, what.capitalize())
         self._check_if_trained(warn=False)
-        return fitted_rows(self)[positions], names
+        return fitted_rows(self)[positions], names, positions
 
     def get_proportions(
         self, adata: AnnData | None = None, batch_size: int | None = None, indices=None
@@ -244,10 +252,14 @@ class ImputerResultsMixin:
         >>> imputer.get_proportions().idxmax(axis=1).head()  # doctest: +SKIP
         >>> imputer.get_proportions(spots[spots.obs["region"] == "cortex"])  # doctest: +SKIP
         """
-        rows, names = self._per_spot(adata, batch_size, indices, "get_proportions", "proportions")
+        rows, names, at = self._per_spot(
+            adata, batch_size, indices, "get_proportions", "proportions"
+        )
         with torch.no_grad():
             values = self.module.proportions().cpu().numpy()[rows].astype(np.float64)
         values /= values.sum(axis=1, keepdims=True)
+        # As NMFDeconv's and impute: the proportions of a spot without counts are its start.
+        warn_empty_spots(self._n_empty(at), len(rows), "proportions", self.adata.n_vars)
         return pd.DataFrame(values, index=names, columns=self.state_names_)
 
     def get_abundance(
@@ -272,7 +284,7 @@ class ImputerResultsMixin:
         --------
         >>> imputer.get_abundance().describe()  # doctest: +SKIP
         """
-        rows, names = self._per_spot(adata, batch_size, indices, "get_abundance", "abundances")
+        rows, names, _ = self._per_spot(adata, batch_size, indices, "get_abundance", "abundances")
         with torch.no_grad():
             values = torch.exp(self.module.log_abundance).cpu().numpy()[rows].astype(np.float64)
         return pd.Series(values, index=names, name=self.abundance_key)
@@ -332,14 +344,21 @@ class ImputerResultsMixin:
         keys = prefixed(key_added, self.imputed_key, self.proportions_key, self.abundance_key)
         check_batch_size(batch_size)
         adata = imputed_spots(self, self._resolve_adata(self._write_target(adata)))
-        imputed = self.impute(genes, adata, batch_size)  # the same spots, any order
+        with warnings.catch_warnings():  # said once below, of every result
+            warnings.filterwarnings("ignore", message=r".* spots have no counts in the")
+            imputed = self.impute(genes, adata, batch_size)  # the same spots, any order
+            if self.design_ == "deconvolution":
+                proportions = self.get_proportions(adata)
+        what = "proportions" if self.design_ == "deconvolution" else "latents"
+        positions, _ = self._spot_positions(adata, None)
+        n_empty = self._n_empty(positions)
+        warn_empty_spots(n_empty, len(positions), f"imputed values and {what}", self.adata.n_vars)
         if self.design_ != "deconvolution":
             name = self.latent_key.removeprefix("X_")
             latent = f"X_{name}" if key_added is None else f"X_{key_added}_{name}"
             z = self.get_latent_representation(adata, batch_size=batch_size)
             adata.obsm[keys[0]], adata.obsm[latent] = imputed, z
             return [f"obsm/{keys[0]}", f"obsm/{latent}"]
-        proportions = self.get_proportions(adata)
         abundance = self.get_abundance(adata).to_numpy()
         adata.obsm[keys[0]], adata.obsm[keys[1]] = imputed, proportions
         adata.obs[keys[2]] = abundance
