@@ -195,6 +195,15 @@ def test_a_deconvolution_whose_types_ran_off_at_a_high_rate_says_so(which):
     assert (model.get_proportions().max() < 1e-3).sum() == 2
 
 
+def test_a_type_that_ran_off_at_ten_times_the_default_rate_is_said():
+    """At lr=0.05 (10 times NMFDeconv's default, the imputer's default) a type ran off to no
+    share in any spot, in silence: the check ran only above 10 times the default."""
+    model = SPOT_MODELS["nmf_reference"]()
+    with pytest.warns(dv.train.NotConvergedWarning, match=r"^1 of 3 types have no share"):
+        model.train(max_epochs=40, lr=0.05, **TRAIN)
+    assert (model.get_proportions().max() < 1e-3).sum() == 1
+
+
 def test_a_deconvolution_at_its_default_rate_keeps_every_type_quietly():
     model = SPOT_MODELS["nmf_reference"]()
     with warnings.catch_warnings(record=True) as caught:
