@@ -528,3 +528,11 @@ def test_weights_of_some_new_spots_encode_only_those(fitted, monkeypatch):
     part = model.get_archetype_weights(new, indices=[250, 3, -1])
     assert sum(len(next(iter(kw.values()))) for kw in encoded) == 3
     pd.testing.assert_frame_equal(part, full.iloc[[250, 3, -1]])
+
+
+def test_weights_sum_to_one_in_float64(fitted):
+    """The rows summed to 1 within the encoder's float32 (1.00000003), not as the proportions
+    of NMFDeconv and SpatialImputer, which sum to 1 in float64."""
+    model, mix = fitted
+    for weights in (model.get_archetype_weights(), model.get_archetype_weights(mix[::-1].copy())):
+        assert np.abs(weights.sum(axis=1) - 1).max() < 1e-12
