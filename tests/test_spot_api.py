@@ -373,3 +373,24 @@ def test_imputer_latent_design_gives_its_joint_latent_space(split):
         model.get_latent_representation(spots, reference=True)
     with pytest.raises(ValueError, match="needs design='latent': the deconvolution design"):
         _imputer(split).get_latent_representation()
+
+
+def test_spot_models_load_spots_with_genes_in_another_order(split, archetypes, tmp_path):
+    """NMFDeconv.load and Archetypes.load refused spots with the training genes in another
+    order, with advice to reorder them through torch.load of
+    model.pt, where model.adata = spots and every read-out read them by name."""
+    spots, ref = split
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # few shared genes
+        nmf = dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key="cluster")
+    nmf.train(**TRAIN)
+    arch, mix = archetypes
+    for model, data, key in ((nmf, spots, "proportions"), (arch, mix, "archetype_weights")):
+        expected = model.get_archetype_weights() if model is arch else model.get_proportions()
+        model.save(tmp_path / key)
+        given = data[:, ::-1].copy()
+        with pytest.warns(UserWarning, match=r"genes in another order; the model reads a copy"):
+            loaded = type(model).load(tmp_path / key, given)
+        assert list(loaded.adata.var_names) == list(data.var_names)
+        assert key in loaded.write_to_adata()[0]
+        np.testing.assert_allclose(given.obsm[key].to_numpy(), expected.to_numpy(), atol=1e-6)
