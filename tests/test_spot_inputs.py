@@ -77,6 +77,18 @@ def test_signatures_of_a_log_normalised_reference_are_refused(split):
     assert dv.model.NMFDeconv.signatures_from_reference(ref, "cluster", layer="counts").shape[0]
 
 
+def test_spots_that_are_not_counts_are_named_as_spots(split):
+    """The refusal of log-normalised spots said where by 'cells 1-60' while every other
+    message about spots speaks of spots."""
+    spots, ref = split
+    spots = spots.copy()
+    spots.X = np.log1p(spots.X)
+    with pytest.raises(ValueError, match=r"non-integer values such as .* in spots 1-60\)"):
+        dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+    with pytest.raises(ValueError, match=r" in spots 1-60\)"):
+        dv.model.Archetypes.setup_anndata(spots)
+
+
 @pytest.mark.parametrize("which", ["spots", "reference"])
 def test_duplicated_gene_names_are_refused_by_name(split, which):
     spots, ref = (a.copy() for a in split)

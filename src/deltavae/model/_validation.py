@@ -199,7 +199,7 @@ def check_data(
             if frac.size:
                 raise ValueError(
                     f"{where} must hold raw counts: found non-integer values such as "
-                    f"{frac.flat[0]:.8g} ({frac.size} in cells {row + 1}-{row + block.shape[0]}): "
+                    f"{frac.flat[0]:.8g} ({frac.size} in {unit} {row + 1}-{row + block.shape[0]}): "
                     + why_not_whole(frac, high, np.asarray(block.sum(axis=1)).ravel(), unit)
                     + counts_hint(adata, layer, name, unit)
                 )
