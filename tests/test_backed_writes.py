@@ -187,3 +187,24 @@ def test_results_are_refused_for_a_file_rewritten_with_other_spots(tmp_path):
     spots.file.close()
     back = ad.read_h5ad(path)  # readable, and untouched
     assert "proportions" not in back.obsm and back.obs_names[0] == data.obs_names[-1]
+
+
+def test_results_to_its_own_open_file_rewritten_since_are_refused(tmp_path):
+    """write_results_to_store into the file of a backed AnnData whose file is open skipped
+    the check that the file holds its cells in its order: written over with the cells in
+    reverse, cell_0's result went to the row of cell_59, in silence."""
+    import anndata as ad
+    import numpy as np
+
+    data = dv.datasets.synthetic_counts(n_cells=60, n_genes=20, n_clusters=2, seed=0)
+    path = tmp_path / "cells.h5ad"
+    data.write_h5ad(path)
+    cells = ad.read_h5ad(path, backed="r")
+    cells.obsm["result"] = np.arange(60.0)[:, None]
+    cells.file.close()
+    data[::-1].copy().write_h5ad(path)
+    cells.file.open()
+    with pytest.raises(ValueError, match=r"rewritten since it was opened.*in another order"):
+        dv.write_results_to_store(cells, ["obsm/result"], path)
+    cells.file.close()
+    assert "result" not in ad.read_h5ad(path).obsm

@@ -293,7 +293,7 @@ def _write_results_to_h5ad(adata: AnnData, keys: list[str], path: Path) -> None:
     """The h5ad side of :func:`write_results_to_store`."""
     import h5py
 
-    from .model._backed import _write_into_file
+    from .model._backed import _check_file_cells, _write_into_file
 
     own = adata.isbacked and Path(adata.filename).resolve() == path.resolve()
     # Closed (by the user): written as any other file, and left closed.
@@ -310,6 +310,7 @@ def _write_results_to_h5ad(adata: AnnData, keys: list[str], path: Path) -> None:
                 "(other.file.close()) and write again."
             ) from err
         try:
+            _check_file_cells(adata)  # rewritten at its path since adata was opened
             _write_into_file(adata, keys)
         finally:
             adata.file.close()
