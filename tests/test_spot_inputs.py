@@ -553,3 +553,14 @@ def test_score_tables_with_text_or_extra_types_are_named():
     wider = pd.concat([true * 0.7, pd.DataFrame({"C": [0.3] * 3}, index=true.index)], axis=1)
     with pytest.warns(UserWarning, match=r"cell types true lacks \(\['C'\]\), 30.0% of each"):
         deconvolution_scores(true, wider)
+
+
+def test_signatures_given_genes_by_types_are_told_to_transpose(split):
+    """Signatures as genes x cell types (scanpy's var-first habit) were told only that they
+    share no gene with the spots, naming the cell types as the signatures' genes."""
+    spots, ref = split
+    sig = dv.model.NMFDeconv.signatures_from_reference(ref, "cluster")
+    spots = spots.copy()
+    dv.model.NMFDeconv.setup_anndata(spots)
+    with pytest.raises(KeyError, match=r"their rows are the spots' genes.*signatures=sig\.T"):
+        dv.model.NMFDeconv(spots, signatures=sig.T)

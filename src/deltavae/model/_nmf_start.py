@@ -41,10 +41,16 @@ def check_signatures(signatures: pd.DataFrame, adata: AnnData):
             )
     columns = np.flatnonzero(adata.var_names.isin(signatures.columns))
     if len(columns) == 0:
+        transposed = adata.var_names.isin(signatures.index).any()  # genes x types
         raise KeyError(
             f"signatures share no gene with the spots (signatures e.g. "
-            f"{list(signatures.columns[:3])}, spots e.g. {list(adata.var_names[:3])}); use the "
-            "same gene identifiers in both."
+            f"{list(signatures.columns[:3])}, spots e.g. {list(adata.var_names[:3])}); "
+            + (
+                "their rows are the spots' genes: pass them as cell types x genes, "
+                "signatures=sig.T."
+                if transposed
+                else "use the same gene identifiers in both."
+            )
         )
     values = signatures[adata.var_names[columns]].to_numpy(dtype=np.float64)
     if not np.isfinite(values).all() or (values < 0).any():
