@@ -245,7 +245,8 @@ class ImputerResultsMixin:
         Returns
         -------
         pandas.DataFrame
-            Spots x reference states, float64, rows summing to 1.
+            Spots x reference states, float64, rows summing to 1. A spot without counts
+            gets what the model gives a spot without data (warned): not an estimate.
 
         Examples
         --------
