@@ -182,7 +182,7 @@ def test_results_are_refused_for_a_file_rewritten_with_other_spots(tmp_path):
     spots.file.close()
     data[60:, :60][::-1].copy().write_h5ad(path)  # the same spots, in reverse
     spots.file.open(filemode="r+")
-    with pytest.raises(ValueError, match=r"rewritten since it was opened.*in another order"):
+    with pytest.raises(ValueError, match=r"in another order .*: it was rewritten since"):
         imputer.write_to_adata()
     spots.file.close()
     back = ad.read_h5ad(path)  # readable, and untouched
@@ -204,7 +204,30 @@ def test_results_to_its_own_open_file_rewritten_since_are_refused(tmp_path):
     cells.file.close()
     data[::-1].copy().write_h5ad(path)
     cells.file.open()
-    with pytest.raises(ValueError, match=r"rewritten since it was opened.*in another order"):
+    with pytest.raises(ValueError, match=r"in another order .*: it was rewritten since"):
         dv.write_results_to_store(cells, ["obsm/result"], path)
     cells.file.close()
     assert "result" not in ad.read_h5ad(path).obsm
+
+
+def test_results_are_refused_for_a_file_whose_anndata_was_renamed_in_memory(tmp_path):
+    """obs_names of a backed AnnData changed in memory only: NMFDeconv's proportions, a table
+    indexed by the new names, went into the file under the old ones, which anndata then
+    refused to read ('value.index does not match parent's obs names')."""
+    import anndata as ad
+
+    cells = dv.datasets.synthetic_counts(n_cells=120, n_genes=30, n_clusters=2, seed=0)
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=30, seed=3)
+    path = tmp_path / "spots.h5ad"
+    spots.write_h5ad(path)
+    spots = ad.read_h5ad(path, backed="r")
+    with pytest.warns(UserWarning, match="share only"):
+        model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+    model.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
+    spots.file.close()
+    spots.file.open(filemode="r+")
+    spots.obs_names = [f"renamed_{i}" for i in range(spots.n_obs)]
+    with pytest.raises(ValueError, match=r"obs_names were changed in memory only.*to_memory"):
+        model.write_to_adata(spots)
+    spots.file.close()
+    assert "proportions" not in ad.read_h5ad(path).obsm  # readable, untouched

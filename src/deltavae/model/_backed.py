@@ -53,10 +53,10 @@ def _write_into_file(adata: AnnData, keys: list[str], h5=None) -> None:
 
 
 def _check_file_cells(adata: AnnData) -> None:
-    """Results go into a backed AnnData's file row by row: refuse a file rewritten at the same
-    path since it was opened with other cells or another order (anndata keeps the old obs in
-    memory). The results were written into the file's rows of other cells, and a table
-    (proportions) indexed by the old names left the file unreadable."""
+    """Results go into a backed AnnData's file row by row, tables indexed by its obs names:
+    refuse a file that holds other names or another order than ``adata`` (rewritten at the
+    same path since it was opened, or obs_names changed in memory only). Results were written
+    onto the rows of other spots, and a table (proportions) left the file unreadable."""
     if not adata.isbacked or not adata.file.is_open:
         return
     obs = adata.file["obs"]
@@ -66,13 +66,13 @@ def _check_file_cells(adata: AnnData) -> None:
         return
     same = len(stored) == len(names) and set(stored) == set(names)
     raise ValueError(
-        f"adata's backing file {str(adata.filename)!r} was rewritten since it was opened: it "
-        f"holds {len(stored)} spots or cells"
+        f"adata's backing file {str(adata.filename)!r} holds {len(stored)} spots or cells"
         + (" in another order" if same else f" (e.g. {stored[:3].tolist()})")
-        + f" where adata holds {len(names)} (e.g. {names[:3].tolist()}), and results are "
+        + f" where adata holds {len(names)} (e.g. {names[:3].tolist()}): it was rewritten "
+        "since it was opened, or adata.obs_names were changed in memory only. Results are "
         "written row by row, so they would land on other rows; nothing was written. Open the "
-        "file as it is now (anndata.read_h5ad(path, backed='r+')) and pass it: "
-        "model.write_to_adata(adata)."
+        "file as it is now (anndata.read_h5ad(path, backed='r+')) and pass it, or write into "
+        "a copy in memory: sub = adata.to_memory(); model.write_to_adata(sub)."
     )
 
 
