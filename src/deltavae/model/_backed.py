@@ -60,6 +60,8 @@ def _check_file_cells(adata: AnnData) -> None:
     if not adata.isbacked or not adata.file.is_open:
         return
     obs = adata.file["obs"]
+    if "_index" not in obs.attrs:  # a file of an older layout: not checked
+        return
     stored = pd.Index(np.asarray(read_elem(obs[obs.attrs["_index"]])).astype(str))
     names = pd.Index(adata.obs_names.astype(str))
     if stored.equals(names):
