@@ -201,6 +201,16 @@ def test_bad_count_values(counts_adata, value, match, sparse):
     _setup_fails(counts_adata, ValueError, match)
 
 
+def test_round_off_of_counts_is_shown_not_printed_whole(counts_adata):
+    """float64 counts off by 1e-12 were refused 'found non-integer values such as 2': the
+    value printed to 8 digits read as a whole number."""
+    X = counts_adata.X.toarray().astype(np.float64)
+    X[X > 0] *= 1 + 1e-12
+    counts_adata.X = X
+    with pytest.raises(ValueError, match=r"such as \d+\.0000000000\d+ .*float round-off"):
+        dv.model.ZINBVAE.setup_anndata(counts_adata)
+
+
 def test_bad_values_in_a_layer_are_named(counts_adata):
     counts_adata.layers["log"] = np.log1p(counts_adata.X.toarray())
     _setup_fails(

@@ -46,6 +46,21 @@ def not_counts(values: np.ndarray) -> np.ndarray:
     return values[(values < 0) | (np.fmod(values, 1) != 0)]
 
 
+def not_count_repr(value) -> str:
+    """A value that is not a count, printed so that it reads as one: ``1.5``, ``31.000002``,
+    and ``73.000000000073`` for float64 round-off that 8 significant digits print as ``73``.
+
+    Examples
+    --------
+    >>> not_count_repr(np.float64(73) * (1 + 1e-12)), not_count_repr(np.float32(1.5))
+    ('73.000000000073', '1.5')
+    """
+    text = f"{value:.8g}"
+    if np.isfinite(value) and float(text) == np.rint(value):  # printed whole: show it all
+        return repr(float(value))
+    return text
+
+
 def measurement_note(column: pd.Series, fractions: bool = False) -> str | None:
     """What makes a numeric obs column look like a measurement (nUMI, a score) rather than
     categories: more distinct numbers than max(50, half the rows), or (unless ``fractions``:

@@ -11,7 +11,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
-from .._checks import not_counts
+from .._checks import not_count_repr, not_counts
 
 #: Rows of a model's own AnnData read by :func:`check_still_counts` (a quick look, every call).
 _LOOK_ROWS = 200
@@ -190,7 +190,7 @@ def check_still_counts(adata: AnnData, layer: str | None, model: str) -> None:
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     raise ValueError(
         f"The model's AnnData no longer holds raw counts: {where} has values such as "
-        f"{bad.flat[0]:.6g} now, so it was changed in place after setup_anndata (e.g. "
+        f"{not_count_repr(bad.flat[0])} now, so it was changed in place after setup_anndata (e.g. "
         "sc.pp.normalize_total or sc.pp.log1p on the same object), and results would come from "
         f"the changed values. Put the counts back (the {model} reads them as before), or keep "
         "them in a layer before normalizing (adata.layers['counts'] = adata.X.copy()), set up "

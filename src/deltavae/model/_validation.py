@@ -24,6 +24,7 @@ from .._checks import (
     check_key_type,
     measurement_note,
     no_column,
+    not_count_repr,
     not_counts,
     refuse_minified,
     refuse_mixed_kinds,
@@ -199,7 +200,7 @@ def check_data(
             if frac.size:
                 raise ValueError(
                     f"{where} must hold raw counts: found non-integer values such as "
-                    f"{frac.flat[0]:.8g} ({frac.size} in {unit} {row + 1}-{row + block.shape[0]}): "
+                    f"{not_count_repr(frac.flat[0])} ({frac.size} in {unit} {row + 1}-{row + block.shape[0]}): "
                     + why_not_whole(frac, high, np.asarray(block.sum(axis=1)).ravel(), unit)
                     + counts_hint(adata, layer, name, unit)
                 )
