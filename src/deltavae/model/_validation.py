@@ -200,7 +200,8 @@ def check_data(
             if frac.size:
                 raise ValueError(
                     f"{where} must hold raw counts: found non-integer values such as "
-                    f"{not_count_repr(frac.flat[0])} ({frac.size} in {unit} {row + 1}-{row + block.shape[0]}): "
+                    f"{not_count_repr(frac.flat[0])} "
+                    f"({frac.size} in {unit} {row + 1}-{row + block.shape[0]}): "
                     + why_not_whole(frac, high, np.asarray(block.sum(axis=1)).ravel(), unit)
                     + counts_hint(adata, layer, name, unit)
                 )
