@@ -91,6 +91,23 @@ def test_differential_expression_between_clusters(trained):
         model.differential_expression(groupby="clusters", group1="0")
 
 
+def test_groupby_of_a_copy_names_the_anndata_read(trained):
+    """Leiden clusters added to a copy, then differential_expression(groupby=...) without the
+    copy: the KeyError said 'not a column of adata.obs' of the user's adata, which has it."""
+    model, adata = trained
+    copy = adata.copy()
+    copy.obs["leiden"] = copy.obs["cluster"].astype(str)
+    passing = r"model's AnnData \(model.adata: no adata was passed\).*pass it: "
+    with pytest.raises(KeyError, match=passing + r"model.differential_expression\(adata, group"):
+        model.differential_expression(groupby="leiden", group1="0")
+    with pytest.raises(KeyError, match=passing + r"model.differential_abundance\(adata, sample"):
+        model.differential_abundance(sample_key="leiden")
+    with pytest.raises(KeyError, match=r"groupby='leid' is not a column of adata.obs; avail"):
+        model.differential_expression(copy, groupby="leid", group1="0")
+    de = model.differential_expression(copy, groupby="leiden", group1="0", group2="1")
+    assert set(de.index) == set(adata.var_names) and "leiden" not in adata.obs
+
+
 def test_covariates_reach_encoder_and_decoder(counts_adata):
     counts_adata.obs["donor"] = np.tile(["d1", "d2", "d3"], counts_adata.n_obs // 3)
     # One covariate named by a string, as the batch key is (it failed deep in anndata).

@@ -8,6 +8,8 @@ import scvi
 import torch
 from anndata import AnnData
 
+from ._de_tables import missing_obs_column
+
 
 @torch.inference_mode()
 def aggregated_posterior(
@@ -64,11 +66,14 @@ def differential_abundance(
             "it, and the AnnData it views would get nothing. Pass a copy you keep: "
             "sub = adata[mask].copy(); model.differential_abundance(sub, sample_key=...)."
         )
-    if sample_key is None or sample_key not in target.obs:
+    if sample_key is None:
         raise KeyError(
-            f"sample_key={sample_key!r} is not a column of adata.obs: name the obs column of "
-            "the samples whose abundance is compared."
+            "sample_key=None is not a column of adata.obs: name the obs column of the samples "
+            "whose abundance is compared."
         )
+    if sample_key not in target.obs:
+        passed = adata is not None
+        raise missing_obs_column("sample_key", sample_key, target, passed, "differential_abundance")
     if num_cells_posterior is not None and not (
         isinstance(num_cells_posterior, int | np.integer) and num_cells_posterior >= 1
     ):  # 0 drew no cell, and scvi-tools' empty selection took every cell for each sample

@@ -18,7 +18,11 @@ from ._de_checks import (
     check_groupby_column,
     check_library_size,
 )
-from ._de_tables import check_importance_keywords, effect_breaks_ties, in_gene_list_order
+from ._de_tables import (
+    check_importance_keywords,
+    effect_breaks_ties,
+    in_gene_list_order,
+)
 from ._genes import identifier_advice
 from ._labels import _label_state, seen_categories
 from ._matrices import with_column
@@ -320,8 +324,8 @@ def check_de_groups(
             "being tested. Pass batch_correction=False."
         )
     adata = given.get("adata")
-    adata = model.adata if adata is None else adata
-    column = check_groupby_column(adata, groupby)
+    passed, adata = adata is not None, model.adata if adata is None else adata
+    column = check_groupby_column(adata, groupby, passed)
     present, values = set(column.astype(str)), set(column.unique())
     for arg in ("group1", "group2"):
         value = given.get(arg)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._checks import no_column, short_repr
+from ._de_tables import missing_obs_column
 from ._validation import warn_user
 
 #: scvi-tools' values of differential_expression's ``mode`` and ``weights``.
@@ -67,12 +68,14 @@ def check_de_test(given: dict) -> None:
         )
 
 
-def check_groupby_column(adata, groupby) -> pd.Series:
+def check_groupby_column(adata, groupby, passed: bool = True) -> pd.Series:
     """The column ``groupby`` names in ``adata.obs``, which holds groups: a KeyError naming
     the user's columns (not scvi-tools' ``_scvi_labels``, ...) for a missing one, and a
     ValueError for a column of fractions, most of them distinct (``library_size``), which
     scvi-tools compared value by value, a cell per group."""
     if not isinstance(groupby, Hashable) or groupby not in adata.obs:
+        if not passed:  # the model's own AnnData was read: the column is on another one
+            raise missing_obs_column("groupby", groupby, adata, False, "differential_expression")
         raise KeyError(
             no_column("groupby", groupby, adata.obs)
             + " groupby names the obs column whose groups are compared (e.g. 'leiden' after "

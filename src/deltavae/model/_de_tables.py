@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .._checks import no_column
+
 
 def in_gene_list_order(result, gene_list, genes: pd.Index, axis: int):
     """scvi-tools' read-out of ``gene_list`` with its genes (along ``axis``) in the order of
@@ -67,4 +69,26 @@ def check_importance_keywords(given: dict) -> None:
         f"get_normalized_expression() got an unexpected keyword argument {name!r}{hint} "
         "(keywords it does not name are importance weighting's, read with "
         "weights='importance' only)."
+    )
+
+
+def missing_obs_column(arg: str, key, adata, passed: bool, call: str) -> KeyError:
+    """The error for ``arg=key`` (``groupby``, ``sample_key``) that is not a column of the obs
+    read. Where no AnnData was passed, that is the model's own, and the column was most often
+    added to another one (leiden clusters of a copy or subset): the message says which AnnData
+    was read and how to pass the other (``call``: the method's name).
+
+    Examples
+    --------
+    >>> import anndata as ad
+    >>> err = missing_obs_column("groupby", "leiden", ad.AnnData(np.zeros((2, 1))), False, "de")
+    >>> "pass it: model.de(adata, groupby='leiden', ...)" in str(err)
+    True
+    """
+    if passed:
+        return KeyError(no_column(arg, key, adata.obs))
+    return KeyError(
+        no_column(arg, key, adata.obs, "the model's AnnData (model.adata: no adata was passed)")
+        + " For the cells of another AnnData (a copy or subset you added the column to), pass "
+        f"it: model.{call}(adata, {arg}={key!r}, ...)."
     )
