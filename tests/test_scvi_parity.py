@@ -240,6 +240,20 @@ def test_genes_subset_in_place_after_training_are_refused_by_name(counts_adata):
     assert model.write_to_adata(full) == ["obsm/X_zinbvae"]
 
 
+def test_cells_filtered_in_place_to_none_are_refused_by_name(counts_adata):
+    """sc.pp.filter_cells on the model's AnnData keeping no cell: read-outs failed in
+    scvi-tools with numpy's "zero-size array to reduction operation minimum"."""
+    dv.model.ZINBVAE.setup_anndata(counts_adata, batch_key="condition")
+    model = dv.model.ZINBVAE(counts_adata, **SMALL)
+    model.train(max_epochs=1)
+    full = counts_adata.copy()
+    counts_adata._inplace_subset_obs(np.zeros(counts_adata.n_obs, dtype=bool))
+    for call in (model.get_latent_representation, model.write_to_adata):
+        with pytest.raises(ValueError, match=r"AnnData holds no cells .* subset in place"):
+            call()
+    assert model.write_to_adata(full) == ["obsm/X_zinbvae"]
+
+
 def test_transform_batch_without_batches_says_so(counts_adata):
     dv.model.ZINBVAE.setup_anndata(counts_adata)
     model = dv.model.ZINBVAE(counts_adata, **SMALL)

@@ -83,6 +83,12 @@ def check_own_adata(model, training: bool = False) -> None:
             "genes (model.write_to_adata(full), full kept from before the subset), or set up "
             "and train a model on the subset."
         )
+    if adata is not None and adata.n_obs == 0:  # scvi-tools: "zero-size array to reduction"
+        raise ValueError(
+            "The model's AnnData holds no cells (0 observations): it was subset in place since "
+            "(e.g. sc.pp.filter_cells with a threshold that kept none). Pass an AnnData with "
+            "cells: model.write_to_adata(adata), model.get_latent_representation(adata)."
+        )
     registry = getattr(model, "registry_", None)
     if adata is not None and registry is not None:  # a column it reads changed since setup
         model.adata_manager.validate()  # another model's codes there (same AnnData): ours back
