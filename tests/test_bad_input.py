@@ -74,6 +74,32 @@ def test_load_onto_a_view_names_load(counts_adata, tmp_path):
         dv.model.ZINBVAE.load(tmp_path / "vae", counts_adata[:20])
 
 
+def test_a_path_for_an_anndata_or_arguments_swapped_are_named(counts_adata, tmp_path):
+    """load(adata, path) failed in os.fspath ("expected str, bytes or os.PathLike object, not
+    AnnData"), load(path, "cells.h5ad") and prepare_query_anndata(path, adata) with
+    AttributeErrors ('str' object has no attribute 'var_names' / 'is_view')."""
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, n_latent=3, n_hidden=8)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    path = tmp_path / "vae"
+    model.save(path)
+    ZINBVAE = dv.model.ZINBVAE
+    with pytest.raises(TypeError, match=r"then the AnnData: ZINBVAE.load\(dir_path, adata\)"):
+        ZINBVAE.load(counts_adata, path)
+    with pytest.raises(TypeError, match=r"not an AnnData: model.save\(path\)"):
+        model.save(counts_adata)
+    file = str(tmp_path / "cells.h5ad")
+    with pytest.raises(TypeError, match=r"got the path '.*cells.h5ad'. Read it first: adata ="):
+        ZINBVAE.load(path, file)
+    with pytest.raises(TypeError, match=r"got the path .* anndata.read_h5ad\(path\)"):
+        ZINBVAE.setup_anndata(file)
+    with pytest.raises(TypeError, match=r"got the folder .*vae'. The AnnData comes first"):
+        ZINBVAE.prepare_query_anndata(str(path), counts_adata)
+    with pytest.raises(TypeError, match=r"The query comes first: ZINBVAE.load_query_data\(adata"):
+        ZINBVAE.load_query_data(str(path), counts_adata)
+    assert ZINBVAE.load(path, counts_adata).adata is counts_adata
+
+
 @pytest.mark.parametrize("model", ["ZINBVAE", "CGMDVAE", "NMFDeconv", "Archetypes"])
 def test_repeated_gene_names_are_refused_at_setup(counts_adata, model):
     """Results name genes and new data are matched by name: ZINBVAE and CGMDVAE trained on

@@ -4,6 +4,7 @@ public names, so that no private name crosses a subpackage."""
 from __future__ import annotations
 
 import difflib
+import os
 
 import anndata as ad
 import numpy as np
@@ -121,6 +122,17 @@ def check_anndata(adata, name: str = "adata"):
     if adata is None or isinstance(adata, ad.AnnData):
         refuse_minified(adata, name)
         return adata
+    if isinstance(adata, str | os.PathLike) and os.path.isdir(adata):  # Model.f(path, adata)
+        raise TypeError(
+            f"{name} must be an AnnData (cells x genes); got the folder {os.fspath(adata)!r}. "
+            f"The AnnData comes first, a saved model's folder after it."
+        )
+    if isinstance(adata, str | os.PathLike):  # a file's name: "no attribute 'var_names'"
+        raise TypeError(
+            f"{name} must be an AnnData (cells x genes); got the path {os.fspath(adata)!r}. "
+            f"Read it first: {name} = anndata.read_h5ad(path) (or deltavae.read_lazy(path), "
+            "which leaves the counts on disk)."
+        )
     shape = getattr(adata, "shape", None)
     got = type(adata).__name__ + (f" of shape {tuple(shape)}" if shape is not None else "")
     raise TypeError(
@@ -155,6 +167,26 @@ def refuse_minified(adata, name: str = "adata") -> None:
             "(they have no minified mode). Pass the AnnData from before minify_adata, e.g. "
             "read its file again."
         )
+
+
+def check_path(dir_path, call: str) -> str:
+    """``dir_path`` (a model's folder) as a string with ``~`` expanded; a TypeError where an
+    AnnData came first instead, as in ``Model.load(adata, path)`` (os.fspath's "expected str,
+    bytes or os.PathLike object, not AnnData" named neither argument). ``call``: how the
+    method is called, for the message (``"ZINBVAE.load(path, adata)"``).
+
+    Examples
+    --------
+    >>> check_path(ad.AnnData(np.ones((2, 2))), "ZINBVAE.load(path, adata)")
+    Traceback (most recent call last):
+    ...
+    TypeError: dir_path is the model's folder, not an AnnData: ZINBVAE.load(path, adata).
+    """
+    if isinstance(dir_path, ad.AnnData):
+        raise TypeError(f"dir_path is the model's folder, not an AnnData: {call}.")
+    if not isinstance(dir_path, str | os.PathLike):
+        raise TypeError(f"dir_path must be a folder's path; got {type(dir_path).__name__}: {call}.")
+    return os.path.expanduser(os.fspath(dir_path))
 
 
 def short_repr(value, n: int = 5, unit: str = "items") -> str:

@@ -27,6 +27,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import ArchesMixin
 
+from .._checks import check_anndata
 from ..distributions import Likelihood
 from ..module._base import clear_own_params
 from ._base import DeltaModelMixin
@@ -92,6 +93,11 @@ def _reference_state(cls, reference) -> tuple[dict, np.ndarray, dict]:
         raise TypeError(
             f"reference_model must be a trained {cls.__name__} or the directory it was saved to; "
             f"got {type(reference).__name__}."
+            + (
+                f" The query comes first: {cls.__name__}.load_query_data(adata, reference_model)."
+                if isinstance(reference, AnnData)
+                else ""
+            )
         )
     if not attr_dict.get("is_trained_", False):
         raise ValueError(
@@ -363,6 +369,7 @@ class QueryMappingMixin(ArchesMixin):
         return_reference_var_names: bool = False,
         inplace: bool = True,
     ):
+        check_anndata(adata)  # the reference's folder first: "no attribute 'is_view'"
         if isinstance(reference_model, str | os.PathLike):  # scvi-tools: a str, "~" as is
             reference_model = os.path.expanduser(os.fspath(reference_model))
             # scvi-tools' own error for a missing, prefixed or damaged save advised

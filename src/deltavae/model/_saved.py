@@ -19,7 +19,7 @@ from scvi.data._download import _download
 from scvi.model.base import BaseModelClass
 from scvi.model.base._save_load import _load_saved_files
 
-from .._checks import check_anndata, short_repr
+from .._checks import check_anndata, check_path, short_repr
 from ..train._convergence import NotConvergedWarning
 from ..train._divergence import trained_state
 from ..train._record import cells_digest
@@ -272,7 +272,7 @@ class Saving:
         >>> vae.save("pbmc_vae/", overwrite=True)  # doctest: +SKIP
         """
         check_save_keywords(kwargs)
-        dir_path = os.path.expanduser(os.fspath(dir_path))
+        dir_path = check_path(dir_path, "model.save(path)")
         if os.path.isfile(dir_path):
             raise ValueError(
                 f"Save path {dir_path!r} is a file; save writes a directory: pick another path."
@@ -354,7 +354,7 @@ class Saving:
         adata = check_load_arguments(cls, dir_path, adata, kwargs)
         prefix = kwargs.get("prefix")
         check_accelerator(kwargs.get("accelerator", "auto"))  # Lightning's error names no fix
-        dir_path = os.path.expanduser(os.fspath(dir_path))
+        dir_path = check_path(dir_path, f"{cls.__name__}.load(path, adata)")
         attr_dict, var_names, state = read_saved(
             cls, dir_path, prefix, backup_url=kwargs.get("backup_url")
         )

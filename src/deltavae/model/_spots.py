@@ -171,6 +171,9 @@ class SpotModelMixin:
         --------
         >>> a = dv.model.Archetypes.load("archetypes/", spots)  # doctest: +SKIP
         """
+        from ._saved import check_load_arguments  # swapped arguments named before reading
+
+        adata = check_load_arguments(cls, dir_path, adata, kwargs)
         ordered = None if adata is None else _in_training_order(cls, dir_path, adata, kwargs)
         if ordered is None:
             return super().load(dir_path, adata=adata, **kwargs)

@@ -21,6 +21,7 @@ from scipy import sparse
 import deltavae as deltavae_pkg
 
 from .._checks import (
+    check_anndata,
     check_key_type,
     measurement_note,
     no_column,
@@ -33,6 +34,7 @@ from .._checks import (
 )
 from .._io import csc_advice, dense_advice, is_dense_zarr
 from ._count_advice import counts_hint, empty_x_hint, missing_layer_message, why_not_whole
+from ._setup_instead import SETUP_INSTEAD
 
 logger = logging.getLogger(__name__)
 
@@ -235,38 +237,6 @@ def check_data(
         )
 
 
-_CONDITIONS_INSTEAD = (
-    "its covariates are conditions: condition_key='donor' (a list for several, e.g. "
-    "condition_key=['condition', 'donor'])"
-)
-#: What a model takes instead of scvi-tools' setup arguments it does not, by model.
-_SETUP_INSTEAD = {
-    "ZINBVAE": {
-        "labels_key": "ZINBVAE learns without labels; CGMDVAE takes labels_key (supervised or "
-        "semi-supervised clusters)",
-        "condition_key": "ZINBVAE calls the condition or batch batch_key",
-        "continuous_covariate_keys": "ZINBVAE takes no continuous covariates; regress them "
-        "out beforehand, or use scvi.model.SCVI",
-    },
-    "CGMDVAE": {
-        "batch_key": _CONDITIONS_INSTEAD,
-        "categorical_covariate_keys": _CONDITIONS_INSTEAD,
-        "continuous_covariate_keys": "CGMDVAE takes no continuous covariates",
-        "size_factor_key": "CGMDVAE reads each cell's library size from its counts",
-    },
-    "Archetypes": {
-        "batch_key": "Archetypes calls each spot's slide (or batch) sample_key",
-    },
-    **{
-        spot_model: {
-            "labels_key": f"{spot_model} reads the reference's cell types: "
-            f"{spot_model}.from_reference(spots, reference, labels_key=...)",
-        }
-        for spot_model in ("NMFDeconv", "SpatialImputer")
-    },
-}
-
-
 def check_setup_target(adata, kwargs: dict | None = None, model: str | None = None) -> None:
     """Check that ``setup_anndata`` (also a query's) was given an AnnData it can register
     fields on, and (``kwargs``, its extra keywords) no argument ``model`` does not take:
@@ -293,10 +263,12 @@ def check_setup_target(adata, kwargs: dict | None = None, model: str | None = No
     unexpected = [] if "source_registry" in (kwargs or {}) else sorted(kwargs or {})
     if unexpected:
         key = unexpected[0]
-        hint = _SETUP_INSTEAD.get(model or "", {}).get(
+        hint = SETUP_INSTEAD.get(model or "", {}).get(
             key, "see its docstring for the arguments it takes"
         )
         raise TypeError(f"{model}.setup_anndata() got an unexpected argument {key!r}: {hint}.")
+    if isinstance(adata, str | os.PathLike):  # a file's name: read it (check_anndata says how)
+        check_anndata(adata)
     if not isinstance(adata, AnnData):
         raise TypeError(
             f"setup_anndata needs an AnnData (cells x genes); got {type(adata).__name__}. "

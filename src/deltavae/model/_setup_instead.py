@@ -1,0 +1,33 @@
+"""What each model takes instead of the scvi-tools setup arguments it does not take: the hint
+of ``check_setup_target``'s "unexpected argument" error."""
+
+_CONDITIONS_INSTEAD = (
+    "its covariates are conditions: condition_key='donor' (a list for several, e.g. "
+    "condition_key=['condition', 'donor'])"
+)
+#: What a model takes instead of scvi-tools' setup arguments it does not, by model.
+SETUP_INSTEAD = {
+    "ZINBVAE": {
+        "labels_key": "ZINBVAE learns without labels; CGMDVAE takes labels_key (supervised or "
+        "semi-supervised clusters)",
+        "condition_key": "ZINBVAE calls the condition or batch batch_key",
+        "continuous_covariate_keys": "ZINBVAE takes no continuous covariates; regress them "
+        "out beforehand, or use scvi.model.SCVI",
+    },
+    "CGMDVAE": {
+        "batch_key": _CONDITIONS_INSTEAD,
+        "categorical_covariate_keys": _CONDITIONS_INSTEAD,
+        "continuous_covariate_keys": "CGMDVAE takes no continuous covariates",
+        "size_factor_key": "CGMDVAE reads each cell's library size from its counts",
+    },
+    "Archetypes": {
+        "batch_key": "Archetypes calls each spot's slide (or batch) sample_key",
+    },
+    **{
+        spot_model: {
+            "labels_key": f"{spot_model} reads the reference's cell types: "
+            f"{spot_model}.from_reference(spots, reference, labels_key=...)",
+        }
+        for spot_model in ("NMFDeconv", "SpatialImputer")
+    },
+}
