@@ -658,6 +658,10 @@ def test_latent_shift_moves_an_unconditional_model_towards_the_target():
     np.testing.assert_array_equal(default.layers["counts"], drawn[0].layers["counts"])
     with pytest.raises(ValueError, match="conditional model"):
         vae.predict_perturbation(ctrl, "stim", method="translate")
+    # With condition_key too: the advice was to name the key in translate's target_condition,
+    # which ZINBVAE then refused as well.
+    with pytest.raises(ValueError, match="needs a conditional model .* or 'nearest_response'"):
+        vae.predict_perturbation(ctrl, "stim", method="translate", condition_key="condition")
     with pytest.raises(ValueError, match="pass balance_key"):
         vae.predict_perturbation(ctrl, "stim", "nearest_response", condition_key="condition")
     # Groups each seen under one condition only: a mean of nothing, then a Gamma of NaN.

@@ -127,6 +127,13 @@ class PerturbationMixin:
         can_translate = conditional and bool(category_mappings(self.registry_))
         if method is None:  # a model that cannot translate shifts z, as scGen does
             method = "translate" if can_translate else "latent_shift"
+        if method == "translate" and method not in self.perturbation_methods:
+            # First: the advice on translate's arguments below is for a model that translates.
+            raise ValueError(
+                f"method='translate' needs a conditional model such as CGMDVAE; "
+                f"{type(self).__name__} has none. Use method='latent_shift' or "
+                "'nearest_response'."
+            )
         if similarity != "expression" and method != "nearest_response":
             raise ValueError("similarity applies to method='nearest_response' only.")
         only = {"residual": residual, "response_weight": response_weight}  # translate's
@@ -147,11 +154,6 @@ class PerturbationMixin:
                 )
             )
         if method == "translate":
-            if method not in self.perturbation_methods:
-                raise ValueError(
-                    f"method='translate' needs a conditional model such as CGMDVAE; "
-                    f"{type(self).__name__} has none. Use method='latent_shift'."
-                )
             return self.translate(
                 adata,
                 target_condition,
