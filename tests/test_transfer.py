@@ -1410,3 +1410,25 @@ def test_cells_held_out_as_a_test_split_give_no_mean_or_response():
     assert pred.uns["response_groups"] == ["T1", "T2"]
     stim = (adata.obs["condition"] == "stim").to_numpy()  # nor is it counted as trained
     assert g.condition_counts_["condition"]["stim"] == (stim & ~held).sum()
+
+
+def test_latent_shift_without_condition_key_says_which_column_it_read(counts_adata):
+    """predict_perturbation(ctrl, "stim") of a ZINBVAE set up with batch_key="donor" read the
+    donor as the condition: "adata must hold cells of one source condition; obs['donor'] has
+    ['d1', 'd2']" named neither condition_key nor the default taken."""
+    counts_adata.obs["donor"] = np.tile(["d1", "d2"], counts_adata.n_obs // 2)
+    dv.model.ZINBVAE.setup_anndata(counts_adata, batch_key="donor")
+    vae = dv.model.ZINBVAE(counts_adata, n_latent=3, n_hidden=8)
+    with pytest.warns(dv.train.NotConvergedWarning):
+        vae.train(max_epochs=1, **FAST)
+    ctrl = counts_adata[counts_adata.obs["condition"] == "ctrl"]
+    read = r"condition_key was left out, so the model's own covariate 'donor' was read"
+    with pytest.raises(ValueError, match=r"one source condition; obs\['donor'\] .*" + read):
+        vae.predict_perturbation(ctrl, "stim")
+    one_donor = ctrl[ctrl.obs["donor"] == "d1"]
+    with pytest.raises(ValueError, match=r"donor='stim' was never seen .*" + read):
+        vae.predict_perturbation(one_donor, "stim")
+    with pytest.raises(ValueError, match=r"condition='sti' was never seen .*\]\.$"):
+        vae.predict_perturbation(ctrl, "sti", condition_key="condition")
+    pred = vae.predict_perturbation(ctrl, "stim", condition_key="condition", seed=0)
+    assert pred.shape == ctrl.shape and (pred.obs["condition"] == "stim").all()

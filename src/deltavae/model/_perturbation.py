@@ -176,6 +176,14 @@ class PerturbationMixin:
             return latent_shift(self, adata, contrast, batch_size, CellDraws(seed))
 
 
+def _defaulted_key(key: str) -> str:
+    """What a ``condition_key`` left out was read as, and how to name another column."""
+    return (
+        f" condition_key was left out, so the model's own covariate {key!r} was read as the "
+        "condition; name the column of the conditions, e.g. condition_key='condition'."
+    )
+
+
 class Contrast(NamedTuple):
     """The two conditions a prediction goes between, resolved and checked once for every method.
 
@@ -196,6 +204,7 @@ class Contrast(NamedTuple):
     @classmethod
     def resolve(cls, model, adata, target_condition, condition_key, groups_key) -> Contrast:
         """Check the keys and the conditions of ``adata`` against the model's training data."""
+        defaulted = condition_key is None and not isinstance(target_condition, dict)
         condition_key, target_condition = condition_request(
             model.registry_, target_condition, condition_key
         )
@@ -215,9 +224,10 @@ class Contrast(NamedTuple):
                 "cells their source condition or drop them."
             )
         sources = adata.obs[condition_key].astype(str).unique()
+        hint = _defaulted_key(condition_key) if defaulted else ""
         if len(sources) != 1:
             has = f"obs[{condition_key!r}] has {sorted(sources)}" if adata.n_obs else "it has none"
-            raise ValueError(f"adata must hold cells of one source condition; {has}.")
+            raise ValueError(f"adata must hold cells of one source condition; {has}.{hint}")
         train_conditions = trained_conditions(model, condition_key)  # not the test split's
         known = sorted(set(train_conditions) - {NOT_TRAINED})
         # 1.0 or True for condition 1 names it, as translate reads it; 1 for a dose of 1.0.
@@ -241,7 +251,7 @@ class Contrast(NamedTuple):
                     )
                 raise ValueError(
                     f"Condition {condition_key}={value!r} was never seen in training; "
-                    f"conditions seen: {seen}."
+                    f"conditions seen: {seen}.{hint}"
                 )
         warn_if_cells_not_trained(model, condition_key, train_conditions, (source, target))
         return cls(condition_key, source, target, train_conditions, groups_key)
