@@ -58,6 +58,10 @@ def test_cluster_entropy_reads_an_anndata_like_the_plots():
     np.testing.assert_allclose(dv.pl.cluster_entropy(adata, probs_key="p"), [1.0, 0.0])
     with pytest.raises(KeyError, match="probs_key='q' is not in adata.obsm.*write_to_adata"):
         dv.pl.cluster_entropy(adata, probs_key="q")
+    # Written with key_added="run2": the default key is missing, the written one is named.
+    adata.obsm["run2_cluster_probs"] = adata.obsm.pop("cgmdvae_cluster_probs")
+    with pytest.raises(KeyError, match=r"wrote \['run2_cluster_probs'\].*: pass probs_key='run2_"):
+        dv.pl.cluster_entropy(adata)
 
 
 def test_cluster_probabilities_colours_cells_by_entropy(clustered, tmp_path):

@@ -71,9 +71,16 @@ def cluster_entropy(
 
 def _probabilities(adata: AnnData, probs_key: str) -> np.ndarray:
     if probs_key not in adata.obsm:
+        # write_to_adata(key_added="run2") writes obsm["run2_cluster_probs"]: name it.
+        written = [key for key in adata.obsm if str(key).endswith("_cluster_probs")]
+        fix = (
+            f"write_to_adata wrote {written} (obsm['<key_added>_cluster_probs']): pass "
+            f"probs_key={written[0]!r}."
+            if written
+            else "Run model.write_to_adata(adata) first."
+        )
         raise KeyError(
-            f"probs_key={probs_key!r} is not in adata.obsm; available: {list(adata.obsm)}. "
-            "Run model.write_to_adata(adata) first."
+            f"probs_key={probs_key!r} is not in adata.obsm; available: {list(adata.obsm)}. {fix}"
         )
     return np.asarray(adata.obsm[probs_key], dtype=float)
 
