@@ -237,6 +237,24 @@ def test_round_off_of_counts_is_shown_not_printed_whole(counts_adata):
         dv.model.ZINBVAE.setup_anndata(counts_adata)
 
 
+@pytest.mark.parametrize("sparse", [True, False])
+def test_rounding_advice_names_the_layer_holding_the_counts(counts_adata, sparse):
+    """Round-off in layers['counts'] was met with 'X.data = np.rint(X.data)', which rounds the
+    log-normalized X of a scanpy user instead of the counts."""
+    X = counts_adata.X.toarray().astype(np.float32)
+    X[X > 0] += 1e-5
+    counts_adata.layers["counts"] = sp.csr_matrix(X) if sparse else X
+    counts_adata.X = np.log1p(counts_adata.X.toarray())
+    fix = (
+        r"adata.layers\['counts'\].data = np.rint\(adata.layers\['counts'\].data\)\."
+        if sparse
+        else r"adata.layers\['counts'\] = np.rint\(adata.layers\['counts'\]\)\."
+    )
+    _setup_fails(
+        counts_adata, ValueError, r"float round-off .*round them first: " + fix, layer="counts"
+    )
+
+
 def test_bad_values_in_a_layer_are_named(counts_adata):
     counts_adata.layers["log"] = np.log1p(counts_adata.X.toarray())
     _setup_fails(

@@ -56,10 +56,30 @@ def _first_rows(X):
     return block, np.asarray(block.data if sparse.issparse(block) else block)
 
 
-def why_not_whole(frac: np.ndarray, high: float, sums: np.ndarray, unit: str = "cells") -> str:
+def why_not_whole(
+    frac: np.ndarray,
+    high: float,
+    sums: np.ndarray,
+    unit: str = "cells",
+    where: str | None = None,
+    is_sparse: bool = True,
+) -> str:
     """What non-integer values in a count matrix most likely are, and the fix when they are
-    counts after all (``high``: the largest value seen; ``sums``: the rows' totals)."""
-    rounding = "round them first: X.data = np.rint(X.data) for a sparse X, np.rint(X) dense."
+    counts after all (``high``: the largest value seen; ``sums``: the rows' totals; ``where``:
+    the matrix, e.g. ``"adata.layers['counts']"``, sparse or not, for the rounding to run).
+
+    Examples
+    --------
+    >>> frac = np.array([2.0000001])
+    >>> why_not_whole(frac, 3.0, np.array([5.0]), where="adata.layers['c']").split("so, ")[1]
+    "round them first: adata.layers['c'].data = np.rint(adata.layers['c'].data)."
+    """
+    if where is None:
+        rounding = "round them first: X.data = np.rint(X.data) for a sparse X, np.rint(X) dense."
+    elif is_sparse:  # the matrix the message is about, not adata.X (log-normalized, often)
+        rounding = f"round them first: {where}.data = np.rint({where}.data)."
+    else:
+        rounding = f"round them first: {where} = np.rint({where})."
     sums = sums[sums > 0]
     if len(sums) > 1 and sums.max() - sums.min() <= 1e-3 * sums.max():
         # sc.pp.normalize_total: every row scaled to one total, which rounding would not undo.

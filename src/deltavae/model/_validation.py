@@ -204,7 +204,14 @@ def check_data(
                     f"{where} must hold raw counts: found non-integer values such as "
                     f"{not_count_repr(frac.flat[0])} "
                     f"({frac.size} in {unit} {row + 1}-{row + block.shape[0]}): "
-                    + why_not_whole(frac, high, np.asarray(block.sum(axis=1)).ravel(), unit)
+                    + why_not_whole(
+                        frac,
+                        high,
+                        np.asarray(block.sum(axis=1)).ravel(),
+                        unit,
+                        where,
+                        sparse.issparse(block),
+                    )
                     + counts_hint(adata, layer, name, unit)
                 )
         elif kind == "binary" and (low < 0 or high > 1):
