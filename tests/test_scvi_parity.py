@@ -3,6 +3,7 @@ take, several devices, overwriting a save, loading onto new cells, K above the c
 
 import numpy as np
 import pytest
+import scanpy as sc
 import scvi
 
 import deltavae as dv
@@ -252,6 +253,26 @@ def test_cells_filtered_in_place_to_none_are_refused_by_name(counts_adata):
         with pytest.raises(ValueError, match=r"AnnData holds no cells .* subset in place"):
             call()
     assert model.write_to_adata(full) == ["obsm/X_zinbvae"]
+
+
+def test_normal_data_scaled_in_place_after_training_are_refused(counts_adata):
+    """sc.pp.scale on the log-normalized AnnData of a likelihood="normal" CGMDVAE after
+    training: every read-out encoded the scaled values without a word (the latent moved)."""
+    sc.pp.normalize_total(counts_adata)
+    sc.pp.log1p(counts_adata)
+    dv.model.CGMDVAE.setup_anndata(counts_adata, condition_key="condition")
+    model = dv.model.CGMDVAE(counts_adata, n_clusters=3, likelihood="normal", **SMALL)
+    model.train(max_epochs=1)
+    latent = model.get_latent_representation()
+    kept = counts_adata.copy()
+    counts_adata.X = counts_adata.X.toarray()
+    sc.pp.scale(counts_adata)
+    for call in (model.get_latent_representation, model.write_to_adata, model.predict_clusters):
+        with pytest.raises(ValueError, match=r"changed in place .* had no negative values"):
+            call()
+    np.testing.assert_allclose(model.get_latent_representation(kept), latent, atol=1e-5)
+    counts_adata.X = kept.X  # put back: read as before
+    np.testing.assert_allclose(model.get_latent_representation(), latent, atol=1e-5)
 
 
 def test_transform_batch_without_batches_says_so(counts_adata):

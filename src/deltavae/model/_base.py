@@ -34,7 +34,7 @@ from ..train._record import records_train_args
 from ..train._runner import DeltaTrainRunner
 from ._adata_setter import AnnDataSetter
 from ._backing import open_files_for_calls, record_contents, warn_compressed_chunks
-from ._count_advice import layer_fixed
+from ._count_advice import layer_fixed, note_non_negative
 from ._genes import check_own_adata, match_genes
 from ._labels import check_known_categories, with_labels_column
 from ._matrices import check_still_on_disk, memory_copy
@@ -131,6 +131,7 @@ class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
         (saved with the model, checked on load) and the arguments ``load`` rebuilds it with
         (``init_locals``: the ``__init__``'s ``locals()``)."""
         self._model_summary_string = summary
+        note_non_negative(self)  # a change in place of its data is refused at read-outs
         self._record_version()
         self.init_params_ = self._get_init_params(init_locals)
 

@@ -219,10 +219,40 @@ def check_still_counts(adata: AnnData, layer: str | None, model: str) -> None:
 
 
 def check_model_counts(model) -> None:
-    """:func:`check_still_counts` on a count model's own AnnData, if it holds one."""
+    """:func:`check_still_counts` on a count model's own AnnData, if it holds one; for a
+    model of real values (``likelihood="normal"``), that data never negative when it was
+    built (log-normalized) have not turned negative since (``sc.pp.scale`` in place)."""
     adata, registry = getattr(model, "_adata", None), getattr(model, "registry_", None)
-    if adata is not None and registry is not None and model._data_kind == "counts":
-        check_still_counts(adata, registry["setup_args"].get("layer"), type(model).__name__)
+    if adata is None or registry is None:
+        return
+    layer = registry["setup_args"].get("layer")
+    if model._data_kind == "counts":
+        check_still_counts(adata, layer, type(model).__name__)
+    elif getattr(model, "_non_negative_data", None) is adata:
+        looked = _first_rows(adata.X if layer is None else adata.layers.get(layer))
+        if looked is not None and (looked[1] < 0).any():
+            where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+            raise ValueError(
+                f"The model's AnnData changed in place since the model was built: {where} "
+                f"had no negative values and has some now (e.g. {looked[1].min():.4g}), as "
+                "after sc.pp.scale or sc.pp.regress_out on the same object, and results would "
+                "come from the changed values. Put the data back, or transform a copy "
+                "(scaled = sc.pp.scale(adata, copy=True))."
+            )
+
+
+def note_non_negative(model) -> None:
+    """At the end of a model's ``__init__``: remember its own AnnData when the real values it
+    reads (``likelihood="normal"``) are never negative in their first rows, for
+    :func:`check_model_counts` to notice a change in place."""
+    adata, registry = getattr(model, "_adata", None), getattr(model, "registry_", None)
+    model._non_negative_data = None
+    if adata is None or registry is None or model._data_kind != "real":
+        return
+    layer = registry["setup_args"].get("layer")
+    looked = _first_rows(adata.X if layer is None else adata.layers.get(layer))
+    if looked is not None and not (looked[1] < 0).any():
+        model._non_negative_data = adata
 
 
 def warn_if_counts(adata: AnnData, layer: str | None) -> None:
