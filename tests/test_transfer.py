@@ -515,7 +515,7 @@ def test_translate_recovers_a_known_condition_effect():
 def test_translate_keeps_the_model_alone_when_no_response_was_observed(monkeypatch):
     """With no training group seen under both conditions the default translation is the
     model's own and says so; asking for observed responses explicitly is an error."""
-    from deltavae.model import _perturbation
+    from deltavae.model import _observed_responses
 
     adata = dv.datasets.synthetic_counts(
         n_cells=200, n_genes=30, n_clusters=2, n_conditions=2, seed=3, condition_fold=3.0
@@ -527,9 +527,11 @@ def test_translate_keeps_the_model_alone_when_no_response_was_observed(monkeypat
     plain = g.translate(ctrl, "stim", response_weight=0)
 
     def no_group(*args, **kwargs):
-        raise _perturbation.NoResponseError("No group of the training cells is seen under both")
+        raise _observed_responses.NoResponseError(
+            "No group of the training cells is seen under both"
+        )
 
-    monkeypatch.setattr(_perturbation, "nearest_response", no_group)
+    monkeypatch.setattr(_observed_responses, "nearest_response", no_group)
     with pytest.warns(UserWarning, match="seen under both 'ctrl' and 'stim'.*response_weight=0"):
         alone = g.translate(ctrl, "stim")
     assert alone.uns["response_weight"] == 0.0

@@ -213,7 +213,8 @@ class GenerationMixin:
         # log-normalized), not for real values such as arcsinh cytometry or CLR protein.
         floor = 0.0 if module.observation.is_count else data_floor(self, adata)
         outs, counts, moves = [], [], []
-        from ._perturbation import describe_prediction, with_observed_responses
+        from ._latent_shift import describe_prediction
+        from ._observed_responses import with_observed_responses
 
         targets = dict(zip(self.condition_keys, target.tolist(), strict=True))
         with seeded(module, seed):

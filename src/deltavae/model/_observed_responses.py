@@ -1,0 +1,119 @@
+"""Observed responses averaged into a translation (``translate``'s ``response_weight``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+
+from ..distributions._draws import CellDraws
+from ._condition_counts import trained_conditions
+from ._labels import NoResponseError
+from ._matrices import memory_copy, row_sums
+from ._perturbation import Contrast, nearest_response
+from ._registered import condition_request
+from ._validation import warn_user
+
+
+def with_observed_responses(
+    model,
+    adata: AnnData,
+    translated: dict,
+    target_condition,
+    weight: float,
+    batch_size=None,
+    strict: bool = True,
+    draws: CellDraws | None = None,
+) -> tuple[dict, float]:
+    """Average a translation with the observed responses of the most similar training groups.
+
+    ``translated`` holds the model's residual translation of ``adata``'s cells (``expected``
+    and, for counts, ``counts``, numpy arrays). For every source condition other than the
+    target, :func:`nearest_response` predicts the same cells from the groups' observed
+    responses, and the two predictions are averaged with weight ``weight`` on the observed
+    responses, on the scale where responses add: the data for ``likelihood="normal"``,
+    log-normalized counts at each cell's own library (:func:`deltavae.metrics.log_normalize`)
+    for count models. For counts the averaged expectation becomes counts as in the residual
+    translation: the expectation rounded stochastically to whole counts, drawn on the CPU
+    from ``draws`` (:class:`~deltavae.distributions._draws.CellDraws`, the translation's;
+    ``None``: seeded from torch's generator), so the same on any device and for any
+    ``batch_size``. Cells already under
+    the target condition are left as translated. When no training group is seen under both a
+    source and the target condition there is no response to average: ``strict`` raises,
+    otherwise those cells keep the translation (the weight returned is 0 when no cell was
+    averaged). Returns the dict with ``expected`` and ``counts`` replaced, and the weight
+    used.
+    """
+    key = condition_request(model.registry_, None, None)[0]
+    in_model = set(trained_conditions(model, key))  # not the test split's cells: never trained
+    if str(target_condition) not in in_model:
+        # A query model reads the query's cells, not the reference's: none under the target.
+        if strict:
+            raise NoResponseError(
+                f"The model's AnnData holds no training cells under {str(target_condition)!r}, so"
+                " there is no observed response to average; pass response_weight=0."
+            )
+        sources = sorted(set(adata.obs[key].astype(str)) - {str(target_condition)})
+        _warn_model_alone(sources, target_condition)
+        return translated, 0.0
+    own = adata.obs[key].astype(str).to_numpy()
+    expected = translated["expected"].copy()
+    counts = None if translated["counts"] is None else translated["counts"].copy()
+    is_count = model.module.observation.is_count
+    x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
+    blended, alone = False, []
+    draws = CellDraws() if draws is None else draws
+    memo = {}  # the training cells' groups, data and coordinates, for every source
+    library = None
+    for source in sorted(set(own) - {str(target_condition)}):
+        if source not in in_model:
+            # A query model's cells are the query's: no observed response from the reference's.
+            if strict:
+                raise NoResponseError(
+                    f"The model's AnnData holds no training cells under {source!r}, so no observed "
+                    "response from it to average; pass response_weight=0."
+                )
+            alone.append(source)
+            continue
+        rows = np.flatnonzero(own == source)
+        part = adata if len(rows) == adata.n_obs else adata[rows]
+        if part.is_view:  # anndata copies a backed AnnData only to a file: read its rows
+            part = memory_copy(part)
+        contrast = Contrast.resolve(model, part, target_condition, key, None)
+        try:
+            nearest = nearest_response(model, part, contrast, batch_size, memo=memo).X
+            nearest = nearest.astype(np.float64)
+        except NoResponseError:
+            if strict:
+                raise
+            alone.append(source)
+            continue
+        blended = True
+        if not is_count:
+            expected[rows] = (1 - weight) * expected[rows] + weight * nearest
+            continue
+        if library is None:  # every cell's, once
+            library = np.maximum(row_sums(x), 1.0)
+        own_library = library[rows].reshape(-1, 1)
+        model_log = np.log1p(np.maximum(expected[rows], 0.0) / own_library * 1e4)
+        mean = np.expm1((1 - weight) * model_log + weight * nearest) * own_library / 1e4
+        expected[rows] = mean
+        counts[rows] = draws.round_counts(torch.as_tensor(mean).float(), "blend").numpy()
+    _warn_model_alone(alone, target_condition)
+    return {"expected": expected.astype(np.float32), "counts": counts}, weight if blended else 0.0
+
+
+def _warn_model_alone(sources: list[str], target) -> None:
+    """translate's default averages in observed responses; where there were none to average,
+    the cells kept the model's translation alone, which the user is told rather than left to
+    find in ``uns["response_weight"]``."""
+    if sources:
+        warn_user(
+            "translate's default (response_weight=None: 0.5 for counts) averages the model's "
+            "translation with the observed responses of the most similar training groups, but "
+            f"no group of the model's training cells is seen under both "
+            f"{', '.join(map(repr, sources))} and {str(target)!r}: those cells were translated "
+            "by the model alone (uns['response_weight'] records the weight used). Pass "
+            "response_weight=0 to ask for the model alone."
+        )
