@@ -52,10 +52,11 @@ def with_observed_responses(
         if strict:
             raise NoResponseError(
                 f"The model's AnnData holds no training cells under {str(target_condition)!r}, so"
-                " there is no observed response to average; pass response_weight=0."
+                f" there is no observed response to average{_query_note(model)}; pass "
+                "response_weight=0."
             )
         sources = sorted(set(adata.obs[key].astype(str)) - {str(target_condition)})
-        _warn_model_alone(sources, target_condition)
+        _warn_model_alone(sources, target_condition, model)
         return translated, 0.0
     own = adata.obs[key].astype(str).to_numpy()
     expected = translated["expected"].copy()
@@ -72,7 +73,7 @@ def with_observed_responses(
             if strict:
                 raise NoResponseError(
                     f"The model's AnnData holds no training cells under {source!r}, so no observed "
-                    "response from it to average; pass response_weight=0."
+                    f"response from it to average{_query_note(model)}; pass response_weight=0."
                 )
             alone.append(source)
             continue
@@ -100,11 +101,22 @@ def with_observed_responses(
         mean = np.expm1((1 - weight) * model_log + weight * nearest) * own_library / 1e4
         expected[rows] = mean
         counts[rows] = draws.round_counts(torch.as_tensor(mean).float(), "blend").numpy()
-    _warn_model_alone(alone, target_condition)
+    _warn_model_alone(alone, target_condition, model)
     return {"expected": expected.astype(np.float32), "counts": counts}, weight if blended else 0.0
 
 
-def _warn_model_alone(sources: list[str], target) -> None:
+def _query_note(model) -> str:
+    """For a query model: where its training cells come from (its query, not its reference)."""
+    if not getattr(model, "is_query_model", False):
+        return ""
+    return (
+        " (a query model's training cells are its query's alone: it does not read its "
+        "reference's cells, so a response is observed only where the query holds cells of "
+        "both conditions)"
+    )
+
+
+def _warn_model_alone(sources: list[str], target, model) -> None:
     """translate's default averages in observed responses; where there were none to average,
     the cells kept the model's translation alone, which the user is told rather than left to
     find in ``uns["response_weight"]``."""
@@ -113,7 +125,7 @@ def _warn_model_alone(sources: list[str], target) -> None:
             "translate's default (response_weight=None: 0.5 for counts) averages the model's "
             "translation with the observed responses of the most similar training groups, but "
             f"no group of the model's training cells is seen under both "
-            f"{', '.join(map(repr, sources))} and {str(target)!r}: those cells were translated "
-            "by the model alone (uns['response_weight'] records the weight used). Pass "
-            "response_weight=0 to ask for the model alone."
+            f"{', '.join(map(repr, sources))} and {str(target)!r}{_query_note(model)}: those "
+            "cells were translated by the model alone (uns['response_weight'] records the "
+            "weight used). Pass response_weight=0 to ask for the model alone."
         )
