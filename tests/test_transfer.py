@@ -1020,7 +1020,7 @@ def test_cells_of_a_new_condition_are_told_the_call_that_maps_them(reference, tm
 def test_predicting_no_cells_says_so(reference):
     model, _, _ = reference
     for method in ("translate", "latent_shift", "nearest_response"):
-        with pytest.raises(ValueError, match=r"adata holds no cells|condition; it has none"):
+        with pytest.raises(ValueError, match=r"^adata holds no cells \(0 observations\)"):
             model.predict_perturbation(model.adata[:0].copy(), "c1", method=method)
 
 

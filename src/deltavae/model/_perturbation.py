@@ -25,6 +25,7 @@ from ._latent_shift import balance_groups, describe_prediction, latent_shift, tr
 from ._registered import category_mappings, condition_request
 from ._response_data import additive_data, memoised, similarity_coordinates
 from ._scvi_glue import seeded
+from ._validation import NO_CELLS
 
 
 class PerturbationMixin:
@@ -201,6 +202,8 @@ class Contrast(NamedTuple):
     @classmethod
     def resolve(cls, model, adata, target_condition, condition_key, groups_key) -> Contrast:
         """Check the keys and the conditions of ``adata`` against the model's training data."""
+        if not adata.n_obs:  # as every read-out says it (not "one source condition; none")
+            raise ValueError(NO_CELLS)
         defaulted = condition_key is None and not isinstance(target_condition, dict)
         condition_key, target_condition = condition_request(
             model.registry_, target_condition, condition_key
@@ -223,8 +226,10 @@ class Contrast(NamedTuple):
         sources = adata.obs[condition_key].astype(str).unique()
         hint = _defaulted_key(condition_key) if defaulted else ""
         if len(sources) != 1:
-            has = f"obs[{condition_key!r}] has {sorted(sources)}" if adata.n_obs else "it has none"
-            raise ValueError(f"adata must hold cells of one source condition; {has}.{hint}")
+            raise ValueError(
+                "adata must hold cells of one source condition; "
+                f"obs[{condition_key!r}] has {sorted(sources)}.{hint}"
+            )
         train_conditions = trained_conditions(model, condition_key)  # not the test split's
         known = sorted(set(train_conditions) - {NOT_TRAINED})
         # 1.0 or True for condition 1 names it, as translate reads it; 1 for a dose of 1.0.
