@@ -248,7 +248,9 @@ class GenerationMixin:
         if cells["counts"] is not None:
             out.layers["counts"] = cells["counts"].astype(np.float32)
         out.uns["response_weight"] = float(response_weight)
-        describe_prediction(out, self, "translate", target_condition)
+        describe_prediction(
+            out, self, "translate", target_condition, residual, blended=response_weight > 0
+        )
         for key in [k for k in obs if str(k).startswith("_scvi")]:
             del out.obs[key]
         return out

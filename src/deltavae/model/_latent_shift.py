@@ -66,9 +66,39 @@ def data_floor(model, adata: AnnData) -> float | None:
     return 0.0
 
 
-def describe_prediction(out: AnnData, model, method: str, target) -> None:
+def _count_scale(model, method: str, residual: bool, blended: bool) -> str:
+    """What ``X`` of a count model's prediction holds (see :func:`describe_prediction`)."""
+    if method == "nearest_response":
+        return "log-normalized: log1p(counts / library size * 1e4)"
+    whole = " (whole counts: layers['counts'])"
+    if residual:
+        scale = "each cell's observed counts plus the model's change to the target"
+        if blended:  # expm1 of an average of logs: below the average of the counts
+            scale += (
+                ", averaged with the observed responses on log-normalized counts and taken "
+                "back to each cell's library size (the average of logs puts totals below it)"
+            )
+        return scale + whole
+    module = model.module
+    if getattr(module, "l_encoder", None) is not None:
+        library = "each cell's latent library size (its posterior mean)"
+    elif model.registry_["setup_args"].get("size_factor_key") is not None:
+        library = "each cell's size factor"
+    else:
+        library = "each cell's library size"
+    scale = f"expected counts at {library}"
+    if module.likelihood == "zinb":  # (1 - dropout) x the negative binomial's mean
+        scale += ", dropout included (the zero-inflated mean: totals below the library size)"
+    return scale + whole
+
+
+def describe_prediction(
+    out: AnnData, model, method: str, target, residual: bool = False, blended: bool = False
+) -> None:
     """Record in ``out.uns["prediction"]`` how the cells were predicted and on which scale
-    ``X`` is, since the methods differ (expected counts, log-normalized data).
+    ``X`` is, since the methods differ (expected counts, observed counts plus a change,
+    log-normalized data). ``residual``: translate added the decoded change to the observed
+    data; ``blended``: it averaged that with observed responses.
 
     Examples
     --------
@@ -80,13 +110,11 @@ def describe_prediction(out: AnnData, model, method: str, target) -> None:
     """
     likelihood = model.module.likelihood
     if likelihood in ("zinb", "nb"):
-        scale = (
-            "log-normalized: log1p(counts / library size * 1e4)"
-            if method == "nearest_response"
-            else "expected counts at each cell's library size (whole counts: layers['counts'])"
-        )
+        scale = _count_scale(model, method, residual, blended)
     else:
         scale = "probabilities" if likelihood == "bernoulli" else "the model's data's own scale"
+        if residual:
+            scale += ": each cell's observed data plus the model's change to the target"
     out.uns["prediction"] = {"method": method, "target": str(target), "X": scale}
 
 
@@ -156,6 +184,8 @@ def latent_shift(
     for tensors in model._make_data_loader(adata, batch_size=batch_size):
         inference = module.inference(**module._get_inference_input(tensors), **skip)
         inference["z"] = inference["qz"].loc + shift
+        if inference.get("ql") is not None:  # a latent library: its mean, not a random draw
+            inference["library"] = inference["ql"].loc
         for field, column, code in under:  # the model takes the condition: the target's
             tensors = {**tensors, field: tensors[field].clone()}
             tensors[field][:, 0 if column is None else column] = code

@@ -1,0 +1,64 @@
+"""Query mapping onto a reference, and the records predictions keep of how they were made
+(model/_query.py, _genes.py, _latent_shift.py)."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import deltavae as dv
+
+FAST = {"batch_size": 64}
+
+
+def _counts(seed=0, **kwargs):
+    return dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=20, n_clusters=2, n_conditions=2, seed=seed, **kwargs
+    )
+
+
+def _trained(cls, adata, **kwargs):
+    model = cls(adata, n_latent=3, n_hidden=16, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one epoch: not converged, said elsewhere
+        model.train(max_epochs=1, **FAST)
+    return model
+
+
+@pytest.mark.parametrize("likelihood", ["zinb", "nb"])
+def test_a_count_predictions_record_says_what_its_x_holds(likelihood):
+    """uns['prediction']['X'] said 'expected counts at each cell's library size' for every
+    count prediction: a ZINB model's decoded X is the zero-inflated mean (dropout included,
+    totals below the library size), and translate's default X is the observed counts plus
+    the change, averaged with observed responses on log-normalized counts."""
+    adata = _counts()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2, likelihood=likelihood)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    library = np.asarray(ctrl.X.sum(1)).ravel()
+    decoded = g.translate(ctrl, "stim", residual=False, seed=0)
+    shifted = g.predict_perturbation(ctrl, "stim", method="latent_shift", seed=0)
+    for out in (decoded, shifted):
+        scale = out.uns["prediction"]["X"]
+        assert scale.startswith("expected counts at each cell's library size")
+        assert ("dropout included" in scale) == (likelihood == "zinb")
+        ratio = np.median(out.X.sum(1) / library)
+        assert ratio < 0.99 if likelihood == "zinb" else ratio == pytest.approx(1, abs=0.01)
+    scale = g.translate(ctrl, "stim", seed=0).uns["prediction"]["X"]
+    assert scale.startswith("each cell's observed counts plus the model's change")
+    assert "averaged with the observed responses on log-normalized counts" in scale
+    alone = g.translate(ctrl, "stim", response_weight=0, seed=0).uns["prediction"]["X"]
+    assert alone.startswith("each cell's observed counts plus") and "averaged" not in alone
+
+
+def test_a_latent_library_models_latent_shift_decodes_its_mean_library():
+    """latent_shift decoded a latent-library ZINBVAE at one random draw of each cell's
+    library: X (the expectation) changed with batch_size under one seed, and uns said 'at
+    each cell's library size'."""
+    adata = _counts()
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    vae = _trained(dv.model.ZINBVAE, adata, use_observed_lib_size=False)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    runs = [vae.predict_perturbation(ctrl, "stim", seed=0, batch_size=b) for b in (64, 7)]
+    np.testing.assert_allclose(runs[0].X, runs[1].X, rtol=1e-5)
+    assert "each cell's latent library size (its posterior mean)" in runs[0].uns["prediction"]["X"]
