@@ -157,6 +157,15 @@ def _reordered(adata: AnnData, source: np.ndarray, genes: pd.Index, same_genes: 
     )
 
 
+def warn_missing_genes(n_missing: int, n_genes: int) -> None:
+    """Tell how many of the reference's genes a query lacks and gets as zeros (none: quiet)."""
+    if n_missing:
+        warn_user(
+            f"{n_missing} of the reference's {n_genes} genes are missing from the query; "
+            "they are filled with zeros."
+        )
+
+
 def align_query_genes(
     adata: AnnData, reference_genes, min_gene_overlap: float = 0.5, layer: str | None = None
 ) -> AnnData:
@@ -207,12 +216,8 @@ def align_query_genes(
             + identifier_advice(query, genes)
         )
     n_missing = int((~shared).sum())
-    if n_missing:
-        warn_user(
-            f"{n_missing} of the reference's {len(genes)} genes are missing from the query; "
-            "they are filled with zeros."
-        )
-    else:
+    warn_missing_genes(n_missing, len(genes))
+    if not n_missing:
         logger.info("Reordering the query's genes to the reference's order.")
     source = query.get_indexer(genes)
     if on_disk(adata):

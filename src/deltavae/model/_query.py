@@ -32,7 +32,7 @@ from ..distributions import Likelihood
 from ..module._base import clear_own_params
 from ._base import DeltaModelMixin
 from ._freeze import _freeze_for_query, _restrict_learning
-from ._genes import align_query_genes
+from ._genes import align_query_genes, warn_missing_genes
 from ._labels import refuse_other_type
 from ._registered import category_mappings
 from ._saved import read_saved
@@ -396,6 +396,9 @@ class QueryMappingMixin(ArchesMixin):
                     "reference, inplace=False)."
                 )
         kept = _as_given(adata)
+        if not return_reference_var_names:  # as load_query_data says it (scvi-tools: INFO only)
+            genes = pd.Index(ArchesMixin.prepare_query_anndata(adata, reference_model, True))
+            warn_missing_genes(int((~genes.isin(adata.var_names)).sum()), len(genes))
         with warnings.catch_warnings():  # the padding's concat drops raw, which comes back
             warnings.filterwarnings("ignore", "Only some AnnData objects have `.raw`")
             ready = ArchesMixin.prepare_query_anndata(
