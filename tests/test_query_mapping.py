@@ -4,6 +4,7 @@
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import deltavae as dv
@@ -62,3 +63,23 @@ def test_a_latent_library_models_latent_shift_decodes_its_mean_library():
     runs = [vae.predict_perturbation(ctrl, "stim", seed=0, batch_size=b) for b in (64, 7)]
     np.testing.assert_allclose(runs[0].X, runs[1].X, rtol=1e-5)
     assert "each cell's latent library size (its posterior mean)" in runs[0].uns["prediction"]["X"]
+
+
+def test_a_query_of_the_references_empty_categories_is_refused_with_the_renaming(tmp_path):
+    """A reference set up with unused categories in its batch column (a pandas Categorical
+    subset) registered them: a query of those categories was told 'nothing is left to learn'
+    and mapped through columns that never trained."""
+    adata = dv.datasets.synthetic_counts(n_cells=150, n_genes=20, n_conditions=3, seed=2)
+    names = list(adata.obs["condition"].cat.categories)
+    ref = adata[adata.obs["condition"] != names[2]].copy()
+    ref.obs["condition"] = pd.Categorical(ref.obs["condition"].astype(str), categories=names)
+    query = adata[adata.obs["condition"] == names[2]].copy()
+    dv.model.ZINBVAE.setup_anndata(ref, batch_key="condition")
+    vae = _trained(dv.model.ZINBVAE, ref)
+    vae.save(tmp_path / "ref")
+    for reference in (vae, tmp_path / "ref"):
+        with pytest.raises(ValueError, match=rf"holds \['{names[2]}'\]: categories of the ref"):
+            dv.model.ZINBVAE.load_query_data(query, reference)
+    query.obs["condition"] = "query_" + query.obs["condition"].astype(str)  # the advice
+    q = dv.model.ZINBVAE.load_query_data(query, vae)
+    assert q.query_mapping_["new_categories"] == {"condition": [f"query_{names[2]}"]}

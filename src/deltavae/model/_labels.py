@@ -12,6 +12,7 @@ import pandas as pd
 from anndata import AnnData
 from scvi.data.fields import CategoricalJointObsField, LabelsWithUnlabeledObsField
 
+from .._checks import short_repr
 from ._condition_types import record_condition_dtypes
 from ._matrices import with_column
 from ._registered import category_mappings
@@ -313,6 +314,30 @@ def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
                 "learned nothing of it and cannot read these cells. Categories with training "
                 f"cells: {sorted(seen[key])[:10]}. To learn it, train a model with its cells "
                 "among the training cells (train_size=1.0 trains on every cell)."
+            )
+
+
+def refuse_untrained_query_categories(query: AnnData, registry: dict, seen: dict | None) -> None:
+    """Refuse a query whose condition categories are the reference's (``registry``) but held
+    no training cell of it (``seen``, its ``trained_categories_``): unused categories of a
+    pandas Categorical, kept after subsetting. load_query_data took them as known, learned
+    nothing of them ("nothing is left to learn") and mapped the query's cells through columns
+    that never trained."""
+    for key, known in category_mappings(registry).items():
+        if key not in (seen or {}) or key not in query.obs:
+            continue
+        given = {str(v) for v in pd.unique(np.asarray(query.obs[key].dropna(), dtype=object))}
+        untrained = sorted((given & {str(v) for v in known}) - set(seen[key]))
+        if untrained:
+            raise ValueError(
+                f"The query's obs[{key!r}] holds {short_repr(untrained)}: categories of the "
+                "reference's training column without training cells (unused categories of a "
+                "pandas Categorical, kept after subsetting), of which the reference learned "
+                "nothing, and which the query model would not learn either. Give them names "
+                f"the reference does not have to learn them as new categories, e.g. "
+                f"query.obs[{key!r}] = 'query_' + query.obs[{key!r}].astype(str); set up later "
+                f"references after adata.obs[{key!r}] = "
+                f"adata.obs[{key!r}].cat.remove_unused_categories()."
             )
 
 

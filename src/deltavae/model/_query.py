@@ -33,7 +33,7 @@ from ..module._base import clear_own_params
 from ._base import DeltaModelMixin
 from ._freeze import _freeze_for_query, _restrict_learning
 from ._genes import align_query_genes, warn_missing_genes
-from ._labels import refuse_other_type
+from ._labels import refuse_other_type, refuse_untrained_query_categories
 from ._registered import category_mappings
 from ._saved import read_saved
 from ._scvi_glue import scvi_init_names
@@ -85,6 +85,7 @@ def _reference_state(cls, reference) -> tuple[dict, np.ndarray, dict]:
             "deltavae_version_": getattr(reference, "deltavae_version_", None),
             "is_trained_": reference.is_trained_,
             "init_params_": reference.init_params_,
+            "trained_categories_": getattr(reference, "trained_categories_", None),
         }
         var_names = reference.get_var_names()
         state_dict = {k: v.detach().cpu().clone() for k, v in reference.module.state_dict().items()}
@@ -312,6 +313,7 @@ class QueryMappingMixin(ArchesMixin):
             setup_args["_reference_labels"] = list(mapping["categorical_mapping"])
         where = f"the {cls.__name__} reference"
         _check_query_obs(adata, registry, setup_args, where)
+        refuse_untrained_query_categories(adata, registry, attr_dict.get("trained_categories_"))
         _check_query_data(adata, attr_dict, setup_args.get("layer"))
         n_missing = int((~pd.Index(genes).isin(adata.var_names)).sum())
         aligned = align_query_genes(adata, genes, min_gene_overlap, setup_args.get("layer"))
