@@ -83,3 +83,17 @@ def test_a_query_of_the_references_empty_categories_is_refused_with_the_renaming
     query.obs["condition"] = "query_" + query.obs["condition"].astype(str)  # the advice
     q = dv.model.ZINBVAE.load_query_data(query, vae)
     assert q.query_mapping_["new_categories"] == {"condition": [f"query_{names[2]}"]}
+
+
+def test_scvi_tools_third_argument_is_not_read_as_the_gene_overlap():
+    """load_query_data(query, reference, False), scvi-tools' inplace_subset_query_vars, was
+    read as min_gene_overlap=0: a query sharing no gene with the reference mapped as zeros."""
+    adata = _counts()
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    vae = _trained(dv.model.ZINBVAE, adata)
+    query = adata.copy()
+    query.obs["condition"] = "new"
+    query.var_names = [f"other{i}" for i in range(query.n_vars)]
+    for flag in (False, True):
+        with pytest.raises(TypeError, match=rf"got {flag}.*inplace_subset_query_vars"):
+            dv.model.ZINBVAE.load_query_data(query, vae, flag)

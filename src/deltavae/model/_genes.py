@@ -195,6 +195,12 @@ def align_query_genes(
     >>> list(align_query_genes(q, ["a", "b"]).var_names)
     ['a', 'b']
     """
+    if isinstance(min_gene_overlap, bool | np.bool_):  # scvi-tools' third argument is a bool
+        raise TypeError(
+            f"min_gene_overlap is a fraction of the reference's genes; got {min_gene_overlap!r} "
+            "(scvi-tools' inplace_subset_query_vars, its third argument, is not taken here: the "
+            "query's genes are aligned on a copy). Pass min_gene_overlap=<fraction> by name."
+        )
     if not 0 <= min_gene_overlap <= 1:
         raise ValueError(
             f"min_gene_overlap is a fraction of the reference's genes, in [0, 1]; got "
