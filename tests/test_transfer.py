@@ -748,6 +748,8 @@ def test_normal_translate_on_log_data_and_its_residual_form():
         assert "counts" not in pred.layers
         assert dv.metrics.mean_expression_r2(pred.X, stim) > max(no_change, 0.9)
         assert pred.X.min() >= 0.0  # log-normalized data are never negative
+        scale = pred.uns["prediction"]["X"]  # the residual form: the data plus the change
+        assert ("observed data plus the model's change" in scale) == residual
     # Translating to the cells' own condition changes nothing in the residual form.
     same = g.translate(ctrl, "ctrl", residual=True)
     np.testing.assert_allclose(same.X, ctrl.layers["log"], atol=1e-5)

@@ -115,6 +115,7 @@ def describe_prediction(
         scale = "probabilities" if likelihood == "bernoulli" else "the model's data's own scale"
         if residual:
             scale += ": each cell's observed data plus the model's change to the target"
+            scale += ", averaged with the observed responses" if blended else ""
     out.uns["prediction"] = {"method": method, "target": str(target), "X": scale}
 
 
