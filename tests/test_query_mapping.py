@@ -97,3 +97,46 @@ def test_scvi_tools_third_argument_is_not_read_as_the_gene_overlap():
     for flag in (False, True):
         with pytest.raises(TypeError, match=rf"got {flag}.*inplace_subset_query_vars"):
             dv.model.ZINBVAE.load_query_data(query, vae, flag)
+
+
+def test_a_query_of_a_query_keeps_every_weight_of_its_reference_query(tmp_path):
+    """A query mapped onto a saved query model learns only its own new columns: the first
+    query's weights (its learned batch and covariate columns and dispersions included) stay
+    bit-identical, and both earlier data sets keep their latent."""
+    import torch
+
+    adata = dv.datasets.synthetic_counts(n_cells=180, n_genes=20, n_conditions=3, seed=4)
+    adata.obs["lane"] = np.where(np.arange(adata.n_obs) % 2, "L1", "L2")
+    names = list(adata.obs["condition"].cat.categories)
+    parts = [adata[adata.obs["condition"] == n].copy() for n in names]
+    for i, part in enumerate(parts[1:], 1):  # a lane of its own, a condition of its own
+        part.obs["lane"] = f"L{i + 2}"
+    ref, first, second = parts  # the reference: one condition (no column), lanes L1, L2
+    dv.model.ZINBVAE.setup_anndata(ref, batch_key="condition", categorical_covariate_keys="lane")
+    vae = _trained(dv.model.ZINBVAE, ref, dispersion="gene-batch")
+    q = dv.model.ZINBVAE.load_query_data(first, vae)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q.train(max_epochs=1, **FAST)
+    q.save(tmp_path / "q")
+    qq = dv.model.ZINBVAE.load_query_data(second, tmp_path / "q")
+    assert qq.query_mapping_["reference_sizes"] == [2, 3]  # condition c0, c1; lane L1-L3
+    before = {k: v.clone() for k, v in q.module.state_dict().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qq.train(max_epochs=2, **FAST)
+    after = qq.module.state_dict()
+    for key, old in before.items():
+        new = after[key]
+        if new.shape == old.shape:
+            assert torch.equal(new, old), key
+        elif key == "px_r":  # per condition: c0, c1 kept, c2 new
+            assert torch.equal(new[:, :2], old), key
+        else:  # inputs, then one-hot condition (2 -> 3) and lane (3 -> 4): old columns kept
+            n_in = old.shape[1] - 5
+            assert torch.equal(new[:, : n_in + 2], old[:, : n_in + 2]), key
+            assert torch.equal(new[:, n_in + 3 : n_in + 6], old[:, n_in + 2 :]), key
+    for cells in (ref, first):
+        np.testing.assert_array_equal(
+            qq.get_latent_representation(cells), q.get_latent_representation(cells)
+        )
