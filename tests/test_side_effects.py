@@ -88,7 +88,8 @@ def test_prepare_query_anndata_keeps_uns_raw_and_matrix_kinds(reference, inplace
     query.layers["counts"] = query.layers["counts"].toarray().astype(np.int16)
     query.raw = query.copy()
     query.uns["cluster_colors"] = np.array(["#000000", "#ffffff"], dtype=object)
-    out = dv.model.ZINBVAE.prepare_query_anndata(query, reference, inplace=inplace)
+    with pytest.warns(UserWarning, match="2 of the reference's 12 genes are missing"):
+        out = dv.model.ZINBVAE.prepare_query_anndata(query, reference, inplace=inplace)
     ready = query if inplace else out
     assert list(ready.var_names) == list(reference.adata.var_names)
     assert ready.X.dtype == np.int32 and ready.layers["counts"].dtype == np.int16
