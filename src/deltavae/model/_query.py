@@ -28,17 +28,17 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import ArchesMixin
 
 from .._checks import check_anndata
-from ..distributions import Likelihood
 from ..module._base import clear_own_params
 from ._base import DeltaModelMixin
 from ._freeze import _freeze_for_query, _restrict_learning
 from ._genes import align_query_genes, warn_missing_genes
-from ._labels import refuse_other_type, refuse_untrained_query_categories
+from ._labels import refuse_untrained_query_categories
+from ._query_checks import check_query_data, check_query_obs
 from ._registered import category_mappings
 from ._saved import read_saved
 from ._scvi_glue import scvi_init_names
 from ._training_checks import check_accelerator
-from ._validation import check_data, warn_user
+from ._validation import warn_user
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +55,6 @@ def _nothing_to_learn(model) -> str:
 
 
 # obs columns a query must carry when the reference registered them.
-_QUERY_KEY_ARGS = ("condition_key", "batch_key", "categorical_covariate_keys", "size_factor_key")
-
-
 @contextlib.contextmanager
 def _quiet_frozen_parameters():
     """Pyro warns once per frozen parameter that it leaves out of the param store while a
@@ -108,57 +105,6 @@ def _reference_state(cls, reference) -> tuple[dict, np.ndarray, dict]:
     return attr_dict, np.asarray(var_names), state_dict
 
 
-def _check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: str) -> None:
-    if not isinstance(adata, AnnData):
-        kind = type(adata).__name__
-        raise TypeError(f"The query must be an AnnData (cells x genes); got {kind}.")
-    if adata.n_obs < 2:
-        raise ValueError(
-            f"The query holds {adata.n_obs} cell(s); mapping trains the new categories' weights "
-            "on the query's cells and needs at least 2. Cells of conditions the reference "
-            "knows need no mapping: call the reference model on them."
-        )
-    for arg in _QUERY_KEY_ARGS:
-        value = setup_args.get(arg)
-        for key in [value] if isinstance(value, str) else list(value or []):
-            if key not in adata.obs and arg == "size_factor_key":
-                raise KeyError(
-                    f"The query's obs lacks {key!r}, the reference's size_factor_key: add each "
-                    "query cell's size factor, computed as the reference's were."
-                )
-            if key not in adata.obs:
-                raise KeyError(
-                    f"The query's obs lacks {key!r}, the reference's {arg}. It is not filled in "
-                    f"(refused): add the column, e.g. query.obs[{key!r}] = 'query_batch', to map "
-                    f"the query as a new {arg.replace('_key', '')} of {where}."
-                )
-    for key, known in category_mappings(registry).items():
-        given = pd.unique(np.asarray(adata.obs[key].dropna(), dtype=object))
-        refuse_other_type(f"query.obs[{key!r}]", known, given, "its categories")
-    labels_key = setup_args.get("labels_key")
-    if labels_key is not None and labels_key in adata.obs:
-        # The reference's mark (0 or "" too; -1 for integer labels all labelled).
-        unlabeled = registry["field_registries"]["labels"]["state_registry"]["unlabeled_category"]
-        reference = [v for v in setup_args.get("_reference_labels", []) if v != unlabeled]
-        labels = adata.obs[labels_key]
-        given = pd.unique(np.asarray(labels.dropna(), dtype=object))
-        # Labels 0, 1 for a reference's "0", "1" passed the check below and failed in
-        # scvi-tools ("Category 0 not found in source registry").
-        refuse_other_type(
-            f"query.obs[{labels_key!r}]", reference, given[given != unlabeled], "its labels"
-        )
-        known = set(np.asarray(reference, dtype=str)) | {str(unlabeled)}
-        new = sorted({str(v) for v in labels.dropna()} - known)
-        n_missing = int(labels.isna().sum())
-        if new or n_missing:
-            what = [f"labels the reference does not know: {new[:5]}"] if new else []
-            what += [f"{n_missing} missing labels (NaN)"] if n_missing else []
-            raise ValueError(
-                f"The query's obs[{labels_key!r}] holds {' and '.join(what)}. Set them to "
-                f"{unlabeled!r} (unlabelled) to have them predicted."
-            )
-
-
 def _registration_twin(adata: AnnData) -> AnnData:
     """An AnnData sharing the query's matrices (nothing copied) with obs, var, obsm and uns
     of its own: registering it (scvi-tools adds its ``_scvi_*`` columns and fills a missing
@@ -172,21 +118,6 @@ def _registration_twin(adata: AnnData) -> AnnData:
         obsm=dict(adata.obsm),
         uns=dict(adata.uns),
     )
-
-
-def _check_query_data(adata: AnnData, attr_dict: dict, layer: str | None) -> None:
-    """The query's data where the reference read its own, of the kind its likelihood needs;
-    the advice says where to put them (a query takes no layer argument)."""
-    if layer is not None and layer not in adata.layers:
-        raise KeyError(
-            f"The reference read its data from layers[{layer!r}]; the query has no such layer "
-            f"(layers: {list(adata.layers)}). Put the query's there: "
-            f"query.layers[{layer!r}] = <its raw counts>."
-        )
-    params = attr_dict.get("init_params_") or {}
-    likelihood = {**params.get("kwargs", {}), **params.get("non_kwargs", {})}.get("likelihood")
-    kind = Likelihood(likelihood).data_kind if likelihood else "counts"
-    check_data(adata, layer, kind=kind, warn_empty=False, name="query")
 
 
 def _covariate_sizes(registry: dict, without: dict | None = None) -> list[int]:
@@ -312,9 +243,9 @@ class QueryMappingMixin(ArchesMixin):
             mapping = registry["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
             setup_args["_reference_labels"] = list(mapping["categorical_mapping"])
         where = f"the {cls.__name__} reference"
-        _check_query_obs(adata, registry, setup_args, where)
+        check_query_obs(adata, registry, setup_args, where)
         refuse_untrained_query_categories(adata, registry, attr_dict.get("trained_categories_"))
-        _check_query_data(adata, attr_dict, setup_args.get("layer"))
+        check_query_data(adata, attr_dict, setup_args.get("layer"))
         n_missing = int((~pd.Index(genes).isin(adata.var_names)).sum())
         aligned = align_query_genes(adata, genes, min_gene_overlap, setup_args.get("layer"))
         if aligned is adata and not adata.is_view and not adata.isbacked:

@@ -1,0 +1,85 @@
+"""Checks of a query against the reference it is mapped onto (:mod:`deltavae.model._query`):
+its obs (the keys the reference read, their categories, the labels) and its data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ..distributions import Likelihood
+from ._labels import refuse_other_type
+from ._registered import category_mappings
+from ._validation import check_data
+
+#: The reference's setup arguments a query's obs must hold columns for.
+_QUERY_KEY_ARGS = ("condition_key", "batch_key", "categorical_covariate_keys", "size_factor_key")
+
+
+def check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: str) -> None:
+    """The query's obs against the reference's setup: the keys it read, their categories' types,
+    the labels (known or the unlabelled mark), at least 2 cells; ``where``: the reference, for
+    the messages."""
+    if not isinstance(adata, AnnData):
+        kind = type(adata).__name__
+        raise TypeError(f"The query must be an AnnData (cells x genes); got {kind}.")
+    if adata.n_obs < 2:
+        raise ValueError(
+            f"The query holds {adata.n_obs} cell(s); mapping trains the new categories' weights "
+            "on the query's cells and needs at least 2. Cells of conditions the reference "
+            "knows need no mapping: call the reference model on them."
+        )
+    for arg in _QUERY_KEY_ARGS:
+        value = setup_args.get(arg)
+        for key in [value] if isinstance(value, str) else list(value or []):
+            if key not in adata.obs and arg == "size_factor_key":
+                raise KeyError(
+                    f"The query's obs lacks {key!r}, the reference's size_factor_key: add each "
+                    "query cell's size factor, computed as the reference's were."
+                )
+            if key not in adata.obs:
+                raise KeyError(
+                    f"The query's obs lacks {key!r}, the reference's {arg}. It is not filled in "
+                    f"(refused): add the column, e.g. query.obs[{key!r}] = 'query_batch', to map "
+                    f"the query as a new {arg.replace('_key', '')} of {where}."
+                )
+    for key, known in category_mappings(registry).items():
+        given = pd.unique(np.asarray(adata.obs[key].dropna(), dtype=object))
+        refuse_other_type(f"query.obs[{key!r}]", known, given, "its categories")
+    labels_key = setup_args.get("labels_key")
+    if labels_key is not None and labels_key in adata.obs:
+        # The reference's mark (0 or "" too; -1 for integer labels all labelled).
+        unlabeled = registry["field_registries"]["labels"]["state_registry"]["unlabeled_category"]
+        reference = [v for v in setup_args.get("_reference_labels", []) if v != unlabeled]
+        labels = adata.obs[labels_key]
+        given = pd.unique(np.asarray(labels.dropna(), dtype=object))
+        # Labels 0, 1 for a reference's "0", "1" passed the check below and failed in
+        # scvi-tools ("Category 0 not found in source registry").
+        refuse_other_type(
+            f"query.obs[{labels_key!r}]", reference, given[given != unlabeled], "its labels"
+        )
+        known = set(np.asarray(reference, dtype=str)) | {str(unlabeled)}
+        new = sorted({str(v) for v in labels.dropna()} - known)
+        n_missing = int(labels.isna().sum())
+        if new or n_missing:
+            what = [f"labels the reference does not know: {new[:5]}"] if new else []
+            what += [f"{n_missing} missing labels (NaN)"] if n_missing else []
+            raise ValueError(
+                f"The query's obs[{labels_key!r}] holds {' and '.join(what)}. Set them to "
+                f"{unlabeled!r} (unlabelled) to have them predicted."
+            )
+
+
+def check_query_data(adata: AnnData, attr_dict: dict, layer: str | None) -> None:
+    """The query's data where the reference read its own, of the kind its likelihood needs;
+    the advice says where to put them (a query takes no layer argument)."""
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(
+            f"The reference read its data from layers[{layer!r}]; the query has no such layer "
+            f"(layers: {list(adata.layers)}). Put the query's there: "
+            f"query.layers[{layer!r}] = <its raw counts>."
+        )
+    params = attr_dict.get("init_params_") or {}
+    likelihood = {**params.get("kwargs", {}), **params.get("non_kwargs", {})}.get("likelihood")
+    kind = Likelihood(likelihood).data_kind if likelihood else "counts"
+    check_data(adata, layer, kind=kind, warn_empty=False, name="query")
