@@ -117,3 +117,26 @@ def test_restore_best_under_a_max_kl_weight_below_one_names_the_epoch_it_kept():
     assert not any("restore_best=True kept the last" in str(w.message) for w in caught)
     kept = [cb for cb in model.trainer.callbacks if isinstance(cb, RestoreBestValidation)]
     assert model.best_epoch_ is not None and model.best_epoch_ == kept[0].best_epoch
+
+
+def test_the_mixture_start_counts_the_training_cells_of_external_indexing():
+    """CGMDVAE's mixture start counted its training cells from train_size, not from the lists
+    of datasplitter_kwargs['external_indexing']: 4 training cells for 6 clusters reached
+    scikit-learn's 'n_samples=4 should be >= n_clusters=6' at the start's epoch, and 36
+    cells under train_size=0.1 were refused as 4."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=40, n_genes=20, n_clusters=2, n_conditions=1, seed=1
+    )
+    dv.model.CGMDVAE.setup_anndata(adata)
+    few = {"external_indexing": [np.arange(4), np.arange(4, 40)]}
+    model = dv.model.CGMDVAE(adata, n_clusters=6, n_latent=2, n_hidden=8)
+    match = r"into 6 clusters, but only 4 cells train \(the first list of datasplitter_kwargs"
+    with pytest.raises(ValueError, match=match + r".*\(a longer first list\)"):
+        model.train(max_epochs=2, mixture_init_epoch=1, datasplitter_kwargs=few, **TRAIN)
+    many = {"external_indexing": [np.arange(36), np.arange(36, 40)]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(
+            max_epochs=2, train_size=0.1, mixture_init_epoch=1, datasplitter_kwargs=many, **TRAIN
+        )
+    assert len(model.train_indices) == 36

@@ -28,6 +28,7 @@ from ._de import CheckedExpressionMixin
 from ._host_results import HostResultsMixin
 from ._label_setup import check_label_setup, refuse_missing_integer_labels, unlabelled_mark
 from ._labels import ConditionsByName, LabelsInColumnOrder, labels_of, small_categories_named
+from ._mixture_start import mixture_start
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._scvi_glue import scvi_init_names
@@ -369,9 +370,7 @@ class CGMDVAE(
         callbacks = callback_list(kwargs.pop("callbacks", None))
         started = mixture_init_epoch is not None and mixture_init_epoch < max_epochs
         if started:
-            callbacks.append(
-                self._mixture_start(mixture_init_epoch, mixture_init, kwargs.get("train_size"))
-            )
+            callbacks.append(mixture_start(self, mixture_init_epoch, mixture_init, kwargs))
         refit_mixture = self._resolve_refit(refit_mixture, started)
         if "_train_record" in self.__dict__:  # train_args_ keeps what "auto" came to
             self._train_record["refit_mixture"] = refit_mixture

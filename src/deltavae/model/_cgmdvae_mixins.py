@@ -216,23 +216,6 @@ class ClustersMixin(PredictionsMixin):
         extra = range(self.module.n_clusters - len(labels))
         return labels + [f"novel_{j}" if labels else str(j) for j in extra]
 
-    def _mixture_start(self, epoch: int, method: str, train_size: float | None):
-        """The mixture-start callback, after checking that enough cells train for K."""
-        from scvi import settings
-
-        from ..train._mixture_init import MixtureInitialization
-
-        train_size = 0.9 if train_size is None else train_size
-        n_train = int(np.ceil(train_size * self.adata.n_obs)) if 0 < train_size <= 1 else 0
-        if 0 < n_train < self.module.n_clusters:
-            raise ValueError(
-                f"The mixture start clusters the training cells into "
-                f"{self.module.n_clusters} clusters, but only {n_train} cells train "
-                f"(train_size={train_size} of {self.adata.n_obs}). Use fewer clusters, "
-                "train_size=1.0, or skip the start with mixture_init_epoch=None."
-            )
-        return MixtureInitialization(epoch, seed=settings.seed or 0, method=method)
-
     def _resolve_refit(self, refit, started: bool) -> bool:
         """``train``'s ``refit_mixture``: ``"auto"`` refits unlabelled models whose mixture
         started in this call; labels already hold their components, so a refit is refused."""
