@@ -140,3 +140,27 @@ def test_the_mixture_start_counts_the_training_cells_of_external_indexing():
             max_epochs=2, train_size=0.1, mixture_init_epoch=1, datasplitter_kwargs=many, **TRAIN
         )
     assert len(model.train_indices) == 36
+
+
+@pytest.mark.parametrize(
+    "plan, match",
+    [
+        # scvi-tools' 'min_kl_weight=1e-06 is larger than max_kl_weight=1e-07' from inside the
+        # first training step, naming a weight the user never passed.
+        ({"max_kl_weight": 1e-7}, r"max_kl_weight'\]=1e-07 is below min_kl_weight=1e-06 \(its"),
+        ({"max_kl_weight": 0.5, "min_kl_weight": 0.6}, r"=0.5 is below min_kl_weight=0.6, the"),
+        # A rate of 0 in optim_kwargs trained nothing, in silence; -1 reached torch's Adam.
+        ({"optim_kwargs": {"lr": 0}}, r"plan_kwargs\['optim_kwargs'\]\['lr'\] must be positive"),
+        ({"optim_kwargs": {"weight_decay": -1}}, r"\['weight_decay'\] must be non-negative"),
+        ({"optim_kwargs": {"eps": 0}}, r"\['eps'\] must be positive and finite; got 0"),
+        ({"lr": 0}, r"lr must be a positive, finite number; got 0 \(plan_kwargs\['lr'\]\)"),
+        # A string from a config file: TypeError "'>' not supported" in the first step.
+        ({"min_kl_weight": "0.1"}, r"\['min_kl_weight'\] must be non-negative and finite; got"),
+        ({"n_steps_kl_warmup": -3}, r"n_steps_kl_warmup'\] must be 0 or more steps"),
+    ],
+)
+def test_plan_numbers_are_refused_before_training(plan, match):
+    model = dv.model.ZINBVAE(_cells(), n_latent=2, n_hidden=8)
+    with pytest.raises(ValueError, match=match):
+        model.train(max_epochs=2, plan_kwargs=plan, **TRAIN)
+    assert not model.is_trained_

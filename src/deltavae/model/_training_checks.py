@@ -13,7 +13,8 @@ import torch
 
 from .._checks import short_repr
 from ..train._data import split_sizes
-from ._validation import check_model_arguments, warn_user
+from ._plan_checks import check_plan_numbers
+from ._validation import warn_user
 
 
 def _is_int(value) -> bool:
@@ -79,10 +80,6 @@ def check_trainer_names(model_class: type, trainer_kwargs: dict) -> None:
         )
 
 
-#: plan_kwargs numbers checked before training (a negative KL weight, or eps=0 read as divergence).
-_PLAN_POSITIVE, _PLAN_NON_NEGATIVE = ("eps", "max_kl_weight"), ("min_kl_weight", "weight_decay")
-
-
 def check_training_arguments(
     model,
     max_epochs,
@@ -124,11 +121,7 @@ def check_training_arguments(
             "model.module.double()?): training runs in float32, as the data loaders yield "
             "it. Call model.module.float() before train; read-outs take either."
         )
-    given = {name: value for name, value in plan.items() if value is not None}
-    check_model_arguments(
-        positive={f"plan_kwargs[{n!r}]": given[n] for n in _PLAN_POSITIVE if n in given},
-        non_negative={f"plan_kwargs[{n!r}]": given[n] for n in _PLAN_NON_NEGATIVE if n in given},
-    )
+    check_plan_numbers(plan, lr)
     lr = plan.get("lr", lr)
     if not _is_int(max_epochs) or max_epochs < 1:
         raise ValueError(
@@ -151,8 +144,6 @@ def check_training_arguments(
     check_batch_size(batch_size, optional=False)
     if not isinstance(early_stopping, bool | np.bool_):  # "False" was True
         raise ValueError(f"early_stopping must be True or False, got {early_stopping!r}.")
-    if lr is not None and (not _is_number(lr) or not math.isfinite(lr) or lr <= 0):
-        raise ValueError(f"lr must be a positive, finite number; got {lr!r}.")
     n_cells = model.adata.n_obs
     n_train, n_val = split_sizes(n_cells, train_size, validation_size, split)
     external = split.get("external_indexing") is not None  # its lists, not the fractions

@@ -1,0 +1,80 @@
+"""``lr`` and the numbers of ``plan_kwargs`` checked before training: each one that the
+training plan or torch's optimiser would take wrongly (a rate of 0 in ``optim_kwargs``
+trained nothing, in silence) or refuse only inside the first step (a ``max_kl_weight`` below
+the warm-up's starting weight, from scvi-tools' KL weight) named with its fix."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+
+from .._checks import short_repr
+
+#: Optimiser and KL-weight settings that must be above 0, and those that may be 0.
+_POSITIVE, _NON_NEGATIVE = ("lr", "eps", "max_kl_weight"), ("weight_decay", "min_kl_weight")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _plan_default(name: str):
+    from ..train._plan import DeltaTrainingPlan
+
+    return inspect.signature(DeltaTrainingPlan.__init__).parameters[name].default
+
+
+def check_plan_numbers(plan: dict, lr) -> None:
+    """Refuse ``lr`` and ``plan`` (the given ``plan_kwargs``) numbers a run cannot train
+    with: not real numbers, not finite, a rate, ``eps`` or ``max_kl_weight`` of 0 or less, a
+    negative ``weight_decay`` or ``min_kl_weight`` (also in ``plan["optim_kwargs"]``), a
+    ``max_kl_weight`` below ``min_kl_weight`` (its default included), or an
+    ``n_steps_kl_warmup`` that is no count of steps.
+
+    Examples
+    --------
+    >>> check_plan_numbers({"max_kl_weight": 0.5, "optim_kwargs": {"weight_decay": 0}}, 1e-3)
+    >>> check_plan_numbers({"optim_kwargs": {"lr": 0}}, None)
+    Traceback (most recent call last):
+    ...
+    ValueError: plan_kwargs['optim_kwargs']['lr'] must be positive and finite; got 0.
+    >>> check_plan_numbers({"max_kl_weight": 1e-7}, None)
+    Traceback (most recent call last):
+    ...
+    ValueError: plan_kwargs['max_kl_weight']=1e-07 is below min_kl_weight=1e-06 (its default), ...
+    """
+    optim = plan.get("optim_kwargs") or {}
+    given = {"lr": ("lr", lr)} if lr is not None and "lr" not in plan else {}
+    for name in (*_POSITIVE, *_NON_NEGATIVE):
+        for where, values in (("plan_kwargs", plan), ("plan_kwargs['optim_kwargs']", optim)):
+            if values.get(name) is not None:
+                given[f"{where}[{name!r}]"] = (name, values[name])
+    for label, (name, value) in given.items():
+        bad = not _is_number(value) or not math.isfinite(value)
+        if bad or (value <= 0 if name in _POSITIVE else value < 0):
+            got = short_repr(value)
+            if label in ("lr", "plan_kwargs['lr']"):  # the words of train's own lr check
+                where = "" if label == "lr" else f" ({label})"
+                raise ValueError(f"lr must be a positive, finite number; got {got}{where}.")
+            what = "positive" if name in _POSITIVE else "non-negative"
+            raise ValueError(f"{label} must be {what} and finite; got {got}.")
+    top = plan.get("max_kl_weight")
+    bottom = plan.get("min_kl_weight")
+    if top is not None:
+        floor = _plan_default("min_kl_weight") if bottom is None else bottom
+        if floor > top:
+            whose = " (its default)" if bottom is None else ""
+            raise ValueError(
+                f"plan_kwargs['max_kl_weight']={top:g} is below min_kl_weight={floor:g}{whose}, "
+                "the KL weight the warm-up starts from: pass a min_kl_weight at most "
+                f"max_kl_weight too, e.g. plan_kwargs={{'max_kl_weight': {top:g}, "
+                f"'min_kl_weight': {top / 10:g}}}."
+            )
+    steps = plan.get("n_steps_kl_warmup")
+    integer = isinstance(steps, numbers.Integral) and not isinstance(steps, bool)
+    if steps is not None and (not integer or steps < 0):
+        raise ValueError(
+            "plan_kwargs['n_steps_kl_warmup'] must be 0 or more steps (or None); got "
+            f"{short_repr(steps)}."
+        )
