@@ -345,3 +345,55 @@ def test_early_stopping_names_the_epoch_as_the_history_numbers_it_in_a_further_r
     trainer = SimpleNamespace(callback_metrics={"deltavae_early_stopped_epoch": torch.tensor(2)})
     note = still_improving(run, 40, early_stopping=True, trainer=trainer)
     assert "Early stopping ended the run after epoch 7, before the ELBO had settled" in note
+
+
+def test_a_flat_run_of_few_steps_is_too_short_to_judge_not_converged():
+    """3 epochs of one step each (40 cells, batch_size=128) were judged converged without a
+    word: the rule counted epochs, and 3 noisy epochs of 3 optimiser steps looked flat. ZINBVAE
+    on 40 cells passed the rule at 3 to 94 steps while its ELBO had 8-12% left to fall."""
+    from types import SimpleNamespace
+
+    from deltavae.train._convergence import MIN_STEPS, still_improving
+
+    flat = _history([100.0, 100.2, 99.9, 100.1, 100.0])
+    one_step = SimpleNamespace(num_training_batches=1, callbacks=[])
+    note = still_improving(flat, 5, trainer=one_step)
+    assert note.startswith("Training ran 5 epochs of 1 step (5 optimiser steps) on the full ELBO:")
+    assert "too few to converge or to judge (a run is judged from 100 steps on)" in note
+    assert "pass a max_epochs above this run's 5" in note
+    # Enough steps, or steps not known (a history alone): flat is converged, as before.
+    long = _history(np.r_[np.linspace(200, 100, 20), np.full(40, 100.0)])
+    steps = SimpleNamespace(num_training_batches=-(-MIN_STEPS // 40), callbacks=[])
+    assert still_improving(long, 60, trainer=steps) is None
+    assert still_improving(flat, 5) is None
+    adata = dv.datasets.synthetic_counts(
+        n_cells=40, n_genes=20, n_clusters=2, n_conditions=1, seed=1
+    )
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    notes = _notes(model, max_epochs=3, train_size=1.0, n_epochs_kl_warmup=None)
+    assert len(notes) == 1 and ("(3 optimiser steps)" in notes[0] or "still" in notes[0]), notes
+
+
+def test_a_users_early_stopping_is_advised_on_its_own_patience():
+    """The user's EarlyStopping(patience=2) ended the run and the advice was to raise
+    early_stopping_patience, an argument of train() the run never used."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    stop = EarlyStopping("elbo_validation", min_delta=1e6, patience=2)
+    (note,) = _notes(_model(), max_epochs=40, callbacks=[stop], n_epochs_kl_warmup=None)
+    assert "Early stopping ended the run after epoch 2, before the ELBO had settled: raise " \
+        "the patience of the EarlyStopping callback passed (patience=2) or train without " \
+        "it." in note  # fmt: skip
+    assert "early_stopping_patience" not in note
+    stop = EarlyStopping("elbo_validation", min_delta=1e6, patience=2)
+    (note,) = _notes(_model(), max_epochs=40, callbacks=[stop])  # inside the warm-up
+    assert "raise the patience of the EarlyStopping callback passed (patience=2), pass " in note
+    assert "early_stopping_patience" not in note
+    # train(early_stopping=True): its own argument is named, as the CLI rewrites it.
+    (note,) = _notes(
+        _model(), max_epochs=40, early_stopping=True, early_stopping_patience=2,
+        early_stopping_min_delta=1e6, n_epochs_kl_warmup=None,
+    )  # fmt: skip
+    assert "raise early_stopping_patience (scvi-tools' default is 45) or train without " \
+        "early stopping." in note  # fmt: skip

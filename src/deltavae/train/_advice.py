@@ -57,13 +57,17 @@ _SHARES = {2: "half", 3: "a third", 4: "a quarter"}
 
 
 def warm_up_advice(
-    trainer, auto_share: int | None = None, stopped: int | None = None
+    trainer,
+    auto_share: int | None = None,
+    stopped: int | None = None,
+    patience: int | None = None,
 ) -> tuple[str | None, str]:
     """How long the KL warm-up of ``trainer``'s run lasts (with the argument that set it),
     and what to change when the run ended inside it: the plan's own ``n_epochs_kl_warmup``
     (which the epochs' count wins over) or ``n_steps_kl_warmup``, counted in epochs. When
     early stopping ended it (after epoch ``stopped``), more epochs would not have trained:
-    the advice is about the early stopping.
+    the advice is about the early stopping (``patience``: the user's own EarlyStopping's,
+    else ``early_stopping=True``'s, ``early_stopping_patience``).
 
     Examples
     --------
@@ -110,25 +114,35 @@ def warm_up_advice(
         arg = "plan_kwargs['n_steps_kl_warmup']" if by_steps else "n_epochs_kl_warmup"
         fix = (
             f"Early stopping ended the run after epoch {stopped}, inside the warm-up (a "
-            "larger max_epochs would not have helped): raise its patience "
-            "(early_stopping_patience, or that of the EarlyStopping callback passed), pass "
+            f"larger max_epochs would not have helped): raise {_patience(patience)}, pass "
             f"{after} so that it cannot stop the run sooner, or shorten the warm-up ({arg})."
         )
     return length, fix
 
 
-def patience_advice(stopped_epoch: int) -> str:
-    """What to change when early stopping ended a run whose ELBO was still falling.
+def _patience(users: int | None) -> str:
+    """The patience to raise: the user's own EarlyStopping callback's, or ``train``'s."""
+    if users is None:
+        return "early_stopping_patience (scvi-tools' default is 45)"
+    return f"the patience of the EarlyStopping callback passed (patience={users})"
+
+
+def patience_advice(stopped_epoch: int, patience: int | None = None) -> str:
+    """What to change when early stopping ended a run whose ELBO was still falling:
+    ``early_stopping_patience``, or the ``patience`` of the user's own EarlyStopping callback
+    where it ended the run.
 
     Examples
     --------
     >>> patience_advice(24)[:44]
     'Early stopping ended the run after epoch 24,'
+    >>> patience_advice(24, patience=3)[74:]
+    'raise the patience of the EarlyStopping callback passed (patience=3) or train without it.'
     """
+    without = "early stopping" if patience is None else "it"
     return (
         f"Early stopping ended the run after epoch {stopped_epoch}, before the ELBO had "
-        "settled: raise early_stopping_patience (scvi-tools' default is 45) or train without "
-        "early stopping."
+        f"settled: raise {_patience(patience)} or train without {without}."
     )
 
 

@@ -1,19 +1,19 @@
 """Did a training run converge? A rule on the ELBO history, measured, not guessed.
 
 The rule: over the last third of the epochs trained on the full ELBO (at least 10, or all of
-them when fewer; fewer than 3 are too few to converge), fit a
-line to the validation ELBO (the training ELBO without validation cells). The run is still
-improving when the line falls by more than 0.1% of the ELBO (of a tenth of the run's whole
-fall when the ELBO ended nearer 0: :func:`_scale`) per 10 epochs and the fall is
-clear of the epoch-to-epoch noise: the slope is below -3 standard errors, the median of the
-last third of the window is clearly below that of its first (:func:`_thirds_fell`: a curve or
-a spike widens a line's errors) or, over fewer than 10 epochs, the ELBO fell at every one of
-them or by more than 1% from the first to the best
-(8 epochs of Kang, 4 after the warm-up, fell 6% and ended on an uptick that hid the trend
-from both other tests). (A short run's curve bends: a line leaves large
-residuals that are not noise, and with two or three degrees of freedom the slope's error is
-wide; 5 epochs of a model that needs 400 passed the line's test alone. Noise alone puts n
-epochs in falling order with probability 1/n!.)
+them when fewer; fewer than 3 epochs, or fewer than :data:`MIN_STEPS` optimiser steps where the
+line finds nothing, are too few to converge or to judge), fit a line to the validation ELBO
+(the training ELBO without validation cells). The run is still improving when the line falls by
+more than 0.1% of the ELBO (of a tenth of the run's whole fall when the ELBO ended nearer 0:
+:func:`_scale`) per 10 epochs and the fall is clear of the epoch-to-epoch noise: the slope is
+below -3 standard errors, the median of the last third of the window is clearly below that of
+its first (:func:`_thirds_fell`: a curve or a spike widens a line's errors) or, over fewer than
+10 epochs, the ELBO fell at every one of them or by more than 1% from the first to the best (8
+epochs of Kang, 4 after the warm-up, fell 6% and ended on an uptick that hid the trend from
+both other tests). (A short run's curve bends: a line leaves large residuals that are not
+noise, and with two or three degrees of freedom the slope's error is wide; 5 epochs of a model
+that needs 400 passed the line's test alone. Noise alone puts n epochs in falling order with
+probability 1/n!.)
 
 The measurement behind the thresholds: benchmarks/README.md, Numbers behind the defaults, D5.
 """
@@ -44,6 +44,12 @@ SHORT_FALL = 1e-2
 #: Standard errors by which the last third's median must be below the first third's
 #: (:func:`_thirds_fell`; 3 flagged up to 2.6% of flat noisy runs, 4 up to 1.8%).
 THIRDS_T = 4.0
+
+#: Optimiser steps on the full ELBO below which a run the rule finds flat is said to be too
+#: short to judge rather than converged: ZINBVAE on 40 cells, one step an epoch (lr=1e-3),
+#: passed the rule at 3 to 94 steps in 6 runs of 200 and fell 8-12% further after them; past
+#: 100 steps none passed while still falling. (NMFDeconv's own default is 1000 steps.)
+MIN_STEPS = 100
 
 #: Share of the run's whole fall below which the ELBO's size is too small a scale (it ended
 #: near 0): see :func:`_scale`. Above it, which holds for the count models, the rule is D5's.
@@ -155,7 +161,7 @@ def still_improving(
         full = full_kl_weight - 1e-6
         full_epochs = int((kl_all >= kl_all.iloc[-1] - 1e-6).sum())
         if kl_all.iloc[-1] < full and kl_all.max() < full:
-            length, fix = warm_up_advice(trainer, auto_share, stopped)
+            length, fix = warm_up_advice(trainer, auto_share, stopped, users_patience(trainer))
             if limit is not None and stopped is None:
                 fix = limit_advice(limit, epochs_run, max_epochs).removesuffix(".")
                 fix += ", or shorten the warm-up."
@@ -171,7 +177,7 @@ def still_improving(
     elbo = elbo[np.isfinite(elbo.to_numpy())]
     n = len(elbo)
     if stopped is not None:
-        advice = patience_advice(stopped)
+        advice = patience_advice(stopped, users_patience(trainer))
     elif limit is not None:
         advice = limit_advice(limit, epochs_run, max_epochs)
     else:
@@ -225,7 +231,7 @@ def still_improving(
             f"again with a lower learning rate{used}, on a model built anew."
         )
     if fall_per_10 <= REL_FALL_PER_10 or not clear:
-        return None
+        return _too_few_steps(full_epochs, steps_per_epoch(trainer), advice)
     rate = f"{fall_per_10:.2%} per 10 epochs over the last {window} {unit}"
     if fall_per_10 > 0.5 and window < 3 * 3:  # thirds of 3 epochs would overlap
         rate = f"from {y[0]:.4g} to {y[-1]:.4g} over its last {window} {unit}"
@@ -238,6 +244,28 @@ def still_improving(
     return (
         f"The {what} ELBO was still improving when training stopped ({rate}): the model has "
         "not converged and its results may change with more training. " + advice
+    )
+
+
+def _too_few_steps(epochs: int, per_epoch: int | None, advice: str) -> str | None:
+    """The note on a run the rule found flat but that took fewer than :data:`MIN_STEPS`
+    optimiser steps on the full ELBO (``epochs`` of ``per_epoch`` steps; ``None``: unknown,
+    nothing said): too few to have converged, whatever its few epochs' noise showed.
+
+    Examples
+    --------
+    >>> _too_few_steps(3, 1, "Train longer.")[:72]
+    'Training ran 3 epochs of 1 step (3 optimiser steps) on the full ELBO: to'
+    >>> _too_few_steps(50, 2, "Train longer.") is None
+    True
+    """
+    if per_epoch is None or epochs * per_epoch >= MIN_STEPS:
+        return None
+    each = f"{per_epoch} step{'s' if per_epoch != 1 else ''}"
+    return (
+        f"Training ran {epochs} epoch{'s' if epochs != 1 else ''} of {each} ({epochs * per_epoch} "
+        f"optimiser steps) on the full ELBO: too few to converge or to judge (a run is judged "
+        f"from {MIN_STEPS} steps on). {advice}"
     )
 
 
@@ -330,19 +358,25 @@ def _thirds_fell(y: np.ndarray, scale: float = 0.0) -> bool:
 
 
 #: trainer.callback_metrics keys in which the plan records, at the run's end, what stopped it
-#: (:func:`record_stop`): under DDP the callbacks run in the worker processes, the caller's
-#: copies never fire, and only the callback metrics come back to it.
+#: and how many steps an epoch took (:func:`record_stop`): under DDP the callbacks run in the
+#: worker processes, the caller's copies never fire, and only the callback metrics come back.
 _STOPPED, _LIMIT = "deltavae_early_stopped_epoch", "deltavae_limit_reached"
+_PATIENCE, _STEPS = "deltavae_stopper_patience", "deltavae_steps_per_epoch"
 _LIMITS = ("max_time", "max_steps")
 
 
 def record_stop(trainer) -> None:
-    """Record in ``trainer.callback_metrics`` the epoch early stopping ended the run after and
-    the limit that ended it (-1: none), for :func:`stopped_epoch` and :func:`limit_reached`."""
+    """Record in ``trainer.callback_metrics`` the epoch early stopping ended the run after,
+    the patience of the user's own EarlyStopping that did, the limit that ended it and the
+    steps an epoch took (-1: none), for :func:`stopped_epoch`, :func:`users_patience`,
+    :func:`limit_reached` and :func:`steps_per_epoch`."""
     epoch, limit = stopped_epoch(trainer), limit_reached(trainer)
+    patience, steps = users_patience(trainer), steps_per_epoch(trainer)
     metrics = trainer.callback_metrics
     metrics[_STOPPED] = torch.tensor(-1 if epoch is None else epoch)
     metrics[_LIMIT] = torch.tensor(-1 if limit is None else _LIMITS.index(limit))
+    metrics[_PATIENCE] = torch.tensor(-1 if patience is None else patience)
+    metrics[_STEPS] = torch.tensor(-1 if steps is None else steps)
 
 
 def _recorded(trainer, key: str) -> int | None:
@@ -372,15 +406,46 @@ def limit_reached(trainer) -> str | None:
     return None
 
 
+def _stopper(trainer):
+    """The Lightning ``EarlyStopping`` callback of ``trainer`` that ended its run, or None."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    for callback in getattr(trainer, "callbacks", None) or []:
+        if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
+            return callback
+    return None
+
+
 def stopped_epoch(trainer) -> int | None:
     """The epoch after which a Lightning ``EarlyStopping`` callback of ``trainer`` ended the
     run, or ``None`` (no trainer, no such callback, or it never fired)."""
-    from lightning.pytorch.callbacks import EarlyStopping
-
     recorded = _recorded(trainer, _STOPPED)
     if recorded is not None:
         return None if recorded < 0 else recorded
-    for callback in getattr(trainer, "callbacks", None) or []:
-        if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
-            return int(callback.stopped_epoch)
-    return None
+    stopper = _stopper(trainer)
+    return None if stopper is None else int(stopper.stopped_epoch)
+
+
+def users_patience(trainer) -> int | None:
+    """The ``patience`` of the user's own EarlyStopping callback where it ended ``trainer``'s
+    run; ``None`` where none did, or scvi-tools' (``early_stopping=True``, whose patience is
+    ``early_stopping_patience``) did."""
+    from scvi.train._callbacks import LoudEarlyStopping
+
+    recorded = _recorded(trainer, _PATIENCE)
+    if recorded is not None:
+        return None if recorded < 0 else recorded
+    stopper = _stopper(trainer)
+    if stopper is None or isinstance(stopper, LoudEarlyStopping):
+        return None
+    return int(stopper.patience)
+
+
+def steps_per_epoch(trainer) -> int | None:
+    """The optimiser steps each epoch of ``trainer``'s run took (on each process), or None
+    where unknown."""
+    recorded = _recorded(trainer, _STEPS)
+    if recorded is not None:
+        return None if recorded < 0 else recorded
+    steps = getattr(trainer, "num_training_batches", None)
+    return steps if isinstance(steps, int) and steps > 0 else None
