@@ -164,3 +164,27 @@ def test_plan_numbers_are_refused_before_training(plan, match):
     with pytest.raises(ValueError, match=match):
         model.train(max_epochs=2, plan_kwargs=plan, **TRAIN)
     assert not model.is_trained_
+
+
+def test_history_names_are_scvi_tools_defaults_and_per_step_logging_is_refused_by_name():
+    """scvi-tools 1.4's SCVI logs 'train_loss' (train_loss_epoch/_step only under
+    plan_kwargs={'on_step': True}), as deltavae does; on_step (or a misspelled plan key) gave
+    'LowLevelPyroTrainingPlan.__init__() got an unexpected keyword argument', a class the user
+    never called."""
+    import scvi
+
+    adata = _cells()
+    scvi.model.SCVI.setup_anndata(adata)
+    reference = scvi.model.SCVI(adata, n_latent=2, n_hidden=8)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lightning's logging interval, one epoch too few
+        reference.train(max_epochs=1, **TRAIN)
+        model.train(max_epochs=1, **TRAIN)
+    assert {"train_loss", "elbo_train"} <= set(reference.history) & set(model.history)
+    assert "train_loss_epoch" in dv.model.ZINBVAE.history.__doc__
+    with pytest.raises(TypeError, match=r"plan_kwargs\['on_step'\]: deltavae logs every metric"):
+        model.train(max_epochs=1, plan_kwargs={"on_step": True}, **TRAIN)
+    with pytest.raises(TypeError, match=r"unexpected key 'max_kl_weigth': did you mean 'max_kl"):
+        model.train(max_epochs=1, plan_kwargs={"max_kl_weigth": 0.5}, **TRAIN)

@@ -36,6 +36,7 @@ from ._adata_setter import AnnDataSetter
 from ._backing import open_files_for_calls, record_contents, warn_compressed_chunks
 from ._count_advice import layer_fixed, note_non_negative
 from ._genes import check_own_adata, match_genes
+from ._history import HistoryMixin
 from ._labels import check_known_categories, with_labels_column
 from ._matrices import check_still_on_disk, memory_copy
 from ._saved import Saving, _package_version
@@ -69,7 +70,7 @@ from ._verdicts import say_verdict
 logger = logging.getLogger(__name__)
 
 
-class DeltaModelMixin(AnnDataSetter, Picklable, Saving, PyroSviTrainMixin):
+class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTrainMixin):
     """Training, saving and loading as every deltavae model does them.
 
     * ``train`` clears Pyro's global param store first (so models never share parameters),

@@ -5,6 +5,7 @@ the warm-up's starting weight, from scvi-tools' KL weight) named with its fix.""
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 import numbers
@@ -23,6 +24,49 @@ def _plan_default(name: str):
     from ..train._plan import DeltaTrainingPlan
 
     return inspect.signature(DeltaTrainingPlan.__init__).parameters[name].default
+
+
+#: scvi-tools' TrainingPlan logging switches: deltavae's plan logs every metric once an epoch.
+_PER_STEP = ("on_step", "on_epoch")
+
+
+def check_plan_names(plan: dict) -> None:
+    """Refuse a ``plan_kwargs`` key the training plan does not take, by name with the closest
+    ones (Python's TypeError named scvi-tools' ``LowLevelPyroTrainingPlan``, a class the user
+    never called), and scvi-tools' ``on_step``/``on_epoch`` with what the history logs.
+
+    Examples
+    --------
+    >>> check_plan_names({"lr": 1e-3, "n_steps_kl_warmup": 100})
+    >>> check_plan_names({"max_kl_weigth": 0.5})
+    Traceback (most recent call last):
+    ...
+    TypeError: plan_kwargs got an unexpected key 'max_kl_weigth': did you mean 'max_kl_weight' ...
+    """
+    from scvi.train import LowLevelPyroTrainingPlan
+
+    from ..train._plan import DeltaTrainingPlan
+
+    known = set()
+    for plan_class in (DeltaTrainingPlan, LowLevelPyroTrainingPlan):
+        known |= set(inspect.signature(plan_class.__init__).parameters)
+    known -= {"self", "pyro_module", "kwargs"}
+    unknown = [name for name in plan if name not in known]
+    if not unknown:
+        return
+    if unknown[0] in _PER_STEP:
+        raise TypeError(
+            f"plan_kwargs[{unknown[0]!r}]: deltavae logs every metric once an epoch, under "
+            "the names scvi-tools 1.4 gives them by default (history['train_loss'], "
+            "'elbo_train', 'elbo_validation' ...); per-step logging is not offered. Leave it "
+            "out."
+        )
+    close = difflib.get_close_matches(unknown[0], sorted(known), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    raise TypeError(
+        f"plan_kwargs got an unexpected key {unknown[0]!r}: {hint}The training plan takes "
+        f"{', '.join(sorted(known))}."
+    )
 
 
 def check_plan_numbers(plan: dict, lr) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from .._checks import short_repr
 from ..train._data import split_sizes
-from ._plan_checks import check_plan_numbers
+from ._plan_checks import check_plan_names, check_plan_numbers
 from ._validation import warn_user
 
 
@@ -121,6 +121,7 @@ def check_training_arguments(
             "model.module.double()?): training runs in float32, as the data loaders yield "
             "it. Call model.module.float() before train; read-outs take either."
         )
+    check_plan_names(plan)
     check_plan_numbers(plan, lr)
     lr = plan.get("lr", lr)
     if not _is_int(max_epochs) or max_epochs < 1:
