@@ -188,3 +188,12 @@ def test_history_names_are_scvi_tools_defaults_and_per_step_logging_is_refused_b
         model.train(max_epochs=1, plan_kwargs={"on_step": True}, **TRAIN)
     with pytest.raises(TypeError, match=r"unexpected key 'max_kl_weigth': did you mean 'max_kl"):
         model.train(max_epochs=1, plan_kwargs={"max_kl_weigth": 0.5}, **TRAIN)
+
+
+def test_one_listed_training_cell_is_told_to_lengthen_the_list_not_train_size():
+    """One training cell chosen by datasplitter_kwargs['external_indexing'] was told 'a larger
+    train_size (now 0.9)', which the lists override."""
+    model = dv.model.ZINBVAE(_cells(), n_latent=2, n_hidden=8)
+    split = {"external_indexing": [np.arange(1), np.arange(1, 40)]}
+    with pytest.raises(ValueError, match=r"and 1 training cells\. .*a longer first list of "):
+        model.train(max_epochs=1, datasplitter_kwargs=split, **TRAIN)

@@ -199,6 +199,9 @@ def check_training_arguments(
         fix = (
             "Use batch_size >= 2, or leave it out for the model's default."
             if batch_size < 2
+            else "Train on more cells: a longer first list of datasplitter_kwargs"
+            "['external_indexing']."
+            if external
             else f"Train on more cells: a larger train_size (now {train_size}) or more cells "
             "in adata."
         )
