@@ -197,3 +197,13 @@ def test_one_listed_training_cell_is_told_to_lengthen_the_list_not_train_size():
     split = {"external_indexing": [np.arange(1), np.arange(1, 40)]}
     with pytest.raises(ValueError, match=r"and 1 training cells\. .*a longer first list of "):
         model.train(max_epochs=1, datasplitter_kwargs=split, **TRAIN)
+
+
+def test_no_listed_validation_cells_are_told_to_list_them_not_train_size():
+    """restore_best=True or early_stopping=True with external_indexing's lists holding no
+    validation cells were told 'pass train_size < 1', which the lists override."""
+    model = dv.model.ZINBVAE(_cells(), n_latent=2, n_hidden=8)
+    split = {"external_indexing": [np.arange(40)]}
+    for asked in ({"restore_best": True}, {"early_stopping": True}):
+        with pytest.raises(ValueError, match=r"has no second list of cells\): list the valid"):
+            model.train(max_epochs=1, datasplitter_kwargs=split, **asked, **TRAIN)

@@ -159,11 +159,16 @@ def check_training_arguments(
             f"With {n_cells} cells and train_size={train_size}, no cell is left to compute "
             "the validation ELBO. Train on every cell with train_size=1.0, or use more cells."
         )
+    held_out = (
+        "(datasplitter_kwargs['external_indexing'] has no second list of cells): list the "
+        "validation cells second"
+        if external
+        else "(train_size=1.0): pass train_size < 1, e.g. 0.9"
+    )
     if restore_best is True and n_val == 0:
         raise ValueError(
             "restore_best=True keeps the epoch with the best validation ELBO, but no cell is "
-            "held out for it (train_size=1.0): pass train_size < 1, e.g. 0.9, or "
-            "restore_best=False."
+            f"held out for it {held_out}, or restore_best=False."
         )
     if restore_best not in (True, False, "auto"):
         raise ValueError(f"restore_best must be True, False or 'auto'; got {restore_best!r}.")
@@ -180,7 +185,7 @@ def check_training_arguments(
     if early_stopping and n_val == 0 and not on_training_cells:
         raise ValueError(
             f"early_stopping=True stops when {watched} stops improving, but no cell "
-            "is held out for it (train_size=1.0): pass train_size < 1, e.g. 0.9."
+            f"is held out for it {held_out}."
         )
     if split.get("drop_last") and batch_size > n_train:
         raise ValueError(
@@ -192,7 +197,7 @@ def check_training_arguments(
     if plan.get("reduce_lr_on_plateau") and metric.endswith("_validation") and n_val == 0:
         raise ValueError(
             f"reduce_lr_on_plateau watches {metric!r}, but no cell is held out for "
-            "validation (train_size=1.0): pass train_size < 1, e.g. 0.9."
+            f"validation {held_out}."
         )
     batch_norm = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules())
     if batch_norm and min(batch_size, n_train) < 2:
