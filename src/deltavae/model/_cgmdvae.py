@@ -460,7 +460,8 @@ class CGMDVAE(
         and the clusters without cells in it: of a subset, not of the model); for a query
         model also ``obs["cgmdvae_label"]`` and ``obs["cgmdvae_label_confidence"]`` (see
         :meth:`predict_labels`). With another ``key_added``, ``"cgmdvae"`` in each of these
-        keys is replaced by it.
+        keys is replaced by it. Clusters are written by name (as scanpy's ``leiden``), where
+        :meth:`predict_clusters` gives indices into ``uns["cgmdvae"]["cluster_names"]``.
 
         {write}
 

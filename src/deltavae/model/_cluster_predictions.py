@@ -122,10 +122,26 @@ class PredictionsMixin:
         indices
             Cells to predict (positions or a boolean mask; default all), in this order.
 
+        Returns
+        -------
+        Without ``soft``, each cell's cluster as an index (int64) into :attr:`cluster_names`
+        and the columns of ``soft`` (as scikit-learn's ``GaussianMixture.predict``), not the
+        cluster's name: :meth:`write_to_adata`'s ``obs["cgmdvae_cluster"]`` holds names, a
+        categorical as scanpy's ``leiden`` writes, so ``predict_clusters() ==
+        adata.obs["cgmdvae_cluster"]`` compares indices with names. Name them with
+        ``adata.uns["cgmdvae"]["cluster_names"][idx]`` (typed as the obs column:
+        integer labels as integers), or take the names from :meth:`predict_labels`'
+        ``label``. Indices from the obs column are not its ``cat.codes`` (clusters without
+        cells are left out of its categories): use
+        ``adata.obsm["cgmdvae_cluster_probs"].argmax(1)``.
+
         Examples
         --------
         >>> g.predict_clusters()[:5]  # doctest: +SKIP
         array([3, 3, 0, 7, 1])
+        >>> names = adata.uns["cgmdvae"]["cluster_names"]  # doctest: +SKIP
+        >>> (names[g.predict_clusters()] == adata.obs["cgmdvae_cluster"]).all()  # doctest: +SKIP
+        True
         """
         probs = self._posterior(adata, indices, batch_size)["probs"]
         return probs if soft else probs.argmax(1)
