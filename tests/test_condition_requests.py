@@ -121,10 +121,10 @@ def test_a_whole_float_names_an_integer_condition_in_every_method():
     model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
     model.train(max_epochs=1, batch_size=64)
     assert model.get_normalized_expression(transform_batch=1.0).shape == adata.shape
-    # "1" is refused, as scvi-tools does, naming the value as the column holds it (the list
-    # of categories read "[np.int64(0), np.int64(1)]").
-    with pytest.raises(ValueError, match=r"'1' is not .*holds it: 1\); its categories: \[0, 1\]"):
-        model.get_normalized_expression(transform_batch="1")
+    # "1" names dose 1, as condition="1" does (tests/test_readout_consistency.py); an unknown
+    # dose is refused with the categories as the column holds them (not "[np.int64(0), ...").
+    with pytest.raises(ValueError, match=r"'7' is not a category.*its categories: \[0, 1\]"):
+        model.get_normalized_expression(transform_batch="7")
     ctrl = adata[adata.obs["dose"] == 0].copy()
     shifted = model.predict_perturbation(ctrl, 1.0, method="latent_shift", seed=0)
     assert set(shifted.obs["dose"]) == {1}

@@ -4,7 +4,6 @@ expression API limited to count likelihoods."""
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
@@ -20,7 +19,7 @@ from ._condition_counts import condition_counts, draw_conditions
 from ._de import CheckedExpressionMixin
 from ._label_setup import warn_if_unlabelled_lookalike
 from ._labels import cluster_index, warn_labels_without_training_cells
-from ._registered import several_conditions_error
+from ._registered import registered_category, several_conditions_error
 from ._validation import warn_user
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
@@ -87,14 +86,11 @@ class CountExpressionMixin:
 
 
 def _as_known(value, known: list[str]):
-    """A requested condition value as the model names it: ``1.0`` or ``True`` for a column
-    of integers is ``1``, ``1`` for a column of floats (a dose) ``1.0``."""
-    if value is None or str(value) in known:
-        return value
-    if isinstance(value, bool | np.bool_ | numbers.Real) and float(value).is_integer():
-        typed = [t for t in (int(value), float(value)) if str(t) in known]
-        return typed[0] if typed else value
-    return value
+    """A requested condition value as the model names it (``known``, the names of its
+    categories), read as :func:`~deltavae.model._registered.registered_category` reads it;
+    ``value`` itself where it names none."""
+    found = registered_category(value, known)
+    return value if found is None else found
 
 
 class ConditionsMixin:

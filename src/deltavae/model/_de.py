@@ -26,7 +26,7 @@ from ._de_tables import (
 from ._genes import identifier_advice
 from ._labels import _label_state, seen_categories
 from ._matrices import with_column
-from ._registered import SCVI_STAND_IN_BATCH
+from ._registered import SCVI_STAND_IN_BATCH, registered_category
 from ._scvi_glue import check_indices, mask_by_name
 from ._validation import warn_user
 
@@ -63,7 +63,8 @@ class CheckedExpressionMixin(RNASeqMixin):
             args, kwargs = _set_argument(method, args, kwargs, "gene_list", [gene_list])
         check_library_size(given.get("library_size", 1))
         check_draws(given, ("n_samples", "n_samples_overall"))
-        check_batches(self, given, ("transform_batch",))
+        for arg, value in check_batches(self, given, ("transform_batch",)).items():
+            args, kwargs = _set_argument(method, args, kwargs, arg, value)  # "107": batch 107
         if given.get("n_samples_overall") is not None and not given.get("return_numpy"):
             # Draws of randomly chosen cells, not one row per cell: scvi-tools failed making
             # them a frame indexed by the cells ("Shape of passed values is ...").
@@ -79,8 +80,11 @@ class CheckedExpressionMixin(RNASeqMixin):
     @functools.wraps(RNASeqMixin.get_feature_correlation_matrix)
     def get_feature_correlation_matrix(self, *args, **kwargs):  # noqa: D102 - scvi-tools'
         self._check_if_trained(warn=False)  # scvi-tools answered from the untrained networks
-        given = _bind(self, RNASeqMixin.get_feature_correlation_matrix, args, kwargs)
-        check_batches(self, given, ("transform_batch",))  # as get_normalized_expression's
+        method = RNASeqMixin.get_feature_correlation_matrix
+        for arg, value in check_batches(
+            self, _bind(self, method, args, kwargs), ("transform_batch",)
+        ).items():
+            args, kwargs = _set_argument(method, args, kwargs, arg, value)  # as above
         return super().get_feature_correlation_matrix(*args, **kwargs)
 
     @functools.wraps(RNASeqMixin.get_likelihood_parameters)
@@ -200,17 +204,22 @@ def check_genes(model, gene_list) -> None:
         )
 
 
-def check_batches(model, given: dict, arguments: tuple[str, ...]) -> None:
+def check_batches(model, given: dict, arguments: tuple[str, ...]) -> dict:
     """The batch categories named by ``arguments`` (``transform_batch``, ``batchid1``, ...)
-    are categories of the model's batch (CGMDVAE: its first condition)."""
+    are categories of the model's batch (CGMDVAE: its first condition), read by name as
+    ``condition=`` is (:func:`~deltavae.model._registered.registered_category`: ``"107"`` for
+    batch 107). Returns each argument given as the registered categories, for scvi-tools."""
     registry = model.adata_manager.get_state_registry(scvi.REGISTRY_KEYS.BATCH_KEY)
     known = list(registry.categorical_mapping)
+    typed = {}
     for arg in arguments:
         value = given.get(arg)
         if value is None:
             continue
-        values = [value] if isinstance(value, str) or np.ndim(value) == 0 else list(value)
-        unknown = [v for v in values if v is not None and v not in known]
+        one = isinstance(value, str) or np.ndim(value) == 0
+        values = [value] if one else list(value)
+        found = [registered_category(v, known) for v in values]
+        unknown = [v for v, f in zip(values, found, strict=True) if v is not None and f is None]
         if unknown and registry.get("original_key") == SCVI_STAND_IN_BATCH:
             key = "condition_key" if type(model).__name__ == "CGMDVAE" else "batch_key"
             raise ValueError(
@@ -220,19 +229,16 @@ def check_batches(model, given: dict, arguments: tuple[str, ...]) -> None:
             )
         if unknown:
             plain = [v.item() if isinstance(v, np.generic) else v for v in known]
-            named = {str(v): v for v in plain}.get(str(unknown[0]))  # "0" for batch 0
-            hint = f" (as the column holds it: {named!r})" if named is not None else ""
             raise ValueError(
                 f"{arg}={short_repr(value)}: {short_repr(unknown[0])} is not a category of "
-                f"adata.obs[{registry.get('original_key')!r}]{hint}; its categories: "
-                f"{plain[:20]}."
+                f"adata.obs[{registry.get('original_key')!r}]; its categories: {plain[:20]}."
             )
         seen = (seen_categories(model) or {}).get(registry.get("original_key"))
         # By the model's name of each value: 1.0 (or True) for batch 1 is batch "1".
         empty = [
             v
-            for v in values
-            if v is not None and seen is not None and str(known[known.index(v)]) not in seen
+            for v, f in zip(values, found, strict=True)
+            if f is not None and seen is not None and str(f) not in seen
         ]
         if empty:
             raise ValueError(
@@ -240,6 +246,8 @@ def check_batches(model, given: dict, arguments: tuple[str, ...]) -> None:
                 f"adata.obs[{registry.get('original_key')!r}] without training cells, so the "
                 f"model learned nothing of it; choose one of {sorted(seen)[:20]}."
             )
+        typed[arg] = found[0] if one else found
+    return typed
 
 
 def check_de_groups(
@@ -263,18 +271,18 @@ def check_de_groups(
     check_de_selection(given)
     check_de_test(given)
     check_draws(given.get("kwargs", {}), ("n_samples_overall",))  # get_bayes_factors'
-    check_batches(model, given, ("batchid1", "batchid2"))
+    typed = check_batches(model, given, ("batchid1", "batchid2"))
     for arg in ("batchid1", "batchid2"):
         value = given.get(arg)
         if value is None:
             continue
+        typed_value = [typed[arg]] if isinstance(value, str) else typed[arg]
+        args, kwargs = _set_argument(differential_expression, args, kwargs, arg, typed_value)
         if not given.get("batch_correction"):  # scvi-tools: "Inconsistent batch policy"
             raise ValueError(
                 f"{arg} chooses the batches that batch_correction=True averages over: pass "
                 f"batch_correction=True with it, or leave {arg} out."
             )
-        if isinstance(value, str):  # one batch (scvi-tools read the string letter by letter)
-            args, kwargs = _set_argument(differential_expression, args, kwargs, arg, [value])
     args, kwargs = _de_in_memory(model, given.get("adata"), args, kwargs)
     adata = model.adata if given.get("adata") is None else given.get("adata")
     for arg in ("idx1", "idx2"):

@@ -3,8 +3,38 @@ the categorical covariates, each with its categories and where it enters the mod
 
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
+
 #: The batch column scvi-tools registers when a setup names none (one category, 0).
 SCVI_STAND_IN_BATCH = "_scvi_batch"
+
+
+def registered_category(value, categories: list):
+    """The registered category that a user's ``value`` names, or ``None`` (also for ``None``).
+
+    Read by name, as every argument naming a category is (``condition=``,
+    ``transform_batch=``, ``batchid1=``, ``target_condition=``): ``"107"`` names the integer
+    batch 107, ``1.0`` or ``True`` the integer 1, ``1`` the float 1.0 (a dose).
+
+    Examples
+    --------
+    >>> registered_category("107", [107, 205]), registered_category(1, ["1", "2"])
+    (107, '1')
+    >>> registered_category(2.0, [1, 2]), registered_category("3", [1, 2])
+    (2, None)
+    """
+    if value is None:
+        return None
+    names = [str(c) for c in categories]
+    spellings = [str(value)]
+    if isinstance(value, numbers.Real | np.bool_) and float(value).is_integer():  # bool too
+        spellings += [str(int(value)), str(float(value))]
+    for name in spellings:
+        if name in names:
+            return categories[names.index(name)]
+    return None
 
 
 def registered_columns(registry: dict) -> list[tuple[str, int | None, str, list]]:
