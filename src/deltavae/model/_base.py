@@ -82,6 +82,10 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
       its file (each model decorates its own with :func:`~deltavae.model._backed.writes_backed`).
     * ``save`` refuses to overwrite unless asked; ``load`` refuses genes that differ from the
       training genes and says so when a file is corrupted or truncated.
+    * Read-outs on new cells read the genes by name: reordered ones are put in the training
+      order (with a warning), an AnnData with more genes (the whole of a model trained on its
+      highly variable genes) is read on the training genes, as ``write_to_adata`` reads it;
+      missing genes are refused.
     """
 
     _training_plan_cls = DeltaTrainingPlan
@@ -430,15 +434,13 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         return None if names is None else pd.Index(np.asarray(names).astype(str))
 
     def _match_genes(self, adata: AnnData) -> AnnData:
-        """``adata`` with the training genes in the training order (see :func:`match_genes`)."""
-        return match_genes(adata, self._training_genes())
+        """``adata`` with the training genes in the training order, read by name from an
+        AnnData with more genes too, as ``write_to_adata`` reads them (:func:`match_genes`)."""
+        return match_genes(adata, self._training_genes(), extra_genes=True)
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
-        """scvi-tools' check and registration, after the genes are checked by name.
-
-        Every public method that reads an AnnData goes through here, so genes in another
-        order, missing or unknown genes are caught once for all of them.
-        """
+        """scvi-tools' check and registration, after the genes are matched by name (once for
+        every public method that reads an AnnData)."""
         given = adata = check_anndata(adata)
         check_still_on_disk(getattr(self, "_adata", None) if adata is None else adata)
         if adata is not None and adata is not getattr(self, "_adata", None):

@@ -102,20 +102,31 @@ _ADVICE = (
 )
 
 
-def match_genes(adata: AnnData, genes: pd.Index | None, advice: str = _ADVICE) -> AnnData:
+def match_genes(
+    adata: AnnData, genes: pd.Index | None, advice: str = _ADVICE, extra_genes: bool = False
+) -> AnnData:
     """``adata`` with the training ``genes`` in the training order, or a clear refusal.
 
     The same genes in another order are reordered by name, on a copy, with a warning (the
-    user's AnnData is left as it is); missing or extra genes are refused by name, with the
-    model's ``advice``. ``genes`` ``None`` (a model without recorded genes) leaves ``adata``
-    as it is. The reordered copy of an AnnData whose data are on disk (backed .h5ad,
-    :func:`~deltavae.read_lazy`) is read into memory a chunk of rows at a time, and the
-    warning says so and how to keep the cells on disk.
+    user's AnnData is left as it is); missing genes are refused by name, with the model's
+    ``advice``, and so are extra genes unless ``extra_genes``: then the training genes are
+    read from a whole that holds them and others (the AnnData a model trained on its highly
+    variable genes came from), by name, on a copy and without a warning, as
+    ``write_to_adata(whole)`` reads them; results by gene are of the training genes.
+    ``genes`` ``None`` (a model without recorded genes) leaves ``adata`` as it is. The copy
+    of an AnnData whose data are on disk (backed .h5ad, :func:`~deltavae.read_lazy`) is read
+    into memory a chunk of rows at a time, and for a reordering a warning says so and how to
+    keep the cells on disk.
     """
     names = pd.Index(adata.var_names.astype(str))
     if genes is None or names.equals(genes):
         return adata
     _refuse_duplicates(names, "adata")
+    if extra_genes and not len(genes.difference(names)) and len(names) > len(genes):
+        logger.info("Reading the model's %d genes by name from adata's %d.", len(genes), len(names))
+        if not on_disk(adata):
+            return adata[:, genes.to_numpy()].copy()
+        return _reordered(adata, names.get_indexer(genes), genes, same_genes=True)
     if len(genes.difference(names)) or len(names.difference(genes)):
         raise ValueError(
             f"adata's genes differ from the {len(genes)} genes the model was trained on: "
