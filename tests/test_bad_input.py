@@ -3,6 +3,7 @@
 import os
 import warnings
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -674,15 +675,19 @@ def test_new_cells_that_are_not_counts_are_told_where_the_model_reads_them(saved
     model, path = saved
     new = counts_adata.copy()
     new.X = sp.csr_matrix(np.log1p(_dense(new.X)))
-    fix = r"reads raw counts from X: put them there, e.g. adata.X = adata.layers\['counts'\]"
+    # The advice overwrote the user's log-normalized X: now the counts on their own.
+    fix = r"reads raw counts from X; to keep adata.X as it is, pass the counts in an AnnData"
+    fix += r" of their own: counts = anndata.AnnData\(adata.layers\['counts'\], obs="
     with pytest.raises(ValueError, match=fix):
         model.get_latent_representation(new)
     with pytest.raises(ValueError, match=fix):  # nor can load take a layer
         dv.model.ZINBVAE.load(path, adata=new)
-    new.X = new.layers["counts"].copy()  # the advice followed
-    assert model.get_latent_representation(new).shape == (new.n_obs, 3)
-    loaded = dv.model.ZINBVAE.load(path, adata=new)
+    adata = new
+    counts = ad.AnnData(adata.layers["counts"], obs=adata.obs.copy(), var=adata.var.copy())
+    assert model.get_latent_representation(counts).shape == (new.n_obs, 3)
+    loaded = dv.model.ZINBVAE.load(path, adata=counts)
     assert loaded.get_latent_representation().shape == (new.n_obs, 3)
+    assert np.asarray(_dense(new.X)).max() < 10  # still log-normalized
 
 
 def test_a_condition_edited_after_training_is_not_read_as_the_old_one(counts_adata):

@@ -9,6 +9,7 @@ import warnings
 import anndata as ad
 import numpy as np
 import pytest
+import scanpy as sc
 import scvi
 import torch
 
@@ -105,3 +106,25 @@ def test_more_genes_are_read_by_name_in_every_read_out(zinbvae):
     assert whole.n_vars == adata.n_vars + 2 and "_scvi_batch" not in whole.obs
     with pytest.raises(ValueError, match="1 of them missing"):
         model.get_latent_representation(whole[:, whole.var_names != adata.var_names[0]].copy())
+
+
+def test_counts_normalized_in_place_are_advised_without_overwriting_x():
+    """A model trained on counts in X, X log-normalized since with the counts kept in a
+    layer: the advice moved the counts back into X, over the user's log-normalized X."""
+    scvi.settings.seed = 0
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    model.train(max_epochs=1, **TRAIN)
+    z = model.get_latent_representation()
+    sc.pp.normalize_total(adata)
+    sc.pp.log1p(adata)
+    logged = adata.X.copy()
+    fix = r"To keep adata.X as it is, .*anndata.AnnData\(adata.layers\['counts'\].*model.adata ="
+    with pytest.raises(ValueError, match=fix):
+        model.get_latent_representation()
+    counts = ad.AnnData(adata.layers["counts"], obs=adata.obs.copy(), var=adata.var.copy())
+    model.adata = counts  # the advice followed
+    np.testing.assert_allclose(model.get_latent_representation(), z, atol=1e-6)
+    assert model.write_to_adata() == ["obsm/X_zinbvae"] and "X_zinbvae" in counts.obsm
+    np.testing.assert_array_equal(adata.X.toarray(), logged.toarray())

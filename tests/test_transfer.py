@@ -896,7 +896,8 @@ def test_bad_query_inputs(reference, tmp_path):
     # A query's data go where the reference read them: load_query_data takes no layer.
     logged = query.copy()
     logged.X = np.log1p(np.asarray(logged.layers["counts"].todense(), dtype=float))
-    fix = r"read raw counts from X: put the query's there, e.g. query.X = query.layers\['counts'\]"
+    # Not over the query's log-normalized X: the counts in an AnnData of their own.
+    fix = r"read raw counts from X; to keep query.X as it is, .* = anndata.AnnData\(query.layers"
     with pytest.raises(ValueError, match=r"query.X must hold raw counts.*" + fix):
         dv.model.CGMDVAE.load_query_data(logged, model)
 

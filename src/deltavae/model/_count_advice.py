@@ -116,6 +116,14 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
             source = f"{name}.raw[:, {name}.var_names].X"
         fix = f", e.g. {target} = {source}.copy()" if source else ""
         where = target.removeprefix(f"{name}.")
+        who = "The model reads" if fixed else "The reference read"
+        if layer is None and source is not None:  # not over the user's (log-normalized) X
+            return (
+                f" {who} raw counts from X; to keep {name}.X as it is, pass the counts in an "
+                f"AnnData of their own: {counts_copy(name, source)} (results written into it "
+                "can be copied over by key). A model set up with layer='counts' reads them "
+                "beside a log-normalized X."
+            )
         if fixed:
             return f" The model reads raw counts from {where}: put them there{fix}."
         return f" The reference read raw counts from {where}: put the query's there{fix}."
@@ -143,6 +151,27 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
             f"{name}.raw[:, {name}.var_names].X; {arg}='counts'{then}." + real
         )
     return f" Pass the raw counts, in X or in a layer ({arg}='counts'{then})." + real
+
+
+def counts_copy(name: str, source: str) -> str:
+    """The code for an AnnData holding the counts at ``source`` in X, with ``name``'s cells
+    and genes, ``name``'s own X (log-normalized, often) left as it is.
+
+    Examples
+    --------
+    >>> counts_copy("adata", "adata.layers['counts']")[:52]
+    "counts = anndata.AnnData(adata.layers['counts'], obs"
+    """
+    return f"counts = anndata.AnnData({source}, obs={name}.obs.copy(), var={name}.var.copy())"
+
+
+def _counts_layer(adata: AnnData, layer: str | None) -> str | None:
+    """A layer of ``adata`` other than ``layer`` whose first rows hold raw counts."""
+    for key in adata.layers.keys():
+        looked = _first_rows(adata.layers[key]) if key != layer else None
+        if looked is not None and looked[1].size and not not_counts(looked[1]).size:
+            return key
+    return None
 
 
 def empty_x_hint(adata: AnnData, name: str = "adata") -> str:
@@ -208,13 +237,22 @@ def check_still_counts(adata: AnnData, layer: str | None, model: str) -> None:
     if not bad.size:
         return
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    kept = _counts_layer(adata, layer) if layer is None else None
+    fix = (  # not over the log-normalized X the user kept on purpose
+        f"To keep adata.X as it is, give the {model} its counts in an AnnData of their own: "
+        f"{counts_copy('adata', f'adata.layers[{kept!r}]')}; model.adata = counts (results "
+        "of write_to_adata() go there; copy them over by key); or set up with "
+        f"layer={kept!r} and build the {model} again."
+        if kept is not None
+        else f"Put the counts back (the {model} reads them as before), or keep them in a "
+        "layer before normalizing (adata.layers['counts'] = adata.X.copy()), set up with "
+        f"layer='counts' and build the {model} again."
+    )
     raise ValueError(
         f"The model's AnnData no longer holds raw counts: {where} has values such as "
         f"{not_count_repr(bad.flat[0])} now, so it was changed in place after setup_anndata (e.g. "
         "sc.pp.normalize_total or sc.pp.log1p on the same object), and results would come from "
-        f"the changed values. Put the counts back (the {model} reads them as before), or keep "
-        "them in a layer before normalizing (adata.layers['counts'] = adata.X.copy()), set up "
-        f"with layer='counts' and build the {model} again."
+        f"the changed values. {fix}"
     )
 
 
