@@ -128,3 +128,23 @@ def test_counts_normalized_in_place_are_advised_without_overwriting_x():
     np.testing.assert_allclose(model.get_latent_representation(), z, atol=1e-6)
     assert model.write_to_adata() == ["obsm/X_zinbvae"] and "X_zinbvae" in counts.obsm
     np.testing.assert_array_equal(adata.X.toarray(), logged.toarray())
+
+
+def test_query_with_missing_batches_or_as_a_view_is_told_what_to_do_first(zinbvae):
+    """NaN batches of a query got setup_anndata's "fill them with a value of their own", and
+    a view was refused by scvi-tools' setup once the model was being built."""
+    model, _ = zinbvae
+    query = _cells(seed=1)
+    query.obs["plate"] = np.where(np.arange(query.n_obs) < 5, np.nan, 301.0)
+    fix = r"query.obs\['plate'\] = query.obs\['plate'\].fillna\(-1\).astype\(int\); or drop"
+    with pytest.raises(ValueError, match=r"has 5 missing values \(NaN\).*" + fix):
+        dv.model.ZINBVAE.load_query_data(query, model)
+    query.obs["plate"] = query.obs["plate"].fillna(-1).astype(int)  # the advice followed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scvi-tools' notes on the new categories
+        mapped = dv.model.ZINBVAE.load_query_data(query, model)
+    assert mapped.query_mapping_["new_categories"]["plate"] == ["-1", "301"]
+    columns = list(query.obs)
+    with pytest.raises(ValueError, match=r"query is a view .* query = query\[mask\].copy\(\)"):
+        dv.model.ZINBVAE.load_query_data(query[:50], model)
+    assert list(query.obs) == columns

@@ -23,6 +23,16 @@ def check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: str
     if not isinstance(adata, AnnData):
         kind = type(adata).__name__
         raise TypeError(f"The query must be an AnnData (cells x genes); got {kind}.")
+    if adata.is_view:  # before any work: scvi-tools' setup refused it after the model began
+        fix = (
+            "query = query[mask].to_memory(), or query[mask].copy(filename='query.h5ad')"
+            if adata.isbacked
+            else "query = query[mask].copy()"
+        )
+        raise ValueError(
+            "The query is a view (query[mask], sharing its parent's data): mapping registers "
+            f"the reference's fields in its obs, which a view cannot hold. Pass a copy: {fix}."
+        )
     if adata.n_obs < 2:
         raise ValueError(
             f"The query holds {adata.n_obs} cell(s); mapping trains the new categories' weights "
@@ -44,6 +54,7 @@ def check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: str
                     f"the query as a new {arg.replace('_key', '')} of {where}."
                 )
     for key, known in category_mappings(registry).items():
+        _refuse_missing_values(adata, key, known, where)
         given = pd.unique(np.asarray(adata.obs[key].dropna(), dtype=object))
         refuse_other_type(f"query.obs[{key!r}]", known, given, "its categories")
     labels_key = setup_args.get("labels_key")
@@ -83,3 +94,33 @@ def check_query_data(adata: AnnData, attr_dict: dict, layer: str | None) -> None
     likelihood = {**params.get("kwargs", {}), **params.get("non_kwargs", {})}.get("likelihood")
     kind = Likelihood(likelihood).data_kind if likelihood else "counts"
     check_data(adata, layer, kind=kind, warn_empty=False, name="query")
+
+
+def _refuse_missing_values(adata: AnnData, key: str, known: list, where: str) -> None:
+    """Refuse missing values (NaN) in the query's condition column ``key``, saying how to
+    map those cells as a category of their own, typed as the reference's ``known`` ones."""
+    n_missing = int(adata.obs[key].isna().sum())
+    if not n_missing:
+        return
+    column = f"query.obs[{key!r}]"
+    plain = [v.item() if isinstance(v, np.generic) else v for v in known]
+    if all(isinstance(v, str) for v in plain):
+        fill = f"{column} = {column}.astype(object).fillna('query_unknown')"
+    elif all(isinstance(v, int) and not isinstance(v, bool) for v in plain):
+        new = -1 if -1 not in plain else max(plain) + 1
+        fill = f"{column} = {column}.fillna({new}).astype(int)"
+    elif all(isinstance(v, float) for v in plain):
+        new = -1.0 if -1.0 not in plain else max(plain) + 1.0
+        fill = f"{column} = {column}.fillna({new})"
+    else:  # booleans: a third value is no category of theirs
+        fill = None
+    named = (
+        f"give them a value of their own, mapped as a new category of {where} (its "
+        f"weights learn from those cells), e.g. {fill}; or drop them"
+        if fill
+        else "drop them"
+    )
+    raise ValueError(
+        f"{column} has {n_missing} missing values (NaN), where {where} read each cell's "
+        f"value: {named}: query = query[{column}.notna()].copy()."
+    )
