@@ -16,7 +16,7 @@ def registered_category(value, categories: list):
 
     Read by name, as every argument naming a category is (``condition=``,
     ``transform_batch=``, ``batchid1=``, ``target_condition=``): ``"107"`` names the integer
-    batch 107, ``1.0`` or ``True`` the integer 1, ``1`` the float 1.0 (a dose).
+    batch 107, ``1.0`` or ``True`` the integer 1, ``1`` the float 1.0 (a dose) or ``True``.
 
     Examples
     --------
@@ -24,6 +24,8 @@ def registered_category(value, categories: list):
     (107, '1')
     >>> registered_category(2.0, [1, 2]), registered_category("3", [1, 2])
     (2, None)
+    >>> registered_category(1, [False, True]), registered_category(True, [0, 1])
+    (True, 1)
     """
     if value is None:
         return None
@@ -31,6 +33,7 @@ def registered_category(value, categories: list):
     spellings = [str(value)]
     if isinstance(value, numbers.Real | np.bool_) and float(value).is_integer():  # bool too
         spellings += [str(int(value)), str(float(value))]
+        spellings += [str(bool(value))] if value in (0, 1) else []  # 1 == True, as numpy's
     for name in spellings:
         if name in names:
             return categories[names.index(name)]
