@@ -83,9 +83,8 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
     * ``save`` refuses to overwrite unless asked; ``load`` refuses genes that differ from the
       training genes and says so when a file is corrupted or truncated.
     * Read-outs on new cells read the genes by name: reordered ones are put in the training
-      order (with a warning), an AnnData with more genes (the whole of a model trained on its
-      highly variable genes) is read on the training genes, as ``write_to_adata`` reads it;
-      missing genes are refused.
+      order (with a warning), more genes (the whole of a model trained on its highly variable
+      genes) are read on the training genes, missing genes are refused.
     """
 
     _training_plan_cls = DeltaTrainingPlan
