@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import scvi
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
@@ -16,11 +15,10 @@ from scvi.model.base import BaseModelClass
 
 from ..module import ArchetypesModule
 from . import _archetype_results as results
-from ._archetypal_analysis import check_archetype_count, start_archetypes
 from ._archetype_checks import check_batch_size, check_count, check_new_spots
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
-from ._candidates import candidate_samples, candidate_spots, restore_candidate_samples
+from ._candidates import archetype_start, candidate_samples, restore_candidate_samples
 from ._spots import SpotModelMixin, second_argument_was, selected_rows, spot_rate, warn_empty_spots
 from ._validation import check_model_arguments, check_obs_keys, check_setup_target
 
@@ -121,18 +119,13 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             dropout_rate=dropout_rate,
             positive={"prior_concentration": prior_concentration},
         )
-        check_archetype_count(n_archetypes, max_archetypes, n_spots, max_candidates)
         if not 0 < merge_threshold <= 1:
             raise ValueError(f"merge_threshold must lie in (0, 1]; got {merge_threshold}.")
-        self.merge_threshold = float(merge_threshold)
-        rows, profiles, embedding, mean_profile = candidate_spots(self, n_pcs, max_candidates)
+        self.merge_threshold, self.min_spots = float(merge_threshold), int(min_spots)
+        rows, profiles, mean_profile, init_B, self.elbow_ = archetype_start(
+            self, n_archetypes, max_archetypes, n_pcs, max_candidates, smooth_neighbors
+        )  # a load skips it: the saved parameters replace the start
         self.candidate_rows_ = rows
-        self.min_spots = int(min_spots)
-        if n_archetypes == "auto":  # an archetype stands only where min_spots spots lead with it
-            max_archetypes = min(max_archetypes, max(2, adata.n_obs // max(1, self.min_spots)))
-        init_B, self.elbow_ = start_archetypes(
-            embedding, n_archetypes, max_archetypes, smooth_neighbors, scvi.settings.seed
-        )
         n_archetypes = init_B.shape[0]
         self.n_archetypes_raw_ = int(n_archetypes)
         self.module = self._module_cls(
@@ -144,13 +137,13 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             dropout_rate=dropout_rate,
             prior_concentration=prior_concentration,
             n_samples=self.summary_stats.get("n_batch", 1),
-            candidate_samples=candidate_samples(self, rows),
+            candidate_samples=None if rows is None else candidate_samples(self, rows),
         )
         self.signature_map_ = None
         self._cache: dict = {}
         summary = (
             f"Archetypes: {n_archetypes} raw archetypes (alike ones merge: archetype_names()), "
-            f"{n_spots} spots ({len(rows)} candidates), {adata.n_vars} genes, merge threshold "
+            f"{n_spots} spots ({len(profiles)} candidates), {adata.n_vars} genes, merge threshold "
             f"{merge_threshold}"
         )
         self._finish_init(summary, locals())

@@ -15,7 +15,8 @@ import torch
 from scvi import REGISTRY_KEYS
 from sklearn.cluster import kmeans_plusplus
 
-from ._archetypal_analysis import embed
+from ._archetypal_analysis import check_archetype_count, embed, start_archetypes
+from ._load_state import saved_state
 
 logger = logging.getLogger(__name__)
 
@@ -100,3 +101,27 @@ def restore_candidate_samples(model) -> None:
     if samples is not None:
         device = model.module.candidate_samples.device
         model.module.candidate_samples = torch.as_tensor(samples, device=device)
+
+
+def archetype_start(model, n_archetypes, max_archetypes, n_pcs, max_candidates, smooth_neighbors):
+    """Archetypes' start: candidate rows, profiles and mean profile, starting B and the elbow
+    (``n_archetypes`` checked first; see :func:`candidate_spots` and
+    :func:`~deltavae.model._archetypal_analysis.start_archetypes`).
+
+    In a load, the saved candidate profiles, mean profile and B (the rows and elbow come back
+    with the model's attributes; the state dict replaces the rest) instead of a pass over the
+    spots and the anchor search, which every load computed and discarded.
+    """
+    saved = saved_state(model)
+    if saved is not None:
+        init_B = torch.softmax(saved["B_logits"].float(), dim=-1)
+        return None, saved["candidate_profiles"], saved["mean_profile"], init_B, None
+    n_spots = model.adata.n_obs
+    check_archetype_count(n_archetypes, max_archetypes, n_spots, max_candidates)
+    rows, profiles, embedding, mean_profile = candidate_spots(model, n_pcs, max_candidates)
+    if n_archetypes == "auto":  # an archetype stands only where min_spots spots lead with it
+        max_archetypes = min(max_archetypes, max(2, n_spots // max(1, model.min_spots)))
+    init_B, elbow = start_archetypes(
+        embedding, n_archetypes, max_archetypes, smooth_neighbors, scvi.settings.seed
+    )
+    return rows, profiles, mean_profile, init_B, elbow

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 import scvi
+import torch
 from anndata import AnnData
 from scipy.optimize import nnls
 from sklearn.decomposition import NMF
@@ -140,3 +141,16 @@ def nmf_start(counts: np.ndarray, n_components: int, max_iter: int):
     )
     names = [f"factor_{k}" for k in range(n_components)]
     return names, signatures + 1e-6, proportions, np.maximum(abundance, 1e-3)
+
+
+def saved_start(state: dict):
+    """For a load: names, signatures, proportions and abundance of the saved parameters'
+    shapes (the state dict then replaces them), instead of the NMF / NNLS start ``__init__``
+    computes for a new model (see :mod:`deltavae.model._load_state`)."""
+    signatures = torch.exp(state["log_signatures"].float()).numpy()
+    proportions = abundance = None
+    if "proportion_logits" in state:  # per spot
+        proportions = torch.softmax(state["proportion_logits"].float(), dim=-1).numpy()
+        abundance = torch.exp(state["log_abundance"].float()).numpy()
+    names = [f"factor_{k}" for k in range(signatures.shape[0])]
+    return names, signatures, proportions, abundance

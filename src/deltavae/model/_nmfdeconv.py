@@ -17,9 +17,10 @@ from ..module import NMFDeconvModule
 from ..module._nmfdeconv import INFERENCE
 from ._base import DeltaModelMixin
 from ._genes import align_query_genes, match_read_genes
+from ._load_state import saved_state
 from ._nmf_reference import FromReferenceMixin
 from ._nmf_results import NMFResultsMixin
-from ._nmf_start import check_signatures, nmf_start, nnls_start
+from ._nmf_start import check_signatures, nmf_start, nnls_start, saved_start
 from ._saved import check_load_arguments, read_saved
 from ._spots import SpotModelMixin, spot_rate
 from ._training_checks import _is_int
@@ -133,6 +134,7 @@ class NMFDeconv(
                 "the spots with NMFDeconv.setup_anndata(adata, spot_index=True)."
             )
         proportions = abundance = None
+        saved = saved_state(self)  # a load: the saved parameters replace any start
         if signatures is None:
             if n_components is None or n_components < 2:
                 raise ValueError(
@@ -140,21 +142,27 @@ class NMFDeconv(
                     f"NMFDeconv.from_reference); got n_components={n_components!r}."
                 )
             most = min(adata.n_obs, start_spots, adata.n_vars)  # NMF's start finds at most
-            if n_components > most:
+            if n_components > most and saved is None:
                 raise ValueError(
                     f"n_components={n_components} exceeds the factors the NMF start finds in"
                     f" {adata.n_obs} spots (start_spots={start_spots}) x {adata.n_vars} genes: "
                     f"{most}"
                 )
-            rows, columns = self._sample_rows(start_spots), np.arange(adata.n_vars)
-            names, sig, proportions, abundance = nmf_start(
-                self._read_rows(rows), n_components, nmf_max_iter
-            )
-            if per_spot and len(rows) < adata.n_obs:
-                proportions, abundance = nnls_start(self._row_chunks(), sig)
+            columns = np.arange(adata.n_vars)
+            if saved is not None:
+                names, sig, proportions, abundance = saved_start(saved)
+            else:
+                rows = self._sample_rows(start_spots)
+                names, sig, proportions, abundance = nmf_start(
+                    self._read_rows(rows), n_components, nmf_max_iter
+                )
+                if per_spot and len(rows) < adata.n_obs:
+                    proportions, abundance = nnls_start(self._row_chunks(), sig)
         else:
             names, sig, columns = check_signatures(signatures, adata)
-            if per_spot:
+            if per_spot and saved is not None:
+                proportions, abundance = saved_start(saved)[2:]
+            elif per_spot:
                 proportions, abundance = nnls_start(self._row_chunks(columns), sig)
         self.cell_types_ = names
         self.module = self._module_cls(

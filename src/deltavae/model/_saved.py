@@ -26,6 +26,7 @@ from ..train._record import cells_digest
 from ._count_advice import layer_fixed
 from ._genes import genes_to_load_advice
 from ._labels import check_known_categories, check_labels_to_load
+from ._load_state import loading_state
 from ._matrices import check_still_on_disk
 from ._scvi_glue import obs_types_kept, refuse_scvi_names
 from ._training_checks import check_accelerator
@@ -379,7 +380,7 @@ class Saving:
             # the genes it was trained on (NMFDeconv's from_reference had said so too).
             warnings.filterwarnings("ignore", message=r".* genes in .* are zero in every")
             try:
-                with layer_fixed():
+                with layer_fixed(), loading_state(cls, state):  # __init__ skips its start
                     model = super().load(dir_path, adata=adata, **kwargs)
             except RuntimeError as err:  # torch's "Error(s) in loading state_dict ..."
                 if "state_dict" not in str(err):

@@ -1,0 +1,85 @@
+"""Loading saved models: what load computes, refuses and advises (model/_saved.py and the
+models' loads)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import deltavae as dv
+from deltavae.model import _candidates, _nmfdeconv
+
+TRAIN = {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False}
+
+
+def _no_start(*args, **kwargs):
+    raise AssertionError("load computed the start that the saved parameters replace")
+
+
+def _same_state(a, b):
+    sa, sb = a.module.state_dict(), b.module.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def split():
+    cells = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=40, n_clusters=3, n_conditions=1, seed=1
+    )
+    return dv.datasets.pseudo_spots(cells, "cluster", n_spots=40, cells_per_spot=(2, 6), seed=3)
+
+
+@pytest.mark.filterwarnings("ignore:signatures and spots share only")
+@pytest.mark.parametrize("inference", ["amortized", "per_spot"])
+@pytest.mark.parametrize("reference", [False, True])
+def test_nmfdeconv_load_skips_the_start(split, inference, reference, tmp_path, monkeypatch):
+    """NMFDeconv.load built the model anew, computing the NMF (or NNLS) start from the spots,
+    and then replaced it with the saved parameters: 1.15 s of a 0.12 s load for 20k spots x
+    200 genes. The start is skipped; the read-outs are the saved model's, bit for bit."""
+    spots, ref = split
+    spots = spots.copy()
+    dv.model.NMFDeconv.setup_anndata(spots, spot_index=inference == "per_spot")
+    if reference:
+        sig = pd.DataFrame(
+            np.random.default_rng(0).gamma(1.0, 1.0, (3, 40)), columns=spots.var_names
+        )
+        model = dv.model.NMFDeconv(spots, signatures=sig, inference=inference, n_hidden=8)
+    else:
+        model = dv.model.NMFDeconv(spots, n_components=3, inference=inference, n_hidden=8)
+    model.train(**TRAIN)
+    model.save(tmp_path / "m")
+    monkeypatch.setattr(_nmfdeconv, "nmf_start", _no_start)
+    monkeypatch.setattr(_nmfdeconv, "nnls_start", _no_start)
+    loaded = dv.model.NMFDeconv.load(tmp_path / "m", spots)
+    _same_state(model, loaded)
+    assert loaded.cell_types_ == model.cell_types_
+    assert loaded.get_proportions().equals(model.get_proportions())
+    assert loaded.get_signatures().equals(model.get_signatures())
+    if inference == "amortized" and not reference:
+        # The NMF start's limit (factors <= spots) is no reason to refuse fewer spots.
+        few = dv.model.NMFDeconv.load(tmp_path / "m", spots[:2].copy())
+        assert few.get_proportions().shape == (2, 3)
+
+
+@pytest.mark.filterwarnings("ignore:merge_threshold=0.9 would merge every archetype")
+@pytest.mark.filterwarnings("ignore:min_spots=1 was not fully applied")
+def test_archetypes_load_skips_the_candidates_and_anchor_search(tmp_path, monkeypatch):
+    """Archetypes.load read the spots, embedded them and searched for the anchors (2.2 s of a
+    0.15 s load for 20k spots x 200 genes), all replaced by the saved parameters."""
+    mix = dv.datasets.convex_mixtures(n_spots=60, n_genes=30, n_archetypes=3, n_markers=5)
+    mix.obs["slide"] = pd.Categorical(np.where(np.arange(60) % 3, "a", "b"))
+    dv.model.Archetypes.setup_anndata(mix, sample_key="slide")
+    model = dv.model.Archetypes(mix, n_archetypes="auto", max_candidates=8, min_spots=1)
+    model.train(**TRAIN)
+    model.save(tmp_path / "a")
+    monkeypatch.setattr(_candidates, "candidate_spots", _no_start)
+    monkeypatch.setattr(_candidates, "start_archetypes", _no_start)
+    loaded = dv.model.Archetypes.load(tmp_path / "a", mix)
+    _same_state(model, loaded)
+    assert torch.equal(loaded.module.candidate_samples, model.module.candidate_samples)
+    assert np.array_equal(loaded.candidate_rows_, model.candidate_rows_)
+    assert loaded.elbow_ is not None and loaded.n_archetypes_raw_ == model.n_archetypes_raw_
+    got, expected = loaded.get_archetype_weights(), model.get_archetype_weights()
+    assert got.equals(expected)
+    assert loaded.get_archetype_profiles().equals(model.get_archetype_profiles())
