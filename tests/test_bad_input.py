@@ -482,7 +482,7 @@ def test_prepare_query_anndata_names_a_save_it_cannot_read(saved, counts_adata, 
         dv.model.CGMDVAE.prepare_query_anndata(fewer, path)
     with pytest.raises(FileNotFoundError, match=r"is the model file; pass the directory"):
         dv.model.ZINBVAE.load(path / "model.pt", counts_adata)
-    with pytest.warns(UserWarning, match="genes are missing from the query; they are filled"):
+    with pytest.warns(UserWarning, match="5 of the reference's 60 genes are missing"):
         ready = dv.model.ZINBVAE.prepare_query_anndata(fewer, path, inplace=False)
     assert list(ready.var_names) == list(counts_adata.var_names)
 
