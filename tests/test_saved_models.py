@@ -83,3 +83,29 @@ def test_archetypes_load_skips_the_candidates_and_anchor_search(tmp_path, monkey
     got, expected = loaded.get_archetype_weights(), model.get_archetype_weights()
     assert got.equals(expected)
     assert loaded.get_archetype_profiles().equals(model.get_archetype_profiles())
+
+
+def test_latent_imputer_holds_its_reference_cells_once(split, tmp_path):
+    """SpatialImputer(design='latent') kept an integer reference twice: the DataFrame given
+    (init_params_, saved, and read back by load) and the module's float32 buffer made of it;
+    after load, both, the int64 one twice the buffer's size. They are one float32 array."""
+    spots, ref = split
+    spots = spots[:, :30].copy()
+    dv.model.SpatialImputer.setup_anndata(spots)
+    cells = pd.DataFrame(
+        np.asarray(ref.X.todense() if hasattr(ref.X, "todense") else ref.X, dtype=np.int64),
+        index=ref.obs_names,
+        columns=ref.var_names,
+    )
+    model = dv.model.SpatialImputer(spots, reference=cells, design="latent", n_hidden=8)
+    model.train(**TRAIN)
+    model.save(tmp_path / "imp")
+    loaded = dv.model.SpatialImputer.load(tmp_path / "imp", spots)
+    for m in (model, loaded):
+        held = m.init_params_["non_kwargs"]["reference"]
+        assert (held.dtypes == np.float32).all()
+        assert np.shares_memory(held.to_numpy(), m.module.reference_counts.numpy())
+        np.testing.assert_array_equal(held.to_numpy(), cells.to_numpy())
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation(), model.get_latent_representation()
+    )

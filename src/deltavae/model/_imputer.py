@@ -151,6 +151,9 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         values = np.asarray(reference.to_numpy(), dtype=np.float32)
         if not np.isfinite(values).all() or (values < 0).any():
             raise ValueError("reference must hold finite, non-negative counts.")
+        # The module reads these float32 values; init_params_ (saved, and what load rebuilds the
+        # model from) holds the same memory, not an integer or float64 copy besides.
+        reference = pd.DataFrame(values, index=reference.index, columns=genes, copy=False)
         self.design_ = design
         self.reference_genes_ = genes
         self.state_names_ = pd.Index(reference.index.astype(str))
