@@ -1,6 +1,8 @@
 """Loading saved models: what load computes, refuses and advises (model/_saved.py and the
 models' loads)."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -109,3 +111,68 @@ def test_latent_imputer_holds_its_reference_cells_once(split, tmp_path):
     np.testing.assert_array_equal(
         loaded.get_latent_representation(), model.get_latent_representation()
     )
+
+
+def _cells(seed=0):
+    return dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=20, n_clusters=2, n_conditions=2, seed=seed
+    )
+
+
+def _trained(cls, adata, **kwargs):
+    model = cls(adata, n_latent=3, n_hidden=16, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one epoch: not converged, said elsewhere
+        model.train(max_epochs=1, batch_size=64)
+    return model
+
+
+@pytest.mark.parametrize("cls", [dv.model.ZINBVAE, dv.model.CGMDVAE])
+def test_cell_models_load_genes_in_another_order_on_a_copy(cls, tmp_path):
+    """ZINBVAE.load / CGMDVAE.load refused the training genes in another order (with advice
+    of two statements), while model.adata = it, every read-out and the spot models' load
+    match genes by name: read on a copy in the training order, results written into it."""
+    adata = _cells()
+    kwargs = {"condition_key": "condition"} if cls is dv.model.CGMDVAE else {}
+    cls.setup_anndata(adata, **kwargs)
+    model = _trained(cls, adata, **({"n_clusters": 2} if kwargs else {}))
+    model.save(tmp_path / "m")
+    moved = adata[:, [1, 0, *range(2, 20)]].copy()
+    with pytest.warns(UserWarning, match=r"another order \(2 moved; e.g. position 0 .*a copy"):
+        loaded = cls.load(tmp_path / "m", moved)
+    assert list(moved.var_names) == list(adata.var_names[[1, 0, *range(2, 20)]])
+    assert list(loaded.adata.var_names) == list(adata.var_names)
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation(), model.get_latent_representation()
+    )
+    written = loaded.write_to_adata()
+    key = written[0].split("/")[1]
+    np.testing.assert_array_equal(moved.obsm[key], model.get_latent_representation())
+    assert key not in adata.obsm
+
+
+def test_a_query_model_loads_onto_its_query_with_the_genes_it_lacks(tmp_path):
+    """A query model saved with a prefix, loaded onto the query it mapped (5 genes missing),
+    was refused with advice to subset by the saved genes (adata[:, genes]), which fails on
+    those very genes; and 'saved without its AnnData' advised load(path, adata) without the
+    prefix, which finds no model.pt. The query is aligned as load_query_data aligned it."""
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    vae = _trained(dv.model.ZINBVAE, adata)
+    query = _cells(seed=1)[:, 5:].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # genes missing, nothing new to learn: said there
+        q = dv.model.ZINBVAE.load_query_data(query, vae)
+    assert q.query_mapping_["n_genes_missing"] == 5
+    q.save(tmp_path / "q", prefix="p_")
+    with pytest.raises(ValueError, match=r"load\(path, adata, prefix='p_'\)"):
+        dv.model.ZINBVAE.load(tmp_path / "q", prefix="p_")
+    given = query[:, ::-1].copy()
+    with pytest.warns(UserWarning, match=r"lacks 5 of the model's 20 genes \(as when it was"):
+        loaded = dv.model.ZINBVAE.load(tmp_path / "q", given, prefix="p_")
+    assert loaded.is_query_model and loaded.adata.n_vars == 20
+    np.testing.assert_array_equal(loaded.get_latent_representation(), q.get_latent_representation())
+    loaded.write_to_adata()
+    np.testing.assert_array_equal(given.obsm["X_zinbvae"], q.get_latent_representation())
+    with pytest.raises(ValueError, match="shares 5 of the reference's 20 genes"):
+        dv.model.ZINBVAE.load(tmp_path / "q", query[:, :5].copy(), prefix="p_")

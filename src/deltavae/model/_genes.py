@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._count_advice import check_model_counts, layer_fixed
-from ._matrices import on_disk, take_columns
+from ._matrices import memory_copy, on_disk, take_columns
 from ._training_checks import check_registered_columns
 from ._validation import _matrix, _refuse_duplicates, warn_user
 
@@ -36,6 +36,66 @@ def _gene_difference(genes: pd.Index, names: pd.Index) -> str:
         f"the same genes in another order ({len(moved)} moved; e.g. position {first} holds "
         f"{names[first]!r}, the model's gene there is {genes[first]!r})"
     )
+
+
+def in_training_order(adata: AnnData, var_names) -> AnnData | None:
+    """A copy of in-memory ``adata``, whose genes are a saved model's training genes
+    (``var_names``) in another order, with them put in the training order by name (with a
+    warning naming how many moved); ``None`` where they are other genes or on disk (a copy
+    would read the whole file: the load refuses, saying how to reorder it there).
+
+    ``load`` refused such an AnnData, while ``model.adata = adata`` and every read-out match
+    genes by name. The model keeps and reads the copy; its results are per cell or spot, or by
+    gene name, and ``write_to_adata`` writes them into ``adata``.
+    """
+    genes = pd.Index(np.asarray(var_names).astype(str))
+    names = pd.Index(adata.var_names.astype(str))
+    if (
+        on_disk(adata)
+        or names.equals(genes)
+        or len(names) != len(genes)
+        or not names.is_unique
+        or not genes.isin(names).all()
+    ):
+        return None
+    warn_user(
+        f"adata has {_gene_difference(genes, names)}; the model reads a copy with them in the "
+        "training order, by name (adata itself is unchanged, and model.write_to_adata() "
+        "writes the results into it)."
+    )
+    return memory_copy(adata[:, names.get_indexer(genes)])
+
+
+def query_to_load(adata: AnnData, var_names, attr_dict: dict) -> AnnData | None:
+    """For a saved query model (``load_query_data``'s), ``adata`` with its genes aligned to
+    the reference's on a copy, missing ones as zeros, as ``load_query_data`` aligned the query
+    and every read-out of the model aligns one (:func:`align_query_genes`); ``None`` for
+    another model. ``load`` refused the query as the user has it, advising a subset by the
+    saved genes, which fails on the genes it lacks."""
+    mapping = attr_dict.get("query_mapping_")
+    if not isinstance(mapping, dict):
+        return None
+    genes = pd.Index(np.asarray(var_names).astype(str))
+    n_missing = int((~genes.isin(adata.var_names.astype(str))).sum())
+    as_mapped = n_missing == mapping.get("n_genes_missing")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*filled with zeros")
+        aligned = align_query_genes(
+            adata,
+            genes,
+            mapping.get("min_gene_overlap", 0.5),
+            attr_dict["registry_"]["setup_args"].get("layer"),
+        )
+    lacks = f"lacks {n_missing} of the model's {len(genes)} genes" if n_missing else "has"
+    warn_user(
+        f"adata {lacks}{' (as when it was mapped)' if as_mapped else ''}"
+        f"{'' if n_missing else ' the genes in another order or others besides'}: the model "
+        "reads a copy with the reference's genes in its order"
+        f"{', the missing ones as zeros' if n_missing else ''}, as load_query_data aligned "
+        "the query (adata itself is unchanged, and model.write_to_adata() writes the results "
+        "into it)."
+    )
+    return aligned
 
 
 def identifier_advice(first, second) -> str:
@@ -249,8 +309,10 @@ def align_query_genes(
 
 def genes_to_load_advice(cls, dir_path, attr_dict: dict, var_names, adata, prefix=None) -> str:
     """Why ``adata`` cannot be the AnnData a saved model loads with (other genes, or the
-    training genes in another order) and what to pass instead (scvi-tools'
-    ``prepare_query_anndata`` reads ``model.pt``, never a ``prefix``'s file)."""
+    training genes in another order in an AnnData on disk, which :func:`in_training_order`
+    does not copy) and what to pass instead, in one line that runs (scvi-tools'
+    ``prepare_query_anndata`` reads ``model.pt``, never a ``prefix``'s file). A query model's
+    query is aligned by :func:`query_to_load` instead."""
     genes, names = pd.Index(np.asarray(var_names).astype(str)), adata.var_names
     problem = _gene_difference(genes, pd.Index(names.astype(str)))
     saved = f"torch.load('{os.fspath(dir_path)}/{prefix or ''}model.pt', weights_only=False)"
@@ -258,30 +320,29 @@ def genes_to_load_advice(cls, dir_path, attr_dict: dict, var_names, adata, prefi
     reorder = (
         # A backed file cannot be copied into memory by prepare_query_anndata: a backed copy
         # in the saved order stays on disk.
-        f"adata = adata[:, genes].copy(filename='in_training_order.h5ad'), genes = {saved}"
+        f"adata = adata[:, {saved}].copy(filename='in_training_order.h5ad')"
         if adata.isbacked
         else f"adata = {cls.__name__}.prepare_query_anndata(adata, "
         f"{os.fspath(dir_path)!r}, inplace=False)"
         if hasattr(cls, "prepare_query_anndata") and not prefix
-        else f"adata = adata[:, genes].copy() with the saved order, genes = {saved}"
+        else f"adata = adata[:, {saved}].copy()"
     )
     same = len(genes) == len(names) and genes.isin(names.astype(str)).all()
-    query = attr_dict.get("query_mapping_") is not None and hasattr(cls, "load_query_data")
-    fix = (
-        f"put them in that order first: {reorder}"
-        if same or query  # a query model: aligned as load_query_data aligned it
-        else "pass the training genes"
-        + (
-            f" (a dataset with other genes is mapped with {cls.__name__}.load_query_data)"
-            if hasattr(cls, "load_query_data")
-            else ""
+    if same:  # on disk: a copy in memory would read the whole file
+        return (
+            f"The AnnData's genes differ from the {len(var_names)} genes the model was "
+            f"trained on: {problem}. An AnnData on disk is read as it is, so it must hold "
+            f"them in the training order: {reorder}."
         )
+    other = (
+        f" (a dataset with other genes is mapped with {cls.__name__}.load_query_data)"
+        if hasattr(cls, "load_query_data")
+        else ""
     )
     return (
         f"The AnnData's genes differ from the {len(var_names)} genes the model was "
-        f"trained on: {problem}. The model keeps the AnnData it is loaded with (and "
-        f"writes its results there), so it must hold the training genes in the "
-        f"training order: {fix}."
+        f"trained on: {problem}. The model keeps the AnnData it is loaded with (and writes "
+        f"its results there): pass the training genes{other}."
     )
 
 

@@ -24,7 +24,7 @@ from ..train._convergence import NotConvergedWarning
 from ..train._divergence import trained_state
 from ..train._record import cells_digest
 from ._count_advice import layer_fixed
-from ._genes import genes_to_load_advice
+from ._genes import genes_to_load_advice, in_training_order, query_to_load
 from ._labels import check_known_categories, check_labels_to_load
 from ._load_state import loading_state
 from ._matrices import check_still_on_disk
@@ -342,8 +342,12 @@ class Saving:
         dir_path
             Directory written by :meth:`save`.
         adata
-            AnnData with the same genes, in the same order, as the training data. ``None``
-            uses the AnnData saved with the model.
+            AnnData with the training genes. In memory and in another order, they are put in
+            the training order by name on a copy (with a warning; ``adata`` is unchanged and
+            gets the results of ``write_to_adata``); on disk, they must be in that order. A
+            query model (:meth:`load_query_data`'s) takes its query as mapped, genes aligned
+            on a copy as there (missing ones as zeros). ``None`` uses the AnnData saved with
+            the model.
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
             ``device``, ``prefix``, ``backup_url``: where to download a missing model file).
@@ -364,12 +368,17 @@ class Saving:
         ):
             raise ValueError(
                 f"{dir_path!r} was saved without its AnnData: pass the training AnnData, "
-                f"{cls.__name__}.load(path, adata), or save with save_anndata=True."
+                f"{cls.__name__}.load(path, adata{f', prefix={prefix!r}' if prefix else ''}), "
+                "or save with save_anndata=True."
             )
-        if adata is not None and not np.array_equal(np.asarray(adata.var_names), var_names):
-            advice = genes_to_load_advice(cls, dir_path, attr_dict, var_names, adata, prefix)
-            raise ValueError(advice)
         given, copied = adata, False
+        if adata is not None and not np.array_equal(np.asarray(adata.var_names), var_names):
+            adata = in_training_order(given, var_names)  # a copy, as model.adata = given reads
+            if adata is None:  # a query model reads its query as load_query_data aligned it
+                adata = query_to_load(given, var_names, attr_dict)
+            if adata is None:
+                advice = genes_to_load_advice(cls, dir_path, attr_dict, var_names, given, prefix)
+                raise ValueError(advice)
         if adata is not None:
             check_known_categories(adata, attr_dict["registry_"])
             adata = check_labels_to_load(adata, attr_dict["registry_"])

@@ -16,7 +16,7 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField
 
 from .._checks import dense, short_repr
-from ._matrices import memory_copy, on_disk, to_memory, with_column
+from ._matrices import memory_copy, to_memory, with_column
 from ._scvi_glue import selected_rows as _selected_rows
 from ._validation import check_data, check_key_added, check_setup_target, warn_user
 
@@ -171,15 +171,9 @@ class SpotModelMixin:
         --------
         >>> a = dv.model.Archetypes.load("archetypes/", spots)  # doctest: +SKIP
         """
-        from ._saved import check_load_arguments  # swapped arguments named before reading
-
-        adata = check_load_arguments(cls, dir_path, adata, kwargs)
-        ordered = None if adata is None else _in_training_order(cls, dir_path, adata, kwargs)
-        if ordered is None:
-            return super().load(dir_path, adata=adata, **kwargs)
-        model = super().load(dir_path, adata=ordered, **kwargs)
-        model._query_adata = adata  # results go into the spots given, as SpatialImputer's
-        return model
+        # Genes in another order are put in the training order on a copy by Saving.load
+        # (in_training_order), which writes results into the spots given.
+        return super().load(dir_path, adata=adata, **kwargs)
 
     @classmethod
     def _spots_to_load(cls, adata, attr_dict: dict, state_dict: dict):
@@ -254,29 +248,6 @@ class SpotModelMixin:
             return np.arange(n)
         rng = np.random.default_rng(scvi.settings.seed)
         return np.sort(rng.choice(n, n_max, replace=False))
-
-
-def _in_training_order(cls, dir_path, adata, kwargs: dict):
-    """A copy of in-memory spots with the saved model's genes in another order put in the
-    training order, with a warning; ``None`` where they are in that order already or cannot
-    be put so, or on disk (the load's own check then says why, and how to reorder). The
-    results are per spot: the genes' order is the model's reading of them only. Spot models
-    refused such spots, with advice to reorder them by hand."""
-    from ._saved import read_saved
-
-    if on_disk(adata):  # a copy would read the whole file: the load's advice keeps it on disk
-        return None
-    _, var_names, _ = read_saved(cls, dir_path, kwargs.get("prefix"))
-    genes = pd.Index(np.asarray(var_names).astype(str))
-    names = pd.Index(adata.var_names.astype(str))
-    if names.equals(genes) or len(names) != len(genes) or not genes.isin(names).all():
-        return None  # other genes: Archetypes writes profiles into the training genes only
-    warn_user(
-        f"adata has the model's {len(genes)} genes in another order; the model reads "
-        "a copy with them in the training order, by name (adata itself is unchanged, and "
-        "model.write_to_adata() writes the results into it)."
-    )
-    return memory_copy(adata[:, names.get_indexer(genes)])
 
 
 def training_rows(names: pd.Index, trained: pd.Index) -> np.ndarray:
