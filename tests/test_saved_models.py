@@ -176,3 +176,22 @@ def test_a_query_model_loads_onto_its_query_with_the_genes_it_lacks(tmp_path):
     np.testing.assert_array_equal(given.obsm["X_zinbvae"], q.get_latent_representation())
     with pytest.raises(ValueError, match="shares 5 of the reference's 20 genes"):
         dv.model.ZINBVAE.load(tmp_path / "q", query[:, :5].copy(), prefix="p_")
+
+
+def test_load_names_the_model_for_an_unknown_keyword_and_refuses_a_legacy_conversion(tmp_path):
+    """An unknown keyword to load was 'BaseModelClass.load() got an unexpected keyword
+    argument' (scvi-tools' class, not the model's); scvi-tools' convert_legacy_save of a
+    deltavae save failed with 'No such file ... model_params.pt', leaving an empty folder."""
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    _trained(dv.model.ZINBVAE, adata).save(tmp_path / "m", prefix="p_")
+    with pytest.raises(TypeError, match=r"^ZINBVAE.load\(\) got .*'acellerator' \(did you mean"):
+        dv.model.ZINBVAE.load(tmp_path / "m", adata, acellerator="cpu", prefix="p_")
+    with pytest.raises(TypeError, match=r"^NMFDeconv.load\(\) got an unexpected keyword .*'foo'"):
+        dv.model.NMFDeconv.load(tmp_path / "m", adata, foo=1)
+    out = tmp_path / "converted"
+    with pytest.raises(ValueError, match=r"already in the current format.*load\(dir_path, adata"):
+        dv.model.ZINBVAE.convert_legacy_save(tmp_path / "m", out, prefix="p_")
+    assert not out.exists()
+    with pytest.raises(FileNotFoundError, match=r"No saved model in .*prefix='p_'"):
+        dv.model.ZINBVAE.convert_legacy_save(tmp_path / "m", out)

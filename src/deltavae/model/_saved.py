@@ -82,6 +82,15 @@ def check_load_arguments(cls, dir_path, adata, kwargs: dict):
     ``datamodule`` with "__init__() got an unexpected keyword argument"."""
     refuse_scvi_names("load", cls.__name__, kwargs)
     name = f"{cls.__name__}.load"
+    known = [p for p in inspect.signature(BaseModelClass.load).parameters if p != "adata"][1:]
+    unknown = [key for key in kwargs if key not in known]
+    if unknown:  # Python named scvi-tools' BaseModelClass.load(), not the model's
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        raise TypeError(
+            f"{name}() got an unexpected keyword argument {unknown[0]!r} ("
+            f"{f'did you mean {close[0]!r}? ' if close else ''}load takes dir_path, adata, "
+            f"{', '.join(k for k in known if k != 'datamodule')})."
+        )
     if isinstance(dir_path, AnnData):
         raise TypeError(
             f"{name} takes the directory written by save first, then the AnnData: "
@@ -318,6 +327,32 @@ class Saving:
         """
         read_saved(cls, dir_path, prefix, use="view_setup_args")
         BaseModelClass.view_setup_args(os.path.expanduser(os.fspath(dir_path)), prefix)
+
+    @classmethod
+    def convert_legacy_save(
+        cls, dir_path: str, output_dir_path: str, overwrite: bool = False, prefix=None, **kwargs
+    ) -> None:
+        """scvi-tools' converter of saves older than scvi-tools 0.15, which no deltavae model
+        wrote: a deltavae save is in the current format and loads as it is (scvi-tools' own
+        failed with "No such file or directory: ... model_params.pt", after making
+        ``output_dir_path``). Refused, naming :meth:`load`.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        output_dir_path, overwrite, **kwargs
+            scvi-tools' arguments; nothing is written.
+        prefix
+            The file-name prefix given to :meth:`save`.
+        """
+        read_saved(cls, dir_path, prefix)  # a folder holding no deltavae save is named so
+        call = f"{cls.__name__}.load(dir_path, adata{f', prefix={prefix!r}' if prefix else ''})"
+        raise ValueError(
+            f"{os.fspath(dir_path)!r} is a deltavae save, already in the current format "
+            f"(convert_legacy_save converts saves of scvi-tools before 0.15): nothing to "
+            f"convert; load it with {call}."
+        )
 
     @classmethod
     def load_registry(cls, dir_path: str, prefix: str | None = None) -> dict:
