@@ -195,3 +195,22 @@ def test_load_names_the_model_for_an_unknown_keyword_and_refuses_a_legacy_conver
     assert not out.exists()
     with pytest.raises(FileNotFoundError, match=r"No saved model in .*prefix='p_'"):
         dv.model.ZINBVAE.convert_legacy_save(tmp_path / "m", out)
+
+
+def test_imputer_load_skips_the_pass_over_the_spots(split, tmp_path, monkeypatch):
+    """SpatialImputer.load (deconvolution) summed every spot's counts for a starting
+    abundance that the saved one replaced: a pass over the spots (the whole file on disk)."""
+    from deltavae.model import _imputer
+
+    spots, ref = split
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # few shared genes
+        model = dv.model.SpatialImputer.from_reference(
+            spots[:, :30].copy(), reference=ref, labels_key="cluster", profiles="type"
+        )
+        model.train(**TRAIN)
+    model.save(tmp_path / "imp")
+    monkeypatch.setattr(_imputer, "row_sums", _no_start)
+    loaded = dv.model.SpatialImputer.load(tmp_path / "imp", spots[:, :30].copy())
+    _same_state(model, loaded)
+    assert loaded.get_proportions().equals(model.get_proportions())

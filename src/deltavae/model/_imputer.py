@@ -26,6 +26,7 @@ from ._imputer_reference import (
     state_profiles,
 )
 from ._imputer_results import ImputerResultsMixin
+from ._load_state import saved_state
 from ._matrices import adata_in_memory, memory_copy, row_sums, to_memory
 from ._saved import check_load_arguments, read_saved
 from ._spots import (
@@ -169,8 +170,9 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
                 adata.n_obs, torch.as_tensor(values), torch.as_tensor(visible), technology_sd,
                 *(neighbours if profiles == "neighbours" else (None, None)), temperature,
             )  # fmt: skip
-            totals = row_sums(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
-            self.module.start_abundance(torch.as_tensor(totals))
+            if saved_state(self) is None:  # a load replaces it: no pass over the spots
+                totals = row_sums(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
+                self.module.start_abundance(torch.as_tensor(totals))
         else:
             self.module = ImputerLatentModule(
                 adata.n_obs, torch.as_tensor(values), torch.as_tensor(visible),
