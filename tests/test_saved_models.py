@@ -214,3 +214,20 @@ def test_imputer_load_skips_the_pass_over_the_spots(split, tmp_path, monkeypatch
     loaded = dv.model.SpatialImputer.load(tmp_path / "imp", spots[:, :30].copy())
     _same_state(model, loaded)
     assert loaded.get_proportions().equals(model.get_proportions())
+
+
+def test_latent_library_zinbvae_load_skips_the_library_pass(tmp_path, monkeypatch):
+    """ZINBVAE(use_observed_lib_size=False).load read every cell for the library prior's
+    means and variances, which the saved buffers replace (scvi-tools' SCVI does the same)."""
+    from deltavae.model import _zinbvae
+
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    model = _trained(dv.model.ZINBVAE, adata, use_observed_lib_size=False)
+    model.save(tmp_path / "m")
+    monkeypatch.setattr(_zinbvae, "_init_library_size", _no_start)
+    loaded = dv.model.ZINBVAE.load(tmp_path / "m", adata)
+    _same_state(model, loaded)
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation(), model.get_latent_representation()
+    )

@@ -28,6 +28,7 @@ from ._base import DeltaModelMixin
 from ._de import CheckedExpressionMixin
 from ._host_results import HostResultsMixin
 from ._labels import ConditionsByName, small_categories_named
+from ._load_state import saved_state
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._scvi_glue import scvi_init_names
@@ -134,7 +135,13 @@ class ZINBVAE(
                 "scVI). Set up without size_factor_key to learn a latent library size."
             )
         library_log_means = library_log_vars = None
-        if not use_observed_lib_size and not uses_size_factor:
+        saved = saved_state(self)  # a load: its buffers replace a pass over the cells
+        if not use_observed_lib_size and not uses_size_factor and saved is not None:
+            library_log_means, library_log_vars = (
+                saved["library_log_means"],
+                saved["library_log_vars"],
+            )
+        elif not use_observed_lib_size and not uses_size_factor:
             library_log_means, library_log_vars = _init_library_size(self.adata_manager, n_batch)
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
