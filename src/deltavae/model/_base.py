@@ -176,7 +176,8 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         accelerator, device
             Lightning device selection; ``"auto"`` uses a GPU when one is present.
         train_size, validation_size
-            Fractions of cells used for training and for the validation ELBO.
+            Fractions of cells used for training and for the validation ELBO (not read where
+            ``datasplitter_kwargs={"external_indexing": [train, validation]}`` lists cells).
         batch_size
             Cells per minibatch.
         early_stopping
@@ -191,10 +192,10 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
             model not trained before and none for one trained before (it trains on under the
             full ELBO, not from KL 0 again); ``None`` trains the full ELBO from the start.
         plan_kwargs
-            Passed to :class:`deltavae.train.DeltaTrainingPlan`: scvi-tools' names work
-            (``lr``, ``weight_decay``, ``eps``, ``optimizer``, ``reduce_lr_on_plateau``,
-            ``lr_factor``, ``lr_patience``, ``lr_threshold``, ``lr_scheduler_metric``,
-            ``lr_min``, ``max_kl_weight``, ``min_kl_weight``, ``n_steps_kl_warmup``).
+            Passed to :class:`deltavae.train.DeltaTrainingPlan`: scvi-tools' names (``lr``,
+            ``weight_decay``, ``eps``, ``optim_kwargs``, ``reduce_lr_on_plateau``, ``lr_*``,
+            ``max_kl_weight``, ``min_kl_weight``, ``n_steps_kl_warmup`` ...); another key
+            (``on_step`` too), or a number no run trains with, is refused before training.
         validate_distributions
             Keep Pyro's distribution-argument checks on during training (slower; for
             debugging a custom module).

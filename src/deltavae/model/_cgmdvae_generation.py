@@ -168,9 +168,10 @@ class GenerationMixin:
             defaults, D10 and D13). ``None``
             (default): 0.5 for count likelihoods with one condition covariate when
             ``residual`` is on, 0 otherwise. Needs ``residual=True`` for counts and a group
-            of training cells seen under both conditions; ``uns["response_weight"]`` of the
-            result records the weight used (the default falls to 0, with a warning, where no
-            group is).
+            of training cells seen under both conditions (a query model's training cells are
+            its query's: a response needs query cells of both); ``uns["response_weight"]`` of
+            the result records the weight used (the default falls to 0, with a warning, where
+            no group is).
         seed
             Seed of the random rounding (or draw) of ``layers["counts"]``: the same seed gives
             the same counts, whatever the ``batch_size`` and on a GPU as on the CPU (the
@@ -184,7 +185,11 @@ class GenerationMixin:
         normalized exactly like real cells: the expectation rounded stochastically with
         ``residual``, one draw of the posterior predictive without), and the cells' obs with
         the condition column(s) set to the target; ``uns["prediction"]`` records the method,
-        the target and the scale of ``X``.
+        the target and, in words, what ``X`` holds: with ``residual``, each cell's observed
+        data plus the decoded change (averaged with the observed responses where
+        ``response_weight`` > 0: for counts on log-normalized counts, taken back to each
+        cell's library, so totals fall a little below it); without, the decoded mean (for
+        ``likelihood="zinb"`` the zero-inflated mean, dropout included).
 
         Examples
         --------

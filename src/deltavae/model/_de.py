@@ -153,7 +153,12 @@ class CheckedExpressionMixin(RNASeqMixin):
         ' (``mode="change"``) or ``bayes_factor`` (``"vanilla"``), as in scvi-tools;'
         " genes tied there (``proba_de`` reaches 1.0 for many clear markers) follow the size"
         " of ``lfc_mean`` (vanilla: of ``scale1 - scale2``), largest first, so that the top"
-        " of the table does not change with the seed.\n"
+        " of the table does not change with the seed. ``delta`` and ``fdr_target`` apply to"
+        ' ``mode="change"`` only: given to the default ``"vanilla"`` they warn. An unknown'
+        " ``mode`` or ``weights`` is refused before any draw, as is ``groupby`` on a column of"
+        " continuous values (most of them distinct: bin them first, ``pd.qcut``). Without"
+        " ``adata`` the groups are read from the model's own AnnData: pass ``adata=`` where"
+        " ``groupby``'s column was added to another one (a subset, a copy).\n"
     )
 
 

@@ -308,7 +308,12 @@ class ImputerResultsMixin:
         ``obs["cell_abundance"]``.
 
         The imputed genes are not among the spots' genes, so they go to ``obsm`` (gene names
-        as columns) rather than to a layer, which would need the AnnData's own genes.
+        as columns) rather than to a layer, which would need the AnnData's own genes. Spots
+        without counts in the measured genes get what the model gives a spot without data,
+        not an estimate: one warning counts them, for the imputed values and the proportions
+        (or latents) alike. A backed AnnData whose file no longer holds its spots in its order
+        (rewritten since it was opened, or obs_names changed in memory) is refused before
+        anything is written.
 
         Parameters
         ----------

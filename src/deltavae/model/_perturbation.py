@@ -65,8 +65,9 @@ class PerturbationMixin:
             For count models the default translation is averaged with the observed responses
             of the most similar training groups (``response_weight``).
             ``"latent_shift"``: scGen's latent arithmetic, z + mean(z | target) - mean(z |
-            source) over the training cells, decoded with each cell's own library and
-            covariates, under the target condition where the model takes it as a covariate.
+            source) over the training cells, decoded with each cell's own library (a latent
+            library at its posterior mean) and covariates, under the target condition where
+            the model takes it as a covariate.
             ``"nearest_response"``: each cell's data plus the change observed between the
             conditions in the training groups (``balance_key``) most similar to it, weighted
             by each group's posterior under isotropic Gaussians on 50 principal components of
@@ -104,12 +105,17 @@ class PerturbationMixin:
         Returns
         -------
         AnnData with the cells' obs (the condition set to the target) and the genes.
-        ``translate`` and ``latent_shift``: expected expression in ``X`` and, for count
+        ``translate`` and ``latent_shift``: the expectation in ``X`` and, for count
         likelihoods, whole counts in ``layers["counts"]`` (normalize them like the real cells
-        before scoring, e.g. with :func:`deltavae.metrics.log_normalize`).
+        before scoring, e.g. with :func:`deltavae.metrics.log_normalize`). ``X`` of
+        ``translate``'s residual default (counts) is each cell's observed counts plus the
+        model's change, averaged with the observed responses; a decoded ``X`` is the model's
+        mean at each cell's library (a latent library's posterior mean), for ZINB the
+        zero-inflated mean, dropout included (totals below the library size).
         ``nearest_response``: for count models, log-normalized expression in ``X`` (the scale
         the responses are transferred on; no ``layers["counts"]``), for other likelihoods the
-        data's own scale. ``uns["prediction"]`` records the method, the target and this scale.
+        data's own scale. ``uns["prediction"]`` records the method, the target and, in words,
+        what ``X`` holds.
 
         Examples
         --------

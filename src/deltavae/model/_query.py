@@ -139,12 +139,27 @@ def _covariate_sizes(registry: dict, without: dict | None = None) -> list[int]:
     return sizes
 
 
-def _docstring_of(source):
+def _docstring_of(source, notes: str = ""):
     def take(method):
-        method.__doc__ = source.__doc__
+        method.__doc__ = source.__doc__.rstrip() + notes
         return method
 
     return take
+
+
+#: What deltavae's prepare_query_anndata adds to scvi-tools' (whose docstring it takes).
+_PREPARE_NOTES = """
+
+        Notes
+        -----
+        deltavae warns with the number of the reference's genes the query lacks and gets as
+        zeros (scvi-tools logs it at INFO only), as :meth:`load_query_data` does. A saved
+        reference's folder is read as :meth:`load_query_data` reads it (a missing, prefixed
+        or damaged save is named). ``inplace=False`` leaves the query as it was (scvi-tools
+        reordered its genes in place when none was missing) and refuses a backed one;
+        ``inplace=True`` on a view (``adata[mask]``) whose genes it would reorder is
+        refused. The padding keeps the query's ``uns``, ``raw`` and matrix types.
+        """
 
 
 class QueryMappingMixin(ArchesMixin):
@@ -209,13 +224,17 @@ class QueryMappingMixin(ArchesMixin):
         adata
             Query cells with the data where the reference had them (``X`` or the same layer)
             and every condition column the reference registered. A query without the
-            reference's labels column, or with unlabelled cells, is fine.
+            reference's labels column, or with unlabelled cells, is fine. A category the
+            reference registered but held no training cell of (an unused category of a pandas
+            Categorical, kept after subsetting) is refused: rename it to learn it as new.
         reference_model
             A trained model of this class, or the directory it was saved to.
         min_gene_overlap
-            Smallest fraction of the reference's genes the query must have. Genes are matched
-            by name: a reordered query is aligned, missing genes are filled with zeros (with a
-            warning that gives their number), extra genes are dropped.
+            Smallest fraction of the reference's genes the query must have (a number;
+            scvi-tools' third argument, the bool ``inplace_subset_query_vars``, is refused).
+            Genes are matched by name: a reordered query is aligned, missing genes are
+            filled with zeros (with a warning that gives their number), extra genes are
+            dropped.
         accelerator, device
             Where the query model lives.
 
@@ -294,7 +313,7 @@ class QueryMappingMixin(ArchesMixin):
         return model
 
     @classmethod
-    @_docstring_of(ArchesMixin.prepare_query_anndata)  # not wraps: its signature has no cls
+    @_docstring_of(ArchesMixin.prepare_query_anndata, _PREPARE_NOTES)  # not wraps: no cls
     def prepare_query_anndata(
         cls,
         adata: AnnData,
