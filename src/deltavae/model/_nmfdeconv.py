@@ -297,11 +297,14 @@ class NMFDeconv(
             Directory written by :meth:`save`.
         adata
             Spots with the training genes, or with those the model reads (:meth:`used_genes`;
-            the others zeros on a copy); ``inference="per_spot"`` loads onto its own spots,
-            by name. A view (``spots[mask]``) is copied into memory. ``None`` uses the
+            the others zeros on a copy); in memory with the training genes in another order,
+            they are put in the training order on a copy, with a warning (``adata`` gets the
+            results of ``write_to_adata``). ``inference="per_spot"`` loads onto its own
+            spots, by name. A view (``spots[mask]``) is copied into memory. ``None`` uses the
             AnnData saved with the model.
         **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``, ...).
+            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
+            ``device``, ``prefix``, ``backup_url``: where to download a missing model file).
 
         Examples
         --------

@@ -375,14 +375,15 @@ class Saving:
         Parameters
         ----------
         dir_path
-            Directory written by :meth:`save`.
+            Directory written by :meth:`save` (not the ``model.pt`` file in it; ``~`` is the
+            home folder).
         adata
             AnnData with the training genes. In memory and in another order, they are put in
             the training order by name on a copy (with a warning; ``adata`` is unchanged and
             gets the results of ``write_to_adata``); on disk, they must be in that order. A
             query model (:meth:`load_query_data`'s) takes its query as mapped, genes aligned
             on a copy as there (missing ones as zeros). ``None`` uses the AnnData saved with
-            the model.
+            the model. Read a file first: a path is refused.
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
             ``device``, ``prefix``, ``backup_url``: where to download a missing model file).

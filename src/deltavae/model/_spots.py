@@ -165,7 +165,8 @@ class SpotModelMixin:
             ``write_to_adata`` the AnnData to write into. ``None`` uses the AnnData saved
             with the model.
         **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``, ...).
+            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
+            ``device``, ``prefix``, ``backup_url``: where to download a missing model file).
 
         Examples
         --------
