@@ -188,8 +188,8 @@ class GenerationMixin:
         the target and, in words, what ``X`` holds: with ``residual``, each cell's observed
         data plus the decoded change (averaged with the observed responses where
         ``response_weight`` > 0: for counts on log-normalized counts, taken back to each
-        cell's library, so totals fall a little below it); without, the decoded mean (for
-        ``likelihood="zinb"`` the zero-inflated mean, dropout included).
+        cell's library: an average of logs, so totals fall below it); without, the decoded
+        mean (for ``likelihood="zinb"`` the zero-inflated mean, dropout included).
 
         Examples
         --------
