@@ -80,11 +80,10 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
       processes or GPUs with ``strategy="ddp", devices=N`` (see :meth:`train`).
     * ``write_to_adata`` on an AnnData opened ``backed="r+"`` also writes the results into
       its file (each model decorates its own with :func:`~deltavae.model._backed.writes_backed`).
-    * ``save`` refuses to overwrite unless asked; ``load`` matches the genes by name and says
-      so when a file is corrupted or truncated.
-    * Read-outs on new cells read the genes by name: reordered ones are put in the training
-      order (with a warning), more genes (the whole of a model trained on its highly variable
-      genes) are read on the training genes, missing genes are refused.
+    * ``save`` refuses to overwrite unless asked; ``load`` names a corrupted or truncated file.
+    * ``load`` and read-outs on new cells read the genes by name: reordered ones are put in the
+      training order (with a warning), more genes (the whole of a model trained on its highly
+      variable genes) are read on the training genes, missing genes are refused.
     """
 
     _training_plan_cls = DeltaTrainingPlan
