@@ -43,6 +43,13 @@ _FLAGS = (
         "Train longer (--epochs)",
     ),
     (r"\(n_epochs_kl_warmup='auto': ([^)]*) of max_epochs", r"(\1 of --epochs"),
+    # CGMDVAE's mixture start, which no flag skips: the flags that fit it.
+    (
+        r"Use fewer clusters, train on more cells \(([^)]*)\), or skip the start with "
+        r"mixture_init_epoch=None",
+        r"Use fewer clusters (--n-clusters) or train on more cells (\1)",
+    ),
+    (r"^likelihood must be\b", "--likelihood must be"),
     (r"\badata\.X is empty \(None\); pass the layer", "adata.X is empty (None); pass --layer"),
     (
         r"\breference\.X is empty \(None\); pass the layer",
@@ -56,6 +63,7 @@ _FLAGS = (
     (r"\bunlabeled_category=('[^']*')", r"--unlabeled-category \1"),
     (r"\bunlabeled_category\b", "--unlabeled-category"),
     (r"\breference_layer=('[^']*')", r"--reference-layer \1"),
+    (r"\bis reference_layer the layer\b", "is --reference-layer the layer"),
     (r"\blayer=('[^']*') to \w+\.setup_anndata, then build the \w+ again", r"--layer \1"),
     (r"(?<![\w.])layer=('[^']*')", r"--layer \1"),
     (r"\bCGMDVAE\(\.\.\., likelihood='(\w+)'\)", r"--model cgmdvae --likelihood \1"),
@@ -114,6 +122,13 @@ def _as_flags(note: str) -> str:
     "--condition-key 'one' holds one value; --n-clusters must be at least 2"
     >>> _as_flags("got batch_size=1. Use batch_size >= 2 or a larger train_size (now 0.5)")
     'got --batch-size 1. Use --batch-size >= 2 or a larger --train-size (now 0.5)'
+    >>> _as_flags("Use fewer clusters, train on more cells (train_size=1.0), or skip the start "
+    ...           "with mixture_init_epoch=None.")
+    'Use fewer clusters (--n-clusters) or train on more cells (--train-size 1.0).'
+    >>> _as_flags("likelihood must be 'zinb' or 'nb', got 'normal'.")
+    "--likelihood must be 'zinb' or 'nb', got 'normal'."
+    >>> _as_flags("no counts for 3 of them: is reference_layer the layer of its raw counts?")
+    'no counts for 3 of them: is --reference-layer the layer of its raw counts?'
     >>> _as_flags("n_archetypes=500 is larger than the spots")
     '--n-archetypes 500 is larger than the spots'
     >>> _as_flags("a lower learning rate, e.g. train(lr=0.0001) (this run used lr=0.001).")
