@@ -48,6 +48,7 @@ from deltavae._cli_models import (
     check_model_inputs,
     model_options,
     read_reference,
+    refuse_minified_file,
     setup_warnings,
 )
 from deltavae._cli_report import (
@@ -170,6 +171,7 @@ def fit(args: argparse.Namespace) -> int:
         raise InputError(_message(err)) from err
     except (TypeError, KeyError) as err:  # an HDF5 file that is not an AnnData (10x's .h5)
         raise InputError(f"{str(path)!r} is not an AnnData file: {_message(err)}") from err
+    refuse_minified_file(adata, f"INPUT {str(path)!r}")
     if args.n_clusters is not None and args.n_clusters > adata.n_obs:
         raise InputError(
             f"--n-clusters {args.n_clusters} is more than the {adata.n_obs} cells in "

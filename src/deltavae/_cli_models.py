@@ -199,7 +199,24 @@ def read_reference(args: argparse.Namespace) -> ad.AnnData | None:
     except (OSError, TypeError, KeyError) as err:  # KeyError, TypeError: HDF5, not AnnData
         raise InputError(f"cannot read --reference {str(args.reference)!r}: {err}") from err
     _check_labels_key(args, reference.obs.columns)
+    refuse_minified_file(reference, f"--reference {str(args.reference)!r}")
     return reference
+
+
+def refuse_minified_file(adata: ad.AnnData, what: str) -> None:
+    """Refuse a file scvi-tools' ``minify_adata`` emptied (its counts replaced by zeros), naming
+    the file: the models' own refusal tells a Python user to read the file again, which a
+    file written minified does not help (and a minified --reference was read as one without
+    counts, told to check its layer or that it shares no gene)."""
+    from deltavae._checks import MINIFY_KEY
+
+    kind = adata.uns.get(MINIFY_KEY)
+    if kind is not None:
+        raise InputError(
+            f"{what} was minified by scvi-tools (minify_adata; uns[{MINIFY_KEY!r}] = "
+            f"{str(kind)!r}): its counts were dropped, and deltavae's models read the counts. "
+            "Pass the file written before minify_adata."
+        )
 
 
 def model_options(model_cls: type, args: argparse.Namespace) -> dict[str, dict]:
