@@ -911,3 +911,69 @@ def test_the_report_names_the_epoch_whose_parameters_were_kept():
     )
     assert len(_elbo_report(SimpleNamespace(history=history, best_epoch_=3))) == 2
     assert len(_elbo_report(SimpleNamespace(history=history, best_epoch_=None))) == 2
+
+
+def test_a_minified_input_or_reference_is_refused_naming_the_file(counts_h5ad, tmp_path, capsys):
+    """An AnnData scvi-tools' minify_adata emptied: the model's refusal told a shell user to
+    'read its file again' (the file is the minified one), and a minified --reference was not
+    refused at all (told that it shares no gene, or to check its layer)."""
+    from deltavae._checks import MINIFY_KEY
+
+    minified = counts_h5ad[1][:40, :20].copy()
+    minified.X = sparse.csr_matrix(minified.shape, dtype=np.float32)
+    minified.uns[MINIFY_KEY] = "latent_posterior_parameters"
+    minified.write_h5ad(tmp_path / "mini.h5ad")
+    out = str(tmp_path / "o.h5ad")
+    assert main(["fit", str(tmp_path / "mini.h5ad"), "--model", "zinbvae", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert f"INPUT {str(tmp_path / 'mini.h5ad')!r} was minified by scvi-tools" in err
+    assert "Pass the file written before minify_adata." in err and "read its file" not in err
+    spots = counts_h5ad[1][:10, :20].copy()
+    spots.write_h5ad(tmp_path / "spots.h5ad")
+    for model in ("nmfdeconv", "imputer"):
+        argv = ["fit", str(tmp_path / "spots.h5ad"), "--model", model, "--out", out]
+        argv += ["--reference", str(tmp_path / "mini.h5ad"), "--labels-key", "cluster"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--reference " in err
+        assert "was minified by scvi-tools" in err, err
+    assert not (tmp_path / "o.h5ad").exists()
+
+
+def test_model_refusals_name_the_flags_that_fix_them(counts_h5ad, tmp_path, capsys):
+    """CGMDVAE's mixture start advised 'mixture_init_epoch=None', which no flag sets, and
+    ZINBVAE's likelihood refusal named the Python argument."""
+    path = counts_h5ad[0]
+    out = str(tmp_path / "o.h5ad")
+    argv = ["fit", str(path), "--model", "cgmdvae", "--n-clusters", "10", "--train-size", "0.05"]
+    assert main([*argv, "--epochs", "2", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "Use fewer clusters (--n-clusters) or train on more cells (--train-size 1.0)." in err
+    assert "mixture_init_epoch" not in err and "Traceback" not in err
+    argv = ["fit", str(path), "--model", "zinbvae", "--likelihood", "normal", "--out", out]
+    assert main(argv) == 2
+    assert "error: setting up the model: --likelihood must be 'zinb' or 'nb'" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "o.h5ad").exists()
+
+
+def test_a_zarr_stores_spots_are_drawn_on_their_coordinates(tmp_path, capsys):
+    """read_lazy reads no obsm of a zarr store: the --backed run of a store with
+    obsm['spatial'] drew no spatial plot, while the same .h5ad's run did."""
+    cells = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=20, n_clusters=2, n_conditions=1, seed=0
+    )
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=20, grid=True, seed=1)
+    del spots.uns["pseudo_spots"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zarr's note on its v2 format
+        spots.write_zarr(tmp_path / "spots.zarr")
+    out = tmp_path / "w.zarr"
+    argv = ["fit", str(tmp_path / "spots.zarr"), "--model", "archetypes", "--n-archetypes", "2"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the models' notes on a short run
+        assert main([*argv, "--epochs", "2", "--backed", "--out", str(out)]) == 0
+    assert (plots_folder(out) / "spatial_archetype_weights.png").stat().st_size > 1000
+    assert "spatial_archetype_weights.png" in capsys.readouterr().out
+    np.testing.assert_array_equal(ad.read_zarr(out).obsm["spatial"], spots.obsm["spatial"])

@@ -226,6 +226,7 @@ def _write_results(
             adata.uns[RUN_KEY] = record
             dv.write_results_to_store(adata, keys + run, partial)
             _drop_scvi_fields_on_disk(partial)  # those the input store held
+            _read_spatial(adata, partial)
             return adata, keys
         if backed:
             # Copy the file as it is; write_to_adata writes into a file opened "r+".
@@ -248,6 +249,16 @@ def _write_results(
     except BaseException:
         _remove(partial)
         raise
+
+
+def _read_spatial(adata: ad.AnnData, store: Path) -> None:
+    """The spots' coordinates (``obsm["spatial"]``) of a zarr store into ``adata``, for the
+    plots of the weights on them: ``read_lazy`` reads no obsm of a store."""
+    import zarr
+
+    group = zarr.open_group(store, mode="r")
+    if "spatial" not in adata.obsm and "obsm" in group and "spatial" in group["obsm"]:
+        adata.obsm["spatial"] = read_elem(group["obsm"]["spatial"])
 
 
 def partial_path(out: Path) -> Path:
