@@ -977,3 +977,23 @@ def test_a_zarr_stores_spots_are_drawn_on_their_coordinates(tmp_path, capsys):
     assert (plots_folder(out) / "spatial_archetype_weights.png").stat().st_size > 1000
     assert "spatial_archetype_weights.png" in capsys.readouterr().out
     np.testing.assert_array_equal(ad.read_zarr(out).obsm["spatial"], spots.obsm["spatial"])
+
+
+def test_lightnings_min_epochs_line_is_not_shown_under_early_stopping():
+    """--early-stopping printed Lightning's "Trainer was signaled to stop but the required
+    `min_epochs=145` ... has not been met" on stderr: a floor the model sets itself (no stop
+    inside the warm-up), which no flag names."""
+    from lightning.pytorch.utilities.rank_zero import WarningCache
+
+    from deltavae._cli_commands import _no_device_banner
+
+    line = (
+        "Trainer was signaled to stop but the required `min_epochs=145` or `min_steps=None` "
+        "has not been met. Training will continue..."
+    )
+    with _Records() as seen:
+        with _no_device_banner():
+            WarningCache().info(line)
+        assert seen.messages == []
+        WarningCache().info(line)  # from Python it stays
+        assert seen.messages == [line]

@@ -97,10 +97,19 @@ def _no_device_banner():
     """Lightning's "GPU available: ..." line on stderr, and on a GPU its "LOCAL_RANK: 0 -
     CUDA_VISIBLE_DEVICES: [0]" and its advice to set torch's matmul precision, which no flag
     does: the command's own line says where the model trains, and stderr keeps to one line
-    for an error."""
+    for an error. Also Lightning's "Trainer was signaled to stop but the required
+    `min_epochs=...` ... has not been met" under --early-stopping: the models set that floor
+    themselves (no stop inside the KL warm-up and a patience after it), no flag does."""
     from deltavae._logging import QUIET_MESSAGES, DropMessages
 
-    banner = DropMessages(("GPU available:", "LOCAL_RANK:", "that has Tensor Cores"))
+    banner = DropMessages(
+        (
+            "GPU available:",
+            "LOCAL_RANK:",
+            "that has Tensor Cores",
+            "Trainer was signaled to stop but the required `min_epochs=",
+        )
+    )
     names = [name for name in QUIET_MESSAGES if "rank_zero" in name]
     loggers = [logging.getLogger(name) for name in [*names, CUDA_LOGGER]]
     for logger in loggers:
