@@ -997,3 +997,17 @@ def test_lightnings_min_epochs_line_is_not_shown_under_early_stopping():
         assert seen.messages == []
         WarningCache().info(line)  # from Python it stays
         assert seen.messages == [line]
+
+
+def test_a_diverged_run_is_not_told_about_a_model_it_keeps(counts_h5ad, tmp_path, capsys):
+    """The divergence advice said 'The model keeps its parameters from before this training
+    run ... on a model built anew if this one diverges again': a failed command keeps no
+    model, and every command builds its model anew."""
+    out = tmp_path / "o.h5ad"
+    argv = ["fit", str(counts_h5ad[0]), "--model", "zinbvae", "--layer", "counts"]
+    assert main([*argv, "--lr", "1000", "--epochs", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: training: Training diverged: the " in err, err
+    assert "e.g. --lr 0.001 (this run used --lr 1000)." in err
+    assert "keeps" not in err and "built anew" not in err and err.count("\n") == 1
+    assert not out.exists()

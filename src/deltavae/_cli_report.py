@@ -43,6 +43,15 @@ _FLAGS = (
         "Train longer (--epochs)",
     ),
     (r"\(n_epochs_kl_warmup='auto': ([^)]*) of max_epochs", r"(\1 of --epochs"),
+    # A failed run writes nothing and each run builds its model anew: what a Python user's
+    # model object keeps, and the advice to build one anew, say nothing to a shell user.
+    (r"The model keeps (?:its|the last) parameters [^.(]*(?:\([^)]*\))?\. ", ""),
+    (
+        r",? on a model built anew if this one diverges again \(the parameters kept may be too "
+        r"far off to train on\)",
+        "",
+    ),
+    (r",? on a model built anew\b", ""),
     # CGMDVAE's mixture start, which no flag skips: the flags that fit it.
     (
         r"Use fewer clusters, train on more cells \(([^)]*)\), or skip the start with "
@@ -133,6 +142,16 @@ def _as_flags(note: str) -> str:
     '--n-archetypes 500 is larger than the spots'
     >>> _as_flags("a lower learning rate, e.g. train(lr=0.0001) (this run used lr=0.001).")
     'a lower learning rate, e.g. --lr 0.0001 (this run used --lr 0.001).'
+    >>> _as_flags("Training diverged: the loss became nan at epoch 0, step 1 of 3. The model keeps "
+    ...           "its parameters from before this training run (the first updates already "
+    ...           "diverged). Train again with a lower learning rate, e.g. train(lr=0.0001) "
+    ...           "(this run used lr=0.001), on a model built anew if this one diverges again "
+    ...           "(the parameters kept may be too far off to train on).")
+    'Training diverged: the loss became nan at epoch 0, step 1 of 3. Train again with a lower
+    learning rate, e.g. --lr 0.0001 (this run used --lr 0.001).'
+    >>> _as_flags("Train again with a lower learning rate than this run's lr=0.1, on a model "
+    ...           "built anew.")
+    "Train again with a lower learning rate than this run's --lr 0.1."
     >>> _as_flags("Its rate (lr=0.5) is ...: train again with the default rate first.")
     'Its rate (--lr 0.5) is ...: train again without --lr first.'
     >>> _as_flags("Train again with a lower learning rate than this run's lr=0.1.")
