@@ -1011,3 +1011,17 @@ def test_a_diverged_run_is_not_told_about_a_model_it_keeps(counts_h5ad, tmp_path
     assert "e.g. --lr 0.001 (this run used --lr 1000)." in err
     assert "keeps" not in err and "built anew" not in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_the_imputers_gene_refusal_names_the_spots_not_its_argument(counts_h5ad, tmp_path, capsys):
+    """'spatial (8 genes, ...) and reference ... share 8 genes; at least 10 are needed
+    (min_shared_genes)': the imputer's argument names, of which no flag sets either."""
+    adata = counts_h5ad[1]
+    adata[:20, :8].copy().write_h5ad(tmp_path / "spots.h5ad")
+    adata.write_h5ad(tmp_path / "ref.h5ad")
+    argv = ["fit", str(tmp_path / "spots.h5ad"), "--model", "imputer", "--layer", "counts"]
+    argv += ["--reference", str(tmp_path / "ref.h5ad"), "--labels-key", "cluster"]
+    assert main([*argv, "--reference-layer", "counts", "--out", str(tmp_path / "o.h5ad")]) == 2
+    err = capsys.readouterr().err
+    assert "error: setting up the model: the spots (8 genes, e.g. ['gene_0'," in err, err
+    assert "at least 10 are needed." in err and "min_shared_genes" not in err

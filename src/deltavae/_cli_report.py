@@ -73,6 +73,9 @@ _FLAGS = (
     (r"\bunlabeled_category\b", "--unlabeled-category"),
     (r"\breference_layer=('[^']*')", r"--reference-layer \1"),
     (r"\bis reference_layer the layer\b", "is --reference-layer the layer"),
+    # The imputer names its spots by its argument (spatial) and a threshold no flag sets.
+    (r"^spatial (?=\(\d+ genes|and reference share)", "the spots "),
+    (r" are needed \(min_shared_genes\)", " are needed"),
     (r"\blayer=('[^']*') to \w+\.setup_anndata, then build the \w+ again", r"--layer \1"),
     (r"(?<![\w.])layer=('[^']*')", r"--layer \1"),
     (r"\bCGMDVAE\(\.\.\., likelihood='(\w+)'\)", r"--model cgmdvae --likelihood \1"),
@@ -138,6 +141,9 @@ def _as_flags(note: str) -> str:
     "--likelihood must be 'zinb' or 'nb', got 'normal'."
     >>> _as_flags("no counts for 3 of them: is reference_layer the layer of its raw counts?")
     'no counts for 3 of them: is --reference-layer the layer of its raw counts?'
+    >>> _as_flags("spatial (8 genes) and reference (40 genes) share 8 genes; at "
+    ...           "least 10 are needed (min_shared_genes).")
+    'the spots (8 genes) and reference (40 genes) share 8 genes; at least 10 are needed.'
     >>> _as_flags("n_archetypes=500 is larger than the spots")
     '--n-archetypes 500 is larger than the spots'
     >>> _as_flags("a lower learning rate, e.g. train(lr=0.0001) (this run used lr=0.001).")
