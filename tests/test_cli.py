@@ -1025,3 +1025,23 @@ def test_the_imputers_gene_refusal_names_the_spots_not_its_argument(counts_h5ad,
     err = capsys.readouterr().err
     assert "error: setting up the model: the spots (8 genes, e.g. ['gene_0'," in err, err
     assert "at least 10 are needed." in err and "min_shared_genes" not in err
+
+
+def test_the_umap_of_a_few_cells_logs_no_scanpy_warning(capfd, monkeypatch):
+    """Fewer than 15 cells: scanpy logged 'WARNING: n_obs too small: adjusting to
+    `n_neighbors = 4`' on stderr, outside the command's 'deltavae: warning:' lines."""
+    import scanpy as sc
+
+    from deltavae._cli_report import _umap
+
+    # The neighbours graph is what warned; the layout itself is not checked (slow to compile).
+    monkeypatch.setattr(
+        sc.tl, "umap", lambda adata, **kw: adata.obsm.update(X_umap=np.zeros((adata.n_obs, 2)))
+    )
+
+    view = ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(6)]))
+    view.obsm["X_latent"] = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    _umap(view, "X_latent", 0)
+    assert view.obsm["X_umap"].shape == (6, 2)
+    assert view.uns["neighbors"]["params"]["n_neighbors"] == 4
+    assert "n_obs too small" not in capfd.readouterr().err

@@ -345,7 +345,10 @@ def _fit_report(results: ad.AnnData, model, args: argparse.Namespace) -> list[st
 
 
 def _umap(adata: ad.AnnData, rep: str, seed: int) -> None:
-    sc.pp.neighbors(adata, use_rep=rep, random_state=seed)
+    # scanpy's default 15 neighbours, or the number it falls back to for fewer cells, given:
+    # scanpy logged "WARNING: n_obs too small: adjusting to `n_neighbors = 4`" on stderr.
+    n_neighbors = 15 if adata.n_obs > 15 else 1 + adata.n_obs // 2
+    sc.pp.neighbors(adata, n_neighbors=n_neighbors, use_rep=rep, random_state=seed)
     sc.tl.umap(adata, random_state=seed)
 
 
