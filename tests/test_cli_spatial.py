@@ -93,7 +93,7 @@ def test_imputer_from_the_shell(files, tmp_path, capsys):
         assert _fit(measured, out, *options, "--epochs", "3", "--no-plots") == 0
     # The imputer's own note, as a line of the command's output, not a Python warning.
     printed = capsys.readouterr()
-    assert "deltavae: warning: spatial and reference share only 40 genes" in printed.err
+    assert "deltavae: warning: the spots and reference share only 40 genes" in printed.err
     assert "UserWarning" not in printed.err and ".py:" not in printed.err
     assert "Training SpatialImputer on 100 spots" in printed.out
     assert "negative ELBO per spot" in printed.out
