@@ -151,6 +151,28 @@ def test_cell_models_load_genes_in_another_order_on_a_copy(cls, tmp_path):
     assert key not in adata.obsm
 
 
+def test_load_reads_the_training_genes_of_a_whole_with_more_genes(tmp_path):
+    """load refused an AnnData with more genes than the model's (the whole a model of its
+    highly variable genes came from) while every read-out and write_to_adata read it by name."""
+    adata = _cells()
+    genes = adata[:, 5:].copy()
+    dv.model.ZINBVAE.setup_anndata(genes)
+    model = _trained(dv.model.ZINBVAE, genes)
+    model.save(tmp_path / "m")
+    whole = adata[:, ::-1].copy()  # 20 genes, the model's 15 of them in another order
+    with pytest.warns(UserWarning, match=r"5 genes more than the model's 15; the model reads"):
+        loaded = dv.model.ZINBVAE.load(tmp_path / "m", whole)
+    assert list(loaded.adata.var_names) == list(model.adata.var_names)
+    assert whole.n_vars == 20
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation(), model.get_latent_representation()
+    )
+    key = loaded.write_to_adata()[0].split("/")[1]
+    np.testing.assert_array_equal(whole.obsm[key], model.get_latent_representation())
+    with pytest.raises(ValueError, match="missing"):  # fewer genes stay refused
+        dv.model.ZINBVAE.load(tmp_path / "m", adata[:, 6:].copy())
+
+
 def test_a_query_model_loads_onto_its_query_with_the_genes_it_lacks(tmp_path):
     """A query model saved with a prefix, loaded onto the query it mapped (5 genes missing),
     was refused with advice to subset by the saved genes (adata[:, genes]), which fails on

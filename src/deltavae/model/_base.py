@@ -82,8 +82,8 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
       its file (each model decorates its own with :func:`~deltavae.model._backed.writes_backed`).
     * ``save`` refuses to overwrite unless asked; ``load`` names a corrupted or truncated file.
     * ``load`` and read-outs on new cells read the genes by name: reordered ones are put in the
-      training order (with a warning), missing genes are refused; read-outs read an AnnData of
-      more genes (the whole of a model trained on its highly variable ones) on the training's.
+      training order (with a warning), an AnnData of more genes (the whole of a model trained
+      on its highly variable ones) is read on the training genes, missing genes are refused.
     """
 
     _training_plan_cls = DeltaTrainingPlan

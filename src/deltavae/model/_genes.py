@@ -40,9 +40,10 @@ def _gene_difference(genes: pd.Index, names: pd.Index) -> str:
 
 def in_training_order(adata: AnnData, var_names) -> AnnData | None:
     """A copy of in-memory ``adata``, whose genes are a saved model's training genes
-    (``var_names``) in another order, with them put in the training order by name (with a
-    warning naming how many moved); ``None`` where they are other genes or on disk (a copy
-    would read the whole file: the load refuses, saying how to reorder it there).
+    (``var_names``) in another order or those and more (the whole a model trained on its
+    highly variable genes came from), with the training genes in the training order by name
+    (with a warning naming how many moved or were left out); ``None`` where genes are missing
+    or on disk (a copy would read the whole file: the load refuses, saying how to order it).
 
     ``load`` refused such an AnnData, while ``model.adata = adata`` and every read-out match
     genes by name. The model keeps and reads the copy; its results are per cell or spot, or by
@@ -53,15 +54,21 @@ def in_training_order(adata: AnnData, var_names) -> AnnData | None:
     if (
         on_disk(adata)
         or names.equals(genes)
-        or len(names) != len(genes)
+        or len(names) < len(genes)
         or not names.is_unique
         or not genes.isin(names).all()
     ):
         return None
+    what = (  # more genes: the whole a model of its highly variable genes came from
+        f"{len(names) - len(genes)} genes more than the model's {len(genes)}; the model reads "
+        "a copy of its training genes, by name"
+        if len(names) > len(genes)
+        else f"{_gene_difference(genes, names)}; the model reads a copy with them in the "
+        "training order, by name"
+    )
     warn_user(
-        f"adata has {_gene_difference(genes, names)}; the model reads a copy with them in the "
-        "training order, by name (adata itself is unchanged, and model.write_to_adata() "
-        "writes the results into it)."
+        f"adata has {what} (adata itself is unchanged, and model.write_to_adata() writes the "
+        "results into it)."
     )
     return memory_copy(adata[:, names.get_indexer(genes)])
 
