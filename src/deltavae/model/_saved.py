@@ -378,8 +378,8 @@ class Saving:
             Directory written by :meth:`save` (not the ``model.pt`` file in it; ``~`` is the
             home folder).
         adata
-            AnnData with the training genes. In memory and in another order, they are put in
-            the training order by name on a copy (with a warning; ``adata`` is unchanged and
+            AnnData with the training genes. In memory, in another order or with more genes,
+            the training genes are read by name on a copy (with a warning; ``adata`` is unchanged and
             gets the results of ``write_to_adata``); on disk, they must be in that order. A
             query model (:meth:`load_query_data`'s) takes its query as mapped, genes aligned
             on a copy as there (missing ones as zeros). ``None`` uses the AnnData saved with
