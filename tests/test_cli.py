@@ -1045,3 +1045,19 @@ def test_the_umap_of_a_few_cells_logs_no_scanpy_warning(capfd, monkeypatch):
     assert view.obsm["X_umap"].shape == (6, 2)
     assert view.uns["neighbors"]["params"]["n_neighbors"] == 4
     assert "n_obs too small" not in capfd.readouterr().err
+
+
+def test_backed_notes_layers_in_memory_only_for_a_layer(counts_h5ad):
+    """--backed on an .h5ad file with layers warned "read_lazy keeps only X ..." with Python
+    advice (adata.write_zarr) even for a model trained on X, which streams from disk."""
+    from deltavae._cli_models import read_backed
+
+    path = counts_h5ad[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        adata = read_backed(path, None)  # X streams from disk: nothing to say
+    assert adata.isbacked
+    adata.file.close()
+    with pytest.warns(UserWarning, match=r"^--backed keeps only X .*--layer counts is in memory"):
+        adata = read_backed(path, "counts")
+    adata.file.close()

@@ -47,6 +47,7 @@ from deltavae._cli_models import (
     check_input_keys,
     check_model_inputs,
     model_options,
+    read_backed,
     read_reference,
     refuse_minified_file,
     setup_warnings,
@@ -173,7 +174,7 @@ def fit(args: argparse.Namespace) -> int:
     reference = read_reference(args)
     try:
         # Backed: minibatches are read from the file; only obs and var are held in memory.
-        adata = dv.read_lazy(path) if args.backed else ad.read_h5ad(path)
+        adata = read_backed(path, args.layer) if args.backed else ad.read_h5ad(path)
     except OSError as err:
         raise InputError(f"cannot read {str(path)!r} as an .h5ad file: {err}") from err
     except ValueError as err:

@@ -307,3 +307,31 @@ def _csc_advice(path: str, layer: str | None) -> str:
         f"anndata; a = anndata.read_h5ad({path!r}); {slot} = {slot}.tocsr(); "
         f'a.write_h5ad({path!r})"'
     )
+
+
+#: The start of ``read_lazy``'s note that an .h5ad file's layers are read into memory.
+_LAYERS_IN_MEMORY = "read_lazy keeps only X of "
+
+
+def read_backed(path: Path, layer: str | None) -> ad.AnnData:
+    """``read_lazy(path)`` for --backed. Its note that the layers of an .h5ad file are read
+    into memory (with Python advice) is given only where --layer names one, a model on X
+    training from disk, and says what to do in a shell."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        adata = dv.read_lazy(path)
+    for w in caught:
+        message = w.message
+        if str(message).startswith(_LAYERS_IN_MEMORY):
+            if layer is None:
+                continue
+            message = (
+                f"--backed keeps only X of {str(path)!r} on disk (an .h5ad file's layers are "
+                f"read into memory): --layer {layer} is in memory and the model trains from "
+                "memory. To train from disk, put the counts in X and drop --layer, or convert "
+                "the file once to a zarr store, whose layers stay on disk (sparse): python -c "
+                f"\"import anndata; anndata.read_h5ad({str(path)!r}).write_zarr('counts.zarr')\" "
+                "and run deltavae fit counts.zarr --backed."
+            )
+        warnings.warn_explicit(message, w.category, w.filename, w.lineno)
+    return adata
