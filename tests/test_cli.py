@@ -1061,3 +1061,24 @@ def test_backed_notes_layers_in_memory_only_for_a_layer(counts_h5ad):
     with pytest.warns(UserWarning, match=r"^--backed keeps only X .*--layer counts is in memory"):
         adata = read_backed(path, "counts")
     adata.file.close()
+
+
+def test_early_stopping_keeps_the_best_epoch(counts_h5ad, tmp_path, monkeypatch):
+    """--early-stopping kept the last epoch's parameters (ZINBVAE's restore_best=False), a
+    patience of epochs past the best validation ELBO it stopped on: it now restores the best."""
+    calls = []
+    train = dv.model.ZINBVAE.train
+
+    def recorded(self, **kwargs):
+        calls.append(kwargs)
+        return train(self, **kwargs)
+
+    monkeypatch.setattr(dv.model.ZINBVAE, "train", recorded)
+    argv = ["fit", str(counts_h5ad[0]), "--model", "zinbvae", "--layer", "counts", "--no-plots"]
+    for flags in (["--early-stopping"], []):
+        out = str(tmp_path / f"o{len(flags)}.h5ad")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a 1-epoch run's notes
+            assert main([*argv, "--epochs", "1", *flags, "--out", out]) == 0
+    assert calls[0]["restore_best"] is True and calls[0]["early_stopping"] is True
+    assert "restore_best" not in calls[1]  # the model's own default

@@ -122,6 +122,13 @@ def _no_device_banner():
             logger.removeFilter(banner)
 
 
+def _keep_best(early_stopping: bool) -> dict:
+    """``restore_best=True`` under --early-stopping: a run it ends has trained a patience of
+    epochs past its best validation ELBO, and the model keeps that epoch's parameters, not
+    the last one's (the report says which). Without it, each model's own default."""
+    return {"restore_best": True} if early_stopping else {}
+
+
 def _where(accelerator: str) -> str:
     import torch
 
@@ -208,6 +215,7 @@ def fit(args: argparse.Namespace) -> int:
         model.train(
             **epochs,
             early_stopping=args.early_stopping,
+            **_keep_best(args.early_stopping),
             accelerator=args.accelerator,
             enable_progress_bar=progress,
         )
@@ -299,6 +307,7 @@ def demo(args: argparse.Namespace) -> int:
         model.train(
             max_epochs=args.epochs,
             early_stopping=args.early_stopping,
+            **_keep_best(args.early_stopping),
             accelerator=args.accelerator,
             enable_progress_bar=sys.stdout.isatty(),
         )

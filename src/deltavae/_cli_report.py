@@ -67,6 +67,7 @@ _FLAGS = (
     (r"\ba max_epochs\b", "--epochs"),
     (r"\bmax_epochs\b", "--epochs"),
     (r"\bearly_stopping=True\b", "--early-stopping"),
+    (r"\brestore_best=True kept\b", "--early-stopping kept"),  # it passes restore_best=True
     (r"\bn_clusters=(\d+)", r"--n-clusters \1"),
     (r"\bunlabeled_category=('[^']*') to setup_anndata", r"--unlabeled-category \1"),
     (r"\bunlabeled_category=('[^']*')", r"--unlabeled-category \1"),

@@ -131,7 +131,10 @@ def _add_early_stopping(parser: argparse.ArgumentParser, note: str = "") -> None
     parser.add_argument(
         "--early-stopping",
         action="store_true",
-        help=f"stop when the validation ELBO plateaus{note} [off: train all --epochs]",
+        help=(
+            f"stop when the validation ELBO plateaus{note}, and keep the parameters of the "
+            "epoch with the best validation ELBO, not the last epoch's [off: train all --epochs]"
+        ),
     )
 
 
