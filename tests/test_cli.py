@@ -1082,3 +1082,33 @@ def test_early_stopping_keeps_the_best_epoch(counts_h5ad, tmp_path, monkeypatch)
             assert main([*argv, "--epochs", "1", *flags, "--out", out]) == 0
     assert calls[0]["restore_best"] is True and calls[0]["early_stopping"] is True
     assert "restore_best" not in calls[1]  # the model's own default
+
+
+def test_early_stopping_is_reported_not_scvi_tools_line(capsys):
+    """--early-stopping printed scvi-tools' "Monitored metric elbo_validation did not improve
+    in the last 93 records ... Signaling Trainer to stop." (its count is not the patience of
+    45) and the report never said that early stopping had ended the run."""
+    from scvi.train._callbacks import LoudEarlyStopping
+
+    from deltavae._cli_commands import _no_device_banner
+    from deltavae._cli_report import _elbo_report
+
+    stopper = LoudEarlyStopping(monitor="elbo_validation", warmup_epochs=0)
+    stopper.early_stopping_reason = "Monitored metric elbo_validation did not improve"
+    with _no_device_banner():
+        stopper.teardown(None, None)
+    assert capsys.readouterr().out == ""
+    stopper.teardown(None, None)  # from Python it stays
+    assert "Monitored metric" in capsys.readouterr().out
+
+    frame = pd.DataFrame({"elbo": np.linspace(90.0, 80.0, 172)})
+    history = {"elbo_train": frame, "elbo_validation": frame + 1}
+    stopped = {"deltavae_early_stopped_epoch": torch.tensor(171)}
+    trainer = SimpleNamespace(callbacks=[], callback_metrics=stopped, max_epochs=400)
+    model = SimpleNamespace(history=history, trainer=trainer, best_epoch_=None)
+    assert _elbo_report(model)[0] == (
+        "epochs trained: 172 of 400 (--epochs): early stopping ended the run, the validation "
+        "ELBO having stopped improving"
+    )
+    trainer.callback_metrics = {"deltavae_early_stopped_epoch": torch.tensor(-1)}
+    assert _elbo_report(model)[0] == "epochs trained: 172"

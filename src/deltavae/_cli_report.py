@@ -191,6 +191,28 @@ def _last(history: dict, key: str) -> float | None:
     return float(frame.iloc[-1, 0])
 
 
+def _stopped_early(model, epochs: int) -> str:
+    """Where early stopping ended the run, after the number of epochs trained (scvi-tools'
+    own line, which counts records from the best epoch, is not shown); ``""`` where it did
+    not.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> trainer = SimpleNamespace(callbacks=[], callback_metrics={}, max_epochs=400)
+    >>> _stopped_early(SimpleNamespace(trainer=trainer), 400)
+    ''
+    """
+    from deltavae.train._convergence import stopped_epoch
+
+    trainer = getattr(model, "trainer", None)
+    if trainer is None or stopped_epoch(trainer) is None:
+        return ""
+    most = getattr(trainer, "max_epochs", None)
+    of = "" if most is None else f" of {most} (--epochs)"
+    return f"{of}: early stopping ended the run, the validation ELBO having stopped improving"
+
+
 def _elbo_report(model, unit: str = "cells") -> list[str]:
     history = model.history or {}
     train, validation = _last(history, "elbo_train"), _last(history, "elbo_validation")
@@ -199,7 +221,7 @@ def _elbo_report(model, unit: str = "cells") -> list[str]:
     epochs = len(history["elbo_train"])
     valid = f"not computed (no validation {unit})" if validation is None else f"{validation:.2f}"
     lines = [
-        f"epochs trained: {epochs}",
+        f"epochs trained: {epochs}{_stopped_early(model, epochs)}",
         f"final negative ELBO per {unit[:-1]} (lower is better): training {train:.2f}, "
         f"validation {valid}",
     ]
