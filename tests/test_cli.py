@@ -303,7 +303,7 @@ def test_fit_output_has_no_scvi_fields(cgmdvae_fit, synthetic_h5ad, tmp_path, ca
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)  # printed as the shell prints it
         assert main([*argv, "--threads", "1", "--no-plots", "--out", str(out)]) == 0
-    assert "warning: read_lazy keeps only X" in capsys.readouterr().err  # --layer counts
+    assert "warning: --backed keeps only X" in capsys.readouterr().err  # --layer counts
     fitted = ad.read_h5ad(out)
     assert "cgmdvae_cluster" in fitted.obs and "X_cgmdvae" in fitted.obsm
     assert _scvi_fields(fitted) == []
