@@ -564,3 +564,30 @@ def test_signatures_given_genes_by_types_are_told_to_transpose(split):
     dv.model.NMFDeconv.setup_anndata(spots)
     with pytest.raises(KeyError, match=r"their rows are the spots' genes.*signatures=sig\.T"):
         dv.model.NMFDeconv(spots, signatures=sig.T)
+
+
+@pytest.mark.parametrize("minified", [True, False])
+def test_a_reference_without_counts_is_refused_before_the_signatures(split, minified):
+    """A reference minified by scvi-tools (counts zeroed) or without a count: NMFDeconv said
+    'signatures share no gene (signatures e.g. [])' after scanpy's raw-count warning;
+    SpatialImputer that the reference had no counts for 'the shared genes'."""
+    spots, ref = split
+    ref = ref.copy()
+    ref.X = np.zeros(ref.shape, dtype=np.float32)
+    if minified:
+        ref.uns["_scvi_adata_minify_type"] = "latent_posterior_parameters"
+    match = "reference was minified by scvi-tools" if minified else r"reference.X holds no counts"
+    for build in (dv.model.NMFDeconv.from_reference, dv.model.SpatialImputer.from_reference):
+        with pytest.raises(ValueError, match=match):
+            build(spots, reference=ref, labels_key="cluster")
+
+
+def test_a_reference_silent_on_the_shared_genes_is_named(split, capsys):
+    spots, ref = split
+    ref = ref.copy()
+    ref.X = np.asarray(ref.X.todense() if hasattr(ref.X, "todense") else ref.X, dtype=np.float32)
+    ref.X[:, :20] = 0
+    with pytest.warns(UserWarning, match="share only 20 genes"):
+        with pytest.raises(ValueError, match="no counts for any of the 20 genes it shares"):
+            dv.model.NMFDeconv.from_reference(spots[:, :20], reference=ref, labels_key="cluster")
+    assert "raw count data" not in capsys.readouterr().err  # scanpy's, on counts we logged

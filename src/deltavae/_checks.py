@@ -169,6 +169,33 @@ def refuse_minified(adata, name: str = "adata") -> None:
         )
 
 
+def refuse_countless_reference(reference: ad.AnnData, layer: str | None) -> None:
+    """Refuse a single-cell reference minified by scvi-tools or without a count in its
+    matrix (``layer``; ``None``: X): its cell types' signatures would all be zero, which
+    surfaced later as "share no gene" or as scanpy's raw-count warning.
+
+    Examples
+    --------
+    >>> refuse_countless_reference(ad.AnnData(np.zeros((2, 2))), None)
+    Traceback (most recent call last):
+    ...
+    ValueError: reference.X holds no counts (every value is 0); ...
+    """
+    refuse_minified(reference, "reference")
+    X = layer_matrix(reference, layer)
+    if (
+        reference.n_obs
+        and reference.n_vars
+        and (X.count_nonzero() == 0 if sp.issparse(X) else not np.any(X))
+    ):
+        where = "reference.X" if layer is None else f"reference.layers[{layer!r}]"
+        raise ValueError(
+            f"{where} holds no counts (every value is 0); the cell types' expression is "
+            "read from the reference's raw counts. Pass the reference with its counts (the "
+            "layer that holds them: reference_layer=...)."
+        )
+
+
 def check_path(dir_path, call: str) -> str:
     """``dir_path`` (a model's folder) as a string with ``~`` expanded; a TypeError where an
     AnnData came first instead, as in ``Model.load(adata, path)`` (os.fspath's "expected str,

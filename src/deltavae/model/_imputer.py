@@ -12,7 +12,13 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass
 
-from .._checks import check_labels, dense, layer_matrix
+from .._checks import (
+    check_labels,
+    dense,
+    layer_matrix,
+    refuse_countless_reference,
+    refuse_minified,
+)
 from ..module import ImputerDeconvolutionModule, ImputerLatentModule
 from ._base import DeltaModelMixin
 from ._genes import _refuse_duplicates
@@ -274,8 +280,11 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
                 raise TypeError(f"{name} must be an AnnData; got {type(data).__name__}.")
             _refuse_duplicates(pd.Index(data.var_names.astype(str)), name)
         _matrix(spots, layer, "spatial")  # a missing layer is named before the reference work
+        refuse_minified(spots, "spots")
+        refuse_minified(reference, "reference")
         reference = adata_in_memory(reference)  # read_lazy or backed: signatures need it all
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
+        refuse_countless_reference(reference, reference_layer)
         counts, ref_genes, shared = reference_genes(
             layer_matrix(reference, reference_layer), reference.var_names, spots.var_names
         )

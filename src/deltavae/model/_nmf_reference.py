@@ -13,7 +13,13 @@ import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._checks import check_labels, dense, layer_matrix
+from .._checks import (
+    check_labels,
+    dense,
+    layer_matrix,
+    refuse_countless_reference,
+    refuse_minified,
+)
 from ._genes import _refuse_duplicates, identifier_advice
 from ._matrices import adata_in_memory, memory_copy, to_memory
 from ._nmf_start import FEW_SHARED_GENES
@@ -32,6 +38,7 @@ _SCANPY_ZERO_CELLS = r"Some cells have zero counts"
 def _string_labels(reference: AnnData, labels_key: str) -> pd.Categorical:
     """The reference's cell types (:func:`check_labels`) with their names as strings, so that
     integer cluster ids work like names; ``reference`` itself is only read."""
+    refuse_minified(reference, "reference")  # its zeros were read as counts
     _refuse_duplicates(pd.Index(reference.var_names.astype(str)), "reference")
     labels = check_labels(reference, labels_key)
     names = [str(c) for c in labels.categories]
@@ -183,8 +190,10 @@ class FromReferenceMixin:
         testable = [str(t) for t, n in sizes.items() if n >= 2]
         chosen = set()
         if testable:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), sc.settings.verbosity.override("error"):
                 # Types with a handful of cells give t-test warnings; from_reference warns.
+                # Log-normalised above: scanpy's "raw count data" guess (genes without
+                # counts are whole zeros) is not the user's to act on.
                 warnings.simplefilter("ignore", RuntimeWarning)
                 sc.tl.rank_genes_groups(
                     view, "label", groups=testable, method="t-test", n_genes=n_markers
@@ -255,9 +264,11 @@ class FromReferenceMixin:
                     "signatures (types x genes) goes to NMFDeconv(spots, signatures=table)."
                 )
         _refuse_duplicates(pd.Index(spots.var_names.astype(str)), "spots")
+        refuse_minified(spots, "spots")
         labels = _string_labels(reference, labels_key)
         reference = adata_in_memory(reference)  # read_lazy or backed: signatures need it all
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
+        refuse_countless_reference(reference, reference_layer)
         _warn_empty_reference_cells(reference, reference_layer)
         shared = spots.var_names[spots.var_names.isin(reference.var_names)]
         if len(shared) == 0:
@@ -284,6 +295,12 @@ class FromReferenceMixin:
             logger.info("kept %d marker genes (%d per type)", len(shared), n_markers)
         signatures = cls.signatures_from_reference(reference, labels_key, reference_layer, shared)
         expressed = signatures.columns[signatures.sum(axis=0).to_numpy() > 0]
+        if len(expressed) == 0:  # else "signatures share no gene with the spots"
+            raise ValueError(
+                f"the reference has no counts for any of the {len(shared)} genes it shares "
+                "with the spots (e.g. "
+                f"{list(shared[:3])}): is reference_layer the layer of its raw counts?"
+            )
         if len(expressed) < len(shared):
             logger.info(
                 "dropping %d shared genes with no reference counts", len(shared) - len(expressed)
