@@ -591,3 +591,14 @@ def test_a_reference_silent_on_the_shared_genes_is_named(split, capsys):
         with pytest.raises(ValueError, match="no counts for any of the 20 genes it shares"):
             dv.model.NMFDeconv.from_reference(spots[:, :20], reference=ref, labels_key="cluster")
     assert "raw count data" not in capsys.readouterr().err  # scanpy's, on counts we logged
+
+
+def test_spot_models_refuse_a_split_in_spots():
+    """Too few spots for a validation split were called 'cells' ('With 6 cells ...')."""
+    spots = dv.datasets.synthetic_counts(n_cells=6, n_genes=20, n_clusters=2, seed=0)
+    dv.model.Archetypes.setup_anndata(spots)
+    model = dv.model.Archetypes(spots, n_archetypes=2)
+    with pytest.raises(ValueError, match=r"With 6 spots .* no spot is left .* more spots\.$"):
+        model.train(max_epochs=1, train_size=0.9)
+    with pytest.raises(ValueError, match=r"no spot is held out for it \(train_size=1.0\)"):
+        model.train(max_epochs=1, train_size=1.0, early_stopping=True)

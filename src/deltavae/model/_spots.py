@@ -133,6 +133,8 @@ class SpotModelMixin:
 
     #: The parameter fitted per spot and its axis of spots (None: none), see fitted_spots.
     _per_spot_parameter: tuple[str, int] | None = None
+    #: Training refusals name the rows spots (check_training_arguments).
+    _rows_are_spots = True
 
     def get_normalized_expression(self, *args, **kwargs):
         """Not a spot model's (scvi-tools' per-cell expression of a VAE): refused, naming the

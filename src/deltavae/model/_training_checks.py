@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ import torch
 from .._checks import short_repr
 from ..train._data import split_sizes
 from ._plan_checks import check_plan_names, check_plan_numbers
+from ._trainer_names import trainer_names
 from ._validation import warn_user
 
 
@@ -45,24 +47,6 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
-def trainer_names() -> set[str]:
-    """The names ``train(**trainer_kwargs)`` can pass on: scvi-tools' Pyro training mixin's,
-    its Trainer's, Lightning's Trainer's, and the ``devices`` and ``strategy`` that ``train``
-    itself reads."""
-    import lightning.pytorch as pl
-    from scvi.model.base import PyroSviTrainMixin
-    from scvi.train import Trainer
-
-    names = {"devices", "strategy"}
-    for function in (PyroSviTrainMixin.train, Trainer.__init__, pl.Trainer.__init__):
-        names |= {
-            name
-            for name, parameter in inspect.signature(function).parameters.items()
-            if parameter.kind is not inspect.Parameter.VAR_KEYWORD and name != "self"
-        }
-    return names
-
-
 def check_trainer_names(model_class: type, trainer_kwargs: dict) -> None:
     """A misspelled argument of ``model_class.train`` named with the closest known ones,
     rather than Lightning's TypeError from deep inside."""
@@ -80,7 +64,18 @@ def check_trainer_names(model_class: type, trainer_kwargs: dict) -> None:
         )
 
 
-def check_training_arguments(
+def check_training_arguments(model, *args, **kwargs) -> None:
+    """Refuse, before anything trains, arguments that would train wrongly, crash late or be
+    silently ignored (:func:`_check_training_arguments`); a spot model's messages say spots."""
+    try:
+        _check_training_arguments(model, *args, **kwargs)
+    except ValueError as err:
+        if not getattr(model, "_rows_are_spots", False):
+            raise
+        raise ValueError(re.sub(r"\bcell(s?)\b", r"spot\1", str(err))) from None
+
+
+def _check_training_arguments(
     model,
     max_epochs,
     train_size,
