@@ -602,3 +602,16 @@ def test_spot_models_refuse_a_split_in_spots():
         model.train(max_epochs=1, train_size=0.9)
     with pytest.raises(ValueError, match=r"no spot is held out for it \(train_size=1.0\)"):
         model.train(max_epochs=1, train_size=1.0, early_stopping=True)
+
+
+@pytest.mark.parametrize(
+    "n, advice", [(1, r"Pass min_spots=1 to keep"), (3, r"min_spots=3 or lower \(down to 1\)")]
+)
+def test_thin_archetype_advice_names_a_valid_min_spots(n, advice):
+    """'Pass min_spots=1 or lower' suggested values below min_spots' minimum of 1."""
+    from deltavae.model._archetype_results import warn_thin
+
+    weights = np.array([[0.9, 0.1, 0.0]] * 6 + [[0.1, 0.9, 0.0]] * 5)
+    with pytest.warns(UserWarning, match=advice) as record:
+        warn_thin([(2, n)], 5, weights, np.array([0, 1, 1]))
+    assert "min_spots=1 or lower" not in str(record[0].message)

@@ -219,7 +219,9 @@ def warn_thin(
         which = ", ".join(f"raw archetype {a}: {n} spots" for a, n in thin)
         kept = [n for _, n in thin if n > 0]
         them = "them" if len(kept) == len(thin) else "those with spots"
-        advice = [f"Pass min_spots={min(kept)} or lower to keep {them}"] if kept else []
+        least = min(kept, default=1)  # min_spots is at least 1: "1 or lower" could not be met
+        fewer = f"min_spots={least}" + (" or lower (down to 1)" if least > 1 else "")
+        advice = [f"Pass {fewer} to keep {them}"] if kept else []
         if len(kept) < len(thin):
             advice.append(
                 ("no" if kept else "No")
