@@ -615,3 +615,27 @@ def test_thin_archetype_advice_names_a_valid_min_spots(n, advice):
     with pytest.warns(UserWarning, match=advice) as record:
         warn_thin([(2, n)], 5, weights, np.array([0, 1, 1]))
     assert "min_spots=1 or lower" not in str(record[0].message)
+
+
+def test_latents_of_spots_without_counts_are_warned_once(split):
+    """get_proportions and impute warned about spots without counts, the latent design's
+    get_latent_representation read them without a word."""
+    spots, ref = (a.copy() for a in split)
+    spots = spots[:, 5:].copy()
+    X = spots.X.toarray()
+    X[:3] = 0
+    spots.X = X
+    with warnings.catch_warnings():  # few shared genes, empty spots: said at setup
+        warnings.simplefilter("ignore", UserWarning)
+        model = dv.model.SpatialImputer.from_reference(spots, reference=ref, design="latent")
+    model.train(max_epochs=1, **TRAIN)
+    with pytest.warns(UserWarning, match=r"^2 of 4 spots .* their latents are not an") as said:
+        z = model.get_latent_representation(indices=[0, 2, 40, 50], batch_size=3)
+    assert z.shape[0] == 4 and len(said) == 1
+    model.get_latent_representation(reference=True)  # the cells: no warning
+    model.get_latent_representation(indices=[10, 20])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.write_to_adata(spots)
+    said = [str(w.message) for w in caught if "no counts in the" in str(w.message)]
+    assert len(said) == 1 and "imputed values and latents are not" in said[0], said

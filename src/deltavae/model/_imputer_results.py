@@ -187,18 +187,21 @@ class ImputerResultsMixin:
         module, chunk = self.module, _default_chunk() if batch_size is None else int(batch_size)
         dtype = next(module.parameters()).dtype
         n_rows = len(module.reference_counts) if reference else len(positions)
-        locs, scales = [], []
+        locs, scales, n_empty = [], [], 0
         for start in range(0, n_rows, chunk):
             if reference:
                 x = module.reference_counts[start : start + chunk][:, module.visible]
             else:
                 read, back = np.unique(positions[start : start + chunk], return_inverse=True)
                 x = torch.as_tensor(self._read_rows(read)[back])
+                n_empty += int((x.sum(dim=1) == 0).sum())
             with torch.no_grad():
                 q = module._encode(x.to(module.device, dtype), int(reference))
                 z = q.loc if give_mean or return_dist else q.rsample()
             locs.append(z.cpu().numpy().astype(np.float32))
             scales.append(q.scale.cpu().numpy().astype(np.float32))
+        # As get_proportions and impute: a spot without counts gets the encoder's output at 0.
+        warn_empty_spots(n_empty, n_rows, "latents", self.adata.n_vars)
         if return_dist:
             return np.concatenate(locs), np.concatenate(scales) ** 2
         return np.concatenate(locs)
@@ -355,6 +358,8 @@ class ImputerResultsMixin:
             imputed = self.impute(genes, adata, batch_size)  # the same spots, any order
             if self.design_ == "deconvolution":
                 proportions = self.get_proportions(adata)
+            else:
+                z = self.get_latent_representation(adata, batch_size=batch_size)
         what = "proportions" if self.design_ == "deconvolution" else "latents"
         positions, _ = self._spot_positions(adata, None)
         n_empty = self._n_empty(positions)
@@ -362,7 +367,6 @@ class ImputerResultsMixin:
         if self.design_ != "deconvolution":
             name = self.latent_key.removeprefix("X_")
             latent = f"X_{name}" if key_added is None else f"X_{key_added}_{name}"
-            z = self.get_latent_representation(adata, batch_size=batch_size)
             adata.obsm[keys[0]], adata.obsm[latent] = imputed, z
             return [f"obsm/{keys[0]}", f"obsm/{latent}"]
         abundance = self.get_abundance(adata).to_numpy()
