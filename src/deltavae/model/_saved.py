@@ -379,11 +379,11 @@ class Saving:
             home folder).
         adata
             AnnData with the training genes. In memory, in another order or with more genes,
-            the training genes are read by name on a copy (with a warning; ``adata`` is unchanged and
-            gets the results of ``write_to_adata``); on disk, they must be in that order. A
-            query model (:meth:`load_query_data`'s) takes its query as mapped, genes aligned
-            on a copy as there (missing ones as zeros). ``None`` uses the AnnData saved with
-            the model. Read a file first: a path is refused.
+            the training genes are read by name on a copy (with a warning; ``adata`` is
+            unchanged and gets the results of ``write_to_adata``); on disk, they must be in
+            that order. A query model (:meth:`load_query_data`'s) takes its query as mapped,
+            genes aligned on a copy as there (missing ones as zeros). ``None`` uses the
+            AnnData saved with the model. Read a file first: a path is refused.
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
             ``device``, ``prefix``, ``backup_url``: where to download a missing model file).
