@@ -907,7 +907,8 @@ def test_the_report_names_the_epoch_whose_parameters_were_kept():
     }
     lines = _elbo_report(SimpleNamespace(history=history, best_epoch_=2))
     assert lines[-1] == (
-        "parameters kept: epoch 2's, the best validation ELBO (training 6.00, validation 6.50)"
+        "parameters kept: epoch 2's, the lowest validation loss after the KL warm-up "
+        "(negative ELBO: training 6.00, validation 6.50)"
     )
     assert len(_elbo_report(SimpleNamespace(history=history, best_epoch_=3))) == 2
     assert len(_elbo_report(SimpleNamespace(history=history, best_epoch_=None))) == 2

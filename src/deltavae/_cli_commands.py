@@ -135,8 +135,10 @@ def _say_nothing(*args, **kwargs) -> None:
 
 def _keep_best(early_stopping: bool) -> dict:
     """``restore_best=True`` under --early-stopping: a run it ends has trained a patience of
-    epochs past its best validation ELBO, and the model keeps that epoch's parameters, not
-    the last one's (the report says which). Without it, each model's own default."""
+    epochs past its best validation ELBO, and the model keeps the parameters of the epoch with
+    the lowest validation loss after the KL warm-up (for CGMDVAE the ELBO plus its classifier
+    and alignment terms), not the last one's (the report says which). Without it, each
+    model's own default."""
     return {"restore_best": True} if early_stopping else {}
 
 

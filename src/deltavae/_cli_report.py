@@ -230,8 +230,9 @@ def _elbo_report(model, unit: str = "cells") -> list[str]:
         # The model keeps the restored epoch's parameters, not the last epoch's.
         at = {k: history[k].iloc[:, 0].get(best) for k in ("elbo_train", "elbo_validation")}
         lines.append(
-            f"parameters kept: epoch {best}'s, the best validation ELBO (training "
-            f"{at['elbo_train']:.2f}, validation {at['elbo_validation']:.2f})"
+            f"parameters kept: epoch {best}'s, the lowest validation loss after the KL "
+            f"warm-up (negative ELBO: training {at['elbo_train']:.2f}, validation "
+            f"{at['elbo_validation']:.2f})"
         )
     return lines
 

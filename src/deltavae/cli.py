@@ -133,7 +133,9 @@ def _add_early_stopping(parser: argparse.ArgumentParser, note: str = "") -> None
         action="store_true",
         help=(
             f"stop when the validation ELBO plateaus{note}, and keep the parameters of the "
-            "epoch with the best validation ELBO, not the last epoch's [off: train all --epochs]"
+            "epoch with the lowest validation loss (the ELBO, plus CGMDVAE's classifier and "
+            "alignment terms) after the KL warm-up, not the last epoch's [off: train all "
+            "--epochs]"
         ),
     )
 

@@ -162,7 +162,7 @@ def _check_training_arguments(
     )
     if restore_best is True and n_val == 0:
         raise ValueError(
-            "restore_best=True keeps the epoch with the best validation ELBO, but no cell is "
+            "restore_best=True keeps the epoch with the lowest validation_loss, but no cell is "
             f"held out for it {held_out}, or restore_best=False."
         )
     if restore_best not in (True, False, "auto"):
