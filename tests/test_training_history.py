@@ -4,6 +4,7 @@ every run kept, and the verdict of the last run alone."""
 import warnings
 
 import numpy as np
+import pyro
 import pytest
 
 import deltavae as dv
@@ -157,6 +158,11 @@ def test_the_mixture_start_counts_the_training_cells_of_external_indexing():
         # A string from a config file: TypeError "'>' not supported" in the first step.
         ({"min_kl_weight": "0.1"}, r"\['min_kl_weight'\] must be non-negative and finite; got"),
         ({"n_steps_kl_warmup": -3}, r"n_steps_kl_warmup'\] must be 0 or more steps"),
+        # Pyro's scale handler: "Expected scale > 0 but got 0.0" inside the first step.
+        (
+            {"min_kl_weight": 0, "loss_fn": pyro.infer.TraceMeanField_ELBO()},
+            r"min_kl_weight'\]=0 with loss_fn=TraceMeanField_ELBO: .*e\.g\. 1e-6",
+        ),
     ],
 )
 def test_plan_numbers_are_refused_before_training(plan, match):
@@ -207,3 +213,13 @@ def test_no_listed_validation_cells_are_told_to_list_them_not_train_size():
     for asked in ({"restore_best": True}, {"early_stopping": True}):
         with pytest.raises(ValueError, match=r"has no second list of cells\): list the valid"):
             model.train(max_epochs=1, datasplitter_kwargs=split, **asked, **TRAIN)
+
+
+def test_min_kl_weight_0_trains_on_the_torch_side_elbo():
+    """The plan's docstring said Pyro needs min_kl_weight positive; the default torch-side
+    ELBO trains from a KL weight of 0."""
+    model = dv.model.ZINBVAE(_cells(), n_latent=2, n_hidden=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=2, n_epochs_kl_warmup=2, plan_kwargs={"min_kl_weight": 0}, **TRAIN)
+    assert model.history["kl_weight"].iloc[:, 0].tolist() == [0.0, 0.5]

@@ -10,6 +10,8 @@ import inspect
 import math
 import numbers
 
+import pyro
+
 from .._checks import short_repr
 
 #: Optimiser and KL-weight settings that must be above 0, and those that may be 0.
@@ -73,8 +75,10 @@ def check_plan_numbers(plan: dict, lr) -> None:
     """Refuse ``lr`` and ``plan`` (the given ``plan_kwargs``) numbers a run cannot train
     with: not real numbers, not finite, a rate, ``eps`` or ``max_kl_weight`` of 0 or less, a
     negative ``weight_decay`` or ``min_kl_weight`` (also in ``plan["optim_kwargs"]``), a
-    ``max_kl_weight`` below ``min_kl_weight`` (its default included), or an
-    ``n_steps_kl_warmup`` that is no count of steps.
+    ``max_kl_weight`` below ``min_kl_weight`` (its default included), a ``min_kl_weight`` of
+    0 with a Pyro ``loss_fn`` (its ``scale`` handler refuses a weight of 0 inside the first
+    step; the default torch-side ELBO trains from 0), or an ``n_steps_kl_warmup`` that is no
+    count of steps.
 
     Examples
     --------
@@ -115,6 +119,13 @@ def check_plan_numbers(plan: dict, lr) -> None:
                 f"max_kl_weight too, e.g. plan_kwargs={{'max_kl_weight': {top:g}, "
                 f"'min_kl_weight': {top / 10:g}}}."
             )
+    loss_fn = plan.get("loss_fn")
+    if bottom == 0 and loss_fn is not None and type(loss_fn) is not pyro.infer.Trace_ELBO:
+        raise ValueError(
+            f"plan_kwargs['min_kl_weight']=0 with loss_fn={type(loss_fn).__name__}: that loss "
+            "runs through Pyro's scale handler, which needs a positive KL weight. Pass a "
+            "small positive min_kl_weight (e.g. 1e-6, the default), or leave loss_fn out."
+        )
     steps = plan.get("n_steps_kl_warmup")
     integer = isinstance(steps, numbers.Integral) and not isinstance(steps, bool)
     if steps is not None and (not integer or steps < 0):

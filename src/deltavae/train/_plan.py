@@ -128,7 +128,9 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
     n_epochs_kl_warmup
         Epochs over which the KL weight rises linearly from ``min_kl_weight`` to 1.
     min_kl_weight
-        Starting KL weight; Pyro's ``scale`` handler needs it positive.
+        Starting KL weight. 0 trains (the default loss is the module's torch-side ELBO);
+        a Pyro ``loss_fn`` other than plain ``Trace_ELBO`` runs through Pyro's ``scale``
+        handler, which needs it positive (``train`` refuses 0 there).
     **kwargs
         Passed to :class:`~scvi.train.LowLevelPyroTrainingPlan`.
 
