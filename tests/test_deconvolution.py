@@ -251,6 +251,22 @@ def test_marker_genes_are_the_planted_blocks(cells, split):
         dv.model.NMFDeconv.marker_genes(cells, "cluster", n_markers=0)
 
 
+def test_static_reference_methods_refuse_a_countless_reference():
+    """signatures_from_reference and marker_genes returned zero signatures and arbitrary
+    markers for an all-zero reference, which from_reference refuses."""
+    obs = pd.DataFrame({"t": list("aaabbb")}, index=[f"c{i}" for i in range(6)])
+    ref = ad.AnnData(np.zeros((6, 4), dtype=np.float32), obs=obs)
+    ref.layers["counts"] = ref.X.copy()
+    for call in (
+        lambda **kw: dv.model.NMFDeconv.signatures_from_reference(ref, "t", **kw),
+        lambda **kw: dv.model.NMFDeconv.marker_genes(ref, "t", **kw),
+    ):
+        with pytest.raises(ValueError, match=r"reference.X holds no counts"):
+            call()
+        with pytest.raises(ValueError, match=r"layers\['counts'\] holds no counts.*layer=\.\.\."):
+            call(layer="counts", genes=["0", "1"])
+
+
 def test_nmfdeconv_reference_free_finds_types():
     cells = dv.datasets.synthetic_counts(
         n_cells=400, n_genes=60, n_clusters=3, n_conditions=1, seed=4

@@ -21,7 +21,7 @@ from .._checks import (
     refuse_minified,
 )
 from ._genes import _refuse_duplicates, identifier_advice
-from ._matrices import adata_in_memory, memory_copy, to_memory
+from ._matrices import adata_in_memory, memory_copy, on_disk, to_memory
 from ._nmf_start import FEW_SHARED_GENES
 from ._validation import check_data, warn_user
 
@@ -62,6 +62,20 @@ def _warn_empty_reference_cells(reference: AnnData, layer: str | None) -> None:
             "lower their cell type's mean counts (its signature) and tell nothing about its "
             "markers. Drop them first: sc.pp.filter_cells(reference, min_counts=1)."
         )
+
+
+def _refuse_countless(reference: AnnData, counts: AnnData, layer, genes) -> None:
+    """:func:`refuse_countless_reference` for the static methods (their argument is
+    ``layer``): on ``counts`` (all genes when ``genes`` is ``None``), else on the whole
+    reference where it is in memory (a subset without counts gives zero signatures)."""
+    if genes is not None:
+        if on_disk(reference):
+            return
+        counts = reference
+    try:
+        refuse_countless_reference(counts, layer)
+    except ValueError as err:
+        raise ValueError(str(err).replace("reference_layer=", "layer=")) from None
 
 
 def _counts_in_memory(reference: AnnData, genes) -> AnnData:
@@ -119,6 +133,7 @@ class FromReferenceMixin:
             check_data(counts, layer, kind="counts", name="reference", warn_empty=False)
         except ValueError as err:  # this method's argument is layer, from_reference's not
             raise ValueError(str(err).replace("reference_layer=", "layer=")) from None
+        _refuse_countless(reference, counts, layer, genes)
         obs = pd.DataFrame({"label": labels}, index=counts.obs_names)
         view = AnnData(X=layer_matrix(counts, layer), obs=obs)
         view.var_names = counts.var_names
@@ -175,6 +190,7 @@ class FromReferenceMixin:
         labels = _string_labels(reference, labels_key)
         counts = _counts_in_memory(reference, genes)
         X = layer_matrix(counts, layer)
+        _refuse_countless(reference, counts, layer, genes)
         X = X.astype(np.float32) if sp.issparse(X) else np.array(X, dtype=np.float32)
         view = AnnData(
             X=X,
