@@ -215,6 +215,15 @@ def test_no_listed_validation_cells_are_told_to_list_them_not_train_size():
             model.train(max_epochs=1, datasplitter_kwargs=split, **asked, **TRAIN)
 
 
+def test_min_kl_weight_0_refused_for_a_module_without_torch_side_elbo():
+    """A custom module without a torch-side ELBO trains through Pyro's scale handler: it met
+    Pyro's raw "Expected scale > 0 but got 0.0" in the first step."""
+    model = dv.model.ZINBVAE(_cells(), n_latent=2, n_hidden=8)
+    model.module.has_torch_elbo = False
+    with pytest.raises(ValueError, match=r"min_kl_weight'\]=0 with ZINBVAEModule, which has no"):
+        model.train(max_epochs=1, plan_kwargs={"min_kl_weight": 0}, **TRAIN)
+
+
 def test_min_kl_weight_0_trains_on_the_torch_side_elbo():
     """The plan's docstring said Pyro needs min_kl_weight positive; the default torch-side
     ELBO trains from a KL weight of 0."""

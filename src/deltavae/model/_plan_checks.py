@@ -71,13 +71,24 @@ def check_plan_names(plan: dict) -> None:
     )
 
 
-def check_plan_numbers(plan: dict, lr) -> None:
+def _pyro_scales_kl(module) -> bool:
+    """Whether ``module`` trains through Pyro's ``scale`` handler with a KL weight: it has no
+    torch-side ELBO and its ``model`` takes ``kl_weight`` (scvi-tools' test of it)."""
+    if module is None or getattr(module, "has_torch_elbo", False):
+        return False
+    model = getattr(module, "model", None)
+    model = getattr(model, "forward", model)
+    return callable(model) and "kl_weight" in inspect.signature(model).parameters
+
+
+def check_plan_numbers(plan: dict, lr, module=None) -> None:
     """Refuse ``lr`` and ``plan`` (the given ``plan_kwargs``) numbers a run cannot train
     with: not real numbers, not finite, a rate, ``eps`` or ``max_kl_weight`` of 0 or less, a
     negative ``weight_decay`` or ``min_kl_weight`` (also in ``plan["optim_kwargs"]``), a
     ``max_kl_weight`` below ``min_kl_weight`` (its default included), a ``min_kl_weight`` of
-    0 with a Pyro ``loss_fn`` (its ``scale`` handler refuses a weight of 0 inside the first
-    step; the default torch-side ELBO trains from 0), or an ``n_steps_kl_warmup`` that is no
+    0 with a Pyro ``loss_fn`` or a ``module`` without a torch-side ELBO (``has_torch_elbo``
+    false: Pyro's ``scale`` handler refuses a weight of 0 inside the first step; the default
+    torch-side ELBO trains from 0), or an ``n_steps_kl_warmup`` that is no
     count of steps.
 
     Examples
@@ -125,6 +136,13 @@ def check_plan_numbers(plan: dict, lr) -> None:
             f"plan_kwargs['min_kl_weight']=0 with loss_fn={type(loss_fn).__name__}: that loss "
             "runs through Pyro's scale handler, which needs a positive KL weight. Pass a "
             "small positive min_kl_weight (e.g. 1e-6, the default), or leave loss_fn out."
+        )
+    if bottom == 0 and _pyro_scales_kl(module):
+        raise ValueError(
+            f"plan_kwargs['min_kl_weight']=0 with {type(module).__name__}, which has no "
+            "torch-side ELBO (has_torch_elbo is False): its loss runs through Pyro's scale "
+            "handler, which needs a positive KL weight. Pass a small positive min_kl_weight "
+            "(e.g. 1e-6, the default)."
         )
     steps = plan.get("n_steps_kl_warmup")
     integer = isinstance(steps, numbers.Integral) and not isinstance(steps, bool)

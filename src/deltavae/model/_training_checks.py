@@ -117,7 +117,7 @@ def _check_training_arguments(
             "it. Call model.module.float() before train; read-outs take either."
         )
     check_plan_names(plan)
-    check_plan_numbers(plan, lr)
+    check_plan_numbers(plan, lr, model.module)
     lr = plan.get("lr", lr)
     if not _is_int(max_epochs) or max_epochs < 1:
         raise ValueError(
