@@ -1064,6 +1064,24 @@ def test_backed_notes_layers_in_memory_only_for_a_layer(counts_h5ad):
     adata.file.close()
 
 
+def test_backed_layer_advice_converts_a_dense_layer(tmp_path, monkeypatch):
+    """--backed --layer advised write_zarr as is, but a dense layer in a zarr store is refused
+    at setup: the advice's one-liner now stores the layer as CSR."""
+    from deltavae._cli_models import read_backed
+
+    adata = ad.AnnData(np.ones((4, 3), dtype=np.float32))
+    adata.layers["raw"] = np.arange(12, dtype=np.float32).reshape(4, 3)
+    adata.write_h5ad(tmp_path / "d.h5ad")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match=r"--layer raw is in memory") as record:
+        read_backed(tmp_path / "d.h5ad", "raw").file.close()
+    code = str(record[0].message).split('python -c "')[1].split('"')[0]
+    exec(code, {})  # noqa: S102 - the advice, as a user would run it
+    layer = ad.read_zarr(tmp_path / "counts.zarr").layers["raw"]
+    assert sparse.issparse(layer) and layer.format == "csr"
+    np.testing.assert_array_equal(layer.toarray(), adata.layers["raw"])
+
+
 def test_early_stopping_keeps_the_best_epoch(counts_h5ad, tmp_path, monkeypatch):
     """--early-stopping kept the last epoch's parameters (ZINBVAE's restore_best=False), a
     patience of epochs past the best validation ELBO it stopped on: it now restores the best."""

@@ -329,9 +329,11 @@ def read_backed(path: Path, layer: str | None) -> ad.AnnData:
                 f"--backed keeps only X of {str(path)!r} on disk (an .h5ad file's layers are "
                 f"read into memory): --layer {layer} is in memory and the model trains from "
                 "memory. To train from disk, put the counts in X and drop --layer, or convert "
-                "the file once to a zarr store, whose layers stay on disk (sparse): python -c "
-                f"\"import anndata; anndata.read_h5ad({str(path)!r}).write_zarr('counts.zarr')\" "
-                "and run deltavae fit counts.zarr --backed."
+                "the file once to a zarr store, whose layers stay on disk when sparse (a dense "
+                'layer there is refused; this makes it a CSR matrix): python -c "import '
+                f"anndata, scipy.sparse as sp; a = anndata.read_h5ad({str(path)!r}); "
+                f"a.layers[{layer!r}] = sp.csr_matrix(a.layers[{layer!r}]); "
+                "a.write_zarr('counts.zarr')\" and run deltavae fit counts.zarr --backed."
             )
         warnings.warn_explicit(message, w.category, w.filename, w.lineno)
     return adata
