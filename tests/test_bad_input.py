@@ -58,11 +58,11 @@ def test_setup_of_a_view_or_a_matrix_says_what_to_pass(counts_adata, model):
     with pytest.raises(ValueError, match=r"adata is a view .* adata\[mask\]\.copy\(\)"):
         cls.setup_anndata(counts_adata[:20])
     _assert_unchanged(counts_adata, parent)
-    with pytest.raises(TypeError, match="needs an AnnData .* got ndarray"):
+    with pytest.raises(TypeError, match="must be an AnnData .* got ndarray of shape"):
         cls.setup_anndata(_dense(counts_adata.X))
     covariate = {"Archetypes": "sample_key", "ZINBVAE": "batch_key", "CGMDVAE": "condition_key"}
     if model in covariate:  # Archetypes read adata.obs first: an AttributeError
-        with pytest.raises(TypeError, match="needs an AnnData .* got ndarray"):
+        with pytest.raises(TypeError, match="must be an AnnData .* got ndarray of shape"):
             cls.setup_anndata(_dense(counts_adata.X), **{covariate[model]: "condition"})
 
 
@@ -88,17 +88,19 @@ def test_a_path_for_an_anndata_or_arguments_swapped_are_named(counts_adata, tmp_
     ZINBVAE = dv.model.ZINBVAE
     with pytest.raises(TypeError, match=r"then the AnnData: ZINBVAE.load\(dir_path, adata\)"):
         ZINBVAE.load(counts_adata, path)
-    with pytest.raises(TypeError, match=r"not an AnnData: model.save\(path\)"):
+    with pytest.raises(TypeError, match=r"model.save\(dir_path\); got an AnnData as dir_path"):
         model.save(counts_adata)
     file = str(tmp_path / "cells.h5ad")
     with pytest.raises(TypeError, match=r"got the path '.*cells.h5ad'. Read it first: adata ="):
         ZINBVAE.load(path, file)
     with pytest.raises(TypeError, match=r"got the path .* anndata.read_h5ad\(path\)"):
         ZINBVAE.setup_anndata(file)
-    with pytest.raises(TypeError, match=r"got the folder .*vae'. The AnnData comes first"):
+    with pytest.raises(TypeError, match=r"folder .*vae', which holds a saved model. Pass the"):
         ZINBVAE.prepare_query_anndata(str(path), counts_adata)
-    with pytest.raises(TypeError, match=r"The query comes first: ZINBVAE.load_query_data\(adata"):
+    with pytest.raises(TypeError, match=r"as adata: ZINBVAE.load_query_data\(adata, reference"):
         ZINBVAE.load_query_data(str(path), counts_adata)
+    with pytest.raises(TypeError, match=r"The query comes first: ZINBVAE.load_query_data\(adata"):
+        ZINBVAE.load_query_data(counts_adata, counts_adata)
     assert ZINBVAE.load(path, counts_adata).adata is counts_adata
 
 

@@ -108,9 +108,86 @@ def plain_keys(value):
     return value.tolist() if isinstance(value, pd.Index | pd.Series | np.ndarray) else value
 
 
-def check_anndata(adata, name: str = "adata"):
-    """``adata`` when it is an AnnData or None; else a TypeError naming what was passed (a
-    DataFrame or a matrix failed with AttributeError: no attribute 'obs' or 'is_view').
+def _saved_model_folder(path: str) -> bool:
+    """Whether ``path`` is a folder written by a model's ``save`` (it holds a ``model.pt``)."""
+    return os.path.isdir(path) and any(f.endswith("model.pt") for f in os.listdir(path))
+
+
+def _zarr_store(path: str) -> bool:
+    """Whether ``path`` is a zarr store (``AnnData.write_zarr``'s folder)."""
+    return os.path.isdir(path) and (
+        path.rstrip("/\\").endswith(".zarr")
+        or any(os.path.exists(os.path.join(path, f)) for f in (".zattrs", "zarr.json"))
+    )
+
+
+def argument_advice(value, name: str, wants: str, call: str | None = None) -> str | None:
+    """Why ``value`` cannot be the argument ``name`` and what to pass instead, or ``None``
+    where it fits: the one wording of an AnnData where a model's folder goes, a path (a file,
+    a zarr store, a saved model's folder) or a table where an AnnData goes, whatever the order
+    the arguments came in (``Model.load(adata, path)``, ``Model.load(path, "cells.h5ad")``,
+    ``prepare_query_anndata(path, adata)``, ``model.save(adata)``).
+
+    Parameters
+    ----------
+    value
+        What was passed.
+    name
+        The argument's name (``"adata"``, ``"dir_path"``).
+    wants
+        ``"anndata"``, ``"anndata or None"`` or ``"folder"`` (a model's folder: a str or
+        path).
+    call
+        How the method is called, by its parameters (``"ZINBVAE.load(dir_path, adata)"``).
+
+    Examples
+    --------
+    >>> argument_advice("cells.h5ad", "adata", "anndata", "ZINBVAE.load(dir_path, adata)")[:59]
+    "adata must be an AnnData (cells x genes); got the path 'cel"
+    >>> print(argument_advice(ad.AnnData(np.ones((1, 1))), "dir_path", "folder", "m.f(dir_path)"))
+    m.f takes the model's folder as dir_path: m.f(dir_path); got an AnnData as dir_path.
+    """
+    method = call.split("(")[0] if call else None
+    if wants == "folder":
+        if isinstance(value, str | os.PathLike):
+            return None
+        where = f"{method} takes the model's folder as {name}" if call else f"{name} is a folder"
+        then = ", then the AnnData" if call and f"{name}, adata" in call else ""
+        got = "an AnnData" if isinstance(value, ad.AnnData) else short_repr(value)
+        return f"{where}{then}{f': {call}' if call else ''}; got {got} as {name}."
+    if isinstance(value, ad.AnnData) or (value is None and wants == "anndata or None"):
+        return None
+    head = f"{name} must be an AnnData (cells x genes); got"
+    then = f", then {call}" if call else ""
+    if value is None:
+        return f"{head} None. Pass one{f': {call}' if call else ''}."
+    if isinstance(value, str | os.PathLike):
+        path = os.path.expanduser(os.fspath(value))
+        if _saved_model_folder(path):
+            how = f"as {name}: {call}" if call else "itself; its class's load(dir_path) reads"
+            given = short_repr(os.fspath(value))
+            return (
+                f"{head} the folder {given}, which holds a saved model. Pass the AnnData {how}"
+                + ("." if call else " that folder.")
+            )
+        reader = "anndata.read_zarr(path)" if _zarr_store(path) else "anndata.read_h5ad(path)"
+        return (
+            f"{head} the path {short_repr(os.fspath(value))}. Read it first: {name} = {reader} "
+            f"(or deltavae.read_lazy(path), which leaves the counts on disk){then}."
+        )
+    shape = getattr(value, "shape", None)
+    got = type(value).__name__ + (f" of shape {tuple(shape)}" if shape is not None else "")
+    return (
+        f"{head} {got}. Wrap a table or a matrix with anndata.AnnData(X), with the model's genes "
+        f"as var_names, or pick the modality of a MuData (mdata['rna']){then}."
+    )
+
+
+def check_anndata(adata, name: str = "adata", call: str | None = None, optional: bool = True):
+    """``adata`` when it is an AnnData (or None, where ``optional``); else a TypeError naming
+    what was passed and what to pass (:func:`argument_advice`): a DataFrame or a matrix failed with
+    AttributeError (no attribute 'obs' or 'is_view'), a file's name with "'str' object has no
+    attribute 'var_names'". ``call``: how the method is called, for the message.
 
     Examples
     --------
@@ -119,27 +196,11 @@ def check_anndata(adata, name: str = "adata"):
     ...
     TypeError: adata must be an AnnData (cells x genes); got ndarray of shape (2, 2). ...
     """
-    if adata is None or isinstance(adata, ad.AnnData):
-        refuse_minified(adata, name)
-        return adata
-    if isinstance(adata, str | os.PathLike) and os.path.isdir(adata):  # Model.f(path, adata)
-        raise TypeError(
-            f"{name} must be an AnnData (cells x genes); got the folder {os.fspath(adata)!r}. "
-            f"The AnnData comes first, a saved model's folder after it."
-        )
-    if isinstance(adata, str | os.PathLike):  # a file's name: "no attribute 'var_names'"
-        raise TypeError(
-            f"{name} must be an AnnData (cells x genes); got the path {os.fspath(adata)!r}. "
-            f"Read it first: {name} = anndata.read_h5ad(path) (or deltavae.read_lazy(path), "
-            "which leaves the counts on disk)."
-        )
-    shape = getattr(adata, "shape", None)
-    got = type(adata).__name__ + (f" of shape {tuple(shape)}" if shape is not None else "")
-    raise TypeError(
-        f"{name} must be an AnnData (cells x genes); got {got}. Wrap a table or a matrix with "
-        "anndata.AnnData(X), with the model's genes as var_names, or pick the modality of a "
-        "MuData (mdata['rna'])."
-    )
+    advice = argument_advice(adata, name, "anndata or None" if optional else "anndata", call)
+    if advice is not None:
+        raise TypeError(advice)
+    refuse_minified(adata, name)
+    return adata
 
 
 #: Where scvi-tools' ``minify_adata`` marks an AnnData whose counts it dropped.
@@ -198,21 +259,21 @@ def refuse_countless_reference(reference: ad.AnnData, layer: str | None) -> None
 
 def check_path(dir_path, call: str) -> str:
     """``dir_path`` (a model's folder) as a string with ``~`` expanded; a TypeError where an
-    AnnData came first instead, as in ``Model.load(adata, path)`` (os.fspath's "expected str,
-    bytes or os.PathLike object, not AnnData" named neither argument). ``call``: how the
-    method is called, for the message (``"ZINBVAE.load(path, adata)"``).
+    AnnData came instead, as in ``Model.load(adata, path)`` (os.fspath's "expected str,
+    bytes or os.PathLike object, not AnnData" named neither argument), worded by
+    :func:`argument_advice`. ``call``: how the method is called, by its parameters
+    (``"ZINBVAE.load(dir_path, adata)"``).
 
     Examples
     --------
-    >>> check_path(ad.AnnData(np.ones((2, 2))), "ZINBVAE.load(path, adata)")
+    >>> check_path(ad.AnnData(np.ones((2, 2))), "ZINBVAE.load(dir_path, adata)")
     Traceback (most recent call last):
     ...
-    TypeError: dir_path is the model's folder, not an AnnData: ZINBVAE.load(path, adata).
+    TypeError: ZINBVAE.load takes the model's folder as dir_path, then the AnnData: ...
     """
-    if isinstance(dir_path, ad.AnnData):
-        raise TypeError(f"dir_path is the model's folder, not an AnnData: {call}.")
-    if not isinstance(dir_path, str | os.PathLike):
-        raise TypeError(f"dir_path must be a folder's path; got {type(dir_path).__name__}: {call}.")
+    advice = argument_advice(dir_path, "dir_path", "folder", call)
+    if advice is not None:
+        raise TypeError(advice)
     return os.path.expanduser(os.fspath(dir_path))
 
 

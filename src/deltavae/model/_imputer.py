@@ -381,7 +381,8 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         **kwargs
             Passed to :meth:`deltavae.model.ZINBVAE.load`.
         """
-        given = adata = check_load_arguments(cls, dir_path, adata, kwargs)
+        dir_path, adata = check_load_arguments(cls, dir_path, adata, kwargs)
+        given = adata
         if adata is not None:
             url = kwargs.get("backup_url")
             _, var_names, _ = read_saved(cls, dir_path, kwargs.get("prefix"), backup_url=url)

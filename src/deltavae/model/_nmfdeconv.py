@@ -310,7 +310,7 @@ class NMFDeconv(
         --------
         >>> d = dv.model.NMFDeconv.load("nmf_model/", spots)  # doctest: +SKIP
         """
-        adata = check_load_arguments(cls, dir_path, adata, kwargs)
+        dir_path, adata = check_load_arguments(cls, dir_path, adata, kwargs)
         if adata is not None:
             url, prefix = kwargs.get("backup_url"), kwargs.get("prefix")
             attr_dict, var_names, state = read_saved(cls, dir_path, prefix, backup_url=url)

@@ -254,6 +254,10 @@ class QueryMappingMixin(ArchesMixin):
         >>> q.train(max_epochs=50)  # doctest: +SKIP
         >>> q.predict_labels().head()  # doctest: +SKIP
         """
+        # A file's name or the reference's folder as the query: named as prepare_query_anndata
+        # and load name them (check_query_obs said "got str").
+        call = f"{cls.__name__}.load_query_data(adata, reference_model)"
+        check_anndata(adata, call=call, optional=False)
         check_accelerator(accelerator)  # before any work: Lightning's error names no fix
         attr_dict, genes, ref_state = _reference_state(cls, reference_model)
         registry = attr_dict["registry_"]
@@ -321,7 +325,9 @@ class QueryMappingMixin(ArchesMixin):
         return_reference_var_names: bool = False,
         inplace: bool = True,
     ):
-        check_anndata(adata)  # the reference's folder first: "no attribute 'is_view'"
+        # The reference's folder first: "no attribute 'is_view'".
+        call = f"{cls.__name__}.prepare_query_anndata(adata, reference_model)"
+        check_anndata(adata, call=call, optional=False)
         if isinstance(reference_model, str | os.PathLike):  # scvi-tools: a str, "~" as is
             reference_model = os.path.expanduser(os.fspath(reference_model))
             # scvi-tools' own error for a missing, prefixed or damaged save advised

@@ -19,10 +19,8 @@ _QUERY_KEY_ARGS = ("condition_key", "batch_key", "categorical_covariate_keys", "
 def check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: str) -> None:
     """The query's obs against the reference's setup: the keys it read, their categories' types,
     the labels (known or the unlabelled mark), at least 2 cells; ``where``: the reference, for
-    the messages."""
-    if not isinstance(adata, AnnData):
-        kind = type(adata).__name__
-        raise TypeError(f"The query must be an AnnData (cells x genes); got {kind}.")
+    the messages. ``adata`` is an AnnData (``load_query_data`` checks that first, as every
+    method does: :func:`~deltavae._checks.check_anndata`)."""
     if adata.is_view:  # before any work: scvi-tools' setup refused it after the model began
         fix = (
             "query = query[mask].to_memory(), or query[mask].copy(filename='query.h5ad')"

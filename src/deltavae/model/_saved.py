@@ -19,7 +19,7 @@ from scvi.data._download import _download
 from scvi.model.base import BaseModelClass
 from scvi.model.base._save_load import _load_saved_files
 
-from .._checks import check_anndata, check_path, short_repr
+from .._checks import check_anndata, check_path
 from ..train._convergence import NotConvergedWarning
 from ..train._divergence import trained_state
 from ..train._record import cells_digest
@@ -75,11 +75,13 @@ def _check_digest(path: str, saved: dict | None, state_dict: dict) -> None:
         )
 
 
-def check_load_arguments(cls, dir_path, adata, kwargs: dict):
-    """``adata`` checked as an AnnData (or None) for ``cls.load(dir_path, adata, **kwargs)``:
-    a file name, a table or the arguments swapped failed with "'str' object has no attribute
-    'var_names'" or "expected str, bytes or os.PathLike object, not AnnData", scvi-tools'
-    ``datamodule`` with "__init__() got an unexpected keyword argument"."""
+def check_load_arguments(cls, dir_path, adata, kwargs: dict) -> tuple[str, AnnData | None]:
+    """``dir_path`` (``~`` expanded) and ``adata`` checked as a folder and an AnnData (or
+    None) for ``cls.load(dir_path, adata, **kwargs)``, worded as every method words them
+    (:func:`~deltavae._checks.argument_advice`): a file name, a table or the arguments swapped
+    failed with "'str' object has no attribute 'var_names'" or "expected str, bytes or
+    os.PathLike object, not AnnData", scvi-tools' ``datamodule`` with "__init__() got an
+    unexpected keyword argument"."""
     refuse_scvi_names("load", cls.__name__, kwargs)
     name = f"{cls.__name__}.load"
     known = [p for p in inspect.signature(BaseModelClass.load).parameters if p != "adata"][1:]
@@ -91,19 +93,8 @@ def check_load_arguments(cls, dir_path, adata, kwargs: dict):
             f"{f'did you mean {close[0]!r}? ' if close else ''}load takes dir_path, adata, "
             f"{', '.join(k for k in known if k != 'datamodule')})."
         )
-    if isinstance(dir_path, AnnData):
-        raise TypeError(
-            f"{name} takes the directory written by save first, then the AnnData: "
-            f"{name}(dir_path, adata); got an AnnData as dir_path."
-        )
-    if isinstance(adata, str | os.PathLike):
-        raise TypeError(
-            f"{name}'s adata must be an AnnData; got the path {short_repr(os.fspath(adata))}. "
-            "Read it "
-            f"first: adata = anndata.read_h5ad(path) (or deltavae.read_lazy(path) to keep it "
-            f"on disk), then {name}(dir_path, adata)."
-        )
-    return check_anndata(adata)
+    call = f"{name}(dir_path, adata)"  # the arguments' order, in every message of a swap
+    return check_path(dir_path, call), check_anndata(adata, call=call)
 
 
 def read_saved(
@@ -282,7 +273,7 @@ class Saving:
         >>> vae.save("pbmc_vae/", overwrite=True)  # doctest: +SKIP
         """
         check_save_keywords(kwargs)
-        dir_path = check_path(dir_path, "model.save(path)")
+        dir_path = check_path(dir_path, "model.save(dir_path)")
         if os.path.isfile(dir_path):
             raise ValueError(
                 f"Save path {dir_path!r} is a file; save writes a directory: pick another path."
@@ -325,8 +316,9 @@ class Saving:
         prefix
             The file-name prefix given to :meth:`save`.
         """
+        dir_path = check_path(dir_path, f"{cls.__name__}.view_setup_args(dir_path)")
         read_saved(cls, dir_path, prefix, use="view_setup_args")
-        BaseModelClass.view_setup_args(os.path.expanduser(os.fspath(dir_path)), prefix)
+        BaseModelClass.view_setup_args(dir_path, prefix)
 
     @classmethod
     def convert_legacy_save(
@@ -392,10 +384,9 @@ class Saving:
         --------
         >>> vae = dv.model.ZINBVAE.load("pbmc_vae/", adata)  # the class saved  # doctest: +SKIP
         """
-        adata = check_load_arguments(cls, dir_path, adata, kwargs)
+        dir_path, adata = check_load_arguments(cls, dir_path, adata, kwargs)
         prefix = kwargs.get("prefix")
         check_accelerator(kwargs.get("accelerator", "auto"))  # Lightning's error names no fix
-        dir_path = check_path(dir_path, f"{cls.__name__}.load(path, adata)")
         attr_dict, var_names, state = read_saved(
             cls, dir_path, prefix, backup_url=kwargs.get("backup_url")
         )

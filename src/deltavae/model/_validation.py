@@ -27,7 +27,6 @@ from .._checks import (
     no_column,
     not_count_repr,
     not_counts,
-    refuse_minified,
     refuse_mixed_kinds,
     short_repr,
     x_or_none,
@@ -274,15 +273,9 @@ def check_setup_target(adata, kwargs: dict | None = None, model: str | None = No
             key, "see its docstring for the arguments it takes"
         )
         raise TypeError(f"{model}.setup_anndata() got an unexpected argument {key!r}: {hint}.")
-    if isinstance(adata, str | os.PathLike):  # a file's name: read it (check_anndata says how)
-        check_anndata(adata)
-    if not isinstance(adata, AnnData):
-        raise TypeError(
-            f"setup_anndata needs an AnnData (cells x genes); got {type(adata).__name__}. "
-            "Wrap a matrix with anndata.AnnData(X), or pick the modality of a MuData "
-            "(mdata['rna'])."
-        )
-    refuse_minified(adata)  # zeros for counts: the cells were read as empty
+    # A file's name, a table (worded as every method words them), a minified AnnData (zeros
+    # for counts: the cells were read as empty).
+    check_anndata(adata, call=f"{model or 'Model'}.setup_anndata(adata)", optional=False)
     if adata.is_view:
         fix = (
             "Pass the subset in memory, adata = adata[mask].to_memory(), or keep it on disk: "

@@ -1,0 +1,88 @@
+"""One wording for one problem, whichever method meets it (duplicated checks had drifted
+apart and gave different advice for the same mistake)."""
+
+import re
+
+import numpy as np
+import pytest
+
+import deltavae as dv
+
+TRAIN = {"enable_progress_bar": False}
+
+
+def _message(call) -> str:
+    with pytest.raises(TypeError) as info:
+        call()
+    return str(info.value)
+
+
+def _without_call(message: str) -> str:
+    """The advice without the method's own call (", then ZINBVAE.load(dir_path, adata).")."""
+    return re.sub(r"(, then |: )\w+\.\w+\([\w, ]*\)\.?$", "", message).rstrip(".")
+
+
+@pytest.fixture
+def saved(counts_adata, tmp_path):
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, n_latent=2, n_hidden=8)
+    model.train(max_epochs=1, **TRAIN)
+    model.save(tmp_path / "vae")
+    return model, str(tmp_path / "vae")
+
+
+def test_a_path_or_swapped_arguments_get_the_same_advice_from_every_method(
+    saved, counts_adata, tmp_path
+):
+    """load(path, "cells.h5ad") said "ZINBVAE.load's adata must be an AnnData" where
+    setup_anndata and write_to_adata said "adata must be an AnnData (cells x genes)";
+    load(path, path) advised anndata.read_h5ad for a saved model's folder, which
+    prepare_query_anndata called a swap and load_query_data "got str"; load(adata, path)
+    and save(adata) worded the AnnData-for-a-folder differently."""
+    model, path = saved
+    Z = dv.model.ZINBVAE
+    file = "cells.h5ad"
+    on_file = [
+        lambda: Z.load(path, file),
+        lambda: Z.setup_anndata(file),
+        lambda: model.write_to_adata(file),
+        lambda: model.get_latent_representation(file),
+        lambda: Z.prepare_query_anndata(file, path),
+        lambda: Z.load_query_data(file, path),
+    ]
+    said = {_without_call(_message(call)) for call in on_file}
+    assert said == {
+        "adata must be an AnnData (cells x genes); got the path 'cells.h5ad'. Read it first: "
+        "adata = anndata.read_h5ad(path) (or deltavae.read_lazy(path), which leaves the "
+        "counts on disk)"
+    }
+    assert _message(on_file[0]).endswith(", then ZINBVAE.load(dir_path, adata).")
+    on_folder = [
+        lambda: Z.load(path, path),
+        lambda: Z.prepare_query_anndata(path, counts_adata),
+        lambda: Z.load_query_data(path, counts_adata),
+        lambda: model.get_latent_representation(path),
+    ]
+    for call in on_folder:
+        assert f"got the folder {path!r}, which holds a saved model. Pass the AnnData" in (
+            _message(call)
+        )
+    assert _message(on_folder[0]).endswith(
+        "Pass the AnnData as adata: ZINBVAE.load(dir_path, adata)."
+    )
+    as_folder = [
+        (lambda: Z.load(counts_adata, path), "ZINBVAE.load", ", then the AnnData"),
+        (lambda: model.save(counts_adata), "model.save", ""),
+        (lambda: Z.view_setup_args(counts_adata), "ZINBVAE.view_setup_args", ""),
+    ]
+    for call, method, then in as_folder:
+        assert _message(call).startswith(f"{method} takes the model's folder as dir_path{then}: ")
+        assert _message(call).endswith("; got an AnnData as dir_path.")
+    # A zarr store is read with read_zarr (the advice for a file said read_h5ad).
+    store = str(tmp_path / "cells.zarr")
+    counts_adata[:5].copy().write_zarr(store)
+    for call in (lambda: Z.load(path, store), lambda: Z.setup_anndata(store)):
+        assert "Read it first: adata = anndata.read_zarr(path)" in _message(call)
+    for call in (lambda: Z.setup_anndata(None), lambda: Z.load_query_data(None, path)):
+        assert _message(call).startswith("adata must be an AnnData (cells x genes); got None.")
+    assert np.isfinite(Z.load(path, counts_adata).get_latent_representation()).all()
