@@ -86,3 +86,31 @@ def test_a_path_or_swapped_arguments_get_the_same_advice_from_every_method(
     for call in (lambda: Z.setup_anndata(None), lambda: Z.load_query_data(None, path)):
         assert _message(call).startswith("adata must be an AnnData (cells x genes); got None.")
     assert np.isfinite(Z.load(path, counts_adata).get_latent_representation()).all()
+
+
+def test_genes_in_another_order_get_one_warning_from_load_and_every_read_out(saved, counts_adata):
+    """load (in_training_order) said "adata has the same genes in another order (60 moved;
+    ...); the model reads a copy ..." and the read-outs and model.adata = (match_genes)
+    "adata has the model's 60 genes in another order; they are reordered by name ...": one
+    reordering, one warning, which names what moved."""
+    model, path = saved
+    backwards = counts_adata[:, ::-1].copy()
+
+    def told(call) -> list[str]:
+        with pytest.warns(UserWarning) as record:
+            call()
+        return [str(w.message) for w in record if "another order" in str(w.message)]
+
+    said = [
+        told(lambda: dv.model.ZINBVAE.load(path, backwards)),
+        told(lambda: model.get_latent_representation(backwards)),
+        told(lambda: model.write_to_adata(backwards)),
+        told(lambda: setattr(model, "adata", backwards.copy())),
+    ]
+    assert all(s == said[0] for s in said)
+    assert said[0] == [
+        "adata has the same genes in another order (60 moved; e.g. position 0 holds "
+        "'gene_59', the model's gene there is 'gene_0'); the model reads a copy with them in "
+        "the training order, by name (adata itself is unchanged: model.write_to_adata(adata) "
+        "writes the results into it, and results by gene follow the training order)."
+    ]

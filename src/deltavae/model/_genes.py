@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._count_advice import check_model_counts, layer_fixed
-from ._matrices import memory_copy, on_disk, take_columns
+from ._matrices import on_disk, take_columns
 from ._training_checks import check_registered_columns
 from ._validation import _matrix, _refuse_duplicates, warn_user
 
@@ -38,12 +39,24 @@ def _gene_difference(genes: pd.Index, names: pd.Index) -> str:
     )
 
 
+#: How every method that reads an AnnData (``load``, ``model.adata =``, each read-out) tells
+#: that it reads the training genes by name from a copy (the user's AnnData is unchanged).
+_READ_BY_NAME = (
+    "(adata itself is unchanged: model.write_to_adata(adata) writes the results into it, and "
+    "results by gene follow the training order)"
+)
+#: The one warning for the training genes in another order, in memory (:func:`match_genes`).
+_REORDERED = "; the model reads a copy with them in the training order, by name "
+
+
 def in_training_order(adata: AnnData, var_names) -> AnnData | None:
     """A copy of in-memory ``adata``, whose genes are a saved model's training genes
     (``var_names``) in another order or those and more (the whole a model trained on its
-    highly variable genes came from), with the training genes in the training order by name
-    (with a warning naming how many moved or were left out); ``None`` where genes are missing
-    or on disk (a copy would read the whole file: the load refuses, saying how to order it).
+    highly variable genes came from), with the training genes in the training order by name,
+    read by :func:`match_genes` as every read-out reads them (with its warning; for more
+    genes, one naming how many are left out, as the model keeps the copy); ``None`` where
+    genes are missing or on disk (a copy would read the whole file: the load refuses, saying
+    how to order it).
 
     ``load`` refused such an AnnData, while ``model.adata = adata`` and every read-out match
     genes by name. The model keeps and reads the copy; its results are per cell or spot, or by
@@ -51,26 +64,14 @@ def in_training_order(adata: AnnData, var_names) -> AnnData | None:
     """
     genes = pd.Index(np.asarray(var_names).astype(str))
     names = pd.Index(adata.var_names.astype(str))
-    if (
-        on_disk(adata)
-        or names.equals(genes)
-        or len(names) < len(genes)
-        or not names.is_unique
-        or not genes.isin(names).all()
-    ):
+    if on_disk(adata) or names.equals(genes) or not names.is_unique or not genes.isin(names).all():
         return None
-    what = (  # more genes: the whole a model of its highly variable genes came from
-        f"{len(names) - len(genes)} genes more than the model's {len(genes)}; the model reads "
-        "a copy of its training genes, by name"
-        if len(names) > len(genes)
-        else f"{_gene_difference(genes, names)}; the model reads a copy with them in the "
-        "training order, by name"
-    )
-    warn_user(
-        f"adata has {what} (adata itself is unchanged, and model.write_to_adata() writes the "
-        "results into it)."
-    )
-    return memory_copy(adata[:, names.get_indexer(genes)])
+    if len(names) > len(genes):  # the whole a model of its highly variable genes came from
+        warn_user(
+            f"adata has {len(names) - len(genes)} genes more than the model's {len(genes)}; "
+            f"the model reads a copy of its training genes, by name {_READ_BY_NAME}."
+        )
+    return match_genes(adata, genes, extra_genes=True)
 
 
 def query_to_load(adata: AnnData, var_names, attr_dict: dict) -> AnnData | None:
@@ -199,15 +200,11 @@ def match_genes(
             f"adata's genes differ from the {len(genes)} genes the model was trained on: "
             f"{_gene_difference(genes, names)}. {advice}"
         )
-    if not on_disk(adata):
-        warn_user(
-            f"adata has the model's {len(genes)} genes in another order; they are reordered "
-            "by name to the training order (on a copy: adata itself is unchanged). Results "
-            "refer to the training order."
-        )
+    if not on_disk(adata):  # the one warning, which in_training_order (load) gives too
+        warn_user(f"adata has {_gene_difference(genes, names)}{_REORDERED}{_READ_BY_NAME}.")
         return adata[:, genes.to_numpy()].copy()
     warn_user(
-        f"adata has the model's {len(genes)} genes in another order, and its data are on "
+        f"adata has {_gene_difference(genes, names)}, and its data are on "
         f"disk: a copy with the genes in the training order is loaded into memory "
         f"({adata.n_obs} cells x {len(genes)} genes; adata itself is unchanged). To read the "
         "cells from disk, write the file with the model's gene order first: "
@@ -373,7 +370,7 @@ def match_read_genes(adata: AnnData, genes: pd.Index | None, used, layer: str | 
         if names.sort_values().equals(genes.sort_values()):
             # The same genes reordered, as in every model, without the note that results
             # follow the training order (none is by gene); a copy read from disk is still told.
-            warnings.filterwarnings("ignore", message=r".* in another order; they are reord")
+            warnings.filterwarnings("ignore", message=f".*{re.escape(_REORDERED)}")
             return match_genes(adata, genes)
         warnings.filterwarnings("ignore", message=r".*filled with zeros")
         return align_query_genes(adata, genes, 0.0, layer)
