@@ -114,3 +114,46 @@ def test_genes_in_another_order_get_one_warning_from_load_and_every_read_out(sav
         "the training order, by name (adata itself is unchanged: model.write_to_adata(adata) "
         "writes the results into it, and results by gene follow the training order)."
     ]
+
+
+def _bad_training_calls(n_rows: int) -> dict:
+    """Arguments each refused before training, by a message that names the model's rows."""
+    return {
+        "max_epochs": {"max_epochs": 0},
+        "train_size": {"train_size": 0},
+        "validation_size": {"train_size": 0.5, "validation_size": 0.001},
+        "no validation": {"train_size": 1 - 0.5 / n_rows},
+        "restore_best": {"train_size": 1.0, "restore_best": True},
+        "early_stopping": {"train_size": 1.0, "early_stopping": True},
+        "external_indexing": {
+            "restore_best": True,
+            "datasplitter_kwargs": {"external_indexing": [np.arange(n_rows)]},
+        },
+        "drop_last": {"batch_size": 10 * n_rows, "datasplitter_kwargs": {"drop_last": True}},
+        "reduce_lr": {"train_size": 1.0, "plan_kwargs": {"reduce_lr_on_plateau": True}},
+        "batch norm": {"batch_size": 1},
+        "last of one": {"batch_size": 5, "datasplitter_kwargs": {"drop_last": False}},
+        "shuffle": {"datasplitter_kwargs": {"shuffle": True}},
+        "shuffle_block_size": {"shuffle_block_size": 0},
+    }
+
+
+@pytest.mark.parametrize(("model", "unit"), [("ZINBVAE", "cell"), ("Archetypes", "spot")])
+def test_training_refusals_name_cells_or_spots_where_they_are_worded(model, unit):
+    """A spot model's refusals were a cell model's rewritten by a regex over the finished
+    message: the user's own values were rewritten too (early_stopping_monitor='cell loss'
+    was quoted back as 'spot loss'), and refusals outside it (datasplitter_kwargs['shuffle'],
+    shuffle_block_size) still said cells."""
+    adata = dv.datasets.synthetic_counts(n_cells=40, n_genes=12, n_clusters=2, seed=0)
+    cls = getattr(dv.model, model)
+    cls.setup_anndata(adata)
+    trained = cls(adata, n_latent=2) if model == "ZINBVAE" else cls(adata, n_archetypes=2)
+    other = "spot" if unit == "cell" else "cell"
+    for what, kwargs in _bad_training_calls(adata.n_obs).items():
+        with pytest.raises(ValueError) as info:
+            trained.train(**{"max_epochs": 1, **TRAIN, **kwargs})
+        message = str(info.value)
+        assert re.search(rf"\b{unit}s?\b", message), (what, message)
+        assert not re.search(rf"\b{other}s?\b", message), (what, message)
+    with pytest.raises(ValueError, match="early_stopping_monitor='cell loss' is not a metric"):
+        trained.train(max_epochs=1, early_stopping_monitor="cell loss", **TRAIN)

@@ -57,6 +57,7 @@ from ._training_checks import (
     check_training_arguments,
     early_stopping_floor,
     lr_into_optim_kwargs,
+    rows_unit,
     say_if_nothing_restored,
 )
 from ._validation import (
@@ -247,12 +248,6 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
         refuse_scvi_names("train", type(self).__name__, trainer_kwargs)
         check_trainer_names(type(self), trainer_kwargs)
-        if "shuffle" in (trainer_kwargs.get("datasplitter_kwargs") or {}):  # a raw TypeError
-            raise ValueError(
-                "datasplitter_kwargs['shuffle'] cannot be set: training minibatches are always "
-                "shuffled. To split the cells into training and validation in their order, "
-                "pass train(..., shuffle_set_split=False)."
-            )
         given = dict(plan_kwargs or {})
         if lr is not None and "lr" in given and given["lr"] != lr:
             raise ValueError(
@@ -307,7 +302,7 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         )
         if strategy is not None:
             trainer_kwargs["strategy"] = strategy
-        check_shuffle_block_size(shuffle_block_size, distributed)
+        check_shuffle_block_size(shuffle_block_size, distributed, rows_unit(self))
         warn_compressed_chunks(self.adata_manager, batch_size, shuffle_block_size)
         loader = {"block_size": shuffle_block_size} if shuffle_block_size is not None else {}
         if distributed:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-import re
 
 import numpy as np
 import pandas as pd
@@ -64,18 +63,13 @@ def check_trainer_names(model_class: type, trainer_kwargs: dict) -> None:
         )
 
 
-def check_training_arguments(model, *args, **kwargs) -> None:
-    """Refuse, before anything trains, arguments that would train wrongly, crash late or be
-    silently ignored (:func:`_check_training_arguments`); a spot model's messages say spots."""
-    try:
-        _check_training_arguments(model, *args, **kwargs)
-    except ValueError as err:
-        if not getattr(model, "_rows_are_spots", False):
-            raise
-        raise ValueError(re.sub(r"\bcell(s?)\b", r"spot\1", str(err))) from None
+def rows_unit(model) -> str:
+    """What a model's rows are, for its messages: ``"spot"`` for a spot model, else ``"cell"``
+    (``_rows_are_spots``, set by :class:`~deltavae.model._spots.SpotModelMixin`)."""
+    return "spot" if getattr(model, "_rows_are_spots", False) else "cell"
 
 
-def _check_training_arguments(
+def check_training_arguments(
     model,
     max_epochs,
     train_size,
@@ -90,11 +84,21 @@ def _check_training_arguments(
 ) -> None:
     """Refuse, before anything trains, arguments that would train wrongly, crash late or be
     silently ignored (``plan``: the given ``plan_kwargs``, whose ``lr`` wins over ``lr``;
-    ``trainer_kwargs``: the rest, passed on to scvi-tools and Lightning)."""
+    ``trainer_kwargs``: the rest, passed on to scvi-tools and Lightning). Each message names
+    the model's rows as they are (:func:`rows_unit`: cells, or a spot model's spots), where it
+    is written: a regex had rewritten finished messages, the user's quoted values too."""
+    unit = rows_unit(model)
+    units = f"{unit}s"
     trainer_kwargs = trainer_kwargs or {}
     val_every = trainer_kwargs.get("check_val_every_n_epoch", 1)
     monitor = trainer_kwargs.get("early_stopping_monitor")
     split = trainer_kwargs.get("datasplitter_kwargs") or {}
+    if "shuffle" in split:  # scvi-tools passes it twice: a raw TypeError
+        raise ValueError(
+            "datasplitter_kwargs['shuffle'] cannot be set: training minibatches are always "
+            f"shuffled. To split the {units} into training and validation in their order, "
+            "pass train(..., shuffle_set_split=False)."
+        )
     logger = trainer_kwargs.get("logger")
     if logger is not None and type(logger).__name__ != "SimpleLogger":  # scvi-tools' own
         # Lightning's loggers (logger=True, CSVLogger ...) replace scvi-tools' in-memory one.
@@ -122,11 +126,12 @@ def _check_training_arguments(
     if not _is_int(max_epochs) or max_epochs < 1:
         raise ValueError(
             f"max_epochs must be a positive integer, got {max_epochs!r} (None chooses it "
-            "from the number of cells)."
+            f"from the number of {units})."
         )
     if not _is_number(train_size) or not 0 < train_size <= 1:
         raise ValueError(
-            f"train_size must lie in (0, 1], the fraction of cells trained on; got {train_size!r}."
+            f"train_size must lie in (0, 1], the fraction of {units} trained on; got "
+            f"{train_size!r}."
         )
     if validation_size is not None and (
         not _is_number(validation_size)
@@ -140,29 +145,29 @@ def _check_training_arguments(
     check_batch_size(batch_size, optional=False)
     if not isinstance(early_stopping, bool | np.bool_):  # "False" was True
         raise ValueError(f"early_stopping must be True or False, got {early_stopping!r}.")
-    n_cells = model.adata.n_obs
-    n_train, n_val = split_sizes(n_cells, train_size, validation_size, split)
+    n_rows = model.adata.n_obs
+    n_train, n_val = split_sizes(n_rows, train_size, validation_size, split)
     external = split.get("external_indexing") is not None  # its lists, not the fractions
     if validation_size is not None and train_size < 1 and n_val == 0 and not external:
         raise ValueError(
-            f"validation_size={validation_size!r} holds out no cell of {n_cells} for the "
-            "validation ELBO: pass validation_size=None (the cells train_size leaves) or a "
-            "larger fraction, or train_size=1.0 to train on every cell without validation."
+            f"validation_size={validation_size!r} holds out no {unit} of {n_rows} for the "
+            f"validation ELBO: pass validation_size=None (the {units} train_size leaves) or a "
+            f"larger fraction, or train_size=1.0 to train on every {unit} without validation."
         )
     if (train_size < 1 or validation_size) and n_val == 0 and not external:
         raise ValueError(
-            f"With {n_cells} cells and train_size={train_size}, no cell is left to compute "
-            "the validation ELBO. Train on every cell with train_size=1.0, or use more cells."
+            f"With {n_rows} {units} and train_size={train_size}, no {unit} is left to compute "
+            f"the validation ELBO. Train on every {unit} with train_size=1.0, or use more {units}."
         )
     held_out = (
-        "(datasplitter_kwargs['external_indexing'] has no second list of cells): list the "
-        "validation cells second"
+        f"(datasplitter_kwargs['external_indexing'] has no second list of {units}): list the "
+        f"validation {units} second"
         if external
         else "(train_size=1.0): pass train_size < 1, e.g. 0.9"
     )
     if restore_best is True and n_val == 0:
         raise ValueError(
-            "restore_best=True keeps the epoch with the lowest validation_loss, but no cell is "
+            f"restore_best=True keeps the epoch with the lowest validation_loss, but no {unit} is "
             f"held out for it {held_out}, or restore_best=False."
         )
     if restore_best not in (True, False, "auto"):
@@ -179,19 +184,19 @@ def _check_training_arguments(
     on_training_cells = str(monitor).endswith("_train") or monitor in ("train_loss", "kl_weight")
     if early_stopping and n_val == 0 and not on_training_cells:
         raise ValueError(
-            f"early_stopping=True stops when {watched} stops improving, but no cell "
+            f"early_stopping=True stops when {watched} stops improving, but no {unit} "
             f"is held out for it {held_out}."
         )
     if split.get("drop_last") and batch_size > n_train:
         raise ValueError(
             f"datasplitter_kwargs['drop_last']=True drops every minibatch: batch_size="
-            f"{batch_size} is more than the {n_train} training cells. Pass batch_size={n_train} "
-            "or less, or leave drop_last out (deltavae drops a last minibatch of one cell)."
+            f"{batch_size} is more than the {n_train} training {units}. Pass batch_size={n_train} "
+            f"or less, or leave drop_last out (deltavae drops a last minibatch of one {unit})."
         )
     metric = plan.get("lr_scheduler_metric", "elbo_validation")
     if plan.get("reduce_lr_on_plateau") and metric.endswith("_validation") and n_val == 0:
         raise ValueError(
-            f"reduce_lr_on_plateau watches {metric!r}, but no cell is held out for "
+            f"reduce_lr_on_plateau watches {metric!r}, but no {unit} is held out for "
             f"validation {held_out}."
         )
     batch_norm = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules())
@@ -199,21 +204,21 @@ def _check_training_arguments(
         fix = (
             "Use batch_size >= 2, or leave it out for the model's default."
             if batch_size < 2
-            else "Train on more cells: a longer first list of datasplitter_kwargs"
+            else f"Train on more {units}: a longer first list of datasplitter_kwargs"
             "['external_indexing']."
             if external
-            else f"Train on more cells: a larger train_size (now {train_size}) or more cells "
+            else f"Train on more {units}: a larger train_size (now {train_size}) or more {units} "
             "in adata."
         )
         raise ValueError(
-            f"The model's BatchNorm layers need at least 2 cells per minibatch; got "
-            f"batch_size={batch_size} and {n_train} training cells. {fix}"
+            f"The model's BatchNorm layers need at least 2 {units} per minibatch; got "
+            f"batch_size={batch_size} and {n_train} training {units}. {fix}"
         )
     if batch_norm and split.get("drop_last") is False and n_train % batch_size == 1:
         raise ValueError(
-            f"datasplitter_kwargs['drop_last']=False leaves a last minibatch of one cell "
-            f"({n_train} training cells, batch_size={batch_size}), which the model's BatchNorm "
-            "layers cannot train on. Leave drop_last out (that one cell then sits out each "
+            f"datasplitter_kwargs['drop_last']=False leaves a last minibatch of one {unit} "
+            f"({n_train} training {units}, batch_size={batch_size}), which the model's BatchNorm "
+            f"layers cannot train on. Leave drop_last out (that one {unit} then sits out each "
             "epoch) or change batch_size."
         )
     check_monitored(model, monitor, plan.get("lr_scheduler_metric"))  # may read two cells
@@ -254,19 +259,20 @@ def _term_names(model) -> set[str]:
     return names - {"reconstruction_loss", "kl_local"}
 
 
-def check_shuffle_block_size(shuffle_block_size, distributed: bool) -> None:
-    """Refuse a ``shuffle_block_size`` that is not a positive integer, or one under DDP."""
+def check_shuffle_block_size(shuffle_block_size, distributed: bool, unit: str = "cell") -> None:
+    """Refuse a ``shuffle_block_size`` that is not a positive integer, or one under DDP
+    (``unit``: what the rows are, :func:`rows_unit`)."""
     if shuffle_block_size is not None and distributed:
         raise ValueError(
             "shuffle_block_size is not supported with strategy='ddp': each process already "
-            "reads its own share of the cells; leave shuffle_block_size=None."
+            f"reads its own share of the {unit}s; leave shuffle_block_size=None."
         )
     if shuffle_block_size is not None and (
         not _is_int(shuffle_block_size) or shuffle_block_size < 1
     ):
         raise ValueError(
-            f"shuffle_block_size must be a positive integer (cells per block), got "
-            f"{shuffle_block_size!r}; None shuffles single cells."
+            f"shuffle_block_size must be a positive integer ({unit}s per block), got "
+            f"{shuffle_block_size!r}; None shuffles single {unit}s."
         )
 
 
