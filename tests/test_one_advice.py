@@ -157,3 +157,35 @@ def test_training_refusals_name_cells_or_spots_where_they_are_worded(model, unit
         assert not re.search(rf"\b{other}s?\b", message), (what, message)
     with pytest.raises(ValueError, match="early_stopping_monitor='cell loss' is not a metric"):
         trained.train(max_epochs=1, early_stopping_monitor="cell loss", **TRAIN)
+
+
+def test_a_path_where_an_anndata_goes_names_the_reader_of_its_format(tmp_path):
+    """Every path was told anndata.read_h5ad: a zarr store, Cell Ranger's folder or .h5."""
+    (tmp_path / "filtered").mkdir()
+    (tmp_path / "filtered" / "matrix.mtx.gz").write_bytes(b"")
+    readers = {
+        str(tmp_path / "filtered"): "adata = scanpy.read_10x_mtx(path), then",
+        "filtered_feature_bc_matrix.h5": "adata = scanpy.read_10x_h5(path), then",
+        "atlas.zarr": "adata = anndata.read_zarr(path) (or deltavae.read_lazy(path)",
+        "atlas.h5ad": "adata = anndata.read_h5ad(path) (or deltavae.read_lazy(path)",
+    }
+    for path, reader in readers.items():
+        with pytest.raises(TypeError, match=re.escape(f"Read it first: {reader}")):
+            dv.model.ZINBVAE.setup_anndata(path)
+
+
+@pytest.mark.parametrize("model", ["NMFDeconv", "SpatialImputer"])
+def test_from_reference_tells_how_to_read_a_file_name(counts_adata, model):
+    """from_reference("spots.h5ad", ...) said "got str" (NMFDeconv: and that a table of
+    signatures goes to NMFDeconv(spots, signatures=table)), not to read the file."""
+    cls = getattr(dv.model, model)
+    for spots, reference, name in (
+        ("spots.h5ad", counts_adata, "spots"),
+        (counts_adata, "ref.h5ad", "reference"),
+    ):
+        match = (
+            rf"^{name} must be an AnnData \((spots|cells) x genes\); got the path '.*'\. Read "
+            rf"it first: {name} = anndata.read_h5ad\(path\) .*, then {model}.from_reference"
+        )
+        with pytest.raises(TypeError, match=match):
+            cls.from_reference(spots, reference=reference, labels_key="cluster")

@@ -108,17 +108,26 @@ def plain_keys(value):
     return value.tolist() if isinstance(value, pd.Index | pd.Series | np.ndarray) else value
 
 
-def _saved_model_folder(path: str) -> bool:
-    """Whether ``path`` is a folder written by a model's ``save`` (it holds a ``model.pt``)."""
-    return os.path.isdir(path) and any(f.endswith("model.pt") for f in os.listdir(path))
+def _listing(path: str) -> list[str]:
+    """The names in folder ``path`` (none for a file, a missing or an unreadable folder)."""
+    try:
+        return os.listdir(path) if os.path.isdir(path) else []
+    except OSError:
+        return []
 
 
-def _zarr_store(path: str) -> bool:
-    """Whether ``path`` is a zarr store (``AnnData.write_zarr``'s folder)."""
-    return os.path.isdir(path) and (
-        path.rstrip("/\\").endswith(".zarr")
-        or any(os.path.exists(os.path.join(path, f)) for f in (".zattrs", "zarr.json"))
-    )
+def _reader(path: str) -> str:
+    """How to read the AnnData at ``path``: an anndata or scanpy call, with deltavae's
+    read_lazy for the formats it opens (an .h5ad file, a zarr store)."""
+    names = _listing(path)
+    lazy = " (or deltavae.read_lazy(path), which leaves the counts on disk)"
+    if path.rstrip("/\\").endswith(".zarr") or {".zattrs", "zarr.json"} & set(names):
+        return "anndata.read_zarr(path)" + lazy
+    if {"matrix.mtx", "matrix.mtx.gz"} & set(names):  # Cell Ranger's folder
+        return "scanpy.read_10x_mtx(path)"
+    if path.endswith(".h5") and not path.endswith(".h5ad"):  # Cell Ranger's HDF5 file
+        return "scanpy.read_10x_h5(path)"
+    return "anndata.read_h5ad(path)" + lazy
 
 
 def argument_advice(value, name: str, wants: str, call: str | None = None) -> str | None:
@@ -157,23 +166,23 @@ def argument_advice(value, name: str, wants: str, call: str | None = None) -> st
         return f"{where}{then}{f': {call}' if call else ''}; got {got} as {name}."
     if isinstance(value, ad.AnnData) or (value is None and wants == "anndata or None"):
         return None
-    head = f"{name} must be an AnnData (cells x genes); got"
+    rows = "spots" if name == "spots" else "cells"
+    head = f"{name} must be an AnnData ({rows} x genes); got"
     then = f", then {call}" if call else ""
     if value is None:
         return f"{head} None. Pass one{f': {call}' if call else ''}."
     if isinstance(value, str | os.PathLike):
         path = os.path.expanduser(os.fspath(value))
-        if _saved_model_folder(path):
+        if any(name.endswith("model.pt") for name in _listing(path)):  # a saved model's
             how = f"as {name}: {call}" if call else "itself; its class's load(dir_path) reads"
             given = short_repr(os.fspath(value))
             return (
                 f"{head} the folder {given}, which holds a saved model. Pass the AnnData {how}"
                 + ("." if call else " that folder.")
             )
-        reader = "anndata.read_zarr(path)" if _zarr_store(path) else "anndata.read_h5ad(path)"
         return (
-            f"{head} the path {short_repr(os.fspath(value))}. Read it first: {name} = {reader} "
-            f"(or deltavae.read_lazy(path), which leaves the counts on disk){then}."
+            f"{head} the path {short_repr(os.fspath(value))}. Read it first: {name} = "
+            f"{_reader(path)}{then}."
         )
     shape = getattr(value, "shape", None)
     got = type(value).__name__ + (f" of shape {tuple(shape)}" if shape is not None else "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Literal
 
 import numpy as np
@@ -13,6 +14,7 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass
 
 from .._checks import (
+    check_anndata,
     check_labels,
     dense,
     layer_matrix,
@@ -276,6 +278,8 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         check_design(design, profiles)
         spots = given = spots_argument(spots, spatial)
         for name, data in (("spots", spots), ("reference", reference)):
+            if isinstance(data, str | os.PathLike):  # a file's name: how to read it
+                check_anndata(data, name, call="SpatialImputer.from_reference(spots, reference)")
             if not isinstance(data, AnnData):  # a table of profiles: SpatialImputer(...) itself
                 raise TypeError(f"{name} must be an AnnData; got {type(data).__name__}.")
             _refuse_duplicates(pd.Index(data.var_names.astype(str)), name)

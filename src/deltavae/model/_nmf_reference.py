@@ -4,6 +4,7 @@ signatures (NB mean counts of one cell of each type), the marker genes, and ``fr
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._checks import (
+    check_anndata,
     check_labels,
     dense,
     layer_matrix,
@@ -274,6 +276,8 @@ class FromReferenceMixin:
         >>> d = dv.model.NMFDeconv.from_reference(spots, reference=ref)  # doctest: +SKIP
         """
         for name, data in (("spots", spots), ("reference", reference)):
+            if isinstance(data, str | os.PathLike):  # a file's name: how to read it
+                check_anndata(data, name, call="NMFDeconv.from_reference(spots, reference)")
             if not isinstance(data, AnnData):  # a signature table: NMFDeconv(spots, signatures)
                 raise TypeError(
                     f"{name} must be an AnnData; got {type(data).__name__}. A table of cell-type "
