@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import difflib
 import os
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+from ._io import _is_zarr_store
 
 
 def dense(X, dtype=np.float64) -> np.ndarray:
@@ -121,7 +124,7 @@ def _reader(path: str) -> str:
     read_lazy for the formats it opens (an .h5ad file, a zarr store)."""
     names = _listing(path)
     lazy = " (or deltavae.read_lazy(path), which leaves the counts on disk)"
-    if path.rstrip("/\\").endswith(".zarr") or {".zattrs", "zarr.json"} & set(names):
+    if path.rstrip("/\\").endswith(".zarr") or _is_zarr_store(Path(path)):
         return "anndata.read_zarr(path)" + lazy
     if {"matrix.mtx", "matrix.mtx.gz"} & set(names):  # Cell Ranger's folder
         return "scanpy.read_10x_mtx(path)"
