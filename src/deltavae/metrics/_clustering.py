@@ -57,7 +57,7 @@ def _paired_codes(labels_true: ArrayLike, labels_pred: ArrayLike) -> tuple[np.nd
         and not labels_true.index.equals(labels_pred.index)  # one AnnData's columns: same cells
     ):
         shared = labels_true.index.intersection(labels_pred.index).size
-        if 0 < shared < max(len(labels_true), len(labels_pred)):
+        if 0 < shared < len(labels_true) == len(labels_pred):  # other lengths: refused below
             # Columns of two AnnData subsets: paired by position, most pairs are wrong cells.
             warnings.warn(
                 f"labels_true and labels_pred are Series of partly different cells ({shared} "
@@ -69,9 +69,19 @@ def _paired_codes(labels_true: ArrayLike, labels_pred: ArrayLike) -> tuple[np.nd
     true = _codes(labels_true, "labels_true")
     pred = _codes(labels_pred, "labels_pred")
     if true.shape[0] != pred.shape[0]:
+        hint = ""
+        if (
+            isinstance(labels_true, pd.Series)
+            and isinstance(labels_pred, pd.Series)
+            and labels_true.index.intersection(labels_pred.index).size
+        ):
+            hint = (
+                ". To score the cells both hold: cells = labels_true.index.intersection("
+                "labels_pred.index), then labels_true[cells] and labels_pred[cells]"
+            )
         raise ValueError(
             f"labels_true has length {true.shape[0]} but labels_pred has length "
-            f"{pred.shape[0]}; expected one label per cell in both"
+            f"{pred.shape[0]}; expected one label per cell in both{hint}"
         )
     return true, pred
 

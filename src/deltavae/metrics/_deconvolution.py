@@ -328,7 +328,11 @@ def deconvolution_scores(true, pred) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Index: types. Columns ``pcc``, ``ssim``, ``rmse``, ``jsd``, ``aupr`` (presence, per
-        type). Take ``.median()`` for the benchmark's summary.
+        type). Take ``.median()`` for the benchmark's summary. NaN marks an undefined score:
+        ``pcc`` where either column is constant, ``jsd`` where either sums to 0, ``aupr``
+        where the type is present in every spot or in none. ``.median()`` skips NaN, so a
+        type truly present but predicted constant (e.g. never) drops out of the PCC summary
+        instead of lowering it: count it as a failure (PCC 0, an unrelated prediction).
 
     Examples
     --------

@@ -37,7 +37,7 @@ def _gene_frames(true, pred) -> tuple[pd.DataFrame, pd.DataFrame]:
         true = pd.DataFrame(true.to_numpy(), index=pred.index, columns=pred.columns)
     true = _as_frame(true, "true")
     if not isinstance(pred, pd.DataFrame):
-        pred = np.asarray(pred, dtype=float)
+        pred = _as_frame(pred, "pred").to_numpy()  # names a sparse matrix or an AnnData
         if pred.shape != true.shape:
             raise ValueError(f"true has shape {true.shape} but pred has shape {pred.shape}")
     else:

@@ -11,23 +11,58 @@ from anndata import AnnData
 from scipy import sparse
 
 
+def _on_disk(data) -> bool:
+    """A matrix read from disk on slicing (a backed AnnData's X: an HDF5 or zarr dataset)."""
+    return (
+        not isinstance(data, np.ndarray)
+        and not sparse.issparse(data)
+        and len(getattr(data, "shape", ())) == 2
+        and hasattr(data, "__getitem__")
+    )
+
+
+def _column_means(data) -> np.ndarray:
+    """Per-column means accumulated in float64 over row chunks: a float32 sparse matrix's own
+    ``mean`` sums in float32 (off by 1e-3 over a few hundred thousand cells), and a backed
+    matrix is read a chunk at a time."""
+    n_rows, total = data.shape[0], np.zeros(data.shape[1])
+    for start in range(0, n_rows, _CHUNK_ROWS):
+        block = data[start : start + _CHUNK_ROWS]
+        if sparse.issparse(block):  # sum(dtype=float64) still adds in float32
+            total += np.asarray(block.astype(np.float64).sum(0)).ravel()
+        else:
+            total += np.asarray(block, dtype=np.float64).sum(0)
+    return total / n_rows
+
+
+#: Rows read at a time for the gene means of a sparse or backed matrix.
+_CHUNK_ROWS = 10_000
+
+
 def gene_means(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-gene means of cells x genes (AnnData, DataFrame with genes as columns, array or
-    sparse matrix) and the gene names, where the input has them."""
+    """Per-gene means of cells x genes (AnnData, also backed, DataFrame with genes as columns,
+    array or sparse matrix) and the gene names, where the input has them."""
     genes = None
     if isinstance(data, AnnData):
         genes = np.asarray(data.var_names).astype(str)
         data = data.X
     elif isinstance(data, pd.DataFrame):  # get_normalized_expression's cells x genes
+        text = [c for c in data.columns if not pd.api.types.is_numeric_dtype(data[c])]
+        if text:
+            raise TypeError(
+                f"{name} holds columns that are not numbers ({text[:3]}): pass the genes' "
+                f"columns only, e.g. {name}.drop(columns={text[:3]})."
+            )
         genes = np.asarray(data.columns).astype(str)
         data = data.to_numpy()
-    if np.ndim(data) == 2 and data.shape[0] == 0:
+    shape = getattr(data, "shape", None)
+    if shape is not None and len(shape) == 2 and shape[0] == 0:
         # A mean over no cells is NaN (dense) or a division by zero (sparse), not bad values.
         raise ValueError(
-            f"{name} holds no cells (shape {data.shape}): check the selection that made it."
+            f"{name} holds no cells (shape {tuple(shape)}): check the selection that made it."
         )
-    if sparse.issparse(data):
-        means = np.asarray(data.mean(0)).ravel()
+    if sparse.issparse(data) or _on_disk(data):
+        means = _column_means(data)
     else:
         data = np.asarray(data, dtype=float)
         if data.ndim != 2:
@@ -264,16 +299,18 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
                 "a mask in the data's gene order as an array (.to_numpy())."
             )
         index = _mask_by_name(genes, names) if _named_mask(genes, names) else np.asarray(genes)
-        if index.dtype != bool and len(pd.unique(index)) < len(index):
-            # By name a repeat was dropped, by position counted twice: neither says so.
-            raise ValueError(
-                f"genes repeats {pd.Index(index)[pd.Index(index).duplicated()][:5].tolist()}; "
-                "give each gene once."
-            )
         integer_labels = any(
             isinstance(data, pd.DataFrame) and pd.api.types.is_integer_dtype(data.columns)
             for data in (predicted, observed)
         )
+        # A negative position is the gene counted from the end: -1 and n-1 are one gene.
+        key = index
+        if index.dtype.kind == "i" and not integer_labels:
+            key = np.where(index < 0, index + pred.size, index)
+        if index.dtype != bool and len(pd.unique(key)) < len(key):
+            # By name a repeat was dropped, by position counted twice: neither says so.
+            repeated = pd.Index(index)[pd.Index(key).duplicated()][:5].tolist()
+            raise ValueError(f"genes repeats {repeated}; give each gene once.")
         # Strings are names; integers are positions, or names where the genes are labelled
         # by integers (DataFrame columns 0, 1, ...).
         if index.dtype.kind in "USO" or (index.dtype.kind in "iu" and integer_labels):
