@@ -430,3 +430,20 @@ def test_label_series_of_other_lengths_are_refused_without_a_position_warning():
             ValueError, match=r"length 5 but labels_pred has length 3.*intersection"
         ):
             ari(true, true.iloc[:3])
+
+
+def test_cell_counts_scored_against_proportions_are_warned_about():
+    """obsm['cell_counts'] (pseudo_spots) passed as true scored a perfect prediction at a
+    PCC of 0.92, silently; one factor for every spot (RMSE only) is not warned about."""
+    rng = np.random.default_rng(0)
+    counts = pd.DataFrame(rng.integers(0, 4, size=(40, 3)) + 0.0, columns=list("ABC"))
+    counts.iloc[:, 0] += 1  # every spot holds cells
+    proportions = counts.div(counts.sum(axis=1), axis=0)
+    with pytest.warns(UserWarning, match=r"true's rows sum to 5.* pred's to 1: .*different scales"):
+        scores = dv.metrics.deconvolution_scores(counts, proportions)
+    assert scores["pcc"].min() < 0.99  # what the warning is about
+    with pytest.warns(UserWarning, match="different scales"):
+        dv.metrics.per_type_pcc(proportions, counts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (dv.metrics.per_type_pcc(proportions, 3 * proportions) > 0.999).all()

@@ -142,7 +142,9 @@ doc_proportions = """\
 Parameters
 ----------
 true, pred
-    Proportions, spots x types (DataFrames are aligned by column name; arrays by position)."""
+    Proportions, spots x types (DataFrames are aligned by column name; arrays by position).
+    A table whose rows sum to other totals spot by spot (cell counts, abundances) is warned
+    about: the scores compare proportions."""
 
 # -------------------------------------------------------------------------------- datasets
 doc_data_dir = """\

@@ -92,6 +92,7 @@ def _aligned(
             UserWarning,
             stacklevel=stacklevel,
         )
+    totals = pred.sum(axis=1)  # with any extra types: their share is warned about above
     pred = pred[true.columns]
     if pred.index.equals(true.index) and given_index and true.index.has_duplicates:
         repeated = true.index[true.index.duplicated()].unique()[:3].tolist()
@@ -117,7 +118,36 @@ def _aligned(
     for name, frame in (("true", true), ("pred", pred)):
         if not np.isfinite(frame.to_numpy()).all():
             raise ValueError(f"{name} contains NaN or infinite {values}")
+    if values == "proportions":
+        _warn_if_not_proportions(true, pred, totals, stacklevel + 1)
     return true, pred
+
+
+#: Ratio of the two tables' mean row sums above which they look like different scales.
+_ROW_SUM_RATIO = 1.5
+
+
+def _warn_if_not_proportions(true, pred, pred_totals, stacklevel: int) -> None:
+    """Say so when one table's rows sum to many times the other's, by a factor that differs
+    from spot to spot (cell counts or abundances against proportions): every per-type score
+    then compares other numbers (a perfect prediction scored against ``obsm['cell_counts']``
+    had a PCC of 0.92). One factor for all spots changes the RMSE only, as documented."""
+    true_totals = true.sum(axis=1).to_numpy()
+    sums = float(true_totals.mean()), float(pred_totals.mean())
+    if min(sums) <= 0 or min(true.min().min(), pred.min().min()) < 0:
+        return  # negative values are warned about on their own
+    both = (true_totals > 0) & (pred_totals.to_numpy() > 0)
+    ratio = true_totals[both] / pred_totals.to_numpy()[both]
+    varies = ratio.size > 1 and np.std(ratio) > 0.05 * np.mean(ratio)
+    if varies and max(sums) / min(sums) > _ROW_SUM_RATIO:
+        warnings.warn(
+            f"true's rows sum to {sums[0]:.3g} on average and pred's to {sums[1]:.3g}: they "
+            "look like different scales (cell counts or abundances against proportions?). "
+            "The scores compare proportions: divide each row by its sum, e.g. "
+            "table.div(table.sum(axis=1), axis=0).",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
 
 
 #: The Parameters and the start of the Returns section of the per-type scores.
@@ -125,7 +155,11 @@ _doc_per_type = doc_proportions + "\n\nReturns\n-------\npandas.Series"
 
 
 def _per_type(true, pred, fn) -> pd.Series:
-    true, pred = _aligned(true, pred)
+    return _scores(*_aligned(true, pred), fn)
+
+
+def _scores(true: pd.DataFrame, pred: pd.DataFrame, fn) -> pd.Series:
+    """``fn`` of each column of two aligned tables."""
     values = [fn(true[c].to_numpy(), pred[c].to_numpy()) for c in true.columns]
     return pd.Series(values, index=true.columns, dtype=float)
 
@@ -285,9 +319,9 @@ def jsd(true, pred) -> pd.Series:
 def _warned_scores(true, pred, fn, stacklevel: int, jsd: bool, ssim: bool) -> pd.Series:
     """Per-type ``fn`` after aligning once and warning once about negative values (for the JS
     distance, SSIM or both), the warning pointing ``stacklevel`` frames up."""
-    true, pred = _aligned(true, pred)
+    true, pred = _aligned(true, pred, stacklevel=stacklevel)
     _warn_negative(true, pred, stacklevel=stacklevel, jsd=jsd, ssim=ssim)
-    return _per_type(true.reset_index(drop=True), pred.reset_index(drop=True), fn)
+    return _scores(true, pred, fn)
 
 
 @doc_params(parameters=doc_proportions)
@@ -342,18 +376,10 @@ def deconvolution_scores(true, pred) -> pd.DataFrame:
     >>> float(deconvolution_scores(p, p)["rmse"].max())
     0.0
     """
-    true, pred = _aligned(true, pred, stacklevel=3)
-    # Aligned once (and warned once): the scores below need not match spots by name again.
-    true, pred = true.reset_index(drop=True), pred.reset_index(drop=True)
-    return pd.DataFrame(
-        {
-            "pcc": per_type_pcc(true, pred),
-            "ssim": _per_type(true, pred, _ssim),  # warned with the JSD, once
-            "rmse": rmse(true, pred),
-            "jsd": _warned_scores(true, pred, _jsd, stacklevel=4, jsd=True, ssim=True),
-            "aupr": presence_aupr(true, pred, per_type=True),
-        }
-    )
+    true, pred = _aligned(true, pred, stacklevel=3)  # aligned, and warned, once
+    _warn_negative(true, pred, stacklevel=3, jsd=True, ssim=True)
+    scores = {"pcc": _pcc, "ssim": _ssim, "rmse": _rmse, "jsd": _jsd, "aupr": _aupr}
+    return pd.DataFrame({name: _scores(true, pred, fn) for name, fn in scores.items()})
 
 
 def matched_profile_correlation(true_profiles, pred_profiles) -> pd.DataFrame:
