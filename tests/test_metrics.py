@@ -447,3 +447,14 @@ def test_cell_counts_scored_against_proportions_are_warned_about():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert (dv.metrics.per_type_pcc(proportions, 3 * proportions) > 0.999).all()
+
+
+def test_nan_scores_tables_name_the_columns_that_hold_them():
+    """'pred contains NaN or infinite values' left the user to find the failed genes."""
+    true = pd.DataFrame(np.arange(12.0).reshape(4, 3), columns=list("abc"))
+    with pytest.raises(
+        ValueError, match=r"pred contains NaN or infinite values in 1 columns .*'b'"
+    ):
+        dv.metrics.imputation_scores(true, true.assign(b=np.nan))
+    with pytest.raises(ValueError, match=r"true contains NaN .* in 2 cell types .*'a', 'c'"):
+        dv.metrics.rmse(true.assign(a=np.inf, c=np.nan), true)

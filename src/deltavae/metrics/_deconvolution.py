@@ -116,8 +116,13 @@ def _aligned(
             raise ValueError("true and pred index different spots; align them first")
         pred = pred.loc[true.index]
     for name, frame in (("true", true), ("pred", pred)):
-        if not np.isfinite(frame.to_numpy()).all():
-            raise ValueError(f"{name} contains NaN or infinite {values}")
+        bad = ~np.isfinite(frame.to_numpy()).all(axis=0)
+        if bad.any():
+            unit = "cell types" if values == "proportions" else "columns"
+            raise ValueError(
+                f"{name} contains NaN or infinite {values} in {int(bad.sum())} {unit} (e.g. "
+                f"{short_repr(frame.columns[bad].tolist(), n=5)}): fill or drop them first."
+            )
     if values == "proportions":
         _warn_if_not_proportions(true, pred, totals, stacklevel + 1)
     return true, pred
