@@ -458,3 +458,25 @@ def test_nan_scores_tables_name_the_columns_that_hold_them():
         dv.metrics.imputation_scores(true, true.assign(b=np.nan))
     with pytest.raises(ValueError, match=r"true contains NaN .* in 2 cell types .*'a', 'c'"):
         dv.metrics.rmse(true.assign(a=np.inf, c=np.nan), true)
+
+
+@pytest.mark.parametrize(
+    ("genes", "error", "match"),
+    [
+        ("CD4", TypeError, r"genes='CD4' is one string: pass a list"),
+        ([], ValueError, "genes is empty"),
+        ([0.0, 1.0, 2.0], TypeError, "genes holds float64 values"),
+    ],
+)
+def test_mean_expression_r2_names_genes_it_cannot_read(genes, error, match):
+    """One name, no genes or float positions failed with numpy's 'len() of unsized object'
+    or 'arrays used as indices must be of integer (or boolean) type'."""
+    data = pd.DataFrame(np.arange(20.0).reshape(4, 5), columns=["CD4", "b", "c", "d", "e"])
+    with pytest.raises(error, match=match):
+        dv.metrics.mean_expression_r2(data, data + 1, genes=genes)
+
+
+def test_mean_expression_r2_takes_a_generator_of_gene_names():
+    data = pd.DataFrame(np.arange(20.0).reshape(4, 5) ** 1.5, columns=list("abcde"))
+    names = (g for g in "abc")
+    assert dv.metrics.mean_expression_r2(data, data, genes=names) == pytest.approx(1.0)

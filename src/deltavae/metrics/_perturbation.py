@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence, Set
+from collections.abc import Iterator, Sequence, Set
 
 import numpy as np
 import pandas as pd
@@ -282,8 +282,14 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
         )
     if genes is not None:
         names = pred_genes if pred_genes is not None else true_genes
+        if isinstance(genes, str):
+            raise TypeError(
+                f"genes={genes!r} is one string: pass a list of gene names (at least 3)."
+            )
         if isinstance(genes, Set):  # a set of DE genes: numpy reads it as one object
             genes = sorted(genes, key=str)
+        elif isinstance(genes, Iterator):  # a generator: numpy reads it as one object
+            genes = list(genes)
         if (
             isinstance(genes, pd.Series)
             and pd.api.types.is_bool_dtype(genes)
@@ -299,6 +305,13 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
                 "a mask in the data's gene order as an array (.to_numpy())."
             )
         index = _mask_by_name(genes, names) if _named_mask(genes, names) else np.asarray(genes)
+        if index.size == 0:
+            raise ValueError("genes is empty; R² needs at least 3 genes.")
+        if index.ndim != 1 or index.dtype.kind not in "biuUSO":
+            raise TypeError(
+                f"genes holds {index.dtype} values of shape {index.shape}: pass gene names, "
+                "integer positions or a boolean mask (one value per gene)."
+            )
         integer_labels = any(
             isinstance(data, pd.DataFrame) and pd.api.types.is_integer_dtype(data.columns)
             for data in (predicted, observed)
