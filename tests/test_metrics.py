@@ -480,3 +480,12 @@ def test_mean_expression_r2_takes_a_generator_of_gene_names():
     data = pd.DataFrame(np.arange(20.0).reshape(4, 5) ** 1.5, columns=list("abcde"))
     names = (g for g in "abc")
     assert dv.metrics.mean_expression_r2(data, data, genes=names) == pytest.approx(1.0)
+
+
+def test_label_series_without_a_cell_name_in_common_are_paired_by_position_with_a_warning():
+    """Columns of two AnnData objects named apart (concat's '-0' suffixes) were paired by
+    position without a word, where partly shared names were warned about."""
+    true = pd.Series(list("xxyy"), index=["AAAC-1", "AAAG-1", "ACGT-1", "TTTT-1"])
+    pred = pd.Series([0, 1, 0, 1], index=[f"{c}-0" for c in true.index])
+    with pytest.warns(UserWarning, match=r"none in common \(e\.g\. \['AAAC-1', 'AAAG-1'\] and"):
+        assert ari(true, pred) == ari(true.to_numpy(), pred.to_numpy())

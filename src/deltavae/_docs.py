@@ -26,7 +26,7 @@ A score.
     labels_pred
         Predicted cluster of each cell. The label values need not match ``labels_true``. Two
         pandas Series indexed by the same cell names in another order are paired by name;
-        anything else by position.
+        anything else by position (Series of other cell names with a warning).
     weight
         Weight of each cell.
 <BLANKLINE>
@@ -136,7 +136,7 @@ labels_true
 labels_pred
     Predicted cluster of each cell. The label values need not match ``labels_true``. Two
     pandas Series indexed by the same cell names in another order are paired by name;
-    anything else by position."""
+    anything else by position (Series of other cell names with a warning)."""
 
 doc_proportions = """\
 Parameters

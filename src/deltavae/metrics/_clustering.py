@@ -15,6 +15,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from .._checks import short_repr
 from .._docs import doc_labels, doc_params
 
 ArrayLike = np.ndarray | pd.Series | pd.Categorical | Sequence
@@ -57,12 +58,29 @@ def _paired_codes(labels_true: ArrayLike, labels_pred: ArrayLike) -> tuple[np.nd
         and not labels_true.index.equals(labels_pred.index)  # one AnnData's columns: same cells
     ):
         shared = labels_true.index.intersection(labels_pred.index).size
-        if 0 < shared < len(labels_true) == len(labels_pred):  # other lengths: refused below
+        # Cell names on both sides (not 0, 1, ... of a Series made from an array).
+        named = not any(
+            pd.api.types.is_integer_dtype(labels.index) for labels in (labels_true, labels_pred)
+        )
+        if len(labels_true) != len(labels_pred):
+            pass  # refused below
+        elif 0 < shared < len(labels_true):
             # Columns of two AnnData subsets: paired by position, most pairs are wrong cells.
             warnings.warn(
                 f"labels_true and labels_pred are Series of partly different cells ({shared} "
                 "names shared); they are paired by position. Score the same cells (e.g. "
                 "labels_pred.loc[labels_true.index] on the shared ones), or pass arrays.",
+                UserWarning,
+                stacklevel=4,
+            )
+        elif shared == 0 and named:
+            # Columns of AnnData objects named apart (concat's suffixes): by position, quietly.
+            warnings.warn(
+                "labels_true and labels_pred are Series whose cell names have none in common "
+                f"(e.g. {short_repr(labels_true.index[:2])} and "
+                f"{short_repr(labels_pred.index[:2])}); they are paired by position. Check "
+                "that both list the same cells in the same order and pass arrays "
+                "(.to_numpy()), or give them the same cell names.",
                 UserWarning,
                 stacklevel=4,
             )
