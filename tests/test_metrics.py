@@ -489,3 +489,18 @@ def test_label_series_without_a_cell_name_in_common_are_paired_by_position_with_
     pred = pd.Series([0, 1, 0, 1], index=[f"{c}-0" for c in true.index])
     with pytest.warns(UserWarning, match=r"none in common \(e\.g\. \['AAAC-1', 'AAAG-1'\] and"):
         assert ari(true, pred) == ari(true.to_numpy(), pred.to_numpy())
+
+
+def test_tables_of_other_spots_say_how_to_pair_them():
+    """'true and pred index different spots; align them first' said neither which nor how."""
+    true = pd.DataFrame([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]], columns=["A", "B"])
+    true.index = ["s1", "s2", "s3"]
+    with pytest.raises(
+        ValueError, match=r"0 of 3 names shared; e\.g\. \['s1', 's2'\] and \[0, 1\]"
+    ):
+        dv.metrics.rmse(true, true.reset_index(drop=True))
+    wider = pd.concat([true, true.rename(index=lambda s: s + "x")])
+    with pytest.raises(
+        ValueError, match=r"pred holds all of true's spots.*pred\.loc\[true\.index\]"
+    ):
+        dv.metrics.imputation_scores(true, wider)

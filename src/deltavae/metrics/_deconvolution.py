@@ -75,8 +75,12 @@ def _aligned(
         raise ValueError(f"true is empty (shape {true.shape}): there is nothing to score.")
     pred = _as_frame(pred, "pred", columns=true.columns, index=true.index)
     if true.shape[0] != pred.shape[0]:
+        hint = ""
+        if given_index and true.index.isin(pred.index).all():
+            hint = ": pred holds all of true's spots, score them with pred.loc[true.index]"
         raise ValueError(
-            f"true has {true.shape[0]} spots but pred has {pred.shape[0]}; expected the same spots"
+            f"true has {true.shape[0]} spots but pred has {pred.shape[0]}; expected the same "
+            f"spots{hint}"
         )
     missing = [c for c in true.columns if c not in pred.columns]
     if missing:
@@ -113,7 +117,14 @@ def _aligned(
                     "same spots in the same order."
                 )
         if set(pred.index) != set(true.index):
-            raise ValueError("true and pred index different spots; align them first")
+            shared = true.index.intersection(pred.index).size
+            raise ValueError(
+                f"true and pred index different spots ({shared} of {len(true)} names shared; "
+                f"e.g. {short_repr(true.index[:2].tolist())} and "
+                f"{short_repr(pred.index[:2].tolist())}): pass the same spots, e.g. "
+                "pred.loc[true.index], or pred.set_axis(true.index) where pred lists true's "
+                "spots in its order under other names."
+            )
         pred = pred.loc[true.index]
     for name, frame in (("true", true), ("pred", pred)):
         bad = ~np.isfinite(frame.to_numpy()).all(axis=0)
