@@ -230,9 +230,10 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
     Parameters
     ----------
     predicted, observed
-        Cells x genes, as AnnData (``X`` is used), DataFrames (genes as columns) or arrays;
-        the numbers of cells may differ, the genes must match (by name, in order, where both
-        have names).
+        Cells x genes, as AnnData (``X`` is used; a backed one is read in row chunks),
+        DataFrames (genes as columns), arrays or sparse matrices; the numbers of cells may
+        differ, the genes must match (by name, in order, where both have names). Means are
+        taken in float64.
     genes
         Restrict to these genes: names (strings; needs AnnData or DataFrames), integer
         positions, or a boolean mask (a boolean Series indexed by gene names, such as a column
