@@ -2,8 +2,9 @@
 
 Proportions are spots x cell types. Per-type metrics compare one type's column of true and
 predicted proportions across spots: Pearson correlation (PCC), structural similarity (SSIM, on
-columns scaled to [0, 1] by their maximum), root mean squared error (RMSE) and the
-Jensen-Shannon distance between the columns normalised to distributions over spots (JSD).
+columns scaled to [0, 1] by their maximum), root mean squared error (RMSE, on the
+proportions as given) and the Jensen-Shannon distance (base 2, in [0, 1]; the square root of
+the divergence) between the columns normalised to distributions over spots (JSD).
 Presence AUPR asks how well the predicted proportion ranks the (spot, type) pairs where the
 type is truly present. For archetypes, profiles are matched one-to-one (Hungarian) by their
 Pearson correlation.
