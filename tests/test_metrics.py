@@ -504,3 +504,12 @@ def test_tables_of_other_spots_say_how_to_pair_them():
         ValueError, match=r"pred holds all of true's spots.*pred\.loc\[true\.index\]"
     ):
         dv.metrics.imputation_scores(true, wider)
+
+
+def test_soft_assignments_passed_as_labels_say_to_take_the_most_likely_cluster():
+    """predict_labels(soft=True) or obs[['leiden']] said only 'must be 1-D'."""
+    soft = pd.DataFrame([[0.9, 0.1], [0.2, 0.8]], columns=["A", "B"])
+    with pytest.raises(ValueError, match=r"shape \(2, 2\): a table of soft .*idxmax\(axis=1\)"):
+        cluster_scores(["x", "y"], soft)
+    with pytest.raises(ValueError, match=r"one-column table, pass its column"):
+        ari(soft[["A"]], [0, 1])

@@ -25,7 +25,15 @@ def _codes(labels: ArrayLike, name: str) -> np.ndarray:
     """Integer codes 0..n_unique-1 for a 1-D label vector, with validation."""
     shape = np.shape(labels)
     if len(shape) != 1:
-        raise ValueError(f"{name} must be 1-D; got shape {shape}")
+        hint = ""
+        if len(shape) == 2 and shape[1] == 1:
+            hint = ": a one-column table, pass its column (table.iloc[:, 0])"
+        elif len(shape) == 2:
+            hint = (
+                ": a table of soft assignments (cells x clusters)? Pass each cell's most "
+                "likely cluster, table.idxmax(axis=1) (DataFrame) or array.argmax(1)"
+            )
+        raise ValueError(f"{name} must be 1-D; got shape {shape}{hint}")
     values = labels if isinstance(labels, pd.Series) else pd.Series(labels)
     if len(values) == 0:
         raise ValueError(f"{name} is empty; expected at least one label")
