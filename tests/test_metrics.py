@@ -513,3 +513,13 @@ def test_soft_assignments_passed_as_labels_say_to_take_the_most_likely_cluster()
         cluster_scores(["x", "y"], soft)
     with pytest.raises(ValueError, match=r"one-column table, pass its column"):
         ari(soft[["A"]], [0, 1])
+
+
+def test_a_gene_name_the_data_repeats_is_refused_as_a_selection():
+    """genes=['b', ...] on data whose var_names repeat 'b' scored both columns, silently."""
+    rng = np.random.default_rng(0)
+    with pytest.warns(UserWarning, match="not unique"):  # anndata's own
+        adata = ad.AnnData(rng.gamma(2.0, size=(10, 5)), var=pd.DataFrame(index=list("abbcd")))
+    with pytest.raises(ValueError, match=r"repeats the gene names \['b'\].*var_names_make_unique"):
+        dv.metrics.mean_expression_r2(adata, adata, genes=["a", "b", "c"])
+    assert dv.metrics.mean_expression_r2(adata, adata, genes=[0, 1, 3]) == pytest.approx(1.0)

@@ -337,6 +337,14 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
             if missing:
                 raise KeyError(f"genes not found: {missing[:5]} ({len(missing)} in all).")
             index = np.flatnonzero(np.isin(names, index))
+            if len(index) > len(set(names[index])):  # a name of two columns picked both
+                picked = pd.Index(names[index])
+                repeated = picked[picked.duplicated()].unique()[:5].tolist()
+                raise ValueError(
+                    f"The data repeats the gene names {repeated}, so a name does not pick one "
+                    "gene: make them unique "
+                    "(adata.var_names_make_unique()) or pass positions."
+                )
         elif index.dtype == bool and index.shape != pred.shape:
             raise ValueError(f"genes is a mask of {index.size} values for {pred.size} genes.")
         elif (
