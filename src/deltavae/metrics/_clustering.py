@@ -231,6 +231,9 @@ def nmi(
 def cluster_scores(labels_true: ArrayLike, labels_pred: ArrayLike) -> dict[str, float]:
     """ARI, NMI, Hungarian accuracy and purity in one dictionary.
 
+    The values of :func:`ari`, :func:`nmi` (arithmetic mean in the normaliser, sklearn's
+    default), :func:`clustering_accuracy` and :func:`purity`.
+
     {parameters}
 
     Returns
