@@ -322,8 +322,11 @@ def test_a_model_loaded_onto_its_controls_keeps_the_conditions_it_trained_on(two
     drawn = drawn.obs
     pd.testing.assert_frame_equal(drawn, again.obs)
     assert set(drawn["condition"]) == {"ctrl", "stim"}
-    counts = adata.obs["condition"].astype(str).value_counts().to_dict()
+    conditions = adata.obs["condition"].astype(str)
+    counts = conditions.iloc[model.train_indices].value_counts().to_dict()  # training cells
     assert loaded.condition_counts_["condition"] == counts  # saved with the model
+    every = loaded.condition_counts_with_validation_["condition"]
+    assert every == conditions.value_counts().to_dict()  # and with the validation cells
 
 
 def test_sampled_clusters_are_kept_beside_a_condition_named_cluster():
@@ -350,7 +353,8 @@ def test_training_again_on_the_same_cells_counts_them_once():
     counts, combos = model.condition_counts_, model.condition_combinations_
     model.train(max_epochs=1, batch_size=120)
     assert model.condition_counts_ == counts and model.condition_combinations_ == combos
-    assert counts["condition"] == adata.obs["condition"].astype(str).value_counts().to_dict()
+    trained = adata.obs["condition"].astype(str).iloc[model.train_indices]
+    assert counts["condition"] == trained.value_counts().to_dict()
 
 
 def test_a_model_of_two_condition_keys_takes_translates_dict_in_every_method(two_keys):

@@ -15,7 +15,12 @@ from scvi.model.base import RNASeqMixin
 
 from ..train._convergence import high_rate_note, train_longer
 from ._cluster_predictions import PredictionsMixin
-from ._condition_counts import condition_counts, draw_conditions
+from ._condition_counts import (
+    condition_counts,
+    draw_conditions,
+    untrained_condition,
+    upgrade_saved_counts,
+)
 from ._de import CheckedExpressionMixin
 from ._label_setup import warn_if_unlabelled_lookalike
 from ._labels import cluster_index, warn_labels_without_training_cells
@@ -151,11 +156,7 @@ class ConditionsMixin:
                     f"{sorted(self._seen_conditions(key))}."
                 )
             elif str(value) not in self._seen_conditions(key):
-                raise ValueError(
-                    f"Condition {key}={value!r} was never seen in training: it is a category "
-                    f"of adata.obs[{key!r}] without cells, so the model learned nothing of it. "
-                    f"Conditions seen: {sorted(self._seen_conditions(key))}."
-                )
+                raise ValueError(untrained_condition(self, key, value))
             else:
                 codes[:, j] = known.index(str(value))
         if (codes == -2).any():  # scvi.settings.seed makes an unseeded call repeatable too
@@ -179,10 +180,20 @@ class ConditionsMixin:
         """Values of condition ``key`` that training cells carry (for a query model, also
         those the reference knew)."""
         seen = {value for value, n in condition_counts(self, key).items() if n > 0}
-        if self.is_query_model:
+        if self.is_query_model:  # the reference's values that held training cells
             new = set(self.query_mapping_["new_categories"].get(key, []))
-            seen |= {str(v) for v in self._cat_state().mappings[key] if str(v) not in new}
+            trained = (getattr(self, "trained_categories_", None) or {}).get(key)
+            seen |= {
+                str(v)
+                for v in self._cat_state().mappings[key]
+                if str(v) not in new and (trained is None or str(v) in trained)
+            }
         return seen
+
+    def _after_load(self) -> None:
+        """Counts saved before they were of the training cells alone (no validation cells)."""
+        super()._after_load()
+        upgrade_saved_counts(self)
 
 
 class ClustersMixin(PredictionsMixin):

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._checks import short_repr
 from ._validation import warn_user
 
 
@@ -34,8 +35,11 @@ NOT_TRAINED = "\x00not trained"
 
 def trained_conditions(model, key: str) -> np.ndarray:
     """The condition ``key`` of every cell of the model's AnnData, as strings, with
-    :data:`NOT_TRAINED` for the cells of its test split (external_indexing), which never
-    trained: no mean or observed response reads them."""
+    :data:`NOT_TRAINED` for the cells of its test split (external_indexing), held out on
+    purpose: no mean or observed response reads them. Validation cells are read (their data
+    are the user's training data; only the gradient skipped them), but a value of a column
+    the model takes that no training cell carried is refused where it is asked for
+    (:func:`untrained_condition`)."""
     conditions = model.adata.obs[key].astype(str).to_numpy()
     test = getattr(model, "test_indices", None)
     if test is not None and len(test):
@@ -44,39 +48,88 @@ def trained_conditions(model, key: str) -> np.ndarray:
     return conditions
 
 
+def training_positions(model) -> np.ndarray:
+    """Positions in the model's AnnData of the cells its last fit trained on
+    (``train_indices``); where the split is not known (a model loaded onto other cells, or
+    saved before it was kept), every cell but those of its test split."""
+    train = getattr(model, "train_indices", None)
+    if train is not None:
+        return np.sort(np.asarray(train, dtype=int))
+    return _not_test(model)
+
+
+def _not_test(model) -> np.ndarray:
+    """Positions of the model's cells outside its test split (training and validation)."""
+    cells, test = np.arange(model.adata.n_obs), getattr(model, "test_indices", None)
+    return cells if test is None or not len(test) else np.setdiff1d(cells, np.asarray(test))
+
+
 def record_condition_counts(model) -> None:
-    """Add the cells of ``model``'s AnnData (not its test split, which never trained) per
-    condition value to ``model.condition_counts_`` and per combination of the condition keys'
-    values (a tuple of strings, in the keys' order) to ``model.condition_combinations_``
-    (both saved with the model): ``train`` calls it once the cells have trained. The same
-    AnnData trained again (``train`` called twice) is counted once: what was recorded before
-    its cells were added is kept with the model (not saved) and the cells added to that."""
+    """Add the training cells of ``model``'s AnnData (``train_indices``: not its validation
+    or test split, which give no gradient) per condition value to ``model.condition_counts_``,
+    per combination of the condition keys' values (a tuple of strings, in the keys' order) to
+    ``model.condition_combinations_``, and its training and validation cells (all but the
+    test split, those that means and responses read) per value to
+    ``model.condition_counts_with_validation_`` (all saved with the model): ``train`` calls it
+    once the cells have trained. The same AnnData trained again (``train`` called twice) is
+    counted once, with this fit's split: what was recorded before its cells were added is
+    kept with the model (not saved) and the cells added to that."""
+    fields = ("condition_counts_", "condition_combinations_", "condition_counts_with_validation_")
     uuid = model.adata_manager.adata_uuid
     last = getattr(model, "_counted_before", None)
     if last is not None and last[0] == uuid:
-        _, model.condition_counts_, model.condition_combinations_ = last
-    model._counted_before = (
-        uuid,
-        getattr(model, "condition_counts_", None),
-        getattr(model, "condition_combinations_", None),
-    )
+        for field, value in zip(fields, last[1:], strict=True):
+            setattr(model, field, value)
+    model._counted_before = (uuid, *(getattr(model, field, None) for field in fields))
     before = getattr(model, "condition_counts_", None) or {}
-    cells, test = model.adata.obs, getattr(model, "test_indices", None)
-    if test is not None and len(test):  # a test split (external_indexing) never trained
-        cells = cells.iloc[np.setdiff1d(np.arange(len(cells)), test)]
+    # Counts of a model saved before validation cells were told apart: counted with them.
+    seen_before = getattr(model, "condition_counts_with_validation_", None) or before
+    obs = model.adata.obs
+    cells, seen = obs.iloc[training_positions(model)], obs.iloc[_not_test(model)]
     model.condition_counts_ = {
         key: dict(Counter(before.get(key, {})) + Counter(cells_per_value(cells[key])))
+        for key in model.condition_keys
+    }
+    model.condition_counts_with_validation_ = {
+        key: dict(Counter(seen_before.get(key, {})) + Counter(cells_per_value(seen[key])))
         for key in model.condition_keys
     }
     combos = getattr(model, "condition_combinations_", None)
     # A model that kept counts but not combinations (saved before them) keeps drawing each
     # key on its own: combinations of these cells alone would leave out the earlier ones.
     if model.condition_keys and (combos is not None or not before):
-        obs = cells[model.condition_keys].astype(str)
+        values = cells[model.condition_keys].astype(str)
         combos = Counter(combos or {})
         model.condition_combinations_ = dict(
-            combos + Counter(obs.itertuples(index=False, name=None))
+            combos + Counter(values.itertuples(index=False, name=None))
         )
+
+
+def upgrade_saved_counts(model) -> None:
+    """A model saved before the counts were of its training cells alone (no
+    ``condition_counts_with_validation_``) counted its validation cells as trained: those
+    counts become ``condition_counts_with_validation_``, and the training counts keep only
+    the values that held training cells (``trained_categories_``, where the model kept them),
+    so that a value only validation cells held is not drawn by ``sample`` nor taken as a
+    target. The other values' counts stay those of training and validation cells together."""
+    counts = getattr(model, "condition_counts_", None)
+    if counts is None or getattr(model, "condition_counts_with_validation_", None) is not None:
+        return
+    model.condition_counts_with_validation_ = counts
+    seen = getattr(model, "trained_categories_", None) or {}
+    trained = {key: set(seen[key]) for key in counts if key in seen}
+    model.condition_counts_ = {
+        key: {v: n for v, n in values.items() if key not in trained or v in trained[key]}
+        for key, values in counts.items()
+    }
+    combos = getattr(model, "condition_combinations_", None)
+    if combos is not None:
+        keys = model.condition_keys
+        model.condition_combinations_ = {
+            combo: n
+            for combo, n in combos.items()
+            if all(k not in trained or v in trained[k] for k, v in zip(keys, combo, strict=True))
+        }
 
 
 def draw_conditions(model, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -115,9 +168,12 @@ def draw_conditions(model, codes: np.ndarray, rng: np.random.Generator) -> np.nd
 
 def condition_counts(model, key: str) -> dict[str, int]:
     """Training cells per value of condition ``key``: as ``train`` recorded them, else (a
-    model saved before they were kept) those of the model's AnnData."""
+    model saved before they were kept) those of the model's AnnData (its training split's,
+    where the model knows it)."""
     recorded = (getattr(model, "condition_counts_", None) or {}).get(key)
-    return recorded if recorded is not None else cells_per_value(model.adata.obs[key])
+    if recorded is not None:
+        return recorded
+    return cells_per_value(model.adata.obs[key].iloc[training_positions(model)])
 
 
 def warn_untrained_combinations(model, codes, call: str) -> None:
@@ -154,9 +210,12 @@ def warn_untrained_combinations(model, codes, call: str) -> None:
 
 def warn_if_cells_not_trained(model, key: str, conditions: np.ndarray, values) -> None:
     """Means and responses are read from the model's AnnData: warn where it holds more cells
-    under a condition than the model trained on (``condition_counts_``), e.g. a held-out
-    model loaded onto the full data, whose held-out cells would enter the prediction."""
-    trained = (getattr(model, "condition_counts_", None) or {}).get(key)
+    under a condition than the model trained and validated on
+    (``condition_counts_with_validation_``, else the counts of a model saved before it), e.g.
+    a held-out model loaded onto the full data, whose held-out cells would enter the
+    prediction."""
+    counts = getattr(model, "condition_counts_with_validation_", None)
+    trained = (counts or getattr(model, "condition_counts_", None) or {}).get(key)
     if trained is None or model.is_query_model:  # a query model reads its query, by design
         return  # (None: ZINBVAE, a column the model does not take, an older model)
     more = {v: int((conditions == v).sum()) for v in dict.fromkeys(values)}
@@ -170,4 +229,60 @@ def warn_if_cells_not_trained(model, key: str, conditions: np.ndarray, values) -
             "prediction reads means and observed responses from them: cells held out of "
             "training (a held-out type's stimulated cells, loaded with the full data) enter "
             "the prediction. Load the model onto the cells it trained on to keep them out."
+        )
+
+
+def untrained_condition(model, key: str, value, seen=None) -> str:
+    """The refusal of condition ``key``'s ``value``, a category of the model's training
+    column that no training cell carried: its cells, if any, were validation (or test)
+    cells, which give no gradient, so its decoder column kept the weights it was built
+    with. ``seen``: the values that trained (CGMDVAE's ``_seen_conditions`` if not given)."""
+    held = (getattr(model, "condition_counts_with_validation_", None) or {}).get(key)
+    validation = getattr(model, "validation_indices", None)
+    if held is None and validation is not None and key in model.adata.obs:  # ZINBVAE's
+        held = cells_per_value(model.adata.obs[key].iloc[np.asarray(validation, dtype=int)])
+    n = (held or {}).get(str(value), 0)
+    why = (
+        f"its {n} cell{'s' * (n != 1)} all fell in the validation split, which gives no gradient"
+        if n
+        else f"a category of adata.obs[{key!r}] without training cells (validation and test "
+        "cells give no gradient)"
+    )
+    seen = model._seen_conditions(key) if seen is None else seen
+    return (
+        f"Condition {key}={short_repr(value)} was never seen in training: {why}, so the model "
+        f"learned nothing of it. Conditions seen: {sorted(seen)}. To learn it, train with "
+        "some of its cells among the training cells (train_size=1.0 trains on every cell)."
+    )
+
+
+def warn_categories_without_training_cells(model, train, validation) -> None:
+    """At the start of a fit: warn of the categories of the model's condition columns (batch,
+    covariates, CGMDVAE's conditions) whose cells here all fell in the validation split
+    (positions ``validation``; ``train``: the training positions), unless an earlier fit
+    trained them (a query's reference): validation cells give no gradient, so the model
+    learns nothing of them, and read-outs, translations, samples and query mappings that
+    need them are refused. A test split's categories are held out on purpose: not named."""
+    if train is None or validation is None or not len(validation):
+        return
+    from ._registered import category_mappings
+
+    obs, before = model.adata.obs, getattr(model, "trained_categories_", None) or {}
+    named = []
+    for key in category_mappings(model.registry_):
+        if key not in obs:
+            continue
+        column = obs[key].astype(str).to_numpy()
+        held = pd.Series(column[np.asarray(validation, dtype=int)]).value_counts()
+        untrained = set(held.index) - set(column[np.asarray(train, dtype=int)])
+        untrained -= set(before.get(key, []))
+        named += [f"{key}={v!r} ({held[v]} cells)" for v in sorted(untrained)]
+    if named:
+        warn_user(
+            f"No cell of {', '.join(named[:5])}{' ...' if len(named) > 5 else ''} is among "
+            "the training cells: they all fell in the validation split, which gives no "
+            "gradient, so the model learns nothing of them and refuses to read, translate "
+            "to or sample them. Train with train_size=1.0, or list validation cells that leave "
+            "some of each in training (datasplitter_kwargs={'external_indexing': [train, "
+            "validation]}), or drop those cells."
         )

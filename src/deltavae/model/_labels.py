@@ -332,8 +332,9 @@ def refuse_untrained_query_categories(query: AnnData, registry: dict, seen: dict
             raise ValueError(
                 f"The query's obs[{key!r}] holds {short_repr(untrained)}: categories of the "
                 "reference's training column without training cells (unused categories of a "
-                "pandas Categorical, kept after subsetting), of which the reference learned "
-                "nothing, and which the query model would not learn either. Give them names "
+                "pandas Categorical, kept after subsetting, or whose cells all fell in the "
+                "reference's validation split), of which the reference learned nothing, and "
+                "which the query model would not learn either. Give them names "
                 f"the reference does not have to learn them as new categories, e.g. "
                 f"query.obs[{key!r}] = 'query_' + query.obs[{key!r}].astype(str); set up later "
                 f"references after adata.obs[{key!r}] = "

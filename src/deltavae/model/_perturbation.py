@@ -18,9 +18,14 @@ from scipy.special import softmax
 from .._checks import short_repr
 from ..distributions._draws import CellDraws
 from ._cgmdvae_mixins import ClustersMixin, _as_known
-from ._condition_counts import NOT_TRAINED, trained_conditions, warn_if_cells_not_trained
+from ._condition_counts import (
+    NOT_TRAINED,
+    trained_conditions,
+    untrained_condition,
+    warn_if_cells_not_trained,
+)
 from ._condition_types import predicted_condition
-from ._labels import NoResponseError, groups_under_both, label_groups
+from ._labels import NoResponseError, groups_under_both, label_groups, seen_categories
 from ._latent_shift import balance_groups, describe_prediction, latent_shift, training_obs
 from ._registered import category_mappings, condition_request
 from ._response_data import additive_data, memoised, similarity_coordinates
@@ -261,6 +266,10 @@ class Contrast(NamedTuple):
                     f"Condition {condition_key}={value!r} was never seen in training; "
                     f"conditions seen: {seen}.{hint}"
                 )
+        trained = (seen_categories(model) or {}).get(condition_key)  # a column it takes
+        for value in (source, target):  # whose cells all validated: its weights never trained
+            if trained is not None and value not in trained:
+                raise ValueError(untrained_condition(model, condition_key, value, trained))
         warn_if_cells_not_trained(model, condition_key, train_conditions, (source, target))
         return cls(condition_key, source, target, train_conditions, groups_key)
 

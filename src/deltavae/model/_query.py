@@ -30,6 +30,7 @@ from scvi.model.base import ArchesMixin
 from .._checks import check_anndata
 from ..module._base import clear_own_params
 from ._base import DeltaModelMixin
+from ._condition_counts import upgrade_saved_counts
 from ._freeze import _freeze_for_query, _restrict_learning
 from ._genes import align_query_genes, warn_missing_genes
 from ._labels import refuse_untrained_query_categories
@@ -292,6 +293,7 @@ class QueryMappingMixin(ArchesMixin):
             model = super().load_query_data(
                 aligned, reference, accelerator=accelerator, device=device
             )
+        upgrade_saved_counts(model)  # a reference saved before counts without validation
         ref_sizes, new_sizes = _covariate_sizes(registry), _covariate_sizes(model.registry_)
         learning = _freeze_for_query(model.module, ref_state, ref_sizes, new_sizes)
         # Eval mode (as scArches leaves it): dropout is off while the query trains, so the few

@@ -12,6 +12,7 @@ import torch
 from scvi.train import TrainRunner
 from scvi.train._trainrunner import _safe_load_logger_history
 
+from ..model._condition_counts import warn_categories_without_training_cells
 from ._data import DeltaDataSplitter
 from ._record import cells_digest, commit_train_args
 
@@ -171,6 +172,10 @@ class DeltaTrainRunner(TrainRunner):
             # Split here, once: DDP's workers keep this split, and the model records it.
             self.data_splitter.split()
         # Validation and test cells give no gradient: a category only they hold is untrained.
+        split = self.data_splitter
+        warn_categories_without_training_cells(
+            self.model, getattr(split, "train_idx", None), getattr(split, "val_idx", None)
+        )
         held_out = [getattr(self.data_splitter, f"{k}_idx", None) for k in ("val", "test")]
         held_out = [np.asarray(idx) for idx in held_out if idx is not None]
         commit_train_args(

@@ -1,0 +1,141 @@
+"""What a model counts as trained per condition or batch value after a train/validation split
+(model/_condition_counts.py): validation cells give no gradient, so a value only they held
+is untrained, for CGMDVAE's counts and draws and for every method that moves cells to it."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scvi
+
+import deltavae as dv
+
+SMALL = {"n_latent": 4, "n_latent_w": 2, "n_hidden": 16}
+RARE = "stim2"  # 12 cells, all validating
+UNTRAINED = rf"{RARE}'? was never seen in training: its 12 cells all fell in the validation"
+
+
+def _data():
+    adata = dv.datasets.synthetic_counts(
+        n_cells=160, n_genes=30, n_clusters=2, n_conditions=2, seed=0
+    )
+    conditions = adata.obs["condition"].astype(str).to_numpy()
+    conditions[:12] = RARE
+    adata.obs["condition"] = conditions
+    adata.obs["condition"] = adata.obs["condition"].astype("category")
+    return adata
+
+
+def _split(adata, key="condition"):
+    """Every cell of RARE and 12 others validate; the rest train."""
+    rare = np.flatnonzero(adata.obs[key] == RARE)
+    rest = np.setdiff1d(np.arange(adata.n_obs), rare)
+    return {"external_indexing": [rest[12:], np.concatenate([rare, rest[:12]])]}
+
+
+@pytest.fixture(scope="module")
+def cgmdvae():
+    scvi.settings.seed = 0
+    adata = _data()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
+        model.train(max_epochs=2, batch_size=64, datasplitter_kwargs=_split(adata))
+    model._told = [str(w.message) for w in told]  # the train-time warnings
+    return model, adata
+
+
+def test_training_names_a_condition_whose_cells_all_validate(cgmdvae):
+    """Training said nothing of stim2, whose 12 cells all fell in the validation split."""
+    told = [m for m in cgmdvae[0]._told if m.startswith("No cell of")]
+    assert told and told[0].startswith(f"No cell of condition='{RARE}' (12 cells) is among")
+    assert "train_size=1.0" in told[0] and "external_indexing" in told[0]
+
+
+def test_condition_counts_are_of_the_training_cells(cgmdvae):
+    """condition_counts_ counted the validation cells as trained: a value only they held
+    (stim2, 12 cells) had a count, sample drew it (15 of 200 cells) and translate, sample
+    and predict_perturbation moved cells to its untrained decoder column in silence."""
+    model, adata = cgmdvae
+    conditions = adata.obs["condition"].astype(str)
+    trained = conditions.iloc[model.train_indices].value_counts().to_dict()
+    assert RARE not in trained
+    assert model.condition_counts_ == {"condition": trained}
+    assert model.condition_combinations_ == {(v,): n for v, n in trained.items()}
+    assert model.condition_counts_with_validation_ == {
+        "condition": conditions.value_counts().to_dict()
+    }
+    assert RARE not in set(model.sample(200, seed=0).obs["condition"])
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    with pytest.raises(ValueError, match=UNTRAINED):
+        model.translate(ctrl, RARE, seed=0)
+    with pytest.raises(ValueError, match=UNTRAINED):
+        model.sample(5, condition=RARE, seed=0)
+    for method in ("latent_shift", "nearest_response"):
+        with pytest.raises(ValueError, match=UNTRAINED):
+            model.predict_perturbation(ctrl, RARE, method=method)
+    model.predict_perturbation(ctrl, "stim", method="latent_shift")  # validation cells: no warning
+
+
+def test_counts_are_saved_and_counts_saved_before_lose_untrained_values(cgmdvae, tmp_path):
+    """A model saved before the counts were split-aware counted stim2's validation cells;
+    loaded, it still drew and translated to stim2. Its counts become those with validation,
+    and the training counts drop the values without training cells (trained_categories_)."""
+    model, adata = cgmdvae
+    model.save(tmp_path / "m")
+    loaded = dv.model.CGMDVAE.load(tmp_path / "m", adata)
+    assert loaded.condition_counts_ == model.condition_counts_
+    assert loaded.condition_counts_with_validation_ == model.condition_counts_with_validation_
+    assert loaded.condition_combinations_ == model.condition_combinations_
+    old = model.condition_counts_with_validation_  # what older code kept as condition_counts_
+    kept = model.condition_counts_, model.condition_combinations_
+    model.condition_counts_ = old
+    model.condition_combinations_ = {(v,): n for v, n in old["condition"].items()}
+    del model.condition_counts_with_validation_
+    try:
+        model.save(tmp_path / "old")
+    finally:
+        model.condition_counts_, model.condition_combinations_ = kept
+        model.condition_counts_with_validation_ = old
+    older = dv.model.CGMDVAE.load(tmp_path / "old", adata)
+    assert older.condition_counts_ == {
+        "condition": {v: n for v, n in old["condition"].items() if v != RARE}
+    }
+    assert older.condition_counts_with_validation_ == old
+    assert (RARE,) not in older.condition_combinations_
+    assert RARE not in set(older.sample(200, seed=0).obs["condition"])
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    with pytest.raises(ValueError, match=UNTRAINED):
+        older.translate(ctrl, RARE, seed=0)
+    with pytest.warns(UserWarning, match="nothing is left to learn"):  # its query models too
+        query = dv.model.CGMDVAE.load_query_data(ctrl, tmp_path / "old")
+    assert query.condition_counts_ == older.condition_counts_
+    with pytest.raises(ValueError, match=UNTRAINED):
+        query.translate(ctrl, RARE, seed=0)
+
+
+def test_a_query_model_refuses_the_references_untrained_values(cgmdvae):
+    """A query model took every reference category as seen: translating its cells to stim2,
+    whose reference cells all validated, ran on the untrained decoder column."""
+    model, adata = cgmdvae
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    with pytest.warns(UserWarning, match="nothing is left to learn"):
+        query = dv.model.CGMDVAE.load_query_data(ctrl, model)
+    with pytest.raises(ValueError, match=rf"{RARE}'? was never seen in training"):
+        query.translate(ctrl, RARE, seed=0)
+
+
+def test_zinbvae_batch_only_validation_cells_hold_is_named_and_refused():
+    """ZINBVAE: a batch whose cells all validated trained in silence, and latent_shift to it
+    decoded under its untrained batch column."""
+    scvi.settings.seed = 0
+    adata = _data()
+    adata.obs["batch"] = adata.obs["condition"]
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="batch")
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    with pytest.warns(UserWarning, match=rf"No cell of batch='{RARE}' \(12 cells\).*train_size=1"):
+        model.train(max_epochs=1, batch_size=64, datasplitter_kwargs=_split(adata, "batch"))
+    ctrl = adata[adata.obs["batch"] == "ctrl"].copy()
+    with pytest.raises(ValueError, match=UNTRAINED):
+        model.predict_perturbation(ctrl, RARE, method="latent_shift", condition_key="batch")
