@@ -139,3 +139,41 @@ def test_zinbvae_batch_only_validation_cells_hold_is_named_and_refused():
     ctrl = adata[adata.obs["batch"] == "ctrl"].copy()
     with pytest.raises(ValueError, match=UNTRAINED):
         model.predict_perturbation(ctrl, RARE, method="latent_shift", condition_key="batch")
+
+
+def test_a_query_with_nothing_to_learn_keeps_its_references_counts(cgmdvae):
+    """scvi-tools copies the reference's attributes onto a query model, its split's positions
+    too; train() with nothing to learn then counted the reference's training positions of
+    the query's cells as trained (or failed: 'positional indexers are out-of-bounds') and
+    put the query's library sizes in place of those sample draws from."""
+    model, adata = cgmdvae
+    cells = adata[adata.obs["condition"] != RARE].copy()
+    with pytest.warns(UserWarning, match="nothing is left to learn"):
+        query = dv.model.CGMDVAE.load_query_data(cells, model)
+    assert query.train_indices is None and query.test_indices is None
+    with pytest.warns(UserWarning, match="train\\(\\) has nothing to do"):
+        query.train(max_epochs=1)
+    assert query.condition_counts_ == model.condition_counts_
+    assert query.library_log_stats_ == model.library_log_stats_
+
+
+def test_a_query_does_not_read_its_cells_through_the_references_test_split():
+    """A query model kept the reference's test positions: latent_shift on the query's cells
+    indexed them with the reference's (IndexError for a smaller query, else its cells at
+    those positions left out as 'never trained')."""
+    scvi.settings.seed = 0
+    adata = _data()
+    adata.obs["condition"] = adata.obs["condition"].astype(str).replace(RARE, "ctrl")
+    adata.obs["batch"] = "b0"
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="batch")
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    cells = np.arange(adata.n_obs)
+    split = {"external_indexing": [cells[:110], cells[110:130], cells[130:]]}
+    model.train(max_epochs=1, batch_size=64, datasplitter_kwargs=split)
+    with pytest.warns(UserWarning, match="nothing is left to learn"):
+        query = dv.model.ZINBVAE.load_query_data(adata[:100].copy(), model)
+    ctrl = adata[:100][adata.obs["condition"][:100] == "ctrl"].copy()
+    pred = query.predict_perturbation(
+        ctrl, "stim", method="latent_shift", condition_key="condition"
+    )
+    assert pred.n_obs == ctrl.n_obs

@@ -1427,7 +1427,8 @@ def test_cells_held_out_as_a_test_split_give_no_mean_or_response():
     pred = g.predict_perturbation(ctrl, "stim", method="nearest_response")
     assert pred.uns["response_groups"] == ["T1", "T2"]
     stim = (adata.obs["condition"] == "stim").to_numpy()  # nor is it counted as trained
-    assert g.condition_counts_["condition"]["stim"] == (stim & ~held).sum()
+    assert g.condition_counts_with_validation_["condition"]["stim"] == (stim & ~held).sum()
+    assert g.condition_counts_["condition"]["stim"] == stim[trained[10:]].sum()  # no validation
 
 
 def test_latent_shift_without_condition_key_says_which_column_it_read(counts_adata):

@@ -22,7 +22,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin, _OnDevice, callback_list
 from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin, LatentMixin
-from ._condition_counts import record_condition_counts, warn_untrained_combinations
+from ._condition_counts import warn_untrained_combinations
 from ._count_advice import building_model, warn_if_counts
 from ._de import CheckedExpressionMixin
 from ._host_results import HostResultsMixin
@@ -381,8 +381,7 @@ class CGMDVAE(
             restore_best=restore_best,
             **kwargs,
         )
-        record_condition_counts(self)  # a model loaded onto other cells still knows them
-        self.library_log_stats_ = self._library_log_stats(recorded=False)  # as do sample's
+        self._record_training_cells()  # a model loaded onto other cells still knows them
         if refit_mixture:
             self._refit_mixture(mixture_init)
         self._warn_if_clusters_empty(max_epochs)

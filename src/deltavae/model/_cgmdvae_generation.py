@@ -14,7 +14,7 @@ from scvi import REGISTRY_KEYS
 
 from .._checks import layer_matrix
 from ..distributions._draws import CellDraws
-from ._condition_counts import warn_untrained_combinations
+from ._condition_counts import record_condition_counts, warn_untrained_combinations
 from ._condition_types import model_column, predicted_condition, typed_codes
 from ._labels import labels_of
 from ._latent_shift import data_floor
@@ -111,6 +111,15 @@ class GenerationMixin:
         x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         log_lib = np.log(np.maximum(row_sums(x), 1.0))
         return float(log_lib.mean()), float(log_lib.std())
+
+    def _record_training_cells(self) -> None:
+        """After a fit: the conditions of its training cells (:func:`record_condition_counts`)
+        and the library sizes sample draws from, kept with the model; nothing where nothing
+        trained (no split: a query model with nothing to learn keeps its reference's)."""
+        if getattr(self, "train_indices", None) is None:
+            return
+        record_condition_counts(self)
+        self.library_log_stats_ = self._library_log_stats(recorded=False)
 
     @torch.inference_mode()
     def translate(

@@ -294,6 +294,8 @@ class QueryMappingMixin(ArchesMixin):
                 aligned, reference, accelerator=accelerator, device=device
             )
         upgrade_saved_counts(model)  # a reference saved before counts without validation
+        # scvi-tools copies the reference's attributes: its split's positions are not the query's
+        model.train_indices_ = model.validation_indices_ = model.test_indices_ = None
         ref_sizes, new_sizes = _covariate_sizes(registry), _covariate_sizes(model.registry_)
         learning = _freeze_for_query(model.module, ref_state, ref_sizes, new_sizes)
         # Eval mode (as scArches leaves it): dropout is off while the query trains, so the few
