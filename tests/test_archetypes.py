@@ -536,3 +536,35 @@ def test_weights_sum_to_one_in_float64(fitted):
     model, mix = fitted
     for weights in (model.get_archetype_weights(), model.get_archetype_weights(mix[::-1].copy())):
         assert np.abs(weights.sum(axis=1) - 1).max() < 1e-12
+
+
+def test_merge_settings_set_after_training_are_checked_and_saved(fitted, tmp_path):
+    """merge_threshold and min_spots set after training (the archetypes merge again) were lost
+    at save/load: the loaded model merged with the constructor's values, other archetypes, and
+    its signature map was dropped as 'changed'. They were not checked when set either."""
+    model, mix = fitted
+    clone = copy.deepcopy(model)
+    clone.signature_map_ = None
+    with torch.no_grad():  # archetype 1 a duplicate of archetype 0: merged at 0.9
+        clone.module.B_logits[1] = clone.module.B_logits[0]
+    raw = clone.n_archetypes_raw_
+    assert len(clone.archetype_names()) == raw - 1
+    clone.merge_threshold, clone.min_spots = 1.0, 1  # keep every raw archetype
+    assert len(clone.archetype_names()) == raw
+    clone.save(tmp_path / "a")
+    loaded = dv.model.Archetypes.load(tmp_path / "a", mix)
+    assert (loaded.merge_threshold, loaded.min_spots) == (1.0, 1)
+    assert loaded.archetype_names() == clone.archetype_names()
+    adata = mix.copy()
+    loaded.write_to_adata(adata)
+    assert (adata.uns["archetypes"]["merge_threshold"], adata.uns["archetypes"]["min_spots"]) == (
+        1.0,
+        1,
+    )
+    for value in (1.5, 0, float("nan"), "0.9"):
+        with pytest.raises(ValueError, match=r"merge_threshold must lie in \(0, 1\]"):
+            loaded.merge_threshold = value
+    for value in (0, 2.5, True):
+        with pytest.raises(ValueError, match="min_spots must be a positive integer"):
+            loaded.min_spots = value
+    assert (loaded.merge_threshold, loaded.min_spots) == (1.0, 1)

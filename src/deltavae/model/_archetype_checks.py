@@ -14,7 +14,7 @@ from ._labels import refuse_other_type
 from ._registered import category_mappings
 from ._training_checks import check_batch_size
 
-__all__ = ["check_batch_size", "check_count", "check_new_spots"]
+__all__ = ["MergeSettings", "check_batch_size", "check_count", "check_new_spots"]
 
 _ADVICE = (
     "Archetypes' encoder reads every training gene: pass spots that have them all, e.g. "
@@ -78,3 +78,34 @@ def check_count(method: str, name: str, value, meaning: str) -> None:
         raise ValueError(
             f"{name} must be a positive integer ({meaning}); got {short_repr(value)}.{hint}"
         )
+
+
+class MergeSettings:
+    """Archetypes' ``merge_threshold`` and ``min_spots``: checked when set, at construction or
+    after training (the archetypes merge again), and kept in ``merge_threshold_`` and
+    ``min_spots_``, which ``save`` writes and ``load`` restores, so that a loaded model merges
+    as the saved one did (not as its constructor's arguments said)."""
+
+    @property
+    def merge_threshold(self) -> float:
+        """Similarity above which archetypes merge, in (0, 1] (1 never merges); can be set
+        after training, and is saved with the model."""
+        return self.merge_threshold_
+
+    @merge_threshold.setter
+    def merge_threshold(self, value) -> None:
+        number = isinstance(value, int | float | np.integer | np.floating)
+        if isinstance(value, bool) or not number or not 0 < value <= 1:  # NaN too
+            raise ValueError(f"merge_threshold must lie in (0, 1]; got {short_repr(value)}.")
+        self.merge_threshold_ = float(value)
+
+    @property
+    def min_spots(self) -> int:
+        """Fewest spots that must weigh an archetype most for it to stand on its own; can be
+        set after training, and is saved with the model."""
+        return self.min_spots_
+
+    @min_spots.setter
+    def min_spots(self, value) -> None:
+        check_count("Archetypes", "min_spots", value, "spots an archetype must lead")
+        self.min_spots_ = int(value)

@@ -386,6 +386,7 @@ def summary(model, names, groups: np.ndarray, tree: np.ndarray) -> dict:
         "names": np.asarray(names, dtype=str),
         "n_archetypes_raw": model.n_archetypes_raw_,
         "merge_threshold": model.merge_threshold,
+        "min_spots": model.min_spots,
         "merge_groups": groups,
         "merge_tree": tree,
     }

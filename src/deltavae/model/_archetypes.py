@@ -15,7 +15,7 @@ from scvi.model.base import BaseModelClass
 
 from ..module import ArchetypesModule
 from . import _archetype_results as results
-from ._archetype_checks import check_batch_size, check_count, check_new_spots
+from ._archetype_checks import MergeSettings, check_batch_size, check_count, check_new_spots
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import archetype_start, candidate_samples, restore_candidate_samples
@@ -29,7 +29,7 @@ _SIZES = ("max_archetypes", "n_pcs", "n_hidden", "n_layers", "max_candidates", "
 _SIZES += ("min_spots",)
 
 
-class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
+class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass):
     """Archetypal analysis of spots on raw counts: Y = W B X with an NB likelihood.
 
     Every archetype is a convex combination of spots (B) and every spot a convex combination
@@ -59,7 +59,8 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         Largest number tried by ``"auto"``; at most the spots over ``min_spots`` (each
         archetype must be the largest weight of ``min_spots`` spots to stand).
     merge_threshold
-        Similarity above which archetypes merge (1 never merges).
+        Similarity above which archetypes merge (1 never merges). It and ``min_spots`` can be
+        set after training (``model.merge_threshold = 0.8``) and are saved with the model.
     n_pcs
         Principal components in which classical archetypal analysis runs.
     n_hidden, n_layers
@@ -119,9 +120,7 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
             dropout_rate=dropout_rate,
             positive={"prior_concentration": prior_concentration},
         )
-        if not 0 < merge_threshold <= 1:
-            raise ValueError(f"merge_threshold must lie in (0, 1]; got {merge_threshold}.")
-        self.merge_threshold, self.min_spots = float(merge_threshold), int(min_spots)
+        self.merge_threshold, self.min_spots = merge_threshold, min_spots  # checked, saved
         rows, profiles, mean_profile, init_B, self.elbow_ = archetype_start(
             self, n_archetypes, max_archetypes, n_pcs, max_candidates, smooth_neighbors
         )  # a load skips it: the saved parameters replace the start
@@ -481,8 +480,8 @@ class Archetypes(SpotModelMixin, DeltaModelMixin, BaseModelClass):
         ``varm/archetype_profiles`` (an array, genes x archetypes, its columns named in
         ``uns["archetypes"]["names"]``), ``obs/archetype_anchor``, ``obs/archetype_dominant``,
         ``uns/archetype_markers`` and ``uns/archetypes`` (``names``, ``n_archetypes_raw``,
-        ``merge_threshold``, ``merge_groups``, ``merge_tree`` (scipy linkage of the raw
-        archetypes), ``elbow`` when chosen automatically, ``signature_map`` after
+        ``merge_threshold``, ``min_spots``, ``merge_groups``, ``merge_tree`` (scipy linkage of
+        the raw archetypes), ``elbow`` when chosen automatically, ``signature_map`` after
         :meth:`match_signatures`).
 
         Examples
