@@ -568,3 +568,23 @@ def test_merge_settings_set_after_training_are_checked_and_saved(fitted, tmp_pat
         with pytest.raises(ValueError, match="min_spots must be a positive integer"):
             loaded.min_spots = value
     assert (loaded.merge_threshold, loaded.min_spots) == (1.0, 1)
+
+
+def test_a_signature_left_without_an_archetype_is_said(fitted, tmp_path):
+    """More signatures than archetypes, or two for one state: the one left out was in no
+    row of the table (one per archetype), without a word."""
+    model, mix = fitted
+    profiles = model.get_archetype_profiles()
+    signatures = {f"s{k}": list(profiles.iloc[:, k].nlargest(8).index) for k in range(2)}
+    signatures["s0_again"] = signatures["s0"][:3] + signatures["s1"][:3]  # scores below both
+    message = r"1 of 3 signatures matched no archetype: 's0_again' \(best A[01]: .*to 's[01]' at"
+    with pytest.warns(UserWarning, match=message):
+        table = model.match_signatures(signatures)
+    assert table.attrs["unmatched_signatures"] == ["s0_again"]
+    assert set(table["signature"].dropna()) == {"s0", "s1"}
+    adata = mix.copy()
+    model.write_to_adata(adata)
+    assert list(adata.uns["archetypes"]["unmatched_signatures"]) == ["s0_again"]
+    adata.write_h5ad(tmp_path / "a.h5ad")  # the list is written as h5ad takes it
+    del signatures["s0_again"]
+    assert model.match_signatures(signatures).attrs["unmatched_signatures"] == []

@@ -294,12 +294,17 @@ def signature_table(
 
     Examples
     --------
-    >>> scores = np.array([[2.0, 1.6, -0.5], [0.1, 0.0, -0.2]])
-    >>> signature_table(scores, ["T", "B"], ["A0", "A1", "A2"], 0.5)[["signature", "status"]]
+    >>> scores = np.array([[2.0, 1.6, -0.5, 0.1], [0.1, 0.0, -0.2, 0.9]])
+    >>> names = ["A0", "A1", "A2", "A3"]
+    >>> signature_table(scores, ["T", "B"], names, 0.5)[["signature", "status"]]
        signature   status
     A0         T  matched
     A1         T  variant
     A2       NaN    novel
+    A3         B  matched
+
+    A signature left without an archetype is warned about and listed in the table's
+    ``attrs["unmatched_signatures"]``.
     """
     if not 0 < variant_ratio <= 1:
         raise ValueError(f"variant_ratio must lie in (0, 1]; got {variant_ratio}.")
@@ -326,6 +331,29 @@ def signature_table(
     novel = table.index[table["status"] == "novel"]
     order = table.loc[novel, "score"].sort_values().index
     table.loc[order, "novel_rank"] = np.arange(1, len(order) + 1)
+    unmatched = [name for row, name in enumerate(sig_names) if row not in matched]
+    table.attrs["unmatched_signatures"] = unmatched
+    if unmatched:
+        best = []
+        for row in (sig_names.index(name) for name in unmatched[:10]):
+            col = int(np.argmax(scores[row]))
+            taken = table.iloc[col]
+            owner = (
+                f", matched to {taken['signature']!r} at {taken['score']:.2f}"
+                if taken["status"] == "matched"
+                else ""
+            )
+            best.append(
+                f"{sig_names[row]!r} (best {archetypes[col]}: {scores[row, col]:.2f}{owner})"
+            )
+        warn_user(
+            f"{len(unmatched)} of {len(sig_names)} signatures matched no archetype: "
+            f"{', '.join(best)}{' and more' if len(unmatched) > 10 else ''}. Each archetype "
+            "goes to one signature (the one it and the signature prefer), and a score of 0 or "
+            "below is no match; a state the archetypes lack needs more archetypes "
+            "(n_archetypes) or less merging (a higher merge_threshold). They are listed in "
+            "the table's attrs['unmatched_signatures']."
+        )
     return table
 
 
@@ -393,9 +421,12 @@ def summary(model, names, groups: np.ndarray, tree: np.ndarray) -> dict:
     if model.elbow_ is not None:
         out["elbow"] = dict(model.elbow_)
     if model.signature_map_ is not None and _signatures_current(model):
-        out["signature_map"] = model.signature_map_.reset_index(names="archetype").astype(
+        table = model.signature_map_
+        out["signature_map"] = table.reset_index(names="archetype").astype(
             {"signature": "category"}
         )
+        unmatched = table.attrs.get("unmatched_signatures", [])  # not in a map saved before
+        out["unmatched_signatures"] = np.asarray(unmatched, dtype=object).astype(str)
     return out
 
 

@@ -431,7 +431,9 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
             ``score`` (of the match, or the best score when unmatched), ``status``
             (``"matched"``, ``"variant"`` or ``"novel"``) and ``novel_rank`` (NaN unless
             novel). Also kept for :meth:`write_to_adata` (``uns["archetypes"]
-            ["signature_map"]``).
+            ["signature_map"]``). Signatures that matched no archetype (more signatures than
+            archetypes, or none scoring above 0) are warned about, with their best
+            archetype, and listed in ``attrs["unmatched_signatures"]``.
 
         Examples
         --------
@@ -481,8 +483,8 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         ``uns["archetypes"]["names"]``), ``obs/archetype_anchor``, ``obs/archetype_dominant``,
         ``uns/archetype_markers`` and ``uns/archetypes`` (``names``, ``n_archetypes_raw``,
         ``merge_threshold``, ``min_spots``, ``merge_groups``, ``merge_tree`` (scipy linkage of
-        the raw archetypes), ``elbow`` when chosen automatically, ``signature_map`` after
-        :meth:`match_signatures`).
+        the raw archetypes), ``elbow`` when chosen automatically, ``signature_map`` and
+        ``unmatched_signatures`` after :meth:`match_signatures`).
 
         Examples
         --------
