@@ -16,6 +16,8 @@ from deltavae.metrics import matched_profile_correlation
 from deltavae.model._archetype_results import stable_matching
 
 TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+# The warning that archetypes 0 and 1 (made duplicates) merged as alike.
+ALIKE = r"raw archetypes \(0, 1\) point the same way"
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +188,9 @@ def test_match_signatures_and_novel_states(fitted):
     clone = copy.deepcopy(model)
     with torch.no_grad():
         clone.module.B_logits[1] = clone.module.B_logits[0]
-    with pytest.warns(UserWarning, match="changed after match_signatures"):
-        clone.write_to_adata(adata)
+    with pytest.warns(UserWarning, match=ALIKE):
+        with pytest.warns(UserWarning, match="changed after match_signatures"):
+            clone.write_to_adata(adata)
     assert "signature_map" not in adata.uns["archetypes"]
 
 
@@ -219,8 +222,9 @@ def test_a_loaded_signature_map_is_not_written_for_other_archetypes(fitted, tmp_
     assert "signature_map" in adata.uns["archetypes"]
     with torch.no_grad():
         loaded.module.B_logits[1] = loaded.module.B_logits[0]
-    with pytest.warns(UserWarning, match="changed after match_signatures"):
-        loaded.write_to_adata(adata)
+    with pytest.warns(UserWarning, match=ALIKE):
+        with pytest.warns(UserWarning, match="changed after match_signatures"):
+            loaded.write_to_adata(adata)
     assert "signature_map" not in adata.uns["archetypes"]
 
 
@@ -232,7 +236,10 @@ def test_merging_duplicates_counts_and_tree(fitted):
     clone.signature_map_ = None  # matched, by another test, to the archetypes changed here
     with torch.no_grad():  # make archetype 1 a duplicate of archetype 0
         clone.module.B_logits[1] = clone.module.B_logits[0]
-    assert len(clone.archetype_names()) == raw - 1
+    # Said (it was silent): fewer archetypes than fitted, and which merged.
+    message = rf"{raw} raw archetypes were merged into {raw - 1}: raw archetypes \(0, 1\) point"
+    with pytest.warns(UserWarning, match=message):
+        assert len(clone.archetype_names()) == raw - 1
     adata = mix.copy()
     clone.write_to_adata(adata)
     groups = adata.uns["archetypes"]["merge_groups"]
@@ -548,7 +555,8 @@ def test_merge_settings_set_after_training_are_checked_and_saved(fitted, tmp_pat
     with torch.no_grad():  # archetype 1 a duplicate of archetype 0: merged at 0.9
         clone.module.B_logits[1] = clone.module.B_logits[0]
     raw = clone.n_archetypes_raw_
-    assert len(clone.archetype_names()) == raw - 1
+    with pytest.warns(UserWarning, match=ALIKE):
+        assert len(clone.archetype_names()) == raw - 1
     clone.merge_threshold, clone.min_spots = 1.0, 1  # keep every raw archetype
     assert len(clone.archetype_names()) == raw
     clone.save(tmp_path / "a")

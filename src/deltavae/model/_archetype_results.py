@@ -247,6 +247,24 @@ def warn_thin(
         )
 
 
+def _warn_alike(labels: np.ndarray, merge_threshold: float) -> None:
+    """Say which raw archetypes merged as alike (``labels``: their groups), if any did: the
+    spots held fewer distinct states than archetypes were fitted."""
+    alike = [members for g in np.unique(labels) if len(members := np.flatnonzero(labels == g)) > 1]
+    if not alike:
+        return
+    which = [f"({', '.join(map(str, members))})" for members in alike]
+    which = ", ".join(which[:-1]) + " and " + which[-1] if len(which) > 1 else which[0]
+    warn_user(
+        f"{len(labels)} raw archetypes were merged into {len(np.unique(labels))}: raw "
+        f"archetypes {which} point the same way (cosine similarity of their deviations from "
+        f"the mean spot above merge_threshold={merge_threshold}), so the spots hold fewer "
+        "distinct states than archetypes were fitted. Fit fewer archetypes (n_archetypes), or "
+        "keep them apart with a higher merge_threshold (model.merge_threshold = 1 never "
+        "merges); uns['archetypes']['merge_groups'] records the merge."
+    )
+
+
 def merge_groups(
     profiles: np.ndarray,
     mean: np.ndarray,
@@ -258,7 +276,8 @@ def merge_groups(
     tree of their :func:`scaled` profiles (cosine), and the thin ones merged away.
 
     Archetypes merge when their deviations from the mean profile point the same way (cosine
-    similarity above ``merge_threshold``; 1 never merges); then :func:`merge_thin`.
+    similarity above ``merge_threshold``; 1 never merges), with a warning naming them; then
+    :func:`merge_thin`.
     """
     deviations = scaled(profiles, mean)
     tree = linkage(deviations, method="average", metric="cosine")
@@ -275,6 +294,8 @@ def merge_groups(
                 f"{len(np.unique(labels))} are kept. Pass a higher merge_threshold to merge "
                 "less, or fewer archetypes."
             )
+        else:
+            _warn_alike(labels, merge_threshold)
     labels, thin = merge_thin(labels, weights, deviations, min_spots)
     _, first = np.unique(labels, return_index=True)
     order = {label: rank for rank, label in enumerate(labels[np.sort(first)])}
