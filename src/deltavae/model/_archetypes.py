@@ -42,11 +42,11 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
     :func:`deltavae.read_lazy`). After training, archetypes whose profiles
     point the same way (cosine similarity of their deviations from the mean spot above
     ``merge_threshold``) are merged, and so is an archetype that fewer than ``min_spots``
-    spots weigh most (into its most similar archetype), each with a warning naming them; every
-    result refers to the merged archetypes. Classical archetypal analysis runs on spots averaged over their
-    ``smooth_neighbors`` nearest neighbours, so that an archetype needs several spots behind
-    it: on the raw spots one outlying spot (a doublet, a dropout-heavy spot) becomes an
-    archetype of its own.
+    spots weigh most (into its most similar archetype), each with a warning naming them;
+    every result refers to the merged archetypes. Classical archetypal analysis runs on spots
+    averaged over their ``smooth_neighbors`` nearest neighbours, so that an archetype needs
+    several spots behind it: on the raw spots one outlying spot (a doublet, a dropout-heavy
+    spot) becomes an archetype of its own.
 
     Parameters
     ----------
