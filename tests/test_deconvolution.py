@@ -572,3 +572,19 @@ def test_a_failed_from_reference_leaves_the_spots_as_they_were(split, kwargs):
     with pytest.raises(ValueError, match="prior_concentration|inference must be one of"):
         dv.model.NMFDeconv.from_reference(spots, ref, labels_key="cluster", **kwargs)
     assert (list(spots.obs.columns), sorted(spots.uns), list(spots.obsm)) == before
+
+
+def test_static_reference_methods_name_genes_the_reference_lacks(split):
+    """signatures_from_reference/marker_genes(genes=[..., a typo]) gave anndata's KeyError,
+    'Values [np.str_('nope')] ... are not valid obs/ var names or indices'."""
+    _, ref = split
+    genes = [ref.var_names[0], "nope", ref.var_names[1].upper()]
+    for method in (dv.model.NMFDeconv.signatures_from_reference, dv.model.NMFDeconv.marker_genes):
+        with pytest.raises(
+            KeyError, match=r"2 of 3 genes the reference lacks: \['nope', 'GENE_1'\].*Ignoring case"
+        ):
+            method(ref, "cluster", genes=genes)
+    sig = dv.model.NMFDeconv.signatures_from_reference(
+        ref, "cluster", genes=np.array(ref.var_names[:2])
+    )
+    assert sig.columns.tolist() == ref.var_names[:2].tolist()

@@ -83,9 +83,19 @@ def _refuse_countless(reference: AnnData, counts: AnnData, layer, genes) -> None
 def _counts_in_memory(reference: AnnData, genes) -> AnnData:
     """``reference`` with ``genes`` (all when ``None``), in that order, in memory: one opened
     backed or with read_lazy is read (a backed view cannot be indexed again)."""
+    if genes is not None:
+        genes = [g.item() if isinstance(g, np.generic) else g for g in genes]
+        missing = [g for g in genes if g not in reference.var_names]
+        if missing:  # else anndata's KeyError, with the names as np.str_('...')
+            advice = identifier_advice(missing, reference.var_names)
+            raise KeyError(
+                f"genes holds {len(missing)} of {len(genes)} genes the reference lacks: "
+                f"{missing[:10]}; pass genes of reference.var_names"
+                + (f". {advice}" if advice.startswith("Ignoring case") else ".")
+            )
     if reference.isbacked and reference.is_view:
         reference = to_memory(reference)
-    return adata_in_memory(reference if genes is None else reference[:, list(genes)])
+    return adata_in_memory(reference if genes is None else reference[:, genes])
 
 
 class FromReferenceMixin:
