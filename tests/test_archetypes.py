@@ -596,3 +596,21 @@ def test_a_signature_left_without_an_archetype_is_said(fitted, tmp_path):
     adata.write_h5ad(tmp_path / "a.h5ad")  # the list is written as h5ad takes it
     del signatures["s0_again"]
     assert model.match_signatures(signatures).attrs["unmatched_signatures"] == []
+
+
+def test_a_refused_match_keeps_the_old_map_marked_as_stale(fitted):
+    """match_signatures(variant_ratio=2) after the archetypes changed: refused, but it had
+    already taken today's profiles as the map's, so the old map was written as current."""
+    model, mix = fitted
+    clone = copy.deepcopy(model)
+    profiles = clone.get_archetype_profiles()
+    clone.match_signatures({f"s{k}": list(profiles.iloc[:, k].nlargest(8).index) for k in (0, 1)})
+    with torch.no_grad():
+        clone.module.B_logits[2] = clone.module.B_logits[3]
+    with pytest.warns(UserWarning, match=r"raw archetypes \(2, 3\) point the same way"):
+        with pytest.raises(ValueError, match=r"variant_ratio must lie in \(0, 1\]"):
+            clone.match_signatures({"s0": list(profiles.index[:5])}, variant_ratio=2)
+    adata = mix.copy()
+    with pytest.warns(UserWarning, match="changed after match_signatures"):
+        clone.write_to_adata(adata)
+    assert "signature_map" not in adata.uns["archetypes"]

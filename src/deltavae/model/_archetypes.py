@@ -443,9 +443,9 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         sig_names, scores = results.signature_scores(
             np.log1p(profiles.to_numpy() * _CP10K), profiles.index, signatures
         )
-        self.signature_profiles_ = profiles  # the map is written while these hold (saved)
         table = results.signature_table(scores, sig_names, profiles.columns, variant_ratio)
-        self.signature_map_ = table
+        # The map is written while these profiles hold (saved); both set once it is made.
+        self.signature_profiles_, self.signature_map_ = profiles, table
         return table
 
     # ------------------------------------------------------------------------- output
