@@ -263,3 +263,26 @@ def test_reference_keys_are_checked_before_anything_is_read(files, tmp_path, cap
     ):
         assert _fit(spots_path, tmp_path / "n.h5ad", *options, *extra) == 2
         assert message in capsys.readouterr().err
+
+
+def test_archetypes_merged_as_alike_are_a_note_in_flag_terms(files, tmp_path, capsys, monkeypatch):
+    """The warning that archetypes merged as alike reached the shell as a Python warning,
+    advising model.merge_threshold, which no flag sets."""
+    from deltavae.model._archetype_results import _warn_alike
+
+    spots_path, _, _ = files
+    fresh = dv.model.Archetypes._fresh_merge
+
+    def alike(model):  # as a fit whose archetypes 0 and 1 came out alike
+        _warn_alike(np.array([0, 0, 1]), model.merge_threshold)
+        return fresh(model)
+
+    monkeypatch.setattr(dv.model.Archetypes, "_fresh_merge", alike)
+    options = ["--model", "archetypes", "--n-archetypes", "3", "--epochs", "2", "--no-plots"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        assert _fit(spots_path, tmp_path / "a.h5ad", *options, "--min-spots", "1") == 0
+    printed = capsys.readouterr()
+    assert "raw archetypes (0, 1) point the same way" in printed.out
+    assert "Fit fewer archetypes (--n-archetypes); uns" in printed.out
+    assert "merge_threshold (" not in printed.out + printed.err

@@ -52,6 +52,8 @@ _FLAGS = (
         "",
     ),
     (r",? on a model built anew\b", ""),
+    # Archetypes merged as alike: no flag sets merge_threshold.
+    (r", or keep them apart with a higher merge_threshold \([^)]*\)", ""),
     # CGMDVAE's mixture start, which no flag skips: the flags that fit it.
     (
         r"Use fewer clusters, train on more cells \(([^)]*)\), or skip the start with "
@@ -147,6 +149,9 @@ def _as_flags(note: str) -> str:
     'the spots (8 genes) and reference (40 genes) share 8 genes; at least 10 are needed.'
     >>> _as_flags("n_archetypes=500 is larger than the spots")
     '--n-archetypes 500 is larger than the spots'
+    >>> _as_flags("Fit fewer archetypes (n_archetypes), or keep them apart with a higher "
+    ...           "merge_threshold (model.merge_threshold = 1 never merges); uns[...] records")
+    'Fit fewer archetypes (--n-archetypes); uns[...] records'
     >>> _as_flags("a lower learning rate, e.g. train(lr=0.0001) (this run used lr=0.001).")
     'a lower learning rate, e.g. --lr 0.0001 (this run used --lr 0.001).'
     >>> _as_flags("Training diverged: the loss became nan at epoch 0, step 1 of 3. The model keeps "
