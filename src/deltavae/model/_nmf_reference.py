@@ -293,6 +293,11 @@ class FromReferenceMixin:
                     f"{name} must be an AnnData; got {type(data).__name__}. A table of cell-type "
                     "signatures (types x genes) goes to NMFDeconv(spots, signatures=table)."
                 )
+        if "signatures" in model_kwargs:  # else Python's 'got multiple values for ...'
+            raise TypeError(
+                "from_reference makes the signatures from the reference; a table of them goes "
+                "to NMFDeconv(spots, signatures=table) after NMFDeconv.setup_anndata(spots)."
+            )
         _refuse_duplicates(pd.Index(spots.var_names.astype(str)), "spots")
         refuse_minified(spots, "spots")
         labels = _string_labels(reference, labels_key)
