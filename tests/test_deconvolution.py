@@ -313,8 +313,7 @@ def test_nmfdeconv_bad_input(split):
     # signatures= too: Python's "got multiple values for keyword argument 'signatures'".
     table = dv.model.NMFDeconv.signatures_from_reference(ref, "cluster")
     with pytest.raises(TypeError, match=r"makes the signatures from the reference.*NMFDeconv\("):
-        dv.model.NMFDeconv.from_reference(fresh := spots.copy(), reference=ref, signatures=table)
-    assert "_scvi_uuid" not in fresh.uns  # refused before the spots were set up
+        dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, signatures=table)
     dv.model.NMFDeconv.setup_anndata(spots)
     with pytest.raises(ValueError, match="n_components >= 2"):
         dv.model.NMFDeconv(spots)
