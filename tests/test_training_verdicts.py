@@ -291,9 +291,9 @@ def test_ddp_early_stopping_prints_its_reason_in_the_first_process_only(capsys):
     Trainer to stop.' at teardown: the line came once per process."""
     from types import SimpleNamespace
 
-    from deltavae.train._distributed import ddp_early_stopping
+    from deltavae.train._stopping import early_stopping_callback
 
-    stop = ddp_early_stopping({})
+    stop = early_stopping_callback({})
     stop.early_stopping_reason = "Monitored metric elbo_validation did not improve."
     stop.teardown(SimpleNamespace(is_global_zero=False), None, "fit")
     assert capsys.readouterr().out == ""

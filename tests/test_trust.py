@@ -807,7 +807,8 @@ def test_early_stopping_waits_for_the_warm_up_and_warm_up_arguments_agree():
     fresh.train(max_epochs=2, plan_kwargs={"n_steps_kl_warmup": 1000}, batch_size=64, **TRAIN)
     assert fresh.history["kl_weight"]["kl_weight"].iloc[-1] < 0.1  # by steps: 10 of 1000
     # A warm-up by steps holds early stopping off as long: 40 steps of 5 an epoch are 8
-    # epochs (a min_delta no epoch reaches: it would stop after the patience's 2 epochs).
+    # epochs; epoch 8, the first on the full ELBO, sets the best, and a min_delta no epoch
+    # reaches stops the run after the patience's 2 epochs more.
     by_steps = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
@@ -815,7 +816,7 @@ def test_early_stopping_waits_for_the_warm_up_and_warm_up_arguments_agree():
             max_epochs=40, early_stopping=True, early_stopping_patience=2, batch_size=64,
             early_stopping_min_delta=1e9, plan_kwargs={"n_steps_kl_warmup": 40}, **TRAIN,
         )  # fmt: skip
-    assert len(by_steps.history["kl_weight"]) == 8 + 2
+    assert len(by_steps.history["kl_weight"]) == 8 + 1 + 2
     assert by_steps.history["kl_weight"]["kl_weight"].iloc[-1] == 1.0
 
 

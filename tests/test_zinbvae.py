@@ -326,10 +326,11 @@ def test_early_stopping_stops(counts_adata):
     }
     model.train(max_epochs=100, n_epochs_kl_warmup=None, **stop, **TRAIN)
     assert len(model.history["elbo_validation"]) <= 4
-    # With a KL warm-up (a quarter of the epochs: 25), not before it and a patience after.
+    # With a KL warm-up (a quarter of the epochs: 25), none of it counts: epoch 25, the
+    # first on the full ELBO, sets the best, then the patience's 2 epochs.
     fresh = dv.model.ZINBVAE(counts_adata, n_latent=5, n_hidden=32)
     fresh.train(max_epochs=100, **stop, **TRAIN)
-    assert len(fresh.history["elbo_validation"]) == 25 + 2
+    assert len(fresh.history["elbo_validation"]) == 25 + 1 + 2
 
 
 def test_training_on_every_cell_without_validation(counts_adata):

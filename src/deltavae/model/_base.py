@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import tempfile
 
 import numpy as np
@@ -19,12 +18,10 @@ from scvi.model.base import PyroSviTrainMixin
 
 from .._checks import check_anndata
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
-from ..train._checkpoint import RestoreBestValidation
 from ..train._convergence import NotConvergedWarning
 from ..train._data import split_sizes
 from ..train._distributed import (
     SINGLE,
-    ddp_early_stopping,
     process_share,
     resolve_strategy,
     several_devices,
@@ -32,6 +29,7 @@ from ..train._distributed import (
 )
 from ..train._record import records_train_args
 from ..train._runner import DeltaTrainRunner
+from ..train._stopping import add_stopping
 from ._adata_setter import AnnDataSetter
 from ._backing import open_files_for_calls, record_contents, warn_compressed_chunks
 from ._count_advice import layer_fixed, note_non_negative
@@ -55,7 +53,6 @@ from ._training_checks import (
     check_shuffle_block_size,
     check_trainer_names,
     check_training_arguments,
-    early_stopping_floor,
     lr_into_optim_kwargs,
     rows_unit,
     say_if_nothing_restored,
@@ -181,9 +178,13 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         batch_size
             Cells per minibatch.
         early_stopping
-            Stop when ``elbo_validation`` stops improving (``early_stopping_patience``,
-            ``early_stopping_min_delta`` go in ``trainer_kwargs``), not before the KL warm-up
-            and a patience after it have passed.
+            Stop when ``validation_loss`` (what ``restore_best`` ranks: ``elbo_validation``
+            plus a model's terms beside the ELBO) has not improved for
+            ``early_stopping_patience`` epochs (default 45; ``early_stopping_min_delta``,
+            ``early_stopping_mode`` and ``early_stopping_monitor`` go in ``trainer_kwargs``,
+            as in scvi-tools). Only epochs on the full ELBO count, as for ``restore_best``:
+            none of the KL warm-up (nor CGMDVAE's before its mixture start) sets the best or
+            uses up the patience.
         lr
             Adam learning rate (default 1e-3), also of an optimiser given as
             ``plan_kwargs["optim"]``.
@@ -208,8 +209,9 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         restore_best
             At the end, load the parameters of the epoch with the lowest ``validation_loss``
             (the objective: ``elbo_validation``, plus CGMDVAE's classifier and alignment
-            terms where it has them) among those trained on the full ELBO (after the KL
-            warm-up); the epoch is kept in
+            terms where it has them), or with early stopping on another validation metric
+            (``early_stopping_monitor``) the best of that one, among those trained on the
+            full ELBO (after the KL warm-up); the epoch is kept in
             ``best_epoch_``. Needs validation cells (``train_size < 1``; ``"auto"``: only when
             there are some); a copy of the parameters is held in memory, nothing is written
             to disk. Each call of ``train`` is a run of its own.
@@ -312,11 +314,9 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         # First epoch that may be kept or stop the run (after CGMDVAE's mixture start).
         trainer_kwargs["callbacks"] = callbacks = callback_list(trainer_kwargs.get("callbacks"))
         first = self._first_restorable_epoch(callbacks)
-        if early_stopping:
-            steps = math.ceil(n_train / batch_size)  # per epoch, for a warm-up by steps
-            early_stopping_floor(max_epochs, plan_kwargs, trainer_kwargs, steps, first)
-            if distributed:  # scvi-tools turns it off under DDP
-                callbacks.append(ddp_early_stopping(trainer_kwargs))
+        # Early stopping and restore_best ("auto": with validation cells) on the same epochs.
+        best = add_stopping(callbacks, trainer_kwargs, early_stopping, restore_best and validates,
+                            first, plan_kwargs.get("max_kl_weight", 1.0))  # fmt: skip
         if n_train % batch_size == 1:
             loader["drop_last"] = True  # one cell left over: BatchNorm cannot train on it alone
         if loader:
@@ -324,10 +324,6 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
                 **loader,
                 **(trainer_kwargs.get("datasplitter_kwargs") or {}),
             }
-        best = None
-        if restore_best and validates:  # "auto": only where there are validation cells
-            best = RestoreBestValidation(first, plan_kwargs.get("max_kl_weight", 1.0))
-            callbacks.append(best)
         self.module.clear_own_params()
         if not self.is_query_model:
             # Lightning keeps the modules' modes at the start of fit: a model trained before
@@ -358,7 +354,7 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
                     train_size=train_size,
                     validation_size=validation_size,
                     batch_size=batch_size,
-                    early_stopping=early_stopping and not distributed,
+                    early_stopping=False,  # added above
                     lr=lr,
                     plan_kwargs=plan_kwargs,
                     **trainer_kwargs,

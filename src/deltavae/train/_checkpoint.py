@@ -14,22 +14,23 @@ import math
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from ._stopping import KL_TOLERANCE, MONITOR, FullElboEpochs
+
 logger = logging.getLogger(__name__)
 
-# The objective on the validation cells: the ELBO, plus CGMDVAE's classifier and alignment
-# terms where it has them (history["elbo_validation"] leaves those out).
-MONITOR = "validation_loss"
 
-
-class RestoreBestValidation(Callback):
+class RestoreBestValidation(FullElboEpochs, Callback):
     """Lightning callback: at the end of training, load the epoch with the best validation loss.
 
     The loss is the objective trained on (``history["validation_loss"]``): the negative ELBO,
-    plus CGMDVAE's classifier and alignment terms where it has them.
+    plus CGMDVAE's classifier and alignment terms where it has them; or the validation
+    metric early stopping watches (``monitor``, ``mode``), so that the run stops and keeps
+    by the same quantity.
 
-    Only epochs trained on the full ELBO count: the KL weight must have reached its maximum
-    (an annealed epoch's ELBO is not comparable with a later one) and the epoch must be at
-    least ``start_epoch``. Without validation cells it does nothing.
+    Only epochs trained on the full ELBO count, as for early stopping
+    (:class:`~deltavae.train._stopping.FullElboEarlyStopping`): the KL weight must have
+    reached its maximum (an annealed epoch's ELBO is not comparable with a later one) and the
+    epoch must be at least ``start_epoch``. Without validation cells it does nothing.
 
     Parameters
     ----------
@@ -37,13 +38,15 @@ class RestoreBestValidation(Callback):
         First epoch that may be kept (for example the one after the mixture start).
     max_kl_weight
         The training plan's maximum KL weight; epochs below it are still warming up.
+    monitor, mode
+        The validation metric ranked, and whether its lowest (``"min"``) or highest is best.
 
     Attributes
     ----------
     best_epoch
         Epoch whose parameters were kept (``None`` before any eligible validation epoch).
     best_score
-        Its ``validation_loss`` (the objective per cell).
+        Its ``monitor`` value (``validation_loss``: the objective per cell).
 
     Examples
     --------
@@ -53,12 +56,19 @@ class RestoreBestValidation(Callback):
     >>> vae.best_epoch_  # doctest: +SKIP
     """
 
-    def __init__(self, start_epoch: int = 0, max_kl_weight: float = 1.0):
+    def __init__(
+        self,
+        start_epoch: int = 0,
+        max_kl_weight: float = 1.0,
+        monitor: str = MONITOR,
+        mode: str = "min",
+    ):
         super().__init__()
         self.start_epoch = start_epoch
         self.max_kl_weight = max_kl_weight
+        self.monitor, self.sign = monitor, -1.0 if mode == "max" else 1.0
         self.best_epoch: int | None = None
-        self.best_score = math.inf
+        self.best_score = math.inf  # of sign * the metric: lower is better
         self._state: dict[str, torch.Tensor] | None = None
 
     def eligible(self, epoch, kl_weight, score) -> bool:
@@ -68,7 +78,7 @@ class RestoreBestValidation(Callback):
         # callback, reading the plan's float, had restored one.
         return (
             epoch >= self.start_epoch
-            and float(kl_weight) >= self.max_kl_weight - 1e-6
+            and float(kl_weight) >= self.max_kl_weight - KL_TOLERANCE
             and math.isfinite(float(score))
         )
 
@@ -80,22 +90,20 @@ class RestoreBestValidation(Callback):
         Under DDP the callback runs in the worker processes; the history comes back to the
         calling one, so the kept epoch is read from it.
         """
-        if MONITOR not in history or "kl_weight" not in history:
+        if self.monitor not in history or "kl_weight" not in history:
             # A logger of the user's keeps no history: the epoch this process kept, if any.
             return None if self.best_epoch is None else self.best_epoch + epochs_before
-        frame = history[MONITOR].join(history["kl_weight"], how="inner").astype(float)
+        frame = history[self.monitor].join(history["kl_weight"], how="inner").astype(float)
         frame = frame[frame.index >= epochs_before]
         keep = [self.eligible(e - epochs_before, k, s) for e, s, k in frame.itertuples(name=None)]
-        frame = frame[keep]
-        return None if frame.empty else int(frame[MONITOR].idxmin())
+        scores = self.sign * frame.loc[keep, self.monitor]
+        return None if scores.empty else int(scores.idxmin())  # the first of equal bests
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        score = trainer.callback_metrics.get(MONITOR)
-        if trainer.sanity_checking or score is None:
+        score = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or score is None or not self.full_elbo(trainer):
             return
-        if not self.eligible(trainer.current_epoch, pl_module.kl_weight, score):
-            return
-        score = float(score)
+        score = self.sign * float(score)
         if not math.isfinite(score) or score >= self.best_score:  # NaN: the guard stops the run
             return
         self.best_score, self.best_epoch = score, trainer.current_epoch
@@ -109,8 +117,8 @@ class RestoreBestValidation(Callback):
         logger.info(
             "Restored epoch %d, the best %s (%.3f) of the full-ELBO epochs.",
             self.best_epoch,
-            MONITOR,
-            self.best_score,
+            self.monitor,
+            self.sign * self.best_score,
         )
         self._state = None
 

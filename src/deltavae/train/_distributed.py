@@ -27,7 +27,6 @@ import threading
 import torch
 from anndata import AnnData
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
-from scvi.train._callbacks import LoudEarlyStopping
 
 #: Strategies that do not distribute: Lightning picks one device.
 SINGLE = (None, "auto", "single_device")
@@ -124,39 +123,6 @@ def workers_stopped(distributed: bool):
     finally:
         if main and handler is not None:
             signal.signal(signal.SIGINT, handler)
-
-
-class _FirstProcessEarlyStopping(LoudEarlyStopping):
-    """scvi-tools' ``LoudEarlyStopping`` whose reason for stopping is printed by the first
-    process only: under DDP every process runs the callback and stops, and each printed the
-    same line."""
-
-    def teardown(self, trainer, pl_module, stage: str | None = None) -> None:
-        if trainer.is_global_zero:
-            super().teardown(trainer, pl_module, stage)
-
-
-def ddp_early_stopping(trainer_kwargs: dict):
-    """scvi-tools' early stopping callback for a DDP run, from (and taking out of)
-    ``trainer_kwargs``' ``early_stopping_*`` arguments. scvi-tools turns ``early_stopping``
-    off under DDP, so a run asked to stop early trained every epoch; Lightning's callback
-    works there: the validation ELBO is reduced over the processes, and any one's stop stops
-    them all.
-
-    Examples
-    --------
-    >>> kwargs = {"early_stopping_patience": 5, "max_time": None}
-    >>> stop = ddp_early_stopping(kwargs)
-    >>> stop.monitor, stop.patience, kwargs
-    ('elbo_validation', 5, {'max_time': None})
-    """
-    return _FirstProcessEarlyStopping(
-        monitor=trainer_kwargs.pop("early_stopping_monitor", "elbo_validation"),
-        min_delta=trainer_kwargs.pop("early_stopping_min_delta", 0.0),
-        patience=trainer_kwargs.pop("early_stopping_patience", 45),
-        mode=trainer_kwargs.pop("early_stopping_mode", "min"),
-        warmup_epochs=trainer_kwargs.pop("early_stopping_warmup_epochs", 0),
-    )
 
 
 def _start_method(strategy) -> str:

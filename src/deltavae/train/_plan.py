@@ -4,8 +4,8 @@ scvi-tools' ``PyroTrainingPlan`` steps Pyro's SVI (optimiser state in Pyro's glo
 and logs no validation ELBO. We use the lower-level plan instead: the ELBO is a differentiable
 loss and a torch optimiser owns ``module.parameters()``. That keeps every parameter in the
 module's ``state_dict`` (so save/load and two models in one process are safe), lets Lightning
-handle devices and gradient synchronisation, and makes early stopping on ``elbo_validation``
-possible.
+handle devices and gradient synchronisation, and makes early stopping on the validation
+objective possible.
 """
 
 from __future__ import annotations

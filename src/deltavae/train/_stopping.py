@@ -1,0 +1,141 @@
+"""``train(early_stopping=True)`` and ``restore_best`` judging the same epochs by the same
+quantity.
+
+Both look only at the epochs trained on the full ELBO (the KL weight at its maximum from the
+epoch's first step, and from the first epoch that may be kept on: after CGMDVAE's mixture
+start), and both rank the validation objective ``validation_loss`` (the negative ELBO, plus
+CGMDVAE's classifier and alignment terms, Archetypes' penalty), unless the user names
+another metric with ``early_stopping_monitor``. scvi-tools' early stopping watched
+``elbo_validation`` from epoch 0: an Archetypes run of 80 epochs (300 cells, patience 5) took
+its best at epoch 2 of a 20-epoch warm-up, signalled its stop at epoch 7, and ended on the
+warm-up floor at epoch 24 while its ELBO still fell (restore_best kept epoch 21).
+"""
+
+from __future__ import annotations
+
+from scvi.train._callbacks import LoudEarlyStopping
+
+#: What early stopping watches, and restore_best keeps the best epoch of, by default.
+MONITOR = "validation_loss"
+#: The history logs the KL weight in float32: a maximum of 0.7 came back as 0.69999999.
+KL_TOLERANCE = 1e-6
+
+
+class FullElboEpochs:
+    """Mixin of a Lightning callback: whether the epoch now training is one trained on the
+    full ELBO at or after ``start_epoch`` (:meth:`full_elbo`). The KL weight is read at the
+    epoch's first step: a warm-up by steps that ends inside an epoch leaves that epoch
+    annealed (its logged ``kl_weight``, the epoch's mean, is below the maximum)."""
+
+    start_epoch: int = 0
+    max_kl_weight: float = 1.0
+    _full_weight: bool = False
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        weight = float(getattr(pl_module, "kl_weight", self.max_kl_weight))
+        self._full_weight = weight >= self.max_kl_weight - KL_TOLERANCE
+
+    def full_elbo(self, trainer) -> bool:
+        """Whether this epoch may stop the run or be kept."""
+        return trainer.current_epoch >= self.start_epoch and self._full_weight
+
+
+class FullElboEarlyStopping(FullElboEpochs, LoudEarlyStopping):
+    """scvi-tools' ``LoudEarlyStopping`` that neither takes a best score nor counts its
+    patience before :meth:`full_elbo` epochs begin (the KL warm-up, CGMDVAE's mixture
+    start, and scvi-tools' ``early_stopping_warmup_epochs``, counted here as epochs), so
+    that a run stops ``patience`` checks without improvement after its best full-ELBO epoch.
+    Under DDP it runs in every process and only the first prints why it stopped.
+
+    Examples
+    --------
+    >>> stop = FullElboEarlyStopping(start_epoch=10, patience=5)
+    >>> stop.monitor, stop.patience, stop.start_epoch
+    ('validation_loss', 5, 10)
+    """
+
+    def __init__(
+        self, start_epoch: int = 0, max_kl_weight: float = 1.0, warmup_epochs: int = 0, **kwargs
+    ):
+        kwargs.setdefault("monitor", MONITOR)
+        super().__init__(warmup_epochs=0, **kwargs)
+        self.start_epoch = max(int(start_epoch), int(warmup_epochs or 0))
+        self.max_kl_weight = max_kl_weight
+
+    def _run_early_stopping_check(self, trainer) -> None:
+        # Every DDP process is at the same epoch and KL weight: all skip or all reduce.
+        if self.full_elbo(trainer):
+            super()._run_early_stopping_check(trainer)
+
+    def teardown(self, trainer, pl_module, stage: str | None = None) -> None:
+        if getattr(trainer, "is_global_zero", True):
+            super().teardown(trainer, pl_module, stage)
+
+
+#: ``train``'s keywords for the early stopping, as scvi-tools names them, and its defaults.
+_KEYWORDS = {
+    "early_stopping_monitor": ("monitor", MONITOR),
+    "early_stopping_min_delta": ("min_delta", 0.0),
+    "early_stopping_patience": ("patience", 45),
+    "early_stopping_mode": ("mode", "min"),
+    "early_stopping_warmup_epochs": ("warmup_epochs", 0),
+}
+
+
+def early_stopping_callback(
+    trainer_kwargs: dict, start_epoch: int = 0, max_kl_weight: float = 1.0
+) -> FullElboEarlyStopping:
+    """The early stopping of ``train(early_stopping=True)``, from (and taking out of)
+    ``trainer_kwargs``' ``early_stopping_*`` arguments, on one process or under DDP (where
+    scvi-tools turns its own off; the monitored metric is reduced over the processes, and
+    any one's stop stops them all).
+
+    Examples
+    --------
+    >>> kwargs = {"early_stopping_patience": 5, "max_time": None}
+    >>> stop = early_stopping_callback(kwargs, start_epoch=3)
+    >>> stop.monitor, stop.patience, stop.start_epoch, kwargs
+    ('validation_loss', 5, 3, {'max_time': None})
+    """
+    given = {arg: trainer_kwargs.pop(key, default) for key, (arg, default) in _KEYWORDS.items()}
+    return FullElboEarlyStopping(start_epoch, max_kl_weight, **given)
+
+
+def restored_quantity(early_stopping: bool, trainer_kwargs: dict) -> tuple[str, str]:
+    """The metric and mode ``restore_best`` ranks: what early stopping watches, where it runs
+    and watches a validation metric (the user's ``early_stopping_monitor``: keeping the best
+    epoch of what stopped the run, as Keras' ``restore_best_weights``), else
+    ``validation_loss``, lowest first. A metric of the training cells is logged after the
+    validation that keeps an epoch: ``validation_loss`` is ranked then."""
+    monitor = trainer_kwargs.get("early_stopping_monitor")
+    if not early_stopping or monitor is None or not _on_validation_cells(monitor):
+        return MONITOR, "min"
+    return monitor, trainer_kwargs.get("early_stopping_mode", "min")
+
+
+def _on_validation_cells(metric: str) -> bool:
+    return metric == MONITOR or str(metric).endswith("_validation")
+
+
+def add_stopping(
+    callbacks: list,
+    trainer_kwargs: dict,
+    early_stopping: bool,
+    restore_best: bool,
+    start_epoch: int,
+    max_kl_weight: float,
+):
+    """Add ``train``'s early stopping and ``restore_best`` callbacks to ``callbacks``, both
+    on the full-ELBO epochs from ``start_epoch`` on and ranking the same quantity; return the
+    restore_best one (or None). ``trainer_kwargs``' ``early_stopping_*`` are taken out."""
+    from ._checkpoint import RestoreBestValidation
+
+    best = None
+    if restore_best:
+        quantity = restored_quantity(early_stopping, trainer_kwargs)
+        best = RestoreBestValidation(start_epoch, max_kl_weight, *quantity)
+        callbacks.append(best)
+    stopper = early_stopping_callback(trainer_kwargs, start_epoch, max_kl_weight)
+    if early_stopping:  # scvi-tools' own is never added: it watched from epoch 0
+        callbacks.append(stopper)
+    return best

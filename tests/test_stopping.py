@@ -1,0 +1,67 @@
+"""Early stopping and restore_best judge the same epochs (those on the full ELBO) by the
+same quantity; the history names what it holds."""
+
+import warnings
+
+import pytest
+
+import deltavae as dv
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False, "batch_size": 32}
+
+
+def _model(cls=dv.model.ZINBVAE, n_cells=120, **kwargs):
+    adata = dv.datasets.synthetic_counts(
+        n_cells=n_cells, n_genes=20, n_clusters=2, n_conditions=1, seed=1
+    )
+    cls.setup_anndata(adata)
+    return cls(adata, **kwargs)
+
+
+def _train(model, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
+        model.train(**kwargs, **TRAIN)
+    return model
+
+
+def _stopper(model):
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    (stop,) = [cb for cb in model.trainer.callbacks if isinstance(cb, EarlyStopping)]
+    return stop
+
+
+def test_early_stopping_counts_no_warm_up_epoch_and_watches_what_restore_best_keeps():
+    """Early stopping watched elbo_validation from epoch 0, through the KL warm-up, while
+    restore_best ranked validation_loss after it: an Archetypes run took its best at epoch 2
+    of a 20-epoch warm-up, stopped on the warm-up floor at epoch 24 with its ELBO still
+    falling, and the two could stop and keep by different quantities. Now the first epoch on
+    the full ELBO sets the best, and the patience counts from there."""
+    model = _train(
+        _model(n_latent=3, n_hidden=16),
+        max_epochs=30, n_epochs_kl_warmup=4, early_stopping=True, early_stopping_patience=2,
+        early_stopping_min_delta=1e6, restore_best=True,  # no epoch improves on the first
+    )  # fmt: skip
+    history = model.history
+    assert len(history["elbo_train"]) == 4 + 1 + 2  # epoch 4 sets the best, then 2 more
+    stop = _stopper(model)
+    assert stop.monitor == "validation_loss"
+    loss = history["validation_loss"]["validation_loss"]
+    assert float(stop.best_score) == pytest.approx(loss.loc[4])  # not a warm-up epoch's
+    assert model.best_epoch_ == int(loss.loc[4:].idxmin())
+
+
+def test_an_early_stopping_monitor_of_the_users_is_the_one_restore_best_keeps():
+    """early_stopping_monitor='kl_local_validation' stopped on that metric while restore_best
+    kept the epoch of the lowest validation_loss (epoch 11 of a run whose lowest KL was at
+    epoch 13): as Keras' restore_best_weights, the epoch kept is the monitored metric's best."""
+    model = _train(
+        _model(n_cells=80, n_latent=4, n_hidden=16),
+        max_epochs=14, n_epochs_kl_warmup=3, early_stopping=True, early_stopping_patience=3,
+        early_stopping_monitor="kl_local_validation", restore_best=True,
+    )  # fmt: skip
+    assert _stopper(model).monitor == "kl_local_validation"
+    kl = model.history["kl_local_validation"]["kl_local_validation"]
+    assert model.best_epoch_ == int(kl.loc[3:].idxmin())
+    assert model.best_epoch_ != int(model.history["validation_loss"].iloc[3:, 0].idxmin())
