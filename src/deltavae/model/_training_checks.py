@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import math
 
 import numpy as np
 import pandas as pd
@@ -410,24 +409,6 @@ def lr_into_optim_kwargs(lr, plan_kwargs: dict) -> tuple:
     if lr is None or not (optim or "optim" in plan_kwargs):  # scvi-tools drops lr with optim
         return lr, plan_kwargs
     return None, {**plan_kwargs, "optim_kwargs": {**(optim or {}), "lr": lr}}
-
-
-def early_stopping_floor(
-    max_epochs: int, plan_kwargs: dict, trainer_kwargs: dict, steps_per_epoch: int, first: int
-) -> None:
-    """Early stopping judges full-ELBO epochs only: not before the KL warm-up ends, nor
-    before ``first`` (the epoch after CGMDVAE's mixture start), and a patience after them (it
-    had stopped a run at KL weight 0.42, restore_best idle). A warm-up by steps
-    (``n_steps_kl_warmup``) counts as the epochs its steps take."""
-    warm_up = plan_kwargs.get("n_epochs_kl_warmup")
-    steps = plan_kwargs.get("n_steps_kl_warmup")
-    if not warm_up and _is_int(steps) and steps > 0:
-        warm_up = math.ceil(steps / max(1, steps_per_epoch))
-    if warm_up or first:
-        patience = trainer_kwargs.get("early_stopping_patience", 45)
-        trainer_kwargs.setdefault(
-            "min_epochs", min(max_epochs, max(warm_up or 0, first) + patience)
-        )
 
 
 def check_start_epoch(epoch, max_epochs: int) -> None:
