@@ -1,6 +1,7 @@
 """Early stopping and restore_best judge the same epochs (those on the full ELBO) by the
 same quantity; the history names what it holds."""
 
+import pickle
 import warnings
 
 import pytest
@@ -65,3 +66,17 @@ def test_an_early_stopping_monitor_of_the_users_is_the_one_restore_best_keeps():
     kl = model.history["kl_local_validation"]["kl_local_validation"]
     assert model.best_epoch_ == int(kl.loc[3:].idxmin())
     assert model.best_epoch_ != int(model.history["validation_loss"].iloc[3:, 0].idxmin())
+
+
+def test_a_name_the_history_does_not_hold_lists_the_names_it_holds():
+    """history["train_loss_epoch"] (scvi-tools' name before 1.x's 'train_loss') raised a bare
+    KeyError('train_loss_epoch'); the history, saved and loaded, stays a dict."""
+    model = _train(_model(n_cells=40, n_latent=2, n_hidden=8), max_epochs=1)
+    history = model.history
+    with pytest.raises(KeyError, match=r"has no 'train_loss_epoch': read history\['train_loss'\]"):
+        history["train_loss_epoch"]
+    with pytest.raises(KeyError, match=r"did you mean 'elbo_train'.*It holds \['elbo_train', "):
+        history["elbo_trian"]
+    assert history.get("train_loss_epoch") is None and "train_loss" in history
+    assert model.history is history and isinstance(history, dict)
+    assert type(pickle.loads(pickle.dumps(history))) is dict  # saved as scvi-tools saves it

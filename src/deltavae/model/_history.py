@@ -2,7 +2,60 @@
 
 from __future__ import annotations
 
+import difflib
+
 import pandas as pd
+
+from .._checks import short_repr
+
+#: Names other scvi-tools releases (or their per-step logging) use, and what to read here.
+_RENAMED = {
+    "train_loss_epoch": "history['train_loss'] (the epoch's mean training loss, the name "
+    "scvi-tools 1.4 logs it under)",
+    "train_loss_step": "history['train_loss'], per epoch (deltavae logs no per-step values)",
+    "validation_loss_epoch": "history['validation_loss']",
+    "validation_loss_step": "history['validation_loss'], per epoch",
+    "elbo_train_epoch": "history['elbo_train']",
+    "elbo_validation_epoch": "history['elbo_validation']",
+}
+
+
+class HistoryKeyError(KeyError):
+    """A metric the history does not hold, with what it holds (a ``KeyError``, whose message
+    Python would print quoted on one line)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class TrainingHistory(dict):
+    """``model.history``: scvi-tools' dict of DataFrames, whose missing key names the keys it
+    holds (and, for another scvi-tools release's name, the one to read). Pickled (saved with
+    the model) as a plain dict.
+
+    Examples
+    --------
+    >>> history = TrainingHistory(elbo_train=None, lr=None)
+    >>> try:
+    ...     history["elbo_trian"]
+    ... except KeyError as err:
+    ...     print(err)
+    model.history has no 'elbo_trian': did you mean 'elbo_train'? It holds ['elbo_train', 'lr'].
+    """
+
+    def __missing__(self, key):
+        renamed = _RENAMED.get(key) if isinstance(key, str) else None
+        if renamed is not None and renamed.split("'")[1] in self:
+            hint = f"read {renamed}. "
+        else:
+            close = difflib.get_close_matches(str(key), [str(k) for k in self], n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise HistoryKeyError(
+            f"model.history has no {short_repr(key)}: {hint}It holds {sorted(map(str, self))}."
+        )
+
+    def __reduce__(self):
+        return dict, (dict(self),)
 
 
 class HistoryMixin:
@@ -37,5 +90,11 @@ class HistoryMixin:
         --------
         >>> vae.history["elbo_validation"].tail()  # doctest: +SKIP
         >>> vae.history["train_loss"]["train_loss"].iloc[-1]  # doctest: +SKIP
+
+        A name it does not hold (``history["train_loss_epoch"]``) raises a ``KeyError`` that
+        lists the names it holds and, for another scvi-tools release's name, the one to read.
         """
-        return self.history_
+        history = self.history_
+        if type(history) is dict:  # as scvi-tools' runner and load set it
+            history = self.history_ = TrainingHistory(history)
+        return history

@@ -4,8 +4,8 @@ quantity.
 Both look only at the epochs trained on the full ELBO (the KL weight at its maximum from the
 epoch's first step, and from the first epoch that may be kept on: after CGMDVAE's mixture
 start), and both rank the validation objective ``validation_loss`` (the negative ELBO, plus
-CGMDVAE's classifier and alignment terms, Archetypes' penalty), unless the user names
-another metric with ``early_stopping_monitor``. scvi-tools' early stopping watched
+CGMDVAE's classifier and alignment terms), unless the user names another metric with
+``early_stopping_monitor``. scvi-tools' early stopping watched
 ``elbo_validation`` from epoch 0: an Archetypes run of 80 epochs (300 cells, patience 5) took
 its best at epoch 2 of a 20-epoch warm-up, signalled its stop at epoch 7, and ended on the
 warm-up floor at epoch 24 while its ELBO still fell (restore_best kept epoch 21).
