@@ -80,3 +80,34 @@ def test_a_name_the_history_does_not_hold_lists_the_names_it_holds():
     assert history.get("train_loss_epoch") is None and "train_loss" in history
     assert model.history is history and isinstance(history, dict)
     assert type(pickle.loads(pickle.dumps(history))) is dict  # saved as scvi-tools saves it
+
+
+@pytest.mark.parametrize(
+    ("given", "match"),
+    [
+        ({"early_stopping_patience": "5"}, r"early_stopping_patience must be a whole number.*'5'"),
+        ({"early_stopping_patience": -1}, r"early_stopping_patience must be .* got -1"),
+        ({"early_stopping_min_delta": -0.5}, r"early_stopping_min_delta must be a number of 0"),
+        ({"early_stopping_mode": "minimum"}, r"early_stopping_mode must be 'min' .* 'minimum'"),
+    ],
+)
+def test_early_stopping_arguments_that_fail_late_or_read_otherwise_are_refused(given, match):
+    """patience='5' trained an epoch and failed on "'>=' not supported between instances of
+    'int' and 'str'"; patience=-1 stopped as 0 and min_delta=-0.5 took a worsening as an
+    improvement, in silence."""
+    model = _model(n_cells=40, n_latent=2, n_hidden=8)
+    with pytest.raises(ValueError, match=match):
+        model.train(max_epochs=3, n_epochs_kl_warmup=None, early_stopping=True, **given, **TRAIN)
+    assert not model.is_trained_
+
+
+def test_early_stopping_on_a_training_metric_checks_every_epoch_without_validation_cells():
+    """Without validation cells no validation ends an epoch: a training-cell monitor is
+    checked at each epoch's end, and the run stops after its patience."""
+    model = _train(
+        _model(n_cells=40, n_latent=2, n_hidden=8),
+        max_epochs=10, train_size=1.0, n_epochs_kl_warmup=None, early_stopping=True,
+        early_stopping_monitor="elbo_train", early_stopping_patience=2,
+        early_stopping_min_delta=1e6,
+    )  # fmt: skip
+    assert len(model.history["elbo_train"]) == 1 + 2

@@ -13,7 +13,10 @@ warm-up floor at epoch 24 while its ELBO still fell (restore_best kept epoch 21)
 
 from __future__ import annotations
 
+import numpy as np
 from scvi.train._callbacks import LoudEarlyStopping
+
+from .._checks import short_repr
 
 #: What early stopping watches, and restore_best keeps the best epoch of, by default.
 MONITOR = "validation_loss"
@@ -98,7 +101,41 @@ def early_stopping_callback(
     ('validation_loss', 5, 3, {'max_time': None})
     """
     given = {arg: trainer_kwargs.pop(key, default) for key, (arg, default) in _KEYWORDS.items()}
-    return FullElboEarlyStopping(start_epoch, max_kl_weight, **given)
+    _check_keywords(given)
+    # A metric of the training cells is logged at the epoch's end, and checked there (after a
+    # validation, or with none at all, it was never checked: the run trained every epoch).
+    on_training_cells = not _on_validation_cells(given["monitor"])
+    return FullElboEarlyStopping(
+        start_epoch, max_kl_weight, check_on_train_epoch_end=on_training_cells or None, **given
+    )
+
+
+def _check_keywords(given: dict) -> None:
+    """Refuse, before training, an early stopping Lightning would take and then fail on at
+    its first check without improvement (``patience="5"``: "'>=' not supported between
+    instances of 'int' and 'str'", epochs into the run), or silently read otherwise (a
+    negative patience as 0, a negative min_delta as a worsening allowed)."""
+    patience, delta, mode = given["patience"], given["min_delta"], given["mode"]
+    warmup = given["warmup_epochs"]
+    for name, value in (("patience", patience), ("warmup_epochs", warmup)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise ValueError(
+                f"early_stopping_{name} must be a whole number of 0 or more (epochs), got "
+                f"{short_repr(value)}."
+            )
+    number = isinstance(delta, int | float | np.integer | np.floating) and not isinstance(
+        delta, bool
+    )
+    if not number or not np.isfinite(delta) or delta < 0:
+        raise ValueError(
+            f"early_stopping_min_delta must be a number of 0 or more (the least fall of the "
+            f"monitored metric that counts as an improvement), got {short_repr(delta)}."
+        )
+    if mode not in ("min", "max"):
+        raise ValueError(
+            f"early_stopping_mode must be 'min' (lower is better, as for the losses and "
+            f"ELBOs) or 'max', got {short_repr(mode)}."
+        )
 
 
 def restored_quantity(early_stopping: bool, trainer_kwargs: dict) -> tuple[str, str]:
