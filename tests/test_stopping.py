@@ -4,6 +4,7 @@ same quantity; the history names what it holds."""
 import pickle
 import warnings
 
+import numpy as np
 import pytest
 
 import deltavae as dv
@@ -111,3 +112,21 @@ def test_early_stopping_on_a_training_metric_checks_every_epoch_without_validati
         early_stopping_min_delta=1e6,
     )  # fmt: skip
     assert len(model.history["elbo_train"]) == 1 + 2
+
+
+def test_check_val_every_n_epoch_validates_or_is_refused():
+    """check_val_every_n_epoch=None (scvi-tools' default) under early_stopping=True never
+    validated (held-out cells unused, the run never stopped), 0 did the same, -1 and True
+    validated every epoch and 2.5 failed on Lightning's MisconfigurationException; numpy's
+    integers were refused by Lightning too."""
+    model = _train(
+        _model(n_cells=40, n_latent=2, n_hidden=8),
+        max_epochs=10, n_epochs_kl_warmup=None, early_stopping=True, early_stopping_patience=1,
+        early_stopping_min_delta=1e6, check_val_every_n_epoch=None,
+    )  # fmt: skip
+    assert list(model.history["elbo_validation"].index) == [0, 1]
+    _train(model, max_epochs=4, check_val_every_n_epoch=np.int64(2))
+    assert list(model.history["elbo_validation"].index) == [0, 1, 3, 5]
+    for wrong in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="check_val_every_n_epoch must be a whole number"):
+            model.train(max_epochs=2, check_val_every_n_epoch=wrong, **TRAIN)

@@ -277,9 +277,10 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         split = trainer_kwargs.get("datasplitter_kwargs") or {}
         n_train, n_val = split_sizes(self.adata.n_obs, train_size, validation_size, split)
         validates = n_val > 0
-        if validates:
-            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        else:  # every cell trains: there is no validation ELBO to compute
+        every = trainer_kwargs.get("check_val_every_n_epoch")  # None: scvi-tools' "never"
+        if validates or every is not None:  # int: Lightning refuses numpy's
+            trainer_kwargs["check_val_every_n_epoch"] = int(every or 1)
+        if not validates:  # every cell trains: there is no validation ELBO to compute
             trainer_kwargs.setdefault("limit_val_batches", 0)
         history = getattr(self, "history_", None) or {}
         epochs_before = len(history.get("elbo_train", ())) if self.is_trained_ else 0

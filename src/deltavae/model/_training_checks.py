@@ -89,7 +89,14 @@ def check_training_arguments(
     unit = rows_unit(model)
     units = f"{unit}s"
     trainer_kwargs = trainer_kwargs or {}
-    val_every = trainer_kwargs.get("check_val_every_n_epoch", 1)
+    val_every = trainer_kwargs.get("check_val_every_n_epoch")
+    if val_every is None:  # train() validates every epoch (scvi-tools' None: never)
+        val_every = 1
+    elif not _is_int(val_every) or val_every < 1:  # 0 never validated, -1 and True as 1
+        raise ValueError(
+            f"check_val_every_n_epoch must be a whole number of epochs, 1 or more, got "
+            f"{short_repr(val_every)}; leave it out to validate every epoch."
+        )
     monitor = trainer_kwargs.get("early_stopping_monitor")
     split = trainer_kwargs.get("datasplitter_kwargs") or {}
     if "shuffle" in split:  # scvi-tools passes it twice: a raw TypeError
