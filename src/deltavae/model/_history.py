@@ -74,7 +74,8 @@ class HistoryMixin:
         * ``train_loss``: the loss the optimiser minimised (the negative ELBO with its KL
           terms weighted by ``kl_weight``; a labelled or aligned CGMDVAE adds its classifier
           and alignment terms), and ``validation_loss``: that objective at full KL weight on
-          the validation cells (what ``restore_best`` keeps the best epoch of).
+          the validation cells (what ``early_stopping`` watches and ``restore_best`` keeps the
+          best epoch of, by default).
         * ``kl_weight``, and the ELBO's terms: ``reconstruction_loss_train``,
           ``kl_local_train``, ``kl_global_train`` and each model's own (ZINBVAE's
           ``kl_divergence_z_train``, CGMDVAE's ``classifier_train`` ...), with their
