@@ -81,6 +81,9 @@ def test_a_name_the_history_does_not_hold_lists_the_names_it_holds():
     assert history.get("train_loss_epoch") is None and "train_loss" in history
     assert model.history is history and isinstance(history, dict)
     assert type(pickle.loads(pickle.dumps(history))) is dict  # saved as scvi-tools saves it
+    unvalidated = _train(_model(n_cells=40, n_latent=2, n_hidden=8), max_epochs=1, train_size=1.0)
+    with pytest.raises(KeyError, match=r"no 'elbo_validation': no run validated .*train_size < 1"):
+        unvalidated.history["elbo_validation"]
 
 
 @pytest.mark.parametrize(

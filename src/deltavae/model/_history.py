@@ -45,8 +45,11 @@ class TrainingHistory(dict):
 
     def __missing__(self, key):
         renamed = _RENAMED.get(key) if isinstance(key, str) else None
+        validation = isinstance(key, str) and key.endswith(("_validation", "validation_loss"))
         if renamed is not None and renamed.split("'")[1] in self:
             hint = f"read {renamed}. "
+        elif validation and not any(str(k).endswith("_validation") for k in self):
+            hint = "no run validated (train_size=1.0 holds no cells out; pass train_size < 1). "
         else:
             close = difflib.get_close_matches(str(key), [str(k) for k in self], n=3, cutoff=0.6)
             hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
