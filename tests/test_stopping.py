@@ -133,3 +133,24 @@ def test_check_val_every_n_epoch_validates_or_is_refused():
     for wrong in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="check_val_every_n_epoch must be a whole number"):
             model.train(max_epochs=2, check_val_every_n_epoch=wrong, **TRAIN)
+
+
+def test_a_per_spot_deconvolution_stops_early_on_its_training_elbo():
+    """inference='per_spot' trains every spot (no validation), and early stopping on the
+    training ELBO, which needs none, was refused as if it needed validation spots."""
+    cells = dv.datasets.synthetic_counts(
+        n_cells=60, n_genes=20, n_clusters=2, n_conditions=1, seed=1
+    )
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=20, seed=3)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="spots and reference share only")
+        model = dv.model.NMFDeconv.from_reference(
+            spots, reference=ref, labels_key="cluster", inference="per_spot"
+        )
+    with pytest.raises(ValueError, match="or stop early on the training ELBO"):
+        model.train(max_epochs=5, early_stopping=True)
+    _train(
+        model, max_epochs=30, early_stopping=True, early_stopping_monitor="elbo_train",
+        early_stopping_patience=2, early_stopping_min_delta=1e6,
+    )  # fmt: skip
+    assert len(model.history["elbo_train"]) == 1 + 2

@@ -15,6 +15,7 @@ from scvi.model.base import BaseModelClass
 
 from ..module import NMFDeconvModule
 from ..module._nmfdeconv import INFERENCE
+from ..train._stopping import MONITOR, on_validation_cells
 from ._base import DeltaModelMixin
 from ._genes import align_query_genes, match_read_genes
 from ._load_state import saved_state
@@ -254,12 +255,15 @@ class NMFDeconv(
                 max_epochs = min(1000, max(2, -(-_AMORTIZED_STEPS // steps_per_epoch)))
             lr = spot_rate(lr, kwargs, _AMORTIZED_LR, self.module)
         else:
-            if train_size != 1.0 or kwargs.get("early_stopping") is True:
+            monitor = kwargs.get("early_stopping_monitor", MONITOR)
+            validated = kwargs.get("early_stopping") is True and on_validation_cells(monitor)
+            if train_size != 1.0 or validated:
                 asked = f"train_size={train_size}" if train_size != 1.0 else "early_stopping"
                 raise ValueError(
                     "inference='per_spot' fits each spot's own parameters, so every spot must "
                     f"train (train_size=1.0) and none is left to validate; got {asked}. Use "
-                    "inference='amortized' to hold spots out for validation."
+                    "inference='amortized' to hold spots out for validation, or stop early on "
+                    "the training ELBO (early_stopping_monitor='elbo_train')."
                 )
             batch_size = min(n_spots, 2048) if batch_size is None else batch_size
             max_epochs = 1000 if max_epochs is None else max_epochs

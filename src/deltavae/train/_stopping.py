@@ -104,7 +104,7 @@ def early_stopping_callback(
     _check_keywords(given)
     # A metric of the training cells is logged at the epoch's end, and checked there (after a
     # validation, or with none at all, it was never checked: the run trained every epoch).
-    on_training_cells = not _on_validation_cells(given["monitor"])
+    on_training_cells = not on_validation_cells(given["monitor"])
     return FullElboEarlyStopping(
         start_epoch, max_kl_weight, check_on_train_epoch_end=on_training_cells or None, **given
     )
@@ -145,12 +145,13 @@ def restored_quantity(early_stopping: bool, trainer_kwargs: dict) -> tuple[str, 
     ``validation_loss``, lowest first. A metric of the training cells is logged after the
     validation that keeps an epoch: ``validation_loss`` is ranked then."""
     monitor = trainer_kwargs.get("early_stopping_monitor")
-    if not early_stopping or monitor is None or not _on_validation_cells(monitor):
+    if not early_stopping or monitor is None or not on_validation_cells(monitor):
         return MONITOR, "min"
     return monitor, trainer_kwargs.get("early_stopping_mode", "min")
 
 
-def _on_validation_cells(metric: str) -> bool:
+def on_validation_cells(metric: str) -> bool:
+    """Whether ``metric`` is logged on the validation cells (else on the training cells)."""
     return metric == MONITOR or str(metric).endswith("_validation")
 
 
