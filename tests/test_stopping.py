@@ -67,6 +67,13 @@ def test_an_early_stopping_monitor_of_the_users_is_the_one_restore_best_keeps():
     kl = model.history["kl_local_validation"]["kl_local_validation"]
     assert model.best_epoch_ == int(kl.loc[3:].idxmin())
     assert model.best_epoch_ != int(model.history["validation_loss"].iloc[3:, 0].idxmin())
+    # ... in its mode: the highest is kept where higher is better.
+    model = _train(
+        _model(n_cells=40, n_latent=2, n_hidden=8),
+        max_epochs=4, n_epochs_kl_warmup=None, early_stopping=True, restore_best=True,
+        early_stopping_monitor="validation_loss", early_stopping_mode="max",
+    )  # fmt: skip
+    assert model.best_epoch_ == int(model.history["validation_loss"].iloc[:, 0].idxmax())
 
 
 def test_a_name_the_history_does_not_hold_lists_the_names_it_holds():

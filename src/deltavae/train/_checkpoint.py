@@ -68,7 +68,7 @@ class RestoreBestValidation(FullElboEpochs, Callback):
         self.max_kl_weight = max_kl_weight
         self.monitor, self.sign = monitor, -1.0 if mode == "max" else 1.0
         self.best_epoch: int | None = None
-        self.best_score = math.inf  # of sign * the metric: lower is better
+        self.best_score = self.sign * math.inf  # the worst
         self._state: dict[str, torch.Tensor] | None = None
 
     def eligible(self, epoch, kl_weight, score) -> bool:
@@ -103,8 +103,9 @@ class RestoreBestValidation(FullElboEpochs, Callback):
         score = trainer.callback_metrics.get(self.monitor)
         if trainer.sanity_checking or score is None or not self.full_elbo(trainer):
             return
-        score = self.sign * float(score)
-        if not math.isfinite(score) or score >= self.best_score:  # NaN: the guard stops the run
+        score = float(score)
+        # NaN: the divergence guard stops the run.
+        if not math.isfinite(score) or self.sign * score >= self.sign * self.best_score:
             return
         self.best_score, self.best_epoch = score, trainer.current_epoch
         state = pl_module.module.state_dict()
@@ -118,7 +119,7 @@ class RestoreBestValidation(FullElboEpochs, Callback):
             "Restored epoch %d, the best %s (%.3f) of the full-ELBO epochs.",
             self.best_epoch,
             self.monitor,
-            self.sign * self.best_score,
+            self.best_score,
         )
         self._state = None
 
