@@ -101,11 +101,10 @@ def _no_device_banner():
     CUDA_VISIBLE_DEVICES: [0]" and its advice to set torch's matmul precision, which no flag
     does: the command's own line says where the model trains, and stderr keeps to one line
     for an error. Also Lightning's "Trainer was signaled to stop but the required
-    `min_epochs=...` ... has not been met" under --early-stopping: the models set that floor
-    themselves (no stop inside the KL warm-up and a patience after it), no flag does. And
-    scvi-tools' "Monitored metric elbo_validation did not improve in the last 93 records ...
-    Signaling Trainer to stop." (printed, not logged; its count runs from the best epoch,
-    across that floor, so it is not the patience): the report says where the run stopped."""
+    `min_epochs=...` ... has not been met", which no flag can meet (the stopper itself skips
+    the KL warm-up, train/_stopping.py). And scvi-tools' "Monitored metric ... did not
+    improve in the last N records ... Signaling Trainer to stop." (printed, not logged): the
+    report says where the run stopped."""
     from scvi.train._callbacks import LoudEarlyStopping
 
     from deltavae._logging import QUIET_MESSAGES, DropMessages
