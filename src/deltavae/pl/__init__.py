@@ -18,7 +18,8 @@ Examples
 """
 
 from ._analysis import cluster_entropy, cluster_probabilities, perturbation_scatter
-from ._plots import cluster_composition, embedding, history
+from ._history import history
+from ._plots import cluster_composition, embedding
 from ._spatial import archetype_elbow, spatial_proportions
 
 __all__ = [

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import difflib
-import logging
 import os
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import matplotlib.pyplot as plt
@@ -15,17 +13,10 @@ import pandas as pd
 import scanpy as sc
 from anndata import AnnData
 from matplotlib.axes import Axes
-from matplotlib.ticker import (
-    FixedLocator,
-    FuncFormatter,
-    LogLocator,
-    MaxNLocator,
-    NullFormatter,
-)
 from natsort import natsorted
 
 from .._checks import no_column
-from .._docs import doc_ax, doc_params, doc_show_save
+from .._docs import doc_params, doc_show_save
 from ._utils import (
     as_names,
     check_adata,
@@ -35,206 +26,6 @@ from ._utils import (
     own_figure,
     savefig_or_show,
 )
-
-logger = logging.getLogger(__name__)
-
-_HISTORY_LABELS = {
-    "elbo_train": "training",
-    "elbo_validation": "validation",
-    "kl_weight": "KL weight",
-}
-
-
-def _history_frames(model) -> Mapping[str, pd.DataFrame]:
-    if isinstance(model, AnnData):  # "has no training history; train it first" misled
-        raise TypeError(
-            "dv.pl.history takes the trained model (or model.history), not an AnnData: the "
-            "training history is kept by the model, not written into the AnnData."
-        )
-    history = model if isinstance(model, Mapping) else getattr(model, "history", None)
-    if history is None:
-        raise ValueError(
-            "The model has no training history; train it first (model.train(...)) or pass "
-            "model.history."
-        )
-    return history
-
-
-def _history_unit(model, keys: Sequence[str]) -> str:
-    """The y label of a history plot: what the curves are, per cell or per spot."""
-    from ..model._spots import SpotModelMixin
-
-    unit = "spot" if isinstance(model, SpotModelMixin) else "cell"
-    if all(key == "kl_weight" for key in keys):
-        return "KL weight"
-    if all(key.startswith(("elbo_", "train_loss", "validation_loss")) for key in keys):
-        return f"negative ELBO per {unit}"
-    unitless = " (nats; the KL weight has none)" if "kl_weight" in keys else " (nats)"
-    return f"per {unit}{unitless}"
-
-
-def _plain_number(value: float, _pos=None) -> str:
-    """``20,000`` and ``0.05``, not ``2e+04`` and ``5e-02``."""
-    if value >= 1:
-        return f"{value:,.0f}" if value == round(value) else f"{value:,.1f}"
-    return f"{value:.3g}"
-
-
-#: Round mantissas of the ticks of a log axis spanning less than a decade.
-_NICE = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
-
-
-def _log_ticks(low: float, high: float, n: int = 5) -> list[float]:
-    """Up to ``n`` round values between ``low`` and ``high``, evenly spaced in log, the first
-    as near ``low`` as a round value allows.
-
-    Examples
-    --------
-    >>> _log_ticks(1066, 10066)
-    [1200.0, 2000.0, 3000.0, 6000.0, 10000.0]
-    """
-    decades = range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
-    nice = np.array([m * 10.0**d for d in decades for m in _NICE])
-    nice = nice[(nice >= low) & (nice <= high)]
-    if nice.size < 2:
-        return list(nice)
-    targets = np.log10(np.geomspace(low, high, n))
-    picked = {float(nice[np.argmin(np.abs(np.log10(nice) - t))]) for t in targets}
-    return sorted(picked)
-
-
-def _log_values(frames: Sequence[pd.DataFrame]) -> np.ndarray:
-    """The finite values of the curves, refused unless all positive (a log axis)."""
-    values = np.concatenate([frame.to_numpy(dtype=float).ravel() for frame in frames])
-    values = values[np.isfinite(values)]
-    if values.size and values.min() <= 0:
-        raise ValueError(
-            f"log=True needs positive values, but the history goes down to {values.min():.4g} "
-            "(a normal likelihood's negative ELBO can be negative); draw it with log=False."
-        )
-    return values
-
-
-def _log_y_axis(ax: Axes, frames: Sequence[pd.DataFrame]) -> None:
-    """Log-scale y axis labelled with plain numbers over whatever range the curves span.
-
-    Over more than three decades the ticks sit at powers of ten; from one to three at 1, 2
-    and 5 times powers of ten; over less (an
-    ELBO's usual last stretch) at round values spaced as on a linear axis, so that every
-    curve has labelled ticks beside it, at its lowest values too.
-    """
-    values = _log_values(frames)
-    ax.set_yscale("log")
-    decades = np.log10(values.max() / values.min()) if values.size else 0.0
-    if decades > 3:
-        # 1, 2 and 5 in each of many decades (an ELBO with the KL weight) overlapped.
-        ax.yaxis.set_major_locator(LogLocator())
-    elif decades >= 1:
-        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    elif decades >= 0.3:
-        # Evenly spaced on the log axis: linear steps (2,500, 5,000, 7,500) leave the lowest
-        # stretch, where an ELBO ends, without a label.
-        ax.yaxis.set_major_locator(FixedLocator(_log_ticks(values.min(), values.max())))
-    else:
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
-    ax.yaxis.set_major_formatter(FuncFormatter(_plain_number))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-
-
-@doc_params(ax=doc_ax, show_save=doc_show_save("history"))
-def history(
-    model,
-    keys: Sequence[str] = ("elbo_train", "elbo_validation"),
-    ax: Axes | None = None,
-    log: bool = False,
-    shade_warmup: bool = True,
-    show: bool | None = None,
-    save: bool | str | os.PathLike | None = None,
-) -> Axes | None:
-    """Training and validation negative ELBO per epoch.
-
-    Parameters
-    ----------
-    model
-        A trained deltavae model (anything with a ``history`` dict of DataFrames indexed by
-        epoch, as scvi-tools keeps it), or that dict itself.
-    keys
-        History entries to draw, one line each (one name or a list). Entries the history
-        lacks are skipped, with a warning for any but ``"elbo_validation"`` (absent when the
-        model trained without validation cells); if it has none of them, a ValueError lists
-        those it has.
-    {ax}
-    log
-        Logarithmic y axis.
-    shade_warmup
-        Shade the epochs in which the KL weight was still below 1 (the model then trained on
-        a loss with its KL terms down-weighted; ``elbo_train`` is the full ELBO throughout).
-    {show_save}
-
-    Returns
-    -------
-    The Axes, unless the figure is shown.
-
-    Examples
-    --------
-    >>> vae.train(max_epochs=50)  # doctest: +SKIP
-    >>> ax = dv.pl.history(vae, show=False)  # doctest: +SKIP
-    >>> dv.pl.history(vae, log=True, save="_log.png")  # doctest: +SKIP
-    """
-    frames = _history_frames(model)
-    keys = as_names(keys, "keys")
-    present = [key for key in keys if key in frames]
-    if not present:
-        raise ValueError(
-            f"None of the history keys {list(keys)} were recorded; available keys: "
-            f"{sorted(frames)}."
-        )
-    skipped = [key for key in keys if key not in frames]
-    if [key for key in skipped if key != "elbo_validation"]:
-        warnings.warn(
-            f"The history has no {skipped}; not drawn. Its keys: {sorted(frames)}.",
-            UserWarning,
-            stacklevel=2,
-        )
-    elif skipped:
-        logger.info("history has no %s; not drawn", skipped)
-    if log:  # refused before a figure is made, not after the curves were drawn
-        _log_values([frames[key] for key in present])
-    if ax is None:
-        ax = own_axes((5, 3.5))
-    drawn = []
-    for key in present:
-        frame = frames[key]
-        series = frame[key] if key in frame.columns else frame.iloc[:, 0]
-        epochs = np.asarray(series.index, dtype=float)
-        values = series.to_numpy(dtype=float)
-        # One epoch is one point, and a line through one point draws nothing.
-        point = {"marker": "o"} if np.isfinite(values).sum() == 1 else {}
-        ax.plot(epochs, values, label=_HISTORY_LABELS.get(key, key), **point)
-        drawn.append(epochs)
-    if shade_warmup and "kl_weight" in frames:
-        kl = frames["kl_weight"].iloc[:, 0]
-        annealed = kl.index[kl.to_numpy(dtype=float) < 1.0]
-        if len(annealed):
-            ax.axvspan(
-                float(annealed.min()),
-                float(annealed.max()) + 1,
-                color="0.9",
-                zorder=0,
-                label="KL warm-up",
-            )
-    if log:
-        _log_y_axis(ax, [frames[key] for key in present])
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    epochs_drawn = np.unique(np.concatenate(drawn))
-    if epochs_drawn.size == 1:  # else ticks at -0.04, -0.02, ... 0.04
-        ax.set_xticks(epochs_drawn)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(_history_unit(model, present))
-    ax.set_title("Training history")
-    # A framed legend stays readable when it sits on the shaded warm-up.
-    ax.legend(edgecolor="0.6")
-    return savefig_or_show(ax, "history", show, save)
 
 
 @doc_params(show_save=doc_show_save("umap"))
