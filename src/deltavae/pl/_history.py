@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -20,6 +19,7 @@ from matplotlib.ticker import (
 )
 
 from .._docs import doc_ax, doc_params, doc_show_save
+from ..model._validation import warn_user
 from ._utils import as_names, own_axes, savefig_or_show
 
 logger = logging.getLogger(__name__)
@@ -127,6 +127,34 @@ def _log_y_axis(ax: Axes, frames: Sequence[pd.DataFrame]) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def _full_kl_weight(model, kl: np.ndarray) -> float:
+    """The KL weight the warm-up rises to: the model's ``max_kl_weight`` as trained; for a
+    history alone, the weight it ended on where it stayed there two epochs or more (a
+    warm-up rises every epoch), else 1."""
+    args = getattr(model, "train_args_", None)
+    if isinstance(args, Mapping):
+        return float((args.get("plan_kwargs") or {}).get("max_kl_weight", 1.0))
+    kl = kl[np.isfinite(kl)]
+    if kl.size >= 2 and kl[-1] == kl[-2] == kl.max():
+        return float(kl[-1])
+    return 1.0
+
+
+def _warmup_span(model, kl: pd.Series, last: float) -> tuple[float, float] | None:
+    """The epochs of the KL warm-up, from the first to the end of the last (not past the last
+    epoch drawn, where the run ended inside it), or ``None``.
+
+    A ``max_kl_weight`` below 1 shaded the whole run: its weight never reached 1.
+    """
+    values = kl.to_numpy(dtype=float)
+    # - 1e-6: the history logs the weight in float32 (0.7 comes back as 0.69999999)
+    annealed = kl.index[values < _full_kl_weight(model, values) - 1e-6]
+    if not len(annealed):
+        return None
+    first, end = float(annealed.min()), float(annealed.max()) + 1
+    return first, min(end, max(last, first + 1))
+
+
 @doc_params(ax=doc_ax, show_save=doc_show_save("history"))
 def history(
     model,
@@ -153,8 +181,9 @@ def history(
     log
         Logarithmic y axis.
     shade_warmup
-        Shade the epochs in which the KL weight was still below 1 (the model then trained on
-        a loss with its KL terms down-weighted; ``elbo_train`` is the full ELBO throughout).
+        Shade the epochs in which the KL weight was still below its full value (1, or
+        ``plan_kwargs["max_kl_weight"]``): the model then trained on a loss with its KL terms
+        down-weighted; ``elbo_train`` is the full ELBO throughout.
     {show_save}
 
     Returns
@@ -177,11 +206,7 @@ def history(
         )
     skipped = [key for key in keys if key not in frames]
     if [key for key in skipped if key != "elbo_validation"]:
-        warnings.warn(
-            f"The history has no {skipped}; not drawn. Its keys: {sorted(frames)}.",
-            UserWarning,
-            stacklevel=2,
-        )
+        warn_user(f"The history has no {skipped}; not drawn. Its keys: {sorted(frames)}.")
     elif skipped:
         logger.info("history has no %s; not drawn", skipped)
     if log:  # refused before a figure is made, not after the curves were drawn
@@ -198,17 +223,11 @@ def history(
         point = {"marker": "o"} if np.isfinite(values).sum() == 1 else {}
         ax.plot(epochs, values, label=_HISTORY_LABELS.get(key, key), **point)
         drawn.append(epochs)
+    last = max(float(np.nanmax(epochs)) if epochs.size else 0.0 for epochs in drawn)
     if shade_warmup and "kl_weight" in frames:
-        kl = frames["kl_weight"].iloc[:, 0]
-        annealed = kl.index[kl.to_numpy(dtype=float) < 1.0]
-        if len(annealed):
-            ax.axvspan(
-                float(annealed.min()),
-                float(annealed.max()) + 1,
-                color="0.9",
-                zorder=0,
-                label="KL warm-up",
-            )
+        span = _warmup_span(model, frames["kl_weight"].iloc[:, 0], last)
+        if span is not None:
+            ax.axvspan(*span, color="0.9", zorder=0, label="KL warm-up")
     if log:
         _log_y_axis(ax, [frames[key] for key in present])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -1,0 +1,52 @@
+"""deltavae.pl as a scanpy user calls it from a notebook: the warm-up of a weighted ELBO, no
+empty figure left behind by a plot that failed, and missing keys named with those there are."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+import deltavae as dv  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _frames(kl):
+    epochs = np.arange(len(kl))
+    elbo = 300.0 - 10 * epochs
+    return {
+        "elbo_train": pd.DataFrame({"elbo_train": elbo}, index=epochs),
+        "kl_weight": pd.DataFrame({"kl_weight": kl}, index=epochs),
+    }
+
+
+def _warmup(ax):
+    (span,) = [p for p in ax.patches if p.get_label() == "KL warm-up"]
+    return span.get_x(), span.get_x() + span.get_width()
+
+
+def test_a_weighted_elbo_shades_only_its_warm_up():
+    """plan_kwargs={"max_kl_weight": 0.5}: the weight never reached 1, and the whole run (and
+    an epoch past it) was shaded as the KL warm-up."""
+    frames = _frames([1e-6, 0.5, 0.5, 0.5])
+
+    class Model:  # a trained model: its history and the arguments it trained with
+        history = frames
+        train_args_ = {"max_epochs": 4, "plan_kwargs": {"max_kl_weight": 0.5}}
+
+    for model in (Model(), frames):  # the model, or its history alone
+        assert _warmup(dv.pl.history(model, show=False)) == (0.0, 1.0)
+    # A run that ended inside its warm-up: shaded to its last epoch, not one past it.
+    ax = dv.pl.history(_frames([1e-6, 0.25, 0.5]), show=False)
+    assert _warmup(ax) == (0.0, 2.0)
+    assert ax.get_xlim()[1] < 2.5
+    # Without a warm-up (constant weight 1) nothing is shaded.
+    assert not dv.pl.history(_frames([1.0, 1.0, 1.0]), show=False).patches
