@@ -5,6 +5,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import anndata as ad  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -50,3 +51,41 @@ def test_a_weighted_elbo_shades_only_its_warm_up():
     assert ax.get_xlim()[1] < 2.5
     # Without a warm-up (constant weight 1) nothing is shaded.
     assert not dv.pl.history(_frames([1.0, 1.0, 1.0]), show=False).patches
+
+
+def _cells(n=60):
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(rng.gamma(2.0, 1.0, (n, 3)).astype(np.float32))
+    adata.var_names = ["g0", "g1", "g2"]
+    adata.obsm["cgmdvae_cluster_probs"] = rng.dirichlet(np.ones(3), n)
+    adata.obsm["X_umap"] = rng.normal(size=(n, 2))
+    adata.obsm["spatial"] = rng.uniform(0, 100, size=(n, 2))
+    adata.obsm["proportions"] = pd.DataFrame(
+        rng.dirichlet([1, 1], n), index=adata.obs_names, columns=["Astro", "Neuron"]
+    )
+    adata.obs["cluster"] = pd.Categorical(rng.integers(0, 3, n).astype(str))
+    adata.obs["cell_type"] = pd.Categorical(rng.choice(["B", "T"], n))
+    return adata
+
+
+@pytest.mark.parametrize(
+    "plot",
+    [
+        lambda a, **kw: dv.pl.cluster_composition(a, "cluster", "cell_type", cmap="nope", **kw),
+        lambda a, **kw: dv.pl.cluster_probabilities(a, cmap="nope", **kw),
+        lambda a, **kw: dv.pl.spatial_proportions(a, size="big", **kw),
+        lambda a, **kw: dv.pl.perturbation_scatter(a, a, highlight="g0", n_labels="3", **kw),
+    ],
+    ids=["composition", "probabilities", "spatial", "perturbation"],
+)
+def test_a_plot_that_fails_leaves_no_figure_open(plot):
+    """An unknown cmap failed after the figure was made: an empty figure stayed open, and a
+    notebook showed it under the traceback. The figure of an ax passed in stays open."""
+    adata = _cells()
+    with pytest.raises((ValueError, TypeError)):
+        plot(adata, show=False)
+    assert plt.get_fignums() == []
+    fig, ax = plt.subplots()
+    with pytest.raises((ValueError, TypeError)):
+        plot(adata, ax=ax, show=False)
+    assert plt.get_fignums() == [fig.number]

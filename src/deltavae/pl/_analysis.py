@@ -14,7 +14,15 @@ from matplotlib.axes import Axes
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
 from ..metrics._perturbation import gene_means
-from ._utils import as_names, check_adata, label_points, own_axes, panel_axes, savefig_or_show
+from ._utils import (
+    as_names,
+    check_adata,
+    closes_on_error,
+    label_points,
+    own_axes,
+    panel_axes,
+    savefig_or_show,
+)
 
 
 def cluster_entropy(
@@ -134,6 +142,7 @@ def _names_from_clusters(adata: AnnData, probs_key: str, cluster_key: str, n: in
 
 
 @doc_params(show_save=doc_show_save("cluster_probabilities"))
+@closes_on_error
 def cluster_probabilities(
     adata: AnnData,
     probs_key: str = "cgmdvae_cluster_probs",
@@ -256,6 +265,7 @@ def cluster_probabilities(
 
 
 @doc_params(ax=doc_ax, show_save=doc_show_save("perturbation_scatter"))
+@closes_on_error
 def perturbation_scatter(
     predicted,
     observed,

@@ -20,7 +20,7 @@ from matplotlib.ticker import (
 
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..model._validation import warn_user
-from ._utils import as_names, own_axes, savefig_or_show
+from ._utils import as_names, closes_on_error, own_axes, savefig_or_show
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +156,7 @@ def _warmup_span(model, kl: pd.Series, last: float) -> tuple[float, float] | Non
 
 
 @doc_params(ax=doc_ax, show_save=doc_show_save("history"))
+@closes_on_error
 def history(
     model,
     keys: Sequence[str] = ("elbo_train", "elbo_validation"),

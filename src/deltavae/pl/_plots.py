@@ -20,6 +20,7 @@ from .._docs import doc_params, doc_show_save
 from ._utils import (
     as_names,
     check_adata,
+    closes_on_error,
     for_scanpy,
     keep_colours,
     own_axes,
@@ -166,6 +167,7 @@ def _categorical(values: pd.Series) -> pd.Categorical:
 
 
 @doc_params(show_save=doc_show_save("cluster_composition"))
+@closes_on_error
 def cluster_composition(
     adata: AnnData,
     cluster_key: str,

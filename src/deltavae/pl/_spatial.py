@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .._checks import short_repr
 from .._docs import doc_ax, doc_params, doc_show_save
-from ._utils import as_names, check_adata, own_axes, panel_axes, savefig_or_show
+from ._utils import as_names, check_adata, closes_on_error, own_axes, panel_axes, savefig_or_show
 
 
 def _spatial_values(
@@ -95,6 +95,7 @@ def _top(values: np.ndarray, vmax: float | str | None, floor: float = 0.0) -> fl
 
 
 @doc_params(show_save=doc_show_save("spatial_proportions"))
+@closes_on_error
 def spatial_proportions(
     adata: AnnData,
     key: str = "proportions",
@@ -193,6 +194,7 @@ def spatial_proportions(
 
 
 @doc_params(ax=doc_ax, show_save=doc_show_save("archetype_elbow"))
+@closes_on_error
 def archetype_elbow(
     adata_or_model,
     key: str = "archetypes",

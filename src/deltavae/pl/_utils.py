@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import weakref
@@ -30,6 +31,24 @@ def own_figure(fig: plt.Figure) -> plt.Figure:
     """Mark ``fig`` as made by a plot of this package (see :func:`savefig_or_show`)."""
     _OWN_FIGURES.add(fig)
     return fig
+
+
+def closes_on_error(plot):
+    """Close the figures ``plot`` opened when it fails: a figure made before the error (an
+    unknown ``cmap``, a ``size`` that is no number) was left open, drawn half or empty, and a
+    notebook showed it under the traceback. A figure of an ``ax`` passed in stays open."""
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        opened = set(plt.get_fignums())
+        try:
+            return plot(*args, **kwargs)
+        except BaseException:
+            for number in set(plt.get_fignums()) - opened:
+                plt.close(number)
+            raise
+
+    return wrapper
 
 
 def is_file_path(save) -> bool:
