@@ -89,3 +89,26 @@ def test_a_plot_that_fails_leaves_no_figure_open(plot):
     with pytest.raises((ValueError, TypeError)):
         plot(adata, ax=ax, show=False)
     assert plt.get_fignums() == [fig.number]
+
+
+def test_embedding_names_what_it_cannot_draw_and_what_there_is():
+    """scanpy's words: KeyError: 'cnts' for a misspelled layer, IndexError for a basis of one
+    column, only the first of two missing colours, and a gene drawn from raw hinted at."""
+    adata = _cells()
+    adata.layers["counts"] = adata.X.copy()
+    with pytest.raises(KeyError, match=r"layer='cnts' is not in adata.layers; .*\['counts'\]"):
+        dv.pl.embedding(adata, color="g0", layer="cnts", show=False)
+    adata.obsm["X_one"] = adata.obsm["X_umap"][:, :1]
+    with pytest.raises(ValueError, match=r"obsm\['X_one'\] has shape \(60, 1\); .*2 columns"):
+        dv.pl.embedding(adata, basis="X_one", color="cluster", show=False)
+    with pytest.raises(KeyError, match=r"color \['nope', 'g9'\] not found in adata.obs columns"):
+        dv.pl.embedding(adata, color=["cluster", "nope", "g9"], show=False)
+    adata.raw = adata.copy()
+    subset = adata[:, ["g0", "g1"]].copy()  # g2 is drawn from raw (use_raw by default)
+    with pytest.raises(KeyError, match=r"color \['nope'\] not found .* adata.raw.var_names\.\W*$"):
+        dv.pl.embedding(subset, color=["g2", "nope"], show=False)
+    with pytest.raises(KeyError, match=r"\['g2'\] are in adata.raw: pass use_raw=True"):
+        dv.pl.embedding(subset, color="g2", use_raw=False, show=False)
+    assert plt.get_fignums() == []
+    axes = dv.pl.embedding(subset, color=["g2", "cluster"], show=False)
+    assert [ax.get_title() for ax in axes] == ["g2", "cluster"]

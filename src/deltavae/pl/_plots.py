@@ -85,6 +85,7 @@ def embedding(
     # scanpy labels the axes "UMAP1", "UMAP2" for basis "umap" but "X_umap1" for "X_umap".
     key = name if f"X_{name}" in adata.obsm else basis
     stored = f"X_{name}" if key == name and f"X_{name}" in adata.obsm else basis
+    _check_drawable(adata, stored, kwargs.get("layer"))
     if not isinstance(color, str) and color is not None and len(color) > 1:
         # scanpy's default gap fits short legends only: cell type names ran into the next panel.
         kwargs.setdefault("wspace", 0.5)
@@ -102,20 +103,47 @@ def embedding(
         if not isinstance(err, KeyError):
             raise
         message = err.args[0] if err.args else "color not found"
-        raise KeyError(f"{message}{_close_matches(adata, color)}") from err
+        raise KeyError(_colour_message(adata, color, kwargs, message)) from err
     keep_colours(adata, drawn)
     if ax is None:
         own_figure((axes[0] if isinstance(axes, list) else axes).figure)
     return savefig_or_show(axes, name, show, save)
 
 
-def _close_matches(adata: AnnData, color) -> str:
-    """Names close to the colours in neither ``obs`` nor ``var_names``, for a KeyError."""
-    known = [str(c) for c in adata.obs.columns] + [str(g) for g in adata.var_names]
-    missing = [c for c in as_names(color, "color") or [] if c not in set(known)]
-    close = {c: difflib.get_close_matches(str(c), known, n=3) for c in missing}
-    hints = [f"{c!r}: did you mean {found}?" for c, found in close.items() if found]
-    return (" " + " ".join(hints)) if hints else ""
+def _check_drawable(adata: AnnData, stored: str, layer) -> None:
+    """A basis of fewer than two columns, or a layer ``adata`` lacks, named as such: scanpy
+    raised ``IndexError: index 1 is out of bounds`` and ``KeyError: 'cnts'``."""
+    shape = np.shape(adata.obsm[stored])
+    if len(shape) != 2 or shape[1] < 2:
+        raise ValueError(f"obsm[{stored!r}] has shape {shape}; a 2-D embedding needs 2 columns.")
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(f"layer={layer!r} is not in adata.layers; available: {list(adata.layers)}.")
+
+
+def _colour_message(adata: AnnData, color, kwargs: dict, message: str) -> str:
+    """The colours found nowhere, all of them (scanpy names the first), with close names.
+
+    scanpy looks a colour up in ``obs``, in ``var_names`` (``raw.var_names`` where ``raw`` is
+    drawn) or in ``var[gene_symbols]``; where all were found the KeyError was another's.
+    """
+    known = [str(c) for c in adata.obs.columns]
+    use_raw = kwargs.get("use_raw")
+    genes = adata.var
+    if adata.raw is not None and (use_raw or use_raw is None and kwargs.get("layer") is None):
+        genes = adata.raw.var
+    symbols = kwargs.get("gene_symbols")
+    known += [str(g) for g in (genes[symbols] if symbols in genes else genes.index)]
+    missing = [c for c in as_names(color, "color") or [] if str(c) not in set(known)]
+    if not missing:
+        return message
+    where = "adata.raw.var_names" if genes is not adata.var else "adata.var_names"
+    where = f"adata.var[{symbols!r}]" if symbols in genes else where
+    hints = {c: difflib.get_close_matches(str(c), known, n=3) for c in missing}
+    hints = "".join(f" {c!r}: did you mean {found}?" for c, found in hints.items() if found)
+    in_raw = [c for c in missing if adata.raw is not None and c in adata.raw.var_names]
+    if in_raw and genes is adata.var:
+        hints += f" {in_raw} are in adata.raw: pass use_raw=True (and no layer)."
+    return f"color {missing} not found in adata.obs columns or {where}.{hints}"
 
 
 def _cell_text(value: float, counts: bool) -> str:
