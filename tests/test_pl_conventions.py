@@ -112,3 +112,13 @@ def test_embedding_names_what_it_cannot_draw_and_what_there_is():
     assert plt.get_fignums() == []
     axes = dv.pl.embedding(subset, color=["g2", "cluster"], show=False)
     assert [ax.get_title() for ax in axes] == ["g2", "cluster"]
+
+
+def test_embedding_return_fig_returns_the_figure_as_scanpy(tmp_path):
+    """return_fig=True went to scanpy, but the figure was then shown and None returned."""
+    adata = _cells()
+    fig = dv.pl.embedding(adata, color=["cluster", "g0"], return_fig=True)
+    assert isinstance(fig, plt.Figure)
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["cluster", "g0"]
+    fig = dv.pl.embedding(adata, color="cluster", return_fig=True, save=tmp_path / "u.png")
+    assert isinstance(fig, plt.Figure) and (tmp_path / "u.png").stat().st_size > 1000

@@ -65,7 +65,8 @@ def embedding(
 
     Returns
     -------
-    The Axes (a list of Axes for several colours), unless the figure is shown.
+    The Axes (a list of Axes for several colours), unless the figure is shown; the Figure,
+    not shown, with ``return_fig=True`` (as scanpy).
 
     Examples
     --------
@@ -107,6 +108,10 @@ def embedding(
     keep_colours(adata, drawn)
     if ax is None:
         own_figure((axes[0] if isinstance(axes, list) else axes).figure)
+    if kwargs.get("return_fig"):
+        # scanpy's return_fig=True: the Figure, not shown (it was shown, and None returned)
+        savefig_or_show(axes, name, False, save)
+        return axes
     return savefig_or_show(axes, name, show, save)
 
 
