@@ -122,3 +122,17 @@ def test_embedding_return_fig_returns_the_figure_as_scanpy(tmp_path):
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["cluster", "g0"]
     fig = dv.pl.embedding(adata, color="cluster", return_fig=True, save=tmp_path / "u.png")
     assert isinstance(fig, plt.Figure) and (tmp_path / "u.png").stat().st_size > 1000
+
+
+def test_the_elbow_says_how_many_archetypes_merging_kept():
+    """The elbow chose 4, similar archetypes merged into 3 (the spatial plot's 3 panels), and
+    the legend said only "chosen: 4"."""
+    adata = _cells()
+    curve = {"n_archetypes": np.arange(2, 7), "explained_variance": [0.4, 0.7, 0.9, 0.92, 0.93]}
+    adata.uns["archetypes"] = {"elbow": {**curve, "chosen": 4}, "names": ["A0", "A1", "A2"]}
+    ax = dv.pl.archetype_elbow(adata, show=False)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["chosen: 4, merged into 3"]
+    assert ax.lines[-1].get_xdata()[0] == 4
+    adata.uns["archetypes"]["names"] = ["A0", "A1", "A2", "A3"]  # none merged
+    ax = dv.pl.archetype_elbow(adata, show=False)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["chosen: 4"]

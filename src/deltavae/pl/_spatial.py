@@ -202,7 +202,8 @@ def archetype_elbow(
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
 ) -> Axes | None:
-    """Explained variance against the number of archetypes, with the chosen number marked.
+    """Explained variance against the number of archetypes, with the chosen number marked
+    (and the number of archetypes kept, where similar ones were merged: ``merge_threshold``).
 
     Parameters
     ----------
@@ -226,9 +227,13 @@ def archetype_elbow(
     """
     if isinstance(adata_or_model, AnnData):
         curve = adata_or_model.uns.get(key, {}).get("elbow")
+        kept = adata_or_model.uns.get(key, {}).get("names")
         written = [k for k in adata_or_model.uns if str(k).endswith("archetypes") and k != key]
     else:
         curve, written = getattr(adata_or_model, "elbow_", None), []
+        names = getattr(adata_or_model, "archetype_names", None)  # merged after training
+        trained = callable(names) and getattr(adata_or_model, "is_trained_", False)
+        kept = names() if curve is not None and trained else None
         if curve is None:  # the uns advice below would send the model's user to the model
             raise ValueError(
                 f"This {type(adata_or_model).__name__} has no explained-variance curve: only "
@@ -257,7 +262,10 @@ def archetype_elbow(
     if ax is None:
         ax = own_axes((4.5, 3.2))
     ax.plot(ks, explained, marker="o", color="0.3")
-    ax.axvline(chosen, color="tab:red", linestyle="--", label=f"chosen: {chosen}")
+    label = f"chosen: {chosen}"
+    if kept is not None and len(kept) != chosen:  # the spatial panels show the merged ones
+        label += f", merged into {len(kept)}"
+    ax.axvline(chosen, color="tab:red", linestyle="--", label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "2.5 archetypes" tick
     ax.set_xlabel("number of archetypes")
     ax.set_ylabel("explained variance")
