@@ -136,3 +136,12 @@ def test_the_elbow_says_how_many_archetypes_merging_kept():
     adata.uns["archetypes"]["names"] = ["A0", "A1", "A2", "A3"]  # none merged
     ax = dv.pl.archetype_elbow(adata, show=False)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["chosen: 4"]
+
+
+def test_a_model_trained_twice_shades_each_warm_up():
+    """A second train() warms up again: the band ran from the first warm-up to the end of
+    the second, over the full-weight epochs between them."""
+    ax = dv.pl.history(_frames([1e-6, 1.0, 1.0, 1e-6, 1.0, 1.0]), show=False)
+    spans = [(p.get_x(), p.get_x() + p.get_width()) for p in ax.patches]
+    assert spans == [(0.0, 1.0), (3.0, 4.0)]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["training", "KL warm-up"]

@@ -140,19 +140,24 @@ def _full_kl_weight(model, kl: np.ndarray) -> float:
     return 1.0
 
 
-def _warmup_span(model, kl: pd.Series, last: float) -> tuple[float, float] | None:
-    """The epochs of the KL warm-up, from the first to the end of the last (not past the last
-    epoch drawn, where the run ended inside it), or ``None``.
+def _warmup_spans(model, kl: pd.Series, last: float) -> list[tuple[float, float]]:
+    """The KL warm-ups, each from its first epoch to the end of its last (not past the last
+    epoch drawn, where the run ended inside it): one per ``train`` call that warmed up, as
+    a model trained again starts its warm-up again.
 
-    A ``max_kl_weight`` below 1 shaded the whole run: its weight never reached 1.
+    A ``max_kl_weight`` below 1 shaded the whole run (its weight never reached 1), and a
+    second run's warm-up shaded the full-weight epochs between the two.
     """
     values = kl.to_numpy(dtype=float)
     # - 1e-6: the history logs the weight in float32 (0.7 comes back as 0.69999999)
-    annealed = kl.index[values < _full_kl_weight(model, values) - 1e-6]
-    if not len(annealed):
-        return None
-    first, end = float(annealed.min()), float(annealed.max()) + 1
-    return first, min(end, max(last, first + 1))
+    low = np.concatenate([[False], values < _full_kl_weight(model, values) - 1e-6, [False]])
+    starts = np.flatnonzero(low[1:] & ~low[:-1])
+    ends = np.flatnonzero(low[:-1] & ~low[1:]) - 1  # the last row of each run
+    spans = []
+    for first, final in zip(kl.index[starts], kl.index[ends], strict=True):
+        first = float(first)
+        spans.append((first, min(float(final) + 1, max(last, first + 1))))
+    return spans
 
 
 @doc_params(ax=doc_ax, show_save=doc_show_save("history"))
@@ -226,9 +231,9 @@ def history(
         drawn.append(epochs)
     last = max(float(np.nanmax(epochs)) if epochs.size else 0.0 for epochs in drawn)
     if shade_warmup and "kl_weight" in frames:
-        span = _warmup_span(model, frames["kl_weight"].iloc[:, 0], last)
-        if span is not None:
-            ax.axvspan(*span, color="0.9", zorder=0, label="KL warm-up")
+        spans = _warmup_spans(model, frames["kl_weight"].iloc[:, 0], last)
+        for k, span in enumerate(spans):  # one legend entry
+            ax.axvspan(*span, color="0.9", zorder=0, label="_KL warm-up" if k else "KL warm-up")
     if log:
         _log_y_axis(ax, [frames[key] for key in present])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
