@@ -145,3 +145,17 @@ def test_a_model_trained_twice_shades_each_warm_up():
     spans = [(p.get_x(), p.get_x() + p.get_width()) for p in ax.patches]
     assert spans == [(0.0, 1.0), (3.0, 4.0)]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["training", "KL warm-up"]
+
+
+def test_embedding_draws_tissue_as_the_spatial_plots_do():
+    """basis="spatial" was drawn upside down (y up) and stretched, unlike the same spots in
+    dv.pl.spatial_proportions and sc.pl.spatial; colour bars are left as they are."""
+    adata = _cells()
+    (prop,) = dv.pl.spatial_proportions(adata, columns="Astro", show=False)
+    axes = dv.pl.embedding(adata, basis="spatial", color=["cluster", "g0"], show=False)
+    for ax in [prop, *axes]:
+        assert ax.yaxis_inverted() and ax.get_aspect() == 1.0
+    fig = dv.pl.embedding(adata, basis="spatial", color="g0", return_fig=True)
+    bar = [ax for ax in fig.axes if hasattr(ax, "_colorbar")]
+    assert bar and not bar[0].yaxis_inverted()
+    assert not dv.pl.embedding(adata, basis="umap", color="g0", show=False).yaxis_inverted()

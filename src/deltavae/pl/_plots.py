@@ -53,7 +53,10 @@ def embedding(
     adata
         AnnData with the embedding in ``obsm``.
     basis
-        Key of the embedding in ``adata.obsm`` (``"X_umap"`` or ``"umap"``).
+        Key of the embedding in ``adata.obsm`` (``"X_umap"`` or ``"umap"``). ``"spatial"``
+        is drawn to scale with the y axis pointing down, as :func:`scanpy.pl.spatial` and
+        :func:`spatial_proportions` draw tissue (:func:`scanpy.pl.embedding` drew it upside
+        down).
     color
         obs column(s) or gene(s) to colour by, e.g. ``"cell_type"`` or ``["leiden", "CD3E"]``.
     ax
@@ -106,6 +109,12 @@ def embedding(
         message = err.args[0] if err.args else "color not found"
         raise KeyError(_colour_message(adata, color, kwargs, message)) from err
     keep_colours(adata, drawn)
+    if name == "spatial":  # tissue as dv.pl.spatial_proportions and sc.pl.spatial draw it
+        panels = axes.axes if kwargs.get("return_fig") else np.atleast_1d(axes)
+        for panel in [p for p in panels if not hasattr(p, "_colorbar")]:
+            panel.set_aspect("equal")
+            if not panel.yaxis_inverted():
+                panel.invert_yaxis()
     if ax is None:
         own_figure((axes[0] if isinstance(axes, list) else axes).figure)
     if kwargs.get("return_fig"):
