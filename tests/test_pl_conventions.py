@@ -159,3 +159,22 @@ def test_embedding_draws_tissue_as_the_spatial_plots_do():
     bar = [ax for ax in fig.axes if hasattr(ax, "_colorbar")]
     assert bar and not bar[0].yaxis_inverted()
     assert not dv.pl.embedding(adata, basis="umap", color="g0", show=False).yaxis_inverted()
+
+
+def test_log_history_ticks_of_one_axis_have_the_same_decimals():
+    """A short run on a log axis labelled its ticks "202.5", "202", "201.5"."""
+    epochs = np.arange(4)
+    values = [202.9, 202.3, 201.8, 201.25]
+    frames = {"elbo_train": pd.DataFrame({"e": values}, index=epochs)}
+    ax = dv.pl.history(frames, log=True, show=False)
+    ax.figure.canvas.draw()
+    low, high = ax.get_ylim()
+    texts = [t.get_text() for t in ax.get_yticklabels() if low <= t.get_position()[1] <= high]
+    assert texts == ["201.5", "202.0", "202.5"]
+    # Ticks a quarter apart are written to the quarter (201.25 was written "201.2").
+    frames = {"elbo_train": pd.DataFrame({"e": np.linspace(101.0, 100.05, 4)}, index=epochs)}
+    ax = dv.pl.history(frames, log=True, show=False)
+    ax.figure.canvas.draw()
+    low, high = ax.get_ylim()
+    ticks = [t for t in ax.get_yticklabels() if low <= t.get_position()[1] <= high]
+    assert [t.get_text() for t in ticks][:3] == ["100.25", "100.50", "100.75"]

@@ -12,7 +12,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.ticker import (
     FixedLocator,
-    FuncFormatter,
+    Formatter,
     LogLocator,
     MaxNLocator,
     NullFormatter,
@@ -59,11 +59,31 @@ def _history_unit(model, keys: Sequence[str]) -> str:
     return f"per {unit}{unitless}"
 
 
-def _plain_number(value: float, _pos=None) -> str:
-    """``20,000`` and ``0.05``, not ``2e+04`` and ``5e-02``."""
+def _plain_number(value: float, decimals: int | None = None) -> str:
+    """``20,000`` and ``0.05``, not ``2e+04`` and ``5e-02``; ``decimals`` above 1."""
     if value >= 1:
-        return f"{value:,.0f}" if value == round(value) else f"{value:,.1f}"
+        if decimals is None:
+            decimals = 0 if value == round(value) else 1
+        return f"{value:,.{decimals}f}"
     return f"{value:.3g}"
+
+
+class _PlainFormatter(Formatter):
+    """Tick labels as :func:`_plain_number` writes them, those above 1 with as many decimals
+    as the finest of them needs: ``201.5, 202.0, 202.5``, not ``201.5, 202, 202.5``, and
+    ``201.25``, not ``201.2``."""
+
+    def __call__(self, value, pos=None) -> str:  # one value alone (the cursor's)
+        return _plain_number(value)
+
+    def format_ticks(self, values) -> list[str]:
+        above = np.asarray([v for v in values if v >= 1], dtype=float)
+        # the fewest decimals that write every tick exactly (201.25 was written 201.2)
+        decimals = next(
+            (d for d in range(3) if np.allclose(above, np.round(above, d), rtol=0, atol=1e-9)),
+            3,
+        )
+        return [_plain_number(v, decimals) for v in values]
 
 
 #: Round mantissas of the ticks of a log axis spanning less than a decade.
@@ -123,7 +143,7 @@ def _log_y_axis(ax: Axes, frames: Sequence[pd.DataFrame]) -> None:
         ax.yaxis.set_major_locator(FixedLocator(_log_ticks(values.min(), values.max())))
     else:
         ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
-    ax.yaxis.set_major_formatter(FuncFormatter(_plain_number))
+    ax.yaxis.set_major_formatter(_PlainFormatter())
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
