@@ -178,3 +178,13 @@ def test_log_history_ticks_of_one_axis_have_the_same_decimals():
     low, high = ax.get_ylim()
     ticks = [t for t in ax.get_yticklabels() if low <= t.get_position()[1] <= high]
     assert [t.get_text() for t in ticks][:3] == ["100.25", "100.50", "100.75"]
+
+
+def test_embedding_components_beyond_the_basis_are_named():
+    """components="2,3" of a 2-column UMAP raised "IndexError: index 2 is out of bounds"."""
+    adata = _cells()
+    with pytest.raises(ValueError, match=r"components='2,3' asks for column 3 .* has 2\."):
+        dv.pl.embedding(adata, color="cluster", components="2,3", show=False)
+    assert plt.get_fignums() == []
+    ax = dv.pl.embedding(adata, color="cluster", components="2,1", show=False)
+    assert ax.get_xlabel() == "UMAP2"

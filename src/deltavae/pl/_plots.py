@@ -89,7 +89,7 @@ def embedding(
     # scanpy labels the axes "UMAP1", "UMAP2" for basis "umap" but "X_umap1" for "X_umap".
     key = name if f"X_{name}" in adata.obsm else basis
     stored = f"X_{name}" if key == name and f"X_{name}" in adata.obsm else basis
-    _check_drawable(adata, stored, kwargs.get("layer"))
+    _check_drawable(adata, stored, kwargs.get("layer"), kwargs.get("components"))
     if not isinstance(color, str) and color is not None and len(color) > 1:
         # scanpy's default gap fits short legends only: cell type names ran into the next panel.
         kwargs.setdefault("wspace", 0.5)
@@ -124,12 +124,21 @@ def embedding(
     return savefig_or_show(axes, name, show, save)
 
 
-def _check_drawable(adata: AnnData, stored: str, layer) -> None:
-    """A basis of fewer than two columns, or a layer ``adata`` lacks, named as such: scanpy
-    raised ``IndexError: index 1 is out of bounds`` and ``KeyError: 'cnts'``."""
+def _check_drawable(adata: AnnData, stored: str, layer, components) -> None:
+    """A basis of fewer than two columns, ``components`` beyond its columns, or a layer
+    ``adata`` lacks, named as such: scanpy raised ``IndexError: index 1 is out of bounds``
+    and ``KeyError: 'cnts'``."""
     shape = np.shape(adata.obsm[stored])
     if len(shape) != 2 or shape[1] < 2:
         raise ValueError(f"obsm[{stored!r}] has shape {shape}; a 2-D embedding needs 2 columns.")
+    for pair in as_names(components, "components") or []:  # scanpy's "1,2" (from 1), or "all"
+        numbers = str(pair).replace(" ", "").split(",")
+        top = max(map(int, numbers)) if all(n.isdigit() for n in numbers) else 0
+        if top > shape[1]:
+            raise ValueError(
+                f"components={pair!r} asks for column {top} (scanpy counts from 1), and "
+                f"obsm[{stored!r}] has {shape[1]}."
+            )
     if layer is not None and layer not in adata.layers:
         raise KeyError(f"layer={layer!r} is not in adata.layers; available: {list(adata.layers)}.")
 
