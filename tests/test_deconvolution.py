@@ -267,6 +267,20 @@ def test_static_reference_methods_refuse_a_countless_reference():
             call(layer="counts", genes=["0", "1"])
 
 
+def test_marker_genes_refuses_a_reference_without_raw_counts(cells):
+    """marker_genes log-normalised a log-normalised (or scaled) reference again and ranked
+    its genes without a word, where signatures_from_reference and from_reference refuse it."""
+    log = cells[:60].copy()
+    log.X = np.log1p(log.X.toarray() / 3.0)
+    with pytest.raises(ValueError, match=r"reference.X must hold raw counts.*layer='counts'"):
+        dv.model.NMFDeconv.marker_genes(log, "cluster", n_markers=3)
+    scaled = log.copy()
+    scaled.X = (log.X - log.X.mean(0)) / (log.X.std(0) + 1)  # sc.pp.scale's, roughly
+    with pytest.raises(ValueError, match=r"must hold raw counts: found negative values"):
+        dv.model.NMFDeconv.marker_genes(scaled, "cluster", 3, genes=list(log.var_names[:5]))
+    assert len(dv.model.NMFDeconv.marker_genes(log, "cluster", 3, layer="counts")) >= 4
+
+
 def test_nmfdeconv_reference_free_finds_types():
     cells = dv.datasets.synthetic_counts(
         n_cells=400, n_genes=60, n_clusters=3, n_conditions=1, seed=4

@@ -67,14 +67,18 @@ def _warn_empty_reference_cells(reference: AnnData, layer: str | None) -> None:
 
 
 def _refuse_countless(reference: AnnData, counts: AnnData, layer, genes) -> None:
-    """:func:`refuse_countless_reference` for the static methods (their argument is
+    """:func:`~deltavae.model._validation.check_data`'s count check on ``counts`` and
+    :func:`refuse_countless_reference` for the static methods (their argument is
     ``layer``): on ``counts`` (all genes when ``genes`` is ``None``), else on the whole
     reference where it is in memory (a subset without counts gives zero signatures)."""
-    if genes is not None:
-        if on_disk(reference):
-            return
-        counts = reference
     try:
+        # Raw counts (check_data's advice for log-normalised or scaled values): marker_genes
+        # log-normalised a log-normalised reference again and ranked its genes silently.
+        check_data(counts, layer, kind="counts", name="reference", warn_empty=False)
+        if genes is not None:
+            if on_disk(reference):
+                return
+            counts = reference
         refuse_countless_reference(counts, layer)
     except ValueError as err:
         raise ValueError(str(err).replace("reference_layer=", "layer=")) from None
@@ -141,10 +145,6 @@ class FromReferenceMixin:
         labels = _string_labels(reference, labels_key)
         counts = _counts_in_memory(reference, genes)
         # Log-normalised values gave signatures of another scale, and wrong proportions.
-        try:
-            check_data(counts, layer, kind="counts", name="reference", warn_empty=False)
-        except ValueError as err:  # this method's argument is layer, from_reference's not
-            raise ValueError(str(err).replace("reference_layer=", "layer=")) from None
         _refuse_countless(reference, counts, layer, genes)
         obs = pd.DataFrame({"label": labels}, index=counts.obs_names)
         view = AnnData(X=layer_matrix(counts, layer), obs=obs)
