@@ -201,6 +201,27 @@ def test_de_by_a_column_with_categories_without_cells(trained):
     del adata.obs["typed"]
 
 
+def test_de_leaves_cells_of_no_group_out_of_the_rest(trained):
+    """Cells with NaN in groupby's column (no group) were counted in the 'Rest' each group
+    was compared with, silently (scvi-tools and scanpy both fold them in); a NaN group1 was
+    refused as 'holds float values, not float: pass nan'."""
+    model, adata = trained
+    adata.obs["some"] = adata.obs["cluster"].where(np.arange(adata.n_obs) % 5 != 0)
+    with pytest.warns(UserWarning, match=r"40 of 200 cells have no group in adata.obs\['some'\]"):
+        de = model.differential_expression(groupby="some", group1="0", n_samples_overall=5)
+    X = adata.X.toarray()
+    rest = (adata.obs["some"].notna() & (adata.obs["some"] != "0")).to_numpy()
+    np.testing.assert_allclose(de.loc[adata.var_names, "raw_mean2"], X[rest].mean(0), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"group1=nan: no cell .* NaN marks cells of no group"):
+        model.differential_expression(groupby="some", group1=np.nan)
+    with pytest.raises(ValueError, match=r"group1='nan': no cell of adata.obs\['some'\]"):
+        model.differential_expression(groupby="some", group1="nan")
+    with warnings.catch_warnings():  # against group2: NaN cells are in neither group, no word
+        warnings.simplefilter("error")
+        model.differential_expression(groupby="some", group1="0", group2="1", n_samples_overall=5)
+    del adata.obs["some"]
+
+
 def test_seeded_de_gives_one_table_whether_or_not_its_anndata_was_registered(trained):
     """scvi-tools' registration of an AnnData draws from numpy's global generator, as DE's
     sampling of cells does: the model's own AnnData and a view of it (registered as a copy

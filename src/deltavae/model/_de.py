@@ -8,6 +8,7 @@ import functools
 import inspect
 
 import numpy as np
+import pandas as pd
 import scvi
 from scvi.model.base import RNASeqMixin
 
@@ -17,6 +18,8 @@ from ._de_checks import (
     check_draws,
     check_groupby_column,
     check_library_size,
+    fill_advice,
+    without_ungrouped_cells,
 )
 from ._de_tables import (
     check_importance_keywords,
@@ -339,17 +342,19 @@ def check_de_groups(
     adata = given.get("adata")
     passed, adata = adata is not None, model.adata if adata is None else adata
     column = check_groupby_column(adata, groupby, passed)
-    present, values = set(column.astype(str)), set(column.unique())
+    present, values = set(column.dropna().astype(str)), set(column.dropna().unique())
     for arg in ("group1", "group2"):
         value = given.get(arg)
         if value is None:
             continue
         names = [value] if np.ndim(value) == 0 else list(value)
-        missing = [name for name in names if str(name) not in present]
+        missing = [name for name in names if str(name) not in present or pd.isna(name)]
         if missing:
             raise ValueError(
                 f"{arg}={short_repr(value)}: no cell of adata.obs[{groupby!r}] is "
                 f"{short_repr(missing[0])}; its groups: {sorted(present)[:20]}."
+                + f" NaN marks cells of no group: {fill_advice(groupby)}"
+                * pd.isna(missing[0])
             )
         other_type = [name for name in names if name not in values]
         if other_type:
@@ -361,6 +366,12 @@ def check_de_groups(
                 f"{arg}={short_repr(value)}: adata.obs[{groupby!r}] holds {type(actual).__name__} "
                 f"values, not {type(other_type[0]).__name__}: pass {actual!r}."
             )
+    data = _bind(model, differential_expression, args, kwargs).get("adata")  # in memory
+    data = adata if data is None else data
+    subset = without_ungrouped_cells(data, column, groupby, given.get("group2") is None)
+    if subset is not None:  # NaN: no group, not the rest's (scvi-tools counted them in it)
+        args, kwargs = _set_argument(differential_expression, args, kwargs, "adata", subset)
+        column = column[column.notna()]
     group1 = given.get("group1")
     if group1 is not None and given.get("group2") is None and given.get("idx1") is None:
         if column.isin([group1] if np.ndim(group1) == 0 else list(group1)).all():

@@ -93,3 +93,27 @@ def check_groupby_column(adata, groupby, passed: bool = True) -> pd.Series:
                 f"pd.qcut(adata.obs[{groupby!r}], 4), and pass groupby='bins'."
             )
     return column
+
+
+def fill_advice(groupby) -> str:
+    """How to give cells without a group (NaN in ``adata.obs[groupby]``) one of their own."""
+    return f"adata.obs[{groupby!r}] = adata.obs[{groupby!r}].astype(object).fillna('unassigned')"
+
+
+def without_ungrouped_cells(adata, column: pd.Series, groupby, against_rest: bool):
+    """``adata`` without its cells of no group (NaN in ``column``, ``adata.obs[groupby]``)
+    where each group is compared with the rest (``against_rest``): scvi-tools (as scanpy's
+    ``rank_genes_groups``) took them into the rest without a word, so that unannotated cells,
+    perhaps of the group itself, diluted the difference tested. They are left out with a
+    warning naming how many; ``None`` where there are none (or a ``group2`` is given, which
+    leaves them out anyway)."""
+    missing = column.isna().to_numpy()
+    if not against_rest or not missing.any():
+        return None
+    warn_user(
+        f"{int(missing.sum())} of {len(missing)} cells have no group in "
+        f"adata.obs[{groupby!r}] (NaN): they are left out of the rest each group is compared "
+        f"with, not counted in it. To count them in, give them a group first: "
+        f"{fill_advice(groupby)}."
+    )
+    return adata[~missing]
