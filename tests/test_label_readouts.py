@@ -215,7 +215,12 @@ def test_predict_as_scanvi_labels_in_the_columns_type_and_soft_as_predict_labels
     novel = dv.model.CGMDVAE(adata, n_clusters=3, **SMALL)
     novel.train(max_epochs=1, **FAST)
     labels = novel.predict(indices=np.arange(10))
-    assert labels.dtype.kind == "U" and set(labels) <= {"1", "2", "novel_0"}
+    assert labels.dtype == object and set(labels) <= {"1", "2", "novel_0"}
+    # Names as an object array, not <U as wide as the labels predicted: "uncertain" was "u".
+    np.testing.assert_array_equal(labels, novel.predict_labels()["label"].to_numpy()[:10])
+    labels[:2] = "uncertain"
+    assert list(labels[:2]) == ["uncertain", "uncertain"]
+    assert novel.predict(indices=[0]).dtype == object
     assert list(novel.predict(soft=True).columns) == ["1", "2", "novel_0"]
     query = adata[:20].copy()
     query.obs["semi"] = -1

@@ -74,17 +74,21 @@ class PredictionsMixin:
 
         Returns
         -------
-        Without ``soft``, a numpy array of one label per cell, of the labels' type: integer
-        labels as integers (int64), string labels (and any model with ``novel_j`` clusters,
-        whose integer labels are then strings ``"1"``, as in :attr:`cluster_names`) as
-        strings. With ``soft``, a DataFrame indexed by the cells' names, one column per
+        Without ``soft``, a numpy array of one label per cell, of the labels' type as the
+        model registered them: integer labels as integers (int64), string labels (and any
+        model with ``novel_j`` clusters, whose integer labels are then strings ``"1"``, as in
+        :attr:`cluster_names`) as an object array of str, as
+        ``predict_labels()["label"].to_numpy()`` and an obs column of strings hold them (a
+        fixed-width ``<U`` array, as SCANVI's, is as wide as the labels it happens to hold:
+        ``pred[conf < 0.5] = "uncertain"`` wrote ``"u"`` where only ``"B"`` and ``"T"`` were
+        predicted). With ``soft``, a DataFrame indexed by the cells' names, one column per
         cluster (:attr:`cluster_names`, as the labels are typed), rows summing to 1:
         ``predict_labels(soft=True)``.
 
         Examples
         --------
         >>> q.predict()[:3]  # doctest: +SKIP
-        array(['B', 'T', 'T'], dtype='<U2')
+        array(['B', 'T', 'T'], dtype=object)
         >>> (q.predict() == adata.obs["cell_type"].to_numpy()).mean()  # doctest: +SKIP
         """
         if use_posterior_mean is not True:
@@ -93,7 +97,8 @@ class PredictionsMixin:
                 "the posterior mean of z only; pass use_posterior_mean=True (the default)."
             )
         table = self.predict_labels(adata, batch_size, indices=indices, soft=soft)
-        return table if soft else np.array(table["label"].tolist())
+        # The categories' dtype: int64 for integer labels, object for names (never <U).
+        return table if soft else table["label"].to_numpy()
 
     def predict_clusters(
         self,
