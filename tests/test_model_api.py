@@ -376,6 +376,20 @@ def test_de_refuses_an_fdr_target_or_delta_out_of_range(trained):
         model.differential_expression(groupby="cluster", group1="0", mode="change", delta=-0.1)
 
 
+def test_de_names_a_bad_delta_fdr_or_empty_query(trained):
+    """delta='0.5' or fdr_target=None failed with a bare TypeError ('>=' not supported ...),
+    and an idx1/idx2 query selecting no cell with scvi-tools' 'One of idx1 or idx2 has size
+    zero', naming neither."""
+    model, _ = trained
+    change = {"groupby": "cluster", "group1": "0", "mode": "change"}
+    with pytest.raises(ValueError, match=r"delta, .* is a number from 0 .*; got '0.5'"):
+        model.differential_expression(**change, delta="0.5")
+    with pytest.raises(ValueError, match=r"fdr_target is a proportion .*; got None"):
+        model.differential_expression(**change, fdr_target=None)
+    with pytest.raises(ValueError, match=r"idx2=\"cluster == 'x'\" selects no cell"):
+        model.differential_expression(idx1="cluster == '0'", idx2="cluster == 'x'")
+
+
 def test_expression_refuses_numbers_of_draws_below_one(trained):
     """n_samples=0 (or -1) was read as 1, and DE of n_samples_overall=0 called every gene DE
     (bayes_factor 18.4 for each)."""

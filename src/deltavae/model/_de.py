@@ -14,6 +14,7 @@ from scvi.model.base import RNASeqMixin
 
 from .._checks import short_repr
 from ._de_checks import (
+    check_de_selection,
     check_de_test,
     check_draws,
     check_groupby_column,
@@ -294,6 +295,11 @@ def check_de_groups(
     args, kwargs = _de_in_memory(model, given.get("adata"), args, kwargs)
     adata = model.adata if given.get("adata") is None else given.get("adata")
     for arg in ("idx1", "idx2"):
+        if isinstance(given.get(arg), str) and not len(_rows(adata, given[arg])):
+            raise ValueError(  # scvi-tools: "One of idx1 or idx2 has size zero."
+                f"{arg}={given[arg]!r} selects no cell (a query of adata.obs): check the "
+                "column's values, e.g. adata.obs[column].unique()."
+            )
         if given.get(arg) is not None and not isinstance(given[arg], str):
             rows = _cell_positions(adata, given[arg], arg)
             if rows is not given[arg]:
@@ -410,34 +416,6 @@ def check_de_groups(
         # A list of one group is that group.
         return _set_argument(differential_expression, args, kwargs, "group2", list(group2)[0])
     return args, kwargs
-
-
-def check_de_selection(given: dict) -> None:
-    """The cells compared are chosen one way: by ``groupby`` (with ``group1``/``group2``) or by
-    ``idx1`` (with ``idx2``). scvi-tools failed with a bare ``KeyError: None`` given neither,
-    and silently ignored ``group1``/``group2`` given with ``idx1``, and ``idx2`` without it.
-    ``fdr_target`` and ``delta`` are checked too (out of range, every gene was DE)."""
-    groups = [arg for arg in ("group1", "group2") if given.get(arg) is not None]
-    if given.get("idx1") is not None and groups:
-        raise ValueError(
-            f"idx1 chooses the cells compared, so {groups[0]} would be ignored: pass groupby "
-            "with group1/group2, or idx1 with idx2, not both."
-        )
-    if given.get("idx1") is None and given.get("idx2") is not None:
-        raise ValueError(
-            "idx2 is read only with idx1 (the cells compared with idx2): pass idx1 too, or "
-            "groupby with group1/group2."
-        )
-    fdr, delta = given.get("fdr_target", 0.05), given.get("delta", 0.25)
-    if not 0 < fdr < 1:  # e.g. 5 for 5%: every gene was called DE
-        raise ValueError(f"fdr_target is a proportion in (0, 1), e.g. 0.05; got {fdr!r}.")
-    if delta is not None and not delta >= 0:  # below 0: every gene was called DE
-        raise ValueError(f"delta, the smallest |LFC| called DE, is 0 or more; got {delta!r}.")
-    if given.get("idx1") is None and given.get("groupby") is None:
-        raise ValueError(
-            "differential_expression needs the cells to compare: groupby (a column of "
-            "adata.obs, with group1/group2 or each group against the rest) or idx1 (and idx2)."
-        )
 
 
 def _set_argument(method, args: tuple, kwargs: dict, name: str, value) -> tuple[tuple, dict]:

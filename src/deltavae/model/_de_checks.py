@@ -117,3 +117,40 @@ def without_ungrouped_cells(adata, column: pd.Series, groupby, against_rest: boo
         f"{fill_advice(groupby)}."
     )
     return adata[~missing]
+
+
+def check_de_selection(given: dict) -> None:
+    """The cells compared are chosen one way: by ``groupby`` (with ``group1``/``group2``) or by
+    ``idx1`` (with ``idx2``). scvi-tools failed with a bare ``KeyError: None`` given neither,
+    and silently ignored ``group1``/``group2`` given with ``idx1``, and ``idx2`` without it.
+    ``fdr_target`` and ``delta`` are checked too (out of range, every gene was DE)."""
+    groups = [arg for arg in ("group1", "group2") if given.get(arg) is not None]
+    if given.get("idx1") is not None and groups:
+        raise ValueError(
+            f"idx1 chooses the cells compared, so {groups[0]} would be ignored: pass groupby "
+            "with group1/group2, or idx1 with idx2, not both."
+        )
+    if given.get("idx1") is None and given.get("idx2") is not None:
+        raise ValueError(
+            "idx2 is read only with idx1 (the cells compared with idx2): pass idx1 too, or "
+            "groupby with group1/group2."
+        )
+    fdr, delta = given.get("fdr_target", 0.05), given.get("delta", 0.25)
+    if not _is_number(fdr) or not 0 < fdr < 1:  # e.g. 5 for 5%: every gene was called DE
+        raise ValueError(f"fdr_target is a proportion in (0, 1), e.g. 0.05; got {fdr!r}.")
+    if delta is not None and (not _is_number(delta) or not delta >= 0):  # < 0: all DE
+        raise ValueError(
+            f"delta, the smallest |LFC| called DE, is a number from 0 (or None to estimate "
+            f"it from the data); got {delta!r}."
+        )
+    if given.get("idx1") is None and given.get("groupby") is None:
+        raise ValueError(
+            "differential_expression needs the cells to compare: groupby (a column of "
+            "adata.obs, with group1/group2 or each group against the rest) or idx1 (and idx2)."
+        )
+
+
+def _is_number(value) -> bool:
+    """A real number (not a bool, a string or None): ``fdr_target="0.05"`` or ``None``
+    failed in a comparison with a bare TypeError."""
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_)
