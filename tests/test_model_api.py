@@ -388,6 +388,8 @@ def test_de_names_a_bad_delta_fdr_or_empty_query(trained):
         model.differential_expression(**change, fdr_target=None)
     with pytest.raises(ValueError, match=r"idx2=\"cluster == 'x'\" selects no cell"):
         model.differential_expression(idx1="cluster == '0'", idx2="cluster == 'x'")
+    with pytest.raises(ValueError, match=r"idx2 selects no cell; pass at least one\.$"):
+        model.differential_expression(idx1=[0, 1], idx2=[])  # not "or None for all": the rest
 
 
 def test_expression_refuses_numbers_of_draws_below_one(trained):

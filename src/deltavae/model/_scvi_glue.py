@@ -293,7 +293,8 @@ def check_indices(indices, n_obs: int, name: str = "indices", unit: str = "cell"
     """
     if indices is None:
         return
-    fix = f"pass integer positions or a boolean mask of one entry per {unit} (or None for all)"
+    every = " (or None for all)" * (name == "indices")  # DE's idx1=None is groupby's cells
+    fix = f"pass integer positions or a boolean mask of one entry per {unit}{every}"
     if isinstance(indices, slice | tuple | str | dict | set):
         hint = {
             tuple: " (np.where returns a tuple: pass np.where(mask)[0], or the mask)",
@@ -320,11 +321,11 @@ def check_indices(indices, n_obs: int, name: str = "indices", unit: str = "cell"
     elif values.size and values.dtype.kind not in "iu":
         raise TypeError(f"{name} holds {values.dtype} values such as {values[0]}; {fix}.")
     if len(values) == 0:
-        raise ValueError(f"{name} selects no {unit}; pass at least one (or None for all).")
+        raise ValueError(f"{name} selects no {unit}; pass at least one{every}.")
     if values.max() >= n_obs or values.min() < -n_obs:
         raise ValueError(
             f"{name} reach {unit} {int(values.max() if values.max() >= n_obs else values.min())}"
-            f", but the AnnData has {n_obs} {unit}s: pass positions within it (or None for all)."
+            f", but the AnnData has {n_obs} {unit}s: pass positions within it{every}."
         )
 
 
