@@ -281,6 +281,23 @@ def test_marker_genes_refuses_a_reference_without_raw_counts(cells):
     assert len(dv.model.NMFDeconv.marker_genes(log, "cluster", 3, layer="counts")) >= 4
 
 
+def test_reference_methods_read_genes_by_name(cells):
+    """genes='gene_1' was read as its letters, a gene the reference lacks failed with
+    anndata's KeyError of np.str_ values, a gene named twice came back twice, and
+    n_markers=True was read as 1."""
+    ref = cells[:60]
+    NM = dv.model.NMFDeconv
+    assert list(NM.signatures_from_reference(ref, "cluster", genes="gene_1").columns) == ["gene_1"]
+    assert list(NM.marker_genes(ref, "cluster", 3, genes="gene_1")) == ["gene_1"]
+    for call in (NM.signatures_from_reference, lambda *a, genes: NM.marker_genes(*a, genes=genes)):
+        with pytest.raises(ValueError, match=r"genes names 1 gene\(s\) the reference lacks.*'zz'"):
+            call(ref, "cluster", genes=["gene_1", "zz"])
+        with pytest.raises(ValueError, match=r"genes names 'gene_1' more than once"):
+            call(ref, "cluster", genes=["gene_1", "gene_2", "gene_1"])
+    with pytest.raises(ValueError, match="n_markers must be a positive integer; got True"):
+        NM.marker_genes(ref, "cluster", n_markers=True)
+
+
 def test_nmfdeconv_reference_free_finds_types():
     cells = dv.datasets.synthetic_counts(
         n_cells=400, n_genes=60, n_clusters=3, n_conditions=1, seed=4
@@ -599,7 +616,7 @@ def test_static_reference_methods_name_genes_the_reference_lacks(split):
     genes = [ref.var_names[0], "nope", ref.var_names[1].upper()]
     for method in (dv.model.NMFDeconv.signatures_from_reference, dv.model.NMFDeconv.marker_genes):
         with pytest.raises(
-            KeyError, match=r"2 of 3 genes the reference lacks: \['nope', 'GENE_1'\].*Ignoring case"
+            ValueError, match=r"2 gene\(s\) the reference lacks.*'nope', 'GENE_1'.*Ignoring case"
         ):
             method(ref, "cluster", genes=genes)
     sig = dv.model.NMFDeconv.signatures_from_reference(

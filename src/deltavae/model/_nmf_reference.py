@@ -21,6 +21,7 @@ from .._checks import (
     layer_matrix,
     refuse_countless_reference,
     refuse_minified,
+    short_repr,
 )
 from ._genes import _refuse_duplicates, identifier_advice
 from ._matrices import adata_in_memory, memory_copy, on_disk, to_memory
@@ -87,19 +88,37 @@ def _refuse_countless(reference: AnnData, counts: AnnData, layer, genes) -> None
 def _counts_in_memory(reference: AnnData, genes) -> AnnData:
     """``reference`` with ``genes`` (all when ``None``), in that order, in memory: one opened
     backed or with read_lazy is read (a backed view cannot be indexed again)."""
-    if genes is not None:
-        genes = [g.item() if isinstance(g, np.generic) else g for g in genes]
-        missing = [g for g in genes if g not in reference.var_names]
-        if missing:  # else anndata's KeyError, with the names as np.str_('...')
-            advice = identifier_advice(missing, reference.var_names)
-            raise KeyError(
-                f"genes holds {len(missing)} of {len(genes)} genes the reference lacks: "
-                f"{missing[:10]}; pass genes of reference.var_names"
-                + (f". {advice}" if advice.startswith("Ignoring case") else ".")
-            )
+    genes = _checked_genes(reference, genes)
     if reference.isbacked and reference.is_view:
         reference = to_memory(reference)
     return adata_in_memory(reference if genes is None else reference[:, genes])
+
+
+def _checked_genes(reference: AnnData, genes) -> list[str] | None:
+    """``genes`` as a list of the reference's genes: one name is one gene (a string was read
+    as its letters), and a gene the reference lacks or a gene named twice is refused by name
+    (anndata's KeyError listed np.str_ values; a repeat was a marker, a signature twice)."""
+    if genes is None:
+        return None
+    names = [genes] if isinstance(genes, str) else [str(g) for g in genes]
+    if not names:
+        raise ValueError("genes is empty; pass the genes to keep, or None for all.")
+    missing = [g for g in names if g not in reference.var_names]
+    if missing:
+        advice = identifier_advice(missing, reference.var_names)
+        if len(missing) < len(names) and not advice.startswith("Ignoring case"):
+            advice = "Drop them, or check their spelling."
+        raise ValueError(
+            f"genes names {len(missing)} gene(s) the reference lacks, e.g. "
+            f"{short_repr(missing)}. {advice}"
+        )
+    repeated = pd.Index(names)[pd.Index(names).duplicated()]
+    if len(repeated):
+        raise ValueError(
+            f"genes names {repeated[0]!r} more than once; pass each gene once, e.g. "
+            "list(dict.fromkeys(genes))."
+        )
+    return names
 
 
 class FromReferenceMixin:
@@ -197,7 +216,9 @@ class FromReferenceMixin:
         >>> "MS4A1" in genes  # a B-cell marker
         True
         """
-        if not isinstance(n_markers, int | np.integer) or n_markers < 1:
+        if not isinstance(n_markers, int | np.integer) or isinstance(n_markers, bool):
+            raise ValueError(f"n_markers must be a positive integer; got {n_markers!r}.")
+        if n_markers < 1:
             raise ValueError(f"n_markers must be a positive integer; got {n_markers!r}.")
         labels = _string_labels(reference, labels_key)
         counts = _counts_in_memory(reference, genes)
