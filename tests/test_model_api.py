@@ -439,6 +439,26 @@ def test_a_boolean_series_idx_is_read_by_cell_name(trained):
         model.differential_expression(idx1=other)
 
 
+def test_a_nullable_boolean_mask_is_read_by_name_and_its_missing_values_refused(trained):
+    """A mask of pandas' nullable 'boolean' dtype in another order was read by position
+    (other cells, silently); with a missing value it was read as cell names ('names 200
+    cells not in adata.obs_names, e.g. 'False'')."""
+    model, adata = trained
+    mask = (adata.obs["cluster"] == "0").astype("boolean")
+    shuffled = mask.iloc[np.random.default_rng(0).permutation(adata.n_obs)]
+    np.testing.assert_allclose(
+        model.get_latent_representation(indices=shuffled),
+        model.get_latent_representation(indices=mask.to_numpy(bool)),
+    )
+    mask.iloc[3] = pd.NA
+    missing = r"idx1 is a boolean mask with 1 missing values \(NA\): .* idx1=mask.fillna\(False\)"
+    for idx1 in (mask, mask.to_numpy()):
+        with pytest.raises(ValueError, match=missing):
+            model.differential_expression(idx1=idx1)
+    with pytest.raises(ValueError, match=r"indices is a boolean mask with 1 missing values"):
+        model.get_latent_representation(indices=mask)
+
+
 def test_de_by_the_labels_column_keeps_labels_the_model_never_saw():
     """Cells with a label the model was not trained with are read as unlabelled; grouped by
     the labels column they had joined the unlabelled cells (group1='new': a division by

@@ -252,7 +252,24 @@ _INSTEAD = {
 def mask_by_name(adata, idx, arg: str):
     """A boolean Series indexed by cell names (a mask built on ``obs`` in another order) as a
     mask in ``adata``'s order: numpy, and scvi-tools, read its values by position, so the
-    cells compared were other cells, silently."""
+    cells compared were other cells, silently. A mask of pandas' nullable ``"boolean"``
+    dtype is read as one of bools; one with missing values (``pd.NA``) is refused (its
+    values were read as cell names: "names 200 cells not in adata.obs_names, e.g. 'False'")."""
+    if (  # its to_numpy(): objects, True/False and pd.NA
+        isinstance(idx, np.ndarray)
+        and idx.dtype == object
+        and pd.api.types.infer_dtype(idx, skipna=True) == "boolean"
+    ):
+        idx = pd.array(idx, dtype="boolean")
+    if isinstance(idx, pd.Series | pd.Index | pd.arrays.BooleanArray) and isinstance(
+        idx.dtype, pd.BooleanDtype
+    ):
+        if idx.isna().any():
+            raise ValueError(
+                f"{arg} is a boolean mask with {int(idx.isna().sum())} missing values (NA): "
+                f"say whether those cells are in, e.g. {arg}=mask.fillna(False)."
+            )
+        idx = idx.astype(bool)
     if (
         not isinstance(idx, pd.Series)
         or idx.dtype != bool
