@@ -219,6 +219,13 @@ def test_de_leaves_cells_of_no_group_out_of_the_rest(trained):
     with warnings.catch_warnings():  # against group2: NaN cells are in neither group, no word
         warnings.simplefilter("error")
         model.differential_expression(groupby="some", group1="0", group2="1", n_samples_overall=5)
+    adata.obs["some"] = pd.Categorical(adata.obs["some"].where(adata.obs["cluster"] == "0"))
+    with pytest.warns(UserWarning, match="have no group"):  # was compared with the NaN cells
+        with pytest.raises(ValueError, match=r"one group only \('0'\) \(\d+ of no group, NaN\)"):
+            model.differential_expression(groupby="some")
+    adata.obs["some"] = np.nan
+    with pytest.raises(ValueError, match=r"holds no group: every value is NaN \(a pandas"):
+        model.differential_expression(groupby="some")
     del adata.obs["some"]
 
 

@@ -377,13 +377,14 @@ def check_de_groups(
     subset = without_ungrouped_cells(data, column, groupby, given.get("group2") is None)
     if subset is not None:  # NaN: no group, not the rest's (scvi-tools counted them in it)
         args, kwargs = _set_argument(differential_expression, args, kwargs, "adata", subset)
-        column = column[column.notna()]
+    left_out = "" if subset is None else f" ({len(column) - subset.n_obs} of no group, NaN)"
+    column = column if subset is None else column[column.notna()]
     group1 = given.get("group1")
     if group1 is not None and given.get("group2") is None and given.get("idx1") is None:
         if column.isin([group1] if np.ndim(group1) == 0 else list(group1)).all():
             raise ValueError(  # scvi-tools divided by the rest's zero cells
-                f"group1={group1!r} holds every cell of adata.obs[{groupby!r}], so the rest it "
-                "is compared with (group2=None) is empty."
+                f"group1={group1!r} holds every cell of adata.obs[{groupby!r}]{left_out}, so "
+                "the rest it is compared with (group2=None) is empty."
             )
     group2 = given.get("group2")
     if group1 is not None and group2 is not None:
@@ -396,10 +397,10 @@ def check_de_groups(
         # scvi-tools compares every category, also one without cells: it divided by zero.
         groups = column.astype("category").cat.categories
         held = [group for group in groups if (column == group).any()]
-        if len(held) == 1 and len(groups) > 1:
+        if len(held) == 1:  # the others: categories without cells, or NaN
             raise ValueError(
-                f"adata.obs[{groupby!r}] has cells in one group only ({held[0]!r}); its other "
-                "categories hold none. Differential expression needs two groups with cells."
+                f"adata.obs[{groupby!r}] has cells in one group only ({held[0]!r}){left_out}. "
+                "Differential expression needs two groups with cells."
             )
         if group2 is not None:  # each other group against it; scvi-tools added "g2 vs g2"
             reference = [group2] if np.ndim(group2) == 0 else list(group2)

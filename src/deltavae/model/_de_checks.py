@@ -108,6 +108,12 @@ def without_ungrouped_cells(adata, column: pd.Series, groupby, against_rest: boo
     warning naming how many; ``None`` where there are none (or a ``group2`` is given, which
     leaves them out anyway)."""
     missing = column.isna().to_numpy()
+    if missing.all():
+        raise ValueError(
+            f"adata.obs[{groupby!r}] holds no group: every value is NaN (a pandas Series "
+            "assigned to obs is aligned by cell name, so one indexed otherwise gives NaN: "
+            "assign its values, series.to_numpy())."
+        )
     if not against_rest or not missing.any():
         return None
     warn_user(
