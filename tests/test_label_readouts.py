@@ -212,6 +212,9 @@ def test_predict_as_scanvi_labels_in_the_columns_type_and_soft_as_predict_labels
     assert list(soft.index) == ["cell_5", "cell_2"] and list(soft.columns) == [1, 2]
     with pytest.raises(ValueError, match=r"use_posterior_mean=False: CGMDVAE predicts at"):
         model.predict(use_posterior_mean=False)
+    for call in (model.predict, model.predict_labels, model.predict_clusters):
+        with pytest.raises(ValueError, match=r"soft must be True or False, got 'False'"):
+            call(soft="False")  # was read as True: probabilities for labels
     novel = dv.model.CGMDVAE(adata, n_clusters=3, **SMALL)
     novel.train(max_epochs=1, **FAST)
     labels = novel.predict(indices=np.arange(10))

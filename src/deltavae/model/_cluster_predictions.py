@@ -33,6 +33,13 @@ def cell_names(adata: AnnData, indices) -> pd.Index:
     return adata.obs_names[rows]
 
 
+def _check_soft(soft) -> None:
+    """``soft`` is True or False: ``soft="no"`` (or ``"False"``) was read as True, returning
+    the probabilities where labels were asked for."""
+    if not isinstance(soft, bool | np.bool_):
+        raise ValueError(f"soft must be True or False, got {short_repr(soft)}.")
+
+
 class PredictionsMixin:
     """``predict_clusters`` (indices or a cells x K array, as before), ``predict_labels``
     (DataFrames indexed by cell; ``soft=True``: a column per cluster) and ``predict``
@@ -148,6 +155,7 @@ class PredictionsMixin:
         >>> (names[g.predict_clusters()] == adata.obs["cgmdvae_cluster"]).all()  # doctest: +SKIP
         True
         """
+        _check_soft(soft)
         probs = self._posterior(adata, indices, batch_size)["probs"]
         return probs if soft else probs.argmax(1)
 
@@ -202,6 +210,7 @@ class PredictionsMixin:
         >>> q.predict_labels().head()  # doctest: +SKIP
         >>> q.predict_labels(soft=True).idxmax(axis=1).head()  # doctest: +SKIP
         """
+        _check_soft(soft)
         adata = self._resolve_adata(adata)
         probs = self._posterior(adata, indices, batch_size)["probs"]
         names = cell_names(adata, indices)
