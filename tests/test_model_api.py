@@ -385,8 +385,9 @@ def test_de_refuses_an_fdr_target_or_delta_out_of_range(trained):
 
 def test_de_names_a_bad_delta_fdr_or_empty_query(trained):
     """delta='0.5' or fdr_target=None failed with a bare TypeError ('>=' not supported ...),
-    and an idx1/idx2 query selecting no cell with scvi-tools' 'One of idx1 or idx2 has size
-    zero', naming neither."""
+    an idx1/idx2 query selecting no cell with scvi-tools' 'One of idx1 or idx2 has size
+    zero', an empty group1/batchid1 with 'No objects to concatenate' or a ZeroDivisionError;
+    batch_correction='False' corrected batches, and a set of groups was read as one name."""
     model, _ = trained
     change = {"groupby": "cluster", "group1": "0", "mode": "change"}
     with pytest.raises(ValueError, match=r"delta, .* is a number from 0 .*; got '0.5'"):
@@ -395,6 +396,16 @@ def test_de_names_a_bad_delta_fdr_or_empty_query(trained):
         model.differential_expression(**change, fdr_target=None)
     with pytest.raises(ValueError, match=r"idx2=\"cluster == 'x'\" selects no cell"):
         model.differential_expression(idx1="cluster == '0'", idx2="cluster == 'x'")
+    with pytest.raises(ValueError, match=r"batchid1 is empty; name one at least"):
+        model.differential_expression(idx1=[0, 1], batch_correction=True, batchid1=[])
+    with pytest.raises(ValueError, match=r"group1 is empty; name one at least"):
+        model.differential_expression(groupby="cluster", group1=[])
+    with pytest.raises(ValueError, match=r"batch_correction must be True or False, got 'False'"):
+        model.differential_expression(groupby="cluster", group1="0", batch_correction="False")
+    with pytest.raises(ValueError, match=r"'Rest'; its groups: .* leave group2 out"):
+        model.differential_expression(groupby="cluster", group1="0", group2="Rest")
+    de = model.differential_expression(groupby="cluster", group1={"1", "0"}, n_samples_overall=5)
+    assert list(pd.unique(de["comparison"])) == ["0 vs Rest", "1 vs Rest"]  # a set: no name
     with pytest.raises(ValueError, match=r"idx2 selects no cell; pass at least one\.$"):
         model.differential_expression(idx1=[0, 1], idx2=[])  # not "or None for all": the rest
 

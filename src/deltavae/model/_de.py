@@ -19,6 +19,7 @@ from ._de_checks import (
     check_draws,
     check_groupby_column,
     check_library_size,
+    de_group_lists,
     fill_advice,
     without_ungrouped_cells,
 )
@@ -279,6 +280,9 @@ def check_de_groups(
         )
     check_de_selection(given)
     check_de_test(given)
+    for arg, value in de_group_lists(given).items():  # a set as a list
+        args, kwargs = _set_argument(differential_expression, args, kwargs, arg, value)
+        given[arg] = value
     check_draws(given.get("kwargs", {}), ("n_samples_overall",))  # get_bayes_factors'
     typed = check_batches(model, given, ("batchid1", "batchid2"))
     for arg in ("batchid1", "batchid2"):
@@ -359,8 +363,8 @@ def check_de_groups(
             raise ValueError(
                 f"{arg}={short_repr(value)}: no cell of adata.obs[{groupby!r}] is "
                 f"{short_repr(missing[0])}; its groups: {sorted(present)[:20]}."
-                + f" NaN marks cells of no group: {fill_advice(groupby)}"
-                * pd.isna(missing[0])
+                + f" NaN marks cells of no group: {fill_advice(groupby)}" * pd.isna(missing[0])
+                + " For every other cell, leave group2 out." * (str(missing[0]).lower() == "rest")
             )
         other_type = [name for name in names if name not in values]
         if other_type:

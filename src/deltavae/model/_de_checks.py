@@ -160,3 +160,23 @@ def _is_number(value) -> bool:
     """A real number (not a bool, a string or None): ``fdr_target="0.05"`` or ``None``
     failed in a comparison with a bare TypeError."""
     return isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_)
+
+
+def de_group_lists(given: dict) -> dict:
+    """``group1``/``group2``/``batchid1``/``batchid2`` that are sets, as sorted lists (a set
+    was read as one group's name: "no cell is {'1', '0'}"), refusing an empty list (scvi-tools
+    failed with "No objects to concatenate" or a ZeroDivisionError); and the switches
+    ``batch_correction``/``all_stats`` as True or False (``"False"`` corrected batches; a
+    string left out every statistic, as scvi-tools reads ``all_stats is True``). Returns the
+    arguments to replace."""
+    for flag in ("batch_correction", "all_stats"):
+        if flag in given and not isinstance(given[flag], bool | np.bool_):
+            raise ValueError(f"{flag} must be True or False, got {short_repr(given[flag])}.")
+    replaced = {}
+    for arg in ("group1", "group2", "batchid1", "batchid2"):
+        value = given.get(arg)
+        if isinstance(value, set | frozenset):
+            value = replaced[arg] = sorted(value, key=str)
+        if value is not None and np.ndim(value) > 0 and not len(list(value)):
+            raise ValueError(f"{arg} is empty; name one at least, or leave {arg} out.")
+    return replaced
