@@ -163,7 +163,9 @@ class CheckedExpressionMixin(RNASeqMixin):
         " ``mode`` or ``weights`` is refused before any draw, as is ``groupby`` on a column of"
         " continuous values (most of them distinct: bin them first, ``pd.qcut``). Without"
         " ``adata`` the groups are read from the model's own AnnData: pass ``adata=`` where"
-        " ``groupby``'s column was added to another one (a subset, a copy).\n"
+        " ``groupby``'s column was added to another one (a subset, a copy). Cells of no"
+        " group (NaN in ``groupby``'s column) are left out of the rest a group is compared"
+        " with (warned; scvi-tools and scanpy count them in it).\n"
     )
 
 
