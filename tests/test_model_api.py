@@ -219,7 +219,11 @@ def test_de_leaves_cells_of_no_group_out_of_the_rest(trained):
     with warnings.catch_warnings():  # against group2: NaN cells are in neither group, no word
         warnings.simplefilter("error")
         model.differential_expression(groupby="some", group1="0", group2="1", n_samples_overall=5)
-    adata.obs["some"] = pd.Categorical(adata.obs["some"].where(adata.obs["cluster"] == "0"))
+    adata.obs["some"] = adata.obs["cluster"].astype(int).where(adata.obs["some"].notna())
+    with pytest.warns(UserWarning, match="have no group"):  # 0.0, 1.0, 2.0: NaN made floats
+        by_int = model.differential_expression(groupby="some", group1=0, n_samples_overall=5)
+    assert list(by_int["comparison"].unique()) == ["0 vs Rest"]  # was "no cell ... is 0"
+    adata.obs["some"] = pd.Categorical(adata.obs["cluster"].where(adata.obs["cluster"] == "0"))
     with pytest.warns(UserWarning, match="have no group"):  # was compared with the NaN cells
         with pytest.raises(ValueError, match=r"one group only \('0'\) \(\d+ of no group, NaN\)"):
             model.differential_expression(groupby="some")

@@ -21,6 +21,7 @@ from ._de_checks import (
     check_library_size,
     de_group_lists,
     fill_advice,
+    same_number,
     without_ungrouped_cells,
 )
 from ._de_tables import (
@@ -360,7 +361,8 @@ def check_de_groups(
         if value is None:
             continue
         names = [value] if np.ndim(value) == 0 else list(value)
-        missing = [name for name in names if str(name) not in present or pd.isna(name)]
+        found = [str(n) in present or same_number(n, values) for n in names]  # 0 for 0.0
+        missing = [n for n, f in zip(names, found, strict=True) if pd.isna(n) or not f]
         if missing:
             raise ValueError(
                 f"{arg}={short_repr(value)}: no cell of adata.obs[{groupby!r}] is "

@@ -4,6 +4,7 @@ from."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Hashable
 
 import numpy as np
@@ -180,3 +181,15 @@ def de_group_lists(given: dict) -> dict:
         if value is not None and np.ndim(value) > 0 and not len(list(value)):
             raise ValueError(f"{arg} is empty; name one at least, or leave {arg} out.")
     return replaced
+
+
+def same_number(name, values) -> bool:
+    """Whether the group ``name`` is a number equal to one of ``values`` (a column's):
+    ``group1=0`` for a column of 0.0, 1.0 (integers made floats by a NaN), which scvi-tools
+    compares by value and finds; it was refused as "no cell is 0; its groups: ['0.0', ...]".
+    Booleans are not numbers here (True is not cluster 1)."""
+    real = isinstance(name, numbers.Real) and not isinstance(name, bool | np.bool_)
+    return real and any(
+        isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_) and v == name
+        for v in values
+    )
