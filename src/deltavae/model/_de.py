@@ -33,7 +33,7 @@ from ._genes import identifier_advice
 from ._labels import _label_state, seen_categories
 from ._matrices import with_column
 from ._registered import SCVI_STAND_IN_BATCH, registered_category
-from ._scvi_glue import check_indices, mask_by_name
+from ._scvi_glue import check_indices, mask_by_name, selected_rows
 from ._validation import warn_user
 
 #: Cells x genes from which scvi-tools' importance-weighted DE takes minutes on a CPU.
@@ -67,6 +67,14 @@ class CheckedExpressionMixin(RNASeqMixin):
         check_genes(self, gene_list)
         if isinstance(gene_list, str):  # one gene (scvi-tools' isin failed on a string)
             args, kwargs = _set_argument(method, args, kwargs, "gene_list", [gene_list])
+        if given.get("indices") is not None and given.get("dataloader") is None:
+            # As positions: scvi-tools labels the rows adata.obs_names[indices], which read a
+            # boolean Series by position (a mask built on obs in another order labelled the
+            # cells computed with other cells' names), and its importance weights index
+            # indices with an array (a list or range failed).
+            data = self.adata if given.get("adata") is None else given["adata"]
+            rows = selected_rows(data, given["indices"])
+            args, kwargs = _set_argument(method, args, kwargs, "indices", rows)
         check_library_size(given.get("library_size", 1))
         check_draws(given, ("n_samples", "n_samples_overall"))
         for arg, value in check_batches(self, given, ("transform_batch",)).items():

@@ -1,0 +1,47 @@
+"""ZINBVAE's read-outs as a user switching from ``scvi.model.SCVI`` reads them: the same
+signatures, return types, shapes and meanings (rows of the normalized expression sum to the
+library size asked for, ``transform_batch`` averages over batches, ...)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import deltavae as dv
+
+
+@pytest.fixture(scope="module")
+def vae():
+    """An untrained ZINBVAE (its starting weights serve: the meanings, not the values, are
+    tested) on 60 cells x 12 genes in two batches."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=60, n_genes=12, n_clusters=2, n_conditions=2, seed=0
+    )
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    model = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=8)
+    model.is_trained_ = True
+    return model, adata
+
+
+def test_normalized_expression_of_a_mask_by_name_labels_the_cells_it_computed(vae):
+    """indices= as a boolean Series indexed by cell names in another order than obs: the
+    cells computed were the mask's (by name), but scvi-tools labelled them
+    ``obs_names[mask]``, by position: other cells' names, silently."""
+    model, adata = vae
+    mask = pd.Series(adata.obs_names.isin(["cell_3", "cell_7"]), index=adata.obs_names)
+    shuffled = mask.sample(frac=1, random_state=0)
+    assert not adata.obs_names[shuffled].isin(["cell_3", "cell_7"]).all()  # by position
+    got = model.get_normalized_expression(indices=shuffled, library_size="latent")
+    assert got.index.tolist() == ["cell_3", "cell_7"]
+    # library_size="latent" with the observed library: each row sums to its cell's counts
+    counts = np.asarray(adata[["cell_3", "cell_7"]].X.sum(1)).ravel()
+    np.testing.assert_allclose(got.sum(axis=1), counts, rtol=1e-4)
+
+
+def test_importance_weighted_expression_takes_indices_as_a_list(vae):
+    """weights="importance" indexes indices with an array: a list (or range) failed with
+    "only integer scalar arrays can be converted to a scalar index"."""
+    model, _ = vae
+    kwargs = {"weights": "importance", "n_mc_samples": 4, "n_mc_samples_per_pass": 2}
+    draws = model.get_normalized_expression(n_samples_overall=7, indices=[0, 5, 9], **kwargs)
+    assert draws.shape == (7, 12)
+    np.testing.assert_allclose(draws.sum(axis=1), 1.0, rtol=1e-5)
