@@ -89,7 +89,8 @@ class CheckedExpressionMixin(RNASeqMixin):
                 )
             args, kwargs = _set_argument(method, args, kwargs, "return_numpy", True)
         result = super().get_normalized_expression(*args, **kwargs)
-        return in_gene_list_order(result, gene_list, self.adata.var_names, axis=-1)
+        every = given.get("dataloader") is not None  # scvi-tools then ignores gene_list
+        return in_gene_list_order(result, gene_list, self.adata.var_names, -1, every)
 
     @functools.wraps(RNASeqMixin.get_feature_correlation_matrix)
     def get_feature_correlation_matrix(self, *args, **kwargs):  # noqa: D102 - scvi-tools'
@@ -110,14 +111,16 @@ class CheckedExpressionMixin(RNASeqMixin):
     def posterior_predictive_sample(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         self._check_if_trained(warn=False)
         method = RNASeqMixin.posterior_predictive_sample
-        gene_list = _bind(self, method, args, kwargs).get("gene_list")
+        given = _bind(self, method, args, kwargs)
+        gene_list = given.get("gene_list")
         check_genes(self, gene_list)  # scvi-tools dropped unknown genes without a word
         if isinstance(gene_list, str):  # one gene; scvi-tools read it as a substring of one:
             # gene_list="IFI44L" returned IFI44 too.
             gene_list = [gene_list]
             args, kwargs = _set_argument(method, args, kwargs, "gene_list", gene_list)
         result = super().posterior_predictive_sample(*args, **kwargs)
-        return in_gene_list_order(result, gene_list, self.adata.var_names, axis=1)
+        every = given.get("dataloader") is not None  # scvi-tools then ignores gene_list
+        return in_gene_list_order(result, gene_list, self.adata.var_names, 1, every)
 
     @functools.wraps(RNASeqMixin.differential_expression)
     def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring

@@ -10,15 +10,28 @@ import pandas as pd
 from .._checks import no_column
 
 
-def in_gene_list_order(result, gene_list, genes: pd.Index, axis: int):
+def in_gene_list_order(result, gene_list, genes: pd.Index, axis: int, all_genes: bool = False):
     """scvi-tools' read-out of ``gene_list`` with its genes (along ``axis``) in the order of
     the list: scvi-tools keeps the model's order, so the columns of an array were not the
-    genes of the list in its order (``gene_list=["CD3E", "CD14"]``: CD14 first, silently)."""
-    if gene_list is None or isinstance(gene_list, str | set | frozenset):  # a set: no order
+    genes of the list in its order (``gene_list=["CD3E", "CD14"]``: CD14 first, silently).
+
+    ``all_genes``: the read-out holds every gene of ``genes`` (scvi-tools ignores
+    ``gene_list`` given with ``dataloader=``), from which the list's are taken here.
+
+    Examples
+    --------
+    >>> genes = pd.Index(["a", "b", "c"])
+    >>> in_gene_list_order(np.array([[0, 1, 2]]), ["c", "a"], genes, -1, all_genes=True)
+    array([[2, 0]])
+    """
+    if gene_list is None:
         return result
-    chosen = genes[genes.isin([str(g) for g in gene_list])]  # scvi-tools' genes, in its order
-    order = chosen.get_indexer(pd.unique(np.asarray([str(g) for g in gene_list])))
-    if (order == np.arange(len(chosen))).all():
+    names = [gene_list] if isinstance(gene_list, str) else [str(g) for g in gene_list]
+    chosen = genes[genes.isin(names)]  # scvi-tools' genes, in its order
+    # A set has no order: the model's.
+    wanted = chosen if isinstance(gene_list, set | frozenset) else pd.unique(np.asarray(names))
+    order = (genes if all_genes else chosen).get_indexer(wanted)
+    if len(order) == result.shape[axis] and (order == np.arange(len(order))).all():
         return result
     if isinstance(result, pd.DataFrame):
         return result.iloc[:, order]
