@@ -76,3 +76,22 @@ def test_posterior_predictive_gene_list_with_a_dataloader_gives_the_genes_named(
     np.testing.assert_array_equal(
         draws, model.posterior_predictive_sample(dataloader=loader).todense()[:, [9, 2]]
     )
+
+
+def test_docstrings_say_where_the_answers_differ_from_scvi_tools():
+    """The read-outs take scvi-tools' docstrings, which described scvi-tools' answers where
+    deltavae's differ on purpose (and called the reconstruction error higher-is-better, where
+    it is a negative log-likelihood)."""
+    model = dv.model.ZINBVAE
+
+    def doc(method):
+        return " ".join(method.__doc__.split())
+
+    for method in (model.get_normalized_expression, model.posterior_predictive_sample):
+        assert "come in the order of the list (scvi-tools keeps" in doc(method)
+    assert "``n_samples_overall`` returns an ``np.ndarray``" in doc(model.get_normalized_expression)
+    assert "-log p(x | z)`` (as scvi-tools computes it too): lower is better" in (
+        doc(model.get_reconstruction_error)
+    )
+    assert "gives the mean over the cells, as a float" in doc(model.get_marginal_ll)
+    assert "Results come on the CPU" in doc(model.get_elbo)

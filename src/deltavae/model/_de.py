@@ -32,24 +32,13 @@ from ._de_tables import (
 from ._genes import identifier_advice
 from ._labels import _label_state, seen_categories
 from ._matrices import with_column
+from ._readout_docs import DRAWS_OVERALL, GENE_LIST_ORDER, with_note, with_silent
 from ._registered import SCVI_STAND_IN_BATCH, registered_category
 from ._scvi_glue import check_indices, mask_by_name, selected_rows
 from ._validation import warn_user
 
 #: Cells x genes from which scvi-tools' importance-weighted DE takes minutes on a CPU.
 _SLOW_IMPORTANCE = 1_000_000
-
-
-def _with_silent(doc: str) -> str:
-    """scvi-tools' docstring with its ``silent`` parameter described: scvi-tools 1.4 leaves
-    the placeholder ``%(de_silent)s`` unfilled in some, and leaves ``silent`` out of
-    ``posterior_predictive_sample``'s."""
-    silent = "silent\n            If True, disables the progress bar."
-    if "%(de_silent)s" in doc:
-        return doc.replace("%(de_silent)s", silent)
-    if "        silent\n" in doc or "        dataloader\n" not in doc:
-        return doc
-    return doc.replace("        dataloader\n", f"        {silent}\n        dataloader\n", 1)
 
 
 class CheckedExpressionMixin(RNASeqMixin):
@@ -161,9 +150,13 @@ class CheckedExpressionMixin(RNASeqMixin):
             if not had_temp and not data.is_view and _SCVI_TEMP in data.obs:
                 del data.obs[_SCVI_TEMP]
 
-    get_normalized_expression.__doc__ = _with_silent(get_normalized_expression.__doc__)
-    get_feature_correlation_matrix.__doc__ = _with_silent(get_feature_correlation_matrix.__doc__)
-    posterior_predictive_sample.__doc__ = _with_silent(posterior_predictive_sample.__doc__)
+    get_normalized_expression.__doc__ = with_note(
+        with_silent(get_normalized_expression.__doc__), GENE_LIST_ORDER + " " + DRAWS_OVERALL
+    )
+    get_feature_correlation_matrix.__doc__ = with_silent(get_feature_correlation_matrix.__doc__)
+    posterior_predictive_sample.__doc__ = with_note(
+        with_silent(posterior_predictive_sample.__doc__), GENE_LIST_ORDER
+    )
     differential_expression.__doc__ = (
         RNASeqMixin.differential_expression.__doc__.rstrip()
         + "\n\nNotes\n-----\nWithin each comparison the rows run by ``proba_de``"

@@ -10,6 +10,7 @@ import torch
 from scvi.model.base import VAEMixin
 
 from ._loader_keywords import check_module_keywords
+from ._readout_docs import MARGINAL_MEAN, ON_THE_CPU, RECONSTRUCTION_SIGN, with_note
 
 __all__ = ["HostResultsMixin"]
 
@@ -54,6 +55,12 @@ class HostResultsMixin:
         call.arguments["return_mean"] = False
         per_cell = super().get_marginal_ll(*call.args[1:], **call.kwargs)
         return float(torch.as_tensor(per_cell).double().mean())
+
+    get_elbo.__doc__ = with_note(VAEMixin.get_elbo.__doc__, ON_THE_CPU)
+    get_reconstruction_error.__doc__ = with_note(
+        VAEMixin.get_reconstruction_error.__doc__, RECONSTRUCTION_SIGN
+    )
+    get_marginal_ll.__doc__ = with_note(VAEMixin.get_marginal_ll.__doc__, MARGINAL_MEAN)
 
     @functools.wraps(VAEMixin.get_aggregated_posterior)
     def get_aggregated_posterior(self, adata=None, indices=None, batch_size=None, dof=3.0):  # noqa: D102

@@ -1,0 +1,73 @@
+"""scvi-tools' docstrings of the read-outs deltavae's models take from it, completed where
+they leave a parameter out and with a note where deltavae's answer differs on purpose."""
+
+from __future__ import annotations
+
+import textwrap
+
+_INDENT = " " * 8  # scvi-tools' docstrings are methods' (numpydoc, indented 8 spaces)
+
+
+def with_silent(doc: str) -> str:
+    """scvi-tools' docstring with its ``silent`` parameter described: scvi-tools 1.4 leaves
+    the placeholder ``%(de_silent)s`` unfilled in some, and leaves ``silent`` out of
+    ``posterior_predictive_sample``'s."""
+    silent = "silent\n            If True, disables the progress bar."
+    if "%(de_silent)s" in doc:
+        return doc.replace("%(de_silent)s", silent)
+    if "        silent\n" in doc or "        dataloader\n" not in doc:
+        return doc
+    return doc.replace("        dataloader\n", f"        {silent}\n        dataloader\n", 1)
+
+
+def with_note(doc: str, note: str) -> str:
+    """``doc`` with the paragraph ``note`` at the end of its Notes section (one is added where
+    it has none).
+
+    Examples
+    --------
+    >>> doc = "Sum.\\n\\n        Returns\\n        -------\\n        A number.\\n"
+    >>> print(with_note(doc, "Exact."))
+    Sum.
+    <BLANKLINE>
+            Returns
+            -------
+            A number.
+    <BLANKLINE>
+            Notes
+            -----
+            Exact.
+    <BLANKLINE>
+    """
+    width = 88 - len(_INDENT)
+    text = textwrap.fill(" ".join(note.split()), width, break_on_hyphens=False)
+    paragraph = textwrap.indent(text, _INDENT)
+    doc = doc.rstrip()
+    if f"\n{_INDENT}Notes\n{_INDENT}-----\n" not in doc:
+        doc += f"\n\n{_INDENT}Notes\n{_INDENT}-----"
+        return f"{doc}\n{paragraph}\n{_INDENT}"
+    return f"{doc}\n\n{paragraph}\n{_INDENT}"
+
+
+GENE_LIST_ORDER = """The genes of ``gene_list`` come in the order of the list (scvi-tools keeps
+the model's order), so that the columns of an array are the genes asked for, in order; a
+string is one gene; a gene the model does not have is refused (scvi-tools dropped it without a
+word). ``gene_list`` is read with ``dataloader=`` too (scvi-tools returns every gene there)."""
+
+DRAWS_OVERALL = """``n_samples_overall`` returns an ``np.ndarray`` (``n_samples_overall`` x
+genes): draws of randomly chosen cells, not one row per cell (scvi-tools' DataFrame of them
+failed). ``indices`` is read as every read-out reads it: a boolean Series indexed by cell names
+selects those cells, by name."""
+
+ON_THE_CPU = """Results come on the CPU: a mean as a float, the values per cell as a CPU
+tensor (scvi-tools returns tensors on the module's device)."""
+
+RECONSTRUCTION_SIGN = (
+    """Against scvi-tools' note above, the value is each cell's negative
+log-likelihood ``-log p(x | z)`` (as scvi-tools computes it too): lower is better. """
+    + ON_THE_CPU
+)
+
+MARGINAL_MEAN = """``return_mean=True`` gives the mean over the cells, as a float: scvi-tools
+averaged the minibatches' means, so a short last minibatch weighed as much as a full one and
+the result moved with ``batch_size``. Per cell (``return_mean=False``): a CPU tensor."""
