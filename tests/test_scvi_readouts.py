@@ -95,3 +95,18 @@ def test_docstrings_say_where_the_answers_differ_from_scvi_tools():
     )
     assert "gives the mean over the cells, as a float" in doc(model.get_marginal_ll)
     assert "Results come on the CPU" in doc(model.get_elbo)
+
+
+def test_arguments_a_dataloader_makes_scvi_tools_drop_are_refused(vae):
+    """scvi-tools reads dataloader='s minibatches as they come and drops transform_batch,
+    indices and batch_size without a word: the expression asked for under batch "stim" came
+    back under each cell's own."""
+    model, adata = vae
+    loader = model._make_data_loader(adata=adata, indices=np.arange(4), batch_size=4)
+    with pytest.raises(ValueError, match=r"does not read transform_batch with dataloader="):
+        model.get_normalized_expression(dataloader=loader, transform_batch="stim")
+    with pytest.raises(ValueError, match=r"posterior_predictive_sample\(\) does not read indices"):
+        model.posterior_predictive_sample(dataloader=loader, indices=[0, 1])
+    with pytest.raises(ValueError, match=r"get_likelihood_parameters\(\) does not read batch_size"):
+        model.get_likelihood_parameters(dataloader=loader, batch_size=2)
+    assert model.get_likelihood_parameters(dataloader=loader)["mean"].shape == (4, 12)

@@ -14,6 +14,7 @@ from scvi.model.base import RNASeqMixin
 
 from .._checks import short_repr
 from ._de_checks import (
+    check_dataloader_alone,
     check_de_selection,
     check_de_test,
     check_draws,
@@ -51,6 +52,7 @@ class CheckedExpressionMixin(RNASeqMixin):
         self._check_if_trained(warn=False)
         method = RNASeqMixin.get_normalized_expression
         given = _bind(self, method, args, kwargs)
+        check_dataloader_alone(given, "get_normalized_expression")
         check_importance_keywords(given)
         gene_list = given.get("gene_list")
         check_genes(self, gene_list)
@@ -94,6 +96,8 @@ class CheckedExpressionMixin(RNASeqMixin):
     @functools.wraps(RNASeqMixin.get_likelihood_parameters)
     def get_likelihood_parameters(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         self._check_if_trained(warn=False)  # as get_normalized_expression
+        method = RNASeqMixin.get_likelihood_parameters
+        check_dataloader_alone(_bind(self, method, args, kwargs), method.__name__)
         return super().get_likelihood_parameters(*args, **kwargs)
 
     @functools.wraps(RNASeqMixin.posterior_predictive_sample)
@@ -101,6 +105,7 @@ class CheckedExpressionMixin(RNASeqMixin):
         self._check_if_trained(warn=False)
         method = RNASeqMixin.posterior_predictive_sample
         given = _bind(self, method, args, kwargs)
+        check_dataloader_alone(given, "posterior_predictive_sample")
         gene_list = given.get("gene_list")
         check_genes(self, gene_list)  # scvi-tools dropped unknown genes without a word
         if isinstance(gene_list, str):  # one gene; scvi-tools read it as a substring of one:

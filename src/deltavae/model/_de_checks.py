@@ -193,3 +193,21 @@ def same_number(name, values) -> bool:
         isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_) and v == name
         for v in values
     )
+
+
+def check_dataloader_alone(given: dict, call: str) -> None:
+    """No argument that chooses the cells, their minibatches or the batch decoded under is
+    given beside ``dataloader=``: scvi-tools reads the loader's minibatches as they come and
+    drops ``indices``, ``batch_size`` and ``transform_batch`` (with a ``Warning`` it builds
+    but never issues), so an expression asked for under another batch came back under each
+    cell's own, without a word."""
+    if given.get("dataloader") is None:
+        return
+    chosen = ("indices", "batch_size", "transform_batch")
+    dropped = [arg for arg in chosen if given.get(arg) is not None]
+    if dropped:
+        raise ValueError(
+            f"{call}() does not read {dropped[0]} with dataloader= (scvi-tools decodes the "
+            "loader's minibatches as they come, each cell under its own batch): pass adata= "
+            f"and indices= instead of the loader, or leave {dropped[0]} out."
+        )
