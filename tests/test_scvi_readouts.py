@@ -110,3 +110,25 @@ def test_arguments_a_dataloader_makes_scvi_tools_drop_are_refused(vae):
     with pytest.raises(ValueError, match=r"get_likelihood_parameters\(\) does not read batch_size"):
         model.get_likelihood_parameters(dataloader=loader, batch_size=2)
     assert model.get_likelihood_parameters(dataloader=loader)["mean"].shape == (4, 12)
+
+
+def test_latent_and_elbo_read_outs_refuse_what_a_dataloader_makes_scvi_tools_drop(vae):
+    """get_latent_representation, get_elbo, get_reconstruction_error and get_marginal_ll
+    read dataloader='s minibatches and dropped indices/batch_size without a word: latents of
+    4 cells came back for indices=[0, 1]."""
+    model, adata = vae
+    loader = model._make_data_loader(adata=adata, indices=np.arange(4), batch_size=4)
+    with pytest.raises(ValueError, match=r"get_latent_representation\(\) does not read indices"):
+        model.get_latent_representation(indices=[0, 1], dataloader=loader)
+    for method in ("get_elbo", "get_reconstruction_error", "get_marginal_ll"):
+        with pytest.raises(ValueError, match=rf"{method}\(\) does not read batch_size"):
+            getattr(model, method)(batch_size=2, dataloader=loader)
+    assert model.get_latent_representation(dataloader=loader).shape == (4, 3)
+    cells = adata.copy()
+    dv.model.CGMDVAE.setup_anndata(cells)
+    g = dv.model.CGMDVAE(cells, n_clusters=2, n_latent=2, n_hidden=8)
+    g.is_trained_ = True
+    loader = g._make_data_loader(adata=cells, indices=np.arange(4), batch_size=4)
+    with pytest.raises(ValueError, match=r"get_latent_representation\(\) does not read batch_s"):
+        g.get_latent_representation(batch_size=2, dataloader=loader)
+    assert g.get_latent_representation(dataloader=loader).shape == (4, 2)

@@ -22,6 +22,7 @@ from ._condition_counts import (
     upgrade_saved_counts,
 )
 from ._de import CheckedExpressionMixin
+from ._de_checks import check_dataloader_alone
 from ._label_setup import warn_if_unlabelled_lookalike
 from ._labels import cluster_index, warn_labels_without_training_cells
 from ._registered import registered_category, several_conditions_error
@@ -410,6 +411,8 @@ class LatentMixin:
         """
         if representation not in ("z", "w"):
             raise ValueError(f"representation must be 'z' or 'w', got {representation!r}.")
+        given = {"dataloader": dataloader, "indices": indices, "batch_size": batch_size}
+        check_dataloader_alone(given, "get_latent_representation")
         if condition is not None and representation != "z":
             raise ValueError("condition= moves z; w has no condition shift.")
         if return_dist and condition is not None:

@@ -197,17 +197,19 @@ def same_number(name, values) -> bool:
 
 def check_dataloader_alone(given: dict, call: str) -> None:
     """No argument that chooses the cells, their minibatches or the batch decoded under is
-    given beside ``dataloader=``: scvi-tools reads the loader's minibatches as they come and
-    drops ``indices``, ``batch_size`` and ``transform_batch`` (with a ``Warning`` it builds
-    but never issues), so an expression asked for under another batch came back under each
-    cell's own, without a word."""
+    given beside ``dataloader=`` (``given``: the call's arguments by name): scvi-tools reads
+    the loader's minibatches as they come and drops ``indices``, ``batch_size`` and
+    ``transform_batch`` (with a ``Warning`` it builds but never issues), so an expression
+    asked for under another batch came back under each cell's own, and latents of other
+    cells than ``indices``', without a word."""
     if given.get("dataloader") is None:
         return
     chosen = ("indices", "batch_size", "transform_batch")
     dropped = [arg for arg in chosen if given.get(arg) is not None]
     if dropped:
+        batch = ", each cell under its own batch" if dropped[0] == "transform_batch" else ""
         raise ValueError(
-            f"{call}() does not read {dropped[0]} with dataloader= (scvi-tools decodes the "
-            "loader's minibatches as they come, each cell under its own batch): pass adata= "
-            f"and indices= instead of the loader, or leave {dropped[0]} out."
+            f"{call}() does not read {dropped[0]} with dataloader= (scvi-tools reads the "
+            f"loader's minibatches as they come{batch}): pass adata= and indices= instead of "
+            f"the loader, or leave {dropped[0]} out."
         )

@@ -1,14 +1,17 @@
 """scvi-tools' ``get_elbo``, ``get_reconstruction_error`` and ``get_marginal_ll`` as a user
-reads them: results on the CPU, the marginal likelihood's mean over the cells, and keywords
-that scvi-tools hands to the module checked by name."""
+reads them: results on the CPU, the marginal likelihood's mean over the cells, keywords
+that scvi-tools hands to the module checked by name, and no argument that ``dataloader=``
+makes scvi-tools drop (``indices``, ``batch_size``)."""
 
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 from scvi.model.base import VAEMixin
 
+from ._de_checks import check_dataloader_alone
 from ._loader_keywords import check_module_keywords
 from ._readout_docs import MARGINAL_MEAN, ON_THE_CPU, RECONSTRUCTION_SIGN, with_note
 
@@ -35,13 +38,16 @@ class HostResultsMixin:
 
     @functools.wraps(VAEMixin.get_elbo)
     def get_elbo(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
-        check_module_keywords(self, "get_elbo", VAEMixin.get_elbo, args, kwargs, "forward")
+        call = check_module_keywords(self, "get_elbo", VAEMixin.get_elbo, args, kwargs, "forward")
+        check_dataloader_alone(call.arguments, "get_elbo")
         return _on_host(super().get_elbo(*args, **kwargs))
 
     @functools.wraps(VAEMixin.get_reconstruction_error)
     def get_reconstruction_error(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         method = VAEMixin.get_reconstruction_error
-        check_module_keywords(self, "get_reconstruction_error", method, args, kwargs, "forward")
+        name = "get_reconstruction_error"
+        call = check_module_keywords(self, name, method, args, kwargs, "forward")
+        check_dataloader_alone(call.arguments, name)
         return _on_host(super().get_reconstruction_error(*args, **kwargs))
 
     @functools.wraps(VAEMixin.get_marginal_ll)
@@ -50,6 +56,7 @@ class HostResultsMixin:
         # weighed as much as a full one, and the result moved with batch_size.
         method = VAEMixin.get_marginal_ll
         call = check_module_keywords(self, "get_marginal_ll", method, args, kwargs, "marginal_ll")
+        check_dataloader_alone(call.arguments, "get_marginal_ll")
         if not call.arguments.get("return_mean", True):  # per cell: on the CPU as get_elbo's
             return _on_host(super().get_marginal_ll(*args, **kwargs))
         call.arguments["return_mean"] = False
@@ -61,6 +68,12 @@ class HostResultsMixin:
         VAEMixin.get_reconstruction_error.__doc__, RECONSTRUCTION_SIGN
     )
     get_marginal_ll.__doc__ = with_note(VAEMixin.get_marginal_ll.__doc__, MARGINAL_MEAN)
+
+    @functools.wraps(VAEMixin.get_latent_representation)
+    def get_latent_representation(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        call = inspect.signature(VAEMixin.get_latent_representation).bind(self, *args, **kwargs)
+        check_dataloader_alone(call.arguments, "get_latent_representation")
+        return super().get_latent_representation(*args, **kwargs)
 
     @functools.wraps(VAEMixin.get_aggregated_posterior)
     def get_aggregated_posterior(self, adata=None, indices=None, batch_size=None, dof=3.0):  # noqa: D102
