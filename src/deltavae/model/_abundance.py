@@ -26,9 +26,7 @@ def aggregated_posterior(
     if indices is None or len(indices) == 0:  # scvi-tools': no cell given is every cell
         indices = np.arange(adata.n_obs)
     cells = model._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
-    loc, var = model.get_latent_representation(
-        batch_size=batch_size, return_dist=True, dataloader=cells, give_mean=True
-    )
+    loc, var = model.get_latent_representation(return_dist=True, dataloader=cells, give_mean=True)
     loc = torch.as_tensor(np.asarray(loc), device=model.device)
     scale = torch.as_tensor(np.asarray(var), device=model.device).sqrt()
     components = dist.Normal(loc, scale) if dof is None else dist.StudentT(dof, loc, scale)
