@@ -598,3 +598,40 @@ def test_latent_design_writes_its_spots_latent(pair):
     keys = model.write_to_adata(target, key_added="ref2")
     assert keys == ["obsm/ref2_imputed", "obsm/X_ref2_spatialimputer"]
     assert all(k.split("/")[1] in target.obsm for k in keys)
+
+
+def test_genes_argument_names_what_it_takes(pair, fitted):
+    """genes=5 failed with "'int' object is not iterable", a mask or positions were read as the
+    genes 'True' and '70' ("not reference genes: ['True', 'True', ...]"), genes=[] wrote an
+    empty obsm["imputed"], and 'GENE_70' asked of a reference holding 'gene_70' gave no hint."""
+    spatial, ref, _ = pair
+    with pytest.raises(TypeError, match="genes takes reference gene names .*; got 5"):
+        fitted.impute(genes=5)
+    with pytest.raises(TypeError, match="got bool values such as True.*reference_genes_"):
+        fitted.impute(genes=np.ones(ref.n_vars, bool))
+    with pytest.raises(TypeError, match="got int values such as 70"):
+        fitted.impute(genes=[70, 71])
+    with pytest.raises(ValueError, match="genes is empty; pass the reference genes"):
+        fitted.write_to_adata(spatial.copy(), genes=[])
+    with pytest.raises(KeyError, match=r"Ignoring case, 1 of them .*'GENE_70' is 'gene_70'"):
+        fitted.impute(genes=["GENE_70", "gene_71"])
+    with pytest.raises(KeyError, match="Check their spelling"):
+        fitted.impute(genes=["Nope"])
+    assert list(fitted.impute(genes=np.array(["gene_71", "gene_70"])).columns) == [
+        "gene_71",
+        "gene_70",
+    ]
+
+
+def test_spot_genes_matching_reference_genes_only_ignoring_case_are_warned(pair):
+    """Spot genes spelt 'GENE_0' against the reference's 'gene_0' were silently left out of the
+    fit, and the reference's genes imputed as if the spots had not measured them."""
+    spatial, ref, _ = pair
+    spots = spatial.copy()
+    spots.var_names = [g.upper() if i < 5 else g for i, g in enumerate(spatial.var_names)]
+    with pytest.warns(UserWarning, match=r"5 of the spots' genes .* \(e.g. 'GENE_0' and the re"):
+        model = dv.model.SpatialImputer.from_reference(spots, reference=ref, labels_key="cluster")
+    assert model.adata.n_vars == spatial.n_vars - 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same names: nothing to say
+        dv.model.SpatialImputer.from_reference(spatial, reference=ref, labels_key="cluster")

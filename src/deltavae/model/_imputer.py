@@ -292,7 +292,7 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         counts, ref_genes, shared = reference_genes(
             layer_matrix(reference, reference_layer), reference.var_names, spots.var_names
         )
-        check_shared(spots, reference, shared, len(ref_genes), min_shared_genes)
+        check_shared(spots, reference, shared, ref_genes, min_shared_genes)
         logger.info("%d shared genes with reference counts", len(shared))
         cells = None  # the single cells: the latent design's rows, or the neighbours
         if design == "latent" or profiles == "neighbours":  # float32, as the module reads them

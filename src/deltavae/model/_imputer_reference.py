@@ -4,6 +4,8 @@ it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -12,6 +14,7 @@ from anndata import AnnData
 from sklearn.cluster import KMeans
 from sklearn.decomposition import TruncatedSVD
 
+from .._checks import short_repr
 from ._genes import identifier_advice
 from ._validation import NO_CELLS, warn_user
 
@@ -96,18 +99,61 @@ def requested_genes(known: pd.Index, measured, genes) -> pd.Index:
         )
     if genes is None:
         return known[~known.isin(np.asarray(measured).astype(str))]
-    genes = pd.Index([str(g) for g in ([genes] if isinstance(genes, str) else genes)])
+    names = [genes] if isinstance(genes, str) else genes
+    if not isinstance(names, Iterable) or isinstance(names, bytes):  # 'int' is not iterable
+        raise TypeError(
+            f"genes takes reference gene names (a list, or one name); got {short_repr(genes)}."
+        )
+    names = list(names)
+    odd = [g for g in names if not isinstance(g, str)]
+    if odd:  # a mask or positions: read as the names 'True' or '70', "not reference genes"
+        raise TypeError(
+            f"genes takes gene names; got {type(odd[0]).__name__} values such as "
+            f"{short_repr(odd[0])}. For positions or a mask of the reference's genes, pass "
+            "model.reference_genes_[positions]."
+        )
+    if not names:  # an empty DataFrame written to obsm["imputed"] before
+        raise ValueError(
+            "genes is empty; pass the reference genes to impute, or None for those the spots "
+            "did not measure."
+        )
+    genes = pd.Index([str(g) for g in names], dtype=object)
     unknown = genes[~genes.isin(known)]
     if len(unknown):
         raise KeyError(
             f"{len(unknown)} requested genes are not reference genes: "
-            f"{unknown[:10].tolist()}; the model can impute only the reference's "
-            f"{len(known)} genes (model.reference_genes_)."
+            f"{short_repr(unknown.tolist(), n=10)}; the model can impute only the reference's "
+            f"{len(known)} genes (model.reference_genes_). " + _unknown_advice(unknown, known)
         )
     if genes.has_duplicates:  # columns of obsm["imputed"]: h5ad refuses repeated names
         repeated = genes[genes.duplicated()].unique()[:5].tolist()
         raise ValueError(f"genes repeats names (e.g. {repeated}); name each gene once.")
     return genes
+
+
+def _case_matches(names, known) -> list[tuple[str, str]]:
+    """``(name, known name)`` for each of ``names`` not in ``known`` that is a name of
+    ``known`` ignoring case (mouse 'Gad1' written 'GAD1')."""
+    names, known = (pd.Index(np.asarray(g).astype(str)) for g in (names, known))
+    upper = pd.Series(known, index=known.str.upper())
+    upper = upper[~upper.index.duplicated()]
+    odd = names[~names.isin(known)]
+    return [(g, upper[g.upper()]) for g in odd if g.upper() in upper.index]
+
+
+def _unknown_advice(unknown: pd.Index, known: pd.Index) -> str:
+    """What to do about requested genes the model does not know: the reference's spelling
+    where ignoring case finds them."""
+    found = _case_matches(unknown, known)
+    if found:
+        return (
+            f"Ignoring case, {len(found)} of them are reference genes (e.g. {found[0][0]!r} is "
+            f"{found[0][1]!r}): name them as the reference does."
+        )
+    return (
+        "Check their spelling; from_reference also leaves out the spots' genes that the "
+        "reference never counts (the spots measured them)."
+    )
 
 
 def cluster_states(counts, n_states: int, seed: int = 0) -> pd.Categorical:
@@ -195,9 +241,10 @@ def spots_argument(spots, spatial):
     return spots
 
 
-def check_shared(spots, reference, shared, n_reference_genes: int, min_shared_genes: int):
+def check_shared(spots, reference, shared, genes: pd.Index, min_shared_genes: int):
     """Refuse too few genes shared by ``spots`` and ``reference`` (``shared``) or none left to
-    impute (the reference counts ``n_reference_genes``); warn when few are shared."""
+    impute (the reference counts ``genes``); warn when few are shared, and when spot genes
+    match reference genes only ignoring case (left out of the fit, those genes imputed)."""
     if len(shared) < min_shared_genes:
         raise ValueError(
             f"spatial ({spots.n_vars} genes, e.g. {list(spots.var_names[:3])}) and "
@@ -206,10 +253,19 @@ def check_shared(spots, reference, shared, n_reference_genes: int, min_shared_ge
             "(min_shared_genes). "
             + shared_advice(spots.var_names, reference.var_names, len(shared))
         )
-    if len(shared) == n_reference_genes:
+    if len(shared) == len(genes):
         raise ValueError(
             "the spots already measure every gene the reference counts: there is nothing to "
             "impute. The reference must hold the genes to impute."
+        )
+    found = _case_matches(spots.var_names, genes[~genes.isin(shared)])
+    if found:  # silently a measured gene became one to impute, and the fit lost it
+        warn_user(
+            f"{len(found)} of the spots' genes are reference genes only ignoring case (e.g. "
+            f"{found[0][0]!r} and the reference's {found[0][1]!r}): they are left out of the "
+            "fit, and the model imputes the reference's as genes the spots did not measure. "
+            "Make the capitalisation agree, e.g. spots.var_names = ... spelt as "
+            "reference.var_names, before from_reference."
         )
     if len(shared) < _FEW_SHARED_GENES:
         warn_user(
