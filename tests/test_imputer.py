@@ -259,7 +259,7 @@ def test_refusals(pair):
         dv.model.SpatialImputer.from_reference(spatial, reference=ref, design="magic")
     with pytest.raises(ValueError, match="profiles must be one of .'neighbours', 'type'."):
         dv.model.SpatialImputer.from_reference(spatial, reference=ref, profiles="cells")
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0; got 0"):
         dv.model.SpatialImputer.from_reference(
             spatial, reference=ref, labels_key="cluster", temperature=0
         )
@@ -278,7 +278,7 @@ def test_refusals(pair):
             spatial, reference=ref, labels_key="cluster", dropout_rate=1.5
         )
     for bad in (float("nan"), float("inf")):  # built, then "loss became nan: lower the rate"
-        with pytest.raises(ValueError, match="technology_sd must be finite and > 0"):
+        with pytest.raises(ValueError, match="technology_sd must be a finite number > 0"):
             dv.model.SpatialImputer.from_reference(
                 spatial, reference=ref, labels_key="cluster", technology_sd=bad
             )
@@ -635,3 +635,18 @@ def test_spot_genes_matching_reference_genes_only_ignoring_case_are_warned(pair)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same names: nothing to say
         dv.model.SpatialImputer.from_reference(spatial, reference=ref, labels_key="cluster")
+
+
+def test_number_arguments_given_as_strings_are_named(pair):
+    """temperature='0.1' failed with "'>' not supported between instances of 'str' and 'int'",
+    min_shared_genes='10' with "'<' not supported ...": neither named the argument."""
+    spatial, ref, _ = pair
+    build = functools.partial(
+        dv.model.SpatialImputer.from_reference, spatial, reference=ref, labels_key="cluster"
+    )
+    with pytest.raises(ValueError, match=r"temperature must be a finite number > 0; got '0.1'"):
+        build(temperature="0.1")
+    with pytest.raises(ValueError, match=r"technology_sd must be a finite number > 0; got True"):
+        build(technology_sd=True)
+    with pytest.raises(ValueError, match=r"min_shared_genes must be an integer; got '10'"):
+        build(min_shared_genes="10")

@@ -26,6 +26,7 @@ from ._base import DeltaModelMixin
 from ._genes import _refuse_duplicates
 from ._imputer_reference import (
     check_design,
+    check_positive,
     check_shared,
     cluster_states,
     neighbour_cells,
@@ -139,10 +140,7 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         check_design(design, profiles)
         sizes = {"n_latent": n_latent, "n_hidden": n_hidden, "n_layers": n_layers}
         check_model_arguments(sizes, dropout_rate)  # torch's errors named no argument
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0; got {temperature}.")
-        if not 0 < technology_sd < float("inf"):  # NaN too
-            raise ValueError(f"technology_sd must be finite and > 0; got {technology_sd}.")
+        check_positive(temperature=temperature, technology_sd=technology_sd)
         if not isinstance(reference, pd.DataFrame):
             raise TypeError(
                 "reference must be a DataFrame (rows x genes, gene names as columns); build the "

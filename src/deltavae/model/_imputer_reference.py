@@ -31,6 +31,15 @@ def check_design(design, profiles) -> None:
         raise ValueError(f"profiles must be one of {_PROFILES}; got {profiles!r}.")
 
 
+def check_positive(**values) -> None:
+    """Refuse a value of ``values`` (a SpatialImputer argument by its name) that is not a
+    finite number > 0 (a string failed with "'>' not supported between 'str' and 'int'")."""
+    for name, value in values.items():
+        number = isinstance(value, int | float | np.integer | np.floating)
+        if isinstance(value, bool | np.bool_) or not number or not 0 < value < float("inf"):
+            raise ValueError(f"{name} must be a finite number > 0; got {short_repr(value)}.")
+
+
 def state_profiles(counts, labels: pd.Categorical, genes: pd.Index) -> pd.DataFrame:
     """Mean counts per cell of each state: states x genes (the NB mean of a state's cells).
 
@@ -245,6 +254,10 @@ def check_shared(spots, reference, shared, genes: pd.Index, min_shared_genes: in
     """Refuse too few genes shared by ``spots`` and ``reference`` (``shared``) or none left to
     impute (the reference counts ``genes``); warn when few are shared, and when spot genes
     match reference genes only ignoring case (left out of the fit, those genes imputed)."""
+    if isinstance(min_shared_genes, bool) or not isinstance(min_shared_genes, int | np.integer):
+        raise ValueError(
+            f"min_shared_genes must be an integer; got {short_repr(min_shared_genes)}."
+        )
     if len(shared) < min_shared_genes:
         raise ValueError(
             f"spatial ({spots.n_vars} genes, e.g. {list(spots.var_names[:3])}) and "
