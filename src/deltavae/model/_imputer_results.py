@@ -55,8 +55,11 @@ class ImputerResultsMixin:
         Parameters
         ----------
         genes
-            Reference genes to impute, by name (measured ones too: the model's expectation
-            of them); ``None`` for the reference genes the spots did not measure.
+            Reference genes to impute, by name, in the order wanted (measured ones too: the
+            model's expectation of them, fitted to their counts, so no test of the imputation:
+            hide genes from the spots and refit for that, as ``benchmarks/imputation.py``);
+            ``None`` for the reference genes the spots did not measure, in the reference's
+            order.
         adata
             The model's spots or some of them (matched by name, in any order; any genes);
             rows follow its order. Default every spot of the model.
