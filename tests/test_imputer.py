@@ -1,5 +1,6 @@
 """SpatialImputer and the imputation metrics: held-out genes of pseudo-spots with known counts."""
 
+import collections.abc
 import functools
 import warnings
 
@@ -650,3 +651,28 @@ def test_number_arguments_given_as_strings_are_named(pair):
         build(technology_sd=True)
     with pytest.raises(ValueError, match=r"min_shared_genes must be an integer; got '10'"):
         build(min_shared_genes="10")
+
+
+class _ReversedSet(collections.abc.Set):
+    """A set iterating in a fixed order (a built-in set's changes with PYTHONHASHSEED)."""
+
+    def __init__(self, items):
+        self._items = list(items)
+
+    def __contains__(self, item):
+        return item in self._items
+
+    def __iter__(self):
+        return iter(self._items[::-1])
+
+    def __len__(self):
+        return len(self._items)
+
+
+def test_a_set_of_genes_comes_back_in_the_reference_order(fitted):
+    """genes={...} gave its columns in the set's iteration order, another each session, so
+    obsm["imputed"] of the same call differed from run to run."""
+    genes = _ReversedSet(["gene_61", "gene_70", "gene_75"])
+    assert list(fitted.impute(genes=genes).columns) == ["gene_61", "gene_70", "gene_75"]
+    with pytest.raises(KeyError, match="'Nope'"):
+        fitted.impute(genes={"gene_61", "Nope"})

@@ -4,7 +4,7 @@ it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 
 import numpy as np
 import pandas as pd
@@ -126,6 +126,8 @@ def requested_genes(known: pd.Index, measured, genes) -> pd.Index:
             "genes is empty; pass the reference genes to impute, or None for those the spots "
             "did not measure."
         )
+    if isinstance(genes, Set):  # no order of its own (a new one each session): the reference's
+        names = [g for g in known if g in genes] + sorted(g for g in genes if g not in known)
     genes = pd.Index([str(g) for g in names], dtype=object)
     unknown = genes[~genes.isin(known)]
     if len(unknown):
