@@ -106,6 +106,31 @@ def _reference_state(cls, reference) -> tuple[dict, np.ndarray, dict]:
     return attr_dict, np.asarray(var_names), state_dict
 
 
+#: What scvi-tools copies from the reference that records the reference's own training, not
+#: the query model's: its split's positions and the cells they are of, its history (plotted by
+#: ``dv.pl.history``, read by the verdicts), the epoch it restored and its train call's
+#: arguments (``train_args_``). The weights, the categories that trained
+#: (``trained_categories_``) and CGMDVAE's condition counts and library sizes are kept: the
+#: query model maps and draws with them.
+_REFERENCE_TRAINING = (
+    "train_indices_",
+    "validation_indices_",
+    "test_indices_",
+    "split_cells_",
+    "history_",
+    "best_epoch_",
+    "train_args_",
+)
+
+
+def forget_reference_training(model) -> None:
+    """A new query model keeps no record of its reference's training run (see
+    :data:`_REFERENCE_TRAINING`): until it trains, its ``history`` is None, as its
+    training status says (Not Trained), and its first ``train`` starts the history at epoch 0."""
+    for name in _REFERENCE_TRAINING:
+        setattr(model, name, None)
+
+
 def _registration_twin(adata: AnnData) -> AnnData:
     """An AnnData sharing the query's matrices (nothing copied) with obs, var, obsm and uns
     of its own: registering it (scvi-tools adds its ``_scvi_*`` columns and fills a missing
@@ -247,7 +272,11 @@ class QueryMappingMixin(ArchesMixin):
         ``adata`` itself, genes as they are, and ``write_to_adata()`` writes into it.
         ``model.query_mapping_`` records the new categories and the missing genes. A query
         that adds no condition category leaves nothing to learn: the model is ready to use as
-        it is, and ``train()`` says so and returns.
+        it is, and ``train()`` says so and returns. The query model keeps no record of the
+        reference's training run: its ``history`` (and ``best_epoch_``, ``train_args_``) are
+        None until it trains, then those of its own training (epochs numbered from 0), as in
+        scvi-tools after query training; ``trained_categories_`` (and CGMDVAE's
+        ``condition_counts_``) join the query's to the reference's.
 
         Examples
         --------
@@ -294,8 +323,7 @@ class QueryMappingMixin(ArchesMixin):
                 aligned, reference, accelerator=accelerator, device=device
             )
         upgrade_saved_counts(model)  # a reference saved before counts without validation
-        # scvi-tools copies the reference's attributes: its split's positions are not the query's
-        model.train_indices_ = model.validation_indices_ = model.test_indices_ = None
+        forget_reference_training(model)
         ref_sizes, new_sizes = _covariate_sizes(registry), _covariate_sizes(model.registry_)
         learning = _freeze_for_query(model.module, ref_state, ref_sizes, new_sizes)
         # Eval mode (as scArches leaves it): dropout is off while the query trains, so the few

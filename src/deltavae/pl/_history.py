@@ -38,6 +38,14 @@ def _history_frames(model) -> Mapping[str, pd.DataFrame]:
             "training history is kept by the model, not written into the AnnData."
         )
     history = model if isinstance(model, Mapping) else getattr(model, "history", None)
+    if history is None and getattr(model, "is_query_model", False):
+        why = "it has not trained since load_query_data (train it: model.train(...))"
+        if not model.query_mapping_.get("learning_parameters"):
+            why = "it adds no new condition category, so it has nothing to learn"
+        raise ValueError(
+            f"This query model has no training history of its own: {why}. The reference's "
+            "training is plotted by dv.pl.history(reference_model)."
+        )
     if history is None:
         raise ValueError(
             "The model has no training history; train it first (model.train(...)) or pass "

@@ -1,0 +1,85 @@
+"""What a model carries from one fit to another: a query model (load_query_data) and its
+reference's training run, and a model trained twice (model/_query.py, _condition_counts.py,
+train/_runner.py)."""
+
+import warnings
+
+import pytest
+from lightning.pytorch.callbacks import Callback
+
+import deltavae as dv
+
+FAST = {"batch_size": 64}
+
+
+def _split(seed=0):
+    adata = dv.datasets.synthetic_counts(
+        n_cells=150, n_genes=20, n_clusters=2, n_conditions=3, seed=seed
+    )
+    new = adata.obs["condition"] == adata.obs["condition"].cat.categories[2]
+    return adata[~new].copy(), adata[new].copy()
+
+
+def _reference(cls, ref, epochs=3):
+    if cls is dv.model.CGMDVAE:
+        cls.setup_anndata(ref, condition_key="condition")
+        model = cls(ref, n_latent=3, n_hidden=16, n_clusters=2)
+    else:
+        cls.setup_anndata(ref, batch_key="condition")
+        model = cls(ref, n_latent=3, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a few epochs: not converged, said elsewhere
+        model.train(max_epochs=epochs, **FAST)
+    return model
+
+
+class _InterruptAt(Callback):
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("cls", [dv.model.ZINBVAE, dv.model.CGMDVAE])
+def test_a_query_model_keeps_no_record_of_its_references_training(cls):
+    """scvi-tools copies the reference's attributes into the query model: an untrained query
+    model ("Training status: Not Trained") showed the reference's 3 epochs in model.history,
+    dv.pl.history plotted them, and best_epoch_ and train_args_ were the reference's; a
+    query fit interrupted after its first epoch said 'interrupted after -2 of its 4 epochs'
+    (its epochs counted from the reference's)."""
+    ref, query = _split()
+    reference = _reference(cls, ref)
+    model = cls.load_query_data(query, reference)
+    assert not model.is_trained_
+    assert model.history is None and model.best_epoch_ is None and model.train_args_ is None
+    assert model.split_cells_ is None and model.train_indices is None
+    with pytest.raises(ValueError, match="has not trained since load_query_data"):
+        dv.pl.history(model, show=False)
+    with pytest.warns(UserWarning, match="nothing is left to learn"):
+        same = cls.load_query_data(ref[:40].copy(), reference)
+    assert same.is_trained_ and same.history is None and same.train_args_ is None
+    with pytest.raises(ValueError, match="adds no new condition category"):
+        dv.pl.history(same, show=False)
+    # The reference's own record is untouched.
+    assert len(reference.history["elbo_train"]) == 3 and reference.train_args_["max_epochs"] == 3
+    assert set(model.trained_categories_["condition"]) == {"c0", "c1"}
+    with pytest.raises(KeyboardInterrupt, match="interrupted after 1 of its 4 epochs"):
+        model.train(max_epochs=4, callbacks=[_InterruptAt(1)], **FAST)
+    assert model.history["elbo_train"].index.tolist() == [0]
+    assert model.train_args_["max_epochs"] == 4
+    assert set(model.trained_categories_["condition"]) == {"c0", "c1", "c2"}
+
+
+def test_a_query_fit_that_completed_no_epoch_leaves_the_query_model_untrained():
+    """A query fit stopped before its first epoch (max_time) learnt nothing: the check
+    compared its epochs with the reference's 3 and marked the query model trained, so its
+    read-outs ran on weights whose new columns never trained."""
+    ref, query = _split()
+    model = dv.model.ZINBVAE.load_query_data(query, _reference(dv.model.ZINBVAE, ref))
+    with pytest.warns(dv.train.NotConvergedWarning, match="completed no epoch"):
+        model.train(max_epochs=4, max_time={"seconds": 0}, **FAST)
+    assert not model.is_trained_
+    with pytest.raises(RuntimeError, match="untrained model"):
+        model.get_latent_representation()
