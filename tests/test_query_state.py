@@ -4,6 +4,7 @@ train/_runner.py)."""
 
 import warnings
 
+import numpy as np
 import pytest
 from lightning.pytorch.callbacks import Callback
 
@@ -20,7 +21,7 @@ def _split(seed=0):
     return adata[~new].copy(), adata[new].copy()
 
 
-def _reference(cls, ref, epochs=3):
+def _reference(cls, ref, epochs=2):
     if cls is dv.model.CGMDVAE:
         cls.setup_anndata(ref, condition_key="condition")
         model = cls(ref, n_latent=3, n_hidden=16, n_clusters=2)
@@ -47,7 +48,7 @@ def test_a_query_model_keeps_no_record_of_its_references_training(cls):
     """scvi-tools copies the reference's attributes into the query model: an untrained query
     model ("Training status: Not Trained") showed the reference's 3 epochs in model.history,
     dv.pl.history plotted them, and best_epoch_ and train_args_ were the reference's; a
-    query fit interrupted after its first epoch said 'interrupted after -2 of its 4 epochs'
+    query fit interrupted after its first epoch said 'interrupted after -1 of its 4 epochs'
     (its epochs counted from the reference's)."""
     ref, query = _split()
     reference = _reference(cls, ref)
@@ -63,7 +64,7 @@ def test_a_query_model_keeps_no_record_of_its_references_training(cls):
     with pytest.raises(ValueError, match="adds no new condition category"):
         dv.pl.history(same, show=False)
     # The reference's own record is untouched.
-    assert len(reference.history["elbo_train"]) == 3 and reference.train_args_["max_epochs"] == 3
+    assert len(reference.history["elbo_train"]) == 2 and reference.train_args_["max_epochs"] == 2
     assert set(model.trained_categories_["condition"]) == {"c0", "c1"}
     with pytest.raises(KeyboardInterrupt, match="interrupted after 1 of its 4 epochs"):
         model.train(max_epochs=4, callbacks=[_InterruptAt(1)], **FAST)
@@ -74,7 +75,7 @@ def test_a_query_model_keeps_no_record_of_its_references_training(cls):
 
 def test_a_query_fit_that_completed_no_epoch_leaves_the_query_model_untrained():
     """A query fit stopped before its first epoch (max_time) learnt nothing: the check
-    compared its epochs with the reference's 3 and marked the query model trained, so its
+    compared its epochs with the reference's 2 and marked the query model trained, so its
     read-outs ran on weights whose new columns never trained."""
     ref, query = _split()
     model = dv.model.ZINBVAE.load_query_data(query, _reference(dv.model.ZINBVAE, ref))
@@ -83,3 +84,55 @@ def test_a_query_fit_that_completed_no_epoch_leaves_the_query_model_untrained():
     assert not model.is_trained_
     with pytest.raises(RuntimeError, match="untrained model"):
         model.get_latent_representation()
+
+
+def _cgmdvae(adata):
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    return dv.model.CGMDVAE(adata, n_latent=3, n_hidden=16, n_clusters=2)
+
+
+def test_a_condition_an_earlier_fit_trained_is_still_accepted_after_a_fit_that_validated_it():
+    """Trained on every cell, then again with one condition's cells all held out for
+    validation: the second fit did not warn (an earlier fit had trained it), and then
+    translate and sample refused it as 'never seen in training' (condition_counts_ follow the
+    last split, trained_categories_ every fit's)."""
+    adata = dv.datasets.synthetic_counts(n_cells=150, n_genes=20, n_conditions=3, seed=0)
+    model = _cgmdvae(adata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a few epochs: not converged
+        model.train(max_epochs=2, train_size=1.0, **FAST)
+        held = np.flatnonzero(adata.obs["condition"] == "c2")
+        rest = np.setdiff1d(np.arange(adata.n_obs), held)
+        model.train(max_epochs=2, datasplitter_kwargs={"external_indexing": [rest, held]}, **FAST)
+    # The last fit's split, what sample draws from; the categories of every fit.
+    assert set(model.condition_counts_["condition"]) == {"c0", "c1"}
+    assert model.condition_counts_with_validation_["condition"]["c2"] == len(held)
+    assert model.trained_categories_["condition"] == ["c0", "c1", "c2"]
+    # One history, the second fit's epochs numbered on; its record and restored epoch.
+    assert model.history["elbo_train"].index.tolist() == [0, 1, 2, 3]
+    assert model.history["elbo_validation"].index.tolist() == [2, 3]
+    assert model.train_args_["train_size"] == 0.9 and model.best_epoch_ in (2, 3)
+    ctrl = adata[adata.obs["condition"] == "c0"].copy()
+    assert set(model.translate(ctrl, "c2", seed=0).obs["condition"]) == {"c2"}
+    assert set(model.sample(10, condition="c2", seed=0).obs["condition"]) == {"c2"}
+
+
+def test_a_model_loaded_onto_its_cells_and_trained_on_counts_them_once(tmp_path):
+    """Saved, loaded onto the same cells and trained on: its cells were added again to the
+    counts (140 'stim' cells counted as trained, twice the 70 that trained), which train()
+    twice no longer did."""
+    adata = dv.datasets.synthetic_counts(n_cells=120, n_genes=20, n_conditions=2, seed=0)
+    model = _cgmdvae(adata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, **FAST)
+        model.save(tmp_path / "m")
+        loaded = dv.model.CGMDVAE.load(tmp_path / "m", adata)
+        loaded.train(max_epochs=1, **FAST)
+    conditions = adata.obs["condition"].astype(str)
+    trained = conditions.iloc[loaded.train_indices].value_counts().to_dict()
+    assert loaded.condition_counts_["condition"] == trained
+    assert (
+        loaded.condition_counts_with_validation_["condition"] == conditions.value_counts().to_dict()
+    )
+    assert sum(loaded.condition_combinations_.values()) == len(loaded.train_indices)

@@ -18,6 +18,7 @@ from ._cluster_predictions import PredictionsMixin
 from ._condition_counts import (
     condition_counts,
     draw_conditions,
+    remember_loaded_split,
     untrained_condition,
     upgrade_saved_counts,
 )
@@ -178,12 +179,13 @@ class ConditionsMixin:
         return torch.where(target >= 0, target.to(cats.dtype), cats)
 
     def _seen_conditions(self, key: str) -> set[str]:
-        """Values of condition ``key`` that training cells carry (for a query model, also
-        those the reference knew)."""
+        """Values of condition ``key`` that training cells carry, in the last fit's split or
+        in any earlier fit's (``trained_categories_``: for a query model, its reference's)."""
         seen = {value for value, n in condition_counts(self, key).items() if n > 0}
-        if self.is_query_model:  # the reference's values that held training cells
+        trained = (getattr(self, "trained_categories_", None) or {}).get(key)
+        seen |= set(trained or ())  # a value whose cells the last fit held out for validation
+        if self.is_query_model:  # the reference's values (a reference saved before trained_)
             new = set(self.query_mapping_["new_categories"].get(key, []))
-            trained = (getattr(self, "trained_categories_", None) or {}).get(key)
             seen |= {
                 str(v)
                 for v in self._cat_state().mappings[key]
@@ -192,8 +194,10 @@ class ConditionsMixin:
         return seen
 
     def _after_load(self) -> None:
-        """Counts saved before they were of the training cells alone (no validation cells)."""
+        """Counts saved before they were of the training cells alone (no validation cells);
+        a model loaded onto the cells it was saved from counts them once if trained on."""
         super()._after_load()
+        remember_loaded_split(self)
         upgrade_saved_counts(self)
 
 

@@ -64,6 +64,22 @@ def _not_test(model) -> np.ndarray:
     return cells if test is None or not len(test) else np.setdiff1d(cells, np.asarray(test))
 
 
+_COUNT_FIELDS = (
+    "condition_counts_",
+    "condition_combinations_",
+    "condition_counts_with_validation_",
+)
+
+
+def _counts_of(model, rows: np.ndarray) -> tuple[dict, dict | None]:
+    """Cells per condition value and per combination of values (in the condition keys'
+    order) of the model's cells at positions ``rows``."""
+    cells = model.adata.obs.iloc[rows]
+    counts = {key: cells_per_value(cells[key]) for key in model.condition_keys}
+    values = cells[model.condition_keys].astype(str)
+    return counts, dict(Counter(values.itertuples(index=False, name=None)))
+
+
 def record_condition_counts(model) -> None:
     """Add the training cells of ``model``'s AnnData (``train_indices``: not its validation
     or test split, which give no gradient) per condition value to ``model.condition_counts_``,
@@ -71,38 +87,60 @@ def record_condition_counts(model) -> None:
     ``model.condition_combinations_``, and its training and validation cells (all but the
     test split, those that means and responses read) per value to
     ``model.condition_counts_with_validation_`` (all saved with the model): ``train`` calls it
-    once the cells have trained. The same AnnData trained again (``train`` called twice) is
-    counted once, with this fit's split: what was recorded before its cells were added is
-    kept with the model (not saved) and the cells added to that."""
-    fields = ("condition_counts_", "condition_combinations_", "condition_counts_with_validation_")
+    once the cells have trained. The same AnnData trained again (``train`` called twice, or
+    after ``load`` onto the cells it was saved from) is counted once, with the last fit's
+    split (the frequencies ``sample`` draws from): what was recorded before its cells were
+    added is kept with the model (not saved; after ``load``, the counts less the saved
+    split's cells) and the cells added to that. Which values trained in any fit is
+    ``trained_categories_``: a value whose cells all fell in the last fit's validation split
+    after training in an earlier one is still accepted as a target."""
     uuid = model.adata_manager.adata_uuid
     last = getattr(model, "_counted_before", None)
     if last is not None and last[0] == uuid:
-        for field, value in zip(fields, last[1:], strict=True):
+        for field, value in zip(_COUNT_FIELDS, last[1:], strict=True):
             setattr(model, field, value)
-    model._counted_before = (uuid, *(getattr(model, field, None) for field in fields))
+    model._counted_before = (uuid, *(getattr(model, f, None) for f in _COUNT_FIELDS))
     before = getattr(model, "condition_counts_", None) or {}
     # Counts of a model saved before validation cells were told apart: counted with them.
     seen_before = getattr(model, "condition_counts_with_validation_", None) or before
-    obs = model.adata.obs
-    cells, seen = obs.iloc[training_positions(model)], obs.iloc[_not_test(model)]
+    counts, combinations = _counts_of(model, training_positions(model))
+    held = _counts_of(model, _not_test(model))[0]
     model.condition_counts_ = {
-        key: dict(Counter(before.get(key, {})) + Counter(cells_per_value(cells[key])))
+        key: dict(Counter(before.get(key, {})) + Counter(counts[key]))
         for key in model.condition_keys
     }
     model.condition_counts_with_validation_ = {
-        key: dict(Counter(seen_before.get(key, {})) + Counter(cells_per_value(seen[key])))
+        key: dict(Counter(seen_before.get(key, {})) + Counter(held[key]))
         for key in model.condition_keys
     }
     combos = getattr(model, "condition_combinations_", None)
     # A model that kept counts but not combinations (saved before them) keeps drawing each
     # key on its own: combinations of these cells alone would leave out the earlier ones.
     if model.condition_keys and (combos is not None or not before):
-        values = cells[model.condition_keys].astype(str)
-        combos = Counter(combos or {})
-        model.condition_combinations_ = dict(
-            combos + Counter(values.itertuples(index=False, name=None))
-        )
+        model.condition_combinations_ = dict(Counter(combos or {}) + Counter(combinations))
+
+
+def remember_loaded_split(model) -> None:
+    """A model loaded onto the cells it was saved from keeps their split
+    (``train_indices``): what its counts held before those cells were added (the counts less
+    the split's cells) is kept, so that training it on counts them once
+    (:func:`record_condition_counts`), not twice. Not for counts saved before validation
+    cells were told apart (no ``condition_counts_with_validation_``)."""
+    fields = [getattr(model, field, None) for field in _COUNT_FIELDS]
+    if getattr(model, "train_indices", None) is None or fields[0] is None or fields[2] is None:
+        return
+    counts, combinations = _counts_of(model, training_positions(model))
+    held = _counts_of(model, _not_test(model))[0]
+
+    def less(recorded: dict, cells: dict) -> dict:
+        return {k: dict(Counter(v) - Counter(cells.get(k, {}))) for k, v in recorded.items()}
+
+    before = (
+        less(fields[0], counts),
+        None if fields[1] is None else dict(Counter(fields[1]) - Counter(combinations)),
+        less(fields[2], held),
+    )
+    model._counted_before = (model.adata_manager.adata_uuid, *before)
 
 
 def upgrade_saved_counts(model) -> None:

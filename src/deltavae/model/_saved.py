@@ -433,15 +433,16 @@ class Saving:
                     f"The AnnData saved with the model in {os.fspath(dir_path)!r} cannot be read "
                     f"({err}); pass the AnnData instead: {cls.__name__}.load(path, adata)."
                 ) from err
-        model._after_load()
-        if copied:  # results go into the user's AnnData, as into load_query_data's query
-            model._query_adata = given
         saved_cells = attr_dict["registry_"]["field_registries"]["X"]["summary_stats"]["n_cells"]
         digest = attr_dict.get("split_cells_")  # None: saved before it was kept
         if model.adata is not None and (
             model.adata.n_obs != saved_cells
             or (digest is not None and digest != cells_digest(model.adata.obs_names))
         ):
-            # The split's positions were of the training cells, not of these.
+            # The split's positions were of the training cells, not of these (forgotten
+            # before the hooks: CGMDVAE's counts read the split of the cells it is loaded on).
             model.train_indices_ = model.validation_indices_ = model.test_indices_ = None
+        model._after_load()
+        if copied:  # results go into the user's AnnData, as into load_query_data's query
+            model._query_adata = given
         return model
