@@ -99,8 +99,9 @@ class GenerationMixin:
         return out
 
     def _library_log_stats(self, recorded: bool = True) -> tuple[float, float] | None:
-        """Mean and sd of the log library sizes of the AnnData the model trained on, all its
-        cells (validation ones included: a library size is observed, not fitted), counts only:
+        """Mean and sd of the log library sizes of the AnnData the model last trained on (a
+        query model's: its query's), all its cells (validation ones included: a library size
+        is observed, not fitted), counts only:
         as ``train`` recorded them in ``library_log_stats_`` (saved with the model, so that a
         model loaded onto other cells draws the libraries it trained on), else (a model saved
         before they were kept, or ``recorded=False``) those of the model's AnnData."""

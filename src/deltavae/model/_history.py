@@ -67,7 +67,9 @@ class HistoryMixin:
     @property
     def history(self) -> dict[str, pd.DataFrame]:
         """The training history: one DataFrame per metric, indexed by ``epoch``; a further
-        ``train`` call adds its epochs after the earlier ones (numbered on from them).
+        ``train`` call adds its epochs after the earlier ones (numbered on from them). None
+        before training; a query model's (``load_query_data``) is its own training's, from
+        epoch 0, not its reference's.
 
         Every model logs, once an epoch, per cell (per spot for the spot models):
 
