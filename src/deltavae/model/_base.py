@@ -164,7 +164,9 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         call's arguments and ``scvi.settings.seed`` are kept in ``train_args_`` (saved): the
         run repeats when that seed is set before the model is built (README, "Seeding").
         Each call starts a fresh optimiser (Adam's moments are neither kept nor saved, as in
-        scvi-tools), so a loaded model trains on as the model it was saved from would.
+        scvi-tools), so a loaded model trains on as the model it was saved from would. A
+        further call trains on: ``history`` adds its epochs; ``train_args_``, ``best_epoch_``,
+        the split and the convergence verdict are its own; ``trained_categories_`` join all.
 
         Parameters
         ----------
