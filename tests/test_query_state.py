@@ -52,7 +52,9 @@ def test_a_query_model_keeps_no_record_of_its_references_training(cls):
     (its epochs counted from the reference's)."""
     ref, query = _split()
     reference = _reference(cls, ref)
+    reference.deltavae_version_ = "0.0.1"  # built by an earlier release
     model = cls.load_query_data(query, reference)
+    assert model.deltavae_version_ == dv.__version__  # the query model is this release's
     assert not model.is_trained_
     assert model.history is None and model.best_epoch_ is None and model.train_args_ is None
     assert model.split_cells_ is None and model.train_indices is None

@@ -126,9 +126,11 @@ _REFERENCE_TRAINING = (
 def forget_reference_training(model) -> None:
     """A new query model keeps no record of its reference's training run (see
     :data:`_REFERENCE_TRAINING`): until it trains, its ``history`` is None, as its
-    training status says (Not Trained), and its first ``train`` starts the history at epoch 0."""
+    training status says (Not Trained), and its first ``train`` starts the history at epoch 0.
+    The deltavae version it records (saved, checked on load) is the one that built it."""
     for name in _REFERENCE_TRAINING:
         setattr(model, name, None)
+    model._record_version()
 
 
 def _registration_twin(adata: AnnData) -> AnnData:
