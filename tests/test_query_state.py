@@ -138,3 +138,27 @@ def test_a_model_loaded_onto_its_cells_and_trained_on_counts_them_once(tmp_path)
         loaded.condition_counts_with_validation_["condition"] == conditions.value_counts().to_dict()
     )
     assert sum(loaded.condition_combinations_.values()) == len(loaded.train_indices)
+
+
+def test_a_query_models_library_sizes_are_its_reference_and_query_cells(tmp_path):
+    """sample() on a trained query model drew the conditions of the reference's and the
+    query's training cells but the library sizes of the query's alone: a query sequenced 4
+    times deeper gave the reference's conditions' samples 4 times their libraries (log mean
+    8.17 against the reference's 6.72)."""
+    ref, query = _split()
+    query.X = query.X * 4
+    model = dv.model.CGMDVAE.load_query_data(query, _reference(dv.model.CGMDVAE, ref))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, **FAST)
+    logs = np.log(np.r_[np.asarray(ref.X.sum(1)).ravel(), np.asarray(query.X.sum(1)).ravel()])
+    both = (logs.mean(), logs.std())
+    np.testing.assert_allclose(model.library_log_stats_, both, rtol=1e-6)
+    # Saved, loaded onto its query and trained on: the query's cells are not joined twice.
+    model.save(tmp_path / "q")
+    loaded = dv.model.CGMDVAE.load(tmp_path / "q", query)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded.train(max_epochs=1, **FAST)
+    np.testing.assert_allclose(loaded.library_log_stats_, both, rtol=1e-6)
+    assert loaded.condition_counts_with_validation_ == model.condition_counts_with_validation_

@@ -14,7 +14,13 @@ from scvi import REGISTRY_KEYS
 
 from .._checks import layer_matrix
 from ..distributions._draws import CellDraws
-from ._condition_counts import record_condition_counts, warn_untrained_combinations
+from ._condition_counts import (
+    cells_counted,
+    cells_read,
+    pooled,
+    record_condition_counts,
+    warn_untrained_combinations,
+)
 from ._condition_types import model_column, predicted_condition, typed_codes
 from ._labels import labels_of
 from ._latent_shift import data_floor
@@ -99,12 +105,13 @@ class GenerationMixin:
         return out
 
     def _library_log_stats(self, recorded: bool = True) -> tuple[float, float] | None:
-        """Mean and sd of the log library sizes of the AnnData the model last trained on (a
-        query model's: its query's), all its cells (validation ones included: a library size
-        is observed, not fitted), counts only:
+        """Mean and sd of the log library sizes of the AnnData the model trained on, all its
+        cells (validation ones included: a library size is observed, not fitted), counts only:
         as ``train`` recorded them in ``library_log_stats_`` (saved with the model, so that a
-        model loaded onto other cells draws the libraries it trained on), else (a model saved
-        before they were kept, or ``recorded=False``) those of the model's AnnData."""
+        model loaded onto other cells draws the libraries it trained on; joined over the
+        AnnData it trained on, as ``condition_counts_`` are: a query model's over its
+        reference's cells and its query's), else (a model saved before they were kept, or
+        ``recorded=False``) those of the model's AnnData."""
         if not self.module.observation.is_count:
             return None
         if recorded and getattr(self, "library_log_stats_", None) is not None:
@@ -120,8 +127,14 @@ class GenerationMixin:
         trained (no split: a query model with nothing to learn keeps its reference's)."""
         if getattr(self, "train_indices", None) is None:
             return
+        last = getattr(self, "_counted_before", None)
+        if last is None or last[0] != self.adata_manager.adata_uuid:  # cells new to the counts
+            self._library_before = (getattr(self, "library_log_stats_", None), cells_counted(self))
         record_condition_counts(self)
-        self.library_log_stats_ = self._library_log_stats(recorded=False)
+        stats = self._library_log_stats(recorded=False)
+        if stats is not None:  # joined to those of the cells counted before these
+            earlier, n_earlier = getattr(self, "_library_before", (None, 0))
+            self.library_log_stats_ = pooled(earlier, n_earlier, stats, cells_read(self))
 
     @torch.inference_mode()
     def translate(

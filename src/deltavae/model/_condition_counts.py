@@ -120,6 +120,48 @@ def record_condition_counts(model) -> None:
         model.condition_combinations_ = dict(Counter(combos or {}) + Counter(combinations))
 
 
+def cells_counted(model) -> int:
+    """Cells the model's recorded counts hold, training and validation ones
+    (``condition_counts_with_validation_``, over every AnnData it trained on): what its
+    recorded library sizes are of. 0 where it keeps none."""
+    counts = getattr(model, "condition_counts_with_validation_", None) or {}
+    return int(sum(next(iter(counts.values()), {}).values()))
+
+
+def cells_read(model) -> int:
+    """Cells of the model's AnnData that its last fit trained or validated on."""
+    return len(_not_test(model))
+
+
+def pooled(earlier, n_earlier: int, stats, n: int) -> tuple[float, float]:
+    """Mean and sd of two groups of ``n_earlier`` and ``n`` values, from their own
+    (``earlier`` None or ``n_earlier`` 0: ``stats``).
+
+    Examples
+    --------
+    >>> pooled((0.0, 1.0), 1, (2.0, 1.0), 1)
+    (1.0, 1.4142135623730951)
+    """
+    if earlier is None or n_earlier <= 0:
+        return stats
+    (m1, s1), (m2, s2) = earlier, stats
+    mean = (n_earlier * m1 + n * m2) / (n_earlier + n)
+    square = (n_earlier * (s1**2 + m1**2) + n * (s2**2 + m2**2)) / (n_earlier + n)
+    return float(mean), float(np.sqrt(max(square - mean**2, 0.0)))
+
+
+def _unpooled(stats, n: int, part, n_part: int):
+    """The mean and sd of the ``n - n_part`` values that ``stats`` (of ``n``) held besides
+    ``part`` (of ``n_part``): :func:`pooled` undone; (None, 0) where none are left."""
+    rest = n - n_part
+    if stats is None or part is None or rest <= 0:
+        return None, 0
+    (m, s), (m2, s2) = stats, part
+    mean = (n * m - n_part * m2) / rest
+    square = (n * (s**2 + m**2) - n_part * (s2**2 + m2**2)) / rest
+    return (float(mean), float(np.sqrt(max(square - mean**2, 0.0)))), rest
+
+
 def remember_loaded_split(model) -> None:
     """A model loaded onto the cells it was saved from keeps their split
     (``train_indices``): what its counts held before those cells were added (the counts less
@@ -141,6 +183,10 @@ def remember_loaded_split(model) -> None:
         less(fields[2], held),
     )
     model._counted_before = (model.adata_manager.adata_uuid, *before)
+    if getattr(model, "library_log_stats_", None) is not None:  # CGMDVAE's, of count data
+        own = model._library_log_stats(recorded=False)
+        total = cells_counted(model)
+        model._library_before = _unpooled(model.library_log_stats_, total, own, cells_read(model))
 
 
 def upgrade_saved_counts(model) -> None:
