@@ -303,6 +303,9 @@ def short_repr(value, n: int = 5, unit: str = "items") -> str:
     if isinstance(value, np.ndarray | pd.Series | pd.Index) and np.ndim(value) == 1:
         value = value.tolist()
     value = value.item() if isinstance(value, np.generic) else value  # not np.int64(3)
+    if isinstance(value, list | tuple) and any(isinstance(v, np.generic) for v in value):
+        items = [v.item() if isinstance(v, np.generic) else v for v in value]
+        value = tuple(items) if isinstance(value, tuple) else items
     if isinstance(value, list | tuple) and len(value) > n:
         return f"[{', '.join(map(repr, value[:n]))}, ...] ({len(value)} {unit})"
     text = repr(value)

@@ -26,6 +26,7 @@ from ._labels import labels_of
 from ._latent_shift import data_floor
 from ._matrices import has_negatives, row_sums
 from ._modes import evaluating
+from ._sample_record import checked_batch_size, sample_record
 from ._scvi_glue import seeded
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
@@ -41,6 +42,7 @@ class GenerationMixin:
         cluster: int | str | None = None,
         condition=None,
         seed: int | None = None,
+        batch_size: int | None = None,
     ) -> AnnData:
         """Generate cells from the model: d, y, w, z and x, ancestrally.
 
@@ -60,14 +62,21 @@ class GenerationMixin:
             Random seed for reproducible samples: the same seed gives the same cells on a GPU
             as on the CPU (the draws are made on the CPU); ``None`` seeds them from torch's
             global generator.
+        batch_size
+            Cells decoded at a time (``None``: scvi-tools' ``settings.batch_size``), to bound
+            the memory of many cells; the same seed gives the same cells whatever it is.
 
         Returns
         -------
         AnnData with samples in ``X`` (counts for count likelihoods), their expectation in
         ``layers["expected"]``, and ``obs["cluster"]`` (``obs["cgmdvae_cluster"]`` where a
-        condition is named ``"cluster"``) plus one column per condition. For a normal
-        likelihood on data without negative values (log-normalized), both are clipped at 0,
-        as :meth:`translate` does.
+        condition is named ``"cluster"``) plus one column per condition, typed like the
+        training AnnData's. For a normal likelihood on data without negative values
+        (log-normalized), both are clipped at 0, as :meth:`translate` does.
+        ``uns["sample"]`` records what was asked: ``n_cells``, ``cluster`` and each
+        condition (the name given, or ``"drawn"``), ``seed`` (where given) and what ``X``
+        holds. This draws new cells from the generative model; scvi-tools'
+        ``posterior_predictive_sample`` redraws the given cells' data instead.
 
         Examples
         --------
@@ -75,13 +84,14 @@ class GenerationMixin:
         """
         if isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells < 1:
             raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}.")
+        batch_size = checked_batch_size(batch_size)
         module = self.module
         with seeded(module, seed), evaluating(module):
             cats = self._condition_codes(condition, n_cells, seed)
             y_given = None if cluster is None else self._cluster_index(cluster)
             self._check_if_trained(warn=False)
             stats = self._library_log_stats()
-            draws = module.generate(n_cells, cats, y_given, stats, CellDraws(seed))
+            draws = module.generate(n_cells, cats, y_given, stats, CellDraws(seed), batch_size)
         if cats is not None:  # a dict naming every key: a combination that may not have trained
             warn_untrained_combinations(self, cats.cpu().numpy(), "sample")
         y, x, expected = draws["y"], draws["x"], draws["expected"]
@@ -102,6 +112,7 @@ class GenerationMixin:
         # The genes with their metadata, as translate keeps them.
         out = AnnData(X=x.cpu().numpy().astype(np.float32), obs=obs, var=self.adata.var.copy())
         out.layers["expected"] = expected.cpu().numpy().astype(np.float32)
+        out.uns["sample"] = sample_record(self, n_cells, y_given, condition, seed)
         return out
 
     def _library_log_stats(self, recorded: bool = True) -> tuple[float, float] | None:

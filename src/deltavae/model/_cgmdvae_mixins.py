@@ -8,11 +8,13 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import RNASeqMixin
 
+from .._checks import short_repr
 from ..train._convergence import high_rate_note, train_longer
 from ._cluster_predictions import PredictionsMixin
 from ._condition_counts import (
@@ -147,15 +149,23 @@ class ConditionsMixin:
         mappings = self._cat_state().mappings
         for j, key in enumerate(keys):
             known = [str(v) for v in mappings[key]]
-            value = _as_known(condition.get(key), known)
+            seen = self._seen_conditions(key)  # in the model's order and type: 7, 9, 11
+            seen = short_repr([v for v in mappings[key] if str(v) in seen], n=20, unit="values")
+            given = condition.get(key)
+            if isinstance(given, list | tuple | set | dict | np.ndarray | pd.Series | pd.Index):
+                raise ValueError(  # was "['ctrl', 'stim'] was never seen"; seen: 'ctrl', 'stim'
+                    f"Condition {key}={short_repr(given)} is several values; give one value for "
+                    f"every cell (conditions seen: {seen}), and call once per value."
+                )
+            value = _as_known(given, known)
             if value is None and keep_own:
                 codes[:, j] = -1
             elif value is None:
                 codes[:, j] = -2  # drawn below, with the values given, from the training cells
             elif str(value) not in known:
                 raise ValueError(
-                    f"Condition {key}={value!r} was never seen in training; conditions seen: "
-                    f"{sorted(self._seen_conditions(key))}."
+                    f"Condition {key}={short_repr(value)} was never seen in training; "
+                    f"conditions seen: {seen}."
                 )
             elif str(value) not in self._seen_conditions(key):
                 raise ValueError(untrained_condition(self, key, value))

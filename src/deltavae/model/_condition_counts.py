@@ -242,7 +242,11 @@ def draw_conditions(model, codes: np.ndarray, rng: np.random.Generator) -> np.nd
     ]
     if not rows:
         named = {keys[j]: value for j, value in given.items()}
-        raise ValueError(f"No training cell carries the conditions {named} together.")
+        trained = sorted({tuple(v[j] for j in given) for v, n in combos.items() if n > 0})
+        raise ValueError(
+            f"No training cell carries the conditions {named} together; the values of "
+            f"{list(named)} that trained together: {short_repr(trained, 10, 'combinations')}."
+        )
     rows.sort()  # in the categories' order, as the draws of one key were
     p = np.array([n for _, n in rows], dtype=float)
     pick = rng.choice(len(rows), size=len(codes), p=p / p.sum())

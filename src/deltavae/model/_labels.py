@@ -395,21 +395,31 @@ def cluster_index(model, cluster) -> int:
     """
     names = model.cluster_names
     cluster = cluster.item() if isinstance(cluster, np.generic) else cluster  # np.str_('0')
+    listed = short_repr(names, n=20, unit="clusters")
     if isinstance(cluster, str):
         if cluster not in names:
-            raise ValueError(f"cluster={cluster!r} is not a cluster; clusters: {names}.")
+            raise ValueError(f"cluster={short_repr(cluster)} is not a cluster; clusters: {listed}.")
         return names.index(cluster)
+    if isinstance(cluster, list | tuple | set | np.ndarray | pd.Series | pd.Index):
+        # ["B", "T"] was "give a name or an index", as if a name were not given.
+        raise ValueError(
+            f"cluster={short_repr(cluster)} is several clusters; give one cluster, a name or an "
+            f"index 0..{len(names) - 1} (clusters: {listed}), and call once per cluster."
+        )
     integer = isinstance(cluster, int) and not isinstance(cluster, bool)
     numbered = any(name.lstrip("-").isdigit() for name in names)
     if integer and numbered and names != [str(k) for k in range(len(names))]:
         if str(cluster) not in names:
             raise ValueError(
-                f"cluster={cluster!r} is not one of the clusters {names}: where clusters are "
-                "named by integers (integer labels), an integer is a name."
+                f"cluster={short_repr(cluster)} is not one of the clusters {listed}: where "
+                "clusters are named by integers (integer labels), an integer is a name."
             )
         return names.index(str(cluster))
     if not integer or not 0 <= cluster < len(names):  # True, 2.7: read as 1, 2 before
-        raise ValueError(f"cluster={cluster!r}: give a name or an index 0..{len(names) - 1}.")
+        raise ValueError(
+            f"cluster={short_repr(cluster)}: give a name or an index 0..{len(names) - 1}; "
+            f"clusters: {listed}."
+        )
     return int(cluster)
 
 

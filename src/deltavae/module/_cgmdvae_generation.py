@@ -23,15 +23,19 @@ class CGMDVAEGeneration:
         cluster: int | None = None,
         library_log_stats: tuple[float, float] | None = None,
         draws: CellDraws | None = None,
+        batch_size: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Ancestral draws of d, y, w, z and x for ``n_cells`` cells under ``cat_covs``.
 
         ``cluster`` fixes y (otherwise d ~ Dir(alpha), y ~ Cat(d)); for counts the log
         library size is drawn from N(mean, sd) given as ``library_log_stats``. Returns the
-        cluster ``y``, ``w``, ``z``, the draws ``x`` and their expectation ``expected``. The
-        random numbers come from ``draws`` (:class:`~deltavae.distributions._draws.CellDraws`;
-        ``None``: one seeded from torch's generator), drawn on the CPU: a GPU draws the same
-        cells as the CPU.
+        cluster ``y``, ``w``, ``z``, the draws ``x`` and their expectation ``expected``, on
+        the CPU. The random numbers come from ``draws``
+        (:class:`~deltavae.distributions._draws.CellDraws`; ``None``: one seeded from torch's
+        generator), drawn on the CPU: a GPU draws the same cells as the CPU. The cells are
+        decoded ``batch_size`` at a time (``None``: all at once), drawing the same cells
+        whatever the ``batch_size``: the decoder's tensors of every cell at once (means,
+        dispersions, dropouts, hidden layers) took several times the memory of the result.
         """
         draws = CellDraws() if draws is None else draws
         # In the networks' dtype, not torch's default (a user's float64 made them refuse w).
@@ -42,19 +46,37 @@ class CGMDVAEGeneration:
             y = torch.multinomial(d, 1, generator=draws.generator("y")).squeeze(-1).to(device)
         else:
             y = torch.full((n_cells,), cluster, device=device)
+        # The normal draws of every cell at once (randn's draws depend on the shape filled).
         w = draws.normal((n_cells, self.n_latent_w), self.alpha, "w")
-        prior = self.prior_distribution(w, cat_covs)
-        eps = draws.normal((n_cells, prior.event_shape[-1]), self.alpha, "z")
-        z = _from_noise(prior, eps.unsqueeze(-2))[torch.arange(n_cells, device=device), y]
+        eps = draws.normal((n_cells, self.n_latent), self.alpha, "z")
         library = None
         if self.observation.is_count:
             if library_log_stats is None:
                 raise ValueError("Count likelihoods need library_log_stats=(mean, sd).")
             mean, sd = library_log_stats
             library = draws.normal((n_cells, 1), self.alpha, "library") * sd + mean
-        params = self.decode(z, cat_covs, library)
-        x = draws.sample(self.observation, params).to(device=device, dtype=dtype)
-        return {"y": y, "w": w, "z": z, "x": x, "expected": self.observation.expected(params)}
+        noise = None
+        if self.observation.name == "normal":
+            shape = (n_cells, self.n_input)
+            noise = torch.randn(shape, generator=draws.generator("normal"), dtype=dtype)
+        step = n_cells if batch_size is None else batch_size
+        parts = []
+        for start in range(0, n_cells, max(step, 1)):
+            cells = slice(start, start + step)
+            covs = None if cat_covs is None else cat_covs[cells]
+            prior = self.prior_distribution(w[cells], covs)
+            z = _from_noise(prior, eps[cells].unsqueeze(-2))
+            z = z[torch.arange(z.shape[0], device=device), y[cells]]
+            params = self.decode(z, covs, None if library is None else library[cells])
+            if noise is None:
+                x = draws.sample(self.observation, params).to(dtype=dtype)
+            else:  # the draw of CellDraws.sample, with this part of the noise
+                out, scale = params["out"].cpu(), params["log_scale"].cpu().exp()
+                x = out + scale * noise[cells]
+            expected = self.observation.expected(params).cpu()
+            parts.append({"z": z.cpu(), "x": x, "expected": expected})
+        out = {key: torch.cat([part[key] for part in parts]) for key in ("z", "x", "expected")}
+        return {"y": y.cpu(), "w": w.cpu(), **out}
 
     @torch.inference_mode()
     @auto_move_data

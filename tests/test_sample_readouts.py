@@ -1,0 +1,116 @@
+"""CGMDVAE.sample as a biologist calls it: clusters and conditions by name, what the drawn
+cells record, many cells in parts, and the refusals of values that are not one cluster or one
+condition."""
+
+import types
+import warnings
+
+import anndata as ad
+import numpy as np
+import pytest
+
+import deltavae as dv
+from deltavae.model._condition_counts import draw_conditions
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False, "accelerator": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def labelled():
+    """Semi-supervised counts: cell types B, NK, T (a third unlabelled), a condition and
+    integer donors."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=150, n_genes=20, n_clusters=3, n_conditions=2, seed=0
+    )
+    adata.obs["donor"] = np.random.default_rng(0).choice([7, 9, 11], adata.n_obs)
+    cell_type = adata.obs["cluster"].astype(str).map({"0": "B", "1": "NK", "2": "T"})
+    adata.obs["type"] = cell_type.astype(object)
+    adata.obs.loc[adata.obs_names[::3], "type"] = "Unknown"
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key=["condition", "donor"], labels_key="type")
+    model = dv.model.CGMDVAE(adata, n_latent=3, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, batch_size=64, **TRAIN)
+    return model, adata
+
+
+def test_sampled_cells_record_what_was_asked_and_write_to_h5ad(labelled, tmp_path):
+    """uns held nothing: cells written to disk did not say which cell type, condition and
+    seed they were drawn for, nor that X holds drawn counts (translate's cells say so)."""
+    model, adata = labelled
+    cells = model.sample(12, cluster="T", condition={"donor": "9"}, seed=3)
+    record = cells.uns["sample"]
+    assert record["n_cells"] == 12 and record["cluster"] == "T" and record["seed"] == 3
+    assert record["condition"] == {"condition": "drawn", "donor": "9"}
+    assert "whole counts" in record["X"] and np.array_equal(cells.X, np.round(cells.X))
+    assert (cells.obs["cluster"] == "T").all() and (cells.obs["donor"] == 9).all()
+    assert cells.obs["donor"].dtype == adata.obs["donor"].dtype  # integers, as trained
+    assert model.sample(4).uns["sample"]["cluster"] == "drawn"  # no seed: none recorded
+    assert "seed" not in model.sample(4).uns["sample"]
+    cells.write_h5ad(tmp_path / "drawn.h5ad")
+    back = ad.read_h5ad(tmp_path / "drawn.h5ad")
+    assert back.uns["sample"]["condition"]["donor"] == "9"
+    np.testing.assert_array_equal(back.X, cells.X)
+
+
+def test_many_cells_are_decoded_in_parts_that_draw_the_same_cells(labelled, monkeypatch):
+    """Every cell was decoded at once (means, dispersions, dropouts and hidden layers of all
+    of them: several times the result's memory, on the GPU too), and sample had no
+    batch_size; in parts of any size, one seed draws the same cells."""
+    model, _ = labelled
+    whole = model.sample(90, seed=1, batch_size=90)
+    sizes = []
+    decode = model.module.decode
+
+    def counted(z, *args, **kwargs):
+        sizes.append(z.shape[0])
+        return decode(z, *args, **kwargs)
+
+    monkeypatch.setattr(model.module, "decode", counted)
+    parts = model.sample(90, seed=1, batch_size=16)
+    assert max(sizes) == 16 and sum(sizes) == 90
+    assert (parts.X != whole.X).mean() < 1e-3  # counts of means equal to float rounding
+    np.testing.assert_allclose(parts.layers["expected"], whole.layers["expected"], rtol=1e-5)
+    assert parts.obs.equals(whole.obs)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {bad}"):
+            model.sample(5, batch_size=bad)
+
+
+def test_several_clusters_or_conditions_are_refused_naming_the_valid_ones(labelled):
+    """condition=["ctrl", "stim"] said "Condition condition=['ctrl', 'stim'] was never seen in
+    training; conditions seen: ['ctrl', 'stim']"; cluster=["B", "T"] and cluster=9 said "give a
+    name or an index 0..2" without naming the clusters; integer donors were listed as sorted
+    strings ['11', '7', '9']."""
+    model, _ = labelled
+    names = r"\['B', 'NK', 'T'\]"
+    with pytest.raises(ValueError, match=rf"cluster=\['B', 'T'\] is several clusters.*{names}"):
+        model.sample(5, cluster=["B", "T"])
+    with pytest.raises(ValueError, match=rf"cluster=9: give a name or an index 0..2; .*{names}"):
+        model.sample(5, cluster=9)
+    with pytest.raises(ValueError, match=rf"cluster='b' is not a cluster; clusters: {names}"):
+        model.sample(5, cluster="b")
+    several = r"condition=\['ctrl', 'stim'\] is several values.*seen: \['ctrl', 'stim'\]"
+    with pytest.raises(ValueError, match=several):
+        model.sample(5, condition={"condition": ["ctrl", "stim"]})
+    with pytest.raises(ValueError, match=r"donor=8 was never seen .*seen: \[7, 9, 11\]"):
+        model.sample(5, condition={"donor": 8})
+    many = np.array(["ctrl"] * 1000)  # one value per cell: named in short, not 1000 times
+    with pytest.raises(ValueError, match=r"\['ctrl', 'ctrl', 'ctrl', 'ctrl', 'ctrl', \.\.\.\]"):
+        model.sample(5, condition={"condition": many})
+
+
+def test_a_combination_that_never_trained_is_refused_with_those_that_did():
+    """ "No training cell carries the conditions {...} together." named none that did."""
+    mappings = {"drug": ["A", "B"], "donor": ["d1", "d2"], "dose": ["0", "1"]}
+    model = types.SimpleNamespace(
+        condition_keys=list(mappings),
+        _cat_state=lambda: types.SimpleNamespace(mappings=mappings),
+        condition_combinations_={("A", "d1", "0"): 4, ("B", "d2", "1"): 3, ("A", "d2", "1"): 0},
+    )
+    codes = np.array([[1, 0, -2]] * 3)  # drug B of donor d1, dose drawn
+    refusal = r"\{'drug': 'B', 'donor': 'd1'\} together; .*: \[\('A', 'd1'\), \('B', 'd2'\)\]"
+    with pytest.raises(ValueError, match=refusal):
+        draw_conditions(model, codes, np.random.default_rng(0))
+    drawn = draw_conditions(model, np.array([[0, 0, -2]] * 3), np.random.default_rng(0))
+    assert (drawn[:, 2] == 0).all()  # drug A of donor d1 trained at dose 0 only
