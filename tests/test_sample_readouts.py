@@ -2,6 +2,7 @@
 cells record, many cells in parts, and the refusals of values that are not one cluster or one
 condition."""
 
+import re
 import types
 import warnings
 
@@ -114,3 +115,28 @@ def test_a_combination_that_never_trained_is_refused_with_those_that_did():
         draw_conditions(model, codes, np.random.default_rng(0))
     drawn = draw_conditions(model, np.array([[0, 0, -2]] * 3), np.random.default_rng(0))
     assert (drawn[:, 2] == 0).all()  # drug A of donor d1 trained at dose 0 only
+
+
+@pytest.mark.parametrize(
+    "likelihood, clipped, says",
+    [
+        ("nb", False, "the mean counts of that draw$"),  # no dropout in a NB
+        ("zinb", False, r"the mean counts of that draw \(dropout included\)"),
+        ("normal", True, r"the mean of that draw, clipped at 0"),
+        ("bernoulli", False, "the probabilities of 1"),
+    ],
+)
+def test_the_record_says_what_each_likelihood_drew(likelihood, clipped, says):
+    from deltavae.model._sample_record import sample_record
+
+    mappings = {"dose": [0, 1]}
+    model = types.SimpleNamespace(
+        cluster_names=["B", "T"],
+        condition_keys=["dose"],
+        _cat_state=lambda: types.SimpleNamespace(mappings=mappings),
+        module=types.SimpleNamespace(likelihood=likelihood),
+    )
+    record = sample_record(model, 4, None, 1.0, 2**64 - 1, clipped)
+    assert record["condition"] == {"dose": "1"} and record["cluster"] == "drawn"
+    assert record["seed"] == 2**64 - 1 and record["seed"].dtype == np.uint64  # h5ad writes it
+    assert re.search(says, record["expected"]), record["expected"]

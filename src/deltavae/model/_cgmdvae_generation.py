@@ -95,10 +95,12 @@ class GenerationMixin:
         if cats is not None:  # a dict naming every key: a combination that may not have trained
             warn_untrained_combinations(self, cats.cpu().numpy(), "sample")
         y, x, expected = draws["y"], draws["x"], draws["expected"]
+        clipped = False
         if not module.observation.is_count:  # as translate: not below the data's floor of 0
             layer = self.registry_["setup_args"].get("layer")
             if not has_negatives(layer_matrix(self.adata, layer)):
                 x, expected = x.clamp(min=0.0), expected.clamp(min=0.0)
+                clipped = module.likelihood == "normal"
         obs = pd.DataFrame(index=[f"sample_{i}" for i in range(n_cells)])
         # Only the clusters drawn, as write_to_adata keeps them: scanpy's rank_genes_groups
         # refuses a category without cells.
@@ -112,7 +114,7 @@ class GenerationMixin:
         # The genes with their metadata, as translate keeps them.
         out = AnnData(X=x.cpu().numpy().astype(np.float32), obs=obs, var=self.adata.var.copy())
         out.layers["expected"] = expected.cpu().numpy().astype(np.float32)
-        out.uns["sample"] = sample_record(self, n_cells, y_given, condition, seed)
+        out.uns["sample"] = sample_record(self, n_cells, y_given, condition, seed, clipped)
         return out
 
     def _library_log_stats(self, recorded: bool = True) -> tuple[float, float] | None:

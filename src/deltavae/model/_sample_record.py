@@ -20,10 +20,13 @@ def checked_batch_size(batch_size) -> int:
     return int(settings.batch_size if batch_size is None else batch_size)
 
 
-def sample_record(model, n_cells: int, cluster: int | None, condition, seed) -> dict:
+def sample_record(
+    model, n_cells: int, cluster: int | None, condition, seed, clipped: bool = False
+) -> dict:
     """``uns["sample"]``: ``n_cells``; the ``cluster`` asked (its name) and each condition key's
     value asked (as the model names it), or :data:`DRAWN`; the ``seed`` where one was given;
-    and what ``X`` and ``layers["expected"]`` hold. Strings and integers only, so that the
+    and what ``X`` and ``layers["expected"]`` hold (``clipped``: a normal likelihood's, at 0,
+    the floor of its data). Strings and integers only, so that the
     cells write to h5ad.
 
     Examples
@@ -51,16 +54,18 @@ def sample_record(model, n_cells: int, cluster: int | None, condition, seed) -> 
     if seed is not None:  # h5ad writes integers up to 2**63 - 1 as int64
         record["seed"] = int(seed) if seed < 2**63 else np.uint64(seed)
     record.update(_what_x_holds(model.module.likelihood))
+    for key in ("X", "expected") if clipped else ():
+        record[key] += ", clipped at 0 (the data's floor)"
     return record
 
 
 def _what_x_holds(likelihood: str) -> dict[str, str]:
     """In words, what the sampled cells' ``X`` and ``layers["expected"]`` hold."""
     if likelihood in ("nb", "zinb"):
-        draw = "whole counts: one draw of the negative binomial"
-        draw += " (with dropout)" if likelihood == "zinb" else ""
-        draw += ", at a library size drawn from the training cells' (log-normal)"
-        return {"X": draw, "expected": "the mean counts of that draw (dropout included)"}
+        dropout = " (dropout included)" if likelihood == "zinb" else ""
+        draw = f"whole counts: one draw of the negative binomial{dropout}, at a library size "
+        draw += "drawn from the training cells' (log-normal)"
+        return {"X": draw, "expected": f"the mean counts of that draw{dropout}"}
     if likelihood == "bernoulli":
         return {"X": "0 or 1: one Bernoulli draw", "expected": "the probabilities of 1"}
     return {
