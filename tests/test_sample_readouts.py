@@ -140,3 +140,37 @@ def test_the_record_says_what_each_likelihood_drew(likelihood, clipped, says):
     assert record["condition"] == {"dose": "1"} and record["cluster"] == "drawn"
     assert record["seed"] == 2**64 - 1 and record["seed"].dtype == np.uint64  # h5ad writes it
     assert re.search(says, record["expected"]), record["expected"]
+
+
+def test_sampled_cells_take_the_library_sizes_of_their_condition(tmp_path):
+    """Library sizes were drawn from all training cells together: cells sampled under a
+    condition sequenced 4x deeper had the depth of ctrl and stim pooled (median totals
+    ctrl 877, stim 877 against real 797 and 3662). scvi-tools' library prior is per batch."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=20, n_clusters=2, n_conditions=2, seed=0
+    )
+    deep = (adata.obs["condition"] == "stim").to_numpy()
+    counts = np.asarray(adata.X.todense() if hasattr(adata.X, "todense") else adata.X)
+    counts[deep] *= 4
+    adata.X = counts
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, n_latent=2, n_hidden=16, likelihood="nb")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, batch_size=64, **TRAIN)
+
+    def depth(cells):
+        return np.median(np.asarray(cells.X).sum(1))
+
+    ratio = depth(model.sample(200, condition="stim", seed=0)) / depth(
+        model.sample(200, condition="ctrl", seed=0)
+    )
+    assert 3 < ratio < 6, ratio  # the real cells': 4.6
+    mixed = model.sample(200, seed=0)
+    stim = (mixed.obs["condition"] == "stim").to_numpy()
+    assert depth(mixed[stim]) > 3 * depth(mixed[~stim])
+    model.save(tmp_path / "m")  # kept with the model, loaded onto the controls alone
+    loaded = dv.model.CGMDVAE.load(tmp_path / "m", adata=adata[~deep].copy())
+    np.testing.assert_array_equal(
+        loaded.sample(50, condition="stim", seed=1).X, model.sample(50, condition="stim", seed=1).X
+    )

@@ -24,7 +24,8 @@ from ._condition_counts import (
 from ._condition_types import model_column, predicted_condition, typed_codes
 from ._labels import labels_of
 from ._latent_shift import data_floor
-from ._matrices import has_negatives, row_sums
+from ._library_stats import cell_library_stats, log_libraries, record_library_stats
+from ._matrices import has_negatives
 from ._modes import evaluating
 from ._sample_record import checked_batch_size, sample_record
 from ._scvi_glue import seeded
@@ -57,7 +58,10 @@ class GenerationMixin:
             Value of the condition (or a dict over several condition keys); ``None`` draws
             from the training frequencies. A key left out of the dict (or ``None``) is drawn
             from the training cells that carry the values given, so every cell has a
-            combination of conditions that trained.
+            combination of conditions that trained. For count likelihoods each cell's
+            library size is drawn from the log-normal of the cells of its combination of
+            conditions (as scvi-tools' library prior is per batch), or of all the training
+            cells where none carried it.
         seed
             Random seed for reproducible samples: the same seed gives the same cells on a GPU
             as on the CPU (the draws are made on the CPU); ``None`` seeds them from torch's
@@ -91,6 +95,8 @@ class GenerationMixin:
             y_given = None if cluster is None else self._cluster_index(cluster)
             self._check_if_trained(warn=False)
             stats = self._library_log_stats()
+            if stats is not None:  # those of the training cells of each cell's conditions
+                stats = cell_library_stats(self, cats, stats)
             draws = module.generate(n_cells, cats, y_given, stats, CellDraws(seed), batch_size)
         if cats is not None:  # a dict naming every key: a combination that may not have trained
             warn_untrained_combinations(self, cats.cpu().numpy(), "sample")
@@ -130,8 +136,7 @@ class GenerationMixin:
         if recorded and getattr(self, "library_log_stats_", None) is not None:
             mean, sd = self.library_log_stats_
             return float(mean), float(sd)
-        x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        log_lib = np.log(np.maximum(row_sums(x), 1.0))
+        log_lib = log_libraries(self)
         return float(log_lib.mean()), float(log_lib.std())
 
     def _record_training_cells(self) -> None:
@@ -148,6 +153,7 @@ class GenerationMixin:
         if stats is not None:  # joined to those of the cells counted before these
             earlier, n_earlier = getattr(self, "_library_before", (None, 0))
             self.library_log_stats_ = pooled(earlier, n_earlier, stats, cells_read(self))
+        record_library_stats(self)
 
     @torch.inference_mode()
     def translate(

@@ -21,14 +21,15 @@ class CGMDVAEGeneration:
         n_cells: int,
         cat_covs: torch.Tensor | None = None,
         cluster: int | None = None,
-        library_log_stats: tuple[float, float] | None = None,
+        library_log_stats: tuple | None = None,
         draws: CellDraws | None = None,
         batch_size: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Ancestral draws of d, y, w, z and x for ``n_cells`` cells under ``cat_covs``.
 
         ``cluster`` fixes y (otherwise d ~ Dir(alpha), y ~ Cat(d)); for counts the log
-        library size is drawn from N(mean, sd) given as ``library_log_stats``. Returns the
+        library size is drawn from N(mean, sd) given as ``library_log_stats`` (numbers, or
+        ``(n_cells, 1)`` tensors on the module's device: each cell's). Returns the
         cluster ``y``, ``w``, ``z``, the draws ``x`` and their expectation ``expected``, on
         the CPU. The random numbers come from ``draws``
         (:class:`~deltavae.distributions._draws.CellDraws`; ``None``: one seeded from torch's

@@ -1,0 +1,65 @@
+"""The library sizes :meth:`deltavae.model.CGMDVAE.sample` draws for count likelihoods: of
+the training cells of each combination of the conditions, as scvi-tools' library prior is of
+each batch.
+
+Drawn from the library sizes of all training cells, cells sampled under a condition sequenced
+four times deeper (a batch, a donor, a protocol) got the depth of all cells together: their
+totals matched no real cells of that condition.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scvi import REGISTRY_KEYS
+
+from ._matrices import row_sums
+
+
+def log_libraries(model) -> np.ndarray:
+    """The log library size of every cell of the model's AnnData (1 for an empty cell)."""
+    x = model.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+    return np.log(np.maximum(row_sums(x), 1.0))
+
+
+def record_library_stats(model) -> None:
+    """After a fit: mean and sd of the log library sizes of the model's cells (all of them:
+    a library size is observed, not fitted) per combination of its condition keys' values
+    (a tuple of strings, in the keys' order), kept with the model in
+    ``library_log_stats_by_condition_`` and joined to those of earlier fits (a query's to its
+    reference's); a combination of a single cell keeps no spread of its own (``sd`` None).
+    Nothing for a model without conditions or of a likelihood that is not of counts."""
+    keys = model.condition_keys
+    if not keys or not model.module.observation.is_count:
+        return
+    log_lib = log_libraries(model)
+    groups = model.adata.obs[keys].astype(str).itertuples(index=False, name=None)
+    by_combo: dict[tuple, list[int]] = {}
+    for i, combo in enumerate(groups):
+        by_combo.setdefault(combo, []).append(i)
+    stats = dict(getattr(model, "library_log_stats_by_condition_", None) or {})
+    for combo, cells in by_combo.items():
+        values = log_lib[cells]
+        sd = float(values.std()) if len(values) > 1 else None
+        stats[combo] = (float(values.mean()), sd)
+    model.library_log_stats_by_condition_ = stats
+
+
+def cell_library_stats(model, cats: torch.Tensor | None, pooled: tuple[float, float]):
+    """The mean and sd of each sampled cell's log library size, as ``(n, 1)`` tensors on the
+    module's device: those of the training cells of its combination of conditions (``cats``,
+    codes cells x keys), else (a combination no cell carried, a model saved before these were
+    kept, a model without conditions) ``pooled``, those of all training cells."""
+    stats = getattr(model, "library_log_stats_by_condition_", None)
+    if cats is None or not stats:
+        return pooled
+    keys, mappings = model.condition_keys, model._cat_state().mappings
+    known = [[str(v) for v in mappings[key]] for key in keys]
+    rows, inverse = np.unique(cats.cpu().numpy(), axis=0, return_inverse=True)
+    per_row = []
+    for row in rows:
+        mean, sd = stats.get(tuple(known[j][c] for j, c in enumerate(row)), pooled)
+        per_row.append((mean, pooled[1] if sd is None else sd))
+    table = torch.tensor(per_row, dtype=model.module.alpha.dtype, device=model.module.device)
+    cells = table[torch.as_tensor(np.asarray(inverse).ravel(), device=table.device)]
+    return cells[:, :1], cells[:, 1:]
