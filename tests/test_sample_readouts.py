@@ -8,7 +8,9 @@ import warnings
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 import deltavae as dv
 from deltavae.model._condition_counts import draw_conditions
@@ -174,3 +176,30 @@ def test_sampled_cells_take_the_library_sizes_of_their_condition(tmp_path):
     np.testing.assert_array_equal(
         loaded.sample(50, condition="stim", seed=1).X, model.sample(50, condition="stim", seed=1).X
     )
+
+
+def test_a_combination_of_few_cells_draws_its_mean_with_the_spread_of_all():
+    """Two cells of a combination gave it their sd (near 0): every cell sampled there had
+    one library size."""
+    from deltavae.model._library_stats import cell_library_stats, record_library_stats
+
+    obs = pd.DataFrame({"c": ["a"] * 30 + ["b"] * 2}, index=[f"c{i}" for i in range(32)])
+    totals = np.r_[np.exp(np.random.default_rng(0).normal(6, 0.5, 30)), [400.0, 401.0]]
+    model = types.SimpleNamespace(
+        condition_keys=["c"],
+        module=types.SimpleNamespace(
+            observation=types.SimpleNamespace(is_count=True),
+            alpha=torch.ones(2),
+            device=torch.device("cpu"),
+        ),
+        adata=types.SimpleNamespace(obs=obs),
+        adata_manager=types.SimpleNamespace(get_from_registry=lambda key: totals[:, None]),
+        _cat_state=lambda: types.SimpleNamespace(mappings={"c": ["a", "b", "z"]}),
+    )
+    record_library_stats(model)
+    stats = model.library_log_stats_by_condition_
+    assert stats[("b",)] == (pytest.approx(np.log([400, 401]).mean()), None)
+    assert stats[("a",)][1] == pytest.approx(np.log(totals[:30]).std())
+    mean, sd = cell_library_stats(model, torch.tensor([[1], [0], [2]]), (5.0, 0.7))
+    np.testing.assert_allclose(mean.ravel(), [np.log([400, 401]).mean(), stats[("a",)][0], 5.0])
+    np.testing.assert_allclose(sd.ravel(), [0.7, stats[("a",)][1], 0.7], rtol=1e-6)

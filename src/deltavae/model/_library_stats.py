@@ -15,6 +15,9 @@ from scvi import REGISTRY_KEYS
 
 from ._matrices import row_sums
 
+#: The fewest cells of a combination of conditions whose spread of library sizes is its own.
+MIN_CELLS_FOR_SD = 10
+
 
 def log_libraries(model) -> np.ndarray:
     """The log library size of every cell of the model's AnnData (1 for an empty cell)."""
@@ -27,7 +30,8 @@ def record_library_stats(model) -> None:
     a library size is observed, not fitted) per combination of its condition keys' values
     (a tuple of strings, in the keys' order), kept with the model in
     ``library_log_stats_by_condition_`` and joined to those of earlier fits (a query's to its
-    reference's); a combination of a single cell keeps no spread of its own (``sd`` None).
+    reference's); a combination of fewer than :data:`MIN_CELLS_FOR_SD` cells keeps no spread
+    of its own (``sd`` None: that of all cells is drawn; two cells' sd might be near 0).
     Nothing for a model without conditions or of a likelihood that is not of counts."""
     keys = model.condition_keys
     if not keys or not model.module.observation.is_count:
@@ -40,7 +44,7 @@ def record_library_stats(model) -> None:
     stats = dict(getattr(model, "library_log_stats_by_condition_", None) or {})
     for combo, cells in by_combo.items():
         values = log_lib[cells]
-        sd = float(values.std()) if len(values) > 1 else None
+        sd = float(values.std()) if len(values) >= MIN_CELLS_FOR_SD else None
         stats[combo] = (float(values.mean()), sd)
     model.library_log_stats_by_condition_ = stats
 
