@@ -203,3 +203,11 @@ def test_a_combination_of_few_cells_draws_its_mean_with_the_spread_of_all():
     mean, sd = cell_library_stats(model, torch.tensor([[1], [0], [2]]), (5.0, 0.7))
     np.testing.assert_allclose(mean.ravel(), [np.log([400, 401]).mean(), stats[("a",)][0], 5.0])
     np.testing.assert_allclose(sd.ravel(), [0.7, stats[("a",)][1], 0.7], rtol=1e-6)
+
+
+def test_a_number_of_cells_that_is_not_a_positive_integer_is_named(labelled):
+    """n_cells=np.int64(0) was named "np.int64(0)"; 1e4 was refused without the integer."""
+    model, _ = labelled
+    for bad, named in [(np.int64(0), "0."), (1e4, "10000.0; pass n_cells=10000"), (-3, "-3.")]:
+        with pytest.raises(ValueError, match=rf"n_cells must be a positive integer, got {named}"):
+            model.sample(bad)

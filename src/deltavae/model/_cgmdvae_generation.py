@@ -12,7 +12,7 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
-from .._checks import layer_matrix
+from .._checks import layer_matrix, short_repr
 from ..distributions._draws import CellDraws
 from ._condition_counts import (
     cells_counted,
@@ -87,7 +87,11 @@ class GenerationMixin:
         >>> cells = g.sample(100, cluster=3, condition="stim")  # doctest: +SKIP
         """
         if isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells < 1:
-            raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}.")
+            whole = isinstance(n_cells, float) and n_cells.is_integer() and n_cells >= 1
+            hint = f"; pass n_cells={int(n_cells)}" if whole else ""  # 1e4 for 10000
+            raise ValueError(
+                f"n_cells must be a positive integer, got {short_repr(n_cells)}{hint}."
+            )
         batch_size = checked_batch_size(batch_size)
         module = self.module
         with seeded(module, seed), evaluating(module):
