@@ -211,3 +211,13 @@ def test_a_number_of_cells_that_is_not_a_positive_integer_is_named(labelled):
     for bad, named in [(np.int64(0), "0."), (1e4, "10000.0; pass n_cells=10000"), (-3, "-3.")]:
         with pytest.raises(ValueError, match=rf"n_cells must be a positive integer, got {named}"):
             model.sample(bad)
+
+
+def test_one_value_for_a_model_of_several_keys_shows_it_as_python_would(labelled):
+    """The advice showed "{'condition': np.str_('stim')}" for a value read from an obs column
+    (and a Series of every cell's value in full)."""
+    model, adata = labelled
+    with pytest.raises(ValueError, match=r"e\.g\. \{'condition': 'stim'\} \(a key left out"):
+        model.sample(5, condition=np.str_("stim"))
+    with pytest.raises(ValueError, match=r"\{'condition': \['stim', .*, \.\.\.\] \(150 items\)\}"):
+        model.sample(5, condition=adata.obs["condition"])

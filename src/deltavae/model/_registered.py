@@ -7,6 +7,8 @@ import numbers
 
 import numpy as np
 
+from .._checks import short_repr
+
 #: The batch column scvi-tools registers when a setup names none (one category, 0).
 SCVI_STAND_IN_BATCH = "_scvi_batch"
 
@@ -108,7 +110,7 @@ def several_conditions_error(keys: list[str], condition) -> ValueError:
     """
     return ValueError(
         f"The model has several condition keys, {keys}: name each value with its key, e.g. "
-        f"{{{keys[0]!r}: {condition!r}}} (a key left out is drawn, or in translate and "
+        f"{{{keys[0]!r}: {short_repr(condition)}}} (a key left out is drawn, or in translate and "
         "predict_perturbation kept at each cell's own value)."
     )
 
