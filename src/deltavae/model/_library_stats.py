@@ -10,6 +10,7 @@ totals matched no real cells of that condition.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 from scvi import REGISTRY_KEYS
 
@@ -36,16 +37,14 @@ def record_library_stats(model) -> None:
     keys = model.condition_keys
     if not keys or not model.module.observation.is_count:
         return
-    log_lib = log_libraries(model)
-    groups = model.adata.obs[keys].astype(str).itertuples(index=False, name=None)
-    by_combo: dict[tuple, list[int]] = {}
-    for i, combo in enumerate(groups):
-        by_combo.setdefault(combo, []).append(i)
+    obs = model.adata.obs
+    groups = [obs[key].astype(str).to_numpy() for key in keys]
+    table = pd.Series(log_libraries(model)).groupby(groups).agg(["mean", "std", "size"])
     stats = dict(getattr(model, "library_log_stats_by_condition_", None) or {})
-    for combo, cells in by_combo.items():
-        values = log_lib[cells]
-        sd = float(values.std()) if len(values) >= MIN_CELLS_FOR_SD else None
-        stats[combo] = (float(values.mean()), sd)
+    for combo, (mean, sd, n) in zip(table.index, table.to_numpy(), strict=True):
+        combo = combo if isinstance(combo, tuple) else (combo,)
+        sd = sd * np.sqrt((n - 1) / n) if n >= MIN_CELLS_FOR_SD else None  # numpy's std
+        stats[tuple(map(str, combo))] = (float(mean), None if sd is None else float(sd))
     model.library_log_stats_by_condition_ = stats
 
 
