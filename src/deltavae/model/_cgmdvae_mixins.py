@@ -149,13 +149,12 @@ class ConditionsMixin:
         mappings = self._cat_state().mappings
         for j, key in enumerate(keys):
             known = [str(v) for v in mappings[key]]
-            seen = self._seen_conditions(key)  # in the model's order and type: 7, 9, 11
-            seen = short_repr([v for v in mappings[key] if str(v) in seen], n=20, unit="values")
             given = condition.get(key)
             if isinstance(given, list | tuple | set | dict | np.ndarray | pd.Series | pd.Index):
                 raise ValueError(  # was "['ctrl', 'stim'] was never seen"; seen: 'ctrl', 'stim'
                     f"Condition {key}={short_repr(given)} is several values; give one value for "
-                    f"every cell (conditions seen: {seen}), and call once per value."
+                    f"every cell (conditions seen: {self._seen_listed(key)}), and call once per "
+                    "value."
                 )
             value = _as_known(given, known)
             if value is None and keep_own:
@@ -165,7 +164,7 @@ class ConditionsMixin:
             elif str(value) not in known:
                 raise ValueError(
                     f"Condition {key}={short_repr(value)} was never seen in training; "
-                    f"conditions seen: {seen}."
+                    f"conditions seen: {self._seen_listed(key)}."
                 )
             elif str(value) not in self._seen_conditions(key):
                 raise ValueError(untrained_condition(self, key, value))
@@ -202,6 +201,12 @@ class ConditionsMixin:
                 if str(v) not in new and (trained is None or str(v) in trained)
             }
         return seen
+
+    def _seen_listed(self, key: str) -> str:
+        """:meth:`_seen_conditions` for a message: in the model's order and type (7, 9, 11)."""
+        seen = self._seen_conditions(key)
+        values = [v for v in self._cat_state().mappings[key] if str(v) in seen]
+        return short_repr(values, n=20, unit="values")
 
     def _after_load(self) -> None:
         """Counts saved before they were of the training cells alone (no validation cells);
