@@ -221,3 +221,36 @@ def test_one_value_for_a_model_of_several_keys_shows_it_as_python_would(labelled
         model.sample(5, condition=np.str_("stim"))
     with pytest.raises(ValueError, match=r"\{'condition': \['stim', .*, \.\.\.\] \(150 items\)\}"):
         model.sample(5, condition=adata.obs["condition"])
+
+
+def test_a_cell_type_sampled_under_a_condition_it_was_held_out_of_is_named(tmp_path):
+    """T cells held out of stim (their stim cells unlabelled), sampled under stim: drawn in
+    silence, though the model never saw a T cell there, the held-out type whose response a
+    user means to predict."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=20, n_clusters=3, n_conditions=2, seed=0
+    )
+    cell_type = adata.obs["cluster"].astype(str).map({"0": "B", "1": "NK", "2": "T"})
+    cell_type = cell_type.astype(object).to_numpy()
+    cell_type[(cell_type == "T") & (adata.obs["condition"] == "stim").to_numpy()] = "Unknown"
+    adata.obs["type"] = cell_type
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="type")
+    model = dv.model.CGMDVAE(adata, n_latent=2, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, batch_size=64, train_size=1.0, **TRAIN)
+    held = r"cells of 'T' under .*: condition='stim' \(6 cells\).*of 'T' carried: \['ctrl'\]"
+    with pytest.warns(UserWarning, match=held):
+        model.sample(6, cluster="T", condition="stim", seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # types seen there, and T under ctrl: no warning
+        model.sample(6, cluster="B", condition="stim", seed=0)
+        model.sample(6, cluster="T", condition="ctrl", seed=0)
+    model.save(tmp_path / "m")  # kept with the model, loaded onto the controls alone
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    loaded = dv.model.CGMDVAE.load(tmp_path / "m", adata=ctrl)
+    with pytest.warns(UserWarning, match=held):
+        loaded.sample(6, cluster="T", condition="stim", seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded.sample(6, cluster="B", condition="stim", seed=0)

@@ -22,6 +22,7 @@ from ._condition_counts import (
     warn_untrained_combinations,
 )
 from ._condition_types import model_column, predicted_condition, typed_codes
+from ._label_conditions import record_label_conditions, warn_unseen_label_conditions
 from ._labels import labels_of
 from ._latent_shift import data_floor
 from ._library_stats import cell_library_stats, log_libraries, record_library_stats
@@ -104,6 +105,7 @@ class GenerationMixin:
             draws = module.generate(n_cells, cats, y_given, stats, CellDraws(seed), batch_size)
         if cats is not None:  # a dict naming every key: a combination that may not have trained
             warn_untrained_combinations(self, cats.cpu().numpy(), "sample")
+        warn_unseen_label_conditions(self, y_given, cats)  # a cell type held out of them
         y, x, expected = draws["y"], draws["x"], draws["expected"]
         clipped = False
         if not module.observation.is_count:  # as translate: not below the data's floor of 0
@@ -158,6 +160,7 @@ class GenerationMixin:
             earlier, n_earlier = getattr(self, "_library_before", (None, 0))
             self.library_log_stats_ = pooled(earlier, n_earlier, stats, cells_read(self))
         record_library_stats(self)
+        record_label_conditions(self)
 
     @torch.inference_mode()
     def translate(
