@@ -232,6 +232,7 @@ def refuse_minified(adata, name: str = "adata") -> None:
     ...
     ValueError: adata was minified by scvi-tools (minify_adata; ...
     """
+    refuse_lazy_tables(adata, name)
     kind = None if adata is None else adata.uns.get(MINIFY_KEY)
     if kind is not None:
         raise ValueError(
@@ -240,6 +241,27 @@ def refuse_minified(adata, name: str = "adata") -> None:
             "(they have no minified mode). Pass the AnnData from before minify_adata, e.g. "
             "read its file again."
         )
+
+
+def refuse_lazy_tables(adata, name: str = "adata") -> None:
+    """Refuse an AnnData from ``anndata.experimental.read_lazy``: its obs and var are xarray
+    tables (``Dataset2D``), not DataFrames, and scvi-tools' registration failed on them deep
+    in xarray ("data type 'category' not understood"), the data checks on its dask X ("must be
+    numeric; got dtype object").
+
+    Examples
+    --------
+    >>> refuse_lazy_tables(ad.AnnData(np.zeros((2, 2))))
+    """
+    if adata is None or isinstance(adata.obs, pd.DataFrame):
+        return
+    raise TypeError(
+        f"{name} was opened with anndata.experimental.read_lazy: its obs and var are "
+        f"{type(adata.obs).__name__} tables, not DataFrames, which scvi-tools cannot register "
+        "or read. To keep the counts on disk, open the file with anndata.read_h5ad(path, "
+        "backed='r') (an .h5ad) or dv.read_lazy(path) (an .h5ad or a zarr store); if it fits "
+        f"in memory, read it in: {name} = {name}.to_memory()."
+    )
 
 
 def refuse_countless_reference(reference: ad.AnnData, layer: str | None) -> None:

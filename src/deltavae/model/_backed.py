@@ -78,6 +78,16 @@ def _check_file_cells(adata: AnnData) -> None:
     )
 
 
+def _in_zarr_store(adata: AnnData) -> bool:
+    """Whether X or a layer of ``adata`` is read from a zarr store (:func:`read_lazy`'s): a
+    dask array (``AnnData(X=dask_array)``) was told its results stay out of "their zarr
+    store", which it had none of."""
+    matrices = [adata.X, *adata.layers.values()]
+    return on_disk(adata) and any(
+        type(getattr(m, "group", m)).__module__.startswith("zarr") for m in matrices
+    )
+
+
 def _has_more_genes(model, adata: AnnData | None) -> bool:
     """Whether ``adata`` holds every gene of the model and others besides, and the model
     writes per-cell results only."""
@@ -171,7 +181,7 @@ def writes_backed(write_to_adata):
                 )
             else:
                 _write_into_file(adata, keys)
-        elif on_disk(adata):  # read_lazy's zarr store: nothing writes into it by itself
+        elif _in_zarr_store(adata):  # read_lazy's: nothing writes into it by itself
             warn_user(
                 f"{', '.join(keys)} are in memory only: adata's data stay in their zarr store, "
                 "which write_to_adata does not change. To keep them there: "

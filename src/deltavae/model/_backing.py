@@ -221,9 +221,18 @@ def _fingerprint_of(matrix) -> tuple:
         n = array.shape[0]
         width = _WINDOW if array.ndim == 1 else 1
         for start in (0, max(0, n // 2 - width // 2), max(0, n - width)):  # ends and middle
-            digest.update(np.ascontiguousarray(np.asarray(array[start : start + width])).tobytes())
+            digest.update(_window_bytes(array[start : start + width]))
     shapes = tuple(tuple(a.shape) for a in arrays)
     return tuple(matrix.shape), str(matrix.dtype), shapes, digest.hexdigest()
+
+
+def _window_bytes(part) -> bytes:
+    """The bytes of values read from a matrix: a dask array's computed (one of sparse chunks
+    gave an array of objects, whose bytes are addresses: a new fingerprint at every read)."""
+    if type(part).__module__.startswith("dask"):
+        part = part.compute()
+    arrays = (part.data, part.indices, part.indptr) if sparse.issparse(part) else (part,)
+    return b"".join(np.ascontiguousarray(np.asarray(a)).tobytes() for a in arrays)
 
 
 def _fingerprint(adata: AnnData) -> dict:

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import BaseModelClass, VAEMixin
@@ -17,6 +16,7 @@ from .._checks import key_list, plain_keys
 from .._docs import doc_params, doc_write_keyed
 from ..distributions import Likelihood
 from ..module import CGMDVAEModule
+from ..train._data import DeltaDataManager
 from ..train._mixture_init import check_method as check_mixture_init
 from ._backed import writes_backed
 from ._base import DeltaModelMixin, _OnDevice, callback_list
@@ -291,7 +291,7 @@ class CGMDVAE(
             fields.append(
                 CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, conditions[0] if conditions else None)
             )
-        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager = DeltaDataManager(fields=fields, setup_method_args=setup_method_args)
         unlabelled = {labels_key: mark} if labels_key else {}
         with small_categories_named(adata, [*(conditions or []), *unlabelled], unlabelled, query):
             adata_manager.register_fields(adata, **kwargs)

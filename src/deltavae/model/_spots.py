@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import scvi
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField
 
 from .._checks import dense, short_repr
+from ..train._data import DeltaDataManager
 from ._matrices import memory_copy, to_memory, with_column
 from ._scvi_glue import selected_rows as _selected_rows
 from ._validation import check_data, check_key_added, check_setup_target, warn_user
@@ -210,7 +210,7 @@ class SpotModelMixin:
         if spot_index:
             adata.obs[SPOT_INDEX] = np.arange(adata.n_obs)
             fields.append(NumericalObsField(REGISTRY_KEYS.INDICES_KEY, SPOT_INDEX))
-        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager = DeltaDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 

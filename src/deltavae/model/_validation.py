@@ -99,10 +99,12 @@ def _matrix(adata: AnnData, layer: str | None, name: str = "adata"):
 
 
 def _chunks(X, chunk: int | None = None) -> Iterator[np.ndarray | sparse.spmatrix]:
-    # Row chunks, so that a large or backed matrix is never densified whole.
+    # Row chunks, so that a large or backed matrix is never densified whole; a dask array's
+    # computed (of sparse chunks, np.asarray gave an array of objects).
     chunk = chunk or chunk_rows(X)
     for start in range(0, X.shape[0], chunk):
-        yield X[start : start + chunk]
+        block = X[start : start + chunk]
+        yield block.compute() if type(block).__module__.startswith("dask") else block
 
 
 def _values(block) -> np.ndarray:

@@ -8,7 +8,6 @@ from typing import Literal
 import numpy as np
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager
 from scvi.data.fields import (
     CategoricalObsField,
     LayerField,
@@ -23,6 +22,7 @@ from scvi.model.base import (
 from .._checks import key_list
 from .._docs import doc_params, doc_write_keyed
 from ..module import ZINBVAEModule
+from ..train._data import DeltaDataManager
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._de import CheckedExpressionMixin
@@ -222,7 +222,7 @@ class ZINBVAE(
             ConditionsByName(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
             NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
         ]
-        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager = DeltaDataManager(fields=fields, setup_method_args=setup_method_args)
         columns = [k for k in (batch_key, *(categorical_covariate_keys or [])) if k]
         with small_categories_named(adata, columns, query="source_registry" in kwargs):
             adata_manager.register_fields(adata, **kwargs)

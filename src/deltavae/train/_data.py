@@ -27,9 +27,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scvi.data import AnnDataManager
+from scipy import sparse
+from scvi.data import AnnDataManager, AnnTorchDataset
 from scvi.dataloaders import AnnDataLoader, BatchDistributedSampler, DataSplitter
-from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, Subset
 from torch.utils.data._utils.collate import default_convert
 
 logger = logging.getLogger(__name__)
@@ -251,3 +252,29 @@ def split_sizes(n_cells: int, train_size: float, validation_size, split: dict) -
     if validation_size is None:
         return n_train, n_cells - n_train
     return n_train, math.floor(validation_size * n_cells)
+
+
+class _DaskReadingDataset(AnnTorchDataset):
+    """scvi-tools' dataset, with the minibatches of a dask array (``AnnData(X=dask_array)``,
+    ``anndata.experimental.read_elem_lazy``) as those of any other matrix: dense, of the
+    registered dtype. scvi-tools passes the computed slice on as it is: a float64 array
+    failed in the first layer ("mat1 and mat2 must have the same dtype"), a scipy matrix
+    (a dask array of sparse chunks) in torch's collation."""
+
+    def __getitem__(self, indexes):
+        data_map = super().__getitem__(indexes)
+        for key, dtype in self.keys_and_dtypes.items():
+            if type(self.data[key]).__module__.startswith("dask"):
+                value = data_map[key]
+                value = value.toarray() if sparse.issparse(value) else np.asarray(value)
+                data_map[key] = value.astype(dtype, copy=False)
+        return data_map
+
+
+class DeltaDataManager(AnnDataManager):
+    """scvi-tools' :class:`~scvi.data.AnnDataManager`, whose torch datasets read dask arrays
+    as any other matrix (see :class:`_DaskReadingDataset`). Every model registers with it."""
+
+    def create_torch_dataset(self, indices=None, data_and_attributes=None, **kwargs):
+        dataset = _DaskReadingDataset(self, getitem_tensors=data_and_attributes, **kwargs)
+        return dataset if indices is None else Subset(dataset, indices)

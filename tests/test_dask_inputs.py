@@ -1,0 +1,92 @@
+"""AnnData whose matrices are dask arrays (AnnData(X=dask_array), anndata's read_elem_lazy)
+and AnnData from anndata.experimental.read_lazy: train/_data.py DeltaDataManager,
+model/_validation.py _chunks, model/_backing.py fingerprints, _checks.py refuse_lazy_tables."""
+
+import warnings
+
+import anndata as ad
+import h5py
+import numpy as np
+import pytest
+import scvi
+from scipy import sparse
+
+import deltavae as dv
+
+da = pytest.importorskip("dask.array")
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False, "batch_size": 64}
+# Two epochs end in the KL warm-up's last steps: said by every run alike, not tested here.
+pytestmark = pytest.mark.filterwarnings("ignore:.*KL warm-up:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def cells():
+    adata = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=30, n_clusters=2, n_conditions=2, seed=0
+    )
+    adata.X = sparse.csr_matrix(adata.X, dtype=np.float32)
+    del adata.layers["counts"]
+    return adata
+
+
+def _trained(adata):
+    scvi.settings.seed = 0
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    model.train(max_epochs=2, **TRAIN)
+    return model
+
+
+def _readouts(model):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing said of a zarr store a dask X has none of
+        keys = model.write_to_adata()
+    return (
+        model.get_latent_representation(),
+        np.asarray(model.get_normalized_expression(library_size=1e4)),
+        model.adata.obsm["X_zinbvae"],
+        keys,
+    )
+
+
+@pytest.fixture(scope="module")
+def in_memory(cells):
+    return _readouts(_trained(cells.copy()))
+
+
+@pytest.mark.parametrize("kind", ["dense float64", "sparse chunks", "read_elem_lazy"])
+def test_a_dask_matrix_trains_and_reads_out_as_in_memory(cells, in_memory, tmp_path, request, kind):
+    """A float64 dask X failed in the encoder's first layer ("mat1 and mat2 must have the same
+    dtype"); one of sparse chunks (anndata's lazy reads of a sparse matrix) was refused as
+    "must be numeric; got dtype object", then read as a new matrix at every call."""
+    if kind == "dense float64":
+        X = da.from_array(cells.X.toarray().astype(np.float64), chunks=(64, 30))
+    elif kind == "sparse chunks":
+        X = da.from_array(cells.X, chunks=(64, 30))
+    else:
+        cells.write_h5ad(tmp_path / "cells.h5ad")
+        handle = h5py.File(tmp_path / "cells.h5ad", "r")
+        request.addfinalizer(handle.close)
+        X = ad.experimental.read_elem_lazy(handle["X"])
+    adata = ad.AnnData(X=X, obs=cells.obs.copy(), var=cells.var.copy())
+    z, expression, written, keys = _readouts(_trained(adata))
+    assert keys == in_memory[3]
+    for got, expected in zip((z, expression, written), in_memory[:3], strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert type(adata.X).__module__.startswith("dask")  # the user's X left as it was
+
+
+@pytest.mark.parametrize("store", ["cells.h5ad", "cells.zarr"])
+def test_anndata_read_lazy_is_refused_with_what_to_do(cells, tmp_path, store):
+    """anndata.experimental.read_lazy's obs is an xarray table: setup failed deep in xarray
+    ("data type 'category' not understood"), after "must be numeric; got dtype object"."""
+    pytest.importorskip("xarray")
+    path = tmp_path / store
+    cells.write_h5ad(path) if store.endswith(".h5ad") else cells.write_zarr(path)
+    lazy = ad.experimental.read_lazy(path)
+    fix = r"read_lazy: its obs and var are Dataset2D.*backed='r'.*adata = adata.to_memory\(\)"
+    with pytest.raises(TypeError, match=fix):
+        dv.model.ZINBVAE.setup_anndata(lazy)
+    model = _trained(cells.copy())
+    with pytest.raises(TypeError, match=fix):
+        model.get_latent_representation(lazy)
