@@ -9,7 +9,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from ._backing import _zarr_folder, check_contents, check_openable
-from ._validation import _chunks, chunk_rows, is_sparse
+from ._validation import _chunks, chunk_rows, computed, is_sparse
 
 
 def in_memory(x):
@@ -46,8 +46,8 @@ def take_rows(x, rows: np.ndarray):
     if isinstance(x, np.ndarray) or sparse.issparse(x):
         return x[rows]
     step = chunk_rows(x)
-    parts = [x[rows[start : start + step]] for start in range(0, len(rows), step)]
-    return _stacked(parts) if parts else x[:0]
+    parts = [computed(x[rows[start : start + step]]) for start in range(0, len(rows), step)]
+    return _stacked(parts) if parts else computed(x[:0])
 
 
 def take_columns(x, source: np.ndarray, dense: bool = False):

@@ -103,8 +103,13 @@ def _chunks(X, chunk: int | None = None) -> Iterator[np.ndarray | sparse.spmatri
     # computed (of sparse chunks, np.asarray gave an array of objects).
     chunk = chunk or chunk_rows(X)
     for start in range(0, X.shape[0], chunk):
-        block = X[start : start + chunk]
-        yield block.compute() if type(block).__module__.startswith("dask") else block
+        yield computed(X[start : start + chunk])
+
+
+def computed(block):
+    """Rows read from a matrix, in memory: a dask array's computed (numpy or scipy), else
+    ``block`` itself."""
+    return block.compute() if type(block).__module__.startswith("dask") else block
 
 
 def _values(block) -> np.ndarray:
