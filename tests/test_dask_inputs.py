@@ -7,6 +7,7 @@ import warnings
 import anndata as ad
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import scvi
 from scipy import sparse
@@ -50,8 +51,13 @@ def _readouts(model):
 
 
 @pytest.fixture(scope="module")
-def in_memory(cells):
-    return _readouts(_trained(cells.copy()))
+def model(cells):
+    return _trained(cells.copy())
+
+
+@pytest.fixture(scope="module")
+def in_memory(model):
+    return _readouts(model)
 
 
 @pytest.mark.parametrize("kind", ["dense float64", "sparse chunks", "read_elem_lazy"])
@@ -105,3 +111,18 @@ def test_cgmdvae_on_a_dask_matrix_of_sparse_chunks_is_as_in_memory(cells):
         results.append((model.get_latent_representation(), model.predict_clusters(soft=True)))
     for got, expected in zip(results[1], results[0], strict=True):
         np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("genes", ["reordered", "more"])
+def test_a_dask_matrix_of_sparse_chunks_with_other_genes_is_read_by_name(model, cells, genes):
+    """Its genes were read as a dense matrix ("array is 0-dimensional, but 2 were indexed")."""
+    order = np.random.default_rng(0).permutation(cells.n_vars)
+    names = list(cells.var_names[order])
+    if genes == "more":  # the model's genes and 3 others: read by name, no warning
+        order, names = np.r_[np.arange(cells.n_vars), 0:3], [*cells.var_names, "x", "y", "z"]
+    X = da.from_array(sparse.csr_matrix(cells.X[:, order]), chunks=(64, 10))
+    lazy = ad.AnnData(X=X, obs=cells.obs.copy(), var=pd.DataFrame(index=names))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "adata has the same genes in another order")
+        z = model.get_latent_representation(lazy)
+    np.testing.assert_allclose(z, model.get_latent_representation(cells), atol=1e-6)

@@ -63,8 +63,13 @@ NO_CELLS = "adata holds no cells (0 observations); pass at least one cell."
 
 
 def is_sparse(X) -> bool:
-    """Whether ``X`` is a sparse matrix in memory or on disk (anndata's sparse dataset)."""
-    return sparse.issparse(X) or isinstance(X, CSRDataset | CSCDataset)
+    """Whether ``X`` is a sparse matrix in memory or on disk (anndata's sparse dataset), or a
+    dask array of sparse chunks (anndata's lazy reads of one)."""
+    return (
+        sparse.issparse(X)
+        or isinstance(X, CSRDataset | CSCDataset)
+        or sparse.issparse(getattr(X, "_meta", None))
+    )
 
 
 def chunk_rows(X) -> int:
@@ -80,7 +85,9 @@ def chunk_rows(X) -> int:
     10000
     """
     itemsize = np.dtype(getattr(X, "dtype", np.float64)).itemsize
-    if is_sparse(X):  # stored values per row, on average, each with its column index
+    if sparse.issparse(X) or isinstance(X, CSRDataset | CSCDataset):
+        # stored values per row, on average, each with its column index (a dask array's are
+        # not known before it is read: bounded as if dense)
         width = (X.nnz if sparse.issparse(X) else X.group["data"].shape[0]) / max(1, X.shape[0])
         return int(np.clip(_CHUNK_BYTES // max(1, width * (itemsize + 4)), 256, _CHUNK))
     return int(np.clip(_CHUNK_BYTES // max(1, X.shape[1] * itemsize), 256, _CHUNK))
