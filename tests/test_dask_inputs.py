@@ -2,6 +2,7 @@
 and AnnData from anndata.experimental.read_lazy: train/_data.py DeltaDataManager,
 model/_validation.py _chunks, model/_backing.py fingerprints, _checks.py refuse_lazy_tables."""
 
+import copy
 import warnings
 
 import anndata as ad
@@ -126,3 +127,14 @@ def test_a_dask_matrix_of_sparse_chunks_with_other_genes_is_read_by_name(model, 
         warnings.filterwarnings("ignore", "adata has the same genes in another order")
         z = model.get_latent_representation(lazy)
     np.testing.assert_allclose(z, model.get_latent_representation(cells), atol=1e-6)
+
+
+def test_a_model_on_a_dask_matrix_is_copied(model, cells):
+    """It was refused as one reading "its AnnData from a file", whose handle cannot be pickled:
+    a dask array pickles (its graph names the file it reads, if any)."""
+    adata = ad.AnnData(X=da.from_array(cells.X, chunks=(64, 30)), obs=cells.obs, var=cells.var)
+    copied = copy.deepcopy(model)
+    copied.adata = adata
+    np.testing.assert_array_equal(
+        copy.deepcopy(copied).get_latent_representation(), model.get_latent_representation()
+    )

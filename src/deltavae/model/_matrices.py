@@ -127,6 +127,18 @@ def on_disk(adata: AnnData) -> bool:
     )
 
 
+def holds_handles(adata: AnnData) -> bool:
+    """Whether ``adata`` reads a matrix through an open file handle (backed .h5ad, read_lazy's
+    zarr store), which pickle cannot carry; a dask array pickles (its graph names the file)."""
+    matrices = [adata.X, *adata.layers.values()] if not adata.isbacked else []
+    return adata.isbacked or any(
+        m is not None
+        and not (isinstance(m, np.ndarray) or sparse.issparse(m))
+        and not type(m).__module__.startswith("dask")
+        for m in matrices
+    )
+
+
 def check_still_on_disk(adata: AnnData | None) -> None:
     """The .h5ad file or zarr store ``adata`` reads its matrices from is still where it was
     opened: a closed backed file that was moved failed deep in h5py, and a zarr store moved

@@ -18,7 +18,7 @@ from scvi.module.base._decorators import _move_data_to_device
 
 from .._logging import DropMessages
 from ._loader_keywords import check_loader_keywords
-from ._matrices import on_disk, to_memory
+from ._matrices import holds_handles, to_memory
 from ._modes import evaluating, in_module_dtype
 from ._training_checks import check_batch_size
 
@@ -88,7 +88,7 @@ def _picklable_state(model) -> dict:
     CPU (:func:`restore_pickled_state` moves it back to its device where that exists); without
     a write target read from a file (a handle cannot travel): results go to its own copy."""
     adata = model.__dict__.get("_adata")
-    if adata is not None and on_disk(adata):
+    if adata is not None and holds_handles(adata):
         raise TypeError(
             f"This {type(model).__name__} reads its AnnData from a file (backed or read_lazy), "
             "whose open handle cannot be pickled or copied. Save it instead: "
@@ -96,7 +96,7 @@ def _picklable_state(model) -> dict:
         )
     state = model.__dict__.copy()
     state.pop("trainer", None)
-    if state.get("_query_adata") is not None and on_disk(state["_query_adata"]):
+    if state.get("_query_adata") is not None and holds_handles(state["_query_adata"]):
         state["_query_adata"] = None
     if state.get("module") is not None:
         module = state["module"]
