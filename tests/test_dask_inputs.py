@@ -138,3 +138,16 @@ def test_a_model_on_a_dask_matrix_is_copied(model, cells):
     np.testing.assert_array_equal(
         copy.deepcopy(copied).get_latent_representation(), model.get_latent_representation()
     )
+
+
+def test_a_lazily_read_csc_matrix_is_told_to_be_rewritten_csr(cells, tmp_path, request):
+    """anndata's lazy read of a CSC matrix is chunked by genes, every chunk holding all cells:
+    each minibatch read the whole matrix, without the word said of a backed CSC file."""
+    adata = cells.copy()
+    adata.X = sparse.csc_matrix(adata.X)
+    adata.write_h5ad(tmp_path / "csc.h5ad")
+    handle = h5py.File(tmp_path / "csc.h5ad", "r")
+    request.addfinalizer(handle.close)
+    lazy = ad.AnnData(X=ad.experimental.read_elem_lazy(handle["X"]), obs=cells.obs, var=cells.var)
+    with pytest.warns(UserWarning, match=r"adata.X is stored CSC .* reads the whole matrix"):
+        dv.model.ZINBVAE.setup_anndata(lazy)

@@ -183,8 +183,11 @@ def check_data(
             f"{where} is stored dense in a zarr store; deltavae streams sparse matrices from "
             f"zarr stores. {dense_advice(layer or 'X', store)}"
         )
-    if isinstance(X, CSCDataset) and min_cells > 1:  # to train on (read-outs: said at setup)
-        warn_user(csc_advice(where))  # on disk: scvi-tools warns of CSC in memory only
+    csc = isinstance(X, CSCDataset) or getattr(getattr(X, "_meta", None), "format", "") == "csc"
+    if csc and min_cells > 1:  # to train on (read-outs: said at setup)
+        # on disk or a dask array (read_elem_lazy's chunks of all cells): scvi-tools warns of
+        # CSC in memory only
+        warn_user(csc_advice(where))
     if sparse.issparse(X) and not sparse.isspmatrix(X):
         raise TypeError(
             f"{where} is a scipy sparse array ({type(X).__name__}), which scvi-tools does not "
