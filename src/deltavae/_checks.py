@@ -222,7 +222,8 @@ MINIFY_KEY = "_scvi_adata_minify_type"
 def refuse_minified(adata, name: str = "adata") -> None:
     """Refuse an AnnData scvi-tools' ``minify_adata`` emptied: its X holds zeros in place of
     the counts, which deltavae's models read (they have no minified mode), so its cells were
-    read as empty, silently.
+    read as empty, silently. One from ``anndata.experimental.read_lazy`` first
+    (:func:`refuse_lazy_tables`): every entry point of a model calls this.
 
     Examples
     --------
