@@ -3,6 +3,7 @@ and AnnData from anndata.experimental.read_lazy: train/_data.py DeltaDataManager
 model/_validation.py _chunks, model/_backing.py fingerprints, _checks.py refuse_lazy_tables."""
 
 import copy
+import os
 import warnings
 
 import anndata as ad
@@ -151,3 +152,17 @@ def test_a_lazily_read_csc_matrix_is_told_to_be_rewritten_csr(cells, tmp_path, r
     lazy = ad.AnnData(X=ad.experimental.read_elem_lazy(handle["X"]), obs=cells.obs, var=cells.var)
     with pytest.warns(UserWarning, match=r"adata.X is stored CSC .* reads the whole matrix"):
         dv.model.ZINBVAE.setup_anndata(lazy)
+
+
+def test_a_file_a_dask_matrix_reads_replaced_since_is_named_as_dask(model, cells, tmp_path):
+    """read_elem_lazy's dask array reads its file by path: one replaced since was refused as
+    "the zarr store adata reads its matrices from" and told to dv.read_lazy it."""
+    cells.write_h5ad(tmp_path / "cells.h5ad")
+    with h5py.File(tmp_path / "cells.h5ad", "r") as handle:
+        X = ad.experimental.read_elem_lazy(handle["X"])
+        adata = ad.AnnData(X=X, obs=cells.obs, var=cells.var)
+        model.get_latent_representation(adata)
+        cells[::-1].copy().write_h5ad(tmp_path / "new.h5ad")
+        os.replace(tmp_path / "new.h5ad", tmp_path / "cells.h5ad")  # other cells' counts
+        with pytest.raises(ValueError, match=r"file adata's dask array reads .*read_elem_lazy it again"):
+            model.get_latent_representation(adata)

@@ -274,15 +274,19 @@ def check_contents(adata: AnnData | None) -> None:
         if checked is not None:
             checked.add(id(whole))
         return
-    where = (
-        f"adata's backing file {str(whole.filename)!r}"
-        if whole.isbacked
-        else "the zarr store adata reads its matrices from"
-    )
-    how = "anndata.read_h5ad(path, backed='r')" if whole.isbacked else "dv.read_lazy(path)"
+    changed = [k for k in before if now.get(k) != before[k]]
+    matrices = _on_disk_matrices(whole)
+    where, how = "the zarr store adata reads its matrices from", "dv.read_lazy(path)"
+    if whole.isbacked:
+        where = f"adata's backing file {str(whole.filename)!r}"
+        how = "anndata.read_h5ad(path, backed='r')"
+    elif all(type(matrices.get(k)).__module__.startswith("dask") for k in changed):
+        # read_elem_lazy's, which reads its file by path (one in memory holds a copy)
+        where = "the file adata's dask array reads (anndata's read_elem_lazy)"
+        how = "read_elem_lazy it again, into a new AnnData"
     raise ValueError(
         f"{where} was replaced or rewritten since it was set up (or first read): its matrix "
-        f"({', '.join(k for k in before if now.get(k) != before[k])}) is not the one set up, "
+        f"({', '.join(changed)}) is not the one set up, "
         "while adata still holds the obs and var of the old one, so results would pair other "
         f"cells or values with them. Open the file as it is now ({how}), set it up and pass it "
         "to the read-out, or load the saved model onto it (Model.load(saved_dir, adata=adata))."
