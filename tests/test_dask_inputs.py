@@ -166,3 +166,18 @@ def test_a_file_a_dask_matrix_reads_replaced_since_is_named_as_dask(model, cells
         os.replace(tmp_path / "new.h5ad", tmp_path / "cells.h5ad")  # other cells' counts
         with pytest.raises(ValueError, match=r"dask array reads .*read_elem_lazy it again"):
             model.get_latent_representation(adata)
+
+
+def test_archetypes_on_a_dask_matrix_of_sparse_chunks_is_as_in_memory(cells):
+    """Its candidates' rows were read as a dense array ("setting an array element with a
+    sequence")."""
+    results = []
+    for X in (cells.X, da.from_array(cells.X, chunks=(64, 30))):
+        adata = ad.AnnData(X=X, obs=cells.obs.copy(), var=cells.var.copy())
+        scvi.settings.seed = 0
+        dv.model.Archetypes.setup_anndata(adata)
+        model = dv.model.Archetypes(adata, n_archetypes=3)
+        model.train(max_epochs=2, **TRAIN)
+        results.append((model.get_archetype_weights(), model.get_archetype_profiles()))
+    for got, expected in zip(results[1], results[0], strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-6)

@@ -18,7 +18,7 @@ from .._checks import dense, short_repr
 from ..train._data import DeltaDataManager
 from ._matrices import memory_copy, to_memory, with_column
 from ._scvi_glue import selected_rows as _selected_rows
-from ._validation import check_data, check_key_added, check_setup_target, warn_user
+from ._validation import check_data, check_key_added, check_setup_target, computed, warn_user
 
 #: Spots read at a time by the first passes.
 READ_CHUNK = 10_000
@@ -225,7 +225,7 @@ class SpotModelMixin:
         time."""
         X, blocks = self._counts(), []
         for start in range(0, len(rows), READ_CHUNK):
-            block = X[rows[start : start + READ_CHUNK]]  # a copy: rows are an array
+            block = computed(X[rows[start : start + READ_CHUNK]])  # a copy: rows are an array
             blocks.append(dense(block if columns is None else block[:, columns], dtype))
         if len(blocks) == 1:  # a pool of Archetypes' candidates: not copied twice more
             return blocks[0]
@@ -240,7 +240,7 @@ class SpotModelMixin:
         n = X.shape[0] if rows is None else len(rows)
         for start in range(0, n, READ_CHUNK):
             stop = start + READ_CHUNK
-            block = X[start:stop] if rows is None else X[rows[start:stop]]
+            block = computed(X[start:stop] if rows is None else X[rows[start:stop]])
             yield dense(block if columns is None else block[:, columns])
 
     def _sample_rows(self, n_max: int) -> np.ndarray:
