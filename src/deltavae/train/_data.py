@@ -16,6 +16,9 @@ scvi-tools already streams minibatches from an AnnData opened ``backed="r"`` (it
   sampling of scDataset and similar on-disk loaders). A minibatch then reads a few contiguous
   stretches of the file; for zarr stores, whose chunks must be decompressed whole, this is
   several times faster than reading cells scattered over the whole store.
+* Every model registers its AnnData with :class:`DeltaDataManager`, whose minibatches of a
+  dask array (``AnnData(X=dask_array)``, anndata's ``read_elem_lazy``) are dense and of the
+  registered dtype, as those of any other matrix.
 """
 
 from __future__ import annotations
