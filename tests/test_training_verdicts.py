@@ -152,6 +152,36 @@ def test_the_rise_rule_spares_overfitting_and_names_a_training_elbos_rise():
     assert "restore_best" not in note  # the training ELBO: no validation cells
 
 
+def test_a_validation_elbo_blown_up_in_eval_mode_while_training_fell_says_train_longer():
+    """ZINBVAE on 200 mESC cells (2 steps an epoch, default lr): the training ELBO fell from
+    5,077 to 3,660 in 30 epochs while the eval-mode validation ELBO rose to 9.6e6 and ended at
+    3.9e4 (BatchNorm's running statistics trailing the weights; 70 epochs more brought it to
+    3,900). It was told 'a learning rate too high ... train again with a lower learning rate',
+    which hardly trains in as many epochs, instead of training longer."""
+    import pandas as pd
+
+    from deltavae.train._convergence import still_improving
+
+    validation = np.r_[5377, 5569, 6802, 1.4e4, 7.8e5, 4.2e6, 9.6e6, 1.8e6, 1.3e5, 7.5e4, 3.9e4]
+    training = np.linspace(5077, 3660, len(validation))
+    history = {**_history(validation), **_history(training, "elbo_train")}
+    history["kl_weight"] = pd.DataFrame(
+        {"kl_weight": np.ones(len(validation))}, index=history["elbo_train"].index
+    )
+    note = still_improving(history, 30, lr=1e-3, sized=True)
+    assert note.startswith("The validation ELBO ended far above its best: ")
+    assert "The training ELBO fell to its best meanwhile (5077 to 3660)" in note
+    assert "lower learning rate" not in note and "went unstable" not in note
+    assert "a max_epochs above this run's 30, or call train again" in note
+    # At ten times the default rate and more, or with a training ELBO that rose too, the
+    # rate is still what is named.
+    assert "lower learning rate than this run's lr=0.1" in still_improving(
+        history, 30, lr=0.1, sized=True
+    )
+    history.update(_history(training[::-1], "elbo_train"))
+    assert "lower learning rate" in still_improving(history, 30, lr=1e-3, sized=True)
+
+
 def test_under_ddp_a_validation_loss_not_finite_from_the_data_points_at_the_cells(monkeypatch):
     """Under DDP the check with the starting parameters was skipped: a count that overflows
     in a held-out cell was blamed on the learning rate. Each process now checks its own

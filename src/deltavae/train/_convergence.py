@@ -27,6 +27,7 @@ import torch
 from ._advice import (  # noqa: F401 (imported from here)
     DEFAULT_LR,
     HIGH_LR_FACTOR,
+    eval_mode_lag,
     high_rate_note,
     limit_advice,
     patience_advice,
@@ -200,6 +201,12 @@ def still_improving(
     unit = "epochs" if every <= 1 else f"validation checks, one every {every} epochs"
     risen = _risen(history[name][name].astype(float), y, kept_epoch, scale, name, unit)
     if risen is not None:
+        trained = history.get("elbo_train")
+        lag = None
+        if name == "elbo_validation" and trained is not None and kept_epoch is None:
+            lag = eval_mode_lag(trained["elbo_train"].to_numpy(), lr, max_epochs)
+        if lag is not None:
+            return f"{risen.partition(' Training went unstable')[0]} {lag}"
         used = f" than this run's lr={lr:g}" if lr else ""
         return f"{risen} Train again with a lower learning rate{used}, on a model built anew."
     slope, intercept = np.polyfit(x, y, 1)
