@@ -307,3 +307,23 @@ def test_labels_filled_in_with_predictions_after_training_leave_read_outs_workin
     assert "obs/cgmdvae_cluster" in model.write_to_adata()
     with pytest.raises(ValueError, match=r"obs\['type'\] changed after setup_anndata"):
         model.train(max_epochs=1, **FAST)
+
+
+def test_a_rare_label_is_told_it_can_be_unlabelled_not_only_dropped():
+    """PBMC 3k with 5% of the labels kept: 'Platelet' (1 labelled cell) was told 'merge them
+    into another category or drop those cells'; in a semi-supervised model the cell can
+    stay, unlabelled, and the model predicts its label. A rare condition is told as before."""
+    adata = _cells()
+    types = np.where(np.arange(adata.n_obs) % 3 == 0, "Unknown", adata.obs["cluster"].astype(str))
+    types[1] = "Platelet"
+    adata.obs["type"] = types
+    note = (
+        r"'Platelet' \(1\)\): .* drop those cells, or, for adata.obs\['type'\], relabel those "
+        r"cells 'Unknown' \(unlabelled: they still train, and the model predicts their label\)\."
+    )
+    with pytest.warns(UserWarning, match=note):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="type")
+    adata.obs["donor"] = np.where(np.arange(adata.n_obs) == 2, "d9", "d1")
+    del adata.obs["type"]
+    with pytest.warns(UserWarning, match=r"'d9' \(1\)\): .* drop those cells\.$"):
+        dv.model.CGMDVAE.setup_anndata(adata, condition_key="donor")

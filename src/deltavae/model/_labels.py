@@ -185,9 +185,18 @@ def small_categories_named(
             listed = ", ".join(f"{v!r} ({n})" for v, n in list(few.items())[:5])
             small.append(f"adata.obs[{key!r}]: {listed}")
     if small:
+        # Cells of a rare label need not go: unlabelled, they still train (semi-supervised).
+        labels = [k for k in columns if k in (unlabelled or {})]
+        mark = (unlabelled or {}).get(labels[0]) if labels else None
+        unlabel = (
+            f", or, for adata.obs[{labels[0]!r}], relabel those cells {mark!r} (unlabelled: "
+            "they still train, and the model predicts their label)"
+            if labels and mark is not None and any(f"[{labels[0]!r}]" in entry for entry in small)
+            else ""
+        )
         warn_user(
             "Categories with fewer than 3 cells (" + "; ".join(small) + "): the model learns "
-            "little of them; merge them into another category or drop those cells."
+            f"little of them; merge them into another category or drop those cells{unlabel}."
         )
 
 
