@@ -203,7 +203,7 @@ def still_improving(
     if risen is not None:
         trained = history.get("elbo_train")
         lag = None
-        if name == "elbo_validation" and trained is not None and kept_epoch is None:
+        if name == "elbo_validation" and trained is not None:
             lag = eval_mode_lag(trained["elbo_train"].to_numpy(), lr, max_epochs)
         if lag is not None:
             return f"{risen.partition(' Training went unstable')[0]} {lag}"
