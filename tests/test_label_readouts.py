@@ -327,3 +327,8 @@ def test_a_rare_label_is_told_it_can_be_unlabelled_not_only_dropped():
     del adata.obs["type"]
     with pytest.warns(UserWarning, match=r"'d9' \(1\)\): .* drop those cells\.$"):
         dv.model.CGMDVAE.setup_anndata(adata, condition_key="donor")
+    # Integer labels, every cell labelled: the mark (-1) is one no cell carries, which a
+    # later setup would not take for unlabelled unless it is named.
+    adata.obs["code"] = np.where(np.arange(adata.n_obs) == 1, 7, adata.obs["cluster"].cat.codes)
+    with pytest.warns(UserWarning, match=r"relabel those cells -1 and pass unlabeled_category=-1 "):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="code")

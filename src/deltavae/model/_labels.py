@@ -188,12 +188,15 @@ def small_categories_named(
         # Cells of a rare label need not go: unlabelled, they still train (semi-supervised).
         labels = [k for k in columns if k in (unlabelled or {})]
         mark = (unlabelled or {}).get(labels[0]) if labels else None
-        unlabel = (
-            f", or, for adata.obs[{labels[0]!r}], relabel those cells {mark!r} (unlabelled: "
-            "they still train, and the model predicts their label)"
-            if labels and mark is not None and any(f"[{labels[0]!r}]" in entry for entry in small)
-            else ""
-        )
+        unlabel = ""
+        if labels and mark is not None and any(f"[{labels[0]!r}]" in entry for entry in small):
+            # An integer mark of a supervised column is one no cell carries: name it.
+            held = adata.obs[labels[0]].astype(str).eq(str(mark)).any()
+            named = "" if held or mark == "Unknown" else f" and pass unlabeled_category={mark!r}"
+            unlabel = (
+                f", or, for adata.obs[{labels[0]!r}], relabel those cells {mark!r}{named} "
+                "(unlabelled: they still train, and the model predicts their label)"
+            )
         warn_user(
             "Categories with fewer than 3 cells (" + "; ".join(small) + "): the model learns "
             f"little of them; merge them into another category or drop those cells{unlabel}."
