@@ -1131,3 +1131,13 @@ def test_early_stopping_is_reported_not_scvi_tools_line(capsys):
     )
     trainer.callback_metrics = {"deltavae_early_stopped_epoch": torch.tensor(-1)}
     assert _elbo_report(model)[0] == "epochs trained: 172"
+
+
+def test_the_eval_mode_lag_advice_names_the_flag_not_a_python_call():
+    """`deltavae fit` on 100 mESC cells (--epochs 20) advised '--epochs above this run's 20, or
+    call train again to continue this model': no shell run continues a model."""
+    from deltavae._cli_report import _as_flags
+    from deltavae.train._advice import eval_mode_lag
+
+    note = _as_flags(eval_mode_lag([5085.0, 4500.0, 4200.0, 4073.0], 1e-3, 20))
+    assert note.endswith("Train longer for them to catch up (--epochs above this run's 20).")

@@ -52,6 +52,7 @@ _FLAGS = (
         "",
     ),
     (r",? on a model built anew\b", ""),
+    (r", or call train again to continue this model\)", ")"),
     # Archetypes merged as alike: no flag sets merge_threshold.
     (r", or keep them apart with a higher merge_threshold \([^)]*\)", ""),
     # CGMDVAE's mixture start, which no flag skips: the flags that fit it.
@@ -119,6 +120,9 @@ def _as_flags(note: str) -> str:
     >>> _as_flags("Train longer (a larger max_epochs), or pass n_epochs_kl_warmup=None to train "
     ...           "on the full ELBO from the start.")
     'Train longer (--epochs).'
+    >>> _as_flags("Train longer for them to catch up (a max_epochs above this run's 20, or "
+    ...           "call train again to continue this model).")
+    "Train longer for them to catch up (--epochs above this run's 20)."
     >>> _as_flags("If they hold fewer, n_clusters=4 fits them.")
     'If they hold fewer, --n-clusters 4 fits them.'
     >>> _as_flags("pass unlabeled_category='unknown' to setup_anndata.")
