@@ -48,6 +48,9 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
         auto_share=auto_share,
         kept_epoch=model.best_epoch_,
         lr=rate,
+        # A query model's BatchNorm keeps the reference's statistics (model/_freeze.py).
+        batch_norm=not model.is_query_model
+        and any(isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules()),
     )
     if verdict is not None:
         unstable = "went unstable" in verdict  # it names the rate itself

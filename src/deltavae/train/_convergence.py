@@ -84,6 +84,7 @@ def still_improving(
     auto_share: int | None = None,
     kept_epoch: int | None = None,
     lr: float | None = None,
+    batch_norm: bool = False,
 ) -> str | None:
     """What a user should know when the run stopped while its ELBO was still falling.
 
@@ -115,6 +116,9 @@ def still_improving(
         ``history``; ``None``: the run's last epochs.
     lr
         The run's learning rate, named in the advice of a run that went unstable.
+    batch_norm
+        Whether the model has BatchNorm layers, whose running statistics its eval-mode
+        validation reads (:func:`~deltavae.train._advice.eval_mode_lag`).
 
     Returns
     -------
@@ -203,7 +207,7 @@ def still_improving(
     if risen is not None:
         trained = history.get("elbo_train")
         lag = None
-        if name == "elbo_validation" and trained is not None:
+        if batch_norm and name == "elbo_validation" and trained is not None:
             lag = eval_mode_lag(trained["elbo_train"].to_numpy(), lr, max_epochs)
         if lag is not None:
             return f"{risen.partition(' Training went unstable')[0]} {lag}"
