@@ -433,3 +433,32 @@ def test_a_users_early_stopping_is_advised_on_its_own_patience():
     )  # fmt: skip
     assert "raise early_stopping_patience (scvi-tools' default is 45) or train without " \
         "early stopping." in note  # fmt: skip
+
+
+def test_a_flat_run_continuing_a_trained_model_counts_its_earlier_epochs():
+    """A ZINBVAE trained 400 epochs on 200 mESC cells (2 steps each), saved, loaded and
+    trained 20 epochs more, its ELBO flat at 3,330, was told 'Training ran 20 epochs of 2
+    steps (40 optimiser steps) on the full ELBO: too few to converge or to judge': its 800
+    earlier steps were not counted."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from deltavae.model._verdicts import earlier_full_epochs
+    from deltavae.train._convergence import still_improving
+
+    rng = np.random.default_rng(0)
+    elbo = 3330 + rng.normal(0, 3, 20)
+    index = pd.RangeIndex(400, 420, name="epoch")
+    run = {
+        "elbo_train": pd.DataFrame({"elbo_train": elbo}, index=index),
+        "kl_weight": pd.DataFrame({"kl_weight": np.ones(20)}, index=index),
+    }
+    trainer = SimpleNamespace(num_training_batches=2, callback_metrics={})
+    note = still_improving(run, 20, trainer=trainer, sized=True)
+    assert note.startswith("Training ran 20 epochs of 2 steps (40 optimiser steps)")
+    assert still_improving(run, 20, trainer=trainer, sized=True, earlier_epochs=300) is None
+    # The earlier epochs on the full ELBO, from the model's history: 100 warm-up epochs left.
+    weights = np.r_[np.linspace(0, 1, 100, endpoint=False), np.ones(320)]
+    history = {"kl_weight": pd.DataFrame({"kl_weight": weights}, index=pd.RangeIndex(420))}
+    assert earlier_full_epochs(SimpleNamespace(history=history), run) == 300

@@ -49,6 +49,7 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
         kept_epoch=model.best_epoch_,
         lr=rate,
         # A query model's BatchNorm keeps the reference's statistics (model/_freeze.py).
+        earlier_epochs=earlier_full_epochs(model, run),
         batch_norm=not model.is_query_model
         and any(isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules()),
     )
@@ -62,6 +63,17 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
     validated = run.get("elbo_validation")
     if (validated is None or validated.empty) and hasattr(model, "get_reconstruction_error"):
         say_if_read_outs_are_off(model, run, rate)
+
+
+def earlier_full_epochs(model, run: dict) -> int:
+    """Epochs that the model's ``train`` calls before this ``run`` trained on the full ELBO
+    (their KL weight at its last value), as its history holds them."""
+    weights = (model.history or {}).get("kl_weight")
+    this = run.get("kl_weight")
+    if weights is None or weights.empty or this is None or this.empty:
+        return 0
+    before = weights["kl_weight"][weights.index < this.index[0]].astype(float)
+    return int((before >= float(this["kl_weight"].iloc[-1]) - 1e-6).sum())
 
 
 def say_if_read_outs_are_off(model, run: dict, rate) -> None:

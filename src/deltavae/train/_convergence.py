@@ -85,6 +85,7 @@ def still_improving(
     kept_epoch: int | None = None,
     lr: float | None = None,
     batch_norm: bool = False,
+    earlier_epochs: int = 0,
 ) -> str | None:
     """What a user should know when the run stopped while its ELBO was still falling.
 
@@ -119,6 +120,9 @@ def still_improving(
     batch_norm
         Whether the model has BatchNorm layers, whose running statistics its eval-mode
         validation reads (:func:`~deltavae.train._advice.eval_mode_lag`).
+    earlier_epochs
+        Epochs earlier ``train`` calls of the model trained on the full ELBO: a flat run
+        continuing them is judged on their steps too (:data:`MIN_STEPS`).
 
     Returns
     -------
@@ -242,7 +246,7 @@ def still_improving(
             f"again with a lower learning rate{used}, on a model built anew."
         )
     if fall_per_10 <= REL_FALL_PER_10 or not clear:
-        return _too_few_steps(full_epochs, steps_per_epoch(trainer), advice)
+        return _too_few_steps(full_epochs, steps_per_epoch(trainer), advice, earlier_epochs)
     rate = f"{fall_per_10:.2%} per 10 epochs over the last {window} {unit}"
     if fall_per_10 > 0.5 and window < 3 * 3:  # thirds of 3 epochs would overlap
         rate = f"from {y[0]:.4g} to {y[-1]:.4g} over its last {window} {unit}"
@@ -258,10 +262,13 @@ def still_improving(
     )
 
 
-def _too_few_steps(epochs: int, per_epoch: int | None, advice: str) -> str | None:
+def _too_few_steps(epochs: int, per_epoch: int | None, advice: str, earlier: int = 0) -> str | None:
     """The note on a run the rule found flat but that took fewer than :data:`MIN_STEPS`
     optimiser steps on the full ELBO (``epochs`` of ``per_epoch`` steps; ``None``: unknown,
-    nothing said): too few to have converged, whatever its few epochs' noise showed.
+    nothing said), counting the ``earlier`` epochs of the model's earlier runs (a loaded or
+    trained model trained further: 400 epochs, then 20 more of 2 steps each were "too few
+    to converge or to judge"): too few to have converged, whatever its few epochs' noise
+    showed.
 
     Examples
     --------
@@ -270,7 +277,7 @@ def _too_few_steps(epochs: int, per_epoch: int | None, advice: str) -> str | Non
     >>> _too_few_steps(50, 2, "Train longer.") is None
     True
     """
-    if per_epoch is None or epochs * per_epoch >= MIN_STEPS:
+    if per_epoch is None or (epochs + earlier) * per_epoch >= MIN_STEPS:
         return None
     each = f"{per_epoch} step{'s' if per_epoch != 1 else ''}"
     return (
