@@ -132,10 +132,9 @@ def _add_early_stopping(parser: argparse.ArgumentParser, note: str = "") -> None
         "--early-stopping",
         action="store_true",
         help=(
-            f"stop when the validation ELBO plateaus{note}, and keep the parameters of the "
-            "epoch with the lowest validation loss (the ELBO, plus CGMDVAE's classifier and "
-            "alignment terms) after the KL warm-up, not the last epoch's [off: train all "
-            "--epochs]"
+            f"stop when the validation loss (the ELBO, plus CGMDVAE's classifier and "
+            f"alignment terms) stops improving after the KL warm-up{note}, and keep the "
+            "parameters of its best epoch, not the last epoch's [off: train all --epochs]"
         ),
     )
 

@@ -54,7 +54,8 @@ class GenerationMixin:
             Number of cells.
         cluster
             Cluster index or name for every cell (where the labels are integers, an integer
-            is a label); ``None`` draws y from p(y | d) p(d).
+            is a label); ``None`` draws y from p(y | d) p(d). A label sampled under conditions
+            none of its labelled training cells carried is warned about (extrapolated cells).
         condition
             Value of the condition (or a dict over several condition keys); ``None`` draws
             from the training frequencies. A key left out of the dict (or ``None``) is drawn

@@ -55,7 +55,8 @@ class ImputerResultsMixin:
         Parameters
         ----------
         genes
-            Reference genes to impute, by name, in the order wanted (measured ones too: the
+            Reference genes to impute, by name (one name is one gene; a set is read in the
+            reference's order), in the order wanted (measured ones too: the
             model's expectation of them, fitted to their counts, so no test of the imputation:
             hide genes from the spots and refit for that, as ``benchmarks/imputation.py``);
             ``None`` for the reference genes the spots did not measure, in the reference's

@@ -235,7 +235,8 @@ class NMFDeconv(
             Spots per step; default all of them up to 2,048 per spot, up to 1,024 amortised.
         train_size
             Fraction of spots trained on; below 1 (amortised only) the rest give the
-            validation ELBO (``early_stopping`` needs them). Every spot gets proportions.
+            validation ELBO (``early_stopping`` on a validation metric, its default
+            ``validation_loss``, needs them). Every spot gets proportions.
         **kwargs
             Passed to the shared training loop, :meth:`deltavae.model.ZINBVAE.train`
             (``shuffle_block_size``, ``accelerator``, Lightning trainer arguments ...).
