@@ -1127,7 +1127,7 @@ def test_early_stopping_is_reported_not_scvi_tools_line(capsys):
     model = SimpleNamespace(history=history, trainer=trainer, best_epoch_=None)
     assert _elbo_report(model)[0] == (
         "epochs trained: 172 of 400 (--epochs): early stopping ended the run, the validation "
-        "ELBO having stopped improving"
+        "loss having stopped improving"
     )
     trainer.callback_metrics = {"deltavae_early_stopped_epoch": torch.tensor(-1)}
     assert _elbo_report(model)[0] == "epochs trained: 172"

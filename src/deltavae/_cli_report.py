@@ -219,7 +219,7 @@ def _stopped_early(model, epochs: int) -> str:
         return ""
     most = getattr(trainer, "max_epochs", None)
     of = "" if most is None else f" of {most} (--epochs)"
-    return f"{of}: early stopping ended the run, the validation ELBO having stopped improving"
+    return f"{of}: early stopping ended the run, the validation loss having stopped improving"
 
 
 def _elbo_report(model, unit: str = "cells") -> list[str]:

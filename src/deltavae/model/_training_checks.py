@@ -181,12 +181,12 @@ def check_training_arguments(
     if (early_stopping or restore_best is True) and _is_int(val_every) and val_every > max_epochs:
         what = "early_stopping" if early_stopping else "restore_best"
         raise ValueError(
-            f"{what}=True watches the validation ELBO, but check_val_every_n_epoch="
+            f"{what}=True watches the validation loss, but check_val_every_n_epoch="
             f"{val_every} computes it after more epochs than this run's max_epochs="
             f"{max_epochs}: lower check_val_every_n_epoch."
         )
     check_accelerator(accelerator)
-    watched = "the validation ELBO" if monitor is None else repr(monitor)
+    watched = "the validation loss" if monitor is None else repr(monitor)
     on_training_cells = str(monitor).endswith("_train") or monitor in ("train_loss", "kl_weight")
     if early_stopping and n_val == 0 and not on_training_cells:
         raise ValueError(
