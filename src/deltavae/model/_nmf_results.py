@@ -19,9 +19,36 @@ from ._spots import (
     with_spot_index,
 )
 from ._training_checks import check_batch_size
+from ._validation import warn_user
 
 #: Spots per inference minibatch.
 _INFERENCE_BATCH = 2048
+
+
+def warn_idle_factors(proportions: np.ndarray, names) -> None:
+    """Warn about learned factors (reference-free mode) that are the largest proportion of
+    (almost) no spot: ``n_components`` above the types the spots hold splits off factors that
+    take a few percent of every spot and describe none (8 factors on 4 types: 4 led no spot,
+    2 to 9% of each spot's mass).
+
+    Examples
+    --------
+    >>> warn_idle_factors(np.array([[0.7, 0.3], [0.2, 0.8]]), ["F0", "F1"])  # both lead
+    """
+    n_spots, n_factors = proportions.shape
+    leads = np.bincount(proportions.argmax(axis=1), minlength=n_factors)
+    idle = np.flatnonzero(leads < max(1, 0.02 * n_spots))  # none, or under 1 in 50
+    if not len(idle) or n_spots < 2 * n_factors:
+        return
+    share = proportions.mean(axis=0)
+    which = ", ".join(f"{names[k]!s} ({share[k]:.1%}, {leads[k]} spots)" for k in idle)
+    warn_user(
+        f"{len(idle)} of the {n_factors} factors are the largest proportion of fewer than 2% "
+        f"of the spots: {which} (mean share of a spot, spots it leads). They take part of every "
+        "spot's proportions without describing any: the spots support fewer factors than "
+        f"n_components={n_factors}. Fit fewer, e.g. n_components={n_factors - len(idle)}, "
+        "or read these factors' proportions as noise."
+    )
 
 
 class NMFResultsMixin:

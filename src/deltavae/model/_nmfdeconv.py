@@ -15,12 +15,13 @@ from scvi.model.base import BaseModelClass
 
 from ..module import NMFDeconvModule
 from ..module._nmfdeconv import INFERENCE
+from ..train._convergence import MIN_STEPS
 from ..train._stopping import MONITOR, on_validation_cells
 from ._base import DeltaModelMixin
 from ._genes import align_query_genes, match_read_genes
 from ._load_state import saved_state
 from ._nmf_reference import FromReferenceMixin
-from ._nmf_results import NMFResultsMixin
+from ._nmf_results import NMFResultsMixin, warn_idle_factors
 from ._nmf_start import check_signatures, nmf_start, nnls_start, saved_start
 from ._saved import check_load_arguments, read_saved
 from ._spots import SpotModelMixin, spot_rate
@@ -35,6 +36,8 @@ _FEW_CELLS = 5
 _AMORTIZED_BATCH = 1024
 _AMORTIZED_STEPS = 1000
 _AMORTIZED_LR = 5e-3
+#: Fewest optimiser steps after which reference-free factors that lead no spot are warned about.
+_JUDGED = MIN_STEPS // 4
 
 
 class NMFDeconv(
@@ -272,9 +275,15 @@ class NMFDeconv(
         kwargs.setdefault("enable_checkpointing", False)
         kwargs.setdefault("log_every_n_steps", 1)
         kwargs.setdefault("n_epochs_kl_warmup", None)  # train_args_ repeats it: no TypeError
-        return super().train(
+        out = super().train(
             max_epochs=max_epochs, lr=lr, batch_size=batch_size, train_size=train_size, **kwargs
         )
+        steps = max_epochs * max(1, n_spots // batch_size)  # both checked by the run
+        # Reference-free, after a run long enough to judge (1 step: one factor led every spot).
+        if isinstance(self.module.log_signatures, torch.nn.Parameter) and steps >= _JUDGED:
+            proportions = self._infer(None, None)[0]
+            warn_idle_factors(proportions / proportions.sum(1, keepdims=True), self.cell_types_)
+        return out
 
     # ------------------------------------------------------------------------- results
     def used_genes(self) -> pd.Index:
