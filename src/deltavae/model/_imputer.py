@@ -36,7 +36,8 @@ from ._imputer_reference import (
 )
 from ._imputer_results import ImputerResultsMixin
 from ._load_state import saved_state
-from ._matrices import adata_in_memory, memory_copy, row_sums, to_memory
+from ._matrices import adata_in_memory, column_sums, memory_copy, row_sums, to_memory
+from ._nmf_reference import warn_empty_reference_cells
 from ._saved import check_load_arguments, read_saved
 from ._spots import (
     SpotModelMixin,
@@ -49,6 +50,11 @@ logger = logging.getLogger(__name__)
 
 #: Spots imputed at a time without batch_size (see ImputerResultsMixin.impute).
 _CHUNK = 4096
+#: What reference cells without counts do to each design (warned by from_reference).
+_EMPTY_CELLS = {
+    "deconvolution": "they lower their state's mean profile, and so the genes imputed from it",
+    "latent": "the decoder learns them as cells of no expression",
+}
 
 
 class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseModelClass):
@@ -119,6 +125,7 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
     _per_spot_parameter = ("log_concentration", 0)  # the deconvolution design
     _writes_own_genes = True  # write_to_adata takes the spots with any genes itself
     _module_cls = ImputerDeconvolutionModule
+    _results_of_fitted_spots = True  # write_to_adata: NaN rows for spots left out of the fit
     imputed_key = "imputed"
 
     def __init__(
@@ -184,6 +191,9 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
                 adata.n_obs, torch.as_tensor(values), torch.as_tensor(visible),
                 n_latent, n_hidden, n_layers, dropout_rate, technology_sd,
             )  # fmt: skip
+        if saved_state(self) is None:  # a load restores the saved mask
+            counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            self.module.counted.copy_(torch.as_tensor(column_sums(counts) > 0))
         summary = (
             f"SpatialImputer ({design}): {adata.n_obs} spots measuring {adata.n_vars} of "
             f"{len(genes)} reference genes, {len(reference)} reference "
@@ -287,6 +297,7 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         reference = adata_in_memory(reference)  # read_lazy or backed: signatures need it all
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
         refuse_countless_reference(reference, reference_layer)
+        warn_empty_reference_cells(reference, reference_layer, _EMPTY_CELLS[design])
         counts, ref_genes, shared = reference_genes(
             layer_matrix(reference, reference_layer), reference.var_names, spots.var_names
         )

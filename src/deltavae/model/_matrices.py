@@ -119,6 +119,22 @@ def row_sums(x) -> np.ndarray:
     return np.concatenate(totals) if totals else np.zeros(0)
 
 
+def column_sums(x) -> np.ndarray:
+    """Per-column totals of a matrix in memory or on disk (read in chunks of rows), float64.
+
+    Examples
+    --------
+    >>> column_sums(np.array([[1, 0], [3, 0]])).tolist()
+    [4.0, 0.0]
+    """
+    if isinstance(x, np.ndarray) or sparse.issparse(x):
+        return np.asarray(x.sum(0, dtype=np.float64)).ravel()
+    total = np.zeros(x.shape[1])
+    for block in _chunks(x):
+        total += np.asarray(block.sum(0, dtype=np.float64)).ravel()
+    return total
+
+
 def on_disk(adata: AnnData) -> bool:
     """Whether ``adata``'s X or a layer is read from disk (backed .h5ad, :func:`read_lazy`)."""
     matrices = [adata.X, *adata.layers.values()] if not adata.isbacked else []

@@ -15,7 +15,7 @@ The prior's mean composition pi and concentration c are fitted (empirical Bayes)
 with few counts is drawn towards the tissue's usual composition. The guide is a Dirichlet
 per spot, q(p_s) = Dirichlet(beta_s), and a point mass for gamma. The imputed expectation of
 any gene is ``a_s * gamma_g * sum_k E_q[p_sk] m_kg``, with gamma_g the fitted factor for a
-visible gene and the geometric mean of the fitted factors for the others (a gene's overall
+visible gene and the geometric mean of those with counts for the others (a gene's overall
 scale on the spatial platform is not identifiable from the reference alone). The posterior
 mean of the proportions, rather than their mode, imputed better on the benchmark's folds in a
 prototype (benchmarks/README.md, "Gene imputation").
@@ -95,6 +95,14 @@ class _ImputerBase(DeltaPyroModule):
         self.technology_sd = technology_sd
         self.register_buffer("visible", visible)
         self.log_technology = nn.Parameter(torch.zeros(len(visible)))
+        # Visible genes with counts in some spot: only they set the unmeasured genes' factor
+        # (a panel gene the platform never counts fits a factor near 0, and lowered it).
+        self.register_buffer("counted", torch.ones(len(visible), dtype=torch.bool))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A model saved before the mask existed took the mean over every visible gene.
+        state_dict.setdefault(prefix + "counted", torch.ones_like(self.counted))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     _get_fn_args_from_batch = staticmethod(_fn_args)
 
@@ -103,8 +111,9 @@ class _ImputerBase(DeltaPyroModule):
 
     def technology(self) -> torch.Tensor:
         """Platform factor of every reference gene: fitted for the visible genes, their
-        geometric mean for the rest."""
-        log_tech = self.log_technology.mean().expand(self.n_genes).clone()
+        geometric mean (over those with counts in some spot) for the rest."""
+        counted = self.log_technology[self.counted] if self.counted.any() else self.log_technology
+        log_tech = counted.mean().expand(self.n_genes).clone()
         log_tech[self.visible] = self.log_technology
         return torch.exp(log_tech)
 
