@@ -53,17 +53,22 @@ def _string_labels(reference: AnnData, labels_key: str) -> pd.Categorical:
     return pd.Categorical.from_codes(labels.codes, categories=names)
 
 
-def _warn_empty_reference_cells(reference: AnnData, layer: str | None) -> None:
-    """Warn, once, about reference cells without counts (they lower their type's signature)."""
+def warn_empty_reference_cells(
+    reference: AnnData,
+    layer: str | None,
+    effect: str = "they lower their cell type's mean counts (its signature) and tell nothing "
+    "about its markers",
+) -> None:
+    """Warn, once, about reference cells without counts (``effect``: what they do to the
+    model; NMFDeconv: they lower their type's signature), shared by the spot models."""
     X = layer_matrix(reference, layer)
     empty = np.asarray(X.sum(axis=1)).ravel() == 0
     if empty.any():
         where = "reference.X" if layer is None else f"reference.layers[{layer!r}]"
         names = ", ".join(map(str, reference.obs_names[empty][:5]))
         warn_user(
-            f"{int(empty.sum())} reference cells have no counts in {where} (e.g. {names}); they "
-            "lower their cell type's mean counts (its signature) and tell nothing about its "
-            "markers. Drop them first: sc.pp.filter_cells(reference, min_counts=1)."
+            f"{int(empty.sum())} reference cells have no counts in {where} (e.g. {names}); "
+            f"{effect}. Drop them first: sc.pp.filter_cells(reference, min_counts=1)."
         )
 
 
@@ -325,7 +330,7 @@ class FromReferenceMixin:
         reference = adata_in_memory(reference)  # read_lazy or backed: signatures need it all
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
         refuse_countless_reference(reference, reference_layer)
-        _warn_empty_reference_cells(reference, reference_layer)
+        warn_empty_reference_cells(reference, reference_layer)
         shared = spots.var_names[spots.var_names.isin(reference.var_names)]
         if len(shared) == 0:
             raise ValueError(
