@@ -1,6 +1,10 @@
 """Spot models: warnings about what the data support, platform level, results of spots left out."""
 
+import warnings
+
+import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 import deltavae as dv
@@ -32,3 +36,95 @@ def test_idle_factors_are_named_with_their_share():
     with pytest.warns(UserWarning, match=r"1 of the 3 factors .* F2 \(5.0%, 0 spots\)"):
         warn_idle_factors(props, ["F0", "F1", "F2"])
     warn_idle_factors(props[:, :2] / props[:, :2].sum(1, keepdims=True), ["F0", "F1"])
+
+
+def _imputer_spots(four_types, n_zero: int, n_hidden: int = 20):
+    spots = four_types[0]
+    hidden = list(spots.var_names[-n_hidden:])
+    X = spots[:, :-n_hidden].X.toarray()
+    X[:, :n_zero] = 0  # panel genes the platform never counts
+    spatial = ad.AnnData(
+        X=X,
+        obs=pd.DataFrame(index=spots.obs_names),
+        var=pd.DataFrame(index=spots.var_names[:-n_hidden]),
+    )
+    return spatial, hidden, spots[:, hidden].X.toarray()
+
+
+def test_imputer_level_ignores_panel_genes_without_counts(four_types):
+    """10 of 60 panel genes without counts in any spot fitted platform factors near 0 and
+    pulled every unmeasured gene's factor (their geometric mean) down: imputed totals were
+    0.49 of the truth (0.98 without them)."""
+    spatial, hidden, truth = _imputer_spots(four_types, n_zero=10)
+    with pytest.warns(UserWarning, match="10 genes in adata.X are zero in every spot"):
+        model = dv.model.SpatialImputer.from_reference(
+            spatial, reference=four_types[1], labels_key="cluster", profiles="type"
+        )
+    model.train(max_epochs=60, **TRAIN)
+    ratio = model.impute(genes=hidden).to_numpy().sum() / truth.sum()
+    assert 0.85 < ratio < 1.15, ratio
+    # A model saved before the mask existed loads with the mean over every visible gene.
+    state = {k: v for k, v in model.module.state_dict().items() if k != "counted"}
+    model.module.load_state_dict(state)
+    assert bool(model.module.counted.all())
+
+
+def _left_out_models(which, kept, ref):
+    if which == "nmf_per_spot":
+        return dv.model.NMFDeconv.from_reference(
+            kept, reference=ref, labels_key="cluster", inference="per_spot"
+        )
+    if which == "imputer":
+        return dv.model.SpatialImputer.from_reference(
+            kept[:, :60].copy(), reference=ref, labels_key="cluster", profiles="type"
+        )
+    if which == "imputer_latent":
+        return dv.model.SpatialImputer.from_reference(
+            kept[:, :60].copy(), reference=ref, design="latent", n_hidden=8, n_latent=2
+        )
+    dv.model.Archetypes.setup_anndata(kept)
+    return dv.model.Archetypes(kept, n_archetypes=3, n_hidden=8)
+
+
+@pytest.mark.parametrize("which", ["nmf_per_spot", "imputer", "imputer_latent", "archetypes"])
+def test_write_to_adata_of_spots_left_out_of_a_per_spot_fit_gives_missing_rows(four_types, which):
+    """Empty spots filtered before training, as advised: write_to_adata into all the spots
+    was refused ("not among the model's spots"); the fitted spots get their results and the
+    others missing values, with a warning naming them."""
+    spots, ref = four_types
+    full = ad.AnnData(spots.X.toarray(), obs=pd.DataFrame(index=spots.obs_names), var=spots.var[[]])
+    full.X[:4] = 0
+    kept = full[4:].copy()
+    model = _left_out_models(which, kept, ref)
+    model.train(max_epochs=2, **TRAIN)
+    if which.startswith("imputer"):
+        full = full[:, :60].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # short runs, few archetypes' spots: not tested here
+        alone = kept[:, : full.n_vars].copy()
+        keys = model.write_to_adata(alone)
+    with pytest.warns(UserWarning, match=r"4 of the 150 spots of adata are not among the 146"):
+        assert model.write_to_adata(full) == keys
+    for key in keys:
+        slot, name = key.split("/", 1)
+        value, expected = getattr(full, slot)[name], getattr(alone, slot)[name]
+        if slot == "obsm":
+            value = pd.DataFrame(np.asarray(value), index=full.obs_names)
+            assert value.iloc[:4].isna().all().all()
+            np.testing.assert_allclose(value.iloc[4:], np.asarray(expected), rtol=1e-5)
+        elif slot == "obs":
+            assert value.iloc[:4].isna().all() and value.dtype == expected.dtype
+            assert (value.iloc[4:].astype(str) == expected.astype(str)).all()
+
+
+@pytest.mark.parametrize("design", ["deconvolution", "latent"])
+def test_imputer_warns_about_reference_cells_without_counts_as_nmfdeconv(four_types, design):
+    spots, ref = four_types
+    ref = ref.copy()
+    ref.X = ref.X.toarray()
+    ref.X[:3] = 0
+    names = ", ".join(ref.obs_names[:3])
+    with pytest.warns(UserWarning, match=rf"3 reference cells have no counts .*\(e.g. {names}\)"):
+        dv.model.SpatialImputer.from_reference(
+            spots[:, :60].copy(), reference=ref, labels_key="cluster", design=design
+        )

@@ -11,6 +11,7 @@ from anndata.io import read_elem, write_elem
 
 from .._checks import check_anndata
 from .._io import result_slots, write_obs_columns
+from ._left_out import fitted_mask, write_fitted_spots
 from ._matrices import check_still_on_disk, memory_copy, on_disk
 from ._validation import warn_user
 
@@ -130,7 +131,10 @@ def writes_backed(write_to_adata):
                 "AnnData it views would get nothing. Pass the AnnData to write into, a copy "
                 "you keep: sub = adata[mask].copy(); model.write_to_adata(sub)."
             )
-        if _has_more_genes(self, adata):
+        fitted = fitted_mask(self, target)
+        if fitted is not None:  # spots left out of a per-spot fit: missing values there
+            keys = write_fitted_spots(self, write, target, fitted, *args, **kwargs)
+        elif _has_more_genes(self, adata):
             # The whole object of a model trained on some of its genes (highly variable ones,
             # those shared with a reference): the results are per cell, so compute them on
             # the model's genes (read into memory from a backed or read_lazy whole) and write

@@ -102,6 +102,11 @@ class NMFDeconv(
 
     _per_spot_parameter = ("proportion_logits", 0)  # loads onto its fitted spots only
     _module_cls = NMFDeconvModule
+
+    @property
+    def _results_of_fitted_spots(self) -> bool:  # per spot: NaN rows for spots left out
+        return not self.module.amortized
+
     proportions_key = "proportions"
     abundance_key = "cell_abundance"
 
