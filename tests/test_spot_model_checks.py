@@ -9,6 +9,7 @@ import pytest
 
 import deltavae as dv
 from deltavae.model._nmf_results import warn_idle_factors
+from deltavae.model._one_state import noise_spectrum
 
 TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
 
@@ -128,3 +129,21 @@ def test_imputer_warns_about_reference_cells_without_counts_as_nmfdeconv(four_ty
         dv.model.SpatialImputer.from_reference(
             spots[:, :60].copy(), reference=ref, labels_key="cluster", design=design
         )
+
+
+def test_archetypes_of_spots_of_one_state_say_they_split_noise():
+    """Spots of one state (Poisson counts of one profile at varied depth): 2 archetypes split
+    them (31 and 169 spots) with no warning but convergence; now the merge says the spots
+    show no structure beyond counting noise. Spots of 3 states do not."""
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(rng.gamma(1.0, 1.0, 40) * rng.uniform(5, 15, (150, 1)))
+    one = ad.AnnData(counts.astype(np.float32))
+    dv.model.Archetypes.setup_anndata(one)
+    model = dv.model.Archetypes(one, n_archetypes=2, n_hidden=8)
+    model.train(max_epochs=2, **TRAIN)
+    model.min_spots = 1  # a 2-epoch run: an archetype may lead 1 spot (warned otherwise)
+    with pytest.warns(UserWarning, match=r"no structure beyond counting noise .* 2 archetypes"):
+        model.get_archetype_weights()
+    mix = dv.datasets.convex_mixtures(n_spots=60, n_genes=60, n_archetypes=3, seed=0)
+    top, edge = noise_spectrum(np.asarray(mix.X.todense(), dtype=float))
+    assert top > 4 * edge

@@ -19,6 +19,7 @@ from ._archetype_checks import MergeSettings, check_batch_size, check_count, che
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import archetype_start, candidate_samples, restore_candidate_samples
+from ._one_state import warn_one_state
 from ._spots import SpotModelMixin, second_argument_was, selected_rows, spot_rate, warn_empty_spots
 from ._validation import check_model_arguments, check_obs_keys, check_setup_target
 
@@ -91,6 +92,7 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
     _writes_own_genes = True  # varm: write_to_adata needs the model's genes exactly
 
     _module_cls = ArchetypesModule
+    _results_of_fitted_spots = True  # write_to_adata: NaN rows for spots left out of the fit
     weights_key = "archetype_weights"
     profiles_key = "archetype_profiles"
     anchor_key = "archetype_anchor"
@@ -270,6 +272,7 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         groups, tree, thin = results.merge_groups(
             self._raw_profiles(), mean, weights, self.merge_threshold, self.min_spots
         )
+        warn_one_state(getattr(self, "noise_check_", None), groups.max() + 1)  # saved then
         results.warn_thin(thin, self.min_spots, weights, groups)
         return groups, tree
 
@@ -464,7 +467,8 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         Parameters
         ----------
         adata
-            The training spots and genes, in the training order or any other; default the
+            The training spots and genes, in the training order or any other (other spots
+            besides, left out of the fit: NaN rows, with a warning); default the
             model's AnnData (of a loaded model, the one given to :meth:`load`).
         batch_size
             Spots per minibatch (as every model's ``write_to_adata``). Before, the second

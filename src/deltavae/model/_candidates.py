@@ -17,6 +17,7 @@ from sklearn.cluster import kmeans_plusplus
 
 from ._archetypal_analysis import check_archetype_count, embed, start_archetypes
 from ._load_state import saved_state
+from ._one_state import spots_sample_spectrum
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def archetype_start(model, n_archetypes, max_archetypes, n_pcs, max_candidates, 
     n_spots = model.adata.n_obs
     check_archetype_count(n_archetypes, max_archetypes, n_spots, max_candidates)
     rows, profiles, embedding, mean_profile = candidate_spots(model, n_pcs, max_candidates)
+    model.noise_check_ = spots_sample_spectrum(model)  # saved: warned with the merged archetypes
     if n_archetypes == "auto":  # an archetype stands only where min_spots spots lead with it
         max_archetypes = min(max_archetypes, max(2, n_spots // max(1, model.min_spots)))
     init_B, elbow = start_archetypes(
