@@ -326,7 +326,8 @@ class ImputerResultsMixin:
         ----------
         adata
             The spots (the model's spots or some of them, matched by name, in any order; any
-            genes), e.g. the AnnData passed to :meth:`from_reference`; default the spots given
+            genes; others besides, left out of the fit, get NaN rows, with a warning), e.g.
+            the AnnData passed to :meth:`from_reference`; default the spots given
             to :meth:`load` or to :meth:`from_reference` (not a view of them: the model's own
             copy then).
         batch_size

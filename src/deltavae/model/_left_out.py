@@ -11,6 +11,14 @@ from anndata import AnnData
 from ._matrices import memory_copy
 from ._validation import warn_user
 
+#: Where each model's results of spots it was not fitted on come from.
+_OTHER_SPOTS = {
+    "NMFDeconv": "An inference='amortized' model maps other spots",
+    "SpatialImputer": "Fit a model on every spot you want imputations for",
+    "SpatialImputer/latent": "Save the model and load it onto other spots to impute them",
+    "Archetypes": "get_archetype_weights(other_spots) maps other spots through the encoder",
+}
+
 
 def fitted_mask(model, adata: AnnData | None) -> np.ndarray | None:
     """Which of ``adata``'s spots ``model`` has results for, where its results are of its own
@@ -51,11 +59,14 @@ def write_fitted_spots(model, write, adata: AnnData, fitted: np.ndarray, *args, 
             value = value.values if slot == "obs" else value
         getattr(adata, slot)[name] = value
     left = adata.obs_names[~fitted]
+    rows_of = [key for key in keys if key.split("/", 1)[0] in ("obs", "obsm")]
+    name = type(model).__name__
+    other = _OTHER_SPOTS.get(f"{name}/{getattr(model, 'design_', '')}", _OTHER_SPOTS.get(name))
     warn_user(
         f"{len(left)} of the {adata.n_obs} spots of adata are not among the "
-        f"{model.adata.n_obs} spots {type(model).__name__} was fitted on (e.g. "
-        f"{left[:3].tolist()}): their rows of {', '.join(keys)} are missing (NaN), as the "
-        "model fits parameters per spot and has no results for them. Fit a model on every "
-        "spot you want results for (spots without counts have none to give)."
+        f"{model.adata.n_obs} spots {name} was fitted on (e.g. "
+        f"{left[:3].tolist()}): their rows of {', '.join(rows_of)} are missing (NaN), as "
+        f"this model's results are of the spots it was fitted on. {other} (spots "
+        "without counts have none to give)."
     )
     return keys

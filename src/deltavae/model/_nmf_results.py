@@ -173,7 +173,8 @@ class NMFResultsMixin:
         ----------
         adata
             The spots (amortised: any spots with the training genes, and maybe others; per
-            spot: the training spots or some of them, by name in any order, any genes);
+            spot: the training spots or some of them, by name in any order, any genes; spots
+            left out of the fit besides get NaN rows, with a warning);
             default the spots given to :meth:`load`, else the model's AnnData. Opened
             ``backed="r+"``, the results also go into its file, in blocks of rows.
         batch_size
