@@ -254,3 +254,41 @@ def test_a_cell_type_sampled_under_a_condition_it_was_held_out_of_is_named(tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loaded.sample(6, cluster="B", condition="stim", seed=0)
+
+
+def test_sampled_cells_carry_the_labels_column_and_names_of_their_own(labelled):
+    """Cells sampled by label had obs['cluster'] only, no labels column to concatenate with
+    real cells; and every call named its cells sample_0, sample_1, ..., so that two samples
+    concatenated repeated names (anndata: 'Observation names are not unique')."""
+    model, adata = labelled
+    cells = model.sample(6, cluster="T", seed=3)
+    assert (cells.obs["type"] == "T").all()
+    drawn = model.sample(30, seed=1)
+    assert (drawn.obs["type"].astype(str) == drawn.obs["cluster"].astype(str)).all()
+    assert list(model.sample(6, cluster="T", seed=3).obs_names) == list(cells.obs_names)
+    assert not set(model.sample(6, cluster="T", seed=4).obs_names) & set(cells.obs_names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        both = ad.concat([model.sample(5), model.sample(5), cells, adata[:5]])
+    assert both.obs_names.is_unique and both.obs["type"].notna().all()
+    assert re.fullmatch(r"sample_[0-9a-f]{8}_5", cells.obs_names[5])
+
+
+def test_normal_draws_stay_at_the_floor_of_log_normalized_data():
+    """posterior_predictive_sample of a normal likelihood on log-normalized data drew values
+    below 0 (-1.8), which sample and translate clip; a novel cluster's sampled cells are
+    marked unlabelled in the labels column."""
+    adata = dv.datasets.synthetic_counts(n_cells=90, n_genes=15, n_clusters=3, seed=0)
+    adata.X = np.log1p(adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X)
+    adata.obs["type"] = adata.obs["cluster"].astype(str).where(np.arange(90) % 3 > 0, "Unknown")
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="type")
+    model = dv.model.CGMDVAE(adata, n_clusters=4, likelihood="normal", n_latent=2, n_hidden=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, batch_size=64, **TRAIN)
+    assert model.posterior_predictive_sample().todense().min() == 0
+    scaled = adata.copy()
+    scaled.X = adata.X - 1.0  # real values below 0 (scaled data): drawn as they come
+    assert model.posterior_predictive_sample(scaled).todense().min() < 0
+    novel = model.sample(4, cluster="novel_0", seed=0)
+    assert (novel.obs["type"] == "Unknown").all() and (novel.obs["cluster"] == "novel_0").all()

@@ -28,7 +28,7 @@ from ._latent_shift import data_floor
 from ._library_stats import cell_library_stats, log_libraries, record_library_stats
 from ._matrices import has_negatives
 from ._modes import evaluating
-from ._sample_record import checked_batch_size, sample_record
+from ._sample_record import checked_batch_size, sample_names, sample_record, sampled_labels
 from ._scvi_glue import seeded
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
@@ -76,9 +76,14 @@ class GenerationMixin:
         -------
         AnnData with samples in ``X`` (counts for count likelihoods), their expectation in
         ``layers["expected"]``, and ``obs["cluster"]`` (``obs["cgmdvae_cluster"]`` where a
-        condition is named ``"cluster"``) plus one column per condition, typed like the
-        training AnnData's. For a normal likelihood on data without negative values
-        (log-normalized), both are clipped at 0, as :meth:`translate` does.
+        condition or the labels column is named ``"cluster"``) plus one column per
+        condition, typed like the training AnnData's, and for a model with labels its
+        labels column: each cell's cluster's label, the unlabelled mark (``"Unknown"``) for
+        a novel cluster's cells. The cells are named ``sample_<token>_<i>``, where
+        ``<token>`` is a hash of ``uns["sample"]`` and of the cells drawn: the same cells
+        (the same seed) have the same names, and the cells of separate calls names of their
+        own in ``anndata.concat``. For a normal likelihood on data without
+        negative values (log-normalized), both are clipped at 0, as :meth:`translate` does.
         ``uns["sample"]`` records what was asked: ``n_cells``, ``cluster`` and each
         condition (the name given, or ``"drawn"``), ``seed`` (where given) and what ``X``
         holds. This draws new cells from the generative model; scvi-tools'
@@ -114,20 +119,27 @@ class GenerationMixin:
             if not has_negatives(layer_matrix(self.adata, layer)):
                 x, expected = x.clamp(min=0.0), expected.clamp(min=0.0)
                 clipped = module.likelihood == "normal"
-        obs = pd.DataFrame(index=[f"sample_{i}" for i in range(n_cells)])
+        record = sample_record(self, n_cells, y_given, condition, seed, clipped)
+        x = x.cpu().numpy().astype(np.float32)
+        obs = pd.DataFrame(index=sample_names(record, x))
         # Only the clusters drawn, as write_to_adata keeps them: scanpy's rank_genes_groups
         # refuses a category without cells.
         clusters = labels_of(self, y.cpu().numpy())  # integer labels as integers
-        name = "cgmdvae_cluster" if "cluster" in self.condition_keys else "cluster"
+        labels_key = self.registry_["setup_args"].get("labels_key")
+        taken = [*self.condition_keys, labels_key]
+        name = "cgmdvae_cluster" if "cluster" in taken else "cluster"
         obs[name] = clusters.remove_unused_categories()  # not overwritten by a condition below
+        labels = sampled_labels(self, y.cpu().numpy())
+        if labels is not None:  # to concatenate with real cells: their labels column
+            obs[labels_key] = labels
         if cats is not None:
             for j, key in enumerate(self.condition_keys):
                 column, known = model_column(self, key)
                 obs[key] = typed_codes(column, known, cats[:, j].cpu().numpy())
         # The genes with their metadata, as translate keeps them.
-        out = AnnData(X=x.cpu().numpy().astype(np.float32), obs=obs, var=self.adata.var.copy())
+        out = AnnData(X=x, obs=obs, var=self.adata.var.copy())
         out.layers["expected"] = expected.cpu().numpy().astype(np.float32)
-        out.uns["sample"] = sample_record(self, n_cells, y_given, condition, seed, clipped)
+        out.uns["sample"] = record
         return out
 
     def _library_log_stats(self, recorded: bool = True) -> tuple[float, float] | None:

@@ -12,6 +12,7 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
+from .._checks import layer_matrix
 from ..distributions._draws import CellDraws
 from ._condition_counts import warn_untrained_combinations
 from ._condition_types import predicted_condition
@@ -64,6 +65,26 @@ def data_floor(model, adata: AnnData) -> float | None:
         if has_negatives(manager.get_from_registry(REGISTRY_KEYS.X_KEY)):
             return None
     return 0.0
+
+
+def draws_at_data_floor(model, adata: AnnData | None, draws):
+    """``posterior_predictive_sample``'s ``draws`` of a normal likelihood clipped at 0 where
+    neither the model's training data nor ``adata`` (as given; ``None``: none) go below 0
+    (log-normalized data), as ``sample`` and ``translate`` clip theirs: scvi-tools' draws of
+    log-normalized data went below 0 (-1.8), values the data never take. Others as drawn."""
+    if getattr(model.module, "likelihood", None) != "normal":
+        return draws
+    layer = model.registry_["setup_args"].get("layer")
+    for data in (model.adata, adata):
+        if data is not None and has_negatives(layer_matrix(data, layer)):
+            return draws
+    # On the stored values of sparse's GCXS (its fill value is 0): no numba compilation.
+    return type(draws)(
+        (np.maximum(draws.data, 0.0), draws.indices, draws.indptr),
+        shape=draws.shape,
+        compressed_axes=draws.compressed_axes,
+        fill_value=draws.fill_value,
+    )
 
 
 def _count_scale(model, method: str, residual: bool, blended: bool) -> str:

@@ -54,6 +54,11 @@ the model's order), so that the columns of an array are the genes asked for, in 
 string is one gene; a gene the model does not have is refused (scvi-tools dropped it without a
 word). ``gene_list`` is read with ``dataloader=`` too (scvi-tools returns every gene there)."""
 
+DRAWS_AT_FLOOR = """For ``likelihood="normal"`` (CGMDVAE) the draws are clipped at 0 where
+neither the training data nor ``adata`` hold a value below 0 (log-normalized data), as
+``sample`` and ``translate`` clip theirs; data with negative values (arcsinh, CLR, scaled) are
+drawn as is."""
+
 DRAWS_OVERALL = """``n_samples_overall`` returns an ``np.ndarray`` (``n_samples_overall`` x
 genes): draws of randomly chosen cells, not one row per cell (scvi-tools' DataFrame of them
 failed). ``indices`` is read as every read-out reads it: a boolean Series indexed by cell names

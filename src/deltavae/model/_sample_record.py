@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
-from scvi import settings
+import pandas as pd
+from scvi import REGISTRY_KEYS, settings
 
 from ._registered import registered_category
 from ._training_checks import check_batch_size
@@ -57,6 +61,35 @@ def sample_record(
     for key in ("X", "expected") if clipped else ():
         record[key] += ", clipped at 0 (the data's floor)"
     return record
+
+
+def sample_names(record: dict, x: np.ndarray) -> list[str]:
+    """The sampled cells' names, ``sample_<token>_<i>``: ``<token>`` a short hash of what was
+    asked (``record``, ``uns["sample"]``) and of the cells drawn (``x``), so that the same
+    cells (the same seed, or torch's global seed set again) have the same names and the cells
+    of separate calls, concatenated (``anndata.concat``), names of their own: every call named
+    them ``sample_0``, ``sample_1``, ... (repeated names)."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    digest.update(json.dumps(record, sort_keys=True, default=str).encode())
+    digest.update(np.ascontiguousarray(x).tobytes())
+    return [f"sample_{digest.hexdigest()[:8]}_{i}" for i in range(len(x))]
+
+
+def sampled_labels(model, clusters: np.ndarray) -> pd.Categorical | None:
+    """The labels column of sampled cells (``None`` for a model without labels): each cell's
+    cluster's label, as the training column holds it, and the model's unlabelled mark for a
+    cell of a novel cluster (no label); as strings where the labels and the mark are of
+    different types (integers and ``"Unknown"``: h5ad writes one type a column)."""
+    if model.registry_["setup_args"].get("labels_key") is None:
+        return None
+    state = model.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
+    mapping = list(state.categorical_mapping)  # the labels, in cluster order, then the mark
+    labels, mark = mapping[:-1], state.unlabeled_category
+    values = [labels[c] if c < len(labels) else mark for c in np.asarray(clusters)]
+    values = [v.item() if isinstance(v, np.generic) else v for v in values]
+    if len({isinstance(v, str) for v in values}) > 1:
+        values = [str(v) for v in values]
+    return pd.Categorical(values)
 
 
 def _what_x_holds(likelihood: str) -> dict[str, str]:
