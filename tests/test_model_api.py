@@ -484,20 +484,36 @@ def test_a_nullable_boolean_mask_is_read_by_name_and_its_missing_values_refused(
 def test_de_by_the_labels_column_keeps_labels_the_model_never_saw():
     """Cells with a label the model was not trained with are read as unlabelled; grouped by
     the labels column they had joined the unlabelled cells (group1='new': a division by
-    zero)."""
+    zero), and the warning spoke of predicting their labels, which DE does not. The mark of
+    unlabelled cells was a group ('Unknown vs Rest') and its cells were in every rest."""
     adata = _adata()
-    adata.obs["label"] = adata.obs["cluster"]
+    adata.obs["label"] = adata.obs["cluster"].where(np.arange(adata.n_obs) % 4 != 0, "Unknown")
     dv.model.CGMDVAE.setup_anndata(adata, labels_key="label")
     model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=5, n_hidden=16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.train(max_epochs=1, mixture_init="kmeans", **TRAIN)
+    marked = r"50 of 200 cells are marked unlabelled \('Unknown'\) in adata.obs\['label'\]"
+    with pytest.warns(UserWarning, match=marked + ".* left out .* name it: group1='Unknown'"):
+        de = model.differential_expression(groupby="label", n_samples_overall=20)
+    assert list(pd.unique(de["comparison"])) == ["0 vs Rest", "1 vs Rest", "2 vs Rest"]
+    X, label = adata.X.toarray(), adata.obs["label"]
+    rest = ((label != "Unknown") & (label != "0")).to_numpy()
+    first = de[de["comparison"] == "0 vs Rest"]
+    np.testing.assert_allclose(first.loc[adata.var_names, "raw_mean2"], X[rest].mean(0), rtol=1e-5)
+    with warnings.catch_warnings():  # named: compared as asked, without a word
+        warnings.simplefilter("error")
+        asked = model.differential_expression(groupby="label", group1="Unknown")
+    assert list(pd.unique(asked["comparison"])) == ["Unknown vs Rest"]
     new = adata.copy()
-    new.obs["label"] = adata.obs["cluster"].where(adata.obs["cluster"] != "2", "new")
-    with pytest.warns(UserWarning, match="read as unlabelled"):
+    new.obs["label"] = label.where(label != "2", "new")
+    with pytest.warns(UserWarning) as caught:
         de = model.differential_expression(new, groupby="label", n_samples_overall=20)
+    said = " ".join(str(w.message) for w in caught)
+    assert "differential_expression compares them as groups of their own" in said
+    assert "whose label the model predicts" not in said and "marked unlabelled" in said
     assert list(pd.unique(de["comparison"])) == ["0 vs Rest", "1 vs Rest", "new vs Rest"]
-    with pytest.warns(UserWarning, match="read as unlabelled"):
+    with pytest.warns(UserWarning, match="groups of their own"):
         one = model.differential_expression(new, groupby="label", group1="new", group2="0")
     assert (one["raw_mean1"] > 0).any() and list(one.columns) == list(de.columns)
     assert "_deltavae_de_groups" not in new.obs

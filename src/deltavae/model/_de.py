@@ -25,15 +25,16 @@ from ._de_checks import (
     same_number,
     without_ungrouped_cells,
 )
+from ._de_labels import GROUPS_AS_GIVEN, groups_as_given, unlabelled_cells
 from ._de_tables import (
     check_importance_keywords,
     effect_breaks_ties,
     in_gene_list_order,
 )
 from ._genes import identifier_advice
-from ._labels import _label_state, seen_categories
-from ._matrices import with_column
-from ._readout_docs import DRAWS_OVERALL, GENE_LIST_ORDER, with_note, with_silent
+from ._labels import seen_categories
+from ._latent_shift import draws_at_data_floor
+from ._readout_docs import DRAWS_AT_FLOOR, DRAWS_OVERALL, GENE_LIST_ORDER, with_note, with_silent
 from ._registered import SCVI_STAND_IN_BATCH, registered_category
 from ._scvi_glue import check_indices, mask_by_name, selected_rows
 from ._validation import warn_user
@@ -113,6 +114,7 @@ class CheckedExpressionMixin(RNASeqMixin):
             gene_list = [gene_list]
             args, kwargs = _set_argument(method, args, kwargs, "gene_list", gene_list)
         result = super().posterior_predictive_sample(*args, **kwargs)
+        result = draws_at_data_floor(self, given.get("adata"), result)  # as sample's
         every = given.get("dataloader") is not None  # scvi-tools then ignores gene_list
         return in_gene_list_order(result, gene_list, self.adata.var_names, 1, every)
 
@@ -160,7 +162,7 @@ class CheckedExpressionMixin(RNASeqMixin):
     )
     get_feature_correlation_matrix.__doc__ = with_silent(get_feature_correlation_matrix.__doc__)
     posterior_predictive_sample.__doc__ = with_note(
-        with_silent(posterior_predictive_sample.__doc__), GENE_LIST_ORDER
+        with_silent(posterior_predictive_sample.__doc__), GENE_LIST_ORDER + " " + DRAWS_AT_FLOOR
     )
     differential_expression.__doc__ = (
         RNASeqMixin.differential_expression.__doc__.rstrip()
@@ -175,32 +177,27 @@ class CheckedExpressionMixin(RNASeqMixin):
         " ``adata`` the groups are read from the model's own AnnData: pass ``adata=`` where"
         " ``groupby``'s column was added to another one (a subset, a copy). Cells of no"
         " group (NaN in ``groupby``'s column) are left out of the rest a group is compared"
-        " with (warned; scvi-tools and scanpy count them in it).\n"
+        " with (warned; scvi-tools and scanpy count them in it). By a CGMDVAE's labels"
+        ' column, cells marked unlabelled (``"Unknown"``) are no group either: left out'
+        " (warned) unless ``group1`` or ``group2`` names the mark; labels the model never saw"
+        " are groups as the column holds them.\n"
     )
 
 
 #: obs column scvi-tools writes the cells of ``idx1``/``idx2`` into for the call's length.
 _SCVI_TEMP = "_scvi_temp_de"
 
-#: obs column holding the groups as given, for a comparison by the labels column.
-_GROUPS = "_deltavae_de_groups"
-
 
 def _groups_as_given(model, differential_expression, args: tuple, kwargs: dict):
     """The call's ``args`` and ``kwargs``, comparing by a copy of the labels column where
-    ``groupby`` names it and the AnnData holds labels the model was not trained with: read as
-    unlabelled (:func:`~deltavae.model._labels.with_labels_column`), those cells had left
-    their groups (a group of them only: scvi-tools divided by zero)."""
+    ``groupby`` names it and the AnnData holds labels the model was not trained with
+    (:func:`~deltavae.model._de_labels.groups_as_given`)."""
     given = _bind(model, differential_expression, args, kwargs)
-    adata, groupby = given.get("adata"), given.get("groupby")
-    key, _, known = _label_state(model.registry_)
-    if adata is None or groupby is None or groupby != key or key not in adata.obs:
+    data = groups_as_given(model, given.get("adata"), given.get("groupby"))
+    if data is None:
         return args, kwargs
-    if adata.obs[key].astype(str).isin(known).all():
-        return args, kwargs
-    data = with_column(adata, _GROUPS, adata.obs[key].to_numpy())
     args, kwargs = _set_argument(differential_expression, args, kwargs, "adata", data)
-    return _set_argument(differential_expression, args, kwargs, "groupby", _GROUPS)
+    return _set_argument(differential_expression, args, kwargs, "groupby", GROUPS_AS_GIVEN)
 
 
 def _bind(model, method, args: tuple, kwargs: dict) -> dict:
@@ -391,11 +388,13 @@ def check_de_groups(
             )
     data = _bind(model, differential_expression, args, kwargs).get("adata")  # in memory
     data = adata if data is None else data
-    subset = without_ungrouped_cells(data, column, groupby, given.get("group2") is None)
-    if subset is not None:  # NaN: no group, not the rest's (scvi-tools counted them in it)
-        args, kwargs = _set_argument(differential_expression, args, kwargs, "adata", subset)
-    left_out = "" if subset is None else f" ({len(column) - subset.n_obs} of no group, NaN)"
-    column = column if subset is None else column[column.notna()]
+    marked, mark = unlabelled_cells(model, column, groupby, given)  # "Unknown": no group
+    kept = without_ungrouped_cells(column, groupby, given.get("group2") is None, marked, mark)
+    if kept is not None:  # NaN: no group, not the rest's (scvi-tools counted them in it)
+        args, kwargs = _set_argument(differential_expression, args, kwargs, "adata", data[kept])
+        column = column[kept]
+    marks = "NaN" if marked is None else f"NaN or {mark!r}"
+    left_out = "" if kept is None else f" ({int((~kept).sum())} of no group, {marks})"
     group1 = given.get("group1")
     if group1 is not None and given.get("group2") is None and given.get("idx1") is None:
         if column.isin([group1] if np.ndim(group1) == 0 else list(group1)).all():

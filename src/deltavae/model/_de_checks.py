@@ -101,13 +101,16 @@ def fill_advice(groupby) -> str:
     return f"adata.obs[{groupby!r}] = adata.obs[{groupby!r}].astype(object).fillna('unassigned')"
 
 
-def without_ungrouped_cells(adata, column: pd.Series, groupby, against_rest: bool):
-    """``adata`` without its cells of no group (NaN in ``column``, ``adata.obs[groupby]``)
-    where each group is compared with the rest (``against_rest``): scvi-tools (as scanpy's
-    ``rank_genes_groups``) took them into the rest without a word, so that unannotated cells,
-    perhaps of the group itself, diluted the difference tested. They are left out with a
-    warning naming how many; ``None`` where there are none (or a ``group2`` is given, which
-    leaves them out anyway)."""
+def without_ungrouped_cells(
+    column: pd.Series, groupby, against_rest: bool, marked=None, mark=None
+) -> np.ndarray | None:
+    """Which cells of ``column`` (``adata.obs[groupby]``) are kept: not those of no group
+    (NaN) where each group is compared with the rest (``against_rest``): scvi-tools (as
+    scanpy's ``rank_genes_groups``) took them into the rest without a word, so that
+    unannotated cells, perhaps of the group itself, diluted the difference tested; nor the
+    ``marked`` ones, cells the model's labels column marks unlabelled (``mark``), which were
+    a group "Unknown" besides. Each left out with a warning naming how many; ``None`` where
+    none is (or a ``group2`` is given, which leaves NaN out anyway)."""
     missing = column.isna().to_numpy()
     if missing.all():
         raise ValueError(
@@ -115,15 +118,24 @@ def without_ungrouped_cells(adata, column: pd.Series, groupby, against_rest: boo
             "assigned to obs is aligned by cell name, so one indexed otherwise gives NaN: "
             "assign its values, series.to_numpy())."
         )
-    if not against_rest or not missing.any():
-        return None
-    warn_user(
-        f"{int(missing.sum())} of {len(missing)} cells have no group in "
-        f"adata.obs[{groupby!r}] (NaN): they are left out of the rest each group is compared "
-        f"with, not counted in it. To count them in, give them a group first: "
-        f"{fill_advice(groupby)}."
-    )
-    return adata[~missing]
+    left = missing & against_rest
+    if marked is not None:
+        rest = " and of the rest each group is compared with" * against_rest
+        warn_user(
+            f"{int(marked.sum())} of {len(missing)} cells are marked unlabelled ({mark!r}) in "
+            f"adata.obs[{groupby!r}], the model's labels column: they have no known label, so "
+            f"they are left out of the groups compared{rest}. To compare them as a group, "
+            f"name it: group1={mark!r}."
+        )
+        left = left | marked
+    if against_rest and missing.any():
+        warn_user(
+            f"{int(missing.sum())} of {len(missing)} cells have no group in "
+            f"adata.obs[{groupby!r}] (NaN): they are left out of the rest each group is "
+            f"compared with, not counted in it. To count them in, give them a group first: "
+            f"{fill_advice(groupby)}."
+        )
+    return ~left if left.any() else None
 
 
 def check_de_selection(given: dict) -> None:
