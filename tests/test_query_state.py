@@ -162,3 +162,32 @@ def test_a_query_models_library_sizes_are_its_reference_and_query_cells(tmp_path
         loaded.train(max_epochs=1, **FAST)
     np.testing.assert_allclose(loaded.library_log_stats_, both, rtol=1e-6)
     assert loaded.condition_counts_with_validation_ == model.condition_counts_with_validation_
+
+
+def test_a_query_of_a_diverged_reference_says_so_after_it_trains(tmp_path):
+    """A reference whose last training diverged hands its query model its frozen weights,
+    that run's last finite ones: scvi-tools copied ``diverged_`` over, and the query's first
+    fit reset it, so the query's read-outs stopped warning, though no query training changes
+    those weights. They say it for good: after training, after save and load, and in a
+    query model of the query."""
+    ref, query = _split()
+    reference = _reference(dv.model.ZINBVAE, ref)
+    said = "the training loss became nan at epoch 1, step 0 of 2"
+    reference.diverged_ = said  # as train() leaves a run that diverged after some steps
+    model = dv.model.ZINBVAE.load_query_data(query, reference)
+    assert model.diverged_ is None and model.reference_diverged_ == said  # not its own
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a few epochs: not converged
+        model.train(max_epochs=1, **FAST)
+    frozen = r"frozen weights of a reference whose last training diverged \(the training loss"
+    with pytest.warns(dv.train.NotConvergedWarning, match=frozen + ".*new reference"):
+        model.get_latent_representation()
+    with pytest.warns(dv.train.NotConvergedWarning, match="Saving a query model whose ref"):
+        model.save(tmp_path / "q")
+    loaded = dv.model.ZINBVAE.load(tmp_path / "q", query)
+    with pytest.warns(dv.train.NotConvergedWarning, match=frozen):
+        loaded.get_latent_representation()
+    again = query[:30].copy()
+    again.obs["condition"] = "c9"
+    assert dv.model.ZINBVAE.load_query_data(again, loaded).reference_diverged_ == said
+    assert reference.reference_diverged_ is None  # the reference's read-outs: its own only

@@ -18,7 +18,6 @@ from scvi.model.base import PyroSviTrainMixin
 
 from .._checks import check_anndata
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
-from ..train._convergence import NotConvergedWarning
 from ..train._data import split_sizes
 from ..train._distributed import (
     SINGLE,
@@ -37,6 +36,7 @@ from ._genes import check_own_adata, match_genes
 from ._history import HistoryMixin
 from ._labels import check_known_categories, with_labels_column
 from ._matrices import check_still_on_disk, memory_copy
+from ._reference_record import warn_if_diverged
 from ._saved import Saving, _package_version
 from ._scvi_glue import (
     Picklable,
@@ -61,7 +61,6 @@ from ._validation import (
     check_backing_for_training,
     check_data,
     check_size_factors,
-    warn_user,
 )
 from ._verdicts import say_verdict
 
@@ -93,6 +92,8 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
     _warmup_share: int = 4
     #: The last ``train`` call's divergence, repeated by every read-out; None if it finished.
     diverged_: str | None = None
+    #: A query model's reference's divergence (its frozen weights'), said by every read-out.
+    reference_diverged_: str | None = None
     #: Epoch (numbered as in ``history``) the last ``train(restore_best=True)`` restored, or None.
     best_epoch_: int | None = None
     #: Arguments of the last ``train`` call that trained (``max_epochs``, ``lr`` and
@@ -468,14 +469,10 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
 
     def _check_if_trained(self, warn: bool = True, message: str | None = None) -> None:
         """scvi-tools' check before every read-out, which also says when the last training
-        diverged: the parameters kept are the last finite ones, maybe far from a fit."""
+        diverged (or a query model's reference's): the parameters kept are the last finite
+        ones, maybe far from a fit."""
         super()._check_if_trained(warn, *([message] if message else []))
-        if self.diverged_:
-            warn_user(
-                f"This model's last training diverged ({self.diverged_}), so its results may "
-                "be far from a fit: train a new one with a lower learning rate (train(lr=...)).",
-                NotConvergedWarning,
-            )
+        warn_if_diverged(self)  # a query model's reference's too (its weights, frozen)
 
     def _make_data_loader(self, *args, **kwargs):
         """scvi-tools' inference loader, with every minibatch moved to the module's device."""

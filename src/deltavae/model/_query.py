@@ -35,6 +35,7 @@ from ._freeze import _freeze_for_query, _restrict_learning
 from ._genes import align_query_genes, warn_missing_genes
 from ._labels import refuse_untrained_query_categories
 from ._query_checks import check_query_data, check_query_obs
+from ._reference_record import forget_reference_training
 from ._registered import category_mappings
 from ._saved import read_saved
 from ._scvi_glue import scvi_init_names
@@ -104,33 +105,6 @@ def _reference_state(cls, reference) -> tuple[dict, np.ndarray, dict]:
             "query onto it."
         )
     return attr_dict, np.asarray(var_names), state_dict
-
-
-#: What scvi-tools copies from the reference that records the reference's own training, not
-#: the query model's: its split's positions and the cells they are of, its history (plotted by
-#: ``dv.pl.history``, read by the verdicts), the epoch it restored and its train call's
-#: arguments (``train_args_``). The weights, the categories that trained
-#: (``trained_categories_``) and CGMDVAE's condition counts and library sizes are kept: the
-#: query model maps and draws with them.
-_REFERENCE_TRAINING = (
-    "train_indices_",
-    "validation_indices_",
-    "test_indices_",
-    "split_cells_",
-    "history_",
-    "best_epoch_",
-    "train_args_",
-)
-
-
-def forget_reference_training(model) -> None:
-    """A new query model keeps no record of its reference's training run (see
-    :data:`_REFERENCE_TRAINING`): until it trains, its ``history`` is None, as its
-    training status says (Not Trained), and its first ``train`` starts the history at epoch 0.
-    The deltavae version it records (saved, checked on load) is the one that built it."""
-    for name in _REFERENCE_TRAINING:
-        setattr(model, name, None)
-    model._record_version()
 
 
 def _registration_twin(adata: AnnData) -> AnnData:

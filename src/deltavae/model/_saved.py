@@ -222,8 +222,9 @@ def check_save_keywords(kwargs: dict) -> None:
 
 def check_fit_to_save(model) -> None:
     """Refuse to save parameters that are not finite (every result of them would be NaN), and
-    warn before saving a model whose last training diverged (kept: its last finite
-    parameters, which ``load`` and every read-out say may be far from a fit)."""
+    warn before saving a model whose last training diverged, or a query model's reference's
+    (kept: the last finite parameters, which ``load`` and every read-out say may be far from
+    a fit)."""
     bad = [
         name
         for name, value in trained_state(model.module).items()
@@ -241,6 +242,14 @@ def check_fit_to_save(model) -> None:
             "last parameters that gave a finite loss, which may be far from a fit (loading it "
             "says so again). Train a new model with a lower learning rate (train(lr=...)) and "
             "save that one instead.",
+            NotConvergedWarning,
+        )
+    if getattr(model, "reference_diverged_", None):  # a query model's frozen weights
+        warn_user(
+            "Saving a query model whose reference's last training diverged "
+            f"({model.reference_diverged_}): it keeps that run's last finite weights, frozen, "
+            "which may be far from a fit (loading it says so again). Map the query onto a "
+            "reference trained anew with a lower learning rate and save that one instead.",
             NotConvergedWarning,
         )
 
