@@ -291,6 +291,30 @@ def test_a_label_none_of_whose_cells_trained_is_warned_of():
         model.train(max_epochs=1, datasplitter_kwargs=splits, **FAST)
 
 
+def test_a_label_an_earlier_fit_trained_is_not_said_to_be_untrained():
+    """Trained on every cell, then again with the one 'rare' cell in the validation split:
+    the second fit said 'No labelled cell of 'rare' trained', though the first had trained
+    it (a condition's cells validated after an earlier fit trained them are not warned of)."""
+    adata = _cells()
+    types = np.where(np.arange(adata.n_obs) % 3 == 0, "Unknown", adata.obs["cluster"].astype(str))
+    types[1] = "rare"
+    adata.obs["type"] = types
+    with pytest.warns(UserWarning, match="fewer than 3 cells"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="type")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one epoch: not converged
+        model.train(max_epochs=1, train_size=1.0, **FAST)
+    assert model.trained_labels_ == ["0", "1", "rare"]
+    validation = np.array([1, 4, 7])
+    splits = {"external_indexing": [np.setdiff1d(np.arange(adata.n_obs), validation), validation]}
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model.train(max_epochs=1, datasplitter_kwargs=splits, **FAST)
+    assert not [w for w in record if "No labelled cell" in str(w.message)]
+    assert model.trained_labels_ == ["0", "1", "rare"]
+
+
 def test_labels_filled_in_with_predictions_after_training_leave_read_outs_working():
     """adata.obs[labels_key] = model.predict() (scANVI's way of filling in the labels) made
     every read-out of the trained model refuse its AnnData ("changed after setup_anndata"),

@@ -26,8 +26,9 @@ from ._condition_counts import (
 )
 from ._de import CheckedExpressionMixin
 from ._de_checks import check_dataloader_alone
+from ._label_record import warn_labels_without_training_cells
 from ._label_setup import warn_if_unlabelled_lookalike
-from ._labels import cluster_index, warn_labels_without_training_cells
+from ._labels import cluster_index
 from ._registered import registered_category, several_conditions_error
 from ._validation import warn_user
 

@@ -451,27 +451,3 @@ def label_groups(model, train: AnnData, batch_size) -> tuple[np.ndarray, np.ndar
         counted = known | ~np.isin(groups, labels[known])
         groups[known] = labels[known]
     return groups, counted
-
-
-def warn_labels_without_training_cells(model) -> None:
-    """Warn of labels none of whose labelled cells trained (all in the validation or test
-    split: a label of a cell or two): their clusters keep the label's name but learned no
-    cell of it, and cells predicted as the label were not matched to it."""
-    from scvi import REGISTRY_KEYS
-
-    cells = getattr(model, "train_indices", None)
-    if not model.label_names or model.is_query_model or cells is None:
-        return
-    codes = np.asarray(model.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
-    trained = np.bincount(codes[np.asarray(cells, dtype=int)], minlength=len(model.label_names))
-    untrained = [n for n, k in zip(model.label_names, trained, strict=False) if not k]
-    if untrained:
-        held = np.bincount(codes, minlength=len(model.label_names))
-        count = {n: int(held[model.label_names.index(n)]) for n in untrained}
-        shown = ", ".join(f"{n!r} ({k} cell{'s' * (k != 1)})" for n, k in count.items())
-        warn_user(
-            f"No labelled cell of {shown[:300]} trained: theirs all fell in the validation (or "
-            "test) split. Their clusters keep those names but learned no cell of them, so "
-            "cells predicted as them are guesses. Label more cells of them, or train with "
-            "train_size=1 (or validation cells that leave one of each in training)."
-        )

@@ -77,6 +77,7 @@ def commit_train_args(model, resolved: dict, automatic: dict | None = None, held
     """The fit starts: the pending record of the ``train`` call becomes ``train_args_``, its
     arguments left to a default (``None``) replaced by the ``resolved`` values the fit runs
     with, and those left to ``"auto"`` by the ``automatic`` values they came to."""
+    from ..model._label_record import record_trained_labels
     from ..model._labels import record_trained_categories
 
     record = model.__dict__.pop("_train_record", None)
@@ -86,6 +87,7 @@ def commit_train_args(model, resolved: dict, automatic: dict | None = None, held
         model.train_args_ = record
     # Not the validation or test split's cells (``held_out``): they never train.
     record_trained_categories(model, held_out)
+    record_trained_labels(model, held_out)
 
 
 def cells_digest(names) -> str:

@@ -1,0 +1,57 @@
+"""Which labels held labelled training cells, fit after fit (``trained_labels_``), and the
+warning of labels none of whose labelled cells trained (CGMDVAE)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scvi import REGISTRY_KEYS
+
+from ._validation import warn_user
+
+
+def _label_codes(model) -> np.ndarray:
+    return np.asarray(model.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
+
+
+def record_trained_labels(model, held_out=None) -> None:
+    """At the start of a fit: keep, in ``trained_labels_`` (saved with the model), the labels
+    whose labelled cells are among this fit's training cells (not the validation or test
+    split's, the positions ``held_out``, which give no gradient), joined to those of earlier
+    fits, as ``trained_categories_`` keeps the conditions; and, for this fit's warning
+    (:func:`warn_labels_without_training_cells`), those of the earlier fits alone."""
+    names = getattr(model, "label_names", None)
+    if not names or getattr(model, "adata_manager", None) is None:
+        return
+    before = list(getattr(model, "trained_labels_", None) or [])
+    model._labels_trained_before = set(before)
+    codes = _label_codes(model)
+    if held_out is not None and len(held_out):
+        codes = np.delete(codes, np.asarray(held_out, dtype=int))
+    here = {names[c] for c in np.unique(codes) if 0 <= c < len(names)}  # not the unlabelled
+    model.trained_labels_ = [n for n in names if n in here or n in before]
+
+
+def warn_labels_without_training_cells(model) -> None:
+    """Warn of labels none of whose labelled cells trained (all in the validation or test
+    split: a label of a cell or two), in this fit or an earlier one (as conditions are
+    warned of): their clusters keep the label's name but learned no cell of it, and cells
+    predicted as the label were not matched to it."""
+    cells = getattr(model, "train_indices", None)
+    if not model.label_names or model.is_query_model or cells is None:
+        return
+    codes = _label_codes(model)
+    trained = np.bincount(codes[np.asarray(cells, dtype=int)], minlength=len(model.label_names))
+    before = getattr(model, "_labels_trained_before", None) or set()  # an earlier fit's
+    untrained = [
+        n for n, k in zip(model.label_names, trained, strict=False) if not k and n not in before
+    ]
+    if untrained:
+        held = np.bincount(codes, minlength=len(model.label_names))
+        count = {n: int(held[model.label_names.index(n)]) for n in untrained}
+        shown = ", ".join(f"{n!r} ({k} cell{'s' * (k != 1)})" for n, k in count.items())
+        warn_user(
+            f"No labelled cell of {shown[:300]} trained: theirs all fell in the validation (or "
+            "test) split. Their clusters keep those names but learned no cell of them, so "
+            "cells predicted as them are guesses. Label more cells of them, or train with "
+            "train_size=1 (or validation cells that leave one of each in training)."
+        )
