@@ -125,6 +125,16 @@ def test_covariates_reach_encoder_and_decoder(counts_adata):
     assert ctrl.shape == (300, 60)
     np.testing.assert_allclose(ctrl.sum(1), 1.0, rtol=1e-4)
     assert np.abs(ctrl.to_numpy() - stim.to_numpy()).max() > 1e-4
+    # Cells without the batch or covariate column are refused, the column named as what it
+    # is (the batch column was "a condition column", a term of CGMDVAE's).
+    for key, role in [
+        ("condition", r"the batch column \(batch_key\)"),
+        ("donor", "a categorical covariate"),
+    ]:
+        cells = counts_adata[:20].copy()
+        del cells.obs[key]
+        with pytest.raises(KeyError, match=f"lacks {key!r}, {role}.* the model was trained"):
+            model.get_latent_representation(cells)
 
 
 def test_the_batch_key_as_a_covariate_too_is_refused(counts_adata):

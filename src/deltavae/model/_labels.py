@@ -263,6 +263,18 @@ def refuse_other_type(column: str, known: list, given, what: str) -> None:
     )
 
 
+def _column_role(registry: dict, key: str) -> str:
+    """What obs column ``key`` is to the model: ZINBVAE's batch column (``batch_key``) or one
+    of its categorical covariates, else a condition column (CGMDVAE's ``condition_key``)."""
+    args = registry.get("setup_args", {})
+    covariates = args.get("categorical_covariate_keys") or []
+    if key == args.get("batch_key"):
+        return "the batch column (batch_key)"
+    if key in ([covariates] if isinstance(covariates, str) else covariates):
+        return "a categorical covariate column (categorical_covariate_keys)"
+    return "a condition column"
+
+
 def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
     """The categorical obs columns a model registered exist in ``adata`` and hold only
     categories the model was trained with (and, given the ``model``, trained on cells of).
@@ -286,8 +298,8 @@ def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
     for key, known in category_mappings(registry).items():
         if key not in adata.obs:
             raise KeyError(
-                f"adata.obs lacks {key!r}, a condition column the model was trained with; add "
-                f"it (one of {[str(v) for v in known][:10]} per cell)."
+                f"adata.obs lacks {key!r}, {_column_role(registry, key)} the model was trained "
+                f"with; add it (one of {[str(v) for v in known][:10]} per cell)."
             )
         n_missing = int(adata.obs[key].isna().sum())
         if n_missing:
