@@ -35,6 +35,28 @@ def test_a_reference_without_x_is_told_the_argument_of_its_layer(split):
             build(spots, reference=ref, labels_key="cluster")
 
 
+def test_missing_labels_are_refused_with_the_line_that_drops_them(split):
+    """'N missing labels; drop those cells first' gave no way to do it: the message's own
+    line is the one that works (both spot models share the check)."""
+    spots, ref = split
+    ref = ref.copy()
+    ref.obs["cluster"] = ref.obs["cluster"].astype(object)
+    ref.obs.iloc[:4, ref.obs.columns.get_loc("cluster")] = np.nan
+    said = r"4 missing labels \(NaN\); drop .*: reference = reference\[reference.obs\['cluster'\]"
+    said += r"\.notna\(\)\]\.copy\(\)\."
+    panel = spots[:, :30].copy()  # the imputer's spots measure fewer genes
+    for build, measured in [
+        (dv.model.NMFDeconv.from_reference, spots),
+        (dv.model.SpatialImputer.from_reference, panel),
+    ]:
+        with warnings.catch_warnings(), pytest.raises(ValueError, match=said):
+            warnings.simplefilter("ignore")  # few shared genes: said elsewhere
+            build(measured, reference=ref, labels_key="cluster")
+    reference = ref
+    reference = reference[reference.obs["cluster"].notna()].copy()  # the message's line
+    assert dv.model.NMFDeconv.signatures_from_reference(reference, "cluster").shape[0] == 3
+
+
 def test_from_reference_refuses_a_table_for_an_anndata(split):
     """A signature table passed as the reference failed with pandas' AttributeError
     ('DataFrame' object has no attribute 'obs')."""

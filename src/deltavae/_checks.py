@@ -427,8 +427,9 @@ def check_labels(reference: ad.AnnData, labels_key: str) -> pd.Categorical:
         )
     if (labels.codes < 0).any():
         raise ValueError(
-            f"reference.obs[{labels_key!r}] has {int((labels.codes < 0).sum())} missing labels; "
-            "drop those cells first"
+            f"reference.obs[{labels_key!r}] has {int((labels.codes < 0).sum())} missing labels "
+            "(NaN); drop those cells first: reference = "
+            f"reference[reference.obs[{labels_key!r}].notna()].copy()."
         )
     if n_types < 2:
         raise ValueError(
