@@ -557,12 +557,16 @@ def test_merge_settings_set_after_training_are_checked_and_saved(fitted, tmp_pat
     raw = clone.n_archetypes_raw_
     with pytest.warns(UserWarning, match=ALIKE):
         assert len(clone.archetype_names()) == raw - 1
+    assert ", merge threshold 0.9\nTraining status: Trained" in clone.summary_string
     clone.merge_threshold, clone.min_spots = 1.0, 1  # keep every raw archetype
     assert len(clone.archetype_names()) == raw
+    # print(model) shows the threshold it merges with now (it showed the constructor's 0.9).
+    assert ", merge threshold 1\nTraining status: Trained" in clone.summary_string
     clone.save(tmp_path / "a")
     loaded = dv.model.Archetypes.load(tmp_path / "a", mix)
     assert (loaded.merge_threshold, loaded.min_spots) == (1.0, 1)
     assert loaded.archetype_names() == clone.archetype_names()
+    assert loaded.summary_string == clone.summary_string
     adata = mix.copy()
     loaded.write_to_adata(adata)
     assert (adata.uns["archetypes"]["merge_threshold"], adata.uns["archetypes"]["min_spots"]) == (

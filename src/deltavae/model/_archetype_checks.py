@@ -109,3 +109,10 @@ class MergeSettings:
     def min_spots(self, value) -> None:
         check_count("Archetypes", "min_spots", value, "spots an archetype must lead")
         self.min_spots_ = int(value)
+
+    @property
+    def summary_string(self) -> str:
+        """The model's summary (``print(model)``) with its merge threshold as it is now: it
+        showed the constructor's after ``model.merge_threshold`` was set."""
+        summary, _, status = super().summary_string.rpartition("\nTraining status")
+        return f"{summary}, merge threshold {self.merge_threshold:g}\nTraining status{status}"

@@ -144,9 +144,8 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         self._cache: dict = {}
         summary = (
             f"Archetypes: {n_archetypes} raw archetypes (alike ones merge: archetype_names()), "
-            f"{n_spots} spots ({len(profiles)} candidates), {adata.n_vars} genes, merge threshold "
-            f"{merge_threshold}"
-        )
+            f"{n_spots} spots ({len(profiles)} candidates), {adata.n_vars} genes"
+        )  # and the merge threshold as it is now (MergeSettings.summary_string)
         self._finish_init(summary, locals())
 
     @classmethod
