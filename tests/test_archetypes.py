@@ -582,6 +582,19 @@ def test_merge_settings_set_after_training_are_checked_and_saved(fitted, tmp_pat
     assert (loaded.merge_threshold, loaded.min_spots) == (1.0, 1)
 
 
+def test_signature_names_that_are_one_name_as_text_are_refused(fitted):
+    """{1: [...], "1": [...]}: the results name signatures by str, and the second silently
+    replaced the first (one signature matched, no word of the other)."""
+    model, _ = fitted
+    genes = list(model.get_archetype_profiles().index)
+    before = model.signature_map_
+    signatures = {1: genes[:5], "1": genes[5:10], "x": genes[10:15], 2.0: genes[:3]}
+    signatures["2.0"] = genes[3:6]
+    with pytest.raises(ValueError, match=r"same as text: 1 and '1'; 2.0 and '2.0'\. .*rename"):
+        model.match_signatures(signatures)
+    assert model.signature_map_ is before  # nothing kept
+
+
 def test_a_signature_left_without_an_archetype_is_said(fitted, tmp_path):
     """More signatures than archetypes, or two for one state: the one left out was in no
     row of the table (one per archetype), without a word."""

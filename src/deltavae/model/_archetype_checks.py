@@ -14,7 +14,13 @@ from ._labels import refuse_other_type
 from ._registered import category_mappings
 from ._training_checks import check_batch_size
 
-__all__ = ["MergeSettings", "check_batch_size", "check_count", "check_new_spots"]
+__all__ = [
+    "MergeSettings",
+    "check_batch_size",
+    "check_count",
+    "check_new_spots",
+    "check_signature_names",
+]
 
 _ADVICE = (
     "Archetypes' encoder reads every training gene: pass spots that have them all, e.g. "
@@ -77,6 +83,27 @@ def check_count(method: str, name: str, value, meaning: str) -> None:
             )
         raise ValueError(
             f"{name} must be a positive integer ({meaning}); got {short_repr(value)}.{hint}"
+        )
+
+
+def check_signature_names(names) -> None:
+    """Refuse signature names that are one name as text (``1`` and ``"1"``): the table names
+    signatures by ``str``, so the later one silently replaced the earlier.
+
+    Examples
+    --------
+    >>> check_signature_names(["B", "T", 1])
+    """
+    by_text: dict[str, list] = {}
+    for name in names:
+        by_text.setdefault(str(name), []).append(name)
+    same = [group for group in by_text.values() if len(group) > 1]
+    if same:
+        listed = "; ".join(" and ".join(short_repr(n) for n in group) for group in same[:5])
+        raise ValueError(
+            f"signatures has names that are the same as text: {listed}. Signatures are named "
+            "by str in the results, so one would replace the other: rename one of them, or "
+            "join their genes under one name."
         )
 
 

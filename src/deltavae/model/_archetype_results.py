@@ -10,7 +10,7 @@ import pandas as pd
 from scipy.cluster.hierarchy import fcluster, linkage
 
 from ._archetypal_analysis import carriers, scaled
-from ._archetype_checks import check_batch_size, check_count
+from ._archetype_checks import check_batch_size, check_count, check_signature_names
 from ._genes import identifier_advice
 from ._spots import prefixed
 from ._validation import warn_user
@@ -124,6 +124,7 @@ def signature_scores(
         )
     if not signatures:
         raise ValueError("signatures is empty; pass {name: [genes, ...]}.")
+    check_signature_names(signatures)  # 1 and '1': one name in the table
     gene_sets = {}
     for name, members in signatures.items():
         gene_list = Sequence | Set | np.ndarray | pd.Index | pd.Series  # Index: df.index[:20]
