@@ -252,7 +252,10 @@ class QueryMappingMixin(ArchesMixin):
         reference's training run: its ``history`` (and ``best_epoch_``, ``train_args_``) are
         None until it trains, then those of its own training (epochs numbered from 0), as in
         scvi-tools after query training; ``trained_categories_`` (and CGMDVAE's
-        ``condition_counts_``) join the query's to the reference's.
+        ``condition_counts_``) join the query's to the reference's. Of a reference whose last
+        training diverged, the query model keeps that run's weights frozen: its
+        ``reference_diverged_`` says what diverged, and every read-out warns of it, however
+        the query trains (its own training's divergence is its ``diverged_``).
 
         Examples
         --------
