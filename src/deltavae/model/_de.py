@@ -1,6 +1,6 @@
 """Checks of scvi-tools' expression calls before scvi-tools runs them: the groups, genes and
 batches named exist, the comparison is not averaged away by batch correction, and the counts
-are in memory."""
+of the cells compared are in memory."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from ._de_checks import (
     without_ungrouped_cells,
 )
 from ._de_labels import GROUPS_AS_GIVEN, groups_as_given, unlabelled_cells
+from ._de_rows import de_in_memory
 from ._de_tables import (
     check_importance_keywords,
     effect_breaks_ties,
@@ -131,6 +132,9 @@ class CheckedExpressionMixin(RNASeqMixin):
                 RNASeqMixin.differential_expression, args, kwargs, "adata", query
             )
         args, kwargs = check_de_groups(self, RNASeqMixin.differential_expression, args, kwargs)
+        args, kwargs = de_in_memory(  # of an AnnData on disk: the cells compared only
+            self, RNASeqMixin.differential_expression, args, kwargs, _set_argument
+        )
         args, kwargs = _groups_as_given(self, RNASeqMixin.differential_expression, args, kwargs)
         given = _bind(self, RNASeqMixin.differential_expression, args, kwargs)
         data = self.adata if given.get("adata") is None else given["adata"]
@@ -274,8 +278,8 @@ def check_de_groups(
 ) -> tuple[tuple, dict]:
     """The ``groupby`` column and the ``group1``/``group2`` names a call of scvi-tools'
     ``differential_expression`` gives exist in the AnnData it reads: a misspelled group made
-    scvi-tools divide by zero cells. Returns the call's ``args`` and ``kwargs``, with an AnnData
-    read from disk replaced by an in-memory one.
+    scvi-tools divide by zero cells. Returns the call's ``args`` and ``kwargs`` (an AnnData
+    on disk is read into memory afterwards, the cells compared only: :mod:`._de_rows`).
 
     ``differential_expression`` is the unbound scvi-tools method whose signature the call
     follows.
@@ -305,7 +309,6 @@ def check_de_groups(
                 f"{arg} chooses the batches that batch_correction=True averages over: pass "
                 f"batch_correction=True with it, or leave {arg} out."
             )
-    args, kwargs = _de_in_memory(model, given.get("adata"), args, kwargs)
     adata = model.adata if given.get("adata") is None else given.get("adata")
     for arg in ("idx1", "idx2"):
         if isinstance(given.get(arg), str) and not len(_rows(adata, given[arg])):
@@ -386,7 +389,7 @@ def check_de_groups(
                 f"{arg}={short_repr(value)}: adata.obs[{groupby!r}] holds {type(actual).__name__} "
                 f"values, not {type(other_type[0]).__name__}: pass {actual!r}."
             )
-    data = _bind(model, differential_expression, args, kwargs).get("adata")  # in memory
+    data = _bind(model, differential_expression, args, kwargs).get("adata")
     data = adata if data is None else data
     marked, mark = unlabelled_cells(model, column, groupby, given)  # "Unknown": no group
     kept = without_ungrouped_cells(column, groupby, given.get("group2") is None, marked, mark)
@@ -441,20 +444,6 @@ def _set_argument(method, args: tuple, kwargs: dict, name: str, value) -> tuple[
     if position < len(args):
         return (*args[:position], value, *args[position + 1 :]), kwargs
     return args, {**kwargs, name: value}
-
-
-def _de_in_memory(model, adata, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """scvi-tools' differential expression reads the counts with numpy operations a matrix on
-    disk (backed .h5ad, :func:`deltavae.read_lazy`) lacks: pass it an in-memory AnnData."""
-    from ._matrices import adata_in_memory
-
-    target = model.adata if adata is None else adata
-    memory = adata_in_memory(target)
-    if memory is target:
-        return args, kwargs
-    if args:
-        return (memory, *args[1:]), kwargs
-    return args, {**kwargs, "adata": memory}
 
 
 def model_has_conditions(model) -> bool:
