@@ -36,7 +36,9 @@ def model():
 def _big(model, dense=True):
     X = np.random.default_rng(0).poisson(1.0, (N_BIG, 40)).astype(np.float64)
     group = np.where(np.arange(N_BIG) < 30, "a", np.where(np.arange(N_BIG) < 60, "b", "c"))
-    adata = ad.AnnData(X if dense else sparse.csr_matrix(X), obs={"g": group}, var=model.adata.var[[]])
+    adata = ad.AnnData(
+        X if dense else sparse.csr_matrix(X), obs={"g": group}, var=model.adata.var[[]]
+    )
     adata.obs_names = [f"c{i}" for i in range(N_BIG)]
     return adata
 
