@@ -7,6 +7,7 @@ import warnings
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scvi
 from scipy import sparse
@@ -99,3 +100,75 @@ def test_differential_expression_against_the_rest_warns_of_the_size(model, tmp_p
         model.differential_expression(
             data, groupby="g", group1="a", group2="b", n_samples_overall=200, silent=True
         )
+
+
+@pytest.fixture(scope="module")
+def split():
+    cells = dv.datasets.synthetic_counts(
+        n_cells=400, n_genes=40, n_clusters=3, n_conditions=1, seed=1
+    )
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=60, cells_per_spot=(2, 6))
+    return spots, ref
+
+
+def _small_chunks(monkeypatch, rows):
+    """Chunks of ``rows`` rows (64 MiB ones hold these whole matrices at once)."""
+    monkeypatch.setattr("deltavae.model._validation.chunk_rows", lambda X: rows)
+    monkeypatch.setattr("deltavae.model._matrices.chunk_rows", lambda X: rows)
+
+
+def _wide(ref, n_extra=2000):
+    """``ref`` with ``n_extra`` genes the spots lack, dense, and a second layer."""
+    extra = np.random.default_rng(1).poisson(0.5, (ref.n_obs, n_extra)).astype(np.float64)
+    X = np.hstack([np.asarray(sparse.csr_matrix(ref.X).toarray(), dtype=np.float64), extra])
+    wide = ad.AnnData(X, obs=ref.obs[["cluster"]].copy())
+    wide.var_names = list(ref.var_names) + [f"extra{i}" for i in range(n_extra)]
+    wide.layers["other"] = X.copy()
+    return wide
+
+
+@pytest.mark.parametrize("store", ["h5ad", "zarr"])
+def test_nmf_from_reference_reads_only_the_shared_genes(split, tmp_path, store, monkeypatch):
+    """A backed or read_lazy reference was read whole (every gene, every layer) into memory:
+    the signatures need the genes shared with the spots, summed a chunk of rows at a time."""
+    _small_chunks(monkeypatch, 10 if store == "h5ad" else 20)  # each dask compute: 20 ms
+    spots, ref = split
+    wide = _wide(ref, n_extra=4000 if store == "h5ad" else 3000)
+    size = wide.n_obs * wide.n_vars * 8
+    path = tmp_path / f"ref.{store}"
+    if store == "zarr":  # stored sparse (read_lazy streams sparse stores)
+        wide.X = sparse.csr_matrix(wide.X)
+        wide.layers["other"] = wide.X.copy()
+        size = wide.X.nnz * 12
+    wide.write_h5ad(path) if store == "h5ad" else wide.write_zarr(path)
+    lazy = ad.read_h5ad(path, backed="r") if store == "h5ad" else dv.read_lazy(path)
+    expected = dv.model.NMFDeconv.signatures_from_reference(wide, "cluster")
+    found, peak = _peak(lambda: dv.model.NMFDeconv.signatures_from_reference(lazy, "cluster"))
+    assert peak < 0.5 * size  # zarr reads a stored chunk whole
+    pd.testing.assert_frame_equal(found, expected)
+    if store == "zarr":  # from_reference's reads alike, at 20 ms a dask compute: 2 s
+        return
+    in_memory = dv.model.NMFDeconv.from_reference(spots.copy(), wide, labels_key="cluster")
+    model, peak = _peak(  # (after a first call: its imports are no reading)
+        lambda: dv.model.NMFDeconv.from_reference(spots.copy(), lazy, labels_key="cluster")
+    )
+    assert peak < 0.5 * size
+    pd.testing.assert_frame_equal(model.get_signatures(), in_memory.get_signatures())
+
+
+@pytest.mark.filterwarnings("ignore:.*share only:UserWarning")
+def test_reference_reads_warn_of_their_size(split, tmp_path, monkeypatch):
+    """The SpatialImputer reads the reference whole (its cells, dense, for the neighbours):
+    its counts layer only, with the size said above WARN_BYTES; so does NMFDeconv."""
+    spots, ref = split
+    wide = _wide(ref, n_extra=200)
+    wide.write_h5ad(tmp_path / "ref.h5ad")
+    lazy = ad.read_h5ad(tmp_path / "ref.h5ad", backed="r")
+    monkeypatch.setattr("deltavae.model._de_rows.WARN_BYTES", 1000)
+    shared = spots[:, :30].copy()
+    said = r"SpatialImputer.from_reference reads the reference \(200 cells x 240 genes, also "
+    with pytest.warns(UserWarning, match=said + r"dense\) into memory: about 0\.0 GB"):
+        model = dv.model.SpatialImputer.from_reference(shared, lazy, labels_key="cluster")
+    assert model.adata.n_vars == 30
+    with pytest.warns(UserWarning, match=r"reads the reference's counts of the 40 genes"):
+        dv.model.NMFDeconv.from_reference(spots.copy(), lazy, labels_key="cluster")

@@ -265,6 +265,22 @@ def refuse_lazy_tables(adata, name: str = "adata") -> None:
     )
 
 
+def _any_nonzero(X) -> bool:
+    """Whether ``X`` (in memory, or on disk or in a dask array: a chunk of rows at a time,
+    where np.any read an h5py array whole and failed on anndata's sparse datasets) holds a
+    value other than 0."""
+    if sp.issparse(X):
+        return X.count_nonzero() > 0
+    if isinstance(X, np.ndarray):
+        return bool(np.any(X))
+    from .model._validation import _chunks
+
+    return any(
+        block.count_nonzero() > 0 if sp.issparse(block) else bool(np.any(block))
+        for block in _chunks(X)
+    )
+
+
 def refuse_countless_reference(reference: ad.AnnData, layer: str | None) -> None:
     """Refuse a single-cell reference minified by scvi-tools or without a count in its
     matrix (``layer``; ``None``: X): its cell types' signatures would all be zero, which
@@ -279,11 +295,7 @@ def refuse_countless_reference(reference: ad.AnnData, layer: str | None) -> None
     """
     refuse_minified(reference, "reference")
     X = layer_matrix(reference, layer)
-    if (
-        reference.n_obs
-        and reference.n_vars
-        and (X.count_nonzero() == 0 if sp.issparse(X) else not np.any(X))
-    ):
+    if reference.n_obs and reference.n_vars and not _any_nonzero(X):
         where = "reference.X" if layer is None else f"reference.layers[{layer!r}]"
         raise ValueError(
             f"{where} holds no counts (every value is 0); the cell types' expression is "

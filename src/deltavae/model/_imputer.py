@@ -36,8 +36,9 @@ from ._imputer_reference import (
 )
 from ._imputer_results import ImputerResultsMixin
 from ._load_state import saved_state
-from ._matrices import adata_in_memory, column_sums, memory_copy, row_sums, to_memory
+from ._matrices import column_sums, memory_copy, row_sums, to_memory
 from ._nmf_reference import warn_empty_reference_cells
+from ._reference_reads import counts_in_memory
 from ._saved import check_load_arguments, read_saved
 from ._spots import (
     SpotModelMixin,
@@ -294,7 +295,12 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         _matrix(spots, layer, "spatial")  # a missing layer is named before the reference work
         refuse_minified(spots, "spots")
         refuse_minified(reference, "reference")
-        reference = adata_in_memory(reference)  # read_lazy or backed: signatures need it all
+        reference = counts_in_memory(  # on disk or dask: its counts only, size warned
+            reference,
+            reference_layer,
+            "SpatialImputer.from_reference",
+            dense_cells=design == "latent" or profiles == "neighbours",
+        )
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
         refuse_countless_reference(reference, reference_layer)
         warn_empty_reference_cells(reference, reference_layer, _EMPTY_CELLS[design])

@@ -24,8 +24,9 @@ from .._checks import (
     short_repr,
 )
 from ._genes import _refuse_duplicates, identifier_advice
-from ._matrices import adata_in_memory, memory_copy, on_disk, to_memory
+from ._matrices import adata_in_memory, memory_copy, on_disk, row_sums, to_memory
 from ._nmf_start import FEW_SHARED_GENES
+from ._reference_reads import genes_in_memory, type_sums
 from ._validation import check_data, warn_user
 
 if TYPE_CHECKING:
@@ -61,8 +62,7 @@ def warn_empty_reference_cells(
 ) -> None:
     """Warn, once, about reference cells without counts (``effect``: what they do to the
     model; NMFDeconv: they lower their type's signature), shared by the spot models."""
-    X = layer_matrix(reference, layer)
-    empty = np.asarray(X.sum(axis=1)).ravel() == 0
+    empty = row_sums(layer_matrix(reference, layer)) == 0  # a chunk of rows at a time on disk
     if empty.any():
         where = "reference.X" if layer is None else f"reference.layers[{layer!r}]"
         names = ", ".join(map(str, reference.obs_names[empty][:5]))
@@ -88,6 +88,28 @@ def _refuse_countless(reference: AnnData, counts: AnnData, layer, genes) -> None
         refuse_countless_reference(counts, layer)
     except ValueError as err:
         raise ValueError(str(err).replace("reference_layer=", "layer=")) from None
+
+
+def _signatures_in_chunks(reference: AnnData, labels, layer, genes) -> pd.DataFrame:
+    """signatures_from_reference of a reference on disk or in a dask array: its counts checked
+    and summed by type a chunk of rows at a time (the whole reference: its count check too),
+    so that memory holds types x genes and one chunk, not the reference."""
+    check_data(reference, layer, kind="counts", name="reference", warn_empty=False)
+    refuse_countless_reference(reference, layer)
+    n_types = len(labels.categories)
+    totals = type_sums(layer_matrix(reference, layer), np.asarray(labels.codes), n_types)
+    columns = reference.var_names if genes is None else pd.Index(genes)
+    totals = totals[:, reference.var_names.get_indexer(columns)]
+    n_cells = np.bincount(labels.codes[labels.codes >= 0], minlength=n_types).astype(float)
+    return pd.DataFrame(totals / n_cells[:, None], index=list(labels.categories), columns=columns)
+
+
+def _refuse_no_shared_counts(shared: pd.Index) -> None:
+    raise ValueError(
+        f"the reference has no counts for any of the {len(shared)} genes it shares "
+        f"with the spots (e.g. {list(shared[:3])}): is reference_layer the layer of its raw "
+        "counts?"
+    )
 
 
 def _counts_in_memory(reference: AnnData, genes) -> AnnData:
@@ -167,6 +189,8 @@ class FromReferenceMixin:
         (9, 13714)
         """
         labels = _string_labels(reference, labels_key)
+        if on_disk(reference) and not (reference.isbacked and reference.is_view):
+            return _signatures_in_chunks(reference, labels, layer, _checked_genes(reference, genes))
         counts = _counts_in_memory(reference, genes)
         # Log-normalised values gave signatures of another scale, and wrong proportions.
         _refuse_countless(reference, counts, layer, genes)
@@ -327,7 +351,10 @@ class FromReferenceMixin:
         _refuse_duplicates(pd.Index(spots.var_names.astype(str)), "spots")
         refuse_minified(spots, "spots")
         labels = _string_labels(reference, labels_key)
-        reference = adata_in_memory(reference)  # read_lazy or backed: signatures need it all
+        if reference.isbacked and reference.is_view:  # anndata indexes a backed view no further
+            reference = to_memory(reference)
+        # On disk (read_lazy, backed) or dask: checked a chunk of rows at a time, and only the
+        # genes shared with the spots read into memory (the signatures and markers read no other).
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
         refuse_countless_reference(reference, reference_layer)
         warn_empty_reference_cells(reference, reference_layer)
@@ -343,6 +370,9 @@ class FromReferenceMixin:
                 f"spots and reference share only {len(shared)} genes; proportions may be poorly "
                 "determined."
             )
+        reference = genes_in_memory(reference, reference_layer, shared, "NMFDeconv.from_reference")
+        if not row_sums(layer_matrix(reference, reference_layer)).any():
+            _refuse_no_shared_counts(shared)
         sizes = pd.Series(labels.codes).value_counts()
         small = [str(labels.categories[code]) for code, size in sizes.items() if size < _FEW_CELLS]
         if small:
@@ -357,11 +387,7 @@ class FromReferenceMixin:
         signatures = cls.signatures_from_reference(reference, labels_key, reference_layer, shared)
         expressed = signatures.columns[signatures.sum(axis=0).to_numpy() > 0]
         if len(expressed) == 0:  # else "signatures share no gene with the spots"
-            raise ValueError(
-                f"the reference has no counts for any of the {len(shared)} genes it shares "
-                "with the spots (e.g. "
-                f"{list(shared[:3])}): is reference_layer the layer of its raw counts?"
-            )
+            _refuse_no_shared_counts(shared)
         if len(expressed) < len(shared):
             logger.info(
                 "dropping %d shared genes with no reference counts", len(shared) - len(expressed)
