@@ -172,3 +172,20 @@ def test_reference_reads_warn_of_their_size(split, tmp_path, monkeypatch):
     assert model.adata.n_vars == 30
     with pytest.warns(UserWarning, match=r"reads the reference's counts of the 40 genes"):
         dv.model.NMFDeconv.from_reference(spots.copy(), lazy, labels_key="cluster")
+
+
+def test_a_dask_query_in_another_gene_order_is_not_said_to_be_on_disk(model):
+    """An in-memory dask array was said to hold "data on disk", with advice to write a file."""
+    order = np.random.default_rng(0).permutation(model.adata.n_vars)
+    X = da.from_array(sparse.csr_matrix(model.adata.X)[:, order], chunks=(64, 40))
+    lazy = ad.AnnData(X=X, obs=model.adata.obs.copy(), var=model.adata.var.iloc[order])
+    said = r"its matrices are dask arrays: .* computed into memory .* adata\[:, model.adata"
+    with pytest.warns(UserWarning, match=said) as record:
+        z = model.get_latent_representation(lazy)
+    assert not any("on disk" in str(w.message) for w in record)
+    np.testing.assert_allclose(z, model.get_latent_representation(), atol=1e-6)
+    fixed = lazy[:, model.adata.var_names].copy()  # the advice: still a dask array, no copy
+    assert type(fixed.X).__module__.startswith("dask")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(model.get_latent_representation(fixed), z, atol=1e-6)

@@ -12,7 +12,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._count_advice import check_model_counts, layer_fixed
-from ._matrices import on_disk, take_columns
+from ._matrices import in_dask, on_disk, take_columns
 from ._training_checks import check_registered_columns
 from ._validation import _matrix, _refuse_duplicates, warn_user
 
@@ -203,10 +203,19 @@ def match_genes(
     if not on_disk(adata):  # the one warning, which in_training_order (load) gives too
         warn_user(f"adata has {_gene_difference(genes, names)}{_REORDERED}{_READ_BY_NAME}.")
         return adata[:, genes.to_numpy()].copy()
+    copy = f"({adata.n_obs} cells x {len(genes)} genes; adata itself is unchanged)"
+    if in_dask(adata):  # in memory perhaps: not "on disk", and reordered lazily
+        warn_user(
+            f"adata has {_gene_difference(genes, names)}, and its matrices are dask arrays: "
+            f"a copy with the genes in the training order is computed into memory {copy}. To "
+            "keep them lazy, reorder the genes first: adata = adata[:, "
+            "model.adata.var_names].copy() (a dask array stays one)."
+        )
+        return _reordered(adata, names.get_indexer(genes), genes, same_genes=True)
     warn_user(
         f"adata has {_gene_difference(genes, names)}, and its data are on "
         f"disk: a copy with the genes in the training order is loaded into memory "
-        f"({adata.n_obs} cells x {len(genes)} genes; adata itself is unchanged). To read the "
+        f"{copy}. To read the "
         "cells from disk, write the file with the model's gene order first: "
         "adata[:, model.adata.var_names].write_h5ad(path) (or .write_zarr), then read_lazy it."
     )
@@ -302,11 +311,16 @@ def align_query_genes(
         logger.info("Reordering the query's genes to the reference's order.")
     source = query.get_indexer(genes)
     if on_disk(adata):
+        keep = (
+            "to keep it lazy, give its dask arrays the reference's genes first (missing ones "
+            "as zeros)"
+            if in_dask(adata)
+            else "to keep it on disk write it with the reference's genes first (missing ones "
+            "as zeros), then read_lazy it"
+        )
         warn_user(
             "the query's genes differ from the reference's, so its aligned counts are held in "
-            f"memory ({adata.n_obs} cells x {len(genes)} genes, sparse); to keep it on disk "
-            "write it with the reference's genes first (missing ones as zeros), then read_lazy "
-            "it."
+            f"memory ({adata.n_obs} cells x {len(genes)} genes, sparse); {keep}."
         )
     return _reordered(adata, source, genes, same_genes=False, layer=layer)
 
@@ -332,10 +346,11 @@ def genes_to_load_advice(cls, dir_path, attr_dict: dict, var_names, adata, prefi
         else f"adata = adata[:, {saved}].copy()"
     )
     same = len(genes) == len(names) and genes.isin(names.astype(str)).all()
+    kind = "of dask arrays" if in_dask(adata) else "on disk"
     if same:  # on disk: a copy in memory would read the whole file
         return (
             f"The AnnData's genes differ from the {len(var_names)} genes the model was "
-            f"trained on: {problem}. An AnnData on disk is read as it is, so it must hold "
+            f"trained on: {problem}. An AnnData {kind} is read as it is, so it must hold "
             f"them in the training order: {reorder}."
         )
     other = (

@@ -143,6 +143,14 @@ def on_disk(adata: AnnData) -> bool:
     )
 
 
+def in_dask(adata: AnnData) -> bool:
+    """Whether ``adata`` is not backed and its X or a layer is a dask array (in memory, or
+    reading a file through its graph): not "on disk" as a backed file or a zarr store is,
+    and what keeps it lazy differs (it is reordered lazily: ``adata[:, genes].copy()``)."""
+    matrices = [adata.X, *adata.layers.values()] if not adata.isbacked else []
+    return any(type(m).__module__.startswith("dask") for m in matrices)
+
+
 def holds_handles(adata: AnnData) -> bool:
     """Whether ``adata`` reads a matrix through an open file handle (backed .h5ad, read_lazy's
     zarr store), which pickle cannot carry; a dask array pickles (its graph names the file)."""
