@@ -189,3 +189,24 @@ def test_a_dask_query_in_another_gene_order_is_not_said_to_be_on_disk(model):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_allclose(model.get_latent_representation(fixed), z, atol=1e-6)
+
+
+def test_a_dask_array_of_sparse_chunks_is_read_a_chunk_of_its_own_at_a_time(monkeypatch):
+    """Row totals, checks and copies read 256 rows at a time across the dask array's own
+    chunks (300 rows here): each was computed (from a file: read) twice. Now once, whole."""
+    computed = []
+    one = sparse.random(300, 20, density=0.2, format="csr", random_state=0) * 4
+
+    def block(b, block_info=None):
+        computed.append(block_info[0]["chunk-location"][0])
+        return sparse.csr_matrix(one[: b.shape[0]].ceil())
+
+    X = da.zeros((3000, 20), chunks=(300, 20)).map_blocks(block, meta=sparse.csr_matrix((0, 0)))
+    monkeypatch.setattr("deltavae.model._validation.chunk_rows", lambda X: 256)
+    totals = dv.model._matrices.row_sums(X)
+    assert sorted(computed) == list(range(10))
+    np.testing.assert_allclose(totals, np.tile(np.asarray(one.ceil().sum(1)).ravel(), 10))
+    computed.clear()
+    monkeypatch.setattr("deltavae.model._validation.chunk_rows", lambda X: 1000)
+    assert dv.model._matrices.in_memory(X).shape == (3000, 20)
+    assert sorted(computed) == list(range(10))  # 900 rows (3 chunks) a read: 4 reads

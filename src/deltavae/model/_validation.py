@@ -33,6 +33,7 @@ from .._checks import (
 )
 from .._io import csc_advice, dense_advice, is_dense_zarr
 from ._count_advice import counts_hint, empty_x_hint, missing_layer_message, why_not_whole
+from ._row_chunks import row_bounds
 from ._setup_instead import SETUP_INSTEAD
 
 logger = logging.getLogger(__name__)
@@ -109,8 +110,8 @@ def _chunks(X, chunk: int | None = None) -> Iterator[np.ndarray | sparse.spmatri
     # Row chunks, so that a large or backed matrix is never densified whole; a dask array's
     # computed (of sparse chunks, np.asarray gave an array of objects).
     chunk = chunk or chunk_rows(X)
-    for start in range(0, X.shape[0], chunk):
-        yield computed(X[start : start + chunk])
+    for start, stop in row_bounds(X, chunk):
+        yield computed(X[start:stop])
 
 
 def computed(block):
