@@ -184,7 +184,10 @@ class CheckedExpressionMixin(RNASeqMixin):
         " with (warned; scvi-tools and scanpy count them in it). By a CGMDVAE's labels"
         ' column, cells marked unlabelled (``"Unknown"``) are no group either: left out'
         " (warned) unless ``group1`` or ``group2`` names the mark; labels the model never saw"
-        " are groups as the column holds them.\n"
+        " are groups as the column holds them. Of an AnnData on disk"
+        " (backed, ``read_lazy``) or of dask arrays only the counts of the cells compared are"
+        " read into memory, a chunk of rows at a time (against the rest: every cell's), with"
+        " a warning of the size above 1 GiB.\n"
     )
 
 

@@ -254,7 +254,9 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
             Spots x genes with raw counts (any genes; those not in the reference are unused),
             or a view of them (``spots[mask]``); named as :meth:`NMFDeconv.from_reference`'s.
         reference
-            Single cells x genes with raw counts.
+            Single cells x genes with raw counts; on disk (backed, :func:`deltavae.read_lazy`)
+            or in dask arrays, its counts are read into memory (a warning gives the size above
+            1 GiB; the neighbours' and the latent design's cells are held dense too).
         labels_key
             obs column of ``reference`` with cell types, whose mean profiles the
             deconvolution mixes; ``None`` clusters the reference into ``n_states`` states

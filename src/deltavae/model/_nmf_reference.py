@@ -314,7 +314,10 @@ class FromReferenceMixin:
             Spots x genes with raw counts, in memory or opened with :func:`deltavae.read_lazy`,
             or a view of them (copied).
         reference
-            Single cells with raw counts and labels.
+            Single cells with raw counts and labels, in memory, on disk (backed,
+            :func:`deltavae.read_lazy`) or in dask arrays: then checked a chunk of rows at a
+            time, and only its counts of the genes shared with the spots read into memory
+            (a warning gives the size above 1 GiB).
         labels_key
             obs column of ``reference`` with the cell types.
         layer, reference_layer
