@@ -210,3 +210,24 @@ def test_a_dask_array_of_sparse_chunks_is_read_a_chunk_of_its_own_at_a_time(monk
     monkeypatch.setattr("deltavae.model._validation.chunk_rows", lambda X: 1000)
     assert dv.model._matrices.in_memory(X).shape == (3000, 20)
     assert sorted(computed) == list(range(10))  # 900 rows (3 chunks) a read: 4 reads
+
+
+@pytest.mark.filterwarnings("ignore:.*share only:UserWarning")
+def test_type_profiles_of_a_reference_on_disk_are_summed_a_chunk_at_a_time(
+    split, tmp_path, monkeypatch
+):
+    """SpatialImputer(profiles='type') read a backed reference whole for per-type means."""
+    spots, ref = split
+    wide = _wide(ref, n_extra=4000)
+    wide.write_h5ad(tmp_path / "ref.h5ad")
+    lazy = ad.read_h5ad(tmp_path / "ref.h5ad", backed="r")
+    _small_chunks(monkeypatch, 10)
+    shared = spots[:, :30].copy()
+    kw = {"labels_key": "cluster", "profiles": "type"}
+    expected = dv.model.SpatialImputer.from_reference(shared.copy(), wide, **kw)
+    found, peak = _peak(lambda: dv.model.SpatialImputer.from_reference(shared.copy(), lazy, **kw))
+    assert peak < 0.5 * wide.n_obs * wide.n_vars * 8
+    assert found.reference_genes_.equals(expected.reference_genes_)
+    assert list(found.state_names_) == list(expected.state_names_)
+    torch = pytest.importorskip("torch")
+    assert torch.allclose(found.module.log_profiles, expected.module.log_profiles)

@@ -38,7 +38,7 @@ from ._imputer_results import ImputerResultsMixin
 from ._load_state import saved_state
 from ._matrices import column_sums, memory_copy, row_sums, to_memory
 from ._nmf_reference import warn_empty_reference_cells
-from ._reference_reads import counts_in_memory
+from ._reference_reads import counts_in_memory, in_chunks, type_profiles
 from ._saved import check_load_arguments, read_saved
 from ._spots import (
     SpotModelMixin,
@@ -297,35 +297,43 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         _matrix(spots, layer, "spatial")  # a missing layer is named before the reference work
         refuse_minified(spots, "spots")
         refuse_minified(reference, "reference")
-        reference = counts_in_memory(  # on disk or dask: its counts only, size warned
-            reference,
-            reference_layer,
-            "SpatialImputer.from_reference",
-            dense_cells=design == "latent" or profiles == "neighbours",
-        )
+        # On disk or dask: checked a chunk of rows at a time.
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
         refuse_countless_reference(reference, reference_layer)
         warn_empty_reference_cells(reference, reference_layer, _EMPTY_CELLS[design])
-        counts, ref_genes, shared = reference_genes(
-            layer_matrix(reference, reference_layer), reference.var_names, spots.var_names
-        )
-        check_shared(spots, reference, shared, ref_genes, min_shared_genes)
-        logger.info("%d shared genes with reference counts", len(shared))
-        cells = None  # the single cells: the latent design's rows, or the neighbours
-        if design == "latent" or profiles == "neighbours":  # float32, as the module reads them
-            cells = pd.DataFrame(
-                dense(counts, np.float32), index=reference.obs_names.astype(str), columns=ref_genes
+        if in_chunks(reference, design, profiles, labels_key):  # nothing of it read whole
+            labels = check_labels(reference, labels_key)
+            rows, ref_genes, shared = type_profiles(reference, reference_layer, labels, spots)
+            check_shared(spots, reference, shared, ref_genes, min_shared_genes)
+        else:
+            reference = counts_in_memory(  # on disk or dask: its counts only, size warned
+                reference,
+                reference_layer,
+                "SpatialImputer.from_reference",
+                dense_cells=design == "latent" or profiles == "neighbours",
             )
-        rows = cells
-        if design == "deconvolution":
-            labels = (
-                check_labels(reference, labels_key)
-                if labels_key is not None
-                else cluster_states(counts, n_states, seed)
+            counts, ref_genes, shared = reference_genes(
+                layer_matrix(reference, reference_layer), reference.var_names, spots.var_names
             )
-            if profiles == "neighbours":
-                model_kwargs.update(cells=cells, cell_states=np.asarray(labels).astype(str))
-            rows = state_profiles(counts, labels, ref_genes)
+            check_shared(spots, reference, shared, ref_genes, min_shared_genes)
+            logger.info("%d shared genes with reference counts", len(shared))
+            cells = None  # the single cells: the latent design's rows, or the neighbours
+            if design == "latent" or profiles == "neighbours":  # float32, as the module reads
+                cells = pd.DataFrame(
+                    dense(counts, np.float32),
+                    index=reference.obs_names.astype(str),
+                    columns=ref_genes,
+                )
+            rows = cells
+            if design == "deconvolution":
+                labels = (
+                    check_labels(reference, labels_key)
+                    if labels_key is not None
+                    else cluster_states(counts, n_states, seed)
+                )
+                if profiles == "neighbours":
+                    model_kwargs.update(cells=cells, cell_states=np.asarray(labels).astype(str))
+                rows = state_profiles(counts, labels, ref_genes)
         if spots.isbacked and spots.is_view:  # anndata indexes a backed view no further
             spots = to_memory(spots)
         spots = spots[:, shared.to_numpy()]

@@ -102,3 +102,30 @@ def type_sums(matrix, codes: np.ndarray, n_types: int) -> np.ndarray:
         else:
             totals += membership @ np.asarray(block, dtype=np.float64)
     return totals
+
+
+def in_chunks(reference: AnnData, design: str, profiles: str, labels_key) -> bool:
+    """Whether SpatialImputer.from_reference makes its profiles from ``reference`` a chunk of
+    rows at a time: on disk or in dask arrays, for per-type profiles of given labels (the
+    neighbours, the latent design and clustering read every cell)."""
+    whole = design != "deconvolution" or profiles != "type" or labels_key is None
+    return not whole and on_disk(reference) and not (reference.isbacked and reference.is_view)
+
+
+def type_profiles(reference: AnnData, layer: str | None, labels, spots: AnnData):
+    """The mean counts of each type (types x genes), the reference's genes less the spots'
+    genes it never counts, and those shared with the spots, as ``reference_genes`` and
+    ``state_profiles`` make them, from per-type sums a chunk of rows at a time."""
+    from ._imputer_reference import reference_genes
+
+    codes = np.asarray(labels.codes)
+    sums = type_sums(layer_matrix(reference, layer), codes, len(labels.categories))
+    _, genes, shared = reference_genes(sums, reference.var_names, spots.var_names)
+    columns = pd.Index(reference.var_names.astype(str)).get_indexer(genes)
+    sizes = np.bincount(codes[codes >= 0], minlength=len(labels.categories))
+    means = sums[:, columns] / sizes[:, None]
+    return (
+        pd.DataFrame(means, index=[str(c) for c in labels.categories], columns=genes),
+        genes,
+        shared,
+    )
