@@ -52,14 +52,19 @@ def state_profiles(counts, labels: pd.Categorical, genes: pd.Index) -> pd.DataFr
     a  2.0  0.0
     b  0.0  4.0
     """
-    membership = sp.csr_matrix(
-        (np.ones(len(labels)), (labels.codes, np.arange(len(labels)))),
-        shape=(len(labels.categories), len(labels)),
+    from ._reference_reads import type_sums
+
+    codes = np.asarray(labels.codes)
+    return type_means(type_sums(counts, codes, len(labels.categories)), labels, genes)
+
+
+def type_means(sums: np.ndarray, labels: pd.Categorical, genes: pd.Index) -> pd.DataFrame:
+    """Per-type sums of counts (types x ``genes``) divided by each type's number of cells."""
+    codes = np.asarray(labels.codes)
+    sizes = np.bincount(codes[codes >= 0], minlength=len(labels.categories))
+    return pd.DataFrame(
+        sums / sizes[:, None], index=[str(c) for c in labels.categories], columns=genes
     )
-    sizes = np.asarray(membership.sum(axis=1)).ravel()
-    sums = membership @ sp.csr_matrix(counts, dtype=np.float64)
-    means = np.asarray(sums.todense()) / sizes[:, None]
-    return pd.DataFrame(means, index=[str(c) for c in labels.categories], columns=genes)
 
 
 def reference_genes(counts, genes, spot_genes) -> tuple[object, pd.Index, pd.Index]:

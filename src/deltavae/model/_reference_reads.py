@@ -116,16 +116,10 @@ def type_profiles(reference: AnnData, layer: str | None, labels, spots: AnnData)
     """The mean counts of each type (types x genes), the reference's genes less the spots'
     genes it never counts, and those shared with the spots, as ``reference_genes`` and
     ``state_profiles`` make them, from per-type sums a chunk of rows at a time."""
-    from ._imputer_reference import reference_genes
+    from ._imputer_reference import reference_genes, type_means
 
     codes = np.asarray(labels.codes)
     sums = type_sums(layer_matrix(reference, layer), codes, len(labels.categories))
     _, genes, shared = reference_genes(sums, reference.var_names, spots.var_names)
     columns = pd.Index(reference.var_names.astype(str)).get_indexer(genes)
-    sizes = np.bincount(codes[codes >= 0], minlength=len(labels.categories))
-    means = sums[:, columns] / sizes[:, None]
-    return (
-        pd.DataFrame(means, index=[str(c) for c in labels.categories], columns=genes),
-        genes,
-        shared,
-    )
+    return type_means(sums[:, columns], labels, genes), genes, shared
