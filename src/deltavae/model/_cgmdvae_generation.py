@@ -168,11 +168,13 @@ class GenerationMixin:
         if last is None or last[0] != self.adata_manager.adata_uuid:  # cells new to the counts
             self._library_before = (getattr(self, "library_log_stats_", None), cells_counted(self))
         record_condition_counts(self)
-        stats = self._library_log_stats(recorded=False)
-        if stats is not None:  # joined to those of the cells counted before these
+        if self.module.observation.is_count:  # one read of the counts for both records
+            log_lib = log_libraries(self)
+            stats = float(log_lib.mean()), float(log_lib.std())
             earlier, n_earlier = getattr(self, "_library_before", (None, 0))
+            # joined to those of the cells counted before these
             self.library_log_stats_ = pooled(earlier, n_earlier, stats, cells_read(self))
-        record_library_stats(self)
+            record_library_stats(self, log_lib)
         record_label_conditions(self)
 
     @torch.inference_mode()
