@@ -63,6 +63,13 @@ def _registered_matrix(model, adata: AnnData):
     return layer, adata.X if layer is None else adata.layers[layer]
 
 
+def warn_read_size(size: float, what: str, advice: str) -> None:
+    """A warning that ``what`` (a sentence's start: "X reads ...") reads ``size`` bytes into
+    memory, with ``advice``, where that is :data:`WARN_BYTES` or more."""
+    if size >= WARN_BYTES:
+        warn_user(f"{what} into memory: about {size / 1e9:.1f} GB. {advice}")
+
+
 def matrix_bytes(x, n_rows: int) -> float:
     """Bytes ``n_rows`` rows of ``x`` take in memory: a sparse one's stored values with their
     column indices (a dask array of sparse chunks, whose are unknown: as if dense)."""
@@ -125,17 +132,17 @@ def de_in_memory(model, method, args: tuple, kwargs: dict, set_argument) -> tupl
     rows = compared_rows(target, given)
     n_rows = target.n_obs if rows is None else len(rows)
     size = matrix_bytes(matrix, n_rows)
-    if size >= WARN_BYTES:
-        what = (
-            "every cell's counts (against the rest: every other cell)"
-            if rows is None
-            else f"the counts of the {n_rows} of {target.n_obs} cells compared"
-        )
-        warn_user(
-            f"differential_expression reads {what} into memory: about {size / 1e9:.1f} GB. "
-            "To read fewer, compare with one group (group2=..., or idx2=...) rather than the "
-            "rest, or pass fewer cells."
-        )
+    what = (
+        "every cell's counts (against the rest: every other cell)"
+        if rows is None
+        else f"the counts of the {n_rows} of {target.n_obs} cells compared"
+    )
+    warn_read_size(
+        size,
+        f"differential_expression reads {what}",
+        "To read fewer, compare with one group (group2=..., or idx2=...) rather than the "
+        "rest, or pass fewer cells.",
+    )
     memory = rows_in_memory(target, np.arange(target.n_obs) if rows is None else rows, layer)
     args, kwargs = set_argument(method, args, kwargs, "adata", memory)
     if rows is None:

@@ -10,16 +10,9 @@ import pandas as pd
 from anndata import AnnData
 
 from .._checks import layer_matrix
-from ._de_rows import matrix_bytes
+from ._de_rows import matrix_bytes, warn_read_size
 from ._matrices import in_memory, on_disk, take_columns, to_memory
-from ._validation import _chunks, is_sparse, warn_user
-
-
-def _warn_size(size: float, what: str, advice: str) -> None:
-    from . import _de_rows  # its WARN_BYTES, read at the call (tests lower it)
-
-    if size >= _de_rows.WARN_BYTES:
-        warn_user(f"{what} into memory: about {size / 1e9:.1f} GB. {advice}")
+from ._validation import _chunks, is_sparse
 
 
 def _counts_only(reference: AnnData, layer: str | None, matrix, var: pd.DataFrame) -> AnnData:
@@ -44,7 +37,7 @@ def genes_in_memory(reference: AnnData, layer: str | None, genes: pd.Index, call
     matrix = layer_matrix(reference, layer)
     source = reference.var_names.get_indexer(genes)
     size = matrix_bytes(matrix, reference.n_obs) * len(source) / max(1, reference.n_vars)
-    _warn_size(
+    warn_read_size(
         size,
         f"{call} reads the reference's counts of the {len(source)} genes it shares with the "
         f"spots ({reference.n_obs} cells)",
@@ -66,7 +59,7 @@ def counts_in_memory(reference: AnnData, layer: str | None, call: str, dense_cel
     matrix = layer_matrix(reference, layer)
     size = matrix_bytes(matrix, reference.n_obs)
     size += dense_cells * 4.0 * reference.n_obs * reference.n_vars
-    _warn_size(
+    warn_read_size(
         size,
         f"{call} reads the reference ({reference.n_obs} cells x {reference.n_vars} genes"
         + (", also dense" if dense_cells else "")
