@@ -1,5 +1,6 @@
 """The documentation builds with warnings as errors and documents every public name."""
 
+import ast
 import inspect
 import re
 import subprocess
@@ -31,28 +32,52 @@ def _inherited(cls, attr: str) -> bool:
     return getattr(getattr(entry, "__func__", entry), "wraps_inherited", False)
 
 
+def _own_methods(cls, prefix: str, overrides_too: bool = True):
+    """The public methods deltavae defines on ``cls``, as ``(name, method, docstring)``.
+
+    Without ``overrides_too``, methods that override one of a base class from outside
+    deltavae (Lightning's hooks, torch's ``forward``, a Distribution's ``expand``) are left
+    out: their parameters are the base class's, documented there."""
+    for attr in dir(cls):
+        if attr.startswith("_"):
+            continue
+        # The class that defines it: a model class wraps every public method it inherits
+        # too (model/_backing.py), which leaves it its owner's.
+        owner = next(k for k in cls.__mro__ if attr in k.__dict__ and not _inherited(k, attr))
+        if not owner.__module__.startswith("deltavae"):
+            continue  # scvi-tools' own methods keep scvi-tools' docstrings
+        if isinstance(inspect.getattr_static(owner, attr), property):
+            continue
+        foreign = (k for k in cls.__mro__ if not k.__module__.startswith("deltavae"))
+        if not overrides_too and any(attr in k.__dict__ for k in foreign):
+            continue
+        method = getattr(cls, attr)
+        if callable(method) and not inspect.isclass(method):
+            yield f"{prefix}.{attr}", method, inspect.getdoc(method)
+
+
 def _public_callables():
     for name in dv.model.__all__:
         cls = getattr(dv.model, name)
         yield f"model.{name}", cls.__init__, inspect.getdoc(cls)
-        for attr in dir(cls):
-            if attr.startswith("_"):
-                continue
-            # The class that defines it: a model class wraps every public method it inherits
-            # too (model/_backing.py), which leaves it its owner's.
-            owner = next(k for k in cls.__mro__ if attr in k.__dict__ and not _inherited(k, attr))
-            if not owner.__module__.startswith("deltavae"):
-                continue  # scvi-tools' own methods keep scvi-tools' docstrings
-            method = getattr(cls, attr)
-            if callable(method) and not inspect.isclass(method):
-                yield f"model.{name}.{attr}", method, inspect.getdoc(method)
+        yield from _own_methods(cls, f"model.{name}")
     for name in dv.module.__all__:
         cls = getattr(dv.module, name)
         yield f"module.{name}", cls.__init__, inspect.getdoc(cls)
+    # The building blocks' pages (class_own.rst) show the members deltavae defines.
+    for module in (dv.train, dv.nn, dv.distributions):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isclass(obj) and obj.__init__ is not BaseException.__init__:
+                prefix = f"{module.__name__}.{name}"
+                yield prefix, obj.__init__, inspect.getdoc(obj)
+                yield from _own_methods(obj, prefix, overrides_too=False)
+            elif inspect.isfunction(obj):
+                yield f"{module.__name__}.{name}", obj, obj.__doc__
     for module in (dv.pl, dv.metrics, dv.datasets):
         for name in module.__all__:
             yield f"{module.__name__}.{name}", getattr(module, name), getattr(module, name).__doc__
-    for func in (dv.read_lazy, dv.write_results_to_store, dv.set_threads, dv.train.refit_mixture):
+    for func in (dv.read_lazy, dv.write_results_to_store, dv.set_threads, dv.default_threads):
         yield func.__qualname__, func, func.__doc__
 
 
@@ -78,6 +103,50 @@ def test_docstrings_name_every_parameter_and_no_other():
             stale = sorted(documented - {p.name for p in params})
         if missing or stale:
             wrong.append(f"{name}: undocumented {missing}, not parameters {stale}")
+    assert not wrong, "\n".join(wrong)
+
+
+def _entries(doc: str) -> dict[str, str]:
+    """Each documented parameter's text ("a, b" entries give both the same text)."""
+    entries: dict[str, str] = {}
+    names: list[str] = []
+    for _, text in _SECTION.findall(inspect.cleandoc(doc)):
+        for line in text.splitlines():
+            if line[:1].strip():
+                names = [n.strip().lstrip("*") for n in line.partition(" : ")[0].split(",")]
+                entries.update(dict.fromkeys(names, ""))
+            for name in names:
+                entries[name] += line + "\n"
+    return entries
+
+
+# "Defaults to `x`", "default ``x``", "(default 45;": the default a parameter's text states.
+# Not "scVI's default is ``False``", another tool's.
+_STATED_DEFAULT = re.compile(
+    r"(?<!'s )\b[Dd]efaults?(?: to| is|:)? +(?:``?(?P<code>[^`\n]+)``?|(?P<word>[^\s,;()]+))"
+)
+
+
+def test_docstrings_state_the_real_defaults():
+    """A default stated in a parameter's text is the signature's: a literal (``True``,
+    ``0.25``, ``"uniform"``) equal to it, and no setting's name (scvi-tools' text for
+    ``get_feature_correlation_matrix`` said ``scvi.settings.batch_size``; it is 64)."""
+    wrong = []
+    for name, func, doc in _public_callables():
+        entries = _entries(doc or "")
+        for p in inspect.signature(func).parameters.values():
+            if p.name not in entries or p.default is p.empty or p.default is None:
+                continue  # None: a default worked out at the call, said in words
+            for match in _STATED_DEFAULT.finditer(entries[p.name]):
+                stated = (match["code"] or match["word"]).rstrip(".")
+                try:
+                    value = ast.literal_eval(stated)
+                except (ValueError, SyntaxError):
+                    if match["code"] and isinstance(p.default, (bool, int, float, str)):
+                        wrong.append(f"{name}({p.name}={p.default!r}): documented as {stated}")
+                    continue  # words: "default all of them up to 2,048"
+                if value != p.default:
+                    wrong.append(f"{name}({p.name}={p.default!r}): documented as {stated}")
     assert not wrong, "\n".join(wrong)
 
 

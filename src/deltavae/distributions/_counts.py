@@ -100,6 +100,17 @@ def count_distribution(
 ):
     """Build the Pyro count distribution named by ``likelihood`` (``"zinb"`` or ``"nb"``).
 
+    Parameters
+    ----------
+    likelihood
+        ``"zinb"`` or ``"nb"``.
+    mu
+        Means, cells x genes.
+    theta
+        Inverse dispersions, broadcast against ``mu``.
+    zi_logits
+        Logits of the zero inflation (``"zinb"`` only; ignored for ``"nb"``).
+
     Examples
     --------
     >>> import torch

@@ -62,7 +62,7 @@ class Likelihood:
         return "binary" if self.name == "bernoulli" else "real"
 
     def log_library(self, x: torch.Tensor) -> torch.Tensor | None:
-        """Observed log library size of each cell (counts only; None otherwise)."""
+        """Observed log library size of each cell of ``x`` (counts only; None otherwise)."""
         if not self.is_count:
             return None
         return torch.log(x.sum(-1, keepdim=True).clamp(min=1.0))
@@ -71,7 +71,8 @@ class Likelihood:
         return params["zi_logits"] if self.name == "zinb" else None
 
     def pyro(self, params: dict[str, torch.Tensor]) -> pdist.TorchDistribution:
-        """Pyro distribution with batch shape ``(cells, features)``: ``.to_event(1)`` in a plate.
+        """Pyro distribution of the decoder's ``params``, with batch shape ``(cells, features)``:
+        ``.to_event(1)`` in a plate.
 
         For counts, :class:`~deltavae.distributions.CountDistribution`: scvi-tools' log-density.
         """
@@ -92,7 +93,8 @@ class Likelihood:
         return self.pyro(params).log_prob(x).sum(-1)
 
     def torch(self, params: dict[str, torch.Tensor]) -> Distribution:
-        """scvi-tools' distribution for counts (it carries ``scale``), torch's otherwise."""
+        """scvi-tools' distribution of the decoder's ``params`` for counts (it carries
+        ``scale``), torch's otherwise."""
         if self.name == "zinb":
             return ZeroInflatedNegativeBinomial(
                 mu=params["mu"],
@@ -108,7 +110,8 @@ class Likelihood:
         return Bernoulli(logits=params["out"], validate_args=False)
 
     def expected(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """E[x | z]: the decoded mean (counts at the decoded library size)."""
+        """E[x | z] from the decoder's ``params``: the decoded mean (counts at the decoded
+        library size)."""
         if self.name == "zinb":
             return params["mu"] * (1 - torch.sigmoid(params["zi_logits"]))
         if self.name == "nb":

@@ -183,7 +183,7 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         early_stopping
             Stop when ``validation_loss`` (what ``restore_best`` ranks: ``elbo_validation``
             plus a model's terms beside the ELBO) has not improved for
-            ``early_stopping_patience`` validations (default 45; ``early_stopping_min_delta``,
+            ``early_stopping_patience`` validations (45 if not given; ``early_stopping_min_delta``,
             ``early_stopping_mode`` and ``early_stopping_monitor`` go in ``trainer_kwargs``,
             as in scvi-tools). Only epochs on the full ELBO count, as for ``restore_best``:
             none of the KL warm-up (nor CGMDVAE's before its mixture start) sets the best or

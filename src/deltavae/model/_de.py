@@ -36,7 +36,14 @@ from ._genes import identifier_advice
 from ._labels import seen_categories
 from ._latent_shift import draws_at_data_floor
 from ._posterior_draws import posterior_predictive_draws
-from ._readout_docs import DRAWS_AT_FLOOR, DRAWS_OVERALL, GENE_LIST_ORDER, with_note, with_silent
+from ._readout_docs import (
+    DRAWS_AT_FLOOR,
+    DRAWS_OVERALL,
+    GENE_LIST_ORDER,
+    with_batch_size_default,
+    with_note,
+    with_silent,
+)
 from ._registered import SCVI_STAND_IN_BATCH, registered_category
 from ._scvi_glue import check_indices, mask_by_name, selected_rows
 from ._validation import warn_user
@@ -165,7 +172,10 @@ class CheckedExpressionMixin(RNASeqMixin):
     get_normalized_expression.__doc__ = with_note(
         with_silent(get_normalized_expression.__doc__), GENE_LIST_ORDER + " " + DRAWS_OVERALL
     )
-    get_feature_correlation_matrix.__doc__ = with_silent(get_feature_correlation_matrix.__doc__)
+    get_feature_correlation_matrix.__doc__ = with_batch_size_default(
+        with_silent(get_feature_correlation_matrix.__doc__),
+        RNASeqMixin.get_feature_correlation_matrix,
+    )
     posterior_predictive_sample.__doc__ = with_note(
         with_silent(posterior_predictive_sample.__doc__), GENE_LIST_ORDER + " " + DRAWS_AT_FLOOR
     )

@@ -3,6 +3,7 @@ they leave a parameter out and with a note where deltavae's answer differs on pu
 
 from __future__ import annotations
 
+import inspect
 import textwrap
 
 _INDENT = " " * 8  # scvi-tools' docstrings are methods' (numpydoc, indented 8 spaces)
@@ -18,6 +19,17 @@ def with_silent(doc: str) -> str:
     if "        silent\n" in doc or "        dataloader\n" not in doc:
         return doc
     return doc.replace("        dataloader\n", f"        {silent}\n        dataloader\n", 1)
+
+
+def with_batch_size_default(doc: str, method) -> str:
+    """scvi-tools' docstring of ``method`` with its ``batch_size``'s real default: scvi-tools
+    1.4 says "Defaults to `scvi.settings.batch_size`" for ``get_feature_correlation_matrix``,
+    whose signature's default (``batch_size=64``) is what it uses."""
+    default = inspect.signature(method).parameters["batch_size"].default
+    if default is None:  # None: scvi.settings.batch_size, as said
+        return doc
+    said = "Defaults to `scvi.settings.batch_size`."
+    return doc.replace(said, f"Default {default} (not ``scvi.settings.batch_size``).", 1)
 
 
 def with_note(doc: str, note: str) -> str:

@@ -39,6 +39,24 @@ def _fc(n_in: int, n_hidden: int, n_cat_list, n_layers: int, dropout_rate: float
 class GaussianHeads(nn.Module):
     """One trunk over the input, one diagonal-Gaussian head per named latent.
 
+    Called with the input and one tensor of codes per categorical covariate, it returns a
+    dict of :class:`~torch.distributions.Normal`, one per name of ``latent_dims``.
+
+    Parameters
+    ----------
+    n_input
+        Features of the input.
+    latent_dims
+        Name to dimensions of each latent, e.g. ``{"z": 10, "w": 5}``.
+    n_cat_list
+        Categories of each categorical covariate (scvi-tools' ``FCLayers``), or None.
+    n_hidden
+        Units per hidden layer of the trunk.
+    n_layers
+        Hidden layers of the trunk.
+    dropout_rate
+        Dropout rate of the trunk's hidden layers.
+
     Examples
     --------
     >>> enc = GaussianHeads(20, {"z": 4, "w": 2}, n_cat_list=[3])
@@ -71,6 +89,22 @@ class GaussianHeads(nn.Module):
 
 class ClusterHead(nn.Module):
     """q(y | z, c) as logits and q(d | z, c) as Dirichlet concentrations over K clusters.
+
+    Called with z and one tensor of codes per categorical covariate, it returns
+    ``(logits, concentrations)``, each cells x ``n_clusters``.
+
+    Parameters
+    ----------
+    n_latent
+        Dimensions of z, the input.
+    n_clusters
+        Number of clusters K.
+    n_hidden
+        Units of the one hidden layer.
+    n_cat_list
+        Categories of each categorical covariate (scvi-tools' ``FCLayers``), or None.
+    dropout_rate
+        Dropout rate of the hidden layer.
 
     Examples
     --------
@@ -105,6 +139,17 @@ class CorrelatedNormal(Distribution):
     no solve: ``log N(z) = -|U^-1 ((z - loc) / scale)|^2 / 2 - sum(log scale) - d log(2 pi) / 2``.
     ``scale`` may vary per cell while ``unmix`` is shared by broadcasting; with U = I this is
     the diagonal Normal. Event shape ``(d,)``.
+
+    Parameters
+    ----------
+    loc
+        Means, ``(..., d)``.
+    scale
+        D's diagonal, positive, broadcast against ``loc``.
+    unmix
+        U^-1, unit lower-triangular, ``(d, d)`` or one per component ``(K, d, d)``.
+    validate_args
+        As for every torch :class:`~torch.distributions.Distribution`.
 
     Examples
     --------
@@ -165,6 +210,21 @@ class MixturePrior(nn.Module):
     direction of z; ``"diag"`` gives axis-aligned components. Both return a distribution with
     event shape ``(n_latent,)``.
 
+    Parameters
+    ----------
+    n_latent_w
+        Dimensions of w, the input.
+    n_latent
+        Dimensions of z.
+    n_clusters
+        Number of components K.
+    n_cat_list
+        Categories of each categorical covariate (scvi-tools' ``FCLayers``), or None.
+    n_hidden
+        Units of the one hidden layer.
+    covariance
+        ``"full"`` or ``"diag"``.
+
     Examples
     --------
     >>> prior = MixturePrior(2, 4, 3)
@@ -220,6 +280,21 @@ class MixturePrior(nn.Module):
 
 class ObservationDecoder(nn.Module):
     """p(x | z, c) for non-count data: Normal means (and a per-feature scale) or Bernoulli logits.
+
+    Parameters
+    ----------
+    n_latent
+        Dimensions of z, the input.
+    n_output
+        Features of the data.
+    likelihood
+        ``"normal"`` (means, with a learned scale per feature) or ``"bernoulli"`` (logits).
+    n_cat_list
+        Categories of each categorical covariate (scvi-tools' ``FCLayers``), or None.
+    n_hidden
+        Units per hidden layer.
+    n_layers
+        Hidden layers.
 
     Examples
     --------

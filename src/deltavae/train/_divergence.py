@@ -21,9 +21,10 @@ CHECK_EVERY = 20
 class TrainingDivergedError(RuntimeError):
     """Training met a non-finite loss (NaN or infinite) and stopped.
 
-    ``epoch`` and ``step`` say where. The model keeps the last parameters that gave a finite
-    loss, those used at ``restored_at`` = (epoch, step); ``None`` when they are the ones it
-    started this run with.
+    ``message`` is the error's text (it names the epoch, the step and a lower learning rate to
+    try); ``epoch`` and ``step`` say where. The model keeps the last parameters that gave a
+    finite loss, those used at ``restored_at`` = (epoch, step); ``None`` when they are the ones
+    it started this run with.
     """
 
     def __init__(self, message: str, epoch: int, step: int, restored_at: tuple[int, int] | None):
@@ -97,11 +98,12 @@ class DivergenceGuard:
         )
 
     def note_training_loss(self, loss: torch.Tensor, batch_idx: int) -> None:
-        """Take a training step's loss, before the optimiser uses it; every
-        :attr:`check_every` steps, read the losses taken and keep the parameters that gave
-        this one when all are finite, or stop (see :meth:`read_training_losses`). The count
-        runs on across epochs, whose ends read the losses too but keep nothing (the
-        parameters then are past the last update, whose loss nobody has seen)."""
+        """Take a training step's loss (of step ``batch_idx`` of the epoch), before the
+        optimiser uses it; every :attr:`check_every` steps, read the losses taken and keep
+        the parameters that gave this one when all are finite, or stop (see
+        :meth:`read_training_losses`). The count runs on across epochs, whose ends read the
+        losses too but keep nothing (the parameters then are past the last update, whose
+        loss nobody has seen)."""
         where = (self.current_epoch, batch_idx)
         self._unread.append((loss.detach(), where))
         self._steps_since_kept += 1
@@ -150,9 +152,9 @@ class DivergenceGuard:
         self._unread_validation = []
 
     def note_validation_loss(self, loss: torch.Tensor, batch_idx: int) -> None:
-        """Take a validation batch's loss: checked at once on the CPU, read with the pass's
-        other losses at its end on an accelerator and under DDP, where the processes must
-        agree (:meth:`read_validation_losses`)."""
+        """Take a validation batch's loss (of batch ``batch_idx``): checked at once on the
+        CPU, read with the pass's other losses at its end on an accelerator and under DDP,
+        where the processes must agree (:meth:`read_validation_losses`)."""
         if self.check_every == 1 and self.trainer.world_size == 1:
             self.stop_if_diverged(loss, batch_idx, "validation loss")
         else:
@@ -197,8 +199,9 @@ class DivergenceGuard:
         """Stop at once at a non-finite ``loss`` (any tensor) with the last finite parameters
         restored.
 
-        Raises :class:`TrainingDivergedError` naming the epoch, the step and what was not
-        finite, and suggesting a lower learning rate.
+        Raises :class:`TrainingDivergedError` naming the epoch, the step (``batch_idx``) and
+        what was not finite (``what``, e.g. ``"validation loss"``), and suggesting a lower
+        learning rate.
         """
         if not bool(torch.isfinite(loss.detach()).all()):
             self._stop(loss, self.current_epoch, batch_idx, what)
