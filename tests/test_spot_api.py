@@ -270,8 +270,11 @@ def test_write_to_adata_takes_adata_batch_size_key_added_in_every_model(split, a
 
     models = [dv.model.ZINBVAE, dv.model.CGMDVAE, dv.model.NMFDeconv]
     for cls in [*models, dv.model.Archetypes, dv.model.SpatialImputer]:
-        params = list(inspect.signature(cls.write_to_adata).parameters)
-        assert params[:4] == ["self", "adata", "batch_size", "key_added"], cls
+        signature = inspect.signature(cls.write_to_adata)
+        assert list(signature.parameters)[:4] == ["self", "adata", "batch_size", "key_added"], cls
+        # The same annotations everywhere (NMFDeconv's were missing: help() showed none).
+        assert signature.return_annotation == "list[str]", cls
+        assert signature.parameters["key_added"].annotation in ("str", "str | None"), cls
     model, mix = archetypes
     target = mix.copy()
     with pytest.warns(FutureWarning, match=r"second argument is batch_size.*n_anchors=2 by"):

@@ -121,9 +121,10 @@ doc_write_keyed = doc_write.replace(
     "during inference.\n",
     "during inference.\n"
     "key_added\n"
-    "    Prefix of every key written (listed above with the default prefix), so that results\n"
-    "    of several models (seeds, settings) can sit side by side in one AnnData. Keys that\n"
-    "    exist are overwritten, as scanpy's ``key_added`` does.\n",
+    "    Stands for the model's name (its default) in every key written, listed above\n"
+    '    (``obsm["X_<key_added>"]``, ...), so that results of several models (seeds,\n'
+    "    settings) can sit side by side in one AnnData. Keys that exist are overwritten, as\n"
+    "    scanpy's ``key_added`` does.\n",
 )
 
 

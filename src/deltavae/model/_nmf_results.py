@@ -165,8 +165,11 @@ class NMFResultsMixin:
 
     @writes_backed
     def write_to_adata(
-        self, adata: AnnData | None = None, batch_size: int | None = None, key_added=None
-    ):
+        self,
+        adata: AnnData | None = None,
+        batch_size: int | None = None,
+        key_added: str | None = None,
+    ) -> list[str]:
         """Write proportions to ``obsm["proportions"]`` and abundance to ``obs``.
 
         Parameters
