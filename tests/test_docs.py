@@ -56,6 +56,11 @@ def _own_methods(cls, prefix: str, overrides_too: bool = True):
             yield f"{prefix}.{attr}", method, inspect.getdoc(method)
 
 
+#: The methods scvi-tools' training plans and read-outs (and Pyro) call on a module, with the
+#: arguments of scvi-tools' ``BaseModuleClass`` protocol, documented there.
+_MODULE_PROTOCOL = {"inference", "generative", "loss", "sample", "model", "guide", "on_load"}
+
+
 def _public_callables():
     for name in dv.model.__all__:
         cls = getattr(dv.model, name)
@@ -64,6 +69,9 @@ def _public_callables():
     for name in dv.module.__all__:
         cls = getattr(dv.module, name)
         yield f"module.{name}", cls.__init__, inspect.getdoc(cls)
+        for entry in _own_methods(cls, f"module.{name}", overrides_too=False):
+            if entry[0].rpartition(".")[2] not in _MODULE_PROTOCOL:
+                yield entry
     # The building blocks' pages (class_own.rst) show the members deltavae defines.
     for module in (dv.train, dv.nn, dv.distributions):
         for name in module.__all__:

@@ -278,7 +278,8 @@ class ArchetypesModule(DeltaPyroModule):
     has_torch_elbo = True
 
     def negative_elbo(self, x, sample=None, kl_weight: float = 1.0):
-        """The objective of :meth:`model` and :meth:`guide` per spot, in one torch pass:
+        """The objective of :meth:`model` and :meth:`guide` per spot (counts ``x``, slide codes
+        ``sample``), in one torch pass:
         from one seed Pyro's ``Trace_ELBO`` value and gradients (one draw of the weights; the
         technology factors' log prior, a global term, shared out over the ``n_obs`` spots).
         Logs ``reconstruction_loss`` and ``kl_weights``, as :meth:`loss`."""

@@ -142,7 +142,8 @@ class DeltaPyroModule(PyroBaseModuleClass):
 
     def log_importance_weights(self, tensors, n_samples: int) -> torch.Tensor:
         """log p(x, latents) - log q(latents | x) for ``n_samples`` draws of the guide's
-        latents, shape ``(n_samples, cells)``: the importance weights of :meth:`marginal_ll`."""
+        latents, shape ``(n_samples, cells)``: the importance weights of :meth:`marginal_ll`.
+        ``tensors`` is a minibatch as scvi-tools' data loaders give it."""
         raise NotImplementedError(f"{type(self).__name__} has no importance weights.")
 
     @torch.inference_mode()
@@ -154,7 +155,8 @@ class DeltaPyroModule(PyroBaseModuleClass):
         return_mean: bool = False,
         n_mc_samples_per_pass: int = 1,
     ):
-        """log p(x) of each cell by importance sampling with the guide as proposal.
+        """log p(x) of each cell of the minibatch ``tensors`` by importance sampling with the
+        guide as proposal.
 
         log p(x) ~ logsumexp_k [log p(x, h_k) - log q(h_k | x)] - log K with K = ``n_mc_samples``
         draws h_k ~ q(h | x), taken ``n_mc_samples_per_pass`` at a time. Returns a CPU tensor

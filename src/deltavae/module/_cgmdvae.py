@@ -176,18 +176,18 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
         return self.label_to_cluster[labels.long().view(-1)]
 
     def encode(self, x, cat_covs=None) -> tuple[Normal, Normal]:
-        """q(z | x, c) and q(w | x, c)."""
+        """q(z | x, c) and q(w | x, c); ``cat_covs`` holds the codes c of the conditions."""
         x_ = torch.log1p(x) if self.observation.is_count else x
         q = self.encoder(x_, *split_categoricals(cat_covs))
         return q["z"], q["w"]
 
     def cluster_posterior(self, z, cat_covs=None):
-        """Logits of q(y | z, c) and concentrations of q(d | z, c)."""
+        """Logits of q(y | z, c) and concentrations of q(d | z, c) (c: ``cat_covs``)."""
         return self.cluster_head(z, *split_categoricals(cat_covs))
 
     def decode(self, z, cat_covs=None, library=None) -> dict[str, torch.Tensor]:
-        """Parameters of p(x | z, c) for :attr:`observation`: for counts the mean at
-        ``library`` (log) and more."""
+        """Parameters of p(x | z, c) (c: ``cat_covs``) for :attr:`observation`: for counts
+        the mean at ``library`` (log) and more."""
         cats = split_categoricals(cat_covs)
         if self.observation.is_count:
             px_scale, _, px_rate, px_dropout = self.decoder("gene", z, library, *cats)
@@ -200,12 +200,14 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
         return {"out": self.decoder(z, *cats), "log_scale": self.decoder.bounded_log_scale()}
 
     def prior_distribution(self, w, cat_covs=None) -> Distribution:
-        """p(z | w, y, c) for every y: batch shape ``(cells, K)``, event shape ``(n_latent,)``."""
+        """p(z | w, y, c) for every y (c: ``cat_covs``): batch shape ``(cells, K)``, event
+        shape ``(n_latent,)``."""
         cats = split_categoricals(cat_covs) if self.condition_in_prior else []
         return self.prior(w, *cats)
 
     def move_latent(self, z, w, cluster_probs, cat_covs, target_covs) -> torch.Tensor:
-        """Move z from each cell's own conditions to ``target_covs`` through the prior.
+        """Move z from each cell's own conditions (``cat_covs``) to ``target_covs`` through
+        the prior.
 
         Under component y, z is whitened by p(z | w, y, c) and recoloured by p(z | w, y, c'):
         mean_y(w, c') + L_y(w, c') L_y(w, c)^-1 (z - mean_y(w, c)), with L_y = D_y U_y the
@@ -220,7 +222,8 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
         return (cluster_probs.unsqueeze(-1) * moved).sum(-2)
 
     def mixture_terms(self, z, w, cat_covs=None, y_obs=None) -> dict[str, torch.Tensor]:
-        """The per-cell ELBO terms of (y, d) given samples of z and w, exact in y and d.
+        """The per-cell ELBO terms of (y, d) given samples of z and w, exact in y and d (c:
+        ``cat_covs``; ``y_obs``: each cell's label's component, -1 unlabelled).
 
         Returns ``log_pz`` (sum_y q(y) log p(z | w, y)), ``y_term``, ``d_term`` and
         ``classifier`` (cross-entropy of q(y | z) on labelled cells, 0 elsewhere), each of
@@ -252,7 +255,8 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
         }
 
     def alignment_penalty(self, z, cat_covs, qy) -> torch.Tensor:
-        """Squared distance between the conditions' means of z within each cluster, per cell.
+        """Squared distance between the conditions' means of z within each cluster, per cell
+        (conditions' codes ``cat_covs``; ``qy``: q(y | z), held fixed).
 
         For every condition covariate and cluster y, the mean of z over each condition's cells
         of the minibatch, weighted by q(y | z) (held fixed), is compared with the cluster's
@@ -277,7 +281,8 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
         return penalty
 
     def log_importance_weights(self, tensors, n_samples: int) -> torch.Tensor:
-        """log p(x, z, w) - log q(z, w | x) for ``n_samples`` guide draws: (samples, cells).
+        """log p(x, z, w) - log q(z, w | x) for ``n_samples`` guide draws: (samples, cells),
+        for the minibatch ``tensors``.
 
         The cluster y and proportions d are summed and integrated exactly: under
         d ~ Dir(alpha), p(y) = alpha_y / sum(alpha), so p(z | w, c) = sum_y p(y) p(z | w, y, c).
@@ -358,7 +363,8 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
     def negative_elbo(
         self, x, cat_covs=None, labels=None, kl_weight: float = 1.0
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The objective of :meth:`model` and :meth:`guide` per cell, in one torch pass.
+        """The objective of :meth:`model` and :meth:`guide` per cell, in one torch pass (their
+        arguments: data ``x``, conditions' codes ``cat_covs``, ``labels``, ``kl_weight``).
 
         The draws come in the guide's order (w, then z) and the networks run in the model's,
         so a seeded call gives what Pyro's ``Trace_ELBO`` would (value and gradients):

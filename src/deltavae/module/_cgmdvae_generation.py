@@ -90,8 +90,9 @@ class CGMDVAEGeneration:
         floor: float | None = 0.0,
         draws: CellDraws | None = None,
     ) -> dict[str, torch.Tensor | None]:
-        """Decode each cell's posterior mean of z under ``target_covs`` (codes per cell, or one
-        row for all), at its own library size for counts.
+        """Decode each cell's posterior mean of z (data ``x``, conditions' codes ``cat_covs``)
+        under ``target_covs`` (codes per cell, or one row for all), at its own library size for
+        counts.
 
         Returns ``expected`` (E[x | z, target]) and, for counts, ``counts``: one draw of the
         posterior predictive (None otherwise). With ``residual``, the cell's own data plus the

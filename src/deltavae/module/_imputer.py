@@ -222,7 +222,7 @@ class ImputerDeconvolutionModule(_ImputerBase):
         self.log_theta = nn.Parameter(torch.full((self.n_visible,), 2.0))
 
     def start_abundance(self, spot_totals: torch.Tensor) -> None:
-        """Start each spot's abundance at its visible total over a mean profile's."""
+        """Each spot's starting abundance: ``spot_totals`` (visible) over a mean profile's."""
         per_cell = torch.exp(self.log_profiles[:, self.visible]).sum(1).mean()
         start = torch.as_tensor(spot_totals, dtype=torch.float32) / per_cell
         with torch.no_grad():
@@ -333,7 +333,7 @@ class ImputerDeconvolutionModule(_ImputerBase):
             pyro.sample("proportions", pdist.Dirichlet(self.concentration(idx)))
 
     def negative_elbo(self, x, idx, kl_weight: float = 1.0):
-        """The ELBO of :meth:`model` and :meth:`guide` per spot in one torch pass."""
+        """Per-spot ELBO of :meth:`model` and :meth:`guide` (``x``, ``idx``, ``kl_weight``)."""
         q = pdist.Dirichlet(self.concentration(idx))
         proportions = q.rsample()
         alpha = self.prior_concentration().expand(x.shape[0], self.n_states)
@@ -465,8 +465,8 @@ class ImputerLatentModule(_ImputerBase):
             pyro.sample("z_ref", pdist.Normal(*self._loc_scale(r, 1)).to_event(1))
 
     def negative_elbo(self, x, idx, kl_weight: float = 1.0):
-        """The ELBO of :meth:`model` and :meth:`guide` per spot in one torch pass, a reference
-        minibatch of as many cells drawn as the guide draws it."""
+        """Per-spot ELBO of :meth:`model` and :meth:`guide` (``x``, ``idx``, ``kl_weight``) in
+        one torch pass, a reference minibatch of as many cells drawn as the guide draws it."""
         qz = Normal(*self._loc_scale(x, 0))
         z = qz.rsample()
         n_ref = len(self.reference_counts)

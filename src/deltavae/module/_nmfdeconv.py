@@ -174,7 +174,9 @@ class NMFDeconvModule(DeltaPyroModule):
         return PROPORTION_FLOOR + scale * F.softmax(logits, dim=-1)
 
     def abundance(self, x, idx, proportions, technology) -> torch.Tensor:
-        """Cells' worth of signal per spot (see the module docstring)."""
+        """Cells' worth of signal per spot (see the module docstring): per spot, its fitted
+        value at ``idx``; amortised, read from counts ``x``, their ``proportions`` and the
+        ``technology`` factor."""
         if not self.amortized:
             return torch.exp(self.log_abundance[idx])
         expected = ((proportions @ self.signatures()) * technology).sum(-1)
@@ -215,7 +217,8 @@ class NMFDeconvModule(DeltaPyroModule):
     has_torch_elbo = True
 
     def negative_elbo(self, x, idx, kl_weight: float = 1.0):
-        """The MAP objective of :meth:`model` and :meth:`guide` per spot, in one torch pass:
+        """The MAP objective of :meth:`model` and :meth:`guide` per spot (counts ``x``, spot
+        indices ``idx``, ``kl_weight``), in one torch pass:
         Pyro's ``Trace_ELBO`` value and gradients (the point-mass guide adds nothing). The
         technology factor's log prior, a global term, is shared out over the ``n_obs`` spots
         the cell plate stands for. Logs ``reconstruction_loss`` and, as ``kl_local``, the

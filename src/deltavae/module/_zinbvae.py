@@ -238,7 +238,8 @@ class ZINBVAEModule(DeltaPyroModule):
     def negative_elbo(
         self, x, batch_index, cat_covs=None, size_factor=None, kl_weight: float = 1.0
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Pyro's ``Trace_ELBO`` of :meth:`model` and :meth:`guide` per cell, in one torch pass.
+        """Pyro's ``Trace_ELBO`` of :meth:`model` and :meth:`guide` per cell, in one torch pass
+        (their arguments: counts ``x``, ``batch_index``, ``cat_covs``, ``size_factor``).
 
         The guide's draws come in the guide's order (z, then l), so a seeded call gives the
         ELBO (value and gradients) that Pyro would: ``-log p(x | z, l) + kl_weight *
@@ -330,7 +331,8 @@ class ZINBVAEModule(DeltaPyroModule):
         )
 
     def log_importance_weights(self, tensors, n_samples: int) -> torch.Tensor:
-        """log p(x, z[, l]) - log q(z[, l] | x) for ``n_samples`` guide draws: (samples, cells)."""
+        """log p(x, z[, l]) - log q(z[, l] | x) for ``n_samples`` guide draws: (samples, cells),
+        for the minibatch ``tensors``."""
         inference = self.inference(**self._get_inference_input(tensors), n_samples=n_samples)
         z, library = inference["z"], inference["library"]
         if n_samples == 1:
