@@ -86,6 +86,17 @@ ax
     Axes to draw on; a new figure when ``None``."""
 
 
+def doc_title_figsize(title: str, default: tuple[float, float]) -> str:
+    """``title`` and ``figsize`` of a plot of one panel: its own ``title`` and size."""
+    return f"""\
+title
+    Title of the plot (default {title}; ``""`` for none), as scanpy's ``title``.
+figsize
+    Size of the figure (inches) when it is made here (``ax=None``); default
+    ``rcParams["figure.figsize"]`` where set (``plt.rcParams``, ``sc.set_figure_params``), as
+    scanpy's plots follow it, else {default}."""
+
+
 def doc_show_save(writekey: str) -> str:
     """``show`` and ``save`` as in scanpy's plotting functions; ``writekey`` names the file."""
     return f"""\

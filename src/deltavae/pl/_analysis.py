@@ -14,13 +14,16 @@ from matplotlib.axes import Axes
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
 from ..metrics._perturbation import gene_means
+from ._tissue import draw_tissue
 from ._utils import (
     as_names,
     check_adata,
     closes_on_error,
+    figure_size,
     label_points,
     own_axes,
     panel_axes,
+    panel_titles,
     savefig_or_show,
 )
 
@@ -155,6 +158,8 @@ def cluster_probabilities(
     ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
+    title: str | Sequence[str] | None = None,
+    figsize: tuple[float, float] | None = None,
 ) -> Axes | list[Axes] | None:
     """How certain the cluster assignments are: entropy of q(y | z) on an embedding.
 
@@ -193,6 +198,13 @@ def cluster_probabilities(
     ax
         Axes to draw the entropy panel on (without ``clusters``); a new figure when ``None``.
     {show_save}
+    title
+        Title of each panel (default ``"Cluster entropy"``, then ``"P(cluster <name>)"``),
+        or one string: the title of a single panel, or of the figure of several.
+    figsize
+        Size of one panel (inches, its colour bar included); default
+        ``rcParams["figure.figsize"]`` where set (``sc.set_figure_params``, as scanpy sizes
+        each panel), else (4.8, 3.8).
 
     Returns
     -------
@@ -225,14 +237,15 @@ def cluster_probabilities(
         else:
             raise KeyError(f"cluster {cluster!r} is not one of the clusters {names}.")
     n_panels = 1 + len(columns)
-    fig, axes = panel_axes(ax, n_panels, ncols, (4.8, 3.8), layout="constrained")
+    fig, axes = panel_axes(ax, n_panels, ncols, figure_size(figsize, (4.8, 3.8)))
     size = size if size is not None else max(1.0, 30000.0 / max(adata.n_obs, 1) ** 1.1)
     label = "normalised entropy" if normalize else "entropy (nats)"
     panels = [(entropy, "Cluster entropy", cmap, label, 1.0 if normalize else None)]
     panels += [
         (probs[:, k], f"P(cluster {names[k]})", "viridis", "probability", 1.0) for k in columns
     ]
-    for ax, (values, title, colours, bar, vmax) in zip(axes, panels, strict=True):
+    titles, figure_title = panel_titles(title, [panel[1] for panel in panels])
+    for ax, name, (values, _, colours, bar, vmax) in zip(axes, titles, panels, strict=True):
         # Cells without results (NaN) in light grey under the others, as scanpy's na_color.
         missing = np.isnan(values)
         if missing.any():
@@ -251,16 +264,16 @@ def cluster_probabilities(
             rasterized=True,
         )
         fig.colorbar(points, ax=ax, label=bar, fraction=0.046, pad=0.02)
-        ax.set_title(title)
+        ax.set_title(name)
         ax.grid(False)
         ax.set_xlabel(f"{axis_name}1")
         ax.set_ylabel(f"{axis_name}2")
         ax.set_xticks([])
         ax.set_yticks([])
         if axis_name == "spatial":  # spot coordinates: to scale, rows down as in the image
-            ax.set_aspect("equal")
-            if not ax.yaxis_inverted():
-                ax.invert_yaxis()
+            draw_tissue(ax, None)
+    if figure_title is not None:
+        fig.suptitle(figure_title)
     return savefig_or_show(axes[0] if n_panels == 1 else axes, "cluster_probabilities", show, save)
 
 
@@ -277,6 +290,7 @@ def perturbation_scatter(
     title: str | None = None,
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
+    figsize: tuple[float, float] | None = None,
 ) -> Axes | None:
     """Predicted against observed mean expression per gene, with R² (scGen's figure).
 
@@ -300,8 +314,12 @@ def perturbation_scatter(
         Label the ``n_labels`` highlighted genes with the highest observed mean.
     {ax}
     xlabel, ylabel, title
-        Axis labels and title (default title: ``"R² = ..."``).
+        Axis labels and title (default title: ``"R² = ..."``; ``""`` for none).
     {show_save}
+    figsize
+        Size of the figure (inches) when it is made here (``ax=None``); default
+        ``rcParams["figure.figsize"]`` where set (``plt.rcParams``, ``sc.set_figure_params``),
+        as scanpy's plots follow it, else (4.5, 4.2).
 
     Returns
     -------
@@ -339,7 +357,7 @@ def perturbation_scatter(
             top = (pred[mask][None, :], true[mask][None, :])
             r2_top = float("nan") if constant else mean_expression_r2(*top)
     if ax is None:
-        ax = own_axes((4.5, 4.2))
+        ax = own_axes(figure_size(figsize, (4.5, 4.2)))
     if not mask.all():  # every gene highlighted: no "other genes" in the legend
         ax.scatter(
             true[~mask],

@@ -18,9 +18,9 @@ from matplotlib.ticker import (
     NullFormatter,
 )
 
-from .._docs import doc_ax, doc_params, doc_show_save
+from .._docs import doc_ax, doc_params, doc_show_save, doc_title_figsize
 from ..model._validation import warn_user
-from ._utils import as_names, closes_on_error, own_axes, savefig_or_show
+from ._utils import as_names, closes_on_error, figure_size, own_axes, savefig_or_show
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,11 @@ def _warmup_spans(model, kl: pd.Series, last: float) -> list[tuple[float, float]
     return spans
 
 
-@doc_params(ax=doc_ax, show_save=doc_show_save("history"))
+@doc_params(
+    ax=doc_ax,
+    show_save=doc_show_save("history"),
+    title_figsize=doc_title_figsize('``"Training history"``', (5, 3.5)),
+)
 @closes_on_error
 def history(
     model,
@@ -198,6 +202,8 @@ def history(
     shade_warmup: bool = True,
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
+    title: str | None = None,
+    figsize: tuple[float, float] | None = None,
 ) -> Axes | None:
     """Training and validation negative ELBO per epoch.
 
@@ -219,6 +225,7 @@ def history(
         ``plan_kwargs["max_kl_weight"]``): the model then trained on a loss with its KL terms
         down-weighted; ``elbo_train`` is the full ELBO throughout.
     {show_save}
+    {title_figsize}
 
     Returns
     -------
@@ -246,7 +253,7 @@ def history(
     if log:  # refused before a figure is made, not after the curves were drawn
         _log_values([frames[key] for key in present])
     if ax is None:
-        ax = own_axes((5, 3.5))
+        ax = own_axes(figure_size(figsize, (5, 3.5)))
     drawn = []
     for key in present:
         frame = frames[key]
@@ -270,7 +277,7 @@ def history(
         ax.set_xticks(epochs_drawn)
     ax.set_xlabel("epoch")
     ax.set_ylabel(_history_unit(model, present))
-    ax.set_title("Training history")
+    ax.set_title("Training history" if title is None else title)
     # A framed legend stays readable when it sits on the shaded warm-up.
     ax.legend(edgecolor="0.6")
     return savefig_or_show(ax, "history", show, save)

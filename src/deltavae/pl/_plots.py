@@ -17,10 +17,12 @@ from natsort import natsorted
 
 from .._checks import no_column
 from .._docs import doc_params, doc_show_save
+from ._tissue import Tissue, draw_tissue, tissue
 from ._utils import (
     as_names,
     check_adata,
     closes_on_error,
+    figure_size,
     for_scanpy,
     keep_colours,
     own_axes,
@@ -56,15 +58,21 @@ def embedding(
         Key of the embedding in ``adata.obsm`` (``"X_umap"`` or ``"umap"``). ``"spatial"``
         is drawn to scale with the y axis pointing down, as :func:`scanpy.pl.spatial` and
         :func:`spatial_proportions` draw tissue (:func:`scanpy.pl.embedding` drew it upside
-        down).
+        down): over the library's image in ``uns["spatial"]`` where there is one, the
+        coordinates times its scale factor and the spots to scale, as
+        :func:`scanpy.pl.spatial` places them; ``img_key``, ``library_id``, ``scale_factor``
+        and ``spot_size`` as there (``img_key=None``: no image), ``size`` a factor on the
+        spots' diameter.
     color
         obs column(s) or gene(s) to colour by, e.g. ``"cell_type"`` or ``["leiden", "CD3E"]``.
     ax
         Axes to draw on (one colour only); a new figure when ``None``.
     {show_save}
     **kwargs
-        Passed to :func:`scanpy.pl.embedding` (``title``, ``legend_loc``, ``size`` ...);
-        with several colours ``wspace`` defaults to 0.5, room for a legend of cell type names.
+        Passed to :func:`scanpy.pl.embedding` (``title``, ``legend_loc``, ``size``,
+        ``palette`` ...); with several colours ``wspace`` defaults to 0.5, room for a legend of
+        cell type names. ``figsize`` sets ``rcParams["figure.figsize"]`` for this plot (per
+        panel, as scanpy sizes them), which it follows otherwise.
 
     Returns
     -------
@@ -93,13 +101,19 @@ def embedding(
     if not isinstance(color, str) and color is not None and len(color) > 1:
         # scanpy's default gap fits short legends only: cell type names ran into the next panel.
         kwargs.setdefault("wspace", 0.5)
+    figsize = kwargs.pop("figsize", None)
+    sizes = {} if figsize is None else {"figure.figsize": figure_size(figsize, (0, 0))}
+    on = _tissue_of(adata, name, kwargs)
     opened = set(plt.get_fignums())
     try:
         # save=False: scanpy's own autosave must not write a second file under its own name.
         drawn = for_scanpy(adata, stored, kwargs)
-        axes = sc.pl.embedding(
-            drawn, basis=key, color=color, ax=ax, show=False, save=False, **kwargs
-        )
+        if on is not None and on.scale != 1.0:  # full-resolution pixels to the image's
+            drawn.obsm[stored] = np.asarray(adata.obsm[stored], dtype=float) * on.scale
+        with plt.rc_context(sizes):
+            axes = sc.pl.embedding(
+                drawn, basis=key, color=color, ax=ax, show=False, save=False, **kwargs
+            )
     except Exception as err:
         # scanpy had opened the figure: an empty one was left behind (shown in a notebook).
         for number in set(plt.get_fignums()) - opened:
@@ -109,12 +123,10 @@ def embedding(
         message = err.args[0] if err.args else "color not found"
         raise KeyError(_colour_message(adata, color, kwargs, message)) from err
     keep_colours(adata, drawn)
-    if name == "spatial":  # tissue as dv.pl.spatial_proportions and sc.pl.spatial draw it
+    if on is not None:  # tissue as dv.pl.spatial_proportions and sc.pl.spatial draw it
         panels = axes.axes if kwargs.get("return_fig") else np.atleast_1d(axes)
         for panel in [p for p in panels if not hasattr(p, "_colorbar")]:
-            panel.set_aspect("equal")
-            if not panel.yaxis_inverted():
-                panel.invert_yaxis()
+            draw_tissue(panel, on)
     if ax is None:
         own_figure((axes[0] if isinstance(axes, list) else axes).figure)
     if kwargs.get("return_fig"):
@@ -122,6 +134,31 @@ def embedding(
         savefig_or_show(axes, name, False, save)
         return axes
     return savefig_or_show(axes, name, show, save)
+
+
+_PLACING = ("img_key", "library_id", "scale_factor", "spot_size")
+
+
+def _tissue_of(adata: AnnData, name: str, kwargs: dict) -> Tissue | None:
+    """Where the spots of ``basis="spatial"`` land on their image (``img_key``, ``library_id``,
+    ``scale_factor``, ``spot_size`` taken out of ``kwargs``, as :func:`scanpy.pl.spatial` reads
+    them); spots of a known diameter are drawn to scale as scanpy's circles, and ``size``
+    scales that diameter. ``None`` for any other basis."""
+    placing = {k: kwargs.pop(k) for k in _PLACING if k in kwargs and k != "scale_factor"}
+    if name != "spatial":
+        if placing:
+            raise ValueError(
+                f"{sorted(placing)} place spots on a tissue image: basis {name!r} is no tissue "
+                "(pass basis='spatial', or leave them out)."
+            )
+        return None
+    on = tissue(adata, scale_factor=kwargs.pop("scale_factor", None), **placing)
+    if on.diameter is not None:  # scanpy's circles: their radius in the drawn coordinates
+        size = kwargs.get("size")
+        size = 1.0 if size is None else np.asarray(size, dtype=float)
+        kwargs["size"] = size * on.diameter * 0.5
+        kwargs["scale_factor"] = 1.0  # the coordinates handed to scanpy are scaled already
+    return on
 
 
 def _check_drawable(adata: AnnData, stored: str, layer, components) -> None:
@@ -230,6 +267,8 @@ def cluster_composition(
     show_sizes: bool = True,
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
+    title: str | None = None,
+    figsize: tuple[float, float] | None = None,
 ) -> Axes | None:
     """Heatmap of how clusters and known labels overlap (the contingency table).
 
@@ -262,6 +301,12 @@ def cluster_composition(
         table leaves out (``"A0 (n=63, 5 without cell_type)"``): the table and its
         fractions hold only cells with both.
     {show_save}
+    title
+        Title of the plot; default none (the axes name the two columns).
+    figsize
+        Size of the figure (inches) when it is made here (``ax=None``); default sized to the
+        table and its tick labels, as scanpy sizes its matrix plots (``sc.pl.matrixplot``),
+        not ``rcParams["figure.figsize"]``: a fixed size crowded or collapsed large tables.
 
     Returns
     -------
@@ -306,9 +351,11 @@ def cluster_composition(
         # collapses the axes of a figure too small for them.
         longest_row = max(map(len, row_names), default=0)
         longest_col = max(map(len, col_names), default=0)
-        ax = own_axes(
-            (2.7 + 0.6 * n_cols + 0.075 * longest_row, 1.2 + 0.4 * n_rows + 0.055 * longest_col)
+        fitted = (
+            2.7 + 0.6 * n_cols + 0.075 * longest_row,
+            1.2 + 0.4 * n_rows + 0.055 * longest_col,
         )
+        ax = own_axes(fitted if figsize is None else figure_size(figsize, fitted))
     top = 1.0 if normalize else None  # fractions on their whole scale
     image = ax.imshow(table, cmap=cmap, aspect="auto", vmin=0, vmax=top)
     ax.grid(False)  # a style's grid (scanpy's set_figure_params) would cut through the cells
@@ -317,6 +364,8 @@ def cluster_composition(
     ax.set_yticks(np.arange(n_rows), row_names)
     ax.set_xlabel(label_key)
     ax.set_ylabel(cluster_key)
+    if title is not None:
+        ax.set_title(title)
     if annotate:
         dark = 0.6 * (top or table.max())
         for (row, col), value in np.ndenumerate(table):

@@ -12,8 +12,18 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
 from .._checks import short_repr
-from .._docs import doc_ax, doc_params, doc_show_save
-from ._utils import as_names, check_adata, closes_on_error, own_axes, panel_axes, savefig_or_show
+from .._docs import doc_ax, doc_params, doc_show_save, doc_title_figsize
+from ._tissue import DEFAULT, doc_tissue, draw_tissue, spots, tissue
+from ._utils import (
+    as_names,
+    check_adata,
+    closes_on_error,
+    figure_size,
+    own_axes,
+    panel_axes,
+    panel_titles,
+    savefig_or_show,
+)
 
 
 def _spatial_values(
@@ -94,7 +104,7 @@ def _top(values: np.ndarray, vmax: float | str | None, floor: float = 0.0) -> fl
     return max(float(top), floor) if top > 0 else 1.0
 
 
-@doc_params(show_save=doc_show_save("spatial_proportions"))
+@doc_params(tissue=doc_tissue, show_save=doc_show_save("spatial_proportions"))
 @closes_on_error
 def spatial_proportions(
     adata: AnnData,
@@ -108,6 +118,12 @@ def spatial_proportions(
     ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
+    title: str | Sequence[str] | None = None,
+    figsize: tuple[float, float] | None = None,
+    img_key: str | None = DEFAULT,
+    library_id: str | None = DEFAULT,
+    scale_factor: float | None = None,
+    spot_size: float | None = None,
 ) -> list[Axes] | None:
     """One panel per cell type (or archetype): its proportion at every spot's coordinates.
 
@@ -127,7 +143,10 @@ def spatial_proportions(
     ncols
         Panels per row.
     size
-        Marker size; default from the number of spots.
+        Marker size (points²); default from the number of spots. Spots of a known diameter
+        (``spot_size``, or the library's ``spot_diameter_fullres``) are drawn to scale over
+        the tissue, as :func:`scanpy.pl.spatial` draws them, and ``size`` scales their
+        diameter (default 1).
     cmap
         Colour map.
     vmax
@@ -140,6 +159,16 @@ def spatial_proportions(
     ax
         Axes to draw a single panel on (one column); a new figure when ``None``.
     {show_save}
+    title
+        Title of each panel (one per column drawn; default the column names), or one string:
+        the title of a single panel, or of the figure of several.
+    figsize
+        Size of one panel (inches, its colour bar included); default
+        ``rcParams["figure.figsize"]`` where set (``sc.set_figure_params``, as scanpy sizes
+        each panel), else (3.2, 3.0).
+    {tissue}
+
+    These four apply to ``basis="spatial"`` only, as :func:`embedding` reads them.
 
     Returns
     -------
@@ -162,6 +191,15 @@ def spatial_proportions(
     if coords.ndim != 2 or coords.shape[1] < 2:
         raise ValueError(f"obsm[{found[0]!r}] has shape {coords.shape}; expected (spots, 2).")
     image_rows = found[0].removeprefix("X_") == "spatial"
+    placing = {"img_key": img_key, "library_id": library_id, "scale_factor": scale_factor}
+    placing = {
+        k: v for k, v in {**placing, "spot_size": spot_size}.items() if v not in (None, DEFAULT)
+    }
+    if placing and not image_rows:
+        raise ValueError(
+            f"{sorted(placing)} place spots on a tissue image: basis={basis!r} is no tissue "
+            "(pass basis='spatial', or leave them out)."
+        )
     if isinstance(vmax, str) and vmax != "p99":
         raise ValueError(f"vmax must be a number, 'p99' or None; got {vmax!r}.")
     if vmax is not None and not isinstance(vmax, str) and not vmax > 0:
@@ -169,31 +207,44 @@ def spatial_proportions(
     if adata.n_obs == 0:
         raise ValueError("adata holds no spots: nothing to draw.")
     table, values = _spatial_values(adata, key, columns)
+    on = tissue(adata, img_key, library_id, scale_factor, spot_size) if image_rows else None
+    titles, figure_title = panel_titles(title, [str(c) for c in values.columns])
     floor = LOWEST_SCALE_TOP if _are_proportions(table) else 0.0
     n = values.shape[1]
-    fig, axes = panel_axes(ax, n, ncols, (3.2, 3.0))
-    size = size if size is not None else max(2.0, 12000.0 / max(adata.n_obs, 1) ** 1.1)
-    for ax, column in zip(axes, values.columns, strict=True):
+    fig, axes = panel_axes(ax, n, ncols, figure_size(figsize, (3.2, 3.0)))
+    xy = coords[:, :2] * (on.scale if on is not None else 1.0)
+    if on is not None and on.diameter is not None:  # to scale, as sc.pl.spatial draws spots
+        diameter = on.diameter * (1.0 if size is None else size)
+        draw = lambda ax, where, **kw: spots(ax, where, diameter, **kw)  # noqa: E731
+    else:
+        size = size if size is not None else max(2.0, 12000.0 / max(adata.n_obs, 1) ** 1.1)
+        draw = lambda ax, where, **kw: ax.scatter(*where.T, s=size, **kw)  # noqa: E731
+    for ax, column, name in zip(axes, values.columns, titles, strict=True):
         v = values[column].to_numpy(dtype=float)
         missing = np.isnan(v)
         top = _top(v[~missing], vmax, floor)
         # Spots without a value in light grey (scanpy's na_color), under the others.
         if missing.any():
-            ax.scatter(*coords[missing, :2].T, c=_NA_COLOR, s=size)
-        points = ax.scatter(
-            *coords[~missing, :2].T, c=v[~missing], s=size, cmap=cmap, vmin=0, vmax=top
-        )
+            draw(ax, xy[missing], c=_NA_COLOR)
+        points = draw(ax, xy[~missing], c=v[~missing], cmap=cmap, vmin=0, vmax=top)
         fig.colorbar(points, ax=ax, label=_bar_label(key), shrink=0.7, pad=0.02)
-        ax.set_title(str(column))
-        ax.set_aspect("equal")
-        if image_rows and not ax.yaxis_inverted():
-            ax.invert_yaxis()  # image orientation (rows down), also over an image drawn
+        ax.set_title(name)
+        if image_rows:  # image orientation (rows down), over the tissue image where there is one
+            draw_tissue(ax, on)
+        else:
+            ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
+    if figure_title is not None:
+        fig.suptitle(figure_title)
     return savefig_or_show(axes, "spatial_proportions", show, save)
 
 
-@doc_params(ax=doc_ax, show_save=doc_show_save("archetype_elbow"))
+@doc_params(
+    ax=doc_ax,
+    show_save=doc_show_save("archetype_elbow"),
+    title_figsize=doc_title_figsize('``"Archetype elbow"``', (4.5, 3.2)),
+)
 @closes_on_error
 def archetype_elbow(
     adata_or_model,
@@ -201,6 +252,8 @@ def archetype_elbow(
     ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
+    title: str | None = None,
+    figsize: tuple[float, float] | None = None,
 ) -> Axes | None:
     """Explained variance against the number of archetypes, with the chosen number marked
     (and the number of archetypes kept, where similar ones were merged: ``merge_threshold``).
@@ -216,6 +269,7 @@ def archetype_elbow(
         for results written with ``write_to_adata(key_added=...)``.
     {ax}
     {show_save}
+    {title_figsize}
 
     Returns
     -------
@@ -260,7 +314,7 @@ def archetype_elbow(
     explained = np.asarray(curve["explained_variance"])
     chosen = int(curve["chosen"])
     if ax is None:
-        ax = own_axes((4.5, 3.2))
+        ax = own_axes(figure_size(figsize, (4.5, 3.2)))
     ax.plot(ks, explained, marker="o", color="0.3")
     label = f"chosen: {chosen}"
     if kept is not None and len(kept) != chosen:  # the spatial panels show the merged ones
@@ -269,6 +323,6 @@ def archetype_elbow(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "2.5 archetypes" tick
     ax.set_xlabel("number of archetypes")
     ax.set_ylabel("explained variance")
-    ax.set_title("Archetype elbow")
+    ax.set_title("Archetype elbow" if title is None else title)
     ax.legend()
     return savefig_or_show(ax, "archetype_elbow", show, save)

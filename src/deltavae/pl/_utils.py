@@ -154,6 +154,59 @@ def as_names(value, arg: str) -> list | None:
     return names
 
 
+def figure_size(figsize, default: tuple[float, float]) -> tuple[float, float]:
+    """The size of a plot's figure (or of one of its panels): ``figsize`` where given, else
+    ``rcParams["figure.figsize"]`` where the user set it (``plt.rcParams``,
+    ``sc.set_figure_params``, a style, ``plt.rc_context``), as scanpy's plots follow it; the
+    plot's own ``default`` under matplotlib's default size.
+
+    Examples
+    --------
+    >>> with plt.rc_context({"figure.figsize": (3, 2)}):
+    ...     figure_size(None, (5, 3.5))
+    (3.0, 2.0)
+    >>> figure_size(None, (5, 3.5)), figure_size((4, 4), (5, 3.5))
+    ((5, 3.5), (4.0, 4.0))
+    """
+    if figsize is None:
+        size = tuple(mpl.rcParams["figure.figsize"])
+        if size == tuple(mpl.rcParamsDefault["figure.figsize"]):
+            return default
+        return float(size[0]), float(size[1])
+    try:
+        width, height = (float(v) for v in figsize)
+    except (TypeError, ValueError):
+        width = height = float("nan")
+    if not (width > 0 and height > 0 and np.isfinite([width, height]).all()):
+        raise ValueError(f"figsize must be (width, height) in inches; got {figsize!r}.")
+    return width, height
+
+
+def panel_titles(title, defaults: list[str]) -> tuple[list[str], str | None]:
+    """Titles of a plot's panels and of its figure: ``title`` as scanpy's plots take it (one
+    string, or one per panel); one string over several panels is the figure's title.
+
+    Examples
+    --------
+    >>> panel_titles(None, ["A", "B"]), panel_titles("Sample 1", ["A", "B"])
+    ((['A', 'B'], None), (['A', 'B'], 'Sample 1'))
+    >>> panel_titles(["a", "b"], ["A", "B"]), panel_titles("x", ["A"])
+    ((['a', 'b'], None), (['x'], None))
+    """
+    if title is None:
+        return defaults, None
+    if isinstance(title, str):
+        return ([title], None) if len(defaults) == 1 else (defaults, title)
+    titles = [str(t) for t in title]
+    if len(titles) != len(defaults):
+        raise ValueError(
+            f"title names {len(titles)} panels, and the plot has {len(defaults)} "
+            f"({defaults[:5]}{' ...' if len(defaults) > 5 else ''}): pass one title per panel, "
+            "or one string for the figure."
+        )
+    return titles, None
+
+
 def own_axes(figsize: tuple[float, float]) -> Axes:
     """A new figure's Axes, laid out so that labels and colour bars stay inside the figure
     when it is saved with ``plt.savefig`` after ``show=False``."""

@@ -1,0 +1,150 @@
+"""Spots on their tissue image: ``uns["spatial"]`` read as :func:`scanpy.pl.spatial` reads it.
+
+Space Ranger (and ``sc.read_visium``, ``squidpy.read.visium``) writes the spots' coordinates
+in ``obsm["spatial"]`` in pixels of the full-resolution image, and smaller images in
+``uns["spatial"][library_id]["images"]`` (``"hires"``, ``"lowres"``) with the factors that take
+full-resolution pixels to theirs (``scalefactors["tissue_hires_scalef"]`` ...) and the spots'
+diameter (``scalefactors["spot_diameter_fullres"]``). A spot drawn over an image is drawn at
+its coordinates times the image's factor, and to scale.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from anndata import AnnData
+from matplotlib.axes import Axes
+from matplotlib.collections import EllipseCollection
+
+from .._checks import short_repr
+
+
+class _Default(enum.Enum):
+    """scanpy's ``_empty``: an argument not given (``None`` means "no image")."""
+
+    token = 0
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+DEFAULT = _Default.token
+
+doc_tissue = """\
+img_key
+    Image of ``uns["spatial"][library_id]["images"]`` to draw the spots over, and whose
+    scale factor (``scalefactors["tissue_<img_key>_scalef"]``) takes the full-resolution
+    coordinates to its pixels: by default ``"hires"``, else ``"lowres"``, as
+    :func:`scanpy.pl.spatial`; ``None`` draws the coordinates as they are, without an image.
+library_id
+    Library of ``uns["spatial"]``; by default the only one there.
+scale_factor
+    Factor from the coordinates to the image's pixels; default the image's.
+spot_size
+    Spots' diameter in full-resolution pixels; default ``scalefactors["spot_diameter_fullres"]``.
+    With a diameter the spots are drawn to scale, as :func:`scanpy.pl.spatial` draws them."""
+
+
+@dataclass(frozen=True)
+class Tissue:
+    """How spots are drawn: over ``image``, at coordinates times ``scale``, ``diameter``
+    (drawn pixels) across."""
+
+    image: np.ndarray | None
+    scale: float
+    diameter: float | None
+
+
+def tissue(adata: AnnData, img_key=DEFAULT, library_id=DEFAULT, scale_factor=None, spot_size=None):
+    """The image, scale factor and spot diameter of ``adata``'s spots, as
+    :func:`scanpy.pl.spatial` resolves ``img_key``, ``library_id``, ``scale_factor`` and
+    ``spot_size`` (with errors that name what there is)."""
+    libraries = adata.uns.get("spatial", {})
+    libraries = libraries if isinstance(libraries, Mapping) else {}
+    if library_id is DEFAULT:
+        if len(libraries) > 1 and img_key is not None:
+            raise ValueError(
+                f"adata.uns['spatial'] holds {len(libraries)} libraries "
+                f"{short_repr(list(libraries), n=10, unit='libraries')}: pass library_id= (the "
+                "library of these spots), or img_key=None to draw the coordinates without an "
+                "image."
+            )
+        library_id = next(iter(libraries)) if len(libraries) == 1 else None
+    elif library_id is not None and library_id not in libraries:
+        raise KeyError(
+            f"library_id={library_id!r} is not in adata.uns['spatial']; available: "
+            f"{short_repr(list(libraries), n=10, unit='libraries')}."
+        )
+    data = libraries.get(library_id, {}) if library_id is not None else {}
+    images = data.get("images", {}) or {}
+    factors = data.get("scalefactors", {}) or {}
+    if img_key is DEFAULT:
+        img_key = next((key for key in ("hires", "lowres") if key in images), None)
+    elif img_key is not None and img_key not in images:
+        where = f"adata.uns['spatial'][{library_id!r}]['images']" if library_id else None
+        raise KeyError(
+            f"img_key={img_key!r} is not in {where}; available: {list(images)}."
+            if where
+            else f"img_key={img_key!r}, and adata.uns has no 'spatial' library with images: "
+            "pass img_key=None."
+        )
+    if scale_factor is None:
+        scale_factor = 1.0
+        if img_key is not None:
+            name = f"tissue_{img_key}_scalef"
+            if name not in factors:
+                raise KeyError(
+                    f"adata.uns['spatial'][{library_id!r}]['scalefactors'] has no {name!r}, the "
+                    f"factor of image {img_key!r}: pass scale_factor=."
+                )
+            scale_factor = factors[name]
+    if spot_size is None:
+        spot_size = factors.get("spot_diameter_fullres")
+    for arg, value in {"scale_factor": scale_factor, "spot_size": spot_size}.items():
+        if value is not None and not (np.isfinite(value) and float(value) > 0):
+            raise ValueError(f"{arg} must be a number above 0; got {short_repr(value)}.")
+    scale = float(scale_factor)
+    image = np.asarray(images[img_key]) if img_key is not None else None
+    return Tissue(image, scale, None if spot_size is None else float(spot_size) * scale)
+
+
+def spots(ax: Axes, xy: np.ndarray, diameter: float, **kwargs) -> EllipseCollection:
+    """Spots as circles ``diameter`` across in data units (a scatter's markers are in points
+    and do not follow the image's scale), coloured as ``ax.scatter`` colours them."""
+    values, vmin, vmax = kwargs.pop("c"), kwargs.pop("vmin", None), kwargs.pop("vmax", None)
+    circles = EllipseCollection(
+        diameter,
+        diameter,
+        0.0,
+        units="xy",
+        offsets=xy,
+        offset_transform=ax.transData,
+        **kwargs,
+    )
+    if isinstance(values, str):  # one colour (light grey, the spots without a value)
+        circles.set_facecolor(values)
+    else:
+        circles.set_array(np.asarray(values, dtype=float))
+        circles.set_clim(vmin, vmax)
+    circles.set_linewidth(0)
+    ax.add_collection(circles, autolim=True)
+    ax.autoscale_view()
+    return circles
+
+
+def draw_tissue(ax: Axes, tissue: Tissue | None) -> None:
+    """After the spots are drawn: the image under them, to scale, rows down (as
+    :func:`scanpy.pl.spatial`), the view on the spots. An axes already in image orientation
+    (a second call, an image of the user's) keeps it."""
+    if tissue is not None and tissue.image is not None:
+        x0, x1 = sorted(ax.get_xlim())
+        y0, y1 = sorted(ax.get_ylim())
+        ax.imshow(tissue.image)
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y1, y0)
+    ax.set_aspect("equal")
+    if not ax.yaxis_inverted():
+        ax.invert_yaxis()

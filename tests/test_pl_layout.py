@@ -1,0 +1,155 @@
+"""deltavae.pl sized, titled and placed as scanpy's plots are: rcParams["figure.figsize"]
+(sc.set_figure_params) followed, title= on every plot, and spots over their tissue image where
+sc.pl.spatial puts them (uns["spatial"] scale factors)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import anndata as ad  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+import deltavae as dv  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _visium(n=30):
+    """Spots in full-resolution pixels with a Space Ranger library (hires and lowres images)."""
+    rng = np.random.default_rng(0)
+    spots = ad.AnnData(rng.poisson(2.0, (n, 2)).astype(np.float32))
+    spots.var_names = ["g0", "g1"]
+    spots.obsm["spatial"] = rng.uniform(2000, 8000, size=(n, 2))
+    spots.obsm["proportions"] = pd.DataFrame(
+        rng.dirichlet([1, 1], n), index=spots.obs_names, columns=["Astro", "Neuron"]
+    )
+    spots.obsm["cgmdvae_cluster_probs"] = rng.dirichlet([1, 1, 1], n)
+    spots.obsm["X_umap"] = rng.normal(size=(n, 2))
+    spots.obs["region"] = pd.Categorical(rng.choice(["a", "b"], n))
+    factors = {"tissue_hires_scalef": 0.1, "tissue_lowres_scalef": 0.03}
+    factors["spot_diameter_fullres"] = 90.0
+    images = {"hires": np.ones((80, 80, 3)), "lowres": np.ones((24, 24, 3))}
+    spots.uns["spatial"] = {"lib1": {"images": images, "scalefactors": factors}}
+    return spots
+
+
+def _history():
+    return {"elbo_train": pd.DataFrame({"elbo_train": [3.0, 2.0, 1.5]})}
+
+
+def _elbow(spots):
+    curve = {"n_archetypes": [2, 3, 4], "explained_variance": [0.5, 0.8, 0.85], "chosen": 3}
+    spots.uns["archetypes"] = {"elbow": curve}
+    return spots
+
+
+def _one_panel_plots(spots):
+    means = pd.DataFrame(np.arange(12.0).reshape(4, 3), columns=["a", "b", "c"])
+    return {
+        "history": lambda **kw: dv.pl.history(_history(), show=False, **kw),
+        "archetype_elbow": lambda **kw: dv.pl.archetype_elbow(_elbow(spots), show=False, **kw),
+        "perturbation_scatter": lambda **kw: dv.pl.perturbation_scatter(
+            means * 1.1, means, show=False, **kw
+        ),
+        "cluster_composition": lambda **kw: dv.pl.cluster_composition(
+            spots, "region", "region", show=False, **kw
+        ),
+    }
+
+
+def test_plots_follow_rcparams_figsize_as_scanpy_plots_do():
+    """plt.rcParams["figure.figsize"] (what sc.set_figure_params(figsize=...) sets) was ignored:
+    every plot drew at its own fixed size."""
+    spots = _visium()
+    plots = _one_panel_plots(spots)
+    with plt.rc_context({"figure.figsize": (3.0, 2.0)}):
+        for name, plot in plots.items():
+            if name != "cluster_composition":  # sized to its table, as sc.pl.matrixplot
+                assert tuple(plot().figure.get_size_inches()) == (3.0, 2.0), name
+        # several panels: the size of each, as scanpy's multi-panel plots
+        axes = dv.pl.spatial_proportions(spots, ncols=2, show=False)
+        assert tuple(axes[0].figure.get_size_inches()) == (6.0, 2.0)
+        axes = dv.pl.cluster_probabilities(spots, clusters=[0, 1], ncols=3, show=False)
+        assert tuple(axes[0].figure.get_size_inches()) == (9.0, 2.0)
+    for name, plot in plots.items():  # figsize= wins, on every plot
+        assert tuple(plot(figsize=(4, 3)).figure.get_size_inches()) == (4.0, 3.0), name
+    fig = dv.pl.embedding(spots, color="g0", figsize=(2.5, 2.5), return_fig=True)
+    assert tuple(fig.get_size_inches()) == (2.5, 2.5)
+    # matplotlib's default size leaves each plot its own
+    assert tuple(plots["history"]().figure.get_size_inches()) == (5.0, 3.5)
+    with pytest.raises(ValueError, match=r"figsize must be \(width, height\) in inches; got 4"):
+        plots["history"](figsize=4)
+
+
+def test_every_plot_takes_a_title():
+    spots = _visium()
+    for name, plot in _one_panel_plots(spots).items():
+        assert plot(title="Mine").get_title() == "Mine", name
+        assert plot(title="").get_title() == "", name
+    assert dv.pl.history(_history(), show=False).get_title() == "Training history"
+    axes = dv.pl.spatial_proportions(spots, title=["A", "N"], show=False)
+    assert [ax.get_title() for ax in axes] == ["A", "N"]
+    # one string over several panels is the figure's title; the panels keep theirs
+    axes = dv.pl.cluster_probabilities(spots, clusters=[1], title="Sample 1", show=False)
+    assert axes[0].figure.get_suptitle() == "Sample 1"
+    assert [ax.get_title() for ax in axes] == ["Cluster entropy", "P(cluster 1)"]
+    (ax,) = dv.pl.spatial_proportions(spots, columns="Astro", title="Astrocytes", show=False)
+    assert ax.get_title() == "Astrocytes" and not ax.figure.get_suptitle()
+    with pytest.raises(ValueError, match=r"title names 1 panels, and the plot has 2"):
+        dv.pl.spatial_proportions(spots, title=["A"], show=False)
+
+
+def _centres(ax):
+    return np.asarray(ax.collections[-1].get_offsets())
+
+
+def test_spots_land_on_the_image_as_scanpy_places_them():
+    """obsm["spatial"] in full-resolution pixels was drawn as it is: over a hires image (10% of
+    the full resolution) the spots lay ten times too far out, beside the tissue."""
+    spots = _visium()
+    full = spots.obsm["spatial"]
+    (ax,) = dv.pl.spatial_proportions(spots, columns="Astro", show=False)
+    np.testing.assert_allclose(_centres(ax), full * 0.1)
+    assert ax.images and ax.images[0].get_array().shape[:2] == (80, 80)
+    assert ax.yaxis_inverted() and ax.get_aspect() == 1.0
+    np.testing.assert_allclose(ax.collections[-1].get_widths(), 90 * 0.1)  # to scale
+    # the same place in dv.pl.embedding(basis="spatial"), scanpy's circles of that radius
+    emb = dv.pl.embedding(spots, basis="spatial", color="g0", show=False)
+    paths = emb.collections[0].get_paths()
+    centres = np.array([(p.vertices.min(0) + p.vertices.max(0)) / 2 for p in paths])
+    np.testing.assert_allclose(np.sort(centres, axis=0), np.sort(full * 0.1, axis=0), rtol=1e-6)
+    assert emb.images and emb.yaxis_inverted()
+    # img_key and scale_factor as in scanpy; img_key=None: the coordinates as they are
+    (ax,) = dv.pl.spatial_proportions(spots, columns="Astro", img_key="lowres", show=False)
+    np.testing.assert_allclose(_centres(ax), full * 0.03)
+    (ax,) = dv.pl.spatial_proportions(spots, columns="Astro", img_key=None, show=False)
+    np.testing.assert_allclose(_centres(ax), full)
+    assert not ax.images
+    (ax,) = dv.pl.spatial_proportions(spots, columns="Astro", scale_factor=0.5, show=False)
+    np.testing.assert_allclose(_centres(ax), full * 0.5)
+
+
+def test_which_library_and_image_is_asked_for_and_refused_by_name():
+    spots = _visium()
+    spots.uns["spatial"]["lib2"] = spots.uns["spatial"]["lib1"]
+    with pytest.raises(ValueError, match=r"holds 2 libraries .*pass library_id="):
+        dv.pl.spatial_proportions(spots, show=False)
+    with pytest.raises(ValueError, match=r"holds 2 libraries"):
+        dv.pl.embedding(spots, basis="spatial", color="g0", show=False)
+    (ax,) = dv.pl.spatial_proportions(spots, columns="Astro", library_id="lib2", show=False)
+    np.testing.assert_allclose(_centres(ax), spots.obsm["spatial"] * 0.1)
+    plt.close("all")
+    with pytest.raises(KeyError, match=r"library_id='lib3' is not in adata.uns\['spatial'\]"):
+        dv.pl.spatial_proportions(spots, library_id="lib3", show=False)
+    with pytest.raises(KeyError, match=r"img_key='fullres' is not in .*\['hires', 'lowres'\]"):
+        dv.pl.spatial_proportions(spots, library_id="lib1", img_key="fullres", show=False)
+    with pytest.raises(ValueError, match=r"\['img_key'\] place spots on a tissue image"):
+        dv.pl.spatial_proportions(spots, basis="X_umap", img_key="hires", show=False)
+    assert plt.get_fignums() == []
