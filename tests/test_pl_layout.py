@@ -134,6 +134,13 @@ def test_spots_land_on_the_image_as_scanpy_places_them():
     assert not ax.images
     (ax,) = dv.pl.spatial_proportions(spots, columns="Astro", scale_factor=0.5, show=False)
     np.testing.assert_allclose(_centres(ax), full * 0.5)
+    # sc.pl.spatial's alpha_img, bw and crop_coord (full-resolution pixels), in both plots
+    crop = {"alpha_img": 0.5, "bw": True, "crop_coord": (3000, 6000, 2000, 5000)}
+    (prop,) = dv.pl.spatial_proportions(spots, columns="Astro", show=False, **crop)
+    emb = dv.pl.embedding(spots, basis="spatial", color="region", show=False, **crop)
+    for ax in (prop, emb):
+        assert ax.get_xlim() == (300.0, 600.0) and ax.get_ylim() == (500.0, 200.0)
+        assert ax.images[0].get_alpha() == 0.5 and ax.images[0].get_array().shape == (80, 80)
 
 
 def test_which_library_and_image_is_asked_for_and_refused_by_name():

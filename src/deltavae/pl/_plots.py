@@ -17,7 +17,7 @@ from natsort import natsorted
 
 from .._checks import no_column
 from .._docs import doc_params, doc_show_save
-from ._tissue import Tissue, draw_tissue, tissue
+from ._tissue import PLACING, Tissue, draw_tissue, tissue
 from ._utils import (
     as_names,
     check_adata,
@@ -136,15 +136,13 @@ def embedding(
     return savefig_or_show(axes, name, show, save)
 
 
-_PLACING = ("img_key", "library_id", "scale_factor", "spot_size")
-
-
 def _tissue_of(adata: AnnData, name: str, kwargs: dict) -> Tissue | None:
     """Where the spots of ``basis="spatial"`` land on their image (``img_key``, ``library_id``,
-    ``scale_factor``, ``spot_size`` taken out of ``kwargs``, as :func:`scanpy.pl.spatial` reads
-    them); spots of a known diameter are drawn to scale as scanpy's circles, and ``size``
-    scales that diameter. ``None`` for any other basis."""
-    placing = {k: kwargs.pop(k) for k in _PLACING if k in kwargs and k != "scale_factor"}
+    ``scale_factor``, ``spot_size``, ``alpha_img``, ``bw``, ``crop_coord`` taken out of
+    ``kwargs``, as :func:`scanpy.pl.spatial` reads them); spots of a known diameter are drawn
+    to scale as scanpy's circles, and ``size`` scales that diameter. ``None`` for any other
+    basis (whose ``scale_factor`` is scanpy's)."""
+    placing = {k: kwargs.pop(k) for k in PLACING if k in kwargs and k != "scale_factor"}
     if name != "spatial":
         if placing:
             raise ValueError(

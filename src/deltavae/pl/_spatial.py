@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .._checks import short_repr
 from .._docs import doc_ax, doc_params, doc_show_save, doc_title_figsize
-from ._tissue import DEFAULT, doc_tissue, draw_tissue, spots, tissue
+from ._tissue import DEFAULT, PLACING, doc_tissue, draw_tissue, spots, tissue
 from ._utils import (
     as_names,
     check_adata,
@@ -124,6 +124,9 @@ def spatial_proportions(
     library_id: str | None = DEFAULT,
     scale_factor: float | None = None,
     spot_size: float | None = None,
+    alpha_img: float = 1.0,
+    bw: bool = False,
+    crop_coord: tuple[float, float, float, float] | None = None,
 ) -> list[Axes] | None:
     """One panel per cell type (or archetype): its proportion at every spot's coordinates.
 
@@ -168,7 +171,7 @@ def spatial_proportions(
         each panel), else (3.2, 3.0).
     {tissue}
 
-    These four apply to ``basis="spatial"`` only, as :func:`embedding` reads them.
+    These apply to ``basis="spatial"`` only, as :func:`embedding` reads them.
 
     Returns
     -------
@@ -191,13 +194,14 @@ def spatial_proportions(
     if coords.ndim != 2 or coords.shape[1] < 2:
         raise ValueError(f"obsm[{found[0]!r}] has shape {coords.shape}; expected (spots, 2).")
     image_rows = found[0].removeprefix("X_") == "spatial"
-    placing = {"img_key": img_key, "library_id": library_id, "scale_factor": scale_factor}
-    placing = {
-        k: v for k, v in {**placing, "spot_size": spot_size}.items() if v not in (None, DEFAULT)
-    }
-    if placing and not image_rows:
+    placing = dict(zip(PLACING, (img_key, library_id, scale_factor, spot_size), strict=False))
+    placing.update(alpha_img=alpha_img, bw=bw, crop_coord=crop_coord)
+    unset = {"alpha_img": 1.0, "bw": False}  # the others' defaults are None and DEFAULT
+    given = [k for k, v in placing.items() if v is not None and v is not DEFAULT]
+    given = [k for k in given if k not in unset or placing[k] != unset[k]]
+    if given and not image_rows:
         raise ValueError(
-            f"{sorted(placing)} place spots on a tissue image: basis={basis!r} is no tissue "
+            f"{sorted(given)} place spots on a tissue image: basis={basis!r} is no tissue "
             "(pass basis='spatial', or leave them out)."
         )
     if isinstance(vmax, str) and vmax != "p99":
@@ -207,7 +211,7 @@ def spatial_proportions(
     if adata.n_obs == 0:
         raise ValueError("adata holds no spots: nothing to draw.")
     table, values = _spatial_values(adata, key, columns)
-    on = tissue(adata, img_key, library_id, scale_factor, spot_size) if image_rows else None
+    on = tissue(adata, **placing) if image_rows else None
     titles, figure_title = panel_titles(title, [str(c) for c in values.columns])
     floor = LOWEST_SCALE_TOP if _are_proportions(table) else 0.0
     n = values.shape[1]

@@ -45,7 +45,13 @@ scale_factor
     Factor from the coordinates to the image's pixels; default the image's.
 spot_size
     Spots' diameter in full-resolution pixels; default ``scalefactors["spot_diameter_fullres"]``.
-    With a diameter the spots are drawn to scale, as :func:`scanpy.pl.spatial` draws them."""
+    With a diameter the spots are drawn to scale, as :func:`scanpy.pl.spatial` draws them.
+alpha_img, bw, crop_coord
+    As :func:`scanpy.pl.spatial`: the image's opacity, the image in grey, and the view
+    ``(left, right, top, bottom)`` in full-resolution pixels."""
+
+#: The arguments of :func:`scanpy.pl.spatial` that place spots on their image.
+PLACING = ("img_key", "library_id", "scale_factor", "spot_size", "alpha_img", "bw", "crop_coord")
 
 
 @dataclass(frozen=True)
@@ -56,9 +62,20 @@ class Tissue:
     image: np.ndarray | None
     scale: float
     diameter: float | None
+    alpha: float = 1.0
+    crop: tuple[float, float, float, float] | None = None  # in drawn coordinates
 
 
-def tissue(adata: AnnData, img_key=DEFAULT, library_id=DEFAULT, scale_factor=None, spot_size=None):
+def tissue(
+    adata: AnnData,
+    img_key=DEFAULT,
+    library_id=DEFAULT,
+    scale_factor=None,
+    spot_size=None,
+    alpha_img: float = 1.0,
+    bw: bool = False,
+    crop_coord=None,
+) -> Tissue:
     """The image, scale factor and spot diameter of ``adata``'s spots, as
     :func:`scanpy.pl.spatial` resolves ``img_key``, ``library_id``, ``scale_factor`` and
     ``spot_size`` (with errors that name what there is)."""
@@ -108,7 +125,17 @@ def tissue(adata: AnnData, img_key=DEFAULT, library_id=DEFAULT, scale_factor=Non
             raise ValueError(f"{arg} must be a number above 0; got {short_repr(value)}.")
     scale = float(scale_factor)
     image = np.asarray(images[img_key]) if img_key is not None else None
-    return Tissue(image, scale, None if spot_size is None else float(spot_size) * scale)
+    if bw and image is not None:  # scanpy's grey: luminance of the RGB channels, from 0 to 1
+        top = 255.0 if np.issubdtype(image.dtype, np.integer) else 1.0
+        image = np.dot(image[..., :3], [0.2989, 0.5870, 0.1140]) / top
+    if crop_coord is not None:
+        if np.size(crop_coord) != 4:
+            raise ValueError(
+                f"crop_coord must be (left, right, top, bottom); got {short_repr(crop_coord)}."
+            )
+        crop_coord = tuple(float(c) * scale for c in crop_coord)
+    diameter = None if spot_size is None else float(spot_size) * scale
+    return Tissue(image, scale, diameter, float(alpha_img), crop_coord)
 
 
 def spots(ax: Axes, xy: np.ndarray, diameter: float, **kwargs) -> EllipseCollection:
@@ -139,12 +166,17 @@ def draw_tissue(ax: Axes, tissue: Tissue | None) -> None:
     """After the spots are drawn: the image under them, to scale, rows down (as
     :func:`scanpy.pl.spatial`), the view on the spots. An axes already in image orientation
     (a second call, an image of the user's) keeps it."""
-    if tissue is not None and tissue.image is not None:
+    if tissue is not None and (tissue.image is not None or tissue.crop is not None):
         x0, x1 = sorted(ax.get_xlim())
         y0, y1 = sorted(ax.get_ylim())
-        ax.imshow(tissue.image)
+        if tissue.image is not None:
+            # grey on its whole scale, as the colours were (not stretched to the tissue's range)
+            grey = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0} if tissue.image.ndim == 2 else {}
+            ax.imshow(tissue.image, alpha=tissue.alpha, **grey)
+        if tissue.crop is not None:
+            x0, x1, y0, y1 = tissue.crop
         ax.set_xlim(x0, x1)
-        ax.set_ylim(y1, y0)
+        ax.set_ylim(max(y0, y1), min(y0, y1))
     ax.set_aspect("equal")
     if not ax.yaxis_inverted():
         ax.invert_yaxis()
