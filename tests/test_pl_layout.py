@@ -106,6 +106,19 @@ def test_every_plot_takes_a_title():
         dv.pl.spatial_proportions(spots, title=["A"], show=False)
 
 
+def test_every_plot_returns_its_figure_as_scanpy_plots_do(tmp_path):
+    """return_fig=True (scanpy's) was refused by every plot but embedding: TypeError."""
+    spots = _visium()
+    plots = _one_panel_plots(spots)
+    plots["spatial_proportions"] = lambda **kw: dv.pl.spatial_proportions(spots, **kw)
+    plots["cluster_probabilities"] = lambda **kw: dv.pl.cluster_probabilities(spots, **kw)
+    for name, plot in plots.items():  # the last two not shown under scanpy's autoshow either
+        fig = plot(return_fig=True)
+        assert isinstance(fig, plt.Figure) and fig.axes, name
+    fig = dv.pl.history(_history(), return_fig=True, save=tmp_path / "h.png")
+    assert isinstance(fig, plt.Figure) and (tmp_path / "h.png").stat().st_size > 1000
+
+
 def _centres(ax):
     return np.asarray(ax.collections[-1].get_offsets())
 

@@ -110,7 +110,9 @@ save
     chooses the format (``save="_pbmc.png"`` writes ``figures/{writekey}_pbmc.png``);
     ``None`` saves when :attr:`scanpy.settings.autosave` is set. A :class:`pathlib.Path`, or
     an absolute path as a string, is the file itself (format from its suffix). The resolution
-    is matplotlib's ``savefig.dpi`` (scanpy's ``dpi_save``), at least 150 dpi."""
+    is matplotlib's ``savefig.dpi`` (scanpy's ``dpi_save``), at least 150 dpi.
+return_fig
+    Return the Figure, not shown (saved where ``save`` says), as scanpy's ``return_fig``."""
 
 
 # ---------------------------------------------------------------------------------- models

@@ -3,8 +3,10 @@ the archetype elbow and predicted-versus-observed expression.
 
 Every plot takes ``show`` and ``save`` as scanpy's plotting functions do (``save=True`` or
 ``save="_name.png"`` writes into ``scanpy.settings.figdir``; a :class:`pathlib.Path` is the file
-itself), every plot takes ``ax`` (those of several panels when they draw one), and all return
-the Axes when the figure is not shown. :func:`cluster_entropy` draws nothing: it returns the
+itself), every plot takes ``ax`` (those of several panels when they draw one), ``title`` and
+``figsize`` (default ``rcParams["figure.figsize"]`` where set, as ``sc.set_figure_params`` sets
+it), and all return the Axes when the figure is not shown, or the Figure with
+``return_fig=True``. :func:`cluster_entropy` draws nothing: it returns the
 per-cell values :func:`cluster_probabilities` colours by.
 
 Examples

@@ -160,6 +160,7 @@ def cluster_probabilities(
     save: bool | str | os.PathLike | None = None,
     title: str | Sequence[str] | None = None,
     figsize: tuple[float, float] | None = None,
+    return_fig: bool = False,
 ) -> Axes | list[Axes] | None:
     """How certain the cluster assignments are: entropy of q(y | z) on an embedding.
 
@@ -208,7 +209,8 @@ def cluster_probabilities(
 
     Returns
     -------
-    The Axes (a list of Axes when ``clusters`` is given), unless the figure is shown.
+    The Axes (a list of Axes when ``clusters`` is given), unless the figure is shown; the
+    Figure with ``return_fig``.
 
     Examples
     --------
@@ -274,7 +276,9 @@ def cluster_probabilities(
             draw_tissue(ax, None)
     if figure_title is not None:
         fig.suptitle(figure_title)
-    return savefig_or_show(axes[0] if n_panels == 1 else axes, "cluster_probabilities", show, save)
+    return savefig_or_show(
+        axes[0] if n_panels == 1 else axes, "cluster_probabilities", show, save, return_fig
+    )
 
 
 @doc_params(ax=doc_ax, show_save=doc_show_save("perturbation_scatter"))
@@ -291,6 +295,7 @@ def perturbation_scatter(
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
     figsize: tuple[float, float] | None = None,
+    return_fig: bool = False,
 ) -> Axes | None:
     """Predicted against observed mean expression per gene, with R² (scGen's figure).
 
@@ -323,7 +328,8 @@ def perturbation_scatter(
 
     Returns
     -------
-    The Axes, unless the figure is shown. The R² values are in the legend and title.
+    The Axes, unless the figure is shown; the Figure with ``return_fig``. The R² values are
+    in the legend and title.
 
     Examples
     --------
@@ -386,4 +392,4 @@ def perturbation_scatter(
         idx = np.flatnonzero(mask)
         idx = idx[np.argsort(-true[idx])][:n_labels]
         label_points(ax, true[idx], pred[idx], genes[idx])
-    return savefig_or_show(ax, "perturbation_scatter", show, save)
+    return savefig_or_show(ax, "perturbation_scatter", show, save, return_fig)

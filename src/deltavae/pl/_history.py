@@ -204,6 +204,7 @@ def history(
     save: bool | str | os.PathLike | None = None,
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
+    return_fig: bool = False,
 ) -> Axes | None:
     """Training and validation negative ELBO per epoch.
 
@@ -229,7 +230,7 @@ def history(
 
     Returns
     -------
-    The Axes, unless the figure is shown.
+    The Axes, unless the figure is shown; the Figure with ``return_fig``.
 
     Examples
     --------
@@ -280,4 +281,4 @@ def history(
     ax.set_title("Training history" if title is None else title)
     # A framed legend stays readable when it sits on the shaded warm-up.
     ax.legend(edgecolor="0.6")
-    return savefig_or_show(ax, "history", show, save)
+    return savefig_or_show(ax, "history", show, save, return_fig)

@@ -267,6 +267,7 @@ def cluster_composition(
     save: bool | str | os.PathLike | None = None,
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
+    return_fig: bool = False,
 ) -> Axes | None:
     """Heatmap of how clusters and known labels overlap (the contingency table).
 
@@ -308,8 +309,8 @@ def cluster_composition(
 
     Returns
     -------
-    The Axes, unless the figure is shown. The table is the image's array
-    (``ax.images[0].get_array()``).
+    The Axes, unless the figure is shown; the Figure with ``return_fig``. The table is the
+    image's array (``ax.images[0].get_array()``).
 
     Examples
     --------
@@ -377,4 +378,4 @@ def cluster_composition(
                     fontsize=8,
                     color="white" if value > dark else "black",
                 )
-    return savefig_or_show(ax, "cluster_composition", show, save)
+    return savefig_or_show(ax, "cluster_composition", show, save, return_fig)

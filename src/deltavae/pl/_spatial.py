@@ -127,6 +127,7 @@ def spatial_proportions(
     alpha_img: float = 1.0,
     bw: bool = False,
     crop_coord: tuple[float, float, float, float] | None = None,
+    return_fig: bool = False,
 ) -> list[Axes] | None:
     """One panel per cell type (or archetype): its proportion at every spot's coordinates.
 
@@ -175,7 +176,7 @@ def spatial_proportions(
 
     Returns
     -------
-    The list of Axes, unless the figure is shown.
+    The list of Axes, unless the figure is shown; the Figure with ``return_fig``.
 
     Examples
     --------
@@ -241,7 +242,7 @@ def spatial_proportions(
         ax.set_yticks([])
     if figure_title is not None:
         fig.suptitle(figure_title)
-    return savefig_or_show(axes, "spatial_proportions", show, save)
+    return savefig_or_show(axes, "spatial_proportions", show, save, return_fig)
 
 
 @doc_params(
@@ -258,6 +259,7 @@ def archetype_elbow(
     save: bool | str | os.PathLike | None = None,
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
+    return_fig: bool = False,
 ) -> Axes | None:
     """Explained variance against the number of archetypes, with the chosen number marked
     (and the number of archetypes kept, where similar ones were merged: ``merge_threshold``).
@@ -277,7 +279,7 @@ def archetype_elbow(
 
     Returns
     -------
-    The Axes, unless the figure is shown.
+    The Axes, unless the figure is shown; the Figure with ``return_fig``.
 
     Examples
     --------
@@ -329,4 +331,4 @@ def archetype_elbow(
     ax.set_ylabel("explained variance")
     ax.set_title("Archetype elbow" if title is None else title)
     ax.legend()
-    return savefig_or_show(ax, "archetype_elbow", show, save)
+    return savefig_or_show(ax, "archetype_elbow", show, save, return_fig)

@@ -255,8 +255,10 @@ def savefig_or_show(
     writekey: str,
     show: bool | None,
     save: bool | str | os.PathLike | None,
-) -> Axes | list[Axes] | None:
-    """Save and/or show the figure holding ``axes``; return the axes unless shown.
+    return_fig: bool = False,
+) -> Axes | list[Axes] | plt.Figure | None:
+    """Save and/or show the figure holding ``axes``; return the axes unless shown, or with
+    ``return_fig`` the figure, not shown (scanpy's ``return_fig``).
 
     ``save=None`` follows ``scanpy.settings.autosave``. ``show=None`` follows
     ``scanpy.settings.autoshow`` unless the figure is saved: a saved figure the plot made itself
@@ -268,6 +270,8 @@ def savefig_or_show(
     fig = (axes[0] if isinstance(axes, list) else axes).figure.figure
     if save is None:
         save = sc.settings.autosave
+    if return_fig:
+        show = False
     if show is None:
         show = sc.settings.autoshow and not save
     if save is not False:
@@ -288,6 +292,8 @@ def savefig_or_show(
         # The axes stay usable; closing only stops pyplot from accumulating saved figures
         # (shown ones too, as scanpy closes them: a non-interactive backend keeps them open).
         plt.close(fig)
+    if return_fig:
+        return fig
     return None if show else axes
 
 
