@@ -139,6 +139,10 @@ def test_spots_land_on_the_image_as_scanpy_places_them():
     centres = np.array([(p.vertices.min(0) + p.vertices.max(0)) / 2 for p in paths])
     np.testing.assert_allclose(np.sort(centres, axis=0), np.sort(full * 0.1, axis=0), rtol=1e-6)
     assert emb.images and emb.yaxis_inverted()
+    # cluster_probabilities(basis="spatial") too (drew full-resolution pixels, no image)
+    ax = dv.pl.cluster_probabilities(spots, basis="spatial", show=False)
+    np.testing.assert_allclose(np.sort(_centres(ax), 0), np.sort(full * 0.1, 0))
+    assert ax.images and ax.yaxis_inverted()
     # img_key and scale_factor as in scanpy; img_key=None: the coordinates as they are
     (ax,) = dv.pl.spatial_proportions(spots, columns="Astro", img_key="lowres", show=False)
     np.testing.assert_allclose(_centres(ax), full * 0.03)
@@ -154,6 +158,23 @@ def test_spots_land_on_the_image_as_scanpy_places_them():
     for ax in (prop, emb):
         assert ax.get_xlim() == (300.0, 600.0) and ax.get_ylim() == (500.0, 200.0)
         assert ax.images[0].get_alpha() == 0.5 and ax.images[0].get_array().shape == (80, 80)
+
+
+def test_a_size_per_spot_stays_with_its_spot():
+    """size with one value per spot (as scanpy takes it): the spots without a value were drawn
+    apart, and the sizes did not follow them (a ValueError, or sizes of other spots)."""
+    spots = _visium(10)
+    spots.obsm["proportions"].iloc[:2] = np.nan
+    size = np.arange(1.0, 11.0)
+    (ax,) = dv.pl.spatial_proportions(spots, columns="Astro", size=size, show=False)
+    grey, values = ax.collections
+    np.testing.assert_allclose(grey.get_widths(), size[:2] * 9.0)
+    np.testing.assert_allclose(values.get_widths(), size[2:] * 9.0)
+    spots.uns.clear()  # markers in points², as scatter draws them
+    (ax,) = dv.pl.spatial_proportions(spots, columns="Astro", size=size, show=False)
+    np.testing.assert_allclose(ax.collections[1].get_sizes(), size[2:])
+    with pytest.raises(ValueError, match=r"size has 3 values; pass one, or one per spot \(10\)"):
+        dv.pl.spatial_proportions(spots, size=[1, 2, 3], show=False)
 
 
 def test_which_library_and_image_is_asked_for_and_refused_by_name():

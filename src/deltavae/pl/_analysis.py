@@ -14,7 +14,7 @@ from matplotlib.axes import Axes
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
 from ..metrics._perturbation import gene_means
-from ._tissue import draw_tissue
+from ._tissue import DEFAULT, PLACING, doc_tissue, draw_tissue, placed, spot_drawer, tissue
 from ._utils import (
     as_names,
     check_adata,
@@ -144,7 +144,7 @@ def _names_from_clusters(adata: AnnData, probs_key: str, cluster_key: str, n: in
     return names if len(set(names)) == n else [str(k) for k in range(n)]
 
 
-@doc_params(show_save=doc_show_save("cluster_probabilities"))
+@doc_params(tissue=doc_tissue, show_save=doc_show_save("cluster_probabilities"))
 @closes_on_error
 def cluster_probabilities(
     adata: AnnData,
@@ -161,6 +161,13 @@ def cluster_probabilities(
     title: str | Sequence[str] | None = None,
     figsize: tuple[float, float] | None = None,
     return_fig: bool = False,
+    img_key: str | None = DEFAULT,
+    library_id: str | None = DEFAULT,
+    scale_factor: float | None = None,
+    spot_size: float | None = None,
+    alpha_img: float = 1.0,
+    bw: bool = False,
+    crop_coord: tuple[float, float, float, float] | None = None,
 ) -> Axes | list[Axes] | None:
     """How certain the cluster assignments are: entropy of q(y | z) on an embedding.
 
@@ -191,7 +198,9 @@ def cluster_probabilities(
     normalize
         Divide the entropy by log K.
     size
-        Marker size; default from the number of cells.
+        Marker size (points²; one, or one per cell); default from the number of cells. Spots
+        of a known diameter are drawn to scale on ``basis="spatial"`` (see
+        :func:`spatial_proportions`), and ``size`` scales their diameter.
     cmap
         Colour map of the entropy panel (probabilities use ``"viridis"``).
     ncols
@@ -206,6 +215,10 @@ def cluster_probabilities(
         Size of one panel (inches, its colour bar included); default
         ``rcParams["figure.figsize"]`` where set (``sc.set_figure_params``, as scanpy sizes
         each panel), else (4.8, 3.8).
+    {tissue}
+
+    These apply to ``basis="spatial"`` only, as :func:`embedding` and
+    :func:`spatial_proportions` read them.
 
     Returns
     -------
@@ -224,6 +237,11 @@ def cluster_probabilities(
         raise ValueError("adata holds no cells: nothing to draw.")
     probs = _probabilities(adata, probs_key)
     coords, axis_name = _coordinates(adata, basis)
+    placing = dict(zip(PLACING, (img_key, library_id, scale_factor, spot_size), strict=False))
+    placing.update(alpha_img=alpha_img, bw=bw, crop_coord=crop_coord)
+    placing = placed(basis, axis_name == "spatial", **placing)
+    on = tissue(adata, **placing) if axis_name == "spatial" else None
+    coords = coords * (on.scale if on is not None else 1.0)
     entropy = cluster_entropy(probs, normalize=normalize)
     names = _cluster_names(adata, probs_key, probs.shape[1])
     columns = []
@@ -240,7 +258,7 @@ def cluster_probabilities(
             raise KeyError(f"cluster {cluster!r} is not one of the clusters {names}.")
     n_panels = 1 + len(columns)
     fig, axes = panel_axes(ax, n_panels, ncols, figure_size(figsize, (4.8, 3.8)))
-    size = size if size is not None else max(1.0, 30000.0 / max(adata.n_obs, 1) ** 1.1)
+    draw = spot_drawer(on, size, adata.n_obs, max(1.0, 30000.0 / max(adata.n_obs, 1) ** 1.1))
     label = "normalised entropy" if normalize else "entropy (nats)"
     panels = [(entropy, "Cluster entropy", cmap, label, 1.0 if normalize else None)]
     panels += [
@@ -251,14 +269,14 @@ def cluster_probabilities(
         # Cells without results (NaN) in light grey under the others, as scanpy's na_color.
         missing = np.isnan(values)
         if missing.any():
-            ax.scatter(*coords[missing].T, c="lightgray", s=size, linewidths=0, rasterized=True)
+            draw(ax, coords[missing], missing, c="lightgray", linewidths=0, rasterized=True)
         # Draw the highest values last so that uncertain (or probable) cells are not hidden.
         order = np.flatnonzero(~missing)[np.argsort(values[~missing], kind="stable")]
-        points = ax.scatter(
-            coords[order, 0],
-            coords[order, 1],
+        points = draw(
+            ax,
+            coords[order],
+            order,
             c=values[order],
-            s=size,
             cmap=colours,
             vmin=0.0,
             vmax=vmax,
@@ -272,8 +290,8 @@ def cluster_probabilities(
         ax.set_ylabel(f"{axis_name}2")
         ax.set_xticks([])
         ax.set_yticks([])
-        if axis_name == "spatial":  # spot coordinates: to scale, rows down as in the image
-            draw_tissue(ax, None)
+        if on is not None:  # spots to scale, rows down, over their image (sc.pl.spatial's)
+            draw_tissue(ax, on)
     if figure_title is not None:
         fig.suptitle(figure_title)
     return savefig_or_show(

@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .._checks import short_repr
 from .._docs import doc_ax, doc_params, doc_show_save, doc_title_figsize
-from ._tissue import DEFAULT, PLACING, doc_tissue, draw_tissue, spots, tissue
+from ._tissue import DEFAULT, PLACING, doc_tissue, draw_tissue, placed, spot_drawer, tissue
 from ._utils import (
     as_names,
     check_adata,
@@ -147,10 +147,10 @@ def spatial_proportions(
     ncols
         Panels per row.
     size
-        Marker size (points²); default from the number of spots. Spots of a known diameter
-        (``spot_size``, or the library's ``spot_diameter_fullres``) are drawn to scale over
-        the tissue, as :func:`scanpy.pl.spatial` draws them, and ``size`` scales their
-        diameter (default 1).
+        Marker size (points²; one, or one per spot); default from the number of spots.
+        Spots of a known diameter (``spot_size``, or the library's ``spot_diameter_fullres``)
+        are drawn to scale over the tissue, as :func:`scanpy.pl.spatial` draws them, and
+        ``size`` scales their diameter (default 1).
     cmap
         Colour map.
     vmax
@@ -196,15 +196,9 @@ def spatial_proportions(
         raise ValueError(f"obsm[{found[0]!r}] has shape {coords.shape}; expected (spots, 2).")
     image_rows = found[0].removeprefix("X_") == "spatial"
     placing = dict(zip(PLACING, (img_key, library_id, scale_factor, spot_size), strict=False))
-    placing.update(alpha_img=alpha_img, bw=bw, crop_coord=crop_coord)
-    unset = {"alpha_img": 1.0, "bw": False}  # the others' defaults are None and DEFAULT
-    given = [k for k, v in placing.items() if v is not None and v is not DEFAULT]
-    given = [k for k in given if k not in unset or placing[k] != unset[k]]
-    if given and not image_rows:
-        raise ValueError(
-            f"{sorted(given)} place spots on a tissue image: basis={basis!r} is no tissue "
-            "(pass basis='spatial', or leave them out)."
-        )
+    placing = placed(
+        basis, image_rows, **placing, alpha_img=alpha_img, bw=bw, crop_coord=crop_coord
+    )
     if isinstance(vmax, str) and vmax != "p99":
         raise ValueError(f"vmax must be a number, 'p99' or None; got {vmax!r}.")
     if vmax is not None and not isinstance(vmax, str) and not vmax > 0:
@@ -218,20 +212,16 @@ def spatial_proportions(
     n = values.shape[1]
     fig, axes = panel_axes(ax, n, ncols, figure_size(figsize, (3.2, 3.0)))
     xy = coords[:, :2] * (on.scale if on is not None else 1.0)
-    if on is not None and on.diameter is not None:  # to scale, as sc.pl.spatial draws spots
-        diameter = on.diameter * (1.0 if size is None else size)
-        draw = lambda ax, where, **kw: spots(ax, where, diameter, **kw)  # noqa: E731
-    else:
-        size = size if size is not None else max(2.0, 12000.0 / max(adata.n_obs, 1) ** 1.1)
-        draw = lambda ax, where, **kw: ax.scatter(*where.T, s=size, **kw)  # noqa: E731
+    default = max(2.0, 12000.0 / max(adata.n_obs, 1) ** 1.1)
+    draw = spot_drawer(on, size, adata.n_obs, default)
     for ax, column, name in zip(axes, values.columns, titles, strict=True):
         v = values[column].to_numpy(dtype=float)
         missing = np.isnan(v)
         top = _top(v[~missing], vmax, floor)
         # Spots without a value in light grey (scanpy's na_color), under the others.
         if missing.any():
-            draw(ax, xy[missing], c=_NA_COLOR)
-        points = draw(ax, xy[~missing], c=v[~missing], cmap=cmap, vmin=0, vmax=top)
+            draw(ax, xy[missing], missing, c=_NA_COLOR)
+        points = draw(ax, xy[~missing], ~missing, c=v[~missing], cmap=cmap, vmin=0, vmax=top)
         fig.colorbar(points, ax=ax, label=_bar_label(key), shrink=0.7, pad=0.02)
         ax.set_title(name)
         if image_rows:  # image orientation (rows down), over the tissue image where there is one

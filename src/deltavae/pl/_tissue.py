@@ -138,7 +138,41 @@ def tissue(
     return Tissue(image, scale, diameter, float(alpha_img), crop_coord)
 
 
-def spots(ax: Axes, xy: np.ndarray, diameter: float, **kwargs) -> EllipseCollection:
+def placed(basis: str, is_tissue: bool, **placing) -> dict:
+    """The tissue arguments of a plot (:data:`PLACING`), refused by name where ``basis`` is no
+    tissue: they would be left unused without a word."""
+    unset = {"alpha_img": 1.0, "bw": False}  # the others' defaults are None and DEFAULT
+    given = [k for k, v in placing.items() if v is not None and v is not DEFAULT]
+    given = [k for k in given if k not in unset or placing[k] != unset[k]]
+    if given and not is_tissue:
+        raise ValueError(
+            f"{sorted(given)} place spots on a tissue image: basis={basis!r} is no tissue "
+            "(pass basis='spatial', or leave them out)."
+        )
+    return placing
+
+
+def spot_drawer(on: Tissue | None, size, n_spots: int, points: float):
+    """``draw(ax, xy, rows, **scatter)``: the spots ``rows`` (a mask of all ``n_spots``) at
+    ``xy``, as circles to scale where their diameter is known (``size`` a factor on it, as
+    :func:`scanpy.pl.spatial`), else as markers of ``size`` points² (default ``points``).
+    ``size`` may give each spot its own (one value per spot, as scanpy's)."""
+    if size is not None and np.ndim(size) > 0:
+        size = np.asarray(size, dtype=float).ravel()
+        if size.size != n_spots:
+            raise ValueError(f"size has {size.size} values; pass one, or one per spot ({n_spots}).")
+    if on is not None and on.diameter is not None:  # to scale, as sc.pl.spatial draws spots
+        across = on.diameter * (1.0 if size is None else size)
+        return lambda ax, xy, rows, **kw: spots(
+            ax, xy, np.broadcast_to(across, n_spots)[rows], **kw
+        )
+    size = points if size is None else size
+    return lambda ax, xy, rows, **kw: ax.scatter(
+        *xy.T, s=np.broadcast_to(size, n_spots)[rows], **kw
+    )
+
+
+def spots(ax: Axes, xy: np.ndarray, diameter, **kwargs) -> EllipseCollection:
     """Spots as circles ``diameter`` across in data units (a scatter's markers are in points
     and do not follow the image's scale), coloured as ``ax.scatter`` colours them."""
     values, vmin, vmax = kwargs.pop("c"), kwargs.pop("vmin", None), kwargs.pop("vmax", None)
