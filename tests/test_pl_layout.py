@@ -66,7 +66,7 @@ def _one_panel_plots(spots):
 
 def test_plots_follow_rcparams_figsize_as_scanpy_plots_do():
     """plt.rcParams["figure.figsize"] (what sc.set_figure_params(figsize=...) sets) was ignored:
-    every plot drew at its own fixed size."""
+    every plot drew at its own fixed size; and image.cmap (color_map=) by the value plots."""
     spots = _visium()
     plots = _one_panel_plots(spots)
     with plt.rc_context({"figure.figsize": (3.0, 2.0)}):
@@ -82,6 +82,11 @@ def test_plots_follow_rcparams_figsize_as_scanpy_plots_do():
         assert tuple(plot(figsize=(4, 3)).figure.get_size_inches()) == (4.0, 3.0), name
     fig = dv.pl.embedding(spots, color="g0", figsize=(2.5, 2.5), return_fig=True)
     assert tuple(fig.get_size_inches()) == (2.5, 2.5)
+    with plt.rc_context({"image.cmap": "magma"}):  # sc.set_figure_params(color_map="magma")
+        (ax,) = dv.pl.spatial_proportions(spots, columns="Astro", show=False)
+        assert ax.collections[-1].get_cmap().name == "magma"
+        axes = dv.pl.cluster_probabilities(spots, clusters=[0], show=False)
+        assert [ax.collections[-1].get_cmap().name for ax in axes] == ["magma_r", "magma"]
     # matplotlib's default size leaves each plot its own
     assert tuple(plots["history"]().figure.get_size_inches()) == (5.0, 3.5)
     with pytest.raises(ValueError, match=r"figsize must be \(width, height\) in inches; got 4"):

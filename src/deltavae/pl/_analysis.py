@@ -202,7 +202,8 @@ def cluster_probabilities(
         of a known diameter are drawn to scale on ``basis="spatial"`` (see
         :func:`spatial_proportions`), and ``size`` scales their diameter.
     cmap
-        Colour map of the entropy panel (probabilities use ``"viridis"``).
+        Colour map of the entropy panel; the probabilities use ``rcParams["image.cmap"]``
+        (viridis, or ``sc.set_figure_params(color_map=...)``), as scanpy's plots.
     ncols
         Panels per row.
     ax
@@ -261,9 +262,7 @@ def cluster_probabilities(
     draw = spot_drawer(on, size, adata.n_obs, max(1.0, 30000.0 / max(adata.n_obs, 1) ** 1.1))
     label = "normalised entropy" if normalize else "entropy (nats)"
     panels = [(entropy, "Cluster entropy", cmap, label, 1.0 if normalize else None)]
-    panels += [
-        (probs[:, k], f"P(cluster {names[k]})", "viridis", "probability", 1.0) for k in columns
-    ]
+    panels += [(probs[:, k], f"P(cluster {names[k]})", None, "probability", 1.0) for k in columns]
     titles, figure_title = panel_titles(title, [panel[1] for panel in panels])
     for ax, name, (values, _, colours, bar, vmax) in zip(axes, titles, panels, strict=True):
         # Cells without results (NaN) in light grey under the others, as scanpy's na_color.

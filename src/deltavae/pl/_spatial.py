@@ -113,7 +113,7 @@ def spatial_proportions(
     basis: str = "spatial",
     ncols: int = 4,
     size: float | None = None,
-    cmap: str = "viridis",
+    cmap: str | None = None,
     vmax: float | str | None = None,
     ax: Axes | None = None,
     show: bool | None = None,
@@ -152,7 +152,8 @@ def spatial_proportions(
         are drawn to scale over the tissue, as :func:`scanpy.pl.spatial` draws them, and
         ``size`` scales their diameter (default 1).
     cmap
-        Colour map.
+        Colour map; default ``rcParams["image.cmap"]`` (viridis, or
+        ``sc.set_figure_params(color_map=...)``), as scanpy's plots.
     vmax
         Upper end of the colour scale, which starts at 0: a number above 0, ``"p99"``
         (per-panel 99th percentile) or ``None`` (per-panel maximum; 1 for a column of
