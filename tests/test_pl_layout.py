@@ -182,7 +182,7 @@ def test_a_size_per_spot_stays_with_its_spot():
         dv.pl.spatial_proportions(spots, size=[1, 2, 3], show=False)
 
 
-def test_which_library_and_image_is_asked_for_and_refused_by_name():
+def test_which_library_and_image_is_asked_for_and_refused_by_name(tmp_path):
     spots = _visium()
     spots.uns["spatial"]["lib2"] = spots.uns["spatial"]["lib1"]
     with pytest.raises(ValueError, match=r"holds 2 libraries .*pass library_id="):
@@ -192,6 +192,12 @@ def test_which_library_and_image_is_asked_for_and_refused_by_name():
     (ax,) = dv.pl.spatial_proportions(spots, columns="Astro", library_id="lib2", show=False)
     np.testing.assert_allclose(_centres(ax), spots.obsm["spatial"] * 0.1)
     plt.close("all")
+    # the CLI's report of spots of two libraries: drawn without an image, not refused
+    from deltavae._cli_report import _spatial_plots
+
+    files = _spatial_plots(spots, _history(), "nmfdeconv", tmp_path)
+    assert [f.name for f in files] == ["elbo_history.png", "spatial_proportions.png"]
+    assert plt.get_fignums() == []
     with pytest.raises(KeyError, match=r"library_id='lib3' is not in adata.uns\['spatial'\]"):
         dv.pl.spatial_proportions(spots, library_id="lib3", show=False)
     with pytest.raises(KeyError, match=r"img_key='fullres' is not in .*\['hires', 'lowres'\]"):

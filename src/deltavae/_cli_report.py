@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anndata as ad
@@ -433,7 +433,12 @@ def _spatial_plots(results: ad.AnnData, model, model_name: str, folder: Path) ->
     key = SPOT_WEIGHTS.get(model_name)
     if key is not None and "spatial" in results.obsm:
         files.append(folder / f"spatial_{key}.png")
-        dv.pl.spatial_proportions(results, key, save=files[-1], show=False)
+        # over the image, as sc.pl.spatial; spots of several libraries (one image each)
+        # have no single image to lie on: their coordinates as they are
+        libraries = results.uns.get("spatial")
+        several = isinstance(libraries, Mapping) and len(libraries) > 1
+        tissue = {"img_key": None} if several else {}
+        dv.pl.spatial_proportions(results, key, save=files[-1], show=False, **tissue)
     if model_name == "archetypes" and "elbow" in results.uns[model.uns_key]:
         files.append(folder / "archetype_elbow.png")
         dv.pl.archetype_elbow(results, save=files[-1], show=False)
