@@ -97,9 +97,10 @@ figsize
     scanpy's plots follow it, else {default}."""
 
 
-def doc_show_save(writekey: str) -> str:
-    """``show`` and ``save`` as in scanpy's plotting functions; ``writekey`` names the file."""
-    return f"""\
+def doc_show_save(writekey: str, return_fig: bool = True) -> str:
+    """``show``, ``save`` (and ``return_fig``) as in scanpy's plotting functions; ``writekey``
+    names the file."""
+    text = f"""\
 show
     Show the figure (and return ``None``). Default: :attr:`scanpy.settings.autoshow`, unless
     the figure is saved.
@@ -110,9 +111,12 @@ save
     chooses the format (``save="_pbmc.png"`` writes ``figures/{writekey}_pbmc.png``);
     ``None`` saves when :attr:`scanpy.settings.autosave` is set. A :class:`pathlib.Path`, or
     an absolute path as a string, is the file itself (format from its suffix). The resolution
-    is matplotlib's ``savefig.dpi`` (scanpy's ``dpi_save``), at least 150 dpi.
+    is matplotlib's ``savefig.dpi`` (scanpy's ``dpi_save``), at least 150 dpi."""
+    if return_fig:
+        text += """
 return_fig
     Return the Figure, not shown (saved where ``save`` says), as scanpy's ``return_fig``."""
+    return text
 
 
 # ---------------------------------------------------------------------------------- models

@@ -218,9 +218,6 @@ def cluster_probabilities(
         each panel), else (4.8, 3.8).
     {tissue}
 
-    These apply to ``basis="spatial"`` only, as :func:`embedding` and
-    :func:`spatial_proportions` read them.
-
     Returns
     -------
     The Axes (a list of Axes when ``clusters`` is given), unless the figure is shown; the

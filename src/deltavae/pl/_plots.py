@@ -31,7 +31,7 @@ from ._utils import (
 )
 
 
-@doc_params(show_save=doc_show_save("umap"))
+@doc_params(show_save=doc_show_save("umap", return_fig=False))
 def embedding(
     adata: AnnData,
     basis: str = "X_umap",

@@ -173,8 +173,6 @@ def spatial_proportions(
         each panel), else (3.2, 3.0).
     {tissue}
 
-    These apply to ``basis="spatial"`` only, as :func:`embedding` reads them.
-
     Returns
     -------
     The list of Axes, unless the figure is shown; the Figure with ``return_fig``.
