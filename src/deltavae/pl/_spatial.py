@@ -219,8 +219,12 @@ def spatial_proportions(
         top = _top(v[~missing], vmax, floor)
         # Spots without a value in light grey (scanpy's na_color), under the others.
         if missing.any():
-            draw(ax, xy[missing], missing, c=_NA_COLOR)
-        points = draw(ax, xy[~missing], ~missing, c=v[~missing], cmap=cmap, vmin=0, vmax=top)
+            draw(ax, xy[missing], missing, c=_NA_COLOR, rasterized=True)
+        # rasterized, as scanpy draws points: a PDF of 50,000 beads' vector markers per panel
+        # took minutes to open
+        points = draw(
+            ax, xy[~missing], ~missing, c=v[~missing], cmap=cmap, vmin=0, vmax=top, rasterized=True
+        )
         fig.colorbar(points, ax=ax, label=_bar_label(key), shrink=0.7, pad=0.02)
         ax.set_title(name)
         if image_rows:  # image orientation (rows down), over the tissue image where there is one
