@@ -207,6 +207,9 @@ def test_scvi_tools_arguments_decided_here_are_named_with_what_to_do(counts_adat
         dv.model.CGMDVAE(cgmdvae_adata, 3, **SMALL).train(mixture_int="kmeans")
     assert not model.is_trained
     model.train(max_epochs=1)
+    # The read-outs' loaders too ("Sparse CSR tensors do not have is_contiguous").
+    with pytest.raises(TypeError, match=r"expression\(\) got load_sparse_tensor=True: sparse"):
+        model.get_normalized_expression(data_loader_kwargs={"load_sparse_tensor": True})
     query = counts_adata.copy()
     query.obs["condition"] = "new_" + query.obs["condition"].astype(str)
     with pytest.raises(TypeError, match=r"load_query_data\(\).*'freeze_dropout'.*frozen"):

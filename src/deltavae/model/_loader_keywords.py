@@ -58,6 +58,11 @@ def check_loader_keywords(kwargs: dict, named: tuple) -> None:
     """
     if kwargs.get("data_loader_class") is not None:
         return
+    if kwargs.get("load_sparse_tensor"):  # torch's sparse CSR minibatches: the networks refuse
+        raise TypeError(
+            f"{_public_caller()} got load_sparse_tensor=True: sparse counts are read into dense "
+            "minibatches here, one at a time; there is nothing to switch on, leave it out."
+        )
     unknown = [key for key in kwargs if key not in named and key not in _accepted()]
     if unknown:
         raise TypeError(

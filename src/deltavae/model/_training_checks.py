@@ -105,6 +105,11 @@ def check_training_arguments(
             f"shuffled. To split the {units} into training and validation in their order, "
             "pass train(..., shuffle_set_split=False)."
         )
+    if split.get("load_sparse_tensor"):  # torch's sparse CSR minibatches: the networks refuse
+        raise ValueError(
+            "datasplitter_kwargs['load_sparse_tensor'] cannot be set: sparse counts are read into "
+            f"dense minibatches of {units} here, one at a time; leave it out."
+        )
     logger = trainer_kwargs.get("logger")
     if logger is not None and type(logger).__name__ != "SimpleLogger":  # scvi-tools' own
         # Lightning's loggers (logger=True, CSVLogger ...) replace scvi-tools' in-memory one.
