@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 
-from _gpu_report import FAILED, Context, _accuracy, _on_device, _same
+from _gpu_report import FAILED, CheckFailed, Context, _accuracy, _on_device, _same
 
 
 # --------------------------------------------------------------------------- data
@@ -92,6 +92,19 @@ def scvi_mixin_checks(ctx: Context, name: str, model, groupby: str, group1: str,
         lambda: float(model.get_marginal_ll(n_mc_samples=5)),
         detail=lambda v: f"{v:.4g}",
     )
+    # Per cell: on the host, as numpy reads them (scvi-tools leaves them on the device).
+    for check, fn in (
+        ("get_elbo(return_mean=False)", lambda: model.get_elbo(return_mean=False)),
+        (
+            "get_reconstruction_error(return_mean=False)",
+            lambda: model.get_reconstruction_error(return_mean=False)["reconstruction_loss"],
+        ),
+        (
+            "get_marginal_ll(return_mean=False)",
+            lambda: model.get_marginal_ll(n_mc_samples=5, return_mean=False),
+        ),
+    ):
+        run(name, check, lambda fn=fn: _per_cell_on_host(model, fn()), detail=str)
     run(
         name,
         "get_latent_library_size(give_mean=False)",
@@ -127,6 +140,19 @@ def scvi_mixin_checks(ctx: Context, name: str, model, groupby: str, group1: str,
         ),
         detail=lambda de: f"{len(de)} genes, top {de.index[0]}",
     )
+
+
+def _per_cell_on_host(model, values) -> str:
+    """One finite value per cell of the model's AnnData, read by numpy on the host."""
+    import numpy as np
+
+    device = getattr(values, "device", None)
+    if device is not None and device.type != "cpu":
+        raise CheckFailed(f"returned on {device}: numpy cannot read it")
+    array = np.asarray(values, dtype=float).reshape(-1)
+    if len(array) != model.adata.n_obs or not np.isfinite(array).all():
+        raise CheckFailed(f"{len(array)} values for {model.adata.n_obs} cells, or not finite")
+    return f"{len(array)} cells, mean {array.mean():.4g}"
 
 
 def phase_scvi_methods(ctx: Context, models: dict) -> None:
@@ -275,18 +301,19 @@ def _cgmdvae_main(ctx: Context, models: dict, kang) -> None:
     drawn = run(name, "sample() (drawn cluster, condition)", lambda: model.sample(50, seed=1))
     ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
     translated = run(name, "translate(ctrl -> stim)", lambda: model.translate(ctrl, "stim", seed=0))
+    predicted = {}
     for method, extra in (
         ("translate", {}),
         ("latent_shift", {}),
         ("nearest_response", {}),
         ("nearest_response", {"similarity": "latent"}),
     ):
-        label = f"predict_perturbation({method}{', latent' if extra else ''})"
-        run(
+        label = f"predict_perturbation({method}{', latent' if extra else ''}, seed=0)"
+        predicted[label] = run(
             name,
             label,
             lambda method=method, extra=extra: model.predict_perturbation(
-                ctrl, "stim", method=method, **extra
+                ctrl, "stim", method=method, seed=0, **extra
             ),
         )
     models[name] = {
@@ -304,6 +331,22 @@ def _cgmdvae_main(ctx: Context, models: dict, kang) -> None:
                 translated,
                 lambda m: m.translate(ctrl, "stim", seed=0, batch_size=1000),
             ),
+            # Counts of the latent shift and the observed responses: CellDraws too.
+            **{
+                label: (value, lambda m, kw=kw: m.predict_perturbation(ctrl, "stim", **kw))
+                for label, value, kw in (
+                    (
+                        "predict_perturbation(latent_shift, seed=0)",
+                        predicted["predict_perturbation(latent_shift, seed=0)"],
+                        {"method": "latent_shift", "seed": 0},
+                    ),
+                    (
+                        "predict_perturbation(nearest_response, seed=0)",
+                        predicted["predict_perturbation(nearest_response, seed=0)"],
+                        {"method": "nearest_response", "seed": 0},
+                    ),
+                )
+            },
         },
     }
 
@@ -335,13 +378,17 @@ def _zinbvae_reference(ctx: Context, models: dict, kang) -> None:
     latent = run(name, "get_latent_representation", lambda: model.get_latent_representation())
     ctrl = ref[ref.obs["condition"] == "ctrl"].copy()
     by_type = {"condition_key": "condition", "balance_key": "cell_type"}
-    ctx.report.run_each(
+    values = ctx.report.run_each(
         name,
         [
             (
-                f"predict_perturbation({method}{', balanced' if balanced else ''})",
+                f"predict_perturbation({method}{', balanced' if balanced else ''}, seed=0)",
                 lambda m=method, b=balanced: model.predict_perturbation(
-                    ctrl, "stim", method=m, **(by_type if b else {"condition_key": "condition"})
+                    ctrl,
+                    "stim",
+                    method=m,
+                    seed=0,
+                    **(by_type if b else {"condition_key": "condition"}),
                 ),
             )
             for method, balanced in (
@@ -358,7 +405,24 @@ def _zinbvae_reference(ctx: Context, models: dict, kang) -> None:
             )
         ],
     )
-    models[name] = {"model": model, "adata": ref, "latent": latent, "kind": "latent"}
+    again = {  # the seeded counts, drawn on the CPU: the CPU copy draws the same (phase 5)
+        label: (value, lambda m, kw=kw: m.predict_perturbation(ctrl, "stim", seed=0, **kw))
+        for label, value, kw in (
+            ("predict_perturbation(latent_shift, balanced, seed=0)", values[1], by_type),
+            (
+                "predict_perturbation(nearest_response, balanced, seed=0)",
+                values[2],
+                {**by_type, "method": "nearest_response"},
+            ),
+        )
+    }
+    models[name] = {
+        "model": model,
+        "adata": ref,
+        "latent": latent,
+        "kind": "latent",
+        "seeded": again,
+    }
 
     qname = "ZINBVAE/query"
     truth = query.obs["cell_type"].astype(str).to_numpy()

@@ -10,7 +10,8 @@ Phases (real data shipped with the package, nothing downloaded):
 1. ZINBVAE on PBMC 3k (2,000 ``seurat_v3`` genes on the counts): training on the device, then
    every public method that runs the module: latents (of the training cells, of a new AnnData,
    sampled), normalized expression, differential expression (B against CD14+ monocytes), ELBO,
-   reconstruction error, marginal likelihood, likelihood parameters, posterior predictive
+   reconstruction error, marginal likelihood (and the three per cell, which numpy must read
+   on the host), likelihood parameters, posterior predictive
    samples, feature correlations, library sizes, the aggregated posterior and
    ``write_to_adata`` (also into the whole PBMC 3k of every gene, which must get the same
    latent). scvi-tools' own mixin methods (ELBO onwards in that list)
@@ -52,9 +53,10 @@ Phases (real data shipped with the package, nothing downloaded):
    the imputed genes, for Archetypes the weights) is recomputed there and compared with the
    device's result: the maximum absolute difference is printed and a relative difference (to
    the largest value) above 1e-3 fails. The Kang CGMDVAE's seeded draws (generated cells,
-   ``translate``'s counts, drawn on the CPU whatever the device) are drawn again there, the
-   translation with another ``batch_size``: fewer than 99.9% of them equal fails. The model
-   then goes back to the device.
+   ``translate``'s counts, the counts of ``predict_perturbation`` by latent shift and nearest
+   response, drawn on the CPU whatever the device; the donor-101 ZINBVAE's perturbation
+   counts too) are drawn again there, the translation with another ``batch_size``: fewer
+   than 99.9% of them equal fails. The model then goes back to the device.
 6. Save and load: each of the five models is saved, loaded with ``Model.load(path, adata,
    accelerator="gpu")``, checked to give the same latent as before saving, and trained for a
    few more epochs: the loss must stay finite and the parameters must change.
