@@ -16,7 +16,9 @@ A call that mixes a "device" tensor with a "host" tensor of one or more dimensio
 recorded with where it happened: on CUDA it raises "Expected all tensors to be on the same
 device". Indexing with host indices is not recorded (CUDA accepts it), nor are 0-d host
 tensors (CUDA accepts CPU scalars). Recorded too, as CUDA refuses them: a host tensor indexed
-with "device" indices, a "device" tensor read as numpy without ``.cpu()``, and, under
+with "device" indices, host values (of one or more dimensions) written into a "device" tensor
+at tensor or list indices (``x[idx] = values``, ``index_put_``), a "device" tensor read as
+numpy without ``.cpu()``, and, under
 ``torch.use_deterministic_algorithms(True)``, a float ``cumsum`` or a ``scatter_reduce``
 other than a sum or mean of a "device" tensor (CUDA has no deterministic kernel for them and
 raises). With ``draws=True``, a random draw made on the "device" is recorded too: a GPU's
@@ -115,6 +117,18 @@ class DeviceTracker(TorchFunctionMode):
             index = tree_flatten(args[1])[0]
             if any(isinstance(t, torch.Tensor) and _where(t) == "device" for t in index):
                 return f"{name} of a host tensor with device indices"
+        if name in ("__setitem__", "index_put_", "index_put") and _where(first) == "device":
+            # x[idx] = values with tensor indices (index_put_): CUDA takes host values
+            # only as a 0-d scalar; x[a:b] = values (a copy) takes them from anywhere.
+            index, values = (args[1], args[2]) if len(args) > 2 else (None, None)
+            advanced = any(isinstance(t, torch.Tensor) for t in tree_flatten(index)[0])
+            if (
+                advanced
+                and isinstance(values, torch.Tensor)
+                and _where(values) == "host"
+                and values.dim()
+            ):
+                return f"{name} of host values into a device tensor at tensor indices"
         return None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):

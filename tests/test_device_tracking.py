@@ -75,9 +75,14 @@ def test_reads_and_indexing_cuda_refuses_are_caught():
         torch.zeros(4)[torch.tensor([0, 1])]  # fine: all on the host
         out.detach().numpy()
         torch.zeros(4)[out.argmax(0)]
+        kept = out.detach().clone()
+        kept[:, 0] = torch.ones(4)  # fine: a copy
+        kept[torch.tensor([0, 1])] = 1.0  # fine: a scalar
+        kept[torch.tensor([0, 1])] = torch.ones(2, 2)
     assert set(name for name, _ in tracker.mixes) == {
         "numpy of a device tensor",
         "__getitem__ of a host tensor with device indices",
+        "__setitem__ of host values into a device tensor at tensor indices",
     }
 
 
