@@ -15,15 +15,15 @@ tensors would be on the model's device:
 A call that mixes a "device" tensor with a "host" tensor of one or more dimensions is
 recorded with where it happened: on CUDA it raises "Expected all tensors to be on the same
 device". Indexing with host indices is not recorded (CUDA accepts it), nor are 0-d host
-tensors (CUDA accepts CPU scalars). Recorded too, as CUDA refuses them: a host tensor indexed
-with "device" indices, host values (of one or more dimensions) written into a "device" tensor
-at tensor or list indices (``x[idx] = values``, ``index_put_``), a "device" tensor read as
-numpy without ``.cpu()``, and, under
-``torch.use_deterministic_algorithms(True)``, a float ``cumsum`` or a ``scatter_reduce``
-other than a sum or mean of a "device" tensor (CUDA has no deterministic kernel for them and
-raises). With ``draws=True``, a random draw made on the "device" is recorded too: a GPU's
-generator draws other numbers than the CPU's for one seed, so a seeded read-out that draws
-there gives other cells on a GPU than on the CPU.
+tensors (CUDA accepts CPU scalars) but where tensors are joined or contracted (``stack``,
+``cat``, ``matmul``, ...), which refuses them too. Recorded too, as CUDA refuses them: a host
+tensor indexed with "device" indices, host values (of one or more dimensions) written into a
+"device" tensor at tensor indices (``x[idx] = values``, ``index_put_``), a "device" tensor
+read as numpy without ``.cpu()``, and, under ``torch.use_deterministic_algorithms(True)``, a
+float ``cumsum`` or a ``scatter_reduce`` other than a sum or mean of a "device" tensor (CUDA
+has no deterministic kernel for them and raises). With ``draws=True``, a random draw made on
+the "device" is recorded too: a GPU's generator draws other numbers than the CPU's for one
+seed, so a seeded read-out that draws there gives other cells on a GPU than on the CPU.
 """
 
 from __future__ import annotations
@@ -55,6 +55,12 @@ _RANDOM = {
     "multinomial", "_standard_gamma", "_sample_dirichlet", "rand_like", "randn_like",
     "randint_like", "uniform_", "normal_", "bernoulli_", "exponential_", "random_",
     "cauchy_", "log_normal_", "geometric_",
+}  # fmt: skip
+# Calls that join or contract their inputs: CUDA refuses a CPU tensor there even when 0-d
+# (torch.stack([device_loss, torch.tensor(nan)])), where elementwise ops take it as a scalar.
+_NO_HOST_SCALARS = {
+    "cat", "concat", "concatenate", "stack", "hstack", "vstack", "matmul", "mm", "bmm",
+    "einsum", "dot", "index_select", "gather", "take_along_dim",
 }  # fmt: skip
 _LIKE = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like"}
 
@@ -166,7 +172,12 @@ class DeviceTracker(TorchFunctionMode):
         else:
             place = "device" if "device" in places else ("host" if "host" in places else None)
             if "device" in places and name not in _EXEMPT:
-                host = [t for t, p in zip(inputs, places, strict=True) if p == "host" and t.dim()]
+                scalars = name in _NO_HOST_SCALARS  # CUDA takes a CPU scalar elementwise only
+                host = [
+                    t
+                    for t, p in zip(inputs, places, strict=True)
+                    if p == "host" and (t.dim() or scalars)
+                ]
                 if host:
                     self.mixes[(name, self._caller())] += 1
         if self.draws and name in _RANDOM and place == "device":

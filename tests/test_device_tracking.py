@@ -79,10 +79,13 @@ def test_reads_and_indexing_cuda_refuses_are_caught():
         kept[:, 0] = torch.ones(4)  # fine: a copy
         kept[torch.tensor([0, 1])] = 1.0  # fine: a scalar
         kept[torch.tensor([0, 1])] = torch.ones(2, 2)
+        out.sum() + torch.tensor(1.0)  # fine: a CPU scalar, elementwise
+        torch.stack([out.sum(), torch.tensor(float("nan"))])
     assert set(name for name, _ in tracker.mixes) == {
         "numpy of a device tensor",
         "__getitem__ of a host tensor with device indices",
         "__setitem__ of host values into a device tensor at tensor indices",
+        "stack",
     }
 
 
