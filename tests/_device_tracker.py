@@ -192,6 +192,36 @@ class DeviceTracker(TorchFunctionMode):
         return "\n".join(f"{n}x {name} at {where}" for (name, where), n in self.mixes.items())
 
 
+def left_on_device(value, depth: int = 0) -> list[str]:
+    """Where ``value`` (a read-out's result) holds a "device" tensor, as ``result[...]``
+    paths: a user's ``np.asarray`` of it, or writing it to ``adata.obs``, fails on a GPU. It
+    looks into dicts, lists, tuples and an AnnData's X, obsm and layers; a torch
+    distribution (``get_aggregated_posterior``, on the device as in scvi-tools) is left out."""
+    from anndata import AnnData
+
+    if depth > 4:
+        return []
+    if isinstance(value, torch.Tensor):
+        return ["result"] if _where(value) == "device" else []
+    if isinstance(value, AnnData):
+        value = {
+            "X": value.X,
+            **{f"obsm/{k}": v for k, v in value.obsm.items()},
+            **{f"layers/{k}": v for k, v in value.layers.items()},
+        }
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return []
+    return [
+        f"result[{key!r}]" + path.removeprefix("result")
+        for key, item in items
+        for path in left_on_device(item, depth + 1)
+    ]
+
+
 def on_device(module: torch.nn.Module) -> None:
     """Mark ``module``'s parameters and buffers as living on the (stand-in) device, and the
     tensors its submodules hold outside them (a query's gradient masks, a cached minibatch)

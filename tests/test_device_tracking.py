@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _device_tracker import DeviceTracker, on_device, track_moves
+from _device_tracker import DeviceTracker, left_on_device, on_device, track_moves
 
 import deltavae as dv
 
@@ -28,7 +28,10 @@ def tracked(monkeypatch):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 with tracker:
-                    call()
+                    result = call()
+            left = left_on_device(result)
+            if left:  # np.asarray of it, or writing it into adata.obs, fails on a GPU
+                tracker.mixes[("returned a device tensor", ", ".join(left))] += 1
             if tracker.mixes:
                 mixes[name] = tracker.report()
         assert not mixes, "What CUDA would refuse (CPU meeting device tensors, ...):\n" + "\n".join(
@@ -61,6 +64,12 @@ def test_a_planted_cpu_tensor_is_caught(tracked, monkeypatch):
     ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
     with pytest.raises(AssertionError, match=r"translate: .*add"):
         tracked(model.module, {"translate": lambda: model.translate(ctrl, "stim")})
+    # A result handed back on the device (scvi-tools' per-cell ELBO, before it was moved).
+    import deltavae.model._host_results as host_results
+
+    monkeypatch.setattr(host_results, "_on_host", lambda value: value)
+    with pytest.raises(AssertionError, match=r"elbo: 1x returned a device tensor at result"):
+        tracked(model.module, {"elbo": lambda: model.get_elbo(return_mean=False)})
 
 
 def test_reads_and_indexing_cuda_refuses_are_caught():
