@@ -151,6 +151,8 @@ def phase_variants(ctx: Context, models: dict) -> None:
             ),
             epochs,
             soft=True,
+            # Its cells' noise is drawn on the CPU apart from the count draws (CellDraws).
+            seeded={"sample(seed=0)": lambda m: m.sample(50, seed=0)},
         )
     _spot_variants(ctx, models, epochs)
     _training_guard(ctx)
@@ -172,7 +174,9 @@ def _logged_pbmc():
     return adata
 
 
-def _entry(ctx: Context, models: dict, name: str, build, epochs: int, soft=False, **train):
+def _entry(
+    ctx: Context, models: dict, name: str, build, epochs: int, soft=False, seeded=None, **train
+):
     model = ctx.build_and_train(
         name, "build", build, epochs, detail=lambda m: type(m).__name__, on_device=True, **train
     )
@@ -192,12 +196,17 @@ def _entry(ctx: Context, models: dict, name: str, build, epochs: int, soft=False
         probs = ctx.report.run(
             name, "predict_clusters(soft=True)", lambda: model.predict_clusters(soft=True)
         )
+    drawn = {  # seeded read-outs, drawn again on the CPU copy in phase 5
+        label: (ctx.report.run(name, f"{label} on {ctx.device}", lambda f=f: f(model)), f)
+        for label, f in (seeded or {}).items()
+    }
     models[name] = {
         "model": model,
         "adata": model.adata,
         "latent": result,
         "soft": probs,
         "kind": kind,
+        "seeded": drawn,
     }
 
 

@@ -56,7 +56,8 @@ Phases (real data shipped with the package, nothing downloaded):
    ``translate``'s counts, the counts of ``predict_perturbation`` by latent shift and nearest
    response, drawn on the CPU whatever the device; the donor-101 ZINBVAE's perturbation
    counts too) are drawn again there, the translation with another ``batch_size``: fewer
-   than 99.9% of them equal fails. The model then goes back to the device.
+   than 99.9% of them equal fails; the normal-likelihood CGMDVAE's generated cells (real
+   values) must agree within the tolerance above. The model then goes back to the device.
 6. Save and load: each of the five models is saved, loaded with ``Model.load(path, adata,
    accelerator="gpu")``, checked to give the same latent as before saving, and trained for a
    few more epochs: the loss must stay finite and the parameters must change.
