@@ -53,9 +53,9 @@ Phases (real data shipped with the package, nothing downloaded):
    the imputed genes, for Archetypes the weights) is recomputed there and compared with the
    device's result: the maximum absolute difference is printed and a relative difference (to
    the largest value) above 1e-3 fails. The Kang CGMDVAE's seeded draws (generated cells,
-   ``translate``'s counts, the counts of ``predict_perturbation`` by latent shift and nearest
-   response, drawn on the CPU whatever the device; the donor-101 ZINBVAE's perturbation
-   counts too) are drawn again there, the translation with another ``batch_size``: fewer
+   ``translate``'s counts, the latent shift's counts of 500 control cells, drawn on the CPU
+   whatever the device, and their nearest responses; the donor-101 ZINBVAE's too) are drawn
+   again there, the translation with another ``batch_size``: fewer
    than 99.9% of them equal fails; the normal-likelihood CGMDVAE's generated cells (real
    values) must agree within the tolerance above. The model then goes back to the device.
 6. Save and load: each of the five models is saved, loaded with ``Model.load(path, adata,
