@@ -38,7 +38,8 @@ img_key
     Image of ``uns["spatial"][library_id]["images"]`` to draw the spots over, and whose
     scale factor (``scalefactors["tissue_<img_key>_scalef"]``) takes the full-resolution
     coordinates to its pixels: if not given, ``"hires"`` where there is one, else
-    ``"lowres"``, as :func:`scanpy.pl.spatial`; ``None`` draws the coordinates as they are, without an image.
+    ``"lowres"``, as :func:`scanpy.pl.spatial`; ``None`` draws the coordinates as they are,
+    without an image.
     This and the six below apply to ``basis="spatial"`` only (refused on another basis).
 library_id
     Library of ``uns["spatial"]``; by default the only one there.
