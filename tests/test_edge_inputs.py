@@ -389,7 +389,9 @@ def test_training_arguments_that_would_be_ignored_or_fail_late_are_refused():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
         # A term of the model's own is a metric it logs (found on two cells before training).
-        cgm.train(max_epochs=2, train_size=1.0, early_stopping_monitor="d_term_train")
+        cgm.train(
+            max_epochs=2, train_size=1.0, early_stopping=True, early_stopping_monitor="d_term_train"
+        )
     assert cgm.is_trained_ and cgm.best_epoch_ is None
     assert "d_term_train" in cgm.history
     # Early stopping on a training metric needs no validation cells.

@@ -286,7 +286,8 @@ def test_refusals(pair):
     # The advice was "pass train_size < 1", which then failed with "got multiple values for
     # keyword argument 'train_size'".
     model = dv.model.SpatialImputer.from_reference(spatial, reference=ref, labels_key="cluster")
-    for wrong in ({"restore_best": True}, {"early_stopping": True}, {"train_size": 0.9}):
+    wrongs = ({"restore_best": True}, {"early_stopping": True}, {"train_size": 0.9})
+    for wrong in (*wrongs, {"early_stopping_patience": 5}):  # patience ignored, without a word
         with pytest.raises(ValueError, match=f"holds none out for validation, so {[*wrong][0]}"):
             model.train(max_epochs=1, **wrong)
     with pytest.raises(ValueError, match="holds none out for validation, so validation_size"):

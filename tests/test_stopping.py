@@ -112,6 +112,21 @@ def test_early_stopping_arguments_that_fail_late_or_read_otherwise_are_refused(g
     assert not model.is_trained_
 
 
+def test_early_stopping_settings_without_early_stopping_are_said_to_be_ignored():
+    """early_stopping_patience=0 (with a min_delta no epoch reaches) without
+    early_stopping=True trained every epoch in silence, as scvi-tools does: the user who set
+    them wanted the run to stop early. Said, with the argument to pass."""
+    model = _model(n_cells=40, n_latent=2, n_hidden=8)
+    said = (
+        r"early_stopping_min_delta=1000000.0, early_stopping_patience=0 are ignored: early "
+        r"stopping is off .* Pass early_stopping=True to stop early"
+    )
+    with pytest.warns(UserWarning, match=said):
+        _train(model, max_epochs=3, n_epochs_kl_warmup=None, early_stopping_patience=0,
+               early_stopping_min_delta=1e6)  # fmt: skip
+    assert len(model.history["elbo_train"]) == 3  # early stopping would have stopped at 2
+
+
 def test_early_stopping_on_a_training_metric_checks_every_epoch_without_validation_cells():
     """Without validation cells no validation ends an epoch: a training-cell monitor is
     checked at each epoch's end, and the run stops after its patience."""

@@ -378,6 +378,7 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         held_out = [k for k in ("restore_best", "early_stopping") if kwargs.get(k) in (True,)]
         sizes = {"train_size": (None, 1.0), "validation_size": (None, 0.0)}  # all train
         held_out += [k for k, whole in sizes.items() if kwargs.get(k) not in whole]
+        held_out += [k for k in kwargs if k.startswith("early_stopping_")]  # ignored: said
         if held_out:
             raise ValueError(
                 f"SpatialImputer fits every spot and holds none out for validation, so "

@@ -138,6 +138,26 @@ def _check_keywords(given: dict) -> None:
         )
 
 
+def warn_unused_keywords(trainer_kwargs: dict) -> None:
+    """Warn of ``early_stopping_*`` arguments given to a ``train`` without
+    ``early_stopping=True``, which nothing reads then (scvi-tools drops them without a word):
+    a user passing ``early_stopping_patience=10`` wants the run to stop early, and trained
+    every epoch. A warning, not a refusal: a call written for scvi-tools (the settings kept
+    while early stopping is switched off) still runs, and says before training what it
+    ignores and how to stop early."""
+    from ..model._validation import warn_user
+
+    given = [key for key in _KEYWORDS if key in trainer_kwargs]
+    if given:
+        named = ", ".join(f"{key}={short_repr(trainer_kwargs[key])}" for key in given)
+        warn_user(
+            f"{named} {'is' if len(given) == 1 else 'are'} ignored: early stopping is off "
+            "(early_stopping=False, the default), so the run trains every epoch of max_epochs. "
+            "Pass early_stopping=True to stop early, or leave "
+            f"{'it' if len(given) == 1 else 'them'} out."
+        )
+
+
 def restored_quantity(early_stopping: bool, trainer_kwargs: dict) -> tuple[str, str]:
     """The metric and mode ``restore_best`` ranks: what early stopping watches, where it runs
     and watches a validation metric (the user's ``early_stopping_monitor``: keeping the best
@@ -168,6 +188,8 @@ def add_stopping(
     restore_best one (or None). ``trainer_kwargs``' ``early_stopping_*`` are taken out."""
     from ._checkpoint import RestoreBestValidation
 
+    if not early_stopping:
+        warn_unused_keywords(trainer_kwargs)
     best = None
     if restore_best:
         quantity = restored_quantity(early_stopping, trainer_kwargs)
