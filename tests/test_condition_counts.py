@@ -7,6 +7,8 @@ import warnings
 import numpy as np
 import pytest
 import scvi
+import torch
+from lightning.pytorch.callbacks import Callback
 
 import deltavae as dv
 
@@ -177,3 +179,52 @@ def test_a_query_does_not_read_its_cells_through_the_references_test_split():
         ctrl, "stim", method="latent_shift", condition_key="condition"
     )
     assert pred.n_obs == ctrl.n_obs
+
+
+class _PoisonAt(Callback):
+    """The module's first parameter NaN after a step of ``epoch``: the next loss is NaN."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.epoch:
+            with torch.no_grad():
+                next(pl_module.module.parameters()).fill_(float("nan"))
+
+
+def test_library_sizes_and_a_diverged_fits_record_are_of_the_cells_it_read():
+    """library_log_stats_ (what sample draws library sizes from) read every cell, a test
+    split's 20 cells 50 times deeper too (mean log library 7.71 for the 6.73 of the cells
+    read), while weighing them as the training and validation cells; and a fit that diverged
+    after training steps, kept at its last finite one, recorded no counts or library sizes
+    (an earlier fit's were left, and best_epoch_ named an epoch it had not kept)."""
+    scvi.settings.seed = 0
+    adata = dv.datasets.synthetic_counts(
+        n_cells=80, n_genes=20, n_clusters=2, n_conditions=2, seed=0
+    )
+    adata.X = np.asarray(adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X)
+    adata.X[60:] *= 50
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, n_latent=2, n_hidden=8)
+    cells, lib = np.arange(80), np.log(adata.X.sum(1))
+    ctrl = (adata.obs["condition"] == "ctrl").to_numpy()
+    fit = {"batch_size": 32, "mixture_init_epoch": None, "n_epochs_kl_warmup": None,
+           "enable_progress_bar": False}  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
+        warnings.filterwarnings("ignore", message=".* clusters are empty")
+        split = [cells[:50], cells[50:60], cells[60:]]  # the deep cells: the test split
+        model.train(max_epochs=1, datasplitter_kwargs={"external_indexing": split}, **fit)
+    assert model.library_log_stats_ == pytest.approx((lib[:60].mean(), lib[:60].std()))
+    by_condition = model.library_log_stats_by_condition_
+    assert by_condition[("ctrl",)][0] == pytest.approx(lib[:60][ctrl[:60]].mean())
+    assert model.best_epoch_ == 0
+    split = [cells[20:70], cells[70:], cells[:20]]  # another test split, then a NaN
+    with pytest.raises(dv.train.TrainingDivergedError, match="keeps the last parameters"):
+        model.train(max_epochs=2, callbacks=[_PoisonAt(1)],
+                    datasplitter_kwargs={"external_indexing": split}, **fit)  # fmt: skip
+    assert model.best_epoch_ is None
+    trained = adata.obs["condition"].iloc[20:70].astype(str).value_counts().to_dict()
+    assert model.condition_counts_ == {"condition": trained}
+    assert model.library_log_stats_ == pytest.approx((lib[20:].mean(), lib[20:].std()))

@@ -367,6 +367,8 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
                 # The plan restored the last parameters with a finite loss: after at least
                 # one such step the model is trained and usable.
                 self.is_trained_ = self.is_trained_ or err.restored_at is not None
+                if err.restored_at is not None:  # this run's last finite step, no best epoch
+                    self.best_epoch_ = None
                 # Read-outs repeat what diverged ("the training loss became nan at ..."), when
                 # the parameters kept come from this run (not from before it).
                 self.diverged_ = (

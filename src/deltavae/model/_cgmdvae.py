@@ -374,14 +374,14 @@ class CGMDVAE(
         refit_mixture = self._resolve_refit(refit_mixture, started)
         if "_train_record" in self.__dict__:  # train_args_ keeps what "auto" came to
             self._train_record["refit_mixture"] = refit_mixture
-        out = super().train(
-            max_epochs=max_epochs,
-            callbacks=callbacks,
-            n_epochs_kl_warmup=n_epochs_kl_warmup,
-            restore_best=restore_best,
-            **kwargs,
-        )
-        self._record_training_cells()  # a model loaded onto other cells still knows them
+        with self._recording_training_cells():  # also of a diverged fit that kept its steps
+            out = super().train(
+                max_epochs=max_epochs,
+                callbacks=callbacks,
+                n_epochs_kl_warmup=n_epochs_kl_warmup,
+                restore_best=restore_best,
+                **kwargs,
+            )
         if refit_mixture:
             self._refit_mixture(mixture_init)
         self._warn_if_clusters_empty(max_epochs)

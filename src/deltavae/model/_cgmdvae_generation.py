@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import numpy as np
@@ -14,9 +15,10 @@ from scvi import REGISTRY_KEYS
 
 from .._checks import layer_matrix, short_repr
 from ..distributions._draws import CellDraws
+from ..train._divergence import TrainingDivergedError
 from ._condition_counts import (
     cells_counted,
-    cells_read,
+    not_test_positions,
     pooled,
     record_condition_counts,
     warn_untrained_combinations,
@@ -143,8 +145,9 @@ class GenerationMixin:
         return out
 
     def _library_log_stats(self, recorded: bool = True) -> tuple[float, float] | None:
-        """Mean and sd of the log library sizes of the AnnData the model trained on, all its
-        cells (validation ones included: a library size is observed, not fitted), counts only:
+        """Mean and sd of the log library sizes of the AnnData the model trained on, its
+        training and validation cells (a library size is observed, not fitted; not a test
+        split's, held out on purpose, nor weighed as other cells), counts only:
         as ``train`` recorded them in ``library_log_stats_`` (saved with the model, so that a
         model loaded onto other cells draws the libraries it trained on; joined over the
         AnnData it trained on, as ``condition_counts_`` are: a query model's over its
@@ -155,8 +158,28 @@ class GenerationMixin:
         if recorded and getattr(self, "library_log_stats_", None) is not None:
             mean, sd = self.library_log_stats_
             return float(mean), float(sd)
-        log_lib = log_libraries(self)
+        log_lib = log_libraries(self)[not_test_positions(self)]
         return float(log_lib.mean()), float(log_lib.std())
+
+    @contextlib.contextmanager
+    def _recording_training_cells(self):
+        """Around a fit: :meth:`_record_training_cells` once it ends, and also once it failed
+        with parameters it changed (a diverged fit kept at its last finite step, an
+        interrupted one with an epoch done): the counts and library sizes ``sample`` and
+        ``translate`` read were missing, or an earlier fit's, while ``trained_categories_``
+        (recorded at the start) were this one's."""
+        split = getattr(self, "train_indices", None)
+        try:
+            yield
+        except TrainingDivergedError as err:
+            if err.restored_at is not None:  # None: the parameters it started with
+                self._record_training_cells()
+            raise
+        except KeyboardInterrupt:
+            if self.is_trained_ and getattr(self, "train_indices", None) is not split:
+                self._record_training_cells()
+            raise
+        self._record_training_cells()  # a model loaded onto other cells still knows them
 
     def _record_training_cells(self) -> None:
         """After a fit: the conditions of its training cells (:func:`record_condition_counts`)
@@ -169,12 +192,13 @@ class GenerationMixin:
             self._library_before = (getattr(self, "library_log_stats_", None), cells_counted(self))
         record_condition_counts(self)
         if self.module.observation.is_count:  # one read of the counts for both records
-            log_lib = log_libraries(self)
+            rows = not_test_positions(self)  # the cells counted (cells_read), not a test split
+            log_lib = log_libraries(self)[rows]
             stats = float(log_lib.mean()), float(log_lib.std())
             earlier, n_earlier = getattr(self, "_library_before", (None, 0))
             # joined to those of the cells counted before these
-            self.library_log_stats_ = pooled(earlier, n_earlier, stats, cells_read(self))
-            record_library_stats(self, log_lib)
+            self.library_log_stats_ = pooled(earlier, n_earlier, stats, len(rows))
+            record_library_stats(self, log_lib, rows)
         record_label_conditions(self)
 
     @torch.inference_mode()

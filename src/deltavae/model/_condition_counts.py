@@ -55,10 +55,10 @@ def training_positions(model) -> np.ndarray:
     train = getattr(model, "train_indices", None)
     if train is not None:
         return np.sort(np.asarray(train, dtype=int))
-    return _not_test(model)
+    return not_test_positions(model)
 
 
-def _not_test(model) -> np.ndarray:
+def not_test_positions(model) -> np.ndarray:
     """Positions of the model's cells outside its test split (training and validation)."""
     cells, test = np.arange(model.adata.n_obs), getattr(model, "test_indices", None)
     return cells if test is None or not len(test) else np.setdiff1d(cells, np.asarray(test))
@@ -104,7 +104,7 @@ def record_condition_counts(model) -> None:
     # Counts of a model saved before validation cells were told apart: counted with them.
     seen_before = getattr(model, "condition_counts_with_validation_", None) or before
     counts, combinations = _counts_of(model, training_positions(model))
-    held = _counts_of(model, _not_test(model))[0]
+    held = _counts_of(model, not_test_positions(model))[0]
     model.condition_counts_ = {
         key: dict(Counter(before.get(key, {})) + Counter(counts[key]))
         for key in model.condition_keys
@@ -130,7 +130,7 @@ def cells_counted(model) -> int:
 
 def cells_read(model) -> int:
     """Cells of the model's AnnData that its last fit trained or validated on."""
-    return len(_not_test(model))
+    return len(not_test_positions(model))
 
 
 def pooled(earlier, n_earlier: int, stats, n: int) -> tuple[float, float]:
@@ -172,7 +172,7 @@ def remember_loaded_split(model) -> None:
     if getattr(model, "train_indices", None) is None or fields[0] is None or fields[2] is None:
         return
     counts, combinations = _counts_of(model, training_positions(model))
-    held = _counts_of(model, _not_test(model))[0]
+    held = _counts_of(model, not_test_positions(model))[0]
 
     def less(recorded: dict, cells: dict) -> dict:
         return {k: dict(Counter(v) - Counter(cells.get(k, {}))) for k, v in recorded.items()}

@@ -26,21 +26,24 @@ def log_libraries(model) -> np.ndarray:
     return np.log(np.maximum(row_sums(x), 1.0))
 
 
-def record_library_stats(model, log_lib: np.ndarray | None = None) -> None:
-    """After a fit: mean and sd of the log library sizes of the model's cells (all of them:
-    a library size is observed, not fitted) per combination of its condition keys' values
-    (a tuple of strings, in the keys' order), kept with the model in
+def record_library_stats(model, log_lib: np.ndarray | None = None, rows=None) -> None:
+    """After a fit: mean and sd of the log library sizes of the model's cells at positions
+    ``rows`` (default all; after a fit its training and validation cells: a library size is
+    observed, not fitted, but a test split is held out) per combination of its condition
+    keys' values (a tuple of strings, in the keys' order), kept with the model in
     ``library_log_stats_by_condition_`` and joined to those of earlier fits (a query's to its
     reference's); a combination of fewer than :data:`MIN_CELLS_FOR_SD` cells keeps no spread
     of its own (``sd`` None: that of all cells is drawn; two cells' sd might be near 0).
     Nothing for a model without conditions or of a likelihood that is not of counts.
-    ``log_lib``: :func:`log_libraries` of the model, where the caller has read them."""
+    ``log_lib``: :func:`log_libraries` of the model's cells at ``rows``, where the caller
+    has read them."""
     keys = model.condition_keys
     if not keys or not model.module.observation.is_count:
         return
-    obs = model.adata.obs
+    obs = model.adata.obs if rows is None else model.adata.obs.iloc[rows]
     groups = [obs[key].astype(str).to_numpy() for key in keys]
-    log_lib = log_libraries(model) if log_lib is None else log_lib
+    if log_lib is None:
+        log_lib = log_libraries(model) if rows is None else log_libraries(model)[rows]
     table = pd.Series(log_lib).groupby(groups).agg(["mean", "std", "size"])
     stats = dict(getattr(model, "library_log_stats_by_condition_", None) or {})
     for combo, (mean, sd, n) in zip(table.index, table.to_numpy(), strict=True):
