@@ -351,6 +351,19 @@ def test_empty_cluster_advice_can_be_followed(counts_adata, monkeypatch):
     with pytest.warns(UserWarning, match="Each label keeps its cluster") as record:
         labelled._warn_if_clusters_empty(10)
     assert "n_clusters=" not in str(record[0].message)
+    # Once the labelled cells trained, a label's cluster holds them: a 2-epoch run with every
+    # cell labelled called a label whose 3 cells trained "empty", too few labelled cells.
+    labelled.train_indices = np.arange(300)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        labelled._warn_if_clusters_empty(2)
+    (said,) = [str(w.message) for w in caught]
+    held = counts_adata.obs["lab"].value_counts()
+    assert said.startswith(
+        f"No cell is predicted as '1' ({held['1']} labelled cells), '2' ({held['2']} labelled "
+        "cells): their labelled cells trained in their clusters, but q(y | z, c) puts every "
+    ), said
+    assert "above this run's 2" in said and "empty" not in said
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU asked for is there")

@@ -15,7 +15,6 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import RNASeqMixin
 
 from .._checks import short_repr
-from ..train._convergence import high_rate_note, train_longer
 from ._cluster_predictions import PredictionsMixin
 from ._condition_counts import (
     condition_counts,
@@ -26,11 +25,11 @@ from ._condition_counts import (
 )
 from ._de import CheckedExpressionMixin
 from ._de_checks import check_dataloader_alone
+from ._empty_clusters import warn_if_clusters_empty
 from ._label_record import warn_labels_without_training_cells
 from ._label_setup import warn_if_unlabelled_lookalike
 from ._labels import cluster_index
 from ._registered import registered_category, several_conditions_error
-from ._validation import warn_user
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 
@@ -315,33 +314,7 @@ class ClustersMixin(PredictionsMixin):
         warn_labels_without_training_cells(self)
         if self.is_query_model:
             return
-        sizes = np.bincount(self.predict_clusters(), minlength=self.module.n_clusters)
-        names = self.cluster_names
-        empty = [name for name, size in zip(names, sizes, strict=True) if not size]
-        if not empty:
-            return
-        k = self.module.n_clusters
-        # With empty clusters, near-empty ones are most likely more of the same: too many.
-        tiny = {n: int(m) for n, m in zip(names, sizes, strict=True) if 0 < m < 0.005 * sizes.sum()}
-        fewer = max(k - len(empty) - len(tiny), 2, len(self.label_names))
-        rate = high_rate_note((self.train_args_ or {}).get("lr"))  # far above the default
-        longer = f"training was too short. {train_longer(max_epochs, validation=False)}{rate}"
-        advice = f"If the data hold {k} groups, {longer}"
-        if fewer < k:
-            advice = f"If the data hold fewer groups, n_clusters={fewer} fits them; if {k}, "
-            advice += longer
-        if set(empty) & set(self.label_names):
-            advice = (
-                f"If the data hold {k} groups, {longer} Each label keeps its cluster: a label "
-                "whose cluster stays empty has too few labelled cells, or cells too like "
-                "another label's, to hold one."
-            )
-        shown = dict(list(tiny.items())[:10])
-        few = f", and {len(tiny)} more with under 0.5% of the cells each ({shown})" if tiny else ""
-        warn_user(
-            f"{len(empty)} of {k} clusters are empty after training ({', '.join(empty[:10])}"
-            f"{', ...' if len(empty) > 10 else ''}){few}. {advice}"
-        )
+        warn_if_clusters_empty(self, max_epochs)
 
     def _check_n_clusters(self, n_clusters) -> int:
         """The number of clusters: as given, or one per label (10 without labels)."""
