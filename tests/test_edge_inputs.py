@@ -393,6 +393,18 @@ def test_training_arguments_that_would_be_ignored_or_fail_late_are_refused():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="accelerator='gpu' asks for a GPU.*'cpu'"):
             model.train(max_epochs=1, accelerator="gpu")
+    if not torch.backends.mps.is_available():  # Lightning's MisconfigurationException
+        with pytest.raises(ValueError, match="accelerator='mps' asks for Apple's GPU.*'cpu'"):
+            model.train(max_epochs=1, accelerator="mps")
+    # "no" (a string: true) shuffled the split; torch's "cuda:1" failed in Lightning, whose
+    # "`devices` selected with `CPUAccelerator` should be an int > 0" named no fix.
+    with pytest.raises(ValueError, match="shuffle_set_split must be True or False, got 'no'"):
+        model.train(max_epochs=1, shuffle_set_split="no")
+    said = r"devices='cuda:1' names a torch device; .* accelerator='gpu', devices=\[1\]"
+    with pytest.raises(ValueError, match=said):
+        model.train(max_epochs=1, devices="cuda:1")
+    with pytest.raises(ValueError, match=r"device='cpu' names .* pass accelerator='cpu'\.$"):
+        model.train(max_epochs=1, device="cpu")
     assert not model.is_trained_
     # CGMDVAE keeps the best epoch only where there are validation cells ("auto").
     dv.model.CGMDVAE.setup_anndata(adata)
@@ -412,6 +424,21 @@ def test_training_arguments_that_would_be_ignored_or_fail_late_are_refused():
         max_epochs=2, train_size=1.0, early_stopping=True, early_stopping_monitor="elbo_train"
     )
     assert model.is_trained_
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a GPU")
+def test_several_devices_that_find_no_gpu_are_said_to_run_as_cpu_processes():
+    """devices=2 with accelerator='auto' on a machine without a GPU ran two CPU processes
+    (DDP over gloo) without a word; accelerator='cpu' says that is meant."""
+    from deltavae.model._device_args import resolved_accelerator
+
+    said = r"devices=2 found no GPU .* runs as that many CPU processes .* accelerator='cpu'"
+    with pytest.warns(UserWarning, match=said):
+        assert resolved_accelerator("auto", 2, "devices") == "cpu"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolved_accelerator("cpu", 2, "devices") == "cpu"
+        assert resolved_accelerator("auto", 1) == "cpu"
 
 
 def test_training_without_a_logger_says_what_it_loses():

@@ -13,7 +13,7 @@ import pyro
 # scvi-tools' view_anndata_setup and view_setup_args call rich.pretty without importing it.
 import rich.pretty  # noqa: F401
 from anndata import AnnData
-from scvi.model._utils import get_max_epochs_heuristic, parse_device_args
+from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import PyroSviTrainMixin
 
 from .._checks import check_anndata
@@ -32,6 +32,7 @@ from ..train._stopping import add_stopping
 from ._adata_setter import AnnDataSetter
 from ._backing import open_files_for_calls, record_contents, warn_compressed_chunks
 from ._count_advice import layer_fixed, note_non_negative
+from ._device_args import resolved_accelerator
 from ._genes import check_own_adata, match_genes
 from ._history import HistoryMixin
 from ._labels import check_known_categories, with_labels_column
@@ -292,6 +293,7 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         # Another model set up on the same AnnData (or a read call of one) rewrites the
         # registered columns (obs["_scvi_batch"] ...) with its own codes: ours are taken back.
         check_own_adata(self, training=True)
+        named = "devices" if "devices" in trainer_kwargs else "device"  # as the user wrote it
         if "devices" in trainer_kwargs:
             # Lightning's name; scvi-tools' runner would silently drop it.
             devices = trainer_kwargs.pop("devices")
@@ -303,7 +305,7 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
             strategy = "ddp"  # what several devices mean; Lightning's own choice fails here
         strategy, distributed = resolve_strategy(
             strategy,
-            parse_device_args(accelerator, device, return_device="torch")[0],
+            resolved_accelerator(accelerator, device, named),  # "cuda:0" refused; CPU DDP said
             self.adata,
         )
         if strategy is not None:

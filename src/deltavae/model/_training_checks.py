@@ -12,6 +12,7 @@ import torch
 
 from .._checks import short_repr
 from ..train._data import split_sizes
+from ._device_args import check_accelerator
 from ._plan_checks import check_plan_names, check_plan_numbers
 from ._trainer_names import trainer_names
 from ._validation import warn_user
@@ -156,6 +157,9 @@ def check_training_arguments(
     check_batch_size(batch_size, optional=False)
     if not isinstance(early_stopping, bool | np.bool_):  # "False" was True
         raise ValueError(f"early_stopping must be True or False, got {early_stopping!r}.")
+    shuffle = trainer_kwargs.get("shuffle_set_split", True)
+    if not isinstance(shuffle, bool | np.bool_):  # "no" (or "False") shuffled
+        raise ValueError(f"shuffle_set_split must be True or False, got {short_repr(shuffle)}.")
     n_rows = model.adata.n_obs
     n_train, n_val = split_sizes(n_rows, train_size, validation_size, split)
     external = split.get("external_indexing") is not None  # its lists, not the fractions
@@ -300,16 +304,6 @@ def callback_list(callbacks) -> list:
     from lightning.pytorch.callbacks import Callback
 
     return [callbacks] if isinstance(callbacks, Callback) else list(callbacks or [])
-
-
-def check_accelerator(accelerator) -> None:
-    """Refuse a GPU accelerator where torch sees none (the CLI asks this before reading)."""
-    if str(accelerator).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ValueError(
-            f"accelerator={accelerator!r} asks for a GPU, but torch {torch.__version__} sees "
-            "none (torch.cuda.is_available() is False): pass accelerator='cpu' (or 'auto', "
-            "which uses a GPU when there is one), or install a CUDA build of torch."
-        )
 
 
 def check_monitored(model, early_stopping_monitor, lr_scheduler_metric) -> None:

@@ -1,0 +1,64 @@
+"""``train``'s device arguments read as the user meant them, or refused with the fix: an
+accelerator torch does not see, a device named as torch names it (``"cuda:0"``), several
+devices that find no GPU."""
+
+from __future__ import annotations
+
+import torch
+from scvi.model._utils import parse_device_args
+
+from .._checks import short_repr
+from ..train._distributed import several_devices
+from ._validation import warn_user
+
+
+def check_accelerator(accelerator) -> None:
+    """Refuse a GPU accelerator where torch sees none (the CLI asks this before reading)."""
+    name = str(accelerator).lower()
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"accelerator={accelerator!r} asks for a GPU, but torch {torch.__version__} sees "
+            "none (torch.cuda.is_available() is False): pass accelerator='cpu' (or 'auto', "
+            "which uses a GPU when there is one), or install a CUDA build of torch."
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"accelerator={accelerator!r} asks for Apple's GPU (Metal), which torch "
+            f"{torch.__version__} does not see here (torch.backends.mps.is_available() is "
+            "False): pass accelerator='cpu', or 'auto' to use a GPU where there is one."
+        )
+
+
+def check_device(device, name: str = "device") -> None:
+    """Refuse a device named as torch names it (``"cuda:0"``, ``"cuda"``, ``"cpu"``):
+    Lightning's ``devices`` takes how many devices, or which (``[0]``); the kind is the
+    accelerator's. Lightning said "`devices` selected with `CPUAccelerator` should be an int
+    > 0" on a machine without a GPU, and the same of a GPU's ``"cuda:1"``."""
+    if not isinstance(device, str) or device == "auto":
+        return
+    kind, _, index = device.strip().lower().partition(":")
+    if kind in ("cuda", "gpu", "cpu", "mps"):
+        accelerator = "gpu" if kind in ("cuda", "gpu") else kind
+        gpu_index = index.isdigit() and accelerator != "cpu"
+        which = f", {name}=[{int(index)}] (the GPU's index, in a list)" if gpu_index else ""
+        raise ValueError(
+            f"{name}={short_repr(device)} names a torch device; train takes the kind of device "
+            f"as accelerator and how many (or which) as {name}: pass "
+            f"accelerator={accelerator!r}{which}."
+        )
+
+
+def resolved_accelerator(accelerator, device, name: str = "device") -> str:
+    """The accelerator Lightning will run ``train`` on (``"cpu"``, ``"cuda"`` ...), with
+    ``device`` (given as ``name``: scvi-tools' ``device`` or Lightning's ``devices``)
+    checked. Several devices with ``accelerator="auto"`` on a machine without a GPU ran that
+    many CPU processes (DDP over gloo) without a word: said, with the fix."""
+    check_device(device, name)
+    resolved = parse_device_args(accelerator, device, return_device="torch")[0]
+    if str(accelerator).lower() == "auto" and resolved == "cpu" and several_devices(device):
+        warn_user(
+            f"{name}={short_repr(device)} found no GPU (accelerator='auto'): training runs "
+            "as that many CPU processes (DDP over gloo), each on its share of the cells. "
+            f"Pass accelerator='cpu' to mean this, or leave {name} out to train in one process."
+        )
+    return resolved
