@@ -411,6 +411,10 @@ def test_training_arguments_that_would_be_ignored_or_fail_late_are_refused():
     cgm = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
     with pytest.raises(ValueError, match="'y_term_validation' or 'z_term_validation'"):
         cgm.train(max_epochs=2, early_stopping=True, early_stopping_monitor="y_trm_validation")
+    # "10": "unsupported operand type(s) for //"; 0 blamed mixture_init_epoch=0.
+    for wrong in ({"max_epochs": "10"}, {"max_epochs": 0, "mixture_init_epoch": 0}):
+        with pytest.raises(ValueError, match=r"max_epochs must be a positive integer, got "):
+            cgm.train(**wrong)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
         # A term of the model's own is a metric it logs (found on two cells before training).

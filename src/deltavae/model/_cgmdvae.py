@@ -362,11 +362,10 @@ class CGMDVAE(
                 "A query model keeps the reference's mixture: mixture_init_epoch=None, "
                 "refit_mixture=False."
             )
+        check_start_epoch(mixture_init_epoch, max_epochs)  # max_epochs first
         if mixture_init_epoch == "auto":
             trained = self.is_trained_ or self.is_query_model
             mixture_init_epoch = None if trained else max(1, max_epochs // 4)
-        else:
-            check_start_epoch(mixture_init_epoch, max_epochs)
         callbacks = callback_list(kwargs.pop("callbacks", None))
         started = mixture_init_epoch is not None and mixture_init_epoch < max_epochs
         if started:

@@ -135,11 +135,7 @@ def check_training_arguments(
     check_plan_names(plan)
     check_plan_numbers(plan, lr, model.module)
     lr = plan.get("lr", lr)
-    if not _is_int(max_epochs) or max_epochs < 1:
-        raise ValueError(
-            f"max_epochs must be a positive integer, got {max_epochs!r} (None chooses it "
-            f"from the number of {units})."
-        )
+    check_max_epochs(max_epochs, unit)
     if not _is_number(train_size) or not 0 < train_size <= 1:
         raise ValueError(
             f"train_size must lie in (0, 1], the fraction of {units} trained on; got "
@@ -417,10 +413,22 @@ def lr_into_optim_kwargs(lr, plan_kwargs: dict) -> tuple:
     return None, {**plan_kwargs, "optim_kwargs": {**(optim or {}), "lr": lr}}
 
 
+def check_max_epochs(max_epochs, unit: str = "cell") -> None:
+    """Refuse a ``max_epochs`` that is not a positive integer (``unit``: :func:`rows_unit`)."""
+    if not _is_int(max_epochs) or max_epochs < 1:
+        raise ValueError(
+            f"max_epochs must be a positive integer, got {short_repr(max_epochs)} (None "
+            f"chooses it from the number of {unit}s)."
+        )
+
+
 def check_start_epoch(epoch, max_epochs: int) -> None:
-    """Refuse a ``mixture_init_epoch`` at which the mixture would never start: not a whole
-    number of 0 or more (``-1``, ``2.5``: no epoch matches), or not before ``max_epochs``."""
-    if epoch is None:
+    """Refuse a ``max_epochs`` that is not a positive integer (before the start it places:
+    ``"10"`` failed on ``//``, and 0 blamed ``mixture_init_epoch=0``), then a
+    ``mixture_init_epoch`` at which the mixture would never start: not a whole number of 0 or
+    more (``-1``, ``2.5``: no epoch matches), or not before ``max_epochs``."""
+    check_max_epochs(max_epochs)
+    if epoch is None or (isinstance(epoch, str) and epoch == "auto"):
         return
     if not _is_int(epoch) or epoch < 0:
         raise ValueError(
