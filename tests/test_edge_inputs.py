@@ -360,8 +360,9 @@ def test_empty_cluster_advice_can_be_followed(counts_adata, monkeypatch):
     (said,) = [str(w.message) for w in caught]
     held = counts_adata.obs["lab"].value_counts()
     assert said.startswith(
-        f"No cell is predicted as '1' ({held['1']} labelled cells), '2' ({held['2']} labelled "
-        "cells): their labelled cells trained in their clusters, but q(y | z, c) puts every "
+        f"2 of 3 labels are never predicted after training ('1' ({held['1']} labelled cells), "
+        f"'2' ({held['2']} labelled cells)): their labelled cells trained in their clusters, "
+        "but q(y | z, c) puts every cell, those too, in other clusters."
     ), said
     assert "above this run's 2" in said and "empty" not in said
 

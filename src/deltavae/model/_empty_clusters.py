@@ -46,11 +46,11 @@ def warn_if_clusters_empty(model, max_epochs: int) -> None:
         one = len(unpredicted) == 1
         shown = ", ".join(f"{n!r} ({m} labelled cell{'s' * (m != 1)})" for n, m in unpredicted)
         warn_user(
-            f"No cell is predicted as {shown[:300]}: {'its' if one else 'their'} labelled "
-            f"cells trained in {'its cluster' if one else 'their clusters'}, but q(y | z, c) "
-            "puts every cell, those too, in other clusters, so predict() never returns "
-            f"{'it' if one else 'them'}. Most likely {longer} If it stays so, those cells are "
-            "too like another label's for the classifier to tell apart: a larger "
+            f"{len(unpredicted)} of {len(model.label_names)} labels are never predicted after "
+            f"training ({shown[:300]}): {'its' if one else 'their'} labelled cells trained in "
+            f"{'its cluster' if one else 'their clusters'}, but q(y | z, c) puts every cell, "
+            f"those too, in other clusters. Most likely {longer} If it stays so, those cells "
+            "are too like another label's for the classifier to tell apart: a larger "
             "classifier_weight weighs the labels more."
         )
     empty = [n for n, s, m in zip(names, sizes, labelled, strict=True) if not s and not m]
