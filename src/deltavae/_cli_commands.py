@@ -67,6 +67,7 @@ from deltavae.cli import DEMO_N_LATENT, MIN_DEMO_CELLS
 #: What models say about their results, reported as notes (see ``fit``).
 _NOTES = (
     "clusters are empty after training",
+    "labels are never predicted after training",
     "were merged into their most similar archetype",
     "point the same way (cosine similarity",  # archetypes merged as alike
     "which is trained as a cell type of its own",
