@@ -252,6 +252,8 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         """
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
+        if trainer_kwargs.get("load_sparse_tensor") is False:  # scvi-tools' default: a no-op
+            del trainer_kwargs["load_sparse_tensor"]
         refuse_scvi_names("train", type(self).__name__, trainer_kwargs)
         check_trainer_names(type(self), trainer_kwargs)
         given = dict(plan_kwargs or {})
