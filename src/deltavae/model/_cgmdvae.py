@@ -383,6 +383,7 @@ class CGMDVAE(
             )
         if refit_mixture:
             self._refit_mixture(mixture_init)
+            self._record_training_cells()  # again: the clusters after the refit (idempotent)
         self._warn_if_clusters_empty(max_epochs)
         return out
 

@@ -30,6 +30,7 @@ from ._latent_shift import data_floor
 from ._library_stats import cell_library_stats, log_libraries, record_library_stats
 from ._matrices import has_negatives
 from ._modes import evaluating
+from ._sample_draws import cluster_asked, draw_cells, record_cluster_conditions
 from ._sample_record import checked_batch_size, sample_names, sample_record, sampled_labels
 from ._scvi_glue import seeded
 
@@ -47,8 +48,11 @@ class GenerationMixin:
         condition=None,
         seed: int | None = None,
         batch_size: int | None = None,
+        *,
+        label=None,
     ) -> AnnData:
-        """Generate cells from the model: d, y, w, z and x, ancestrally.
+        """Generate cells from the model: w, z and x ancestrally, for clusters and conditions
+        named or drawn together from the training cells'.
 
         Parameters
         ----------
@@ -56,23 +60,37 @@ class GenerationMixin:
             Number of cells.
         cluster
             Cluster index or name for every cell (where the labels are integers, an integer
-            is a label); ``None`` draws y from p(y | d) p(d). A label sampled under conditions
-            none of its labelled training cells carried is warned about (extrapolated cells).
+            is a label); ``None`` draws it. A label sampled under conditions none of its
+            labelled training cells carried is warned about (extrapolated cells).
         condition
-            Value of the condition (or a dict over several condition keys); ``None`` draws
-            from the training frequencies. A key left out of the dict (or ``None``) is drawn
-            from the training cells that carry the values given, so every cell has a
-            combination of conditions that trained. For count likelihoods each cell's
+            Value of the condition (or a dict over several condition keys), as
+            :meth:`translate`'s ``target_condition``. A key left out of the dict (or
+            ``None``) is drawn. What is not named (cluster, conditions) is drawn together
+            from the training cells (``cluster_conditions_``: each training cell's label,
+            or for an unlabelled cell its most probable cluster, with its conditions) that
+            carry what was named, at their frequencies: every cell has a cluster and
+            conditions that trained together (no cell type drawn under a condition it was
+            held out of), and a cluster and conditions named that no training cell carried
+            together, with conditions to draw, are refused naming those that did. Name
+            every part to draw cells where none trained (the model extrapolates, with a
+            warning). For count likelihoods each cell's
             library size is drawn from the log-normal of the cells of its combination of
             conditions (as scvi-tools' library prior is per batch), or of all the training
             cells where none carried it.
         seed
             Random seed for reproducible samples: the same seed gives the same cells on a GPU
-            as on the CPU (the draws are made on the CPU); ``None`` seeds them from torch's
+            as on the CPU (the draws are made on the CPU), and its first cells are the same
+            whatever ``n_cells`` (``sample(100, seed=0)`` is the first 100 cells of
+            ``sample(200, seed=0)``, their names aside); ``None`` seeds them from torch's
             global generator.
         batch_size
             Cells decoded at a time (``None``: scvi-tools' ``settings.batch_size``), to bound
             the memory of many cells; the same seed gives the same cells whatever it is.
+        label
+            A label of the labels column (a cell type) for every cell, as scvi-tools and
+            scGen name cell types: ``sample(label="B cells")`` is ``sample(cluster="B
+            cells")``, refusing a novel cluster or a model without labels. Not with
+            ``cluster``.
 
         Returns
         -------
@@ -104,16 +122,21 @@ class GenerationMixin:
         batch_size = checked_batch_size(batch_size)
         module = self.module
         with seeded(module, seed), evaluating(module):
-            cats = self._condition_codes(condition, n_cells, seed)
-            y_given = None if cluster is None else self._cluster_index(cluster)
+            row = self._condition_codes(condition, 1, mark_drawn=True)  # -2: to draw
+            y_given = cluster_asked(self, cluster, label)
             self._check_if_trained(warn=False)
+            cells = CellDraws(seed)  # one uniform a cell: the first cells whatever n_cells
+            row = None if row is None else row.cpu().numpy()
+            y, codes = draw_cells(self, n_cells, y_given, row, cells)
+            cats = None if codes is None else torch.as_tensor(codes, device=module.device)
             stats = self._library_log_stats()
             if stats is not None:  # those of the training cells of each cell's conditions
                 stats = cell_library_stats(self, cats, stats)
-            draws = module.generate(n_cells, cats, y_given, stats, CellDraws(seed), batch_size)
+            draws = module.generate(n_cells, cats, y, stats, cells, batch_size)
         if cats is not None:  # a dict naming every key: a combination that may not have trained
             warn_untrained_combinations(self, cats.cpu().numpy(), "sample")
-        warn_unseen_label_conditions(self, y_given, cats)  # a cell type held out of them
+        if row is None or not (row == -2).any():  # drawn: of the training cells' combinations
+            warn_unseen_label_conditions(self, y_given, cats)  # a cell type held out of them
         y, x, expected = draws["y"], draws["x"], draws["expected"]
         clipped = False
         if not module.observation.is_count:  # as translate: not below the data's floor of 0
@@ -200,6 +223,7 @@ class GenerationMixin:
             self.library_log_stats_ = pooled(earlier, n_earlier, stats, len(rows))
             record_library_stats(self, log_lib, rows)
         record_label_conditions(self)
+        record_cluster_conditions(self)  # the clusters and conditions sample draws together
 
     @torch.inference_mode()
     def translate(

@@ -121,13 +121,19 @@ class ConditionsMixin:
         return list(self._cat_state().n_cats_per_key)
 
     def _condition_codes(
-        self, condition, n: int, seed: int | None = None, keep_own: bool = False
+        self,
+        condition,
+        n: int,
+        seed: int | None = None,
+        keep_own: bool = False,
+        mark_drawn: bool = False,
     ) -> torch.Tensor | None:
         """Codes of the requested condition(s) for n cells; None when unconditioned.
 
         A condition key left out of a dict, or given as ``None``, is drawn from the training
-        frequencies, or with ``keep_own`` coded -1: each cell keeps its own value (moving
-        cells to another condition); ``keep_own`` refuses a request that moves nothing."""
+        frequencies (with ``mark_drawn`` coded -2, for the caller to draw), or with
+        ``keep_own`` coded -1: each cell keeps its own value (moving cells to another
+        condition); ``keep_own`` refuses a request that moves nothing."""
         keys = self.condition_keys
         if not keys:
             if condition is not None:
@@ -170,7 +176,7 @@ class ConditionsMixin:
                 raise ValueError(untrained_condition(self, key, value))
             else:
                 codes[:, j] = known.index(str(value))
-        if (codes == -2).any():  # scvi.settings.seed makes an unseeded call repeatable too
+        if (codes == -2).any() and not mark_drawn:  # settings.seed repeats an unseeded call
             start = seed if seed is not None else int(torch.randint(2**62, (1,)).item())
             codes = draw_conditions(self, codes, np.random.default_rng(start))
         if keep_own and (codes < 0).all():

@@ -20,14 +20,15 @@ class CGMDVAEGeneration:
         self,
         n_cells: int,
         cat_covs: torch.Tensor | None = None,
-        cluster: int | None = None,
+        cluster: int | torch.Tensor | None = None,
         library_log_stats: tuple | None = None,
         draws: CellDraws | None = None,
         batch_size: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Ancestral draws of d, y, w, z and x for ``n_cells`` cells under ``cat_covs``.
 
-        ``cluster`` fixes y (otherwise d ~ Dir(alpha), y ~ Cat(d)); for counts the log
+        ``cluster`` fixes y, for every cell or (a tensor) each cell's (otherwise
+        d ~ Dir(alpha), y ~ Cat(d)); for counts the log
         library size is drawn from N(mean, sd) given as ``library_log_stats`` (numbers, or
         ``(n_cells, 1)`` tensors on the module's device: each cell's). Returns the
         cluster ``y``, ``w``, ``z``, the draws ``x`` and their expectation ``expected``, on
@@ -45,8 +46,10 @@ class CGMDVAEGeneration:
             alpha = self.alpha.detach().cpu().double().expand(n_cells, -1).contiguous()
             d = torch._sample_dirichlet(alpha, generator=draws.generator("d"))
             y = torch.multinomial(d, 1, generator=draws.generator("y")).squeeze(-1).to(device)
-        else:
+        elif isinstance(cluster, int):
             y = torch.full((n_cells,), cluster, device=device)
+        else:  # each cell's own
+            y = torch.as_tensor(cluster, dtype=torch.long, device=device).reshape(n_cells)
         # The normal draws of every cell at once (randn's draws depend on the shape filled).
         w = draws.normal((n_cells, self.n_latent_w), self.alpha, "w")
         eps = draws.normal((n_cells, self.n_latent), self.alpha, "z")
@@ -59,7 +62,7 @@ class CGMDVAEGeneration:
         noise = None
         if self.observation.name == "normal":
             shape = (n_cells, self.n_input)
-            noise = torch.randn(shape, generator=draws.generator("normal"), dtype=dtype)
+            noise = draws.normal(shape, None, "normal", dtype)
         step = n_cells if batch_size is None else batch_size
         parts = []
         for start in range(0, n_cells, max(step, 1)):

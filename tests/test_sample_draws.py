@@ -1,0 +1,108 @@
+"""CGMDVAE.sample draws each cell's cluster and conditions together, from the training cells'
+combinations; one seed draws the same first cells whatever the number of cells; cell types
+are asked for by label=."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import deltavae as dv
+from deltavae.distributions._draws import CellDraws
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False, "accelerator": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """Every cell labelled B, NK or T; NK held out of stim, B seen mostly stimulated, two
+    donors; a fourth (novel) cluster that no cell is labelled in."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=240, n_genes=20, n_clusters=3, n_conditions=2, seed=0
+    )
+    adata.obs["type"] = adata.obs["cluster"].astype(str).map({"0": "B", "1": "NK", "2": "T"})
+    adata.obs["donor"] = np.where(np.arange(adata.n_obs) % 2, "d1", "d2")
+    stim = (adata.obs["condition"] == "stim").to_numpy()
+    kind = adata.obs["type"].to_numpy()
+    few_b = np.cumsum((kind == "B") & ~stim) > 6  # 6 B cells in ctrl
+    drop = ((kind == "NK") & stim) | ((kind == "B") & ~stim & few_b)
+    adata = adata[~drop].copy()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key=["condition", "donor"], labels_key="type")
+    model = dv.model.CGMDVAE(adata, n_clusters=4, n_latent=2, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, batch_size=128, train_size=1.0, **TRAIN)
+    return model, adata
+
+
+def _pairs(obs: pd.DataFrame) -> pd.Series:
+    return (obs["type"].astype(str) + "/" + obs["condition"].astype(str)).value_counts(
+        normalize=True
+    )
+
+
+def test_cell_types_are_drawn_with_the_conditions_they_trained_in(held_out):
+    """The cluster came from the symmetric Dir(alpha) prior and the condition from its own
+    frequencies: NK cells, held out of stim, were drawn stimulated (a quarter of the cells
+    each type under each condition, whatever the training cells' mix)."""
+    model, adata = held_out
+    cells = model.sample(2000, seed=0)
+    drawn, real = _pairs(cells.obs), _pairs(adata.obs)
+    assert "NK/stim" not in drawn.index and set(drawn.index) == set(real.index)
+    np.testing.assert_allclose(drawn[real.index], real, atol=0.03)
+    assert set(zip(cells.obs["condition"], cells.obs["donor"], strict=True)) <= set(
+        zip(adata.obs["condition"], adata.obs["donor"], strict=True)
+    )
+    # A type named: its conditions drawn among those its cells trained in.
+    nk = model.sample(200, cluster="NK", seed=0)
+    assert set(nk.obs["condition"]) == {"ctrl"} and (nk.obs["type"] == "NK").all()
+    b = model.sample(400, cluster="B", seed=0)
+    assert (b.obs["condition"] == "ctrl").mean() < 0.15  # 6 of its cells in ctrl, 40 in stim
+    stim = model.sample(300, condition={"condition": "stim"}, seed=0)  # no NK among them
+    assert "NK" not in set(stim.obs["type"]) and (stim.obs["condition"] == "stim").all()
+    refusal = (
+        r"No training cell carries cluster='NK', condition='stim' together.*cluster 'NK' "
+        r"carried \(\['condition', 'donor'\]\): \[\('ctrl', 'd1'\), \('ctrl', 'd2'\)\]"
+    )
+    with pytest.raises(ValueError, match=refusal):  # the donor left to draw
+        model.sample(5, cluster="NK", condition={"condition": "stim"})
+    # Named in full, it is honoured, with the warning of an extrapolation.
+    with pytest.warns(UserWarning, match="cells of 'NK' under conditions that none"):
+        out = model.sample(5, cluster="NK", condition={"condition": "stim", "donor": "d1"})
+    assert (out.obs["condition"] == "stim").all() and (out.obs["type"] == "NK").all()
+    with pytest.warns(UserWarning, match="Cluster 'novel_0' holds no training cell"):
+        novel = model.sample(5, cluster="novel_0", seed=0)
+    assert (novel.obs["cluster"] == "novel_0").all()
+
+
+def test_a_seed_draws_the_same_first_cells_whatever_the_number_of_cells(held_out):
+    """sample(100, seed=0) and sample(200, seed=0) differed in their first cells: torch's
+    randn draws its last 16 values again where the size is not a multiple of 16."""
+    model, _ = held_out
+    few, many = model.sample(30, seed=4), model.sample(77, seed=4)
+    np.testing.assert_array_equal(few.X, many.X[:30])
+    # the decoder's float rounding may differ with the number of rows
+    np.testing.assert_allclose(few.layers["expected"], many.layers["expected"][:30], rtol=1e-5)
+    columns = ["cluster", "type", "condition", "donor"]
+    assert (few.obs[columns].to_numpy() == many.obs[columns].to_numpy()[:30]).all()
+    named = model.sample(9, cluster="T", condition={"condition": "ctrl"}, seed=4)
+    again = model.sample(21, cluster="T", condition={"condition": "ctrl"}, seed=4)
+    np.testing.assert_array_equal(named.X, again.X[:9])
+    first = CellDraws(2).normal((3, 5), None, "w")
+    np.testing.assert_array_equal(first, CellDraws(2).normal((10, 5), None, "w")[:3])
+
+
+def test_a_cell_type_is_asked_for_by_label(held_out):
+    """Cells of a type were asked for by cluster= alone: label= (scvi-tools' and scGen's
+    word for a cell type) was an unknown keyword."""
+    model, _ = held_out
+    by_label = model.sample(20, label="T", seed=1)
+    np.testing.assert_array_equal(by_label.X, model.sample(20, cluster="T", seed=1).X)
+    assert (by_label.obs["type"] == "T").all() and by_label.uns["sample"]["cluster"] == "T"
+    with pytest.raises(ValueError, match=r"label='novel_0' is not a label.*\['B', 'NK', 'T'\]"):
+        model.sample(5, label="novel_0")
+    with pytest.raises(ValueError, match=r"label='X' is not a label of the model; labels: \["):
+        model.sample(5, label="X")
+    with pytest.raises(ValueError, match="got cluster='T' and label='T'; give one"):
+        model.sample(5, cluster="T", label="T")
