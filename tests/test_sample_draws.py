@@ -86,6 +86,7 @@ def test_a_seed_draws_the_same_first_cells_whatever_the_number_of_cells(held_out
     np.testing.assert_allclose(few.layers["expected"], many.layers["expected"][:30], rtol=1e-5)
     columns = ["cluster", "type", "condition", "donor"]
     assert (few.obs[columns].to_numpy() == many.obs[columns].to_numpy()[:30]).all()
+    assert list(few.obs_names) == list(many.obs_names[:30])  # the same cells, the same names
     named = model.sample(9, cluster="T", condition={"condition": "ctrl"}, seed=4)
     again = model.sample(21, cluster="T", condition={"condition": "ctrl"}, seed=4)
     np.testing.assert_array_equal(named.X, again.X[:9])

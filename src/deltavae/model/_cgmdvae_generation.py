@@ -81,7 +81,7 @@ class GenerationMixin:
             Random seed for reproducible samples: the same seed gives the same cells on a GPU
             as on the CPU (the draws are made on the CPU), and its first cells are the same
             whatever ``n_cells`` (``sample(100, seed=0)`` is the first 100 cells of
-            ``sample(200, seed=0)``, their names aside); ``None`` seeds them from torch's
+            ``sample(200, seed=0)``, names included); ``None`` seeds them from torch's
             global generator.
         batch_size
             Cells decoded at a time (``None``: scvi-tools' ``settings.batch_size``), to bound
@@ -100,9 +100,9 @@ class GenerationMixin:
         condition, typed like the training AnnData's, and for a model with labels its
         labels column: each cell's cluster's label, the unlabelled mark (``"Unknown"``) for
         a novel cluster's cells. The cells are named ``sample_<token>_<i>``, where
-        ``<token>`` is a hash of ``uns["sample"]`` and of the cells drawn: the same cells
-        (the same seed) have the same names, and the cells of separate calls names of their
-        own in ``anndata.concat``. For a normal likelihood on data without
+        ``<token>`` is a hash of ``uns["sample"]`` (but ``n_cells``) and of the first cell
+        drawn: the same cells (the same seed) have the same names, and the cells of separate
+        calls names of their own in ``anndata.concat``. For a normal likelihood on data without
         negative values (log-normalized), both are clipped at 0, as :meth:`translate` does.
         ``uns["sample"]`` records what was asked: ``n_cells``, ``cluster`` and each
         condition (the name given, or ``"drawn"``), ``seed`` (where given) and what ``X``

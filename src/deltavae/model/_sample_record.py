@@ -65,13 +65,15 @@ def sample_record(
 
 def sample_names(record: dict, x: np.ndarray) -> list[str]:
     """The sampled cells' names, ``sample_<token>_<i>``: ``<token>`` a short hash of what was
-    asked (``record``, ``uns["sample"]``) and of the cells drawn (``x``), so that the same
-    cells (the same seed, or torch's global seed set again) have the same names and the cells
-    of separate calls, concatenated (``anndata.concat``), names of their own: every call named
+    asked (``record``, ``uns["sample"]``, but for ``n_cells``) and of the first cell drawn
+    (``x[0]``), so that the same cells (the same seed, or torch's global seed set again) have
+    the same names, the first cells of a seed too whatever ``n_cells``, and the cells of
+    separate calls, concatenated (``anndata.concat``), names of their own: every call named
     them ``sample_0``, ``sample_1``, ... (repeated names)."""
     digest = hashlib.sha1(usedforsecurity=False)
-    digest.update(json.dumps(record, sort_keys=True, default=str).encode())
-    digest.update(np.ascontiguousarray(x).tobytes())
+    asked = {key: value for key, value in record.items() if key != "n_cells"}
+    digest.update(json.dumps(asked, sort_keys=True, default=str).encode())
+    digest.update(np.ascontiguousarray(x[:1]).tobytes())
     return [f"sample_{digest.hexdigest()[:8]}_{i}" for i in range(len(x))]
 
 
