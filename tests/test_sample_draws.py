@@ -107,3 +107,15 @@ def test_a_cell_type_is_asked_for_by_label(held_out):
         model.sample(5, label="X")
     with pytest.raises(ValueError, match="got cluster='T' and label='T'; give one"):
         model.sample(5, cluster="T", label="T")
+
+
+def test_cells_trained_again_are_recorded_once(held_out, tmp_path):
+    """The same cells trained again (or after load) are counted once in the draws' record."""
+    model, adata = held_out
+    assert sum(model.cluster_conditions_.values()) == adata.n_obs
+    model.save(tmp_path / "m")
+    loaded = dv.model.CGMDVAE.load(tmp_path / "m", adata=adata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded.train(max_epochs=1, batch_size=128, train_size=1.0, **TRAIN)
+    assert sum(loaded.cluster_conditions_.values()) == adata.n_obs

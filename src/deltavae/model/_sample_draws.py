@@ -24,18 +24,14 @@ def record_cluster_conditions(model) -> None:
     """After a fit: the training cells (``train_indices``) per ``(cluster, *condition
     values)`` (strings: the cluster's name, then the condition keys' values in their order),
     labelled cells by their label and the others by their most probable cluster, in
-    ``model.cluster_conditions_`` (saved with the model). Added to what earlier fits on
-    other cells recorded (a query's to its reference's); a fit again of the same cells
-    replaces what the last fit of them recorded."""
+    ``model.cluster_conditions_`` (saved with the model). Added to what fits on other cells
+    recorded (a query's to its reference's); a fit again of the same cells (by name, after
+    ``load`` too: ``cluster_conditions_last_``) replaces what the last fit of them recorded."""
+    from ..train._record import cells_digest
+
     cells = training_positions(model)
     if not len(cells):
         return
-    uuid = model.adata_manager.adata_uuid
-    last = getattr(model, "_clusters_counted_before", None)
-    before = last[1] if last is not None and last[0] == uuid else None
-    if last is None or last[0] != uuid:
-        before = getattr(model, "cluster_conditions_", None)
-    model._clusters_counted_before = (uuid, before)
     clusters = model._posterior(model.adata, indices=cells)["probs"].argmax(1)
     n_labels = len(model.label_names)
     if n_labels:  # labelled cells by their label (the unlabelled mark is the last code)
@@ -47,7 +43,15 @@ def record_cluster_conditions(model) -> None:
         model.adata.obs[key].astype(str).to_numpy()[cells] for key in model.condition_keys
     ]
     combos = Counter(zip(*columns, strict=True))
-    model.cluster_conditions_ = dict(Counter(before or {}) + combos)
+    table = Counter(getattr(model, "cluster_conditions_", None) or {})
+    digest, last = (
+        cells_digest(model.adata.obs_names),
+        getattr(model, "cluster_conditions_last_", None),
+    )
+    if last is not None and last[0] == digest:  # these cells' last record, replaced
+        table -= Counter(last[1])
+    model.cluster_conditions_ = dict(table + combos)
+    model.cluster_conditions_last_ = (digest, dict(combos))
 
 
 def draw_cells(model, n: int, cluster: int | None, codes: np.ndarray | None, draws):
