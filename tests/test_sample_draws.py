@@ -16,8 +16,8 @@ TRAIN = {"enable_progress_bar": False, "enable_model_summary": False, "accelerat
 
 @pytest.fixture(scope="module")
 def held_out():
-    """Every cell labelled B, NK or T; NK held out of stim, B seen mostly stimulated, two
-    donors; a fourth (novel) cluster that no cell is labelled in."""
+    """Every cell labelled B, NK or T; NK held out of stim, B seen mostly stimulated, T 4x
+    deeper, two donors; a fourth (novel) cluster that no cell is labelled in."""
     adata = dv.datasets.synthetic_counts(
         n_cells=240, n_genes=20, n_clusters=3, n_conditions=2, seed=0
     )
@@ -28,6 +28,9 @@ def held_out():
     few_b = np.cumsum((kind == "B") & ~stim) > 6  # 6 B cells in ctrl
     drop = ((kind == "NK") & stim) | ((kind == "B") & ~stim & few_b)
     adata = adata[~drop].copy()
+    counts = np.asarray(adata.X.todense() if hasattr(adata.X, "todense") else adata.X)
+    counts[(adata.obs["type"] == "T").to_numpy()] *= 4  # T cells sequenced 4x deeper
+    adata.X = counts
     dv.model.CGMDVAE.setup_anndata(adata, condition_key=["condition", "donor"], labels_key="type")
     model = dv.model.CGMDVAE(adata, n_clusters=4, n_latent=2, n_hidden=16)
     with warnings.catch_warnings():
@@ -74,6 +77,20 @@ def test_cell_types_are_drawn_with_the_conditions_they_trained_in(held_out):
     with pytest.warns(UserWarning, match="Cluster 'novel_0' holds no training cell"):
         novel = model.sample(5, cluster="novel_0", seed=0)
     assert (novel.obs["cluster"] == "novel_0").all()
+
+
+def test_sampled_cell_types_take_their_own_depth(held_out):
+    """Every cell of a condition drew its library size from all that condition's cells:
+    T cells, 4x deeper, were sampled at the depth of B and NK cells (Kang IFN-beta:
+    monocytes sampled at half their real counts, B and CD8 T cells at 1.5x)."""
+    model, adata = held_out
+    cells = model.sample(400, seed=0)
+    totals = pd.Series(np.asarray(cells.X).sum(1)).groupby(cells.obs["type"].to_numpy()).median()
+    real = np.asarray(adata.X).sum(1)
+    real = pd.Series(real).groupby(adata.obs["type"].to_numpy()).median()
+    for other in ("B", "NK"):  # the real cells': 4.2 and 4.4 (a model of 1 epoch drops
+        ratio = totals["T"] / totals[other]  # half its counts: the ratios, not the totals)
+        assert 0.7 < ratio / (real["T"] / real[other]) < 1.4, (totals, real)
 
 
 def test_a_seed_draws_the_same_first_cells_whatever_the_number_of_cells(held_out):

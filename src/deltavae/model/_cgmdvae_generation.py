@@ -74,9 +74,9 @@ class GenerationMixin:
             together, with conditions to draw, are refused naming those that did. Name
             every part to draw cells where none trained (the model extrapolates, with a
             warning). For count likelihoods each cell's
-            library size is drawn from the log-normal of the cells of its combination of
-            conditions (as scvi-tools' library prior is per batch), or of all the training
-            cells where none carried it.
+            library size is drawn from the log-normal of the training cells of its cluster
+            and conditions (cell types differ in depth; scvi-tools' library prior is per
+            batch), else of its conditions, else of all the training cells.
         seed
             Random seed for reproducible samples: the same seed gives the same cells on a GPU
             as on the CPU (the draws are made on the CPU), and its first cells are the same
@@ -130,8 +130,8 @@ class GenerationMixin:
             y, codes = draw_cells(self, n_cells, y_given, row, cells)
             cats = None if codes is None else torch.as_tensor(codes, device=module.device)
             stats = self._library_log_stats()
-            if stats is not None:  # those of the training cells of each cell's conditions
-                stats = cell_library_stats(self, cats, stats)
+            if stats is not None:  # the training cells' of each cell's cluster and conditions
+                stats = cell_library_stats(self, cats, stats, y)
             draws = module.generate(n_cells, cats, y, stats, cells, batch_size)
         if cats is not None:  # a dict naming every key: a combination that may not have trained
             warn_untrained_combinations(self, cats.cpu().numpy(), "sample")

@@ -53,21 +53,60 @@ def record_library_stats(model, log_lib: np.ndarray | None = None, rows=None) ->
     model.library_log_stats_by_condition_ = stats
 
 
-def cell_library_stats(model, cats: torch.Tensor | None, pooled: tuple[float, float]):
+def record_cluster_library_stats(model, cells: np.ndarray, columns: list) -> None:
+    """After a fit, for count likelihoods: mean and sd of the log library sizes of the
+    training cells (positions ``cells``) per ``(cluster, *condition values)`` (``columns``:
+    each cell's cluster name, then its values of the condition keys, as strings), in
+    ``library_log_stats_by_cluster_`` (saved with the model; a combination of this fit
+    replaces an earlier fit's); sd None under :data:`MIN_CELLS_FOR_SD` cells. Cell types
+    differ in depth (Kang IFN-beta: monocytes 2-3x the counts of T and B cells), which the
+    libraries of a condition's cells, drawn for every type alike, did not keep."""
+    if not model.module.observation.is_count:
+        return
+    log_lib = log_libraries(model)[cells]
+    table = pd.Series(log_lib).groupby(list(columns)).agg(["mean", "std", "size"])
+    stats = dict(getattr(model, "library_log_stats_by_cluster_", None) or {})
+    for combo, (mean, sd, n) in zip(table.index, table.to_numpy(), strict=True):
+        combo = combo if isinstance(combo, tuple) else (combo,)
+        sd = sd * np.sqrt((n - 1) / n) if n >= MIN_CELLS_FOR_SD else None  # numpy's std
+        stats[tuple(map(str, combo))] = (float(mean), None if sd is None else float(sd))
+    model.library_log_stats_by_cluster_ = stats
+
+
+def cell_library_stats(
+    model, cats: torch.Tensor | None, pooled: tuple[float, float], clusters=None
+):
     """The mean and sd of each sampled cell's log library size, as ``(n, 1)`` tensors on the
-    module's device: those of the training cells of its combination of conditions (``cats``,
-    codes cells x keys), else (a combination no cell carried, a model saved before these were
-    kept, a model without conditions) ``pooled``, those of all training cells."""
-    stats = getattr(model, "library_log_stats_by_condition_", None)
-    if cats is None or not stats:
+    module's device: those of the training cells of its cluster (``clusters``, indices; in
+    ``library_log_stats_by_cluster_``) and combination of conditions (``cats``, codes cells x
+    keys), else those of its combination of conditions, else (a combination no cell carried,
+    a model saved before these were kept, a model without conditions) ``pooled``, those of
+    all training cells. A mean without its own sd (few cells) takes the next one's sd."""
+    stats = getattr(model, "library_log_stats_by_condition_", None) or {}
+    by_cluster = (
+        getattr(model, "library_log_stats_by_cluster_", None) if clusters is not None else None
+    )
+    if (cats is None or not stats) and not by_cluster:
         return pooled
-    keys, mappings = model.condition_keys, model._cat_state().mappings
+    n = len(clusters) if cats is None else len(cats)
+    keys = model.condition_keys
+    mappings = model._cat_state().mappings if keys else {}
     known = [[str(v) for v in mappings[key]] for key in keys]
-    rows, inverse = np.unique(cats.cpu().numpy(), axis=0, return_inverse=True)
+    codes = np.zeros((n, 0), dtype=np.int64) if cats is None else cats.cpu().numpy()
+    if by_cluster:
+        codes = np.column_stack([np.asarray(clusters).ravel(), codes])
+    rows, inverse = np.unique(codes, axis=0, return_inverse=True)
+    names = model.cluster_names
     per_row = []
     for row in rows:
-        mean, sd = stats.get(tuple(known[j][c] for j, c in enumerate(row)), pooled)
-        per_row.append((mean, pooled[1] if sd is None else sd))
+        conditions = row[1:] if by_cluster else row
+        values = tuple(known[j][c] for j, c in enumerate(conditions))
+        mean, sd = stats.get(values, pooled) if cats is not None else pooled
+        sd = pooled[1] if sd is None else sd
+        if by_cluster:
+            mean, own = by_cluster.get((names[row[0]], *values), (mean, None))
+            sd = sd if own is None else own
+        per_row.append((mean, sd))
     table = torch.tensor(per_row, dtype=model.module.alpha.dtype, device=model.module.device)
     cells = table[torch.as_tensor(np.asarray(inverse).ravel(), device=table.device)]
     return cells[:, :1], cells[:, 1:]

@@ -17,6 +17,7 @@ from scvi import REGISTRY_KEYS
 
 from .._checks import short_repr
 from ._condition_counts import draw_conditions, training_positions
+from ._library_stats import record_cluster_library_stats
 from ._validation import warn_user
 
 
@@ -42,6 +43,7 @@ def record_cluster_conditions(model) -> None:
     columns = [names] + [
         model.adata.obs[key].astype(str).to_numpy()[cells] for key in model.condition_keys
     ]
+    record_cluster_library_stats(model, cells, columns)  # the depth of each cell type
     combos = Counter(zip(*columns, strict=True))
     table = Counter(getattr(model, "cluster_conditions_", None) or {})
     digest, last = (

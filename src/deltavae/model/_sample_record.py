@@ -99,7 +99,7 @@ def _what_x_holds(likelihood: str) -> dict[str, str]:
     if likelihood in ("nb", "zinb"):
         dropout = " (dropout included)" if likelihood == "zinb" else ""
         draw = f"whole counts: one draw of the negative binomial{dropout}, at a library size "
-        draw += "drawn from the log-normal of its conditions' cells in training"
+        draw += "drawn from the log-normal of its cluster's and conditions' cells in training"
         return {"X": draw, "expected": f"the mean counts of that draw{dropout}"}
     if likelihood == "bernoulli":
         return {"X": "0 or 1: one Bernoulli draw", "expected": "the probabilities of 1"}
