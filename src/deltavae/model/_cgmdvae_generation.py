@@ -73,10 +73,12 @@ class GenerationMixin:
             held out of), and a cluster and conditions named that no training cell carried
             together, with conditions to draw, are refused naming those that did. Name
             every part to draw cells where none trained (the model extrapolates, with a
-            warning). For count likelihoods each cell's
-            library size is drawn from the log-normal of the training cells of its cluster
-            and conditions (cell types differ in depth; scvi-tools' library prior is per
-            batch), else of its conditions, else of all the training cells.
+            warning). A model saved before ``cluster_conditions_`` was kept draws the
+            cluster from p(y | d) p(d) and the conditions from their own frequencies. For
+            count likelihoods each cell's library size is drawn from the log-normal of the
+            training cells of its cluster and conditions (cell types differ in depth;
+            scvi-tools' library prior is per batch), else of its conditions, else of all the
+            training cells.
         seed
             Random seed for reproducible samples: the same seed gives the same cells on a GPU
             as on the CPU (the draws are made on the CPU), and its first cells are the same
@@ -112,6 +114,7 @@ class GenerationMixin:
         Examples
         --------
         >>> cells = g.sample(100, cluster=3, condition="stim")  # doctest: +SKIP
+        >>> b_cells = g.sample(500, label="B cells", seed=0)  # doctest: +SKIP
         """
         if isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells < 1:
             whole = isinstance(n_cells, float) and n_cells.is_integer() and n_cells >= 1
