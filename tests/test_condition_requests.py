@@ -70,6 +70,8 @@ def test_a_request_that_moves_nothing_is_refused(two_keys):
         model.translate(_ctrl(adata), {"donor": None})
     with pytest.raises(ValueError, match="names no value"):
         model.get_latent_representation(condition={})
+    with pytest.raises(ValueError, match="The condition None names no value"):  # was "{}"
+        model.translate(_ctrl(adata), None)
 
 
 def test_the_predicted_condition_column_is_typed_like_the_training_one():

@@ -122,6 +122,8 @@ def test_a_cell_type_is_asked_for_by_label(held_out):
         model.sample(5, label="novel_0")
     with pytest.raises(ValueError, match=r"label='X' is not a label of the model; labels: \["):
         model.sample(5, label="X")
+    with pytest.raises(ValueError, match=r"label=\['T', 'B'\] is several labels; give one"):
+        model.sample(5, label=["T", "B"])
     with pytest.raises(ValueError, match="got cluster='T' and label='T'; give one"):
         model.sample(5, cluster="T", label="T")
 

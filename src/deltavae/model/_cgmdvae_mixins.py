@@ -139,6 +139,7 @@ class ConditionsMixin:
             if condition is not None:
                 raise ValueError("The model has no condition covariate; pass condition=None.")
             return None
+        asked = condition
         if condition is None:  # every key drawn (or, with keep_own, kept)
             condition = {}
         if not isinstance(condition, dict):
@@ -181,7 +182,7 @@ class ConditionsMixin:
             codes = draw_conditions(self, codes, np.random.default_rng(start))
         if keep_own and (codes < 0).all():
             raise ValueError(
-                f"The condition {condition!r} names no value to move the cells to; give one "
+                f"The condition {short_repr(asked)} names no value to move the cells to; give one "
                 f"for at least one of the condition keys {keys}."
             )
         return torch.as_tensor(codes, device=self.module.device)

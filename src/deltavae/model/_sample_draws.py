@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 from scvi import REGISTRY_KEYS
 
 from .._checks import short_repr
@@ -147,6 +148,11 @@ def cluster_asked(model, cluster, label) -> int | None:
         raise ValueError(
             f"label={short_repr(label)}: the model was set up without a labels_key, so its "
             f"clusters have no labels; use cluster= (clusters: {short_repr(model.cluster_names)})."
+        )
+    if isinstance(label, list | tuple | set | np.ndarray | pd.Series | pd.Index):
+        raise ValueError(
+            f"label={short_repr(label)} is several labels; give one label (labels: "
+            f"{short_repr(labels, 20, 'labels')}), and call once per label."
         )
     try:
         index = model._cluster_index(label)
