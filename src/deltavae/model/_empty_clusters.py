@@ -32,7 +32,9 @@ def labelled_training_cells(model) -> np.ndarray:
 
 def warn_if_clusters_empty(model, max_epochs: int) -> None:
     """Say so when training ends with clusters no cell is predicted in (see the module)."""
-    sizes = np.bincount(model.predict_clusters(), minlength=model.module.n_clusters)
+    clusters = model.__dict__.pop("_clusters_after_fit", None)  # read by the fit's record
+    clusters = model.predict_clusters() if clusters is None else clusters
+    sizes = np.bincount(clusters, minlength=model.module.n_clusters)
     names = model.cluster_names
     labelled = np.zeros(len(names), dtype=int)
     labelled[: len(model.label_names)] = labelled_training_cells(model)

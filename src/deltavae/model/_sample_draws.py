@@ -34,7 +34,9 @@ def record_cluster_conditions(model) -> None:
     cells = training_positions(model)
     if not len(cells):
         return
-    clusters = model._posterior(model.adata, indices=cells)["probs"].argmax(1)
+    every = model.predict_clusters()  # every cell's: train's check of empty clusters too
+    model._clusters_after_fit = every
+    clusters = every[cells]
     n_labels = len(model.label_names)
     if n_labels:  # labelled cells by their label (the unlabelled mark is the last code)
         codes = model.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)
