@@ -376,10 +376,10 @@ def test_help_shows_every_default():
             else:
                 assert re.search(r"\[[^\]]+\]", text), (name, action.dest, text)
     fit_help = commands["fit"].format_help()
+    command_threads = dv._threads.command_threads
     assert "labels in --labels-key, or 10]" in " ".join(fit_help.split())
-    assert f"--threads THREADS torch CPU threads [{dv._threads.command_threads()}:" in " ".join(
-        fit_help.split()
-    )
+    threads = f"--threads THREADS CPU threads of torch, numba (UMAP) and BLAS [{command_threads()}:"
+    assert threads in " ".join(fit_help.split())
     assert "_plots" in fit_help
 
 
@@ -482,11 +482,24 @@ def test_model_errors_are_one_line_and_bugs_keep_their_traceback(
         main([*argv, "--n-clusters", "3", "--out", str(out)])
 
 
+def _blas_threads(libraries=None) -> set[int]:
+    """Threads of the BLAS and OpenMP pools loaded (of ``libraries``, file paths: all)."""
+    from threadpoolctl import threadpool_info
+
+    pools = threadpool_info()
+    return {p["num_threads"] for p in pools if libraries is None or p["filepath"] in libraries}
+
+
 def test_threads_reach_torch_and_are_restored(synthetic_h5ad, tmp_path, monkeypatch):
+    """--threads held torch's pool only: BLAS's and OpenMP's (numpy, scikit-learn) and numba's
+    (scanpy's neighbours and UMAP) kept every CPU of the machine."""
+    import numba
+    from threadpoolctl import threadpool_info, threadpool_limits
+
     seen = []
 
     def record(self, **kwargs):
-        seen.append(torch.get_num_threads())
+        seen.append((torch.get_num_threads(), _blas_threads(), numba.get_num_threads()))
         raise ValueError("stop here")
 
     monkeypatch.setattr(dv.model.ZINBVAE, "train", record)
@@ -494,11 +507,16 @@ def test_threads_reach_torch_and_are_restored(synthetic_h5ad, tmp_path, monkeypa
     before = torch.get_num_threads()
     argv = ["fit", str(synthetic_h5ad), "--model", "zinbvae", "--out", str(tmp_path / "x.h5ad")]
     try:
-        assert main([*argv, "--threads", "3"]) == 2
-        assert main(argv) == 2
+        loaded = {pool["filepath"] for pool in threadpool_info()}
+        with threadpool_limits(limits=2):  # the machine's pools, before the command
+            assert main([*argv, "--threads", "3"]) == 2
+            assert main(argv) == 2
+            assert _blas_threads(loaded) == {2}  # put back
     finally:
         torch.set_num_threads(before)
-    assert seen == [3, dv._threads.command_threads()]
+    default = dv._threads.command_threads()
+    numba_most = numba.config.NUMBA_NUM_THREADS
+    assert seen == [(3, {3}, min(3, numba_most)), (default, {default}, min(default, numba_most))]
     assert torch.get_num_threads() == before
     assert build_parser().parse_args(["demo", "--threads", "2"]).threads == 2
     # A scheduler's OMP_NUM_THREADS is the command's default (it ran min(CPUs, 8) threads).

@@ -122,6 +122,10 @@ def test_imputer_from_the_shell(files, tmp_path, capsys):
         (["--model", "imputer", "--reference", "{ref}", "--early-stopping"], "drop --early-st"),
         (["--model", "archetypes", "--n-archetypes", "1"], "'auto' or an integer >= 2"),
         (["--model", "archetypes", "--n-archetypes", "500"], "larger than the number of spots"),
+        (["--model", "archetypes", "--n-archetypes", "3", "--max-archetypes", "5"], "drop one"),
+        (["--model", "archetypes", "--max-archetypes", "2"], "must be an integer >= 3, got 2"),
+        (["--model", "archetypes", "--merge-threshold", "1.5"], "a fraction in (0, 1], got 1.5"),
+        (["--model", "zinbvae", "--merge-threshold", "0.5"], "does not take --merge-threshold"),
     ],
 )
 def test_spatial_input_errors_are_clear(files, tmp_path, capsys, options, message):
@@ -267,10 +271,11 @@ def test_reference_keys_are_checked_before_anything_is_read(files, tmp_path, cap
 
 def test_archetypes_merged_as_alike_are_a_note_in_flag_terms(files, tmp_path, capsys, monkeypatch):
     """The warning that archetypes merged as alike reached the shell as a Python warning,
-    advising model.merge_threshold, which no flag sets."""
+    advising model.merge_threshold, which no flag set: the Python API's merge_threshold and
+    max_archetypes had no flag (auto tried at most 10 archetypes, merged at 0.9)."""
     from deltavae.model._archetype_results import _warn_alike
 
-    spots_path, _, _ = files
+    spots_path, _, spots = files
     fresh = dv.model.Archetypes._fresh_merge
 
     def alike(model):  # as a fit whose archetypes 0 and 1 came out alike
@@ -278,11 +283,53 @@ def test_archetypes_merged_as_alike_are_a_note_in_flag_terms(files, tmp_path, ca
         return fresh(model)
 
     monkeypatch.setattr(dv.model.Archetypes, "_fresh_merge", alike)
-    options = ["--model", "archetypes", "--n-archetypes", "3", "--epochs", "2", "--no-plots"]
+    out, saved = tmp_path / "a.h5ad", tmp_path / "model"
+    options = ["--model", "archetypes", "--max-archetypes", "3", "--merge-threshold", "0.95"]
+    options += ["--epochs", "2", "--no-plots", "--min-spots", "1", "--save-model", str(saved)]
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)
-        assert _fit(spots_path, tmp_path / "a.h5ad", *options, "--min-spots", "1") == 0
+        assert _fit(spots_path, out, *options) == 0
     printed = capsys.readouterr()
     assert "raw archetypes (0, 1) point the same way" in printed.out
-    assert "Fit fewer archetypes (--n-archetypes); uns" in printed.out
-    assert "merge_threshold (" not in printed.out + printed.err
+    assert "above --merge-threshold 0.95)" in printed.out
+    assert "or keep them apart with a higher --merge-threshold (1 never merges); uns" in printed.out
+    assert "merge_threshold" not in printed.out + printed.err
+    assert "; after merging (--merge-threshold 0.95, --min-spots 1): " in printed.out
+    summary = ad.read_h5ad(out).uns["archetypes"]
+    assert summary["merge_threshold"] == 0.95 and list(summary["elbow"]["n_archetypes"]) == [2, 3]
+    loaded = dv.model.Archetypes.load(str(saved), adata=spots.copy())
+    assert (loaded.merge_threshold, loaded.min_spots) == (0.95, 1)
+
+
+def test_help_defaults_are_the_python_defaults():
+    """What ``deltavae fit --help`` gives as a model's default is its Python default."""
+    import inspect
+
+    from deltavae.cli import build_parser
+
+    fit = next(a for a in build_parser()._actions if a.dest == "command").choices["fit"]
+    helps = {
+        action.dest: " ".join(fit._get_formatter()._expand_help(action).split())
+        for action in fit._actions
+    }
+    model = dv.model
+    cases = {
+        "n_archetypes": (model.Archetypes, "n_archetypes", "[model's default: {}]"),
+        "max_archetypes": (model.Archetypes, "max_archetypes", "[{}]"),
+        "merge_threshold": (model.Archetypes, "merge_threshold", "[{}]"),
+        "min_spots": (model.Archetypes, "min_spots", "[{}]"),
+        "n_markers": (model.NMFDeconv.from_reference, "n_markers", "[{}]"),
+        "profiles": (model.SpatialImputer.from_reference, "profiles", "[{}]"),
+        "design": (model.SpatialImputer.from_reference, "design", "[{}]"),
+        "labels_key": (model.NMFDeconv.from_reference, "labels_key", "imputer: {}]"),
+        "likelihood": (model.ZINBVAE, "likelihood", "[model's default: {}]"),
+        "train_size": (model.ZINBVAE.train, "train_size", "[the model's default: {};"),
+        "batch_size": (model.ZINBVAE.train, "batch_size", "[the model's default: {} for"),
+    }
+    for dest, (function, name, shown) in cases.items():
+        default = inspect.signature(function).parameters[name].default
+        assert shown.format(default) in helps[dest], (dest, default, helps[dest])
+    assert "zinbvae 10;" in helps["n_latent"]
+    assert inspect.signature(model.ZINBVAE).parameters["n_latent"].default == 10
+    assert "archetypes 300;" in helps["epochs"]
+    assert inspect.signature(model.Archetypes.train).parameters["max_epochs"].default == 300

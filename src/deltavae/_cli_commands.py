@@ -70,6 +70,7 @@ _NOTES = (
     "labels are never predicted after training",
     "were merged into their most similar archetype",
     "point the same way (cosine similarity",  # archetypes merged as alike
+    "was not fully applied: archetype",  # min_spots, where merging stopped at 2
     "which is trained as a cell type of its own",
 )
 

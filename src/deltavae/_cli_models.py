@@ -44,6 +44,8 @@ _MODEL_OPTIONS = (
     "n_latent",
     "n_clusters",
     "n_archetypes",
+    "max_archetypes",
+    "merge_threshold",
     "min_spots",
     "n_markers",
     "profiles",
@@ -97,6 +99,12 @@ def check_model_inputs(args: argparse.Namespace) -> None:
             "obs['cgmdvae_cluster'] is where the output puts the model's clusters, and the "
             "model would read it as labels or condition: copy the column under another name "
             "in the input and pass that name."
+        )
+    n_archetypes = getattr(args, "n_archetypes", None)
+    if getattr(args, "max_archetypes", None) is not None and n_archetypes not in (None, "auto"):
+        raise InputError(
+            f"--max-archetypes bounds the archetypes --n-archetypes auto tries, but "
+            f"--n-archetypes {n_archetypes} fits that many: drop one of them."
         )
     if args.backed and args.model in IN_MEMORY_ONLY:
         raise InputError(

@@ -53,8 +53,11 @@ _FLAGS = (
     ),
     (r",? on a model built anew\b", ""),
     (r", or call train again to continue this model\)", ")"),
-    # Archetypes merged as alike: no flag sets merge_threshold.
-    (r", or keep them apart with a higher merge_threshold \([^)]*\)", ""),
+    # Archetypes merged as alike: the flag, not the attribute of a model object.
+    (
+        r"higher merge_threshold \(model\.merge_threshold = 1 never merges\)",
+        "higher --merge-threshold (1 never merges)",
+    ),
     # CGMDVAE's mixture start, which no flag skips: the flags that fit it.
     (
         r"Use fewer clusters, train on more cells \(([^)]*)\), or skip the start with "
@@ -89,6 +92,10 @@ _FLAGS = (
     (r"\bn_archetypes=", "--n-archetypes "),
     (r"\bn_archetypes\b", "--n-archetypes"),
     (r"settings\.batch_size or batch_size in model\.train", "--batch-size"),
+    (r"\bmerge_threshold=", "--merge-threshold "),
+    (r"\bmerge_threshold\b", "--merge-threshold"),
+    (r"\bmax_archetypes=", "--max-archetypes "),
+    (r"\bmax_archetypes\b", "--max-archetypes"),
     (r"\bmin_spots=", "--min-spots "),
     (r"\bmin_spots\b", "--min-spots"),
     (r"\btrain_size=", "--train-size "),
@@ -155,7 +162,8 @@ def _as_flags(note: str) -> str:
     '--n-archetypes 500 is larger than the spots'
     >>> _as_flags("Fit fewer archetypes (n_archetypes), or keep them apart with a higher "
     ...           "merge_threshold (model.merge_threshold = 1 never merges); uns[...] records")
-    'Fit fewer archetypes (--n-archetypes); uns[...] records'
+    'Fit fewer archetypes (--n-archetypes), or keep them apart with a higher --merge-threshold
+    (1 never merges); uns[...] records'
     >>> _as_flags("a lower learning rate, e.g. train(lr=0.0001) (this run used lr=0.001).")
     'a lower learning rate, e.g. --lr 0.0001 (this run used --lr 0.001).'
     >>> _as_flags("Training diverged: the loss became nan at epoch 0, step 1 of 3. The model keeps "
@@ -363,7 +371,8 @@ def _spatial_report(results: ad.AnnData, model, model_name: str) -> list[str]:
     summary = results.uns[model.uns_key]
     raw, kept = int(summary["n_archetypes_raw"]), len(summary["names"])
     chosen = " (chosen by the elbow)" if "elbow" in summary else ""
-    return [*lines, f"archetypes fitted: {raw}{chosen}; after merging similar ones: {kept}"]
+    merging = f"--merge-threshold {model.merge_threshold:g}, --min-spots {model.min_spots}"
+    return [*lines, f"archetypes fitted: {raw}{chosen}; after merging ({merging}): {kept}"]
 
 
 def _fit_report(results: ad.AnnData, model, args: argparse.Namespace) -> list[str]:

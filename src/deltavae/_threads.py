@@ -223,3 +223,25 @@ def keep_torch_threads():
     finally:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def command_threads_limited(n: int):
+    """The thread pools of a ``deltavae`` command besides torch's held to ``n`` threads for the
+    block, then put back: the BLAS and OpenMP pools of numpy, scipy and scikit-learn
+    (threadpoolctl) and numba's (scanpy's neighbours and UMAP). ``--threads`` held only
+    torch's, while training: numba's pool took every CPU, and its OpenMP layer set torch's
+    threads to that count for whatever came after (call :func:`set_threads` first; torch's
+    count is set again here, once numba's pool is up)."""
+    import numba
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    numba_threads = numba.get_num_threads()
+    with threadpool_limits(limits=n):
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))  # may launch the pool
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            numba.set_num_threads(numba_threads)

@@ -10,8 +10,9 @@ writes PNGs into ``<OUTPUT stem>_plots/``. This module only parses: it imports n
 :mod:`deltavae._cli_commands`, and the models and their options are built in
 :mod:`deltavae._cli_models`.
 
-Both take ``--threads`` (torch's CPU threads; see :func:`deltavae.set_threads`). Bad input,
-and whatever the model refuses (``ValueError``, ``KeyError``), ends in one line on stderr,
+Both take ``--threads`` (torch's CPU threads, see :func:`deltavae.set_threads`, and those of
+numba and the BLAS libraries, for the UMAP and the rest). Bad input, and whatever the model
+refuses (``ValueError``, ``KeyError``), ends in one line on stderr,
 ``deltavae: error: <message>``, with exit status 2.
 
 Examples
@@ -43,7 +44,19 @@ import warnings
 from collections.abc import Sequence
 
 from deltavae import __version__
-from deltavae._threads import MAX_DEFAULT_THREADS, command_threads, set_threads
+from deltavae._cli_args import (
+    add_spatial_options,
+    fraction,
+    positive_float,
+    positive_int,
+    seed_arg,
+)
+from deltavae._threads import (
+    MAX_DEFAULT_THREADS,
+    command_threads,
+    command_threads_limited,
+    set_threads,
+)
 
 DEMO_EPOCHS = 100
 DEMO_RESOLUTION = 0.8
@@ -61,72 +74,6 @@ MODEL_CLASSES: dict[str, str] = {
 }
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _float_within(text: str, high: float, what: str) -> float:
-    """``text`` as a number above 0 and at most ``high``; else a usage error saying ``what``."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= high or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    return _float_within(text, float("inf"), "a positive number")
-
-
-def _fraction(text: str) -> float:
-    return _float_within(text, 1.0, "a fraction in (0, 1]")
-
-
-def n_archetypes_arg(text: str) -> int | str:
-    """``--n-archetypes``: ``auto`` or an integer of at least 2.
-
-    Examples
-    --------
-    >>> n_archetypes_arg("auto"), n_archetypes_arg("4")
-    ('auto', 4)
-    """
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 2, got {text}")
-    return value
-
-
-def n_markers_arg(text: str) -> int | str:
-    """``--n-markers``: a positive integer, or ``all`` (every shared gene, ``n_markers=None``).
-
-    Examples
-    --------
-    >>> n_markers_arg("20"), n_markers_arg("all")
-    (20, 'all')
-    """
-    if text == "all":
-        return text
-    try:
-        return _positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"must be a positive integer or 'all', got {text}"
-        ) from None
-
-
 def _add_early_stopping(parser: argparse.ArgumentParser, note: str = "") -> None:
     parser.add_argument(
         "--early-stopping",
@@ -142,19 +89,22 @@ def _add_early_stopping(parser: argparse.ArgumentParser, note: str = "") -> None
 def _add_optimisation(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
-        help="cells (spots) per minibatch [the model's default: 128 for zinbvae and cgmdvae]",
+        help="cells (spots) per minibatch [the model's default: 128 for zinbvae, cgmdvae and "
+        "archetypes; nmfdeconv every spot, at most 1,024; imputer every spot, at most 2,048, "
+        "or 128 with --design latent]",
     )
     parser.add_argument(
         "--lr",
-        type=_positive_float,
+        type=positive_float,
         default=None,
-        help="learning rate [the model's default: 1e-3 for zinbvae and cgmdvae]",
+        help="learning rate [the model's default: 1e-3 for zinbvae and cgmdvae; 5e-3 for "
+        "nmfdeconv and archetypes; imputer 0.05, or 5e-3 with --design latent]",
     )
     parser.add_argument(
         "--train-size",
-        type=_fraction,
+        type=fraction,
         default=None,
         help="fraction of the cells that train, the rest validate [the model's default: 0.9; "
         "1.0 for nmfdeconv]; 1 trains on every cell",
@@ -174,12 +124,13 @@ def _add_accelerator(parser: argparse.ArgumentParser) -> None:
 def _add_threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=command_threads(),
         help=(
-            "torch CPU threads [%(default)s: $DELTAVAE_THREADS, $OMP_NUM_THREADS, or the CPUs "
-            f"this process may use, at most {MAX_DEFAULT_THREADS}]; idle threads sleep instead of "
-            "spinning on a busy machine (OMP_WAIT_POLICY=PASSIVE, unless set)"
+            "CPU threads of torch, numba (UMAP) and BLAS [%(default)s: $DELTAVAE_THREADS, "
+            f"$OMP_NUM_THREADS, or the CPUs this process may use, at most {MAX_DEFAULT_THREADS}]"
+            "; idle threads sleep instead of spinning on a busy machine (OMP_WAIT_POLICY=PASSIVE,"
+            " unless set)"
         ),
     )
 
@@ -215,24 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
         "[%(default)s]",
     )
     p_demo.add_argument(
-        "--epochs", type=_positive_int, default=DEMO_EPOCHS, help="training epochs [%(default)s]"
+        "--epochs", type=positive_int, default=DEMO_EPOCHS, help="training epochs [%(default)s]"
     )
-    p_demo.add_argument("--seed", type=_seed, default=0, help="random seed [%(default)s]")
+    p_demo.add_argument("--seed", type=seed_arg, default=0, help="random seed [%(default)s]")
     p_demo.add_argument(
         "--n-cells",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help=f"subsample this many cells (at least {MIN_DEMO_CELLS}), for quick runs [all 2,638]",
     )
     p_demo.add_argument(
         "--n-top-genes",
-        type=_positive_int,
+        type=positive_int,
         default=2000,
         help="highly variable genes (seurat_v3 on counts) [%(default)s]",
     )
     p_demo.add_argument(
         "--resolution",
-        type=_positive_float,
+        type=positive_float,
         default=DEMO_RESOLUTION,
         help="leiden resolution [%(default)s]",
     )
@@ -266,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         required=True,
         metavar="OUTPUT.h5ad",
-        help="file to write, not the input (a zarr store for a zarr input); it appears under "
-        "this name only when the whole run succeeded (required)",
+        help="file to write, not the input (a zarr store for a zarr input), in a folder made if "
+        "missing; it appears under this name only when the whole run succeeded (required)",
     )
     p_fit.add_argument(
         "--overwrite",
@@ -326,46 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
             "the cell types' signatures, the genes to impute [none]"
         ),
     )
-    p_fit.add_argument(
-        "--n-archetypes",
-        type=n_archetypes_arg,
-        default=None,
-        help="archetypes, an integer >= 2 or 'auto' (archetypes) [model's default: auto]",
-    )
-    p_fit.add_argument(
-        "--min-spots",
-        type=_positive_int,
-        default=None,
-        help="archetypes: fewest spots an archetype must lead in to stand on its own [5]",
-    )
-    p_fit.add_argument(
-        "--n-markers",
-        type=n_markers_arg,
-        default=None,
-        help="nmfdeconv: top marker genes per cell type the model reads, or 'all' shared "
-        "genes [50]",
-    )
-    p_fit.add_argument(
-        "--profiles",
-        choices=("neighbours", "type"),
-        default=None,
-        help=(
-            "imputer: each spot's state profiles from its nearest reference cells, or one "
-            "profile per cell type (for spots of many cells, e.g. Visium) [neighbours]"
-        ),
-    )
-    p_fit.add_argument(
-        "--design",
-        choices=("deconvolution", "latent"),
-        default=None,
-        help=(
-            "imputer: spots as mixtures of reference states, or a latent space shared with "
-            "the reference cells [deconvolution]"
-        ),
-    )
+    add_spatial_options(p_fit)
     p_fit.add_argument(
         "--n-clusters",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help=(
             "mixture components (cgmdvae) [model's default: the number of labels in "
@@ -374,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_fit.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help=(
             "training epochs [the model's default: zinbvae and cgmdvae from the number of "
@@ -384,14 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_fit.add_argument(
         "--n-latent",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help=(
             "latent dimension [model's default: zinbvae 10; cgmdvae 'auto': 16 for counts "
             "without --condition-key, else 10, or the number of clusters if larger (at most 64)]"
         ),
     )
-    p_fit.add_argument("--seed", type=_seed, default=0, help="random seed [%(default)s]")
+    p_fit.add_argument("--seed", type=seed_arg, default=0, help="random seed [%(default)s]")
     _add_early_stopping(p_fit, " (nmfdeconv: with --train-size below 1)")
     p_fit.add_argument(
         "--backed",
@@ -412,17 +327,6 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (parser, *commands.choices.values()):
         sub.allow_abbrev = False  # "--early" or "--epoch" named no flag, and were taken as one
     return parser
-
-
-def _seed(text: str) -> int:
-    """A seed numpy and torch both take: an integer in [0, 2**32)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: not an integer") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: must lie in [0, 2**32)")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -477,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 set_threads(args.threads)
             except ValueError as err:
                 raise InputError(f"--threads: {err}") from None
-            return getattr(_cli_commands, args.command)(args)
+            with command_threads_limited(args.threads):  # numba's and BLAS's pools too
+                return getattr(_cli_commands, args.command)(args)
     except InputError as err:
         print(f"deltavae: error: {err}", file=sys.stderr)
         return err.exit_code

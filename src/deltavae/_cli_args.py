@@ -1,0 +1,178 @@
+"""The values the ``deltavae`` command line takes (numbers, seeds, archetype counts) and the
+options of its spatial models, for :mod:`deltavae.cli`'s parser. Imports no model, so that
+parsing answers at once."""
+
+from __future__ import annotations
+
+import argparse
+
+#: Archetypes' defaults, shown in ``deltavae fit --help`` (tests/test_cli_spatial.py checks
+#: them against :class:`deltavae.model.Archetypes`' own).
+MERGE_THRESHOLD = 0.9
+MAX_ARCHETYPES = 10
+MIN_SPOTS = 5
+
+
+def positive_int(text: str) -> int:
+    """``text`` as an integer of at least 1; else a usage error.
+
+    Examples
+    --------
+    >>> positive_int("3")
+    3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _float_within(text: str, high: float, what: str) -> float:
+    """``text`` as a number above 0 and at most ``high``; else a usage error saying ``what``."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= high or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """``text`` as a finite number above 0; else a usage error."""
+    return _float_within(text, float("inf"), "a positive number")
+
+
+def fraction(text: str) -> float:
+    """``text`` as a number in (0, 1]; else a usage error.
+
+    Examples
+    --------
+    >>> fraction("0.8")
+    0.8
+    """
+    return _float_within(text, 1.0, "a fraction in (0, 1]")
+
+
+def seed_arg(text: str) -> int:
+    """A seed numpy and torch both take: an integer in [0, 2**32)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: not an integer") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: must lie in [0, 2**32)")
+    return value
+
+
+def n_archetypes_arg(text: str) -> int | str:
+    """``--n-archetypes``: ``auto`` or an integer of at least 2.
+
+    Examples
+    --------
+    >>> n_archetypes_arg("auto"), n_archetypes_arg("4")
+    ('auto', 4)
+    """
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 2, got {text}")
+    return value
+
+
+def max_archetypes_arg(text: str) -> int:
+    """``--max-archetypes``: an integer of at least 3 (``auto`` compares 2 or more).
+
+    Examples
+    --------
+    >>> max_archetypes_arg("12")
+    12
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 3:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 3, got {text}")
+    return value
+
+
+def n_markers_arg(text: str) -> int | str:
+    """``--n-markers``: a positive integer, or ``all`` (every shared gene, ``n_markers=None``).
+
+    Examples
+    --------
+    >>> n_markers_arg("20"), n_markers_arg("all")
+    (20, 'all')
+    """
+    if text == "all":
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer or 'all', got {text}"
+        ) from None
+
+
+def add_spatial_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``deltavae fit``'s spatial models (archetypes, nmfdeconv, imputer)."""
+    parser.add_argument(
+        "--n-archetypes",
+        type=n_archetypes_arg,
+        default=None,
+        help="archetypes, an integer >= 2 or 'auto': the elbow of the explained variance over "
+        "2 to --max-archetypes (archetypes) [model's default: auto]",
+    )
+    parser.add_argument(
+        "--max-archetypes",
+        type=max_archetypes_arg,
+        default=None,
+        help=f"archetypes: most archetypes --n-archetypes auto tries [{MAX_ARCHETYPES}]",
+    )
+    parser.add_argument(
+        "--merge-threshold",
+        type=fraction,
+        default=None,
+        help="archetypes: cosine similarity above which archetypes merge after training, in "
+        f"(0, 1]; 1 never merges [{MERGE_THRESHOLD}]",
+    )
+    parser.add_argument(
+        "--min-spots",
+        type=positive_int,
+        default=None,
+        help=f"archetypes: fewest spots an archetype must lead in to stand on its own "
+        f"[{MIN_SPOTS}]",
+    )
+    parser.add_argument(
+        "--n-markers",
+        type=n_markers_arg,
+        default=None,
+        help="nmfdeconv: top marker genes per cell type the model reads, or 'all' shared "
+        "genes [50]",
+    )
+    parser.add_argument(
+        "--profiles",
+        choices=("neighbours", "type"),
+        default=None,
+        help=(
+            "imputer: each spot's state profiles from its nearest reference cells, or one "
+            "profile per cell type (for spots of many cells, e.g. Visium) [neighbours]"
+        ),
+    )
+    parser.add_argument(
+        "--design",
+        choices=("deconvolution", "latent"),
+        default=None,
+        help=(
+            "imputer: spots as mixtures of reference states, or a latent space shared with "
+            "the reference cells [deconvolution]"
+        ),
+    )
