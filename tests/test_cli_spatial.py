@@ -115,7 +115,11 @@ def test_imputer_from_the_shell(files, tmp_path, capsys):
         (["--model", "imputer", "--reference", "{folder}"], "is a folder (a zarr store?)"),
         (["--model", "zinbvae", "--reference", "{ref}"], "does not take --reference"),
         (["--model", "nmfdeconv", "--reference", "{ref}", "--n-latent", "3"], "--n-latent"),
-        (["--model", "archetypes", "--batch-key", "b"], "does not take --batch-key"),
+        (
+            ["--model", "archetypes", "--batch-key", "b"],
+            "not take --batch-key; it takes --sample-k",
+        ),
+        (["--model", "archetypes", "--sample-key", "b"], "--sample-key 'b' is not a column of"),
         (["--model", "nmfdeconv", "--reference", "{ref}", "--profiles", "type"], "--profiles"),
         (["--model", "nmfdeconv", "--reference", "{ref}", "--labels-key", "type"], "'type' is"),
         (["--model", "imputer", "--reference", "{ref}", "--backed"], "drop --backed"),
@@ -173,10 +177,29 @@ def test_options_reach_the_model_as_in_python(files, tmp_path, monkeypatch):
         seen["train"] = kwargs
         raise _Stop
 
+    def samples(self, **kwargs):
+        seen["samples"] = list(self.adata_manager.get_state_registry("batch").categorical_mapping)
+        raise _Stop
+
     monkeypatch.setattr(dv.model.Archetypes, "train", stop)
     with pytest.raises(_Stop):
         _fit(spots_path, tmp_path / "a.h5ad", "--model", "archetypes", "--n-archetypes", "3")
     assert "max_epochs" not in seen["train"]
+    # Slides fitted together (Archetypes' sample_key) had no flag.
+    slides = ad.read_h5ad(spots_path)
+    slides.obs["slide"] = np.where(np.arange(slides.n_obs) < 50, "s1", "s2")
+    slides.write_h5ad(tmp_path / "slides.h5ad")
+    monkeypatch.setattr(dv.model.Archetypes, "train", samples)
+    with pytest.raises(_Stop):
+        _fit(
+            tmp_path / "slides.h5ad",
+            tmp_path / "s.h5ad",
+            "--model",
+            "archetypes",
+            "--sample-key",
+            "slide",
+        )
+    assert seen["samples"] == ["s1", "s2"]
 
     def spy(model_cls, adata, reference, options):
         seen["build"] = options["reference"]

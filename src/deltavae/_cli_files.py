@@ -351,15 +351,19 @@ def _options_for(fn, what: str, **options) -> dict:
     refused = [name for name in given if name not in named]
     if refused:
         flags = ", ".join(_flag(name) for name in refused)
-        instead = [_INSTEAD[name] for name in refused if _INSTEAD.get(name) in named]
+        instead = [other for name in refused for other in _INSTEAD.get(name, ()) if other in named]
         hint = f"; it takes {', '.join(_flag(name) for name in instead)}" if instead else ""
         raise InputError(f"{what} does not take {flags}{hint}.")
     return given
 
 
-#: The option a model takes for what another model calls otherwise: a condition is the batch
-#: of ZINBVAE, a batch the condition of CGMDVAE.
-_INSTEAD = {"condition_key": "batch_key", "batch_key": "condition_key"}
+#: The options a model takes for what another model calls otherwise: a condition is the batch
+#: of ZINBVAE, a batch the condition of CGMDVAE, and a slide the sample of Archetypes.
+_INSTEAD = {
+    "condition_key": ("batch_key", "sample_key"),
+    "batch_key": ("condition_key", "sample_key"),
+    "sample_key": ("batch_key", "condition_key"),
+}
 
 
 def _flag(name: str) -> str:

@@ -38,6 +38,7 @@ _MODEL_OPTIONS = (
     "layer",
     "batch_key",
     "condition_key",
+    "sample_key",
     "labels_key",
     "unlabeled_category",
     "reference_layer",
@@ -136,7 +137,7 @@ def check_accelerator(accelerator: str) -> None:
 
 #: Options that name an obs column of INPUT (the reference models' --labels-key names one of
 #: the reference's).
-_INPUT_COLUMNS = ("batch_key", "condition_key", "labels_key")
+_INPUT_COLUMNS = ("batch_key", "condition_key", "sample_key", "labels_key")
 
 
 def check_input_keys(path: Path, args: argparse.Namespace) -> None:
@@ -247,7 +248,8 @@ def model_options(model_cls: type, args: argparse.Namespace) -> dict[str, dict]:
         if options.get("n_markers") == "all":  # every shared gene
             options["n_markers"] = None
         return {"reference": {**options, **_options_for(model_cls, args.model, **passed_on)}}
-    setup_names = ("layer", "batch_key", "condition_key", "labels_key", "unlabeled_category")
+    setup_names = ("layer", "batch_key", "condition_key", "sample_key", "labels_key")
+    setup_names += ("unlabeled_category",)
     setup = {name: given.pop(name) for name in setup_names}
     return {
         "setup": _options_for(model_cls.setup_anndata, f"{args.model} setup", **setup),

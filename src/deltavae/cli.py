@@ -251,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--condition-key", default=None, help="obs column with the condition (cgmdvae) [none]"
     )
     p_fit.add_argument(
+        "--sample-key",
+        default=None,
+        help="obs column with each spot's slide or sample, for slides fitted together: they "
+        "share the archetypes, each with its own gene factors (archetypes) [none]",
+    )
+    p_fit.add_argument(
         "--labels-key",
         default=None,
         help=(
