@@ -383,6 +383,19 @@ def test_help_shows_every_default():
     assert "_plots" in fit_help
 
 
+def test_the_model_is_named_as_in_python_too(capsys):
+    """``--model ZINBVAE`` (the class a Python user knows) was an invalid choice."""
+    for given, model in (
+        ("ZINBVAE", "zinbvae"),
+        ("SpatialImputer", "imputer"),
+        ("NMFDeconv", "nmfdeconv"),
+    ):
+        argv = ["fit", "x.h5ad", "--model", given, "--out", "y.h5ad"]
+        assert build_parser().parse_args(argv).model == model
+    assert main(["fit", "x.h5ad", "--model", "zinb", "--out", "y.h5ad"]) == 2
+    assert "invalid choice: 'zinb'" in capsys.readouterr().err
+
+
 def test_demo_resolution_must_be_positive(capsys):
     """-1 gave one cluster and nan one per cell, scored and exit 0."""
     for value in ("-1", "0", "nan"):

@@ -74,6 +74,19 @@ MODEL_CLASSES: dict[str, str] = {
 }
 
 
+def model_name(text: str) -> str:
+    """``--model``: a name of :data:`MODEL_CLASSES` in any case, or the class's name (the
+    Python API's, as a user of it types it); anything else is left to argparse's choices.
+
+    Examples
+    --------
+    >>> model_name("ZINBVAE"), model_name("SpatialImputer"), model_name("nmf")
+    ('zinbvae', 'imputer', 'nmf')
+    """
+    by_class = {cls.lower(): name for name, cls in MODEL_CLASSES.items()}
+    return by_class.get(text.lower(), text.lower() if text.lower() in MODEL_CLASSES else text)
+
+
 def _add_early_stopping(parser: argparse.ArgumentParser, note: str = "") -> None:
     parser.add_argument(
         "--early-stopping",
@@ -211,7 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
         "input", metavar="INPUT.h5ad", help="AnnData with raw counts (.h5ad, or zarr with --backed)"
     )
     p_fit.add_argument(
-        "--model", required=True, choices=sorted(MODEL_CLASSES), help="model to train (required)"
+        "--model",
+        required=True,
+        type=model_name,
+        choices=sorted(MODEL_CLASSES),
+        help="model to train, also by its class name, e.g. ZINBVAE (required)",
     )
     p_fit.add_argument(
         "--out",
