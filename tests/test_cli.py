@@ -671,7 +671,17 @@ def test_an_absurd_thread_count_is_a_usage_error(synthetic_h5ad, tmp_path, capsy
     before = torch.get_num_threads()
     argv = ["fit", str(synthetic_h5ad), "--model", "zinbvae", "--out", str(tmp_path / "x.h5ad")]
     assert main([*argv, "--threads", "1000000"]) == 2
-    assert "deltavae: error: --threads: n=1000000 threads" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("deltavae: error: --threads 1000000 on the ") and "None" not in err
+    assert "(or leave --threads out for the default)" in err
+    # More threads than CPUs: the warning names the flag, not set_threads (the Python call).
+    cpus = dv._threads.available_cpus()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        assert main([*argv, "--threads", str(cpus + 1), "--n-clusters", "500"]) == 2
+    err = capsys.readouterr().err
+    assert f"deltavae: warning: --threads {cpus + 1} is more than the {cpus} CPUs" in err
+    assert f"; --threads {cpus} uses them all." in err and "set_threads" not in err
     assert torch.get_num_threads() == before
     assert not (tmp_path / "x.h5ad").exists()
 

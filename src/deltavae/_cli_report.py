@@ -111,6 +111,14 @@ _FLAGS = (
         r"early stopping",
         "run without --early-stopping",
     ),
+    # set_threads' refusal and warning, of --threads.
+    (
+        r"^n=(\d+) threads on the (\d+) CPUs this process may use; pass at most (\d+) \(or "
+        r"None for the default\)",
+        r"--threads \1 on the \2 CPUs this process may use: pass at most \3 (or leave "
+        r"--threads out for the default)",
+    ),
+    (r"\bset_threads\((\d+)\)", r"--threads \1"),
     # Last: the bare names the patterns above leave.
     (r"\bbatch_size=(\d+)", r"--batch-size \1"),
     (r"\b(batch|train)_size\b", r"--\1-size"),
@@ -164,6 +172,14 @@ def _as_flags(note: str) -> str:
     ...           "merge_threshold (model.merge_threshold = 1 never merges); uns[...] records")
     'Fit fewer archetypes (--n-archetypes), or keep them apart with a higher --merge-threshold
     (1 never merges); uns[...] records'
+    >>> _as_flags("set_threads(4) is more than the 2 CPUs this process may use: the threads "
+    ...           "wait on each other and training slows; set_threads(2) uses them all.")
+    '--threads 4 is more than the 2 CPUs this process may use: the threads wait on each other
+    and training slows; --threads 2 uses them all.'
+    >>> _as_flags("n=100 threads on the 2 CPUs this process may use; pass at most 2 (or None "
+    ...           "for the default).")
+    '--threads 100 on the 2 CPUs this process may use: pass at most 2 (or leave --threads out
+    for the default).'
     >>> _as_flags("a lower learning rate, e.g. train(lr=0.0001) (this run used lr=0.001).")
     'a lower learning rate, e.g. --lr 0.0001 (this run used --lr 0.001).'
     >>> _as_flags("Training diverged: the loss became nan at epoch 0, step 1 of 3. The model keeps "

@@ -380,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from deltavae import _cli_commands
         from deltavae._cli_files import InputError, session_kept, stdout_closed
-        from deltavae._cli_report import warning_printer
+        from deltavae._cli_report import _as_flags, warning_printer
     except KeyboardInterrupt:
         print("deltavae: interrupted: no output was written.", file=sys.stderr)
         return 130
@@ -403,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 set_threads(args.threads)
             except ValueError as err:
-                raise InputError(f"--threads: {err}") from None
+                raise InputError(_as_flags(str(err))) from None
             with command_threads_limited(args.threads):  # numba's and BLAS's pools too
                 return getattr(_cli_commands, args.command)(args)
     except InputError as err:
