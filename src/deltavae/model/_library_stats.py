@@ -96,7 +96,7 @@ def cell_library_stats(
     if by_cluster:
         codes = np.column_stack([np.asarray(clusters).ravel(), codes])
     rows, inverse = np.unique(codes, axis=0, return_inverse=True)
-    names = model.cluster_names
+    names = model.cluster_names if by_cluster else None
     per_row = []
     for row in rows:
         conditions = row[1:] if by_cluster else row
