@@ -591,7 +591,14 @@ def test_training_with_shuffle_blocks_on_a_zarr_store(counts_zarr):
         with pytest.raises(ValueError, match="shuffle_block_size must be a positive integer"):
             model.train(max_epochs=1, shuffle_block_size=bad, **TRAIN)
     with pytest.raises(ValueError, match="shuffle_block_size is not supported with strategy"):
-        model.train(max_epochs=1, shuffle_block_size=8, strategy="ddp", devices=2, **TRAIN)
+        model.train(
+            max_epochs=1,
+            shuffle_block_size=8,
+            strategy="ddp",
+            accelerator="cpu",
+            devices=2,
+            **TRAIN,
+        )
 
 
 def test_training_gives_free_heap_pages_back(counts_h5ad, monkeypatch):
