@@ -2,7 +2,8 @@
 
 from ._archetypes import ArchetypesModule
 from ._cgmdvae import CGMDVAEModule
-from ._imputer import ImputerDeconvolutionModule, ImputerLatentModule
+from ._imputer import ImputerDeconvolutionModule
+from ._imputer_latent import ImputerLatentModule
 from ._nmfdeconv import NMFDeconvModule
 from ._zinbvae import ZINBVAEModule
 
