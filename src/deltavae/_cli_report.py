@@ -347,10 +347,13 @@ def _weights_report(weights: pd.DataFrame, what: str, key: str) -> list[str]:
       T                 0.45           1
     """
     weights = pd.DataFrame(weights)
+    n_missing = int(weights.isna().any(axis=1).sum())  # spots without counts: NaN rows
+    weights = weights.dropna()
     dominant = np.bincount(weights.to_numpy().argmax(axis=1), minlength=weights.shape[1])
     width = max(len(what), *(len(str(c)) for c in weights.columns))
+    missing = f" ({n_missing} spots without values left out)" if n_missing else ""
     lines = [
-        f"{what}s (obsm[{key!r}]), over {len(weights)} spots:",
+        f"{what}s (obsm[{key!r}]), over {len(weights)} spots{missing}:",
         f"  {what:<{width}}  mean weight  largest in",
     ]
     for name, mean, count in zip(weights.columns, weights.mean(), dominant, strict=True):

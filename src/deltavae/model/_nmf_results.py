@@ -56,7 +56,8 @@ class NMFResultsMixin:
 
     def _infer(self, adata: AnnData | None, batch_size: int | None, indices=None):
         """Proportions and abundance of ``adata``'s spots (those ``indices`` selects), their
-        names, and how many spots have no counts in the genes the model reads."""
+        names, and which of them have no counts in the genes the model reads (the model's
+        values there, not NaN: see :meth:`_results`)."""
         check_batch_size(batch_size)  # a model fitted per spot reads no minibatches
         self._check_if_trained(warn=False)
         adata = self._resolve_adata(adata)
@@ -72,16 +73,18 @@ class NMFResultsMixin:
             columns = None if index is None else index.cpu().numpy()
             # the spots asked for, as the model's AnnData holds them (any genes in ``adata``)
             held = pd.Index(self.adata.obs_names.astype(str))
-            asked = pd.Index(names.astype(str))
-            rows = None if asked.equals(held) else held.get_indexer(asked)
-            rows = None if rows is None else np.sort(rows[rows >= 0])
-            chunks = self._row_chunks(columns, rows)
-            n_empty = sum(int((c.sum(axis=1) == 0).sum()) for c in chunks)
+            at = held.get_indexer(pd.Index(names.astype(str)))
+            read = np.unique(at[at >= 0])
+            chunks = self._row_chunks(columns, None if len(read) == len(held) else read)
+            empty_read = [c.sum(axis=1) == 0 for c in chunks]
+            empty = np.zeros(len(names), dtype=bool)
+            if empty_read:
+                empty[at >= 0] = np.concatenate(empty_read)[np.searchsorted(read, at[at >= 0])]
             return (
                 proportions.astype(np.float64),
                 abundance.astype(np.float64),
                 names,
-                n_empty,
+                empty,
             )
         if (
             SPOT_INDEX not in adata.obs
@@ -95,11 +98,11 @@ class NMFResultsMixin:
             batch_size=_INFERENCE_BATCH if batch_size is None else batch_size,
             shuffle=False,
         )
-        proportions, abundance, n_empty = [], [], 0
+        proportions, abundance, empty = [], [], []
         with torch.no_grad():
             for tensors in loader:
                 x = tensors[REGISTRY_KEYS.X_KEY]
-                n_empty += int((self.module.genes(x).sum(dim=-1) == 0).sum())
+                empty.append((self.module.genes(x).sum(dim=-1) == 0).cpu().numpy())
                 out = self.module.inference(x)
                 proportions.append(out["proportions"].cpu().numpy())
                 abundance.append(out["abundance"].cpu().numpy())
@@ -107,8 +110,18 @@ class NMFResultsMixin:
             np.concatenate(proportions).astype(np.float64),
             np.concatenate(abundance).astype(np.float64),
             names,
-            n_empty,
+            np.concatenate(empty) if empty else np.zeros(0, dtype=bool),
         )
+
+    def _results(self, adata, batch_size, indices=None):
+        """:meth:`_infer`'s proportions (rows summing to 1) and abundance, NaN for the spots
+        without counts in the genes the model reads (warned, counting them), and the names."""
+        proportions, abundance, names, empty = self._infer(adata, batch_size, indices)
+        proportions /= proportions.sum(axis=1, keepdims=True)
+        proportions[empty], abundance[empty] = np.nan, np.nan
+        what = "proportions and abundance"
+        warn_empty_spots(int(empty.sum()), len(names), what, self._n_read_genes(), missing=True)
+        return proportions, abundance, names
 
     def get_proportions(
         self, adata: AnnData | None = None, batch_size: int | None = None, indices=None
@@ -132,18 +145,18 @@ class NMFResultsMixin:
         Returns
         -------
         pandas.DataFrame
-            Spots x cell types. A spot without counts in the genes the model reads gets what
-            the model gives a spot without data (warned; amortised: the encoder's output for
-            an all-zero input, which can look like a mixture): not an estimate.
+            Spots x cell types. A spot without counts in the genes the model reads has no
+            evidence of its proportions: its row is NaN (warned, counting such spots), as
+            :meth:`write_to_adata` leaves the rows of spots left out of a fit, where the model
+            would give what it gives a spot without data (the encoder's output for an
+            all-zero input, or the prior's), which can look like a real mixture.
 
         Examples
         --------
         >>> d.get_proportions().head()  # doctest: +SKIP
         >>> d.get_proportions(adata=new_spots).head()  # doctest: +SKIP
         """
-        values, _, names, n_empty = self._infer(adata, batch_size, indices)
-        warn_empty_spots(n_empty, len(names), "proportions", self._n_read_genes())
-        values /= values.sum(axis=1, keepdims=True)
+        values, _, names = self._results(adata, batch_size, indices)
         return pd.DataFrame(values, index=names, columns=self.cell_types_)
 
     def get_abundance(
@@ -154,13 +167,13 @@ class NMFResultsMixin:
         Parameters
         ----------
         adata, batch_size, indices
-            As for :meth:`get_proportions`.
+            As for :meth:`get_proportions` (NaN for a spot without counts, as there).
 
         Examples
         --------
         >>> d.get_abundance().describe()  # doctest: +SKIP
         """
-        _, values, names, _ = self._infer(adata, batch_size, indices)
+        _, values, names = self._results(adata, batch_size, indices)
         return pd.Series(values, index=names, name=self.abundance_key)
 
     @writes_backed
@@ -177,7 +190,8 @@ class NMFResultsMixin:
         adata
             The spots (amortised: any spots with the training genes, and maybe others; per
             spot: the training spots or some of them, by name in any order, any genes; spots
-            left out of the fit besides get NaN rows, with a warning);
+            left out of the fit besides get NaN rows, with a warning, as spots without
+            counts in the genes the model reads do);
             default the spots given to :meth:`load`, else the model's AnnData. Opened
             ``backed="r+"``, the results also go into its file, in blocks of rows.
         batch_size
@@ -197,9 +211,7 @@ class NMFResultsMixin:
         """
         keys = prefixed(key_added, self.proportions_key, self.abundance_key)
         target = self._write_target(adata)
-        proportions, abundance, _, n_empty = self._infer(target, batch_size)
-        warn_empty_spots(n_empty, len(proportions), "proportions", self._n_read_genes())
-        proportions /= proportions.sum(axis=1, keepdims=True)
+        proportions, abundance, _ = self._results(target, batch_size)
         target.obsm[keys[0]] = pd.DataFrame(
             proportions, index=target.obs_names, columns=self.cell_types_
         )

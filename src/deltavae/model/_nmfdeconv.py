@@ -286,7 +286,8 @@ class NMFDeconv(
         steps = max_epochs * max(1, n_spots // batch_size)  # both checked by the run
         # Reference-free, after a run long enough to judge (1 step: one factor led every spot).
         if isinstance(self.module.log_signatures, torch.nn.Parameter) and steps >= _JUDGED:
-            proportions = self._infer(None, None)[0]
+            proportions, _, _, empty = self._infer(None, None)
+            proportions = proportions[~empty]  # a spot without counts leads nothing
             warn_idle_factors(proportions / proportions.sum(1, keepdims=True), self.cell_types_)
         return out
 

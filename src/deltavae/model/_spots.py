@@ -88,12 +88,21 @@ def selected_rows(adata, indices) -> np.ndarray | None:
     return _selected_rows(adata, indices, unit="spot")
 
 
-def warn_empty_spots(n_empty: int, n_spots: int, what: str, n_genes: int) -> None:
+def warn_empty_spots(
+    n_empty: int, n_spots: int, what: str, n_genes: int, missing: bool = False
+) -> None:
     """Warn that ``n_empty`` of ``n_spots`` spots have no counts in the ``n_genes`` genes a
     model reads, so their ``what`` (proportions, weights) are not an estimate: what the model
     gives a spot without data (an encoder's output for an all-zero input, or the prior's),
-    which may look like a mixture."""
-    if n_empty:
+    which may look like a mixture; or, ``missing``, were left missing (NaN) for that."""
+    if n_empty and missing:
+        warn_user(
+            f"{n_empty} of {n_spots} spots have no counts in the {n_genes} genes the model "
+            f"reads: their {what} are missing (NaN), as a spot without counts gives no "
+            "evidence of them. Leave them out (.dropna()), or drop spots without counts "
+            "(sc.pp.filter_cells(spots, min_counts=1))."
+        )
+    elif n_empty:
         warn_user(
             f"{n_empty} of {n_spots} spots have no counts in the {n_genes} genes the model "
             f"reads: their {what} are not an estimate but what the model gives a spot without "
