@@ -300,6 +300,45 @@ def slides():
     return model, mix
 
 
+def test_messages_about_the_model_s_rows_speak_of_spots(slides, tmp_path, monkeypatch):
+    """A changed sample column, a model AnnData subset to nothing and compressed chunks on
+    disk were told as '40 of 80 cells', 'holds no cells' and 'chunks of about 40 cells', with
+    get_latent_representation as the advice: spots, and the model's own read-out. The weights
+    cached in training were served without the check of the changed column."""
+    import h5py
+
+    from deltavae.model import _backing
+
+    model, mix = slides
+    before = mix.obs["slide"].copy()
+    mix.obs["slide"] = "s1"
+    try:
+        with pytest.raises(ValueError, match=r"40 of 80 spots hold another value") as e:
+            model.get_archetype_weights()
+    finally:
+        mix.obs["slide"] = before
+    assert "pass a copy as new spots (e.g. model.get_archetype_weights(adata.copy())" in str(
+        e.value
+    )
+    monkeypatch.setattr(model, "_adata", mix[:0].copy())
+    with pytest.raises(ValueError, match=r"holds no spots .* model.get_archetype_weights\(adata"):
+        model.get_archetype_weights()
+    monkeypatch.undo()
+
+    class Manager:  # the counts of 400 spots on disk, gzip chunks of 40 spots
+        def __init__(self, f):
+            self.f = f
+
+        def get_from_registry(self, key):
+            return self.f["X"]
+
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("X", data=np.ones((400, 10)), chunks=(40, 10), compression="gzip")
+        monkeypatch.setattr(_backing, "_AMPLIFIED_BYTES", 0)
+        with pytest.warns(UserWarning, match=r"chunks of about 40 spots each.* read one spot: a"):
+            _backing.warn_compressed_chunks(Manager(f), 8, None, model)
+
+
 def test_archetypes_advice_names_what_archetypes_can_do(slides, tmp_path):
     """It pointed to load_query_data, which Archetypes does not have (on load too)."""
     model, mix = slides

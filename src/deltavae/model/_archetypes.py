@@ -19,6 +19,7 @@ from ._archetype_checks import MergeSettings, check_batch_size, check_count, che
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import archetype_start, candidate_samples, restore_candidate_samples
+from ._genes import check_own_adata
 from ._one_state import warn_one_state
 from ._spots import SpotModelMixin, second_argument_was, selected_rows, spot_rate, warn_empty_spots
 from ._validation import check_model_arguments, check_obs_keys, check_setup_target
@@ -225,6 +226,7 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         self._check_if_trained(warn=False)
         check_batch_size(batch_size)  # also where the cached weights are served
         if adata is None or adata is self.adata:
+            check_own_adata(self)  # the cache too: an obs column it reads changed since setup
             # One pass over the training spots serves every result (weights, anchors, usage).
             out = self._cached("weights", lambda: self._encode(self.adata, batch_size))
             out = out if rows is None else (out[0][rows], out[1][rows])

@@ -22,6 +22,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from ._training_checks import rows_unit
 from ._validation import warn_user
 
 #: id of an AnnData (the one a view views) -> (a weak reference to it, the fingerprint of its
@@ -131,8 +132,11 @@ def open_files_for_calls(cls) -> None:
 _AMPLIFIED_BYTES, _AMPLIFICATION = 2**30, 8
 
 
-def warn_compressed_chunks(manager, batch_size: int, shuffle_block_size: int | None) -> None:
-    """Warn when training would decompress far more of an on-disk count matrix than it reads.
+def warn_compressed_chunks(
+    manager, batch_size: int, shuffle_block_size: int | None, model=None
+) -> None:
+    """Warn when training would decompress far more of an on-disk count matrix than it reads
+    (``model``: whose rows, cells or spots, the message names).
 
     A compressed chunk (gzip in an .h5ad, zstd in a zarr store) is decompressed whole to read
     one cell of it: cells shuffled one by one read about one chunk each. With chunks of many
@@ -163,14 +167,15 @@ def warn_compressed_chunks(manager, batch_size: int, shuffle_block_size: int | N
     per_epoch = -(-n_obs // batch) * read * cells * cell_bytes
     if amplification < _AMPLIFICATION or per_epoch < _AMPLIFIED_BYTES:
         return
+    unit = rows_unit(model)
     warn_user(
-        f"The counts on disk are stored compressed in chunks of about {cells:,.0f} cells "
-        f"each, and a chunk is decompressed whole to read one cell: a minibatch of {batch} "
-        f"cells shuffled one by one decompresses chunks of about {read * cells:,.0f} cells, "
+        f"The counts on disk are stored compressed in chunks of about {cells:,.0f} {unit}s "
+        f"each, and a chunk is decompressed whole to read one {unit}: a minibatch of {batch} "
+        f"{unit}s shuffled one by one decompresses chunks of about {read * cells:,.0f} {unit}s, "
         f"{amplification:.0f} "
         f"times the values it uses ({per_epoch / 2**30:.1f} GiB an epoch). Train with "
         f"shuffle_block_size={max(1, batch // 4)} (minibatches of contiguous stretches of "
-        "cells)"
+        f"{unit}s)"
         + (
             ", or write the file without compression (anndata's write_h5ad compresses nothing "
             "unless given compression=)."

@@ -313,7 +313,7 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         if strategy is not None:
             trainer_kwargs["strategy"] = strategy
         check_shuffle_block_size(shuffle_block_size, distributed, rows_unit(self))
-        warn_compressed_chunks(self.adata_manager, batch_size, shuffle_block_size)
+        warn_compressed_chunks(self.adata_manager, batch_size, shuffle_block_size, self)
         loader = {"block_size": shuffle_block_size} if shuffle_block_size is not None else {}
         if distributed:
             loader["distributed_sampler"] = True
@@ -424,7 +424,8 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         super().register_manager(_sealed(adata_manager))
 
     def _register_manager_for_instance(self, adata_manager):
-        check_registered_columns(adata_manager.adata, adata_manager.registry, type(self).__name__)
+        registry, name = adata_manager.registry, type(self).__name__
+        check_registered_columns(adata_manager.adata, registry, name, of=self)
         super()._register_manager_for_instance(_sealed(adata_manager))
 
     def _training_genes(self) -> pd.Index | None:

@@ -13,7 +13,8 @@ from anndata import AnnData
 
 from ._count_advice import check_model_counts, layer_fixed
 from ._matrices import in_dask, on_disk, take_columns
-from ._training_checks import check_registered_columns
+from ._read_calls import read_call
+from ._training_checks import check_registered_columns, rows_unit
 from ._validation import _matrix, _refuse_duplicates, warn_user
 
 logger = logging.getLogger(__name__)
@@ -152,15 +153,17 @@ def check_own_adata(model, training: bool = False) -> None:
             "and train a model on the subset."
         )
     if adata is not None and adata.n_obs == 0:  # scvi-tools: "zero-size array to reduction"
+        unit = rows_unit(model)
         raise ValueError(
-            "The model's AnnData holds no cells (0 observations): it was subset in place since "
-            "(e.g. sc.pp.filter_cells with a threshold that kept none). Pass an AnnData with "
-            "cells: model.write_to_adata(adata), model.get_latent_representation(adata)."
+            f"The model's AnnData holds no {unit}s (0 observations): it was subset in place "
+            "since (e.g. sc.pp.filter_cells with a threshold that kept none). Pass an AnnData "
+            f"with {unit}s: model.write_to_adata(adata), {read_call(model)}."
         )
     registry = getattr(model, "registry_", None)
     if adata is not None and registry is not None:  # a column it reads changed since setup
         model.adata_manager.validate()  # another model's codes there (same AnnData): ours back
-        check_registered_columns(adata, registry, type(model).__name__, trained=not training)
+        name = type(model).__name__
+        check_registered_columns(adata, registry, name, trained=not training, of=model)
     check_model_counts(model)
 
 

@@ -14,6 +14,7 @@ from .._checks import short_repr
 from ..train._data import split_sizes
 from ._device_args import check_accelerator
 from ._plan_checks import check_plan_names, check_plan_numbers
+from ._read_calls import read_call
 from ._trainer_names import trainer_names
 from ._validation import warn_user
 
@@ -342,11 +343,15 @@ def _registered_columns(registry: dict):
                 yield key, ("obsm", data["attr_key"], key), mapping
 
 
-def check_registered_columns(adata, registry: dict, model: str, trained: bool = False) -> None:
+def check_registered_columns(
+    adata, registry: dict, model: str, trained: bool = False, of=None
+) -> None:
     """Refuse an obs column changed after ``setup_anndata``: scvi-tools reads the codes it
     wrote then (``obs["_scvi_batch"]``, ...), so a model would train on the old values, and
     a ``trained`` one's read-outs would come from them (not from the labels: they train only,
-    so a trained model's labels column may be filled in with its predictions)."""
+    so a trained model's labels column may be filled in with its predictions). ``of``: the
+    model object, whose rows (cells, spots) and read-out the message names."""
+    unit = rows_unit(of)
     labels = registry["setup_args"].get("labels_key")
     for key, (slot, attr_key, column), mapping in _registered_columns(registry):
         if trained and key == labels:
@@ -370,16 +375,16 @@ def check_registered_columns(adata, registry: dict, model: str, trained: bool = 
         changed = int((now != np.asarray(registered)).sum())
         if changed:
             fix = (
-                "To read the cells with their values now, pass a copy as new cells (e.g. "
-                "model.get_latent_representation(adata.copy()), model.write_to_adata(copy)); "
+                f"To read the {unit}s with their values now, pass a copy as new {unit}s (e.g. "
+                f"{read_call(of, 'adata.copy()')}, model.write_to_adata(copy)); "
                 "or restore the column."
                 if trained
                 else f"Call {model}.setup_anndata on it again, then build the model."
             )
             raise ValueError(
                 f"adata.obs[{key!r}] changed after setup_anndata: {changed} of {adata.n_obs} "
-                f"cells hold another value than the one registered, which the model would read. "
-                + fix
+                f"{unit}s hold another value than the one registered, which the model would "
+                "read. " + fix
             )
 
 
