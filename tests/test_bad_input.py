@@ -397,7 +397,7 @@ def test_load_with_genes_in_another_order_advises_the_prefix_s_file(saved, count
         dv.model.ZINBVAE.load(path, adata=backed, prefix="p_")
     only = path.parent / "only_prefixed"
     model.save(only, prefix="p_")
-    with pytest.raises(FileNotFoundError, match=r"ZINBVAE.load\(path, adata, prefix='p_'\)"):
+    with pytest.raises(FileNotFoundError, match=r"ZINBVAE.load\('.*', adata=adata, prefix='p_'\)"):
         dv.model.ZINBVAE.load(only, adata=counts_adata)  # was load(...), a name dv lacks
     line = re.search(advice, str(refused.value)).group(1)  # the advice, run as given
     line = line.replace("'in_training_order.h5ad'", repr(str(path.parent / "ordered.h5ad")))
@@ -413,7 +413,9 @@ def test_scvi_tools_readers_of_a_save_name_a_folder_they_cannot_read(saved, tmp_
     with pytest.raises(FileNotFoundError, match="No saved model at .*nope"):
         dv.model.ZINBVAE.view_setup_args(tmp_path / "nope")
     model.save(tmp_path / "prefixed", prefix="p_")
-    with pytest.raises(FileNotFoundError, match=r"ZINBVAE.load_registry\(path, prefix='p_'\)"):
+    with pytest.raises(
+        FileNotFoundError, match=r"ZINBVAE.load_registry\('.*prefixed', prefix='p_'\)"
+    ):
         dv.model.ZINBVAE.load_registry(tmp_path / "prefixed")
     registry = dv.model.ZINBVAE.load_registry(tmp_path / "prefixed", prefix="p_")
     assert registry["model_name"] == "ZINBVAE" and registry["setup_args"]["layer"] is None

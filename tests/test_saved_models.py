@@ -187,7 +187,7 @@ def test_a_query_model_loads_onto_its_query_with_the_genes_it_lacks(tmp_path):
         q = dv.model.ZINBVAE.load_query_data(query, vae)
     assert q.query_mapping_["n_genes_missing"] == 5
     q.save(tmp_path / "q", prefix="p_")
-    with pytest.raises(ValueError, match=r"load\(path, adata, prefix='p_'\)"):
+    with pytest.raises(ValueError, match=r"load\('.*q', adata=adata, prefix='p_'\)"):
         dv.model.ZINBVAE.load(tmp_path / "q", prefix="p_")
     given = query[:, ::-1].copy()
     with pytest.warns(UserWarning, match=r"lacks 5 of the model's 20 genes \(as when it was"):
@@ -212,11 +212,23 @@ def test_load_names_the_model_for_an_unknown_keyword_and_refuses_a_legacy_conver
     with pytest.raises(TypeError, match=r"^NMFDeconv.load\(\) got an unexpected keyword .*'foo'"):
         dv.model.NMFDeconv.load(tmp_path / "m", adata, foo=1)
     out = tmp_path / "converted"
-    with pytest.raises(ValueError, match=r"already in the current format.*load\(dir_path, adata"):
+    with pytest.raises(ValueError, match=r"current format.*load\('.*m', adata=adata, prefix='p_'"):
         dv.model.ZINBVAE.convert_legacy_save(tmp_path / "m", out, prefix="p_")
     assert not out.exists()
     with pytest.raises(FileNotFoundError, match=r"No saved model in .*prefix='p_'"):
         dv.model.ZINBVAE.convert_legacy_save(tmp_path / "m", out)
+
+
+@pytest.mark.parametrize("cls", ["NMFDeconv", "Archetypes", "SpatialImputer", "CGMDVAE"])
+def test_load_advice_is_the_call_to_type(cls, tmp_path):
+    """A folder of prefixed saves was answered 'load one with NMFDeconv.load(path, adata,
+    prefix=...)': placeholders for the folder given, and the AnnData of a spot model is its
+    spots; now the folder itself and adata= by keyword, as load takes it."""
+    (tmp_path / "p_model.pt").write_bytes(b"")
+    data = "adata" if cls == "CGMDVAE" else "spots"
+    call = rf"{cls}.load\('{tmp_path}', adata={data}, prefix='p_'\)\.$"
+    with pytest.raises(FileNotFoundError, match=call):
+        getattr(dv.model, cls).load(tmp_path)
 
 
 def test_imputer_load_skips_the_pass_over_the_spots(split, tmp_path, monkeypatch):

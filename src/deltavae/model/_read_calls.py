@@ -20,3 +20,23 @@ def read_call(model, adata: str = "adata") -> str:
     """
     call = _READ_CALLS.get(type(model).__name__, "get_latent_representation({})")
     return "model." + call.format(adata)
+
+
+def load_call(cls, path, prefix: str | None = None, method: str = "load") -> str:
+    """``cls.<method>`` on the folder ``path``, as a user would type it: ``load`` with the
+    AnnData (``spots`` for a spot model) by keyword, the others (``load_registry``,
+    ``view_setup_args``) with the folder alone; ``prefix`` where one was saved.
+
+    Examples
+    --------
+    >>> class NMFDeconv:
+    ...     _rows_are_spots = True
+    >>> load_call(NMFDeconv, "saved", "p_")
+    "NMFDeconv.load('saved', adata=spots, prefix='p_')"
+    """
+    import os
+
+    data = "spots" if getattr(cls, "_rows_are_spots", False) else "adata"
+    given = [repr(os.fspath(path))] + [f"adata={data}"] * (method == "load")
+    given += [f"prefix={prefix!r}"] if prefix else []
+    return f"{cls.__name__}.{method}({', '.join(given)})"

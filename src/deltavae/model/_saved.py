@@ -28,6 +28,7 @@ from ._genes import genes_to_load_advice, in_training_order, query_to_load
 from ._labels import check_known_categories, check_labels_to_load
 from ._load_state import loading_state
 from ._matrices import check_still_on_disk
+from ._read_calls import load_call
 from ._scvi_glue import obs_types_kept, refuse_scvi_names
 from ._training_checks import check_accelerator
 from ._validation import warn_user
@@ -141,11 +142,11 @@ def read_saved(
     if not os.path.exists(model_file):
         others = sorted(f[: -len("model.pt")] for f in os.listdir(path) if f.endswith("model.pt"))
         mapping = use in ("load_query_data", "prepare_query_anndata")  # read no prefix
-        call = "load(path, adata" if use == "load" or mapping else f"{use}(path"
+        method = "load" if use == "load" or mapping else use
         hint = (
             f"it holds models saved with prefix {others} (save(..., prefix=)): "
-            f"{'load' if use == 'load' or mapping else 'read'} one with "
-            f"{cls.__name__}.{call}, prefix={others[0]!r})"
+            f"{'load' if method == 'load' else 'read'} one with "
+            f"{load_call(cls, path, others[0], method)}"
             + (", then pass the loaded model" if mapping else "")
             if others
             else "point to the directory written by model.save()"
@@ -348,7 +349,7 @@ class Saving:
             The file-name prefix given to :meth:`save`.
         """
         read_saved(cls, dir_path, prefix)  # a folder holding no deltavae save is named so
-        call = f"{cls.__name__}.load(dir_path, adata{f', prefix={prefix!r}' if prefix else ''})"
+        call = load_call(cls, dir_path, prefix)
         raise ValueError(
             f"{os.fspath(dir_path)!r} is a deltavae save, already in the current format "
             f"(convert_legacy_save converts saves of scvi-tools before 0.15): nothing to "
@@ -402,10 +403,10 @@ class Saving:
         if adata is None and not os.path.exists(
             os.path.join(dir_path, f"{prefix or ''}adata.h5ad")
         ):
+            what = "spots" if getattr(cls, "_rows_are_spots", False) else "AnnData"
             raise ValueError(
-                f"{dir_path!r} was saved without its AnnData: pass the training AnnData, "
-                f"{cls.__name__}.load(path, adata{f', prefix={prefix!r}' if prefix else ''}), "
-                "or save with save_anndata=True."
+                f"{dir_path!r} was saved without its AnnData: pass the training {what}, "
+                f"{load_call(cls, dir_path, prefix)}, or save with save_anndata=True."
             )
         given, copied = adata, False
         if adata is not None and not np.array_equal(np.asarray(adata.var_names), var_names):
@@ -440,7 +441,7 @@ class Saving:
                     raise
                 raise ValueError(
                     f"The AnnData saved with the model in {os.fspath(dir_path)!r} cannot be read "
-                    f"({err}); pass the AnnData instead: {cls.__name__}.load(path, adata)."
+                    f"({err}); pass the AnnData instead: {load_call(cls, dir_path, prefix)}."
                 ) from err
         saved_cells = attr_dict["registry_"]["field_registries"]["X"]["summary_stats"]["n_cells"]
         digest = attr_dict.get("split_cells_")  # None: saved before it was kept
