@@ -172,7 +172,7 @@ def test_imputer_refuses_no_spots_as_nmfdeconv(split):
     """SpatialImputer.get_proportions(spots[:0]) returned a 0-row table where NMFDeconv's
     read-outs refuse an AnnData with no spots."""
     spots, _ = split
-    with pytest.raises(ValueError, match=r"adata holds no cells \(0 observations\)"):
+    with pytest.raises(ValueError, match=r"adata holds no spots \(0 observations\)"):
         _imputer(split).get_proportions(spots[:0])
 
 

@@ -301,8 +301,9 @@ def slides():
 
 
 def test_messages_about_the_model_s_rows_speak_of_spots(slides, tmp_path, monkeypatch):
-    """A changed sample column, a model AnnData subset to nothing and compressed chunks on
-    disk were told as '40 of 80 cells', 'holds no cells' and 'chunks of about 40 cells', with
+    """A changed sample column, a model AnnData subset to nothing, new spots not counts or
+    none, and compressed chunks on disk were told as '40 of 80 cells', 'holds no cells',
+    '1 in cells 1-10', 'pass at least one cell' and 'chunks of about 40 cells', with
     get_latent_representation as the advice: spots, and the model's own read-out. The weights
     cached in training were served without the check of the changed column."""
     import h5py
@@ -320,6 +321,13 @@ def test_messages_about_the_model_s_rows_speak_of_spots(slides, tmp_path, monkey
     assert "pass a copy as new spots (e.g. model.get_archetype_weights(adata.copy())" in str(
         e.value
     )
+    new = mix[:10].copy()
+    new.X = np.asarray(new.X.todense()) if hasattr(new.X, "todense") else new.X.copy()
+    new.X[0, 0] = 0.5
+    with pytest.raises(ValueError, match=r"non-integer values such as 0.5 \(1 in spots 1-10\)"):
+        model.get_archetype_weights(new)
+    with pytest.raises(ValueError, match=r"^adata holds no spots .* pass at least one spot"):
+        model.get_archetype_weights(mix[:0].copy())
     monkeypatch.setattr(model, "_adata", mix[:0].copy())
     with pytest.raises(ValueError, match=r"holds no spots .* model.get_archetype_weights\(adata"):
         model.get_archetype_weights()

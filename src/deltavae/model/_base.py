@@ -456,7 +456,8 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
                 layer = self.registry_["setup_args"].get("layer")
                 kind = self._data_kind
                 with layer_fixed():  # the model's layer: advice puts the counts there
-                    check_data(adata, layer, kind=kind, min_cells=1, warn_empty=False)
+                    unit = f"{rows_unit(self)}s"
+                    check_data(adata, layer, kind, min_cells=1, warn_empty=False, unit=unit)
         else:
             check_own_adata(self)
         with _transferring_quietly():  # registered like the training AnnData

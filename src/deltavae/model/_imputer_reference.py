@@ -226,7 +226,7 @@ def imputed_spots(model, adata, what: str = "Imputations"):
             f"{type(adata).__name__}."
         )
     if adata.n_obs == 0:  # as NMFDeconv's read-outs (check_data), not a 0-row table
-        raise ValueError(NO_CELLS)
+        raise ValueError(NO_CELLS.replace("cell", "spot"))
     names, own = adata.obs_names, model.adata.obs_names
     foreign = names[~names.isin(own)]
     if len(foreign) or names.has_duplicates:

@@ -171,9 +171,9 @@ def check_data(
     where = f"{name}.X" if layer is None else f"{name}.layers[{layer!r}]"
     if adata.n_obs < min_cells:
         if min_cells == 1:
-            raise ValueError(NO_CELLS)
+            raise ValueError(NO_CELLS.replace("cell", unit[:-1]))
         raise ValueError(
-            f"At least {min_cells} cells are needed to train a model; got {adata.n_obs}."
+            f"At least {min_cells} {unit} are needed to train a model; got {adata.n_obs}."
         )
     if adata.n_vars < 1:
         raise ValueError("adata has no variables (genes).")
