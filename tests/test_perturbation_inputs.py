@@ -76,3 +76,53 @@ def test_a_model_that_cannot_translate_is_not_told_to_pass_method_translate():
     g = dv.model.CGMDVAE(plain, n_clusters=2, **SMALL)
     with pytest.raises(ValueError, match="which CGMDVAE cannot do"):
         g.predict_perturbation(ctrl, "stim", condition_key="condition", residual=False)
+
+
+def test_cells_already_under_the_target_are_told(model):
+    """Cells given under the target itself came back as a 'prediction' (the reconstruction,
+    or the cells' own data) with nothing said."""
+    stim = model.adata[model.adata.obs["condition"] == "stim"].copy()
+    for method, returned in (("latent_shift", "reconstruction"), ("nearest_response", "own data")):
+        with pytest.warns(
+            UserWarning,
+            match=rf"already under condition='stim', the target: .*{returned}.* \['ctrl'\]",
+        ):
+            pred = model.predict_perturbation(stim, "stim", method=method, seed=0)
+        assert pred.n_obs == stim.n_obs
+
+
+def test_a_mistyped_target_is_not_blamed_on_the_condition_key(model):
+    """'stimulated' for 'stim' was answered with 'condition_key was left out, ... name the
+    column of the conditions, e.g. condition_key='condition'', the column it had read."""
+    ctrl = model.adata[model.adata.obs["condition"] == "ctrl"].copy()
+    for method in ("latent_shift", "nearest_response"):
+        with pytest.raises(
+            ValueError, match=r"'stimulated' was never seen .*\['ctrl', 'stim'\]\.$"
+        ):
+            model.predict_perturbation(ctrl, "stimulated", method=method)
+    ctrl.obs["state"] = "stimulated"  # another column holds it: that one is named
+    with pytest.raises(
+        ValueError, match=r"condition_key='state' \('stimulated' is a value of it\)"
+    ):
+        model.predict_perturbation(ctrl, "stimulated", method="latent_shift")
+
+
+def test_cells_without_the_condition_column_are_told_what_to_add(model):
+    ctrl = model.adata[model.adata.obs["condition"] == "ctrl"].copy()
+    del ctrl.obs["condition"]
+    add = r"add each cell's source condition \(one of \['ctrl', 'stim'\]\), e.g. adata.obs\["
+    add += r"'condition'\] = 'ctrl'"
+    for method in ("latent_shift", "nearest_response"):
+        with pytest.raises(KeyError, match=add):
+            model.predict_perturbation(ctrl, "stim", method=method)
+
+
+def test_a_model_without_condition_covariates_asks_for_the_column():
+    adata = dv.datasets.synthetic_counts(n_cells=30, n_genes=10, n_conditions=2, seed=0)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    vae = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    with pytest.warns(dv.train.NotConvergedWarning):
+        vae.train(max_epochs=1)
+    ctrl = adata[adata.obs["condition"] == "ctrl"]
+    with pytest.raises(ValueError, match=r"Pass condition_key, the obs column of the conditions"):
+        vae.predict_perturbation(ctrl, "stim", balance_key="cluster")

@@ -30,7 +30,7 @@ from ._latent_shift import balance_groups, describe_prediction, latent_shift, tr
 from ._registered import category_mappings, condition_request
 from ._response_data import additive_data, memoised, similarity_coordinates
 from ._scvi_glue import seeded
-from ._validation import NO_CELLS
+from ._validation import NO_CELLS, warn_user
 
 
 class PerturbationMixin:
@@ -179,17 +179,53 @@ class PerturbationMixin:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
         self._check_if_trained(warn=False)
         contrast = Contrast.resolve(self, adata, target_condition, condition_key, balance_key)
+        if contrast.source == contrast.target:
+            _warn_already_target(self, contrast, method)
         with seeded(self.module, seed):
             if method == "nearest_response":
                 return nearest_response(self, adata, contrast, batch_size, similarity)
             return latent_shift(self, adata, contrast, batch_size, CellDraws(seed))
 
 
-def _defaulted_key(key: str) -> str:
-    """What a ``condition_key`` left out was read as, and how to name another column."""
+def _warn_already_target(model, contrast: Contrast, method: str) -> None:
+    """Cells given under the target itself: no change to apply, a prediction equal to the
+    model's reconstruction (``latent_shift``) or to the cells' own data (``nearest_response``),
+    returned with nothing said, as though predicted."""
+    key, target = contrast.condition_key, contrast.target
+    others = sorted(set(contrast.train_conditions) - {NOT_TRAINED, target})
+    returned = (
+        "the model's reconstruction of them (z shifted by 0)"
+        if method == "latent_shift"
+        else "their own data (every response is 0)"
+    )
+    warn_user(
+        f"adata's cells are already under {key}={target!r}, the target: {method} has no change "
+        f"to apply and returns {returned}. Pass the cells of another condition "
+        f"(the model's others: {others})."
+    )
+
+
+def _defaulted_key(key: str, value=None, frames: tuple = ()) -> str:
+    """What a ``condition_key`` left out was read as, and how to name another column. For an
+    unseen ``value`` of the key, only where another obs column of ``frames`` (the cells', the
+    training cells') holds it, named: where none does the key was right and the value
+    mistyped, which the hint would hide."""
+    name = "e.g. condition_key='condition'"
+    if frames:
+        holding = [
+            column
+            for obs in frames
+            for column in obs.columns
+            if column != key
+            and not str(column).startswith("_scvi")
+            and obs[column].astype(str).eq(str(value)).any()
+        ]
+        if not holding:
+            return ""
+        name = f"condition_key={str(holding[0])!r} ({str(value)!r} is a value of it)"
     return (
         f" condition_key was left out, so the model's own covariate {key!r} was read as the "
-        "condition; name the column of the conditions, e.g. condition_key='condition'."
+        f"condition; name the column of the conditions, {name}."
     )
 
 
@@ -220,9 +256,17 @@ class Contrast(NamedTuple):
             model.registry_, target_condition, condition_key
         )
         train = model.adata
-        for name, frame in (("the training AnnData", train), ("adata", adata)):
-            if condition_key not in frame.obs:
-                raise KeyError(f"condition_key={condition_key!r} is not a column of {name}.obs.")
+        if condition_key not in train.obs:
+            raise KeyError(
+                f"condition_key={condition_key!r} is not a column of the training AnnData.obs."
+            )
+        if condition_key not in adata.obs:  # the cells' source condition, as translate says
+            known = sorted(set(trained_conditions(model, condition_key)) - {NOT_TRAINED})
+            raise KeyError(
+                f"condition_key={condition_key!r} is not a column of adata.obs: add each cell's "
+                f"source condition (one of {known}), e.g. adata.obs[{condition_key!r}] = "
+                f"{short_repr(known[0] if known else 'ctrl')}."
+            )
         if groups_key is not None and groups_key not in training_obs(model):  # not adata's
             raise KeyError(
                 f"balance_key={groups_key!r} is not a column of the obs of the model's "
@@ -248,6 +292,11 @@ class Contrast(NamedTuple):
         for value in (source, target):
             if value not in known:
                 seen = known
+                hint = (
+                    _defaulted_key(condition_key, value, (adata.obs, training_obs(model)))
+                    if defaulted
+                    else ""
+                )
                 if value in {
                     str(v) for v in category_mappings(model.registry_).get(condition_key, [])
                 }:

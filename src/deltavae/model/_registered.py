@@ -93,6 +93,11 @@ def decoded_under(registry: dict, key: str, target) -> list[tuple[str, int | Non
 def default_condition_key(registry: dict) -> str:
     """The model's one condition column; several (or none) must be named."""
     keys = list(category_mappings(registry))
+    if not keys:  # "the model has 0 condition covariates ([])" named no column to pass
+        raise ValueError(
+            "Pass condition_key, the obs column of the conditions (e.g. "
+            "condition_key='condition'): the model takes no condition covariate to read it from."
+        )
     if len(keys) != 1:
         raise ValueError(
             f"Pass condition_key: the model has {len(keys)} condition covariates ({keys})."
