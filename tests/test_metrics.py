@@ -523,3 +523,37 @@ def test_a_gene_name_the_data_repeats_is_refused_as_a_selection():
     with pytest.raises(ValueError, match=r"repeats the gene names \['b'\].*var_names_make_unique"):
         dv.metrics.mean_expression_r2(adata, adata, genes=["a", "b", "c"])
     assert dv.metrics.mean_expression_r2(adata, adata, genes=[0, 1, 3]) == pytest.approx(1.0)
+
+
+def test_mean_expression_r2_scores_the_change_from_control():
+    """The R² of the change from control over the DE genes (the delta measure) had to be
+    computed by hand: control= scores it, checked against scipy's pearsonr squared."""
+    from scipy.stats import pearsonr
+
+    rng = np.random.default_rng(0)
+    ctrl = rng.poisson(3, (40, 20)).astype(float)
+    up = np.r_[np.ones(10), np.linspace(1, 3, 10)]
+    truth = dv.metrics.log_normalize(ctrl * up)
+    pred = dv.metrics.log_normalize(ctrl * up**0.7 + rng.random((40, 20)))
+    ctrl = dv.metrics.log_normalize(ctrl)
+    de = np.arange(10, 20)
+    change = pred.mean(0) - ctrl.mean(0), truth.mean(0) - ctrl.mean(0)
+    expected = pearsonr(change[0][de], change[1][de])[0] ** 2
+    score = dv.metrics.mean_expression_r2(pred, truth, genes=de, control=ctrl)
+    assert score == pytest.approx(expected, abs=1e-12)
+    assert score < dv.metrics.mean_expression_r2(pred, truth, genes=de)  # means: higher
+    names = [f"g{i}" for i in range(20)]
+
+    def named(x):
+        return ad.AnnData(x, var=pd.DataFrame(index=names))
+
+    by_name = dv.metrics.mean_expression_r2(
+        named(pred), named(truth), genes=names[10:], control=named(ctrl)
+    )
+    assert by_name == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match="predicted and control hold the same genes in another"):
+        dv.metrics.mean_expression_r2(named(pred), named(truth), control=named(ctrl)[:, ::-1])
+    with pytest.raises(ValueError, match="the predicted change from control is the same for"):
+        dv.metrics.mean_expression_r2(pred, truth, control=pred)
+    with pytest.raises(ValueError, match=r"means already taken: pass them as one row"):
+        dv.metrics.mean_expression_r2(pred.mean(0), truth.mean(0))

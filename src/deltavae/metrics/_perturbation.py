@@ -66,7 +66,14 @@ def gene_means(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
     else:
         data = np.asarray(data, dtype=float)
         if data.ndim != 2:
-            raise ValueError(f"{name} must be cells x genes (2-D); got shape {data.shape}.")
+            one_row = (
+                " (means already taken: pass them as one row, means[None])"
+                if data.ndim == 1
+                else ""
+            )
+            raise ValueError(
+                f"{name} must be cells x genes (2-D); got shape {data.shape}{one_row}."
+            )
         means = data.mean(0)
     if means.size == 0:
         raise ValueError(f"{name} holds no genes.")
@@ -218,7 +225,7 @@ def _mask_by_name(genes: pd.Series, names: np.ndarray) -> np.ndarray:
     return pd.Series(genes.to_numpy(), index=labels).reindex(names).to_numpy(dtype=bool)
 
 
-def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> float:
+def mean_expression_r2(predicted, observed, genes: Sequence | None = None, control=None) -> float:
     """scGen's R²: squared correlation of per-gene mean expression, predicted against observed.
 
     The score of scGen's held-out cell-type benchmark (Lotfollahi et al. 2019, Fig. 2): the
@@ -241,12 +248,19 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
         is refused, as it names no genes). Where a DataFrame labels its
         genes by integers, integers are those labels. At least 3 genes: the squared
         correlation of 2 points is 1 whatever they are.
+    control
+        Cells x genes of the condition the prediction started from (e.g. the control cells
+        given to ``predict_perturbation``), on the same scale and genes: score the change of
+        the means from the control's instead, mean predicted minus mean control against mean
+        observed minus mean control (the delta measure of ``benchmarks/transfer.py``). On the
+        top DE genes the stricter score: means near the control's correlate highly with the
+        observed ones whether or not the response was predicted.
 
     Returns
     -------
     R² in [0, 1]. A squared correlation, as scGen defines it: it scores how well the means
     line up, not their sign or scale (means predicted negatively correlated score as high).
-    Scoring a predicted change from control this way, check its direction as well.
+    Scoring a predicted change from control (``control``), check its direction as well.
 
     Examples
     --------
@@ -257,6 +271,9 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
     >>> counts = np.array([[0.0, 2.0, 5.0], [1.0, 1.0, 8.0]])
     >>> round(mean_expression_r2(log_normalize(counts), log_normalize(counts)), 3)
     1.0
+    >>> ctrl = np.array([[1.0, 2.0, 3.0]])  # the change: (0, 0, 1) against (0, 0, 1)
+    >>> round(mean_expression_r2(obs, obs, control=ctrl), 3)
+    1.0
     """
     pred, pred_genes = gene_means(predicted, "predicted")
     true, true_genes = gene_means(observed, "observed")
@@ -265,22 +282,18 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
             f"predicted has {pred.size} genes and observed {true.size}; they must match."
         )
     _warn_if_scales_differ(pred, true)
-    if (
-        pred_genes is not None
-        and true_genes is not None
-        and not np.array_equal(pred_genes, true_genes)
-    ):
-        if set(pred_genes) == set(true_genes):
+    _same_genes(pred_genes, true_genes, "observed")
+    if control is not None:
+        ctrl, ctrl_genes = gene_means(control, "control")
+        if ctrl.shape != pred.shape:
             raise ValueError(
-                "predicted and observed hold the same genes in another order; put them in one "
-                "order first, e.g. observed = observed[:, predicted.var_names] (AnnData) or "
-                "observed[predicted.columns] (DataFrame)."
+                f"control has {ctrl.size} genes and predicted {pred.size}; they must match."
             )
-        only = sorted(map(str, set(pred_genes) ^ set(true_genes)))
-        raise ValueError(
-            f"predicted and observed have different genes ({len(only)} in one only, e.g. "
-            f"{only[:3]}); subset both to the genes they share."
-        )
+        _warn_if_scales_differ(ctrl, true)
+        _same_genes(pred_genes if pred_genes is not None else true_genes, ctrl_genes, "control")
+        pred_genes = pred_genes if pred_genes is not None else true_genes
+        true_genes = true_genes if true_genes is not None else ctrl_genes
+        pred, true = pred - ctrl, true - ctrl
     if genes is not None:
         names = pred_genes if pred_genes is not None else true_genes
         if isinstance(genes, str):
@@ -315,7 +328,7 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
             )
         integer_labels = any(
             isinstance(data, pd.DataFrame) and pd.api.types.is_integer_dtype(data.columns)
-            for data in (predicted, observed)
+            for data in (predicted, observed, control)
         )
         # A negative position is the gene counted from the end: -1 and n-1 are one gene.
         key = index
@@ -362,5 +375,28 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None) -> fl
             "points is 1 whatever they are)."
         )
     if np.ptp(pred) == 0 or np.ptp(true) == 0:
+        if control is not None:
+            side = "predicted" if np.ptp(pred) == 0 else "observed"
+            raise ValueError(
+                f"R² is undefined: the {side} change from control is the same for every gene "
+                "(a prediction equal to the control changes none)."
+            )
         raise ValueError("R² is undefined: the mean expression is constant over the genes.")
     return float(np.corrcoef(pred, true)[0, 1] ** 2)
+
+
+def _same_genes(pred_genes, other_genes, other: str) -> None:
+    """Refuse ``other`` (observed or control) whose gene names differ from predicted's."""
+    if pred_genes is None or other_genes is None or np.array_equal(pred_genes, other_genes):
+        return
+    if set(pred_genes) == set(other_genes):
+        raise ValueError(
+            f"predicted and {other} hold the same genes in another order; put them in one "
+            f"order first, e.g. {other} = {other}[:, predicted.var_names] (AnnData) or "
+            f"{other}[predicted.columns] (DataFrame)."
+        )
+    only = sorted(map(str, set(pred_genes) ^ set(other_genes)))
+    raise ValueError(
+        f"predicted and {other} have different genes ({len(only)} in one only, e.g. "
+        f"{only[:3]}); subset both to the genes they share."
+    )
