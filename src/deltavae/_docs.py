@@ -141,7 +141,9 @@ doc_write_keyed = doc_write.replace(
     "    Stands for the model's name (its default) in every key written, listed above\n"
     '    (``obsm["X_<key_added>"]``, ...), so that results of several models (seeds,\n'
     "    settings) can sit side by side in one AnnData. Keys that exist are overwritten, as\n"
-    "    scanpy's ``key_added`` does.\n",
+    "    scanpy's ``key_added`` does; the colours scanpy keeps for a column written again\n"
+    '    (``uns["<column>_colors"]``) follow its categories by name, or are removed where\n'
+    "    a category has none (scanpy picks new ones).\n",
 )
 
 
