@@ -167,10 +167,11 @@ def test_results_write_to_h5ad_and_zarr_and_read_back_equal(written, name, tmp_p
         _equal(dict(adata.uns), dict(back.uns), "uns")
 
 
-def test_writing_again_keeps_the_colours_of_clusters_by_name(written, tmp_path):
+def test_writing_again_keeps_colours_by_name_and_drops_a_stale_dendrogram(written, tmp_path):
     """scanpy colours a column's categories by position (uns["<column>_colors"]): written
     again with other clusters, the earlier fit's colours were left, and the clusters drawn in
-    the colours of others."""
+    the colours of others; the earlier fit's dendrogram (uns["dendrogram_<column>"]) made
+    scanpy's next dotplot of the markers fail."""
     model = written["cgmdvae.model"]
     cells = written["cgmdvae"].copy()
     clusters = cells.obs["cgmdvae_cluster"]
@@ -179,19 +180,27 @@ def test_writing_again_keeps_the_colours_of_clusters_by_name(written, tmp_path):
     cells.obs["cgmdvae_cluster"] = clusters.cat.set_categories(earlier)
     colours = ["#000000", "#111111", "#222222", "#333333", "#444444", "#555555"]
     cells.uns["cgmdvae_cluster_colors"] = colours[: len(earlier)]
+    cells.uns["dendrogram_cgmdvae_cluster"] = {"categories_ordered": earlier}
     by_name = dict(zip(earlier, colours, strict=False))
     path = tmp_path / "cells.h5ad"
     cells.write_h5ad(path)
     model.write_to_adata(cells)
     now = cells.obs["cgmdvae_cluster"].cat.categories
     assert list(cells.uns["cgmdvae_cluster_colors"]) == [by_name[c] for c in now]
+    assert "dendrogram_cgmdvae_cluster" not in cells.uns
     sc.pl.embedding(cells, basis="X_cgmdvae", color="cgmdvae_cluster", show=False)
     assert list(cells.uns["cgmdvae_cluster_colors"]) == [by_name[c] for c in now]
     # Written into the file too (backed="r+"), as the column is.
     backed = ad.read_h5ad(path, backed="r+")
     model.write_to_adata(backed)
     backed.file.close()
-    assert list(ad.read_h5ad(path).uns["cgmdvae_cluster_colors"]) == [by_name[c] for c in now]
+    stored = ad.read_h5ad(path).uns
+    assert list(stored["cgmdvae_cluster_colors"]) == [by_name[c] for c in now]
+    assert "dendrogram_cgmdvae_cluster" not in stored
+    # The same clusters written again: the dendrogram of them stands.
+    cells.uns["dendrogram_cgmdvae_cluster"] = {"categories_ordered": list(now)}
+    model.write_to_adata(cells)
+    assert "dendrogram_cgmdvae_cluster" in cells.uns
     # A cluster the colours lack: they go (scanpy picks new ones), from the file too.
     cells.obs["cgmdvae_cluster"] = cells.obs["cgmdvae_cluster"].cat.rename_categories(
         {now[0]: "other"}

@@ -143,7 +143,8 @@ doc_write_keyed = doc_write.replace(
     "    settings) can sit side by side in one AnnData. Keys that exist are overwritten, as\n"
     "    scanpy's ``key_added`` does; the colours scanpy keeps for a column written again\n"
     '    (``uns["<column>_colors"]``) follow its categories by name, or are removed where\n'
-    "    a category has none (scanpy picks new ones).\n",
+    "    a category has none (scanpy picks new ones), and its dendrogram\n"
+    '    (``uns["dendrogram_<column>"]``) is removed where the column changed.\n',
 )
 
 

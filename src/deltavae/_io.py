@@ -233,12 +233,12 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
     # anndata consolidates a store's metadata; edit the groups themselves, then re-consolidate.
     consolidated = stored.metadata.consolidated_metadata is not None
     group = zarr.open_group(path, mode="r+", use_consolidated=False)
-    from .model._colours import sync_colours
+    from .model._scanpy_keys import sync_scanpy_keys
 
     for slot, name in result_slots(keys):
         if slot == "obs":
             write_obs_columns(group, adata.obs, keys)
-            sync_colours(group, adata, keys)
+            sync_scanpy_keys(group, adata, keys)
             continue
         if slot not in group:
             group.create_group(slot)

@@ -11,9 +11,9 @@ from anndata.io import read_elem, write_elem
 
 from .._checks import check_anndata
 from .._io import result_slots, write_obs_columns
-from ._colours import coloured_categories, recolour_written, sync_colours
 from ._left_out import fitted_mask, write_fitted_spots
 from ._matrices import check_still_on_disk, memory_copy, on_disk
+from ._scanpy_keys import columns_with_scanpy_keys, sync_scanpy_keys, update_scanpy_keys
 from ._validation import warn_user
 
 _ROWS_PER_WRITE = 10_000
@@ -49,7 +49,7 @@ def _write_into_file(adata: AnnData, keys: list[str], h5=None) -> None:
                 dataset[start : start + _ROWS_PER_WRITE] = values[start : start + _ROWS_PER_WRITE]
         elif slot == "obs":
             write_obs_columns(h5, adata.obs, keys)
-            sync_colours(h5, adata, keys)
+            sync_scanpy_keys(h5, adata, keys)
         else:
             write_elem(h5[slot], name, getattr(adata, slot)[name])
     h5.flush()
@@ -125,9 +125,9 @@ def writes_backed(write_to_adata):
         target = None if adata is None and given is None else self._write_target(adata)
         if target is not None and not target.is_view:  # a view is refused below
             _check_file_cells(target)
-        # scanpy's colours of the columns the results may replace (of the model's own AnnData
-        # where none is given)
-        coloured = coloured_categories(self.adata if target is None else target)
+        # scanpy's colours and dendrograms of the columns the results may replace (of the
+        # model's own AnnData where none is given)
+        derived = columns_with_scanpy_keys(self.adata if target is None else target)
         if adata is None and given is not None and given.is_view:
             # load(dir, spots[mask]) or model.adata = spots[mask]: the model reads a copy.
             raise ValueError(
@@ -178,7 +178,7 @@ def writes_backed(write_to_adata):
         else:
             keys = write_to_adata(self, adata, *args, **kwargs)
         adata = self._write_target(adata)
-        recolour_written(adata, keys, coloured)
+        update_scanpy_keys(adata, keys, derived)
         if adata.isbacked and not adata.file.is_open:
             adata.file.open()  # closed by anndata's to_memory of it or a view (from_reference)
         if adata.isbacked:
