@@ -144,7 +144,7 @@ WRITTEN_INTO = ["zinbvae", "cgmdvae", "cgmdvae.query", "nmfdeconv.amortized"]
 WRITTEN_INTO += ["nmfdeconv.per_spot", "spatialimputer.deconvolution", "spatialimputer.latent"]
 WRITTEN_INTO += ["archetypes"]
 RETURNED = ["cgmdvae.sample", "cgmdvae.translate", "cgmdvae.nearest_response"]
-IN_ZARR = ["cgmdvae", "nmfdeconv.per_spot", "archetypes"]
+IN_ZARR = ["cgmdvae", "archetypes"]
 
 
 @pytest.mark.parametrize("name", WRITTEN_INTO + RETURNED)
