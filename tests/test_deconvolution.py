@@ -322,6 +322,11 @@ def test_nmfdeconv_bad_input(split):
     few = ref[:, :20].copy()
     with pytest.warns(UserWarning, match="share only 20 genes"):
         dv.model.NMFDeconv.from_reference(spots.copy(), reference=few, labels_key="cluster")
+    # Highly variable genes chosen on each apart (scanpy's subset keeps var["highly_variable"]
+    # all True): "use the same gene identifiers" was no advice, the identifiers agreed.
+    few.var["highly_variable"] = True
+    with pytest.warns(UserWarning, match=r"share only 20 genes.*reference holds a subset of its"):
+        dv.model.NMFDeconv.from_reference(spots.copy(), reference=few, labels_key="cluster")
     with pytest.raises(KeyError, match="labels_key='celltype'"):
         dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key="celltype")
     one = ref.copy()

@@ -237,6 +237,9 @@ def test_refusals(pair):
     few = spatial[:, :5].copy()
     with pytest.raises(ValueError, match="share 5 genes; at least 10"):
         dv.model.SpatialImputer.from_reference(few, reference=ref, labels_key="cluster")
+    few.raw = spatial  # subset after adata.raw = adata, as scanpy users do: not identifiers
+    with pytest.raises(ValueError, match="share 5 genes.*spots holds a subset of its genes"):
+        dv.model.SpatialImputer.from_reference(few, reference=ref, labels_key="cluster")
     renamed = spatial.copy()
     renamed.var_names = [f"other_{g}" for g in spatial.var_names]
     with pytest.raises(ValueError, match=r"share 0 genes.*same gene identifiers"):
@@ -264,10 +267,10 @@ def test_refusals(pair):
         dv.model.SpatialImputer.from_reference(
             spatial, reference=ref, labels_key="cluster", temperature=0
         )
-    with pytest.warns(UserWarning, match="share only 30 genes"):
-        dv.model.SpatialImputer.from_reference(
-            spatial[:, :30].copy(), reference=ref, labels_key="cluster"
-        )
+    thirty = spatial[:, :30].copy()
+    thirty.var["highly_variable"] = True
+    with pytest.warns(UserWarning, match=r"share only 30 genes.*spots holds a subset of its"):
+        dv.model.SpatialImputer.from_reference(thirty, reference=ref, labels_key="cluster")
     # torch's "negative dimension" or "empty(): argument 'size'" named no argument.
     for name, bad in (("n_latent", -1), ("n_latent", 2.5), ("n_hidden", 0), ("n_layers", "2")):
         with pytest.raises(ValueError, match=f"{name} must be a positive integer"):

@@ -132,6 +132,41 @@ def identifier_advice(first, second) -> str:
     return "Use the same gene identifiers (symbols or Ensembl IDs) in both."
 
 
+def _cut_to_subset(adata) -> bool:
+    """Whether ``adata`` holds a subset of its genes: scanpy's highly variable genes kept
+    (``var["highly_variable"]`` true for every gene), or ``adata.raw`` with more genes."""
+    raw = getattr(adata, "raw", None)
+    if raw is not None and raw.n_vars > adata.n_vars:
+        return True
+    flags = adata.var.get("highly_variable")
+    return flags is not None and adata.n_vars > 0 and bool(np.all(flags.to_numpy() == True))  # noqa: E712
+
+
+def subset_advice(datasets: dict) -> str:
+    """What to do when AnnDatas share few genes because some were cut to a gene subset each
+    on its own (highly variable genes selected separately mostly differ); ``""`` where none
+    looks cut, or where they share no gene at all (identifiers, more likely).
+
+    Examples
+    --------
+    >>> cut = AnnData(var=pd.DataFrame({"highly_variable": True}, index=["a", "b"]))
+    >>> subset_advice({"spots": cut, "reference": AnnData(var=pd.DataFrame(index=["a"]))})[:46]
+    'spots holds a subset of its genes (highly vari'
+    """
+    first, second = (adata.var_names for adata in datasets.values())
+    cut = [name for name, adata in datasets.items() if _cut_to_subset(adata)]
+    if not cut or not first.isin(second).any():
+        return ""
+    holds = f"{cut[0]} holds" if len(cut) == 1 else f"{' and '.join(cut)} hold"
+    return (
+        f"{holds} a subset of {'its' if len(cut) == 1 else 'their'} genes (highly variable genes "
+        "or adata.raw with more): subsets chosen on each dataset apart share few genes. Pass "
+        f"{' and '.join(datasets)} with all their genes (from_reference keeps the genes it "
+        "needs), or choose the genes among those both hold, e.g. "
+        "spots[:, spots.var_names.isin(reference.var_names)]."
+    )
+
+
 def check_own_adata(model, training: bool = False) -> None:
     """Before a model reads (or, ``training``, trains on) its own AnnData: it still holds the
     training genes, the obs columns it reads hold the values registered at setup (another

@@ -15,7 +15,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import TruncatedSVD
 
 from .._checks import short_repr
-from ._genes import identifier_advice
+from ._genes import identifier_advice, subset_advice
 from ._validation import NO_CELLS, warn_user
 
 _DESIGNS = ("deconvolution", "latent")
@@ -88,9 +88,10 @@ def reference_genes(counts, genes, spot_genes) -> tuple[object, pd.Index, pd.Ind
     return counts, genes, genes[measured[keep]]
 
 
-def shared_advice(spot_genes, genes, n_counted: int) -> str:
+def shared_advice(spot_genes, genes, n_counted: int, datasets=None) -> str:
     """What to do when the spots share too few genes with reference counts: names shared
-    but not counted (a wrong ``reference_layer``?) are not a matter of identifiers."""
+    but not counted (a wrong ``reference_layer``?) are not a matter of identifiers, nor are
+    ``datasets`` (spots, reference) cut to highly variable genes each on its own."""
     genes, spot_genes = (pd.Index(np.asarray(g).astype(str)) for g in (genes, spot_genes))
     named = int(genes.isin(spot_genes).sum())
     if named > n_counted:
@@ -98,7 +99,10 @@ def shared_advice(spot_genes, genes, n_counted: int) -> str:
             f"They share {named} gene names, but the reference has no counts for "
             f"{named - n_counted} of them: is reference_layer the layer of its raw counts?"
         )
-    return identifier_advice(spot_genes, genes)
+    advice = identifier_advice(spot_genes, genes)
+    if datasets is not None and not advice.startswith("Ignoring case"):
+        return subset_advice(dict(zip(("spots", "reference"), datasets, strict=True))) or advice
+    return advice
 
 
 def requested_genes(known: pd.Index, measured, genes) -> pd.Index:
@@ -271,7 +275,7 @@ def check_shared(spots, reference, shared, genes: pd.Index, min_shared_genes: in
             f"reference ({reference.n_vars} genes, e.g. {list(reference.var_names[:3])}) "
             f"share {len(shared)} genes; at least {min_shared_genes} are needed "
             "(min_shared_genes). "
-            + shared_advice(spots.var_names, reference.var_names, len(shared))
+            + shared_advice(spots.var_names, reference.var_names, len(shared), (spots, reference))
         )
     if len(shared) == len(genes):
         raise ValueError(
@@ -288,7 +292,8 @@ def check_shared(spots, reference, shared, genes: pd.Index, min_shared_genes: in
             "reference.var_names, before from_reference."
         )
     if len(shared) < _FEW_SHARED_GENES:
+        cut = subset_advice({"spots": spots, "reference": reference})
         warn_user(
             f"spatial and reference share only {len(shared)} genes; the spots' states "
-            "(and so the imputed genes) may be poorly determined."
+            "(and so the imputed genes) may be poorly determined." + (f" {cut}" if cut else "")
         )

@@ -23,7 +23,7 @@ from .._checks import (
     refuse_minified,
     short_repr,
 )
-from ._genes import _refuse_duplicates, identifier_advice
+from ._genes import _refuse_duplicates, identifier_advice, subset_advice
 from ._matrices import adata_in_memory, memory_copy, on_disk, row_sums, to_memory
 from ._nmf_start import FEW_SHARED_GENES
 from ._reference_reads import genes_in_memory, type_sums
@@ -369,9 +369,10 @@ class FromReferenceMixin:
                 "genes. " + identifier_advice(spots.var_names, reference.var_names)
             )
         if len(shared) < FEW_SHARED_GENES:
+            cut = subset_advice({"spots": spots, "reference": reference})
             warn_user(
                 f"spots and reference share only {len(shared)} genes; proportions may be poorly "
-                "determined."
+                "determined." + (f" {cut}" if cut else "")
             )
         reference = genes_in_memory(reference, reference_layer, shared, "NMFDeconv.from_reference")
         if not row_sums(layer_matrix(reference, reference_layer)).any():
