@@ -676,7 +676,14 @@ def test_data_that_are_not_counts_point_to_where_the_counts_are(counts_adata):
     fix = r"adata.layers\['counts'\] = adata.raw\[:, adata.var_names\].X; layer='counts'"
     _setup_fails(logged, ValueError, r"adata\.raw holds raw counts, it seems: copy them .*" + fix)
     logged.raw = logged  # scanpy's habit: .raw holds the log-normalized data
-    _setup_fails(logged, ValueError, r"adata\.raw holds other data: if they are the raw counts")
+    # Not "if they are the raw counts, copy them into a layer": they are not (non-integer), and
+    # the copy was refused again with the same advice.
+    _setup_fails(
+        logged,
+        ValueError,
+        r"adata\.raw holds no raw counts either \(values such as 1\.09.*Read the counts again"
+        r".*adata\.layers\['counts'\] = adata\.X\.copy\(\)\), and pass layer='counts'",
+    )
 
 
 def test_new_cells_that_are_not_counts_are_told_where_the_model_reads_them(saved, counts_adata):
@@ -692,6 +699,10 @@ def test_new_cells_that_are_not_counts_are_told_where_the_model_reads_them(saved
         model.get_latent_representation(new)
     with pytest.raises(ValueError, match=fix):  # nor can load take a layer
         dv.model.ZINBVAE.load(path, adata=new)
+    scanpy_like = ad.AnnData(new.X.copy(), obs=new.obs.copy(), var=new.var.copy())
+    scanpy_like.raw = scanpy_like  # log-normalized too: not where the counts are
+    with pytest.raises(ValueError, match=r"reads raw counts from X: put them there\.$"):
+        model.get_latent_representation(scanpy_like)
     adata = new
     counts = ad.AnnData(adata.layers["counts"], obs=adata.obs.copy(), var=adata.var.copy())
     assert model.get_latent_representation(counts).shape == (new.n_obs, 3)

@@ -112,7 +112,7 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
     if name == "query" or fixed:  # the data go where the reference (the model) read them
         target = f"{name}.X" if layer is None else f"{name}.layers[{layer!r}]"
         source = f"{name}.layers[{layers[0]!r}]" if layers else None
-        if source is None and adata.raw is not None:
+        if source is None and adata.raw is not None and not _raw_not_counts(adata):
             source = f"{name}.raw[:, {name}.var_names].X"
         fix = f", e.g. {target} = {source}.copy()" if source else ""
         where = target.removeprefix(f"{name}.")
@@ -143,7 +143,16 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
     if layer is None and adata.raw is not None:
         looked = _first_rows(adata.raw.X)
         values = looked[1] if looked is not None else np.zeros(0)
-        counts = values.size and not not_counts(values).size
+        frac = not_counts(values)
+        if frac.size:  # scanpy's habit: adata.raw = adata after sc.pp.log1p, no counts at all
+            return (
+                f" {name}.raw holds no raw counts either (values such as "
+                f"{not_count_repr(frac.flat[0])}: normalized, as after {name}.raw = {name} "
+                f"following sc.pp.log1p). Read the counts again from their file, keep them in "
+                f"a layer before normalizing ({name}.layers['counts'] = {name}.X.copy()), and "
+                f"pass {arg}='counts'{then}." + real
+            )
+        counts = values.size > 0
         held = "holds raw counts, it seems" if counts else "holds other data"
         return (
             f" {name}.raw {held}: {'' if counts else 'if they are the raw counts, '}copy them "
@@ -151,6 +160,12 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
             f"{name}.raw[:, {name}.var_names].X; {arg}='counts'{then}." + real
         )
     return f" Pass the raw counts, in X or in a layer ({arg}='counts'{then})." + real
+
+
+def _raw_not_counts(adata: AnnData) -> bool:
+    """Whether the first rows of ``adata.raw`` hold values that are not whole counts."""
+    looked = _first_rows(adata.raw.X)
+    return looked is not None and bool(not_counts(looked[1]).size)
 
 
 def counts_copy(name: str, source: str) -> str:
