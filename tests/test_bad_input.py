@@ -669,6 +669,10 @@ def test_data_that_are_not_counts_point_to_where_the_counts_are(counts_adata):
     scaled = counts_adata.copy()
     scaled.X = sp.csr_matrix(_dense(scaled.X) - 1.0)
     _setup_fails(scaled, ValueError, r"negative values .* layer='counts' \(layers: \['counts'\]\)")
+    # The layer named is the one holding counts, not the first (a log-normalized one).
+    both = ad.AnnData(sp.csr_matrix(np.log1p(_dense(counts_adata.X))), obs=counts_adata.obs.copy())
+    both.layers["lognorm"], both.layers["counts"] = both.X.copy(), counts_adata.X.copy()
+    _setup_fails(both, ValueError, r"e\.g\. layer='counts' \(layers: \['counts', 'lognorm'\]\)")
     logged = counts_adata.copy()
     del logged.layers["counts"]
     logged.raw = logged

@@ -103,6 +103,8 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
     model = _BUILDING.get() if name == "adata" else None
     then = f" to {model}.setup_anndata, then build the {model} again" if model else ""
     layers = [key for key in adata.layers.keys() if key != layer]
+    found = _counts_layer(adata, layer)  # the layer that holds counts, named first
+    layers = [found, *(key for key in layers if key != found)] if found else layers
     if "prediction" in adata.uns and "counts" in layers:  # translate's, latent_shift's
         return (
             " This AnnData is a prediction (uns['prediction']): its X holds expected counts, "
