@@ -237,6 +237,11 @@ def test_load_from_disk_then_map_with_reordered_and_missing_genes(reference, tmp
     assert fewer.n_vars == 55 and "cgmdvae_label" in fewer.obs
     with pytest.raises(ValueError, match="shares 20 of the reference's 60 genes"):
         dv.model.CGMDVAE.load_query_data(query[:, :20].copy(), model)
+    # Cut to highly variable genes of its own (scanpy keeps var["highly_variable"], all True):
+    # the genes filled with zeros were there before the cut, which the warning now says.
+    fewer.var["highly_variable"] = True
+    with pytest.warns(UserWarning, match=r"filled with zeros\. The query holds a subset .*before"):
+        dv.model.CGMDVAE.load_query_data(fewer, str(tmp_path / "ref"))
 
 
 @pytest.mark.parametrize("cls", [dv.model.CGMDVAE, dv.model.ZINBVAE])

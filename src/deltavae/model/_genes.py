@@ -279,12 +279,24 @@ def _reordered(adata: AnnData, source: np.ndarray, genes: pd.Index, same_genes: 
     )
 
 
-def warn_missing_genes(n_missing: int, n_genes: int) -> None:
-    """Tell how many of the reference's genes a query lacks and gets as zeros (none: quiet)."""
+def warn_missing_genes(n_missing: int, n_genes: int, adata=None) -> None:
+    """Tell how many of the reference's genes a query lacks and gets as zeros (none: quiet);
+    for a query ``adata`` cut to a gene subset of its own (highly variable genes), that the
+    genes were there before the cut."""
     if n_missing:
+        cut = adata is not None and _cut_to_subset(adata)
         warn_user(
             f"{n_missing} of the reference's {n_genes} genes are missing from the query; "
             "they are filled with zeros."
+            + (
+                " The query holds a subset of its genes (highly variable genes selected on it, "
+                "or adata.raw with more): take the reference's genes from the query before "
+                "that cut instead, e.g. query = full_query[:, "
+                "full_query.var_names.isin(reference.var_names)].copy(), so that none is "
+                "filled with zeros."
+                if cut
+                else ""
+            )
         )
 
 
@@ -344,7 +356,7 @@ def align_query_genes(
             + identifier_advice(query, genes)
         )
     n_missing = int((~shared).sum())
-    warn_missing_genes(n_missing, len(genes))
+    warn_missing_genes(n_missing, len(genes), adata)
     if not n_missing:
         logger.info("Reordering the query's genes to the reference's order.")
     source = query.get_indexer(genes)
