@@ -172,6 +172,13 @@ def test_match_signatures_and_novel_states(fitted):
         pytest.raises(ValueError, match="no signature has any of its genes in the data"),
     ):
         model.match_signatures({"ghost": ["NOPE1", "NOPE2"]})
+    # Every signature emptied by a filter on the model's genes (as the tutorial's): not "use the
+    # same gene identifiers", there were none to compare.
+    with (
+        pytest.warns(UserWarning, match="lists no genes; it is left out"),
+        pytest.raises(ValueError, match=r"every signature lists no genes \(\['a', 'b'\]\)"),
+    ):
+        model.match_signatures({"a": [], "b": []})
     # A cell types x genes table, as NMFDeconv.get_signatures returns (pandas' "truth value
     # of a DataFrame is ambiguous" before).
     with pytest.raises(TypeError, match=r"got a DataFrame.*nlargest"):

@@ -147,6 +147,13 @@ def signature_scores(
             )
         if present:
             gene_sets[str(name)] = genes.get_indexer(present)
+    if not any(len(m) for m in signatures.values()):  # not a matter of identifiers
+        raise ValueError(
+            f"every signature lists no genes ({list(signatures)[:10]}); pass gene names, "
+            "e.g. {'my_type': ['Gad1', 'Sst']}. Signatures filtered to the model's genes "
+            "first (as [g for g in genes if g in adata.var_names]) keep none of them: pass "
+            "them whole, match_signatures says which genes it leaves out."
+        )
     if not gene_sets:
         raise ValueError(
             f"no signature has any of its genes in the data ({list(signatures)[:10]}). "
