@@ -21,6 +21,7 @@ from ._condition_counts import (
     not_test_positions,
     pooled,
     record_condition_counts,
+    warn_already_target,
     warn_untrained_combinations,
 )
 from ._condition_types import model_column, predicted_condition, typed_codes
@@ -333,7 +334,7 @@ class GenerationMixin:
         # Predictions stay at or above 0 for data that are never negative (counts,
         # log-normalized), not for real values such as arcsinh cytometry or CLR protein.
         floor = 0.0 if module.observation.is_count else data_floor(self, adata)
-        outs, counts, moves = [], [], []
+        outs, counts, moves, owns = [], [], [], []
         from ._latent_shift import describe_prediction
         from ._observed_responses import with_observed_responses
 
@@ -344,12 +345,15 @@ class GenerationMixin:
                 cats = tensors[_CAT].to(target.device)
                 moved = self._moved_codes(target, cats)
                 moves.append(moved.cpu())
+                owns.append(cats.cpu())
                 x = tensors[REGISTRY_KEYS.X_KEY]
                 batch = module.translate(x, cats, moved, residual, floor=floor, draws=draws)
                 outs.append(batch["expected"].cpu())
                 if batch["counts"] is not None:
                     counts.append(batch["counts"].cpu())
             warn_untrained_combinations(self, torch.cat(moves).numpy(), "translate")
+            if torch.equal(torch.cat(moves), torch.cat(owns)):  # returned as a prediction
+                warn_already_target(self, target_condition)
             cells = {
                 "expected": torch.cat(outs).numpy(),
                 "counts": torch.cat(counts).numpy() if counts else None,

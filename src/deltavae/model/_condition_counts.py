@@ -296,6 +296,18 @@ def warn_untrained_combinations(model, codes, call: str) -> None:
         )
 
 
+def warn_already_target(model, target_condition) -> None:
+    """``translate`` given cells that are all under the target already: it has nothing to
+    translate and returns the cells' own data (``residual``) or their reconstruction, which
+    read as a prediction of a change."""
+    warn_user(
+        f"Every cell given to translate is already under the target {short_repr(target_condition)}"
+        ": nothing is translated, and what comes back is the cells' own data (residual=True) "
+        "or the model's reconstruction of them. Pass the cells of another condition, e.g. "
+        "adata[adata.obs[key] != target]."
+    )
+
+
 def warn_if_cells_not_trained(model, key: str, conditions: np.ndarray, values) -> None:
     """Means and responses are read from the model's AnnData: warn where it holds more cells
     under a condition than the model trained and validated on
