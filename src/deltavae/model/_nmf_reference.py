@@ -361,7 +361,9 @@ class FromReferenceMixin:
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
         refuse_countless_reference(reference, reference_layer)
         warn_empty_reference_cells(reference, reference_layer)
-        shared = spots.var_names[spots.var_names.isin(reference.var_names)]
+        # In the reference's order: the model's genes (and so its encoder's start) do not
+        # depend on the order of the spots' genes.
+        shared = reference.var_names[reference.var_names.isin(spots.var_names)]
         if len(shared) == 0:
             raise ValueError(
                 f"spots ({spots.n_vars} genes, e.g. {list(spots.var_names[:3])}) and reference "

@@ -28,7 +28,9 @@ FEW_SHARED_GENES = 100
 
 def check_signatures(signatures: pd.DataFrame, adata: AnnData):
     """Signature names, values (cell types x used genes) and the used genes' columns in the
-    spots: the spots' genes that have a signature, in the spots' order."""
+    spots: the spots' genes that have a signature, in the signatures' order, so that the
+    model (an amortised encoder's first layer is drawn gene by gene) is the same for the same
+    seed whatever the order of the spots' genes."""
     if not isinstance(signatures, pd.DataFrame):
         raise ValueError("signatures must be a DataFrame: cell types x genes.")
     for axis, what, fix in (
@@ -40,7 +42,8 @@ def check_signatures(signatures: pd.DataFrame, adata: AnnData):
             raise ValueError(
                 f"signatures repeat {what} (e.g. {repeated}); each must appear once, e.g. {fix}."
             )
-    columns = np.flatnonzero(adata.var_names.isin(signatures.columns))
+    columns = adata.var_names.get_indexer(signatures.columns)
+    columns = columns[columns >= 0]
     if len(columns) == 0:
         transposed = adata.var_names.isin(signatures.index).any()  # genes x types
         raise KeyError(

@@ -174,6 +174,7 @@ class NMFDeconv(
             elif per_spot:
                 proportions, abundance = nnls_start(self._row_chunks(columns), sig)
         self.cell_types_ = names
+        in_order = np.array_equal(columns, np.arange(adata.n_vars))  # all, in the spots' order
         self.module = self._module_cls(
             n_spots=adata.n_obs,
             n_genes=len(columns),
@@ -184,7 +185,7 @@ class NMFDeconv(
             prior_concentration=prior_concentration,
             technology_sd=technology_sd,
             inference=inference,
-            gene_index=None if len(columns) == adata.n_vars else torch.as_tensor(columns),
+            gene_index=None if in_order else torch.as_tensor(columns),
             n_hidden=n_hidden,
             n_layers=n_layers,
         )
