@@ -277,6 +277,25 @@ def test_jsd_clips_negative_values_with_a_warning():
     assert len(record) == 1 and table["jsd"].between(0, 1).all()
 
 
+def test_scores_leave_out_the_nan_rows_spot_models_give_spots_without_counts():
+    """The spot models give NaN rows to spots without counts: the scores refused the whole
+    table ('pred contains NaN ... fill or drop them first'); they leave those spots out."""
+    rng = np.random.default_rng(0)
+    true = pd.DataFrame(rng.dirichlet([1, 1, 1], 30), columns=list("ABC"))
+    pred = pd.DataFrame(rng.dirichlet([1, 1, 1], 30), columns=list("ABC"))
+    pred.iloc[[0, 4]] = np.nan
+    with pytest.warns(UserWarning, match=r"^2 of the 30 spots have no prediction .* other 28"):
+        scores = deconvolution_scores(true, pred.iloc[::-1])  # aligned by name first
+    kept = pred.index.difference([0, 4])
+    expected = deconvolution_scores(true.loc[kept], pred.loc[kept])
+    pd.testing.assert_frame_equal(scores, expected)
+    with pytest.warns(UserWarning, match=r"^2 of the 30 spots have no prediction"):
+        imputation_scores(true, pred)
+    pred.iloc[1, 0] = np.nan  # a hole in a row is no spot without counts: refused
+    with pytest.warns(UserWarning, match="no prediction"), pytest.raises(ValueError, match="NaN"):
+        deconvolution_scores(true, pred)
+
+
 def test_a_perfect_prediction_is_at_js_distance_zero_not_nan():
     """scipy's divergence of two equal distributions rounds to just below 0 about half the
     time, and its square root was NaN (counted as a failed gene by imputation_scores)."""
@@ -399,13 +418,16 @@ def test_archetypes_sample_key_with_missing_values_is_refused_early():
 
 
 def test_archetypes_warns_about_empty_spots_once(slides):
+    """The encoder's output for an all-zero spot was given as its weights (a mixture like any
+    other, warned): NaN rows now, as NMFDeconv's proportions."""
     model, mix = slides
     new = mix[:6].copy()
     new.X = np.asarray(new.X.todense()) if hasattr(new.X, "todense") else new.X.copy()
     new.X[[0, 2]] = 0  # two spots of one slide
-    with pytest.warns(UserWarning, match=r"^2 of 6 spots have no counts .* are not an estimate"):
+    with pytest.warns(UserWarning, match=r"^2 of 6 spots have no counts .* are missing \(NaN\)"):
         weights = model.get_archetype_weights(new)
-    np.testing.assert_allclose(weights.iloc[0], weights.iloc[2])
+    assert weights.isna().all(axis=1).tolist() == [True, False, True, False, False, False]
+    np.testing.assert_allclose(weights.dropna().sum(axis=1), 1)
     # Counted among the spots indices asks for ('2 of 6' for two spots, one of them empty).
     with pytest.warns(UserWarning, match=r"^1 of 2 spots have no counts"):
         model.get_archetype_weights(new, indices=[2, 3])
@@ -416,6 +438,32 @@ def test_archetypes_warns_about_empty_spots_once(slides):
         warnings.simplefilter("always")
         model.write_to_adata(mix.copy())
     assert not [w for w in caught if "no counts" in str(w.message)]  # the training spots have
+
+
+def test_archetypes_training_spots_without_counts_get_nan_rows_once():
+    """Training spots without counts got the encoder's output for an all-zero spot as their
+    weights and a dominant archetype in write_to_adata, without a word: NaN rows (weights,
+    dominant, anchor), said once; the profiles and markers read the other spots."""
+    mix = dv.datasets.convex_mixtures(n_spots=40, n_genes=20, n_archetypes=2, n_markers=5, seed=0)
+    X = np.asarray(mix.X.todense()) if hasattr(mix.X, "todense") else mix.X.copy()
+    X[:3] = 0
+    mix.X = X
+    with warnings.catch_warnings():  # spots all zeros: said at setup
+        warnings.simplefilter("ignore", UserWarning)
+        dv.model.Archetypes.setup_anndata(mix)
+        model = dv.model.Archetypes(mix, n_archetypes=2, min_spots=1)
+        model.train(max_epochs=2, **TRAIN)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.write_to_adata(mix)
+    said = [str(w.message) for w in caught if "no counts in the" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("3 of 40 spots"), said
+    assert "weights (archetype_weights) and dominant archetype" in said[0]
+    written = mix.obsm["archetype_weights"]
+    assert written.isna().all(axis=1).tolist() == [True] * 3 + [False] * 37
+    assert mix.obs["archetype_dominant"].isna().tolist() == [True] * 3 + [False] * 37
+    assert mix.obs["archetype_anchor"].iloc[:3].isna().all()
+    assert np.isfinite(mix.varm["archetype_profiles"]).all()
 
 
 def test_min_spots_never_merges_below_two_archetypes(slides):
@@ -534,21 +582,29 @@ def test_imputing_spots_without_counts_warns(split):
     with pytest.warns(UserWarning, match="3 spots in adata.X are all zeros"):
         model = dv.model.SpatialImputer.from_reference(spots, reference=ref, labels_key="cluster")
     model.train(max_epochs=3, **TRAIN)
-    with pytest.warns(UserWarning, match=r"3 of 60 spots .* imputed values are not an estimate"):
-        model.impute()
+    # NaN rows, as NMFDeconv's (they were the model's values for a spot without data).
+    with pytest.warns(UserWarning, match=r"3 of 60 spots .* imputed values are missing \(NaN\)"):
+        imputed = model.impute()
+    assert imputed.isna().all(axis=1).tolist() == [True] * 3 + [False] * 57
     # Its proportions too, as NMFDeconv's (they were read without a word), counted among the
     # spots asked for; write_to_adata says it once, of every result.
-    with pytest.warns(UserWarning, match=r"^3 of 60 spots .* their proportions are not an"):
+    with pytest.warns(UserWarning, match=r"^3 of 60 spots .* their proportions are missing"):
         props = model.get_proportions()
-    assert np.isfinite(props.to_numpy()).all()
-    with pytest.warns(UserWarning, match=r"^2 of 3 spots .* their proportions are not an"):
+    assert props.iloc[:3].isna().all().all() and np.isfinite(props.iloc[3:].to_numpy()).all()
+    with pytest.warns(UserWarning, match=r"^2 of 3 spots .* their proportions are missing"):
         model.get_proportions(indices=[0, 2, 40])
+    with pytest.warns(UserWarning, match=r"^1 of 2 spots .* their abundances are missing"):
+        abundance = model.get_abundance(indices=[40, 1])
+    assert np.isnan(abundance.iloc[1]) and abundance.iloc[0] > 0
     model.get_proportions(indices=[10, 20])  # none of them empty: no warning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.write_to_adata(spots)
     said = [str(w.message) for w in caught if "no counts in the" in str(w.message)]
-    assert len(said) == 1 and "imputed values and proportions are not" in said[0], said
+    assert len(said) == 1 and "values, proportions and abundance are missing" in said[0], said
+    pd.testing.assert_frame_equal(spots.obsm["proportions"], props)
+    assert spots.obsm["imputed"].iloc[:3].isna().all().all()
+    assert spots.obs["cell_abundance"].iloc[:3].isna().all()
 
 
 def test_auto_archetypes_on_few_spots_stay_below_spots_over_min_spots():
@@ -729,13 +785,18 @@ def test_latents_of_spots_without_counts_are_warned_once(split):
         warnings.simplefilter("ignore", UserWarning)
         model = dv.model.SpatialImputer.from_reference(spots, reference=ref, design="latent")
     model.train(max_epochs=1, **TRAIN)
-    with pytest.warns(UserWarning, match=r"^2 of 4 spots .* their latents are not an") as said:
+    with pytest.warns(UserWarning, match=r"^2 of 4 spots .* their latents are missing") as said:
         z = model.get_latent_representation(indices=[0, 2, 40, 50], batch_size=3)
     assert z.shape[0] == 4 and len(said) == 1
+    assert np.isnan(z).all(axis=1).tolist() == [True, True, False, False]
+    with pytest.warns(UserWarning, match=r"^1 of 2 spots .* their latents are missing"):
+        _, var = model.get_latent_representation(indices=[1, 50], return_dist=True)
+    assert np.isnan(var[0]).all() and (var[1] > 0).all()
     model.get_latent_representation(reference=True)  # the cells: no warning
     model.get_latent_representation(indices=[10, 20])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.write_to_adata(spots)
     said = [str(w.message) for w in caught if "no counts in the" in str(w.message)]
-    assert len(said) == 1 and "imputed values and latents are not" in said[0], said
+    assert len(said) == 1 and "imputed values and latents are missing" in said[0], said
+    assert np.isnan(spots.obsm["X_spatialimputer"][:3]).all()

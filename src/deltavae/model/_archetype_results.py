@@ -3,6 +3,7 @@ marker genes in scanpy's layout, and matching to known signatures (stable matchi
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence, Set
 
 import numpy as np
@@ -12,7 +13,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from ._archetypal_analysis import carriers, scaled
 from ._archetype_checks import check_batch_size, check_count, check_signature_names
 from ._genes import identifier_advice
-from ._spots import prefixed
+from ._spots import prefixed, warn_empty_spots
 from ._validation import warn_user
 
 
@@ -166,6 +167,19 @@ def signature_scores(
     sig_names = list(gene_sets)
     scores = np.stack([standardized[idx].mean(axis=0) for idx in gene_sets.values()])
     return sig_names, scores
+
+
+def anchors(weights: pd.DataFrame, n_anchors: int, name: str) -> pd.Series:
+    """The ``n_anchors`` spots of largest weight (above 1/2) of each archetype they weigh most;
+    a NaN row (a spot without counts) anchors none."""
+    dominant = weights.fillna(-1.0).to_numpy().argmax(axis=1)
+    anchor = np.full(len(weights), -1)
+    for k in range(weights.shape[1]):
+        w = weights.iloc[:, k].to_numpy()
+        eligible = np.flatnonzero((dominant == k) & (w > 0.5))
+        anchor[eligible[np.argsort(-w[eligible])][:n_anchors]] = k
+    anchors = pd.Categorical.from_codes(anchor, categories=weights.columns)
+    return pd.Series(anchors, index=weights.index, name=name)
 
 
 def merge_thin(
@@ -468,7 +482,12 @@ def write(model, adata, batch_size, key_added, n_anchors: int) -> list[str]:
     in_order = check_training_names(adata, model.adata)
     names = (model.weights_key, model.profiles_key, model.anchor_key, model.dominant_key)
     keys = prefixed(key_added, *names, model.markers_key, model.uns_key)
-    weights = model.get_archetype_weights(batch_size=batch_size)  # then served from a cache
+    with warnings.catch_warnings():  # said once below, of every row written
+        warnings.filterwarnings("ignore", message=r".* spots have no counts in the")
+        weights = model.get_archetype_weights(batch_size=batch_size)  # then from a cache
+    missing = weights.isna().any(axis=1).to_numpy()
+    what = f"weights ({keys[0]}) and dominant archetype ({keys[3]})"
+    warn_empty_spots(int(missing.sum()), len(missing), what, model.adata.n_vars)
     anchors, profiles = model.get_anchors(n_anchors), model.get_archetype_profiles()
     if not in_order:  # the training spots and genes, in another order: align by name
         weights, anchors = weights.loc[adata.obs_names], anchors.loc[adata.obs_names]
@@ -476,7 +495,8 @@ def write(model, adata, batch_size, key_added, n_anchors: int) -> list[str]:
     adata.obsm[keys[0]] = weights
     adata.varm[keys[1]] = profiles.to_numpy()
     adata.obs[keys[2]] = anchors.array  # categorical, as archetype_dominant
-    adata.obs[keys[3]] = pd.Categorical(weights.idxmax(axis=1), categories=weights.columns)
+    codes = np.where(weights.isna().any(axis=1), -1, weights.fillna(-1.0).to_numpy().argmax(1))
+    adata.obs[keys[3]] = pd.Categorical.from_codes(codes, categories=weights.columns)
     markers = model.get_markers()
     markers["params"]["groupby"] = keys[3]  # the prefixed obs column, for sc.pl plots
     adata.uns[keys[4]] = markers

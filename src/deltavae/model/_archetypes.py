@@ -21,7 +21,13 @@ from ._base import DeltaModelMixin
 from ._candidates import archetype_start, candidate_samples, restore_candidate_samples
 from ._genes import check_own_adata
 from ._one_state import warn_one_state
-from ._spots import SpotModelMixin, second_argument_was, selected_rows, spot_rate, warn_empty_spots
+from ._spots import (
+    SpotModelMixin,
+    missing_empty_rows,
+    second_argument_was,
+    selected_rows,
+    spot_rate,
+)
 from ._validation import check_model_arguments, check_obs_keys, check_setup_target
 
 _CP10K = 1e4
@@ -269,7 +275,8 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
 
     def _fresh_merge(self) -> tuple[np.ndarray, np.ndarray]:
         mean = self.module.mean_profile.cpu().numpy().astype(np.float64)
-        weights = self._raw_weights(None, None)
+        weights, empty = self._raw_weights(None, None, empty=True)
+        weights = weights[~empty]  # a spot without counts weighs no archetype most
         groups, tree, thin = results.merge_groups(
             self._raw_profiles(), mean, weights, self.merge_threshold, self.min_spots
         )
@@ -306,8 +313,8 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         Returns
         -------
         pandas.DataFrame
-            Spots x archetypes, rows sum to 1. A spot without counts gets what the model
-            gives a spot without data (warned): not an estimate.
+            Spots x archetypes, rows sum to 1; NaN for a spot without counts (warned), as
+            NMFDeconv's proportions (anchors, profiles, merges and markers leave them out).
 
         Examples
         --------
@@ -316,11 +323,11 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         adata = self._resolve_adata(adata)
         rows = selected_rows(adata, indices)
         raw, empty = self._raw_weights(adata, batch_size, empty=True, rows=rows)
-        warn_empty_spots(int(empty.sum()), len(empty), "weights", adata.n_vars)
         groups, _ = self._merge()
         merged = np.zeros((raw.shape[0], groups.max() + 1))
         np.add.at(merged.T, groups, raw.T)
         merged /= merged.sum(axis=1, keepdims=True)  # the encoder's float32: off by 3e-8
+        missing_empty_rows(empty, "weights", adata.n_vars, merged)  # as NMFDeconv's
         names = adata.obs_names if rows is None else adata.obs_names[rows]
         return pd.DataFrame(merged, index=names, columns=self.archetype_names())
 
@@ -336,7 +343,8 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         """
         raw = self._raw_profiles()
         groups, _ = self._merge()
-        usage = self._raw_weights(None, None).sum(axis=0) + 1e-12
+        weights, empty = self._raw_weights(None, None, empty=True)
+        usage = weights[~empty].sum(axis=0) + 1e-12  # spots without counts left out
         merged = np.zeros((groups.max() + 1, raw.shape[1]))
         np.add.at(merged, groups, usage[:, None] * raw)
         merged /= merged.sum(axis=1, keepdims=True)
@@ -356,7 +364,7 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         Returns
         -------
         pandas.Series
-            Categorical, the archetype a spot anchors, NaN elsewhere.
+            Categorical, the archetype a spot anchors, NaN elsewhere (spots without counts).
 
         Examples
         --------
@@ -366,14 +374,7 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         with warnings.catch_warnings():  # get_archetype_weights warns about empty spots
             warnings.filterwarnings("ignore", message=r".* spots have no counts in the")
             weights = self.get_archetype_weights()
-        dominant = weights.to_numpy().argmax(axis=1)
-        anchor = np.full(len(weights), -1)
-        for k in range(weights.shape[1]):
-            w = weights.iloc[:, k].to_numpy()
-            eligible = np.flatnonzero((dominant == k) & (w > 0.5))
-            anchor[eligible[np.argsort(-w[eligible])][:n_anchors]] = k
-        anchors = pd.Categorical.from_codes(anchor, categories=weights.columns)
-        return pd.Series(anchors, index=weights.index, name=self.anchor_key)
+        return results.anchors(weights, n_anchors, self.anchor_key)
 
     def get_markers(self, n_genes: int = 100) -> dict:
         """Marker genes of each archetype in scanpy's ``rank_genes_groups`` layout.

@@ -17,6 +17,7 @@ from ._imputer_reference import imputed_spots, requested_genes
 from ._modes import in_eval_mode
 from ._spots import (
     fitted_rows,
+    missing_empty_rows,
     prefixed,
     second_argument_was,
     selected_rows,
@@ -76,7 +77,10 @@ class ImputerResultsMixin:
             Spots x genes, float64. A gene's platform factor is fitted for the measured genes
             only; the other genes take the geometric mean of those factors, so their overall
             level is the reference's, while their pattern across spots is what the model
-            infers.
+            infers. A spot without counts in the measured genes has no evidence of its
+            expression: its row is NaN (warned, counting such spots), as NMFDeconv's
+            proportions of such spots, not the model's output for an all-zero spot (its
+            start, or the mean spot), which would look like a real imputation.
 
         Examples
         --------
@@ -94,14 +98,14 @@ class ImputerResultsMixin:
         if self.profiles_ == "neighbours" and batch_size is None:
             # spots x cells similarities, at most 2^24 a chunk
             chunk = max(1, min(chunk, 2**24 // max(len(self.module.cell_states), 1)))
-        blocks, n_empty = [], 0
+        blocks, empty = [], []
         if self.design_ == "deconvolution":  # parameters per fitted spot; the latent: any spots
             rows = torch.as_tensor(fitted_rows(self), dtype=torch.long)
         for start in range(0, len(positions), chunk):
             at = positions[start : start + chunk]
             read, back = np.unique(at, return_inverse=True)  # in file order, each once
             block = self._read_rows(read)[back]
-            n_empty += int((block.sum(axis=1) == 0).sum())
+            empty.append(block.sum(axis=1) == 0)
             x = None  # the spots' counts: read only by the latent design and the neighbours
             if self.design_ == "latent" or self.profiles_ == "neighbours":
                 x = torch.as_tensor(block).to(device, dtype)  # the module's: double too
@@ -110,8 +114,10 @@ class ImputerResultsMixin:
             else:
                 values = self.module.expected(x)
             blocks.append(values[:, columns.to(device)].cpu().numpy().astype(np.float64))
-        warn_empty_spots(n_empty, len(positions), "imputed values", self.adata.n_vars)
-        return pd.DataFrame(np.concatenate(blocks), index=names, columns=chosen)
+        values = np.concatenate(blocks) if blocks else np.zeros((0, len(chosen)))
+        empty = np.concatenate(empty) if empty else np.zeros(0, dtype=bool)
+        missing_empty_rows(empty, "imputed values", self.adata.n_vars, values)
+        return pd.DataFrame(values, index=names, columns=chosen)
 
     def _spot_positions(self, adata, indices, what="Imputations") -> tuple[np.ndarray, pd.Index]:
         """Rows, in the model's spots, of ``adata``'s spots (the model's for ``None``; its own
@@ -191,30 +197,30 @@ class ImputerResultsMixin:
         module, chunk = self.module, _default_chunk() if batch_size is None else int(batch_size)
         dtype = next(module.parameters()).dtype
         n_rows = len(module.reference_counts) if reference else len(positions)
-        locs, scales, n_empty = [], [], 0
+        locs, scales, empty = [], [], []
         for start in range(0, n_rows, chunk):
             if reference:
                 x = module.reference_counts[start : start + chunk][:, module.visible]
             else:
                 read, back = np.unique(positions[start : start + chunk], return_inverse=True)
                 x = torch.as_tensor(self._read_rows(read)[back])
-                n_empty += int((x.sum(dim=1) == 0).sum())
+                empty.append((x.sum(dim=1) == 0).numpy())
             with torch.no_grad():
                 q = module._encode(x.to(module.device, dtype), int(reference))
                 z = q.loc if give_mean or return_dist else q.rsample()
             locs.append(z.cpu().numpy().astype(np.float32))
             scales.append(q.scale.cpu().numpy().astype(np.float32))
-        # As get_proportions and impute: a spot without counts gets the encoder's output at 0.
-        warn_empty_spots(n_empty, n_rows, "latents", self.adata.n_vars)
-        if return_dist:
-            return np.concatenate(locs), np.concatenate(scales) ** 2
-        return np.concatenate(locs)
+        locs, scales = np.concatenate(locs), np.concatenate(scales) ** 2
+        if not reference:  # as get_proportions and impute: NaN rows for spots without counts
+            empty = np.concatenate(empty) if empty else np.zeros(0, dtype=bool)
+            missing_empty_rows(empty, "latents", self.adata.n_vars, locs, scales)
+        return (locs, scales) if return_dist else locs
 
-    def _n_empty(self, positions: np.ndarray) -> int:
-        """How many of the model's spots at ``positions`` (repeats counted) have no counts."""
+    def _empty(self, positions: np.ndarray) -> np.ndarray:
+        """Which of the model's spots at ``positions`` (repeats too) have no counts."""
         read, back = np.unique(positions, return_inverse=True)
         totals = np.concatenate([c.sum(axis=1) for c in self._row_chunks(rows=read)] or [[]])
-        return int((totals[back] == 0).sum())
+        return totals[back] == 0
 
     def _per_spot(self, adata, batch_size, indices, method: str, what: str):
         """Rows of the fitted spots that ``adata`` holds (all for ``None``) and ``indices``
@@ -252,8 +258,9 @@ class ImputerResultsMixin:
         Returns
         -------
         pandas.DataFrame
-            Spots x reference states, float64, rows summing to 1. A spot without counts
-            gets what the model gives a spot without data (warned): not an estimate.
+            Spots x reference states, float64, rows summing to 1. A spot without counts in
+            the measured genes has a NaN row (warned, counting such spots), as in
+            :meth:`impute`: its fitted proportions are its start, not an estimate.
 
         Examples
         --------
@@ -266,8 +273,8 @@ class ImputerResultsMixin:
         with torch.no_grad():
             values = self.module.proportions().cpu().numpy()[rows].astype(np.float64)
         values /= values.sum(axis=1, keepdims=True)
-        # As NMFDeconv's and impute: the proportions of a spot without counts are its start.
-        warn_empty_spots(self._n_empty(at), len(rows), "proportions", self.adata.n_vars)
+        # As NMFDeconv's and impute: NaN, not the start of a spot without counts.
+        missing_empty_rows(self._empty(at), "proportions", self.adata.n_vars, values)
         return pd.DataFrame(values, index=names, columns=self.state_names_)
 
     def get_abundance(
@@ -286,15 +293,17 @@ class ImputerResultsMixin:
         Returns
         -------
         pandas.Series
-            float64, indexed by the spots' names, named ``"cell_abundance"``.
+            float64, indexed by the spots' names, named ``"cell_abundance"``; NaN for a
+            spot without counts in the measured genes (warned), as :meth:`get_proportions`.
 
         Examples
         --------
         >>> imputer.get_abundance().describe()  # doctest: +SKIP
         """
-        rows, names, _ = self._per_spot(adata, batch_size, indices, "get_abundance", "abundances")
+        rows, names, at = self._per_spot(adata, batch_size, indices, "get_abundance", "abundances")
         with torch.no_grad():
             values = torch.exp(self.module.log_abundance).cpu().numpy()[rows].astype(np.float64)
+        missing_empty_rows(self._empty(at), "abundances", self.adata.n_vars, values)
         return pd.Series(values, index=names, name=self.abundance_key)
 
     @writes_backed
@@ -316,11 +325,11 @@ class ImputerResultsMixin:
 
         The imputed genes are not among the spots' genes, so they go to ``obsm`` (gene names
         as columns) rather than to a layer, which would need the AnnData's own genes. Spots
-        without counts in the measured genes get what the model gives a spot without data,
-        not an estimate: one warning counts them, for the imputed values and the proportions
-        (or latents) alike. A backed AnnData whose file no longer holds its spots in its order
-        (rewritten since it was opened, or obs_names changed in memory) is refused before
-        anything is written.
+        without counts in the measured genes get NaN rows in every key written (as the
+        read-outs give them): one warning counts them, for the imputed values and the
+        proportions (or latents) alike. A backed AnnData whose file no longer holds its spots
+        in its order (rewritten since it was opened, or obs_names changed in memory) is
+        refused before anything is written.
 
         Parameters
         ----------
@@ -363,18 +372,18 @@ class ImputerResultsMixin:
             imputed = self.impute(genes, adata, batch_size)  # the same spots, any order
             if self.design_ == "deconvolution":
                 proportions = self.get_proportions(adata)
+                abundance = self.get_abundance(adata).to_numpy()
             else:
                 z = self.get_latent_representation(adata, batch_size=batch_size)
-        what = "proportions" if self.design_ == "deconvolution" else "latents"
+        what = ", proportions and abundance" if self.design_ == "deconvolution" else " and latents"
         positions, _ = self._spot_positions(adata, None)
-        n_empty = self._n_empty(positions)
-        warn_empty_spots(n_empty, len(positions), f"imputed values and {what}", self.adata.n_vars)
+        empty = self._empty(positions)
+        warn_empty_spots(int(empty.sum()), len(empty), f"imputed values{what}", self.adata.n_vars)
         if self.design_ != "deconvolution":
             name = self.latent_key.removeprefix("X_")
             latent = f"X_{name}" if key_added is None else f"X_{key_added}_{name}"
             adata.obsm[keys[0]], adata.obsm[latent] = imputed, z
             return [f"obsm/{keys[0]}", f"obsm/{latent}"]
-        abundance = self.get_abundance(adata).to_numpy()
         adata.obsm[keys[0]], adata.obsm[keys[1]] = imputed, proportions
         adata.obs[keys[2]] = abundance
         return [f"obsm/{keys[0]}", f"obsm/{keys[1]}", f"obs/{keys[2]}"]

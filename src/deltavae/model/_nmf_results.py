@@ -12,10 +12,10 @@ from scvi import REGISTRY_KEYS
 from ._backed import writes_backed
 from ._spots import (
     SPOT_INDEX,
+    missing_empty_rows,
     prefixed,
     selected_rows,
     training_rows,
-    warn_empty_spots,
     with_spot_index,
 )
 from ._training_checks import check_batch_size
@@ -118,9 +118,8 @@ class NMFResultsMixin:
         without counts in the genes the model reads (warned, counting them), and the names."""
         proportions, abundance, names, empty = self._infer(adata, batch_size, indices)
         proportions /= proportions.sum(axis=1, keepdims=True)
-        proportions[empty], abundance[empty] = np.nan, np.nan
         what = "proportions and abundance"
-        warn_empty_spots(int(empty.sum()), len(names), what, self._n_read_genes(), missing=True)
+        missing_empty_rows(empty, what, self._n_read_genes(), proportions, abundance)
         return proportions, abundance, names
 
     def get_proportions(

@@ -88,28 +88,39 @@ def selected_rows(adata, indices) -> np.ndarray | None:
     return _selected_rows(adata, indices, unit="spot")
 
 
-def warn_empty_spots(
-    n_empty: int, n_spots: int, what: str, n_genes: int, missing: bool = False
-) -> None:
+def warn_empty_spots(n_empty: int, n_spots: int, what: str, n_genes: int) -> None:
     """Warn that ``n_empty`` of ``n_spots`` spots have no counts in the ``n_genes`` genes a
-    model reads, so their ``what`` (proportions, weights) are not an estimate: what the model
-    gives a spot without data (an encoder's output for an all-zero input, or the prior's),
-    which may look like a mixture; or, ``missing``, were left missing (NaN) for that."""
-    if n_empty and missing:
+    model reads, so their ``what`` (proportions, weights, imputed values) were left missing
+    (NaN): what a model gives a spot without data (an encoder's output for an all-zero input,
+    or the prior's) can look like a real mixture. See :func:`missing_empty_rows`."""
+    if n_empty:
         warn_user(
             f"{n_empty} of {n_spots} spots have no counts in the {n_genes} genes the model "
             f"reads: their {what} are missing (NaN), as a spot without counts gives no "
             "evidence of them. Leave them out (.dropna()), or drop spots without counts "
             "(sc.pp.filter_cells(spots, min_counts=1))."
         )
-    elif n_empty:
-        warn_user(
-            f"{n_empty} of {n_spots} spots have no counts in the {n_genes} genes the model "
-            f"reads: their {what} are not an estimate but what the model gives a spot without "
-            "data, which can look like a real mixture. Leave them out of the analysis, or "
-            "drop spots without counts before training "
-            "(sc.pp.filter_cells(spots, min_counts=1))."
-        )
+
+
+def missing_empty_rows(empty: np.ndarray, what: str, n_genes: int, *values) -> None:
+    """Set to NaN, in place, the rows of ``values`` (float arrays or DataFrames, rows as
+    ``empty``) of the spots ``empty`` marks (no counts in the ``n_genes`` genes the model
+    reads: what a model gives them is its output for an all-zero input, or its prior, which
+    can look like a real result), and warn once, counting them among ``len(empty)`` spots.
+    Every spot model's read-outs (NMFDeconv, SpatialImputer, Archetypes) share it.
+
+    Examples
+    --------
+    >>> a = np.ones((3, 2))
+    >>> missing_empty_rows(np.array([False, False, False]), "proportions", 5, a)  # no warning
+    """
+    empty = np.asarray(empty, dtype=bool)
+    for value in values:
+        if isinstance(value, pd.DataFrame | pd.Series):
+            value.iloc[np.flatnonzero(empty)] = np.nan
+        else:
+            value[empty] = np.nan
+    warn_empty_spots(int(empty.sum()), len(empty), what, n_genes)
 
 
 def spot_rate(lr: float | None, kwargs: dict, default: float, module=None) -> float:
