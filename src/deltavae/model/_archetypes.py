@@ -14,6 +14,7 @@ from scvi.data.fields import CategoricalObsField
 from scvi.model.base import BaseModelClass
 
 from ..module import ArchetypesModule
+from ..module._gene_order import in_name_order
 from . import _archetype_results as results
 from ._archetype_checks import MergeSettings, check_batch_size, check_count, check_new_spots
 from ._backed import writes_backed
@@ -134,8 +135,7 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
             self, n_archetypes, max_archetypes, n_pcs, max_candidates, smooth_neighbors
         )  # a load skips it: the saved parameters replace the start
         self.candidate_rows_ = rows
-        n_archetypes = init_B.shape[0]
-        self.n_archetypes_raw_ = int(n_archetypes)
+        n_archetypes = self.n_archetypes_raw_ = int(init_B.shape[0])
         self.module = self._module_cls(
             candidate_profiles=torch.as_tensor(profiles, dtype=torch.float32),
             init_B=torch.as_tensor(init_B, dtype=torch.float32),
@@ -147,8 +147,8 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
             n_samples=self.summary_stats.get("n_batch", 1),
             candidate_samples=None if rows is None else candidate_samples(self, rows),
         )
-        self.signature_map_ = None
-        self._cache: dict = {}
+        in_name_order(self.module.encoder, adata.var_names)  # any order of the genes: one start
+        self.signature_map_, self._cache = None, {}
         summary = (
             f"Archetypes: {n_archetypes} raw archetypes (alike ones merge: archetype_names()), "
             f"{n_spots} spots ({len(profiles)} candidates), {adata.n_vars} genes"

@@ -14,6 +14,7 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass
 
 from ..module import NMFDeconvModule
+from ..module._gene_order import in_name_order
 from ..module._nmfdeconv import INFERENCE
 from ..train._convergence import MIN_STEPS
 from ..train._stopping import MONITOR, on_validation_cells
@@ -189,6 +190,8 @@ class NMFDeconv(
             n_hidden=n_hidden,
             n_layers=n_layers,
         )
+        if inference == "amortized":  # the same start for the genes in any order
+            in_name_order(self.module.encoder, adata.var_names[columns])
         mode = "reference-free" if signatures is None else "reference"
         summary = (
             f"NMFDeconv ({mode}, {inference}): {len(names)} cell types, {adata.n_obs} spots, "
