@@ -165,7 +165,8 @@ Parameters
 true, pred
     Proportions, spots x types (DataFrames are aligned by column name; arrays by position).
     A table whose rows sum to other totals spot by spot (cell counts, abundances) is warned
-    about: the scores compare proportions."""
+    about: the scores compare proportions. Spots whose row of ``pred`` is all NaN (the spot
+    models' spots without counts) are left out, with a warning counting them."""
 
 # -------------------------------------------------------------------------------- datasets
 doc_data_dir = """\

@@ -64,7 +64,9 @@ def imputation_scores(true, pred) -> pd.DataFrame:
         Measured expression, spots x genes (a DataFrame, or an array in ``pred``'s layout).
     pred
         Imputed expression: a DataFrame with at least ``true``'s genes (matched by name,
-        extra genes ignored) and the same spots, or an array of ``true``'s shape.
+        extra genes ignored) and the same spots, or an array of ``true``'s shape. Spots whose
+        row is all NaN (``SpatialImputer.impute``'s spots without counts) are left out, with
+        a warning counting them.
 
     Returns
     -------

@@ -150,7 +150,9 @@ class ImputerResultsMixin:
 
         The arguments are scvi-tools' ``get_latent_representation``'s, in its order. One
         encoder maps spots and reference cells (their counts of the spots' genes) into the
-        same space, as scvi-tools' GIMVI does: neighbours across the two transfer labels.
+        same space, as scvi-tools' GIMVI does: neighbours across the two transfer labels. A
+        spot without counts in the measured genes gets a NaN row (mean and variance; warned,
+        counting such spots), as in :meth:`impute`.
 
         Parameters
         ----------
