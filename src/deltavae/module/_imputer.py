@@ -115,17 +115,17 @@ class _ImputerBase(DeltaPyroModule):
     def observed(self) -> torch.Tensor:
         """Which visible genes the spots' likelihood reads (bool): all, or with
         ``_uncounted_unobserved`` those with counts in some spot (all if none has)."""
-        if self._uncounted_unobserved and self.counted.any():
-            return self.counted
-        return torch.ones_like(self.counted)
+        if not self._uncounted_unobserved:
+            return torch.ones_like(self.counted)
+        return self.counted | ~self.counted.any()  # no host wait: every gene if none counted
 
     def technology(self) -> torch.Tensor:
         """Platform factor of every reference gene: fitted for the visible genes, their
         geometric mean (over those with counts in some spot) for the rest."""
-        counted = self.log_technology[self.counted] if self.counted.any() else self.log_technology
-        log_tech = counted.mean().expand(self.n_genes).clone()
-        observed = self.observed()
-        log_tech[self.visible[observed]] = self.log_technology[observed]
+        weight = (self.counted | ~self.counted.any()).to(self.log_technology.dtype)
+        mean = (self.log_technology * weight).sum() / weight.sum()  # masks: no host wait
+        log_tech = mean.expand(self.n_genes).clone()
+        log_tech[self.visible] = torch.where(self.observed(), self.log_technology, mean)
         return torch.exp(log_tech)
 
     def _tech_prior(self, x, kl_weight):
