@@ -109,6 +109,8 @@ def test_per_spot_inference_refuses_what_it_cannot_do(cells, split):
     )
     with pytest.raises(ValueError, match="every spot must train.*train_size=0.9"):
         model.train(max_epochs=1, train_size=0.9, **TRAIN)
+    with pytest.raises(ValueError, match=r"train_size must lie in \(0, 1\].*only train_size=1.0"):
+        model.train(max_epochs=1, train_size=0, **TRAIN)
     # Early stopping needs held-out spots: refused here, not sent on to ask for train_size < 1.
     with pytest.raises(ValueError, match="none is left to validate; got early_stopping"):
         model.train(max_epochs=1, early_stopping=True, **TRAIN)
