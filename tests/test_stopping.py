@@ -119,7 +119,9 @@ def test_early_stopping_settings_without_early_stopping_are_said_to_be_ignored()
     model = _model(n_cells=40, n_latent=2, n_hidden=8)
     said = (
         r"early_stopping_min_delta=1000000.0, early_stopping_patience=0 are ignored: early "
-        r"stopping is off .* Pass early_stopping=True to stop early"
+        r"stopping is off .* nothing stops the run on them: it trains up to max_epochs, "
+        r"unless a callback \(EarlyStopping\) or max_time of your own ends it sooner\. "
+        r"Pass early_stopping=True to stop early"
     )
     with pytest.warns(UserWarning, match=said):
         _train(model, max_epochs=3, n_epochs_kl_warmup=None, early_stopping_patience=0,

@@ -142,9 +142,10 @@ def warn_unused_keywords(trainer_kwargs: dict) -> None:
     """Warn of ``early_stopping_*`` arguments given to a ``train`` without
     ``early_stopping=True``, which nothing reads then (scvi-tools drops them without a word):
     a user passing ``early_stopping_patience=10`` wants the run to stop early, and trained
-    every epoch. A warning, not a refusal: a call written for scvi-tools (the settings kept
-    while early stopping is switched off) still runs, and says before training what it
-    ignores and how to stop early."""
+    up to max_epochs (or until a callback or ``max_time`` of their own ended it). A warning,
+    not a refusal: a call written for scvi-tools (the settings kept while early stopping is
+    switched off) still runs, and says before training what it ignores and how to stop
+    early."""
     from ..model._validation import warn_user
 
     given = [key for key in _KEYWORDS if key in trainer_kwargs]
@@ -152,7 +153,9 @@ def warn_unused_keywords(trainer_kwargs: dict) -> None:
         named = ", ".join(f"{key}={short_repr(trainer_kwargs[key])}" for key in given)
         warn_user(
             f"{named} {'is' if len(given) == 1 else 'are'} ignored: early stopping is off "
-            "(early_stopping=False, the default), so the run trains every epoch of max_epochs. "
+            "(early_stopping=False, the default), so nothing stops the run on "
+            f"{'it' if len(given) == 1 else 'them'}: it trains up to max_epochs, unless a "
+            "callback (EarlyStopping) or max_time of your own ends it sooner. "
             "Pass early_stopping=True to stop early, or leave "
             f"{'it' if len(given) == 1 else 'them'} out."
         )
