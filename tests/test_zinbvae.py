@@ -38,6 +38,15 @@ def trained():
     return _fit(adata, epochs=100), adata
 
 
+def test_latent_library_size_of_the_observed_library_says_so(trained):
+    """scvi-tools' RuntimeError spoke of "the module" not computing a posterior."""
+    model, adata = trained
+    with pytest.raises(ValueError, match="observed library size.*total counts.*give_mean=False"):
+        model.get_latent_library_size()
+    observed = model.get_latent_library_size(give_mean=False).ravel()
+    np.testing.assert_allclose(observed, np.asarray(adata.X.sum(1)).ravel(), rtol=1e-4)
+
+
 def test_loss_falls_and_latent_separates_clusters(trained):
     model, adata = trained
     train = model.history["elbo_train"]["elbo_train"].to_numpy(float)

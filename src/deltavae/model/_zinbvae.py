@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from typing import Literal
 
@@ -16,6 +18,7 @@ from scvi.data.fields import (
 from scvi.model._utils import _init_library_size
 from scvi.model.base import (
     BaseModelClass,
+    RNASeqMixin,
     VAEMixin,
 )
 
@@ -227,6 +230,21 @@ class ZINBVAE(
         with small_categories_named(adata, columns, query="source_registry" in kwargs):
             adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
+
+    @functools.wraps(RNASeqMixin.get_latent_library_size)
+    def get_latent_library_size(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        call = inspect.signature(RNASeqMixin.get_latent_library_size).bind(self, *args, **kwargs)
+        if call.arguments.get("give_mean", True) and self.module.use_observed_lib_size:
+            # scvi-tools' RuntimeError spoke of "the module" and its posterior.
+            raise ValueError(
+                "This ZINBVAE uses each cell's observed library size (use_observed_lib_size="
+                "True, the default, or a size_factor_key), so it learns no library size to "
+                "give the mean of: read it as adata's total counts (np.asarray(adata.X.sum(1))"
+                ".ravel(), or of the counts layer), or pass give_mean=False for the library "
+                "the model reads. To learn a latent library size, build "
+                "ZINBVAE(adata, use_observed_lib_size=False)."
+            )
+        return super().get_latent_library_size(*args, **kwargs)
 
     @writes_backed
     @doc_params(write=doc_write_keyed)
