@@ -243,3 +243,14 @@ def test_docs_build_without_warnings(tmp_path):
         assert (out / "math" / f"{page}.html").is_file()
     assert (out / "architecture.html").is_file()
     assert "d\\_term" in (out / "math" / "cgmdvae.html").read_text()
+
+
+def test_docs_say_what_transform_batch_and_read_lazy_results_take():
+    """A CGMDVAE of two condition keys takes transform_batch values of the first only (its
+    message said so, its docs not); read_lazy's docs named write_results_to_store only where
+    the read-only warning named reopening the file 'r+' only: both name both."""
+    for method in ("get_normalized_expression", "differential_expression"):
+        doc = " ".join(getattr(dv.model.CGMDVAE, method).__doc__.split())
+        assert "takes values of the first key only (``condition_key[0]``" in doc, method
+    lazy = " ".join(dv.read_lazy.__doc__.split())
+    assert "write_results_to_store" in lazy and 'adata.file.open(filemode="r+")' in lazy

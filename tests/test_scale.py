@@ -131,11 +131,15 @@ def test_write_to_read_only_backed_adata_keeps_the_file(counts_h5ad):
     with pytest.warns(
         UserWarning,
         match=r"open read-only: obsm/X_zinbvae are in memory only.*"
-        r"filemode='r\+'",
+        r"filemode='r\+'.*write_results_to_store\(adata, keys, adata.filename\)",
     ):
         assert model.write_to_adata(backed) == ["obsm/X_zinbvae"]
     assert backed.obsm["X_zinbvae"].shape == (300, 4)
     assert "X_zinbvae" not in ad.read_h5ad(counts_h5ad).obsm
+    dv.write_results_to_store(backed, ["obsm/X_zinbvae"], backed.filename)  # as it says
+    np.testing.assert_array_equal(
+        ad.read_h5ad(counts_h5ad).obsm["X_zinbvae"], backed.obsm["X_zinbvae"]
+    )
 
 
 def test_saving_with_the_anndata_leaves_a_backed_adata_on_its_own_file(counts_h5ad, tmp_path):

@@ -141,7 +141,10 @@ def read_lazy(path: str | Path) -> AnnData:
     refused). ``obsm``, ``varm``, ``obsp`` and ``raw`` of a zarr store are not read. Train any
     deltavae model on it as on an in-memory AnnData; results of ``write_to_adata`` go to its
     (in-memory) ``obs``/``obsm``; write them into the file or store with
-    :func:`write_results_to_store`.
+    :func:`write_results_to_store` (``dv.write_results_to_store(adata, keys, path)``), or,
+    of an .h5ad file, reopen it for writing and write again (``adata.file.close();
+    adata.file.open(filemode="r+"); model.write_to_adata(adata)``: the results go into the
+    file too).
 
     Examples
     --------

@@ -187,7 +187,8 @@ def writes_backed(write_to_adata):
                     f"{adata.filename} is open read-only: {', '.join(keys)} are in memory only "
                     "and leave with the session. To keep them in the file, reopen it for writing "
                     "and write again: adata.file.close(); adata.file.open(filemode='r+'); "
-                    "model.write_to_adata(adata)."
+                    "model.write_to_adata(adata); or write them in as they are: "
+                    "dv.write_results_to_store(adata, keys, adata.filename)."
                 )
             else:
                 _write_into_file(adata, keys)

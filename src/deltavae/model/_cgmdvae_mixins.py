@@ -29,9 +29,16 @@ from ._empty_clusters import warn_if_clusters_empty
 from ._label_record import warn_labels_without_training_cells
 from ._label_setup import warn_if_unlabelled_lookalike
 from ._labels import cluster_index
+from ._readout_docs import with_note
 from ._registered import registered_category, several_conditions_error
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
+_FIRST_CONDITION = (
+    "Set up with several condition keys, ``transform_batch`` (and ``batchid1``/``batchid2``)"
+    " takes values of the first key only (``condition_key[0]``, registered as scvi-tools'"
+    " batch); the other keys stay at each cell's own values. To decode under a value of"
+    " another key, use ``translate(adata, {key: value})``."
+)
 
 
 class CountExpressionMixin:
@@ -72,6 +79,14 @@ class CountExpressionMixin:
     def get_feature_correlation_matrix(self, *args, **kwargs):  # noqa: D102
         self._needs_counts("get_feature_correlation_matrix", "gamma-Poisson draws")
         return super().get_feature_correlation_matrix(*args, **kwargs)
+
+    get_normalized_expression.__doc__ = with_note(
+        get_normalized_expression.__doc__, _FIRST_CONDITION
+    )
+    # scvi-tools' docstring with deltavae's Notes paragraph last (model/_de.py): one more
+    differential_expression.__doc__ = f"{differential_expression.__doc__.rstrip()}\n\n" + (
+        _FIRST_CONDITION
+    )
 
     def get_importance_weights(self, *args, **kwargs):
         """Not offered: scvi-tools' importance weights assume a N(0, I) prior on z.
