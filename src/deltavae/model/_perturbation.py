@@ -399,7 +399,8 @@ def nearest_response(
     -------
     AnnData of predicted data (log-normalized for count models) with the cells' obs, the
     condition set to the target, and in ``obsm["response_weights"]`` each cell's weight on
-    every group (``uns["response_groups"]`` names them).
+    every group (``uns["response_groups"]``, a numpy array, names them: of strings, object
+    dtype, as it reads back from an .h5ad file).
 
     Examples
     --------
@@ -467,6 +468,9 @@ def nearest_response(
     obs[condition_key] = predicted_condition(model, condition_key, target, len(obs), obs)
     out = AnnData(X=predicted.astype(np.float32), obs=obs, var=adata.var.copy())
     out.obsm["response_weights"] = weights.astype(np.float32)
-    out.uns["response_groups"] = list(names)
+    # An array, as an .h5ad file gives it back (a list came back as one, and list methods
+    # failed); strings as object, anndata's reading of them.
+    groups = np.asarray(list(names))
+    out.uns["response_groups"] = groups.astype(object) if groups.dtype.kind == "U" else groups
     describe_prediction(out, model, "nearest_response", target)
     return out
