@@ -175,7 +175,7 @@ def test_importing_deltavae_leaves_the_warning_filters_alone():
     assert out.stdout.strip() == "[]", out.stdout
 
 
-def test_label_transfer_on_a_shifted_batch(reference):
+def test_label_transfer_on_a_shifted_batch(reference, tmp_path):
     model, query, truth = reference
     mine = query.copy()
     q = dv.model.CGMDVAE.load_query_data(mine, model)
@@ -201,6 +201,23 @@ def test_label_transfer_on_a_shifted_batch(reference):
     written = q.write_to_adata(target, key_added="ref101")
     assert written[-2:] == ["obs/ref101_label", "obs/ref101_label_confidence"]
     assert (target.obs["ref101_label"] == target.obs["cgmdvae_label"]).all()
+    # A model without labels writing under that key again leaves no stale labels of the
+    # query model's beside its clusters (in memory and in a backed file); a column of the
+    # user's under that name stays.
+    ref_cells = model.adata.copy()
+    q.write_to_adata(ref_cells, key_added="k")
+    ref_cells.obs["cgmdvae_label"], ref_cells.obs["cgmdvae_label_confidence"] = "mine", 0.5
+    ref_cells.write_h5ad(tmp_path / "cells.h5ad")
+    backed = anndata.read_h5ad(tmp_path / "cells.h5ad", backed="r+")
+    for cells in (ref_cells, backed):
+        assert "obs/k_label" not in model.write_to_adata(cells, key_added="k")
+        assert "k_label" not in cells.obs and "k_label_confidence" not in cells.obs
+        model.write_to_adata(cells)  # writes cgmdvae_cluster: the user's cgmdvae_label stays
+        assert (cells.obs["cgmdvae_label"] == "mine").all()
+    backed.file.close()
+    stored = anndata.read_h5ad(tmp_path / "cells.h5ad")
+    assert "k_label" not in stored.obs and "k_label_confidence" not in stored.obs
+    assert "k_cluster" in stored.obs and (stored.obs["cgmdvae_label"] == "mine").all()
 
 
 def test_load_from_disk_then_map_with_reordered_and_missing_genes(reference, tmp_path):

@@ -14,6 +14,7 @@ from .._io import result_slots, write_obs_columns
 from ._left_out import fitted_mask, write_fitted_spots
 from ._matrices import check_still_on_disk, memory_copy, on_disk
 from ._scanpy_keys import columns_with_scanpy_keys, sync_scanpy_keys, update_scanpy_keys
+from ._stale_labels import forget_scanpy_keys, remove_obs_columns
 from ._validation import warn_user
 
 _ROWS_PER_WRITE = 10_000
@@ -128,6 +129,8 @@ def writes_backed(write_to_adata):
         # scanpy's colours and dendrograms of the columns the results may replace (of the
         # model's own AnnData where none is given)
         derived = columns_with_scanpy_keys(self.adata if target is None else target)
+        # obs columns before the write: those it removes (an earlier model's stale labels)
+        had = list((self.adata if target is None else target).obs.columns)
         if adata is None and given is not None and given.is_view:
             # load(dir, spots[mask]) or model.adata = spots[mask]: the model reads a copy.
             raise ValueError(
@@ -146,6 +149,7 @@ def writes_backed(write_to_adata):
             # them into the whole.
             sub = memory_copy(adata[:, _model_genes(self)])
             keys = write_to_adata(self, sub, *args, **kwargs)
+            adata.obs.drop(columns=[c for c in had if c not in sub.obs], inplace=True)
             for key in keys:
                 slot, name = key.split("/", 1)
                 value = getattr(sub, slot)[name]
@@ -178,6 +182,8 @@ def writes_backed(write_to_adata):
         else:
             keys = write_to_adata(self, adata, *args, **kwargs)
         adata = self._write_target(adata)
+        removed = [c for c in had if c not in adata.obs]
+        forget_scanpy_keys(adata, removed)
         update_scanpy_keys(adata, keys, derived)
         if adata.isbacked and not adata.file.is_open:
             adata.file.open()  # closed by anndata's to_memory of it or a view (from_reference)
@@ -192,6 +198,7 @@ def writes_backed(write_to_adata):
                 )
             else:
                 _write_into_file(adata, keys)
+                remove_obs_columns(adata.file["obs"].file, removed)
         elif _in_zarr_store(adata):  # read_lazy's: nothing writes into it by itself
             warn_user(
                 f"{', '.join(keys)} are in memory only: adata's data stay in their zarr store, "

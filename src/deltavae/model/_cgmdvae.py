@@ -32,6 +32,7 @@ from ._mixture_start import mixture_start
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._scvi_glue import scvi_init_names
+from ._stale_labels import drop_stale_labels
 from ._training_checks import (
     check_condition_args,
     check_flag,
@@ -476,6 +477,7 @@ class CGMDVAE(
         refuse_overwriting_read_columns(self.registry_, written, key)
         adata = self._write_target(adata)
         post = self._posterior(adata, None, batch_size)
+        drop_stale_labels(adata, key, self.is_query_model)  # an earlier query model's
         clusters = post["probs"].argmax(1)
         labelled = labels_of(self, clusters)  # integer labels as integers, as obs holds them
         names = np.asarray(labelled.categories, dtype=labelled.categories.dtype)

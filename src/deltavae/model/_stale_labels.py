@@ -1,0 +1,70 @@
+"""The label columns of a query model's ``write_to_adata`` removed where a model without
+labels writes again under the same key.
+
+A query CGMDVAE writes ``obs["<key>_label"]`` and ``obs["<key>_label_confidence"]``
+besides ``obs["<key>_cluster"]``; a later write of a model without labels (the reference, an
+unsupervised fit) under that key replaced the clusters and left the earlier model's labels
+beside them, read as this model's. Only the columns that read as our own are removed: the
+labels equal to the clusters written with them, the confidence the largest of their
+cluster probabilities (a column of the user's under these names is left alone).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+
+
+def _ours(adata: AnnData, key: str) -> bool:
+    """Whether ``<key>_label`` and ``<key>_label_confidence`` are as a query write left them:
+    the labels are the clusters written with them, the confidence the largest cluster
+    probability of each cell (where those probabilities are still there)."""
+    obs = adata.obs
+    label, confidence = obs[f"{key}_label"], obs[f"{key}_label_confidence"]
+    cluster = obs.get(f"{key}_cluster")
+    if cluster is None or not label.astype(str).equals(cluster.astype(str)):
+        return False
+    values = np.asarray(confidence, dtype=object)
+    try:
+        values = values.astype(np.float64)
+    except (TypeError, ValueError):
+        return False
+    probs = adata.obsm.get(f"{key}_cluster_probs")
+    if probs is None or np.shape(probs)[0] != len(values):
+        return bool(np.all((values >= 0) & (values <= 1)))
+    return bool(np.allclose(values, np.asarray(probs, dtype=np.float64).max(1), atol=1e-5))
+
+
+def drop_stale_labels(adata: AnnData, key: str, query: bool) -> AnnData:
+    """``adata`` without the label columns of an earlier query write under ``key``, where
+    this write (``query`` false) writes none (``writes_backed`` removes them from a backed
+    file, with their scanpy colours and dendrogram)."""
+    names = [f"{key}_label", f"{key}_label_confidence"]
+    if query or adata.is_view or not set(names) <= set(adata.obs.columns):
+        return adata
+    if not _ours(adata, key):
+        return adata
+    adata.obs.drop(columns=names, inplace=True)
+    return adata
+
+
+def forget_scanpy_keys(adata: AnnData, names: list[str]) -> None:
+    """scanpy's colours and dendrogram of the obs columns ``names``, removed by the write,
+    removed from ``adata.uns`` too (applied by position to a column written later)."""
+    for name in names:
+        for uns_key in (f"{name}_colors", f"dendrogram_{name}"):
+            adata.uns.pop(uns_key, None)
+
+
+def remove_obs_columns(h5, names: list[str]) -> None:
+    """Remove the obs columns ``names`` (removed in memory by the write) from an .h5ad file
+    open for writing (``h5``, its root), with their scanpy colours and dendrogram."""
+    stored = h5["obs"]
+    for name in names:
+        if name in stored:
+            del stored[name]
+        for uns_key in (f"{name}_colors", f"dendrogram_{name}"):
+            if "uns" in h5 and uns_key in h5["uns"]:
+                del h5["uns"][uns_key]
+    order = [str(c) for c in stored.attrs.get("column-order", []) if str(c) not in names]
+    stored.attrs["column-order"] = order  # as write_obs_columns and anndata write it
