@@ -484,12 +484,58 @@ def test_archetypes_training_spots_without_counts_get_nan_rows_once():
         model.write_to_adata(mix)
     said = [str(w.message) for w in caught if "no counts in the" in str(w.message)]
     assert len(said) == 1 and said[0].startswith("3 of 40 spots"), said
-    assert "weights (archetype_weights) and dominant archetype" in said[0]
+    assert "weights (archetype_weights), dominant archetype" in said[0]
     written = mix.obsm["archetype_weights"]
     assert written.isna().all(axis=1).tolist() == [True] * 3 + [False] * 37
     assert mix.obs["archetype_dominant"].isna().tolist() == [True] * 3 + [False] * 37
     assert mix.obs["archetype_anchor"].iloc[:3].isna().all()
+    assert "and anchor (archetype_anchor) are missing (NaN)" in said[0]
+    assert mix.uns["archetypes"]["n_empty_spots"] == 3
     assert np.isfinite(mix.varm["archetype_profiles"]).all()
+    # get_anchors said nothing of the spots it left out as empty (NaN, as "no anchor").
+    with pytest.warns(UserWarning, match=r"^3 of 40 spots have no counts .* anchor no archetype"):
+        anchors = model.get_anchors(5)
+    assert anchors.attrs["empty_spots"] == list(mix.obs_names[:3])
+
+
+def test_spots_mostly_without_counts_are_no_candidates():
+    """With more than half the spots empty the median depth was 0: the shallow-spot rule kept
+    every spot, the empty ones too, among the spots archetypes combine."""
+    mix = dv.datasets.convex_mixtures(n_spots=40, n_genes=20, n_archetypes=2, n_markers=5, seed=0)
+    X = np.asarray(mix.X.todense()) if hasattr(mix.X, "todense") else mix.X.copy()
+    X[:25] = 0
+    X[25] = np.minimum(X[25], 1)  # a spot of a few reads: shallow
+    mix.X = X
+    with warnings.catch_warnings():  # spots all zeros: said at setup
+        warnings.simplefilter("ignore", UserWarning)
+        dv.model.Archetypes.setup_anndata(mix)
+        model = dv.model.Archetypes(mix, n_archetypes=2, min_spots=1)
+    assert np.asarray(model.candidate_rows_).min() == 26
+    X[:-1] = 0
+    mix.X = X
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dv.model.Archetypes.setup_anndata(mix)
+    with pytest.raises(ValueError, match=r"^1 of the 40 spots read .* have counts"):
+        dv.model.Archetypes(mix, n_archetypes=2, min_spots=1)
+
+
+def test_an_archetype_without_majority_spots_is_anchored_and_said():
+    """After a short fit one archetype weighed no spot above 1/2 and got 0 anchors: the spots
+    it weighs most anchor it now; one that no spot weighs most has none, listed and said."""
+    from deltavae.model._archetype_results import anchors, warn_thin
+
+    weights = pd.DataFrame(
+        [[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.3, 0.45, 0.25], [0.35, 0.4, 0.25], [np.nan] * 3],
+        columns=["A0", "A1", "A2"],
+    )
+    out = anchors(weights, 10, "archetype_anchor")
+    assert out.attrs == {"anchored_below_half": ["A1"], "no_spots": ["A2"]}
+    assert out.astype(object).tolist() == ["A0", "A0", "A1", "A1", np.nan]
+    # Two merged archetypes, one led by no spot: said so, not "the largest weight of only 0".
+    raw = np.array([[0.6, 0.3, 0.1]] * 4)
+    with pytest.warns(UserWarning, match="no spot weighs archetype A1 most, so it has no anch"):
+        warn_thin([], 2, raw, np.array([0, 1, 1]))
 
 
 def test_min_spots_never_merges_below_two_archetypes(slides):

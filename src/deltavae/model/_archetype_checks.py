@@ -20,6 +20,7 @@ __all__ = [
     "check_count",
     "check_new_spots",
     "check_signature_names",
+    "check_training_names",
 ]
 
 _ADVICE = (
@@ -143,3 +144,34 @@ class MergeSettings:
         showed the constructor's after ``model.merge_threshold`` was set."""
         summary, _, status = super().summary_string.rpartition("\nTraining status")
         return f"{summary}, merge threshold {self.merge_threshold:g}\nTraining status{status}"
+
+
+_WRITE_ADVICE = {
+    "spots": "Map new spots with get_archetype_weights(new_adata) instead.",
+    # Trained on some genes (highly variable ones) of an AnnData, written into the whole: the
+    # spots' results need no genes, the profiles are of the training genes only.
+    "genes": "Write into the AnnData the model was trained on (model.write_to_adata()) and "
+    "copy the spots' results over by name, e.g. adata.obsm['archetype_weights'] = "
+    "model.adata.obsm['archetype_weights'].loc[adata.obs_names].",
+}
+
+
+def check_training_names(adata, trained) -> bool:
+    """Whether ``adata`` holds the training spots and genes in the training order; ``False``
+    when it holds them in another order. Anything else (other, missing or repeated spots or
+    genes) raises, naming what differs."""
+    in_order = True
+    for axis, what in (("obs_names", "spots"), ("var_names", "genes")):
+        mine, theirs = getattr(adata, axis), getattr(trained, axis)
+        if mine.equals(theirs):
+            continue
+        n_other = int((~mine.isin(theirs)).sum())
+        if len(mine) != len(theirs) or n_other or not mine.is_unique or not theirs.is_unique:
+            raise ValueError(
+                f"write_to_adata writes into the training {what} ({len(theirs)}, in any "
+                f"order); this AnnData has {len(mine)}, {n_other} of them not among the "
+                f"training {what}{'' if mine.is_unique else ', some repeated'}. "
+                + _WRITE_ADVICE[what]
+            )
+        in_order = False
+    return in_order

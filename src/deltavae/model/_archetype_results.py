@@ -11,7 +11,12 @@ import pandas as pd
 from scipy.cluster.hierarchy import fcluster, linkage
 
 from ._archetypal_analysis import carriers, scaled
-from ._archetype_checks import check_batch_size, check_count, check_signature_names
+from ._archetype_checks import (
+    check_batch_size,
+    check_count,
+    check_signature_names,
+    check_training_names,
+)
 from ._genes import identifier_advice
 from ._spots import prefixed, warn_empty_spots
 from ._stable_matching import stable_matching
@@ -129,15 +134,46 @@ def signature_scores(
 
 def anchors(weights: pd.DataFrame, n_anchors: int, name: str) -> pd.Series:
     """The ``n_anchors`` spots of largest weight (above 1/2) of each archetype they weigh most;
-    a NaN row (a spot without counts) anchors none."""
+    a NaN row (a spot without counts) anchors none. An archetype no spot weighs above 1/2 (a
+    short fit) is anchored by the spots it weighs most; one that no spot weighs most has none
+    (only with 2 archetypes left: :func:`warn_thin` says so), listed in ``attrs``."""
     dominant = weights.fillna(-1.0).to_numpy().argmax(axis=1)
+    dominant[weights.isna().any(axis=1).to_numpy()] = -1
     anchor = np.full(len(weights), -1)
+    below_half, unled = [], []
     for k in range(weights.shape[1]):
         w = weights.iloc[:, k].to_numpy()
-        eligible = np.flatnonzero((dominant == k) & (w > 0.5))
-        anchor[eligible[np.argsort(-w[eligible])][:n_anchors]] = k
+        led = np.flatnonzero(dominant == k)
+        eligible = led[w[led] > 0.5]
+        if not len(led):
+            unled.append(str(weights.columns[k]))
+        elif not len(eligible):  # a short fit: no weight above 1/2 yet
+            eligible = led
+            below_half.append(str(weights.columns[k]))
+        anchor[eligible[np.argsort(-w[eligible], kind="stable")][:n_anchors]] = k
     anchors = pd.Categorical.from_codes(anchor, categories=weights.columns)
-    return pd.Series(anchors, index=weights.index, name=name)
+    out = pd.Series(anchors, index=weights.index, name=name)
+    out.attrs.update(anchored_below_half=below_half, no_spots=unled)
+    return out
+
+
+def read_anchors(model, n_anchors: int) -> pd.Series:
+    """:meth:`~deltavae.model.Archetypes.get_anchors` of the training spots: spots without
+    counts anchor none, said with their number and listed in ``attrs["empty_spots"]``."""
+    with warnings.catch_warnings():  # said below, of the anchors
+        warnings.filterwarnings("ignore", message=r".* spots have no counts in the")
+        weights = model.get_archetype_weights()
+    empty = weights.isna().any(axis=1).to_numpy()
+    if empty.any():
+        warn_user(
+            f"{int(empty.sum())} of {len(empty)} spots have no counts in the "
+            f"{model.adata.n_vars} genes the model reads: they anchor no archetype (left out, "
+            "NaN as the spots that are no anchor); get_anchors(...).attrs['empty_spots'] names "
+            "them. Drop spots without counts (sc.pp.filter_cells(spots, min_counts=1))."
+        )
+    out = anchors(weights, n_anchors, model.anchor_key)
+    out.attrs["empty_spots"] = list(weights.index[empty])
+    return out
 
 
 def merge_thin(
@@ -219,9 +255,14 @@ def warn_thin(
     spots = carriers(np.stack([weights[:, groups == g].sum(axis=1) for g in range(n_groups)], 1))
     if n_groups == 2 and spots.min() < min_spots:
         lower = f" or pass min_spots={int(spots.min())}" if spots.min() > 0 else ""
+        thin_one = f"A{int(np.argmin(spots))}"
+        led = (
+            f"archetype {thin_one} is the largest weight of only {int(spots.min())} spots"
+            if spots.min() > 0  # counted on the merged archetypes
+            else f"no spot weighs archetype {thin_one} most, so it has no anchors"
+        )
         warn_user(
-            f"min_spots={min_spots} was not fully applied: archetype A{int(np.argmin(spots))} "
-            f"is the largest weight of only {int(spots.min())} spots, but merging stops at 2 "
+            f"min_spots={min_spots} was not fully applied: {led}, but merging stops at 2 "
             f"archetypes, the fewest a model has: the spots may hold one state with a few "
             f"outliers, so read A{int(np.argmin(spots))} with care{lower}."
         )
@@ -358,37 +399,6 @@ def signature_table(
     return table
 
 
-_WRITE_ADVICE = {
-    "spots": "Map new spots with get_archetype_weights(new_adata) instead.",
-    # Trained on some genes (highly variable ones) of an AnnData, written into the whole: the
-    # spots' results need no genes, the profiles are of the training genes only.
-    "genes": "Write into the AnnData the model was trained on (model.write_to_adata()) and "
-    "copy the spots' results over by name, e.g. adata.obsm['archetype_weights'] = "
-    "model.adata.obsm['archetype_weights'].loc[adata.obs_names].",
-}
-
-
-def check_training_names(adata, trained) -> bool:
-    """Whether ``adata`` holds the training spots and genes in the training order; ``False``
-    when it holds them in another order. Anything else (other, missing or repeated spots or
-    genes) raises, naming what differs."""
-    in_order = True
-    for axis, what in (("obs_names", "spots"), ("var_names", "genes")):
-        mine, theirs = getattr(adata, axis), getattr(trained, axis)
-        if mine.equals(theirs):
-            continue
-        n_other = int((~mine.isin(theirs)).sum())
-        if len(mine) != len(theirs) or n_other or not mine.is_unique or not theirs.is_unique:
-            raise ValueError(
-                f"write_to_adata writes into the training {what} ({len(theirs)}, in any "
-                f"order); this AnnData has {len(mine)}, {n_other} of them not among the "
-                f"training {what}{'' if mine.is_unique else ', some repeated'}. "
-                + _WRITE_ADVICE[what]
-            )
-        in_order = False
-    return in_order
-
-
 def _signatures_current(model) -> bool:
     """Whether the archetypes are still those :meth:`match_signatures` matched (assumed for a
     model saved before their profiles were kept); warned when not: more training, or another
@@ -408,7 +418,7 @@ def _signatures_current(model) -> bool:
     return False
 
 
-def summary(model, names, groups: np.ndarray, tree: np.ndarray) -> dict:
+def summary(model, names, groups: np.ndarray, tree: np.ndarray, n_empty: int = 0) -> dict:
     """``uns["archetypes"]``: the archetypes' names, how they were merged and chosen, and the
     signature map after ``match_signatures``."""
     out = {
@@ -418,6 +428,7 @@ def summary(model, names, groups: np.ndarray, tree: np.ndarray) -> dict:
         "min_spots": model.min_spots,
         "merge_groups": groups,
         "merge_tree": tree,
+        "n_empty_spots": n_empty,  # no weights, dominant archetype or anchor (NaN)
     }
     if model.elbow_ is not None:
         out["elbow"] = dict(model.elbow_)
@@ -444,9 +455,12 @@ def write(model, adata, batch_size, key_added, n_anchors: int) -> list[str]:
         warnings.filterwarnings("ignore", message=r".* spots have no counts in the")
         weights = model.get_archetype_weights(batch_size=batch_size)  # then from a cache
     missing = weights.isna().any(axis=1).to_numpy()
-    what = f"weights ({keys[0]}) and dominant archetype ({keys[3]})"
+    what = f"weights ({keys[0]}), dominant archetype ({keys[3]}) and anchor ({keys[2]})"
     warn_empty_spots(int(missing.sum()), len(missing), what, model.adata.n_vars)
-    anchors, profiles = model.get_anchors(n_anchors), model.get_archetype_profiles()
+    with warnings.catch_warnings():  # said above
+        warnings.filterwarnings("ignore", message=r".* they anchor no archetype")
+        anchors = model.get_anchors(n_anchors)
+    profiles = model.get_archetype_profiles()
     if not in_order:  # the training spots and genes, in another order: align by name
         weights, anchors = weights.loc[adata.obs_names], anchors.loc[adata.obs_names]
         profiles = profiles.loc[adata.var_names]
@@ -458,6 +472,6 @@ def write(model, adata, batch_size, key_added, n_anchors: int) -> list[str]:
     markers = model.get_markers()
     markers["params"]["groupby"] = keys[3]  # the prefixed obs column, for sc.pl plots
     adata.uns[keys[4]] = markers
-    adata.uns[keys[5]] = summary(model, weights.columns, *model._merge())
+    adata.uns[keys[5]] = summary(model, weights.columns, *model._merge(), int(missing.sum()))
     slots = ("obsm", "varm", "obs", "obs", "uns", "uns")
     return [f"{slot}/{key}" for slot, key in zip(slots, keys, strict=True)]

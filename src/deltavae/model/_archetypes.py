@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -354,7 +353,9 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         """The spots nearest each archetype: its ``n_anchors`` largest weights.
 
         A spot anchors at most one archetype (the one it weighs most); anchors need a weight
-        above 1/2, so an archetype may have fewer.
+        above 1/2, so an archetype may have fewer. One that no spot weighs above 1/2 (a short
+        fit) is anchored by the spots it weighs most (``attrs["anchored_below_half"]``); one
+        that no spot weighs most has none (``attrs["no_spots"]``; the merge warned).
 
         Parameters
         ----------
@@ -364,17 +365,15 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         Returns
         -------
         pandas.Series
-            Categorical, the archetype a spot anchors, NaN elsewhere (spots without counts).
+            Categorical, the archetype a spot anchors, NaN elsewhere. Spots without counts
+            anchor none (warned): ``attrs["empty_spots"]`` names them.
 
         Examples
         --------
         >>> a.get_anchors(10).value_counts()  # doctest: +SKIP
         """
         check_count("get_anchors", "n_anchors", n_anchors, "spots kept per archetype")
-        with warnings.catch_warnings():  # get_archetype_weights warns about empty spots
-            warnings.filterwarnings("ignore", message=r".* spots have no counts in the")
-            weights = self.get_archetype_weights()
-        return results.anchors(weights, n_anchors, self.anchor_key)
+        return results.read_anchors(self, n_anchors)
 
     def get_markers(self, n_genes: int = 100) -> dict:
         """Marker genes of each archetype in scanpy's ``rank_genes_groups`` layout.
@@ -489,8 +488,8 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         ``uns["archetypes"]["names"]``), ``obs/archetype_anchor``, ``obs/archetype_dominant``,
         ``uns/archetype_markers`` and ``uns/archetypes`` (``names``, ``n_archetypes_raw``,
         ``merge_threshold``, ``min_spots``, ``merge_groups``, ``merge_tree`` (scipy linkage of
-        the raw archetypes), ``elbow`` when chosen automatically, ``signature_map`` and
-        ``unmatched_signatures`` after :meth:`match_signatures`).
+        the raw archetypes), ``n_empty_spots`` (spots without counts: NaN weights, dominant
+        and anchor), ``elbow`` when chosen, ``signature_map`` and ``unmatched_signatures``).
 
         Examples
         --------

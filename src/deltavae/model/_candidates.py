@@ -62,12 +62,13 @@ def candidate_spots(model, n_pcs: int, max_candidates: int):
     # extreme point of the profiles (2 reads: half of each of 2 genes) and would become an
     # archetype of its own. Shallow spots are fitted like the others but are no candidates.
     depth = counts.sum(axis=1, dtype=np.float64)
-    deep = depth >= SHALLOW_SHARE * np.median(depth)
+    median = shallow_floor(depth)  # of the spots with counts: empty ones are never candidates
+    deep = (depth > 0) & (depth >= SHALLOW_SHARE * median)
     if not deep.all():
         logger.info(
-            "%d spots with fewer than %.0f counts (%g of the median) are left out of the "
-            "candidate spots archetypes combine",
-            (~deep).sum(), SHALLOW_SHARE * np.median(depth), SHALLOW_SHARE,
+            "%d spots with fewer than %.0f counts (%g of the median of spots with counts) are "
+            "left out of the candidate spots archetypes combine",
+            (~deep).sum(), SHALLOW_SHARE * median, SHALLOW_SHARE,
         )  # fmt: skip
         rows, counts, depth = rows[deep], counts[deep], depth[deep]
     profiles = counts  # in place
@@ -80,6 +81,27 @@ def candidate_spots(model, n_pcs: int, max_candidates: int):
         rows, profiles, embedding = rows[picked], profiles[picked], embedding[picked]
         logger.info("archetypes combine %d candidate spots of %d", len(rows), counts.shape[0])
     return rows, profiles, embedding, mean_profile
+
+
+def shallow_floor(depth: np.ndarray) -> float:
+    """The median depth of the spots with counts (the shallow-spot rule reads it): with most
+    spots empty, the median of all was 0 and kept every spot, empty ones too. Refused when
+    fewer than 2 spots have counts (read), as archetypes need spots to combine.
+
+    Examples
+    --------
+    >>> shallow_floor(np.array([0.0, 0.0, 0.0, 100.0, 300.0]))
+    200.0
+    """
+    counted = depth[depth > 0]
+    if len(counted) < 2:
+        raise ValueError(
+            f"{len(counted)} of the {len(depth)} spots read for the candidates have counts: "
+            "archetypes are mixtures of spots with counts. Drop spots without counts first "
+            "(sc.pp.filter_cells(spots, min_counts=1)), or check the layer registered with "
+            "Archetypes.setup_anndata."
+        )
+    return float(np.median(counted))
 
 
 def candidate_samples(model, rows: np.ndarray) -> np.ndarray | None:
