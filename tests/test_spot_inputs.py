@@ -511,6 +511,8 @@ def test_spots_mostly_without_counts_are_no_candidates():
         dv.model.Archetypes.setup_anndata(mix)
         model = dv.model.Archetypes(mix, n_archetypes=2, min_spots=1)
     assert np.asarray(model.candidate_rows_).min() == 26
+    with pytest.raises(ValueError, match=r"n_archetypes=15 needs .* but 14 of the 40 spots"):
+        dv.model.Archetypes(mix, n_archetypes=15, min_spots=1)  # of 14 candidates
     X[:-1] = 0
     mix.X = X
     with warnings.catch_warnings():

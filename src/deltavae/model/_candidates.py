@@ -142,6 +142,14 @@ def archetype_start(model, n_archetypes, max_archetypes, n_pcs, max_candidates, 
     n_spots = model.adata.n_obs
     check_archetype_count(n_archetypes, max_archetypes, n_spots, max_candidates)
     rows, profiles, embedding, mean_profile = candidate_spots(model, n_pcs, max_candidates)
+    if n_archetypes != "auto" and len(rows) < n_archetypes:  # the others empty or shallow
+        fewer = f"pass n_archetypes={len(rows)} or fewer, or " if len(rows) >= 2 else ""
+        raise ValueError(
+            f"n_archetypes={n_archetypes} needs as many candidate spots, but {len(rows)} of the "
+            f"{n_spots} spots have counts enough ({SHALLOW_SHARE:g} of the median of spots "
+            f"with counts): {fewer}drop spots "
+            "without counts (sc.pp.filter_cells(spots, min_counts=1)) and check their depth."
+        )
     model.noise_check_ = spots_sample_spectrum(model)  # saved: warned with the merged archetypes
     if n_archetypes == "auto":  # an archetype stands only where min_spots spots lead with it
         max_archetypes = min(max_archetypes, max(2, n_spots // max(1, model.min_spots)))
