@@ -20,7 +20,9 @@ from ._utils import (
     check_adata,
     closes_on_error,
     figure_size,
+    frame,
     label_points,
+    one_axes,
     own_axes,
     panel_axes,
     panel_titles,
@@ -168,6 +170,7 @@ def cluster_probabilities(
     alpha_img: float = 1.0,
     bw: bool = False,
     crop_coord: tuple[float, float, float, float] | None = None,
+    frameon: bool | None = None,
 ) -> Axes | list[Axes] | None:
     """How certain the cluster assignments are: entropy of q(y | z) on an embedding.
 
@@ -207,7 +210,9 @@ def cluster_probabilities(
     ncols
         Panels per row.
     ax
-        Axes to draw the entropy panel on (without ``clusters``); a new figure when ``None``.
+        Axes to draw the entropy panel on (without ``clusters``), or a sequence of Axes, one
+        per panel (``plt.subplots(1, 2)`` for the entropy and one cluster); a new figure when
+        ``None``.
     {show_save}
     title
         Title of each panel (default ``"Cluster entropy"``, then ``"P(cluster <name>)"``),
@@ -217,6 +222,10 @@ def cluster_probabilities(
         ``rcParams["figure.figsize"]`` where set (``sc.set_figure_params``, as scanpy sizes
         each panel), else (4.8, 3.8).
     {tissue}
+    frameon
+        Draw a frame (and the axis labels) around each panel; default
+        ``sc.set_figure_params(frameon=...)`` (``True`` unless set), as
+        :func:`scanpy.pl.embedding`.
 
     Returns
     -------
@@ -279,6 +288,8 @@ def cluster_probabilities(
             linewidths=0,
             rasterized=True,
         )
+        # No arrow-tipped end (extend=): the probabilities are checked to lie in 0..1 and the
+        # normalised entropy does, the scale of each, and an entropy in nats has no top.
         fig.colorbar(points, ax=ax, label=bar, fraction=0.046, pad=0.02)
         ax.set_title(name)
         ax.grid(False)
@@ -286,6 +297,7 @@ def cluster_probabilities(
         ax.set_ylabel(f"{axis_name}2")
         ax.set_xticks([])
         ax.set_yticks([])
+        frame(ax, frameon)
         if on is not None:  # spots to scale, rows down, over their image (sc.pl.spatial's)
             draw_tissue(ax, on)
     if figure_title is not None:
@@ -376,6 +388,7 @@ def perturbation_scatter(
             constant = np.ptp(pred[mask]) == 0 or np.ptp(true[mask]) == 0
             top = (pred[mask][None, :], true[mask][None, :])
             r2_top = float("nan") if constant else mean_expression_r2(*top)
+    ax = one_axes(ax, "perturbation_scatter")
     if ax is None:
         ax = own_axes(figure_size(figsize, (4.5, 4.2)))
     if not mask.all():  # every gene highlighted: no "other genes" in the legend

@@ -20,7 +20,7 @@ from matplotlib.ticker import (
 
 from .._docs import doc_ax, doc_params, doc_show_save, doc_title_figsize
 from ..model._validation import warn_user
-from ._utils import as_names, closes_on_error, figure_size, own_axes, savefig_or_show
+from ._utils import as_names, closes_on_error, figure_size, one_axes, own_axes, savefig_or_show
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +253,7 @@ def history(
         logger.info("history has no %s; not drawn", skipped)
     if log:  # refused before a figure is made, not after the curves were drawn
         _log_values([frames[key] for key in present])
+    ax = one_axes(ax, "history")
     if ax is None:
         ax = own_axes(figure_size(figsize, (5, 3.5)))
     drawn = []

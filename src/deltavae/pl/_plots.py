@@ -25,6 +25,7 @@ from ._utils import (
     figure_size,
     for_scanpy,
     keep_colours,
+    one_axes,
     own_axes,
     own_figure,
     savefig_or_show,
@@ -71,8 +72,10 @@ def embedding(
     **kwargs
         Passed to :func:`scanpy.pl.embedding` (``title``, ``legend_loc``, ``size``,
         ``palette`` ...); with several colours ``wspace`` defaults to 0.5, room for a legend of
-        cell type names. ``figsize`` sets ``rcParams["figure.figsize"]`` for this plot (per
-        panel, as scanpy sizes them), which it follows otherwise.
+        cell type names (scanpy's default on ``basis="spatial"``, as :func:`scanpy.pl.spatial`:
+        a panel of tissue, drawn to scale, leaves room beside it). ``figsize`` sets
+        ``rcParams["figure.figsize"]`` for this plot (per panel, as scanpy sizes them), which
+        it follows otherwise.
 
     Returns
     -------
@@ -98,8 +101,11 @@ def embedding(
     key = name if f"X_{name}" in adata.obsm else basis
     stored = f"X_{name}" if key == name and f"X_{name}" in adata.obsm else basis
     _check_drawable(adata, stored, kwargs.get("layer"), kwargs.get("components"))
-    if not isinstance(color, str) and color is not None and len(color) > 1:
+    several = not isinstance(color, str) and color is not None and len(color) > 1
+    if several and name != "spatial":
         # scanpy's default gap fits short legends only: cell type names ran into the next panel.
+        # Not on tissue: drawn to scale (aspect "equal"), a panel is narrower than its slot,
+        # whose spare width holds the legend, and 0.5 more made a gap twice sc.pl.spatial's.
         kwargs.setdefault("wspace", 0.5)
     figsize = kwargs.pop("figsize", None)
     sizes = {} if figsize is None else {"figure.figsize": figure_size(figsize, (0, 0))}
@@ -345,6 +351,7 @@ def cluster_composition(
     else:
         bar_label = "count"
     n_rows, n_cols = table.shape
+    ax = one_axes(ax, "cluster_composition")
     if ax is None:
         # Room for the tick labels too (the columns' at 45 degrees): constrained layout
         # collapses the axes of a figure too small for them.

@@ -18,7 +18,10 @@ from ._utils import (
     as_names,
     check_adata,
     closes_on_error,
+    colour_bar_end,
     figure_size,
+    frame,
+    one_axes,
     own_axes,
     panel_axes,
     panel_titles,
@@ -128,6 +131,7 @@ def spatial_proportions(
     bw: bool = False,
     crop_coord: tuple[float, float, float, float] | None = None,
     return_fig: bool = False,
+    frameon: bool | None = None,
 ) -> list[Axes] | None:
     """One panel per cell type (or archetype): its proportion at every spot's coordinates.
 
@@ -162,7 +166,8 @@ def spatial_proportions(
         a number for one scale across panels. Spots without a value (NaN) are drawn in
         light grey.
     ax
-        Axes to draw a single panel on (one column); a new figure when ``None``.
+        Axes to draw a single panel on (one column), or a sequence of Axes, one per column
+        drawn (``plt.subplots(1, 2)``); a new figure when ``None``.
     {show_save}
     title
         Title of each panel (one per column drawn; default the column names), or one string:
@@ -172,6 +177,9 @@ def spatial_proportions(
         ``rcParams["figure.figsize"]`` where set (``sc.set_figure_params``, as scanpy sizes
         each panel), else (3.2, 3.0).
     {tissue}
+    frameon
+        Draw a frame around each panel; default ``sc.set_figure_params(frameon=...)``
+        (``True`` unless set), as :func:`scanpy.pl.spatial`.
 
     Returns
     -------
@@ -225,7 +233,11 @@ def spatial_proportions(
         points = draw(
             ax, xy[~missing], ~missing, c=v[~missing], cmap=cmap, vmin=0, vmax=top, rasterized=True
         )
-        fig.colorbar(points, ax=ax, label=_bar_label(key), shrink=0.7, pad=0.02)
+        # an arrow-tipped end where vmax (or a negative value under the 0 the scale starts
+        # at) clips values, as matplotlib marks a clipped scale
+        extend = colour_bar_end(v, 0.0, top)
+        bar = dict(label=_bar_label(key), shrink=0.7, pad=0.02, extend=extend)
+        fig.colorbar(points, ax=ax, **bar)
         ax.set_title(name)
         if image_rows:  # image orientation (rows down), over the tissue image where there is one
             draw_tissue(ax, on)
@@ -233,6 +245,7 @@ def spatial_proportions(
             ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
+        frame(ax, frameon)
     if figure_title is not None:
         fig.suptitle(figure_title)
     return savefig_or_show(axes, "spatial_proportions", show, save, return_fig)
@@ -312,6 +325,7 @@ def archetype_elbow(
     ks = np.asarray(curve["n_archetypes"])
     explained = np.asarray(curve["explained_variance"])
     chosen = int(curve["chosen"])
+    ax = one_axes(ax, "archetype_elbow")
     if ax is None:
         ax = own_axes(figure_size(figsize, (4.5, 3.2)))
     ax.plot(ks, explained, marker="o", color="0.3")

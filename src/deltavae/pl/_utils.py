@@ -207,6 +207,55 @@ def panel_titles(title, defaults: list[str]) -> tuple[list[str], str | None]:
     return titles, None
 
 
+def one_axes(ax, plot: str) -> Axes | None:
+    """``ax`` of a plot drawing one panel: an Axes, or a sequence holding one (the array of
+    ``plt.subplots(1, 1, squeeze=False)``); several Axes (``plt.subplots(1, 2)``) or anything
+    else is refused by name (its error was an AttributeError about ``plot``)."""
+    if ax is None or isinstance(ax, Axes):
+        return ax
+    many = np.asarray(ax, dtype=object).ravel() if not isinstance(ax, str) else []
+    if len(many) == 1 and isinstance(many[0], Axes):
+        return many[0]
+    got = (
+        f"{len(many)} Axes"
+        if len(many) and all(isinstance(a, Axes) for a in many)
+        else type(ax).__name__
+    )
+    raise TypeError(
+        f"ax must be one matplotlib Axes: dv.pl.{plot} draws one panel, and got {got}. "
+        "Pass one of them (ax=axes[0]), or ax=None for a figure of its own."
+    )
+
+
+def frame(ax: Axes, frameon: bool | None) -> None:
+    """No frame (axis lines, ticks and labels off) where ``frameon`` is ``False``, or is
+    ``None`` and ``sc.set_figure_params(frameon=False)`` asked for none, as scanpy's embedding
+    and spatial plots follow it."""
+    if not (sc.settings._frameon if frameon is None else frameon):
+        ax.axis("off")
+
+
+def colour_bar_end(values, vmin: float | None, vmax: float | None) -> str:
+    """``extend=`` of a colour bar (matplotlib's): ``"max"``, ``"min"`` or ``"both"`` where
+    ``vmax`` / ``vmin`` clip some of ``values`` (NaN left out), ``"neither"`` otherwise.
+
+    Examples
+    --------
+    >>> colour_bar_end([0.1, 0.9], 0.0, 0.5), colour_bar_end([0.1, 0.4], 0.0, 0.5)
+    ('max', 'neither')
+    """
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    # a rounding error (an entropy of 1.0000001 on a scale to 1) clips nothing worth marking
+    span = abs(vmax - vmin) if vmin is not None and vmax is not None else 1.0
+    tol = 1e-6 * (span or 1.0)
+    below = vmin is not None and values.size > 0 and values.min() < vmin - tol
+    above = vmax is not None and values.size > 0 and values.max() > vmax + tol
+    return {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
+        (bool(below), bool(above)), "neither"
+    )
+
+
 def own_axes(figsize: tuple[float, float]) -> Axes:
     """A new figure's Axes, laid out so that labels and colour bars stay inside the figure
     when it is saved with ``plt.savefig`` after ``show=False``."""
@@ -223,11 +272,25 @@ def panel_axes(
     if n_panels < 1:
         raise ValueError("Nothing to draw: no panel selected.")
     subplots.setdefault("layout", "constrained")
+    if ax is not None and not isinstance(ax, Axes):
+        # a sequence of Axes (plt.subplots(1, 2)): one per panel, in order
+        given = np.asarray(ax, dtype=object).ravel() if not isinstance(ax, str) else []
+        if not (len(given) and all(isinstance(a, Axes) for a in given)):
+            raise TypeError(
+                "ax must be a matplotlib Axes (one panel) or a sequence of Axes, one per "
+                f"panel; got {type(ax).__name__}."
+            )
+        if len(given) != n_panels:
+            raise ValueError(
+                f"ax holds {len(given)} Axes, and this plot has {n_panels} panels: pass one "
+                "Axes per panel, or ax=None for a figure of its own."
+            )
+        return given[0].figure, list(given)
     if ax is not None:
         if n_panels != 1:
             raise ValueError(
-                f"ax draws one panel, and this plot has {n_panels}: pass ax=None for a figure "
-                "of its own, or ask for a single panel."
+                f"ax draws one panel, and this plot has {n_panels}: pass one Axes per panel "
+                "(a sequence), ax=None for a figure of its own, or ask for a single panel."
             )
         return ax.figure, [ax]
     ncols = max(1, min(ncols, n_panels))

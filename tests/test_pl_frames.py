@@ -1,0 +1,106 @@
+"""deltavae.pl panels given as an array of Axes, framed as sc.set_figure_params(frameon=...)
+asks, with colour bars that show a clipped scale, and spatial panels spaced as sc.pl.spatial."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import anndata as ad  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import scanpy as sc  # noqa: E402
+
+import deltavae as dv  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _spots(n=30):
+    rng = np.random.default_rng(0)
+    spots = ad.AnnData(rng.poisson(2.0, (n, 2)).astype(np.float32))
+    spots.var_names = ["g0", "g1"]
+    spots.obsm["spatial"] = rng.uniform(0, 100, size=(n, 2))
+    spots.obsm["proportions"] = pd.DataFrame(
+        rng.dirichlet([1, 1], n), index=spots.obs_names, columns=["Astro", "Neuron"]
+    )
+    spots.obsm["cgmdvae_cluster_probs"] = rng.dirichlet([1, 1, 1], n)
+    spots.obs["region"] = pd.Categorical(rng.choice(["a", "b"], n))
+    return spots
+
+
+_HISTORY = {"elbo_train": pd.DataFrame({"elbo_train": [3.0, 2.0, 1.5]})}
+
+
+def test_an_array_of_axes_is_taken_per_panel_or_refused_by_name():
+    _, grid = plt.subplots(1, 2)
+    with pytest.raises(TypeError, match="ax must be one matplotlib Axes.*got 2 Axes"):
+        dv.pl.history(_HISTORY, ax=grid, show=False)
+    _, one = plt.subplots(1, 1, squeeze=False)
+    assert dv.pl.history(_HISTORY, ax=one, show=False) is one[0, 0]
+    spots = _spots()
+    axes = dv.pl.spatial_proportions(spots, ax=grid, show=False)
+    assert axes == list(grid) and axes[1].get_title() == "Neuron"
+    _, grid = plt.subplots(1, 2)
+    probs = dv.pl.cluster_probabilities(spots, basis="spatial", clusters=[0], ax=grid, show=False)
+    assert probs == list(grid)
+    with pytest.raises(ValueError, match="ax holds 2 Axes, and this plot has 3 panels"):
+        dv.pl.cluster_probabilities(spots, basis="spatial", clusters=[0, 1], ax=grid, show=False)
+
+
+def test_panels_follow_scanpys_frameon_and_line_plots_keep_their_axes():
+    spots = _spots()
+    framed = sc.settings._frameon
+    try:
+        sc.settings._frameon = False  # what sc.set_figure_params(frameon=False) sets
+        axes = dv.pl.spatial_proportions(spots, show=False)
+        axes += [dv.pl.cluster_probabilities(spots, basis="spatial", show=False)]
+        assert not any(ax.axison for ax in axes)
+        assert dv.pl.history(_HISTORY, show=False).axison
+        axes = dv.pl.spatial_proportions(spots, frameon=True, show=False)
+        assert all(ax.axison for ax in axes)
+    finally:
+        sc.settings._frameon = framed
+    ax = dv.pl.cluster_probabilities(spots, basis="spatial", frameon=False, show=False)
+    assert not ax.axison
+
+
+def _end(ax):
+    """The extend= of the colour bar of the panel's values (its last collection)."""
+    return ax.collections[-1].colorbar.extend
+
+
+def test_colour_bar_ends_show_clipped_values_only():
+    spots = _spots()
+    clipped = dv.pl.spatial_proportions(spots, vmax=0.5, show=False)
+    assert [_end(ax) for ax in clipped] == ["max", "max"]
+    whole = dv.pl.spatial_proportions(spots, vmax=1.0, show=False)
+    assert [_end(ax) for ax in whole] == ["neither", "neither"]
+    spots.obsm["scores"] = np.c_[np.linspace(-1, 2, spots.n_obs)]
+    (both,) = dv.pl.spatial_proportions(spots, "scores", vmax=1.0, show=False)
+    assert _end(both) == "both"
+    # cluster_probabilities' scales hold every value (probabilities are checked to be 0..1)
+    ax, prob = dv.pl.cluster_probabilities(spots, basis="spatial", clusters=[0], show=False)
+    assert [_end(ax), _end(prob)] == ["neither", "neither"]
+
+
+def test_spatial_panels_are_spaced_as_sc_pl_spatial_spaces_them():
+    spots = _spots()
+    spots.uns["spatial"] = {
+        "lib": {
+            "images": {"hires": np.ones((20, 20, 3))},
+            "scalefactors": {"tissue_hires_scalef": 0.2, "spot_diameter_fullres": 5.0},
+        }
+    }
+    ours = dv.pl.embedding(spots, basis="spatial", color=["region", "g0"], show=False)
+    with pytest.warns(FutureWarning):
+        theirs = sc.pl.spatial(spots, color=["region", "g0"], show=False)
+    widths = [axes[0].figure.get_figwidth() for axes in (ours, theirs)]
+    assert widths[0] == pytest.approx(widths[1])
+    gaps = [axes[1].get_position().x0 - axes[0].get_position().x1 for axes in (ours, theirs)]
+    assert gaps[0] == pytest.approx(gaps[1], abs=0.01)
