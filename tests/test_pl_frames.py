@@ -49,6 +49,12 @@ def test_an_array_of_axes_is_taken_per_panel_or_refused_by_name():
     _, grid = plt.subplots(1, 2)
     probs = dv.pl.cluster_probabilities(spots, basis="spatial", clusters=[0], ax=grid, show=False)
     assert probs == list(grid)
+    with pytest.raises(TypeError, match=r"dv.pl.embedding draws one panel, and got 2 Axes"):
+        dv.pl.embedding(spots, basis="spatial", color="region", ax=grid, show=False)
+    with pytest.raises(TypeError, match=r"got str: pass an Axes \(fig, ax = plt.subplots"):
+        dv.pl.history(_HISTORY, ax="left", show=False)
+    ax = dv.pl.embedding(spots, basis="spatial", color="region", ax=one, show=False)
+    assert ax is one[0, 0]
     with pytest.raises(ValueError, match="ax holds 2 Axes, and this plot has 3 panels"):
         dv.pl.cluster_probabilities(spots, basis="spatial", clusters=[0, 1], ax=grid, show=False)
 

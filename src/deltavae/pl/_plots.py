@@ -91,6 +91,9 @@ def embedding(
     check_adata(adata, "embedding")
     if adata.n_obs == 0:  # scanpy's marker size divided by zero
         raise ValueError("adata holds no cells: nothing to draw (check the selection).")
+    several = not isinstance(color, str) and color is not None and len(color) > 1
+    if not several:  # an array of Axes (plt.subplots(1, 2)) was an AttributeError in scanpy
+        ax = one_axes(ax, "embedding")
     name = basis.removeprefix("X_")
     if basis not in adata.obsm and f"X_{name}" not in adata.obsm:
         raise KeyError(
@@ -101,7 +104,6 @@ def embedding(
     key = name if f"X_{name}" in adata.obsm else basis
     stored = f"X_{name}" if key == name and f"X_{name}" in adata.obsm else basis
     _check_drawable(adata, stored, kwargs.get("layer"), kwargs.get("components"))
-    several = not isinstance(color, str) and color is not None and len(color) > 1
     if several and name != "spatial":
         # scanpy's default gap fits short legends only: cell type names ran into the next panel.
         # Not on tissue: drawn to scale (aspect "equal"), a panel is narrower than its slot,

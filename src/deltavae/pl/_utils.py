@@ -216,14 +216,13 @@ def one_axes(ax, plot: str) -> Axes | None:
     many = np.asarray(ax, dtype=object).ravel() if not isinstance(ax, str) else []
     if len(many) == 1 and isinstance(many[0], Axes):
         return many[0]
-    got = (
-        f"{len(many)} Axes"
-        if len(many) and all(isinstance(a, Axes) for a in many)
-        else type(ax).__name__
-    )
+    if len(many) and all(isinstance(a, Axes) for a in many):
+        got = f"got {len(many)} Axes: pass one of them (ax=axes[0])"
+    else:
+        got = f"got {type(ax).__name__}: pass an Axes (fig, ax = plt.subplots())"
     raise TypeError(
-        f"ax must be one matplotlib Axes: dv.pl.{plot} draws one panel, and got {got}. "
-        "Pass one of them (ax=axes[0]), or ax=None for a figure of its own."
+        f"ax must be one matplotlib Axes: dv.pl.{plot} draws one panel, and {got}, or "
+        "ax=None for a figure of its own."
     )
 
 
