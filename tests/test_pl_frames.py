@@ -110,3 +110,10 @@ def test_spatial_panels_are_spaced_as_sc_pl_spatial_spaces_them():
     assert widths[0] == pytest.approx(widths[1])
     gaps = [axes[1].get_position().x0 - axes[0].get_position().x1 for axes in (ours, theirs)]
     assert gaps[0] == pytest.approx(gaps[1], abs=0.01)
+    # a legend too long for that gap widens the figure, not run under the next panel
+    spots.obs["type"] = spots.obs["region"].map({"a": "Oligodendrocyte precursor " * 2, "b": "T"})
+    left, right = dv.pl.embedding(spots, basis="spatial", color=["type", "g0"], show=False)
+    left.figure.canvas.draw()  # as saving or showing it does
+    renderer = left.figure.canvas.get_renderer()
+    end = left.get_legend().get_window_extent(renderer).x1
+    assert end < right.get_window_extent(renderer).x0

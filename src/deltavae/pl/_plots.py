@@ -28,6 +28,7 @@ from ._utils import (
     one_axes,
     own_axes,
     own_figure,
+    room_for_legends,
     savefig_or_show,
 )
 
@@ -104,6 +105,7 @@ def embedding(
     key = name if f"X_{name}" in adata.obsm else basis
     stored = f"X_{name}" if key == name and f"X_{name}" in adata.obsm else basis
     _check_drawable(adata, stored, kwargs.get("layer"), kwargs.get("components"))
+    gap_given = "wspace" in kwargs
     if several and name != "spatial":
         # scanpy's default gap fits short legends only: cell type names ran into the next panel.
         # Not on tissue: drawn to scale (aspect "equal"), a panel is narrower than its slot,
@@ -135,6 +137,8 @@ def embedding(
         panels = axes.axes if kwargs.get("return_fig") else np.atleast_1d(axes)
         for panel in [p for p in panels if not hasattr(p, "_colorbar")]:
             draw_tissue(panel, on)
+        if several and ax is None and not gap_given:
+            room_for_legends(list(panels))
     if ax is None:
         own_figure((axes[0] if isinstance(axes, list) else axes).figure)
     if kwargs.get("return_fig"):

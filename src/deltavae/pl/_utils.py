@@ -255,6 +255,32 @@ def colour_bar_end(values, vmin: float | None, vmax: float | None) -> str:
     )
 
 
+def room_for_legends(panels, rounds: int = 3) -> None:
+    """Widen the figure of a row of panels drawn to scale until each panel's legend clears
+    the panel right of it: scanpy's gap (``sc.pl.spatial``'s) holds a short legend beside a
+    tissue panel, and a long cell type name ran under the next panel."""
+    panels = [p for p in panels if not hasattr(p, "_colorbar")]
+    fig = panels[0].figure
+    ncols = max(p.get_subplotspec().colspan.stop for p in panels if p.get_subplotspec())
+    for _ in range(rounds):
+        renderer = fig.canvas.get_renderer()
+        overlap = 0.0
+        for left, right in zip(panels, panels[1:], strict=False):
+            legend = left.get_legend()
+            spec, after = left.get_subplotspec(), right.get_subplotspec()
+            if legend is None or spec is None or after is None:
+                continue
+            if spec.rowspan.start != after.rowspan.start:
+                continue
+            right.apply_aspect()
+            end = legend.get_window_extent(renderer).x1
+            overlap = max(overlap, (end - right.get_window_extent(renderer).x0) / fig.dpi)
+        if overlap <= 0:
+            return
+        # every slot grows by the same width, and so does the gap between two panels
+        fig.set_figwidth(fig.get_figwidth() + ncols * (overlap + 0.1))
+
+
 def own_axes(figsize: tuple[float, float]) -> Axes:
     """A new figure's Axes, laid out so that labels and colour bars stay inside the figure
     when it is saved with ``plt.savefig`` after ``show=False``."""
