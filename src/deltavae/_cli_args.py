@@ -21,12 +21,17 @@ def positive_int(text: str) -> int:
     >>> positive_int("3")
     3
     """
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def _int_at_least(text: str, low: int, what: str) -> int:
+    """``text`` as an integer of at least ``low``; else a usage error saying ``what``."""
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
     return value
 
 
@@ -78,13 +83,7 @@ def n_archetypes_arg(text: str) -> int | str:
     """
     if text == "auto":
         return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 2, got {text}")
-    return value
+    return _int_at_least(text, 2, "'auto' or an integer >= 2")
 
 
 def max_archetypes_arg(text: str) -> int:
@@ -95,13 +94,7 @@ def max_archetypes_arg(text: str) -> int:
     >>> max_archetypes_arg("12")
     12
     """
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 3:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 3, got {text}")
-    return value
+    return _int_at_least(text, 3, "an integer >= 3")
 
 
 def n_markers_arg(text: str) -> int | str:
