@@ -317,9 +317,18 @@ def test_scores_leave_out_the_nan_rows_spot_models_give_spots_without_counts():
     pd.testing.assert_frame_equal(scores, expected)
     with pytest.warns(UserWarning, match=r"^2 of the 30 spots have no prediction"):
         imputation_scores(true, pred)
-    pred.iloc[1, 0] = np.nan  # a hole in a row is no spot without counts: refused
-    with pytest.warns(UserWarning, match="no prediction"), pytest.raises(ValueError, match="NaN"):
-        deconvolution_scores(true, pred)
+    pred.iloc[[1, 2], 0] = np.nan  # a hole in a row is no spot without counts: refused
+    # It said only 'fill or drop them first', without the rows or a way to drop them that
+    # the scores take (pred.dropna() alone: then true and pred index different spots).
+    hole = r"pred contains NaN .* in 1 cell types \(e.g. \['A'\]\) and 2 of its 28 spots \(e.g."
+    with pytest.warns(UserWarning, match="no prediction"):
+        with pytest.raises(ValueError, match=hole) as error:
+            deconvolution_scores(true, pred)
+    kept = pred.dropna().index  # as the message says
+    assert "kept = pred.dropna().index, then pass true.loc[kept] and pred.loc[kept]" in str(
+        error.value
+    )
+    assert len(deconvolution_scores(true.loc[kept], pred.loc[kept])) == 3
 
 
 def test_a_perfect_prediction_is_at_js_distance_zero_not_nan():
@@ -511,8 +520,21 @@ def test_spots_mostly_without_counts_are_no_candidates():
         dv.model.Archetypes.setup_anndata(mix)
         model = dv.model.Archetypes(mix, n_archetypes=2, min_spots=1)
     assert np.asarray(model.candidate_rows_).min() == 26
-    with pytest.raises(ValueError, match=r"n_archetypes=15 needs .* but 14 of the 40 spots"):
+    fits = r"but 14 of the 40 spots are deep enough: 15 have counts, .* Pass n_archetypes=14 or"
+    with pytest.raises(ValueError, match=rf"n_archetypes=15 needs 15 candidate spots, {fits}"):
         dv.model.Archetypes(mix, n_archetypes=15, min_spots=1)  # of 14 candidates
+    # One spot deep enough of 2 with counts: the advice said only to drop spots, and "auto"
+    # failed in scikit-learn ("Found array with 0 feature(s)").
+    X[:-2] = 0
+    X[-2] = np.minimum(X[-2], 1)
+    mix.X = X
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dv.model.Archetypes.setup_anndata(mix)
+    one = r"but 1 of the 40 spots are deep enough: 2 have counts, and a candidate needs at least"
+    for n in (2, "auto"):
+        with pytest.raises(ValueError, match=rf"{one} .* No n_archetypes fits \(archetypes need"):
+            dv.model.Archetypes(mix, n_archetypes=n, min_spots=1)
     X[:-1] = 0
     mix.X = X
     with warnings.catch_warnings():
@@ -832,6 +854,21 @@ def test_spot_models_refuse_a_split_in_spots():
         model.train(max_epochs=1, train_size=0.9)
     with pytest.raises(ValueError, match=r"no spot is held out for it \(train_size=1.0\)"):
         model.train(max_epochs=1, train_size=1.0, early_stopping=True)
+
+
+def test_merges_of_alike_then_thin_archetypes_name_the_final_count():
+    """'5 raw archetypes were merged into 3' and then a thin one merged away: the count left
+    (2) was said nowhere."""
+    from deltavae.model._archetype_results import merge_groups, warn_thin
+
+    directions = np.eye(4)[[0, 0, 1, 1, 2]]  # raw 0 and 1 alike, 2 and 3 alike
+    weights = np.eye(5)[[0] * 5 + [2] * 5 + [4]]  # raw 4 weighs 1 spot most
+    alike = r"^5 raw archetypes were merged into 3: raw archetypes \(0, 1\) and \(2, 3\)"
+    thin = r"^1 raw archetype\(s\) were merged .*, so there are now 2 archetypes \(of 5 fitted\)"
+    with pytest.warns(UserWarning, match=alike), pytest.warns(UserWarning, match=thin):
+        groups, _, thin_ones = merge_groups(1 + directions, np.ones(4), weights, 0.9, 3)
+        warn_thin(thin_ones, 3, weights, groups)  # as Archetypes._fresh_merge does
+    assert groups.max() + 1 == 2
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from sklearn.metrics import average_precision_score
 
 from .._checks import short_repr
 from .._docs import doc_params, doc_proportions
+from ._missing import refuse_not_finite, without_missing_spots
 
 _SSIM_C1 = 0.01**2
 _SSIM_C2 = 0.03**2
@@ -127,37 +128,12 @@ def _aligned(
                 "spots in its order under other names."
             )
         pred, totals = pred.loc[true.index], totals.loc[true.index]
-    true, pred, totals = _without_missing_spots(true, pred, totals, stacklevel + 1)
+    true, pred, totals = without_missing_spots(true, pred, totals, stacklevel + 1)
     for name, frame in (("true", true), ("pred", pred)):
-        bad = ~np.isfinite(frame.to_numpy()).all(axis=0)
-        if bad.any():
-            unit = "cell types" if values == "proportions" else "columns"
-            raise ValueError(
-                f"{name} contains NaN or infinite {values} in {int(bad.sum())} {unit} (e.g. "
-                f"{short_repr(frame.columns[bad].tolist(), n=5)}): fill or drop them first."
-            )
+        refuse_not_finite(name, frame, values)
     if values == "proportions":
         _warn_if_not_proportions(true, pred, totals, stacklevel + 1)
     return true, pred
-
-
-def _without_missing_spots(true, pred, totals, stacklevel: int):
-    """The spots whose row of ``pred`` is not all NaN: the spot models (NMFDeconv,
-    SpatialImputer, Archetypes) give NaN rows to spots without counts, which hold no
-    prediction; left out of the scores with a warning counting them. Other NaN entries are
-    refused by the caller (as a table of NaN only)."""
-    missing = pred.isna().all(axis=1).to_numpy()
-    if not missing.any() or missing.all():
-        return true, pred, totals
-    warnings.warn(
-        f"{int(missing.sum())} of the {len(missing)} spots have no prediction (NaN rows of "
-        f"pred, e.g. {short_repr(pred.index[missing][:3].tolist())}: a spot model's spots "
-        f"without counts): they are left out, the scores are over the other "
-        f"{int((~missing).sum())} spots.",
-        UserWarning,
-        stacklevel=stacklevel,
-    )
-    return true[~missing], pred[~missing], totals[~missing]
 
 
 #: Ratio of the two tables' mean row sums above which they look like different scales.

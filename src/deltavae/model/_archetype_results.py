@@ -246,10 +246,12 @@ def warn_thin(
                 + " most, so it is merged whatever min_spots (fit fewer archetypes, "
                 "n_archetypes, if that is unexpected)"
             )
+        n_groups = groups.max() + 1  # the final count: a merge of alike ones said another
         warn_user(
-            f"{len(thin)} raw archetype(s) were merged into their most similar archetype: they "
-            f"(with any merged into them) were the largest weight of fewer than "
-            f"min_spots={min_spots} spots ({which}). " + "; ".join(advice) + "."
+            f"{len(thin)} raw archetype(s) were merged into their most similar archetype, so "
+            f"there are now {n_groups} archetypes (of {len(groups)} fitted): they (with any "
+            f"merged into them) were the largest weight of fewer than min_spots={min_spots} "
+            f"spots ({which}). " + "; ".join(advice) + "."
         )
     n_groups = groups.max() + 1
     spots = carriers(np.stack([weights[:, groups == g].sum(axis=1) for g in range(n_groups)], 1))

@@ -28,7 +28,7 @@ POOL_FACTOR = 5
 SHALLOW_SHARE = 0.1
 
 
-def candidate_spots(model, n_pcs: int, max_candidates: int):
+def candidate_spots(model, n_pcs: int, max_candidates: int, n_archetypes=None):
     """The spots archetypes combine: their rows, profiles and PCA embedding, and the mean
     spot profile, from one pass over at most ``POOL_FACTOR * max_candidates`` spots.
 
@@ -50,6 +50,9 @@ def candidate_spots(model, n_pcs: int, max_candidates: int):
         Principal components of the embedding.
     max_candidates
         Most candidate spots.
+    n_archetypes
+        The archetypes to fit (an integer or ``"auto"``): refused, with the depth rule and the
+        largest count that fits, when fewer spots than they need are deep enough.
 
     Returns
     -------
@@ -64,6 +67,8 @@ def candidate_spots(model, n_pcs: int, max_candidates: int):
     depth = counts.sum(axis=1, dtype=np.float64)
     median = shallow_floor(depth)  # of the spots with counts: empty ones are never candidates
     deep = (depth > 0) & (depth >= SHALLOW_SHARE * median)
+    if n_archetypes is not None:
+        check_candidate_count(n_archetypes, depth, median, model.adata.n_obs)
     if not deep.all():
         logger.info(
             "%d spots with fewer than %.0f counts (%g of the median of spots with counts) are "
@@ -104,6 +109,32 @@ def shallow_floor(depth: np.ndarray) -> float:
     return float(np.median(counted))
 
 
+def check_candidate_count(n_archetypes, depth: np.ndarray, median: float, n_spots: int) -> None:
+    """Refuse ``n_archetypes`` (``"auto"`` needs 3) when fewer of the spots read (``depth``:
+    their counts) are deep enough to be candidates, saying how many have counts, the depth
+    rule (``SHALLOW_SHARE`` of the ``median`` of spots with counts) and the largest
+    ``n_archetypes`` that fits (none below 2 candidates)."""
+    fewest = 3 if n_archetypes == "auto" else int(n_archetypes)
+    floor = SHALLOW_SHARE * median
+    n_deep = int(((depth > 0) & (depth >= floor)).sum())
+    if n_deep >= fewest:
+        return
+    read = f"the {n_spots} spots" if len(depth) == n_spots else f"the {len(depth)} spots read"
+    if n_deep >= 2:
+        fewer = " or fewer" if n_deep > 2 else ""
+        fits = f"Pass n_archetypes={n_deep}{fewer} (the largest that fits), or "
+    else:
+        fits = "No n_archetypes fits (archetypes need 2 candidate spots or more): "
+    raise ValueError(
+        f"n_archetypes={n_archetypes!r} needs {fewest} candidate spots, but {n_deep} of "
+        f"{read} are deep enough: {int((depth > 0).sum())} have counts, and a candidate needs "
+        f"at least {floor:.4g} counts ({SHALLOW_SHARE:g} of the median of spots with counts, "
+        f"{median:.4g}). {fits}drop spots without counts "
+        "(sc.pp.filter_cells(spots, min_counts=1)) and the far shallower ones, or check the "
+        "layer registered with Archetypes.setup_anndata."
+    )
+
+
 def candidate_samples(model, rows: np.ndarray) -> np.ndarray | None:
     """The sample (slide) code of each candidate row, or ``None`` with one sample."""
     if REGISTRY_KEYS.BATCH_KEY not in model.adata_manager.data_registry:
@@ -141,15 +172,9 @@ def archetype_start(model, n_archetypes, max_archetypes, n_pcs, max_candidates, 
         return None, saved["candidate_profiles"], saved["mean_profile"], init_B, None
     n_spots = model.adata.n_obs
     check_archetype_count(n_archetypes, max_archetypes, n_spots, max_candidates)
-    rows, profiles, embedding, mean_profile = candidate_spots(model, n_pcs, max_candidates)
-    if n_archetypes != "auto" and len(rows) < n_archetypes:  # the others empty or shallow
-        fewer = f"pass n_archetypes={len(rows)} or fewer, or " if len(rows) >= 2 else ""
-        raise ValueError(
-            f"n_archetypes={n_archetypes} needs as many candidate spots, but {len(rows)} of the "
-            f"{n_spots} spots have counts enough ({SHALLOW_SHARE:g} of the median of spots "
-            f"with counts): {fewer}drop spots "
-            "without counts (sc.pp.filter_cells(spots, min_counts=1)) and check their depth."
-        )
+    rows, profiles, embedding, mean_profile = candidate_spots(
+        model, n_pcs, max_candidates, n_archetypes
+    )
     model.noise_check_ = spots_sample_spectrum(model)  # saved: warned with the merged archetypes
     if n_archetypes == "auto":  # an archetype stands only where min_spots spots lead with it
         max_archetypes = min(max_archetypes, max(2, n_spots // max(1, model.min_spots)))

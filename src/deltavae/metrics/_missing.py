@@ -1,0 +1,57 @@
+"""Spots the scores of :mod:`deltavae.metrics._deconvolution` leave out (pred's NaN rows, a
+spot model's spots without counts) or refuse (NaN or infinite entries elsewhere)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from .._checks import short_repr
+
+
+def without_missing_spots(true, pred, totals, stacklevel: int):
+    """The spots whose row of ``pred`` is not all NaN: the spot models (NMFDeconv,
+    SpatialImputer, Archetypes) give NaN rows to spots without counts, which hold no
+    prediction; left out of the scores with a warning counting them. Other NaN entries are
+    refused by :func:`refuse_not_finite` (as a table of NaN only)."""
+    missing = pred.isna().all(axis=1).to_numpy()
+    if not missing.any() or missing.all():
+        return true, pred, totals
+    warnings.warn(
+        f"{int(missing.sum())} of the {len(missing)} spots have no prediction (NaN rows of "
+        f"pred, e.g. {short_repr(pred.index[missing][:3].tolist())}: a spot model's spots "
+        f"without counts): they are left out, the scores are over the other "
+        f"{int((~missing).sum())} spots.",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
+    return true[~missing], pred[~missing], totals[~missing]
+
+
+def refuse_not_finite(name: str, frame: pd.DataFrame, values: str) -> None:
+    """Refuse NaN or infinite entries of ``frame`` (``true`` or ``pred``, holding ``values``),
+    naming how many spots (rows) and columns hold them, and how to leave those spots out of
+    both tables."""
+    finite = np.isfinite(frame.to_numpy())
+    bad = ~finite.all(axis=0)
+    if not bad.any():
+        return
+    rows = ~finite.all(axis=1)
+    unit = "cell types" if values == "proportions" else "columns"
+    infinite = bool(np.isinf(frame.to_numpy()).any())
+    kept = f"{name}.replace([np.inf, -np.inf], np.nan)" if infinite else name
+    if rows.all():  # every spot: a failed column (a gene an imputation could not predict)
+        advice = f"{kept}.dropna(axis=1).columns, then pass true[kept] and pred[kept]"
+    else:
+        advice = f"{kept}.dropna().index, then pass true.loc[kept] and pred.loc[kept]"
+        if name == "pred":
+            advice += " (rows of pred that are all NaN are left out by themselves)"
+    raise ValueError(
+        f"{name} contains NaN or infinite {values} in {int(bad.sum())} {unit} (e.g. "
+        f"{short_repr(frame.columns[bad].tolist(), n=5)}) and {int(rows.sum())} of its "
+        f"{len(rows)} spots (e.g. {short_repr(frame.index[rows][:3].tolist())}): fill them, "
+        f"or leave those {'columns' if rows.all() else 'spots'} out of both tables: kept = "
+        f"{advice}."
+    )
