@@ -219,6 +219,11 @@ def test_library_sizes_and_a_diverged_fits_record_are_of_the_cells_it_read():
     assert model.library_log_stats_ == pytest.approx((lib[:60].mean(), lib[:60].std()))
     by_condition = model.library_log_stats_by_condition_
     assert by_condition[("ctrl",)][0] == pytest.approx(lib[:60][ctrl[:60]].mean())
+    # per cluster too: of the same cells (training and validation), not the training ones only
+    clusters = model.predict_clusters()
+    for (name, cond), (mean, _) in model.library_log_stats_by_cluster_.items():
+        rows = (np.asarray(model.cluster_names)[clusters] == name) & (ctrl == (cond == "ctrl"))
+        assert mean == pytest.approx(lib[:60][rows[:60]].mean())
     assert model.best_epoch_ == 0
     split = [cells[20:70], cells[70:], cells[:20]]  # another test split, then a NaN
     with pytest.raises(dv.train.TrainingDivergedError, match="keeps the last parameters"):

@@ -1,6 +1,6 @@
 """The library sizes :meth:`deltavae.model.CGMDVAE.sample` draws for count likelihoods: of
-the training cells of each combination of the conditions, as scvi-tools' library prior is of
-each batch.
+the cells outside the test split (training and validation) of each combination of the
+conditions, as scvi-tools' library prior is of each batch.
 
 Drawn from the library sizes of all training cells, cells sampled under a condition sequenced
 four times deeper (a batch, a donor, a protocol) got the depth of all cells together: their
@@ -55,7 +55,8 @@ def record_library_stats(model, log_lib: np.ndarray | None = None, rows=None) ->
 
 def record_cluster_library_stats(model, cells: np.ndarray, columns: list) -> None:
     """After a fit, for count likelihoods: mean and sd of the log library sizes of the
-    training cells (positions ``cells``) per ``(cluster, *condition values)`` (``columns``:
+    cells at positions ``cells`` (outside the test split, as
+    :func:`record_library_stats`'s) per ``(cluster, *condition values)`` (``columns``:
     each cell's cluster name, then its values of the condition keys, as strings), in
     ``library_log_stats_by_cluster_`` (saved with the model; a combination of this fit
     replaces an earlier fit's); sd None under :data:`MIN_CELLS_FOR_SD` cells. Cell types
@@ -77,11 +78,12 @@ def cell_library_stats(
     model, cats: torch.Tensor | None, pooled: tuple[float, float], clusters=None
 ):
     """The mean and sd of each sampled cell's log library size, as ``(n, 1)`` tensors on the
-    module's device: those of the training cells of its cluster (``clusters``, indices; in
-    ``library_log_stats_by_cluster_``) and combination of conditions (``cats``, codes cells x
-    keys), else those of its combination of conditions, else (a combination no cell carried,
-    a model saved before these were kept, a model without conditions) ``pooled``, those of
-    all training cells. A mean without its own sd (few cells) takes the next one's sd."""
+    module's device: those of the cells (outside the test split) of its cluster
+    (``clusters``, indices; in ``library_log_stats_by_cluster_``) and combination of
+    conditions (``cats``, codes cells x keys), else those of its combination of conditions,
+    else (a combination no cell carried, a model saved before these were kept, a model
+    without conditions) ``pooled``, those of all cells outside the test split. A mean
+    without its own sd (few cells) takes the next one's sd."""
     stats = getattr(model, "library_log_stats_by_condition_", None) or {}
     by_cluster = (
         getattr(model, "library_log_stats_by_cluster_", None) if clusters is not None else None

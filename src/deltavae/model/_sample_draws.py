@@ -17,7 +17,7 @@ import pandas as pd
 from scvi import REGISTRY_KEYS
 
 from .._checks import short_repr
-from ._condition_counts import draw_conditions, training_positions
+from ._condition_counts import draw_conditions, not_test_positions, training_positions
 from ._library_stats import record_cluster_library_stats
 from ._validation import warn_user
 
@@ -36,18 +36,20 @@ def record_cluster_conditions(model) -> None:
         return
     every = model.predict_clusters()  # every cell's: train's check of empty clusters too
     model._clusters_after_fit = every
-    clusters = every[cells]
     n_labels = len(model.label_names)
     if n_labels:  # labelled cells by their label (the unlabelled mark is the last code)
         codes = model.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)
-        codes = np.asarray(codes).ravel()[cells].astype(int)
-        clusters = np.where(codes < n_labels, codes, clusters)
-    names = np.asarray(model.cluster_names, dtype=object)[clusters]
+        codes = np.asarray(codes).ravel().astype(int)
+        every = np.where(codes < n_labels, codes, every)
+    names = np.asarray(model.cluster_names, dtype=object)[every]
     columns = [names] + [
-        model.adata.obs[key].astype(str).to_numpy()[cells] for key in model.condition_keys
+        model.adata.obs[key].astype(str).to_numpy() for key in model.condition_keys
     ]
-    record_cluster_library_stats(model, cells, columns)  # the depth of each cell type
-    combos = Counter(zip(*columns, strict=True))
+    # The depth of each cell type, of the cells outside the test split as the pooled and
+    # per-condition library sizes (a library size is observed, not fitted).
+    read = not_test_positions(model)
+    record_cluster_library_stats(model, read, [column[read] for column in columns])
+    combos = Counter(zip(*[column[cells] for column in columns], strict=True))
     table = Counter(getattr(model, "cluster_conditions_", None) or {})
     digest, last = (
         cells_digest(model.adata.obs_names),
