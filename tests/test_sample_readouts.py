@@ -50,6 +50,12 @@ def test_sampled_cells_record_what_was_asked_and_write_to_h5ad(labelled, tmp_pat
     assert cells.obs["donor"].dtype == adata.obs["donor"].dtype  # integers, as trained
     assert model.sample(4).uns["sample"]["cluster"] == "drawn"  # no seed: none recorded
     assert "seed" not in model.sample(4).uns["sample"]
+    # whole counts in layers["counts"] too, where translate keeps them: set up alike
+    np.testing.assert_array_equal(cells.layers["counts"], cells.X)
+    assert record["counts"] == "the whole counts of X"
+    translated = model.translate(adata[:6], {"condition": "stim"}, seed=0)
+    for out in (cells, translated):  # a KeyError for the sampled cells
+        dv.model.CGMDVAE.setup_anndata(out, layer="counts")
     cells.write_h5ad(tmp_path / "drawn.h5ad")
     back = ad.read_h5ad(tmp_path / "drawn.h5ad")
     assert back.uns["sample"]["condition"]["donor"] == "9"

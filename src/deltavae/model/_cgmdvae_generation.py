@@ -77,9 +77,9 @@ class GenerationMixin:
             warning). A model saved before ``cluster_conditions_`` was kept draws the
             cluster from p(y | d) p(d) and the conditions from their own frequencies. For
             count likelihoods each cell's library size is drawn from the log-normal of the
-            training cells of its cluster and conditions (cell types differ in depth;
-            scvi-tools' library prior is per batch), else of its conditions, else of all the
-            training cells.
+            cells (outside the test split) of its cluster and conditions (cell types differ
+            in depth; scvi-tools' library prior is per batch), else of its conditions, else
+            of all those cells.
         seed
             Random seed for reproducible samples: the same seed gives the same cells on a GPU
             as on the CPU (the draws are made on the CPU), and its first cells are the same
@@ -97,19 +97,22 @@ class GenerationMixin:
 
         Returns
         -------
-        AnnData with samples in ``X`` (counts for count likelihoods), their expectation in
-        ``layers["expected"]``, and ``obs["cluster"]`` (``obs["cgmdvae_cluster"]`` where a
-        condition or the labels column is named ``"cluster"``) plus one column per
-        condition, typed like the training AnnData's, and for a model with labels its
-        labels column: each cell's cluster's label, the unlabelled mark (``"Unknown"``) for
-        a novel cluster's cells. The cells are named ``sample_<token>_<i>``, where
-        ``<token>`` is a hash of ``uns["sample"]`` (but ``n_cells``) and of the first cell
-        drawn: the same cells (the same seed) have the same names, and the cells of separate
-        calls names of their own in ``anndata.concat``. For a normal likelihood on data without
-        negative values (log-normalized), both are clipped at 0, as :meth:`translate` does.
-        ``uns["sample"]`` records what was asked: ``n_cells``, ``cluster`` and each
-        condition (the name given, or ``"drawn"``), ``seed`` (where given) and what ``X``
-        holds. This draws new cells from the generative model; scvi-tools'
+        AnnData with samples in ``X`` (whole counts for count likelihoods, also in
+        ``layers["counts"]``), their expectation in ``layers["expected"]``. :meth:`translate` and
+        :meth:`predict_perturbation` put the expectation in ``X`` and, for count likelihoods, whole
+        counts in ``layers["counts"]``: sampled and translated cells alike are set up with
+        ``setup_anndata(cells, layer="counts")`` (or normalized from that layer) as the training
+        cells were. Also ``obs["cluster"]`` (``obs["cgmdvae_cluster"]`` where a condition or the
+        labels column is named ``"cluster"``) plus one column per condition, typed like the training
+        AnnData's, and for a model with labels its labels column: each cell's cluster's label, the
+        unlabelled mark (``"Unknown"``) for a novel cluster's cells. The cells are named
+        ``sample_<token>_<i>``, where ``<token>`` is a hash of ``uns["sample"]`` (but ``n_cells``)
+        and of the first cell drawn: the same cells (the same seed) have the same names, and the
+        cells of separate calls names of their own in ``anndata.concat``. For a normal likelihood on
+        data without negative values (log-normalized), ``X`` and ``layers["expected"]`` are clipped
+        at 0, as :meth:`translate` does. ``uns["sample"]`` records what was asked: ``n_cells``,
+        ``cluster`` and each condition (the name given, or ``"drawn"``), ``seed`` (where given) and
+        what ``X`` holds. This draws new cells from the generative model; scvi-tools'
         ``posterior_predictive_sample`` redraws the given cells' data instead.
 
         Examples
@@ -168,6 +171,8 @@ class GenerationMixin:
         # The genes with their metadata, as translate keeps them.
         out = AnnData(X=x, obs=obs, var=self.adata.var.copy())
         out.layers["expected"] = expected.cpu().numpy().astype(np.float32)
+        if module.observation.is_count:  # where translate keeps them: set up alike
+            out.layers["counts"] = x.copy()
         out.uns["sample"] = record
         return out
 
@@ -297,16 +302,18 @@ class GenerationMixin:
 
         Returns
         -------
-        AnnData with the predicted expression under the target condition in ``X`` (the
-        expectation; for count likelihoods ``layers["counts"]`` holds whole counts, to be
-        normalized exactly like real cells: the expectation rounded stochastically with
-        ``residual``, one draw of the posterior predictive without), and the cells' obs with
-        the condition column(s) set to the target; ``uns["prediction"]`` records the method,
-        the target and, in words, what ``X`` holds: with ``residual``, each cell's observed
-        data plus the decoded change (averaged with the observed responses where
-        ``response_weight`` > 0: for counts on log-normalized counts, taken back to each
-        cell's library: an average of logs, so totals fall below it); without, the decoded
-        mean (for ``likelihood="zinb"`` the zero-inflated mean, dropout included).
+        AnnData with the predicted expression under the target condition in ``X`` (the expectation;
+        for count likelihoods ``layers["counts"]`` holds whole counts, to be normalized exactly like
+        real cells: the expectation rounded stochastically with ``residual``, one draw of the
+        posterior predictive without), and the cells' obs with the condition column(s) set to the
+        target; ``uns["prediction"]`` records the method, the target and, in words, what ``X``
+        holds: with ``residual``, each cell's observed data plus the decoded change (averaged with
+        the observed responses where ``response_weight`` > 0: for counts on log-normalized counts,
+        taken back to each cell's library: an average of logs, so totals fall below it); without,
+        the decoded mean (for ``likelihood="zinb"`` the zero-inflated mean, dropout included).
+        :meth:`sample`'s cells hold the whole counts in ``X`` (and in ``layers["counts"]``) and the
+        expectation in ``layers["expected"]``: both are set up with ``setup_anndata(cells,
+        layer="counts")``.
 
         Examples
         --------

@@ -95,12 +95,14 @@ def sampled_labels(model, clusters: np.ndarray) -> pd.Categorical | None:
 
 
 def _what_x_holds(likelihood: str) -> dict[str, str]:
-    """In words, what the sampled cells' ``X`` and ``layers["expected"]`` hold."""
+    """In words, what the sampled cells' ``X`` and ``layers["expected"]`` (and for counts
+    ``layers["counts"]``) hold."""
     if likelihood in ("nb", "zinb"):
         dropout = " (dropout included)" if likelihood == "zinb" else ""
         draw = f"whole counts: one draw of the negative binomial{dropout}, at a library size "
         draw += "drawn from the log-normal of its cluster's and conditions' cells in training"
-        return {"X": draw, "expected": f"the mean counts of that draw{dropout}"}
+        expected = f"the mean counts of that draw{dropout}"
+        return {"X": draw, "expected": expected, "counts": "the whole counts of X"}
     if likelihood == "bernoulli":
         return {"X": "0 or 1: one Bernoulli draw", "expected": "the probabilities of 1"}
     return {
