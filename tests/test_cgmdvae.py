@@ -62,6 +62,8 @@ def test_count_read_outs_of_a_normal_likelihood_say_why_not(blobs_model):
     model, _ = blobs_model
     with pytest.raises(NotImplementedError, match="library sizes .* likelihood is 'normal'"):
         model.get_latent_library_size(give_mean=False)
+    with pytest.raises(NotImplementedError, match="library sizes .* likelihood is 'normal'"):
+        model.get_latent_library_size()  # the likelihood first: no library size at all
     with pytest.raises(NotImplementedError, match="frequencies .* likelihood is 'normal'"):
         model.get_normalized_expression()
     with pytest.raises(NotImplementedError, match="gamma-Poisson .* likelihood is 'normal'"):

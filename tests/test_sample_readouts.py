@@ -50,6 +50,11 @@ def test_sampled_cells_record_what_was_asked_and_write_to_h5ad(labelled, tmp_pat
     assert cells.obs["donor"].dtype == adata.obs["donor"].dtype  # integers, as trained
     assert model.sample(4).uns["sample"]["cluster"] == "drawn"  # no seed: none recorded
     assert "seed" not in model.sample(4).uns["sample"]
+    # scvi-tools' RuntimeError spoke of "the module" not computing a posterior
+    with pytest.raises(ValueError, match=r"observed library size, .* pass give_mean=False"):
+        model.get_latent_library_size(indices=[0, 1])
+    observed = model.get_latent_library_size(indices=[0, 1], give_mean=False).ravel()
+    np.testing.assert_allclose(observed, np.asarray(adata.X[:2].sum(1)).ravel(), rtol=1e-5)
     # whole counts in layers["counts"] too, where translate keeps them: set up alike
     np.testing.assert_array_equal(cells.layers["counts"], cells.X)
     assert record["counts"] == "the whole counts of X"

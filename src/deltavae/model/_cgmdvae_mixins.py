@@ -4,6 +4,7 @@ expression API limited to count likelihoods."""
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
@@ -73,6 +74,14 @@ class CountExpressionMixin:
     @functools.wraps(RNASeqMixin.get_latent_library_size)
     def get_latent_library_size(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         self._needs_counts("get_latent_library_size", "the library sizes")  # not a TypeError
+        call = inspect.signature(RNASeqMixin.get_latent_library_size).bind(self, *args, **kwargs)
+        if call.arguments.get("give_mean", True):  # scvi-tools' RuntimeError: "the module"
+            raise ValueError(
+                "CGMDVAE uses each cell's observed library size, so it learns no library size "
+                "to give the mean of: read it as adata's total counts (np.asarray(adata.X."
+                "sum(1)).ravel(), or of the counts layer), or pass give_mean=False for the "
+                "library the model reads."
+            )
         return super().get_latent_library_size(*args, **kwargs)
 
     @functools.wraps(CheckedExpressionMixin.get_feature_correlation_matrix)
