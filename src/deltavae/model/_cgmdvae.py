@@ -22,6 +22,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin, _OnDevice, callback_list
 from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin, LatentMixin
+from ._cgmdvae_sizes import latent_size, refuse_one_label, warn_one_value_conditions
 from ._condition_counts import warn_untrained_combinations
 from ._count_advice import building_model, warn_if_counts
 from ._de import CheckedExpressionMixin
@@ -45,15 +46,10 @@ from ._validation import (
     check_model_arguments,
     check_obs_keys,
     check_setup_target,
-    warn_user,
 )
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 _DEFAULT_UNLABELED = "Unknown"
-
-
-#: Largest z that n_latent="auto" picks (it follows K, the number of clusters, up to here).
-_MAX_AUTO_LATENT = 64
 
 
 class CGMDVAE(
@@ -177,32 +173,16 @@ class CGMDVAE(
         elif likelihood == "normal":
             warn_if_counts(adata, setup["layer"])
         labels = self.label_names
-        if n_clusters is None and len(labels) == 1:  # one cluster per label would be 1
-            raise ValueError(
-                f"The labels hold one label ({labels[0]!r}), and n_clusters defaults to one "
-                "cluster per label; a mixture needs 2 or more: pass n_clusters=2 (the label "
-                "and the other cells) or more."
-            )
+        refuse_one_label(labels, n_clusters)  # one cluster per label would be 1
         n_clusters = self._check_n_clusters(n_clusters)
-        if n_latent == "auto":
-            wide = observation.is_count and not self.condition_keys
-            n_latent = max(16 if wide else 10, min(n_clusters, _MAX_AUTO_LATENT))
-        elif not isinstance(n_latent, (int, np.integer)) or n_latent < 1:
-            raise ValueError(f"n_latent must be a positive integer or 'auto', got {n_latent!r}.")
+        n_latent = latent_size(n_latent, n_clusters, observation.is_count, self.condition_keys)
         condition_alignment = check_condition_args(
             self, observation.is_count, condition_alignment, classifier_weight, condition_in_prior
         )
         # Label codes 0..L-1 are the labels; the unlabelled code is last (LabelsInColumnOrder).
         label_to_cluster = [*range(len(labels)), -1] if labels else None
         n_cats_per_cov = self._n_cats_per_cov()
-        for key, n_cats in zip(self.condition_keys, n_cats_per_cov, strict=True):
-            if n_cats == 1:
-                warn_user(
-                    f"condition_key {key!r} holds one value: the model learns no condition "
-                    "effect, and translate has no other condition to move cells into until "
-                    "query data of another one are mapped (load_query_data). To compare "
-                    "conditions, set up the cells of all of them together."
-                )
+        warn_one_value_conditions(self.condition_keys, n_cats_per_cov)
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_clusters=n_clusters,

@@ -1,0 +1,46 @@
+"""The sizes :class:`deltavae.model.CGMDVAE` is built with, read from its arguments and the
+registered cells: the number of clusters a labels column allows, ``n_latent="auto"`` and the
+condition keys that hold one value."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import warn_user
+
+#: Largest z that n_latent="auto" picks (it follows K, the number of clusters, up to here).
+MAX_AUTO_LATENT = 64
+
+
+def refuse_one_label(labels, n_clusters) -> None:
+    """A labels column of one label with ``n_clusters`` left to its default (one cluster per
+    label: a mixture of 1) is refused, naming ``n_clusters=2``."""
+    if n_clusters is None and len(labels) == 1:
+        raise ValueError(
+            f"The labels hold one label ({labels[0]!r}), and n_clusters defaults to one "
+            "cluster per label; a mixture needs 2 or more: pass n_clusters=2 (the label "
+            "and the other cells) or more."
+        )
+
+
+def latent_size(n_latent, n_clusters: int, is_count: bool, condition_keys) -> int:
+    """``n_latent`` checked, or for ``"auto"`` 16 for counts without condition keys, else 10;
+    K if larger, up to :data:`MAX_AUTO_LATENT`."""
+    if n_latent == "auto":
+        wide = is_count and not condition_keys
+        return max(16 if wide else 10, min(n_clusters, MAX_AUTO_LATENT))
+    if not isinstance(n_latent, (int, np.integer)) or n_latent < 1:
+        raise ValueError(f"n_latent must be a positive integer or 'auto', got {n_latent!r}.")
+    return n_latent
+
+
+def warn_one_value_conditions(keys, n_cats_per_cov) -> None:
+    """A condition key of one value: no condition effect to learn, nothing to translate to."""
+    for key, n_cats in zip(keys, n_cats_per_cov, strict=True):
+        if n_cats == 1:
+            warn_user(
+                f"condition_key {key!r} holds one value: the model learns no condition "
+                "effect, and translate has no other condition to move cells into until "
+                "query data of another one are mapped (load_query_data). To compare "
+                "conditions, set up the cells of all of them together."
+            )
