@@ -7,8 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import scvi
-import torch
-from lightning.pytorch.callbacks import Callback
+from _poison import PoisonAt
 
 import deltavae as dv
 
@@ -181,18 +180,6 @@ def test_a_query_does_not_read_its_cells_through_the_references_test_split():
     assert pred.n_obs == ctrl.n_obs
 
 
-class _PoisonAt(Callback):
-    """The module's first parameter NaN after a step of ``epoch``: the next loss is NaN."""
-
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.current_epoch == self.epoch:
-            with torch.no_grad():
-                next(pl_module.module.parameters()).fill_(float("nan"))
-
-
 def test_library_sizes_and_a_diverged_fits_record_are_of_the_cells_it_read():
     """library_log_stats_ (what sample draws library sizes from) read every cell, a test
     split's 20 cells 50 times deeper too (mean log library 7.71 for the 6.73 of the cells
@@ -227,7 +214,7 @@ def test_library_sizes_and_a_diverged_fits_record_are_of_the_cells_it_read():
     assert model.best_epoch_ == 0
     split = [cells[20:70], cells[70:], cells[:20]]  # another test split, then a NaN
     with pytest.raises(dv.train.TrainingDivergedError, match="keeps the last parameters"):
-        model.train(max_epochs=2, callbacks=[_PoisonAt(1)],
+        model.train(max_epochs=2, callbacks=[PoisonAt(1)],
                     datasplitter_kwargs={"external_indexing": split}, **fit)  # fmt: skip
     assert model.best_epoch_ is None
     trained = adata.obs["condition"].iloc[20:70].astype(str).value_counts().to_dict()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
+from _poison import PoisonAt
 
 import deltavae as dv
 from deltavae.train import TrainingDivergedError
@@ -97,18 +97,6 @@ def test_a_count_models_run_that_started_far_off_is_still_judged_on_its_elbos_si
     assert seen == [True]
 
 
-class _PoisonAt(Callback):
-    """The module's first parameter NaN after a step: the next loss is NaN."""
-
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.current_epoch == self.epoch:
-            with torch.no_grad():
-                next(pl_module.module.parameters()).fill_(float("nan"))
-
-
 def test_saving_a_diverged_model_warns_and_nan_parameters_are_refused(tmp_path):
     """A diverged model was saved without a word (only a read-out after loading said so),
     and NaN parameters were saved as they were."""
@@ -116,7 +104,7 @@ def test_saving_a_diverged_model_warns_and_nan_parameters_are_refused(tmp_path):
     dv.model.ZINBVAE.setup_anndata(adata)
     model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
     with pytest.raises(TrainingDivergedError):
-        model.train(max_epochs=4, callbacks=[_PoisonAt(1)], **TRAIN)
+        model.train(max_epochs=4, callbacks=[PoisonAt(1)], **TRAIN)
     said = r"Saving a model whose last training diverged \(the .* loss became nan"
     with pytest.warns(dv.train.NotConvergedWarning, match=said + ".*lower learning rate"):
         model.save(tmp_path / "diverged")
@@ -176,7 +164,7 @@ def test_diverged_advice_is_a_tenth_of_the_rate_or_the_models_default(rate, advi
             spots, reference=ref, labels_key="cluster", inference="per_spot"
         )
     with pytest.raises(TrainingDivergedError) as info:
-        model.train(max_epochs=3, lr=rate, callbacks=[_PoisonAt(1)], **TRAIN)
+        model.train(max_epochs=3, lr=rate, callbacks=[PoisonAt(1)], **TRAIN)
     assert f"e.g. train(lr={advised}) (this run used lr={rate:g})" in str(info.value)
 
 

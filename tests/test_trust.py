@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from _poison import PoisonAt
 from lightning.pytorch.callbacks import Callback
 
 import deltavae as dv
@@ -54,16 +55,6 @@ def _assert_unchanged(adata, snap):
 
 
 # ----------------------------------------------------------------------------- divergence
-class _PoisonAt(Callback):
-    """Makes the module's first parameter NaN after one step: the next loss is NaN."""
-
-    def __init__(self, epoch: int, step: int):
-        self.epoch, self.step = epoch, step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if (trainer.current_epoch, batch_idx) == (self.epoch, self.step):
-            with torch.no_grad():
-                next(pl_module.module.parameters()).fill_(float("nan"))
 
 
 @pytest.mark.parametrize("which", ["zinbvae", "cgmdvae", "cgmdvae_start"])
@@ -103,7 +94,7 @@ def test_divergence_keeps_the_last_finite_parameters(which):
     model = _zinbvae(adata) if which == "zinbvae" else _cgmdvae(adata)
     kwargs = {"mixture_init": "kmeans"} if which == "cgmdvae" else {}
     with pytest.raises(TrainingDivergedError, match="epoch 2, step 1 of 2") as info:
-        model.train(max_epochs=6, callbacks=[_PoisonAt(2, 0)], **kwargs, **TRAIN)
+        model.train(max_epochs=6, callbacks=[PoisonAt(2, 0)], **kwargs, **TRAIN)
     assert info.value.restored_at == (2, 0)
     assert "epoch 2, step 0" in str(info.value)
     params = torch.cat([p.detach().flatten() for p in model.module.parameters()])
@@ -151,7 +142,7 @@ def test_losses_read_every_few_steps_still_stop_at_the_first_non_finite_one(
         # across epochs (reads and kept parameters after steps (0, 3), (0, 7), (1, 2), (1, 6),
         # (2, 1), (2, 5)) and every epoch's losses are read before its validation.
         model.train(
-            max_epochs=6, batch_size=batch, callbacks=[_PoisonAt(2, poison)], **kwargs, **TRAIN
+            max_epochs=6, batch_size=batch, callbacks=[PoisonAt(2, poison)], **kwargs, **TRAIN
         )
     assert info.value.restored_at == restored
     assert "(epoch {}, step {})".format(*restored) in str(info.value)
@@ -199,7 +190,7 @@ def test_a_diverged_model_says_so_after_save_and_load(tmp_path):
         warnings.simplefilter("error")
         model.get_latent_representation()
     with pytest.raises(TrainingDivergedError):
-        model.train(max_epochs=4, callbacks=[_PoisonAt(1, 0)], **TRAIN)
+        model.train(max_epochs=4, callbacks=[PoisonAt(1, 0)], **TRAIN)
     model.save(tmp_path / "m")
     loaded = dv.model.ZINBVAE.load(tmp_path / "m", adata)
     with pytest.warns(dv.train.NotConvergedWarning, match="last training diverged"):
@@ -238,7 +229,7 @@ def test_restore_best_never_keeps_nan_weights():
             max_epochs=8,
             mixture_init="kmeans",
             restore_best=True,
-            callbacks=[_PoisonAt(6, 0)],
+            callbacks=[PoisonAt(6, 0)],
             **TRAIN,
         )
     assert np.isfinite(model.predict_clusters(soft=True)).all()

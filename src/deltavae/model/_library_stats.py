@@ -44,13 +44,21 @@ def record_library_stats(model, log_lib: np.ndarray | None = None, rows=None) ->
     groups = [obs[key].astype(str).to_numpy() for key in keys]
     if log_lib is None:
         log_lib = log_libraries(model) if rows is None else log_libraries(model)[rows]
-    table = pd.Series(log_lib).groupby(groups).agg(["mean", "std", "size"])
-    stats = dict(getattr(model, "library_log_stats_by_condition_", None) or {})
+    earlier = getattr(model, "library_log_stats_by_condition_", None)
+    model.library_log_stats_by_condition_ = _grouped_stats(log_lib, groups, earlier)
+
+
+def _grouped_stats(log_lib: np.ndarray, groups: list, earlier: dict | None) -> dict:
+    """``earlier`` (or nothing) updated with the mean and sd (numpy's, ``ddof=0``; None
+    under :data:`MIN_CELLS_FOR_SD` cells) of ``log_lib`` per combination of ``groups``
+    (arrays of the cells' values), keyed by the combination's values as strings."""
+    table = pd.Series(log_lib).groupby(list(groups)).agg(["mean", "std", "size"])
+    stats = dict(earlier or {})
     for combo, (mean, sd, n) in zip(table.index, table.to_numpy(), strict=True):
         combo = combo if isinstance(combo, tuple) else (combo,)
-        sd = sd * np.sqrt((n - 1) / n) if n >= MIN_CELLS_FOR_SD else None  # numpy's std
+        sd = sd * np.sqrt((n - 1) / n) if n >= MIN_CELLS_FOR_SD else None
         stats[tuple(map(str, combo))] = (float(mean), None if sd is None else float(sd))
-    model.library_log_stats_by_condition_ = stats
+    return stats
 
 
 def record_cluster_library_stats(model, cells: np.ndarray, columns: list) -> None:
@@ -64,14 +72,9 @@ def record_cluster_library_stats(model, cells: np.ndarray, columns: list) -> Non
     libraries of a condition's cells, drawn for every type alike, did not keep."""
     if not model.module.observation.is_count:
         return
+    earlier = getattr(model, "library_log_stats_by_cluster_", None)
     log_lib = log_libraries(model)[cells]
-    table = pd.Series(log_lib).groupby(list(columns)).agg(["mean", "std", "size"])
-    stats = dict(getattr(model, "library_log_stats_by_cluster_", None) or {})
-    for combo, (mean, sd, n) in zip(table.index, table.to_numpy(), strict=True):
-        combo = combo if isinstance(combo, tuple) else (combo,)
-        sd = sd * np.sqrt((n - 1) / n) if n >= MIN_CELLS_FOR_SD else None  # numpy's std
-        stats[tuple(map(str, combo))] = (float(mean), None if sd is None else float(sd))
-    model.library_log_stats_by_cluster_ = stats
+    model.library_log_stats_by_cluster_ = _grouped_stats(log_lib, columns, earlier)
 
 
 def cell_library_stats(
