@@ -354,7 +354,9 @@ class CGMDVAE(
         refit_mixture = self._resolve_refit(refit_mixture, started)
         if "_train_record" in self.__dict__:  # train_args_ keeps what "auto" came to
             self._train_record["refit_mixture"] = refit_mixture
-        with self._recording_training_cells():  # also of a diverged fit that kept its steps
+        # Recorded once the fit and its refit end (the refit's clusters), and also of a
+        # diverged fit that kept its steps.
+        with self._recording_training_cells():
             out = super().train(
                 max_epochs=max_epochs,
                 callbacks=callbacks,
@@ -362,9 +364,8 @@ class CGMDVAE(
                 restore_best=restore_best,
                 **kwargs,
             )
-        if refit_mixture:
-            self._refit_mixture(mixture_init)
-            self._record_training_cells()  # again: the clusters after the refit (idempotent)
+            if refit_mixture:
+                self._refit_mixture(mixture_init)
         self._warn_if_clusters_empty(max_epochs)
         return out
 

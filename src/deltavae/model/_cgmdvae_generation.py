@@ -223,16 +223,19 @@ class GenerationMixin:
         if last is None or last[0] != self.adata_manager.adata_uuid:  # cells new to the counts
             self._library_before = (getattr(self, "library_log_stats_", None), cells_counted(self))
         record_condition_counts(self)
-        if self.module.observation.is_count:  # one read of the counts for both records
+        every_lib = None
+        if self.module.observation.is_count:  # one read of the counts for every record
+            every_lib = log_libraries(self)
             rows = not_test_positions(self)  # the cells counted (cells_read), not a test split
-            log_lib = log_libraries(self)[rows]
+            log_lib = every_lib[rows]
             stats = float(log_lib.mean()), float(log_lib.std())
             earlier, n_earlier = getattr(self, "_library_before", (None, 0))
             # joined to those of the cells counted before these
             self.library_log_stats_ = pooled(earlier, n_earlier, stats, len(rows))
             record_library_stats(self, log_lib, rows)
         record_label_conditions(self)
-        record_cluster_conditions(self)  # the clusters and conditions sample draws together
+        # The clusters and conditions sample draws together, and the depth of each.
+        record_cluster_conditions(self, every_lib)
 
     @torch.inference_mode()
     def translate(

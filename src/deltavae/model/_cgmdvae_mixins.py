@@ -342,10 +342,11 @@ class ClustersMixin(PredictionsMixin):
     def _warn_if_clusters_empty(self, max_epochs: int) -> None:
         """Say so when training ends with empty clusters (not a query's: its reference's), or
         with labels none of whose cells trained."""
+        clusters = self.__dict__.pop("_clusters_after_fit", None)  # the fit's record read them
         warn_labels_without_training_cells(self)
         if self.is_query_model:
             return
-        warn_if_clusters_empty(self, max_epochs)
+        warn_if_clusters_empty(self, max_epochs, clusters)
 
     def _check_n_clusters(self, n_clusters) -> int:
         """The number of clusters: as given, or one per label (10 without labels)."""

@@ -30,9 +30,9 @@ def labelled_training_cells(model) -> np.ndarray:
     return np.bincount(codes, minlength=len(counts))
 
 
-def warn_if_clusters_empty(model, max_epochs: int) -> None:
-    """Say so when training ends with clusters no cell is predicted in (see the module)."""
-    clusters = model.__dict__.pop("_clusters_after_fit", None)  # read by the fit's record
+def warn_if_clusters_empty(model, max_epochs: int, clusters=None) -> None:
+    """Say so when training ends with clusters no cell is predicted in (see the module);
+    ``clusters``: every cell's predicted cluster, where the fit's record read them."""
     clusters = model.predict_clusters() if clusters is None else clusters
     sizes = np.bincount(clusters, minlength=model.module.n_clusters)
     names = model.cluster_names

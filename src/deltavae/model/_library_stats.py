@@ -61,7 +61,9 @@ def _grouped_stats(log_lib: np.ndarray, groups: list, earlier: dict | None) -> d
     return stats
 
 
-def record_cluster_library_stats(model, cells: np.ndarray, columns: list) -> None:
+def record_cluster_library_stats(
+    model, cells: np.ndarray, columns: list, log_lib: np.ndarray | None = None
+) -> None:
     """After a fit, for count likelihoods: mean and sd of the log library sizes of the
     cells at positions ``cells`` (outside the test split, as
     :func:`record_library_stats`'s) per ``(cluster, *condition values)`` (``columns``:
@@ -69,11 +71,12 @@ def record_cluster_library_stats(model, cells: np.ndarray, columns: list) -> Non
     ``library_log_stats_by_cluster_`` (saved with the model; a combination of this fit
     replaces an earlier fit's); sd None under :data:`MIN_CELLS_FOR_SD` cells. Cell types
     differ in depth (Kang IFN-beta: monocytes 2-3x the counts of T and B cells), which the
-    libraries of a condition's cells, drawn for every type alike, did not keep."""
+    libraries of a condition's cells, drawn for every type alike, did not keep. ``log_lib``:
+    every cell's log library size (:func:`log_libraries`), where read already."""
     if not model.module.observation.is_count:
         return
     earlier = getattr(model, "library_log_stats_by_cluster_", None)
-    log_lib = log_libraries(model)[cells]
+    log_lib = (log_libraries(model) if log_lib is None else log_lib)[cells]
     model.library_log_stats_by_cluster_ = _grouped_stats(log_lib, columns, earlier)
 
 

@@ -22,13 +22,14 @@ from ._library_stats import record_cluster_library_stats
 from ._validation import warn_user
 
 
-def record_cluster_conditions(model) -> None:
+def record_cluster_conditions(model, log_lib: np.ndarray | None = None) -> None:
     """After a fit: the training cells (``train_indices``) per ``(cluster, *condition
     values)`` (strings: the cluster's name, then the condition keys' values in their order),
     labelled cells by their label and the others by their most probable cluster, in
     ``model.cluster_conditions_`` (saved with the model). Added to what fits on other cells
     recorded (a query's to its reference's); a fit again of the same cells (by name, after
-    ``load`` too: ``cluster_conditions_last_``) replaces what the last fit of them recorded."""
+    ``load`` too: ``cluster_conditions_last_``) replaces what the last fit of them recorded.
+    ``log_lib``: every cell's log library size where the caller read it already."""
     from ..train._record import cells_digest
 
     cells = training_positions(model)
@@ -48,7 +49,7 @@ def record_cluster_conditions(model) -> None:
     # The depth of each cell type, of the cells outside the test split as the pooled and
     # per-condition library sizes (a library size is observed, not fitted).
     read = not_test_positions(model)
-    record_cluster_library_stats(model, read, [column[read] for column in columns])
+    record_cluster_library_stats(model, read, [column[read] for column in columns], log_lib)
     combos = Counter(zip(*[column[cells] for column in columns], strict=True))
     table = Counter(getattr(model, "cluster_conditions_", None) or {})
     digest, last = (
