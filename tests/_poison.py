@@ -1,5 +1,5 @@
-"""A Lightning callback that makes a fit diverge on purpose, for the tests of what a diverged
-fit keeps, records and says."""
+"""Lightning callbacks that break a fit on purpose (a NaN loss, a Ctrl-C), for the tests of
+what a diverged or interrupted fit keeps, records and says."""
 
 from __future__ import annotations
 
@@ -18,3 +18,14 @@ class PoisonAt(Callback):
         if trainer.current_epoch == self.epoch and self.step in (None, batch_idx):
             with torch.no_grad():
                 next(pl_module.module.parameters()).fill_(float("nan"))
+
+
+class InterruptAt(Callback):
+    """Raises KeyboardInterrupt (Ctrl-C) at the end of ``epoch``."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt

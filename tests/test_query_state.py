@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from lightning.pytorch.callbacks import Callback
+from _poison import InterruptAt
 
 import deltavae as dv
 
@@ -32,15 +32,6 @@ def _reference(cls, ref, epochs=2):
         warnings.simplefilter("ignore")  # a few epochs: not converged, said elsewhere
         model.train(max_epochs=epochs, **FAST)
     return model
-
-
-class _InterruptAt(Callback):
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.current_epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("cls", [dv.model.ZINBVAE, dv.model.CGMDVAE])
@@ -69,7 +60,7 @@ def test_a_query_model_keeps_no_record_of_its_references_training(cls):
     assert len(reference.history["elbo_train"]) == 2 and reference.train_args_["max_epochs"] == 2
     assert set(model.trained_categories_["condition"]) == {"c0", "c1"}
     with pytest.raises(KeyboardInterrupt, match="interrupted after 1 of its 4 epochs"):
-        model.train(max_epochs=4, callbacks=[_InterruptAt(1)], **FAST)
+        model.train(max_epochs=4, callbacks=[InterruptAt(1)], **FAST)
     assert model.history["elbo_train"].index.tolist() == [0]
     assert model.train_args_["max_epochs"] == 4
     assert set(model.trained_categories_["condition"]) == {"c0", "c1", "c2"}

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-from _poison import PoisonAt
+from _poison import InterruptAt, PoisonAt
 from lightning.pytorch.callbacks import Callback
 
 import deltavae as dv
@@ -523,31 +523,20 @@ def test_a_run_cut_short_by_max_steps_or_max_time_says_which():
         model.get_latent_representation()
 
 
-class _InterruptAt(Callback):
-    """Raise KeyboardInterrupt (Ctrl-C) at the end of an epoch."""
-
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.current_epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
 def test_an_interrupted_fit_says_so_and_keeps_what_it_learnt():
     """Lightning answers Ctrl-C with SystemExit(1): a notebook showed "SystemExit: 1" and the
     model refused every read-out as untrained after epochs of training."""
     model = _zinbvae(_counts())
     with pytest.raises(KeyboardInterrupt, match="interrupted after 2 of its 400 epochs"):
-        model.train(max_epochs=400, callbacks=[_InterruptAt(2)], **TRAIN)
+        model.train(max_epochs=400, callbacks=[InterruptAt(2)], **TRAIN)
     assert model.is_trained_ and not model.module.training
     assert np.isfinite(model.get_latent_representation()).all()
     # A second run counts its own epochs.
     with pytest.raises(KeyboardInterrupt, match="interrupted after 1 of its 50 epochs"):
-        model.train(max_epochs=50, callbacks=[_InterruptAt(1)], **TRAIN)
+        model.train(max_epochs=50, callbacks=[InterruptAt(1)], **TRAIN)
     fresh = _zinbvae(_counts())
     with pytest.raises(KeyboardInterrupt, match="no epoch completed"):
-        fresh.train(max_epochs=400, callbacks=[_InterruptAt(0)], **TRAIN)
+        fresh.train(max_epochs=400, callbacks=[InterruptAt(0)], **TRAIN)
     assert not fresh.is_trained_
 
 
