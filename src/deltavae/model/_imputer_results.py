@@ -378,8 +378,7 @@ class ImputerResultsMixin:
             else:
                 z = self.get_latent_representation(adata, batch_size=batch_size)
         what = ", proportions and abundance" if self.design_ == "deconvolution" else " and latents"
-        positions, _ = self._spot_positions(adata, None)
-        empty = self._empty(positions)
+        empty = imputed.isna().all(axis=1)  # impute's NaN rows: the spots without counts
         warn_empty_spots(int(empty.sum()), len(empty), f"imputed values{what}", self.adata.n_vars)
         if self.design_ != "deconvolution":
             name = self.latent_key.removeprefix("X_")
