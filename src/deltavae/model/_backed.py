@@ -13,8 +13,13 @@ from .._checks import check_anndata
 from .._io import result_slots, write_obs_columns
 from ._left_out import fitted_mask, write_fitted_spots
 from ._matrices import check_still_on_disk, memory_copy, on_disk
-from ._scanpy_keys import columns_with_scanpy_keys, sync_scanpy_keys, update_scanpy_keys
-from ._stale_labels import forget_scanpy_keys, remove_obs_columns
+from ._scanpy_keys import (
+    columns_with_scanpy_keys,
+    forget_scanpy_keys,
+    sync_scanpy_keys,
+    update_scanpy_keys,
+)
+from ._stale_labels import remove_obs_columns
 from ._validation import warn_user
 
 _ROWS_PER_WRITE = 10_000

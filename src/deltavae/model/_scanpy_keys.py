@@ -25,6 +25,19 @@ def _dendrogram_key(name: str) -> str:
     return f"dendrogram_{name}"
 
 
+def scanpy_uns_keys(name: str) -> tuple[str, str]:
+    """The ``uns`` keys scanpy keeps of obs column ``name``: its colours, its dendrogram."""
+    return _colour_key(name), _dendrogram_key(name)
+
+
+def forget_scanpy_keys(adata: AnnData, names: list[str]) -> None:
+    """scanpy's colours and dendrogram of the obs columns ``names``, removed by the write,
+    removed from ``adata.uns`` too (applied by position to a column written later)."""
+    for name in names:
+        for uns_key in scanpy_uns_keys(name):
+            adata.uns.pop(uns_key, None)
+
+
 def _categories(values: pd.Series) -> pd.Index | None:
     """The categories scanpy colours ``values`` by: a categorical's own, a string column's
     sorted values (scanpy makes it categorical); ``None`` for numbers (a colour scale)."""
@@ -44,7 +57,7 @@ def columns_with_scanpy_keys(adata: AnnData | None) -> dict[str, pd.Series]:
     return {
         name: adata.obs[name].copy()
         for name in adata.obs.columns
-        if {_colour_key(name), _dendrogram_key(name)} & keys
+        if set(scanpy_uns_keys(name)) & keys
     }
 
 
@@ -95,7 +108,7 @@ def sync_scanpy_keys(group, adata: AnnData, keys: list[str]) -> None:
         slot, name = key.split("/", 1)
         if slot != "obs":
             continue
-        for uns_key in (_colour_key(name), _dendrogram_key(name)):
+        for uns_key in scanpy_uns_keys(name):
             stored = "uns" in group and uns_key in group["uns"]
             if uns_key in adata.uns:
                 if "uns" not in group:

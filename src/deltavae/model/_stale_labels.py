@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
+from ._scanpy_keys import scanpy_uns_keys
+
 
 def _ours(adata: AnnData, key: str) -> bool:
     """Whether ``<key>_label`` and ``<key>_label_confidence`` are as a query write left them:
@@ -48,14 +50,6 @@ def drop_stale_labels(adata: AnnData, key: str, query: bool) -> AnnData:
     return adata
 
 
-def forget_scanpy_keys(adata: AnnData, names: list[str]) -> None:
-    """scanpy's colours and dendrogram of the obs columns ``names``, removed by the write,
-    removed from ``adata.uns`` too (applied by position to a column written later)."""
-    for name in names:
-        for uns_key in (f"{name}_colors", f"dendrogram_{name}"):
-            adata.uns.pop(uns_key, None)
-
-
 def remove_obs_columns(h5, names: list[str]) -> None:
     """Remove the obs columns ``names`` (removed in memory by the write) from an .h5ad file
     open for writing (``h5``, its root), with their scanpy colours and dendrogram."""
@@ -63,7 +57,7 @@ def remove_obs_columns(h5, names: list[str]) -> None:
     for name in names:
         if name in stored:
             del stored[name]
-        for uns_key in (f"{name}_colors", f"dendrogram_{name}"):
+        for uns_key in scanpy_uns_keys(name):
             if "uns" in h5 and uns_key in h5["uns"]:
                 del h5["uns"][uns_key]
     order = [str(c) for c in stored.attrs.get("column-order", []) if str(c) not in names]
