@@ -207,13 +207,19 @@ def panel_titles(title, defaults: list[str]) -> tuple[list[str], str | None]:
     return titles, None
 
 
+def _items(ax) -> list:
+    """What a sequence given as ``ax`` holds, flattened (``plt.subplots``' arrays); nothing
+    for a string."""
+    return [] if isinstance(ax, str) else list(np.asarray(ax, dtype=object).ravel())
+
+
 def one_axes(ax, plot: str) -> Axes | None:
     """``ax`` of a plot drawing one panel: an Axes, or a sequence holding one (the array of
     ``plt.subplots(1, 1, squeeze=False)``); several Axes (``plt.subplots(1, 2)``) or anything
     else is refused by name (its error was an AttributeError about ``plot``)."""
     if ax is None or isinstance(ax, Axes):
         return ax
-    many = np.asarray(ax, dtype=object).ravel() if not isinstance(ax, str) else []
+    many = _items(ax)
     if len(many) == 1 and isinstance(many[0], Axes):
         return many[0]
     if len(many) and all(isinstance(a, Axes) for a in many):
@@ -299,7 +305,7 @@ def panel_axes(
     subplots.setdefault("layout", "constrained")
     if ax is not None and not isinstance(ax, Axes):
         # a sequence of Axes (plt.subplots(1, 2)): one per panel, in order
-        given = np.asarray(ax, dtype=object).ravel() if not isinstance(ax, str) else []
+        given = _items(ax)
         if not (len(given) and all(isinstance(a, Axes) for a in given)):
             raise TypeError(
                 "ax must be a matplotlib Axes (one panel) or a sequence of Axes, one per "
