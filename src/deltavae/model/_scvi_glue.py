@@ -451,23 +451,26 @@ def scvi_init_names(init):
 @contextlib.contextmanager
 def seeded(module, seed: int | None):
     """torch's generators seeded with ``seed`` inside, as they were outside (nothing done for
-    ``None``). ``torch.manual_seed`` seeds every GPU's generator, so all of them are forked
-    when the module is on one (forking "cuda" on a CPU build fails); a module on the CPU
+    ``None``): the CPU's, and those of the module's kind of device (every GPU's, as
+    ``torch.manual_seed`` seeds them all), each forked and restored. A module on the CPU
     seeds the CPU's alone: ``torch.manual_seed`` would reseed the GPUs for good (or queue
     that for CUDA's start, where it replaced the ``scvi.settings.seed`` of a GPU model
-    trained next)."""
+    trained next); forking CUDA's alone left a model on MPS (or XPU) with its device's
+    generator reseeded for good."""
     if seed is None:
         yield
         return
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**64:
         raise ValueError(f"seed must be an integer in [0, 2**64) or None, got {seed!r}.")
     seed = int(seed)  # numpy's: torch takes Python integers only
-    cuda = module.device.type == "cuda"
-    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []):
-        if module.device.type == "cpu":
-            torch.random.default_generator.manual_seed(seed)
-        else:
-            torch.manual_seed(seed)
+    kind = module.device.type
+    device_module = None if kind in ("cpu", "meta") else torch.get_device_module(kind)
+    # Forking "cuda" on a CPU build fails: the device's generators only where it is in use.
+    devices = list(range(device_module.device_count())) if device_module is not None else []
+    with torch.random.fork_rng(devices=devices, device_type=kind if devices else "cpu"):
+        torch.random.default_generator.manual_seed(seed)
+        if devices:
+            getattr(device_module, "manual_seed_all", device_module.manual_seed)(seed)
         yield
 
 
