@@ -13,7 +13,13 @@ from scvi.model.base import VAEMixin
 
 from ._de_checks import check_dataloader_alone
 from ._loader_keywords import check_module_keywords
-from ._readout_docs import MARGINAL_MEAN, ON_THE_CPU, RECONSTRUCTION_SIGN, with_note
+from ._readout_docs import (
+    AGGREGATED_ON_DEVICE,
+    MARGINAL_MEAN,
+    ON_THE_CPU,
+    RECONSTRUCTION_SIGN,
+    with_note,
+)
 
 __all__ = ["HostResultsMixin"]
 
@@ -80,6 +86,10 @@ class HostResultsMixin:
         from ._abundance import aggregated_posterior  # q(z)'s scale, not its variance
 
         return aggregated_posterior(self, adata, indices, batch_size, dof)
+
+    get_aggregated_posterior.__doc__ = with_note(
+        VAEMixin.get_aggregated_posterior.__doc__, AGGREGATED_ON_DEVICE
+    )
 
     @functools.wraps(VAEMixin.differential_abundance)
     def differential_abundance(  # noqa: D102 - scvi-tools' docstring

@@ -88,3 +88,8 @@ log-likelihood ``-log p(x | z)`` (as scvi-tools computes it too): lower is bette
 MARGINAL_MEAN = """``return_mean=True`` gives the mean over the cells, as a float: scvi-tools
 averaged the minibatches' means, so a short last minibatch weighed as much as a full one and
 the result moved with ``batch_size``. Per cell (``return_mean=False``): a CPU tensor."""
+
+AGGREGATED_ON_DEVICE = """The mixture lives on the model's device, as scvi-tools' does: give
+``log_prob`` values there (``torch.as_tensor(z, device=model.device)``) and bring draws back
+with ``.cpu()``. Each component's scale is the square root of the cell's q(z) variance
+(scvi-tools 1.4 took the variance itself as the scale)."""
