@@ -341,34 +341,6 @@ def test_a_seeded_read_out_on_the_cpu_leaves_the_gpus_generators_alone(cgmdvae, 
     assert not gpus_seeded
 
 
-@pytest.mark.parametrize("kind", ["mps", "xpu"])
-def test_seeded_restores_the_generators_of_a_model_on_mps_or_xpu(kind, monkeypatch):
-    """``seeded`` forked CUDA's generators only and seeded with ``torch.manual_seed``: a
-    seeded read-out of a model on MPS (or XPU) left that device's generator reseeded for
-    good, so the user's later draws there repeated. Its generator stands in here as a CPU
-    one."""
-    from types import SimpleNamespace
-
-    from deltavae.model._scvi_glue import seeded
-
-    generator = torch.Generator().manual_seed(123)
-    device_module = getattr(torch, kind)
-    for name in ("manual_seed", "manual_seed_all"):
-        if hasattr(device_module, name):
-            monkeypatch.setattr(device_module, name, lambda s: generator.manual_seed(int(s)))
-    monkeypatch.setattr(device_module, "get_rng_state", lambda device=kind: generator.get_state())
-    monkeypatch.setattr(
-        device_module, "set_rng_state", lambda state, device=kind: generator.set_state(state)
-    )
-    monkeypatch.setattr(device_module, "device_count", lambda: 1)
-    before, cpu = generator.get_state(), torch.get_rng_state()
-    with seeded(SimpleNamespace(device=torch.device(kind)), 7):
-        assert generator.initial_seed() == 7  # the device's draws follow the seed too
-        torch.rand(3)
-    assert torch.equal(generator.get_state(), before)
-    assert torch.equal(torch.get_rng_state(), cpu)
-
-
 @pytest.fixture
 def float64_default():
     """torch's default dtype float64 (a user's ``torch.set_default_dtype``), restored after."""

@@ -412,12 +412,14 @@ def session_kept():
     import scvi
     import torch
 
+    from ._rng import accelerator_states, put_back_states
+
     seed, cudnn = scvi.settings._seed, torch.backends.cudnn
     flags = (cudnn.deterministic, cudnn.benchmark)
     states = (random.getstate(), np.random.get_state(), torch.get_rng_state())  # noqa: NPY002
-    # Only when CUDA is already in use: reading its generators would start it on every GPU
-    # (memory on each; DDP refuses to start after it), also for a run on the CPU.
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    # The accelerator's (CUDA's, MPS's, ...), CUDA's only when already in use: reading its
+    # generators would start it on every GPU (memory on each; DDP refuses to start after it).
+    accelerator = accelerator_states()
     environment = {name: os.environ.get(name) for name in _SEED_ENVIRONMENT}
     figures = set(plt.get_fignums())
     try:
@@ -428,8 +430,7 @@ def session_kept():
         random.setstate(states[0])
         np.random.set_state(states[1])  # noqa: NPY002
         torch.set_rng_state(states[2])
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
+        put_back_states(accelerator)
         for name, value in environment.items():
             if value is None:
                 os.environ.pop(name, None)

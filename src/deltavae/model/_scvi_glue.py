@@ -463,14 +463,9 @@ def seeded(module, seed: int | None):
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**64:
         raise ValueError(f"seed must be an integer in [0, 2**64) or None, got {seed!r}.")
     seed = int(seed)  # numpy's: torch takes Python integers only
-    kind = module.device.type
-    device_module = None if kind in ("cpu", "meta") else torch.get_device_module(kind)
-    # Forking "cuda" on a CPU build fails: the device's generators only where it is in use.
-    devices = list(range(device_module.device_count())) if device_module is not None else []
-    with torch.random.fork_rng(devices=devices, device_type=kind if devices else "cpu"):
-        torch.random.default_generator.manual_seed(seed)
-        if devices:
-            getattr(device_module, "manual_seed_all", device_module.manual_seed)(seed)
+    from .._rng import seeded_generators
+
+    with seeded_generators(module.device, seed):
         yield
 
 

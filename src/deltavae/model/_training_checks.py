@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from .._checks import short_repr
+from .._rng import forked_generators
 from ..train._data import split_sizes
 from ._device_args import check_accelerator
 from ._plan_checks import check_plan_names, check_plan_numbers
@@ -257,7 +258,7 @@ def _term_names(model) -> set[str]:
     try:
         with (
             torch.no_grad(),
-            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+            forked_generators(device),
         ):
             loader = model._make_data_loader(adata=model.adata, indices=cells, batch_size=2)
             batch = next(iter(loader))  # a loader's iterator draws its seed

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .._checks import short_repr
+from .._rng import forked_generators
 from ..train._convergence import (
     DEFAULT_LR,
     NotConvergedWarning,
@@ -95,8 +96,7 @@ def say_if_read_outs_are_off(model, run: dict, rate) -> None:
     last, fall = float(elbo[-1]), float(elbo[0] - elbo.min())
     cells = model.train_indices
     cells = np.arange(model.adata.n_obs) if cells is None else np.sort(np.asarray(cells))
-    devices = [model.device] if model.device.type == "cuda" else []
-    with warnings.catch_warnings(), torch.random.fork_rng(devices=devices):
+    with warnings.catch_warnings(), forked_generators(model.device):
         warnings.simplefilter("ignore")  # the read-out's own notes: the verdict is this one
         error = model.get_reconstruction_error(indices=cells[:CHECKED_CELLS])
     value = float(next(iter(error.values())) if isinstance(error, dict) else error)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from .._rng import forked_generators
+
 #: Training steps between two reads of the losses on an accelerator (1 on the CPU).
 CHECK_EVERY = 20
 
@@ -230,10 +232,9 @@ class DivergenceGuard:
             return False
         from lightning.pytorch.utilities import move_data_to_device
 
-        devices = [self.device] if self.device.type == "cuda" else []
         self.module.load_state_dict(start, strict=False)
         try:
-            with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            with torch.no_grad(), forked_generators(self.device):
                 for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
                     for batch in loader:
                         loss = self._loss(move_data_to_device(batch, self.device), 1.0)[0]

@@ -21,6 +21,7 @@ import torch
 from scvi import REGISTRY_KEYS
 from scvi.train import LowLevelPyroTrainingPlan
 
+from .._rng import forked_generators
 from ._checkpoint import keep_frozen_entries
 from ._convergence import DEFAULT_LR, record_stop
 from ._divergence import DivergenceGuard, trained_state
@@ -388,10 +389,9 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         ``loss``): ``reconstruction_loss`` and each local KL term."""
         # The terms sample again; a forked RNG keeps training draws independent of them, and
         # BatchNorm's running statistics are put back, so logging never changes training.
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
         changing = trained_state(self.module, parameters=False).values()
         buffers = [(b, b.clone()) for b in changing] if self.training else []
-        with torch.random.fork_rng(devices=devices):
+        with forked_generators(self.device):
             _, _, terms = self.module(batch)
         for buffer, kept in buffers:
             buffer.copy_(kept)

@@ -1,0 +1,97 @@
+"""torch's random generators forked, seeded and put back on any kind of device.
+
+``torch.random.fork_rng`` forks the CPU's generator and, of one kind of device, those of the
+devices it is given: the kind defaults to the machine's accelerator, and code that passed
+``devices=[device] if device.type == "cuda" else []`` forked the CPU's alone on MPS or XPU,
+whose generator a pass inside then moved on for good. These helpers take the kind from the
+device itself.
+
+Examples
+--------
+>>> import torch
+>>> before = torch.get_rng_state()
+>>> with forked_generators(torch.device("cpu")):
+...     _ = torch.rand(3)
+>>> bool(torch.equal(torch.get_rng_state(), before))
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+__all__ = ["accelerator_states", "forked_generators", "put_back_states"]
+
+
+def _device_module(kind: str):
+    """torch's module of a kind of device (``torch.cuda``, ``torch.mps``, ...); None for the
+    CPU and the meta device, which have no generator of their own."""
+    return None if kind in ("cpu", "meta") else torch.get_device_module(kind)
+
+
+def forked_generators(device, every_device: bool = False):
+    """A context in which the CPU's generator and ``device``'s (with ``every_device``, those of
+    every device of its kind, as ``torch.manual_seed`` seeds them all) are forked: put back as
+    they were on leaving it, whatever drew inside.
+
+    Examples
+    --------
+    >>> import torch
+    >>> with forked_generators("cpu"):
+    ...     _ = torch.manual_seed(0)
+    """
+    device = torch.device(device)
+    module = _device_module(device.type)
+    if module is None:
+        return torch.random.fork_rng(devices=[], device_type="cpu")
+    devices = list(range(module.device_count())) if every_device else [device]
+    return torch.random.fork_rng(devices=devices, device_type=device.type)
+
+
+@contextlib.contextmanager
+def seeded_generators(device, seed: int):
+    """The CPU's generator and those of every device of ``device``'s kind seeded with ``seed``
+    inside, as they were outside: ``torch.manual_seed`` would reseed every kind of device for
+    good (or queue that for CUDA's start).
+
+    Examples
+    --------
+    >>> import torch
+    >>> with seeded_generators("cpu", 0):
+    ...     a = torch.rand(2)
+    >>> with seeded_generators("cpu", 0):
+    ...     bool(torch.equal(torch.rand(2), a))
+    True
+    """
+    device = torch.device(device)
+    module = _device_module(device.type)
+    with forked_generators(device, every_device=True):
+        torch.random.default_generator.manual_seed(seed)
+        if module is not None and module.device_count():
+            getattr(module, "manual_seed_all", module.manual_seed)(seed)
+        yield
+
+
+def accelerator_states() -> tuple | None:
+    """The generators' states of the machine's accelerator (each of its devices), for
+    :func:`put_back_states`; None without one, or where reading them would start it (CUDA or
+    XPU not yet in use: reading starts it on every device, and DDP refuses to start after)."""
+    accelerator = torch.accelerator.current_accelerator()
+    module = None if accelerator is None else _device_module(accelerator.type)
+    if module is None:
+        return None
+    started = getattr(module, "is_initialized", None)
+    if started is not None and not started():
+        return None
+    return module, [module.get_rng_state(i) for i in range(module.device_count())]
+
+
+def put_back_states(states: tuple | None) -> None:
+    """Set the accelerator's generators to ``states`` (from :func:`accelerator_states`)."""
+    if states is None:
+        return
+    module, each = states
+    for i, state in enumerate(each):
+        module.set_rng_state(state, i)

@@ -1,0 +1,83 @@
+"""torch's generators of every kind of device forked and put back, followed on a CPU: the
+generator of an MPS or XPU device stands in as a CPU generator behind torch's functions."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "deltavae"
+
+
+@pytest.fixture(params=["mps", "xpu"])
+def device_generator(request, monkeypatch):
+    """(kind, generator): torch's functions of that kind of device read and seed
+    ``generator``, as if one such device were there."""
+    kind, generator = request.param, torch.Generator().manual_seed(123)
+    module = getattr(torch, kind)
+    for name in ("manual_seed", "manual_seed_all"):
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, lambda s: generator.manual_seed(int(s)))
+    monkeypatch.setattr(module, "get_rng_state", lambda device=kind: generator.get_state())
+    monkeypatch.setattr(
+        module, "set_rng_state", lambda state, device=kind: generator.set_state(state)
+    )
+    monkeypatch.setattr(module, "device_count", lambda: 1)
+    if hasattr(module, "is_initialized"):
+        monkeypatch.setattr(module, "is_initialized", lambda: True)
+    return kind, generator
+
+
+def test_seeded_restores_the_generators_of_a_model_on_mps_or_xpu(device_generator):
+    """``seeded`` forked CUDA's generators only and seeded with ``torch.manual_seed``: a
+    seeded read-out of a model on MPS (or XPU) left that device's generator reseeded for
+    good, so the user's later draws there repeated."""
+    from deltavae.model._scvi_glue import seeded
+
+    kind, generator = device_generator
+    before, cpu = generator.get_state(), torch.get_rng_state()
+    with seeded(SimpleNamespace(device=torch.device(kind)), 7):
+        assert generator.initial_seed() == 7  # the device's draws follow the seed too
+        torch.rand(3)
+    assert torch.equal(generator.get_state(), before)
+    assert torch.equal(torch.get_rng_state(), cpu)
+
+
+def test_forked_generators_put_back_the_devices_generator(device_generator):
+    from deltavae._rng import forked_generators
+
+    kind, generator = device_generator
+    before = generator.get_state()
+    with forked_generators(torch.device(kind)):
+        torch.rand(3, generator=generator)
+    assert torch.equal(generator.get_state(), before)
+
+
+def test_side_passes_fork_the_generator_of_the_models_device():
+    """The passes beside training (its terms logged, their names, the divergence check from
+    the start, the eval-mode verdict) forked CUDA's generator only: on MPS or XPU they moved
+    the device's generator on, so logging changed the draws of training there."""
+    forks = [
+        f"{path.relative_to(SRC)}:{n}"
+        for path in SRC.rglob("*.py")
+        if path.name != "_rng.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "fork_rng(" in line
+    ]
+    assert not forks, f"fork_rng outside deltavae._rng.forked_generators: {forks}"
+
+
+def test_the_cli_puts_the_accelerators_generator_back(device_generator, monkeypatch):
+    """``main`` from Python put back CUDA's generators only: its ``--seed`` reseeded an MPS
+    (or XPU) machine's generator for good."""
+    from deltavae._cli_files import session_kept
+
+    kind, generator = device_generator
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a: torch.device(kind))
+    before, cpu = generator.get_state(), torch.get_rng_state()
+    with session_kept():
+        torch.manual_seed(3)  # as seeding scvi-tools does
+        assert generator.initial_seed() == 3
+    assert torch.equal(generator.get_state(), before)
+    assert torch.equal(torch.get_rng_state(), cpu)
