@@ -81,3 +81,22 @@ def test_the_cli_puts_the_accelerators_generator_back(device_generator, monkeypa
         assert generator.initial_seed() == 3
     assert torch.equal(generator.get_state(), before)
     assert torch.equal(torch.get_rng_state(), cpu)
+
+
+@pytest.mark.parametrize("kind", ["mps", "xpu"])
+def test_a_model_pickled_on_mps_or_xpu_goes_back_there(kind, monkeypatch):
+    """Unpickling put a module back on CUDA only: a model pickled on a Mac's GPU (or an
+    XPU) came back on the CPU on that very machine."""
+    import deltavae as dv
+
+    adata = dv.datasets.synthetic_counts(20, 10, 2, 1, seed=0)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    state = model.__getstate__()
+    state["_pickled_device"] = f"{kind}:0"  # as a model on that device pickles
+    monkeypatch.setattr(getattr(torch, kind), "device_count", lambda: 1)
+    moved = []
+    monkeypatch.setattr(type(state["module"]), "to", lambda m, device: moved.append(device) or m)
+    copy = object.__new__(dv.model.ZINBVAE)
+    copy.__setstate__(state)
+    assert moved == [torch.device(f"{kind}:0")]

@@ -137,9 +137,11 @@ def restore_pickled_state(model, state: dict) -> None:
     model.__dict__.update(state)
     if state.get("_adata_manager") is not None:  # view_anndata_setup failed there
         BaseModelClass._register_manager_for_instance(model, state["_adata_manager"])
-    if device.type == "cuda" and torch.cuda.is_available():
-        if (device.index or 0) < torch.cuda.device_count():
-            model.module.to(device)
+    # Any kind of accelerator (CUDA, MPS, XPU): a model pickled on a Mac's GPU came back on
+    # the CPU there.
+    kind = None if device.type in ("cpu", "meta") else torch.get_device_module(device.type)
+    if kind is not None and (device.index or 0) < kind.device_count():
+        model.module.to(device)
 
 
 @contextlib.contextmanager
