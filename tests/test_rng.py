@@ -100,3 +100,18 @@ def test_a_model_pickled_on_mps_or_xpu_goes_back_there(kind, monkeypatch):
     copy = object.__new__(dv.model.ZINBVAE)
     copy.__setstate__(state)
     assert moved == [torch.device(f"{kind}:0")]
+
+
+def test_mps_generators_without_a_device_argument_are_forked(monkeypatch):
+    """torch before 2.4 reads and sets MPS's one generator without naming a device, where
+    ``torch.random.fork_rng`` passes one."""
+    from deltavae._rng import forked_generators
+
+    generator = torch.Generator().manual_seed(5)
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: generator.get_state())
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda state: generator.set_state(state))
+    monkeypatch.setattr(torch.mps, "device_count", lambda: 1)
+    before = generator.get_state()
+    with forked_generators("mps", every_device=True):
+        generator.manual_seed(9)
+    assert torch.equal(generator.get_state(), before)

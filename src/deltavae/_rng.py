@@ -19,18 +19,35 @@ True
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import torch
 
-__all__ = ["accelerator_states", "forked_generators", "put_back_states"]
+__all__ = [
+    "accelerator_states",
+    "device_module",
+    "forked_generators",
+    "put_back_states",
+    "seeded_generators",
+]
 
 
-def _device_module(kind: str):
+def device_module(kind: str):
     """torch's module of a kind of device (``torch.cuda``, ``torch.mps``, ...); None for the
     CPU and the meta device, which have no generator of their own."""
-    return None if kind in ("cpu", "meta") else torch.get_device_module(kind)
+    return None if kind in ("cpu", "meta") else getattr(torch, kind, None)
 
 
+def _takes_device(function) -> bool:
+    """Whether a device module's ``get_rng_state`` / ``set_rng_state`` takes the device
+    (MPS's took none before torch 2.4: it has one device)."""
+    try:
+        return "device" in inspect.signature(function).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: as torch's own
+        return True
+
+
+@contextlib.contextmanager
 def forked_generators(device, every_device: bool = False):
     """A context in which the CPU's generator and ``device``'s (with ``every_device``, those of
     every device of its kind, as ``torch.manual_seed`` seeds them all) are forked: put back as
@@ -43,11 +60,27 @@ def forked_generators(device, every_device: bool = False):
     ...     _ = torch.manual_seed(0)
     """
     device = torch.device(device)
-    module = _device_module(device.type)
-    if module is None:
-        return torch.random.fork_rng(devices=[], device_type="cpu")
-    devices = list(range(module.device_count())) if every_device else [device]
-    return torch.random.fork_rng(devices=devices, device_type=device.type)
+    module = device_module(device.type)
+    devices = []
+    if module is not None:
+        devices = list(range(module.device_count())) if every_device else [device]
+    get = getattr(module, "get_rng_state", None)
+    put = getattr(module, "set_rng_state", None)
+    if devices and not (_takes_device(get) and _takes_device(put)):
+        devices = devices[:1]  # one device, named by none
+        states = [get()]
+    else:
+        states = [get(d) for d in devices]
+    cpu = torch.get_rng_state()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu)
+        for d, state in zip(devices, states, strict=True):
+            if _takes_device(put):
+                put(state, d)
+            else:
+                put(state)
 
 
 @contextlib.contextmanager
@@ -66,7 +99,7 @@ def seeded_generators(device, seed: int):
     True
     """
     device = torch.device(device)
-    module = _device_module(device.type)
+    module = device_module(device.type)
     with forked_generators(device, every_device=True):
         torch.random.default_generator.manual_seed(seed)
         if module is not None and module.device_count():
@@ -78,8 +111,11 @@ def accelerator_states() -> tuple | None:
     """The generators' states of the machine's accelerator (each of its devices), for
     :func:`put_back_states`; None without one, or where reading them would start it (CUDA or
     XPU not yet in use: reading starts it on every device, and DDP refuses to start after)."""
-    accelerator = torch.accelerator.current_accelerator()
-    module = None if accelerator is None else _device_module(accelerator.type)
+    if hasattr(torch, "accelerator"):  # torch 2.6 and later
+        accelerator = torch.accelerator.current_accelerator()
+    else:
+        accelerator = torch.device("mps" if torch.backends.mps.is_available() else "cuda")
+    module = None if accelerator is None else device_module(accelerator.type)
     if module is None:
         return None
     started = getattr(module, "is_initialized", None)

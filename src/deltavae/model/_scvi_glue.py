@@ -139,7 +139,9 @@ def restore_pickled_state(model, state: dict) -> None:
         BaseModelClass._register_manager_for_instance(model, state["_adata_manager"])
     # Any kind of accelerator (CUDA, MPS, XPU): a model pickled on a Mac's GPU came back on
     # the CPU there.
-    kind = None if device.type in ("cpu", "meta") else torch.get_device_module(device.type)
+    from .._rng import device_module
+
+    kind = device_module(device.type)
     if kind is not None and (device.index or 0) < kind.device_count():
         model.module.to(device)
 
