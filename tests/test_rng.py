@@ -111,7 +111,13 @@ def test_mps_generators_without_a_device_argument_are_forked(monkeypatch):
     monkeypatch.setattr(torch.mps, "get_rng_state", lambda: generator.get_state())
     monkeypatch.setattr(torch.mps, "set_rng_state", lambda state: generator.set_state(state))
     monkeypatch.setattr(torch.mps, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a: torch.device("mps"))
     before = generator.get_state()
     with forked_generators("mps", every_device=True):
+        generator.manual_seed(9)
+    assert torch.equal(generator.get_state(), before)
+    from deltavae._cli_files import session_kept
+
+    with session_kept():
         generator.manual_seed(9)
     assert torch.equal(generator.get_state(), before)

@@ -64,23 +64,28 @@ def forked_generators(device, every_device: bool = False):
     devices = []
     if module is not None:
         devices = list(range(module.device_count())) if every_device else [device]
-    get = getattr(module, "get_rng_state", None)
-    put = getattr(module, "set_rng_state", None)
-    if devices and not (_takes_device(get) and _takes_device(put)):
-        devices = devices[:1]  # one device, named by none
-        states = [get()]
-    else:
-        states = [get(d) for d in devices]
+    devices, states = _read_states(module, devices)
     cpu = torch.get_rng_state()
     try:
         yield
     finally:
         torch.set_rng_state(cpu)
-        for d, state in zip(devices, states, strict=True):
-            if _takes_device(put):
-                put(state, d)
-            else:
-                put(state)
+        _write_states(module, devices, states)
+
+
+def _read_states(module, devices: list) -> tuple[list, list]:
+    """(devices, their generators' states); MPS before torch 2.4 names no device: its one."""
+    if devices and not _takes_device(module.get_rng_state):
+        return devices[:1], [module.get_rng_state()]
+    return devices, [module.get_rng_state(d) for d in devices]
+
+
+def _write_states(module, devices: list, states: list) -> None:
+    for d, state in zip(devices, states, strict=True):
+        if _takes_device(module.set_rng_state):
+            module.set_rng_state(state, d)
+        else:
+            module.set_rng_state(state)
 
 
 @contextlib.contextmanager
@@ -121,13 +126,11 @@ def accelerator_states() -> tuple | None:
     started = getattr(module, "is_initialized", None)
     if started is not None and not started():
         return None
-    return module, [module.get_rng_state(i) for i in range(module.device_count())]
+    return (module, *_read_states(module, list(range(module.device_count()))))
 
 
 def put_back_states(states: tuple | None) -> None:
     """Set the accelerator's generators to ``states`` (from :func:`accelerator_states`)."""
     if states is None:
         return
-    module, each = states
-    for i, state in enumerate(each):
-        module.set_rng_state(state, i)
+    _write_states(*states)
