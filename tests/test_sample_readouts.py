@@ -303,3 +303,24 @@ def test_normal_draws_stay_at_the_floor_of_log_normalized_data():
     assert model.posterior_predictive_sample(scaled).todense().min() < 0
     novel = model.sample(4, cluster="novel_0", seed=0)
     assert (novel.obs["type"] == "Unknown").all() and (novel.obs["cluster"] == "novel_0").all()
+
+
+def test_sampled_labels_keep_the_order_of_the_models_labels():
+    """The labels column of sampled cells had its categories sorted (B, NK, T) where the
+    training column's, and obs["cluster"]'s, were T, NK, B: concatenated with real cells,
+    scanpy's colours and orders of the labels no longer matched theirs."""
+    from deltavae.model._sample_record import sampled_labels
+
+    state = types.SimpleNamespace(categorical_mapping=np.array(["T", "NK", "B", "Unknown"]))
+    state.unlabeled_category = "Unknown"
+    model = types.SimpleNamespace(
+        registry_={"setup_args": {"labels_key": "type"}},
+        adata_manager=types.SimpleNamespace(get_state_registry=lambda key: state),
+    )
+    labels = sampled_labels(model, np.array([2, 0, 3, 2]))
+    assert list(labels) == ["B", "T", "Unknown", "B"]
+    assert list(labels.categories) == ["T", "B", "Unknown"]  # the model's order, drawn only
+    state.categorical_mapping, state.unlabeled_category = np.array([9, 3, -1]), "Unknown"
+    mixed = sampled_labels(model, np.array([1, 0, 2]))  # integers and the mark: strings
+    assert list(mixed) == ["3", "9", "Unknown"] and list(mixed.categories) == ["9", "3", "Unknown"]
+    assert list(sampled_labels(model, np.array([1, 0])).categories) == [9, 3]

@@ -81,17 +81,22 @@ def sampled_labels(model, clusters: np.ndarray) -> pd.Categorical | None:
     """The labels column of sampled cells (``None`` for a model without labels): each cell's
     cluster's label, as the training column holds it, and the model's unlabelled mark for a
     cell of a novel cluster (no label); as strings where the labels and the mark are of
-    different types (integers and ``"Unknown"``: h5ad writes one type a column)."""
+    different types (integers and ``"Unknown"``: h5ad writes one type a column). Its
+    categories are the labels drawn, in the model's order (the training column's), as
+    ``obs["cluster"]``'s."""
     if model.registry_["setup_args"].get("labels_key") is None:
         return None
     state = model.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
     mapping = list(state.categorical_mapping)  # the labels, in cluster order, then the mark
     labels, mark = mapping[:-1], state.unlabeled_category
-    values = [labels[c] if c < len(labels) else mark for c in np.asarray(clusters)]
-    values = [v.item() if isinstance(v, np.generic) else v for v in values]
+    order = [v.item() if isinstance(v, np.generic) else v for v in [*labels, mark]]
+    values = [order[c] if c < len(labels) else order[-1] for c in np.asarray(clusters)]
     if len({isinstance(v, str) for v in values}) > 1:
-        values = [str(v) for v in values]
-    return pd.Categorical(values)
+        values, order = [str(v) for v in values], [str(v) for v in order]
+    # In the model's order (the training column's categories), as obs["cluster"]: sorted,
+    # the column of cells concatenated with real ones had other categories than theirs.
+    used = set(values)
+    return pd.Categorical(values, categories=[v for v in order if v in used])
 
 
 def _what_x_holds(likelihood: str) -> dict[str, str]:
