@@ -57,6 +57,8 @@ def test_sampled_cells_record_what_was_asked_and_write_to_h5ad(labelled, tmp_pat
     np.testing.assert_allclose(observed, np.asarray(adata.X[:2].sum(1)).ravel(), rtol=1e-5)
     # whole counts in layers["counts"] too, where translate keeps them: set up alike
     np.testing.assert_array_equal(cells.layers["counts"], cells.X)
+    # a copy: scanpy's normalize_total and log1p rewrite a dense X in place
+    assert not np.shares_memory(cells.layers["counts"], cells.X)
     assert record["counts"] == "the whole counts of X"
     translated = model.translate(adata[:6], {"condition": "stim"}, seed=0)
     for out in (cells, translated):  # a KeyError for the sampled cells
@@ -179,6 +181,11 @@ def test_sampled_cells_take_the_library_sizes_of_their_condition(tmp_path):
         model.sample(200, condition="ctrl", seed=0)
     )
     assert 3 < ratio < 6, ratio  # the real cells': 4.6
+    # A negative binomial draws its library size: the real cells' totals (ZINB's fall under
+    # them by the dropout's share, as scvi-tools' SCVI's: the docstrings say so).
+    real = np.median(counts[deep].sum(1))
+    assert 0.8 < depth(model.sample(200, condition="stim", seed=0)) / real < 1.25, real
+    assert "dropout zeroes" in dv.model.CGMDVAE.posterior_predictive_sample.__doc__
     mixed = model.sample(200, seed=0)
     stim = (mixed.obs["condition"] == "stim").to_numpy()
     assert depth(mixed[stim]) > 3 * depth(mixed[~stim])

@@ -37,9 +37,9 @@ from ._labels import seen_categories
 from ._latent_shift import draws_at_data_floor
 from ._posterior_draws import posterior_predictive_draws
 from ._readout_docs import (
-    DRAWS_AT_FLOOR,
     DRAWS_OVERALL,
     GENE_LIST_ORDER,
+    PREDICTIVE_DRAWS,
     with_batch_size_default,
     with_note,
     with_silent,
@@ -177,7 +177,7 @@ class CheckedExpressionMixin(RNASeqMixin):
         RNASeqMixin.get_feature_correlation_matrix,
     )
     posterior_predictive_sample.__doc__ = with_note(
-        with_silent(posterior_predictive_sample.__doc__), GENE_LIST_ORDER + " " + DRAWS_AT_FLOOR
+        with_silent(posterior_predictive_sample.__doc__), GENE_LIST_ORDER + " " + PREDICTIVE_DRAWS
     )
     differential_expression.__doc__ = (
         RNASeqMixin.differential_expression.__doc__.rstrip()
