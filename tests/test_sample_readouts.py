@@ -88,6 +88,16 @@ def test_many_cells_are_decoded_in_parts_that_draw_the_same_cells(labelled, monk
     assert (parts.X != whole.X).mean() < 1e-3  # counts of means equal to float rounding
     np.testing.assert_allclose(parts.layers["expected"], whole.layers["expected"], rtol=1e-5)
     assert parts.obs.equals(whole.obs)
+    made, generate = [], model.module.generate
+
+    def kept(*args, **kwargs):
+        made.append(generate(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(model.module, "generate", kept)
+    cells = model.sample(30, seed=1, batch_size=8)  # X and expected held twice (5.6 arrays' peak)
+    assert np.shares_memory(cells.X, made[0]["x"].numpy())
+    assert np.shares_memory(cells.layers["expected"], made[0]["expected"].numpy())
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {bad}"):
             model.sample(5, batch_size=bad)

@@ -158,7 +158,8 @@ class GenerationMixin:
                 x, expected = x.clamp(min=0.0), expected.clamp(min=0.0)
                 clipped = module.likelihood == "normal"
         record = sample_record(self, n_cells, y_given, condition, seed, clipped)
-        x = x.cpu().numpy().astype(np.float32)
+        # Not copied (the draws are float32): many cells' X and expectation held twice.
+        x = x.cpu().numpy().astype(np.float32, copy=False)
         obs = pd.DataFrame(index=sample_names(record, x))
         # Only the clusters drawn, as write_to_adata keeps them: scanpy's rank_genes_groups
         # refuses a category without cells.
@@ -176,7 +177,7 @@ class GenerationMixin:
                 obs[key] = typed_codes(column, known, cats[:, j].cpu().numpy())
         # The genes with their metadata, as translate keeps them.
         out = AnnData(X=x, obs=obs, var=self.adata.var.copy())
-        out.layers["expected"] = expected.cpu().numpy().astype(np.float32)
+        out.layers["expected"] = expected.cpu().numpy().astype(np.float32, copy=False)
         if module.observation.is_count:  # where translate keeps them: set up alike
             out.layers["counts"] = x.copy()
         out.uns["sample"] = record

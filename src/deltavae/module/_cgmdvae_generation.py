@@ -37,7 +37,8 @@ class CGMDVAEGeneration:
         generator), drawn on the CPU: a GPU draws the same cells as the CPU. The cells are
         decoded ``batch_size`` at a time (``None``: all at once), drawing the same cells
         whatever the ``batch_size``: the decoder's tensors of every cell at once (means,
-        dispersions, dropouts, hidden layers) took several times the memory of the result.
+        dispersions, dropouts, hidden layers) took several times the memory of the result;
+        each part is written into the result as it is decoded.
         """
         draws = CellDraws() if draws is None else draws
         # In the networks' dtype, not torch's default (a user's float64 made them refuse w).
@@ -64,7 +65,7 @@ class CGMDVAEGeneration:
             shape = (n_cells, self.n_input)
             noise = draws.normal(shape, None, "normal", dtype)
         step = n_cells if batch_size is None else batch_size
-        parts = []
+        result = {}  # filled part by part: a list of parts concatenated held every cell twice
         for start in range(0, n_cells, max(step, 1)):
             cells = slice(start, start + step)
             covs = None if cat_covs is None else cat_covs[cells]
@@ -77,10 +78,12 @@ class CGMDVAEGeneration:
             else:  # the draw of CellDraws.sample, with this part of the noise
                 out, scale = params["out"].cpu(), params["log_scale"].cpu().exp()
                 x = out + scale * noise[cells]
-            expected = self.observation.expected(params).cpu()
-            parts.append({"z": z.cpu(), "x": x, "expected": expected})
-        out = {key: torch.cat([part[key] for part in parts]) for key in ("z", "x", "expected")}
-        return {"y": y.cpu(), "w": w.cpu(), **out}
+            part = {"z": z.cpu(), "x": x, "expected": self.observation.expected(params).cpu()}
+            for key, value in part.items():
+                if key not in result:
+                    result[key] = value.new_empty((n_cells, *value.shape[1:]))
+                result[key][cells] = value
+        return {"y": y.cpu(), "w": w.cpu(), **result}
 
     @torch.inference_mode()
     @auto_move_data
