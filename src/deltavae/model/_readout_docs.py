@@ -75,9 +75,9 @@ ZINB_TOTALS = """For ``likelihood="zinb"`` the drawn cells' totals come under th
 sizes by the share of counts the dropout zeroes: the library is the negative binomial's total
 (its mean is the library times ``scale``, which sums to 1 over the genes) and the dropout takes
 counts away on top of it, as in scvi-tools' SCVI, whose draws fall as far under (500 Kang
-IFN-beta cells x 200 genes: 8-10% under the real cells' mean total after 30 epochs, for SCVI and
+IFN-beta cells x 200 genes: 6-11% under the real cells' mean total after 30 epochs, for SCVI and
 deltavae alike, 2-4% after 100, as the fit lowers the dropout). ``likelihood="nb"`` draws the
-real totals (within 2%)."""
+real totals (within 2%, at the observed library sizes)."""
 
 #: ``posterior_predictive_sample``'s note on its draws.
 PREDICTIVE_DRAWS = DRAWS_AT_FLOOR + " " + ZINB_TOTALS
