@@ -215,6 +215,15 @@ def test_predict_as_scanvi_labels_in_the_columns_type_and_soft_as_predict_labels
     for call in (model.predict, model.predict_labels, model.predict_clusters):
         with pytest.raises(ValueError, match=r"soft must be True or False, got 'False'"):
             call(soft="False")  # was read as True: probabilities for labels
+    # predict_clusters/predict_labels take predict's order (adata, indices, soft, batch_size):
+    # predict_clusters(adata, [5, 2]) said 'soft must be True or False, got [5, 2]'.
+    probs = model.predict_clusters(soft=True)
+    np.testing.assert_array_equal(model.predict_clusters(adata, [5, 2], True), probs[[5, 2]])
+    pd.testing.assert_frame_equal(model.predict_labels(adata, [5, 2], True, 8), soft)
+    with pytest.warns(FutureWarning, match=r"predict_clusters takes indices right after adata"):
+        np.testing.assert_allclose(model.predict_clusters(adata, True, 16), probs, rtol=1e-5)
+    with pytest.warns(FutureWarning, match=r"old order \(batch_size\).* pass batch_size=16 by"):
+        pd.testing.assert_frame_equal(model.predict_labels(adata, 16), model.predict_labels())
     novel = dv.model.CGMDVAE(adata, n_clusters=3, **SMALL)
     novel.train(max_epochs=1, **FAST)
     labels = novel.predict(indices=np.arange(10))

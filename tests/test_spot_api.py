@@ -399,3 +399,53 @@ def test_spot_models_load_spots_with_genes_in_another_order(split, archetypes, t
         assert list(loaded.adata.var_names) == list(data.var_names)
         assert key in loaded.write_to_adata()[0]
         np.testing.assert_allclose(given.obsm[key].to_numpy(), expected.to_numpy(), atol=1e-6)
+
+
+def test_read_outs_take_indices_right_after_adata_as_scvi_tools(split, archetypes):
+    """scvi-tools' read-outs take (adata, indices, ...) (get_latent_representation,
+    SCANVI.predict): get_proportions(spots, [0, 1]) said 'batch_size must be a positive
+    integer, got [0, 1]' (indices came third, or by keyword only). Every read-out takes indices
+    right after adata now; the old order (batch_size second) still reads, with a FutureWarning."""
+    import inspect
+
+    reads = {
+        dv.model.NMFDeconv: ("get_proportions", "get_abundance"),
+        dv.model.SpatialImputer: (
+            "get_proportions",
+            "get_abundance",
+            "impute",
+            "get_latent_representation",
+        ),
+        dv.model.Archetypes: ("get_archetype_weights",),
+        dv.model.CGMDVAE: (
+            "predict",
+            "predict_clusters",
+            "predict_labels",
+            "get_latent_representation",
+        ),
+        dv.model.ZINBVAE: ("get_latent_representation", "get_normalized_expression"),
+    }
+    for cls, names in reads.items():
+        for name in names:
+            params = list(inspect.signature(getattr(cls, name)).parameters)
+            at = params.index("adata")
+            assert params[at + 1] == "indices", f"{cls.__name__}.{name}{params}"
+    model, mix = archetypes
+    whole = model.get_archetype_weights()
+    pd.testing.assert_frame_equal(model.get_archetype_weights(mix, [3, 0], 8), whole.iloc[[3, 0]])
+    pd.testing.assert_frame_equal(model.get_archetype_weights(mix, [1]), whole.iloc[[1]])
+    for old in ((8, [3, 0]), (None, [3, 0]), (np.int64(8), [3, 0])):
+        message = rf"takes indices right after adata.*pass batch_size={old[0]}, indices=\[3, 0\]"
+        with pytest.warns(FutureWarning, match=message):
+            pd.testing.assert_frame_equal(
+                model.get_archetype_weights(mix, *old), whole.iloc[[3, 0]]
+            )
+    with pytest.warns(FutureWarning, match=r"old order \(batch_size, indices\).* batch_size=8 by"):
+        pd.testing.assert_frame_equal(model.get_archetype_weights(mix, 8), whole)
+    with pytest.raises(TypeError, match="multiple values for 'batch_size'"):
+        model.get_archetype_weights(mix, 8, batch_size=4)
+    imputer = _imputer(split)
+    imputed = imputer.impute()
+    pd.testing.assert_frame_equal(imputer.impute(None, None, [2, 0], 16), imputed.iloc[[2, 0]])
+    with pytest.warns(FutureWarning, match=r"SpatialImputer.impute takes indices right after"):
+        pd.testing.assert_frame_equal(imputer.impute(None, None, 16, [2]), imputed.iloc[[2]])

@@ -21,6 +21,7 @@ from ._base import DeltaModelMixin
 from ._candidates import archetype_start, candidate_samples, restore_candidate_samples
 from ._genes import check_own_adata
 from ._one_state import warn_one_state
+from ._positions import indices_after_adata
 from ._spots import (
     SpotModelMixin,
     missing_empty_rows,
@@ -294,20 +295,20 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         groups, _ = self._merge()
         return [f"A{k}" for k in range(groups.max() + 1)]
 
+    @indices_after_adata("batch_size", "indices")
     def get_archetype_weights(
-        self, adata: AnnData | None = None, batch_size: int | None = None, indices=None
+        self, adata: AnnData | None = None, indices=None, batch_size: int | None = None
     ) -> pd.DataFrame:
         """Each spot's weights over the (merged) archetypes; new spots go through the encoder.
 
         Parameters
         ----------
         adata
-            Spots with the training genes, set up like the training data; default the
-            training spots.
-        batch_size
-            Spots per minibatch.
+            Spots with the training genes, set up as the training spots (the default).
         indices
             Spots of ``adata`` to read (positions or a boolean mask; default all), in order.
+        batch_size
+            Spots per minibatch.
 
         Returns
         -------

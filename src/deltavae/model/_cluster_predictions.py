@@ -11,6 +11,7 @@ from anndata import AnnData
 
 from .._checks import short_repr
 from ._labels import labels_of
+from ._positions import indices_after_adata
 from ._scvi_glue import check_indices, mask_by_name
 
 
@@ -103,17 +104,17 @@ class PredictionsMixin:
                 f"use_posterior_mean={short_repr(use_posterior_mean)}: CGMDVAE predicts at "
                 "the posterior mean of z only; pass use_posterior_mean=True (the default)."
             )
-        table = self.predict_labels(adata, batch_size, indices=indices, soft=soft)
+        table = self.predict_labels(adata, indices=indices, soft=soft, batch_size=batch_size)
         # The categories' dtype: int64 for integer labels, object for names (never <U).
         return table if soft else table["label"].to_numpy()
 
+    @indices_after_adata("soft", "batch_size")
     def predict_clusters(
         self,
         adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
         soft: bool = False,
         batch_size: int | None = None,
-        *,
-        indices: Sequence[int] | None = None,
     ) -> np.ndarray:
         """Cluster of every cell from q(y | z, c) at the posterior mean of z.
 
@@ -126,13 +127,13 @@ class PredictionsMixin:
         ----------
         adata
             AnnData set up like the training data; default the training AnnData.
+        indices
+            Cells to predict (positions or a boolean mask; default all), in this order.
         soft
             Return a cells x K array of probabilities (columns in :attr:`cluster_names`
             order) instead of cluster indices.
         batch_size
             Cells per minibatch.
-        indices
-            Cells to predict (positions or a boolean mask; default all), in this order.
 
         Returns
         -------
@@ -159,13 +160,13 @@ class PredictionsMixin:
         probs = self._posterior(adata, indices, batch_size)["probs"]
         return probs if soft else probs.argmax(1)
 
+    @indices_after_adata("batch_size")
     def predict_labels(
         self,
         adata: AnnData | None = None,
-        batch_size: int | None = None,
-        *,
         indices: Sequence[int] | None = None,
         soft: bool = False,
+        batch_size: int | None = None,
     ) -> pd.DataFrame:
         """Label of every cell, from q(y | z, c), with its confidence.
 
@@ -187,14 +188,14 @@ class PredictionsMixin:
         adata
             AnnData set up like the model's (a view such as ``adata[mask]``, or new cells);
             default the model's (the query).
-        batch_size
-            Cells per minibatch.
         indices
             Cells of ``adata`` to predict (positions or a boolean mask; default all), in
             this order.
         soft
             Return every cluster's probability instead, as scvi-tools'
             ``SCANVI.predict(soft=True)`` does.
+        batch_size
+            Cells per minibatch.
 
         Returns
         -------

@@ -15,6 +15,7 @@ from ._backed import writes_backed
 from ._genes import check_own_adata
 from ._imputer_reference import imputed_spots, requested_genes
 from ._modes import in_eval_mode
+from ._positions import indices_after_adata
 from ._spots import (
     fitted_rows,
     missing_empty_rows,
@@ -44,12 +45,13 @@ class ImputerResultsMixin:
     latent_key = "X_spatialimputer"
 
     @in_eval_mode
+    @indices_after_adata("batch_size", "indices")
     def impute(
         self,
         genes: list[str] | None = None,
         adata: AnnData | None = None,
-        batch_size: int | None = None,
         indices=None,
+        batch_size: int | None = None,
     ) -> pd.DataFrame:
         """Expected counts of reference genes in every spot, on the spots' scale.
 
@@ -65,11 +67,11 @@ class ImputerResultsMixin:
         adata
             The model's spots or some of them (matched by name, in any order; any genes);
             rows follow its order. Default every spot of the model.
-        batch_size
-            Spots imputed at a time (default 4096, fewer with neighbour profiles).
         indices
             Spots of ``adata`` (default the model's) to impute: positions or a boolean mask,
             as the single-cell models' ``indices`` (default all), in this order.
+        batch_size
+            Spots imputed at a time (default 4096, fewer with neighbour profiles).
 
         Returns
         -------
@@ -239,8 +241,9 @@ class ImputerResultsMixin:
         self._check_if_trained(warn=False)
         return fitted_rows(self)[positions], names, positions
 
+    @indices_after_adata("batch_size", "indices")
     def get_proportions(
-        self, adata: AnnData | None = None, batch_size: int | None = None, indices=None
+        self, adata: AnnData | None = None, indices=None, batch_size: int | None = None
     ) -> pd.DataFrame:
         """Shares of the reference states in every spot (deconvolution design).
 
@@ -251,11 +254,11 @@ class ImputerResultsMixin:
             e.g. the AnnData passed to :meth:`from_reference`; rows follow its order. Default
             every spot of the model. Other spots are refused: the proportions are fitted per
             spot.
+        indices
+            Spots of ``adata`` (default the model's) to read, as in :meth:`impute`.
         batch_size
             Accepted, and checked, as NMFDeconv's: the proportions are fitted per spot, so
             nothing is read in minibatches.
-        indices
-            Spots of ``adata`` (default the model's) to read, as in :meth:`impute`.
 
         Returns
         -------
@@ -279,8 +282,9 @@ class ImputerResultsMixin:
         missing_empty_rows(self._empty(at), "proportions", self.adata.n_vars, values)
         return pd.DataFrame(values, index=names, columns=self.state_names_)
 
+    @indices_after_adata("batch_size", "indices")
     def get_abundance(
-        self, adata: AnnData | None = None, batch_size: int | None = None, indices=None
+        self, adata: AnnData | None = None, indices=None, batch_size: int | None = None
     ) -> pd.Series:
         """Cells' worth of signal per spot (deconvolution design), as
         :meth:`deltavae.model.NMFDeconv.get_abundance`: ``a_s``, in units of one reference
@@ -289,7 +293,7 @@ class ImputerResultsMixin:
 
         Parameters
         ----------
-        adata, batch_size, indices
+        adata, indices, batch_size
             As for :meth:`get_proportions`.
 
         Returns
@@ -371,7 +375,7 @@ class ImputerResultsMixin:
         adata = imputed_spots(self, self._resolve_adata(self._write_target(adata)))
         with warnings.catch_warnings():  # said once below, of every result
             warnings.filterwarnings("ignore", message=r".* spots have no counts in the")
-            imputed = self.impute(genes, adata, batch_size)  # the same spots, any order
+            imputed = self.impute(genes, adata, batch_size=batch_size)  # the same spots, any order
             if self.design_ == "deconvolution":
                 proportions = self.get_proportions(adata)
                 abundance = self.get_abundance(adata).to_numpy()

@@ -10,6 +10,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from ._backed import writes_backed
+from ._positions import indices_after_adata
 from ._spots import (
     SPOT_INDEX,
     missing_empty_rows,
@@ -122,8 +123,9 @@ class NMFResultsMixin:
         missing_empty_rows(empty, what, self._n_read_genes(), proportions, abundance)
         return proportions, abundance, names
 
+    @indices_after_adata("batch_size", "indices")
     def get_proportions(
-        self, adata: AnnData | None = None, batch_size: int | None = None, indices=None
+        self, adata: AnnData | None = None, indices=None, batch_size: int | None = None
     ) -> pd.DataFrame:
         """Cell-type proportions of every spot (rows sum to 1).
 
@@ -135,11 +137,11 @@ class NMFResultsMixin:
         adata
             Spots with the genes the model reads (:meth:`used_genes`), by name in any order;
             default the training spots.
-        batch_size
-            Spots per inference minibatch (amortised).
         indices
             Spots of ``adata`` to read (positions or a boolean mask, as the single-cell
             models' ``indices``; default all), in this order.
+        batch_size
+            Spots per inference minibatch (amortised).
 
         Returns
         -------
@@ -158,14 +160,15 @@ class NMFResultsMixin:
         values, _, names = self._results(adata, batch_size, indices)
         return pd.DataFrame(values, index=names, columns=self.cell_types_)
 
+    @indices_after_adata("batch_size", "indices")
     def get_abundance(
-        self, adata: AnnData | None = None, batch_size: int | None = None, indices=None
+        self, adata: AnnData | None = None, indices=None, batch_size: int | None = None
     ) -> pd.Series:
         """Cells' worth of signal per spot (in units of the reference's cells).
 
         Parameters
         ----------
-        adata, batch_size, indices
+        adata, indices, batch_size
             As for :meth:`get_proportions` (NaN for a spot without counts, as there).
 
         Examples
