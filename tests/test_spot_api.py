@@ -275,6 +275,11 @@ def test_write_to_adata_takes_adata_batch_size_key_added_in_every_model(split, a
         # The same annotations everywhere (NMFDeconv's were missing: help() showed none).
         assert signature.return_annotation == "list[str]", cls
         assert signature.parameters["key_added"].annotation in ("str", "str | None"), cls
+        # What key_added does, said where it differs: the cell models replace their name
+        # (key_added="seed1": obsm/X_seed1), the spot models prefix their keys.
+        text = " ".join(cls.write_to_adata.__doc__.split())
+        says = "replaces the name rather than prefixing it" if cls in models[:2] else "Prefix of"
+        assert says in text, cls
     model, mix = archetypes
     target = mix.copy()
     with pytest.warns(FutureWarning, match=r"second argument is batch_size.*n_anchors=2 by"):

@@ -140,7 +140,10 @@ doc_write_keyed = doc_write.replace(
     "key_added\n"
     "    Stands for the model's name (its default) in every key written, listed above\n"
     '    (``obsm["X_<key_added>"]``, ...), so that results of several models (seeds,\n'
-    "    settings) can sit side by side in one AnnData. Keys that exist are overwritten, as\n"
+    "    settings) can sit side by side in one AnnData. It replaces the name rather than\n"
+    '    prefixing it: ``key_added="seed1"`` writes ``obsm["X_seed1"]``, not\n'
+    "    ``X_<model>_seed1`` (the spot models' ``key_added`` is a prefix to their keys,\n"
+    "    which hold no model name). Keys that exist are overwritten, as\n"
     "    scanpy's ``key_added`` does; the colours scanpy keeps for a column written again\n"
     '    (``uns["<column>_colors"]``) follow its categories by name, or are removed where\n'
     "    a category has none (scanpy picks new ones), and its dendrogram\n"

@@ -477,8 +477,8 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
             argument was ``n_anchors``: a second positional argument is still read as
             ``n_anchors``, with a FutureWarning; pass it by name.
         key_added
-            Prefix of every key written (``obsm/<key_added>_archetype_weights``, ...), so
-            that fits with other settings sit side by side; default none.
+            Prefix of every key written (``key_added="k4"``: ``obsm/k4_archetype_weights``,
+            ...), so that fits with other settings sit side by side; default none.
         n_anchors
             Anchors per archetype (see :meth:`get_anchors`).
 

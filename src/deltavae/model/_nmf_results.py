@@ -199,8 +199,9 @@ class NMFResultsMixin:
         batch_size
             Spots per inference minibatch (amortised).
         key_added
-            Prefix of the keys written (``obsm/<key_added>_proportions``, ...): deconvolutions
-            with several references side by side; default none.
+            Prefix of the keys written (``key_added="ref2"``: ``obsm/ref2_proportions``,
+            ``obs/ref2_cell_abundance``): deconvolutions with several references side by
+            side; default none.
 
         Returns
         -------
