@@ -185,6 +185,23 @@ def test_cluster_composition_sizes_can_be_left_out(trained):
     )
 
 
+def test_cluster_composition_takes_labels_key_as_the_models_spell_it(trained):
+    """cluster_composition(label_key=...) where setup_anndata and from_reference take
+    labels_key: labels_key= was a TypeError. labels_key is the name; label_key= still reads,
+    with a FutureWarning; both is a TypeError."""
+    _, adata = trained
+    ax = dv.pl.cluster_composition(adata, "cluster", labels_key="condition", show=False)
+    table = np.asarray(ax.images[0].get_array())
+    assert ax.get_xlabel() == "condition" and table.shape == (3, 2)
+    with pytest.warns(FutureWarning, match=r"label_key is now named labels_key.*labels_key='co"):
+        old = dv.pl.cluster_composition(adata, "cluster", label_key="condition", show=False)
+    np.testing.assert_array_equal(np.asarray(old.images[0].get_array()), table)
+    with pytest.raises(TypeError, match="label_key= and labels_key=: label_key is the former"):
+        dv.pl.cluster_composition(adata, "cluster", "condition", label_key="x", show=False)
+    with pytest.raises(KeyError, match="labels_key='cell_type'"):
+        dv.pl.cluster_composition(adata, "cluster", labels_key="cell_type", show=False)
+
+
 def test_cluster_composition_saves_and_checks_input(trained, tmp_path):
     _, adata = trained
     out = tmp_path / "composition.png"

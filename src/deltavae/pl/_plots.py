@@ -17,6 +17,7 @@ from natsort import natsorted
 
 from .._checks import no_column
 from .._docs import doc_params, doc_show_save
+from .._renamed import renamed_keywords
 from ._tissue import PLACING, Tissue, draw_tissue, tissue
 from ._utils import (
     as_names,
@@ -265,11 +266,12 @@ def _categorical(values: pd.Series) -> pd.Categorical:
 
 
 @doc_params(show_save=doc_show_save("cluster_composition"))
+@renamed_keywords(label_key="labels_key")
 @closes_on_error
 def cluster_composition(
     adata: AnnData,
     cluster_key: str,
-    label_key: str,
+    labels_key: str,
     normalize: Literal["cluster", "label"] | None = "cluster",
     ax: Axes | None = None,
     annotate: bool = True,
@@ -293,8 +295,10 @@ def cluster_composition(
         AnnData with both columns in ``obs``.
     cluster_key
         obs column with the clusters (rows).
-    label_key
-        obs column with the labels, e.g. cell types (columns).
+    labels_key
+        obs column with the labels, e.g. cell types (columns); the models'
+        ``setup_anndata`` spell it so. Its former name, ``label_key=``, is still read, with
+        a FutureWarning.
     normalize
         ``"cluster"``: fraction of each cluster's cells per label (rows sum to 1);
         ``"label"``: fraction of each label's cells per cluster (columns sum to 1);
@@ -330,23 +334,23 @@ def cluster_composition(
     >>> ax = dv.pl.cluster_composition(adata, "leiden", "cell_type", show=False)  # doctest: +SKIP
     """
     check_adata(adata, "cluster_composition")
-    for arg, key in {"cluster_key": cluster_key, "label_key": label_key}.items():
+    for arg, key in {"cluster_key": cluster_key, "labels_key": labels_key}.items():
         if key not in adata.obs:
             raise KeyError(no_column(arg, key, adata.obs))
         _check_categories(adata.obs[key], arg, key)
     if normalize not in ("cluster", "label", None):
         raise ValueError(f"normalize must be 'cluster', 'label' or None; got {normalize!r}.")
     clusters = _categorical(adata.obs[cluster_key])
-    labels = _categorical(adata.obs[label_key])
+    labels = _categorical(adata.obs[labels_key])
     known = (clusters.codes >= 0) & (labels.codes >= 0)
     if not known.any():
         raise ValueError(
-            f"No cell has both a {cluster_key!r} and a {label_key!r} value "
+            f"No cell has both a {cluster_key!r} and a {labels_key!r} value "
             f"({adata.n_obs} cells): nothing to tabulate."
         )
     table = np.zeros((len(clusters.categories), len(labels.categories)))
     np.add.at(table, (clusters.codes[known], labels.codes[known]), 1)
-    row_names = _tick_names(clusters.categories, clusters.codes, known, label_key, show_sizes)
+    row_names = _tick_names(clusters.categories, clusters.codes, known, labels_key, show_sizes)
     col_names = _tick_names(labels.categories, labels.codes, known, cluster_key, show_sizes)
     if normalize == "cluster":
         table = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
@@ -374,7 +378,7 @@ def cluster_composition(
     ax.figure.colorbar(image, ax=ax, label=bar_label, fraction=0.05, pad=0.02)
     ax.set_xticks(np.arange(n_cols), col_names, rotation=45, ha="right")
     ax.set_yticks(np.arange(n_rows), row_names)
-    ax.set_xlabel(label_key)
+    ax.set_xlabel(labels_key)
     ax.set_ylabel(cluster_key)
     if title is not None:
         ax.set_title(title)
