@@ -234,6 +234,15 @@ def test_missing_data_dir_names_where_it_looked(tmp_path):
         datasets.mnist(data_dir=tmp_path)
 
 
+def test_a_size_given_as_data_dir_is_named():
+    """mnist(500), as synthetic_counts(500) takes its size first, said only Path's 'expected
+    str, bytes or os.PathLike object, not int', naming no argument."""
+    with pytest.raises(TypeError, match=r"^data_dir must be .* got 500\. .* pass n: mnist\(n=500"):
+        datasets.mnist(500)
+    with pytest.raises(TypeError, match=r"^data_dir must be a folder or file path .*, got 5\.$"):
+        datasets.mesc(5)
+
+
 def test_data_dir_as_another_loaders_file_is_refused(tmp_path):
     """mesc(data_dir=<the MOB file>) returned the MOB spots as if they were mESC cells."""
     other = tmp_path / "mob_rep_stdeconvolve.h5ad"

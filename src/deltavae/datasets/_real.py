@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._checks import short_repr
 from .._docs import doc_data_dir, doc_params
 
 logger = logging.getLogger(__name__)
@@ -121,6 +122,16 @@ def _resolve_file(relpath: str, data_dir: str | os.PathLike | None) -> Path:
     the dataset folders.
     """
     rel = Path(relpath)
+    if data_dir is not None and not isinstance(data_dir, str | os.PathLike):
+        # mnist(500), as synthetic_counts(500) takes its size first: Path's message named
+        # no argument ("expected str, bytes or os.PathLike object, not int").
+        size = ""
+        if relpath == _FILES["mnist"]:
+            size = f" To keep the first images, pass n: mnist(n={short_repr(data_dir)})."
+        raise TypeError(
+            "data_dir must be a folder or file path (str or pathlib.Path), got "
+            f"{short_repr(data_dir)}.{size}"
+        )
     if data_dir is not None:
         given = Path(data_dir).expanduser()
         if given.is_file():
