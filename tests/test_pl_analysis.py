@@ -58,6 +58,13 @@ def test_cluster_entropy_reads_an_anndata_like_the_plots():
     np.testing.assert_allclose(dv.pl.cluster_entropy(adata, probs_key="p"), [1.0, 0.0])
     with pytest.raises(KeyError, match="probs_key='q' is not in adata.obsm.*write_to_adata"):
         dv.pl.cluster_entropy(adata, probs_key="q")
+    # cluster_probabilities takes probs_key second, cluster_entropy normalize: "p" there was
+    # read as normalize=True, and the default key's entropies came back, [0, 1].
+    with pytest.raises(ValueError, match=r"got 'p' \(the second argument\): pass probs_key='p'"):
+        dv.pl.cluster_entropy(adata, "p")
+    with pytest.raises(ValueError, match=r"^normalize must be True or False, got 'no'\.$"):
+        dv.pl.cluster_entropy(probs, "no")
+    np.testing.assert_allclose(dv.pl.cluster_entropy(probs, np.False_), [0.0, np.log(3)])
     # Written with key_added="run2": the default key is missing, the written one is named.
     adata.obsm["run2_cluster_probs"] = adata.obsm.pop("cgmdvae_cluster_probs")
     with pytest.raises(KeyError, match=r"wrote \['run2_cluster_probs'\].*: pass probs_key='run2_"):

@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 
+from .._checks import short_repr
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
 from ..metrics._perturbation import gene_means
@@ -64,6 +65,13 @@ def cluster_entropy(
             "pass model.predict_clusters(soft=True), or the AnnData after "
             "model.write_to_adata(adata)."
         )
+    if not isinstance(normalize, bool | np.bool_):
+        # cluster_entropy(adata, "run2_cluster_probs"), as cluster_probabilities takes its
+        # probs_key second: read as normalize=True, the default key's entropies came back.
+        hint = ""
+        if isinstance(probs, AnnData) and isinstance(normalize, str) and normalize in probs.obsm:
+            hint = f" (the second argument): pass probs_key={normalize!r} by name"
+        raise ValueError(f"normalize must be True or False, got {short_repr(normalize)}{hint}.")
     probs = _probabilities(probs, probs_key) if isinstance(probs, AnnData) else probs
     probs = np.asarray(probs, dtype=float)
     if probs.ndim != 2 or probs.shape[1] < 2:
