@@ -130,13 +130,15 @@ def test_spot_models_load_onto_a_view_as_from_reference_takes_one(split, archety
 
 def test_both_from_reference_take_the_spots_as_spots(split):
     """NMFDeconv.from_reference named its spots ``spots``, SpatialImputer's ``spatial``:
-    spots= raised 'unexpected keyword' on the imputer. Both take spots=; spatial= still works."""
+    spots= raised 'unexpected keyword' on the imputer. Both take spots=; spatial= still works,
+    with a FutureWarning (it was taken without a word, as if both names were current)."""
     spots, ref = split
     args = {"reference": ref, "labels_key": "cluster", "profiles": "type"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # few shared genes
         by_name = dv.model.SpatialImputer.from_reference(spots=spots[:, :30], **args)
-        earlier = dv.model.SpatialImputer.from_reference(spatial=spots[:, :30], **args)
+        with pytest.warns(FutureWarning, match="spatial is now named spots.*pass spots="):
+            earlier = dv.model.SpatialImputer.from_reference(spatial=spots[:, :30], **args)
         with pytest.raises(TypeError, match=r"pass the spots once: spots="):
             dv.model.SpatialImputer.from_reference(spots, spatial=spots, **args)
     assert (

@@ -274,7 +274,7 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         seed
             Seed of the clustering of an unlabelled reference.
         spatial
-            The earlier name of ``spots``, still taken (pass one of the two).
+            The earlier name of ``spots``, still read, with a FutureWarning; pass ``spots``.
         **model_kwargs
             Passed to :class:`SpatialImputer`.
 

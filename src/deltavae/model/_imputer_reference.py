@@ -253,6 +253,13 @@ def spots_argument(spots, spatial):
     ``spatial``, its earlier name; not both."""
     if spatial is not None and spots is not None:
         raise TypeError("pass the spots once: spots=... (spatial= is its earlier name).")
+    if spatial is not None:  # as pl.cluster_composition's label_key, now labels_key
+        warn_user(
+            "SpatialImputer.from_reference's spatial is now named spots, as "
+            "NMFDeconv.from_reference's; spatial= is read as spots= until a later release: "
+            "pass spots=... (or the spots first).",
+            FutureWarning,
+        )
     spots = spatial if spots is None else spots
     if spots is None:
         raise TypeError(
