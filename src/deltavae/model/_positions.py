@@ -73,7 +73,7 @@ def indices_after_adata(*old: str):
             warn_user(
                 f"{type(self).__name__}.{method.__name__} takes indices right after adata, as "
                 "scvi-tools' read-outs (get_latent_representation(adata, indices, ...)); these "
-                f"positional arguments were read in the old order ({', '.join(old)}) until a "
+                f"positional arguments are read in the old order ({', '.join(old)}) until a "
                 f"later release: pass {by_name} by name.",
                 FutureWarning,
             )
