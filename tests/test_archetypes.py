@@ -109,10 +109,22 @@ def test_write_to_adata_takes_the_training_spots_and_genes_in_any_order(fitted):
     with pytest.raises(ValueError, match="training genes .*120 of them not among"):
         model.write_to_adata(other)
     assert "archetype_weights" not in other.obsm
-    # Trained on some genes of a whole: the advice was get_archetype_weights(whole), which
-    # refuses genes it does not know too.
-    whole = ad.concat([mix, other], axis=1, merge="first")
-    with pytest.raises(ValueError, match=r"has 240, 120 of them .*copy the spots' results over"):
+    # Trained on some genes of a whole (adata[:, hvg]): the whole, its spots by name, was
+    # refused; its spots' results are written, the profiles NaN on genes the model never read.
+    whole = ad.concat([mix, other], axis=1, merge="first")[spots].copy()
+    model.write_to_adata(whole, n_anchors=10)
+    pd.testing.assert_frame_equal(
+        whole.obsm["archetype_weights"], shuffled.obsm["archetype_weights"]
+    )
+    profiles = pd.DataFrame(whole.varm["archetype_profiles"], index=whole.var_names)
+    np.testing.assert_array_equal(profiles.loc[genes], shuffled.varm["archetype_profiles"])
+    assert profiles.loc[other.var_names].isna().all().all()
+    pd.testing.assert_series_equal(whole.obs["archetype_anchor"], shuffled.obs["archetype_anchor"])
+    # Some training genes missing, or repeated: refused by name.
+    with pytest.raises(ValueError, match=r"has 119, 0 of them not among .*, lacking 1 of them"):
+        model.write_to_adata(mix[:, 1:].copy())
+    whole.var_names = [*whole.var_names[:-1], mix.var_names[0]]
+    with pytest.raises(ValueError, match=r"training genes .*, some repeated"):
         model.write_to_adata(whole)
 
 

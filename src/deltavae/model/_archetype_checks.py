@@ -148,30 +148,36 @@ class MergeSettings:
 
 _WRITE_ADVICE = {
     "spots": "Map new spots with get_archetype_weights(new_adata) instead.",
-    # Trained on some genes (highly variable ones) of an AnnData, written into the whole: the
-    # spots' results need no genes, the profiles are of the training genes only.
-    "genes": "Write into the AnnData the model was trained on (model.write_to_adata()) and "
-    "copy the spots' results over by name, e.g. adata.obsm['archetype_weights'] = "
-    "model.adata.obsm['archetype_weights'].loc[adata.obs_names].",
+    "genes": "Pass the AnnData the model was trained on, or one holding its training genes "
+    "and others besides (the whole of a gene subset it was trained on).",
 }
 
 
 def check_training_names(adata, trained) -> bool:
     """Whether ``adata`` holds the training spots and genes in the training order; ``False``
-    when it holds them in another order. Anything else (other, missing or repeated spots or
-    genes) raises, naming what differs."""
+    when it holds them in another order, or the training genes among others (the whole of a
+    gene subset, ``adata[:, hvg]``, the model was trained on: their profiles are NaN there).
+    Anything else (other, missing or repeated spots, missing or repeated genes) raises, naming
+    what differs."""
     in_order = True
     for axis, what in (("obs_names", "spots"), ("var_names", "genes")):
         mine, theirs = getattr(adata, axis), getattr(trained, axis)
         if mine.equals(theirs):
             continue
         n_other = int((~mine.isin(theirs)).sum())
-        if len(mine) != len(theirs) or n_other or not mine.is_unique or not theirs.is_unique:
+        n_lacking = int((~theirs.isin(mine)).sum())
+        more_genes = what == "genes" and not n_lacking
+        if (
+            not mine.is_unique
+            or not theirs.is_unique
+            or (not more_genes and (len(mine) != len(theirs) or n_other))
+        ):
+            lacking = f", lacking {n_lacking} of them" if n_lacking and what == "genes" else ""
             raise ValueError(
                 f"write_to_adata writes into the training {what} ({len(theirs)}, in any "
-                f"order); this AnnData has {len(mine)}, {n_other} of them not among the "
-                f"training {what}{'' if mine.is_unique else ', some repeated'}. "
-                + _WRITE_ADVICE[what]
+                f"order{', others besides' if what == 'genes' else ''}); this AnnData has "
+                f"{len(mine)}, {n_other} of them not among the training {what}{lacking}"
+                f"{'' if mine.is_unique else ', some repeated'}. " + _WRITE_ADVICE[what]
             )
         in_order = False
     return in_order

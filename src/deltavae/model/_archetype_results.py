@@ -465,7 +465,7 @@ def write(model, adata, batch_size, key_added, n_anchors: int) -> list[str]:
     profiles = model.get_archetype_profiles()
     if not in_order:  # the training spots and genes, in another order: align by name
         weights, anchors = weights.loc[adata.obs_names], anchors.loc[adata.obs_names]
-        profiles = profiles.loc[adata.var_names]
+        profiles = profiles.reindex(adata.var_names)  # genes it did not read: NaN
     adata.obsm[keys[0]] = weights
     adata.varm[keys[1]] = profiles.to_numpy()
     adata.obs[keys[2]] = anchors.array  # categorical, as archetype_dominant

@@ -97,7 +97,7 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
     """
 
     _per_spot_parameter = ("B_logits", 1)  # loads onto its fitted spots only
-    _writes_own_genes = True  # varm: write_to_adata needs the model's genes exactly
+    _writes_own_genes = True  # varm: write_to_adata NaN-fills the genes it did not read
 
     _module_cls = ArchetypesModule
     _results_of_fitted_spots = True  # write_to_adata: NaN rows for spots left out of the fit
@@ -469,8 +469,8 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         Parameters
         ----------
         adata
-            The training spots and genes, in the training order or any other (other spots
-            besides, left out of the fit: NaN rows, with a warning); default the
+            The training spots and genes, in any order; other spots besides get NaN rows
+            (warned), other genes (the whole of ``adata[:, hvg]``) NaN profiles; default the
             model's AnnData (of a loaded model, the one given to :meth:`load`).
         batch_size
             Spots per minibatch (as every model's ``write_to_adata``). Before, the second

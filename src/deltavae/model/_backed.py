@@ -163,19 +163,11 @@ def writes_backed(write_to_adata):
         elif adata is not None and adata.is_view and adata.n_vars < adata._adata_ref.n_vars:
             # The advice of the genes check (adata[:, model.adata.var_names]) for the whole
             # object of a gene subset: anndata would write into a copy of the view.
-            advice = (
-                "Write into a copy and take what you need from it into the whole: sub = "
-                "adata[:, model.adata.var_names].copy(); model.write_to_adata(sub); "
-                "adata.obsm[key] = sub.obsm[key] (adata.obs[key] = sub.obs[key]) for each "
-                "key written."
-                if getattr(self, "_writes_own_genes", False)
-                else "Pass the whole AnnData: model.write_to_adata(adata) computes the "
-                "results on the model's genes and writes them into it."
-            )
             raise ValueError(
                 "adata is a view of some genes of an AnnData (adata[:, genes]): anndata would "
                 "write the results into a copy of it, and the AnnData it views would get "
-                f"nothing. {advice}"
+                "nothing. Pass the whole AnnData: model.write_to_adata(adata) computes the "
+                "results on the model's genes and writes them into it."
             )
         elif adata is not None and adata.is_view:
             raise ValueError(
