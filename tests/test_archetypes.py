@@ -504,6 +504,7 @@ def test_loading_onto_other_spots_counts_the_training_spots(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:min_spots=1 was not fully applied")
+@pytest.mark.filterwarnings("ignore:archetype A. has no anchors")
 def test_loaded_onto_reordered_spots_writes_into_the_adata_given(tmp_path):
     """Loaded onto its spots in another order, the model reads a copy in the fitted order:
     write_to_adata() wrote into that copy and returned its keys, the AnnData given got none."""

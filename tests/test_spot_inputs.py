@@ -562,6 +562,29 @@ def test_an_archetype_without_majority_spots_is_anchored_and_said():
         warn_thin([], 2, raw, np.array([0, 1, 1]))
 
 
+def test_an_archetype_without_spots_is_said_by_the_read_outs(slides):
+    """An archetype no spot weighs most (kept: merging stops at 2) was said once, by the
+    cached merge: get_anchors and write_to_adata named it in attrs only, silently."""
+    import copy
+
+    model, mix = slides
+    clone = copy.deepcopy(model)
+    weights = model.get_archetype_weights()
+    weights["A0"] += weights.pop("A2")
+    weights["A2"] = 0.0  # no spot weighs A2 most
+    clone.get_archetype_weights = lambda **kwargs: weights
+    said = r"archetype A2 has no anchors and is the dominant archetype of no spot: no spot"
+    for _ in range(2):  # every read says it, not the first only
+        with pytest.warns(UserWarning, match=said):
+            assert clone.get_anchors(5).attrs["no_spots"] == ["A2"]
+    spots = mix.copy()
+    with pytest.warns(UserWarning, match=said):
+        clone.write_to_adata(spots)
+    assert spots.uns["archetypes"]["no_spots"].tolist() == ["A2"]
+    model.write_to_adata(spots)  # none without spots: an empty list
+    assert spots.uns["archetypes"]["no_spots"].tolist() == []
+
+
 def test_min_spots_never_merges_below_two_archetypes(slides):
     from deltavae.model._archetype_results import merge_thin
 

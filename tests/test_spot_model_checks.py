@@ -87,6 +87,7 @@ def _left_out_models(which, kept, ref):
     return dv.model.Archetypes(kept, n_archetypes=3, n_hidden=8)
 
 
+@pytest.mark.filterwarnings("ignore:archetype A. has no anchors")  # a short run: said each write
 @pytest.mark.parametrize("which", ["nmf_per_spot", "imputer", "imputer_latent", "archetypes"])
 def test_write_to_adata_of_spots_left_out_of_a_per_spot_fit_gives_missing_rows(four_types, which):
     """Empty spots filtered before training, as advised: write_to_adata into all the spots

@@ -173,6 +173,15 @@ def read_anchors(model, n_anchors: int) -> pd.Series:
         )
     out = anchors(weights, n_anchors, model.anchor_key)
     out.attrs["empty_spots"] = list(weights.index[empty])
+    if unled := out.attrs["no_spots"]:  # said once by the (cached) merge: said by every read
+        it = "them" if len(unled) > 1 else "it"
+        warn_user(
+            f"archetype {', '.join(unled)} has no anchors and is the dominant archetype of no "
+            f"spot: no spot weighs {it} most. Merging stops at 2 archetypes, so {it} stands "
+            "without spots behind it: the spots may hold one state with a few outliers (or the "
+            "fit is short: train longer). get_anchors(...).attrs['no_spots'] and, after "
+            "write_to_adata, uns['archetypes']['no_spots'] list it."
+        )
     return out
 
 
@@ -461,7 +470,7 @@ def write(model, adata, batch_size, key_added, n_anchors: int) -> list[str]:
     warn_empty_spots(int(missing.sum()), len(missing), what, model.adata.n_vars)
     with warnings.catch_warnings():  # said above
         warnings.filterwarnings("ignore", message=r".* they anchor no archetype")
-        anchors = model.get_anchors(n_anchors)
+        anchors = model.get_anchors(n_anchors)  # an archetype without spots: said there
     profiles = model.get_archetype_profiles()
     if not in_order:  # the training spots and genes, in another order: align by name
         weights, anchors = weights.loc[adata.obs_names], anchors.loc[adata.obs_names]
@@ -475,5 +484,6 @@ def write(model, adata, batch_size, key_added, n_anchors: int) -> list[str]:
     markers["params"]["groupby"] = keys[3]  # the prefixed obs column, for sc.pl plots
     adata.uns[keys[4]] = markers
     adata.uns[keys[5]] = summary(model, weights.columns, *model._merge(), int(missing.sum()))
+    adata.uns[keys[5]]["no_spots"] = np.asarray(anchors.attrs["no_spots"], dtype=object).astype(str)
     slots = ("obsm", "varm", "obs", "obs", "uns", "uns")
     return [f"{slot}/{key}" for slot, key in zip(slots, keys, strict=True)]

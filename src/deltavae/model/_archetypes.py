@@ -356,7 +356,7 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         A spot anchors at most one archetype (the one it weighs most); anchors need a weight
         above 1/2, so an archetype may have fewer. One that no spot weighs above 1/2 (a short
         fit) is anchored by the spots it weighs most (``attrs["anchored_below_half"]``); one
-        that no spot weighs most has none (``attrs["no_spots"]``; the merge warned).
+        that no spot weighs most has none (``attrs["no_spots"]``, warned by name).
 
         Parameters
         ----------
@@ -490,7 +490,8 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         ``uns/archetype_markers`` and ``uns/archetypes`` (``names``, ``n_archetypes_raw``,
         ``merge_threshold``, ``min_spots``, ``merge_groups``, ``merge_tree`` (scipy linkage of
         the raw archetypes), ``n_empty_spots`` (spots without counts: NaN weights, dominant
-        and anchor), ``elbow`` when chosen, ``signature_map`` and ``unmatched_signatures``).
+        and anchor), ``no_spots`` (archetypes no spot weighs most: no anchors, warned),
+        ``elbow`` when chosen, ``signature_map`` and ``unmatched_signatures``).
 
         Examples
         --------
