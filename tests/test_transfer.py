@@ -218,6 +218,19 @@ def test_label_transfer_on_a_shifted_batch(reference, tmp_path):
     stored = anndata.read_h5ad(tmp_path / "cells.h5ad")
     assert "k_label" not in stored.obs and "k_label_confidence" not in stored.obs
     assert "k_cluster" in stored.obs and (stored.obs["cgmdvae_label"] == "mine").all()
+    # Written into a store with write_results_to_store (read_lazy's way), the store kept them.
+    q.write_to_adata(ref_cells, key_added="k")
+    ref_cells.write_zarr(tmp_path / "cells.zarr")
+    ref_cells.write_h5ad(tmp_path / "again.h5ad")
+    for path, read in (
+        (tmp_path / "cells.zarr", anndata.read_zarr),
+        (tmp_path / "again.h5ad", anndata.read_h5ad),
+    ):
+        cells = read(path)
+        dv.write_results_to_store(cells, model.write_to_adata(cells, key_added="k"), path)
+        stored = read(path)
+        assert "k_label" not in stored.obs and "k_label_confidence" not in stored.obs
+        assert "k_cluster" in stored.obs and (stored.obs["cgmdvae_label"] == "mine").all()
 
 
 def test_load_from_disk_then_map_with_reordered_and_missing_genes(reference, tmp_path):

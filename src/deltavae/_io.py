@@ -246,6 +246,9 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
         if slot not in group:
             group.create_group(slot)
         write_elem(group[slot], name, getattr(adata, slot)[name])
+    from .model._stale_labels import remove_stale_labels_in_store
+
+    remove_stale_labels_in_store(group, adata, keys)  # as write_to_adata removed them
     if consolidated:
         zarr.consolidate_metadata(path)
 
@@ -300,6 +303,7 @@ def _write_results_to_h5ad(adata: AnnData, keys: list[str], path: Path) -> None:
     import h5py
 
     from .model._backed import _check_file_cells, _write_into_file
+    from .model._stale_labels import remove_stale_labels_in_store
 
     own = adata.isbacked and Path(adata.filename).resolve() == path.resolve()
     # Closed (by the user): written as any other file, and left closed.
@@ -318,6 +322,7 @@ def _write_results_to_h5ad(adata: AnnData, keys: list[str], path: Path) -> None:
         try:
             _check_file_cells(adata)  # rewritten at its path since adata was opened
             _write_into_file(adata, keys)
+            remove_stale_labels_in_store(adata.file["obs"].file, adata, keys)
         finally:
             adata.file.close()
             adata.file.open(filemode="r" if mode == "r" else "r+")
@@ -330,3 +335,4 @@ def _write_results_to_h5ad(adata: AnnData, keys: list[str], path: Path) -> None:
         raise ValueError(f"cannot open {str(path)!r} as an .h5ad file to write: {err}") from err
     with h5:
         _write_into_file(adata, keys, h5)
+        remove_stale_labels_in_store(h5, adata, keys)  # as write_to_adata removed them

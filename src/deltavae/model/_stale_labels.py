@@ -16,6 +16,8 @@ from anndata import AnnData
 
 from ._scanpy_keys import scanpy_uns_keys
 
+_CLUSTER = "_cluster"
+
 
 def _ours(adata: AnnData, key: str) -> bool:
     """Whether ``<key>_label`` and ``<key>_label_confidence`` are as a query write left them:
@@ -62,3 +64,22 @@ def remove_obs_columns(h5, names: list[str]) -> None:
                 del h5["uns"][uns_key]
     order = [str(c) for c in stored.attrs.get("column-order", []) if str(c) not in names]
     stored.attrs["column-order"] = order  # as write_obs_columns and anndata write it
+
+
+def remove_stale_labels_in_store(group, adata: AnnData, keys: list[str]) -> None:
+    """Remove from a file or store (``group``, its root: h5py or zarr) the label columns of an
+    earlier query write that writing ``keys`` removed from ``adata.obs`` (:func:`drop_stale_labels`
+    of the clusters ``obs/<key>_cluster`` written): :func:`deltavae.write_results_to_store`
+    wrote the keys only, and the store kept the earlier model's labels beside the clusters."""
+    if "obs" not in group:
+        return
+    stale = []
+    for key in keys:
+        slot, _, name = str(key).partition("/")
+        if slot != "obs" or not name.endswith(_CLUSTER):
+            continue
+        base = name[: -len(_CLUSTER)]
+        labels = [f"{base}_label", f"{base}_label_confidence"]
+        stale += [c for c in labels if c in group["obs"] and c not in adata.obs.columns]
+    if stale:
+        remove_obs_columns(group, stale)
