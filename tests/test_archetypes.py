@@ -119,6 +119,10 @@ def test_write_to_adata_takes_the_training_spots_and_genes_in_any_order(fitted):
     profiles = pd.DataFrame(whole.varm["archetype_profiles"], index=whole.var_names)
     np.testing.assert_array_equal(profiles.loc[genes], shuffled.varm["archetype_profiles"])
     assert profiles.loc[other.var_names].isna().all().all()
+    # Read as new spots, the whole was refused too (every other model reads its genes by name).
+    np.testing.assert_allclose(
+        model.get_archetype_weights(whole), whole.obsm["archetype_weights"], rtol=1e-5
+    )
     pd.testing.assert_series_equal(whole.obs["archetype_anchor"], shuffled.obs["archetype_anchor"])
     # Some training genes missing, or repeated: refused by name.
     with pytest.raises(ValueError, match=r"has 119, 0 of them not among .*, lacking 1 of them"):

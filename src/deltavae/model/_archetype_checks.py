@@ -24,16 +24,16 @@ __all__ = [
 ]
 
 _ADVICE = (
-    "Archetypes' encoder reads every training gene: pass spots that have them all, e.g. "
-    "adata[:, model.adata.var_names] (extra genes are dropped that way). Archetypes cannot "
-    "make a missing gene up; spots measured on another gene panel need a model fitted on the "
-    "shared genes."
+    "Archetypes' encoder reads every training gene: pass spots that have them all (others "
+    "besides are left out, by name). Archetypes cannot make a missing gene up; spots "
+    "measured on another gene panel need a model fitted on the shared genes."
 )
 
 
 def check_new_spots(adata: AnnData, genes: pd.Index | None, registry: dict | None) -> AnnData:
-    """``adata`` with the training genes in the training order (reordered on a copy), or a
-    refusal that says what Archetypes can do: missing genes and unseen samples by name.
+    """``adata`` with the training genes in the training order (reordered, or read from a
+    whole holding others besides, on a copy), or a refusal that says what Archetypes can
+    do: missing genes and unseen samples by name.
 
     Examples
     --------
@@ -59,7 +59,7 @@ def check_new_spots(adata: AnnData, genes: pd.Index | None, registry: dict | Non
                 f"on all samples together (Archetypes.setup_anndata(adata, sample_key={key!r})), "
                 "or, as an approximation, label the new spots with a similar training sample."
             )
-    return match_genes(adata, genes, advice=_ADVICE)
+    return match_genes(adata, genes, advice=_ADVICE, extra_genes=True)  # as every model's
 
 
 def check_count(method: str, name: str, value, meaning: str) -> None:

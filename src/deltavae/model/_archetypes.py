@@ -304,7 +304,8 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         Parameters
         ----------
         adata
-            Spots with the training genes, set up as the training spots (the default).
+            Spots with the training genes (others besides are left out), set up like the
+            training data; default the training spots.
         indices
             Spots of ``adata`` to read (positions or a boolean mask; default all), in order.
         batch_size
