@@ -24,9 +24,10 @@ __all__ = [
 ]
 
 _ADVICE = (
-    "Archetypes' encoder reads every training gene: pass spots that have them all (others "
-    "besides are left out, by name). Archetypes cannot make a missing gene up; spots "
-    "measured on another gene panel need a model fitted on the shared genes."
+    "Archetypes' encoder reads every training gene: pass spots that have them all, "
+    "model.adata.var_names (others besides are left out, by name). Archetypes cannot make a "
+    "missing gene up; spots measured on another gene panel need a model fitted on the shared "
+    "genes."
 )
 
 
