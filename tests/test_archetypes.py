@@ -230,6 +230,22 @@ def test_signatures_as_a_pandas_index_or_series(fitted):
     # A gene listed twice (lists merged from two sources) weighed twice in the mean.
     twice = {name: [genes[0], *genes] for name, genes in top.items()}
     pd.testing.assert_frame_equal(model.match_signatures(twice), table)
+    # Signatures of symbols where var_names are other IDs: read in a var column as scanpy's
+    # gene_symbols (refused before as 'use the same gene identifiers', naming no column).
+    var = model.adata.var
+    var["symbol"] = "SYM_" + var.index.str.upper()
+    try:
+        symbols = {name: list("SYM_" + genes.str.upper()) for name, genes in top.items()}
+        with (
+            pytest.warns(UserWarning, match="8 of 8 genes are not in the data"),
+            pytest.raises(ValueError, match=r"var\['symbol'\] names 16 of them: pass gene_"),
+        ):
+            model.match_signatures(symbols)
+        pd.testing.assert_frame_equal(model.match_signatures(symbols, gene_symbols="symbol"), table)
+        with pytest.raises(KeyError, match=r"gene_symbols='sym' is not a column .*'symbol'"):
+            model.match_signatures(symbols, gene_symbols="sym")
+    finally:
+        var.pop("symbol")
 
 
 def test_a_loaded_signature_map_is_not_written_for_other_archetypes(fitted, tmp_path):

@@ -21,6 +21,8 @@ __all__ = [
     "check_new_spots",
     "check_signature_names",
     "check_training_names",
+    "signature_genes",
+    "symbols_advice",
 ]
 
 _ADVICE = (
@@ -107,6 +109,39 @@ def check_signature_names(names) -> None:
             "by str in the results, so one would replace the other: rename one of them, or "
             "join their genes under one name."
         )
+
+
+def signature_genes(adata: AnnData, gene_symbols: str | None) -> pd.Index:
+    """The names a signature's genes are looked up in: the training genes (``var_names``), or
+    their symbols in the ``var`` column ``gene_symbols`` (scanpy's ``gene_symbols``)."""
+    if gene_symbols is None:
+        return adata.var_names
+    if not isinstance(gene_symbols, str) or gene_symbols not in adata.var.columns:
+        raise KeyError(
+            f"gene_symbols={short_repr(gene_symbols)} is not a column of model.adata.var "
+            f"(its columns: {list(map(str, adata.var.columns))[:10]}); pass the column that "
+            "names each gene's symbol, or None to read the signatures in var_names."
+        )
+    return pd.Index(adata.var[gene_symbols].astype(str).to_numpy())
+
+
+def symbols_advice(var: pd.DataFrame | None, signatures) -> str:
+    """Where signatures name none of the model's genes: ``gene_symbols=<column>`` for the
+    ``var`` column of text that names the most of their genes; ``""`` where none does."""
+    wanted = {str(g) for members in signatures.values() for g in members}
+    best, most = None, 0
+    for column in [] if var is None else var.columns:
+        values = var[column]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        found = len(wanted & set(values.astype(str)))
+        best, most = (column, found) if found > most else (best, most)
+    if best is None:
+        return ""
+    return (
+        f"model.adata.var[{str(best)!r}] names {most} of them: pass "
+        f"gene_symbols={str(best)!r} to read the signatures in that column."
+    )
 
 
 class MergeSettings:

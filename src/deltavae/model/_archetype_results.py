@@ -16,6 +16,7 @@ from ._archetype_checks import (
     check_count,
     check_signature_names,
     check_training_names,
+    symbols_advice,
 )
 from ._genes import identifier_advice
 from ._spots import prefixed, warn_empty_spots
@@ -63,11 +64,16 @@ def rank_genes_layout(profiles: pd.DataFrame, n_genes: int, groupby: str) -> dic
 
 
 def signature_scores(
-    log_profiles: np.ndarray, genes: pd.Index, signatures: Mapping[str, Sequence[str]]
+    log_profiles: np.ndarray,
+    genes: pd.Index,
+    signatures: Mapping[str, Sequence[str]],
+    var: pd.DataFrame | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Signature names and their scores (signatures x archetypes): the mean over a signature's
-    genes of the archetypes' log profiles (genes x archetypes) standardised across archetypes;
-    see :meth:`deltavae.model.Archetypes.match_signatures`."""
+    genes (``genes``, one name per row of ``log_profiles``; a symbol of several rows reads
+    them all) of the archetypes' log profiles (genes x archetypes) standardised across
+    archetypes; see :meth:`deltavae.model.Archetypes.match_signatures`. ``var``, the model's
+    genes' table, is searched for a column naming the genes when ``genes`` names none."""
     if isinstance(signatures, pd.DataFrame | pd.Series | np.ndarray):
         raise TypeError(
             f"signatures must be a mapping {{name: [genes, ...]}}, got a "
@@ -110,7 +116,7 @@ def signature_scores(
                 f"data: {missing[:20]}{dropped}"
             )
         if present:
-            gene_sets[str(name)] = genes.get_indexer(present)
+            gene_sets[str(name)] = genes.get_indexer_for(present)
     if not any(len(m) for m in signatures.values()):  # not a matter of identifiers
         raise ValueError(
             f"every signature lists no genes ({list(signatures)[:10]}); pass gene names, "
@@ -121,7 +127,10 @@ def signature_scores(
     if not gene_sets:
         raise ValueError(
             f"no signature has any of its genes in the data ({list(signatures)[:10]}). "
-            + identifier_advice([g for m in signatures.values() for g in m], genes)
+            + (
+                symbols_advice(var, signatures)
+                or identifier_advice([g for m in signatures.values() for g in m], genes)
+            )
         )
     sd = log_profiles.std(axis=1, keepdims=True)
     standardized = (log_profiles - log_profiles.mean(axis=1, keepdims=True)) / np.where(

@@ -16,6 +16,7 @@ from ..module import ArchetypesModule
 from ..module._gene_order import in_name_order
 from . import _archetype_results as results
 from ._archetype_checks import MergeSettings, check_batch_size, check_count, check_new_spots
+from ._archetype_signatures import match_signatures
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import archetype_start, candidate_samples, restore_candidate_samples
@@ -408,7 +409,10 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
 
     # ------------------------------------------------------------------------- signatures
     def match_signatures(
-        self, signatures: Mapping[str, Sequence[str]], variant_ratio: float = 0.5
+        self,
+        signatures: Mapping[str, Sequence[str]],
+        variant_ratio: float = 0.5,
+        gene_symbols: str | None = None,
     ) -> pd.DataFrame:
         """Match archetypes one-to-one to known gene signatures; say which of the rest are
         variants of a matched signature and rank the others as novel.
@@ -429,6 +433,9 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         variant_ratio
             Fraction of the matched archetype's score an unmatched archetype needs on the
             same signature to count as its variant.
+        gene_symbols
+            Column of ``model.adata.var`` naming the signatures' genes (as scanpy's
+            ``gene_symbols``: symbols where ``var_names`` are Ensembl IDs); default var_names.
 
         Returns
         -------
@@ -445,14 +452,7 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         --------
         >>> a.match_signatures({"B": ["MS4A1", "CD79A"], "T": ["CD3E", "CD3D"]})  # doctest: +SKIP
         """
-        profiles = self.get_archetype_profiles()
-        sig_names, scores = results.signature_scores(
-            np.log1p(profiles.to_numpy() * _CP10K), profiles.index, signatures
-        )
-        table = results.signature_table(scores, sig_names, profiles.columns, variant_ratio)
-        # The map is written while these profiles hold (saved); both set once it is made.
-        self.signature_profiles_, self.signature_map_ = profiles, table
-        return table
+        return match_signatures(self, signatures, variant_ratio, gene_symbols)
 
     # ------------------------------------------------------------------------- output
     @writes_backed
