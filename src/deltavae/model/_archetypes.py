@@ -125,7 +125,6 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         min_spots: int = 5,
     ):
         super().__init__(adata)
-        n_spots = adata.n_obs
         check_model_arguments(
             {name: value for name, value in locals().items() if name in _SIZES},
             dropout_rate=dropout_rate,
@@ -152,7 +151,7 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         self.signature_map_, self._cache = None, {}
         summary = (
             f"Archetypes: {n_archetypes} raw archetypes (alike ones merge: archetype_names()), "
-            f"{n_spots} spots ({len(profiles)} candidates), {adata.n_vars} genes"
+            f"{adata.n_obs} spots ({len(profiles)} candidates), {adata.n_vars} genes"
         )  # and the merge threshold as it is now (MergeSettings.summary_string)
         self._finish_init(summary, locals())
 
@@ -305,8 +304,7 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         Parameters
         ----------
         adata
-            Spots with the training genes (others besides are left out), set up like the
-            training data; default the training spots.
+            Spots with the training genes (others left out); default the training spots.
         indices
             Spots of ``adata`` to read (positions or a boolean mask; default all), in order.
         batch_size
@@ -315,8 +313,8 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         Returns
         -------
         pandas.DataFrame
-            Spots x archetypes, rows sum to 1; NaN for a spot without counts (warned), as
-            NMFDeconv's proportions (anchors, profiles, merges and markers leave them out).
+            Spots x archetypes, rows sum to 1; NaN for a spot without counts (warned; left
+            out of anchors, profiles, merges and markers).
 
         Examples
         --------
