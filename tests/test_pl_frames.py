@@ -117,3 +117,17 @@ def test_spatial_panels_are_spaced_as_sc_pl_spatial_spaces_them():
     renderer = left.figure.canvas.get_renderer()
     end = left.get_legend().get_window_extent(renderer).x1
     assert end < right.get_window_extent(renderer).x0
+    # only the gap after the long legend grows: the others keep scanpy's width (in inches)
+    colours = ["type", "g0", "g1", "region"]
+    wide = dv.pl.embedding(spots, basis="spatial", color=colours, show=False)
+    plain = dv.pl.embedding(spots, basis="spatial", color=["region", *colours[1:]], show=False)
+
+    def gaps(axes):
+        fig = axes[0].figure
+        boxes = [ax.get_position(original=True) for ax in axes]
+        return [(b.x0 - a.x1) * fig.get_figwidth() for a, b in zip(boxes, boxes[1:], strict=False)]
+
+    assert gaps(wide)[1:] == pytest.approx(gaps(plain)[1:], abs=0.01)
+    assert gaps(wide)[0] > gaps(plain)[0] + 1.0
+    grown = wide[0].figure.get_figwidth() - plain[0].figure.get_figwidth()
+    assert grown == pytest.approx(gaps(wide)[0] - gaps(plain)[0], abs=0.01)
