@@ -59,6 +59,34 @@ def test_an_array_of_axes_is_taken_per_panel_or_refused_by_name():
         dv.pl.cluster_probabilities(spots, basis="spatial", clusters=[0, 1], ax=grid, show=False)
 
 
+def test_several_colours_are_drawn_on_one_axes_each():
+    spots = _spots()
+    fig, grid = plt.subplots(1, 3)
+    colours = ["region", "g0", "g1"]
+    axes = dv.pl.embedding(
+        spots,
+        basis="spatial",
+        color=colours,
+        ax=grid,
+        title=["R"],
+        vmax=[None, 3, "p50"],
+        show=False,
+    )
+    assert axes == list(grid) and [ax.get_title() for ax in axes] == ["R", "g0", "g1"]
+    assert axes[0].get_legend() is not None and "region_colors" in spots.uns
+    assert axes[1].collections[0].get_clim() == (0.0, 3.0)
+    g1 = spots[:, "g1"].X.ravel()
+    assert axes[2].collections[0].get_clim()[1] == pytest.approx(np.percentile(g1, 50))
+    assert len(fig.axes) == 5  # the panels and the two colour bars, in the figure given
+    assert dv.pl.embedding(spots, "spatial", colours, ax=grid, return_fig=True) is fig
+    with pytest.raises(ValueError, match=r"ax holds 2 Axes, and color names 3 .*one Axes per"):
+        dv.pl.embedding(spots, basis="spatial", color=colours, ax=grid[:2], show=False)
+    with pytest.raises(ValueError, match=r"ax holds 1 Axes, and color names 3"):
+        dv.pl.embedding(spots, basis="spatial", color=colours, ax=grid[0], show=False)
+    with pytest.raises(ValueError, match="vmax holds 2 values, and color names 3 panels"):
+        dv.pl.embedding(spots, basis="spatial", color=colours, ax=grid, vmax=[1, 2], show=False)
+
+
 def test_panels_follow_scanpys_frameon_and_line_plots_keep_their_axes():
     spots = _spots()
     framed = sc.settings._frameon

@@ -18,6 +18,7 @@ from natsort import natsorted
 from .._checks import no_column
 from .._docs import doc_params, doc_show_save
 from .._renamed import renamed_keywords
+from ._colours import axes_per_colour, each_colour
 from ._tissue import PLACING, Tissue, draw_tissue, tissue
 from ._utils import (
     as_names,
@@ -69,7 +70,10 @@ def embedding(
     color
         obs column(s) or gene(s) to colour by, e.g. ``"cell_type"`` or ``["leiden", "CD3E"]``.
     ax
-        Axes to draw on (one colour only); a new figure when ``None``.
+        Axes to draw on: one, or with several colours a sequence of Axes, one per colour
+        (``plt.subplots(1, 2)``'s array; scanpy takes none), where ``title``, ``vmin``,
+        ``vmax``, ``vcenter``, ``norm`` and ``marker`` take one value per colour as over
+        scanpy's grid; a new figure when ``None``.
     {show_save}
     **kwargs
         Passed to :func:`scanpy.pl.embedding` (``title``, ``legend_loc``, ``size``,
@@ -96,6 +100,8 @@ def embedding(
     several = not isinstance(color, str) and color is not None and len(color) > 1
     if not several:  # an array of Axes (plt.subplots(1, 2)) was an AttributeError in scanpy
         ax = one_axes(ax, "embedding")
+    # one Axes of the user's per colour (scanpy refused ax with several colours)
+    given = axes_per_colour(ax, list(color)) if several and ax is not None else None
     name = basis.removeprefix("X_")
     if basis not in adata.obsm and f"X_{name}" not in adata.obsm:
         raise KeyError(
@@ -122,9 +128,12 @@ def embedding(
         if on is not None and on.scale != 1.0:  # full-resolution pixels to the image's
             drawn.obsm[stored] = np.asarray(adata.obsm[stored], dtype=float) * on.scale
         with plt.rc_context(sizes):
-            axes = sc.pl.embedding(
-                drawn, basis=key, color=color, ax=ax, show=False, save=False, **kwargs
-            )
+            if given is not None:
+                axes = each_colour(drawn, key, list(color), given, kwargs)
+            else:
+                axes = sc.pl.embedding(
+                    drawn, basis=key, color=color, ax=ax, show=False, save=False, **kwargs
+                )
     except Exception as err:
         # scanpy had opened the figure: an empty one was left behind (shown in a notebook).
         for number in set(plt.get_fignums()) - opened:
@@ -135,7 +144,7 @@ def embedding(
         raise KeyError(_colour_message(adata, color, kwargs, message)) from err
     keep_colours(adata, drawn)
     if on is not None:  # tissue as dv.pl.spatial_proportions and sc.pl.spatial draw it
-        panels = axes.axes if kwargs.get("return_fig") else np.atleast_1d(axes)
+        panels = axes.axes if isinstance(axes, plt.Figure) else np.atleast_1d(axes)
         for panel in [p for p in panels if not hasattr(p, "_colorbar")]:
             draw_tissue(panel, on)
         if several and ax is None and not gap_given:
@@ -144,6 +153,8 @@ def embedding(
         own_figure((axes[0] if isinstance(axes, list) else axes).figure)
     if kwargs.get("return_fig"):
         # scanpy's return_fig=True: the Figure, not shown (it was shown, and None returned)
+        if given is not None:  # the Figure of the Axes given
+            return savefig_or_show(axes, name, False, save, return_fig=True)
         savefig_or_show(axes, name, False, save)
         return axes
     return savefig_or_show(axes, name, show, save)
