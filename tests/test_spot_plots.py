@@ -64,6 +64,33 @@ def test_spatial_proportions_scale_starts_at_zero_and_shows_missing_spots(tmp_pa
     assert plt.get_fignums() == []  # refused before a figure was made
 
 
+def test_spatial_proportions_takes_vmin_as_scanpy_does():
+    """vmin was missing (the scale always started at 0) and vmax took 'p99' only."""
+    spots = _spots()
+    spots.obsm["scores"] = np.c_[np.linspace(-1, 2, spots.n_obs), np.linspace(0.2, 0.4, 40)]
+
+    def scales(axes):
+        return [(ax.collections[-1].norm.vmin, ax.collections[-1].norm.vmax) for ax in axes]
+
+    wide, narrow = dv.pl.spatial_proportions(spots, "scores", vmin=-0.5, vmax=1.5, show=False)
+    assert scales([wide, narrow]) == [(-0.5, 1.5), (-0.5, 1.5)]
+    assert [ax.collections[-1].colorbar.extend for ax in (wide, narrow)] == ["both", "neither"]
+    axes = dv.pl.spatial_proportions(spots, "scores", vmin="p10", vmax="p90.5", show=False)
+    expected = [np.percentile(spots.obsm["scores"][:, j], (10, 90.5)) for j in (0, 1)]
+    np.testing.assert_allclose(scales(axes), expected)
+    axes = dv.pl.spatial_proportions(spots, "scores", vmin=np.min, show=False)
+    np.testing.assert_allclose(scales(axes), [(-1, 2), (0.2, 0.4)])
+    # a lower end above every value of a panel: all in the lowest colour, not a reversed scale
+    (_, above) = dv.pl.spatial_proportions(spots, "scores", vmin=0.5, show=False)
+    assert scales([above]) == [(0.5, pytest.approx(0.55))]
+    plt.close("all")
+    with pytest.raises(ValueError, match=r"vmax must be above vmin; got vmin=0.5, vmax=0.2"):
+        dv.pl.spatial_proportions(spots, vmin=0.5, vmax=0.2, show=False)
+    with pytest.raises(ValueError, match=r"vmin must be a number, 'p1' or None; got 'q1'"):
+        dv.pl.spatial_proportions(spots, vmin="q1", show=False)
+    assert plt.get_fignums() == []
+
+
 def test_colour_bar_label_of_a_prefixed_key():
     spots = _spots()
     spots.obsm["ref2_proportions"] = spots.obsm["proportions"]  # write_to_adata(key_added=)

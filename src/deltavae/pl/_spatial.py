@@ -95,16 +95,62 @@ def _are_proportions(table: pd.DataFrame) -> bool:
     )
 
 
-def _top(values: np.ndarray, vmax: float | str | None, floor: float = 0.0) -> float:
-    """Upper end of a panel's colour scale: above 0 always, so that a column of zeros reads
-    as absent (the lowest colour), not as a middle value on a scale around 0; at least
-    ``floor`` unless ``vmax`` is a number."""
-    if vmax is not None and not isinstance(vmax, str):
-        return float(vmax)
-    if not values.size:
-        return 1.0
-    top = np.percentile(values, 99) if vmax == "p99" else values.max()
-    return max(float(top), floor) if top > 0 else 1.0
+def _check_bound(value, arg: str) -> None:
+    """A colour scale's end as scanpy takes it: a number, ``"pN"`` (the Nth percentile of a
+    panel's values, 0 <= N <= 100), a function of a panel's values, or ``None``."""
+    if value is None or callable(value):
+        return
+    if isinstance(value, str):
+        try:
+            ok = value.startswith("p") and 0 <= float(value[1:]) <= 100
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{arg} must be a number, 'p{99 if arg == 'vmax' else 1}' or None; got "
+                f"{short_repr(value)}. Any percentile "
+                "'pN' (0 <= N <= 100, 'p99.5' too) or a function of a panel's values works too, "
+                "as in scanpy."
+            )
+        return
+    try:
+        finite = bool(np.isfinite(float(value)))
+    except (TypeError, ValueError):
+        finite = False
+    if not finite:
+        raise ValueError(f"{arg} must be a finite number, 'pN' or None; got {short_repr(value)}.")
+
+
+def _bound(values: np.ndarray, bound, default: float) -> float:
+    """A scale's end of a panel's ``values`` (NaN left out): ``bound`` resolved as scanpy
+    resolves ``vmin`` and ``vmax``, ``default`` where it is ``None`` (or a percentile of no
+    values)."""
+    if bound is None or not values.size and not isinstance(bound, int | float):
+        return default
+    if callable(bound):
+        found = float(bound(values))
+        if not np.isfinite(found):
+            raise ValueError(f"A function given as vmin or vmax returned {found}: not a number.")
+        return found
+    if isinstance(bound, str):
+        return float(np.percentile(values, float(bound[1:])))
+    return float(bound)
+
+
+def _scale(values: np.ndarray, vmin, vmax, floor: float = 0.0) -> tuple[float, float]:
+    """Lower and upper end of a panel's colour scale. The lower end is 0 unless ``vmin`` says
+    otherwise; the upper end the panel's maximum (or ``vmax``), at least ``floor`` unless
+    ``vmax`` is a number or a function, and above the lower end always, so that a column of
+    zeros reads as absent (the lowest colour), not as a middle value on a scale around 0."""
+    bottom = _bound(values, vmin, 0.0)
+    top = _bound(values, vmax, float(values.max()) if values.size else bottom)
+    fixed = vmax is not None and not isinstance(vmax, str)
+    if not fixed and top > bottom:  # a column of zeros: 0 to 1, not 0 to the floor
+        top = max(top, floor)
+    if top > bottom:
+        return bottom, top
+    step = abs(top if fixed else bottom) * 0.1 or 1.0
+    return (top - step, top) if fixed else (bottom, bottom + step)
 
 
 @doc_params(tissue=doc_tissue, show_save=doc_show_save("spatial_proportions"))
@@ -118,6 +164,7 @@ def spatial_proportions(
     size: float | None = None,
     cmap: str | None = None,
     vmax: float | str | None = None,
+    vmin: float | str | None = None,
     ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
@@ -159,12 +206,16 @@ def spatial_proportions(
         Colour map; default ``rcParams["image.cmap"]`` (viridis, or
         ``sc.set_figure_params(color_map=...)``), as scanpy's plots.
     vmax
-        Upper end of the colour scale, which starts at 0: a number above 0, ``"p99"``
-        (per-panel 99th percentile) or ``None`` (per-panel maximum; 1 for a column of
-        zeros). For proportions (every spot's values sum to 1) a panel's own scale reaches
-        at least 0.05, so that a type below 5% of every spot reads as nearly absent; pass
-        a number for one scale across panels. Spots without a value (NaN) are drawn in
-        light grey.
+        Upper end of the colour scale: a number (above ``vmin``), ``"p99"`` (per-panel 99th
+        percentile; any ``"pN"``, as scanpy's), a function of a panel's values (as scanpy's)
+        or ``None`` (per-panel maximum; 1 for a column of zeros). For proportions (every
+        spot's values sum to 1) a panel's own scale reaches at least 0.05, so that a type
+        below 5% of every spot reads as nearly absent; pass a number for one scale across
+        panels. Spots without a value (NaN) are drawn in light grey.
+    vmin
+        Lower end of the colour scale, taken as ``vmax`` is (a number, ``"pN"`` or a
+        function); default 0. Values beyond either end take its colour, and the colour bar
+        an arrow-tipped end.
     ax
         Axes to draw a single panel on (one column), or a sequence of Axes, one per column
         drawn (``plt.subplots(1, 2)``); a new figure when ``None``.
@@ -206,10 +257,15 @@ def spatial_proportions(
     placing = placed(
         basis, image_rows, **placing, alpha_img=alpha_img, bw=bw, crop_coord=crop_coord
     )
-    if isinstance(vmax, str) and vmax != "p99":
-        raise ValueError(f"vmax must be a number, 'p99' or None; got {vmax!r}.")
-    if vmax is not None and not isinstance(vmax, str) and not vmax > 0:
-        raise ValueError(f"vmax must be above 0 (the scale starts at 0); got {vmax!r}.")
+    _check_bound(vmax, "vmax")
+    _check_bound(vmin, "vmin")
+    numbers = [v is None or isinstance(v, int | float | np.number) for v in (vmin, vmax)]
+    if all(numbers) and vmax is not None and not vmax > (vmin or 0):
+        raise ValueError(
+            f"vmax must be above vmin; got vmin={vmin!r}, vmax={vmax!r}."
+            if vmin is not None
+            else f"vmax must be above 0 (the scale starts at 0; pass vmin= below); got {vmax!r}."
+        )
     if adata.n_obs == 0:
         raise ValueError("adata holds no spots: nothing to draw.")
     table, values = _spatial_values(adata, key, columns)
@@ -224,18 +280,25 @@ def spatial_proportions(
     for ax, column, name in zip(axes, values.columns, titles, strict=True):
         v = values[column].to_numpy(dtype=float)
         missing = np.isnan(v)
-        top = _top(v[~missing], vmax, floor)
+        bottom, top = _scale(v[~missing], vmin, vmax, floor)
         # Spots without a value in light grey (scanpy's na_color), under the others.
         if missing.any():
             draw(ax, xy[missing], missing, c=_NA_COLOR, rasterized=True)
         # rasterized, as scanpy draws points: a PDF of 50,000 beads' vector markers per panel
         # took minutes to open
         points = draw(
-            ax, xy[~missing], ~missing, c=v[~missing], cmap=cmap, vmin=0, vmax=top, rasterized=True
+            ax,
+            xy[~missing],
+            ~missing,
+            c=v[~missing],
+            cmap=cmap,
+            vmin=bottom,
+            vmax=top,
+            rasterized=True,
         )
-        # an arrow-tipped end where vmax (or a negative value under the 0 the scale starts
-        # at) clips values, as matplotlib marks a clipped scale
-        extend = colour_bar_end(v, 0.0, top)
+        # an arrow-tipped end where vmax or vmin (the 0 the scale starts at, by default)
+        # clips values, as matplotlib marks a clipped scale
+        extend = colour_bar_end(v, bottom, top)
         bar = dict(label=_bar_label(key), shrink=0.7, pad=0.02, extend=extend)
         fig.colorbar(points, ax=ax, **bar)
         ax.set_title(name)
