@@ -159,3 +159,20 @@ def test_spatial_panels_are_spaced_as_sc_pl_spatial_spaces_them():
     assert gaps(wide)[0] > gaps(plain)[0] + 1.0
     grown = wide[0].figure.get_figwidth() - plain[0].figure.get_figwidth()
     assert grown == pytest.approx(gaps(wide)[0] - gaps(plain)[0], abs=0.01)
+
+
+def test_a_palette_dict_needs_colours_of_the_drawn_categories_only():
+    """A dict without a colour for a category was scanpy's bare KeyError: 'Mono', also for a
+    category no cell holds."""
+    spots = _spots()
+    spots.obs["type"] = spots.obs["region"].map({"a": "B", "b": "T"}).astype(str)
+    spots.obs["type"] = pd.Categorical(spots.obs["type"], categories=["B", "T", "Mono"])
+    palette = {"B": "red", "T": "blue"}
+    ax = dv.pl.embedding(spots, basis="spatial", color="type", palette=palette, show=False)
+    assert list(spots.uns["type_colors"][:2]) == ["#ff0000ff", "#0000ffff"]
+    assert palette == {"B": "red", "T": "blue"}  # the user's dict is left as it was
+    assert ax.get_legend() is not None
+    plt.close("all")
+    with pytest.raises(ValueError, match=r"palette names no colour for \['T'\] of 'type'"):
+        dv.pl.embedding(spots, basis="spatial", color="type", palette={"B": "red"}, show=False)
+    assert plt.get_fignums() == []

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import pandas as pd
 import scanpy as sc
 from anndata import AnnData
 from matplotlib.axes import Axes
+from matplotlib.colors import to_hex
 
 from .._checks import short_repr
 from ._utils import _items
@@ -80,3 +82,36 @@ def each_colour(
             **_one_panel(kwargs, i, n),
         )
     return list(axes)
+
+
+def fill_palette(adata: AnnData, colors: list, kwargs: dict) -> None:
+    """A ``palette`` given as a dict, checked against the categories it colours: scanpy needs
+    a colour for every category, and a dict without one raised a bare ``KeyError: 'NK'``, also
+    for a category no cell holds (which it lists in the legend). Categories of no cell get the
+    colour of their place in matplotlib's cycle (``"C3"``), as scanpy's default; a category of
+    cells without a colour is refused by name."""
+    palette = kwargs.get("palette")
+    if not isinstance(palette, Mapping):
+        return
+    filled = dict(palette)
+    for name in colors:
+        if not isinstance(name, str) or name not in adata.obs:
+            continue
+        values = adata.obs[name]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            categories = list(values.cat.categories)
+            used = set(values.dropna().unique())
+        elif pd.api.types.is_string_dtype(values) or values.dtype == object:
+            categories = sorted(used := set(values.dropna().unique()))
+        else:
+            continue
+        lacking = [c for c in categories if c not in filled and c in used]
+        if lacking:
+            raise ValueError(
+                f"palette names no colour for {short_repr(lacking, n=10, unit='categories')} "
+                f"of {name!r}: add them (palette={{{lacking[0]!r}: 'tab:green', ...}}), or pass "
+                "palette as a list or a colour map name."
+            )
+        for i, category in enumerate(categories):
+            filled.setdefault(category, to_hex(f"C{i}"))
+    kwargs["palette"] = filled

@@ -18,7 +18,7 @@ from natsort import natsorted
 from .._checks import no_column
 from .._docs import doc_params, doc_show_save
 from .._renamed import renamed_keywords
-from ._colours import axes_per_colour, each_colour
+from ._colours import axes_per_colour, each_colour, fill_palette
 from ._tissue import PLACING, Tissue, draw_tissue, tissue
 from ._utils import (
     as_names,
@@ -113,6 +113,7 @@ def embedding(
     stored = f"X_{name}" if key == name and f"X_{name}" in adata.obsm else basis
     _check_drawable(adata, stored, kwargs.get("layer"), kwargs.get("components"))
     gap_given = "wspace" in kwargs
+    fill_palette(adata, as_names(color, "color") or [], kwargs)
     if several and name != "spatial":
         # scanpy's default gap fits short legends only: cell type names ran into the next panel.
         # Not on tissue: drawn to scale (aspect "equal"), a panel is narrower than its slot,
