@@ -159,6 +159,13 @@ def test_spatial_panels_are_spaced_as_sc_pl_spatial_spaces_them():
     assert gaps(wide)[0] > gaps(plain)[0] + 1.0
     grown = wide[0].figure.get_figwidth() - plain[0].figure.get_figwidth()
     assert grown == pytest.approx(gaps(wide)[0] - gaps(plain)[0], abs=0.01)
+    # on another basis too, where 0.5 holds most names and a longer one ran over "UMAP2"
+    spots.obsm["X_umap"] = spots.obsm["spatial"]
+    left, right = dv.pl.embedding(spots, color=["type", "g0"], show=False)
+    left.figure.canvas.draw()
+    renderer = left.figure.canvas.get_renderer()
+    end = left.get_legend().get_window_extent(renderer).x1
+    assert end < right.get_tightbbox(renderer).x0
 
 
 def test_a_palette_dict_needs_colours_of_the_drawn_categories_only():

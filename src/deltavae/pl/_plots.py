@@ -144,12 +144,13 @@ def embedding(
         message = err.args[0] if err.args else "color not found"
         raise KeyError(_colour_message(adata, color, kwargs, message)) from err
     keep_colours(adata, drawn)
+    panels = axes.axes if isinstance(axes, plt.Figure) else np.atleast_1d(axes)
     if on is not None:  # tissue as dv.pl.spatial_proportions and sc.pl.spatial draw it
-        panels = axes.axes if isinstance(axes, plt.Figure) else np.atleast_1d(axes)
         for panel in [p for p in panels if not hasattr(p, "_colorbar")]:
             draw_tissue(panel, on)
-        if several and ax is None and not gap_given:
-            room_for_legends(list(panels))
+    if several and ax is None and not gap_given:
+        # a legend longer than the gap (0.5, or sc.pl.spatial's) ran under the next panel
+        room_for_legends(list(panels))
     if ax is None:
         own_figure((axes[0] if isinstance(axes, list) else axes).figure)
     if kwargs.get("return_fig"):

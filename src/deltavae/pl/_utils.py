@@ -262,9 +262,10 @@ def colour_bar_end(values, vmin: float | None, vmax: float | None) -> str:
 
 
 def room_for_legends(panels, rounds: int = 3) -> None:
-    """Widen the gaps of a grid of panels drawn to scale where a panel's legend would run
-    under the panel right of it: scanpy's gap (``sc.pl.spatial``'s) holds a short legend beside
-    a tissue panel, and a long cell type name ran under the next panel.
+    """Widen the gaps of a grid of panels where a panel's legend would run under the panel
+    right of it (its y label included): scanpy's gap (``sc.pl.spatial``'s, or
+    :func:`deltavae.pl.embedding`'s 0.5) holds a short legend, and a long cell type name ran
+    under the next panel.
 
     Only the gap after a column with such a legend grows (by its overlap, in inches): the
     panels and colour bars right of it move right, and the figure widens by as much, each
@@ -288,7 +289,8 @@ def room_for_legends(panels, rounds: int = 3) -> None:
                 continue
             right.apply_aspect()
             end = legend.get_window_extent(renderer).x1
-            overlap = (end - right.get_window_extent(renderer).x0) / fig.dpi
+            # clear of the next panel's y label and ticks too, where it has them
+            overlap = (end - right.get_tightbbox(renderer).x0) / fig.dpi
             if overlap > 0:
                 edge = round(after.x0 * width, 3)
                 extra[edge] = max(extra.get(edge, 0.0), overlap + 0.1)
