@@ -55,6 +55,9 @@ def test_an_array_of_axes_is_taken_per_panel_or_refused_by_name():
         dv.pl.history(_HISTORY, ax="left", show=False)
     ax = dv.pl.embedding(spots, basis="spatial", color="region", ax=one, show=False)
     assert ax is one[0, 0]
+    # the Figure of the Axes given (scanpy's return_fig failed: UnboundLocalError 'fig')
+    fig = dv.pl.embedding(spots, basis="spatial", color="region", ax=ax, return_fig=True)
+    assert fig is ax.figure
     with pytest.raises(ValueError, match="ax holds 2 Axes, and this plot has 3 panels"):
         dv.pl.cluster_probabilities(spots, basis="spatial", clusters=[0, 1], ax=grid, show=False)
 

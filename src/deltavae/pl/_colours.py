@@ -42,7 +42,6 @@ def _one_panel(kwargs: dict, i: int, n: int) -> dict:
     """``kwargs`` of panel ``i`` of ``n``: its title and its entries of the per-panel
     arguments, as scanpy reads them over its own grid."""
     out = dict(kwargs)
-    out.pop("return_fig", None)
     title = out.pop("title", None)
     titles = [] if title is None else [title] if isinstance(title, str) else list(title)
     if i < len(titles):  # scanpy titles the rest by their colour

@@ -120,6 +120,8 @@ def embedding(
         # whose spare width holds the legend, and 0.5 more made a gap twice sc.pl.spatial's.
         kwargs.setdefault("wspace", 0.5)
     figsize = kwargs.pop("figsize", None)
+    # not scanpy's: with an ax given it failed (UnboundLocalError: 'fig'); the Figure below
+    return_fig = kwargs.pop("return_fig", False)
     sizes = {} if figsize is None else {"figure.figsize": figure_size(figsize, (0, 0))}
     on = _tissue_of(adata, name, kwargs)
     opened = set(plt.get_fignums())
@@ -144,7 +146,7 @@ def embedding(
         message = err.args[0] if err.args else "color not found"
         raise KeyError(_colour_message(adata, color, kwargs, message)) from err
     keep_colours(adata, drawn)
-    panels = axes.axes if isinstance(axes, plt.Figure) else np.atleast_1d(axes)
+    panels = np.atleast_1d(axes)
     if on is not None:  # tissue as dv.pl.spatial_proportions and sc.pl.spatial draw it
         for panel in [p for p in panels if not hasattr(p, "_colorbar")]:
             draw_tissue(panel, on)
@@ -153,13 +155,8 @@ def embedding(
         room_for_legends(list(panels))
     if ax is None:
         own_figure((axes[0] if isinstance(axes, list) else axes).figure)
-    if kwargs.get("return_fig"):
-        # scanpy's return_fig=True: the Figure, not shown (it was shown, and None returned)
-        if given is not None:  # the Figure of the Axes given
-            return savefig_or_show(axes, name, False, save, return_fig=True)
-        savefig_or_show(axes, name, False, save)
-        return axes
-    return savefig_or_show(axes, name, show, save)
+    # return_fig=True: the Figure (of the Axes given too), not shown, as scanpy's
+    return savefig_or_show(axes, name, show, save, return_fig)
 
 
 def _tissue_of(adata: AnnData, name: str, kwargs: dict) -> Tissue | None:
