@@ -164,7 +164,8 @@ def test_spatial_panels_are_spaced_as_sc_pl_spatial_spaces_them():
     assert grown == pytest.approx(gaps(wide)[0] - gaps(plain)[0], abs=0.01)
     # on another basis too, where 0.5 holds most names and a longer one ran over "UMAP2"
     spots.obsm["X_umap"] = spots.obsm["spatial"]
-    left, right = dv.pl.embedding(spots, color=["type", "g0"], show=False)
+    with plt.rc_context({"figure.constrained_layout.use": True}):  # which laid it out as it was
+        left, right = dv.pl.embedding(spots, color=["type", "g0"], show=False)
     left.figure.canvas.draw()
     renderer = left.figure.canvas.get_renderer()
     end = left.get_legend().get_window_extent(renderer).x1

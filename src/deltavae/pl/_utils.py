@@ -274,8 +274,6 @@ def room_for_legends(panels, rounds: int = 3) -> None:
     """
     panels = [p for p in panels if not hasattr(p, "_colorbar")]
     fig = panels[0].figure
-    if fig.get_layout_engine() is not None:  # its layout makes room for legends itself
-        return
     for _ in range(rounds):
         renderer = fig.canvas.get_renderer()
         width = fig.get_figwidth()
@@ -297,6 +295,9 @@ def room_for_legends(panels, rounds: int = 3) -> None:
         if not extra:
             return
         moved = [(ax, ax.get_position(original=True)) for ax in fig.axes]  # colour bars too
+        # rcParams["figure.constrained_layout.use"] laid scanpy's grid out as it was, legends
+        # over the next panel, and would undo the moves: scanpy's positions, moved, are kept
+        fig.set_layout_engine("none")
         grown = width + sum(extra.values())
         fig.set_figwidth(grown)
         for ax, box in moved:
