@@ -108,6 +108,11 @@ def test_history_log_axis_refuses_negative_values():
     with pytest.raises(ValueError, match="log=False"):
         dv.pl.history(frames, log=True, show=False)
     assert plt.get_fignums() == []  # refused before drawing: no figure left open
+    # the curve that reaches 0 is named: a KL warm-up from 0 was blamed on the ELBO
+    frames["elbo_train"].iloc[1] = 4.0
+    frames["kl_weight"] = pd.DataFrame({"kl_weight": [0.0, 1.0]}, index=[0, 1])
+    with pytest.raises(ValueError, match="but kl_weight goes down to 0 .*leave kl_weight out"):
+        dv.pl.history(frames, keys=["elbo_train", "kl_weight"], log=True, show=False)
 
 
 def test_history_accepts_the_history_dict_and_draws_on_a_given_axes(trained):

@@ -118,13 +118,21 @@ def _log_ticks(low: float, high: float, n: int = 5) -> list[float]:
 
 
 def _log_values(frames: Sequence[pd.DataFrame]) -> np.ndarray:
-    """The finite values of the curves, refused unless all positive (a log axis)."""
+    """The finite values of the curves, refused unless all positive (a log axis), naming the
+    curve that is not (a KL weight warming up from 0 was blamed on the ELBO)."""
     values = np.concatenate([frame.to_numpy(dtype=float).ravel() for frame in frames])
     values = values[np.isfinite(values)]
     if values.size and values.min() <= 0:
+        low = min(frames, key=lambda f: np.nanmin(f.to_numpy(dtype=float), initial=np.inf))
+        name = str(low.columns[0]) if len(low.columns) else "a curve"
+        why = (
+            "a KL warm-up starts from 0: leave kl_weight out of keys"
+            if name == "kl_weight"
+            else "a normal likelihood's negative ELBO can be negative"
+        )
         raise ValueError(
-            f"log=True needs positive values, but the history goes down to {values.min():.4g} "
-            "(a normal likelihood's negative ELBO can be negative); draw it with log=False."
+            f"log=True needs positive values, but {name} goes down to {values.min():.4g} "
+            f"({why}); draw it with log=False."
         )
     return values
 
