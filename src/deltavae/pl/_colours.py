@@ -10,6 +10,7 @@ import scanpy as sc
 from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.colors import to_hex
+from natsort import natsorted
 
 from .._checks import short_repr
 from ._utils import _items
@@ -101,7 +102,8 @@ def fill_palette(adata: AnnData, colors: list, kwargs: dict) -> None:
             categories = list(values.cat.categories)
             used = set(values.dropna().unique())
         elif pd.api.types.is_string_dtype(values) or values.dtype == object:
-            categories = sorted(used := set(values.dropna().unique()))
+            # every value is used (nothing to fill); natsorted as scanpy lists them, mixed too
+            categories = natsorted(used := set(values.dropna().unique()), key=str)
         else:
             continue
         lacking = [c for c in categories if c not in filled and c in used]
