@@ -88,6 +88,12 @@ def test_spatial_proportions_takes_vmin_as_scanpy_does():
         dv.pl.spatial_proportions(spots, vmin=0.5, vmax=0.2, show=False)
     with pytest.raises(ValueError, match=r"vmin must be a number, 'p1' or None; got 'q1'"):
         dv.pl.spatial_proportions(spots, vmin="q1", show=False)
+    # one per panel, as scanpy's
+    axes = dv.pl.spatial_proportions(spots, "scores", vmin=[-1, "p50"], vmax=(3, None), show=False)
+    assert scales(axes) == [(-1, 3), (pytest.approx(0.3), pytest.approx(0.4))]
+    plt.close("all")
+    with pytest.raises(ValueError, match=r"vmax holds 2 values, and the plot has 3 panels"):
+        dv.pl.spatial_proportions(spots, vmax=[1, 1], show=False)
     assert plt.get_fignums() == []
 
 

@@ -121,6 +121,36 @@ def _check_bound(value, arg: str) -> None:
         raise ValueError(f"{arg} must be a finite number, 'pN' or None; got {short_repr(value)}.")
 
 
+def _bounds(vmin, vmax, panels: list[str]) -> list[tuple]:
+    """``(vmin, vmax)`` of each panel: one value for all, or a list of one per panel (as
+    scanpy's), each checked."""
+    per_panel = []
+    for arg, value in {"vmin": vmin, "vmax": vmax}.items():
+        if isinstance(value, list | tuple | np.ndarray):
+            if len(value) != len(panels):
+                raise ValueError(
+                    f"{arg} holds {len(value)} values, and the plot has {len(panels)} panels "
+                    f"({short_repr(panels, n=5, unit='panels')}): pass one value for all, or one "
+                    "per panel."
+                )
+            value = list(value)
+        else:
+            value = [value] * len(panels)
+        for one in value:
+            _check_bound(one, arg)
+        per_panel.append(value)
+    for low, high in zip(*per_panel, strict=True):
+        numbers = [v is None or isinstance(v, int | float | np.number) for v in (low, high)]
+        if all(numbers) and high is not None and not high > (low or 0):
+            raise ValueError(
+                f"vmax must be above vmin; got vmin={low!r}, vmax={high!r}."
+                if low is not None
+                else f"vmax must be above 0 (the scale starts at 0; pass vmin= below); got "
+                f"{high!r}."
+            )
+    return list(zip(*per_panel, strict=True))
+
+
 def _bound(values: np.ndarray, bound, default: float) -> float:
     """A scale's end of a panel's ``values`` (NaN left out): ``bound`` resolved as scanpy
     resolves ``vmin`` and ``vmax``, ``default`` where it is ``None`` (or a percentile of no
@@ -214,8 +244,8 @@ def spatial_proportions(
         panels. Spots without a value (NaN) are drawn in light grey.
     vmin
         Lower end of the colour scale, taken as ``vmax`` is (a number, ``"pN"`` or a
-        function); default 0. Values beyond either end take its colour, and the colour bar
-        an arrow-tipped end.
+        function); default 0. Either may be a list of one per panel, as scanpy's. Values
+        beyond either end take its colour, and the colour bar an arrow-tipped end.
     ax
         Axes to draw a single panel on (one column), or a sequence of Axes, one per column
         drawn (``plt.subplots(1, 2)``); a new figure when ``None``.
@@ -257,30 +287,22 @@ def spatial_proportions(
     placing = placed(
         basis, image_rows, **placing, alpha_img=alpha_img, bw=bw, crop_coord=crop_coord
     )
-    _check_bound(vmax, "vmax")
-    _check_bound(vmin, "vmin")
-    numbers = [v is None or isinstance(v, int | float | np.number) for v in (vmin, vmax)]
-    if all(numbers) and vmax is not None and not vmax > (vmin or 0):
-        raise ValueError(
-            f"vmax must be above vmin; got vmin={vmin!r}, vmax={vmax!r}."
-            if vmin is not None
-            else f"vmax must be above 0 (the scale starts at 0; pass vmin= below); got {vmax!r}."
-        )
     if adata.n_obs == 0:
         raise ValueError("adata holds no spots: nothing to draw.")
     table, values = _spatial_values(adata, key, columns)
     on = tissue(adata, **placing) if image_rows else None
     titles, figure_title = panel_titles(title, [str(c) for c in values.columns])
+    bounds = _bounds(vmin, vmax, titles)
     floor = LOWEST_SCALE_TOP if _are_proportions(table) else 0.0
     n = values.shape[1]
     fig, axes = panel_axes(ax, n, ncols, figure_size(figsize, (3.2, 3.0)))
     xy = coords[:, :2] * (on.scale if on is not None else 1.0)
     default = max(2.0, 12000.0 / max(adata.n_obs, 1) ** 1.1)
     draw = spot_drawer(on, size, adata.n_obs, default)
-    for ax, column, name in zip(axes, values.columns, titles, strict=True):
+    for ax, column, name, (low, high) in zip(axes, values.columns, titles, bounds, strict=True):
         v = values[column].to_numpy(dtype=float)
         missing = np.isnan(v)
-        bottom, top = _scale(v[~missing], vmin, vmax, floor)
+        bottom, top = _scale(v[~missing], low, high, floor)
         # Spots without a value in light grey (scanpy's na_color), under the others.
         if missing.any():
             draw(ax, xy[missing], missing, c=_NA_COLOR, rasterized=True)
