@@ -232,3 +232,26 @@ def test_min_kl_weight_0_trains_on_the_torch_side_elbo():
         warnings.simplefilter("ignore")
         model.train(max_epochs=2, n_epochs_kl_warmup=2, plan_kwargs={"min_kl_weight": 0}, **TRAIN)
     assert model.history["kl_weight"].iloc[:, 0].tolist() == [0.0, 0.5]
+
+
+def test_external_indexing_refuses_split_options_it_leaves_unread_and_reads_plain_lists():
+    """With datasplitter_kwargs['external_indexing'], scvi-tools dropped shuffle_set_split and
+    validation_size in silence; refused lists of ints ('not a np.array') and boolean masks
+    ('duplicate indexing'); raised a bare Warning for cells in no list; and lengthened the
+    user's list to three items in place."""
+    adata = _cells()
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    halves = [np.arange(30), np.arange(30, 40)]
+    for unread in ({"shuffle_set_split": False}, {"validation_size": 0.1}):
+        with pytest.raises(ValueError, match=rf"{next(iter(unread))}=.* cannot apply: .*lists"):
+            model.train(max_epochs=1, datasplitter_kwargs={"external_indexing": halves}, **unread)
+    with pytest.raises(ValueError, match=r"leaves 10 of the 40 cells in no list.* third"):
+        model.train(max_epochs=1, datasplitter_kwargs={"external_indexing": halves[:1]})
+    with pytest.raises(ValueError, match=r"validation cell positions outside the 40 cells"):
+        model.train(max_epochs=1, datasplitter_kwargs={"external_indexing": [halves[0], [41]]})
+    mask = np.arange(40) < 30
+    split = [list(range(30)), ~mask]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, datasplitter_kwargs={"external_indexing": split}, **TRAIN)
+    assert len(split) == 2 and sorted(model.validation_indices) == list(range(30, 40))

@@ -16,6 +16,7 @@ from ..train._data import split_sizes
 from ._device_args import check_accelerator
 from ._plan_checks import check_plan_names, check_plan_numbers
 from ._read_calls import read_call
+from ._split_checks import checked_external_split
 from ._trainer_names import trainer_names
 from ._validation import warn_user
 
@@ -101,6 +102,7 @@ def check_training_arguments(
             f"{short_repr(val_every)}; leave it out to validate every epoch."
         )
     monitor = trainer_kwargs.get("early_stopping_monitor")
+    checked_external_split(trainer_kwargs, validation_size, model.adata.n_obs, unit)
     split = trainer_kwargs.get("datasplitter_kwargs") or {}
     if "shuffle" in split:  # scvi-tools passes it twice: a raw TypeError
         raise ValueError(

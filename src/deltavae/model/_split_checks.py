@@ -1,0 +1,95 @@
+"""``train(datasplitter_kwargs={"external_indexing": [train, validation, test]})`` read as the
+user meant it, or refused by name before anything trains.
+
+scvi-tools takes the lists as they are: the split options beside them (``shuffle_set_split``,
+``validation_size``) were dropped in silence; lists of ints were refused as "not a
+np.array"; boolean masks as "duplicate indexing in train set"; cells in no list raised a bare
+``Warning("There are missing indices please fix or remove those lines")``; a position past the
+last cell an ``IndexError`` from inside the fit; and the user's own list was lengthened to
+three items in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._checks import short_repr
+
+_PARTS = ("training", "validation", "test")
+
+
+def _positions(part, n_rows: int, which: str, unit: str) -> np.ndarray:
+    """One list of ``external_indexing`` as positions (ints), a boolean mask of every row
+    read as the positions it marks."""
+    values = np.asarray([] if part is None else part)
+    if values.dtype == bool and values.ndim == 1 and len(values) == n_rows:
+        return np.flatnonzero(values)
+    if values.size == 0:
+        return np.array([], dtype=np.int64)
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(
+            f"datasplitter_kwargs['external_indexing'] lists the {which} {unit}s by position "
+            f"(integers from 0 to {n_rows - 1}) or as a boolean mask of all {n_rows}; got "
+            f"{short_repr(part)}. For obs names, pass adata.obs_names.get_indexer(names)."
+        )
+    outside = values[(values < 0) | (values >= n_rows)]
+    if len(outside):
+        raise ValueError(
+            f"datasplitter_kwargs['external_indexing'] lists {which} {unit} positions outside "
+            f"the {n_rows} {unit}s (0 to {n_rows - 1}): {short_repr(np.unique(outside))}."
+        )
+    return values.astype(np.int64, copy=False)
+
+
+def checked_external_split(
+    trainer_kwargs: dict, validation_size, n_rows: int, unit: str = "cell"
+) -> None:
+    """Refuse the split options ``external_indexing`` makes unread, and lists scvi-tools would
+    refuse or misread; put in ``trainer_kwargs`` (in place) a copy of ``datasplitter_kwargs``
+    whose ``external_indexing`` is a new list of int arrays, which scvi-tools may lengthen."""
+    split = trainer_kwargs.get("datasplitter_kwargs") or {}
+    external = split.get("external_indexing")
+    if external is None:
+        return
+    unread = {"shuffle_set_split": trainer_kwargs.get("shuffle_set_split")}
+    unread["validation_size"] = validation_size
+    given = [f"{name}={value!r}" for name, value in unread.items() if value is not None]
+    if given:
+        raise ValueError(
+            f"{' and '.join(given)} cannot apply: datasplitter_kwargs['external_indexing'] lists "
+            f"the {unit}s of each split, in the order given. Leave {' and '.join(given)} out, "
+            f"or leave external_indexing out to split by fractions."
+        )
+    if isinstance(external, np.ndarray) and external.ndim == 1 or not hasattr(external, "__len__"):
+        raise ValueError(
+            "datasplitter_kwargs['external_indexing'] is a list of up to three lists of "
+            f"{unit} positions (training, validation, test), e.g. [train_idx, val_idx]; got "
+            f"{short_repr(external)}."
+        )
+    if len(external) > 3:
+        raise ValueError(
+            f"datasplitter_kwargs['external_indexing'] holds {len(external)} lists; it takes "
+            f"up to three ({unit}s to train on, to validate on, held out as a test split)."
+        )
+    parts = [_positions(p, n_rows, w, unit) for p, w in zip(external, _PARTS, strict=False)]
+    for part, which in zip(parts, _PARTS, strict=False):
+        if len(np.unique(part)) < len(part):
+            raise ValueError(
+                f"datasplitter_kwargs['external_indexing'] lists some {which} {unit}s more than "
+                "once; list each once."
+            )
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        if i < len(parts) and j < len(parts) and len(np.intersect1d(parts[i], parts[j])):
+            raise ValueError(
+                f"datasplitter_kwargs['external_indexing'] lists {unit}s in both the {_PARTS[i]} "
+                f"and the {_PARTS[j]} list: "
+                f"{short_repr(np.intersect1d(parts[i], parts[j]))}. List each {unit} in one."
+            )
+    missing = n_rows - sum(len(p) for p in parts)
+    if missing:
+        raise ValueError(
+            f"datasplitter_kwargs['external_indexing'] leaves {missing} of the {n_rows} {unit}s "
+            f"in no list; scvi-tools needs every {unit} in one: list the rest third, as the test "
+            "split (neither trained nor validated on)."
+        )
+    trainer_kwargs["datasplitter_kwargs"] = {**split, "external_indexing": parts}
