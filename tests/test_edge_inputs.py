@@ -1,6 +1,7 @@
 """Unusual but legitimate data and calls: a lone last cell, one gene, sparse arrays, labels
 that are not names, pickling, tiny inputs, empty selections."""
 
+import importlib.util
 import pickle
 import re
 import warnings
@@ -406,6 +407,13 @@ def test_training_arguments_that_would_be_ignored_or_fail_late_are_refused():
         model.train(max_epochs=1, devices="cuda:1")
     with pytest.raises(ValueError, match=r"device='cpu' names .* pass accelerator='cpu'\.$"):
         model.train(max_epochs=1, device="cpu")
+    # Lightning: "invalid accelerator name" for "cuda:0"; ModuleNotFoundError for a TPU.
+    said = r"accelerator='cuda:0' names a torch device; .* accelerator='gpu', device=\[0\]"
+    with pytest.raises(ValueError, match=said):
+        model.train(max_epochs=1, accelerator="cuda:0")
+    if importlib.util.find_spec("torch_xla") is None:
+        with pytest.raises(ValueError, match=r"accelerator='tpu' .*torch_xla.* not installed"):
+            model.train(max_epochs=1, accelerator="tpu")
     assert not model.is_trained_
     # CGMDVAE keeps the best epoch only where there are validation cells ("auto").
     dv.model.CGMDVAE.setup_anndata(adata)

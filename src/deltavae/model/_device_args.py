@@ -4,6 +4,8 @@ devices that find no GPU."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 from scvi.model._utils import parse_device_args
 
@@ -13,8 +15,25 @@ from ._validation import warn_user
 
 
 def check_accelerator(accelerator) -> None:
-    """Refuse a GPU accelerator where torch sees none (the CLI asks this before reading)."""
+    """Refuse a GPU accelerator where torch sees none, a TPU without torch_xla, and a torch
+    device given as the accelerator (the CLI asks this before reading)."""
     name = str(accelerator).lower()
+    kind, colon, index = name.partition(":")
+    if colon and kind in ("cuda", "gpu", "cpu", "mps"):  # Lightning: "invalid accelerator name"
+        which = f", device=[{int(index)}]" if index.isdigit() and kind in ("cuda", "gpu") else ""
+        raise ValueError(
+            f"accelerator={short_repr(accelerator)} names a torch device; train takes the kind "
+            f"of device as accelerator and which one as device: pass accelerator="
+            f"{'gpu' if kind == 'cuda' else kind!r}{which}."
+        )
+    if name == "tpu" and importlib.util.find_spec("torch_xla") is None:
+        # Lightning's ModuleNotFoundError named a package requirement, not the argument.
+        raise ValueError(
+            f"accelerator={accelerator!r} runs on a TPU through torch_xla, which is not installed "
+            "here: install it on the TPU machine (pip install torch_xla, matching torch "
+            f"{torch.__version__}), or pass accelerator='cpu' (or 'auto': a GPU where there "
+            "is one)."
+        )
     if name in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ValueError(
             f"accelerator={accelerator!r} asks for a GPU, but torch {torch.__version__} sees "
