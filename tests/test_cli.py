@@ -1,6 +1,7 @@
 """The ``deltavae`` console script: demo, fit, its report and plots, input errors, threads,
 quiet logs, clean results files and the installed entry point."""
 
+import inspect
 import io
 import logging
 import os
@@ -22,7 +23,10 @@ from scipy import sparse
 matplotlib.use("Agg")
 
 import deltavae as dv  # noqa: E402
+from deltavae import _cli_commands  # noqa: E402
+from deltavae._cli_args import CLASSIFIER_WEIGHT  # noqa: E402
 from deltavae._cli_files import plots_folder  # noqa: E402
+from deltavae._cli_models import build_model as build  # noqa: E402
 from deltavae.cli import build_parser, main  # noqa: E402
 from deltavae.train import TrainingDivergedError  # noqa: E402
 
@@ -381,6 +385,8 @@ def test_help_shows_every_default():
     threads = f"--threads THREADS CPU threads of torch, numba (UMAP) and BLAS [{command_threads()}:"
     assert threads in " ".join(fit_help.split())
     assert "_plots" in fit_help
+    default = inspect.signature(dv.model.CGMDVAE).parameters["classifier_weight"].default
+    assert CLASSIFIER_WEIGHT == default and f"[{default:g}]" in " ".join(fit_help.split())
 
 
 def test_the_model_is_named_as_in_python_too(capsys):
@@ -780,7 +786,7 @@ def test_counts_only_in_a_layer_name_the_flag(counts_h5ad, tmp_path, capsys, sto
             assert "X_zinbvae" in ad.read_zarr(out).obsm
 
 
-def test_fit_names_the_unlabelled_category(tmp_path, capsys):
+def test_fit_names_the_unlabelled_category(tmp_path, capsys, monkeypatch):
     """Cells marked 'unknown' are unlabelled with --unlabeled-category unknown; without it
     they train as a fourth type, and the model's warning says so."""
     adata = dv.datasets.synthetic_counts(n_cells=120, n_genes=40, n_clusters=3, seed=1)
@@ -792,10 +798,18 @@ def test_fit_names_the_unlabelled_category(tmp_path, capsys):
     argv = ["fit", str(path), "--model", "cgmdvae", "--labels-key", "partial", "--epochs", "2"]
     argv += ["--no-plots", "--threads", "1"]
     out = tmp_path / "semi.h5ad"
-    assert main([*argv, "--unlabeled-category", "unknown", "--out", str(out)]) == 0
+    # --classifier-weight (no flag set CGMDVAE's, which the model's own advice names) reaches it.
+    built = []
+    monkeypatch.setattr(
+        _cli_commands, "build_model", lambda *a: built.append(build(*a)) or built[0]
+    )
+    given = ["--unlabeled-category", "unknown", "--classifier-weight", "5", "--out", str(out)]
+    assert main([*argv, *given]) == 0
+    assert built[0].module.classifier_weight == 5.0
     clusters = ad.read_h5ad(out).uns["cgmdvae"]["cluster_names"]
     assert sorted(clusters) == ["0", "1", "2"]
     assert "trained as a cell type of its own" not in capsys.readouterr().out
+    monkeypatch.undo()
     assert main([*argv, "--out", str(tmp_path / "four.h5ad")]) == 0
     printed = capsys.readouterr().out
     assert "warning: The labels hold 'unknown', which is trained as a cell type" in printed
@@ -834,6 +848,9 @@ def test_fit_refuses_an_unlabelled_category_without_labels(synthetic_h5ad, tmp_p
     argv = ["fit", str(synthetic_h5ad), "--model", "cgmdvae", "--unlabeled-category", "Unknown"]
     assert main([*argv, "--out", str(tmp_path / "x.h5ad")]) == 2
     assert "pass --labels-key too" in capsys.readouterr().err
+    argv = ["fit", str(synthetic_h5ad), "--model", "zinbvae", "--classifier-weight", "5"]
+    assert main([*argv, "--out", str(tmp_path / "x.h5ad")]) == 2
+    assert "zinbvae does not take --classifier-weight" in capsys.readouterr().err
     adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=0)
     with pytest.raises(ValueError, match="no labels_key was given"):
         dv.model.CGMDVAE.setup_anndata(adata, unlabeled_category="Unknown")

@@ -11,6 +11,8 @@ import argparse
 MERGE_THRESHOLD = 0.9
 MAX_ARCHETYPES = 10
 MIN_SPOTS = 5
+#: CGMDVAE's default classifier_weight, shown in ``deltavae fit --help``.
+CLASSIFIER_WEIGHT = 50.0
 
 
 def positive_int(text: str) -> int:
@@ -49,6 +51,22 @@ def _float_within(text: str, high: float, what: str) -> float:
 def positive_float(text: str) -> float:
     """``text`` as a finite number above 0; else a usage error."""
     return _float_within(text, float("inf"), "a positive number")
+
+
+def non_negative_float(text: str) -> float:
+    """``text`` as a finite number of 0 or more; else a usage error.
+
+    Examples
+    --------
+    >>> non_negative_float("0"), non_negative_float("12.5")
+    (0.0, 12.5)
+    """
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass  # refused below
+    return _float_within(text, float("inf"), "a number of 0 or more")
 
 
 def fraction(text: str) -> float:

@@ -52,6 +52,7 @@ _MODEL_OPTIONS = (
     "profiles",
     "design",
     "likelihood",
+    "classifier_weight",
 )
 
 

@@ -89,6 +89,8 @@ _FLAGS = (
     (r"\b(batch|condition|sample|labels)_key=", r"--\1-key "),
     (r"\b(batch|condition|sample|labels)_key\b", r"--\1-key"),
     (r"\bn_clusters\b", "--n-clusters"),
+    (r"\bclassifier_weight=", "--classifier-weight "),
+    (r"\bclassifier_weight\b", "--classifier-weight"),
     (r"\bn_archetypes=", "--n-archetypes "),
     (r"\bn_archetypes\b", "--n-archetypes"),
     (r"settings\.batch_size or batch_size in model\.train", "--batch-size"),

@@ -45,8 +45,10 @@ from collections.abc import Sequence
 
 from deltavae import __version__
 from deltavae._cli_args import (
+    CLASSIFIER_WEIGHT,
     add_spatial_options,
     fraction,
+    non_negative_float,
     positive_float,
     positive_int,
     seed_arg,
@@ -308,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "mixture components (cgmdvae) [model's default: the number of labels in "
             "--labels-key, or 10]"
+        ),
+    )
+    p_fit.add_argument(
+        "--classifier-weight",
+        type=non_negative_float,
+        default=None,
+        help=(
+            "cgmdvae with --labels-key: weight of the label classifier's loss; larger keeps "
+            f"the clusters closer to the labels, 0 leaves them to the data [{CLASSIFIER_WEIGHT:g}]"
         ),
     )
     p_fit.add_argument(
