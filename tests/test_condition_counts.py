@@ -220,3 +220,20 @@ def test_library_sizes_and_a_diverged_fits_record_are_of_the_cells_it_read():
     trained = adata.obs["condition"].iloc[20:70].astype(str).value_counts().to_dict()
     assert model.condition_counts_ == {"condition": trained}
     assert model.library_log_stats_ == pytest.approx((lib[20:].mean(), lib[20:].std()))
+    # The same cells again: their stats replaced; other cells: pooled with them per condition,
+    # as library_log_stats_ is (a fit on other cells replaced each condition's stats).
+    assert model.library_log_stats_by_condition_[("ctrl",)][0] == pytest.approx(
+        lib[20:][ctrl[20:]].mean()
+    )
+    other = adata[:40].copy()
+    other.X, other.obs_names = other.X * 4, [f"other{i}" for i in range(40)]
+    dv.model.CGMDVAE.setup_anndata(other, condition_key="condition")
+    model.adata = other
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, train_size=1.0, **fit)
+    both = np.concatenate([lib[20:], np.log(other.X.sum(1))])
+    assert model.library_log_stats_ == pytest.approx((both.mean(), both.std()))
+    both = np.concatenate([lib[20:][ctrl[20:]], np.log(other.X.sum(1))[ctrl[:40]]])
+    stats = model.library_log_stats_by_condition_[("ctrl",)]
+    assert stats == pytest.approx((both.mean(), both.std()))

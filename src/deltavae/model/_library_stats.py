@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from scvi import REGISTRY_KEYS
 
+from ._condition_counts import pooled
 from ._matrices import row_sums
 
 #: The fewest cells of a combination of conditions whose spread of library sizes is its own.
@@ -31,12 +32,12 @@ def record_library_stats(model, log_lib: np.ndarray | None = None, rows=None) ->
     ``rows`` (default all; after a fit its training and validation cells: a library size is
     observed, not fitted, but a test split is held out) per combination of its condition
     keys' values (a tuple of strings, in the keys' order), kept with the model in
-    ``library_log_stats_by_condition_`` and joined to those of earlier fits (a query's to its
-    reference's); a combination of fewer than :data:`MIN_CELLS_FOR_SD` cells keeps no spread
-    of its own (``sd`` None: that of all cells is drawn; two cells' sd might be near 0).
-    Nothing for a model without conditions or of a likelihood that is not of counts.
-    ``log_lib``: :func:`log_libraries` of the model's cells at ``rows``, where the caller
-    has read them."""
+    ``library_log_stats_by_condition_``: pooled over the AnnData it trained on (a query's
+    with its reference's), each of them by its last fit (:func:`_record_moments`); a
+    combination of fewer than :data:`MIN_CELLS_FOR_SD` cells keeps no spread of its own
+    (``sd`` None: that of all cells is drawn; two cells' sd might be near 0). Nothing for a
+    model without conditions or of a likelihood that is not of counts. ``log_lib``:
+    :func:`log_libraries` of the model's cells at ``rows``, where the caller has read them."""
     keys = model.condition_keys
     if not keys or not model.module.observation.is_count:
         return
@@ -44,21 +45,44 @@ def record_library_stats(model, log_lib: np.ndarray | None = None, rows=None) ->
     groups = [obs[key].astype(str).to_numpy() for key in keys]
     if log_lib is None:
         log_lib = log_libraries(model) if rows is None else log_libraries(model)[rows]
-    earlier = getattr(model, "library_log_stats_by_condition_", None)
-    model.library_log_stats_by_condition_ = _grouped_stats(log_lib, groups, earlier)
+    _record_moments(model, "condition", log_lib, groups)
 
 
-def _grouped_stats(log_lib: np.ndarray, groups: list, earlier: dict | None) -> dict:
-    """``earlier`` (or nothing) updated with the mean and sd (numpy's, ``ddof=0``; None
-    under :data:`MIN_CELLS_FOR_SD` cells) of ``log_lib`` per combination of ``groups``
-    (arrays of the cells' values), keyed by the combination's values as strings."""
+def _moments(log_lib: np.ndarray, groups: list) -> dict:
+    """``(cells, mean, sd)`` (numpy's sd, ``ddof=0``) of ``log_lib`` per combination of
+    ``groups`` (arrays of the cells' values), keyed by the combination's values as strings."""
     table = pd.Series(log_lib).groupby(list(groups)).agg(["mean", "std", "size"])
-    stats = dict(earlier or {})
+    moments = {}
     for combo, (mean, sd, n) in zip(table.index, table.to_numpy(), strict=True):
         combo = combo if isinstance(combo, tuple) else (combo,)
-        sd = sd * np.sqrt((n - 1) / n) if n >= MIN_CELLS_FOR_SD else None
-        stats[tuple(map(str, combo))] = (float(mean), None if sd is None else float(sd))
-    return stats
+        sd = sd * np.sqrt((n - 1) / n) if n > 1 else 0.0
+        moments[tuple(map(str, combo))] = (int(n), float(mean), float(sd))
+    return moments
+
+
+def _record_moments(model, kind: str, log_lib: np.ndarray, groups: list) -> None:
+    """This fit's :func:`_moments` kept with the model (``library_log_moments_``, saved) for
+    the AnnData it trained on (its cells by name: :func:`~deltavae.train._record.cells_digest`),
+    in place of that AnnData's last fit's; ``library_log_stats_by_<kind>_`` (``kind``:
+    ``"condition"`` or ``"cluster"``) pooled over every AnnData's. A fit on other cells
+    replaced the stats of each combination they shared, while ``library_log_stats_`` and the
+    counts ``sample`` draws from pooled them; a fit again on the same cells counts them once."""
+    from ..train._record import cells_digest
+
+    recorded = getattr(model, "library_log_moments_", None)
+    # A model saved before the moments were kept keeps its earlier stats beside these.
+    earlier = getattr(model, f"library_log_stats_by_{kind}_", None) if recorded is None else None
+    recorded = {digest: dict(fits) for digest, fits in (recorded or {}).items()}
+    recorded.setdefault(cells_digest(model.adata.obs.index), {})[kind] = _moments(log_lib, groups)
+    model.library_log_moments_ = recorded
+    joined: dict = {}
+    for fits in recorded.values():
+        for combo, (n, mean, sd) in fits.get(kind, {}).items():
+            n_before, *before = joined.get(combo, (0, None, None))
+            mean, sd = pooled(tuple(before) if n_before else None, n_before, (mean, sd), n)
+            joined[combo] = (n_before + n, mean, sd)
+    stats = {c: (m, s if n >= MIN_CELLS_FOR_SD else None) for c, (n, m, s) in joined.items()}
+    setattr(model, f"library_log_stats_by_{kind}_", {**(earlier or {}), **stats})
 
 
 def record_cluster_library_stats(
@@ -68,16 +92,16 @@ def record_cluster_library_stats(
     cells at positions ``cells`` (outside the test split, as
     :func:`record_library_stats`'s) per ``(cluster, *condition values)`` (``columns``:
     each cell's cluster name, then its values of the condition keys, as strings), in
-    ``library_log_stats_by_cluster_`` (saved with the model; a combination of this fit
-    replaces an earlier fit's); sd None under :data:`MIN_CELLS_FOR_SD` cells. Cell types
-    differ in depth (Kang IFN-beta: monocytes 2-3x the counts of T and B cells), which the
-    libraries of a condition's cells, drawn for every type alike, did not keep. ``log_lib``:
-    every cell's log library size (:func:`log_libraries`), where read already."""
+    ``library_log_stats_by_cluster_`` (saved with the model; pooled over the AnnData it
+    trained on as :func:`record_library_stats`'s); sd None under :data:`MIN_CELLS_FOR_SD`
+    cells. Cell types differ in depth (Kang IFN-beta: monocytes 2-3x the counts of T and B
+    cells), which the libraries of a condition's cells, drawn for every type alike, did not
+    keep. ``log_lib``: every cell's log library size (:func:`log_libraries`), where read
+    already."""
     if not model.module.observation.is_count:
         return
-    earlier = getattr(model, "library_log_stats_by_cluster_", None)
     log_lib = (log_libraries(model) if log_lib is None else log_lib)[cells]
-    model.library_log_stats_by_cluster_ = _grouped_stats(log_lib, columns, earlier)
+    _record_moments(model, "cluster", log_lib, columns)
 
 
 def cell_library_stats(
