@@ -411,6 +411,13 @@ def test_training_arguments_that_would_be_ignored_or_fail_late_are_refused():
     said = r"accelerator='cuda:0' names a torch device; .* accelerator='gpu', device=\[0\]"
     with pytest.raises(ValueError, match=said):
         model.train(max_epochs=1, accelerator="cuda:0")
+    # Lightning: "`devices` selected with `CPUAccelerator` should be an int > 0"; True: 1.
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"devices=\[0\] picks GPUs, .* devices=1"):
+            model.train(max_epochs=1, accelerator="cpu", devices=[0])
+    for wrong in (0, 1.5, True):
+        with pytest.raises(ValueError, match=rf"device={wrong} is not a number of devices"):
+            model.train(max_epochs=1, device=wrong)
     if importlib.util.find_spec("torch_xla") is None:
         with pytest.raises(ValueError, match=r"accelerator='tpu' .*torch_xla.* not installed"):
             model.train(max_epochs=1, accelerator="tpu")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import torch
 from scvi.model._utils import parse_device_args
 
@@ -73,6 +74,7 @@ def resolved_accelerator(accelerator, device, name: str = "device") -> str:
     checked. Several devices with ``accelerator="auto"`` on a machine without a GPU ran that
     many CPU processes (DDP over gloo) without a word: said, with the fix."""
     check_device(device, name)
+    check_device_count(device, accelerator, name)
     resolved = parse_device_args(accelerator, device, return_device="torch")[0]
     if str(accelerator).lower() == "auto" and resolved == "cpu" and several_devices(device):
         warn_user(
@@ -81,3 +83,35 @@ def resolved_accelerator(accelerator, device, name: str = "device") -> str:
             f"Pass accelerator='cpu' to mean this, or leave {name} out to train in one process."
         )
     return resolved
+
+
+def check_device_count(device, accelerator, name: str = "device") -> None:
+    """Refuse a ``device`` (given as ``name``) Lightning refuses in its own words, or takes
+    for another: no device (``0``), GPU indices (``[0]``, ``-1``: every GPU) for a run on
+    the CPU ("`devices` selected with `CPUAccelerator` should be an int > 0", naming neither
+    the argument given nor the fix), a fraction, or ``True`` (trained as one device)."""
+    if isinstance(device, str):
+        return  # "auto", "2", "0,1": Lightning's; torch's names are refused by check_device
+    device = device.tolist() if isinstance(device, np.ndarray) else device
+    kind = str(accelerator).lower()
+    gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
+    on_cpu = kind == "cpu" or (kind == "auto" and not gpu)
+    why = "accelerator='cpu'" if kind == "cpu" else "torch sees no GPU"
+    if isinstance(device, list | tuple) and on_cpu or device == -1 and on_cpu:
+        raise ValueError(
+            f"{name}={short_repr(device)} picks GPUs, but training runs on the CPU ({why}): "
+            f"pass {name}=1 (or N to train as N processes), or leave {name} out."
+        )
+    if isinstance(device, list | tuple):
+        return
+    if (
+        isinstance(device, bool)
+        or not isinstance(device, int | np.integer)
+        or device < -1
+        or not device
+    ):
+        gpus = "" if on_cpu else "; -1: every GPU), which GPUs as a list of indices ([0]"
+        raise ValueError(
+            f"{name}={short_repr(device)} is not a number of devices: pass how many (1 or "
+            f"more{gpus}), or 'auto'."
+        )
