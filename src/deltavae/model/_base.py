@@ -177,8 +177,8 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         accelerator, device
             Lightning device selection; ``"auto"`` uses a GPU when one is present.
         train_size, validation_size
-            Fractions of cells used for training and for the validation ELBO (not read where
-            ``datasplitter_kwargs={"external_indexing": [train, validation]}`` lists cells).
+            Fractions of cells that train and that validate; where ``datasplitter_kwargs=
+            {"external_indexing": [train, validation]}`` lists them, validation_size is refused.
         batch_size
             Cells per minibatch.
         early_stopping
