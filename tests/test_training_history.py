@@ -238,7 +238,7 @@ def test_external_indexing_refuses_split_options_it_leaves_unread_and_reads_plai
     """With datasplitter_kwargs['external_indexing'], scvi-tools dropped shuffle_set_split and
     validation_size in silence; refused lists of ints ('not a np.array') and boolean masks
     ('duplicate indexing'); raised a bare Warning for cells in no list; and lengthened the
-    user's list to three items in place."""
+    user's list to three items in place; and train_args_ kept a repr of each array."""
     adata = _cells()
     model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
     halves = [np.arange(30), np.arange(30, 40)]
@@ -255,3 +255,5 @@ def test_external_indexing_refuses_split_options_it_leaves_unread_and_reads_plai
         warnings.simplefilter("ignore")
         model.train(max_epochs=1, datasplitter_kwargs={"external_indexing": split}, **TRAIN)
     assert len(split) == 2 and sorted(model.validation_indices) == list(range(30, 40))
+    # train_args_ kept the mask's repr, cut to "..." past 1,000 cells
+    assert model.train_args_["datasplitter_kwargs"]["external_indexing"][1] == (~mask).tolist()

@@ -18,6 +18,9 @@ def _plain(value):
         return value
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        # external_indexing's lists of cells: their repr, cut to "..." past 1,000 cells
+        return value.tolist()
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
