@@ -851,6 +851,9 @@ def test_fit_refuses_an_unlabelled_category_without_labels(synthetic_h5ad, tmp_p
     argv = ["fit", str(synthetic_h5ad), "--model", "zinbvae", "--classifier-weight", "5"]
     assert main([*argv, "--out", str(tmp_path / "x.h5ad")]) == 2
     assert "zinbvae does not take --classifier-weight" in capsys.readouterr().err
+    argv[3] = "cgmdvae"  # the model ignored it, with a warning, and trained
+    assert main([*argv, "--out", str(tmp_path / "x.h5ad")]) == 2
+    assert "weighs the labels of --labels-key; pass --labels-key too" in capsys.readouterr().err
     adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=0)
     with pytest.raises(ValueError, match="no labels_key was given"):
         dv.model.CGMDVAE.setup_anndata(adata, unlabeled_category="Unknown")

@@ -239,6 +239,12 @@ def model_options(model_cls: type, args: argparse.Namespace) -> dict[str, dict]:
             "--unlabeled-category names the label of unlabelled cells in --labels-key; pass "
             "--labels-key too, or drop --unlabeled-category."
         )
+    takes_weight = "classifier_weight" in inspect.signature(model_cls).parameters
+    if given["classifier_weight"] is not None and given["labels_key"] is None and takes_weight:
+        raise InputError(
+            "--classifier-weight weighs the labels of --labels-key; pass --labels-key too, "
+            "or drop --classifier-weight."
+        )
     if args.model in REFERENCE_MODELS:
         build = inspect.signature(model_cls.from_reference).parameters
         if "seed" in build:  # the reference's states (k-means) are drawn with it
