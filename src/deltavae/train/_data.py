@@ -246,11 +246,18 @@ def split_sizes(n_cells: int, train_size: float, validation_size, split: dict) -
     (33, 7)
     >>> split_sizes(40, 1.0, None, {"external_indexing": [np.arange(40)]})
     (40, 0)
+    >>> split_sizes(40, 0.9, None, {"external_indexing": [np.arange(40) < 30, np.arange(40) >= 30]})
+    (30, 10)
     """
     external = split.get("external_indexing")
     if external is not None:
         parts = [*external, None, None][:2]
-        return tuple(0 if part is None else len(part) for part in parts)
+        # A boolean mask of every cell counts the cells it marks (model/_split_checks.py).
+        return tuple(
+            0 if part is None else int(np.count_nonzero(part))
+            if np.asarray(part).dtype == bool else len(part)
+            for part in parts
+        )  # fmt: skip
     n_train = math.ceil(train_size * n_cells)
     if validation_size is None:
         return n_train, n_cells - n_train
