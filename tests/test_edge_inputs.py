@@ -407,6 +407,17 @@ def test_training_arguments_that_would_be_ignored_or_fail_late_are_refused():
         model.train(max_epochs=1, devices="cuda:1")
     with pytest.raises(ValueError, match=r"device='cpu' names .* pass accelerator='cpu'\.$"):
         model.train(max_epochs=1, device="cpu")
+    # Lightning's AttributeErrors: "'str' object has no attribute 'on_exception'" ...
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    for wrong, said in (
+        ({"callbacks": "foo"}, r"callbacks takes one Lightning callback .*got 'foo'"),
+        ({"callbacks": [EarlyStopping]}, r"pass an instance, EarlyStopping\(\.\.\.\)"),
+        ({"logger": "csv"}, r"logger='csv': Lightning takes a logger object"),
+        ({"max_time": 60}, r"max_time=60 is no duration .*'DD:HH:MM:SS'"),
+    ):
+        with pytest.raises(ValueError, match=said):
+            model.train(max_epochs=1, **wrong)
     # Lightning: "invalid accelerator name" for "cuda:0"; ModuleNotFoundError for a TPU.
     said = r"accelerator='cuda:0' names a torch device; .* accelerator='gpu', device=\[0\]"
     with pytest.raises(ValueError, match=said):

@@ -17,6 +17,7 @@ from ._device_args import check_accelerator
 from ._plan_checks import check_plan_names, check_plan_numbers
 from ._read_calls import read_call
 from ._split_checks import checked_external_split
+from ._trainer_args import callback_list, check_trainer_objects  # noqa: F401 (_base)
 from ._trainer_names import trainer_names
 from ._validation import warn_user
 
@@ -115,15 +116,7 @@ def check_training_arguments(
             "datasplitter_kwargs['load_sparse_tensor'] cannot be set: sparse counts are read into "
             f"dense minibatches of {units} here, one at a time; leave it out."
         )
-    logger = trainer_kwargs.get("logger")
-    if logger is not None and type(logger).__name__ != "SimpleLogger":  # scvi-tools' own
-        # Lightning's loggers (logger=True, CSVLogger ...) replace scvi-tools' in-memory one.
-        name = repr(logger) if isinstance(logger, bool) else type(logger).__name__
-        warn_user(
-            f"logger={name} keeps no training history: model.history, best_epoch_ and the "
-            "check that training converged (NotConvergedWarning) are lost. The default "
-            "history is kept in memory and writes no files; leave logger out to keep them."
-        )
+    check_trainer_objects(trainer_kwargs)
     if str(trainer_kwargs.get("precision", "")) in ("64", "64-true", "double"):
         raise ValueError(
             f"precision={trainer_kwargs['precision']!r}: deltavae's models and their data "
@@ -289,21 +282,6 @@ def check_shuffle_block_size(shuffle_block_size, distributed: bool, unit: str = 
             f"shuffle_block_size must be a positive integer ({unit}s per block), got "
             f"{shuffle_block_size!r}; None shuffles single {unit}s."
         )
-
-
-def callback_list(callbacks) -> list:
-    """``train(callbacks=...)`` as a list of this call's own: Lightning takes one callback or
-    a list of them (scvi-tools' training and CGMDVAE's add theirs to the list).
-
-    Examples
-    --------
-    >>> from lightning.pytorch.callbacks import Callback
-    >>> len(callback_list(Callback())), callback_list(None)
-    (1, [])
-    """
-    from lightning.pytorch.callbacks import Callback
-
-    return [callbacks] if isinstance(callbacks, Callback) else list(callbacks or [])
 
 
 def check_monitored(model, early_stopping_monitor, lr_scheduler_metric) -> None:

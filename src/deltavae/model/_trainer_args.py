@@ -1,0 +1,72 @@
+"""Lightning's own objects passed to ``train`` (``callbacks``, ``logger``, ``max_time``),
+checked before anything trains: a callback given as a string, ``None`` or a class, a logger
+named by a string, or ``max_time`` as a number of seconds failed inside Lightning with an
+``AttributeError`` ("'str' object has no attribute 'on_exception'", "'int' object has no
+attribute 'total_seconds'") that named neither the argument nor the fix."""
+
+from __future__ import annotations
+
+import datetime
+
+from .._checks import short_repr
+from ._validation import warn_user
+
+
+def callback_list(callbacks) -> list:
+    """``train(callbacks=...)`` as a list of this call's own: Lightning takes one callback or
+    a list of them (scvi-tools' training and CGMDVAE's add theirs to the list). Anything
+    else, or an item that is no callback object, is refused.
+
+    Examples
+    --------
+    >>> from lightning.pytorch.callbacks import Callback
+    >>> len(callback_list(Callback())), callback_list(None)
+    (1, [])
+    """
+    from lightning.pytorch.callbacks import Callback
+
+    if isinstance(callbacks, Callback):
+        return [callbacks]
+    if callbacks is None:
+        return []
+    items = list(callbacks) if isinstance(callbacks, list | tuple) else [callbacks]
+    wrong = [c for c in items if not isinstance(c, Callback)]
+    if wrong:
+        shown = wrong[0]
+        fix = (
+            f"an instance, {shown.__name__}(...)"
+            if isinstance(shown, type) and issubclass(shown, Callback)
+            else "Lightning Callback objects (e.g. LearningRateMonitor())"
+        )
+        raise ValueError(
+            f"callbacks takes one Lightning callback or a list of them; got "
+            f"{short_repr(shown)}: pass {fix}."
+        )
+    return items
+
+
+def check_trainer_objects(trainer_kwargs: dict) -> None:
+    """Refuse a ``logger`` or ``max_time`` Lightning fails on late; warn of a logger that
+    keeps no history."""
+    logger = trainer_kwargs.get("logger")
+    if isinstance(logger, str):
+        raise ValueError(
+            f"logger={logger!r}: Lightning takes a logger object (e.g. "
+            "lightning.pytorch.loggers.CSVLogger('logs')), True or False, not its name; "
+            "leave logger out to keep the model's training history."
+        )
+    if logger is not None and type(logger).__name__ != "SimpleLogger":  # scvi-tools' own
+        # Lightning's loggers (logger=True, CSVLogger ...) replace scvi-tools' in-memory one.
+        name = repr(logger) if isinstance(logger, bool) else type(logger).__name__
+        warn_user(
+            f"logger={name} keeps no training history: model.history, best_epoch_ and the "
+            "check that training converged (NotConvergedWarning) are lost. The default "
+            "history is kept in memory and writes no files; leave logger out to keep them."
+        )
+    max_time = trainer_kwargs.get("max_time")
+    if max_time is not None and not isinstance(max_time, str | dict | datetime.timedelta):
+        raise ValueError(
+            f"max_time={short_repr(max_time)} is no duration Lightning reads: pass "
+            "'DD:HH:MM:SS' (e.g. '00:01:30:00'), datetime.timedelta(hours=1, minutes=30) or "
+            "{'hours': 1, 'minutes': 30}."
+        )
