@@ -245,6 +245,11 @@ def test_external_indexing_refuses_split_options_it_leaves_unread_and_reads_plai
     for unread in ({"shuffle_set_split": False}, {"validation_size": 0.1}):
         with pytest.raises(ValueError, match=rf"{next(iter(unread))}=.* cannot apply: .*lists"):
             model.train(max_epochs=1, datasplitter_kwargs={"external_indexing": halves}, **unread)
+    # scvi-tools: "got multiple values for keyword argument 'batch_size'"; torch: "Default
+    # process group has not been initialized".
+    for key, instead in (("batch_size", "train\\(batch_size="), ("distributed_sampler", "ddp")):
+        with pytest.raises(ValueError, match=rf"datasplitter_kwargs\['{key}'\] .*{instead}"):
+            model.train(max_epochs=1, datasplitter_kwargs={key: 16})
     with pytest.raises(ValueError, match=r"leaves 10 of the 40 cells in no list.* third"):
         model.train(max_epochs=1, datasplitter_kwargs={"external_indexing": halves[:1]})
     with pytest.raises(ValueError, match=r"validation cell positions outside the 40 cells"):

@@ -41,6 +41,29 @@ def _positions(part, n_rows: int, which: str, unit: str) -> np.ndarray:
     return values.astype(np.int64, copy=False)
 
 
+#: datasplitter_kwargs that are ``train``'s own arguments (scvi-tools passed both: "got
+#: multiple values for keyword argument"), or that deltavae sets itself.
+_OWN = {
+    "batch_size": "train(batch_size=...)",
+    "train_size": "train(train_size=...)",
+    "validation_size": "train(validation_size=...)",
+    "shuffle_set_split": "train(shuffle_set_split=...)",
+    "block_size": "train(shuffle_block_size=...)",
+    "distributed_sampler": "train(strategy='ddp', devices=N), which sets it",
+}
+
+
+def check_splitter_keys(split: dict) -> None:
+    """Refuse ``datasplitter_kwargs`` keys that ``train`` takes as its own arguments (a raw
+    TypeError from scvi-tools), or sets itself (``distributed_sampler`` outside DDP failed in
+    torch: "Default process group has not been initialized")."""
+    for key, instead in _OWN.items():
+        if key in split:
+            raise ValueError(
+                f"datasplitter_kwargs[{key!r}] is not read there: pass {instead} instead."
+            )
+
+
 def checked_external_split(
     trainer_kwargs: dict, validation_size, n_rows: int, unit: str = "cell"
 ) -> None:
@@ -48,6 +71,7 @@ def checked_external_split(
     refuse or misread; put in ``trainer_kwargs`` (in place) a copy of ``datasplitter_kwargs``
     whose ``external_indexing`` is a new list of int arrays, which scvi-tools may lengthen."""
     split = trainer_kwargs.get("datasplitter_kwargs") or {}
+    check_splitter_keys(split)
     external = split.get("external_indexing")
     if external is None:
         return
