@@ -23,8 +23,8 @@ def check_accelerator(accelerator) -> None:
     if colon and kind in ("cuda", "gpu", "cpu", "mps"):  # Lightning: "invalid accelerator name"
         which = f", device=[{int(index)}]" if index.isdigit() and kind in ("cuda", "gpu") else ""
         raise ValueError(
-            f"accelerator={short_repr(accelerator)} names a torch device; train takes the kind "
-            f"of device as accelerator and which one as device: pass accelerator="
+            f"accelerator={short_repr(accelerator)} names a torch device; the kind of device "
+            f"goes in accelerator and which one in device: pass accelerator="
             f"{'gpu' if kind == 'cuda' else kind!r}{which}."
         )
     if name == "tpu" and importlib.util.find_spec("torch_xla") is None:
@@ -62,8 +62,8 @@ def check_device(device, name: str = "device") -> None:
         gpu_index = index.isdigit() and accelerator != "cpu"
         which = f", {name}=[{int(index)}] (the GPU's index, in a list)" if gpu_index else ""
         raise ValueError(
-            f"{name}={short_repr(device)} names a torch device; train takes the kind of device "
-            f"as accelerator and how many (or which) as {name}: pass "
+            f"{name}={short_repr(device)} names a torch device; the kind of device goes in "
+            f"accelerator and how many (or which) in {name}: pass "
             f"accelerator={accelerator!r}{which}."
         )
 
@@ -99,8 +99,8 @@ def check_device_count(device, accelerator, name: str = "device") -> None:
     why = "accelerator='cpu'" if kind == "cpu" else "torch sees no GPU"
     if isinstance(device, list | tuple) and on_cpu or device == -1 and on_cpu:
         raise ValueError(
-            f"{name}={short_repr(device)} picks GPUs, but training runs on the CPU ({why}): "
-            f"pass {name}=1 (or N to train as N processes), or leave {name} out."
+            f"{name}={short_repr(device)} picks GPUs, but the model runs on the CPU ({why}): "
+            f"leave {name} out (or pass {name}=N to train as N CPU processes)."
         )
     if isinstance(device, list | tuple):
         return
@@ -115,3 +115,11 @@ def check_device_count(device, accelerator, name: str = "device") -> None:
             f"{name}={short_repr(device)} is not a number of devices: pass how many (1 or "
             f"more{gpus}), or 'auto'."
         )
+
+
+def check_device_args(accelerator, device, name: str = "device") -> None:
+    """``load`` and ``load_query_data``'s ``accelerator`` and ``device`` checked as ``train``'s
+    are (Lightning refused ``device=0``, ``[0]`` or ``"cuda:0"`` on a CPU in its own words)."""
+    check_accelerator(accelerator)
+    check_device(device, name)
+    check_device_count(device, accelerator, name)

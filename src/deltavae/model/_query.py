@@ -31,6 +31,7 @@ from .._checks import check_anndata
 from ..module._base import clear_own_params
 from ._base import DeltaModelMixin
 from ._condition_counts import upgrade_saved_counts
+from ._device_args import check_device_args
 from ._freeze import _freeze_for_query, _restrict_learning
 from ._genes import align_query_genes, warn_missing_genes
 from ._labels import refuse_untrained_query_categories
@@ -39,7 +40,6 @@ from ._reference_record import forget_reference_training
 from ._registered import category_mappings
 from ._saved import read_saved
 from ._scvi_glue import scvi_init_names
-from ._training_checks import check_accelerator
 from ._validation import warn_user
 
 logger = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ class QueryMappingMixin(ArchesMixin):
         # and load name them (check_query_obs said "got str").
         call = f"{cls.__name__}.load_query_data(adata, reference_model)"
         check_anndata(adata, call=call, optional=False)
-        check_accelerator(accelerator)  # before any work: Lightning's error names no fix
+        check_device_args(accelerator, device)  # before any work: Lightning's names no fix
         attr_dict, genes, ref_state = _reference_state(cls, reference_model)
         registry = attr_dict["registry_"]
         setup_args = dict(registry["setup_args"])

@@ -24,13 +24,13 @@ from ..train._convergence import NotConvergedWarning
 from ..train._divergence import trained_state
 from ..train._record import cells_digest
 from ._count_advice import layer_fixed
+from ._device_args import check_device_args
 from ._genes import genes_to_load_advice, in_training_order, query_to_load
 from ._labels import check_known_categories, check_labels_to_load
 from ._load_state import loading_state
 from ._matrices import check_still_on_disk
 from ._read_calls import load_call
 from ._scvi_glue import obs_types_kept, refuse_scvi_names
-from ._training_checks import check_accelerator
 from ._validation import warn_user
 
 
@@ -396,7 +396,7 @@ class Saving:
         """
         dir_path, adata = check_load_arguments(cls, dir_path, adata, kwargs)
         prefix = kwargs.get("prefix")
-        check_accelerator(kwargs.get("accelerator", "auto"))  # Lightning's error names no fix
+        check_device_args(kwargs.get("accelerator", "auto"), kwargs.get("device", "auto"))
         attr_dict, var_names, state = read_saved(
             cls, dir_path, prefix, backup_url=kwargs.get("backup_url")
         )
