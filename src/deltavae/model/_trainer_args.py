@@ -45,9 +45,23 @@ def callback_list(callbacks) -> list:
     return items
 
 
-def check_trainer_objects(trainer_kwargs: dict) -> None:
-    """Refuse a ``logger`` or ``max_time`` Lightning fails on late; warn of a logger that
-    keeps no history."""
+def check_trainer_objects(trainer_kwargs: dict, max_epochs: int | None = None) -> None:
+    """Refuse a ``logger`` or ``max_time`` Lightning fails on late, a ``max_steps`` of no step
+    (0: the model stayed untrained, said only in Lightning's log line) and a ``min_epochs``
+    above ``max_epochs`` (Lightning stopped at ``max_epochs`` without a word); warn of a
+    logger that keeps no history."""
+    steps = trainer_kwargs.get("max_steps")
+    if steps is not None and (isinstance(steps, bool) or steps != -1 and not steps >= 1):
+        raise ValueError(
+            f"max_steps={short_repr(steps)} trains no step: pass a positive number of steps, "
+            "or leave max_steps out (-1) to stop at max_epochs."
+        )
+    least = trainer_kwargs.get("min_epochs")
+    if least is not None and max_epochs is not None and least > max_epochs:
+        raise ValueError(
+            f"min_epochs={short_repr(least)} is more than max_epochs={max_epochs}, at which "
+            "training stops all the same: raise max_epochs or lower min_epochs."
+        )
     logger = trainer_kwargs.get("logger")
     if isinstance(logger, str):
         raise ValueError(

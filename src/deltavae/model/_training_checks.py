@@ -116,7 +116,7 @@ def check_training_arguments(
             "datasplitter_kwargs['load_sparse_tensor'] cannot be set: sparse counts are read into "
             f"dense minibatches of {units} here, one at a time; leave it out."
         )
-    check_trainer_objects(trainer_kwargs)
+    check_trainer_objects(trainer_kwargs, max_epochs if _is_int(max_epochs) else None)
     if str(trainer_kwargs.get("precision", "")) in ("64", "64-true", "double"):
         raise ValueError(
             f"precision={trainer_kwargs['precision']!r}: deltavae's models and their data "
