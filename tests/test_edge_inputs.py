@@ -422,6 +422,7 @@ def test_training_arguments_that_would_be_ignored_or_fail_late_are_refused():
         ({"logger": "csv"}, r"logger='csv': Lightning takes a logger object"),
         ({"max_time": 60}, r"max_time=60 is no duration .*'DD:HH:MM:SS'"),
         ({"max_steps": 0}, r"max_steps=0 trains no step"),
+        ({"shuffle_block_size": 60}, r"shuffle_block_size=60 leaves the 108 training cells fewer"),
         ({"min_epochs": 5}, r"min_epochs=5 is more than max_epochs=1"),
     ):
         with pytest.raises(ValueError, match=said):

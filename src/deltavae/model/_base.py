@@ -312,7 +312,7 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         )
         if strategy is not None:
             trainer_kwargs["strategy"] = strategy
-        check_shuffle_block_size(shuffle_block_size, distributed, rows_unit(self))
+        check_shuffle_block_size(shuffle_block_size, distributed, rows_unit(self), n_train)
         warn_compressed_chunks(self.adata_manager, batch_size, shuffle_block_size, self)
         loader = {"block_size": shuffle_block_size} if shuffle_block_size is not None else {}
         if distributed:

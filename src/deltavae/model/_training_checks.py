@@ -267,9 +267,13 @@ def _term_names(model) -> set[str]:
     return names - {"reconstruction_loss", "kl_local"}
 
 
-def check_shuffle_block_size(shuffle_block_size, distributed: bool, unit: str = "cell") -> None:
-    """Refuse a ``shuffle_block_size`` that is not a positive integer, or one under DDP
-    (``unit``: what the rows are, :func:`rows_unit`)."""
+def check_shuffle_block_size(
+    shuffle_block_size, distributed: bool, unit: str = "cell", n_train: int | None = None
+) -> None:
+    """Refuse a ``shuffle_block_size`` that is not a positive integer, one under DDP
+    (``unit``: what the rows are, :func:`rows_unit`), and one that leaves fewer than two
+    blocks of the ``n_train`` training rows to shuffle: their order was then the same every
+    epoch, without a word."""
     if shuffle_block_size is not None and distributed:
         raise ValueError(
             "shuffle_block_size is not supported with strategy='ddp': each process already "
@@ -281,6 +285,13 @@ def check_shuffle_block_size(shuffle_block_size, distributed: bool, unit: str = 
         raise ValueError(
             f"shuffle_block_size must be a positive integer ({unit}s per block), got "
             f"{shuffle_block_size!r}; None shuffles single {unit}s."
+        )
+    if shuffle_block_size is not None and n_train and n_train // shuffle_block_size < 2:
+        raise ValueError(
+            f"shuffle_block_size={shuffle_block_size} leaves the {n_train} training {unit}s "
+            f"fewer than two blocks to shuffle: every epoch would read them in the same order. "
+            f"Pass at most {max(1, n_train // 2)} (a few blocks per minibatch, e.g. batch_size "
+            f"// 4), or leave it out to shuffle single {unit}s."
         )
 
 
