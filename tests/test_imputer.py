@@ -684,3 +684,33 @@ def test_a_set_of_genes_comes_back_in_the_reference_order(fitted):
     assert list(fitted.impute(genes=genes).columns) == ["gene_61", "gene_70", "gene_75"]
     with pytest.raises(KeyError, match="'Nope'"):
         fitted.impute(genes={"gene_61", "Nope"})
+
+
+def test_spot_read_outs_read_the_spots_once_and_never_dense(pair, fitted, monkeypatch):
+    """get_proportions and get_abundance found the spots without counts from a dense float64
+    copy of every spot (most of a call's time: 22 of 26 ms for 30,000 spots x 200 genes),
+    and write_to_adata read the spots three times (impute, then each of those again). The
+    totals are summed as stored, and write_to_adata reads the spots once."""
+    from deltavae.model import _spots
+
+    spatial, _, _ = pair
+    expected = fitted.get_proportions(), fitted.get_abundance()
+    written = spatial.copy()
+    fitted.write_to_adata(written)
+
+    def refused(x, *args):
+        raise AssertionError(f"a dense copy of {x.shape[0]} x {x.shape[1]} counts")
+
+    monkeypatch.setattr(_spots, "dense", refused)
+    pd.testing.assert_frame_equal(fitted.get_proportions(), expected[0])
+    pd.testing.assert_series_equal(fitted.get_abundance(), expected[1])
+    monkeypatch.undo()
+    reads = []
+    counts = type(fitted)._counts
+    monkeypatch.setattr(type(fitted), "_counts", lambda self: reads.append(1) or counts(self))
+    again = spatial.copy()
+    fitted.write_to_adata(again)
+    assert len(reads) == 1
+    for key in ("imputed", "proportions"):
+        pd.testing.assert_frame_equal(again.obsm[key], written.obsm[key])
+    np.testing.assert_array_equal(again.obs["cell_abundance"], written.obs["cell_abundance"])

@@ -44,7 +44,6 @@ class ImputerResultsMixin:
     #: obsm key of the latent design's spots' latent (``X_<key_added>_spatialimputer``).
     latent_key = "X_spatialimputer"
 
-    @in_eval_mode
     @indices_after_adata("batch_size", "indices")
     def impute(
         self,
@@ -89,6 +88,11 @@ class ImputerResultsMixin:
         >>> imputer.impute(["gene_45"]).shape  # doctest: +SKIP
         >>> imputer.impute(adata=spots[spots.obs["region"] == "cortex"])  # doctest: +SKIP
         """
+        return self._imputed(genes, adata, batch_size, indices)[0]
+
+    @in_eval_mode
+    def _imputed(self, genes, adata, batch_size, indices) -> tuple[pd.DataFrame, np.ndarray]:
+        """:meth:`impute`'s table and which of its spots have no counts (their NaN rows)."""
         check_batch_size(batch_size)
         positions, names = self._spot_positions(adata, indices)  # checked before the state
         self._check_if_trained(warn=False)
@@ -101,15 +105,17 @@ class ImputerResultsMixin:
             # spots x cells similarities, at most 2^24 a chunk
             chunk = max(1, min(chunk, 2**24 // max(len(self.module.cell_states), 1)))
         blocks, empty = [], []
+        # The spots' counts: read only by the latent design and the neighbours.
+        reads_counts = self.design_ == "latent" or self.profiles_ == "neighbours"
         if self.design_ == "deconvolution":  # parameters per fitted spot; the latent: any spots
             rows = torch.as_tensor(fitted_rows(self), dtype=torch.long)
         for start in range(0, len(positions), chunk):
             at = positions[start : start + chunk]
-            read, back = np.unique(at, return_inverse=True)  # in file order, each once
-            block = self._read_rows(read)[back]
-            empty.append(block.sum(axis=1) == 0)
-            x = None  # the spots' counts: read only by the latent design and the neighbours
-            if self.design_ == "latent" or self.profiles_ == "neighbours":
+            x = None
+            if reads_counts:
+                read, back = np.unique(at, return_inverse=True)  # in file order, each once
+                block = self._read_rows(read)[back]
+                empty.append(block.sum(axis=1) == 0)
                 x = torch.as_tensor(block).to(device, dtype)  # the module's: double too
             if self.design_ == "deconvolution":
                 values = self.module.expected(rows[at].to(device), x)
@@ -117,9 +123,13 @@ class ImputerResultsMixin:
                 values = self.module.expected(x)
             blocks.append(values[:, columns.to(device)].cpu().numpy().astype(np.float64))
         values = np.concatenate(blocks) if blocks else np.zeros((0, len(chosen)))
+        if (
+            not reads_counts
+        ):  # the type profiles: the spots' totals only, not their counts made dense
+            empty = [self._empty(positions)]
         empty = np.concatenate(empty) if empty else np.zeros(0, dtype=bool)
         missing_empty_rows(empty, "imputed values", self.adata.n_vars, values)
-        return pd.DataFrame(values, index=names, columns=chosen)
+        return pd.DataFrame(values, index=names, columns=chosen), empty
 
     def _spot_positions(self, adata, indices, what="Imputations") -> tuple[np.ndarray, pd.Index]:
         """Rows, in the model's spots, of ``adata``'s spots (the model's for ``None``; its own
@@ -223,8 +233,7 @@ class ImputerResultsMixin:
     def _empty(self, positions: np.ndarray) -> np.ndarray:
         """Which of the model's spots at ``positions`` (repeats too) have no counts."""
         read, back = np.unique(positions, return_inverse=True)
-        totals = np.concatenate([c.sum(axis=1) for c in self._row_chunks(rows=read)] or [[]])
-        return totals[back] == 0
+        return self._row_totals(read)[back] == 0
 
     def _per_spot(self, adata, batch_size, indices, method: str, what: str):
         """Rows of the fitted spots that ``adata`` holds (all for ``None``) and ``indices``
@@ -275,12 +284,22 @@ class ImputerResultsMixin:
         rows, names, at = self._per_spot(
             adata, batch_size, indices, "get_proportions", "proportions"
         )
-        with torch.no_grad():
-            values = self.module.proportions().cpu().numpy()[rows].astype(np.float64)
-        values /= values.sum(axis=1, keepdims=True)
+        values = self._fitted_proportions(rows)
         # As NMFDeconv's and impute: NaN, not the start of a spot without counts.
         missing_empty_rows(self._empty(at), "proportions", self.adata.n_vars, values)
         return pd.DataFrame(values, index=names, columns=self.state_names_)
+
+    def _fitted_proportions(self, rows: np.ndarray) -> np.ndarray:
+        """The fitted proportions of the spots at ``rows``, float64, rows summing to 1."""
+        with torch.no_grad():
+            values = self.module.proportions().cpu().numpy()[rows].astype(np.float64)
+        values /= values.sum(axis=1, keepdims=True)
+        return values
+
+    def _fitted_abundance(self, rows: np.ndarray) -> np.ndarray:
+        """The fitted abundance of the spots at ``rows``, float64."""
+        with torch.no_grad():
+            return torch.exp(self.module.log_abundance).cpu().numpy()[rows].astype(np.float64)
 
     @indices_after_adata("batch_size", "indices")
     def get_abundance(
@@ -307,8 +326,7 @@ class ImputerResultsMixin:
         >>> imputer.get_abundance().describe()  # doctest: +SKIP
         """
         rows, names, at = self._per_spot(adata, batch_size, indices, "get_abundance", "abundances")
-        with torch.no_grad():
-            values = torch.exp(self.module.log_abundance).cpu().numpy()[rows].astype(np.float64)
+        values = self._fitted_abundance(rows)
         missing_empty_rows(self._empty(at), "abundances", self.adata.n_vars, values)
         return pd.Series(values, index=names, name=self.abundance_key)
 
@@ -375,14 +393,19 @@ class ImputerResultsMixin:
         adata = imputed_spots(self, self._resolve_adata(self._write_target(adata)))
         with warnings.catch_warnings():  # said once below, of every result
             warnings.filterwarnings("ignore", message=r".* spots have no counts in the")
-            imputed = self.impute(genes, adata, batch_size=batch_size)  # the same spots, any order
+            # the same spots, any order; the spots without counts found in this one pass
+            imputed, empty = self._imputed(genes, adata, batch_size, None)
             if self.design_ == "deconvolution":
-                proportions = self.get_proportions(adata)
-                abundance = self.get_abundance(adata).to_numpy()
+                rows, _, _ = self._per_spot(adata, None, None, "write_to_adata", "proportions")
+                proportions = self._fitted_proportions(rows)
+                abundance = self._fitted_abundance(rows)
+                missing_empty_rows(empty, "", self.adata.n_vars, proportions, abundance)
+                proportions = pd.DataFrame(
+                    proportions, index=imputed.index, columns=self.state_names_
+                )
             else:
                 z = self.get_latent_representation(adata, batch_size=batch_size)
         what = ", proportions and abundance" if self.design_ == "deconvolution" else " and latents"
-        empty = imputed.isna().all(axis=1)  # impute's NaN rows: the spots without counts
         warn_empty_spots(int(empty.sum()), len(empty), f"imputed values{what}", self.adata.n_vars)
         if self.design_ != "deconvolution":
             name = self.latent_key.removeprefix("X_")

@@ -16,7 +16,7 @@ from scvi.data.fields import LayerField, NumericalObsField
 
 from .._checks import dense, short_repr
 from ..train._data import DeltaDataManager
-from ._matrices import memory_copy, to_memory, with_column
+from ._matrices import memory_copy, row_sums, to_memory, with_column
 from ._scvi_glue import selected_rows as _selected_rows
 from ._validation import check_data, check_key_added, check_setup_target, computed, warn_user
 
@@ -250,6 +250,18 @@ class SpotModelMixin:
         if len(blocks) == 1:  # a pool of Archetypes' candidates: not copied twice more
             return blocks[0]
         return np.concatenate(blocks) if blocks else np.zeros((0, X.shape[1]), dtype=dtype)
+
+    def _row_totals(self, rows: np.ndarray) -> np.ndarray:
+        """Counts of each of the (sorted, unique) ``rows``, float64, summed as they are stored
+        (sparse rows are not made dense; every row: the matrix itself, not a copy of it)."""
+        X = self._counts()
+        if len(rows) == X.shape[0]:  # sorted and unique: every row, in order
+            return row_sums(X)  # a chunk of rows at a time on disk
+        blocks = [
+            row_sums(computed(X[rows[at : at + READ_CHUNK]]))
+            for at in range(0, len(rows), READ_CHUNK)
+        ]
+        return np.concatenate(blocks) if blocks else np.zeros(0)
 
     def _row_chunks(
         self, columns: np.ndarray | None = None, rows: np.ndarray | None = None
