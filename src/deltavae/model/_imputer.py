@@ -184,17 +184,16 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
                 adata.n_obs, torch.as_tensor(values), torch.as_tensor(visible), technology_sd,
                 *(neighbours if profiles == "neighbours" else (None, None)), temperature,
             )  # fmt: skip
-            if saved_state(self) is None:  # a load replaces it: no pass over the spots
-                totals = row_sums(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
-                self.module.start_abundance(torch.as_tensor(totals))
         else:
             self.module = ImputerLatentModule(
                 adata.n_obs, torch.as_tensor(values), torch.as_tensor(visible),
                 n_latent, n_hidden, n_layers, dropout_rate, technology_sd,
             )  # fmt: skip
-        if saved_state(self) is None:  # a load restores the saved mask
+        if saved_state(self) is None:  # a load restores the saved mask and abundances
             counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
             self.module.counted.copy_(torch.as_tensor(column_sums(counts) > 0))
+            if design == "deconvolution":  # from the genes the likelihood reads (counted)
+                self.module.start_abundance(torch.as_tensor(row_sums(counts)))
         summary = (
             f"SpatialImputer ({design}): {adata.n_obs} spots measuring {adata.n_vars} of "
             f"{len(genes)} reference genes, {len(reference)} reference "
