@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from typing import Literal
@@ -22,9 +23,10 @@ from ..train._stopping import MONITOR, on_validation_cells
 from ._base import DeltaModelMixin
 from ._genes import align_query_genes, match_read_genes
 from ._load_state import saved_state
+from ._matrices import column_sums
 from ._nmf_reference import FromReferenceMixin
 from ._nmf_results import NMFResultsMixin, warn_idle_factors
-from ._nmf_start import check_signatures, nmf_start, nnls_start, saved_start
+from ._nmf_start import check_signatures, counted_columns, nmf_start, nnls_start, saved_start
 from ._saved import check_load_arguments, read_saved
 from ._spots import SpotModelMixin, spot_rate
 from ._training_checks import _is_int, _is_number
@@ -171,6 +173,8 @@ class NMFDeconv(
                     proportions, abundance = nnls_start(self._row_chunks(), sig)
         else:
             names, sig, columns = check_signatures(signatures, adata)
+            totals = functools.partial(column_sums, self._counts())  # not read on a load
+            columns, sig = counted_columns(columns, sig, totals, saved, adata.var_names)
             if per_spot and saved is not None:
                 proportions, abundance = saved_start(saved)[2:]
             elif per_spot:
