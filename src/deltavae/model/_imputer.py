@@ -37,7 +37,7 @@ from ._imputer_reference import (
 from ._imputer_results import ImputerResultsMixin
 from ._load_state import saved_state
 from ._matrices import column_sums, memory_copy, row_sums, to_memory
-from ._nmf_reference import warn_empty_reference_cells
+from ._nmf_reference import warn_empty_reference_cells, warn_small_types
 from ._reference_reads import counts_in_memory, in_chunks, type_profiles
 from ._saved import check_load_arguments, read_saved
 from ._spots import (
@@ -302,6 +302,7 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         warn_empty_reference_cells(reference, reference_layer, _EMPTY_CELLS[design])
         if in_chunks(reference, design, profiles, labels_key):  # nothing of it read whole
             labels = check_labels(reference, labels_key)
+            warn_small_types(labels, "profiles")
             rows, ref_genes, shared = type_profiles(reference, reference_layer, labels, spots)
             check_shared(spots, reference, shared, ref_genes, min_shared_genes)
         else:
@@ -325,11 +326,11 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
                 )
             rows = cells
             if design == "deconvolution":
-                labels = (
-                    check_labels(reference, labels_key)
-                    if labels_key is not None
-                    else cluster_states(counts, n_states, seed)
-                )
+                if labels_key is not None:
+                    labels = check_labels(reference, labels_key)
+                    warn_small_types(labels, "profiles")
+                else:
+                    labels = cluster_states(counts, n_states, seed)
                 if profiles == "neighbours":
                     model_kwargs.update(cells=cells, cell_states=np.asarray(labels).astype(str))
                 rows = state_profiles(counts, labels, ref_genes)

@@ -72,6 +72,20 @@ def warn_empty_reference_cells(
         )
 
 
+def warn_small_types(labels: pd.Categorical, what: str) -> None:
+    """Warn of the cell types of ``labels`` with fewer than ``_FEW_CELLS`` reference cells:
+    their ``what`` (signatures, profiles) are averages of so few cells that they are noisy,
+    and a type of one cell took a share of every spot (19% on average, of pseudo-spots
+    without it, in a SpatialImputer fit, which said nothing; NMFDeconv warned)."""
+    sizes = pd.Series(labels.codes).value_counts()
+    small = [str(labels.categories[code]) for code, size in sizes.items() if size < _FEW_CELLS]
+    if small:
+        warn_user(
+            f"{len(small)} cell types with fewer than {_FEW_CELLS} reference cells: "
+            f"{small[:10]}{' and more' if len(small) > 10 else ''}; their {what} are noisy."
+        )
+
+
 def _refuse_countless(reference: AnnData, counts: AnnData, layer, genes) -> None:
     """:func:`~deltavae.model._validation.check_data`'s count check on ``counts`` and
     :func:`refuse_countless_reference` for the static methods (their argument is
@@ -379,14 +393,7 @@ class FromReferenceMixin:
         reference = genes_in_memory(reference, reference_layer, shared, "NMFDeconv.from_reference")
         if not row_sums(layer_matrix(reference, reference_layer)).any():
             _refuse_no_shared_counts(shared)
-        sizes = pd.Series(labels.codes).value_counts()
-        small = [str(labels.categories[code]) for code, size in sizes.items() if size < _FEW_CELLS]
-        if small:
-            warn_user(
-                f"{len(small)} cell types with fewer than {_FEW_CELLS} reference cells: "
-                f"{small[:10]}{' and more' if len(small) > 10 else ''}; their signatures are "
-                "noisy."
-            )
+        warn_small_types(labels, "signatures")
         if n_markers is not None:
             shared = cls.marker_genes(reference, labels_key, n_markers, reference_layer, shared)
             logger.info("kept %d marker genes (%d per type)", len(shared), n_markers)
