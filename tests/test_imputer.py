@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scvi
+import torch
 from _torch_elbo import assert_torch_elbo_is_pyros
 from scipy import sparse
 
@@ -751,3 +752,27 @@ def test_a_cell_type_of_few_reference_cells_is_warned(pair):
             dv.model.SpatialImputer.from_reference(
                 spatial, reference=ref, labels_key="cluster", profiles=profiles
             )
+
+
+def test_a_state_whose_cells_count_only_uncounted_panel_genes_keeps_its_mean_profile():
+    """Neighbour profiles over the genes some spot counts: a state whose cells express none
+    of them has no neighbours to weigh, and keeps its mean profile (it imputed nothing)."""
+    from deltavae.module import ImputerDeconvolutionModule
+
+    profiles = torch.tensor([[5.0, 5.0, 0.0, 1.0], [0.0, 0.0, 4.0, 6.0]])
+    cells = torch.tensor([[6.0, 4.0, 0.0, 1.0], [4.0, 6.0, 0.0, 1.0], [0.0, 0.0, 4.0, 6.0]])
+    module = ImputerDeconvolutionModule(
+        2, profiles, torch.tensor([0, 1, 2]), cells=cells, cell_states=torch.tensor([0, 0, 1])
+    )
+    module.counted.copy_(torch.tensor([True, True, False]))  # no spot counts gene 2
+    with torch.no_grad():
+        module.log_concentration.copy_(torch.log(torch.tensor([[1.0, 1.0], [1.0, 3.0]])))
+        module.log_abundance.zero_()
+    x = torch.tensor([[5.0, 5.0, 0.0], [2.0, 3.0, 0.0]])
+    expected = module.expected(torch.arange(2), x)
+    with torch.no_grad():
+        p = module.proportions()
+        unmeasured = expected[:, 3] / module.technology()[3]
+    # State 0: its cells' share of gene 3 (0.1) times its counted total (10); state 1: its
+    # mean profile (6).
+    np.testing.assert_allclose(unmeasured, p[:, 0] * 1.0 + p[:, 1] * 6.0, rtol=1e-5)

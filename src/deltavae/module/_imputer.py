@@ -296,39 +296,44 @@ class ImputerDeconvolutionModule(_ImputerBase):
         proportions
             Their shares of the states (spots x states).
         """
-        units, columns, scale = self._observed_cells()
+        units, columns, scale, with_cells = self._observed_cells()
         logits = unit_log(x, columns) @ units.T / self.temperature  # spots x cells
         index = self.cell_states.expand_as(logits)
         weights = torch.exp(logits - self._best_of_states(logits)[:, self.cell_states])
+        if scale is not None:  # cells without counts of the counted genes weigh nothing
+            weights = weights * (scale > 0)
         sums = logits.new_zeros(len(x), self.n_states).scatter_add_(1, index, weights)
         profiles = torch.exp(self.log_profiles[:, self.visible])
         totals = torch.where(self.observed(), profiles, 0.0).sum(1)
-        share = torch.where(self.states_with_cells, proportions * totals, 0.0)
+        share = torch.where(with_cells, proportions * totals, 0.0)
         weights = weights * (share / sums.clamp_min(1e-30))[:, self.cell_states]
         if scale is not None:
             weights = weights * scale
         # States without usable cells keep their mean profile.
-        rest = torch.where(self.states_with_cells, 0.0, proportions)
+        rest = torch.where(with_cells, 0.0, proportions)
         return weights @ self.cell_profiles + rest @ torch.exp(self.log_profiles)
 
     def _observed_cells(self):
         """The cells' unit log rows for the neighbour correlations, the visible columns they
-        are of, and each cell's scale to its total of them (``None``, ``None``: every visible
-        gene). A panel gene no spot counts says nothing of a spot: read as a 0 in every spot,
-        it made the cells that express it look unlike every spot. So the correlations, and
-        the totals a cell's and a state's profile are scaled to, are of the visible genes
-        some spot counts (read-outs only: the host reads the mask)."""
+        are of, each cell's scale to its total of them (0: none) and the states with cells
+        of such counts (``None``, ``None``: every visible gene). A panel gene no spot counts
+        says nothing of a spot: read as a 0 in every spot, it made the cells that express it
+        look unlike every spot. So the correlations, and the totals a cell's and a state's
+        profile are scaled to, are of the visible genes some spot counts (read-outs only:
+        the host reads the mask)."""
         observed = self.observed()
         if bool(observed.all()):
-            return self.cell_units, None, None
+            return self.cell_units, None, None, self.states_with_cells
         made = self._units_of
         if made is None or made.device != observed.device or not torch.equal(made, observed):
             columns = observed.nonzero().view(-1)
             counts = self.cell_visible[:, columns]
-            totals = counts.sum(1)  # of the counted genes; 0: the cell keeps its scale
+            totals = counts.sum(1)
             scale = self.cell_visible.sum(1) / torch.where(totals > 0, totals, 1.0)
-            scale = torch.where(totals > 0, scale, 1.0)
-            self._observed = unit_log(counts), columns, scale
+            scale = torch.where(totals > 0, scale, 0.0)
+            with_cells = torch.zeros_like(self.states_with_cells)
+            with_cells[self.cell_states[totals > 0]] = True
+            self._observed = unit_log(counts), columns, scale, with_cells
             self._units_of = observed.clone()
         return self._observed
 
