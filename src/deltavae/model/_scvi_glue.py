@@ -16,6 +16,7 @@ from scvi.data._constants import _FIELD_REGISTRIES_KEY as _FIELD_REGISTRIES
 from scvi.model.base import BaseModelClass
 from scvi.module.base._decorators import _move_data_to_device
 
+from .._checks import short_repr
 from .._logging import DropMessages
 from ._loader_keywords import check_loader_keywords
 from ._matrices import holds_handles, to_memory
@@ -323,8 +324,13 @@ def check_indices(indices, n_obs: int, name: str = "indices", unit: str = "cell"
         }.get(type(indices), "")
         raise TypeError(f"{name} got a {type(indices).__name__}{hint}; {fix}.")
     values = np.asarray(indices)
+    if values.ndim == 0:  # "one-dimensional; got shape ()" named no fix for one position
+        raise ValueError(
+            f"{name} got one position ({short_repr(indices)}), not a list of them: pass "
+            f"[{short_repr(indices)}] for that {unit} alone; {fix}."
+        )
     if values.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional; got shape {values.shape}. {fix}.")
+        raise ValueError(f"{name} must be one-dimensional; got shape {values.shape}: {fix}.")
     refuse_integer_mask(values, n_obs, name)
     if values.dtype == bool:
         if len(values) != n_obs:
