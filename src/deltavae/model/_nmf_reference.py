@@ -313,8 +313,9 @@ class FromReferenceMixin:
     ) -> NMFDeconv:
         """Build the model from a labelled single-cell reference.
 
-        The model uses the spots' genes that the reference shares and expresses, by default
-        only the cell types' marker genes among them (:meth:`marker_genes`): genes that tell
+        The model uses the spots' genes that the reference shares and expresses and some spot
+        counts, by default only the cell types' marker genes among them (:meth:`marker_genes`;
+        a marker no spot counts is left out, with a warning): genes that tell
         the types apart carry the proportions, while the rest mostly add cell-to-cell noise.
         The spots themselves are registered whole (:meth:`setup_anndata`; nothing is copied,
         so a backed file stays on disk), and the model reads its genes from each minibatch.

@@ -73,7 +73,8 @@ class NMFDeconv(
         ``inference="per_spot"``).
     signatures
         Cell types x genes: expected counts of one cell of each type. The model uses the
-        spots' genes with a signature above 0 in some type. ``None`` for reference-free mode.
+        spots' genes with a signature above 0 in some type and counts in some spot (a gene
+        no spot counts is left out, with a warning). ``None`` for reference-free mode.
     n_components
         Number of factors in reference-free mode (ignored with ``signatures``).
     prior_concentration
