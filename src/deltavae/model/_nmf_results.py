@@ -76,11 +76,11 @@ class NMFResultsMixin:
             held = pd.Index(self.adata.obs_names.astype(str))
             at = held.get_indexer(pd.Index(names.astype(str)))
             read = np.unique(at[at >= 0])
-            chunks = self._row_chunks(columns, None if len(read) == len(held) else read)
-            empty_read = [c.sum(axis=1) == 0 for c in chunks]
+            # the spots' totals in the genes read, as stored (not a dense copy of every spot)
+            empty_read = self._row_totals(read, columns) == 0
             empty = np.zeros(len(names), dtype=bool)
-            if empty_read:
-                empty[at >= 0] = np.concatenate(empty_read)[np.searchsorted(read, at[at >= 0])]
+            if len(read):
+                empty[at >= 0] = empty_read[np.searchsorted(read, at[at >= 0])]
             return (
                 proportions.astype(np.float64),
                 abundance.astype(np.float64),

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import scvi
+from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data.fields import LayerField, NumericalObsField
 
@@ -251,16 +252,28 @@ class SpotModelMixin:
             return blocks[0]
         return np.concatenate(blocks) if blocks else np.zeros((0, X.shape[1]), dtype=dtype)
 
-    def _row_totals(self, rows: np.ndarray) -> np.ndarray:
-        """Counts of each of the (sorted, unique) ``rows``, float64, summed as they are stored
-        (sparse rows are not made dense; every row: the matrix itself, not a copy of it)."""
+    def _row_totals(self, rows: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """Counts of each of the (sorted, unique) ``rows`` (in the ``columns`` only, when
+        given), float64, summed as they are stored: sparse rows are not made dense, and
+        every row in memory is the matrix itself, not a copy of it."""
         X = self._counts()
-        if len(rows) == X.shape[0]:  # sorted and unique: every row, in order
-            return row_sums(X)  # a chunk of rows at a time on disk
-        blocks = [
-            row_sums(computed(X[rows[at : at + READ_CHUNK]]))
-            for at in range(0, len(rows), READ_CHUNK)
-        ]
+        weights = None
+        if columns is not None:  # a product with the columns' indicator: no copy of them
+            weights = np.zeros(X.shape[1])
+            weights[columns] = 1.0
+
+        def total(block) -> np.ndarray:
+            if weights is None:
+                return row_sums(block)
+            return np.asarray(block @ weights, dtype=np.float64).ravel()
+
+        every = len(rows) == X.shape[0]  # sorted and unique: every row, in order
+        if every and (isinstance(X, np.ndarray) or sparse.issparse(X)):
+            return total(X)
+        blocks = []
+        for at in range(0, len(rows), READ_CHUNK):  # on disk: a chunk of rows at a time
+            part = slice(at, at + READ_CHUNK) if every else rows[at : at + READ_CHUNK]
+            blocks.append(total(computed(X[part])))
         return np.concatenate(blocks) if blocks else np.zeros(0)
 
     def _row_chunks(
