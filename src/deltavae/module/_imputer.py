@@ -115,7 +115,7 @@ class _ImputerBase(DeltaPyroModule):
         return {"x": tensors[_X], "idx": tensors[_IDX].long().view(-1)}
 
     #: Whether visible genes without counts in any spot are left out of the likelihood (and
-    #: take the unmeasured genes' factor), as the latent design does: no evidence of a spot.
+    #: take the unmeasured genes' factor), as both designs do: no evidence of a spot.
     _uncounted_unobserved = False
 
     def observed(self) -> torch.Tensor:
