@@ -641,6 +641,37 @@ def test_genes_no_spot_counts_are_left_out(split, tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(loaded.get_proportions(), fits[0].get_proportions())
 
 
+def _silenced_type_spots():
+    """Spots that count none of the genes of type C, its profiles, and SpatialImputer's."""
+    genes = [f"g{i}" for i in range(12)]
+    profiles = pd.DataFrame(0.0, index=["A", "B", "C"], columns=[*genes, "h0", "h1"])
+    for k, at in enumerate((slice(0, 4), slice(4, 8), slice(8, 14))):
+        profiles.iloc[k, at] = 5.0
+    counts = np.random.default_rng(0).poisson(2.0, (30, 12)).astype(np.float32)
+    counts[:, 8:] = 0
+    spots = ad.AnnData(sparse.csr_matrix(counts), var=pd.DataFrame(index=genes))
+    spots.obs_names = [f"s{i}" for i in range(30)]
+    return spots, profiles
+
+
+@pytest.mark.filterwarnings("ignore:.*genes in .* are zero in every")
+@pytest.mark.filterwarnings("ignore:signatures and spots share only")
+@pytest.mark.filterwarnings("ignore:spatial and reference share only")
+def test_genes_no_spot_counts_are_kept_when_a_type_has_no_other():
+    """Left out, the zeros of a type's only genes made it 'silent': refused, or its share the
+    prior's (SpatialImputer). Its zeros are then the evidence it is absent: kept, warned."""
+    spots, profiles = _silenced_type_spots()
+    nmf_spots = spots.copy()
+    dv.model.NMFDeconv.setup_anndata(nmf_spots)
+    with pytest.warns(UserWarning, match=r"4 genes are 0 in every spot .* kept, as the cell t"):
+        model = dv.model.NMFDeconv(nmf_spots, signatures=profiles)
+    assert len(model.used_genes()) == 12
+    dv.model.SpatialImputer.setup_anndata(spots)
+    with pytest.warns(UserWarning, match=r"kept, as the reference states \['C'\] express"):
+        imputer = dv.model.SpatialImputer(spots, profiles, profiles="type")
+    assert bool(imputer.module.counted.all())
+
+
 @pytest.mark.parametrize("kwargs", [{"prior_concentration": -1}, {"inference": "magic"}])
 def test_a_failed_from_reference_leaves_the_spots_as_they_were(split, kwargs):
     # from_reference registers the spots themselves; a bad model argument must not leave

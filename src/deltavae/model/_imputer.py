@@ -38,6 +38,7 @@ from ._imputer_results import ImputerResultsMixin
 from ._load_state import saved_state
 from ._matrices import column_sums, memory_copy, row_sums, to_memory
 from ._nmf_reference import warn_empty_reference_cells, warn_small_types
+from ._nmf_start import keep_uncounted
 from ._reference_reads import counts_in_memory, in_chunks, type_profiles
 from ._saved import check_load_arguments, read_saved
 from ._spots import (
@@ -191,7 +192,14 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
             )  # fmt: skip
         if saved_state(self) is None:  # a load restores the saved mask and abundances
             counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-            self.module.counted.copy_(torch.as_tensor(column_sums(counts) > 0))
+            counted = column_sums(counts) > 0
+            off = adata.var_names[~counted].tolist()  # left out, unless a state needs them
+            states = self.state_names_
+            if design == "deconvolution" and keep_uncounted(
+                values[:, visible], counted, states, off, "reference states"
+            ):
+                counted[:] = True
+            self.module.counted.copy_(torch.as_tensor(counted))
             if design == "deconvolution":  # from the genes the likelihood reads (counted)
                 self.module.start_abundance(torch.as_tensor(row_sums(counts)))
         summary = (

@@ -26,11 +26,16 @@ SILENT_TYPE = 1e-3
 FEW_SHARED_GENES = 100
 
 
-def check_signatures(signatures: pd.DataFrame, adata: AnnData):
+def check_signatures(signatures: pd.DataFrame, adata: AnnData, counted=None):
     """Signature names, values (cell types x used genes) and the used genes' columns in the
     spots: the spots' genes that have a signature, in the signatures' order, so that the
     model (an amortised encoder's first layer is drawn gene by gene) is the same for the same
-    seed whatever the order of the spots' genes."""
+    seed whatever the order of the spots' genes. ``counted`` (a callable giving which of the
+    spots' genes some spot counts; ``None``: not read) leaves the others out, with a warning:
+    a panel gene the platform never detects is no evidence of a spot's types, and read as a
+    0 in every spot it drew the proportions towards the types that do not express it (mean
+    TV to the truth 0.09 -> 0.22, per spot, with 10 such genes added to 50 of pseudo-spots
+    of 4 types)."""
     if not isinstance(signatures, pd.DataFrame):
         raise ValueError("signatures must be a DataFrame: cell types x genes.")
     for axis, what, fix in (
@@ -72,6 +77,18 @@ def check_signatures(signatures: pd.DataFrame, adata: AnnData):
             "leaves them out."
         )
         columns, values = columns[expressed], values[:, expressed]
+    seen = None if counted is None else counted()[columns]
+    if seen is not None and not seen.all():
+        silent_genes = adata.var_names[columns[~seen]].tolist()
+        if keep_uncounted(values, seen, signatures.index, silent_genes, "cell types"):
+            seen[:] = True
+        else:
+            warn_user(
+                f"{len(silent_genes)} of the {len(columns)} genes the model would read are 0 "
+                f"in every spot (e.g. {silent_genes[:3]}): a gene no spot counts is no "
+                "evidence of a spot's cell types, so the model leaves them out."
+            )
+        columns, values = columns[seen], values[:, seen]
     totals = values.sum(axis=1)
     silent = signatures.index[totals <= SILENT_TYPE * np.median(totals)]
     if len(silent):
@@ -92,27 +109,34 @@ def check_signatures(signatures: pd.DataFrame, adata: AnnData):
     return [str(n) for n in signatures.index], values, columns
 
 
-def counted_columns(columns: np.ndarray, values: np.ndarray, totals, saved, names) -> tuple:
-    """The used genes' ``columns`` and signature ``values`` less the genes no spot counts
-    (``totals``: a callable giving the spots' total of every gene); for a load (``saved``
-    state), those the saved model reads. A panel gene the platform never detects is no
-    evidence of a spot's types: read as a 0 in every spot, it drew the proportions towards
-    the types that do not express it (mean TV to the truth 0.09 -> 0.22, per spot, with 10
-    such genes added to 50 of pseudo-spots of 4 types). Left out with a warning (``names``:
-    the spots' genes), unless no gene is left."""
-    if saved is not None:
-        index = saved.get("gene_index")
-        keep = np.ones(len(columns), bool) if index is None else np.isin(columns, index.numpy())
-    else:
-        keep = totals()[columns] > 0
-        if keep.all() or not keep.any():  # none counted: every spot's results are NaN rows
-            return columns, values
-        silent = names[columns[~keep]]
+def keep_uncounted(values: np.ndarray, counted: np.ndarray, names, genes, what: str) -> bool:
+    """Whether to keep the genes no spot counts (``~counted``, named ``genes``) of profiles
+    ``values`` (rows named ``names``, ``what`` they are): when every gene is uncounted, or
+    when leaving them out silences a profile (its total over the counted genes at most
+    ``SILENT_TYPE`` of the median's, not so over all). Its zeros are then the only evidence
+    that it is absent, and without them its share would be the prior's (warned)."""
+    if not counted.any():
+        return True  # no evidence either way: every spot's results are NaN rows
+    totals, kept = values.sum(axis=1), values[:, counted].sum(axis=1)
+    silenced = (kept <= SILENT_TYPE * np.median(kept)) & (totals > SILENT_TYPE * np.median(totals))
+    if silenced.any():
         warn_user(
-            f"{len(silent)} of the {len(columns)} genes the model would read are 0 in every "
-            f"spot (e.g. {silent[:3].tolist()}): a gene no spot counts is no evidence of a "
-            "spot's cell types, so the model leaves them out."
+            f"{len(genes)} genes are 0 in every spot (e.g. {genes[:3]}); they are kept, as the "
+            f"{what} {[str(n) for n in np.asarray(names)[silenced]][:5]} express (almost) "
+            "nothing else the spots measure: their zeros say those are absent. Leave such "
+            f"{what} out of the reference if the platform never detects these genes."
         )
+    return bool(silenced.any())
+
+
+def saved_columns(columns: np.ndarray, values: np.ndarray, saved: dict) -> tuple:
+    """For a load: the ``columns`` and signature ``values`` of the genes the ``saved`` model
+    reads (its ``gene_index``; all when it has none), as :func:`check_signatures` chose them
+    then (genes no spot counted left out)."""
+    index = saved.get("gene_index")
+    if index is None:
+        return columns, values
+    keep = np.isin(columns, index.numpy())
     return columns[keep], values[:, keep]
 
 

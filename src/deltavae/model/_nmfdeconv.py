@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import warnings
 from typing import Literal
@@ -26,7 +25,7 @@ from ._load_state import saved_state
 from ._matrices import column_sums
 from ._nmf_reference import FromReferenceMixin
 from ._nmf_results import NMFResultsMixin, warn_idle_factors
-from ._nmf_start import check_signatures, counted_columns, nmf_start, nnls_start, saved_start
+from ._nmf_start import check_signatures, nmf_start, nnls_start, saved_columns, saved_start
 from ._saved import check_load_arguments, read_saved
 from ._spots import SpotModelMixin, spot_rate
 from ._training_checks import _is_int, _is_number
@@ -173,9 +172,10 @@ class NMFDeconv(
                 if per_spot and len(rows) < adata.n_obs:
                     proportions, abundance = nnls_start(self._row_chunks(), sig)
         else:
-            names, sig, columns = check_signatures(signatures, adata)
-            totals = functools.partial(column_sums, self._counts())  # not read on a load
-            columns, sig = counted_columns(columns, sig, totals, saved, adata.var_names)
+            counted = None if saved is not None else lambda: column_sums(self._counts()) > 0
+            names, sig, columns = check_signatures(signatures, adata, counted)
+            if saved is not None:  # the genes the saved model read
+                columns, sig = saved_columns(columns, sig, saved)
             if per_spot and saved is not None:
                 proportions, abundance = saved_start(saved)[2:]
             elif per_spot:
