@@ -326,8 +326,8 @@ def check_indices(indices, n_obs: int, name: str = "indices", unit: str = "cell"
     values = np.asarray(indices)
     if values.ndim == 0:  # "one-dimensional; got shape ()" named no fix for one position
         raise ValueError(
-            f"{name} got one position ({short_repr(indices)}), not a list of them: pass "
-            f"[{short_repr(indices)}] for that {unit} alone; {fix}."
+            f"{name} must be one-dimensional; got shape () (one position, "
+            f"{short_repr(indices)}): pass [{short_repr(indices)}] for that {unit} alone; {fix}."
         )
     if values.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional; got shape {values.shape}: {fix}.")
