@@ -356,7 +356,8 @@ def test_spot_read_outs_take_indices_as_the_cell_models(split, archetypes):
         with pytest.raises(ValueError, match="selects no spot"):
             read(indices=[])
         # "must be one-dimensional; got shape (). pass integer positions ..."
-        with pytest.raises(ValueError, match=r"one-dimensional; got shape \(\) \(one position, 3\): pass \[3\]"):
+        one = r"one-dimensional; got shape \(\) \(one position, 3\): pass \[3\]"
+        with pytest.raises(ValueError, match=one):
             read(indices=3)
     # indices select among the spots given, as the cell models' among their adata's cells.
     some = spots[spots.obs_names[[7, 2, 30]]]
