@@ -776,3 +776,18 @@ def test_a_state_whose_cells_count_only_uncounted_panel_genes_keeps_its_mean_pro
     # State 0: its cells' share of gene 3 (0.1) times its counted total (10); state 1: its
     # mean profile (6).
     np.testing.assert_allclose(unmeasured, p[:, 0] * 1.0 + p[:, 1] * 6.0, rtol=1e-5)
+
+
+def test_a_state_silent_in_the_spots_genes_is_refused(pair):
+    """A reference state expressing none of the spots' genes took the fitted prior's share of
+    every spot (3%), and its genes were imputed from it, without a word (NMFDeconv refuses
+    such a type)."""
+    spatial, ref, _ = pair
+    counts = np.zeros((6, ref.n_vars))
+    counts[:, ~ref.var_names.isin(spatial.var_names)] = 5.0
+    obs = pd.DataFrame({"cluster": ["blank"] * 6}, index=[f"blank_{i}" for i in range(6)])
+    blank = ad.AnnData(sparse.csr_matrix(counts), obs=obs, var=ref.var[[]])
+    both = ad.concat([ref, blank])
+    both.obs["cluster"] = both.obs["cluster"].astype(str)
+    with pytest.raises(ValueError, match=r"states \['blank'\] are \(almost\) silent in the 60"):
+        dv.model.SpatialImputer.from_reference(spatial, reference=both, labels_key="cluster")

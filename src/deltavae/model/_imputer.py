@@ -31,6 +31,7 @@ from ._imputer_reference import (
     cluster_states,
     neighbour_cells,
     reference_genes,
+    refuse_silent_states,
     spots_argument,
     state_profiles,
 )
@@ -180,6 +181,8 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
                 "(SpatialImputer.from_reference passes them); or use profiles='type'."
             )
         if design == "deconvolution":
+            if saved_state(self) is None:  # a load rebuilds what was built
+                refuse_silent_states(values[:, visible], self.state_names_, len(visible))
             neighbours = neighbour_cells(cells, cell_states, genes, self.state_names_)
             self.module = ImputerDeconvolutionModule(
                 adata.n_obs, torch.as_tensor(values), torch.as_tensor(visible), technology_sd,

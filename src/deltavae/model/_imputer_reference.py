@@ -304,3 +304,22 @@ def check_shared(spots, reference, shared, genes: pd.Index, min_shared_genes: in
             f"spatial and reference share only {len(shared)} genes; the spots' states "
             "(and so the imputed genes) may be poorly determined." + (f" {cut}" if cut else "")
         )
+
+
+def refuse_silent_states(profiles: np.ndarray, names: pd.Index, n_genes: int) -> None:
+    """Refuse reference states whose ``profiles`` (states x the spots' genes) are (almost) 0,
+    as NMFDeconv refuses such cell types: nothing in the spots tells their share, which was
+    the fitted prior's in every spot (3% of each, for a state of hidden genes only), and
+    the genes they express were imputed from it."""
+    from ._nmf_start import SILENT_TYPE
+
+    totals = profiles.sum(axis=1)
+    silent = [str(n) for n in names[totals <= SILENT_TYPE * np.median(totals)]]
+    if silent:
+        raise ValueError(
+            f"Reference states {silent[:10]} are (almost) silent in the {n_genes} genes the "
+            "spots measure, so their shares cannot be estimated: they would take a share of "
+            "every spot from the other states, and add the genes they express to its "
+            "imputation. Leave their cells out of the reference (e.g. reference[~reference."
+            f"obs[labels_key].isin({silent[:10]})]), or measure genes they express."
+        )
