@@ -791,3 +791,16 @@ def test_a_state_silent_in_the_spots_genes_is_refused(pair):
     both.obs["cluster"] = both.obs["cluster"].astype(str)
     with pytest.raises(ValueError, match=r"states \['blank'\] are \(almost\) silent in the 60"):
         dv.model.SpatialImputer.from_reference(spatial, reference=both, labels_key="cluster")
+
+
+def test_reference_cells_without_counts_make_no_state_of_their_own():
+    """Clustering an unlabelled reference put its cells without counts in a state of their
+    own, silent in every gene (its share of each spot the prior's): they join a state."""
+    from deltavae.model._imputer_reference import cluster_states
+
+    cells = dv.datasets.synthetic_counts(n_cells=120, n_genes=30, n_clusters=3, seed=0)
+    counts = cells.X.toarray()
+    counts[:10] = 0
+    states = cluster_states(sparse.csr_matrix(counts), 3)
+    totals = pd.Series(counts.sum(axis=1)).groupby(np.asarray(states)).sum()
+    assert (totals > 0).all() and len(totals) == 3

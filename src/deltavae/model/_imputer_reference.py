@@ -199,7 +199,12 @@ def cluster_states(counts, n_states: int, seed: int = 0) -> pd.Categorical:
         logged = TruncatedSVD(50, random_state=seed).fit_transform(logged)
     else:
         logged = logged.toarray()
-    codes = KMeans(n_states, n_init=4, random_state=seed).fit_predict(logged)
+    # Cells without counts (warned by from_reference) formed a state of their own, silent in
+    # every gene: they join the nearest state of the cells with counts instead.
+    counted = np.asarray(counts.sum(axis=1)).ravel() > 0
+    fit = logged[counted] if n_states <= counted.sum() else logged
+    kmeans = KMeans(n_states, n_init=4, random_state=seed).fit(fit)
+    codes = kmeans.predict(logged)
     return pd.Categorical([f"state_{c}" for c in codes])
 
 
