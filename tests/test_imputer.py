@@ -737,6 +737,8 @@ def test_panel_genes_no_spot_counts_change_nothing(pair):
         results.append((model.get_proportions(), model.impute(hidden), model.get_abundance()))
     for without, with_zeros in zip(*results, strict=True):
         np.testing.assert_allclose(with_zeros, without, rtol=1e-5, atol=1e-7)
+    model.module.double()  # the cells' correlations of the counted genes, remade in double
+    np.testing.assert_allclose(model.impute(hidden), results[1][1], rtol=1e-5)
 
 
 def test_a_cell_type_of_few_reference_cells_is_warned(pair):

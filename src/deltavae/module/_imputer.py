@@ -324,8 +324,10 @@ class ImputerDeconvolutionModule(_ImputerBase):
         observed = self.observed()
         if bool(observed.all()):
             return self.cell_units, None, None, self.states_with_cells
-        made = self._units_of
-        if made is None or made.device != observed.device or not torch.equal(made, observed):
+        made = self._units_of  # remade for another mask, device or dtype (module.double())
+        stale = made is None or made.device != observed.device
+        stale = stale or self._observed[0].dtype != self.cell_visible.dtype
+        if stale or not torch.equal(made, observed):
             columns = observed.nonzero().view(-1)
             counts = self.cell_visible[:, columns]
             totals = counts.sum(1)
