@@ -123,9 +123,7 @@ class ImputerResultsMixin:
                 values = self.module.expected(x)
             blocks.append(values[:, columns.to(device)].cpu().numpy().astype(np.float64))
         values = np.concatenate(blocks) if blocks else np.zeros((0, len(chosen)))
-        if (
-            not reads_counts
-        ):  # the type profiles: the spots' totals only, not their counts made dense
+        if not reads_counts:  # type profiles: the spots' totals only, not a dense copy
             empty = [self._empty(positions)]
         empty = np.concatenate(empty) if empty else np.zeros(0, dtype=bool)
         missing_empty_rows(empty, "imputed values", self.adata.n_vars, values)
