@@ -91,8 +91,10 @@ class ImputerResultsMixin:
         return self._imputed(genes, adata, batch_size, indices)[0]
 
     @in_eval_mode
-    def _imputed(self, genes, adata, batch_size, indices) -> tuple[pd.DataFrame, np.ndarray]:
-        """:meth:`impute`'s table and which of its spots have no counts (their NaN rows)."""
+    def _imputed(self, genes, adata, batch_size, indices, latents=None) -> tuple:
+        """:meth:`impute`'s table and which of its spots have no counts (their NaN rows); the
+        latent design's spots' latents (posterior means, float32) appended to ``latents``,
+        a list, when given, from the same read of the spots."""
         check_batch_size(batch_size)
         positions, names = self._spot_positions(adata, indices)  # checked before the state
         self._check_if_trained(warn=False)
@@ -121,6 +123,10 @@ class ImputerResultsMixin:
                 values = self.module.expected(rows[at].to(device), x)
             else:
                 values = self.module.expected(x)
+                if latents is not None:  # as get_latent_representation reads them
+                    with torch.no_grad():
+                        z = self.module._encode(x, 0).loc
+                    latents.append(z.cpu().numpy().astype(np.float32))
             blocks.append(values[:, columns.to(device)].cpu().numpy().astype(np.float64))
         values = np.concatenate(blocks) if blocks else np.zeros((0, len(chosen)))
         if not reads_counts:  # type profiles: the spots' totals only, not a dense copy
@@ -391,8 +397,9 @@ class ImputerResultsMixin:
         adata = imputed_spots(self, self._resolve_adata(self._write_target(adata)))
         with warnings.catch_warnings():  # said once below, of every result
             warnings.filterwarnings("ignore", message=r".* spots have no counts in the")
-            # the same spots, any order; the spots without counts found in this one pass
-            imputed, empty = self._imputed(genes, adata, batch_size, None)
+            # the same spots, any order, read once: the spots without counts, the latents
+            latents = [] if self.design_ == "latent" else None
+            imputed, empty = self._imputed(genes, adata, batch_size, None, latents)
             if self.design_ == "deconvolution":
                 rows, _, _ = self._per_spot(adata, None, None, "write_to_adata", "proportions")
                 proportions = self._fitted_proportions(rows)
@@ -401,11 +408,11 @@ class ImputerResultsMixin:
                 proportions = pd.DataFrame(
                     proportions, index=imputed.index, columns=self.state_names_
                 )
-            else:
-                z = self.get_latent_representation(adata, batch_size=batch_size)
         what = ", proportions and abundance" if self.design_ == "deconvolution" else " and latents"
         warn_empty_spots(int(empty.sum()), len(empty), f"imputed values{what}", self.adata.n_vars)
-        if self.design_ != "deconvolution":
+        if self.design_ != "deconvolution":  # NaN rows for the spots without counts
+            z = np.concatenate(latents) if latents else np.zeros((0, self.module.n_latent))
+            z[empty] = np.nan
             name = self.latent_key.removeprefix("X_")
             latent = f"X_{name}" if key_added is None else f"X_{key_added}_{name}"
             adata.obsm[keys[0]], adata.obsm[latent] = imputed, z
