@@ -475,6 +475,31 @@ def test_unrunnable_strategies_are_refused(counts_h5ad):
         model.train(max_epochs=1, devices=2, device=1, **TRAIN)
 
 
+def test_ddp_strategies_are_told_to_find_unused_parameters(counts_h5ad):
+    """ "ddp_fork", "ddp_spawn" and DDPStrategy() (the script launcher deltavae advises when
+    CUDA was initialised) stopped at the second step with Lightning's "parameters that were
+    not used in producing the loss": only "ddp" was told to find them."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    memory = ad.read_h5ad(counts_h5ad)
+    assert resolve_strategy("ddp_fork", "cpu", memory) == (
+        "ddp_fork_find_unused_parameters_true",
+        True,
+    )
+    spawn, _ = resolve_strategy("ddp_spawn", "cpu", memory)
+    assert spawn == "ddp_spawn_find_unused_parameters_true"
+    script, _ = resolve_strategy(DDPStrategy(), "cpu", memory)
+    assert script._ddp_kwargs == {"find_unused_parameters": True}
+    # The user's own choice stays, and messages name the strategy as the user wrote it.
+    kept = "ddp_fork_find_unused_parameters_false"
+    assert resolve_strategy(kept, "cpu", memory)[0] == kept
+    assert not resolve_strategy(DDPStrategy(find_unused_parameters=False), "cpu", memory)[
+        0
+    ]._ddp_kwargs["find_unused_parameters"]
+    with pytest.raises(ValueError, match="^strategy='ddp_spawn' pickles"):
+        resolve_strategy("ddp_spawn", "cpu", ad.read_h5ad(counts_h5ad, backed="r"))
+
+
 def test_cli_fit_backed(counts_h5ad, tmp_path, capsys):
     out = tmp_path / "out.h5ad"
     args = ["fit", str(counts_h5ad), "--model", "zinbvae", "--backed", "--epochs", "2"]

@@ -182,28 +182,52 @@ def resolve_strategy(strategy, accelerator: str, adata: AnnData) -> tuple[object
             f"process_group_backend={backend!r} cannot run on the CPU; use 'gloo' (or leave it "
             "unset)."
         )
-    if strategy == "ddp":
-        # scvi-tools' decoder holds a per-cell dispersion head that gene-wise dispersion
-        # leaves unused; DDP must be told, or it waits for its gradients forever.
-        strategy = "ddp_fork_find_unused_parameters_true"
+    given = strategy  # named in messages as the user wrote it
+    strategy = _finding_unused_parameters("ddp_fork" if strategy == "ddp" else strategy)
     start = _start_method(strategy)
     if start in ("spawn", "forkserver") and adata.isbacked:
         raise ValueError(
-            f"strategy={strategy!r} pickles the AnnData into each new process, and an AnnData "
+            f"strategy={given!r} pickles the AnnData into each new process, and an AnnData "
             f"opened backed ({adata.filename}) cannot be pickled; use strategy='ddp' (fork)."
         )
     if start == "fork" and "fork" not in multiprocessing.get_all_start_methods():
         raise ValueError(
-            f"strategy={strategy!r} needs the 'fork' start method, which this platform lacks; "
+            f"strategy={given!r} needs the 'fork' start method, which this platform lacks; "
             "run a script with strategy=lightning.pytorch.strategies.DDPStrategy() instead."
         )
     if start == "fork" and accelerator != "cpu" and torch.cuda.is_initialized():
         raise ValueError(
-            f"strategy={strategy!r} forks this process, but CUDA is already initialised in it; "
+            f"strategy={given!r} forks this process, but CUDA is already initialised in it; "
             "run a script with strategy=lightning.pytorch.strategies.DDPStrategy() (Lightning "
             "relaunches the script per GPU) or start it with torchrun."
         )
     return strategy, True
+
+
+def _finding_unused_parameters(strategy):
+    """``strategy`` told to find unused parameters, unless the user said otherwise.
+
+    scvi-tools' decoder holds a per-cell dispersion head that gene-wise dispersion leaves
+    unused, and DDP without ``find_unused_parameters=True`` stopped at the second step with
+    Lightning's "parameters that were not used in producing the loss" (``"ddp_fork"``,
+    ``"ddp_spawn"``, and ``DDPStrategy()``, the script launcher this module advises).
+
+    Examples
+    --------
+    >>> _finding_unused_parameters("ddp_spawn")
+    'ddp_spawn_find_unused_parameters_true'
+    >>> _finding_unused_parameters(DDPStrategy())._ddp_kwargs
+    {'find_unused_parameters': True}
+    >>> _finding_unused_parameters("ddp_fork_find_unused_parameters_false")
+    'ddp_fork_find_unused_parameters_false'
+    """
+    if isinstance(strategy, DDPStrategy):
+        strategy._ddp_kwargs.setdefault("find_unused_parameters", True)
+        return strategy
+    if "find_unused_parameters" in StrategyRegistry[strategy]["init_params"]:
+        return strategy  # the user's choice
+    named = f"{strategy}_find_unused_parameters_true"
+    return named if named in StrategyRegistry else strategy
 
 
 def _worker_divergence(err: BaseException):
