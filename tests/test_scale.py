@@ -578,6 +578,16 @@ def test_results_of_a_lazily_read_h5ad_go_into_its_file(counts_h5ad, tmp_path):
 def test_read_lazy_refuses_what_it_cannot_stream(counts_h5ad, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         dv.read_lazy(tmp_path / "nope.zarr")
+    # HDF5 without AnnData's groups (Cell Ranger's .h5) was h5py's raw KeyError ('obs').
+    import h5py
+
+    with h5py.File(tmp_path / "filtered.h5", "w") as f:
+        f.create_group("matrix")
+    with pytest.raises(ValueError, match=r"\(no AnnData groups: object 'obs'.*read_10x_h5"):
+        dv.read_lazy(tmp_path / "filtered.h5")
+    (tmp_path / "cells.zarr.zip").write_bytes(b"PK")
+    with pytest.raises(ValueError, match=r"not an HDF5 file\): a zipped zarr store opens once"):
+        dv.read_lazy(tmp_path / "cells.zarr.zip")
     dense = ad.read_h5ad(counts_h5ad)
     dense.X = dense.X.toarray()
     del dense.layers["counts"]  # no sparse layer to train from either

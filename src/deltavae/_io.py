@@ -121,6 +121,43 @@ def write_obs_columns(group, obs: pd.DataFrame, keys: list[str]) -> None:
     stored.attrs["column-order"] = order
 
 
+def _not_an_h5ad(path: Path, err: Exception) -> str:
+    """Why the file ``path`` did not open as an .h5ad file (``err``: h5py's), and what opens it.
+
+    A Cell Ranger .h5 or a loom file (HDF5 without AnnData's ``obs``) failed with h5py's raw
+    ``KeyError: "Unable to synchronously open object (object 'obs' doesn't exist)"``.
+
+    Examples
+    --------
+    >>> print(_not_an_h5ad(Path("a.zarr.zip"), OSError("Unable to (file signature not found)")))
+    cannot read 'a.zarr.zip' as an .h5ad file (not an HDF5 file): a zipped zarr store opens ...
+    >>> "scanpy.read_10x_h5(path)" in _not_an_h5ad(Path("f.h5"), KeyError("obs"))
+    True
+    """
+    why = str(err.args[0]) if err.args else type(err).__name__
+    if why.startswith("Unable to synchronously open object"):
+        why = "no AnnData groups: " + why.split("(", 1)[-1].rstrip(")")
+    elif "file signature not found" in why:
+        why = "not an HDF5 file"
+    name = path.name.lower()
+    readers = {".h5": "scanpy.read_10x_h5(path)", ".loom": "anndata.io.read_loom(path)"}
+    reader = next((call for end, call in readers.items() if name.endswith(end)), None)
+    if name.endswith(".zip"):
+        fix = "a zipped zarr store opens once unzipped: pass the folder it unzips to."
+    elif name.endswith(".h5ad"):
+        fix = (
+            "it is not an AnnData written by anndata, or its writing stopped part way; write "
+            "it again with adata.write_h5ad(path)."
+        )
+    else:
+        fix = (
+            "read_lazy opens .h5ad files and zarr stores (folders). Read it with "
+            f"{reader or 'the reader of its format (scanpy.read ...)'}, write it with "
+            "adata.write_h5ad(path), and open that file."
+        )
+    return f"cannot read {str(path)!r} as an .h5ad file ({why}): {fix}"
+
+
 def read_lazy(path: str | Path) -> AnnData:
     """Open a .h5ad file or a zarr store with the count matrix left on disk.
 
@@ -159,8 +196,8 @@ def read_lazy(path: str | Path) -> AnnData:
     if path.is_file():
         try:
             adata = ad.read_h5ad(path, backed="r")
-        except OSError as err:
-            raise ValueError(f"cannot read {str(path)!r} as an .h5ad file: {err}") from err
+        except (OSError, KeyError) as err:  # not HDF5; HDF5 without AnnData's groups
+            raise ValueError(_not_an_h5ad(path, err)) from err
         if len(adata.layers):
             warnings.warn(
                 f"read_lazy keeps only X of {str(path)!r} on disk (anndata's backed mode): its "
