@@ -500,6 +500,31 @@ def test_ddp_strategies_are_told_to_find_unused_parameters(counts_h5ad):
         resolve_strategy("ddp_spawn", "cpu", ad.read_h5ad(counts_h5ad, backed="r"))
 
 
+def test_the_ddp_mixture_start_clusters_every_processs_cells(counts_h5ad):
+    """Under DDP rank 0 clustered its own share of the training cells for the mixture start
+    (1/N of them: a rare type could go unseen); now all of them, as one process does."""
+    from types import SimpleNamespace
+
+    from deltavae.train._data import DeltaDataSplitter, FileOrderDataLoader
+    from deltavae.train._mixture_init import MixtureInitialization, encode_cells
+
+    adata = ad.read_h5ad(counts_h5ad)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=4, n_hidden=16)
+    splitter = DeltaDataSplitter(
+        model.adata_manager, train_size=0.9, batch_size=64, distributed_sampler=True
+    )
+    splitter.split()
+    trainer = SimpleNamespace(world_size=2, datamodule=splitter)
+    model.module.eval()  # as the callback reads them
+    z, _, cats, _ = MixtureInitialization(epoch=1)._collect(trainer, model.module)
+    assert len(z) == len(cats) == len(splitter.train_idx) == 270
+    loader = FileOrderDataLoader(model.adata_manager, indices=splitter.train_idx, batch_size=64)
+    every = encode_cells(model.module, loader)["z"]
+    # The same cells (in the loader's shuffled order): the same set of posterior means.
+    np.testing.assert_allclose(np.sort(z.numpy(), 0), np.sort(every.numpy(), 0), atol=1e-6)
+
+
 def test_cli_fit_backed(counts_h5ad, tmp_path, capsys):
     out = tmp_path / "out.h5ad"
     args = ["fit", str(counts_h5ad), "--model", "zinbvae", "--backed", "--epochs", "2"]

@@ -233,6 +233,24 @@ class DeltaDataSplitter(DataSplitter):
         self.split()
 
 
+def all_training_cells(trainer) -> FileOrderDataLoader:
+    """A loader of the training cells of ``trainer``'s run in shuffled minibatches, as one
+    process reads them: under DDP every process's share, not the calling process's only
+    (the mixture start clustered rank 0's: 1/N of the cells, and a rare type could be
+    missed). The data loader's other settings (``batch_size`` ...) are the run's."""
+    data = trainer.datamodule
+    if trainer.world_size == 1:
+        return data.train_dataloader()
+    return data.data_loader_cls(
+        data.adata_manager,
+        indices=data.train_idx,
+        shuffle=True,
+        load_sparse_tensor=data.load_sparse_tensor,
+        pin_memory=data.pin_memory,
+        **{**data.data_loader_kwargs, "distributed_sampler": False},
+    )
+
+
 def split_sizes(n_cells: int, train_size: float, validation_size, split: dict) -> tuple[int, int]:
     """The training and validation cells of a run: the lengths of the first two lists of
     ``split["external_indexing"]`` where given (scvi-tools' positions, which ``train_size``

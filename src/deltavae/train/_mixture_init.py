@@ -30,6 +30,7 @@ from sklearn.cluster import KMeans
 
 from .._threads import keep_torch_threads
 from ..module._cgmdvae import _prior_scale
+from ._data import all_training_cells
 from ._graph_clusters import exactly_k, fuzzy_graph, leiden_k, match_labels
 
 logger = logging.getLogger(__name__)
@@ -393,8 +394,9 @@ class MixtureInitialization(Callback):
 
     Notes
     -----
-    Under DDP, rank 0 clusters its share of the cells and broadcasts the initialised
-    module to the other processes, which must start from the same mixture.
+    Under DDP, rank 0 clusters the training cells of every process (as one process does)
+    and broadcasts the initialised module to the others, which must start from the same
+    mixture.
 
     Examples
     --------
@@ -412,7 +414,7 @@ class MixtureInitialization(Callback):
     def _collect(self, trainer, module):
         batches = (
             {k: v.to(module.device) for k, v in tensors.items()}
-            for tensors in trainer.datamodule.train_dataloader()
+            for tensors in all_training_cells(trainer)
         )
         cells = encode_cells(module, batches, _MAX_CELLS)
         y_obs = module.observed_clusters(cells["labels"])
@@ -435,12 +437,8 @@ class MixtureInitialization(Callback):
             module.train(was_training)
             assignments = torch.as_tensor(assignments, dtype=torch.long, device=z.device)
             initialize_mixture(module, z, assignments, cats, z_var=z_var)
-            logger.info(
-                "Initialised %d mixture components from %s clusters at epoch %d.",
-                module.n_clusters,
-                self.method,
-                self.epoch,
-            )
+            logger.info("Initialised %d mixture components from %s clusters at epoch %d.",
+                        module.n_clusters, self.method, self.epoch)  # fmt: skip
         if trainer.world_size > 1:
             # DDP only keeps replicas equal by averaging gradients: every process must start
             # from rank 0's mixture.
