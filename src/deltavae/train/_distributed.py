@@ -9,8 +9,9 @@ averages gradients across processes; nothing else is needed for data parallelism
 
 * Lightning's own ``"ddp"`` relaunches the calling script (``sys.argv``) once per device. From
   a notebook Lightning refuses it, and from pytest it would rerun the test session.
-* ``"ddp_spawn"`` pickles the model and its AnnData into every worker, and an AnnData opened
-  ``backed`` holds an HDF5 handle, which cannot be pickled.
+* ``"ddp_spawn"`` pickles the model and its AnnData into every worker: scvi-tools' Pyro
+  training plan cannot be pickled (it holds a lambda), nor an AnnData opened ``backed`` (an
+  HDF5 handle); it is refused.
 * ``fork`` copies the parent process, data included, at no cost, from scripts, notebooks and
   tests alike. The one case it cannot serve is a GPU run after CUDA was initialised in the
   parent; then use Lightning's script launcher (``strategy=DDPStrategy()`` from a script) or
@@ -185,10 +186,18 @@ def resolve_strategy(strategy, accelerator: str, adata: AnnData) -> tuple[object
     given = strategy  # named in messages as the user wrote it
     strategy = _finding_unused_parameters("ddp_fork" if strategy == "ddp" else strategy)
     start = _start_method(strategy)
-    if start in ("spawn", "forkserver") and adata.isbacked:
+    if start in ("spawn", "forkserver"):
+        # scvi-tools' Pyro training plan holds a lambda ("Can't pickle local object"), and
+        # without it torch failed to start the processes ("bad value(s) in fds_to_keep").
+        why = (
+            f"an AnnData opened backed ({adata.filename}) cannot be pickled"
+            if adata.isbacked
+            else "deltavae's training plan cannot be pickled"
+        )
         raise ValueError(
-            f"strategy={given!r} pickles the AnnData into each new process, and an AnnData "
-            f"opened backed ({adata.filename}) cannot be pickled; use strategy='ddp' (fork)."
+            f"strategy={given!r} pickles the model and its AnnData into each new process, and "
+            f"{why}; use strategy='ddp' (fork), or, where this platform has no fork, run a "
+            "script with strategy=lightning.pytorch.strategies.DDPStrategy()."
         )
     if start == "fork" and "fork" not in multiprocessing.get_all_start_methods():
         raise ValueError(
@@ -209,13 +218,13 @@ def _finding_unused_parameters(strategy):
 
     scvi-tools' decoder holds a per-cell dispersion head that gene-wise dispersion leaves
     unused, and DDP without ``find_unused_parameters=True`` stopped at the second step with
-    Lightning's "parameters that were not used in producing the loss" (``"ddp_fork"``,
-    ``"ddp_spawn"``, and ``DDPStrategy()``, the script launcher this module advises).
+    Lightning's "parameters that were not used in producing the loss" (``"ddp_fork"``, and
+    ``DDPStrategy()``, the script launcher this module advises).
 
     Examples
     --------
-    >>> _finding_unused_parameters("ddp_spawn")
-    'ddp_spawn_find_unused_parameters_true'
+    >>> _finding_unused_parameters("ddp_fork")
+    'ddp_fork_find_unused_parameters_true'
     >>> _finding_unused_parameters(DDPStrategy())._ddp_kwargs
     {'find_unused_parameters': True}
     >>> _finding_unused_parameters("ddp_fork_find_unused_parameters_false")
