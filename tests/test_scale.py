@@ -526,6 +526,33 @@ def test_the_ddp_mixture_start_clusters_every_processs_cells(counts_h5ad):
     np.testing.assert_allclose(np.sort(z.numpy(), 0), np.sort(every.numpy(), 0), atol=1e-6)
 
 
+def test_every_ddp_process_takes_rank_zeros_split(counts_h5ad):
+    """Under Lightning's script launcher (DDPStrategy()) or torchrun each process split the
+    cells before the processes met; with scvi.settings.seed unset each drew its own split
+    (rank 1 trained on cells rank 0 validated on). Setup takes rank 0's."""
+    from types import SimpleNamespace
+
+    from deltavae.train._data import DeltaDataSplitter
+
+    adata = ad.read_h5ad(counts_h5ad)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata)
+    rank_zero = (np.arange(30, 300), np.arange(30), np.array([], dtype=int))
+    sent = []
+
+    def broadcast(obj, src=0):
+        sent.append(obj)
+        return rank_zero
+
+    splitter = DeltaDataSplitter(model.adata_manager, train_size=0.9)
+    splitter.trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(broadcast=broadcast))
+    splitter.setup("fit")
+    assert len(sent) == 1 and len(sent[0][0]) == 270  # this process's own split, offered
+    split = (splitter.train_idx, splitter.val_idx, splitter.test_idx)
+    for got, want in zip(split, rank_zero, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_cli_fit_backed(counts_h5ad, tmp_path, capsys):
     out = tmp_path / "out.h5ad"
     args = ["fit", str(counts_h5ad), "--model", "zinbvae", "--backed", "--epochs", "2"]

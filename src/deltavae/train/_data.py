@@ -223,7 +223,8 @@ class DeltaDataSplitter(DataSplitter):
             super().setup()
 
     def setup(self, stage: str | None = None):
-        """Split the cells (see :meth:`split`); in a DDP worker, reopen a backed file first."""
+        """Split the cells (see :meth:`split`), under DDP as rank 0 did; in a DDP worker,
+        reopen a backed file first."""
         adata = self.adata_manager.adata
         if adata.isbacked and self.trainer is not None and self.trainer.world_size > 1:
             # An HDF5 handle inherited through fork shares library state with the parent.
@@ -231,6 +232,13 @@ class DeltaDataSplitter(DataSplitter):
             adata.file.open(adata.filename, "r")
             logger.debug("Rank %d reopened %s", self.trainer.global_rank, adata.filename)
         self.split()
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # Under Lightning's script launcher (DDPStrategy()) or torchrun every process split
+            # the cells itself, before the processes met: with scvi.settings.seed unset each
+            # differently (cells one process validated on, another trained on; cells trained
+            # twice or never). All take rank 0's split.
+            parts = (self.train_idx, self.val_idx, self.test_idx)
+            self.train_idx, self.val_idx, self.test_idx = self.trainer.strategy.broadcast(parts)
 
 
 def all_training_cells(trainer) -> FileOrderDataLoader:
