@@ -553,6 +553,30 @@ def test_every_ddp_process_takes_rank_zeros_split(counts_h5ad):
         np.testing.assert_array_equal(got, want)
 
 
+def test_the_ddp_order_of_minibatches_follows_the_seed(counts_h5ad, tmp_path):
+    """Each DDP process's sampler shuffled with torch's default seed 0: every run saw the
+    same minibatches in the same order, whatever scvi.settings.seed."""
+    import torch.distributed as dist
+
+    from deltavae.train._data import FileOrderDataLoader
+
+    adata = ad.read_h5ad(counts_h5ad)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    manager = dv.model.ZINBVAE(adata).adata_manager
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        orders = {}
+        for seed in (1, 2, 1):
+            scvi.settings.seed = seed
+            loader = FileOrderDataLoader(manager, batch_size=64, shuffle=True,
+                                         distributed_sampler=True)  # fmt: skip
+            orders.setdefault(seed, []).append([b.tolist() for b in loader.sampler])
+    finally:
+        dist.destroy_process_group()
+        scvi.settings.seed = 0
+    assert orders[1][0] == orders[1][1] and orders[1][0] != orders[2][0]
+
+
 def test_cli_fit_backed(counts_h5ad, tmp_path, capsys):
     out = tmp_path / "out.h5ad"
     args = ["fit", str(counts_h5ad), "--model", "zinbvae", "--backed", "--epochs", "2"]

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from scipy import sparse
+from scvi import settings
 from scvi.data import AnnDataManager, AnnTorchDataset
 from scvi.dataloaders import AnnDataLoader, BatchDistributedSampler, DataSplitter
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, Subset
@@ -180,6 +181,9 @@ class FileOrderDataLoader(AnnDataLoader):
                 shuffle=shuffle,
                 drop_last=drop_last,
                 drop_dataset_tail=drop_dataset_tail,
+                # torch's default, 0, gave every run the same order of minibatches, whatever
+                # the seed; one process's order follows it. The same in every process.
+                seed=int(settings.seed or 0),
             )
         else:
             order = RandomSampler(positions) if shuffle else SequentialSampler(positions)
