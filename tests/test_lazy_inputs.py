@@ -1,6 +1,7 @@
 """AnnData read from disk (dv.read_lazy: backed .h5ad, zarr) with other genes, other layouts
 and wide dense matrices: _io.py, model/_genes.py, model/_validation.py, model/_matrices.py."""
 
+import re
 import tracemalloc
 
 import anndata as ad
@@ -228,7 +229,9 @@ def test_results_written_into_a_zarr_store_leave_out_scvi_columns(cells, tmp_pat
     model = dv.model.ZINBVAE(lazy, n_latent=3, n_hidden=16)
     model.train(max_epochs=1, **TRAIN)
     lazy.obs["zinbvae_note"] = "x"
-    with pytest.warns(UserWarning, match=r"in memory only.*write_results_to_store"):
+    # The advice names the store ('<the store>.zarr' it was).
+    advice = re.escape(f"write_results_to_store(adata, keys, {str(path)!r})")
+    with pytest.warns(UserWarning, match=r"in memory only.*" + advice):
         keys = [*model.write_to_adata(), "obs/zinbvae_note"]  # said: the store is not changed
     dv.write_results_to_store(lazy, keys, path)
     columns = list(ad.read_zarr(path).obs.columns)

@@ -97,6 +97,17 @@ def _in_zarr_store(adata: AnnData) -> bool:
     )
 
 
+def _store_of(adata: AnnData) -> str:
+    """The folder of the zarr store :func:`read_lazy` opened ``adata`` from (the root of the
+    store of its first matrix there); the advice named ``'<the store>.zarr'``."""
+    for matrix in [adata.X, *adata.layers.values()]:
+        node = getattr(matrix, "group", matrix)
+        root = getattr(getattr(node, "store", None), "root", None)
+        if type(node).__module__.startswith("zarr") and root is not None:
+            return str(root)
+    return "<the store>.zarr"  # not on local disk
+
+
 def _has_more_genes(model, adata: AnnData | None) -> bool:
     """Whether ``adata`` holds every gene of the model and others besides, and the model
     writes per-cell results only."""
@@ -200,7 +211,7 @@ def writes_backed(write_to_adata):
             warn_user(
                 f"{', '.join(keys)} are in memory only: adata's data stay in their zarr store, "
                 "which write_to_adata does not change. To keep them there: "
-                "dv.write_results_to_store(adata, keys, '<the store>.zarr')."
+                f"dv.write_results_to_store(adata, keys, {_store_of(adata)!r})."
             )
         return keys
 
