@@ -16,6 +16,12 @@ averages gradients across processes; nothing else is needed for data parallelism
   tests alike. The one case it cannot serve is a GPU run after CUDA was initialised in the
   parent; then use Lightning's script launcher (``strategy=DDPStrategy()`` from a script) or
   ``torchrun``, under which Lightning starts no processes at all.
+
+Under the script launcher and ``torchrun`` every process runs the whole script, the lines after
+``train`` too: each model holds the same parameters (and the cells' split is rank 0's), but
+only rank 0's holds the history (``{}`` elsewhere, as in scvi-tools). Guard what writes (a
+backed file's ``write_to_adata``, ``save``) with ``if model.trainer.is_global_zero:``. After
+``strategy="ddp"`` (fork) the calling process alone goes on, with the history.
 """
 
 from __future__ import annotations
