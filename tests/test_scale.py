@@ -577,6 +577,27 @@ def test_the_ddp_order_of_minibatches_follows_the_seed(counts_h5ad, tmp_path):
     assert orders[1][0] == orders[1][1] and orders[1][0] != orders[2][0]
 
 
+def test_ddp_processes_draw_their_own_noise(counts_h5ad):
+    """Forked DDP processes (or a script seeded alike in each) drew the same random stream:
+    the n-th cell of every process's minibatch had the same draw of z and dropout mask."""
+    from types import SimpleNamespace
+
+    from deltavae.train import DeltaTrainingPlan
+
+    adata = ad.read_h5ad(counts_h5ad)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    plan = DeltaTrainingPlan(dv.model.ZINBVAE(adata).module)
+    draws = []
+    for rank in (0, 1, 1):
+        torch.manual_seed(0)
+        plan.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        plan.on_fit_start()
+        draws.append(torch.randn(4))
+    torch.manual_seed(0)
+    assert torch.equal(draws[0], torch.randn(4))  # rank 0 keeps its stream
+    assert not torch.equal(draws[0], draws[1]) and torch.equal(draws[1], draws[2])
+
+
 def test_cli_fit_backed(counts_h5ad, tmp_path, capsys):
     out = tmp_path / "out.h5ad"
     args = ["fit", str(counts_h5ad), "--model", "zinbvae", "--backed", "--epochs", "2"]

@@ -245,6 +245,25 @@ def _finding_unused_parameters(strategy):
     return named if named in StrategyRegistry else strategy
 
 
+def own_random_stream(trainer) -> None:
+    """In DDP process ``trainer.global_rank`` > 0, torch's random numbers from a stream of its
+    own (rank 0 keeps the one it has): forked processes (and a script seeded alike in every
+    process) drew the same stream, so the n-th cell of every process's minibatch had the same
+    draw of z and the same dropout mask, and the processes' gradients shared their noise.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> _ = torch.manual_seed(0)
+    >>> own_random_stream(SimpleNamespace(world_size=2, global_rank=1))
+    >>> torch.initial_seed()
+    7919
+    """
+    rank = getattr(trainer, "global_rank", 0)
+    if getattr(trainer, "world_size", 1) > 1 and rank > 0:
+        torch.manual_seed((torch.initial_seed() + 7919 * rank) % 2**63)
+
+
 def _worker_divergence(err: BaseException):
     """The :class:`TrainingDivergedError` a DDP worker stopped with, for the calling process:
     torch hands back only its traceback as text. The workers' parameters do not come back

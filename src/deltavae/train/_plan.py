@@ -24,6 +24,7 @@ from scvi.train import LowLevelPyroTrainingPlan
 from .._rng import forked_generators
 from ._checkpoint import keep_frozen_entries
 from ._convergence import DEFAULT_LR, record_stop
+from ._distributed import own_random_stream
 from ._divergence import DivergenceGuard, trained_state
 
 # Freed minibatch buffers fragment the C heap by about 0.3 MiB a step: trimmed every 100 steps,
@@ -310,6 +311,10 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         self._add_to_epoch({"kl_weight": torch.tensor(kl_weight)}, n, per_cell=False)
         self.training_step_outputs.append({"loss": loss.detach(), "n": n})
         return {"loss": loss}
+
+    def on_fit_start(self):
+        """Under DDP, each process draws its own noise (:func:`own_random_stream`)."""
+        own_random_stream(self.trainer)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         """Every ``_TRIM_EVERY`` steps, give the C heap's free pages back (see
