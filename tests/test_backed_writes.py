@@ -231,3 +231,27 @@ def test_results_are_refused_for_a_file_whose_anndata_was_renamed_in_memory(tmp_
         model.write_to_adata(spots)
     spots.file.close()
     assert "proportions" not in ad.read_h5ad(path).obsm  # readable, untouched
+
+
+def test_names_made_unique_in_memory_only_are_told_how_to_reach_the_file(tmp_path):
+    """Spot models refuse repeated spot names ("make them unique (adata.obs_names_make_
+    unique())"); done on a backed AnnData, writing into its file was then refused as names
+    'changed in memory only', with advice to reopen the file: whose names repeat."""
+    import anndata as ad
+
+    cells = dv.datasets.synthetic_counts(n_cells=120, n_genes=30, n_clusters=2, seed=0)
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=30, seed=3)
+    spots.obs_names = [f"s{i % 10}" for i in range(spots.n_obs)]
+    path = tmp_path / "spots.h5ad"
+    with pytest.warns(UserWarning, match="not unique"):
+        spots.write_h5ad(path)
+        spots = ad.read_h5ad(path, backed="r")
+    spots.obs_names_make_unique()
+    with pytest.warns(UserWarning, match="share only"):
+        model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+    model.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
+    spots.file.close()
+    spots.file.open(filemode="r+")
+    with pytest.raises(ValueError, match=r"made unique in memory only.*repeats some \('s0'"):
+        model.write_to_adata(spots)
+    spots.file.close()
