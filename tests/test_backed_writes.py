@@ -255,3 +255,22 @@ def test_names_made_unique_in_memory_only_are_told_how_to_reach_the_file(tmp_pat
     with pytest.raises(ValueError, match=r"made unique in memory only.*repeats some \('s0'"):
         model.write_to_adata(spots)
     spots.file.close()
+
+
+def test_results_for_a_store_whose_names_were_made_unique_in_memory_say_so(tmp_path):
+    """write_results_to_store said "Write into the file adata was read from", which it was."""
+    import anndata as ad
+    import numpy as np
+    from _stores import write_store
+
+    data = dv.datasets.synthetic_counts(n_cells=30, n_genes=10, n_clusters=2, seed=0)
+    data.obs_names = [f"c{i % 10}" for i in range(30)]
+    with pytest.warns(UserWarning, match="not unique"):
+        path = write_store(data, tmp_path / "cells.zarr")
+        lazy = dv.read_lazy(path)
+    lazy.obs_names_make_unique()
+    lazy.obsm["result"] = np.ones((30, 2))
+    with pytest.raises(ValueError, match=r"made unique in memory only: '.*cells.zarr' repeats"):
+        dv.write_results_to_store(lazy, ["obsm/result"], path)
+    with pytest.warns(UserWarning, match="not unique"):
+        assert "result" not in ad.read_zarr(path).obsm

@@ -319,12 +319,46 @@ def _check_zarr_names(adata: AnnData, keys: list[str], path: Path) -> None:
             )
 
 
+def made_unique_in_memory(stored: pd.Index, names: pd.Index, path) -> str | None:
+    """Where ``names`` (an AnnData's obs_names) are the file's or store's repeated ``stored``
+    names made unique in memory (``adata.obs_names_make_unique()``, as the spot models ask),
+    why results are not written and how to put the names into it; else None. The refusal
+    said "rewritten" or "write into the file adata was read from", which it was.
+
+    Examples
+    --------
+    >>> made_unique_in_memory(pd.Index(["a", "a"]), pd.Index(["a", "a-1"]), "s.zarr")[:57]
+    "adata.obs_names were made unique in memory only: 's.zarr'"
+    >>> made_unique_in_memory(pd.Index(["a", "b"]), pd.Index(["b", "a"]), "s.zarr") is None
+    True
+    """
+    from anndata.utils import make_index_unique
+
+    from ._checks import short_repr
+
+    if not (stored.has_duplicates and make_index_unique(stored.astype(str)).equals(names)):
+        return None
+    fmt = "zarr" if str(path).rstrip("/").endswith(".zarr") else "h5ad"
+    close = "adata.file.close(); " if fmt == "h5ad" else ""
+    return (
+        f"adata.obs_names were made unique in memory only: {str(path)!r} repeats some "
+        f"({short_repr(stored[stored.duplicated()][0])} ...), and results indexed by adata's "
+        "names would leave it unreadable; nothing was written. Write the unique names into "
+        f"it first: {close}a = anndata.read_{fmt}(path); a.obs_names_make_unique(); "
+        f"a.write_{fmt}(path); then write the results into it again. Or keep them in memory: "
+        "sub = adata.to_memory(); model.write_to_adata(sub)."
+    )
+
+
 def _check_same_cells(adata: AnnData, group, path: Path) -> None:
     """Results are written by position: the file must hold ``adata``'s cells in its order (a
     copy sorted otherwise, or of fewer cells, was rewritten without a word and corrupted)."""
     obs = group["obs"]
     stored = pd.Index(read_elem(obs[obs.attrs["_index"]]))
     if not stored.equals(pd.Index(adata.obs_names)):
+        made_unique = made_unique_in_memory(stored, pd.Index(adata.obs_names), path)
+        if made_unique:
+            raise ValueError(made_unique)
         same = len(stored) == adata.n_obs and set(stored) == set(adata.obs_names)
         raise ValueError(
             f"{str(path)!r} holds {len(stored)} cells"

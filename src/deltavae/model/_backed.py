@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from anndata.io import read_elem, write_elem
-from anndata.utils import make_index_unique
 
-from .._checks import check_anndata, short_repr
-from .._io import result_slots, write_obs_columns
+from .._checks import check_anndata
+from .._io import made_unique_in_memory, result_slots, write_obs_columns
 from ._left_out import fitted_mask, write_fitted_spots
 from ._matrices import check_still_on_disk, memory_copy, on_disk
 from ._scanpy_keys import (
@@ -76,17 +75,9 @@ def _check_file_cells(adata: AnnData) -> None:
     names = pd.Index(adata.obs_names.astype(str))
     if stored.equals(names):
         return
-    if stored.has_duplicates and make_index_unique(stored).equals(names):
-        # Made unique in memory, as the spot models' setup asks: a dead end before.
-        raise ValueError(
-            f"adata.obs_names were made unique in memory only: its backing file "
-            f"{str(adata.filename)!r} repeats some ({short_repr(stored[stored.duplicated()][0])}"
-            " ...), and results indexed by adata's names would leave it unreadable; nothing "
-            "was written. Write the unique names into the file first: adata.file.close(); a = "
-            "anndata.read_h5ad(path); a.obs_names_make_unique(); a.write_h5ad(path); then "
-            "write into it: model.write_to_adata(anndata.read_h5ad(path, backed='r+')). Or "
-            "write into a copy in memory: sub = adata.to_memory(); model.write_to_adata(sub)."
-        )
+    made_unique = made_unique_in_memory(stored, names, adata.filename)
+    if made_unique:  # as the spot models' setup asks: a dead end before
+        raise ValueError(made_unique)
     same = len(stored) == len(names) and set(stored) == set(names)
     raise ValueError(
         f"adata's backing file {str(adata.filename)!r} holds {len(stored)} spots or cells"
