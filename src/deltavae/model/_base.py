@@ -223,13 +223,14 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
             Passed to :class:`scvi.train.Trainer` (Lightning). ``strategy="ddp"`` with
             ``devices=N`` trains on N processes (CPU, gloo) or N GPUs (nccl), each process
             reading its own share of the cells (``devices=N`` alone, N > 1, means the same);
-            Lightning's DDP averages the gradients, and the
-            logged ELBOs are averaged over processes. The processes are forked, so this works
-            from scripts, notebooks and tests alike (see :mod:`deltavae.train._distributed`);
-            ``early_stopping`` works there too (scvi-tools turns it off under DDP; deltavae
-            adds the callback, and any process's stop stops them all). Forking a process
-            whose thread pools already ran (a kernel that trained before) can hang in the
-            children: start DDP early in a fresh kernel, or from a script.
+            Lightning's DDP averages the gradients: a step reads N x ``batch_size`` cells
+            (``batch_size`` is per process), as one process with N x ``batch_size`` would (not
+            one process's run of the same seed); logged ELBOs are averaged over processes.
+            The processes are forked: this works from scripts, notebooks and tests (see
+            :mod:`deltavae.train._distributed`); so does ``early_stopping`` (scvi-tools turns
+            it off under DDP; deltavae adds it, and any process's stop stops them all).
+            Forking a process whose thread pools already ran (a kernel that trained before)
+            can hang in the children: start DDP early in a fresh kernel, or from a script.
 
         Notes
         -----
