@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+import scanpy as sc  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
 import deltavae as dv  # noqa: E402
@@ -143,9 +144,18 @@ def test_embedding_returns_axes_and_saves(trained, tmp_path):
 
     axes = dv.pl.embedding(adata, basis="umap", color=["cluster", "condition"], show=False)
     assert len(axes) == 2 and all(isinstance(a, Axes) for a in axes)
-    # Room between panels for a legend of cell type names (scanpy's default gap of about 0.08
-    # of the figure let them run into the next panel); a given wspace is kept.
-    assert axes[1].get_position().x0 - axes[0].get_position().x1 > 0.15
+    # Short legends: scanpy's own layout (a wider default gap made figures 30% wider).
+    ours = [a.get_position().bounds for a in axes]
+    theirs = sc.pl.embedding(adata, basis="umap", color=["cluster", "condition"], show=False)
+    np.testing.assert_allclose(ours, [a.get_position().bounds for a in theirs], atol=1e-9)
+    assert axes[0].figure.get_figwidth() == theirs[0].figure.get_figwidth()
+    # Cell type names: the gap after their legend grows until it clears the next panel.
+    adata.obs["long"] = adata.obs["cluster"].map(lambda c: f"a long cell type name {c}")
+    axes = dv.pl.embedding(adata, color=["long", "condition"], show=False)
+    renderer = axes[0].figure.canvas.get_renderer()
+    legend_end = axes[0].get_legend().get_window_extent(renderer).x1
+    assert legend_end < axes[1].get_tightbbox(renderer).x0
+    # a given wspace is kept
     axes = dv.pl.embedding(adata, color=["cluster", "condition"], wspace=0.1, show=False)
     assert axes[1].get_position().x0 - axes[0].get_position().x1 < 0.1
 
