@@ -239,3 +239,43 @@ def test_a_model_given_for_an_anndata_is_told_to_write_its_results_first():
     }.items():
         with pytest.raises(TypeError, match=rf"dv.pl.{plot} takes an AnnData, not Model.*write_to"):
             call(Model())
+
+
+@pytest.mark.parametrize(
+    ("plot", "kwargs", "name"),
+    [
+        ("cluster_composition", {"annotate": "no"}, "annotate"),
+        ("cluster_composition", {"show_sizes": "False"}, "show_sizes"),
+        ("history", {"log": "no"}, "log"),
+        ("history", {"shade_warmup": 0}, "shade_warmup"),
+        ("spatial_proportions", {"bw": "no"}, "bw"),
+        ("cluster_probabilities", {"normalize": "no"}, "normalize"),
+        ("cluster_probabilities", {"return_fig": "no"}, "return_fig"),
+        ("perturbation_scatter", {"return_fig": [1]}, "return_fig"),
+    ],
+)
+def test_flags_that_are_no_bool_are_refused_by_name(plot, kwargs, name):
+    """A string was read as a truth value: annotate="no" wrote the numbers, log="no" drew a
+    logarithmic axis."""
+    args = {
+        "cluster_composition": (_cells(), "cluster", "cell_type"),
+        "history": (_history(),),
+        "spatial_proportions": (_cells(),),
+        "cluster_probabilities": (_cells(),),
+        "perturbation_scatter": _gene_means(),
+    }[plot]
+    with pytest.raises(ValueError, match=rf"^{name} must be True or False, got "):
+        getattr(dv.pl, plot)(*args, show=False, **kwargs)
+    with pytest.raises(ValueError, match=r"^show must be True, False or None, got 'no'"):
+        dv.pl.history(_history(), show="no")
+    assert not plt.get_fignums()  # refused before a figure was made
+
+
+@pytest.mark.parametrize("ncols", [0, -2, 2.5, "2", True])
+def test_ncols_not_a_whole_number_of_at_least_one_is_refused(ncols):
+    """ncols=0 or -2 was read as 1 without a word; 2.5 failed inside matplotlib."""
+    adata = _cells()
+    for plot in (dv.pl.spatial_proportions, dv.pl.cluster_probabilities):
+        with pytest.raises(ValueError, match=r"^ncols must be a whole number of at least 1"):
+            plot(adata, ncols=ncols, show=False)
+    assert len(dv.pl.spatial_proportions(adata, ncols=np.int64(2), show=False)) == 3

@@ -352,6 +352,28 @@ def short_repr(value, n: int = 5, unit: str = "items") -> str:
     return text
 
 
+def check_bool(name: str, value, none: bool = False) -> None:
+    """Refuse ``value`` by ``name`` unless it is True or False (or, with ``none``, None): read
+    as a truth value, any string (``"no"``, ``"False"``) or a non-empty list was True."""
+    if isinstance(value, bool | np.bool_) or (none and value is None):
+        return
+    wants = "True, False or None" if none else "True or False"
+    raise ValueError(f"{name} must be {wants}, got {short_repr(value)}.")
+
+
+def check_bools(none: tuple[str, ...] = ("show", "frameon"), **values) -> None:
+    """:func:`check_bool` for each keyword; those named in ``none`` may be None too."""
+    for name, value in values.items():
+        check_bool(name, value, none=name in none)
+
+
+def check_ncols(ncols) -> None:
+    """Refuse a number of panels per row that is not a whole number of at least 1 (0 or -2 was
+    read as 1 without a word, 2.5 failed inside matplotlib)."""
+    if isinstance(ncols, bool) or not isinstance(ncols, int | np.integer) or ncols < 1:
+        raise ValueError(f"ncols must be a whole number of at least 1, got {short_repr(ncols)}.")
+
+
 def user_columns(obs: pd.DataFrame) -> list:
     """The columns of ``obs`` the user made: not scvi-tools' bookkeeping (``_scvi_batch``,
     ``_scvi_labels``, ...), which setting up an AnnData adds to it."""

@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 
-from .._checks import short_repr
+from .._checks import check_bools, check_ncols, short_repr
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
 from ..metrics._perturbation import gene_means
@@ -248,6 +248,8 @@ def cluster_probabilities(
     >>> dv.pl.cluster_probabilities(adata, clusters=["0", "3"], save="_probs.png")  # doctest: +SKIP
     """
     check_adata(adata, "cluster_probabilities")
+    check_bools(normalize=normalize, bw=bw, return_fig=return_fig, show=show, frameon=frameon)
+    check_ncols(ncols)
     if adata.n_obs == 0:
         raise ValueError("adata holds no cells: nothing to draw.")
     probs = _probabilities(adata, probs_key)
@@ -370,6 +372,7 @@ def perturbation_scatter(
     >>> pred = g.predict_perturbation(ctrl, "stim")  # doctest: +SKIP
     >>> ax = dv.pl.perturbation_scatter(pred, stim, highlight=top, show=False)  # doctest: +SKIP
     """
+    check_bools(return_fig=return_fig, show=show)
     pred, pred_genes = gene_means(predicted, "predicted")
     true, true_genes = gene_means(observed, "observed")
     r2_all = mean_expression_r2(predicted, observed)

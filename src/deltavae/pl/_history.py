@@ -18,6 +18,7 @@ from matplotlib.ticker import (
     NullFormatter,
 )
 
+from .._checks import check_bools
 from .._docs import doc_ax, doc_params, doc_show_save, doc_title_figsize
 from ..model._validation import warn_user
 from ._utils import as_names, closes_on_error, figure_size, one_axes, own_axes, savefig_or_show
@@ -246,6 +247,7 @@ def history(
     >>> ax = dv.pl.history(vae, show=False)  # doctest: +SKIP
     >>> dv.pl.history(vae, log=True, save="_log.png")  # doctest: +SKIP
     """
+    check_bools(log=log, shade_warmup=shade_warmup, return_fig=return_fig, show=show)
     frames = _history_frames(model)
     keys = as_names(keys, "keys")
     present = [key for key in keys if key in frames]

@@ -15,7 +15,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from natsort import natsorted
 
-from .._checks import no_column
+from .._checks import check_bools, no_column
 from .._docs import doc_params, doc_show_save
 from .._renamed import renamed_keywords
 from ._colours import axes_per_colour, each_colour, fill_palette
@@ -117,6 +117,7 @@ def embedding(
     figsize = kwargs.pop("figsize", None)
     # not scanpy's: with an ax given it failed (UnboundLocalError: 'fig'); the Figure below
     return_fig = kwargs.pop("return_fig", False)
+    check_bools(return_fig=return_fig, show=show)
     sizes = {} if figsize is None else {"figure.figsize": figure_size(figsize, (0, 0))}
     on = _tissue_of(adata, name, kwargs)
     opened = set(plt.get_fignums())
@@ -340,6 +341,7 @@ def cluster_composition(
     >>> ax = dv.pl.cluster_composition(adata, "leiden", "cell_type", show=False)  # doctest: +SKIP
     """
     check_adata(adata, "cluster_composition")
+    check_bools(annotate=annotate, show_sizes=show_sizes, return_fig=return_fig, show=show)
     for arg, key in {"cluster_key": cluster_key, "labels_key": labels_key}.items():
         if key not in adata.obs:
             raise KeyError(no_column(arg, key, adata.obs))

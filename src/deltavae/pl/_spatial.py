@@ -11,7 +11,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
-from .._checks import short_repr
+from .._checks import check_bools, check_ncols, short_repr
 from .._docs import doc_ax, doc_params, doc_show_save, doc_title_figsize
 from ._tissue import DEFAULT, PLACING, doc_tissue, draw_tissue, placed, spot_drawer, tissue
 from ._utils import (
@@ -273,6 +273,8 @@ def spatial_proportions(
     >>> dv.pl.spatial_proportions(spots, "archetype_weights", save="_arch.png")  # doctest: +SKIP
     """
     check_adata(adata, "spatial_proportions")
+    check_bools(bw=bw, return_fig=return_fig, show=show, frameon=frameon)
+    check_ncols(ncols)
     # As scanpy's embedding plots: "X_spatial" for basis="spatial" too, and "spatial" for
     # basis="X_spatial" (squidpy's and scanpy's readers write obsm["spatial"]).
     keys = dict.fromkeys((basis, f"X_{basis.removeprefix('X_')}", basis.removeprefix("X_")))
@@ -376,6 +378,7 @@ def archetype_elbow(
     --------
     >>> ax = dv.pl.archetype_elbow(spots, show=False)  # doctest: +SKIP
     """
+    check_bools(return_fig=return_fig, show=show)
     if isinstance(adata_or_model, AnnData):
         curve = adata_or_model.uns.get(key, {}).get("elbow")
         kept = adata_or_model.uns.get(key, {}).get("names")

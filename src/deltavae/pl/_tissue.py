@@ -19,7 +19,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.collections import EllipseCollection
 
-from .._checks import short_repr
+from .._checks import check_bool, short_repr
 
 
 class _Default(enum.Enum):
@@ -81,6 +81,7 @@ def tissue(
     """The image, scale factor and spot diameter of ``adata``'s spots, as
     :func:`scanpy.pl.spatial` resolves ``img_key``, ``library_id``, ``scale_factor`` and
     ``spot_size`` (with errors that name what there is)."""
+    check_bool("bw", bw)
     libraries = adata.uns.get("spatial", {})
     libraries = libraries if isinstance(libraries, Mapping) else {}
     if library_id is DEFAULT:
@@ -143,6 +144,7 @@ def tissue(
 def placed(basis: str, is_tissue: bool, **placing) -> dict:
     """The tissue arguments of a plot (:data:`PLACING`), refused by name where ``basis`` is no
     tissue: they would be left unused without a word."""
+    check_bool("bw", placing.get("bw", False))
     unset = {"alpha_img": 1.0, "bw": False}  # the others' defaults are None and DEFAULT
     given = [k for k, v in placing.items() if v is not None and v is not DEFAULT]
     given = [k for k in given if k not in unset or placing[k] != unset[k]]
