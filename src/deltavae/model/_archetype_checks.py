@@ -208,12 +208,17 @@ def check_training_names(adata, trained) -> bool:
             or not theirs.is_unique
             or (not more_genes and (len(mine) != len(theirs) or n_other))
         ):
-            lacking = f", lacking {n_lacking} of them" if n_lacking and what == "genes" else ""
+            # What differs, only what does: a subset of the spots "has 299, 0 of them not
+            # among the training spots" read as if nothing did.
+            # (genes besides the training genes are taken: no fault)
+            differs = [f"{n_other} not among them"] if n_other and what == "spots" else []
+            differs += [f"lacking {n_lacking} of them"] if n_lacking else []
+            differs += [] if mine.is_unique else ["some repeated"]
+            differs += [] if theirs.is_unique else [f"the training {what} hold repeated names"]
             raise ValueError(
                 f"write_to_adata writes into the training {what} ({len(theirs)}, in any "
                 f"order{', others besides' if what == 'genes' else ''}); this AnnData has "
-                f"{len(mine)}, {n_other} of them not among the training {what}{lacking}"
-                f"{'' if mine.is_unique else ', some repeated'}. " + _WRITE_ADVICE[what]
+                f"{len(mine)} {what}: {', '.join(differs)}. " + _WRITE_ADVICE[what]
             )
         in_order = False
     return in_order
