@@ -115,14 +115,32 @@ def signature_genes(adata: AnnData, gene_symbols: str | None) -> pd.Index:
     """The names a signature's genes are looked up in: the training genes (``var_names``), or
     their symbols in the ``var`` column ``gene_symbols`` (scanpy's ``gene_symbols``)."""
     if gene_symbols is None:
-        return adata.var_names
+        return adata.var_names.rename(None)
     if not isinstance(gene_symbols, str) or gene_symbols not in adata.var.columns:
         raise KeyError(
             f"gene_symbols={short_repr(gene_symbols)} is not a column of model.adata.var "
             f"(its columns: {list(map(str, adata.var.columns))[:10]}); pass the column that "
             "names each gene's symbol, or None to read the signatures in var_names."
         )
-    return pd.Index(adata.var[gene_symbols].astype(str).to_numpy())
+    return pd.Index(adata.var[gene_symbols].astype(str).to_numpy(), name=gene_symbols)
+
+
+def genes_named(genes: pd.Index) -> str:
+    """How :func:`signature_genes` named the model's genes: ``""`` (var_names) or the column."""
+    return "" if genes.name is None else f" (by their var[{genes.name!r}])"
+
+
+def missing_genes_text(name, missing: list, n_members: int, any_present: bool, genes) -> str:
+    """The warning on a signature's genes that the model has not: they may well be in the
+    AnnData (the whole of an ``adata[:, hvg]`` the model was trained on), where "not in the
+    data" was said; the model has profiles of its own genes only."""
+    dropped = "" if any_present else "; the signature is left out"
+    return (
+        f"signature {name!r}: {len(missing)} of {n_members} genes are not among the model's "
+        f"{len(genes)} genes{genes_named(genes)}, which alone have profiles (a gene left out "
+        f"of training, as by a highly variable gene selection, has none): {missing[:20]}"
+        f"{dropped}"
+    )
 
 
 def symbols_advice(var: pd.DataFrame | None, signatures) -> str:

@@ -16,6 +16,8 @@ from ._archetype_checks import (
     check_count,
     check_signature_names,
     check_training_names,
+    genes_named,
+    missing_genes_text,
     symbols_advice,
 )
 from ._genes import identifier_advice
@@ -110,11 +112,7 @@ def signature_scores(
         if not members:
             warn_user(f"signature {name!r} lists no genes; it is left out.")
         if missing:
-            dropped = "; the signature is left out" if not present else ""
-            warn_user(
-                f"signature {name!r}: {len(missing)} of {len(members)} genes are not in the "
-                f"data: {missing[:20]}{dropped}"
-            )
+            warn_user(missing_genes_text(name, missing, len(members), bool(present), genes))
         if present:
             gene_sets[str(name)] = genes.get_indexer_for(present)
     if not any(len(m) for m in signatures.values()):  # not a matter of identifiers
@@ -126,7 +124,8 @@ def signature_scores(
         )
     if not gene_sets:
         raise ValueError(
-            f"no signature has any of its genes in the data ({list(signatures)[:10]}). "
+            f"no signature has any of its genes among the model's genes{genes_named(genes)} "
+            f"({list(signatures)[:10]}). "
             + (
                 symbols_advice(var, signatures)
                 or identifier_advice([g for m in signatures.values() for g in m], genes)
