@@ -57,17 +57,25 @@ def test_ctrl_c_during_training_is_one_line_and_writes_nothing(
     counts_file, tmp_path, capsys, monkeypatch
 ):
     """An interrupted fit reaches the CLI as the model's KeyboardInterrupt: one line and
-    status 130, as shells report Ctrl-C, with no output written."""
+    status 130, as shells report Ctrl-C, with no output written; the line says so, not the
+    model's "keeps the parameters of its last step" (lost with the command)."""
+    note = (
+        "Training was interrupted after 1 of its 2 epochs. The model keeps the parameters of "
+        "its last step and has not converged."
+    )
 
     def interrupted(self, **kwargs):
-        raise KeyboardInterrupt("Training was interrupted after 1 of its 2 epochs.")
+        raise KeyboardInterrupt(note)
 
     monkeypatch.setattr(dv.model.ZINBVAE, "train", interrupted)
-    out = tmp_path / "z.h5ad"
-    assert _fit(counts_file, out, "--no-plots") == 130
+    out, model = tmp_path / "z.h5ad", tmp_path / "model"
+    assert _fit(counts_file, out, "--no-plots", "--save-model", str(model)) == 130
     err = capsys.readouterr().err
-    assert err.strip() == "deltavae: interrupted: Training was interrupted after 1 of its 2 epochs."
-    assert not out.exists() and not partial_path(out).exists()
+    assert err.strip() == (
+        "deltavae: interrupted: Training was interrupted after 1 of its 2 epochs; no output was "
+        "written and no model saved."
+    )
+    assert not out.exists() and not partial_path(out).exists() and not model.exists()
 
 
 def test_the_output_takes_its_name_only_when_everything_succeeded(

@@ -39,6 +39,7 @@ Python:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -363,6 +364,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted(err: KeyboardInterrupt, args: argparse.Namespace) -> str:
+    """What Ctrl-C left: where training stopped (the model's note, without its words on the
+    parameters the model keeps, which a Python session keeps and the command does not) and
+    what the command wrote: nothing, since its output and model take their names only once
+    all is written (an earlier run's, under --overwrite, are left as they were)."""
+    stopped = re.match(r"Training was interrupted after \d+ of its \d+ epochs", str(err))
+    saved = " and no model saved" if getattr(args, "save_model", None) else ""
+    return f"{stopped[0] + '; ' if stopped else ''}no output was written{saved}."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``deltavae`` console script.
 
@@ -421,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deltavae: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt as err:  # Ctrl-C: a line, not a traceback; 130 as shells use
-        print(f"deltavae: interrupted: {str(err) or 'no output was written.'}", file=sys.stderr)
+        print(f"deltavae: interrupted: {_interrupted(err, args)}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # stdout's reader left (| head): quietly, as SIGPIPE ends a program
         stdout_closed()
