@@ -237,3 +237,20 @@ def test_library_sizes_and_a_diverged_fits_record_are_of_the_cells_it_read():
     both = np.concatenate([lib[20:][ctrl[20:]], np.log(other.X.sum(1))[ctrl[:40]]])
     stats = model.library_log_stats_by_condition_[("ctrl",)]
     assert stats == pytest.approx((both.mean(), both.std()))
+    # Back to the first cells (A, B, A): A's records replaced, not added a second time
+    # (condition_counts_, cluster_conditions_ and library_log_stats_ counted A twice).
+    model.adata = adata
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, train_size=1.0, **fit)
+    every = adata.obs["condition"].astype(str).value_counts() + other.obs["condition"].astype(
+        str
+    ).value_counts().reindex(adata.obs["condition"].astype(str).unique(), fill_value=0)
+    assert model.condition_counts_ == {"condition": every.to_dict()}
+    assert sum(model.condition_combinations_.values()) == 120
+    assert sum(model.cluster_conditions_.values()) == 120
+    both = np.concatenate([lib, np.log(other.X.sum(1))])
+    assert model.library_log_stats_ == pytest.approx((both.mean(), both.std()))
+    both = np.concatenate([lib[ctrl], np.log(other.X.sum(1))[ctrl[:40]]])
+    stats = model.library_log_stats_by_condition_[("ctrl",)]
+    assert stats == pytest.approx((both.mean(), both.std()))

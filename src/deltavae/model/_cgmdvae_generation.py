@@ -19,12 +19,13 @@ from ..train._divergence import TrainingDivergedError
 from ._condition_counts import (
     cells_counted,
     not_test_positions,
-    pooled,
     record_condition_counts,
     warn_already_target,
     warn_untrained_combinations,
 )
 from ._condition_types import model_column, predicted_condition, typed_codes
+from ._fit_records import keep
+from ._fit_records import library as pooled_library
 from ._label_conditions import record_label_conditions, warn_unseen_label_conditions
 from ._labels import labels_of
 from ._latent_shift import data_floor
@@ -237,8 +238,11 @@ class GenerationMixin:
             log_lib = every_lib[rows]
             stats = float(log_lib.mean()), float(log_lib.std())
             earlier, n_earlier = getattr(self, "_library_before", (None, 0))
-            # joined to those of the cells counted before these
-            self.library_log_stats_ = pooled(earlier, n_earlier, stats, len(rows))
+            earlier = (n_earlier, *earlier) if earlier is not None and n_earlier > 0 else None
+            # joined to those of every other AnnData's last fit (and of a model's saved
+            # before it kept them per AnnData: ``earlier``)
+            records = keep(self, "library_log_stats_", (len(rows), *stats), earlier)
+            self.library_log_stats_ = pooled_library(records)
             record_library_stats(self, log_lib, rows)
         record_label_conditions(self)
         # The clusters and conditions sample draws together, and the depth of each.

@@ -103,21 +103,22 @@ def record_condition_counts(model) -> None:
     before = getattr(model, "condition_counts_", None) or {}
     # Counts of a model saved before validation cells were told apart: counted with them.
     seen_before = getattr(model, "condition_counts_with_validation_", None) or before
+    from ._fit_records import counts_per_key, keep, summed
+
     counts, combinations = _counts_of(model, training_positions(model))
     held = _counts_of(model, not_test_positions(model))[0]
-    model.condition_counts_ = {
-        key: dict(Counter(before.get(key, {})) + Counter(counts[key]))
-        for key in model.condition_keys
-    }
-    model.condition_counts_with_validation_ = {
-        key: dict(Counter(seen_before.get(key, {})) + Counter(held[key]))
-        for key in model.condition_keys
-    }
+    # Summed over every AnnData's last fit (``fit_records_``); ``before``: what a model that
+    # kept no records per AnnData (saved before them) had counted, kept beside them.
+    model.condition_counts_ = counts_per_key(keep(model, "condition_counts_", counts, before))
+    model.condition_counts_with_validation_ = counts_per_key(
+        keep(model, "condition_counts_with_validation_", held, seen_before)
+    )
     combos = getattr(model, "condition_combinations_", None)
     # A model that kept counts but not combinations (saved before them) keeps drawing each
     # key on its own: combinations of these cells alone would leave out the earlier ones.
     if model.condition_keys and (combos is not None or not before):
-        model.condition_combinations_ = dict(Counter(combos or {}) + Counter(combinations))
+        records = keep(model, "condition_combinations_", combinations, combos)
+        model.condition_combinations_ = summed(records)
 
 
 def cells_counted(model) -> int:

@@ -18,6 +18,7 @@ from scvi import REGISTRY_KEYS
 
 from .._checks import short_repr
 from ._condition_counts import draw_conditions, not_test_positions, training_positions
+from ._fit_records import keep, summed
 from ._library_stats import record_cluster_library_stats
 from ._validation import warn_user
 
@@ -28,7 +29,7 @@ def record_cluster_conditions(model, log_lib: np.ndarray | None = None) -> None:
     labelled cells by their label and the others by their most probable cluster, in
     ``model.cluster_conditions_`` (saved with the model). Added to what fits on other cells
     recorded (a query's to its reference's); a fit again of the same cells (by name, after
-    ``load`` too: ``cluster_conditions_last_``) replaces what the last fit of them recorded.
+    ``load`` too: ``fit_records_``) replaces what the last fit of them recorded.
     ``log_lib``: every cell's log library size where the caller read it already."""
     from ..train._record import cells_digest
 
@@ -57,9 +58,11 @@ def record_cluster_conditions(model, log_lib: np.ndarray | None = None) -> None:
         getattr(model, "cluster_conditions_last_", None),
     )
     if last is not None and last[0] == digest:  # these cells' last record, replaced
-        table -= Counter(last[1])
-    model.cluster_conditions_ = dict(table + combos)
-    model.cluster_conditions_last_ = (digest, dict(combos))
+        table -= Counter(last[1])  # (of a model saved before fit_records_ was kept)
+    # Summed over every AnnData's last fit; ``table``: a model's saved before, kept beside
+    model.cluster_conditions_ = summed(
+        keep(model, "cluster_conditions_", dict(combos), dict(table))
+    )
 
 
 def draw_cells(model, n: int, cluster: int | None, codes: np.ndarray | None, draws):

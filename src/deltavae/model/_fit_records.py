@@ -1,0 +1,64 @@
+"""What CGMDVAE's fits recorded of their cells, per AnnData (``fit_records_``, saved): the pooled
+records ``sample``, ``translate`` and the checks read (``condition_counts_``,
+``condition_combinations_``, ``condition_counts_with_validation_``, ``cluster_conditions_``,
+``library_log_stats_``) are their sums over every AnnData the model trained on, each AnnData
+(its cells by name: :func:`~deltavae.train._record.cells_digest`) by its last fit, as the
+per-condition library moments are (``library_log_moments_``).
+
+A fit on A, then B, then A again counted A twice: only the last AnnData's earlier record was
+taken back before a fit added its cells.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+#: The record of what a model counted before it kept records per AnnData (a model saved
+#: before them): kept beside the others, as it was.
+EARLIER = "earlier"
+
+
+def _digest(model) -> str:
+    from ..train._record import cells_digest
+
+    return cells_digest(model.adata.obs.index)
+
+
+def keep(model, field: str, value, earlier=None) -> dict:
+    """This fit's ``value`` of ``field`` kept as the record of the model's AnnData, in place of
+    its last fit's; ``earlier``, what the model had counted of ``field`` before it kept records
+    (where none of them holds ``field`` yet), kept once under :data:`EARLIER`. Returns every
+    record of ``field``, by AnnData."""
+    records = {d: dict(r) for d, r in (getattr(model, "fit_records_", None) or {}).items()}
+    if earlier and not any(field in r for r in records.values()):
+        records.setdefault(EARLIER, {})[field] = earlier
+    records.setdefault(_digest(model), {})[field] = value
+    model.fit_records_ = records
+    return {d: r[field] for d, r in records.items() if field in r}
+
+
+def counts_per_key(records: dict) -> dict:
+    """``{key: {value: cells}}`` summed over ``records``."""
+    total: dict = {}
+    for counts in records.values():
+        for key, values in counts.items():
+            total[key] = dict(Counter(total.get(key, {})) + Counter(values))
+    return total
+
+
+def summed(records: dict) -> dict:
+    """``{combination: cells}`` summed over ``records``."""
+    total: Counter = Counter()
+    for values in records.values():
+        total += Counter(values)
+    return dict(total)
+
+
+def library(records: dict) -> tuple[float, float] | None:
+    """Mean and sd of the log library sizes of ``records`` (``(cells, mean, sd)`` each)."""
+    from ._condition_counts import pooled
+
+    n_total, stats = 0, None
+    for n, mean, sd in records.values():
+        stats, n_total = pooled(stats, n_total, (mean, sd), n), n_total + n
+    return stats
