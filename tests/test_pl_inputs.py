@@ -279,3 +279,23 @@ def test_ncols_not_a_whole_number_of_at_least_one_is_refused(ncols):
         with pytest.raises(ValueError, match=r"^ncols must be a whole number of at least 1"):
             plot(adata, ncols=ncols, show=False)
     assert len(dv.pl.spatial_proportions(adata, ncols=np.int64(2), show=False)) == 3
+
+
+def test_cluster_probabilities_takes_vmin_and_vmax_as_the_other_colour_plots():
+    """vmin/vmax were refused as unknown keywords: every panel's scale was fixed."""
+    adata = _cells()
+    entropy = dv.pl.cluster_entropy(adata)
+    axes = dv.pl.cluster_probabilities(
+        adata, clusters=["0", "1"], vmin=0.05, vmax=[None, "p50", 0.2], show=False
+    )
+    probs = adata.obsm["cgmdvae_cluster_probs"]
+    scales = [ax.collections[-1].get_clim() for ax in axes]
+    assert scales[0] == (0.05, 1.0) and scales[2] == (0.05, 0.2)
+    assert scales[1] == pytest.approx((0.05, np.percentile(probs[:, 0], 50)))
+    ends = [ax.collections[-1].colorbar.extend for ax in axes]
+    assert ends[0] == ("min" if entropy.min() < 0.05 else "neither") and ends[2] == "both"
+    ax = dv.pl.cluster_probabilities(adata, show=False)  # the default: 0 to 1, no arrows
+    assert ax.collections[-1].get_clim() == (0.0, 1.0)
+    assert ax.collections[-1].colorbar.extend == "neither"
+    with pytest.raises(ValueError, match="vmax holds 2 values, and the plot has 1 panels"):
+        dv.pl.cluster_probabilities(adata, vmax=[1, 2], show=False)

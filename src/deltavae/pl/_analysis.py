@@ -15,11 +15,13 @@ from .._checks import check_bools, check_ncols, short_repr
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
 from ..metrics._perturbation import gene_means
+from ._spatial import _bound, _bounds
 from ._tissue import DEFAULT, PLACING, doc_tissue, draw_tissue, placed, spot_drawer, tissue
 from ._utils import (
     as_names,
     check_adata,
     closes_on_error,
+    colour_bar_end,
     figure_size,
     frame,
     label_points,
@@ -124,6 +126,14 @@ def _coordinates(adata: AnnData, basis: str) -> tuple[np.ndarray, str]:
     )
 
 
+def _panel_scale(values: np.ndarray, low, high, top: float | None) -> tuple[float, float]:
+    """Ends of a panel's colour scale: ``low`` and ``high`` (``vmin`` and ``vmax``) resolved
+    on its ``values`` (NaN left out), else 0 and ``top`` (its maximum where ``None``)."""
+    bottom = _bound(values, low, 0.0)
+    top = _bound(values, high, top if top is not None else float(values.max(initial=bottom)))
+    return (bottom, top) if top > bottom else (bottom, bottom + (abs(bottom) * 0.1 or 1.0))
+
+
 def _cluster_names(adata: AnnData, probs_key: str, n: int) -> list[str]:
     stored = adata.obsm.get(probs_key)
     if isinstance(stored, pd.DataFrame):  # a table of probabilities names its clusters
@@ -179,6 +189,8 @@ def cluster_probabilities(
     bw: bool = False,
     crop_coord: tuple[float, float, float, float] | None = None,
     frameon: bool | None = None,
+    vmin: float | str | Sequence | None = None,
+    vmax: float | str | Sequence | None = None,
 ) -> Axes | list[Axes] | None:
     """How certain the cluster assignments are: entropy of q(y | z) on an embedding.
 
@@ -234,6 +246,14 @@ def cluster_probabilities(
         Draw a frame (and the axis labels) around each panel; default
         ``sc.set_figure_params(frameon=...)`` (``True`` unless set), as
         :func:`scanpy.pl.embedding`.
+    vmin
+        Lower end of the colour scales, as :func:`spatial_proportions` takes it: a number,
+        ``"pN"`` (a panel's Nth percentile), a function of a panel's values, or a list of one
+        per panel; default 0. Values beyond either end take its colour, and the colour bar an
+        arrow-tipped end.
+    vmax
+        Upper end of the colour scales, taken as ``vmin`` is; default 1 (the entropy in nats:
+        its maximum), so that a panel of uncertain cells alone is not stretched to look sure.
 
     Returns
     -------
@@ -280,27 +300,33 @@ def cluster_probabilities(
     panels = [(entropy, "Cluster entropy", cmap, label, 1.0 if normalize else None)]
     panels += [(probs[:, k], f"P(cluster {names[k]})", None, "probability", 1.0) for k in columns]
     titles, figure_title = panel_titles(title, [panel[1] for panel in panels])
-    for ax, name, (values, _, colours, bar, vmax) in zip(axes, titles, panels, strict=True):
+    bounds = _bounds(vmin, vmax, titles)
+    for ax, name, (values, _, colours, bar, top), (low, high) in zip(
+        axes, titles, panels, bounds, strict=True
+    ):
         # Cells without results (NaN) in light grey under the others, as scanpy's na_color.
         missing = np.isnan(values)
         if missing.any():
             draw(ax, coords[missing], missing, c="lightgray", linewidths=0, rasterized=True)
         # Draw the highest values last so that uncertain (or probable) cells are not hidden.
         order = np.flatnonzero(~missing)[np.argsort(values[~missing], kind="stable")]
+        bottom, top = _panel_scale(values[~missing], low, high, top)
         points = draw(
             ax,
             coords[order],
             order,
             c=values[order],
             cmap=colours,
-            vmin=0.0,
-            vmax=vmax,
+            vmin=bottom,
+            vmax=top,
             linewidths=0,
             rasterized=True,
         )
-        # No arrow-tipped end (extend=): the probabilities are checked to lie in 0..1 and the
-        # normalised entropy does, the scale of each, and an entropy in nats has no top.
-        fig.colorbar(points, ax=ax, label=bar, fraction=0.046, pad=0.02)
+        # An arrow-tipped end only where vmin or vmax clip values: the probabilities and the
+        # normalised entropy lie in 0..1, the default scale, and an entropy in nats is scaled
+        # to its maximum.
+        extend = colour_bar_end(values, bottom, top)
+        fig.colorbar(points, ax=ax, label=bar, fraction=0.046, pad=0.02, extend=extend)
         ax.set_title(name)
         ax.grid(False)
         ax.set_xlabel(f"{axis_name}1")
