@@ -557,3 +557,82 @@ def test_mean_expression_r2_scores_the_change_from_control():
         dv.metrics.mean_expression_r2(pred, truth, control=pred)
     with pytest.raises(ValueError, match=r"means already taken: pass them as one row"):
         dv.metrics.mean_expression_r2(pred.mean(0), truth.mean(0))
+
+
+def test_scores_match_the_reference_definitions_they_name():
+    """Each score against the implementation it names, on random inputs: sklearn's ARI and
+    NMI (arithmetic mean, as scib-metrics), Hungarian accuracy on the square confusion
+    matrix (as DEC), Li et al.'s (Nat. Methods 2022) PCC, SSIM (l * c * s with C3 = C2 / 2 on
+    max-scaled columns), z-scored RMSE and JS divergence (natural log, from
+    ``jsd ** 2 * np.log(2)``, as the docstrings say), and scGen's R² (linregress's r²)."""
+    from scipy import stats
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        t, p = rng.integers(0, 4, 25), rng.integers(0, 6, 25)
+        square = np.zeros((6, 6))
+        np.add.at(square, (p, t), 1)
+        rows, cols = linear_sum_assignment(square.max() - square)
+        assert cluster_scores(t.astype(str), p) == pytest.approx(
+            {
+                "ari": adjusted_rand_score(t, p),
+                "nmi": normalized_mutual_info_score(t, p, average_method="arithmetic"),
+                "accuracy": square[rows, cols].sum() / 25,
+                "purity": pd.crosstab(t, p).max(axis=0).sum() / 25,
+            }
+        )
+
+    def li_ssim(a, b):  # Li et al.'s cal_ssim with M = 1, on columns scaled by their maximum
+        a, b = a / a.max(), b / b.max()
+        s1, s2, s12 = a.std(), b.std(), np.mean((a - a.mean()) * (b - b.mean()))
+        c1, c2 = 0.01**2, 0.03**2
+        luminance = (2 * a.mean() * b.mean() + c1) / (a.mean() ** 2 + b.mean() ** 2 + c1)
+        return (
+            luminance
+            * (2 * s1 * s2 + c2)
+            / (s1**2 + s2**2 + c2)
+            * (s12 + c2 / 2)
+            / (s1 * s2 + c2 / 2)
+        )
+
+    def li_js(a, b):  # Li et al.'s JS: divergence in natural log of the sum-scaled columns
+        a, b = a / a.sum(), b / b.sum()
+        return 0.5 * stats.entropy(a, (a + b) / 2) + 0.5 * stats.entropy(b, (a + b) / 2)
+
+    true, pred = rng.dirichlet(np.ones(4), 30), rng.dirichlet(np.ones(4), 30)
+    decon = dv.metrics.deconvolution_scores(true, pred)
+    imputed = dv.metrics.imputation_scores(true, pred)
+    for j in range(4):
+        a, b = true[:, j], pred[:, j]
+        assert decon.loc[j, "pcc"] == pytest.approx(stats.pearsonr(a, b)[0])
+        assert decon.loc[j, "ssim"] == pytest.approx(li_ssim(a, b))
+        assert decon.loc[j, "rmse"] == pytest.approx(np.sqrt(np.mean((a - b) ** 2)))
+        assert decon.loc[j, "jsd"] ** 2 * np.log(2) == pytest.approx(li_js(a, b))
+        li_rmse = np.sqrt(np.mean((stats.zscore(a) - stats.zscore(b)) ** 2))
+        assert imputed.loc[j, "rmse"] == pytest.approx(li_rmse)
+    expected = stats.linregress(pred.mean(0), true.mean(0)).rvalue ** 2
+    assert dv.metrics.mean_expression_r2(pred, true) == pytest.approx(expected)
+
+
+def test_scores_set_by_too_few_spots_are_warned_about():
+    """Over one spot SSIM is 1 and the JS distance 0, over two PCC is +-1, whatever the
+    prediction: they were returned as perfect scores without a word."""
+    true, pred = np.array([[0.5, 0.5]]), np.array([[0.1, 0.9]])
+    with pytest.warns(UserWarning, match=r"Only 1 spot to score.*SSIM is 1 and the JS distance 0"):
+        scores = dv.metrics.deconvolution_scores(true, pred)
+    assert scores["ssim"].tolist() == [1.0, 1.0] and scores["jsd"].tolist() == [0.0, 0.0]
+    with pytest.warns(UserWarning, match=r"over one spot SSIM is 1 whatever"):
+        dv.metrics.ssim(true, pred)
+    with pytest.warns(UserWarning, match=r"over one spot the JS distance 0 whatever"):
+        dv.metrics.jsd(true, pred)
+    two = np.array([[0.5, 0.5], [0.4, 0.6]]), np.array([[0.1, 0.9], [0.2, 0.8]])
+    with pytest.warns(UserWarning, match=r"Only 2 spots to score.*PCC is \+1 or -1"):
+        assert dv.metrics.per_type_pcc(*two).abs().tolist() == pytest.approx([1.0, 1.0])
+    with pytest.warns(UserWarning, match=r"Only 2 spots to score"):
+        dv.metrics.imputation_scores(*two)
+    with warnings.catch_warnings():  # RMSE of one spot, SSIM over two: no warning
+        warnings.simplefilter("error")
+        assert dv.metrics.rmse(true, pred).tolist() == pytest.approx([0.4, 0.4])
+        dv.metrics.ssim(*two)

@@ -1,10 +1,13 @@
 """Deconvolution accuracy, as the spatial-integration benchmark of Li et al. (Nat. Methods 2022).
 
 Proportions are spots x cell types. Per-type metrics compare one type's column of true and
-predicted proportions across spots: Pearson correlation (PCC), structural similarity (SSIM, on
-columns scaled to [0, 1] by their maximum), root mean squared error (RMSE, on the
-proportions as given) and the Jensen-Shannon distance (base 2, in [0, 1]; the square root of
-the divergence) between the columns normalised to distributions over spots (JSD).
+predicted proportions across spots: Pearson correlation (PCC) and structural similarity (SSIM,
+on columns scaled to [0, 1] by their maximum) as Li et al. define them; root mean squared
+error (RMSE) on the proportions as given, in proportion units (Li et al. z-score each column
+first, as :func:`imputation_scores` does for its ``rmse``); and the Jensen-Shannon distance
+(base 2, in [0, 1]; the square root of the divergence) between the columns normalised to
+distributions over spots (JSD). Li et al. report the divergence in natural log:
+``jsd ** 2 * np.log(2)``.
 Presence AUPR asks how well the predicted proportion ranks the (spot, type) pairs where the
 type is truly present. For archetypes, profiles are matched one-to-one (Hungarian) by their
 Pearson correlation.
@@ -24,7 +27,7 @@ from sklearn.metrics import average_precision_score
 
 from .._checks import short_repr
 from .._docs import doc_params, doc_proportions
-from ._missing import refuse_not_finite, without_missing_spots
+from ._missing import refuse_not_finite, warn_few_spots, without_missing_spots
 
 _SSIM_C1 = 0.01**2
 _SSIM_C2 = 0.03**2
@@ -167,8 +170,11 @@ def _warn_if_not_proportions(true, pred, pred_totals, stacklevel: int) -> None:
 _doc_per_type = doc_proportions + "\n\nReturns\n-------\npandas.Series"
 
 
-def _per_type(true, pred, fn) -> pd.Series:
-    return _scores(*_aligned(true, pred), fn)
+def _per_type(true, pred, fn, few: tuple[str, ...] = ()) -> pd.Series:
+    """``fn`` of each column, warning (for the scores ``few``) where so few spots set it."""
+    true, pred = _aligned(true, pred)
+    warn_few_spots(len(true), few, stacklevel=4)
+    return _scores(true, pred, fn)
 
 
 def _scores(true: pd.DataFrame, pred: pd.DataFrame, fn) -> pd.Series:
@@ -269,7 +275,7 @@ def per_type_pcc(true, pred) -> pd.Series:
     >>> per_type_pcc(true, [[0.9, 0.1], [0.6, 0.4], [0.1, 0.9]]).round(2).tolist()
     [0.99, 0.99]
     """
-    return _per_type(true, pred, _pcc)
+    return _per_type(true, pred, _pcc, few=("pcc",))
 
 
 @doc_params(parameters=_doc_per_type)
@@ -290,12 +296,15 @@ def ssim(true, pred) -> pd.Series:
     >>> ssim([[1, 0], [0, 1]], [[1, 0], [0, 1]]).tolist()
     [1.0, 1.0]
     """
-    return _warned_scores(true, pred, _ssim, stacklevel=4, jsd=False, ssim=True)
+    return _warned_scores(true, pred, _ssim, stacklevel=4, jsd=False, ssim=True, few=("ssim",))
 
 
 @doc_params(parameters=_doc_per_type)
 def rmse(true, pred) -> pd.Series:
     """Root mean squared error of each type's proportions across spots.
+
+    On the proportions as given, in proportion units. Li et al. (2022) z-score each column
+    first, which :func:`imputation_scores` does for its ``rmse``.
 
     {parameters}
         One value per type.
@@ -314,7 +323,9 @@ def jsd(true, pred) -> pd.Series:
     """Jensen-Shannon distance (base 2) between each type's true and predicted spatial spread.
 
     Each column is normalised to a distribution over spots, so the metric asks whether the
-    type is placed in the right spots, whatever its overall level.
+    type is placed in the right spots, whatever its overall level. The distance is the square
+    root of the divergence (:func:`scipy.spatial.distance.jensenshannon` with ``base=2``); Li
+    et al. (2022) report the divergence in natural log, ``jsd(true, pred) ** 2 * np.log(2)``.
 
     {parameters}
         One value per type in [0, 1]; NaN where a column sums to 0. Negative values (an
@@ -326,14 +337,17 @@ def jsd(true, pred) -> pd.Series:
     >>> jsd([[1.0, 0.5], [0.0, 0.5]], [[1.0, 0.0], [0.0, 1.0]]).round(3).tolist()
     [0.0, 0.558]
     """
-    return _warned_scores(true, pred, _jsd, stacklevel=4, jsd=True, ssim=False)
+    return _warned_scores(true, pred, _jsd, stacklevel=4, jsd=True, ssim=False, few=("jsd",))
 
 
-def _warned_scores(true, pred, fn, stacklevel: int, jsd: bool, ssim: bool) -> pd.Series:
+def _warned_scores(
+    true, pred, fn, stacklevel: int, jsd: bool, ssim: bool, few: tuple[str, ...]
+) -> pd.Series:
     """Per-type ``fn`` after aligning once and warning once about negative values (for the JS
     distance, SSIM or both), the warning pointing ``stacklevel`` frames up."""
     true, pred = _aligned(true, pred, stacklevel=stacklevel)
     _warn_negative(true, pred, stacklevel=stacklevel, jsd=jsd, ssim=ssim)
+    warn_few_spots(len(true), few, stacklevel=stacklevel)
     return _scores(true, pred, fn)
 
 
@@ -391,6 +405,7 @@ def deconvolution_scores(true, pred) -> pd.DataFrame:
     """
     true, pred = _aligned(true, pred, stacklevel=3)  # aligned, and warned, once
     _warn_negative(true, pred, stacklevel=3, jsd=True, ssim=True)
+    warn_few_spots(len(true), ("pcc", "ssim", "jsd"), stacklevel=3)
     scores = {"pcc": _pcc, "ssim": _ssim, "rmse": _rmse, "jsd": _jsd, "aupr": _aupr}
     return pd.DataFrame({name: _scores(true, pred, fn) for name, fn in scores.items()})
 

@@ -6,8 +6,8 @@ the values as given; structural similarity (SSIM) on columns scaled to [0, 1] by
 maximum; root mean squared error (RMSE) on z-scored columns, so that a gene's level and
 spread do not count, only its pattern; and the Jensen-Shannon distance (base 2, the square
 root of the divergence, as :func:`scipy.spatial.distance.jensenshannon`) between the columns
-normalised to distributions over spots. Li et al. report the JS divergence (natural log);
-the distance keeps the scale of :func:`deltavae.metrics.jsd`.
+normalised to distributions over spots. Li et al. report the JS divergence (natural log),
+``jsd ** 2 * np.log(2)``; the distance keeps the scale of :func:`deltavae.metrics.jsd`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ._deconvolution import _aligned, _as_frame, _constant, _jsd, _pcc, _ssim, _warn_negative
+from ._missing import warn_few_spots
 
 
 def _rmse_z(t: np.ndarray, p: np.ndarray) -> float:
@@ -90,6 +91,7 @@ def imputation_scores(true, pred) -> pd.DataFrame:
     """
     true, pred = _gene_frames(true, pred)
     _warn_negative(true, pred, values="values", stacklevel=3)
+    warn_few_spots(len(true), ("pcc", "ssim", "jsd"), stacklevel=3)
     rows = []
     for gene in true.columns:
         t, p = true[gene].to_numpy(), pred[gene].to_numpy()

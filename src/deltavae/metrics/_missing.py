@@ -1,5 +1,6 @@
 """Spots the scores of :mod:`deltavae.metrics._deconvolution` leave out (pred's NaN rows, a
-spot model's spots without counts) or refuse (NaN or infinite entries elsewhere)."""
+spot model's spots without counts), refuse (NaN or infinite entries elsewhere) or warn about
+(too few to score a column across them)."""
 
 from __future__ import annotations
 
@@ -54,4 +55,25 @@ def refuse_not_finite(name: str, frame: pd.DataFrame, values: str) -> None:
         f"{len(rows)} spots (e.g. {short_repr(frame.index[rows][:3].tolist())}): fill them, "
         f"or leave those {'columns' if rows.all() else 'spots'} out of both tables: kept = "
         f"{advice}."
+    )
+
+
+def warn_few_spots(n_spots: int, scores: tuple[str, ...], stacklevel: int) -> None:
+    """Warn where a per-type score is set by the number of spots, not by the prediction: a
+    Pearson correlation over 2 spots is +1 or -1; over 1 spot each column scaled by its
+    maximum (SSIM) or by its sum (JS distance) is 1, so SSIM is 1 and the distance 0."""
+    if n_spots == 2 and "pcc" in scores:
+        trivial = "over two spots PCC is +1 or -1 whatever the prediction"
+    elif n_spots == 1 and {"ssim", "jsd"} & set(scores):
+        texts = {"ssim": "SSIM is 1", "jsd": "the JS distance 0"}
+        named = [text for name, text in texts.items() if name in scores]
+        trivial = f"over one spot {' and '.join(named)} whatever the prediction (values above 0)"
+    else:
+        return
+    warnings.warn(
+        f"Only {n_spots} spot{'s' if n_spots > 1 else ''} to score: each per-type score "
+        f"compares a column across spots, and {trivial}. Score at least 3 spots (the RMSE, "
+        "or presence_aupr over all pairs, still says how close a single spot is).",
+        UserWarning,
+        stacklevel=stacklevel,
     )
