@@ -636,3 +636,18 @@ def test_scores_set_by_too_few_spots_are_warned_about():
         warnings.simplefilter("error")
         assert dv.metrics.rmse(true, pred).tolist() == pytest.approx([0.4, 0.4])
         dv.metrics.ssim(*two)
+
+
+def test_names_that_differ_only_in_type_are_said_so():
+    """Columns 0, 1, 2 against '0', '1', '2' (a table read back from an h5ad): imputation
+    said pred holds the genes as rows (its spots' 0, 1, ...), advising a transposition."""
+    true = pd.DataFrame(np.eye(3)[[0, 1, 2, 0]], columns=[0, 1, 2])
+    text = true.set_axis(true.columns.astype(str), axis=1)
+    hint = r"differ only in type \(true's 0 \(a number\), pred's '0' \(text\)\).*astype\(str\)"
+    with pytest.raises(KeyError, match=hint):
+        dv.metrics.deconvolution_scores(true, text)
+    with pytest.raises(KeyError, match=hint) as error:
+        dv.metrics.imputation_scores(true, text)
+    assert "transposed" not in str(error.value)
+    with pytest.raises(KeyError, match=r"true's '0' \(text\), pred's 0 \(a number\)"):
+        dv.metrics.imputation_scores(text, true)

@@ -27,7 +27,7 @@ from sklearn.metrics import average_precision_score
 
 from .._checks import short_repr
 from .._docs import doc_params, doc_proportions
-from ._missing import refuse_not_finite, warn_few_spots, without_missing_spots
+from ._missing import refuse_not_finite, type_hint, warn_few_spots, without_missing_spots
 
 _SSIM_C1 = 0.01**2
 _SSIM_C2 = 0.03**2
@@ -92,6 +92,7 @@ def _aligned(
         raise KeyError(
             f"pred lacks the cell types {short_repr(missing, n=10)}; its columns are "
             f"{short_repr(list(pred.columns), n=20, unit='columns')}"
+            + type_hint(missing, pred.columns)
         )
     extra = [c for c in pred.columns if c not in true.columns]
     if extra and values == "proportions" and (mass := pred[extra].sum(axis=1).mean()) > 1e-3:

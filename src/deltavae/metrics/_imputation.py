@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ._deconvolution import _aligned, _as_frame, _constant, _jsd, _pcc, _ssim, _warn_negative
-from ._missing import warn_few_spots
+from ._missing import type_hint, warn_few_spots
 
 
 def _rmse_z(t: np.ndarray, p: np.ndarray) -> float:
@@ -44,8 +44,9 @@ def _gene_frames(true, pred) -> tuple[pd.DataFrame, pd.DataFrame]:
     else:
         missing = true.columns.difference(pred.columns)
         if len(missing):
-            hint = ""  # genes x spots, as some tools and gene-by-spot files hold them
-            if missing.isin(pred.index).all():
+            # 0 against '0' first: a RangeIndex of spots holds 0, 1, ... too.
+            hint = type_hint(missing, pred.columns)
+            if not hint and missing.isin(pred.index).all():  # genes x spots, as some tools
                 hint = (
                     ": pred has them as rows, so one of the tables is genes x spots; pass it "
                     "transposed (.T), both spots x genes"

@@ -77,3 +77,22 @@ def warn_few_spots(n_spots: int, scores: tuple[str, ...], stacklevel: int) -> No
         UserWarning,
         stacklevel=stacklevel,
     )
+
+
+def type_hint(missing, columns) -> str:
+    """Advice where every name ``true`` has and ``pred`` lacks is one of ``pred``'s columns
+    written as text or as a number (0 and '0': a table read back from a file or an h5ad
+    names its columns as text), else ''."""
+    as_text = {str(c): c for c in columns}
+    if not len(missing) or not all(str(m) in as_text for m in missing):
+        return ""
+
+    def kind(value) -> str:
+        return f"'{value}' (text)" if isinstance(value, str) else f"{value} (a number)"
+
+    name = missing[0]
+    return (
+        f": the names differ only in type (true's {kind(name)}, pred's "
+        f"{kind(as_text[str(name)])}); give both the same, e.g. "
+        "table.columns = table.columns.astype(str) on each"
+    )
