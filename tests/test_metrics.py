@@ -651,3 +651,6 @@ def test_names_that_differ_only_in_type_are_said_so():
     assert "transposed" not in str(error.value)
     with pytest.raises(KeyError, match=r"true's '0' \(text\), pred's 0 \(a number\)"):
         dv.metrics.imputation_scores(text, true)
+    profiles = pd.DataFrame(np.arange(8.0).reshape(2, 4) % 3)  # 2 archetypes x 4 genes
+    with pytest.raises(ValueError, match=r"8 differ: the names differ only in type"):
+        dv.metrics.matched_profile_correlation(profiles, profiles.rename(columns=str))

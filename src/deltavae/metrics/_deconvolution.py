@@ -456,7 +456,9 @@ def matched_profile_correlation(true_profiles, pred_profiles) -> pd.DataFrame:
         if set(genes) != set(pred_profiles.columns):
             raise ValueError(
                 "true_profiles and pred_profiles must have the same genes (their columns); "
-                f"{len(genes.symmetric_difference(pred_profiles.columns))} differ."
+                f"{len(genes.symmetric_difference(pred_profiles.columns))} differ"
+                + type_hint(genes.difference(pred_profiles.columns).tolist(), pred_profiles.columns)
+                + "."
             )
         pred_profiles = pred_profiles[genes]
     for name, values in (("true_profiles", true_profiles), ("pred_profiles", pred_profiles)):
