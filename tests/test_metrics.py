@@ -614,6 +614,11 @@ def test_scores_match_the_reference_definitions_they_name():
         assert imputed.loc[j, "rmse"] == pytest.approx(li_rmse)
     expected = stats.linregress(pred.mean(0), true.mean(0)).rvalue ** 2
     assert dv.metrics.mean_expression_r2(pred, true) == pytest.approx(expected)
+    # Not CPA's r2_score of the means (as the docstring says): scale does not count.
+    from sklearn.metrics import r2_score
+
+    assert dv.metrics.mean_expression_r2(3 * pred, true) == pytest.approx(expected)
+    assert r2_score(true.mean(0), 3 * pred.mean(0)) < 0
 
 
 def test_scores_set_by_too_few_spots_are_warned_about():

@@ -261,6 +261,9 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
     R² in [0, 1]. A squared correlation, as scGen defines it: it scores how well the means
     line up, not their sign or scale (means predicted negatively correlated score as high).
     Scoring a predicted change from control (``control``), check its direction as well.
+    Not the coefficient of determination (:func:`sklearn.metrics.r2_score` of the means,
+    as CPA reports its ``r2_mean``), which also counts their scale and offset and can be
+    negative.
 
     Examples
     --------
