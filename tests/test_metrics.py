@@ -659,3 +659,10 @@ def test_names_that_differ_only_in_type_are_said_so():
     profiles = pd.DataFrame(np.arange(8.0).reshape(2, 4) % 3)  # 2 archetypes x 4 genes
     with pytest.raises(ValueError, match=r"8 differ: the names differ only in type"):
         dv.metrics.matched_profile_correlation(profiles, profiles.rename(columns=str))
+
+
+def test_a_one_dimensional_table_says_how_to_pass_one_column():
+    true = pd.DataFrame({"a": [0.1, 0.5, 0.4]})
+    with pytest.raises(ValueError, match=r"one column: pass a table, series.to_frame\(\)"):
+        dv.metrics.rmse(true, true["a"])
+    assert dv.metrics.rmse(true, true["a"].to_frame()).tolist() == [0.0]

@@ -55,8 +55,11 @@ def _as_frame(values, name: str, columns=None, index=None, like: str = "true") -
         )
     array = np.asarray(values, dtype=float)
     if array.ndim != 2:
+        one = " (one column: pass a table, series.to_frame() or array[:, None])"
+        one = one if array.ndim == 1 else ""
         raise ValueError(
-            f"{name} must be 2-D (spots x cell types, or spots x genes); got shape {array.shape}"
+            f"{name} must be 2-D (spots x cell types, or spots x genes); got shape "
+            f"{array.shape}{one}"
         )
     if columns is not None and array.shape != (len(index), len(columns)):
         raise ValueError(
