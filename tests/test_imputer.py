@@ -100,7 +100,9 @@ def test_imputation_scores_known_values_and_names():
         imputation_scores(true, pred.assign(a=np.nan))
     # A constant prediction has no pattern: NaN, not PCC 1e-16 or an RMSE of 1.0 that beats
     # every real pattern (0.7 repeated has a float std of 1e-16, 0.1 of exactly 0).
-    flat = imputation_scores(true, pd.DataFrame({"a": 0.7, "b": 0.1}, index=true.index))
+    flat = pd.DataFrame({"a": 0.7, "b": 0.1}, index=true.index)
+    with pytest.warns(UserWarning, match=r"constant across spots in 2 of the 2 genes.*fillna"):
+        flat = imputation_scores(true, flat)
     assert flat[["pcc", "rmse"]].isna().all().all()
     # An array true is read in a DataFrame pred's layout; sparse and AnnData are named.
     ordered = pred[["a", "b"]]

@@ -666,3 +666,17 @@ def test_a_one_dimensional_table_says_how_to_pass_one_column():
     with pytest.raises(ValueError, match=r"one column: pass a table, series.to_frame\(\)"):
         dv.metrics.rmse(true, true["a"])
     assert dv.metrics.rmse(true, true["a"].to_frame()).tolist() == [0.0]
+
+
+def test_a_type_predicted_nowhere_is_warned_about_not_dropped_from_the_median():
+    """A type predicted nowhere has PCC NaN, which .median() skipped: the summary of a
+    prediction that missed a type read as good as one that found it. A type constant in
+    the truth (c) is undefined, not a failure: not counted."""
+    true = pd.DataFrame({"a": [0.5, 0.25, 0.0, 0.1], "b": [0.0, 0.25, 0.5, 0.4], "c": 0.5})
+    pred = true.assign(b=0.0, c=true["b"] + 0.5)
+    with pytest.warns(UserWarning, match=r"constant across spots in 1 of the 2 cell types .*'b'"):
+        scores = dv.metrics.per_type_pcc(true, pred)
+    assert scores.median() == 1.0 and scores.fillna(0).median() == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dv.metrics.rmse(true, pred)

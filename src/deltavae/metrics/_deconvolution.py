@@ -27,7 +27,7 @@ from sklearn.metrics import average_precision_score
 
 from .._checks import short_repr
 from .._docs import doc_params, doc_proportions
-from ._missing import refuse_not_finite, type_hint, warn_few_spots, without_missing_spots
+from ._missing import refuse_not_finite, type_hint, warn_uninformative, without_missing_spots
 
 _SSIM_C1 = 0.01**2
 _SSIM_C2 = 0.03**2
@@ -177,7 +177,7 @@ _doc_per_type = doc_proportions + "\n\nReturns\n-------\npandas.Series"
 def _per_type(true, pred, fn, few: tuple[str, ...] = ()) -> pd.Series:
     """``fn`` of each column, warning (for the scores ``few``) where so few spots set it."""
     true, pred = _aligned(true, pred)
-    warn_few_spots(len(true), few, stacklevel=4)
+    warn_uninformative(true, pred, few, "cell types", stacklevel=4)
     return _scores(true, pred, fn)
 
 
@@ -351,7 +351,7 @@ def _warned_scores(
     distance, SSIM or both), the warning pointing ``stacklevel`` frames up."""
     true, pred = _aligned(true, pred, stacklevel=stacklevel)
     _warn_negative(true, pred, stacklevel=stacklevel, jsd=jsd, ssim=ssim)
-    warn_few_spots(len(true), few, stacklevel=stacklevel)
+    warn_uninformative(true, pred, few, "cell types", stacklevel=stacklevel)
     return _scores(true, pred, fn)
 
 
@@ -409,7 +409,7 @@ def deconvolution_scores(true, pred) -> pd.DataFrame:
     """
     true, pred = _aligned(true, pred, stacklevel=3)  # aligned, and warned, once
     _warn_negative(true, pred, stacklevel=3, jsd=True, ssim=True)
-    warn_few_spots(len(true), ("pcc", "ssim", "jsd"), stacklevel=3)
+    warn_uninformative(true, pred, ("pcc", "ssim", "jsd"), "cell types", stacklevel=3)
     scores = {"pcc": _pcc, "ssim": _ssim, "rmse": _rmse, "jsd": _jsd, "aupr": _aupr}
     return pd.DataFrame({name: _scores(true, pred, fn) for name, fn in scores.items()})
 

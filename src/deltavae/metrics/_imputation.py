@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ._deconvolution import _aligned, _as_frame, _constant, _jsd, _pcc, _ssim, _warn_negative
-from ._missing import type_hint, warn_few_spots
+from ._missing import type_hint, warn_uninformative
 
 
 def _rmse_z(t: np.ndarray, p: np.ndarray) -> float:
@@ -92,7 +92,7 @@ def imputation_scores(true, pred) -> pd.DataFrame:
     """
     true, pred = _gene_frames(true, pred)
     _warn_negative(true, pred, values="values", stacklevel=3)
-    warn_few_spots(len(true), ("pcc", "ssim", "jsd"), stacklevel=3)
+    warn_uninformative(true, pred, ("pcc", "ssim", "jsd"), "genes", stacklevel=3)
     rows = []
     for gene in true.columns:
         t, p = true[gene].to_numpy(), pred[gene].to_numpy()

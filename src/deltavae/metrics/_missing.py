@@ -96,3 +96,29 @@ def type_hint(missing, columns) -> str:
         f"{kind(as_text[str(name)])}); give both the same, e.g. "
         "table.columns = table.columns.astype(str) on each"
     )
+
+
+def warn_constant_predictions(true, pred, unit: str, stacklevel: int) -> None:
+    """Warn where ``pred`` is constant across spots in a column whose true values vary (a
+    type predicted nowhere, a gene imputed flat): its PCC is NaN (and its JS distance where
+    the column is all 0), which ``.median()`` skips, leaving the failure out of the summary."""
+    varies = np.ptp(true.to_numpy(), axis=0) > 0
+    flat = pred.columns[(np.ptp(pred.to_numpy(), axis=0) == 0) & varies]
+    if not len(flat):
+        return
+    warnings.warn(
+        f"pred is constant across spots in {len(flat)} of the {int(varies.sum())} {unit} whose "
+        f"true values vary (e.g. {short_repr(flat[:5].tolist())}): their PCC is undefined "
+        "(NaN, as is the JS distance of a column of 0s), and .median() skips NaN, leaving "
+        "these failures out of the summary. Count them as failures, e.g. "
+        "scores['pcc'].fillna(0).median(), as Li et al.'s code does.",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def warn_uninformative(true, pred, scores: tuple[str, ...], unit: str, stacklevel: int) -> None:
+    """:func:`warn_few_spots`, and for PCC :func:`warn_constant_predictions`, in one call."""
+    warn_few_spots(len(true), scores, stacklevel + 1)
+    if "pcc" in scores:
+        warn_constant_predictions(true, pred, unit, stacklevel + 1)
