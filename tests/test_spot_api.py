@@ -445,6 +445,9 @@ def test_read_outs_take_indices_right_after_adata_as_scvi_tools(split, archetype
     whole = model.get_archetype_weights()
     pd.testing.assert_frame_equal(model.get_archetype_weights(mix, [3, 0], 8), whole.iloc[[3, 0]])
     pd.testing.assert_frame_equal(model.get_archetype_weights(mix, [1]), whole.iloc[[1]])
+    with warnings.catch_warnings():  # the new order with indices=None: no old-order reading
+        warnings.simplefilter("error")
+        pd.testing.assert_frame_equal(model.get_archetype_weights(mix, None, 8), whole)
     for old in ((8, [3, 0]), (None, [3, 0]), (np.int64(8), [3, 0])):
         message = rf"takes indices right after adata.*pass batch_size={old[0]}, indices=\[3, 0\]"
         with pytest.warns(FutureWarning, match=message):
@@ -458,5 +461,6 @@ def test_read_outs_take_indices_right_after_adata_as_scvi_tools(split, archetype
     imputer = _imputer(split)
     imputed = imputer.impute()
     pd.testing.assert_frame_equal(imputer.impute(None, None, [2, 0], 16), imputed.iloc[[2, 0]])
+    pd.testing.assert_frame_equal(imputer.impute(None, None, None, 16), imputed)
     with pytest.warns(FutureWarning, match=r"SpatialImputer.impute takes indices right after"):
         pd.testing.assert_frame_equal(imputer.impute(None, None, 16, [2]), imputed.iloc[[2]])

@@ -23,13 +23,15 @@ def _scalar(value) -> bool:
 def _old_order(rest: tuple, old: tuple[str, ...]) -> bool:
     """Whether the positional arguments ``rest`` (from ``indices``' place on) are the old
     order's: the first a number or True/False (``batch_size``, ``soft``), which no selection
-    is, or ``None`` before a selection where the old order had ``indices``."""
+    is, or ``None`` before a selection where the old order had ``indices`` (``None`` before a
+    number is the new order: ``indices=None, batch_size=64``)."""
     if len(rest) > len(old):
         return False  # Python's own TypeError names the count
     if _scalar(rest[0]):
         return True
     if rest[0] is None and "indices" in old and len(rest) > old.index("indices"):
-        return rest[old.index("indices")] is not None
+        selection = rest[old.index("indices")]
+        return selection is not None and not _scalar(selection)
     return False
 
 
