@@ -723,6 +723,7 @@ def test_spot_read_outs_read_the_spots_once_and_never_dense(pair, fitted, monkey
 
 
 @pytest.mark.filterwarnings("ignore:.*genes in .* are zero in every")
+@pytest.mark.filterwarnings("ignore:10 of the spots' .* genes are 0 in every spot")
 def test_panel_genes_no_spot_counts_change_nothing(pair):
     """Panel genes that no spot counts (a probe the platform never detects) were read by the
     deconvolution as zeros in every spot: they skewed the proportions towards the states

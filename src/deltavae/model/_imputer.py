@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -34,6 +35,7 @@ from ._imputer_reference import (
     refuse_silent_states,
     spots_argument,
     state_profiles,
+    warn_uncounted_panel,
 )
 from ._imputer_results import ImputerResultsMixin
 from ._load_state import saved_state
@@ -202,6 +204,8 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
                 values[:, visible], counted, states, off, "reference states"
             ):
                 counted[:] = True
+            elif counted.any():  # none counted: every spot's results are NaN rows (said)
+                warn_uncounted_panel(off, adata.n_vars)
             self.module.counted.copy_(torch.as_tensor(counted))
             if design == "deconvolution":  # from the genes the likelihood reads (counted)
                 self.module.start_abundance(torch.as_tensor(row_sums(counts)))
@@ -256,7 +260,9 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         until :meth:`write_to_adata`, which writes into it by default (into the model's copy
         when ``spots`` is a view). The reference's genes are the ones that can be imputed,
         less the spots' genes it never counts (no reference state explains them; the spots
-        measured them).
+        measured them). Spots' genes no spot counts are left out of the fit (warned), and
+        :meth:`impute` gives them only when named; to impute them as unmeasured, drop them
+        first (``sc.pp.filter_genes(spots, min_cells=1)``).
 
         Parameters
         ----------
@@ -349,7 +355,9 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
             spots = to_memory(spots)
         spots = spots[:, shared.to_numpy()]
         spots = memory_copy(spots)
-        cls.setup_anndata(spots, layer=layer)
+        with warnings.catch_warnings():  # genes no spot counts: said by the model, with more
+            warnings.filterwarnings("ignore", message=r".*genes in .* are zero in every")
+            cls.setup_anndata(spots, layer=layer)
         model = cls(spots, reference=rows, design=design, profiles=profiles, **model_kwargs)
         if not given.is_view:  # results go into the spots given, not the model's copy (as load)
             model._query_adata = given

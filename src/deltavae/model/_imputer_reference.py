@@ -328,3 +328,16 @@ def refuse_silent_states(profiles: np.ndarray, names: pd.Index, n_genes: int) ->
             "imputation. Leave their cells out of the reference (e.g. reference[~reference."
             f"obs[labels_key].isin({silent[:10]})]), or measure genes they express."
         )
+
+
+def warn_uncounted_panel(off: list, n_genes: int) -> None:
+    """Say that the spots' genes ``off``, which no spot counts, are left out of the fit (as
+    NMFDeconv says of its genes), and how to have them imputed instead."""
+    if off:
+        warn_user(
+            f"{len(off)} of the spots' {n_genes} genes are 0 in every spot (e.g. {off[:3]}): "
+            "a gene no spot counts is no evidence of a spot's state, so the model leaves them "
+            "out of the fit, and impute() gives them only when named in genes=. To impute "
+            "them as unmeasured, drop them from the spots first: "
+            "sc.pp.filter_genes(spots, min_cells=1)."
+        )
