@@ -355,4 +355,7 @@ def test_help_defaults_are_the_python_defaults():
     assert "zinbvae 10;" in helps["n_latent"]
     assert inspect.signature(model.ZINBVAE).parameters["n_latent"].default == 10
     assert "archetypes 300;" in helps["epochs"]
+    # The imputer refuses both (it fits every spot): the help said 0.9 was its default.
+    assert "(imputer always does: it takes neither this nor" in helps["train_size"]
+    assert "nmfdeconv: with --train-size below 1; not imputer" in helps["early_stopping"]
     assert inspect.signature(model.Archetypes.train).parameters["max_epochs"].default == 300

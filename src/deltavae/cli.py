@@ -123,7 +123,8 @@ def _add_optimisation(parser: argparse.ArgumentParser) -> None:
         type=fraction,
         default=None,
         help="fraction of the cells that train, the rest validate [the model's default: 0.9; "
-        "1.0 for nmfdeconv]; 1 trains on every cell",
+        "1.0 for nmfdeconv]; 1 trains on every cell (imputer always does: it takes neither "
+        "this nor --early-stopping)",
     )
 
 
@@ -342,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p_fit.add_argument("--seed", type=seed_arg, default=0, help="random seed [%(default)s]")
-    _add_early_stopping(p_fit, " (nmfdeconv: with --train-size below 1)")
+    _add_early_stopping(p_fit, " (nmfdeconv: with --train-size below 1; not imputer)")
     p_fit.add_argument(
         "--backed",
         action="store_true",
