@@ -462,5 +462,8 @@ def test_read_outs_take_indices_right_after_adata_as_scvi_tools(split, archetype
     imputed = imputer.impute()
     pd.testing.assert_frame_equal(imputer.impute(None, None, [2, 0], 16), imputed.iloc[[2, 0]])
     pd.testing.assert_frame_equal(imputer.impute(None, None, None, 16), imputed)
+    # Python named the mixin defining the read-out ("ImputerResultsMixin.impute()").
+    with pytest.raises(TypeError, match=r"^SpatialImputer.impute\(\) got an unexpected keyw"):
+        imputer.impute(batch_sise=4)
     with pytest.warns(FutureWarning, match=r"SpatialImputer.impute takes indices right after"):
         pd.testing.assert_frame_equal(imputer.impute(None, None, 16, [2]), imputed.iloc[[2]])

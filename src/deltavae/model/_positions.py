@@ -60,13 +60,22 @@ def indices_after_adata(*old: str):
     """
 
     def decorate(method):
-        where = list(inspect.signature(method).parameters).index("indices") - 1  # after self
+        signature = inspect.signature(method)
+        where = list(signature.parameters).index("indices") - 1  # after self
+
+        def call(self, args, kwargs):
+            try:  # Python named the mixin that defines it ("NMFResultsMixin.get_proportions()")
+                signature.bind(self, *args, **kwargs)
+            except TypeError as err:
+                said = str(err) if str(err).startswith(("got", "missing")) else f"got {err}"
+                raise TypeError(f"{type(self).__name__}.{method.__name__}() {said}") from None
+            return method(self, *args, **kwargs)
 
         @functools.wraps(method)
         def read(self, *args, **kwargs):
             rest = args[where:]
             if not rest or not _old_order(rest, old):
-                return method(self, *args, **kwargs)
+                return call(self, args, kwargs)
             given = dict(zip(old, rest, strict=False))
             twice = sorted(set(given) & set(kwargs))
             if twice:
@@ -79,7 +88,7 @@ def indices_after_adata(*old: str):
                 f"later release: pass {by_name} by name.",
                 FutureWarning,
             )
-            return method(self, *args[:where], **given, **kwargs)
+            return call(self, args[:where], {**given, **kwargs})
 
         return read
 
