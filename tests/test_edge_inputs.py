@@ -531,6 +531,15 @@ def test_load_names_how_to_put_reordered_genes_in_order(tmp_path):
         dv.model.ZINBVAE.load(tmp_path / "vae", on_disk)
     with pytest.raises(ValueError, match=r"adata is backed: .*copy\(filename="):
         dv.model.ZINBVAE.prepare_query_anndata(on_disk, str(tmp_path / "vae"), inplace=False)
+    # inplace=True (the default) failed inside anndata ('To copy an AnnData object in backed
+    # mode, pass a filename'; with genes missing 'scipy.sparse does not support dtype object').
+    with pytest.raises(ValueError, match=r"backed and its genes are in another order.*load_qu"):
+        dv.model.ZINBVAE.prepare_query_anndata(on_disk, tmp_path / "vae")
+    adata[:, 2:].copy().write_h5ad(tmp_path / "fewer.h5ad")
+    fewer = ad.read_h5ad(tmp_path / "fewer.h5ad", backed="r")
+    with pytest.raises(ValueError, match=r"lacks 2 of the reference's 20 genes.*to_memory\(\)"):
+        dv.model.ZINBVAE.prepare_query_anndata(fewer, tmp_path / "vae")
+    fewer.file.close()
     genes = torch.load(tmp_path / "vae" / "model.pt", weights_only=False)["var_names"]
     ordered = on_disk[:, list(genes)].copy(filename=tmp_path / "ordered.h5ad")
     assert ordered.isbacked

@@ -35,7 +35,7 @@ from ._device_args import check_device_args
 from ._freeze import _freeze_for_query, _restrict_learning
 from ._genes import align_query_genes, warn_missing_genes
 from ._labels import refuse_untrained_query_categories
-from ._query_checks import check_query_data, check_query_obs
+from ._query_checks import check_query_data, check_query_obs, refuse_backed_in_place
 from ._reference_record import forget_reference_training
 from ._registered import category_mappings
 from ._saved import read_saved
@@ -160,7 +160,9 @@ _PREPARE_NOTES = """
         or damaged save is named). ``inplace=False`` leaves the query as it was (scvi-tools
         reordered its genes in place when none was missing) and refuses a backed one;
         ``inplace=True`` on a view (``adata[mask]``) whose genes it would reorder is
-        refused. The padding keeps the query's ``uns``, ``raw`` and matrix types.
+        refused, and so is one on a backed query whose genes differ (a file opened backed
+        cannot be padded or reordered in place). The padding keeps the query's ``uns``,
+        ``raw`` and matrix types.
         """
 
 
@@ -355,6 +357,9 @@ class QueryMappingMixin(ArchesMixin):
                     "genes].copy(filename='in_reference_order.h5ad') (all genes present)."
                 )
             adata = adata.copy()
+        if inplace and not return_reference_var_names and adata.isbacked:
+            genes = ArchesMixin.prepare_query_anndata(adata, reference_model, True)
+            refuse_backed_in_place(adata, genes)
         if inplace and not return_reference_var_names and adata.is_view:
             genes = ArchesMixin.prepare_query_anndata(adata, reference_model, True)
             if not adata.var_names.equals(pd.Index(genes)):  # it silently became a copy

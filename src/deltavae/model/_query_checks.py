@@ -122,3 +122,31 @@ def _refuse_missing_values(adata: AnnData, key: str, known: list, where: str) ->
         f"{column} has {n_missing} missing values (NaN), where {where} read each cell's "
         f"value: {named}: query = query[{column}.notna()].copy()."
     )
+
+
+def refuse_backed_in_place(adata: AnnData, genes) -> None:
+    """prepare_query_anndata(inplace=True) of a backed query whose genes differ from the
+    reference's ``genes``: a file opened backed cannot have its genes padded or reordered in
+    place (scvi-tools failed inside anndata: 'scipy.sparse does not support dtype object', or
+    'To copy an AnnData object in backed mode, pass a filename')."""
+    genes = pd.Index(np.asarray(genes).astype(str))
+    names = pd.Index(adata.var_names.astype(str))
+    if names.equals(genes):
+        return
+    n_missing = int((~genes.isin(names)).sum())
+    problem = (
+        f"it lacks {n_missing} of the reference's {len(genes)} genes"
+        if n_missing
+        else "its genes are in another order than the reference's"
+    )
+    backed_copy = (
+        "adata = adata[:, genes].copy(filename='in_reference_order.h5ad') with genes = "
+        "<Model>.prepare_query_anndata(adata, reference, return_reference_var_names=True)"
+        if not n_missing
+        else "adata = adata.to_memory(), then prepare it"
+    )
+    raise ValueError(
+        f"adata is backed and {problem}: a file opened backed cannot have its genes "
+        "padded or reordered in place. load_query_data(adata, reference) takes it as it is "
+        f"(it aligns the genes by name); or {backed_copy}."
+    )
