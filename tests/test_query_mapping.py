@@ -140,3 +140,31 @@ def test_a_query_of_a_query_keeps_every_weight_of_its_reference_query(tmp_path):
         np.testing.assert_array_equal(
             qq.get_latent_representation(cells), q.get_latent_representation(cells)
         )
+
+
+def test_predictions_on_the_observed_data_name_the_genes_a_query_lacks():
+    """translate (residual) and nearest_response of a query that lacks some of the reference's
+    genes added the change to the zeros the mapping filled them with, and returned those genes'
+    near-zero values among the measured ones with nothing said."""
+    adata = _counts()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2)
+    query = adata[:, 3:].copy()  # genes gene_0..gene_2 missing
+    query.obs["condition"] = np.where(adata.obs["condition"] == "ctrl", "ctrl", "new")
+    with pytest.warns(UserWarning, match="3 of the reference's 20 genes are missing"):
+        q = dv.model.CGMDVAE.load_query_data(query, g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q.train(max_epochs=1, **FAST)
+    new = query[query.obs["condition"] == "new"].copy()
+    lacks = r"adata lacks 3 of the model's 20 genes \(\['gene_0', 'gene_1', 'gene_2'\]\)"
+    with pytest.warns(UserWarning, match=lacks + r".*residual=True adds the change.*zero"):
+        out = q.translate(new, "ctrl", response_weight=0, seed=0)
+    assert out.n_vars == 20  # the reference's genes, as documented
+    with pytest.warns(UserWarning, match=lacks + r".*nearest_response.*method='latent_shift'"):
+        q.predict_perturbation(new, "ctrl", method="nearest_response")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # decoded: every gene the model's own, nothing to say
+        q.translate(new, "ctrl", residual=False, seed=0)
+        q.predict_perturbation(new, "ctrl", method="latent_shift", seed=0)
+        g.translate(adata[adata.obs["condition"] == "stim"].copy(), "ctrl", seed=0)

@@ -35,6 +35,7 @@ from ._modes import evaluating
 from ._sample_draws import cluster_asked, draw_cells, record_cluster_conditions
 from ._sample_record import checked_batch_size, sample_names, sample_record, sampled_labels
 from ._scvi_glue import seeded
+from ._unmeasured import warn_unmeasured
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 
@@ -289,7 +290,8 @@ class GenerationMixin:
             values (arcsinh, CLR, scaled data: nothing clipped). ``None`` (default):
             ``True`` for count likelihoods, whose decoded profiles of single cells are
             noisier than the cells themselves (benchmarks/README.md, Numbers behind the
-            defaults, D8), ``False`` otherwise. Not for ``likelihood="bernoulli"``.
+            defaults, D8), ``False`` otherwise. Not for ``likelihood="bernoulli"``. Genes a
+            query lacks (mapped as zeros) get the change added to zero: a warning names them.
         response_weight
             Weight, in [0, 1], of the observed responses in the prediction: the model's
             residual translation and ``predict_perturbation(method="nearest_response")`` (the
@@ -352,8 +354,11 @@ class GenerationMixin:
         target = self._condition_codes(target_condition, 1, keep_own=True)[0]
         adata = self._resolve_adata(adata)  # None: the model's AnnData, as other read-outs
         caller_obs = adata.obs  # the labels and columns as given, before validation
-        adata = self._validate_anndata(adata)
+        given, adata = adata, self._validate_anndata(adata)
         self._check_if_trained(warn=False)
+        if residual:  # genes a query lacks: its zeros plus the change
+            what = "residual=True adds the change to each cell's observed data"
+            warn_unmeasured(self, given, what, "residual=False")
         module = self.module  # in eval mode while its loader is read (see _OnDevice)
         # Predictions stay at or above 0 for data that are never negative (counts,
         # log-normalized), not for real values such as arcsinh cytometry or CLR protein.

@@ -30,6 +30,7 @@ from ._latent_shift import balance_groups, describe_prediction, latent_shift, tr
 from ._registered import category_mappings, condition_request
 from ._response_data import additive_data, memoised, similarity_coordinates
 from ._scvi_glue import seeded
+from ._unmeasured import warn_unmeasured
 from ._validation import NO_CELLS, warn_user
 
 
@@ -446,6 +447,8 @@ def nearest_response(
             "them)."
         ) from None
     caller_obs = adata.obs  # the labels and columns as given, before validation
+    what = "nearest_response adds the observed change to each cell's data"
+    warn_unmeasured(model, adata, what, "method='latent_shift'")
     adata = model._validate_anndata(adata)
     x_train = memoised(memo, "data", lambda: additive_data(model, train))
     x_query = additive_data(model, adata)
