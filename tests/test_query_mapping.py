@@ -168,3 +168,33 @@ def test_predictions_on_the_observed_data_name_the_genes_a_query_lacks():
         q.translate(new, "ctrl", residual=False, seed=0)
         q.predict_perturbation(new, "ctrl", method="latent_shift", seed=0)
         g.translate(adata[adata.obs["condition"] == "stim"].copy(), "ctrl", seed=0)
+
+
+def test_a_query_of_fewer_cells_than_clusters_maps_trains_and_loads(tmp_path):
+    """load_query_data of 2 cells (the fewest it takes) onto a 3-cluster reference was refused
+    by the new model's own check, 'n_clusters=3 is more mixture components than the 2 cells
+    to fit them to' (a query fits no mixture: its reference's is frozen), and so was a load of
+    the saved reference, or of the query model, with fewer cells than clusters."""
+    adata = _counts()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    g = _trained(dv.model.CGMDVAE, adata, n_clusters=3)
+    g.save(tmp_path / "ref")
+    query = adata[:2].copy()
+    query.obs["condition"] = "new"
+    q = dv.model.CGMDVAE.load_query_data(query, g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one epoch: not converged
+        q.train(max_epochs=1, train_size=1.0)
+    z = q.get_latent_representation()
+    q.save(tmp_path / "query")
+    loaded = dv.model.CGMDVAE.load(tmp_path / "query", adata=query)
+    np.testing.assert_array_equal(loaded.get_latent_representation(), z)
+    few = adata[:2].copy()
+    reloaded = dv.model.CGMDVAE.load(tmp_path / "ref", adata=few)
+    np.testing.assert_array_equal(
+        reloaded.get_latent_representation(), g.get_latent_representation(few)
+    )
+    with pytest.warns(UserWarning, match="Categories with fewer than 3 cells"):
+        dv.model.CGMDVAE.setup_anndata(few, condition_key="condition")
+    with pytest.raises(ValueError, match="n_clusters=3 is more mixture components than the 2"):
+        dv.model.CGMDVAE(few, n_clusters=3)  # a new model still fits its mixture to its cells

@@ -30,6 +30,8 @@ from ._empty_clusters import warn_if_clusters_empty
 from ._label_record import warn_labels_without_training_cells
 from ._label_setup import warn_if_unlabelled_lookalike
 from ._labels import cluster_index
+from ._load_state import saved_state
+from ._query_checks import building_query
 from ._readout_docs import with_note
 from ._registered import registered_category, several_conditions_error
 
@@ -350,8 +352,8 @@ class ClustersMixin(PredictionsMixin):
 
     def _check_n_clusters(self, n_clusters) -> int:
         """The number of clusters: as given, or one per label (10 without labels)."""
-        labels = self.label_names
-        if labels and not self.is_query_model:
+        labels, query = self.label_names, self.is_query_model or building_query()
+        if labels and not query:
             warn_if_unlabelled_lookalike(self.registry_)
         n_clusters = n_clusters if n_clusters is not None else (len(labels) or 10)
         if isinstance(n_clusters, bool) or not isinstance(n_clusters, int | np.integer):
@@ -359,7 +361,8 @@ class ClustersMixin(PredictionsMixin):
         if n_clusters < 2:
             raise ValueError(f"n_clusters must be at least 2, got {n_clusters}.")
         n_cells = self.adata.n_obs
-        if n_clusters > n_cells and not self.is_query_model:
+        # A query's mixture is its reference's, a loaded model's the one saved: none is fit.
+        if n_clusters > n_cells and not (query or saved_state(self) is not None):
             raise ValueError(
                 f"n_clusters={n_clusters} is more mixture components than the {n_cells} cells "
                 "to fit them to; pass at most one per cell (far fewer in practice)."

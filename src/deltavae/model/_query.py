@@ -35,7 +35,12 @@ from ._device_args import check_device_args
 from ._freeze import _freeze_for_query, _restrict_learning
 from ._genes import align_query_genes, warn_missing_genes
 from ._labels import refuse_untrained_query_categories
-from ._query_checks import check_query_data, check_query_obs, refuse_backed_in_place
+from ._query_checks import (
+    check_query_data,
+    check_query_obs,
+    query_being_built,
+    refuse_backed_in_place,
+)
 from ._reference_record import forget_reference_training
 from ._registered import category_mappings
 from ._saved import read_saved
@@ -300,9 +305,10 @@ class QueryMappingMixin(ArchesMixin):
                 if isinstance(reference_model, str | os.PathLike)
                 else reference_model
             )
-            model = super().load_query_data(
-                aligned, reference, accelerator=accelerator, device=device
-            )
+            with query_being_built():  # its mixture is the reference's, not fit to the query
+                model = super().load_query_data(
+                    aligned, reference, accelerator=accelerator, device=device
+                )
         upgrade_saved_counts(model)  # a reference saved before counts without validation
         forget_reference_training(model)
         ref_sizes, new_sizes = _covariate_sizes(registry), _covariate_sizes(model.registry_)

@@ -3,6 +3,9 @@ its obs (the keys the reference read, their categories, the labels) and its data
 
 from __future__ import annotations
 
+import contextlib
+from contextvars import ContextVar
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
@@ -11,6 +14,26 @@ from ..distributions import Likelihood
 from ._labels import refuse_other_type
 from ._registered import category_mappings
 from ._validation import check_data
+
+#: True while load_query_data builds the query model (before its ``query_mapping_`` is set):
+#: checks of a new model's own fit (a mixture of n_clusters on its cells) do not apply.
+_BUILDING_QUERY: ContextVar[bool] = ContextVar("building_query", default=False)
+
+
+def building_query() -> bool:
+    """Whether the model being built is a query model (inside :func:`query_being_built`)."""
+    return _BUILDING_QUERY.get()
+
+
+@contextlib.contextmanager
+def query_being_built():
+    """The block in which load_query_data builds the query model."""
+    token = _BUILDING_QUERY.set(True)
+    try:
+        yield
+    finally:
+        _BUILDING_QUERY.reset(token)
+
 
 #: The reference's setup arguments a query's obs must hold columns for.
 _QUERY_KEY_ARGS = ("condition_key", "batch_key", "categorical_covariate_keys", "size_factor_key")
