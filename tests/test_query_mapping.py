@@ -198,3 +198,21 @@ def test_a_query_of_fewer_cells_than_clusters_maps_trains_and_loads(tmp_path):
         dv.model.CGMDVAE.setup_anndata(few, condition_key="condition")
     with pytest.raises(ValueError, match="n_clusters=3 is more mixture components than the 2"):
         dv.model.CGMDVAE(few, n_clusters=3)  # a new model still fits its mixture to its cells
+
+
+def test_integer_labels_with_missing_values_get_advice_that_runs():
+    """A query's integer labels column with NaN (floats, as pandas makes it) was told to
+    convert it, query.obs['ct'].astype(int), which fails on the NaN."""
+    adata = _counts()
+    adata.obs["ct"] = adata.obs["cluster"].astype(int)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="ct")
+    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2)
+    query = adata[:40].copy()
+    query.obs["condition"] = "new"
+    query.obs["ct"] = query.obs["ct"].where(np.arange(40) >= 3)  # 3 NaN: floats
+    fix = r"query.obs\['ct'\] = query.obs\['ct'\].fillna\(-1\).astype\(int\)"
+    with pytest.raises(ValueError, match=r"holds 3 missing labels \(NaN\).*floats.*" + fix):
+        dv.model.CGMDVAE.load_query_data(query, g)
+    query.obs["ct"] = query.obs["ct"].fillna(-1).astype(int)  # the advice followed
+    q = dv.model.CGMDVAE.load_query_data(query, g)
+    assert q.query_mapping_["new_categories"] == {"condition": ["new"]}

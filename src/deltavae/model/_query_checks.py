@@ -85,6 +85,7 @@ def check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: str
         reference = [v for v in setup_args.get("_reference_labels", []) if v != unlabeled]
         labels = adata.obs[labels_key]
         given = pd.unique(np.asarray(labels.dropna(), dtype=object))
+        _refuse_float_labels_of_nan(labels, labels_key, reference, unlabeled)
         # Labels 0, 1 for a reference's "0", "1" passed the check below and failed in
         # scvi-tools ("Category 0 not found in source registry").
         refuse_other_type(
@@ -172,4 +173,22 @@ def refuse_backed_in_place(adata: AnnData, genes) -> None:
         f"adata is backed and {problem}: a file opened backed cannot have its genes "
         "padded or reordered in place. load_query_data(adata, reference) takes it as it is "
         f"(it aligns the genes by name); or {backed_copy}."
+    )
+
+
+def _refuse_float_labels_of_nan(labels: pd.Series, key: str, reference: list, unlabeled) -> None:
+    """Integer labels with missing values (NaN), which made the column floats: the type check's
+    advice, ``.astype(int)``, fails on the NaN ('Cannot convert non-finite values'); say both
+    steps in one line that runs."""
+    n_missing = int(labels.isna().sum())
+    plain = [v.item() if isinstance(v, np.generic) else v for v in reference]
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in plain)
+    if not n_missing or not plain or not ints or labels.dtype.kind != "f":
+        return
+    column = f"query.obs[{key!r}]"
+    raise ValueError(
+        f"The query's obs[{key!r}] holds {n_missing} missing labels (NaN), which make its "
+        f"integer labels floats. Mark those cells unlabelled ({unlabeled!r}) to have them "
+        f"predicted and keep the labels integers: {column} = {column}.fillna({unlabeled!r})"
+        ".astype(int)."
     )
