@@ -142,7 +142,7 @@ def test_a_query_of_a_query_keeps_every_weight_of_its_reference_query(tmp_path):
         )
 
 
-def test_predictions_on_the_observed_data_name_the_genes_a_query_lacks():
+def test_predictions_on_the_observed_data_name_the_genes_a_query_lacks(tmp_path):
     """translate (residual) and nearest_response of a query that lacks some of the reference's
     genes added the change to the zeros the mapping filled them with, and returned those genes'
     near-zero values among the measured ones with nothing said."""
@@ -168,6 +168,12 @@ def test_predictions_on_the_observed_data_name_the_genes_a_query_lacks():
         q.translate(new, "ctrl", residual=False, seed=0)
         q.predict_perturbation(new, "ctrl", method="latent_shift", seed=0)
         g.translate(adata[adata.obs["condition"] == "stim"].copy(), "ctrl", seed=0)
+    # Saved with its aligned query and loaded without the query: its zeros are still named.
+    q.save(tmp_path / "q", save_anndata=True)
+    loaded = dv.model.CGMDVAE.load(tmp_path / "q")
+    assert loaded.query_mapping_["genes_missing"] == ["gene_0", "gene_1", "gene_2"]
+    with pytest.warns(UserWarning, match=lacks):
+        loaded.translate(None, "ctrl", response_weight=0, seed=0)
 
 
 def test_a_query_of_fewer_cells_than_clusters_maps_trains_and_loads(tmp_path):

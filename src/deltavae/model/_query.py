@@ -285,7 +285,8 @@ class QueryMappingMixin(ArchesMixin):
         check_query_obs(adata, registry, setup_args, where)
         refuse_untrained_query_categories(adata, registry, attr_dict.get("trained_categories_"))
         check_query_data(adata, attr_dict, setup_args.get("layer"))
-        n_missing = int((~pd.Index(genes).isin(adata.var_names)).sum())
+        missing = pd.Index(genes)[~pd.Index(genes).isin(adata.var_names)]
+        n_missing = len(missing)
         aligned = align_query_genes(adata, genes, min_gene_overlap, setup_args.get("layer"))
         if aligned is adata and not adata.is_view and not adata.isbacked:
             aligned = _registration_twin(adata)
@@ -322,6 +323,7 @@ class QueryMappingMixin(ArchesMixin):
             new_categories[key] = [str(v) for v in mapping if v not in known]
         model.query_mapping_ = {
             "n_genes_missing": n_missing,
+            "genes_missing": [str(g) for g in missing],  # filled with zeros
             "new_categories": new_categories,
             "learning_parameters": learning,
             "reference_sizes": ref_sizes,

@@ -22,7 +22,22 @@ def unmeasured_genes(model, adata: AnnData) -> pd.Index:
     query = getattr(model, "_query_adata", None)
     if adata is model.adata and query is not None:
         adata = query
+    elif adata is model.adata:  # e.g. the aligned query saved with the model: its zeros
+        return _still_zero(adata, model.query_mapping_.get("genes_missing", []), model)
     return genes[~genes.isin(np.asarray(adata.var_names).astype(str))]
+
+
+def _still_zero(adata: AnnData, names: list, model) -> pd.Index:
+    """Of the genes the query lacked when it was mapped (``names``), those still zero in every
+    cell of the model's own AnnData (not measured since, in an AnnData it was given later)."""
+    names = [g for g in names if g in adata.var_names]
+    if not names:
+        return pd.Index([])
+    layer = model.registry_["setup_args"].get("layer")
+    part = adata[:, names]
+    matrix = part.X if layer is None else part.layers[layer]
+    totals = np.asarray(abs(matrix).sum(0)).ravel()
+    return pd.Index(names)[totals == 0]
 
 
 def warn_unmeasured(model, adata: AnnData, what: str, instead: str) -> None:
