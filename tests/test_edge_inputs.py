@@ -537,9 +537,16 @@ def test_load_names_how_to_put_reordered_genes_in_order(tmp_path):
         dv.model.ZINBVAE.prepare_query_anndata(on_disk, tmp_path / "vae")
     adata[:, 2:].copy().write_h5ad(tmp_path / "fewer.h5ad")
     fewer = ad.read_h5ad(tmp_path / "fewer.h5ad", backed="r")
-    with pytest.raises(ValueError, match=r"lacks 2 of the reference's 20 genes.*to_memory\(\)"):
-        dv.model.ZINBVAE.prepare_query_anndata(fewer, tmp_path / "vae")
+    for inplace in (True, False):
+        with pytest.raises(ValueError, match=r"lacks 2 of the reference's 20 genes.*to_memory"):
+            dv.model.ZINBVAE.prepare_query_anndata(fewer, tmp_path / "vae", inplace=inplace)
     fewer.file.close()
+    adata.write_h5ad(tmp_path / "same.h5ad")  # the reference's genes: nothing to do in place
+    same = ad.read_h5ad(tmp_path / "same.h5ad", backed="r")
+    assert dv.model.ZINBVAE.prepare_query_anndata(same, tmp_path / "vae") is None
+    with pytest.raises(ValueError, match=r"already the reference's, in its order.*load_query"):
+        dv.model.ZINBVAE.prepare_query_anndata(same, tmp_path / "vae", inplace=False)
+    same.file.close()
     genes = torch.load(tmp_path / "vae" / "model.pt", weights_only=False)["var_names"]
     ordered = on_disk[:, list(genes)].copy(filename=tmp_path / "ordered.h5ad")
     assert ordered.isbacked

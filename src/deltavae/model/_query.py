@@ -39,7 +39,7 @@ from ._query_checks import (
     check_query_data,
     check_query_obs,
     query_being_built,
-    refuse_backed_in_place,
+    refuse_backed,
 )
 from ._reference_record import forget_reference_training
 from ._registered import category_mappings
@@ -163,7 +163,8 @@ _PREPARE_NOTES = """
         zeros (scvi-tools logs it at INFO only), as :meth:`load_query_data` does. A saved
         reference's folder is read as :meth:`load_query_data` reads it (a missing, prefixed
         or damaged save is named). ``inplace=False`` leaves the query as it was (scvi-tools
-        reordered its genes in place when none was missing) and refuses a backed one;
+        reordered its genes in place when none was missing) and refuses a backed one (the
+        error says what runs instead: load_query_data takes a backed query as it is);
         ``inplace=True`` on a view (``adata[mask]``) whose genes it would reorder is
         refused, and so is one on a backed query whose genes differ (a file opened backed
         cannot be padded or reordered in place). The padding keeps the query's ``uns``,
@@ -358,16 +359,12 @@ class QueryMappingMixin(ArchesMixin):
             # scvi-tools reorders the given AnnData's genes in place, inplace=False or not,
             # when none is missing: the copy is what changes.
             if adata.isbacked:
-                raise ValueError(
-                    "adata is backed: it cannot be copied into memory here. Make a backed copy "
-                    "in the reference's order: genes = <Model>.prepare_query_anndata(adata, "
-                    "reference, return_reference_var_names=True); adata = adata[:, "
-                    "genes].copy(filename='in_reference_order.h5ad') (all genes present)."
-                )
+                genes = ArchesMixin.prepare_query_anndata(adata, reference_model, True)
+                refuse_backed(adata, genes, inplace=False)
             adata = adata.copy()
         if inplace and not return_reference_var_names and adata.isbacked:
             genes = ArchesMixin.prepare_query_anndata(adata, reference_model, True)
-            refuse_backed_in_place(adata, genes)
+            refuse_backed(adata, genes, inplace=True)
         if inplace and not return_reference_var_names and adata.is_view:
             genes = ArchesMixin.prepare_query_anndata(adata, reference_model, True)
             if not adata.var_names.equals(pd.Index(genes)):  # it silently became a copy

@@ -148,31 +148,43 @@ def _refuse_missing_values(adata: AnnData, key: str, known: list, where: str) ->
     )
 
 
-def refuse_backed_in_place(adata: AnnData, genes) -> None:
-    """prepare_query_anndata(inplace=True) of a backed query whose genes differ from the
-    reference's ``genes``: a file opened backed cannot have its genes padded or reordered in
-    place (scvi-tools failed inside anndata: 'scipy.sparse does not support dtype object', or
-    'To copy an AnnData object in backed mode, pass a filename')."""
+def refuse_backed(adata: AnnData, genes, inplace: bool) -> None:
+    """prepare_query_anndata of a backed query against the reference's ``genes``: a file opened
+    backed cannot be copied into memory here (``inplace=False``) nor have its genes padded or
+    reordered in place (``inplace=True``; scvi-tools failed inside anndata: 'scipy.sparse does
+    not support dtype object', or 'To copy an AnnData object in backed mode, pass a
+    filename'). Each case is told what runs; nothing is refused where nothing is to do."""
     genes = pd.Index(np.asarray(genes).astype(str))
     names = pd.Index(adata.var_names.astype(str))
-    if names.equals(genes):
-        return
     n_missing = int((~genes.isin(names)).sum())
-    problem = (
-        f"it lacks {n_missing} of the reference's {len(genes)} genes"
-        if n_missing
-        else "its genes are in another order than the reference's"
-    )
+    as_it_is = "load_query_data(adata, reference) takes it as it is"
+    if names.equals(genes):
+        if inplace:
+            return
+        raise ValueError(
+            "adata is backed and its genes are already the reference's, in its order: nothing "
+            f"to prepare, and a copy in memory would read the whole file; {as_it_is}."
+        )
+    if n_missing:
+        raise ValueError(
+            f"adata is backed and it lacks {n_missing} of the reference's {len(genes)} genes: "
+            "a file opened backed cannot be copied into memory here, nor padded in place. "
+            f"{as_it_is} (it fills them with zeros in an aligned copy); or adata = "
+            "adata.to_memory(), then prepare it."
+        )
     backed_copy = (
-        "adata = adata[:, genes].copy(filename='in_reference_order.h5ad') with genes = "
-        "<Model>.prepare_query_anndata(adata, reference, return_reference_var_names=True)"
-        if not n_missing
-        else "adata = adata.to_memory(), then prepare it"
+        "genes = <Model>.prepare_query_anndata(adata, reference, return_reference_var_names="
+        "True); adata = adata[:, genes].copy(filename='in_reference_order.h5ad')"
     )
+    if not inplace:
+        raise ValueError(
+            "adata is backed: it cannot be copied into memory here. Make a backed copy in the "
+            f"reference's order: {backed_copy}; or {as_it_is}."
+        )
     raise ValueError(
-        f"adata is backed and {problem}: a file opened backed cannot have its genes "
-        "padded or reordered in place. load_query_data(adata, reference) takes it as it is "
-        f"(it aligns the genes by name); or {backed_copy}."
+        "adata is backed and its genes are in another order than the reference's: a file "
+        f"opened backed cannot have its genes reordered in place. {as_it_is} (it aligns the "
+        f"genes by name); or make a backed copy in the reference's order: {backed_copy}."
     )
 
 
