@@ -1,10 +1,14 @@
 """What an scvi-tools user does, answered as they would expect: setup arguments a model does not
 take, several devices, overwriting a save, loading onto new cells, K above the cells."""
 
+import warnings
+
 import numpy as np
+import pandas as pd
 import pytest
 import scanpy as sc
 import scvi
+import torch
 
 import deltavae as dv
 import deltavae.model._base as base
@@ -329,3 +333,62 @@ def test_latent_arguments_in_scvi_tools_order(counts_adata):
     mean = model.get_latent_representation(None, None, True)
     draw = model.get_latent_representation(None, None, False)
     assert mean.shape == draw.shape and not np.allclose(mean, draw)
+
+
+def _contract(value):
+    """What a caller reads off a result: its type, shape, dtype, index and columns."""
+    if isinstance(value, dict):
+        return {key: _contract(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_contract(item) for item in value)
+    if isinstance(value, pd.DataFrame):
+        return ("frame", value.shape, set(value.dtypes), list(value.index), list(value.columns))
+    if isinstance(value, torch.Tensor | np.ndarray):
+        return ("array", tuple(value.shape), str(value.dtype).split(".")[-1])
+    return type(value).__name__
+
+
+def test_read_outs_keep_scvi_tools_contract():
+    """Read-outs as SCVI's on the same cells: types, shapes, dtypes, rows and columns. A mean
+    ELBO or reconstruction error came as a plain float, where SCVI's 0-d tensor (and its
+    marginal ll's np.float64) have .item(): scvi-tools code calling it failed."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=150, n_genes=30, n_clusters=3, n_conditions=2, seed=0
+    )
+    batches = ["ctrl", "stim"]
+    assert list(adata.obs["condition"].cat.categories) == batches
+    genes = list(adata.var_names[[2, 5]])  # in adata's order: scvi-tools' order of gene_list
+    calls = {
+        "latent": lambda m: m.get_normalized_expression(library_size="latent", n_samples=3),
+        "draws": lambda m: m.get_normalized_expression(n_samples=3, return_mean=False),
+        "batches": lambda m: m.get_normalized_expression(transform_batch=batches, silent=True),
+        "genes": lambda m: m.get_normalized_expression(library_size=10.0, gene_list=genes),
+        "z": lambda m: m.get_latent_representation(give_mean=False),
+        "dist": lambda m: m.get_latent_representation(indices=[3, 1], return_dist=True),
+        "params": lambda m: m.get_likelihood_parameters(give_mean=False, n_samples=2),
+        "corr": lambda m: m.get_feature_correlation_matrix(correlation_type="spearman"),
+        "mll": lambda m: m.get_marginal_ll(n_mc_samples=2, indices=[0, 4], return_mean=False),
+        "de": lambda m: m.differential_expression(
+            groupby="cluster", mode="change", delta=0.5, batch_correction=True, fdr_target=0.1
+        ).loc[adata.var_names],
+    }
+    results = {}
+    for cls in (scvi.model.SCVI, dv.model.ZINBVAE):
+        data = adata.copy()
+        cls.setup_anndata(data, batch_key="condition")
+        scvi.settings.seed = 0
+        model = cls(data, **SMALL)
+        with warnings.catch_warnings():  # SCVI's: too few steps to log, DE draws
+            if cls is scvi.model.SCVI:
+                warnings.simplefilter("ignore")
+            model.train(max_epochs=1, batch_size=64, enable_progress_bar=False)
+            results[cls] = {key: _contract(call(model)) for key, call in calls.items()}
+            means = {
+                "elbo": model.get_elbo(),
+                "rec": model.get_reconstruction_error()["reconstruction_loss"],
+                "mll": model.get_marginal_ll(n_mc_samples=2),
+            }
+        for key, mean in means.items():
+            assert np.isfinite(mean.item()), (cls, key)
+        assert means["elbo"].item() < 0 < means["rec"].item()  # signs as scvi-tools'
+    assert results[dv.model.ZINBVAE] == results[scvi.model.SCVI]

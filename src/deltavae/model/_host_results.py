@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import inspect
 
+import numpy as np
 import torch
 from scvi.model.base import VAEMixin
 
@@ -25,10 +26,11 @@ __all__ = ["HostResultsMixin"]
 
 
 def _on_host(value):
-    """scvi-tools' results as a user reads them: tensors on the CPU, a 0-d one as a float."""
+    """scvi-tools' results as a user reads them: tensors on the CPU, a 0-d one as a float
+    (``np.float64``, a ``float`` with scvi-tools' ``.item()``)."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu()
-        return float(value) if value.ndim == 0 else value
+        return np.float64(value) if value.ndim == 0 else value
     if isinstance(value, dict):
         return {key: _on_host(item) for key, item in value.items()}
     return value
@@ -67,7 +69,8 @@ class HostResultsMixin:
             return _on_host(super().get_marginal_ll(*args, **kwargs))
         call.arguments["return_mean"] = False
         per_cell = super().get_marginal_ll(*call.args[1:], **call.kwargs)
-        return float(torch.as_tensor(per_cell).double().mean())
+        # np.float64 as scvi-tools': a float that has .item() too.
+        return np.float64(torch.as_tensor(per_cell).double().mean())
 
     get_elbo.__doc__ = with_note(VAEMixin.get_elbo.__doc__, ON_THE_CPU)
     get_reconstruction_error.__doc__ = with_note(
