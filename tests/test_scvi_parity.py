@@ -351,7 +351,8 @@ def _contract(value):
 def test_read_outs_keep_scvi_tools_contract():
     """Read-outs as SCVI's on the same cells: types, shapes, dtypes, rows and columns. A mean
     ELBO or reconstruction error came as a plain float, where SCVI's 0-d tensor (and its
-    marginal ll's np.float64) have .item(): scvi-tools code calling it failed."""
+    marginal ll's np.float64) have .item(): scvi-tools code calling it failed. A 0-d array or
+    tensor as library_size was refused."""
     adata = dv.datasets.synthetic_counts(
         n_cells=150, n_genes=30, n_clusters=3, n_conditions=2, seed=0
     )
@@ -363,6 +364,8 @@ def test_read_outs_keep_scvi_tools_contract():
         "draws": lambda m: m.get_normalized_expression(n_samples=3, return_mean=False),
         "batches": lambda m: m.get_normalized_expression(transform_batch=batches, silent=True),
         "genes": lambda m: m.get_normalized_expression(library_size=10.0, gene_list=genes),
+        # A 0-d array or tensor, as scvi-tools takes it (was refused as not a number).
+        "0-d tensor": lambda m: m.get_normalized_expression(library_size=torch.tensor(10.0)),
         "z": lambda m: m.get_latent_representation(give_mean=False),
         "dist": lambda m: m.get_latent_representation(indices=[3, 1], return_dist=True),
         "params": lambda m: m.get_likelihood_parameters(give_mean=False, n_samples=2),
@@ -392,3 +395,6 @@ def test_read_outs_keep_scvi_tools_contract():
             assert np.isfinite(mean.item()), (cls, key)
         assert means["elbo"].item() < 0 < means["rec"].item()  # signs as scvi-tools'
     assert results[dv.model.ZINBVAE] == results[scvi.model.SCVI]
+    per_10 = model.get_normalized_expression(library_size=np.array(10.0))  # float32, summing to 10
+    assert per_10.dtypes.unique().tolist() == [np.float32]
+    np.testing.assert_allclose(per_10.sum(axis=1), 10.0, rtol=1e-5)

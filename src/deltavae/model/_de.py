@@ -76,7 +76,9 @@ class CheckedExpressionMixin(RNASeqMixin):
             data = self.adata if given.get("adata") is None else given["adata"]
             rows = selected_rows(data, given["indices"])
             args, kwargs = _set_argument(method, args, kwargs, "indices", rows)
-        check_library_size(given.get("library_size", 1))
+        library_size = check_library_size(given.get("library_size", 1))
+        if library_size is not given.get("library_size", 1):  # a 0-d array, as its number
+            args, kwargs = _set_argument(method, args, kwargs, "library_size", library_size)
         check_draws(given, ("n_samples", "n_samples_overall"))
         for arg, value in check_batches(self, given, ("transform_batch",)).items():
             args, kwargs = _set_argument(method, args, kwargs, arg, value)  # "107": batch 107

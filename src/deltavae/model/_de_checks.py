@@ -19,21 +19,26 @@ _MODES = ("vanilla", "change")
 _WEIGHTS = ("uniform", "importance", None)
 
 
-def check_library_size(library_size) -> None:
+def check_library_size(library_size):
     """scvi-tools' ``library_size``: ``"latent"`` or a finite number above 0 (0 gave zeros, a
-    negative number negative expression, NaN a table of NaN)."""
+    negative number negative expression, NaN a table of NaN). Returns it, a 0-d array or
+    tensor (``np.asarray(x).mean()``, ``torch.tensor(1e4)``, as scvi-tools takes) as a float."""
     if isinstance(library_size, str) and library_size == "latent":
-        return
+        return library_size
+    value = library_size
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # ndarray, tensor
+        value = value.item()
     if (
-        isinstance(library_size, bool)
-        or not isinstance(library_size, int | float | np.number)
-        or not np.isfinite(library_size)
-        or library_size <= 0
+        isinstance(value, bool)
+        or not isinstance(value, int | float | np.number)
+        or not np.isfinite(value)
+        or value <= 0
     ):
         raise ValueError(
             f"library_size must be a number above 0 (e.g. 1e4 for counts per 10,000) or "
             f"'latent'; got {library_size!r}."
         )
+    return value
 
 
 def check_draws(given: dict, names: tuple[str, ...]) -> None:
