@@ -87,8 +87,9 @@ genes): draws of randomly chosen cells, not one row per cell (scvi-tools' DataFr
 failed). ``indices`` is read as every read-out reads it: a boolean Series indexed by cell names
 selects those cells, by name."""
 
-ON_THE_CPU = """Results come on the CPU: a mean as a float, the values per cell as a CPU
-tensor (scvi-tools returns tensors on the module's device)."""
+ON_THE_CPU = """Results come on the CPU: a mean as a float (``np.float64``, with
+``.item()`` as scvi-tools' 0-d tensor), the values per cell as a CPU tensor (scvi-tools returns
+tensors on the module's device)."""
 
 RECONSTRUCTION_SIGN = (
     """Against scvi-tools' note above, the value is each cell's negative
@@ -96,7 +97,7 @@ log-likelihood ``-log p(x | z)`` (as scvi-tools computes it too): lower is bette
     + ON_THE_CPU
 )
 
-MARGINAL_MEAN = """``return_mean=True`` gives the mean over the cells, as a float: scvi-tools
+MARGINAL_MEAN = """``return_mean=True`` gives the mean over the cells, as ``np.float64``: scvi-tools
 averaged the minibatches' means, so a short last minibatch weighed as much as a full one and
 the result moved with ``batch_size``. Per cell (``return_mean=False``): a CPU tensor."""
 
