@@ -62,6 +62,10 @@ def test_nmfdeconv_load_skips_the_start(split, inference, reference, tmp_path, m
         # The NMF start's limit (factors <= spots) is no reason to refuse fewer spots.
         few = dv.model.NMFDeconv.load(tmp_path / "m", spots[:2].copy())
         assert few.get_proportions().shape == (2, 3)
+    if inference == "per_spot" and not reference:
+        # A subset of its own spots was told "loads onto those spots only", which it is.
+        with pytest.raises(ValueError, match=r"loads onto all of them; got 20 of them\. Load it"):
+            dv.model.NMFDeconv.load(tmp_path / "m", spots[5:25].copy())
 
 
 @pytest.mark.filterwarnings("ignore:merge_threshold=0.9 would merge every archetype")

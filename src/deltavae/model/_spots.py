@@ -400,6 +400,12 @@ def fitted_spots(adata, attr_dict: dict, state_dict: dict, parameter, model: str
     which = f", {len(unknown)} of them not fitted (e.g. {unknown[:3].tolist()})"
     if fitted is not None:  # Archetypes' parameter spans its candidate spots, not all
         n_fitted = len(fitted)
+    if fitted is not None and not len(unknown) and not names.has_duplicates:
+        raise ValueError(  # a subset of its spots: "those spots only" read as allowed
+            f"This {model} fitted parameters for each of its {n_fitted} spots, so it loads "
+            f"onto all of them; got {len(names)} of them. Load it with all {n_fitted} spots "
+            "and read these with the read-outs' indices= (their positions)."
+        )
     raise ValueError(
         f"This {model} fitted parameters for each of its {n_fitted} spots, so it loads onto "
         f"those spots only; got {len(names)} spots{which if len(unknown) else ''}. Pass the "
