@@ -64,7 +64,8 @@ def test_nmfdeconv_load_skips_the_start(split, inference, reference, tmp_path, m
         assert few.get_proportions().shape == (2, 3)
     if inference == "per_spot" and not reference:
         # A subset of its own spots was told "loads onto those spots only", which it is.
-        with pytest.raises(ValueError, match=r"loads onto all of them; got 20 of them\. Load it"):
+        subset = r"takes all of them; got 20 spots, a subset of them\. Pass all 40"
+        with pytest.raises(ValueError, match=subset):
             dv.model.NMFDeconv.load(tmp_path / "m", spots[5:25].copy())
 
 
@@ -117,6 +118,26 @@ def test_latent_imputer_holds_its_reference_cells_once(split, tmp_path):
     )
 
 
+def _fitted(model) -> dict:
+    return {k: v for k, v in vars(model).items() if k.endswith("_") and not k.startswith("_")}
+
+
+def test_load_holds_the_fitted_attributes_the_saved_model_held(tmp_path):
+    """scvi-tools saves the class defaults of attributes ending in "_" and load set them on
+    the model: a reload held best_epoch_, diverged_, reference_diverged_ and train_args_ in
+    vars(model) that the model saved did not (a trained one, reference_diverged_)."""
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    model.save(tmp_path / "m")
+    loaded = dv.model.ZINBVAE.load(tmp_path / "m", adata)
+    assert _fitted(loaded).keys() == _fitted(model).keys()
+    assert {"best_epoch_", "diverged_", "reference_diverged_", "train_args_"} <= _fitted(
+        model
+    ).keys()
+    assert model.reference_diverged_ is None and loaded.train_args_ is None
+
+
 def _cells(seed=0):
     return dv.datasets.synthetic_counts(
         n_cells=120, n_genes=20, n_clusters=2, n_conditions=2, seed=seed
@@ -144,6 +165,7 @@ def test_cell_models_load_genes_in_another_order_on_a_copy(cls, tmp_path):
     moved = adata[:, [1, 0, *range(2, 20)]].copy()
     with pytest.warns(UserWarning, match=r"another order \(2 moved; e.g. position 0 .*a copy"):
         loaded = cls.load(tmp_path / "m", moved)
+    assert _fitted(loaded).keys() == _fitted(model).keys()  # reference_diverged_ was added
     assert list(moved.var_names) == list(adata.var_names[[1, 0, *range(2, 20)]])
     assert list(loaded.adata.var_names) == list(adata.var_names)
     np.testing.assert_array_equal(

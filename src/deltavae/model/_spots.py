@@ -402,9 +402,9 @@ def fitted_spots(adata, attr_dict: dict, state_dict: dict, parameter, model: str
         n_fitted = len(fitted)
     if fitted is not None and not len(unknown) and not names.has_duplicates:
         raise ValueError(  # a subset of its spots: "those spots only" read as allowed
-            f"This {model} fitted parameters for each of its {n_fitted} spots, so it loads "
-            f"onto all of them; got {len(names)} of them. Load it with all {n_fitted} spots "
-            "and read these with the read-outs' indices= (their positions)."
+            f"This {model} fitted parameters for each of its {n_fitted} spots, so it takes "
+            f"all of them; got {len(names)} spots, a subset of them. Pass all {n_fitted} and "
+            "read these with the read-outs' indices= (their positions)."
         )
     raise ValueError(
         f"This {model} fitted parameters for each of its {n_fitted} spots, so it loads onto "
