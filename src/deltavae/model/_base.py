@@ -38,7 +38,7 @@ from ._history import HistoryMixin
 from ._labels import check_known_categories, with_labels_column
 from ._matrices import check_still_on_disk, memory_copy
 from ._reference_record import warn_if_diverged
-from ._saved import Saving, _package_version
+from ._saved import Saving, _package_version, own_fitted_attributes
 from ._scvi_glue import (
     Picklable,
     _OnDevice,
@@ -139,8 +139,8 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         self.init_params_ = self._get_init_params(init_locals)
 
     def _record_version(self) -> None:
-        # Saved with the model (attributes ending in "_" are), checked on load.
-        self.deltavae_version_ = _package_version()
+        self.deltavae_version_ = _package_version()  # saved with the model, checked on load
+        own_fitted_attributes(self)  # the class's "_"-ending defaults, held as load holds them
 
     @records_train_args
     def train(

@@ -41,6 +41,22 @@ def _package_version() -> str:
         return "0.0.0"
 
 
+def own_fitted_attributes(model) -> None:
+    """Hold the class defaults of the fitted attributes (``best_epoch_``, ``diverged_``,
+    ``reference_diverged_``, ``train_args_``, ...) as the model's own.
+
+    scvi-tools' ``save`` keeps every attribute ending in ``_``, class defaults included, and
+    ``load`` sets them all on the model: a loaded model held in ``vars(model)`` what the saved
+    one read from its class (``reference_diverged_`` on every model, three more untrained), so
+    comparing the fitted attributes of a model and its reload found keys on one side only.
+    """
+    for name in dir(type(model)):
+        if name.endswith("_") and not name.startswith("_"):
+            value = inspect.getattr_static(type(model), name)
+            if not (inspect.isroutine(value) or isinstance(value, (property, classmethod))):
+                vars(model).setdefault(name, value)
+
+
 def weights_digest(state_dict: dict) -> dict[str, str]:
     """SHA-256 of each saved parameter and buffer (type, shape, bytes), by name.
 
