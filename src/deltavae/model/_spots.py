@@ -404,7 +404,8 @@ def fitted_spots(adata, attr_dict: dict, state_dict: dict, parameter, model: str
         raise ValueError(  # a subset of its spots: "those spots only" read as allowed
             f"This {model} fitted parameters for each of its {n_fitted} spots, so it takes "
             f"all of them; got {len(names)} spots, a subset of them. Pass all {n_fitted} and "
-            "read these with the read-outs' indices= (their positions)."
+            f"read these with the read-outs' indices= (their positions); for other spots "
+            f"{_PER_SPOT_ADVICE[model]}."
         )
     raise ValueError(
         f"This {model} fitted parameters for each of its {n_fitted} spots, so it loads onto "
