@@ -470,6 +470,10 @@ def test_bad_labels():
     dv.model.CGMDVAE.setup_anndata(adata, labels_key="label")
     with pytest.raises(ValueError, match="smaller than the 4 labels"):
         dv.model.CGMDVAE(adata, n_clusters=3)
+    # Every cell marked unlabelled: the message said only "holds no labelled cell".
+    adata.obs["none"] = "Unknown"
+    with pytest.raises(ValueError, match=r"marked unlabelled \('Unknown'\).*omit labels_key"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="none")
 
 
 def test_condition_free_prior_option():

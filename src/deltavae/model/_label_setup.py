@@ -102,7 +102,12 @@ def check_label_setup(
         )
     unlabelled = str(unlabelled_mark(column, unlabeled_category, default))
     if labels.nunique() - int((labels == unlabelled).any()) < 1:
-        raise ValueError(f"labels_key={labels_key!r} holds no labelled cell.")
+        raise ValueError(
+            f"labels_key={labels_key!r} holds no labelled cell: every cell of "
+            f"adata.obs[{labels_key!r}] is marked unlabelled ({short_repr(unlabelled)}). Label "
+            "some cells for semi-supervised training, or omit labels_key to cluster without "
+            "labels."
+        )
     if isinstance(column.dtype, pd.CategoricalDtype):
         unused = [str(c) for c in column.cat.categories if not (column == c).any()]
         unused = [c for c in unused if c != unlabelled]
