@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import scvi
 
 import deltavae as dv
 
@@ -322,6 +323,37 @@ def test_a_label_an_earlier_fit_trained_is_not_said_to_be_untrained():
         model.train(max_epochs=1, datasplitter_kwargs=splits, **FAST)
     assert not [w for w in record if "No labelled cell" in str(w.message)]
     assert model.trained_labels_ == ["0", "1", "rare"]
+
+
+def test_the_default_split_trains_a_cell_of_every_label_as_scanvis_does():
+    """One labelled cell per type (scANVI's few-labels use): the default split validated a
+    type's only cell (10% a cell), and its cluster learned no cell of it; scvi-tools'
+    SemiSupervisedDataSplitter keeps such cells in training. Sizes and cells stay."""
+    from deltavae.train import DeltaDataSplitter
+
+    adata = _cells(n_cells=200)
+    types = np.full(adata.n_obs, "Unknown", dtype=object)
+    types[:20] = [f"t{i}" for i in range(20)]  # 20 labels of one cell each
+    adata.obs["type"] = types
+    with pytest.warns(UserWarning, match="fewer than 3 cells"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="type")
+    model = dv.model.CGMDVAE(adata, n_clusters=20, **SMALL)
+    splitter = DeltaDataSplitter(model.adata_manager, train_size=0.5, validation_size=0.3)
+    splitter.split()
+    train, val, test = splitter.train_idx, splitter.val_idx, splitter.test_idx
+    assert (len(train), len(val), len(test)) == (100, 60, 40)
+    assert sorted(np.concatenate([train, val, test]).tolist()) == list(range(200))
+    assert set(range(20)) <= set(train.tolist())
+    # Every cell labelled: a label's only cell swaps with a cell of the largest label.
+    adata.obs["all"] = np.where(np.arange(adata.n_obs) == 0, "rare", "common")
+    with pytest.warns(UserWarning, match="fewer than 3 cells"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="all")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    for seed in range(3):
+        splitter = DeltaDataSplitter(model.adata_manager, train_size=0.1)
+        scvi.settings.seed = seed  # conftest sets it back to 0 for the next test
+        splitter.split()
+        assert 0 in splitter.train_idx and len(splitter.train_idx) == 20
 
 
 def test_labels_filled_in_with_predictions_after_training_leave_read_outs_working():

@@ -37,6 +37,8 @@ from scvi.dataloaders import AnnDataLoader, BatchDistributedSampler, DataSplitte
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, Subset
 from torch.utils.data._utils.collate import default_convert
 
+from ._label_split import keep_labels_in_training
+
 logger = logging.getLogger(__name__)
 
 
@@ -222,9 +224,15 @@ class DeltaDataSplitter(DataSplitter):
         Each process that split them drew its own split from ``scvi.settings.seed``, and with
         the seed unset (scvi-tools' default) a DDP worker's differed from the others': cells
         one process trained on, another validated on; and the model recorded none.
+        A label whose labelled cells all fell outside training gets one of them back, swapped
+        with an unlabelled training cell (:func:`keep_labels_in_training`).
         """
         if not hasattr(self, "train_idx"):
             super().setup()
+            if self.external_indexing is None:  # the user's own split is kept as given
+                parts = (self.train_idx, self.val_idx, self.test_idx)
+                parts = keep_labels_in_training(self.adata_manager, *parts)
+                self.train_idx, self.val_idx, self.test_idx = parts
 
     def setup(self, stage: str | None = None):
         """Split the cells (see :meth:`split`), under DDP as rank 0 did; in a DDP worker,
