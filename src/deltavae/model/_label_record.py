@@ -42,11 +42,15 @@ def warn_labels_without_training_cells(model) -> None:
     codes = _label_codes(model)
     trained = np.bincount(codes[np.asarray(cells, dtype=int)], minlength=len(model.label_names))
     before = getattr(model, "_labels_trained_before", None) or set()  # an earlier fit's
+    # A label no cell carries (an unused category, warned of by setup_anndata) has no cell
+    # that fell in a split: "theirs all fell in the validation split" was untrue of it.
+    held = np.bincount(codes, minlength=len(model.label_names))
     untrained = [
-        n for n, k in zip(model.label_names, trained, strict=False) if not k and n not in before
+        n
+        for n, k, h in zip(model.label_names, trained, held, strict=False)
+        if not k and h and n not in before
     ]
     if untrained:
-        held = np.bincount(codes, minlength=len(model.label_names))
         count = {n: int(held[model.label_names.index(n)]) for n in untrained}
         shown = ", ".join(f"{n!r} ({k} cell{'s' * (k != 1)})" for n, k in count.items())
         warn_user(
