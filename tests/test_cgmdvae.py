@@ -470,6 +470,12 @@ def test_bad_labels():
     dv.model.CGMDVAE.setup_anndata(adata, labels_key="label")
     with pytest.raises(ValueError, match="smaller than the 4 labels"):
         dv.model.CGMDVAE(adata, n_clusters=3)
+    # A label named as an extra cluster: two clusters of one name, read-outs failed.
+    adata.obs["clash"] = adata.obs["label"].replace({"3": "novel_1"})
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="clash")
+    dv.model.CGMDVAE(adata, n_clusters=5, n_hidden=8)  # novel_0 only: no clash
+    with pytest.raises(ValueError, match=r"include \['novel_1'\], the names of the 2 clusters"):
+        dv.model.CGMDVAE(adata, n_clusters=6)
     # Every cell marked unlabelled: the message said only "holds no labelled cell".
     adata.obs["none"] = "Unknown"
     with pytest.raises(ValueError, match=r"marked unlabelled \('Unknown'\).*omit labels_key"):

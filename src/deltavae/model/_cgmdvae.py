@@ -22,7 +22,12 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin, _OnDevice, callback_list
 from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin, LatentMixin
-from ._cgmdvae_sizes import latent_size, refuse_one_label, warn_one_value_conditions
+from ._cgmdvae_sizes import (
+    latent_size,
+    refuse_novel_clashes,
+    refuse_one_label,
+    warn_one_value_conditions,
+)
 from ._condition_counts import warn_untrained_combinations
 from ._count_advice import building_model, warn_if_counts
 from ._de import CheckedExpressionMixin
@@ -175,6 +180,7 @@ class CGMDVAE(
         labels = self.label_names
         refuse_one_label(labels, n_clusters)  # one cluster per label would be 1
         n_clusters = self._check_n_clusters(n_clusters)
+        refuse_novel_clashes(labels, n_clusters, setup["labels_key"])
         n_latent = latent_size(n_latent, n_clusters, observation.is_count, self.condition_keys)
         condition_alignment = check_condition_args(
             self, observation.is_count, condition_alignment, classifier_weight, condition_in_prior

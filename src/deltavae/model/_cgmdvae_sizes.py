@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import short_repr
 from ._validation import warn_user
 
 #: Largest z that n_latent="auto" picks (it follows K, the number of clusters, up to here).
@@ -20,6 +21,21 @@ def refuse_one_label(labels, n_clusters) -> None:
             f"The labels hold one label ({labels[0]!r}), and n_clusters defaults to one "
             "cluster per label; a mixture needs 2 or more: pass n_clusters=2 (the label "
             "and the other cells) or more."
+        )
+
+
+def refuse_novel_clashes(labels, n_clusters: int, labels_key) -> None:
+    """Labels named as the extra clusters (``novel_j``, one per cluster beyond the labels)
+    are refused: the clusters had two of one name, and the read-outs failed after training
+    (``Categorical categories must be unique``)."""
+    novel = {f"novel_{j}" for j in range(n_clusters - len(labels))}
+    clashes = [label for label in labels if label in novel]
+    if clashes:
+        raise ValueError(
+            f"The labels in {labels_key!r} include {short_repr(clashes)}, the names of the "
+            f"{n_clusters - len(labels)} clusters beyond the labels (novel_0, novel_1, ...): "
+            f"rename those labels before setup_anndata, e.g. adata.obs[{labels_key!r}] = "
+            f"adata.obs[{labels_key!r}].replace({{{clashes[0]!r}: 'new {clashes[0]}'}})."
         )
 
 
