@@ -339,7 +339,7 @@ def test_the_default_split_trains_a_cell_of_every_label_as_scanvis_does():
     types[:20] = [f"t{i}" for i in range(20)]  # 20 labels of one cell each
     adata.obs["type"] = types
     with pytest.warns(UserWarning, match="fewer than 3 cells"):
-        dv.model.CGMDVAE.setup_anndata(adata, labels_key="type")
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="type", condition_key="condition")
     model = dv.model.CGMDVAE(adata, n_clusters=20, **SMALL)
     splitter = DeltaDataSplitter(model.adata_manager, train_size=0.5, validation_size=0.3)
     splitter.split()
@@ -347,6 +347,14 @@ def test_the_default_split_trains_a_cell_of_every_label_as_scanvis_does():
     assert (len(train), len(val), len(test)) == (100, 60, 40)
     assert sorted(np.concatenate([train, val, test]).tolist()) == list(range(200))
     assert set(range(20)) <= set(train.tolist())
+    # Swapped with unlabelled cells of their conditions: each condition's share is scvi-tools'.
+    plain = np.random.RandomState(seed=0).permutation(200)[60:160]
+    condition = adata.obs["condition"].to_numpy()
+    assert (
+        pd.Series(condition[train])
+        .value_counts()
+        .equals(pd.Series(condition[plain]).value_counts())
+    )
     # Every cell labelled: a label's only cell swaps with a cell of the largest label.
     adata.obs["all"] = np.where(np.arange(adata.n_obs) == 0, "rare", "common")
     with pytest.warns(UserWarning, match="fewer than 3 cells"):

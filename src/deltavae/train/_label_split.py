@@ -34,6 +34,7 @@ def keep_labels_in_training(adata_manager, train, val, test) -> tuple:
     >>> class M:  # a manager whose cells 0-3 are labelled 0, 1, 1, unlabelled
     ...     registry = {"field_registries": {"labels": {"state_registry": {
     ...         "unlabeled_category": "U", "categorical_mapping": ["a", "b", "U"]}}}}
+    ...     data_registry = {}  # no conditions
     ...     def get_from_registry(self, key):
     ...         return np.array([[0], [1], [1], [2]])
     >>> [p.tolist() for p in keep_labels_in_training(M(), np.array([1, 3]), np.array([0, 2]), [])]
@@ -46,6 +47,7 @@ def keep_labels_in_training(adata_manager, train, val, test) -> tuple:
         np.array(train, dtype=np.int64),
         [np.array(p, dtype=np.int64) for p in (val, test)],
     )
+    conditions = _condition_codes(adata_manager)
     for label in np.unique(codes[codes >= 0]):
         if (codes[train] == label).any():
             continue
@@ -56,10 +58,20 @@ def keep_labels_in_training(adata_manager, train, val, test) -> tuple:
             if counts.max(initial=0) < 2:
                 continue
             donors = np.flatnonzero(trained == counts.argmax())
+        part, at = next(
+            (p, np.flatnonzero(codes[p] == label)[0]) for p in parts if (codes[p] == label).any()
+        )
+        if conditions is not None:  # a donor of the cell's conditions keeps theirs in training
+            same = (conditions[train[donors]] == conditions[part[at]]).all(axis=1)
+            donors = donors[same] if same.any() else donors
         donor = donors[-1]  # train is shuffled already (scvi-tools' seeded permutation)
-        for part in parts:
-            held = np.flatnonzero(codes[part] == label)
-            if len(held):
-                part[held[0]], train[donor] = train[donor], part[held[0]]
-                break
+        part[at], train[donor] = train[donor], part[at]
     return (train, *parts)
+
+
+def _condition_codes(adata_manager) -> np.ndarray | None:
+    """Each cell's condition codes (cells x keys), ``None`` without conditions."""
+    if REGISTRY_KEYS.CAT_COVS_KEY not in adata_manager.data_registry:
+        return None
+    values = np.asarray(adata_manager.get_from_registry(REGISTRY_KEYS.CAT_COVS_KEY))
+    return values.reshape(len(values), -1) if values.size else None
