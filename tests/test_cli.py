@@ -245,7 +245,12 @@ def test_fit_missing_input_and_bad_usage(tmp_path, capsys):
     assert main(argv) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["fit", "in.h5ad", "--model", "nope", "--out", "x.h5ad"]) == 2
-    assert "invalid choice" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # one line, as every other error of bad input (argparse printed its usage block first)
+    assert "invalid choice" in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("deltavae fit: error: ") and "(see deltavae fit --help)" in err
+    assert main(["fit", "--classifier-weight", "-1", "in.h5ad"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert main(["demo", "--epochs", "0"]) == 2
     assert main(["demo", "--n-cells", "10", "--out", str(tmp_path)]) == 2
     assert "--n-cells must lie between" in capsys.readouterr().err

@@ -15,6 +15,15 @@ MIN_SPOTS = 5
 CLASSIFIER_WEIGHT = 50.0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line on stderr (exit status 2), as the
+    command's other errors of bad input are: argparse printed its usage block, about twenty
+    lines for ``fit``, before the line that says what was wrong."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def positive_int(text: str) -> int:
     """``text`` as an integer of at least 1; else a usage error.
 

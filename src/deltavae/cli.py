@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from deltavae import __version__
 from deltavae._cli_args import (
     CLASSIFIER_WEIGHT,
+    OneLineParser,
     add_spatial_options,
     fraction,
     non_negative_float,
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     >>> build_parser().parse_args(["demo", "--epochs", "5"]).epochs
     5
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="deltavae",
         description="Pyro VAEs for single-cell data on scvi-tools.",
     )
