@@ -123,7 +123,7 @@ def test_docstrings_say_where_the_answers_differ_from_scvi_tools():
     assert "-log p(x | z)`` (as scvi-tools computes it too): lower is better" in (
         doc(model.get_reconstruction_error)
     )
-    assert "gives the mean over the cells, as a float" in doc(model.get_marginal_ll)
+    assert "gives the mean over the cells, as ``np.float64``" in doc(model.get_marginal_ll)
     assert "Results come on the CPU" in doc(model.get_elbo)
 
 
