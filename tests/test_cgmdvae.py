@@ -668,6 +668,28 @@ def test_leiden_start_puts_labelled_cells_in_their_component():
     assert cb.method == "leiden"
 
 
+def test_one_labelled_cell_per_label_sharing_a_start_cluster_keeps_its_name():
+    # Three blobs (clusters 0, 1, 2), one labelled cell per label: label 1's cell at blob
+    # 0's centre, label 0's on blob 0's edge towards blob 1 (so in cluster 0 too), label
+    # 2's in blob 2. Blob 0 is label 1's and blob 1, nearest label 0's cell, label 0's;
+    # counting the agreeing cells alone left this tie to the clusters' order.
+    from deltavae.train._graph_clusters import match_labels
+
+    rng = np.random.default_rng(0)
+    blob = np.repeat([0, 1, 2], 50)
+    points = rng.normal(scale=0.5, size=(150, 2)) + np.array([[0, 0], [10, 0], [0, 10]])[blob]
+    points[0], points[1], points[100] = (0, 0), (4, 0), (0, 10)
+    y = np.full(150, -1)
+    y[[0, 1, 100]] = [1, 0, 2]
+    assignments = match_labels(blob, y, 3, points)
+    np.testing.assert_array_equal(assignments[2:50], 1)
+    np.testing.assert_array_equal(assignments[50:100], 0)
+    np.testing.assert_array_equal(assignments[100:], 2)
+    assert assignments[1] == 0  # labelled cells keep their own component
+    # Without coordinates: the counts alone, as before.
+    assert match_labels(blob, y, 3)[2:50].tolist() == [0] * 48
+
+
 def test_spectral_mixture_start_keeps_curved_groups_whole_without_umap():
     from sklearn.cluster import KMeans
     from sklearn.datasets import make_moons

@@ -180,13 +180,20 @@ def exactly_k(z: np.ndarray, labels: np.ndarray, k: int, seed: int) -> np.ndarra
     return labels
 
 
-def match_labels(clusters: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+def match_labels(
+    clusters: np.ndarray, y: np.ndarray, k: int, points: np.ndarray | None = None
+) -> np.ndarray:
     """Number ``k`` clusters so that labelled cells fall in their label's component.
 
     ``y`` holds each cell's component for labelled cells (``0 .. n_known-1``) and -1 for the
     others. Clusters are matched one to one to components, maximising the labelled cells
     that agree (Hungarian algorithm); the clusters left over take the free components.
-    Labelled cells then keep their own component whatever their cluster.
+    With ``points`` (the cells' coordinates), matchings that agree on as many labelled
+    cells are told apart by the distances of each cluster's mean to its label's labelled
+    cells' mean: where a cluster holds the only labelled cells of two labels, the label
+    whose cells lie nearer its centre takes it and the other one the nearest cluster left
+    (:func:`~deltavae.train._label_matching.label_distances`). Labelled cells then keep
+    their own component whatever their cluster.
 
     Examples
     --------
@@ -195,9 +202,14 @@ def match_labels(clusters: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     """
     from scipy.optimize import linear_sum_assignment
 
+    from ._label_matching import label_distances
+
     labelled = y >= 0
     overlap = np.zeros((k, k))
     np.add.at(overlap, (clusters[labelled], y[labelled]), 1)
+    if points is not None:
+        # Below one labelled cell in all: never outweighs the cells that agree.
+        overlap -= label_distances(points, clusters, y, k) / (k + 1)
     rows, cols = linear_sum_assignment(overlap, maximize=True)
     component = np.empty(k, dtype=np.int64)
     component[rows] = cols

@@ -475,7 +475,7 @@ class MixtureInitialization(Callback):
         every_cell_labelled = y is not None and bool((y >= 0).all())
         if self.method == "leiden" and not every_cell_labelled and len(points) > 2 * k:
             clusters = _leiden(points, k, self.seed, group, data)
-            return clusters if y is None else match_labels(clusters, y, k)
+            return clusters if y is None else match_labels(clusters, y, k, points)
         if self.method in ("umap", "spectral") and not every_cell_labelled:
             embed = _embed if self.method == "umap" else _spectral
             points = embed(points, k, self.seed, group)
