@@ -4,7 +4,8 @@ With one or two labelled cells per label, two labels' cells may fall in the same
 cluster (a labelled cell on the edge of its type in the early latent space). Counting the
 labelled cells that agree then leaves the names to the clusters' order; the distances here
 let the label whose cells lie nearer a cluster's centre take it, and the other label the
-nearest cluster left.
+nearest cluster left, whatever the labels' order. A lone labelled cell whose z lies
+inside another type's start cluster (its neighbours there too) is not told apart by z.
 """
 
 from __future__ import annotations
