@@ -1,5 +1,7 @@
 """Shared fixtures: small synthetic count data with known clusters and conditions."""
 
+import sys
+
 import matplotlib
 import pytest
 import scvi
@@ -13,6 +15,14 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed():
     scvi.settings.seed = 0
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Every test's figures closed after it (matplotlib keeps them open, and warns past 20)."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -28,12 +28,6 @@ def trained():
     return model, adata
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 def _assert_png(path):
     assert path.is_file()
     assert path.stat().st_size > 1000

@@ -15,12 +15,6 @@ from matplotlib.text import Text  # noqa: E402
 import deltavae as dv  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 @pytest.fixture
 def clustered():
     """200 cells, 4 clusters: the first half certain, the second half uniform."""

@@ -14,12 +14,6 @@ import pytest  # noqa: E402
 import deltavae as dv  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 def _frames(kl):
     epochs = np.arange(len(kl))
     elbo = 300.0 - 10 * epochs

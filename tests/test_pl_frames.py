@@ -5,33 +5,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import anndata as ad  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import scanpy as sc  # noqa: E402
+from _spot_panels import spot_panels  # noqa: E402
 
 import deltavae as dv  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 def _spots(n=30):
-    rng = np.random.default_rng(0)
-    spots = ad.AnnData(rng.poisson(2.0, (n, 2)).astype(np.float32))
-    spots.var_names = ["g0", "g1"]
-    spots.obsm["spatial"] = rng.uniform(0, 100, size=(n, 2))
-    spots.obsm["proportions"] = pd.DataFrame(
-        rng.dirichlet([1, 1], n), index=spots.obs_names, columns=["Astro", "Neuron"]
-    )
-    spots.obsm["cgmdvae_cluster_probs"] = rng.dirichlet([1, 1, 1], n)
-    spots.obs["region"] = pd.Categorical(rng.choice(["a", "b"], n))
-    return spots
+    return spot_panels(n, (0, 100))
 
 
 _HISTORY = {"elbo_train": pd.DataFrame({"elbo_train": [3.0, 2.0, 1.5]})}

@@ -17,12 +17,6 @@ import pytest  # noqa: E402
 import deltavae as dv  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 def _cells(n=120, k=12):
     rng = np.random.default_rng(0)
     adata = ad.AnnData(np.zeros((n, 3), dtype=np.float32))

@@ -6,33 +6,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import anndata as ad  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from _spot_panels import spot_panels  # noqa: E402
 
 import deltavae as dv  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 def _visium(n=30):
     """Spots in full-resolution pixels with a Space Ranger library (hires and lowres images)."""
-    rng = np.random.default_rng(0)
-    spots = ad.AnnData(rng.poisson(2.0, (n, 2)).astype(np.float32))
-    spots.var_names = ["g0", "g1"]
-    spots.obsm["spatial"] = rng.uniform(2000, 8000, size=(n, 2))
-    spots.obsm["proportions"] = pd.DataFrame(
-        rng.dirichlet([1, 1], n), index=spots.obs_names, columns=["Astro", "Neuron"]
-    )
-    spots.obsm["cgmdvae_cluster_probs"] = rng.dirichlet([1, 1, 1], n)
-    spots.obsm["X_umap"] = rng.normal(size=(n, 2))
-    spots.obs["region"] = pd.Categorical(rng.choice(["a", "b"], n))
+    spots = spot_panels(n, (2000, 8000), umap=True)
     factors = {"tissue_hires_scalef": 0.1, "tissue_lowres_scalef": 0.03}
     factors["spot_diameter_fullres"] = 90.0
     images = {"hires": np.ones((80, 80, 3)), "lowres": np.ones((24, 24, 3))}
