@@ -1,9 +1,10 @@
 """What CGMDVAE's fits recorded of their cells, per AnnData (``fit_records_``, saved): the pooled
 records ``sample``, ``translate`` and the checks read (``condition_counts_``,
 ``condition_combinations_``, ``condition_counts_with_validation_``, ``cluster_conditions_``,
-``library_log_stats_``) are their sums over every AnnData the model trained on, each AnnData
-(its cells by name: :func:`~deltavae.train._record.cells_digest`) by its last fit, as the
-per-condition library moments are (``library_log_moments_``).
+``library_log_stats_``, and the per-condition and per-cluster library moments of
+``library_log_stats_by_condition_`` / ``_by_cluster_``) are their sums over every AnnData the
+model trained on, each AnnData (its cells by name:
+:func:`~deltavae.train._record.cells_digest`) by its last fit.
 
 A fit on A, then B, then A again counted A twice: only the last AnnData's earlier record was
 taken back before a fit added its cells.

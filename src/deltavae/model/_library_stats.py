@@ -61,28 +61,27 @@ def _moments(log_lib: np.ndarray, groups: list) -> dict:
 
 
 def _record_moments(model, kind: str, log_lib: np.ndarray, groups: list) -> None:
-    """This fit's :func:`_moments` kept with the model (``library_log_moments_``, saved) for
-    the AnnData it trained on (its cells by name: :func:`~deltavae.train._record.cells_digest`),
-    in place of that AnnData's last fit's; ``library_log_stats_by_<kind>_`` (``kind``:
-    ``"condition"`` or ``"cluster"``) pooled over every AnnData's. A fit on other cells
-    replaced the stats of each combination they shared, while ``library_log_stats_`` and the
-    counts ``sample`` draws from pooled them; a fit again on the same cells counts them once."""
-    from ..train._record import cells_digest
+    """This fit's :func:`_moments` kept as the record of the AnnData it trained on
+    (``fit_records_``: :func:`~deltavae.model._fit_records.keep`), in place of that AnnData's
+    last fit's; ``library_log_stats_by_<kind>_`` (``kind``: ``"condition"`` or
+    ``"cluster"``) pooled over every AnnData's. A fit on other cells replaced the stats of
+    each combination they shared, while ``library_log_stats_`` and the counts ``sample`` draws
+    from pooled them; a fit again on the same cells counts them once."""
+    from ._fit_records import EARLIER, keep
 
-    recorded = getattr(model, "library_log_moments_", None)
-    # A model saved before the moments were kept keeps its earlier stats beside these.
-    earlier = getattr(model, f"library_log_stats_by_{kind}_", None) if recorded is None else None
-    recorded = {digest: dict(fits) for digest, fits in (recorded or {}).items()}
-    recorded.setdefault(cells_digest(model.adata.obs.index), {})[kind] = _moments(log_lib, groups)
-    model.library_log_moments_ = recorded
+    stats_name = f"library_log_stats_by_{kind}_"
+    moments = _moments(log_lib, groups)
+    # A model saved before the records kept its earlier stats: kept beside these, as they were.
+    records = keep(model, f"library_moments_{kind}", moments, getattr(model, stats_name, None))
+    earlier = records.pop(EARLIER, None) or {}
     joined: dict = {}
-    for fits in recorded.values():
-        for combo, (n, mean, sd) in fits.get(kind, {}).items():
+    for fits in records.values():
+        for combo, (n, mean, sd) in fits.items():
             n_before, *before = joined.get(combo, (0, None, None))
             mean, sd = pooled(tuple(before) if n_before else None, n_before, (mean, sd), n)
             joined[combo] = (n_before + n, mean, sd)
     stats = {c: (m, s if n >= MIN_CELLS_FOR_SD else None) for c, (n, m, s) in joined.items()}
-    setattr(model, f"library_log_stats_by_{kind}_", {**(earlier or {}), **stats})
+    setattr(model, stats_name, {**earlier, **stats})
 
 
 def record_cluster_library_stats(
