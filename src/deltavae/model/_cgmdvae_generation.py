@@ -78,10 +78,12 @@ class GenerationMixin:
             every part to draw cells where none trained (the model extrapolates, with a
             warning). A model saved before ``cluster_conditions_`` was kept draws the
             cluster from p(y | d) p(d) and the conditions from their own frequencies. For
-            count likelihoods each cell's library size is drawn from the log-normal of the
-            cells (outside the test split) of its cluster and conditions (cell types differ
-            in depth; scvi-tools' library prior is per batch), else of its conditions, else
-            of all those cells.
+            count likelihoods each cell's library size is drawn from the observed library
+            sizes (their percentiles, interpolated) of the cells (outside the test split) of
+            its cluster and conditions (cell types differ in depth, and in the skew of their
+            depths; scvi-tools' library prior is per batch), else of its conditions; from a
+            log-normal of the group's moments where it had fewer than 10 cells, of all those
+            cells where it had none.
         seed
             Random seed for reproducible samples: the same seed gives the same cells on a GPU
             as on the CPU (the draws are made on the CPU), and its first cells are the same
@@ -145,8 +147,8 @@ class GenerationMixin:
             y, codes = draw_cells(self, n_cells, y_given, row, cells)
             cats = None if codes is None else torch.as_tensor(codes, device=module.device)
             stats = self._library_log_stats()
-            if stats is not None:  # the training cells' of each cell's cluster and conditions
-                stats = cell_library_stats(self, cats, stats, y)
+            if stats is not None:  # the observed ones of each cell's cluster and conditions
+                stats = cell_library_stats(self, cats, stats, y, draw=True)
             draws = module.generate(n_cells, cats, y, stats, cells, batch_size)
         if cats is not None:  # a dict naming every key: a combination that may not have trained
             warn_untrained_combinations(self, cats.cpu().numpy(), "sample")

@@ -2,7 +2,8 @@
 records ``sample``, ``translate`` and the checks read (``condition_counts_``,
 ``condition_combinations_``, ``condition_counts_with_validation_``, ``cluster_conditions_``,
 ``library_log_stats_``, and the per-condition and per-cluster library moments of
-``library_log_stats_by_condition_`` / ``_by_cluster_``) are their sums over every AnnData the
+``library_log_stats_by_condition_`` / ``_by_cluster_`` and quantiles of
+``library_log_quantiles_by_condition_`` / ``_by_cluster_``) are their sums over every AnnData the
 model trained on, each AnnData (its cells by name:
 :func:`~deltavae.train._record.cells_digest`) by its last fit.
 

@@ -15,6 +15,7 @@ import torch
 from scvi import REGISTRY_KEYS
 
 from ._condition_counts import pooled
+from ._library_quantiles import group_quantiles, library_draw, record_quantiles
 from ._matrices import row_sums
 
 #: The fewest cells of a combination of conditions whose spread of library sizes is its own.
@@ -82,6 +83,9 @@ def _record_moments(model, kind: str, log_lib: np.ndarray, groups: list) -> None
             joined[combo] = (n_before + n, mean, sd)
     stats = {c: (m, s if n >= MIN_CELLS_FOR_SD else None) for c, (n, m, s) in joined.items()}
     setattr(model, stats_name, {**earlier, **stats})
+    # The groups' observed libraries, which sample draws from (their moments: where few cells)
+    counted = {c: n for c, (n, _, _) in joined.items()}
+    record_quantiles(model, kind, group_quantiles(log_lib, groups), MIN_CELLS_FOR_SD, counted)
 
 
 def record_cluster_library_stats(
@@ -104,7 +108,7 @@ def record_cluster_library_stats(
 
 
 def cell_library_stats(
-    model, cats: torch.Tensor | None, pooled: tuple[float, float], clusters=None
+    model, cats: torch.Tensor | None, pooled: tuple[float, float], clusters=None, draw=False
 ):
     """The mean and sd of each sampled cell's log library size, as ``(n, 1)`` tensors on the
     module's device: those of the cells (outside the test split) of its cluster
@@ -112,13 +116,21 @@ def cell_library_stats(
     conditions (``cats``, codes cells x keys), else those of its combination of conditions,
     else (a combination no cell carried, a model saved before these were kept, a model
     without conditions) ``pooled``, those of all cells outside the test split. A mean
-    without its own sd (few cells) takes the next one's sd."""
+    without its own sd (few cells) takes the next one's sd.
+
+    ``draw``: instead, the function of the cells' standard normal draws that gives their
+    log library sizes (:func:`~deltavae.model._library_quantiles.library_draw`): the
+    observed ones of the group whose mean it took (its quantiles, where it had
+    :data:`MIN_CELLS_FOR_SD` cells or more: ``library_log_quantiles_by_cluster_`` /
+    ``_by_condition_``), else log-normal from the mean and sd above (``pooled`` itself,
+    where every cell's are those)."""
     stats = getattr(model, "library_log_stats_by_condition_", None) or {}
     by_cluster = (
         getattr(model, "library_log_stats_by_cluster_", None) if clusters is not None else None
     )
+    like = model.module.alpha
     if (cats is None or not stats) and not by_cluster:
-        return pooled
+        return pooled  # drawn log-normal (draw too)
     n = len(clusters) if cats is None else len(cats)
     keys = model.condition_keys
     mappings = model._cat_state().mappings if keys else {}
@@ -128,16 +140,25 @@ def cell_library_stats(
         codes = np.column_stack([np.asarray(clusters).ravel(), codes])
     rows, inverse = np.unique(codes, axis=0, return_inverse=True)
     names = model.cluster_names if by_cluster else None
-    per_row = []
+    q_condition = getattr(model, "library_log_quantiles_by_condition_", None) or {}
+    q_cluster = getattr(model, "library_log_quantiles_by_cluster_", None) or {}
+    per_row, tables = [], []
     for row in rows:
         conditions = row[1:] if by_cluster else row
         values = tuple(known[j][c] for j, c in enumerate(conditions))
         mean, sd = stats.get(values, pooled) if cats is not None else pooled
+        table = q_condition.get(values) if cats is not None and values in stats else None
         sd = pooled[1] if sd is None else sd
-        if by_cluster:
-            mean, own = by_cluster.get((names[row[0]], *values), (mean, None))
+        if by_cluster and (names[row[0]], *values) in by_cluster:
+            mean, own = by_cluster[(names[row[0]], *values)]
             sd = sd if own is None else own
+            table = q_cluster.get((names[row[0]], *values))
         per_row.append((mean, sd))
-    table = torch.tensor(per_row, dtype=model.module.alpha.dtype, device=model.module.device)
-    cells = table[torch.as_tensor(np.asarray(inverse).ravel(), device=table.device)]
+        tables.append(table)
+    inverse = np.asarray(inverse).ravel()
+    if draw:
+        cells = torch.tensor(per_row, dtype=torch.float64)[torch.as_tensor(inverse)]
+        return library_draw(cells[:, :1], cells[:, 1:], [tables[i] for i in inverse], like)
+    table = torch.tensor(per_row, dtype=like.dtype, device=model.module.device)
+    cells = table[torch.as_tensor(inverse, device=table.device)]
     return cells[:, :1], cells[:, 1:]

@@ -30,7 +30,9 @@ class CGMDVAEGeneration:
         ``cluster`` fixes y, for every cell or (a tensor) each cell's (otherwise
         d ~ Dir(alpha), y ~ Cat(d)); for counts the log
         library size is drawn from N(mean, sd) given as ``library_log_stats`` (numbers, or
-        ``(n_cells, 1)`` tensors on the module's device: each cell's). Returns the
+        ``(n_cells, 1)`` tensors on the module's device: each cell's), or is
+        ``library_log_stats(z)`` of the cells' standard normal draws ``z`` (``(n_cells, 1)``,
+        float64 on the CPU; a function returning them on the module's device). Returns the
         cluster ``y``, ``w``, ``z``, the draws ``x`` and their expectation ``expected``, on
         the CPU. The random numbers come from ``draws``
         (:class:`~deltavae.distributions._draws.CellDraws`; ``None``: one seeded from torch's
@@ -58,8 +60,11 @@ class CGMDVAEGeneration:
         if self.observation.is_count:
             if library_log_stats is None:
                 raise ValueError("Count likelihoods need library_log_stats=(mean, sd).")
-            mean, sd = library_log_stats
-            library = draws.normal((n_cells, 1), self.alpha, "library") * sd + mean
+            if callable(library_log_stats):  # of the cells' normal draws, float64 on the CPU
+                library = library_log_stats(draws.normal((n_cells, 1), None, "library"))
+            else:
+                mean, sd = library_log_stats
+                library = draws.normal((n_cells, 1), self.alpha, "library") * sd + mean
         noise = None
         if self.observation.name == "normal":
             shape = (n_cells, self.n_input)
