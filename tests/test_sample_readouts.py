@@ -231,6 +231,17 @@ def test_a_combination_of_few_cells_draws_its_mean_with_the_spread_of_all():
     mean, sd = cell_library_stats(model, torch.tensor([[1], [0], [2]]), (5.0, 0.7))
     np.testing.assert_allclose(mean.ravel(), [np.log([400, 401]).mean(), stats[("a",)][0], 5.0])
     np.testing.assert_allclose(sd.ravel(), [0.7, stats[("a",)][1], 0.7], rtol=1e-6)
+    # Drawn: "b" log-normal (2 cells), "a" from its 30 cells' libraries, "z" (no cell) from
+    # those of all cells, where kept.
+    assert model.library_log_quantiles_by_condition_[("a",)][50] == pytest.approx(
+        np.median(np.log(totals[:30]))
+    )
+    model.library_log_quantiles_ = tuple(np.linspace(3.0, 4.0, 101))
+    draw = cell_library_stats(model, torch.tensor([[1], [0], [2]]), (5.0, 0.7), draw=True)
+    lib = draw(torch.tensor([[1.0], [0.0], [0.0]], dtype=torch.float64)).ravel()
+    assert lib[0] == pytest.approx(np.log([400, 401]).mean() + 0.7)
+    assert lib[1] == pytest.approx(np.median(np.log(totals[:30])))
+    assert lib[2] == pytest.approx(3.5) and lib.dtype == torch.float32
 
 
 def test_a_number_of_cells_that_is_not_a_positive_integer_is_named(labelled):
@@ -371,8 +382,11 @@ def test_a_cell_type_of_skewed_depths_is_sampled_at_its_observed_totals(tmp_path
     assert set(model.library_log_quantiles_by_cluster_) == {
         (t, c) for t in "AB" for c in ("ctrl", "stim")
     }
+    every = np.quantile(np.log(counts.sum(1)), np.linspace(0, 1, 101))
+    np.testing.assert_allclose(model.library_log_quantiles_, every)  # a novel cluster's
     model.save(tmp_path / "m")
     loaded = dv.model.CGMDVAE.load(tmp_path / "m", adata=adata)
+    assert loaded.library_log_quantiles_ == model.library_log_quantiles_
     assert loaded.library_log_quantiles_by_cluster_ == model.library_log_quantiles_by_cluster_
     assert loaded.fit_records_ == model.fit_records_
     np.testing.assert_array_equal(loaded.sample(400, label="A", seed=0).X, cells.X)

@@ -29,6 +29,7 @@ from ._fit_records import library as pooled_library
 from ._label_conditions import record_label_conditions, warn_unseen_label_conditions
 from ._labels import labels_of
 from ._latent_shift import data_floor
+from ._library_quantiles import record_pooled_quantiles
 from ._library_stats import cell_library_stats, log_libraries, record_library_stats
 from ._matrices import has_negatives
 from ._modes import evaluating
@@ -82,8 +83,8 @@ class GenerationMixin:
             sizes (their percentiles, interpolated) of the cells (outside the test split) of
             its cluster and conditions (cell types differ in depth, and in the skew of their
             depths; scvi-tools' library prior is per batch), else of its conditions; from a
-            log-normal of the group's moments where it had fewer than 10 cells, of all those
-            cells where it had none.
+            log-normal of the group's moments where it had fewer than 10 cells, from the
+            observed library sizes of all those cells where it had none.
         seed
             Random seed for reproducible samples: the same seed gives the same cells on a GPU
             as on the CPU (the draws are made on the CPU), and its first cells are the same
@@ -246,6 +247,7 @@ class GenerationMixin:
             # before it kept them per AnnData: ``earlier``)
             records = keep(self, "library_log_stats_", (len(rows), *stats), earlier)
             self.library_log_stats_ = pooled_library(records)
+            record_pooled_quantiles(self, log_lib, sum(r[0] for r in records.values()))
             record_library_stats(self, log_lib, rows)
         record_label_conditions(self)
         # The clusters and conditions sample draws together, and the depth of each.

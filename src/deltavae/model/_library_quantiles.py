@@ -1,7 +1,8 @@
 """The observed log library sizes that :meth:`deltavae.model.CGMDVAE.sample` draws each cell's
 from: :data:`LEVELS` quantiles of those of the cells (outside the test split) of each cluster
 and combination of conditions, kept with the model (``library_log_quantiles_by_cluster_``,
-``library_log_quantiles_by_condition_``; per AnnData in ``fit_records_``), read at a uniform
+``library_log_quantiles_by_condition_``, of all of them ``library_log_quantiles_``; per
+AnnData in ``fit_records_``), read at a uniform
 made of the cell's normal draw (``Phi(z)``): the cells' totals come as the group's observed
 ones, as resampling its cells' libraries would, without keeping every cell's.
 
@@ -65,6 +66,19 @@ def record_quantiles(model, kind: str, quantiles: dict, min_cells: int, cells: d
         f"library_log_quantiles_by_{kind}_",
         {c: q for c, (n, q) in joined.items() if n >= min_cells and cells.get(c) == n},
     )
+
+
+def record_pooled_quantiles(model, log_lib: np.ndarray, cells: int) -> None:
+    """``library_log_quantiles_``: the quantiles of ``log_lib`` (this fit's cells outside the
+    test split) pooled as ``library_log_stats_`` is over every AnnData's last fit (kept in
+    ``fit_records_``), which a cell of a group without cells (a novel cluster) is drawn
+    from; None where ``library_log_stats_`` pooled ``cells`` cells, more than the records
+    kept libraries of (a model saved before)."""
+    from ._fit_records import keep
+
+    part = (len(log_lib), tuple(float(v) for v in np.quantile(log_lib, np.linspace(0, 1, LEVELS))))
+    n, q = mixture(list(keep(model, "library_quantiles_all", part).values()))
+    model.library_log_quantiles_ = q if n == cells else None
 
 
 def library_draw(mean: torch.Tensor, sd: torch.Tensor, tables: list, like: torch.Tensor):

@@ -122,15 +122,21 @@ def cell_library_stats(
     log library sizes (:func:`~deltavae.model._library_quantiles.library_draw`): the
     observed ones of the group whose mean it took (its quantiles, where it had
     :data:`MIN_CELLS_FOR_SD` cells or more: ``library_log_quantiles_by_cluster_`` /
-    ``_by_condition_``), else log-normal from the mean and sd above (``pooled`` itself,
-    where every cell's are those)."""
+    ``_by_condition_``; ``library_log_quantiles_`` where it took ``pooled``), else
+    log-normal from the mean and sd above (``pooled`` itself where every cell's are those
+    and no quantiles were kept)."""
     stats = getattr(model, "library_log_stats_by_condition_", None) or {}
     by_cluster = (
         getattr(model, "library_log_stats_by_cluster_", None) if clusters is not None else None
     )
     like = model.module.alpha
+    q_pooled = getattr(model, "library_log_quantiles_", None) if draw else None
     if (cats is None or not stats) and not by_cluster:
-        return pooled  # drawn log-normal (draw too)
+        n = len(cats) if cats is not None else None if clusters is None else len(clusters)
+        if q_pooled is None or n is None:
+            return pooled  # drawn log-normal (draw too)
+        mean, sd = (torch.full((n, 1), v, dtype=torch.float64) for v in pooled)
+        return library_draw(mean, sd, [q_pooled] * n, like)
     n = len(clusters) if cats is None else len(cats)
     keys = model.condition_keys
     mappings = model._cat_state().mappings if keys else {}
@@ -147,7 +153,7 @@ def cell_library_stats(
         conditions = row[1:] if by_cluster else row
         values = tuple(known[j][c] for j, c in enumerate(conditions))
         mean, sd = stats.get(values, pooled) if cats is not None else pooled
-        table = q_condition.get(values) if cats is not None and values in stats else None
+        table = q_condition.get(values) if cats is not None and values in stats else q_pooled
         sd = pooled[1] if sd is None else sd
         if by_cluster and (names[row[0]], *values) in by_cluster:
             mean, own = by_cluster[(names[row[0]], *values)]
