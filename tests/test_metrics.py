@@ -680,3 +680,33 @@ def test_a_type_predicted_nowhere_is_warned_about_not_dropped_from_the_median():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dv.metrics.rmse(true, pred)
+
+
+def test_mean_expression_r2_reads_every_sparse_format():
+    """A COO, DIA or BSR matrix (scipy's sparse.random and coo_matrix give COO) failed in the
+    row chunks ('coo_matrix' object is not subscriptable); every format now gives the dense
+    input's value, scipy's pearsonr squared of the gene means."""
+    from scipy import sparse
+    from scipy.stats import pearsonr
+
+    rng = np.random.default_rng(0)
+    pred, obs, ctrl = (rng.poisson(2, (30, 12)).astype(float) for _ in range(3))
+    expected = pearsonr(pred.mean(0) - ctrl.mean(0), obs.mean(0) - ctrl.mean(0))[0] ** 2
+    for fmt in (sparse.coo_matrix, sparse.dia_matrix, sparse.bsr_matrix, sparse.csc_matrix):
+        score = dv.metrics.mean_expression_r2(fmt(pred), fmt(obs), control=fmt(ctrl))
+        assert score == pytest.approx(expected, abs=1e-12)
+
+
+def test_gene_order_refusals_name_the_side_that_has_names():
+    """An array predicted against AnnData observed and control in another order: the refusal
+    named predicted (an array, no var_names) and told to index by predicted.var_names."""
+    rng = np.random.default_rng(0)
+    names = [f"g{i}" for i in range(6)]
+    pred, obs = rng.gamma(2.0, size=(8, 6)), rng.gamma(2.0, size=(8, 6))
+    obs_named = ad.AnnData(obs, var=pd.DataFrame(index=names))
+    ctrl = ad.AnnData(rng.gamma(2.0, size=(8, 6)), var=pd.DataFrame(index=names))
+    match = r"observed and control hold the same genes in another order.*observed.var_names"
+    with pytest.raises(ValueError, match=match):
+        dv.metrics.mean_expression_r2(pred, obs_named, control=ctrl[:, ::-1])
+    with pytest.raises(ValueError, match="^predicted and control hold the same genes"):
+        dv.metrics.mean_expression_r2(obs_named, pred, control=ctrl[:, ::-1])

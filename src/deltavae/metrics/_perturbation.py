@@ -61,6 +61,8 @@ def gene_means(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
         raise ValueError(
             f"{name} holds no cells (shape {tuple(shape)}): check the selection that made it."
         )
+    if sparse.issparse(data) and data.format not in ("csr", "csc"):
+        data = data.tocsr()  # COO, DIA and BSR matrices cannot be sliced by rows
     if sparse.issparse(data) or _on_disk(data):
         means = _column_means(data)
     else:
@@ -247,7 +249,11 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
         of a differential-expression table, is matched by name; one on a 0, 1, ... index
         is refused, as it names no genes). Where a DataFrame labels its
         genes by integers, integers are those labels. At least 3 genes: the squared
-        correlation of 2 points is 1 whatever they are.
+        correlation of 2 points is 1 whatever they are. scGen's top DE genes are chosen
+        from the real cells alone, never from the prediction: the first 100 of
+        :func:`scanpy.tl.rank_genes_groups` (``method="wilcoxon"``) of the observed
+        stimulated cells against the control cells of the held-out type, on log-normalized
+        data (``benchmarks/transfer.py`` ``top_de_genes``; see the last example).
     control
         Cells x genes of the condition the prediction started from (e.g. the control cells
         given to ``predict_perturbation``), on the same scale and genes: score the change of
@@ -277,6 +283,16 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
     >>> ctrl = np.array([[1.0, 2.0, 3.0]])  # the change: (0, 0, 1) against (0, 0, 1)
     >>> round(mean_expression_r2(obs, obs, control=ctrl), 3)
     1.0
+
+    The top 100 DE genes of a held-out type (``ctrl``, ``stim``: its real cells, AnnData of
+    log-normalized data; ``pred``: its prediction on that scale):
+
+    >>> both = anndata.concat({"ctrl": ctrl, "stim": stim}, label="group")  # doctest: +SKIP
+    >>> sc.tl.rank_genes_groups(  # doctest: +SKIP
+    ...     both, "group", reference="ctrl", method="wilcoxon"
+    ... )
+    >>> top = both.uns["rank_genes_groups"]["names"]["stim"][:100].tolist()  # doctest: +SKIP
+    >>> mean_expression_r2(pred, stim, genes=top, control=ctrl)  # doctest: +SKIP
     """
     pred, pred_genes = gene_means(predicted, "predicted")
     true, true_genes = gene_means(observed, "observed")
@@ -285,7 +301,7 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
             f"predicted has {pred.size} genes and observed {true.size}; they must match."
         )
     _warn_if_scales_differ(pred, true)
-    _same_genes(pred_genes, true_genes, "observed")
+    _same_genes(pred_genes, true_genes, "predicted", "observed")
     if control is not None:
         ctrl, ctrl_genes = gene_means(control, "control")
         if ctrl.shape != pred.shape:
@@ -293,7 +309,10 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
                 f"control has {ctrl.size} genes and predicted {pred.size}; they must match."
             )
         _warn_if_scales_differ(ctrl, true)
-        _same_genes(pred_genes if pred_genes is not None else true_genes, ctrl_genes, "control")
+        named = "predicted" if pred_genes is not None else "observed"
+        _same_genes(
+            pred_genes if pred_genes is not None else true_genes, ctrl_genes, named, "control"
+        )
         pred_genes = pred_genes if pred_genes is not None else true_genes
         true_genes = true_genes if true_genes is not None else ctrl_genes
         pred, true = pred - ctrl, true - ctrl
@@ -388,18 +407,19 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
     return float(np.corrcoef(pred, true)[0, 1] ** 2)
 
 
-def _same_genes(pred_genes, other_genes, other: str) -> None:
-    """Refuse ``other`` (observed or control) whose gene names differ from predicted's."""
+def _same_genes(pred_genes, other_genes, named: str, other: str) -> None:
+    """Refuse ``other`` (observed or control) whose gene names differ from those of ``named``
+    (predicted, or observed where predicted names no genes: an array)."""
     if pred_genes is None or other_genes is None or np.array_equal(pred_genes, other_genes):
         return
     if set(pred_genes) == set(other_genes):
         raise ValueError(
-            f"predicted and {other} hold the same genes in another order; put them in one "
-            f"order first, e.g. {other} = {other}[:, predicted.var_names] (AnnData) or "
-            f"{other}[predicted.columns] (DataFrame)."
+            f"{named} and {other} hold the same genes in another order; put them in one "
+            f"order first, e.g. {other} = {other}[:, {named}.var_names] (AnnData) or "
+            f"{other}[{named}.columns] (DataFrame)."
         )
     only = sorted(map(str, set(pred_genes) ^ set(other_genes)))
     raise ValueError(
-        f"predicted and {other} have different genes ({len(only)} in one only, e.g. "
+        f"{named} and {other} have different genes ({len(only)} in one only, e.g. "
         f"{only[:3]}); subset both to the genes they share."
     )
