@@ -126,3 +126,25 @@ def test_a_model_without_condition_covariates_asks_for_the_column():
     ctrl = adata[adata.obs["condition"] == "ctrl"]
     with pytest.raises(ValueError, match=r"Pass condition_key, the obs column of the conditions"):
         vae.predict_perturbation(ctrl, "stim", balance_key="cluster")
+
+
+def test_a_decoded_translation_averaged_with_responses_says_so():
+    """translate(residual=False, response_weight=0.5) of a normal model averages the decoded
+    mean with the observed responses, but uns['prediction']['X'] said only "the model's
+    data's own scale" (the averaging was named with residual=True alone)."""
+    from anndata import AnnData
+
+    from deltavae.model._latent_shift import describe_prediction
+
+    class Normal:
+        module = type("Module", (), {"likelihood": "normal"})
+
+    out = AnnData(np.zeros((1, 1)))
+    describe_prediction(out, Normal(), "translate", "stim", residual=False, blended=True)
+    said = out.uns["prediction"]["X"]
+    assert "decoded under the target" in said and "averaged with the observed responses" in said
+    describe_prediction(out, Normal(), "translate", "stim", residual=True, blended=True)
+    said = out.uns["prediction"]["X"]
+    assert "observed data plus" in said and said.endswith("averaged with the observed responses")
+    describe_prediction(out, Normal(), "latent_shift", "stim")
+    assert out.uns["prediction"]["X"] == "the model's data's own scale"

@@ -136,7 +136,10 @@ def describe_prediction(
         scale = "probabilities" if likelihood == "bernoulli" else "the model's data's own scale"
         if residual:
             scale += ": each cell's observed data plus the model's change to the target"
-            scale += ", averaged with the observed responses" if blended else ""
+        elif method == "translate" and likelihood != "bernoulli":
+            scale += ": the model's mean decoded under the target"
+        # A decoded mean averaged with them too (response_weight > 0 without residual).
+        scale += ", averaged with the observed responses" if blended else ""
     out.uns["prediction"] = {"method": method, "target": str(target), "X": scale}
 
 
