@@ -710,3 +710,14 @@ def test_gene_order_refusals_name_the_side_that_has_names():
         dv.metrics.mean_expression_r2(pred, obs_named, control=ctrl[:, ::-1])
     with pytest.raises(ValueError, match="^predicted and control hold the same genes"):
         dv.metrics.mean_expression_r2(obs_named, pred, control=ctrl[:, ::-1])
+
+
+def test_an_anndata_without_x_is_named():
+    """An AnnData holding its data in layers only was refused as 'must be cells x genes
+    (2-D); got shape ()'."""
+    names = pd.DataFrame(index=list("abcd"))
+    cells = pd.DataFrame(index=[f"c{i}" for i in range(5)])
+    layers_only = ad.AnnData(obs=cells, var=names, layers={"counts": np.ones((5, 4))})
+    full = ad.AnnData(np.random.default_rng(0).random((5, 4)), obs=cells, var=names)
+    with pytest.raises(ValueError, match=r"predicted is an AnnData without X.*layers\['counts'\]"):
+        dv.metrics.mean_expression_r2(layers_only, full)

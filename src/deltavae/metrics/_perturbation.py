@@ -10,6 +10,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .._checks import short_repr
+
 
 def _on_disk(data) -> bool:
     """A matrix read from disk on slicing (a backed AnnData's X: an HDF5 or zarr dataset)."""
@@ -45,6 +47,11 @@ def gene_means(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
     genes = None
     if isinstance(data, AnnData):
         genes = np.asarray(data.var_names).astype(str)
+        if data.X is None:  # read as a 0-d array: "must be cells x genes; got shape ()"
+            raise ValueError(
+                f"{name} is an AnnData without X: pass the matrix to score, e.g. "
+                f"{name}.layers[{short_repr(next(iter(data.layers), 'counts'))}]."
+            )
         data = data.X
     elif isinstance(data, pd.DataFrame):  # get_normalized_expression's cells x genes
         text = [c for c in data.columns if not pd.api.types.is_numeric_dtype(data[c])]
