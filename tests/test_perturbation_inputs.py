@@ -31,8 +31,14 @@ def test_none_reads_the_models_own_cells(model):
     assert list(translated.obs_names) == list(model.adata.obs_names)
     assert set(translated.obs["condition"]) == {"stim"}
     assert list(model.adata.obs.columns) == columns  # the model's cells untouched
-    with pytest.raises(ValueError, match="one source condition"):
+    with pytest.raises(ValueError, match="one source condition") as err:
         model.predict_perturbation(None, "stim", method="latent_shift")
+    # The key was right ('stim' is one of its values): not told to name the column it named.
+    assert "condition_key was left out" not in str(err.value)
+    assert "Call once per source condition, e.g. adata[adata.obs['condition'] == 'ctrl']" in str(
+        err.value
+    )
+    assert "method='translate', which takes cells of several" in str(err.value)
 
 
 def test_a_matrix_for_adata_is_refused_by_name(model):

@@ -208,6 +208,21 @@ def _warn_already_target(model, contrast: Contrast, method: str) -> None:
     )
 
 
+def _several_sources(model, key: str, target, known: list, defaulted: bool) -> str:
+    """Advice for cells of several source conditions: where the target is a value of ``key``
+    the key was right (told to name it, ``condition_key='condition'`` for ``'condition'``,
+    the user could not act on it): one call per source condition, or ``translate``, which
+    takes them together; else (a defaulted key) the column read."""
+    if str(_as_known(target, known)) not in known:
+        return _defaulted_key(key) if defaulted else ""
+    advice = (
+        f" Call once per source condition, e.g. adata[adata.obs[{key!r}] == {short_repr(known[0])}]"
+    )
+    if "translate" in model.perturbation_methods:
+        advice += ", or use method='translate', which takes cells of several"
+    return advice + "."
+
+
 def _defaulted_key(key: str, value=None, frames: tuple = ()) -> str:
     """What a ``condition_key`` left out was read as, and how to name another column. For an
     unseen ``value`` of the key, only where another obs column of ``frames`` (the cells', the
@@ -282,14 +297,14 @@ class Contrast(NamedTuple):
                 "cells their source condition or drop them."
             )
         sources = adata.obs[condition_key].astype(str).unique()
-        hint = _defaulted_key(condition_key) if defaulted else ""
+        train_conditions = trained_conditions(model, condition_key)  # not the test split's
+        known = sorted(set(train_conditions) - {NOT_TRAINED})
         if len(sources) != 1:
             raise ValueError(
                 "adata must hold cells of one source condition; "
-                f"obs[{condition_key!r}] has {sorted(sources)}.{hint}"
+                f"obs[{condition_key!r}] has {sorted(sources)}."
+                + _several_sources(model, condition_key, target_condition, known, defaulted)
             )
-        train_conditions = trained_conditions(model, condition_key)  # not the test split's
-        known = sorted(set(train_conditions) - {NOT_TRAINED})
         # 1.0 or True for condition 1 names it, as translate reads it; 1 for a dose of 1.0.
         source, target = sources[0], str(_as_known(target_condition, known))
         for value in (source, target):
