@@ -39,6 +39,9 @@ def test_none_reads_the_models_own_cells(model):
         err.value
     )
     assert "method='translate', which takes cells of several" in str(err.value)
+    with pytest.raises(ValueError, match="one source condition") as err:  # a mistyped target
+        model.predict_perturbation(None, "stimm", method="latent_shift")
+    assert "condition_key" not in str(err.value)  # no other column holds 'stimm'
 
 
 def test_a_matrix_for_adata_is_refused_by_name(model):

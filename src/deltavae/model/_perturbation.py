@@ -208,13 +208,14 @@ def _warn_already_target(model, contrast: Contrast, method: str) -> None:
     )
 
 
-def _several_sources(model, key: str, target, known: list, defaulted: bool) -> str:
+def _several_sources(model, adata, key: str, target, known: list, defaulted: bool) -> str:
     """Advice for cells of several source conditions: where the target is a value of ``key``
     the key was right (told to name it, ``condition_key='condition'`` for ``'condition'``,
     the user could not act on it): one call per source condition, or ``translate``, which
-    takes them together; else (a defaulted key) the column read."""
+    takes them together; else (a defaulted key) the column holding the target, if one does."""
     if str(_as_known(target, known)) not in known:
-        return _defaulted_key(key) if defaulted else ""
+        frames = (adata.obs, training_obs(model))
+        return _defaulted_key(key, target, frames) if defaulted else ""
     advice = (
         f" Call once per source condition, e.g. adata[adata.obs[{key!r}] == {short_repr(known[0])}]"
     )
@@ -303,7 +304,7 @@ class Contrast(NamedTuple):
             raise ValueError(
                 "adata must hold cells of one source condition; "
                 f"obs[{condition_key!r}] has {sorted(sources)}."
-                + _several_sources(model, condition_key, target_condition, known, defaulted)
+                + _several_sources(model, adata, condition_key, target_condition, known, defaulted)
             )
         # 1.0 or True for condition 1 names it, as translate reads it; 1 for a dose of 1.0.
         source, target = sources[0], str(_as_known(target_condition, known))
