@@ -42,6 +42,8 @@ def test_none_reads_the_models_own_cells(model):
     with pytest.raises(ValueError, match="one source condition") as err:  # a mistyped target
         model.predict_perturbation(None, "stimm", method="latent_shift")
     assert "condition_key" not in str(err.value)  # no other column holds 'stimm'
+    with pytest.raises(ValueError, match=r"e.g. adata\[adata.obs\['condition'\] == 'stim'\]"):
+        model.predict_perturbation(None, "ctrl", method="nearest_response")  # not the target
 
 
 def test_a_matrix_for_adata_is_refused_by_name(model):

@@ -213,13 +213,16 @@ def _several_sources(model, adata, key: str, target, known: list, defaulted: boo
     the key was right (told to name it, ``condition_key='condition'`` for ``'condition'``,
     the user could not act on it): one call per source condition, or ``translate``, which
     takes them together; else (a defaulted key) the column holding the target, if one does."""
-    if str(_as_known(target, known)) not in known:
+    target = str(_as_known(target, known))
+    if target not in known:
         frames = (adata.obs, training_obs(model))
         return _defaulted_key(key, target, frames) if defaulted else ""
+    column = adata.obs[key]
+    source = next(v for v in column.unique() if str(v) != target)  # a value as typed there
     advice = (
-        f" Call once per source condition, e.g. adata[adata.obs[{key!r}] == {short_repr(known[0])}]"
+        f" Call once per source condition, e.g. adata[adata.obs[{key!r}] == {short_repr(source)}]"
     )
-    if "translate" in model.perturbation_methods:
+    if "translate" in model.perturbation_methods and key in category_mappings(model.registry_):
         advice += ", or use method='translate', which takes cells of several"
     return advice + "."
 
