@@ -474,3 +474,15 @@ def test_pseudo_spots_on_a_grid_of_one_spot_and_bad_settings():
         datasets.pseudo_spots(cells, "cluster", n_spots=4, grid=True, smoothness=-1)
     with pytest.raises(ValueError, match="^reference_fraction='0.5'"):
         datasets.pseudo_spots(cells, "cluster", n_spots=4, reference_fraction="0.5")
+
+
+def test_loader_arguments_that_are_no_path_or_count_are_named_before_reading():
+    """spatial_reference_pair('cerebellum', 5) said only Path's 'expected str, bytes or
+    os.PathLike object, not int'; mnist(n=2.0) without the files said they were missing,
+    and mnist(data_dir=<the labels file>) 'IDX magic number 2049'."""
+    with pytest.raises(TypeError, match=r"^data_dir must be a folder or file path .*got 5\.$"):
+        datasets.spatial_reference_pair("cerebellum", 5)
+    with pytest.raises(ValueError, match=r"n=2\.0 must be an integer from 1"):
+        datasets.mnist(data_dir="/nowhere", n=2.0)
+    labels = _shared_file("mnist_t10k/t10k-images-idx3-ubyte.gz").parent
+    assert datasets.mnist(data_dir=labels / "t10k-labels-idx1-ubyte.gz", n=3).shape == (3, 784)

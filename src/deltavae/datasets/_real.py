@@ -46,6 +46,7 @@ _FILES = {
     "mnist": "mnist_t10k/t10k-images-idx3-ubyte.gz",
 }
 
+_MNIST_LABELS = "t10k-labels-idx1-ubyte.gz"
 _IDX_IMAGES_MAGIC = 2051
 _IDX_LABELS_MAGIC = 2049
 
@@ -115,6 +116,20 @@ def _search_roots() -> list[Path]:
     return unique
 
 
+def _check_data_dir(data_dir, relpath: str) -> None:
+    """Refuse a ``data_dir`` that is no path (a number, a list), naming the argument: Path's
+    own message named none ("expected str, bytes or os.PathLike object, not int")."""
+    if data_dir is None or isinstance(data_dir, str | os.PathLike):
+        return
+    size = ""
+    if relpath == _FILES["mnist"]:  # mnist(500), as synthetic_counts(500) takes its size first
+        size = f" To keep the first images, pass n: mnist(n={short_repr(data_dir)})."
+    raise TypeError(
+        "data_dir must be a folder or file path (str or pathlib.Path), got "
+        f"{short_repr(data_dir)}.{size}"
+    )
+
+
 def _resolve_file(relpath: str, data_dir: str | os.PathLike | None) -> Path:
     """Find ``relpath`` (``folder/file``) given a file, a folder or nothing.
 
@@ -122,16 +137,7 @@ def _resolve_file(relpath: str, data_dir: str | os.PathLike | None) -> Path:
     the dataset folders.
     """
     rel = Path(relpath)
-    if data_dir is not None and not isinstance(data_dir, str | os.PathLike):
-        # mnist(500), as synthetic_counts(500) takes its size first: Path's message named
-        # no argument ("expected str, bytes or os.PathLike object, not int").
-        size = ""
-        if relpath == _FILES["mnist"]:
-            size = f" To keep the first images, pass n: mnist(n={short_repr(data_dir)})."
-        raise TypeError(
-            "data_dir must be a folder or file path (str or pathlib.Path), got "
-            f"{short_repr(data_dir)}.{size}"
-        )
+    _check_data_dir(data_dir, relpath)
     if data_dir is not None:
         given = Path(data_dir).expanduser()
         if given.is_file():
@@ -422,12 +428,13 @@ def spatial_reference_pair(
         raise ValueError(
             f"unknown spatial/reference pair name={name!r}; expected one of {sorted(_PAIR_FILES)}"
         )
+    folder = "rctd_spatial_reference_pairs"
+    _check_data_dir(data_dir, folder)
     if data_dir is not None and Path(data_dir).expanduser().is_file():
         raise ValueError(
             f"spatial_reference_pair reads two files, so data_dir must be a folder; got the "
             f"file {str(data_dir)!r}"
         )
-    folder = "rctd_spatial_reference_pairs"
     spatial_file, reference_file = _PAIR_FILES[name]
     spatial = _read_shared(f"{folder}/{spatial_file}", data_dir)
     reference = _read_shared(f"{folder}/{reference_file}", data_dir)
@@ -460,9 +467,14 @@ def mnist(data_dir: str | os.PathLike | None = None, n: int | None = None) -> ad
     >>> digits.shape
     (500, 784)
     """
+    is_int = isinstance(n, (int, np.integer)) and not isinstance(n, bool)
+    if n is not None and (not is_int or n < 1):  # before the files: said with or without them
+        raise ValueError(f"n={n!r} must be an integer from 1 to 10000 (or None for all)")
+    if isinstance(data_dir, str | os.PathLike) and Path(data_dir).name == _MNIST_LABELS:
+        data_dir = Path(data_dir).parent  # the labels file: read as images, "magic number 2049"
     images_path = _resolve_file(_FILES["mnist"], data_dir)
     # The label file always sits next to the image file, whatever form data_dir took.
-    labels_path = images_path.parent / "t10k-labels-idx1-ubyte.gz"
+    labels_path = images_path.parent / _MNIST_LABELS
     if not labels_path.is_file():
         raise FileNotFoundError(f"MNIST labels not found next to the images: {labels_path}")
     images = _read_idx(images_path, _IDX_IMAGES_MAGIC)
@@ -472,8 +484,7 @@ def mnist(data_dir: str | os.PathLike | None = None, n: int | None = None) -> ad
             f"MNIST has {images.shape[0]} images but {labels.shape[0]} labels; expected equal"
         )
     if n is not None:
-        is_int = isinstance(n, (int, np.integer)) and not isinstance(n, bool)
-        if not is_int or not 1 <= n <= images.shape[0]:
+        if n > images.shape[0]:
             raise ValueError(f"n={n!r} must be an integer from 1 to {images.shape[0]}")
         images, labels = images[: int(n)], labels[: int(n)]
     n_rows, n_cols = images.shape[1:]
