@@ -721,3 +721,20 @@ def test_an_anndata_without_x_is_named():
     full = ad.AnnData(np.random.default_rng(0).random((5, 4)), obs=cells, var=names)
     with pytest.raises(ValueError, match=r"predicted is an AnnData without X.*layers\['counts'\]"):
         dv.metrics.mean_expression_r2(layers_only, full)
+
+
+def test_numbers_held_as_objects_are_scored_and_an_all_nan_prediction_is_named():
+    """A table of numbers with object columns (built row by row) was refused as 'columns that
+    are not numbers', naming every column; a prediction of NaN only was told to keep its
+    columns without NaN: none."""
+    true = pd.DataFrame({"a": [0.2, 0.5, 0.9], "b": [0.8, 0.5, 0.1]}, index=["s0", "s1", "s2"])
+    pred = true[::-1].astype(object)
+    expected = dv.metrics.imputation_scores(true, pred.astype(float))
+    pd.testing.assert_frame_equal(dv.metrics.imputation_scores(true, pred), expected)
+    genes = true.assign(c=[1.0, 0.0, 3.0])
+    assert dv.metrics.mean_expression_r2(genes.astype(object), genes) == pytest.approx(1.0)
+    text = true.assign(a=["0.2", "0.5", "0.9"])  # text, not numbers: still named
+    with pytest.raises(TypeError, match=r"not numbers \(\['a'\]\)"):
+        dv.metrics.rmse(text, true)
+    with pytest.raises(ValueError, match=r"^pred holds no proportions: all its 6 entries are NaN"):
+        dv.metrics.deconvolution_scores(true, true * np.nan)

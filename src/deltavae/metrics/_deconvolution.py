@@ -27,7 +27,13 @@ from sklearn.metrics import average_precision_score
 
 from .._checks import short_repr
 from .._docs import doc_params, doc_proportions
-from ._missing import refuse_not_finite, type_hint, warn_uninformative, without_missing_spots
+from ._missing import (
+    numeric_table,
+    refuse_not_finite,
+    type_hint,
+    warn_uninformative,
+    without_missing_spots,
+)
 
 _SSIM_C1 = 0.01**2
 _SSIM_C2 = 0.03**2
@@ -41,13 +47,7 @@ def _as_frame(values, name: str, columns=None, index=None, like: str = "true") -
                 f"{name} repeats column names (e.g. {repeated}); columns are matched by name: "
                 "make them unique (adata.var_names_make_unique()) or drop the repeats."
             )
-        text = [c for c in values.columns if not pd.api.types.is_numeric_dtype(values[c])]
-        if text:
-            raise TypeError(
-                f"{name} holds columns that are not numbers ({text[:3]}): pass the scores' "
-                f"columns only, e.g. {name}.drop(columns={text[:3]})."
-            )
-        return values.astype(float)
+        return numeric_table(values, name).astype(float)
     if isinstance(values, AnnData) or sparse.issparse(values):
         raise TypeError(
             f"{name} must be a DataFrame or a dense array, got {type(values).__name__}: pass "

@@ -41,6 +41,12 @@ def refuse_not_finite(name: str, frame: pd.DataFrame, values: str) -> None:
         return
     rows = ~finite.all(axis=1)
     unit = "cell types" if values == "proportions" else "columns"
+    if np.isnan(frame.to_numpy()).all():  # leaving out its NaN rows or columns leaves nothing
+        raise ValueError(
+            f"{name} holds no {values}: all its {frame.size} entries are NaN (a failed "
+            f"prediction, or the wrong table?). Check how {name} was made; there is nothing "
+            "to score."
+        )
     infinite = bool(np.isinf(frame.to_numpy()).any())
     kept = f"{name}.replace([np.inf, -np.inf], np.nan)" if infinite else name
     if rows.all():  # every spot: a failed column (a gene an imputation could not predict)
@@ -122,3 +128,26 @@ def warn_uninformative(true, pred, scores: tuple[str, ...], unit: str, stackleve
     warn_few_spots(len(true), scores, stacklevel + 1)
     if "pcc" in scores:
         warn_constant_predictions(true, pred, unit, stacklevel + 1)
+
+
+def numeric_table(frame: pd.DataFrame, name: str, kept: str = "scores'") -> pd.DataFrame:
+    """``frame`` with its object columns that hold only numbers as numbers (a table built row
+    by row, or transposed from one with a text column, holds numbers as objects; they were
+    refused as "not numbers"); a column of text is refused, naming it."""
+    numbers = {"integer", "floating", "mixed-integer-float", "decimal", "boolean", "empty"}
+    converted = {
+        column: pd.to_numeric(frame[column])  # not text such as '0.5': a column of labels?
+        for column in frame.columns[[dtype.kind == "O" for dtype in frame.dtypes]]
+        if pd.api.types.infer_dtype(frame[column], skipna=True) in numbers
+    }
+    if converted:
+        frame = frame.copy()
+        for column, numbers in converted.items():
+            frame[column] = numbers
+    text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if text:
+        raise TypeError(
+            f"{name} holds columns that are not numbers ({text[:3]}): pass the {kept} "
+            f"columns only, e.g. {name}.drop(columns={text[:3]})."
+        )
+    return frame

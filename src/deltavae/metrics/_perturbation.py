@@ -11,6 +11,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._checks import short_repr
+from ._missing import numeric_table
 
 
 def _on_disk(data) -> bool:
@@ -54,12 +55,7 @@ def gene_means(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
             )
         data = data.X
     elif isinstance(data, pd.DataFrame):  # get_normalized_expression's cells x genes
-        text = [c for c in data.columns if not pd.api.types.is_numeric_dtype(data[c])]
-        if text:
-            raise TypeError(
-                f"{name} holds columns that are not numbers ({text[:3]}): pass the genes' "
-                f"columns only, e.g. {name}.drop(columns={text[:3]})."
-            )
+        data = numeric_table(data, name, kept="genes'")  # numbers held as objects: read
         genes = np.asarray(data.columns).astype(str)
         data = data.to_numpy()
     shape = getattr(data, "shape", None)
