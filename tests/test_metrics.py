@@ -310,6 +310,10 @@ def test_columns_of_one_anndata_with_repeated_cell_names_are_not_called_differen
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ari(truth, clusters) == 1.0
+    # The same repeated names in another order cannot be paired by name: not "partly
+    # different cells (2 names shared)", as was said.
+    with pytest.warns(UserWarning, match=r"same cell names in another order, but the names rep"):
+        assert ari(truth, clusters.iloc[[1, 0, 3, 2]]) == 1.0
 
 
 def test_tables_with_repeated_gene_names_are_named_as_such():

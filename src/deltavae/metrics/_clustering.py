@@ -72,6 +72,18 @@ def _paired_codes(labels_true: ArrayLike, labels_pred: ArrayLike) -> tuple[np.nd
         )
         if len(labels_true) != len(labels_pred):
             pass  # refused below
+        elif set(labels_true.index) == set(labels_pred.index):
+            # The same names in another order, some repeated (concatenated samples' barcodes):
+            # no pairing by name, and "partly different cells" would be wrong.
+            warnings.warn(
+                "labels_true and labels_pred are Series of the same cell names in another "
+                "order, but the names repeat (e.g. "
+                f"{short_repr(labels_true.index[labels_true.index.duplicated()][:2])}), so "
+                "cells cannot be paired by name; they are paired by position. Make the names "
+                "unique on both (adata.obs_names_make_unique()) or pass them in one order.",
+                UserWarning,
+                stacklevel=4,
+            )
         elif 0 < shared < len(labels_true):
             # Columns of two AnnData subsets: paired by position, most pairs are wrong cells.
             warnings.warn(
