@@ -486,3 +486,12 @@ def test_loader_arguments_that_are_no_path_or_count_are_named_before_reading():
         datasets.mnist(data_dir="/nowhere", n=2.0)
     labels = _shared_file("mnist_t10k/t10k-images-idx3-ubyte.gz").parent
     assert datasets.mnist(data_dir=labels / "t10k-labels-idx1-ubyte.gz", n=3).shape == (3, 784)
+
+
+def test_pseudo_spots_refuse_cell_types_named_alike():
+    """Labels 1 and '1' (an object column) made two proportions_true columns both named '1',
+    which every metric then refused as repeated column names."""
+    cells = datasets.synthetic_counts(n_cells=40, n_genes=6, n_clusters=2, seed=0)
+    cells.obs["mixed"] = [1 if i % 2 else "1" for i in range(cells.n_obs)]
+    with pytest.raises(ValueError, match=r"differ only in type \(e\.g\. \['1'\].*\.astype\(str\)"):
+        datasets.pseudo_spots(cells, "mixed", n_spots=3)
