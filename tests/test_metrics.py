@@ -742,3 +742,12 @@ def test_numbers_held_as_objects_are_scored_and_an_all_nan_prediction_is_named()
         dv.metrics.rmse(text, true)
     with pytest.raises(ValueError, match=r"^pred holds no proportions: all its 6 entries are NaN"):
         dv.metrics.deconvolution_scores(true, true * np.nan)
+
+
+def test_spot_names_that_differ_only_in_type_are_said_so():
+    """Spots named 0, 1, ... in true and '0', '1', ... in pred (a table read back from a
+    file) were told to use pred.loc[true.index], which raises a KeyError."""
+    true = pd.DataFrame({"a": [0.2, 0.5, 0.9], "b": [0.8, 0.5, 0.1]})
+    pred = true.set_axis(true.index.astype(str))
+    with pytest.raises(ValueError, match=r"differ only in type .*table\.index = table\.index"):
+        dv.metrics.rmse(true, pred)

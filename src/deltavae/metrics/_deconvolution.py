@@ -127,10 +127,12 @@ def _aligned(
                 )
         if set(pred.index) != set(true.index):
             shared = true.index.intersection(pred.index).size
+            hint = type_hint(true.index.difference(pred.index).tolist(), pred.index, "index")
+            hint += ". Otherwise" if hint else ":"
             raise ValueError(
                 f"true and pred index different spots ({shared} of {len(true)} names shared; "
                 f"e.g. {short_repr(true.index[:2].tolist())} and "
-                f"{short_repr(pred.index[:2].tolist())}): pass the same spots, e.g. "
+                f"{short_repr(pred.index[:2].tolist())}){hint} pass the same spots, e.g. "
                 "pred.loc[true.index], or pred.set_axis(true.index) where pred lists true's "
                 "spots in its order under other names."
             )

@@ -85,7 +85,7 @@ def warn_few_spots(n_spots: int, scores: tuple[str, ...], stacklevel: int) -> No
     )
 
 
-def type_hint(missing, columns) -> str:
+def type_hint(missing, columns, axis: str = "columns") -> str:
     """Advice where every name ``true`` has and ``pred`` lacks is one of ``pred``'s columns
     written as text or as a number (0 and '0': a table read back from a file or an h5ad
     names its columns as text), else ''."""
@@ -100,7 +100,7 @@ def type_hint(missing, columns) -> str:
     return (
         f": the names differ only in type (true's {kind(name)}, pred's "
         f"{kind(as_text[str(name)])}); give both the same, e.g. "
-        "table.columns = table.columns.astype(str) on each"
+        f"table.{axis} = table.{axis}.astype(str) on each"
     )
 
 
