@@ -220,11 +220,12 @@ def test_a_data_variable_pointing_nowhere_is_named(tmp_path, monkeypatch):
     """$DELTAVAE_DATA with a typo fell back to other folders without a word."""
     monkeypatch.setenv("DELTAVAE_DATA", str(tmp_path / "typo"))
     monkeypatch.chdir(tmp_path)
-    with pytest.warns(UserWarning, match=r"\$DELTAVAE_DATA is .*typo.*not a folder"):
+    with pytest.warns(UserWarning, match=r"\$DELTAVAE_DATA is .*typo.*not a folder") as record:
         try:
             datasets.mesc()
         except FileNotFoundError:  # no shared/data above the checkout either
             pass
+    assert [w.filename for w in record] == [__file__]  # not mesc's line in deltavae
 
 
 def test_missing_data_dir_names_where_it_looked(tmp_path):

@@ -751,3 +751,13 @@ def test_spot_names_that_differ_only_in_type_are_said_so():
     pred = true.set_axis(true.index.astype(str))
     with pytest.raises(ValueError, match=r"differ only in type .*table\.index = table\.index"):
         dv.metrics.rmse(true, pred)
+
+
+def test_warnings_point_at_the_callers_line():
+    """The label-pairing warnings pointed one frame above the caller (``sys:1`` from a
+    script's top level)."""
+    true = pd.Series(["B", "B", "T", "T"], index=["a", "b", "c", "d"])
+    pred = pd.Series([1, 1, 0, 0], index=["a", "b", "x", "y"])
+    with pytest.warns(UserWarning, match="partly different cells") as record:
+        ari(true, pred)
+    assert [w.filename for w in record] == [__file__]

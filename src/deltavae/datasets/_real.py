@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-import warnings
 from importlib.resources import as_file, files
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import scipy.sparse as sp
 
 from .._checks import short_repr
 from .._docs import doc_data_dir, doc_params
+from .._warn import warn_caller
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +97,9 @@ def _search_roots() -> list[Path]:
     if env:
         roots.append(Path(env).expanduser())
         if not roots[-1].is_dir():  # a typo would otherwise read another folder silently
-            warnings.warn(
+            warn_caller(
                 f"${DATA_ENV_VAR} is {env!r}, which is not a folder; looking in shared/data "
                 "above the working directory and the package instead.",
-                UserWarning,
-                stacklevel=4,
             )
     cwd = Path.cwd().resolve()
     roots.extend(parent / "shared" / "data" for parent in (cwd, *cwd.parents))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Sequence, Set
 
 import numpy as np
@@ -11,6 +10,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._checks import short_repr
+from .._warn import warn_caller
 from ._missing import numeric_table
 
 
@@ -197,12 +197,10 @@ def _warn_if_scales_differ(pred: np.ndarray, true: np.ndarray) -> None:
     if min(top_pred, top_true) <= 0 or min(pred.min(), true.min()) < 0:
         return
     if max(top_pred, top_true) / min(top_pred, top_true) > _SCALE_RATIO:
-        warnings.warn(
+        warn_caller(
             f"The largest predicted gene mean is {top_pred:.4g} and the largest observed one "
             f"{top_true:.4g}: the two look like different scales (counts against log-normalized "
             "values?). Give both on one scale, e.g. dv.metrics.log_normalize of the counts.",
-            UserWarning,
-            stacklevel=3,
         )
 
 
