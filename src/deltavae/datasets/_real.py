@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from .._checks import short_repr
 from .._docs import doc_data_dir, doc_params
-from .._warn import warn_caller
+from .._warn import warn_user
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _search_roots() -> list[Path]:
     if env:
         roots.append(Path(env).expanduser())
         if not roots[-1].is_dir():  # a typo would otherwise read another folder silently
-            warn_caller(
+            warn_user(
                 f"${DATA_ENV_VAR} is {env!r}, which is not a folder; looking in shared/data "
                 "above the working directory and the package instead.",
             )

@@ -16,7 +16,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from .._checks import short_repr
 from .._docs import doc_labels, doc_params
-from .._warn import warn_caller
+from .._warn import warn_user
 
 ArrayLike = np.ndarray | pd.Series | pd.Categorical | Sequence
 
@@ -75,7 +75,7 @@ def _paired_codes(labels_true: ArrayLike, labels_pred: ArrayLike) -> tuple[np.nd
         elif set(labels_true.index) == set(labels_pred.index):
             # The same names in another order, some repeated (concatenated samples' barcodes):
             # no pairing by name, and "partly different cells" would be wrong.
-            warn_caller(
+            warn_user(
                 "labels_true and labels_pred are Series of the same cell names in another "
                 "order, but the names repeat (e.g. "
                 f"{short_repr(labels_true.index[labels_true.index.duplicated()][:2])}), so "
@@ -84,14 +84,14 @@ def _paired_codes(labels_true: ArrayLike, labels_pred: ArrayLike) -> tuple[np.nd
             )
         elif 0 < shared < len(labels_true):
             # Columns of two AnnData subsets: paired by position, most pairs are wrong cells.
-            warn_caller(
+            warn_user(
                 f"labels_true and labels_pred are Series of partly different cells ({shared} "
                 "names shared); they are paired by position. Score the same cells (e.g. "
                 "labels_pred.loc[labels_true.index] on the shared ones), or pass arrays.",
             )
         elif shared == 0 and named:
             # Columns of AnnData objects named apart (concat's suffixes): by position, quietly.
-            warn_caller(
+            warn_user(
                 "labels_true and labels_pred are Series whose cell names have none in common "
                 f"(e.g. {short_repr(labels_true.index[:2])} and "
                 f"{short_repr(labels_pred.index[:2])}); they are paired by position. Check "

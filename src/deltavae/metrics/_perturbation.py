@@ -10,7 +10,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._checks import short_repr
-from .._warn import warn_caller
+from .._warn import warn_user
 from ._missing import numeric_table
 
 
@@ -197,7 +197,7 @@ def _warn_if_scales_differ(pred: np.ndarray, true: np.ndarray) -> None:
     if min(top_pred, top_true) <= 0 or min(pred.min(), true.min()) < 0:
         return
     if max(top_pred, top_true) / min(top_pred, top_true) > _SCALE_RATIO:
-        warn_caller(
+        warn_user(
             f"The largest predicted gene mean is {top_pred:.4g} and the largest observed one "
             f"{top_true:.4g}: the two look like different scales (counts against log-normalized "
             "values?). Give both on one scale, e.g. dv.metrics.log_normalize of the counts.",

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import sys
-import warnings
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-import scvi
-import torch
 from anndata import AnnData
 from anndata.abc import CSCDataset, CSRDataset
 from scipy import sparse
-
-import deltavae as deltavae_pkg
 
 from .._checks import (
     check_anndata,
@@ -32,29 +24,12 @@ from .._checks import (
     x_or_none,
 )
 from .._io import csc_advice, dense_advice, is_dense_zarr
+from .._warn import warn_user
 from ._count_advice import counts_hint, empty_x_hint, missing_layer_message, why_not_whole
 from ._row_chunks import row_bounds
 from ._setup_instead import SETUP_INSTEAD
 
 logger = logging.getLogger(__name__)
-
-# Frames of these packages (and contextlib's, a check exiting as a context manager): not user's.
-_LIBRARY_DIRS = tuple(
-    os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (deltavae_pkg, scvi, torch)
-) + (os.path.abspath(contextlib.__file__),)
-
-
-def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
-    """Warn, pointing at the user's line: the first caller outside deltavae, scvi and torch.
-
-    The same check is reached through different depths of scvi-tools and torch wrappers, so
-    a fixed ``stacklevel`` would point into a library.
-    """
-    frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_LIBRARY_DIRS):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level + 1)
-
 
 _CHUNK = 10_000
 #: Bytes of a dense chunk of rows: a few checks' temporaries of this size stay small.
