@@ -445,6 +445,30 @@ def test_a_failed_de_leaves_no_column_in_the_anndata(trained):
     assert "_scvi_temp_de" not in adata.obs
 
 
+def test_de_normalized_means_are_of_the_counts_read_not_a_cached_scaling(trained):
+    """raw_normalized_mean1/2 read a scaling scvi-tools caches in obs at a first call
+    ("_scvi_raw_norm_scaling", left in the user's obs and copied with it): of counts changed
+    since (doubled counts: doubled means), NaN for cells added since (every gene NaN), and a
+    cell without counts gave numpy's divide-by-zero warning and, of dense counts, NaN."""
+    model, adata = trained
+    model.differential_expression(groupby="cluster", group1="0", n_samples_overall=5)
+    assert "_scvi_raw_norm_scaling" not in adata.obs
+    data = adata.copy()
+    counts = data.X.toarray() * 2  # dense, doubled, one cell of cluster 0 without counts
+    empty = np.flatnonzero(data.obs["cluster"] == "0")[0]
+    counts[empty] = 0
+    data.X = counts
+    data.obs["_scvi_raw_norm_scaling"] = np.where(np.arange(data.n_obs) < 50, 1.0, np.nan)
+    de = model.differential_expression(data, groupby="cluster", group1="0", n_samples_overall=5)
+    totals = counts.sum(1, keepdims=True)
+    normalized = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0) * 1e4
+    group = (data.obs["cluster"] == "0").to_numpy()
+    for column, cells in (("raw_normalized_mean1", group), ("raw_normalized_mean2", ~group)):
+        expected = normalized[cells].mean(0)
+        np.testing.assert_allclose(de.loc[data.var_names, column], expected, rtol=1e-4)
+    assert "_scvi_raw_norm_scaling" not in data.obs
+
+
 def test_a_boolean_series_idx_is_read_by_cell_name(trained):
     """A mask built on obs in another order (sorted, or another table of the same cells) was
     read by position: other cells were compared, silently."""

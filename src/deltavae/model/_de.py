@@ -27,6 +27,7 @@ from ._de_checks import (
 )
 from ._de_labels import GROUPS_AS_GIVEN, groups_as_given, unlabelled_cells
 from ._de_rows import de_in_memory
+from ._de_scaling import scvi_obs_columns
 from ._de_tables import (
     check_importance_keywords,
     effect_breaks_ties,
@@ -162,14 +163,8 @@ class CheckedExpressionMixin(RNASeqMixin):
                 "against 154 PBMC cells x 2,000 genes, one thread) where the default "
                 "weights='uniform' takes a second."
             )
-        had_temp = _SCVI_TEMP in data.obs
-        try:
+        with scvi_obs_columns(self):  # raw_normalized_mean of these counts, not a cache
             return effect_breaks_ties(super().differential_expression(*args, **kwargs))
-        finally:
-            # scvi-tools removes its column of idx1/idx2 only when the call succeeds: a call
-            # that failed or was interrupted left it in the user's obs (written with it).
-            if not had_temp and not data.is_view and _SCVI_TEMP in data.obs:
-                del data.obs[_SCVI_TEMP]
 
     get_normalized_expression.__doc__ = with_note(
         with_silent(get_normalized_expression.__doc__), GENE_LIST_ORDER + " " + DRAWS_OVERALL
@@ -202,10 +197,6 @@ class CheckedExpressionMixin(RNASeqMixin):
         " read into memory, a chunk of rows at a time (against the rest: every cell's), with"
         " a warning of the size above 1 GiB.\n"
     )
-
-
-#: obs column scvi-tools writes the cells of ``idx1``/``idx2`` into for the call's length.
-_SCVI_TEMP = "_scvi_temp_de"
 
 
 def _groups_as_given(model, differential_expression, args: tuple, kwargs: dict):
