@@ -440,9 +440,21 @@ def test_de_of_every_group_against_group2_leaves_group2_out(trained):
 def test_a_failed_de_leaves_no_column_in_the_anndata(trained):
     """scvi-tools removes its column of idx1/idx2 cells only when the call succeeds."""
     model, adata = trained
-    with pytest.raises(TypeError, match="n_samples_overal"):
-        model.differential_expression(idx1=[0, 1, 2], n_samples_overal=20)
+    with pytest.raises(ValueError, match="'change_fn' attribute not understood"):
+        model.differential_expression(idx1=[0, 1, 2], mode="change", change_fn="bogus")
     assert "_scvi_temp_de" not in adata.obs
+
+
+def test_de_names_its_own_unknown_keywords(trained):
+    """Unknown keywords failed in scvi-tools' "DifferentialComputation.get_bayes_factors() got
+    an unexpected keyword argument", naming neither the call nor what to pass: seed=0 (which
+    other read-outs take) or n_samples= for n_samples_overall=."""
+    model, _ = trained
+    call = {"groupby": "cluster", "group1": "0"}
+    with pytest.raises(TypeError, match=r"^differential_expression\(\) got .* 'seed': .* numpy"):
+        model.differential_expression(**call, seed=0)
+    with pytest.raises(TypeError, match=r"'n_samples'; did you mean 'n_samples_overall'\?"):
+        model.differential_expression(**call, n_samples=10)
 
 
 def test_de_normalized_means_are_of_the_counts_read_not_a_cached_scaling(trained):

@@ -15,6 +15,7 @@ from scvi.model.base import RNASeqMixin
 from .._checks import short_repr
 from ._de_checks import (
     check_dataloader_alone,
+    check_de_keywords,
     check_de_selection,
     check_de_test,
     check_draws,
@@ -298,6 +299,7 @@ def check_de_groups(
             "differential_expression takes no gene_list: it tests every gene. Select the "
             "genes from its table: de[de.index.isin(genes)]."
         )
+    check_de_keywords(given)
     check_de_selection(given)
     check_de_test(given)
     for arg, value in de_group_lists(given).items():  # a set as a list

@@ -4,6 +4,7 @@ from."""
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from collections.abc import Hashable
 
@@ -230,3 +231,34 @@ def check_dataloader_alone(given: dict, call: str) -> None:
             f"loader's minibatches as they come{batch}): pass adata= and indices= instead of "
             f"the loader, or leave {dropped[0]} out."
         )
+
+
+def check_de_keywords(given: dict) -> None:
+    """Keywords ``differential_expression`` does not name are those of scvi-tools'
+    ``DifferentialComputation.get_bayes_factors`` (``n_samples_overall``, ``pseudocounts``,
+    ...): any other failed there, named as that internal method's (``seed=0``, which other
+    read-outs take, or ``n_samples=`` for ``n_samples_overall=``)."""
+    from difflib import get_close_matches
+
+    from scvi.model.base import DifferentialComputation
+
+    takes = inspect.signature(DifferentialComputation.get_bayes_factors).parameters
+    set_here = ("self", "idx1", "idx2", "mode", "batchid1", "batchid2", "use_observed_batches")
+    set_here += ("delta",)  # differential_expression's own
+    known = [name for name in takes if name not in set_here] + ["subset_idx"]
+    unknown = [key for key in given.get("kwargs", {}) if key not in known]
+    if not unknown:
+        return
+    name = unknown[0]
+    if name in ("seed", "random_state"):
+        hint = (
+            ": it draws cells with numpy's global generator and expression with torch's; to "
+            "repeat its table, set scvi.settings.seed = 0 (both) before the call"
+        )
+    else:
+        close = get_close_matches(name, known, n=1) or [n for n in known if n.startswith(name)]
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise TypeError(
+        f"differential_expression() got an unexpected keyword argument {name!r}{hint} "
+        f"(keywords it does not name go to scvi-tools' get_bayes_factors: {known})."
+    )
