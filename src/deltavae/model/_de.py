@@ -182,8 +182,9 @@ class CheckedExpressionMixin(RNASeqMixin):
         + "\n\nNotes\n-----\nWithin each comparison the rows run by ``proba_de``"
         ' (``mode="change"``) or ``bayes_factor`` (``"vanilla"``), as in scvi-tools;'
         " genes tied there (``proba_de`` reaches 1.0 for many clear markers) follow the size"
-        " of ``lfc_mean`` (vanilla: of ``scale1 - scale2``), largest first, so that the top"
-        " of the table does not change with the seed. ``delta`` and ``fdr_target`` apply to"
+        " of ``lfc_mean``, largest first (vanilla: ``scale1 - scale2``, signed as"
+        " ``bayes_factor``: the most down-regulated genes last), so the ends of the table do"
+        " not change with the seed. ``delta`` and ``fdr_target`` apply to"
         ' ``mode="change"`` only: given to the default ``"vanilla"`` they warn. An unknown'
         " ``mode`` or ``weights`` is refused before any draw, as is ``groupby`` on a column of"
         " continuous values (most of them distinct: bin them first, ``pd.qcut``). Without"

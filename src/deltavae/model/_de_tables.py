@@ -43,13 +43,17 @@ def in_gene_list_order(result, gene_list, genes: pd.Index, axis: int, all_genes:
 def effect_breaks_ties(result):
     """scvi-tools' DE table with the genes tied on its sort key (``proba_de`` in change mode,
     ``bayes_factor`` otherwise), put in order of ``|lfc_mean|`` (change mode) or of the
-    difference of the groups' scales, largest first; comparisons keep their order (a table of
-    ``idx1``/``idx2`` has no ``comparison`` column: it is one comparison)."""
+    difference of the groups' scales ``scale1 - scale2``, largest first; comparisons keep
+    their order (a table of ``idx1``/``idx2`` has no ``comparison`` column: it is one
+    comparison). The difference is signed, as ``bayes_factor`` is: of the genes tied at its
+    lowest (down in group1 in every draw) the most down-regulated come last, at the end of
+    the table where they are read (its absolute size put them first there, the weakest of
+    them last)."""
     key = "proba_de" if "proba_de" in result else "bayes_factor"
     if "lfc_mean" in result:
         effect = result["lfc_mean"].abs()
     elif {"scale1", "scale2"} <= set(result):
-        effect = (result["scale1"] - result["scale2"]).abs()
+        effect = result["scale1"] - result["scale2"]
     else:
         return result
     if key not in result:
