@@ -385,6 +385,18 @@ def test_de_refuses_an_fdr_target_or_delta_out_of_range(trained):
         model.differential_expression(groupby="cluster", group1="0", mode="change", fdr_target=5)
     with pytest.raises(ValueError, match="delta, the smallest \\|LFC\\| called DE"):
         model.differential_expression(groupby="cluster", group1="0", mode="change", delta=-0.1)
+    # Other keywords of the change mode, silently ignored or read otherwise: test_mode="3"
+    # as "three", pseudocounts=-1 NaN LFCs, "1e-4" a TypeError naming change_fn.
+    change = {"groupby": "cluster", "group1": "0", "mode": "change"}
+    with pytest.warns(UserWarning, match=r"^pseudocounts and test_mode apply to mode='change'"):
+        model.differential_expression(
+            groupby="cluster", group1="0", pseudocounts=0.1, test_mode="two", silent=True
+        )
+    with pytest.raises(ValueError, match=r"test_mode='3': pass 'three' .* or 'two'"):
+        model.differential_expression(**change, test_mode="3")
+    for bad in (-1, "1e-4"):
+        with pytest.raises(ValueError, match=r"pseudocounts, .* is a number from 0 .*; got"):
+            model.differential_expression(**change, pseudocounts=bad)
 
 
 def test_de_names_a_bad_delta_fdr_or_empty_query(trained):

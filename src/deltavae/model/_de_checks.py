@@ -18,6 +18,8 @@ from ._validation import warn_user
 #: scvi-tools' values of differential_expression's ``mode`` and ``weights``.
 _MODES = ("vanilla", "change")
 _WEIGHTS = ("uniform", "importance", None)
+#: Keywords of scvi-tools' get_bayes_factors that mode="vanilla" ignores.
+_CHANGE_ONLY = ("pseudocounts", "test_mode", "change_fn", "m1_domain_fn", "cred_interval_lvls")
 
 
 def check_library_size(library_size):
@@ -65,13 +67,27 @@ def check_de_test(given: dict) -> None:
                 f"{arg}={short_repr(value)}: pass one of {[v for v in allowed if v]} "
                 f"(scvi-tools' differential_expression; default {default!r})."
             )
+    extra = given.get("kwargs", {})
     ignored = [arg for arg in ("delta", "fdr_target") if arg in given]
+    ignored += [arg for arg in _CHANGE_ONLY if arg in extra]
     if ignored and given.get("mode", "vanilla") == "vanilla":
+        named = ", ".join(ignored[:-1]) + " and " * (len(ignored) > 1) + ignored[-1]
         warn_user(  # scvi-tools reads them in mode="change" only: the table was the same
-            f"{' and '.join(ignored)} {'apply' if len(ignored) > 1 else 'applies'} to "
-            "mode='change' only (the |LFC| a gene must pass, the false discovery rate of its "
-            "is_de_fdr column); mode='vanilla' (the default) ignores them. Pass mode='change' "
+            f"{named} {'apply' if len(ignored) > 1 else 'applies'} to mode='change' only (the "
+            "|LFC| a gene must pass, the false discovery rate of its is_de_fdr column, the LFC's "
+            "pseudocounts, ...); mode='vanilla' (the default) ignores them. Pass mode='change' "
             "to use them."
+        )
+    if extra.get("test_mode", "three") not in ("two", "three"):  # else read as "three"
+        raise ValueError(
+            f"test_mode={short_repr(extra['test_mode'])}: pass 'three' (up and down apart, the "
+            "default) or 'two' (both together)."
+        )
+    pseudocounts = extra.get("pseudocounts")
+    if pseudocounts is not None and (not _is_number(pseudocounts) or not pseudocounts >= 0):
+        raise ValueError(  # < 0: NaN LFCs with numpy warnings; a string: a TypeError
+            "pseudocounts, added to the scales before their log-fold change, is a number from "
+            f"0 (or None to estimate it from the data); got {short_repr(pseudocounts)}."
         )
 
 
