@@ -227,7 +227,7 @@ class FromReferenceMixin:
         layer: str | None = None,
         genes: list[str] | pd.Index | None = None,
     ) -> pd.Index:
-        """The union of each cell type's top up-regulated genes in the reference.
+        """The union of each cell type's highest-ranked genes in the reference.
 
         Counts are normalised to 10,000 per cell and log1p-transformed (on a copy), and
         :func:`scanpy.tl.rank_genes_groups` ranks the genes of each type against the rest
@@ -240,7 +240,9 @@ class FromReferenceMixin:
         labels_key
             obs column with the cell types.
         n_markers
-            Genes taken from the top of each type's ranking.
+            Genes taken from the top of each type's ranking (highest t-score first): its
+            up-regulated genes, and where a type has fewer than ``n_markers`` of those (small
+            panels), the rest of its top ``n_markers`` are the genes least down in it.
         layer
             Layer with the counts; ``None`` for ``reference.X``.
         genes
