@@ -23,7 +23,7 @@ from ._condition_counts import (
     warn_already_target,
     warn_untrained_combinations,
 )
-from ._condition_types import model_column, predicted_condition, typed_codes
+from ._condition_types import model_column, typed_codes
 from ._fit_records import keep
 from ._fit_records import library as pooled_library
 from ._label_conditions import record_label_conditions, warn_unseen_label_conditions
@@ -33,6 +33,7 @@ from ._library_quantiles import record_pooled_quantiles
 from ._library_stats import cell_library_stats, log_libraries, record_library_stats
 from ._matrices import has_negatives
 from ._modes import evaluating
+from ._prediction_frame import predicted_cells, target_record
 from ._sample_draws import cluster_asked, draw_cells, record_cluster_conditions
 from ._sample_record import checked_batch_size, sample_names, sample_record, sampled_labels
 from ._scvi_glue import seeded
@@ -322,21 +323,25 @@ class GenerationMixin:
 
         Returns
         -------
-        AnnData with the predicted expression under the target condition in ``X`` (the
-        expectation; for count likelihoods ``layers["counts"]`` holds whole counts, to be
-        normalized exactly like real cells: the expectation rounded stochastically with
-        ``residual``, one draw of the posterior predictive without, whose totals, for
-        ``likelihood="zinb"``, fall under the cells' own by the dropout's share, as
-        :meth:`sample`'s), and the cells' obs with the condition column(s) set to the
-        target; ``uns["prediction"]`` records the method, the target and, in words, what
-        ``X`` holds: with ``residual``, each cell's observed data plus the decoded change
-        (averaged with the observed responses where ``response_weight`` > 0: for counts on
-        log-normalized counts, taken back to each cell's library: an average of logs, so
-        totals fall below it); without, the decoded mean (for ``likelihood="zinb"`` the
-        zero-inflated mean, dropout included). :meth:`sample`'s cells hold the whole counts
-        in ``X`` (and in ``layers["counts"]``) and the expectation in
-        ``layers["expected"]``: both are set up with ``setup_anndata(cells,
-        layer="counts")``.
+        AnnData with the predicted expression under the target condition in ``X`` (the expectation;
+        for count likelihoods ``layers["counts"]`` holds whole counts, to be normalized exactly like
+        real cells: the expectation rounded stochastically with ``residual``, one draw of the
+        posterior predictive without, whose totals, for ``likelihood="zinb"``, fall under the cells'
+        own by the dropout's share, as :meth:`sample`'s), and the cells' obs with each condition
+        column moved set to the target and the cells' own values beside it, ``obs["<key>_source"]``
+        (e.g. ``"condition_source"``: for cells of several conditions, where each came from), both
+        over the model's categories where the column is categorical (empty ones kept, as the
+        training data's order and default colours; ``.cat.remove_unused_categories()`` drops them);
+        the cells' obsm (``X_umap``: the coordinates of the given cells, not of the predicted state,
+        to plot the prediction where each cell was); ``uns["prediction"]`` records the method, the
+        target (a dict of strings where given as one) and, in words, what ``X`` holds: with
+        ``residual``, each cell's observed data plus the decoded change (averaged with the observed
+        responses where ``response_weight`` > 0: for counts on log-normalized counts, taken back to
+        each cell's library: an average of logs, so totals fall below it); without, the decoded mean
+        (for ``likelihood="zinb"`` the zero-inflated mean, dropout included). :meth:`sample`'s cells
+        hold the whole counts in ``X`` (and in ``layers["counts"]``) and the expectation in
+        ``layers["expected"]``: both are set up with ``setup_anndata(cells, layer="counts")``.
+
 
         Examples
         --------
@@ -397,20 +402,14 @@ class GenerationMixin:
                 cells, response_weight = with_observed_responses(
                     self, adata, cells, value, response_weight, batch_size, strict, draws
                 )
-        obs = caller_obs.copy()
-        for key, code in targets.items():
-            if code >= 0:
-                value = self._cat_state().mappings[key][code]
-                obs[key] = predicted_condition(self, key, value, len(obs), caller_obs)
-        out = AnnData(X=cells["expected"].astype(np.float32), obs=obs, var=adata.var.copy())
+        mappings = self._cat_state().mappings
+        moved = {key: mappings[key][code] for key, code in targets.items() if code >= 0}
+        out = predicted_cells(self, caller_obs, given.obsm, cells["expected"], adata.var, moved)
         if cells["counts"] is not None:
             out.layers["counts"] = cells["counts"].astype(np.float32)
         out.uns["response_weight"] = float(response_weight)
-        describe_prediction(
-            out, self, "translate", target_condition, residual, blended=response_weight > 0
-        )
-        for key in [k for k in obs if str(k).startswith("_scvi")]:
-            del out.obs[key]
+        record = target_record(target_condition, moved)
+        describe_prediction(out, self, "translate", record, residual, blended=response_weight > 0)
         return out
 
     def _resolve_response_weight(self, weight: float | None, residual: bool) -> float:

@@ -309,6 +309,25 @@ def warn_already_target(model, target_condition) -> None:
     )
 
 
+def warn_source_is_target(contrast, method: str) -> None:
+    """``predict_perturbation``'s cells (``contrast``, its :class:`~deltavae.model._perturbation.
+    Contrast`) given under the target itself: no change to apply, a prediction equal to the
+    model's reconstruction (``latent_shift``) or to the cells' own data (``nearest_response``),
+    returned with nothing said, as though predicted."""
+    key, target = contrast.condition_key, contrast.target
+    others = sorted(set(contrast.train_conditions) - {NOT_TRAINED, target})
+    returned = (
+        "the model's reconstruction of them (z shifted by 0)"
+        if method == "latent_shift"
+        else "their own data (every response is 0)"
+    )
+    warn_user(
+        f"adata's cells are already under {key}={target!r}, the target: {method} has no change "
+        f"to apply and returns {returned}. Pass the cells of another condition "
+        f"(the model's others: {others})."
+    )
+
+
 def warn_if_cells_not_trained(model, key: str, conditions: np.ndarray, values) -> None:
     """Means and responses are read from the model's AnnData: warn where it holds more cells
     under a condition than the model trained and validated on

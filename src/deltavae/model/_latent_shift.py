@@ -15,9 +15,9 @@ from scvi import REGISTRY_KEYS
 from .._checks import layer_matrix
 from ..distributions._draws import CellDraws
 from ._condition_counts import warn_untrained_combinations
-from ._condition_types import predicted_condition
 from ._labels import _label_state, groups_under_both
 from ._matrices import has_negatives
+from ._prediction_frame import predicted_cells
 from ._registered import decoded_under
 
 if TYPE_CHECKING:
@@ -140,7 +140,8 @@ def describe_prediction(
             scale += ": the model's mean decoded under the target"
         # A decoded mean averaged with them too (response_weight > 0 without residual).
         scale += ", averaged with the observed responses" if blended else ""
-    out.uns["prediction"] = {"method": method, "target": str(target), "X": scale}
+    target = target if isinstance(target, dict) else str(target)  # a dict: target_record's
+    out.uns["prediction"] = {"method": method, "target": target, "X": scale}
 
 
 @torch.inference_mode()
@@ -175,7 +176,9 @@ def latent_shift(
 
     Returns
     -------
-    AnnData of expected expression with the cells' obs, the condition set to the target; for
+    AnnData of expected expression with the cells' obs and obsm, the condition set to the
+    target and the source in ``obs["<key>_source"]`` (see
+    :meth:`PerturbationMixin.predict_perturbation`); for
     count likelihoods ``layers["counts"]`` holds one draw from the posterior predictive.
 
     Examples
@@ -196,7 +199,7 @@ def latent_shift(
     means_tgt = _group_means(z_train[is_tgt], None if groups is None else groups[is_tgt])
     both = [g for g in means_src if g in means_tgt]
     delta = np.mean([means_tgt[g] - means_src[g] for g in both], axis=0)
-    caller_obs = adata.obs  # the labels and columns as given, before validation
+    caller_obs, obsm = adata.obs, adata.obsm  # the labels and columns as given
     adata = model._validate_anndata(adata)
     module = model.module  # in eval mode while its loader is read (see _OnDevice)
     shift = torch.as_tensor(delta, dtype=torch.float32, device=module.device)
@@ -224,9 +227,8 @@ def latent_shift(
     if moved:
         call = "predict_perturbation(method='latent_shift')"
         warn_untrained_combinations(model, torch.cat(moved).numpy(), call)
-    obs = caller_obs.loc[:, [k for k in caller_obs if not str(k).startswith("_scvi")]].copy()
-    obs[condition_key] = predicted_condition(model, condition_key, target, len(obs), obs)
-    out = AnnData(X=torch.cat(outs).numpy().astype(np.float32), obs=obs, var=adata.var.copy())
+    x = torch.cat(outs).numpy()
+    out = predicted_cells(model, caller_obs, obsm, x, adata.var, {condition_key: target})
     if counts:
         out.layers["counts"] = torch.cat(counts).numpy().astype(np.float32)
     describe_prediction(out, model, "latent_shift", target)

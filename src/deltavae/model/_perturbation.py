@@ -23,15 +23,16 @@ from ._condition_counts import (
     trained_conditions,
     untrained_condition,
     warn_if_cells_not_trained,
+    warn_source_is_target,
 )
-from ._condition_types import predicted_condition
 from ._labels import NoResponseError, groups_under_both, label_groups, seen_categories
 from ._latent_shift import balance_groups, describe_prediction, latent_shift, training_obs
+from ._prediction_frame import predicted_cells, target_record
 from ._registered import category_mappings, condition_request
 from ._response_data import additive_data, memoised, similarity_coordinates
 from ._scvi_glue import seeded
 from ._unmeasured import warn_unmeasured
-from ._validation import NO_CELLS, warn_user
+from ._validation import NO_CELLS
 
 
 class PerturbationMixin:
@@ -110,20 +111,26 @@ class PerturbationMixin:
 
         Returns
         -------
-        AnnData with the cells' obs (the condition set to the target) and the genes.
-        ``translate`` and ``latent_shift``: the expectation in ``X`` and, for count
-        likelihoods, whole counts in ``layers["counts"]`` (normalize them like the real cells
-        before scoring, e.g. with :func:`deltavae.metrics.log_normalize`; :meth:`sample`'s
-        cells hold whole counts in ``X`` and ``layers["counts"]``, the expectation in
-        ``layers["expected"]``). ``X`` of
-        ``translate``'s residual default (counts) is each cell's observed counts plus the
-        model's change, averaged with the observed responses; a decoded ``X`` is the model's
-        mean at each cell's library (a latent library's posterior mean), for ZINB the
-        zero-inflated mean, dropout included (totals below the library size).
-        ``nearest_response``: for count models, log-normalized expression in ``X`` (the scale
-        the responses are transferred on; no ``layers["counts"]``), for other likelihoods the
-        data's own scale. ``uns["prediction"]`` records the method, the target and, in words,
-        what ``X`` holds.
+        AnnData of the given cells (their names) and the genes; their obs with the condition set to
+        the target and each cell's own, the source, in ``obs["<key>_source"]`` (e.g.
+        ``"condition_source"``; scGen leaves the source in the condition column), both over the
+        model's categories where the column is categorical (empty ones kept: the order and default
+        colours of the training data's; ``.cat.remove_unused_categories()`` drops them); their obsm
+        (``X_umap``, ``X_pca``: the coordinates of the source cells, for plotting the prediction
+        where each cell was, ``sc.pl.umap(pred)``, not those of the predicted state). ``translate``
+        and ``latent_shift``: the expectation in ``X`` and, for count likelihoods, whole counts in
+        ``layers["counts"]`` (normalize them like the real cells before scoring, e.g. with
+        :func:`deltavae.metrics.log_normalize`; :meth:`sample`'s cells hold whole counts in ``X``
+        and ``layers["counts"]``, the expectation in ``layers["expected"]``). ``X`` of
+        ``translate``'s residual default (counts) is each cell's observed counts plus the model's
+        change, averaged with the observed responses; a decoded ``X`` is the model's mean at each
+        cell's library (a latent library's posterior mean), for ZINB the zero-inflated mean, dropout
+        included (totals below the library size). ``nearest_response``: for count models,
+        log-normalized expression in ``X`` (the scale the responses are transferred on; no
+        ``layers["counts"]``), for other likelihoods the data's own scale. ``uns["prediction"]``
+        records the method, the target (a dict of strings where given as one) and, in words, what
+        ``X`` holds.
+
 
         Examples
         --------
@@ -183,29 +190,15 @@ class PerturbationMixin:
         self._check_if_trained(warn=False)
         contrast = Contrast.resolve(self, adata, target_condition, condition_key, balance_key)
         if contrast.source == contrast.target:
-            _warn_already_target(self, contrast, method)
+            warn_source_is_target(contrast, method)
         with seeded(self.module, seed):
             if method == "nearest_response":
-                return nearest_response(self, adata, contrast, batch_size, similarity)
-            return latent_shift(self, adata, contrast, batch_size, CellDraws(seed))
-
-
-def _warn_already_target(model, contrast: Contrast, method: str) -> None:
-    """Cells given under the target itself: no change to apply, a prediction equal to the
-    model's reconstruction (``latent_shift``) or to the cells' own data (``nearest_response``),
-    returned with nothing said, as though predicted."""
-    key, target = contrast.condition_key, contrast.target
-    others = sorted(set(contrast.train_conditions) - {NOT_TRAINED, target})
-    returned = (
-        "the model's reconstruction of them (z shifted by 0)"
-        if method == "latent_shift"
-        else "their own data (every response is 0)"
-    )
-    warn_user(
-        f"adata's cells are already under {key}={target!r}, the target: {method} has no change "
-        f"to apply and returns {returned}. Pass the cells of another condition "
-        f"(the model's others: {others})."
-    )
+                out = nearest_response(self, adata, contrast, batch_size, similarity)
+            else:
+                out = latent_shift(self, adata, contrast, batch_size, CellDraws(seed))
+        targets = {contrast.condition_key: contrast.target}  # a dict as given: a dict
+        out.uns["prediction"]["target"] = target_record(target_condition, targets)
+        return out
 
 
 def _several_sources(model, adata, key: str, target, known: list, defaulted: bool) -> str:
@@ -419,10 +412,12 @@ def nearest_response(
 
     Returns
     -------
-    AnnData of predicted data (log-normalized for count models) with the cells' obs, the
-    condition set to the target, and in ``obsm["response_weights"]`` each cell's weight on
-    every group (``uns["response_groups"]``, a numpy array, names them: of strings, object
-    dtype, as it reads back from an .h5ad file).
+    AnnData of predicted data (log-normalized for count models) with the cells' obs and obsm, the
+    condition set to the target and the source in ``obs["<key>_source"]`` (as
+    :meth:`PerturbationMixin.predict_perturbation` says), and in ``obsm["response_weights"]`` each
+    cell's weight on every group (``uns["response_groups"]``, a numpy array, names them: of strings,
+    object dtype, as it reads back from an .h5ad file).
+
 
     Examples
     --------
@@ -465,7 +460,7 @@ def nearest_response(
             "balance_key, an obs column of the training AnnData (model.predict_labels() gives "
             "them)."
         ) from None
-    caller_obs = adata.obs  # the labels and columns as given, before validation
+    caller_obs, obsm = adata.obs, adata.obsm  # the labels and columns as given
     what = "nearest_response adds the observed change to each cell's data"
     warn_unmeasured(model, adata, what, "method='latent_shift'")
     adata = model._validate_anndata(adata)
@@ -488,9 +483,7 @@ def nearest_response(
     distances = ((c_query[:, None, :] - centres[None]) ** 2).sum(-1)
     weights = softmax(-0.5 * distances / bandwidth, axis=1)
     predicted = np.maximum(x_query + weights @ responses, x_train.min())
-    obs = caller_obs.loc[:, [k for k in caller_obs if not str(k).startswith("_scvi")]].copy()
-    obs[condition_key] = predicted_condition(model, condition_key, target, len(obs), obs)
-    out = AnnData(X=predicted.astype(np.float32), obs=obs, var=adata.var.copy())
+    out = predicted_cells(model, caller_obs, obsm, predicted, adata.var, {condition_key: target})
     out.obsm["response_weights"] = weights.astype(np.float32)
     # An array, as an .h5ad file gives it back (a list came back as one, and list methods
     # failed); strings as object, anndata's reading of them.

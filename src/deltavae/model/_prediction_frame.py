@@ -1,0 +1,96 @@
+"""The AnnData of predicted cells (``translate``, ``predict_perturbation``'s ``latent_shift`` and
+``nearest_response``): the given cells' obs and obsm, each moved condition set to the target,
+the condition each cell came from beside it (``obs["<key>_source"]``), and the target as
+``uns["prediction"]["target"]`` records it.
+
+scGen's ``predict`` keeps the control cells' obs and obsm (their UMAP, PCA) and leaves the
+condition column at the control; here the column holds the target, so the source, which for
+``translate``'s cells of several conditions differs from cell to cell, gets a column of its own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ._condition_types import predicted_condition
+
+#: Appended to a condition key, the obs column of each predicted cell's source condition.
+SOURCE_SUFFIX = "_source"
+
+
+def source_key(key: str) -> str:
+    """The obs column of the source condition of ``key``: ``"condition"`` gives
+    ``"condition_source"``.
+
+    Examples
+    --------
+    >>> source_key("condition")
+    'condition_source'
+    """
+    return f"{key}{SOURCE_SUFFIX}"
+
+
+def predicted_cells(
+    model, obs: pd.DataFrame, obsm, x: np.ndarray, var: pd.DataFrame, targets: dict
+) -> AnnData:
+    """AnnData of ``x`` (cells x genes, float32) for the given cells: their ``obs`` (as the
+    caller holds it, before validation; scvi-tools' ``_scvi_*`` columns left out) with each
+    condition key of ``targets`` set to its target value (typed by
+    :func:`~deltavae.model._condition_types.predicted_condition`: over the model's
+    categories) and the cells' own values of it in ``obs[source_key(key)]``, placed after it
+    and typed alike; their ``obsm`` copied (``_scvi_*`` keys left out); ``var`` copied."""
+    kept = obs.loc[:, [k for k in obs if not str(k).startswith("_scvi")]].copy()
+    for key, value in targets.items():
+        target = predicted_condition(model, key, value, len(kept), obs)
+        source = _source_column(obs[key], target)
+        kept[key] = target
+        name = source_key(key)
+        if name in kept:  # a prediction predicted on: the source of this one
+            kept[name] = source
+        else:
+            kept.insert(kept.columns.get_loc(key) + 1, name, source)
+    coordinates = {k: _copied(v) for k, v in obsm.items() if not str(k).startswith("_scvi")}
+    return AnnData(X=np.asarray(x, dtype=np.float32), obs=kept, var=var.copy(), obsm=coordinates)
+
+
+def _source_column(given: pd.Series, target):
+    """The cells' own condition values, categorical over the target column's categories (the
+    model's) where that column is categorical, with any of the cells' own categories it lacks
+    after them, so that the source and target columns compare and share colours; else as
+    given."""
+    if not isinstance(getattr(target, "dtype", None), pd.CategoricalDtype):
+        return given.values.copy()  # numpy or extension (Int64, boolean, string) as given
+    categories = pd.Index(target.categories)
+    own = pd.unique(given.dropna())
+    extra = [v for v in own if v not in categories]
+    if extra:
+        categories = categories.append(pd.Index(extra, dtype=object))
+    return pd.Categorical(given.to_numpy(), categories=categories, ordered=target.ordered)
+
+
+def _copied(value):
+    """A copy of an obsm entry (array, sparse matrix, DataFrame, an AnnData view's array)."""
+    copy = value.copy()
+    return np.asarray(copy) if isinstance(copy, np.ndarray) else copy
+
+
+def target_record(target_condition, targets: dict):
+    """``uns["prediction"]["target"]``: the target as the model names it, a string for one
+    condition; a dict of strings, one per condition key moved (keys left out or ``None``
+    omitted), where ``target_condition`` was given as a dict, which an .h5ad file writes
+    and reads back as one (``str`` of the dict could not be read back).
+
+    Examples
+    --------
+    >>> target_record({"condition": "stim", "donor": None}, {"condition": "stim"})
+    {'condition': 'stim'}
+    >>> target_record(1.0, {"dose": 1})
+    '1'
+    """
+    if isinstance(target_condition, dict):
+        return {str(key): str(value) for key, value in targets.items()}
+    if len(targets) == 1:
+        return str(next(iter(targets.values())))
+    return str(target_condition)
