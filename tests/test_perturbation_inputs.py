@@ -159,3 +159,53 @@ def test_a_decoded_translation_averaged_with_responses_says_so():
     assert "observed data plus" in said and said.endswith("averaged with the observed responses")
     describe_prediction(out, Normal(), "latent_shift", "stim")
     assert out.uns["prediction"]["X"] == "the model's data's own scale"
+
+
+def test_predictions_keep_the_source_condition_and_the_cells_obsm(model, tmp_path):
+    """The outputs held the target alone in obs['condition'] (the source of cells of several
+    conditions was lost), dropped the cells' obsm (sc.pl.umap(pred) failed, scGen keeps it)
+    and recorded a dict target as str(dict), which an .h5ad file gave back as a string."""
+    import anndata as ad
+
+    cells = model.adata.copy()
+    cells.obsm["X_umap"] = np.arange(2 * cells.n_obs, dtype=float).reshape(-1, 2)
+    mixed = model.translate(cells, {"condition": "stim"}, seed=0, response_weight=0)
+    ctrl = cells[cells.obs["condition"] == "ctrl"].copy()
+    shifted = model.predict_perturbation(ctrl, {"condition": "stim"}, method="latent_shift")
+    nearest = model.predict_perturbation(ctrl, "stim", method="nearest_response")
+    for pred, given in ((mixed, cells), (shifted, ctrl), (nearest, ctrl)):
+        source = pred.obs["condition_source"]
+        assert source.astype(str).tolist() == given.obs["condition"].astype(str).tolist()
+        assert (pred.obs["condition"] == "stim").all()
+        # One set of categories, the model's, for both columns (colours and order agree).
+        assert list(source.cat.categories) == list(pred.obs["condition"].cat.categories)
+        assert list(pred.obs.columns[:3]) == ["cluster", "condition", "condition_source"]
+        assert pred.obs["cell_type"].tolist() == given.obs["cell_type"].tolist()
+        np.testing.assert_array_equal(pred.obsm["X_umap"], given.obsm["X_umap"])
+        assert not [k for k in pred.obsm if k.startswith("_scvi")]
+    assert set(mixed.obs["condition_source"]) == {"ctrl", "stim"}
+    assert nearest.uns["prediction"]["target"] == "stim"
+    for pred in (mixed, shifted):
+        assert pred.uns["prediction"]["target"] == {"condition": "stim"}
+    mixed.write_h5ad(tmp_path / "pred.h5ad")
+    back = ad.read_h5ad(tmp_path / "pred.h5ad")
+    assert back.uns["prediction"]["target"] == {"condition": "stim"}
+    assert back.obs["condition_source"].tolist() == mixed.obs["condition_source"].tolist()
+    np.testing.assert_array_equal(back.obsm["X_umap"], cells.obsm["X_umap"])
+
+
+def test_a_transposed_frame_is_told_its_rows_and_columns_may_be_swapped():
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    genes = [f"g{i}" for i in range(6)]
+    pred = pd.DataFrame(rng.random((4, 6)), [f"p{i}" for i in range(4)], genes)
+    stim = pd.DataFrame(rng.random((9, 6)), [f"s{i}" for i in range(9)], genes)
+    with pytest.raises(ValueError, match=r"predicted has 6 rows, .* pass predicted\.T, cells"):
+        dv.metrics.mean_expression_r2(pred.T, stim)
+    with pytest.raises(ValueError, match=r"observed has 6 rows, .* pass observed\.T, cells"):
+        dv.metrics.mean_expression_r2(pred, stim.T.to_numpy())
+    with pytest.raises(ValueError, match=r"control has 6 rows, .* pass control\.T"):
+        dv.metrics.mean_expression_r2(pred, stim, control=stim.T)
+    with pytest.raises(ValueError, match=r"must match\.$"):  # no shape to swap: nothing said
+        dv.metrics.mean_expression_r2(pred.iloc[:, :5], stim)

@@ -300,6 +300,7 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
     if pred.shape != true.shape:
         raise ValueError(
             f"predicted has {pred.size} genes and observed {true.size}; they must match."
+            + _transposed_hint(predicted, observed, "predicted", "observed")
         )
     _warn_if_scales_differ(pred, true)
     _same_genes(pred_genes, true_genes, "predicted", "observed")
@@ -308,6 +309,7 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
         if ctrl.shape != pred.shape:
             raise ValueError(
                 f"control has {ctrl.size} genes and predicted {pred.size}; they must match."
+                + _transposed_hint(control, predicted, "control", "predicted")
             )
         _warn_if_scales_differ(ctrl, true)
         named = "predicted" if pred_genes is not None else "observed"
@@ -423,4 +425,41 @@ def _same_genes(pred_genes, other_genes, named: str, other: str) -> None:
     raise ValueError(
         f"{named} and {other} have different genes ({len(only)} in one only, e.g. "
         f"{only[:3]}); subset both to the genes they share."
+    )
+
+
+def _names(data, axis: int):
+    """Row (0) or column (1) names of a DataFrame or AnnData, as strings; None for others."""
+    if isinstance(data, pd.DataFrame):
+        return set(map(str, data.index if axis == 0 else data.columns))
+    if isinstance(data, AnnData):
+        return set(map(str, data.obs_names if axis == 0 else data.var_names))
+    return None
+
+
+def _transposed_hint(one, other, one_name: str, other_name: str) -> str:
+    """Where ``one`` and ``other`` (cells x genes each) disagree on their genes: the one whose
+    rows are as many as the other's genes (where both are, the one whose row names are the
+    other's genes), which may be genes x cells (e.g. a DataFrame with genes as rows), or
+    ``""``."""
+    shapes = [getattr(d, "shape", None) for d in (one, other)]
+    if any(s is None or len(s) != 2 for s in shapes):
+        return ""
+    pairs = ((one, other, one_name, shapes[0][0]), (other, one, other_name, shapes[1][0]))
+    swapped = [p for p, (_, o, _, rows) in enumerate(pairs) if rows == o.shape[1]]
+    if len(swapped) == 2:  # either could be: the one whose row names are the other's genes
+        rows_named = [(_names(pairs[p][0], 0), _names(pairs[p][1], 1)) for p in swapped]
+        named = [p for p, (r, g) in zip(swapped, rows_named, strict=True) if r and r == g]
+        swapped = named or swapped
+    if not swapped:
+        return ""
+    if len(swapped) == 2:
+        return (
+            f" The rows and columns of {one_name} or {other_name} may be swapped (genes x "
+            f"cells): pass {one_name}.T or {other_name}.T, cells as rows and genes as columns."
+        )
+    _, _, name, rows = pairs[swapped[0]]
+    return (
+        f" {name} has {rows} rows, as many as the other's genes: its rows and columns may be "
+        f"swapped (genes x cells); pass {name}.T, cells as rows and genes as columns."
     )
