@@ -342,7 +342,6 @@ class GenerationMixin:
         hold the whole counts in ``X`` (and in ``layers["counts"]``) and the expectation in
         ``layers["expected"]``: both are set up with ``setup_anndata(cells, layer="counts")``.
 
-
         Examples
         --------
         >>> stim_pred = g.translate(adata[adata.obs.condition == "ctrl"], "stim")  # doctest: +SKIP

@@ -131,7 +131,6 @@ class PerturbationMixin:
         records the method, the target (a dict of strings where given as one) and, in words, what
         ``X`` holds.
 
-
         Examples
         --------
         >>> ctrl = adata[adata.obs.condition == "ctrl"]  # doctest: +SKIP
@@ -417,7 +416,6 @@ def nearest_response(
     :meth:`PerturbationMixin.predict_perturbation` says), and in ``obsm["response_weights"]`` each
     cell's weight on every group (``uns["response_groups"]``, a numpy array, names them: of strings,
     object dtype, as it reads back from an .h5ad file).
-
 
     Examples
     --------
