@@ -1,6 +1,7 @@
 """Every tutorial notebook runs top to bottom (small setting) and is committed with outputs."""
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -83,3 +84,49 @@ def test_markdown_names_the_js_score_a_distance():
         text = " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
         text = " ".join(text.split()).replace("–", "-")
         assert "Jensen-Shannon divergence" not in text, path.name
+
+
+def _printed(nb) -> str:
+    """The text a notebook's code cells printed or returned (not its figures)."""
+    return "\n".join(
+        o.get("text", "") if o.output_type == "stream" else o.get("data", {}).get("text/plain", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
+
+
+def _shown(number: str, printed: str) -> bool:
+    """``number`` ("0.62", "0.34%") is in ``printed``, as written or rounded from a longer one
+    (a percentage from a percentage)."""
+    value, percent = number.removesuffix("%"), number.endswith("%")
+    digits = len(value.partition(".")[2])
+    return any(
+        f"{float(m):.{digits}f}" == value
+        for m in re.findall(r"(?<![\w.])\d+\.\d+" + ("(?=%)" if percent else ""), printed)
+    )
+
+
+def test_markdown_numbers_are_the_outputs():
+    """A decimal the text quotes ("ARI 0.62", "0.34% per 10 epochs") is one its notebook
+    prints, or, in a cell that cites another tutorial or the benchmarks, one that tutorial
+    prints or benchmarks/README.md holds. Re-executed notebooks whose numbers moved leave the
+    text behind: 03 said "0.14% per 10 epochs" beside a warning of 0.12%. Backticked values
+    are settings, not results."""
+    benchmarks = TUTORIALS.parent / "benchmarks" / "README.md"
+    if not benchmarks.is_file():
+        pytest.skip("benchmarks/ is not next to the tests (installed package)")
+    notebooks = {p.name: nbformat.read(p, as_version=4) for p in NOTEBOOKS}
+    cited = "\n".join(_printed(nb) for nb in notebooks.values()) + benchmarks.read_text()
+    stale = []
+    for name, nb in notebooks.items():
+        own = _printed(nb)
+        for cell in nb.cells:
+            if cell.cell_type != "markdown":
+                continue
+            sources = cited if re.search(r"benchmark|\.ipynb", cell.source) else own
+            text = re.sub(r"`[^`]*`", "", cell.source)
+            for number in re.findall(r"(?<![\w.])\d*\.\d+%?(?![\w.])", text):
+                if not _shown(number, sources):
+                    stale.append(f"{name}: {number}")
+    assert not stale, f"numbers in the text that no output prints: {stale}"
