@@ -143,6 +143,36 @@ def test_public_properties_and_methods_have_docstrings():
     assert not bare, f"no docstring: {bare}"
 
 
+def test_property_docstrings_do_not_start_with_a_type():
+    """napoleon reads a property docstring's first ``words: more`` as ``:type: words``: the
+    page of ``CGMDVAE.label_names`` showed "Type: Known labels (empty when unsupervised), as
+    strings" under a description cut to "the read-outs ...". The annotation gives the type."""
+    napoleon = pytest.importorskip("sphinx.ext.napoleon", reason='pip install ".[docs]"')
+    from sphinx.ext.napoleon.docstring import NumpyDocstring
+
+    config = napoleon.Config(napoleon_use_rtype=False, napoleon_custom_sections=["Returns"])
+    typed = []
+    for sub in ("model", "module", "train", "nn", "distributions"):
+        for name in getattr(dv, sub).__all__:
+            cls = getattr(getattr(dv, sub), name)
+            for attr in dir(cls) if inspect.isclass(cls) else ():
+                owner = next((k for k in cls.__mro__ if attr in k.__dict__), None)
+                entry = inspect.getattr_static(cls, attr, None)
+                if attr.startswith("_") or not isinstance(entry, property):
+                    continue
+                if not owner.__module__.startswith("deltavae"):
+                    continue
+                doc = str(
+                    NumpyDocstring(inspect.getdoc(entry) or "", config, what="property", name=attr)
+                )
+                typed += [
+                    f"{sub}.{name}.{attr}: {line}"
+                    for line in doc.splitlines()
+                    if line.startswith(":type:")
+                ]
+    assert not typed, "\n".join(typed)
+
+
 def _entries(doc: str) -> dict[str, str]:
     """Each documented parameter's text ("a, b" entries give both the same text)."""
     entries: dict[str, str] = {}

@@ -320,14 +320,14 @@ class CountDistribution(pdist.TorchDistribution):
 
     @property
     def mean(self):
-        """Expected count, scvi-tools': ``mu``, times ``1 - sigmoid(zi_logits)`` for the ZINB."""
+        """Expected count as in scvi-tools, ``mu`` times ``1 - sigmoid(zi_logits)`` for the ZINB."""
         if self.zi_logits is None:
             return self.mu
         return self.mu * torch.sigmoid(-self.zi_logits)
 
     @property
     def variance(self):
-        """Variance of a count, scvi-tools': ``mu + mu^2 / theta`` for the NB, and
+        """Variance of a count, as in scvi-tools, ``mu + mu^2 / theta`` for the NB, and
         ``(1 - pi) (mu + mu^2 / theta + pi mu^2)`` with ``pi = sigmoid(zi_logits)`` for the
         ZINB (Pyro's ``E[x^2] - E[x]^2`` lost digits to cancellation in float32)."""
         mu = self.mu

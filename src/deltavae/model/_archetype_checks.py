@@ -194,8 +194,8 @@ class MergeSettings:
 
     @property
     def summary_string(self) -> str:
-        """The model's summary (``print(model)``) with its merge threshold as it is now: it
-        showed the constructor's after ``model.merge_threshold`` was set."""
+        """The model's summary (``print(model)``) with its merge threshold as it is now (it
+        showed the constructor's after ``model.merge_threshold`` was set)."""
         summary, _, status = super().summary_string.rpartition("\nTraining status")
         return f"{summary}, merge threshold {self.merge_threshold:g}\nTraining status{status}"
 

@@ -255,7 +255,7 @@ class ClustersMixin(PredictionsMixin):
 
     @property
     def label_names(self) -> list[str]:
-        """Known labels (empty when unsupervised), as strings: the read-outs (:meth:`predict`,
+        """Known labels (empty when unsupervised), as strings; the read-outs (:meth:`predict`,
         :meth:`predict_labels`, :meth:`write_to_adata`, :meth:`sample`) give integer labels as
         integers, unless ``novel_j`` clusters are among them (see :attr:`cluster_names`)."""
         if self.registry_["setup_args"]["labels_key"] is None:

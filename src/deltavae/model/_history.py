@@ -66,7 +66,7 @@ class HistoryMixin:
 
     @property
     def history(self) -> dict[str, pd.DataFrame]:
-        """The training history: one DataFrame per metric, indexed by ``epoch``; a further
+        """The training history, one DataFrame per metric, indexed by ``epoch``; a further
         ``train`` call adds its epochs after the earlier ones (numbered on from them). None
         before training; a query model's (``load_query_data``) is its own training's, from
         epoch 0, not its reference's.
