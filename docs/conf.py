@@ -38,6 +38,47 @@ myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 myst_heading_anchors = 3
 
 autosummary_generate = True
+
+
+def _kind(entry) -> str:
+    """The autodoc directive's kind of a class member found with ``inspect.getattr_static``."""
+    if isinstance(entry, property):
+        return "property"
+    return "method" if callable(getattr(entry, "__func__", entry)) else "attribute"
+
+
+def _inherited_from_deltavae() -> dict[str, list[tuple[str, str]]]:
+    """Per building-block class, the public members a deltavae base class or mixin defines,
+    as (name, "method", "property" or "attribute"): ``CGMDVAEModule.translate`` from
+    ``CGMDVAEGeneration``, ``sample`` and ``marginal_ll`` from ``DeltaPyroModule``.
+    class_own.rst leaves out inherited members, and these are deltavae's own, not
+    Lightning's or scvi-tools' (overrides of their hooks stay out)."""
+    import inspect
+
+    import deltavae
+
+    found = {}
+    for sub in ("train", "module", "nn", "distributions"):
+        module = getattr(deltavae, sub)
+        for name in module.__all__:
+            cls = getattr(module, name)
+            if not inspect.isclass(cls):
+                continue
+            ours = [k for k in cls.__mro__[1:] if k.__module__.startswith("deltavae")]
+            foreign = [k for k in cls.__mro__ if not k.__module__.startswith("deltavae")]
+            found[f"deltavae.{sub}.{name}"] = [
+                (attr, _kind(entry))
+                for attr in dir(cls)
+                if not attr.startswith("_")
+                and attr not in cls.__dict__
+                and any(attr in k.__dict__ for k in ours)
+                and not any(attr in k.__dict__ for k in foreign)
+                for entry in [inspect.getattr_static(cls, attr)]
+            ]
+    return found
+
+
+autosummary_context = {"inherited_from_deltavae": _inherited_from_deltavae()}
 autodoc_typehints = "description"
 autodoc_member_order = "bysource"
 autodoc_default_options = {

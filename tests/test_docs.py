@@ -292,6 +292,14 @@ def test_docs_build_without_warnings(tmp_path):
     ):
         assert f'id="deltavae.model.ZINBVAE.{method}"' in zinbvae
         assert f'href="#deltavae.model.ZINBVAE.{method}"' in zinbvae
+    # The building blocks' pages show what deltavae's own bases and mixins add too
+    # (class_own.rst left out every inherited member, CGMDVAEModule.translate included).
+    page = out / "api" / "generated" / "deltavae.module.CGMDVAEModule.html"
+    for method in ("translate", "generate", "sample", "marginal_ll", "encode"):
+        assert f'id="deltavae.module.CGMDVAEModule.{method}"' in page.read_text(), method
+    plan = (out / "api" / "generated" / "deltavae.train.DeltaTrainingPlan.html").read_text()
+    assert 'id="deltavae.train.DeltaTrainingPlan.stop_if_diverged"' in plan
+    assert 'id="deltavae.train.DeltaTrainingPlan.on_train_start"' not in plan  # Lightning's
     # n_latent_w has its own text (napoleon gives "a, b" entries the same text twice).
     assert "n_latent_w</strong> (<em>int</em>) – Dimensions of w," in cgmdvae
     # The tutorials are rendered from their committed outputs, figures included.

@@ -120,8 +120,9 @@ class PerturbationMixin:
         where each cell was, ``sc.pl.umap(pred)``, not those of the predicted state). ``translate``
         and ``latent_shift``: the expectation in ``X`` and, for count likelihoods, whole counts in
         ``layers["counts"]`` (normalize them like the real cells before scoring, e.g. with
-        :func:`deltavae.metrics.log_normalize`; :meth:`sample`'s cells hold whole counts in ``X``
-        and ``layers["counts"]``, the expectation in ``layers["expected"]``). ``X`` of
+        :func:`deltavae.metrics.log_normalize`; :meth:`CGMDVAE.sample
+        <deltavae.model.CGMDVAE.sample>`'s cells hold whole counts in ``X`` and
+        ``layers["counts"]``, the expectation in ``layers["expected"]``). ``X`` of
         ``translate``'s residual default (counts) is each cell's observed counts plus the model's
         change, averaged with the observed responses; a decoded ``X`` is the model's mean at each
         cell's library (a latent library's posterior mean), for ZINB the zero-inflated mean, dropout
