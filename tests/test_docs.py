@@ -321,3 +321,24 @@ def test_docs_say_what_transform_batch_and_read_lazy_results_take():
         assert "takes values of the first key only (``condition_key[0]``" in doc, method
     lazy = " ".join(dv.read_lazy.__doc__.split())
     assert "write_results_to_store" in lazy and 'adata.file.open(filemode="r+")' in lazy
+
+
+def test_installation_page_lists_each_extra_s_packages():
+    """docs/installation.md's table of extras names every package pyproject.toml puts in
+    each (its ``test`` row named four of seven: no ``nbformat``, ``dask[array]``,
+    ``sphinx-book-theme``)."""
+    import tomllib
+
+    page, pyproject = DOCS / "installation.md", DOCS.parent / "pyproject.toml"
+    if not (page.is_file() and pyproject.is_file()):
+        pytest.skip("docs/ is not next to the tests (installed package)")
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.*) \|$", page.read_text(), re.M))
+    assert set(rows) == set(extras)
+    missing = [
+        f"{extra}: {name}"
+        for extra, requirements in extras.items()
+        for name in (re.split(r"[<>=!~ ;]", r)[0] for r in requirements)
+        if f"`{name}`" not in rows[extra]
+    ]
+    assert not missing, missing
