@@ -126,7 +126,7 @@ def test_markdown_numbers_are_the_outputs():
                 continue
             sources = cited if re.search(r"benchmark|\.ipynb", cell.source) else own
             text = re.sub(r"`[^`]*`", "", cell.source)
-            for number in re.findall(r"(?<![\w.])\d*\.\d+%?(?![\w.])", text):
+            for number in re.findall(r"(?<![\w.])\d*\.\d+%?(?!\w|\.\d)", text):
                 if not _shown(number, sources):
                     stale.append(f"{name}: {number}")
     assert not stale, f"numbers in the text that no output prints: {stale}"
