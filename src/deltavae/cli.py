@@ -211,14 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_fit = commands.add_parser(
         "fit",
-        help="train a model on an .h5ad file of raw counts",
+        help="train a model on an .h5ad file (or zarr store) of raw counts",
         description=(
             "Train a model on raw counts from an .h5ad file, write the input AnnData plus the "
             "model's results (latent space, clusters, cell-type proportions, archetypes, "
             "imputed genes) to OUTPUT, print a report (final ELBO; for cgmdvae the cluster "
             "sizes, the empty clusters and, with --condition-key, the conditions in each "
             "cluster; for nmfdeconv the mean proportions; for archetypes the spots each one "
-            "dominates) and write PNGs (UMAP of the latent space by cluster, condition, labels "
+            "dominates; for imputer the genes imputed and those shared with the reference) "
+            "and write PNGs (UMAP of the latent space by cluster, condition, labels "
             "or batch; ELBO curves; cluster composition; proportions or archetype weights on "
             "obsm['spatial'] when the spots have coordinates) into the folder OUTPUT_plots next "
             "to OUTPUT (results.h5ad: results_plots/). Spatial models: nmfdeconv and imputer "
