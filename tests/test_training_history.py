@@ -245,6 +245,11 @@ def test_external_indexing_refuses_split_options_it_leaves_unread_and_reads_plai
     for unread in ({"shuffle_set_split": False}, {"validation_size": 0.1}):
         with pytest.raises(ValueError, match=rf"{next(iter(unread))}=.* cannot apply: .*lists"):
             model.train(max_epochs=1, datasplitter_kwargs={"external_indexing": halves}, **unread)
+    # train_size beside the lists was read by nothing, in silence (plan_kwargs stops the call)
+    with pytest.warns(UserWarning, match=r"train_size=0.5 is not read: .*wins \(30 training, 10"):
+        with pytest.raises(TypeError, match="plan_kwargs"):
+            split = {"external_indexing": halves}
+            model.train(1, train_size=0.5, plan_kwargs={"bogus": 1}, datasplitter_kwargs=split)
     # scvi-tools: "got multiple values for keyword argument 'batch_size'"; torch: "Default
     # process group has not been initialized".
     for key, instead in (("batch_size", "train\\(batch_size="), ("distributed_sampler", "ddp")):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import short_repr
+from ._validation import warn_user
 
 _PARTS = ("training", "validation", "test")
 
@@ -65,11 +66,13 @@ def check_splitter_keys(split: dict) -> None:
 
 
 def checked_external_split(
-    trainer_kwargs: dict, validation_size, n_rows: int, unit: str = "cell"
+    trainer_kwargs: dict, validation_size, n_rows: int, unit: str = "cell", train_size=None
 ) -> None:
     """Refuse the split options ``external_indexing`` makes unread, and lists scvi-tools would
     refuse or misread; put in ``trainer_kwargs`` (in place) a copy of ``datasplitter_kwargs``
-    whose ``external_indexing`` is a new list of int arrays, which scvi-tools may lengthen."""
+    whose ``external_indexing`` is a new list of int arrays, which scvi-tools may lengthen.
+    ``train_size``: the value the user wrote (``None`` where left to its default), warned as
+    unread: the lists win (it was read by nothing, in silence)."""
     split = trainer_kwargs.get("datasplitter_kwargs") or {}
     check_splitter_keys(split)
     external = split.get("external_indexing")
@@ -117,3 +120,11 @@ def checked_external_split(
             "split (neither trained nor validated on)."
         )
     trainer_kwargs["datasplitter_kwargs"] = {**split, "external_indexing": parts}
+    if train_size is not None:
+        sizes = ", ".join(f"{len(p)} {w}" for p, w in zip(parts, _PARTS, strict=False) if len(p))
+        warn_user(
+            f"train_size={short_repr(train_size)} is not read: datasplitter_kwargs["
+            f"'external_indexing'] lists the {unit}s of each split and wins ({sizes}). Leave "
+            "train_size out, or leave external_indexing out to split by fractions.",
+            UserWarning,
+        )

@@ -103,7 +103,9 @@ def check_training_arguments(
             f"{short_repr(val_every)}; leave it out to validate every epoch."
         )
     monitor = trainer_kwargs.get("early_stopping_monitor")
-    checked_external_split(trainer_kwargs, validation_size, model.adata.n_obs, unit)
+    given = getattr(model, "_train_given", ())  # the names the user wrote (train/_record.py)
+    written = train_size if "train_size" in given else None
+    checked_external_split(trainer_kwargs, validation_size, model.adata.n_obs, unit, written)
     split = trainer_kwargs.get("datasplitter_kwargs") or {}
     if "shuffle" in split:  # scvi-tools passes it twice: a raw TypeError
         raise ValueError(

@@ -66,12 +66,16 @@ def records_train_args(train):
                     record.setdefault(key, value)
             return train(self, *args, **kwargs)
         self._train_record = {**arguments((self, *args), kwargs), "seed": scvi.settings.seed}
+        # The names the user wrote (defaults fill the record): train_size given beside
+        # external_indexing is warned as unread (model/_split_checks.py).
+        self._train_given = frozenset(signature.bind(self, *args, **kwargs).arguments) | set(kwargs)
         _RECORDING.add(id(self))
         try:
             return train(self, *args, **kwargs)
         finally:
             _RECORDING.discard(id(self))
             self.__dict__.pop("_train_record", None)
+            self.__dict__.pop("_train_given", None)
 
     return wrapper
 
