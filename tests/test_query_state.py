@@ -79,6 +79,22 @@ def test_a_query_fit_that_completed_no_epoch_leaves_the_query_model_untrained():
         model.get_latent_representation()
 
 
+def test_a_query_model_trains_and_reads_minibatches_of_one_cell():
+    """A query model keeps BatchNorm frozen in eval mode (load_query_data), yet train refused
+    batch_size=1 ("BatchNorm layers need at least 2 cells per minibatch") and dropped a last
+    minibatch of one cell each epoch."""
+    ref, query = _split()
+    model = dv.model.ZINBVAE.load_query_data(query[:9].copy(), _reference(dv.model.ZINBVAE, ref))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one epoch: not converged
+        model.train(max_epochs=1, batch_size=1, train_size=1.0)
+        assert model.trainer.global_step == 9
+        model.train(max_epochs=1, batch_size=2, train_size=1.0)
+        assert model.trainer.global_step == 5  # 9 = 4 x 2 + 1: the last cell trains too
+    one = model.get_latent_representation(batch_size=1)
+    np.testing.assert_allclose(one, model.get_latent_representation(), atol=1e-5)
+
+
 def _cgmdvae(adata):
     dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
     return dv.model.CGMDVAE(adata, n_latent=3, n_hidden=16, n_clusters=2)

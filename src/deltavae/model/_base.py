@@ -326,8 +326,8 @@ class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTra
         # Early stopping and restore_best ("auto": with validation cells) on the same epochs.
         best = add_stopping(callbacks, trainer_kwargs, early_stopping, restore_best and validates,
                             first, plan_kwargs.get("max_kl_weight", 1.0))  # fmt: skip
-        if n_train % batch_size == 1:
-            loader["drop_last"] = True  # one cell left over: BatchNorm cannot train on it alone
+        if n_train % batch_size == 1 and not (self.is_query_model and not self.module.training):
+            loader["drop_last"] = True  # one cell left over: BatchNorm (unfrozen) cannot train
         if loader:
             trainer_kwargs["datasplitter_kwargs"] = {
                 **loader,

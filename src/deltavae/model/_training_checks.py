@@ -209,7 +209,12 @@ def check_training_arguments(
             f"reduce_lr_on_plateau watches {metric!r}, but no {unit} is held out for "
             f"validation {held_out}."
         )
-    batch_norm = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules())
+    # A query model trains in eval mode (load_query_data): its BatchNorm layers keep the
+    # reference's statistics and read a minibatch of one as any other.
+    frozen = getattr(model, "is_query_model", False) and not model.module.training
+    batch_norm = not frozen and any(
+        isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules()
+    )
     if batch_norm and min(batch_size, n_train) < 2:
         fix = (
             "Use batch_size >= 2, or leave it out for the model's default."
