@@ -761,3 +761,18 @@ def test_warnings_point_at_the_callers_line():
     with pytest.warns(UserWarning, match="partly different cells") as record:
         ari(true, pred)
     assert [w.filename for w in record] == [__file__]
+
+
+def test_jsd_alone_warns_where_a_column_sums_to_0():
+    """jsd gave NaN in silence for a type predicted nowhere (b) or absent from the truth (c);
+    deconvolution_scores names b once (its constant-prediction warning) and c here."""
+    true = pd.DataFrame({"a": [0.5, 0.5, 0.0], "b": [0.5, 0.0, 1.0], "c": 0.0})
+    pred = true.assign(b=0.0, c=[0.5, 0.5, 0.0])
+    with pytest.warns(UserWarning, match=r"2 of the 3 cell types sum to 0 .*\['b', 'c'\].*NaN"):
+        scores = dv.metrics.jsd(true, pred)
+    assert scores.isna().tolist() == [False, True, True]
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
+        dv.metrics.deconvolution_scores(true, pred)
+    said = [str(w.message) for w in told if "sum to 0" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("1 of the 3 cell types") and "['c']" in said[0]

@@ -109,7 +109,7 @@ def warn_constant_predictions(true, pred, unit: str, stacklevel: int) -> None:
     type predicted nowhere, a gene imputed flat): its PCC is NaN (and its JS distance where
     the column is all 0), which ``.median()`` skips, leaving the failure out of the summary."""
     varies = np.ptp(true.to_numpy(), axis=0) > 0
-    flat = pred.columns[(np.ptp(pred.to_numpy(), axis=0) == 0) & varies]
+    flat = pred.columns[_flat_but_true_varies(true, pred)]
     if not len(flat):
         return
     warnings.warn(
@@ -123,11 +123,43 @@ def warn_constant_predictions(true, pred, unit: str, stacklevel: int) -> None:
     )
 
 
+def _flat_but_true_varies(true, pred) -> np.ndarray:
+    """Columns :func:`warn_constant_predictions` names: ``pred`` constant, ``true`` not."""
+    varies = np.ptp(true.to_numpy(), axis=0) > 0
+    return (np.ptp(pred.to_numpy(), axis=0) == 0) & varies
+
+
+def warn_zero_columns(true, pred, unit: str, stacklevel: int, named_already: bool) -> None:
+    """Warn where the JS distance is NaN: a column of ``true`` or of ``pred`` sums to 0 (after
+    negative values are set to 0), so it is no distribution over spots; ``jsd`` alone had
+    given NaN in silence. ``named_already``: the constant-prediction warning has named the
+    columns of 0s predicted against varying true values."""
+    zero = (true.clip(lower=0).sum(axis=0).to_numpy() == 0) | (
+        pred.clip(lower=0).sum(axis=0).to_numpy() == 0
+    )
+    if named_already:
+        zero &= ~_flat_but_true_varies(true, pred)
+    if not zero.any():
+        return
+    warnings.warn(
+        f"{int(zero.sum())} of the {len(zero)} {unit} sum to 0 across spots in true or pred "
+        f"(e.g. {short_repr(true.columns[zero][:5].tolist())}): their JS distance is undefined "
+        "(NaN; a column of 0s is no distribution over spots), and .median() skips NaN. Count "
+        "a column predicted 0 where true is not (or the reverse) as a failure with .fillna(1) "
+        "(the largest distance), and leave out those absent from both.",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
+
+
 def warn_uninformative(true, pred, scores: tuple[str, ...], unit: str, stacklevel: int) -> None:
-    """:func:`warn_few_spots`, and for PCC :func:`warn_constant_predictions`, in one call."""
+    """:func:`warn_few_spots`, for PCC :func:`warn_constant_predictions` and for the JS
+    distance :func:`warn_zero_columns`, in one call."""
     warn_few_spots(len(true), scores, stacklevel + 1)
     if "pcc" in scores:
         warn_constant_predictions(true, pred, unit, stacklevel + 1)
+    if "jsd" in scores:
+        warn_zero_columns(true, pred, unit, stacklevel + 1, named_already="pcc" in scores)
 
 
 def numeric_table(frame: pd.DataFrame, name: str, kept: str = "scores'") -> pd.DataFrame:
