@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import deltavae as dv  # noqa: E402
 from deltavae import _cli_commands  # noqa: E402
 from deltavae._cli_args import CLASSIFIER_WEIGHT  # noqa: E402
-from deltavae._cli_files import plots_folder  # noqa: E402
+from deltavae._cli_files import InputError, plots_folder  # noqa: E402
 from deltavae._cli_models import build_model as build  # noqa: E402
 from deltavae.cli import build_parser, main  # noqa: E402
 from deltavae.train import TrainingDivergedError  # noqa: E402
@@ -1207,3 +1207,31 @@ def test_the_eval_mode_lag_advice_names_the_flag_not_a_python_call():
 
     note = _as_flags(eval_mode_lag([5085.0, 4500.0, 4200.0, 4073.0], 1e-3, 20))
     assert note.endswith("Train longer for them to catch up (--epochs above this run's 20).")
+
+
+def test_condition_alignment_has_a_flag_and_the_imputers_gene_advice_names_a_file(capsys):
+    """CGMDVAE's condition_alignment had no flag (and its refusal named the Python argument);
+    the imputer's note on genes no spot counts told a shell user to pass genes= to impute()
+    and to call sc.pp.filter_genes on an object the shell has none of."""
+    from deltavae._cli_models import model_options, setup_warnings
+
+    argv = ["fit", "in.h5ad", "--out", "o.h5ad", "--model", "cgmdvae", "--condition-alignment"]
+    args = build_parser().parse_args([*argv, "0"])
+    assert model_options(dv.model.CGMDVAE, args)["init"] == {"condition_alignment": 0.0}
+    assert build_parser().parse_args([*argv, "auto"]).condition_alignment == "auto"
+    assert main([*argv, "-1"]) == 2
+    assert "must be 'auto' or a number of 0 or more, got -1" in capsys.readouterr().err
+    args.model = "zinbvae"
+    with pytest.raises(InputError, match="zinbvae does not take --condition-alignment"):
+        model_options(dv.model.ZINBVAE, args)
+    args = build_parser().parse_args([*argv[:4], "--model", "imputer", "--layer", "counts"])
+    args.input = "s.h5ad"
+    from deltavae.model._imputer_reference import warn_uncounted_panel as note
+
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
+        with setup_warnings(args):
+            note(["g0"], 9)
+    said = str(told[0].message)
+    assert "genes=" not in said and "filter_genes" not in said and "obsm['imputed'] leaves" in said
+    assert "read_h5ad('s.h5ad'); c = a.layers['counts']" in said and "'s_counted.h5ad'" in said

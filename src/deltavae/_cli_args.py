@@ -62,6 +62,24 @@ def positive_float(text: str) -> float:
     return _float_within(text, float("inf"), "a positive number")
 
 
+def condition_alignment_arg(text: str) -> float | str:
+    """``text`` as CGMDVAE's ``condition_alignment``: ``auto`` or a number of 0 or more.
+
+    Examples
+    --------
+    >>> condition_alignment_arg("auto"), condition_alignment_arg("10")
+    ('auto', 10.0)
+    """
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return non_negative_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be 'auto' or a number of 0 or more, got {text}"
+        ) from None
+
+
 def non_negative_float(text: str) -> float:
     """``text`` as a finite number of 0 or more; else a usage error.
 

@@ -53,6 +53,7 @@ _MODEL_OPTIONS = (
     "design",
     "likelihood",
     "classifier_weight",
+    "condition_alignment",
 )
 
 
@@ -303,7 +304,40 @@ def setup_warnings(args: argparse.Namespace):
         message = w.message  # the warning itself: its class may take more than a message
         if str(message).startswith(_CSC_ADVICE):
             message = _csc_advice(args.input, args.layer)
+        elif _UNCOUNTED_ADVICE in str(message):
+            message = _uncounted_advice(str(message), args.input, args.layer)
         warnings.warn_explicit(message, w.category, w.filename, w.lineno)
+
+
+#: The spatial models' advice for spots' genes no spot counts, in Python.
+_UNCOUNTED_ADVICE = ", and impute() gives them only when named in genes=. To impute them"
+
+
+def _uncounted_advice(message: str, path: str, layer: str | None) -> str:
+    """The imputer's note on genes no spot counts, with what a shell user does: its results
+    (``obsm['imputed']``) leave them out, and dropping them from the file imputes them.
+
+    Examples
+    --------
+    >>> note = ("2 of the spots' 9 genes are 0 in every spot (e.g. ['g0', 'g1']): ..., so the "
+    ...         "model leaves them out of the fit" + _UNCOUNTED_ADVICE + " as unmeasured, drop "
+    ...         "them from the spots first: sc.pp.filter_genes(spots, min_cells=1).")
+    >>> print(_uncounted_advice(note, "s.h5ad", "counts"))  # doctest: +NORMALIZE_WHITESPACE
+    2 of the spots' 9 genes are 0 in every spot (e.g. ['g0', 'g1']): ..., so the model leaves
+    them out of the fit, and obsm['imputed'] leaves them out. To impute them as unmeasured,
+    drop them from the file, then fit on the new one: python -c "import anndata, numpy as np;
+    a = anndata.read_h5ad('s.h5ad'); c = a.layers['counts'];
+    a = a[:, np.asarray((c > 0).sum(0)).ravel() > 0].copy(); a.write_h5ad('s_counted.h5ad')"
+    """
+    slot = "a.X" if layer is None else f"a.layers[{layer!r}]"
+    stem = path[: -len(".h5ad")] if path.endswith(".h5ad") else path.rstrip("/")
+    new = f"{stem}_counted.h5ad"
+    return message[: message.index(_UNCOUNTED_ADVICE)] + (
+        ", and obsm['imputed'] leaves them out. To impute them as unmeasured, drop them from "
+        f'the file, then fit on the new one: python -c "import anndata, numpy as np; a = '
+        f"anndata.read_h5ad({path!r}); c = {slot}; a = a[:, np.asarray((c > 0).sum(0))."
+        f'ravel() > 0].copy(); a.write_h5ad({new!r})"'
+    )
 
 
 def _csc_advice(path: str, layer: str | None) -> str:

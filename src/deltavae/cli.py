@@ -49,6 +49,7 @@ from deltavae._cli_args import (
     CLASSIFIER_WEIGHT,
     OneLineParser,
     add_spatial_options,
+    condition_alignment_arg,
     fraction,
     non_negative_float,
     positive_float,
@@ -323,6 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "cgmdvae with --labels-key: weight of the label classifier's loss; larger keeps "
             f"the clusters closer to the labels, 0 leaves them to the data [{CLASSIFIER_WEIGHT:g}]"
+        ),
+    )
+    p_fit.add_argument(
+        "--condition-alignment",
+        type=condition_alignment_arg,
+        default=None,
+        help=(
+            "cgmdvae: weight of the penalty that aligns the conditions' means of the latent "
+            "space within each cluster (translate needs it), 'auto' or a number of 0 or more; "
+            "0 turns it off [auto: 10 without --labels-key, 100 with it for counts, 0 for the "
+            "normal and Bernoulli likelihoods]"
         ),
     )
     p_fit.add_argument(

@@ -1,0 +1,181 @@
+"""A model's advice written for the ``deltavae`` command line: the Python arguments it names
+(``max_epochs``, ``train_size=1.0`` ...) as the flags that set them (``--epochs``,
+``--train-size 1.0``), and advice no flag can follow left out or said another way."""
+
+from __future__ import annotations
+
+import re
+
+#: A model's advice names its Python arguments; printed by the CLI, it names the flags.
+_FLAGS = (
+    # First, before max_epochs is rewritten.
+    # The CLI sets no warm-up: it is a share of the epochs, so more epochs lengthen both.
+    (
+        r"Train longer \(a larger max_epochs\), or pass n_epochs_kl_warmup=None to train on "
+        r"the full ELBO from the start",
+        "Train longer (--epochs)",
+    ),
+    (r"\(n_epochs_kl_warmup='auto': ([^)]*) of max_epochs", r"(\1 of --epochs"),
+    # A failed run writes nothing and each run builds its model anew: what a Python user's
+    # model object keeps, and the advice to build one anew, say nothing to a shell user.
+    (r"The model keeps (?:its|the last) parameters [^.(]*(?:\([^)]*\))?\. ", ""),
+    (
+        r",? on a model built anew if this one diverges again \(the parameters kept may be too "
+        r"far off to train on\)",
+        "",
+    ),
+    (r",? on a model built anew\b", ""),
+    (r", or call train again to continue this model\)", ")"),
+    # Archetypes merged as alike: the flag, not the attribute of a model object.
+    (
+        r"higher merge_threshold \(model\.merge_threshold = 1 never merges\)",
+        "higher --merge-threshold (1 never merges)",
+    ),
+    # CGMDVAE's mixture start, which no flag skips: the flags that fit it.
+    (
+        r"Use fewer clusters, train on more cells \(([^)]*)\), or skip the start with "
+        r"mixture_init_epoch=None",
+        r"Use fewer clusters (--n-clusters) or train on more cells (\1)",
+    ),
+    (r"^likelihood must be\b", "--likelihood must be"),
+    (r"\badata\.X is empty \(None\); pass the layer", "adata.X is empty (None); pass --layer"),
+    (
+        r"\breference\.X is empty \(None\); pass the layer",
+        "the reference's X is empty; pass --reference-layer",
+    ),
+    (r"\ba max_epochs\b", "--epochs"),
+    (r"\bmax_epochs\b", "--epochs"),
+    (r"\bearly_stopping=True\b", "--early-stopping"),
+    (r"\brestore_best=True kept\b", "--early-stopping kept"),  # it passes restore_best=True
+    (r"\bn_clusters=(\d+)", r"--n-clusters \1"),
+    (r"\bunlabeled_category=('[^']*') to setup_anndata", r"--unlabeled-category \1"),
+    (r"\bunlabeled_category=('[^']*')", r"--unlabeled-category \1"),
+    (r"\bunlabeled_category\b", "--unlabeled-category"),
+    (r"\breference_layer=('[^']*')", r"--reference-layer \1"),
+    (r"\bis reference_layer the layer\b", "is --reference-layer the layer"),
+    # The imputer names its spots by its argument (spatial) and a threshold no flag sets.
+    (r"^spatial (?=\(\d+ genes|and reference share)", "the spots "),
+    (r" are needed \(min_shared_genes\)", " are needed"),
+    (r"\blayer=('[^']*') to \w+\.setup_anndata, then build the \w+ again", r"--layer \1"),
+    (r"(?<![\w.])layer=('[^']*')", r"--layer \1"),
+    (r"\bCGMDVAE\(\.\.\., likelihood='(\w+)'\)", r"--model cgmdvae --likelihood \1"),
+    (r"\b(batch|condition|sample|labels)_key=", r"--\1-key "),
+    (r"\b(batch|condition|sample|labels)_key\b", r"--\1-key"),
+    (r"\bn_clusters\b", "--n-clusters"),
+    (r"\bclassifier_weight=", "--classifier-weight "),
+    (r"\bclassifier_weight\b", "--classifier-weight"),
+    (r"\bcondition_alignment=", "--condition-alignment "),
+    (r"\bcondition_alignment\b", "--condition-alignment"),
+    (r"\bn_archetypes=", "--n-archetypes "),
+    (r"\bn_archetypes\b", "--n-archetypes"),
+    (r"settings\.batch_size or batch_size in model\.train", "--batch-size"),
+    (r"\bmerge_threshold=", "--merge-threshold "),
+    (r"\bmerge_threshold\b", "--merge-threshold"),
+    (r"\bmax_archetypes=", "--max-archetypes "),
+    (r"\bmax_archetypes\b", "--max-archetypes"),
+    (r"\bmin_spots=", "--min-spots "),
+    (r"\bmin_spots\b", "--min-spots"),
+    (r"\btrain_size=", "--train-size "),
+    (r"\btrain_size < 1\b", "--train-size below 1"),
+    (r"\btrain\(lr=([^)]+)\)", r"--lr \1"),
+    (r"\bthis run used lr=", "this run used --lr "),
+    (r"\bthis run's lr=", "this run's --lr "),
+    (r"\(lr=([^)]+)\)", r"(--lr \1)"),
+    (r"with the default rate first", "without --lr first"),
+    (r"\baccelerator='(\w+)'", r"--accelerator \1"),
+    (
+        r"raise early_stopping_patience \(scvi-tools' default is 45\) or train without "
+        r"early stopping",
+        "run without --early-stopping",
+    ),
+    # set_threads' refusal and warning, of --threads.
+    (
+        r"^n=(\d+) threads on the (\d+) CPUs this process may use; pass at most (\d+) \(or "
+        r"None for the default\)",
+        r"--threads \1 on the \2 CPUs this process may use: pass at most \3 (or leave "
+        r"--threads out for the default)",
+    ),
+    (r"\bset_threads\((\d+)\)", r"--threads \1"),
+    # Last: the bare names the patterns above leave.
+    (r"\bbatch_size=(\d+)", r"--batch-size \1"),
+    (r"\b(batch|train)_size\b", r"--\1-size"),
+)
+
+
+def _as_flags(note: str) -> str:
+    """A model's note with the training arguments it names written as ``deltavae`` flags.
+
+    Examples
+    --------
+    >>> _as_flags("pass a max_epochs above this run's 5, with early_stopping=True to stop")
+    "pass --epochs above this run's 5, with --early-stopping to stop"
+    >>> _as_flags("Train longer (a larger max_epochs), or pass n_epochs_kl_warmup=None to train "
+    ...           "on the full ELBO from the start.")
+    'Train longer (--epochs).'
+    >>> _as_flags("Train longer for them to catch up (a max_epochs above this run's 20, or "
+    ...           "call train again to continue this model).")
+    "Train longer for them to catch up (--epochs above this run's 20)."
+    >>> _as_flags("condition_alignment must be a number of 0 or more, or 'auto'; got 'x'.")
+    "--condition-alignment must be a number of 0 or more, or 'auto'; got 'x'."
+    >>> _as_flags("If they hold fewer, n_clusters=4 fits them.")
+    'If they hold fewer, --n-clusters 4 fits them.'
+    >>> _as_flags("pass unlabeled_category='unknown' to setup_anndata.")
+    "pass --unlabeled-category 'unknown'."
+    >>> _as_flags("'Unknown' unless unlabeled_category names another")
+    "'Unknown' unless --unlabeled-category names another"
+    >>> _as_flags("Cytometry fits CGMDVAE(..., likelihood='normal').")
+    'Cytometry fits --model cgmdvae --likelihood normal.'
+    >>> _as_flags("Pass the layer with the raw counts, e.g. reference_layer='counts'.")
+    "Pass the layer with the raw counts, e.g. --reference-layer 'counts'."
+    >>> _as_flags("adata.X is empty (None); pass the layer with the data: ['counts'].")
+    "adata.X is empty (None); pass --layer with the data: ['counts']."
+    >>> _as_flags("batch_key='nope' is not a column of adata.obs")
+    "--batch-key 'nope' is not a column of adata.obs"
+    >>> _as_flags("condition_key 'one' holds one value; n_clusters must be at least 2")
+    "--condition-key 'one' holds one value; --n-clusters must be at least 2"
+    >>> _as_flags("got batch_size=1. Use batch_size >= 2 or a larger train_size (now 0.5)")
+    'got --batch-size 1. Use --batch-size >= 2 or a larger --train-size (now 0.5)'
+    >>> _as_flags("Use fewer clusters, train on more cells (train_size=1.0), or skip the start "
+    ...           "with mixture_init_epoch=None.")
+    'Use fewer clusters (--n-clusters) or train on more cells (--train-size 1.0).'
+    >>> _as_flags("likelihood must be 'zinb' or 'nb', got 'normal'.")
+    "--likelihood must be 'zinb' or 'nb', got 'normal'."
+    >>> _as_flags("no counts for 3 of them: is reference_layer the layer of its raw counts?")
+    'no counts for 3 of them: is --reference-layer the layer of its raw counts?'
+    >>> _as_flags("spatial (8 genes) and reference (40 genes) share 8 genes; at "
+    ...           "least 10 are needed (min_shared_genes).")
+    'the spots (8 genes) and reference (40 genes) share 8 genes; at least 10 are needed.'
+    >>> _as_flags("n_archetypes=500 is larger than the spots")
+    '--n-archetypes 500 is larger than the spots'
+    >>> _as_flags("Fit fewer archetypes (n_archetypes), or keep them apart with a higher "
+    ...           "merge_threshold (model.merge_threshold = 1 never merges); uns[...] records")
+    'Fit fewer archetypes (--n-archetypes), or keep them apart with a higher --merge-threshold
+    (1 never merges); uns[...] records'
+    >>> _as_flags("set_threads(4) is more than the 2 CPUs this process may use: the threads "
+    ...           "wait on each other and training slows; set_threads(2) uses them all.")
+    '--threads 4 is more than the 2 CPUs this process may use: the threads wait on each other
+    and training slows; --threads 2 uses them all.'
+    >>> _as_flags("n=100 threads on the 2 CPUs this process may use; pass at most 2 (or None "
+    ...           "for the default).")
+    '--threads 100 on the 2 CPUs this process may use: pass at most 2 (or leave --threads out
+    for the default).'
+    >>> _as_flags("a lower learning rate, e.g. train(lr=0.0001) (this run used lr=0.001).")
+    'a lower learning rate, e.g. --lr 0.0001 (this run used --lr 0.001).'
+    >>> _as_flags("Training diverged: the loss became nan at epoch 0, step 1 of 3. The model keeps "
+    ...           "its parameters from before this training run (the first updates already "
+    ...           "diverged). Train again with a lower learning rate, e.g. train(lr=0.0001) "
+    ...           "(this run used lr=0.001), on a model built anew if this one diverges again "
+    ...           "(the parameters kept may be too far off to train on).")
+    'Training diverged: the loss became nan at epoch 0, step 1 of 3. Train again with a lower
+    learning rate, e.g. --lr 0.0001 (this run used --lr 0.001).'
+    >>> _as_flags("Train again with a lower learning rate than this run's lr=0.1, on a model "
+    ...           "built anew.")
+    "Train again with a lower learning rate than this run's --lr 0.1."
+    >>> _as_flags("Its rate (lr=0.5) is ...: train again with the default rate first.")
+    'Its rate (--lr 0.5) is ...: train again without --lr first.'
+    >>> _as_flags("Train again with a lower learning rate than this run's lr=0.1.")
+    "Train again with a lower learning rate than this run's --lr 0.1."
+    """
+    for pattern, flag in _FLAGS:
+        note = re.sub(pattern, flag, note)
+    return note
