@@ -206,6 +206,8 @@ def test_predict_as_scanvi_labels_in_the_columns_type_and_soft_as_predict_labels
     adata, model = _integer_labelled_model()
     hard = model.predict()
     assert isinstance(hard, np.ndarray) and hard.dtype == np.int64 and set(hard) <= {1, 2}
+    # trained_labels_ said ['1', '2'] of labels predict gives as 1, 2.
+    assert model.trained_labels_ == [1, 2] and type(model.trained_labels_[0]) is int
     np.testing.assert_array_equal(hard, model.predict_labels()["label"].to_numpy())
     assert (hard == adata.obs["semi"].to_numpy()).any()  # compares with the user's column
     soft = model.predict(adata, indices=[5, 2], soft=True, batch_size=16)
@@ -235,6 +237,7 @@ def test_predict_as_scanvi_labels_in_the_columns_type_and_soft_as_predict_labels
     assert list(labels[:2]) == ["uncertain", "uncertain"]
     assert novel.predict(indices=[0]).dtype == object
     assert list(novel.predict(soft=True).columns) == ["1", "2", "novel_0"]
+    assert novel.trained_labels_ == ["1", "2"]  # as predict names them beside novel_0
     query = adata[:20].copy()
     query.obs["semi"] = -1
     with pytest.warns(UserWarning, match="nothing is left to learn"):  # the same conditions

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scvi import REGISTRY_KEYS
 
+from ._labels import labels_of
 from ._validation import warn_user
 
 
@@ -17,18 +18,22 @@ def record_trained_labels(model, held_out=None) -> None:
     """At the start of a fit: keep, in ``trained_labels_`` (saved with the model), the labels
     whose labelled cells are among this fit's training cells (not the validation or test
     split's, the positions ``held_out``, which give no gradient), joined to those of earlier
-    fits, as ``trained_categories_`` keeps the conditions; and, for this fit's warning
+    fits, as ``trained_categories_`` keeps the conditions, each as :meth:`predict` gives it
+    (integer labels as integers); and, for this fit's warning
     (:func:`warn_labels_without_training_cells`), those of the earlier fits alone."""
     names = getattr(model, "label_names", None)
     if not names or getattr(model, "adata_manager", None) is None:
         return
-    before = list(getattr(model, "trained_labels_", None) or [])
-    model._labels_trained_before = set(before)
+    # Compared as text: a model saved before kept integer labels as strings.
+    before = {str(n) for n in getattr(model, "trained_labels_", None) or []}
+    model._labels_trained_before = before
     codes = _label_codes(model)
     if held_out is not None and len(held_out):
         codes = np.delete(codes, np.asarray(held_out, dtype=int))
     here = {names[c] for c in np.unique(codes) if 0 <= c < len(names)}  # not the unlabelled
-    model.trained_labels_ = [n for n in names if n in here or n in before]
+    # Each label as predict gives it: integer labels as integers (strings beside novel_j).
+    shown = labels_of(model, np.array([], dtype=int)).categories.tolist()[: len(names)]
+    model.trained_labels_ = [v for n, v in zip(names, shown, strict=True) if n in here | before]
 
 
 def warn_labels_without_training_cells(model) -> None:
