@@ -758,6 +758,9 @@ def test_latent_moved_to_one_condition_mixes_the_conditions(blobs_model):
         model.get_latent_representation(condition="nope")
     with pytest.raises(ValueError, match="w has no condition shift"):
         model.get_latent_representation(representation="w", condition="ctrl")
+    # An array there failed with numpy's "truth value of an array ... is ambiguous".
+    with pytest.raises(ValueError, match=r"must be 'z' or 'w', got \[0, 1, 2, 3, 4, ...\] \(9"):
+        model.get_latent_representation(representation=np.arange(9))
 
 
 def test_kmeans_start_with_few_unlabelled_cells_and_a_label_without_cells():

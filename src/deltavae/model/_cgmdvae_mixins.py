@@ -437,8 +437,10 @@ class LatentMixin:
         >>> z_ctrl = g.get_latent_representation(condition="ctrl")  # doctest: +SKIP
         >>> adata.obsm["X_cgmdvae_ctrl"] = z_ctrl  # doctest: +SKIP
         """
-        if representation not in ("z", "w"):
-            raise ValueError(f"representation must be 'z' or 'w', got {representation!r}.")
+        if not isinstance(representation, str) or representation not in ("z", "w"):
+            raise ValueError(
+                f"representation must be 'z' or 'w', got {short_repr(representation)}."
+            )
         given = {"dataloader": dataloader, "indices": indices, "batch_size": batch_size}
         check_dataloader_alone(given, "get_latent_representation")
         if condition is not None and representation != "z":
