@@ -107,7 +107,24 @@ def test_history_log_axis_refuses_negative_values():
     frames["elbo_train"].iloc[1] = 4.0
     frames["kl_weight"] = pd.DataFrame({"kl_weight": [0.0, 1.0]}, index=[0, 1])
     with pytest.raises(ValueError, match="but kl_weight goes down to 0 .*leave kl_weight out"):
-        dv.pl.history(frames, keys=["elbo_train", "kl_weight"], log=True, show=False)
+        dv.pl.history(frames, keys=["kl_weight"], log=True, show=False)
+
+
+def test_history_draws_the_kl_weight_on_an_axis_of_its_own():
+    """The KL weight (0 to 1) was drawn on the ELBO's axis: flat at its foot beside an ELBO of
+    thousands, and log=True refused it for its 0. It has its own axis, on the right."""
+    frames = {
+        "elbo_train": pd.DataFrame({"elbo_train": [3000.0, 2500.0, 2400.0]}),
+        "kl_weight": pd.DataFrame({"kl_weight": [0.0, 0.5, 1.0]}),
+    }
+    ax = dv.pl.history(frames, keys=["elbo_train", "kl_weight"], log=True, show=False)
+    (right,) = [other for other in ax.figure.axes if other is not ax]
+    assert right.get_ylabel() == "KL weight" and right.get_ylim()[0] == 0
+    assert right.get_lines()[0].get_ydata().tolist() == [0.0, 0.5, 1.0]
+    assert [line.get_label() for line in ax.get_lines()] == ["training"]
+    assert ax.get_ylabel() == "negative ELBO per cell" and ax.get_ylim()[0] > 2000
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == ["training", "KL weight", "KL warm-up"]
 
 
 def test_history_accepts_the_history_dict_and_draws_on_a_given_axes(trained):
@@ -149,6 +166,13 @@ def test_embedding_returns_axes_and_saves(trained, tmp_path):
     renderer = axes[0].figure.canvas.get_renderer()
     legend_end = axes[0].get_legend().get_window_extent(renderer).x1
     assert legend_end < axes[1].get_tightbbox(renderer).x0
+    # ... and the last column's legend (one panel's too) ran past the figure's right edge,
+    # cut off by fig.savefig(path) without bbox_inches="tight".
+    for colours in (["condition", "long"], "long"):
+        fig = dv.pl.embedding(adata, color=colours, show=False, return_fig=True)
+        fig.canvas.draw()
+        ends = [ax.get_legend().get_window_extent().x1 for ax in fig.axes if ax.get_legend()]
+        assert fig.bbox.x1 > max(ends) > 0.8 * fig.bbox.x1
     # a given wspace is kept
     axes = dv.pl.embedding(adata, color=["cluster", "condition"], wspace=0.1, show=False)
     assert axes[1].get_position().x0 - axes[0].get_position().x1 < 0.1

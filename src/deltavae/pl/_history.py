@@ -1,4 +1,5 @@
-"""The training history plot: negative ELBO (and KL weight) per epoch, with the KL warm-up."""
+"""The training history plot: negative ELBO per epoch (the KL weight on an axis of its own),
+with the KL warm-up."""
 
 from __future__ import annotations
 
@@ -226,7 +227,8 @@ def history(
         History entries to draw, one line each (one name or a list). Entries the history
         lacks are skipped, with a warning for any but ``"elbo_validation"`` (absent when the
         model trained without validation cells); if it has none of them, a ValueError lists
-        those it has.
+        those it has. ``"kl_weight"`` beside other entries is drawn on an axis of its own, on
+        the right (0 to its full weight; linear with ``log`` too).
     {ax}
     log
         Logarithmic y axis.
@@ -261,11 +263,16 @@ def history(
         warn_user(f"The history has no {skipped}; not drawn. Its keys: {sorted(frames)}.")
     elif skipped:
         logger.info("history has no %s; not drawn", skipped)
+    # The KL weight (0 to 1) beside ELBOs of thousands sat flat on their axis: its own axis,
+    # on the right, labelled, in the one legend.
+    twin = "kl_weight" in present and len(present) > 1
+    on_left = [key for key in present if not (twin and key == "kl_weight")]
     if log:  # refused before a figure is made, not after the curves were drawn
-        _log_values([frames[key] for key in present])
+        _log_values([frames[key] for key in on_left])
     ax = one_axes(ax, "history")
     if ax is None:
         ax = own_axes(figure_size(figsize, (5, 3.5)))
+    right = ax.twinx() if twin else None
     drawn = []
     for key in present:
         frame = frames[key]
@@ -274,22 +281,35 @@ def history(
         values = series.to_numpy(dtype=float)
         # One epoch is one point, and a line through one point draws nothing.
         point = {"marker": "o"} if np.isfinite(values).sum() == 1 else {}
-        ax.plot(epochs, values, label=_HISTORY_LABELS.get(key, key), **point)
+        target, style = (right, {"color": "0.35", "ls": "--"}) if key not in on_left else (ax, {})
+        target.plot(epochs, values, label=_HISTORY_LABELS.get(key, key), **point, **style)
         drawn.append(epochs)
+    if right is not None:
+        right.set_ylabel("KL weight")
+        right.set_ylim(0, max(1.0, float(np.nanmax(frames["kl_weight"].to_numpy(float)))) * 1.05)
     last = max(float(np.nanmax(epochs)) if epochs.size else 0.0 for epochs in drawn)
     if shade_warmup and "kl_weight" in frames:
         spans = _warmup_spans(model, frames["kl_weight"].iloc[:, 0], last)
         for k, span in enumerate(spans):  # one legend entry
-            ax.axvspan(*span, color="0.9", zorder=0, label="_KL warm-up" if k else "KL warm-up")
+            (right or ax).axvspan(
+                *span, color="0.9", zorder=0, label="_KL warm-up" if k else "KL warm-up"
+            )
     if log:
-        _log_y_axis(ax, [frames[key] for key in present])
+        _log_y_axis(ax, [frames[key] for key in on_left])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     epochs_drawn = np.unique(np.concatenate(drawn))
     if epochs_drawn.size == 1:  # else ticks at -0.04, -0.02, ... 0.04
         ax.set_xticks(epochs_drawn)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(_history_unit(model, present))
+    ax.set_ylabel(_history_unit(model, on_left))
     ax.set_title("Training history" if title is None else title)
-    # A framed legend stays readable when it sits on the shaded warm-up.
-    ax.legend(edgecolor="0.6")
+    # A framed legend stays readable when it sits on the shaded warm-up; over the right
+    # axis's line too, with the entries of both axes.
+    handles, labels = ax.get_legend_handles_labels()
+    if right is not None:  # below ax (its shading too), so that ax's legend covers its line
+        more = right.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+        right.set_zorder(ax.get_zorder() - 1)
+        ax.patch.set_visible(False)
+    ax.legend(handles, labels, edgecolor="0.6")
     return savefig_or_show(ax, "history", show, save, return_fig)

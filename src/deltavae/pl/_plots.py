@@ -19,6 +19,7 @@ from .._checks import check_bools, no_column
 from .._docs import doc_params, doc_show_save
 from .._renamed import renamed_keywords
 from ._colours import axes_per_colour, each_colour, fill_palette
+from ._legends import room_for_legends
 from ._tissue import PLACING, Tissue, draw_tissue, tissue
 from ._utils import (
     as_names,
@@ -30,7 +31,6 @@ from ._utils import (
     one_axes,
     own_axes,
     own_figure,
-    room_for_legends,
     savefig_or_show,
 )
 
@@ -146,10 +146,11 @@ def embedding(
     if on is not None:  # tissue as dv.pl.spatial_proportions and sc.pl.spatial draw it
         for panel in [p for p in panels if not hasattr(p, "_colorbar")]:
             draw_tissue(panel, on)
-    if several and ax is None and not gap_given:
+    if ax is None:
         # scanpy's gap holds short legends; a longer one ran under the next panel. A wspace of
         # 0.5 for every figure made three panels of short legends 30% wider than scanpy's.
-        room_for_legends(list(panels))
+        # The last column's legend ran past the figure's edge.
+        room_for_legends(list(panels), gaps=several and not gap_given)
     if ax is None:
         own_figure((axes[0] if isinstance(axes, list) else axes).figure)
     # return_fig=True: the Figure (of the Axes given too), not shown, as scanpy's

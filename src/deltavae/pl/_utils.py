@@ -261,52 +261,6 @@ def colour_bar_end(values, vmin: float | None, vmax: float | None) -> str:
     )
 
 
-def room_for_legends(panels, rounds: int = 3) -> None:
-    """Widen the gaps of a grid of panels where a panel's legend would run under the panel
-    right of it (its y label included): scanpy's gap (``sc.pl.spatial``'s, or
-    :func:`deltavae.pl.embedding`'s 0.5) holds a short legend, and a long cell type name ran
-    under the next panel.
-
-    Only the gap after a column with such a legend grows (by its overlap, in inches): the
-    panels and colour bars right of it move right, and the figure widens by as much, each
-    keeping its size. Growing every column (the figure's width, which scales every slot) made
-    a figure of four panels with one long legend 40% wider than needed, with wide empty gaps.
-    """
-    panels = [p for p in panels if not hasattr(p, "_colorbar")]
-    fig = panels[0].figure
-    for _ in range(rounds):
-        renderer = fig.canvas.get_renderer()
-        width = fig.get_figwidth()
-        # the left edge (inches) of each column after a legend too long, and the room it needs
-        extra: dict[float, float] = {}
-        for left, right in zip(panels, panels[1:], strict=False):
-            legend = left.get_legend()
-            was, after = left.get_position(original=True), right.get_position(original=True)
-            same_row = after.x0 > was.x0 and after.y0 < was.y1 and was.y0 < after.y1
-            if legend is None or not same_row:
-                continue
-            right.apply_aspect()
-            end = legend.get_window_extent(renderer).x1
-            # clear of the next panel's y label and ticks too, where it has them
-            overlap = (end - right.get_tightbbox(renderer).x0) / fig.dpi
-            if overlap > 0:
-                edge = round(after.x0 * width, 3)
-                extra[edge] = max(extra.get(edge, 0.0), overlap + 0.1)
-        if not extra:
-            return
-        moved = [(ax, ax.get_position(original=True)) for ax in fig.axes]  # colour bars too
-        # rcParams["figure.constrained_layout.use"] laid scanpy's grid out as it was, legends
-        # over the next panel, and would undo the moves: scanpy's positions, moved, are kept
-        fig.set_layout_engine("none")
-        grown = width + sum(extra.values())
-        fig.set_figwidth(grown)
-        for ax, box in moved:
-            shift = sum(d for edge, d in extra.items() if box.x0 * width >= edge - 1e-3)
-            ax.set_position(
-                [(box.x0 * width + shift) / grown, box.y0, box.width * width / grown, box.height]
-            )
-
-
 def own_axes(figsize: tuple[float, float]) -> Axes:
     """A new figure's Axes, laid out so that labels and colour bars stay inside the figure
     when it is saved with ``plt.savefig`` after ``show=False``."""
