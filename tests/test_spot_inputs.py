@@ -583,6 +583,12 @@ def test_an_archetype_without_spots_is_said_by_the_read_outs(slides):
     assert spots.uns["archetypes"]["no_spots"].tolist() == ["A2"]
     model.write_to_adata(spots)  # none without spots: an empty list
     assert spots.uns["archetypes"]["no_spots"].tolist() == []
+    # An archetype no spot weighs above 1/2 (a short fit) was listed in attrs alone.
+    weights = model.get_archetype_weights().clip(upper=0.45)
+    clone.get_archetype_weights = lambda **kwargs: weights
+    said = r"archetypes A0, A1, A2 weigh no spot above 1/2 \(largest weight: A0 0.45, .*Train lo"
+    with pytest.warns(UserWarning, match=said):
+        assert clone.get_anchors(5).attrs["anchored_below_half"] == ["A0", "A1", "A2"]
 
 
 def test_min_spots_never_merges_below_two_archetypes(slides):

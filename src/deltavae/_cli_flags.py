@@ -69,6 +69,8 @@ _FLAGS = (
     (r"\bn_archetypes=", "--n-archetypes "),
     (r"\bn_archetypes\b", "--n-archetypes"),
     (r"settings\.batch_size or batch_size in model\.train", "--batch-size"),
+    # Archetypes anchored below 1/2: the attrs of a Python read-out no shell user holds.
+    (r" get_anchors\(\.\.\.\)\.attrs\['anchored_below_half'\] lists (?:it|them)\.", ""),
     (r"\bmerge_threshold=", "--merge-threshold "),
     (r"\bmerge_threshold\b", "--merge-threshold"),
     (r"\bmax_archetypes=", "--max-archetypes "),
@@ -117,6 +119,9 @@ def _as_flags(note: str) -> str:
     "Train longer for them to catch up (--epochs above this run's 20)."
     >>> _as_flags("condition_alignment must be a number of 0 or more, or 'auto'; got 'x'.")
     "--condition-alignment must be a number of 0 or more, or 'auto'; got 'x'."
+    >>> _as_flags("Train longer (a larger max_epochs). get_anchors(...).attrs["
+    ...           "'anchored_below_half'] lists it.")
+    'Train longer (a larger --epochs).'
     >>> _as_flags("If they hold fewer, n_clusters=4 fits them.")
     'If they hold fewer, --n-clusters 4 fits them.'
     >>> _as_flags("pass unlabeled_category='unknown' to setup_anndata.")

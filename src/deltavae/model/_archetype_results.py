@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy.cluster.hierarchy import fcluster, linkage
 
+from ._anchor_notes import warn_anchor_notes
 from ._archetypal_analysis import carriers, scaled
 from ._archetype_checks import (
     check_batch_size,
@@ -181,15 +182,7 @@ def read_anchors(model, n_anchors: int) -> pd.Series:
         )
     out = anchors(weights, n_anchors, model.anchor_key)
     out.attrs["empty_spots"] = list(weights.index[empty])
-    if unled := out.attrs["no_spots"]:  # said once by the (cached) merge: said by every read
-        it = "them" if len(unled) > 1 else "it"
-        warn_user(
-            f"archetype {', '.join(unled)} has no anchors and is the dominant archetype of no "
-            f"spot: no spot weighs {it} most. Merging stops at 2 archetypes, so {it} stands "
-            "without spots behind it: the spots may hold one state with a few outliers (or the "
-            "fit is short: train longer). get_anchors(...).attrs['no_spots'] and, after "
-            "write_to_adata, uns['archetypes']['no_spots'] list it."
-        )
+    warn_anchor_notes(out, weights)  # by every read, not once by the (cached) merge
     return out
 
 
