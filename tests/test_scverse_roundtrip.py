@@ -213,3 +213,18 @@ def test_writing_again_keeps_colours_by_name_and_drops_a_stale_dendrogram(writte
     backed.file.close()
     assert "cgmdvae_cluster_colors" not in ad.read_h5ad(path).uns
     assert isinstance(ad.read_h5ad(path).obs["cgmdvae_cluster"].dtype, pd.CategoricalDtype)
+
+
+def test_archetype_markers_read_as_scanpys_rank_genes_groups(written):
+    """The markers' params are those scanpy writes, typed as scanpy types them: "layer" was the
+    string "None", which names a layer, where scanpy writes None (no layer)."""
+    mix = written["archetypes"].copy()
+    sc.tl.rank_genes_groups(mix, groupby="archetype_dominant", key_added="scanpys")
+    ours, scanpys = mix.uns["archetype_markers"], mix.uns["scanpys"]
+    assert set(ours["params"]) == set(scanpys["params"])
+    for name, value in scanpys["params"].items():
+        assert type(ours["params"][name]) is type(value), name
+    assert ours["params"]["layer"] is None
+    assert ours["names"].dtype.names == scanpys["names"].dtype.names
+    table = sc.get.rank_genes_groups_df(mix, group=None, key="archetype_markers")
+    assert set(table["group"]) == set(mix.obs["archetype_dominant"].cat.categories)

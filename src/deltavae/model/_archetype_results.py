@@ -54,7 +54,7 @@ def rank_genes_layout(profiles: pd.DataFrame, n_genes: int, groupby: str) -> dic
             "reference": "rest",
             "method": "archetype_profile",
             "use_raw": False,
-            "layer": "None",
+            "layer": None,  # as scanpy writes it (anndata writes None), not a layer's name
             "corr_method": "none",
         }
     }
