@@ -169,6 +169,7 @@ def test_predictions_keep_the_source_condition_and_the_cells_obsm(model, tmp_pat
 
     cells = model.adata.copy()
     cells.obsm["X_umap"] = np.arange(2 * cells.n_obs, dtype=float).reshape(-1, 2)
+    cells.uns["condition_colors"] = ["#d62728", "#2ca02c"]  # the user's: ctrl red, stim green
     mixed = model.translate(cells, {"condition": "stim"}, seed=0, response_weight=0)
     ctrl = cells[cells.obs["condition"] == "ctrl"].copy()
     shifted = model.predict_perturbation(ctrl, {"condition": "stim"}, method="latent_shift")
@@ -184,6 +185,17 @@ def test_predictions_keep_the_source_condition_and_the_cells_obsm(model, tmp_pat
         np.testing.assert_array_equal(pred.obsm["X_umap"], given.obsm["X_umap"])
         assert not [k for k in pred.obsm if k.startswith("_scvi")]
     assert set(mixed.obs["condition_source"]) == {"ctrl", "stim"}
+    # The user's colours, not scanpy's by position (which drew stim in ctrl's colour); control
+    # cells alone (anndata drops stim's colour with its category) take the training AnnData's.
+    assert list(mixed.uns["condition_colors"]) == ["#d62728", "#2ca02c"]
+    assert list(mixed.uns["condition_source_colors"]) == ["#d62728", "#2ca02c"]
+    assert "condition_colors" not in shifted.uns  # no colour of stim anywhere: scanpy's
+    model.adata.uns["condition_colors"] = ["#d62728", "#2ca02c"]
+    try:
+        again = model.predict_perturbation(ctrl, "stim", method="latent_shift")
+    finally:
+        del model.adata.uns["condition_colors"]
+    assert list(again.uns["condition_colors"]) == ["#d62728", "#2ca02c"]
     assert nearest.uns["prediction"]["target"] == "stim"
     for pred in (mixed, shifted):
         assert pred.uns["prediction"]["target"] == {"condition": "stim"}

@@ -403,7 +403,9 @@ class GenerationMixin:
                 )
         mappings = self._cat_state().mappings
         moved = {key: mappings[key][code] for key, code in targets.items() if code >= 0}
-        out = predicted_cells(self, caller_obs, given.obsm, cells["expected"], adata.var, moved)
+        out = predicted_cells(
+            self, caller_obs, given.obsm, cells["expected"], adata.var, moved, given.uns
+        )
         if cells["counts"] is not None:
             out.layers["counts"] = cells["counts"].astype(np.float32)
         out.uns["response_weight"] = float(response_weight)

@@ -199,7 +199,7 @@ def latent_shift(
     means_tgt = _group_means(z_train[is_tgt], None if groups is None else groups[is_tgt])
     both = [g for g in means_src if g in means_tgt]
     delta = np.mean([means_tgt[g] - means_src[g] for g in both], axis=0)
-    caller_obs, obsm = adata.obs, adata.obsm  # the labels and columns as given
+    caller_obs, obsm, uns = adata.obs, adata.obsm, adata.uns  # the labels and columns as given
     adata = model._validate_anndata(adata)
     module = model.module  # in eval mode while its loader is read (see _OnDevice)
     shift = torch.as_tensor(delta, dtype=torch.float32, device=module.device)
@@ -228,7 +228,7 @@ def latent_shift(
         call = "predict_perturbation(method='latent_shift')"
         warn_untrained_combinations(model, torch.cat(moved).numpy(), call)
     x = torch.cat(outs).numpy()
-    out = predicted_cells(model, caller_obs, obsm, x, adata.var, {condition_key: target})
+    out = predicted_cells(model, caller_obs, obsm, x, adata.var, {condition_key: target}, uns)
     if counts:
         out.layers["counts"] = torch.cat(counts).numpy().astype(np.float32)
     describe_prediction(out, model, "latent_shift", target)

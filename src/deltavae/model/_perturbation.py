@@ -459,7 +459,7 @@ def nearest_response(
             "balance_key, an obs column of the training AnnData (model.predict_labels() gives "
             "them)."
         ) from None
-    caller_obs, obsm = adata.obs, adata.obsm  # the labels and columns as given
+    caller_obs, obsm, uns = adata.obs, adata.obsm, adata.uns  # the labels and columns as given
     what = "nearest_response adds the observed change to each cell's data"
     warn_unmeasured(model, adata, what, "method='latent_shift'")
     adata = model._validate_anndata(adata)
@@ -482,7 +482,9 @@ def nearest_response(
     distances = ((c_query[:, None, :] - centres[None]) ** 2).sum(-1)
     weights = softmax(-0.5 * distances / bandwidth, axis=1)
     predicted = np.maximum(x_query + weights @ responses, x_train.min())
-    out = predicted_cells(model, caller_obs, obsm, predicted, adata.var, {condition_key: target})
+    out = predicted_cells(
+        model, caller_obs, obsm, predicted, adata.var, {condition_key: target}, uns
+    )
     out.obsm["response_weights"] = weights.astype(np.float32)
     # An array, as an .h5ad file gives it back (a list came back as one, and list methods
     # failed); strings as object, anndata's reading of them.

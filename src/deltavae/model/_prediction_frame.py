@@ -33,14 +33,16 @@ def source_key(key: str) -> str:
 
 
 def predicted_cells(
-    model, obs: pd.DataFrame, obsm, x: np.ndarray, var: pd.DataFrame, targets: dict
+    model, obs: pd.DataFrame, obsm, x: np.ndarray, var: pd.DataFrame, targets: dict, uns=None
 ) -> AnnData:
     """AnnData of ``x`` (cells x genes, float32) for the given cells: their ``obs`` (as the
     caller holds it, before validation; scvi-tools' ``_scvi_*`` columns left out) with each
     condition key of ``targets`` set to its target value (typed by
     :func:`~deltavae.model._condition_types.predicted_condition`: over the model's
     categories) and the cells' own values of it in ``obs[source_key(key)]``, placed after it
-    and typed alike; their ``obsm`` copied (``_scvi_*`` keys left out); ``var`` copied."""
+    and typed alike; their ``obsm`` copied (``_scvi_*`` keys left out); ``var`` copied; the
+    scanpy colours in ``uns`` (the given AnnData's) of each column kept over the same categories
+    (:func:`carried_colours`)."""
     kept = obs.loc[:, [k for k in obs if not str(k).startswith("_scvi")]].copy()
     for key, value in targets.items():
         target = predicted_condition(model, key, value, len(kept), obs)
@@ -52,7 +54,49 @@ def predicted_cells(
         else:
             kept.insert(kept.columns.get_loc(key) + 1, name, source)
     coordinates = {k: _copied(v) for k, v in obsm.items() if not str(k).startswith("_scvi")}
-    return AnnData(X=np.asarray(x, dtype=np.float32), obs=kept, var=var.copy(), obsm=coordinates)
+    training = getattr(model, "adata", None)
+    more = [(training.uns, training.obs)] if training is not None else []
+    colours = carried_colours(uns or {}, obs, kept, *more)
+    return AnnData(
+        X=np.asarray(x, dtype=np.float32), obs=kept, var=var.copy(), obsm=coordinates, uns=colours
+    )
+
+
+def carried_colours(uns, given: pd.DataFrame, kept: pd.DataFrame, *more) -> dict:
+    """``uns["<column>_colors"]`` for each categorical column of ``kept`` (a source column: its
+    condition's) where every category has a colour by name in the given cells' ``uns`` (with
+    ``given``'s categories) or in one of ``more`` (``(uns, obs)`` pairs: the model's training
+    AnnData, whose colours cover the conditions a subset of control cells lost), so that
+    ``sc.pl.umap(pred, color="condition")`` draws each condition (and cell type) in the colours
+    of the user's own plots; scanpy colours a column without them by category position, which
+    put the target in the colour the user's plots gave the control.
+
+    Examples
+    --------
+    >>> given = pd.DataFrame({"condition": pd.Categorical(["ctrl", "stim"])})
+    >>> kept = given.assign(condition_source=given["condition"])
+    >>> carried_colours({"condition_colors": ["#1f77b4", "#ff7f0e"]}, given, kept)
+    {'condition_colors': ['#1f77b4', '#ff7f0e'], 'condition_source_colors': ['#1f77b4', '#ff7f0e']}
+    """
+    colours = {}
+    for column in kept:
+        after = kept[column].dtype
+        if not isinstance(after, pd.CategoricalDtype):
+            continue
+        own = str(column)
+        if own.endswith(SOURCE_SUFFIX) and own not in given:
+            own = own[: -len(SOURCE_SUFFIX)]
+        named = {}
+        for palette_uns, obs in reversed(((uns, given), *more)):  # the given cells' win
+            palette = palette_uns.get(f"{own}_colors") if palette_uns is not None else None
+            before = obs[own].dtype if obs is not None and own in obs else None
+            if palette is None or not isinstance(before, pd.CategoricalDtype):
+                continue
+            if len(palette) == len(before.categories):
+                named.update(zip(before.categories, np.asarray(palette).tolist(), strict=True))
+        if named and all(c in named for c in after.categories):
+            colours[f"{column}_colors"] = [named[c] for c in after.categories]
+    return colours
 
 
 def _source_column(given: pd.Series, target):
