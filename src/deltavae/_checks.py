@@ -470,4 +470,12 @@ def check_labels(reference: ad.AnnData, labels_key: str) -> pd.Categorical:
             f"reference.obs[{labels_key!r}] has {n_types} cell type(s); "
             "deconvolution needs at least 2"
         )
+    names = pd.Index([str(c) for c in labels.categories])
+    if names.has_duplicates:  # the spot models name types (and match cells to them) by text
+        same = [c for c in labels.categories if str(c) == names[names.duplicated()][0]]
+        raise ValueError(
+            f"reference.obs[{labels_key!r}] holds different labels with the same text (e.g. "
+            f"{same[0]!r} and {same[1]!r}); give each cell type one name: "
+            f"reference.obs[{labels_key!r}] = reference.obs[{labels_key!r}].astype(str)."
+        )
     return labels

@@ -44,13 +44,8 @@ def _string_labels(reference: AnnData, labels_key: str) -> pd.Categorical:
     integer cluster ids work like names; ``reference`` itself is only read."""
     refuse_minified(reference, "reference")  # its zeros were read as counts
     _refuse_duplicates(pd.Index(reference.var_names.astype(str)), "reference")
-    labels = check_labels(reference, labels_key)
+    labels = check_labels(reference, labels_key)  # no two with the same text
     names = [str(c) for c in labels.categories]
-    if len(set(names)) < len(names):
-        raise ValueError(
-            f"reference.obs[{labels_key!r}] holds different labels with the same text (e.g. 1 "
-            "and '1'); give each cell type one name."
-        )
     return pd.Categorical.from_codes(labels.codes, categories=names)
 
 
