@@ -285,7 +285,7 @@ def test_latent_library_zinbvae_load_skips_the_library_pass(tmp_path, monkeypatc
     dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
     model = _trained(dv.model.ZINBVAE, adata, use_observed_lib_size=False)
     model.save(tmp_path / "m")
-    monkeypatch.setattr(_zinbvae, "_init_library_size", _no_start)
+    monkeypatch.setattr(_zinbvae, "batch_library_prior", _no_start)
     loaded = dv.model.ZINBVAE.load(tmp_path / "m", adata)
     _same_state(model, loaded)
     np.testing.assert_array_equal(

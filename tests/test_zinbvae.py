@@ -1,5 +1,7 @@
 """ZINBVAE: training, latents, covariates, save/load, param-store isolation, early stopping."""
 
+import warnings
+
 import numpy as np
 import pyro
 import pytest
@@ -228,6 +230,26 @@ def test_elbo_train_counts_the_latent_library_once(counts_adata):
     full = h["reconstruction_loss_train"] + h["kl_divergence_z_train"] + h["kl_divergence_l_train"]
     assert h["kl_weight"][0] < 0.01 and h["kl_divergence_l_train"][0] > 1.0
     np.testing.assert_allclose(h["elbo_train"], full, rtol=5e-3)
+
+
+def test_latent_library_prior_of_float16_counts_is_the_float32_one(counts_adata):
+    """scvi-tools' library prior summed float16 counts in float16: cells past 65504 counts
+    got an infinite library, the prior mean fell (9.90 for 10.12) and scvi-tools warned of
+    empty cells there were not."""
+    deep = counts_adata[:40].copy()
+    # Up to about 120000 counts a cell, each a whole float16 (above 2048 they are even).
+    deep.X = np.minimum(deep.X.toarray() * 60, 60000).astype(np.float16)
+    priors = {}
+    for dtype in (np.float32, np.float16):
+        deep.X = deep.X.astype(dtype)
+        dv.model.ZINBVAE.setup_anndata(deep, batch_key="condition")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            module = dv.model.ZINBVAE(deep, n_hidden=8, use_observed_lib_size=False).module
+        priors[dtype] = (module.library_log_means.numpy(), module.library_log_vars.numpy())
+    np.testing.assert_array_equal(priors[np.float16][0], priors[np.float32][0])
+    np.testing.assert_array_equal(priors[np.float16][1], priors[np.float32][1])
+    assert np.asarray(deep.X.astype(np.float64).sum(1)).max() > 65504
 
 
 def test_training_uses_the_torch_elbo_and_logs_every_term(counts_adata):

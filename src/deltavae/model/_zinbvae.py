@@ -15,7 +15,6 @@ from scvi.data.fields import (
     LayerField,
     NumericalObsField,
 )
-from scvi.model._utils import _init_library_size
 from scvi.model.base import (
     BaseModelClass,
     RNASeqMixin,
@@ -31,6 +30,7 @@ from ._base import DeltaModelMixin
 from ._de import CheckedExpressionMixin
 from ._host_results import HostResultsMixin
 from ._labels import ConditionsByName, small_categories_named
+from ._library_stats import batch_library_prior
 from ._load_state import saved_state
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
@@ -145,7 +145,7 @@ class ZINBVAE(
                 saved["library_log_vars"],
             )
         elif not use_observed_lib_size and not uses_size_factor:
-            library_log_means, library_log_vars = _init_library_size(self.adata_manager, n_batch)
+            library_log_means, library_log_vars = batch_library_prior(self.adata_manager, n_batch)
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_batch=n_batch,
