@@ -16,6 +16,7 @@ from ..module import ArchetypesModule
 from ..module._gene_order import in_name_order
 from . import _archetype_results as results
 from ._archetype_checks import MergeSettings, check_batch_size, check_count, check_new_spots
+from ._archetype_samples import sample_factor_table, warn_unused_samples
 from ._archetype_signatures import match_signatures
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
@@ -178,25 +179,21 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         args = cls._get_setup_method_args(**locals())
         check_setup_target(adata, kwargs, cls.__name__)  # before adata.obs is read
         check_obs_keys(adata, {"sample_key": sample_key})
+        warn_unused_samples(adata, sample_key)
         samples = [] if sample_key is None else [CategoricalObsField(_SAMPLE, sample_key)]
         cls._register_spots(adata, layer, args, extra_fields=samples, **kwargs)
 
     def get_sample_factors(self) -> pd.DataFrame:
         """Each sample's technical factor of each gene (genes x samples; 1 is no change; their
-        log averages 0 over the samples). Registered with one sample, every factor is 1.
+        log averages 0 over the samples; NaN for a category of ``sample_key`` without spots).
+        Registered with one sample, every factor is 1.
 
         Examples
         --------
         >>> a.get_sample_factors().head()  # doctest: +SKIP
         """
         self._check_if_trained(warn=False)
-        names = ["all spots"]
-        if _SAMPLE in self.adata_manager.data_registry:
-            names = list(self.adata_manager.get_state_registry(_SAMPLE).categorical_mapping)
-        gamma = self.module.technology()
-        gamma = np.zeros((1, self.adata.n_vars)) if gamma is None else gamma.detach().cpu()
-        factors = np.exp(np.asarray(gamma, dtype=np.float64))
-        return pd.DataFrame(factors.T, index=self.adata.var_names, columns=list(map(str, names)))
+        return sample_factor_table(self)
 
     def train(self, max_epochs: int = 300, lr: float | None = None, **kwargs):
         """Train by SVI, with the training loop every deltavae model shares.

@@ -172,6 +172,12 @@ def archetype_start(model, n_archetypes, max_archetypes, n_pcs, max_candidates, 
         return None, saved["candidate_profiles"], saved["mean_profile"], init_B, None
     n_spots = model.adata.n_obs
     check_archetype_count(n_archetypes, max_archetypes, n_spots, max_candidates)
+    if model.adata.n_vars < 2:  # its PCA divided by a variance of 0 (numpy's warning)
+        raise ValueError(
+            f"Archetypes needs at least 2 genes; adata has {model.adata.n_vars}: archetypes "
+            "are mixtures of the spots' gene proportions, which one gene makes the same (1) "
+            "in every spot. Pass the spots with their genes."
+        )
     rows, profiles, embedding, mean_profile = candidate_spots(
         model, n_pcs, max_candidates, n_archetypes
     )
