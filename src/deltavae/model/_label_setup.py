@@ -95,10 +95,19 @@ def check_label_setup(
                 f"value: make them integers, adata.obs[{labels_key!r}] = "
                 f"adata.obs[{labels_key!r}].astype(int)."
             )
+        alike = [v for v in pd.unique(labels) if v.strip().lower() in _UNLABELLED_WORDS]
+        alike = [column[labels == v].iloc[0] for v in alike]  # as the column holds it: -1
+        alike = [v.item() if isinstance(v, np.generic) else v for v in alike]
         raise ValueError(
             f"unlabeled_category={unlabeled_category!r} does not occur in "
-            f"adata.obs[{labels_key!r}], so no cell is unlabelled. Mark unlabelled cells "
-            "with it, or omit it for supervised training."
+            f"adata.obs[{labels_key!r}], so no cell is unlabelled. "
+            + (  # 'unlabelled' for 'Unknown', 'unknown' for 'Unknown'
+                f"It holds {alike[0]!r}: if that marks unlabelled cells, pass "
+                f"unlabeled_category={alike[0]!r}; else mark"
+                if alike
+                else "Mark"
+            )
+            + " unlabelled cells with it, or omit it for supervised training."
         )
     unlabelled = str(unlabelled_mark(column, unlabeled_category, default))
     if labels.nunique() - int((labels == unlabelled).any()) < 1:
