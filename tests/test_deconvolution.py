@@ -658,7 +658,7 @@ def _silenced_type_spots():
 
 @pytest.mark.filterwarnings("ignore:.*genes in .* are zero in every")
 @pytest.mark.filterwarnings("ignore:signatures and spots share only")
-@pytest.mark.filterwarnings("ignore:spatial and reference share only")
+@pytest.mark.filterwarnings("ignore:spots and reference share only")
 def test_genes_no_spot_counts_are_kept_when_a_type_has_no_other():
     """Left out, the zeros of a type's only genes made it 'silent': refused, or its share the
     prior's (SpatialImputer). Its zeros are then the evidence it is absent: kept, warned."""

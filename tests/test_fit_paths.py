@@ -50,7 +50,7 @@ def _imputer():
         var=pd.DataFrame(index=spots.var_names[:-10]),
     )
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="spatial and reference share only")
+        warnings.filterwarnings("ignore", message="spots and reference share only")
         return dv.model.SpatialImputer.from_reference(spatial, reference=ref, labels_key="cluster")
 
 

@@ -141,7 +141,7 @@ def test_a_missing_spot_layer_is_named_before_the_reference_work(pair, monkeypat
 
     spatial, ref, _ = pair
     monkeypatch.setattr(_imputer, "reference_genes", reached)
-    with pytest.raises(KeyError, match=r"layer 'count' is not in spatial.layers"):
+    with pytest.raises(KeyError, match=r"layer 'count' is not in spots.layers"):
         dv.model.SpatialImputer.from_reference(spatial, reference=ref, layer="count")
 
 

@@ -447,9 +447,26 @@ def test_archetypes_advice_names_what_archetypes_can_do(slides, tmp_path):
 def test_archetypes_sample_key_with_missing_values_is_refused_early():
     mix = dv.datasets.convex_mixtures(n_spots=20, n_genes=30, n_archetypes=2, n_markers=5, seed=0)
     mix.obs["slide"] = np.where(np.arange(mix.n_obs) % 2, "s1", None)
-    with pytest.raises(ValueError, match=r"sample_key='slide': .* 10 missing values"):
+    with pytest.raises(ValueError, match=r"sample_key='slide': .* 10 missing values.* spots\.$"):
         dv.model.Archetypes.setup_anndata(mix, sample_key="slide")
     assert "_scvi_manager_uuid" not in mix.uns
+
+
+def test_archetypes_samples_without_spots_get_no_made_up_factors():
+    """Spots subset to some slides keep the others as categories: each was registered as a
+    sample and get_sample_factors gave it a column of factors near 1 that no spot fitted."""
+    mix = dv.datasets.convex_mixtures(n_spots=20, n_genes=30, n_archetypes=2, n_markers=5, seed=0)
+    slides = np.where(np.arange(mix.n_obs) % 2, "s1", "s2")
+    mix.obs["slide"] = pd.Categorical(slides, categories=["s0", "s1", "s2"])
+    with pytest.warns(UserWarning, match=r"categories no spot carries \(\['s0'\]\).*remove_unused"):
+        dv.model.Archetypes.setup_anndata(mix, sample_key="slide")
+    model = dv.model.Archetypes(mix, n_archetypes=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # too short to converge
+        model.train(max_epochs=1, **TRAIN)
+    factors = model.get_sample_factors()
+    assert factors.columns.tolist() == ["s0", "s1", "s2"]
+    assert factors["s0"].isna().all() and factors[["s1", "s2"]].notna().all().all()
 
 
 def test_archetypes_warns_about_empty_spots_once(slides):
@@ -638,6 +655,20 @@ def test_spot_models_call_their_rows_spots():
     spots.X[:3] = 0
     with pytest.warns(UserWarning, match="3 spots in adata.X are all zeros"):
         dv.model.Archetypes.setup_anndata(spots)
+    # One gene: every spot's proportions are the same 1, and the start's PCA divided by 0.
+    one = spots[np.asarray(spots.X[:, 0]).ravel() > 0, :1].copy()
+    dv.model.Archetypes.setup_anndata(one)
+    with pytest.raises(ValueError, match="Archetypes needs at least 2 genes; adata has 1"):
+        dv.model.Archetypes(one, n_archetypes=2)
+
+
+def test_the_imputer_names_the_spots_by_their_argument(split):
+    """SpatialImputer's messages named the spots 'spatial', its argument's old name."""
+    spots, ref = split
+    with pytest.raises(ValueError, match=r"^spots \(3 genes, .* share 3 genes"):
+        dv.model.SpatialImputer.from_reference(spots[:, :3].copy(), reference=ref)
+    with pytest.raises(KeyError, match=r"not in spots\.layers"):
+        dv.model.SpatialImputer.from_reference(spots, reference=ref, layer="count")
 
 
 # ------------------------------------------------------ inputs a scanpy habit changes or mixes up
@@ -671,7 +702,7 @@ def test_normalized_spots_are_called_normalized_not_rounded(split):
     assert "np.rint" not in str(err.value) and "CGMDVAE" not in str(err.value)
 
 
-@pytest.mark.filterwarnings("ignore:spatial and reference share only")
+@pytest.mark.filterwarnings("ignore:spots and reference share only")
 @pytest.mark.parametrize("column", ["n_counts", "score"])
 def test_a_measurement_is_refused_as_cell_types(split, column):
     """labels_key='nUMI' built one 'cell type' per value (467 of them) with a warning that
@@ -688,6 +719,33 @@ def test_a_measurement_is_refused_as_cell_types(split, column):
         dv.model.SpatialImputer.from_reference(panel, reference=ref, labels_key=column)
 
 
+@pytest.mark.parametrize("model", [dv.model.NMFDeconv, dv.model.SpatialImputer])
+def test_labels_with_the_same_text_are_refused_by_both_spot_models(split, model):
+    """1 and '1' in the reference's labels: NMFDeconv named them, SpatialImputer raised
+    pandas' InvalidIndexError ('Reindexing only valid with uniquely valued Index objects')."""
+    spots, ref = (a.copy() for a in split)
+    labels = ref.obs["cluster"].astype(str).to_numpy(dtype=object)
+    ones = np.flatnonzero(labels == "1")
+    labels[ones[::2]] = 1  # half of type '1' as an integer
+    ref.obs["mixed"] = labels
+    with pytest.raises(ValueError, match=r"same text \(e\.g\. .*\.astype\(str\)\.$"):
+        model.from_reference(spots[:, 5:].copy(), reference=ref, labels_key="mixed")
+
+
+def test_a_float16_reference_of_deep_genes_is_read_without_overflow(split):
+    """The imputer summed a float16 reference's genes in float16: numpy's 'overflow
+    encountered in reduce' past 65504 counts a gene (an error under pytest's -W error)."""
+    spots, ref = (a.copy() for a in split)
+    ref.X = np.minimum(ref.X.toarray() * 40, 60000).astype(np.float16)
+    assert ref.X.astype(np.float64).sum(0).max() > 65504
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model = dv.model.SpatialImputer.from_reference(
+            spots[:, 5:].copy(), reference=ref, labels_key="cluster"
+        )
+    assert len(model.reference_genes_) == ref.n_vars
+
+
 def test_repeated_spot_names_are_refused(split):
     spots, ref = (a.copy() for a in split)
     spots.obs_names = ["s0", "s0", *spots.obs_names[2:]]
@@ -697,7 +755,7 @@ def test_repeated_spot_names_are_refused(split):
         dv.model.Archetypes.setup_anndata(spots)
 
 
-@pytest.mark.filterwarnings("ignore:spatial and reference share only")
+@pytest.mark.filterwarnings("ignore:spots and reference share only")
 def test_imputing_spots_without_counts_warns(split):
     spots, ref = (a.copy() for a in split)
     spots = spots[:, 5:].copy()  # the imputer needs genes to impute
@@ -743,7 +801,7 @@ def test_auto_archetypes_on_few_spots_stay_below_spots_over_min_spots():
     assert max(model.elbow_["n_archetypes"]) == 4
 
 
-@pytest.mark.filterwarnings("ignore:spatial and reference share only")
+@pytest.mark.filterwarnings("ignore:spots and reference share only")
 def test_key_added_puts_spot_results_side_by_side(split):
     """The spot models wrote fixed keys: a second deconvolution (another reference, another
     setting) replaced the first."""

@@ -53,8 +53,8 @@ _FLAGS = (
     (r"\bunlabeled_category\b", "--unlabeled-category"),
     (r"\breference_layer=('[^']*')", r"--reference-layer \1"),
     (r"\bis reference_layer the layer\b", "is --reference-layer the layer"),
-    # The imputer names its spots by its argument (spatial) and a threshold no flag sets.
-    (r"^spatial (?=\(\d+ genes|and reference share)", "the spots "),
+    # The spot models name the spots as their argument and a threshold no flag sets.
+    (r"^spots (?=\(\d+ genes|and reference share)", "the spots "),
     (r" are needed \(min_shared_genes\)", " are needed"),
     (r"\blayer=('[^']*') to \w+\.setup_anndata, then build the \w+ again", r"--layer \1"),
     (r"(?<![\w.])layer=('[^']*')", r"--layer \1"),
@@ -147,7 +147,7 @@ def _as_flags(note: str) -> str:
     "--likelihood must be 'zinb' or 'nb', got 'normal'."
     >>> _as_flags("no counts for 3 of them: is reference_layer the layer of its raw counts?")
     'no counts for 3 of them: is --reference-layer the layer of its raw counts?'
-    >>> _as_flags("spatial (8 genes) and reference (40 genes) share 8 genes; at "
+    >>> _as_flags("spots (8 genes) and reference (40 genes) share 8 genes; at "
     ...           "least 10 are needed (min_shared_genes).")
     'the spots (8 genes) and reference (40 genes) share 8 genes; at least 10 are needed.'
     >>> _as_flags("n_archetypes=500 is larger than the spots")

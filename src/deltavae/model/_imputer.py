@@ -310,7 +310,7 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
             if not isinstance(data, AnnData):  # a table of profiles: SpatialImputer(...) itself
                 raise TypeError(f"{name} must be an AnnData; got {type(data).__name__}.")
             _refuse_duplicates(pd.Index(data.var_names.astype(str)), name)
-        _matrix(spots, layer, "spatial")  # a missing layer is named before the reference work
+        _matrix(spots, layer, "spots")  # a missing layer is named before the reference work
         refuse_minified(spots, "spots")
         refuse_minified(reference, "reference")
         # On disk or dask: checked a chunk of rows at a time.

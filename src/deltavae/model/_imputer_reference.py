@@ -80,7 +80,7 @@ def reference_genes(counts, genes, spot_genes) -> tuple[object, pd.Index, pd.Ind
     (['a', 'c', 'd'], ['a'])
     """
     genes = pd.Index(np.asarray(genes).astype(str))
-    counted = np.asarray(counts.sum(axis=0)).ravel() > 0
+    counted = np.asarray(counts.sum(axis=0, dtype=np.float64)).ravel() > 0  # float16 overflows
     measured = genes.isin(np.asarray(spot_genes).astype(str))
     keep = counted | ~measured
     if not keep.all():
@@ -283,7 +283,7 @@ def check_shared(spots, reference, shared, genes: pd.Index, min_shared_genes: in
         )
     if len(shared) < min_shared_genes:
         raise ValueError(
-            f"spatial ({spots.n_vars} genes, e.g. {list(spots.var_names[:3])}) and "
+            f"spots ({spots.n_vars} genes, e.g. {list(spots.var_names[:3])}) and "
             f"reference ({reference.n_vars} genes, e.g. {list(reference.var_names[:3])}) "
             f"share {len(shared)} genes; at least {min_shared_genes} are needed "
             "(min_shared_genes). "
@@ -306,7 +306,7 @@ def check_shared(spots, reference, shared, genes: pd.Index, min_shared_genes: in
     if len(shared) < _FEW_SHARED_GENES:
         cut = subset_advice({"spots": spots, "reference": reference})
         warn_user(
-            f"spatial and reference share only {len(shared)} genes; the spots' states "
+            f"spots and reference share only {len(shared)} genes; the spots' states "
             "(and so the imputed genes) may be poorly determined." + (f" {cut}" if cut else "")
         )
 
