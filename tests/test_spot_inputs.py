@@ -430,6 +430,10 @@ def test_archetypes_advice_names_what_archetypes_can_do(slides, tmp_path):
         model.get_archetype_weights(new)
     assert "load_query_data" not in str(e.value)
     assert "(Archetypes.setup_anndata(adata, sample_key='slide'))" in str(e.value)
+    unnamed = new.copy()
+    del unnamed.obs["slide"]  # was 'a condition column ... per cell'
+    with pytest.raises(KeyError, match=r"the sample column \(sample_key\) .* per spot\)"):
+        model.get_archetype_weights(unnamed)
     with pytest.raises(ValueError, match=r"5 of them missing.*model.adata.var_names") as e:
         model.get_archetype_weights(mix[:10, 5:].copy())
     assert "load_query_data" not in str(e.value)

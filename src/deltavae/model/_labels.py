@@ -270,6 +270,8 @@ def _column_role(registry: dict, key: str) -> str:
     covariates = args.get("categorical_covariate_keys") or []
     if key == args.get("batch_key"):
         return "the batch column (batch_key)"
+    if key == args.get("sample_key"):  # Archetypes'
+        return "the sample column (sample_key)"
     if key in ([covariates] if isinstance(covariates, str) else covariates):
         return "a categorical covariate column (categorical_covariate_keys)"
     return "a condition column"
@@ -299,7 +301,8 @@ def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
         if key not in adata.obs:
             raise KeyError(
                 f"adata.obs lacks {key!r}, {_column_role(registry, key)} the model was trained "
-                f"with; add it (one of {[str(v) for v in known][:10]} per cell)."
+                f"with; add it (one of {[str(v) for v in known][:10]} per "
+                + ("spot)." if "sample_key" in registry.get("setup_args", {}) else "cell).")
             )
         n_missing = int(adata.obs[key].isna().sum())
         if n_missing:
