@@ -319,6 +319,8 @@ def test_bad_size_factors(counts_adata):
     counts_adata.obs["sf"] = 1.0
     counts_adata.obs.loc[counts_adata.obs_names[2], "sf"] = 0.0
     _setup_fails(counts_adata, ValueError, "finite, positive", size_factor_key="sf")
+    counts_adata.obs.loc[counts_adata.obs_names[2], "sf"] = np.nan  # not 'a value of their own'
+    _setup_fails(counts_adata, ValueError, r"\(NaN\); fill them or drop", size_factor_key="sf")
     counts_adata.obs.loc[counts_adata.obs_names[2], "sf"] = np.inf  # it quoted the minimum, 1
     _setup_fails(counts_adata, ValueError, "1 cells hold inf", size_factor_key="sf")
     counts_adata.obs["sf"] = "high"  # numpy's bare "could not convert string to float"

@@ -334,7 +334,8 @@ def check_obs_keys(
                     f"another): adata.obs[{key!r}] = adata.obs[{key!r}].astype(str).where("
                     f"adata.obs[{key!r}].notna(), 'Unknown'), or drop them."
                     if arg == "labels_key"
-                    else "fill them with a value of their own or drop those "
+                    else ("fill them with a value of their own" if categories else "fill them")
+                    + " or drop those "
                     + ("spots." if arg == "sample_key" else "cells.")  # Archetypes' rows
                 )
                 raise ValueError(
