@@ -494,5 +494,8 @@ def test_pseudo_spots_refuse_cell_types_named_alike():
     which every metric then refused as repeated column names."""
     cells = datasets.synthetic_counts(n_cells=40, n_genes=6, n_clusters=2, seed=0)
     cells.obs["mixed"] = [1 if i % 2 else "1" for i in range(cells.n_obs)]
-    with pytest.raises(ValueError, match=r"differ only in type \(e\.g\. \['1'\].*\.astype\(str\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"different labels with the same text \(e\.g\. 1 and '1'\).*\.astype\(str\)",
+    ):
         datasets.pseudo_spots(cells, "mixed", n_spots=3)

@@ -209,16 +209,9 @@ def pseudo_spots(
     in_reference = _split_cells(labels, reference_fraction, rng)
     pool = np.flatnonzero(~in_reference)
     pool_codes = labels.codes[pool]
-    # Named as the models name cell types (NMFDeconv's columns), and as h5ad can write them.
+    # Named as the models name cell types (NMFDeconv's columns), and as h5ad can write them;
+    # check_labels refused types named alike (1 and '1'), which would name two columns alike.
     types = [str(t) for t in labels.categories]
-    if len(set(types)) < len(types):  # 1 and '1': one column name for two types
-        same = pd.Index(types)[pd.Index(types).duplicated()].unique()[:3].tolist()
-        raise ValueError(
-            f"reference.obs[{labels_key!r}] holds cell types that differ only in type (e.g. "
-            f"{same} as a number and as text), which would name two columns alike: give them "
-            f"one type first, e.g. reference.obs[{labels_key!r}] = "
-            f"reference.obs[{labels_key!r}].astype(str)."
-        )
     n_types = len(types)
     available = [list(rng.permutation(np.flatnonzero(pool_codes == t))) for t in range(n_types)]
     capacity = np.bincount(pool_codes, minlength=n_types)
