@@ -695,6 +695,64 @@ def test_one_labelled_cell_per_label_sharing_a_start_cluster_keeps_its_name():
     assert match_labels(blob, y, 3)[2:50].tolist() == [0] * 48
 
 
+def test_a_lone_labelled_cell_inside_another_types_start_cluster_is_named_by_its_neighbours():
+    # Three types; in z (the start's clusters) type 1's only labelled cell lies at the centre
+    # of type 2's cluster and type 2's on that cluster's edge, as after a short warm-up. The
+    # labelled cells' own clusters (and their distances) named cluster 2 "1" and type 1's
+    # cluster "2"; among the counts' principal components (``space``) type 1's labelled cell
+    # lies among its own type, whose cluster its neighbours name.
+    from deltavae.train._graph_clusters import match_labels
+    from deltavae.train._mixture_init import MixtureInitialization
+
+    rng = np.random.default_rng(0)
+    kind = np.repeat([0, 1, 2], 50)
+    centres = np.array([[0, 0], [10, 0], [0, 10]])
+    space = rng.normal(scale=0.5, size=(150, 2)) + centres[kind]
+    points = space.copy()
+    points[50], points[100] = (0, 10), (2, 8)  # type 1's labelled cell in type 2's group
+    y = np.full(150, -1)
+    y[[0, 50, 100]] = [0, 1, 2]
+    clusters = np.where(np.arange(150) == 50, 2, kind)
+    old = match_labels(clusters, y, 3, points)
+    assert old[101:].tolist() == [1] * 49  # the swap the labelled cells' clusters made
+    named = match_labels(clusters, y, 3, points, space)
+    np.testing.assert_array_equal(named[1:50], 0)
+    np.testing.assert_array_equal(named[51:100], 1)
+    np.testing.assert_array_equal(named[101:], 2)
+    assert named[50] == 1  # labelled cells keep their own component
+    # The start's Leiden path passes it on.
+    start = MixtureInitialization(seed=0).cluster(points, 3, y=y, space=space)
+    assert (start[51:100] == 1).mean() > 0.9 and (start[101:] == 2).mean() > 0.9
+
+
+def test_a_labelled_count_models_start_keeps_the_counts_for_their_components():
+    from types import SimpleNamespace
+
+    from deltavae.train._data import DeltaDataSplitter
+    from deltavae.train._label_space import data_components, label_space
+    from deltavae.train._mixture_init import MixtureInitialization
+
+    adata = dv.datasets.synthetic_counts(n_cells=120, n_genes=30, n_clusters=3, seed=0)
+    kind = adata.obs["cluster"].astype(str).to_numpy()
+    first = np.unique(kind, return_index=True)[1]  # one labelled cell of each type
+    adata.obs["label"] = np.where(np.isin(np.arange(120), first), kind, "Unknown")
+    with pytest.warns(UserWarning, match="fewer than 3 cells"):
+        dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="label")
+        model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=4, n_hidden=16)
+    splitter = DeltaDataSplitter(model.adata_manager, train_size=1.0, batch_size=50)
+    splitter.split()
+    trainer = SimpleNamespace(world_size=1, datamodule=splitter)
+    z, _, _, y, x = MixtureInitialization(epoch=1)._collect(trainer, model.module.eval())
+    assert x.shape == (120, 30) and len(z) == 120 and int((y >= 0).sum()) == 3
+    # The counts of the cells in z's order: the labelled ones' are theirs.
+    labelled = np.flatnonzero(adata.obs["label"] != "Unknown")
+    found = {tuple(row) for row in x[y.numpy() >= 0].toarray()}
+    assert found == {tuple(row) for row in adata.X[labelled].toarray()}
+    space = label_space(z.numpy(), x, None, 0)
+    np.testing.assert_allclose(space, data_components(x, None, 0), atol=1e-5)
+    assert label_space(z.numpy(), None, None, 0) is not space  # no counts: z itself
+
+
 def test_spectral_mixture_start_keeps_curved_groups_whole_without_umap():
     from sklearn.cluster import KMeans
     from sklearn.datasets import make_moons

@@ -518,7 +518,7 @@ def test_the_ddp_mixture_start_clusters_every_processs_cells(counts_h5ad):
     splitter.split()
     trainer = SimpleNamespace(world_size=2, datamodule=splitter)
     model.module.eval()  # as the callback reads them
-    z, _, cats, _ = MixtureInitialization(epoch=1)._collect(trainer, model.module)
+    z, _, cats, _, _ = MixtureInitialization(epoch=1)._collect(trainer, model.module)
     assert len(z) == len(cats) == len(splitter.train_idx) == 270
     loader = FileOrderDataLoader(model.adata_manager, indices=splitter.train_idx, batch_size=64)
     every = encode_cells(model.module, loader)["z"]

@@ -28,6 +28,8 @@ from sklearn.cluster import KMeans
 _RESOLUTION_RANGE, _MAX_STEPS = (1e-3, 20.0), 30
 # Converged Leiden runs at the resolution found, the best modularity kept (:func:`leiden_k`).
 _RESTARTS = 5
+# Neighbours whose clusters a labelled cell votes for in match_labels (as UMAP's graph).
+_LABEL_NEIGHBORS = 15
 
 
 def fuzzy_graph(indices: np.ndarray, distances: np.ndarray) -> sparse.csr_matrix:
@@ -181,7 +183,11 @@ def exactly_k(z: np.ndarray, labels: np.ndarray, k: int, seed: int) -> np.ndarra
 
 
 def match_labels(
-    clusters: np.ndarray, y: np.ndarray, k: int, points: np.ndarray | None = None
+    clusters: np.ndarray,
+    y: np.ndarray,
+    k: int,
+    points: np.ndarray | None = None,
+    space: np.ndarray | None = None,
 ) -> np.ndarray:
     """Number ``k`` clusters so that labelled cells fall in their label's component.
 
@@ -192,7 +198,12 @@ def match_labels(
     cells are told apart by the distances of each cluster's mean to its label's labelled
     cells' mean: where a cluster holds the only labelled cells of two labels, the label
     whose cells lie nearer its centre takes it and the other one the nearest cluster left
-    (:func:`~deltavae.train._label_matching.label_distances`). Labelled cells then keep
+    (:func:`~deltavae.train._label_matching.label_distances`). With ``space`` (the same
+    cells' coordinates in which the labelled cells' neighbours are told, e.g. the counts'
+    principal components, :func:`~deltavae.train._label_space.label_space`), each labelled
+    cell counts for the clusters of its 15 nearest cells there, not its own cluster alone
+    (:func:`~deltavae.train._label_matching.neighbour_votes`): a lone labelled cell lying
+    among another type's cells no longer names that type's cluster. Labelled cells then keep
     their own component whatever their cluster.
 
     Examples
@@ -202,14 +213,17 @@ def match_labels(
     """
     from scipy.optimize import linear_sum_assignment
 
-    from ._label_matching import label_distances
+    from ._label_matching import label_distances, neighbour_votes
 
     labelled = y >= 0
     overlap = np.zeros((k, k))
-    np.add.at(overlap, (clusters[labelled], y[labelled]), 1)
+    if space is not None:
+        overlap = neighbour_votes(space, clusters, y, k, _LABEL_NEIGHBORS)
+    else:
+        np.add.at(overlap, (clusters[labelled], y[labelled]), 1)
     if points is not None:
-        # Below one labelled cell in all: never outweighs the cells that agree.
-        overlap -= label_distances(points, clusters, y, k) / (k + 1)
+        # Below one neighbour's vote in all: never outweighs the cells that agree.
+        overlap -= label_distances(points, clusters, y, k) / ((k + 1) * _LABEL_NEIGHBORS)
     rows, cols = linear_sum_assignment(overlap, maximize=True)
     component = np.empty(k, dtype=np.int64)
     component[rows] = cols

@@ -39,3 +39,34 @@ def label_distances(points: np.ndarray, clusters: np.ndarray, y: np.ndarray, k: 
         gaps = gaps / (largest * (1 + 1e-6))
     distances[np.ix_(filled, named)] = gaps
     return distances
+
+
+def neighbour_votes(
+    space: np.ndarray, clusters: np.ndarray, y: np.ndarray, k: int, n_neighbors: int = 15
+) -> np.ndarray:
+    """``(k, k)`` votes of the labelled cells (``y >= 0``) for the clusters of their label:
+    each labelled cell's ``n_neighbors`` nearest cells in ``space`` (itself among them) give
+    their ``clusters`` one ``1 / n_neighbors`` each in the cell's label's column, so that a
+    labelled cell adds one vote in all, as in a count of the labelled cells in each cluster,
+    but one lying among another type's cells lends most of it to the clusters its neighbours
+    fell in.
+
+    Examples
+    --------
+    >>> space = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]])
+    >>> clusters = np.array([0, 0, 1, 1, 1, 1])  # cell 2 clustered with the far cells
+    >>> neighbour_votes(space, clusters, np.array([-1, -1, 0, -1, -1, 1]), 2, 3).round(2)
+    array([[0.67, 0.  ],
+           [0.33, 1.  ]])
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    space = np.asarray(space, dtype=np.float64).reshape(len(space), -1)
+    labelled = np.flatnonzero(y >= 0)
+    votes = np.zeros((k, k))
+    if not len(labelled):
+        return votes
+    n = min(n_neighbors, len(space))
+    found = NearestNeighbors(n_neighbors=n).fit(space).kneighbors(space[labelled], n, False)
+    np.add.at(votes, (clusters[found], np.repeat(y[labelled], n).reshape(-1, n)), 1.0 / n)
+    return votes

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from scipy import sparse
 from scvi import REGISTRY_KEYS
 from sklearn.cluster import KMeans
 
@@ -32,6 +33,8 @@ from .._threads import keep_torch_threads
 from ..module._cgmdvae import _prior_scale
 from ._data import all_training_cells
 from ._graph_clusters import exactly_k, fuzzy_graph, leiden_k, match_labels
+from ._label_space import _condition_centred, label_space, sparse_rows
+from ._label_space import data_components as data_components  # the refit's, as before
 
 logger = logging.getLogger(__name__)
 
@@ -190,49 +193,33 @@ def refit_mixture(module, z, w, z_var, assignments, cat_covs=None, n_steps: int 
 
 
 @torch.no_grad()
-def encode_cells(module, batches, max_cells: int | None = None) -> dict:
+def encode_cells(module, batches, max_cells: int | None = None, keep_x: bool = False) -> dict:
     """Posterior means of z and w, z's variances, condition codes and labels of the cells in
-    ``batches`` (minibatch dicts on the module's device), stopping after ``max_cells``.
-    ``cats`` is None without conditions."""
-    keys, parts = ("z", "w", "z_var", "cats", "labels"), {}
+    ``batches`` (minibatch dicts on the module's device), stopping after ``max_cells``, and
+    with ``keep_x`` their data as ``"x"`` (CSR; else None). ``cats`` is None without
+    conditions."""
+    keys, parts = ("z", "w", "z_var", "cats", "labels"), {"x": []}
     n = 0
     for tensors in batches:
-        cat = tensors.get(REGISTRY_KEYS.CAT_COVS_KEY)
-        qz, qw = module.encode(tensors[REGISTRY_KEYS.X_KEY], cat)
+        cat, x = tensors.get(REGISTRY_KEYS.CAT_COVS_KEY), tensors[REGISTRY_KEYS.X_KEY]
+        qz, qw = module.encode(x, cat)
         values = (qz.loc, qw.loc, qz.variance, cat, tensors.get(REGISTRY_KEYS.LABELS_KEY))
         for key, value in zip(keys, values, strict=True):
             if value is not None:
                 parts.setdefault(key, []).append(value)
+        if keep_x:
+            parts["x"].append(sparse_rows(x))
         n += len(qz.loc)
         if max_cells is not None and n >= max_cells:
             break
-    return {key: torch.cat(parts[key]) if key in parts else None for key in keys}
+    found = {key: torch.cat(parts[key]) if key in parts else None for key in keys}
+    return {**found, "x": sparse.vstack(parts["x"]).tocsr() if parts["x"] else None}
 
 
 def check_method(method: str, argument: str = "method") -> None:
     """Refuse a mixture-start method other than :data:`METHODS`."""
     if method not in METHODS:
         raise ValueError(f"{argument} must be one of {METHODS}, got {method!r}.")
-
-
-def _condition_centred(z: torch.Tensor, group: np.ndarray | None) -> np.ndarray:
-    """z with each condition's mean moved onto the overall mean, as a numpy array.
-
-    Early in training z still separates the conditions (a strong treatment moves every cell
-    type), and k-means on it would spend clusters on condition x cell type. Clustered after
-    centring, the groups are shared across conditions; the components start at the mean of
-    their members in both conditions, and p(z | w, y, c) learns each condition's shift.
-    ``group`` holds each cell's condition group (:func:`_condition_groups`).
-    """
-    z = z.cpu().numpy()
-    if group is None:
-        return z
-    centred = z.copy()
-    overall = z.mean(0)
-    for g in np.unique(group):
-        member = group == g
-        centred[member] += overall - z[member].mean(0)
-    return centred
 
 
 def _balanced_neighbours(z: np.ndarray, group: np.ndarray, n_neighbors: int):
@@ -350,27 +337,6 @@ def _leiden(
     return exactly_k(z, leiden_k(graph.tocsr(), k, seed), k, seed)
 
 
-@keep_torch_threads()  # numba's first launch, in scanpy, reset torch's threads
-def data_components(x, group: np.ndarray | None, seed: int, n_comps: int = 50) -> np.ndarray:
-    """scanpy's first ``n_comps`` principal components of log1p(counts per 10,000), sparse
-    data centred implicitly, each condition group's mean removed (:func:`_condition_centred`)."""
-    import scanpy as sc
-    from anndata import AnnData
-
-    logged = AnnData(X=x.astype(np.float32))
-    with warnings.catch_warnings():  # cells without counts: said once, at setup
-        warnings.filterwarnings("ignore", message="Some cells have zero counts")
-        sc.pp.normalize_total(logged, target_sum=1e4)
-    sc.pp.log1p(logged)
-    n_comps = min(n_comps, logged.n_obs - 1, logged.n_vars - 1)
-    # Cells all alike (counts in one gene only): no component, and sparse PCA failed in ARPACK.
-    spread = logged.X.max(0) - logged.X.min(0)
-    if not np.any(spread.toarray() if hasattr(spread, "toarray") else spread):
-        return np.zeros((logged.n_obs, max(n_comps, 1)), dtype=np.float32)
-    pcs = np.ascontiguousarray(sc.pp.pca(logged.X, n_comps=n_comps, random_state=seed))
-    return _condition_centred(torch.as_tensor(pcs), group)
-
-
 class MixtureInitialization(Callback):
     """Lightning callback: initialise the mixture from clusters of z at the start of an epoch.
 
@@ -416,9 +382,12 @@ class MixtureInitialization(Callback):
             {k: v.to(module.device) for k, v in tensors.items()}
             for tensors in all_training_cells(trainer)
         )
-        cells = encode_cells(module, batches, _MAX_CELLS)
+        # Count models with labels keep the counts: their principal components name the
+        # clusters (train/_label_space.py).
+        keep_x = module.observation.is_count and bool((module.label_to_cluster >= 0).any())
+        cells = encode_cells(module, batches, _MAX_CELLS, keep_x)
         y_obs = module.observed_clusters(cells["labels"])
-        return cells["z"], cells["z_var"], cells["cats"], y_obs
+        return cells["z"], cells["z_var"], cells["cats"], y_obs, cells["x"]
 
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch != self.epoch:
@@ -427,13 +396,16 @@ class MixtureInitialization(Callback):
         if trainer.is_global_zero:
             was_training = module.training
             module.eval()
-            z, z_var, cats, y_obs = self._collect(trainer, module)
+            z, z_var, cats, y_obs, x = self._collect(trainer, module)
             # Clustering NaN would fail deep in scikit-learn; say that training diverged.
             pl_module.stop_if_diverged(z.sum() + z_var.sum(), 0, "latent means of the cells")
             group = _condition_groups(cats)
             points = _condition_centred(z, group)
             y = None if y_obs is None else y_obs.cpu().numpy()
-            assignments = self.cluster(points, module.n_clusters, group, y)
+            space = None
+            if y is not None and self.method == "leiden" and not bool((y >= 0).all()):
+                space = label_space(points, x, group, self.seed)
+            assignments = self.cluster(points, module.n_clusters, group, y, space=space)
             module.train(was_training)
             assignments = torch.as_tensor(assignments, dtype=torch.long, device=z.device)
             initialize_mixture(module, z, assignments, cats, z_var=z_var)
@@ -454,6 +426,7 @@ class MixtureInitialization(Callback):
         group: np.ndarray | None = None,
         y: np.ndarray | None = None,
         data: np.ndarray | None = None,
+        space: np.ndarray | None = None,
     ) -> np.ndarray:
         """The start's ``k`` clusters of ``points`` (condition-centred z) by :attr:`method`.
 
@@ -461,8 +434,10 @@ class MixtureInitialization(Callback):
         labelled cells and -1 for the others (None: no labels). Labelled cells keep their
         component. ``data``: the same cells in a second representation whose neighbours join
         z's in the graph (Leiden only; the refit of count models passes
-        :func:`data_components` unless they separate the conditions, D15). Returns one
-        component per point.
+        :func:`data_components` unless they separate the conditions, D15). ``space``: the
+        same cells' coordinates whose neighbours of each labelled cell name the clusters
+        (Leiden only; :func:`~deltavae.train._label_space.label_space`; None: the labelled
+        cells' own clusters). Returns one component per point.
 
         Examples
         --------
@@ -475,7 +450,7 @@ class MixtureInitialization(Callback):
         every_cell_labelled = y is not None and bool((y >= 0).all())
         if self.method == "leiden" and not every_cell_labelled and len(points) > 2 * k:
             clusters = _leiden(points, k, self.seed, group, data)
-            return clusters if y is None else match_labels(clusters, y, k, points)
+            return clusters if y is None else match_labels(clusters, y, k, points, space)
         if self.method in ("umap", "spectral") and not every_cell_labelled:
             embed = _embed if self.method == "umap" else _spectral
             points = embed(points, k, self.seed, group)
