@@ -748,9 +748,10 @@ def test_a_labelled_count_models_start_keeps_the_counts_for_their_components():
     labelled = np.flatnonzero(adata.obs["label"] != "Unknown")
     found = {tuple(row) for row in x[y.numpy() >= 0].toarray()}
     assert found == {tuple(row) for row in adata.X[labelled].toarray()}
-    space = label_space(z.numpy(), x, None, 0)
-    np.testing.assert_allclose(space, data_components(x, None, 0), atol=1e-5)
-    assert label_space(z.numpy(), None, None, 0) is not space  # no counts: z itself
+    space = label_space(z.numpy(), x, None, 0, 3)  # k + 1 components
+    np.testing.assert_allclose(space, data_components(x, None, 0, n_comps=4), atol=1e-5)
+    points = z.numpy()
+    assert label_space(points, None, None, 0, 3) is points  # no counts: z itself
 
 
 def test_spectral_mixture_start_keeps_curved_groups_whole_without_umap():

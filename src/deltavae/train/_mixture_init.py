@@ -404,7 +404,7 @@ class MixtureInitialization(Callback):
             y = None if y_obs is None else y_obs.cpu().numpy()
             space = None
             if y is not None and self.method == "leiden" and not bool((y >= 0).all()):
-                space = label_space(points, x, group, self.seed)
+                space = label_space(points, x, group, self.seed, module.n_clusters)
             assignments = self.cluster(points, module.n_clusters, group, y, space=space)
             module.train(was_training)
             assignments = torch.as_tensor(assignments, dtype=torch.long, device=z.device)
