@@ -132,7 +132,7 @@ def scvi_mixin_checks(ctx: Context, name: str, model, groupby: str, group1: str,
         "get_feature_correlation_matrix",
         lambda: model.get_feature_correlation_matrix(n_samples=2),
     )
-    run(
+    de = run(
         name,
         f"differential_expression({groupby}: {group1} vs {group2})",
         lambda: model.differential_expression(
@@ -140,6 +140,49 @@ def scvi_mixin_checks(ctx: Context, name: str, model, groupby: str, group1: str,
         ),
         detail=lambda de: f"{len(de)} genes, top {de.index[0]}",
     )
+    run(
+        name,
+        "differential_expression: raw_normalized_mean1/2 == counts per 10k",
+        lambda: _normalized_means(model, de, groupby, (group1, group2)),
+        needs=[de],
+        detail=str,
+        finite=False,
+    )
+
+
+def _normalized_means(model, de, groupby: str, groups: tuple) -> str:
+    """``raw_normalized_mean1/2`` of a DE table: the mean of the groups' counts scaled to
+    10,000 a cell (0 for a cell without counts), read from the registered counts on the host
+    whatever the device; and scvi-tools' cache of the scaling not left in the model's obs."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from deltavae.model._de_scaling import SCVI_NORM
+
+    adata = model.adata
+    counts = model.adata_manager.get_from_registry("X")
+    column = adata.obs[groupby].astype(str).to_numpy()
+    worst = []
+    for key, group in zip(("raw_normalized_mean1", "raw_normalized_mean2"), groups, strict=True):
+        rows = counts[np.flatnonzero(column == group)]
+        rows = sp.csr_matrix(rows, dtype=np.float64)
+        totals = np.asarray(rows.sum(1)).ravel()
+        scale = np.divide(1e4, totals, out=np.zeros_like(totals), where=totals > 0)
+        expected = np.asarray((sp.diags(scale) @ rows).mean(0)).ravel()
+        got = de.loc[adata.var_names, key]
+        worst.append(_same(expected, got, 1e-4, f"{key} ({group}, {len(scale)} cells)"))
+    if SCVI_NORM in adata.obs:
+        raise CheckFailed(f"obs[{SCVI_NORM!r}] left in the model's AnnData")
+    return "; ".join(worst)
+
+
+def _library_quantiles(model) -> str:
+    """The groups (cluster and condition) whose observed library sizes ``sample`` draws from
+    (their quantiles, kept at training): phase 5 compares such draws across devices."""
+    kept = getattr(model, "library_log_quantiles_by_cluster_", None) or {}
+    if not kept or getattr(model, "library_log_quantiles_", None) is None:
+        raise CheckFailed("no library quantiles kept: sample draws log-normal libraries")
+    return f"quantiles of {len(kept)} (cluster, condition) groups and of all cells"
 
 
 def _per_cell_on_host(model, values) -> str:
@@ -299,6 +342,7 @@ def _cgmdvae_main(ctx: Context, models: dict, kang) -> None:
 
     sampled = run(name, "sample(cluster=0, condition='stim')", lambda: sample(model))
     drawn = run(name, "sample() (drawn cluster, condition)", lambda: model.sample(50, seed=1))
+    run(name, "sample: library quantiles kept", lambda: _library_quantiles(model), detail=str)
     ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
     translated = run(name, "translate(ctrl -> stim)", lambda: model.translate(ctrl, "stim", seed=0))
     few = ctrl[: min(500, ctrl.n_obs)].copy()

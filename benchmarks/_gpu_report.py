@@ -191,6 +191,21 @@ class Report:
         status = [r.status for r in self.rows]
         return status.count("ok"), status.count("FAIL"), status.count("skip")
 
+    def summary(self, shown: int = 6) -> str:
+        """The last line of a run: the counts and, where any step failed, which ones and why
+        (``model check (detail)``, the first ``shown``), so that a run's one line says what
+        differs without the table."""
+        passed, failed, skipped = self.counts()
+        line = f"gpu_check: {passed} passed, {failed} failed" + (
+            f" ({skipped} skipped after a failure)" if skipped else ""
+        )
+        bad = [r for r in self.rows if r.status == "FAIL"]
+        if bad:
+            said = [f"{r.model} {r.check} ({r.detail[:120]})" for r in bad[:shown]]
+            more = f"; and {len(bad) - shown} more" if len(bad) > shown else ""
+            line += ": FAILED " + "; ".join(said) + more
+        return line
+
     def table(self) -> str:
         rows = [
             [r.model, r.check, r.status, f"{r.seconds:.2f}", r.detail.replace("|", "/")]

@@ -234,7 +234,7 @@ def phase_devices(ctx: Context, models: dict) -> None:
             run(
                 name,
                 f"{check} on cpu == on {ctx.device}",
-                lambda d=drawn, f=again, m=model: _same_draws(d, f(m)),
+                lambda d=drawn, f=again, m=model, c=check: _same_draws(d, f(m), _drawn_cells(c)),
                 needs=[drawn],
                 detail=str,
                 finite=False,
@@ -247,19 +247,33 @@ def phase_devices(ctx: Context, models: dict) -> None:
         )
 
 
-def _same_draws(on_device, on_cpu) -> str:
+def _drawn_cells(check: str) -> bool:
+    """Whether a seeded check is of ``sample`` (cells drawn anew, libraries too)."""
+    return check.startswith("sample(")
+
+
+def _same_draws(on_device, on_cpu, cells: bool = False) -> str:
     """A seeded read-out's draws (counts where it has them), made on the CPU whatever the
     model's device: the same but where the decoded values' last digits put a draw on an edge.
     Real values (a normal likelihood's cells: decoded mean plus the CPU's noise) carry the
-    decoding's round-off: the same within the devices' tolerance."""
+    decoding's round-off: the same within the devices' tolerance. For ``cells`` (``sample``'s)
+    also their clusters and conditions, and for counts each cell's expected total (its library
+    size drawn from the stored quantiles, less the dropouts): within the tolerance."""
     a, b = (c.layers["counts"] if "counts" in c.layers else c.X for c in (on_device, on_cpu))
     a, b = np.asarray(a), np.asarray(b)
+    if cells:
+        differ = [k for k in on_device.obs if not on_device.obs[k].equals(on_cpu.obs.get(k))]
+        if differ or not on_device.obs_names.equals(on_cpu.obs_names):
+            raise CheckFailed(f"cells' obs differ: {differ or 'names'}")
     if a.shape == b.shape and not np.array_equal(a, np.round(a)):
         return _same(a, b, DEVICE_TOLERANCE, "real-valued draws")
     same = float(np.mean(a == b))
     text = f"{same:.5f} of the draws equal"
     if same < 0.999:
         raise CheckFailed(f"only {text}")
+    if cells and "counts" in on_device.layers:
+        totals = (np.asarray(c.layers["expected"]).sum(1) for c in (on_device, on_cpu))
+        text += "; " + _same(*totals, DEVICE_TOLERANCE, "expected totals (libraries)")
     return text
 
 
@@ -298,6 +312,16 @@ def phase_save_load(ctx: Context, models: dict) -> None:
             detail=str,
             finite=False,
         )
+        for check, (drawn, again) in entry.get("seeded", {}).items():
+            if _drawn_cells(check):  # of the library quantiles saved with the model too
+                run(
+                    name,
+                    f"{check} after load == before save",
+                    lambda d=drawn, f=again, m=loaded: _same_draws(d, f(m), True),
+                    needs=[drawn],
+                    detail=str,
+                    finite=False,
+                )
         before = _float_state(loaded)
         done = len(loaded.history["elbo_train"]) if "elbo_train" in loaded.history else 0
         epochs = ctx.cfg["resume_epochs"]

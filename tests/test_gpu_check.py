@@ -85,3 +85,77 @@ def test_gpu_wheels_lists_what_a_target_lacks():
     assert closure["scvi-tools"] == importlib.metadata.version("scvi-tools")
     assert wheels.normalise("Scikit_Misc") == "scikit-misc"
     assert wheels.NEVER >= {"torch", "deltavae"}
+
+
+def test_the_last_line_names_what_failed(gpu_check):
+    """A run's one line said only how many steps failed; it names them and why."""
+    report = gpu_check.Report("cpu")
+    report.run("m", "fine", lambda: 1)
+    assert report.summary() == "gpu_check: 1 passed, 0 failed"
+
+    def differs():
+        raise gpu_check.CheckFailed("only 0.97000 of the draws equal")
+
+    failed = report.run("CGMDVAE/kang", "sample(seed=1) on cpu == on cuda", differs)
+    report.run("m", "after it", lambda: 1, needs=[failed])
+    for i in range(7):
+        report.run("m", f"also {i}", differs)
+    line = report.summary()
+    assert line.startswith("gpu_check: 1 passed, 8 failed (1 skipped after a failure): FAILED ")
+    assert "CGMDVAE/kang sample(seed=1) on cpu == on cuda (CheckFailed: only 0.97000" in line
+    assert line.endswith("; and 2 more") and "\n" not in line
+
+
+def test_sampled_cells_compare_clusters_and_libraries(gpu_check):
+    """Generated cells on the CPU copy against the device's: the counts alone left their
+    libraries (drawn from stored quantiles) and clusters unchecked."""
+    import numpy as np
+    import pandas as pd
+    from _gpu_spatial import _same_draws
+    from anndata import AnnData
+
+    def cells(expected, cluster="0"):
+        counts = np.array([[10.0, 3.0], [50.0, 7.0]])  # counts alike, whatever expected
+        obs = pd.DataFrame({"cluster": [cluster] * 2}, index=["s_0", "s_1"])
+        out = AnnData(counts.astype(np.float32), obs=obs)
+        out.layers["counts"], out.layers["expected"] = counts, expected
+        return out
+
+    expected = np.array([[10.2, 3.0], [50.0, 7.4]])
+    assert "libraries" in _same_draws(cells(expected), cells(expected * (1 + 1e-6)), True)
+    deeper = expected.copy()
+    deeper[1] *= 1.2  # a library drawn otherwise; its rounded counts may stay alike
+    with pytest.raises(gpu_check.CheckFailed, match="expected totals"):
+        _same_draws(cells(expected), cells(deeper), True)
+    assert "draws equal" in _same_draws(cells(expected), cells(deeper))  # not sample's
+    with pytest.raises(gpu_check.CheckFailed, match="obs differ: \\['cluster'\\]"):
+        _same_draws(cells(expected), cells(expected, "1"), True)
+
+
+def test_de_normalized_means_are_checked_against_the_counts(gpu_check):
+    """The check of DE's raw_normalized_mean1/2 (counts per 10,000, a cell without counts 0)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+    from _gpu_models import _normalized_means
+    from anndata import AnnData
+
+    counts = np.array([[1.0, 3.0], [0.0, 0.0], [2.0, 2.0], [5.0, 0.0]])
+    adata = AnnData(counts, obs=pd.DataFrame({"g": list("aabb")}, index=list("wxyz")))
+    model = SimpleNamespace(
+        adata=adata,
+        adata_manager=SimpleNamespace(get_from_registry=lambda key: sp.csr_matrix(counts)),
+    )
+    de = pd.DataFrame(
+        {"raw_normalized_mean1": [1250.0, 3750.0], "raw_normalized_mean2": [7500.0, 2500.0]},
+        index=adata.var_names[::-1],
+    )
+    with pytest.raises(gpu_check.CheckFailed, match="raw_normalized_mean1"):
+        _normalized_means(model, de, "g", ("a", "b"))  # read by gene name: reversed here
+    de.index = adata.var_names
+    assert "raw_normalized_mean2 (b, 2 cells)" in _normalized_means(model, de, "g", ("a", "b"))
+    adata.obs["_scvi_raw_norm_scaling"] = 1.0
+    with pytest.raises(gpu_check.CheckFailed, match="left in the model's AnnData"):
+        _normalized_means(model, de, "g", ("a", "b"))
