@@ -303,7 +303,10 @@ def _as_if_saved_on_a_gpu(path) -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a GPU")
-def test_a_model_saved_on_a_gpu_loads_without_one(counts, tmp_path):
+def test_a_model_saved_on_a_gpu_loads_without_one(counts, cgmdvae, tmp_path):
+    """Every tensor mapped to the CPU (torch.load's map_location): the parameters, and for a
+    CGMDVAE the library quantiles and cluster-condition counts sample draws from (the same
+    cells from one seed)."""
     adata = counts.copy()
     dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
     vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
@@ -313,7 +316,8 @@ def test_a_model_saved_on_a_gpu_loads_without_one(counts, tmp_path):
         spots.copy(), reference=ref, labels_key="cluster", inference="per_spot"
     )
     deconv.train(max_epochs=1, **TRAIN)
-    for name, model in (("vae", vae), ("deconv", deconv)):
+    generator, cells = cgmdvae
+    for name, model in (("vae", vae), ("deconv", deconv), ("cgmdvae", generator)):
         model.save(tmp_path / name)
         _as_if_saved_on_a_gpu(tmp_path / name / "model.pt")
     with pytest.raises(RuntimeError, match="CUDA"):  # the check itself
@@ -326,6 +330,12 @@ def test_a_model_saved_on_a_gpu_loads_without_one(counts, tmp_path):
     assert dv.model.ZINBVAE.load_query_data(query, tmp_path / "vae").module.device.type == "cpu"
     again = dv.model.NMFDeconv.load(tmp_path / "deconv", spots.copy())
     np.testing.assert_allclose(again.get_proportions(), deconv.get_proportions(), rtol=1e-5)
+    loaded = dv.model.CGMDVAE.load(tmp_path / "cgmdvae", cells)
+    kept = generator.library_log_quantiles_by_cluster_
+    assert kept and loaded.library_log_quantiles_by_cluster_ == kept
+    first, again = generator.sample(20, seed=0), loaded.sample(20, seed=0)
+    np.testing.assert_array_equal(first.X, again.X)
+    np.testing.assert_allclose(first.layers["expected"], again.layers["expected"], rtol=1e-5)
 
 
 def test_a_seeded_read_out_on_the_cpu_leaves_the_gpus_generators_alone(cgmdvae, monkeypatch):
