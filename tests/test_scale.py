@@ -352,16 +352,26 @@ def _checksum(cells: np.ndarray) -> int:
 
 def _ddp_split(path: str) -> dict:
     """Two-process DDP with scvi.settings.seed unset (scvi-tools' default): the training
-    cells of each process and those the model records."""
+    cells of each process and those the model records; and the device of the calling
+    process's module after the fit, with the run's first device faked as ``meta`` (on GPUs
+    ``cuda:0``: the forked workers train there, the caller's module never left the CPU)."""
+    import scvi.train._trainrunner as runner
+
     torch.set_num_threads(1)
     scvi.settings.seed = None
+    devices = runner.parse_device_args
+    runner.parse_device_args = lambda *a, **k: (*devices(*a, **k)[:2], torch.device("meta"))
     adata = ad.read_h5ad(path)
     dv.model.ZINBVAE.setup_anndata(adata)
     model = dv.model.ZINBVAE(adata, n_latent=4, n_hidden=32)
     ddp = {"strategy": "ddp", "devices": 2, "accelerator": "cpu", "batch_size": 32}
     model.train(max_epochs=1, callbacks=[_TrainingCells()], **{**TRAIN, **ddp})
     history = {k: float(model.history[k][k].iloc[-1]) for k in ("split_spread", "split_checksum")}
-    return {**history, "recorded": _checksum(model.train_indices)}
+    return {
+        **history,
+        "recorded": _checksum(model.train_indices),
+        "device": str(model.module.device),
+    }
 
 
 @pytest.mark.slow
@@ -372,6 +382,9 @@ def test_ddp_processes_share_one_split_of_the_cells(counts_h5ad):
     out = _in_fresh_interpreter("split", counts_h5ad)
     assert out["split_spread"] == 0
     assert out["split_checksum"] == out["recorded"]
+    # As after one device's fit (scvi-tools' runner moves the module to the run's first
+    # device): read-outs after a DDP fit on GPUs run on the GPU, not on the CPU.
+    assert out["device"] == "meta"
 
 
 @pytest.mark.slow
