@@ -468,7 +468,7 @@ def test_training_refuses_a_writable_backed_file(counts_h5ad):
     model.train(max_epochs=1, **TRAIN)
 
 
-def test_unrunnable_strategies_are_refused(counts_h5ad):
+def test_unrunnable_strategies_are_refused(counts_h5ad, monkeypatch):
     backed = ad.read_h5ad(counts_h5ad, backed="r")
     with pytest.raises(ValueError, match="'deepspeed' is not supported.*strategy='ddp'"):
         resolve_strategy("deepspeed", "cpu", backed)
@@ -480,6 +480,13 @@ def test_unrunnable_strategies_are_refused(counts_h5ad):
 
     with pytest.raises(ValueError, match="'nccl' cannot run on the CPU; use 'gloo'"):
         resolve_strategy(DDPStrategy(process_group_backend="nccl"), "cpu", backed)
+    # CUDA initialised here: by a model on the GPU, a DDP fit's among them (its model comes
+    # back on its first GPU), which the message said nothing of.
+    with monkeypatch.context() as patched:
+        patched.setattr(torch.cuda, "is_initialized", lambda: True)
+        with pytest.raises(ValueError, match=r"a DDP fit's, whose model comes back .* Restart"):
+            resolve_strategy("ddp", "gpu", backed)
+        assert resolve_strategy("ddp", "cpu", backed)[1]  # CPU processes use no CUDA
     dv.model.ZINBVAE.setup_anndata(backed)
     model = dv.model.ZINBVAE(backed)
     with pytest.raises(ValueError, match="'fsdp' is not supported"):

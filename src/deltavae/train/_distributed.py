@@ -21,7 +21,11 @@ Under the script launcher and ``torchrun`` every process runs the whole script, 
 ``train`` too: each model holds the same parameters (and the cells' split is rank 0's), but
 only rank 0's holds the history (``{}`` elsewhere, as in scvi-tools). Guard what writes (a
 backed file's ``write_to_adata``, ``save``) with ``if model.trainer.is_global_zero:``. After
-``strategy="ddp"`` (fork) the calling process alone goes on, with the history.
+``strategy="ddp"`` (fork) the calling process alone goes on, with the history and rank 0's
+parameters, its module on the run's first device as after a fit on one device (scvi-tools'
+runner moves it there; the workers' weights come back on the CPU): read-outs run on the GPU.
+CUDA is then initialised in this process, so a further ``strategy="ddp"`` fit of GPUs from it
+is refused (forked processes cannot use CUDA then).
 """
 
 from __future__ import annotations
@@ -212,7 +216,10 @@ def resolve_strategy(strategy, accelerator: str, adata: AnnData) -> tuple[object
         )
     if start == "fork" and accelerator != "cpu" and torch.cuda.is_initialized():
         raise ValueError(
-            f"strategy={given!r} forks this process, but CUDA is already initialised in it; "
+            f"strategy={given!r} forks this process, but CUDA is already initialised in it "
+            "(by anything on a GPU here: a model trained or read out there, or a DDP fit's, "
+            "whose model comes back on its first GPU), and forked processes cannot use CUDA "
+            "then. Restart Python and fit with strategy='ddp' before anything uses the GPU, or "
             "run a script with strategy=lightning.pytorch.strategies.DDPStrategy() (Lightning "
             "relaunches the script per GPU) or start it with torchrun."
         )
