@@ -31,6 +31,37 @@ def blobs_model():
     return model, adata
 
 
+def test_sampled_cells_are_named_alike_on_any_device(blobs_model, monkeypatch):
+    """A seed's cells were named from the first cell's values, which for a normal likelihood
+    carry the decoding's round-off: a GPU (its last digits off the CPU's) named the same
+    cells otherwise. Named from the seed and the model's parameters: another model (trained
+    on) still names them otherwise."""
+    model, _ = blobs_model
+    first = model.sample(8, seed=5)
+    decode = type(model.module).decode
+
+    def as_on_a_gpu(self, *args, **kwargs):
+        out = decode(self, *args, **kwargs)
+        out["out"] = out["out"] * (1 + 2e-7)
+        return out
+
+    monkeypatch.setattr(type(model.module), "decode", as_on_a_gpu)
+    again = model.sample(8, seed=5)
+    assert not np.array_equal(first.X, again.X)  # the round-off
+    assert list(again.obs_names) == list(first.obs_names)
+    monkeypatch.undo()
+    weight = next(model.module.parameters())
+    kept = weight.detach().clone()
+    with torch.no_grad():
+        weight.add_(1e-3)
+    try:
+        other = model.sample(8, seed=5)
+    finally:
+        with torch.no_grad():
+            weight.copy_(kept)
+    assert not set(other.obs_names) & set(first.obs_names)
+
+
 def test_blobs_recovered_and_written(blobs_model):
     model, adata = blobs_model
     train = model.history["elbo_train"]["elbo_train"].to_numpy(float)

@@ -118,9 +118,10 @@ class GenerationMixin:
         labels column is named ``"cluster"``) plus one column per condition, typed like the training
         AnnData's, and for a model with labels its labels column: each cell's cluster's label, the
         unlabelled mark (``"Unknown"``) for a novel cluster's cells. The cells are named
-        ``sample_<token>_<i>``, where ``<token>`` is a hash of ``uns["sample"]`` (but ``n_cells``)
-        and of the first cell drawn: the same cells (the same seed) have the same names, and the
-        cells of separate calls names of their own in ``anndata.concat``. For a normal likelihood on
+        ``sample_<token>_<i>``, where ``<token>`` is a hash of ``uns["sample"]`` (but ``n_cells``),
+        of the seed and of the model's parameters: the same cells (the same seed, of the same
+        model, on any device) have the same names, and the cells of separate calls names of
+        their own in ``anndata.concat``. For a normal likelihood on
         data without negative values (log-normalized), ``X`` and ``layers["expected"]`` are clipped
         at 0, as :meth:`translate` does. ``uns["sample"]`` records what was asked: ``n_cells``,
         ``cluster`` and each condition (the name given, or ``"drawn"``), ``seed`` (where given) and
@@ -166,7 +167,7 @@ class GenerationMixin:
         record = sample_record(self, n_cells, y_given, condition, seed, clipped)
         # Not copied (the draws are float32): many cells' X and expectation held twice.
         x = x.cpu().numpy().astype(np.float32, copy=False)
-        obs = pd.DataFrame(index=sample_names(record, x))
+        obs = pd.DataFrame(index=sample_names(record, cells.seed, module, len(x)))
         # Only the clusters drawn, as write_to_adata keeps them: scanpy's rank_genes_groups
         # refuses a category without cells.
         clusters = labels_of(self, y.cpu().numpy())  # integer labels as integers

@@ -63,18 +63,25 @@ def sample_record(
     return record
 
 
-def sample_names(record: dict, x: np.ndarray) -> list[str]:
+def sample_names(record: dict, seed: int, module, n_cells: int) -> list[str]:
     """The sampled cells' names, ``sample_<token>_<i>``: ``<token>`` a short hash of what was
-    asked (``record``, ``uns["sample"]``, but for ``n_cells``) and of the first cell drawn
-    (``x[0]``), so that the same cells (the same seed, or torch's global seed set again) have
-    the same names, the first cells of a seed too whatever ``n_cells``, and the cells of
-    separate calls, concatenated (``anndata.concat``), names of their own: every call named
-    them ``sample_0``, ``sample_1``, ... (repeated names)."""
+    asked (``record``, ``uns["sample"]``, but for ``n_cells``), of the seed the cells were
+    drawn from (:class:`~deltavae.distributions._draws.CellDraws`' ``seed``: an unseeded
+    call's is drawn from torch's global generator) and of the module's parameters, so that
+    the same cells (the same seed, or torch's global seed set again, of the same model) have
+    the same names, the first cells of a seed too whatever ``n_cells``, on any device, and
+    the cells of separate calls, concatenated (``anndata.concat``), names of their own: every
+    call named them ``sample_0``, ``sample_1``, ... (repeated names). Of the first cell's
+    values instead, the names of one seed's cells differed between a GPU and the CPU (a
+    normal likelihood's values carry the device's round-off)."""
+    from ._saved import weights_digest
+
     digest = hashlib.sha1(usedforsecurity=False)
     asked = {key: value for key, value in record.items() if key != "n_cells"}
     digest.update(json.dumps(asked, sort_keys=True, default=str).encode())
-    digest.update(np.ascontiguousarray(x[:1]).tobytes())
-    return [f"sample_{digest.hexdigest()[:8]}_{i}" for i in range(len(x))]
+    digest.update(str(int(seed)).encode())
+    digest.update(json.dumps(weights_digest(module.state_dict()), sort_keys=True).encode())
+    return [f"sample_{digest.hexdigest()[:8]}_{i}" for i in range(n_cells)]
 
 
 def sampled_labels(model, clusters: np.ndarray) -> pd.Categorical | None:
