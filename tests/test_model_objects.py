@@ -1,5 +1,7 @@
 """The model objects as scvi-tools objects: modes, state and registries around read-outs."""
 
+import contextlib
+import io
 import warnings
 
 import anndata as ad
@@ -309,3 +311,26 @@ def test_read_outs_of_a_double_module_read_their_batches_in_double(which):
         shifted = model.predict_perturbation(source, target, method="latent_shift", seed=0)
         values = shifted.X.toarray() if hasattr(shifted.X, "toarray") else shifted.X
         assert shifted.n_obs == source.n_obs and np.isfinite(values).all()
+
+
+def test_print_model_says_data_keys_epochs_and_verdict(tmp_path):
+    """print(model) said only the architecture and "Training status: Trained": not the data
+    it was set up on, its registered keys, how long it trained or whether it converged."""
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    model = dv.model.ZINBVAE(adata, n_latent=4, n_hidden=8)
+    data = "Data: 120 cells x 30 genes; registered: batch_key='condition'"
+    assert model.summary_string.endswith(f"Training status: Not Trained\n{data}")
+    with pytest.warns(dv.train.NotConvergedWarning, match="too few to converge"):
+        model.train(max_epochs=3, **TRAIN)
+    status = (
+        "Training status: Trained, 3 epochs. Training ran 2 epochs on the full ELBO (after "
+        "the KL warm-up): too few to converge or to judge."
+    )
+    assert model.summary_string.endswith(f"{status}\n{data}")
+    model.save(tmp_path / "m")
+    assert dv.model.ZINBVAE.load(tmp_path / "m", adata).summary_string == model.summary_string
+    model.convergence_ = "A [bracketed] verdict."  # rich markup: printed as it is
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert repr(model) == ""
+    assert "A [bracketed] verdict." in " ".join(out.getvalue().split())

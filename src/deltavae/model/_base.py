@@ -9,9 +9,6 @@ import tempfile
 import numpy as np
 import pandas as pd
 import pyro
-
-# scvi-tools' view_anndata_setup and view_setup_args call rich.pretty without importing it.
-import rich.pretty  # noqa: F401
 from anndata import AnnData
 from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import PyroSviTrainMixin
@@ -48,6 +45,7 @@ from ._scvi_glue import (
     loader_arguments,
     refuse_scvi_names,
 )
+from ._summary import SummaryMixin
 from ._training_checks import (
     callback_list,
     check_registered_columns,
@@ -68,7 +66,9 @@ from ._verdicts import say_verdict
 logger = logging.getLogger(__name__)
 
 
-class DeltaModelMixin(AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTrainMixin):
+class DeltaModelMixin(
+    SummaryMixin, AnnDataSetter, HistoryMixin, Picklable, Saving, PyroSviTrainMixin
+):
     """Training, saving and loading as every deltavae model does them.
 
     * ``train`` clears Pyro's global param store first (so models never share parameters),

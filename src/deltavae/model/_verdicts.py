@@ -17,6 +17,7 @@ from ..train._convergence import (
     high_rate_note,
     still_improving,
 )
+from ._summary import record_verdict
 from ._validation import warn_user
 
 #: A type's largest share over the spots below which it is in none of them (the proportions'
@@ -37,6 +38,7 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
     ``run``, has not converged or went unstable; the advice names the learning rate where it
     was more than ten times the model's default (the module's ``default_lr``: a spot model's
     own, 0.005 to 0.05, else the VAEs' 1e-3)."""
+    model.convergence_ = None  # this run's, kept by record_verdict (print(model) says it)
     rate = (model.train_args_ or {}).get("lr")  # as trained (lr, plan_kwargs ...)
     default = getattr(model.module, "default_lr", None) or DEFAULT_LR
     verdict = still_improving(
@@ -57,6 +59,7 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
     if verdict is not None:
         unstable = "went unstable" in verdict  # it names the rate itself
         note = "" if unstable else high_rate_note(rate, default)
+        record_verdict(model, verdict)
         warn_user(verdict + note, NotConvergedWarning)
     if rate is not None and rate > RAN_OFF_FACTOR * default:
         say_if_types_ran_off(model, rate, default)
@@ -64,6 +67,7 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
     validated = run.get("elbo_validation")
     if (validated is None or validated.empty) and hasattr(model, "get_reconstruction_error"):
         say_if_read_outs_are_off(model, run, rate)
+    record_verdict(model, None)
 
 
 def earlier_full_epochs(model, run: dict) -> int:
@@ -102,6 +106,7 @@ def say_if_read_outs_are_off(model, run: dict, rate) -> None:
     value = float(next(iter(error.values())) if isinstance(error, dict) else error)
     if not np.isfinite(value) or value - last > max(abs(last), 0.1 * fall):
         used = f" than this run's lr={rate:g}" if rate else ""
+        record_verdict(model, "Training went unstable: read-outs reconstruct far worse. ")
         warn_user(
             f"After training, the model's read-outs (in eval mode) reconstruct its training "
             f"cells far worse than training did: a reconstruction error of {value:.4g} per "
@@ -130,6 +135,7 @@ def say_if_types_ran_off(model, rate: float, default: float) -> None:
         return
     names = short_repr([str(name) for name in gone])
     share = np.round(proportions.drop(columns=gone).mean(axis=0), 2).to_dict()
+    record_verdict(model, f"{len(gone)} of {proportions.shape[1]} types ran off to no share. ")
     warn_user(
         f"{len(gone)} of {proportions.shape[1]} types have no share (under {NO_SHARE:g}) in "
         f"any spot after training: {names}; the rest share the spots as {share}. At this "
