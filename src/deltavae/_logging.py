@@ -8,11 +8,14 @@ text, so every other message of those loggers (and every warning) still comes th
 * scvi-tools' "File .../model.pt already downloaded", printed twice by every ``Model.load``
   (``scvi.data._download._download`` finds the saved file already there, as it always is);
 * Lightning's "Seed set to 0", printed whenever ``scvi.settings.seed`` is set;
-* Lightning's "TPU available: False, using: 0 TPU cores" (and HPU) banner, printed on every
-  training run of a machine without one (its "GPU available" line stays: it says where the
-  model trains);
+* Lightning's "TPU available: False, using: 0 TPU cores" (and HPU) banner, and its "GPU
+  available: False, used: False", printed on every training run of a machine without one
+  (its "GPU available: True, used: ..." lines stay: they say where the model trains, and
+  whether a GPU there goes unused);
 * Lightning's "`Trainer.fit` stopped: `max_epochs=N` reached.", which repeats the progress
-  bar (stops for any other reason, early stopping among them, are still logged).
+  bar (stops for any other reason, early stopping among them, are still logged);
+* Lightning's "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]", printed on every training run on
+  a GPU (``lightning.pytorch.accelerators.cuda``).
 
 :func:`install_filters` runs once when deltavae is imported. No global ``warnings`` filter is
 installed.
@@ -31,7 +34,13 @@ from __future__ import annotations
 
 import logging
 
-_LIGHTNING_NOISE = ("litlogger", "TPU available: False", "HPU available: False", "`max_epochs=")
+_LIGHTNING_NOISE = (
+    "litlogger",
+    "TPU available: False",
+    "HPU available: False",
+    "GPU available: False, used: False",
+    "`max_epochs=",
+)
 
 #: logger name -> fragments of the messages dropped from it. Lightning's ``rank_zero_info``
 #: logs through ``lightning_utilities``' module logger, which fabric and pytorch each rename to
@@ -41,6 +50,7 @@ QUIET_MESSAGES: dict[str, tuple[str, ...]] = {
     "lightning.fabric.utilities.rank_zero": _LIGHTNING_NOISE,
     "scvi.data._download": ("already downloaded",),
     "lightning.fabric.utilities.seed": ("Seed set to",),
+    "lightning.pytorch.accelerators.cuda": ("LOCAL_RANK:",),
 }
 
 
