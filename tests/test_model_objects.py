@@ -334,3 +334,6 @@ def test_print_model_says_data_keys_epochs_and_verdict(tmp_path):
     with contextlib.redirect_stdout(io.StringIO()) as out:
         assert repr(model) == ""
     assert "A [bracketed] verdict." in " ".join(out.getvalue().split())
+    spots, ref = _spots()  # a spot model's: spots, and no setup argument left at its default
+    spot_model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+    assert spot_model.summary_string.endswith("Not Trained\nData: 40 spots x 40 genes")

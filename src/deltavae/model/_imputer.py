@@ -120,7 +120,7 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
     >>> data = dv.datasets.synthetic_counts(n_cells=300, n_genes=80, n_clusters=3, seed=0)
     >>> ref, spots = data[:150].copy(), data[150:, :60].copy()
     >>> imputer = dv.model.SpatialImputer.from_reference(spots, reference=ref, labels_key="cluster")
-    >>> imputer.train(max_epochs=50, enable_progress_bar=False)
+    >>> imputer.train(max_epochs=50, enable_progress_bar=False)  # short: the default 400 converge
     >>> imputer.impute().shape  # the 20 genes the spots did not measure
     (150, 20)
     >>> imputer.write_to_adata(spots)

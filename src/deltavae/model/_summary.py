@@ -4,6 +4,8 @@ convergence verdict (``convergence_``, saved with the model)."""
 
 from __future__ import annotations
 
+import inspect
+
 import rich
 
 # scvi-tools' view_anndata_setup and view_setup_args call rich.pretty without importing it.
@@ -86,5 +88,20 @@ def _data_line(model) -> str | None:
     n_obs = stats.get("n_cells", getattr(model.adata, "n_obs", None))
     line = f"Data: {n_obs} {unit} x {stats.get('n_vars')} genes"
     args = manager._registry.get("setup_args") or {}
-    given = [f"{name}={value!r}" for name, value in args.items() if value not in (None, [], ())]
+    defaults = inspect.signature(type(model).setup_anndata).parameters
+    given = [
+        f"{name}={value!r}"
+        for name, value in args.items()
+        if not any(_same(value, empty) for empty in (None, [], ()))
+        and not (name in defaults and _same(value, defaults[name].default))
+    ]
     return line + ("; registered: " + ", ".join(given) if given else "")
+
+
+def _same(value, default) -> bool:
+    if value is None or default is None:
+        return value is default
+    try:
+        return bool(value == default)
+    except Exception:  # noqa: BLE001 - an array or other value without one truth: not a default
+        return False
