@@ -332,7 +332,8 @@ def test_print_model_says_data_keys_epochs_and_verdict(tmp_path):
     assert dv.model.ZINBVAE.load(tmp_path / "m", adata).summary_string == model.summary_string
     model.convergence_ = "A [bracketed] verdict."  # rich markup: printed as it is
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        assert repr(model) == ""
+        assert f"{model}" == model.summary_string  # str: the text, printing nothing
+        assert not out.getvalue() and repr(model) == ""  # repr: printed, as scvi-tools
     assert "A [bracketed] verdict." in " ".join(out.getvalue().split())
     spots, ref = _spots()  # a spot model's: spots, and no setup argument left at its default
     spot_model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")

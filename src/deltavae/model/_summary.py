@@ -65,6 +65,11 @@ class SummaryMixin:
         data = _data_line(self)
         return "\n".join(lines + ([data] if data else []))
 
+    def __str__(self) -> str:
+        # The text itself (scvi-tools' str(model) printed it and returned ""): print(model),
+        # f"{model}" and logging show it, wherever they write, with no side effect.
+        return self.summary_string
+
     def __repr__(self) -> str:
         # scvi-tools prints through rich: escaped, so a key or label in [brackets] shows.
         rich.print(escape(self.summary_string))
