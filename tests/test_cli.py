@@ -361,8 +361,9 @@ def test_no_gpu_rank_line_during_a_command(monkeypatch):
         with _no_device_banner():
             CUDAAccelerator.set_nvidia_flags(0)
         assert records.messages == []
-        CUDAAccelerator.set_nvidia_flags(0)  # from Python the line stays
-        assert records.messages[0].startswith("LOCAL_RANK: 0")
+        # From Python too: _logging's filters drop it in notebooks (it names no choice).
+        CUDAAccelerator.set_nvidia_flags(0)
+        assert not [m for m in records.messages if m.startswith("LOCAL_RANK: 0")]
     finally:
         cuda_logger.removeHandler(records)
     advice = "You are using a CUDA device ('H200') that has Tensor Cores. To properly utilize"

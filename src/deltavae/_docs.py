@@ -26,7 +26,8 @@ A score.
     labels_pred
         Predicted cluster of each cell. The label values need not match ``labels_true``. Two
         pandas Series indexed by the same cell names in another order are paired by name;
-        anything else by position (Series of other cell names with a warning).
+        anything else by position (Series of other cell names with a warning). Missing labels
+        (NaN, None) are refused, naming how many: leave those cells out of both first.
     weight
         Weight of each cell.
 <BLANKLINE>

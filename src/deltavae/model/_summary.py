@@ -45,7 +45,7 @@ class SummaryMixin:
 
     @property
     def summary_string(self) -> str:
-        """The model's summary: what ``print(model)`` shows.
+        """What ``print(model)`` shows, as text.
 
         Examples
         --------
