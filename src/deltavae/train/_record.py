@@ -83,7 +83,8 @@ def records_train_args(train):
 def commit_train_args(model, resolved: dict, automatic: dict | None = None, held_out=None) -> None:
     """The fit starts: the pending record of the ``train`` call becomes ``train_args_``, its
     arguments left to a default (``None``) replaced by the ``resolved`` values the fit runs
-    with, and those left to ``"auto"`` by the ``automatic`` values they came to."""
+    with, and those left to ``"auto"`` by the ``automatic`` values they came to; the last
+    run's ``convergence_`` is cleared."""
     from ..model._label_record import record_trained_labels
     from ..model._labels import record_trained_categories
 
@@ -92,6 +93,9 @@ def commit_train_args(model, resolved: dict, automatic: dict | None = None, held
         record.update({k: v for k, v in resolved.items() if record.get(k) is None})
         record.update({k: v for k, v in (automatic or {}).items() if record.get(k) == "auto"})
         model.train_args_ = record
+    # The verdict print(model) shows is this run's: one interrupted or failed before its
+    # verdict says none rather than the run's before it (model/_summary.py).
+    model.convergence_ = None
     # Not the validation or test split's cells (``held_out``): they never train.
     record_trained_categories(model, held_out)
     record_trained_labels(model, held_out)
