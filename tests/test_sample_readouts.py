@@ -228,16 +228,17 @@ def test_a_combination_of_few_cells_draws_its_mean_with_the_spread_of_all():
     stats = model.library_log_stats_by_condition_
     assert stats[("b",)] == (pytest.approx(np.log([400, 401]).mean()), None)
     assert stats[("a",)][1] == pytest.approx(np.log(totals[:30]).std())
-    mean, sd = cell_library_stats(model, torch.tensor([[1], [0], [2]]), (5.0, 0.7))
-    np.testing.assert_allclose(mean.ravel(), [np.log([400, 401]).mean(), stats[("a",)][0], 5.0])
-    np.testing.assert_allclose(sd.ravel(), [0.7, stats[("a",)][1], 0.7], rtol=1e-6)
-    # Drawn: "b" log-normal (2 cells), "a" from its 30 cells' libraries, "z" (no cell) from
+    # "b" (2 cells) and "z" (no cell, no pooled quantiles kept) log-normal with the sd of all.
+    draw = cell_library_stats(model, torch.tensor([[1], [2]]), (5.0, 0.7))
+    lib = draw(torch.tensor([[0.0], [1.0]], dtype=torch.float64)).ravel()
+    np.testing.assert_allclose(lib, [np.log([400, 401]).mean(), 5.7], rtol=1e-6)
+    # "b" log-normal (2 cells), "a" from its 30 cells' libraries, "z" (no cell) from
     # those of all cells, where kept.
     assert model.library_log_quantiles_by_condition_[("a",)][50] == pytest.approx(
         np.median(np.log(totals[:30]))
     )
     model.library_log_quantiles_ = tuple(np.linspace(3.0, 4.0, 101))
-    draw = cell_library_stats(model, torch.tensor([[1], [0], [2]]), (5.0, 0.7), draw=True)
+    draw = cell_library_stats(model, torch.tensor([[1], [0], [2]]), (5.0, 0.7))
     lib = draw(torch.tensor([[1.0], [0.0], [0.0]], dtype=torch.float64)).ravel()
     assert lib[0] == pytest.approx(np.log([400, 401]).mean() + 0.7)
     assert lib[1] == pytest.approx(np.median(np.log(totals[:30])))

@@ -151,7 +151,7 @@ class GenerationMixin:
             cats = None if codes is None else torch.as_tensor(codes, device=module.device)
             stats = self._library_log_stats()
             if stats is not None:  # the observed ones of each cell's cluster and conditions
-                stats = cell_library_stats(self, cats, stats, y, draw=True)
+                stats = cell_library_stats(self, cats, stats, y)
             draws = module.generate(n_cells, cats, y, stats, cells, batch_size)
         if cats is not None:  # a dict naming every key: a combination that may not have trained
             warn_untrained_combinations(self, cats.cpu().numpy(), "sample")

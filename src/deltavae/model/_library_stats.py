@@ -132,33 +132,30 @@ def record_cluster_library_stats(
 
 
 def cell_library_stats(
-    model, cats: torch.Tensor | None, pooled: tuple[float, float], clusters=None, draw=False
+    model, cats: torch.Tensor | None, pooled: tuple[float, float], clusters=None
 ):
-    """The mean and sd of each sampled cell's log library size, as ``(n, 1)`` tensors on the
-    module's device: those of the cells (outside the test split) of its cluster
-    (``clusters``, indices; in ``library_log_stats_by_cluster_``) and combination of
-    conditions (``cats``, codes cells x keys), else those of its combination of conditions,
-    else (a combination no cell carried, a model saved before these were kept, a model
-    without conditions) ``pooled``, those of all cells outside the test split. A mean
-    without its own sd (few cells) takes the next one's sd.
-
-    ``draw``: instead, the function of the cells' standard normal draws that gives their
-    log library sizes (:func:`~deltavae.model._library_quantiles.library_draw`): the
-    observed ones of the group whose mean it took (its quantiles, where it had
-    :data:`MIN_CELLS_FOR_SD` cells or more: ``library_log_quantiles_by_cluster_`` /
-    ``_by_condition_``; ``library_log_quantiles_`` where it took ``pooled``), else
-    log-normal from the mean and sd above (``pooled`` itself where every cell's are those
-    and no quantiles were kept)."""
+    """The function of the sampled cells' standard normal draws that gives their log library
+    sizes (:func:`~deltavae.model._library_quantiles.library_draw`), each cell's from its
+    group: the cells (outside the test split) of its cluster (``clusters``, indices; in
+    ``library_log_stats_by_cluster_``) and combination of conditions (``cats``, codes cells x
+    keys), else those of its combination of conditions, else (a combination no cell carried,
+    a model saved before these were kept, a model without conditions) ``pooled``, the mean
+    and sd of all cells outside the test split. The observed libraries of the group (its
+    quantiles, where it had :data:`MIN_CELLS_FOR_SD` cells or more:
+    ``library_log_quantiles_by_cluster_`` / ``_by_condition_``; ``library_log_quantiles_``
+    where it took ``pooled``), else log-normal from its mean and sd (a mean without its own
+    sd, few cells, takes the next one's sd); ``pooled`` itself where every cell's are those
+    and no quantiles were kept."""
     stats = getattr(model, "library_log_stats_by_condition_", None) or {}
     by_cluster = (
         getattr(model, "library_log_stats_by_cluster_", None) if clusters is not None else None
     )
     like = model.module.alpha
-    q_pooled = getattr(model, "library_log_quantiles_", None) if draw else None
+    q_pooled = getattr(model, "library_log_quantiles_", None)
     if (cats is None or not stats) and not by_cluster:
         n = len(cats) if cats is not None else None if clusters is None else len(clusters)
         if q_pooled is None or n is None:
-            return pooled  # drawn log-normal (draw too)
+            return pooled  # drawn log-normal
         mean, sd = (torch.full((n, 1), v, dtype=torch.float64) for v in pooled)
         return library_draw(mean, sd, [q_pooled] * n, like)
     n = len(clusters) if cats is None else len(cats)
@@ -186,9 +183,5 @@ def cell_library_stats(
         per_row.append((mean, sd))
         tables.append(table)
     inverse = np.asarray(inverse).ravel()
-    if draw:
-        cells = torch.tensor(per_row, dtype=torch.float64)[torch.as_tensor(inverse)]
-        return library_draw(cells[:, :1], cells[:, 1:], [tables[i] for i in inverse], like)
-    table = torch.tensor(per_row, dtype=like.dtype, device=model.module.device)
-    cells = table[torch.as_tensor(inverse, device=table.device)]
-    return cells[:, :1], cells[:, 1:]
+    cells = torch.tensor(per_row, dtype=torch.float64)[torch.as_tensor(inverse)]
+    return library_draw(cells[:, :1], cells[:, 1:], [tables[i] for i in inverse], like)
