@@ -517,6 +517,11 @@ def test_soft_assignments_passed_as_labels_say_to_take_the_most_likely_cluster()
         cluster_scores(["x", "y"], soft)
     with pytest.raises(ValueError, match=r"one-column table, pass its column"):
         ari(soft[["A"]], [0, 1])
+    # A dict or generator: "got shape ()", naming neither the type nor what to pass.
+    with pytest.raises(ValueError, match=r"type dict .*pass pd\.Series\(labels\)"):
+        ari({"c0": "x", "c1": "y"}, [0, 1])
+    with pytest.raises(ValueError, match=r"type generator .*list\(\.\.\.\)"):
+        ari([0, 1], (label for label in "xy"))
 
 
 def test_a_gene_name_the_data_repeats_is_refused_as_a_selection():
@@ -737,6 +742,11 @@ def test_numbers_held_as_objects_are_scored_and_an_all_nan_prediction_is_named()
     pd.testing.assert_frame_equal(dv.metrics.imputation_scores(true, pred), expected)
     genes = true.assign(c=[1.0, 0.0, 3.0])
     assert dv.metrics.mean_expression_r2(genes.astype(object), genes) == pytest.approx(1.0)
+    # Decimal and int values in one column (infer_dtype: "mixed-integer") are numbers too.
+    from decimal import Decimal
+
+    mixed = true.astype(object).assign(a=[Decimal("0.2"), Decimal("0.5"), 1])
+    np.testing.assert_allclose(dv.metrics.rmse(true.assign(a=[0.2, 0.5, 1.0]), mixed), 0.0)
     text = true.assign(a=["0.2", "0.5", "0.9"])  # text, not numbers: still named
     with pytest.raises(TypeError, match=r"not numbers \(\['a'\]\)"):
         dv.metrics.rmse(text, true)

@@ -7,7 +7,7 @@ different vocabularies, for example cell-type names against cluster ids.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,8 @@ def _codes(labels: ArrayLike, name: str) -> np.ndarray:
                 ": a table of soft assignments (cells x clusters)? Pass each cell's most "
                 "likely cluster, table.idxmax(axis=1) (DataFrame) or array.argmax(1)"
             )
+        elif not shape:  # numpy reads a dict, set or generator as one object
+            raise ValueError(f"{name} must be 1-D, one label per cell; {_not_labels(labels)}")
         raise ValueError(f"{name} must be 1-D; got shape {shape}{hint}")
     values = labels if isinstance(labels, pd.Series) else pd.Series(labels)
     if len(values) == 0:
@@ -46,6 +48,18 @@ def _codes(labels: ArrayLike, name: str) -> np.ndarray:
         )
     codes, _ = pd.factorize(values, sort=False)
     return codes
+
+
+def _not_labels(labels) -> str:
+    """What a 0-d ``labels`` is and what to pass instead."""
+    kind = f"got an object of type {type(labels).__name__} ({short_repr(labels)})"
+    if isinstance(labels, dict):
+        return f"{kind}: pass pd.Series(labels) (cell name -> label) or its values in cell order"
+    if isinstance(labels, set | frozenset):
+        return f"{kind}, which has no order: pass the labels in cell order as a list or array"
+    if isinstance(labels, Iterable) and not isinstance(labels, str | bytes):
+        return f"{kind}: pass it as a list (list(...)), array or pandas Series"
+    return f"{kind}: pass a list, array or pandas Series of one label per cell"
 
 
 def _paired_codes(labels_true: ArrayLike, labels_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:

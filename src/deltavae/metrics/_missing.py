@@ -4,6 +4,8 @@ spot model's spots without counts), refuse (NaN or infinite entries elsewhere) o
 
 from __future__ import annotations
 
+import decimal
+import numbers
 import warnings
 
 import numpy as np
@@ -171,6 +173,7 @@ def numeric_table(frame: pd.DataFrame, name: str, kept: str = "scores'") -> pd.D
         column: pd.to_numeric(frame[column])  # not text such as '0.5': a column of labels?
         for column in frame.columns[[dtype.kind == "O" for dtype in frame.dtypes]]
         if pd.api.types.infer_dtype(frame[column], skipna=True) in numbers
+        or _all_real(frame[column])  # "mixed": Decimal and int or float values
     }
     if converted:
         frame = frame.copy()
@@ -183,3 +186,12 @@ def numeric_table(frame: pd.DataFrame, name: str, kept: str = "scores'") -> pd.D
             f"columns only, e.g. {name}.drop(columns={text[:3]})."
         )
     return frame
+
+
+def _all_real(column: pd.Series) -> bool:
+    """Whether every value of an object column is a real number (Decimal, int, float, bool,
+    numpy's), missing values aside."""
+    values = column.dropna()
+    return len(values) > 0 and all(
+        isinstance(v, numbers.Real | decimal.Decimal | np.bool_) for v in values
+    )
