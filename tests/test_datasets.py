@@ -216,6 +216,25 @@ def test_data_dir_as_file_folder_root_and_env(tmp_path, monkeypatch):
     assert datasets.mesc().shape == (200, 1047)
 
 
+def test_data_variable_may_name_the_datasets_folder_and_kang_scgen_keeps_other_values(
+    tmp_path, monkeypatch
+):
+    """$DELTAVAE_DATA set to the dataset's own folder (as data_dir takes it) was not looked
+    in; kang_scgen made condition values other than control/stimulated NaN, silently."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    data = datasets.synthetic_counts(n_cells=6, n_genes=4, n_clusters=1, seed=0)
+    data.obs["condition"] = ["control", "stimulated", "washout", "control", None, "washout"]
+    data.write_h5ad(folder / "kang_ctrl_stim_scgen_valid_counts.h5ad")
+    monkeypatch.setenv("DELTAVAE_DATA", str(folder))
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match=r"other than control/stimulated, \['washout'\], kept"):
+        adata = datasets.kang_scgen()
+    condition = adata.obs["condition"]
+    assert list(condition.cat.categories) == ["ctrl", "stim", "washout"]
+    assert condition.astype(str).tolist() == ["ctrl", "stim", "washout", "ctrl", "nan", "washout"]
+
+
 def test_a_data_variable_pointing_nowhere_is_named(tmp_path, monkeypatch):
     """$DELTAVAE_DATA with a typo fell back to other folders without a word."""
     monkeypatch.setenv("DELTAVAE_DATA", str(tmp_path / "typo"))
@@ -347,6 +366,16 @@ def test_synthetic_counts_validation():
         datasets.synthetic_counts(n_cells=0)
     with pytest.raises(ValueError, match="cluster_weights"):
         datasets.synthetic_counts(n_clusters=3, cluster_weights=[1.0, 1.0])
+
+
+def test_synthetic_clusters_no_cell_drew_are_said():
+    """Very few cells kept clusters without cells as categories, in silence."""
+    with pytest.warns(UserWarning, match=r"No cell of the 3 drew cluster '.*remove_unused"):
+        adata = datasets.synthetic_counts(n_cells=3, n_genes=20, n_clusters=5, n_conditions=1)
+    assert len(adata.obs["cluster"].cat.categories) == 5  # index uns['synthetic']'s rows
+    weights = [1.0, 0.0]  # asked for: not said
+    adata = datasets.synthetic_counts(n_cells=20, n_genes=20, n_clusters=2, cluster_weights=weights)
+    assert adata.obs["cluster"].value_counts().tolist() == [20, 0]
 
 
 def test_synthetic_outputs_save_to_h5ad(tmp_path):

@@ -178,5 +178,6 @@ doc_data_dir = """\
 Parameters
 ----------
 data_dir
-    The ``.h5ad`` file, its folder, or the data root. ``None``: the root is looked up in
-    ``$DELTAVAE_DATA`` and then in ``shared/data`` in the working directory and its parents."""
+    The ``.h5ad`` file, its folder, or the data root. ``None``: the file is looked up in
+    ``$DELTAVAE_DATA`` (the data root or the file's folder) and then in ``shared/data`` in
+    the working directory and its parents."""

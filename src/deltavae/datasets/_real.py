@@ -157,8 +157,9 @@ def _resolve_file(relpath: str, data_dir: str | os.PathLike | None) -> Path:
             f"that contains {str(rel.parent)!r}."
         )
     roots = _search_roots()
-    for root in roots:
-        candidate = root / rel
+    env = os.environ.get(DATA_ENV_VAR)  # the data root, or (as data_dir) the dataset's folder
+    own = [Path(env).expanduser() / rel.name] if env else []
+    for candidate in own + [root / rel for root in roots]:
         if candidate.is_file():
             logger.info("reading %s", candidate)
             return candidate
@@ -166,7 +167,8 @@ def _resolve_file(relpath: str, data_dir: str | os.PathLike | None) -> Path:
         f"could not find the shared dataset {str(rel)!r}. Looked in ${DATA_ENV_VAR} "
         f"({os.environ.get(DATA_ENV_VAR, 'unset')}) and in these folders: "
         f"{[str(r) for r in roots]}. Pass data_dir='/path/to/shared/data' or set the "
-        f"{DATA_ENV_VAR} environment variable to the data root."
+        f"{DATA_ENV_VAR} environment variable to the data root (or to the folder "
+        f"holding {rel.name!r})."
     )
 
 
@@ -312,10 +314,11 @@ def kang_scgen(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     ['ctrl', 'stim']
     """
     adata = _read_shared(_FILES["kang_scgen"], data_dir)
-    condition = adata.obs["condition"].astype(str)
-    adata.obs["condition"] = pd.Categorical(
-        condition.map(lambda c: _KANG_SCGEN_CONDITIONS.get(c, c)), categories=["ctrl", "stim"]
-    )
+    raw = adata.obs["condition"]
+    condition = raw.astype(str).map(lambda c: _KANG_SCGEN_CONDITIONS.get(c, c)).where(raw.notna())
+    if other := sorted(set(condition.dropna()) - {"ctrl", "stim"}):  # were made NaN in silence
+        warn_user(f"kang_scgen: condition values other than control/stimulated, {other}, kept.")
+    adata.obs["condition"] = pd.Categorical(condition, categories=["ctrl", "stim", *other])
     return adata
 
 

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._warn import warn_user
+
 logger = logging.getLogger(__name__)
 
 _MAX_CENTER_DRAWS = 100
@@ -83,10 +85,32 @@ def _cluster_names(n_clusters: int) -> list[str]:
 
 
 def _labels_obs(
-    cluster: np.ndarray, condition: np.ndarray, n_clusters: int, n_conditions: int
+    cluster: np.ndarray,
+    condition: np.ndarray,
+    n_clusters: int,
+    n_conditions: int,
+    weights: np.ndarray | None = None,
 ) -> pd.DataFrame:
+    """``obs`` with every cluster and condition a category, drawn cells or not (their codes
+    index ``uns["synthetic"]``'s arrays); one of positive weight that no cell drew (few
+    cells) is warned, naming it and how to drop it."""
     cluster_names = _cluster_names(n_clusters)
     condition_names = _condition_names(n_conditions)
+    drawn = np.ones(n_clusters, bool) if weights is None else np.asarray(weights) > 0
+    empty = [
+        f"{key} {names[k]!r}"
+        for key, names, codes, possible in (
+            ("cluster", cluster_names, cluster, drawn),
+            ("condition", condition_names, condition, np.ones(n_conditions, bool)),
+        )
+        for k in np.flatnonzero(possible & (np.bincount(codes, minlength=len(names)) == 0))
+    ]
+    if empty:
+        warn_user(
+            f"No cell of the {cluster.shape[0]} drew {', '.join(empty)}: kept as categories "
+            "without cells (their codes index uns['synthetic']'s arrays). Draw more cells, or "
+            "drop them with adata.obs[key] = adata.obs[key].cat.remove_unused_categories()."
+        )
     return pd.DataFrame(
         {
             "cluster": pd.Categorical.from_codes(cluster, categories=cluster_names),
@@ -219,7 +243,8 @@ def synthetic_counts(
     -------
     anndata.AnnData
         ``X`` and ``layers["counts"]``: CSR float32 with integer counts.
-        ``obs``: ``cluster``, ``condition`` (categorical) and ``library_size`` (the true ``l_i``).
+        ``obs``: ``cluster``, ``condition`` (categorical: every cluster and condition, one
+        that no cell drew too, warned) and ``library_size`` (the true ``l_i``).
         ``var``: ``marker_of`` (the cluster a gene marks, or ``"none"``) and ``condition_gene``.
         ``uns["synthetic"]``: the true parameters: ``cluster_log_mean`` (clusters x genes),
         ``expression`` (``rho``, clusters x conditions x genes), ``marker_genes``,
@@ -294,7 +319,7 @@ def synthetic_counts(
     counts = _sample_nb(rng, mean, theta[None, :])
     counts[rng.random(counts.shape) < dropout] = 0
 
-    obs = _labels_obs(cluster, condition, n_clusters, n_conditions)
+    obs = _labels_obs(cluster, condition, n_clusters, n_conditions, weights)
     obs["library_size"] = lib.astype(np.float32)
     marker_of = np.full(n_genes, "none", dtype=object)
     for k, name in enumerate(_cluster_names(n_clusters)):
