@@ -127,6 +127,21 @@ def test_history_draws_the_kl_weight_on_an_axis_of_its_own():
     assert texts == ["training", "KL weight", "KL warm-up"]
 
 
+def test_history_legend_covers_neither_axis_line():
+    """loc="best" weighed only the ELBO's axis: the framed legend sat over the KL weight's
+    plateau (upper right, on the right axis)."""
+    epochs = np.arange(50)
+    frames = {
+        "elbo_train": pd.DataFrame({"elbo_train": 500 + 1500 * np.exp(-epochs / 8)}),
+        "kl_weight": pd.DataFrame({"kl_weight": np.minimum(1, epochs / 12)}),
+    }
+    ax = dv.pl.history(frames, keys=["elbo_train", "kl_weight"], show=False)
+    box = ax.get_legend().get_window_extent(ax.figure.canvas.get_renderer())
+    for line in [*ax.get_lines(), *ax.figure.axes[1].get_lines()]:
+        path = line.get_transform().transform_path(line.get_path())
+        assert not path.intersects_bbox(box, filled=False), line.get_label()
+
+
 def test_history_accepts_the_history_dict_and_draws_on_a_given_axes(trained):
     model, _ = trained
     _, given = plt.subplots()

@@ -22,6 +22,7 @@ from matplotlib.ticker import (
 from .._checks import check_bools
 from .._docs import doc_ax, doc_params, doc_show_save, doc_title_figsize
 from ..model._validation import warn_user
+from ._legends import legend_clear_of_lines
 from ._utils import as_names, closes_on_error, figure_size, one_axes, own_axes, savefig_or_show
 
 logger = logging.getLogger(__name__)
@@ -311,5 +312,7 @@ def history(
         handles, labels = handles + more[0], labels + more[1]
         right.set_zorder(ax.get_zorder() - 1)
         ax.patch.set_visible(False)
-    ax.legend(handles, labels, edgecolor="0.6")
+    # Clear of the lines of both axes (loc="best" weighed only ax's: over the KL plateau).
+    legend_clear_of_lines(ax, [ax] + ([right] if right is not None else []), handles, labels,
+                          edgecolor="0.6")  # fmt: skip
     return savefig_or_show(ax, "history", show, save, return_fig)

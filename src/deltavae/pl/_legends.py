@@ -75,3 +75,39 @@ def room_at_right(panels) -> None:
     fig.set_figwidth(grown)
     for ax, box in moved:
         ax.set_position([box.x0 * width / grown, box.y0, box.width * width / grown, box.height])
+
+
+#: Matplotlib's ``loc="best"`` candidates, in its order of preference (ties keep the first).
+_PLACES = (
+    "upper right", "upper left", "lower left", "lower right", "right",
+    "center left", "center right", "lower center", "upper center", "center",
+)  # fmt: skip
+
+
+def legend_clear_of_lines(ax, axes, handles, labels, **kwargs):
+    """``ax.legend(handles, labels)`` where it covers the fewest points and lines of all of
+    ``axes`` (``ax`` and its twins): matplotlib's ``loc="best"`` weighs only ``ax``'s lines,
+    and put a history's legend over the KL weight's plateau, drawn on the right axis."""
+    renderer = ax.figure.canvas.get_renderer()
+    for a in axes:  # autoscaled limits, as they will be drawn
+        a.get_xlim(), a.get_ylim()
+    paths = [
+        line.get_transform().transform_path(line.get_path())
+        for a in axes
+        for line in a.get_lines()
+        if line.get_visible() and len(line.get_xydata())
+    ]
+    best, least = _PLACES[0], None
+    for place in _PLACES:
+        legend = ax.legend(handles, labels, loc=place, **kwargs)
+        box = legend.get_window_extent(renderer)
+        badness = sum(
+            int(box.count_contains(path.vertices))
+            + 10 * int(path.intersects_bbox(box, filled=False))
+            for path in paths
+        )
+        if least is None or badness < least:
+            best, least = place, badness
+        if not badness:
+            break
+    return ax.legend(handles, labels, loc=best, **kwargs)
