@@ -411,3 +411,51 @@ def test_a_rare_label_is_told_it_can_be_unlabelled_not_only_dropped():
     adata.obs["code"] = np.where(np.arange(adata.n_obs) == 1, 7, adata.obs["cluster"].cat.codes)
     with pytest.warns(UserWarning, match=r"relabel those cells -1 and pass unlabeled_category=-1 "):
         dv.model.CGMDVAE.setup_anndata(adata, labels_key="code")
+
+
+def test_label_and_cluster_columns_take_the_users_label_colours_by_name(tmp_path):
+    """A model's clusters named after the labels (and a query model's label column) were
+    drawn by scanpy in colours by position, not the user's uns['<labels_key>_colors']: the
+    same cell type in one colour in the labels' plot and another in the clusters'."""
+    import anndata as ad
+
+    adata = _cells(n_conditions=1, n_cells=90)
+    names = {"0": "T", "1": "B"}
+    labels = adata.obs["cluster"].astype(str).map(names)
+    adata.obs["kind"] = pd.Categorical(labels, categories=["T", "B"])  # not sorted
+    adata.uns["kind_colors"] = ["#aa0000", "#0000aa"]
+    by_name = {"T": "#aa0000", "B": "#0000aa"}
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="kind")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=1, **FAST)
+    assert list(model.predict_labels(soft=True).columns) == ["T", "B"]  # the labels' order
+    keys = model.write_to_adata()
+    written = adata.obs["cgmdvae_cluster"].cat.categories.tolist()
+    assert written == [c for c in ["T", "B"] if c in written]  # only used ones, in order
+    assert "uns/cgmdvae_cluster_colors" in keys
+    assert adata.uns["cgmdvae_cluster_colors"] == [by_name[c] for c in written]
+    # Colours the column has that cover it by name stand (scanpy's, or the user's own).
+    adata.uns["cgmdvae_cluster_colors"] = ["#123456"] * len(written)
+    assert "uns/cgmdvae_cluster_colors" not in model.write_to_adata()
+    assert adata.uns["cgmdvae_cluster_colors"] == ["#123456"] * len(written)
+    # A query model: its label and cluster columns take the query's own palette.
+    query = adata[:30].copy()
+    for key in [k for k in query.uns if k.startswith("cgmdvae")]:
+        del query.uns[key]
+    query.obs = query.obs[["condition", "kind"]]
+    query.obs["kind"] = query.obs["kind"].cat.add_categories("Unknown")
+    query.obs.iloc[::2, 1] = "Unknown"
+    query.uns["kind_colors"] = ["#aa0000", "#0000aa", "#cccccc"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mapped = dv.model.CGMDVAE.load_query_data(query, model)
+    assert list(mapped.predict_labels(soft=True).columns) == ["T", "B"]
+    path = tmp_path / "query.h5ad"
+    query.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r+")
+    mapped.write_to_adata(backed)
+    backed.file.close()
+    back = ad.read_h5ad(path)
+    for column in ("cgmdvae_label", "cgmdvae_cluster"):
+        categories = back.obs[column].cat.categories
+        assert list(back.uns[f"{column}_colors"]) == [by_name[c] for c in categories]

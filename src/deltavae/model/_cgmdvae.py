@@ -32,6 +32,7 @@ from ._condition_counts import warn_untrained_combinations
 from ._count_advice import building_model, warn_if_counts
 from ._de import CheckedExpressionMixin
 from ._host_results import HostResultsMixin
+from ._label_colours import carry_label_colours
 from ._label_setup import check_label_setup, refuse_missing_integer_labels, unlabelled_mark
 from ._labels import ConditionsByName, LabelsInColumnOrder, labels_of, small_categories_named
 from ._mixture_start import mixture_start
@@ -440,8 +441,10 @@ class CGMDVAE(
         """Write latents, clusters and cluster probabilities into the AnnData.
 
         Writes ``obsm["X_cgmdvae"]`` (z mean), ``obsm["X_cgmdvae_w"]`` (w mean),
-        ``obs["cgmdvae_cluster"]`` (categorical over the clusters that hold cells, so scanpy
-        can group by it), ``obsm["cgmdvae_cluster_probs"]`` (a column per cluster, named in
+        ``obs["cgmdvae_cluster"]`` (categorical over the clusters that hold cells, in
+        :attr:`cluster_names`' order, the labels' or a reference's: ``sc.tl.rank_genes_groups``
+        refuses an empty group; ``.cat.set_categories(model.cluster_names)`` adds them),
+        ``obsm["cgmdvae_cluster_probs"]`` (a column per cluster, named in
         ``uns["cgmdvae"]["cluster_names"]``) and ``uns["cgmdvae"]`` (cluster names, typed as
         ``obs["cgmdvae_cluster"]``'s (see :attr:`cluster_names`), their sizes in this AnnData
         and the clusters without cells in it: of a subset, not of the model); for a query
@@ -449,6 +452,10 @@ class CGMDVAE(
         :meth:`predict_labels`). With another ``key_added``, ``"cgmdvae"`` in each of these
         keys is replaced by it. Clusters are written by name (as scanpy's ``leiden``), where
         :meth:`predict_clusters` gives indices into ``uns["cgmdvae"]["cluster_names"]``.
+        Columns named after the labels get the colours of the user's
+        ``uns["<labels_key>_colors"]`` by name (``adata``'s, else the model's AnnData's) where
+        every category has one, unless the colours they have cover them (``uns`` keys
+        returned), so that scanpy draws each cell type as in the labels' plot.
 
         {write}
 
@@ -471,7 +478,9 @@ class CGMDVAE(
         sizes = np.bincount(clusters, minlength=len(names))
         adata.obsm[f"X_{key}"] = post["z"].astype(np.float32)
         adata.obsm[f"X_{key}_w"] = post["w"].astype(np.float32)
-        adata.obs[f"{key}_cluster"] = labelled.remove_unused_categories()
+        labelled = labelled.remove_unused_categories()  # rank_genes_groups: no empty groups
+        coloured = carry_label_colours(self, adata, dict.fromkeys(written, labelled))
+        adata.obs[f"{key}_cluster"] = labelled
         adata.obsm[f"{key}_cluster_probs"] = post["probs"].astype(np.float32)
         adata.uns[key] = {
             "cluster_names": names,
@@ -481,7 +490,7 @@ class CGMDVAE(
         written = [f"obsm/X_{key}", f"obsm/X_{key}_w", f"obs/{key}_cluster"]
         written += [f"obsm/{key}_cluster_probs", f"uns/{key}"]
         if self.is_query_model:
-            adata.obs[f"{key}_label"] = labelled.remove_unused_categories()
+            adata.obs[f"{key}_label"] = labelled
             adata.obs[f"{key}_label_confidence"] = post["probs"].max(1).astype(np.float32)
             written += [f"obs/{key}_label", f"obs/{key}_label_confidence"]
-        return written
+        return written + coloured

@@ -88,12 +88,14 @@ def update_scanpy_keys(adata: AnnData, keys: list[str], before: dict[str, pd.Ser
     before the write (``before``, of :func:`columns_with_scanpy_keys`): the colours kept by
     category name (or removed, see :func:`_recolour`); the dendrogram removed unless the
     column holds what it held. Columns that were not there are left as they are (colours
-    set for a column to come)."""
+    set for a column to come), as are colours the write wrote itself (``"uns/<name>_colors"``
+    among ``keys``: over the new categories already)."""
     for key in keys:
         slot, name = key.split("/", 1)
         if slot != "obs" or name not in before:
             continue
-        _recolour(adata, name, before[name])
+        if f"uns/{_colour_key(name)}" not in keys:
+            _recolour(adata, name, before[name])
         if _dendrogram_key(name) in adata.uns and not before[name].equals(adata.obs[name]):
             del adata.uns[_dendrogram_key(name)]  # of other groups: scanpy computes it again
 

@@ -1,0 +1,60 @@
+"""The colours of the user's labels carried to CGMDVAE's written label and cluster columns.
+
+A supervised or semi-supervised model names its clusters after the labels (``labels_key``),
+and a query model's ``obs["cgmdvae_label"]`` holds the reference's labels; scanpy coloured
+those columns by position, so the same cell type was drawn in one colour in
+``sc.pl.umap(adata, color="cell_type")`` and in another in ``color="cgmdvae_cluster"`` (and
+in yet another where a label no cell got was left out of the written categories). The
+colours of ``uns["<labels_key>_colors"]`` are carried by category name
+(:func:`~deltavae.model._prediction_frame.carried_colours`), where every written category has
+one, as scanpy's ``ingest`` carries the reference's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ._prediction_frame import carried_colours
+
+
+def _labels_palette(model, adata: AnnData, column: pd.Categorical) -> list | None:
+    """The colours of ``column``'s categories by name in the user's palette of the labels
+    column: ``adata``'s own (the AnnData written into), else the model's AnnData's (the
+    training data; a query model's: the query); ``None`` where a category has none."""
+    labels_key = model.registry_["setup_args"].get("labels_key")
+    if labels_key is None:
+        return None
+    kept = pd.DataFrame({labels_key: column})
+    training = getattr(model, "adata", None)
+    more = [(training.uns, training.obs)] if training is not None else []
+    return carried_colours(adata.uns, adata.obs, kept, *more).get(f"{labels_key}_colors")
+
+
+def _colours_stand(adata: AnnData, name: str, column: pd.Categorical) -> bool:
+    """The colours ``adata`` holds for obs column ``name`` cover every written category by
+    name (``update_scanpy_keys`` keeps them so, as for any rewritten column)."""
+    colours, old = adata.uns.get(f"{name}_colors"), adata.obs.get(name)
+    if colours is None or old is None or not isinstance(old.dtype, pd.CategoricalDtype):
+        return False
+    before = old.cat.categories
+    return len(np.asarray(colours).ravel()) == len(before) and bool(
+        np.all(before.get_indexer(column.categories) >= 0)
+    )
+
+
+def carry_label_colours(model, adata: AnnData, columns: dict[str, pd.Categorical]) -> list[str]:
+    """Before the written ``columns`` (obs name to values) replace ``adata``'s: each one's
+    colours in ``uns["<name>_colors"]`` from the user's labels palette (see the module), unless
+    the colours it has cover it by name (they stand); the ``uns`` keys written, which
+    ``update_scanpy_keys`` leaves as they are."""
+    written = []
+    for name, column in columns.items():
+        if _colours_stand(adata, name, column):
+            continue
+        palette = _labels_palette(model, adata, column)
+        if palette is not None:
+            adata.uns[f"{name}_colors"] = palette
+            written.append(f"uns/{name}_colors")
+    return written
