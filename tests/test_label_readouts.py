@@ -459,3 +459,17 @@ def test_label_and_cluster_columns_take_the_users_label_colours_by_name(tmp_path
     for column in ("cgmdvae_label", "cgmdvae_cluster"):
         categories = back.obs[column].cat.categories
         assert list(back.uns[f"{column}_colors"]) == [by_name[c] for c in categories]
+    # A query without labels (no palette of its own) takes the reference's, as ingest does;
+    # saved with the query model.
+    del query.uns["kind_colors"], query.obs["kind"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mapped = dv.model.CGMDVAE.load_query_data(query, model)
+    mapped.save(tmp_path / "query_model")
+    with pytest.warns(UserWarning, match=r"lacks 'kind', the labels column"):
+        again = dv.model.CGMDVAE.load(tmp_path / "query_model", query)
+    for each in (mapped, again):
+        each.write_to_adata()
+        categories = query.obs["cgmdvae_label"].cat.categories
+        assert query.uns["cgmdvae_label_colors"] == [by_name[c] for c in categories]
+        del query.uns["cgmdvae_label_colors"], query.uns["cgmdvae_cluster_colors"]

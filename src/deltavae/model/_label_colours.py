@@ -7,7 +7,8 @@ those columns by position, so the same cell type was drawn in one colour in
 in yet another where a label no cell got was left out of the written categories). The
 colours of ``uns["<labels_key>_colors"]`` are carried by category name
 (:func:`~deltavae.model._prediction_frame.carried_colours`), where every written category has
-one, as scanpy's ``ingest`` carries the reference's.
+one, as scanpy's ``ingest`` carries the reference's; for a query model without a palette of
+its own, its reference's (:func:`reference_label_colours`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,31 @@ def _labels_palette(model, adata: AnnData, column: pd.Categorical) -> list | Non
     kept = pd.DataFrame({labels_key: column})
     training = getattr(model, "adata", None)
     more = [(training.uns, training.obs)] if training is not None else []
-    return carried_colours(adata.uns, adata.obs, kept, *more).get(f"{labels_key}_colors")
+    palette = carried_colours(adata.uns, adata.obs, kept, *more).get(f"{labels_key}_colors")
+    named = getattr(model, "reference_label_colours_", None) or {}
+    if palette is None and named and all(c in named for c in column.categories):
+        palette = [named[c] for c in column.categories]  # a query model's reference's
+    return palette
+
+
+def reference_label_colours(reference) -> dict | None:
+    """A query model's ``reference_label_colours_`` (saved with it): the colours of the labels
+    of ``reference`` (a model in memory; ``None`` for a saved directory, whose own record
+    scvi-tools copies) by name, from its AnnData's ``uns["<labels_key>_colors"]`` over those of
+    its own reference, as scanpy's ``ingest`` carries the reference's colours."""
+    if not hasattr(reference, "registry_"):
+        return None
+    named = dict(getattr(reference, "reference_label_colours_", None) or {})
+    labels_key = reference.registry_["setup_args"].get("labels_key")
+    adata = getattr(reference, "adata", None)
+    if labels_key is None or adata is None or labels_key not in adata.obs:
+        return named or None
+    palette, column = adata.uns.get(f"{labels_key}_colors"), adata.obs[labels_key]
+    if palette is not None and isinstance(column.dtype, pd.CategoricalDtype):
+        listed = np.asarray(palette).ravel().tolist()
+        if len(listed) == len(column.cat.categories):
+            named.update(zip(column.cat.categories.tolist(), listed, strict=True))
+    return named or None
 
 
 def _colours_stand(adata: AnnData, name: str, column: pd.Categorical) -> bool:

@@ -34,6 +34,7 @@ from ._condition_counts import upgrade_saved_counts
 from ._device_args import check_device_args
 from ._freeze import _freeze_for_query, _restrict_learning
 from ._genes import align_query_genes, warn_missing_genes
+from ._label_colours import reference_label_colours
 from ._labels import refuse_untrained_query_categories
 from ._query_checks import (
     check_query_data,
@@ -313,6 +314,8 @@ class QueryMappingMixin(ArchesMixin):
                 )
         upgrade_saved_counts(model)  # a reference saved before counts without validation
         forget_reference_training(model)
+        if colours := reference_label_colours(reference_model):  # of a model in memory
+            model.reference_label_colours_ = colours  # its labels' (scanpy's ingest's)
         ref_sizes, new_sizes = _covariate_sizes(registry), _covariate_sizes(model.registry_)
         learning = _freeze_for_query(model.module, ref_state, ref_sizes, new_sizes)
         # Eval mode (as scArches leaves it): dropout is off while the query trains, so the few
