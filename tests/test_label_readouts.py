@@ -434,6 +434,13 @@ def test_label_and_cluster_columns_take_the_users_label_colours_by_name(tmp_path
     assert written == [c for c in ["T", "B"] if c in written]  # only used ones, in order
     assert "uns/cgmdvae_cluster_colors" in keys
     assert adata.uns["cgmdvae_cluster_colors"] == [by_name[c] for c in written]
+    # Sampled cells: their cluster and labels columns in the labels' colours, not in those of
+    # the training column named "cluster" (another clustering's).
+    adata.uns["cluster_colors"] = ["#000000", "#ffffff"]
+    drawn = model.sample(6, seed=0)
+    for column in ("cluster", "kind"):
+        categories = drawn.obs[column].cat.categories
+        assert drawn.uns[f"{column}_colors"] == [by_name[c] for c in categories]
     # Colours the column has that cover it by name stand (scanpy's, or the user's own).
     adata.uns["cgmdvae_cluster_colors"] = ["#123456"] * len(written)
     assert "uns/cgmdvae_cluster_colors" not in model.write_to_adata()

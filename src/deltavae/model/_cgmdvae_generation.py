@@ -26,6 +26,7 @@ from ._condition_counts import (
 from ._condition_types import model_column, typed_codes
 from ._fit_records import keep
 from ._fit_records import library as pooled_library
+from ._label_colours import sampled_colours
 from ._label_conditions import record_label_conditions, warn_unseen_label_conditions
 from ._labels import labels_of
 from ._latent_shift import data_floor
@@ -187,6 +188,7 @@ class GenerationMixin:
         out.layers["expected"] = expected.cpu().numpy().astype(np.float32, copy=False)
         if module.observation.is_count:  # where translate keeps them: set up alike
             out.layers["counts"] = x.copy()
+        out.uns.update(sampled_colours(self, out, name))  # the training data's, by name
         out.uns["sample"] = record
         return out
 

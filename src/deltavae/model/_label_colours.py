@@ -83,3 +83,19 @@ def carry_label_colours(model, adata: AnnData, columns: dict[str, pd.Categorical
             adata.uns[f"{name}_colors"] = palette
             written.append(f"uns/{name}_colors")
     return written
+
+
+def sampled_colours(model, out: AnnData, cluster: str) -> dict:
+    """The ``uns`` colours of :meth:`~deltavae.model.CGMDVAE.sample`'s cells ``out``: of its
+    labels and condition columns, the training AnnData's by name (so that sampled cells
+    concatenated with real ones are drawn alike); of its ``cluster`` column, the labels' (see
+    :func:`carry_label_colours`), never the training column's of that name (another
+    clustering's: its ``"0"`` is not the model's cluster ``"0"``)."""
+    training = getattr(model, "adata", None)
+    if training is None:
+        return {}
+    colours = carried_colours(training.uns, training.obs, out.obs.drop(columns=[cluster]))
+    palette = _labels_palette(model, out, out.obs[cluster].values)
+    if palette is not None:
+        colours[f"{cluster}_colors"] = palette
+    return colours
