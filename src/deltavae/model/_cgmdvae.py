@@ -452,10 +452,10 @@ class CGMDVAE(
         :meth:`predict_labels`). With another ``key_added``, ``"cgmdvae"`` in each of these
         keys is replaced by it. Clusters are written by name (as scanpy's ``leiden``), where
         :meth:`predict_clusters` gives indices into ``uns["cgmdvae"]["cluster_names"]``.
-        Columns named after the labels get the colours of the user's
-        ``uns["<labels_key>_colors"]`` by name (``adata``'s, else the model's AnnData's) where
-        every category has one, unless the colours they have cover them (``uns`` keys
-        returned), so that scanpy draws each cell type as in the labels' plot.
+        Columns named after the labels get the colours of ``uns["<labels_key>_colors"]`` by
+        name (``adata``'s, the model's AnnData's, a query model's reference's) where every
+        category has one, unless the colours they have cover them (``uns`` keys returned),
+        so that scanpy draws each cell type as in the labels' plot (as ``sc.tl.ingest``).
 
         {write}
 
