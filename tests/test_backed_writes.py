@@ -221,8 +221,7 @@ def test_results_are_refused_for_a_file_whose_anndata_was_renamed_in_memory(tmp_
     path = tmp_path / "spots.h5ad"
     spots.write_h5ad(path)
     spots = ad.read_h5ad(path, backed="r")
-    with pytest.warns(UserWarning, match="share only"):
-        model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+    model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
     model.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
     spots.file.close()
     spots.file.open(filemode="r+")
@@ -247,8 +246,7 @@ def test_names_made_unique_in_memory_only_are_told_how_to_reach_the_file(tmp_pat
         spots.write_h5ad(path)
         spots = ad.read_h5ad(path, backed="r")
     spots.obs_names_make_unique()
-    with pytest.warns(UserWarning, match="share only"):
-        model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+    model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
     model.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
     spots.file.close()
     spots.file.open(filemode="r+")

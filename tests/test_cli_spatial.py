@@ -84,7 +84,9 @@ def test_archetypes_from_the_shell(files, tmp_path, capsys):
 def test_imputer_from_the_shell(files, tmp_path, capsys):
     spots_path, ref_path, spots = files
     measured = tmp_path / "measured.h5ad"
-    spots[:, :40].copy().write_h5ad(measured)  # the last 10 genes are left to impute
+    panel = spots[:, :40].copy()  # the last 10 genes are left to impute
+    panel.var_names = [*panel.var_names[:-1], "GENE_X"]  # one the reference lacks: a note
+    panel.write_h5ad(measured)
     out = tmp_path / "imputed.h5ad"
     options = ["--model", "imputer", "--reference", str(ref_path), "--labels-key", "cluster"]
     options += ["--profiles", "type"]  # one profile per cell type, as for Visium spots
@@ -93,11 +95,14 @@ def test_imputer_from_the_shell(files, tmp_path, capsys):
         assert _fit(measured, out, *options, "--epochs", "3", "--no-plots") == 0
     # The imputer's own note, as a line of the command's output, not a Python warning.
     printed = capsys.readouterr()
-    assert "deltavae: warning: the spots and reference share only 40 genes" in printed.err
+    assert "deltavae: warning: the spots and reference share only 39 genes" in printed.err
     assert "UserWarning" not in printed.err and ".py:" not in printed.err
     assert "Training SpatialImputer on 100 spots" in printed.out
     assert "negative ELBO per spot" in printed.out
-    assert "genes shared with the reference: 40 of the spots' 40\n" in printed.out
+    assert (
+        "genes shared with the reference: 39 of the spots' 40 (the others are not used)\n"
+        in printed.out
+    )
     # The deconvolution design writes proportions and abundance too: the report names them.
     assert "cell types (obsm['proportions']), over 100 spots:" in printed.out
     assert "cells per spot (obs['cell_abundance']): median" in printed.out

@@ -930,9 +930,8 @@ def test_a_reference_silent_on_the_shared_genes_is_named(split, capsys):
     ref = ref.copy()
     ref.X = np.asarray(ref.X.todense() if hasattr(ref.X, "todense") else ref.X, dtype=np.float32)
     ref.X[:, :20] = 0
-    with pytest.warns(UserWarning, match="share only 20 genes"):
-        with pytest.raises(ValueError, match="no counts for any of the 20 genes it shares"):
-            dv.model.NMFDeconv.from_reference(spots[:, :20], reference=ref, labels_key="cluster")
+    with pytest.raises(ValueError, match="no counts for any of the 20 genes it shares"):
+        dv.model.NMFDeconv.from_reference(spots[:, :20], reference=ref, labels_key="cluster")
     assert "raw count data" not in capsys.readouterr().err  # scanpy's, on counts we logged
 
 
@@ -1002,3 +1001,106 @@ def test_latents_of_spots_without_counts_are_warned_once(split):
     said = [str(w.message) for w in caught if "no counts in the" in str(w.message)]
     assert len(said) == 1 and "imputed values and latents are missing" in said[0], said
     assert np.isnan(spots.obsm["X_spatialimputer"][:3]).all()
+
+
+# ------------------------------------------------- notes on the reference's genes and labels
+def _notes(build, *args, **kwargs) -> list[str]:
+    """The warnings' texts of ``build(*args, **kwargs)`` (the result is dropped)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build(*args, **kwargs)
+    return [str(w.message) for w in caught]
+
+
+def test_few_shared_genes_are_said_only_with_what_to_do(split):
+    """'spots and reference share only 40 genes' was said (100 genes for NMFDeconv, 50 for
+    SpatialImputer) though every gene of both was shared, and offered nothing to do."""
+    from deltavae.model._shared_genes import FEW_SHARED_GENES
+
+    spots, ref = split
+    nmf, imputer = dv.model.NMFDeconv.from_reference, dv.model.SpatialImputer.from_reference
+    kwargs = {"labels_key": "cluster", "n_markers": None}
+    assert spots.n_vars < FEW_SHARED_GENES
+    for build, measured, kw in [(nmf, spots, kwargs), (imputer, spots[:, :30], {})]:
+        notes = _notes(build, measured.copy(), reference=ref, **{"labels_key": "cluster", **kw})
+        assert not [n for n in notes if "share only" in n]  # the spots' whole panel: nothing to do
+    cut = r"share only 30 genes; proportions .* holds only these 30 genes: pass it with all"
+    with pytest.warns(UserWarning, match=cut):
+        nmf(spots.copy(), reference=ref[:, :30].copy(), **kwargs)
+    renamed = spots.copy()
+    renamed.var_names = [*renamed.var_names[:-1], "GENE_X"]
+    lacking = r"share only 39 genes; .* 1 of the spots' 40 genes are not in the reference "
+    lacking += r"\(e\.g\. \['GENE_X'\]\)\. Check their names"
+    with pytest.warns(UserWarning, match=lacking):
+        nmf(renamed, reference=ref, **kwargs)
+
+
+def test_float_coded_cell_types_are_refused_as_cgmdvae_refuses_them(split):
+    """NMFDeconv named float-coded types '0.0', '1.0', ... where CGMDVAE refuses float labels
+    and says to make them integers."""
+    from deltavae._checks import check_labels
+
+    spots, ref = split
+    ref = ref.copy()
+    ref.obs["f"] = pd.Categorical(ref.obs["cluster"]).codes.astype(float)
+    said = r"reference.obs\['f'\] holds float64 values, read as cell-type names such as '0\.0'"
+    said += r": make them integers, reference.obs\['f'\] = reference.obs\['f'\]\.astype\(int\)"
+    with pytest.raises(ValueError, match=said):
+        dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key="f")
+    with pytest.raises(ValueError, match=said):
+        dv.model.SpatialImputer.from_reference(spots[:, :30].copy(), ref, labels_key="f")
+    ref.obs["f"] = ref.obs["f"].astype(int)  # the message's line
+    assert list(check_labels(ref, "f").categories) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("mark", ["Unknown", "nan", ""])
+def test_reference_cells_of_no_type_are_counted_and_kept(split, mark):
+    """Reference cells labelled 'Unknown' (or 'nan', '') became a cell type without a word."""
+    spots, ref = split
+    ref = ref.copy()
+    labels = ref.obs["cluster"].astype(str).to_numpy().copy()
+    labels[:7] = mark
+    ref.obs["u"] = labels
+    said = rf"7 reference cells are labelled \['{mark}'\] in reference.obs\['u'\], which reads "
+    said += rf"as no cell type.*reference\[~reference.obs\['u'\]\.isin\(\['{mark}'\]\)\]\.copy"
+    with pytest.warns(UserWarning, match=said):
+        model = dv.model.NMFDeconv.from_reference(spots.copy(), ref, labels_key="u", n_markers=5)
+    assert mark in list(model.cell_types_)  # said, not dropped
+    if mark == "Unknown":
+        with pytest.warns(UserWarning, match=said):
+            dv.model.SpatialImputer.from_reference(spots[:, :30].copy(), ref, labels_key="u")
+    reference = ref
+    reference = reference[~reference.obs["u"].isin([mark])].copy()  # the message's line
+    assert reference.n_obs == ref.n_obs - 7
+
+
+def test_from_reference_names_the_spots_by_their_argument(split):
+    """Errors about the spots said adata.X (an argument the user never passed) where those
+    about the reference say reference.X."""
+    spots, ref = split
+    negative = spots.copy()
+    negative.X = -negative.X
+    for build, measured in [
+        (dv.model.NMFDeconv.from_reference, negative),
+        (dv.model.SpatialImputer.from_reference, negative[:, :30].copy()),
+    ]:
+        with pytest.raises(ValueError, match=r"^spots\.X must hold raw counts: found negative"):
+            build(measured, reference=ref, labels_key="cluster")
+
+
+def test_true_false_matrices_are_refused_as_counts(split):
+    """A True/False (detected or not) matrix was read as counts of 0 and 1 without a word."""
+    spots, ref = split
+    detected = spots.copy()
+    detected.X = detected.X > 0
+    said = r"^spots\.X must hold raw counts: found booleans .* spots\.X = spots\.X\.astype"
+    with pytest.raises(ValueError, match=said):
+        dv.model.NMFDeconv.from_reference(detected, reference=ref, labels_key="cluster")
+    reference = ref.copy()
+    reference.X = reference.X > 0
+    with pytest.raises(ValueError, match=r"^reference\.X must hold raw counts: found booleans"):
+        dv.model.NMFDeconv.from_reference(spots.copy(), reference=reference, labels_key="cluster")
+    with pytest.raises(ValueError, match=r"^adata\.X must hold raw counts: found booleans"):
+        dv.model.Archetypes.setup_anndata(detected)
+    detected.X = detected.X.astype(np.float32)  # the message's line, for counts of 0 and 1
+    dv.model.Archetypes.setup_anndata(detected)

@@ -465,6 +465,12 @@ def check_labels(reference: ad.AnnData, labels_key: str) -> pd.Categorical:
             "(NaN); drop those cells first: reference = "
             f"reference[reference.obs[{labels_key!r}].notna()].copy()."
         )
+    if pd.api.types.is_float_dtype(labels.categories.dtype):  # whole: fractions refused above
+        col = f"reference.obs[{labels_key!r}]"  # named '0.0', '1.0': as CGMDVAE refuses them
+        raise ValueError(
+            f"{col} holds {labels.categories.dtype} values, read as cell-type names such as "
+            f"{str(labels.categories[0])!r}: make them integers, {col} = {col}.astype(int)."
+        )
     if n_types < 2:
         raise ValueError(
             f"reference.obs[{labels_key!r}] has {n_types} cell type(s); "

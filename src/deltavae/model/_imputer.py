@@ -42,11 +42,13 @@ from ._load_state import saved_state
 from ._matrices import column_sums, memory_copy, row_sums, to_memory
 from ._nmf_reference import warn_empty_reference_cells, warn_small_types
 from ._nmf_start import keep_uncounted
+from ._placeholder_labels import warn_placeholder_labels
 from ._reference_reads import counts_in_memory, in_chunks, type_profiles
 from ._saved import check_load_arguments, read_saved
 from ._spots import (
     SpotModelMixin,
     spot_rate,
+    spots_named,
     spots_to_load,
 )
 from ._validation import _matrix, check_data, check_model_arguments
@@ -319,6 +321,7 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         warn_empty_reference_cells(reference, reference_layer, _EMPTY_CELLS[design])
         if in_chunks(reference, design, profiles, labels_key):  # nothing of it read whole
             labels = check_labels(reference, labels_key)
+            warn_placeholder_labels(reference, labels_key, "profile")
             warn_small_types(labels, "profiles")
             rows, ref_genes, shared = type_profiles(reference, reference_layer, labels, spots)
             check_shared(spots, reference, shared, ref_genes, min_shared_genes)
@@ -345,6 +348,7 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
             if design == "deconvolution":
                 if labels_key is not None:
                     labels = check_labels(reference, labels_key)
+                    warn_placeholder_labels(reference, labels_key, "profile")
                     warn_small_types(labels, "profiles")
                 else:
                     labels = cluster_states(counts, n_states, seed)
@@ -357,7 +361,8 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         spots = memory_copy(spots)
         with warnings.catch_warnings():  # genes no spot counts: said by the model, with more
             warnings.filterwarnings("ignore", message=r".*genes in .* are zero in every")
-            cls.setup_anndata(spots, layer=layer)
+            with spots_named():  # its errors say spots.X, not adata.X
+                cls.setup_anndata(spots, layer=layer)
         model = cls(spots, reference=rows, design=design, profiles=profiles, **model_kwargs)
         if not given.is_view:  # results go into the spots given, not the model's copy (as load)
             model._query_adata = given

@@ -20,7 +20,6 @@ from ._validation import NO_CELLS, warn_user
 
 _DESIGNS = ("deconvolution", "latent")
 _PROFILES = ("neighbours", "type")
-_FEW_SHARED_GENES = 50
 
 
 def check_design(design, profiles) -> None:
@@ -303,12 +302,10 @@ def check_shared(spots, reference, shared, genes: pd.Index, min_shared_genes: in
             "Make the capitalisation agree, e.g. spots.var_names = ... spelt as "
             "reference.var_names, before from_reference."
         )
-    if len(shared) < _FEW_SHARED_GENES:
-        cut = subset_advice({"spots": spots, "reference": reference})
-        warn_user(
-            f"spots and reference share only {len(shared)} genes; the spots' states "
-            "(and so the imputed genes) may be poorly determined." + (f" {cut}" if cut else "")
-        )
+    from ._shared_genes import warn_few_shared
+
+    effect = "the spots' states (and so the imputed genes) may be poorly determined"
+    warn_few_shared(spots, reference, shared, effect)
 
 
 def refuse_silent_states(profiles: np.ndarray, names: pd.Index, n_genes: int) -> None:

@@ -23,10 +23,12 @@ from .._checks import (
     refuse_minified,
     short_repr,
 )
-from ._genes import _refuse_duplicates, identifier_advice, subset_advice
+from ._genes import _refuse_duplicates, identifier_advice
 from ._matrices import adata_in_memory, memory_copy, on_disk, row_sums, to_memory
-from ._nmf_start import FEW_SHARED_GENES
+from ._placeholder_labels import warn_placeholder_labels
 from ._reference_reads import genes_in_memory, type_sums
+from ._shared_genes import warn_few_shared
+from ._spots import spots_named
 from ._validation import check_data, warn_user
 
 if TYPE_CHECKING:
@@ -366,6 +368,7 @@ class FromReferenceMixin:
         _refuse_duplicates(pd.Index(spots.var_names.astype(str)), "spots")
         refuse_minified(spots, "spots")
         labels = _string_labels(reference, labels_key)
+        warn_placeholder_labels(reference, labels_key, "signature")
         if reference.isbacked and reference.is_view:  # anndata indexes a backed view no further
             reference = to_memory(reference)
         # On disk (read_lazy, backed) or dask: checked a chunk of rows at a time, and only the
@@ -382,12 +385,7 @@ class FromReferenceMixin:
                 f"({reference.n_vars} genes, e.g. {list(reference.var_names[:3])}) share no "
                 "genes. " + identifier_advice(spots.var_names, reference.var_names)
             )
-        if len(shared) < FEW_SHARED_GENES:
-            cut = subset_advice({"spots": spots, "reference": reference})
-            warn_user(
-                f"spots and reference share only {len(shared)} genes; proportions may be poorly "
-                "determined." + (f" {cut}" if cut else "")
-            )
+        warn_few_shared(spots, reference, shared, "proportions may be poorly determined")
         reference = genes_in_memory(reference, reference_layer, shared, "NMFDeconv.from_reference")
         if not row_sums(layer_matrix(reference, reference_layer)).any():
             _refuse_no_shared_counts(shared)
@@ -412,7 +410,8 @@ class FromReferenceMixin:
             # Said above, or chosen (n_markers): not again by the model built below.
             warnings.filterwarnings("ignore", message=r"signatures and spots share only")
             kept = [(slot, set(slot)) for slot in (spots.obs, spots.uns, spots.obsm)]
-            cls.setup_anndata(spots, layer=layer, spot_index=spot_index)
+            with spots_named():  # its errors say spots.X, not adata.X
+                cls.setup_anndata(spots, layer=layer, spot_index=spot_index)
             try:
                 return cls(spots, signatures=signatures[expressed], **model_kwargs)
             except Exception:  # e.g. a bad model argument: the spots are left as they were

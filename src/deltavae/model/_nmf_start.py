@@ -15,15 +15,12 @@ from anndata import AnnData
 from scipy.optimize import nnls
 from sklearn.decomposition import NMF
 
+from ._shared_genes import FEW_SHARED_GENES
 from ._validation import warn_user
 
 #: A cell type whose signature over the spots' genes sums to at most this fraction of the
 #: median type's is refused by check_signatures.
 SILENT_TYPE = 1e-3
-
-
-#: Fewer genes shared by signatures and spots than this are warned about.
-FEW_SHARED_GENES = 100
 
 
 def check_signatures(signatures: pd.DataFrame, adata: AnnData, counted=None):

@@ -5,7 +5,9 @@ loads onto."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -143,6 +145,25 @@ def spot_rate(lr: float | None, kwargs: dict, default: float, module=None) -> fl
     plan = kwargs.get("plan_kwargs") or {}
     given = plan.get("lr", (plan.get("optim_kwargs") or {}).get("lr"))
     return default if given is None else given
+
+
+@contextlib.contextmanager
+def spots_named() -> Iterator[None]:
+    """Errors of ``setup_anndata`` called by a ``from_reference`` on its ``spots`` name them
+    by that argument: ``spots.X``, as the reference's name ``reference.X`` (they said
+    ``adata.X``, an argument the user never passed); ``model.adata`` is left as it is."""
+    try:
+        yield
+    except (ValueError, KeyError, TypeError) as err:
+        text = err.args[0] if len(err.args) == 1 else None
+        if type(err) not in (ValueError, KeyError, TypeError) or not isinstance(text, str):
+            raise
+        if not _ADATA.search(text):
+            raise
+        raise type(err)(_ADATA.sub("spots", text)) from err.__cause__
+
+
+_ADATA = re.compile(r"(?<![\w.])adata\b(?!=)")  # not model.adata, nor adata= (an argument)
 
 
 class SpotModelMixin:

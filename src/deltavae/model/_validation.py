@@ -185,6 +185,12 @@ def check_data(
                 raise ValueError(f"{where} contains infinite values; data must be finite.")
         low, high = (values.min(), values.max()) if values.size else (0, 0)
         if kind == "counts":
+            if values.dtype == bool:  # a detection (binarised) matrix: read as 0/1 counts
+                raise ValueError(
+                    f"{where} must hold raw counts: found booleans (True/False), detected or "
+                    f"not. If they are counts of 0 and 1, convert them: {where} = "
+                    f"{where}.astype(np.float32)." + counts_hint(adata, layer, name, unit)
+                )
             if low < 0:
                 raise ValueError(
                     f"{where} must hold raw counts: found negative values (min {low})."

@@ -1,0 +1,55 @@
+"""The note on few genes shared by the spots and the reference, one for both spot models
+that are built from a reference (NMFDeconv, SpatialImputer)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from .._checks import short_repr
+from ._genes import identifier_advice, subset_advice
+from ._validation import warn_user
+
+logger = logging.getLogger(__name__)
+
+#: Fewer genes shared by the spots and the reference (or signatures) than this are said. One
+#: number for both models: each reads a spot's make-up (cell types, states) from the shared
+#: genes alone (SpatialImputer's was 50, NMFDeconv's 100, for no reason of their own).
+FEW_SHARED_GENES = 100
+
+
+def warn_few_shared(spots, reference, shared, effect: str) -> None:
+    """Say that ``spots`` and ``reference`` share only ``shared`` genes, with what to do:
+    pass the datasets uncut (``subset_advice``), the reference with all its genes, or the
+    same identifiers in both (the spots' genes missing from the reference named). Where the
+    spots' genes are all in the reference, a panel of few genes, nothing can be done: not a
+    warning (every fit of such a panel warned "share only 80 genes" though every gene of both
+    was shared), only ``effect`` logged."""
+    n_shared = len(shared)
+    if n_shared >= FEW_SHARED_GENES:
+        return
+    spot_genes = pd.Index(np.asarray(spots.var_names).astype(str))
+    ref_genes = pd.Index(np.asarray(reference.var_names).astype(str))
+    advice = subset_advice({"spots": spots, "reference": reference})
+    lacking = spot_genes[~spot_genes.isin(ref_genes)]
+    if not advice and not len(lacking):  # the spots' whole panel: nothing to change
+        logger.info(
+            "spots and reference share %d genes, all the spots' genes; %s.", n_shared, effect
+        )
+        return
+    if not advice and len(ref_genes) == n_shared:  # the reference is the one cut short
+        advice = (
+            f"The reference holds only these {n_shared} genes: pass it with all its genes "
+            "(from_reference keeps the genes it needs)."
+        )
+    elif not advice:
+        advice = identifier_advice(lacking, ref_genes)
+        if not advice.startswith("Ignoring case") and 2 * len(lacking) < len(spot_genes):
+            advice = "Check their names against reference.var_names."  # a few: misspelt?
+        advice = (
+            f"{len(lacking)} of the spots' {len(spot_genes)} genes are not in the reference "
+            f"(e.g. {short_repr(lacking[:3].tolist())}). {advice}"
+        )
+    warn_user(f"spots and reference share only {n_shared} genes; {effect}. {advice}")
