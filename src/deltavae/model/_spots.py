@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -149,18 +150,31 @@ def spot_rate(lr: float | None, kwargs: dict, default: float, module=None) -> fl
 
 @contextlib.contextmanager
 def spots_named() -> Iterator[None]:
-    """Errors of ``setup_anndata`` called by a ``from_reference`` on its ``spots`` name them
-    by that argument: ``spots.X``, as the reference's name ``reference.X`` (they said
-    ``adata.X``, an argument the user never passed); ``model.adata`` is left as it is."""
+    """Errors and warnings of ``setup_anndata`` called by a ``from_reference`` on its ``spots``
+    name them by that argument: ``spots.X``, as the reference's name ``reference.X`` (they
+    said ``adata.X``, an argument the user never passed); ``model.adata`` is left as it is.
+    The warnings are said again once the setup is done, under the caller's filters."""
+    caught: list = []
     try:
-        yield
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
     except (ValueError, KeyError, TypeError) as err:
+        _say_again(caught)
         text = err.args[0] if len(err.args) == 1 else None
         if type(err) not in (ValueError, KeyError, TypeError) or not isinstance(text, str):
             raise
         if not _ADATA.search(text):
             raise
         raise type(err)(_ADATA.sub("spots", text)) from err.__cause__
+    _say_again(caught)
+
+
+def _say_again(caught) -> None:
+    """Warn again of the ``caught`` warnings, the spots named by their argument."""
+    for said in caught:
+        category = said.category if issubclass(said.category, Warning) else UserWarning
+        warn_user(_ADATA.sub("spots", str(said.message)), category)
 
 
 _ADATA = re.compile(r"(?<![\w.])adata\b(?!=)")  # not model.adata, nor adata= (an argument)
