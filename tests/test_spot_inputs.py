@@ -1034,6 +1034,14 @@ def test_few_shared_genes_are_said_only_with_what_to_do(split):
     lacking += r"\(e\.g\. \['GENE_X'\]\)\. Check their names"
     with pytest.warns(UserWarning, match=lacking):
         nmf(renamed, reference=ref, **kwargs)
+    sig = dv.model.NMFDeconv.signatures_from_reference(ref, "cluster")
+    panel = renamed[:, :-1].copy()  # every gene with a signature: nothing to say
+    dv.model.NMFDeconv.setup_anndata(panel)
+    assert not [n for n in _notes(dv.model.NMFDeconv, panel, sig) if "share" in n]
+    dv.model.NMFDeconv.setup_anndata(renamed)
+    said = r"share only 39 genes; .* 1 of the spots' 40 genes have no signature .*GENE_X"
+    with pytest.warns(UserWarning, match=said):
+        dv.model.NMFDeconv(renamed, signatures=sig)
 
 
 def test_float_coded_cell_types_are_refused_as_cgmdvae_refuses_them(split):

@@ -98,10 +98,13 @@ def check_signatures(signatures: pd.DataFrame, adata: AnnData, counted=None):
             f"(reference[~reference.obs[labels_key].isin({list(map(str, silent))})]) or the "
             "signatures, or measure genes they express."
         )
-    if len(columns) < FEW_SHARED_GENES:
+    lacking = adata.var_names[~adata.var_names.isin(signatures.columns)]
+    if len(columns) < FEW_SHARED_GENES and len(lacking):  # else the spots' whole panel: no say
         warn_user(
             f"signatures and spots share only {len(columns)} genes; proportions may be poorly "
-            "determined."
+            f"determined. {len(lacking)} of the spots' {adata.n_vars} genes have no signature "
+            f"(e.g. {lacking[:3].tolist()}): give signatures of more of them, e.g. "
+            "NMFDeconv.signatures_from_reference(reference, labels_key) of all its genes."
         )
     return [str(n) for n in signatures.index], values, columns
 
