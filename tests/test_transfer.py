@@ -715,6 +715,7 @@ def test_latent_shift_moves_an_unconditional_model_towards_the_target():
         )
 
 
+@pytest.mark.slow  # three models of 30 epochs: 6-10 s, the default run's longest test
 def test_latent_shift_decodes_under_the_target_when_the_model_takes_the_condition():
     """With the condition as the model's batch (or covariate), z holds little of it and each
     cell was decoded under its own condition: its obs said stim, its expression was ctrl's
