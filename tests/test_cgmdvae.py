@@ -518,6 +518,7 @@ def test_bad_labels():
         dv.model.CGMDVAE.setup_anndata(adata, labels_key="none")
 
 
+@pytest.mark.slow  # 3-7 s: the default run keeps under its 6-minute budget
 def test_condition_free_prior_option():
     adata = _blobs(n_cells=300)
     dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")

@@ -94,6 +94,7 @@ def test_backed_training_matches_in_memory(
     )
 
 
+@pytest.mark.slow  # 3-7 s: the default run keeps under its 6-minute budget
 def test_the_refit_of_a_backed_model_reads_the_counts_as_in_memory(counts_h5ad):
     """The refit joins z's neighbours with the counts' principal components; on a backed
     file it left them out: the same z and ELBOs as in memory, other clusters (ARI 0.13)."""

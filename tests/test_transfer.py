@@ -447,6 +447,7 @@ def _normalize(counts):
     return x / x.sum(1, keepdims=True)
 
 
+@pytest.mark.slow  # 3-7 s: the default run keeps under its 6-minute budget
 def test_translate_recovers_a_known_condition_effect():
     scvi.settings.seed = 0
     adata = dv.datasets.synthetic_counts(

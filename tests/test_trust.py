@@ -811,6 +811,7 @@ def test_numpy_integers_as_epochs_and_batch_size():
     assert len(model.history["elbo_train"]) == 2
 
 
+@pytest.mark.slow  # 3-7 s: the default run keeps under its 6-minute budget
 def test_cgmdvae_takes_its_warm_up_from_plan_kwargs_and_starts_its_mixture_or_says_why():
     """CGMDVAE dropped plan_kwargs' step warm-up (full KL weight from epoch 3), refused its
     epoch warm-up blaming a value never passed, skipped a mixture start at or after
