@@ -18,6 +18,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._prediction_frame import carried_colours
+from ._scanpy_keys import palette_by_name
 
 
 def _labels_palette(model, adata: AnnData, column: pd.Categorical) -> list | None:
@@ -47,13 +48,8 @@ def reference_label_colours(reference) -> dict | None:
     named = dict(getattr(reference, "reference_label_colours_", None) or {})
     labels_key = reference.registry_["setup_args"].get("labels_key")
     adata = getattr(reference, "adata", None)
-    if labels_key is None or adata is None or labels_key not in adata.obs:
-        return named or None
-    palette, column = adata.uns.get(f"{labels_key}_colors"), adata.obs[labels_key]
-    if palette is not None and isinstance(column.dtype, pd.CategoricalDtype):
-        listed = np.asarray(palette).ravel().tolist()
-        if len(listed) == len(column.cat.categories):
-            named.update(zip(column.cat.categories.tolist(), listed, strict=True))
+    if labels_key is not None and adata is not None:
+        named.update(palette_by_name(adata.uns, adata.obs, labels_key))
     return named or None
 
 

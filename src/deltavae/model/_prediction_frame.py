@@ -15,6 +15,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._condition_types import predicted_condition
+from ._scanpy_keys import palette_by_name
 
 #: Appended to a condition key, the obs column of each predicted cell's source condition.
 SOURCE_SUFFIX = "_source"
@@ -88,12 +89,7 @@ def carried_colours(uns, given: pd.DataFrame, kept: pd.DataFrame, *more) -> dict
             own = own[: -len(SOURCE_SUFFIX)]
         named = {}
         for palette_uns, obs in reversed(((uns, given), *more)):  # the given cells' win
-            palette = palette_uns.get(f"{own}_colors") if palette_uns is not None else None
-            before = obs[own].dtype if obs is not None and own in obs else None
-            if palette is None or not isinstance(before, pd.CategoricalDtype):
-                continue
-            if len(palette) == len(before.categories):
-                named.update(zip(before.categories, np.asarray(palette).tolist(), strict=True))
+            named.update(palette_by_name(palette_uns, obs, own))
         if named and all(c in named for c in after.categories):
             colours[f"{column}_colors"] = [named[c] for c in after.categories]
     return colours

@@ -21,6 +21,28 @@ def _colour_key(name: str) -> str:
     return f"{name}_colors"
 
 
+def palette_by_name(uns, obs, name: str) -> dict:
+    """The colours scanpy keeps for categorical obs column ``name`` (``uns["<name>_colors"]``,
+    one per category in order) by category; ``{}`` where there are none, the column is not
+    categorical, or their number is not its categories'.
+
+    Examples
+    --------
+    >>> obs = pd.DataFrame({"c": pd.Categorical(["a", "b"])})
+    >>> palette_by_name({"c_colors": ["#1f77b4", "#ff7f0e"]}, obs, "c")
+    {'a': '#1f77b4', 'b': '#ff7f0e'}
+    """
+    palette = uns.get(_colour_key(name)) if uns is not None else None
+    column = obs[name] if obs is not None and name in obs else None
+    if palette is None or column is None or not isinstance(column.dtype, pd.CategoricalDtype):
+        return {}
+    listed = np.asarray(palette).ravel().tolist()
+    categories = column.cat.categories.tolist()
+    if len(listed) != len(categories):
+        return {}
+    return dict(zip(categories, listed, strict=True))
+
+
 def _dendrogram_key(name: str) -> str:
     return f"dendrogram_{name}"
 
