@@ -9,13 +9,14 @@ them, so every model trains, infers and writes results without the matrix in mem
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import anndata as ad
 import pandas as pd
 from anndata import AnnData
 from anndata.io import read_elem, sparse_dataset, write_elem
+
+from ._warn import warn_user
 
 __all__ = ["read_lazy", "write_results_to_store"]
 
@@ -199,14 +200,12 @@ def read_lazy(path: str | Path) -> AnnData:
         except (OSError, KeyError) as err:  # not HDF5; HDF5 without AnnData's groups
             raise ValueError(_not_an_h5ad(path, err)) from err
         if len(adata.layers):
-            warnings.warn(
+            warn_user(
                 f"read_lazy keeps only X of {str(path)!r} on disk (anndata's backed mode): its "
                 f"layers {list(adata.layers)} are read into memory, and a model set up on one "
                 "of them trains from memory (one set up on X trains from disk). If the counts "
                 "are in a layer, put them in X to train from disk, or write the data as a zarr "
                 "store (adata.write_zarr), whose layers read_lazy leaves on disk.",
-                UserWarning,
-                stacklevel=2,
             )
         return adata
     if not _is_zarr_store(path):

@@ -40,8 +40,9 @@ import logging
 import math
 import numbers
 import os
-import warnings
 from pathlib import Path
+
+from ._warn import warn_user
 
 logger = logging.getLogger(__name__)
 
@@ -185,11 +186,9 @@ def set_threads(n: int | None = None) -> int:
             "(or None for the default)."
         )
     if n > cpus:
-        warnings.warn(
+        warn_user(
             f"set_threads({n}) is more than the {cpus} CPUs this process may use: the threads "
             f"wait on each other and training slows; set_threads({cpus}) uses them all.",
-            UserWarning,
-            stacklevel=2,
         )
     torch.set_num_threads(n)
     return n

@@ -15,8 +15,6 @@ Pearson correlation.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 from anndata import AnnData
@@ -27,6 +25,7 @@ from sklearn.metrics import average_precision_score
 
 from .._checks import short_repr
 from .._docs import doc_params, doc_proportions
+from .._warn import warn_user
 from ._missing import (
     numeric_table,
     refuse_not_finite,
@@ -69,9 +68,7 @@ def _as_frame(values, name: str, columns=None, index=None, like: str = "true") -
     return pd.DataFrame(array, index=index, columns=columns)
 
 
-def _aligned(
-    true, pred, values: str = "proportions", stacklevel: int = 4
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _aligned(true, pred, values: str = "proportions") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Both tables as DataFrames with the same spots and columns (pred reordered to true);
     ``values`` names what they hold in the error for NaN or infinite entries."""
     given_index = isinstance(true, pd.DataFrame) and isinstance(pred, pd.DataFrame)
@@ -99,21 +96,17 @@ def _aligned(
         )
     extra = [c for c in pred.columns if c not in true.columns]
     if extra and values == "proportions" and (mass := pred[extra].sum(axis=1).mean()) > 1e-3:
-        warnings.warn(
+        warn_user(
             f"pred has cell types true lacks ({extra[:5]}), {mass:.1%} of each spot on average; "
             "they are left out of the scores, so pred's rows no longer sum to 1.",
-            UserWarning,
-            stacklevel=stacklevel,
         )
     totals = pred.sum(axis=1)  # with any extra types: their share is warned about above
     pred = pred[true.columns]
     if pred.index.equals(true.index) and given_index and true.index.has_duplicates:
         repeated = true.index[true.index.duplicated()].unique()[:3].tolist()
-        warnings.warn(
+        warn_user(
             f"true and pred repeat spot names (e.g. {repeated}); their rows are matched by "
             "position, not by name: check that both list the spots in the same order.",
-            UserWarning,
-            stacklevel=stacklevel,
         )
     elif not pred.index.equals(true.index):
         for name, frame in (("true", true), ("pred", pred)):
@@ -137,11 +130,11 @@ def _aligned(
                 "spots in its order under other names."
             )
         pred, totals = pred.loc[true.index], totals.loc[true.index]
-    true, pred, totals = without_missing_spots(true, pred, totals, stacklevel + 1)
+    true, pred, totals = without_missing_spots(true, pred, totals)
     for name, frame in (("true", true), ("pred", pred)):
         refuse_not_finite(name, frame, values)
     if values == "proportions":
-        _warn_if_not_proportions(true, pred, totals, stacklevel + 1)
+        _warn_if_not_proportions(true, pred, totals)
     return true, pred
 
 
@@ -149,7 +142,7 @@ def _aligned(
 _ROW_SUM_RATIO = 1.5
 
 
-def _warn_if_not_proportions(true, pred, pred_totals, stacklevel: int) -> None:
+def _warn_if_not_proportions(true, pred, pred_totals) -> None:
     """Say so when one table's rows sum to many times the other's, by a factor that differs
     from spot to spot (cell counts or abundances against proportions): every per-type score
     then compares other numbers (a perfect prediction scored against ``obsm['cell_counts']``
@@ -162,13 +155,11 @@ def _warn_if_not_proportions(true, pred, pred_totals, stacklevel: int) -> None:
     ratio = true_totals[both] / pred_totals.to_numpy()[both]
     varies = ratio.size > 1 and np.std(ratio) > 0.05 * np.mean(ratio)
     if varies and max(sums) / min(sums) > _ROW_SUM_RATIO:
-        warnings.warn(
+        warn_user(
             f"true's rows sum to {sums[0]:.3g} on average and pred's to {sums[1]:.3g}: they "
             "look like different scales (cell counts or abundances against proportions?). "
             "The scores compare proportions: divide each row by its sum, e.g. "
             "table.div(table.sum(axis=1), axis=0).",
-            UserWarning,
-            stacklevel=stacklevel,
         )
 
 
@@ -179,7 +170,7 @@ _doc_per_type = doc_proportions + "\n\nReturns\n-------\npandas.Series"
 def _per_type(true, pred, fn, few: tuple[str, ...] = ()) -> pd.Series:
     """``fn`` of each column, warning (for the scores ``few``) where so few spots set it."""
     true, pred = _aligned(true, pred)
-    warn_uninformative(true, pred, few, "cell types", stacklevel=4)
+    warn_uninformative(true, pred, few, "cell types")
     return _scores(true, pred, fn)
 
 
@@ -218,7 +209,6 @@ def _warn_negative(
     true: pd.DataFrame,
     pred: pd.DataFrame,
     values: str = "proportions",
-    stacklevel: int = 3,
     jsd: bool = True,
     ssim: bool = True,
 ) -> None:
@@ -242,10 +232,8 @@ def _warn_negative(
                 "SSIM, which scales each column by its maximum, is meant for values of 0 and "
                 "above (its scores of such columns mean little)"
             )
-        warnings.warn(
+        warn_user(
             "; ".join(found) + ": " + "; ".join(parts) + ".",
-            UserWarning,
-            stacklevel=stacklevel,
         )
 
 
@@ -302,7 +290,7 @@ def ssim(true, pred) -> pd.Series:
     >>> ssim([[1, 0], [0, 1]], [[1, 0], [0, 1]]).tolist()
     [1.0, 1.0]
     """
-    return _warned_scores(true, pred, _ssim, stacklevel=4, jsd=False, ssim=True, few=("ssim",))
+    return _warned_scores(true, pred, _ssim, jsd=False, ssim=True, few=("ssim",))
 
 
 @doc_params(parameters=_doc_per_type)
@@ -343,17 +331,15 @@ def jsd(true, pred) -> pd.Series:
     >>> jsd([[1.0, 0.5], [0.0, 0.5]], [[1.0, 0.0], [0.0, 1.0]]).round(3).tolist()
     [0.0, 0.558]
     """
-    return _warned_scores(true, pred, _jsd, stacklevel=4, jsd=True, ssim=False, few=("jsd",))
+    return _warned_scores(true, pred, _jsd, jsd=True, ssim=False, few=("jsd",))
 
 
-def _warned_scores(
-    true, pred, fn, stacklevel: int, jsd: bool, ssim: bool, few: tuple[str, ...]
-) -> pd.Series:
+def _warned_scores(true, pred, fn, jsd: bool, ssim: bool, few: tuple[str, ...]) -> pd.Series:
     """Per-type ``fn`` after aligning once and warning once about negative values (for the JS
-    distance, SSIM or both), the warning pointing ``stacklevel`` frames up."""
-    true, pred = _aligned(true, pred, stacklevel=stacklevel)
-    _warn_negative(true, pred, stacklevel=stacklevel, jsd=jsd, ssim=ssim)
-    warn_uninformative(true, pred, few, "cell types", stacklevel=stacklevel)
+    distance, SSIM or both)."""
+    true, pred = _aligned(true, pred)
+    _warn_negative(true, pred, jsd=jsd, ssim=ssim)
+    warn_uninformative(true, pred, few, "cell types")
     return _scores(true, pred, fn)
 
 
@@ -381,7 +367,7 @@ def presence_aupr(true, pred, per_type: bool = False) -> float | pd.Series:
     """
     if per_type:
         return _per_type(true, pred, _aupr)
-    true, pred = _aligned(true, pred, stacklevel=3)
+    true, pred = _aligned(true, pred)
     return _aupr(true.to_numpy().ravel(), pred.to_numpy().ravel())
 
 
@@ -409,9 +395,9 @@ def deconvolution_scores(true, pred) -> pd.DataFrame:
     >>> float(deconvolution_scores(p, p)["rmse"].max())
     0.0
     """
-    true, pred = _aligned(true, pred, stacklevel=3)  # aligned, and warned, once
-    _warn_negative(true, pred, stacklevel=3, jsd=True, ssim=True)
-    warn_uninformative(true, pred, ("pcc", "ssim", "jsd"), "cell types", stacklevel=3)
+    true, pred = _aligned(true, pred)  # aligned, and warned, once
+    _warn_negative(true, pred, jsd=True, ssim=True)
+    warn_uninformative(true, pred, ("pcc", "ssim", "jsd"), "cell types")
     scores = {"pcc": _pcc, "ssim": _ssim, "rmse": _rmse, "jsd": _jsd, "aupr": _aupr}
     return pd.DataFrame({name: _scores(true, pred, fn) for name, fn in scores.items()})
 

@@ -91,8 +91,8 @@ def imputation_scores(true, pred) -> pd.DataFrame:
     {'pcc': [1.0, 1.0], 'ssim': [1.0, 1.0], 'rmse': [0.0, 0.0], 'jsd': [0.0, 0.0]}
     """
     true, pred = _gene_frames(true, pred)
-    _warn_negative(true, pred, values="values", stacklevel=3)
-    warn_uninformative(true, pred, ("pcc", "ssim", "jsd"), "genes", stacklevel=3)
+    _warn_negative(true, pred, values="values")
+    warn_uninformative(true, pred, ("pcc", "ssim", "jsd"), "genes")
     rows = []
     for gene in true.columns:
         t, p = true[gene].to_numpy(), pred[gene].to_numpy()

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import decimal
 import numbers
-import warnings
 
 import numpy as np
 import pandas as pd
 
 from .._checks import short_repr
+from .._warn import warn_user
 
 
-def without_missing_spots(true, pred, totals, stacklevel: int):
+def without_missing_spots(true, pred, totals):
     """The spots whose row of ``pred`` is not all NaN: the spot models (NMFDeconv,
     SpatialImputer, Archetypes) give NaN rows to spots without counts, which hold no
     prediction; left out of the scores with a warning counting them. Other NaN entries are
@@ -22,13 +22,11 @@ def without_missing_spots(true, pred, totals, stacklevel: int):
     missing = pred.isna().all(axis=1).to_numpy()
     if not missing.any() or missing.all():
         return true, pred, totals
-    warnings.warn(
+    warn_user(
         f"{int(missing.sum())} of the {len(missing)} spots have no prediction (NaN rows of "
         f"pred, e.g. {short_repr(pred.index[missing][:3].tolist())}: a spot model's spots "
         f"without counts): they are left out, the scores are over the other "
         f"{int((~missing).sum())} spots.",
-        UserWarning,
-        stacklevel=stacklevel,
     )
     return true[~missing], pred[~missing], totals[~missing]
 
@@ -66,7 +64,7 @@ def refuse_not_finite(name: str, frame: pd.DataFrame, values: str) -> None:
     )
 
 
-def warn_few_spots(n_spots: int, scores: tuple[str, ...], stacklevel: int) -> None:
+def warn_few_spots(n_spots: int, scores: tuple[str, ...]) -> None:
     """Warn where a per-type score is set by the number of spots, not by the prediction: a
     Pearson correlation over 2 spots is +1 or -1; over 1 spot each column scaled by its
     maximum (SSIM) or by its sum (JS distance) is 1, so SSIM is 1 and the distance 0."""
@@ -78,12 +76,10 @@ def warn_few_spots(n_spots: int, scores: tuple[str, ...], stacklevel: int) -> No
         trivial = f"over one spot {' and '.join(named)} whatever the prediction (values above 0)"
     else:
         return
-    warnings.warn(
+    warn_user(
         f"Only {n_spots} spot{'s' if n_spots > 1 else ''} to score: each per-type score "
         f"compares a column across spots, and {trivial}. Score at least 3 spots (the RMSE, "
         "or presence_aupr over all pairs, still says how close a single spot is).",
-        UserWarning,
-        stacklevel=stacklevel,
     )
 
 
@@ -106,32 +102,31 @@ def type_hint(missing, columns, axis: str = "columns") -> str:
     )
 
 
-def warn_constant_predictions(true, pred, unit: str, stacklevel: int) -> None:
+def warn_constant_predictions(true, pred, unit: str) -> None:
     """Warn where ``pred`` is constant across spots in a column whose true values vary (a
     type predicted nowhere, a gene imputed flat): its PCC is NaN (and its JS distance where
     the column is all 0), which ``.median()`` skips, leaving the failure out of the summary."""
-    varies = np.ptp(true.to_numpy(), axis=0) > 0
-    flat = pred.columns[_flat_but_true_varies(true, pred)]
+    flat, varies = _flat_but_true_varies(true, pred)
+    flat = pred.columns[flat]
     if not len(flat):
         return
-    warnings.warn(
+    warn_user(
         f"pred is constant across spots in {len(flat)} of the {int(varies.sum())} {unit} whose "
         f"true values vary (e.g. {short_repr(flat[:5].tolist())}): their PCC is undefined "
         "(NaN, as is the JS distance of a column of 0s), and .median() skips NaN, leaving "
         "these failures out of the summary. Count them as failures, e.g. "
         "scores['pcc'].fillna(0).median(), as Li et al.'s code does.",
-        UserWarning,
-        stacklevel=stacklevel,
     )
 
 
-def _flat_but_true_varies(true, pred) -> np.ndarray:
-    """Columns :func:`warn_constant_predictions` names: ``pred`` constant, ``true`` not."""
+def _flat_but_true_varies(true, pred) -> tuple[np.ndarray, np.ndarray]:
+    """Columns :func:`warn_constant_predictions` names (``pred`` constant, ``true`` not), and
+    the columns ``true`` varies in, as boolean masks."""
     varies = np.ptp(true.to_numpy(), axis=0) > 0
-    return (np.ptp(pred.to_numpy(), axis=0) == 0) & varies
+    return (np.ptp(pred.to_numpy(), axis=0) == 0) & varies, varies
 
 
-def warn_zero_columns(true, pred, unit: str, stacklevel: int, named_already: bool) -> None:
+def warn_zero_columns(true, pred, unit: str, named_already: bool) -> None:
     """Warn where the JS distance is NaN: a column of ``true`` or of ``pred`` sums to 0 (after
     negative values are set to 0), so it is no distribution over spots; ``jsd`` alone had
     given NaN in silence. ``named_already``: the constant-prediction warning has named the
@@ -140,28 +135,26 @@ def warn_zero_columns(true, pred, unit: str, stacklevel: int, named_already: boo
         pred.clip(lower=0).sum(axis=0).to_numpy() == 0
     )
     if named_already:
-        zero &= ~_flat_but_true_varies(true, pred)
+        zero &= ~_flat_but_true_varies(true, pred)[0]
     if not zero.any():
         return
-    warnings.warn(
+    warn_user(
         f"{int(zero.sum())} of the {len(zero)} {unit} sum to 0 across spots in true or pred "
         f"(e.g. {short_repr(true.columns[zero][:5].tolist())}): their JS distance is undefined "
         "(NaN; a column of 0s is no distribution over spots), and .median() skips NaN. Count "
         "a column predicted 0 where true is not (or the reverse) as a failure with .fillna(1) "
         "(the largest distance), and leave out those absent from both.",
-        UserWarning,
-        stacklevel=stacklevel,
     )
 
 
-def warn_uninformative(true, pred, scores: tuple[str, ...], unit: str, stacklevel: int) -> None:
+def warn_uninformative(true, pred, scores: tuple[str, ...], unit: str) -> None:
     """:func:`warn_few_spots`, for PCC :func:`warn_constant_predictions` and for the JS
     distance :func:`warn_zero_columns`, in one call."""
-    warn_few_spots(len(true), scores, stacklevel + 1)
+    warn_few_spots(len(true), scores)
     if "pcc" in scores:
-        warn_constant_predictions(true, pred, unit, stacklevel + 1)
+        warn_constant_predictions(true, pred, unit)
     if "jsd" in scores:
-        warn_zero_columns(true, pred, unit, stacklevel + 1, named_already="pcc" in scores)
+        warn_zero_columns(true, pred, unit, named_already="pcc" in scores)
 
 
 def numeric_table(frame: pd.DataFrame, name: str, kept: str = "scores'") -> pd.DataFrame:
