@@ -354,7 +354,7 @@ def test_embedding_misspelled_colour_names_close_matches_and_leaves_no_figure(tr
     """scanpy's KeyError named no alternative and left its empty figure open (a blank panel
     in a notebook)."""
     _, adata = trained
-    with pytest.raises(KeyError, match=r"'clustr': did you mean \['cluster'\]"):
+    with pytest.raises(KeyError, match=r"'clustr': did you mean 'cluster'\?"):
         dv.pl.embedding(adata, color=["condition", "clustr"], show=False)
     assert plt.get_fignums() == []
     with pytest.raises(ValueError, match="palette"):  # any of scanpy's errors

@@ -202,7 +202,7 @@ def test_perturbation_scatter_errors(perturbation):
     with pytest.raises(KeyError, match="not_a_gene"):
         dv.pl.perturbation_scatter(predicted, observed, highlight=["not_a_gene"], show=False)
     # Among thousands of genes, the close names are what helps (a case or a letter off).
-    with pytest.raises(KeyError, match=r"'G12': did you mean \['g12'"):
+    with pytest.raises(KeyError, match=r"'G12': did you mean 'g12'"):
         dv.pl.perturbation_scatter(predicted, observed, highlight=["g1", "G12"], show=False)
     with pytest.raises(ValueError, match="gene names"):
         dv.pl.perturbation_scatter(predicted.X, observed.X, highlight=["g1"], show=False)

@@ -3,7 +3,6 @@ public names, so that no private name crosses a subpackage."""
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ._close_names import did_you_mean
 from ._io import _is_zarr_store
 
 
@@ -388,14 +388,14 @@ def no_column(arg: str, key, obs: pd.DataFrame, where: str = "adata.obs") -> str
     --------
     >>> obs = pd.DataFrame(columns=["cell_type", "_scvi_labels"])
     >>> print(no_column("groupby", "celltype", obs))  # doctest: +NORMALIZE_WHITESPACE
-    groupby='celltype' is not a column of adata.obs; available columns: ['cell_type'].
-    Did you mean 'cell_type'?
+    groupby='celltype' is not a column of adata.obs; available columns: ['cell_type'] (did
+    you mean 'cell_type'?).
     """
     columns = user_columns(obs)
-    close = difflib.get_close_matches(str(key), [str(c) for c in columns], n=1)
+    hint = did_you_mean(key, columns)
     return (
         f"{arg}={short_repr(key)} is not a column of {where}; available columns: "
-        f"{short_repr(columns, 30, 'columns')}." + (f" Did you mean {close[0]!r}?" if close else "")
+        f"{short_repr(columns, 30, 'columns')}" + (f" ({hint})." if hint else ".")
     )
 
 

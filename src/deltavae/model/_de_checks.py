@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .._checks import no_column, short_repr
+from .._close_names import did_you_mean
 from ._de_tables import missing_obs_column
 from ._validation import warn_user
 
@@ -254,8 +255,6 @@ def check_de_keywords(given: dict) -> None:
     ``DifferentialComputation.get_bayes_factors`` (``n_samples_overall``, ``pseudocounts``,
     ...): any other failed there, named as that internal method's (``seed=0``, which other
     read-outs take, or ``n_samples=`` for ``n_samples_overall=``)."""
-    from difflib import get_close_matches
-
     from scvi.model.base import DifferentialComputation
 
     takes = inspect.signature(DifferentialComputation.get_bayes_factors).parameters
@@ -272,8 +271,8 @@ def check_de_keywords(given: dict) -> None:
             "repeat its table, set scvi.settings.seed = 0 (both) before the call"
         )
     else:
-        close = get_close_matches(name, known, n=1) or [n for n in known if n.startswith(name)]
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, known)
+        hint = f"; {hint}" if hint else ""
     raise TypeError(
         f"differential_expression() got an unexpected keyword argument {name!r}{hint} "
         f"(keywords it does not name go to scvi-tools' get_bayes_factors: {known})."

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
-
 import pandas as pd
 
 from .._checks import short_repr
+from .._close_names import did_you_mean
 
 #: Names other scvi-tools releases (or their per-step logging) use, and what to read here.
 _RENAMED = {
@@ -51,8 +50,7 @@ class TrainingHistory(dict):
         elif validation and not any(str(k).endswith("_validation") for k in self):
             hint = "no run validated (train_size=1.0 holds no cells out; pass train_size < 1). "
         else:
-            close = difflib.get_close_matches(str(key), [str(k) for k in self], n=3, cutoff=0.6)
-            hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+            hint = did_you_mean(key, self, end=" ")
         raise HistoryKeyError(
             f"model.history has no {short_repr(key)}: {hint}It holds {sorted(map(str, self))}."
         )

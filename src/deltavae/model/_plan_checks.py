@@ -5,7 +5,6 @@ the warm-up's starting weight, from scvi-tools' KL weight) named with its fix.""
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 import numbers
@@ -13,6 +12,7 @@ import numbers
 import pyro
 
 from .._checks import short_repr
+from .._close_names import did_you_mean
 
 #: Optimiser and KL-weight settings that must be above 0, and those that may be 0.
 _POSITIVE, _NON_NEGATIVE = ("lr", "eps", "max_kl_weight"), ("weight_decay", "min_kl_weight")
@@ -63,8 +63,7 @@ def check_plan_names(plan: dict) -> None:
             "'elbo_train', 'elbo_validation' ...); per-step logging is not offered. Leave it "
             "out."
         )
-    close = difflib.get_close_matches(unknown[0], sorted(known), n=3, cutoff=0.6)
-    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    hint = did_you_mean(unknown[0], sorted(known), end=" ")
     raise TypeError(
         f"plan_kwargs got an unexpected key {unknown[0]!r}: {hint}The training plan takes "
         f"{', '.join(sorted(known))}."

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import inspect
 import os
@@ -20,6 +19,7 @@ from scvi.model.base import BaseModelClass
 from scvi.model.base._save_load import _load_saved_files
 
 from .._checks import check_anndata, check_path
+from .._close_names import did_you_mean
 from ..train._convergence import NotConvergedWarning
 from ..train._divergence import trained_state
 from ..train._record import cells_digest
@@ -104,10 +104,10 @@ def check_load_arguments(cls, dir_path, adata, kwargs: dict) -> tuple[str, AnnDa
     known = [p for p in inspect.signature(BaseModelClass.load).parameters if p != "adata"][1:]
     unknown = [key for key in kwargs if key not in known]
     if unknown:  # Python named scvi-tools' BaseModelClass.load(), not the model's
-        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = did_you_mean(unknown[0], known, end=" ")
         raise TypeError(
             f"{name}() got an unexpected keyword argument {unknown[0]!r} ("
-            f"{f'did you mean {close[0]!r}? ' if close else ''}load takes dir_path, adata, "
+            f"{hint}load takes dir_path, adata, "
             f"{', '.join(k for k in known if k != 'datamodule')})."
         )
     call = f"{name}(dir_path, adata)"  # the arguments' order, in every message of a swap
@@ -229,10 +229,10 @@ def check_save_keywords(kwargs: dict) -> None:
     known = list(dict.fromkeys(known))
     unknown = [name for name in kwargs if name not in known]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], known, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = did_you_mean(unknown[0], known, end=" ")
         raise TypeError(
-            f"save() got an unexpected keyword argument {unknown[0]!r} ({hint}save takes "
+            f"save() got an unexpected keyword argument {unknown[0]!r} ("
+            f"{hint}save takes "
             f"{', '.join(known[1:])})."
         )
 

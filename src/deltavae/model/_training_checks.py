@@ -3,7 +3,6 @@ none left to crash late inside Lightning or to be silently ignored."""
 
 from __future__ import annotations
 
-import difflib
 import inspect
 
 import numpy as np
@@ -11,6 +10,7 @@ import pandas as pd
 import torch
 
 from .._checks import short_repr
+from .._close_names import did_you_mean
 from .._rng import forked_generators
 from ..train._data import split_sizes
 from ._device_args import check_accelerator
@@ -58,8 +58,7 @@ def check_trainer_names(model_class: type, trainer_kwargs: dict) -> None:
     if unknown:
         known |= set(inspect.signature(model_class.train).parameters) - {"self", "kwargs"}
         call = f"{model_class.__name__}.train()"
-        close = difflib.get_close_matches(unknown[0], sorted(known), n=3, cutoff=0.6)
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        hint = did_you_mean(unknown[0], sorted(known), end=" ")
         raise TypeError(
             f"{call} got an unexpected argument {unknown[0]!r}: {hint}It takes its own "
             "arguments and those of scvi-tools' and Lightning's Trainer (e.g. max_epochs, "
@@ -318,8 +317,7 @@ def check_monitored(model, early_stopping_monitor, lr_scheduler_metric) -> None:
     }
     for arg, name in given.items():
         if name not in logged:
-            close = difflib.get_close_matches(str(name), sorted(logged), n=3, cutoff=0.6)
-            hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+            hint = did_you_mean(name, sorted(logged), end=" ")
             raise ValueError(
                 f"{arg}={name!r} is not a metric {type(model).__name__} logs in training: "
                 f"{hint}It logs {sorted(logged)} (the keys of model.history)."

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Sequence
 
@@ -12,6 +11,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 
 from .._checks import check_bools, check_ncols, short_repr
+from .._close_names import did_you_mean
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
 from ..metrics._perturbation import gene_means
@@ -413,8 +413,8 @@ def perturbation_scatter(
         highlight = [str(g) for g in as_names(highlight, "highlight")]
         missing = sorted(set(highlight) - set(genes))
         if missing:
-            close = {g: difflib.get_close_matches(g, genes.tolist(), n=3) for g in missing[:5]}
-            hints = "".join(f" {g!r}: did you mean {c}?" for g, c in close.items() if c)
+            hints = {g: did_you_mean(g, genes.tolist()) for g in missing[:5]}
+            hints = "".join(f" {g!r}: {hint}" for g, hint in hints.items() if hint)
             raise KeyError(
                 f"highlight genes not found: {missing[:5]} ({len(missing)} in all).{hints}"
             )

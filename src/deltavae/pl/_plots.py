@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Sequence
 from typing import Literal
@@ -16,6 +15,7 @@ from matplotlib.axes import Axes
 from natsort import natsorted
 
 from .._checks import check_bools, no_column
+from .._close_names import did_you_mean
 from .._docs import doc_params, doc_show_save
 from .._renamed import renamed_keywords
 from ._colours import axes_per_colour, each_colour, fill_palette
@@ -217,8 +217,8 @@ def _colour_message(adata: AnnData, color, kwargs: dict, message: str) -> str:
         return message
     where = "adata.raw.var_names" if genes is not adata.var else "adata.var_names"
     where = f"adata.var[{symbols!r}]" if symbols in genes else where
-    hints = {c: difflib.get_close_matches(str(c), known, n=3) for c in missing}
-    hints = "".join(f" {c!r}: did you mean {found}?" for c, found in hints.items() if found)
+    hints = {c: did_you_mean(c, known) for c in missing}
+    hints = "".join(f" {c!r}: {hint}" for c, hint in hints.items() if hint)
     in_raw = [c for c in missing if adata.raw is not None and c in adata.raw.var_names]
     if in_raw and genes is adata.var:
         hints += f" {in_raw} are in adata.raw: pass use_raw=True (and no layer)."

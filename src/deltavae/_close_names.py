@@ -1,0 +1,28 @@
+"""The "did you mean ...?" hint of every message refusing an unknown name (a keyword, a
+column, a gene, a history key), in one wording."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name, known: Iterable, n: int = 3, end: str = "") -> str:
+    """``"did you mean 'a' or 'b'?"`` for the (at most ``n``) names of ``known`` closest to
+    ``name`` (:func:`difflib.get_close_matches`, its default cutoff), else those that start
+    with it (``n_samples`` for ``n_samples_overall``), followed by ``end`` (a space before the
+    next sentence); ``""`` where none is.
+
+    Examples
+    --------
+    >>> did_you_mean("elbo_trian", ["elbo_train", "lr"])
+    "did you mean 'elbo_train'?"
+    >>> did_you_mean("max_epoch", ["max_epochs", "min_epochs", "lr"])
+    "did you mean 'max_epochs' or 'min_epochs'?"
+    >>> did_you_mean("zzz", ["lr"])
+    ''
+    """
+    name, known = str(name), list(dict.fromkeys(str(k) for k in known))
+    close = difflib.get_close_matches(name, known, n=n)
+    close = close or [k for k in known if name and k.startswith(name)][:n]
+    return f"did you mean {' or '.join(map(repr, close))}?{end}" if close else ""
