@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._prediction_frame import carried_colours
+from ._prediction_frame import carried_colours, training_colours
 from ._scanpy_keys import palette_by_name
 
 
@@ -29,8 +29,7 @@ def _labels_palette(model, adata: AnnData, column: pd.Categorical) -> list | Non
     if labels_key is None:
         return None
     kept = pd.DataFrame({labels_key: column})
-    training = getattr(model, "adata", None)
-    more = [(training.uns, training.obs)] if training is not None else []
+    more = training_colours(model)
     palette = carried_colours(adata.uns, adata.obs, kept, *more).get(f"{labels_key}_colors")
     named = getattr(model, "reference_label_colours_", None) or {}
     if palette is None and named and all(c in named for c in column.categories):
@@ -87,10 +86,10 @@ def sampled_colours(model, out: AnnData, cluster: str) -> dict:
     concatenated with real ones are drawn alike); of its ``cluster`` column, the labels' (see
     :func:`carry_label_colours`), never the training column's of that name (another
     clustering's: its ``"0"`` is not the model's cluster ``"0"``)."""
-    training = getattr(model, "adata", None)
-    if training is None:
+    training = training_colours(model)
+    if not training:
         return {}
-    colours = carried_colours(training.uns, training.obs, out.obs.drop(columns=[cluster]))
+    colours = carried_colours(*training[0], out.obs.drop(columns=[cluster]))
     palette = _labels_palette(model, out, out.obs[cluster].values)
     if palette is not None:
         colours[f"{cluster}_colors"] = palette

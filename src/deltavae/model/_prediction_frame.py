@@ -55,12 +55,18 @@ def predicted_cells(
         else:
             kept.insert(kept.columns.get_loc(key) + 1, name, source)
     coordinates = {k: _copied(v) for k, v in obsm.items() if not str(k).startswith("_scvi")}
-    training = getattr(model, "adata", None)
-    more = [(training.uns, training.obs)] if training is not None else []
-    colours = carried_colours(uns or {}, obs, kept, *more)
+    colours = carried_colours(uns or {}, obs, kept, *training_colours(model))
     return AnnData(
         X=np.asarray(x, dtype=np.float32), obs=kept, var=var.copy(), obsm=coordinates, uns=colours
     )
+
+
+def training_colours(model) -> list[tuple]:
+    """The ``(uns, obs)`` of ``model``'s training AnnData (a query model's: the query), the
+    palettes :func:`carried_colours` reads after the given cells' (its ``more``); none where
+    the model holds no AnnData."""
+    training = getattr(model, "adata", None)
+    return [(training.uns, training.obs)] if training is not None else []
 
 
 def carried_colours(uns, given: pd.DataFrame, kept: pd.DataFrame, *more) -> dict:
