@@ -586,7 +586,7 @@ def test_marker_genes_of_a_reference_on_disk(split, tmp_path):
     backed.file.close()
 
 
-@pytest.mark.filterwarnings("ignore:signatures and spots share only")
+@pytest.mark.filterwarnings("ignore:spots and signatures share only")
 def test_signature_genes_silent_in_every_type_are_left_out(split):
     """Genes at 0 in every signature, but counted in the spots, were read: no type could
     explain their counts, and they skewed the proportions (TV 0.18 against leaving them
@@ -657,7 +657,7 @@ def _silenced_type_spots():
 
 
 @pytest.mark.filterwarnings("ignore:.*genes in .* are zero in every")
-@pytest.mark.filterwarnings("ignore:signatures and spots share only")
+@pytest.mark.filterwarnings("ignore:spots and signatures share only")
 @pytest.mark.filterwarnings("ignore:spots and reference share only")
 def test_genes_no_spot_counts_are_kept_when_a_type_has_no_other():
     """Left out, the zeros of a type's only genes made it 'silent': refused, or its share the

@@ -32,7 +32,7 @@ def split():
     return dv.datasets.pseudo_spots(cells, "cluster", n_spots=40, cells_per_spot=(2, 6), seed=3)
 
 
-@pytest.mark.filterwarnings("ignore:signatures and spots share only")
+@pytest.mark.filterwarnings("ignore:spots and signatures share only")
 @pytest.mark.parametrize("inference", ["amortized", "per_spot"])
 @pytest.mark.parametrize("reference", [False, True])
 def test_nmfdeconv_load_skips_the_start(split, inference, reference, tmp_path, monkeypatch):

@@ -1039,9 +1039,14 @@ def test_few_shared_genes_are_said_only_with_what_to_do(split):
     dv.model.NMFDeconv.setup_anndata(panel)
     assert not [n for n in _notes(dv.model.NMFDeconv, panel, sig) if "share" in n]
     dv.model.NMFDeconv.setup_anndata(renamed)
-    said = r"share only 39 genes; .* 1 of the spots' 40 genes have no signature .*GENE_X"
-    with pytest.warns(UserWarning, match=said):
+    # Signatures are said as a reference is (warn_few_shared), in the same words.
+    said = r"^spots and signatures share only 39 genes; proportions .* 1 of the spots' 40 genes "
+    said += r"are not in the signatures \(e\.g\. \['GENE_X'\]\)\. Check their names against "
+    with pytest.warns(UserWarning, match=said + r"signatures\.columns\.$"):
         dv.model.NMFDeconv(renamed, signatures=sig)
+    cut = r"^spots and signatures share only 30 genes; .* The signatures hold only 30 of the "
+    with pytest.warns(UserWarning, match=cut + r"spots' genes: give signatures of more, e\.g\. "):
+        dv.model.NMFDeconv(renamed, signatures=sig.iloc[:, :30])
 
 
 def test_float_coded_cell_types_are_refused_as_cgmdvae_refuses_them(split):

@@ -408,7 +408,7 @@ class FromReferenceMixin:
             # Genes the model does not use may be silent in every spot; that says nothing.
             warnings.filterwarnings("ignore", message=r".*genes in .* are zero in every")
             # Said above, or chosen (n_markers): not again by the model built below.
-            warnings.filterwarnings("ignore", message=r"signatures and spots share only")
+            warnings.filterwarnings("ignore", message=r"spots and signatures share only")
             kept = [(slot, set(slot)) for slot in (spots.obs, spots.uns, spots.obsm)]
             with spots_named():  # its errors say spots.X, not adata.X
                 cls.setup_anndata(spots, layer=layer, spot_index=spot_index)

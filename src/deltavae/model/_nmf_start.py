@@ -15,7 +15,7 @@ from anndata import AnnData
 from scipy.optimize import nnls
 from sklearn.decomposition import NMF
 
-from ._shared_genes import FEW_SHARED_GENES
+from ._shared_genes import warn_few_shared
 from ._validation import warn_user
 
 #: A cell type whose signature over the spots' genes sums to at most this fraction of the
@@ -98,14 +98,8 @@ def check_signatures(signatures: pd.DataFrame, adata: AnnData, counted=None):
             f"(reference[~reference.obs[labels_key].isin({list(map(str, silent))})]) or the "
             "signatures, or measure genes they express."
         )
-    lacking = adata.var_names[~adata.var_names.isin(signatures.columns)]
-    if len(columns) < FEW_SHARED_GENES and len(lacking):  # else the spots' whole panel: no say
-        warn_user(
-            f"signatures and spots share only {len(columns)} genes; proportions may be poorly "
-            f"determined. {len(lacking)} of the spots' {adata.n_vars} genes have no signature "
-            f"(e.g. {lacking[:3].tolist()}): give signatures of more of them, e.g. "
-            "NMFDeconv.signatures_from_reference(reference, labels_key) of all its genes."
-        )
+    shared = adata.var_names[columns]
+    warn_few_shared(adata, signatures, shared, "proportions may be poorly determined")
     return [str(n) for n in signatures.index], values, columns
 
 

@@ -367,7 +367,7 @@ class NMFDeconv(
                         warnings.filterwarnings("ignore", message=r".*filled with zeros")
                         adata = align_query_genes(adata, genes, 0.0, layer)
         with warnings.catch_warnings():  # said when the model was built
-            warnings.filterwarnings("ignore", message=r"signatures and spots share only")
+            warnings.filterwarnings("ignore", message=r"spots and signatures share only")
             return super().load(dir_path, adata=adata, **kwargs)
 
     def _match_genes(self, adata: AnnData) -> AnnData:

@@ -1,5 +1,5 @@
 """The note on few genes shared by the spots and the reference, one for both spot models
-that are built from a reference (NMFDeconv, SpatialImputer)."""
+that are built from a reference (NMFDeconv, SpatialImputer) and for NMFDeconv's signatures."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ FEW_SHARED_GENES = 100
 
 
 def warn_few_shared(spots, reference, shared, effect: str) -> None:
-    """Say that ``spots`` and ``reference`` share only ``shared`` genes, with what to do:
-    pass the datasets uncut (``subset_advice``), the reference with all its genes, or the
+    """Say that ``spots`` and ``reference`` (an AnnData, or NMFDeconv's signatures: a
+    DataFrame, cell types x genes) share only ``shared`` genes, with what to do: pass the
+    datasets uncut (``subset_advice``), the reference (signatures) with all its genes, or the
     same identifiers in both (the spots' genes missing from the reference named). Where the
     spots' genes are all in the reference, a panel of few genes, nothing can be done: not a
     warning (every fit of such a panel warned "share only 80 genes" though every gene of both
@@ -30,26 +31,32 @@ def warn_few_shared(spots, reference, shared, effect: str) -> None:
     n_shared = len(shared)
     if n_shared >= FEW_SHARED_GENES:
         return
+    signatures = isinstance(reference, pd.DataFrame)
+    name, genes_of = ("signatures", "columns") if signatures else ("reference", "var_names")
     spot_genes = pd.Index(np.asarray(spots.var_names).astype(str))
-    ref_genes = pd.Index(np.asarray(reference.var_names).astype(str))
-    advice = subset_advice({"spots": spots, "reference": reference})
+    ref_genes = pd.Index(np.asarray(getattr(reference, genes_of)).astype(str))
+    advice = "" if signatures else subset_advice({"spots": spots, "reference": reference})
     lacking = spot_genes[~spot_genes.isin(ref_genes)]
     if not advice and not len(lacking):  # the spots' whole panel: nothing to change
         logger.info(
-            "spots and reference share %d genes, all the spots' genes; %s.", n_shared, effect
+            "spots and %s share %d genes, all the spots' genes; %s.", name, n_shared, effect
         )
         return
-    if not advice and len(ref_genes) == n_shared:  # the reference is the one cut short
+    if not advice and ref_genes.isin(spot_genes).all():  # the reference is the one cut short
         advice = (
-            f"The reference holds only these {n_shared} genes: pass it with all its genes "
-            "(from_reference keeps the genes it needs)."
+            f"The signatures hold only {len(ref_genes)} of the spots' genes: give signatures "
+            "of more, e.g. NMFDeconv.signatures_from_reference(reference, labels_key) of a "
+            "reference with all its genes."
+            if signatures
+            else f"The reference holds only these {n_shared} genes: pass it with all its "
+            "genes (from_reference keeps the genes it needs)."
         )
     elif not advice:
         advice = identifier_advice(lacking, ref_genes)
         if not advice.startswith("Ignoring case") and 2 * len(lacking) < len(spot_genes):
-            advice = "Check their names against reference.var_names."  # a few: misspelt?
+            advice = f"Check their names against {name}.{genes_of}."  # a few: misspelt?
         advice = (
-            f"{len(lacking)} of the spots' {len(spot_genes)} genes are not in the reference "
+            f"{len(lacking)} of the spots' {len(spot_genes)} genes are not in the {name} "
             f"(e.g. {short_repr(lacking[:3].tolist())}). {advice}"
         )
-    warn_user(f"spots and reference share only {n_shared} genes; {effect}. {advice}")
+    warn_user(f"spots and {name} share only {n_shared} genes; {effect}. {advice}")
