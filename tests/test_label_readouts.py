@@ -472,11 +472,37 @@ def test_label_and_cluster_columns_take_the_users_label_colours_by_name(tmp_path
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mapped = dv.model.CGMDVAE.load_query_data(query, model)
+        # Built from the reference's saved directory: the same colours (it had none).
+        model.save(tmp_path / "reference")
+        from_saved = dv.model.CGMDVAE.load_query_data(query, tmp_path / "reference")
     mapped.save(tmp_path / "query_model")
     with pytest.warns(UserWarning, match=r"lacks 'kind', the labels column"):
         again = dv.model.CGMDVAE.load(tmp_path / "query_model", query)
-    for each in (mapped, again):
+    for each in (mapped, again, from_saved):
         each.write_to_adata()
         categories = query.obs["cgmdvae_label"].cat.categories
         assert query.uns["cgmdvae_label_colors"] == [by_name[c] for c in categories]
         del query.uns["cgmdvae_label_colors"], query.uns["cgmdvae_cluster_colors"]
+
+
+def test_integer_labels_beside_novel_clusters_keep_the_users_colours_novel_ones_new():
+    """Integer labels beside novel_j clusters are written as strings ('1'), which matched
+    none of the user's colours (by the integers 1, 2), and a novel_j cluster holding cells
+    has none: the columns got no colours at all. Labels keep theirs; novel ones get new
+    colours none of the user's (scanpy's first, '#1f77b4', is the user's here)."""
+    import types
+
+    import anndata as ad
+
+    from deltavae.model._label_colours import carry_label_colours
+
+    obs = pd.DataFrame({"lab": pd.Categorical([-1, 1, 2])}, index=["a", "b", "c"])
+    user = ["#cccccc", "#1f77b4", "#0000aa"]
+    adata = ad.AnnData(np.zeros((3, 1), np.float32), obs=obs, uns={"lab_colors": user})
+    model = types.SimpleNamespace(registry_={"setup_args": {"labels_key": "lab"}}, adata=None)
+    written = pd.Categorical(["1", "novel_0", "2"], categories=["1", "2", "novel_0", "novel_1"])
+    keys = carry_label_colours(model, adata, {"cgmdvae_cluster": written})
+    assert keys == ["uns/cgmdvae_cluster_colors"]
+    colours = adata.uns["cgmdvae_cluster_colors"]
+    assert colours[:2] == ["#1f77b4", "#0000aa"]  # labels 1 and 2 by name
+    assert colours[2:] == ["#ff7f0e", "#279e68"]  # scanpy's next, none of the user's

@@ -5,10 +5,11 @@ and a query model's ``obs["cgmdvae_label"]`` holds the reference's labels; scanp
 those columns by position, so the same cell type was drawn in one colour in
 ``sc.pl.umap(adata, color="cell_type")`` and in another in ``color="cgmdvae_cluster"`` (and
 in yet another where a label no cell got was left out of the written categories). The
-colours of ``uns["<labels_key>_colors"]`` are carried by category name
-(:func:`~deltavae.model._prediction_frame.carried_colours`), where every written category has
-one, as scanpy's ``ingest`` carries the reference's; for a query model without a palette of
-its own, its reference's (:func:`reference_label_colours`).
+colours of ``uns["<labels_key>_colors"]`` are carried by category name (integer labels also
+by their strings, as beside ``novel_j`` clusters), as scanpy's ``ingest`` carries the
+reference's, over a query model's reference's (:func:`reference_label_colours`, a model's or
+a saved directory's: :func:`record_label_colours`); categories without one (``novel_j``
+clusters) get new colours, none of the user's.
 """
 
 from __future__ import annotations
@@ -21,35 +22,71 @@ from ._prediction_frame import carried_colours, training_colours
 from ._scanpy_keys import palette_by_name
 
 
+def _by_name(model, adata: AnnData) -> dict:
+    """The user's colours of the labels by name: a query model's reference's, those saved
+    with the model (``label_colours_``), the model's AnnData's (the training data; a query
+    model's: the query), ``adata``'s (the AnnData written into), each over the ones before."""
+    labels_key = model.registry_["setup_args"].get("labels_key")
+    named = dict(getattr(model, "reference_label_colours_", None) or {})
+    named.update(getattr(model, "label_colours_", None) or {})
+    if labels_key is not None:
+        for uns, obs in (*training_colours(model), (adata.uns, adata.obs)):
+            named.update(palette_by_name(uns, obs, labels_key))
+    return named
+
+
+def _new_colours(used, n: int) -> list[str]:
+    """``n`` colours of scanpy's default palettes (its 20 first), none of them one of
+    ``used``."""
+    from matplotlib.colors import to_hex
+    from scanpy.plotting import palettes
+
+    taken = {to_hex(c) for c in used}
+    every = [*palettes.default_20, *palettes.default_28, *palettes.default_102]
+    fresh = list(dict.fromkeys(to_hex(c) for c in every if to_hex(c) not in taken))
+    return [fresh[i % len(fresh)] for i in range(n)]
+
+
 def _labels_palette(model, adata: AnnData, column: pd.Categorical) -> list | None:
     """The colours of ``column``'s categories by name in the user's palette of the labels
-    column: ``adata``'s own (the AnnData written into), else the model's AnnData's (the
-    training data; a query model's: the query); ``None`` where a category has none."""
-    labels_key = model.registry_["setup_args"].get("labels_key")
-    if labels_key is None:
+    (:func:`_by_name`; integer labels also by their strings, ``"1"`` beside ``novel_j``
+    clusters), the others (``novel_j`` clusters, labels without one) new colours none of the
+    user's; ``None`` where the user has none."""
+    if model.registry_["setup_args"].get("labels_key") is None:
         return None
-    kept = pd.DataFrame({labels_key: column})
-    more = training_colours(model)
-    palette = carried_colours(adata.uns, adata.obs, kept, *more).get(f"{labels_key}_colors")
-    named = getattr(model, "reference_label_colours_", None) or {}
-    if palette is None and named and all(c in named for c in column.categories):
-        palette = [named[c] for c in column.categories]  # a query model's reference's
-    return palette
+    named = _by_name(model, adata)
+    if not named:
+        return None
+    as_text = {str(k): v for k, v in named.items()}
+    palette = [named.get(c, as_text.get(str(c))) for c in column.categories]
+    fresh = iter(_new_colours(named.values(), sum(c is None for c in palette)))
+    return [next(fresh) if c is None else c for c in palette]
 
 
-def reference_label_colours(reference) -> dict | None:
+def reference_label_colours(reference, attr_dict: dict | None = None) -> dict | None:
     """A query model's ``reference_label_colours_`` (saved with it): the colours of the labels
-    of ``reference`` (a model in memory; ``None`` for a saved directory, whose own record
-    scvi-tools copies) by name, from its AnnData's ``uns["<labels_key>_colors"]`` over those of
-    its own reference, as scanpy's ``ingest`` carries the reference's colours."""
+    of ``reference`` by name, from its AnnData's ``uns["<labels_key>_colors"]`` over those of
+    its own reference (a model in memory), or as saved with it (a saved directory's
+    ``attr_dict``: :func:`record_label_colours`), as scanpy's ``ingest`` carries the
+    reference's colours."""
     if not hasattr(reference, "registry_"):
-        return None
+        saved = attr_dict or {}
+        return saved.get("label_colours_") or saved.get("reference_label_colours_")
     named = dict(getattr(reference, "reference_label_colours_", None) or {})
+    named.update(getattr(reference, "label_colours_", None) or {})
     labels_key = reference.registry_["setup_args"].get("labels_key")
     adata = getattr(reference, "adata", None)
     if labels_key is not None and adata is not None:
         named.update(palette_by_name(adata.uns, adata.obs, labels_key))
     return named or None
+
+
+def record_label_colours(model) -> None:
+    """Before ``save``: the colours of the model's labels by name (:func:`reference_label_colours`)
+    in ``label_colours_``, saved with it, so that a query model built from the saved directory
+    (or the model loaded without them) draws the labels as one built from the model does."""
+    if colours := reference_label_colours(model):
+        model.label_colours_ = colours
 
 
 def _colours_stand(adata: AnnData, name: str, column: pd.Categorical) -> bool:

@@ -314,7 +314,7 @@ class QueryMappingMixin(ArchesMixin):
                 )
         upgrade_saved_counts(model)  # a reference saved before counts without validation
         forget_reference_training(model)
-        if colours := reference_label_colours(reference_model):  # of a model in memory
+        if colours := reference_label_colours(reference_model, attr_dict):
             model.reference_label_colours_ = colours  # its labels' (scanpy's ingest's)
         ref_sizes, new_sizes = _covariate_sizes(registry), _covariate_sizes(model.registry_)
         learning = _freeze_for_query(model.module, ref_state, ref_sizes, new_sizes)

@@ -26,6 +26,7 @@ from ..train._record import cells_digest
 from ._count_advice import layer_fixed
 from ._device_args import check_device_args
 from ._genes import genes_to_load_advice, in_training_order, query_to_load
+from ._label_colours import record_label_colours
 from ._labels import check_known_categories, check_labels_to_load
 from ._load_state import loading_state
 from ._matrices import check_still_on_disk
@@ -315,6 +316,7 @@ class Saving:
         if overwrite and not save_anndata and os.path.isfile(stale):
             os.remove(stale)
         self.weights_digest_ = weights_digest(self.module.state_dict())  # checked by load
+        record_label_colours(self)  # for query models built from the saved directory
         created = not os.path.exists(dir_path)
         try:
             with obs_types_kept(self, save_anndata):  # the user's str columns stay str
