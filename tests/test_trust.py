@@ -531,11 +531,14 @@ def test_an_interrupted_fit_says_so_and_keeps_what_it_learnt():
         model.train(max_epochs=400, callbacks=[InterruptAt(2)], **TRAIN)
     assert model.is_trained_ and not model.module.training
     assert np.isfinite(model.get_latent_representation()).all()
-    # A second run counts its own epochs; print(model) kept the verdict of the run before it.
+    # A second run counts its own epochs; print(model) kept the verdict of the run before it,
+    # then said no verdict at all: it says the run was interrupted, and when.
     model.convergence_ = "An earlier run's verdict."
     with pytest.raises(KeyboardInterrupt, match="interrupted after 1 of its 50 epochs"):
         model.train(max_epochs=50, callbacks=[InterruptAt(1)], **TRAIN)
-    assert model.convergence_ is None and "earlier run" not in model.summary_string
+    said = "Trained, 3 epochs. Training was interrupted after 1 of its 50 epochs."
+    assert model.convergence_ == said.partition(". ")[2]
+    assert said in model.summary_string and "earlier run" not in model.summary_string
     fresh = _zinbvae(_counts())
     with pytest.raises(KeyboardInterrupt, match="no epoch completed"):
         fresh.train(max_epochs=400, callbacks=[InterruptAt(0)], **TRAIN)

@@ -40,7 +40,9 @@ class SummaryMixin:
     writes it, then the data, registered keys, epochs and convergence verdict."""
 
     #: The last ``train`` run's convergence verdict, as its warning's first sentence, or
-    #: ``"No convergence warning."``; None before training (or for a model saved without it).
+    #: ``"No convergence warning."``, or where it was interrupted (Ctrl-C) ``"Training was
+    #: interrupted after 2 of its 400 epochs."``; None before training (or for a model saved
+    #: without it, or after a run that failed).
     convergence_: str | None = None
 
     @property

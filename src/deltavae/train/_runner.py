@@ -114,15 +114,20 @@ class DeltaTrainRunner(TrainRunner):
         exits the interpreter (``SystemExit(1)``), which a notebook shows as a bare
         ``SystemExit: 1`` and which left the model marked untrained whatever it had learnt.
         Instead: the model keeps the parameters of its last step, counts as trained once an
-        epoch completed, and the interrupt says so."""
+        epoch completed, and the interrupt says so, as ``print(model)`` does after it (its
+        first sentence is the run's ``convergence_``)."""
+        from ..model._summary import record_verdict
+
         epochs = self._epochs_done() - self._epochs_before  # this run's
         self.model.module.eval()
         self.model.is_trained_ = bool(self.model.is_trained_ or epochs)
-        return KeyboardInterrupt(
+        note = (
             f"Training was interrupted after {epochs} of its {self.trainer.max_epochs} epochs. "
             "The model keeps the parameters of its last step"
             + (" and has not converged." if epochs else "; no epoch completed.")
         )
+        record_verdict(self.model, note)
+        return KeyboardInterrupt(note)
 
     def _record_split(self) -> None:
         """The model's ``train_indices``, ``validation_indices`` and ``test_indices``: this
