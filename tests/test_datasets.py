@@ -245,6 +245,16 @@ def test_a_data_variable_pointing_nowhere_is_named(tmp_path, monkeypatch):
         except FileNotFoundError:  # no shared/data above the checkout either
             pass
     assert [w.filename for w in record] == [__file__]  # not mesc's line in deltavae
+    # A file (the dataset's own, as data_dir takes it): warned as "not a folder", then
+    # another folder's file was read, or the file was listed among the folders looked in.
+    (tmp_path / "counts.h5ad").write_text("x")
+    monkeypatch.setenv("DELTAVAE_DATA", str(tmp_path / "counts.h5ad"))
+    with pytest.raises(
+        NotADirectoryError,
+        match=r"\$DELTAVAE_DATA is '.*counts\.h5ad', a file; .* Set it to a folder, e\.g\. "
+        r"'.*', or pass the file itself: data_dir='.*counts\.h5ad'\.",
+    ):
+        datasets.mesc()
 
 
 def test_missing_data_dir_names_where_it_looked(tmp_path):

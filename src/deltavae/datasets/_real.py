@@ -96,6 +96,12 @@ def _search_roots() -> list[Path]:
     env = os.environ.get(DATA_ENV_VAR)
     if env:
         roots.append(Path(env).expanduser())
+        if roots[-1].is_file():  # it names folders; the folders searched next hold other data
+            raise NotADirectoryError(
+                f"${DATA_ENV_VAR} is {env!r}, a file; it names the data root (the folder "
+                "holding the dataset folders) or a dataset's folder. Set it to a folder, e.g. "
+                f"{str(roots[-1].parent)!r}, or pass the file itself: data_dir={env!r}."
+            )
         if not roots[-1].is_dir():  # a typo would otherwise read another folder silently
             warn_user(
                 f"${DATA_ENV_VAR} is {env!r}, which is not a folder; looking in shared/data "
