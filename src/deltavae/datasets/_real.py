@@ -301,8 +301,11 @@ def kang_scgen(data_dir: str | os.PathLike | None = None) -> ad.AnnData:
     """Kang et al. (2018) PBMCs, the scGen validation split (counts rebuilt exactly).
 
     1,975 cells x 6,998 highly variable genes. ``condition`` is renamed from scGen's
-    ``control``/``stimulated`` to ``ctrl``/``stim`` to match the other Kang loaders. The row sums
-    are over the HVGs only; ``obs["n_counts_all_genes"]`` holds the real library size.
+    ``control``/``stimulated`` to ``ctrl``/``stim`` to match the other Kang loaders. Every cell
+    is kept: a condition value other than these (none in the shared file; a file of your own
+    given as ``data_dir``) is kept as it is, as a category after ``ctrl`` and ``stim``, with a
+    warning naming those values; a missing one stays NaN. The row sums are over the HVGs only;
+    ``obs["n_counts_all_genes"]`` holds the real library size.
 
     {parameters}
 
