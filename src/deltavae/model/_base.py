@@ -97,9 +97,9 @@ class DeltaModelMixin(
     reference_diverged_: str | None = None
     #: Epoch (numbered as in ``history``) the last ``train(restore_best=True)`` restored, or None.
     best_epoch_: int | None = None
-    #: Arguments of the last ``train`` call that trained (``max_epochs``, ``lr`` and
-    #: ``batch_size`` as resolved when left to the defaults) and ``seed``, the
-    #: ``scvi.settings.seed`` it ran under; saved with the model. None before training.
+    #: Arguments of the last ``train`` call that trained, only (``max_epochs``, ``lr``,
+    #: ``batch_size`` resolved) and ``seed``, the ``scvi.settings.seed`` it ran under; saved
+    #: with the model. None before training (a query model: before its own, on the query).
     train_args_: dict | None = None
 
     def __init_subclass__(cls, **kwargs):
@@ -163,8 +163,8 @@ class DeltaModelMixin(
         """Train the model with stochastic variational inference under Lightning.
 
         A query model with nothing to learn (``load_query_data``) warns and returns. The
-        call's arguments and ``scvi.settings.seed`` are kept in ``train_args_`` (saved): the
-        run repeats when that seed is set before the model is built (README, "Seeding").
+        call's arguments and ``scvi.settings.seed`` replace ``train_args_`` (saved): a model
+        one call trained repeats with that seed set before it is built (README, "Seeding").
         Each call starts a fresh optimiser (Adam's moments are neither kept nor saved, as in
         scvi-tools), so a loaded model trains on as the model it was saved from would. A
         further call trains on: ``history`` adds its epochs; ``train_args_``, ``best_epoch_``,
