@@ -41,7 +41,12 @@ def _new_colours(used, n: int) -> list[str]:
     from matplotlib.colors import to_hex
     from scanpy.plotting import palettes
 
-    taken = {to_hex(c) for c in used}
+    taken = set()
+    for colour in used:
+        try:
+            taken.add(to_hex(colour))
+        except (ValueError, TypeError):  # not a colour matplotlib reads: it clashes with none
+            continue
     every = [*palettes.default_20, *palettes.default_28, *palettes.default_102]
     fresh = list(dict.fromkeys(to_hex(c) for c in every if to_hex(c) not in taken))
     return [fresh[i % len(fresh)] for i in range(n)]
