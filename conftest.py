@@ -24,7 +24,7 @@ _SHARED_DATA_LOADERS = {
 
 
 def _has_shared_folder(folder: str) -> bool:
-    from deltavae.datasets._real import _search_roots
+    from deltavae.datasets._data_files import _search_roots
 
     return any((root / folder).is_dir() for root in _search_roots())
 

@@ -50,7 +50,7 @@ def _load_or_skip(loader, *args, **kwargs):
 
 def _shared_file(relpath):
     """Path of a shared data file, found through the loaders' own search; skip if absent."""
-    from deltavae.datasets._real import _resolve_file
+    from deltavae.datasets._data_files import _resolve_file
 
     try:
         return _resolve_file(relpath, None)
