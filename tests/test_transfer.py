@@ -2,6 +2,7 @@
 _perturbation.py)."""
 
 import functools
+import logging
 import subprocess
 import sys
 import warnings
@@ -84,6 +85,7 @@ def test_reloaded_query_model_keeps_its_frozen_weights(reference, tmp_path):
     q.save(str(tmp_path / "query"), save_anndata=True)
     loaded = dv.model.CGMDVAE.load(str(tmp_path / "query"))
     assert loaded.is_query_model
+    assert loaded.typicality_record_ == q.typicality_record_ == model.typicality_record_
     # With the query it was mapped from, which has no labels column (it was refused).
     columns = list(query.obs.columns)
     with pytest.warns(UserWarning, match="lacks 'cell_type'.*every cell unlabelled"):
@@ -187,7 +189,12 @@ def test_label_transfer_on_a_shifted_batch(reference, tmp_path):
     assert q.adata is not mine and q.adata.X is mine.X
     q.train(max_epochs=15, **FAST)
     labels = q.predict_labels()
-    assert list(labels.columns) == ["label", "confidence"]
+    assert list(labels.columns) == ["label", "confidence", "typicality"]
+    # The typicality ranks against the reference's training cells, which the query's own
+    # training leaves as they were (the reference's weights are frozen).
+    assert q.typicality_record_ == model.typicality_record_
+    assert len(model.typicality_record_["quantiles"]) == 101
+    assert labels["typicality"].between(0, 1).all() and labels["typicality"].median() > 0.2
     assert (labels["label"].astype(str).to_numpy() == truth).mean() >= 0.9
     assert labels["confidence"].between(1 / 3, 1).all() and labels["confidence"].mean() > 0.8
     written = q.write_to_adata()  # into the query given
@@ -233,11 +240,62 @@ def test_label_transfer_on_a_shifted_batch(reference, tmp_path):
         assert "k_cluster" in stored.obs and (stored.obs["cgmdvae_label"] == "mine").all()
 
 
+def test_typicality_tells_the_cells_of_a_type_the_reference_never_saw(
+    reference, caplog, monkeypatch
+):
+    """Every cell got a known label at a confidence near 1, a type the reference lacked too;
+    typicality ranks such cells low and unknown_below marks them with the unlabelled mark."""
+    from sklearn.metrics import roc_auc_score
+
+    model, _, _ = reference
+    # The fixture's three types under its reference condition c0, and a fourth (its own
+    # marker genes, 30-39) that the reference never saw.
+    four = dv.datasets.synthetic_counts(
+        n_cells=600,
+        n_genes=60,
+        n_clusters=4,
+        n_conditions=3,
+        seed=0,
+        condition_fold=4.0,
+        n_markers=10,
+    )
+    cells = four[four.obs["condition"] == "c0"].copy()
+    novel = cells.obs["cluster"].astype(str).to_numpy() == "3"
+    table = model.predict_labels(cells)
+    assert list(table.columns) == ["label", "confidence", "typicality"]
+    typical = table["typicality"]
+    assert typical.between(0, 1).all()
+    assert typical[novel].median() < 0.2 < 0.3 < typical[~novel].median()
+    assert roc_auc_score(~novel, typical) > 0.75
+    with caplog.at_level(logging.INFO, logger="deltavae"):
+        marked = model.predict_labels(cells, unknown_below=0.1)
+    flagged = typical.to_numpy() < 0.1
+    assert ((marked["label"] == "Unknown").to_numpy() == flagged).all()
+    assert flagged[novel].mean() > 3 * flagged[~novel].mean()
+    assert "Unknown" in marked["label"].cat.categories
+    kept = ~flagged
+    assert (marked["label"][kept].astype(str) == table["label"][kept].astype(str)).all()
+    assert f"{flagged.sum()} of {len(cells)} cells" in caplog.text
+    assert "Unknown" in model.predict_labels(cells[:3], unknown_below=0).label.cat.categories
+    for bad in (True, 1.5, -0.1, float("nan"), "0.1"):
+        with pytest.raises(ValueError, match="unknown_below"):
+            model.predict_labels(cells, unknown_below=bad)
+    with pytest.raises(ValueError, match="soft=True returns probabilities"):
+        model.predict_labels(cells, soft=True, unknown_below=0.1)
+    # A model saved before it kept the record: NaN, and no flag it cannot place.
+    monkeypatch.setattr(model, "typicality_record_", None)
+    assert model.predict_labels(cells[:5])["typicality"].isna().all()
+    with pytest.raises(ValueError, match="train the reference again"):
+        model.predict_labels(cells, unknown_below=0.1)
+
+
 def test_load_from_disk_then_map_with_reordered_and_missing_genes(reference, tmp_path):
     model, query, truth = reference
     model.save(str(tmp_path / "ref"))
     shuffled = query[:, np.random.default_rng(0).permutation(query.n_vars)].copy()
     q = dv.model.CGMDVAE.load_query_data(shuffled, str(tmp_path / "ref"))
+    # The reference's typicality record, saved with it, reaches the query model.
+    assert q.typicality_record_ == model.typicality_record_ is not None
     assert list(q.adata.var_names) == list(model.adata.var_names)
     assert q.query_mapping_["n_genes_missing"] == 0
     q.train(max_epochs=15, **FAST)

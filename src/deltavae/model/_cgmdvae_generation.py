@@ -38,6 +38,7 @@ from ._prediction_frame import predicted_cells, target_record
 from ._sample_draws import cluster_asked, draw_cells, record_cluster_conditions
 from ._sample_record import checked_batch_size, sample_names, sample_record, sampled_labels
 from ._scvi_glue import seeded
+from ._typicality import record_typicality
 from ._unmeasured import warn_unmeasured
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
@@ -239,6 +240,7 @@ class GenerationMixin:
         if last is None or last[0] != self.adata_manager.adata_uuid:  # cells new to the counts
             self._library_before = (getattr(self, "library_log_stats_", None), cells_counted(self))
         record_condition_counts(self)
+        record_typicality(self, not_test_positions(self))  # predict_labels' typicality
         every_lib = None
         if self.module.observation.is_count:  # one read of the counts for every record
             every_lib = log_libraries(self)

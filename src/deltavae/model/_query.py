@@ -46,6 +46,7 @@ from ._reference_record import forget_reference_training
 from ._registered import category_mappings
 from ._saved import read_saved
 from ._scvi_glue import scvi_init_names
+from ._typicality import settle_record
 from ._validation import warn_user
 
 logger = logging.getLogger(__name__)
@@ -277,6 +278,8 @@ class QueryMappingMixin(ArchesMixin):
         call = f"{cls.__name__}.load_query_data(adata, reference_model)"
         check_anndata(adata, call=call, optional=False)
         check_device_args(accelerator, device)  # before any work: Lightning's names no fix
+        if not isinstance(reference_model, str | os.PathLike):
+            settle_record(reference_model)  # typicality's record, carried to the query model
         attr_dict, genes, ref_state = _reference_state(cls, reference_model)
         registry = attr_dict["registry_"]
         setup_args = dict(registry["setup_args"])

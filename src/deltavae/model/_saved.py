@@ -32,6 +32,7 @@ from ._load_state import loading_state
 from ._matrices import check_still_on_disk
 from ._read_calls import load_call
 from ._scvi_glue import obs_types_kept, refuse_scvi_names
+from ._typicality import settle_record
 from ._validation import warn_user
 
 
@@ -315,6 +316,7 @@ class Saving:
         stale = os.path.join(dir_path, f"{kwargs.get('prefix') or ''}adata.h5ad")
         if overwrite and not save_anndata and os.path.isfile(stale):
             os.remove(stale)
+        settle_record(self)  # CGMDVAE's typicality record of its last fit, saved with it
         self.weights_digest_ = weights_digest(self.module.state_dict())  # checked by load
         record_label_colours(self)  # for query models built from the saved directory
         created = not os.path.exists(dir_path)

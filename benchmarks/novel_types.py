@@ -1,0 +1,178 @@
+"""Cells of a type the reference never saw, in CGMDVAE label transfer: how well a per-cell score
+tells them from the known types.
+
+Kang's eight control donors (kang_ifnb_8donors, 1,287 genes): reference = donors 1015, 1256
+and 1488 without the held-out type (``--held-out``, NK cells by default), query = donors 1244
+and 1016 with every type, unlabelled (subsampled to ``--n-ref`` / ``--n-query`` cells, seeded).
+The reference is a ``CGMDVAE(condition_key="donor", labels_key="cell_type")``; the query is
+mapped with ``load_query_data`` (its donors are new categories) and trained. Scores of each query
+cell, higher = more like the reference's cells:
+
+* ``density``: log of the z posterior mean under the mixture prior given the cell's conditions
+  and the w posterior mean, sum_k pi_k N(z; mu_k(w, c), Sigma_k(w, c)), plus log N(w; 0, I) (what
+  ``predict_labels``' ``typicality`` ranks; :func:`deltavae.model._typicality.log_density`);
+* ``density_z``: the same without the w term;
+* ``knn``: minus the mean distance in z to the 15 nearest reference training cells;
+* ``confidence``: ``predict_labels``' confidence (max q(y | z, c)), the baseline.
+
+Reported: AUROC of each score (held-out against known query cells), and for ``typicality`` (the
+share of the reference's training cells whose density is lower; ``predict_labels``) the share of
+held-out and of known cells under 0.01 and 0.05, and the accuracy of the labels on known cells
+without flagging and on the known cells left unflagged.
+
+Run from the repository root (one thread)::
+
+    DELTAVAE_DATA=/work/shared/data python benchmarks/novel_types.py --seeds 0 1
+    DELTAVAE_DATA=/work/shared/data python benchmarks/novel_types.py --held-out "B cells"
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import scvi  # noqa: E402
+import torch  # noqa: E402
+from _common import Timer  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+from sklearn.neighbors import NearestNeighbors  # noqa: E402
+
+import deltavae as dv  # noqa: E402
+
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
+REF_DONORS = ["1015", "1256", "1488"]
+QUERY_DONORS = ["1244", "1016"]
+THRESHOLDS = (0.01, 0.05)
+
+
+def log_density(module, z, w, cat_covs) -> torch.Tensor:
+    """log p(z, w | c) at ``z`` and ``w``: N(w; 0, I) times the mixture of p(z | w, y, c) over y
+    weighted by E[d] = alpha / sum alpha."""
+    log_pz = module.prior_distribution(w, cat_covs).log_prob(z.unsqueeze(-2))  # (cells, K)
+    log_pi = torch.log(module.alpha / module.alpha.sum())
+    mixture = torch.logsumexp(log_pz + log_pi, dim=-1)
+    return mixture + torch.distributions.Normal(0.0, 1.0).log_prob(w).sum(-1)
+
+
+@torch.inference_mode()
+def _scores(model, adata) -> dict[str, np.ndarray]:
+    """Per cell: z, the two densities (with and without the w term), the reconstruction
+    log-likelihood at the mean of z (all, per UMI) and the NB deviance per UMI (minus)."""
+    from scvi import REGISTRY_KEYS
+
+    from deltavae.distributions import count_log_prob
+
+    module = model.module
+    module.eval()
+    out = {k: [] for k in ("z", "density", "density_z", "recon", "recon_umi", "deviance_umi")}
+    for tensors in model._make_data_loader(model._validate_anndata(adata), batch_size=512):
+        inf = module.inference(**module._get_inference_input(tensors), draw=False)
+        z, w, cats = inf["qz"].loc, inf["qw"].loc, tensors.get(REGISTRY_KEYS.CAT_COVS_KEY)
+        x = tensors[REGISTRY_KEYS.X_KEY]
+        both = log_density(module, z, w, cats)
+        w_term = torch.distributions.Normal(0.0, 1.0).log_prob(w).sum(-1)
+        params = module.decode(z, cats, inf["library"])
+        recon = module.observation.log_prob(params, x)
+        umis = x.sum(-1).clamp(min=1.0)
+        fit = count_log_prob(x, params["mu"], params["theta"], None).sum(-1)
+        saturated = count_log_prob(x, x.clamp(min=1e-8), params["theta"], None).sum(-1)
+        values = (z, both, both - w_term, recon, recon / umis, -(saturated - fit) / umis)
+        for key, value in zip(out, values, strict=True):
+            out[key].append(value)
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+def _share_lower(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The share of ``reference`` scores under each of ``values`` (a typicality)."""
+    return np.searchsorted(np.sort(reference), values, side="left") / len(reference)
+
+
+def _split(seed: int, held_out: str, n_ref: int, n_query: int):
+    adata = dv.datasets.kang_ifnb_8donors()
+    adata.obs["donor"] = adata.obs["donor"].astype(str)
+    adata.obs["cell_type"] = adata.obs["cell_type"].astype(str)
+    rng = np.random.default_rng(seed)
+    donor, kind = adata.obs["donor"], adata.obs["cell_type"]
+    ref_rows = np.flatnonzero(donor.isin(REF_DONORS) & (kind != held_out))
+    query_rows = np.flatnonzero(donor.isin(QUERY_DONORS))
+    ref = adata[np.sort(rng.choice(ref_rows, n_ref, replace=False))].copy()
+    query = adata[np.sort(rng.choice(query_rows, n_query, replace=False))].copy()
+    truth = query.obs.pop("cell_type").to_numpy()
+    return ref, query, truth
+
+
+def run(seed: int, held_out: str, args) -> dict:
+    scvi.settings.seed = seed
+    ref, query, truth = _split(seed, held_out, args.n_ref, args.n_query)
+    with Timer() as t:
+        dv.model.CGMDVAE.setup_anndata(ref, condition_key="donor", labels_key="cell_type")
+        model = dv.model.CGMDVAE(ref)
+        model.train(max_epochs=args.epochs, batch_size=128, **QUIET)
+        q = dv.model.CGMDVAE.load_query_data(query, model)
+        q.train(max_epochs=args.query_epochs, batch_size=128, **QUIET)
+    ref_s = _scores(model, model.adata[model.train_indices])
+    query_s = _scores(q, query)
+    novel = truth == held_out
+    table = q.predict_labels(query)
+    k = 15
+    nn = NearestNeighbors(n_neighbors=k + 1).fit(ref_s["z"])
+    ref_s["knn"] = -nn.kneighbors(ref_s["z"])[0][:, 1:].mean(1)
+    query_s["knn"] = -nn.kneighbors(query_s["z"])[0][:, :k].mean(1)
+    names = ("density", "density_z", "recon", "recon_umi", "deviance_umi", "knn")
+    typ = {n: _share_lower(ref_s[n], query_s[n]) for n in names}
+    typ["min(deviance_umi, knn)"] = np.minimum(typ["deviance_umi"], typ["knn"])
+    typ["min(deviance_umi, density)"] = np.minimum(typ["deviance_umi"], typ["density"])
+    typ["min(recon_umi, knn)"] = np.minimum(typ["recon_umi"], typ["knn"])
+    typ["typicality (predict_labels)"] = table["typicality"].to_numpy()
+    typ["confidence"] = table["confidence"].to_numpy()
+    right = table["label"].astype(str).to_numpy() == truth
+    row = {"accuracy_known": right[~novel].mean()}
+    for name, score in typ.items():
+        cells = [f"auroc {roc_auc_score(~novel, score):.3f}"]
+        for thr in THRESHOLDS:
+            flagged = score < thr
+            cells.append(
+                f"<{thr}: novel {flagged[novel].mean():.3f} known {flagged[~novel].mean():.3f}"
+                f" acc kept {right[~novel & ~flagged].mean():.3f}"
+            )
+        row[name] = " | ".join(cells)
+    row["novel_called"] = dict(
+        zip(*np.unique(table["label"].astype(str)[novel], return_counts=True), strict=True)
+    )
+    row["n_novel"], row["n_known"] = int(novel.sum()), int((~novel).sum())
+    row["cpu_s"] = t.cpu_seconds
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--held-out", nargs="+", default=["NK cells"])
+    p.add_argument("--n-ref", type=int, default=2500)
+    p.add_argument("--n-query", type=int, default=1500)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--query-epochs", type=int, default=30)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    for held_out in args.held_out:
+        for seed in args.seeds:
+            row = run(seed, held_out, args)
+            print(f"held-out={held_out!r} seed={seed}", flush=True)
+            for key, value in row.items():
+                shown = f"{value:.3f}" if isinstance(value, float) else value
+                print(f"  {key}: {shown}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

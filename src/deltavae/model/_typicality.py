@@ -1,0 +1,169 @@
+"""How typical a cell is of the cells CGMDVAE's reference trained on: ``predict_labels``'
+``typicality`` column and its ``unknown_below`` flag for cells of a type the reference never saw.
+
+q(y | z, c) gives every cell a reference label with confidence near 1, even a cell of a type
+absent from the reference (Kang's NK cells left out of the reference were called CD8 T at
+0.99999999). What tells such cells is how badly the model explains their data (:func:`fit_score`):
+the frozen encoder puts an NK cell among the CD8 T cells, and the decoder then draws a CD8 T
+profile that misses the NK genes. The score is minus the deviance of the cell's data from what
+the decoder gives at its posterior mean of z, under its own conditions and library: for counts
+the negative binomial deviance, sum over genes of log NB(x; x, theta) - log NB(x; mu, theta),
+per UMI (the saturated term takes out what the cell's counts alone decide). Each fit of a model
+that is not a query model keeps :data:`LEVELS` quantiles of it over its cells outside the test
+split (``typicality_record_``, saved; a query model keeps its reference's, which the query's
+own training leaves alone: the reference's weights are frozen); a cell's ``typicality`` is the
+share of those cells whose score is lower (read between the quantiles), in [0, 1].
+
+The density of z under the mixture prior, log p(z, w | c), was measured too and ranked the
+held-out cells as *more* typical than the known ones (AUROC 0.40 on Kang's NK cells, 0.14-0.19
+on synthetic counts); benchmarks/README.md, "Cells of types the reference never saw".
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+
+import numpy as np
+import pandas as pd
+import torch
+from scvi import REGISTRY_KEYS
+
+from .._checks import short_repr
+from ..distributions import count_log_prob
+
+logger = logging.getLogger(__name__)
+
+#: Quantiles kept of the training cells' scores (at 0, 1/(LEVELS-1), ..., 1).
+LEVELS = 101
+#: The name of :func:`fit_score`, kept with the quantiles: a record of another score is not read.
+SCORE = "deviance per UMI at the posterior mean of z"
+
+
+def fit_score(module, tensors: dict) -> torch.Tensor:
+    """Minus the deviance per UMI (per feature for the normal and Bernoulli likelihoods) of
+    each cell of the minibatch ``tensors`` from the decoder's output at its posterior mean of
+    z, its own conditions and library (see the module): higher is better explained."""
+    x, cats = tensors[REGISTRY_KEYS.X_KEY], tensors.get(REGISTRY_KEYS.CAT_COVS_KEY)
+    inf = module.inference(**module._get_inference_input(tensors), draw=False)
+    params = module.decode(inf["qz"].loc, cats, inf["library"])
+    observation = module.observation
+    if observation.is_count:
+        fit = count_log_prob(x, params["mu"], params["theta"]).sum(-1)
+        best = count_log_prob(x, x.clamp(min=1e-8), params["theta"]).sum(-1)
+        return (fit - best) / x.sum(-1).clamp(min=1.0)
+    at_x = x if observation.name == "normal" else torch.logit(x.clamp(1e-6, 1 - 1e-6))
+    best = observation.log_prob({**params, "out": at_x}, x)
+    return (observation.log_prob(params, x) - best) / x.shape[-1]
+
+
+@torch.inference_mode()
+def fit_scores(model, adata, indices=None, batch_size=None) -> np.ndarray:
+    """:func:`fit_score` of the cells ``indices`` of ``adata`` (all for None), in that order."""
+    adata = model._validate_anndata(model._resolve_adata(adata))
+    loader = model._make_data_loader(adata, indices=indices, batch_size=batch_size)
+    scores = [fit_score(model.module, tensors).float().cpu() for tensors in loader]
+    return torch.cat(scores).numpy() if scores else np.zeros(0, dtype=np.float32)
+
+
+def record_typicality(model, rows: np.ndarray) -> None:
+    """After a fit of a model that is not a query model: its cells at ``rows`` (those outside
+    the test split) to score for ``typicality_record_``, scored when first needed
+    (:func:`settle_record`: by ``predict_labels``, ``save`` and ``load_query_data``), not after
+    every fit. A query model keeps its reference's record."""
+    if model.is_query_model or not len(rows) or not model.is_trained_:
+        return
+    model.typicality_record_ = None
+    model._typicality_cells = (model.adata_manager.adata_uuid, np.asarray(rows))
+
+
+def settle_record(model) -> None:
+    """``typicality_record_`` of the last fit's cells (:func:`record_typicality`), if a fit left
+    them to score: :data:`LEVELS` quantiles of :func:`fit_score` over them, with the score's
+    name and their number. None where the model reads other cells now (``model.adata`` set to
+    another AnnData since)."""
+    pending = getattr(model, "__dict__", {}).pop("_typicality_cells", None)
+    if pending is None:
+        return
+    uuid, rows = pending
+    if model.adata is None or model.adata_manager.adata_uuid != uuid:
+        return
+    scores = fit_scores(model, model.adata, rows).astype(float)
+    quantiles = np.quantile(scores, np.linspace(0.0, 1.0, LEVELS))
+    model.typicality_record_ = {
+        "score": SCORE,
+        "cells": len(rows),
+        "quantiles": [float(v) for v in quantiles],
+    }
+
+
+def typicality(model, scores: np.ndarray) -> np.ndarray:
+    """The share of the training cells (see the module) whose score is lower than each of
+    ``scores``, read linearly between the kept quantiles: 0 under the lowest, 1 over the
+    highest; NaN for a model that kept none (saved before it kept them)."""
+    record = getattr(model, "typicality_record_", None)
+    if not record or record.get("score") != SCORE:
+        return np.full(len(scores), np.nan, dtype=np.float32)
+    quantiles = np.asarray(record["quantiles"], dtype=float)
+    levels = np.linspace(0.0, 1.0, len(quantiles))
+    share = np.interp(scores, quantiles, levels, left=0.0, right=1.0)
+    return share.astype(np.float32)
+
+
+def check_unknown_below(unknown_below, soft) -> None:
+    """``unknown_below`` is None or a number in [0, 1], and not with ``soft``."""
+    if unknown_below is None:
+        return
+    if isinstance(unknown_below, bool | np.bool_) or not isinstance(unknown_below, numbers.Real):
+        raise ValueError(
+            f"unknown_below must be a number in [0, 1] (a typicality, e.g. 0.01) or None, got "
+            f"{short_repr(unknown_below)}."
+        )
+    if not 0.0 <= float(unknown_below) <= 1.0:  # NaN too
+        raise ValueError(
+            f"unknown_below={short_repr(unknown_below)} is outside [0, 1]: it is a typicality "
+            "(the share of the reference's training cells less typical than a cell), e.g. 0.01."
+        )
+    if soft:
+        raise ValueError(
+            "unknown_below marks labels, and soft=True returns probabilities: pass one of them "
+            "(the probabilities' cells to flag: predict_labels()['typicality'] < threshold)."
+        )
+
+
+def _mark(model, categories: pd.Index):
+    """The model's mark of unlabelled cells, typed as ``categories``: its registered
+    ``unlabeled_category``, ``"Unknown"`` for a model without labels."""
+    mark = "Unknown"
+    if model.registry_["setup_args"].get("labels_key") is not None:
+        state = model.registry_["field_registries"]["labels"]["state_registry"]
+        mark = state["unlabeled_category"]
+    if isinstance(mark, numbers.Integral) and categories.dtype.kind in "iu":
+        return int(mark)
+    return str(mark)
+
+
+def mark_unknown(model, label: pd.Categorical, typical: np.ndarray, below) -> pd.Categorical:
+    """``label`` with the cells whose ``typical`` is under ``below`` given the model's
+    unlabelled mark (a category added whether or not a cell takes it); the count said at INFO.
+    Refused for a model that kept no typicality (NaN)."""
+    if np.isnan(typical).any():
+        raise ValueError(
+            "unknown_below needs the scores of the reference's training cells, which "
+            "this model did not keep (saved before deltavae kept them): train the reference "
+            "again (train()) and map the query onto it (load_query_data)."
+        )
+    mark = _mark(model, label.categories)
+    if mark not in label.categories:
+        label = label.add_categories([mark])
+    flagged = typical < below
+    label[flagged] = mark
+    logger.info(
+        "%d of %d cells less typical than the share %s of the reference's training cells: "
+        "labelled %r.",
+        int(flagged.sum()),
+        len(flagged),
+        below,
+        mark,
+    )
+    return label
