@@ -193,7 +193,7 @@ def test_label_transfer_on_a_shifted_batch(reference, tmp_path):
     # The typicality ranks against the reference's training cells, which the query's own
     # training leaves as they were (the reference's weights are frozen).
     assert q.typicality_record_ == model.typicality_record_
-    assert len(model.typicality_record_["quantiles"]) == 101
+    assert len(model.typicality_record_["smaller_share"]) == 101
     assert labels["typicality"].between(0, 1).all() and labels["typicality"].median() > 0.2
     assert (labels["label"].astype(str).to_numpy() == truth).mean() >= 0.9
     assert labels["confidence"].between(1 / 3, 1).all() and labels["confidence"].mean() > 0.8
@@ -265,13 +265,13 @@ def test_typicality_tells_the_cells_of_a_type_the_reference_never_saw(
     assert list(table.columns) == ["label", "confidence", "typicality"]
     typical = table["typicality"]
     assert typical.between(0, 1).all()
-    assert typical[novel].median() < 0.2 < 0.3 < typical[~novel].median()
-    assert roc_auc_score(~novel, typical) > 0.75
+    assert typical[novel].median() < 0.25 < 0.4 < typical[~novel].median()
+    assert roc_auc_score(~novel, typical) > 0.7
     with caplog.at_level(logging.INFO, logger="deltavae"):
         marked = model.predict_labels(cells, unknown_below=0.1)
     flagged = typical.to_numpy() < 0.1
     assert ((marked["label"] == "Unknown").to_numpy() == flagged).all()
-    assert flagged[novel].mean() > 3 * flagged[~novel].mean()
+    assert flagged[novel].mean() > 2.5 * flagged[~novel].mean()
     assert "Unknown" in marked["label"].cat.categories
     kept = ~flagged
     assert (marked["label"][kept].astype(str) == table["label"][kept].astype(str)).all()

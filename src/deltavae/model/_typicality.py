@@ -3,20 +3,25 @@
 
 q(y | z, c) gives every cell a reference label with confidence near 1, even a cell of a type
 absent from the reference (Kang's NK cells left out of the reference were called CD8 T at
-0.99999999). What tells such cells is how badly the model explains their data (:func:`fit_score`):
-the frozen encoder puts an NK cell among the CD8 T cells, and the decoder then draws a CD8 T
-profile that misses the NK genes. The score is minus the deviance of the cell's data from what
-the decoder gives at its posterior mean of z, under its own conditions and library: for counts
-the negative binomial deviance, sum over genes of log NB(x; x, theta) - log NB(x; mu, theta),
-per UMI (the saturated term takes out what the cell's counts alone decide). Each fit of a model
-that is not a query model keeps :data:`LEVELS` quantiles of it over its cells outside the test
-split (``typicality_record_``, saved; a query model keeps its reference's, which the query's
-own training leaves alone: the reference's weights are frozen); a cell's ``typicality`` is the
-share of those cells whose score is lower (read between the quantiles), in [0, 1].
+0.99999999). Two scores tell such cells, each where the other fails (:func:`fit_score`):
 
-The density of z under the mixture prior, log p(z, w | c), was measured too and ranked the
-held-out cells as *more* typical than the known ones (AUROC 0.40 on Kang's NK cells, 0.14-0.19
-on synthetic counts); benchmarks/README.md, "Cells of types the reference never saw".
+* how badly the decoder explains the cell's data at its posterior mean of z, under its own
+  conditions and library: minus the deviance per UMI (for counts the negative binomial
+  deviance, sum over genes of log NB(x; x, theta) - log NB(x; mu, theta); the saturated term
+  takes out what the cell's counts alone decide). The frozen encoder puts an NK cell among the
+  CD8 T cells, and the decoder draws a CD8 T profile that misses the NK genes;
+* how far the encoder puts the cell from the reference's cells: the density of its posterior
+  means under the prior given its conditions, log p(z, w | c) = log N(w; 0, I) + log sum_y
+  E[d_y] p(z | w, y, c). Held-out B cells land away from every component; NK cells (and
+  synthetic types of new marker genes) land inside one and score as typical.
+
+Each score becomes the share of the reference's cells scoring lower, and a cell's
+``typicality`` is the share of the reference's cells whose smaller share is lower than its own:
+in [0, 1], about uniform over the reference's cells. Each fit of a model that is not a query
+model keeps :data:`LEVELS` quantiles of the two scores and of the smaller share over its cells
+outside the test split (``typicality_record_``, saved; a query model keeps its reference's,
+which the query's own training leaves alone: the reference's weights are frozen), scored when
+first needed. Measured in benchmarks/README.md, "Cells of types the reference never saw".
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scvi import REGISTRY_KEYS
+from torch.distributions import Normal
 
 from .._checks import short_repr
 from ..distributions import count_log_prob
@@ -36,25 +42,34 @@ logger = logging.getLogger(__name__)
 
 #: Quantiles kept of the training cells' scores (at 0, 1/(LEVELS-1), ..., 1).
 LEVELS = 101
-#: The name of :func:`fit_score`, kept with the quantiles: a record of another score is not read.
-SCORE = "deviance per UMI at the posterior mean of z"
+#: The name of :func:`fit_score`'s scores, kept with the quantiles: a record of other scores is
+#: not read.
+SCORE = "smaller share of minus the deviance per UMI and log p(z, w | c), at the means"
 
 
 def fit_score(module, tensors: dict) -> torch.Tensor:
-    """Minus the deviance per UMI (per feature for the normal and Bernoulli likelihoods) of
-    each cell of the minibatch ``tensors`` from the decoder's output at its posterior mean of
-    z, its own conditions and library (see the module): higher is better explained."""
+    """The two scores of each cell of the minibatch ``tensors`` (see the module), higher for a
+    cell more like the reference's, as columns: minus the deviance per UMI (per feature for
+    the normal and Bernoulli likelihoods) of its data from the decoder's output at its
+    posterior mean of z, its own conditions and library; log p(z, w | c) at its means."""
     x, cats = tensors[REGISTRY_KEYS.X_KEY], tensors.get(REGISTRY_KEYS.CAT_COVS_KEY)
     inf = module.inference(**module._get_inference_input(tensors), draw=False)
-    params = module.decode(inf["qz"].loc, cats, inf["library"])
+    z, w = inf["qz"].loc, inf["qw"].loc
+    params = module.decode(z, cats, inf["library"])
     observation = module.observation
     if observation.is_count:
         fit = count_log_prob(x, params["mu"], params["theta"]).sum(-1)
         best = count_log_prob(x, x.clamp(min=1e-8), params["theta"]).sum(-1)
-        return (fit - best) / x.sum(-1).clamp(min=1.0)
-    at_x = x if observation.name == "normal" else torch.logit(x.clamp(1e-6, 1 - 1e-6))
-    best = observation.log_prob({**params, "out": at_x}, x)
-    return (observation.log_prob(params, x) - best) / x.shape[-1]
+        deviance = (fit - best) / x.sum(-1).clamp(min=1.0)
+    else:
+        at_x = x if observation.name == "normal" else torch.logit(x.clamp(1e-6, 1 - 1e-6))
+        best = observation.log_prob({**params, "out": at_x}, x)
+        deviance = (observation.log_prob(params, x) - best) / x.shape[-1]
+    log_pz = module.prior_distribution(w, cats).log_prob(z.unsqueeze(-2))  # (cells, K)
+    alpha = module.alpha.to(log_pz.dtype)
+    mixture = torch.logsumexp(log_pz + torch.log(alpha / alpha.sum()), dim=-1)
+    density = mixture + Normal(0.0, 1.0).log_prob(w).sum(-1)
+    return torch.stack([deviance, density], dim=-1)
 
 
 @torch.inference_mode()
@@ -63,7 +78,7 @@ def fit_scores(model, adata, indices=None, batch_size=None) -> np.ndarray:
     adata = model._validate_anndata(model._resolve_adata(adata))
     loader = model._make_data_loader(adata, indices=indices, batch_size=batch_size)
     scores = [fit_score(model.module, tensors).float().cpu() for tensors in loader]
-    return torch.cat(scores).numpy() if scores else np.zeros(0, dtype=np.float32)
+    return torch.cat(scores).numpy() if scores else np.zeros((0, 2), dtype=np.float32)
 
 
 def record_typicality(model, rows: np.ndarray) -> None:
@@ -89,25 +104,39 @@ def settle_record(model) -> None:
     if model.adata is None or model.adata_manager.adata_uuid != uuid:
         return
     scores = fit_scores(model, model.adata, rows).astype(float)
-    quantiles = np.quantile(scores, np.linspace(0.0, 1.0, LEVELS))
+    levels = np.linspace(0.0, 1.0, LEVELS)
+    each = np.quantile(scores, levels, axis=0)  # (LEVELS, 2)
+    smaller = _smaller_share(scores, each)
     model.typicality_record_ = {
         "score": SCORE,
         "cells": len(rows),
-        "quantiles": [float(v) for v in quantiles],
+        "quantiles": [[float(v) for v in each[:, j]] for j in range(2)],
+        "smaller_share": [float(v) for v in np.quantile(smaller, levels)],
     }
 
 
+def _share(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """The share of cells under each of ``values``, read linearly between their ``quantiles``
+    (at evenly spaced levels): 0 under the lowest, 1 over the highest."""
+    levels = np.linspace(0.0, 1.0, len(quantiles))
+    return np.interp(values, quantiles, levels, left=0.0, right=1.0)
+
+
+def _smaller_share(scores: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """Per cell, the smaller of its two scores' shares (``quantiles``: levels x 2)."""
+    return np.minimum(_share(scores[:, 0], quantiles[:, 0]), _share(scores[:, 1], quantiles[:, 1]))
+
+
 def typicality(model, scores: np.ndarray) -> np.ndarray:
-    """The share of the training cells (see the module) whose score is lower than each of
-    ``scores``, read linearly between the kept quantiles: 0 under the lowest, 1 over the
-    highest; NaN for a model that kept none (saved before it kept them)."""
+    """The share of the training cells (see the module) whose smaller share is lower than
+    each cell's of ``scores`` (:func:`fit_scores`); NaN for a model that kept no record (saved
+    before it kept them)."""
     record = getattr(model, "typicality_record_", None)
     if not record or record.get("score") != SCORE:
         return np.full(len(scores), np.nan, dtype=np.float32)
-    quantiles = np.asarray(record["quantiles"], dtype=float)
-    levels = np.linspace(0.0, 1.0, len(quantiles))
-    share = np.interp(scores, quantiles, levels, left=0.0, right=1.0)
-    return share.astype(np.float32)
+    quantiles = np.asarray(record["quantiles"], dtype=float).T
+    smaller = _smaller_share(np.asarray(scores, dtype=float), quantiles)
+    return _share(smaller, np.asarray(record["smaller_share"])).astype(np.float32)
 
 
 def check_unknown_below(unknown_below, soft) -> None:
