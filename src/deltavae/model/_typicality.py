@@ -179,8 +179,9 @@ def mark_unknown(model, label: pd.Categorical, typical: np.ndarray, below) -> pd
     if np.isnan(typical).any():
         raise ValueError(
             "unknown_below needs the scores of the reference's training cells, which "
-            "this model did not keep (saved before deltavae kept them): train the reference "
-            "again (train()) and map the query onto it (load_query_data)."
+            "this model did not keep (saved before deltavae kept them, or given other cells "
+            "with model.adata = ... before it scored them): train the reference again "
+            "(train()) and map the query onto it (load_query_data)."
         )
     mark = _mark(model, label.categories)
     if mark not in label.categories:
