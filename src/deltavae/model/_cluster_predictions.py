@@ -114,9 +114,13 @@ class PredictionsMixin:
                 f"use_posterior_mean={short_repr(use_posterior_mean)}: CGMDVAE predicts at "
                 "the posterior mean of z only; pass use_posterior_mean=True (the default)."
             )
-        table = self.predict_labels(adata, indices=indices, soft=soft, batch_size=batch_size)
-        # The categories' dtype: int64 for integer labels, object for names (never <U).
-        return table if soft else table["label"].to_numpy()
+        _check_soft(soft)
+        if soft:
+            return self.predict_labels(adata, indices=indices, soft=True, batch_size=batch_size)
+        probs = self._posterior(self._resolve_adata(adata), indices, batch_size)["probs"]
+        # predict_labels' labels without its typicality (a second pass over the cells). The
+        # categories' dtype: int64 for integer labels, object for names (never <U).
+        return pd.Series(labels_of(self, probs.argmax(1))).to_numpy()
 
     @indices_after_adata("soft", "batch_size")
     def predict_clusters(

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 #: Quantiles kept of the training cells' scores (at 0, 1/(LEVELS-1), ..., 1).
 LEVELS = 101
+#: The most cells scored for the record (drawn among more).
+MAX_CELLS = 50_000
 #: The name of :func:`fit_score`'s scores, kept with the quantiles: a record of other scores is
 #: not read.
 SCORE = "smaller share of minus the deviance per UMI and log p(z, w | c), at the means"
@@ -88,8 +90,11 @@ def record_typicality(model, rows: np.ndarray) -> None:
     every fit. A query model keeps its reference's record."""
     if model.is_query_model or not len(rows) or not model.is_trained_:
         return
+    rows = np.asarray(rows)
+    if len(rows) > MAX_CELLS:  # quantiles need no more; a fixed draw, alike on every run
+        rows = np.sort(np.random.default_rng(0).choice(rows, MAX_CELLS, replace=False))
     model.typicality_record_ = None
-    model._typicality_cells = (model.adata_manager.adata_uuid, np.asarray(rows))
+    model._typicality_cells = (model.adata_manager.adata_uuid, rows)
 
 
 def settle_record(model) -> None:
