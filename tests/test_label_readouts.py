@@ -390,18 +390,22 @@ def test_labels_filled_in_with_predictions_after_training_leave_read_outs_workin
 
 def test_a_rare_label_is_told_it_can_be_unlabelled_not_only_dropped():
     """PBMC 3k with 5% of the labels kept: 'Platelet' (1 labelled cell) was told 'merge them
-    into another category or drop those cells'; in a semi-supervised model the cell can
-    stay, unlabelled, and the model predicts its label. A rare condition is told as before."""
+    into another category or drop those cells', then to relabel it 'Unknown', which with one
+    labelled cell per type on purpose (few-label training) would unlabel every cell; a
+    semi-supervised column is told what few labelled cells mean and how to check them. A
+    rare condition, or a rare label of a fully labelled column, is told as before."""
     adata = _cells()
     types = np.where(np.arange(adata.n_obs) % 3 == 0, "Unknown", adata.obs["cluster"].astype(str))
     types[1] = "Platelet"
     adata.obs["type"] = types
     note = (
-        r"'Platelet' \(1\)\): .* drop those cells, or, for adata.obs\['type'\], relabel those "
-        r"cells 'Unknown' \(unlabelled: they still train, and the model predicts their label\)\."
+        r"^Labels with fewer than 3 cells labelled \(adata.obs\['type'\]: 'Platelet' \(1\)\): "
+        r"few-label training learns each type from the unlabelled cells like its labelled "
+        r"ones, .* Check the names \(model.predict\(\)\) and label a few more cells"
     )
-    with pytest.warns(UserWarning, match=note):
+    with pytest.warns(UserWarning, match=note) as record:
         dv.model.CGMDVAE.setup_anndata(adata, labels_key="type")
+    assert len(record) == 1
     adata.obs["donor"] = np.where(np.arange(adata.n_obs) == 2, "d9", "d1")
     del adata.obs["type"]
     with pytest.warns(UserWarning, match=r"'d9' \(1\)\): .* drop those cells\.$"):

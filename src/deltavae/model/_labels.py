@@ -14,6 +14,7 @@ from scvi.data.fields import CategoricalJointObsField, LabelsWithUnlabeledObsFie
 
 from .._checks import short_repr
 from ._condition_types import record_condition_dtypes
+from ._few_cells import warn_few_cells
 from ._matrices import with_column
 from ._registered import category_mappings
 from ._scvi_glue import _FEW_CELLS_WARNING
@@ -174,33 +175,7 @@ def small_categories_named(
         yield
     if query:
         return
-    small = []
-    for key in columns:
-        values = adata.obs[key].astype(str)
-        if key in (unlabelled or {}):
-            values = values[values != str(unlabelled[key])]
-        counts = values.value_counts()
-        few = counts[counts < 3]
-        if len(few):
-            listed = ", ".join(f"{v!r} ({n})" for v, n in list(few.items())[:5])
-            small.append(f"adata.obs[{key!r}]: {listed}")
-    if small:
-        # Cells of a rare label need not go: unlabelled, they still train (semi-supervised).
-        labels = [k for k in columns if k in (unlabelled or {})]
-        mark = (unlabelled or {}).get(labels[0]) if labels else None
-        unlabel = ""
-        if labels and mark is not None and any(f"[{labels[0]!r}]" in entry for entry in small):
-            # An integer mark of a supervised column is one no cell carries: name it.
-            held = adata.obs[labels[0]].astype(str).eq(str(mark)).any()
-            named = "" if held or mark == "Unknown" else f" and pass unlabeled_category={mark!r}"
-            unlabel = (
-                f", or, for adata.obs[{labels[0]!r}], relabel those cells {mark!r}{named} "
-                "(unlabelled: they still train, and the model predicts their label)"
-            )
-        warn_user(
-            "Categories with fewer than 3 cells (" + "; ".join(small) + "): the model learns "
-            f"little of them; merge them into another category or drop those cells{unlabel}."
-        )
+    warn_few_cells(adata, columns, unlabelled or {})
 
 
 def record_trained_categories(model, held_out=None) -> None:

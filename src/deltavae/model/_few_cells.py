@@ -1,0 +1,69 @@
+"""What setup says of categories with fewer than 3 cells (scvi-tools' warning, renamed).
+
+A condition or a fully labelled column's category of one or two cells trains little of
+itself. A semi-supervised labels column is another matter: one labelled cell per type is
+how few-label training is meant to be used (scANVI's tutorials label a handful of cells).
+Its unlabelled cells teach each label's component what the type looks like; the labelled
+cells name the components and the start's clusters (train/_label_space.py). What can go
+wrong is the naming: a lone labelled cell on the edge of its type can name another type's
+cluster. Setup says that, and how to check it, instead of advising to drop or unlabel the
+only labelled cells.
+"""
+
+from __future__ import annotations
+
+from anndata import AnnData
+
+from ._validation import warn_user
+
+
+def _few(adata: AnnData, key: str, mark=None) -> str | None:
+    """``adata.obs[key]``'s categories of fewer than 3 cells (the cells marked ``mark`` left
+    out), listed with their counts (the first 5); None where there are none."""
+    values = adata.obs[key].astype(str)
+    if mark is not None:
+        values = values[values != str(mark)]
+    counts = values.value_counts()
+    few = counts[counts < 3]
+    if not len(few):
+        return None
+    return f"adata.obs[{key!r}]: " + ", ".join(f"{v!r} ({n})" for v, n in list(few.items())[:5])
+
+
+def warn_few_cells(adata: AnnData, columns: list[str], unlabelled: dict) -> None:
+    """Warn of the categories of ``columns`` (obs keys) with fewer than 3 cells; ``unlabelled``
+    maps a labels column to its unlabelled mark. A labels column that holds unlabelled cells
+    (semi-supervised) is told what few labelled cells mean and how to check them; the other
+    columns that their categories train little and how to merge, drop or unlabel them."""
+    small, semi = [], []
+    for key in columns:
+        mark = unlabelled.get(key)
+        entry = _few(adata, key, mark)
+        if entry is None:
+            continue
+        held = key in unlabelled and adata.obs[key].astype(str).eq(str(mark)).any()
+        (semi if held else small).append((key, entry))
+    if semi:
+        warn_user(
+            f"Labels with fewer than 3 cells labelled ({semi[0][1]}): few-label training "
+            "learns each type from the unlabelled cells like its labelled ones, which name "
+            "its cluster, and a labelled cell on the edge of its type may name another's. "
+            "Check the names (model.predict()) and label a few more cells of a type named "
+            "wrong."
+        )
+    if not small:
+        return
+    unlabel = ""
+    labels = [key for key, _ in small if key in unlabelled]
+    if labels:
+        # A supervised column: its mark is one no cell carries, to be named unless the default.
+        mark = unlabelled[labels[0]]
+        named = "" if mark == "Unknown" else f" and pass unlabeled_category={mark!r}"
+        unlabel = (
+            f", or, for adata.obs[{labels[0]!r}], relabel those cells {mark!r}{named} "
+            "(unlabelled: they still train, and the model predicts their label)"
+        )
+    warn_user(
+        "Categories with fewer than 3 cells (" + "; ".join(e for _, e in small) + "): the model "
+        f"learns little of them; merge them into another category or drop those cells{unlabel}."
+    )
