@@ -752,14 +752,18 @@ def test_a_lone_labelled_cell_inside_another_types_start_cluster_is_named_by_its
     np.testing.assert_array_equal(named[51:100], 1)
     np.testing.assert_array_equal(named[101:], 2)
     assert named[50] == 1  # labelled cells keep their own component
-    # The start's Leiden path passes it on.
-    start = MixtureInitialization(seed=0).cluster(points, 3, y=y, space=space)
-    assert (start[51:100] == 1).mean() > 0.9 and (start[101:] == 2).mean() > 0.9
+    # The start's Leiden path passes it on; so do the others, which seeded k-means at the
+    # labelled cells instead (two seeds in type 2's group: type 1's cells named "2").
+    for method in ("leiden", "kmeans", "spectral"):
+        start = MixtureInitialization(seed=0, method=method).cluster(points, 3, y=y, space=space)
+        assert (start[51:100] == 1).mean() > 0.9 and (start[101:] == 2).mean() > 0.9, method
+        assert start[50] == 1
 
 
-def test_a_labelled_count_models_start_keeps_the_counts_for_their_components():
+def test_a_labelled_count_models_start_keeps_the_counts_for_their_components(monkeypatch):
     from types import SimpleNamespace
 
+    import deltavae.train._mixture_init as mixture_init
     from deltavae.train._data import DeltaDataSplitter
     from deltavae.train._label_space import data_components, label_space
     from deltavae.train._mixture_init import MixtureInitialization
@@ -768,9 +772,12 @@ def test_a_labelled_count_models_start_keeps_the_counts_for_their_components():
     kind = adata.obs["cluster"].astype(str).to_numpy()
     first = np.unique(kind, return_index=True)[1]  # one labelled cell of each type
     adata.obs["label"] = np.where(np.isin(np.arange(120), first), kind, "Unknown")
-    with pytest.warns(UserWarning, match="fewer than 3 cells"):
+    # One labelled cell per type on purpose: told what it means, not to drop or unlabel them.
+    few = r"fewer than 3 cells labelled \(adata.obs\['label'\]: '\d' \(1\), .*Check the names"
+    with pytest.warns(UserWarning, match=few) as record:
         dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="label")
         model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=4, n_hidden=16)
+    assert not [w for w in record if "drop those cells" in str(w.message)]
     splitter = DeltaDataSplitter(model.adata_manager, train_size=1.0, batch_size=50)
     splitter.split()
     trainer = SimpleNamespace(world_size=1, datamodule=splitter)
@@ -781,9 +788,41 @@ def test_a_labelled_count_models_start_keeps_the_counts_for_their_components():
     found = {tuple(row) for row in x[y.numpy() >= 0].toarray()}
     assert found == {tuple(row) for row in adata.X[labelled].toarray()}
     space = label_space(z.numpy(), x, None, 0, 3)  # k + 1 components
-    np.testing.assert_allclose(space, data_components(x, None, 0, n_comps=4), atol=1e-5)
+    np.testing.assert_allclose(space, data_components(x, None, 0, n_comps=4), atol=1e-3)
     points = z.numpy()
     assert label_space(points, None, None, 0, 3) is points  # no counts: z itself
+    # No refit follows a labelled model's start: its Leiden graph joins the counts' 50
+    # components' neighbours (29 of 30 genes), as the refit of unlabelled models does (D12).
+    seen, real = {}, mixture_init.labelled_start
+    monkeypatch.setattr(mixture_init, "initialize_mixture", lambda *args, **kwargs: None)
+    monkeypatch.setattr(
+        mixture_init,
+        "labelled_start",
+        lambda *args: seen.update(x=args[1], counts=args[5]) or real(*args),
+    )
+    start = MixtureInitialization(epoch=1)
+    start.cluster = lambda *args: seen.update(data=args[4], space=args[5]) or args[3].clip(0)
+    trainer = SimpleNamespace(world_size=1, datamodule=splitter, current_epoch=1)
+    trainer.is_global_zero = True
+    quiet = SimpleNamespace(module=model.module, stop_if_diverged=lambda *args: None)
+    start.on_train_epoch_start(trainer, quiet)
+    assert seen["data"].shape == (120, 29) and seen["space"].shape == (120, 4)
+    np.testing.assert_allclose(abs(seen["data"][:, :4]), abs(seen["space"]), atol=1e-5)
+    # Log-normalised data (normal likelihood) kept no data and voted in z, where a labelled
+    # cell's neighbours lay in its own cluster: its own components (not normalised again).
+    logged = adata.copy()
+    logged.X = np.log1p(logged.X.toarray())
+    with pytest.warns(UserWarning, match="fewer than 3 cells labelled"):
+        dv.model.CGMDVAE.setup_anndata(logged, labels_key="label")
+    normal = dv.model.CGMDVAE(logged, n_clusters=3, likelihood="normal", n_latent=4, n_hidden=16)
+    splitter = DeltaDataSplitter(normal.adata_manager, train_size=1.0, batch_size=50)
+    splitter.split()
+    trainer.datamodule, quiet.module = splitter, normal.module
+    start.on_train_epoch_start(trainer, quiet)
+    assert seen["counts"] is False and seen["x"].shape == (120, 30)
+    own = data_components(seen["x"], None, 0, counts=False)
+    np.testing.assert_allclose(abs(seen["space"]), abs(own[:, :4]), atol=1e-3)
+    assert not np.allclose(abs(own[:, :4]), abs(data_components(seen["x"], None, 0, n_comps=4)))
 
 
 def test_spectral_mixture_start_keeps_curved_groups_whole_without_umap():

@@ -303,8 +303,9 @@ class CGMDVAE(
             Passes through the training cells.
         mixture_init_epoch
             Epoch at which the mixture components are placed on clusters of z (each
-            condition's mean removed, so clusters are shared by the conditions) and on the
-            labelled cells' means. ``"auto"``: a quarter of the epochs for a model not
+            condition's mean removed, so clusters are shared by the conditions), named by
+            the labelled cells (by the clusters of their nearest cells among the data's
+            principal components). ``"auto"``: a quarter of the epochs for a model not
             trained before; ``None`` skips it. The longer z trains as a plain (weakly
             regularised) autoencoder first, the better its groups separate
             (benchmarks/README.md, Numbers behind the defaults, D3).

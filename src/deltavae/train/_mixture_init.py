@@ -33,7 +33,7 @@ from .._threads import keep_torch_threads
 from ..module._cgmdvae import _prior_scale
 from ._data import all_training_cells
 from ._graph_clusters import exactly_k, fuzzy_graph, leiden_k, match_labels
-from ._label_space import _condition_centred, label_space, sparse_rows
+from ._label_space import _condition_centred, labelled_start, sparse_rows, vote_seeds
 from ._label_space import data_components as data_components  # the refit's, as before
 
 logger = logging.getLogger(__name__)
@@ -349,14 +349,17 @@ class MixtureInitialization(Callback):
     method
         ``"leiden"`` (default): Leiden on UMAP's fuzzy graph of z's 15 nearest neighbours
         (in equal shares from every condition), its resolution searched to give one cluster
-        per component (:func:`_leiden`); with some cells labelled, clusters are matched to
-        the labels' components. It follows connected, curved groups as ``"umap"`` does,
-        without optimising a layout (benchmarks/README.md, Numbers behind the defaults, D4).
+        per component (:func:`_leiden`); a labelled model's graph joins its data's principal
+        components' neighbours (:func:`~deltavae.train._label_space.labelled_start`).
+        It follows connected, curved groups as ``"umap"`` does, without optimising a layout
+        (benchmarks/README.md, Numbers behind the defaults, D4).
         ``"umap"``: k-means on a UMAP embedding of the same graph (``min_dist=0``; up to 10
         dimensions).
         ``"spectral"``: k-means on a spectral embedding of the same neighbour graph
         (:func:`_spectral`; no UMAP, no compilation, about a second on 10,000 cells).
         ``"kmeans"``: k-means on z directly (fastest, for convex groups).
+        With some cells labelled, every method's clusters are named by the clusters of the
+        labelled cells' neighbours (:func:`~deltavae.train._graph_clusters.match_labels`).
 
     Notes
     -----
@@ -382,9 +385,9 @@ class MixtureInitialization(Callback):
             {k: v.to(module.device) for k, v in tensors.items()}
             for tensors in all_training_cells(trainer)
         )
-        # Count models with labels keep the counts: their principal components name the
-        # clusters (train/_label_space.py).
-        keep_x = module.observation.is_count and bool((module.label_to_cluster >= 0).any())
+        # Models with labels keep their data: its principal components name the clusters
+        # (train/_label_space.py).
+        keep_x = bool((module.label_to_cluster >= 0).any())
         cells = encode_cells(module, batches, _MAX_CELLS, keep_x)
         y_obs = module.observed_clusters(cells["labels"])
         return cells["z"], cells["z_var"], cells["cats"], y_obs, cells["x"]
@@ -402,10 +405,11 @@ class MixtureInitialization(Callback):
             group = _condition_groups(cats)
             points = _condition_centred(z, group)
             y = None if y_obs is None else y_obs.cpu().numpy()
-            space = None
-            if y is not None and self.method == "leiden" and not bool((y >= 0).all()):
-                space = label_space(points, x, group, self.seed, module.n_clusters)
-            assignments = self.cluster(points, module.n_clusters, group, y, space=space)
+            space = data = None
+            if y is not None and not bool((y >= 0).all()):
+                counts, k = module.observation.is_count, module.n_clusters
+                space, data = labelled_start(points, x, group, self.seed, k, counts)
+            assignments = self.cluster(points, module.n_clusters, group, y, data, space)
             module.train(was_training)
             assignments = torch.as_tensor(assignments, dtype=torch.long, device=z.device)
             initialize_mixture(module, z, assignments, cats, z_var=z_var)
@@ -433,11 +437,14 @@ class MixtureInitialization(Callback):
         ``group`` holds each point's condition group; ``y`` each point's component for
         labelled cells and -1 for the others (None: no labels). Labelled cells keep their
         component. ``data``: the same cells in a second representation whose neighbours join
-        z's in the graph (Leiden only; the refit of count models passes
-        :func:`data_components` unless they separate the conditions, D15). ``space``: the
-        same cells' coordinates whose neighbours of each labelled cell name the clusters
-        (Leiden only; :func:`~deltavae.train._label_space.label_space`; None: the labelled
-        cells' own clusters). Returns one component per point.
+        z's in the graph (Leiden only; the refit of count models and the start of labelled
+        models pass :func:`data_components` unless they separate the conditions, D15).
+        ``space``: the same cells' coordinates whose neighbours of each labelled cell name
+        every method's clusters (:func:`~deltavae.train._label_space.label_space`; None: the
+        labelled cells' own clusters); k-means starts each label's component at its labelled
+        cells' neighbours there (:func:`~deltavae.train._label_space.vote_seeds`), not at the
+        labelled cells, whose lone cells, one per type, often lay in another type's group.
+        Returns one component per point.
 
         Examples
         --------
@@ -447,27 +454,16 @@ class MixtureInitialization(Callback):
         >>> len(set(clusters[:50])), len(set(clusters[50:])), bool(clusters[0] != clusters[50])
         (1, 1, True)
         """
-        every_cell_labelled = y is not None and bool((y >= 0).all())
-        if self.method == "leiden" and not every_cell_labelled and len(points) > 2 * k:
+        if y is not None and bool((y >= 0).all()):
+            return np.array(y, dtype=np.int64)  # each cell its label's component
+        if self.method == "leiden" and len(points) > 2 * k:
             clusters = _leiden(points, k, self.seed, group, data)
-            return clusters if y is None else match_labels(clusters, y, k, points, space)
-        if self.method in ("umap", "spectral") and not every_cell_labelled:
-            embed = _embed if self.method == "umap" else _spectral
-            points = embed(points, k, self.seed, group)
-        return self._assign(points, y, k)
-
-    def _assign(self, z: np.ndarray, y: np.ndarray | None, k: int) -> np.ndarray:
-        if y is None:
-            return KMeans(k, n_init=10, random_state=self.seed).fit_predict(z)
-        labelled = y >= 0
-        # Component j starts at label j's cells (a label without cells here, and the
-        # components no label claims, at distinct cells, unlabelled ones if enough).
-        rng = np.random.default_rng(self.seed)
-        missing = [j for j in range(k) if not (y == j).any()]
-        pool = z[~labelled] if (~labelled).sum() >= len(missing) else z
-        init = np.stack([z[y == j].mean(0) if (y == j).any() else z[0] for j in range(k)])
-        init[missing] = pool[rng.choice(len(pool), size=len(missing), replace=False)]
-        assignments = KMeans(k, init=init, n_init=1).fit_predict(z)
-        # Labelled cells keep their own component.
-        assignments[labelled] = y[labelled]
-        return assignments
+        else:
+            embed = {"umap": _embed, "spectral": _spectral}.get(self.method)
+            found = points if embed is None else embed(points, k, self.seed, group)
+            if y is None or space is None:
+                clusters = KMeans(k, n_init=10, random_state=self.seed).fit_predict(found)
+            else:  # started at the labelled cells' neighbours: one component per type
+                init = vote_seeds(found, space, y, k, self.seed)
+                clusters = KMeans(k, init=init, n_init=1).fit_predict(found)
+        return clusters if y is None else match_labels(clusters, y, k, points, space)
