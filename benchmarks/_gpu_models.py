@@ -326,7 +326,7 @@ def _cgmdvae_main(ctx: Context, models: dict, kang) -> None:
     run(name, "predict_clusters()", lambda: model.predict_clusters())
     soft = run(name, "predict_clusters(soft=True)", lambda: model.predict_clusters(soft=True))
     truth = adata.obs["cell_type"].astype(str).to_numpy()
-    run(
+    predicted = run(
         name,
         "predict_labels",
         lambda: model.predict_labels(),
@@ -365,6 +365,8 @@ def _cgmdvae_main(ctx: Context, models: dict, kang) -> None:
         "adata": adata,
         "latent": z,
         "soft": soft,
+        # Scored on the device against quantiles kept on the device: the CPU scores the same.
+        "typicality": None if predicted is FAILED else predicted["typicality"].to_numpy(),
         "kind": "latent",
         # Seeded draws, made on the CPU: the CPU copy draws the same (phase 5), translate
         # with another batch_size too.
@@ -557,7 +559,10 @@ def _cgmdvae_reference(ctx: Context, models: dict, kang) -> None:
         "predict_labels (label transfer)",
         lambda: q.predict_labels(),
         needs=[q],
-        detail=lambda p: f"accuracy {_accuracy(p['label'], truth):.3f}",
+        detail=lambda p: (
+            f"accuracy {_accuracy(p['label'], truth):.3f}, typicality median "
+            f"{p['typicality'].median():.3f} (of the reference's record)"
+        ),
     )
     run(qname, "write_to_adata (query)", lambda: q.write_to_adata(), needs=[q], detail=str)
 

@@ -230,6 +230,16 @@ def phase_devices(ctx: Context, models: dict) -> None:
                 detail=str,
                 finite=False,
             )
+        if entry.get("typicality") is not None:
+            run(
+                name,
+                f"predict_labels' typicality on cpu == on {ctx.device}",
+                lambda m=model, t=entry["typicality"]: _same(
+                    t, m.predict_labels()["typicality"].to_numpy(), DEVICE_TOLERANCE, "typicality"
+                ),
+                detail=str,
+                finite=False,
+            )
         for check, (drawn, again) in entry.get("seeded", {}).items():
             run(
                 name,
