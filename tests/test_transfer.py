@@ -198,32 +198,49 @@ def test_label_transfer_on_a_shifted_batch(reference, tmp_path):
     assert (labels["label"].astype(str).to_numpy() == truth).mean() >= 0.9
     assert labels["confidence"].between(1 / 3, 1).all() and labels["confidence"].mean() > 0.8
     written = q.write_to_adata()  # into the query given
-    assert "obs/cgmdvae_label" in written
+    assert "obs/cgmdvae_label" in written and "obs/cgmdvae_typicality" in written
     assert (mine.obs["cgmdvae_label"].astype(str).to_numpy() == truth).mean() >= 0.9
     np.testing.assert_allclose(
         mine.obs["cgmdvae_label_confidence"], labels["confidence"], rtol=1e-5
     )
+    np.testing.assert_allclose(mine.obs["cgmdvae_typicality"], labels["typicality"], atol=1e-5)
     assert "obs/cgmdvae_label" not in model.write_to_adata(model.adata.copy())
+    with pytest.raises(ValueError, match="not a query model.*predict_labels"):
+        model.write_to_adata(model.adata.copy(), unknown_below=0.1)
+    with pytest.raises(ValueError, match="unknown_below must be a number"):
+        q.write_to_adata(mine.copy(), unknown_below="0.1")
     target = mine.copy()
     written = q.write_to_adata(target, key_added="ref101")
-    assert written[-2:] == ["obs/ref101_label", "obs/ref101_label_confidence"]
+    assert written[-3:] == ["obs/ref101_label", "obs/ref101_label_confidence", *written[-1:]]
+    assert written[-1] == "obs/ref101_typicality"
     assert (target.obs["ref101_label"] == target.obs["cgmdvae_label"]).all()
+    # unknown_below marks the labels under it, as predict_labels(unknown_below=) does.
+    below = float(labels["typicality"].median())
+    q.write_to_adata(target, key_added="u", unknown_below=below)
+    marked = (target.obs["u_label"] == "Unknown").to_numpy()
+    assert (marked == (labels["typicality"] < below).to_numpy()).all() and 0 < marked.sum()
+    kept = ~marked
+    assert (target.obs["u_label"][kept].astype(str) == labels["label"][kept].astype(str)).all()
+    assert (target.obs["u_cluster"].astype(str) == labels["label"].astype(str)).all()
     # A model without labels writing under that key again leaves no stale labels of the
     # query model's beside its clusters (in memory and in a backed file); a column of the
     # user's under that name stays.
     ref_cells = model.adata.copy()
-    q.write_to_adata(ref_cells, key_added="k")
+    q.write_to_adata(ref_cells, key_added="k", unknown_below=below)  # marked labels too
+    assert (ref_cells.obs["k_label"] == "Unknown").any()
     ref_cells.obs["cgmdvae_label"], ref_cells.obs["cgmdvae_label_confidence"] = "mine", 0.5
     ref_cells.write_h5ad(tmp_path / "cells.h5ad")
     backed = anndata.read_h5ad(tmp_path / "cells.h5ad", backed="r+")
     for cells in (ref_cells, backed):
         assert "obs/k_label" not in model.write_to_adata(cells, key_added="k")
         assert "k_label" not in cells.obs and "k_label_confidence" not in cells.obs
+        assert "k_typicality" not in cells.obs
         model.write_to_adata(cells)  # writes cgmdvae_cluster: the user's cgmdvae_label stays
         assert (cells.obs["cgmdvae_label"] == "mine").all()
     backed.file.close()
     stored = anndata.read_h5ad(tmp_path / "cells.h5ad")
     assert "k_label" not in stored.obs and "k_label_confidence" not in stored.obs
+    assert "k_typicality" not in stored.obs
     assert "k_cluster" in stored.obs and (stored.obs["cgmdvae_label"] == "mine").all()
     # Written into a store with write_results_to_store (read_lazy's way), the store kept them.
     q.write_to_adata(ref_cells, key_added="k")
@@ -237,6 +254,7 @@ def test_label_transfer_on_a_shifted_batch(reference, tmp_path):
         dv.write_results_to_store(cells, model.write_to_adata(cells, key_added="k"), path)
         stored = read(path)
         assert "k_label" not in stored.obs and "k_label_confidence" not in stored.obs
+        assert "k_typicality" not in stored.obs
         assert "k_cluster" in stored.obs and (stored.obs["cgmdvae_label"] == "mine").all()
 
 

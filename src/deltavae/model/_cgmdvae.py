@@ -13,12 +13,10 @@ from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import BaseModelClass, VAEMixin
 
 from .._checks import key_list, plain_keys
-from .._docs import doc_params, doc_write_keyed
 from ..distributions import Likelihood
 from ..module import CGMDVAEModule
 from ..train._data import DeltaDataManager
 from ..train._mixture_init import check_method as check_mixture_init
-from ._backed import writes_backed
 from ._base import DeltaModelMixin, _OnDevice, callback_list
 from ._cgmdvae_generation import GenerationMixin
 from ._cgmdvae_mixins import ClustersMixin, ConditionsMixin, CountExpressionMixin, LatentMixin
@@ -28,27 +26,24 @@ from ._cgmdvae_sizes import (
     refuse_one_label,
     warn_one_value_conditions,
 )
+from ._cgmdvae_write import WriteMixin
 from ._condition_counts import warn_untrained_combinations
 from ._count_advice import building_model, warn_if_counts
 from ._de import CheckedExpressionMixin
 from ._host_results import HostResultsMixin
-from ._label_colours import carry_label_colours
 from ._label_setup import check_label_setup, refuse_missing_integer_labels, unlabelled_mark
-from ._labels import ConditionsByName, LabelsInColumnOrder, labels_of, small_categories_named
+from ._labels import ConditionsByName, LabelsInColumnOrder, small_categories_named
 from ._mixture_start import mixture_start
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._scvi_glue import scvi_init_names
-from ._stale_labels import drop_stale_labels
 from ._training_checks import (
     check_condition_args,
     check_flag,
     check_start_epoch,
-    refuse_overwriting_read_columns,
 )
 from ._validation import (
     check_data,
-    check_key_added,
     check_model_arguments,
     check_obs_keys,
     check_setup_target,
@@ -59,6 +54,7 @@ _DEFAULT_UNLABELED = "Unknown"
 
 
 class CGMDVAE(
+    WriteMixin,
     CountExpressionMixin,
     ConditionsMixin,
     ClustersMixin,
@@ -430,68 +426,3 @@ class CGMDVAE(
         # Cells moved to a combination of conditions that never trained: a warning.
         warn_untrained_combinations(self, moved, "get_latent_representation(condition=...)")
         return {k: torch.cat(v).numpy() for k, v in out.items()}
-
-    @writes_backed
-    @doc_params(write=doc_write_keyed)
-    def write_to_adata(
-        self,
-        adata: AnnData | None = None,
-        batch_size: int | None = None,
-        key_added: str = "cgmdvae",
-    ) -> list[str]:
-        """Write latents, clusters and cluster probabilities into the AnnData.
-
-        Writes ``obsm["X_cgmdvae"]`` (z mean), ``obsm["X_cgmdvae_w"]`` (w mean),
-        ``obs["cgmdvae_cluster"]`` (categorical over the clusters that hold cells, in
-        :attr:`cluster_names`' order, the labels' or a reference's: ``sc.tl.rank_genes_groups``
-        refuses an empty group; ``.cat.set_categories(model.cluster_names)`` adds them),
-        ``obsm["cgmdvae_cluster_probs"]`` (a column per cluster, named in
-        ``uns["cgmdvae"]["cluster_names"]``) and ``uns["cgmdvae"]`` (cluster names, typed as
-        ``obs["cgmdvae_cluster"]``'s (see :attr:`cluster_names`), their sizes in this AnnData
-        and the clusters without cells in it: of a subset, not of the model); for a query
-        model also ``obs["cgmdvae_label"]`` and ``obs["cgmdvae_label_confidence"]`` (see
-        :meth:`predict_labels`). With another ``key_added``, ``"cgmdvae"`` in each of these
-        keys is replaced by it. Clusters are written by name (as scanpy's ``leiden``), where
-        :meth:`predict_clusters` gives indices into ``uns["cgmdvae"]["cluster_names"]``.
-        Columns named after the labels get the colours of ``uns["<labels_key>_colors"]`` by
-        name (``adata``'s, the model's AnnData's, a query model's reference's) where every
-        category has one, unless the colours they have cover them (``uns`` keys returned),
-        so that scanpy draws each cell type as in the labels' plot (as ``sc.tl.ingest``).
-
-        {write}
-
-        Examples
-        --------
-        >>> g.write_to_adata()  # doctest: +SKIP
-        ['obsm/X_cgmdvae', 'obsm/X_cgmdvae_w', 'obs/cgmdvae_cluster', ...]
-        >>> g_k12.write_to_adata(adata, key_added="cgmdvae_k12")  # doctest: +SKIP
-        ['obsm/X_cgmdvae_k12', 'obsm/X_cgmdvae_k12_w', 'obs/cgmdvae_k12_cluster', ...]
-        """
-        key = check_key_added(key_added, embedding=True)
-        written = [f"{key}_cluster", *([f"{key}_label"] * self.is_query_model)]
-        refuse_overwriting_read_columns(self.registry_, written, key)
-        adata = self._write_target(adata)
-        post = self._posterior(adata, None, batch_size)
-        drop_stale_labels(adata, key, self.is_query_model)  # an earlier query model's
-        clusters = post["probs"].argmax(1)
-        labelled = labels_of(self, clusters)  # integer labels as integers, as obs holds them
-        names = np.asarray(labelled.categories, dtype=labelled.categories.dtype)
-        sizes = np.bincount(clusters, minlength=len(names))
-        adata.obsm[f"X_{key}"] = post["z"].astype(np.float32)
-        adata.obsm[f"X_{key}_w"] = post["w"].astype(np.float32)
-        labelled = labelled.remove_unused_categories()  # rank_genes_groups: no empty groups
-        coloured = carry_label_colours(self, adata, dict.fromkeys(written, labelled))
-        adata.obs[f"{key}_cluster"] = labelled
-        adata.obsm[f"{key}_cluster_probs"] = post["probs"].astype(np.float32)
-        adata.uns[key] = {
-            "cluster_names": names,
-            "cluster_sizes": sizes,
-            "empty_clusters": names[sizes == 0],
-        }
-        written = [f"obsm/X_{key}", f"obsm/X_{key}_w", f"obs/{key}_cluster"]
-        written += [f"obsm/{key}_cluster_probs", f"uns/{key}"]
-        if self.is_query_model:
-            adata.obs[f"{key}_label"] = labelled
-            adata.obs[f"{key}_label_confidence"] = post["probs"].max(1).astype(np.float32)
-            written += [f"obs/{key}_label", f"obs/{key}_label_confidence"]
-        return written + coloured

@@ -1,12 +1,14 @@
 """The label columns of a query model's ``write_to_adata`` removed where a model without
 labels writes again under the same key.
 
-A query CGMDVAE writes ``obs["<key>_label"]`` and ``obs["<key>_label_confidence"]``
-besides ``obs["<key>_cluster"]``; a later write of a model without labels (the reference, an
-unsupervised fit) under that key replaced the clusters and left the earlier model's labels
-beside them, read as this model's. Only the columns that read as our own are removed: the
-labels equal to the clusters written with them, the confidence the largest of their
-cluster probabilities (a column of the user's under these names is left alone).
+A query CGMDVAE writes ``obs["<key>_label"]``, ``obs["<key>_label_confidence"]`` and
+``obs["<key>_typicality"]`` besides ``obs["<key>_cluster"]``; a later write of a model
+without labels (the reference, an unsupervised fit) under that key replaced the clusters and
+left the earlier model's labels beside them, read as this model's. Only the columns that
+read as our own are removed: the labels equal to the clusters written with them (but for
+the cells ``unknown_below`` gave one unlabelled mark), the confidence the largest of their
+cluster probabilities, the typicality in [0, 1] or NaN (a column of the user's under these
+names is left alone).
 """
 
 from __future__ import annotations
@@ -17,6 +19,28 @@ from anndata import AnnData
 from ._scanpy_keys import scanpy_uns_keys
 
 _CLUSTER = "_cluster"
+#: The columns of a query write beside ``<key>_cluster``, by their suffix.
+_QUERY_COLUMNS = ("_label", "_label_confidence", "_typicality")
+
+
+def _label_columns(obs, key: str) -> list[str]:
+    """The columns of a query write under ``key`` that ``obs`` holds."""
+    return [f"{key}{suffix}" for suffix in _QUERY_COLUMNS if f"{key}{suffix}" in obs]
+
+
+def _as_float(values) -> np.ndarray | None:
+    """``values`` as float64, None where they are not numbers."""
+    try:
+        return np.asarray(values, dtype=object).astype(np.float64)
+    except (TypeError, ValueError):
+        return None
+
+
+def _same_but_marked(label, cluster) -> bool:
+    """The labels are the clusters, but for cells that all hold one other value (the mark of
+    ``unknown_below``)."""
+    label, cluster = label.astype(str).to_numpy(), cluster.astype(str).to_numpy()
+    return len(set(label[label != cluster])) <= 1
 
 
 def _ours(adata: AnnData, key: str) -> bool:
@@ -26,12 +50,18 @@ def _ours(adata: AnnData, key: str) -> bool:
     obs = adata.obs
     label, confidence = obs[f"{key}_label"], obs[f"{key}_label_confidence"]
     cluster = obs.get(f"{key}_cluster")
-    if cluster is None or not label.astype(str).equals(cluster.astype(str)):
+    if cluster is None:
         return False
-    values = np.asarray(confidence, dtype=object)
-    try:
-        values = values.astype(np.float64)
-    except (TypeError, ValueError):
+    if f"{key}_typicality" in obs:  # written with unknown_below's marks, or without
+        typical = _as_float(obs[f"{key}_typicality"])
+        if typical is None or not np.all(np.isnan(typical) | ((typical >= 0) & (typical <= 1))):
+            return False
+        if not _same_but_marked(label, cluster):
+            return False
+    elif not label.astype(str).equals(cluster.astype(str)):
+        return False
+    values = _as_float(confidence)
+    if values is None:
         return False
     probs = adata.obsm.get(f"{key}_cluster_probs")
     if probs is None or np.shape(probs)[0] != len(values):
@@ -48,7 +78,7 @@ def drop_stale_labels(adata: AnnData, key: str, query: bool) -> AnnData:
         return adata
     if not _ours(adata, key):
         return adata
-    adata.obs.drop(columns=names, inplace=True)
+    adata.obs.drop(columns=_label_columns(adata.obs, key), inplace=True)
     return adata
 
 
@@ -79,7 +109,7 @@ def remove_stale_labels_in_store(group, adata: AnnData, keys: list[str]) -> None
         if slot != "obs" or not name.endswith(_CLUSTER):
             continue
         base = name[: -len(_CLUSTER)]
-        labels = [f"{base}_label", f"{base}_label_confidence"]
+        labels = [f"{base}{suffix}" for suffix in _QUERY_COLUMNS]
         stale += [c for c in labels if c in group["obs"] and c not in adata.obs.columns]
     if stale:
         remove_obs_columns(group, stale)
