@@ -212,6 +212,9 @@ class PredictionsMixin:
         0.93-0.94 (B; 0.82-0.89); ``unknown_below=0.1`` marked 46-54% of the NK cells, 87-90%
         of the B cells and 13-15% of the known ones. Known cells of new donors fall under a
         threshold more often than the reference's own cells: pick it from the share it marks.
+        A query model's :meth:`write_to_adata` writes the three columns into obs
+        (``cgmdvae_label``, ``cgmdvae_label_confidence``, ``cgmdvae_typicality``) and takes
+        ``unknown_below`` too.
 
         Parameters
         ----------
