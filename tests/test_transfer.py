@@ -179,6 +179,17 @@ def test_importing_deltavae_leaves_the_warning_filters_alone():
 
 def test_label_transfer_on_a_shifted_batch(reference, tmp_path):
     model, query, truth = reference
+    # The record is scored where first needed (save, load_query_data), not asked for: it
+    # leaves torch's random stream, and so the query's training, as they were.
+    from deltavae.model._typicality import settle_record
+
+    record = model.typicality_record_
+    model._typicality_cells = (model.adata_manager.adata_uuid, np.arange(model.adata.n_obs))
+    state = torch.get_rng_state()
+    settle_record(model)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert "_typicality_cells" not in vars(model) and model.typicality_record_ is not None
+    assert record is None or model.typicality_record_ == record
     mine = query.copy()
     q = dv.model.CGMDVAE.load_query_data(mine, model)
     # Mapping registers an AnnData sharing the query's matrices, not the query: no labels

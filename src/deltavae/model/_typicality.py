@@ -108,7 +108,10 @@ def settle_record(model) -> None:
     uuid, rows = pending
     if model.adata is None or model.adata_manager.adata_uuid != uuid:
         return
-    scores = fit_scores(model, model.adata, rows).astype(float)
+    # Scored where the user did not ask for a read-out (save, load_query_data): the data
+    # loader's draw from torch's random stream would change the next training's.
+    with torch.random.fork_rng(devices=[]):
+        scores = fit_scores(model, model.adata, rows).astype(float)
     levels = np.linspace(0.0, 1.0, LEVELS)
     each = np.quantile(scores, levels, axis=0)  # (LEVELS, 2)
     smaller = _smaller_share(scores, each)
