@@ -604,7 +604,16 @@ def test_a_second_model_on_the_same_anndata_trains_on_its_own_setup():
     assert adata.obs["_scvi_batch"].nunique() == 5
     second.train(max_epochs=1, batch_size=64)
     np.testing.assert_array_equal(adata.obs["_scvi_batch"], adata.obs["two"].cat.codes)
-    assert first.get_latent_representation().shape == (adata.n_obs, SMALL["n_latent"])
+    latent = first.get_latent_representation()
+    assert latent.shape == (adata.n_obs, SMALL["n_latent"])
+    # The first's column removed while the second held the AnnData: scvi-tools' KeyError,
+    # then 'AnnData object not registered' at every later call, the column restored too.
+    five = adata.obs.pop("five")
+    second.get_latent_representation()
+    with pytest.raises(ValueError, match=r"Restore what the model was set up with \(batch_key="):
+        first.get_latent_representation()
+    adata.obs["five"] = five
+    np.testing.assert_allclose(first.get_latent_representation(), latent, rtol=1e-5)
 
 
 def test_a_model_on_a_file_says_to_save_rather_than_pickle(tmp_path):

@@ -14,6 +14,7 @@ from anndata import AnnData
 from ._count_advice import check_model_counts, layer_fixed
 from ._matrices import in_dask, on_disk, take_columns
 from ._read_calls import read_call
+from ._shared_setup import take_back_setup
 from ._training_checks import check_registered_columns, rows_unit
 from ._validation import _matrix, _refuse_duplicates, warn_user
 
@@ -196,7 +197,7 @@ def check_own_adata(model, training: bool = False) -> None:
         )
     registry = getattr(model, "registry_", None)
     if adata is not None and registry is not None:  # a column it reads changed since setup
-        model.adata_manager.validate()  # another model's codes there (same AnnData): ours back
+        take_back_setup(model)  # another model's codes there (same AnnData): ours back
         name = type(model).__name__
         check_registered_columns(adata, registry, name, trained=not training, of=model)
     check_model_counts(model)

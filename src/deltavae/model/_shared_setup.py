@@ -1,0 +1,45 @@
+"""A model's setup taken back on an AnnData that another model was set up on since.
+
+Every ``setup_anndata`` on an AnnData (another deltavae model's, ``scvi.model.SCVI``'s)
+rewrites the columns scvi-tools reads (``obs["_scvi_batch"]``, ``obs["_scvi_labels"]``, ...)
+and marks the AnnData as last set up by it (``uns["_scvi_manager_uuid"]``). Before a model
+reads its own AnnData, scvi-tools registers it again with the model's own setup, from the
+columns the user named. When that fails (a column the model was set up with was removed
+since, a layer deleted), scvi-tools had already let go of the AnnData: the model answered
+"AnnData object not registered" at every later call, even with the column restored.
+"""
+
+from __future__ import annotations
+
+from scvi.data._constants import _MANAGER_UUID_KEY
+
+from .._checks import short_repr
+
+
+def _setup_summary(registry: dict) -> str:
+    """The arguments the model was set up with, as a user would type them."""
+    args = registry.get("setup_args") or {}
+    given = {k: v for k, v in args.items() if v is not None and v != [] and k != "kwargs"}
+    return ", ".join(f"{k}={short_repr(v)}" for k, v in given.items()) or "no arguments"
+
+
+def take_back_setup(model) -> None:
+    """Register ``model``'s own AnnData again with its setup when another setup replaced it
+    (scvi-tools' ``AnnDataManager.validate``); if that fails, the model keeps its AnnData
+    and the error says what to restore."""
+    manager = getattr(model, "_adata_manager", None)
+    adata = None if manager is None else manager.adata
+    if adata is None or adata.uns.get(_MANAGER_UUID_KEY) == manager.id:
+        return  # set up last by this model: nothing to take back
+    try:
+        manager.validate()
+    except (KeyError, ValueError, TypeError) as err:
+        manager.adata = adata  # scvi-tools had dropped it: every later call failed
+        name = type(model).__name__
+        detail = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        raise ValueError(
+            f"This {name} cannot read its AnnData: another model was set up on it since, "
+            "replacing the columns scvi-tools reads (obs['_scvi_batch'], ...), and setting "
+            f"it up again with this model's setup failed: {detail} Restore what the model "
+            f"was set up with ({_setup_summary(model.registry_)}), then call it again."
+        ) from err
