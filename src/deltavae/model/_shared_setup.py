@@ -7,10 +7,15 @@ reads its own AnnData, scvi-tools registers it again with the model's own setup,
 columns the user named. When that fails (a column the model was set up with was removed
 since, a layer deleted), scvi-tools had already let go of the AnnData: the model answered
 "AnnData object not registered" at every later call, even with the column restored.
+
+numpy's global generator is left as it was: scvi-tools' count check draws rows from it at
+every registration, so a seeded differential expression (which draws cells from it) gave
+another table when another model had been set up on the AnnData since its last call.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from scvi.data._constants import _MANAGER_UUID_KEY
 
 from .._checks import short_repr
@@ -31,6 +36,7 @@ def take_back_setup(model) -> None:
     adata = None if manager is None else manager.adata
     if adata is None or adata.uns.get(_MANAGER_UUID_KEY) == manager.id:
         return  # set up last by this model: nothing to take back
+    state = np.random.get_state()  # noqa: NPY002
     try:
         manager.validate()
     except (KeyError, ValueError, TypeError) as err:
@@ -43,3 +49,5 @@ def take_back_setup(model) -> None:
             f"it up again with this model's setup failed: {detail} Restore what the model "
             f"was set up with ({_setup_summary(model.registry_)}), then call it again."
         ) from err
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
