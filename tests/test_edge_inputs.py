@@ -620,6 +620,10 @@ def test_a_second_model_on_the_same_anndata_trains_on_its_own_setup():
         first.get_latent_representation()
     adata.obs["five"] = five
     np.testing.assert_allclose(first.get_latent_representation(), latent, rtol=1e-5)
+    # Their latents into one AnnData by default keys: the first's replaced, said.
+    first.write_to_adata()
+    with pytest.warns(UserWarning, match=r"X_zinbvae'\], written before by another ZINBVAE"):
+        second.write_to_adata()
 
 
 def test_a_model_on_a_file_says_to_save_rather_than_pickle(tmp_path):

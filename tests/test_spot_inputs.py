@@ -837,6 +837,11 @@ def test_key_added_puts_spot_results_side_by_side(split):
     assert imputer.write_to_adata(panel, key_added="r1") == keys
     assert "imputed" not in panel.obsm and panel.obsm["r1_imputed"].shape == (60, 5)
     pd.testing.assert_frame_equal(panel.obsm["r1_proportions"], imputer.get_proportions(panel))
+    # Into the spots NMFDeconv wrote into, by default keys: its results lost, said.
+    replaced = r"replaced obsm\['proportions'\], obs\['cell_abundance'\], written before by"
+    with pytest.warns(UserWarning, match=replaced + r" NMFDeconv: .* key_added="):
+        imputer.write_to_adata(spots)
+    imputer.write_to_adata(spots)  # over its own: no word
 
 
 def test_signatures_a_model_cannot_read_are_refused_by_name(split):

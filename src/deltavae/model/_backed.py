@@ -13,6 +13,7 @@ from .._checks import check_anndata
 from .._io import made_unique_in_memory, result_slots, write_obs_columns
 from ._left_out import fitted_mask, write_fitted_spots
 from ._matrices import check_still_on_disk, memory_copy, on_disk
+from ._result_writers import note_writer
 from ._scanpy_keys import (
     columns_with_scanpy_keys,
     forget_scanpy_keys,
@@ -196,6 +197,7 @@ def writes_backed(write_to_adata):
         removed = [c for c in had if c not in adata.obs]
         forget_scanpy_keys(adata, removed)
         update_scanpy_keys(adata, keys, derived)
+        note_writer(self, adata, keys)  # another model's results replaced: said
         if adata.isbacked and not adata.file.is_open:
             adata.file.open()  # closed by anndata's to_memory of it or a view (from_reference)
         if adata.isbacked:

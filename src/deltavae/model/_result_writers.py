@@ -1,0 +1,57 @@
+"""Which model wrote each result into an AnnData, so that another model's results replaced
+by a ``write_to_adata`` are said.
+
+NMFDeconv and SpatialImputer both write ``obsm["proportions"]`` and ``obs["cell_abundance"]``
+by default (the keys :func:`deltavae.pl.spatial_proportions` reads), and two models of one
+class set up differently (a ZINBVAE per batch column) both ``obsm["X_zinbvae"]``: comparing
+them in one AnnData, the results of the first written were silently lost. A model writing again
+over its own results, or over those of a model of its class set up alike (a notebook cell run
+again), is the usual rewrite and is not warned about.
+
+The record is kept here, in memory, not in the AnnData (which a write changes only in the
+slots its docstring names); a dead AnnData's record goes with it.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from .._warn import warn_user
+
+#: id(AnnData) -> (weak reference to it, {"slot/key": (model class, its setup)}).
+_WRITERS: dict[int, tuple[weakref.ref, dict[str, tuple[str, str]]]] = {}
+
+
+def _writer(model) -> tuple[str, str]:
+    """A model's class and setup: what tells two models' results apart."""
+    registry = getattr(model, "registry_", None) or {}
+    return type(model).__name__, repr(sorted((registry.get("setup_args") or {}).items()))
+
+
+def _record(adata) -> dict[str, tuple[str, str]]:
+    for key in [k for k, (ref, _) in _WRITERS.items() if ref() is None]:
+        del _WRITERS[key]  # AnnDatas gone since
+    entry = _WRITERS.get(id(adata))
+    if entry is None or entry[0]() is not adata:
+        entry = _WRITERS[id(adata)] = (weakref.ref(adata), {})
+    return entry[1]
+
+
+def note_writer(model, adata, keys: list[str]) -> None:
+    """Record ``model`` as the writer of ``keys`` (``"slot/key"``) in ``adata``; warn where
+    another model's results (another class, or its class set up otherwise) were replaced."""
+    record, writer = _record(adata), _writer(model)
+    results = [k for k in keys if k.split("/", 1)[0] in ("obs", "obsm", "layers", "varm")]
+    replaced = [k for k in results if record.get(k, writer) != writer]
+    if replaced:
+        others = sorted({record[k][0] for k in replaced})
+        same = others == [writer[0]]
+        who = f"another {writer[0]} (set up otherwise)" if same else " and ".join(others)
+        named = ", ".join(f"{k.split('/', 1)[0]}[{k.split('/', 1)[1]!r}]" for k in replaced)
+        warn_user(
+            f"write_to_adata replaced {named}, written before by {who}: its results "
+            "there are lost. To keep each model's results, write one of them with its own prefix, "
+            "e.g. model.write_to_adata(adata, key_added='second')."
+        )
+    for key in results:
+        record[key] = writer
