@@ -471,6 +471,10 @@ def test_archetypes_samples_without_spots_get_no_made_up_factors():
     factors = model.get_sample_factors()
     assert factors.columns.tolist() == ["s0", "s1", "s2"]
     assert factors["s0"].isna().all() and factors[["s1", "s2"]].notna().all().all()
+    # Another model set up on the spots since (its codes in obs['_scvi_batch']): s2's
+    # factors were NaN, read from them as a sample without spots.
+    dv.model.ZINBVAE.setup_anndata(mix)
+    pd.testing.assert_frame_equal(model.get_sample_factors(), factors)
 
 
 def test_archetypes_warns_about_empty_spots_once(slides):

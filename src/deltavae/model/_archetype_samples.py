@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
+from ._shared_setup import take_back_setup
 from ._validation import warn_user
 
 _SAMPLE = REGISTRY_KEYS.BATCH_KEY
@@ -42,6 +43,7 @@ def sample_factor_table(model) -> pd.DataFrame:
     """Each sample's technical factor of each gene (genes x samples); NaN for a registered
     sample without spots in the model's AnnData, which nothing fitted."""
     names, fitted = ["all spots"], np.ones(1, dtype=bool)
+    take_back_setup(model)  # another model's setup since: its codes in the sample column
     if _SAMPLE in model.adata_manager.data_registry:
         names = list(model.adata_manager.get_state_registry(_SAMPLE).categorical_mapping)
         codes = np.asarray(model.adata_manager.get_from_registry(_SAMPLE)).ravel().astype(int)
