@@ -289,6 +289,26 @@ def test_a_model_unpickled_in_another_process_knows_its_anndata(capsys):
     assert "Setup via `ZINBVAE.setup_anndata`" in capsys.readouterr().out
 
 
+def test_a_copy_of_a_model_leaves_the_users_anndata_its_setup():
+    """copy.deepcopy or a pickle loaded in the session kept the model's id, under which
+    scvi-tools keeps the AnnDatas registered: the copy's replaced the original's, reading
+    both gave the user's AnnData a new id, and a model built on it since was refused ('set
+    up with a different model'), its setup unchanged."""
+    import copy
+    import pickle
+
+    model, _, _ = _build("zinbvae")
+    model.is_trained_ = True  # its starting weights serve
+    adata, before = model.adata, model.adata.uns["_scvi_uuid"]
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert clone.id != model.id
+        np.testing.assert_allclose(
+            clone.get_latent_representation(), model.get_latent_representation(), rtol=1e-5
+        )
+    assert adata.uns["_scvi_uuid"] == before
+    assert dv.model.ZINBVAE(adata, n_latent=2).adata is adata
+
+
 @pytest.mark.parametrize("which", MODELS)
 def test_read_outs_of_a_double_module_read_their_batches_in_double(which):
     """model.module.double(): the loaders yield float32, so every read-out (latents,

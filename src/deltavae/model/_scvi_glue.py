@@ -21,6 +21,7 @@ from .._logging import DropMessages
 from ._loader_keywords import check_loader_keywords
 from ._matrices import holds_handles, to_memory
 from ._modes import evaluating, in_module_dtype
+from ._shared_setup import new_model_id
 from ._training_checks import check_batch_size
 
 
@@ -133,9 +134,11 @@ def _other_tensors_to_cpu(module: torch.nn.Module) -> torch.nn.Module:
 def restore_pickled_state(model, state: dict) -> None:
     """Inverse of :func:`_picklable_state`: the module goes back to the device it was pickled
     on when this machine has it, and stays on the CPU otherwise. In another process, the
-    model's AnnData is registered with it again (scvi-tools keeps that in the class)."""
+    model's AnnData is registered with it again (scvi-tools keeps that in the class); the
+    copy gets an id of its own (:func:`~deltavae.model._shared_setup.new_model_id`)."""
     device = torch.device(state.pop(_PICKLED_DEVICE, "cpu"))
     model.__dict__.update(state)
+    new_model_id(model)  # not the original's: its registrations are the original's
     if state.get("_adata_manager") is not None:  # view_anndata_setup failed there
         BaseModelClass._register_manager_for_instance(model, state["_adata_manager"])
     # Any kind of accelerator (CUDA, MPS, XPU): a model pickled on a Mac's GPU came back on

@@ -15,6 +15,8 @@ another table when another model had been set up on the AnnData since its last c
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 from scvi.data._constants import _MANAGER_UUID_KEY
 
@@ -51,3 +53,15 @@ def take_back_setup(model) -> None:
         ) from err
     finally:
         np.random.set_state(state)  # noqa: NPY002
+
+
+def new_model_id(model) -> None:
+    """Give a copy of a model (``copy.deepcopy``, a pickle loaded) an id of its own.
+
+    scvi-tools keys the AnnDatas registered with a model by the model's id; a copy kept the
+    original's, so its registrations replaced the original's, and reading both gave the
+    user's AnnData a new scvi-tools id: a model built on it since was refused ("It appears
+    the AnnData object has been setup with a different model"), its setup unchanged.
+    """
+    if "id" in vars(model):
+        model.id = str(uuid.uuid4())
