@@ -606,14 +606,22 @@ def test_a_second_model_on_the_same_anndata_trains_on_its_own_setup():
     np.testing.assert_array_equal(adata.obs["_scvi_batch"], adata.obs["two"].cat.codes)
     latent = first.get_latent_representation()
     assert latent.shape == (adata.n_obs, SMALL["n_latent"])
-    # The first's column removed while the second held the AnnData: scvi-tools' KeyError,
-    # then 'AnnData object not registered' at every later call, the column restored too.
     # Registered again for the first: numpy's global draws left as they were (a seeded
     # differential expression drew other cells after another model's setup).
     second.get_latent_representation()
     np.random.seed(0)  # noqa: NPY002
     first.get_latent_representation()
     assert np.random.rand() == pytest.approx(0.5488135)  # noqa: NPY002 (seed 0's first)
+    # Its categories reordered in place (the values kept): scvi-tools set the first up anew
+    # from them, and it read each batch under another's code, silently.
+    adata.obs["five"] = adata.obs["five"].cat.reorder_categories([4, 3, 2, 1, 0])
+    second.get_latent_representation()
+    np.testing.assert_allclose(first.get_latent_representation(), latent, rtol=1e-5)
+    mapping = first.registry_["field_registries"]["batch"]["state_registry"]
+    assert list(mapping["categorical_mapping"]) == [0, 1, 2, 3, 4]
+    adata.obs["five"] = adata.obs["five"].cat.reorder_categories([0, 1, 2, 3, 4])
+    # The first's column removed while the second held the AnnData: scvi-tools' KeyError,
+    # then 'AnnData object not registered' at every later call, the column restored too.
     five = adata.obs.pop("five")
     second.get_latent_representation()
     with pytest.raises(ValueError, match=r"Restore what the model was set up with \(batch_key="):
@@ -624,6 +632,12 @@ def test_a_second_model_on_the_same_anndata_trains_on_its_own_setup():
     first.write_to_adata()
     with pytest.warns(UserWarning, match=r"X_zinbvae'\], written before by another ZINBVAE"):
         second.write_to_adata()
+    # A model built on it after scvi-tools' SCVI was set up on it (its codes in
+    # obs['_scvi_batch']) was refused: "adata.obs['two'] changed after setup_anndata".
+    scvi.model.SCVI.setup_anndata(adata, batch_key="five")
+    third = dv.model.ZINBVAE(adata, **SMALL)
+    np.testing.assert_array_equal(adata.obs["_scvi_batch"], adata.obs["two"].cat.codes)
+    assert third.summary_stats.n_batch == 2
 
 
 def test_a_model_on_a_file_says_to_save_rather_than_pickle(tmp_path):

@@ -45,10 +45,10 @@ from ._scvi_glue import (
     loader_arguments,
     refuse_scvi_names,
 )
+from ._shared_setup import check_setup_columns
 from ._summary import SummaryMixin
 from ._training_checks import (
     callback_list,
-    check_registered_columns,
     check_shuffle_block_size,
     check_trainer_names,
     check_training_arguments,
@@ -426,7 +426,7 @@ class DeltaModelMixin(
 
     def _register_manager_for_instance(self, adata_manager):
         registry, name = adata_manager.registry, type(self).__name__
-        check_registered_columns(adata_manager.adata, registry, name, of=self)
+        check_setup_columns(adata_manager, registry, name, of=self)  # another's taken back
         super()._register_manager_for_instance(_sealed(adata_manager))
 
     def _training_genes(self) -> pd.Index | None:

@@ -15,12 +15,14 @@ another table when another model had been set up on the AnnData since its last c
 
 from __future__ import annotations
 
+import copy
 import uuid
 
 import numpy as np
 from scvi.data._constants import _MANAGER_UUID_KEY
 
 from .._checks import short_repr
+from ._training_checks import check_registered_columns
 
 
 def _setup_summary(registry: dict) -> str:
@@ -32,24 +34,45 @@ def _setup_summary(registry: dict) -> str:
 
 def take_back_setup(model) -> None:
     """Register ``model``'s own AnnData again with its setup when another setup replaced it
-    (scvi-tools' ``AnnDataManager.validate``); if that fails, the model keeps its AnnData
-    and the error says what to restore."""
+    (:func:`take_back`)."""
     manager = getattr(model, "_adata_manager", None)
+    if manager is not None:
+        take_back(manager, type(model).__name__)
+
+
+def check_setup_columns(manager, registry: dict, name: str, of=None) -> None:
+    """Before a model takes ``manager`` (at build, or a transfer): its setup taken back where
+    another model's replaced it (scvi-tools' codes of that one's columns were refused as the
+    user's column "changed after setup_anndata"), then its columns checked
+    (:func:`~deltavae.model._training_checks.check_registered_columns`)."""
+    take_back(manager, name)
+    check_registered_columns(manager.adata, registry, name, of=of)
+
+
+def take_back(manager, name: str) -> None:
+    """Register ``manager``'s AnnData again with its setup when another setup replaced it
+    (scvi-tools' ``AnnDataManager.validate``), as a transfer of the setup registered: each
+    category keeps its code. scvi-tools set the AnnData up anew, from the columns as they are
+    now: with its categories reordered since (``cat.reorder_categories``, ``astype`` with
+    other categories), a trained model read the batches under each other's codes, silently.
+    If the registration fails, the manager keeps its AnnData and the error says what to
+    restore. ``name``: the model class, for the message."""
     adata = None if manager is None else manager.adata
     if adata is None or adata.uns.get(_MANAGER_UUID_KEY) == manager.id:
-        return  # set up last by this model: nothing to take back
+        return  # set up last by this manager: nothing to take back
+    if manager._source_registry is None:  # set up by setup_anndata: its own registry
+        manager._source_registry = copy.deepcopy(manager.registry)
     state = np.random.get_state()  # noqa: NPY002
     try:
         manager.validate()
     except (KeyError, ValueError, TypeError) as err:
         manager.adata = adata  # scvi-tools had dropped it: every later call failed
-        name = type(model).__name__
         detail = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
         raise ValueError(
             f"This {name} cannot read its AnnData: another model was set up on it since, "
             "replacing the columns scvi-tools reads (obs['_scvi_batch'], ...), and setting "
             f"it up again with this model's setup failed: {detail} Restore what the model "
-            f"was set up with ({_setup_summary(model.registry_)}), then call it again."
+            f"was set up with ({_setup_summary(manager.registry)}), then call it again."
         ) from err
     finally:
         np.random.set_state(state)  # noqa: NPY002
