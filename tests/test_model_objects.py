@@ -307,6 +307,12 @@ def test_a_copy_of_a_model_leaves_the_users_anndata_its_setup():
         )
     assert adata.uns["_scvi_uuid"] == before
     assert dv.model.ZINBVAE(adata, n_latent=2).adata is adata
+    # A copy of the AnnData set up (it kept uns['_scvi_uuid']): its setup replaced the
+    # original's, and a model built on the original was refused ("a copy of it was set up").
+    copied = adata.copy()
+    dv.model.ZINBVAE.setup_anndata(copied)
+    assert copied.uns["_scvi_uuid"] != before == adata.uns["_scvi_uuid"]
+    assert dv.model.ZINBVAE(adata, n_latent=2).summary_stats.n_batch == 2
 
 
 @pytest.mark.parametrize("which", MODELS)

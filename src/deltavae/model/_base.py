@@ -45,7 +45,7 @@ from ._scvi_glue import (
     loader_arguments,
     refuse_scvi_names,
 )
-from ._shared_setup import check_setup_columns
+from ._shared_setup import check_setup_columns, fresh_copy_id
 from ._summary import SummaryMixin
 from ._training_checks import (
     callback_list,
@@ -56,11 +56,7 @@ from ._training_checks import (
     rows_unit,
     say_if_nothing_restored,
 )
-from ._validation import (
-    check_backing_for_training,
-    check_data,
-    check_size_factors,
-)
+from ._validation import check_backing_for_training, check_data, check_size_factors
 from ._verdicts import say_verdict
 
 logger = logging.getLogger(__name__)
@@ -422,6 +418,7 @@ class DeltaModelMixin(
     def register_manager(cls, adata_manager):
         """scvi-tools' registration of ``adata_manager``, its field registries sealed."""
         record_contents(adata_manager.adata)  # a file replaced since is refused (_backing.py)
+        fresh_copy_id(cls, adata_manager)  # a copy set up: the original keeps its setup
         super().register_manager(_sealed(adata_manager))
 
     def _register_manager_for_instance(self, adata_manager):

@@ -19,7 +19,7 @@ import copy
 import uuid
 
 import numpy as np
-from scvi.data._constants import _MANAGER_UUID_KEY
+from scvi.data._constants import _MANAGER_UUID_KEY, _SCVI_UUID_KEY
 
 from .._checks import short_repr
 from ._training_checks import check_registered_columns
@@ -88,3 +88,16 @@ def new_model_id(model) -> None:
     """
     if "id" in vars(model):
         model.id = str(uuid.uuid4())
+
+
+def fresh_copy_id(cls, adata_manager) -> None:
+    """Give an AnnData set up for ``cls`` an id of its own where it holds another's: a copy
+    (``adata.copy()``, a subset's copy, a file read again) keeps ``uns["_scvi_uuid"]``, so its
+    setup replaced the original's in scvi-tools' store, a model built on the original was
+    refused ("a copy of it was set up since"), and reading the original with a model of the
+    copy gave it a new id ("It appears the AnnData object has been setup with a different
+    model"), its setup unchanged."""
+    adata = adata_manager.adata
+    known = cls._setup_adata_manager_store.get(adata.uns.get(_SCVI_UUID_KEY))
+    if known is not None and known.adata is not None and known.adata is not adata:
+        adata.uns[_SCVI_UUID_KEY] = adata_manager.registry[_SCVI_UUID_KEY] = str(uuid.uuid4())
