@@ -36,6 +36,7 @@ from scvi import REGISTRY_KEYS
 from torch.distributions import Normal
 
 from .._checks import short_repr
+from .._rng import forked_generators
 from ..distributions import count_log_prob
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def settle_record(model) -> None:
         return
     # Scored where the user did not ask for a read-out (save, load_query_data): the data
     # loader's draw from torch's random stream would change the next training's.
-    with torch.random.fork_rng(devices=[]):
+    with forked_generators(model.device):
         scores = fit_scores(model, model.adata, rows).astype(float)
     levels = np.linspace(0.0, 1.0, LEVELS)
     each = np.quantile(scores, levels, axis=0)  # (LEVELS, 2)
