@@ -43,6 +43,17 @@ def test_a_weighted_elbo_shades_only_its_warm_up():
     ax = dv.pl.history(_frames([1e-6, 0.25, 0.5]), show=False)
     assert _warmup(ax) == (0.0, 2.0)
     assert ax.get_xlim()[1] < 2.5
+    # Trained twice, to max_kl_weight 0.5 then 1 (the model's record is the last call's):
+    # each run's own warm-up is shaded, not the first's epochs at its full weight of 0.5.
+    twice = _frames([1e-6, 0.5, 0.5, 0.5, 1e-6, 0.5, 1.0, 1.0])
+
+    class Again:
+        history = twice
+        train_args_ = {"max_epochs": 4}
+
+    ax = dv.pl.history(Again(), show=False)
+    spans = [p for p in ax.patches if p.get_label().lstrip("_") == "KL warm-up"]
+    assert sorted((p.get_x(), p.get_x() + p.get_width()) for p in spans) == [(0, 1), (4, 6)]
     # Without a warm-up (constant weight 1) nothing is shaded.
     assert not dv.pl.history(_frames([1.0, 1.0, 1.0]), show=False).patches
 

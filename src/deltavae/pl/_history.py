@@ -185,11 +185,18 @@ def _warmup_spans(model, kl: pd.Series, last: float) -> list[tuple[float, float]
     a model trained again starts its warm-up again.
 
     A ``max_kl_weight`` below 1 shaded the whole run (its weight never reached 1), and a
-    second run's warm-up shaded the full-weight epochs between the two.
+    second run's warm-up shaded the full-weight epochs between the two. Each run (a new one
+    starts where the weight falls) rises to its own full weight: the model's record is the
+    last call's, so a first run trained to ``max_kl_weight=0.5`` and a second to 1 had the
+    first's full-weight epochs shaded as warm-up.
     """
     values = kl.to_numpy(dtype=float)
     # - 1e-6: the history logs the weight in float32 (0.7 comes back as 0.69999999)
-    low = np.concatenate([[False], values < _full_kl_weight(model, values) - 1e-6, [False]])
+    starts = np.flatnonzero(np.diff(values) < -1e-6) + 1
+    runs = np.split(values, starts)
+    full = [_full_kl_weight(None, run) for run in runs[:-1]] + [_full_kl_weight(model, runs[-1])]
+    below = np.concatenate([run < f - 1e-6 for run, f in zip(runs, full, strict=True)])
+    low = np.concatenate([[False], below, [False]])
     starts = np.flatnonzero(low[1:] & ~low[:-1])
     ends = np.flatnonzero(low[:-1] & ~low[1:]) - 1  # the last row of each run
     spans = []
