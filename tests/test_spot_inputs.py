@@ -846,6 +846,19 @@ def test_key_added_puts_spot_results_side_by_side(split):
     with pytest.warns(UserWarning, match=replaced + r" NMFDeconv: .* key_added="):
         imputer.write_to_adata(spots)
     imputer.write_to_adata(spots)  # over its own: no word
+    # Another NMFDeconv of the same setup, from a reference of other cell types: said too.
+    spots2 = split[0].copy()
+    first = dv.model.NMFDeconv.from_reference(spots2, reference=ref, labels_key="cluster")
+    first.train(max_epochs=1, **TRAIN)
+    first.write_to_adata(spots2)
+    fewer = ref[ref.obs["cluster"] != ref.obs["cluster"].iloc[0]].copy()
+    second = dv.model.NMFDeconv.from_reference(spots2, reference=fewer, labels_key="cluster")
+    second.train(max_epochs=1, **TRAIN)
+    with pytest.warns(UserWarning, match=r"written before by another NMFDeconv"):
+        second.write_to_adata(spots2)
+    again = dv.model.NMFDeconv.from_reference(spots2, reference=fewer, labels_key="cluster")
+    again.train(max_epochs=1, **TRAIN)
+    again.write_to_adata(spots2)  # a cell run again: no word
 
 
 def test_signatures_a_model_cannot_read_are_refused_by_name(split):

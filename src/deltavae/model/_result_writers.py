@@ -6,7 +6,8 @@ by default (the keys :func:`deltavae.pl.spatial_proportions` reads), and two mod
 class set up differently (a ZINBVAE per batch column) both ``obsm["X_zinbvae"]``: comparing
 them in one AnnData, the results of the first written were silently lost. A model writing again
 over its own results, or over those of a model of its class set up alike (a notebook cell run
-again), is the usual rewrite and is not warned about.
+again, from a reference of the same cell types), is the usual rewrite and is not warned
+about.
 
 The record is kept here, in memory, not in the AnnData (which a write changes only in the
 slots its docstring names); a dead AnnData's record goes with it.
@@ -18,14 +19,20 @@ import weakref
 
 from .._warn import warn_user
 
+#: The models whose results are told apart by their cell types too.
+_SPOTS = ("NMFDeconv", "SpatialImputer")
+
 #: id(AnnData) -> (weak reference to it, {"slot/key": (model class, its setup)}).
 _WRITERS: dict[int, tuple[weakref.ref, dict[str, tuple[str, str]]]] = {}
 
 
 def _writer(model) -> tuple[str, str]:
-    """A model's class and setup: what tells two models' results apart."""
+    """A model's class and setup, and a spot model's cell types: what tells two models'
+    results apart (two NMFDeconv of one setup from references of other cell types)."""
     registry = getattr(model, "registry_", None) or {}
-    return type(model).__name__, repr(sorted((registry.get("setup_args") or {}).items()))
+    setup = sorted((registry.get("setup_args") or {}).items())
+    types = getattr(model, "cell_types_", None)
+    return type(model).__name__, repr((setup, None if types is None else list(types)))
 
 
 def _record(adata) -> dict[str, tuple[str, str]]:
@@ -46,7 +53,12 @@ def note_writer(model, adata, keys: list[str]) -> None:
     if replaced:
         others = sorted({record[k][0] for k in replaced})
         same = others == [writer[0]]
-        who = f"another {writer[0]} (set up otherwise)" if same else " and ".join(others)
+        what = (
+            "set up otherwise, or of other cell types"
+            if writer[0] in _SPOTS
+            else "set up otherwise"
+        )
+        who = f"another {writer[0]} ({what})" if same else " and ".join(others)
         named = ", ".join(f"{k.split('/', 1)[0]}[{k.split('/', 1)[1]!r}]" for k in replaced)
         warn_user(
             f"write_to_adata replaced {named}, written before by {who}: its results "
