@@ -38,6 +38,7 @@ from torch.distributions import Normal
 from .._checks import short_repr
 from .._rng import forked_generators
 from ..distributions import count_log_prob
+from ._label_setup import unlabelled_mark
 
 logger = logging.getLogger(__name__)
 
@@ -172,10 +173,7 @@ def check_unknown_below(unknown_below, soft) -> None:
 def _mark(model, categories: pd.Index):
     """The model's mark of unlabelled cells, typed as ``categories``: its registered
     ``unlabeled_category``, ``"Unknown"`` for a model without labels."""
-    mark = "Unknown"
-    if model.registry_["setup_args"].get("labels_key") is not None:
-        state = model.registry_["field_registries"]["labels"]["state_registry"]
-        mark = state["unlabeled_category"]
+    mark = unlabelled_mark(None, None, "Unknown", source=model.registry_)
     if isinstance(mark, numbers.Integral) and categories.dtype.kind in "iu":
         return int(mark)
     return str(mark)
