@@ -19,9 +19,6 @@ import weakref
 
 from .._warn import warn_user
 
-#: The models whose results are told apart by their cell types too.
-_SPOTS = ("NMFDeconv", "SpatialImputer")
-
 #: id(AnnData) -> (weak reference to it, {"slot/key": (model class, its setup)}).
 _WRITERS: dict[int, tuple[weakref.ref, dict[str, tuple[str, str]]]] = {}
 
@@ -53,11 +50,8 @@ def note_writer(model, adata, keys: list[str]) -> None:
     if replaced:
         others = sorted({record[k][0] for k in replaced})
         same = others == [writer[0]]
-        what = (
-            "set up otherwise, or of other cell types"
-            if writer[0] in _SPOTS
-            else "set up otherwise"
-        )
+        typed = getattr(model, "cell_types_", None) is not None
+        what = "set up otherwise" + (", or of other cell types" if typed else "")
         who = f"another {writer[0]} ({what})" if same else " and ".join(others)
         named = ", ".join(f"{k.split('/', 1)[0]}[{k.split('/', 1)[1]!r}]" for k in replaced)
         warn_user(
