@@ -318,6 +318,44 @@ def test_typicality_tells_the_cells_of_a_type_the_reference_never_saw(
         model.predict_labels(cells, unknown_below=0.1)
 
 
+def test_labels_and_typicality_read_the_cells_once(reference, monkeypatch):
+    """predict_labels and a query model's write_to_adata infer each minibatch once for the
+    labels and typicality's scores (they read the cells twice: the posterior, then the
+    scores), with the two passes' values."""
+    from deltavae.model._typicality import fit_scores, typicality
+
+    model, _, _ = reference
+    ref, _, _ = _split()
+    known = ref[ref.obs["condition"] == "c1"].copy()
+    known.obs = known.obs[["condition"]]
+    with pytest.warns(UserWarning, match="nothing is left to learn"):
+        q = dv.model.CGMDVAE.load_query_data(known, model)
+    probs = q._posterior(known, batch_size=64)["probs"]
+    expected = typicality(q, fit_scores(q, known, batch_size=64))
+    assert np.isfinite(expected).all() and expected.std() > 0.1
+    calls = []
+    inference = type(q.module).inference
+
+    def counted(self, *args, **kwargs):
+        calls.append(len(args[0] if args else kwargs["x"]))
+        return inference(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(q.module), "inference", counted)
+    batches = [64] * (known.n_obs // 64) + [known.n_obs % 64] * bool(known.n_obs % 64)
+    table = q.predict_labels(known, batch_size=64)
+    assert calls == batches
+    np.testing.assert_array_equal(table["typicality"].to_numpy(), expected)
+    np.testing.assert_array_equal(table["confidence"].to_numpy(), probs.max(1).astype("f4"))
+    calls.clear()
+    assert q.predict_labels(known, batch_size=64, soft=True).shape == probs.shape
+    assert calls == batches  # no scores where no typicality is returned
+    calls.clear()
+    q.write_to_adata(known, batch_size=64)
+    assert calls == batches
+    np.testing.assert_array_equal(known.obs["cgmdvae_typicality"].to_numpy(), expected)
+    assert (known.obs["cgmdvae_label"].astype(str) == table["label"].astype(str)).all()
+
+
 def test_load_from_disk_then_map_with_reordered_and_missing_genes(reference, tmp_path):
     model, query, truth = reference
     model.save(str(tmp_path / "ref"))

@@ -42,6 +42,7 @@ from ._training_checks import (
     check_flag,
     check_start_epoch,
 )
+from ._typicality import fit_score
 from ._validation import (
     check_data,
     check_model_arguments,
@@ -387,10 +388,15 @@ class CGMDVAE(
         condition=None,
         give_mean: bool = True,
         dataloader=None,
+        scores: bool = False,
     ) -> dict[str, np.ndarray]:
         """Per cell: z and w (posterior means, or one draw each without ``give_mean``), their
-        posterior variances and q(y | z, c) at the mean of z."""
+        posterior variances and q(y | z, c) at the mean of z; with ``scores``, also
+        typicality's two scores (``fit_score``, float32, cells x 2) from the same inference:
+        one pass over the cells for labels and typicality."""
         self._check_if_trained(warn=False)
+        if scores and (not give_mean or condition is not None):
+            raise ValueError("scores are read at the posterior means under the own conditions.")
         if dataloader is None:
             adata = self._validate_anndata(self._resolve_adata(adata))
             dataloader = self._make_data_loader(adata, indices=indices, batch_size=batch_size)
@@ -410,6 +416,8 @@ class CGMDVAE(
                 )
             target = self._condition_codes(condition, 1, keep_own=True)[0]
         out, moved = {"z": [], "w": [], "probs": [], "z_var": [], "w_var": []}, []
+        if scores:
+            out["scores"] = []
         for tensors in dataloader:
             inf = module.inference(**module._get_inference_input(tensors), draw=not give_mean)
             qz, qw = inf["qz"], inf["qw"]
@@ -423,6 +431,8 @@ class CGMDVAE(
             values = (z, w, probs, qz.variance, qw.variance)
             for key, value in zip(("z", "w", "probs", "z_var", "w_var"), values, strict=True):
                 out[key].append(value.cpu())
+            if scores:
+                out["scores"].append(fit_score(module, tensors, inf).float().cpu())
         # Cells moved to a combination of conditions that never trained: a warning.
         warn_untrained_combinations(self, moved, "get_latent_representation(condition=...)")
         return {k: torch.cat(v).numpy() for k, v in out.items()}

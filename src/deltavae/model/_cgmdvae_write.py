@@ -15,7 +15,6 @@ from ._stale_labels import drop_stale_labels
 from ._training_checks import refuse_overwriting_read_columns
 from ._typicality import (
     check_unknown_below,
-    fit_scores,
     mark_unknown,
     settle_record,
     typicality,
@@ -98,7 +97,7 @@ class WriteMixin:
         written = [f"{key}_cluster", *([f"{key}_label", f"{key}_typicality"] * query)]
         refuse_overwriting_read_columns(self.registry_, written, key)
         adata = self._write_target(adata)
-        post = self._posterior(adata, None, batch_size)
+        post = self._posterior(adata, None, batch_size, scores=query)  # one pass for both
         drop_stale_labels(adata, key, query)  # an earlier query model's
         clusters = post["probs"].argmax(1)
         labelled = labels_of(self, clusters)  # integer labels as integers, as obs holds them
@@ -108,7 +107,7 @@ class WriteMixin:
         columns = {f"{key}_cluster": labelled}
         if query:
             settle_record(self)
-            typical = typicality(self, fit_scores(self, adata, None, batch_size))
+            typical = typicality(self, post["scores"])
             label = labelled.copy()
             if unknown_below is not None:
                 label = mark_unknown(self, label, typical, unknown_below)

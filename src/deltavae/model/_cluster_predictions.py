@@ -15,7 +15,6 @@ from ._positions import indices_after_adata
 from ._scvi_glue import check_indices, mask_by_name
 from ._typicality import (
     check_unknown_below,
-    fit_scores,
     mark_unknown,
     settle_record,
     typicality,
@@ -118,8 +117,8 @@ class PredictionsMixin:
         if soft:
             return self.predict_labels(adata, indices=indices, soft=True, batch_size=batch_size)
         probs = self._posterior(self._resolve_adata(adata), indices, batch_size)["probs"]
-        # predict_labels' labels without its typicality (a second pass over the cells). The
-        # categories' dtype: int64 for integer labels, object for names (never <U).
+        # predict_labels' labels without its typicality (whose scores would decode every
+        # cell). The categories' dtype: int64 for integer labels, object for names (never <U).
         return pd.Series(labels_of(self, probs.argmax(1))).to_numpy()
 
     @indices_after_adata("soft", "batch_size")
@@ -256,7 +255,9 @@ class PredictionsMixin:
         _check_soft(soft)
         check_unknown_below(unknown_below, soft)
         adata = self._resolve_adata(adata)
-        probs = self._posterior(adata, indices, batch_size)["probs"]
+        # Labels and typicality's scores in one pass over the cells (one inference each).
+        post = self._posterior(adata, indices, batch_size, scores=not soft)
+        probs = post["probs"]
         names = cell_names(adata, indices)
         label = labels_of(self, probs.argmax(1))
         if soft:
@@ -264,7 +265,7 @@ class PredictionsMixin:
                 probs.astype(np.float32), index=names, columns=pd.Index(label.categories)
             )
         settle_record(self)  # the last fit's cells scored, once
-        typical = typicality(self, fit_scores(self, adata, indices, batch_size))
+        typical = typicality(self, post["scores"])
         if unknown_below is not None:
             label = mark_unknown(self, label, typical, unknown_below)
         confidence = probs.max(1).astype(np.float32)

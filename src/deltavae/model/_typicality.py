@@ -51,13 +51,16 @@ MAX_CELLS = 50_000
 SCORE = "smaller share of minus the deviance per UMI and log p(z, w | c), at the means"
 
 
-def fit_score(module, tensors: dict) -> torch.Tensor:
+def fit_score(module, tensors: dict, inf: dict | None = None) -> torch.Tensor:
     """The two scores of each cell of the minibatch ``tensors`` (see the module), higher for a
     cell more like the reference's, as columns: minus the deviance per UMI (per feature for
     the normal and Bernoulli likelihoods) of its data from the decoder's output at its
-    posterior mean of z, its own conditions and library; log p(z, w | c) at its means."""
+    posterior mean of z, its own conditions and library; log p(z, w | c) at its means.
+    ``inf``: the module's inference of ``tensors`` (``draw=False``) where the caller ran it
+    already (``CGMDVAE._posterior(scores=True)``: one pass for labels and scores)."""
     x, cats = tensors[REGISTRY_KEYS.X_KEY], tensors.get(REGISTRY_KEYS.CAT_COVS_KEY)
-    inf = module.inference(**module._get_inference_input(tensors), draw=False)
+    if inf is None:
+        inf = module.inference(**module._get_inference_input(tensors), draw=False)
     z, w = inf["qz"].loc, inf["qw"].loc
     params = module.decode(z, cats, inf["library"])
     observation = module.observation
