@@ -5,9 +5,10 @@ Kang's eight control donors (kang_ifnb_8donors, 1,287 genes): reference = donors
 and 1488 without the held-out type (``--held-out``, NK cells by default), query = donors 1244
 and 1016 with every type, unlabelled (drawn with numpy seed ``seed``: ``--n-ref`` / ``--n-query``
 cells). The reference is a ``CGMDVAE(condition_key="donor", labels_key="cell_type")`` trained
-``--epochs`` epochs; the query is mapped with ``load_query_data`` (its donors are new categories)
-and trained ``--query-epochs``. Scores of each query cell, higher = more like the reference's
-training cells, each turned into the share of the reference's training cells scoring lower:
+``--epochs`` epochs (``--train-size`` of its cells train, the rest validate); the query is
+mapped with ``load_query_data`` (its donors are new categories) and trained ``--query-epochs``.
+Scores of each query cell, higher = more like the reference's training cells, each turned into
+the share of the reference's training cells scoring lower:
 
 * ``density``: log p(z, w | c) at the posterior means, N(w; 0, I) times the mixture of
   p(z | w, y, c) over y weighted by E[d] (the prior's density); ``density_z`` without the w term;
@@ -15,10 +16,18 @@ training cells, each turned into the share of the reference's training cells sco
 * ``deviance_umi``: minus the NB deviance per UMI at the mean of z;
 * ``knn``: minus the mean distance in z to the 15 nearest reference training cells;
 * ``min(a, b)``: the smaller of two scores' shares;
-* ``typicality (predict_labels)``: the column itself, the share of the reference's cells whose
-  ``min(deviance_umi, density)`` is lower (:mod:`deltavae.model._typicality`; its record: the
-  reference's cells outside the test split, training and validation);
-* ``confidence``: ``predict_labels``' (the baseline).
+* ``typicality (predict_labels)``: the column itself, the share of the reference's validation
+  cells whose ``min(deviance_umi, density)`` is lower, the two ranked among its cells outside the
+  test split (:mod:`deltavae.model._typicality`; every cell outside it where fewer than 200
+  validate);
+* ``confidence``: ``predict_labels``' (the baseline);
+* with ``--records``, the same typicality against records built from other reference cells
+  (``outside-test``: everything from the training and validation cells, as before 2026-12-06;
+  ``validation``: everything from the validation cells, which gave no gradient; ``train``:
+  from the training cells; ``mapped``: the two scores ranked among the cells outside the test
+  split, their smaller rank among the validation cells' smaller ranks, as ``predict_labels``
+  does), each printed as
+  ``typicality [record: NAME]`` with its own threshold lines.
 
 Printed: AUROC of each (known against held-out query cells), the accuracy of the labels on the
 known cells, and for the typicality at each of 0.01, 0.05, 0.1 and 0.2 the share of held-out and
@@ -52,6 +61,15 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.neighbors import NearestNeighbors  # noqa: E402
 
 import deltavae as dv  # noqa: E402
+from deltavae._rng import forked_generators  # noqa: E402
+from deltavae.model._condition_counts import not_test_positions  # noqa: E402
+from deltavae.model._typicality import (  # noqa: E402
+    _smaller_share,
+    fit_scores,
+    record_typicality,
+    settle_record,
+    typicality,
+)
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 REF_DONORS = ["1015", "1256", "1488"]
@@ -115,13 +133,56 @@ def _split(seed: int, held_out: str, n_ref: int, n_query: int):
     return ref, query, truth
 
 
+def _records(model, names) -> dict[str, dict]:
+    """The reference's typicality record of each of ``names`` (its cells outside the test split,
+    its validation cells, its training cells); the model keeps the one its fit made."""
+    settle_record(model)
+    own = model.typicality_record_
+    rows = {
+        "outside-test": lambda: not_test_positions(model),
+        "validation": lambda: model.validation_indices,
+        "train": lambda: model.train_indices,
+    }
+    out = {}
+    for name in names:
+        if name == "mapped":
+            out[name] = _mapped_record(model, out.get("outside-test") or own)
+            continue
+        record_typicality(model, np.sort(np.asarray(rows[name]())))
+        settle_record(model)
+        out[name] = model.typicality_record_
+    model.typicality_record_ = own
+    return out
+
+
+def _mapped_record(model, record: dict) -> dict:
+    """``record``'s score quantiles (all cells outside the test split), its last step (the
+    smaller share to the typicality) from the validation cells' smaller shares."""
+    with forked_generators(model.device):
+        scores = fit_scores(model, model.adata, np.sort(model.validation_indices))
+    quantiles = np.asarray(record["quantiles"]).T
+    smaller = _smaller_share(scores.astype(float), quantiles)
+    levels = np.linspace(0.0, 1.0, len(quantiles))
+    return {**record, "smaller_share": [float(v) for v in np.quantile(smaller, levels)]}
+
+
+def _thresholds(row, name, typical, novel, right) -> None:
+    for thr in THRESHOLDS:
+        flagged = typical < thr
+        row[f"{name} < {thr}"] = (
+            f"held-out {flagged[novel].mean():.3f}, known {flagged[~novel].mean():.3f}, "
+            f"accuracy on known kept {right[~novel & ~flagged].mean():.3f}"
+        )
+
+
 def run(seed: int, held_out: str, args) -> dict:
     scvi.settings.seed = seed
     ref, query, truth = _split(seed, held_out, args.n_ref, args.n_query)
     with Timer() as t:
         dv.model.CGMDVAE.setup_anndata(ref, condition_key="donor", labels_key="cell_type")
         model = dv.model.CGMDVAE(ref)
-        model.train(max_epochs=args.epochs, batch_size=128, **QUIET)
+        model.train(max_epochs=args.epochs, batch_size=128, train_size=args.train_size, **QUIET)
+        records = _records(model, args.records)
         q = dv.model.CGMDVAE.load_query_data(query, model)
         q.train(max_epochs=args.query_epochs, batch_size=128, **QUIET)
     ref_s = _scores(model, model.adata[model.train_indices])
@@ -139,16 +200,30 @@ def run(seed: int, held_out: str, args) -> dict:
     typ["min(recon_umi, knn)"] = np.minimum(typ["recon_umi"], typ["knn"])
     typ["typicality (predict_labels)"] = table["typicality"].to_numpy()
     typ["confidence"] = table["confidence"].to_numpy()
+    if records:
+        with forked_generators(q.device):
+            query_scores = fit_scores(q, query)
+        for name, record in records.items():
+            held = argparse.Namespace(typicality_record_=record)
+            typ[f"typicality [record: {name}]"] = typicality(held, query_scores)
     right = table["label"].astype(str).to_numpy() == truth
     row = {"accuracy_known": f"{right[~novel].mean():.3f}"}
     row["auroc"] = ", ".join(f"{n} {roc_auc_score(~novel, v):.3f}" for n, v in typ.items())
-    typical = typ["typicality (predict_labels)"]
-    for thr in THRESHOLDS:
-        flagged = typical < thr
-        row[f"typicality < {thr}"] = (
-            f"held-out {flagged[novel].mean():.3f}, known {flagged[~novel].mean():.3f}, "
-            f"accuracy on known kept {right[~novel & ~flagged].mean():.3f}"
-        )
+    _thresholds(row, "typicality", typ["typicality (predict_labels)"], novel, right)
+    if records and len(model.validation_indices):
+        # The reference's own validation cells (no gradient, its donors) against each record:
+        # against "outside-test", how much the fit alone moves the typicality.
+        with forked_generators(model.device):
+            val_scores = fit_scores(model, model.adata, np.sort(model.validation_indices))
+        for name, record in records.items():
+            held = argparse.Namespace(typicality_record_=record)
+            val_typical = typicality(held, val_scores)
+            row[f"reference validation cells under {THRESHOLDS} [record: {name}]"] = " / ".join(
+                f"{(val_typical < thr).mean():.3f}" for thr in THRESHOLDS
+            )
+    for name, record in records.items():
+        row[f"record {name}: cells"] = record["cells"]
+        _thresholds(row, f"[record: {name}]", typ[f"typicality [record: {name}]"], novel, right)
     row["novel_called"] = dict(
         zip(*np.unique(table["label"].astype(str)[novel], return_counts=True), strict=True)
     )
@@ -165,6 +240,14 @@ def main() -> None:
     p.add_argument("--n-query", type=int, default=1500)
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--query-epochs", type=int, default=30)
+    p.add_argument("--train-size", type=float, default=0.9, help="the reference's")
+    p.add_argument(
+        "--records",
+        nargs="*",
+        default=[],
+        choices=["outside-test", "validation", "train", "mapped"],
+        help="also score the query against typicality records of these reference cells",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")

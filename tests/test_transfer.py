@@ -318,6 +318,39 @@ def test_typicality_tells_the_cells_of_a_type_the_reference_never_saw(
         model.predict_labels(cells, unknown_below=0.1)
 
 
+def test_typicality_is_read_against_the_validation_cells():
+    """The cells a fit trained on fit better than new cells of their types (ranked among all the
+    reference's cells, its own validation cells fell under 0.1 10-15% of the time on Kang's
+    PBMCs): typicality's last step, the smaller share to the typicality, is read from the
+    validation cells where there are MIN_VALIDATION of them, so that the typicality is about
+    uniform over them; with fewer, or none (train_size=1.0), from every cell outside the test
+    split. The scores are still ranked among every cell outside it."""
+    from deltavae.model._typicality import fit_scores, typicality
+
+    scvi.settings.seed = 0
+    adata = dv.datasets.synthetic_counts(
+        n_cells=500, n_genes=40, n_clusters=3, n_conditions=2, seed=0
+    )
+    adata.obs["cell_type"] = adata.obs["cluster"].astype(str)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="cell_type")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=30, train_size=0.5, **FAST)
+    held = np.sort(model.validation_indices)
+    assert len(held) >= 200  # MIN_VALIDATION
+    model.predict_labels(adata[:5])  # the record, scored once
+    shown = typicality(model, fit_scores(model, adata, held))
+    for level in (0.1, 0.25, 0.5):
+        assert abs((shown < level).mean() - level) < 0.02
+    record = model.typicality_record_
+    assert (record["cells"], record.get("calibration_cells")) == (adata.n_obs, len(held))
+    for size in (0.9, 1.0):  # 50 validation cells, then none: every cell
+        model.train(max_epochs=1, train_size=size, **FAST)
+        record = model.predict_labels(adata[:5]) is not None and model.typicality_record_
+        assert (record["cells"], record.get("calibration_cells")) == (adata.n_obs, adata.n_obs)
+        every = typicality(model, fit_scores(model, adata))
+        assert abs((every < 0.25).mean() - 0.25) < 0.02
+
+
 def test_labels_and_typicality_read_the_cells_once(reference, monkeypatch):
     """predict_labels and a query model's write_to_adata infer each minibatch once for the
     labels and typicality's scores (they read the cells twice: the posterior, then the

@@ -240,7 +240,8 @@ class GenerationMixin:
         if last is None or last[0] != self.adata_manager.adata_uuid:  # cells new to the counts
             self._library_before = (getattr(self, "library_log_stats_", None), cells_counted(self))
         record_condition_counts(self)
-        record_typicality(self, not_test_positions(self))  # predict_labels' typicality
+        # predict_labels' typicality: its scores' ranks, and their map from the validation cells
+        record_typicality(self, not_test_positions(self), getattr(self, "validation_indices", None))
         every_lib = None
         if self.module.observation.is_count:  # one read of the counts for every record
             every_lib = log_libraries(self)

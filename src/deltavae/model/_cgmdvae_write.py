@@ -70,7 +70,7 @@ class WriteMixin:
         and the clusters without cells in it: of a subset, not of the model); for a query
         model also ``obs["cgmdvae_label"]``, ``obs["cgmdvae_label_confidence"]`` and
         ``obs["cgmdvae_typicality"]`` (:meth:`predict_labels`' ``label``, ``confidence`` and
-        ``typicality``: how typical each cell is of the reference's training cells, near 0 for
+        ``typicality``: how typical each cell is of the reference's cells, near 0 for
         a cell of a type the reference never saw; NaN for a reference saved before deltavae
         kept their scores). With another ``key_added``, ``"cgmdvae"`` in each of these
         keys is replaced by it. Clusters are written by name (as scanpy's ``leiden``), where

@@ -196,21 +196,22 @@ class PredictionsMixin:
         of 1.0 (its AUROC for right against wrong 0.80-0.85, as a kNN vote's on PCA), and
         the cells of a type missing from the reference took a known label with confidence
         near 1, not a ``novel_j`` cluster. ``typicality`` tells such cells apart: how typical
-        the cell is of the reference's cells (those it trained on outside the test split; for a
-        query model, its reference's), from two scores, how badly the decoder explains the
-        cell's counts (deviance per UMI at its posterior mean of z) and how unlikely its
-        posterior means are under the prior given its conditions (log p(z, w | c)), each
-        ranked among the reference's cells; the typicality is the share of the reference's
-        cells whose lower rank is lower than the cell's: about uniform over the reference's
-        cells, near 0 for a cell unlike them. ``unknown_below`` labels the cells under it with
-        the model's unlabelled mark (``unlabeled_category``, ``"Unknown"``), as scArches'
-        uncertainty threshold and CellTypist's ``p_thres`` do. On Kang's control PBMCs with
-        NK or B cells left out of the reference and a query of two other donors
-        (benchmarks/README.md, "Cells of types the reference never saw"; seeds 0-1), its
-        AUROC (held-out against known cells) was 0.80 (NK; the confidence's 0.62-0.70) and
-        0.93-0.94 (B; 0.82-0.89); ``unknown_below=0.1`` marked 46-54% of the NK cells, 87-90%
-        of the B cells and 13-15% of the known ones. Known cells of new donors fall under a
-        threshold more often than the reference's own cells: pick it from the share it marks.
+        the cell is of the reference's cells (for a query model, its reference's), from two
+        scores, how badly the decoder explains the cell's counts (deviance per UMI at its
+        posterior mean of z) and how unlikely its posterior means are under the prior given its
+        conditions (log p(z, w | c)), each ranked among the reference's cells outside the test
+        split; the typicality is the share of the reference's validation cells (every cell
+        outside the test split where fewer than 200 validated) whose lower rank is lower than
+        the cell's: about uniform over new cells like the reference's, near 0 for a cell unlike
+        them. ``unknown_below`` labels the cells under it with the model's unlabelled mark
+        (``unlabeled_category``, ``"Unknown"``), as scArches' uncertainty threshold and
+        CellTypist's ``p_thres`` do. On Kang's control PBMCs with NK or B cells left out of the
+        reference and a query of two other donors (benchmarks/README.md, "Cells of types the
+        reference never saw"; seeds 0-1), its AUROC (held-out against known cells) was 0.80
+        (NK; the confidence's 0.61-0.68) and 0.92-0.94 (B; 0.81-0.89); ``unknown_below=0.1``
+        marked 30-41% of the NK cells, 84-90% of the B cells and 12-14% of the known ones.
+        Known cells of new donors fall under a threshold somewhat more often than the
+        reference's own: pick it from the share it marks.
         A query model's :meth:`write_to_adata` writes the three columns into obs
         (``cgmdvae_label``, ``cgmdvae_label_confidence``, ``cgmdvae_typicality``) and takes
         ``unknown_below`` too.

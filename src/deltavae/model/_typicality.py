@@ -16,12 +16,18 @@ absent from the reference (Kang's NK cells left out of the reference were called
   synthetic types of new marker genes) land inside one and score as typical.
 
 Each score becomes the share of the reference's cells scoring lower, and a cell's
-``typicality`` is the share of the reference's cells whose smaller share is lower than its own:
-in [0, 1], about uniform over the reference's cells. Each fit of a model that is not a query
-model keeps :data:`LEVELS` quantiles of the two scores and of the smaller share over its cells
-outside the test split (``typicality_record_``, saved; a query model keeps its reference's,
-which the query's own training leaves alone: the reference's weights are frozen), scored when
-first needed. Measured in benchmarks/README.md, "Cells of types the reference never saw".
+``typicality`` is the share of the reference's validation cells whose smaller share is lower
+than its own: in [0, 1], about uniform over cells like the reference's that it did not train on.
+Each fit of a model that is not a query model keeps :data:`LEVELS` quantiles of the two scores
+over its cells outside the test split, and of the smaller share over its validation cells
+(``typicality_record_``, saved; a query model keeps its reference's, which the query's own
+training leaves alone: the reference's weights are frozen), scored when first needed. The
+cells it trained on fit better than new cells of their types: ranked among all of them, the
+reference's own validation cells fell under 0.1 10-15% of the time (benchmarks/README.md,
+"Cells of types the reference never saw"). The last step is a monotone map, so the order of
+the cells, and the AUROC, are those of the smaller share. With fewer than
+:data:`MIN_VALIDATION` validation cells (``train_size=1.0`` leaves none) the map is over the
+cells outside the test split too: 101 quantiles of a few dozen cells err more than the fit.
 """
 
 from __future__ import annotations
@@ -42,10 +48,13 @@ from ._label_setup import unlabelled_mark
 
 logger = logging.getLogger(__name__)
 
-#: Quantiles kept of the training cells' scores (at 0, 1/(LEVELS-1), ..., 1).
+#: Quantiles kept of the reference's cells' scores (at 0, 1/(LEVELS-1), ..., 1).
 LEVELS = 101
 #: The most cells scored for the record (drawn among more).
 MAX_CELLS = 50_000
+#: The fewest validation cells the last step (the smaller share to the typicality) is read
+#: from; with fewer, it is read from every cell outside the test split, as the scores are.
+MIN_VALIDATION = 200
 #: The name of :func:`fit_score`'s scores, kept with the quantiles: a record of other scores is
 #: not read.
 SCORE = "smaller share of minus the deviance per UMI and log p(z, w | c), at the means"
@@ -88,41 +97,55 @@ def fit_scores(model, adata, indices=None, batch_size=None) -> np.ndarray:
     return torch.cat(scores).numpy() if scores else np.zeros((0, 2), dtype=np.float32)
 
 
-def record_typicality(model, rows: np.ndarray) -> None:
+def _at_most(rows, n: int = MAX_CELLS) -> np.ndarray:
+    """``rows``, sorted, or ``n`` of them where more (quantiles need no more; a fixed draw,
+    alike on every run)."""
+    rows = np.sort(np.asarray(rows, dtype=np.int64))
+    if len(rows) > n:
+        rows = np.sort(np.random.default_rng(0).choice(rows, n, replace=False))
+    return rows
+
+
+def record_typicality(model, rows: np.ndarray, validation=None) -> None:
     """After a fit of a model that is not a query model: its cells at ``rows`` (those outside
-    the test split) to score for ``typicality_record_``, scored when first needed
-    (:func:`settle_record`: by ``predict_labels``, ``save`` and ``load_query_data``), not after
-    every fit. A query model keeps its reference's record."""
+    the test split) and ``validation`` (its validation cells, None or empty for none) to score
+    for ``typicality_record_``, scored when first needed (:func:`settle_record`: by
+    ``predict_labels``, ``save`` and ``load_query_data``), not after every fit. A query model
+    keeps its reference's record."""
     if model.is_query_model or not len(rows) or not model.is_trained_:
         return
-    rows = np.asarray(rows)
-    if len(rows) > MAX_CELLS:  # quantiles need no more; a fixed draw, alike on every run
-        rows = np.sort(np.random.default_rng(0).choice(rows, MAX_CELLS, replace=False))
+    rows = _at_most(rows)
+    held = _at_most(() if validation is None else validation)
     model.typicality_record_ = None
-    model._typicality_cells = (model.adata_manager.adata_uuid, rows)
+    model._typicality_cells = (model.adata_manager.adata_uuid, rows, held)
 
 
 def settle_record(model) -> None:
     """``typicality_record_`` of the last fit's cells (:func:`record_typicality`), if a fit left
-    them to score: :data:`LEVELS` quantiles of :func:`fit_score` over them, with the score's
-    name and their number. None where the model reads other cells now (``model.adata`` set to
-    another AnnData since)."""
+    them to score: :data:`LEVELS` quantiles of :func:`fit_score` over its cells outside the
+    test split and of the smaller share over its validation cells (over the former where there
+    are fewer than :data:`MIN_VALIDATION`), with the score's name and the numbers of cells
+    (``cells``, ``calibration_cells``). None where the model reads other cells now
+    (``model.adata`` set to another AnnData since)."""
     pending = getattr(model, "__dict__", {}).pop("_typicality_cells", None)
     if pending is None:
         return
-    uuid, rows = pending
+    uuid, rows, *held = pending
+    held = held[0] if held and len(held[0]) >= MIN_VALIDATION else rows
     if model.adata is None or model.adata_manager.adata_uuid != uuid:
         return
+    every = np.union1d(rows, held)  # one pass: the validation cells are among the rows
     # Scored where the user did not ask for a read-out (save, load_query_data): the data
     # loader's draw from torch's random stream would change the next training's.
     with forked_generators(model.device):
-        scores = fit_scores(model, model.adata, rows).astype(float)
+        scores = fit_scores(model, model.adata, every).astype(float)
     levels = np.linspace(0.0, 1.0, LEVELS)
-    each = np.quantile(scores, levels, axis=0)  # (LEVELS, 2)
-    smaller = _smaller_share(scores, each)
+    each = np.quantile(scores[np.searchsorted(every, rows)], levels, axis=0)  # (LEVELS, 2)
+    smaller = _smaller_share(scores[np.searchsorted(every, held)], each)
     model.typicality_record_ = {
         "score": SCORE,
         "cells": len(rows),
+        "calibration_cells": len(held),
         "quantiles": [[float(v) for v in each[:, j]] for j in range(2)],
         "smaller_share": [float(v) for v in np.quantile(smaller, levels)],
     }
@@ -141,9 +164,9 @@ def _smaller_share(scores: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
 
 
 def typicality(model, scores: np.ndarray) -> np.ndarray:
-    """The share of the training cells (see the module) whose smaller share is lower than
-    each cell's of ``scores`` (:func:`fit_scores`); NaN for a model that kept no record (saved
-    before it kept them)."""
+    """The share of the reference's validation cells (see the module) whose smaller share is
+    lower than each cell's of ``scores`` (:func:`fit_scores`); NaN for a model that kept no
+    record (saved before it kept them)."""
     record = getattr(model, "typicality_record_", None)
     if not record or record.get("score") != SCORE:
         return np.full(len(scores), np.nan, dtype=np.float32)
@@ -164,7 +187,8 @@ def check_unknown_below(unknown_below, soft) -> None:
     if not 0.0 <= float(unknown_below) <= 1.0:  # NaN too
         raise ValueError(
             f"unknown_below={short_repr(unknown_below)} is outside [0, 1]: it is a typicality "
-            "(the share of the reference's training cells less typical than a cell), e.g. 0.01."
+            "(the share of the reference's validation cells less typical than a cell), e.g. "
+            "0.01."
         )
     if soft:
         raise ValueError(
@@ -199,7 +223,7 @@ def mark_unknown(model, label: pd.Categorical, typical: np.ndarray, below) -> pd
     flagged = typical < below
     label[flagged] = mark
     logger.info(
-        "%d of %d cells less typical than the share %s of the reference's training cells: "
+        "%d of %d cells less typical than the share %s of the reference's validation cells: "
         "labelled %r.",
         int(flagged.sum()),
         len(flagged),
