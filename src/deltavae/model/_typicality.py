@@ -187,8 +187,7 @@ def check_unknown_below(unknown_below, soft) -> None:
     if not 0.0 <= float(unknown_below) <= 1.0:  # NaN too
         raise ValueError(
             f"unknown_below={short_repr(unknown_below)} is outside [0, 1]: it is a typicality "
-            "(the share of the reference's validation cells less typical than a cell), e.g. "
-            "0.01."
+            "(the share of the reference's cells less typical than a cell), e.g. 0.01."
         )
     if soft:
         raise ValueError(
@@ -223,8 +222,7 @@ def mark_unknown(model, label: pd.Categorical, typical: np.ndarray, below) -> pd
     flagged = typical < below
     label[flagged] = mark
     logger.info(
-        "%d of %d cells less typical than the share %s of the reference's validation cells: "
-        "labelled %r.",
+        "%d of %d cells less typical than the share %s of the reference's cells: labelled %r.",
         int(flagged.sum()),
         len(flagged),
         below,
