@@ -466,8 +466,11 @@ def test_a_condition_without_training_cells_is_refused():
         lambda: model.translate(ctrl, "never"),
         lambda: model.get_latent_representation(condition="never"),
     ):
-        with pytest.raises(ValueError, match="'never' was never seen in training"):
+        # No cell holds 'never' (an unused category): the advice is not train_size=1.0.
+        with pytest.raises(ValueError, match="'never' was never seen in training") as err:
             call()
+        assert "no cell of the model's AnnData holds it (an unused category" in str(err.value)
+        assert "train_size" not in str(err.value)
     _assert_unchanged(ctrl, snap)
     with pytest.raises(ValueError, match="never seen in training; conditions seen"):
         model.sample(5, condition="unknown")

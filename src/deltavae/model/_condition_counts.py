@@ -362,18 +362,36 @@ def untrained_condition(model, key: str, value, seen=None) -> str:
     if held is None and validation is not None and key in model.adata.obs:  # ZINBVAE's
         held = cells_per_value(model.adata.obs[key].iloc[np.asarray(validation, dtype=int)])
     n = (held or {}).get(str(value), 0)
+    seen = model._seen_conditions(key) if seen is None else seen
+    if not n and _no_cell_holds(model, key, value):  # train_size=1.0 would not help
+        return (
+            f"Condition {key}={short_repr(value)} was never seen in training: no cell of the "
+            f"model's AnnData holds it (an unused category of adata.obs[{key!r}], as a "
+            "subset keeps its parent's categories), so the model learned nothing of it. "
+            f"Conditions seen: {sorted(seen)}. A model learns a condition from cells of it: "
+            "set up and train a model on data that hold some."
+        )
     why = (
         f"its {n} cell{'s' * (n != 1)} all fell in the validation split, which gives no gradient"
         if n
         else f"a category of adata.obs[{key!r}] without training cells (validation and test "
         "cells give no gradient)"
     )
-    seen = model._seen_conditions(key) if seen is None else seen
     return (
         f"Condition {key}={short_repr(value)} was never seen in training: {why}, so the model "
         f"learned nothing of it. Conditions seen: {sorted(seen)}. To learn it, train with "
         "some of its cells among the training cells (train_size=1.0 trains on every cell)."
     )
+
+
+def _no_cell_holds(model, key: str, value) -> bool:
+    """Whether no cell of the model's AnnData (a reference model's: its training data) holds
+    condition ``key``'s ``value``: an unused category of a pandas Categorical. A query
+    model's reference may have held cells of it (its test split): not said so."""
+    adata = getattr(model, "adata", None)
+    if adata is None or model.is_query_model or key not in adata.obs:
+        return False
+    return not bool((adata.obs[key].astype(str) == str(value)).any())
 
 
 def warn_categories_without_training_cells(model, train, validation) -> None:
