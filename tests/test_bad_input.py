@@ -46,6 +46,8 @@ def _setup_fails(adata, exc, match, **kwargs):
 
 def test_missing_layer(counts_adata):
     _setup_fails(counts_adata, KeyError, "layer 'raw' is not in adata.layers", layer="raw")
+    hint = r"available layers: \['counts'\] \(did you mean 'counts'\?\)"
+    _setup_fails(counts_adata, KeyError, hint, layer="count")
     # The matrix passed for its name: numpy's "unhashable type: 'csr_matrix'".
     matrix = counts_adata.layers["counts"]
     _setup_fails(counts_adata, TypeError, "a name in adata.layers, not a csr_matrix", layer=matrix)

@@ -214,6 +214,21 @@ def test_fit_missing_batch_key_is_a_clean_error(counts_h5ad, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_fit_a_mistyped_key_or_layer_names_the_closest(counts_h5ad, tmp_path, capsys):
+    """The file's columns and layers were listed without the hint the Python API gives
+    (setup_anndata(batch_key='Donor'): "did you mean 'donor'?")."""
+    path, _ = counts_h5ad
+    out = tmp_path / "never.h5ad"
+    for options, hint in (
+        (["--batch-key", "Donor"], "(did you mean 'donor'?)."),
+        (["--layer", "count"], "available layers: ['counts'] (did you mean 'counts'?)."),
+    ):
+        argv = ["fit", str(path), "--model", "zinbvae", *options, "--out", str(out)]
+        assert main(argv) == 2
+        assert capsys.readouterr().err.strip().endswith(hint)
+    assert not out.exists()
+
+
 def _fit_on_data_that_are_not_counts(tmp_path, capsys, model: str, counts_layer: bool) -> str:
     """``deltavae fit`` of X = counts + 0.5 (the counts in a layer too, or not): its stderr."""
     adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=2)

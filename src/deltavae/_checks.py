@@ -25,7 +25,11 @@ def layer_matrix(adata: ad.AnnData, layer: str | None):
     if layer is None:
         return adata.X
     if layer not in adata.layers:
-        raise KeyError(f"layer {layer!r} is not in adata.layers; available: {list(adata.layers)}")
+        hint = did_you_mean(layer, adata.layers)
+        raise KeyError(
+            f"layer {layer!r} is not in adata.layers; available: {list(adata.layers)}"
+            + (f" ({hint})" if hint else "")
+        )
     return adata.layers[layer]
 
 

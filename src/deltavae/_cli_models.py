@@ -15,8 +15,10 @@ import anndata as ad
 import h5py
 
 import deltavae as dv
+from deltavae._checks import short_repr
 from deltavae._cli_files import InputError, _options_for
 from deltavae._cli_report import SPATIAL_MODELS, _as_flags
+from deltavae._close_names import did_you_mean
 from deltavae.cli import MODEL_CLASSES
 
 #: Models ``deltavae fit --model`` can train, by command-line name. A model plugs in by adding
@@ -151,30 +153,46 @@ def check_input_keys(path: Path, args: argparse.Namespace) -> None:
         key = getattr(args, name, None)
         if key is not None and args.model not in REFERENCE_MODELS and key not in columns:
             raise InputError(
-                f"--{name.replace('_', '-')} {key!r} is not a column of adata.obs; available "
-                f"columns: {columns}."
+                _not_among(f"--{name.replace('_', '-')}", key, "a column of adata.obs", columns)
             )
     if args.layer is not None and layers is not None and args.layer not in layers:
-        raise InputError(
-            f"--layer {args.layer!r} is not in adata.layers; available layers: {layers}."
-        )
+        raise InputError(_not_among("--layer", args.layer, "in adata.layers", layers, "layers"))
     reference = None if args.reference is None else _input_names(Path(args.reference))
     if reference is not None:
         columns, layers = reference
         _check_labels_key(args, columns)
         if args.reference_layer is not None and args.reference_layer not in layers:
             raise InputError(
-                f"--reference-layer {args.reference_layer!r} is not in reference.layers; "
-                f"available layers: {layers}."
+                _not_among(
+                    "--reference-layer",
+                    args.reference_layer,
+                    "in reference.layers",
+                    layers,
+                    "layers",
+                )
             )
+
+
+def _not_among(flag: str, key: str, where: str, names: list, kind: str = "columns") -> str:
+    """The refusal of ``flag key``, which names none of ``names`` (a file's obs columns or
+    layers), with the closest of them, as the Python API's messages give it.
+
+    Examples
+    --------
+    >>> print(_not_among("--layer", "count", "in adata.layers", ["counts"], "layers"))
+    --layer 'count' is not in adata.layers; available layers: ['counts'] (did you mean 'counts'?).
+    """
+    hint = did_you_mean(key, names)
+    return f"{flag} {key!r} is not {where}; available {kind}: {short_repr(names, 30, kind)}" + (
+        f" ({hint})." if hint else "."
+    )
 
 
 def _check_labels_key(args: argparse.Namespace, columns) -> None:
     labels_key = args.labels_key or "cell_type"
     if labels_key not in columns:
         raise InputError(
-            f"--labels-key {labels_key!r} is not a column of the reference's obs; available: "
-            f"{list(columns)}."
+            _not_among("--labels-key", labels_key, "a column of the reference's obs", columns)
         )
 
 

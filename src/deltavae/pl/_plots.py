@@ -196,7 +196,11 @@ def _check_drawable(adata: AnnData, stored: str, layer, components) -> None:
                 f"obsm[{stored!r}] has {shape[1]}."
             )
     if layer is not None and layer not in adata.layers:
-        raise KeyError(f"layer={layer!r} is not in adata.layers; available: {list(adata.layers)}.")
+        hint = did_you_mean(layer, adata.layers)
+        raise KeyError(
+            f"layer={layer!r} is not in adata.layers; available: {list(adata.layers)}"
+            + (f" ({hint})." if hint else ".")
+        )
 
 
 def _colour_message(adata: AnnData, color, kwargs: dict, message: str) -> str:
