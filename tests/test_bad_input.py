@@ -53,6 +53,35 @@ def test_missing_layer(counts_adata):
     _setup_fails(counts_adata, TypeError, "a name in adata.layers, not a csr_matrix", layer=matrix)
 
 
+@pytest.mark.parametrize("with_raw", [False, True])
+def test_a_counts_layer_stored_without_a_copy_is_named(counts_adata, with_raw):
+    """adata.layers['counts'] = adata.X (float32 counts, as sc.read_10x_h5 gives), then
+    sc.pp.normalize_total and sc.pp.log1p: the layer changed with X, and the refusal said
+    "Pass the raw counts, in X or in a layer (layer='counts')", which the user had done."""
+    import scanpy as sc
+
+    adata = counts_adata.copy()
+    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    if with_raw:
+        adata.raw = adata.copy()
+    adata.layers["counts"] = adata.X  # no .copy()
+    sc.pp.normalize_total(adata)
+    sc.pp.log1p(adata)
+    copy = re.escape("adata.layers['counts'] = adata.X.copy()")
+    raw = re.escape("adata.raw holds raw counts, it seems: adata.layers['counts'] = adata.raw[")
+    fix = raw if with_raw else f"read them again from their file .*{copy}"
+    _setup_fails(
+        adata,
+        ValueError,
+        r"adata.layers\['counts'\] holds the same values as adata.X: most likely it was "
+        rf"stored without a copy .*; {fix}",
+        layer="counts",
+    )
+    # A copy of the AnnData made since holds two equal matrices: named alike.
+    with pytest.raises(ValueError, match="holds the same values as adata.X"):
+        dv.model.ZINBVAE.setup_anndata(adata.copy(), layer="counts")
+
+
 @pytest.mark.parametrize("model", ["ZINBVAE", "CGMDVAE", "NMFDeconv", "Archetypes"])
 def test_setup_of_a_view_or_a_matrix_says_what_to_pass(counts_adata, model):
     cls = getattr(dv.model, model)

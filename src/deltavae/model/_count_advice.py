@@ -106,6 +106,21 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
     layers = [key for key in adata.layers.keys() if key != layer]
     found = _counts_layer(adata, layer)  # the layer that holds counts, named first
     layers = [found, *(key for key in layers if key != found)] if found else layers
+    if _same_as_x(adata, layer):  # adata.layers["counts"] = adata.X, then normalize_total
+        raw = adata.raw is not None and not _raw_not_counts(adata)
+        fix = (
+            f"{name}.raw holds raw counts, it seems: {name}.layers[{layer!r}] = "
+            f"{name}.raw[:, {name}.var_names].X.copy()"
+            if raw
+            else "read them again from their file and keep a copy before normalizing: "
+            f"{name}.layers[{layer!r}] = {name}.X.copy()"
+        )
+        return (
+            f" {name}.layers[{layer!r}] holds the same values as {name}.X: most likely it was "
+            f"stored without a copy ({name}.layers[{layer!r}] = {name}.X), so scanpy's "
+            "in-place steps on X (sc.pp.normalize_total, sc.pp.log1p, sc.pp.scale) changed it "
+            f"too, and it no longer holds the raw counts; {fix}."
+        )
     if "prediction" in adata.uns and "counts" in layers:  # translate's, latent_shift's
         return (
             " This AnnData is a prediction (uns['prediction']): its X holds expected counts, "
@@ -163,6 +178,21 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
             f"{name}.raw[:, {name}.var_names].X; {arg}='counts'{then}." + real
         )
     return f" Pass the raw counts, in X or in a layer ({arg}='counts'{then})." + real
+
+
+def _same_as_x(adata: AnnData, layer: str | None) -> bool:
+    """Whether the first rows of ``adata.layers[layer]`` equal those of ``adata.X``: the layer
+    is X itself, or was (a copy of the AnnData made since), both in memory."""
+    if layer is None or layer not in adata.layers or adata.isbacked:
+        return False
+    ours, x = _first_rows(adata.layers[layer]), _first_rows(adata.X)
+    if ours is None or x is None or ours[0].shape != x[0].shape or ours[1].dtype.kind != "f":
+        return False  # floats: what normalize_total and log1p leave (not booleans)
+    if sparse.issparse(ours[0]) != sparse.issparse(x[0]):
+        return False
+    if sparse.issparse(ours[0]):
+        return (ours[0] != x[0]).nnz == 0
+    return bool(np.array_equal(ours[0], x[0]))
 
 
 def _raw_not_counts(adata: AnnData) -> bool:
