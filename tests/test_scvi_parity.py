@@ -247,6 +247,21 @@ def test_genes_subset_in_place_after_training_are_refused_by_name(counts_adata):
         with pytest.raises(ValueError, match="holds 40 genes and the model was trained on 60"):
             call()
     assert model.write_to_adata(full) == ["obsm/X_zinbvae"]
+    # train takes no AnnData: its advice is not write_to_adata(full).
+    with pytest.raises(ValueError, match=r"trains on its own genes only.*ZINBVAE\.load\(path"):
+        model.train(max_epochs=1)
+
+
+def test_genes_subset_in_place_before_training_say_to_build_again(counts_adata):
+    """Subset after the model was built, before train: the refusal said the model 'was
+    trained on 60' and to pass an AnnData to write_to_adata, which train does not take."""
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, **SMALL)
+    counts_adata._inplace_subset_var(np.arange(40))
+    with pytest.raises(ValueError, match="holds 40 genes and the model was built for 60") as err:
+        model.train(max_epochs=1)
+    assert "Set up and build the model again on the subset" in str(err.value)
+    assert "write_to_adata" not in str(err.value)
 
 
 def test_cells_filtered_in_place_to_none_are_refused_by_name(counts_adata):

@@ -168,6 +168,37 @@ def subset_advice(datasets: dict) -> str:
     )
 
 
+def _subset_genes_message(model, n_now: int, n_model: int, training: bool) -> str:
+    """The refusal of a model's AnnData subset in place to ``n_now`` of its ``n_model`` genes:
+    read-outs take an AnnData with the training genes; training does not, so a model not yet
+    trained is built again on the subset, and a trained one cannot go on with fewer genes."""
+    trained = bool(getattr(model, "is_trained_", False))
+    name = type(model).__name__
+    when = "trained on" if trained else "built for"
+    what = (
+        f"The model's AnnData holds {n_now} genes and the model was {when} {n_model}: it was "
+        "subset in place since (e.g. sc.pp.filter_genes or "
+        "sc.pp.highly_variable_genes(..., subset=True))."
+    )
+    if not trained:  # train() takes no AnnData: the model itself must change
+        return (
+            f"{what} Set up and build the model again on the subset: {name}.setup_anndata("
+            f"adata, ...), then model = {name}(adata, ...); or subset a copy before setup "
+            "(adata = adata[:, mask].copy())."
+        )
+    if training:
+        return (
+            f"{what} A trained model trains on its own genes only: set up and train a new "
+            "model on the subset, or load this one onto an AnnData with its genes to train "
+            f"it further: model.save(path); model = {name}.load(path, full) (full kept from "
+            "before the subset)."
+        )
+    return (
+        f"{what} Pass an AnnData with the training genes (model.write_to_adata(full), full "
+        "kept from before the subset), or set up and train a model on the subset."
+    )
+
+
 def check_own_adata(model, training: bool = False) -> None:
     """Before a model reads (or, ``training``, trains on) its own AnnData: it still holds the
     training genes, the obs columns it reads hold the values registered at setup (another
@@ -181,13 +212,7 @@ def check_own_adata(model, training: bool = False) -> None:
     """
     adata, genes = getattr(model, "_adata", None), model._training_genes()
     if adata is not None and genes is not None and adata.n_vars != len(genes):
-        raise ValueError(
-            f"The model's AnnData holds {adata.n_vars} genes and the model was trained on "
-            f"{len(genes)}: it was subset in place since (e.g. sc.pp.filter_genes or "
-            "sc.pp.highly_variable_genes(..., subset=True)). Pass an AnnData with the training "
-            "genes (model.write_to_adata(full), full kept from before the subset), or set up "
-            "and train a model on the subset."
-        )
+        raise ValueError(_subset_genes_message(model, adata.n_vars, len(genes), training))
     if adata is not None and adata.n_obs == 0:  # scvi-tools: "zero-size array to reduction"
         unit = rows_unit(model)
         raise ValueError(
