@@ -252,6 +252,26 @@ def test_genes_subset_in_place_after_training_are_refused_by_name(counts_adata):
         model.train(max_epochs=1)
 
 
+def test_a_model_saved_after_its_genes_were_subset_loads_onto_them(counts_adata, tmp_path):
+    """Saved after sc.pp.filter_genes on its AnnData: scvi-tools recorded the AnnData's 40
+    genes, and loading onto the 60 it was trained on failed ("Expected: 60 Received: 40"), as
+    did the way train's refusal names to train further."""
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, **SMALL)
+    model.train(max_epochs=1)
+    full = counts_adata.copy()
+    counts_adata._inplace_subset_var(np.arange(40))
+    with pytest.raises(ValueError, match="subset in place to 40 of its 60 genes since setup"):
+        model.save(tmp_path / "with_data", save_anndata=True)
+    model.save(tmp_path / "m")
+    again = dv.model.ZINBVAE.load(tmp_path / "m", full)
+    np.testing.assert_allclose(
+        again.get_latent_representation(), model.get_latent_representation(full), atol=1e-6
+    )
+    again.train(max_epochs=1)
+    assert again.history["elbo_train"].shape[0] == 2
+
+
 def test_genes_subset_in_place_before_training_say_to_build_again(counts_adata):
     """Subset after the model was built, before train: the refusal said the model 'was
     trained on 60' and to pass an AnnData to write_to_adata, which train does not take."""

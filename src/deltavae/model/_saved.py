@@ -312,6 +312,12 @@ class Saving:
             )
         if save_anndata:  # a zarr store moved away would be saved as zeros
             check_still_on_disk(self.adata)
+            if self._subset_since_setup():  # load would pair the model with fewer genes
+                raise ValueError(
+                    f"The model's AnnData was subset in place to {self.adata.n_vars} of its "
+                    f"{len(self._training_genes())} genes since setup: save the model alone "
+                    "(save_anndata=False) and load it onto an AnnData with its genes."
+                )
         check_fit_to_save(self)
         stale = os.path.join(dir_path, f"{kwargs.get('prefix') or ''}adata.h5ad")
         if overwrite and not save_anndata and os.path.isfile(stale):
@@ -333,6 +339,20 @@ class Saving:
                 # (load would read that; now it asks for the AnnData).
                 os.remove(stale)
             raise
+
+    def _subset_since_setup(self) -> bool:
+        """Whether the model's AnnData lost genes in place since setup (``sc.pp.filter_genes``,
+        ``highly_variable_genes(subset=True)``): it holds other genes than the model's."""
+        genes, adata = self._training_genes(), getattr(self, "_adata", None)
+        return genes is not None and adata is not None and adata.n_vars != len(genes)
+
+    def get_var_names(self, legacy_mudata_format: bool = False):
+        """The genes ``save`` records, which ``load`` matches: the training genes where the
+        model's AnnData was subset in place since setup (scvi-tools read that AnnData's: the
+        model saved could not be loaded onto its genes, "Expected: 60 Received: 40")."""
+        if self._subset_since_setup():
+            return self._training_genes().to_numpy()
+        return super().get_var_names(legacy_mudata_format=legacy_mudata_format)
 
     @classmethod
     def view_setup_args(cls, dir_path: str, prefix: str | None = None) -> None:
