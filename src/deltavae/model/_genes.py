@@ -199,6 +199,13 @@ def _subset_genes_message(model, n_now: int, n_model: int, training: bool) -> st
     )
 
 
+def subset_since_setup(model) -> bool:
+    """Whether the model's AnnData lost genes in place since setup (``sc.pp.filter_genes``,
+    ``highly_variable_genes(subset=True)``): it holds other genes than the model's."""
+    genes, adata = model._training_genes(), getattr(model, "_adata", None)
+    return genes is not None and adata is not None and adata.n_vars != len(genes)
+
+
 def check_own_adata(model, training: bool = False) -> None:
     """Before a model reads (or, ``training``, trains on) its own AnnData: it still holds the
     training genes, the obs columns it reads hold the values registered at setup (another
@@ -211,7 +218,7 @@ def check_own_adata(model, training: bool = False) -> None:
     cannot be multiplied", or an index error.
     """
     adata, genes = getattr(model, "_adata", None), model._training_genes()
-    if adata is not None and genes is not None and adata.n_vars != len(genes):
+    if subset_since_setup(model):
         raise ValueError(_subset_genes_message(model, adata.n_vars, len(genes), training))
     if adata is not None and adata.n_obs == 0:  # scvi-tools: "zero-size array to reduction"
         unit = rows_unit(model)

@@ -25,7 +25,7 @@ from ..train._divergence import trained_state
 from ..train._record import cells_digest
 from ._count_advice import layer_fixed
 from ._device_args import check_device_args
-from ._genes import genes_to_load_advice, in_training_order, query_to_load
+from ._genes import genes_to_load_advice, in_training_order, query_to_load, subset_since_setup
 from ._label_colours import record_label_colours
 from ._labels import check_known_categories, check_labels_to_load
 from ._load_state import loading_state
@@ -312,7 +312,7 @@ class Saving:
             )
         if save_anndata:  # a zarr store moved away would be saved as zeros
             check_still_on_disk(self.adata)
-            if self._subset_since_setup():  # load would pair the model with fewer genes
+            if subset_since_setup(self):  # load would pair the model with fewer genes
                 raise ValueError(
                     f"The model's AnnData was subset in place to {self.adata.n_vars} of its "
                     f"{len(self._training_genes())} genes since setup: save the model alone "
@@ -340,17 +340,17 @@ class Saving:
                 os.remove(stale)
             raise
 
-    def _subset_since_setup(self) -> bool:
-        """Whether the model's AnnData lost genes in place since setup (``sc.pp.filter_genes``,
-        ``highly_variable_genes(subset=True)``): it holds other genes than the model's."""
-        genes, adata = self._training_genes(), getattr(self, "_adata", None)
-        return genes is not None and adata is not None and adata.n_vars != len(genes)
-
     def get_var_names(self, legacy_mudata_format: bool = False):
         """The genes ``save`` records, which ``load`` matches: the training genes where the
         model's AnnData was subset in place since setup (scvi-tools read that AnnData's: the
-        model saved could not be loaded onto its genes, "Expected: 60 Received: 40")."""
-        if self._subset_since_setup():
+        model saved could not be loaded onto its genes, "Expected: 60 Received: 40").
+
+        Parameters
+        ----------
+        legacy_mudata_format
+            scvi-tools' (MuData's older layout), otherwise.
+        """
+        if subset_since_setup(self):
             return self._training_genes().to_numpy()
         return super().get_var_names(legacy_mudata_format=legacy_mudata_format)
 
