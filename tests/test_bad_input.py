@@ -814,3 +814,21 @@ def test_a_cgmdvae_built_on_data_that_are_not_counts_names_setup_s_layer(counts_
         dv.model.CGMDVAE(logged, n_clusters=2)
     dv.model.CGMDVAE.setup_anndata(logged, layer="counts")  # the advice followed
     assert dv.model.CGMDVAE(logged, n_clusters=2).adata is logged
+
+
+@pytest.mark.parametrize(
+    ("model", "typo", "hint"),
+    [
+        ("ZINBVAE", "n_latents", "did you mean 'n_latent'"),
+        ("CGMDVAE", "n_cluster", "did you mean 'n_clusters'?"),
+        ("Archetypes", "n_archetype", "did you mean 'n_archetypes'"),
+        ("NMFDeconv", "n_component", "did you mean 'n_components'?"),
+    ],
+)
+def test_a_mistyped_model_keyword_names_the_closest(counts_adata, model, typo, hint):
+    """Python's bare "__init__() got an unexpected keyword argument 'n_cluster'" named no
+    keyword the model takes (setup_anndata and train name the closest)."""
+    cls = getattr(dv.model, model)
+    cls.setup_anndata(counts_adata)
+    with pytest.raises(TypeError, match=rf"{model}\(\) got an .* '{typo}': {re.escape(hint)}"):
+        cls(counts_adata, **{typo: 3})

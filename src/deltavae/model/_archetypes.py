@@ -22,6 +22,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import archetype_start, candidate_samples, restore_candidate_samples
 from ._genes import check_own_adata
+from ._init_keywords import keyword_hints
 from ._one_state import warn_one_state
 from ._positions import indices_after_adata
 from ._spots import (
@@ -110,6 +111,7 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
     markers_key = "archetype_markers"
     uns_key = "archetypes"
 
+    @keyword_hints
     def __init__(
         self,
         adata: AnnData,

@@ -31,6 +31,7 @@ from ._condition_counts import warn_untrained_combinations
 from ._count_advice import building_model, warn_if_counts
 from ._de import CheckedExpressionMixin
 from ._host_results import HostResultsMixin
+from ._init_keywords import keyword_hints
 from ._label_setup import check_label_setup, refuse_missing_integer_labels, unlabelled_mark
 from ._labels import ConditionsByName, LabelsInColumnOrder, small_categories_named
 from ._mixture_start import mixture_start
@@ -141,6 +142,7 @@ class CGMDVAE(
     perturbation_methods = ("translate", "latent_shift", "nearest_response")
 
     @scvi_init_names
+    @keyword_hints
     def __init__(
         self,
         adata: AnnData,

@@ -38,6 +38,7 @@ from ._imputer_reference import (
     warn_uncounted_panel,
 )
 from ._imputer_results import ImputerResultsMixin
+from ._init_keywords import keyword_hints
 from ._load_state import saved_state
 from ._matrices import column_sums, memory_copy, row_sums, to_memory
 from ._nmf_reference import warn_empty_reference_cells, warn_small_types
@@ -135,6 +136,7 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
     _results_of_fitted_spots = True  # write_to_adata: NaN rows for spots left out of the fit
     imputed_key = "imputed"
 
+    @keyword_hints
     def __init__(
         self,
         adata: AnnData,

@@ -21,6 +21,7 @@ from ..train._convergence import MIN_STEPS
 from ..train._stopping import MONITOR, on_validation_cells
 from ._base import DeltaModelMixin
 from ._genes import align_query_genes, match_read_genes
+from ._init_keywords import keyword_hints
 from ._load_state import saved_state
 from ._matrices import column_sums
 from ._nmf_reference import FromReferenceMixin
@@ -114,6 +115,7 @@ class NMFDeconv(
     proportions_key = "proportions"
     abundance_key = "cell_abundance"
 
+    @keyword_hints
     def __init__(
         self,
         adata: AnnData,

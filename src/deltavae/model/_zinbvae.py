@@ -29,6 +29,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._de import CheckedExpressionMixin
 from ._host_results import HostResultsMixin
+from ._init_keywords import keyword_hints
 from ._labels import ConditionsByName, small_categories_named
 from ._library_stats import batch_library_prior
 from ._load_state import saved_state
@@ -103,6 +104,7 @@ class ZINBVAE(
     latent_key = "X_zinbvae"
 
     @scvi_init_names
+    @keyword_hints
     def __init__(
         self,
         adata: AnnData,
