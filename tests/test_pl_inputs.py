@@ -65,6 +65,17 @@ def test_one_name_where_a_list_is_taken_is_that_name():
     assert ax.collections[1].get_offsets().shape == (1, 2)
 
 
+def test_a_gene_in_other_case_is_named():
+    """highlight=['isg15'] (a mouse-style name for a human gene) was refused with no hint:
+    difflib's ratio is case-sensitive, so did_you_mean found nothing close."""
+    predicted, observed = _gene_means()
+    with pytest.raises(KeyError, match="'isg15': did you mean 'ISG15'\\?"):
+        dv.pl.perturbation_scatter(predicted, observed, highlight=["isg15"], show=False)
+    adata = _cells()
+    with pytest.raises(KeyError, match="did you mean 'cell_type'\\?"):
+        dv.pl.cluster_composition(adata, "cluster", "CELL_TYPE", show=False)
+
+
 def test_gene_means_from_dataframes_keep_their_gene_names():
     """get_normalized_expression returns cells x genes DataFrames; highlight needs names."""
     predicted, observed = _gene_means()

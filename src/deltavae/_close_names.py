@@ -9,9 +9,10 @@ from collections.abc import Iterable
 
 def did_you_mean(name, known: Iterable, n: int = 3, end: str = "") -> str:
     """``"did you mean 'a' or 'b'?"`` for the (at most ``n``) names of ``known`` closest to
-    ``name`` (:func:`difflib.get_close_matches`, its default cutoff), else those that start
-    with it (``n_samples`` for ``n_samples_overall``), followed by ``end`` (a space before the
-    next sentence); ``""`` where none is.
+    ``name`` (the same name in other case first, then :func:`difflib.get_close_matches`, its
+    default cutoff), else those that start with it (``n_samples`` for
+    ``n_samples_overall``), followed by ``end`` (a space before the next sentence); ``""``
+    where none is.
 
     Examples
     --------
@@ -19,10 +20,15 @@ def did_you_mean(name, known: Iterable, n: int = 3, end: str = "") -> str:
     "did you mean 'elbo_train'?"
     >>> did_you_mean("max_epoch", ["max_epochs", "min_epochs", "lr"])
     "did you mean 'max_epochs' or 'min_epochs'?"
+    >>> did_you_mean("isg15", ["ISG15", "IFI6"])
+    "did you mean 'ISG15'?"
     >>> did_you_mean("zzz", ["lr"])
     ''
     """
     name, known = str(name), list(dict.fromkeys(str(k) for k in known))
-    close = difflib.get_close_matches(name, known, n=n)
+    # The same name in other case first (a mouse gene's case for a human one, 'isg15'),
+    # which difflib's ratio, case-sensitive, scores low.
+    close = [k for k in known if k.lower() == name.lower() and k != name][:n]
+    close = close or difflib.get_close_matches(name, known, n=n)
     close = close or [k for k in known if name and k.startswith(name)][:n]
     return f"did you mean {' or '.join(map(repr, close))}?{end}" if close else ""
