@@ -786,3 +786,21 @@ def test_jsd_alone_warns_where_a_column_sums_to_0():
         dv.metrics.deconvolution_scores(true, pred)
     said = [str(w.message) for w in told if "sum to 0" in str(w.message)]
     assert len(said) == 1 and said[0].startswith("1 of the 3 cell types") and "['c']" in said[0]
+
+
+def test_perturbation_data_of_other_genes_say_which_and_how_to_share():
+    """predicted of 150 genes against observed of 200 (AnnData): "they must match" named
+    neither the genes nor how to keep those both hold; a transposed table keeps its hint."""
+    rng = np.random.default_rng(0)
+    genes = [f"g{i}" for i in range(200)]
+    observed = ad.AnnData(rng.gamma(2.0, 1.0, (30, 200)).astype(np.float32))
+    observed.var_names = genes
+    predicted = observed[:, 50:].copy()
+    shared = r"\(50 in one only, .*shared = predicted\.var_names\.intersection\(observed\."
+    with pytest.raises(ValueError, match=rf"predicted and observed have different genes {shared}"):
+        dv.metrics.mean_expression_r2(predicted, observed)
+    with pytest.raises(ValueError, match="observed and control have different genes"):
+        dv.metrics.mean_expression_r2(observed.X, observed, control=predicted)
+    table = pd.DataFrame(observed.X, columns=genes)
+    with pytest.raises(ValueError, match=r"may be swapped \(genes x cells\)"):
+        dv.metrics.mean_expression_r2(table.iloc[:, :20].T, table.iloc[:, :20])

@@ -298,18 +298,25 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
     pred, pred_genes = gene_means(predicted, "predicted")
     true, true_genes = gene_means(observed, "observed")
     if pred.shape != true.shape:
+        swapped = _transposed_hint(predicted, observed, "predicted", "observed")
+        if not swapped:  # named genes: which differ, and how to keep those both hold
+            _same_genes(pred_genes, true_genes, "predicted", "observed")
         raise ValueError(
-            f"predicted has {pred.size} genes and observed {true.size}; they must match."
-            + _transposed_hint(predicted, observed, "predicted", "observed")
+            f"predicted has {pred.size} genes and observed {true.size}; they must match." + swapped
         )
     _warn_if_scales_differ(pred, true)
     _same_genes(pred_genes, true_genes, "predicted", "observed")
     if control is not None:
         ctrl, ctrl_genes = gene_means(control, "control")
         if ctrl.shape != pred.shape:
+            swapped = _transposed_hint(control, predicted, "control", "predicted")
+            if not swapped:
+                first = pred_genes if pred_genes is not None else true_genes
+                named = "predicted" if pred_genes is not None else "observed"
+                _same_genes(first, ctrl_genes, named, "control")
             raise ValueError(
                 f"control has {ctrl.size} genes and predicted {pred.size}; they must match."
-                + _transposed_hint(control, predicted, "control", "predicted")
+                + swapped
             )
         _warn_if_scales_differ(ctrl, true)
         named = "predicted" if pred_genes is not None else "observed"
@@ -424,7 +431,9 @@ def _same_genes(pred_genes, other_genes, named: str, other: str) -> None:
     only = sorted(map(str, set(pred_genes) ^ set(other_genes)))
     raise ValueError(
         f"{named} and {other} have different genes ({len(only)} in one only, e.g. "
-        f"{only[:3]}); subset both to the genes they share."
+        f"{only[:3]}); subset both to the genes they share, e.g. shared = "
+        f"{named}.var_names.intersection({other}.var_names, sort=False), then "
+        f"{named}[:, shared] and {other}[:, shared] (AnnData; DataFrames: .columns, [shared])."
     )
 
 
