@@ -219,5 +219,8 @@ def test_a_transposed_frame_is_told_its_rows_and_columns_may_be_swapped():
         dv.metrics.mean_expression_r2(pred, stim.T.to_numpy())
     with pytest.raises(ValueError, match=r"control has 6 rows, .* pass control\.T"):
         dv.metrics.mean_expression_r2(pred, stim, control=stim.T)
-    with pytest.raises(ValueError, match=r"must match\.$"):  # no shape to swap: nothing said
+    # No shape to swap: no transposition said, but which genes differ (named frames).
+    with pytest.raises(ValueError, match=r"different genes \(1 in one only, e.g. \['g5'\]\)"):
         dv.metrics.mean_expression_r2(pred.iloc[:, :5], stim)
+    with pytest.raises(ValueError, match=r"must match\.$"):  # arrays: no names to compare
+        dv.metrics.mean_expression_r2(pred.iloc[:, :5].to_numpy(), stim.to_numpy())
