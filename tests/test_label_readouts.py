@@ -487,6 +487,12 @@ def test_label_and_cluster_columns_take_the_users_label_colours_by_name(tmp_path
         categories = query.obs["cgmdvae_label"].cat.categories
         assert query.uns["cgmdvae_label_colors"] == [by_name[c] for c in categories]
         del query.uns["cgmdvae_label_colors"], query.uns["cgmdvae_cluster_colors"]
+    # Cells unknown_below marks: scanpy's grey of missing values, not a vivid new colour.
+    mapped.write_to_adata(unknown_below=1.0)
+    categories = query.obs["cgmdvae_label"].cat.categories
+    assert "Unknown" in categories
+    grey = {**by_name, "Unknown": "#d3d3d3"}
+    assert query.uns["cgmdvae_label_colors"] == [grey[c] for c in categories]
 
 
 def test_integer_labels_beside_novel_clusters_keep_the_users_colours_novel_ones_new():

@@ -9,7 +9,8 @@ colours of ``uns["<labels_key>_colors"]`` are carried by category name (integer 
 by their strings, as beside ``novel_j`` clusters), as scanpy's ``ingest`` carries the
 reference's, over a query model's reference's (:func:`reference_label_colours`, a model's or
 a saved directory's: :func:`record_label_colours`); categories without one (``novel_j``
-clusters) get new colours, none of the user's.
+clusters) get new colours, none of the user's, and the unlabelled mark (cells
+``unknown_below`` marked) without one scanpy's grey of missing values.
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from ._label_setup import unlabelled_mark
 from ._prediction_frame import carried_colours, training_colours
 from ._scanpy_keys import palette_by_name
+
+#: The colour of cells marked unlabelled (``unknown_below``) where the user gave the mark none:
+#: scanpy's colour of missing values (``na_color``, "lightgray"), not a type's vivid one.
+UNLABELLED_COLOUR = "#d3d3d3"
 
 
 def _by_name(model, adata: AnnData) -> dict:
@@ -55,8 +61,9 @@ def _new_colours(used, n: int) -> list[str]:
 def _labels_palette(model, adata: AnnData, column: pd.Categorical) -> list | None:
     """The colours of ``column``'s categories by name in the user's palette of the labels
     (:func:`_by_name`; integer labels also by their strings, ``"1"`` beside ``novel_j``
-    clusters), the others (``novel_j`` clusters, labels without one) new colours none of the
-    user's; ``None`` where the user has none."""
+    clusters), the unlabelled mark without one :data:`UNLABELLED_COLOUR`, the others
+    (``novel_j`` clusters, labels without one) new colours none of the user's; ``None`` where
+    the user has none."""
     if model.registry_["setup_args"].get("labels_key") is None:
         return None
     named = _by_name(model, adata)
@@ -64,6 +71,11 @@ def _labels_palette(model, adata: AnnData, column: pd.Categorical) -> list | Non
         return None
     as_text = {str(k): v for k, v in named.items()}
     palette = [named.get(c, as_text.get(str(c))) for c in column.categories]
+    mark = str(unlabelled_mark(None, None, "Unknown", source=model.registry_))
+    palette = [
+        UNLABELLED_COLOUR if c is None and str(cat) == mark else c
+        for c, cat in zip(palette, column.categories, strict=True)
+    ]
     fresh = iter(_new_colours(named.values(), sum(c is None for c in palette)))
     return [next(fresh) if c is None else c for c in palette]
 
