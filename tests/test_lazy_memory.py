@@ -144,7 +144,10 @@ def test_nmf_from_reference_reads_only_the_shared_genes(split, tmp_path, store, 
     lazy = ad.read_h5ad(path, backed="r") if store == "h5ad" else dv.read_lazy(path)
     expected = dv.model.NMFDeconv.signatures_from_reference(wide, "cluster")
     found, peak = _peak(lambda: dv.model.NMFDeconv.signatures_from_reference(lazy, "cluster"))
-    assert peak < 0.5 * size  # zarr reads a stored chunk whole
+    # zarr reads a stored chunk whole, and its reads run side by side as the timing allows:
+    # the peak was 0.37-0.47 of the stored matrix on a quiet machine and up to 0.56 next to a
+    # busy process (one run in eight); reading every gene and layer takes more than all of it.
+    assert peak < (0.5 if store == "h5ad" else 0.75) * size
     pd.testing.assert_frame_equal(found, expected)
     if store == "zarr":  # from_reference's reads alike, at 20 ms a dask compute: 2 s
         return
