@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import anndata as ad  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -192,3 +193,25 @@ def test_which_library_and_image_is_asked_for_and_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match=r"\['img_key'\] place spots on a tissue image"):
         dv.pl.spatial_proportions(spots, basis="X_umap", img_key="hires", show=False)
     assert plt.get_fignums() == []
+
+
+def test_slides_concatenated_are_drawn_one_library_at_a_time():
+    """Two slides concatenated with a library_id column: each library's spots go over its own
+    image only (library_id='s1' drew the spots of both slides over s1's image, silently), and
+    one slide's spots need no library_id (the column tells it)."""
+    first, second = _visium(10), _visium(10)
+    second.uns["spatial"] = {"s2": second.uns["spatial"].pop("lib1")}
+    first.uns["spatial"] = {"s1": first.uns["spatial"].pop("lib1")}
+    both = ad.concat(
+        {"s1": first, "s2": second}, label="library_id", uns_merge="unique", index_unique="-"
+    )
+    with pytest.raises(ValueError, match=r"by obs\['library_id'\]: draw one library at a time"):
+        dv.pl.spatial_proportions(both, show=False)
+    with pytest.raises(ValueError, match=r"10 of the 20 spots belong to other libraries"):
+        dv.pl.spatial_proportions(both, library_id="s1", show=False)
+    one = both[both.obs["library_id"] == "s2"]
+    (ax,) = dv.pl.spatial_proportions(one, columns="Astro", show=False)
+    np.testing.assert_allclose(_centres(ax), one.obsm["spatial"] * 0.1)
+    # without an image the coordinates of both are drawn, as before
+    (ax,) = dv.pl.spatial_proportions(both, columns="Astro", img_key=None, show=False)
+    plt.close("all")

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.collections import EllipseCollection
@@ -42,7 +43,10 @@ img_key
     without an image.
     This and the six below apply to ``basis="spatial"`` only (refused on another basis).
 library_id
-    Library of ``uns["spatial"]``; by default the only one there.
+    Library of ``uns["spatial"]``; by default the only one there, or the only one the
+    spots come from by an obs column of library names (``library_id``, as
+    ``anndata.concat(..., label="library_id")`` writes it). Spots of other libraries by
+    that column are refused over an image: draw one library at a time.
 scale_factor
     Factor from the coordinates to the image's pixels; default the image's.
 spot_size
@@ -84,19 +88,42 @@ def tissue(
     check_bool("bw", bw)
     libraries = adata.uns.get("spatial", {})
     libraries = libraries if isinstance(libraries, Mapping) else {}
+    column, held = _library_column(adata, libraries)
+    if library_id is DEFAULT and len(held) == 1:  # one slide of several concatenated
+        library_id = held[0]
     if library_id is DEFAULT:
         if len(libraries) > 1 and img_key is not None:
+            which = (
+                f"; its spots come from {len(held)} of them by obs[{column!r}]: draw one "
+                f"library at a time, adata[adata.obs[{column!r}] == {held[0]!r}], with "
+                f"library_id={held[0]!r}"
+                if len(held) > 1
+                else ""
+            )
             raise ValueError(
                 f"adata.uns['spatial'] holds {len(libraries)} libraries "
-                f"{short_repr(list(libraries), n=10, unit='libraries')}: pass library_id= (the "
-                "library of these spots), or img_key=None to draw the coordinates without an "
-                "image."
+                f"{short_repr(list(libraries), n=10, unit='libraries')}{which}: pass "
+                "library_id= (the library of these spots), or img_key=None to draw the "
+                "coordinates without an image."
             )
         library_id = next(iter(libraries)) if len(libraries) == 1 else None
     elif library_id is not None and library_id not in libraries:
         raise KeyError(
             f"library_id={library_id!r} is not in adata.uns['spatial']; available: "
             f"{short_repr(list(libraries), n=10, unit='libraries')}."
+        )
+    others = [lib for lib in held if str(lib) != str(library_id)]
+    if library_id is not None and img_key is not None and others:
+        # Several slides concatenated (anndata.concat(..., label="library_id")): the spots of
+        # the others would be drawn, at their own slide's coordinates, over this one's image.
+        values = adata.obs[column]
+        n_other = int((values.notna() & (values.astype(str) != str(library_id))).sum())
+        raise ValueError(
+            f"{n_other} of the {adata.n_obs} spots belong to other libraries than "
+            f"library_id={library_id!r} by obs[{column!r}] ({short_repr(others)}): they would "
+            f"be drawn over {library_id!r}'s image. Draw one library at a time, "
+            f"adata[adata.obs[{column!r}] == {library_id!r}], or pass img_key=None to draw "
+            "the coordinates without an image."
         )
     data = libraries.get(library_id, {}) if library_id is not None else {}
     images = data.get("images", {}) or {}
@@ -139,6 +166,23 @@ def tissue(
         crop_coord = tuple(float(c) * scale for c in crop_coord)
     diameter = None if spot_size is None else float(spot_size) * scale
     return Tissue(image, scale, diameter, float(alpha_img), crop_coord)
+
+
+def _library_column(adata: AnnData, libraries: Mapping) -> tuple[str | None, list]:
+    """The obs column that tells each spot's library (its values the names of
+    ``uns["spatial"]``, as ``anndata.concat(..., label="library_id")`` writes them), and the
+    libraries its spots hold; ``(None, [])`` where no column does."""
+    if len(libraries) < 2:
+        return None, []
+    names = {str(name) for name in libraries}
+    for column in ("library_id", *[c for c in adata.obs.columns if c != "library_id"]):
+        values = adata.obs.get(column)
+        if values is None or pd.api.types.is_numeric_dtype(values):
+            continue
+        held = pd.unique(values.dropna().astype(str))
+        if len(held) and set(held) <= names:
+            return column, [name for name in libraries if str(name) in set(held)]
+    return None, []
 
 
 def placed(basis: str, is_tissue: bool, **placing) -> dict:
