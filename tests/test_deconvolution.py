@@ -322,6 +322,19 @@ def test_nmfdeconv_bad_input(split):
     other.var_names = [f"x{i}" for i in range(other.n_vars)]
     with pytest.raises(ValueError, match="share no genes"):
         dv.model.NMFDeconv.from_reference(spots.copy(), reference=other, labels_key="cluster")
+    # Ensembl IDs as the spots' names, the symbols in a var column (scanpy's 10x readers
+    # keep the other identifier there): the column named, not 'use the same identifiers'.
+    ensembl = spots.copy()
+    ensembl.var["gene_symbols"] = ensembl.var_names
+    ensembl.var_names = [f"ENSG{i:011d}" for i in range(ensembl.n_vars)]
+    renaming = (
+        r"spots.var\['gene_symbols'\] holds \d+ of the gene names of reference: .*spots.var_n"
+    )
+    with pytest.raises(ValueError, match="share no genes. " + renaming):
+        dv.model.NMFDeconv.from_reference(ensembl, reference=ref, labels_key="cluster")
+    other.var["symbol"] = ref.var_names  # the reference's, rather than the spots'
+    with pytest.raises(ValueError, match=r"reference.var\['symbol'\] holds .*reference.var_n"):
+        dv.model.NMFDeconv.from_reference(spots.copy(), reference=other, labels_key="cluster")
     few = ref[:, :20].copy()
     with pytest.warns(UserWarning, match="share only 20 genes"):
         dv.model.NMFDeconv.from_reference(spots.copy(), reference=few, labels_key="cluster")

@@ -247,6 +247,9 @@ def test_refusals(pair):
     renamed.var_names = [f"other_{g}" for g in spatial.var_names]
     with pytest.raises(ValueError, match=r"share 0 genes.*same gene identifiers"):
         dv.model.SpatialImputer.from_reference(renamed, reference=ref, labels_key="cluster")
+    renamed.var["symbol"] = spatial.var_names  # the reference's names in a var column
+    with pytest.raises(ValueError, match=r"share 0 genes.*spots.var\['symbol'\] holds 60 of"):
+        dv.model.SpatialImputer.from_reference(renamed, reference=ref, labels_key="cluster")
     shouted = spatial.copy()
     shouted.var_names = spatial.var_names.str.upper()  # 'GENE_0' against the reference's 'gene_0'
     with pytest.raises(ValueError, match=r"Ignoring case, they share 60 genes \(e.g. GENE_0 and"):

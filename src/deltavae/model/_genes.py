@@ -133,6 +133,44 @@ def identifier_advice(first, second) -> str:
     return "Use the same gene identifiers (symbols or Ensembl IDs) in both."
 
 
+def names_column_advice(datasets: dict[str, AnnData]) -> str:
+    """Where a ``var`` column of one of two AnnDatas holds more of the other's gene names than
+    their ``var_names`` share (Ensembl IDs as names, the symbols in ``var["gene_symbols"]``;
+    symbols as names, the IDs in ``var["gene_ids"]``, as scanpy's 10x readers write them): the
+    line that renames its genes by that column, the second's (the reference's) first; ``""``
+    where no column does.
+
+    Examples
+    --------
+    >>> ids = AnnData(var=pd.DataFrame({"symbol": ["Gad1", "Sst"]}, index=["ENS1", "ENS2"]))
+    >>> ref = AnnData(var=pd.DataFrame(index=["Sst"]))
+    >>> names_column_advice({"spots": ids, "reference": ref})[:61]
+    "spots.var['symbol'] holds 1 of the gene names of reference: n"
+    """
+    (first_name, first), (second_name, second) = datasets.items()
+    most = int(first.var_names.isin(second.var_names).sum())
+    best = None
+    for name, adata, other, other_name in (
+        (second_name, second, first, first_name),
+        (first_name, first, second, second_name),
+    ):
+        for column in adata.var.columns:
+            values = adata.var[column]
+            if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+                continue
+            found = int(pd.Index(values.astype(str)).isin(other.var_names).sum())
+            if found > most:
+                most, best = found, (name, column, other_name)
+    if best is None:
+        return ""
+    name, column, other_name = best
+    return (
+        f"{name}.var[{str(column)!r}] holds {most} of the gene names of {other_name}: name "
+        f"the genes of {name} by it first, {name}.var_names = "
+        f"{name}.var[{str(column)!r}].astype(str), then {name}.var_names_make_unique()."
+    )
+
+
 def _cut_to_subset(adata) -> bool:
     """Whether ``adata`` holds a subset of its genes: scanpy's highly variable genes kept
     (``var["highly_variable"]`` true for every gene), or ``adata.raw`` with more genes."""

@@ -15,7 +15,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import TruncatedSVD
 
 from .._checks import short_repr
-from ._genes import identifier_advice, subset_advice
+from ._genes import identifier_advice, names_column_advice, subset_advice
 from ._validation import NO_CELLS, warn_user
 
 _DESIGNS = ("deconvolution", "latent")
@@ -90,7 +90,8 @@ def reference_genes(counts, genes, spot_genes) -> tuple[object, pd.Index, pd.Ind
 def shared_advice(spot_genes, genes, n_counted: int, datasets=None) -> str:
     """What to do when the spots share too few genes with reference counts: names shared
     but not counted (a wrong ``reference_layer``?) are not a matter of identifiers, nor are
-    ``datasets`` (spots, reference) cut to highly variable genes each on its own."""
+    ``datasets`` (spots, reference) cut to highly variable genes each on its own, or named
+    by another identifier with the other's names in a ``var`` column."""
     genes, spot_genes = (pd.Index(np.asarray(g).astype(str)) for g in (genes, spot_genes))
     named = int(genes.isin(spot_genes).sum())
     if named > n_counted:
@@ -100,7 +101,9 @@ def shared_advice(spot_genes, genes, n_counted: int, datasets=None) -> str:
         )
     advice = identifier_advice(spot_genes, genes)
     if datasets is not None and not advice.startswith("Ignoring case"):
-        return subset_advice(dict(zip(("spots", "reference"), datasets, strict=True))) or advice
+        named = dict(zip(("spots", "reference"), datasets, strict=True))
+        # Ensembl IDs as one's names and the other's in a var column: rename by the column
+        return names_column_advice(named) or subset_advice(named) or advice
     return advice
 
 

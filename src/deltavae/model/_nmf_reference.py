@@ -23,7 +23,7 @@ from .._checks import (
     refuse_minified,
     short_repr,
 )
-from ._genes import _refuse_duplicates, identifier_advice
+from ._genes import _refuse_duplicates, identifier_advice, names_column_advice
 from ._matrices import adata_in_memory, memory_copy, on_disk, row_sums, to_memory
 from ._placeholder_labels import warn_placeholder_labels
 from ._reference_reads import genes_in_memory, type_sums
@@ -383,7 +383,11 @@ class FromReferenceMixin:
             raise ValueError(
                 f"spots ({spots.n_vars} genes, e.g. {list(spots.var_names[:3])}) and reference "
                 f"({reference.n_vars} genes, e.g. {list(reference.var_names[:3])}) share no "
-                "genes. " + identifier_advice(spots.var_names, reference.var_names)
+                "genes. "
+                + (
+                    names_column_advice({"spots": spots, "reference": reference})
+                    or identifier_advice(spots.var_names, reference.var_names)
+                )
             )
         warn_few_shared(spots, reference, shared, "proportions may be poorly determined")
         reference = genes_in_memory(reference, reference_layer, shared, "NMFDeconv.from_reference")
