@@ -183,6 +183,16 @@ def test_match_signatures_and_novel_states(fitted):
     with pytest.warns(UserWarning) as record:  # numpy's names were shown as np.str_('NOPE1')
         model.match_signatures({**signatures, "ghost": np.array(["NOPE1", "NOPE2"])})
     assert any("has none): ['NOPE1', 'NOPE2']" in str(w.message) for w in record)
+    # Genes written in another case ('GENE_3' for the model's 'gene_3', mouse against human
+    # symbols) were blamed on the training genes (highly variable genes); the case is named.
+    shouted = {**signatures, "state0": [g.upper() for g in signatures["state0"]]}
+    with pytest.warns(UserWarning) as record:
+        model.match_signatures(shouted)
+    cased = r"'state0': 11 of 11 genes .*\(10 of them are the model's genes ignoring case \(e.g. '"
+    assert any(re.search(cased, str(w.message)) for w in record), [str(w.message) for w in record]
+    assert not any(
+        "highly variable" in str(w.message) for w in record if "state0" in str(w.message)
+    )
     with pytest.warns(UserWarning) as record:  # a signature listing no genes, as a filter leaves
         with_empty = model.match_signatures({**signatures, "empty": []})
     assert any("'empty' lists no genes; it is left out" in str(w.message) for w in record)

@@ -135,11 +135,20 @@ def missing_genes_text(name, missing: list, n_members: int, any_present: bool, g
     AnnData (the whole of an ``adata[:, hvg]`` the model was trained on), where "not in the
     data" was said; the model has profiles of its own genes only."""
     dropped = "" if any_present else "; the signature is left out"
+    upper = {}
+    for gene in map(str, genes):
+        upper.setdefault(gene.upper(), gene)
+    cased = [(g, upper[str(g).upper()]) for g in missing if str(g).upper() in upper]
+    why = (  # 'Cd3e' against the model's 'CD3E': no matter of training genes
+        f"{len(cased)} of them are the model's genes ignoring case (e.g. {cased[0][0]!r} is "
+        f"{cased[0][1]!r}): write them as the model's genes are written"
+        if cased
+        else "a gene left out of training, as by a highly variable gene selection, has none"
+    )
     return (
         f"signature {name!r}: {len(missing)} of {n_members} genes are not among the model's "
-        f"{len(genes)} genes{genes_named(genes)}, which alone have profiles (a gene left out "
-        f"of training, as by a highly variable gene selection, has none): {missing[:20]}"
-        f"{dropped}"
+        f"{len(genes)} genes{genes_named(genes)}, which alone have profiles ({why}): "
+        f"{missing[:20]}{dropped}"
     )
 
 
