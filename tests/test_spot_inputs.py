@@ -932,6 +932,26 @@ def test_signatures_given_genes_by_types_are_told_to_transpose(split):
         dv.model.NMFDeconv(spots, signatures=sig.T)
 
 
+def test_signatures_with_missing_values_or_other_case_say_what_to_do(split):
+    """A signature table with NaN (a gene one type's source lacked) was refused with
+    'signatures must be finite and non-negative', naming neither the value nor a fix; genes
+    in another case only with 'use the same gene identifiers in both'."""
+    spots, ref = split
+    sig = dv.model.NMFDeconv.signatures_from_reference(ref, "cluster")
+    spots = spots.copy()
+    dv.model.NMFDeconv.setup_anndata(spots)
+    holes = sig.copy()
+    holes.iloc[1, 2] = np.nan
+    where = rf"e.g. nan for cell type {str(sig.index[1])!r} and gene {sig.columns[2]!r}"
+    with pytest.raises(ValueError, match=rf"1 values .* are not, {where}\. .*fillna\(0\)"):
+        dv.model.NMFDeconv(spots, signatures=holes)
+    with pytest.raises(ValueError, match=r"are not, e.g. -1 for .*not of scaled or centred data"):
+        dv.model.NMFDeconv(spots, signatures=sig * 0 - 1.0)
+    shouted = sig.set_axis(sig.columns.str.upper(), axis=1)
+    with pytest.raises(KeyError, match=r"Ignoring case, they share \d+ genes"):
+        dv.model.NMFDeconv(spots, signatures=shouted)
+
+
 @pytest.mark.parametrize("minified", [True, False])
 def test_a_reference_without_counts_is_refused_before_the_signatures(split, minified):
     """A reference minified by scvi-tools (counts zeroed) or without a count: NMFDeconv said

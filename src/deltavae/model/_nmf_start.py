@@ -15,6 +15,7 @@ from anndata import AnnData
 from scipy.optimize import nnls
 from sklearn.decomposition import NMF
 
+from ._genes import identifier_advice
 from ._shared_genes import warn_few_shared
 from ._validation import warn_user
 
@@ -55,12 +56,24 @@ def check_signatures(signatures: pd.DataFrame, adata: AnnData, counted=None):
                 "their rows are the spots' genes: pass them as cell types x genes, "
                 "signatures=sig.T."
                 if transposed
-                else "use the same gene identifiers in both."
+                else identifier_advice(signatures.columns, adata.var_names)
             )
         )
     values = signatures[adata.var_names[columns]].to_numpy(dtype=np.float64)
-    if not np.isfinite(values).all() or (values < 0).any():
-        raise ValueError("signatures must be finite and non-negative.")
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"signatures must be finite and non-negative (expected counts of one cell of each "
+            f"type); {int(bad.sum())} values over the spots' genes are not, e.g. "
+            f"{values[row, col]:.3g} for cell type {str(signatures.index[row])!r} and gene "
+            f"{str(adata.var_names[columns[col]])!r}. "
+            + (
+                "Fill the missing ones, e.g. signatures.fillna(0), or drop those genes."
+                if np.isnan(values).any()
+                else "Pass signatures of raw counts, not of scaled or centred data."
+            )
+        )
     expressed = values.sum(axis=0) > 0
     if not expressed.any():
         raise ValueError("signatures are 0 in every gene the spots measure.")
