@@ -215,3 +215,19 @@ def test_slides_concatenated_are_drawn_one_library_at_a_time():
     # without an image the coordinates of both are drawn, as before
     (ax,) = dv.pl.spatial_proportions(both, columns="Astro", img_key=None, show=False)
     plt.close("all")
+
+
+def test_long_panel_titles_stay_over_their_panel():
+    """Cell types of long names (as many references label them): each title ran over its
+    neighbours' in a row of panels; they are broken into lines that fit their panel."""
+    spots = _visium(10)
+    names = ["Oligodendrocyte precursor cell of the cortex", "Microglia macrophage perivascular"]
+    spots.obsm["proportions"].columns = names
+    fig = dv.pl.spatial_proportions(spots, img_key=None, return_fig=True)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    first, second = (ax.title.get_window_extent(renderer) for ax in panels)
+    assert first.x1 < second.x0, (first, second)
+    assert [ax.title.get_text().replace("\n", " ") for ax in panels] == names
+    plt.close(fig)

@@ -26,6 +26,7 @@ from ._utils import (
     panel_axes,
     panel_titles,
     savefig_or_show,
+    wrapped_title,
 )
 
 
@@ -325,7 +326,7 @@ def spatial_proportions(
         extend = colour_bar_end(v, bottom, top)
         bar = dict(label=_bar_label(key), shrink=0.7, pad=0.02, extend=extend)
         fig.colorbar(points, ax=ax, **bar)
-        ax.set_title(name)
+        ax.set_title(wrapped_title(ax, name))
         if image_rows:  # image orientation (rows down), over the tissue image where there is one
             draw_tissue(ax, on)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import textwrap
 import weakref
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import scanpy as sc
 from anndata import AnnData
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
+from matplotlib.font_manager import FontProperties
 from matplotlib.text import Text
 
 logger = logging.getLogger(__name__)
@@ -267,6 +269,27 @@ def own_axes(figsize: tuple[float, float]) -> Axes:
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     own_figure(fig)
     return ax
+
+
+def wrapped_title(ax: Axes, title: str) -> str:
+    """``title`` broken at spaces into lines no wider than ``ax``'s cell of its figure's grid
+    (the whole Axes where it has none): a long cell-type name ran over its neighbours' titles.
+
+    Examples
+    --------
+    >>> fig, (a, b) = plt.subplots(1, 2, figsize=(4, 2))
+    >>> wrapped_title(a, "Oligodendrocyte precursor cell")
+    'Oligodendrocyte\\nprecursor cell'
+    >>> plt.close(fig)
+    """
+    fig = ax.figure
+    spec = ax.get_subplotspec()
+    share = len(spec.colspan) / spec.get_geometry()[1] if spec is not None else None
+    inches = fig.bbox.width / fig.dpi * (share or ax.get_position().width)
+    points = FontProperties(size=mpl.rcParams["axes.titlesize"]).get_size_in_points()
+    width = max(8, int(inches * 72 / (0.6 * points)))  # a character ~0.6 of the font's size
+    lines = str(title).splitlines() or [""]
+    return "\n".join(textwrap.fill(line, width, break_on_hyphens=False) or line for line in lines)
 
 
 def panel_axes(
