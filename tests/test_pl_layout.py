@@ -231,3 +231,30 @@ def test_long_panel_titles_stay_over_their_panel():
     assert first.x1 < second.x0, (first, second)
     assert [ax.title.get_text().replace("\n", " ") for ax in panels] == names
     plt.close(fig)
+
+
+def test_cli_draws_each_slide_over_its_own_image(tmp_path):
+    """The CLI's report of slides concatenated (a library_id column, or --sample-key): every
+    slide's spots were drawn in one panel without an image, where slides of overlapping
+    coordinates lie over each other; now one PNG per slide, over its own image."""
+    from deltavae._cli_report import _spatial_plots
+
+    first, second = _visium(10), _visium(10)
+    second.uns["spatial"] = {"s2": second.uns["spatial"].pop("lib1")}
+    second.uns["spatial"]["s2"]["scalefactors"] = {"tissue_hires_scalef": 0.05}
+    first.uns["spatial"] = {"s1": first.uns["spatial"].pop("lib1")}
+    both = ad.concat(
+        {"s1": first, "s2": second}, label="library_id", uns_merge="unique", index_unique="-"
+    )
+    files = _spatial_plots(both, _history(), "nmfdeconv", tmp_path)
+    names = ["elbo_history.png", "spatial_proportions_s1.png", "spatial_proportions_s2.png"]
+    assert [f.name for f in files] == names
+    assert all(f.is_file() for f in files)
+    assert plt.get_fignums() == []
+    both.obs["slide"] = both.obs["library_id"].map({"s1": "a b", "s2": "c/d"})
+    both.uns.pop("spatial")  # slides without images, by --sample-key
+    files = _spatial_plots(both, _history(), "nmfdeconv", tmp_path / "k", sample_key="slide")
+    assert [f.name for f in files][1:] == [
+        "spatial_proportions_a_b.png",
+        "spatial_proportions_c_d.png",
+    ]

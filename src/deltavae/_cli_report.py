@@ -18,6 +18,7 @@ import scanpy as sc
 import deltavae as dv
 from deltavae._cli_files import close_figures_since
 from deltavae._cli_flags import _as_flags
+from deltavae.pl._tissue import library_column
 
 #: For models that cluster: the obs column with their clusters and the uns entry with the
 #: cluster names, sizes and empty clusters (what their ``write_to_adata`` writes).
@@ -283,22 +284,36 @@ def _save_plots(
     return files
 
 
-def _spatial_plots(results: ad.AnnData, model, model_name: str, folder: Path) -> list[Path]:
+def _spatial_plots(
+    results: ad.AnnData, model, model_name: str, folder: Path, sample_key: str | None = None
+) -> list[Path]:
     """ELBO curves; the weights on the spots' coordinates (``obsm["spatial"]``) when they have
-    them; the explained-variance elbow when archetypes chose their number."""
+    them, one PNG per slide (``sample_key``, or the obs column of ``uns["spatial"]``'s library
+    names) over its own image: slides concatenated share coordinates, and drawn in one panel
+    they lay over each other; the explained-variance elbow when archetypes chose their
+    number."""
     opened = set(plt.get_fignums())
     folder.mkdir(parents=True, exist_ok=True)
     files = [folder / "elbo_history.png"]
     dv.pl.history(model, save=files[-1], show=False)
     key = SPOT_WEIGHTS.get(model_name)
     if key is not None and "spatial" in results.obsm:
-        files.append(folder / f"spatial_{key}.png")
-        # over the image, as sc.pl.spatial; spots of several libraries (one image each)
-        # have no single image to lie on: their coordinates as they are
         libraries = results.uns.get("spatial")
-        several = isinstance(libraries, Mapping) and len(libraries) > 1
-        tissue = {"img_key": None} if several else {}
-        dv.pl.spatial_proportions(results, key, save=files[-1], show=False, **tissue)
+        libraries = libraries if isinstance(libraries, Mapping) else {}
+        column = sample_key or library_column(results, libraries)[0]
+        values = [] if column is None else list(pd.unique(results.obs[column].dropna()))
+        for value in values if len(values) > 1 else [None]:
+            spots = results if value is None else results[(results.obs[column] == value).to_numpy()]
+            name = "" if value is None else "_" + re.sub(r"[^\w.-]+", "_", str(value))
+            files.append(folder / f"spatial_{key}{name}.png")
+            # over its image, as sc.pl.spatial; spots of several libraries (one image each)
+            # have no single image to lie on: their coordinates as they are
+            if value is not None and str(value) in map(str, libraries):
+                tissue = {"library_id": next(k for k in libraries if str(k) == str(value))}
+            else:
+                tissue = {"img_key": None} if len(libraries) > 1 else {}
+            title = None if value is None else f"{column} {value}"
+            dv.pl.spatial_proportions(spots, key, save=files[-1], show=False, title=title, **tissue)
     if model_name == "archetypes" and "elbow" in results.uns[model.uns_key]:
         files.append(folder / "archetype_elbow.png")
         dv.pl.archetype_elbow(results, save=files[-1], show=False)
@@ -310,7 +325,7 @@ def _fit_plots(
     results: ad.AnnData, model, keys: list[str], args: argparse.Namespace, folder: Path
 ) -> list[Path]:
     if args.model in SPATIAL_MODELS:
-        return _spatial_plots(results, model, args.model, folder)
+        return _spatial_plots(results, model, args.model, folder, getattr(args, "sample_key", None))
     # The UMAP is computed on a small AnnData of the latent and the columns to colour by: the
     # results file keeps the input plus the model's results only, and backed data stay on disk.
     rep = next(key.split("/", 1)[1] for key in keys if key.startswith("obsm/"))

@@ -222,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
             "dominates; for imputer the genes imputed and those shared with the reference) "
             "and write PNGs (UMAP of the latent space by cluster, condition, labels "
             "or batch; ELBO curves; cluster composition; proportions or archetype weights on "
-            "obsm['spatial'] when the spots have coordinates) into the folder OUTPUT_plots next "
+            "obsm['spatial'] when the spots have coordinates, one PNG per slide of "
+            "--sample-key or of an obs column of uns['spatial']'s library names, over its "
+            "image) into the folder OUTPUT_plots next "
             "to OUTPUT (results.h5ad: results_plots/). Spatial models: nmfdeconv and imputer "
             "need --reference; archetypes takes --n-archetypes."
         ),

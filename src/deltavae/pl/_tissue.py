@@ -88,7 +88,7 @@ def tissue(
     check_bool("bw", bw)
     libraries = adata.uns.get("spatial", {})
     libraries = libraries if isinstance(libraries, Mapping) else {}
-    column, held = _library_column(adata, libraries)
+    column, held = library_column(adata, libraries)
     if library_id is DEFAULT and len(held) == 1:  # one slide of several concatenated
         library_id = held[0]
     if library_id is DEFAULT:
@@ -168,7 +168,7 @@ def tissue(
     return Tissue(image, scale, diameter, float(alpha_img), crop_coord)
 
 
-def _library_column(adata: AnnData, libraries: Mapping) -> tuple[str | None, list]:
+def library_column(adata: AnnData, libraries: Mapping) -> tuple[str | None, list]:
     """The obs column that tells each spot's library (its values the names of
     ``uns["spatial"]``, as ``anndata.concat(..., label="library_id")`` writes them), and the
     libraries its spots hold; ``(None, [])`` where no column does."""
