@@ -258,3 +258,13 @@ def test_cli_draws_each_slide_over_its_own_image(tmp_path):
         "spatial_proportions_a_b.png",
         "spatial_proportions_c_d.png",
     ]
+
+
+def test_spots_without_coordinates_are_named_not_dropped_silently():
+    """A spot whose coordinates are NaN (a bead off the puck, a cell not segmented) was left
+    out of every panel by matplotlib without a word."""
+    spots = _visium(10)
+    spots.obsm["spatial"][3] = np.nan
+    with pytest.warns(UserWarning, match=r"1 of the 10 spots have no coordinates .*'3'\): they"):
+        dv.pl.spatial_proportions(spots, columns="Astro", img_key=None, show=False)
+    plt.close("all")

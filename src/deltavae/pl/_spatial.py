@@ -13,6 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .._checks import check_bools, check_ncols, short_repr
 from .._docs import doc_ax, doc_params, doc_show_save, doc_title_figsize
+from .._warn import warn_user
 from ._tissue import DEFAULT, PLACING, doc_tissue, draw_tissue, placed, spot_drawer, tissue
 from ._utils import (
     as_names,
@@ -285,6 +286,12 @@ def spatial_proportions(
     coords = np.asarray(adata.obsm[found[0]], dtype=float)
     if coords.ndim != 2 or coords.shape[1] < 2:
         raise ValueError(f"obsm[{found[0]!r}] has shape {coords.shape}; expected (spots, 2).")
+    unplaced = ~np.isfinite(coords[:, :2]).all(axis=1)
+    if unplaced.any():  # matplotlib leaves them out without a word
+        warn_user(
+            f"{int(unplaced.sum())} of the {adata.n_obs} spots have no coordinates (NaN in "
+            f"obsm[{found[0]!r}], e.g. {adata.obs_names[unplaced][0]!r}): they are not drawn."
+        )
     image_rows = found[0].removeprefix("X_") == "spatial"
     placing = dict(zip(PLACING, (img_key, library_id, scale_factor, spot_size), strict=False))
     placing = placed(
