@@ -268,3 +268,18 @@ def test_spots_without_coordinates_are_named_not_dropped_silently():
     with pytest.warns(UserWarning, match=r"1 of the 10 spots have no coordinates .*'3'\): they"):
         dv.pl.spatial_proportions(spots, columns="Astro", img_key=None, show=False)
     plt.close("all")
+
+
+def test_cli_draws_the_imputers_proportions(tmp_path):
+    """deltavae fit --model imputer wrote obsm['proportions'] of spots with coordinates, and
+    the help promises 'proportions ... on obsm['spatial'] when the spots have coordinates',
+    but drew only the ELBO curves; the latent design writes no proportions, nothing more."""
+    from deltavae._cli_report import _spatial_plots
+
+    files = _spatial_plots(_visium(10), _history(), "imputer", tmp_path)
+    assert [f.name for f in files] == ["elbo_history.png", "spatial_proportions.png"]
+    latent = _visium(10)
+    del latent.obsm["proportions"]
+    files = _spatial_plots(latent, _history(), "imputer", tmp_path / "latent")
+    assert [f.name for f in files] == ["elbo_history.png"]
+    assert plt.get_fignums() == []

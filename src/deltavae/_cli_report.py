@@ -296,8 +296,8 @@ def _spatial_plots(
     folder.mkdir(parents=True, exist_ok=True)
     files = [folder / "elbo_history.png"]
     dv.pl.history(model, save=files[-1], show=False)
-    key = SPOT_WEIGHTS.get(model_name)
-    if key is not None and "spatial" in results.obsm:
+    key = SPOT_WEIGHTS.get(model_name, "proportions")  # imputer: its deconvolution design's
+    if key in results.obsm and "spatial" in results.obsm:
         libraries = results.uns.get("spatial")
         libraries = libraries if isinstance(libraries, Mapping) else {}
         column = sample_key or library_column(results, libraries)[0]
