@@ -112,19 +112,6 @@ def tissue(
             f"library_id={library_id!r} is not in adata.uns['spatial']; available: "
             f"{short_repr(list(libraries), n=10, unit='libraries')}."
         )
-    others = [lib for lib in held if str(lib) != str(library_id)]
-    if library_id is not None and img_key is not None and others:
-        # Several slides concatenated (anndata.concat(..., label="library_id")): the spots of
-        # the others would be drawn, at their own slide's coordinates, over this one's image.
-        values = adata.obs[column]
-        n_other = int((values.notna() & (values.astype(str) != str(library_id))).sum())
-        raise ValueError(
-            f"{n_other} of the {adata.n_obs} spots belong to other libraries than "
-            f"library_id={library_id!r} by obs[{column!r}] ({short_repr(others)}): they would "
-            f"be drawn over {library_id!r}'s image. Draw one library at a time, "
-            f"adata[adata.obs[{column!r}] == {library_id!r}], or pass img_key=None to draw "
-            "the coordinates without an image."
-        )
     data = libraries.get(library_id, {}) if library_id is not None else {}
     images = data.get("images", {}) or {}
     factors = data.get("scalefactors", {}) or {}
@@ -137,6 +124,19 @@ def tissue(
             if where
             else f"img_key={img_key!r}, and adata.uns has no 'spatial' library with images: "
             "pass img_key=None."
+        )
+    others = [lib for lib in held if str(lib) != str(library_id)]
+    if library_id is not None and img_key is not None and others:
+        # Several slides concatenated (anndata.concat(..., label="library_id")): the spots of
+        # the others would be drawn, at their own slide's coordinates, over this one's image.
+        values = adata.obs[column]
+        n_other = int((values.notna() & (values.astype(str) != str(library_id))).sum())
+        raise ValueError(
+            f"{n_other} of the {adata.n_obs} spots belong to other libraries than "
+            f"library_id={library_id!r} by obs[{column!r}] ({short_repr(others)}): they would "
+            f"be drawn over {library_id!r}'s image. Draw one library at a time, "
+            f"adata[adata.obs[{column!r}] == {library_id!r}], or pass img_key=None to draw "
+            "the coordinates without an image."
         )
     if scale_factor is None:
         scale_factor = 1.0
