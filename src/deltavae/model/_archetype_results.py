@@ -21,7 +21,7 @@ from ._archetype_checks import (
     missing_genes_text,
     symbols_advice,
 )
-from ._genes import identifier_advice
+from ._gene_advice import identifier_advice
 from ._spots import prefixed, warn_empty_spots
 from ._stable_matching import stable_matching
 from ._validation import warn_user

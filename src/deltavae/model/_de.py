@@ -34,7 +34,7 @@ from ._de_tables import (
     effect_breaks_ties,
     in_gene_list_order,
 )
-from ._genes import identifier_advice
+from ._gene_advice import identifier_advice
 from ._labels import seen_categories
 from ._latent_shift import draws_at_data_floor
 from ._posterior_draws import posterior_predictive_draws

@@ -15,7 +15,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import TruncatedSVD
 
 from .._checks import short_repr
-from ._genes import identifier_advice, names_column_advice, subset_advice
+from ._gene_advice import identifier_advice, names_column_advice, subset_advice
 from ._validation import NO_CELLS, warn_user
 
 _DESIGNS = ("deconvolution", "latent")

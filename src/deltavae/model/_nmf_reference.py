@@ -23,7 +23,8 @@ from .._checks import (
     refuse_minified,
     short_repr,
 )
-from ._genes import _refuse_duplicates, identifier_advice, names_column_advice
+from ._gene_advice import identifier_advice, names_column_advice
+from ._genes import _refuse_duplicates
 from ._matrices import adata_in_memory, memory_copy, on_disk, row_sums, to_memory
 from ._placeholder_labels import warn_placeholder_labels
 from ._reference_reads import genes_in_memory, type_sums

@@ -15,7 +15,7 @@ from anndata import AnnData
 from scipy.optimize import nnls
 from sklearn.decomposition import NMF
 
-from ._genes import identifier_advice
+from ._gene_advice import identifier_advice
 from ._shared_genes import warn_few_shared
 from ._validation import warn_user
 

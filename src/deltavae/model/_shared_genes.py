@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._checks import short_repr
-from ._genes import identifier_advice, subset_advice
+from ._gene_advice import identifier_advice, subset_advice
 from ._validation import warn_user
 
 logger = logging.getLogger(__name__)

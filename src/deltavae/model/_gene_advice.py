@@ -1,0 +1,106 @@
+"""What to do when two gene lists share too few names: another capitalisation, another
+identifier in a ``var`` column, or gene subsets chosen on each dataset apart."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+
+def identifier_advice(first, second) -> str:
+    """What to do when two gene lists share too few names: make the capitalisation agree
+    where ignoring case finds the genes (mouse 'Gad1' against 'GAD1'), else use the same
+    identifiers.
+
+    Examples
+    --------
+    >>> identifier_advice(["Gad1", "Sst"], ["GAD1", "SST", "PVALB"])[:44]
+    'Ignoring case, they share 2 genes (e.g. Gad1'
+    >>> identifier_advice(["Gad1"], ["ENSMUSG00000070880"])
+    'Use the same gene identifiers (symbols or Ensembl IDs) in both.'
+    """
+    first, second = (pd.Index(np.asarray(g).astype(str)) for g in (first, second))
+    exact = first.isin(second).sum()
+    upper = pd.Index(second.str.upper())
+    matches = first[pd.Index(first.str.upper()).isin(upper) & ~first.isin(second)]
+    if len(matches) > exact:
+        other = second[upper.get_loc(matches[0].upper())] if upper.is_unique else "?"
+        return (
+            f"Ignoring case, they share {exact + len(matches)} genes (e.g. {matches[0]} and "
+            f"{other}): make the capitalisation agree, e.g. var_names.str.upper() on both."
+        )
+    return "Use the same gene identifiers (symbols or Ensembl IDs) in both."
+
+
+def names_column_advice(datasets: dict[str, AnnData]) -> str:
+    """Where a ``var`` column of one of two AnnDatas holds more of the other's gene names than
+    their ``var_names`` share (Ensembl IDs as names, the symbols in ``var["gene_symbols"]``;
+    symbols as names, the IDs in ``var["gene_ids"]``, as scanpy's 10x readers write them): the
+    line that renames its genes by that column, the second's (the reference's) first; ``""``
+    where no column does.
+
+    Examples
+    --------
+    >>> ids = AnnData(var=pd.DataFrame({"symbol": ["Gad1", "Sst"]}, index=["ENS1", "ENS2"]))
+    >>> ref = AnnData(var=pd.DataFrame(index=["Sst"]))
+    >>> names_column_advice({"spots": ids, "reference": ref})[:61]
+    "spots.var['symbol'] holds 1 of the gene names of reference: n"
+    """
+    (first_name, first), (second_name, second) = datasets.items()
+    most = int(first.var_names.isin(second.var_names).sum())
+    best = None
+    for name, adata, other, other_name in (
+        (second_name, second, first, first_name),
+        (first_name, first, second, second_name),
+    ):
+        for column in adata.var.columns:
+            values = adata.var[column]
+            if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+                continue
+            found = int(pd.Index(values.astype(str)).isin(other.var_names).sum())
+            if found > most:
+                most, best = found, (name, column, other_name)
+    if best is None:
+        return ""
+    name, column, other_name = best
+    return (
+        f"{name}.var[{str(column)!r}] holds {most} of the gene names of {other_name}: name "
+        f"the genes of {name} by it first, {name}.var_names = "
+        f"{name}.var[{str(column)!r}].astype(str), then {name}.var_names_make_unique()."
+    )
+
+
+def _cut_to_subset(adata) -> bool:
+    """Whether ``adata`` holds a subset of its genes: scanpy's highly variable genes kept
+    (``var["highly_variable"]`` true for every gene), or ``adata.raw`` with more genes."""
+    raw = getattr(adata, "raw", None)
+    if raw is not None and raw.n_vars > adata.n_vars:
+        return True
+    flags = adata.var.get("highly_variable")
+    return flags is not None and adata.n_vars > 0 and bool(np.all(flags.to_numpy() == True))  # noqa: E712
+
+
+def subset_advice(datasets: dict) -> str:
+    """What to do when AnnDatas share few genes because some were cut to a gene subset each
+    on its own (highly variable genes selected separately mostly differ); ``""`` where none
+    looks cut, or where they share no gene at all (identifiers, more likely).
+
+    Examples
+    --------
+    >>> cut = AnnData(var=pd.DataFrame({"highly_variable": True}, index=["a", "b"]))
+    >>> subset_advice({"spots": cut, "reference": AnnData(var=pd.DataFrame(index=["a"]))})[:46]
+    'spots holds a subset of its genes (highly vari'
+    """
+    first, second = (adata.var_names for adata in datasets.values())
+    cut = [name for name, adata in datasets.items() if _cut_to_subset(adata)]
+    if not cut or not first.isin(second).any():
+        return ""
+    holds = f"{cut[0]} holds" if len(cut) == 1 else f"{' and '.join(cut)} hold"
+    return (
+        f"{holds} a subset of {'its' if len(cut) == 1 else 'their'} genes (highly variable genes "
+        "or adata.raw with more): subsets chosen on each dataset apart share few genes. Pass "
+        f"{' and '.join(datasets)} with all their genes (from_reference keeps the genes it "
+        "needs), or choose the genes among those both hold, e.g. "
+        "spots[:, spots.var_names.isin(reference.var_names)]."
+    )
