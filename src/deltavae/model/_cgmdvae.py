@@ -44,7 +44,6 @@ from ._training_checks import (
     check_start_epoch,
 )
 from ._typicality import fit_score
-from ._unlabelled_types import warn_unlabelled_types
 from ._validation import (
     check_data,
     check_model_arguments,
@@ -90,8 +89,8 @@ class CGMDVAE(
         the number of labels, the others are clusters ``novel_j``; integer labels are then
         read out as strings (``"1"``, ``"novel_0"``: see :attr:`cluster_names`). A type
         none of whose cells is labelled has no cluster of its own at the default and takes a
-        label's; training warns when a cluster of z looks like one (one ``novel_j`` per such
-        type is the remedy; benchmarks/README.md, "Cell types without labelled cells").
+        label's, without a word: one ``novel_j`` per such type is the remedy
+        (benchmarks/README.md, "Cell types without labelled cells").
     n_latent
         Dimensions of z, the cell state. ``"auto"``: 16 for counts without condition covariates,
         else 10; K if larger, up to 64 (full-covariance components cost K x n_latent^2)
@@ -378,7 +377,6 @@ class CGMDVAE(
             if refit_mixture:
                 self._refit_mixture(mixture_init)
         self._warn_if_clusters_empty(max_epochs)
-        warn_unlabelled_types(self)  # semi-supervised: a type without labelled cells
         return out
 
     @property
