@@ -205,6 +205,9 @@ def test_scvi_tools_arguments_decided_here_are_named_with_what_to_do(counts_adat
         with pytest.raises(TypeError, match=f"ZINBVAE.train\\(\\) got an unexpected argument "
                            f"'{typo}': did you mean '{meant}'"):  # fmt: skip
             model.train(**{typo: 1})
+    # scvi-tools' keyword before 1.0 says what takes its place (no name is close to it).
+    with pytest.raises(TypeError, match="'use_gpu': scvi-tools before 1.0.*accelerator='gpu'"):
+        model.train(max_epochs=1, use_gpu=True)
     cgmdvae_adata = counts_adata.copy()
     dv.model.CGMDVAE.setup_anndata(cgmdvae_adata)
     with pytest.raises(TypeError, match="'mixture_int': did you mean 'mixture_init'"):

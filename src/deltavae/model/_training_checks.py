@@ -50,6 +50,10 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
+#: train() keywords of older scvi-tools (before 1.0), with what takes their place.
+_RENAMED = {"use_gpu": "scvi-tools before 1.0 took it; pass accelerator='gpu' (or 'cpu'). "}
+
+
 def check_trainer_names(model_class: type, trainer_kwargs: dict) -> None:
     """A misspelled argument of ``model_class.train`` named with the closest known ones,
     rather than Lightning's TypeError from deep inside."""
@@ -58,7 +62,7 @@ def check_trainer_names(model_class: type, trainer_kwargs: dict) -> None:
     if unknown:
         known |= set(inspect.signature(model_class.train).parameters) - {"self", "kwargs"}
         call = f"{model_class.__name__}.train()"
-        hint = did_you_mean(unknown[0], sorted(known), end=" ")
+        hint = _RENAMED.get(unknown[0]) or did_you_mean(unknown[0], sorted(known), end=" ")
         raise TypeError(
             f"{call} got an unexpected argument {unknown[0]!r}: {hint}It takes its own "
             "arguments and those of scvi-tools' and Lightning's Trainer (e.g. max_epochs, "
