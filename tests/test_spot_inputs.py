@@ -118,9 +118,20 @@ def test_duplicated_gene_names_are_refused_by_name(split, which):
     names = list(target.var_names)
     names[1] = names[0]
     target.var_names = names
-    expected = rf"Gene names in {which} are not unique \(repeated: \['gene_0'\]\).*make_unique"
+    # The fix names the AnnData at fault ({which}.var_names_make_unique()), not an "adata".
+    expected = (
+        rf"Gene names in {which} are not unique \(repeated: \['gene_0'\]\).*"
+        rf"\({which}\.var_names_make_unique\(\)\)"
+    )
     with pytest.raises(ValueError, match=expected):
         dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+    with pytest.raises(ValueError, match=expected):
+        dv.model.SpatialImputer.from_reference(spots, reference=ref, labels_key="cluster")
+    if which == "reference":  # a table of profiles: no var_names to make unique
+        profiles = pd.DataFrame(np.ones((2, ref.n_vars)), columns=ref.var_names)
+        dv.model.SpatialImputer.setup_anndata(spots)
+        with pytest.raises(ValueError, match=r"reference are not unique.*groupby\(level=0\)"):
+            dv.model.SpatialImputer(spots, profiles)
 
 
 def test_archetypes_refuses_duplicated_gene_names():

@@ -163,7 +163,8 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
                 "model with SpatialImputer.from_reference(spots, reference=adata)."
             )
         genes = pd.Index(reference.columns.astype(str))
-        _refuse_duplicates(genes, "reference")
+        fix = "e.g. reference.T.groupby(level=0).mean().T, or name them apart"
+        _refuse_duplicates(genes, "reference", fix)
         visible = genes.get_indexer(adata.var_names.astype(str))
         if (visible < 0).any():
             unknown = adata.var_names[visible < 0]

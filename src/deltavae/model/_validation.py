@@ -292,12 +292,15 @@ def check_setup_target(adata, kwargs: dict | None = None, model: str | None = No
     _refuse_duplicates(pd.Index(adata.var_names.astype(str)), "adata")
 
 
-def _refuse_duplicates(names: pd.Index, who: str) -> None:
+def _refuse_duplicates(names: pd.Index, who: str, fix: str | None = None) -> None:
+    """Refuse repeated gene names in ``who`` (an AnnData's variable name, or a phrase: then
+    ``adata``), with ``fix``, by default its ``var_names_make_unique()``."""
     if names.has_duplicates:
         dup = names[names.duplicated()].unique()[:5].tolist()
+        name = who if who.isidentifier() else "adata"
         raise ValueError(
             f"Gene names in {who} are not unique (repeated: {dup}); make them unique "
-            "(adata.var_names_make_unique())."
+            f"({fix or f'{name}.var_names_make_unique()'})."
         )
 
 
