@@ -20,16 +20,24 @@ def dense(X, dtype=np.float64) -> np.ndarray:
     return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=dtype)
 
 
+def missing_layer_text(adata: ad.AnnData, layer: str, name: str = "adata", given=None) -> str:
+    """The refusal of a ``layer`` that ``adata`` (called ``name``) lacks, with the layers it
+    holds and the closest of them; ``given``: how the call named it (``"layer='x'"``).
+
+    >>> missing_layer_text(ad.AnnData(layers={"counts": np.ones((1, 1))}), "count")
+    "layer 'count' is not in adata.layers; available layers: ['counts'] (did you mean 'counts'?)."
+    """
+    hint = did_you_mean(layer, adata.layers)
+    text = f"{given or f'layer {layer!r}'} is not in {name}.layers; available layers: "
+    return text + f"{list(adata.layers)}" + (f" ({hint})." if hint else ".")
+
+
 def layer_matrix(adata: ad.AnnData, layer: str | None):
     """``adata.X`` for ``layer=None``, else ``adata.layers[layer]``; a clear KeyError if absent."""
     if layer is None:
         return adata.X
     if layer not in adata.layers:
-        hint = did_you_mean(layer, adata.layers)
-        raise KeyError(
-            f"layer {layer!r} is not in adata.layers; available: {list(adata.layers)}"
-            + (f" ({hint})" if hint else "")
-        )
+        raise KeyError(missing_layer_text(adata, layer))
     return adata.layers[layer]
 
 

@@ -11,8 +11,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
-from .._checks import not_count_repr, not_counts
-from .._close_names import did_you_mean
+from .._checks import missing_layer_text, not_count_repr, not_counts
 
 #: Rows of a model's own AnnData read by :func:`check_still_counts` (a quick look, every call).
 _LOOK_ROWS = 200
@@ -254,9 +253,7 @@ def missing_layer_message(adata: AnnData, layer: str, name: str = "adata") -> st
     ...     missing_layer_message(AnnData(np.ones((2, 1))), "counts")[61:]
     "The model reads its data there: put them in adata.layers['counts']."
     """
-    hint = did_you_mean(layer, adata.layers)
-    text = f"layer {layer!r} is not in {name}.layers; available layers: {list(adata.layers)}"
-    text += f" ({hint})." if hint else "."
+    text = missing_layer_text(adata, layer, name)
     if _LAYER_FIXED.get():
         text += f" The model reads its data there: put them in {name}.layers[{layer!r}]."
     return text

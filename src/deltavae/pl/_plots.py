@@ -14,7 +14,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from natsort import natsorted
 
-from .._checks import check_bools, no_column
+from .._checks import check_bools, missing_layer_text, no_column
 from .._close_names import did_you_mean
 from .._docs import doc_params, doc_show_save
 from .._renamed import renamed_keywords
@@ -196,11 +196,7 @@ def _check_drawable(adata: AnnData, stored: str, layer, components) -> None:
                 f"obsm[{stored!r}] has {shape[1]}."
             )
     if layer is not None and layer not in adata.layers:
-        hint = did_you_mean(layer, adata.layers)
-        raise KeyError(
-            f"layer={layer!r} is not in adata.layers; available: {list(adata.layers)}"
-            + (f" ({hint})." if hint else ".")
-        )
+        raise KeyError(missing_layer_text(adata, layer, given=f"layer={layer!r}"))
 
 
 def _colour_message(adata: AnnData, color, kwargs: dict, message: str) -> str:
