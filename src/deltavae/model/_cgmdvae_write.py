@@ -13,12 +13,7 @@ from ._label_colours import carry_label_colours
 from ._labels import labels_of
 from ._stale_labels import drop_stale_labels
 from ._training_checks import refuse_overwriting_read_columns
-from ._typicality import (
-    check_unknown_below,
-    mark_unknown,
-    settle_record,
-    typicality,
-)
+from ._typicality import check_unknown_below, typical_labels
 from ._validation import check_key_added
 
 _UNKNOWN_BELOW = """\
@@ -106,11 +101,8 @@ class WriteMixin:
         labelled = labelled.remove_unused_categories()  # rank_genes_groups: no empty groups
         columns = {f"{key}_cluster": labelled}
         if query:
-            settle_record(self)
-            typical = typicality(self, post["scores"])
-            label = labelled.copy()
-            if unknown_below is not None:
-                label = mark_unknown(self, label, typical, unknown_below)
+            label, typical = typical_labels(self, labelled.copy(), post["scores"], unknown_below)
+            if unknown_below is not None:  # the mark's category only where a cell holds it
                 label = label.remove_unused_categories()
             columns[f"{key}_label"] = label
         adata.obsm[f"X_{key}"] = post["z"].astype(np.float32)

@@ -13,12 +13,7 @@ from .._checks import short_repr
 from ._labels import labels_of
 from ._positions import indices_after_adata
 from ._scvi_glue import check_indices, mask_by_name
-from ._typicality import (
-    check_unknown_below,
-    mark_unknown,
-    settle_record,
-    typicality,
-)
+from ._typicality import check_unknown_below, typical_labels
 
 
 def cell_names(adata: AnnData, indices) -> pd.Index:
@@ -265,10 +260,7 @@ class PredictionsMixin:
             return pd.DataFrame(
                 probs.astype(np.float32), index=names, columns=pd.Index(label.categories)
             )
-        settle_record(self)  # the last fit's cells scored, once
-        typical = typicality(self, post["scores"])
-        if unknown_below is not None:
-            label = mark_unknown(self, label, typical, unknown_below)
+        label, typical = typical_labels(self, label, post["scores"], unknown_below)
         confidence = probs.max(1).astype(np.float32)
         return pd.DataFrame(
             {"label": label, "confidence": confidence, "typicality": typical}, index=names

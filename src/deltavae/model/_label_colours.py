@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._label_setup import unlabelled_mark
 from ._prediction_frame import carried_colours, training_colours
 from ._scanpy_keys import palette_by_name
+from ._typicality import unknown_mark
 
 #: The colour of cells marked unlabelled (``unknown_below``) where the user gave the mark none:
 #: scanpy's colour of missing values (``na_color``, "lightgray"), not a type's vivid one.
@@ -71,7 +71,7 @@ def _labels_palette(model, adata: AnnData, column: pd.Categorical) -> list | Non
         return None
     as_text = {str(k): v for k, v in named.items()}
     palette = [named.get(c, as_text.get(str(c))) for c in column.categories]
-    mark = str(unlabelled_mark(None, None, "Unknown", source=model.registry_))
+    mark = str(unknown_mark(model, column.categories))
     palette = [
         UNLABELLED_COLOUR if c is None and str(cat) == mark else c
         for c, cat in zip(palette, column.categories, strict=True)

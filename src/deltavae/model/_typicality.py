@@ -196,7 +196,7 @@ def check_unknown_below(unknown_below, soft) -> None:
         )
 
 
-def _mark(model, categories: pd.Index):
+def unknown_mark(model, categories: pd.Index):
     """The model's mark of unlabelled cells, typed as ``categories``: its registered
     ``unlabeled_category``, ``"Unknown"`` for a model without labels."""
     mark = unlabelled_mark(None, None, "Unknown", source=model.registry_)
@@ -216,7 +216,7 @@ def mark_unknown(model, label: pd.Categorical, typical: np.ndarray, below) -> pd
             "with model.adata = ... before it scored them): train the reference again "
             "(train()) and map the query onto it (load_query_data)."
         )
-    mark = _mark(model, label.categories)
+    mark = unknown_mark(model, label.categories)
     if mark not in label.categories:
         label = label.add_categories([mark])
     flagged = typical < below
@@ -229,3 +229,15 @@ def mark_unknown(model, label: pd.Categorical, typical: np.ndarray, below) -> pd
         mark,
     )
     return label
+
+
+def typical_labels(model, label: pd.Categorical, scores: np.ndarray, unknown_below):
+    """``label`` (the cells' predicted labels), with the cells whose typicality (of their
+    :func:`fit_score` ``scores``, against the record, settled first) is under
+    ``unknown_below`` given the unlabelled mark (:func:`mark_unknown`; ``None``: none), and
+    the typicality: what ``predict_labels`` and a query model's ``write_to_adata`` give."""
+    settle_record(model)  # the last fit's cells scored, once
+    typical = typicality(model, scores)
+    if unknown_below is not None:
+        label = mark_unknown(model, label, typical, unknown_below)
+    return label, typical
