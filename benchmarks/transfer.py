@@ -25,13 +25,17 @@ scvi-tools' SCVI -> SCANVI -> SCANVI.load_query_data (scArches settings: layer n
 norm), and the no-model baseline of scanpy's ``sc.tl.ingest`` (the majority type of the 15 nearest
 reference cells in the reference's 50 principal components of log-normalised counts), with
 reference and query training seconds (for the baseline: the PCA and neighbour index, the
-projection and vote).
+projection and vote). ``--query-set kang8``: the same on new donors instead of a new
+condition, Kang's 8 control donors (12,261 cells x 1,287 genes, 8 types) split by donor, four
+for the reference (7,008 cells) and four for the query (5,253), the donor the condition
+covariate (CGMDVAE) and batch (SCVI).
 
 Run from the repository root::
 
     python benchmarks/transfer.py --quick          # smoke run
     python benchmarks/transfer.py --seeds 0 1 2    # the table of the closing note
     python benchmarks/transfer.py --skip-query --models normal --seeds 0  # fast, 7 types
+    python benchmarks/transfer.py --skip-heldout --query-set kang8 --data-dir ../shared/data
 """
 
 from __future__ import annotations
@@ -199,17 +203,37 @@ def held_out_type(
     return out
 
 
-def query_mapping(seed: int, ref_epochs: int, query_epochs: int) -> dict[str, dict]:
-    adata = dv.datasets.kang_ifnb()
+QUERY_SETS = {
+    "kang_ifnb": "kang_ifnb ctrl (reference) -> stim (query)",
+    "kang8": "Kang's 8 control donors, donors 1015 1488 1016 107 (reference) -> 1256 1244 101 "
+    "1039 (query)",
+}
+
+
+def query_split(query_set: str, data_dir=None):
+    """(reference, query, covariate key) of one query-mapping set, labels as str."""
+    if query_set == "kang_ifnb":
+        adata, key = dv.datasets.kang_ifnb(), "condition"
+        in_ref = adata.obs["condition"] == "ctrl"
+    else:  # new donors: the donors alternate by size between the two halves (7,008 / 5,253)
+        adata, key = dv.datasets.kang_ifnb_8donors(data_dir), "donor"
+        adata.obs["donor"] = adata.obs["donor"].astype(str)
+        in_ref = adata.obs["donor"].isin(["1015", "1488", "1016", "107"])
     adata.obs["cell_type"] = adata.obs["cell_type"].astype(str)
-    ref = adata[adata.obs["condition"] == "ctrl"].copy()
-    query = adata[adata.obs["condition"] == "stim"].copy()
+    return adata[in_ref].copy(), adata[~in_ref].copy(), key
+
+
+def query_mapping(
+    seed: int, ref_epochs: int, query_epochs: int, query_set: str = "kang_ifnb", data_dir=None
+) -> dict[str, dict]:
+    ref0, query, key = query_split(query_set, data_dir)
+    ref = ref0.copy()
     truth = query.obs["cell_type"].to_numpy()
     query.obs["cell_type"] = "Unknown"
     results = {}
 
     scvi.settings.seed = seed
-    dv.model.CGMDVAE.setup_anndata(ref, condition_key="condition", labels_key="cell_type")
+    dv.model.CGMDVAE.setup_anndata(ref, condition_key=key, labels_key="cell_type")
     g = dv.model.CGMDVAE(ref, n_latent=10, n_latent_w=5)
     with Timer() as t_ref:
         g.train(max_epochs=ref_epochs, **QUIET)
@@ -225,8 +249,8 @@ def query_mapping(seed: int, ref_epochs: int, query_epochs: int) -> dict[str, di
     }
 
     scvi.settings.seed = seed
-    ref = adata[adata.obs["condition"] == "ctrl"].copy()
-    scvi.model.SCVI.setup_anndata(ref, batch_key="condition", labels_key="cell_type")
+    ref = ref0.copy()
+    scvi.model.SCVI.setup_anndata(ref, batch_key=key, labels_key="cell_type")
     arches = {"use_layer_norm": "both", "use_batch_norm": "none", "encode_covariates": True}
     vae = scvi.model.SCVI(ref, n_latent=10, **arches)  # built outside the timer, as CGMDVAE
     with Timer() as t_ref:
@@ -332,6 +356,12 @@ def main(argv=None) -> None:
     p.add_argument("--types", nargs="*", default=None, help="held-out cell types (default all)")
     p.add_argument("--ref-epochs", type=int, default=200, help="query mapping: reference")
     p.add_argument("--query-epochs", type=int, default=100, help="query mapping: query")
+    p.add_argument(
+        "--query-set",
+        choices=sorted(QUERY_SETS),
+        default="kang_ifnb",
+        help="query mapping: ctrl -> stim cells (kang_ifnb) or 4 -> 4 new donors (kang8)",
+    )
     p.add_argument("--skip-heldout", action="store_true")
     p.add_argument("--skip-query", action="store_true")
     p.add_argument("--data-dir", default=None, help="shared data root (default: the package's)")
@@ -398,7 +428,9 @@ def main(argv=None) -> None:
         return
     mapping: dict[str, dict[str, list]] = {}
     for seed in args.seeds:
-        for method, res in query_mapping(seed, args.ref_epochs, args.query_epochs).items():
+        for method, res in query_mapping(
+            seed, args.ref_epochs, args.query_epochs, args.query_set, args.data_dir
+        ).items():
             print(f"# seed {seed}, {method}: accuracy {res['accuracy']:.3f}", flush=True)
             for key, value in res.items():
                 mapping.setdefault(method, {}).setdefault(key, []).append(value)
@@ -413,7 +445,7 @@ def main(argv=None) -> None:
         for method, m in mapping.items()
     ]
     print(
-        f"\nQuery mapping, kang_ifnb ctrl (reference) -> stim (query), reference "
+        f"\nQuery mapping, {QUERY_SETS[args.query_set]}, reference "
         f"{args.ref_epochs} epochs, query {args.query_epochs} epochs, seeds {args.seeds}"
     )
     print(
