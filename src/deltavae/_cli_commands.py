@@ -51,6 +51,7 @@ from deltavae._cli_models import (
     read_backed,
     read_reference,
     refuse_minified_file,
+    renamed_for_writing,
     setup_warnings,
 )
 from deltavae._cli_report import (
@@ -210,7 +211,7 @@ def fit(args: argparse.Namespace) -> int:
             f"{str(path)!r}; ask for fewer clusters."
         )
     scvi.settings.seed = args.seed
-    notes: list[str] = []
+    notes: list[str] = renamed_for_writing(args, adata, reference)  # before training
     with _user_errors("setting up the model"), _model_notes(notes), setup_warnings(args):
         model = build_model(model_cls, adata, reference, options)
     unit = "spots" if args.model in SPATIAL_MODELS else "cells"

@@ -406,3 +406,51 @@ def read_backed(path: Path, layer: str | None) -> ad.AnnData:
             )
         warnings.warn_explicit(message, w.category, w.filename, w.lineno)
     return adata
+
+
+def renamed_for_writing(args: argparse.Namespace, adata: ad.AnnData, reference) -> list[str]:
+    """Replace, before training, the "/" of the names that would become column names in the
+    output file (anndata >= 0.13 cannot write them to .h5ad, zarr cannot now): the reference's
+    cell types (the columns of obsm['proportions']), the reference genes the imputer imputes
+    (of obsm['imputed']), and the input's own obsm tables, which the output holds again (not
+    with --backed, whose output is a copy of the input file). Refused where the new name is
+    already another's. Returns what was renamed, as notes for the report.
+
+    A shell user gets a file that loads back as written, its names said, rather than a run
+    that trains and then fails at the write, or a file an update of anndata cannot write.
+    """
+    from deltavae._slashes import renamed_names, renamed_obsm_columns
+
+    notes = []
+    try:
+        if reference is not None:
+            key = args.labels_key or "cell_type"
+            column = reference.obs[key].astype("category")
+            renames = renamed_names(column.cat.categories, f"--labels-key {key!r} cell types")
+            if renames:
+                reference.obs[key] = column.cat.rename_categories(lambda c: renames.get(str(c), c))
+                notes.append(f"cell types renamed in the output: {_pairs(renames)}")
+        if reference is not None and args.model in IN_MEMORY_ONLY:  # the imputer
+            genes = reference.var_names.astype(str)
+            imputed = genes[~genes.isin(adata.var_names.astype(str))]
+            among = [*genes, *adata.var_names.astype(str)]
+            renames = renamed_names(imputed, "reference genes to impute", among)
+            if renames:
+                reference.var_names = [renames.get(g, g) for g in genes]
+                notes.append(f"genes renamed in obsm['imputed']: {_pairs(renames)}")
+        if not args.backed:
+            for obsm_key, renames in renamed_obsm_columns(adata).items():
+                notes.append(
+                    f"columns of the input's obsm[{obsm_key!r}] renamed: {_pairs(renames)}"
+                )
+    except ValueError as err:  # a renamed name is already another's
+        raise InputError(
+            f"{err} Nothing was trained: rename them in the file, and run again."
+        ) from err
+    why = "('/' cannot be written in a column name of an .h5ad file)"
+    return [f"{note} {why}" for note in notes]
+
+
+def _pairs(renames: dict[str, str]) -> str:
+    shown = [f"{old!r} -> {new!r}" for old, new in list(renames.items())[:5]]
+    return ", ".join(shown) + (f" and {len(renames) - 5} more" if len(renames) > 5 else "")

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from scipy.ndimage import gaussian_filter
 
 from .._checks import check_labels, layer_matrix, not_counts
+from .._slashes import renamed_column, warn_slashed
 from ._synthetic import (
     _check_positive,
     _check_positive_int,
@@ -168,7 +169,9 @@ def pseudo_spots(
     spots
         AnnData (spots x genes): ``X`` the summed (and down-sampled) counts;
         ``obsm["proportions_true"]`` the cell fractions (DataFrame, rows sum to 1);
-        ``obsm["cell_counts"]`` cells per type; ``obs["n_cells"]``;
+        ``obsm["cell_counts"]`` cells per type (both with a column per cell type, named as
+        the labels: a "/" in them, which anndata >= 0.13 cannot write to .h5ad as a column
+        name, is kept and warned); ``obs["n_cells"]``;
         ``uns["pseudo_spots"]``: ``membership`` (spots x pool cells, sparse; a spot's counts
         before down-sampling are ``membership @ pool counts``), ``pool_cells`` (the pool's
         obs names), and the settings.
@@ -212,6 +215,9 @@ def pseudo_spots(
     # Named as the models name cell types (NMFDeconv's columns), and as h5ad can write them;
     # check_labels refused types named alike (1 and '1'), which would name two columns alike.
     types = [str(t) for t in labels.categories]
+    fix = renamed_column("reference", labels_key)
+    where = "obsm['proportions_true'] and obsm['cell_counts']"
+    warn_slashed(types, "cell types", where, fix, before="calling pseudo_spots")
     n_types = len(types)
     available = [list(rng.permutation(np.flatnonzero(pool_codes == t))) for t in range(n_types)]
     capacity = np.bincount(pool_codes, minlength=n_types)

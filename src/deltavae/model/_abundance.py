@@ -8,6 +8,7 @@ import scvi
 import torch
 from anndata import AnnData
 
+from .._slashes import renamed_column, warn_slashed
 from ._de_tables import missing_obs_column
 
 
@@ -47,7 +48,9 @@ def differential_abundance(
 ) -> None:
     """Log density of every cell's latent under each sample's aggregated posterior, written
     to ``adata.obsm["da_log_probs"]`` (cells x samples, a column per sample named as a
-    string, in order of appearance), as scvi-tools' ``VAEMixin`` does.
+    string, in order of appearance), as scvi-tools' ``VAEMixin`` does. Samples named with a
+    "/" keep their names, said once before the posterior is read: anndata >= 0.13 cannot write
+    such column names to .h5ad (zarr cannot now).
 
     scvi-tools read the samples from, and wrote the result into, the AnnData the model
     registered: a query model's copy of its query (without the columns added after mapping,
@@ -86,6 +89,13 @@ def differential_abundance(
             f"adata.obs[{sample_key!r}] has {n_missing} missing values (NaN); give those cells "
             "a sample or drop them."
         )
+    warn_slashed(  # before the posterior is read: the columns keep the samples' names
+        samples.astype(str).unique(),
+        "samples",
+        "obsm['da_log_probs']",
+        renamed_column("adata", sample_key),
+        before="calling differential_abundance",
+    )
     data = model._validate_anndata(target)
     us = model.get_latent_representation(data, batch_size=batch_size, give_mean=True)
     us = torch.as_tensor(np.asarray(us, dtype=np.float32), device=model.device)

@@ -22,6 +22,7 @@ from .._checks import (
     refuse_countless_reference,
     refuse_minified,
 )
+from .._slashes import MESSAGE_START, warn_imputer_names
 from ..module import ImputerDeconvolutionModule, ImputerLatentModule
 from ._base import DeltaModelMixin
 from ._genes import _refuse_duplicates
@@ -182,6 +183,9 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
         self.reference_genes_ = genes
         self.state_names_ = pd.Index(reference.index.astype(str))
         self.profiles_ = profiles if design == "deconvolution" else None
+        if saved_state(self) is None:  # a load was said at its fit
+            states = self.state_names_ if design == "deconvolution" else None
+            warn_imputer_names(states, genes, adata.var_names)
         if self.profiles_ == "neighbours" and cells is None:
             raise ValueError(
                 "profiles='neighbours' needs the reference's cells and cell_states "
@@ -366,7 +370,11 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
             warnings.filterwarnings("ignore", message=r".*genes in .* are zero in every")
             with spots_named():  # its errors say spots.X, not adata.X
                 cls.setup_anndata(spots, layer=layer)
-        model = cls(spots, reference=rows, design=design, profiles=profiles, **model_kwargs)
+        states = rows.index if design == "deconvolution" else None
+        warn_imputer_names(states, rows.columns, shared, labels_key, from_reference=True)
+        with warnings.catch_warnings():  # said above, of the reference's labels and genes
+            warnings.filterwarnings("ignore", message=MESSAGE_START)
+            model = cls(spots, reference=rows, design=design, profiles=profiles, **model_kwargs)
         if not given.is_view:  # results go into the spots given, not the model's copy (as load)
             model._query_adata = given
         return model

@@ -352,7 +352,9 @@ class ImputerResultsMixin:
         ``obs["cell_abundance"]``.
 
         The imputed genes are not among the spots' genes, so they go to ``obsm`` (gene names
-        as columns) rather than to a layer, which would need the AnnData's own genes. Spots
+        as columns) rather than to a layer, which would need the AnnData's own genes. Genes
+        and reference states named with a "/" keep their names, and were said when the model
+        was built: anndata >= 0.13 cannot write them to .h5ad as column names. Spots
         without counts in the measured genes get NaN rows in every key written (as the
         read-outs give them): one warning counts them, for the imputed values and the
         proportions (or latents) alike. A backed AnnData whose file no longer holds its spots

@@ -23,6 +23,7 @@ from .._checks import (
     refuse_minified,
     short_repr,
 )
+from .._slashes import MESSAGE_START, PROPORTIONS_COLUMNS, renamed_column, warn_slashed
 from ._gene_advice import identifier_advice, names_column_advice
 from ._genes import _refuse_duplicates
 from ._matrices import adata_in_memory, memory_copy, on_disk, row_sums, to_memory
@@ -370,6 +371,8 @@ class FromReferenceMixin:
         refuse_minified(spots, "spots")
         labels = _string_labels(reference, labels_key)
         warn_placeholder_labels(reference, labels_key, "signature")
+        fix = renamed_column("reference", labels_key)
+        warn_slashed(labels.categories, "cell types", PROPORTIONS_COLUMNS, fix)
         if reference.isbacked and reference.is_view:  # anndata indexes a backed view no further
             reference = to_memory(reference)
         # On disk (read_lazy, backed) or dask: checked a chunk of rows at a time, and only the
@@ -414,6 +417,7 @@ class FromReferenceMixin:
             warnings.filterwarnings("ignore", message=r".*genes in .* are zero in every")
             # Said above, or chosen (n_markers): not again by the model built below.
             warnings.filterwarnings("ignore", message=r"spots and signatures share only")
+            warnings.filterwarnings("ignore", message=MESSAGE_START)  # said above, by labels_key
             kept = [(slot, set(slot)) for slot in (spots.obs, spots.uns, spots.obsm)]
             with spots_named():  # its errors say spots.X, not adata.X
                 cls.setup_anndata(spots, layer=layer, spot_index=spot_index)

@@ -187,6 +187,11 @@ class NMFResultsMixin:
     ) -> list[str]:
         """Write proportions to ``obsm["proportions"]`` and abundance to ``obs``.
 
+        The proportions are a spots x cell types DataFrame, its columns the cell types'
+        names as given. Names holding "/" ("T/NK") are kept (``obsm["proportions"]["T/NK"]``),
+        and were said when the model was built: anndata >= 0.13 cannot write them to .h5ad
+        as column names (zarr cannot now); the warning gives the line that renames them.
+
         Parameters
         ----------
         adata

@@ -14,6 +14,7 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass
 
 from .._checks import short_repr
+from .._slashes import PROPORTIONS_COLUMNS, warn_slashed
 from ..module import NMFDeconvModule
 from ..module._gene_order import in_name_order
 from ..module._nmfdeconv import INFERENCE
@@ -176,6 +177,9 @@ class NMFDeconv(
         else:
             counted = None if saved is not None else lambda: column_sums(self._counts()) > 0
             names, sig, columns = check_signatures(signatures, adata, counted)
+            if saved is None:  # a load was said at its fit
+                fix = "signatures.index = signatures.index.str.replace('/', '-')"
+                warn_slashed(names, "cell types", PROPORTIONS_COLUMNS, fix)
             if saved is not None:  # the genes the saved model read
                 columns, sig = saved_columns(columns, sig, saved)
             if per_spot and saved is not None:
