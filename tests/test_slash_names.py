@@ -205,3 +205,27 @@ def test_the_command_line_refuses_before_training_a_renaming_onto_another_name(
     err = capsys.readouterr().err
     assert "['T/NK'] hold '/'" in err and "'T-NK'" in err and "Nothing was trained" in err
     assert "Traceback" not in err and not out.exists()
+
+
+def test_a_condition_column_named_with_a_slash_is_said_at_setup(tmp_path):
+    """sample's and translate's records are keyed by the condition column's name: under
+    "treat/ment" they read back from .h5ad as {'treat': {'ment': ...}}, silently."""
+    cells = _cells(90, seed=0)
+    cells.obs["treat/ment"] = np.where(np.arange(cells.n_obs) % 2, "ctrl", "stim")
+    with pytest.warns(UserWarning, match=SLASH) as caught:
+        dv.model.CGMDVAE.setup_anndata(cells, condition_key="treat/ment")
+    said = _said(caught)
+    assert len(said) == 1 and "uns['sample']['condition']" in said[0]
+    assert "{'treat': {'ment': ...}}" in said[0]
+    # The line it gives renames the column; the records then read back as written.
+    fix = re.search(r"before setup_anndata: (.*), and pass condition_key='(.*)'\.$", said[0])
+    exec(fix.group(1), {"adata": cells})
+    dv.model.CGMDVAE.setup_anndata(cells, condition_key=fix.group(2))
+    model = dv.model.CGMDVAE(cells, n_latent=2, n_latent_w=2, n_hidden=8)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=dv.train.NotConvergedWarning)
+        warnings.filterwarnings("ignore", message=r".* never predicted after training")
+        model.train(**TRAIN)
+    sampled = model.sample(5, seed=0)
+    back = _written_back_equal(sampled, tmp_path)
+    assert back.uns["sample"]["condition"] == {"treat-ment": "drawn"}

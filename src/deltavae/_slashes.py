@@ -139,3 +139,28 @@ def warn_imputer_names(
     )
     fix += " (both, so that the genes they share still match)"
     warn_slashed(imputed, "genes to impute", "obsm['imputed'] (write_to_adata)", fix)
+
+
+def warn_slashed_condition_keys(keys: Iterable | None) -> None:
+    """CGMDVAE's condition columns named with "/": ``sample``, ``translate`` and
+    ``predict_perturbation`` record the conditions asked under their columns' names
+    (``uns["sample"]["condition"]``, ``uns["prediction"]["target"]``), which anndata 0.12 reads
+    back from .h5ad as nested dicts, silently, and anndata >= 0.13 refuses, as it refuses the
+    column itself. Said at setup, with the line that renames the columns."""
+    keys = list(keys or ())  # None: no condition
+    found = slashed(keys)
+    if not found:
+        return
+    renames = {key: key.replace("/", REPLACEMENT) for key in found}
+    first = found[0]
+    head, _, tail = first.partition("/")
+    given = [renames.get(str(key), key) for key in keys]
+    warn_user(
+        f"{MESSAGE_START}: condition_key {found[0] if len(found) == 1 else found!r} names obs "
+        "columns with '/'. sample, translate and predict_perturbation record the conditions "
+        "under their columns' names (uns['sample']['condition'], uns['prediction']['target']), "
+        f"which anndata reads back from .h5ad as nested dicts ({{{head!r}: {{{tail!r}: ...}}}}), "
+        "and anndata >= 0.13 (and zarr now) refuses them, as it refuses the columns "
+        f"themselves. Rename them before setup_anndata: adata.obs = adata.obs.rename("
+        f"columns={renames!r}), and pass condition_key={given[0] if len(given) == 1 else given!r}."
+    )

@@ -13,6 +13,7 @@ from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import BaseModelClass, VAEMixin
 
 from .._checks import key_list, plain_keys
+from .._slashes import warn_slashed_condition_keys
 from ..distributions import Likelihood
 from ..module import CGMDVAEModule
 from ..train._data import DeltaDataManager
@@ -236,7 +237,9 @@ class CGMDVAE(
         layer
             Layer with the data; ``None`` for ``adata.X``.
         condition_key
-            obs column(s) with categorical conditions (stimulation, batch, donor ...).
+            obs column(s) with categorical conditions (stimulation, batch, donor ...). A
+            column named with "/" is warned about: the records of :meth:`sample` and
+            :meth:`translate` are keyed by it, which .h5ad files read back nested.
         labels_key
             obs column with known cell labels: every cell labelled is supervised; cells whose
             label is ``unlabeled_category`` make it semi-supervised.
@@ -258,6 +261,8 @@ class CGMDVAE(
         check_setup_target(adata, kwargs, cls.__name__)
         refuse_missing_integer_labels(adata, labels_checked, unlabeled_category)  # 1.0, NaN
         check_obs_keys(adata, {"condition_key": conditions, "labels_key": labels_checked})
+        if not query:  # a query model's were the reference's, said at its setup
+            warn_slashed_condition_keys(conditions)
         check_data(adata, layer, kind="real")
         if not query:
             check_label_setup(adata, labels_key, unlabeled_category, _DEFAULT_UNLABELED, conditions)
