@@ -229,3 +229,24 @@ def test_a_condition_column_named_with_a_slash_is_said_at_setup(tmp_path):
     sampled = model.sample(5, seed=0)
     back = _written_back_equal(sampled, tmp_path)
     assert back.uns["sample"]["condition"] == {"treat-ment": "drawn"}
+
+
+def test_the_command_line_renames_an_input_column_named_with_a_slash(tmp_path, capsys):
+    """A condition column "treat/ment" of the input: the output (the input plus the results)
+    was written with anndata's FutureWarning (an error under anndata 0.13, after training)."""
+    cells = _cells(120, seed=0)
+    cells.obs["treat/ment"] = np.where(np.arange(cells.n_obs) % 2, "ctrl", "stim")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        cells.write_h5ad(tmp_path / "cells.h5ad")
+    out = tmp_path / "out.h5ad"
+    argv = ["fit", str(tmp_path / "cells.h5ad"), "--model", "cgmdvae", "--out", str(out)]
+    argv += ["--condition-key", "treat/ment", "--n-clusters", "3", "--epochs", "2"]
+    assert main([*argv, "--layer", "counts", "--threads", "1", "--no-plots"]) == 0
+    printed = capsys.readouterr().out
+    assert "obs columns of the input renamed: 'treat/ment' -> 'treat-ment'" in printed
+    assert "(so --condition-key 'treat-ment')" in printed
+    assert "condition mixing (treat-ment)" in printed  # the report reads the renamed column
+    result = ad.read_h5ad(out)
+    assert "treat-ment" in result.obs and "treat/ment" not in result.obs
+    assert list(result.obs["treat-ment"]) == list(cells.obs["treat/ment"])

@@ -212,6 +212,7 @@ def fit(args: argparse.Namespace) -> int:
         )
     scvi.settings.seed = args.seed
     notes: list[str] = renamed_for_writing(args, adata, reference)  # before training
+    options = model_options(model_cls, args)  # with the columns as renamed
     with _user_errors("setting up the model"), _model_notes(notes), setup_warnings(args):
         model = build_model(model_cls, adata, reference, options)
     unit = "spots" if args.model in SPATIAL_MODELS else "cells"

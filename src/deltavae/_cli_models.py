@@ -412,9 +412,10 @@ def renamed_for_writing(args: argparse.Namespace, adata: ad.AnnData, reference) 
     """Replace, before training, the "/" of the names that would become column names in the
     output file (anndata >= 0.13 cannot write them to .h5ad, zarr cannot now): the reference's
     cell types (the columns of obsm['proportions']), the reference genes the imputer imputes
-    (of obsm['imputed']), and the input's own obsm tables, which the output holds again (not
-    with --backed, whose output is a copy of the input file). Refused where the new name is
-    already another's. Returns what was renamed, as notes for the report.
+    (of obsm['imputed']), and the input's own obs columns and obsm tables, which the output
+    holds again (not with --backed, whose output is a copy of the input file; the options
+    naming a renamed column, ``--condition-key``, name it renamed). Refused where the new name
+    is already another's. Returns what was renamed, as notes for the report.
 
     A shell user gets a file that loads back as written, its names said, rather than a run
     that trains and then fails at the write, or a file an update of anndata cannot write.
@@ -439,6 +440,7 @@ def renamed_for_writing(args: argparse.Namespace, adata: ad.AnnData, reference) 
                 reference.var_names = [renames.get(g, g) for g in genes]
                 notes.append(f"genes renamed in obsm['imputed']: {_pairs(renames)}")
         if not args.backed:
+            notes += _renamed_obs_columns(args, adata)
             for obsm_key, renames in renamed_obsm_columns(adata).items():
                 notes.append(
                     f"columns of the input's obsm[{obsm_key!r}] renamed: {_pairs(renames)}"
@@ -449,6 +451,25 @@ def renamed_for_writing(args: argparse.Namespace, adata: ad.AnnData, reference) 
         ) from err
     why = "('/' cannot be written in a column name of an .h5ad file)"
     return [f"{note} {why}" for note in notes]
+
+
+def _renamed_obs_columns(args: argparse.Namespace, adata: ad.AnnData) -> list[str]:
+    """The input's obs columns named with "/" renamed, and the options naming them (a CGMDVAE's
+    conditions are recorded in uns under their column's name, read back nested otherwise)."""
+    from deltavae._slashes import renamed_names
+
+    renames = renamed_names(adata.obs.columns, "the input's obs columns")
+    if not renames:
+        return []
+    adata.obs = adata.obs.rename(columns=renames)
+    options = [o for o in _INPUT_COLUMNS if o != "labels_key" or args.model not in REFERENCE_MODELS]
+    moved = []
+    for option in options:
+        if getattr(args, option, None) in renames:
+            setattr(args, option, renames[getattr(args, option)])
+            moved.append(f"--{option.replace('_', '-')} {getattr(args, option)!r}")
+    named = f" (so {', '.join(moved)})" if moved else ""
+    return [f"obs columns of the input renamed: {_pairs(renames)}{named}"]
 
 
 def _pairs(renames: dict[str, str]) -> str:
