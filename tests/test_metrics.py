@@ -8,6 +8,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 
 import deltavae as dv
 from deltavae.metrics import ari, cluster_scores, clustering_accuracy, nmi, purity
@@ -250,6 +251,27 @@ def test_mean_expression_r2_says_when_the_two_sides_are_on_different_scales():
         # in the right direction but 30 times too small was "counts against log-normalized".
         change = logged[50:].mean(0) - logged[:50].mean(0) + rng.normal(0, 1, 50)
         assert dv.metrics.mean_expression_r2(change[None] / 30, change[None]) > 0.99
+
+
+def test_mean_expression_r2_says_when_counts_meet_log_normalized_values_of_close_means():
+    """nearest_response's X (log-normalized, largest gene mean 6.4) scored against the
+    observed raw counts of Kang (largest gene mean 105: a ratio under the gene means' rule)
+    gave R² 0.37 with no word that the two were on different scales."""
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(rng.gamma(0.5, 10.0, size=300), size=(200, 300)).astype(float)
+    logged = dv.metrics.log_normalize(counts)
+    assert counts.mean(0).max() / logged.mean(0).max() < 20  # the gene means cannot tell
+    for pred, obs in ((logged[:100], counts[100:]), (sparse.csr_matrix(counts[:100]), logged)):
+        with pytest.warns(UserWarning, match=r"whole counts .* not whole .*log_normalize"):
+            dv.metrics.mean_expression_r2(pred, obs)
+    ctrl = ad.AnnData(logged[:100])
+    with pytest.warns(UserWarning, match=r"observed holds whole counts .* control values"):
+        dv.metrics.mean_expression_r2(counts[:100], counts[100:], control=ctrl)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one scale: no note
+        expected = counts[:100] * 1.01 + 0.5  # translate's X: expected counts, not whole
+        dv.metrics.mean_expression_r2(expected, counts[100:])
+        dv.metrics.mean_expression_r2(logged[:100], logged[100:])
 
 
 def test_perturbation_metrics_name_nan_and_repeated_genes():

@@ -10,8 +10,8 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._checks import short_repr
-from .._warn import warn_user
 from ._missing import numeric_table
+from ._scales import warn_if_scales_differ
 
 
 def _on_disk(data) -> bool:
@@ -184,26 +184,6 @@ def log_normalize(counts, library_size=None, target_sum: float = 1e4) -> np.ndar
     return np.log1p(x, out=x)
 
 
-#: Ratio of the largest gene means above which the two sides look like different scales.
-_SCALE_RATIO = 20.0
-
-
-def _warn_if_scales_differ(pred: np.ndarray, true: np.ndarray) -> None:
-    """Say so when one side's gene means are many times the other's (counts against
-    log-normalized values: ``translate``'s X holds expected counts, ``nearest_response``'s
-    log-normalized values). Not for changes from control (a side with negative means): a
-    predicted change smaller than the observed one is no other scale."""
-    top_pred, top_true = float(np.max(pred, initial=0.0)), float(np.max(true, initial=0.0))
-    if min(top_pred, top_true) <= 0 or min(pred.min(), true.min()) < 0:
-        return
-    if max(top_pred, top_true) / min(top_pred, top_true) > _SCALE_RATIO:
-        warn_user(
-            f"The largest predicted gene mean is {top_pred:.4g} and the largest observed one "
-            f"{top_true:.4g}: the two look like different scales (counts against log-normalized "
-            "values?). Give both on one scale, e.g. dv.metrics.log_normalize of the counts.",
-        )
-
-
 def _named_mask(genes, names) -> bool:
     """Whether ``genes`` is a boolean Series labelled by gene names, to match by name."""
     return (
@@ -235,7 +215,10 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
     mean of each gene over the predicted cells and over the real cells, then the squared
     Pearson correlation of the two vectors of means, over all genes or a subset (top DE genes).
     scGen computes it on log-normalized expression; give both sides on that one scale, the
-    predicted cells transformed exactly like the real ones (see :func:`log_normalize`).
+    predicted cells transformed exactly like the real ones (see :func:`log_normalize`). Sides
+    that look like two scales are warned about: gene means 20 times apart, or whole counts
+    against values that are not whole and stay under ``log1p(1e6)`` (log-normalized values,
+    such as ``predict_perturbation(method="nearest_response")``'s ``X``).
 
     Parameters
     ----------
@@ -304,7 +287,7 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
         raise ValueError(
             f"predicted has {pred.size} genes and observed {true.size}; they must match." + swapped
         )
-    _warn_if_scales_differ(pred, true)
+    warn_if_scales_differ(pred, true, predicted, observed)
     _same_genes(pred_genes, true_genes, "predicted", "observed")
     if control is not None:
         ctrl, ctrl_genes = gene_means(control, "control")
@@ -318,7 +301,7 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
                 f"control has {ctrl.size} genes and predicted {pred.size}; they must match."
                 + swapped
             )
-        _warn_if_scales_differ(ctrl, true)
+        warn_if_scales_differ(ctrl, true, control, observed, name="control")
         named = "predicted" if pred_genes is not None else "observed"
         _same_genes(
             pred_genes if pred_genes is not None else true_genes, ctrl_genes, named, "control"
