@@ -224,3 +224,33 @@ def test_a_transposed_frame_is_told_its_rows_and_columns_may_be_swapped():
         dv.metrics.mean_expression_r2(pred.iloc[:, :5], stim)
     with pytest.raises(ValueError, match=r"must match\.$"):  # arrays: no names to compare
         dv.metrics.mean_expression_r2(pred.iloc[:, :5].to_numpy(), stim.to_numpy())
+
+
+def test_a_column_of_the_source_name_replaced_with_other_values_is_warned_about(model):
+    """The cells' own obs['condition_source'] (here a lab) was replaced by the source condition
+    in the prediction without a word; a prediction's own record is continued silently."""
+    import warnings
+
+    ctrl = model.adata[model.adata.obs["condition"] == "ctrl"].copy()
+    ctrl.obs["condition_source"] = "lab A"
+    calls = {
+        "translate": lambda c: model.translate(c, "stim", seed=0),
+        "latent_shift": lambda c: model.predict_perturbation(c, "stim", method="latent_shift"),
+        "nearest": lambda c: model.predict_perturbation(c, "stim", method="nearest_response"),
+    }
+    for name, call in calls.items():
+        with pytest.warns(UserWarning, match=r"obs\['condition_source'\] \(e.g. 'lab A'\)") as rec:
+            pred = call(ctrl)
+        assert sum("condition_source" in str(w.message) for w in rec) == 1, name
+        assert set(pred.obs["condition_source"]) == {"ctrl"}
+        assert set(ctrl.obs["condition_source"]) == {"lab A"}  # the user's cells unchanged
+    with pytest.warns(UserWarning, match="condition_source"):
+        again = model.translate(ctrl, "stim", seed=0, response_weight=0)
+    again.X = again.layers["counts"].copy()  # a prediction predicted on: its record goes on
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = model.translate(again, "ctrl", seed=0, response_weight=0)
+        same = ctrl.copy()
+        same.obs["condition_source"] = same.obs["condition"]  # values it would hold anyway
+        model.translate(same, "stim", seed=0, response_weight=0)
+    assert set(back.obs["condition_source"]) == {"stim"}

@@ -335,7 +335,8 @@ class GenerationMixin:
         posterior predictive without, whose totals, for ``likelihood="zinb"``, fall under the cells'
         own by the dropout's share, as :meth:`sample`'s), and the cells' obs with each condition
         column moved set to the target and the cells' own values beside it, ``obs["<key>_source"]``
-        (e.g. ``"condition_source"``: for cells of several conditions, where each came from), both
+        (e.g. ``"condition_source"``: for cells of several conditions, where each came from; a
+        column of that name the cells hold with other values is replaced, with a warning), both
         over the model's categories where the column is categorical (empty ones kept, as the
         training data's order and default colours; ``.cat.remove_unused_categories()`` drops them);
         the cells' obsm (``X_umap``: the coordinates of the given cells, not of the predicted state,

@@ -482,8 +482,8 @@ def nearest_response(
     distances = ((c_query[:, None, :] - centres[None]) ** 2).sum(-1)
     weights = softmax(-0.5 * distances / bandwidth, axis=1)
     predicted = np.maximum(x_query + weights @ responses, x_train.min())
-    out = predicted_cells(
-        model, caller_obs, obsm, predicted, adata.var, {condition_key: target}, uns
+    out = predicted_cells(  # inside translate (memo): translate's own cells say it
+        model, caller_obs, obsm, predicted, adata.var, {condition_key: target}, uns, memo is None
     )
     out.obsm["response_weights"] = weights.astype(np.float32)
     # An array, as an .h5ad file gives it back (a list came back as one, and list methods

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._warn import warn_user
 from ._condition_types import predicted_condition
 from ._scanpy_keys import palette_by_name
 
@@ -34,7 +35,14 @@ def source_key(key: str) -> str:
 
 
 def predicted_cells(
-    model, obs: pd.DataFrame, obsm, x: np.ndarray, var: pd.DataFrame, targets: dict, uns=None
+    model,
+    obs: pd.DataFrame,
+    obsm,
+    x: np.ndarray,
+    var: pd.DataFrame,
+    targets: dict,
+    uns=None,
+    note_replaced: bool = True,
 ) -> AnnData:
     """AnnData of ``x`` (cells x genes, float32) for the given cells: their ``obs`` (as the
     caller holds it, before validation; scvi-tools' ``_scvi_*`` columns left out) with each
@@ -43,7 +51,9 @@ def predicted_cells(
     categories) and the cells' own values of it in ``obs[source_key(key)]``, placed after it
     and typed alike; their ``obsm`` copied (``_scvi_*`` keys left out); ``var`` copied; the
     scanpy colours in ``uns`` (the given AnnData's) of each column kept over the same categories
-    (:func:`carried_colours`)."""
+    (:func:`carried_colours`). A column of the source's name that the given cells (not a
+    prediction) hold with other values is replaced with a warning (``note_replaced``: not for
+    a prediction made inside another, which warns once)."""
     kept = obs.loc[:, [k for k in obs if not str(k).startswith("_scvi")]].copy()
     for key, value in targets.items():
         target = predicted_condition(model, key, value, len(kept), obs)
@@ -51,6 +61,8 @@ def predicted_cells(
         kept[key] = target
         name = source_key(key)
         if name in kept:  # a prediction predicted on: the source of this one
+            if note_replaced:
+                _warn_replaced(kept[name], source, name, uns)
             kept[name] = source
         else:
             kept.insert(kept.columns.get_loc(key) + 1, name, source)
@@ -59,6 +71,23 @@ def predicted_cells(
     return AnnData(
         X=np.asarray(x, dtype=np.float32), obs=kept, var=var.copy(), obsm=coordinates, uns=colours
     )
+
+
+def _warn_replaced(column: pd.Series, source, name: str, uns) -> None:
+    """Say so when the given cells' own ``obs[name]`` is replaced by their source condition
+    with other values, unless they are a prediction (``uns["prediction"]``), whose column of
+    that name is the record this one continues."""
+    if "prediction" in (uns or {}):
+        return
+    before, after = column.astype(object).to_numpy(), pd.Series(source).astype(object).to_numpy()
+    changed = ~((before == after) | (pd.isna(before) & pd.isna(after)))
+    if changed.any():
+        example = before[changed.argmax()]
+        warn_user(
+            f"adata.obs[{name!r}] (e.g. {example!r}) is replaced in the prediction by each "
+            f"cell's source condition, which the prediction writes there: {int(changed.sum())} "
+            "cells held other values. Rename the column to keep it; adata itself is unchanged."
+        )
 
 
 def training_colours(model) -> list[tuple]:
