@@ -182,6 +182,17 @@ def test_an_elbow_written_under_a_prefix_is_found_by_its_key():
     np.testing.assert_array_equal(ticks, np.round(ticks))
 
 
+def test_an_elbow_asked_for_by_its_key_added_is_pointed_to_its_own_entry():
+    """key="k4" (write_to_adata's key_added) was told to pass key='archetypes', another
+    fit's curve, because that entry came first in uns."""
+    adata = _cells()
+    curve = {"n_archetypes": np.arange(2, 6), "explained_variance": [0.5, 0.7, 0.8, 0.85]}
+    for entry in ("archetypes", "k4_archetypes", "k5_archetypes"):
+        adata.uns[entry] = {"elbow": {**curve, "chosen": 3}}
+    with pytest.raises(ValueError, match=r"pass key='k4_archetypes'"):
+        dv.pl.archetype_elbow(adata, key="k4", show=False)
+
+
 def test_an_elbow_of_a_model_with_a_given_number_says_so():
     """A model given n_archetypes=2 was told to call write_to_adata "(or pass the model)"."""
     mix = dv.datasets.convex_mixtures(n_spots=30, n_genes=30, n_archetypes=2, n_markers=5)

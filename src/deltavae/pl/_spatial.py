@@ -403,6 +403,8 @@ def archetype_elbow(
             )
     if curve is None:
         elsewhere = [k for k in written if "elbow" in adata_or_model.uns[k]]
+        # key="k4" for write_to_adata(key_added="k4")'s curve: its entry first, not the first
+        elsewhere.sort(key=lambda k: k != f"{key}_archetypes")
         raise ValueError(
             f"No explained-variance curve in uns[{key!r}]; "
             + (
