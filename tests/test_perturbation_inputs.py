@@ -254,3 +254,15 @@ def test_a_column_of_the_source_name_replaced_with_other_values_is_warned_about(
         same.obs["condition_source"] = same.obs["condition"]  # values it would hold anyway
         model.translate(same, "stim", seed=0, response_weight=0)
     assert set(back.obs["condition_source"]) == {"stim"}
+
+
+def test_a_misspelt_balance_or_condition_key_is_given_the_column_meant(model):
+    """balance_key='celltype' and condition_key='Condition' were refused without naming the
+    column meant ('cell_type', 'condition'), as other misspelt columns are."""
+    ctrl = model.adata[model.adata.obs["condition"] == "ctrl"].copy()
+    for method in ("latent_shift", "nearest_response"):
+        with pytest.raises(KeyError, match=r"balance_key='celltype' .*did you mean 'cell_type'"):
+            model.predict_perturbation(ctrl, "stim", method=method, balance_key="celltype")
+        with pytest.raises(KeyError, match=r"'Condition' .*did you mean 'condition'\?") as err:
+            model.predict_perturbation(ctrl, "stim", method=method, condition_key="Condition")
+        assert "_scvi" not in str(err.value)  # scvi-tools' bookkeeping is no choice

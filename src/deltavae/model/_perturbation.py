@@ -16,6 +16,7 @@ from anndata import AnnData
 from scipy.special import softmax
 
 from .._checks import short_repr
+from .._close_names import did_you_mean
 from ..distributions._draws import CellDraws
 from ._cgmdvae_mixins import ClustersMixin, _as_known
 from ._condition_counts import (
@@ -271,9 +272,11 @@ class Contrast(NamedTuple):
             model.registry_, target_condition, condition_key
         )
         train = model.adata
-        if condition_key not in train.obs:
+        if condition_key not in train.obs:  # did you mean: a misspelt column
+            own = [str(c) for c in train.obs if not str(c).startswith("_scvi")]
             raise KeyError(
-                f"condition_key={condition_key!r} is not a column of the training AnnData.obs."
+                f"condition_key={condition_key!r} is not a column of the training AnnData.obs "
+                f"({own}); {did_you_mean(condition_key, own) or 'pass one of them.'}"
             )
         if condition_key not in adata.obs:  # the cells' source condition, as translate says
             known = sorted(set(trained_conditions(model, condition_key)) - {NOT_TRAINED})
@@ -283,9 +286,11 @@ class Contrast(NamedTuple):
                 f"{short_repr(known[0] if known else 'ctrl')}."
             )
         if groups_key is not None and groups_key not in training_obs(model):  # not adata's
+            hint = did_you_mean(groups_key, training_obs(model).columns)
             raise KeyError(
                 f"balance_key={groups_key!r} is not a column of the obs of the model's "
-                "AnnData (a query model's: its query), which holds the groups."
+                "AnnData (a query model's: its query), which holds the groups"
+                + (f"; {hint}" if hint else ".")
             )
         n_missing = int(adata.obs[condition_key].isna().sum())
         if n_missing:  # read as a condition 'nan' beside the source ('one source condition')
