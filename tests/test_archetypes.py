@@ -266,6 +266,25 @@ def test_signatures_as_a_pandas_index_or_series(fitted):
         var.pop("symbol")
 
 
+def test_a_signature_gene_named_only_by_a_var_column_is_pointed_to_gene_symbols(fitted):
+    """Kang's CD79A (var_name 'CD79A_ENSG00000105369', var['SYMBOL'] 'CD79A') in a signature
+    of var_names was said to be 'left out of training, as by a highly variable gene
+    selection', though the model has its profile under another name."""
+    model, _ = fitted
+    genes = list(model.get_archetype_profiles().iloc[:, 0].nlargest(4).index)
+    var = model.adata.var
+    var["symbol"] = var.index.astype(str)
+    var.loc[genes[0], "symbol"] = "CD79A"
+    try:
+        with pytest.warns(UserWarning, match="") as record:
+            model.match_signatures({"B": ["CD79A", *genes[1:]]})
+        text = " ".join(str(w.message) for w in record)
+        assert "var['symbol'] names 1 of them: pass gene_symbols='symbol'" in text
+        assert "highly variable" not in text
+    finally:
+        var.pop("symbol")
+
+
 def test_a_loaded_signature_map_is_not_written_for_other_archetypes(fitted, tmp_path):
     """Matched, saved, loaded, then other archetypes (more training, another merge): the old
     map, naming archetypes that were gone, was written as if current (assumed for a load)."""

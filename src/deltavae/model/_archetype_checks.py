@@ -130,19 +130,26 @@ def genes_named(genes: pd.Index) -> str:
     return "" if genes.name is None else f" (by their var[{genes.name!r}])"
 
 
-def missing_genes_text(name, missing: list, n_members: int, any_present: bool, genes) -> str:
+def missing_genes_text(
+    name, missing: list, n_members: int, any_present: bool, genes, var=None
+) -> str:
     """The warning on a signature's genes that the model has not: they may well be in the
     AnnData (the whole of an ``adata[:, hvg]`` the model was trained on), where "not in the
-    data" was said; the model has profiles of its own genes only."""
+    data" was said; the model has profiles of its own genes only. Genes that a column of
+    ``var`` names (Kang's ``CD79A``, whose var_name is ``CD79A_ENSG00000105369``) get
+    ``gene_symbols=`` advice, not the training genes'."""
     dropped = "" if any_present else "; the signature is left out"
     upper = {}
     for gene in map(str, genes):
         upper.setdefault(gene.upper(), gene)
     cased = [(g, upper[str(g).upper()]) for g in missing if str(g).upper() in upper]
+    in_var = symbols_advice(var, {name: missing}) if genes.name is None else ""
     why = (  # 'Cd3e' against the model's 'CD3E': no matter of training genes
         f"{len(cased)} of them are the model's genes ignoring case (e.g. {cased[0][0]!r} is "
         f"{cased[0][1]!r}): write them as the model's genes are written"
         if cased
+        else in_var[:-1]
+        if in_var
         else "a gene left out of training, as by a highly variable gene selection, has none"
     )
     return (

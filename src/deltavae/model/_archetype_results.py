@@ -113,7 +113,7 @@ def signature_scores(
         if not members:
             warn_user(f"signature {name!r} lists no genes; it is left out.")
         if missing:
-            warn_user(missing_genes_text(name, missing, len(members), bool(present), genes))
+            warn_user(missing_genes_text(name, missing, len(members), bool(present), genes, var))
         if present:
             gene_sets[str(name)] = genes.get_indexer_for(present)
     if not any(len(m) for m in signatures.values()):  # not a matter of identifiers
