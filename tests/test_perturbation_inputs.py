@@ -266,3 +266,10 @@ def test_a_misspelt_balance_or_condition_key_is_given_the_column_meant(model):
         with pytest.raises(KeyError, match=r"'Condition' .*did you mean 'condition'\?") as err:
             model.predict_perturbation(ctrl, "stim", method=method, condition_key="Condition")
         assert "_scvi" not in str(err.value)  # scvi-tools' bookkeeping is no choice
+
+
+def test_a_gene_list_name_held_with_an_identifier_appended_is_named(model):
+    """gene_list=['gene'] of genes named gene_0, gene_1, ... (muscat's CD79A for
+    CD79A_ENSG00000105369) was told to use the same identifiers, naming none."""
+    with pytest.raises(ValueError, match=r"'gene' is 'gene_0' or 'gene_1' here: pass those"):
+        model.get_normalized_expression(gene_list=["gene", "gene_2"])

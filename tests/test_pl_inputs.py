@@ -315,3 +315,18 @@ def test_cluster_probabilities_takes_vmin_and_vmax_as_the_other_colour_plots():
     assert ax.collections[-1].colorbar.extend == "neither"
     with pytest.raises(ValueError, match="vmax holds 2 values, and the plot has 1 panels"):
         dv.pl.cluster_probabilities(adata, vmax=[1, 2], show=False)
+
+
+def test_a_gene_named_with_an_identifier_appended_is_named_so():
+    """Kang's CD79A is CD79A_ENSG00000105369 in var_names: highlight=['CD79A'] was told 'did
+    you mean CD9 or CD7', and mean_expression_r2's genes= and gene_list= named no gene."""
+    genes = ["CD9", "CD7", "CD79A_ENSG00000105369", "ISG15", "IFI6", "MX1"]
+    rng = np.random.default_rng(0)
+    pred, obs = (pd.DataFrame(rng.random((5, 6)), columns=genes) for _ in range(2))
+    named = r"'CD79A' is 'CD79A_ENSG00000105369' here"
+    with pytest.raises(KeyError, match=named) as err:
+        dv.pl.perturbation_scatter(pred, obs, highlight=["CD79A", "ISG15", "IFI6"], show=False)
+    assert "CD9" not in str(err.value)
+    with pytest.raises(KeyError, match=named + ": pass those names"):
+        dv.metrics.mean_expression_r2(pred, obs, genes=["CD79A", "ISG15", "IFI6"])
+    plt.close("all")

@@ -32,3 +32,33 @@ def did_you_mean(name, known: Iterable, n: int = 3, end: str = "") -> str:
     close = close or difflib.get_close_matches(name, known, n=n)
     close = close or [k for k in known if name and k.startswith(name)][:n]
     return f"did you mean {' or '.join(map(repr, close))}?{end}" if close else ""
+
+
+#: What joins an identifier appended to a gene's name: muscat's ``CD79A_ENSG00000105369``,
+#: R's ``make.unique`` ``CD79A.1``, ``CD79A-1``, ``CD79A|ENSG...``.
+_SEPARATORS = "_.-|:"
+
+
+def suffixed_hint(missing: Iterable, known: Iterable, n: int = 3) -> str:
+    """``"'CD79A' is 'CD79A_ENSG00000105369' here"`` for the (first ``n``) names of ``missing``
+    that ``known`` holds with an identifier appended (after ``_``, ``.``, ``-``, ``|`` or
+    ``:``), which difflib ranks below shorter names (``'CD9'`` for ``'CD79A'``); ``""`` where
+    none is.
+
+    Examples
+    --------
+    >>> suffixed_hint(["CD79A", "XYZ"], ["CD9", "CD79A_ENSG00000105369"])
+    "'CD79A' is 'CD79A_ENSG00000105369' here"
+    >>> suffixed_hint(["CD79"], ["CD79A", "CD79B"])
+    ''
+    """
+    known = [str(k) for k in known]
+    found = []
+    for name in dict.fromkeys(str(g) for g in missing):
+        stem = len(name)
+        hits = [k for k in known if k.startswith(name) and len(k) > stem and k[stem] in _SEPARATORS]
+        if hits:
+            found.append(f"{name!r} is {' or '.join(map(repr, hits[:2]))}")
+        if len(found) == n:
+            break
+    return "; ".join(found) + " here" if found else ""

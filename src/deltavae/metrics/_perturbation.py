@@ -10,6 +10,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._checks import short_repr
+from .._close_names import suffixed_hint
 from ._missing import numeric_table
 from ._scales import warn_if_scales_differ
 
@@ -363,7 +364,11 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
             index = index.astype(str)  # the inputs' names are strings (gene_means)
             missing = sorted(map(str, set(index) - set(names)))
             if missing:
-                raise KeyError(f"genes not found: {missing[:5]} ({len(missing)} in all).")
+                hint = suffixed_hint(missing, names)  # muscat's CD79A_ENSG00000105369
+                raise KeyError(
+                    f"genes not found: {missing[:5]} ({len(missing)} in all)."
+                    + (f" {hint}: pass those names." if hint else "")
+                )
             index = np.flatnonzero(np.isin(names, index))
             if len(index) > len(set(names[index])):  # a name of two columns picked both
                 picked = pd.Index(names[index])

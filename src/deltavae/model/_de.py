@@ -13,6 +13,7 @@ import scvi
 from scvi.model.base import RNASeqMixin
 
 from .._checks import short_repr
+from .._close_names import suffixed_hint
 from ._de_checks import (
     check_dataloader_alone,
     check_de_keywords,
@@ -227,8 +228,9 @@ def check_genes(model, gene_list) -> None:
     known = model.adata.var_names
     missing = [g for g in names if g not in known]
     if missing:
-        advice = identifier_advice(missing, known)
-        if len(missing) < len(names) and not advice.startswith("Ignoring case"):
+        renamed = suffixed_hint(missing, known)  # muscat's CD79A_ENSG00000105369
+        advice = f"{renamed}: pass those names." if renamed else identifier_advice(missing, known)
+        if not renamed and len(missing) < len(names) and not advice.startswith("Ignoring case"):
             advice = "Drop them, or check their spelling."
         raise ValueError(
             f"gene_list names {len(missing)} gene(s) the model does not have, e.g. "

@@ -11,7 +11,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 
 from .._checks import check_bools, check_ncols, short_repr
-from .._close_names import did_you_mean
+from .._close_names import did_you_mean, suffixed_hint
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
 from ..metrics._perturbation import gene_means
@@ -413,8 +413,15 @@ def perturbation_scatter(
         highlight = [str(g) for g in as_names(highlight, "highlight")]
         missing = sorted(set(highlight) - set(genes))
         if missing:
-            hints = {g: did_you_mean(g, genes.tolist()) for g in missing[:5]}
-            hints = "".join(f" {g!r}: {hint}" for g, hint in hints.items() if hint)
+            known = genes.tolist()  # muscat's CD79A_ENSG00000105369 before difflib's CD9
+            hints = "".join(
+                f" {suffixed_hint([g], known)}."
+                if suffixed_hint([g], known)
+                else f" {g!r}: {did_you_mean(g, known)}"
+                if did_you_mean(g, known)
+                else ""
+                for g in missing[:5]
+            )
             raise KeyError(
                 f"highlight genes not found: {missing[:5]} ({len(missing)} in all).{hints}"
             )
