@@ -273,3 +273,20 @@ def test_a_gene_list_name_held_with_an_identifier_appended_is_named(model):
     CD79A_ENSG00000105369) was told to use the same identifiers, naming none."""
     with pytest.raises(ValueError, match=r"'gene' is 'gene_0' or 'gene_1' here: pass those"):
         model.get_normalized_expression(gene_list=["gene", "gene_2"])
+
+
+def test_a_target_condition_in_other_case_or_a_misspelt_key_is_given_the_one_meant(model):
+    """translate(ctrl, 'STIM'), sample(condition='STIM') and {'conditon': 'stim'} listed the
+    conditions or keys seen without saying which one was meant, as misspelt columns do."""
+    ctrl = model.adata[model.adata.obs["condition"] == "ctrl"].copy()
+    calls = [
+        lambda: model.translate(ctrl, "STIM"),
+        lambda: model.sample(3, condition="STIM"),
+        lambda: model.predict_perturbation(ctrl, "STIM", method="latent_shift"),
+        lambda: model.predict_perturbation(ctrl, "STIM", method="nearest_response"),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"never seen in training.*[dD]id you mean 'stim'\?"):
+            call()
+    with pytest.raises(ValueError, match=r"not a condition key .*did you mean 'condition'\?"):
+        model.translate(ctrl, {"conditon": "stim"})

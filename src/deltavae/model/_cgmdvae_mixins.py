@@ -16,6 +16,7 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import RNASeqMixin
 
 from .._checks import short_repr
+from .._close_names import did_you_mean
 from ._cluster_predictions import PredictionsMixin
 from ._condition_counts import (
     condition_counts,
@@ -174,9 +175,10 @@ class ConditionsMixin:
             condition = {keys[0]: condition}
         unknown = [key for key in condition if key not in keys]
         if unknown:
+            hint = did_you_mean(unknown[0], keys, end=" ")
             raise ValueError(
                 f"condition names {unknown}, which {'is' if len(unknown) == 1 else 'are'} not a "
-                f"condition key of the model; its condition keys: {keys}."
+                f"condition key of the model; {hint}its condition keys: {keys}."
             )
         codes = np.zeros((n, len(keys)), dtype=np.int64)
         mappings = self._cat_state().mappings
@@ -195,9 +197,10 @@ class ConditionsMixin:
             elif value is None:
                 codes[:, j] = -2  # drawn below, with the values given, from the training cells
             elif str(value) not in known:
+                hint = did_you_mean(value, known, end=" ")  # 'STIM' for 'stim'
                 raise ValueError(
                     f"Condition {key}={short_repr(value)} was never seen in training; "
-                    f"conditions seen: {self._seen_listed(key)}."
+                    f"{hint}conditions seen: {self._seen_listed(key)}."
                 )
             elif str(value) not in self._seen_conditions(key):
                 raise ValueError(untrained_condition(self, key, value))

@@ -316,7 +316,7 @@ class Contrast(NamedTuple):
                     _defaulted_key(condition_key, value, (adata.obs, training_obs(model)))
                     if defaulted
                     else ""
-                )
+                ) or (" " + did_you_mean(value, known)).rstrip().replace(" did", " Did", 1)
                 if value in {
                     str(v) for v in category_mappings(model.registry_).get(condition_key, [])
                 }:
