@@ -1,10 +1,16 @@
 """A model's advice written for the ``deltavae`` command line: the Python arguments it names
 (``max_epochs``, ``train_size=1.0`` ...) as the flags that set them (``--epochs``,
-``--train-size 1.0``), and advice no flag can follow left out or said another way."""
+``--train-size 1.0``), advice no flag can follow left out or said another way, and a change
+to make in the data (``adata.obs['t'] = ...``) as a ``python -c`` command that writes a
+corrected copy of the command's file (:func:`advice_files`)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shlex
+from contextvars import ContextVar
 
 #: A model's advice names its Python arguments; printed by the CLI, it names the flags.
 _FLAGS = (
@@ -48,11 +54,13 @@ _FLAGS = (
     (r"\bearly_stopping=True\b", "--early-stopping"),
     (r"\brestore_best=True kept\b", "--early-stopping kept"),  # it passes restore_best=True
     (r"\bn_clusters=(\d+)", r"--n-clusters \1"),
-    (r"\bunlabeled_category=('[^']*') to setup_anndata", r"--unlabeled-category \1"),
-    (r"\bunlabeled_category=('[^']*')", r"--unlabeled-category \1"),
+    (r"\bunlabeled_category=('[^']*'|-?\d+) to setup_anndata", r"--unlabeled-category \1"),
+    (r"\bunlabeled_category=('[^']*'|-?\d+)", r"--unlabeled-category \1"),
     (r"\bunlabeled_category\b", "--unlabeled-category"),
     (r"\breference_layer=('[^']*')", r"--reference-layer \1"),
     (r"\bis reference_layer the layer\b", "is --reference-layer the layer"),
+    # The changes to the data that follow are made in a copy of the file, not before a call.
+    (r" before setup_anndata(?=[:,])", ""),
     # The spot models name the spots as their argument and a threshold no flag sets.
     (r"^spots (?=\(\d+ genes|and reference share)", "the spots "),
     (r" are needed \(min_shared_genes\)", " are needed"),
@@ -183,4 +191,109 @@ def _as_flags(note: str) -> str:
     """
     for pattern, flag in _FLAGS:
         note = re.sub(pattern, flag, note)
+    return _as_commands(note)
+
+
+#: The files of the running command that a model's advice changes (:func:`advice_files`),
+#: by the name the advice gives the AnnData: INPUT (``adata``) and ``--reference``.
+_FILES: ContextVar[tuple[str | None, str | None]] = ContextVar(
+    "deltavae_cli_files", default=(None, None)
+)
+#: Where the command has no such file.
+_PLACEHOLDERS = {"adata": "INPUT.h5ad", "reference": "REFERENCE.h5ad"}
+
+
+@contextlib.contextmanager
+def advice_files(input: str | None, reference: str | None = None):
+    """Within: the files :func:`_as_flags` writes a change to the data against (the
+    placeholders ``INPUT.h5ad`` and ``REFERENCE.h5ad`` where a command has none)."""
+    token = _FILES.set((input, reference))
+    try:
+        yield
+    finally:
+        _FILES.reset(token)
+
+
+#: A statement of a model's advice that changes the data it was given: a column of its obs
+#: (``adata.obs['t'] = ...``) or the AnnData itself (``reference = reference[...].copy()``).
+_CHANGE = re.compile(r"(?<![\w.])(adata|reference)(?:\.obs\[(?:'[^']*'|\"[^\"]*\")\])? = ")
+
+
+def _as_commands(note: str) -> str:
+    """``note`` with each change to the data (:data:`_CHANGE`), which a shell user cannot make
+    in a session they do not have, as a ``python -c`` command that reads the command's file,
+    makes it and writes a copy (the file itself is kept), then the run on that copy.
+
+    Examples
+    --------
+    >>> print(_as_commands("mark them: adata.obs['t'] = adata.obs['t'].fillna('U'), or drop them."))
+    mark them: python -c "import anndata; adata = anndata.read_h5ad('INPUT.h5ad');
+    adata.obs['t'] = adata.obs['t'].fillna('U'); adata.write_h5ad('INPUT_fixed.h5ad')", then
+    run deltavae fit on 'INPUT_fixed.h5ad', or drop them.
+    >>> with advice_files("in.h5ad", "cells.h5ad"):
+    ...     print(_as_commands("drop them: reference = reference[reference.obs['t'].notna()]"
+    ...                        ".copy()."))
+    drop them: python -c "import anndata; reference = anndata.read_h5ad('cells.h5ad');
+    reference = reference[reference.obs['t'].notna()].copy();
+    reference.write_h5ad('cells_fixed.h5ad')", then pass --reference 'cells_fixed.h5ad'.
+    """
+    start = 0
+    while (found := _CHANGE.search(note, start)) is not None:
+        end = _statement_end(note, found.end())
+        command = _change_command(found[1], note[found.start() : end])
+        note = note[: found.start()] + command + note[end:]
+        start = found.start() + len(command)
     return note
+
+
+def _statement_end(text: str, start: int) -> int:
+    """Where the Python expression from ``start`` ends: at a space, comma or semicolon
+    outside brackets and quotes, a closing bracket it did not open, or a full stop that
+    begins no attribute."""
+    depth, quote, i = 0, None, start
+    while i < len(text):
+        c = text[i]
+        if quote is not None:
+            i += 2 if c == "\\" else 1
+            quote = None if c == quote else quote
+            continue
+        if c in "'\"":
+            quote = c
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            if depth == 0:
+                return i
+            depth -= 1
+        elif depth == 0 and (c.isspace() or c in ",;"):
+            return i
+        elif depth == 0 and c == "." and not text[i + 1 : i + 2].isidentifier():
+            return i
+        i += 1
+    return i
+
+
+def _change_command(name: str, statement: str) -> str:
+    """``statement``, which changes the AnnData ``name``, as a command run on its file
+    (:func:`advice_files`), which writes the changed copy beside it."""
+    path = dict(zip(_PLACEHOLDERS, _FILES.get(), strict=True))[name] or _PLACEHOLDERS[name]
+    kind = "zarr" if os.path.isdir(path) or path.rstrip("/").endswith(".zarr") else "h5ad"
+    stem, suffix = os.path.splitext(path.rstrip("/"))
+    copy = f"{stem}_fixed{suffix or '.' + kind}"
+    imports = ", ".join(
+        ["anndata"]
+        + [f"{module} as {alias}" for module, alias in _ALIASES if alias + "." in statement]
+    )
+    code = (
+        f"import {imports}; {name} = anndata.read_{kind}({path!r}); {statement}; "
+        f"{name}.write_{kind}({copy!r})"
+    )
+    # In double quotes, as the command's other advice gives them, unless the shell would read
+    # something there (a $ or ! in a label): then as shlex quotes it.
+    quoted = f'"{code}"' if not set(code) & set('"$`\\!') else shlex.quote(code)
+    then = f"run deltavae fit on {copy!r}" if name == "adata" else f"pass --reference {copy!r}"
+    return f"python -c {quoted}, then {then}"
+
+
+#: Modules the advice names by their usual aliases.
+_ALIASES = (("numpy", "np"), ("pandas", "pd"))

@@ -419,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from deltavae import _cli_commands
         from deltavae._cli_files import InputError, session_kept, stdout_closed
+        from deltavae._cli_flags import advice_files
         from deltavae._cli_report import _as_flags, warning_printer
     except KeyboardInterrupt:
         print("deltavae: interrupted: no output was written.", file=sys.stderr)
@@ -443,7 +444,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 set_threads(args.threads)
             except ValueError as err:
                 raise InputError(_as_flags(str(err))) from None
-            with command_threads_limited(args.threads):  # numba's and BLAS's pools too
+            # A change the models advise to the data is a command on the files given.
+            files = advice_files(getattr(args, "input", None), getattr(args, "reference", None))
+            with command_threads_limited(args.threads), files:  # numba's and BLAS's pools too
                 return getattr(_cli_commands, args.command)(args)
     except InputError as err:
         print(f"deltavae: error: {err}", file=sys.stderr)

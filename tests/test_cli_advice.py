@@ -1,0 +1,152 @@
+"""``deltavae fit``'s advice to change the data (NaN labels, float labels, unused categories):
+a ``python -c`` command on the command's own file, which a shell user can run, writing a
+corrected copy that the next run takes; never a Python statement on an ``adata`` they lack."""
+
+import hashlib
+import re
+import shlex
+import warnings
+
+import anndata as ad
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+
+import deltavae as dv  # noqa: E402
+from deltavae._cli_flags import _as_flags  # noqa: E402
+from deltavae.cli import main  # noqa: E402
+
+#: A Python statement that changes an AnnData, as the models' advice gives it.
+STATEMENT = re.compile(r"(?<![\w.\"'])(adata|reference)(\.obs\[[^\]]+\])? = ")
+
+
+def _md5(path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deltavae: error: "), err
+    return lines[0]
+
+
+def _run_advice(message: str) -> str:
+    """Run the ``python -c`` command of ``message`` as the shell would (its quotes read by
+    shlex); the Python statements it carries are all inside that command."""
+    found = re.search(r"python -c (.+?), then ", message)
+    assert found, message
+    assert not STATEMENT.search(message[: found.start()] + message[found.end() :]), message
+    argv = shlex.split(found[1])
+    assert len(argv) == 1, argv
+    exec(argv[0], {})  # noqa: S102 - the command the user is told to run
+    return message[found.end() :]
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """Cells whose labels miss a third, as names (``ct``) and as integers read back as floats
+    (``ct_int``), and a column with a category no cell carries."""
+    adata = dv.datasets.synthetic_counts(n_cells=60, n_genes=20, n_clusters=2, seed=0)
+    known = np.arange(adata.n_obs) % 3 != 0
+    adata.obs["ct"] = adata.obs["cluster"].astype(str).where(known)
+    adata.obs["ct_int"] = adata.obs["cluster"].cat.codes.astype(float).where(known)
+    adata.obs["ghost"] = pd.Categorical(
+        adata.obs["cluster"].astype(str), categories=["0", "1", "ghost"]
+    )
+    path = tmp_path_factory.mktemp("labelled") / "cells.h5ad"
+    adata.write_h5ad(path)
+    return path
+
+
+def _fit(path, tmp_path, *options) -> int:
+    argv = ["fit", str(path), "--model", "cgmdvae", "--layer", "counts", "--epochs", "1"]
+    return main(
+        [*argv, "--no-plots", "--threads", "1", "--out", str(tmp_path / "o.h5ad"), *options]
+    )
+
+
+def test_missing_labels_are_fixed_by_a_command_on_the_input(labelled, tmp_path, capsys):
+    """The advice was `adata.obs['ct'] = adata.obs['ct'].astype(str).where(...)`: Python on an
+    AnnData the shell user never holds. Now a command that writes a fixed copy of INPUT, and
+    the run on that copy trains."""
+    path = tmp_path / "cells.h5ad"
+    path.write_bytes(labelled.read_bytes())
+    before = _md5(path)
+    assert _fit(path, tmp_path, "--labels-key", "ct") == 2
+    err = _error(capsys)
+    assert "missing values (NaN)" in err and "--unlabeled-category" in err
+    fixed = tmp_path / "cells_fixed.h5ad"
+    assert f"then run deltavae fit on {str(fixed)!r}, or drop them." in err
+    _run_advice(err)
+    assert _md5(path) == before and not (tmp_path / "o.h5ad").exists()
+    assert (ad.read_h5ad(fixed).obs["ct"] == "Unknown").sum() == 20
+    assert _fit(fixed, tmp_path, "--labels-key", "ct") == 0
+
+
+def test_missing_integer_labels_get_an_integer_mark_and_its_flag(labelled, tmp_path, capsys):
+    """The advice named `unlabeled_category=-1` as `--unlabeled-category=-1` beside Python."""
+    path = tmp_path / "cells.h5ad"
+    path.write_bytes(labelled.read_bytes())
+    assert _fit(path, tmp_path, "--labels-key", "ct_int") == 2
+    err = _error(capsys)
+    rest = _run_advice(err)
+    assert "and pass --unlabeled-category -1 (or drop them)" in rest
+    fixed = tmp_path / "cells_fixed.h5ad"
+    assert (ad.read_h5ad(fixed).obs["ct_int"] == -1).sum() == 20
+    assert _fit(fixed, tmp_path, "--labels-key", "ct_int", "--unlabeled-category", "-1") == 0
+
+
+def test_an_unused_category_warning_gives_the_command_not_setup_anndata(labelled, tmp_path, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
+        assert _fit(labelled, tmp_path, "--labels-key", "ghost", "--n-clusters", "3") == 0
+    err = capsys.readouterr().err
+    (warning,) = [line for line in err.splitlines() if "no cell carries" in line]
+    assert "setup_anndata" not in warning and "Drop them: python -c " in warning
+    _run_advice(warning)
+    fixed = ad.read_h5ad(labelled.with_name("cells_fixed.h5ad"))
+    assert list(fixed.obs["ghost"].cat.categories) == ["0", "1"]
+
+
+def test_missing_reference_labels_are_fixed_by_a_command_on_the_reference(tmp_path, capsys):
+    """NMFDeconv's reference: `reference = reference[reference.obs[...].notna()].copy()`."""
+    cells = dv.datasets.synthetic_counts(n_cells=200, n_genes=30, n_clusters=3, seed=0)
+    spots, reference = dv.datasets.pseudo_spots(
+        cells, "cluster", n_spots=30, cells_per_spot=(2, 6), seed=1
+    )
+    del spots.uns["pseudo_spots"]
+    reference.obs["ct"] = (
+        reference.obs["cluster"].astype(str).where(np.arange(reference.n_obs) % 4 != 0)
+    )
+    spots.write_h5ad(tmp_path / "spots.h5ad")
+    reference.write_h5ad(tmp_path / "ref.h5ad")
+    argv = ["fit", str(tmp_path / "spots.h5ad"), "--model", "nmfdeconv", "--labels-key", "ct"]
+    argv += ["--epochs", "2", "--no-plots", "--threads", "1", "--out", str(tmp_path / "p.h5ad")]
+    assert main([*argv, "--reference", str(tmp_path / "ref.h5ad")]) == 2
+    err = _error(capsys)
+    fixed = tmp_path / "ref_fixed.h5ad"
+    assert f"then pass --reference {str(fixed)!r}." in err
+    _run_advice(err)
+    assert ad.read_h5ad(fixed).obs["ct"].notna().all()
+    assert main([*argv, "--reference", str(fixed)]) == 0
+
+
+def test_a_change_to_the_data_is_quoted_for_the_shell_and_runs(tmp_path):
+    """A label with a $ is kept from the shell (shlex's quotes); a zarr store is read and
+    written as one; without a file the advice names the placeholders of --help."""
+    from deltavae._cli_flags import advice_files
+
+    adata = ad.AnnData(np.ones((2, 1)), obs=pd.DataFrame({"t": ["a$b", None]}, index=["x", "y"]))
+    adata.write_zarr(tmp_path / "in.zarr")
+    note = "mark them: adata.obs['t'] = adata.obs['t'].astype(str).where(adata.obs['t'].notna(), "
+    note += "'c$d'), or drop them."
+    with advice_files(str(tmp_path / "in.zarr")):
+        message = _as_flags(note)
+    assert f"then run deltavae fit on {str(tmp_path / 'in_fixed.zarr')!r}, or" in message
+    _run_advice(message)
+    assert list(ad.read_zarr(tmp_path / "in_fixed.zarr").obs["t"]) == ["a$b", "c$d"]
+    assert "read_h5ad('REFERENCE.h5ad')" in _as_flags("reference = reference[:5].copy().")
