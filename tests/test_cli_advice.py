@@ -112,8 +112,10 @@ def test_an_unused_category_warning_gives_the_command_not_setup_anndata(labelled
     assert list(fixed.obs["ghost"].cat.categories) == ["0", "1"]
 
 
-def test_missing_reference_labels_are_fixed_by_a_command_on_the_reference(tmp_path, capsys):
-    """NMFDeconv's reference: `reference = reference[reference.obs[...].notna()].copy()`."""
+@pytest.fixture(scope="module")
+def spatial(tmp_path_factory):
+    """Pseudo-spots and their reference, whose labels ``ct`` miss a quarter and ``one`` hold
+    a single cell type."""
     cells = dv.datasets.synthetic_counts(n_cells=200, n_genes=30, n_clusters=3, seed=0)
     spots, reference = dv.datasets.pseudo_spots(
         cells, "cluster", n_spots=30, cells_per_spot=(2, 6), seed=1
@@ -122,17 +124,42 @@ def test_missing_reference_labels_are_fixed_by_a_command_on_the_reference(tmp_pa
     reference.obs["ct"] = (
         reference.obs["cluster"].astype(str).where(np.arange(reference.n_obs) % 4 != 0)
     )
-    spots.write_h5ad(tmp_path / "spots.h5ad")
-    reference.write_h5ad(tmp_path / "ref.h5ad")
-    argv = ["fit", str(tmp_path / "spots.h5ad"), "--model", "nmfdeconv", "--labels-key", "ct"]
-    argv += ["--epochs", "2", "--no-plots", "--threads", "1", "--out", str(tmp_path / "p.h5ad")]
-    assert main([*argv, "--reference", str(tmp_path / "ref.h5ad")]) == 2
+    reference.obs["one"] = "T cell"
+    folder = tmp_path_factory.mktemp("spatial")
+    spots.write_h5ad(folder / "spots.h5ad")
+    reference.write_h5ad(folder / "ref.h5ad")
+    return folder / "spots.h5ad", folder / "ref.h5ad"
+
+
+def _deconvolve(spots, tmp_path, *options) -> int:
+    argv = ["fit", str(spots), "--model", "nmfdeconv", "--epochs", "2", "--no-plots"]
+    return main([*argv, "--threads", "1", "--out", str(tmp_path / "p.h5ad"), *options])
+
+
+def test_missing_reference_labels_are_fixed_by_a_command_on_the_reference(
+    spatial, tmp_path, capsys
+):
+    """NMFDeconv's reference: `reference = reference[reference.obs[...].notna()].copy()`."""
+    spots, reference = spatial
+    ref = tmp_path / "ref.h5ad"
+    ref.write_bytes(reference.read_bytes())
+    assert _deconvolve(spots, tmp_path, "--reference", str(ref), "--labels-key", "ct") == 2
     err = _error(capsys)
     fixed = tmp_path / "ref_fixed.h5ad"
     assert f"then pass --reference {str(fixed)!r}." in err
     _run_advice(err)
     assert ad.read_h5ad(fixed).obs["ct"].notna().all()
-    assert main([*argv, "--reference", str(fixed)]) == 0
+    assert _deconvolve(spots, tmp_path, "--reference", str(fixed), "--labels-key", "ct") == 0
+
+
+def test_a_reference_of_one_cell_type_names_the_flag_to_change(spatial, tmp_path, capsys):
+    """It said "deconvolution needs at least 2", without a full stop or what to do."""
+    spots, reference = spatial
+    assert _deconvolve(spots, tmp_path, "--reference", str(reference), "--labels-key", "one") == 2
+    assert _error(capsys).endswith(
+        "has 1 cell type(s), and the model needs at least 2: pass as --labels-key a column of "
+        "two or more cell types."
+    )
 
 
 def test_a_change_to_the_data_is_quoted_for_the_shell_and_runs(tmp_path):

@@ -485,8 +485,8 @@ def check_labels(reference: ad.AnnData, labels_key: str) -> pd.Categorical:
         )
     if n_types < 2:
         raise ValueError(
-            f"reference.obs[{labels_key!r}] has {n_types} cell type(s); "
-            "deconvolution needs at least 2"
+            f"reference.obs[{labels_key!r}] has {n_types} cell type(s), and the model needs at "
+            "least 2: pass as labels_key a column of two or more cell types."
         )
     names = pd.Index([str(c) for c in labels.categories])
     if names.has_duplicates:  # the spot models name types (and match cells to them) by text
