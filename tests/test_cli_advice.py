@@ -12,6 +12,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 
 matplotlib.use("Agg")
 
@@ -42,7 +43,9 @@ def _run_advice(message: str) -> str:
     assert not STATEMENT.search(message[: found.start()] + message[found.end() :]), message
     argv = shlex.split(found[1])
     assert len(argv) == 1, argv
-    exec(argv[0], {})  # noqa: S102 - the command the user is told to run
+    with warnings.catch_warnings():  # as the shell shows them (anndata's, of repeated names)
+        warnings.simplefilter("ignore", UserWarning)
+        exec(argv[0], {})  # noqa: S102 - the command the user is told to run
     return message[found.end() :]
 
 
@@ -177,3 +180,44 @@ def test_a_change_to_the_data_is_quoted_for_the_shell_and_runs(tmp_path):
     _run_advice(message)
     assert list(ad.read_zarr(tmp_path / "in_fixed.zarr").obs["t"]) == ["a$b", "c$d"]
     assert "read_h5ad('REFERENCE.h5ad')" in _as_flags("reference = reference[:5].copy().")
+
+
+def test_repeated_gene_names_are_made_unique_by_a_command(tmp_path, capsys):
+    """It said "make them unique (adata.var_names_make_unique())", a call on an object the
+    shell user does not hold."""
+    adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=0)
+    adata.var_names = [f"g{i % 15}" for i in range(adata.n_vars)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # anndata's, of the repeated names
+        adata.write_h5ad(tmp_path / "genes.h5ad")
+        argv = ["fit", str(tmp_path / "genes.h5ad"), "--model", "zinbvae", "--epochs", "1"]
+        assert main([*argv, "--no-plots", "--out", str(tmp_path / "o.h5ad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "make them unique (python -c " in err
+    _run_advice(err)
+    assert ad.read_h5ad(tmp_path / "genes_fixed.h5ad").var_names.is_unique
+
+
+def test_cells_without_counts_are_dropped_by_a_command(tmp_path, capsys):
+    """The warning ended "consider sc.pp.filter_cells(adata, min_counts=1)"; a reference's
+    "Drop them first: sc.pp.filter_cells(reference, min_counts=1)" names the reference."""
+    adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=0)
+    counts = adata.X.toarray()
+    counts[:3] = 0
+    adata.X = sparse.csr_matrix(counts)
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    argv = ["fit", str(tmp_path / "cells.h5ad"), "--model", "zinbvae", "--epochs", "1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
+        assert main([*argv, "--no-plots", "--out", str(tmp_path / "o.h5ad")]) == 0
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "all zeros" in line]
+    assert "consider python -c " in warning and "sc.pp.filter_cells(adata, min_counts=1)" in warning
+    _run_advice(warning)
+    assert ad.read_h5ad(tmp_path / "cells_fixed.h5ad").n_obs == 47
+    from deltavae._cli_flags import advice_files
+
+    with advice_files("spots.h5ad", "cells.h5ad"):
+        note = _as_flags("Drop them first: sc.pp.filter_cells(reference, min_counts=1).")
+    assert note.endswith(
+        "reference.write_h5ad('cells_fixed.h5ad')\", then pass --reference 'cells_fixed.h5ad'."
+    )

@@ -214,9 +214,22 @@ def advice_files(input: str | None, reference: str | None = None):
         _FILES.reset(token)
 
 
-#: A statement of a model's advice that changes the data it was given: a column of its obs
-#: (``adata.obs['t'] = ...``) or the AnnData itself (``reference = reference[...].copy()``).
-_CHANGE = re.compile(r"(?<![\w.])(adata|reference)(?:\.obs\[(?:'[^']*'|\"[^\"]*\")\])? = ")
+#: The names a model's advice gives the data it changes, and the command's file that holds
+#: them: INPUT's cells or spots, or the --reference.
+_DATA = {"adata": "adata", "spots": "adata", "reference": "reference"}
+_NAME = "(" + "|".join(_DATA) + ")"
+#: A statement of a model's advice that changes the data it was given: an assignment to the
+#: AnnData or a part of it (``adata.obs['t'] = ...``, ``reference = reference[...].copy()``),
+#: scanpy's in-place steps (``sc.pp.filter_cells(adata, min_counts=1)``) and unique names.
+_CHANGE = re.compile(
+    rf"(?<![\w.]){_NAME}(?:\.\w+)?(?:\[(?:'[^']*'|\"[^\"]*\")\])? = "
+    rf"|(?<![\w.])sc\.pp\.\w+\({_NAME}[,)]"
+    rf"|(?<![\w.]){_NAME}\.(?:obs|var)_names_make_unique\(\)"
+)
+#: A command given already, in double quotes or in shlex's single quotes.
+_COMMAND = re.compile(r"python -c (?:\"(?:[^\"\\]|\\.)*\"|'[^']*'(?:\"'\"'[^']*')*)")
+#: What joins the statements of one change: they make one command.
+_THEN = ("; ", ", then ")
 
 
 def _as_commands(note: str) -> str:
@@ -231,19 +244,36 @@ def _as_commands(note: str) -> str:
     adata.obs['t'] = adata.obs['t'].fillna('U'); adata.write_h5ad('INPUT_fixed.h5ad')", then
     run deltavae fit on 'INPUT_fixed.h5ad', or drop them.
     >>> with advice_files("in.h5ad", "cells.h5ad"):
-    ...     print(_as_commands("drop them: reference = reference[reference.obs['t'].notna()]"
-    ...                        ".copy()."))
-    drop them: python -c "import anndata; reference = anndata.read_h5ad('cells.h5ad');
-    reference = reference[reference.obs['t'].notna()].copy();
+    ...     print(_as_commands("Drop them first: sc.pp.filter_cells(reference, min_counts=1)."))
+    Drop them first: python -c "import anndata, scanpy as sc; reference =
+    anndata.read_h5ad('cells.h5ad'); sc.pp.filter_cells(reference, min_counts=1);
     reference.write_h5ad('cells_fixed.h5ad')", then pass --reference 'cells_fixed.h5ad'.
+    >>> note = "drop it: adata = adata[adata.obs['t'] != 'x$'].copy()."
+    >>> _as_commands(_as_commands(note)) == _as_commands(note)
+    True
     """
     start = 0
     while (found := _CHANGE.search(note, start)) is not None:
-        end = _statement_end(note, found.end())
-        command = _change_command(found[1], note[found.start() : end])
-        note = note[: found.start()] + command + note[end:]
-        start = found.start() + len(command)
+        given = next((c for c in _COMMAND.finditer(note, start) if c.start() < found.start()), None)
+        if given is not None:  # a command given already: its statements stay as they are
+            start = given.end()
+            continue
+        first, name = found.start(), _changed(found)
+        statements = []
+        while found is not None and _changed(found) == name:  # one change, step by step
+            end = _statement_end(note, found.end() if found[1] else found.start())
+            statements.append(note[found.start() : end])
+            then = next((sep for sep in _THEN if note.startswith(sep, end)), None)
+            found = None if then is None else _CHANGE.match(note, end + len(then))
+        command = _change_command(name, "; ".join(statements))
+        note = note[:first] + command + note[end:]
+        start = first + len(command)
     return note
+
+
+def _changed(found: re.Match) -> str:
+    """The name of the AnnData a statement found by :data:`_CHANGE` changes."""
+    return next(group for group in found.groups() if group)
 
 
 def _statement_end(text: str, start: int) -> int:
@@ -276,7 +306,8 @@ def _statement_end(text: str, start: int) -> int:
 def _change_command(name: str, statement: str) -> str:
     """``statement``, which changes the AnnData ``name``, as a command run on its file
     (:func:`advice_files`), which writes the changed copy beside it."""
-    path = dict(zip(_PLACEHOLDERS, _FILES.get(), strict=True))[name] or _PLACEHOLDERS[name]
+    data = _DATA[name]
+    path = dict(zip(_PLACEHOLDERS, _FILES.get(), strict=True))[data] or _PLACEHOLDERS[data]
     kind = "zarr" if os.path.isdir(path) or path.rstrip("/").endswith(".zarr") else "h5ad"
     stem, suffix = os.path.splitext(path.rstrip("/"))
     copy = f"{stem}_fixed{suffix or '.' + kind}"
@@ -291,9 +322,9 @@ def _change_command(name: str, statement: str) -> str:
     # In double quotes, as the command's other advice gives them, unless the shell would read
     # something there (a $ or ! in a label): then as shlex quotes it.
     quoted = f'"{code}"' if not set(code) & set('"$`\\!') else shlex.quote(code)
-    then = f"run deltavae fit on {copy!r}" if name == "adata" else f"pass --reference {copy!r}"
+    then = f"run deltavae fit on {copy!r}" if data == "adata" else f"pass --reference {copy!r}"
     return f"python -c {quoted}, then {then}"
 
 
 #: Modules the advice names by their usual aliases.
-_ALIASES = (("numpy", "np"), ("pandas", "pd"))
+_ALIASES = (("numpy", "np"), ("pandas", "pd"), ("scanpy", "sc"))
