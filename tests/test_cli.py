@@ -1255,3 +1255,21 @@ def test_condition_alignment_has_a_flag_and_the_imputers_gene_advice_names_a_fil
     said = str(told[0].message)
     assert "genes=" not in said and "filter_genes" not in said and "obsm['imputed'] leaves" in said
     assert "read_h5ad('s.h5ad'); c = a.layers['counts']" in said and "'s_counted.h5ad'" in said
+
+
+def test_a_condition_of_one_value_is_told_without_python_only_steps(tmp_path, capsys):
+    """CGMDVAE's warning named translate and load_query_data, which no flag runs, and said to
+    "set up the cells of all of them together"."""
+    adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=0)
+    adata.obs["site"] = "a"
+    adata.write_h5ad(tmp_path / "one_site.h5ad")
+    argv = ["fit", str(tmp_path / "one_site.h5ad"), "--model", "cgmdvae", "--condition-key"]
+    argv += ["site", "--epochs", "1", "--no-plots", "--out", str(tmp_path / "o.h5ad")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
+        assert main(argv) == 0
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "one value" in line]
+    assert line == (
+        "deltavae: warning: --condition-key 'site' holds one value: the model learns no "
+        "condition effect. To compare conditions, fit the cells of all of them in one file."
+    )

@@ -59,6 +59,13 @@ _FLAGS = (
     (r"\bunlabeled_category\b", "--unlabeled-category"),
     (r"\breference_layer=('[^']*')", r"--reference-layer \1"),
     (r"\bis reference_layer the layer\b", "is --reference-layer the layer"),
+    # CGMDVAE of one condition: translating and mapping query data are Python's, not a flag's.
+    (
+        r", and translate has no other condition to move cells into until query data of "
+        r"another one are mapped \(load_query_data\)",
+        "",
+    ),
+    (r"set up the cells of all of them together", "fit the cells of all of them in one file"),
     # The changes to the data that follow are made in a copy of the file, not before a call.
     (r" before setup_anndata(?=[:,])", ""),
     # The spot models name the spots as their argument and a threshold no flag sets.
