@@ -364,3 +364,17 @@ def test_help_defaults_are_the_python_defaults():
     assert "(imputer always does: it takes neither this nor" in helps["train_size"]
     assert "nmfdeconv: with --train-size below 1; not imputer" in helps["early_stopping"]
     assert inspect.signature(model.Archetypes.train).parameters["max_epochs"].default == 300
+
+
+def test_spots_without_coordinates_are_told_why_no_tissue_plot(files, tmp_path, capsys):
+    """Spots without obsm['spatial'] got only the ELBO plot, without a word on why."""
+    spots_path, ref_path, spots = files
+    flat = spots.copy()
+    del flat.obsm["spatial"]
+    flat.write_h5ad(tmp_path / "flat.h5ad")
+    options = ["--model", "nmfdeconv", "--reference", str(ref_path), "--labels-key", "cluster"]
+    assert _fit(tmp_path / "flat.h5ad", tmp_path / "p.h5ad", *options, "--epochs", "2") == 0
+    assert (
+        f"plots in {plots_folder(tmp_path / 'p.h5ad')}: elbo_history.png (no "
+        "spatial_proportions.png: the spots have no coordinates, obsm['spatial'])"
+    ) in capsys.readouterr().out

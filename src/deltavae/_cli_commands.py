@@ -61,6 +61,7 @@ from deltavae._cli_report import (
     _fit_report,
     _save_plots,
     _umap,
+    no_tissue_note,
 )
 from deltavae._docs import doc_params
 from deltavae.cli import DEMO_N_LATENT, MIN_DEMO_CELLS
@@ -267,7 +268,8 @@ def fit(args: argparse.Namespace) -> int:
     for note in dict.fromkeys(notes):  # a note given at two steps, once
         print(f"warning: {note}")
     if plots is not None:
-        print(f"plots in {plots}: {', '.join(file.name for file in files)}")
+        names = ", ".join(file.name for file in files)
+        print(f"plots in {plots}: {names}{no_tissue_note(results, args.model)}")
     return 0
 
 

@@ -321,6 +321,22 @@ def _spatial_plots(
     return files
 
 
+def no_tissue_note(results: ad.AnnData, model_name: str) -> str:
+    """Why a spatial model's weights were not drawn on the tissue: the spots have no
+    coordinates (``obsm["spatial"]``); ``""`` where they were, or the model has none.
+
+    Examples
+    --------
+    >>> spots = ad.AnnData(obsm={"proportions": np.ones((2, 2))})
+    >>> no_tissue_note(spots, "nmfdeconv")
+    " (no spatial_proportions.png: the spots have no coordinates, obsm['spatial'])"
+    """
+    key = SPOT_WEIGHTS.get(model_name, "proportions")  # imputer: its deconvolution design's
+    if model_name not in SPATIAL_MODELS or key not in results.obsm or "spatial" in results.obsm:
+        return ""
+    return f" (no spatial_{key}.png: the spots have no coordinates, obsm['spatial'])"
+
+
 def _fit_plots(
     results: ad.AnnData, model, keys: list[str], args: argparse.Namespace, folder: Path
 ) -> list[Path]:
