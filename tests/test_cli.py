@@ -1273,3 +1273,19 @@ def test_a_condition_of_one_value_is_told_without_python_only_steps(tmp_path, ca
         "deltavae: warning: --condition-key 'site' holds one value: the model learns no "
         "condition effect. To compare conditions, fit the cells of all of them in one file."
     )
+
+
+def test_a_misspelt_key_is_never_pointed_at_scvi_tools_bookkeeping(tmp_path, capsys):
+    """A file saved after setup_anndata in Python holds obs['_scvi_batch']: --batch-key batch
+    was answered "did you mean '_scvi_batch'?", scvi-tools' integer codes, not the user's."""
+    adata = dv.datasets.synthetic_counts(n_cells=40, n_genes=20, n_clusters=2, seed=0)
+    adata.obs["donor"] = np.where(np.arange(adata.n_obs) % 2 == 0, "d1", "d2")
+    dv.model.ZINBVAE.setup_anndata(adata, layer="counts", batch_key="donor")
+    adata.write_h5ad(tmp_path / "set_up.h5ad")
+    argv = ["fit", str(tmp_path / "set_up.h5ad"), "--model", "zinbvae", "--batch-key", "batch"]
+    assert main([*argv, "--out", str(tmp_path / "o.h5ad")]) == 2
+    err = capsys.readouterr().err
+    assert "_scvi" not in err
+    assert err.strip().endswith(
+        "available columns: ['cluster', 'condition', 'library_size', 'donor']."
+    )

@@ -16,7 +16,7 @@ import h5py
 
 import deltavae as dv
 from deltavae._checks import short_repr
-from deltavae._cli_files import InputError, _options_for
+from deltavae._cli_files import SCVI_PREFIX, InputError, _options_for
 from deltavae._cli_report import SPATIAL_MODELS, _as_flags
 from deltavae._close_names import did_you_mean
 from deltavae.cli import MODEL_CLASSES
@@ -181,7 +181,11 @@ def _not_among(flag: str, key: str, where: str, names: list, kind: str = "column
     --------
     >>> print(_not_among("--layer", "count", "in adata.layers", ["counts"], "layers"))
     --layer 'count' is not in adata.layers; available layers: ['counts'] (did you mean 'counts'?).
+    >>> print(_not_among("--batch-key", "batch", "a column of adata.obs", ["_scvi_batch", "donor"]))
+    --batch-key 'batch' is not a column of adata.obs; available columns: ['donor'].
     """
+    if kind == "columns":  # scvi-tools' bookkeeping of a file set up in Python: not the user's
+        names = [name for name in names if not str(name).startswith(SCVI_PREFIX)]
     hint = did_you_mean(key, names)
     return f"{flag} {key!r} is not {where}; available {kind}: {short_repr(names, 30, kind)}" + (
         f" ({hint})." if hint else "."
