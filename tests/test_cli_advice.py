@@ -52,11 +52,16 @@ def _run_advice(message: str) -> str:
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory):
     """Cells whose labels miss a third, as names (``ct``) and as integers read back as floats
-    (``ct_int``), and a column with a category no cell carries."""
+    (``ct_int``), whose donors miss a fifth, and a column with a category no cell carries."""
     adata = dv.datasets.synthetic_counts(n_cells=60, n_genes=20, n_clusters=2, seed=0)
     known = np.arange(adata.n_obs) % 3 != 0
     adata.obs["ct"] = adata.obs["cluster"].astype(str).where(known)
     adata.obs["ct_int"] = adata.obs["cluster"].cat.codes.astype(float).where(known)
+    adata.obs["donor"] = (
+        pd.Series(np.arange(adata.n_obs) % 2, index=adata.obs_names)
+        .map({0: "d1", 1: "d2"})
+        .where(np.arange(adata.n_obs) % 5 != 0)
+    )
     adata.obs["ghost"] = pd.Categorical(
         adata.obs["cluster"].astype(str), categories=["0", "1", "ghost"]
     )
@@ -101,6 +106,22 @@ def test_missing_integer_labels_get_an_integer_mark_and_its_flag(labelled, tmp_p
     fixed = tmp_path / "cells_fixed.h5ad"
     assert (ad.read_h5ad(fixed).obs["ct_int"] == -1).sum() == 20
     assert _fit(fixed, tmp_path, "--labels-key", "ct_int", "--unlabeled-category", "-1") == 0
+
+
+def test_missing_batches_are_filled_by_a_command_on_the_input(labelled, tmp_path, capsys):
+    """NaN in --batch-key was told "fill them with a value of their own or drop those cells",
+    which says neither how nor where."""
+    argv = ["fit", str(labelled), "--model", "zinbvae", "--batch-key", "donor", "--epochs", "1"]
+    argv += ["--no-plots", "--threads", "1", "--out", str(tmp_path / "o.h5ad")]
+    assert main(argv) == 2
+    err = _error(capsys)
+    assert "12 missing values (NaN); fill them with a value of their own, e.g. python -c " in err
+    assert err.endswith(", or drop those cells.")
+    _run_advice(err)
+    fixed = labelled.with_name("cells_fixed.h5ad")
+    assert (ad.read_h5ad(fixed).obs["donor"] == "missing").sum() == 12
+    argv[1] = str(fixed)
+    assert main(argv) == 0
 
 
 def test_an_unused_category_warning_gives_the_command_not_setup_anndata(labelled, tmp_path, capsys):

@@ -338,12 +338,18 @@ def check_obs_keys(
                 raise KeyError(no_column(arg, key, adata.obs))
             n_missing = int(pd.isna(adata.obs[key]).sum())
             if n_missing:
+                column = f"adata.obs[{key!r}]"
+                mark = "'Unknown'" if arg == "labels_key" else "'missing'"
+                as_mark = f"{column} = {column}.astype(str).where({column}.notna(), {mark})"
                 fill = (
                     "mark those cells unlabelled ('Unknown' unless unlabeled_category names "
-                    f"another): adata.obs[{key!r}] = adata.obs[{key!r}].astype(str).where("
-                    f"adata.obs[{key!r}].notna(), 'Unknown'), or drop them."
+                    f"another): {as_mark}, or drop them."
                     if arg == "labels_key"
-                    else ("fill them with a value of their own" if categories else "fill them")
+                    else (
+                        f"fill them with a value of their own, e.g. {as_mark},"
+                        if categories
+                        else "fill them"
+                    )
                     + " or drop those "
                     + ("spots." if arg == "sample_key" else "cells.")  # Archetypes' rows
                 )
