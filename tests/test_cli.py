@@ -1289,3 +1289,16 @@ def test_a_misspelt_key_is_never_pointed_at_scvi_tools_bookkeeping(tmp_path, cap
     assert err.strip().endswith(
         "available columns: ['cluster', 'condition', 'library_size', 'donor']."
     )
+
+
+def test_counts_under_the_normal_likelihood_are_told_in_flags(counts_h5ad, tmp_path, capsys):
+    """The warning said "which likelihood='normal' reads as real values" and advised scanpy
+    calls on adata: the flag, and a command that log-normalizes a copy of INPUT."""
+    path = counts_h5ad[0]
+    argv = ["fit", str(path), "--model", "cgmdvae", "--likelihood", "normal", "--epochs", "1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
+        assert main([*argv, "--no-plots", "--out", str(tmp_path / "o.h5ad")]) == 0
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "looks like" in line]
+    assert "which --likelihood normal reads as real values" in line
+    assert "likelihood=" not in line and "python -c " in line

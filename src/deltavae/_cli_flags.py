@@ -74,6 +74,7 @@ _FLAGS = (
     (r"\blayer=('[^']*') to \w+\.setup_anndata, then build the \w+ again", r"--layer \1"),
     (r"(?<![\w.])layer=('[^']*')", r"--layer \1"),
     (r"\bCGMDVAE\(\.\.\., likelihood='(\w+)'\)", r"--model cgmdvae --likelihood \1"),
+    (r"(?<![\w.])likelihood='(\w+)'", r"--likelihood \1"),
     (r"\b(batch|condition|sample|labels)_key=", r"--\1-key "),
     (r"\b(batch|condition|sample|labels)_key\b", r"--\1-key"),
     (r"\bn_clusters\b", "--n-clusters"),
@@ -145,6 +146,8 @@ def _as_flags(note: str) -> str:
     "'Unknown' unless --unlabeled-category names another"
     >>> _as_flags("Cytometry fits CGMDVAE(..., likelihood='normal').")
     'Cytometry fits --model cgmdvae --likelihood normal.'
+    >>> _as_flags("counts, which likelihood='normal' reads as real values")
+    'counts, which --likelihood normal reads as real values'
     >>> _as_flags("Pass the layer with the raw counts, e.g. reference_layer='counts'.")
     "Pass the layer with the raw counts, e.g. --reference-layer 'counts'."
     >>> _as_flags("adata.X is empty (None); pass the layer with the data: ['counts'].")
