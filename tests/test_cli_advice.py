@@ -95,6 +95,21 @@ def test_missing_labels_are_fixed_by_a_command_on_the_input(labelled, tmp_path, 
     assert _fit(fixed, tmp_path, "--labels-key", "ct") == 0
 
 
+def test_missing_labels_are_marked_with_the_unlabelled_category_given(labelled, tmp_path, capsys):
+    """With --unlabeled-category unassigned the command wrote 'Unknown', which the next run
+    with the same flags refused as no mark of unlabelled cells."""
+    path = tmp_path / "cells.h5ad"
+    path.write_bytes(labelled.read_bytes())
+    options = ["--labels-key", "ct", "--unlabeled-category", "unassigned"]
+    assert _fit(path, tmp_path, *options) == 2
+    err = _error(capsys)
+    assert "unlabelled (as 'unassigned', the --unlabeled-category given): python -c " in err
+    _run_advice(err)
+    fixed = tmp_path / "cells_fixed.h5ad"
+    assert (ad.read_h5ad(fixed).obs["ct"] == "unassigned").sum() == 20
+    assert _fit(fixed, tmp_path, *options) == 0
+
+
 def test_missing_integer_labels_get_an_integer_mark_and_its_flag(labelled, tmp_path, capsys):
     """The advice named `unlabeled_category=-1` as `--unlabeled-category=-1` beside Python."""
     path = tmp_path / "cells.h5ad"

@@ -260,7 +260,11 @@ class CGMDVAE(
         labels_checked = None if query and labels_key not in adata.obs else labels_key
         check_setup_target(adata, kwargs, cls.__name__)
         refuse_missing_integer_labels(adata, labels_checked, unlabeled_category)  # 1.0, NaN
-        check_obs_keys(adata, {"condition_key": conditions, "labels_key": labels_checked})
+        # The mark the advice for missing labels writes: the one given, when it is text.
+        text = unlabeled_category if isinstance(unlabeled_category, str) else _DEFAULT_UNLABELED
+        check_obs_keys(
+            adata, {"condition_key": conditions, "labels_key": labels_checked}, True, text
+        )
         if not query:  # a query model's were the reference's, said at its setup
             warn_slashed_condition_keys(conditions)
         check_data(adata, layer, kind="real")

@@ -305,7 +305,10 @@ def _refuse_duplicates(names: pd.Index, who: str, fix: str | None = None) -> Non
 
 
 def check_obs_keys(
-    adata: AnnData, keys: dict[str, str | Iterable[str] | None], categories: bool = True
+    adata: AnnData,
+    keys: dict[str, str | Iterable[str] | None],
+    categories: bool = True,
+    unlabeled: str = "Unknown",
 ) -> None:
     """Check that each named obs column exists and has no missing values.
 
@@ -319,6 +322,8 @@ def check_obs_keys(
     categories
         The columns name categories (batches, conditions, labels), so a column that looks like
         a measurement (nUMI, a score) is refused; ``False`` for measurements (size factors).
+    unlabeled
+        The mark of unlabelled cells, which the advice for missing labels writes in.
 
     Examples
     --------
@@ -338,24 +343,9 @@ def check_obs_keys(
                 raise KeyError(no_column(arg, key, adata.obs))
             n_missing = int(pd.isna(adata.obs[key]).sum())
             if n_missing:
-                column = f"adata.obs[{key!r}]"
-                mark = "'Unknown'" if arg == "labels_key" else "'missing'"
-                as_mark = f"{column} = {column}.astype(str).where({column}.notna(), {mark})"
-                fill = (
-                    "mark those cells unlabelled ('Unknown' unless unlabeled_category names "
-                    f"another): {as_mark}, or drop them."
-                    if arg == "labels_key"
-                    else (
-                        f"fill them with a value of their own, e.g. {as_mark},"
-                        if categories
-                        else "fill them"
-                    )
-                    + " or drop those "
-                    + ("spots." if arg == "sample_key" else "cells.")  # Archetypes' rows
-                )
                 raise ValueError(
                     f"{arg}={key!r}: adata.obs[{key!r}] has {n_missing} missing values (NaN); "
-                    + fill
+                    + _fill_advice(arg, key, categories, unlabeled)
                 )
             note = None
             if categories:
@@ -367,6 +357,25 @@ def check_obs_keys(
                     f"categories: {note}. Name a column of categories (batch, donor, "
                     "condition, cell type); integer ids are fine."
                 )
+
+
+def _fill_advice(arg: str, key: str, categories: bool, unlabeled: str) -> str:
+    """What to do with the missing values of ``arg``'s column ``key``: labels marked
+    ``unlabeled``, other categories a value of their own, as the statement that does it."""
+    if not categories:
+        return "fill them or drop those cells."
+    column = f"adata.obs[{key!r}]"
+    mark = unlabeled if arg == "labels_key" else "missing"
+    as_mark = f"{column} = {column}.astype(str).where({column}.notna(), {mark!r})"
+    if arg == "labels_key":
+        which = (
+            "'Unknown' unless unlabeled_category names another"
+            if unlabeled == "Unknown"
+            else f"as {unlabeled!r}, the unlabeled_category given"
+        )
+        return f"mark those cells unlabelled ({which}): {as_mark}, or drop them."
+    rows = "spots" if arg == "sample_key" else "cells"  # Archetypes' rows
+    return f"fill them with a value of their own, e.g. {as_mark}, or drop those {rows}."
 
 
 def check_model_arguments(
