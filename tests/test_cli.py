@@ -1302,3 +1302,21 @@ def test_counts_under_the_normal_likelihood_are_told_in_flags(counts_h5ad, tmp_p
     (line,) = [line for line in capsys.readouterr().err.splitlines() if "looks like" in line]
     assert "which --likelihood normal reads as real values" in line
     assert "likelihood=" not in line and "python -c " in line
+
+
+def test_an_option_the_model_does_not_take_names_the_models_that_do(counts_h5ad, tmp_path, capsys):
+    """It said "zinbvae setup does not take --labels-key.": 'setup' is Python's step, and a
+    new user learnt nothing of where the flag belongs. Refused before the input is read."""
+    path = str(counts_h5ad[0])
+    for model, option, said in (
+        (
+            "zinbvae",
+            "--labels-key",
+            "--model zinbvae does not take --labels-key (cgmdvae, nmfdeconv, imputer do).",
+        ),
+        ("zinbvae", "--profiles", "--model zinbvae does not take --profiles (imputer does)."),
+    ):
+        value = "type" if option == "--profiles" else "cluster"
+        argv = ["fit", path, "--model", model, option, value, "--out", str(tmp_path / "o.h5ad")]
+        assert main(argv) == 2
+        assert capsys.readouterr().err == f"deltavae: error: {said}\n"

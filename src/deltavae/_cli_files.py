@@ -336,8 +336,10 @@ def sigterm_stops(step: str):
         signal.signal(signal.SIGTERM, previous)
 
 
-def _options_for(fn, what: str, **options) -> dict:
-    """Keep the options that were given; refuse those ``fn`` names no parameter for.
+def _options_for(fn, what: str, takers=None, **options) -> dict:
+    """Keep the options that were given; refuse those ``fn`` names no parameter for, with the
+    option another model takes instead (:data:`_INSTEAD`) or else, for one option, the models
+    ``takers(name)`` says take it.
 
     ``**kwargs`` does not count as accepting an option, so a model whose ``setup_anndata``
     lacks ``batch_key`` refuses ``--batch-key`` instead of failing somewhere deeper.
@@ -353,6 +355,9 @@ def _options_for(fn, what: str, **options) -> dict:
         flags = ", ".join(_flag(name) for name in refused)
         instead = [other for name in refused for other in _INSTEAD.get(name, ()) if other in named]
         hint = f"; it takes {', '.join(_flag(name) for name in instead)}" if instead else ""
+        others = takers(refused[0]) if takers is not None and len(refused) == 1 else []
+        if others and not instead:
+            hint = f" ({', '.join(others)} {'does' if len(others) == 1 else 'do'})"
         raise InputError(f"{what} does not take {flags}{hint}.")
     return given
 

@@ -257,6 +257,7 @@ def model_options(model_cls: type, args: argparse.Namespace) -> dict[str, dict]:
     (``"reference"``), or ``setup_anndata`` (``"setup"``) and the class (``"init"``). Options the
     model does not take are refused here, before anything is read."""
     given = {name: getattr(args, name, None) for name in _MODEL_OPTIONS}
+    what = f"--model {args.model}"
     if given["unlabeled_category"] is not None and given["labels_key"] is None:
         raise InputError(
             "--unlabeled-category names the label of unlabelled cells in --labels-key; pass "
@@ -274,17 +275,36 @@ def model_options(model_cls: type, args: argparse.Namespace) -> dict[str, dict]:
             given["seed"] = args.seed
         # from_reference passes the class's own arguments (--n-latent) on to the class.
         passed_on = {k: given.pop(k) for k in list(given) if k not in build}
-        options = _options_for(model_cls.from_reference, args.model, **given)
+        options = _options_for(model_cls.from_reference, what, _models_taking, **given)
         if options.get("n_markers") == "all":  # every shared gene
             options["n_markers"] = None
-        return {"reference": {**options, **_options_for(model_cls, args.model, **passed_on)}}
+        init = _options_for(model_cls, what, _models_taking, **passed_on)
+        return {"reference": {**options, **init}}
     setup_names = ("layer", "batch_key", "condition_key", "sample_key", "labels_key")
     setup_names += ("unlabeled_category",)
     setup = {name: given.pop(name) for name in setup_names}
     return {
-        "setup": _options_for(model_cls.setup_anndata, f"{args.model} setup", **setup),
-        "init": _options_for(model_cls, args.model, **given),
+        "setup": _options_for(model_cls.setup_anndata, what, _models_taking, **setup),
+        "init": _options_for(model_cls, what, _models_taking, **given),
     }
+
+
+def _models_taking(name: str) -> list[str]:
+    """The ``--model`` names that take the argument ``name``: in ``from_reference`` or the
+    class for the models built from a reference, else in ``setup_anndata`` or the class (as
+    :func:`model_options` passes them).
+
+    Examples
+    --------
+    >>> _models_taking("labels_key")
+    ['cgmdvae', 'nmfdeconv', 'imputer']
+    """
+
+    def takes(model: str, cls: type) -> bool:
+        build = cls.from_reference if model in REFERENCE_MODELS else cls.setup_anndata
+        return any(name in inspect.signature(fn).parameters for fn in (build, cls))
+
+    return [model for model, cls in MODELS.items() if takes(model, cls)]
 
 
 def build_model(model_cls: type, adata: ad.AnnData, reference, options: dict[str, dict]):
