@@ -13,7 +13,10 @@ writes PNGs into ``<OUTPUT stem>_plots/``. This module only parses: it imports n
 Both take ``--threads`` (torch's CPU threads, see :func:`deltavae.set_threads`, and those of
 numba and the BLAS libraries, for the UMAP and the rest). Bad input, and whatever the model
 refuses (``ValueError``, ``KeyError``), ends in one line on stderr,
-``deltavae: error: <message>``, with exit status 2.
+``deltavae: error: <message>``, with exit status 2. The models' advice there and in warnings
+names the flags (:mod:`deltavae._cli_flags`), and a change it advises to the data (missing
+labels marked, names made unique) is a ``python -c`` command that writes a fixed copy of
+INPUT or of ``--reference`` to run on: the input files are never changed.
 
 Examples
 --------
