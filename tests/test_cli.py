@@ -1320,3 +1320,19 @@ def test_an_option_the_model_does_not_take_names_the_models_that_do(counts_h5ad,
         argv = ["fit", path, "--model", model, option, value, "--out", str(tmp_path / "o.h5ad")]
         assert main(argv) == 2
         assert capsys.readouterr().err == f"deltavae: error: {said}\n"
+
+
+def test_a_misspelt_flag_names_the_closest_and_the_commands_help(counts_h5ad, capsys):
+    """'--epoch 3' and '--label-key' were "deltavae: error: unrecognized arguments: --epoch 3
+    (see deltavae --help)": no hint, and the top-level help, which lists no fit option."""
+    argv = ["fit", str(counts_h5ad[0]), "--model", "cgmdvae", "--epoch", "3", "--out", "o.h5ad"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "deltavae fit: error: unrecognized arguments: --epoch 3 (did you mean '--epochs'?) "
+        "(see deltavae fit --help)\n"
+    )
+    assert main(["demo", "--n-cell", "60", "stray"]) == 2
+    assert capsys.readouterr().err == (
+        "deltavae demo: error: unrecognized arguments: --n-cell 60 stray (did you mean "
+        "'--n-cells'?) (see deltavae demo --help)\n"
+    )

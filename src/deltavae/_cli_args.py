@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from deltavae._close_names import did_you_mean
+
 #: Archetypes' defaults, shown in ``deltavae fit --help`` (tests/test_cli_spatial.py checks
 #: them against :class:`deltavae.model.Archetypes`' own).
 MERGE_THRESHOLD = 0.9
@@ -22,6 +24,28 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, with the flags closest to each unknown one (``--label-key``: did you
+        mean '--labels-key'?), refused by the command's own parser (its ``--help``)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = self._command_parser(parsed)
+            flags = [flag for action in parser._actions for flag in action.option_strings]
+            hints = [did_you_mean(word.split("=")[0], flags) for word in extras]
+            hints = [
+                hint for word, hint in zip(extras, hints, strict=True) if word[:1] == "-" and hint
+            ]
+            said = f" ({'; '.join(dict.fromkeys(hints))})" if hints else ""
+            parser.error(f"unrecognized arguments: {' '.join(extras)}{said}")
+        return parsed
+
+    def _command_parser(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        """The parser of the command ``parsed`` names (``fit``'s), else this one."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(getattr(parsed, action.dest, None), self)
+        return self
 
 
 def positive_int(text: str) -> int:
