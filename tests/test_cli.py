@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import re
+import shlex
 import subprocess
 import sys
 import warnings
@@ -1336,3 +1337,29 @@ def test_a_misspelt_flag_names_the_closest_and_the_commands_help(counts_h5ad, ca
         "deltavae demo: error: unrecognized arguments: --n-cell 60 stray (did you mean "
         "'--n-cells'?) (see deltavae demo --help)\n"
     )
+
+
+def test_empty_paths_folders_and_a_zarr_input_without_backed(counts_h5ad, tmp_path, capsys):
+    """--out "$OUT" with OUT unset (''), or --out ., ended in a traceback ("PosixPath('.')
+    has an empty name"); an empty or a plain folder as INPUT was taken for a zarr store;
+    a zarr store without --backed was told "anndata.read_zarr(path).write_h5ad(...)"."""
+    path = str(counts_h5ad[0])
+    for out in ("", "."):
+        assert main(["fit", path, "--model", "zinbvae", "--out", out]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "deltavae fit: error: argument --out: must be a path, got an empty string (see "
+        "deltavae fit --help)",
+        "deltavae: error: --out '.' is a folder; give the path of an .h5ad file.",
+    ]
+    (tmp_path / "plain").mkdir()
+    assert main(["fit", str(tmp_path / "plain"), "--model", "zinbvae", "--out", "o.h5ad"]) == 2
+    assert "is a folder, not an .h5ad file or a zarr store." in capsys.readouterr().err
+    counts_h5ad[1].write_zarr(tmp_path / "cells.zarr")
+    argv = ["fit", str(tmp_path / "cells.zarr"), "--model", "zinbvae", "--out", "o.h5ad"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    h5ad = tmp_path / "cells.h5ad"
+    assert err.strip().endswith(f", then run deltavae fit on {str(h5ad)!r}.")
+    exec(shlex.split(re.search(r"python -c (.+?), then ", err)[1])[0])  # noqa: S102
+    assert ad.read_h5ad(h5ad).n_obs == counts_h5ad[1].n_obs

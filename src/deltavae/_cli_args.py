@@ -48,6 +48,20 @@ class OneLineParser(argparse.ArgumentParser):
         return self
 
 
+def path_arg(text: str) -> str:
+    """A file or folder path: not empty (an unset shell variable, ``--out "$OUT"``, gave
+    ``''``, read as the current folder).
+
+    Examples
+    --------
+    >>> path_arg("counts.h5ad")
+    'counts.h5ad'
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a path, got an empty string")
+    return text
+
+
 def positive_int(text: str) -> int:
     """``text`` as an integer of at least 1; else a usage error.
 

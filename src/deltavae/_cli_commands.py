@@ -40,6 +40,7 @@ from deltavae._cli_files import (
     publish_model,
     run_record,
     sigterm_stops,
+    zarr_to_h5ad,
 )
 from deltavae._cli_models import (
     MODELS,
@@ -64,6 +65,7 @@ from deltavae._cli_report import (
     no_tissue_note,
 )
 from deltavae._docs import doc_params
+from deltavae._io import _is_zarr_store
 from deltavae.cli import DEMO_N_LATENT, MIN_DEMO_CELLS
 
 #: What models say about their results, reported as notes (see ``fit``).
@@ -178,12 +180,16 @@ def fit(args: argparse.Namespace) -> int:
     if not path.exists():
         raise InputError(f"input file {str(path)!r} does not exist.")
     zarr_store = path.is_dir()
+    if zarr_store and not _is_zarr_store(path):
+        raise InputError(f"INPUT {str(path)!r} is a folder, not an .h5ad file or a zarr store.")
     if zarr_store and not args.backed:
         raise InputError(
             f"{str(path)!r} is a directory (a zarr store?); deltavae fit reads zarr stores "
-            "with --backed (minibatches streamed from the store), or convert it with "
-            "anndata.read_zarr(path).write_h5ad('counts.h5ad')."
+            "with --backed (minibatches streamed from the store), or convert it once to an "
+            f".h5ad file: {zarr_to_h5ad(path)}"
         )
+    if not out.name:  # '.', '/': no file name to write, nor to name the plots folder by
+        raise InputError(f"--out {str(out)!r} is a folder; give the path of an .h5ad file.")
     plots = None if args.no_plots else plots_folder(out)
     _check_out(path, out, args.backed and zarr_store, plots, overwrite=args.overwrite)
     replacing = out.exists()  # an earlier run's output (--overwrite): its plots go too

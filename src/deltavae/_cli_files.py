@@ -16,6 +16,7 @@ import h5py
 from anndata.io import read_elem, write_elem
 
 import deltavae as dv
+from deltavae._cli_flags import python_command
 from deltavae._io import _is_zarr_store
 from deltavae.train import TrainingDivergedError
 
@@ -55,6 +56,26 @@ def plots_folder(out: str | os.PathLike) -> Path:
     """
     out = Path(out)
     return out.with_name(out.stem + PLOTS_SUFFIX)
+
+
+def zarr_to_h5ad(store: Path, flag: str | None = None) -> str:
+    """The command that writes the zarr ``store`` as an .h5ad file beside it, and how the
+    next run takes it: as INPUT, or as ``flag``'s file.
+
+    Examples
+    --------
+    >>> print(zarr_to_h5ad(Path("data/cells.zarr"), "--reference"))
+    python -c "import anndata; anndata.read_zarr('data/cells.zarr').write_h5ad('data/cells.h5ad')",
+    then pass --reference 'data/cells.h5ad'.
+    """
+    named = store if store.name else Path(os.path.abspath(store))  # '.' names no file
+    h5ad = named.with_name(named.stem + ".h5ad")
+    if h5ad.exists():  # another file of that name is kept
+        h5ad = named.with_name(named.stem + "_from_zarr.h5ad")
+    h5ad = str(h5ad)
+    code = f"import anndata; anndata.read_zarr({str(store)!r}).write_h5ad({h5ad!r})"
+    then = f"pass {flag} {h5ad!r}" if flag else f"run deltavae fit on {h5ad!r}"
+    return f"{python_command(code)}, then {then}."
 
 
 def _same_path(a: Path, b: Path) -> bool:

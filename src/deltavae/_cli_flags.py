@@ -329,11 +329,22 @@ def _change_command(name: str, statement: str) -> str:
         f"import {imports}; {name} = anndata.read_{kind}({path!r}); {statement}; "
         f"{name}.write_{kind}({copy!r})"
     )
-    # In double quotes, as the command's other advice gives them, unless the shell would read
-    # something there (a $ or ! in a label): then as shlex quotes it.
-    quoted = f'"{code}"' if not set(code) & set('"$`\\!') else shlex.quote(code)
     then = f"run deltavae fit on {copy!r}" if data == "adata" else f"pass --reference {copy!r}"
-    return f"python -c {quoted}, then {then}"
+    return f"{python_command(code)}, then {then}"
+
+
+def python_command(code: str) -> str:
+    """``python -c`` of ``code`` for a shell: in double quotes, as the command's other advice
+    gives them, unless the shell would read something there (a $ or ! in a name), then as
+    shlex quotes it.
+
+    Examples
+    --------
+    >>> print(python_command("import anndata; anndata.read_zarr('a$.zarr')"))
+    python -c 'import anndata; anndata.read_zarr('"'"'a$.zarr'"'"')'
+    """
+    plain = not set(code) & set('"$`\\!')
+    return "python -c " + (f'"{code}"' if plain else shlex.quote(code))
 
 
 #: Modules the advice names by their usual aliases.

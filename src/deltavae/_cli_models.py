@@ -16,7 +16,7 @@ import h5py
 
 import deltavae as dv
 from deltavae._checks import short_repr
-from deltavae._cli_files import SCVI_PREFIX, InputError, _options_for
+from deltavae._cli_files import SCVI_PREFIX, InputError, _options_for, zarr_to_h5ad
 from deltavae._cli_report import SPATIAL_MODELS, _as_flags
 from deltavae._close_names import did_you_mean
 from deltavae.cli import MODEL_CLASSES
@@ -75,7 +75,7 @@ def check_model_inputs(args: argparse.Namespace) -> None:
     if needs and Path(args.reference).is_dir():
         raise InputError(
             f"--reference {str(args.reference)!r} is a folder (a zarr store?); the reference is "
-            "read from an .h5ad file: anndata.read_zarr(path).write_h5ad('reference.h5ad')."
+            f"read from an .h5ad file: {zarr_to_h5ad(Path(args.reference), '--reference')}"
         )
     if needs and not Path(args.reference).is_file():
         raise InputError(f"--reference {str(args.reference)!r} does not exist or is not a file.")

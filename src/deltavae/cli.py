@@ -55,6 +55,7 @@ from deltavae._cli_args import (
     condition_alignment_arg,
     fraction,
     non_negative_float,
+    path_arg,
     positive_float,
     positive_int,
     seed_arg,
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_demo.add_argument(
         "--out",
+        type=path_arg,
         default="deltavae_demo",
         help="output folder, .h5ad and PNGs; files of an earlier demo there are replaced "
         "[%(default)s]",
@@ -233,7 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p_fit.add_argument(
-        "input", metavar="INPUT.h5ad", help="AnnData with raw counts (.h5ad, or zarr with --backed)"
+        "input",
+        type=path_arg,
+        metavar="INPUT.h5ad",
+        help="AnnData with raw counts (.h5ad, or zarr with --backed)",
     )
     p_fit.add_argument(
         "--model",
@@ -244,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_fit.add_argument(
         "--out",
+        type=path_arg,
         required=True,
         metavar="OUTPUT.h5ad",
         help="file to write, not the input (a zarr store for a zarr input), in a folder made if "
@@ -256,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_fit.add_argument(
         "--save-model",
+        type=path_arg,
         default=None,
         metavar="DIR",
         help=(
@@ -305,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_fit.add_argument(
         "--reference",
+        type=path_arg,
         default=None,
         metavar="REFERENCE.h5ad",
         help=(
