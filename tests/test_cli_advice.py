@@ -257,3 +257,22 @@ def test_cells_without_counts_are_dropped_by_a_command(tmp_path, capsys):
     assert note.endswith(
         "reference.write_h5ad('cells_fixed.h5ad')\", then pass --reference 'cells_fixed.h5ad'."
     )
+
+
+def test_the_csc_and_uncounted_commands_keep_a_dollar_in_a_path_from_the_shell():
+    """The CSC and uncounted-genes commands (and --backed's layer one, built by the same
+    python_command now) were put in double quotes as they were: a path with $
+    (runs/$x/c.h5ad) was expanded by the shell to another file."""
+    from deltavae import _cli_models
+
+    path = "runs/$x/c.h5ad"
+    note = "2 genes are 0 in every spot: ..., so the model leaves them out of the fit"
+    messages = [
+        _cli_models._csc_advice(path, "counts"),
+        _cli_models._uncounted_advice(note + _cli_models._UNCOUNTED_ADVICE + " ...", path, None),
+    ]
+    for message in messages:
+        command = message[message.index("python -c ") :]
+        assert command.startswith("python -c 'import anndata"), command
+        (code,) = shlex.split(command[len("python -c ") :].split(" and run")[0])
+        assert repr(path) in code

@@ -17,6 +17,7 @@ import h5py
 import deltavae as dv
 from deltavae._checks import short_repr
 from deltavae._cli_files import SCVI_PREFIX, InputError, _options_for, zarr_to_h5ad
+from deltavae._cli_flags import python_command
 from deltavae._cli_report import SPATIAL_MODELS, _as_flags
 from deltavae._close_names import did_you_mean
 from deltavae.cli import MODEL_CLASSES
@@ -376,9 +377,11 @@ def _uncounted_advice(message: str, path: str, layer: str | None) -> str:
     new = f"{stem}_counted.h5ad"
     return message[: message.index(_UNCOUNTED_ADVICE)] + (
         ", and obsm['imputed'] leaves them out. To impute them as unmeasured, drop them from "
-        f'the file, then fit on the new one: python -c "import anndata, numpy as np; a = '
-        f"anndata.read_h5ad({path!r}); c = {slot}; a = a[:, np.asarray((c > 0).sum(0))."
-        f'ravel() > 0].copy(); a.write_h5ad({new!r})"'
+        "the file, then fit on the new one: "
+        + python_command(
+            f"import anndata, numpy as np; a = anndata.read_h5ad({path!r}); c = {slot}; "
+            f"a = a[:, np.asarray((c > 0).sum(0)).ravel() > 0].copy(); a.write_h5ad({new!r})"
+        )
     )
 
 
@@ -396,9 +399,11 @@ def _csc_advice(path: str, layer: str | None) -> str:
     what, slot = ("X", "a.X") if layer is None else (f"layer {layer!r}", f"a.layers[{layer!r}]")
     return (
         f"The counts ({what} of {path!r}) are a CSC sparse matrix, which minibatches read "
-        f'slower than CSR (rows): convert the file once, then train on it: python -c "import '
-        f"anndata; a = anndata.read_h5ad({path!r}); {slot} = {slot}.tocsr(); "
-        f'a.write_h5ad({path!r})"'
+        "slower than CSR (rows): convert the file once, then train on it: "
+        + python_command(
+            f"import anndata; a = anndata.read_h5ad({path!r}); {slot} = {slot}.tocsr(); "
+            f"a.write_h5ad({path!r})"
+        )
     )
 
 
@@ -423,10 +428,13 @@ def read_backed(path: Path, layer: str | None) -> ad.AnnData:
                 f"read into memory): --layer {layer} is in memory and the model trains from "
                 "memory. To train from disk, put the counts in X and drop --layer, or convert "
                 "the file once to a zarr store, whose layers stay on disk when sparse (a dense "
-                'layer there is refused; this makes it a CSR matrix): python -c "import '
-                f"anndata, scipy.sparse as sp; a = anndata.read_h5ad({str(path)!r}); "
-                f"a.layers[{layer!r}] = sp.csr_matrix(a.layers[{layer!r}]); "
-                "a.write_zarr('counts.zarr')\" and run deltavae fit counts.zarr --backed."
+                "layer there is refused; this makes it a CSR matrix): "
+                + python_command(
+                    f"import anndata, scipy.sparse as sp; a = anndata.read_h5ad({str(path)!r}); "
+                    f"a.layers[{layer!r}] = sp.csr_matrix(a.layers[{layer!r}]); "
+                    "a.write_zarr('counts.zarr')"
+                )
+                + " and run deltavae fit counts.zarr --backed."
             )
         warnings.warn_explicit(message, w.category, w.filename, w.lineno)
     return adata
