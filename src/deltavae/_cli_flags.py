@@ -2,7 +2,8 @@
 (``max_epochs``, ``train_size=1.0`` ...) as the flags that set them (``--epochs``,
 ``--train-size 1.0``), advice no flag can follow left out or said another way, and a change
 to make in the data (``adata.obs['t'] = ...``) as a ``python -c`` command that writes a
-corrected copy of the command's file (:func:`advice_files`)."""
+corrected copy of the command's file (:func:`advice_files`); scvi-tools' CSC advice and the
+imputer's on uncounted genes as such commands too."""
 
 from __future__ import annotations
 
@@ -349,3 +350,61 @@ def python_command(code: str) -> str:
 
 #: Modules the advice names by their usual aliases.
 _ALIASES = (("numpy", "np"), ("pandas", "pd"), ("scanpy", "sc"))
+
+
+#: scvi-tools' advice for counts in a CSC matrix, which names no file and no flag.
+_CSC_ADVICE = "Training will be faster when sparse matrix is formatted as CSR"
+
+#: The spatial models' advice for spots' genes no spot counts, in Python.
+_UNCOUNTED_ADVICE = ", and impute() gives them only when named in genes=. To impute them"
+
+
+def _uncounted_advice(message: str, path: str, layer: str | None) -> str:
+    """The imputer's note on genes no spot counts, with what a shell user does: its results
+    (``obsm['imputed']``) leave them out, and dropping them from the file imputes them.
+
+    Examples
+    --------
+    >>> note = ("2 of the spots' 9 genes are 0 in every spot (e.g. ['g0', 'g1']): ..., so the "
+    ...         "model leaves them out of the fit" + _UNCOUNTED_ADVICE + " as unmeasured, drop "
+    ...         "them from the spots first: sc.pp.filter_genes(spots, min_cells=1).")
+    >>> print(_uncounted_advice(note, "s.h5ad", "counts"))  # doctest: +NORMALIZE_WHITESPACE
+    2 of the spots' 9 genes are 0 in every spot (e.g. ['g0', 'g1']): ..., so the model leaves
+    them out of the fit, and obsm['imputed'] leaves them out. To impute them as unmeasured,
+    drop them from the file, then fit on the new one: python -c "import anndata, numpy as np;
+    a = anndata.read_h5ad('s.h5ad'); c = a.layers['counts'];
+    a = a[:, np.asarray((c > 0).sum(0)).ravel() > 0].copy(); a.write_h5ad('s_counted.h5ad')"
+    """
+    slot = "a.X" if layer is None else f"a.layers[{layer!r}]"
+    stem = path[: -len(".h5ad")] if path.endswith(".h5ad") else path.rstrip("/")
+    new = f"{stem}_counted.h5ad"
+    return message[: message.index(_UNCOUNTED_ADVICE)] + (
+        ", and obsm['imputed'] leaves them out. To impute them as unmeasured, drop them from "
+        "the file, then fit on the new one: "
+        + python_command(
+            f"import anndata, numpy as np; a = anndata.read_h5ad({path!r}); c = {slot}; "
+            f"a = a[:, np.asarray((c > 0).sum(0)).ravel() > 0].copy(); a.write_h5ad({new!r})"
+        )
+    )
+
+
+def _csc_advice(path: str, layer: str | None) -> str:
+    """What to do, in a shell, with counts stored column by column (CSC).
+
+    Examples
+    --------
+    >>> print(_csc_advice("c.h5ad", "counts"))  # doctest: +NORMALIZE_WHITESPACE
+    The counts (layer 'counts' of 'c.h5ad') are a CSC sparse matrix, which minibatches read
+    slower than CSR (rows): convert the file once, then train on it: python -c "import anndata;
+    a = anndata.read_h5ad('c.h5ad'); a.layers['counts'] = a.layers['counts'].tocsr();
+    a.write_h5ad('c.h5ad')"
+    """
+    what, slot = ("X", "a.X") if layer is None else (f"layer {layer!r}", f"a.layers[{layer!r}]")
+    return (
+        f"The counts ({what} of {path!r}) are a CSC sparse matrix, which minibatches read "
+        "slower than CSR (rows): convert the file once, then train on it: "
+        + python_command(
+            f"import anndata; a = anndata.read_h5ad({path!r}); {slot} = {slot}.tocsr(); "
+            f"a.write_h5ad({path!r})"
+        )
+    )

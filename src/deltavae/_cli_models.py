@@ -17,7 +17,13 @@ import h5py
 import deltavae as dv
 from deltavae._checks import short_repr
 from deltavae._cli_files import SCVI_PREFIX, InputError, _options_for, zarr_to_h5ad
-from deltavae._cli_flags import python_command
+from deltavae._cli_flags import (
+    _CSC_ADVICE,
+    _UNCOUNTED_ADVICE,
+    _csc_advice,
+    _uncounted_advice,
+    python_command,
+)
 from deltavae._cli_report import SPATIAL_MODELS, _as_flags
 from deltavae._close_names import did_you_mean
 from deltavae.cli import MODEL_CLASSES
@@ -328,10 +334,6 @@ def _typed_unlabeled(adata: ad.AnnData, setup: dict) -> dict:
     return {**setup, "unlabeled_category": typed[0]} if typed else setup
 
 
-#: scvi-tools' advice for counts in a CSC matrix, which names no file and no flag.
-_CSC_ADVICE = "Training will be faster when sparse matrix is formatted as CSR"
-
-
 @contextlib.contextmanager
 def setup_warnings(args: argparse.Namespace):
     """Setting a model up, with its warnings as a command-line user acts on them: the spatial
@@ -350,61 +352,6 @@ def setup_warnings(args: argparse.Namespace):
         elif _UNCOUNTED_ADVICE in str(message):
             message = _uncounted_advice(str(message), args.input, args.layer)
         warnings.warn_explicit(message, w.category, w.filename, w.lineno)
-
-
-#: The spatial models' advice for spots' genes no spot counts, in Python.
-_UNCOUNTED_ADVICE = ", and impute() gives them only when named in genes=. To impute them"
-
-
-def _uncounted_advice(message: str, path: str, layer: str | None) -> str:
-    """The imputer's note on genes no spot counts, with what a shell user does: its results
-    (``obsm['imputed']``) leave them out, and dropping them from the file imputes them.
-
-    Examples
-    --------
-    >>> note = ("2 of the spots' 9 genes are 0 in every spot (e.g. ['g0', 'g1']): ..., so the "
-    ...         "model leaves them out of the fit" + _UNCOUNTED_ADVICE + " as unmeasured, drop "
-    ...         "them from the spots first: sc.pp.filter_genes(spots, min_cells=1).")
-    >>> print(_uncounted_advice(note, "s.h5ad", "counts"))  # doctest: +NORMALIZE_WHITESPACE
-    2 of the spots' 9 genes are 0 in every spot (e.g. ['g0', 'g1']): ..., so the model leaves
-    them out of the fit, and obsm['imputed'] leaves them out. To impute them as unmeasured,
-    drop them from the file, then fit on the new one: python -c "import anndata, numpy as np;
-    a = anndata.read_h5ad('s.h5ad'); c = a.layers['counts'];
-    a = a[:, np.asarray((c > 0).sum(0)).ravel() > 0].copy(); a.write_h5ad('s_counted.h5ad')"
-    """
-    slot = "a.X" if layer is None else f"a.layers[{layer!r}]"
-    stem = path[: -len(".h5ad")] if path.endswith(".h5ad") else path.rstrip("/")
-    new = f"{stem}_counted.h5ad"
-    return message[: message.index(_UNCOUNTED_ADVICE)] + (
-        ", and obsm['imputed'] leaves them out. To impute them as unmeasured, drop them from "
-        "the file, then fit on the new one: "
-        + python_command(
-            f"import anndata, numpy as np; a = anndata.read_h5ad({path!r}); c = {slot}; "
-            f"a = a[:, np.asarray((c > 0).sum(0)).ravel() > 0].copy(); a.write_h5ad({new!r})"
-        )
-    )
-
-
-def _csc_advice(path: str, layer: str | None) -> str:
-    """What to do, in a shell, with counts stored column by column (CSC).
-
-    Examples
-    --------
-    >>> print(_csc_advice("c.h5ad", "counts"))  # doctest: +NORMALIZE_WHITESPACE
-    The counts (layer 'counts' of 'c.h5ad') are a CSC sparse matrix, which minibatches read
-    slower than CSR (rows): convert the file once, then train on it: python -c "import anndata;
-    a = anndata.read_h5ad('c.h5ad'); a.layers['counts'] = a.layers['counts'].tocsr();
-    a.write_h5ad('c.h5ad')"
-    """
-    what, slot = ("X", "a.X") if layer is None else (f"layer {layer!r}", f"a.layers[{layer!r}]")
-    return (
-        f"The counts ({what} of {path!r}) are a CSC sparse matrix, which minibatches read "
-        "slower than CSR (rows): convert the file once, then train on it: "
-        + python_command(
-            f"import anndata; a = anndata.read_h5ad({path!r}); {slot} = {slot}.tocsr(); "
-            f"a.write_h5ad({path!r})"
-        )
-    )
 
 
 #: The start of ``read_lazy``'s note that an .h5ad file's layers are read into memory.
