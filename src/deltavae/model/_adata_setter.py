@@ -36,7 +36,9 @@ class AnnDataSetter:
         given = adata
         # Setting its own AnnData again keeps where results go (a loaded or query model's).
         keep = getattr(self, "_query_adata", None) if adata is self._adata else None
-        fitted = {"spot_names_": getattr(self, "spot_names_", None)}
+        fitted = {
+            name: getattr(self, name, None) for name in ("spot_names_", "spot_totals_", "registry_")
+        }
         adata = self._spots_to_load(adata, fitted, self.module.state_dict())
         fields = self.registry_["field_registries"]
         if REGISTRY_KEYS.INDICES_KEY in fields and SPOT_INDEX not in adata.obs:

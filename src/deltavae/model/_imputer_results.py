@@ -16,6 +16,7 @@ from ._genes import check_own_adata
 from ._imputer_reference import imputed_spots, requested_genes
 from ._modes import in_eval_mode
 from ._positions import indices_after_adata
+from ._same_spots import check_same_spots
 from ._spots import (
     fitted_rows,
     missing_empty_rows,
@@ -25,6 +26,12 @@ from ._spots import (
     warn_empty_spots,
 )
 from ._training_checks import _is_int, check_batch_size
+
+#: Where results of other spots than the model's come from, by design (their refusal).
+_OTHER = {
+    "deconvolution": "fit a model on them (SpatialImputer.from_reference)",
+    "latent": "save the model and load it onto them (SpatialImputer.load(dir, spots))",
+}
 
 
 def _default_chunk() -> int:
@@ -65,7 +72,8 @@ class ImputerResultsMixin:
             order.
         adata
             The model's spots or some of them (matched by name, in any order; any genes);
-            rows follow its order. Default every spot of the model.
+            rows follow its order. Default every spot of the model. Spots of those names
+            holding other counts (another slide's, its barcodes the same) are refused.
         indices
             Spots of ``adata`` (default the model's) to impute: positions or a boolean mask,
             as the single-cell models' ``indices`` (default all), in this order.
@@ -144,6 +152,7 @@ class ImputerResultsMixin:
         positions = np.arange(spots.n_obs)
         if adata is not None:
             positions = self.adata.obs_names.get_indexer(adata.obs_names)
+            check_same_spots(self, adata, positions, _OTHER[self.design_])
         rows = selected_rows(spots, indices)
         if rows is None:
             return positions, spots.obs_names
@@ -266,7 +275,7 @@ class ImputerResultsMixin:
             The model's spots or some of them (matched by name, in any order; any genes),
             e.g. the AnnData passed to :meth:`from_reference`; rows follow its order. Default
             every spot of the model. Other spots are refused: the proportions are fitted per
-            spot.
+            spot (as are spots of the model's names holding other counts, another slide's).
         indices
             Spots of ``adata`` (default the model's) to read, as in :meth:`impute`.
         batch_size

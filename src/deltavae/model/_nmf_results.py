@@ -11,6 +11,7 @@ from scvi import REGISTRY_KEYS
 
 from ._backed import writes_backed
 from ._positions import indices_after_adata
+from ._same_spots import check_same_spots, spot_rows
 from ._spots import (
     SPOT_INDEX,
     missing_empty_rows,
@@ -24,6 +25,8 @@ from ._validation import warn_user
 
 #: Spots per inference minibatch.
 _INFERENCE_BATCH = 2048
+#: Where results of other spots than a per-spot model's come from (its refusal of them).
+_OTHER = "map them with an inference='amortized' model, or fit one on them"
 
 
 def warn_idle_factors(proportions: np.ndarray, names) -> None:
@@ -66,6 +69,7 @@ class NMFResultsMixin:
         names = adata.obs_names if rows is None else adata.obs_names[rows]
         if not self.module.amortized:
             order = training_rows(adata.obs_names, self.spot_names_)
+            check_same_spots(self, adata, spot_rows(self, adata), _OTHER)
             order = order if rows is None else order[rows]
             with torch.no_grad():
                 proportions = self.module.proportions().cpu().numpy()[order]

@@ -62,10 +62,11 @@ class NMFDeconv(
     (:func:`deltavae.read_lazy`), its memory does not grow with the spots, and new spots map
     without refitting (``get_proportions(adata=new_spots)``). ``inference="per_spot"`` keeps
     one proportion vector per training spot as a parameter, started from non-negative least
-    squares (the model before amortisation). Prefer it where a spot is about one cell
-    (MERFISH, Xenium, Slide-seq beads): there it came closer to the truth of one type per
-    spot; on spots of several cells the encoder scores as well or better (benchmarks/README.md,
-    Numbers behind the defaults, D19).
+    squares (the model before amortisation); its read-outs take its training spots, by name
+    (spots of those names holding other counts, another slide's, are refused). Prefer it
+    where a spot is about one cell (MERFISH, Xenium, Slide-seq beads): there it came closer to
+    the truth of one type per spot; on spots of several cells the encoder scores as well or
+    better (benchmarks/README.md, Numbers behind the defaults, D19).
 
     Parameters
     ----------

@@ -21,6 +21,7 @@ from scvi.data.fields import LayerField, NumericalObsField
 from .._checks import dense, short_repr
 from ..train._data import DeltaDataManager
 from ._matrices import memory_copy, row_sums, to_memory, with_column
+from ._same_spots import check_fitted_totals, spot_totals
 from ._scvi_glue import selected_rows as _selected_rows
 from ._validation import check_data, check_key_added, check_setup_target, computed, warn_user
 
@@ -204,6 +205,8 @@ class SpotModelMixin:
     def _finish_init(self, summary: str, init_locals: dict) -> None:
         # The spots, by name: a model fitted per spot loads onto them only (fitted_spots).
         self.spot_names_ = pd.Index(self.adata.obs_names.astype(str))
+        # and a few of their totals: other spots of those names are refused (_same_spots)
+        self.spot_totals_ = spot_totals(self.adata, self.registry_["setup_args"].get("layer"))
         super()._finish_init(summary, init_locals)
 
     @classmethod
@@ -218,7 +221,8 @@ class SpotModelMixin:
             The spots, with the training genes; in memory and in another order, they are put
             in the training order by name on a copy (with a warning; ``adata`` is unchanged
             and gets the results of ``write_to_adata``). A
-            model fitted per spot loads onto its own spots, by name. A view
+            model fitted per spot loads onto its own spots, by name (spots of those names
+            holding other counts, another slide's, are refused). A view
             (``spots[mask]``) is copied into memory, as ``from_reference`` copies one: pass
             ``write_to_adata`` the AnnData to write into. ``None`` uses the AnnData saved
             with the model.
@@ -415,6 +419,7 @@ def fitted_spots(adata, attr_dict: dict, state_dict: dict, parameter, model: str
     n_fitted = state_dict[name].shape[axis]
     fitted = attr_dict.get("spot_names_")  # absent from models saved before it was kept
     names = pd.Index(adata.obs_names.astype(str))
+    check_fitted_totals(adata, attr_dict, model, _PER_SPOT_ADVICE[model])
     if fitted is not None and names.equals(pd.Index(fitted)):
         return adata
     if fitted is None and len(names) == n_fitted:
