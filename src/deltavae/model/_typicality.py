@@ -45,6 +45,7 @@ from .._checks import short_repr
 from .._rng import forked_generators
 from ..distributions import count_log_prob
 from ._label_setup import unlabelled_mark
+from ._validation import warn_user
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def record_typicality(model, rows: np.ndarray, validation=None) -> None:
     rows = _at_most(rows)
     held = _at_most(() if validation is None else validation)
     model.typicality_record_ = None
-    model._typicality_cells = (model.adata_manager.adata_uuid, rows, held)
+    model._typicality_cells = (model.adata_manager.adata_uuid, rows, held, model.adata.n_obs)
 
 
 def settle_record(model) -> None:
@@ -126,13 +127,24 @@ def settle_record(model) -> None:
     test split and of the smaller share over its validation cells (over the former where there
     are fewer than :data:`MIN_VALIDATION`), with the score's name and the numbers of cells
     (``cells``, ``calibration_cells``). None where the model reads other cells now
-    (``model.adata`` set to another AnnData since)."""
+    (``model.adata`` set to another AnnData since, or its AnnData subset in place: warned,
+    as the positions recorded are of the cells before the subset)."""
     pending = getattr(model, "__dict__", {}).pop("_typicality_cells", None)
     if pending is None:
         return
-    uuid, rows, *held = pending
-    held = held[0] if held and len(held[0]) >= MIN_VALIDATION else rows
+    uuid, rows, *rest = pending  # (uuid, rows, validation cells, number of cells)
+    held = rest[0] if rest and len(rest[0]) >= MIN_VALIDATION else rows
+    n_obs = rest[1] if len(rest) > 1 else getattr(model.adata, "n_obs", None)
     if model.adata is None or model.adata_manager.adata_uuid != uuid:
+        return
+    if model.adata.n_obs != n_obs:  # its positions are of the cells before the subset
+        warn_user(
+            f"The model's AnnData holds {model.adata.n_obs} cells, {n_obs} when it was trained: "
+            "it was subset in place since (e.g. sc.pp.filter_cells), so the training cells "
+            "typicality is read against are no longer known, and typicality is NaN. Read "
+            "predict_labels before subsetting, or set the training cells back "
+            "(model.adata = adata_before_the_subset)."
+        )
         return
     every = np.union1d(rows, held)  # one pass: the validation cells are among the rows
     # Scored where the user did not ask for a read-out (save, load_query_data): the data
