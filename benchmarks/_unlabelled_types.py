@@ -79,7 +79,11 @@ def _leiden(z: np.ndarray, seed: int) -> np.ndarray:
 
 
 def unlabelled_groups(
-    z: np.ndarray, predicted: np.ndarray, labelled: np.ndarray, n_labels: int, seed: int = 0
+    z: np.ndarray,
+    predicted: np.ndarray,
+    labelled: np.ndarray,
+    n_labels: int,
+    seed: int = 0,
 ) -> list[tuple[int, np.ndarray]]:
     """Groups of cells likely of a type without labelled cells (see the module): pairs of the
     label (an index below ``n_labels``; novel clusters, at or above it, are left alone) and
@@ -148,3 +152,42 @@ def training_groups(model) -> list[tuple[str, np.ndarray]]:
     z = _condition_centred(post["z"], group)
     found = unlabelled_groups(z, post["probs"].argmax(1), labelled, len(names), seed)
     return [(names[label], cells[members]) for label, members in found]
+
+
+def training_record(model, truth: np.ndarray) -> dict:
+    """What a criterion reads, saved once per trained model (``unlabelled_types.py --save``):
+    the training cells' positions, z (each condition's mean removed), q(y | z), whether each
+    was labelled, its true type, and the counts' 50 principal components (the refit's
+    :func:`deltavae.train._label_space.data_components`, of the same cells)."""
+    from scvi import settings
+
+    from deltavae.model._label_record import _label_codes
+    from deltavae.model._matrices import take_rows
+    from deltavae.train._mixture_init import (
+        _condition_centred,
+        _condition_groups,
+        data_components,
+    )
+
+    names = model.label_names
+    cells = np.sort(np.asarray(model.train_indices, dtype=int))
+    labelled = _label_codes(model)[cells] < len(names)
+    with forked_generators(model.device):
+        post = model._posterior(model.adata, indices=cells)
+    group = None
+    if model.condition_keys:
+        cats = np.asarray(model.adata_manager.get_from_registry(REGISTRY_KEYS.CAT_COVS_KEY))
+        group = _condition_groups(torch.as_tensor(cats[cells]))
+    z = _condition_centred(post["z"], group)
+    x = model.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+    pcs = data_components(take_rows(x, cells), group, settings.seed or 0)
+    return {
+        "cells": cells,
+        "z": np.asarray(z, dtype=np.float32),
+        "probs": np.asarray(post["probs"], dtype=np.float32),
+        "labelled": labelled,
+        "truth": np.asarray(truth)[cells].astype(str),
+        "pcs": np.asarray(pcs, dtype=np.float32),
+        "names": np.asarray(model.cluster_names, dtype=str),
+        "n_labels": len(names),
+    }

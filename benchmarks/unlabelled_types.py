@@ -4,24 +4,74 @@ PBMC 3k as ``cgmdvae_quality.py``'s semi-supervised run loads it (2,000 HVGs, se
 a share ``--fraction`` of the cells labelled (numpy ``default_rng(seed).random``, as
 ``run_semi``), the types of ``--leave-out`` none (all their cells unlabelled), one cluster per
 label unless ``--extra-clusters``; ``scvi.settings.seed = seed``, ``--epochs`` of default
-training. Per run: the accuracy on the unlabelled cells, and the groups the candidate check
-(``_unlabelled_types.py``, not shipped) names, with their cells' true types. ``--pairs``: the
+training. Per run: the accuracy on the unlabelled cells, and the groups the first attempt
+(z alone, ``_unlabelled_types.py``, not shipped) and ``train``'s warning (z with the data's
+sign, ``deltavae.model._unlabelled_types``) name, with their cells' true types. ``--pairs``: the
 synthetic set whose three labels each cover two of six natural groups, 10% labelled (every
-group has labelled cells: any group named is a false alarm), 80 epochs.
+group has labelled cells: any group named is a false alarm), 80 epochs. ``--synthetic``: the
+test suite's synthetic counts (400 cells, 80 genes, 4 types, data seed = seed, a fifth
+labelled, 40 epochs), with every type labelled and with type 3 left out. ``--save DIR``: each
+run's :func:`_unlabelled_types.training_record` as ``DIR/<run>.npz``, for the criteria to be
+compared offline (``unlabelled_criteria.py DIR``) without training again.
 
     python benchmarks/unlabelled_types.py --seeds 0 1 2 3
     python benchmarks/unlabelled_types.py --seeds 0 2 --leave-out B NK DC
     python benchmarks/unlabelled_types.py --seeds 1 --extra-clusters 1
     python benchmarks/unlabelled_types.py --pairs --seeds 0 1 2 3 4 5 6 7 8 9 10 11
+    python benchmarks/unlabelled_types.py --synthetic --seeds 0 1 2 3 4 5
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
 import _common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+
+
+def _describe(groups, truth) -> str:
+    import pandas as pd
+
+    return "; ".join(
+        f"{len(cells)} given {label!r}: "
+        + ", ".join(f"{t} {n}" for t, n in pd.Series(truth[cells]).value_counts().items())
+        for label, cells in groups
+    )
+
+
+def _train(model, epochs: int) -> float:
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=epochs, enable_progress_bar=False)
+    return time.perf_counter() - start
+
+
+def _finish(model, truth, labelled, name: str, save: str | None, seconds: float, kinds=None):
+    """Print a run's accuracy and the z-only check's groups; save its record (with ``kinds``,
+    the cells' natural groups, as their true types where given)."""
+    import numpy as np
+    from _unlabelled_types import training_groups, training_record
+
+    from deltavae.model._unlabelled_types import training_groups as warned_of
+
+    predicted = np.asarray(model.cluster_names)[np.asarray(model.predict_clusters())]
+    accuracy = float((predicted[~labelled] == truth[~labelled]).mean())
+    missing = sorted(set(truth) - set(truth[labelled]))
+    kinds = truth if kinds is None else kinds
+    groups = _describe(training_groups(model), kinds)
+    warned = _describe(warned_of(model), kinds)
+    if save:
+        os.makedirs(save, exist_ok=True)
+        np.savez_compressed(os.path.join(save, f"{name}.npz"), **training_record(model, kinds))
+    print(
+        f"{name}: no label {missing or 'none'}, K={model.module.n_clusters}: accuracy "
+        f"{accuracy:.3f}, z-only check: {groups or 'no group'}, warning (z + data): "
+        f"{warned or 'none'} ({seconds:.0f} s)",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -33,14 +83,14 @@ def main() -> None:
     parser.add_argument("--extra-clusters", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--pairs", action="store_true", help="the synthetic false-alarm set")
+    parser.add_argument("--synthetic", action="store_true", help="the test suite's counts")
+    parser.add_argument("--save", default=None, help="a folder for each run's record")
     args = parser.parse_args()
 
     import numpy as np
-    import pandas as pd
     import scanpy as sc
     import scvi
     import torch
-    from _unlabelled_types import training_groups
 
     import deltavae as dv
 
@@ -56,11 +106,30 @@ def main() -> None:
             adata.obs["label"] = np.where(labelled, truth, "unknown")
             dv.model.CGMDVAE.setup_anndata(adata, labels_key="label", unlabeled_category="unknown")
             model = dv.model.CGMDVAE(adata, likelihood="nb", n_hidden=64)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model.train(max_epochs=80, enable_progress_bar=False)
-            groups = [(label, len(cells)) for label, cells in training_groups(model)]
-            print(f"pairs, seed {seed}: groups named (false alarms) {groups}", flush=True)
+            seconds = _train(model, 80)
+            # The natural groups (six) are the truth a criterion must not split.
+            groups = adata.obs["cluster"].astype(str).to_numpy()
+            _finish(model, truth, labelled, f"pairs_s{seed}", args.save, seconds, groups)
+        return
+    if args.synthetic:
+        for left in [None, "3"]:
+            for seed in args.seeds:
+                scvi.settings.seed = seed
+                adata = dv.datasets.synthetic_counts(
+                    n_cells=400, n_genes=80, n_clusters=4, n_conditions=1, seed=seed
+                )
+                truth = adata.obs["cluster"].astype(str).to_numpy()
+                labelled = np.random.default_rng(seed).random(400) < 0.2
+                if left is not None:
+                    labelled &= truth != left
+                adata.obs["label"] = np.where(labelled, truth, "unknown")
+                dv.model.CGMDVAE.setup_anndata(
+                    adata, labels_key="label", unlabeled_category="unknown"
+                )
+                model = dv.model.CGMDVAE(adata, likelihood="nb", n_hidden=64)
+                seconds = _train(model, 40)
+                name = f"synth_s{seed}" + (f"_out{left}" if left else "")
+                _finish(model, truth, labelled, name, args.save, seconds)
         return
     full = dv.datasets.pbmc3k()
     sc.pp.highly_variable_genes(full, flavor="seurat_v3", n_top_genes=2000, subset=True)
@@ -77,25 +146,10 @@ def main() -> None:
             dv.model.CGMDVAE.setup_anndata(adata, labels_key="label", unlabeled_category="Unknown")
             k = len(set(truth[labelled])) + args.extra_clusters
             model = dv.model.CGMDVAE(adata, likelihood="zinb", n_clusters=k)
-            start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model.train(max_epochs=args.epochs, enable_progress_bar=False)
-            predicted = np.asarray(model.predict()).astype(str)
-            accuracy = float((predicted[~labelled] == truth[~labelled]).mean())
-            missing = sorted(set(truth) - set(truth[labelled]))
-            groups = "; ".join(
-                f"{len(cells)} given {label!r}: "
-                + ", ".join(f"{t} {n}" for t, n in pd.Series(truth[cells]).value_counts().items())
-                for label, cells in training_groups(model)
-            )
-            warned = bool(groups)
-            print(
-                f"seed {seed}, left out {left}, no label: {missing or 'none'}, K={k}: accuracy "
-                f"{accuracy:.3f}, warned {warned} ({groups or 'no group'}; "
-                f"{time.perf_counter() - start:.0f} s)",
-                flush=True,
-            )
+            seconds = _train(model, args.epochs)
+            name = f"pbmc_s{seed}" + (f"_out{left.replace(' ', '')}" if left else "")
+            name += f"_k{k}" if args.extra_clusters else ""
+            _finish(model, truth, labelled, name, args.save, seconds)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from ._training_checks import (
     check_start_epoch,
 )
 from ._typicality import fit_score
+from ._unlabelled_types import warn_unlabelled_types
 from ._validation import (
     check_data,
     check_model_arguments,
@@ -386,6 +387,7 @@ class CGMDVAE(
             if refit_mixture:
                 self._refit_mixture(mixture_init)
         self._warn_if_clusters_empty(max_epochs)
+        warn_unlabelled_types(self)  # semi-supervised: a type without a labelled cell
         return out
 
     @property
