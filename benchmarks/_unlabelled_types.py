@@ -1,11 +1,13 @@
-"""A candidate check, not shipped: after semi-supervised CGMDVAE training, a group of cells that
-looks like a cell type none of whose cells was labelled, folded into a labelled type's cluster.
+"""The first attempt, z alone (withdrawn): after semi-supervised CGMDVAE training, a group of
+cells that looks like a cell type none of whose cells was labelled, folded into a labelled
+type's cluster; and :func:`training_record`, what the checks read, saved once per trained model.
 
 It caught every PBMC run with a type unlabelled and stayed quiet on PBMC's fine-grained labels,
 but raised false alarms on 7 of 12 seeds of a synthetic set whose labels each cover two natural
 groups (benchmarks/README.md, "Cell types without labelled cells"): the labelled cells of a
 group sit apart in z from its unlabelled ones, which then form a cluster of z with no labelled
-cell. Kept here, with ``unlabelled_types.py``, for the next attempt.
+cell. The check ``train`` runs (``deltavae.model._unlabelled_types``) adds the data's sign to
+it; this one is kept to compare the two (``unlabelled_criteria.py``).
 
 With one cluster per label, a type without a labelled cell has no component of its own: its
 cells take a label's (PBMC 3k, 5% of the cells labelled, label seed 1: the 14 platelets had

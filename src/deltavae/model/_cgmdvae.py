@@ -349,6 +349,13 @@ class CGMDVAE(
             Passed to :meth:`deltavae.model.ZINBVAE.train` (``lr``, ``batch_size``,
             ``early_stopping``, Lightning trainer arguments...).
 
+        Notes
+        -----
+        A semi-supervised model warns when a group of training cells looks like a cell type
+        none of whose cells is labelled, folded into a label's cluster (its own cluster in z
+        and in the data, with no labelled cell): train with ``n_clusters`` one higher per
+        such group, or label a few of its cells (:mod:`deltavae.model._unlabelled_types`).
+
         Examples
         --------
         >>> g.train(max_epochs=200, early_stopping=True)  # doctest: +SKIP
