@@ -619,7 +619,7 @@ def test_ddp_processes_draw_their_own_noise(counts_h5ad):
     assert not torch.equal(draws[0], draws[1]) and torch.equal(draws[1], draws[2])
 
 
-def test_cli_fit_backed(counts_h5ad, tmp_path, capsys):
+def test_cli_fit_backed(counts_h5ad, counts_zarr, tmp_path, capsys):
     out = tmp_path / "out.h5ad"
     args = ["fit", str(counts_h5ad), "--model", "zinbvae", "--backed", "--epochs", "2"]
     with warnings.catch_warnings():
@@ -639,8 +639,9 @@ def test_cli_fit_backed(counts_h5ad, tmp_path, capsys):
     store = ["fit", str(tmp_path / "store.zarr"), "--model", "zinbvae", "--backed"]
     (tmp_path / "taken").write_text("a file")
     assert main([*store, "--out", str(tmp_path / "taken")]) == 2
-    assert "not a zarr store" in capsys.readouterr().err
+    assert "is a folder, not an .h5ad file or a zarr store" in capsys.readouterr().err
     # A zarr input's results are a store: an .h5ad name would hold a folder no reader opens.
+    store = ["fit", str(counts_zarr), "--model", "zinbvae", "--backed"]
     assert main([*store, "--out", str(tmp_path / "new.h5ad")]) == 2
     assert "e.g. '" + str(tmp_path / "new.zarr") in capsys.readouterr().err
     assert not (tmp_path / "new.h5ad").exists()
