@@ -1,9 +1,10 @@
 """The candidate checks for a type without labelled cells, offline, on the runs that
 ``unlabelled_types.py --save DIR`` recorded: per run, the groups each check names over Leiden
-seeds 0-4 (the first attempt, z alone; the second, z with the data's sign,
-``_unlabelled_types.labelled_neighbours``), with the true types of their cells, and the data's
-sign of every group z alone names. A run whose labelled cells cover every type is a negative:
-any group named is a false alarm (``pairs_*``: its truth is the six natural groups).
+seeds 0-4 (the first attempt, z alone; the second, z with the data's sign; both
+``deltavae.model._unlabelled_types.unlabelled_groups``), with the true types of their cells,
+and the data's sign of every group z alone names. A run whose labelled cells cover every type
+is a negative: any group named is a false alarm (``pairs_*``: its truth is the six natural
+groups).
 
     python benchmarks/unlabelled_criteria.py /tmp/unlabelled_runs
 """
@@ -23,7 +24,6 @@ def main() -> None:
 
     import numpy as np
     import pandas as pd
-    from _unlabelled_types import unlabelled_groups as z_alone
 
     from deltavae.model._unlabelled_types import labelled_neighbours, unlabelled_groups
 
@@ -42,10 +42,8 @@ def main() -> None:
         for check in ("z alone", "z + data"):
             named = []
             for seed in args.leiden_seeds:
-                if check == "z alone":
-                    groups = z_alone(z, predicted, labelled, n_labels, seed)
-                else:
-                    groups = unlabelled_groups(z, pcs, predicted, labelled, n_labels, seed)
+                data = None if check == "z alone" else pcs
+                groups = unlabelled_groups(z, data, predicted, labelled, n_labels, seed)
                 # A positive is caught where a named group is mostly of the unlabelled types.
                 caught = any(
                     np.isin(truth[cells], list(missing)).mean() >= 0.5 for _, cells in groups

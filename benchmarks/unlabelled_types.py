@@ -1,18 +1,18 @@
 """Semi-supervised CGMDVAE on PBMC 3k: is a cell type without labelled cells warned of?
 
-PBMC 3k as ``cgmdvae_quality.py``'s semi-supervised run loads it (2,000 HVGs, seurat_v3),
-a share ``--fraction`` of the cells labelled (numpy ``default_rng(seed).random``, as
+PBMC 3k as ``cgmdvae_quality.py``'s semi-supervised run loads it (2,000 HVGs, seurat_v3), a
+share ``--fraction`` of the cells labelled (numpy ``default_rng(seed).random``, as
 ``run_semi``), the types of ``--leave-out`` none (all their cells unlabelled), one cluster per
 label unless ``--extra-clusters``; ``scvi.settings.seed = seed``, ``--epochs`` of default
-training. Per run: the accuracy on the unlabelled cells, and the groups the first attempt
-(z alone, ``_unlabelled_types.py``, not shipped) and ``train``'s warning (z with the data's
-sign, ``deltavae.model._unlabelled_types``) name, with their cells' true types. ``--pairs``: the
-synthetic set whose three labels each cover two of six natural groups, 10% labelled (every
-group has labelled cells: any group named is a false alarm), 80 epochs. ``--synthetic``: the
-test suite's synthetic counts (400 cells, 80 genes, 4 types, data seed = seed, a fifth
-labelled, 40 epochs), with every type labelled and with type 3 left out. ``--save DIR``: each
-run's :func:`_unlabelled_types.training_record` as ``DIR/<run>.npz``, for the criteria to be
-compared offline (``unlabelled_criteria.py DIR``) without training again.
+training. Per run: the accuracy on the unlabelled cells, and the groups the first attempt (z
+alone, ``training_groups(model, data_sign=False)``, not shipped) and ``train``'s warning (z
+with the data's sign; both in ``deltavae.model._unlabelled_types``) name, with their cells'
+true types. ``--pairs``: the synthetic set whose three labels each cover two of six natural
+groups, 10% labelled (every group has labelled cells: any group named is a false alarm), 80
+epochs. ``--synthetic``: the test suite's synthetic counts (400 cells, 80 genes, 4 types, data
+seed = seed, a fifth labelled, 40 epochs), with every type labelled and with type 3 left out.
+``--save DIR``: each run's :func:`_unlabelled_types.training_record` as ``DIR/<run>.npz``, for
+the criteria to be compared offline (``unlabelled_criteria.py DIR``) without training again.
 
     python benchmarks/unlabelled_types.py --seeds 0 1 2 3
     python benchmarks/unlabelled_types.py --seeds 0 2 --leave-out B NK DC
@@ -53,16 +53,16 @@ def _finish(model, truth, labelled, name: str, save: str | None, seconds: float,
     """Print a run's accuracy and the z-only check's groups; save its record (with ``kinds``,
     the cells' natural groups, as their true types where given)."""
     import numpy as np
-    from _unlabelled_types import training_groups, training_record
+    from _unlabelled_types import training_record
 
-    from deltavae.model._unlabelled_types import training_groups as warned_of
+    from deltavae.model._unlabelled_types import training_groups
 
     predicted = np.asarray(model.cluster_names)[np.asarray(model.predict_clusters())]
     accuracy = float((predicted[~labelled] == truth[~labelled]).mean())
     missing = sorted(set(truth) - set(truth[labelled]))
     kinds = truth if kinds is None else kinds
-    groups = _describe(training_groups(model), kinds)
-    warned = _describe(warned_of(model), kinds)
+    groups = _describe(training_groups(model, data_sign=False), kinds)
+    warned = _describe(training_groups(model), kinds)
     if save:
         os.makedirs(save, exist_ok=True)
         np.savez_compressed(os.path.join(save, f"{name}.npz"), **training_record(model, kinds))

@@ -97,7 +97,7 @@ def labelled_neighbours(pcs: np.ndarray, labelled: np.ndarray, group: np.ndarray
 
 def unlabelled_groups(
     z: np.ndarray,
-    pcs: np.ndarray,
+    pcs: np.ndarray | None,
     predicted: np.ndarray,
     labelled: np.ndarray,
     n_labels: int,
@@ -106,9 +106,9 @@ def unlabelled_groups(
     """Groups of cells likely of a type without labelled cells (see the module): pairs of the
     label (an index below ``n_labels``; novel clusters, at or above it, are left alone) and
     the positions of the group's cells, largest group first. ``z``: cells x dims (each
-    condition's mean removed), ``pcs``: the same cells' principal components of the data,
-    ``predicted``: each cell's most probable cluster, ``labelled``: whether its label was
-    given.
+    condition's mean removed), ``pcs``: the same cells' principal components of the data
+    (``None``: z alone, the withdrawn first attempt, kept for benchmarks), ``predicted``:
+    each cell's most probable cluster, ``labelled``: whether its label was given.
 
     Examples
     --------
@@ -140,18 +140,22 @@ def unlabelled_groups(
             continue
         # The data's sign: a cluster of z the model split off its labelled cells sits among
         # them in the data.
-        if labelled_neighbours(pcs, labelled, np.flatnonzero(group)) > DATA_MOST:
+        if (
+            pcs is not None
+            and labelled_neighbours(pcs, labelled, np.flatnonzero(group)) > DATA_MOST
+        ):
             continue
         found[label] = found.get(label, np.zeros(len(z), bool)) | group
     found = [(label, np.flatnonzero(group)) for label, group in found.items()]
     return sorted(found, key=lambda item: -len(item[1]))
 
 
-def training_groups(model) -> list[tuple[str, np.ndarray]]:
-    """:func:`unlabelled_groups` among a semi-supervised model's training cells (labels, some
-    training cells unlabelled; not a query model; at most :data:`MAX_CELLS` of them, drawn):
-    pairs of the label their cells took and their positions in ``model.adata``; empty for
-    other models."""
+def training_read(model) -> dict | None:
+    """What :func:`unlabelled_groups` reads of a semi-supervised model's training cells
+    (labels, some training cells unlabelled; not a query model; at most :data:`MAX_CELLS` of
+    them, drawn): their positions in ``model.adata`` (``cells``), z with each condition's mean
+    removed, q(y | z) (``probs``), whether each was labelled, and the counts' principal
+    components (``pcs``); ``None`` for other models."""
     from scvi import settings
 
     from ..train._mixture_init import _condition_centred, _condition_groups, data_components
@@ -160,11 +164,11 @@ def training_groups(model) -> list[tuple[str, np.ndarray]]:
 
     names, cells = model.label_names, getattr(model, "train_indices", None)
     if not names or model.is_query_model or cells is None or len(cells) < 2 * MIN_CELLS:
-        return []
+        return None
     cells = np.sort(np.asarray(cells, dtype=int))
     labelled = _label_codes(model)[cells] < len(names)
     if labelled.all() or not labelled.any():
-        return []
+        return None
     seed = settings.seed or 0
     if len(cells) > MAX_CELLS:
         keep = np.sort(np.random.default_rng(seed).choice(len(cells), MAX_CELLS, replace=False))
@@ -177,12 +181,31 @@ def training_groups(model) -> list[tuple[str, np.ndarray]]:
     if model.condition_keys:
         cats = np.asarray(model.adata_manager.get_from_registry(REGISTRY_KEYS.CAT_COVS_KEY))
         group = _condition_groups(torch.as_tensor(cats[cells]))
-    z = _condition_centred(post["z"], group)
     x = model.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
     counts = model.module.observation.is_count
-    pcs = np.asarray(data_components(take_rows(x, cells), group, seed, counts=counts))
-    found = unlabelled_groups(z, pcs, post["probs"].argmax(1), labelled, len(names), seed)
-    return [(names[label], cells[members]) for label, members in found]
+    pcs = data_components(take_rows(x, cells), group, seed, counts=counts)
+    return {
+        "cells": cells,
+        "z": np.asarray(_condition_centred(post["z"], group)),
+        "probs": np.asarray(post["probs"]),
+        "labelled": labelled,
+        "pcs": np.asarray(pcs),
+        "seed": seed,
+    }
+
+
+def training_groups(model, data_sign: bool = True) -> list[tuple[str, np.ndarray]]:
+    """:func:`unlabelled_groups` among a semi-supervised model's training cells
+    (:func:`training_read`; ``data_sign=False``: z alone): pairs of the label their cells took
+    and their positions in ``model.adata``; empty for other models."""
+    read = training_read(model)
+    if read is None:
+        return []
+    pcs = read["pcs"] if data_sign else None
+    predicted = read["probs"].argmax(1)
+    names = model.label_names
+    found = unlabelled_groups(read["z"], pcs, predicted, read["labelled"], len(names), read["seed"])
+    return [(names[label], read["cells"][members]) for label, members in found]
 
 
 def warn_unlabelled_types(model) -> None:
