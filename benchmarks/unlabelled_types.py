@@ -11,6 +11,9 @@ true types. ``--pairs``: the synthetic set whose three labels each cover two of 
 groups, 10% labelled (every group has labelled cells: any group named is a false alarm), 80
 epochs. ``--synthetic``: the test suite's synthetic counts (400 cells, 80 genes, 4 types, data
 seed = seed, a fifth labelled, 40 epochs), with every type labelled and with type 3 left out.
+``--kang``: Kang IFN-beta (``kang_ifnb``, 1,556 cells, 5 types, ``condition_key="condition"``,
+the default model, ``--epochs``), a share ``--fraction`` (here 0.5 unless given) of the cells
+labelled; ``--control-only``: of the control cells only, no stimulated cell labelled.
 ``--save DIR``: each run's :func:`_unlabelled_types.training_record` as ``DIR/<run>.npz``, for
 the criteria to be compared offline (``unlabelled_criteria.py DIR``) without training again.
 
@@ -19,6 +22,8 @@ the criteria to be compared offline (``unlabelled_criteria.py DIR``) without tra
     python benchmarks/unlabelled_types.py --seeds 1 --extra-clusters 1
     python benchmarks/unlabelled_types.py --pairs --seeds 0 1 2 3 4 5 6 7 8 9 10 11
     python benchmarks/unlabelled_types.py --synthetic --seeds 0 1 2 3 4 5
+    python benchmarks/unlabelled_types.py --kang --seeds 0 1 --leave-out "B cells"
+    python benchmarks/unlabelled_types.py --kang --control-only --fraction 0.333 --seeds 0 1
 """
 
 from __future__ import annotations
@@ -78,12 +83,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
     parser.add_argument("--leave-out", nargs="*", default=[], help="types never labelled")
-    parser.add_argument("--fraction", type=float, default=0.05)
+    parser.add_argument("--fraction", type=float, help="labelled share (PBMC 0.05, Kang 0.5)")
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--extra-clusters", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--pairs", action="store_true", help="the synthetic false-alarm set")
     parser.add_argument("--synthetic", action="store_true", help="the test suite's counts")
+    parser.add_argument("--kang", action="store_true", help="Kang IFN-beta, two conditions")
+    parser.add_argument("--control-only", action="store_true", help="Kang: label ctrl cells")
     parser.add_argument("--save", default=None, help="a folder for each run's record")
     args = parser.parse_args()
 
@@ -131,6 +138,31 @@ def main() -> None:
                 name = f"synth_s{seed}" + (f"_out{left}" if left else "")
                 _finish(model, truth, labelled, name, args.save, seconds)
         return
+    if args.kang:
+        for left in args.leave_out or [None]:
+            for seed in args.seeds:
+                adata = dv.datasets.kang_ifnb()
+                truth = adata.obs["cell_type"].astype(str).to_numpy()
+                fraction = 0.5 if args.fraction is None else args.fraction
+                labelled = np.random.default_rng(seed).random(adata.n_obs) < fraction
+                if args.control_only:
+                    labelled &= adata.obs["condition"].to_numpy() == "ctrl"
+                if left is not None:
+                    labelled &= truth != left
+                adata.obs["label"] = np.where(labelled, truth, "Unknown")
+                scvi.settings.seed = seed
+                dv.model.CGMDVAE.setup_anndata(
+                    adata,
+                    labels_key="label",
+                    unlabeled_category="Unknown",
+                    condition_key="condition",
+                )
+                model = dv.model.CGMDVAE(adata)
+                seconds = _train(model, args.epochs)
+                name = f"kang_s{seed}" + ("_ctrl" if args.control_only else "")
+                name += f"_out{left.replace(' ', '')}" if left else ""
+                _finish(model, truth, labelled, name, args.save, seconds)
+        return
     full = dv.datasets.pbmc3k()
     sc.pp.highly_variable_genes(full, flavor="seurat_v3", n_top_genes=2000, subset=True)
     full = full[np.asarray(full.X.sum(1)).ravel() > 0].copy()
@@ -138,7 +170,8 @@ def main() -> None:
         for seed in args.seeds:
             adata = full.copy()
             truth = adata.obs["cell_type"].astype(str).to_numpy()
-            labelled = np.random.default_rng(seed).random(adata.n_obs) < args.fraction
+            fraction = 0.05 if args.fraction is None else args.fraction
+            labelled = np.random.default_rng(seed).random(adata.n_obs) < fraction
             if left is not None:
                 labelled &= truth != left
             adata.obs["label"] = np.where(labelled, truth, "Unknown")
