@@ -18,12 +18,13 @@ from deltavae.model._unlabelled_types import training_read
 def training_record(model, truth: np.ndarray) -> dict:
     """The training cells' positions, z (each condition's mean removed), q(y | z), whether each
     was labelled, its true type (``truth``, one per cell of ``model.adata``), the counts' 50
-    principal components, the cluster names and the number of labels: what
+    principal components, the cluster names, the number of labels and, with condition
+    covariates, each cell's condition group: what
     :func:`deltavae.model._unlabelled_types.training_read` reads for the check."""
     read = training_read(model)
     if read is None:
         raise ValueError("training_record reads semi-supervised models only")
-    return {
+    record = {
         "cells": read["cells"],
         "z": read["z"].astype(np.float32),
         "probs": read["probs"].astype(np.float32),
@@ -33,3 +34,6 @@ def training_record(model, truth: np.ndarray) -> dict:
         "names": np.asarray(model.cluster_names, dtype=str),
         "n_labels": len(model.label_names),
     }
+    if read["conditions"] is not None:  # each cell's condition group
+        record["conditions"] = read["conditions"]
+    return record

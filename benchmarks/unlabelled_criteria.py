@@ -33,6 +33,7 @@ def main() -> None:
         name = os.path.basename(path)[:-4]
         z, pcs, labelled, truth = run["z"], run["pcs"], run["labelled"], run["truth"]
         predicted, n_labels = run["probs"].argmax(1), int(run["n_labels"])
+        conditions = run["conditions"] if "conditions" in run.files else None
         if name.startswith("pairs"):  # every natural group holds labelled cells
             missing = set()
         else:
@@ -43,7 +44,7 @@ def main() -> None:
             named = []
             for seed in args.leiden_seeds:
                 data = None if check == "z alone" else pcs
-                groups = unlabelled_groups(z, data, predicted, labelled, n_labels, seed)
+                groups = unlabelled_groups(z, data, predicted, labelled, n_labels, seed, conditions)
                 # A positive is caught where a named group is mostly of the unlabelled types.
                 caught = any(
                     np.isin(truth[cells], list(missing)).mean() >= 0.5 for _, cells in groups
@@ -54,7 +55,7 @@ def main() -> None:
             totals.setdefault((check, kind), []).extend(named)
             described = "; ".join(
                 f"{len(cells)} given {str(run['names'][label])!r} (sign "
-                f"{labelled_neighbours(pcs, labelled, cells):.2f}: "
+                f"{labelled_neighbours(pcs, labelled, cells, conditions):.2f}: "
                 + ", ".join(
                     f"{t} {n}" for t, n in pd.Series(truth[cells]).value_counts().head(3).items()
                 )

@@ -34,6 +34,22 @@ def test_a_group_apart_in_z_is_named_only_where_the_data_agree():
     assert unlabelled_groups(z, z, np.r_[np.zeros(200), np.ones(40)], labelled, 1) == []
 
 
+def test_a_condition_without_labelled_cells_is_no_sign_of_a_type_without_labels():
+    """Labels from the control cells only (kangsemi22: the stimulated cells' data sign was
+    0.10-0.46 on Kang, under the threshold for every type): a group of the unlabelled
+    condition sits among unlabelled cells whatever its type, so the data cannot say it."""
+    rng = np.random.default_rng(0)
+    z, labelled = _two_blobs(rng, 30.0)
+    stimulated = np.r_[np.zeros(200, int), np.ones(40, int)]  # the 40: a condition unlabelled
+    assert labelled_neighbours(z, labelled, np.arange(200, 240), stimulated) == np.inf
+    assert unlabelled_groups(z, z, np.zeros(240), labelled, 1, conditions=stimulated) == []
+    # Both conditions labelled alike: the group's own conditions' share, as without them.
+    mixed = np.arange(240) % 2
+    alone = labelled_neighbours(z, labelled, np.arange(200, 240))
+    assert labelled_neighbours(z, labelled, np.arange(200, 240), mixed) == pytest.approx(alone)
+    assert len(unlabelled_groups(z, z, np.zeros(240), labelled, 1, conditions=mixed)) == 1
+
+
 def _counts(label_type_3: bool):
     adata = dv.datasets.synthetic_counts(
         n_cells=400, n_genes=80, n_clusters=4, n_conditions=1, seed=2, marker_fold=8.0

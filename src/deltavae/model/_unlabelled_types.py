@@ -71,11 +71,17 @@ def _clusters(z: np.ndarray, seed: int) -> np.ndarray:
     return np.asarray(found.membership)
 
 
-def labelled_neighbours(pcs: np.ndarray, labelled: np.ndarray, group: np.ndarray) -> float:
+def labelled_neighbours(
+    pcs: np.ndarray, labelled: np.ndarray, group: np.ndarray, conditions: np.ndarray | None = None
+) -> float:
     """The share of labelled cells among the :data:`DATA_NEIGHBOURS` nearest cells, in the
     first :data:`DATA_PCS` columns of ``pcs``, of the cells at positions ``group``, over the
-    share of all cells labelled: near 1 where the group sits among labelled cells in the
-    data, near 0 where the data hold a region of its own without a labelled cell.
+    share of cells labelled: near 1 where the group sits among labelled cells in the data,
+    near 0 where the data hold a region of its own without a labelled cell. With
+    ``conditions`` (each cell's condition group), the share expected is that of the group's
+    own conditions, and ``inf`` where they hold no labelled cell (labels from one condition
+    only: every group of another condition would sit among unlabelled cells, and the data
+    cannot tell a type without labels from a condition without them).
 
     Examples
     --------
@@ -86,13 +92,23 @@ def labelled_neighbours(pcs: np.ndarray, labelled: np.ndarray, group: np.ndarray
     0.0
     >>> round(labelled_neighbours(pcs, labelled, np.arange(1, 200, 5)), 1)  # 1/5 of 1/6
     1.2
+    >>> labelled_neighbours(pcs, labelled, np.arange(200, 240), np.r_[[0] * 200, [1] * 40])
+    inf
     """
     from sklearn.neighbors import NearestNeighbors
 
+    if conditions is None:
+        expected = labelled.mean()
+    else:
+        codes = np.asarray(conditions).astype(int)
+        shares = np.bincount(codes, weights=labelled) / np.maximum(np.bincount(codes), 1)
+        expected = shares[codes[group]].mean()
+    if expected == 0:
+        return float("inf")
     points = np.asarray(pcs, dtype=np.float64)[:, :DATA_PCS]
     k = min(DATA_NEIGHBOURS + 1, len(points))
     near = NearestNeighbors(n_neighbors=k).fit(points).kneighbors(points[group])[1][:, 1:]
-    return float(labelled[near].mean() / max(labelled.mean(), 1e-12))
+    return float(labelled[near].mean() / expected)
 
 
 def unlabelled_groups(
@@ -102,13 +118,15 @@ def unlabelled_groups(
     labelled: np.ndarray,
     n_labels: int,
     seed: int = 0,
+    conditions: np.ndarray | None = None,
 ) -> list[tuple[int, np.ndarray]]:
     """Groups of cells likely of a type without labelled cells (see the module): pairs of the
     label (an index below ``n_labels``; novel clusters, at or above it, are left alone) and
     the positions of the group's cells, largest group first. ``z``: cells x dims (each
     condition's mean removed), ``pcs``: the same cells' principal components of the data
     (``None``: z alone, the withdrawn first attempt, kept for benchmarks), ``predicted``:
-    each cell's most probable cluster, ``labelled``: whether its label was given.
+    each cell's most probable cluster, ``labelled``: whether its label was given,
+    ``conditions``: each cell's condition group (None: one condition).
 
     Examples
     --------
@@ -142,7 +160,7 @@ def unlabelled_groups(
         # them in the data.
         if (
             pcs is not None
-            and labelled_neighbours(pcs, labelled, np.flatnonzero(group)) > DATA_MOST
+            and labelled_neighbours(pcs, labelled, np.flatnonzero(group), conditions) > DATA_MOST
         ):
             continue
         found[label] = found.get(label, np.zeros(len(z), bool)) | group
@@ -154,8 +172,9 @@ def training_read(model) -> dict | None:
     """What :func:`unlabelled_groups` reads of a semi-supervised model's training cells
     (labels, some training cells unlabelled; not a query model; at most :data:`MAX_CELLS` of
     them, drawn): their positions in ``model.adata`` (``cells``), z with each condition's mean
-    removed, q(y | z) (``probs``), whether each was labelled, and the counts' principal
-    components (``pcs``); ``None`` for other models."""
+    removed, q(y | z) (``probs``), whether each was labelled, the counts' principal
+    components (``pcs``) and each cell's condition group (``conditions``, None without
+    condition covariates); ``None`` for other models."""
     from scvi import settings
 
     from ..train._mixture_init import _condition_centred, _condition_groups, data_components
@@ -190,6 +209,7 @@ def training_read(model) -> dict | None:
         "probs": np.asarray(post["probs"]),
         "labelled": labelled,
         "pcs": np.asarray(pcs),
+        "conditions": group,
         "seed": seed,
     }
 
@@ -204,7 +224,9 @@ def training_groups(model, data_sign: bool = True) -> list[tuple[str, np.ndarray
     pcs = read["pcs"] if data_sign else None
     predicted = read["probs"].argmax(1)
     names = model.label_names
-    found = unlabelled_groups(read["z"], pcs, predicted, read["labelled"], len(names), read["seed"])
+    found = unlabelled_groups(
+        read["z"], pcs, predicted, read["labelled"], len(names), read["seed"], read["conditions"]
+    )
     return [(names[label], read["cells"][members]) for label, members in found]
 
 
