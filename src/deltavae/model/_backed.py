@@ -9,7 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from anndata.io import read_elem, write_elem
 
-from .._checks import check_anndata
+from .._anndata_or_folder import check_anndata
 from .._io import made_unique_in_memory, result_slots, write_obs_columns
 from ._left_out import fitted_mask, write_fitted_spots
 from ._matrices import check_still_on_disk, memory_copy, on_disk

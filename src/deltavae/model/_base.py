@@ -13,7 +13,7 @@ from anndata import AnnData
 from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import PyroSviTrainMixin
 
-from .._checks import check_anndata
+from .._anndata_or_folder import check_anndata
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
 from ..train._data import split_sizes
 from ..train._distributed import (

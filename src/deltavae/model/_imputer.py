@@ -14,8 +14,8 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass
 
+from .._anndata_or_folder import check_anndata
 from .._checks import (
-    check_anndata,
     check_labels,
     dense,
     layer_matrix,

@@ -14,8 +14,8 @@ import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._anndata_or_folder import check_anndata
 from .._checks import (
-    check_anndata,
     check_labels,
     dense,
     layer_matrix,

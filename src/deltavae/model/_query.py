@@ -27,7 +27,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import ArchesMixin
 
-from .._checks import check_anndata
+from .._anndata_or_folder import check_anndata
 from ..module._base import clear_own_params
 from ._base import DeltaModelMixin
 from ._condition_counts import upgrade_saved_counts

@@ -43,7 +43,7 @@ def check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: str
     """The query's obs against the reference's setup: the keys it read, their categories' types,
     the labels (known or the unlabelled mark), at least 2 cells; ``where``: the reference, for
     the messages. ``adata`` is an AnnData (``load_query_data`` checks that first, as every
-    method does: :func:`~deltavae._checks.check_anndata`)."""
+    method does: :func:`~deltavae._anndata_or_folder.check_anndata`)."""
     if adata.is_view:  # before any work: scvi-tools' setup refused it after the model began
         fix = (
             "query = query[mask].to_memory(), or query[mask].copy(filename='query.h5ad')"

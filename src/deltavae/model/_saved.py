@@ -18,7 +18,7 @@ from scvi.data._download import _download
 from scvi.model.base import BaseModelClass
 from scvi.model.base._save_load import _load_saved_files
 
-from .._checks import check_anndata, check_path
+from .._anndata_or_folder import check_anndata, check_path
 from .._close_names import did_you_mean
 from ..train._convergence import NotConvergedWarning
 from ..train._divergence import trained_state
@@ -97,10 +97,10 @@ def _check_digest(path: str, saved: dict | None, state_dict: dict) -> None:
 def check_load_arguments(cls, dir_path, adata, kwargs: dict) -> tuple[str, AnnData | None]:
     """``dir_path`` (``~`` expanded) and ``adata`` checked as a folder and an AnnData (or
     None) for ``cls.load(dir_path, adata, **kwargs)``, worded as every method words them
-    (:func:`~deltavae._checks.argument_advice`): a file name, a table or the arguments swapped
-    failed with "'str' object has no attribute 'var_names'" or "expected str, bytes or
-    os.PathLike object, not AnnData", scvi-tools' ``datamodule`` with "__init__() got an
-    unexpected keyword argument"."""
+    (:func:`~deltavae._anndata_or_folder.argument_advice`): a file name, a table or the
+    arguments swapped failed with "'str' object has no attribute 'var_names'" or "expected
+    str, bytes or os.PathLike object, not AnnData", scvi-tools' ``datamodule`` with
+    "__init__() got an unexpected keyword argument"."""
     refuse_scvi_names("load", cls.__name__, kwargs)
     name = f"{cls.__name__}.load"
     known = [p for p in inspect.signature(BaseModelClass.load).parameters if p != "adata"][1:]

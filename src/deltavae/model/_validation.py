@@ -12,8 +12,8 @@ from anndata import AnnData
 from anndata.abc import CSCDataset, CSRDataset
 from scipy import sparse
 
+from .._anndata_or_folder import check_anndata
 from .._checks import (
-    check_anndata,
     check_key_type,
     measurement_note,
     no_column,
