@@ -15,21 +15,17 @@ from scvi.model.base import BaseModelClass
 from ..module import ArchetypesModule
 from ..module._gene_order import in_name_order
 from . import _archetype_results as results
-from ._archetype_checks import MergeSettings, check_batch_size, check_count, check_new_spots
+from ._archetype_checks import MergeSettings, check_count, check_new_spots
+from ._archetype_merging import ArchetypeMergingMixin
 from ._archetype_samples import sample_factor_table, warn_unused_samples
 from ._archetype_signatures import match_signatures
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import archetype_start, candidate_samples, restore_candidate_samples
-from ._genes import check_own_adata
 from ._init_keywords import keyword_hints
-from ._one_state import warn_one_state
-from ._positions import indices_after_adata
 from ._spots import (
     SpotModelMixin,
-    missing_empty_rows,
     second_argument_was,
-    selected_rows,
     spot_rate,
 )
 from ._validation import check_model_arguments, check_obs_keys, check_setup_target
@@ -41,7 +37,9 @@ _SIZES = ("max_archetypes", "n_pcs", "n_hidden", "n_layers", "max_candidates", "
 _SIZES += ("min_spots",)
 
 
-class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass):
+class Archetypes(
+    ArchetypeMergingMixin, MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass
+):
     """Archetypal analysis of spots on raw counts: Y = W B X with an NB likelihood.
 
     Every archetype is a convex combination of spots (B) and every spot a convex combination
@@ -222,113 +220,8 @@ class Archetypes(MergeSettings, SpotModelMixin, DeltaModelMixin, BaseModelClass)
         super()._after_load()
         restore_candidate_samples(self)  # __init__ chose candidates under today's seed
 
-    # ------------------------------------------------------------------------- merging
-    def _raw_profiles(self) -> np.ndarray:
-        with torch.no_grad():
-            return self.module.archetype_profiles().cpu().numpy().astype(np.float64)
-
-    def _raw_weights(self, adata, batch_size, empty: bool = False, rows=None):  # rows: all
-        self._check_if_trained(warn=False)
-        check_batch_size(batch_size)  # also where the cached weights are served
-        if adata is None or adata is self.adata:
-            check_own_adata(self)  # the cache too: an obs column it reads changed since setup
-            # One pass over the training spots serves every result (weights, anchors, usage).
-            out = self._cached("weights", lambda: self._encode(self.adata, batch_size))
-            out = out if rows is None else (out[0][rows], out[1][rows])
-        else:  # only the spots asked for (3 of 2,000 new spots encoded all 2,000)
-            out = self._encode(adata, batch_size, rows)
-        return out if empty else out[0]
-
-    def _encode(self, adata: AnnData, batch_size: int | None, rows=None):
-        adata = self._validate_anndata(adata)
-        loader = self._make_data_loader(adata, rows, batch_size, shuffle=False)
-        chunks, empty = [], []
-        with torch.no_grad():
-            for tensors in loader:
-                empty.append((tensors[REGISTRY_KEYS.X_KEY].sum(dim=-1) == 0).cpu().numpy())
-                inputs = self.module._get_inference_input(tensors)
-                chunks.append(self.module.inference(**inputs)["weights_map"].cpu().numpy())
-        return np.concatenate(chunks).astype(np.float64), np.concatenate(empty)
-
     def _match_genes(self, adata: AnnData) -> AnnData:
         return check_new_spots(adata, self._training_genes(), getattr(self, "registry_", None))
-
-    def _merge(self) -> tuple[np.ndarray, np.ndarray]:
-        """Merged group of each raw archetype (0..n-1, by first member) and the linkage.
-
-        Archetypes merge when their deviations from the mean spot point the same way
-        (``merge_threshold``); an archetype that fewer than ``min_spots`` training spots weigh
-        most then joins the group of its most similar archetype, with a warning.
-        """
-        return self._cached("merge", self._fresh_merge, self.merge_threshold, self.min_spots)
-
-    def _cached(self, name: str, compute, *settings):
-        """``compute()``, kept while ``settings``, the module's parameters and the spots hold
-        (a copy, an edit, a load, more training or an in-place subset computes it again)."""
-        params = tuple((p.data_ptr(), p._version) for p in self.module.parameters())
-        spots = self.adata.obs_names  # a new Index once the spots are subset in place
-        key = (params, settings, id(spots))
-        if name not in self._cache or self._cache[name][0] != key:
-            self._cache[name] = (key, compute(), spots)  # spots kept: their id is not reused
-        return self._cache[name][1]
-
-    def _fresh_merge(self) -> tuple[np.ndarray, np.ndarray]:
-        mean = self.module.mean_profile.cpu().numpy().astype(np.float64)
-        weights, empty = self._raw_weights(None, None, empty=True)
-        weights = weights[~empty]  # a spot without counts weighs no archetype most
-        groups, tree, thin = results.merge_groups(
-            self._raw_profiles(), mean, weights, self.merge_threshold, self.min_spots
-        )
-        warn_one_state(getattr(self, "noise_check_", None), groups.max() + 1)  # saved then
-        results.warn_thin(thin, self.min_spots, weights, groups)
-        return groups, tree
-
-    def archetype_names(self) -> list[str]:
-        """Names of the merged archetypes, ``"A0"``, ``"A1"``, ...
-
-        Examples
-        --------
-        >>> a.archetype_names()  # doctest: +SKIP
-        ['A0', 'A1', 'A2', 'A3']
-        """
-        groups, _ = self._merge()
-        return [f"A{k}" for k in range(groups.max() + 1)]
-
-    @indices_after_adata("batch_size", "indices")
-    def get_archetype_weights(
-        self, adata: AnnData | None = None, indices=None, batch_size: int | None = None
-    ) -> pd.DataFrame:
-        """Each spot's weights over the (merged) archetypes; new spots go through the encoder.
-
-        Parameters
-        ----------
-        adata
-            Spots with the training genes (others left out); default the training spots.
-        indices
-            Spots of ``adata`` to read (positions or a boolean mask; default all), in order.
-        batch_size
-            Spots per minibatch.
-
-        Returns
-        -------
-        pandas.DataFrame
-            Spots x archetypes, rows sum to 1; NaN for a spot without counts (warned; left
-            out of anchors, profiles, merges and markers).
-
-        Examples
-        --------
-        >>> a.get_archetype_weights().idxmax(axis=1).value_counts()  # doctest: +SKIP
-        """
-        adata = self._resolve_adata(adata)
-        rows = selected_rows(adata, indices)
-        raw, empty = self._raw_weights(adata, batch_size, empty=True, rows=rows)
-        groups, _ = self._merge()
-        merged = np.zeros((raw.shape[0], groups.max() + 1))
-        np.add.at(merged.T, groups, raw.T)
-        merged /= merged.sum(axis=1, keepdims=True)  # the encoder's float32: off by 3e-8
-        missing_empty_rows(empty, "weights", adata.n_vars, merged)  # as NMFDeconv's
-        names = adata.obs_names if rows is None else adata.obs_names[rows]
-        return pd.DataFrame(merged, index=names, columns=self.archetype_names())
 
     def get_archetype_profiles(self) -> pd.DataFrame:
         """Normalised expression of each (merged) archetype: genes x archetypes.
