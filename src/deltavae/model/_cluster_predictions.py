@@ -10,9 +10,9 @@ import pandas as pd
 from anndata import AnnData
 
 from .._checks import short_repr
+from ._cell_selection import check_indices, mask_by_name
 from ._labels import labels_of
 from ._positions import indices_after_adata
-from ._scvi_glue import check_indices, mask_by_name
 from ._typicality import check_unknown_below, typical_labels
 
 

@@ -14,6 +14,7 @@ from scvi.model.base import RNASeqMixin
 
 from .._checks import short_repr
 from .._close_names import suffixed_hint
+from ._cell_selection import check_indices, mask_by_name, selected_rows
 from ._de_checks import (
     check_dataloader_alone,
     check_de_keywords,
@@ -48,7 +49,6 @@ from ._readout_docs import (
     with_silent,
 )
 from ._registered import SCVI_STAND_IN_BATCH, registered_category
-from ._scvi_glue import check_indices, mask_by_name, selected_rows
 from ._validation import warn_user
 
 #: Cells x genes from which scvi-tools' importance-weighted DE takes minutes on a CPU.
@@ -467,7 +467,7 @@ def model_has_conditions(model) -> bool:
 def _cell_positions(adata, idx, arg: str):
     """``idx1``/``idx2`` as scvi-tools reads them: cell names (``adata.obs_names[mask]``) as
     their positions; a mask or positions checked as every read-out's ``indices`` are
-    (:func:`~deltavae.model._scvi_glue.check_indices`; scvi-tools failed with a bare numpy
+    (:func:`~deltavae.model._cell_selection.check_indices`; scvi-tools failed with a bare numpy
     IndexError)."""
     idx = mask_by_name(adata, idx, arg)
     values = np.asarray(idx)

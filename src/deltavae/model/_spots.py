@@ -20,9 +20,9 @@ from scvi.data.fields import LayerField, NumericalObsField
 
 from .._checks import dense, short_repr
 from ..train._data import DeltaDataManager
+from ._cell_selection import selected_rows as _selected_rows
 from ._matrices import memory_copy, row_sums, to_memory, with_column
 from ._same_spots import check_fitted_totals, spot_totals
-from ._scvi_glue import selected_rows as _selected_rows
 from ._validation import check_data, check_key_added, check_setup_target, computed, warn_user
 
 #: Spots read at a time by the first passes.
@@ -88,8 +88,8 @@ def second_argument_was(old: str, is_new=lambda value: False):
 
 def selected_rows(adata, indices) -> np.ndarray | None:
     """Positions of the spots ``indices`` selects in ``adata`` (``None``: every spot), read as
-    the single-cell read-outs read ``indices`` (:func:`~deltavae.model._scvi_glue.selected_rows`),
-    refusals speaking of spots."""
+    the single-cell read-outs read ``indices``
+    (:func:`~deltavae.model._cell_selection.selected_rows`), refusals speaking of spots."""
     return _selected_rows(adata, indices, unit="spot")
 
 
