@@ -18,10 +18,7 @@ from scvi.data._download import _download
 from scvi.model.base import BaseModelClass
 from scvi.model.base._save_load import _load_saved_files
 
-from .._anndata_or_folder import check_anndata, check_path
-from .._close_names import did_you_mean
-from ..train._convergence import NotConvergedWarning
-from ..train._divergence import trained_state
+from .._anndata_or_folder import check_path
 from ..train._record import cells_digest
 from ._count_advice import layer_fixed
 from ._device_args import check_device_args
@@ -31,9 +28,9 @@ from ._labels import check_known_categories, check_labels_to_load
 from ._load_state import loading_state
 from ._matrices import check_still_on_disk
 from ._read_calls import load_call
-from ._scvi_glue import obs_types_kept, refuse_scvi_names
+from ._save_checks import check_fit_to_save, check_load_arguments, check_save_keywords
+from ._scvi_glue import obs_types_kept
 from ._typicality import settle_record
-from ._validation import warn_user
 
 
 def _package_version() -> str:
@@ -92,28 +89,6 @@ def _check_digest(path: str, saved: dict | None, state_dict: dict) -> None:
             f"{', ...' if len(problems) > 3 else ''}): the file was damaged or changed after "
             "saving; save the model again."
         )
-
-
-def check_load_arguments(cls, dir_path, adata, kwargs: dict) -> tuple[str, AnnData | None]:
-    """``dir_path`` (``~`` expanded) and ``adata`` checked as a folder and an AnnData (or
-    None) for ``cls.load(dir_path, adata, **kwargs)``, worded as every method words them
-    (:func:`~deltavae._anndata_or_folder.argument_advice`): a file name, a table or the
-    arguments swapped failed with "'str' object has no attribute 'var_names'" or "expected
-    str, bytes or os.PathLike object, not AnnData", scvi-tools' ``datamodule`` with
-    "__init__() got an unexpected keyword argument"."""
-    refuse_scvi_names("load", cls.__name__, kwargs)
-    name = f"{cls.__name__}.load"
-    known = [p for p in inspect.signature(BaseModelClass.load).parameters if p != "adata"][1:]
-    unknown = [key for key in kwargs if key not in known]
-    if unknown:  # Python named scvi-tools' BaseModelClass.load(), not the model's
-        hint = did_you_mean(unknown[0], known, end=" ")
-        raise TypeError(
-            f"{name}() got an unexpected keyword argument {unknown[0]!r} ("
-            f"{hint}load takes dir_path, adata, "
-            f"{', '.join(k for k in known if k != 'datamodule')})."
-        )
-    call = f"{name}(dir_path, adata)"  # the arguments' order, in every message of a swap
-    return check_path(dir_path, call), check_anndata(adata, call=call)
 
 
 def read_saved(
@@ -206,71 +181,6 @@ def read_saved(
     state_dict.pop("pyro_param_store", None)
     _check_digest(path, attr_dict.get("weights_digest_"), state_dict)
     return attr_dict, np.asarray(var_names), state_dict
-
-
-def check_save_keywords(kwargs: dict) -> None:
-    """Refuse a keyword that neither scvi-tools' ``save`` nor ``AnnData.write_h5ad`` (which
-    scvi-tools hands the rest) takes: without ``save_anndata=True`` nothing reads them, so a
-    misspelt ``save_anndate=True`` saved the model without its AnnData, silently.
-
-    Examples
-    --------
-    >>> check_save_keywords({"prefix": "p_", "compression": "gzip"})
-    >>> check_save_keywords({"save_anndate": True})
-    Traceback (most recent call last):
-    ...
-    TypeError: save() got an unexpected keyword argument 'save_anndate' (did you mean ...
-    """
-    known = ["dir_path", "overwrite", "save_anndata"]
-    for method in (BaseModelClass.save, AnnData.write_h5ad):
-        known += [
-            name
-            for name, p in inspect.signature(method).parameters.items()
-            if p.kind is not p.VAR_KEYWORD and name not in ("self", "filename")
-        ]
-    known = list(dict.fromkeys(known))
-    unknown = [name for name in kwargs if name not in known]
-    if unknown:
-        hint = did_you_mean(unknown[0], known, end=" ")
-        raise TypeError(
-            f"save() got an unexpected keyword argument {unknown[0]!r} ("
-            f"{hint}save takes "
-            f"{', '.join(known[1:])})."
-        )
-
-
-def check_fit_to_save(model) -> None:
-    """Refuse to save parameters that are not finite (every result of them would be NaN), and
-    warn before saving a model whose last training diverged, or a query model's reference's
-    (kept: the last finite parameters, which ``load`` and every read-out say may be far from
-    a fit)."""
-    bad = [
-        name
-        for name, value in trained_state(model.module).items()
-        if value.is_floating_point() and not bool(torch.isfinite(value).all())
-    ]
-    if bad:
-        raise ValueError(
-            f"The model's parameters {bad[:5]} hold NaN or infinite values: every result of "
-            "them would be NaN, so it is not saved. Build the model anew and train it again, "
-            "with a lower learning rate (train(lr=...)) if training diverged."
-        )
-    if getattr(model, "diverged_", None):
-        warn_user(
-            f"Saving a model whose last training diverged ({model.diverged_}): it keeps the "
-            "last parameters that gave a finite loss, which may be far from a fit (loading it "
-            "says so again). Train a new model with a lower learning rate (train(lr=...)) and "
-            "save that one instead.",
-            NotConvergedWarning,
-        )
-    if getattr(model, "reference_diverged_", None):  # a query model's frozen weights
-        warn_user(
-            "Saving a query model whose reference's last training diverged "
-            f"({model.reference_diverged_}): it keeps that run's last finite weights, frozen, "
-            "which may be far from a fit (loading it says so again). Map the query onto a "
-            "reference trained anew with a lower learning rate and save that one instead.",
-            NotConvergedWarning,
-        )
 
 
 class Saving:
