@@ -11,8 +11,8 @@ from .._docs import doc_params, doc_write_keyed
 from ._backed import writes_backed
 from ._label_colours import carry_label_colours
 from ._labels import labels_of
+from ._registered_columns import refuse_overwriting_read_columns
 from ._stale_labels import drop_stale_labels
-from ._training_checks import refuse_overwriting_read_columns
 from ._typicality import check_unknown_below, typical_labels
 from ._validation import check_key_added
 

@@ -15,8 +15,9 @@ from ._count_advice import check_model_counts, layer_fixed
 from ._gene_advice import _cut_to_subset, identifier_advice
 from ._matrices import in_dask, on_disk, take_columns
 from ._read_calls import read_call
+from ._registered_columns import check_registered_columns
 from ._shared_setup import take_back_setup
-from ._training_checks import check_registered_columns, rows_unit
+from ._training_checks import rows_unit
 from ._validation import _matrix, _refuse_duplicates, warn_user
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import numpy as np
 from scvi.data._constants import _MANAGER_UUID_KEY, _SCVI_UUID_KEY
 
 from .._checks import short_repr
-from ._training_checks import check_registered_columns
+from ._registered_columns import check_registered_columns
 
 
 def _setup_summary(registry: dict) -> str:
@@ -44,7 +44,7 @@ def check_setup_columns(manager, registry: dict, name: str, of=None) -> None:
     """Before a model takes ``manager`` (at build, or a transfer): its setup taken back where
     another model's replaced it (scvi-tools' codes of that one's columns were refused as the
     user's column "changed after setup_anndata"), then its columns checked
-    (:func:`~deltavae.model._training_checks.check_registered_columns`)."""
+    (:func:`~deltavae.model._registered_columns.check_registered_columns`)."""
     take_back(manager, name)
     check_registered_columns(manager.adata, registry, name, of=of)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import inspect
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .._checks import short_repr
@@ -15,7 +14,6 @@ from .._rng import forked_generators
 from ..train._data import split_sizes
 from ._device_args import check_accelerator
 from ._plan_checks import check_plan_names, check_plan_numbers
-from ._read_calls import read_call
 from ._split_checks import checked_external_split
 from ._trainer_args import callback_list, check_trainer_objects  # noqa: F401 (_base)
 from ._trainer_names import trainer_names
@@ -326,81 +324,6 @@ def check_monitored(model, early_stopping_monitor, lr_scheduler_metric) -> None:
                 f"{arg}={name!r} is not a metric {type(model).__name__} logs in training: "
                 f"{hint}It logs {sorted(logged)} (the keys of model.history)."
             )
-
-
-def _registered_columns(registry: dict):
-    """(obs column, registered codes' place, categories) of each categorical field."""
-    for field in registry["field_registries"].values():
-        data, state = field.get("data_registry", {}), field.get("state_registry", {})
-        if "categorical_mapping" in state and data.get("attr_name") == "obs":
-            if state.get("original_key") != data["attr_key"]:  # not scvi-tools' stand-in
-                yield (
-                    state["original_key"],
-                    ("obs", data["attr_key"], None),
-                    state["categorical_mapping"],
-                )
-        for key, mapping in state.get("mappings", {}).items():
-            if data.get("attr_name") == "obsm":
-                yield key, ("obsm", data["attr_key"], key), mapping
-
-
-def check_registered_columns(
-    adata, registry: dict, model: str, trained: bool = False, of=None
-) -> None:
-    """Refuse an obs column changed after ``setup_anndata``: scvi-tools reads the codes it
-    wrote then (``obs["_scvi_batch"]``, ...), so a model would train on the old values, and
-    a ``trained`` one's read-outs would come from them (not from the labels: they train only,
-    so a trained model's labels column may be filled in with its predictions). ``of``: the
-    model object, whose rows (cells, spots) and read-out the message names."""
-    unit = rows_unit(of)
-    labels = registry["setup_args"].get("labels_key")
-    for key, (slot, attr_key, column), mapping in _registered_columns(registry):
-        if trained and key == labels:
-            continue  # read in training only: adata.obs[labels] = model.predict() is fine then
-        store = getattr(adata, slot)
-        if key not in adata.obs and attr_key in store and not trained:
-            # scvi-tools trained on its copy of the removed column ("condition": a KeyError)
-            raise ValueError(
-                f"adata.obs lacks {key!r}, which {model}.setup_anndata registered: it was "
-                f"removed since. Restore it, or call {model}.setup_anndata again without it."
-            )
-        if key not in adata.obs or attr_key not in store:
-            continue  # a trained model reads its copy (the labels are not read)
-        registered = store[attr_key] if column is None else store[attr_key][column]
-        values = adata.obs[key].astype("category")
-        lookup = pd.Index(np.asarray(mapping).astype(str)).get_indexer(
-            values.cat.categories.astype(str)
-        )
-        codes = values.cat.codes.to_numpy()
-        now = np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1)
-        changed = int((now != np.asarray(registered)).sum())
-        if changed:
-            fix = (
-                f"To read the {unit}s with their values now, pass a copy as new {unit}s (e.g. "
-                f"{read_call(of, 'adata.copy()')}, model.write_to_adata(copy)); "
-                "or restore the column."
-                if trained
-                else f"Call {model}.setup_anndata on it again, then build the model."
-            )
-            raise ValueError(
-                f"adata.obs[{key!r}] changed after setup_anndata: {changed} of {adata.n_obs} "
-                f"{unit}s hold another value than the one registered, which the model would "
-                "read. " + fix
-            )
-
-
-def refuse_overwriting_read_columns(registry: dict, written: list[str], key_added: str) -> None:
-    """Refuse results that would replace an obs column the model reads (its labels, a
-    condition): set up on last run's ``cgmdvae_cluster`` as labels, ``write_to_adata``
-    replaced the curated labels by the predictions, and the model refused the AnnData since."""
-    read = {str(key) for key, *_ in _registered_columns(registry)}
-    clash = [column for column in written if column in read]
-    if clash:
-        raise ValueError(
-            f"write_to_adata would write obs[{clash[0]!r}], a column the model reads (set up "
-            f"as its labels or a condition): its values would be replaced by the model's "
-            f"results. Pass another key_added, e.g. key_added={key_added + '_new'!r}."
-        )
 
 
 def lr_into_optim_kwargs(lr, plan_kwargs: dict) -> tuple:
