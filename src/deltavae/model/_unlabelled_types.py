@@ -18,8 +18,6 @@ on 7 of 12 seeds with z alone, none with the data's sign). Measured in benchmark
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import torch
 from scvi import REGISTRY_KEYS
@@ -45,30 +43,13 @@ MAX_CELLS = 20_000
 def _clusters(z: np.ndarray, seed: int) -> np.ndarray:
     """Leiden (modularity, resolution :data:`RESOLUTION`, run to convergence) clusters of
     UMAP's fuzzy graph of z's :data:`NEIGHBOURS` nearest neighbours."""
-    import igraph
-    from scipy import sparse
     from sklearn.neighbors import NearestNeighbors
 
-    from ..train._graph_clusters import fuzzy_graph
+    from ..train._graph_clusters import fuzzy_graph, leiden
 
     k = min(NEIGHBOURS, len(z))
     distances, indices = NearestNeighbors(n_neighbors=k).fit(z).kneighbors(z)
-    upper = sparse.triu(fuzzy_graph(indices, distances), k=1).tocoo()
-    edges = list(zip(upper.row.tolist(), upper.col.tolist(), strict=True))
-    graph = igraph.Graph(n=len(z), edges=edges)
-    previous = random.getstate()  # igraph draws from Python's random: a private, seeded one
-    igraph.set_random_number_generator(random.Random(seed))
-    try:
-        found = graph.community_leiden(
-            objective_function="modularity",
-            weights=upper.data,
-            resolution=RESOLUTION,
-            n_iterations=-1,
-        )
-    finally:
-        igraph.set_random_number_generator(random)
-        random.setstate(previous)
-    return np.asarray(found.membership)
+    return leiden(fuzzy_graph(indices, distances), RESOLUTION, seed)
 
 
 def labelled_neighbours(

@@ -18,6 +18,7 @@ restored after it.
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import numpy as np
@@ -88,6 +89,51 @@ def fuzzy_graph(indices: np.ndarray, distances: np.ndarray) -> sparse.csr_matrix
     return (directed + transpose - directed.multiply(transpose)).tocsr()
 
 
+def _igraph(graph: sparse.spmatrix):
+    """The igraph graph of a symmetric sparse ``graph`` (its upper triangle's edges) and the
+    edges' weights."""
+    import igraph
+
+    upper = sparse.triu(graph, k=1).tocoo()
+    edges = list(zip(upper.row.tolist(), upper.col.tolist(), strict=True))
+    return igraph.Graph(n=graph.shape[0], edges=edges), upper.data
+
+
+@contextlib.contextmanager
+def _seeded_igraph(seed: int):
+    """Within: igraph draws from a private Python ``random.Random(seed)``; Python's global
+    stream is left as it was."""
+    import igraph
+
+    previous = random.getstate()
+    igraph.set_random_number_generator(random.Random(seed))
+    try:
+        yield
+    finally:
+        igraph.set_random_number_generator(random)
+        random.setstate(previous)
+
+
+def leiden(graph: sparse.spmatrix, resolution: float, seed: int) -> np.ndarray:
+    """Leiden (modularity) clusters of ``graph`` at ``resolution``, run to convergence, seeded.
+
+    Examples
+    --------
+    >>> blocks = sparse.block_diag([np.ones((5, 5))] * 3).tocsr()
+    >>> np.unique(leiden(blocks, 1.0, seed=0)).size
+    3
+    """
+    g, weights = _igraph(graph)
+    with _seeded_igraph(seed):
+        found = g.community_leiden(
+            objective_function="modularity",
+            weights=weights,
+            resolution=resolution,
+            n_iterations=-1,
+        )
+    return np.asarray(found.membership)
+
+
 def leiden_k(graph: sparse.spmatrix, k: int, seed: int, restarts: int = _RESTARTS) -> np.ndarray:
     """Leiden (modularity) clusters of ``graph``, the resolution bisected to give ``k``.
 
@@ -106,25 +152,19 @@ def leiden_k(graph: sparse.spmatrix, k: int, seed: int, restarts: int = _RESTART
     >>> np.unique(leiden_k(blocks, 3, seed=0)).size
     3
     """
-    import igraph
-
-    upper = sparse.triu(graph, k=1).tocoo()
-    edges = list(zip(upper.row.tolist(), upper.col.tolist(), strict=True))
-    g = igraph.Graph(n=graph.shape[0], edges=edges)
-    previous = random.getstate()
-    igraph.set_random_number_generator(random.Random(seed))
+    g, weights = _igraph(graph)
 
     def run(resolution: float, iterations: int) -> tuple[np.ndarray, int, float]:
         membership = g.community_leiden(
             objective_function="modularity",
-            weights=upper.data,
+            weights=weights,
             resolution=resolution,
             n_iterations=iterations,
         ).membership
-        quality = g.modularity(membership, weights=upper.data, resolution=resolution)
+        quality = g.modularity(membership, weights=weights, resolution=resolution)
         return np.asarray(membership), len(set(membership)), quality
 
-    try:
+    with _seeded_igraph(seed):
         low, high = _RESOLUTION_RANGE
         best, best_gap, found = None, np.inf, 1.0
         for _ in range(_MAX_STEPS):
@@ -140,9 +180,6 @@ def leiden_k(graph: sparse.spmatrix, k: int, seed: int, restarts: int = _RESTART
             membership, n, quality = run(found, -1)
             if (abs(n - k), -quality) < (best_gap, -best_quality):
                 best, best_gap, best_quality = membership, abs(n - k), quality
-    finally:
-        igraph.set_random_number_generator(random)
-        random.setstate(previous)
     return np.unique(best, return_inverse=True)[1]
 
 
