@@ -271,7 +271,8 @@ def count_log_prob(
 
 
 class CountDistribution(pdist.TorchDistribution):
-    """NB (or ZINB with ``zi_logits``) whose ``log_prob`` is :func:`count_log_prob`.
+    """NB (or ZINB with ``zi_logits``) whose ``log_prob`` is
+    :func:`~deltavae.distributions.count_log_prob`.
 
     Batch shape ``mu.shape``: call ``.to_event(1)`` inside a cell plate. Draws are Pyro's
     (:func:`negative_binomial`, :func:`zero_inflated_negative_binomial`); mean and variance

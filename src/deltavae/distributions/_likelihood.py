@@ -26,7 +26,7 @@ class Likelihood:
     Parameters
     ----------
     name
-        One of :data:`LIKELIHOODS`.
+        One of ``deltavae.distributions.LIKELIHOODS``.
     allowed
         The names the caller supports (default all).
 

@@ -47,7 +47,7 @@ class Archetypes(
     archetypes can be chosen by the elbow of the explained variance of classical archetypal
     analysis, which also gives the starting B. Archetypes combine a fixed set of candidate
     spots: every spot when there are at most ``max_candidates``, else ``max_candidates`` spots
-    chosen on a first pass (:func:`~deltavae.model._candidates.candidate_spots`), so that B
+    chosen on a first pass (``candidate_spots``), so that B
     and memory stay bounded however many spots train (in memory or from disk,
     :func:`deltavae.read_lazy`). After training, archetypes whose profiles
     point the same way (cosine similarity of their deviations from the mean spot above

@@ -217,7 +217,7 @@ class DeltaModelMixin(
             (``batch_size`` is per process), as one process with N x ``batch_size`` would (not
             one process's run of the same seed); logged ELBOs are averaged over processes.
             The processes are forked: this works from scripts, notebooks and tests (see
-            :mod:`deltavae.train._distributed`); so does ``early_stopping`` (scvi-tools turns
+            ``deltavae.train._distributed``); so does ``early_stopping`` (scvi-tools turns
             it off under DDP; deltavae adds it, and any process's stop stops them all).
             Forking a process whose thread pools already ran (a kernel that trained before)
             can hang in the children: start DDP early in a fresh kernel, or from a script.

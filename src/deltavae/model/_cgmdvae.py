@@ -354,7 +354,7 @@ class CGMDVAE(
         A semi-supervised model warns when a group of training cells looks like a cell type
         none of whose cells is labelled, folded into a label's cluster (its own cluster in z
         and in the data, with no labelled cell): train with ``n_clusters`` one higher per
-        such group, or label a few of its cells (:mod:`deltavae.model._unlabelled_types`).
+        such group, or label a few of its cells (``deltavae.model._unlabelled_types``).
 
         Examples
         --------

@@ -70,7 +70,9 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
     """Expected expression of every reference gene in every spot, from the genes it measured.
 
     Spots (Visium, Slide-seq, MERFISH, Xenium ...) measure a subset of the genes of a
-    single-cell reference. Two designs (see :mod:`deltavae.module._imputer`):
+    single-cell reference. Two designs (the modules
+    :class:`~deltavae.module.ImputerDeconvolutionModule` and
+    :class:`~deltavae.module.ImputerLatentModule`):
 
     * ``"deconvolution"`` (default): each spot is an NB mixture of reference state profiles
       (cell types, or clusters of an unlabelled reference), fitted on the measured genes with

@@ -51,7 +51,7 @@ class NMFDeconv(
     """Cell-type deconvolution of spot counts by a negative-binomial non-negative factorisation.
 
     Each spot's counts are NB with mean ``abundance * technology * proportions @ signatures``
-    (see :mod:`deltavae.module._nmfdeconv`): proportions on the simplex are cell fractions,
+    (see :class:`~deltavae.module.NMFDeconvModule`): proportions on the simplex are cell fractions,
     abundance is the number of cells' worth of signal, and a gene-wise technology factor
     absorbs platform differences between reference and spots. Build it from a labelled
     reference with :meth:`from_reference`, or reference-free with ``n_components``

@@ -3,7 +3,7 @@
 Three methods (:meth:`PerturbationMixin.predict_perturbation`): ``translate`` (a conditional
 model decodes each cell under the target condition, :meth:`deltavae.model.CGMDVAE.translate`),
 ``latent_shift`` (scGen's latent arithmetic, :func:`latent_shift`) and ``nearest_response``
-(observed responses of the most similar training groups, :func:`nearest_response`).
+(observed responses of the most similar training groups, ``nearest_response``).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class PerturbationMixin:
             equally, as scGen balances cell types, over groups seen under both conditions.
             ``nearest_response``: the groups whose responses are transferred (default the
             model's labels or clusters; a label's response from the cells given it, see
-            :func:`nearest_response`).
+            ``nearest_response``).
         batch_size
             Cells per minibatch.
         residual

@@ -186,7 +186,8 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
         return self.cluster_head(z, *split_categoricals(cat_covs))
 
     def decode(self, z, cat_covs=None, library=None) -> dict[str, torch.Tensor]:
-        """Parameters of p(x | z, c) (c: ``cat_covs``) for :attr:`observation`: for counts
+        """Parameters of p(x | z, c) (c: ``cat_covs``) for ``observation`` (a
+        :class:`~deltavae.distributions.Likelihood`): for counts
         the mean at ``library`` (log) and more."""
         cats = split_categoricals(cat_covs)
         if self.observation.is_count:

@@ -78,7 +78,9 @@ class ImputerLatentModule(_ImputerBase):
         self._reference_batch: torch.Tensor | None = None
 
     def load_state_dict(self, state_dict, *args, **kwargs):
-        # Models saved when the reference was in the state dict too: built from init_params_.
+        """torch's ``load_state_dict`` (``args`` and ``kwargs`` passed on), leaving out the
+        ``reference_counts`` of models saved when the reference was in the state dict (the
+        model's ``init_params_`` hold them, and ``load`` builds the module with them)."""
         state_dict = {k: v for k, v in state_dict.items() if k != "reference_counts"}
         return super().load_state_dict(state_dict, *args, **kwargs)
 

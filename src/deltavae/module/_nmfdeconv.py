@@ -165,7 +165,7 @@ class NMFDeconvModule(DeltaPyroModule):
     def proportions(self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None):
         """Proportions of spots: from their used-gene counts ``x`` (amortised) or their rows
         ``idx`` (per spot; every spot when ``idx`` is ``None``); each at least
-        :data:`PROPORTION_FLOOR`, rows summing to 1."""
+        ``PROPORTION_FLOOR``, rows summing to 1."""
         if self.amortized:
             logits = self.encoder(x)
         else:

@@ -80,6 +80,8 @@ class GaussianHeads(nn.Module):
         self.log_var = nn.ModuleDict({k: nn.Linear(n_hidden, d) for k, d in latent_dims.items()})
 
     def forward(self, x: torch.Tensor, *cat_list: torch.Tensor) -> dict[str, Normal]:
+        """q of every latent given ``x`` (cells x ``n_input``) and one tensor of codes per
+        categorical covariate (``cat_list``): a dict of diagonal Normals, cells x dimensions."""
         h = self.trunk(x, *cat_list)
         return {
             k: Normal(self.mean[k](h), torch.sqrt(torch.exp(self.log_var[k](h)) + _VAR_EPS))
@@ -128,6 +130,9 @@ class ClusterHead(nn.Module):
         self.concentration = nn.Linear(n_hidden, n_clusters)
 
     def forward(self, z: torch.Tensor, *cat_list: torch.Tensor):
+        """``(logits, concentrations)`` of q(y | z, c) and q(d | z, c), each cells x
+        ``n_clusters``, for z and one tensor of codes per categorical covariate (``cat_list``);
+        the concentrations are over 1e-3."""
         h = self.trunk(z, *cat_list)
         return self.logits(h), F.softplus(self.concentration(h)) + 1e-3
 
@@ -269,6 +274,9 @@ class MixturePrior(nn.Module):
         return torch.tril(lower, diagonal=-1) + eye
 
     def forward(self, w: torch.Tensor, *cat_list: torch.Tensor) -> Distribution:
+        """p(z | w, y, c) for every component y: batch shape cells x ``n_clusters``, event
+        ``n_latent`` (a :class:`CorrelatedNormal` for ``covariance="full"``, independent Normals
+        for ``"diag"``), given w and one tensor of codes per categorical covariate."""
         h = self.trunk(w, *cat_list)
         shape = (*w.shape[:-1], self.n_clusters, self.n_latent)
         mean = self.mean(h).view(shape)
@@ -323,7 +331,7 @@ class ObservationDecoder(nn.Module):
         return self.out(self.trunk(z, *cat_list))
 
     def bounded_log_scale(self) -> torch.Tensor:
-        """log(exp(log_scale) + :data:`MIN_SCALE`): the Normal's log standard deviations,
+        """log(exp(log_scale) + ``MIN_SCALE``): the Normal's log standard deviations,
         each at least log(MIN_SCALE), so the likelihood is bounded.
 
         Examples

@@ -196,7 +196,7 @@ class FileOrderDataLoader(AnnDataLoader):
 
 
 class DeltaDataSplitter(DataSplitter):
-    """scvi-tools' :class:`~scvi.dataloaders.DataSplitter` with :class:`FileOrderDataLoader`.
+    """scvi-tools' :class:`~scvi.dataloaders.DataSplitter` with ``FileOrderDataLoader``.
 
     Same arguments as the scvi-tools class (``distributed_sampler=True`` for DDP). In a
     process forked for DDP, a backed AnnData's file is reopened read-only before any read.
@@ -225,7 +225,7 @@ class DeltaDataSplitter(DataSplitter):
         the seed unset (scvi-tools' default) a DDP worker's differed from the others': cells
         one process trained on, another validated on; and the model recorded none.
         A label whose labelled cells all fell outside training gets one of them back, swapped
-        with an unlabelled training cell (:func:`keep_labels_in_training`).
+        with an unlabelled training cell (``keep_labels_in_training``).
         """
         if not hasattr(self, "train_idx"):
             super().setup()

@@ -73,7 +73,7 @@ class DivergenceGuard:
 
     @property
     def check_every(self) -> int:
-        """Training steps between two reads of the losses, 1 on the CPU, :data:`CHECK_EVERY`
+        """Training steps between two reads of the losses, 1 on the CPU, ``CHECK_EVERY`` (20)
         on an accelerator."""
         return 1 if self.device.type == "cpu" else CHECK_EVERY
 

@@ -140,7 +140,7 @@ def fit_cluster_head(module, z, assignments, cat_covs=None, n_steps: int = 200) 
 def refit_mixture(module, z, w, z_var, assignments, cat_covs=None, n_steps: int = 200) -> None:
     """Move a trained mixture onto new clusters of z, keeping what its prior network learned.
 
-    Unlike :func:`initialize_mixture`, which restarts the prior network, each component keeps
+    Unlike ``initialize_mixture``, which restarts the prior network, each component keeps
     its dependence on w and the conditions (the condition shifts that
     ``get_latent_representation(condition=...)`` and ``move_latent`` use): ``assignments``
     are first numbered to agree most with the components' current partition (argmax of q(y |
@@ -326,7 +326,7 @@ def _leiden(
     from every condition) and the same fuzzy weights, clustered directly
     (:func:`~deltavae.train._graph_clusters.leiden_k`, then
     :func:`~deltavae.train._graph_clusters.exactly_k`): no layout to optimise. With ``data``
-    (the same cells in another representation, e.g. :func:`data_components`) the graph is the
+    (the same cells in another representation, e.g. ``data_components``) the graph is the
     mean of the two fuzzy graphs: an edge both agree on keeps its weight, one only either sees
     keeps half.
     """
@@ -349,17 +349,17 @@ class MixtureInitialization(Callback):
     method
         ``"leiden"`` (default): Leiden on UMAP's fuzzy graph of z's 15 nearest neighbours
         (in equal shares from every condition), its resolution searched to give one cluster
-        per component (:func:`_leiden`); a labelled model's graph joins its data's principal
-        components' neighbours (:func:`~deltavae.train._label_space.labelled_start`).
+        per component (``_leiden``); a labelled model's graph joins its data's principal
+        components' neighbours (``labelled_start``).
         It follows connected, curved groups as ``"umap"`` does, without optimising a layout
         (benchmarks/README.md, Numbers behind the defaults, D4).
         ``"umap"``: k-means on a UMAP embedding of the same graph (``min_dist=0``; up to 10
         dimensions).
         ``"spectral"``: k-means on a spectral embedding of the same neighbour graph
-        (:func:`_spectral`; no UMAP, no compilation, about a second on 10,000 cells).
+        (``_spectral``; no UMAP, no compilation, about a second on 10,000 cells).
         ``"kmeans"``: k-means on z directly (fastest, for convex groups).
         With some cells labelled, every method's clusters are named by the clusters of the
-        labelled cells' neighbours (:func:`~deltavae.train._graph_clusters.match_labels`).
+        labelled cells' neighbours (``match_labels``).
 
     Notes
     -----
@@ -432,17 +432,17 @@ class MixtureInitialization(Callback):
         data: np.ndarray | None = None,
         space: np.ndarray | None = None,
     ) -> np.ndarray:
-        """The start's ``k`` clusters of ``points`` (condition-centred z) by :attr:`method`.
+        """The start's ``k`` clusters of ``points`` (condition-centred z) by ``method``.
 
         ``group`` holds each point's condition group; ``y`` each point's component for
         labelled cells and -1 for the others (None: no labels). Labelled cells keep their
         component. ``data``: the same cells in a second representation whose neighbours join
         z's in the graph (Leiden only; the refit of count models and the start of labelled
-        models pass :func:`data_components` unless they separate the conditions, D15).
+        models pass ``data_components`` unless they separate the conditions, D15).
         ``space``: the same cells' coordinates whose neighbours of each labelled cell name
-        every method's clusters (:func:`~deltavae.train._label_space.label_space`; None: the
+        every method's clusters (``label_space``; None: the
         labelled cells' own clusters); k-means starts each label's component at its labelled
-        cells' neighbours there (:func:`~deltavae.train._label_space.vote_seeds`), not at the
+        cells' neighbours there (``vote_seeds``), not at the
         labelled cells, whose lone cells, one per type, often lay in another type's group.
         Returns one component per point.
 

@@ -313,18 +313,18 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         return {"loss": loss}
 
     def on_fit_start(self):
-        """Under DDP, each process draws its own noise (:func:`own_random_stream`)."""
+        """Under DDP, each process draws its own noise (``own_random_stream``)."""
         own_random_stream(self.trainer)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         """Every ``_TRIM_EVERY`` steps, give the C heap's free pages back (see
-        :func:`release_free_memory`)."""
+        ``release_free_memory``)."""
         if batch_idx % _TRIM_EVERY == _TRIM_EVERY - 1:
             release_free_memory()
 
     def on_train_end(self):
         """Read the last steps' losses, and record what stopped the run where the caller reads
-        it also under DDP (:func:`~deltavae.train._convergence.record_stop`)."""
+        it also under DDP (``record_stop``)."""
         super().on_train_end()
         record_stop(self.trainer)
 
@@ -351,7 +351,7 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         scvi-tools logs them: during the KL warm-up the loss is the ELBO with its KL terms
         down-weighted, so ``elbo_train`` adds the missing part, (1 - kl_weight) times the
         epoch's KL (from the logged terms); after it the two are equal. Also ``kl_weight`` and
-        the epoch means of the ELBO's terms (see :meth:`_log_terms`)."""
+        the epoch means of the ELBO's terms (see ``_log_terms``)."""
         self.read_training_losses()  # nothing non-finite is logged
         # Per cell, as the validation ELBO and the terms: a last, smaller minibatch weighs
         # its cells, not as much as a full one (its ELBO differed from its terms' sum by 0.3%).
@@ -432,7 +432,7 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
 
         Logs ``validation_loss`` (the objective), ``elbo_validation`` (the objective less the
         module's terms outside the ELBO, if any) and the terms of the ELBO (see
-        :meth:`_log_terms`): from the same pass with a torch-side ELBO, from the module's
+        ``_log_terms``): from the same pass with a torch-side ELBO, from the module's
         torch-side ``loss`` otherwise.
         """
         loss, n, terms = self._loss(batch, 1.0)
