@@ -265,8 +265,8 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
     >>> counts = np.array([[0.0, 2.0, 5.0], [1.0, 1.0, 8.0]])
     >>> round(mean_expression_r2(log_normalize(counts), log_normalize(counts)), 3)
     1.0
-    >>> ctrl = np.array([[1.0, 2.0, 3.0]])  # the change: (0, 0, 1) against (0, 0, 1)
-    >>> round(mean_expression_r2(obs, obs, control=ctrl), 3)
+    >>> before = np.array([[1.0, 2.0, 3.0]])  # the change: (0, 0, 1) against (0, 0, 1)
+    >>> round(mean_expression_r2(obs, obs, control=before), 3)
     1.0
 
     The top 100 DE genes of a held-out type (``ctrl``, ``stim``: its real cells, AnnData of

@@ -133,7 +133,10 @@ class GenerationMixin:
         Examples
         --------
         >>> cells = g.sample(100, cluster=3, condition="stim")  # doctest: +SKIP
-        >>> b_cells = g.sample(500, label="B cells", seed=0)  # doctest: +SKIP
+
+        A model set up with ``labels_key="cell_type"`` draws the cells of a type by its label:
+
+        >>> b_cells = labelled.sample(500, label="B cells", seed=0)  # doctest: +SKIP
         """
         if isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells < 1:
             whole = isinstance(n_cells, float) and n_cells.is_integer() and n_cells >= 1
