@@ -30,3 +30,31 @@ def test_typicality_after_the_models_cells_were_subset_in_place_is_not_read_off_
         labels = model.predict_labels()
     assert len(labels) == adata.n_obs and labels["typicality"].isna().all()
     assert labels["label"].isin(["0", "1", "2"]).all()
+
+
+def test_observed_responses_after_the_models_cells_were_subset_in_place_say_so():
+    """translate's default averages in the responses observed in the model's training cells,
+    and nearest_response and latent_shift read them too: after adata._inplace_subset_obs they
+    read the cells left without a word (the positions of the test split, cells 160-199, ran
+    past the end of the 100 left: "index 160 is out of bounds"). Each says so, as
+    predict_labels' typicality does; response_weight=0, which reads no training cell, does
+    not."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=30, n_clusters=3, n_conditions=2, seed=0
+    )
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
+    cells = np.arange(200)
+    split = {"external_indexing": [cells[:140], cells[140:160], cells[160:]]}
+    model.train(max_epochs=2, datasplitter_kwargs=split, **TRAIN)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    adata._inplace_subset_obs(cells < 100)
+    told = r"holds 100 cells, 200 when it was trained: it was subset in place .* 100 cells left"
+    with pytest.warns(UserWarning, match=told + r".*response_weight=0.*model.adata ="):
+        pred = model.translate(ctrl, "stim", seed=0)
+    assert pred.n_obs == ctrl.n_obs and pred.uns["response_weight"] == 0.5
+    for method in ("nearest_response", "latent_shift"):
+        with pytest.warns(UserWarning, match=rf"{told}.*Predict before subsetting"):
+            model.predict_perturbation(ctrl, "stim", method=method)
+    alone = model.translate(ctrl, "stim", response_weight=0, seed=0)  # reads no training cell
+    assert np.isfinite(alone.X).all()

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from .._checks import short_repr
+from ._fit_cells import subset_since_fit
 from ._validation import warn_user
 
 
@@ -42,7 +43,8 @@ def trained_conditions(model, key: str) -> np.ndarray:
     (:func:`untrained_condition`)."""
     conditions = model.adata.obs[key].astype(str).to_numpy()
     test = getattr(model, "test_indices", None)
-    if test is not None and len(test):
+    # After an in-place subset its positions name other cells (or none): warned by the caller.
+    if test is not None and len(test) and subset_since_fit(model) is None:
         conditions = conditions.copy()
         conditions[np.asarray(test)] = NOT_TRAINED
     return conditions

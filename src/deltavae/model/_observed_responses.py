@@ -9,6 +9,7 @@ from scvi import REGISTRY_KEYS
 
 from ..distributions._draws import CellDraws
 from ._condition_counts import trained_conditions
+from ._fit_cells import warn_if_subset_since_fit
 from ._labels import NoResponseError
 from ._matrices import memory_copy, row_sums
 from ._perturbation import Contrast, nearest_response
@@ -45,6 +46,11 @@ def with_observed_responses(
     averaged). Returns the dict with ``expected`` and ``counts`` replaced, and the weight
     used.
     """
+    warn_if_subset_since_fit(
+        model,
+        "the observed responses translate averages in (response_weight) are read from",
+        "Translate before subsetting, pass response_weight=0 for the model's translation alone",
+    )
     key = condition_request(model.registry_, None, None)[0]
     in_model = set(trained_conditions(model, key))  # not the test split's cells: never trained
     if str(target_condition) not in in_model:

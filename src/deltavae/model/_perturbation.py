@@ -20,6 +20,7 @@ from ..distributions._draws import CellDraws
 from ._cgmdvae_mixins import ClustersMixin
 from ._condition_counts import warn_source_is_target
 from ._contrast import Contrast
+from ._fit_cells import warn_if_subset_since_fit
 from ._labels import NoResponseError, groups_under_both, label_groups
 from ._latent_shift import balance_groups, describe_prediction, latent_shift
 from ._prediction_frame import predicted_cells, target_record
@@ -182,6 +183,10 @@ class PerturbationMixin:
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
         self._check_if_trained(warn=False)
+        read = "observed responses" if method == "nearest_response" else "condition means"
+        warn_if_subset_since_fit(
+            self, f"{method}'s {read} are read from", "Predict before subsetting"
+        )
         contrast = Contrast.resolve(self, adata, target_condition, condition_key, balance_key)
         if contrast.source == contrast.target:
             warn_source_is_target(contrast, method)

@@ -44,6 +44,7 @@ from torch.distributions import Normal
 from .._checks import short_repr
 from .._rng import forked_generators
 from ..distributions import count_log_prob
+from ._fit_cells import subset_note, subset_since_fit
 from ._label_setup import unlabelled_mark
 from ._validation import warn_user
 
@@ -118,7 +119,7 @@ def record_typicality(model, rows: np.ndarray, validation=None) -> None:
     rows = _at_most(rows)
     held = _at_most(() if validation is None else validation)
     model.typicality_record_ = None
-    model._typicality_cells = (model.adata_manager.adata_uuid, rows, held, model.adata.n_obs)
+    model._typicality_cells = (model.adata_manager.adata_uuid, rows, held)
 
 
 def settle_record(model) -> None:
@@ -132,18 +133,16 @@ def settle_record(model) -> None:
     pending = getattr(model, "__dict__", {}).pop("_typicality_cells", None)
     if pending is None:
         return
-    uuid, rows, *rest = pending  # (uuid, rows, validation cells, number of cells)
+    uuid, rows, *rest = pending  # (uuid, rows, validation cells)
     held = rest[0] if rest and len(rest[0]) >= MIN_VALIDATION else rows
-    n_obs = rest[1] if len(rest) > 1 else getattr(model.adata, "n_obs", None)
     if model.adata is None or model.adata_manager.adata_uuid != uuid:
         return
-    if model.adata.n_obs != n_obs:  # its positions are of the cells before the subset
+    subset = subset_since_fit(model)
+    if subset is not None:  # its positions are of the cells before the subset
         warn_user(
-            f"The model's AnnData holds {model.adata.n_obs} cells, {n_obs} when it was trained: "
-            "it was subset in place since (e.g. sc.pp.filter_cells), so the training cells "
-            "typicality is read against are no longer known, and typicality is NaN. Read "
-            "predict_labels before subsetting, or set the training cells back "
-            "(model.adata = adata_before_the_subset)."
+            f"{subset_note(*subset)}, so the training cells typicality is read against are no "
+            "longer known, and typicality is NaN. Read predict_labels before subsetting, or set "
+            "the training cells back (model.adata = adata_before_the_subset)."
         )
         return
     every = np.union1d(rows, held)  # one pass: the validation cells are among the rows

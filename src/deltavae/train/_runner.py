@@ -13,6 +13,7 @@ from scvi.train import TrainRunner
 from scvi.train._trainrunner import _safe_load_logger_history
 
 from ..model._condition_counts import warn_categories_without_training_cells
+from ..model._fit_cells import record_fit_cells
 from ._data import DeltaDataSplitter
 from ._record import cells_digest, commit_train_args
 
@@ -138,6 +139,7 @@ class DeltaTrainRunner(TrainRunner):
         self.model.test_indices = getattr(splitter, "test_idx", None)
         self.model.validation_indices = getattr(splitter, "val_idx", None)
         self.model.split_cells_ = cells_digest(self.model.adata.obs_names)
+        record_fit_cells(self.model)  # an in-place subset since is told (model/_fit_cells.py)
 
     def _drop_unfinished_epoch(self) -> None:
         """After a failed fit, the rows of the epoch it did not finish (validated, say, before
