@@ -290,3 +290,20 @@ def test_a_target_condition_in_other_case_or_a_misspelt_key_is_given_the_one_mea
             call()
     with pytest.raises(ValueError, match=r"not a condition key .*did you mean 'condition'\?"):
         model.translate(ctrl, {"conditon": "stim"})
+
+
+def test_nearest_response_takes_a_seed_it_says_it_leaves_unused(model):
+    """predict_perturbation(method="nearest_response", seed=0) took a seed its docstring gave
+    to translate and latent_shift only: nearest_response draws nothing. The docstring says
+    so, and the prediction is the same whatever the seed (one call loops over the methods)."""
+    doc = " ".join(dv.model.CGMDVAE.predict_perturbation.__doc__.split())
+    assert "``nearest_response`` draws nothing" in doc and "leaves unused" in doc
+    ctrl = model.adata[model.adata.obs["condition"] == "ctrl"].copy()
+    preds = [
+        model.predict_perturbation(ctrl, "stim", method="nearest_response", seed=seed).X
+        for seed in (None, 0, 1)
+    ]
+    np.testing.assert_array_equal(preds[0], preds[1])
+    np.testing.assert_array_equal(preds[0], preds[2])
+    with pytest.raises(ValueError, match="seed must be an integer"):  # checked all the same
+        model.predict_perturbation(ctrl, "stim", method="nearest_response", seed="0")

@@ -102,7 +102,10 @@ class PerturbationMixin:
         seed
             ``translate``, ``latent_shift``: seed of the random whole counts; the same seed
             gives the same counts, whatever the ``batch_size`` and on a GPU as on the CPU
-            (``None``: seeded from torch's global generator).
+            (``None``: seeded from torch's global generator). ``nearest_response`` draws
+            nothing (its principal components have a fixed seed): it gives the same cells
+            whatever the seed, which it takes and leaves unused (as scikit-learn's
+            ``random_state`` where nothing is random), so one call can loop over the methods.
 
         Returns
         -------
