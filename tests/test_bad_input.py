@@ -97,14 +97,35 @@ def test_setup_of_a_view_or_a_matrix_says_what_to_pass(counts_adata, model):
             cls.setup_anndata(_dense(counts_adata.X), **{covariate[model]: "condition"})
 
 
-def test_load_onto_a_view_names_load(counts_adata, tmp_path):
-    """The refusal named setup_anndata and load_query_data to a user who had called load."""
-    dv.model.ZINBVAE.setup_anndata(counts_adata)
-    model = dv.model.ZINBVAE(counts_adata, n_latent=3, n_hidden=8)
-    model.train(max_epochs=1, enable_progress_bar=False)
-    model.save(tmp_path / "vae")
-    with pytest.raises(ValueError, match=r"adata is a view .*setup_anndata, load and load_query"):
-        dv.model.ZINBVAE.load(tmp_path / "vae", counts_adata[:20])
+@pytest.mark.parametrize("name", ["ZINBVAE", "CGMDVAE"])
+def test_cell_models_load_onto_a_view_as_the_spot_models_do(counts_adata, tmp_path, name):
+    """ZINBVAE.load(dir, adata[:20]) and CGMDVAE.load refused a view (setup_anndata's
+    message, naming load) while every spot model's load copied one (test_spot_api.py), and
+    these models' own load copied a view whose genes were in another order. Each copies it
+    now (scvi-tools' load refuses a view, its read-outs copy one): the view and its parent
+    are unchanged, the model reads what a copy gives, and write_to_adata() asks for the
+    AnnData to write into."""
+    cls = getattr(dv.model, name)
+    kwargs = {"condition_key": "condition"} if name == "CGMDVAE" else {}
+    cls.setup_anndata(counts_adata, **kwargs)
+    model = cls(counts_adata, n_latent=3, n_hidden=8)
+    model.train(max_epochs=1, **TRAIN)
+    model.save(tmp_path / "model")
+    view = counts_adata[:20]
+    obs, columns = view.obs.copy(), list(counts_adata.obs.columns)
+    loaded = cls.load(tmp_path / "model", view)
+    assert view.is_view and not loaded.adata.is_view and loaded.adata.n_obs == 20
+    pd.testing.assert_frame_equal(view.obs, obs)  # no setup column written into the view
+    assert list(counts_adata.obs.columns) == columns
+    expected = cls.load(tmp_path / "model", counts_adata[:20].copy())
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(), expected.get_latent_representation(), rtol=1e-5
+    )
+    with pytest.raises(ValueError, match=r"is a view \(adata\[mask\]\).*adata\[mask\]\.copy"):
+        loaded.write_to_adata()
+    sub = view.copy()
+    keys = loaded.write_to_adata(sub)
+    assert keys and all(key.split("/")[1] in getattr(sub, key.split("/")[0]) for key in keys)
 
 
 def test_a_path_for_an_anndata_or_arguments_swapped_are_named(counts_adata, tmp_path):

@@ -26,7 +26,7 @@ from ._genes import genes_to_load_advice, in_training_order, query_to_load, subs
 from ._label_colours import record_label_colours
 from ._labels import check_known_categories, check_labels_to_load
 from ._load_state import loading_state
-from ._matrices import check_still_on_disk
+from ._matrices import check_still_on_disk, memory_copy
 from ._read_calls import load_call
 from ._save_checks import check_fit_to_save, check_load_arguments, check_save_keywords
 from ._scvi_glue import obs_types_kept
@@ -334,7 +334,10 @@ class Saving:
             the training genes are read by name on a copy (with a warning; ``adata`` is
             unchanged and gets the results of ``write_to_adata``); on disk, they must be in
             that order. A query model (:meth:`load_query_data`'s) takes its query as mapped,
-            genes aligned on a copy as there (missing ones as zeros). ``None`` uses the
+            genes aligned on a copy as there (missing ones as zeros). A view
+            (``adata[mask]``) is copied into memory, the view and its parent unchanged
+            (scvi-tools' load refuses one; its read-outs copy one): the model reads the copy,
+            and ``write_to_adata`` asks for the AnnData to write into. ``None`` uses the
             AnnData saved with the model. Read a file first: a path is refused.
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
@@ -366,6 +369,8 @@ class Saving:
             if adata is None:
                 advice = genes_to_load_advice(cls, dir_path, attr_dict, var_names, given, prefix)
                 raise ValueError(advice)
+        if adata is not None and adata.is_view:  # adata[mask]: setup cannot write into it
+            adata = memory_copy(adata)  # read as read-outs read one; write_to_adata is told
         if adata is not None:
             check_known_categories(adata, attr_dict["registry_"])
             adata = check_labels_to_load(adata, attr_dict["registry_"])

@@ -240,11 +240,8 @@ class SpotModelMixin:
 
     @classmethod
     def _spots_to_load(cls, adata, attr_dict: dict, state_dict: dict):
-        """The load hook of :meth:`DeltaModelMixin.load`: a view (``spots[mask]``) copied, in
-        memory, as ``from_reference`` copies one (the model reads the copy; ``write_to_adata``
-        is told where to write), then the fitted spots (:func:`fitted_spots`)."""
-        if adata.is_view:
-            adata = memory_copy(adata)
+        """The load hook of :meth:`DeltaModelMixin.load` (which copied a view, ``spots[mask]``,
+        as ``from_reference`` copies one): the fitted spots (:func:`fitted_spots`)."""
         if cls._per_spot_parameter is None:
             return adata
         return fitted_spots(adata, attr_dict, state_dict, cls._per_spot_parameter, cls.__name__)

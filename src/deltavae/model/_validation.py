@@ -285,8 +285,8 @@ def check_setup_target(adata, kwargs: dict | None = None, model: str | None = No
         )
         raise ValueError(
             "adata is a view (a subset such as adata[mask] that shares its parent's data); "
-            "setup_anndata, load and load_query_data write the model's fields to it, which a "
-            f"view cannot hold. {fix}"
+            "setup_anndata writes the model's fields to it, which a view cannot hold. "
+            f"{fix}"
         )
     # Results name genes (expression tables, new data matched by name): each name once.
     _refuse_duplicates(pd.Index(adata.var_names.astype(str)), "adata")
