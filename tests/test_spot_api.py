@@ -312,6 +312,29 @@ def test_get_normalized_expression_of_a_spot_model_names_its_own_read_outs(split
         _imputer(split).get_normalized_expression()
 
 
+def test_differential_abundance_of_a_spot_model_names_what_compares_its_samples(split, archetypes):
+    """Every spot model inherited scvi-tools' differential_abundance, undocumented, whose
+    NotImplementedError said only "differential_abundance is not implemented for this
+    model". It names what compares the spots across samples, and that read-out answers."""
+    spots, ref = split
+    nmf = dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key="cluster")
+    nmf.train(**TRAIN)
+    cases = (
+        (
+            nmf,
+            r"NMFDeconv: .* cell-type shares .* model\.get_proportions\(\)\.groupby",
+            "get_proportions",
+        ),
+        (_imputer(split), r"SpatialImputer: .*model\.get_proportions\(\)", "get_proportions"),
+        (archetypes[0], r"Archetypes: .*model\.get_archetype_weights\(\)", "get_archetype_weights"),
+    )
+    for model, told, read in cases:
+        assert "Not a spot model" in type(model).differential_abundance.__doc__  # documented
+        with pytest.raises(NotImplementedError, match=told + r".*dv.model.ZINBVAE or CGMDVAE"):
+            model.differential_abundance(sample_key="sample")
+        assert len(getattr(model, read)()) == model.adata.n_obs  # the read-out named answers
+
+
 def _nmf(split, inference):
     spots, ref = split
     with warnings.catch_warnings():

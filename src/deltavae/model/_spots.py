@@ -42,6 +42,18 @@ _EXPRESSION_READ_OUTS = {
     "did not measure (impute(genes=[...]) of any reference genes).",
 }
 
+#: What compares each spot model's spots across samples, for its refused differential_abundance.
+_ABUNDANCE_READ_OUTS = {
+    "NMFDeconv": "Compare its cell-type shares across samples: "
+    "model.get_proportions().groupby(adata.obs['sample']).mean().",
+    "Archetypes": "Compare its spots' weights across samples: "
+    "model.get_archetype_weights().groupby(adata.obs['sample']).mean() (technical differences "
+    "between samples are in get_sample_factors()).",
+    "SpatialImputer": "Compare its reference states' shares across samples (design="
+    "'deconvolution', the default): model.get_proportions().groupby(adata.obs['sample'])"
+    ".mean(); the latent design's spots: get_latent_representation().",
+}
+
 
 def prefixed(key_added: str | None, *keys: str) -> tuple[str, ...]:
     """A spot model's result keys, each prefixed ``<key_added>_`` when ``key_added`` is given.
@@ -200,6 +212,19 @@ class SpotModelMixin:
         raise NotImplementedError(
             f"get_normalized_expression is not implemented for {name}, which is not a VAE of "
             f"cells: {_EXPRESSION_READ_OUTS.get(name, '')}"
+        )
+
+    def differential_abundance(self, *args, **kwargs):
+        """Not a spot model's (scvi-tools' comparison across samples of the density of cells'
+        latent representations, which a spot model does not have): refused, naming what
+        compares the model's spots across samples."""
+        name = type(self).__name__
+        raise NotImplementedError(
+            f"differential_abundance is not implemented for {name}: scvi-tools' method "
+            "compares, across samples, the density of each cell's latent representation, "
+            f"which a model of spots does not have. {_ABUNDANCE_READ_OUTS.get(name, '')} For "
+            "the abundance of cells across samples, fit a VAE of cells (dv.model.ZINBVAE or "
+            "CGMDVAE) and call its differential_abundance(sample_key=...)."
         )
 
     def _finish_init(self, summary: str, init_locals: dict) -> None:
