@@ -307,3 +307,28 @@ def test_nearest_response_takes_a_seed_it_says_it_leaves_unused(model):
     np.testing.assert_array_equal(preds[0], preds[2])
     with pytest.raises(ValueError, match="seed must be an integer"):  # checked all the same
         model.predict_perturbation(ctrl, "stim", method="nearest_response", seed="0")
+
+
+def test_nearest_response_of_a_labelled_model_loaded_without_its_labels_says_its_groups(
+    model, tmp_path
+):
+    """A model trained with labels, loaded onto an AnnData without the labels column, reads
+    every cell as unlabelled: nearest_response (and translate's observed responses) grouped
+    the cells by predicted clusters instead of the labels, said only at load. The call says
+    which groups it used, once for the AnnData; the model with its labels says nothing."""
+    import warnings
+
+    model.save(tmp_path / "m")
+    cells = model.adata.copy()
+    cells.obs = cells.obs[["condition"]].copy()  # no labels column, no setup columns
+    with pytest.warns(UserWarning, match="lacks 'cell_type'"):
+        loaded = dv.model.CGMDVAE.load(tmp_path / "m", cells)
+    ctrl = cells[cells.obs["condition"] == "ctrl"].copy()
+    told = r"trained with the labels of obs\['cell_type'\], but .* no labelled cell .* predicted"
+    with pytest.warns(UserWarning, match=told + r".*balance_key"):
+        loaded.predict_perturbation(ctrl, "stim", method="nearest_response")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once for this AnnData
+        loaded.predict_perturbation(ctrl, "stim", method="nearest_response")
+        loaded.translate(ctrl, "stim", seed=0)
+        model.predict_perturbation(ctrl, "stim", method="nearest_response")  # labels: silent

@@ -1,5 +1,6 @@
-"""Which labels held labelled training cells, fit after fit (``trained_labels_``), and the
-warning of labels none of whose labelled cells trained (CGMDVAE)."""
+"""Which labels held labelled training cells, fit after fit (``trained_labels_``), the
+warning of labels none of whose labelled cells trained, and that of observed responses grouped
+by predicted clusters where the model's AnnData holds no labelled cell (CGMDVAE)."""
 
 from __future__ import annotations
 
@@ -64,3 +65,30 @@ def warn_labels_without_training_cells(model) -> None:
             "cells predicted as them are guesses. Label more cells of them, or train with "
             "train_size=1 (or validation cells that leave one of each in training)."
         )
+
+
+def warn_predicted_groups(model, train) -> None:
+    """Where the observed responses (``nearest_response`` without ``balance_key``, and
+    ``translate``'s ``response_weight``) group the training cells by their predicted clusters
+    although the model trained with labels: a model that is not a query model and whose
+    AnnData holds no labelled cell (loaded onto one without its labels column, every cell
+    read as unlabelled). Said once for each AnnData the model reads (``load`` said only that
+    the cells were read as unlabelled)."""
+    names = getattr(model, "label_names", None)
+    if not names or model.is_query_model or not getattr(model, "trained_labels_", None):
+        return
+    key = model.registry_["setup_args"]["labels_key"]
+    if train.obs[key].astype(str).isin([str(n) for n in names]).any():
+        return  # a label's cells give its response, as in training
+    uuid = model.adata_manager.adata_uuid
+    if model.__dict__.get("_said_predicted_groups") == uuid:
+        return
+    model._said_predicted_groups = uuid
+    warn_user(
+        f"The model trained with the labels of obs[{key!r}], but its AnnData holds no labelled "
+        "cell (loaded onto one without that column: every cell read as unlabelled), so the "
+        "observed responses (nearest_response, translate's response_weight) group its cells "
+        "by their predicted clusters, not by the labels given in training. To group them by "
+        "the labels, load the model with its labelled AnnData (or add the column), or pass "
+        "balance_key, an obs column of the model's AnnData holding the groups."
+    )

@@ -21,6 +21,7 @@ from ._cgmdvae_mixins import ClustersMixin
 from ._condition_counts import warn_source_is_target
 from ._contrast import Contrast
 from ._fit_cells import warn_if_subset_since_fit
+from ._label_record import warn_predicted_groups
 from ._labels import NoResponseError, groups_under_both, label_groups
 from ._latent_shift import balance_groups, describe_prediction, latent_shift
 from ._prediction_frame import predicted_cells, target_record
@@ -88,7 +89,9 @@ class PerturbationMixin:
             equally, as scGen balances cell types, over groups seen under both conditions.
             ``nearest_response``: the groups whose responses are transferred (default the
             model's labels or clusters; a label's response from the cells given it, see
-            ``nearest_response``).
+            ``nearest_response``; a model trained with labels whose AnnData holds no
+            labelled cell, loaded without its labels column, groups by its predicted clusters
+            and says so once).
         batch_size
             Cells per minibatch.
         residual
@@ -306,6 +309,7 @@ def nearest_response(
             "column of the groups (e.g. cell type) whose responses are transferred."
         )
     else:
+        warn_predicted_groups(model, train)  # labels in training, predicted clusters here
         groups, counted = memoised(
             memo, ("groups", None), lambda: label_groups(model, train, batch_size)
         )
