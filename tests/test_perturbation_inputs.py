@@ -332,3 +332,19 @@ def test_nearest_response_of_a_labelled_model_loaded_without_its_labels_says_its
         loaded.predict_perturbation(ctrl, "stim", method="nearest_response")
         loaded.translate(ctrl, "stim", seed=0)
         model.predict_perturbation(ctrl, "stim", method="nearest_response")  # labels: silent
+
+
+def test_perturbation_arguments_of_the_wrong_kind_or_misspelt_are_named(model):
+    """A list target was read as the text "['stim']" ("never seen in training; did you mean
+    'stim'?", where translate said "is several values"); balance_key=['cell_type'] failed in
+    pandas ("unhashable type: 'list'"); method='nearest' was not offered its closest name."""
+    ctrl = model.adata[model.adata.obs["condition"] == "ctrl"].copy()
+    for target in (["stim"], {"condition": ["stim"]}):
+        with pytest.raises(ValueError, match=r"is several values: .* give one value"):
+            model.predict_perturbation(ctrl, target, method="nearest_response")
+    with pytest.raises(TypeError, match=r"balance_key must be the name of one obs column"):
+        model.predict_perturbation(ctrl, "stim", method="latent_shift", balance_key=["cell_type"])
+    with pytest.raises(TypeError, match=r"condition_key must be the name of one obs column"):
+        model.predict_perturbation(ctrl, "stim", method="latent_shift", condition_key=["x"])
+    with pytest.raises(ValueError, match=r"got 'nearest'; did you mean 'nearest_response'\?"):
+        model.predict_perturbation(ctrl, "stim", method="nearest")

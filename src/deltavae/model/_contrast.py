@@ -108,6 +108,11 @@ class Contrast(NamedTuple):
                 f"source condition (one of {known}), e.g. adata.obs[{condition_key!r}] = "
                 f"{short_repr(known[0] if known else 'ctrl')}."
             )
+        if groups_key is not None and not isinstance(groups_key, str):  # a list: unhashable
+            raise TypeError(
+                "balance_key must be the name of one obs column of the model's AnnData (e.g. "
+                f"'cell_type'), got {short_repr(groups_key)}."
+            )
         if groups_key is not None and groups_key not in training_obs(model):  # not adata's
             hint = did_you_mean(groups_key, training_obs(model).columns)
             raise KeyError(

@@ -16,6 +16,7 @@ from anndata import AnnData
 from scipy.special import softmax
 
 from .._checks import short_repr
+from .._close_names import did_you_mean
 from ..distributions._draws import CellDraws
 from ._cgmdvae_mixins import ClustersMixin
 from ._condition_counts import warn_source_is_target
@@ -183,8 +184,10 @@ class PerturbationMixin:
                 seed=seed,
             )
         if method not in ("latent_shift", "nearest_response"):
+            hint = did_you_mean(method, METHODS) if isinstance(method, str) else ""
             raise ValueError(
-                f"method must be 'translate', 'latent_shift' or 'nearest_response', got {method!r}."
+                f"method must be 'translate', 'latent_shift' or 'nearest_response', got "
+                f"{short_repr(method)}" + (f"; {hint}" if hint else ".")
             )
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
@@ -227,6 +230,7 @@ def _only_for(
 
 
 SIMILARITIES = ("expression", "latent")
+METHODS = ("translate", "latent_shift", "nearest_response")
 
 
 @torch.inference_mode()

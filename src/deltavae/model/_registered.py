@@ -6,6 +6,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import pandas as pd
 
 from .._checks import short_repr
 
@@ -137,4 +138,15 @@ def condition_request(registry: dict, target, condition_key: str | None) -> tupl
                 "condition_key='condition', or {'condition': 'stim'}."
             )
         ((condition_key, target),) = target.items()
+    if isinstance(target, list | tuple | set | dict | np.ndarray | pd.Series | pd.Index):
+        raise ValueError(  # read as the text "['stim']", "never seen", or a dict's error above
+            f"target_condition={short_repr(target)} is several values: method='latent_shift' "
+            "or 'nearest_response' predicts one condition; give one value (e.g. 'stim'), "
+            "and call once per value."
+        )
+    if condition_key is not None and not isinstance(condition_key, str):
+        raise TypeError(  # a list: "unhashable type"
+            f"condition_key must be the name of one obs column (e.g. 'condition'), got "
+            f"{short_repr(condition_key)}."
+        )
     return condition_key or default_condition_key(registry), target
