@@ -58,3 +58,26 @@ def test_observed_responses_after_the_models_cells_were_subset_in_place_say_so()
             model.predict_perturbation(ctrl, "stim", method=method)
     alone = model.translate(ctrl, "stim", response_weight=0, seed=0)  # reads no training cell
     assert np.isfinite(alone.X).all()
+
+
+def test_other_cells_set_as_the_models_adata_are_not_read_at_its_splits_positions():
+    """model.adata = adata[:100] kept the split of the 200 cells it trained on: translate and
+    nearest_response read its test split's positions on the 100 ("index 160 is out of bounds
+    for axis 0 with size 100"). The setter forgets a split of other cells, as load does; the
+    training cells set back keep it."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=30, n_clusters=3, n_conditions=2, seed=0
+    )
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
+    cells = np.arange(200)
+    split = {"external_indexing": [cells[:140], cells[140:160], cells[160:]]}
+    model.train(max_epochs=2, datasplitter_kwargs=split, **TRAIN)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    model.adata = adata
+    assert list(model.test_indices) == list(range(160, 200))  # its own cells: kept
+    model.adata = adata[:100]
+    assert model.train_indices is None and model.test_indices is None
+    assert model.translate(ctrl, "stim", seed=0).uns["response_weight"] == 0.5
+    pred = model.predict_perturbation(ctrl, "stim", method="nearest_response")
+    assert np.isfinite(pred.X).all()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
+from ..train._record import cells_digest
 from ._spots import SPOT_INDEX, with_spot_index
 
 
@@ -47,6 +48,11 @@ class AnnDataSetter:
         manager = self.get_anndata_manager(adata, required=True)
         self._adata, self._adata_manager = adata, manager
         self.registry_, self.summary_stats = manager.registry, manager.summary_stats
+        digest = getattr(self, "split_cells_", None)
+        if digest is not None and cells_digest(adata.obs_names) != digest:
+            # The split's positions are of the cells it trained on, not of these (read as
+            # theirs, a test split's ran past the end): forgotten, as load forgets them.
+            self.train_indices_ = self.validation_indices_ = self.test_indices_ = None
         # Results go into the AnnData set, as load's and load_query_data's.
         self._query_adata = given if adata is not given else keep
 
