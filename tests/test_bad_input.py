@@ -128,6 +128,21 @@ def test_cell_models_load_onto_a_view_as_the_spot_models_do(counts_adata, tmp_pa
     assert keys and all(key.split("/")[1] in getattr(sub, key.split("/")[0]) for key in keys)
 
 
+@pytest.mark.parametrize("name", ["ZINBVAE", "CGMDVAE"])
+def test_cell_models_refuse_loading_onto_no_cells(counts_adata, tmp_path, name):
+    """load(dir, adata[:0]) failed with scvi-tools' "adata or registry must be provided" (an
+    AnnData of no cells is falsy there), a copy of one too."""
+    cls = getattr(dv.model, name)
+    kwargs = {"condition_key": "condition"} if name == "CGMDVAE" else {}
+    cls.setup_anndata(counts_adata, **kwargs)
+    model = cls(counts_adata, n_latent=3, n_hidden=8)
+    model.train(max_epochs=1, **TRAIN)
+    model.save(tmp_path / "model")
+    for empty in (counts_adata[:0], counts_adata[:0].copy()):
+        with pytest.raises(ValueError, match=r"adata holds no cells .* adata=None for the"):
+            cls.load(tmp_path / "model", empty)
+
+
 def test_a_path_for_an_anndata_or_arguments_swapped_are_named(counts_adata, tmp_path):
     """load(adata, path) failed in os.fspath ("expected str, bytes or os.PathLike object, not
     AnnData"), load(path, "cells.h5ad") and prepare_query_anndata(path, adata) with

@@ -312,6 +312,22 @@ def test_get_normalized_expression_of_a_spot_model_names_its_own_read_outs(split
         _imputer(split).get_normalized_expression()
 
 
+def test_every_spot_model_refuses_loading_onto_no_spots(split, archetypes, tmp_path):
+    """load(dir, spots[:0]) (an empty selection) failed with scvi-tools' "adata or registry
+    must be provided" (an AnnData of no rows is falsy there)."""
+    spots, ref = split
+    nmf = dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key="cluster")
+    nmf.train(**TRAIN)
+    cases = (
+        (dv.model.NMFDeconv, _saved(nmf, tmp_path / "nmf"), spots),
+        (dv.model.SpatialImputer, _saved(_imputer(split), tmp_path / "imp"), spots),
+        (dv.model.Archetypes, _saved(archetypes[0], tmp_path / "arc"), archetypes[1]),
+    )
+    for cls, path, data in cases:
+        with pytest.raises(ValueError, match=r"adata holds no spots .* empty selection"):
+            cls.load(path, data[:0])
+
+
 def test_differential_abundance_of_a_spot_model_names_what_compares_its_samples(split, archetypes):
     """Every spot model inherited scvi-tools' differential_abundance, undocumented, whose
     NotImplementedError said only "differential_abundance is not implemented for this

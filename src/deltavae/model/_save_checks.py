@@ -38,7 +38,15 @@ def check_load_arguments(cls, dir_path, adata, kwargs: dict) -> tuple[str, AnnDa
             f"{', '.join(k for k in known if k != 'datamodule')})."
         )
     call = f"{name}(dir_path, adata)"  # the arguments' order, in every message of a swap
-    return check_path(dir_path, call), check_anndata(adata, call=call)
+    dir_path, adata = check_path(dir_path, call), check_anndata(adata, call=call)
+    if adata is not None and adata.n_obs == 0:  # scvi-tools: "adata or registry must be provided"
+        unit = "spot" if getattr(cls, "_rows_are_spots", False) else "cell"
+        raise ValueError(
+            f"adata holds no {unit}s (0 observations; an empty selection?): the model reads "
+            f"the AnnData it is loaded with. Pass {unit}s, {call}, or adata=None for the "
+            "AnnData saved with the model."
+        )
+    return dir_path, adata
 
 
 def check_save_keywords(kwargs: dict) -> None:
