@@ -81,3 +81,22 @@ def test_other_cells_set_as_the_models_adata_are_not_read_at_its_splits_position
     assert model.translate(ctrl, "stim", seed=0).uns["response_weight"] == 0.5
     pred = model.predict_perturbation(ctrl, "stim", method="nearest_response")
     assert np.isfinite(pred.X).all()
+
+
+def test_a_model_loaded_onto_its_training_cells_says_they_were_subset_in_place_since(tmp_path):
+    """The record of the fit's cells was the fitted model's alone: loaded onto the cells it
+    trained on (its split kept), then subset in place, translate read the cells left without
+    a word."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=30, n_clusters=3, n_conditions=2, seed=0
+    )
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
+    model.train(max_epochs=2, **TRAIN)
+    model.save(tmp_path / "m")
+    loaded = dv.model.CGMDVAE.load(tmp_path / "m", adata)
+    assert loaded.train_indices is not None  # the split's cells: kept
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    adata._inplace_subset_obs(np.arange(200) < 120)
+    with pytest.warns(UserWarning, match=r"holds 120 cells, 200 when it was trained"):
+        loaded.translate(ctrl, "stim", seed=0)

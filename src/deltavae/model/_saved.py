@@ -22,6 +22,7 @@ from .._anndata_or_folder import check_path
 from ..train._record import cells_digest
 from ._count_advice import layer_fixed
 from ._device_args import check_device_args
+from ._fit_cells import record_fit_cells
 from ._genes import genes_to_load_advice, in_training_order, query_to_load, subset_since_setup
 from ._label_colours import record_label_colours
 from ._labels import check_known_categories, check_labels_to_load
@@ -407,6 +408,8 @@ class Saving:
             # The split's positions were of the training cells, not of these (forgotten
             # before the hooks: CGMDVAE's counts read the split of the cells it is loaded on).
             model.train_indices_ = model.validation_indices_ = model.test_indices_ = None
+        elif model.adata is not None and getattr(model, "train_indices_", None) is not None:
+            record_fit_cells(model)  # the fit's cells: an in-place subset since is told
         model._after_load()
         if copied:  # results go into the user's AnnData, as into load_query_data's query
             model._query_adata = given
