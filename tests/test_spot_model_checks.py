@@ -150,6 +150,27 @@ def test_archetypes_of_spots_of_one_state_say_they_split_noise():
     assert top > 4 * edge
 
 
+def test_noise_check_leaves_out_spots_without_counts_in_its_genes():
+    """The check kept the spots with counts before choosing its 500 most counted genes: a
+    spot whose few counts all lay in other genes (2 of the 262 shipped olfactory-bulb spots,
+    totals 2 and 4) had 0 expected counts, its residuals NaN, every gene's sd NaN, and
+    ``Archetypes(...)`` died in scipy's svds with "`A` must not be empty"."""
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(rng.gamma(1.0, 1.0, 600) * 0.1 * rng.uniform(5, 15, (80, 1)))
+    counts = counts.astype(np.float32)
+    order = np.argsort(counts.sum(0))  # genes from the least counted
+    counts[0] = 0
+    counts[0, order[:2]] = 1  # spot 0: counts only in genes outside the top 500
+    counts = counts[:, counts.sum(0) > 0]  # no silent genes (warned at setup)
+    assert counts.shape[1] > 500
+    top, edge = noise_spectrum(counts.astype(float))
+    assert np.isfinite(top) and np.isfinite(edge)
+    spots = ad.AnnData(counts)
+    dv.model.Archetypes.setup_anndata(spots)
+    model = dv.model.Archetypes(spots, n_archetypes=2, n_hidden=8)
+    assert np.isfinite(model.noise_check_).all()
+
+
 def test_imputer_latent_design_reads_no_panel_gene_without_counts():
     """The latent design shared a spot's total out over every panel gene, those no spot
     counts too (their platform factors fall slowly from 1): with 10 of 60 such genes the

@@ -28,9 +28,11 @@ def noise_spectrum(counts: np.ndarray) -> list[float] | None:
     >>> bool(top < 1.3 * edge)
     True
     """
-    counts = counts[counts.sum(axis=1) > 0]
     genes = np.argsort(-counts.sum(axis=0))[:_GENES]
     counts = counts[:, genes[counts[:, genes].sum(axis=0) > 0]]
+    # Spots without counts in these genes (a spot of a few counts, all in other genes) have
+    # no expected value to scale their residuals by: left out after the genes are chosen.
+    counts = counts[counts.sum(axis=1) > 0]
     n_spots, n_genes = counts.shape
     if n_spots < 20 or n_genes < 10:
         return None
