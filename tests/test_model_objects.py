@@ -339,6 +339,19 @@ def test_read_outs_of_a_double_module_read_their_batches_in_double(which):
         assert shifted.n_obs == source.n_obs and np.isfinite(values).all()
 
 
+def test_print_model_says_cells_subset_in_place_since_setup():
+    """sc.pp.filter_cells on the model's AnnData after setup: the model trains on the cells
+    left (200 of 600 PBMCs), but print(model) still said "Data: 600 cells", those of setup."""
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=4, n_hidden=8)
+    adata._inplace_subset_obs(np.arange(adata.n_obs) < 90)  # what sc.pp.filter_cells does
+    assert "Data: 90 cells (120 at setup, subset in place since) x 30 genes" in str(model)
+    with pytest.warns(dv.train.NotConvergedWarning):
+        model.train(max_epochs=2, **TRAIN)
+    assert model.get_latent_representation().shape == (90, 4)  # the cells it read
+
+
 def test_print_model_says_data_keys_epochs_and_verdict(tmp_path):
     """print(model) said only the architecture and "Training status: Trained": not the data
     it was set up on, its registered keys, how long it trained or whether it converged."""

@@ -93,7 +93,13 @@ def _data_line(model) -> str | None:
     stats = manager.summary_stats
     unit = "spots" if isinstance(model, SpotModelMixin) else "cells"
     n_obs = stats.get("n_cells", getattr(model.adata, "n_obs", None))
-    line = f"Data: {n_obs} {unit} x {stats.get('n_vars')} genes"
+    now = getattr(model.adata, "n_obs", n_obs)
+    # Subset in place since setup (sc.pp.filter_cells): the model reads the rows left.
+    if n_obs is not None and now != n_obs:
+        n_obs = f"{now} {unit} ({n_obs} at setup, subset in place since)"
+    else:
+        n_obs = f"{n_obs} {unit}"
+    line = f"Data: {n_obs} x {stats.get('n_vars')} genes"
     args = manager._registry.get("setup_args") or {}
     defaults = inspect.signature(type(model).setup_anndata).parameters
     given = [
