@@ -222,3 +222,38 @@ def test_integer_labels_with_missing_values_get_advice_that_runs():
     query.obs["ct"] = query.obs["ct"].fillna(-1).astype(int)  # the advice followed
     q = dv.model.CGMDVAE.load_query_data(query, g)
     assert q.query_mapping_["new_categories"] == {"condition": ["new"]}
+
+
+def test_a_query_whose_counts_were_replaced_after_mapping_is_read_as_it_is_now(tmp_path):
+    """A query model reads the user's query through an AnnData of its own (sharing the query's
+    matrices, or a gene-aligned copy), and so does a model loaded onto genes in another order.
+    After ``query.X = <other counts>``, a read of the query read that AnnData's old counts:
+    ``get_latent_representation(query)`` gave the z of the counts replaced, and
+    ``query.copy()`` another."""
+    adata = _counts()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2)
+    g.save(tmp_path / "ref")
+    query = adata[:60].copy()
+    query.obs["condition"] = "new"
+    reordered = query[:, ::-1].copy()
+    q = dv.model.CGMDVAE.load_query_data(query, g)  # shares the query's X
+    with pytest.warns(UserWarning, match="same genes in another order"):
+        loaded = dv.model.CGMDVAE.load(tmp_path / "ref", adata=adata[:, ::-1].copy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one epoch: not converged
+        q.train(max_epochs=1, **FAST)
+    with pytest.warns(UserWarning, match="nothing is left to learn"):
+        qr = dv.model.CGMDVAE.load_query_data(reordered, q)  # a gene-aligned copy
+    for model, cells in ((q, query), (qr, reordered), (loaded, loaded._query_adata)):
+        before = model.get_latent_representation(cells)
+        cells.X = cells.X * 3  # other counts, the same cells and genes
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # genes in another order, said before
+            now, copied = (model.get_latent_representation(a) for a in (cells, cells.copy()))
+        assert np.abs(now - before).max() > 0.05
+        np.testing.assert_array_equal(now, copied)
+        # Counts changed in place in the AnnData it shares are read as they are, as before.
+        if model is q:
+            cells.X.data[:] = cells.X.data / 3
+            np.testing.assert_array_equal(model.get_latent_representation(cells), before)

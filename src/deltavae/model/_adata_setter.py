@@ -8,6 +8,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from ..train._record import cells_digest
+from ._query_source import keep_write_target
 from ._spots import SPOT_INDEX, with_spot_index
 
 
@@ -54,7 +55,8 @@ class AnnDataSetter:
             # theirs, a test split's ran past the end): forgotten, as load forgets them.
             self.train_indices_ = self.validation_indices_ = self.test_indices_ = None
         # Results go into the AnnData set, as load's and load_query_data's.
-        self._query_adata = given if adata is not given else keep
+        if adata is not given or keep is None:
+            keep_write_target(self, given if adata is not given else None)
 
     def view_registry(self, hide_state_registries: bool = False) -> None:
         """Print the model's setup, as :meth:`view_anndata_setup` does (scvi-tools' own

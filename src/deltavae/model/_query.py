@@ -42,6 +42,7 @@ from ._query_checks import (
     query_being_built,
     refuse_backed,
 )
+from ._query_source import keep_write_target, same_source
 from ._reference_record import forget_reference_training
 from ._registered import category_mappings
 from ._saved import read_saved
@@ -255,7 +256,8 @@ class QueryMappingMixin(ArchesMixin):
         The query model; ``model.adata`` holds the query: a gene-aligned copy when alignment
         was needed, else an AnnData sharing its matrices, so that the query's own obs and uns
         are left as they were (a query opened backed is registered itself). Its methods take
-        ``adata`` itself, genes as they are, and ``write_to_adata()`` writes into it.
+        ``adata`` itself, genes as they are (its data replaced since, ``adata.X = other``,
+        are read as they are then), and ``write_to_adata()`` writes into it.
         ``model.query_mapping_`` records the new categories and the missing genes. A query
         that adds no condition category leaves nothing to learn: the model is ready to use as
         it is, and ``train()`` says so and returns. The query model keeps no record of the
@@ -337,7 +339,7 @@ class QueryMappingMixin(ArchesMixin):
             "min_gene_overlap": float(min_gene_overlap),
         }
         # Results are written into the user's query, not into the copy the model reads.
-        model._query_adata = adata if aligned is not adata else None
+        keep_write_target(model, adata if aligned is not adata else None)
         if not learning:
             model.is_trained_ = True
             warn_user(_nothing_to_learn(model))
@@ -427,8 +429,10 @@ class QueryMappingMixin(ArchesMixin):
         if adata is not None and adata is getattr(self, "_query_adata", None):
             twin = self.adata
             shared = [c for c in adata.obs if c in twin.obs and not str(c).startswith("_scvi")]
-            if adata.obs_names.equals(twin.obs_names) and all(
-                twin.obs[c].equals(adata.obs[c]) for c in shared
+            if (
+                same_source(self, adata)  # its data not replaced since (adata.X = other)
+                and adata.obs_names.equals(twin.obs_names)
+                and all(twin.obs[c].equals(adata.obs[c]) for c in shared)
             ):
                 for column in adata.obs.columns.difference(twin.obs.columns):  # e.g. leiden
                     twin.obs[column] = adata.obs[column].to_numpy()

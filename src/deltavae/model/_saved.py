@@ -28,6 +28,7 @@ from ._label_colours import record_label_colours
 from ._labels import check_known_categories, check_labels_to_load
 from ._load_state import loading_state
 from ._matrices import check_still_on_disk, memory_copy
+from ._query_source import keep_write_target
 from ._read_calls import load_call
 from ._save_checks import check_fit_to_save, check_load_arguments, check_save_keywords
 from ._scvi_glue import obs_types_kept
@@ -412,5 +413,5 @@ class Saving:
             record_fit_cells(model)  # the fit's cells: an in-place subset since is told
         model._after_load()
         if copied:  # results go into the user's AnnData, as into load_query_data's query
-            model._query_adata = given
+            keep_write_target(model, given)
         return model

@@ -97,6 +97,7 @@ def _picklable_state(model) -> dict:
         )
     state = model.__dict__.copy()
     state.pop("trainer", None)
+    state.pop("_query_source", None)  # a weak reference: the copy's query is read as it is
     if state.get("_query_adata") is not None and holds_handles(state["_query_adata"]):
         state["_query_adata"] = None
     if state.get("module") is not None:
