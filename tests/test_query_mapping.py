@@ -257,3 +257,29 @@ def test_a_query_whose_counts_were_replaced_after_mapping_is_read_as_it_is_now(t
         if model is q:
             cells.X.data[:] = cells.X.data / 3
             np.testing.assert_array_equal(model.get_latent_representation(cells), before)
+
+
+def test_a_query_named_by_other_identifiers_is_told_the_column_that_holds_the_references():
+    """A query named by Ensembl IDs, the reference's symbols in a var column (as scanpy's 10x
+    readers write them), was told only "use the same gene identifiers" by load_query_data, and
+    "No reference var names found" by scvi-tools' prepare_query_anndata; NMFDeconv and
+    SpatialImputer name the column. The line given runs, and the query then maps."""
+    adata = _counts()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2)
+    query = adata[:40].copy()
+    query.obs["condition"] = "new"
+    query.var["gene_symbols"] = query.var_names.to_numpy()
+    query.var_names = [f"ENSG{i:011d}" for i in range(query.n_vars)]
+    fix = (
+        r"query.var\['gene_symbols'\] holds 20 of the gene names of reference: .*"
+        r"query.var_names = query.var\['gene_symbols'\].astype\(str\)"
+    )
+    with pytest.raises(ValueError, match=r"shares 0 of the reference's 20 genes.*" + fix):
+        dv.model.CGMDVAE.load_query_data(query, g)
+    with pytest.raises(ValueError, match=r"shares none of the reference's 20 genes.*" + fix):
+        dv.model.CGMDVAE.prepare_query_anndata(query, g, inplace=False)
+    query.var_names = query.var["gene_symbols"].astype(str)  # the advice followed
+    query.var_names_make_unique()
+    q = dv.model.CGMDVAE.load_query_data(query, g)
+    assert q.query_mapping_["n_genes_missing"] == 0

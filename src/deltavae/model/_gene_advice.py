@@ -71,6 +71,31 @@ def names_column_advice(datasets: dict[str, AnnData]) -> str:
     )
 
 
+def query_genes_advice(query: AnnData, genes) -> str:
+    """What to do when a ``query`` shares too few of a reference's ``genes``: the line that
+    names its genes by a ``var`` column holding the reference's names (Ensembl IDs as its
+    names, the symbols in ``var["gene_symbols"]``), where one does; else
+    :func:`identifier_advice`. A saved reference keeps its genes only, so only the query's
+    columns are searched."""
+    reference = AnnData(var=pd.DataFrame(index=pd.Index(np.asarray(genes).astype(str))))
+    return names_column_advice({"query": query, "reference": reference}) or identifier_advice(
+        query.var_names, reference.var_names
+    )
+
+
+def refuse_no_shared_genes(query: AnnData, genes) -> None:
+    """Refuse a ``query`` that shares none of the reference's ``genes`` (scvi-tools'
+    ``prepare_query_anndata`` said "No reference var names found in query data"), saying
+    how to name them (:func:`query_genes_advice`)."""
+    genes = pd.Index(np.asarray(genes).astype(str))
+    if not genes.isin(query.var_names.astype(str)).any():
+        raise ValueError(
+            f"The query shares none of the reference's {len(genes)} genes (e.g. "
+            f"{genes[:3].tolist()}; the query's: {query.var_names[:3].astype(str).tolist()}). "
+            + query_genes_advice(query, genes)
+        )
+
+
 def _cut_to_subset(adata) -> bool:
     """Whether ``adata`` holds a subset of its genes: scanpy's highly variable genes kept
     (``var["highly_variable"]`` true for every gene), or ``adata.raw`` with more genes."""

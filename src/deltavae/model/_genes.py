@@ -12,7 +12,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._count_advice import check_model_counts, layer_fixed
-from ._gene_advice import _cut_to_subset, identifier_advice
+from ._gene_advice import _cut_to_subset, query_genes_advice
 from ._matrices import in_dask, on_disk, take_columns
 from ._read_calls import read_call
 from ._registered_columns import check_registered_columns
@@ -328,7 +328,7 @@ def align_query_genes(
         raise ValueError(
             f"The query shares {int(shared.sum())} of the reference's {len(genes)} genes "
             f"({fraction:.0%}); at least {min_gene_overlap:.0%} are needed (min_gene_overlap). "
-            + identifier_advice(query, genes)
+            + query_genes_advice(adata, genes)
         )
     n_missing = int((~shared).sum())
     warn_missing_genes(n_missing, len(genes), adata)

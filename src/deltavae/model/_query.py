@@ -33,6 +33,7 @@ from ._base import DeltaModelMixin
 from ._condition_counts import upgrade_saved_counts
 from ._device_args import check_device_args
 from ._freeze import _freeze_for_query, _restrict_learning
+from ._gene_advice import refuse_no_shared_genes
 from ._genes import align_query_genes, warn_missing_genes
 from ._label_colours import reference_label_colours
 from ._labels import refuse_untrained_query_categories
@@ -165,9 +166,11 @@ _PREPARE_NOTES = """
         deltavae warns with the number of the reference's genes the query lacks and gets as
         zeros (scvi-tools logs it at INFO only), as :meth:`load_query_data` does. A saved
         reference's folder is read as :meth:`load_query_data` reads it (a missing, prefixed
-        or damaged save is named). ``inplace=False`` leaves the query as it was (scvi-tools
-        reordered its genes in place when none was missing) and refuses a backed one (the
-        error says what runs instead: load_query_data takes a backed query as it is);
+        or damaged save is named); a query sharing none of its genes is told the ``var``
+        column that holds them, where one does. ``inplace=False`` leaves the query as it
+        was (scvi-tools reordered its genes in place when none was missing) and refuses a
+        backed one (the error says what runs instead: load_query_data takes a backed query
+        as it is);
         ``inplace=True`` on a view (``adata[mask]``) whose genes it would reorder is
         refused, and so is one on a backed query whose genes differ (a file opened backed
         cannot be padded or reordered in place). The padding keeps the query's ``uns``,
@@ -385,6 +388,7 @@ class QueryMappingMixin(ArchesMixin):
         kept = _as_given(adata)
         if not return_reference_var_names:  # as load_query_data says it (scvi-tools: INFO only)
             genes = pd.Index(ArchesMixin.prepare_query_anndata(adata, reference_model, True))
+            refuse_no_shared_genes(adata, genes)  # scvi-tools': "No reference var names found"
             warn_missing_genes(int((~genes.isin(adata.var_names)).sum()), len(genes), adata)
         with warnings.catch_warnings():  # the padding's concat drops raw, which comes back
             warnings.filterwarnings("ignore", "Only some AnnData objects have `.raw`")
