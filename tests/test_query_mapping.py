@@ -283,3 +283,27 @@ def test_a_query_named_by_other_identifiers_is_told_the_column_that_holds_the_re
     query.var_names_make_unique()
     q = dv.model.CGMDVAE.load_query_data(query, g)
     assert q.query_mapping_["n_genes_missing"] == 0
+
+
+def test_a_query_model_asked_about_a_condition_it_lacks_is_not_called_the_reference():
+    """A query model read cells of a condition neither it nor its reference learned; it was
+    told to "call q (the query model), not the reference model", which it was already."""
+    adata = _counts()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2)
+    query = adata[:40].copy()
+    query.obs["condition"] = "new"
+    q = dv.model.CGMDVAE.load_query_data(query, g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one epoch: not converged
+        q.train(max_epochs=1, **FAST)
+    other = query.copy()
+    other.obs["condition"] = "newer"
+    for model, told in (
+        (g, r"call q \(the query model\), not the reference model, on them"),
+        (q, r"call q \(a query model of this query model\) on them"),
+    ):
+        with pytest.raises(
+            ValueError, match=r"\['newer'\].*load_query_data\(adata, model\).*" + told
+        ):
+            model.get_latent_representation(other)

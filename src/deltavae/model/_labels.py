@@ -298,8 +298,12 @@ def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
             name = registry.get("model_name", "Model")
             how = (
                 f"Map cells of a new {key} onto the model with q = {name}.load_query_data("
-                f"adata, {'model' if model is not None else 'path'}) first, and call q (the "
-                "query model), not the reference model, on them."
+                f"adata, {'model' if model is not None else 'path'}) first, and call q "
+                + (
+                    "(a query model of this query model) on them."
+                    if getattr(model, "is_query_model", False)
+                    else "(the query model), not the reference model, on them."
+                )
                 if hasattr(getattr(import_module("deltavae.model"), name, None), "load_query_data")
                 else f"{name} cannot learn a new {key} after training: fit it on all of them "
                 "together, or give these cells a training category."
