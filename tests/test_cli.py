@@ -927,6 +927,33 @@ def test_fit_saves_the_model_for_python(synthetic_h5ad, tmp_path, capsys):
     assert "lies inside the input or --out" in capsys.readouterr().err
 
 
+def test_a_cgmdvae_saved_by_fit_maps_a_query_in_python(tmp_path, capsys):
+    """--save-model of a cgmdvae failed after training ("saving the model: This CGMDVAE cannot
+    read its AnnData: ... _scvi_manager_uuid"), and the run wrote nothing: the model was
+    saved after its AnnData lost scvi-tools' setup fields, written out without them, and the
+    save reads the cells (the typicality record of its fit)."""
+    adata = dv.datasets.synthetic_counts(n_cells=150, n_genes=30, n_clusters=2, n_conditions=3)
+    adata.obs["cell_type"] = adata.obs["cluster"].astype(str)
+    new = (adata.obs["condition"] == "c2").to_numpy()
+    adata[~new].copy().write_h5ad(tmp_path / "ref.h5ad")
+    out, folder = tmp_path / "ref_out.h5ad", tmp_path / "model"
+    argv = ["fit", str(tmp_path / "ref.h5ad"), "--model", "cgmdvae", "--n-clusters", "2"]
+    argv += ["--condition-key", "condition", "--labels-key", "cell_type", "--epochs", "2"]
+    argv += ["--no-plots", "--out", str(out), "--save-model", str(folder)]
+    assert main(argv) == 0, capsys.readouterr().err
+    result = ad.read_h5ad(out)
+    assert not [c for c in result.obs if c.startswith("_scvi")]
+    loaded = dv.model.CGMDVAE.load(folder, result)
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(), result.obsm["X_cgmdvae"], rtol=1e-5, atol=1e-6
+    )
+    query = adata[new].copy()
+    del query.obs["cell_type"]
+    q = dv.model.CGMDVAE.load_query_data(query, folder)
+    assert q.query_mapping_["new_categories"] == {"condition": ["c2"]}
+    assert q.typicality_record_ == loaded.typicality_record_ is not None
+
+
 def test_fit_real_values_with_the_normal_likelihood(tmp_path, capsys):
     """Cytometry-like values (negatives included) are refused as counts, with the flag that
     fits them named, and fit with --likelihood normal."""

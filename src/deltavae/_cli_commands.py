@@ -250,13 +250,13 @@ def fit(args: argparse.Namespace) -> int:
     saved = None if args.save_model is None else Path(os.path.abspath(args.save_model))
     try:
         with sigterm_stops("writing the results"):
+            if saved is not None:  # first: the results are written without the setup fields
+                with _user_errors("saving the model"):  # that a save reads (CGMDVAE's cells)
+                    _remove(partial_path(saved))  # a killed run's
+                    model.save(partial_path(saved), overwrite=True)
             with _user_errors("writing the results"), _model_notes(notes):
                 record = run_record(model, args)
                 results, keys = _write_results(model, adata, path, out, args.backed, record)
-            if saved is not None:
-                with _user_errors("saving the model"):
-                    _remove(partial_path(saved))  # a killed run's
-                    model.save(partial_path(saved), overwrite=True)
             folder = None if plots is None else partial_path(plots)
             files = [] if plots is None else _fit_plots(results, model, keys, args, folder)
             with _user_errors("writing the results"):
