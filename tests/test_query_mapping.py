@@ -307,3 +307,31 @@ def test_a_query_model_asked_about_a_condition_it_lacks_is_not_called_the_refere
             ValueError, match=r"\['newer'\].*load_query_data\(adata, model\).*" + told
         ):
             model.get_latent_representation(other)
+
+
+def test_raw_counts_mapped_onto_a_reference_of_log_data_are_told_to_be_transformed_alike():
+    """A query of raw counts mapped onto a likelihood='normal' reference of log-normalized data
+    was told to "Use a count likelihood (the default, 'zinb')", which a query cannot choose,
+    about "adata.X" (the user's is the query)."""
+    import scanpy as sc
+
+    adata = _counts()
+    logged = adata.copy()
+    sc.pp.normalize_total(logged)
+    sc.pp.log1p(logged)
+    dv.model.CGMDVAE.setup_anndata(logged, condition_key="condition")
+    g = _trained(dv.model.CGMDVAE, logged, n_clusters=2, likelihood="normal")
+    query = adata[:40].copy()  # raw counts
+    query.obs["condition"] = "new"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dv.model.CGMDVAE.load_query_data(query, g)
+    said = [str(w.message) for w in caught if "raw counts" in str(w.message)]
+    assert len(said) == 1 and "count likelihood" not in said[0]
+    assert said[0].startswith("query.X looks like raw counts (whole numbers")
+    assert "sc.pp.normalize_total(query); sc.pp.log1p(query)" in said[0]
+    sc.pp.normalize_total(query)
+    sc.pp.log1p(query)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # transformed as the reference's: nothing to say
+        dv.model.CGMDVAE.load_query_data(query, g)

@@ -38,6 +38,7 @@ from ._labels import ConditionsByName, LabelsInColumnOrder, small_categories_nam
 from ._mixture_start import mixture_start
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
+from ._query_checks import building_query
 from ._scvi_glue import scvi_init_names
 from ._training_checks import (
     check_condition_args,
@@ -181,7 +182,7 @@ class CGMDVAE(
             with building_model("CGMDVAE"):
                 check_data(adata, setup["layer"], kind=observation.data_kind, warn_empty=False)
         elif likelihood == "normal":
-            warn_if_counts(adata, setup["layer"])
+            warn_if_counts(adata, setup["layer"], query=building_query())
         labels = self.label_names
         refuse_one_label(labels, n_clusters)  # one cluster per label would be 1
         n_clusters = self._check_n_clusters(n_clusters)

@@ -340,11 +340,13 @@ def note_non_negative(model) -> None:
         model._non_negative_data = adata
 
 
-def warn_if_counts(adata: AnnData, layer: str | None) -> None:
+def warn_if_counts(adata: AnnData, layer: str | None, query: bool = False) -> None:
     """Warn when data given to a real-valued likelihood look like raw counts: whole numbers
     of 0 and above, reaching at least 10, with rows of different totals (the first
     :data:`_LOOK_ROWS` rows are read). A normal likelihood on counts lets a few highly
     expressed genes dominate z, where a count likelihood or log-normalized data would not.
+    A ``query`` (mapped onto a reference of real values) cannot choose its likelihood: it is
+    told to transform its counts as the reference's data were.
     """
     from ._validation import warn_user
 
@@ -357,7 +359,17 @@ def warn_if_counts(adata: AnnData, layer: str | None) -> None:
     totals = np.asarray(block.sum(axis=1)).ravel()
     if np.ptp(totals) <= 1e-3 * max(float(totals.max()), 1.0):
         return  # every row one total: scaled data, not counts
-    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    name = "query" if query else "adata"
+    where = f"{name}.X" if layer is None else f"{name}.layers[{layer!r}]"
+    if query:
+        warn_user(
+            f"{where} looks like raw counts (whole numbers up to {values.max():.6g}), and the "
+            "reference (likelihood='normal') read real values: mapped as they are, highly "
+            "expressed genes would dominate the query's latent space. Transform the query as "
+            "the reference's data were, e.g. sc.pp.normalize_total(query); "
+            "sc.pp.log1p(query)."
+        )
+        return
     warn_user(
         f"{where} looks like raw counts (whole numbers up to {values.max():.6g}), which "
         "likelihood='normal' reads as real values: highly expressed genes would dominate the "
