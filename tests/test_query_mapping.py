@@ -335,3 +335,33 @@ def test_raw_counts_mapped_onto_a_reference_of_log_data_are_told_to_be_transform
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # transformed as the reference's: nothing to say
         dv.model.CGMDVAE.load_query_data(query, g)
+
+
+def test_a_reference_whose_anndata_changed_in_place_still_saves_and_maps(tmp_path):
+    """Log-normalizing the reference's AnnData in place after training (for plots) made
+    save() and load_query_data fail ('The model's AnnData no longer holds raw counts'), which
+    need only the weights (scvi-tools saves and maps): both scored the typicality record of
+    the fit on those cells first. The record is left out, as for cells subset since, and said."""
+    import scanpy as sc
+
+    adata = _counts()
+    adata.obs["ct"] = adata.obs["cluster"].astype(str)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="ct")
+    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2)
+    query = adata[:40].copy()
+    query.obs["condition"] = "new"
+    counts = adata.copy()
+    sc.pp.normalize_total(adata)
+    sc.pp.log1p(adata)
+    with pytest.warns(UserWarning, match=r"typicality .*NaN.*no longer holds raw counts"):
+        q = dv.model.CGMDVAE.load_query_data(query, g)
+    assert q.typicality_record_ is None and g.typicality_record_ is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once
+        g.save(tmp_path / "ref")
+    loaded = dv.model.CGMDVAE.load(tmp_path / "ref", counts)
+    assert loaded.typicality_record_ is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one epoch: not converged
+        q.train(max_epochs=1, **FAST)
+    assert q.predict_labels()["typicality"].isna().all()

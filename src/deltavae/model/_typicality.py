@@ -129,7 +129,9 @@ def settle_record(model) -> None:
     are fewer than :data:`MIN_VALIDATION`), with the score's name and the numbers of cells
     (``cells``, ``calibration_cells``). None where the model reads other cells now
     (``model.adata`` set to another AnnData since, or its AnnData subset in place: warned,
-    as the positions recorded are of the cells before the subset)."""
+    as the positions recorded are of the cells before the subset), or where its AnnData
+    cannot be read now (changed in place: its counts log-normalized, its genes subset;
+    warned): ``save`` and ``load_query_data`` need only the weights, as scvi-tools'."""
     pending = getattr(model, "__dict__", {}).pop("_typicality_cells", None)
     if pending is None:
         return
@@ -143,6 +145,14 @@ def settle_record(model) -> None:
             f"{subset_note(*subset)}, so the training cells typicality is read against are no "
             "longer known, and typicality is NaN. Read predict_labels before subsetting, or set "
             "the training cells back (model.adata = adata_before_the_subset)."
+        )
+        return
+    if (changed := _changed_since(model)) is not None:
+        warn_user(
+            "The model's typicality record, read from its training cells, cannot be scored: "
+            "its AnnData changed in place since training, so typicality is NaN (of this "
+            "model, its saves and its query models). To keep it, call predict_labels or save "
+            f"before such a change. What changed: {changed}"
         )
         return
     every = np.union1d(rows, held)  # one pass: the validation cells are among the rows
@@ -160,6 +170,20 @@ def settle_record(model) -> None:
         "quantiles": [[float(v) for v in each[:, j]] for j in range(2)],
         "smaller_share": [float(v) for v in np.quantile(smaller, levels)],
     }
+
+
+def _changed_since(model) -> str | None:
+    """Why the model's own AnnData cannot be read now (changed in place since training: its
+    counts log-normalized, its genes subset, a column it reads rewritten), or None. save and
+    load_query_data need only the weights (scvi-tools' do): they leave the record out rather
+    than fail on the cells."""
+    from ._genes import check_own_adata
+
+    try:
+        check_own_adata(model)
+    except (ValueError, KeyError) as err:
+        return str(err).strip("'\"")
+    return None
 
 
 def _share(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
