@@ -365,3 +365,24 @@ def test_a_reference_whose_anndata_changed_in_place_still_saves_and_maps(tmp_pat
         warnings.simplefilter("ignore")  # one epoch: not converged
         q.train(max_epochs=1, **FAST)
     assert q.predict_labels()["typicality"].isna().all()
+
+
+def test_a_query_annotated_in_its_own_names_is_told_to_keep_them_under_another_column():
+    """A query whose labels column holds its own annotation (names the reference does not use)
+    was told only to set them to the unlabelled mark, overwriting the annotation it came with;
+    the advice now keeps it under another name, a line that runs (partly known labels keep the
+    advice to mark the unknown ones)."""
+    adata = _counts()
+    adata.obs["ct"] = adata.obs["cluster"].astype(str)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="ct")
+    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2)
+    query = adata[:40].copy()
+    query.obs["condition"] = "new"
+    query.obs["ct"] = np.where(np.arange(40) % 2, "T cell", "B cell")
+    fix = r"query.obs\['ct_query'\] = query.obs.pop\('ct'\)"
+    with pytest.raises(ValueError, match=r"does not know: \['B cell', 'T cell'\]\..*" + fix):
+        dv.model.CGMDVAE.load_query_data(query, g)
+    query.obs["ct_query"] = query.obs.pop("ct")  # the advice followed
+    q = dv.model.CGMDVAE.load_query_data(query, g)
+    assert q.query_mapping_["new_categories"] == {"condition": ["new"]}
+    assert list(query.obs["ct_query"][:2]) == ["B cell", "T cell"]

@@ -97,10 +97,17 @@ def check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: str
         if new or n_missing:
             what = [f"labels the reference does not know: {new[:5]}"] if new else []
             what += [f"{n_missing} missing labels (NaN)"] if n_missing else []
-            raise ValueError(
-                f"The query's obs[{labels_key!r}] holds {' and '.join(what)}. Set them to "
-                f"{unlabeled!r} (unlabelled) to have them predicted."
-            )
+            mark = f"to {unlabeled!r} (unlabelled) to have them predicted."
+            if new and not {str(v) for v in labels.dropna()} & known - {str(unlabeled)}:
+                # None of the reference's: the query's own annotation, kept by another name.
+                mark = (
+                    "To keep them as the query's own annotation and have every cell "
+                    f"predicted, move them to another column: query.obs[{labels_key + '_query'!r}]"
+                    f" = query.obs.pop({labels_key!r}); or set them {mark}"
+                )
+            else:
+                mark = f"Set them {mark}"
+            raise ValueError(f"The query's obs[{labels_key!r}] holds {' and '.join(what)}. {mark}")
 
 
 def check_query_data(adata: AnnData, attr_dict: dict, layer: str | None) -> None:
