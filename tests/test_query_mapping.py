@@ -3,6 +3,7 @@
 
 import warnings
 
+import anndata
 import numpy as np
 import pandas as pd
 import pytest
@@ -386,3 +387,34 @@ def test_a_query_annotated_in_its_own_names_is_told_to_keep_them_under_another_c
     q = dv.model.CGMDVAE.load_query_data(query, g)
     assert q.query_mapping_["new_categories"] == {"condition": ["new"]}
     assert list(query.obs["ct_query"][:2]) == ["B cell", "T cell"]
+
+
+def test_query_cells_without_counts_in_the_references_genes_are_named_as_such():
+    """Query cells whose counts all lie in genes the reference lacks (the reference read a gene
+    panel or its highly variable genes) are empty to the model; they were said to be "all
+    zeros in adata.X" with sc.pp.filter_cells(adata, min_counts=1) as the fix, which leaves
+    them in the query, where they are not all zeros."""
+    from scipy import sparse
+
+    adata = _counts()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2)
+    extra = np.ones((40, 2), dtype=np.float32)
+    counts = adata[:40].X.toarray()
+    counts[:3] = 0  # cells 0-2: counts only in the genes the reference lacks
+    query = anndata.AnnData(
+        sparse.csr_matrix(np.hstack([counts, extra])),
+        obs=adata[:40].obs.assign(condition="new"),
+        var=pd.DataFrame(index=[*adata.var_names, "extra_0", "extra_1"]),
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        q = dv.model.CGMDVAE.load_query_data(query, g)
+    said = [str(w.message) for w in caught]
+    assert not [s for s in said if "filter_cells" in s]
+    named = [s for s in said if "no counts in the reference's genes" in s]
+    assert len(named) == 1 and named[0].startswith("3 of the query's 40 cells (e.g. cell_0, ")
+    keep = np.asarray(q.adata.X.sum(axis=1)).ravel() > 0  # the advice followed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dv.model.CGMDVAE.load_query_data(query[keep].copy(), g)

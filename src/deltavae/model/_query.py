@@ -42,6 +42,7 @@ from ._query_checks import (
     check_query_obs,
     query_being_built,
     refuse_backed,
+    warn_cells_without_reference_genes,
 )
 from ._query_source import keep_write_target, same_source
 from ._reference_record import forget_reference_training
@@ -298,6 +299,8 @@ class QueryMappingMixin(ArchesMixin):
         missing = pd.Index(genes)[~pd.Index(genes).isin(adata.var_names)]
         n_missing = len(missing)
         aligned = align_query_genes(adata, genes, min_gene_overlap, setup_args.get("layer"))
+        if aligned is not adata:  # the setup's "all zeros in adata.X" would not name them so
+            warn_cells_without_reference_genes(aligned, setup_args.get("layer"))
         if aligned is adata and not adata.is_view and not adata.isbacked:
             aligned = _registration_twin(adata)
         clear_own_params()
@@ -306,6 +309,8 @@ class QueryMappingMixin(ArchesMixin):
             # The genes the alignment filled with zeros were announced above; told to filter
             # them out, a user would drop genes the reference's networks read.
             warnings.filterwarnings("ignore", message=r".* genes in .* are zero in every")
+            if aligned is not adata:  # said above in the query's terms
+                warnings.filterwarnings("ignore", message=r"\d+ cells in adata\.\S+ are all zeros")
             # Told when the reference was built; inside load_query_data its advice (map query
             # data of another condition with load_query_data) would only confuse.
             warnings.filterwarnings("ignore", message=r"condition_key .* holds one value")

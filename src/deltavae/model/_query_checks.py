@@ -125,6 +125,29 @@ def check_query_data(adata: AnnData, attr_dict: dict, layer: str | None) -> None
     check_data(adata, layer, kind=kind, warn_empty=False, name="query")
 
 
+def warn_cells_without_reference_genes(aligned: AnnData, layer: str | None) -> None:
+    """Warn of the cells of a gene-aligned query (in memory: :func:`align_query_genes`'s copy,
+    its rows the query's) without counts in the reference's genes: their counts all lie in
+    genes the reference lacks, so the model reads them as empty cells. Said in the query's
+    terms, for the setup's "all zeros in adata.X; sc.pp.filter_cells" would leave them in."""
+    matrix = aligned.X if layer is None else aligned.layers[layer]
+    empty = np.asarray(abs(matrix).sum(axis=1)).ravel() == 0
+    n_empty = int(empty.sum())
+    if not n_empty or n_empty == aligned.n_obs:  # none; or every one, refused by the setup
+        return
+    names = ", ".join(map(str, aligned.obs_names[empty][:5]))
+    matrix = "X" if layer is None else f"layers[{layer!r}]"
+    from ._validation import warn_user
+
+    warn_user(
+        f"{n_empty} of the query's {aligned.n_obs} cells (e.g. {names}) hold no counts in the "
+        "reference's genes (any they hold lie in genes it lacks): the model reads them as empty "
+        "cells, placed and labelled from no data (their typicality near 0). To leave them "
+        f"out, map again without them: keep = np.asarray(q.adata.{matrix}.sum(axis=1))"
+        ".ravel() > 0; q = <Model>.load_query_data(query[keep].copy(), reference)."
+    )
+
+
 def _refuse_missing_values(adata: AnnData, key: str, known: list, where: str) -> None:
     """Refuse missing values (NaN) in the query's condition column ``key``, saying how to
     map those cells as a category of their own, typed as the reference's ``known`` ones."""
