@@ -469,6 +469,23 @@ def test_de_names_its_own_unknown_keywords(trained):
         model.differential_expression(**call, n_samples=10)
 
 
+def test_de_names_importance_weighting_kwargs_given_without_importance_weights(trained):
+    """importance_weighting_kwargs with the default weights="uniform": the refusal named
+    get_normalized_expression(), a call the user did not make, and an "unexpected keyword
+    argument 'n_mc_samples'" the user had passed inside a dict (scvi-tools drops them)."""
+    model, _ = trained
+    call = {"groupby": "cluster", "group1": "0"}
+    for weights in ({}, {"weights": "uniform"}, {"weights": None}):
+        refusal = r"^differential_expression\(\) got importance_weighting_kwargs"
+        with pytest.raises(TypeError, match=refusal) as err:
+            model.differential_expression(
+                **call, **weights, importance_weighting_kwargs={"n_mc_samples": 4}
+            )
+        assert "weights='importance'" in str(err.value)
+        assert "get_normalized_expression" not in str(err.value)
+    assert len(model.differential_expression(**call, importance_weighting_kwargs={})) > 0
+
+
 def test_de_normalized_means_are_of_the_counts_read_not_a_cached_scaling(trained):
     """raw_normalized_mean1/2 read a scaling scvi-tools caches in obs at a first call
     ("_scvi_raw_norm_scaling", left in the user's obs and copied with it): of counts changed

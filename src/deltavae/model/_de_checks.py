@@ -254,9 +254,20 @@ def check_de_keywords(given: dict) -> None:
     """Keywords ``differential_expression`` does not name are those of scvi-tools'
     ``DifferentialComputation.get_bayes_factors`` (``n_samples_overall``, ``pseudocounts``,
     ...): any other failed there, named as that internal method's (``seed=0``, which other
-    read-outs take, or ``n_samples=`` for ``n_samples_overall=``)."""
+    read-outs take, or ``n_samples=`` for ``n_samples_overall=``). ``importance_weighting_kwargs``
+    without ``weights="importance"``, which alone reads them, are refused too."""
     from scvi.model.base import DifferentialComputation
 
+    weighting = given.get("importance_weighting_kwargs") or {}
+    if weighting and given.get("weights", "uniform") != "importance":
+        # scvi-tools hands them to get_normalized_expression, which drops them: its refusal
+        # (deltavae's) named that call and a keyword the user had passed inside this dict.
+        raise TypeError(
+            f"differential_expression() got importance_weighting_kwargs={weighting!r} with "
+            f"weights={given.get('weights', 'uniform')!r}: they are read with "
+            "weights='importance' only. Pass weights='importance', or leave "
+            "importance_weighting_kwargs out."
+        )
     takes = inspect.signature(DifferentialComputation.get_bayes_factors).parameters
     set_here = ("self", "idx1", "idx2", "mode", "batchid1", "batchid2", "use_observed_batches")
     set_here += ("delta",)  # differential_expression's own
