@@ -1204,3 +1204,36 @@ def test_another_torch_optimiser_trains_at_the_rate_given():
     model, _ = _model("zinbvae", max_epochs=1, lr=0.05, plan_kwargs={"optim": torch.optim.SGD})
     optimiser = model.trainer.optimizers[0]
     assert isinstance(optimiser, torch.optim.SGD) and optimiser.defaults["lr"] == 0.05
+
+
+def test_scvi_tools_custom_optimizer_trains_with_the_creators_settings():
+    """scvi-tools' plan_kwargs={"optimizer": "Custom", "optimizer_creator": fn} was refused
+    as "unexpected key 'optimizer_creator': did you mean 'optimizer'?", the optimizer already
+    given (and "Custom" alone as not Adam or AdamW)."""
+    made = []
+
+    def sgd(params):
+        made.append(len(params))
+        return torch.optim.SGD(params, lr=0.02, momentum=0.5)
+
+    custom = {"optimizer": "Custom", "optimizer_creator": sgd}
+    model, _ = _model("zinbvae", max_epochs=2, plan_kwargs=custom)
+    optimiser = model.trainer.optimizers[0]
+    assert isinstance(optimiser, torch.optim.SGD) and optimiser.defaults["momentum"] == 0.5
+    assert made == [len([p for p in model.module.parameters() if p.requires_grad])]
+    assert model.train_args_["lr"] == 0.02  # the creator's rate, as trained
+    # Settings the creator owns are refused beside it (scvi-tools drops them), as are a
+    # creator without "Custom" (ignored there) and "Custom" without a creator.
+    for plan, said in (
+        ({**custom, "lr": 0.1}, r"plan_kwargs\['lr'\] is set by .*optimizer_creator"),
+        ({**custom, "weight_decay": 0.1}, r"plan_kwargs\['weight_decay'\] is set by"),
+        ({"optimizer_creator": sgd}, "optimizer_creator is read with optimizer='Custom' only"),
+        ({"optimizer": "Custom"}, "optimizer='Custom' needs optimizer_creator"),
+    ):
+        with pytest.raises(ValueError, match=said):
+            model.train(max_epochs=1, plan_kwargs=plan, **TRAIN)
+    with pytest.raises(ValueError, match=r"^lr is set by optimizer='Custom''s"):
+        model.train(max_epochs=1, lr=0.1, plan_kwargs=custom, **TRAIN)
+    with pytest.raises(TypeError, match="optimizer_creator returned dict, not a torch optim"):
+        model.train(max_epochs=1, plan_kwargs={**custom, "optimizer_creator": lambda p: {}})
+    assert len(model.history["elbo_train"]) == 2  # the refused runs trained nothing

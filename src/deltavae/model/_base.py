@@ -188,8 +188,8 @@ class DeltaModelMixin(
             full ELBO, not from KL 0 again); ``None`` trains the full ELBO from the start.
         plan_kwargs
             Passed to :class:`deltavae.train.DeltaTrainingPlan`: scvi-tools' names (``lr``,
-            ``weight_decay``, ``eps``, ``optim_kwargs``, ``reduce_lr_on_plateau``, ``lr_*``,
-            ``max_kl_weight``, ``min_kl_weight``, ``n_steps_kl_warmup`` ...); another key
+            ``weight_decay``, ``eps``, ``optimizer``: ``"Custom"`` with ``optimizer_creator``,
+            ``reduce_lr_on_plateau``, ``lr_*``, ``max_kl_weight`` ...); another key
             (``on_step`` too), or a number no run trains with, is refused before training.
         validate_distributions
             Keep Pyro's distribution-argument checks on during training (slower; for

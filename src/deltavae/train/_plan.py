@@ -15,6 +15,7 @@ import functools
 import inspect
 import sys
 import warnings
+from collections.abc import Callable
 
 import pyro
 import torch
@@ -24,6 +25,7 @@ from scvi.train import LowLevelPyroTrainingPlan
 from .._rng import forked_generators
 from ._checkpoint import keep_frozen_entries
 from ._convergence import DEFAULT_LR, record_stop
+from ._custom_optimizer import check_custom_optimizer, created_optimizer
 from ._distributed import own_random_stream
 from ._divergence import DivergenceGuard, trained_state
 
@@ -122,6 +124,10 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         ``"AdamW"``); they override ``optim_kwargs``. Weight decay is 0 unless given, for
         AdamW too (torch's own default there is 0.01); a query model's fixed reference
         weights stay fixed under it.
+    optimizer_creator
+        With ``optimizer="Custom"`` (scvi-tools' way), a function of the learning
+        parameters that returns the torch optimiser, its rate and settings its own (``lr``,
+        ``eps``, ``weight_decay``, ``optim`` and ``optim_kwargs`` are refused beside it).
     reduce_lr_on_plateau, lr_factor, lr_patience, lr_threshold, lr_scheduler_metric, lr_min
         scvi-tools' learning-rate schedule: multiply the rate by ``lr_factor`` when
         ``lr_scheduler_metric`` has not improved by ``lr_threshold`` for ``lr_patience``
@@ -151,6 +157,7 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         weight_decay: float | None = None,
         eps: float | None = None,
         optimizer: str = "Adam",
+        optimizer_creator: Callable | None = None,
         reduce_lr_on_plateau: bool = False,
         lr_factor: float = 0.6,
         lr_patience: int = 30,
@@ -159,6 +166,11 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         lr_min: float = 0.0,
         **kwargs,
     ):
+        settings = {"lr": lr, "eps": eps, "weight_decay": weight_decay}
+        settings |= {"optim": kwargs.get("optim"), "optim_kwargs": optim_kwargs}
+        check_custom_optimizer(optimizer, optimizer_creator, settings)
+        self._optimizer_creator = optimizer_creator
+        optimizer = "Adam" if optimizer == "Custom" else optimizer  # the creator's, at fit
         optim_kwargs = dict(optim_kwargs or {})
         if lr is not None:
             optim_kwargs["lr"] = lr
@@ -168,8 +180,9 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
             optim_kwargs["weight_decay"] = weight_decay
         if optimizer not in _OPTIMIZERS:
             raise ValueError(
-                f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}; for "
-                "another, pass its class, e.g. plan_kwargs={'optim': torch.optim.SGD}."
+                f"optimizer must be one of {sorted(_OPTIMIZERS)} or 'Custom' (with "
+                f"optimizer_creator), got {optimizer!r}; for another, pass its class, e.g. "
+                "plan_kwargs={'optim': torch.optim.SGD}."
             )
         kwargs.setdefault("optim", _OPTIMIZERS[optimizer])
         # scvi-tools' eps, and a weight decay never the optimiser's own (AdamW's is 0.01): 0
@@ -191,7 +204,8 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         self.lr_factor, self.lr_patience = lr_factor, lr_patience
         self.lr_threshold, self.lr_min = lr_threshold, lr_min
         self.lr_scheduler_metric = lr_scheduler_metric
-        self._lr = optim_kwargs["lr"]
+        # A creator's rate is known once it has made the optimiser (configure_optimizers).
+        self._lr = None if optimizer_creator is not None else optim_kwargs["lr"]
         # The model's own default rate, for a diverged run's advice: a spot model's, set on its
         # module as it trains (see deltavae.model._spots.spot_rate), else the VAEs'.
         self._default_lr = getattr(pyro_module, "default_lr", DEFAULT_LR)
@@ -206,7 +220,12 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         """The optimiser over the learning parameters, and scvi-tools' plateau scheduler when
         ``reduce_lr_on_plateau``."""
         params = [p for p in self.module.parameters() if p.requires_grad]
-        optimizer = self.optim(params, **_fused_if_possible(self.optim, params, self.optim_kwargs))
+        if self._optimizer_creator is not None:
+            optimizer = created_optimizer(self._optimizer_creator, params)
+            self._lr = optimizer.param_groups[0]["lr"]
+        else:
+            optim_kwargs = _fused_if_possible(self.optim, params, self.optim_kwargs)
+            optimizer = self.optim(params, **optim_kwargs)
         keep_frozen_entries(self.module, optimizer)
         if not self.reduce_lr_on_plateau:
             return optimizer

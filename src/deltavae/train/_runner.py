@@ -221,6 +221,9 @@ class DeltaTrainRunner(TrainRunner):
         finally:
             self.trainer.fit = fit
         self._record_split()
+        record, rate = self.model.train_args_ or {}, getattr(self.training_plan, "_lr", None)
+        if "lr" in record and record["lr"] is None and rate is not None:
+            record["lr"] = rate  # an optimizer_creator's: known once it made the optimiser
         steps = self.trainer.global_step  # 0 in the launching process of a spawned DDP run
         if not was_trained and steps == 0 and self._epochs_done() == self._epochs_before:
             # No step, no epoch (max_time reached at once): nothing was learnt; read-outs say
