@@ -49,6 +49,11 @@ from ._validation import (
 logger = logging.getLogger(__name__)
 
 
+class _NoLatentLibrary(ValueError, RuntimeError):
+    """A latent library size asked of a model that reads the observed one: a ValueError, and
+    a RuntimeError as scvi-tools' own refusal is, which code written for SCVI catches."""
+
+
 class ZINBVAE(
     QueryMappingMixin,
     PerturbationMixin,
@@ -238,7 +243,7 @@ class ZINBVAE(
         call = inspect.signature(RNASeqMixin.get_latent_library_size).bind(self, *args, **kwargs)
         if call.arguments.get("give_mean", True) and self.module.use_observed_lib_size:
             # scvi-tools' RuntimeError spoke of "the module" and its posterior.
-            raise ValueError(
+            raise _NoLatentLibrary(
                 "This ZINBVAE uses each cell's observed library size (use_observed_lib_size="
                 "True, the default, or a size_factor_key), so it learns no library size to "
                 "give the mean of: read it as adata's total counts (np.asarray(adata.X.sum(1))"
