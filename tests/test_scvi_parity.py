@@ -436,3 +436,18 @@ def test_read_outs_keep_scvi_tools_contract():
     per_10 = model.get_normalized_expression(library_size=np.array(10.0))  # float32, summing to 10
     assert per_10.dtypes.unique().tolist() == [np.float32]
     np.testing.assert_allclose(per_10.sum(axis=1), 10.0, rtol=1e-5)
+
+
+def test_no_saved_model_is_the_error_scvi_tools_code_catches(counts_adata, tmp_path):
+    """ "Load if saved, else train" written for SCVI (except ValueError: scvi-tools' "Failed to
+    load model file") crashed on deltavae's FileNotFoundError for a folder without a model."""
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, **SMALL)
+    model.save(tmp_path / "prefixed", prefix="p_")
+    (tmp_path / "empty").mkdir()
+    for folder in ("nope", "empty", "prefixed"):
+        for error in (ValueError, FileNotFoundError):
+            with pytest.raises(error, match="No saved model"):
+                dv.model.ZINBVAE.load(tmp_path / folder, counts_adata)
+    with pytest.raises(ValueError, match="is the model file; pass the directory"):
+        dv.model.ZINBVAE.load(tmp_path / "prefixed" / "p_model.pt", counts_adata)

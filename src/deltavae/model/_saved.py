@@ -93,6 +93,11 @@ def _check_digest(path: str, saved: dict | None, state_dict: dict) -> None:
         )
 
 
+class _NoSavedModel(FileNotFoundError, ValueError):
+    """No saved model where one was named: a FileNotFoundError, and a ValueError as
+    scvi-tools' own ("Failed to load model file"), which code written for SCVI catches."""
+
+
 def read_saved(
     cls,
     dir_path,
@@ -127,12 +132,12 @@ def read_saved(
     if backup_url is not None:  # scvi-tools downloads it only after our checks had refused
         _download(backup_url, path, f"{prefix or ''}model.pt")
     if os.path.isfile(path) and path.endswith("model.pt"):  # the file save wrote, not its folder
-        raise FileNotFoundError(
+        raise _NoSavedModel(
             f"{path!r} is the model file; pass the directory save wrote, which holds it: "
             f"{os.path.dirname(path) or '.'!r}."
         )
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"No saved {what} at {path!r} (expected a directory).")
+        raise _NoSavedModel(f"No saved {what} at {path!r} (expected a directory).")
     model_file = os.path.join(path, f"{prefix or ''}model.pt")
     if not os.path.exists(model_file):
         others = sorted(f[: -len("model.pt")] for f in os.listdir(path) if f.endswith("model.pt"))
@@ -146,7 +151,7 @@ def read_saved(
             if others
             else "point to the directory written by model.save()"
         )
-        raise FileNotFoundError(
+        raise _NoSavedModel(
             f"No saved {what} in {path!r} (no {os.path.basename(model_file)} in it); {hint}."
         )
     try:
