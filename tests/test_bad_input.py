@@ -48,6 +48,11 @@ def test_missing_layer(counts_adata):
     _setup_fails(counts_adata, KeyError, "layer 'raw' is not in adata.layers", layer="raw")
     hint = r"available layers: \['counts'\] \(did you mean 'counts'\?\)"
     _setup_fails(counts_adata, KeyError, hint, layer="count")
+    # ...and the ValueError scvi-tools' setup raises, which code written for SCVI catches.
+    _setup_fails(counts_adata, ValueError, "layer 'raw' is not in adata.layers", layer="raw")
+    # A reference's missing layer stays that error (its ValueErrors are reworded).
+    with pytest.raises(KeyError, match="^\"layer 'raw' is not in reference.layers"):
+        dv.model.NMFDeconv.signatures_from_reference(counts_adata, "cluster", layer="raw")
     # The matrix passed for its name: numpy's "unhashable type: 'csr_matrix'".
     matrix = counts_adata.layers["counts"]
     _setup_fails(counts_adata, TypeError, "a name in adata.layers, not a csr_matrix", layer=matrix)

@@ -243,6 +243,11 @@ def empty_x_hint(adata: AnnData, name: str = "adata") -> str:
     return f". {who} its data from X: put them there{fix}."
 
 
+class MissingLayerError(KeyError, ValueError):
+    """A model's ``layer`` that its AnnData lacks: a KeyError (scanpy's word for it), and a
+    ValueError as scvi-tools' setup raises, which code written for SCVI catches."""
+
+
 def missing_layer_message(adata: AnnData, layer: str, name: str = "adata") -> str:
     """The error for a ``layer`` that ``adata`` lacks, and, where the model's layer is fixed
     (under :func:`layer_fixed`: new cells, a load), where to put the data.
@@ -257,6 +262,11 @@ def missing_layer_message(adata: AnnData, layer: str, name: str = "adata") -> st
     if _LAYER_FIXED.get():
         text += f" The model reads its data there: put them in {name}.layers[{layer!r}]."
     return text
+
+
+def missing_layer_error(adata: AnnData, layer: str, name: str = "adata") -> MissingLayerError:
+    """The error (:class:`MissingLayerError`) of :func:`missing_layer_message`."""
+    return MissingLayerError(missing_layer_message(adata, layer, name))
 
 
 def check_still_counts(adata: AnnData, layer: str | None, model: str) -> None:

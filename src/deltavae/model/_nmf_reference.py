@@ -100,6 +100,8 @@ def _refuse_countless(reference: AnnData, counts: AnnData, layer, genes) -> None
             counts = reference
         refuse_countless_reference(counts, layer)
     except ValueError as err:
+        if isinstance(err, KeyError):  # a missing layer (also a ValueError), as it came
+            raise
         raise ValueError(str(err).replace("reference_layer=", "layer=")) from None
 
 

@@ -25,7 +25,7 @@ from .._checks import (
 )
 from .._io import csc_advice, dense_advice, is_dense_zarr
 from .._warn import warn_user
-from ._count_advice import counts_hint, empty_x_hint, missing_layer_message, why_not_whole
+from ._count_advice import counts_hint, empty_x_hint, missing_layer_error, why_not_whole
 from ._row_chunks import row_bounds
 from ._setup_instead import SETUP_INSTEAD
 
@@ -77,7 +77,7 @@ def _matrix(adata: AnnData, layer: str | None, name: str = "adata"):
             raise ValueError(f"{name}.X is empty (None){empty_x_hint(adata, name)}")
         return X
     if layer not in adata.layers:
-        raise KeyError(missing_layer_message(adata, layer, name))
+        raise missing_layer_error(adata, layer, name)
     return adata.layers[layer]
 
 
