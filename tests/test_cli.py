@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _shell_advice import run_advised
 from scipy import sparse
 
 matplotlib.use("Agg")
@@ -779,8 +780,7 @@ def test_counts_in_a_csc_matrix_are_advised_as_a_shell_user_acts(counts_h5ad, tm
     assert "safe to cast" not in err
     assert "a.layers['counts'] = a.layers['counts'].tocsr()" in err
     # The advice runs as it is in a shell: the file, read back, holds CSR counts.
-    command = err[err.index('python -c "') :].strip()[len('python -c "') : -1]
-    exec(command)  # noqa: S102 - the printed one-liner, as a shell would run it
+    run_advised(err)
     assert sparse.isspmatrix_csr(ad.read_h5ad(tmp_path / "csc.h5ad").layers["counts"])
 
 
@@ -1189,8 +1189,7 @@ def test_backed_layer_advice_converts_a_dense_layer(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.warns(UserWarning, match=r"--layer raw is in memory") as record:
         read_backed(tmp_path / "d.h5ad", "raw").file.close()
-    code = str(record[0].message).split('python -c "')[1].split('"')[0]
-    exec(code, {})  # noqa: S102 - the advice, as a user would run it
+    run_advised(str(record[0].message), cwd=tmp_path)  # the advice, as a user would run it
     layer = ad.read_zarr(tmp_path / "counts.zarr").layers["raw"]
     assert sparse.issparse(layer) and layer.format == "csr"
     np.testing.assert_array_equal(layer.toarray(), adata.layers["raw"])
@@ -1329,7 +1328,7 @@ def test_counts_under_the_normal_likelihood_are_told_in_flags(counts_h5ad, tmp_p
         assert main([*argv, "--no-plots", "--out", str(tmp_path / "o.h5ad")]) == 0
     (line,) = [line for line in capsys.readouterr().err.splitlines() if "looks like" in line]
     assert "which --likelihood normal reads as real values" in line
-    assert "likelihood=" not in line and "python -c " in line
+    assert "likelihood=" not in line and f"{shlex.quote(sys.executable)} -c " in line
 
 
 def test_an_option_the_model_does_not_take_names_the_models_that_do(counts_h5ad, tmp_path, capsys):
@@ -1388,5 +1387,5 @@ def test_empty_paths_folders_and_a_zarr_input_without_backed(counts_h5ad, tmp_pa
     err = capsys.readouterr().err
     h5ad = tmp_path / "cells.h5ad"
     assert err.strip().endswith(f", then run deltavae fit on {str(h5ad)!r}.")
-    exec(shlex.split(re.search(r"python -c (.+?), then ", err)[1])[0])  # noqa: S102
+    run_advised(err)
     assert ad.read_h5ad(h5ad).n_obs == counts_h5ad[1].n_obs

@@ -5,6 +5,7 @@ corrected copy that the next run takes; never a Python statement on an ``adata``
 import hashlib
 import re
 import shlex
+import sys
 import warnings
 
 import anndata as ad
@@ -12,6 +13,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from _shell_advice import COMMAND, run_advised
 from scipy import sparse
 
 matplotlib.use("Agg")
@@ -20,6 +22,8 @@ import deltavae as dv  # noqa: E402
 from deltavae._cli_flags import _as_flags  # noqa: E402
 from deltavae.cli import main  # noqa: E402
 
+#: The Python running the tests, which the advice names to run its commands.
+PY = shlex.quote(sys.executable)
 #: A Python statement that changes an AnnData, as the models' advice gives it.
 STATEMENT = re.compile(r"(?<![\w.\"'])(adata|reference)(\.obs\[[^\]]+\])? = ")
 
@@ -36,17 +40,13 @@ def _error(capsys) -> str:
 
 
 def _run_advice(message: str) -> str:
-    """Run the ``python -c`` command of ``message`` as the shell would (its quotes read by
-    shlex); the Python statements it carries are all inside that command."""
-    found = re.search(r"python -c (.+?), then ", message)
+    """Run the ``python -c`` command of ``message`` as a shell user would, in a shell whose
+    ``python`` has no anndata (:func:`_shell_advice.run_advised`); the Python statements it
+    carries are all inside that command."""
+    found = COMMAND.search(message)
     assert found, message
     assert not STATEMENT.search(message[: found.start()] + message[found.end() :]), message
-    argv = shlex.split(found[1])
-    assert len(argv) == 1, argv
-    with warnings.catch_warnings():  # as the shell shows them (anndata's, of repeated names)
-        warnings.simplefilter("ignore", UserWarning)
-        exec(argv[0], {})  # noqa: S102 - the command the user is told to run
-    return message[found.end() :]
+    return run_advised(message)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_missing_labels_are_marked_with_the_unlabelled_category_given(labelled, 
     options = ["--labels-key", "ct", "--unlabeled-category", "unassigned"]
     assert _fit(path, tmp_path, *options) == 2
     err = _error(capsys)
-    assert "unlabelled (as 'unassigned', the --unlabeled-category given): python -c " in err
+    assert f"unlabelled (as 'unassigned', the --unlabeled-category given): {PY} -c " in err
     _run_advice(err)
     fixed = tmp_path / "cells_fixed.h5ad"
     assert (ad.read_h5ad(fixed).obs["ct"] == "unassigned").sum() == 20
@@ -130,7 +130,7 @@ def test_missing_batches_are_filled_by_a_command_on_the_input(labelled, tmp_path
     argv += ["--no-plots", "--threads", "1", "--out", str(tmp_path / "o.h5ad")]
     assert main(argv) == 2
     err = _error(capsys)
-    assert "12 missing values (NaN); fill them with a value of their own, e.g. python -c " in err
+    assert f"12 missing values (NaN); fill them with a value of their own, e.g. {PY} -c " in err
     assert err.endswith(", or drop those cells.")
     _run_advice(err)
     fixed = labelled.with_name("cells_fixed.h5ad")
@@ -145,7 +145,7 @@ def test_an_unused_category_warning_gives_the_command_not_setup_anndata(labelled
         assert _fit(labelled, tmp_path, "--labels-key", "ghost", "--n-clusters", "3") == 0
     err = capsys.readouterr().err
     (warning,) = [line for line in err.splitlines() if "no cell carries" in line]
-    assert "setup_anndata" not in warning and "Drop them: python -c " in warning
+    assert "setup_anndata" not in warning and f"Drop them: {PY} -c " in warning
     _run_advice(warning)
     fixed = ad.read_h5ad(labelled.with_name("cells_fixed.h5ad"))
     assert list(fixed.obs["ghost"].cat.categories) == ["0", "1"]
@@ -229,7 +229,7 @@ def test_repeated_gene_names_are_made_unique_by_a_command(tmp_path, capsys):
         argv = ["fit", str(tmp_path / "genes.h5ad"), "--model", "zinbvae", "--epochs", "1"]
         assert main([*argv, "--no-plots", "--out", str(tmp_path / "o.h5ad")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "make them unique (python -c " in err
+    assert f"make them unique ({PY} -c " in err
     _run_advice(err)
     assert ad.read_h5ad(tmp_path / "genes_fixed.h5ad").var_names.is_unique
 
@@ -247,7 +247,7 @@ def test_cells_without_counts_are_dropped_by_a_command(tmp_path, capsys):
         warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
         assert main([*argv, "--no-plots", "--out", str(tmp_path / "o.h5ad")]) == 0
     (warning,) = [line for line in capsys.readouterr().err.splitlines() if "all zeros" in line]
-    assert "consider python -c " in warning and "sc.pp.filter_cells(adata, min_counts=1)" in warning
+    assert f"consider {PY} -c " in warning and "sc.pp.filter_cells(adata, min_counts=1)" in warning
     _run_advice(warning)
     assert ad.read_h5ad(tmp_path / "cells_fixed.h5ad").n_obs == 47
     from deltavae._cli_flags import advice_files
@@ -272,7 +272,8 @@ def test_the_csc_and_uncounted_commands_keep_a_dollar_in_a_path_from_the_shell()
         _cli_models._uncounted_advice(note + _cli_models._UNCOUNTED_ADVICE + " ...", path, None),
     ]
     for message in messages:
-        command = message[message.index("python -c ") :]
-        assert command.startswith("python -c 'import anndata"), command
-        (code,) = shlex.split(command[len("python -c ") :].split(" and run")[0])
+        found = COMMAND.search(message)
+        assert found[1] == shlex.quote(sys.executable), message
+        assert found[2].startswith("'import anndata"), message
+        (code,) = shlex.split(found[2])
         assert repr(path) in code

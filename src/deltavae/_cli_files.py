@@ -64,8 +64,9 @@ def zarr_to_h5ad(store: Path, flag: str | None = None) -> str:
 
     Examples
     --------
-    >>> print(zarr_to_h5ad(Path("data/cells.zarr"), "--reference"))
-    python -c "import anndata; anndata.read_zarr('data/cells.zarr').write_h5ad('data/cells.h5ad')",
+    >>> print("run:", zarr_to_h5ad(Path("data/cells.zarr"), "--reference"))
+    run: ... -c "import anndata;
+    anndata.read_zarr('data/cells.zarr').write_h5ad('data/cells.h5ad')",
     then pass --reference 'data/cells.h5ad'.
     """
     named = store if store.name else Path(os.path.abspath(store))  # '.' names no file

@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import shlex
+import sys
 from contextvars import ContextVar
 
 #: A model's advice names its Python arguments; printed by the CLI, it names the flags.
@@ -251,12 +252,12 @@ def _as_commands(note: str) -> str:
     Examples
     --------
     >>> print(_as_commands("mark them: adata.obs['t'] = adata.obs['t'].fillna('U'), or drop them."))
-    mark them: python -c "import anndata; adata = anndata.read_h5ad('INPUT.h5ad');
+    mark them: ... -c "import anndata; adata = anndata.read_h5ad('INPUT.h5ad');
     adata.obs['t'] = adata.obs['t'].fillna('U'); adata.write_h5ad('INPUT_fixed.h5ad')", then
     run deltavae fit on 'INPUT_fixed.h5ad', or drop them.
     >>> with advice_files("in.h5ad", "cells.h5ad"):
     ...     print(_as_commands("Drop them first: sc.pp.filter_cells(reference, min_counts=1)."))
-    Drop them first: python -c "import anndata, scanpy as sc; reference =
+    Drop them first: ... -c "import anndata, scanpy as sc; reference =
     anndata.read_h5ad('cells.h5ad'); sc.pp.filter_cells(reference, min_counts=1);
     reference.write_h5ad('cells_fixed.h5ad')", then pass --reference 'cells_fixed.h5ad'.
     >>> note = "drop it: adata = adata[adata.obs['t'] != 'x$'].copy()."
@@ -335,17 +336,27 @@ def _change_command(name: str, statement: str) -> str:
 
 
 def python_command(code: str) -> str:
-    """``python -c`` of ``code`` for a shell: in double quotes, as the command's other advice
-    gives them, unless the shell would read something there (a $ or ! in a name), then as
-    shlex quotes it.
+    """The Python running this command, which has anndata and scanpy, with ``-c code`` for a
+    shell: ``code`` in double quotes, as the command's other advice gives them, unless the
+    shell would read something there (a $ or ! in a name), then as shlex quotes it. Not
+    ``python``: the one on PATH may lack anndata, or be none (deltavae installed by pipx or
+    into a virtual environment not activated).
 
     Examples
     --------
-    >>> print(python_command("import anndata; anndata.read_zarr('a$.zarr')"))
-    python -c 'import anndata; anndata.read_zarr('"'"'a$.zarr'"'"')'
+    >>> command = python_command("import anndata; anndata.read_zarr('a$.zarr')")
+    >>> command.startswith(shlex.quote(sys.executable))
+    True
+    >>> print(command[len(shlex.quote(sys.executable)) :])
+     -c 'import anndata; anndata.read_zarr('"'"'a$.zarr'"'"')'
     """
     plain = not set(code) & set('"$`\\!')
-    return "python -c " + (f'"{code}"' if plain else shlex.quote(code))
+    return f"{_interpreter()} -c " + (f'"{code}"' if plain else shlex.quote(code))
+
+
+def _interpreter() -> str:
+    """This Python, as a shell names it (``python`` where Python cannot tell its path)."""
+    return shlex.quote(sys.executable) if sys.executable else "python"
 
 
 #: Modules the advice names by their usual aliases.
@@ -368,10 +379,10 @@ def _uncounted_advice(message: str, path: str, layer: str | None) -> str:
     >>> note = ("2 of the spots' 9 genes are 0 in every spot (e.g. ['g0', 'g1']): ..., so the "
     ...         "model leaves them out of the fit" + _UNCOUNTED_ADVICE + " as unmeasured, drop "
     ...         "them from the spots first: sc.pp.filter_genes(spots, min_cells=1).")
-    >>> print(_uncounted_advice(note, "s.h5ad", "counts"))  # doctest: +NORMALIZE_WHITESPACE
+    >>> print(_uncounted_advice(note, "s.h5ad", "counts"))
     2 of the spots' 9 genes are 0 in every spot (e.g. ['g0', 'g1']): ..., so the model leaves
     them out of the fit, and obsm['imputed'] leaves them out. To impute them as unmeasured,
-    drop them from the file, then fit on the new one: python -c "import anndata, numpy as np;
+    drop them from the file, then fit on the new one: ... -c "import anndata, numpy as np;
     a = anndata.read_h5ad('s.h5ad'); c = a.layers['counts'];
     a = a[:, np.asarray((c > 0).sum(0)).ravel() > 0].copy(); a.write_h5ad('s_counted.h5ad')"
     """
@@ -393,9 +404,9 @@ def _csc_advice(path: str, layer: str | None) -> str:
 
     Examples
     --------
-    >>> print(_csc_advice("c.h5ad", "counts"))  # doctest: +NORMALIZE_WHITESPACE
+    >>> print(_csc_advice("c.h5ad", "counts"))
     The counts (layer 'counts' of 'c.h5ad') are a CSC sparse matrix, which minibatches read
-    slower than CSR (rows): convert the file once, then train on it: python -c "import anndata;
+    slower than CSR (rows): convert the file once, then train on it: ... -c "import anndata;
     a = anndata.read_h5ad('c.h5ad'); a.layers['counts'] = a.layers['counts'].tocsr();
     a.write_h5ad('c.h5ad')"
     """

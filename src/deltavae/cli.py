@@ -15,8 +15,9 @@ numba and the BLAS libraries, for the UMAP and the rest). Bad input, and whateve
 refuses (``ValueError``, ``KeyError``), ends in one line on stderr,
 ``deltavae: error: <message>``, with exit status 2. The models' advice there and in warnings
 names the flags (:mod:`deltavae._cli_flags`), and a change it advises to the data (missing
-labels marked, names made unique) is a ``python -c`` command that writes a fixed copy of
-INPUT or of ``--reference`` to run on: the input files are never changed.
+labels marked, names made unique) is a ``-c`` command of the Python running deltavae (not
+the ``python`` on PATH, which may lack anndata) that writes a fixed copy of INPUT or of
+``--reference`` to run on: the input files are never changed.
 
 Examples
 --------
