@@ -1,6 +1,7 @@
 """The ``deltavae`` console script: demo, fit, its report and plots, input errors, threads,
 quiet logs, clean results files and the installed entry point."""
 
+import argparse
 import inspect
 import io
 import logging
@@ -1363,6 +1364,36 @@ def test_a_misspelt_flag_names_the_closest_and_the_commands_help(counts_h5ad, ca
         "deltavae demo: error: unrecognized arguments: --n-cell 60 stray (did you mean "
         "'--n-cells'?) (see deltavae demo --help)\n"
     )
+
+
+def test_a_misspelt_choice_names_the_closest(capsys):
+    """'--model zinvae' got argparse's list of choices, no hint, where a misspelt flag got
+    one; so did every flag of choices (--accelerator, --profiles, --design) and the command."""
+    assert main(["fit", "x.h5ad", "--model", "zinvae", "--out", "o.h5ad"]) == 2
+    assert capsys.readouterr().err == (
+        "deltavae fit: error: argument --model: invalid choice: 'zinvae'; did you mean "
+        "'zinbvae'? (choose from 'archetypes', 'cgmdvae', 'imputer', 'nmfdeconv', 'zinbvae') "
+        "(see deltavae fit --help)\n"
+    )
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert main(["fti"]) == 2
+    assert "invalid choice: 'fti'; did you mean 'fit'? (choose" in capsys.readouterr().err
+    checked = set()
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if not action.choices or not action.option_strings:
+                continue
+            choice = max(action.choices, key=len)
+            wrong = choice[:-2] + choice[-1]  # a letter left out: 'neighbous', 'latnt'
+            argv = [name, *(["x.h5ad", "--out", "o.h5ad"] if name == "fit" else [])]
+            if action.dest != "model" and name == "fit":
+                argv += ["--model", "zinbvae"]
+            assert main([*argv, action.option_strings[0], wrong.upper()]) == 2
+            err = capsys.readouterr().err
+            assert f"invalid choice: {wrong.upper()!r}; did you mean {choice!r}?" in err, err
+            checked.add(action.option_strings[0])
+    assert checked == {"--model", "--accelerator", "--profiles", "--design"}
 
 
 def test_empty_paths_folders_and_a_zarr_input_without_backed(counts_h5ad, tmp_path, capsys):

@@ -40,6 +40,20 @@ class OneLineParser(argparse.ArgumentParser):
             parser.error(f"unrecognized arguments: {' '.join(extras)}{said}")
         return parsed
 
+    def _check_value(self, action: argparse.Action, value) -> None:
+        """argparse's refusal of a value outside a flag's (or the command's) choices, with
+        the closest ones (``--model zinvae``: did you mean 'zinbvae'?), as a misspelt flag
+        gets them."""
+        if action.choices is not None and value not in action.choices:
+            hint = did_you_mean(value, action.choices) or did_you_mean(
+                str(value).lower(), action.choices
+            )
+            known = ", ".join(map(repr, action.choices))
+            raise argparse.ArgumentError(
+                action,
+                f"invalid choice: {value!r}{'; ' + hint if hint else ''} (choose from {known})",
+            )
+
     def _command_parser(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
         """The parser of the command ``parsed`` names (``fit``'s), else this one."""
         for action in self._actions:
