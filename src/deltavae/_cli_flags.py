@@ -206,20 +206,29 @@ def _as_flags(note: str) -> str:
     return _as_commands(note)
 
 
-#: The files of the running command that a model's advice changes (:func:`advice_files`),
-#: by the name the advice gives the AnnData: INPUT (``adata``) and ``--reference``.
-_FILES: ContextVar[tuple[str | None, str | None]] = ContextVar(
-    "deltavae_cli_files", default=(None, None)
-)
+class _Advised:
+    """The files of a running command that a model's advice changes (INPUT, ``adata``, and
+    ``--reference``), and the changes advised to each so far, in order: each ``(name,
+    statements)``, by the name its statements give the AnnData."""
+
+    def __init__(self, input: str | None = None, reference: str | None = None):
+        self.files = {"adata": input, "reference": reference}
+        self.changes: dict[str, list[tuple[str, str]]] = {"adata": [], "reference": []}
+
+
+#: The running command's :class:`_Advised` (:func:`advice_files`).
+_FILES: ContextVar[_Advised | None] = ContextVar("deltavae_cli_files", default=None)
 #: Where the command has no such file.
 _PLACEHOLDERS = {"adata": "INPUT.h5ad", "reference": "REFERENCE.h5ad"}
 
 
 @contextlib.contextmanager
 def advice_files(input: str | None, reference: str | None = None):
-    """Within: the files :func:`_as_flags` writes a change to the data against (the
-    placeholders ``INPUT.h5ad`` and ``REFERENCE.h5ad`` where a command has none)."""
-    token = _FILES.set((input, reference))
+    """Within (one run of a command): the files :func:`_as_flags` writes a change to the data
+    against (the placeholders ``INPUT.h5ad`` and ``REFERENCE.h5ad`` where a command has
+    none). Each change's command also makes those advised before it in the run, to the same
+    copy, which the next change would otherwise write over."""
+    token = _FILES.set(_Advised(input, reference))
     try:
         yield
     finally:
@@ -238,16 +247,24 @@ _CHANGE = re.compile(
     rf"|(?<![\w.])sc\.pp\.\w+\({_NAME}[,)]"
     rf"|(?<![\w.]){_NAME}\.(?:obs|var)_names_make_unique\(\)"
 )
-#: A command given already, in double quotes or in shlex's single quotes.
-_COMMAND = re.compile(r"python -c (?:\"(?:[^\"\\]|\\.)*\"|'[^']*'(?:\"'\"'[^']*')*)")
+#: A command given already (by this Python, or as ``python``), in double quotes or in
+#: shlex's single quotes.
+_COMMAND = re.compile(
+    rf"(?:{re.escape(shlex.quote(sys.executable))}|python) -c "
+    r"(?:\"(?:[^\"\\]|\\.)*\"|'[^']*'(?:\"'\"'[^']*')*)"
+)
 #: What joins the statements of one change: they make one command.
 _THEN = ("; ", ", then ")
+#: What comes between two changes of one message that are each other's alternatives.
+_OR = re.compile(r"\bor\b")
 
 
 def _as_commands(note: str) -> str:
     """``note`` with each change to the data (:data:`_CHANGE`), which a shell user cannot make
     in a session they do not have, as a ``python -c`` command that reads the command's file,
-    makes it and writes a copy (the file itself is kept), then the run on that copy.
+    makes it and writes a copy (the file itself is kept), then the run on that copy. A change
+    after another to the same file in the run (in this note or an earlier one) is made in one
+    command with them, unless the note gives it as their alternative ("..., or ...").
 
     Examples
     --------
@@ -260,11 +277,21 @@ def _as_commands(note: str) -> str:
     Drop them first: ... -c "import anndata, scanpy as sc; reference =
     anndata.read_h5ad('cells.h5ad'); sc.pp.filter_cells(reference, min_counts=1);
     reference.write_h5ad('cells_fixed.h5ad')", then pass --reference 'cells_fixed.h5ad'.
+    >>> with advice_files("in.h5ad"):
+    ...     print(_as_commands("Drop them: sc.pp.filter_cells(adata, min_counts=1). Mark "
+    ...                        "them: adata.obs['t'] = 'U'."))
+    Drop them: ... -c "import anndata, scanpy as sc; adata = anndata.read_h5ad('in.h5ad');
+    sc.pp.filter_cells(adata, min_counts=1); adata.write_h5ad('in_fixed.h5ad')", then run
+    deltavae fit on 'in_fixed.h5ad'. Mark them: ... -c "import anndata, scanpy as sc; adata =
+    anndata.read_h5ad('in.h5ad'); sc.pp.filter_cells(adata, min_counts=1); adata.obs['t'] =
+    'U'; adata.write_h5ad('in_fixed.h5ad')" (with the change advised before), then run
+    deltavae fit on 'in_fixed.h5ad'.
     >>> note = "drop it: adata = adata[adata.obs['t'] != 'x$'].copy()."
     >>> _as_commands(_as_commands(note)) == _as_commands(note)
     True
     """
-    start = 0
+    advised = _FILES.get() or _Advised()
+    start, last = 0, {}  # each file's last change in this note: its end and those before it
     while (found := _CHANGE.search(note, start)) is not None:
         given = next((c for c in _COMMAND.finditer(note, start) if c.start() < found.start()), None)
         if given is not None:  # a command given already: its statements stay as they are
@@ -277,9 +304,19 @@ def _as_commands(note: str) -> str:
             statements.append(note[found.start() : end])
             then = next((sep for sep in _THEN if note.startswith(sep, end)), None)
             found = None if then is None else _CHANGE.match(note, end + len(then))
-        command = _change_command(name, "; ".join(statements))
+        data, change = _DATA[name], (name, "; ".join(statements))
+        changes = advised.changes[data]
+        if change in changes:  # the same advice again (a warning given twice)
+            before = changes[: changes.index(change)]
+        elif data in last and _OR.search(note, last[data][0], first):  # "X, or Y": not both
+            before = last[data][1]
+        else:
+            before = list(changes)
+            changes.append(change)
+        command = _change_command(data, [*before, change], advised.files[data])
         note = note[:first] + command + note[end:]
         start = first + len(command)
+        last[data] = (start, before)
     return note
 
 
@@ -315,24 +352,28 @@ def _statement_end(text: str, start: int) -> int:
     return i
 
 
-def _change_command(name: str, statement: str) -> str:
-    """``statement``, which changes the AnnData ``name``, as a command run on its file
-    (:func:`advice_files`), which writes the changed copy beside it."""
-    data = _DATA[name]
-    path = dict(zip(_PLACEHOLDERS, _FILES.get(), strict=True))[data] or _PLACEHOLDERS[data]
+def _change_command(data: str, changes: list[tuple[str, str]], path: str | None) -> str:
+    """``changes``, each ``(name, statements)`` on the AnnData of ``data`` by that name, as
+    one command run on its file ``path`` (its placeholder where ``None``), which writes the
+    changed copy beside it."""
+    path = path or _PLACEHOLDERS[data]
     kind = "zarr" if os.path.isdir(path) or path.rstrip("/").endswith(".zarr") else "h5ad"
     stem, suffix = os.path.splitext(path.rstrip("/"))
     copy = f"{stem}_fixed{suffix or '.' + kind}"
+    name = changes[0][0]
+    code = f"{name} = anndata.read_{kind}({path!r})"
+    for other, statements in changes:
+        if other != name:  # spots and adata: one AnnData by two names
+            code, name = f"{code}; {other} = {name}", other
+        code = f"{code}; {statements}"
     imports = ", ".join(
-        ["anndata"]
-        + [f"{module} as {alias}" for module, alias in _ALIASES if alias + "." in statement]
+        ["anndata"] + [f"{module} as {alias}" for module, alias in _ALIASES if alias + "." in code]
     )
-    code = (
-        f"import {imports}; {name} = anndata.read_{kind}({path!r}); {statement}; "
-        f"{name}.write_{kind}({copy!r})"
-    )
+    code = f"import {imports}; {code}; {name}.write_{kind}({copy!r})"
+    also = len(changes) - 1
+    said = f" (with the {'change' if also == 1 else f'{also} changes'} advised before)"
     then = f"run deltavae fit on {copy!r}" if data == "adata" else f"pass --reference {copy!r}"
-    return f"{python_command(code)}, then {then}"
+    return f"{python_command(code)}{said if also else ''}, then {then}"
 
 
 def python_command(code: str) -> str:
