@@ -13,6 +13,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+import scanpy as sc
 from _shell_advice import COMMAND, run_advised
 from scipy import sparse
 
@@ -277,6 +278,45 @@ def test_the_csc_and_uncounted_commands_keep_a_dollar_in_a_path_from_the_shell()
         assert found[2].startswith("'import anndata"), message
         (code,) = shlex.split(found[2])
         assert repr(path) in code
+
+
+def test_empty_cells_and_genes_of_a_layer_are_dropped_on_that_layer(tmp_path, capsys):
+    """With --layer the advice filtered on X (sc.pp.filter_cells(adata, min_counts=1)): X
+    scaled kept the empty cells and dropped others. And the genes' command, of a second
+    warning, wrote INPUT_fixed.h5ad from INPUT again, undoing the cells' command."""
+    adata = dv.datasets.synthetic_counts(n_cells=50, n_genes=20, n_clusters=2, seed=0)
+    counts = adata.layers["counts"].toarray()
+    counts[:3], counts[:, :2] = 0, 0
+    adata.layers["counts"] = sparse.csr_matrix(counts)
+    adata.X = np.asarray(counts, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # scanpy's, of the cells without counts
+        sc.pp.normalize_total(adata)
+        sc.pp.log1p(adata)
+        sc.pp.scale(adata)  # empty cells are no longer zero in X
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    before = _md5(path)
+    argv = ["fit", str(path), "--model", "zinbvae", "--layer", "counts", "--epochs", "1"]
+    argv += ["--no-plots", "--threads", "1", "--out", str(tmp_path / "o.h5ad")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
+        assert main(argv) == 0
+    err = capsys.readouterr().err.splitlines()
+    (cells,) = [line for line in err if "3 cells in adata.layers['counts'] are all zeros" in line]
+    (genes,) = [line for line in err if "2 genes in adata.layers['counts'] are zero" in line]
+    assert "(with the change advised before)" in genes
+    for line in (cells, genes):  # each as told, in order
+        _run_advice(line)
+    fixed = ad.read_h5ad(tmp_path / "cells_fixed.h5ad")
+    assert fixed.shape == (47, 18) and _md5(path) == before
+    assert list(fixed.obs_names) == list(adata.obs_names[3:])
+    assert (fixed.layers["counts"].sum(1) > 0).all() and (fixed.layers["counts"].sum(0) > 0).all()
+    argv[1] = str(tmp_path / "cells_fixed.h5ad")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        assert main([*argv, "--overwrite"]) == 0
+    assert "zero" not in capsys.readouterr().err
 
 
 def test_two_changes_of_one_message_write_one_copy_with_both(labelled, tmp_path):

@@ -25,7 +25,13 @@ from .._checks import (
 )
 from .._io import csc_advice, dense_advice, is_dense_zarr
 from .._warn import warn_user
-from ._count_advice import counts_hint, empty_x_hint, missing_layer_error, why_not_whole
+from ._count_advice import (
+    counts_hint,
+    drop_empty,
+    empty_x_hint,
+    missing_layer_error,
+    why_not_whole,
+)
 from ._row_chunks import row_bounds
 from ._setup_instead import SETUP_INSTEAD
 
@@ -232,13 +238,13 @@ def check_data(
         names = ", ".join(map(str, adata.obs_names[~cell_nonzero][:5]))
         warn_user(
             f"{n_empty} {unit} in {where} are all zeros (e.g. {names}); consider "
-            "sc.pp.filter_cells(adata, min_counts=1)."
+            f"{drop_empty(name, layer, True, kind == 'counts')}."
         )
     n_silent = int((~gene_nonzero).sum())
     if n_silent:
         warn_user(
             f"{n_silent} genes in {where} are zero in every {unit[:-1]}; consider "
-            "sc.pp.filter_genes(adata, min_cells=1)."
+            f"{drop_empty(name, layer, False, kind == 'counts')}."
         )
 
 
