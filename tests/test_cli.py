@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 
 import deltavae as dv  # noqa: E402
 from deltavae import _cli_commands  # noqa: E402
-from deltavae._cli_args import CLASSIFIER_WEIGHT  # noqa: E402
+from deltavae._cli_args import CLASSIFIER_WEIGHT, LIKELIHOODS  # noqa: E402
 from deltavae._cli_files import InputError, plots_folder  # noqa: E402
 from deltavae._cli_models import build_model as build  # noqa: E402
 from deltavae.cli import build_parser, main  # noqa: E402
@@ -1368,7 +1368,8 @@ def test_a_misspelt_flag_names_the_closest_and_the_commands_help(counts_h5ad, ca
 
 def test_a_misspelt_choice_names_the_closest(capsys):
     """'--model zinvae' got argparse's list of choices, no hint, where a misspelt flag got
-    one; so did every flag of choices (--accelerator, --profiles, --design) and the command."""
+    one; so did every flag of choices (--accelerator, --profiles, --design) and the command.
+    --likelihood took any text ('zinbb', 'Normal'), refused only once the data were read."""
     assert main(["fit", "x.h5ad", "--model", "zinvae", "--out", "o.h5ad"]) == 2
     assert capsys.readouterr().err == (
         "deltavae fit: error: argument --model: invalid choice: 'zinvae'; did you mean "
@@ -1391,9 +1392,11 @@ def test_a_misspelt_choice_names_the_closest(capsys):
                 argv += ["--model", "zinbvae"]
             assert main([*argv, action.option_strings[0], wrong.upper()]) == 2
             err = capsys.readouterr().err
-            assert f"invalid choice: {wrong.upper()!r}; did you mean {choice!r}?" in err, err
+            said = f"invalid choice: {wrong.upper()!r}; did you mean {choice!r}?"
+            assert said.lower() in err.lower(), err
             checked.add(action.option_strings[0])
-    assert checked == {"--model", "--accelerator", "--profiles", "--design"}
+    assert checked == {"--model", "--accelerator", "--profiles", "--design", "--likelihood"}
+    assert LIKELIHOODS == dv.distributions.LIKELIHOODS
 
 
 def test_empty_paths_folders_and_a_zarr_input_without_backed(counts_h5ad, tmp_path, capsys):

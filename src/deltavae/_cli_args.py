@@ -15,6 +15,9 @@ MAX_ARCHETYPES = 10
 MIN_SPOTS = 5
 #: CGMDVAE's default classifier_weight, shown in ``deltavae fit --help``.
 CLASSIFIER_WEIGHT = 50.0
+#: The likelihoods ``--likelihood`` takes (tests/test_cli.py checks them against
+#: :data:`deltavae.distributions.LIKELIHOODS`, which parsing does not import).
+LIKELIHOODS = ("zinb", "nb", "normal", "bernoulli")
 
 
 class OneLineParser(argparse.ArgumentParser):

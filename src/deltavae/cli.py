@@ -51,6 +51,7 @@ from collections.abc import Sequence
 from deltavae import __version__
 from deltavae._cli_args import (
     CLASSIFIER_WEIGHT,
+    LIKELIHOODS,
     OneLineParser,
     add_spatial_options,
     condition_alignment_arg,
@@ -274,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_fit.add_argument("--layer", default=None, help="layer with the raw counts [X]")
     p_fit.add_argument(
         "--likelihood",
+        type=str.lower,
+        choices=LIKELIHOODS,
         default=None,
         help=(
             "the data's likelihood: zinb or nb for counts (zinbvae, cgmdvae), normal for real "
