@@ -906,6 +906,23 @@ def test_missing_labels_error_names_the_flag(tmp_path, capsys):
     assert "missing values (NaN)" in err and "unless --unlabeled-category names" in err
 
 
+def test_fit_saves_a_cgmdvae_for_python(synthetic_h5ad, tmp_path, capsys):
+    """--model cgmdvae --save-model always ended in "saving the model: This CGMDVAE cannot
+    read its AnnData: another model was set up on it since ... _scvi_manager_uuid": the
+    model was saved after the output dropped scvi-tools' fields from its AnnData."""
+    out, folder = tmp_path / "c.h5ad", tmp_path / "model"
+    argv = ["fit", str(synthetic_h5ad), "--model", "cgmdvae", "--layer", "counts"]
+    argv += ["--condition-key", "condition", "--n-clusters", "3", "--epochs", "2"]
+    assert main([*argv, "--no-plots", "--out", str(out), "--save-model", str(folder)]) == 0
+    assert f"Saved the model to {folder}" in capsys.readouterr().out
+    result = ad.read_h5ad(out)
+    assert not any(key.startswith("_scvi") for key in [*result.obs, *result.uns])
+    loaded = dv.model.CGMDVAE.load(folder, result)
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(), result.obsm["X_cgmdvae"], rtol=1e-5, atol=1e-6
+    )
+
+
 def test_fit_saves_the_model_for_python(synthetic_h5ad, tmp_path, capsys):
     out, folder = tmp_path / "z.h5ad", tmp_path / "model"
     argv = ["fit", str(synthetic_h5ad), "--model", "zinbvae", "--layer", "counts"]
