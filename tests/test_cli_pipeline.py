@@ -120,7 +120,8 @@ def test_a_failed_run_keeps_the_model_it_would_have_replaced(counts_file, tmp_pa
 
 def test_only_a_replaced_run_takes_its_plots_folder_with_it(counts_file, tmp_path, capsys):
     """A new output deleted every PNG of its plots folder it had not written (a user's
-    figure); an output replaced with --overwrite takes the replaced run's plots with it."""
+    figure); an output replaced with --overwrite takes the replaced run's plots with it, and
+    their folder where nothing else is in it (an empty one was left beside the output)."""
     out = tmp_path / "z.h5ad"
     plots = plots_folder(out)
     plots.mkdir()
@@ -130,7 +131,7 @@ def test_only_a_replaced_run_takes_its_plots_folder_with_it(counts_file, tmp_pat
     assert mine.exists() and (plots / "elbo_history.png").exists()
     assert not partial_path(plots).exists()
     assert _fit(counts_file, out, "--no-plots", "--overwrite") == 0
-    assert not list(plots.glob("*.png"))
+    assert not list(plots.glob("*.png")) and not plots.exists()
     assert "X_zinbvae" in ad.read_h5ad(out).obsm
     assert not partial_path(out).exists()
     printed = capsys.readouterr().out

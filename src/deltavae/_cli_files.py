@@ -299,12 +299,15 @@ def _remove(path: Path) -> None:
 def publish(out: Path, plots: Path, written: list[Path], replacing: bool) -> None:
     """Put a finished run's output in place: the partial file replaces ``out``, the PNGs
     ``written`` (into :func:`partial_path` of ``plots``) move into ``plots``, and, when the run
-    replaces an earlier one (``replacing``), PNGs of ``plots`` it did not write are removed."""
+    replaces an earlier one (``replacing``), PNGs of ``plots`` it did not write are removed,
+    and the folder with them where nothing else is left in it."""
     _remove(out)
     os.replace(partial_path(out), out)
     if replacing and plots.is_dir():
         for png in set(plots.glob("*.png")) - {plots / png.name for png in written}:
             png.unlink()
+        if not written and not any(plots.iterdir()):  # --no-plots: no empty folder beside out
+            plots.rmdir()
     if written:
         plots.mkdir(parents=True, exist_ok=True)
         for png in written:
