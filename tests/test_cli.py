@@ -1025,7 +1025,7 @@ def test_main_from_python_leaves_the_session_as_found(synthetic_h5ad, tmp_path, 
 
 def test_the_report_names_the_epoch_whose_parameters_were_kept():
     """With restore_best the model keeps an earlier epoch's parameters; the report gave only
-    the last epoch's ELBO as "final"."""
+    the last epoch's ELBO as "final". It said "after the KL warm-up" of runs without one."""
     import pandas as pd
 
     from deltavae._cli_report import _elbo_report
@@ -1036,11 +1036,19 @@ def test_the_report_names_the_epoch_whose_parameters_were_kept():
     history = {
         "elbo_train": frame("elbo_train", [9.0, 7.0, 6.0, 5.5]),
         "elbo_validation": frame("elbo_validation", [9.5, 7.5, 6.5, 6.9]),
+        "kl_weight": frame("kl_weight", [0.0, 1.0, 1.0, 1.0]),
     }
     lines = _elbo_report(SimpleNamespace(history=history, best_epoch_=2))
     assert lines[-1] == (
         "parameters kept: epoch 2's, the lowest validation loss after the KL warm-up "
         "(negative ELBO: training 6.00, validation 6.50)"
+    )
+    # NMFDeconv has no warm-up (its KL weight is 1 throughout): none to name.
+    history["kl_weight"] = frame("kl_weight", [1.0] * 4)
+    lines = _elbo_report(SimpleNamespace(history=history, best_epoch_=2))
+    assert lines[-1] == (
+        "parameters kept: epoch 2's, the lowest validation loss (negative ELBO: training "
+        "6.00, validation 6.50)"
     )
     assert len(_elbo_report(SimpleNamespace(history=history, best_epoch_=3))) == 2
     assert len(_elbo_report(SimpleNamespace(history=history, best_epoch_=None))) == 2

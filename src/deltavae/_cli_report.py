@@ -95,10 +95,12 @@ def _elbo_report(model, unit: str = "cells") -> list[str]:
     if best is not None and best != history["elbo_train"].index[-1]:
         # The model keeps the restored epoch's parameters, not the last epoch's.
         at = {k: history[k].iloc[:, 0].get(best) for k in ("elbo_train", "elbo_validation")}
+        kl = history.get("kl_weight")  # said only of a run that had one (not NMFDeconv's)
+        warmed = kl is not None and len(kl) and kl.iloc[:, 0].min() < kl.iloc[-1, 0] - 1e-6
         lines.append(
-            f"parameters kept: epoch {best}'s, the lowest validation loss after the KL "
-            f"warm-up (negative ELBO: training {at['elbo_train']:.2f}, validation "
-            f"{at['elbo_validation']:.2f})"
+            f"parameters kept: epoch {best}'s, the lowest validation loss"
+            f"{' after the KL warm-up' if warmed else ''} (negative ELBO: training "
+            f"{at['elbo_train']:.2f}, validation {at['elbo_validation']:.2f})"
         )
     return lines
 
