@@ -134,6 +134,9 @@ def test_demo_writes_results_and_plots(tmp_path, capsys, monkeypatch):
 
     printed = capsys.readouterr()
     assert "ARI" in printed.out and "NMI" in printed.out and "elapsed" in printed.out
+    # The epochs run and the ELBO, as fit's report gives them (the demo said neither, nor
+    # where --early-stopping had ended the run).
+    assert "ZINBVAE on 300 cells:\nepochs trained: 2\nfinal negative ELBO per cell" in printed.out
     assert str(out / "pbmc3k_zinbvae.h5ad") in printed.out
     # Two epochs cannot converge: said as a line of the report, not a Python warning.
     assert "warning: Training ran" in printed.out and "too few to converge" in printed.out

@@ -58,6 +58,7 @@ from deltavae._cli_models import (
 from deltavae._cli_report import (
     SPATIAL_MODELS,
     _as_flags,
+    _elbo_report,
     _fit_plots,
     _fit_report,
     _save_plots,
@@ -382,6 +383,9 @@ def demo(args: argparse.Namespace) -> int:
     files = [out / file.name for file in files]
 
     summary = adata.uns["deltavae_demo"]
+    print(f"\nZINBVAE on {adata.n_obs} cells:")  # the epochs run, as fit's report says them
+    for line in _elbo_report(model):
+        print(line)
     print(
         f"\nleiden ({summary['n_leiden_clusters']} clusters, resolution {args.resolution}) "
         "vs cell_type:"
