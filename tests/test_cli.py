@@ -768,6 +768,17 @@ def test_a_warning_is_printed_once_per_run(counts_h5ad, tmp_path, capsys):
         assert main([*argv, "--epochs", "1", "--out", str(tmp_path / "o.h5ad")]) == 0
     err = capsys.readouterr().err
     assert err.count("Observation names are not unique") == 1, err
+    # anndata's advice, a call on an object the shell has none of, as a command.
+    (line,) = [line for line in err.splitlines() if "names are not unique" in line]
+    assert "call `.obs_names_make_unique`" not in line
+    run_advised(line)
+    assert ad.read_h5ad(tmp_path / "repeated_fixed.h5ad").obs_names.is_unique
+    # With a --reference, whose names anndata means is not said: no command on INPUT.
+    from deltavae._cli_flags import _as_flags, advice_files
+
+    said = "Observation names are not unique. To make them unique, call `.obs_names_make_unique`."
+    with advice_files("spots.h5ad", "cells.h5ad"):
+        assert _as_flags(said) == said
 
 
 def test_counts_in_a_csc_matrix_are_advised_as_a_shell_user_acts(counts_h5ad, tmp_path, capsys):

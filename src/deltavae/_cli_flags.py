@@ -203,7 +203,19 @@ def _as_flags(note: str) -> str:
     """
     for pattern, flag in _FLAGS:
         note = re.sub(pattern, flag, note)
+    advised = _FILES.get()
+    if advised is None or advised.files["reference"] is None:  # else: whose names?
+        note = re.sub(*_REPEATED, note)
     return _as_commands(note)
+
+
+#: anndata's warning of repeated names, at each read of a file that has them: the call, as
+#: a command on INPUT (:func:`_as_commands`) where it is the command's only file.
+_REPEATED = (
+    r"(Observation|Variable) names are not unique\. To make them unique, call "
+    r"`\.(obs|var)_names_make_unique`\.",
+    r"\1 names are not unique; make them unique: adata.\2_names_make_unique().",
+)
 
 
 class _Advised:
