@@ -1218,21 +1218,36 @@ def test_backed_notes_layers_in_memory_only_for_a_layer(counts_h5ad):
     adata.file.close()
 
 
-def test_backed_layer_advice_converts_a_dense_layer(tmp_path, monkeypatch):
+def test_backed_layer_advice_converts_a_dense_layer(tmp_path, monkeypatch, capsys):
     """--backed --layer advised write_zarr as is, but a dense layer in a zarr store is refused
-    at setup: the advice's one-liner now stores the layer as CSR."""
-    from deltavae._cli_models import read_backed
-
-    adata = ad.AnnData(np.ones((4, 3), dtype=np.float32))
-    adata.layers["raw"] = np.arange(12, dtype=np.float32).reshape(4, 3)
+    at setup: the advice's one-liner now stores the layer as CSR. It wrote 'counts.zarr' in
+    the working folder, replacing a store of that name there, and said "run deltavae fit
+    counts.zarr --backed", whose --out of an .h5ad file is refused for a store: now a store
+    beside the input, and the run on it with a store as --out."""
+    adata = dv.datasets.synthetic_counts(n_cells=40, n_genes=15, n_clusters=2, seed=0)
+    adata.layers["raw"] = adata.layers.pop("counts").toarray()
     adata.write_h5ad(tmp_path / "d.h5ad")
-    monkeypatch.chdir(tmp_path)
-    with pytest.warns(UserWarning, match=r"--layer raw is in memory") as record:
-        read_backed(tmp_path / "d.h5ad", "raw").file.close()
-    run_advised(str(record[0].message), cwd=tmp_path)  # the advice, as a user would run it
-    layer = ad.read_zarr(tmp_path / "counts.zarr").layers["raw"]
+    work = tmp_path / "work"
+    (work / "counts.zarr").mkdir(parents=True)  # someone else's, in the working folder
+    monkeypatch.chdir(work)
+    argv = ["fit", str(tmp_path / "d.h5ad"), "--model", "zinbvae", "--layer", "raw", "--backed"]
+    argv += ["--epochs", "1", "--no-plots", "--out", str(tmp_path / "o.h5ad")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
+        assert main(argv) == 0
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "--backed keeps" in line]
+    store, out = tmp_path / "d.zarr", tmp_path / "o.zarr"
+    assert line.endswith(
+        f", then run deltavae fit on {str(store)!r} with --backed and a store as --out "
+        f"({str(out)!r})."
+    )
+    run_advised(line)  # the advice, as a user would run it
+    assert not any((work / "counts.zarr").iterdir())
+    layer = ad.read_zarr(store).layers["raw"]
     assert sparse.issparse(layer) and layer.format == "csr"
     np.testing.assert_array_equal(layer.toarray(), adata.layers["raw"])
+    argv[1], argv[-1] = str(store), str(out)
+    assert main(argv) == 0 and "--backed keeps" not in capsys.readouterr().err
 
 
 def test_early_stopping_keeps_the_best_epoch(counts_h5ad, tmp_path, monkeypatch):

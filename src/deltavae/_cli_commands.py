@@ -205,7 +205,7 @@ def fit(args: argparse.Namespace) -> int:
     reference = read_reference(args)
     try:
         # Backed: minibatches are read from the file; only obs and var are held in memory.
-        adata = read_backed(path, args.layer) if args.backed else ad.read_h5ad(path)
+        adata = read_backed(path, args.layer, args.out) if args.backed else ad.read_h5ad(path)
     except OSError as err:
         raise InputError(f"cannot read {str(path)!r} as an .h5ad file: {err}") from err
     except ValueError as err:

@@ -358,10 +358,11 @@ def setup_warnings(args: argparse.Namespace):
 _LAYERS_IN_MEMORY = "read_lazy keeps only X of "
 
 
-def read_backed(path: Path, layer: str | None) -> ad.AnnData:
+def read_backed(path: Path, layer: str | None, out: str | None = None) -> ad.AnnData:
     """``read_lazy(path)`` for --backed. Its note that the layers of an .h5ad file are read
     into memory (with Python advice) is given only where --layer names one, a model on X
-    training from disk, and says what to do in a shell."""
+    training from disk, and says what to do in a shell: a store beside ``path`` (another
+    name where one is there), and the run on it, whose --out is a store too (``out``'s)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         adata = dv.read_lazy(path)
@@ -370,6 +371,9 @@ def read_backed(path: Path, layer: str | None) -> ad.AnnData:
         if str(message).startswith(_LAYERS_IN_MEMORY):
             if layer is None:
                 continue
+            store = path.with_suffix(".zarr")
+            if store.exists():  # kept: write_zarr would replace it
+                store = path.with_name(f"{path.stem}_from_h5ad.zarr")
             message = (
                 f"--backed keeps only X of {str(path)!r} on disk (an .h5ad file's layers are "
                 f"read into memory): --layer {layer} is in memory and the model trains from "
@@ -379,9 +383,10 @@ def read_backed(path: Path, layer: str | None) -> ad.AnnData:
                 + python_command(
                     f"import anndata, scipy.sparse as sp; a = anndata.read_h5ad({str(path)!r}); "
                     f"a.layers[{layer!r}] = sp.csr_matrix(a.layers[{layer!r}]); "
-                    "a.write_zarr('counts.zarr')"
+                    f"a.write_zarr({str(store)!r})"
                 )
-                + " and run deltavae fit counts.zarr --backed."
+                + f", then run deltavae fit on {str(store)!r} with --backed and a store as "
+                f"--out ({str(Path(out or 'OUTPUT').with_suffix('.zarr'))!r})."
             )
         warnings.warn_explicit(message, w.category, w.filename, w.lineno)
     return adata
