@@ -233,6 +233,16 @@ def test_fit_a_mistyped_key_or_layer_names_the_closest(counts_h5ad, tmp_path, ca
         assert main(argv) == 2
         assert capsys.readouterr().err.strip().endswith(hint)
     assert not out.exists()
+    # A file without layers was told "available layers: []", and not what to do.
+    bare = tmp_path / "bare.h5ad"
+    ad.AnnData(np.ones((3, 2), dtype=np.float32)).write_h5ad(bare)
+    assert (
+        main(["fit", str(bare), "--model", "zinbvae", "--layer", "counts", "--out", str(out)]) == 2
+    )
+    assert capsys.readouterr().err == (
+        "deltavae: error: --layer 'counts' is not in adata.layers: the file has no layers; "
+        "drop --layer to read X.\n"
+    )
 
 
 def _fit_on_data_that_are_not_counts(tmp_path, capsys, model: str, counts_layer: bool) -> str:

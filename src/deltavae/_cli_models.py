@@ -190,9 +190,13 @@ def _not_among(flag: str, key: str, where: str, names: list, kind: str = "column
     --layer 'count' is not in adata.layers; available layers: ['counts'] (did you mean 'counts'?).
     >>> print(_not_among("--batch-key", "batch", "a column of adata.obs", ["_scvi_batch", "donor"]))
     --batch-key 'batch' is not a column of adata.obs; available columns: ['donor'].
+    >>> print(_not_among("--layer", "counts", "in adata.layers", [], "layers"))
+    --layer 'counts' is not in adata.layers: the file has no layers; drop --layer to read X.
     """
     if kind == "columns":  # scvi-tools' bookkeeping of a file set up in Python: not the user's
         names = [name for name in names if not str(name).startswith(SCVI_PREFIX)]
+    if not names and kind == "layers":  # "available layers: []" said nothing of what to do
+        return f"{flag} {key!r} is not {where}: the file has no layers; drop {flag} to read X."
     hint = did_you_mean(key, names)
     return f"{flag} {key!r} is not {where}; available {kind}: {short_repr(names, 30, kind)}" + (
         f" ({hint})." if hint else "."
