@@ -17,7 +17,8 @@ refuses (``ValueError``, ``KeyError``), ends in one line on stderr,
 names the flags (:mod:`deltavae._cli_flags`), and a change it advises to the data (missing
 labels marked, names made unique) is a ``-c`` command of the Python running deltavae (not
 the ``python`` on PATH, which may lack anndata) that writes a fixed copy of INPUT or of
-``--reference`` to run on: the input files are never changed.
+``--reference`` to run on: the input files are never changed. Each such command of a run
+also makes the changes advised before it, so the last one's copy holds them all.
 
 Examples
 --------
