@@ -421,6 +421,9 @@ def test_help_shows_every_default():
             else:
                 assert re.search(r"\[[^\]]+\]", text), (name, action.dest, text)
     fit_help = commands["fit"].format_help()
+    # The demo trains a ZINBVAE: its --early-stopping spoke of CGMDVAE's loss terms.
+    demo_help = " ".join(commands["demo"].format_help().split())
+    assert "CGMDVAE" not in demo_help and "when the validation ELBO stops improving" in demo_help
     command_threads = dv._threads.command_threads
     assert "labels in --labels-key, or 10]" in " ".join(fit_help.split())
     threads = f"--threads THREADS CPU threads of torch, numba (UMAP) and BLAS [{command_threads()}:"

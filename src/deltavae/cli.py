@@ -99,14 +99,18 @@ def model_name(text: str) -> str:
     return by_class.get(text.lower(), text.lower() if text.lower() in MODEL_CLASSES else text)
 
 
-def _add_early_stopping(parser: argparse.ArgumentParser, note: str = "") -> None:
+def _add_early_stopping(
+    parser: argparse.ArgumentParser,
+    note: str = "",
+    loss: str = "loss (the ELBO, plus CGMDVAE's classifier and alignment terms)",
+) -> None:
     parser.add_argument(
         "--early-stopping",
         action="store_true",
         help=(
-            f"stop when the validation loss (the ELBO, plus CGMDVAE's classifier and "
-            f"alignment terms) stops improving after the KL warm-up{note}, and keep the "
-            "parameters of its best epoch, not the last epoch's [off: train all --epochs]"
+            f"stop when the validation {loss} stops improving after the KL warm-up{note}, "
+            "and keep the parameters of its best epoch, not the last epoch's [off: train all "
+            "--epochs]"
         ),
     )
 
@@ -214,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEMO_RESOLUTION,
         help="leiden resolution [%(default)s]",
     )
-    _add_early_stopping(p_demo)
+    _add_early_stopping(p_demo, loss="ELBO")  # the demo trains a ZINBVAE only
     _add_accelerator(p_demo)
     _add_threads(p_demo)
 
