@@ -15,10 +15,11 @@ from ._count_advice import layer_fixed
 from ._genes import check_own_adata, match_genes
 from ._labels import check_known_categories, with_labels_column
 from ._matrices import check_still_on_disk, memory_copy
+from ._obs_checks import check_size_factors
 from ._scvi_glue import _sealed, _transferring_quietly, forget_old_copies
 from ._shared_setup import check_setup_columns, fresh_copy_id
 from ._training_checks import rows_unit
-from ._validation import check_data, check_size_factors
+from ._validation import check_data
 
 
 class AnnDataReadsMixin:

@@ -23,12 +23,13 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import archetype_start, candidate_samples, restore_candidate_samples
 from ._init_keywords import keyword_hints
+from ._obs_checks import check_obs_keys
 from ._spots import (
     SpotModelMixin,
     second_argument_was,
     spot_rate,
 )
-from ._validation import check_model_arguments, check_obs_keys, check_setup_target
+from ._validation import check_model_arguments, check_setup_target
 
 _CP10K = 1e4
 _SAMPLE = REGISTRY_KEYS.BATCH_KEY

@@ -36,6 +36,7 @@ from ._init_keywords import keyword_hints
 from ._label_setup import check_label_setup, refuse_missing_integer_labels, unlabelled_mark
 from ._labels import ConditionsByName, LabelsInColumnOrder, small_categories_named
 from ._mixture_start import mixture_start
+from ._obs_checks import check_obs_keys
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._query_checks import building_query
@@ -50,7 +51,6 @@ from ._unlabelled_types import warn_unlabelled_types
 from ._validation import (
     check_data,
     check_model_arguments,
-    check_obs_keys,
     check_setup_target,
 )
 

@@ -33,6 +33,7 @@ from ._init_keywords import keyword_hints
 from ._labels import ConditionsByName, small_categories_named
 from ._library_stats import batch_library_prior
 from ._load_state import saved_state
+from ._obs_checks import check_obs_keys, check_size_factors
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._scvi_glue import scvi_init_names
@@ -40,9 +41,7 @@ from ._validation import (
     check_data,
     check_key_added,
     check_model_arguments,
-    check_obs_keys,
     check_setup_target,
-    check_size_factors,
     warn_user,
 )
 
