@@ -44,6 +44,7 @@ from ._query_checks import (
     refuse_backed,
     warn_cells_without_reference_genes,
 )
+from ._query_padding import _PREPARE_NOTES, _as_given, _docstring_of, _restore
 from ._query_source import keep_write_target, same_source
 from ._reference_record import forget_reference_training
 from ._registered import category_mappings
@@ -149,34 +150,6 @@ def _covariate_sizes(registry: dict, without: dict | None = None) -> list[int]:
     for key, n in zip(cat.get("field_keys", []), cat.get("n_cats_per_key", []), strict=True):
         sizes.append(int(n) - len(without.get(key, [])))
     return sizes
-
-
-def _docstring_of(source, notes: str = ""):
-    def take(method):
-        method.__doc__ = source.__doc__.rstrip() + notes
-        return method
-
-    return take
-
-
-#: What deltavae's prepare_query_anndata adds to scvi-tools' (whose docstring it takes).
-_PREPARE_NOTES = """
-
-        Notes
-        -----
-        deltavae warns with the number of the reference's genes the query lacks and gets as
-        zeros (scvi-tools logs it at INFO only), as :meth:`load_query_data` does. A saved
-        reference's folder is read as :meth:`load_query_data` reads it (a missing, prefixed
-        or damaged save is named); a query sharing none of its genes is told the ``var``
-        column that holds them, where one does. ``inplace=False`` leaves the query as it
-        was (scvi-tools reordered its genes in place when none was missing) and refuses a
-        backed one (the error says what runs instead: load_query_data takes a backed query
-        as it is);
-        ``inplace=True`` on a view (``adata[mask]``) whose genes it would reorder is
-        refused, and so is one on a backed query whose genes differ (a file opened backed
-        cannot be padded or reordered in place). The padding keeps the query's ``uns``,
-        ``raw`` and matrix types.
-        """
 
 
 class QueryMappingMixin(ArchesMixin):
@@ -460,40 +433,3 @@ class QueryMappingMixin(ArchesMixin):
             ref_sizes = _covariate_sizes(self.registry_, self.query_mapping_["new_categories"])
         learning = _restrict_learning(self.module, ref_sizes, new_sizes)
         self.query_mapping_["learning_parameters"] = learning
-
-
-def _as_given(adata: AnnData) -> tuple:
-    """``adata``'s uns, raw and the kind of its matrices, for :func:`_restore`."""
-    kinds = {None: adata.X}
-    kinds.update(adata.layers.items())
-    kinds = {
-        name: (matrix.dtype, isinstance(matrix, np.ndarray))
-        for name, matrix in kinds.items()
-        if hasattr(matrix, "dtype")
-    }
-    return dict(adata.uns), adata.raw, kinds
-
-
-def _restore(ready: AnnData, kept: tuple) -> None:
-    """Undo what scvi-tools' padding of missing genes (anndata.concat) did besides adding
-    them: it dropped ``uns`` and ``raw``, made the counts float64 (int32 counts took twice
-    the memory) and a dense matrix sparse. The padding is zeros, which every numeric dtype
-    holds."""
-    uns, raw, kinds = kept
-    if ready.isbacked:
-        return
-    for key, value in uns.items():
-        ready.uns.setdefault(key, value)
-    if raw is not None and ready.raw is None:
-        ready.raw = AnnData(X=raw.X, var=raw.var, varm=dict(raw.varm))
-    for name, (dtype, dense) in kinds.items():
-        matrix = ready.X if name is None else ready.layers.get(name)
-        if matrix is None or (matrix.dtype == dtype and isinstance(matrix, np.ndarray) == dense):
-            continue
-        matrix = matrix.astype(dtype)
-        if dense and not isinstance(matrix, np.ndarray):
-            matrix = matrix.toarray()
-        if name is None:
-            ready.X = matrix
-        else:
-            ready.layers[name] = matrix
