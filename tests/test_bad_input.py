@@ -372,6 +372,28 @@ def test_silent_genes_are_named_once_and_not_again_on_load(counts_adata, tmp_pat
     assert _gene_notes(record) == []
 
 
+def test_empty_cells_and_genes_of_non_negative_x_get_scanpys_filters(counts_adata):
+    """CGMDVAE's setup does not know the likelihood yet: its advice for counts in X (and for
+    other non-negative values, e.g. log-normalised) was a boolean mask, where scanpy's
+    filters are right and read more easily; signed values keep the mask (scanpy counts only
+    positive entries)."""
+    X = counts_adata.X.toarray()
+    X[0] = 0
+    X[:, 1] = 0
+    counts_adata.X = sp.csr_matrix(X)
+    with pytest.warns(UserWarning) as record:
+        dv.model.CGMDVAE.setup_anndata(counts_adata)
+    messages = " ".join(str(r.message) for r in record)
+    assert "sc.pp.filter_cells(adata, min_genes=1)" in messages
+    assert "sc.pp.filter_genes(adata, min_cells=1)" in messages
+    counts_adata.X = sp.csr_matrix(np.log1p(X) - (X > 0) * 2.0)  # signed real values
+    with pytest.warns(UserWarning) as record:
+        dv.model.CGMDVAE.setup_anndata(counts_adata)
+    messages = " ".join(str(r.message) for r in record)
+    assert "np.asarray(abs(adata.X).sum(0)).ravel() > 0" in messages
+    assert "filter_genes" not in messages
+
+
 def test_all_cells_empty_raises(counts_adata):
     counts_adata.X = sp.csr_matrix(counts_adata.shape, dtype=np.float32)
     _setup_fails(counts_adata, ValueError, "Every cell")

@@ -171,7 +171,7 @@ def check_data(
             f"{where} is a scipy sparse array ({type(X).__name__}), which scvi-tools does not "
             f"read; make it a sparse matrix: {where} = scipy.sparse.csr_matrix({where})."
         )
-    cell_nonzero = np.zeros(adata.n_obs, dtype=bool)
+    cell_nonzero, lowest = np.zeros(adata.n_obs, dtype=bool), 0
     gene_nonzero = np.zeros(adata.n_vars, dtype=bool)
     row = 0
     # Each check reduces the chunk without a chunk-sized copy where numpy allows it.
@@ -186,6 +186,7 @@ def check_data(
             if not np.isfinite(values).all():
                 raise ValueError(f"{where} contains infinite values; data must be finite.")
         low, high = (values.min(), values.max()) if values.size else (0, 0)
+        lowest = min(lowest, low)
         if kind == "counts":
             if values.dtype == bool:  # a detection (binarised) matrix: read as 0/1 counts
                 raise ValueError(
@@ -234,13 +235,13 @@ def check_data(
         names = ", ".join(map(str, adata.obs_names[~cell_nonzero][:5]))
         warn_user(
             f"{n_empty} {unit} in {where} are all zeros (e.g. {names}); consider "
-            f"{drop_empty(name, layer, True, kind == 'counts')}."
+            f"{drop_empty(name, layer, True, kind == 'counts', lowest >= 0)}."
         )
     n_silent = int((~gene_nonzero).sum())
     if n_silent:
         warn_user(
             f"{n_silent} genes in {where} are zero in every {unit[:-1]}; consider "
-            f"{drop_empty(name, layer, False, kind == 'counts')}."
+            f"{drop_empty(name, layer, False, kind == 'counts', lowest >= 0)}."
         )
 
 
