@@ -42,6 +42,7 @@ from deltavae._cli_files import (
     sigterm_stops,
     zarr_to_h5ad,
 )
+from deltavae._cli_genes import remember_read_genes
 from deltavae._cli_models import (
     MODELS,
     build_model,
@@ -223,6 +224,7 @@ def fit(args: argparse.Namespace) -> int:
     options = model_options(model_cls, args)  # with the columns as renamed
     with _user_errors("setting up the model"), _model_notes(notes), setup_warnings(args):
         model = build_model(model_cls, adata, reference, options)
+    remember_read_genes(model, adata)  # its advice names them as INPUT's (_cli_genes.py)
     unit = "spots" if args.model in SPATIAL_MODELS else "cells"
     print(
         f"Training {model_cls.__name__} on {adata.n_obs} {unit} x {adata.n_vars} genes, on "

@@ -14,6 +14,8 @@ import shlex
 import sys
 from contextvars import ContextVar
 
+from deltavae._cli_genes import genes_by_name
+
 #: A model's advice names its Python arguments; printed by the CLI, it names the flags.
 _FLAGS = (
     # First, before max_epochs is rewritten.
@@ -206,7 +208,7 @@ def _as_flags(note: str) -> str:
     advised = _FILES.get()
     if advised is None or advised.files["reference"] is None:  # else: whose names?
         note = re.sub(*_REPEATED, note)
-    return _as_commands(note)
+    return _as_commands(genes_by_name(note))
 
 
 #: anndata's warning of repeated names, at each read of a file that has them: the call, as

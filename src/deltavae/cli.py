@@ -440,6 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from deltavae import _cli_commands
         from deltavae._cli_files import InputError, session_kept, stdout_closed
         from deltavae._cli_flags import advice_files
+        from deltavae._cli_genes import read_genes_kept
         from deltavae._cli_report import _as_flags, warning_printer
     except KeyboardInterrupt:
         print("deltavae: interrupted: no output was written.", file=sys.stderr)
@@ -466,7 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise InputError(_as_flags(str(err))) from None
             # A change the models advise to the data is a command on the files given.
             files = advice_files(getattr(args, "input", None), getattr(args, "reference", None))
-            with command_threads_limited(args.threads), files:  # numba's and BLAS's pools too
+            # numba's and BLAS's pools too; the spot model's genes for its advice (_cli_genes).
+            with command_threads_limited(args.threads), files, read_genes_kept():
                 return getattr(_cli_commands, args.command)(args)
     except InputError as err:
         print(f"deltavae: error: {err}", file=sys.stderr)

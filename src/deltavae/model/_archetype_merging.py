@@ -124,6 +124,6 @@ class ArchetypeMergingMixin:
         merged = np.zeros((raw.shape[0], groups.max() + 1))
         np.add.at(merged.T, groups, raw.T)
         merged /= merged.sum(axis=1, keepdims=True)  # the encoder's float32: off by 3e-8
-        missing_empty_rows(empty, "weights", adata.n_vars, merged)  # as NMFDeconv's
+        missing_empty_rows(empty, "weights", self, merged)  # as NMFDeconv's
         names = adata.obs_names if rows is None else adata.obs_names[rows]
         return pd.DataFrame(merged, index=names, columns=self.archetype_names())

@@ -21,6 +21,7 @@ from ._archetype_checks import (
     missing_genes_text,
     symbols_advice,
 )
+from ._empty_spots import drop_empty_spots
 from ._gene_advice import identifier_advice
 from ._spots import prefixed, warn_empty_spots
 from ._stable_matching import stable_matching
@@ -178,7 +179,7 @@ def read_anchors(model, n_anchors: int) -> pd.Series:
             f"{int(empty.sum())} of {len(empty)} spots have no counts in the "
             f"{model.adata.n_vars} genes the model reads: they anchor no archetype (left out, "
             "NaN as the spots that are no anchor); get_anchors(...).attrs['empty_spots'] names "
-            "them. Drop spots without counts (sc.pp.filter_cells(spots, min_counts=1))."
+            f"them. Drop spots without counts ({drop_empty_spots(model)})."
         )
     out = anchors(weights, n_anchors, model.anchor_key)
     out.attrs["empty_spots"] = list(weights.index[empty])
@@ -468,7 +469,7 @@ def write(model, adata, batch_size, key_added, n_anchors: int) -> list[str]:
         weights = model.get_archetype_weights(batch_size=batch_size)  # then from a cache
     missing = weights.isna().any(axis=1).to_numpy()
     what = f"weights ({keys[0]}), dominant archetype ({keys[3]}) and anchor ({keys[2]})"
-    warn_empty_spots(int(missing.sum()), len(missing), what, model.adata.n_vars)
+    warn_empty_spots(int(missing.sum()), len(missing), what, model)
     with warnings.catch_warnings():  # said above
         warnings.filterwarnings("ignore", message=r".* they anchor no archetype")
         anchors = model.get_anchors(n_anchors)  # an archetype without spots: said there

@@ -16,10 +16,14 @@ from scvi import REGISTRY_KEYS
 from sklearn.cluster import kmeans_plusplus
 
 from ._archetypal_analysis import check_archetype_count, embed, start_archetypes
+from ._count_advice import drop_empty
+from ._empty_spots import drop_empty_spots
 from ._load_state import saved_state
 from ._one_state import spots_sample_spectrum
 
 logger = logging.getLogger(__name__)
+#: scanpy's filter of spots without counts in X (every gene): a doctest's default.
+FILTER = drop_empty("spots", None, rows=True)
 
 #: The first pass of a large data set reads this many times ``max_candidates`` spots.
 POOL_FACTOR = 5
@@ -65,10 +69,11 @@ def candidate_spots(model, n_pcs: int, max_candidates: int, n_archetypes=None):
     # extreme point of the profiles (2 reads: half of each of 2 genes) and would become an
     # archetype of its own. Shallow spots are fitted like the others but are no candidates.
     depth = counts.sum(axis=1, dtype=np.float64)
-    median = shallow_floor(depth)  # of the spots with counts: empty ones are never candidates
+    drop = drop_empty_spots(model)  # the statement that drops empty spots, on its layer
+    median = shallow_floor(depth, drop)  # of the spots with counts: empty ones are never candidates
     deep = (depth > 0) & (depth >= SHALLOW_SHARE * median)
     if n_archetypes is not None:
-        check_candidate_count(n_archetypes, depth, median, model.adata.n_obs)
+        check_candidate_count(n_archetypes, depth, median, model.adata.n_obs, drop)
     if not deep.all():
         logger.info(
             "%d spots with fewer than %.0f counts (%g of the median of spots with counts) are "
@@ -88,10 +93,11 @@ def candidate_spots(model, n_pcs: int, max_candidates: int, n_archetypes=None):
     return rows, profiles, embedding, mean_profile
 
 
-def shallow_floor(depth: np.ndarray) -> float:
+def shallow_floor(depth: np.ndarray, drop: str = FILTER) -> float:
     """The median depth of the spots with counts (the shallow-spot rule reads it): with most
     spots empty, the median of all was 0 and kept every spot, empty ones too. Refused when
-    fewer than 2 spots have counts (read), as archetypes need spots to combine.
+    fewer than 2 spots have counts (read), as archetypes need spots to combine; ``drop``: the
+    statement that drops spots without counts (in the model's layer).
 
     Examples
     --------
@@ -102,18 +108,19 @@ def shallow_floor(depth: np.ndarray) -> float:
     if len(counted) < 2:
         raise ValueError(
             f"{len(counted)} of the {len(depth)} spots read for the candidates have counts: "
-            "archetypes are mixtures of spots with counts. Drop spots without counts first "
-            "(sc.pp.filter_cells(spots, min_counts=1)), or check the layer registered with "
-            "Archetypes.setup_anndata."
+            f"archetypes are mixtures of spots with counts. Drop spots without counts first "
+            f"({drop}), or check the layer registered with Archetypes.setup_anndata."
         )
     return float(np.median(counted))
 
 
-def check_candidate_count(n_archetypes, depth: np.ndarray, median: float, n_spots: int) -> None:
+def check_candidate_count(
+    n_archetypes, depth: np.ndarray, median: float, n_spots: int, drop: str = FILTER
+) -> None:
     """Refuse ``n_archetypes`` (``"auto"`` needs 3) when fewer of the spots read (``depth``:
     their counts) are deep enough to be candidates, saying how many have counts, the depth
     rule (``SHALLOW_SHARE`` of the ``median`` of spots with counts) and the largest
-    ``n_archetypes`` that fits (none below 2 candidates)."""
+    ``n_archetypes`` that fits (none below 2 candidates); ``drop``: as :func:`shallow_floor`'s."""
     fewest = 3 if n_archetypes == "auto" else int(n_archetypes)
     floor = SHALLOW_SHARE * median
     n_deep = int(((depth > 0) & (depth >= floor)).sum())
@@ -129,9 +136,8 @@ def check_candidate_count(n_archetypes, depth: np.ndarray, median: float, n_spot
         f"n_archetypes={n_archetypes!r} needs {fewest} candidate spots, but {n_deep} of "
         f"{read} are deep enough: {int((depth > 0).sum())} have counts, and a candidate needs "
         f"at least {floor:.4g} counts ({SHALLOW_SHARE:g} of the median of spots with counts, "
-        f"{median:.4g}). {fits}drop spots without counts "
-        "(sc.pp.filter_cells(spots, min_counts=1)) and the far shallower ones, or check the "
-        "layer registered with Archetypes.setup_anndata."
+        f"{median:.4g}). {fits}drop spots without counts ({drop}) and the far shallower "
+        "ones, or check the layer registered with Archetypes.setup_anndata."
     )
 
 

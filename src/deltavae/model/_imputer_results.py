@@ -140,7 +140,7 @@ class ImputerResultsMixin:
         if not reads_counts:  # type profiles: the spots' totals only, not a dense copy
             empty = [self._empty(positions)]
         empty = np.concatenate(empty) if empty else np.zeros(0, dtype=bool)
-        missing_empty_rows(empty, "imputed values", self.adata.n_vars, values)
+        missing_empty_rows(empty, "imputed values", self, values)
         return pd.DataFrame(values, index=names, columns=chosen), empty
 
     def _spot_positions(self, adata, indices, what="Imputations") -> tuple[np.ndarray, pd.Index]:
@@ -240,7 +240,7 @@ class ImputerResultsMixin:
         locs, scales = np.concatenate(locs), np.concatenate(scales) ** 2
         if not reference:  # as get_proportions and impute: NaN rows for spots without counts
             empty = np.concatenate(empty) if empty else np.zeros(0, dtype=bool)
-            missing_empty_rows(empty, "latents", self.adata.n_vars, locs, scales)
+            missing_empty_rows(empty, "latents", self, locs, scales)
         return (locs, scales) if return_dist else locs
 
     def _empty(self, positions: np.ndarray) -> np.ndarray:
@@ -299,7 +299,7 @@ class ImputerResultsMixin:
         )
         values = self._fitted_proportions(rows)
         # As NMFDeconv's and impute: NaN, not the start of a spot without counts.
-        missing_empty_rows(self._empty(at), "proportions", self.adata.n_vars, values)
+        missing_empty_rows(self._empty(at), "proportions", self, values)
         return pd.DataFrame(values, index=names, columns=self.state_names_)
 
     def _fitted_proportions(self, rows: np.ndarray) -> np.ndarray:
@@ -340,7 +340,7 @@ class ImputerResultsMixin:
         """
         rows, names, at = self._per_spot(adata, batch_size, indices, "get_abundance", "abundances")
         values = self._fitted_abundance(rows)
-        missing_empty_rows(self._empty(at), "abundances", self.adata.n_vars, values)
+        missing_empty_rows(self._empty(at), "abundances", self, values)
         return pd.Series(values, index=names, name=self.abundance_key)
 
     @writes_backed
@@ -415,12 +415,12 @@ class ImputerResultsMixin:
                 rows, _, _ = self._per_spot(adata, None, None, "write_to_adata", "proportions")
                 proportions = self._fitted_proportions(rows)
                 abundance = self._fitted_abundance(rows)
-                missing_empty_rows(empty, "", self.adata.n_vars, proportions, abundance)
+                missing_empty_rows(empty, "", self, proportions, abundance)
                 proportions = pd.DataFrame(
                     proportions, index=imputed.index, columns=self.state_names_
                 )
         what = ", proportions and abundance" if self.design_ == "deconvolution" else " and latents"
-        warn_empty_spots(int(empty.sum()), len(empty), f"imputed values{what}", self.adata.n_vars)
+        warn_empty_spots(int(empty.sum()), len(empty), f"imputed values{what}", self)
         if self.design_ != "deconvolution":  # NaN rows for the spots without counts
             z = np.concatenate(latents) if latents else np.zeros((0, self.module.n_latent))
             z[empty] = np.nan

@@ -124,7 +124,7 @@ class NMFResultsMixin:
         proportions, abundance, names, empty = self._infer(adata, batch_size, indices)
         proportions /= proportions.sum(axis=1, keepdims=True)
         what = "proportions and abundance"
-        missing_empty_rows(empty, what, self._n_read_genes(), proportions, abundance)
+        missing_empty_rows(empty, what, self, proportions, abundance)
         return proportions, abundance, names
 
     @indices_after_adata("batch_size", "indices")

@@ -21,6 +21,7 @@ from scvi.data.fields import LayerField, NumericalObsField
 from .._checks import dense, short_repr
 from ..train._data import DeltaDataManager
 from ._cell_selection import selected_rows as _selected_rows
+from ._empty_spots import drop_empty_spots, read_genes
 from ._matrices import memory_copy, row_sums, to_memory, with_column
 from ._same_spots import check_fitted_totals, spot_totals
 from ._validation import check_data, check_key_added, check_setup_target, computed, warn_user
@@ -105,31 +106,34 @@ def selected_rows(adata, indices) -> np.ndarray | None:
     return _selected_rows(adata, indices, unit="spot")
 
 
-def warn_empty_spots(n_empty: int, n_spots: int, what: str, n_genes: int) -> None:
-    """Warn that ``n_empty`` of ``n_spots`` spots have no counts in the ``n_genes`` genes a
-    model reads, so their ``what`` (proportions, weights, imputed values) were left missing
-    (NaN): what a model gives a spot without data (an encoder's output for an all-zero input,
-    or the prior's) can look like a real mixture. See :func:`missing_empty_rows`."""
+def warn_empty_spots(n_empty: int, n_spots: int, what: str, model) -> None:
+    """Warn that ``n_empty`` of ``n_spots`` spots have no counts in the genes ``model`` reads,
+    so their ``what`` (proportions, weights, imputed values) were left missing (NaN): what a
+    model gives a spot without data (an encoder's output for an all-zero input, or the
+    prior's) can look like a real mixture. The advice drops the spots empty in those genes and
+    the model's layer (:func:`~deltavae.model._empty_spots.drop_empty_spots`). See
+    :func:`missing_empty_rows`."""
     if n_empty:
+        n_genes, _ = read_genes(model)
         warn_user(
             f"{n_empty} of {n_spots} spots have no counts in the {n_genes} genes the model "
             f"reads: their {what} are missing (NaN), as a spot without counts gives no "
-            "evidence of them. Leave them out (.dropna()), or drop spots without counts "
-            "(sc.pp.filter_cells(spots, min_counts=1))."
+            "evidence of them. Leave them out (.dropna()), or drop the spots without counts in "
+            f"those genes ({drop_empty_spots(model)})."
         )
 
 
-def missing_empty_rows(empty: np.ndarray, what: str, n_genes: int, *values) -> None:
+def missing_empty_rows(empty: np.ndarray, what: str, model, *values) -> None:
     """Set to NaN, in place, the rows of ``values`` (float arrays or DataFrames, rows as
-    ``empty``) of the spots ``empty`` marks (no counts in the ``n_genes`` genes the model
-    reads: what a model gives them is its output for an all-zero input, or its prior, which
-    can look like a real result), and warn once, counting them among ``len(empty)`` spots.
+    ``empty``) of the spots ``empty`` marks (no counts in the genes ``model`` reads: what a
+    model gives them is its output for an all-zero input, or its prior, which can look like a
+    real result), and warn once, counting them among ``len(empty)`` spots.
     Every spot model's read-outs (NMFDeconv, SpatialImputer, Archetypes) share it.
 
     Examples
     --------
     >>> a = np.ones((3, 2))
-    >>> missing_empty_rows(np.array([False, False, False]), "proportions", 5, a)  # no warning
+    >>> missing_empty_rows(np.array([False, False, False]), "proportions", None, a)  # no warning
     """
     empty = np.asarray(empty, dtype=bool)
     for value in values:
@@ -137,7 +141,7 @@ def missing_empty_rows(empty: np.ndarray, what: str, n_genes: int, *values) -> N
             value.iloc[np.flatnonzero(empty)] = np.nan
         else:
             value[empty] = np.nan
-    warn_empty_spots(int(empty.sum()), len(empty), what, n_genes)
+    warn_empty_spots(int(empty.sum()), len(empty), what, model)
 
 
 def spot_rate(lr: float | None, kwargs: dict, default: float, module=None) -> float:
