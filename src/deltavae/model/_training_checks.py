@@ -237,7 +237,50 @@ def check_training_arguments(
             f"layers cannot train on. Leave drop_last out (that one {unit} then sits out each "
             "epoch) or change batch_size."
         )
+    if not external:  # after BatchNorm's refusal of a single training cell, which says more
+        default = _default_train_size(type(model))
+        check_training_share(n_train, n_val, n_rows, train_size, batch_size, unit, default)
     check_monitored(model, monitor, plan.get("lr_scheduler_metric"))  # may read two cells
+
+
+def _default_train_size(model_class: type):
+    """The ``train_size`` a model's ``train`` trains with when none is given (NMFDeconv's 1.0,
+    the others' 0.9), from the first ``train`` along the classes that names it."""
+    for cls in model_class.__mro__:
+        train = cls.__dict__.get("train")
+        if train is not None and "train_size" in inspect.signature(train).parameters:
+            return inspect.signature(train).parameters["train_size"].default
+    return None
+
+
+def check_training_share(
+    n_train, n_val, n_rows, train_size, batch_size, unit="cell", default=0.9
+) -> None:
+    """Refuse a split that trains on fewer rows than it validates and than one minibatch:
+    ``train_size=0.01`` of 200 cells trained on 2 (an epoch one step on them) while 198
+    validated, without a word; scvi-tools refuses only an empty training set. Most likely
+    ``train_size`` was read as the validation share. A deliberate small training set passes
+    with ``batch_size`` at most its size; one as large as the validation set passes too.
+
+    Examples
+    --------
+    >>> check_training_share(2, 198, 200, 0.01, 128)
+    Traceback (most recent call last):
+    ...
+    ValueError: train_size=0.01 trains on 2 of the 200 cells and validates on 198: fewer ...
+    >>> check_training_share(2, 198, 200, 0.01, 2), check_training_share(45, 5, 50, 0.9, 128)
+    (None, None)
+    """
+    if n_train >= n_val or n_train >= batch_size:
+        return
+    raise ValueError(
+        f"train_size={train_size} trains on {n_train} of the {n_rows} {unit}s and validates "
+        f"on {n_val}: fewer {unit}s train than one minibatch (batch_size={batch_size}), too "
+        f"few to learn from. train_size is the fraction of {unit}s trained on: to hold out "
+        f"{train_size * 100:.4g}% for validation pass train_size={1 - train_size:.4g}, or leave it "
+        f"out for the default ({default}). To train on so few {unit}s on purpose, pass "
+        f"batch_size={n_train} or less."
+    )
 
 
 #: Metrics every model logs each epoch, besides ``<term>_<split>`` for each of its own terms.
