@@ -362,7 +362,7 @@ def test_help_defaults_are_the_python_defaults():
     assert "archetypes 300;" in helps["epochs"]
     # The imputer refuses both (it fits every spot): the help said 0.9 was its default.
     assert "(imputer always does: it takes neither this nor" in helps["train_size"]
-    assert "nmfdeconv: with --train-size below 1; not imputer" in helps["early_stopping"]
+    assert "from the first epoch, with --train-size below 1; not imputer" in helps["early_stopping"]
     assert inspect.signature(model.Archetypes.train).parameters["max_epochs"].default == 300
 
 

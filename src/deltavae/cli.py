@@ -103,12 +103,13 @@ def _add_early_stopping(
     parser: argparse.ArgumentParser,
     note: str = "",
     loss: str = "loss (the ELBO, plus CGMDVAE's classifier and alignment terms)",
+    warmup: str = " after the KL warm-up",
 ) -> None:
     parser.add_argument(
         "--early-stopping",
         action="store_true",
         help=(
-            f"stop when the validation {loss} stops improving after the KL warm-up{note}, "
+            f"stop when the validation {loss} stops improving{warmup}{note}, "
             "and keep the parameters of its best epoch, not the last epoch's [off: train all "
             "--epochs]"
         ),
@@ -375,11 +376,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=(
             "latent dimension [model's default: zinbvae 10; cgmdvae 'auto': 16 for counts "
-            "without --condition-key, else 10, or the number of clusters if larger (at most 64)]"
+            "without --condition-key, else 10, or the number of clusters if larger (at most "
+            "64); imputer 10, read with --design latent only]"
         ),
     )
     p_fit.add_argument("--seed", type=seed_arg, default=0, help="random seed [%(default)s]")
-    _add_early_stopping(p_fit, " (nmfdeconv: with --train-size below 1; not imputer)")
+    _add_early_stopping(  # nmfdeconv trains without a KL warm-up (n_epochs_kl_warmup=None)
+        p_fit,
+        " (nmfdeconv, which has none: from the first epoch, with --train-size below 1; not "
+        "imputer)",
+        warmup=" after the KL warm-up of zinbvae, cgmdvae and archetypes",
+    )
     p_fit.add_argument(
         "--backed",
         action="store_true",
