@@ -185,10 +185,17 @@ def _constant(v: np.ndarray) -> bool:
     return v.size == 0 or bool(np.ptp(v) == 0)
 
 
+def _unit(v: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """``v`` divided by its largest absolute value (along ``axis``; rows of 0s kept): the
+    scale-free scores then neither overflow (1e200, NaN) nor underflow (1e-300) in float64."""
+    top = np.abs(v).max(axis=axis, keepdims=axis is not None)
+    return v / np.where(top > 0, top, 1.0)
+
+
 def _pcc(t: np.ndarray, p: np.ndarray) -> float:
     if _constant(t) or _constant(p):
         return float("nan")
-    return float(np.corrcoef(t, p)[0, 1])
+    return float(np.corrcoef(_unit(t), _unit(p))[0, 1])
 
 
 def _ssim(t: np.ndarray, p: np.ndarray) -> float:
@@ -471,7 +478,7 @@ def matched_profile_correlation(true_profiles, pred_profiles) -> pd.DataFrame:
             raise ValueError(f"{name} contains NaN or infinite values.")
     n_true = true.shape[0]
     with np.errstate(invalid="ignore", divide="ignore"):
-        corr = np.corrcoef(true, pred)[:n_true, n_true:]
+        corr = np.corrcoef(_unit(true, axis=1), _unit(pred, axis=1))[:n_true, n_true:]
     corr = np.nan_to_num(corr, nan=0.0)  # a constant profile correlates with nothing
     rows, cols = linear_sum_assignment(corr, maximize=True)
     matched = np.full(n_true, -1)

@@ -15,13 +15,23 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._deconvolution import _aligned, _as_frame, _constant, _jsd, _pcc, _ssim, _warn_negative
+from ._deconvolution import (
+    _aligned,
+    _as_frame,
+    _constant,
+    _jsd,
+    _pcc,
+    _ssim,
+    _unit,
+    _warn_negative,
+)
 from ._missing import type_hint, warn_uninformative
 
 
 def _rmse_z(t: np.ndarray, p: np.ndarray) -> float:
     if _constant(t) or _constant(p):  # no pattern to z-score: as undefined as the PCC
         return float("nan")
+    t, p = _unit(t), _unit(p)  # z-scores are scale-free; a std of 1e200 values overflowed
     return float(np.sqrt(np.mean(((t - t.mean()) / t.std() - (p - p.mean()) / p.std()) ** 2)))
 
 

@@ -11,6 +11,7 @@ from scipy import sparse
 
 from .._checks import short_repr
 from .._close_names import suffixed_hint
+from ._deconvolution import _unit
 from ._missing import numeric_table
 from ._scales import warn_if_scales_differ
 
@@ -402,7 +403,7 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
                 "(a prediction equal to the control changes none)."
             )
         raise ValueError("R² is undefined: the mean expression is constant over the genes.")
-    return float(np.corrcoef(pred, true)[0, 1] ** 2)
+    return float(np.corrcoef(_unit(pred), _unit(true))[0, 1] ** 2)
 
 
 def _same_genes(pred_genes, other_genes, named: str, other: str) -> None:
