@@ -84,3 +84,21 @@ def test_mean_expression_r2_is_scgens_linregress_r_squared(seed):
     assert metrics.mean_expression_r2(pred, obs) == pytest.approx(r2, abs=1e-12)
     delta = linregress(pred.mean(0) - ctrl.mean(0), obs.mean(0) - ctrl.mean(0)).rvalue ** 2
     assert metrics.mean_expression_r2(pred, obs, control=ctrl) == pytest.approx(delta, abs=1e-12)
+
+
+def test_a_share_constant_up_to_rounding_is_a_constant_prediction():
+    # A type given the same share of every spot, rows divided by their sums: 1e-17 apart.
+    # Its PCC was the correlation of that rounding noise (-0.66, 0.69, 0.28 here, with no
+    # warning), where scipy's pearsonr warns that the input is nearly constant.
+    rng = np.random.default_rng(3)
+    size = rng.uniform(0.1, 10.0, 8)
+    weights = np.c_[1 * size, 2 * size, 7 * size]
+    pred = weights / weights.sum(1, keepdims=True)
+    assert np.ptp(pred, axis=0).max() > 0  # not exactly constant
+    true = rng.dirichlet([1.0] * 3, 8)
+    with pytest.warns(UserWarning, match="pred is constant across spots in 3 of the 3"):
+        scores = metrics.deconvolution_scores(true, pred)
+    assert scores["pcc"].isna().all()
+    with pytest.warns(UserWarning, match="pred is constant across spots in 3 of the 3"):
+        imputed = metrics.imputation_scores(true, pred)
+    assert imputed[["pcc", "rmse"]].isna().all().all()

@@ -27,6 +27,7 @@ from .._checks import short_repr
 from .._docs import doc_params, doc_proportions
 from .._warn import warn_user
 from ._missing import (
+    flat,
     numeric_table,
     refuse_not_finite,
     type_hint,
@@ -181,8 +182,8 @@ def _scores(true: pd.DataFrame, pred: pd.DataFrame, fn) -> pd.Series:
 
 
 def _constant(v: np.ndarray) -> bool:
-    # Exactly equal values: their std can come out at 1e-16 rather than 0.
-    return v.size == 0 or bool(np.ptp(v) == 0)
+    # Equal values up to rounding (flat): their std can come out at 1e-16 rather than 0.
+    return v.size == 0 or bool(flat(v))
 
 
 def _unit(v: np.ndarray, axis: int | None = None) -> np.ndarray:
@@ -267,7 +268,7 @@ def per_type_pcc(true, pred) -> pd.Series:
     """Pearson correlation across spots between true and predicted proportions of each type.
 
     {parameters}
-        One value per type; NaN where either column is constant.
+        One value per type; NaN where either column is constant (up to rounding).
 
     Examples
     --------

@@ -86,10 +86,11 @@ def imputation_scores(true, pred) -> pd.DataFrame:
         Index: genes. Columns ``pcc`` (higher is better), ``ssim`` (higher), ``rmse`` (lower;
         on z-scored genes, so 0 to 2, about 1.41 for an unrelated prediction) and ``jsd``
         (lower, in [0, 1]; negative values are set to 0 for it, with a warning, the other
-        scores use them as given). PCC and RMSE are NaN for a gene constant in either table
-        (a constant has no pattern; an RMSE of its zeros would score 1.0, better than an
-        unrelated pattern), JSD for a gene that sums to 0; take ``.median()`` for the
-        benchmark's summary, and count the NaN genes of a prediction as failures.
+        scores use them as given). PCC and RMSE are NaN for a gene constant (up to rounding)
+        in either table (a constant has no pattern; an RMSE of its zeros would score 1.0,
+        better than an unrelated pattern), JSD for a gene that sums to 0; take
+        ``.median()`` for the benchmark's summary, and count the NaN genes of a prediction
+        as failures.
 
     Examples
     --------

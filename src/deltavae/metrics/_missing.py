@@ -102,6 +102,18 @@ def type_hint(missing, columns, axis: str = "columns") -> str:
     )
 
 
+#: Spread, relative to a column's largest magnitude, up to which its values count as equal:
+#: rounding (scipy's pearsonr warns of a near-constant input from about 2e-12).
+_FLAT = 1e-12
+
+
+def flat(values: np.ndarray, axis: int | None = None):
+    """Whether ``values`` (each column, with ``axis=0``) are equal up to float64 rounding:
+    rows divided by their sums give a type's fixed share of every spot 1e-17 apart, and the
+    PCC of that noise was reported as a score."""
+    return np.ptp(values, axis=axis) <= _FLAT * np.abs(values).max(axis=axis)
+
+
 def warn_constant_predictions(true, pred, unit: str) -> None:
     """Warn where ``pred`` is constant across spots in a column whose true values vary (a
     type predicted nowhere, a gene imputed flat): its PCC is NaN (and its JS distance where
@@ -122,8 +134,8 @@ def warn_constant_predictions(true, pred, unit: str) -> None:
 def _flat_but_true_varies(true, pred) -> tuple[np.ndarray, np.ndarray]:
     """Columns :func:`warn_constant_predictions` names (``pred`` constant, ``true`` not), and
     the columns ``true`` varies in, as boolean masks."""
-    varies = np.ptp(true.to_numpy(), axis=0) > 0
-    return (np.ptp(pred.to_numpy(), axis=0) == 0) & varies, varies
+    varies = ~flat(true.to_numpy(), axis=0)
+    return flat(pred.to_numpy(), axis=0) & varies, varies
 
 
 def warn_zero_columns(true, pred, unit: str, named_already: bool) -> None:
