@@ -99,6 +99,9 @@ def test_imputer_from_the_shell(files, tmp_path, capsys):
     assert "UserWarning" not in printed.err and ".py:" not in printed.err
     assert "Training SpatialImputer on 100 spots" in printed.out
     assert "negative ELBO per spot" in printed.out
+    # The report says the scale of what it wrote, impute()'s expected counts (it said none), of
+    # the last 10 genes and the one renamed GENE_X.
+    assert "imputed genes (obsm['imputed'], expected counts, not normalised): 11\n" in printed.out
     assert (
         "genes shared with the reference: 39 of the spots' 40 (the others are not used)\n"
         in printed.out

@@ -200,7 +200,9 @@ def _spatial_report(results: ad.AnnData, model, model_name: str) -> list[str]:
     if model_name == "imputer":
         imputed = results.obsm[model.imputed_key]
         lines = [
-            f"imputed genes (obsm[{model.imputed_key!r}]): {imputed.shape[1]}",
+            # their scale: expected counts (as impute()), not log-normalised expression
+            f"imputed genes (obsm[{model.imputed_key!r}], expected counts, not normalised): "
+            f"{imputed.shape[1]}",
             f"genes shared with the reference: {model.adata.n_vars} of the spots' "
             f"{results.n_vars}"
             + (" (the others are not used)" if model.adata.n_vars < results.n_vars else ""),

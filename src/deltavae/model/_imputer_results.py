@@ -353,7 +353,8 @@ class ImputerResultsMixin:
         *,
         genes: list[str] | None = None,
     ) -> list[str]:
-        """Write the imputed genes to ``obsm["imputed"]``, a spots x genes DataFrame, and,
+        """Write the imputed genes to ``obsm["imputed"]``, a spots x genes DataFrame of
+        :meth:`impute`'s expected counts (not normalised; see its Returns for their scale), and,
         for the latent design, the spots' latent (posterior mean, as
         :meth:`get_latent_representation`) to ``obsm["X_spatialimputer"]``; for the
         deconvolution design, what :meth:`NMFDeconv.write_to_adata` writes: the
