@@ -121,7 +121,8 @@ def _coordinates(adata: AnnData, basis: str) -> tuple[np.ndarray, str]:
                 raise ValueError(f"obsm[{key!r}] has shape {coords.shape}; expected (cells, 2+).")
             return coords[:, :2], _AXIS_NAMES.get(name, name)
     raise KeyError(
-        f"basis={basis!r} is not in adata.obsm; available: {list(adata.obsm)}. Compute it "
+        f"basis={basis!r} is not in adata.obsm; {did_you_mean(basis, adata.obsm, end=' ')}"
+        f"available: {list(adata.obsm)}. Compute it "
         "first, e.g. sc.pp.neighbors(adata, use_rep='X_cgmdvae'); sc.tl.umap(adata)."
     )
 

@@ -20,6 +20,7 @@ from matplotlib.ticker import (
 )
 
 from .._checks import check_bools
+from .._close_names import did_you_mean
 from .._docs import doc_ax, doc_params, doc_show_save, doc_title_figsize
 from ..model._validation import warn_user
 from ._legends import legend_clear_of_lines
@@ -55,6 +56,12 @@ def _history_frames(model) -> Mapping[str, pd.DataFrame]:
             "model.history."
         )
     return history
+
+
+def _hints(missing: Sequence[str], frames: Mapping[str, pd.DataFrame]) -> str:
+    """`` 'elbo_trian': did you mean 'elbo_train'?`` for each key of ``missing`` near one
+    recorded; ``""`` where none is."""
+    return "".join(f" {k!r}: {h}" for k in missing if (h := did_you_mean(k, frames)))
 
 
 def _history_unit(model, keys: Sequence[str]) -> str:
@@ -264,11 +271,14 @@ def history(
     if not present:
         raise ValueError(
             f"None of the history keys {list(keys)} were recorded; available keys: "
-            f"{sorted(frames)}."
+            f"{sorted(frames)}.{_hints(keys, frames)}"
         )
     skipped = [key for key in keys if key not in frames]
     if [key for key in skipped if key != "elbo_validation"]:
-        warn_user(f"The history has no {skipped}; not drawn. Its keys: {sorted(frames)}.")
+        warn_user(
+            f"The history has no {skipped}; not drawn. Its keys: {sorted(frames)}."
+            f"{_hints(skipped, frames)}"
+        )
     elif skipped:
         logger.info("history has no %s; not drawn", skipped)
     # The KL weight (0 to 1) beside ELBOs of thousands sat flat on their axis: its own axis,

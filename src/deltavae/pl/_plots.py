@@ -105,7 +105,8 @@ def embedding(
     name = basis.removeprefix("X_")
     if basis not in adata.obsm and f"X_{name}" not in adata.obsm:
         raise KeyError(
-            f"basis={basis!r} is not in adata.obsm; available: {list(adata.obsm)}. "
+            f"basis={basis!r} is not in adata.obsm; {did_you_mean(basis, adata.obsm, end=' ')}"
+            f"available: {list(adata.obsm)}. "
             "Compute it first, e.g. sc.tl.umap(adata)."
         )
     # scanpy labels the axes "UMAP1", "UMAP2" for basis "umap" but "X_umap1" for "X_umap".

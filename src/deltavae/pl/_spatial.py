@@ -12,6 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
 from .._checks import check_bools, check_ncols, short_repr
+from .._close_names import did_you_mean
 from .._docs import doc_ax, doc_params, doc_show_save, doc_title_figsize
 from .._warn import warn_user
 from ._tissue import DEFAULT, PLACING, doc_tissue, draw_tissue, placed, spot_drawer, tissue
@@ -37,8 +38,8 @@ def _spatial_values(
     """``obsm[key]`` as a table of spots, and its ``columns`` (all when ``None``)."""
     if key not in adata.obsm:
         raise KeyError(
-            f"key={key!r} is not in adata.obsm; available: {list(adata.obsm)}. Run the "
-            "model's write_to_adata first."
+            f"key={key!r} is not in adata.obsm; {did_you_mean(key, adata.obsm, end=' ')}"
+            f"available: {list(adata.obsm)}. Run the model's write_to_adata first."
         )
     values = adata.obsm[key]
     numbered = not isinstance(values, pd.DataFrame)
@@ -55,6 +56,7 @@ def _spatial_values(
         raise KeyError(
             f"{missing} are not columns of obsm[{key!r}]: "
             f"{short_repr(list(values.columns), n=20, unit='columns')}."
+            + "".join(f" {c!r}: {h}" for c in missing if (h := did_you_mean(c, values.columns)))
         )
     return values, values[list(columns)]
 
@@ -282,7 +284,10 @@ def spatial_proportions(
     keys = dict.fromkeys((basis, f"X_{basis.removeprefix('X_')}", basis.removeprefix("X_")))
     found = [k for k in keys if k in adata.obsm]
     if not found:
-        raise KeyError(f"basis={basis!r} is not in adata.obsm; available: {list(adata.obsm)}.")
+        raise KeyError(
+            f"basis={basis!r} is not in adata.obsm; {did_you_mean(basis, adata.obsm, end=' ')}"
+            f"available: {list(adata.obsm)}."
+        )
     coords = np.asarray(adata.obsm[found[0]], dtype=float)
     if coords.ndim != 2 or coords.shape[1] < 2:
         raise ValueError(f"obsm[{found[0]!r}] has shape {coords.shape}; expected (spots, 2).")

@@ -1,0 +1,53 @@
+"""deltavae.pl refusing a misspelled obsm key, basis or history key names the one meant, as
+its refusal of a misspelled obs column or gene does."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import anndata as ad  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+import deltavae as dv  # noqa: E402
+
+
+def _cells(n=40):
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(np.zeros((n, 3), dtype=np.float32))
+    adata.obsm["cgmdvae_cluster_probs"] = rng.dirichlet(np.ones(3), n)
+    adata.obsm["X_umap"] = rng.normal(size=(n, 2))
+    adata.obsm["spatial"] = rng.uniform(0, 100, size=(n, 2))
+    adata.obsm["proportions"] = pd.DataFrame(
+        rng.dirichlet([1, 1, 1], n), index=adata.obs_names, columns=["Astro", "Neuron", "Oligo"]
+    )
+    adata.obs["cell_type"] = pd.Categorical(rng.choice(["B", "T", "NK"], n))
+    return adata
+
+
+def _history():
+    epochs = np.arange(5)
+    return {"elbo_train": pd.DataFrame({"elbo_train": 100.0 - epochs}, index=epochs)}
+
+
+@pytest.mark.parametrize(
+    ("plot", "meant"),
+    [
+        (lambda a: dv.pl.embedding(a, basis="X_umpa", color="cell_type", show=False), "X_umap"),
+        (lambda a: dv.pl.cluster_probabilities(a, basis="X_umpa", show=False), "X_umap"),
+        (lambda a: dv.pl.spatial_proportions(a, key="proportion", show=False), "proportions"),
+        (lambda a: dv.pl.spatial_proportions(a, basis="spatail", show=False), "spatial"),
+        (lambda a: dv.pl.spatial_proportions(a, columns=["Neuorn"], show=False), "Neuron"),
+    ],
+)
+def test_a_misspelled_obsm_key_or_column_is_named(plot, meant):
+    with pytest.raises(KeyError, match=f"did you mean '{meant}'\\?"):
+        plot(_cells())
+
+
+def test_a_misspelled_history_key_is_named():
+    with pytest.raises(ValueError, match="did you mean 'elbo_train'\\?"):
+        dv.pl.history(_history(), keys=["elbo_trian"], show=False)
+    with pytest.warns(UserWarning, match="'elbo_trian': did you mean 'elbo_train'\\?"):
+        dv.pl.history(_history(), keys=["elbo_train", "elbo_trian"], show=False)
