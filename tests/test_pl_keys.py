@@ -51,3 +51,10 @@ def test_a_misspelled_history_key_is_named():
         dv.pl.history(_history(), keys=["elbo_trian"], show=False)
     with pytest.warns(UserWarning, match="'elbo_trian': did you mean 'elbo_train'\\?"):
         dv.pl.history(_history(), keys=["elbo_train", "elbo_trian"], show=False)
+
+
+@pytest.mark.parametrize(("basis", "names"), [("spatial", "spatial"), ("X_umap", "UMAP")])
+def test_spatial_panels_name_their_axes_as_scanpy(basis, names):
+    axes = dv.pl.spatial_proportions(_cells(), basis=basis, show=False)
+    assert len(axes) == 3
+    assert {(ax.get_xlabel(), ax.get_ylabel()) for ax in axes} == {(f"{names}1", f"{names}2")}

@@ -15,7 +15,7 @@ from .._close_names import did_you_mean, suffixed_hint
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
 from ..metrics._perturbation import gene_means
-from ._spatial import _bound, _bounds
+from ._spatial import _AXIS_NAMES, _bound, _bounds
 from ._tissue import DEFAULT, PLACING, doc_tissue, draw_tissue, placed, spot_drawer, tissue
 from ._utils import (
     as_names,
@@ -106,10 +106,6 @@ def _probabilities(adata: AnnData, probs_key: str) -> np.ndarray:
             f"probs_key={probs_key!r} is not in adata.obsm; available: {list(adata.obsm)}. {fix}"
         )
     return np.asarray(adata.obsm[probs_key], dtype=float)
-
-
-#: Axis names of the usual embeddings, as scanpy labels them (PC1, not PCA1).
-_AXIS_NAMES = {"umap": "UMAP", "tsne": "tSNE", "pca": "PC"}
 
 
 def _coordinates(adata: AnnData, basis: str) -> tuple[np.ndarray, str]:

@@ -31,6 +31,9 @@ from ._utils import (
     wrapped_title,
 )
 
+#: Axis names of the usual embeddings, as scanpy labels them (PC1, not PCA1).
+_AXIS_NAMES = {"umap": "UMAP", "tsne": "tSNE", "pca": "PC"}
+
 
 def _spatial_values(
     adata: AnnData, key: str, columns: Sequence[str] | None
@@ -289,6 +292,9 @@ def spatial_proportions(
             f"available: {list(adata.obsm)}."
         )
     coords = np.asarray(adata.obsm[found[0]], dtype=float)
+    # scanpy's axis labels: spatial1 and spatial2, UMAP1 and UMAP2
+    axis_name = found[0].removeprefix("X_")
+    axis_name = _AXIS_NAMES.get(axis_name, axis_name)
     if coords.ndim != 2 or coords.shape[1] < 2:
         raise ValueError(f"obsm[{found[0]!r}] has shape {coords.shape}; expected (spots, 2).")
     unplaced = ~np.isfinite(coords[:, :2]).all(axis=1)
@@ -343,6 +349,8 @@ def spatial_proportions(
             draw_tissue(ax, on)
         else:
             ax.set_aspect("equal")
+        ax.set_xlabel(f"{axis_name}1")
+        ax.set_ylabel(f"{axis_name}2")
         ax.set_xticks([])
         ax.set_yticks([])
         frame(ax, frameon)
