@@ -58,3 +58,12 @@ def test_spatial_panels_name_their_axes_as_scanpy(basis, names):
     axes = dv.pl.spatial_proportions(_cells(), basis=basis, show=False)
     assert len(axes) == 3
     assert {(ax.get_xlabel(), ax.get_ylabel()) for ax in axes} == {(f"{names}1", f"{names}2")}
+
+
+def test_a_misspelled_cluster_name_is_named():
+    adata = _cells()
+    adata.uns["cgmdvae"] = {"cluster_names": np.array(["B", "Mono", "T"], dtype=object)}
+    with pytest.raises(KeyError, match="did you mean 'Mono'\\?"):
+        dv.pl.cluster_probabilities(adata, clusters=["Mno"], show=False)
+    axes = dv.pl.cluster_probabilities(adata, clusters=["Mono"], show=False)
+    assert [ax.get_title() for ax in axes] == ["Cluster entropy", "P(cluster Mono)"]

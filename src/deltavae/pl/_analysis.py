@@ -289,7 +289,10 @@ def cluster_probabilities(
         elif integer and not numbered and 0 <= int(cluster) < probs.shape[1]:
             columns.append(int(cluster))
         else:
-            raise KeyError(f"cluster {cluster!r} is not one of the clusters {names}.")
+            hint = did_you_mean(cluster, names) if isinstance(cluster, str) else ""
+            raise KeyError(
+                f"cluster {cluster!r} is not one of the clusters {names}. {hint}".strip()
+            )
     n_panels = 1 + len(columns)
     fig, axes = panel_axes(ax, n_panels, ncols, figure_size(figsize, (4.8, 3.8)))
     draw = spot_drawer(on, size, adata.n_obs, max(1.0, 30000.0 / max(adata.n_obs, 1) ** 1.1))
