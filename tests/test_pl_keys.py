@@ -67,3 +67,22 @@ def test_a_misspelled_cluster_name_is_named():
         dv.pl.cluster_probabilities(adata, clusters=["Mno"], show=False)
     axes = dv.pl.cluster_probabilities(adata, clusters=["Mono"], show=False)
     assert [ax.get_title() for ax in axes] == ["Cluster entropy", "P(cluster Mono)"]
+
+
+def test_the_training_loss_is_not_labelled_the_elbo():
+    epochs = np.arange(6)
+    weight = np.minimum(1.0, epochs / 3)
+    # the objective weighs the KL term by the warm-up: below the ELBO until it ends
+    frames = {
+        "elbo_train": pd.DataFrame({"elbo_train": 100.0 - epochs}, index=epochs),
+        "train_loss": pd.DataFrame({"train_loss": 90.0 + 10 * weight - epochs}, index=epochs),
+        "kl_weight": pd.DataFrame({"kl_weight": weight}, index=epochs),
+    }
+    ax = dv.pl.history(frames, keys=["train_loss"], show=False)
+    assert ax.get_ylabel() == "training objective per cell"
+    ax = dv.pl.history(frames, keys=["train_loss", "elbo_train"], show=False)
+    assert "ELBO" not in ax.get_ylabel()
+    assert [line.get_label() for line in ax.get_lines()] == ["train_loss", "elbo_train"]
+    ax = dv.pl.history(frames, keys=["elbo_train"], show=False)
+    assert ax.get_ylabel() == "negative ELBO per cell"
+    assert [line.get_label() for line in ax.get_lines()] == ["training"]

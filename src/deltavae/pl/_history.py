@@ -33,6 +33,7 @@ _HISTORY_LABELS = {
     "elbo_validation": "validation",
     "kl_weight": "KL weight",
 }
+_LOSS_KEYS = ("train_loss", "validation_loss")
 
 
 def _history_frames(model) -> Mapping[str, pd.DataFrame]:
@@ -71,8 +72,12 @@ def _history_unit(model, keys: Sequence[str]) -> str:
     unit = "spot" if isinstance(model, SpotModelMixin) else "cell"
     if all(key == "kl_weight" for key in keys):
         return "KL weight"
-    if all(key.startswith(("elbo_", "train_loss", "validation_loss")) for key in keys):
+    if all(key.startswith("elbo_") for key in keys):
         return f"negative ELBO per {unit}"
+    # the objective trained: the KL term weighted by the warm-up (and, for CGMDVAE, the
+    # classifier's and alignment terms), so no negative ELBO until the warm-up ends
+    if all(key in _LOSS_KEYS for key in keys):
+        return f"training objective per {unit}"
     unitless = " (nats; the KL weight has none)" if "kl_weight" in keys else " (nats)"
     return f"per {unit}{unitless}"
 
@@ -243,7 +248,9 @@ def history(
         lacks are skipped, with a warning for any but ``"elbo_validation"`` (absent when the
         model trained without validation cells); if it has none of them, a ValueError lists
         those it has. ``"kl_weight"`` beside other entries is drawn on an axis of its own, on
-        the right (0 to its full weight; linear with ``log`` too).
+        the right (0 to its full weight; linear with ``log`` too). ``"train_loss"`` and
+        ``"validation_loss"`` are the objective trained (KL terms down-weighted during the
+        warm-up), labelled so, not the negative ELBO of ``"elbo_train"``.
     {ax}
     log
         Logarithmic y axis.
@@ -292,6 +299,8 @@ def history(
         ax = own_axes(figure_size(figsize, (5, 3.5)))
     right = ax.twinx() if twin else None
     drawn = []
+    # "training" beside "train_loss" would not say which curve is the ELBO
+    names = {"kl_weight": "KL weight"} if set(present) & set(_LOSS_KEYS) else _HISTORY_LABELS
     for key in present:
         frame = frames[key]
         series = frame[key] if key in frame.columns else frame.iloc[:, 0]
@@ -300,7 +309,7 @@ def history(
         # One epoch is one point, and a line through one point draws nothing.
         point = {"marker": "o"} if np.isfinite(values).sum() == 1 else {}
         target, style = (right, {"color": "0.35", "ls": "--"}) if key not in on_left else (ax, {})
-        target.plot(epochs, values, label=_HISTORY_LABELS.get(key, key), **point, **style)
+        target.plot(epochs, values, label=names.get(key, key), **point, **style)
         drawn.append(epochs)
     if right is not None:
         right.set_ylabel("KL weight")
