@@ -3,7 +3,8 @@
 Protocol of Li et al. (Nat. Methods 2022): for every spatial/reference pair of the RCTD toys
 (cerebellum Slide-seq, hippocampus Visium, hypothalamus MERFISH, lymph node Visium), the genes
 shared by the two are split into ``--folds`` folds (scikit-learn KFold, shuffled with
-``--seed``); each fold in turn is hidden from the spatial data, every method imputes it from
+``--seed``; the package's protocol, which ``SpatialImputer.cross_validate`` runs on a user's
+data); each fold in turn is hidden from the spatial data, every method imputes it from
 the reference and the remaining shared genes, and each hidden gene is scored once
 (``deltavae.metrics.imputation_scores``: PCC; SSIM on genes scaled to [0, 1] by their
 maximum; RMSE on z-scored genes; Jensen-Shannon distance, base 2, on genes normalised to sum
@@ -42,11 +43,10 @@ import scvi
 import torch
 from _common import Timer, load_average, markdown_table
 from anndata import AnnData
-from sklearn.model_selection import KFold
 from sklearn.neighbors import NearestNeighbors
 
 import deltavae as dv
-from deltavae.metrics import imputation_scores
+from deltavae.model._imputer_cross_val import cross_validate_genes
 
 PAIRS = ["cerebellum", "hippocampus", "hypothalamus", "lymphnode"]
 METHODS = ["deltavae", "deltavae-type", "deltavae-latent", "knn", "gimvi", "tangram"]
@@ -166,73 +166,61 @@ NAMES = {
 
 
 # ------------------------------------------------------------------ protocol
-def per_spot(pred: pd.DataFrame, visible: list[str], hidden: list[str]) -> pd.DataFrame:
-    """Hidden genes divided by the prediction's own total over the visible genes."""
-    pred = pred.clip(lower=0)
-    totals = pred[visible].sum(axis=1)
-    return pred[hidden].div(totals.where(totals > 0, 1.0), axis=0)
+def run_method(spatial, reference, method: str, args) -> tuple[pd.DataFrame, float]:
+    """The package's k-fold protocol (``cross_validate_genes``, which
+    ``SpatialImputer.cross_validate`` runs for users) with one method: its per-gene scores,
+    with ``fold``, and its seconds."""
+    seconds = 0.0
 
+    def impute(spots, ref, hidden):
+        nonlocal seconds
+        with Timer() as t:
+            pred = RUNNERS[method](spots, ref.copy(), hidden, args)
+        seconds += t.seconds
+        return pred
 
-def scored_genes(truth: pd.DataFrame, expressed: pd.Series) -> list[str]:
-    """The hidden genes every method is scored on: expressed in the reference (``expressed``,
-    by gene) and varying across the spots."""
-    return [g for g in truth.columns if expressed[g] and truth[g].std() > 0]
-
-
-def gene_scores(truth: pd.DataFrame, pred: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """``imputation_scores`` with an undefined score counted as a failure (``FAILED``), and
-    the number of genes that failed (so the metric's warning of constant predictions, which
-    ``.median()`` would skip, is said here by that count)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="pred is constant across spots")
-        table = imputation_scores(truth, pred)
-    return table.fillna(FAILED), int(table.isna().any(axis=1).sum())
+        # The methods' own notes, and imputation_scores' of constant predictions (counted
+        # below as failures).
+        warnings.simplefilter("ignore")
+        table = cross_validate_genes(
+            spatial,
+            reference,
+            impute,
+            spatial.var_names,
+            n_folds=args.folds,
+            seed=args.seed,
+            only_folds=args.only_folds,
+        )
+    return table, seconds
+
+
+def failures(table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The scores of ``imputation_scores`` (``fold`` dropped) with an undefined score counted
+    as a failure (``FAILED``), and the number of genes that failed (so the metric's warning of
+    constant predictions, which ``.median()`` would skip, is said here by that count)."""
+    scores = table.drop(columns="fold", errors="ignore")
+    return scores.fillna(FAILED), int(scores.isna().any(axis=1).sum())
 
 
 def run_pair(name: str, args) -> dict[str, dict]:
     spatial, reference = load_pair(name, args.data_dir)
-    genes = spatial.var_names
-    folds = KFold(args.folds, shuffle=True, random_state=args.seed).split(np.arange(len(genes)))
-    scores = {m: [] for m in args.methods}
-    seconds = dict.fromkeys(args.methods, 0.0)
-    failed = dict.fromkeys(args.methods, 0)
-    expressed = pd.Series(dense(reference.X).sum(axis=0) > 0, index=genes)
-    n_scored = 0
-    for fold, (seen, held) in enumerate(folds):
-        if args.only_folds is not None and fold not in args.only_folds:
-            continue
-        visible, hidden = list(genes[seen]), list(genes[held])
-        spots = spatial[:, visible].copy()
-        spot_totals = dense(spots.X).sum(axis=1)
-        truth = pd.DataFrame(dense(spatial[:, hidden].X), index=spots.obs_names, columns=hidden)
-        truth = truth.div(np.maximum(spot_totals, 1), axis=0)
-        truth = truth[scored_genes(truth, expressed)]
-        n_scored += truth.shape[1]
-        for method in args.methods:
-            scvi.settings.seed = args.seed
-            with Timer() as t, warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pred = RUNNERS[method](spots.copy(), reference.copy(), hidden, args)
-            pred = per_spot(pred, visible, hidden)
-            seconds[method] += t.seconds
-            table, n_failed = gene_scores(truth, pred)
-            failed[method] += n_failed
-            scores[method].append(table)
-            log(
-                f"{name} fold {fold} {method}: median PCC {table['pcc'].median():.3f} "
-                f"({t.seconds:.1f} s)"
-            )
-    out = {}
+    out, n_scored = {}, 0
     for method in args.methods:
-        table = pd.concat(scores[method])
-        row = table.median().to_dict()
-        row["seconds"] = seconds[method]
-        row["failed"] = failed[method]
+        table, seconds = run_method(spatial, reference, method, args)
+        for fold, pcc in table.groupby("fold")["pcc"].median().items():
+            log(f"{name} fold {fold} {method}: median PCC {pcc:.3f}")
+        n_scored = len(table)
+        scores, n_failed = failures(table)
+        row = scores.median().to_dict()
+        row["seconds"] = seconds
+        row["failed"] = n_failed
         out[method] = row
+        log(f"{name} {method}: {seconds:.1f} s")
     out["_info"] = {
         "spots": spatial.n_obs,
         "cells": reference.n_obs,
-        "genes": len(genes),
+        "genes": spatial.n_vars,
         "scored": n_scored,
     }
     return out

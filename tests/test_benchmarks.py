@@ -3,10 +3,15 @@
 import importlib.util
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+
+import deltavae as dv
+from deltavae.metrics import imputation_scores
+from deltavae.model._imputer_cross_val import gene_folds, scored_genes
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -29,12 +34,29 @@ def test_imputation_scores_every_method_on_the_same_genes(imputation):
         index=spots,
     )
     expressed = pd.Series({"a": True, "b": True, "zero": True, "absent": False})
-    genes = imputation.scored_genes(truth, expressed)
+    genes = scored_genes(truth, expressed)
     # Not the genes without reference counts (no method can impute them) nor constant ones.
     assert genes == ["a", "b"]
     # A constant prediction of "b" (PCC and RMSE undefined) is a failure, not left out.
     pred = pd.DataFrame({"a": truth["a"], "b": 1.0}, index=spots)
-    table, failed = imputation.gene_scores(truth[genes], pred)
+    with pytest.warns(UserWarning, match="pred is constant across spots"):
+        table = imputation_scores(truth[genes], pred)
+    table, failed = imputation.failures(table.assign(fold=0))
     assert failed == 1
     assert table.loc["b", "pcc"] == 0.0 and table.loc["b", "rmse"] == pytest.approx(np.sqrt(2))
     assert table["pcc"].median() == pytest.approx(0.5)
+
+
+def test_imputation_runs_each_method_through_the_package_folds(imputation):
+    """The benchmark's folds are the package's (SpatialImputer.cross_validate's): kNN, which
+    trains nothing, scores each shared gene once, in the fold KFold gives the seed."""
+    data = dv.datasets.synthetic_counts(n_cells=80, n_genes=12, n_clusters=2, seed=0)
+    ref, spots = data[:40].copy(), data[40:].copy()
+    args = SimpleNamespace(folds=3, seed=0, only_folds=None, knn_k=5)
+    table, seconds = imputation.run_method(spots, ref, "knn", args)
+    genes = list(spots.var_names)
+    assert list(table.index) == genes and seconds >= 0
+    held = [list(table.index[table["fold"] == f]) for f in range(3)]
+    assert held == gene_folds(genes, 3, 0)
+    args.only_folds = [1]
+    assert list(imputation.run_method(spots, ref, "knn", args)[0].index) == held[1]

@@ -26,6 +26,7 @@ from .._slashes import MESSAGE_START, warn_imputer_names
 from ..module import ImputerDeconvolutionModule, ImputerLatentModule
 from ._base import DeltaModelMixin
 from ._genes import _refuse_duplicates
+from ._imputer_cross_val import ImputerCrossValMixin
 from ._imputer_reference import (
     check_design,
     check_positive,
@@ -66,7 +67,9 @@ _EMPTY_CELLS = {
 }
 
 
-class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseModelClass):
+class SpatialImputer(
+    ImputerCrossValMixin, ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseModelClass
+):
     """Expected expression of every reference gene in every spot, from the genes it measured.
 
     Spots (Visium, Slide-seq, MERFISH, Xenium ...) measure a subset of the genes of a
@@ -86,6 +89,7 @@ class SpatialImputer(ImputerResultsMixin, SpotModelMixin, DeltaModelMixin, BaseM
     deconvolution design had the higher median per-gene PCC on the four RCTD spatial and
     reference pairs, so it is the default. Build the model with :meth:`from_reference`.
 
+    How well it imputes on given data: :meth:`cross_validate` (k-fold over the shared genes).
     Read-outs: :meth:`impute` (either design); :meth:`get_proportions` and
     :meth:`get_abundance` (deconvolution, as NMFDeconv's); :meth:`get_latent_representation`
     (latent: the spots', or the reference cells'). :meth:`write_to_adata` writes the imputed

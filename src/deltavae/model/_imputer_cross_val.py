@@ -1,0 +1,232 @@
+"""How well genes are imputed on a user's own data: k-fold cross-validation over shared genes.
+
+The protocol of Li et al. (Nat. Methods 2022), which benchmarks/imputation.py runs for every
+method: the genes the spots share with the reference are split into folds (scikit-learn's
+``KFold``, shuffled with a seed); each fold in turn is hidden from the spots, imputed from
+the reference and the remaining genes, and scored gene by gene with
+:func:`deltavae.metrics.imputation_scores`, so every gene is scored once.
+
+Scale: the measured and imputed values of a spot are both divided by a per-spot total before
+scoring, the measured ones by the spot's counts over the visible genes, the imputed ones by
+the prediction's own total over those same genes (every score is invariant to a gene's scale,
+so only these per-spot factors matter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import scvi
+from anndata import AnnData
+from sklearn.model_selection import KFold
+
+from .._checks import dense, layer_matrix
+from .._close_names import did_you_mean
+from .._warn import warn_user
+from ..metrics import imputation_scores
+
+#: impute(spots with the visible genes, reference, hidden genes) -> spots x genes, with at
+#: least the hidden and the visible genes.
+Imputer = Callable[[AnnData, AnnData, list], pd.DataFrame]
+
+
+def gene_folds(genes: Sequence, n_folds: int, seed: int) -> list[list]:
+    """``genes`` split into ``n_folds`` folds (``KFold``, shuffled with ``seed``)."""
+    genes = list(genes)
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int | np.integer) or n_folds < 2:
+        raise ValueError(f"n_folds must be a whole number of 2 or more; got {n_folds!r}.")
+    if n_folds > len(genes):
+        raise ValueError(
+            f"n_folds={n_folds} is more than the {len(genes)} genes to cross-validate: every "
+            f"fold needs a gene; pass n_folds={len(genes)} or fewer."
+        )
+    split = KFold(n_folds, shuffle=True, random_state=seed).split(np.arange(len(genes)))
+    return [[genes[i] for i in held] for _, held in split]
+
+
+def per_spot(pred: pd.DataFrame, visible: list, hidden: list) -> pd.DataFrame:
+    """Hidden genes divided by the prediction's own total over the visible genes."""
+    pred = pred.clip(lower=0)
+    totals = pred[visible].sum(axis=1)
+    return pred[hidden].div(totals.where(totals > 0, 1.0), axis=0)
+
+
+def scored_genes(truth: pd.DataFrame, expressed: pd.Series) -> list:
+    """The hidden genes scored: expressed in the reference (``expressed``, by gene; no method
+    imputes a gene without reference counts) and varying across the spots (a constant has no
+    pattern to score)."""
+    return [g for g in truth.columns if expressed[g] and truth[g].std() > 0]
+
+
+def cross_validate_genes(
+    spots: AnnData,
+    reference: AnnData,
+    impute: Imputer,
+    genes: Sequence,
+    n_folds: int = 5,
+    seed: int = 0,
+    layer: str | None = None,
+    only_folds: Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """Per-gene scores of ``impute`` with each fold of ``genes`` hidden in turn.
+
+    ``genes`` are spot genes shared with the reference. A gene is scored if the reference
+    counts it and it varies across the spots (otherwise it has no pattern to impute); the
+    table holds the scored genes only, in ``genes``' order, with ``imputation_scores``'
+    columns and ``fold``. ``scvi.settings.seed`` is set to ``seed`` before each fold.
+    """
+    genes = list(genes)
+    counts = layer_matrix(spots, layer)
+    expressed = pd.Series(
+        dense(reference[:, genes].X).sum(axis=0) > 0, index=genes
+    )  # a reference without a gene's counts cannot impute it
+    tables = []
+    for fold, hidden in enumerate(gene_folds(genes, n_folds, seed)):
+        if only_folds is not None and fold not in only_folds:
+            continue
+        visible = [g for g in genes if g not in set(hidden)]
+        keep = ~spots.var_names.isin(hidden)
+        totals = dense(counts[:, np.flatnonzero(spots.var_names.isin(visible))]).sum(axis=1)
+        columns = spots.var_names.get_indexer(hidden)
+        truth = pd.DataFrame(dense(counts[:, columns]), index=spots.obs_names, columns=hidden)
+        truth = truth.div(np.maximum(totals, 1), axis=0)
+        truth = truth[scored_genes(truth, expressed)]
+        scvi.settings.seed = seed
+        pred = impute(spots[:, keep].copy(), reference, hidden)
+        table = imputation_scores(truth, per_spot(pred, visible, hidden))
+        tables.append(table.assign(fold=fold))
+    order = [g for g in genes if any(g in t.index for t in tables)]
+    return pd.concat(tables).loc[order] if tables else pd.DataFrame()
+
+
+def _deltavae_imputer(from_reference: Callable, train_kwargs: dict) -> Imputer:
+    def impute(spots: AnnData, reference: AnnData, hidden: list) -> pd.DataFrame:
+        model = from_reference(spots, reference=reference)
+        model.train(**train_kwargs)
+        # Genes the reference never counts are no reference gene: 0, as its counts predict.
+        wanted = list(hidden) + list(spots.var_names)
+        known = [g for g in wanted if g in model.reference_genes_]
+        return model.impute(known).reindex(columns=wanted, fill_value=0.0)
+
+    return impute
+
+
+class ImputerCrossValMixin:
+    """:meth:`cross_validate`: how well a SpatialImputer imputes on the user's data."""
+
+    @classmethod
+    def cross_validate(
+        cls,
+        spots: AnnData,
+        reference: AnnData,
+        labels_key: str | None = "cell_type",
+        n_folds: int = 5,
+        genes: Sequence[str] | None = None,
+        seed: int = 0,
+        max_epochs: int | None = None,
+        layer: str | None = None,
+        train_kwargs: dict | None = None,
+        **model_kwargs,
+    ) -> pd.DataFrame:
+        """Per-gene imputation scores on these data, by k-fold cross-validation over genes.
+
+        The genes the spots share with the reference (or ``genes``) are split into
+        ``n_folds`` folds (scikit-learn's ``KFold``, shuffled with ``seed``). Each fold in
+        turn is hidden from the spots, a model is built with :meth:`from_reference` and
+        trained on the rest, and the hidden genes it imputes are scored against their counts
+        with :func:`deltavae.metrics.imputation_scores` (PCC, SSIM, RMSE on z-scores,
+        Jensen-Shannon distance), after dividing both, spot by spot, by their total over the
+        visible shared genes: the protocol of Li et al. 2022, as benchmarks/imputation.py
+        runs it. Trains ``n_folds`` models; ``scvi.settings.seed`` is set to ``seed`` before
+        each, so a seed repeats the table.
+
+        Parameters
+        ----------
+        spots, reference, labels_key, layer
+            As :meth:`from_reference`'s.
+        n_folds
+            Folds, from 2 to the number of genes cross-validated.
+        genes
+            Shared genes to cross-validate (the other shared genes stay visible in every
+            fold); ``None``: every shared gene.
+        seed
+            Seed of the folds, of the training (``scvi.settings.seed``) and of
+            :meth:`from_reference`.
+        max_epochs
+            Epochs of each training (:meth:`train`'s default: ``None``).
+        train_kwargs
+            Further arguments of :meth:`train` (``enable_progress_bar`` ...).
+        **model_kwargs
+            Further arguments of :meth:`from_reference` (``design``, ``profiles`` ...).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per gene scored, in the order of ``genes`` (default: the spots'): columns
+            ``pcc``, ``ssim``, ``rmse``, ``jsd`` (as :func:`~deltavae.metrics.imputation_scores`
+            gives them; NaN where a score is undefined, a constant prediction's) and ``fold``
+            (0 to ``n_folds - 1``, the fold that hid the gene). Genes the reference
+            never counts or constant across the spots have no pattern to score: left out,
+            with a warning.
+
+        Examples
+        --------
+        >>> import deltavae as dv
+        >>> data = dv.datasets.synthetic_counts(n_cells=300, n_genes=60, n_clusters=3, seed=0)
+        >>> ref, spots = data[:150].copy(), data[150:, :40].copy()
+        >>> scores = dv.model.SpatialImputer.cross_validate(
+        ...     spots, ref, labels_key="cluster", n_folds=5, max_epochs=50,
+        ...     train_kwargs={"enable_progress_bar": False},
+        ... )  # doctest: +SKIP
+        >>> scores.median()  # the summary: medians over the genes  # doctest: +SKIP
+        """
+        shared = spots.var_names[spots.var_names.isin(reference.var_names)]
+        chosen = list(shared) if genes is None else _chosen_genes(genes, spots, reference)
+        gene_folds(chosen, n_folds, seed)  # a bad n_folds refused before any training
+        train_kwargs = {"max_epochs": max_epochs, **(train_kwargs or {})}
+
+        def from_reference(data, reference):
+            return cls.from_reference(
+                data, reference=reference, labels_key=labels_key, layer=layer, seed=seed,
+                **model_kwargs,
+            )  # fmt: skip
+
+        table = cross_validate_genes(
+            spots,
+            reference,
+            _deltavae_imputer(from_reference, train_kwargs),
+            chosen,
+            n_folds=n_folds,
+            seed=seed,
+            layer=layer,
+        )
+        left = [g for g in chosen if g not in table.index]
+        if left:
+            warn_user(
+                f"{len(left)} of the {len(chosen)} genes cross-validated (e.g. {left[:5]}) "
+                "were not scored: the reference never counts them or they are constant "
+                "across the spots, so they have no pattern to impute."
+            )
+        return table
+
+
+def _chosen_genes(genes, spots: AnnData, reference: AnnData) -> list:
+    """``genes`` checked: each a gene of both the spots and the reference, named once."""
+    genes = [genes] if isinstance(genes, str) else list(genes)
+    if not genes:
+        raise ValueError("genes is empty: name the shared genes to cross-validate, or None.")
+    for g in genes:
+        for name, data in (("spots'", spots), ("reference's", reference)):
+            if g not in data.var_names:
+                hint = did_you_mean(g, data.var_names)
+                raise KeyError(
+                    f"gene {g!r} is not among the {name} genes ({data.n_vars}); only genes "
+                    f"the spots and the reference share can be cross-validated"
+                    + (f"; {hint}" if hint else ".")
+                )
+    duplicated = pd.Index(genes)[pd.Index(genes).duplicated()].unique().tolist()
+    if duplicated:
+        raise ValueError(f"genes names {duplicated[:5]} more than once; name each once.")
+    return genes

@@ -1,0 +1,99 @@
+"""SpatialImputer.cross_validate: k-fold cross-validation of imputation over the shared genes."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+import deltavae as dv
+from deltavae.model._imputer_cross_val import gene_folds
+
+pytestmark = pytest.mark.filterwarnings("ignore::deltavae.train.NotConvergedWarning")
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+COLUMNS = ["pcc", "ssim", "rmse", "jsd", "fold"]
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """Cells of 3 clusters split into a reference and single-cell spots; ``marker`` is high in
+    the first cluster only (a pattern the reference explains), ``noise`` is unrelated to it."""
+    data = dv.datasets.synthetic_counts(n_cells=120, n_genes=24, n_clusters=3, seed=0)
+    rng = np.random.default_rng(0)
+    x = np.asarray(data.X.toarray(), dtype=np.float32)
+    first = (data.obs["cluster"] == data.obs["cluster"].cat.categories[0]).to_numpy()
+    x[:, 0] = rng.poisson(np.where(first, 30.0, 0.5))
+    x[:, 1] = rng.poisson(5.0, size=len(x))
+    genes = ["marker", "noise", *data.var_names[2:]]
+    data = ad.AnnData(x, obs=data.obs[["cluster"]].copy(), var=pd.DataFrame(index=genes))
+    ref, spots = data[:60].copy(), data[60:].copy()
+    spots.obs = pd.DataFrame(index=spots.obs_names)  # spots carry no labels
+    return spots, ref
+
+
+def cross_validate(spots, ref, **kwargs):
+    kwargs = {"labels_key": "cluster", "n_folds": 2, "max_epochs": 3, **kwargs}
+    return dv.model.SpatialImputer.cross_validate(spots, ref, train_kwargs=TRAIN, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def scores(pair):
+    return cross_validate(*pair)
+
+
+def test_every_shared_gene_scored_once_with_its_fold(pair, scores):
+    spots, ref = pair
+    shared = [g for g in spots.var_names if g in ref.var_names]
+    assert list(scores.columns) == COLUMNS
+    assert list(scores.index) == shared  # once each, in the spots' order
+    assert scores.shape == (24, 5)
+    assert sorted(scores["fold"].unique()) == [0, 1]
+    assert scores["fold"].value_counts().tolist() == [12, 12]
+    assert folds_of(scores) == gene_folds(shared, 2, 0)  # the folds KFold gives the seed
+    assert scores[COLUMNS[:4]].notna().all().all()
+
+
+def folds_of(scores):
+    return [list(scores.index[scores["fold"] == f]) for f in sorted(scores["fold"].unique())]
+
+
+def test_a_pattern_the_reference_explains_scores_above_noise(scores):
+    marker, noise = scores.loc["marker"], scores.loc["noise"]
+    assert marker["pcc"] > 0.3 > noise["pcc"]
+    assert marker["ssim"] > noise["ssim"]
+    assert marker["rmse"] < noise["rmse"]
+
+
+def test_a_seed_repeats_the_table_and_another_changes_the_folds(pair, scores):
+    pd.testing.assert_frame_equal(cross_validate(*pair), scores)
+    shared = list(scores.index)
+    assert gene_folds(shared, 2, 1) != gene_folds(shared, 2, 0)
+
+
+def test_genes_chooses_the_genes_hidden_and_unscorable_ones_are_warned(pair):
+    spots, ref = pair
+    ref = ref.copy()
+    ref.X[:, ref.var_names.get_loc("gene_5")] = 0  # no reference counts: nothing to impute
+    with pytest.warns(UserWarning, match=r"1 of the 3 genes .*'gene_5'.* never counts"):
+        table = cross_validate(spots, ref, genes=["noise", "marker", "gene_5"])
+    assert list(table.index) == ["noise", "marker"]
+    assert list(table.columns) == COLUMNS
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n_folds": 1}, ValueError, "n_folds must be a whole number of 2 or more; got 1"),
+        ({"n_folds": 2.5}, ValueError, "n_folds must be a whole number"),
+        ({"n_folds": 24}, ValueError, "n_folds=24 is more than the 23 genes"),
+        ({"genes": ["marker", "noise"], "n_folds": 3}, ValueError, "more than the 2 genes"),
+        ({"genes": ["Marker"]}, KeyError, "'Marker' is not among the spots' .*'marker'"),
+        ({"genes": ["gene_2"]}, KeyError, "'gene_2' is not among the reference's genes"),
+        ({"genes": ["marker", "marker"]}, ValueError, r"\['marker'\] more than once"),
+        ({"genes": []}, ValueError, "genes is empty"),
+    ],
+)
+def test_bad_folds_and_genes_are_refused_before_training(pair, kwargs, error, match):
+    spots, ref = pair
+    ref = ref[:, ref.var_names != "gene_2"]  # gene_2 in the spots only: not shared
+    with pytest.raises(error, match=match):
+        cross_validate(spots, ref, max_epochs=-1, **kwargs)  # -1 would fail in training
