@@ -290,4 +290,7 @@ def test_spatial_imputer_examples_run(examples):
         {**ns, "imputer": latent},
     )
     assert isinstance(ns["imputer"].get_proportions(), pd.DataFrame)
+    cv = {}
+    examples.run("deltavae.model._imputer_cross_val.ImputerCrossValMixin.cross_validate", cv)
+    assert list(cv["scores"].columns) == ["pcc", "ssim", "rmse", "jsd", "fold"]
     assert not examples.errors, "\n".join(examples.errors)

@@ -90,10 +90,16 @@ def test_genes_chooses_the_genes_hidden_and_unscorable_ones_are_warned(pair):
         ({"genes": ["gene_2"]}, KeyError, "'gene_2' is not among the reference's genes"),
         ({"genes": ["marker", "marker"]}, ValueError, r"\['marker'\] more than once"),
         ({"genes": []}, ValueError, "genes is empty"),
+        ({"spots": "spots.h5ad"}, TypeError, "spots must be an AnnData; got str"),
+        ({"duplicate": True}, ValueError, "gene_3"),
     ],
 )
 def test_bad_folds_and_genes_are_refused_before_training(pair, kwargs, error, match):
     spots, ref = pair
     ref = ref[:, ref.var_names != "gene_2"]  # gene_2 in the spots only: not shared
+    spots = kwargs.pop("spots", spots)
+    if kwargs.pop("duplicate", False):
+        spots = spots.copy()
+        spots.var_names = [*spots.var_names[:-1], "gene_3"]
     with pytest.raises(error, match=match):
         cross_validate(spots, ref, max_epochs=-1, **kwargs)  # -1 would fail in training

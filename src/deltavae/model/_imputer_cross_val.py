@@ -26,6 +26,7 @@ from .._checks import dense, layer_matrix
 from .._close_names import did_you_mean
 from .._warn import warn_user
 from ..metrics import imputation_scores
+from ._genes import _refuse_duplicates
 
 #: impute(spots with the visible genes, reference, hidden genes) -> spots x genes, with at
 #: least the hidden and the visible genes.
@@ -180,8 +181,22 @@ class ImputerCrossValMixin:
         ...     spots, ref, labels_key="cluster", n_folds=5, max_epochs=50,
         ...     train_kwargs={"enable_progress_bar": False},
         ... )  # doctest: +SKIP
-        >>> scores.median()  # the summary: medians over the genes  # doctest: +SKIP
+        >>> scores.head(2)  # doctest: +SKIP
+                     pcc      ssim      rmse       jsd  fold
+        gene_0  0.720748  0.547900  0.747331  0.289225     4
+        gene_1  0.638600  0.391065  0.850176  0.292263     3
+        >>> scores.drop(columns="fold").median()  # summary over genes  # doctest: +SKIP
+        pcc     0.578932
+        ssim    0.409304
+        rmse    0.917648
+        jsd     0.355402
+        dtype: float64
+        >>> scores.nsmallest(3, "pcc")  # the genes it imputes worst  # doctest: +SKIP
         """
+        for name, data in (("spots", spots), ("reference", reference)):
+            if not isinstance(data, AnnData):
+                raise TypeError(f"{name} must be an AnnData; got {type(data).__name__}.")
+            _refuse_duplicates(pd.Index(data.var_names.astype(str)), name)
         shared = spots.var_names[spots.var_names.isin(reference.var_names)]
         chosen = list(shared) if genes is None else _chosen_genes(genes, spots, reference)
         gene_folds(chosen, n_folds, seed)  # a bad n_folds refused before any training
