@@ -103,3 +103,18 @@ def test_bad_folds_and_genes_are_refused_before_training(pair, kwargs, error, ma
         spots.var_names = [*spots.var_names[:-1], "gene_3"]
     with pytest.raises(error, match=match):
         cross_validate(spots, ref, max_epochs=-1, **kwargs)  # -1 would fail in training
+
+
+def test_spot_genes_the_reference_lacks_are_neither_hidden_nor_scored(pair, scores):
+    spots, ref = pair
+    extra = ad.AnnData(
+        np.random.default_rng(1).poisson(3.0, (spots.n_obs, 1)).astype(np.float32),
+        obs=pd.DataFrame(index=spots.obs_names),
+        var=pd.DataFrame(index=["only_in_spots"]),
+    )
+    spots = ad.concat([spots, extra], axis=1)
+    with pytest.warns(UserWarning, match="not in the reference .*'only_in_spots'"):
+        table = cross_validate(spots, ref)
+    # The same folds of the same shared genes as without the extra gene.
+    assert list(table.index) == list(scores.index)
+    assert folds_of(table) == folds_of(scores)
