@@ -69,6 +69,25 @@ def test_a_seed_repeats_the_table_and_another_changes_the_folds(pair, scores):
     assert gene_folds(shared, 2, 1) != gene_folds(shared, 2, 0)
 
 
+def test_the_users_seed_and_random_streams_are_left_as_they_were(pair):
+    """Each fold sets scvi.settings.seed; that setting, the generators it reseeds and the
+    environment it writes were left changed for the rest of the user's session."""
+    import os
+    import random
+
+    import scvi
+    import torch
+
+    scvi.settings.seed = 7
+    os.environ.pop("PL_GLOBAL_SEED", None)
+    states = torch.get_rng_state(), np.random.get_state(), random.getstate()  # noqa: NPY002
+    cross_validate(*pair, max_epochs=1, genes=["marker", "noise", *pair[0].var_names[2:6]])
+    assert scvi.settings.seed == 7 and "PL_GLOBAL_SEED" not in os.environ
+    assert torch.equal(torch.get_rng_state(), states[0])
+    assert np.array_equal(np.random.get_state()[1], states[1][1])  # noqa: NPY002
+    assert random.getstate() == states[2]
+
+
 def test_genes_chooses_the_genes_hidden_and_unscorable_ones_are_warned(pair):
     spots, ref = pair
     ref = ref.copy()

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
+import random
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "device_module",
     "forked_generators",
     "put_back_states",
+    "scvi_seed_kept",
     "seeded_generators",
 ]
 
@@ -110,6 +114,47 @@ def seeded_generators(device, seed: int):
         if module is not None and module.device_count():
             getattr(module, "manual_seed_all", module.manual_seed)(seed)
         yield
+
+
+@contextlib.contextmanager
+def scvi_seed_kept():
+    """A context inside which ``scvi.settings.seed = ...`` may be set (scvi-tools seeds its
+    trainings from it), with everything that setting reseeds or rewrites put back on leaving:
+    torch's generators (every accelerator's too), numpy's and Python's global ones, the
+    environment variables Lightning and scvi-tools write, cuDNN's flags and the setting itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import scvi
+    >>> before, state = scvi.settings.seed, np.random.get_state()
+    >>> with scvi_seed_kept():
+    ...     scvi.settings.seed = 123
+    >>> scvi.settings.seed == before, bool(np.random.get_state()[1][0] == state[1][0])
+    (True, True)
+    """
+    import scvi
+
+    devices = accelerator_states()  # None where not started: seeding it then only queues
+    numpy_state, python_state = np.random.get_state(), random.getstate()  # noqa: NPY002
+    names = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "XLA_FLAGS")
+    environment = {name: os.environ.get(name) for name in names}
+    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    seed = scvi.settings.seed
+    try:
+        with forked_generators("cpu"):
+            yield
+    finally:
+        put_back_states(devices)
+        np.random.set_state(numpy_state)  # noqa: NPY002
+        random.setstate(python_state)
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        scvi.settings._seed = seed  # the setter would reseed every generator again
 
 
 def accelerator_states() -> tuple | None:

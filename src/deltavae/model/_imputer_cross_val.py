@@ -24,6 +24,7 @@ from sklearn.model_selection import KFold
 
 from .._checks import dense, layer_matrix
 from .._close_names import did_you_mean
+from .._rng import scvi_seed_kept
 from .._warn import warn_user
 from ..metrics import imputation_scores
 from ._genes import _refuse_duplicates
@@ -76,7 +77,8 @@ def cross_validate_genes(
     ``genes`` are spot genes shared with the reference. A gene is scored if the reference
     counts it and it varies across the spots (otherwise it has no pattern to impute); the
     table holds the scored genes only, in ``genes``' order, with ``imputation_scores``'
-    columns and ``fold``. ``scvi.settings.seed`` is set to ``seed`` before each fold.
+    columns and ``fold``. ``scvi.settings.seed`` is set to ``seed`` before each fold, and
+    it and the global generators it reseeds are put back after the last.
     """
     genes = list(genes)
     counts = layer_matrix(spots, layer)
@@ -84,20 +86,21 @@ def cross_validate_genes(
         dense(reference[:, genes].X).sum(axis=0) > 0, index=genes
     )  # a reference without a gene's counts cannot impute it
     tables = []
-    for fold, hidden in enumerate(gene_folds(genes, n_folds, seed)):
-        if only_folds is not None and fold not in only_folds:
-            continue
-        visible = [g for g in genes if g not in set(hidden)]
-        keep = ~spots.var_names.isin(hidden)
-        totals = dense(counts[:, np.flatnonzero(spots.var_names.isin(visible))]).sum(axis=1)
-        columns = spots.var_names.get_indexer(hidden)
-        truth = pd.DataFrame(dense(counts[:, columns]), index=spots.obs_names, columns=hidden)
-        truth = truth.div(np.maximum(totals, 1), axis=0)
-        truth = truth[scored_genes(truth, expressed)]
-        scvi.settings.seed = seed
-        pred = impute(spots[:, keep].copy(), reference, hidden)
-        table = imputation_scores(truth, per_spot(pred, visible, hidden))
-        tables.append(table.assign(fold=fold))
+    with scvi_seed_kept():  # the user's seed and generators, as before the call
+        for fold, hidden in enumerate(gene_folds(genes, n_folds, seed)):
+            if only_folds is not None and fold not in only_folds:
+                continue
+            visible = [g for g in genes if g not in set(hidden)]
+            keep = ~spots.var_names.isin(hidden)
+            totals = dense(counts[:, np.flatnonzero(spots.var_names.isin(visible))]).sum(axis=1)
+            columns = spots.var_names.get_indexer(hidden)
+            truth = pd.DataFrame(dense(counts[:, columns]), index=spots.obs_names, columns=hidden)
+            truth = truth.div(np.maximum(totals, 1), axis=0)
+            truth = truth[scored_genes(truth, expressed)]
+            scvi.settings.seed = seed
+            pred = impute(spots[:, keep].copy(), reference, hidden)
+            table = imputation_scores(truth, per_spot(pred, visible, hidden))
+            tables.append(table.assign(fold=fold))
     order = [g for g in genes if any(g in t.index for t in tables)]
     return pd.concat(tables).loc[order] if tables else pd.DataFrame()
 
@@ -141,7 +144,8 @@ class ImputerCrossValMixin:
         Jensen-Shannon distance), after dividing both, spot by spot, by their total over the
         visible shared genes: the protocol of Li et al. 2022, as benchmarks/imputation.py
         runs it. Trains ``n_folds`` models; ``scvi.settings.seed`` is set to ``seed`` before
-        each, so a seed repeats the table.
+        each, so a seed repeats the table, and put back after the last with the global
+        generators it reseeds (the user's own seed and random streams go on as before).
 
         Parameters
         ----------
