@@ -338,11 +338,16 @@ def test_bad_values_in_a_layer_are_named(counts_adata):
     )
 
 
-def test_empty_cells_and_genes_warn(counts_adata):
-    X = counts_adata.X.toarray()
+def _empty_first_cell_and_second_gene(adata) -> np.ndarray:
+    X = adata.X.toarray()
     X[0] = 0
     X[:, 1] = 0
-    counts_adata.X = sp.csr_matrix(X)
+    adata.X = sp.csr_matrix(X)
+    return X
+
+
+def test_empty_cells_and_genes_warn(counts_adata):
+    _empty_first_cell_and_second_gene(counts_adata)
     with pytest.warns(UserWarning) as record:
         dv.model.ZINBVAE.setup_anndata(counts_adata)
     messages = " ".join(str(r.message) for r in record)
@@ -377,10 +382,7 @@ def test_empty_cells_and_genes_of_non_negative_x_get_scanpys_filters(counts_adat
     other non-negative values, e.g. log-normalised) was a boolean mask, where scanpy's
     filters are right and read more easily; signed values keep the mask (scanpy counts only
     positive entries)."""
-    X = counts_adata.X.toarray()
-    X[0] = 0
-    X[:, 1] = 0
-    counts_adata.X = sp.csr_matrix(X)
+    X = _empty_first_cell_and_second_gene(counts_adata)
     with pytest.warns(UserWarning) as record:
         dv.model.CGMDVAE.setup_anndata(counts_adata)
     messages = " ".join(str(r.message) for r in record)

@@ -32,13 +32,9 @@ def test_typicality_after_the_models_cells_were_subset_in_place_is_not_read_off_
     assert labels["label"].isin(["0", "1", "2"]).all()
 
 
-def test_observed_responses_after_the_models_cells_were_subset_in_place_say_so():
-    """translate's default averages in the responses observed in the model's training cells,
-    and nearest_response and latent_shift read them too: after adata._inplace_subset_obs they
-    read the cells left without a word (the positions of the test split, cells 160-199, ran
-    past the end of the 100 left: "index 160 is out of bounds"). Each says so, as
-    predict_labels' typicality does; response_weight=0, which reads no training cell, does
-    not."""
+def _trained_on_a_split():
+    """A CGMDVAE of 200 cells trained on a split whose test cells are 160-199, its AnnData and
+    a copy of its control cells."""
     adata = dv.datasets.synthetic_counts(
         n_cells=200, n_genes=30, n_clusters=3, n_conditions=2, seed=0
     )
@@ -47,8 +43,18 @@ def test_observed_responses_after_the_models_cells_were_subset_in_place_say_so()
     cells = np.arange(200)
     split = {"external_indexing": [cells[:140], cells[140:160], cells[160:]]}
     model.train(max_epochs=2, datasplitter_kwargs=split, **TRAIN)
-    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
-    adata._inplace_subset_obs(cells < 100)
+    return adata, model, adata[adata.obs["condition"] == "ctrl"].copy()
+
+
+def test_observed_responses_after_the_models_cells_were_subset_in_place_say_so():
+    """translate's default averages in the responses observed in the model's training cells,
+    and nearest_response and latent_shift read them too: after adata._inplace_subset_obs they
+    read the cells left without a word (the positions of the test split, cells 160-199, ran
+    past the end of the 100 left: "index 160 is out of bounds"). Each says so, as
+    predict_labels' typicality does; response_weight=0, which reads no training cell, does
+    not."""
+    adata, model, ctrl = _trained_on_a_split()
+    adata._inplace_subset_obs(np.arange(200) < 100)
     told = r"holds 100 cells, 200 when it was trained: it was subset in place .* 100 cells left"
     with pytest.warns(UserWarning, match=told + r".*response_weight=0.*model.adata ="):
         pred = model.translate(ctrl, "stim", seed=0)
@@ -65,15 +71,7 @@ def test_other_cells_set_as_the_models_adata_are_not_read_at_its_splits_position
     nearest_response read its test split's positions on the 100 ("index 160 is out of bounds
     for axis 0 with size 100"). The setter forgets a split of other cells, as load does; the
     training cells set back keep it."""
-    adata = dv.datasets.synthetic_counts(
-        n_cells=200, n_genes=30, n_clusters=3, n_conditions=2, seed=0
-    )
-    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
-    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
-    cells = np.arange(200)
-    split = {"external_indexing": [cells[:140], cells[140:160], cells[160:]]}
-    model.train(max_epochs=2, datasplitter_kwargs=split, **TRAIN)
-    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    adata, model, ctrl = _trained_on_a_split()
     model.adata = adata
     assert list(model.test_indices) == list(range(160, 200))  # its own cells: kept
     model.adata = adata[:100]

@@ -27,6 +27,19 @@ def _trained(cls, adata, **kwargs):
     return model
 
 
+def _reference(adata, n_clusters=2, **setup):
+    """A CGMDVAE reference of ``adata``'s conditions, trained one epoch."""
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", **setup)
+    return _trained(dv.model.CGMDVAE, adata, n_clusters=n_clusters)
+
+
+def _query(adata, n_cells):
+    """The first ``n_cells`` of ``adata``, as cells of a condition the reference lacks."""
+    query = adata[:n_cells].copy()
+    query.obs["condition"] = "new"
+    return query
+
+
 @pytest.mark.parametrize("likelihood", ["zinb", "nb"])
 def test_a_count_predictions_record_says_what_its_x_holds(likelihood):
     """uns['prediction']['X'] said 'expected counts at each cell's library size' for every
@@ -148,8 +161,7 @@ def test_predictions_on_the_observed_data_name_the_genes_a_query_lacks(tmp_path)
     genes added the change to the zeros the mapping filled them with, and returned those genes'
     near-zero values among the measured ones with nothing said."""
     adata = _counts()
-    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
-    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2)
+    g = _reference(adata)
     query = adata[:, 3:].copy()  # genes gene_0..gene_2 missing
     query.obs["condition"] = np.where(adata.obs["condition"] == "ctrl", "ctrl", "new")
     with pytest.warns(UserWarning, match="3 of the reference's 20 genes are missing"):
@@ -183,11 +195,9 @@ def test_a_query_of_fewer_cells_than_clusters_maps_trains_and_loads(tmp_path):
     to fit them to' (a query fits no mixture: its reference's is frozen), and so was a load of
     the saved reference, or of the query model, with fewer cells than clusters."""
     adata = _counts()
-    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
-    g = _trained(dv.model.CGMDVAE, adata, n_clusters=3)
+    g = _reference(adata, n_clusters=3)
     g.save(tmp_path / "ref")
-    query = adata[:2].copy()
-    query.obs["condition"] = "new"
+    query = _query(adata, 2)
     q = dv.model.CGMDVAE.load_query_data(query, g)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one epoch: not converged
@@ -212,10 +222,8 @@ def test_integer_labels_with_missing_values_get_advice_that_runs():
     convert it, query.obs['ct'].astype(int), which fails on the NaN."""
     adata = _counts()
     adata.obs["ct"] = adata.obs["cluster"].astype(int)
-    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="ct")
-    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2)
-    query = adata[:40].copy()
-    query.obs["condition"] = "new"
+    g = _reference(adata, labels_key="ct")
+    query = _query(adata, 40)
     query.obs["ct"] = query.obs["ct"].where(np.arange(40) >= 3)  # 3 NaN: floats
     fix = r"query.obs\['ct'\] = query.obs\['ct'\].fillna\(-1\).astype\(int\)"
     with pytest.raises(ValueError, match=r"holds 3 missing labels \(NaN\).*floats.*" + fix):
@@ -232,11 +240,9 @@ def test_a_query_whose_counts_were_replaced_after_mapping_is_read_as_it_is_now(t
     ``get_latent_representation(query)`` gave the z of the counts replaced, and
     ``query.copy()`` another."""
     adata = _counts()
-    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
-    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2)
+    g = _reference(adata)
     g.save(tmp_path / "ref")
-    query = adata[:60].copy()
-    query.obs["condition"] = "new"
+    query = _query(adata, 60)
     reordered = query[:, ::-1].copy()
     q = dv.model.CGMDVAE.load_query_data(query, g)  # shares the query's X
     with pytest.warns(UserWarning, match="same genes in another order"):
@@ -266,10 +272,8 @@ def test_a_query_named_by_other_identifiers_is_told_the_column_that_holds_the_re
     "No reference var names found" by scvi-tools' prepare_query_anndata; NMFDeconv and
     SpatialImputer name the column. The line given runs, and the query then maps."""
     adata = _counts()
-    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
-    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2)
-    query = adata[:40].copy()
-    query.obs["condition"] = "new"
+    g = _reference(adata)
+    query = _query(adata, 40)
     query.var["gene_symbols"] = query.var_names.to_numpy()
     query.var_names = [f"ENSG{i:011d}" for i in range(query.n_vars)]
     fix = (
@@ -290,10 +294,8 @@ def test_a_query_model_asked_about_a_condition_it_lacks_is_not_called_the_refere
     """A query model read cells of a condition neither it nor its reference learned; it was
     told to "call q (the query model), not the reference model", which it was already."""
     adata = _counts()
-    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
-    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2)
-    query = adata[:40].copy()
-    query.obs["condition"] = "new"
+    g = _reference(adata)
+    query = _query(adata, 40)
     q = dv.model.CGMDVAE.load_query_data(query, g)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one epoch: not converged
@@ -322,8 +324,7 @@ def test_raw_counts_mapped_onto_a_reference_of_log_data_are_told_to_be_transform
     sc.pp.log1p(logged)
     dv.model.CGMDVAE.setup_anndata(logged, condition_key="condition")
     g = _trained(dv.model.CGMDVAE, logged, n_clusters=2, likelihood="normal")
-    query = adata[:40].copy()  # raw counts
-    query.obs["condition"] = "new"
+    query = _query(adata, 40)  # raw counts
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         dv.model.CGMDVAE.load_query_data(query, g)
@@ -347,10 +348,8 @@ def test_a_reference_whose_anndata_changed_in_place_still_saves_and_maps(tmp_pat
 
     adata = _counts()
     adata.obs["ct"] = adata.obs["cluster"].astype(str)
-    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="ct")
-    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2)
-    query = adata[:40].copy()
-    query.obs["condition"] = "new"
+    g = _reference(adata, labels_key="ct")
+    query = _query(adata, 40)
     counts = adata.copy()
     sc.pp.normalize_total(adata)
     sc.pp.log1p(adata)
@@ -375,10 +374,8 @@ def test_a_query_annotated_in_its_own_names_is_told_to_keep_them_under_another_c
     advice to mark the unknown ones)."""
     adata = _counts()
     adata.obs["ct"] = adata.obs["cluster"].astype(str)
-    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="ct")
-    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2)
-    query = adata[:40].copy()
-    query.obs["condition"] = "new"
+    g = _reference(adata, labels_key="ct")
+    query = _query(adata, 40)
     query.obs["ct"] = np.where(np.arange(40) % 2, "T cell", "B cell")
     fix = r"query.obs\['ct_query'\] = query.obs.pop\('ct'\)"
     with pytest.raises(ValueError, match=r"does not know: \['B cell', 'T cell'\]\..*" + fix):
@@ -397,8 +394,7 @@ def test_query_cells_without_counts_in_the_references_genes_are_named_as_such():
     from scipy import sparse
 
     adata = _counts()
-    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
-    g = _trained(dv.model.CGMDVAE, adata, n_clusters=2)
+    g = _reference(adata)
     extra = np.ones((40, 2), dtype=np.float32)
     counts = adata[:40].X.toarray()
     counts[:3] = 0  # cells 0-2: counts only in the genes the reference lacks
