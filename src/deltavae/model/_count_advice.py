@@ -95,14 +95,20 @@ def why_not_whole(
 
 
 def drop_empty(
-    name: str, layer: str | None, rows: bool, counts: bool = True, nonnegative: bool = False
+    name: str,
+    layer: str | None,
+    rows: bool,
+    counts: bool = True,
+    nonnegative: bool = False,
+    genes: str | None = None,
 ) -> str:
     """The statement that drops the rows (``rows``) or the columns of the AnnData ``name``
     that are all zeros in ``layer`` (``None``: X): scanpy's filter for counts in X, which
     reads X only and sums the values, or for other ``nonnegative`` values in X by the number
     of positive entries (a negative value is not counted there, nor is a sum of negative ones
     empty), else a mask of ``layer``'s nonzero rows or columns (by their absolute values: no
-    ``!``, which a shell's double quotes would read).
+    ``!``, which a shell's double quotes would read). ``genes``: an expression of the genes
+    the rows are judged on (the mask then reads those alone).
 
     Examples
     --------
@@ -113,11 +119,12 @@ def drop_empty(
     >>> drop_empty("adata", "counts", rows=False)
     "adata = adata[:, np.asarray(abs(adata.layers['counts']).sum(0)).ravel() > 0].copy()"
     """
-    if layer is None and (counts or nonnegative):
+    if layer is None and genes is None and (counts or nonnegative):
         step = "filter_cells" if rows else "filter_genes"
         least = ("min_counts" if counts else "min_genes") if rows else "min_cells"
         return f"sc.pp.{step}({name}, {least}=1)"
-    where = f"{name}.X" if layer is None else f"{name}.layers[{layer!r}]"
+    read = name if genes is None else f"{name}[:, {genes}]"
+    where = f"{read}.X" if layer is None else f"{read}.layers[{layer!r}]"
     keep = f"np.asarray(abs({where}).sum({1 if rows else 0})).ravel() > 0"
     return f"{name} = {name}[{keep if rows else ':, ' + keep}].copy()"
 

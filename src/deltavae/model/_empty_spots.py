@@ -45,10 +45,5 @@ def drop_empty_spots(model) -> str:
     spots = spots[np.asarray(abs(spots[:, model.adata.var_names].layers['counts']).sum(1)).ravel()
     > 0].copy()
     """
-    layer = model.registry_["setup_args"].get("layer")
     _, genes = read_genes(model)
-    if genes is None:
-        return drop_empty("spots", layer, rows=True)
-    where = "X" if layer is None else f"layers[{layer!r}]"
-    keep = f"np.asarray(abs(spots[:, {genes}].{where}).sum(1)).ravel() > 0"
-    return f"spots = spots[{keep}].copy()"
+    return drop_empty("spots", model.registry_["setup_args"].get("layer"), True, genes=genes)
