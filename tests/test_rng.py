@@ -121,3 +121,36 @@ def test_mps_generators_without_a_device_argument_are_forked(monkeypatch):
     with session_kept():
         generator.manual_seed(9)
     assert torch.equal(generator.get_state(), before)
+
+
+@pytest.mark.parametrize("kind", ["cuda", "xpu"])
+@pytest.mark.parametrize("context", ["scvi_seed_kept", "session_kept"])
+def test_an_accelerator_started_inside_is_left_as_it_would_have_started(kind, context, monkeypatch):
+    """``SpatialImputer.cross_validate`` (``scvi_seed_kept``) and the CLI's ``main`` put the
+    accelerator's generators back only where it was in use before: in a fresh session on a
+    GPU, cross-validation started CUDA, seeded it with its own seed and trained there, so the
+    user's next GPU training drew other numbers than without the call."""
+    import scvi
+
+    from deltavae._cli_files import session_kept
+    from deltavae._rng import scvi_seed_kept
+
+    generator, started = torch.Generator(), [False]
+    module = getattr(torch, kind)
+    for name in ("manual_seed", "manual_seed_all"):  # as torch seeds it: at once, or queued
+        monkeypatch.setattr(module, name, lambda s: generator.manual_seed(int(s)))
+    monkeypatch.setattr(module, "get_rng_state", lambda device=kind: generator.get_state())
+    monkeypatch.setattr(
+        module, "set_rng_state", lambda state, device=kind: generator.set_state(state)
+    )
+    monkeypatch.setattr(module, "device_count", lambda: 1)
+    monkeypatch.setattr(module, "is_initialized", lambda: started[0])
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a: torch.device(kind))
+    scvi.settings.seed = 11  # the user's seed: the device starts from it
+    fresh = generator.get_state()
+    with {"scvi_seed_kept": scvi_seed_kept, "session_kept": session_kept}[context]():
+        scvi.settings.seed = 5
+        started[0] = True  # a training on the device starts it and draws there
+        torch.rand(3, generator=generator)
+    assert torch.equal(generator.get_state(), fresh)
+    assert scvi.settings.seed == 11

@@ -135,7 +135,7 @@ def scvi_seed_kept():
     """
     import scvi
 
-    devices = accelerator_states()  # None where not started: seeding it then only queues
+    devices = accelerator_states()  # where not started: seeded again on leaving
     numpy_state, python_state = np.random.get_state(), random.getstate()  # noqa: NPY002
     names = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "XLA_FLAGS")
     environment = {name: os.environ.get(name) for name in names}
@@ -159,8 +159,11 @@ def scvi_seed_kept():
 
 def accelerator_states() -> tuple | None:
     """The generators' states of the machine's accelerator (each of its devices), for
-    :func:`put_back_states`; None without one, or where reading them would start it (CUDA or
-    XPU not yet in use: reading starts it on every device, and DDP refuses to start after)."""
+    :func:`put_back_states`; None without one. Where reading them would start it (CUDA or XPU
+    not yet in use: reading starts it on every device, and DDP refuses to start after), the
+    seed its generators would start from instead: torch's CPU seed now (``torch.manual_seed``,
+    as ``scvi.settings.seed`` calls it, seeds the CPU and queues the same seed for the
+    accelerator's start)."""
     if hasattr(torch, "accelerator"):  # torch 2.6 and later
         accelerator = torch.accelerator.current_accelerator()
     else:
@@ -170,12 +173,20 @@ def accelerator_states() -> tuple | None:
         return None
     started = getattr(module, "is_initialized", None)
     if started is not None and not started():
-        return None
+        return (module, None, torch.initial_seed())
     return (module, *_read_states(module, list(range(module.device_count()))))
 
 
 def put_back_states(states: tuple | None) -> None:
-    """Set the accelerator's generators to ``states`` (from :func:`accelerator_states`)."""
+    """Set the accelerator's generators to ``states`` (from :func:`accelerator_states`). One
+    not started then is seeded with the seed it would have started from: a training inside
+    may have started it and drawn, or queued another seed for its start (a GPU's next
+    training then drew other numbers than without the call); seeding it queues the seed
+    again where it is still not started, and starts nothing."""
     if states is None:
         return
-    _write_states(*states)
+    module, devices, kept = states
+    if devices is None:
+        getattr(module, "manual_seed_all", module.manual_seed)(kept)
+        return
+    _write_states(module, devices, kept)
