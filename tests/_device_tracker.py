@@ -21,9 +21,13 @@ tensor indexed with "device" indices, host values (of one or more dimensions) wr
 "device" tensor at tensor indices (``x[idx] = values``, ``index_put_``), a "device" tensor
 read as numpy without ``.cpu()``, and, under ``torch.use_deterministic_algorithms(True)``, a
 float ``cumsum`` or a ``scatter_reduce`` other than a sum or mean of a "device" tensor (CUDA
-has no deterministic kernel for them and raises). With ``draws=True``, a random draw made on
-the "device" is recorded too: a GPU's generator draws other numbers than the CPU's for one
-seed, so a seeded read-out that draws there gives other cells on a GPU than on the CPU.
+has no deterministic kernel for them and raises). Recorded too: a float64 (or complex128)
+tensor made on the "device" (Apple's MPS has no float64 and refuses it; on CUDA it runs at a
+fraction of float32's speed), and a random draw given a CPU ``generator=`` that draws on, or
+from, a "device" tensor (CUDA refuses a generator of another device). With ``draws=True``, a
+random draw made on the "device" is recorded too: a GPU's generator draws other numbers than
+the CPU's for one seed, so a seeded read-out that draws there gives other cells on a GPU than
+on the CPU.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ _NO_HOST_SCALARS = {
     "cat", "concat", "concatenate", "stack", "hstack", "vstack", "matmul", "mm", "bmm",
     "einsum", "dot", "index_select", "gather", "take_along_dim",
 }  # fmt: skip
+# Dtypes Apple's MPS does not have (it refuses to make or move them).
+_WIDE = (torch.float64, torch.complex128)
 _LIKE = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like"}
 
 
@@ -143,6 +149,14 @@ class DeviceTracker(TorchFunctionMode):
         refused = self._refused(name, args)
         if refused is not None:
             self.mixes[(refused, self._caller())] += 1
+        generator = kwargs.get("generator")
+        if isinstance(generator, torch.Generator) and generator.device.type == "cpu":
+            drawn_on = kwargs.get("device")
+            inputs = [t for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor)]
+            if (drawn_on is not None and not _is_cpu(drawn_on)) or any(
+                _where(t) == "device" for t in inputs
+            ):
+                self.mixes[("a CPU generator drawing on the device", self._caller())] += 1
         out = func(*args, **kwargs)
         if name in ("cpu", "to") and args and out is args[0]:
             # On the CPU these return the tensor itself; on a GPU a new one: copy, so that the
@@ -182,6 +196,10 @@ class DeviceTracker(TorchFunctionMode):
                     self.mixes[(name, self._caller())] += 1
         if self.draws and name in _RANDOM and place == "device":
             self.mixes[("random draw on the device", self._caller())] += 1
+        if place == "device" and any(
+            isinstance(t, torch.Tensor) and t.dtype in _WIDE for t in tree_flatten(out)[0]
+        ):
+            self.mixes[("float64 on the device, which MPS has not", self._caller())] += 1
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor) and place is not None:
                 if _where(t) is None or place == "device" or name in ("cpu", "to"):

@@ -98,6 +98,28 @@ def test_reads_and_indexing_cuda_refuses_are_caught():
     }
 
 
+def test_float64_and_cpu_generators_on_the_device_are_caught():
+    """The check itself: a float64 tensor made on the device (Apple's MPS has no float64:
+    ``torch.as_tensor(<float64 numpy>, device=...)`` fails there) and a CPU generator given to
+    a draw on the device (CUDA refuses it), neither of which mixes devices."""
+    layer = torch.nn.Linear(3, 2)
+    on_device(layer)
+    generator = torch.Generator().manual_seed(0)
+    tracker = DeviceTracker()
+    with tracker:
+        device = layer.weight.device
+        torch.as_tensor(np.zeros(3, dtype=np.float32), device=device)  # fine
+        torch.randn(3, generator=generator).to(device)  # fine: drawn on the host, then moved
+        torch.sigmoid(layer.weight).detach().cpu().double()  # fine: float64 on the host
+        torch.as_tensor(np.zeros(3), device=device)
+        torch.randn(3, generator=generator, device=device)
+        torch.bernoulli(torch.sigmoid(layer.weight), generator=generator)
+    assert dict((name, n) for (name, _), n in tracker.mixes.items()) == {
+        "float64 on the device, which MPS has not": 1,
+        "a CPU generator drawing on the device": 2,
+    }
+
+
 def test_zinbvae_and_its_query_stay_on_the_device(tracked):
     adata = _counts()
     dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
