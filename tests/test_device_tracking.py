@@ -154,6 +154,9 @@ def test_zinbvae_and_its_query_stay_on_the_device(tracked):
         {"latent": mapped.get_latent_representation},
         train=lambda: mapped.train(max_epochs=1, plan_kwargs={"weight_decay": 1e-3}, **TRAIN),
     )
+    # scvi-tools' custom optimiser: the frozen entries' hook moves its masks all the same.
+    sgd = {"optimizer": "Custom", "optimizer_creator": lambda p: torch.optim.SGD(p, lr=1e-3)}
+    tracked(mapped.module, {}, train=lambda: mapped.train(max_epochs=1, plan_kwargs=sgd, **TRAIN))
 
 
 @pytest.mark.parametrize("labels", [False, True])
@@ -392,11 +395,16 @@ def test_semi_supervised_cgmdvae_and_its_query_stay_on_the_device(tracked):
         mapped.module,
         {
             "labels": mapped.predict_labels,
+            "typicality under": lambda: mapped.predict_labels(unknown_below=0.5),
+            "predict": mapped.predict,
+            "write, typicality under": lambda: mapped.write_to_adata(unknown_below=0.5),
             "clusters": lambda: mapped.predict_clusters(soft=True),
             "translate": lambda: mapped.translate(query, "ctrl", seed=0),
         },
         train=lambda: mapped.train(max_epochs=1, **TRAIN),
     )
+    query.X = query.X * 2  # replaced: the query model reads the new matrix
+    tracked(mapped.module, {"replaced counts": lambda: mapped.predict_labels(query)})
 
 
 def test_training_as_on_a_gpu_stays_on_the_device(tracked, monkeypatch):
