@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import copy
 
-from _gpu_report import FAILED, CheckFailed, Context, _accuracy, _on_device, _same
+from _gpu_report import (
+    FAILED,
+    CheckFailed,
+    Context,
+    _accuracy,
+    _float_state,
+    _on_device,
+    _same,
+    _train,
+)
 
 
 # --------------------------------------------------------------------------- data
@@ -515,6 +524,49 @@ def _query_mapped_on_cpu(ctx: Context, run, qname: str, model, query) -> None:
         finite=False,
     )
     ctx.train(qname, cross, 2, "train the CPU-mapped query on the device (2 epochs)")
+    if cross is not FAILED:
+        _custom_optimizer(ctx, qname, cross)
+
+
+def _custom_optimizer(ctx: Context, qname: str, q) -> None:
+    """Two more epochs with scvi-tools' custom optimiser (``optimizer="Custom"``, an SGD with
+    weight decay from ``optimizer_creator``): the reference's weights, frozen or masked
+    entries of partly trainable ones, must stay as they were on the device, and others move."""
+    import torch
+
+    from deltavae.train._checkpoint import PARTLY_TRAINABLE
+
+    def frozen():
+        partly = {id(p): m for p, m in q.module.__dict__.get(PARTLY_TRAINABLE) or []}
+        return [
+            (name, p.detach().clone(), partly.get(id(p)))
+            for name, p in q.module.named_parameters()
+            if not p.requires_grad or id(p) in partly
+        ]
+
+    def train():
+        kept, before = frozen(), _float_state(q)
+        creator = lambda params: torch.optim.SGD(params, lr=1e-3, weight_decay=0.1)  # noqa: E731
+        _train(ctx, q, 2, plan_kwargs={"optimizer": "Custom", "optimizer_creator": creator})
+        params = dict(q.module.named_parameters())
+        moved = [
+            name
+            for name, value, learns in kept
+            if not torch.equal(
+                (params[name] if learns is None else params[name][~learns.to(value.device)]),
+                (value if learns is None else value[~learns.to(value.device)]),
+            )
+        ]
+        if moved:
+            raise CheckFailed(f"reference weights changed: {moved[:3]}")
+        after = _float_state(q)
+        changed = sum(not torch.equal(before[k], after[k]) for k in before)
+        if not changed:
+            raise CheckFailed(f"none of {len(before)} parameter tensors changed")
+        return f"{len(kept)} frozen or masked kept, {changed} of {len(before)} tensors changed"
+
+    check = "train query, optimizer='Custom' (2 epochs)"
+    ctx.report.run(qname, check, train, detail=str, finite=False)
 
 
 def _cgmdvae_reference(ctx: Context, models: dict, kang) -> None:
@@ -565,6 +617,60 @@ def _cgmdvae_reference(ctx: Context, models: dict, kang) -> None:
         ),
     )
     run(qname, "write_to_adata (query)", lambda: q.write_to_adata(), needs=[q], detail=str)
+    if q is not FAILED:
+        _unknown_and_replaced(ctx, qname, q, query)
+
+
+def _unknown_and_replaced(ctx: Context, qname: str, q, query) -> None:
+    """The query's read-outs added since the last GPU run: ``predict_labels(unknown_below=)``
+    (typicality scored on the device against the reference's record), ``predict`` (SCANVI's
+    form) and ``write_to_adata(unknown_below=)``; then the query's counts replaced
+    (``query.X = other``): the model must read the new matrix, as a copy of the query gives."""
+    import numpy as np
+
+    def unknown():
+        from deltavae.model._typicality import unknown_mark
+
+        labels = q.predict_labels(unknown_below=0.1)
+        marked = labels["typicality"].to_numpy() < 0.1
+        mark = unknown_mark(q, labels["label"].cat.categories)
+        if not np.isfinite(labels["typicality"]).all() or (labels["label"] == mark).sum() != (
+            marked.sum()
+        ):
+            raise CheckFailed(f"{marked.sum()} under 0.1, {(labels['label'] == mark).sum()} marked")
+        return f"{marked.mean():.1%} of the query marked {mark!r}"
+
+    def predict():
+        hard, labels = q.predict(), q.predict_labels()["label"].to_numpy()
+        if not (np.asarray(hard).astype(str) == labels.astype(str)).all():
+            raise CheckFailed("predict() differs from predict_labels()['label']")
+        return f"{len(hard)} labels, as predict_labels'"
+
+    def written():
+        q.write_to_adata(unknown_below=0.1)
+        return f"{query.obs['cgmdvae_typicality'].lt(0.1).mean():.1%} under 0.1 in obs"
+
+    def replaced():
+        before, kept = q.get_latent_representation(query), query.X
+        query.X = kept * 2  # twice the counts: another matrix object, other latents
+        try:
+            after = q.get_latent_representation(query)
+            fresh = q.get_latent_representation(query.copy())
+        finally:
+            query.X = kept
+        if np.allclose(after, before):
+            raise CheckFailed("the latent of the replaced counts is the old one")
+        return _same(fresh, after, 1e-5, "replaced X == a copy of it")
+
+    ctx.report.run_each(
+        qname,
+        [
+            ("predict_labels(unknown_below=0.1)", unknown, {"finite": False, "detail": str}),
+            ("predict() == predict_labels' labels", predict, {"finite": False, "detail": str}),
+            ("write_to_adata(unknown_below=0.1)", written, {"finite": False, "detail": str}),
+            ("query.X replaced: latent of the new counts", replaced, {"detail": str}),
+        ],
+    )
 
 
 def _two_condition_keys(ctx: Context, name: str, model, ref) -> None:

@@ -133,6 +133,51 @@ def _imputer(ctx: Context, models: dict, spots, reference) -> None:
         finite=False,
     )
     models[name] = {"model": model, "adata": model.adata, "latent": imputed, "kind": "imputed"}
+    _cross_validate(ctx, name, target, reference)
+
+
+def _cross_validate(ctx: Context, name: str, spots, reference) -> None:
+    """``SpatialImputer.cross_validate``: two folds of 20 shared genes, each a model trained on
+    the device; the user's seed and the generators (the device's too) as before the call."""
+    import scvi
+    import torch
+
+    import deltavae as dv
+
+    genes = [g for g in spots.var_names if g in reference.var_names][:20]
+    cuda = ctx.device == "cuda"
+
+    def states():
+        device = torch.cuda.get_rng_state() if cuda else None
+        return scvi.settings.seed, torch.get_rng_state(), device
+
+    def cross_validate():
+        before = states()
+        table = dv.model.SpatialImputer.cross_validate(
+            spots, reference, labels_key="cell_type", n_folds=2, genes=genes, seed=ctx.seed,
+            max_epochs=min(ctx.cfg["imputer_epochs"], 50),
+            train_kwargs={"accelerator": ctx.accelerator, "enable_progress_bar": False,
+                          "max_time": ctx.box()},
+        )  # fmt: skip
+        after = states()
+        kept = [before[0] == after[0]] + [
+            a is None or bool(torch.equal(a, b)) for a, b in zip(before[1:], after[1:], strict=True)
+        ]
+        if not all(kept):
+            raise CheckFailed(f"seed, CPU and device generators put back: {kept}")
+        if not len(table) or not np.isfinite(table["pcc"]).any():
+            raise CheckFailed(f"no gene scored: {len(table)} rows")
+        return table
+
+    ctx.report.run(
+        name,
+        "cross_validate(2 folds, 20 genes)",
+        cross_validate,
+        finite=False,
+        detail=lambda t: (
+            f"{len(t)} genes scored, median PCC {t['pcc'].median():.3f}; seed and generators kept"
+        ),
+    )
 
 
 def _impute_in_chunks(model, parts: int):

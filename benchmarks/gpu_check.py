@@ -33,14 +33,21 @@ Phases (real data shipped with the package, nothing downloaded):
 3. Query mapping: donor 107 mapped onto donor-101 references with ``load_query_data`` (a new
    ``donor`` category), a few epochs of query training, then ``predict_labels`` (CGMDVAE) and
    a 15-NN label transfer on the latent (ZINBVAE), scored against the held-out cell types.
+   The CGMDVAE query also: ``predict_labels(unknown_below=0.1)`` (typicality against the
+   reference's record; the cells under it, and only they, take the unlabelled mark),
+   ``predict`` (the same labels), ``write_to_adata(unknown_below=0.1)``, and its latent after
+   ``query.X`` is replaced (that of the new counts, as a copy's). Each query mapped on the CPU
+   (ZINBVAE, CGMDVAE) trains two more epochs with ``optimizer="Custom"`` (SGD with weight
+   decay): the reference's frozen and masked weights must not move.
 4. Spatial: pseudo-spots summed from half of PBMC 3k with known proportions, the other half
    as reference: ``NMFDeconv.from_reference`` (proportions, abundance, signatures, technology
    factor, ``write_to_adata``), ``SpatialImputer.from_reference`` (neighbour profiles, on the
    spots without the reference's last 100 genes: ``impute`` scored by median PCC against their
-   true counts, the same imputed in four chunks of spots, proportions, ``write_to_adata``)
-   and ``Archetypes`` (``n_archetypes="auto"``;
-   weights of the training and of new spots, profiles, anchors, markers, signature matching,
-   names, ``write_to_adata``).
+   true counts, the same imputed in four chunks of spots, proportions, ``write_to_adata``,
+   ``cross_validate`` of 20 shared genes in 2 folds, which must put back
+   ``scvi.settings.seed`` and the CPU's and the device's generators) and ``Archetypes``
+   (``n_archetypes="auto"``; weights of the training and of new spots, profiles, anchors,
+   markers, signature matching, names, ``write_to_adata``).
 4b. Variants (``_gpu_variants.py``): what the phases above leave out, each model joining
    phase 5's comparison: an unlabelled CGMDVAE on Kang (the default Leiden mixture start and
    the refit), CGMDVAE with ``likelihood="normal"`` on log-normalized PBMC cells, ZINBVAE with
@@ -84,6 +91,8 @@ training cut short. The rows added since (the pinned speed run, two mixed-precis
 add about 40 s more, the deterministic repeats about 30 s (31 s on one CPU thread with
 ``--small``) and the two-key, whole-AnnData and chunked read-outs a few seconds (estimated),
 so a run with the speed phase may pass 8 minutes: ``--skip-speed`` keeps the checks under it.
+The steps added on 2026-12-06 (cross-validation's two trainings of at most 50 epochs on the
+1,000 spots, two query epochs, a few read-outs) add an estimated 10-15 s.
 Every training call is cut by Lightning's ``max_time`` at 60 s (40 s per speed run) or at what
 is left of ``--budget-minutes`` (7.5), whichever comes first, and a phase that would start
 after the budget is reported as failed; the detail column says when a box cut training short.
