@@ -265,6 +265,7 @@ def test_a_run_that_cannot_train_is_refused_before_reading(
         raise AssertionError("the input was read")
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)  # on a Mac: its GPU
     monkeypatch.setattr(_cli_commands.ad, "read_h5ad", unread)
     assert _fit(counts_file, tmp_path / "g.h5ad", "--accelerator", "gpu") == 2
     printed = capsys.readouterr()

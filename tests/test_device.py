@@ -381,3 +381,25 @@ def test_aggregated_posterior_does_not_follow_torchs_default_dtype(zinbvae, floa
     target = adata.copy()
     model.differential_abundance(target, sample_key="condition")
     assert set(target.obsm["da_log_probs"].dtypes) == {np.dtype(np.float32)}
+
+
+def test_gpu_means_apples_gpu_on_a_mac(monkeypatch):
+    """Lightning's ``accelerator="gpu"`` is Apple's GPU (MPS) on a Mac, where torch sees no
+    CUDA: ``train``, ``load`` and ``load_query_data`` refused it there ("asks for a GPU, but
+    torch sees none"), as did the CLI's ``--accelerator gpu``, whose line said it trained on
+    the CPU. ``"cuda"`` there is still refused, naming ``"mps"``."""
+    from deltavae._cli_commands import _where
+    from deltavae.model._device_args import check_accelerator
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    check_accelerator("gpu")
+    assert _where("gpu") == "a GPU"
+    assert _where("auto") == "the CPU"  # scvi-tools' "auto" never picks MPS
+    with pytest.raises(ValueError, match=r"accelerator='cuda' asks for a GPU.*'mps' \(or 'gpu'\)"):
+        check_accelerator("cuda")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)  # Linux, no GPU
+    with pytest.raises(
+        ValueError, match=r"accelerator='gpu' asks for a GPU.*pass accelerator='cpu'"
+    ):
+        check_accelerator("gpu")

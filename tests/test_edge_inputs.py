@@ -368,7 +368,10 @@ def test_empty_cluster_advice_can_be_followed(counts_adata, monkeypatch):
     assert "above this run's 2" in said and "empty" not in said
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU asked for is there")
+@pytest.mark.skipif(
+    torch.cuda.is_available() or torch.backends.mps.is_available(),
+    reason="a GPU is there ('gpu' is Apple's on a Mac)",
+)
 def test_load_and_query_mapping_asking_for_a_missing_gpu_say_so(tmp_path):
     # As train does: Lightning's own error ("No supported gpu backend found!") names no fix.
     adata = _cells()
@@ -398,7 +401,7 @@ def test_training_arguments_that_would_be_ignored_or_fail_late_are_refused():
         model.train(max_epochs=1, train_size=1.0, restore_best=True)
     with pytest.raises(ValueError, match="check_val_every_n_epoch=5 .* max_epochs=3"):
         model.train(max_epochs=3, early_stopping=True, check_val_every_n_epoch=5)
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
         with pytest.raises(ValueError, match="accelerator='gpu' asks for a GPU.*'cpu'"):
             model.train(max_epochs=1, accelerator="gpu")
     if not torch.backends.mps.is_available():  # Lightning's MisconfigurationException

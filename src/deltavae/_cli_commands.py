@@ -151,9 +151,12 @@ def _keep_best(early_stopping: bool) -> dict:
 
 
 def _where(accelerator: str) -> str:
+    """Where ``train`` runs: "gpu" (refused before where torch sees none) is CUDA or Apple's
+    GPU, as Lightning picks; scvi-tools' "auto" takes CUDA only, never MPS."""
     import torch
 
-    return "a GPU" if accelerator != "cpu" and torch.cuda.is_available() else "the CPU"
+    gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+    return "a GPU" if gpu else "the CPU"
 
 
 def _command_doc(command: str) -> str:

@@ -35,11 +35,15 @@ def check_accelerator(accelerator) -> None:
             f"{torch.__version__}), or pass accelerator='cpu' (or 'auto': a GPU where there "
             "is one)."
         )
-    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+    # Lightning's "gpu" is Apple's GPU (MPS) where torch sees one, else CUDA; "cuda" is CUDA.
+    mps = name == "gpu" and torch.backends.mps.is_available()
+    if name in ("gpu", "cuda") and not torch.cuda.is_available() and not mps:
+        on_a_mac = torch.backends.mps.is_available()  # accelerator="cuda" on a Mac
         raise ValueError(
             f"accelerator={accelerator!r} asks for a GPU, but torch {torch.__version__} sees "
-            "none (torch.cuda.is_available() is False): pass accelerator='cpu' (or 'auto', "
-            "which uses a GPU when there is one), or install a CUDA build of torch."
+            "none (torch.cuda.is_available() is False): pass accelerator="
+            + ("'mps' (or 'gpu') for Apple's GPU" if on_a_mac else "'cpu'")
+            + " (or 'auto', which uses a GPU when there is one), or install a CUDA build of torch."
         )
     if name == "mps" and not torch.backends.mps.is_available():
         raise ValueError(
