@@ -286,8 +286,9 @@ def test_sample_draws_every_condition_by_default(two_keys):
 
 
 def test_each_prediction_says_on_which_scale_its_x_is():
-    """translate and latent_shift give expected counts, nearest_response log-normalized data:
-    the output said neither (a user's trial compared them as they were)."""
+    """translate and latent_shift give expected counts, and nearest_response (which gave
+    log-normalized data) too: the output says how each got them (a user's trial compared
+    them as they were)."""
     adata = dv.datasets.synthetic_counts(
         n_cells=160, n_genes=30, n_clusters=2, n_conditions=2, seed=0
     )
@@ -304,7 +305,8 @@ def test_each_prediction_says_on_which_scale_its_x_is():
     # translate's default adds the change to the observed counts (latent_shift decodes).
     assert scales["translate"].startswith("each cell's observed counts plus the model's change")
     assert scales["latent_shift"].startswith("expected counts")
-    assert scales["nearest_response"].startswith("log-normalized")
+    assert scales["nearest_response"].startswith("expected counts")
+    assert "layers['log_normalized']" in scales["nearest_response"]
 
 
 def test_a_model_loaded_onto_its_controls_keeps_the_conditions_it_trained_on(two_keys, tmp_path):

@@ -292,19 +292,20 @@ def test_a_target_condition_in_other_case_or_a_misspelt_key_is_given_the_one_mea
         model.translate(ctrl, {"conditon": "stim"})
 
 
-def test_nearest_response_takes_a_seed_it_says_it_leaves_unused(model):
+def test_nearest_response_seeds_its_whole_counts_alone(model):
     """predict_perturbation(method="nearest_response", seed=0) took a seed its docstring gave
-    to translate and latent_shift only: nearest_response draws nothing. The docstring says
-    so, and the prediction is the same whatever the seed (one call loops over the methods)."""
+    to translate and latent_shift only. Its X draws nothing, the same whatever the seed (one
+    call loops over the methods); the seed gives its whole counts (layers["counts"])."""
     doc = " ".join(dv.model.CGMDVAE.predict_perturbation.__doc__.split())
-    assert "``nearest_response`` draws nothing" in doc and "leaves unused" in doc
+    assert "``nearest_response``'s ``X`` draws nothing" in doc
     ctrl = model.adata[model.adata.obs["condition"] == "ctrl"].copy()
     preds = [
-        model.predict_perturbation(ctrl, "stim", method="nearest_response", seed=seed).X
-        for seed in (None, 0, 1)
+        model.predict_perturbation(ctrl, "stim", method="nearest_response", seed=seed)
+        for seed in (None, 0, 1, 0)
     ]
-    np.testing.assert_array_equal(preds[0], preds[1])
-    np.testing.assert_array_equal(preds[0], preds[2])
+    np.testing.assert_array_equal(preds[0].X, preds[1].X)
+    np.testing.assert_array_equal(preds[0].X, preds[2].X)
+    np.testing.assert_array_equal(preds[1].layers["counts"], preds[3].layers["counts"])
     with pytest.raises(ValueError, match="seed must be an integer"):  # checked all the same
         model.predict_perturbation(ctrl, "stim", method="nearest_response", seed="0")
 

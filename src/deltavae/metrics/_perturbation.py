@@ -220,7 +220,7 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
     predicted cells transformed exactly like the real ones (see :func:`log_normalize`). Sides
     that look like two scales are warned about: gene means 20 times apart, or whole counts
     against values that are not whole and stay under ``log1p(1e6)`` (log-normalized values,
-    such as ``predict_perturbation(method="nearest_response")``'s ``X``).
+    such as a prediction's ``layers["log_normalized"]``).
 
     Parameters
     ----------

@@ -25,7 +25,8 @@ def warn_if_scales_differ(
     the other's, or (where the gene means alone cannot tell, a log-normalized mean of 6
     against a count mean of 100) one side whole counts above ``log1p(1e6)`` and the other
     values that are not whole and stay below it, as log-normalized values do.
-    ``nearest_response`` puts log-normalized values in ``X``, ``translate`` expected counts.
+    A prediction holds expected counts in ``X`` and, for ``nearest_response``,
+    log-normalized values in ``layers["log_normalized"]``: either may be scored by mistake.
     Not for changes from control (a side with negative means): a predicted change smaller
     than the observed one is no other scale.
 
@@ -58,9 +59,9 @@ def warn_if_scales_differ(
             warn_user(
                 f"{c_name} holds whole counts (up to {counts[1]:.4g}) and {l_name} values that "
                 f"are not whole and stay below {_LOG_CEILING:.3g} (up to {logs[1]:.4g}): counts "
-                "against log-normalized values? (predict_perturbation(method="
-                "'nearest_response') puts log-normalized values in X.) Give both on one scale, "
-                f"e.g. dv.metrics.log_normalize of {c_name}'s counts.",
+                "against log-normalized values? (a prediction's layers['log_normalized'] holds "
+                "log-normalized values.) Give both on one scale, e.g. "
+                f"dv.metrics.log_normalize of {c_name}'s counts.",
             )
             return
 

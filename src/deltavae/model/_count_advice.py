@@ -155,7 +155,7 @@ def counts_hint(adata: AnnData, layer: str | None, name: str = "adata", unit="ce
             "in-place steps on X (sc.pp.normalize_total, sc.pp.log1p, sc.pp.scale) changed it "
             f"too, and it no longer holds the raw counts; {fix}."
         )
-    if "prediction" in adata.uns and "counts" in layers:  # translate's, latent_shift's
+    if "prediction" in adata.uns and "counts" in layers:  # a count model's prediction
         return (
             " This AnnData is a prediction (uns['prediction']): its X holds expected counts, "
             "its whole counts are in layers['counts']; to read them as cells, "

@@ -89,9 +89,13 @@ def draws_at_data_floor(model, adata: AnnData | None, draws):
 
 def _count_scale(model, method: str, residual: bool, blended: bool) -> str:
     """What ``X`` of a count model's prediction holds (see :func:`describe_prediction`)."""
-    if method == "nearest_response":
-        return "log-normalized: log1p(counts / library size * 1e4)"
     whole = " (whole counts: layers['counts'])"
+    if method == "nearest_response":  # added on log-normalized counts, taken back to counts
+        return (
+            "expected counts at each cell's library size: its log-normalized counts plus the "
+            "observed responses, expm1(.) * library size / 1e4 (the log-normalized prediction: "
+            "layers['log_normalized'])" + whole
+        )
     if residual:
         scale = "each cell's observed counts plus the model's change to the target"
         if blended:  # expm1 of an average of logs: below the average of the counts
@@ -117,17 +121,18 @@ def describe_prediction(
     out: AnnData, model, method: str, target, residual: bool = False, blended: bool = False
 ) -> None:
     """Record in ``out.uns["prediction"]`` how the cells were predicted and on which scale
-    ``X`` is, since the methods differ (expected counts, observed counts plus a change,
-    log-normalized data). ``residual``: translate added the decoded change to the observed
-    data; ``blended``: it averaged that with observed responses.
+    ``X`` is, since the methods reach it differently (expected counts decoded, observed counts
+    plus a change, log-normalized counts plus observed responses taken back to counts).
+    ``residual``: translate added the decoded change to the observed data; ``blended``: it
+    averaged that with observed responses.
 
     Examples
     --------
     >>> out = AnnData(np.zeros((1, 1)))
     >>> class Model: module = type("M", (), {"likelihood": "nb"})
     >>> describe_prediction(out, Model(), "nearest_response", "stim")
-    >>> out.uns["prediction"]["X"]
-    'log-normalized: log1p(counts / library size * 1e4)'
+    >>> out.uns["prediction"]["X"].split(":")[0]
+    "expected counts at each cell's library size"
     """
     likelihood = model.module.likelihood
     if likelihood in ("zinb", "nb"):

@@ -89,8 +89,10 @@ def with_observed_responses(
             part = memory_copy(part)
         contrast = Contrast.resolve(model, part, target_condition, key, None)
         try:
-            nearest = nearest_response(model, part, contrast, batch_size, memo=memo).X
-            nearest = nearest.astype(np.float64)
+            nearest = nearest_response(model, part, contrast, batch_size, memo=memo)
+            # The scale responses add on: log-normalized counts, or the data of other models.
+            nearest = nearest.layers["log_normalized"] if is_count else nearest.X
+            nearest = np.asarray(nearest, dtype=np.float64)
         except NoResponseError:
             if strict:
                 raise

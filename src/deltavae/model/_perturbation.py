@@ -27,7 +27,7 @@ from ._labels import NoResponseError, groups_under_both, label_groups
 from ._latent_shift import balance_groups, describe_prediction, latent_shift
 from ._prediction_frame import predicted_cells, target_record
 from ._registered import category_mappings
-from ._response_data import additive_data, memoised, similarity_coordinates
+from ._response_data import additive_data, memoised, on_count_scale, similarity_coordinates
 from ._scvi_glue import seeded
 from ._unmeasured import warn_unmeasured
 
@@ -79,6 +79,8 @@ class PerturbationMixin:
             data for count models. For a type never seen under the target, the most accurate
             over all genes on Kang IFN-beta (benchmarks/README.md, D7); the count models'
             ``translate``, averaged with it, predicts the response genes' change better (D10).
+            For count models the sum is taken back to counts at each cell's library size, as
+            the other methods give theirs (the log-normalized values: ``layers["log_normalized"]``).
         condition_key
             obs column of the condition (not for ``translate``, which moves cells on the
             model's own condition covariates); default the model's only one.
@@ -104,12 +106,11 @@ class PerturbationMixin:
         response_weight
             ``translate``: the weight on the observed responses (see ``CGMDVAE.translate``).
         seed
-            ``translate``, ``latent_shift``: seed of the random whole counts; the same seed
-            gives the same counts, whatever the ``batch_size`` and on a GPU as on the CPU
-            (``None``: seeded from torch's global generator). ``nearest_response`` draws
-            nothing (its principal components have a fixed seed): it gives the same cells
-            whatever the seed, which it takes and leaves unused (as scikit-learn's
-            ``random_state`` where nothing is random), so one call can loop over the methods.
+            Seed of the random whole counts (``layers["counts"]``); the same seed gives the
+            same counts, whatever the ``batch_size`` and on a GPU as on the CPU (``None``:
+            seeded from torch's global generator). ``nearest_response``'s ``X`` draws nothing
+            (its principal components have a fixed seed): the same whatever the seed, which
+            only its whole counts follow, so one call can loop over the methods.
 
         Returns
         -------
@@ -128,11 +129,18 @@ class PerturbationMixin:
         ``translate``'s residual default (counts) is each cell's observed counts plus the model's
         change, averaged with the observed responses; a decoded ``X`` is the model's mean at each
         cell's library (a latent library's posterior mean), for ZINB the zero-inflated mean, dropout
-        included (totals below the library size). ``nearest_response``: for count models,
-        log-normalized expression in ``X`` (the scale the responses are transferred on; no
-        ``layers["counts"]``), for other likelihoods the data's own scale. ``uns["prediction"]``
-        records the method, the target (a dict of strings where given as one) and, in words, what
-        ``X`` holds.
+        included (totals below the library size). ``nearest_response``: for count models too,
+        expected counts in ``X`` (each cell's log-normalized counts plus the responses, taken
+        back to its library size: ``expm1(log) * library / 1e4``), whole counts in
+        ``layers["counts"]`` (``X`` rounded at random) and the log-normalized prediction, the
+        scale the responses are transferred on, in ``layers["log_normalized"]``; for other
+        likelihoods the data's own scale in ``X``. So every method's ``X`` of a count model is on
+        the scale of the cells' counts: ``anndata.concat([ctrl, stim, pred])`` followed by
+        ``sc.pp.normalize_total`` and ``sc.pp.log1p`` normalizes real and predicted cells alike
+        (``join="inner"``, the default, keeps no layer the real cells lack). ``X`` is dense float32
+        whatever the input's type (expectations are rarely 0). ``uns["prediction"]`` records the
+        method, the target (a dict of strings where given as one) and, in words, what ``X``
+        holds.
 
         Examples
         --------
@@ -201,7 +209,8 @@ class PerturbationMixin:
             warn_source_is_target(contrast, method)
         with seeded(self.module, seed):
             if method == "nearest_response":
-                out = nearest_response(self, adata, contrast, batch_size, similarity)
+                draws = CellDraws(seed)  # layers["counts"] of a count model
+                out = nearest_response(self, adata, contrast, batch_size, similarity, draws=draws)
             else:
                 out = latent_shift(self, adata, contrast, batch_size, CellDraws(seed))
         targets = {contrast.condition_key: contrast.target}  # a dict as given: a dict
@@ -241,6 +250,7 @@ def nearest_response(
     batch_size: int | None = None,
     similarity: Literal["expression", "latent"] = "expression",
     memo: dict | None = None,
+    draws: CellDraws | None = None,
 ) -> AnnData:
     """Add to each cell the observed response of the training groups most similar to it.
 
@@ -256,7 +266,7 @@ def nearest_response(
     that response, floored at the training data's minimum. The data must be additive: with
     ``likelihood="normal"`` the model's own data (e.g. log-normalized expression); with a
     count likelihood, the counts log-normalized by :func:`deltavae.metrics.log_normalize`
-    (``log1p`` of counts per 10,000 over the model's genes), the scale of the prediction.
+    (``log1p`` of counts per 10,000 over the model's genes), then taken back to counts.
 
     Parameters
     ----------
@@ -281,10 +291,16 @@ def nearest_response(
         A dict shared by calls on one model's training cells (several source conditions of
         one request): the training cells' groups, data and coordinates are computed once and
         kept in it.
+    draws
+        The generators of a count model's whole counts
+        (:class:`~deltavae.distributions._draws.CellDraws`); ``None``: no ``layers["counts"]``
+        (translate, averaging the log-normalized values in, rounds its own).
 
     Returns
     -------
-    AnnData of predicted data (log-normalized for count models) with the cells' obs and obsm, the
+    AnnData of predicted data (for count models: expected counts, whole counts in
+    ``layers["counts"]`` where ``draws`` are given, the log-normalized prediction in
+    ``layers["log_normalized"]``; see :func:`on_count_scale`) with the cells' obs and obsm, the
     condition set to the target and the source in ``obs["<key>_source"]`` (as
     :meth:`PerturbationMixin.predict_perturbation` says), and in ``obsm["response_weights"]`` each
     cell's weight on every group (``uns["response_groups"]``, a numpy array, names them: of strings,
@@ -355,9 +371,14 @@ def nearest_response(
     distances = ((c_query[:, None, :] - centres[None]) ** 2).sum(-1)
     weights = softmax(-0.5 * distances / bandwidth, axis=1)
     predicted = np.maximum(x_query + weights @ responses, x_train.min())
+    layers = {}
+    if model.module.likelihood in ("zinb", "nb"):  # counts in X, as the other methods give
+        predicted, layers = on_count_scale(model, adata, predicted, draws)
     out = predicted_cells(  # inside translate (memo): translate's own cells say it
         model, caller_obs, obsm, predicted, adata.var, {condition_key: target}, uns, memo is None
     )
+    for name, values in layers.items():
+        out.layers[name] = values
     out.obsm["response_weights"] = weights.astype(np.float32)
     # An array, as an .h5ad file gives it back (a list came back as one, and list methods
     # failed); strings as object, anndata's reading of them.

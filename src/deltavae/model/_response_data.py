@@ -33,6 +33,43 @@ def additive_data(model, adata: AnnData) -> np.ndarray:
     return out
 
 
+def on_count_scale(model, adata: AnnData, log_pred: np.ndarray, draws=None):
+    """A count model's prediction made on log-normalized counts (``log_pred``, the scale of
+    :func:`additive_data`) on the scale of the cells' own counts, as ``translate`` and
+    ``latent_shift`` give theirs: the expected counts at each cell's library size (the inverse
+    of :func:`deltavae.metrics.log_normalize`: ``expm1(log_pred) * library / 1e4``, a cell
+    without counts at a library of 1), and the layers ``{"log_normalized": log_pred}`` and,
+    where ``draws`` (:class:`~deltavae.distributions._draws.CellDraws`) are given,
+    ``"counts"``: the expectation rounded stochastically to whole counts. Concatenated with
+    real counts, the prediction is normalized (``sc.pp.normalize_total``, ``log1p``) like them.
+
+    Examples
+    --------
+    >>> class M:
+    ...     def get_anndata_manager(self, adata, required):
+    ...         return type("R", (), {"get_from_registry": lambda self, key: adata.X})()
+    >>> cells = AnnData(np.array([[1.0, 3.0]]))
+    >>> from deltavae.metrics import log_normalize
+    >>> x, layers = on_count_scale(M(), cells, log_normalize(cells.X))
+    >>> x.round(3).tolist(), sorted(layers)
+    ([[1.0, 3.0]], ['log_normalized'])
+    """
+    import torch
+
+    from ._matrices import row_sums
+
+    x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
+    library = np.maximum(row_sums(x), 1.0)[:, None]
+    expected = (np.expm1(np.asarray(log_pred, dtype=np.float64)) * (library / 1e4)).astype(
+        np.float32
+    )
+    layers = {"log_normalized": np.asarray(log_pred, dtype=np.float32)}
+    if draws is not None:
+        counts = draws.round_counts(torch.as_tensor(expected), "nearest_response")
+        layers = {"counts": counts.numpy().astype(np.float32), **layers}
+    return expected, layers
+
+
 _N_PCS = 50
 
 

@@ -1,0 +1,90 @@
+"""Every method of predict_perturbation gives a count model's cells on one scale: expected
+counts in X, whole counts in layers["counts"], so that anndata.concat with real counts and
+scanpy's normalize_total / log1p treat real and predicted cells alike (model/_perturbation.py,
+_response_data.py, _latent_shift.py)."""
+
+import anndata
+import numpy as np
+import pytest
+import scanpy as sc
+import scvi
+
+import deltavae as dv
+
+SMALL = {"n_latent": 4, "n_latent_w": 2, "n_hidden": 16}
+METHODS = ("translate", "latent_shift", "nearest_response")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    scvi.settings.seed = 0
+    adata = dv.datasets.synthetic_counts(
+        n_cells=160, n_genes=30, n_clusters=2, n_conditions=2, seed=0, condition_fold=4.0
+    )
+    adata.obs["cell_type"] = adata.obs["cluster"].astype(str)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="cell_type")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=2, batch_size=80, enable_progress_bar=False)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    return model, adata, ctrl
+
+
+def _library(cells) -> np.ndarray:
+    return np.asarray(cells.X.sum(1)).ravel()
+
+
+def test_nearest_response_gives_counts_in_x_like_the_other_methods(trained):
+    """nearest_response put log1p(CP10K) values in X, and no layers["counts"], where
+    translate and latent_shift put expected counts and whole counts: concatenated with the
+    real cells and normalized, its cells were log-transformed twice, with nothing said."""
+    model, _, ctrl = trained
+    library = _library(ctrl)
+    for method in METHODS:
+        pred = model.predict_perturbation(ctrl, "stim", method=method, seed=0)
+        counts = pred.layers["counts"]
+        assert counts.shape == pred.shape and (counts >= 0).all(), method
+        np.testing.assert_array_equal(counts, np.round(counts), err_msg=method)
+        assert pred.uns["prediction"]["X"].startswith(("expected counts", "each cell's")), method
+        # On the counts' scale: each cell's total near its own library size (a sum of logs
+        # over 30 genes is far below it).
+        ratio = np.asarray(pred.X.sum(1)).ravel() / library
+        assert 0.3 < np.median(ratio) < 3, (method, np.median(ratio))
+    nearest = model.predict_perturbation(ctrl, "stim", method="nearest_response", seed=0)
+    # The log-normalized prediction, the scale the responses add on, kept in a named layer;
+    # X is its inverse at each cell's library size.
+    logs = nearest.layers["log_normalized"]
+    np.testing.assert_allclose(
+        dv.metrics.log_normalize(nearest.X, library_size=library), logs, atol=1e-4
+    )
+    # The whole counts round X without bias, and follow the seed; X draws nothing.
+    assert abs(nearest.layers["counts"].sum() / nearest.X.sum() - 1) < 0.02
+    again = model.predict_perturbation(ctrl, "stim", method="nearest_response", seed=0)
+    other = model.predict_perturbation(ctrl, "stim", method="nearest_response", seed=1)
+    np.testing.assert_array_equal(again.layers["counts"], nearest.layers["counts"])
+    np.testing.assert_array_equal(other.X, nearest.X)
+    assert not np.array_equal(other.layers["counts"], nearest.layers["counts"])
+
+
+def test_concatenated_with_real_cells_every_prediction_normalizes_like_them(trained):
+    """The user's next step, scGen's: concat real ctrl, real stim and the prediction, then
+    sc.pp.normalize_total and log1p. nearest_response's X, already log1p(CP10K), was
+    normalized again: the R² of its change from control fell from 0.998 to 0.07, its gene
+    means further from the real stimulated cells' than the control cells' are."""
+    model, adata, ctrl = trained
+    stim = adata[adata.obs["condition"] == "stim"].copy()
+    for method in METHODS:
+        pred = model.predict_perturbation(ctrl, "stim", method=method, seed=0)
+        both = anndata.concat(
+            {"ctrl": ctrl, "stim": stim, "pred": pred}, label="kind", index_unique="-"
+        )
+        sc.pp.normalize_total(both, target_sum=1e4)
+        sc.pp.log1p(both)
+        means = {
+            kind: np.asarray(both[both.obs["kind"] == kind].X.mean(0)).ravel()
+            for kind in ("ctrl", "stim", "pred")
+        }
+        assert 0.5 < means["pred"].max() / means["stim"].max() < 2, method
+    # The observed cells plus the observed change: the real change, after two epochs too.
+    change, real = means["pred"] - means["ctrl"], means["stim"] - means["ctrl"]
+    assert np.corrcoef(change, real)[0, 1] ** 2 > 0.9
+    assert np.abs(means["pred"] - means["stim"]).mean() < 0.5 * np.abs(real).mean()
