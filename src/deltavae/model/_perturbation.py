@@ -137,10 +137,12 @@ class PerturbationMixin:
         likelihoods the data's own scale in ``X``. So every method's ``X`` of a count model is on
         the scale of the cells' counts: ``anndata.concat([ctrl, stim, pred])`` followed by
         ``sc.pp.normalize_total`` and ``sc.pp.log1p`` normalizes real and predicted cells alike
-        (``join="inner"``, the default, keeps no layer the real cells lack). ``X`` is dense float32
-        whatever the input's type (expectations are rarely 0). ``uns["prediction"]`` records the
-        method, the target (a dict of strings where given as one) and, in words, what ``X``
-        holds.
+        (``join="inner"``, the default, keeps no layer the real cells lack). For tests between
+        cells, such as ``sc.tl.rank_genes_groups``, set ``pred.X = pred.layers["counts"].copy()``
+        first: expected counts are rarely 0, so genes mostly 0 in the real cells rank high
+        against them for that alone. ``X`` is dense float32 whatever the input's type.
+        ``uns["prediction"]`` records the method, the target (a dict of strings where given as
+        one) and, in words, what ``X`` holds.
 
         Examples
         --------
