@@ -88,3 +88,26 @@ def test_concatenated_with_real_cells_every_prediction_normalizes_like_them(trai
     change, real = means["pred"] - means["ctrl"], means["stim"] - means["ctrl"]
     assert np.corrcoef(change, real)[0, 1] ** 2 > 0.9
     assert np.abs(means["pred"] - means["stim"]).mean() < 0.5 * np.abs(real).mean()
+
+
+def test_zinbvae_nearest_response_gives_counts_in_x_too():
+    """ZINBVAE reads the same nearest_response: its X was log-normalized as well."""
+    scvi.settings.seed = 0
+    adata = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=30, n_clusters=2, n_conditions=2, seed=1
+    )
+    adata.obs["cell_type"] = adata.obs["cluster"].astype(str)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    vae = dv.model.ZINBVAE(adata, n_latent=4, n_hidden=16)
+    vae.train(max_epochs=2, batch_size=60, enable_progress_bar=False)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    pred = vae.predict_perturbation(
+        ctrl, "stim", "nearest_response", condition_key="condition", balance_key="cell_type"
+    )
+    library = _library(ctrl)
+    np.testing.assert_allclose(
+        dv.metrics.log_normalize(pred.X, library_size=library),
+        pred.layers["log_normalized"],
+        atol=1e-4,
+    )
+    assert sorted(pred.layers) == ["counts", "log_normalized"]
