@@ -111,3 +111,35 @@ def test_zinbvae_nearest_response_gives_counts_in_x_too():
         atol=1e-4,
     )
     assert sorted(pred.layers) == ["counts", "log_normalized"]
+
+
+def test_a_model_reading_counts_from_a_layer_gives_its_counts_there_and_says_x_differs():
+    """scanpy's layout, X log-normalized and the counts in a layer the model was set up on:
+    the prediction's X held expected counts and its whole counts were in layers["counts"]
+    alone, so anndata.concat of real and predicted cells mixed log values and counts in X
+    with no word, and dropped both layers (the real cells' "raw", the prediction's "counts")."""
+    scvi.settings.seed = 0
+    adata = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=30, n_clusters=2, n_conditions=2, seed=2
+    )
+    adata.obs["cell_type"] = adata.obs["cluster"].astype(str)
+    adata.layers["raw"] = adata.X.copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    dv.model.CGMDVAE.setup_anndata(
+        adata, layer="raw", condition_key="condition", labels_key="cell_type"
+    )
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=2, batch_size=60, enable_progress_bar=False)
+    ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
+    stim = adata[adata.obs["condition"] == "stim"].copy()
+    for method in METHODS:
+        with pytest.warns(UserWarning, match=r"adata.X holds values that are not counts .*"):
+            pred = model.predict_perturbation(ctrl, "stim", method=method, seed=0)
+        np.testing.assert_array_equal(pred.layers["raw"], pred.layers["counts"])
+        assert pred.layers["raw"] is not pred.layers["counts"]
+        both = anndata.concat([ctrl, stim, pred], index_unique="-")
+        assert "raw" in both.layers  # the real cells' counts and the prediction's
+    with pytest.warns(UserWarning, match=r"layers\['raw'\]"):
+        translated = model.translate(ctrl, "stim", seed=0)
+    assert "raw" in translated.layers

@@ -338,7 +338,9 @@ class GenerationMixin:
         for count likelihoods ``layers["counts"]`` holds whole counts, to be normalized exactly like
         real cells: the expectation rounded stochastically with ``residual``, one draw of the
         posterior predictive without, whose totals, for ``likelihood="zinb"``, fall under the cells'
-        own by the dropout's share, as :meth:`sample`'s), and the cells' obs with each condition
+        own by the dropout's share, as :meth:`sample`'s; also in the layer a model set up on one
+        reads its counts from, with a warning where the cells' ``X`` is not counts, as
+        :meth:`predict_perturbation` says), and the cells' obs with each condition
         column moved set to the target and the cells' own values beside it, ``obs["<key>_source"]``
         (e.g. ``"condition_source"``: for cells of several conditions, where each came from; a
         column of that name the cells hold with other values is replaced, with a warning), both
@@ -386,6 +388,7 @@ class GenerationMixin:
         outs, counts, moves, owns = [], [], [], []
         from ._latent_shift import describe_prediction
         from ._observed_responses import with_observed_responses
+        from ._prediction_layers import match_counts_layer
 
         targets = dict(zip(self.condition_keys, target.tolist(), strict=True))
         with seeded(module, seed):
@@ -420,6 +423,7 @@ class GenerationMixin:
         )
         if cells["counts"] is not None:
             out.layers["counts"] = cells["counts"].astype(np.float32)
+            match_counts_layer(self, given, out)  # the layer the model reads counts from
         out.uns["response_weight"] = float(response_weight)
         record = target_record(target_condition, moved)
         describe_prediction(out, self, "translate", record, residual, blended=response_weight > 0)

@@ -26,6 +26,7 @@ from ._label_record import warn_predicted_groups
 from ._labels import NoResponseError, groups_under_both, label_groups
 from ._latent_shift import balance_groups, describe_prediction, latent_shift
 from ._prediction_frame import predicted_cells, target_record
+from ._prediction_layers import match_counts_layer
 from ._registered import category_mappings
 from ._response_data import additive_data, memoised, on_count_scale, similarity_coordinates
 from ._scvi_glue import seeded
@@ -137,10 +138,14 @@ class PerturbationMixin:
         likelihoods the data's own scale in ``X``. So every method's ``X`` of a count model is on
         the scale of the cells' counts: ``anndata.concat([ctrl, stim, pred])`` followed by
         ``sc.pp.normalize_total`` and ``sc.pp.log1p`` normalizes real and predicted cells alike
-        (``join="inner"``, the default, keeps no layer the real cells lack). For tests between
-        cells, such as ``sc.tl.rank_genes_groups``, set ``pred.X = pred.layers["counts"].copy()``
-        first: expected counts are rarely 0, so genes mostly 0 in the real cells rank high
-        against them for that alone. ``X`` is dense float32 whatever the input's type.
+        (``join="inner"``, the default, keeps no layer the real cells lack). A model set up on a
+        layer of counts (``layer="raw"``) gets the whole counts in that layer too, so that the
+        concatenation keeps it for all cells; where the given cells' ``X`` is not counts
+        (log-normalized, scanpy's layout) a warning says that ``X`` would mix scales. For tests
+        between cells, such as ``sc.tl.rank_genes_groups``, set ``pred.X =
+        pred.layers["counts"].copy()`` first: expected counts are rarely 0, so genes mostly 0
+        in the real cells rank high against them for that alone. ``X`` is dense float32
+        whatever the input's type.
         ``uns["prediction"]`` records the method, the target (a dict of strings where given as
         one) and, in words, what ``X`` holds.
 
@@ -217,6 +222,7 @@ class PerturbationMixin:
                 out = latent_shift(self, adata, contrast, batch_size, CellDraws(seed))
         targets = {contrast.condition_key: contrast.target}  # a dict as given: a dict
         out.uns["prediction"]["target"] = target_record(target_condition, targets)
+        match_counts_layer(self, adata, out)  # the layer the model reads counts from
         return out
 
 
