@@ -342,6 +342,48 @@ def test_save_load_and_new_spots(fitted, tmp_path):
     assert loaded.train_args_["max_epochs"] == 1 and model.train_args_["max_epochs"] == 80
 
 
+def _deeper(spots: ad.AnnData, factor: int) -> ad.AnnData:
+    """The spots' counts times ``factor`` (the same profiles, sequenced deeper), renamed."""
+    deeper = spots.copy()
+    deeper.X = deeper.X * factor
+    deeper.obs_names = [f"deep_{name}" for name in spots.obs_names]
+    return deeper
+
+
+def test_new_spots_weights_follow_their_profile_not_their_depth(fitted):
+    """The likelihood's mean is l_s (w_s A): the same profile at three times the depth is the
+    same mixture. The encoder read log1p counts, so it gave it other weights (on the
+    olfactory bulb thinned to 20%, another dominant archetype in 14 to 19% of the spots)."""
+    model, mix = fitted
+    spots = mix[:40].copy()
+    weights = model.get_archetype_weights(spots)
+    deeper = model.get_archetype_weights(_deeper(spots, 3))
+    np.testing.assert_allclose(deeper.to_numpy(), weights.to_numpy(), atol=1e-5)
+
+
+def test_a_model_saved_reading_log_counts_loads_reading_them(fitted, tmp_path):
+    """A model saved before its encoder read counts per 10,000 keeps reading log1p counts
+    (its encoder was trained on them), and loads without a state-dict error."""
+    model, mix = fitted
+    model.save(tmp_path / "arch")
+    saved = torch.load(tmp_path / "arch" / "model.pt", weights_only=False)
+    del saved["model_state_dict"]["reads_cp10k"]
+    del saved["attr_dict"]["weights_digest_"]["reads_cp10k"]  # as such a model saved it
+    torch.save(saved, tmp_path / "arch" / "model.pt")
+    old = dv.model.Archetypes.load(tmp_path / "arch", mix)
+    assert not old.module.cp10k_input
+    spots = mix[:40].copy()
+    x = torch.as_tensor(spots.X.toarray() if hasattr(spots.X, "toarray") else spots.X)
+    with torch.no_grad():
+        old.module.eval()
+        qz, _ = old.module.encoder(torch.log1p(x.float()))
+    expected = torch.distributions.StickBreakingTransform()(qz.loc).numpy()
+    raw = old._raw_weights(spots, None)
+    np.testing.assert_allclose(raw, expected, atol=1e-5)
+    assert dv.model.Archetypes.load(tmp_path / "arch", mix).module.cp10k_input is False
+    assert model.module.cp10k_input
+
+
 def test_bad_input():
     mix = dv.datasets.convex_mixtures(n_spots=20, n_genes=40, n_archetypes=2, n_markers=5)
     dv.model.Archetypes.setup_anndata(mix)

@@ -735,10 +735,10 @@ def test_archetype_arguments_are_checked():
     ):
         with pytest.raises(ValueError, match=match):
             dv.model.Archetypes(mix, **kwargs)
-    model = dv.model.Archetypes(mix, n_archetypes=3)
+    model = dv.model.Archetypes(mix, n_archetypes=3, min_spots=1)
     with pytest.raises(RuntimeError, match="untrained"):
         model.get_archetype_weights()
-    model.train(max_epochs=2, **TRAIN)
+    model.train(max_epochs=40, **TRAIN)  # 2: an archetype led by no spot (warned)
     with pytest.raises(ValueError, match="must be a list of gene names"):
         model.match_signatures({"B": "gene_1"})
     with pytest.raises(ValueError, match="n_anchors must be a positive integer"):

@@ -23,6 +23,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import archetype_start, candidate_samples, restore_candidate_samples
 from ._init_keywords import keyword_hints
+from ._load_state import saved_state
 from ._obs_checks import check_obs_keys
 from ._spots import (
     SpotModelMixin,
@@ -138,6 +139,8 @@ class Archetypes(
         )  # a load skips it: the saved parameters replace the start
         self.candidate_rows_ = rows
         n_archetypes = self.n_archetypes_raw_ = int(init_B.shape[0])
+        saved = saved_state(self)  # a model saved before its encoder read counts per 10,000
+        cp10k_input = saved is None or "reads_cp10k" in saved
         self.module = self._module_cls(
             candidate_profiles=torch.as_tensor(profiles, dtype=torch.float32),
             init_B=torch.as_tensor(init_B, dtype=torch.float32),
@@ -148,6 +151,7 @@ class Archetypes(
             prior_concentration=prior_concentration,
             n_samples=self.summary_stats.get("n_batch", 1),
             candidate_samples=None if rows is None else candidate_samples(self, rows),
+            cp10k_input=cp10k_input,
         )
         in_name_order(self.module.encoder, adata.var_names)  # any order of the genes: one start
         self.signature_map_, self._cache = None, {}
