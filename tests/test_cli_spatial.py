@@ -54,6 +54,10 @@ def test_nmfdeconv_from_the_shell(files, tmp_path, capsys):
     assert "cell types (obsm['proportions']), over 100 spots:" in printed
     assert "mean weight  largest in" in printed and "epochs trained: 40" in printed
     assert "validation not computed (no validation spots)" in printed  # not "cells"
+    # The abundance in the units it has: "cells per spot" read 12.5 of the MERFISH toy's single
+    # cells (MERFISH counts ten times the reference's UMIs of its genes).
+    assert "reference cells' worth of counts per spot (obs['cell_abundance'])" in printed
+    assert "cells per spot" not in printed
     plots = plots_folder(out)
     assert (plots / "spatial_proportions.png").stat().st_size > 1000
     assert (plots / "elbo_history.png").stat().st_size > 1000
@@ -108,7 +112,7 @@ def test_imputer_from_the_shell(files, tmp_path, capsys):
     )
     # The deconvolution design writes proportions and abundance too: the report names them.
     assert "cell types (obsm['proportions']), over 100 spots:" in printed.out
-    assert "cells per spot (obs['cell_abundance']): median" in printed.out
+    assert "reference cells' worth of counts per spot (obs['cell_abundance'])" in printed.out
     result = ad.read_h5ad(out)
     imputed = result.obsm["imputed"]
     assert imputed.shape[0] == 100 and set(spots.var_names[40:]) <= set(imputed.columns)

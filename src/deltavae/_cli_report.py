@@ -34,6 +34,11 @@ SPOT_WEIGHTS: dict[str, str] = {
 #: Spatial models with no latent space to draw a UMAP of.
 SPATIAL_MODELS = ("nmfdeconv", "archetypes", "imputer")
 
+#: What a spot model's abundance is (its get_abundance): the spot's counts in reference cells'
+#: counts, a number of cells only where spots and reference capture alike ("cells per spot"
+#: read 12.5 of the MERFISH toy's single cells, which count ten times the reference's UMIs).
+_ABUNDANCE = "reference cells' worth of counts per spot"
+
 
 def warning_printer():
     """A ``warnings.showwarning`` for one command: each warning as one line on stderr,
@@ -213,7 +218,7 @@ def _spatial_report(results: ad.AnnData, model, model_name: str) -> list[str]:
             )
             abundance = results.obs[model.abundance_key]
             lines.append(
-                f"cells per spot (obs[{model.abundance_key!r}]): median {abundance.median():.1f}"
+                f"{_ABUNDANCE} (obs[{model.abundance_key!r}]): median {abundance.median():.1f}"
             )
         return lines
     key = SPOT_WEIGHTS[model_name]
@@ -221,7 +226,7 @@ def _spatial_report(results: ad.AnnData, model, model_name: str) -> list[str]:
         abundance = results.obs[model.abundance_key]
         return [
             *_weights_report(results.obsm[key], "cell type", key),
-            f"cells per spot (obs[{model.abundance_key!r}]): median {abundance.median():.1f}",
+            f"{_ABUNDANCE} (obs[{model.abundance_key!r}]): median {abundance.median():.1f}",
         ]
     lines = _weights_report(results.obsm[key], "archetype", key)
     summary = results.uns[model.uns_key]

@@ -168,7 +168,17 @@ class NMFResultsMixin:
     def get_abundance(
         self, adata: AnnData | None = None, indices=None, batch_size: int | None = None
     ) -> pd.Series:
-        """Cells' worth of signal per spot (in units of the reference's cells).
+        """Reference cells' worth of counts per spot: its counts in units of one reference
+        cell's expected counts (the signatures, mixed by the spot's proportions).
+
+        A number of cells where the spots capture as much of a cell's RNA as the reference
+        (pseudo-spots summed from reference cells: about their cells). On another platform
+        it is scaled by that platform's capture against the reference's, which the model
+        cannot tell from a number of cells: on the MERFISH hypothalamus toy, one cell per
+        spot, its median is 12-19 (MERFISH counts ten times the reference's UMIs of its 134
+        genes). Compare it between spots of one slide. A point estimate (MAP), without
+        cell2location's posterior quantiles (``q05``); each type's share, as cell2location's
+        abundance per type: ``d.get_proportions().mul(d.get_abundance(), axis=0)``.
 
         Parameters
         ----------
@@ -192,9 +202,16 @@ class NMFResultsMixin:
         """Write proportions to ``obsm["proportions"]`` and abundance to ``obs``.
 
         The proportions are a spots x cell types DataFrame, its columns the cell types'
-        names as given. Names holding "/" ("T/NK") are kept (``obsm["proportions"]["T/NK"]``),
-        and were said when the model was built: anndata >= 0.13 cannot write them to .h5ad
-        as column names (zarr cannot now); the warning gives the line that renames them.
+        names as given: :func:`deltavae.pl.spatial_proportions` draws them. scanpy's and
+        squidpy's plots colour by obs columns; copy them there, one per type, for
+        ``sc.pl.spatial(spots, color="B")``:
+        ``spots.obs[list(spots.obsm["proportions"].columns)] = spots.obsm["proportions"]``
+        (it replaces obs columns of those names). The abundance is in reference cells'
+        worth of counts (:meth:`get_abundance`).
+
+        Names holding "/" ("T/NK") are kept (``obsm["proportions"]["T/NK"]``), and were
+        said when the model was built: anndata >= 0.13 cannot write them to .h5ad as column
+        names (zarr cannot now); the warning gives the line that renames them.
 
         Parameters
         ----------
