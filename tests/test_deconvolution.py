@@ -177,6 +177,48 @@ def test_new_spots_need_only_the_genes_the_model_reads(split):
     pd.testing.assert_frame_equal(reordered, expected)
 
 
+def _named_as_the_model(adata, model):
+    """The renaming the refusals of genes in another case advise, as they write it."""
+    names = {g.upper(): g for g in model.adata.var_names}
+    adata.var_names = [names.get(g.upper(), g) for g in adata.var_names]
+    return adata
+
+
+def test_new_spots_with_the_genes_in_another_case_are_told_so(split):
+    """A slide whose genes are named in another case ('GAPDH' against the model's 'Gapdh')
+    lacked every gene the model reads, and the refusal said only that; it now says that they
+    are there ignoring case and gives the line that names them as the model does, for
+    NMFDeconv (genes it reads) and Archetypes (every model's gene check)."""
+    spots, ref = split
+    spots = spots.copy()
+    model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
+    model.train(max_epochs=2, **TRAIN)
+    upper = spots.copy()
+    upper.var_names = upper.var_names.str.upper()
+    with pytest.raises(ValueError, match=r"Ignoring case, adata holds \d+ of them \(e\.g\. GENE_"):
+        model.get_proportions(upper)
+    pd.testing.assert_frame_equal(
+        model.get_proportions(_named_as_the_model(upper, model)), model.get_proportions()
+    )
+    # A gene missing outright gets no such hint.
+    with pytest.raises(ValueError, match=r"lacks 1 of") as missing:
+        model.get_proportions(spots[:, spots.var_names != model.used_genes()[0]].copy())
+    assert "Ignoring case" not in str(missing.value)
+
+    mixtures = dv.datasets.convex_mixtures(n_spots=60, n_genes=60, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mixtures)
+    archetypes = dv.model.Archetypes(mixtures, n_archetypes=3, min_spots=1)
+    archetypes.train(max_epochs=2, **TRAIN)
+    upper = mixtures.copy()
+    upper.var_names = upper.var_names.str.upper()
+    with pytest.raises(ValueError, match=r"genes differ .* Ignoring case, adata holds 60 of"):
+        archetypes.get_archetype_weights(upper)
+    pd.testing.assert_frame_equal(
+        archetypes.get_archetype_weights(_named_as_the_model(upper, archetypes)),
+        archetypes.get_archetype_weights(),
+    )
+
+
 @pytest.mark.parametrize("inference", ["amortized", "per_spot"])
 @pytest.mark.parametrize(
     ("kwargs", "match"),

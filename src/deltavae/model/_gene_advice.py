@@ -83,6 +83,38 @@ def query_genes_advice(query: AnnData, genes) -> str:
     )
 
 
+def naming_hint(adata: AnnData, genes) -> str:
+    """Where a model's ``genes`` that ``adata`` lacks are there by another name, how to name
+    them as the model does (by a ``var`` column holding them, or by their capitalisation:
+    mouse 'Gapdh' against 'GAPDH'), with a leading space; ``""`` where they are not.
+
+    Examples
+    --------
+    >>> spots = AnnData(var=pd.DataFrame(index=["XKR4", "SNTG1"]))
+    >>> naming_hint(spots, ["Xkr4", "Sntg1"])[:58]
+    ' Ignoring case, adata holds 2 of them (e.g. XKR4 for Xkr4)'
+    >>> naming_hint(spots, ["XKR4", "Gad1"])
+    ''
+    """
+    genes = pd.Index(np.asarray(genes).astype(str))
+    model = AnnData(var=pd.DataFrame(index=genes))
+    column = names_column_advice({"adata": adata, "model": model})
+    if column:
+        return f" {column}"
+    names = pd.Index(adata.var_names.astype(str))
+    exact = int(genes.isin(names).sum())
+    upper = pd.Index(names.str.upper())
+    by_case = genes[pd.Index(genes.str.upper()).isin(upper) & ~genes.isin(names)]
+    if 2 * len(by_case) <= len(genes) - exact:  # most of the genes it lacks are missing
+        return ""
+    found = names[upper.get_indexer([by_case[0].upper()])[0]] if upper.is_unique else "?"
+    return (
+        f" Ignoring case, adata holds {len(by_case)} of them (e.g. {found} for {by_case[0]}): "
+        "name them as the model does, names = {g.upper(): g for g in model.adata.var_names}; "
+        "adata.var_names = [names.get(g.upper(), g) for g in adata.var_names]."
+    )
+
+
 def refuse_no_shared_genes(query: AnnData, genes) -> None:
     """Refuse a ``query`` that shares none of the reference's ``genes`` (scvi-tools'
     ``prepare_query_anndata`` said "No reference var names found in query data"), saying

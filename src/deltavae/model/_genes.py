@@ -12,7 +12,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._count_advice import check_model_counts, layer_fixed
-from ._gene_advice import _cut_to_subset, query_genes_advice
+from ._gene_advice import _cut_to_subset, naming_hint, query_genes_advice
 from ._matrices import in_dask, on_disk, take_columns
 from ._read_calls import read_call
 from ._registered_columns import check_registered_columns
@@ -211,7 +211,7 @@ def match_genes(
     if len(genes.difference(names)) or len(names.difference(genes)):
         raise ValueError(
             f"adata's genes differ from the {len(genes)} genes the model was trained on: "
-            f"{_gene_difference(genes, names)}. {advice}"
+            f"{_gene_difference(genes, names)}. {advice}" + naming_hint(adata, genes)
         )
     if not on_disk(adata):  # the one warning, which in_training_order (load) gives too
         warn_user(f"adata has {_gene_difference(genes, names)}{_REORDERED}{_READ_BY_NAME}.")
@@ -405,6 +405,7 @@ def match_read_genes(adata: AnnData, genes: pd.Index | None, used, layer: str | 
             f"adata lacks {len(missing)} of the {len(read)} genes the model reads (e.g. "
             f"{missing[:5].tolist()}; model.used_genes() lists them all). New spots need "
             "those genes, by name, in any order; the model's other genes may be missing."
+            + naming_hint(adata, read)
         )
     with warnings.catch_warnings():
         if names.sort_values().equals(genes.sort_values()):
