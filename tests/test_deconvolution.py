@@ -184,7 +184,7 @@ def _named_as_the_model(adata, model):
     return adata
 
 
-def test_new_spots_with_the_genes_in_another_case_are_told_so(split):
+def test_new_spots_with_the_genes_in_another_case_are_told_so(split, tmp_path):
     """A slide whose genes are named in another case ('GAPDH' against the model's 'Gapdh')
     lacked every gene the model reads, and the refusal said only that; it now says that they
     are there ignoring case and gives the line that names them as the model does, for
@@ -200,6 +200,16 @@ def test_new_spots_with_the_genes_in_another_case_are_told_so(split):
     pd.testing.assert_frame_equal(
         model.get_proportions(_named_as_the_model(upper, model)), model.get_proportions()
     )
+    # Loading onto them: the line names the saved genes (no model.adata yet), and runs.
+    model.save(tmp_path / "nmf")
+    upper = spots.copy()
+    upper.var_names = upper.var_names.str.upper()
+    with pytest.raises(ValueError, match=r"Ignoring case, adata holds .*torch\.load\(") as err:
+        dv.model.NMFDeconv.load(tmp_path / "nmf", upper)
+    line = str(err.value).split("name them as the model does, ")[1].removesuffix(".")
+    exec(line, {"torch": __import__("torch"), "adata": upper})  # noqa: S102
+    loaded = dv.model.NMFDeconv.load(tmp_path / "nmf", upper)
+    pd.testing.assert_frame_equal(loaded.get_proportions(), model.get_proportions())
     # A gene missing outright gets no such hint.
     with pytest.raises(ValueError, match=r"lacks 1 of") as missing:
         model.get_proportions(spots[:, spots.var_names != model.used_genes()[0]].copy())

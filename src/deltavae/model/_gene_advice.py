@@ -83,10 +83,11 @@ def query_genes_advice(query: AnnData, genes) -> str:
     )
 
 
-def naming_hint(adata: AnnData, genes) -> str:
+def naming_hint(adata: AnnData, genes, names_of: str = "model.adata.var_names") -> str:
     """Where a model's ``genes`` that ``adata`` lacks are there by another name, how to name
     them as the model does (by a ``var`` column holding them, or by their capitalisation:
     mouse 'Gapdh' against 'GAPDH'), with a leading space; ``""`` where they are not.
+    ``names_of``: the expression of the model's gene names in the line it gives.
 
     Examples
     --------
@@ -110,7 +111,7 @@ def naming_hint(adata: AnnData, genes) -> str:
     found = names[upper.get_indexer([by_case[0].upper()])[0]] if upper.is_unique else "?"
     return (
         f" Ignoring case, adata holds {len(by_case)} of them (e.g. {found} for {by_case[0]}): "
-        "name them as the model does, names = {g.upper(): g for g in model.adata.var_names}; "
+        f"name them as the model does, names = {{g.upper(): g for g in {names_of}}}; "
         "adata.var_names = [names.get(g.upper(), g) for g in adata.var_names]."
     )
 

@@ -387,7 +387,7 @@ def genes_to_load_advice(cls, dir_path, attr_dict: dict, var_names, adata, prefi
         f"The AnnData's genes differ from the {len(var_names)} genes the model was "
         f"trained on: {problem}. The model keeps the AnnData it is loaded with (and writes "
         f"its results there): pass the training genes{other}."
-    )
+    ) + naming_hint(adata, genes, saved)
 
 
 def match_read_genes(adata: AnnData, genes: pd.Index | None, used, layer: str | None) -> AnnData:
