@@ -20,8 +20,9 @@ def check_label_setup(
     default: str,
     conditions: list | None = None,
 ) -> None:
-    """``setup_anndata``'s labels: ``unlabeled_category`` only with a labels column, and then
-    marking some cells; at least one labelled cell; not a column also set up as a condition.
+    """``setup_anndata``'s labels: ``unlabeled_category`` only with a labels column (marking
+    no cell where every cell is labelled, unless a label looks like a mark); at least one
+    labelled cell; not a column also set up as a condition.
 
     Examples
     --------
@@ -95,20 +96,19 @@ def check_label_setup(
                 f"value: make them integers, adata.obs[{labels_key!r}] = "
                 f"adata.obs[{labels_key!r}].astype(int)."
             )
-        alike = [v for v in pd.unique(labels) if v.strip().lower() in _UNLABELLED_WORDS]
+        alike = [v for v in pd.unique(labels) if looks_unlabelled(v)]
         alike = [column[labels == v].iloc[0] for v in alike]  # as the column holds it: -1
         alike = [v.item() if isinstance(v, np.generic) else v for v in alike]
-        raise ValueError(
-            f"unlabeled_category={unlabeled_category!r} does not occur in "
-            f"adata.obs[{labels_key!r}], so no cell is unlabelled. "
-            + (  # 'unlabelled' for 'Unknown', 'unknown' for 'Unknown'
-                f"It holds {alike[0]!r}: if that marks unlabelled cells, pass "
-                f"unlabeled_category={alike[0]!r}; else mark"
-                if alike
-                else "Mark"
+        # Every cell labelled with a mark given (scANVI's required argument; scArches'
+        # reference, whose query carries the mark): supervised, as scvi-tools trains it. A
+        # label spelt like a mark ('unknown' for 'Unknown') would train as a cell type.
+        if alike:
+            raise ValueError(
+                f"unlabeled_category={unlabeled_category!r} does not occur in "
+                f"adata.obs[{labels_key!r}], so no cell is unlabelled. It holds {alike[0]!r}: "
+                f"if that marks unlabelled cells, pass unlabeled_category={alike[0]!r}; else "
+                "mark unlabelled cells with it, or omit it for supervised training."
             )
-            + " unlabelled cells with it, or omit it for supervised training."
-        )
     unlabelled = str(unlabelled_mark(column, unlabeled_category, default))
     if labels.nunique() - int((labels == unlabelled).any()) < 1:
         raise ValueError(
@@ -134,6 +134,18 @@ def check_label_setup(
 _UNLABELLED_WORDS = {"unknown", "unlabeled", "unlabelled", "unassigned", "na", "nan", "none", "-1"}
 
 
+def looks_unlabelled(value) -> bool:
+    """Whether a label ``value`` reads as a mark of unlabelled cells (``'unknown'``, ``'NA'``,
+    -1; compared as text in lower case).
+
+    Examples
+    --------
+    >>> looks_unlabelled(" Unlabelled"), looks_unlabelled(-1), looks_unlabelled("B")
+    (True, True, False)
+    """
+    return str(value).strip().lower() in _UNLABELLED_WORDS
+
+
 def warn_if_unlabelled_lookalike(registry: dict) -> None:
     """Warn when a label of a model's ``registry`` looks like a mark of unlabelled cells but is
     not its mark: it would be trained as a cell type of its own (``'unknown'`` for
@@ -148,7 +160,7 @@ def warn_if_unlabelled_lookalike(registry: dict) -> None:
     unlabelled = state["unlabeled_category"]
     for value in pd.unique(np.asarray(state["categorical_mapping"][:-1], dtype=object)):
         value = value.item() if isinstance(value, np.generic) else value  # -1, not np.int64(-1)
-        if str(value) != str(unlabelled) and str(value).strip().lower() in _UNLABELLED_WORDS:
+        if str(value) != str(unlabelled) and looks_unlabelled(value):
             warn_user(
                 f"The labels hold {value!r}, which is trained as a cell type of its own: "
                 f"unlabelled cells are those marked {unlabelled!r}. If {value!r} marks unlabelled "

@@ -1,0 +1,52 @@
+"""CGMDVAE's supervised and semi-supervised calls as a user of scvi-tools' SCANVI writes them."""
+
+import pytest
+
+import deltavae as dv
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False, "train_size": 1.0}
+SMALL = {"n_latent": 4, "n_latent_w": 2, "n_hidden": 16}
+
+
+def _cells(n_cells=120, seed=0):
+    adata = dv.datasets.synthetic_counts(
+        n_cells=n_cells, n_genes=20, n_clusters=2, n_conditions=2, seed=seed
+    )
+    adata.obs["type"] = adata.obs["cluster"].map({"0": "B", "1": "T"}).astype(str)
+    return adata
+
+
+def _registered(model) -> dict:
+    return model.registry_["field_registries"]["labels"]["state_registry"]
+
+
+def test_a_mark_no_cell_carries_trains_supervised_as_scanvi():
+    """SCANVI.setup_anndata requires unlabeled_category, and scArches' reference, every cell
+    labelled, passes "Unknown" for the query to carry: CGMDVAE refused it ("does not occur in
+    adata.obs['type'], so no cell is unlabelled")."""
+    given, omitted = _cells(), _cells()
+    dv.model.CGMDVAE.setup_anndata(given, labels_key="type", unlabeled_category="Unknown")
+    dv.model.CGMDVAE.setup_anndata(omitted, labels_key="type")
+    model = dv.model.CGMDVAE(given, **SMALL)
+    # The same registration as with the mark left out: labels, then the mark last.
+    assert _registered(model)["unlabeled_category"] == "Unknown"
+    assert list(_registered(model)["categorical_mapping"]) == ["B", "T", "Unknown"]
+    assert model.label_names == dv.model.CGMDVAE(omitted, **SMALL).label_names == ["B", "T"]
+    # Integer labels with an integer mark, as SCANVI's -1.
+    ints = _cells()
+    ints.obs["code"] = ints.obs["cluster"].astype(int)
+    dv.model.CGMDVAE.setup_anndata(ints, labels_key="code", unlabeled_category=-1)
+    assert list(_registered(dv.model.CGMDVAE(ints, **SMALL))["categorical_mapping"]) == [0, 1, -1]
+    # A label spelt like another mark would train as a cell type: still refused.
+    given.obs["marked"] = given.obs["type"].where(given.obs_names != given.obs_names[0], "NA")
+    with pytest.raises(ValueError, match="It holds 'NA': .* pass unlabeled_category='NA'"):
+        dv.model.CGMDVAE.setup_anndata(given, labels_key="marked", unlabeled_category="Unknown")
+    # The query carries the reference's mark, and every cell is predicted.
+    dv.model.CGMDVAE.setup_anndata(given, labels_key="type", unlabeled_category="Unknown")
+    model = dv.model.CGMDVAE(given, **SMALL)
+    model.train(max_epochs=2, mixture_init_epoch=None, n_epochs_kl_warmup=None, **TRAIN)
+    query = _cells(n_cells=40, seed=1)
+    query.obs["type"] = "Unknown"
+    with pytest.warns(UserWarning, match="nothing is left to learn"):
+        predicted = dv.model.CGMDVAE.load_query_data(query, model).predict()
+    assert len(predicted) == 40 and set(predicted) <= {"B", "T"}
