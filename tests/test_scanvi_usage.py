@@ -1,5 +1,6 @@
 """CGMDVAE's supervised and semi-supervised calls as a user of scvi-tools' SCANVI writes them."""
 
+import numpy as np
 import pytest
 
 import deltavae as dv
@@ -50,3 +51,27 @@ def test_a_mark_no_cell_carries_trains_supervised_as_scanvi():
     with pytest.warns(UserWarning, match="nothing is left to learn"):
         predicted = dv.model.CGMDVAE.load_query_data(query, model).predict()
     assert len(predicted) == 40 and set(predicted) <= {"B", "T"}
+
+
+def test_a_query_marked_by_a_word_onto_integer_labels_is_told_the_reference_mark():
+    """A query marking its unlabelled cells 'Unknown' onto a reference of integer labels was
+    told `query.obs['code'] = query.obs['code'].astype(int)`, which fails on 'Unknown'."""
+    reference = _cells()
+    reference.obs["code"] = reference.obs["cluster"].astype(int)
+    dv.model.CGMDVAE.setup_anndata(reference, labels_key="code", condition_key="condition")
+    model = dv.model.CGMDVAE(reference, condition_alignment=0, **SMALL)
+    model.train(max_epochs=1, mixture_init_epoch=None, n_epochs_kl_warmup=None, **TRAIN)
+    query = _cells(n_cells=40, seed=1)
+    codes = query.obs["cluster"].astype(int).to_numpy().astype(object)
+    codes[::2] = "Unknown"
+    query.obs["code"] = codes
+    with pytest.raises(ValueError, match="marks unlabelled cells 'Unknown'") as err:
+        dv.model.CGMDVAE.load_query_data(query, model)
+    advice = str(err.value).split(": ")[-1].rstrip(".")
+    column = "query.obs['code']"
+    masked = f"{column}.astype(object).mask({column}.isin(['Unknown']), -1)"
+    assert advice == f"{column} = {masked}.astype(int)"
+    exec(advice, {"query": query})  # the line runs, and the query maps
+    with pytest.warns(UserWarning, match="nothing is left to learn"):
+        mapped = dv.model.CGMDVAE.load_query_data(query, model)
+    assert mapped.predict().dtype == np.int64

@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ..distributions import Likelihood
+from ._label_setup import looks_unlabelled
 from ._labels import refuse_other_type
 from ._registered import category_mappings
 from ._validation import check_data
@@ -86,6 +87,7 @@ def check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: str
         labels = adata.obs[labels_key]
         given = pd.unique(np.asarray(labels.dropna(), dtype=object))
         _refuse_float_labels_of_nan(labels, labels_key, reference, unlabeled)
+        _refuse_word_marks(given, labels_key, reference, unlabeled)
         # Labels 0, 1 for a reference's "0", "1" passed the check below and failed in
         # scvi-tools ("Category 0 not found in source registry").
         refuse_other_type(
@@ -232,5 +234,26 @@ def _refuse_float_labels_of_nan(labels: pd.Series, key: str, reference: list, un
         f"The query's obs[{key!r}] holds {n_missing} missing labels (NaN), which make its "
         f"integer labels floats. Mark those cells unlabelled ({unlabeled!r}) to have them "
         f"predicted and keep the labels integers: {column} = {column}.fillna({unlabeled!r})"
+        ".astype(int)."
+    )
+
+
+def _refuse_word_marks(given, key: str, reference: list, unlabeled) -> None:
+    """A query marking its unlabelled cells with a word (``'Unknown'``) where the reference's
+    labels are integers, marked unlabelled by an integer (-1): the type check's advice,
+    ``.astype(int)``, failed on the word ('invalid literal for int()'); say the reference's
+    mark and one line that runs."""
+    plain = [v.item() if isinstance(v, np.generic) else v for v in reference]
+    if not plain or not all(isinstance(v, int) and not isinstance(v, bool) for v in plain):
+        return
+    words = [v for v in given if isinstance(v, str)]
+    if not words or not all(looks_unlabelled(v) for v in words):
+        return  # other names: the type check's advice
+    column = f"query.obs[{key!r}]"
+    shown = words[0] if len(words) == 1 else words
+    raise ValueError(  # astype(object): a Categorical takes no new category in mask
+        f"The query's obs[{key!r}] marks unlabelled cells {shown!r}, but the reference's labels "
+        f"are integers ({plain[:5]}) and it marks unlabelled cells {unlabeled!r}: "
+        f"{column} = {column}.astype(object).mask({column}.isin({words!r}), {unlabeled!r})"
         ".astype(int)."
     )
