@@ -1,6 +1,7 @@
 """CGMDVAE's supervised and semi-supervised calls as a user of scvi-tools' SCANVI writes them."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import deltavae as dv
@@ -75,3 +76,27 @@ def test_a_query_marked_by_a_word_onto_integer_labels_is_told_the_reference_mark
     with pytest.warns(UserWarning, match="nothing is left to learn"):
         mapped = dv.model.CGMDVAE.load_query_data(query, model)
     assert mapped.predict().dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        (lambda a: dv.model.CGMDVAE(a, linear_classifier=True), "linear_classifier"),
+        (lambda a: dv.model.CGMDVAE(a).train(n_samples_per_label=100), "n_samples_per_label"),
+        (
+            lambda a: dv.model.CGMDVAE(a).train(plan_kwargs={"classification_ratio": 50}),
+            "classification_ratio",
+        ),
+    ],
+)
+def test_scanvi_arguments_are_told_cgmdvae_s_classifier_weight(call, named):
+    """SCANVI's classifier settings were refused with CGMDVAE's own list of arguments, none
+    of which looked like them: each now names classifier_weight, the weight of the labelled
+    cells' term."""
+    adata = _cells()
+    labels = adata.obs["type"].to_numpy().astype(object)
+    labels[::2] = "Unknown"
+    adata.obs["type"] = pd.Categorical(labels)
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="type", unlabeled_category="Unknown")
+    with pytest.raises(TypeError, match=f"{named}.*SCANVI.*classifier_weight"):
+        call(adata)

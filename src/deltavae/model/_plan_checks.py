@@ -63,6 +63,12 @@ def check_plan_names(plan: dict) -> None:
             "'elbo_train', 'elbo_validation' ...); per-step logging is not offered. Leave it "
             "out."
         )
+    if unknown[0] == "classification_ratio":
+        raise TypeError(
+            "plan_kwargs['classification_ratio']: scvi-tools' SCANVI weight of the labelled "
+            "cells' classification term is CGMDVAE's classifier_weight, set when the model is "
+            "built: CGMDVAE(adata, classifier_weight=50) (its default, as SCANVI's)."
+        )
     hint = did_you_mean(unknown[0], sorted(known), end=" ")
     raise TypeError(
         f"plan_kwargs got an unexpected key {unknown[0]!r}: {hint}The training plan takes "

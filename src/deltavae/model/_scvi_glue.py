@@ -236,6 +236,9 @@ _INSTEAD = {
         "use_layer_norm": _FIXED_NETWORKS,
         "deeply_inject_covariates": _FIXED_NETWORKS,
         "batch_representation": "conditions enter the networks one-hot here",
+        "linear_classifier": "scvi-tools' SCANVI classifier is CGMDVAE's cluster head "
+        "q(y | z, c) here, a network on z (and the conditions); classifier_weight weighs the "
+        "labelled cells' term, e.g. CGMDVAE(adata, classifier_weight=50)",
     },
     "train": {
         "load_sparse_tensor": "sparse minibatches are made dense one at a time here; there "
@@ -244,6 +247,10 @@ _INSTEAD = {
         "with dv.read_lazy and set that up",
         "plan_config": "pass the training plan's settings as plan_kwargs",
         "trainer_config": "pass the trainer's settings as keyword arguments of train",
+        "n_samples_per_label": "scvi-tools' SCANVI subsamples the labelled cells per label; "
+        "CGMDVAE reads each labelled cell of the training split once an epoch, beside the "
+        "unlabelled ones, their classification term weighted by classifier_weight "
+        "(CGMDVAE(adata, classifier_weight=50)): leave it out",
     },
     "load": {
         "datamodule": "a model reads its own AnnData here: pass it, load(path, adata) (open "
