@@ -100,3 +100,21 @@ def test_scanvi_arguments_are_told_cgmdvae_s_classifier_weight(call, named):
     dv.model.CGMDVAE.setup_anndata(adata, labels_key="type", unlabeled_category="Unknown")
     with pytest.raises(TypeError, match=f"{named}.*SCANVI.*classifier_weight"):
         call(adata)
+
+
+def test_scanvi_history_names_are_told_cgmdvae_s():
+    """history['validation_accuracy'] was answered "did you mean 'validation_loss'?", and
+    SCANVI's classification loss had no pointer to CGMDVAE's classifier term."""
+    adata = _cells()
+    labels = adata.obs["type"].to_numpy().astype(object)
+    labels[::2] = "Unknown"
+    adata.obs["type"] = labels
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="type")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=1, mixture_init_epoch=None, n_epochs_kl_warmup=None, **TRAIN)
+    with pytest.raises(KeyError, match=r"read history\['classifier_train'\]") as err:
+        model.history["train_classification_loss"]
+    with pytest.raises(KeyError, match="CGMDVAE does not: compare model.predict()") as err:
+        model.history["validation_accuracy"]
+    assert "did you mean" not in str(err.value)
+    assert model.history["classifier_train"].shape == (1, 1)

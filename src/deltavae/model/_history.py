@@ -16,7 +16,20 @@ _RENAMED = {
     "validation_loss_step": "history['validation_loss'], per epoch",
     "elbo_train_epoch": "history['elbo_train']",
     "elbo_validation_epoch": "history['elbo_validation']",
+    # scvi-tools' SCANVI: CGMDVAE's term is the cross-entropy of q(y | z, c) on the labelled
+    # cells, averaged over every cell (the unlabelled ones adding 0).
+    "train_classification_loss": "history['classifier_train'] (the labelled cells' "
+    "cross-entropy, averaged over every cell)",
+    "validation_classification_loss": "history['classifier_validation'] (the labelled cells' "
+    "cross-entropy, averaged over every cell)",
 }
+
+#: SCANVI's classification metrics, which CGMDVAE does not log.
+_SCANVI_SCORES = tuple(
+    f"{mode}_{score}"
+    for mode in ("train", "validation")
+    for score in ("accuracy", "f1_score", "calibration_error")
+)
 
 
 class HistoryKeyError(KeyError):
@@ -47,6 +60,12 @@ class TrainingHistory(dict):
         validation = isinstance(key, str) and key.endswith(("_validation", "validation_loss"))
         if renamed is not None and renamed.split("'")[1] in self:
             hint = f"read {renamed}. "
+        elif key in _SCANVI_SCORES and "classifier_train" in self:
+            hint = (  # not did_you_mean's 'validation_loss'
+                "scvi-tools' SCANVI logs its classifier's scores; CGMDVAE does not: compare "
+                "model.predict() with the labels of the labelled cells, e.g. those of "
+                "model.validation_indices. "
+            )
         elif validation and not any(str(k).endswith("_validation") for k in self):
             hint = "no run validated (train_size=1.0 holds no cells out; pass train_size < 1). "
         else:
