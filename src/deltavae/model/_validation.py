@@ -28,7 +28,7 @@ from ._count_advice import (
     missing_layer_error,
     why_not_whole,
 )
-from ._row_chunks import row_bounds
+from ._row_chunks import csr_rows, nonzero_rows_genes, row_bounds
 from ._setup_instead import SETUP_INSTEAD
 
 logger = logging.getLogger(__name__)
@@ -173,10 +173,17 @@ def check_data(
         )
     cell_nonzero, lowest = np.zeros(adata.n_obs, dtype=bool), 0
     gene_nonzero = np.zeros(adata.n_vars, dtype=bool)
-    row = 0
+    # An in-memory CSR matrix (canonical: the sums of repeated entries are what is read) is
+    # read through views of its arrays; a slice of it copied every stored value.
+    csr = sparse.isspmatrix_csr(X) and X.has_canonical_format
     # Each check reduces the chunk without a chunk-sized copy where numpy allows it.
-    for block in _chunks(X):
-        values = _values(block)
+    for row, stop in row_bounds(X, chunk_rows(X)):
+        if csr:
+            values, indices, indptr = csr_rows(X, row, stop)
+            block = None  # sliced only for the message of a value that is not a count
+        else:
+            block = computed(X[row:stop])
+            values = _values(block)
         if not np.issubdtype(values.dtype, np.number) and values.dtype != bool:
             raise ValueError(f"{where} must be numeric; got dtype {values.dtype}.")
         if values.dtype.kind == "f" and not np.isfinite(np.sum(values, dtype=np.float64)):
@@ -201,10 +208,11 @@ def check_data(
                 )
             frac = not_counts(values)  # not whole: the negative ones were refused above
             if frac.size:
+                block = X[row:stop] if block is None else block
                 raise ValueError(
                     f"{where} must hold raw counts: found non-integer values such as "
                     f"{not_count_repr(frac.flat[0])} "
-                    f"({frac.size} in {unit} {row + 1}-{row + block.shape[0]}): "
+                    f"({frac.size} in {unit} {row + 1}-{stop}): "
                     + why_not_whole(
                         frac,
                         high,
@@ -220,13 +228,17 @@ def check_data(
                 f"{where} must lie in [0, 1] for a Bernoulli likelihood; found values in "
                 f"[{low:g}, {high:g}]."
             )
-        nonzero = block != 0  # booleans: a quarter of a float32 chunk
-        cell_nonzero[row : row + block.shape[0]] = np.asarray(nonzero.sum(axis=1)).ravel() > 0
-        gene_nonzero |= np.asarray(nonzero.sum(axis=0)).ravel() > 0
-        row += block.shape[0]
-    n_empty = int((~cell_nonzero).sum())
+        if not warn_empty:  # the empty cells and genes are not looked for
+            continue
+        if csr:
+            cell_nonzero[row:stop] = nonzero_rows_genes(values, indices, indptr, gene_nonzero)
+        else:
+            nonzero = block != 0  # booleans: a quarter of a float32 chunk
+            cell_nonzero[row:stop] = np.asarray(nonzero.sum(axis=1)).ravel() > 0
+            gene_nonzero |= np.asarray(nonzero.sum(axis=0)).ravel() > 0
     if not warn_empty:
         return
+    n_empty = int((~cell_nonzero).sum())
     if n_empty == adata.n_obs:
         raise ValueError(
             f"Every {unit[:-1]} in {where} is all zeros; there is nothing to learn from."
