@@ -189,12 +189,14 @@ def record_trained_categories(model, held_out=None) -> None:
     if adata is None or getattr(model, "registry_", None) is None:
         return
     seen = dict(getattr(model, "trained_categories_", None) or {})
-    obs = adata.obs
-    if held_out is not None and len(held_out):
-        obs = obs.iloc[np.setdiff1d(np.arange(adata.n_obs), np.asarray(held_out))]
-    for key in category_mappings(model.registry_):
-        if key in obs:
-            seen[key] = sorted(set(seen.get(key, [])) | set(obs[key].astype(str)))
+    keys = [key for key in category_mappings(model.registry_) if key in adata.obs]
+    obs = adata.obs[keys]  # the condition columns only: not a copy of every column's cells
+    if keys and held_out is not None and len(held_out):
+        kept = np.ones(adata.n_obs, dtype=bool)  # np.setdiff1d hashed every position: 3 s at 1M
+        kept[np.asarray(held_out, dtype=int)] = False
+        obs = obs[kept]
+    for key in keys:  # each value once made text, not each cell's
+        seen[key] = sorted(set(seen.get(key, [])) | set(obs[key].drop_duplicates().astype(str)))
     model.trained_categories_ = seen
     record_condition_dtypes(model, adata, category_mappings(model.registry_))
 
