@@ -12,7 +12,6 @@ import pytest
 import scipy.sparse as sp
 
 import deltavae as dv
-
 from deltavae._checks import not_counts
 from deltavae.model._labels import record_trained_categories
 from deltavae.model._validation import check_data
@@ -73,6 +72,18 @@ def test_a_bad_value_in_a_csr_matrix_is_still_named_with_its_rows(sparse_calls):
         check_data(ad.AnnData(X))
 
 
+def test_a_csr_matrix_on_disk_is_checked_without_a_boolean_copy(sparse_calls, tmp_path):
+    ad.AnnData(_csr_with_stored_zeros()).write_h5ad(tmp_path / "cells.h5ad")
+    adata = ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")
+    with pytest.warns(UserWarning) as said:
+        check_data(adata)
+    messages = [str(w.message) for w in said]
+    assert any(m.startswith("2 cells in adata.X are all zeros (e.g. 3, 7)") for m in messages)
+    assert any(m.startswith("1 genes in adata.X are zero in every cell") for m in messages)
+    assert sparse_calls["compare"] == 0  # was one `!= 0` of each chunk read
+    adata.file.close()
+
+
 @pytest.mark.parametrize("fmt", ["csc", "dense"])
 def test_no_empty_cells_are_looked_for_where_none_are_warned_of(sparse_calls, fmt):
     X = _csr_with_stored_zeros()
@@ -106,17 +117,18 @@ def test_the_trained_categories_read_only_the_condition_columns_and_each_value_o
     dv.model.ZINBVAE.setup_anndata(adata, batch_key="batch")
     model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
     widths, converted = [], []
-    iloc, astype = pd.DataFrame.iloc, pd.Series.astype
+    take, astype = pd.DataFrame.take, pd.Series.astype
 
-    def recorded_iloc(frame):
-        widths.append(frame.shape[1])
-        return iloc.fget(frame)
+    def recorded_take(frame, indices, axis=0, **kwargs):
+        if axis in (0, "index"):  # rows selected from a DataFrame: its columns copied
+            widths.append(frame.shape[1])
+        return take(frame, indices, axis=axis, **kwargs)
 
     def counted_astype(series, *args, **kwargs):
         converted.append(len(series))
         return astype(series, *args, **kwargs)
 
-    monkeypatch.setattr(pd.DataFrame, "iloc", property(recorded_iloc))
+    monkeypatch.setattr(pd.DataFrame, "take", recorded_take)
     monkeypatch.setattr(pd.Series, "astype", counted_astype)
 
     def no_setdiff(*args):
@@ -125,5 +137,5 @@ def test_the_trained_categories_read_only_the_condition_columns_and_each_value_o
     monkeypatch.setattr(np, "setdiff1d", no_setdiff)
     record_trained_categories(model, held_out=np.array([0, 1, 2, 57, 58, 59]))
     assert model.trained_categories_ == {"batch": ["a", "b"]}
-    assert max(widths) == 1  # was the whole obs (every column) for the training cells
+    assert widths == [1]  # was the whole obs (every column) for the training cells
     assert sum(converted) <= 2  # was one string per training cell (54)

@@ -182,8 +182,10 @@ def check_data(
             values, indices, indptr = csr_rows(X, row, stop)
             block = None  # sliced only for the message of a value that is not a count
         else:
-            block = computed(X[row:stop])
+            block = computed(X[row:stop])  # read from disk or dask: a CSR block of its own
             values = _values(block)
+            rows_of = sparse.isspmatrix_csr(block) and block.has_canonical_format
+            indices, indptr = (block.indices, block.indptr) if rows_of else (None, None)
         if not np.issubdtype(values.dtype, np.number) and values.dtype != bool:
             raise ValueError(f"{where} must be numeric; got dtype {values.dtype}.")
         if values.dtype.kind == "f" and not np.isfinite(np.sum(values, dtype=np.float64)):
@@ -230,7 +232,7 @@ def check_data(
             )
         if not warn_empty:  # the empty cells and genes are not looked for
             continue
-        if csr:
+        if indptr is not None:
             cell_nonzero[row:stop] = nonzero_rows_genes(values, indices, indptr, gene_nonzero)
         else:
             nonzero = block != 0  # booleans: a quarter of a float32 chunk
