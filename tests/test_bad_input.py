@@ -87,6 +87,38 @@ def test_a_counts_layer_stored_without_a_copy_is_named(counts_adata, with_raw):
         dv.model.ZINBVAE.setup_anndata(adata.copy(), layer="counts")
 
 
+@pytest.mark.parametrize("model", ["ZINBVAE", "CGMDVAE"])
+@pytest.mark.parametrize("counts_in", ["nowhere", "X", "raw", "layer"])
+def test_a_missing_counts_layer_says_where_the_counts_are(counts_adata, model, counts_in):
+    """A scanpy session that normalized and log-transformed X without keeping the counts,
+    then set up with layer='counts' as the README does, was told only "layer 'counts' is not
+    in adata.layers; available layers: []": nothing of where the counts are, or what to do."""
+    import scanpy as sc
+
+    adata = ad.AnnData(sp.csr_matrix(counts_adata.X, dtype=np.float32), obs=counts_adata.obs)
+    if counts_in == "raw":
+        adata.raw = adata.copy()
+    if counts_in == "layer":
+        adata.layers["umi"] = adata.X.copy()
+    if counts_in != "X":
+        sc.pp.normalize_total(adata)
+        sc.pp.log1p(adata)
+    fix = {
+        "nowhere": r"adata holds no raw counts: not in X \(values such as [0-9.]+: normalized\?\), "
+        r"its layers or adata.raw\. Read them again .*counts\[adata\.obs_names, "
+        r"adata\.var_names\]\.X .*adata\.layers\['counts'\] = adata\.X\.copy\(\) before "
+        r"sc\.pp\.normalize_total",
+        "X": r"adata\.X holds raw counts, it seems: pass layer=None",
+        "raw": r"adata\.raw holds raw counts, it seems: adata\.layers\['counts'\] = "
+        r"adata\.raw\[:, adata\.var_names\]\.X\.copy\(\)",
+        "layer": r"adata\.layers\['umi'\] holds raw counts, it seems: pass layer='umi'",
+    }[counts_in]
+    snap = _snapshot(adata)
+    with pytest.raises(KeyError, match=r"layer 'counts' is not in adata\.layers; .*" + fix):
+        getattr(dv.model, model).setup_anndata(adata, layer="counts")
+    _assert_unchanged(adata, snap)
+
+
 @pytest.mark.parametrize("model", ["ZINBVAE", "CGMDVAE", "NMFDeconv", "Archetypes"])
 def test_setup_of_a_view_or_a_matrix_says_what_to_pass(counts_adata, model):
     cls = getattr(dv.model, model)

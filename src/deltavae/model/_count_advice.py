@@ -11,7 +11,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
-from .._checks import missing_layer_text, not_count_repr, not_counts
+from .._checks import missing_layer_text, not_count_repr, not_counts, x_or_none
 
 #: Rows of a model's own AnnData read by :func:`check_still_counts` (a quick look, every call).
 _LOOK_ROWS = 200
@@ -283,25 +283,61 @@ class MissingLayerError(KeyError, ValueError):
     ValueError as scvi-tools' setup raises, which code written for SCVI catches."""
 
 
-def missing_layer_message(adata: AnnData, layer: str, name: str = "adata") -> str:
+def missing_layer_message(
+    adata: AnnData, layer: str, name: str = "adata", counts: bool = False
+) -> str:
     """The error for a ``layer`` that ``adata`` lacks, and, where the model's layer is fixed
-    (under :func:`layer_fixed`: new cells, a load), where to put the data.
+    (under :func:`layer_fixed`: new cells, a load), where to put the data; for a layer of
+    raw ``counts`` passed at setup, where the counts are (:func:`_where_counts_are`).
 
     Examples
     --------
     >>> with layer_fixed():
     ...     missing_layer_message(AnnData(np.ones((2, 1))), "counts")[61:]
     "The model reads its data there: put them in adata.layers['counts']."
+    >>> missing_layer_message(AnnData(np.ones((2, 1))), "counts", counts=True)[61:]
+    'adata.X holds raw counts, it seems: pass layer=None to read them from X.'
     """
     text = missing_layer_text(adata, layer, name)
     if _LAYER_FIXED.get():
         text += f" The model reads its data there: put them in {name}.layers[{layer!r}]."
+    elif counts and name == "adata" and "did you mean" not in text:  # setup's own layer=
+        text += _where_counts_are(adata, layer, name)
     return text
 
 
-def missing_layer_error(adata: AnnData, layer: str, name: str = "adata") -> MissingLayerError:
+def _where_counts_are(adata: AnnData, layer: str, name: str) -> str:
+    """Where the raw counts of ``adata`` are, when the counts ``layer`` given to setup is not
+    there: another layer, X or ``adata.raw`` (their first rows hold whole numbers), or nowhere
+    (scanpy's normalize_total and log1p ran on X before a copy was kept)."""
+    found = _counts_layer(adata, layer)
+    if found is not None:
+        return f" {name}.layers[{found!r}] holds raw counts, it seems: pass layer={found!r}."
+    looked = _first_rows(x_or_none(adata))
+    values = looked[1] if looked is not None else np.zeros(0)
+    if values.size and not not_counts(values).size:
+        return f" {name}.X holds raw counts, it seems: pass layer=None to read them from X."
+    if adata.raw is not None and not _raw_not_counts(adata):
+        return (
+            f" {name}.raw holds raw counts, it seems: {name}.layers[{layer!r}] = "
+            f"{name}.raw[:, {name}.var_names].X.copy(), then set up again."
+        )
+    bad = not_counts(values)
+    seen = f" (values such as {not_count_repr(bad.flat[0])}: normalized?)" if bad.size else ""
+    return (
+        f" {name} holds no raw counts: not in X{seen}, its layers or {name}.raw. Read them "
+        f"again from their file and copy them over by name, {name}.layers[{layer!r}] = "
+        f"counts[{name}.obs_names, {name}.var_names].X (counts: the AnnData read), or keep a "
+        f"copy before normalizing ({name}.layers[{layer!r}] = {name}.X.copy() before "
+        "sc.pp.normalize_total)."
+    )
+
+
+def missing_layer_error(
+    adata: AnnData, layer: str, name: str = "adata", counts: bool = False
+) -> MissingLayerError:
     """The error (:class:`MissingLayerError`) of :func:`missing_layer_message`."""
-    return MissingLayerError(missing_layer_message(adata, layer, name))
+    return MissingLayerError(missing_layer_message(adata, layer, name, counts))
 
 
 def check_still_counts(adata: AnnData, layer: str | None, model: str) -> None:

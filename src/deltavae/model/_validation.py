@@ -71,7 +71,7 @@ def chunk_rows(X) -> int:
     return int(np.clip(_CHUNK_BYTES // max(1, X.shape[1] * itemsize), 256, _CHUNK))
 
 
-def _matrix(adata: AnnData, layer: str | None, name: str = "adata"):
+def _matrix(adata: AnnData, layer: str | None, name: str = "adata", counts: bool = False):
     if layer is not None and not isinstance(layer, str):  # the matrix itself: "unhashable type"
         raise TypeError(f"A layer is a name in {name}.layers, not a {type(layer).__name__}.")
     if layer is None:
@@ -79,7 +79,7 @@ def _matrix(adata: AnnData, layer: str | None, name: str = "adata"):
             raise ValueError(f"{name}.X is empty (None){empty_x_hint(adata, name)}")
         return X
     if layer not in adata.layers:
-        raise missing_layer_error(adata, layer, name)
+        raise missing_layer_error(adata, layer, name, counts)
     return adata.layers[layer]
 
 
@@ -154,7 +154,10 @@ def check_data(
         )
     if adata.n_vars < 1:
         raise ValueError("adata has no variables (genes).")
-    X = _matrix(adata, layer, name)
+    # CGMDVAE's setup checks "real" values (its likelihood comes later): a layer named for
+    # counts is looked for as counts
+    counts = kind == "counts" or "count" in str(layer).lower()
+    X = _matrix(adata, layer, name, counts=counts)
     if is_dense_zarr(X):  # a dense layer (or X) of read_lazy's zarr store
         store = getattr(getattr(X, "store", None), "root", "store.zarr")
         raise ValueError(
