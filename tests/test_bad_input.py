@@ -126,6 +126,11 @@ def test_setup_of_a_view_or_a_matrix_says_what_to_pass(counts_adata, model):
     with pytest.raises(ValueError, match=r"adata is a view .* adata\[mask\]\.copy\(\)"):
         cls.setup_anndata(counts_adata[:20])
     _assert_unchanged(counts_adata, parent)
+    # The view of the highly variable genes, as scanpy sessions make it: the fix given was
+    # adata = adata[mask].copy(), which reads the genes' mask as cells (an IndexError).
+    hvg = counts_adata[:, np.arange(counts_adata.n_vars) < 20]
+    with pytest.raises(ValueError, match=r"adata is a view .*: adata = adata\.copy\(\) "):
+        cls.setup_anndata(hvg)
     with pytest.raises(TypeError, match="must be an AnnData .* got ndarray of shape"):
         cls.setup_anndata(_dense(counts_adata.X))
     covariate = {"Archetypes": "sample_key", "ZINBVAE": "batch_key", "CGMDVAE": "condition_key"}

@@ -301,7 +301,10 @@ def check_setup_target(adata, kwargs: dict | None = None, model: str | None = No
             "adata = adata[mask].copy(filename='subset.h5ad') (a backed AnnData is not copied "
             "otherwise)."
             if adata.isbacked
-            else "Pass a copy of the subset: adata = adata[mask].copy()."
+            # adata = adata.copy(): right for a subset of cells or genes (the HVGs' view,
+            # adata[:, adata.var["highly_variable"]]), where adata[mask] reads a gene mask as rows
+            else "Pass a copy of the subset: adata = adata.copy() (or subset with a copy, "
+            "adata = adata[mask].copy(), adata[:, mask].copy() for genes)."
         )
         raise ValueError(
             "adata is a view (a subset such as adata[mask] that shares its parent's data); "
