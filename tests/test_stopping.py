@@ -54,6 +54,26 @@ def test_early_stopping_counts_no_warm_up_epoch_and_watches_what_restore_best_ke
     assert model.best_epoch_ == int(loss.loc[4:].idxmin())
 
 
+def test_print_model_names_the_epoch_restore_best_kept():
+    """print(model) said "Trained, 7 epochs" of a model holding epoch 4's parameters (CGMDVAE
+    restores the best epoch by default: a PBMC 3k run of 30 epochs kept epoch 25's), as the
+    CLI's report says and the Python summary did not."""
+    import scvi
+
+    scvi.settings.seed = 0
+    model = _train(
+        _model(n_latent=3, n_hidden=16),
+        max_epochs=30, n_epochs_kl_warmup=4, early_stopping=True, early_stopping_patience=2,
+        early_stopping_min_delta=1e6, restore_best=True,
+    )  # fmt: skip
+    best = model.best_epoch_
+    assert best in (4, 5) and model.history["elbo_train"].index[-1] == 6  # not the last
+    assert f"Trained, 7 epochs (parameters of epoch {best}, kept by restore_best)." in str(model)
+    # The last epoch kept, or none restored: nothing said.
+    model = _train(_model(n_latent=3, n_hidden=16), max_epochs=3, n_epochs_kl_warmup=None)
+    assert model.best_epoch_ is None and "Trained, 3 epochs." in str(model)
+
+
 def test_an_early_stopping_monitor_of_the_users_is_the_one_restore_best_keeps():
     """early_stopping_monitor='kl_local_validation' stopped on that metric while restore_best
     kept the epoch of the lowest validation_loss (epoch 11 of a run whose lowest KL was at

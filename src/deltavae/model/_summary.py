@@ -37,7 +37,8 @@ def record_verdict(model, text: str | None) -> None:
 
 class SummaryMixin:
     """``summary_string`` (what ``print(model)`` and ``repr(model)`` show) as scvi-tools
-    writes it, then the data, registered keys, epochs and convergence verdict."""
+    writes it, then the data, registered keys, epochs (and the epoch ``restore_best`` kept,
+    where not the last) and convergence verdict."""
 
     #: The last ``train`` run's convergence verdict, as its warning's first sentence, or
     #: ``"No convergence warning."``, or where it was interrupted (Ctrl-C) ``"Training was
@@ -60,6 +61,7 @@ class SummaryMixin:
         if self.is_trained_:
             epochs = _epochs(self)
             status += "" if epochs is None else f", {epochs} epochs"
+            status += _kept(self)
             diverged = getattr(self, "diverged_", None)
             verdict = f"Training diverged: {diverged}." if diverged else self.convergence_
             status += f". {verdict}" if verdict else ""
@@ -76,6 +78,17 @@ class SummaryMixin:
         # scvi-tools prints through rich: escaped, so a key or label in [brackets] shows.
         rich.print(escape(self.summary_string))
         return ""
+
+
+def _kept(model) -> str:
+    """The epoch whose parameters the model holds, where ``restore_best`` kept one before the
+    last (CGMDVAE does by default): ``"Trained, 30 epochs"`` alone read as the last epoch's.
+    """
+    best = getattr(model, "best_epoch_", None)
+    frame = (getattr(model, "history", None) or {}).get("elbo_train")
+    if best is None or frame is None or not len(frame) or best == frame.index[-1]:
+        return ""
+    return f" (parameters of epoch {best}, kept by restore_best)"
 
 
 def _epochs(model) -> int | None:
