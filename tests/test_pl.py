@@ -54,6 +54,38 @@ def test_history_draws_one_line_per_recorded_key(trained, tmp_path):
     _assert_png(out)
 
 
+def test_history_marks_the_epoch_restore_best_kept():
+    """The history of a default CGMDVAE run on 600 PBMCs ended at epoch 399 with its
+    validation ELBO 11% above epoch 200's, the one restore_best kept: nothing in the plot
+    said which epoch the model holds."""
+    import warnings
+
+    import scvi
+
+    scvi.settings.seed = 0
+    adata = dv.datasets.synthetic_counts(n_cells=120, n_genes=20, n_clusters=2, seed=1)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
+        model.train(
+            max_epochs=30, n_epochs_kl_warmup=4, early_stopping=True, early_stopping_patience=2,
+            early_stopping_min_delta=1e6, restore_best=True, enable_progress_bar=False,
+            batch_size=32,
+        )  # fmt: skip
+    kept = model.best_epoch_
+    assert kept is not None and kept < model.history["elbo_train"].index[-1]
+    ax = dv.pl.history(model, show=False)
+    marks = [line for line in ax.get_lines() if line.get_label() == f"kept: epoch {kept}"]
+    assert len(marks) == 1 and list(marks[0].get_xdata()) == [kept, kept]
+    assert f"kept: epoch {kept}" in [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close("all")
+    # The history dict alone, or the last epoch kept: no mark.
+    ax = dv.pl.history(model.history, show=False)
+    assert [line.get_label() for line in ax.get_lines()] == ["training", "validation"]
+    plt.close("all")
+
+
 @pytest.mark.parametrize(
     ("high", "low"), [(3000.0, 1500.0), (600.0, 250.0), (1e5, 300.0), (10066.0, 1066.0)]
 )

@@ -258,6 +258,10 @@ def history(
         Shade the epochs in which the KL weight was still below its full value (1, or
         ``plan_kwargs["max_kl_weight"]``): the model then trained on a loss with its KL terms
         down-weighted; ``elbo_train`` is the full ELBO throughout.
+
+    A model whose parameters are an earlier epoch's than its last (``restore_best``, the
+    default of CGMDVAE with validation cells: ``model.best_epoch_``) has that epoch marked
+    by a dotted vertical line, ``"kept: epoch N"`` in the legend.
     {show_save}
     {title_figsize}
 
@@ -321,6 +325,9 @@ def history(
             (right or ax).axvspan(
                 *span, color="0.9", zorder=0, label="_KL warm-up" if k else "KL warm-up"
             )
+    kept = getattr(model, "best_epoch_", None)  # a model's, not a history dict's
+    if kept is not None and kept < last:  # its parameters are this epoch's, not the last's
+        ax.axvline(kept, color="0.3", ls=":", lw=1, label=f"kept: epoch {kept}")
     if log:
         _log_y_axis(ax, [frames[key] for key in on_left])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
