@@ -19,6 +19,7 @@ from ._readout_docs import (
     MARGINAL_MEAN,
     ON_THE_CPU,
     RECONSTRUCTION_SIGN,
+    with_latent_draws,
     with_note,
 )
 
@@ -83,6 +84,10 @@ class HostResultsMixin:
         call = inspect.signature(VAEMixin.get_latent_representation).bind(self, *args, **kwargs)
         check_dataloader_alone(call.arguments, "get_latent_representation")
         return super().get_latent_representation(*args, **kwargs)
+
+    get_latent_representation.__doc__ = with_latent_draws(
+        VAEMixin.get_latent_representation.__doc__
+    )
 
     @functools.wraps(VAEMixin.get_aggregated_posterior)
     def get_aggregated_posterior(self, adata=None, indices=None, batch_size=None, dof=3.0):  # noqa: D102

@@ -105,3 +105,24 @@ AGGREGATED_ON_DEVICE = """The mixture lives on the model's device, as scvi-tools
 ``log_prob`` values there (``torch.as_tensor(z, device=model.device)``) and bring draws back
 with ``.cpu()``. Each component's scale is the square root of the cell's q(z) variance
 (scvi-tools 1.4 took the variance itself as the scale)."""
+
+
+def with_latent_draws(doc: str) -> str:
+    """scvi-tools' ``get_latent_representation`` docstring with ``give_mean`` and
+    ``mc_samples`` as they work: scvi-tools 1.4 says ``give_mean=False`` "returns an estimate
+    of the mean using ``mc_samples`` Monte Carlo samples", and that ``mc_samples`` is not used
+    with ``give_mean=True``, where its code returns one draw of q(z | x) per cell for
+    ``give_mean=False`` (any ``mc_samples``) and reads ``mc_samples`` only with
+    ``give_mean=True`` for a logistic-normal latent, which no deltavae model has."""
+    said = (
+        "If ``False``, returns an\n            estimate of the mean using ``mc_samples`` Monte "
+        "Carlo samples."
+    )
+    mc = (
+        "Number of Monte Carlo samples to use for the estimator for distributions with no\n"
+        "            closed-form mean (e.g., the logistic normal distribution). Not used if "
+        "``give_mean`` is\n            ``True`` or if ``return_dist`` is ``True``."
+    )
+    draws = "If ``False``, one draw\n            from q(z | x) per cell (not a mean)."
+    unused = "Not used: q(z | x) is Gaussian, its mean needs no sampling (as in scvi-tools)."
+    return doc.replace(said, draws, 1).replace(mc, unused, 1)
