@@ -40,7 +40,9 @@ def test_a_query_model_keeps_no_record_of_its_references_training(cls):
     model ("Training status: Not Trained") showed the reference's 3 epochs in model.history,
     dv.pl.history plotted them, and best_epoch_ and train_args_ were the reference's; a
     query fit interrupted after its first epoch said 'interrupted after -1 of its 4 epochs'
-    (its epochs counted from the reference's)."""
+    (its epochs counted from the reference's). Its convergence verdict was the reference's
+    too: a query with nothing to learn printed "Training status: Trained. Training ran 1
+    epoch on the full ELBO ...: too few to converge", of a training it never had."""
     ref, query = _split()
     reference = _reference(cls, ref)
     reference.deltavae_version_ = "0.0.1"  # built by an earlier release
@@ -54,6 +56,9 @@ def test_a_query_model_keeps_no_record_of_its_references_training(cls):
     with pytest.warns(UserWarning, match="nothing is left to learn"):
         same = cls.load_query_data(ref[:40].copy(), reference)
     assert same.is_trained_ and same.history is None and same.train_args_ is None
+    assert reference.convergence_ is not None  # "Training ran 1 epoch ...": the reference's
+    assert model.convergence_ is None and same.convergence_ is None
+    assert same.summary_string.splitlines()[1] == "Training status: Trained"
     with pytest.raises(ValueError, match="adds no new condition category"):
         dv.pl.history(same, show=False)
     # The reference's own record is untouched.

@@ -238,11 +238,11 @@ class QueryMappingMixin(ArchesMixin):
         ``model.query_mapping_`` records the new categories and the missing genes. A query
         that adds no condition category leaves nothing to learn: the model is ready to use as
         it is, and ``train()`` says so and returns. The query model keeps no record of the
-        reference's training run: its ``history`` (and ``best_epoch_``, ``train_args_``) are
-        None until it trains, then those of its own training (epochs numbered from 0), as in
-        scvi-tools after query training; ``trained_categories_`` (and CGMDVAE's
-        ``condition_counts_``) join the query's to the reference's. Of a reference whose last
-        training diverged, the query model keeps that run's weights frozen: its
+        reference's training run: its ``history`` (and ``best_epoch_``, ``train_args_``,
+        ``convergence_``) are None until it trains, then those of its own training (epochs
+        numbered from 0), as in scvi-tools after query training; ``trained_categories_`` (and
+        CGMDVAE's ``condition_counts_``) join the query's to the reference's. Of a reference
+        whose last training diverged, the query model keeps that run's weights frozen: its
         ``reference_diverged_`` says what diverged, and every read-out warns of it, however
         the query trains (its own training's divergence is its ``diverged_``).
 

@@ -8,8 +8,10 @@ from ._validation import warn_user
 
 #: What scvi-tools copies from the reference that records the reference's own training, not
 #: the query model's: its split's positions and the cells they are of, its history (plotted by
-#: ``dv.pl.history``, read by the verdicts), the epoch it restored and its train call's
-#: arguments (``train_args_``). The weights, the categories that trained
+#: ``dv.pl.history``, read by the verdicts), the epoch it restored, its train call's
+#: arguments (``train_args_``) and its convergence verdict (``convergence_``, which
+#: ``print(model)`` gave as the query's own: "Trained. Training ran 2 epochs ...: too few to
+#: converge" for a query that never trained). The weights, the categories that trained
 #: (``trained_categories_``) and CGMDVAE's condition counts and library sizes are kept: the
 #: query model maps and draws with them. The reference's divergence (``diverged_``) becomes
 #: the query model's ``reference_diverged_`` (:func:`forget_reference_training`).
@@ -21,6 +23,7 @@ _REFERENCE_TRAINING = (
     "history_",
     "best_epoch_",
     "train_args_",
+    "convergence_",
 )
 
 
