@@ -291,3 +291,23 @@ def test_latent_library_zinbvae_load_skips_the_library_pass(tmp_path, monkeypatc
     np.testing.assert_array_equal(
         loaded.get_latent_representation(), model.get_latent_representation()
     )
+
+
+def test_load_onto_columns_renamed_since_names_the_users_column(tmp_path):
+    """deltavae fit renames "/" in obs column names before training ('treat/time' ->
+    'treat-time') and saves the model so (--save-model); loaded onto the INPUT file, load
+    said "adata.obs lacks 'treat-time' ... add it", naming none of the user's columns, and a
+    labels column renamed so was read as every cell unlabelled without a word of 'cell/type'.
+    Both name the column closest to the one registered, as setup_anndata does."""
+    adata = _cells()
+    adata.obs["treat-time"] = adata.obs["condition"]
+    adata.obs["cell-type"] = adata.obs["cluster"].astype(str)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="treat-time", labels_key="cell-type")
+    _trained(dv.model.CGMDVAE, adata, n_clusters=2).save(tmp_path / "m")
+    given = adata.copy()
+    given.obs = given.obs.rename(columns={"treat-time": "treat/time", "cell-type": "cell/type"})
+    with pytest.raises(KeyError, match=r"lacks 'treat-time' \(did you mean 'treat/time'\?\), a"):
+        dv.model.CGMDVAE.load(tmp_path / "m", given)
+    given.obs["treat-time"] = given.obs["treat/time"]
+    with pytest.warns(UserWarning, match=r"lacks 'cell-type' \(did you mean 'cell/type'\?\), the"):
+        dv.model.CGMDVAE.load(tmp_path / "m", given)

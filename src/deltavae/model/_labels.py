@@ -12,7 +12,8 @@ import pandas as pd
 from anndata import AnnData
 from scvi.data.fields import CategoricalJointObsField, LabelsWithUnlabeledObsField
 
-from .._checks import short_repr
+from .._checks import short_repr, user_columns
+from .._close_names import did_you_mean
 from ._condition_types import record_condition_dtypes
 from ._few_cells import warn_few_cells
 from ._matrices import with_column
@@ -115,7 +116,7 @@ def with_labels_column(adata: AnnData, registry: dict) -> AnnData:
         column = values.map(own).where(~new, unlabelled).to_numpy()
     elif adata.isbacked:
         raise ValueError(
-            f"adata.obs lacks {key!r}, the model's labels column. Add it: "
+            f"{_lacks(adata, key)}, the model's labels column. Add it: "
             f"adata.obs[{key!r}] = {unlabelled!r} marks every cell unlabelled."
         )
     else:
@@ -133,14 +134,14 @@ def check_labels_to_load(adata: AnnData, registry: dict) -> AnnData:
         return adata
     if key not in adata.obs and not adata.isbacked:
         warn_user(
-            f"adata.obs lacks {key!r}, the labels column the model was trained with: the "
+            f"{_lacks(adata, key)}, the labels column the model was trained with: the "
             f"model reads a copy of adata with every cell unlabelled ({unlabelled!r}); adata "
             "itself is unchanged, and model.write_to_adata() writes into it."
         )
         return with_labels_column(adata, registry)
     if key not in adata.obs:
         raise ValueError(
-            f"adata.obs lacks {key!r}, the labels column the model was trained with, and the "
+            f"{_lacks(adata, key)}, the labels column the model was trained with, and the "
             f"AnnData a model is loaded with becomes its own. Add it (adata.obs[{key!r}] = "
             f"{unlabelled!r} marks every cell unlabelled), or load the model with its training "
             "AnnData and pass these cells to its methods (get_latent_representation(adata), "
@@ -254,6 +255,15 @@ def _column_role(registry: dict, key: str) -> str:
     return "a condition column"
 
 
+def _lacks(adata: AnnData, key) -> str:
+    """``"adata.obs lacks 'treat-time' (did you mean 'treat/time'?)"``: the column the model
+    registered, missing, with the closest of the user's (one renamed since, as ``deltavae fit``
+    renames "/" before training: a model it saved, loaded onto its INPUT, named only its own).
+    """
+    hint = did_you_mean(key, user_columns(adata.obs))
+    return f"adata.obs lacks {key!r}" + (f" ({hint})" if hint else "")
+
+
 def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
     """The categorical obs columns a model registered exist in ``adata`` and hold only
     categories the model was trained with (and, given the ``model``, trained on cells of).
@@ -277,7 +287,7 @@ def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
     for key, known in category_mappings(registry).items():
         if key not in adata.obs:
             raise KeyError(
-                f"adata.obs lacks {key!r}, {_column_role(registry, key)} the model was trained "
+                f"{_lacks(adata, key)}, {_column_role(registry, key)} the model was trained "
                 f"with; add it (one of {[str(v) for v in known][:10]} per "
                 + ("spot)." if "sample_key" in registry.get("setup_args", {}) else "cell).")
             )
