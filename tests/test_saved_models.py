@@ -311,3 +311,34 @@ def test_load_onto_columns_renamed_since_names_the_users_column(tmp_path):
     given.obs["treat-time"] = given.obs["treat/time"]
     with pytest.warns(UserWarning, match=r"lacks 'cell-type' \(did you mean 'cell/type'\?\), the"):
         dv.model.CGMDVAE.load(tmp_path / "m", given)
+
+
+@pytest.mark.filterwarnings("ignore:spots and signatures share only")
+def test_a_copy_of_a_model_writes_its_results_where_they_can_be_read(split, tmp_path):
+    """A model that reads a copy of the AnnData given (from_reference's spots, load onto genes
+    in another order) writes into that AnnData; pickled (joblib) or deep-copied, the copy
+    took a copy of it along and write_to_adata() filled that: the keys were returned, and
+    neither the user's AnnData nor copy.adata held the results. A copy writes into its own
+    AnnData, as a copy of any model does (and as one from backed spots did)."""
+    import copy
+    import pickle
+
+    spots, ref = split
+    spots = spots[:, :30].copy()
+    imputer = dv.model.SpatialImputer.from_reference(spots, ref, labels_key="cluster", n_hidden=8)
+    imputer.train(**TRAIN)
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    _trained(dv.model.ZINBVAE, adata).save(tmp_path / "m")
+    with pytest.warns(UserWarning, match="another order"):
+        loaded = dv.model.ZINBVAE.load(tmp_path / "m", adata[:, ::-1].copy())
+    for model in (imputer, loaded):
+        expected = model.adata.copy()
+        keys = model.write_to_adata(expected)
+        for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+            assert clone.write_to_adata() == keys
+            for slot, key in (k.split("/") for k in keys):
+                np.testing.assert_array_equal(
+                    np.asarray(getattr(clone.adata, slot)[key]),
+                    np.asarray(getattr(expected, slot)[key]),
+                )

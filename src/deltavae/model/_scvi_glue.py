@@ -87,7 +87,12 @@ def _picklable_state(model) -> dict:
     with a copy of the module whose parameters lack the weak references Pyro's parameter store
     attaches to them (``pyro.module`` attaches them again when the model next trains), on the
     CPU (:func:`restore_pickled_state` moves it back to its device where that exists); without
-    a write target read from a file (a handle cannot travel): results go to its own copy."""
+    the AnnData the user gave (to ``load`` onto a copy, ``load_query_data``, ``from_reference``),
+    which the model writes into and reads as given: a copy of the model writes into, and reads,
+    its own AnnData (``copy.adata``), as a copy of any model does. Pickled along, that AnnData
+    came back as a copy of its own, which ``write_to_adata()`` filled where the user could not
+    reach it (neither their AnnData nor ``copy.adata`` got the results); one read from a file
+    cannot travel at all (its handle)."""
     adata = model.__dict__.get("_adata")
     if adata is not None and holds_handles(adata):
         raise TypeError(
@@ -98,7 +103,7 @@ def _picklable_state(model) -> dict:
     state = model.__dict__.copy()
     state.pop("trainer", None)
     state.pop("_query_source", None)  # a weak reference: the copy's query is read as it is
-    if state.get("_query_adata") is not None and holds_handles(state["_query_adata"]):
+    if state.get("_query_adata") is not None:
         state["_query_adata"] = None
     if state.get("module") is not None:
         module = state["module"]
