@@ -342,3 +342,24 @@ def test_a_copy_of_a_model_writes_its_results_where_they_can_be_read(split, tmp_
                     np.asarray(getattr(clone.adata, slot)[key]),
                     np.asarray(getattr(expected, slot)[key]),
                 )
+
+
+def test_a_save_of_another_major_version_is_refused_with_what_reads_it(tmp_path, monkeypatch):
+    """A save of a newer deltavae was told "retrain it with this version" (upgrading reads
+    it), one of an older major version the same (that version reads it), and one without a
+    version "saved by deltavae None"."""
+    from deltavae.model import _saved
+
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = _trained(dv.model.ZINBVAE, adata)
+    monkeypatch.setattr(_saved, "_package_version", lambda: "2.1.0")
+    for saved, told in [
+        ("3.0.0", r"saved by deltavae 3\.0\.0, newer than .*: upgrade deltavae \(pip install -U"),
+        ("1.4.2", r"deltavae 1\.4\.2, .* \(2\.1\.0\) cannot .*pip install 'deltavae==1\.4\.2'"),
+        (None, r"saved without its deltavae version .* \(2\.1\.0\) cannot read"),
+    ]:
+        model.deltavae_version_ = saved
+        model.save(tmp_path / str(saved))
+        with pytest.raises(ValueError, match=told):
+            dv.model.ZINBVAE.load(tmp_path / str(saved), adata)

@@ -93,6 +93,38 @@ def _check_digest(path: str, saved: dict | None, state_dict: dict) -> None:
         )
 
 
+def _version_refusal(path: str, saved: str | None) -> str:
+    """Why a save of another major deltavae version is refused, and what to do: a newer one's
+    was told to retrain with this older version, where upgrading reads it.
+
+    Examples
+    --------
+    >>> _version_refusal("m", "99.0.0").split(": ")[-1]
+    'upgrade deltavae (pip install -U deltavae) to load it.'
+    """
+    now = _package_version()
+    if saved is None:
+        return (
+            f"{path!r} holds a model saved without its deltavae version (by a build before "
+            f"versions were saved), which this version ({now}) cannot read; retrain it with "
+            "this version."
+        )
+    try:
+        newer = int(saved.split(".")[0]) > int(now.split(".")[0])
+    except ValueError:  # not a number: said as an older one's
+        newer = False
+    if newer:
+        return (
+            f"{path!r} was saved by deltavae {saved}, newer than this version ({now}), which "
+            "cannot read it: upgrade deltavae (pip install -U deltavae) to load it."
+        )
+    return (
+        f"{path!r} was saved by deltavae {saved}, which this version ({now}) cannot read: "
+        f"load it with that version (pip install 'deltavae=={saved}'), or retrain it with "
+        "this one."
+    )
+
+
 class _NoSavedModel(FileNotFoundError, ValueError):
     """No saved model where one was named: a FileNotFoundError, and a ValueError as
     scvi-tools' own ("Failed to load model file"), which code written for SCVI catches."""
@@ -181,10 +213,7 @@ def read_saved(
         )
     saved = attr_dict.get("deltavae_version_")
     if saved is None or saved.split(".")[0] != _package_version().split(".")[0]:
-        raise ValueError(
-            f"{path!r} was saved by deltavae {saved}, which this version ({_package_version()}) "
-            "cannot read; retrain it with this version."
-        )
+        raise ValueError(_version_refusal(path, saved))
     state_dict.pop("pyro_param_store", None)
     _check_digest(path, attr_dict.get("weights_digest_"), state_dict)
     return attr_dict, np.asarray(var_names), state_dict
