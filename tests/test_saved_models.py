@@ -363,3 +363,24 @@ def test_a_save_of_another_major_version_is_refused_with_what_reads_it(tmp_path,
         model.save(tmp_path / str(saved))
         with pytest.raises(ValueError, match=told):
             dv.model.ZINBVAE.load(tmp_path / str(saved), adata)
+
+
+def test_parameters_another_version_built_are_not_called_damaged(tmp_path, monkeypatch):
+    """A save whose checksums hold but whose parameters do not fit the module this deltavae
+    builds (a parameter added since, as by a release) was said to be "damaged or changed
+    after saving; save the model again", which a user holding only the folder cannot do."""
+    import torch
+
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    _trained(dv.model.ZINBVAE, adata).save(tmp_path / "m")
+
+    class Later(dv.model.ZINBVAE._module_cls):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.added = torch.nn.Parameter(torch.zeros(2))
+
+    monkeypatch.setattr(dv.model.ZINBVAE, "_module_cls", Later)
+    told = r"Missing key.*\"added\".*as saved \(its checksums hold\); this deltavae .*retrain"
+    with pytest.raises(ValueError, match=told):
+        dv.model.ZINBVAE.load(tmp_path / "m", adata)

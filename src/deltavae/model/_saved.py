@@ -125,6 +125,21 @@ def _version_refusal(path: str, saved: str | None) -> str:
     )
 
 
+def _unfit_reason(attr_dict: dict) -> str:
+    """Why intact parameters do not fit their model: with checksums (which held), the file is
+    as saved and this deltavae builds that model with other parameters (it was said to be
+    damaged, and to be saved again, which a user holding only the folder cannot)."""
+    if not isinstance(attr_dict.get("weights_digest_"), dict):
+        return "the file is damaged or was changed after saving; save the model again."
+    saved, now = attr_dict.get("deltavae_version_"), _package_version()
+    install = f" (pip install 'deltavae=={saved}')" if saved != now else ""
+    return (
+        f"the file is as saved (its checksums hold); this deltavae ({now}) builds the model "
+        f"with other parameters than the one that saved it ({saved}) did: load it with that "
+        f"deltavae{install}, or retrain it with this one."
+    )
+
+
 class _NoSavedModel(FileNotFoundError, ValueError):
     """No saved model where one was named: a FileNotFoundError, and a ValueError as
     scvi-tools' own ("Failed to load model file"), which code written for SCVI catches."""
@@ -424,8 +439,8 @@ class Saving:
                     raise
                 raise ValueError(
                     f"The parameters saved in {os.fspath(dir_path)!r} do not fit the "
-                    f"{cls.__name__} they describe ({str(err).splitlines()[-1].strip()}): the "
-                    "file is damaged or was changed after saving; save the model again."
+                    f"{cls.__name__} they describe ({str(err).splitlines()[-1].strip()}): "
+                    + _unfit_reason(attr_dict)
                 ) from err
             except OSError as err:  # the AnnData saved with the model
                 if adata is not None:
