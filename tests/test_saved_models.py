@@ -384,3 +384,25 @@ def test_parameters_another_version_built_are_not_called_damaged(tmp_path, monke
     told = r"Missing key.*\"added\".*as saved \(its checksums hold\); this deltavae .*retrain"
     with pytest.raises(ValueError, match=told):
         dv.model.ZINBVAE.load(tmp_path / "m", adata)
+
+
+def test_saving_over_its_folder_keeps_the_file_the_model_reads(tmp_path):
+    """save(overwrite=True) without the AnnData removes an AnnData saved earlier in the folder;
+    a model loaded onto that very file, opened backed, had its data deleted under it (read
+    through the open handle until the session ended, then lost)."""
+    import anndata as ad
+
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = _trained(dv.model.ZINBVAE, adata)
+    model.save(tmp_path / "m", save_anndata=True)
+    backed = ad.read_h5ad(tmp_path / "m" / "adata.h5ad", backed="r")
+    loaded = dv.model.ZINBVAE.load(tmp_path / "m", backed)
+    loaded.save(tmp_path / "m", overwrite=True)
+    assert (tmp_path / "m" / "adata.h5ad").is_file()
+    again = dv.model.ZINBVAE.load(tmp_path / "m")
+    np.testing.assert_array_equal(
+        again.get_latent_representation(), model.get_latent_representation()
+    )
+    model.save(tmp_path / "m", overwrite=True)  # a model reading other data: removed, as before
+    assert not (tmp_path / "m" / "adata.h5ad").exists()

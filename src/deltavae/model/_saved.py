@@ -93,6 +93,17 @@ def _check_digest(path: str, saved: dict | None, state_dict: dict) -> None:
         )
 
 
+def _reads(model, path: str) -> bool:
+    """Whether ``model`` reads (or writes into) the AnnData file at ``path``, opened backed:
+    ``save(overwrite=True)`` removed an AnnData saved earlier in its folder, and with it the
+    very file a model loaded onto it read (its data, lost once the session closed it)."""
+    for adata in (getattr(model, "_adata", None), getattr(model, "_query_adata", None)):
+        name = getattr(adata, "filename", None) if adata is not None and adata.isbacked else None
+        if name is not None and os.path.exists(name) and os.path.samefile(name, path):
+            return True
+    return False
+
+
 def _version_refusal(path: str, saved: str | None) -> str:
     """Why a save of another major deltavae version is refused, and what to do: a newer one's
     was told to retrain with this older version, where upgrading reads it.
@@ -250,7 +261,9 @@ class Saving:
         overwrite
             Replace the model saved in an existing directory (under the same ``prefix``): an
             AnnData saved with it is removed too when this save writes none, so that ``load``
-            never pairs the new model with the old data. Other files there are kept.
+            never pairs the new model with the old data; unless the model reads that file
+            (loaded onto it opened backed): it is the model's data, and stays. Other files
+            there are kept.
         save_anndata
             Also write the AnnData the model was set up with.
         **kwargs
@@ -281,7 +294,7 @@ class Saving:
                 )
         check_fit_to_save(self)
         stale = os.path.join(dir_path, f"{kwargs.get('prefix') or ''}adata.h5ad")
-        if overwrite and not save_anndata and os.path.isfile(stale):
+        if overwrite and not save_anndata and os.path.isfile(stale) and not _reads(self, stale):
             os.remove(stale)
         settle_record(self)  # CGMDVAE's typicality record of its last fit, saved with it
         self.weights_digest_ = weights_digest(self.module.state_dict())  # checked by load
