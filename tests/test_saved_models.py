@@ -386,11 +386,13 @@ def test_parameters_another_version_built_are_not_called_damaged(tmp_path, monke
         dv.model.ZINBVAE.load(tmp_path / "m", adata)
 
 
-def test_saving_over_its_folder_keeps_the_file_the_model_reads(tmp_path):
+def test_saving_over_its_folder_keeps_the_file_the_model_reads(tmp_path, monkeypatch):
     """save(overwrite=True) without the AnnData removes an AnnData saved earlier in the folder;
     a model loaded onto that very file, opened backed, had its data deleted under it (read
-    through the open handle until the session ended, then lost)."""
+    through the open handle until the session ended, then lost); so had a save with it
+    that failed."""
     import anndata as ad
+    from scvi.model.base import BaseModelClass
 
     adata = _cells()
     dv.model.ZINBVAE.setup_anndata(adata)
@@ -404,5 +406,14 @@ def test_saving_over_its_folder_keeps_the_file_the_model_reads(tmp_path):
     np.testing.assert_array_equal(
         again.get_latent_representation(), model.get_latent_representation()
     )
+    with monkeypatch.context() as patch:  # a save with it that fails: the data stay too
+        patch.setattr(BaseModelClass, "save", _disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            loaded.save(tmp_path / "m", overwrite=True, save_anndata=True)
+    assert (tmp_path / "m" / "adata.h5ad").is_file()
     model.save(tmp_path / "m", overwrite=True)  # a model reading other data: removed, as before
     assert not (tmp_path / "m" / "adata.h5ad").exists()
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")

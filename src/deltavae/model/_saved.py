@@ -308,9 +308,10 @@ class Saving:
             # adata.h5ad alone: load failed on it and a second save was refused as existing.
             if created:
                 shutil.rmtree(dir_path, ignore_errors=True)
-            elif save_anndata and os.path.isfile(stale):
+            elif save_anndata and os.path.isfile(stale) and not _reads(self, stale):
                 # Over an earlier save: its model stays, without the half-written AnnData
-                # (load would read that; now it asks for the AnnData).
+                # (load would read that; now it asks for the AnnData). The file the model
+                # reads is its data: kept.
                 os.remove(stale)
             raise
 
