@@ -972,6 +972,27 @@ def test_fit_saves_the_model_for_python(synthetic_h5ad, tmp_path, capsys):
     assert "lies inside the input or --out" in capsys.readouterr().err
 
 
+def test_a_saved_models_folder_given_for_a_file_names_its_anndata(synthetic_h5ad, tmp_path, capsys):
+    """A folder model.save wrote, given as INPUT or --reference, was "a folder, not an .h5ad
+    file", or as --reference "(a zarr store?)" with a command converting it by read_zarr,
+    which fails on it; the AnnData saved in it is named instead."""
+    adata = ad.read_h5ad(synthetic_h5ad)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    model.save(tmp_path / "with", save_anndata=True)
+    model.save(tmp_path / "without")
+    out = ["--out", str(tmp_path / "o.h5ad")]
+    assert main(["fit", str(tmp_path / "with"), "--model", "zinbvae", *out]) == 2
+    err = capsys.readouterr().err
+    assert f"INPUT '{tmp_path / 'with'}' is a folder a model's save wrote" in err
+    assert f"the AnnData saved with it: '{tmp_path / 'with' / 'adata.h5ad'}'" in err
+    spots = ["fit", str(synthetic_h5ad), "--model", "nmfdeconv", "--reference"]
+    assert main([*spots, str(tmp_path / "without"), *out]) == 2
+    err = capsys.readouterr().err
+    assert "a model's save wrote (it holds model.pt), not an AnnData: give an .h5ad" in err
+    assert "zarr" not in err
+
+
 def test_a_cgmdvae_saved_by_fit_maps_a_query_in_python(tmp_path, capsys):
     """--save-model of a cgmdvae failed after training ("saving the model: This CGMDVAE cannot
     read its AnnData: ... _scvi_manager_uuid"), and the run wrote nothing: the model was

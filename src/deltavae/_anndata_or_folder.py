@@ -35,6 +35,34 @@ def _reader(path: str) -> str:
     return "anndata.read_h5ad(path)" + lazy
 
 
+def model_folder_advice(path, flag: str) -> str | None:
+    """The command line's message for a folder ``save`` wrote, given where an AnnData file
+    goes (INPUT, ``--reference``): it was "a folder, not an .h5ad file", or advice to convert
+    it as a zarr store; ``None`` for any other path.
+
+    Examples
+    --------
+    >>> model_folder_advice("counts.h5ad", "--reference") is None
+    True
+    """
+    names = _listing(os.fspath(path))
+    saved = sorted(n for n in names if n.endswith("model.pt"))
+    if not saved:
+        return None
+    data = [n for n in names if n == f"{saved[0][: -len('model.pt')]}adata.h5ad"]
+    file = os.path.join(os.fspath(path), data[0]) if data else None
+    then = (
+        f"the AnnData saved with it: {flag + ' ' if flag.startswith('--') else ''}{file!r}"
+        if data
+        else "an .h5ad file (this model was saved without its AnnData)"
+    )
+    return (
+        f"{flag} {os.fspath(path)!r} is a folder a model's save wrote (it holds {saved[0]}), "
+        f"not an AnnData: give {then}. A saved model is read from Python: "
+        "Model.load(folder, adata)."
+    )
+
+
 def argument_advice(value, name: str, wants: str, call: str | None = None) -> str | None:
     """Why ``value`` cannot be the argument ``name`` and what to pass instead, or ``None``
     where it fits: the one wording of an AnnData where a model's folder goes, a path (a file,

@@ -22,6 +22,7 @@ import scanpy as sc
 import scvi
 
 import deltavae as dv
+from deltavae._anndata_or_folder import model_folder_advice
 from deltavae._cli_files import (
     InputError,
     _check_out,
@@ -185,6 +186,8 @@ def fit(args: argparse.Namespace) -> int:
     if not path.exists():
         raise InputError(f"input file {str(path)!r} does not exist.")
     zarr_store = path.is_dir()
+    if zarr_store and (advice := model_folder_advice(path, "INPUT")):
+        raise InputError(advice)
     if zarr_store and not _is_zarr_store(path):
         raise InputError(f"INPUT {str(path)!r} is a folder, not an .h5ad file or a zarr store.")
     if zarr_store and not args.backed:

@@ -15,6 +15,7 @@ import anndata as ad
 import h5py
 
 import deltavae as dv
+from deltavae._anndata_or_folder import model_folder_advice
 from deltavae._checks import short_repr
 from deltavae._cli_files import SCVI_PREFIX, InputError, _options_for, zarr_to_h5ad
 from deltavae._cli_flags import (
@@ -79,6 +80,8 @@ def check_model_inputs(args: argparse.Namespace) -> None:
         raise InputError(
             f"--model {args.model} does not take --reference (only {', '.join(REFERENCE_MODELS)})."
         )
+    if needs and (advice := model_folder_advice(args.reference, "--reference")):
+        raise InputError(advice)
     if needs and Path(args.reference).is_dir():
         raise InputError(
             f"--reference {str(args.reference)!r} is a folder (a zarr store?); the reference is "
