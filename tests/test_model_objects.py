@@ -374,6 +374,13 @@ def test_print_model_says_data_keys_epochs_and_verdict(tmp_path):
         assert f"{model}" == model.summary_string  # str: the text, printing nothing
         assert not out.getvalue() and repr(model) == ""  # repr: printed, as scvi-tools
     assert "A [bracketed] verdict." in " ".join(out.getvalue().split())
+    with pytest.warns(dv.train.NotConvergedWarning):  # one epoch: "1 epochs" before
+        model.train(max_epochs=1, **TRAIN)
+    assert "Training status: Trained, 4 epochs." in model.summary_string
+    one = dv.model.ZINBVAE(adata, n_latent=4, n_hidden=8)
+    with pytest.warns(dv.train.NotConvergedWarning):
+        one.train(max_epochs=1, **TRAIN)
+    assert "Training status: Trained, 1 epoch." in one.summary_string
     spots, ref = _spots()  # a spot model's: spots, and no setup argument left at its default
     spot_model = dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster")
     assert spot_model.summary_string.endswith("Not Trained\nData: 40 spots x 40 genes")

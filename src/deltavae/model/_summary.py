@@ -60,7 +60,7 @@ class SummaryMixin:
         status = "Trained" if self.is_trained_ else "Not Trained"
         if self.is_trained_:
             epochs = _epochs(self)
-            status += "" if epochs is None else f", {epochs} epochs"
+            status += "" if epochs is None else f", {epochs} epoch{'s' * (epochs != 1)}"
             status += _kept(self)
             diverged = getattr(self, "diverged_", None)
             verdict = f"Training diverged: {diverged}." if diverged else self.convergence_
