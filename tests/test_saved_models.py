@@ -243,6 +243,12 @@ def test_load_names_the_model_for_an_unknown_keyword_and_refuses_a_legacy_conver
     assert not out.exists()
     with pytest.raises(FileNotFoundError, match=r"No saved model in .*prefix='p_'"):
         dv.model.ZINBVAE.convert_legacy_save(tmp_path / "m", out)
+    # Saved with its AnnData, which load reads: told to pass adata=adata all the same.
+    dv.model.ZINBVAE.load(tmp_path / "m", adata, prefix="p_").save(
+        tmp_path / "d", save_anndata=True
+    )
+    with pytest.raises(ValueError, match=r"load it with ZINBVAE\.load\('[^']*d'\)\.$"):
+        dv.model.ZINBVAE.convert_legacy_save(tmp_path / "d", out)
 
 
 @pytest.mark.parametrize("cls", ["NMFDeconv", "Archetypes", "SpatialImputer", "CGMDVAE"])

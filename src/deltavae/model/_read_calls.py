@@ -22,9 +22,12 @@ def read_call(model, adata: str = "adata") -> str:
     return "model." + call.format(adata)
 
 
-def load_call(cls, path, prefix: str | None = None, method: str = "load") -> str:
+def load_call(
+    cls, path, prefix: str | None = None, method: str = "load", saved_data: bool = False
+) -> str:
     """``cls.<method>`` on the folder ``path``, as a user would type it: ``load`` with the
-    AnnData (``spots`` for a spot model) by keyword, the others (``load_registry``,
+    AnnData (``spots`` for a spot model) by keyword, unless ``saved_data`` (the folder holds
+    the AnnData saved with the model, which ``load`` reads), the others (``load_registry``,
     ``view_setup_args``) with the folder alone; ``prefix`` where one was saved.
 
     Examples
@@ -37,6 +40,6 @@ def load_call(cls, path, prefix: str | None = None, method: str = "load") -> str
     import os
 
     data = "spots" if getattr(cls, "_rows_are_spots", False) else "adata"
-    given = [repr(os.fspath(path))] + [f"adata={data}"] * (method == "load")
+    given = [repr(os.fspath(path))] + [f"adata={data}"] * (method == "load" and not saved_data)
     given += [f"prefix={prefix!r}"] if prefix else []
     return f"{cls.__name__}.{method}({', '.join(given)})"

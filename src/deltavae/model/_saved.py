@@ -364,7 +364,8 @@ class Saving:
             The file-name prefix given to :meth:`save`.
         """
         read_saved(cls, dir_path, prefix)  # a folder holding no deltavae save is named so
-        call = load_call(cls, dir_path, prefix)
+        data = os.path.join(os.path.expanduser(os.fspath(dir_path)), f"{prefix or ''}adata.h5ad")
+        call = load_call(cls, dir_path, prefix, saved_data=os.path.isfile(data))
         raise ValueError(
             f"{os.fspath(dir_path)!r} is a deltavae save, already in the current format "
             f"(convert_legacy_save converts saves of scvi-tools before 0.15): nothing to "
