@@ -238,6 +238,10 @@ def history(
 ) -> Axes | None:
     """Training and validation negative ELBO per epoch.
 
+    A model whose parameters are an earlier epoch's than its last (``restore_best``, the
+    default of CGMDVAE with validation cells: ``model.best_epoch_``) has that epoch marked
+    by a dotted vertical line, ``"kept: epoch N"`` in the legend.
+
     Parameters
     ----------
     model
@@ -258,10 +262,6 @@ def history(
         Shade the epochs in which the KL weight was still below its full value (1, or
         ``plan_kwargs["max_kl_weight"]``): the model then trained on a loss with its KL terms
         down-weighted; ``elbo_train`` is the full ELBO throughout.
-
-    A model whose parameters are an earlier epoch's than its last (``restore_best``, the
-    default of CGMDVAE with validation cells: ``model.best_epoch_``) has that epoch marked
-    by a dotted vertical line, ``"kept: epoch N"`` in the legend.
     {show_save}
     {title_figsize}
 
