@@ -102,7 +102,7 @@ def written():
     mix = _mine(dv.datasets.convex_mixtures(n_spots=60, n_genes=40, n_archetypes=2, seed=0))
     dv.model.Archetypes.setup_anndata(mix)
     arch = dv.model.Archetypes(mix, n_archetypes=2, min_spots=1)
-    arch.train(**{**TRAIN, "max_epochs": 20})
+    arch.train(**{**TRAIN, "max_epochs": 100})  # each archetype some spot's largest weight
     with warnings.catch_warnings():  # whether a signature matches no archetype: either way
         warnings.simplefilter("ignore", UserWarning)
         arch.match_signatures({"s1": list(mix.var_names[:3]), "s2": list(mix.var_names[3:6])})
