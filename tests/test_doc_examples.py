@@ -159,6 +159,13 @@ def test_cgmdvae_examples_run(examples):
         "model._cluster_predictions.PredictionsMixin.predict_clusters",
     ):
         examples.run(f"deltavae.{name}", ns)
+    # The model's clusters' markers drawn by scanpy (key_added). The method keeps
+    # scvi-tools' __module__ (functools.wraps): doctest's finder passes it over.
+    name = "deltavae.model._de.CheckedExpressionMixin.differential_expression"
+    doc = dv.model.CGMDVAE.differential_expression.__doc__
+    examples.tests[name] = doctest.DocTestParser().get_doctest(doc, {}, name, None, 0)
+    examples.run(name, {**ns, "model": ns["g"]})
+    assert adata.uns["rank_genes_groups"]["params"]["groupby"] == "cgmdvae_cluster"
     # A model with labels (sample(label=...)) and a query mapped onto it (q, query).
     kang = dv.datasets.kang_ifnb()
     stimulated = kang.obs["condition"] == "stim"  # the query: a condition new to the reference

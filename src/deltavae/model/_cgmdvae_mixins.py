@@ -95,10 +95,13 @@ class CountExpressionMixin:
     get_normalized_expression.__doc__ = with_note(
         get_normalized_expression.__doc__, _FIRST_CONDITION
     )
-    # scvi-tools' docstring with deltavae's Notes paragraph last (model/_de.py): one more
-    differential_expression.__doc__ = f"{differential_expression.__doc__.rstrip()}\n\n" + (
-        _FIRST_CONDITION
+    # scvi-tools' docstring with deltavae's Notes paragraph last (model/_de.py): one more,
+    # before its Examples
+    _notes, _examples = differential_expression.__doc__.split("\nExamples\n", 1)
+    differential_expression.__doc__ = (
+        f"{_notes.rstrip()}\n\n{_FIRST_CONDITION}\n\nExamples\n{_examples}"
     )
+    del _notes, _examples
 
     def get_importance_weights(self, *args, **kwargs):
         """Not offered: scvi-tools' importance weights assume a N(0, I) prior on z.

@@ -31,6 +31,13 @@ from ._de_labels import GROUPS_AS_GIVEN, groups_as_given, unlabelled_cells
 from ._de_names import check_batches, check_genes
 from ._de_rows import de_in_memory
 from ._de_scaling import scvi_obs_columns
+from ._de_scanpy import (
+    RANK_KEY_EXAMPLE,
+    RANK_KEY_NOTE,
+    check_rank_key,
+    with_key_added,
+    write_rank_genes_groups,
+)
 from ._de_tables import (
     check_importance_keywords,
     effect_breaks_ties,
@@ -130,7 +137,7 @@ class CheckedExpressionMixin(RNASeqMixin):
         return draws_at_data_floor(self, given.get("adata"), result)  # as sample's
 
     @functools.wraps(RNASeqMixin.differential_expression)
-    def differential_expression(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+    def differential_expression(self, *args, key_added: str | None = None, **kwargs):  # noqa: D102
         self._check_if_trained(warn=False)  # an untrained query model answered from its start
         query = getattr(self, "_query_adata", None)  # load_query_data's query, as given
         if (
@@ -141,7 +148,12 @@ class CheckedExpressionMixin(RNASeqMixin):
             args, kwargs = _set_argument(
                 RNASeqMixin.differential_expression, args, kwargs, "adata", query
             )
+        asked = _bind(self, RNASeqMixin.differential_expression, args, kwargs)
+        target = self.adata if asked.get("adata") is None else asked["adata"]
+        if key_added is not None:  # before any draw
+            check_rank_key(target, key_added, asked.get("groupby"), asked.get("adata") is not None)
         args, kwargs = check_de_groups(self, RNASeqMixin.differential_expression, args, kwargs)
+        reference = _bind(self, RNASeqMixin.differential_expression, args, kwargs).get("group2")
         args, kwargs = de_in_memory(  # of an AnnData on disk: the cells compared only
             self, RNASeqMixin.differential_expression, args, kwargs, _set_argument
         )
@@ -163,7 +175,10 @@ class CheckedExpressionMixin(RNASeqMixin):
                 "weights='uniform' takes a second."
             )
         with scvi_obs_columns(self):  # raw_normalized_mean of these counts, not a cache
-            return effect_breaks_ties(super().differential_expression(*args, **kwargs))
+            de = effect_breaks_ties(super().differential_expression(*args, **kwargs))
+        if key_added is not None:
+            write_rank_genes_groups(target, de, key_added, asked["groupby"], reference)
+        return de
 
     get_normalized_expression.__doc__ = with_note(
         with_silent(get_normalized_expression.__doc__), GENE_LIST_ORDER + " " + DRAWS_OVERALL
@@ -175,8 +190,11 @@ class CheckedExpressionMixin(RNASeqMixin):
     posterior_predictive_sample.__doc__ = with_note(
         with_silent(posterior_predictive_sample.__doc__), GENE_LIST_ORDER + " " + PREDICTIVE_DRAWS
     )
+    differential_expression.__signature__ = with_key_added(RNASeqMixin.differential_expression)
     differential_expression.__doc__ = (
-        RNASeqMixin.differential_expression.__doc__.rstrip()
+        RNASeqMixin.differential_expression.__doc__.replace(
+            "**kwargs\n", RANK_KEY_NOTE + "**kwargs\n", 1
+        ).rstrip()
         + "\n\nNotes\n-----\nWithin each comparison the rows run by ``proba_de``"
         ' (``mode="change"``) or ``bayes_factor`` (``"vanilla"``), as in scvi-tools;'
         " genes tied there (``proba_de`` reaches 1.0 for many clear markers) follow the size"
@@ -195,7 +213,7 @@ class CheckedExpressionMixin(RNASeqMixin):
         " are groups as the column holds them. Of an AnnData on disk"
         " (backed, ``read_lazy``) or of dask arrays only the counts of the cells compared are"
         " read into memory, a chunk of rows at a time (against the rest: every cell's), with"
-        " a warning of the size above 1 GiB.\n"
+        " a warning of the size above 1 GiB.\n" + RANK_KEY_EXAMPLE
     )
 
 
