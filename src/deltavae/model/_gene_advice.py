@@ -8,6 +8,16 @@ import pandas as pd
 from anndata import AnnData
 
 
+def _case_matches(genes: pd.Index, names: pd.Index) -> tuple[int, pd.Index, str]:
+    """How many of ``genes`` are in ``names``, those found there only ignoring case (mouse
+    'Gad1' against 'GAD1'), and the name the first of them has in ``names`` ("?" where two
+    of ``names`` differ in case only, or none is found so)."""
+    upper = pd.Index(names.str.upper())
+    by_case = genes[pd.Index(genes.str.upper()).isin(upper) & ~genes.isin(names)]
+    found = names[upper.get_loc(by_case[0].upper())] if len(by_case) and upper.is_unique else "?"
+    return int(genes.isin(names).sum()), by_case, found
+
+
 def identifier_advice(first, second) -> str:
     """What to do when two gene lists share too few names: make the capitalisation agree
     where ignoring case finds the genes (mouse 'Gad1' against 'GAD1'), else use the same
@@ -21,11 +31,8 @@ def identifier_advice(first, second) -> str:
     'Use the same gene identifiers (symbols or Ensembl IDs) in both.'
     """
     first, second = (pd.Index(np.asarray(g).astype(str)) for g in (first, second))
-    exact = first.isin(second).sum()
-    upper = pd.Index(second.str.upper())
-    matches = first[pd.Index(first.str.upper()).isin(upper) & ~first.isin(second)]
+    exact, matches, other = _case_matches(first, second)
     if len(matches) > exact:
-        other = second[upper.get_loc(matches[0].upper())] if upper.is_unique else "?"
         return (
             f"Ignoring case, they share {exact + len(matches)} genes (e.g. {matches[0]} and "
             f"{other}): make the capitalisation agree, e.g. var_names.str.upper() on both."
@@ -102,13 +109,9 @@ def naming_hint(adata: AnnData, genes, names_of: str = "model.adata.var_names") 
     column = names_column_advice({"adata": adata, "model": model})
     if column:
         return f" {column}"
-    names = pd.Index(adata.var_names.astype(str))
-    exact = int(genes.isin(names).sum())
-    upper = pd.Index(names.str.upper())
-    by_case = genes[pd.Index(genes.str.upper()).isin(upper) & ~genes.isin(names)]
+    exact, by_case, found = _case_matches(genes, pd.Index(adata.var_names.astype(str)))
     if 2 * len(by_case) <= len(genes) - exact:  # most of the genes it lacks are missing
         return ""
-    found = names[upper.get_indexer([by_case[0].upper()])[0]] if upper.is_unique else "?"
     return (
         f" Ignoring case, adata holds {len(by_case)} of them (e.g. {found} for {by_case[0]}): "
         f"name them as the model does, names = {{g.upper(): g for g in {names_of}}}; "
