@@ -283,3 +283,29 @@ def test_cli_draws_the_imputers_proportions(tmp_path):
     files = _spatial_plots(latent, _history(), "imputer", tmp_path / "latent")
     assert [f.name for f in files] == ["elbo_history.png"]
     assert plt.get_fignums() == []
+
+
+@pytest.mark.parametrize("layout", ["own", None, "constrained"])
+def test_composition_colour_bar_is_as_tall_as_a_narrow_table(layout):
+    """A composition of 6 clusters by 2 conditions is a tall, narrow heatmap: matplotlib kept
+    its colour bar 20 times as long as wide, and it stopped at 72% of the heatmap's height
+    (tutorial 2's clusters against ctrl/stim). It spans the heatmap, on a figure of its own
+    and on the user's axes, laid out by constrained layout or not."""
+    rng = np.random.default_rng(0)
+    cells = ad.AnnData(np.zeros((300, 1)))
+    cells.obs["cluster"] = pd.Categorical(rng.integers(0, 6, 300).astype(str))
+    cells.obs["condition"] = pd.Categorical(rng.choice(["ctrl", "stim"], 300))
+    if layout == "own":
+        ax = dv.pl.cluster_composition(cells, "cluster", "condition", show=False)
+    else:
+        _, (ax, _) = plt.subplots(1, 2, figsize=(5, 4.5), layout=layout)
+        dv.pl.cluster_composition(cells, "cluster", "condition", ax=ax, show=False)
+    fig = ax.figure
+    fig.draw_without_rendering()
+    (bar,) = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    heatmap, colour = ax.get_position(), bar.get_position()
+    assert colour.height == pytest.approx(heatmap.height, rel=0.01)
+    assert colour.y0 == pytest.approx(heatmap.y0, abs=0.005)
+    assert colour.width * fig.get_figwidth() > 0.05  # inches: still a bar, not a line
+    assert bar.get_ylabel() == "fraction of the row"
+    plt.close("all")

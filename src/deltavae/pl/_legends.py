@@ -111,3 +111,20 @@ def legend_clear_of_lines(ax, axes, handles, labels, **kwargs):
         if not badness:
             break
     return ax.legend(handles, labels, loc=best, **kwargs)
+
+
+def colorbar_as_tall(ax, mappable, label: str, fraction: float = 0.05, pad: float = 0.02):
+    """``ax.figure.colorbar(mappable, ax=ax)`` as tall as ``ax``: matplotlib makes a colour bar
+    ``fraction`` of the axes' width wide and keeps it 20 times as long as wide, so that the
+    bar of a tall, narrow heatmap (a composition of two conditions) stopped at 72% of its
+    height. Its length ratio is raised to the axes' height over its width where they are
+    taller than wide; the bar keeps its width."""
+    fig, root = ax.figure, ax.figure.figure  # a subfigure's, and the figure it lies in
+    bar = fig.colorbar(mappable, ax=ax, label=label, fraction=fraction, pad=pad)
+    root.draw_without_rendering()  # the layout engine places the axes at drawing
+    box = ax.get_position()  # in fractions of the whole figure
+    tall = box.height * root.get_figheight() / (box.width * root.get_figwidth() * fraction)
+    if tall > bar.ax.get_box_aspect():
+        bar.remove()
+        bar = fig.colorbar(mappable, ax=ax, label=label, fraction=fraction, pad=pad, aspect=tall)
+    return bar

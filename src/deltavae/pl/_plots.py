@@ -19,7 +19,7 @@ from .._close_names import did_you_mean
 from .._docs import doc_params, doc_show_save
 from .._renamed import renamed_keywords
 from ._colours import axes_per_colour, each_colour, fill_palette
-from ._legends import room_for_legends
+from ._legends import colorbar_as_tall, room_for_legends
 from ._tissue import PLACING, Tissue, draw_tissue, tissue
 from ._utils import (
     as_names,
@@ -385,13 +385,13 @@ def cluster_composition(
     top = 1.0 if normalize else None  # fractions on their whole scale
     image = ax.imshow(table, cmap=cmap, aspect="auto", vmin=0, vmax=top)
     ax.grid(False)  # a style's grid (scanpy's set_figure_params) would cut through the cells
-    ax.figure.colorbar(image, ax=ax, label=bar_label, fraction=0.05, pad=0.02)
     ax.set_xticks(np.arange(n_cols), col_names, rotation=45, ha="right")
     ax.set_yticks(np.arange(n_rows), row_names)
     ax.set_xlabel(labels_key)
     ax.set_ylabel(cluster_key)
     if title is not None:
         ax.set_title(title)
+    colorbar_as_tall(ax, image, bar_label)  # after the labels: the layout makes room for them
     if annotate:
         dark = 0.6 * (top or table.max())
         for (row, col), value in np.ndenumerate(table):
