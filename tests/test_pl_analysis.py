@@ -272,3 +272,25 @@ def test_perturbation_scatter_of_every_gene_highlighted_lists_no_other_genes(per
     )
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert len(texts) == 1 and texts[0].startswith("highlighted (50)")
+
+
+def test_entropy_in_nats_is_drawn_on_its_whole_scale():
+    """normalize=False scaled the colours to the largest entropy drawn: cells all 90% sure of
+    their cluster (0.43 nats of log 4 = 1.39) took the top colour of the map, as the
+    uniform cells of the normalised panel do. The scale is 0 to log K, as 0 to 1 normalised."""
+    probs = np.full((50, 4), 0.1 / 3, dtype=np.float64)
+    probs[:, 0] = 0.9
+    cells = ad.AnnData(np.zeros((50, 1)), obsm={"cgmdvae_cluster_probs": probs})
+    cells.obsm["X_umap"] = np.random.default_rng(0).normal(size=(50, 2))
+    nats = dv.pl.cluster_probabilities(cells, normalize=False, show=False)
+    assert nats.collections[-1].get_clim() == pytest.approx((0.0, np.log(4)))
+    assert nats.collections[-1].colorbar.extend == "neither"
+    assert nats.collections[-1].colorbar.ax.get_ylabel() == "entropy (nats)"
+    share = dv.pl.cluster_probabilities(cells, show=False)
+    assert share.collections[-1].get_clim() == (0.0, 1.0)
+    # the same colour for the same certainty, in nats and normalised
+    np.testing.assert_allclose(
+        nats.collections[-1].norm(nats.collections[-1].get_array()),
+        share.collections[-1].norm(share.collections[-1].get_array()),
+    )
+    plt.close("all")

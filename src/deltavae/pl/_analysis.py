@@ -249,8 +249,10 @@ def cluster_probabilities(
         per panel; default 0. Values beyond either end take its colour, and the colour bar an
         arrow-tipped end.
     vmax
-        Upper end of the colour scales, taken as ``vmin`` is; default 1 (the entropy in nats:
-        its maximum), so that a panel of uncertain cells alone is not stretched to look sure.
+        Upper end of the colour scales, taken as ``vmin`` is; default the maximum of what a
+        panel draws: 1 for a probability and the normalised entropy, log K for the entropy in
+        nats (``normalize=False``, K clusters), so that a panel of uncertain cells alone is
+        not stretched to look sure, nor one of sure cells to look uncertain.
 
     Returns
     -------
@@ -297,7 +299,10 @@ def cluster_probabilities(
     fig, axes = panel_axes(ax, n_panels, ncols, figure_size(figsize, (4.8, 3.8)))
     draw = spot_drawer(on, size, adata.n_obs, max(1.0, 30000.0 / max(adata.n_obs, 1) ** 1.1))
     label = "normalised entropy" if normalize else "entropy (nats)"
-    panels = [(entropy, "Cluster entropy", cmap, label, 1.0 if normalize else None)]
+    # The scale ends at the entropy's maximum, 1 normalised and log K in nats (the largest
+    # entropy drawn stretched cells that were all 90% sure over the whole colour map).
+    most = 1.0 if normalize else float(np.log(probs.shape[1]))
+    panels = [(entropy, "Cluster entropy", cmap, label, most)]
     panels += [(probs[:, k], f"P(cluster {names[k]})", None, "probability", 1.0) for k in columns]
     titles, figure_title = panel_titles(title, [panel[1] for panel in panels])
     bounds = _bounds(vmin, vmax, titles)
@@ -323,8 +328,7 @@ def cluster_probabilities(
             rasterized=True,
         )
         # An arrow-tipped end only where vmin or vmax clip values: the probabilities and the
-        # normalised entropy lie in 0..1, the default scale, and an entropy in nats is scaled
-        # to its maximum.
+        # entropy lie within their default scales.
         extend = colour_bar_end(values, bottom, top)
         fig.colorbar(points, ax=ax, label=bar, fraction=0.046, pad=0.02, extend=extend)
         ax.set_title(name)
