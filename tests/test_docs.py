@@ -342,3 +342,22 @@ def test_installation_page_lists_each_extra_s_packages():
         if f"`{name}`" not in rows[extra]
     ]
     assert not missing, missing
+
+
+def test_plots_return_type_names_the_figure_of_return_fig():
+    """Every plot documents that ``return_fig=True`` returns the Figure (``embedding`` hands
+    it to scanpy), and its page's "Return type" is read from the annotation: it said
+    ``Axes | None`` beside that text."""
+    import typing
+
+    from matplotlib.figure import Figure
+
+    wrong = []
+    for name in dv.pl.__all__:
+        func = getattr(dv.pl, name)
+        if "return_fig" not in func.__doc__:
+            continue  # cluster_entropy: a number per cell, not a plot
+        hint = typing.get_type_hints(func)["return"]
+        if Figure not in typing.get_args(hint):
+            wrong.append(f"{name} -> {hint}")
+    assert not wrong, wrong

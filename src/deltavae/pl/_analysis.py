@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from .._checks import check_bools, check_ncols, short_repr
 from .._close_names import did_you_mean, suffixed_hint
@@ -188,7 +189,7 @@ def cluster_probabilities(
     frameon: bool | None = None,
     vmin: float | str | Sequence | None = None,
     vmax: float | str | Sequence | None = None,
-) -> Axes | list[Axes] | None:
+) -> Axes | list[Axes] | Figure | None:
     """How certain the cluster assignments are: entropy of q(y | z) on an embedding.
 
     The first panel colours every cell by the entropy of its cluster probabilities (0: one
@@ -362,7 +363,7 @@ def perturbation_scatter(
     save: bool | str | os.PathLike | None = None,
     figsize: tuple[float, float] | None = None,
     return_fig: bool = False,
-) -> Axes | None:
+) -> Axes | Figure | None:
     """Predicted against observed mean expression per gene, with R² (scGen's figure).
 
     Each point is a gene: its mean over the observed cells (x) and over the predicted cells

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.ticker import (
     FixedLocator,
     Formatter,
@@ -235,7 +236,7 @@ def history(
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
     return_fig: bool = False,
-) -> Axes | None:
+) -> Axes | Figure | None:
     """Training and validation negative ELBO per epoch.
 
     A model whose parameters are an earlier epoch's than its last (``restore_best``, the

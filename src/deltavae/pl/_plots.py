@@ -12,6 +12,7 @@ import pandas as pd
 import scanpy as sc
 from anndata import AnnData
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from natsort import natsorted
 
 from .._checks import check_bools, missing_layer_text, no_column
@@ -44,7 +45,7 @@ def embedding(
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
     **kwargs,
-) -> Axes | list[Axes] | None:
+) -> Axes | list[Axes] | Figure | None:
     """Scatter plot of a 2-D embedding (UMAP, t-SNE, ...) coloured by obs columns or genes.
 
     A thin wrapper over :func:`scanpy.pl.embedding` that returns the Axes. As in scanpy, a
@@ -291,7 +292,7 @@ def cluster_composition(
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
     return_fig: bool = False,
-) -> Axes | None:
+) -> Axes | Figure | None:
     """Heatmap of how clusters and known labels overlap (the contingency table).
 
     Rows are clusters, columns are labels. Use it to read, for instance, which cell types make

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .._checks import check_bools, check_ncols, short_repr
@@ -216,7 +217,7 @@ def spatial_proportions(
     crop_coord: tuple[float, float, float, float] | None = None,
     return_fig: bool = False,
     frameon: bool | None = None,
-) -> list[Axes] | None:
+) -> list[Axes] | Figure | None:
     """One panel per cell type (or archetype): its proportion at every spot's coordinates.
 
     Parameters
@@ -374,7 +375,7 @@ def archetype_elbow(
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
     return_fig: bool = False,
-) -> Axes | None:
+) -> Axes | Figure | None:
     """Explained variance against the number of archetypes, with the chosen number marked
     (and the number of archetypes kept, where similar ones were merged: ``merge_threshold``).
 
