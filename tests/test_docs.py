@@ -361,3 +361,19 @@ def test_plots_return_type_names_the_figure_of_return_fig():
         if Figure not in typing.get_args(hint):
             wrong.append(f"{name} -> {hint}")
     assert not wrong, wrong
+
+
+def test_each_plot_parameter_has_its_own_entry():
+    """napoleon gives an ``a, b, c`` entry's whole text to each name: the pages of
+    ``spatial_proportions`` and ``cluster_probabilities`` described ``bw`` as "the image's
+    opacity, the image in grey, and the view", and ``perturbation_scatter``'s ``ylabel`` and
+    ``title`` as "Axis labels and title"."""
+    shared = []
+    for name in dv.pl.__all__:
+        for _, text in _SECTION.findall(inspect.cleandoc(getattr(dv.pl, name).__doc__)):
+            shared += [
+                f"{name}: {line}"
+                for line in text.splitlines()
+                if line[:1].strip() and "," in line.partition(" : ")[0]
+            ]
+    assert not shared, shared

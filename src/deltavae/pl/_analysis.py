@@ -373,11 +373,14 @@ def perturbation_scatter(
 
     Parameters
     ----------
-    predicted, observed
-        Cells x genes as AnnData (``X``), DataFrames (genes as columns, as
-        ``get_normalized_expression`` returns them) or arrays, on the same scale (e.g. both
-        normalised and log1p-transformed); the numbers of cells may differ, the genes must
-        match.
+    predicted
+        The predicted cells (their gene means on the y axis): cells x genes as AnnData
+        (``X``), a DataFrame (genes as columns, as ``get_normalized_expression`` returns it)
+        or an array.
+    observed
+        The observed cells (their gene means on the x axis), as ``predicted`` is given and on
+        its scale (e.g. both normalised and log1p-transformed); the numbers of cells may
+        differ, the genes must match.
     highlight
         Gene name(s) (needs AnnData or DataFrames) to colour, label and score separately
         (their R² from 3 genes on; undefined, and said so, where their means are all equal
@@ -385,8 +388,12 @@ def perturbation_scatter(
     n_labels
         Label the ``n_labels`` highlighted genes with the highest observed mean.
     {ax}
-    xlabel, ylabel, title
-        Axis labels and title (default title: ``"R² = ..."``; ``""`` for none).
+    xlabel
+        Label of the x axis (the observed means).
+    ylabel
+        Label of the y axis (the predicted means).
+    title
+        Title of the plot; default ``"R² = ... (all genes)"``, ``""`` for none.
     {show_save}
     figsize
         Size of the figure (inches) when it is made here (``ax=None``); default

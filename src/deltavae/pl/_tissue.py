@@ -52,9 +52,13 @@ scale_factor
 spot_size
     Spots' diameter in full-resolution pixels; default ``scalefactors["spot_diameter_fullres"]``.
     With a diameter the spots are drawn to scale, as :func:`scanpy.pl.spatial` draws them.
-alpha_img, bw, crop_coord
-    As :func:`scanpy.pl.spatial`: the image's opacity, the image in grey, and the view
-    ``(left, right, top, bottom)`` in full-resolution pixels."""
+alpha_img
+    Opacity of the image, as :func:`scanpy.pl.spatial`'s.
+bw
+    Draw the image in grey, as :func:`scanpy.pl.spatial` does.
+crop_coord
+    The part of the image to draw, ``(left, right, top, bottom)`` in full-resolution
+    pixels, as :func:`scanpy.pl.spatial`'s."""
 
 #: The arguments of :func:`scanpy.pl.spatial` that place spots on their image.
 PLACING = ("img_key", "library_id", "scale_factor", "spot_size", "alpha_img", "bw", "crop_coord")
