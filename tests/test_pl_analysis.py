@@ -13,6 +13,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
 import deltavae as dv  # noqa: E402
+from deltavae.pl._utils import label_points  # noqa: E402
 
 
 @pytest.fixture
@@ -195,6 +196,37 @@ def test_perturbation_scatter_labels_of_close_genes_do_not_overlap(perturbation)
         j = observed.var_names.get_loc(text.get_text())
         assert text.xy == pytest.approx((observed.X[:, j].mean(), predicted.X[:, j].mean()))
     plt.close(ax.figure)
+
+
+def test_perturbation_scatter_labels_cover_no_labelled_point(perturbation):
+    """A label took the first free spot up-right of its gene even where another labelled
+    gene's point lay under it (tutorial 04: B2M's name over a response gene's point), so
+    that which name belonged to which point could not be told."""
+    predicted, observed = (a.copy() for a in perturbation)
+    genes = ["g1", "g2", "g3"]
+    for gene, x in zip(genes, [4.0, 4.12, 2.0], strict=True):  # g2 just up-right of g1
+        j = observed.var_names.get_loc(gene)
+        observed.X[:, j] = x
+        predicted.X[:, j] = x
+    ax = dv.pl.perturbation_scatter(predicted, observed, highlight=genes, show=False)
+    for size in (None, (3.0, 3.0)):
+        if size is not None:
+            ax.figure.set_size_inches(*size)
+        ax.figure.canvas.draw()
+        renderer = ax.figure.canvas.get_renderer()
+        points = ax.transData.transform([t.xy for t in ax.texts])
+        for text in ax.texts:
+            box = Text.get_window_extent(text, renderer)
+            assert box.count_contains(points) == 0, (size, text.get_text())
+    plt.close(ax.figure)
+    # nor a highlighted gene's point that has no label (n_labels): given as avoid=
+    fig, ax = plt.subplots(figsize=(3, 3))
+    ax.set(xlim=(0, 10), ylim=(0, 10))
+    (text,) = label_points(ax, [5.0], [5.0], ["GENE"], avoid=[(5.3, 5.3)])
+    fig.canvas.draw()
+    box = Text.get_window_extent(text, fig.canvas.get_renderer())
+    assert box.count_contains(ax.transData.transform([(5.3, 5.3)])) == 0
+    plt.close(fig)
 
 
 def test_perturbation_scatter_errors(perturbation):

@@ -474,5 +474,5 @@ def perturbation_scatter(
         # labelled last: the placement that keeps labels apart needs the final axis limits
         idx = np.flatnonzero(mask)
         idx = idx[np.argsort(-true[idx])][:n_labels]
-        label_points(ax, true[idx], pred[idx], genes[idx])
+        label_points(ax, true[idx], pred[idx], genes[idx], avoid=np.c_[true[mask], pred[mask]])
     return savefig_or_show(ax, "perturbation_scatter", show, save, return_fig)

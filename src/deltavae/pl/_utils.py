@@ -393,16 +393,19 @@ class _LabelPlacer(Artist):
     layout (``tight_layout``, ``bbox_inches="tight"``, more panels) did to the axes since.
 
     Each label, in the order given, takes the first spot around its point whose box overlaps
-    no label placed before it and stays inside the axes: up-right of the point first, then
-    the other corners and sides, then the same directions one line height further out, and so
-    on; a label that had to move away gets a thin leader line to its point.
+    no label placed before it, covers no labelled point nor one of ``avoid`` (a label over
+    another gene's point left it unclear which point was which) and stays inside the axes:
+    up-right first, then the other corners and sides, then the same directions one line
+    height further out, and so on; a label that had to move away gets a thin leader line to
+    its point.
     """
 
     zorder = 2.9  # before the texts (zorder 3) in the axes' drawing order
 
-    def __init__(self, texts: list, max_rings: int = 12):
+    def __init__(self, texts: list, avoid=(), max_rings: int = 12):
         super().__init__()
         self.texts = texts
+        self.avoid = [tuple(point) for point in avoid]
         self.max_rings = max_rings
         self.set_in_layout(False)
 
@@ -410,12 +413,15 @@ class _LabelPlacer(Artist):
         if not self.texts:
             return
         frame = self.axes.get_window_extent(renderer)
+        # the labelled points (pixels), each as wide as a highlighted marker (s=14: ~2 points)
+        points = self.axes.transData.transform([text.xy for text in self.texts] + self.avoid)
+        radius = 2.0 * self.figure.dpi / 72.0
         placed = []
         for text in self.texts:
-            box = self._place(text, renderer, placed, frame)
+            box = self._place(text, renderer, placed, frame, points, radius)
             placed.append(box)
 
-    def _place(self, text, renderer, placed, frame):
+    def _place(self, text, renderer, placed, frame, points, radius):
         height = _words_box(text, renderer).height * 72.0 / text.figure.dpi
         for ring in range(self.max_rings):
             for sx, sy in _DIRECTIONS:
@@ -423,7 +429,9 @@ class _LabelPlacer(Artist):
                 box = _words_box(text, renderer)
                 inside = frame.containsx(box.x0) and frame.containsx(box.x1)
                 inside = inside and frame.containsy(box.y0) and frame.containsy(box.y1)
-                if inside and not any(box.overlaps(other) for other in placed):
+                wide = box.padded(radius)
+                covers = wide.count_contains(points) > 0
+                if inside and not covers and not any(box.overlaps(other) for other in placed):
                     text.arrow_patch.set_visible(ring > 0)
                     return box
         # nowhere free: the first spot, as without the placement
@@ -450,8 +458,9 @@ def _words_box(text, renderer):
 _DIRECTIONS = ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
 
 
-def label_points(ax: Axes, xs, ys, labels, fontsize: float = 7) -> list:
-    """Write ``labels`` next to the points ``(xs, ys)`` so that no two labels overlap.
+def label_points(ax: Axes, xs, ys, labels, fontsize: float = 7, avoid=()) -> list:
+    """Write ``labels`` next to the points ``(xs, ys)`` so that no two labels overlap, and
+    no label covers one of the points or of ``avoid`` (more points, as ``(x, y)`` pairs).
 
     The labels are placed each time the figure is drawn (:class:`_LabelPlacer`), in the
     order given: earlier labels get the spots closest to their points. A small greedy
@@ -471,5 +480,5 @@ def label_points(ax: Axes, xs, ys, labels, fontsize: float = 7) -> list:
     ]
     for text in texts:
         text.arrow_patch.set_visible(False)
-    ax.add_artist(_LabelPlacer(texts))
+    ax.add_artist(_LabelPlacer(texts, avoid))
     return texts
