@@ -322,8 +322,10 @@ def convex_mixtures(
         Seed of :func:`numpy.random.default_rng`.
     concentration
         Dirichlet concentration of the mixture weights.
-    n_markers, marker_fold
-        Marker genes per archetype and their fold change over the baseline.
+    n_markers
+        Marker genes per archetype.
+    marker_fold
+        Fold change of the marker genes over the baseline.
     library_size
         Range of the per-spot library sizes (drawn log-uniformly; one number: that size).
     dispersion

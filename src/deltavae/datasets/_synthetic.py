@@ -230,8 +230,10 @@ def synthetic_counts(
     condition_specific
         If True, each cluster has its own affected genes and directions. If False, all clusters
         share them.
-    library_size, library_log_sd
-        Mean and log-scale standard deviation of the log-normal library sizes.
+    library_size
+        Mean of the log-normal library sizes.
+    library_log_sd
+        Log-scale standard deviation of the library sizes.
     dispersion
         Median inverse dispersion ``theta`` of the NB (larger means closer to Poisson).
     dropout
@@ -399,9 +401,11 @@ def synthetic_blobs(
     ----------
     n_cells, n_features
         Size of the data matrix.
-    n_clusters, n_conditions
-        Numbers of clusters and conditions, each assigned uniformly at random. Two conditions are
-        named ``ctrl`` and ``stim``.
+    n_clusters
+        Number of clusters, assigned to cells uniformly at random.
+    n_conditions
+        Number of conditions, assigned uniformly at random; two are named ``ctrl`` and
+        ``stim``.
     seed
         Seed for :func:`numpy.random.default_rng`.
     counts

@@ -75,8 +75,10 @@ class Archetypes(
         set after training (``model.merge_threshold = 0.8``) and are saved with the model.
     n_pcs
         Principal components in which classical archetypal analysis runs.
-    n_hidden, n_layers
-        Units per hidden layer and hidden layers of the encoder.
+    n_hidden
+        Units per hidden layer of the encoder.
+    n_layers
+        Hidden layers of the encoder.
     dropout_rate
         Dropout rate of the encoder's hidden layers.
     prior_concentration

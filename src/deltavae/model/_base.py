@@ -166,9 +166,12 @@ class DeltaModelMixin(
             Passes through the training cells; default from the data size, as scvi-tools.
         accelerator, device
             Lightning device selection; ``"auto"`` uses a GPU when one is present.
-        train_size, validation_size
-            Fractions of cells that train and that validate; where ``datasplitter_kwargs=
-            {"external_indexing": [train, validation]}`` lists them, validation_size is refused.
+        train_size
+            Fraction of cells that train.
+        validation_size
+            Fraction of cells that validate (default: the rest); where
+            ``datasplitter_kwargs={"external_indexing": [train, validation]}`` lists the cells,
+            validation_size is refused.
         batch_size
             Cells per minibatch.
         early_stopping

@@ -113,10 +113,12 @@ class SpatialImputer(
         means (``reference``). The proportions are fitted with the state means either way.
         On the benchmark, neighbours imputed better on single-cell spots (MERFISH) and on
         Slide-seq, a little worse on Visium (benchmarks/README.md, "Gene imputation").
-    cells, cell_states
-        Reference single cells x the reference's genes, raw counts, and the state (a row name
-        of ``reference``) of each: needed by ``profiles="neighbours"`` (:meth:`from_reference`
-        passes them). They are held in memory (dense) and saved with the model.
+    cells
+        Reference single cells x the reference's genes, raw counts: needed by
+        ``profiles="neighbours"`` (:meth:`from_reference` passes them), with ``cell_states``.
+        They are held in memory (dense) and saved with the model.
+    cell_states
+        The state (a row name of ``reference``) of each of ``cells``.
     temperature
         Temperature of the neighbour weights, > 0: small values weigh the most alike cells.
     technology_sd
@@ -296,8 +298,10 @@ class SpatialImputer(
             ``"deconvolution"`` (default) or ``"latent"`` (see :class:`SpatialImputer`).
         profiles
             ``"neighbours"`` (default) or ``"type"`` (see :class:`SpatialImputer`).
-        layer, reference_layer
-            Layers with the counts of the spots and of the reference (``None``: ``X``).
+        layer
+            Layer with the spots' counts (``None``: ``X``).
+        reference_layer
+            Layer with the reference's counts (``None``: ``X``).
         n_states
             Clusters of an unlabelled reference (``labels_key=None``).
         min_shared_genes

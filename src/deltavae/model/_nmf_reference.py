@@ -338,8 +338,10 @@ class FromReferenceMixin:
             (a warning gives the size above 1 GiB).
         labels_key
             obs column of ``reference`` with the cell types.
-        layer, reference_layer
-            Layers with the counts of the spots and of the reference (``None``: ``X``).
+        layer
+            Layer with the spots' counts (``None``: ``X``).
+        reference_layer
+            Layer with the reference's counts (``None``: ``X``).
         n_markers
             Keep the union of each type's top ``n_markers`` marker genes among the shared
             genes; ``None`` keeps every shared gene.

@@ -91,8 +91,10 @@ class NMFDeconv(
         Iterations of scikit-learn's NMF that initialise the reference-free mode.
     inference
         ``"amortized"`` (an encoder) or ``"per_spot"`` (parameters per training spot).
-    n_hidden, n_layers
-        Units per hidden layer and hidden layers of the encoder.
+    n_hidden
+        Units per hidden layer of the encoder.
+    n_layers
+        Hidden layers of the encoder.
     start_spots
         Reference-free mode: the NMF start reads at most this many spots (a random
         subsample, seeded by ``scvi.settings.seed``, when there are more).
