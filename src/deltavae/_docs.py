@@ -8,8 +8,9 @@ included (``doc_labels``), the function's own parameters following it.
 
 Examples
 --------
->>> @doc_params(parameters=doc_labels)
-... def score(labels_true, labels_pred, weight=1.0):
+>>> doc_counts = "Parameters\\n----------\\ncounts\\n    Counts, cells x genes."
+>>> @doc_params(parameters=doc_counts)
+... def score(counts, weight=1.0):
 ...     '''A score.
 ...
 ...     {parameters}
@@ -21,13 +22,8 @@ A score.
 <BLANKLINE>
     Parameters
     ----------
-    labels_true
-        True class of each cell.
-    labels_pred
-        Predicted cluster of each cell. The label values need not match ``labels_true``. Two
-        pandas Series indexed by the same cell names in another order are paired by name;
-        anything else by position (Series of other cell names with a warning). Missing labels
-        (NaN, None) are refused, naming how many: leave those cells out of both first.
+    counts
+        Counts, cells x genes.
     weight
         Weight of each cell.
 <BLANKLINE>

@@ -10,6 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._checks import short_repr
+from .._docs import doc_params
 from ._cell_selection import check_indices, mask_by_name
 from ._labels import labels_of
 from ._positions import indices_after_adata
@@ -35,6 +36,18 @@ def cell_names(adata: AnnData, indices) -> pd.Index:
     return adata.obs_names[rows]
 
 
+# The first parameters of predict and predict_labels.
+_doc_cells = """\
+Parameters
+----------
+adata
+    AnnData set up like the model's (a view such as ``adata[mask]``, or new cells);
+    default the model's (the query).
+indices
+    Cells of ``adata`` to predict (positions or a boolean mask; default all), in
+    this order."""
+
+
 def _check_soft(soft) -> None:
     """``soft`` is True or False: ``soft="no"`` (or ``"False"``) was read as True, returning
     the probabilities where labels were asked for."""
@@ -47,6 +60,7 @@ class PredictionsMixin:
     (DataFrames indexed by cell; ``soft=True``: a column per cluster) and ``predict``
     (scvi-tools' ``SCANVI.predict``: its signature and return types)."""
 
+    @doc_params(parameters=_doc_cells)
     def predict(
         self,
         adata: AnnData | None = None,
@@ -68,14 +82,7 @@ class PredictionsMixin:
         reference's with the unlabelled mark, take
         ``predict_labels(unknown_below=0.1)["label"].to_numpy()`` (see its ``typicality``).
 
-        Parameters
-        ----------
-        adata
-            AnnData set up like the model's (a view such as ``adata[mask]``, or new cells);
-            default the model's (the query).
-        indices
-            Cells of ``adata`` to predict (positions or a boolean mask; default all), in
-            this order.
+        {parameters}
         soft
             Return every cluster's probability instead of the label.
         batch_size
@@ -169,6 +176,7 @@ class PredictionsMixin:
         return probs if soft else probs.argmax(1)
 
     @indices_after_adata("batch_size")
+    @doc_params(parameters=_doc_cells)
     def predict_labels(
         self,
         adata: AnnData | None = None,
@@ -211,14 +219,7 @@ class PredictionsMixin:
         (``cgmdvae_label``, ``cgmdvae_label_confidence``, ``cgmdvae_typicality``) and takes
         ``unknown_below`` too.
 
-        Parameters
-        ----------
-        adata
-            AnnData set up like the model's (a view such as ``adata[mask]``, or new cells);
-            default the model's (the query).
-        indices
-            Cells of ``adata`` to predict (positions or a boolean mask; default all), in
-            this order.
+        {parameters}
         soft
             Return every cluster's probability instead, as scvi-tools'
             ``SCANVI.predict(soft=True)`` does.

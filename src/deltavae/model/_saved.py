@@ -19,6 +19,7 @@ from scvi.model.base import BaseModelClass
 from scvi.model.base._save_load import _load_saved_files
 
 from .._anndata_or_folder import check_path
+from .._docs import doc_params
 from ..train._record import cells_digest
 from ._count_advice import layer_fixed
 from ._device_args import check_device_args
@@ -245,6 +246,16 @@ def read_saved(
     return attr_dict, np.asarray(var_names), state_dict
 
 
+# The parameters of the class methods that read a save without loading it.
+_doc_saved = """\
+Parameters
+----------
+dir_path
+    Directory written by :meth:`save` (``~`` is the home folder).
+prefix
+    The file-name prefix given to :meth:`save`."""
+
+
 class Saving:
     """``save`` and ``load`` as every deltavae model does them (mixed into
     ``DeltaModelMixin``)."""
@@ -330,16 +341,12 @@ class Saving:
         return super().get_var_names(legacy_mudata_format=legacy_mudata_format)
 
     @classmethod
+    @doc_params(parameters=_doc_saved)
     def view_setup_args(cls, dir_path: str, prefix: str | None = None) -> None:
         """Print the setup arguments of the model saved in ``dir_path`` (scvi-tools' method;
         a folder it cannot read is named as :meth:`load` names it).
 
-        Parameters
-        ----------
-        dir_path
-            Directory written by :meth:`save` (``~`` is the home folder).
-        prefix
-            The file-name prefix given to :meth:`save`.
+        {parameters}
         """
         dir_path = check_path(dir_path, f"{cls.__name__}.view_setup_args(dir_path)")
         read_saved(cls, dir_path, prefix, use="view_setup_args")
@@ -373,16 +380,12 @@ class Saving:
         )
 
     @classmethod
+    @doc_params(parameters=_doc_saved)
     def load_registry(cls, dir_path: str, prefix: str | None = None) -> dict:
         """The registry (setup) of the model saved in ``dir_path`` (scvi-tools' method; a
         folder it cannot read is named as :meth:`load` names it).
 
-        Parameters
-        ----------
-        dir_path
-            Directory written by :meth:`save` (``~`` is the home folder).
-        prefix
-            The file-name prefix given to :meth:`save`.
+        {parameters}
         """
         return read_saved(cls, dir_path, prefix, use="load_registry")[0]["registry_"]
 

@@ -334,11 +334,7 @@ def cluster_probabilities(
         fig.colorbar(points, ax=ax, label=bar, fraction=0.046, pad=0.02, extend=extend)
         ax.set_title(name)
         ax.grid(False)
-        ax.set_xlabel(f"{axis_name}1")
-        ax.set_ylabel(f"{axis_name}2")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        frame(ax, frameon)
+        frame(ax, axis_name, frameon)
         if on is not None:  # spots to scale, rows down, over their image (sc.pl.spatial's)
             draw_tissue(ax, on)
     if figure_title is not None:

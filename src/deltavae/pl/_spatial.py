@@ -350,11 +350,7 @@ def spatial_proportions(
             draw_tissue(ax, on)
         else:
             ax.set_aspect("equal")
-        ax.set_xlabel(f"{axis_name}1")
-        ax.set_ylabel(f"{axis_name}2")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        frame(ax, frameon)
+        frame(ax, axis_name, frameon)
     if figure_title is not None:
         fig.suptitle(figure_title)
     return savefig_or_show(axes, "spatial_proportions", show, save, return_fig)

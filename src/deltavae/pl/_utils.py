@@ -234,10 +234,15 @@ def one_axes(ax, plot: str) -> Axes | None:
     )
 
 
-def frame(ax: Axes, frameon: bool | None) -> None:
-    """No frame (axis lines, ticks and labels off) where ``frameon`` is ``False``, or is
-    ``None`` and ``sc.set_figure_params(frameon=False)`` asked for none, as scanpy's embedding
-    and spatial plots follow it."""
+def frame(ax: Axes, axis_name: str, frameon: bool | None) -> None:
+    """An embedding's panel: axes labelled ``<axis_name>1`` and ``<axis_name>2``, no ticks, and
+    no frame (axis lines and labels off) where ``frameon`` is ``False``, or is ``None`` and
+    ``sc.set_figure_params(frameon=False)`` asked for none, as scanpy's embedding and spatial
+    plots follow it."""
+    ax.set_xlabel(f"{axis_name}1")
+    ax.set_ylabel(f"{axis_name}2")
+    ax.set_xticks([])
+    ax.set_yticks([])
     if not (sc.settings._frameon if frameon is None else frameon):
         ax.axis("off")
 
