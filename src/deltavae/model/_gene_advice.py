@@ -8,14 +8,31 @@ import pandas as pd
 from anndata import AnnData
 
 
+def case_only_matches(genes, names) -> pd.Series:
+    """Each of ``genes`` not in ``names`` that is one of ``names`` ignoring case (mouse 'Gad1'
+    against 'GAD1'), in the order of ``genes``, with the first of ``names`` it is found as.
+
+    Examples
+    --------
+    >>> case_only_matches(["Gad1", "Sst", "Vip"], ["GAD1", "Sst", "gad1"]).to_dict()
+    {'Gad1': 'GAD1'}
+    """
+    genes, names = (pd.Index(np.asarray(g).astype(str)) for g in (genes, names))
+    first = pd.Series(names, index=names.str.upper())
+    first = first[~first.index.duplicated()]
+    odd = genes[~genes.isin(names)]
+    odd = odd[odd.str.upper().isin(first.index)]
+    return pd.Series(first.loc[odd.str.upper()].to_numpy(), index=odd, dtype=object)
+
+
 def _case_matches(genes: pd.Index, names: pd.Index) -> tuple[int, pd.Index, str]:
-    """How many of ``genes`` are in ``names``, those found there only ignoring case (mouse
-    'Gad1' against 'GAD1'), and the name the first of them has in ``names`` ("?" where two
-    of ``names`` differ in case only, or none is found so)."""
-    upper = pd.Index(names.str.upper())
-    by_case = genes[pd.Index(genes.str.upper()).isin(upper) & ~genes.isin(names)]
-    found = names[upper.get_loc(by_case[0].upper())] if len(by_case) and upper.is_unique else "?"
-    return int(genes.isin(names).sum()), by_case, found
+    """How many of ``genes`` are in ``names``, those found there only ignoring case, and the
+    name the first of them has in ``names`` ("?" where two of ``names`` differ in case only,
+    or none is found so)."""
+    matches = case_only_matches(genes, names)
+    unique = pd.Index(names.str.upper()).is_unique
+    found = matches.iloc[0] if len(matches) and unique else "?"
+    return int(genes.isin(names).sum()), matches.index, found
 
 
 def identifier_advice(first, second) -> str:

@@ -15,7 +15,12 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import TruncatedSVD
 
 from .._checks import short_repr
-from ._gene_advice import identifier_advice, names_column_advice, subset_advice
+from ._gene_advice import (
+    case_only_matches,
+    identifier_advice,
+    names_column_advice,
+    subset_advice,
+)
 from ._validation import NO_CELLS, warn_user
 
 _DESIGNS = ("deconvolution", "latent")
@@ -153,20 +158,10 @@ def requested_genes(known: pd.Index, measured, genes) -> pd.Index:
     return genes
 
 
-def _case_matches(names, known) -> list[tuple[str, str]]:
-    """``(name, known name)`` for each of ``names`` not in ``known`` that is a name of
-    ``known`` ignoring case (mouse 'Gad1' written 'GAD1')."""
-    names, known = (pd.Index(np.asarray(g).astype(str)) for g in (names, known))
-    upper = pd.Series(known, index=known.str.upper())
-    upper = upper[~upper.index.duplicated()]
-    odd = names[~names.isin(known)]
-    return [(g, upper[g.upper()]) for g in odd if g.upper() in upper.index]
-
-
 def _unknown_advice(unknown: pd.Index, known: pd.Index) -> str:
     """What to do about requested genes the model does not know: the reference's spelling
     where ignoring case finds them."""
-    found = _case_matches(unknown, known)
+    found = list(case_only_matches(unknown, known).items())
     if found:
         return (
             f"Ignoring case, {len(found)} of them are reference genes (e.g. {found[0][0]!r} is "
@@ -296,7 +291,7 @@ def check_shared(spots, reference, shared, genes: pd.Index, min_shared_genes: in
             "the spots already measure every gene the reference counts: there is nothing to "
             "impute. The reference must hold the genes to impute."
         )
-    found = _case_matches(spots.var_names, genes[~genes.isin(shared)])
+    found = list(case_only_matches(spots.var_names, genes[~genes.isin(shared)]).items())
     if found:  # silently a measured gene became one to impute, and the fit lost it
         warn_user(
             f"{len(found)} of the spots' genes are reference genes only ignoring case (e.g. "
