@@ -193,15 +193,9 @@ def leiden_k(graph: sparse.spmatrix, k: int, seed: int, restarts: int = _RESTART
     g, weights = _igraph(graph)
 
     def run(resolution: float, iterations: int | None) -> tuple[np.ndarray, int, float]:
-        if iterations is None:  # to convergence, bounded
-            membership = converged_leiden(g, weights, resolution)
-        else:
-            membership = g.community_leiden(
-                objective_function="modularity",
-                weights=weights,
-                resolution=resolution,
-                n_iterations=iterations,
-            ).membership
+        # None: to convergence, bounded; 2: both iterations, the second from the first's
+        # partition (igraph's n_iterations=2, seed for seed)
+        membership = converged_leiden(g, weights, resolution, iterations)
         quality = g.modularity(membership, weights=weights, resolution=resolution)
         return np.asarray(membership), len(set(membership)), quality
 
