@@ -55,26 +55,21 @@ def _inherited_from_deltavae() -> dict[str, list[tuple[str, str]]]:
     Lightning's or scvi-tools' (overrides of their hooks stay out)."""
     import inspect
 
-    import deltavae
+    from deltavae._docs import building_block_classes
 
     found = {}
-    for sub in ("train", "module", "nn", "distributions"):
-        module = getattr(deltavae, sub)
-        for name in module.__all__:
-            cls = getattr(module, name)
-            if not inspect.isclass(cls):
-                continue
-            ours = [k for k in cls.__mro__[1:] if k.__module__.startswith("deltavae")]
-            foreign = [k for k in cls.__mro__ if not k.__module__.startswith("deltavae")]
-            found[f"deltavae.{sub}.{name}"] = [
-                (attr, _kind(entry))
-                for attr in dir(cls)
-                if not attr.startswith("_")
-                and attr not in cls.__dict__
-                and any(attr in k.__dict__ for k in ours)
-                and not any(attr in k.__dict__ for k in foreign)
-                for entry in [inspect.getattr_static(cls, attr)]
-            ]
+    for name, cls in building_block_classes():
+        ours = [k for k in cls.__mro__[1:] if k.__module__.startswith("deltavae")]
+        foreign = [k for k in cls.__mro__ if not k.__module__.startswith("deltavae")]
+        found[f"deltavae.{name}"] = [
+            (attr, _kind(entry))
+            for attr in dir(cls)
+            if not attr.startswith("_")
+            and attr not in cls.__dict__
+            and any(attr in k.__dict__ for k in ours)
+            and not any(attr in k.__dict__ for k in foreign)
+            for entry in [inspect.getattr_static(cls, attr)]
+        ]
     return found
 
 

@@ -19,6 +19,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from scvi.train import PyroTrainingPlan
 
 import deltavae as dv
+from deltavae._docs import building_block_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 _SUBPACKAGES = ("model", "train", "pl", "datasets", "metrics", "module", "nn", "distributions")
@@ -134,26 +135,21 @@ def test_documented_calls_pass_keywords_that_exist():
 def _overrides():
     """(name, method, base method) of every public method deltavae defines in the building
     blocks' classes over a method of torch, Lightning or Pyro."""
-    for sub in ("train", "module", "nn", "distributions"):
-        module = getattr(dv, sub)
-        for name in module.__all__:
-            cls = getattr(module, name)
-            if not inspect.isclass(cls):
+    for name, cls in building_block_classes():
+        for attr, entry in vars(cls).items():
+            func = getattr(entry, "__func__", entry)
+            if attr.startswith("_") or not inspect.isfunction(func):
                 continue
-            for attr, entry in vars(cls).items():
-                func = getattr(entry, "__func__", entry)
-                if attr.startswith("_") or not inspect.isfunction(func):
-                    continue
-                base = next(
-                    (
-                        k
-                        for k in cls.__mro__[1:]
-                        if not k.__module__.startswith("deltavae") and attr in vars(k)
-                    ),
-                    None,
-                )
-                if base is not None:
-                    yield f"{sub}.{name}.{attr}", func, getattr(base, attr)
+            base = next(
+                (
+                    k
+                    for k in cls.__mro__[1:]
+                    if not k.__module__.startswith("deltavae") and attr in vars(k)
+                ),
+                None,
+            )
+            if base is not None:
+                yield f"{name}.{attr}", func, getattr(base, attr)
 
 
 def _parameters(func) -> list[tuple[str, object]]:

@@ -1,4 +1,5 @@
-"""Docstring fragments shared by several functions, written once (scanpy's ``_doc_params``).
+"""Docstring fragments shared by several functions, written once (scanpy's ``_doc_params``),
+and the classes of the building blocks' API reference (:func:`building_block_classes`).
 
 A docstring names a fragment as ``{name}`` on a line of its own, indented like the text around
 it; :func:`doc_params` fills it in when the module is imported, so help(), IPython's ``?`` and
@@ -31,8 +32,9 @@ A score.
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from textwrap import indent
 from typing import TypeVar
 
@@ -75,6 +77,31 @@ def doc_params(**fragments: str) -> Callable[[_F], _F]:
         return obj
 
     return decorate
+
+
+# ------------------------------------------------------------------------- the API reference
+_BUILDING_BLOCKS = ("train", "module", "nn", "distributions")
+
+
+def building_block_classes() -> Iterator[tuple[str, type]]:
+    """The public classes of deltavae's building blocks (``train``, ``module``, ``nn`` and
+    ``distributions``, each in its ``__all__`` order) as ``("<subpackage>.<name>", class)``:
+    those whose pages list the members deltavae's base classes give them (docs/conf.py) and
+    whose overrides of torch's, Lightning's and Pyro's methods tests/test_doc_drift.py checks.
+
+    Examples
+    --------
+    >>> dict(building_block_classes())["nn.GaussianHeads"].__name__
+    'GaussianHeads'
+    """
+    import deltavae
+
+    for sub in _BUILDING_BLOCKS:
+        module = getattr(deltavae, sub)
+        for name in module.__all__:
+            cls = getattr(module, name)
+            if inspect.isclass(cls):
+                yield f"{sub}.{name}", cls
 
 
 # ----------------------------------------------------------------------------------- plots
