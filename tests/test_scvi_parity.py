@@ -11,7 +11,7 @@ import scvi
 import torch
 
 import deltavae as dv
-import deltavae.model._base as base
+import deltavae.model._train_steps as steps
 
 SMALL = {"n_hidden": 16, "n_latent": 4}
 
@@ -63,7 +63,7 @@ def test_several_devices_alone_train_with_ddp(counts_adata, monkeypatch):
         seen["strategy"] = strategy
         raise RuntimeError("stop before training")
 
-    monkeypatch.setattr(base, "resolve_strategy", capture)
+    monkeypatch.setattr(steps, "resolve_strategy", capture)
     dv.model.ZINBVAE.setup_anndata(counts_adata)
     model = dv.model.ZINBVAE(counts_adata, **SMALL)
     for devices in (2, 3):

@@ -6,46 +6,34 @@ import contextlib
 import logging
 import tempfile
 
-import numpy as np
 import pyro
-from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import PyroSviTrainMixin
 
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
-from ..train._data import split_sizes
-from ..train._distributed import (
-    SINGLE,
-    process_share,
-    resolve_strategy,
-    several_devices,
-    workers_stopped,
-)
+from ..train._distributed import workers_stopped
 from ..train._record import records_train_args
 from ..train._runner import DeltaTrainRunner
 from ..train._stopping import add_stopping
 from ._adata_reads import AnnDataReadsMixin
 from ._adata_setter import AnnDataSetter
-from ._backing import open_files_for_calls, warn_compressed_chunks
+from ._backing import open_files_for_calls
 from ._count_advice import note_non_negative
-from ._device_args import resolved_accelerator
-from ._genes import check_own_adata
 from ._history import HistoryMixin
-from ._matrices import check_still_on_disk
 from ._reference_record import warn_if_diverged
 from ._saved import Saving, _package_version, own_fitted_attributes
-from ._scvi_glue import Picklable, _OnDevice, loader_arguments, refuse_scvi_names
+from ._scvi_glue import Picklable, _OnDevice, loader_arguments
 from ._summary import SummaryMixin
-from ._training_checks import (
-    callback_list,
-    check_shuffle_block_size,
-    check_trainer_names,
-    check_training_arguments,
-    lr_into_optim_kwargs,
-    rows_unit,
-    say_if_nothing_restored,
+from ._train_steps import (
+    add_splitter_arguments,
+    check_data_to_train,
+    devices_and_strategy,
+    epochs_trained,
+    record_divergence,
+    record_run,
+    resolved_arguments,
+    validation_split,
 )
-from ._validation import check_backing_for_training
-from ._verdicts import say_verdict
+from ._training_checks import callback_list
 
 logger = logging.getLogger(__name__)
 
@@ -244,94 +232,58 @@ class DeltaModelMixin(
         >>> dv.model.ZINBVAE.setup_anndata(adata)  # doctest: +SKIP
         >>> dv.model.ZINBVAE(adata).train(strategy="ddp", devices=4)  # doctest: +SKIP
         """
-        if max_epochs is None:
-            max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
-        if trainer_kwargs.get("load_sparse_tensor") is False:  # scvi-tools' default: a no-op
-            del trainer_kwargs["load_sparse_tensor"]
-        refuse_scvi_names("train", type(self).__name__, trainer_kwargs)
-        check_trainer_names(type(self), trainer_kwargs)
-        given = dict(plan_kwargs or {})
-        if lr is not None and "lr" in given and given["lr"] != lr:
-            raise ValueError(
-                f"lr={lr!r} and plan_kwargs['lr']={given['lr']!r} disagree; pass one of them."
-            )
-        check_training_arguments(
-            self, max_epochs, train_size, validation_size, batch_size, early_stopping, given, lr,
-            restore_best, accelerator, trainer_kwargs,
+        args = resolved_arguments(
+            self, max_epochs, train_size, validation_size, batch_size, early_stopping, lr,
+            n_epochs_kl_warmup, plan_kwargs, restore_best, accelerator, trainer_kwargs,
         )  # fmt: skip
-        max_epochs, batch_size = int(max_epochs), int(batch_size)  # numpy's: Lightning, torch
-        if auto := n_epochs_kl_warmup == "auto":
-            n_epochs_kl_warmup = self._auto_warmup(max_epochs, given)
-        elif given.get("n_epochs_kl_warmup", n_epochs_kl_warmup) != n_epochs_kl_warmup:
-            raise ValueError(
-                f"n_epochs_kl_warmup={n_epochs_kl_warmup!r} and plan_kwargs['n_epochs_kl_warmup']"
-                f"={given['n_epochs_kl_warmup']!r} disagree; pass one of them."
-            )
-        plan_kwargs = {"n_epochs_kl_warmup": n_epochs_kl_warmup, **(plan_kwargs or {})}
-        lr, plan_kwargs = lr_into_optim_kwargs(lr, plan_kwargs)  # scvi-tools would drop them
-        warm_up = plan_kwargs["n_epochs_kl_warmup"]
-        if warm_up is not None and (not isinstance(warm_up, int | np.integer) or warm_up < 0):
-            raise ValueError(
-                f"n_epochs_kl_warmup must be 0 or more epochs (or None); got {warm_up!r}."
-            )
-        split = trainer_kwargs.get("datasplitter_kwargs") or {}
-        n_train, n_val = split_sizes(self.adata.n_obs, train_size, validation_size, split)
-        validates = n_val > 0
-        every = trainer_kwargs.get("check_val_every_n_epoch")  # None: scvi-tools' "never"
-        if validates or every is not None:  # int: Lightning refuses numpy's
-            trainer_kwargs["check_val_every_n_epoch"] = int(every or 1)
-        if not validates:  # every cell trains: there is no validation ELBO to compute
-            trainer_kwargs.setdefault("limit_val_batches", 0)
-        history = getattr(self, "history_", None) or {}
-        epochs_before = len(history.get("elbo_train", ())) if self.is_trained_ else 0
-        check_still_on_disk(self.adata)  # moved or deleted: zarr would read zeros
-        check_backing_for_training(self.adata)
-        # Another model set up on the same AnnData (or a read call of one) rewrites the
-        # registered columns (obs["_scvi_batch"] ...) with its own codes: ours are taken back.
-        check_own_adata(self, training=True)
-        named = "devices" if "devices" in trainer_kwargs else "device"  # as the user wrote it
-        if "devices" in trainer_kwargs:
-            # Lightning's name; scvi-tools' runner would silently drop it.
-            devices = trainer_kwargs.pop("devices")
-            if device != "auto":
-                raise ValueError(f"Pass devices={devices!r} or device={device!r}, not both.")
-            device = devices
-        strategy = trainer_kwargs.pop("strategy", None)
-        if strategy in SINGLE and several_devices(device):
-            strategy = "ddp"  # what several devices mean; Lightning's own choice fails here
-        strategy, distributed = resolve_strategy(
-            strategy,
-            resolved_accelerator(accelerator, device, named),  # "cuda:0" refused; CPU DDP said
-            self.adata,
+        n_train, validates = validation_split(
+            self.adata.n_obs, train_size, validation_size, trainer_kwargs
         )
-        if strategy is not None:
-            trainer_kwargs["strategy"] = strategy
-        check_shuffle_block_size(shuffle_block_size, distributed, rows_unit(self), n_train)
-        warn_compressed_chunks(self.adata_manager, batch_size, shuffle_block_size, self)
-        loader = {"block_size": shuffle_block_size} if shuffle_block_size is not None else {}
-        if distributed:
-            loader["distributed_sampler"] = True
-        if distributed:  # each process's share has its own last minibatch
-            n_train = process_share(n_train, device)
-        # First epoch that may be kept or stop the run (after CGMDVAE's mixture start).
+        epochs_before = epochs_trained(self)
+        check_data_to_train(self)
+        device, distributed = devices_and_strategy(self, accelerator, device, trainer_kwargs)
+        add_splitter_arguments(
+            self, args.batch_size, shuffle_block_size, n_train, distributed, device, trainer_kwargs
+        )
+        # Early stopping and restore_best ("auto": with validation cells) on the same epochs.
+        best = self._stopping_callbacks(
+            trainer_kwargs, early_stopping, restore_best and validates, args.plan_kwargs
+        )
+        self._prepare_module()
+        out = self._fit(
+            args, train_size, validation_size, accelerator, device, distributed,
+            validate_distributions, trainer_kwargs,
+        )  # fmt: skip
+        record_run(self, epochs_before, best, restore_best, args, early_stopping)
+        return out
+
+    def _stopping_callbacks(
+        self, trainer_kwargs: dict, early_stopping: bool, restore_best, plan_kwargs: dict
+    ):
+        """Early stopping and ``restore_best`` into ``trainer_kwargs["callbacks"]``, from the
+        first epoch that may be kept or stop the run (after CGMDVAE's mixture start); the
+        restore_best callback, or None."""
         trainer_kwargs["callbacks"] = callbacks = callback_list(trainer_kwargs.get("callbacks"))
         first = self._first_restorable_epoch(callbacks)
-        # Early stopping and restore_best ("auto": with validation cells) on the same epochs.
-        best = add_stopping(callbacks, trainer_kwargs, early_stopping, restore_best and validates,
-                            first, plan_kwargs.get("max_kl_weight", 1.0))  # fmt: skip
-        if n_train % batch_size == 1 and not (self.is_query_model and not self.module.training):
-            loader["drop_last"] = True  # one cell left over: BatchNorm (unfrozen) cannot train
-        if loader:
-            trainer_kwargs["datasplitter_kwargs"] = {
-                **loader,
-                **(trainer_kwargs.get("datasplitter_kwargs") or {}),
-            }
+        return add_stopping(callbacks, trainer_kwargs, early_stopping, restore_best, first,
+                            plan_kwargs.get("max_kl_weight", 1.0))  # fmt: skip
+
+    def _prepare_module(self) -> None:
+        """The module's own Pyro parameters cleared from the global store, and its training
+        mode set."""
         self.module.clear_own_params()
         if not self.is_query_model:
             # Lightning keeps the modules' modes at the start of fit: a model trained before
             # (or loaded) is in eval mode and would train on without dropout and with frozen
             # BatchNorm statistics. A query model keeps eval mode on purpose (load_query_data).
             self.module.train()
+
+    def _fit(
+        self, args, train_size, validation_size, accelerator, device, distributed: bool,
+        validate_distributions: bool, trainer_kwargs: dict,
+    ):  # fmt: skip
+        """scvi-tools' training (Pyro's SVI under Lightning) in the contexts it needs; the
+        module in eval mode after it, whatever happened."""
         # Pyro's argument checks cost ~15% of a step; our inputs are checked once, up front.
         # Under DDP, rank 0 hands the history to this process through a file; scvi-tools would
         # put it under the working directory.
@@ -349,41 +301,23 @@ class DeltaModelMixin(
             if log_dir is not None:
                 trainer_kwargs["log_save_dir"] = log_dir
             try:
-                out = super().train(
-                    max_epochs=max_epochs,
+                return super().train(
+                    max_epochs=args.max_epochs,
                     accelerator=accelerator,
                     device=device,
                     train_size=train_size,
                     validation_size=validation_size,
-                    batch_size=batch_size,
-                    early_stopping=False,  # added above
-                    lr=lr,
-                    plan_kwargs=plan_kwargs,
+                    batch_size=args.batch_size,
+                    early_stopping=False,  # added by _stopping_callbacks
+                    lr=args.lr,
+                    plan_kwargs=args.plan_kwargs,
                     **trainer_kwargs,
                 )
             except TrainingDivergedError as err:
-                # The plan restored the last parameters with a finite loss: after at least
-                # one such step the model is trained and usable.
-                self.is_trained_ = self.is_trained_ or err.restored_at is not None
-                if err.restored_at is not None:  # this run's last finite step, no best epoch
-                    self.best_epoch_ = None
-                # Read-outs repeat what diverged ("the training loss became nan at ..."), when
-                # the parameters kept come from this run (not from before it).
-                self.diverged_ = (
-                    str(err).split(". The model")[0].removeprefix("Training diverged: ")
-                    if err.restored_at is not None
-                    else self.diverged_
-                )
+                record_divergence(self, err)
                 raise
             finally:  # also after any error (a user's callback): read-outs run in eval mode
                 self.module.eval()
-        self.diverged_ = None
-        run = {k: v[v.index >= epochs_before] for k, v in self.history.items()}  # this run's
-        self.best_epoch_ = None if best is None else best.best_epoch_in(run, epochs_before)
-        say_if_nothing_restored(restore_best is True and best is not None, self.best_epoch_)
-        share = self._warmup_share if auto and "n_epochs_kl_warmup" not in given else None
-        say_verdict(self, run, max_epochs, early_stopping, plan_kwargs, share)
-        return out
 
     def _auto_warmup(self, max_epochs: int, plan_kwargs: dict) -> int | None:
         """``n_epochs_kl_warmup="auto"``: ``plan_kwargs``' own if given (scvi-tools' way); none
