@@ -451,3 +451,43 @@ def test_no_saved_model_is_the_error_scvi_tools_code_catches(counts_adata, tmp_p
                 dv.model.ZINBVAE.load(tmp_path / folder, counts_adata)
     with pytest.raises(ValueError, match="is the model file; pass the directory"):
         dv.model.ZINBVAE.load(tmp_path / "prefixed" / "p_model.pt", counts_adata)
+
+
+def test_scvi_tools_1_4_plan_and_trainer_configs_are_read(counts_adata):
+    """scvi-tools 1.4's train(plan_config=..., trainer_config=...) was refused ("pass the
+    training plan's settings as plan_kwargs"); they are read as the arguments they hold, with
+    plan_kwargs and trainer keywords overriding them key by key, as in scvi-tools."""
+    from scvi.train import TrainerConfig, TrainingPlanConfig
+
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, **SMALL)
+    model.train(
+        plan_config={"lr": 2e-3, "weight_decay": 0.0},
+        plan_kwargs={"weight_decay": 1e-5},
+        trainer_config={"max_epochs": 2, "enable_progress_bar": True},
+        enable_progress_bar=False,
+    )
+    assert len(model.history["elbo_train"]) == 2  # the config's max_epochs trained
+    args = model.train_args_
+    assert args["plan_kwargs"] == {"lr": 2e-3, "weight_decay": 1e-5}
+    assert args["lr"] == 2e-3 and args["enable_progress_bar"] is False
+    # scvi-tools' config objects: only the settings given (their defaults hold scvi-tools'
+    # own, on_step among them, which deltavae's plan does not take).
+    model.train(
+        max_epochs=1,
+        plan_config=TrainingPlanConfig(lr=5e-3),
+        trainer_config=TrainerConfig(log_every_n_steps=3),
+    )
+    assert model.train_args_["plan_kwargs"] == {"lr": 5e-3}
+    assert model.train_args_["log_every_n_steps"] == 3
+    assert len(model.history["elbo_train"]) == 3
+    # An argument of train's own given twice, differently: scvi-tools kept train's silently.
+    with pytest.raises(ValueError, match="max_epochs=1 and trainer_config's max_epochs=2"):
+        model.train(max_epochs=1, trainer_config={"max_epochs": 2})
+    with pytest.raises(TypeError, match="plan_config must be a mapping"):
+        model.train(max_epochs=1, plan_config=[("lr", 1e-3)])
+    # CGMDVAE's train (its own arguments, the rest by **kwargs) reads them alike.
+    dv.model.CGMDVAE.setup_anndata(counts_adata)
+    cgm = dv.model.CGMDVAE(counts_adata, 3, **SMALL)
+    cgm.train(plan_config={"lr": 2e-3}, trainer_config={"max_epochs": 2}, mixture_init="kmeans")
+    assert cgm.train_args_["max_epochs"] == 2 and cgm.train_args_["plan_kwargs"] == {"lr": 2e-3}

@@ -201,7 +201,13 @@ class DeltaModelMixin(
             there are some); a copy of the parameters is held in memory, nothing is written
             to disk. Each call of ``train`` is a run of its own.
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (Lightning). ``strategy="ddp"`` with
+            Passed to :class:`scvi.train.Trainer` (Lightning). scvi-tools 1.4's
+            ``plan_config`` and ``trainer_config`` (a dict, or ``scvi.train.TrainingPlanConfig``
+            and ``TrainerConfig``, of which only the settings given count, not the class's
+            defaults) are read as ``plan_kwargs`` and as these keywords, those given in the
+            call overriding theirs key by key; a ``trainer_config`` setting that is one of
+            train's arguments (``max_epochs``, ``early_stopping`` ...) is taken where the call
+            leaves it out, and refused where the call gives another value. ``strategy="ddp"`` with
             ``devices=N`` trains on N processes (CPU, gloo) or N GPUs (nccl), each process
             reading its own share of the cells (``devices=N`` alone, N > 1, means the same);
             Lightning's DDP averages the gradients: a step reads N x ``batch_size`` cells

@@ -250,8 +250,6 @@ _INSTEAD = {
         "is nothing to switch on",
         "datamodule": "a model trains on its own AnnData here; open data larger than memory "
         "with dv.read_lazy and set that up",
-        "plan_config": "pass the training plan's settings as plan_kwargs",
-        "trainer_config": "pass the trainer's settings as keyword arguments of train",
         "n_samples_per_label": "scvi-tools' SCANVI subsamples the labelled cells per label; "
         "CGMDVAE reads each labelled cell of the training split once an epoch, beside the "
         "unlabelled ones, their classification term weighted by classifier_weight "

@@ -10,6 +10,8 @@ import inspect
 import numpy as np
 import scvi
 
+from ._configs import expand_configs
+
 
 def _plain(value):
     """``value`` as plain Python (numbers, strings, lists, dicts) for ``train_args_``; other
@@ -40,7 +42,9 @@ def records_train_args(train):
     model's ``train_args_`` (saved with the model) when the fit starts (see
     :func:`commit_train_args`), so that a call refused for its arguments, or a query model's
     call with nothing to learn, leaves the last record, and a fit interrupted by an error
-    keeps the record of the call that changed the parameters."""
+    keeps the record of the call that changed the parameters. scvi-tools 1.4's
+    ``plan_config`` and ``trainer_config`` are read into the arguments they hold first
+    (:func:`~deltavae.train._configs.expand_configs`), and recorded as those."""
     signature = inspect.signature(train)
 
     def arguments(args, kwargs, spread: bool = True) -> dict:
@@ -56,6 +60,8 @@ def records_train_args(train):
 
     @functools.wraps(train)
     def wrapper(self, *args, **kwargs):
+        # scvi-tools 1.4's plan_config and trainer_config, read as the arguments they hold
+        (self, *args), kwargs = expand_configs(signature, (self, *args), kwargs)
         if id(self) in _RECORDING:
             # A subclass's train calling its base's: the base's defaults the subclass left
             # to it (train_size, batch_size...) join the record, the outer call's values kept
