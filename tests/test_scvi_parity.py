@@ -491,3 +491,19 @@ def test_scvi_tools_1_4_plan_and_trainer_configs_are_read(counts_adata):
     cgm = dv.model.CGMDVAE(counts_adata, 3, **SMALL)
     cgm.train(plan_config={"lr": 2e-3}, trainer_config={"max_epochs": 2}, mixture_init="kmeans")
     assert cgm.train_args_["max_epochs"] == 2 and cgm.train_args_["plan_kwargs"] == {"lr": 2e-3}
+
+
+def test_scanvi_train_arguments_at_their_defaults_are_no_ops(counts_adata):
+    """SCANVI.train(n_samples_per_label=None, adversarial_classifier=False), its defaults
+    written out, was refused; they switch nothing on and now run. A value that switches
+    SCANVI's feature on is refused with what CGMDVAE does instead."""
+    counts_adata.obs["labels"] = counts_adata.obs["cluster"].astype(str)
+    dv.model.CGMDVAE.setup_anndata(counts_adata, labels_key="labels")
+    model = dv.model.CGMDVAE(counts_adata, 3, **SMALL)
+    with pytest.raises(TypeError, match="'adversarial_classifier'.*condition_alignment"):
+        model.train(max_epochs=2, adversarial_classifier=True)
+    with pytest.raises(TypeError, match="'n_samples_per_label'.*classifier_weight"):
+        model.train(max_epochs=2, n_samples_per_label=100)
+    model.train(max_epochs=2, mixture_init="kmeans", n_samples_per_label=None,
+                adversarial_classifier=False)  # fmt: skip
+    assert model.is_trained

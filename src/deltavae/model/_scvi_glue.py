@@ -250,6 +250,9 @@ _INSTEAD = {
         "is nothing to switch on",
         "datamodule": "a model trains on its own AnnData here; open data larger than memory "
         "with dv.read_lazy and set that up",
+        "adversarial_classifier": "scvi-tools' SCANVI can train an adversarial batch "
+        "classifier; no deltavae model has one (CGMDVAE aligns its conditions in z, weighted "
+        "by condition_alignment: CGMDVAE(adata, condition_alignment=...)): leave it out",
         "n_samples_per_label": "scvi-tools' SCANVI subsamples the labelled cells per label; "
         "CGMDVAE reads each labelled cell of the training split once an epoch, beside the "
         "unlabelled ones, their classification term weighted by classifier_weight "
@@ -301,6 +304,24 @@ def loader_arguments(model, args: tuple, kwargs: dict) -> dict:
         warnings.filterwarnings("ignore", message="Observation names are not unique")
         cells = to_memory(adata[rows])
     return {**kwargs, "adata": model._validate_anndata(cells), "indices": None}
+
+
+#: scvi-tools' train arguments at the values that switch nothing on (SCVI's, SCANVI's
+#: defaults): dropped, so that ported calls run; any other value is refused by _INSTEAD.
+_NO_OP_TRAIN = {
+    "load_sparse_tensor": (False,),
+    "n_samples_per_label": (None,),
+    "adversarial_classifier": (None, False),
+}
+
+
+def drop_scvi_no_ops(trainer_kwargs: dict) -> None:
+    """Remove from ``trainer_kwargs`` scvi-tools' train arguments given at a value that
+    switches nothing on (``load_sparse_tensor=False``, SCANVI's ``n_samples_per_label=None``
+    and ``adversarial_classifier=False``)."""
+    for name, values in _NO_OP_TRAIN.items():
+        if name in trainer_kwargs and any(trainer_kwargs[name] is v for v in values):
+            del trainer_kwargs[name]
 
 
 def refuse_scvi_names(method: str, model: str, names) -> None:

@@ -16,7 +16,7 @@ from ._backing import warn_compressed_chunks
 from ._device_args import resolved_accelerator
 from ._genes import check_own_adata
 from ._matrices import check_still_on_disk
-from ._scvi_glue import refuse_scvi_names
+from ._scvi_glue import drop_scvi_no_ops, refuse_scvi_names
 from ._training_checks import (
     check_shuffle_block_size,
     check_trainer_names,
@@ -46,11 +46,10 @@ def resolved_arguments(
 ) -> Arguments:  # fmt: skip
     """``train``'s arguments checked (before anything is read or trained) and resolved: the
     default ``max_epochs``, ``lr`` and the warm-up into ``plan_kwargs``. Takes scvi-tools'
-    no-op ``load_sparse_tensor=False`` out of ``trainer_kwargs``."""
+    no-ops (``load_sparse_tensor=False`` ...) out of ``trainer_kwargs``."""
     if max_epochs is None:
         max_epochs = get_max_epochs_heuristic(model.adata.n_obs, epochs_cap=400)
-    if trainer_kwargs.get("load_sparse_tensor") is False:  # scvi-tools' default: a no-op
-        del trainer_kwargs["load_sparse_tensor"]
+    drop_scvi_no_ops(trainer_kwargs)  # load_sparse_tensor=False ...: scvi-tools' no-ops
     refuse_scvi_names("train", type(model).__name__, trainer_kwargs)
     check_trainer_names(type(model), trainer_kwargs)
     given = dict(plan_kwargs or {})
