@@ -44,7 +44,7 @@ def _same_layout(ours: dict, theirs: dict) -> None:
     assert set(ours["params"]) == set(theirs["params"])
     for key in ("groupby", "reference", "use_raw", "layer"):
         assert ours["params"][key] == theirs["params"][key], key
-    for field in set(theirs) - {"params"}:
+    for field in set(theirs) - {"params", "pts", "pts_rest"}:
         assert type(ours[field]) is type(theirs[field]), field
         assert ours[field].dtype.names == theirs[field].dtype.names, field
         kinds = {ours[field].dtype[name].kind for name in ours[field].dtype.names}
@@ -58,8 +58,19 @@ def test_key_added_writes_scanpys_layout_in_the_table_s_order(trained, tmp_path)
         groupby="cgmdvae_cluster", mode="change", key_added="rank_genes_groups", silent=True
     )
     written = adata.uns["rank_genes_groups"]
-    _same_layout(written, _scanpy_layout(adata))
+    theirs = _scanpy_layout(adata, pts=True)
+    _same_layout(written, theirs)
     assert written["params"]["reference"] == "rest"
+    # pts and pts_rest, the shares of cells with a count (scvi-tools' non_zeros_proportion),
+    # are scanpy's: its log-normalized X is non-zero where the counts are.
+    for field in ("pts", "pts_rest"):
+        assert written[field].index.equals(theirs[field].index)
+        assert list(written[field].columns) == list(theirs[field].columns)
+        np.testing.assert_allclose(written[field], theirs[field], rtol=1e-6)
+    listed = sc.get.rank_genes_groups_df(adata, "0")
+    assert listed["pct_nz_group"].between(0, 1).all() and "pct_nz_reference" in listed
+    filtered = sc.tl.filter_rank_genes_groups(adata, min_in_group_fraction=0.9, key_added="f")
+    assert filtered is None and adata.uns.pop("f")["names"].dtype.names == ("0", "1", "2")
     for group in ("0", "1", "2"):
         table = de[de["group1"] == group]
         listed = sc.get.rank_genes_groups_df(adata, group)
@@ -88,8 +99,12 @@ def test_key_added_against_group2_is_scanpys_reference(trained):
         groupby="cgmdvae_cluster", group2="1", key_added="against_1", silent=True
     )
     written = adata.uns["against_1"]
-    _same_layout(written, _scanpy_layout(adata, reference="1"))
+    theirs = _scanpy_layout(adata, reference="1", pts=True)
+    _same_layout(written, theirs)
     assert written["names"].dtype.names == ("0", "2")
+    assert "pts_rest" not in written  # as scanpy: no rest against a group
+    assert list(written["pts"].columns) == ["0", "1", "2"]  # the reference's too
+    np.testing.assert_allclose(written["pts"], theirs["pts"], rtol=1e-6)
     table = de[de["group1"] == "2"]
     listed = sc.get.rank_genes_groups_df(adata, "2", key="against_1")
     assert list(listed["names"]) == list(table.index)

@@ -27,7 +27,11 @@ RANK_KEY_NOTE = (
     ' down-regulated genes among the first too: ``values_to_plot="logfoldchanges"`` shows'
     ' the direction) or ``bayes_factor`` (``"vanilla"``); ``logfoldchanges`` ``lfc_mean``'
     " (change) or ``log2(scale1 / scale2)`` (vanilla). These are not tests: ``pvals`` and"
-    " ``pvals_adj`` are NaN (``pval_cutoff`` keeps no gene). Needs ``groupby``; groups against"
+    " ``pvals_adj`` are NaN (``pval_cutoff`` keeps no gene). ``pts`` and, against the rest,"
+    " ``pts_rest`` hold the shares of cells with a non-zero count (scvi-tools'"
+    " ``non_zeros_proportion1``/``2``), as ``rank_genes_groups(pts=True)`` writes them:"
+    " ``sc.get.rank_genes_groups_df`` lists them as ``pct_nz_group``/``pct_nz_reference``"
+    " and ``sc.tl.filter_rank_genes_groups`` reads them. Needs ``groupby``; groups against"
     ' the rest (``reference="rest"``) or against ``group2`` (its ``reference``). As scanpy,'
     " a previous rank_genes_groups result under that key is replaced; any other entry there"
     " is refused. Default ``None``: nothing is written.\n"
@@ -120,14 +124,50 @@ def rank_genes_groups_layout(de: pd.DataFrame, groupby: str, reference) -> dict:
     }
     for field in _FIELDS:
         layout[field] = np.rec.fromarrays(columns[field], names=names)
+    layout.update(_fractions(de, groups, names, reference))
     return layout
+
+
+#: scvi-tools' columns of the share of cells with a non-zero count, in each group and in
+#: what it is compared with: scanpy's ``pts`` and ``pts_rest`` (rank_genes_groups(pts=True)).
+_NON_ZEROS = ("non_zeros_proportion1", "non_zeros_proportion2")
+
+
+def _fractions(de: pd.DataFrame, groups, names: list[str], reference) -> dict:
+    """scanpy's ``pts`` (genes x groups, the reference group's column too where there is
+    one) and, against the rest, ``pts_rest``: the shares of cells with a non-zero count
+    that scvi-tools' table holds (``all_stats=True``, its default); none without them."""
+    if not all(column in de for column in _NON_ZEROS):
+        return {}
+    share, rest = {}, {}
+    for group, name in zip(groups, names, strict=True):
+        rows = de[(de["group1"] == group).to_numpy()]
+        share[name] = rows[_NON_ZEROS[0]].astype(np.float64)
+        rest[name] = rows[_NON_ZEROS[1]].astype(np.float64)
+    if reference is not None:  # the same cells in every comparison: the first one's
+        share[str(reference)] = next(iter(rest.values()))
+    out = {"pts": pd.DataFrame(share)}
+    if reference is None:
+        out["pts_rest"] = pd.DataFrame(rest)
+    return out
 
 
 def write_rank_genes_groups(
     adata: AnnData, de: pd.DataFrame, key_added: str, groupby: str, reference
 ) -> None:
-    """``de`` written into ``adata.uns[key_added]`` (:func:`rank_genes_groups_layout`)."""
-    adata.uns[key_added] = rank_genes_groups_layout(de, groupby, reference)
+    """``de`` written into ``adata.uns[key_added]`` (:func:`rank_genes_groups_layout`),
+    ``pts`` and ``pts_rest`` with their genes in ``adata``'s order and their groups in the
+    order of ``groupby``'s categories, as scanpy writes them."""
+    layout = rank_genes_groups_layout(de, groupby, reference)
+    column = adata.obs[groupby]
+    order = [str(c) for c in (column.cat.categories if hasattr(column, "cat") else [])]
+    for field in ("pts", "pts_rest"):
+        if field in layout:
+            table = layout[field]
+            genes = adata.var_names.intersection(table.index, sort=False)
+            groups = [g for g in order if g in table] + [g for g in table if g not in order]
+            layout[field] = table.loc[genes, groups] if len(genes) == len(table) else table
+    adata.uns[key_added] = layout
 
 
 def with_key_added(differential_expression) -> inspect.Signature:
