@@ -118,3 +118,18 @@ def test_scanvi_history_names_are_told_cgmdvae_s():
         model.history["validation_accuracy"]
     assert "did you mean" not in str(err.value)
     assert model.history["classifier_train"].shape == (1, 1)
+
+
+def test_scanvi_s_start_from_scvi_says_how_cgmdvae_trains():
+    """SCANVI.from_scvi_model(vae, "Unknown"), ported, was an AttributeError naming nothing
+    to do; scvi-tools' minified_data_type, which code written for its models reads, was one
+    too."""
+    adata = dv.datasets.synthetic_counts(n_cells=60, n_genes=20, n_clusters=2, seed=0)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    vae = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    with pytest.raises(NotImplementedError, match=r"unlabeled_category='Unknown'.*\.train\(\)"):
+        dv.model.CGMDVAE.from_scvi_model(vae, "Unknown")
+    assert vae.minified_data_type is None
+    other = adata.copy()
+    dv.model.CGMDVAE.setup_anndata(other)
+    assert dv.model.CGMDVAE(other, 2, n_latent=2, n_hidden=8).minified_data_type is None

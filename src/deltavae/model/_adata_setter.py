@@ -73,6 +73,12 @@ class AnnDataSetter:
         """
         self.view_anndata_setup(hide_state_registries=hide_state_registries)
 
+    @property
+    def minified_data_type(self) -> None:
+        """Always None, as no deltavae model has a minified mode (scvi-tools' attribute,
+        which code written for its models reads before a read-out, as scvi-tools' own do)."""
+        return None
+
     def minify_adata(self, *args, **kwargs) -> None:
         """Not offered: scvi-tools' ``SCVI.minify_adata`` keeps each cell's posterior in place
         of its counts, but deltavae's models read the counts in every read-out (the library

@@ -60,6 +60,37 @@ class PredictionsMixin:
     (DataFrames indexed by cell; ``soft=True``: a column per cluster) and ``predict``
     (scvi-tools' ``SCANVI.predict``: its signature and return types)."""
 
+    @classmethod
+    def from_scvi_model(cls, scvi_model=None, unlabeled_category=None, *args, **kwargs):
+        """Not offered: scvi-tools' ``SCANVI.from_scvi_model`` starts SCANVI from a trained
+        SCVI's weights; CGMDVAE's encoder reads the conditions and its prior is a mixture
+        of clusters, so no SCVI (or ZINBVAE) weights fit it. Train it on the counts with
+        its labels instead (semi-supervised as SCANVI: unlabelled cells carry the mark).
+
+        Parameters
+        ----------
+        scvi_model
+            scvi-tools' trained SCVI (or a ZINBVAE): not read.
+        unlabeled_category
+            The unlabelled mark, named in the message's setup call.
+        *args, **kwargs
+            scvi-tools' others (``labels_key``, ``adata``, SCANVI's arguments): not read.
+
+        Examples
+        --------
+        >>> dv.model.CGMDVAE.from_scvi_model(vae, "Unknown")  # doctest: +SKIP
+        NotImplementedError: CGMDVAE does not start from a trained SCVI ...
+        """
+        mark = "Unknown" if unlabeled_category is None else unlabeled_category
+        raise NotImplementedError(
+            f"{cls.__name__} does not start from a trained SCVI or ZINBVAE (scvi-tools' "
+            "SCANVI.from_scvi_model): its networks read the conditions and its prior is a "
+            "mixture of clusters. Train it on the counts with the labels: "
+            f"{cls.__name__}.setup_anndata(adata, labels_key='cell_type', "
+            f"unlabeled_category={mark!r}"
+            f", condition_key='batch'); model = {cls.__name__}(adata); model.train()."
+        )
+
     @doc_params(parameters=_doc_cells)
     def predict(
         self,
