@@ -507,3 +507,18 @@ def test_scanvi_train_arguments_at_their_defaults_are_no_ops(counts_adata):
     model.train(max_epochs=2, mixture_init="kmeans", n_samples_per_label=None,
                 adversarial_classifier=False)  # fmt: skip
     assert model.is_trained
+
+
+def test_batch_size_none_is_scvi_tools_setting(counts_adata, monkeypatch):
+    """SCVI.train(batch_size=None) trains on scvi.settings.batch_size; deltavae refused it
+    ("batch_size must be a positive integer, got None")."""
+    monkeypatch.setattr(scvi.settings, "batch_size", 100)
+    dv.model.ZINBVAE.setup_anndata(counts_adata)
+    model = dv.model.ZINBVAE(counts_adata, **SMALL)
+    model.train(max_epochs=1, batch_size=None, train_size=1.0)
+    assert model.train_args_["batch_size"] == 100
+    assert model.trainer.num_training_batches == 3  # 300 cells, 100 a minibatch
+    dv.model.CGMDVAE.setup_anndata(counts_adata)
+    cgm = dv.model.CGMDVAE(counts_adata, 3, **SMALL)
+    cgm.train(max_epochs=2, batch_size=None, mixture_init="kmeans")
+    assert cgm.train_args_["batch_size"] == 100

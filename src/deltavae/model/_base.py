@@ -128,7 +128,7 @@ class DeltaModelMixin(
         device: int | str = "auto",
         train_size: float = 0.9,
         validation_size: float | None = None,
-        batch_size: int = 128,
+        batch_size: int | None = 128,
         early_stopping: bool = False,
         lr: float | None = None,
         n_epochs_kl_warmup: int | None | str = "auto",
@@ -161,7 +161,8 @@ class DeltaModelMixin(
             ``datasplitter_kwargs={"external_indexing": [train, validation]}`` lists the cells,
             validation_size is refused.
         batch_size
-            Cells per minibatch.
+            Cells per minibatch; ``None``: ``scvi.settings.batch_size`` (128 unless set), as
+            SCVI and SCANVI read it.
         early_stopping
             Stop when ``validation_loss`` (what ``restore_best`` ranks: ``elbo_validation``
             plus a model's terms beside the ELBO) has not improved for

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import scvi
 from scvi.model._utils import get_max_epochs_heuristic
 
 from ..train._data import split_sizes
@@ -45,10 +46,12 @@ def resolved_arguments(
     n_epochs_kl_warmup, plan_kwargs, restore_best, accelerator, trainer_kwargs: dict,
 ) -> Arguments:  # fmt: skip
     """``train``'s arguments checked (before anything is read or trained) and resolved: the
-    default ``max_epochs``, ``lr`` and the warm-up into ``plan_kwargs``. Takes scvi-tools'
-    no-ops (``load_sparse_tensor=False`` ...) out of ``trainer_kwargs``."""
+    default ``max_epochs`` and ``batch_size``, ``lr`` and the warm-up into ``plan_kwargs``.
+    Takes scvi-tools' no-ops (``load_sparse_tensor=False`` ...) out of ``trainer_kwargs``."""
     if max_epochs is None:
         max_epochs = get_max_epochs_heuristic(model.adata.n_obs, epochs_cap=400)
+    if batch_size is None:  # SCVI's and SCANVI's None: scvi-tools' setting
+        batch_size = scvi.settings.batch_size
     drop_scvi_no_ops(trainer_kwargs)  # load_sparse_tensor=False ...: scvi-tools' no-ops
     refuse_scvi_names("train", type(model).__name__, trainer_kwargs)
     check_trainer_names(type(model), trainer_kwargs)
