@@ -133,3 +133,27 @@ def test_scanvi_s_start_from_scvi_says_how_cgmdvae_trains():
     other = adata.copy()
     dv.model.CGMDVAE.setup_anndata(other)
     assert dv.model.CGMDVAE(other, 2, n_latent=2, n_hidden=8).minified_data_type is None
+
+
+def test_scanvi_predict_s_other_arguments():
+    """SCANVI.predict's ig_interpretability, ig_args and dataloader were Python's bare
+    "unexpected keyword argument" (ig_interpretability=False, SCANVI's default, too)."""
+    adata = _cells()
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="type", unlabeled_category="Unknown")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=1, mixture_init_epoch=None, n_epochs_kl_warmup=None, **TRAIN)
+    hard = model.predict()
+    assert (model.predict(ig_interpretability=False, ig_args={"n_steps": 5}) == hard).all()
+    with pytest.raises(NotImplementedError, match="integrated gradients.*differential_expr"):
+        model.predict(ig_interpretability=True)
+    # A loader's minibatches, in their order: the same labels and probabilities.
+    loader = model._make_data_loader(adata, indices=[7, 3, 11], batch_size=2)
+    assert list(model.predict(dataloader=loader)) == list(hard[[7, 3, 11]])
+    soft = model.predict(dataloader=loader, soft=True)
+    by_name = model.predict(indices=[7, 3, 11], soft=True)
+    assert list(soft.columns) == list(by_name.columns) and list(soft.index) == [0, 1, 2]
+    np.testing.assert_allclose(soft.to_numpy(), by_name.to_numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="does not read batch_size with dataloader="):
+        model.predict(dataloader=loader, batch_size=4)
+    with pytest.raises(ValueError, match="adata or dataloader=, not both"):
+        model.predict(adata, dataloader=loader)

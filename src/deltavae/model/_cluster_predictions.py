@@ -12,6 +12,7 @@ from anndata import AnnData
 from .._checks import short_repr
 from .._docs import doc_params
 from ._cell_selection import check_indices, mask_by_name
+from ._de_checks import check_dataloader_alone
 from ._labels import labels_of
 from ._positions import indices_after_adata
 from ._typicality import check_unknown_below, typical_labels
@@ -99,6 +100,9 @@ class PredictionsMixin:
         soft: bool = False,
         batch_size: int | None = None,
         use_posterior_mean: bool = True,
+        ig_interpretability: bool = False,
+        ig_args: dict | None = None,
+        dataloader=None,
     ) -> np.ndarray | pd.DataFrame:
         """Label of every cell, as scvi-tools' ``SCANVI.predict``: the same arguments, in
         its order, and the same return types.
@@ -121,6 +125,16 @@ class PredictionsMixin:
         use_posterior_mean
             ``True`` only, as scvi-tools' default: the clusters are read at the posterior
             mean of z.
+        ig_interpretability, ig_args
+            scvi-tools' integrated gradients of each prediction over the genes: not offered
+            (``True`` is refused; ``ig_args`` is read only with it, as in scvi-tools). For
+            the genes that tell the labels apart, use
+            ``differential_expression(groupby=labels_key)``.
+        dataloader
+            Minibatches of a loader of the model's (``model._make_data_loader(adata)``) to
+            read instead of ``adata``, in their order; ``adata``, ``indices`` and
+            ``batch_size`` are not read then and are refused beside it. With ``soft``, the
+            table is indexed by position (0, 1, ...: the loader holds no cell names).
 
         Returns
         -------
@@ -147,6 +161,22 @@ class PredictionsMixin:
                 "the posterior mean of z only; pass use_posterior_mean=True (the default)."
             )
         _check_soft(soft)
+        if ig_interpretability:
+            raise NotImplementedError(
+                "ig_interpretability=True: CGMDVAE offers no integrated gradients (scvi-tools' "
+                "SCANVI.predict's, through captum). For the genes that tell its labels apart, "
+                "run model.differential_expression(groupby=<labels_key>)."
+            )
+        if dataloader is not None:
+            check_dataloader_alone({"indices": indices, "batch_size": batch_size,
+                                    "dataloader": dataloader}, "predict")  # fmt: skip
+            if adata is not None:
+                raise ValueError("predict() reads adata or dataloader=, not both.")
+            probs = self._posterior(None, dataloader=dataloader)["probs"]
+            if soft:
+                names = pd.Index(labels_of(self, np.arange(probs.shape[1])).categories)
+                return pd.DataFrame(probs.astype(np.float32), columns=names)
+            return pd.Series(labels_of(self, probs.argmax(1))).to_numpy()
         if soft:
             return self.predict_labels(adata, indices=indices, soft=True, batch_size=batch_size)
         probs = self._posterior(self._resolve_adata(adata), indices, batch_size)["probs"]
