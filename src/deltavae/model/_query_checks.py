@@ -52,8 +52,10 @@ def check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: str
             else "query = query[mask].copy()"
         )
         raise ValueError(
-            "The query is a view (query[mask], sharing its parent's data): mapping registers "
-            f"the reference's fields in its obs, which a view cannot hold. Pass a copy: {fix}."
+            "The query is a view (query[mask], sharing its parent's data): the query model "
+            "writes its results into the query (write_to_adata), which would turn a view into "
+            "a copy apart from its parent, leaving the parent without them (scvi-tools refuses "
+            f"a view too). Pass a copy: {fix}."
         )
     if adata.n_obs < 2:
         raise ValueError(
