@@ -232,7 +232,12 @@ class QueryMappingMixin(ArchesMixin):
         -------
         The query model; ``model.adata`` holds the query: a gene-aligned copy when alignment
         was needed, else an AnnData sharing its matrices, so that the query's own obs and uns
-        are left as they were (a query opened backed is registered itself). Its methods take
+        are left as they were (a query opened backed is registered itself). scvi-tools'
+        query model holds the query itself, and registering it adds ``_scvi_*`` columns and
+        uuids to the user's AnnData (SCANVI's also a labels column of the unlabelled mark
+        where the query had none); here ``model.adata is query`` is False: put results into
+        the query (``query.obsm["X"] = model.get_latent_representation()``, or
+        ``write_to_adata()``), not into ``model.adata``. Its methods take
         ``adata`` itself, genes as they are (its data replaced since, ``adata.X = other``,
         are read as they are then), and ``write_to_adata()`` writes into it.
         ``model.query_mapping_`` records the new categories and the missing genes. A query
