@@ -157,3 +157,18 @@ def test_scanvi_predict_s_other_arguments():
         model.predict(dataloader=loader, batch_size=4)
     with pytest.raises(ValueError, match="adata or dataloader=, not both"):
         model.predict(adata, dataloader=loader)
+
+
+def test_latent_takes_scvi_tools_data_loader_keywords():
+    """SCANVI.get_latent_representation(num_workers=0) hands the keyword to its data loader;
+    CGMDVAE's was Python's bare "unexpected keyword argument 'num_workers'"."""
+    adata = _cells(n_cells=60)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    model = dv.model.CGMDVAE(adata, 2, **SMALL)
+    model.train(max_epochs=1, mixture_init_epoch=None, n_epochs_kl_warmup=None, **TRAIN)
+    np.testing.assert_array_equal(
+        model.get_latent_representation(num_workers=0, pin_memory=False),
+        model.get_latent_representation(),
+    )
+    with pytest.raises(TypeError, match="num_worker"):  # the loader's own check names it
+        model.get_latent_representation(num_worker=0)

@@ -416,6 +416,7 @@ class CGMDVAE(
         give_mean: bool = True,
         dataloader=None,
         scores: bool = False,
+        loader_kwargs: dict | None = None,
     ) -> dict[str, np.ndarray]:
         """Per cell: z and w (posterior means, or one draw each without ``give_mean``), their
         posterior variances and q(y | z, c) at the mean of z; with ``scores``, also
@@ -426,9 +427,11 @@ class CGMDVAE(
             raise ValueError("scores are read at the posterior means under the own conditions.")
         if dataloader is None:
             adata = self._validate_anndata(self._resolve_adata(adata))
-            dataloader = self._make_data_loader(adata, indices=indices, batch_size=batch_size)
-        elif adata is not None or indices is not None:
-            raise ValueError("Pass either a dataloader or adata/indices, not both.")
+            dataloader = self._make_data_loader(
+                adata, indices=indices, batch_size=batch_size, **(loader_kwargs or {})
+            )
+        elif adata is not None or indices is not None or loader_kwargs:
+            raise ValueError("Pass either a dataloader or adata/indices (and loader keywords).")
         else:
             dataloader = _OnDevice(dataloader, self.module)
         module = self.module  # in eval mode while its loader is read (see _OnDevice)

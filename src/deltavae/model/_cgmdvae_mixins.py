@@ -400,6 +400,7 @@ class LatentMixin:
         *,
         representation: Literal["z", "w"] = "z",
         condition: object = None,
+        **data_loader_kwargs,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Posterior mean of z (``representation="z"``) or of w (``"w"``), cells x dims.
 
@@ -435,6 +436,9 @@ class LatentMixin:
             ``condition``).
         dataloader
             Minibatches to read instead of ``adata``/``indices`` (scvi-tools' argument).
+        **data_loader_kwargs
+            Passed to the data loader (scvi-tools' ``AnnDataLoader``: ``num_workers`` ...),
+            as by scvi-tools' ``get_latent_representation``.
 
         Examples
         --------
@@ -460,6 +464,7 @@ class LatentMixin:
             condition,
             give_mean=give_mean or return_dist,
             dataloader=dataloader,
+            loader_kwargs=data_loader_kwargs,
         )
         if return_dist:
             return post[representation], post[f"{representation}_var"]
