@@ -224,6 +224,9 @@ def test_scvi_tools_arguments_decided_here_are_named_with_what_to_do(counts_adat
         dv.model.ZINBVAE.load_query_data(query, model, freeze_dropout=True)
     with pytest.raises(TypeError, match="unexpected keyword argument 'nonsense'"):
         dv.model.ZINBVAE.load_query_data(query, model, nonsense=True)
+    # scvi-tools 1.4's datamodule route: Python's bare message before.
+    with pytest.raises(TypeError, match=r"'registry'.*ZINBVAE.load_query_data\(query, ref"):
+        dv.model.ZINBVAE.load_query_data(query, model, registry={})
     assert dv.model.ZINBVAE.load_query_data(query, model).is_query_model
 
 

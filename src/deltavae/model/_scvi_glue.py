@@ -264,6 +264,12 @@ _INSTEAD = {
     },
     "load_query_data": {
         **dict.fromkeys(_QUERY_FREEZING, _FIXED_QUERY),
+        **dict.fromkeys(
+            ("registry", "datamodule"),
+            "scvi-tools reads a registry with a datamodule in place of the query; a query "
+            "model here reads an AnnData: {model}.load_query_data(query, reference_model) "
+            "(open data larger than memory with dv.read_lazy)",
+        ),
         "inplace_subset_query_vars": "the query's genes are aligned by name on a copy, and "
         "the query itself is left as it is",
     },
