@@ -208,7 +208,7 @@ class DeltaModelMixin(
             defaults) are read as ``plan_kwargs`` and as these keywords, those given in the
             call overriding theirs key by key; a ``trainer_config`` setting that is one of
             train's arguments (``max_epochs``, ``early_stopping`` ...) is taken where the call
-            leaves it out, and refused where the call gives another value. ``strategy="ddp"`` with
+            leaves it out (scvi-tools drops it even then). ``strategy="ddp"`` with
             ``devices=N`` trains on N processes (CPU, gloo) or N GPUs (nccl), each process
             reading its own share of the cells (``devices=N`` alone, N > 1, means the same);
             Lightning's DDP averages the gradients: a step reads N x ``batch_size`` cells

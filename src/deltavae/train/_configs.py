@@ -65,8 +65,8 @@ def expand_configs(signature: inspect.Signature, args: tuple, kwargs: dict) -> t
     scvi-tools, ``plan_kwargs`` overrides ``plan_config`` key by key and a trainer keyword
     overrides ``trainer_config``'s; a setting of ``trainer_config`` that is one of train's
     own arguments (``max_epochs``, ``early_stopping``, ``batch_size`` ...) is taken where the
-    call left that argument out, and refused where the call gave another value (scvi-tools
-    dropped it silently)."""
+    call left that argument out (scvi-tools dropped it even then), the call's value where it
+    gave one."""
     if not any(name in kwargs for name in CONFIGS) or any(
         name in signature.parameters for name in CONFIGS
     ):
@@ -97,16 +97,11 @@ def expand_configs(signature: inspect.Signature, args: tuple, kwargs: dict) -> t
 
     if plan:
         put("plan_kwargs", {**plan, **(get("plan_kwargs") or {})})
-    for key, value in trainer.items():
+    for key, value in trainer.items():  # the call's own argument wins, as in scvi-tools
         if key in named:
-            if key in bound.arguments and not _same(bound.arguments[key], value):
-                raise ValueError(
-                    f"train got {key}={bound.arguments[key]!r} and trainer_config's {key}="
-                    f"{value!r}; pass one of them."
-                )
-            bound.arguments[key] = value
+            bound.arguments.setdefault(key, value)
         else:
-            extra.setdefault(key, value)  # the call's own keyword wins, as in scvi-tools
+            extra.setdefault(key, value)
     if var_kw:
         bound.arguments[var_kw] = extra
     elif extra:
