@@ -462,3 +462,35 @@ def test_a_flat_run_continuing_a_trained_model_counts_its_earlier_epochs():
     weights = np.r_[np.linspace(0, 1, 100, endpoint=False), np.ones(320)]
     history = {"kl_weight": pd.DataFrame({"kl_weight": weights}, index=pd.RangeIndex(420))}
     assert earlier_full_epochs(SimpleNamespace(history=history), run) == 300
+
+
+def test_a_run_at_a_rate_far_below_the_default_is_not_called_converged(tmp_path):
+    """ZINBVAE at lr=1e-7 (10,000 times below its default) kept its first epoch's ELBO and
+    said 'No convergence warning.' (and at 100 times below flattened 20% above the default
+    rate's ELBO); NMFDeconv per spot at 200,000 times below its own default too. A flat ELBO
+    at such a rate is parameters that barely moved: the run says so, and the model keeps it
+    through save and load. A further run at a low rate fine-tunes a trained model: not so."""
+    model = _model()
+    fit = {"max_epochs": 15, "train_size": 1.0, "batch_size": 8, "n_epochs_kl_warmup": None}
+    (note,) = _notes(model, lr=1e-7, **fit)  # 8 steps an epoch: 120 steps
+    assert note.startswith(
+        "This run's learning rate (lr=1e-07) is 10,000 times below the default (0.001): its "
+        "ELBO went from "
+    ), note
+    assert "not because the model converged" in note and "leave lr out" in note
+    assert model.convergence_.startswith("This run's learning rate (lr=1e-07) is 10,000 times")
+    assert "10,000 times below the default" in str(model)
+    model.save(tmp_path / "slow")
+    loaded = dv.model.ZINBVAE.load(tmp_path / "slow", adata=model.adata)
+    assert loaded.convergence_ == model.convergence_
+    # Trained at its default first, then fine-tuned: no word of the rate.
+    tuned = _model()
+    _notes(tuned, max_epochs=15, train_size=1.0, n_epochs_kl_warmup=None)
+    assert not [n for n in _notes(tuned, lr=1e-7, **fit) if "times below" in n]
+    cells = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=30, n_clusters=3, n_conditions=1, seed=1
+    )
+    spots, reference = dv.datasets.pseudo_spots(cells, "cluster", n_spots=40, seed=3)
+    nmf = dv.model.NMFDeconv.from_reference(spots, reference, "cluster", inference="per_spot")
+    (note,) = _notes(nmf, max_epochs=120, lr=1e-7)
+    assert "200,000 times below the model's default (0.02)" in note, note

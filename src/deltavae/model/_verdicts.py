@@ -7,10 +7,12 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .._checks import short_repr
 from .._rng import forked_generators
+from ..train._advice import low_rate_warning
 from ..train._convergence import (
     DEFAULT_LR,
     NotConvergedWarning,
@@ -29,6 +31,7 @@ NO_SHARE = 1e-3
 #: 8 times its default (lr=0.04; at lr=0.05, the imputer's default, as at 20 and 40 times),
 #: kept every type at 6 times; a type found in no spot at the default rate is the data's.
 RAN_OFF_FACTOR = 4
+_EMPTY = pd.DataFrame()
 #: Training cells read back in eval mode after a run without validation cells (one pass).
 CHECKED_CELLS = 1024
 
@@ -61,6 +64,8 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
         note = "" if unstable else high_rate_note(rate, default)
         record_verdict(model, verdict)
         warn_user(verdict + note, NotConvergedWarning)
+    elif fresh_run(model, run):  # flat: converged, or frozen by a tiny rate
+        say_if_rate_too_low(model, run, rate, default)
     if rate is not None and rate > RAN_OFF_FACTOR * default:
         say_if_types_ran_off(model, rate, default)
     # A run without validation cells (an earlier run's validation rows are not this run's).
@@ -68,6 +73,27 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
     if (validated is None or validated.empty) and hasattr(model, "get_reconstruction_error"):
         say_if_read_outs_are_off(model, run, rate)
     record_verdict(model, None)
+
+
+def fresh_run(model, run: dict) -> bool:
+    """Whether ``run`` is the model's first training (no earlier ``train`` call's epochs in
+    its history): a further run at a low rate fine-tunes a trained model, flat as it may be."""
+    this, weights = run.get("elbo_train"), (model.history or {}).get("elbo_train")
+    if this is None or this.empty:
+        return False
+    return weights is None or weights.empty or weights.index[0] >= this.index[0]
+
+
+def say_if_rate_too_low(model, run: dict, rate, default: float) -> None:
+    """A fresh run the rule found flat at a learning rate far below the model's default
+    (:func:`~deltavae.train._advice.low_rate_warning`): ZINBVAE, CGMDVAE, NMFDeconv,
+    Archetypes and SpatialImputer at 1,000 to 100,000 times below kept their starting ELBO
+    (within 0-5%) and said "No convergence warning."."""
+    name = "elbo_validation" if not run.get("elbo_validation", _EMPTY).empty else "elbo_train"
+    text = low_rate_warning(rate, default, run[name][name].to_numpy(dtype=float))
+    if text is not None:
+        record_verdict(model, text)
+        warn_user(text, NotConvergedWarning)
 
 
 def earlier_full_epochs(model, run: dict) -> int:

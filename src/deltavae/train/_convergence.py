@@ -70,7 +70,8 @@ class NotConvergedWarning(UserWarning):
     """A model finished training before its ELBO stopped improving, or its training went
     unstable: the ELBO ended far above its best or was rising at the end, its read-outs (in
     eval mode) reconstruct the training cells far worse than training did, or a deconvolution
-    at a rate far above its default left a type no share in any spot (``model/_verdicts.py``).
+    at a rate far above its default left a type no share in any spot, or a first run at a rate
+    far below the default ended flat with its parameters barely moved (``model/_verdicts.py``).
     A diverged model's read-outs warn with it too."""
 
 
