@@ -470,6 +470,8 @@ def test_a_run_at_a_rate_far_below_the_default_is_not_called_converged(tmp_path)
     rate's ELBO); NMFDeconv per spot at 200,000 times below its own default too. A flat ELBO
     at such a rate is parameters that barely moved: the run says so, and the model keeps it
     through save and load. A further run at a low rate fine-tunes a trained model: not so."""
+    from deltavae._cli_flags import _as_flags
+
     model = _model()
     fit = {"max_epochs": 15, "train_size": 1.0, "batch_size": 8, "n_epochs_kl_warmup": None}
     (note,) = _notes(model, lr=1e-7, **fit)  # 8 steps an epoch: 120 steps
@@ -477,7 +479,8 @@ def test_a_run_at_a_rate_far_below_the_default_is_not_called_converged(tmp_path)
         "This run's learning rate (lr=1e-07) is 10,000 times below the default (0.001): its "
         "ELBO went from "
     ), note
-    assert "not because the model converged" in note and "leave lr out" in note
+    assert "not because the model converged" in note and "default rate first." in note
+    assert "train again without --lr first." in _as_flags(note)  # deltavae fit's words
     assert model.convergence_.startswith("This run's learning rate (lr=1e-07) is 10,000 times")
     assert "10,000 times below the default" in str(model)
     model.save(tmp_path / "slow")

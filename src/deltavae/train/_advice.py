@@ -70,8 +70,8 @@ def low_rate_warning(lr: float | None, default: float, elbo) -> str | None:
     return (
         f"This run's learning rate (lr={lr:g}) is {default / lr:,.0f} times below {whose} "
         f"({default:g}): {moved}ending flat because each step barely moves the parameters, "
-        "not because the model converged. Its results are close to an untrained model's. Train "
-        "again with the default rate (leave lr out), on a model built anew."
+        "not because the model converged. Its results are close to an untrained model's: "
+        "train again with the default rate first."
     )
 
 
