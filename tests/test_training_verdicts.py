@@ -469,7 +469,8 @@ def test_a_run_at_a_rate_far_below_the_default_is_not_called_converged(tmp_path)
     said 'No convergence warning.' (and at 100 times below flattened 20% above the default
     rate's ELBO); NMFDeconv per spot at 200,000 times below its own default too. A flat ELBO
     at such a rate is parameters that barely moved: the run says so, and the model keeps it
-    through save and load. A further run at a low rate fine-tunes a trained model: not so."""
+    through save and load, and trained on at that rate was told nothing. A further run at a
+    low rate fine-tunes a model trained at a working rate: not so."""
     from deltavae._cli_flags import _as_flags
 
     model = _model()
@@ -486,6 +487,12 @@ def test_a_run_at_a_rate_far_below_the_default_is_not_called_converged(tmp_path)
     model.save(tmp_path / "slow")
     loaded = dv.model.ZINBVAE.load(tmp_path / "slow", adata=model.adata)
     assert loaded.convergence_ == model.convergence_
+    # Trained on at that rate, the loaded model is no more trained: told again; as is a run
+    # too short to judge, whose advice to train longer would not help at that rate.
+    (note,) = _notes(loaded, lr=1e-7, **fit)
+    assert note.startswith("This run's learning rate (lr=1e-07) is 10,000 times below"), note
+    (note,) = _notes(_model(), lr=1e-7, **{**fit, "max_epochs": 4})
+    assert note.startswith("This run's learning rate (lr=1e-07) is 10,000 times below"), note
     # Trained at its default first, then fine-tuned: no word of the rate.
     tuned = _model()
     _notes(tuned, max_epochs=15, train_size=1.0, n_epochs_kl_warmup=None)

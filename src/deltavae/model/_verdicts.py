@@ -12,7 +12,7 @@ import torch
 
 from .._checks import short_repr
 from .._rng import forked_generators
-from ..train._advice import low_rate_warning
+from ..train._advice import LOW_RATE, low_rate_warning
 from ..train._convergence import (
     DEFAULT_LR,
     NotConvergedWarning,
@@ -59,13 +59,15 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
         batch_norm=not model.is_query_model
         and any(isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules()),
     )
+    if verdict is None or verdict.startswith(_FLAT_OR_SHORT):
+        # Flat, too short or still falling at a rate far below the default: the rate is why
+        # (the advice to train longer at lr=1e-7 would not help).
+        verdict = rate_too_low(model, run, rate, default) or verdict
     if verdict is not None:
         unstable = "went unstable" in verdict  # it names the rate itself
-        note = "" if unstable else high_rate_note(rate, default)
+        note = "" if unstable or verdict.startswith(LOW_RATE) else high_rate_note(rate, default)
         record_verdict(model, verdict)
         warn_user(verdict + note, NotConvergedWarning)
-    elif fresh_run(model, run):  # flat: converged, or frozen by a tiny rate
-        say_if_rate_too_low(model, run, rate, default)
     if rate is not None and rate > RAN_OFF_FACTOR * default:
         say_if_types_ran_off(model, rate, default)
     # A run without validation cells (an earlier run's validation rows are not this run's).
@@ -75,25 +77,35 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
     record_verdict(model, None)
 
 
-def fresh_run(model, run: dict) -> bool:
-    """Whether ``run`` is the model's first training (no earlier ``train`` call's epochs in
-    its history): a further run at a low rate fine-tunes a trained model, flat as it may be."""
+#: How the rule's verdicts of a run found flat on too few steps, too short, or still falling
+#: begin: at a rate far below the default, :func:`rate_too_low`'s warning replaces them.
+_FLAT_OR_SHORT = ("Training ran ", "The validation ELBO was still", "The training ELBO was still")
+
+
+def tunes_a_trained_model(model, run: dict) -> bool:
+    """Whether ``run`` trains further a model an earlier ``train`` call trained at a working
+    rate (its verdict, kept by ``commit_train_args``, was not :func:`rate_too_low`'s): a
+    further run at a low rate fine-tunes it, flat as it may be. A model only ever trained at
+    such a rate is not tuned: its runs are told again."""
     this, weights = run.get("elbo_train"), (model.history or {}).get("elbo_train")
-    if this is None or this.empty:
+    if this is None or this.empty or weights is None or weights.empty:
         return False
-    return weights is None or weights.empty or weights.index[0] >= this.index[0]
+    before = model.__dict__.get("_verdict_before")
+    return weights.index[0] < this.index[0] and not str(before).startswith(LOW_RATE)
 
 
-def say_if_rate_too_low(model, run: dict, rate, default: float) -> None:
-    """A fresh run the rule found flat at a learning rate far below the model's default
-    (:func:`~deltavae.train._advice.low_rate_warning`): ZINBVAE, CGMDVAE, NMFDeconv,
-    Archetypes and SpatialImputer at 1,000 to 100,000 times below kept their starting ELBO
-    (within 0-5%) and said "No convergence warning."."""
+def rate_too_low(model, run: dict, rate, default: float) -> str | None:
+    """The warning on a run that ended flat, too short to judge or still falling at a
+    learning rate far below the model's default
+    (:func:`~deltavae.train._advice.low_rate_warning`), unless it tunes a trained model:
+    ZINBVAE, CGMDVAE, NMFDeconv, Archetypes and SpatialImputer at 1,000 to 100,000 times
+    below kept their starting ELBO (within 0-5%) and said "No convergence warning."."""
+    if tunes_a_trained_model(model, run):
+        return None
     name = "elbo_validation" if not run.get("elbo_validation", _EMPTY).empty else "elbo_train"
-    text = low_rate_warning(rate, default, run[name][name].to_numpy(dtype=float))
-    if text is not None:
-        record_verdict(model, text)
-        warn_user(text, NotConvergedWarning)
+    frame = run.get(name)
+    elbo = [] if frame is None else frame[name].to_numpy(dtype=float)
+    return low_rate_warning(rate, default, elbo)
 
 
 def earlier_full_epochs(model, run: dict) -> int:

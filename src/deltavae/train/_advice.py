@@ -16,6 +16,8 @@ HIGH_LR_FACTOR = 10
 #: below at 218 (its first epoch's 219); NMFDeconv per spot at 100 times below its default
 #: 306.6 against 301.3; each judged converged, in silence.
 LOW_LR_FACTOR = 100
+#: How :func:`low_rate_warning`'s text begins (a model's ``convergence_`` holds it).
+LOW_RATE = "This run's learning rate (lr="
 
 
 def high_rate_note(lr: float | None, default: float = DEFAULT_LR) -> str:
@@ -68,7 +70,7 @@ def low_rate_warning(lr: float | None, default: float, elbo) -> str | None:
         )
     whose = "the default" if default == DEFAULT_LR else "the model's default"
     return (
-        f"This run's learning rate (lr={lr:g}) is {default / lr:,.0f} times below {whose} "
+        f"{LOW_RATE}{lr:g}) is {default / lr:,.0f} times below {whose} "
         f"({default:g}): {moved}ending flat because each step barely moves the parameters, "
         "not because the model converged. Its results are close to an untrained model's: "
         "train again with the default rate first."

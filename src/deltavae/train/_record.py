@@ -100,7 +100,10 @@ def commit_train_args(model, resolved: dict, automatic: dict | None = None, held
         record.update({k: v for k, v in (automatic or {}).items() if record.get(k) == "auto"})
         model.train_args_ = record
     # The verdict print(model) shows is this run's: one interrupted or failed before its
-    # verdict says none rather than the run's before it (model/_summary.py).
+    # verdict says none rather than the run's before it (model/_summary.py). The run's before
+    # tells a fine-tuning run at a low rate from one more run of a model never trained at a
+    # working rate (model/_verdicts.py, tunes_a_trained_model).
+    model.__dict__["_verdict_before"] = getattr(model, "convergence_", None)
     model.convergence_ = None
     # Not the validation or test split's cells (``held_out``): they never train.
     record_trained_categories(model, held_out)
