@@ -504,3 +504,27 @@ def test_a_run_at_a_rate_far_below_the_default_is_not_called_converged(tmp_path)
     nmf = dv.model.NMFDeconv.from_reference(spots, reference, "cluster", inference="per_spot")
     (note,) = _notes(nmf, max_epochs=120, lr=1e-7)
     assert "200,000 times below the model's default (0.02)" in note, note
+
+
+def test_a_weight_decay_that_outweighs_the_elbo_is_not_called_converged():
+    """NMFDeconv trained with weight_decay=100 (Adam adds it to the gradient) ended with
+    uniform proportions, four times the error of a run without it, and said 'No convergence
+    warning.': the run ended flat at the penalty's optimum. It says so now; a small decay,
+    and AdamW's decoupled decay, say nothing of it."""
+    cells = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=30, n_clusters=3, n_conditions=1, seed=1
+    )
+    spots, reference = dv.datasets.pseudo_spots(cells, "cluster", n_spots=40, seed=3)
+    nmf = dv.model.NMFDeconv.from_reference(spots, reference, "cluster")
+    notes = _notes(nmf, max_epochs=20, plan_kwargs={"weight_decay": 100.0})
+    (note,) = [n for n in notes if "weight_decay" in n]
+    assert note.startswith("This run's weight_decay=100 outweighs the ELBO: Adam adds it")
+    assert "Train again without weight_decay, or with one of 0.01 or less" in note
+    assert nmf.convergence_.startswith("This run's weight_decay=100 outweighs the ELBO")
+    # Per spot, the ELBO rose far above its best: unstable, and the decay is named too.
+    nmf = dv.model.NMFDeconv.from_reference(spots, reference, "cluster", inference="per_spot")
+    notes = _notes(nmf, max_epochs=150, plan_kwargs={"weight_decay": 1e6})
+    assert any("went unstable" in n and "weight_decay=1e+06 outweighs" in n for n in notes)
+    for plan in ({"weight_decay": 0.01}, {"optimizer": "AdamW", "weight_decay": 100.0}):
+        model = dv.model.NMFDeconv.from_reference(spots, reference, "cluster")
+        assert not [n for n in _notes(model, max_epochs=20, plan_kwargs=plan) if "weight_d" in n]

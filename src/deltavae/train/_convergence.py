@@ -71,7 +71,7 @@ class NotConvergedWarning(UserWarning):
     unstable: the ELBO ended far above its best or was rising at the end, its read-outs (in
     eval mode) reconstruct the training cells far worse than training did, or a deconvolution
     at a rate far above its default left a type no share in any spot, or a first run at a rate
-    far below the default ended flat with its parameters barely moved (``model/_verdicts.py``).
+    far below the default or an Adam weight_decay of 1 or more ended flat (``model/_verdicts.py``).
     A diverged model's read-outs warn with it too."""
 
 
