@@ -24,7 +24,7 @@ from ._condition_counts import (
     warn_untrained_combinations,
 )
 from ._condition_types import model_column, typed_codes
-from ._fit_records import keep
+from ._fit_records import digest_once, keep
 from ._fit_records import library as pooled_library
 from ._label_colours import sampled_colours
 from ._label_conditions import record_label_conditions, warn_unseen_label_conditions
@@ -239,6 +239,11 @@ class GenerationMixin:
         trained (no split: a query model with nothing to learn keeps its reference's)."""
         if getattr(self, "train_indices", None) is None:
             return
+        with digest_once(self):  # the cells' names hashed once for every record
+            self._record_fit()
+
+    def _record_fit(self) -> None:
+        """:meth:`_record_training_cells`' records."""
         last = getattr(self, "_counted_before", None)
         if last is None or last[0] != self.adata_manager.adata_uuid:  # cells new to the counts
             self._library_before = (getattr(self, "library_log_stats_", None), cells_counted(self))

@@ -13,6 +13,7 @@ taken back before a fit added its cells.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 
 #: The record of what a model counted before it kept records per AnnData (a model saved
@@ -21,9 +22,29 @@ EARLIER = "earlier"
 
 
 def _digest(model) -> str:
+    """The model's AnnData's :func:`~deltavae.train._record.cells_digest`: computed once inside
+    :func:`digest_once` (a fit's records), else at each call."""
     from ..train._record import cells_digest
 
-    return cells_digest(model.adata.obs.index)
+    memo = getattr(model, "__dict__", {}).get("_digest_once")
+    if memo is None:
+        return cells_digest(model.adata.obs.index)
+    if memo[0] is not model.adata:  # another AnnData set meanwhile: its own
+        memo[:] = [model.adata, cells_digest(model.adata.obs.index)]
+    return memo[1]
+
+
+@contextlib.contextmanager
+def digest_once(model):
+    """Around a fit's records: :func:`_digest` hashes the cells' names once, not once per
+    record (12 times a fit with conditions: a SHA-1 of every name, 1 s at 1M cells each). Kept
+    for the block only: between calls the user may rename cells in place (pandas lets an
+    index's values be written), which no cache could tell."""
+    model.__dict__["_digest_once"] = [None, None]
+    try:
+        yield
+    finally:
+        model.__dict__.pop("_digest_once", None)
 
 
 def keep(model, field: str, value, earlier=None) -> dict:

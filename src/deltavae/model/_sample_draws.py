@@ -31,7 +31,7 @@ def record_cluster_conditions(model, log_lib: np.ndarray | None = None) -> None:
     recorded (a query's to its reference's); a fit again of the same cells (by name, after
     ``load`` too: ``fit_records_``) replaces what the last fit of them recorded.
     ``log_lib``: every cell's log library size where the caller read it already."""
-    from ..train._record import cells_digest
+    from ._fit_records import _digest
 
     cells = training_positions(model)
     if not len(cells):
@@ -54,7 +54,7 @@ def record_cluster_conditions(model, log_lib: np.ndarray | None = None) -> None:
     combos = Counter(zip(*[column[cells] for column in columns], strict=True))
     table = Counter(getattr(model, "cluster_conditions_", None) or {})
     digest, last = (
-        cells_digest(model.adata.obs_names),
+        _digest(model),
         getattr(model, "cluster_conditions_last_", None),
     )
     if last is not None and last[0] == digest:  # these cells' last record, replaced

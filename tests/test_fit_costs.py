@@ -1,0 +1,64 @@
+"""What CGMDVAE computes around its training loop, counted rather than timed (the seconds are
+benchmarks/outside_training.py's): each is computed once where it was computed again, and
+gives what it gave before."""
+
+import hashlib
+import types
+import warnings
+
+import pytest
+
+import deltavae as dv
+import deltavae.train._record as record
+from deltavae.train._record import cells_digest
+
+TRAIN = {"enable_progress_bar": False, "batch_size": 64}
+
+
+@pytest.fixture
+def digests(monkeypatch):
+    """The number of cells' digests (SHA-1 of the joined names) computed."""
+    count = {"n": 0}
+
+    def sha1(data):
+        count["n"] += 1
+        return hashlib.sha1(data)
+
+    monkeypatch.setattr(record, "hashlib", types.SimpleNamespace(sha1=sha1))
+    return count
+
+
+def _conditions(n_cells=300, seed=0):
+    adata = dv.datasets.synthetic_counts(n_cells=n_cells, n_genes=40, n_clusters=3, seed=seed)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    return adata
+
+
+def test_a_fit_hashes_its_cells_names_twice(digests):
+    """The split's record and the records of the fit's cells (12 before: once per record)."""
+    adata = _conditions()
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
+    digests["n"] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=2, **TRAIN)
+    assert digests["n"] == 2
+    # Every record is keyed by the cells the fit read.
+    assert set(model.fit_records_) == {cells_digest(adata.obs_names)}
+    assert model.split_cells_ == cells_digest(adata.obs_names)
+
+
+def test_cells_renamed_in_place_between_fits_are_new_cells(digests):
+    """The digest is kept for one fit's records only: cells renamed in place (pandas lets an
+    index's values be written) before the next fit are recorded under their new names."""
+    adata = _conditions()
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=2, **TRAIN)
+        before = cells_digest(adata.obs_names)
+        adata.obs_names.values[0] = "renamed"  # in place: the same Index object
+        assert cells_digest(adata.obs_names) != before
+        model.train(max_epochs=1, **TRAIN)
+    assert set(model.fit_records_) == {before, cells_digest(adata.obs_names)}
+    assert "_digest_once" not in model.__dict__
