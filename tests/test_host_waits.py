@@ -12,6 +12,7 @@ torch copies the 1.0 to the device each step).
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sparse
 import torch
@@ -211,3 +212,35 @@ def test_pyro_programs_copy_nothing_to_the_device():
         if copies:
             found[name] = copies
     assert not found, found
+
+
+def test_predict_labels_waits_once_per_value_not_per_minibatch(monkeypatch):
+    """A read-out's latents, probabilities and typicality scores are brought to the host once
+    each, at the end, and torch's distributions are made unchecked there as in training: 17
+    waits a minibatch before (a ``.cpu()`` per value, a ``bool`` per argument check), and
+    now only the minibatch's own copies to the device (as scvi-tools' read-outs make)."""
+    adata = _counts()
+    labelled = np.arange(adata.n_obs) % 3 == 0
+    adata.obs["cell_type"] = np.where(labelled, adata.obs["cluster"].astype(str), "Unknown")
+    dv.model.CGMDVAE.setup_anndata(
+        adata, condition_key="condition", labels_key="cell_type", unlabeled_category="Unknown"
+    )
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, **TRAIN)
+    before = model.predict_labels(batch_size=64)  # the typicality record scored first
+    track_moves(monkeypatch)
+    monkeypatch.setattr(counts, "sparse_by_default", lambda device: False)
+    on_device(model.module)
+    tracker = HostWaits()
+    tracker.counting = True
+    with tracker:
+        after = model.predict_labels(batch_size=64)
+    batches = -(-adata.n_obs // 64)
+    copies = sum(n for (what, _), n in tracker.waits.items() if what == "copy to the device")
+    others = sum(tracker.waits.values()) - copies
+    assert copies <= 4 * batches
+    assert others <= 6, f"{others} host waits in {batches} minibatches:\n{tracker.waits_report()}"
+    pd.testing.assert_frame_equal(before, after)
+    assert torch.distributions.Distribution._validate_args  # the default put back

@@ -36,6 +36,7 @@ from ._init_keywords import keyword_hints
 from ._label_setup import check_label_setup, refuse_missing_integer_labels, unlabelled_mark
 from ._labels import ConditionsByName, LabelsInColumnOrder, small_categories_named
 from ._mixture_start import mixture_start
+from ._modes import unchecked_distributions
 from ._obs_checks import check_obs_keys
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
@@ -448,21 +449,24 @@ class CGMDVAE(
         out, moved = {"z": [], "w": [], "probs": [], "z_var": [], "w_var": []}, []
         if scores:
             out["scores"] = []
-        for tensors in dataloader:
-            inf = module.inference(**module._get_inference_input(tensors), draw=not give_mean)
-            qz, qw = inf["qz"], inf["qw"]
-            z, w = (qz.loc, qw.loc) if give_mean else (inf["z"], inf["w"])
-            probs = torch.softmax(inf["cluster_logits"], -1)
-            if target is not None:
-                # Through each component's prior, own condition to target, over q(y | z, c).
-                cats = tensors[_CAT].to(target.device)
-                moved.append(self._moved_codes(target, cats))
-                z = module.move_latent(z, w, probs, cats, moved[-1])
-            values = (z, w, probs, qz.variance, qw.variance)
-            for key, value in zip(("z", "w", "probs", "z_var", "w_var"), values, strict=True):
-                out[key].append(value.cpu())
-            if scores:
-                out["scores"].append(fit_score(module, tensors, inf).float().cpu())
+        # Kept on the module's device and brought to the host once, at the end: a copy per
+        # minibatch and value made the host wait for the device six times a minibatch.
+        with unchecked_distributions():
+            for tensors in dataloader:
+                inf = module.inference(**module._get_inference_input(tensors), draw=not give_mean)
+                qz, qw = inf["qz"], inf["qw"]
+                z, w = (qz.loc, qw.loc) if give_mean else (inf["z"], inf["w"])
+                probs = torch.softmax(inf["cluster_logits"], -1)
+                if target is not None:
+                    # Through each component's prior, own condition to target, over q(y | z, c).
+                    cats = tensors[_CAT].to(target.device)
+                    moved.append(self._moved_codes(target, cats))
+                    z = module.move_latent(z, w, probs, cats, moved[-1])
+                values = (z, w, probs, qz.variance, qw.variance)
+                for key, value in zip(("z", "w", "probs", "z_var", "w_var"), values, strict=True):
+                    out[key].append(value)
+                if scores:
+                    out["scores"].append(fit_score(module, tensors, inf).float())
         # Cells moved to a combination of conditions that never trained: a warning.
         warn_untrained_combinations(self, moved, "get_latent_representation(condition=...)")
-        return {k: torch.cat(v).numpy() for k, v in out.items()}
+        return {k: torch.cat(v).cpu().numpy() for k, v in out.items()}

@@ -1,5 +1,5 @@
 """Read-outs in eval mode, the module's own modes kept, their minibatches in the module's
-floating dtype."""
+floating dtype, torch's distributions unchecked inside them."""
 
 from __future__ import annotations
 
@@ -51,3 +51,20 @@ def in_module_dtype(tensors: dict, module: torch.nn.Module) -> dict:
         key: value.to(dtype) if torch.is_tensor(value) and value.is_floating_point() else value
         for key, value in tensors.items()
     }
+
+
+@contextlib.contextmanager
+def unchecked_distributions():
+    """torch's distributions made without their argument checks inside (as training makes
+    them: ``train(validate_distributions=False)``), the default put back after. Each check
+    (a Normal's scale positive, a value in the support) reads a tensor on the host: on a
+    GPU a wait for the device per distribution made, 7 per minibatch of
+    ``CGMDVAE.predict_labels``. The checks never change a value."""
+    from torch.distributions import Distribution
+
+    was = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(was)

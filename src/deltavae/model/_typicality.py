@@ -46,6 +46,7 @@ from .._rng import forked_generators
 from ..distributions import count_log_prob
 from ._fit_cells import subset_note, subset_since_fit
 from ._label_setup import unlabelled_mark
+from ._modes import unchecked_distributions
 from ._validation import warn_user
 
 logger = logging.getLogger(__name__)
@@ -95,8 +96,9 @@ def fit_scores(model, adata, indices=None, batch_size=None) -> np.ndarray:
     """:func:`fit_score` of the cells ``indices`` of ``adata`` (all for None), in that order."""
     adata = model._validate_anndata(model._resolve_adata(adata))
     loader = model._make_data_loader(adata, indices=indices, batch_size=batch_size)
-    scores = [fit_score(model.module, tensors).float().cpu() for tensors in loader]
-    return torch.cat(scores).numpy() if scores else np.zeros((0, 2), dtype=np.float32)
+    with unchecked_distributions():  # brought to the host once (CGMDVAE._posterior)
+        scores = [fit_score(model.module, tensors).float() for tensors in loader]
+    return torch.cat(scores).cpu().numpy() if scores else np.zeros((0, 2), dtype=np.float32)
 
 
 def _at_most(rows, n: int = MAX_CELLS) -> np.ndarray:
