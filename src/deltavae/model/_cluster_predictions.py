@@ -313,6 +313,8 @@ class PredictionsMixin:
         _check_soft(soft)
         check_unknown_below(unknown_below, soft)
         adata = self._resolve_adata(adata)
+        # The model's own cells, all in their order: the typicality record's too.
+        every_cell = adata is self.adata and indices is None
         # Labels and typicality's scores in one pass over the cells (one inference each).
         post = self._posterior(adata, indices, batch_size, scores=not soft)
         probs = post["probs"]
@@ -322,7 +324,7 @@ class PredictionsMixin:
             return pd.DataFrame(
                 probs.astype(np.float32), index=names, columns=pd.Index(label.categories)
             )
-        label, typical = typical_labels(self, label, post["scores"], unknown_below)
+        label, typical = typical_labels(self, label, post["scores"], unknown_below, every_cell)
         confidence = probs.max(1).astype(np.float32)
         return pd.DataFrame(
             {"label": label, "confidence": confidence, "typicality": typical}, index=names
