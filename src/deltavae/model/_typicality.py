@@ -77,8 +77,9 @@ def fit_score(module, tensors: dict, inf: dict | None = None) -> torch.Tensor:
     params = module.decode(z, cats, inf["library"])
     observation = module.observation
     if observation.is_count:
-        fit = count_log_prob(x, params["mu"], params["theta"]).sum(-1)
-        best = count_log_prob(x, x.clamp(min=1e-8), params["theta"]).sum(-1)
+        shared: dict = {}  # the counts' non-zeros and log-gamma terms, found once
+        fit = count_log_prob(x, params["mu"], params["theta"], shared=shared).sum(-1)
+        best = count_log_prob(x, x.clamp(min=1e-8), params["theta"], shared=shared).sum(-1)
         deviance = (fit - best) / x.sum(-1).clamp(min=1.0)
     else:
         at_x = x if observation.name == "normal" else torch.logit(x.clamp(1e-6, 1 - 1e-6))
