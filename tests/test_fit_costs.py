@@ -167,3 +167,59 @@ def test_typicality_finds_the_counts_non_zeros_once_per_minibatch(monkeypatch):
         fit = count_log_prob(x, params["mu"], params["theta"]).sum(-1)
         best = count_log_prob(x, x.clamp(min=1e-8), params["theta"]).sum(-1)
     assert torch.equal(scores[:, 0], (fit - best) / x.sum(-1).clamp(min=1.0))
+
+
+@pytest.fixture
+def pcas(monkeypatch):
+    """The number of the counts' PCAs computed (``data_components``)."""
+    import deltavae.train._label_space as label_space
+    import deltavae.train._mixture_init as mixture_init
+
+    count = {"n": 0}
+    components = label_space.data_components
+
+    def counted(*args, **kwargs):
+        count["n"] += 1
+        return components(*args, **kwargs)
+
+    monkeypatch.setattr(label_space, "data_components", counted)
+    monkeypatch.setattr(mixture_init, "data_components", counted)  # its former callers' name
+    return count
+
+
+def test_a_fit_again_of_the_same_cells_computes_their_components_once(pcas):
+    """The check of unlabelled types after each semi-supervised fit reads the counts'
+    principal components of the drawn training cells: a fit again (the same seed, the same
+    split, the same cells) reads the first fit's, computed once; counts changed in place
+    are computed anew, and what is read is what a fresh PCA gives."""
+    from deltavae.model._unlabelled_types import training_read
+
+    adata = _semi()
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, mixture_init_epoch=None, **TRAIN)
+        n_first = pcas["n"]
+        assert n_first == 1
+        model.train(max_epochs=1, **TRAIN)
+        assert pcas["n"] == n_first  # the same cells: their components kept
+        read = training_read(model)
+        assert pcas["n"] == n_first
+        from deltavae.train._label_space import data_components
+
+        fresh = data_components(adata.X[read["cells"]], read["conditions"], read["seed"])
+        assert np.array_equal(read["pcs"], fresh)
+        cell = read["cells"][0]  # one count changed in place: computed anew
+        if hasattr(adata.X, "indptr"):
+            adata.X.data[adata.X.indptr[cell]] += 1
+        else:
+            adata.X[cell, 0] += 1
+        training_read(model)
+        assert pcas["n"] == n_first + 2
+    from deltavae.model._components_memo import memoised_components
+
+    x = adata.X[:60]
+    first = memoised_components(model, x, None, 0)
+    first[:] = 0  # a copy: the kept entry is not the caller's
+    assert np.array_equal(memoised_components(model, x, None, 0), data_components(x, None, 0))
+    assert pcas["n"] == n_first + 4

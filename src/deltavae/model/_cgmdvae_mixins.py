@@ -307,10 +307,10 @@ class ClustersMixin(PredictionsMixin):
             MixtureInitialization,
             _condition_centred,
             _condition_groups,
-            data_components,
             encode_cells,
             refit_mixture,
         )
+        from ._components_memo import memoised_components
         from ._matrices import take_rows
 
         cells = getattr(self, "train_indices", None)
@@ -331,7 +331,7 @@ class ClustersMixin(PredictionsMixin):
         data = None
         x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         if module.observation.is_count and x.shape[1] > 1:  # from disk too: the same clusters
-            data = data_components(take_rows(x, cells), group, settings.seed or 0)
+            data = memoised_components(self, take_rows(x, cells), group, settings.seed or 0)
             if group is not None and condition_mixing(data, group) < 0.9 * condition_mixing(
                 points, group
             ):

@@ -158,7 +158,8 @@ def training_read(model) -> dict | None:
     condition covariates); ``None`` for other models."""
     from scvi import settings
 
-    from ..train._mixture_init import _condition_centred, _condition_groups, data_components
+    from ..train._mixture_init import _condition_centred, _condition_groups
+    from ._components_memo import memoised_components
     from ._label_record import _label_codes
     from ._matrices import take_rows
 
@@ -183,7 +184,7 @@ def training_read(model) -> dict | None:
         group = _condition_groups(torch.as_tensor(cats[cells]))
     x = model.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
     counts = model.module.observation.is_count
-    pcs = data_components(take_rows(x, cells), group, seed, counts=counts)
+    pcs = memoised_components(model, take_rows(x, cells), group, seed, counts=counts)
     return {
         "cells": cells,
         "z": np.asarray(_condition_centred(post["z"], group)),
