@@ -1043,6 +1043,39 @@ def test_nearest_response_log_normalizes_the_training_counts_a_block_at_a_time(m
         np.testing.assert_array_equal(_response_data.additive_data(vae, other), expected)
 
 
+def test_nearest_response_reads_the_query_counts_once(monkeypatch):
+    """A count model's nearest_response read the query cells' layer twice: once to
+    log-normalize it (additive_data) and again for their library sizes (on_count_scale), a
+    second pass over the file when the cells are backed. The layer is read once; the
+    prediction is that of the library sizes read separately."""
+    from scvi.data import AnnDataManager
+
+    from deltavae.model import _response_data
+
+    adata = dv.datasets.synthetic_counts(n_cells=300, n_genes=60, n_clusters=3, seed=0)
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    vae.train(max_epochs=1, **FAST)
+    ctrl = adata[:50][adata.obs["condition"][:50] == "ctrl"].copy()
+    reads, registry_read = [], AnnDataManager.get_from_registry
+
+    def counted(self, key):
+        value = registry_read(self, key)
+        if key == "X" and value.shape[0] == ctrl.n_obs:
+            reads.append(key)
+        return value
+
+    monkeypatch.setattr(AnnDataManager, "get_from_registry", counted)
+    out = vae.predict_perturbation(ctrl, "stim", "nearest_response", balance_key="cluster")
+    assert len(reads) == 1
+    library = np.maximum(np.asarray(ctrl.X.sum(1), dtype=np.float64), 1.0)
+    log_pred = out.layers["log_normalized"].astype(np.float64)
+    np.testing.assert_allclose(out.X, np.expm1(log_pred) * library / 1e4, rtol=1e-5)
+    monkeypatch.undo()
+    again, _ = _response_data.on_count_scale(vae, vae._validate_anndata(ctrl), log_pred)
+    np.testing.assert_allclose(out.X, again, rtol=1e-6)
+
+
 def test_bad_query_inputs(reference, tmp_path):
     model, query, _ = reference
     untrained = dv.model.CGMDVAE(model.adata, **SMALL)

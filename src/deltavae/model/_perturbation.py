@@ -28,7 +28,13 @@ from ._latent_shift import balance_groups, describe_prediction, latent_shift
 from ._prediction_frame import predicted_cells, target_record
 from ._prediction_layers import match_counts_layer
 from ._registered import category_mappings
-from ._response_data import additive_data, memoised, on_count_scale, similarity_coordinates
+from ._response_data import (
+    additive_data,
+    additive_data_and_library,
+    memoised,
+    on_count_scale,
+    similarity_coordinates,
+)
 from ._scvi_glue import seeded
 from ._unmeasured import warn_unmeasured
 
@@ -361,7 +367,7 @@ def nearest_response(
     warn_unmeasured(model, adata, what, "method='latent_shift'")
     adata = model._validate_anndata(adata)
     x_train = memoised(memo, "data", lambda: additive_data(model, train))
-    x_query = additive_data(model, adata)
+    x_query, library = additive_data_and_library(model, adata)  # one read of the cells
     c_train, coordinates = memoised(
         memo,
         ("coordinates", similarity),
@@ -381,7 +387,7 @@ def nearest_response(
     predicted = np.maximum(x_query + weights @ responses, x_train.min())
     layers = {}
     if model.module.likelihood in ("zinb", "nb"):  # counts in X, as the other methods give
-        predicted, layers = on_count_scale(model, adata, predicted, draws)
+        predicted, layers = on_count_scale(model, adata, predicted, draws, library)
     out = predicted_cells(  # inside translate (memo): translate's own cells say it
         model, caller_obs, obsm, predicted, adata.var, {condition_key: target}, uns, memo is None
     )

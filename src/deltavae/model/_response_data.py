@@ -9,7 +9,7 @@ from anndata import AnnData
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 
-from ._matrices import in_memory
+from ._matrices import in_memory, row_sums
 
 #: Cells x genes log-normalized at a time by :func:`additive_data`.
 _LOG_BLOCK = 2**20
@@ -17,12 +17,19 @@ _LOG_BLOCK = 2**20
 
 def additive_data(model, adata: AnnData) -> np.ndarray:
     """The data the model was set up on (its layer), dense float32; counts log-normalized."""
+    return additive_data_and_library(model, adata)[0]
+
+
+def additive_data_and_library(model, adata: AnnData) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`additive_data` and, for a count model, each cell's library size (its total
+    count, float64; ``None`` otherwise) from the same read of the layer, for
+    :func:`on_count_scale` (which read the layer again, from disk when it is backed)."""
     from ..metrics import log_normalize
 
     x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
     x = in_memory(x)
     if model.module.likelihood not in ("zinb", "nb"):
-        return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
+        return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32), None
     # A block of cells at a time into the float32 result: all at once, the float64 copy of
     # every cell and gene and its temporaries were 6 times it (the training cells, whole).
     x = sparse.csr_matrix(x) if sparse.issparse(x) else x
@@ -30,10 +37,10 @@ def additive_data(model, adata: AnnData) -> np.ndarray:
     step = max(1, _LOG_BLOCK // max(x.shape[1], 1))
     for start in range(0, x.shape[0], step):
         out[start : start + step] = log_normalize(x[start : start + step])
-    return out
+    return out, row_sums(x)
 
 
-def on_count_scale(model, adata: AnnData, log_pred: np.ndarray, draws=None):
+def on_count_scale(model, adata: AnnData, log_pred: np.ndarray, draws=None, library=None):
     """A count model's prediction made on log-normalized counts (``log_pred``, the scale of
     :func:`additive_data`) on the scale of the cells' own counts, as ``translate`` and
     ``latent_shift`` give theirs: the expected counts at each cell's library size (the inverse
@@ -42,6 +49,8 @@ def on_count_scale(model, adata: AnnData, log_pred: np.ndarray, draws=None):
     where ``draws`` (:class:`~deltavae.distributions._draws.CellDraws`) are given,
     ``"counts"``: the expectation rounded stochastically to whole counts. Concatenated with
     real counts, the prediction is normalized (``sc.pp.normalize_total``, ``log1p``) like them.
+    ``library``: the cells' total counts where :func:`additive_data_and_library` gave them
+    (the layer is then not read again); ``None`` reads them.
 
     Examples
     --------
@@ -56,10 +65,10 @@ def on_count_scale(model, adata: AnnData, log_pred: np.ndarray, draws=None):
     """
     import torch
 
-    from ._matrices import row_sums
-
-    x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
-    library = np.maximum(row_sums(x), 1.0)[:, None]
+    if library is None:
+        registry = model.get_anndata_manager(adata, required=True)
+        library = row_sums(registry.get_from_registry(REGISTRY_KEYS.X_KEY))
+    library = np.maximum(library, 1.0)[:, None]
     expected = (np.expm1(np.asarray(log_pred, dtype=np.float64)) * (library / 1e4)).astype(
         np.float32
     )
