@@ -184,6 +184,32 @@ def _named_as_the_model(adata, model):
     return adata
 
 
+def test_spot_genes_lost_to_their_case_are_warned_though_many_are_shared():
+    """Spots whose genes are half upper-cased ('GENE_7' against the reference's 'gene_7'),
+    with 120 still matching exactly, lost the other 120 silently: from_reference warned only
+    below 100 shared genes. It says how many are lost and the line that names them as the
+    reference does, which gets them all back; NMFDeconv given signatures says it too, and
+    spots whose genes all match exactly are not warned."""
+    cells = dv.datasets.synthetic_counts(n_cells=200, n_genes=240, n_clusters=3, seed=0)
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=40, seed=0)
+    whole = dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key="cluster")
+    odd = spots.copy()
+    odd.var_names = [g.upper() if i % 2 else g for i, g in enumerate(spots.var_names)]
+    lost = r"120 of the spots' 240 genes are reference genes only ignoring case \(e\.g\. 'GENE_1'"
+    with pytest.warns(UserWarning, match=lost) as said:
+        model = dv.model.NMFDeconv.from_reference(odd, reference=ref, labels_key="cluster")
+    assert set(model.used_genes()) <= set(spots.var_names[::2])  # the upper-cased: gone
+    line = str(said[0].message).split("as the reference does first: ")[1].split(" (or")[0]
+    exec(line, {"reference": ref, "spots": odd})  # noqa: S102
+    model = dv.model.NMFDeconv.from_reference(odd, reference=ref, labels_key="cluster")
+    assert list(model.used_genes()) == list(whole.used_genes())
+    signatures = dv.model.NMFDeconv.signatures_from_reference(ref, "cluster")
+    odd.var_names = [g.upper() if i % 2 else g for i, g in enumerate(spots.var_names)]
+    dv.model.NMFDeconv.setup_anndata(odd)
+    with pytest.warns(UserWarning, match=r"120 of the spots' 240 genes are signatures genes"):
+        dv.model.NMFDeconv(odd, signatures=signatures)
+
+
 def test_new_spots_with_the_genes_in_another_case_are_told_so(split, tmp_path):
     """A slide whose genes are named in another case ('GAPDH' against the model's 'Gapdh')
     lacked every gene the model reads, and the refusal said only that; it now says that they

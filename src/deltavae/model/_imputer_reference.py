@@ -303,7 +303,7 @@ def check_shared(spots, reference, shared, genes: pd.Index, min_shared_genes: in
     from ._shared_genes import warn_few_shared
 
     effect = "the spots' states (and so the imputed genes) may be poorly determined"
-    warn_few_shared(spots, reference, shared, effect)
+    warn_few_shared(spots, reference, shared, effect, case=False)  # said above
 
 
 def refuse_silent_states(profiles: np.ndarray, names: pd.Index, n_genes: int) -> None:

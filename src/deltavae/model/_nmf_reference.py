@@ -320,8 +320,11 @@ class FromReferenceMixin:
         counts, by default only the cell types' marker genes among them (:meth:`marker_genes`;
         a marker no spot counts is left out, with a warning): genes that tell
         the types apart carry the proportions, while the rest mostly add cell-to-cell noise.
-        The spots themselves are registered whole (:meth:`setup_anndata`; nothing is copied,
-        so a backed file stays on disk), and the model reads its genes from each minibatch.
+        Genes are matched by exact name: spot genes the reference spells in another case
+        only ('GAD1' against 'Gad1') are left out, with a warning that gives the line naming
+        them as the reference does. The spots themselves are registered whole
+        (:meth:`setup_anndata`; nothing is copied, so a backed file stays on disk), and the
+        model reads its genes from each minibatch.
         A view of the spots (``spots[mask]``), which cannot hold a setup, is copied into
         memory first, as :meth:`deltavae.model.SpatialImputer.from_reference` copies its spots:
         the model holds the copy (``model.adata``), and ``spots`` is unchanged.

@@ -1,5 +1,6 @@
 """The note on few genes shared by the spots and the reference, one for both spot models
-that are built from a reference (NMFDeconv, SpatialImputer) and for NMFDeconv's signatures."""
+that are built from a reference (NMFDeconv, SpatialImputer) and for NMFDeconv's signatures,
+and the one on spot genes left out because the reference spells them in another case."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._checks import short_repr
-from ._gene_advice import identifier_advice, subset_advice
+from ._gene_advice import case_only_matches, identifier_advice, subset_advice
 from ._validation import warn_user
 
 logger = logging.getLogger(__name__)
@@ -20,21 +21,26 @@ logger = logging.getLogger(__name__)
 FEW_SHARED_GENES = 100
 
 
-def warn_few_shared(spots, reference, shared, effect: str) -> None:
+def warn_few_shared(spots, reference, shared, effect: str, case: bool = True) -> None:
     """Say that ``spots`` and ``reference`` (an AnnData, or NMFDeconv's signatures: a
     DataFrame, cell types x genes) share only ``shared`` genes, with what to do: pass the
     datasets uncut (``subset_advice``), the reference (signatures) with all its genes, or the
     same identifiers in both (the spots' genes missing from the reference named). Where the
     spots' genes are all in the reference, a panel of few genes, nothing can be done: not a
     warning (every fit of such a panel warned "share only 80 genes" though every gene of both
-    was shared), only ``effect`` logged."""
+    was shared), only ``effect`` logged.
+
+    With enough genes shared, a warning all the same where spot genes are reference genes
+    only ignoring case (:func:`warn_lost_to_case`; ``case=False``: the caller says it)."""
     n_shared = len(shared)
-    if n_shared >= FEW_SHARED_GENES:
-        return
     signatures = isinstance(reference, pd.DataFrame)
     name, genes_of = ("signatures", "columns") if signatures else ("reference", "var_names")
     spot_genes = pd.Index(np.asarray(spots.var_names).astype(str))
     ref_genes = pd.Index(np.asarray(getattr(reference, genes_of)).astype(str))
+    if n_shared >= FEW_SHARED_GENES:
+        if case:
+            warn_lost_to_case(spot_genes, ref_genes, f"{name}.{genes_of}", name)
+        return
     advice = "" if signatures else subset_advice({"spots": spots, "reference": reference})
     lacking = spot_genes[~spot_genes.isin(ref_genes)]
     if not advice and not len(lacking):  # the spots' whole panel: nothing to change
@@ -60,3 +66,32 @@ def warn_few_shared(spots, reference, shared, effect: str) -> None:
             f"(e.g. {short_repr(lacking[:3].tolist())}). {advice}"
         )
     warn_user(f"spots and {name} share only {n_shared} genes; {effect}. {advice}")
+
+
+def warn_lost_to_case(spot_genes: pd.Index, ref_genes: pd.Index, names_of: str, name: str):
+    """Warn where any of the spots' genes is one of the reference's (``name``; ``names_of``:
+    the expression of its gene names) only ignoring case (mouse 'Gad1' against 'GAD1'): such
+    a gene is silently left out of the fit. Half the genes of a panel lost so, with 100 still
+    shared exactly, said nothing. Any such gene is said: the shipped spatial/reference pairs
+    have none (their shared genes match exactly), so a real pair is not warned.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as said:
+    ...     warnings.simplefilter("always")
+    ...     genes = pd.Index(["Gad1", "Sst", "Vip"])
+    ...     warn_lost_to_case(pd.Index(["Gad1", "SST"]), genes, "ref.var_names", "reference")
+    >>> str(said[0].message)[:73]
+    "1 of the spots' 2 genes are reference genes only ignoring case (e.g. 'SST"
+    """
+    lost = case_only_matches(spot_genes, ref_genes)
+    if not len(lost):
+        return
+    warn_user(
+        f"{len(lost)} of the spots' {len(spot_genes)} genes are {name} genes only ignoring "
+        f"case (e.g. {lost.index[0]!r} and the {name}'s {lost.iloc[0]!r}): they are left out "
+        "of the fit. Name the spots' genes as the reference does first: names = "
+        f"{{g.upper(): g for g in {names_of}}}; spots.var_names = "
+        "[names.get(g.upper(), g) for g in spots.var_names] (or upper-case both)."
+    )
