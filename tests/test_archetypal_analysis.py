@@ -10,8 +10,17 @@ from deltavae.model._archetypal_analysis import (
     archetype_curve,
     carriers,
     convex_archetypes,
+    elbow,
     smooth_points,
+    start_archetypes,
 )
+
+# Explained variance of 2 to 15 archetypes (Archetypes(n_archetypes="auto", max_archetypes=15),
+# scvi seed 0): the olfactory bulb (genes in 10 spots or more) and the hypothalamus MERFISH slice.
+BULB = [0.448, 0.727, 0.79, 0.863, 0.878, 0.915, 0.923, 0.929, 0.931, 0.934, 0.936, 0.938]
+BULB += [0.941, 0.941]
+SLICE = [0.197, 0.358, 0.49, 0.538, 0.58, 0.668, 0.725, 0.747, 0.786, 0.814, 0.842, 0.86]
+SLICE += [0.866, 0.881]
 
 
 def _triangle_with_outlier(seed=0):
@@ -70,3 +79,28 @@ def test_merging_by_similarity_keeps_at_least_two_archetypes():
     with pytest.warns(UserWarning, match="would merge every archetype into one"):
         groups, _, _ = merge_groups(profiles, mean, weights, merge_threshold=0.5, min_spots=1)
     assert len(np.unique(groups)) == 2
+
+
+@pytest.mark.parametrize(("curve", "chosen"), [(BULB, 5), (SLICE, 4)])
+def test_the_auto_count_does_not_move_with_max_archetypes(curve, chosen):
+    """The largest gap above the chord of 2..max_archetypes moved with the range's end: the
+    bulb got 3 archetypes with max_archetypes=8 and 5 with 10, the slice 4 with 12 and 8 with
+    15. Each more archetype now must explain 7% of what 2 leave: the same count from every
+    range that passes it, and the range's end from one that does not."""
+    ks = np.arange(2, 16)
+    for most in range(4, 16):
+        got = int(ks[elbow(ks[: most - 1], np.array(curve[: most - 1]))])
+        assert got == min(chosen, most), (most, got)
+
+
+def test_auto_finds_the_corners_of_mixtures_whatever_the_range():
+    """Noisy mixtures of 4 and 6 corners: 'auto' chooses the number of corners with
+    max_archetypes 7 and 10, and says the rule stopped inside the range."""
+    rng = np.random.default_rng(0)
+    for n_corners in (4, 6):
+        corners = 6 * np.eye(8)[:n_corners]
+        X = rng.dirichlet([0.3] * n_corners, size=120) @ corners + rng.normal(0, 0.2, (120, 8))
+        for most in (7, 10):
+            _, summary = start_archetypes(X, "auto", most, smooth_neighbors=5, seed=0)
+            assert summary["chosen"] == n_corners and summary["stopped"], (n_corners, most)
+            assert summary["min_gain"] == 0.07

@@ -143,6 +143,21 @@ def test_the_elbow_says_how_many_archetypes_merging_kept():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["chosen: 4"]
 
 
+def test_the_elbow_states_its_stopping_rule():
+    """The legend said "chosen: 4" and not why: it now states the rule that chose it, or
+    that the range ended first (a larger max_archetypes may choose more)."""
+    adata = _cells()
+    curve = {"n_archetypes": np.arange(2, 7), "explained_variance": [0.4, 0.7, 0.9, 0.92, 0.93]}
+    adata.uns["archetypes"] = {"elbow": {**curve, "chosen": 4, "min_gain": 0.07, "stopped": True}}
+    ax = dv.pl.archetype_elbow(adata, show=False)
+    said = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert said == ["chosen: 4\n(the next explains < 7% of what 2 leave)"]
+    adata.uns["archetypes"]["elbow"] |= {"chosen": 6, "stopped": False}
+    ax = dv.pl.archetype_elbow(adata, show=False)
+    said = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert said == ["chosen: 6\n(end of range: a larger max_archetypes may add more)"]
+
+
 def test_a_model_trained_twice_shades_each_warm_up():
     """A second train() warms up again: the band ran from the first warm-up to the end of
     the second, over the full-weight epochs between them."""

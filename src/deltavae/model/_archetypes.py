@@ -66,10 +66,14 @@ class Archetypes(
         Spots with raw counts, registered with :meth:`setup_anndata`.
     n_archetypes
         Number of archetypes, or ``"auto"`` for the explained-variance elbow over
-        2 to ``max_archetypes``.
+        2 to ``max_archetypes``: the first number whose next archetype explains less than 7%
+        of the variance that 2 archetypes leave unexplained (a stopping rule, so the choice
+        does not move with ``max_archetypes`` once the range passes it).
     max_archetypes
         Largest number tried by ``"auto"``; at most the spots over ``min_spots`` (each
-        archetype must be the largest weight of ``min_spots`` spots to stand).
+        archetype must be the largest weight of ``min_spots`` spots to stand). Where every
+        number up to it still adds 7%, ``"auto"`` chooses it (``elbow_["stopped"]`` false,
+        said in the log and by :func:`deltavae.pl.archetype_elbow`): try a larger one.
     merge_threshold
         Similarity above which archetypes merge (1 never merges). It and ``min_spots`` can be
         set after training (``model.merge_threshold = 0.8``) and are saved with the model.

@@ -374,6 +374,9 @@ def archetype_elbow(
 ) -> Axes | Figure | None:
     """Explained variance against the number of archetypes, with the chosen number marked
     (and the number of archetypes kept, where similar ones were merged: ``merge_threshold``).
+    The legend states the rule: the first number whose next archetype explains less than
+    7% of the variance that 2 leave unexplained, or the range's end where each still did
+    (a larger ``max_archetypes`` may then choose more).
 
     Parameters
     ----------
@@ -440,6 +443,7 @@ def archetype_elbow(
     label = f"chosen: {chosen}"
     if kept is not None and len(kept) != chosen:  # the spatial panels show the merged ones
         label += f", merged into {len(kept)}"
+    label += _rule_note(curve)
     ax.axvline(chosen, color="tab:red", linestyle="--", label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "2.5 archetypes" tick
     ax.set_xlabel("number of archetypes")
@@ -447,3 +451,13 @@ def archetype_elbow(
     ax.set_title("Archetype elbow" if title is None else title)
     ax.legend()
     return savefig_or_show(ax, "archetype_elbow", show, save, return_fig)
+
+
+def _rule_note(curve) -> str:
+    """The stopping rule of :func:`archetype_elbow`'s curve, for its legend (``""`` for a
+    curve written before the rule was recorded)."""
+    if "min_gain" not in curve:
+        return ""
+    if not bool(curve.get("stopped", True)):
+        return "\n(end of range: a larger max_archetypes may add more)"
+    return f"\n(the next explains < {float(curve['min_gain']):.0%} of what 2 leave)"
