@@ -198,3 +198,37 @@ def test_a_per_spot_deconvolution_stops_early_on_its_training_elbo():
         early_stopping_patience=2, early_stopping_min_delta=1e6,
     )  # fmt: skip
     assert len(model.history["elbo_train"]) == 1 + 2
+
+
+def test_cgmdvae_stops_by_default_once_its_validation_loss_stops_improving():
+    """CGMDVAE trained every epoch of max_epochs and kept the best full-ELBO one: on PBMC 3k
+    (400 epochs) it kept epoch 204-209 while the validation ELBO rose for the 190 epochs after
+    it and the training ELBO fell (overfitting), the clusters unchanged. Early stopping is now
+    on by default where restore_best keeps an epoch: the run ends a patience after its best
+    (here early_stopping_patience=3, which before was ignored with a warning) and keeps the
+    epoch the full run's first epochs would have kept."""
+    import scvi
+
+    scvi.settings.seed = 0
+    short = _model(dv.model.CGMDVAE, n_cells=60, n_clusters=2, n_latent=3, n_hidden=16)
+    short.train(max_epochs=40, early_stopping_patience=3, **TRAIN)
+    scvi.settings.seed = 0
+    full = _model(dv.model.CGMDVAE, n_cells=60, n_clusters=2, n_latent=3, n_hidden=16)
+    _train(full, max_epochs=40, early_stopping=False)
+    ran = len(short.history["elbo_train"])
+    assert ran < 40 and len(full.history["elbo_train"]) == 40
+    assert short.train_args_["early_stopping"] is True
+    assert ran == short.best_epoch_ + 3 + 1  # its best, then 3 validations without a better
+    loss = full.history["validation_loss"]["validation_loss"]
+    np.testing.assert_allclose(short.history["validation_loss"]["validation_loss"], loss[:ran])
+    assert short.best_epoch_ == int(loss.loc[20 : ran - 1].idxmin())  # warm-up: 20 of 40 epochs
+    # Without validation cells, or without a kept epoch, every epoch trains.
+    for off in ({"train_size": 1.0}, {"restore_best": False}):
+        scvi.settings.seed = 0
+        model = _model(dv.model.CGMDVAE, n_cells=60, n_clusters=2, n_latent=3, n_hidden=16)
+        _train(model, max_epochs=12, **off)
+        assert (
+            len(model.history["elbo_train"]) == 12 and model.train_args_["early_stopping"] is False
+        )
+    with pytest.raises(ValueError, match="early_stopping must be True, False or 'auto'"):
+        model.train(max_epochs=2, early_stopping="yes", **TRAIN)

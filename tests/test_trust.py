@@ -848,12 +848,14 @@ def test_cgmdvae_takes_its_warm_up_from_plan_kwargs_and_starts_its_mixture_or_sa
     # train_args_ keeps what "auto" came to (it had kept "auto").
     record = by_epochs.train_args_
     own = ("mixture_init_epoch", "n_epochs_kl_warmup", "restore_best", "refit_mixture")
+    own += ("early_stopping",)  # CGMDVAE's "auto": on with validation cells
     assert "auto" not in [record[k] for k in own], record
     assert record["mixture_init_epoch"] == 1 and record["n_epochs_kl_warmup"] == 4
     assert record["restore_best"] is True and record["refit_mixture"] is True
+    assert record["early_stopping"] is True
     # ... and the base's defaults it left to ZINBVAE's train, as ZINBVAE's record has them,
     # not the callbacks CGMDVAE adds.
-    assert record["train_size"] == 0.9 and record["early_stopping"] is False, record
+    assert record["train_size"] == 0.9, record
     assert record["validate_distributions"] is False and "callbacks" not in record
 
 

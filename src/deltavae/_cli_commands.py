@@ -147,8 +147,8 @@ def _keep_best(early_stopping: bool) -> dict:
     epochs past its best validation ELBO, and the model keeps the parameters of the epoch with
     the lowest validation loss after the KL warm-up (for CGMDVAE the ELBO plus its classifier
     and alignment terms), not the last one's (the report says which). Without it, each
-    model's own default."""
-    return {"restore_best": True} if early_stopping else {}
+    model's own default, for early stopping too (CGMDVAE's stops once it overfits)."""
+    return {"restore_best": True, "early_stopping": True} if early_stopping else {}
 
 
 def _where(accelerator: str) -> str:
@@ -247,7 +247,6 @@ def fit(args: argparse.Namespace) -> int:
     with _user_errors("training"), _model_notes(notes), _no_device_banner():
         model.train(
             **epochs,
-            early_stopping=args.early_stopping,
             **_keep_best(args.early_stopping),
             accelerator=args.accelerator,
             enable_progress_bar=progress,
@@ -340,7 +339,6 @@ def demo(args: argparse.Namespace) -> int:
     with _user_errors("training"), _model_notes(notes), _no_device_banner():
         model.train(
             max_epochs=args.epochs,
-            early_stopping=args.early_stopping,
             **_keep_best(args.early_stopping),
             accelerator=args.accelerator,
             enable_progress_bar=sys.stdout.isatty(),

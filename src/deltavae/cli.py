@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_early_stopping(  # nmfdeconv trains without a KL warm-up (n_epochs_kl_warmup=None)
         p_fit,
         " (nmfdeconv, which has none: from the first epoch, with --train-size below 1; not "
-        "imputer)",
+        "imputer; cgmdvae stops so by default)",
         warmup=" after the KL warm-up of zinbvae, cgmdvae and archetypes",
     )
     p_fit.add_argument(

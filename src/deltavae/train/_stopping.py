@@ -202,3 +202,70 @@ def add_stopping(
     if early_stopping:  # scvi-tools' own is never added: it watched from epoch 0
         callbacks.append(stopper)
     return best
+
+
+#: Patience of CGMDVAE's ``early_stopping="auto"`` (validations without a better
+#: ``validation_loss``): 45, scvi-tools' default and ``early_stopping=True``'s, ended one of
+#: three Kang runs at epoch 277 on a flat stretch, keeping epoch 232 instead of 356 (ARI 0.740
+#: against 0.750, iLISI 0.886 against 0.898); from 60 up, all six PBMC and Kang runs kept the
+#: epoch the full run keeps (benchmarks/README.md, CGMDVAE quality).
+AUTO_PATIENCE = 75
+
+
+def auto_early_stopping(
+    early_stopping, restore_best, n_cells: int, max_epochs: int, train_kwargs: dict
+) -> dict:
+    """What CGMDVAE's ``train(early_stopping="auto")`` comes to, as ``train`` arguments: on,
+    with a patience of :data:`AUTO_PATIENCE` unless ``early_stopping_patience`` is given,
+    where ``restore_best`` keeps the best epoch (not ``False``), cells are held out to
+    validate on, validation comes within ``max_epochs`` and no ``EarlyStopping`` of the
+    user's is among the callbacks; else off. ``True`` and ``False`` pass through; any other
+    value is refused.
+
+    The run then ends once the validation loss has not improved for the patience after its
+    best full-ELBO epoch, and keeps that epoch as the full run would have: on PBMC 3k the
+    validation ELBO rose from before the KL warm-up's end on while the training ELBO fell
+    (overfitting), and the epochs after the best changed no cluster for the better
+    (benchmarks/README.md, CGMDVAE quality, "The epochs after the warm-up").
+
+    Examples
+    --------
+    >>> auto_early_stopping("auto", "auto", 100, 400, {})
+    {'early_stopping': True, 'early_stopping_patience': 75}
+    >>> auto_early_stopping("auto", "auto", 100, 400, {"early_stopping_patience": 9})
+    {'early_stopping': True}
+    >>> auto_early_stopping("auto", "auto", 100, 400, {"train_size": 1.0})
+    {'early_stopping': False}
+    >>> auto_early_stopping("auto", False, 100, 400, {}), auto_early_stopping(True, False, 1, 1, {})
+    ({'early_stopping': False}, {'early_stopping': True})
+    """
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from ._data import split_sizes
+
+    if isinstance(early_stopping, bool | np.bool_):
+        return {"early_stopping": bool(early_stopping)}
+    if not isinstance(early_stopping, str) or early_stopping != "auto":
+        raise ValueError(
+            f"early_stopping must be True, False or 'auto', got {short_repr(early_stopping)}."
+        )
+    off = {"early_stopping": False}
+    if restore_best is False:  # stopping would keep the last, worse, epoch
+        return off
+    split = train_kwargs.get("datasplitter_kwargs") or {}
+    try:
+        n_val = split_sizes(
+            n_cells, train_kwargs.get("train_size", 0.9), train_kwargs.get("validation_size"), split
+        )[1]
+    except (TypeError, ValueError):  # refused by train's own checks, with their message
+        return off
+    every = train_kwargs.get("check_val_every_n_epoch")
+    if isinstance(every, int | np.integer) and not isinstance(every, bool) and every > max_epochs:
+        return off
+    callbacks = train_kwargs.get("callbacks") or []
+    callbacks = callbacks if isinstance(callbacks, list | tuple) else [callbacks]
+    if n_val == 0 or any(isinstance(cb, EarlyStopping) for cb in callbacks):
+        return off
+    if "early_stopping_patience" in train_kwargs:
+        return {"early_stopping": True}
+    return {"early_stopping": True, "early_stopping_patience": AUTO_PATIENCE}
