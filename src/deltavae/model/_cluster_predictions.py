@@ -74,8 +74,11 @@ class PredictionsMixin:
             scvi-tools' trained SCVI (or a ZINBVAE): not read.
         unlabeled_category
             The unlabelled mark, named in the message's setup call.
-        *args, **kwargs
-            scvi-tools' others (``labels_key``, ``adata``, SCANVI's arguments): not read.
+        *args
+            scvi-tools' other positional arguments: not read.
+        **kwargs
+            scvi-tools' other keywords (``labels_key``, ``adata``, SCANVI's arguments): not
+            read.
 
         Examples
         --------
@@ -125,11 +128,13 @@ class PredictionsMixin:
         use_posterior_mean
             ``True`` only, as scvi-tools' default: the clusters are read at the posterior
             mean of z.
-        ig_interpretability, ig_args
+        ig_interpretability
             scvi-tools' integrated gradients of each prediction over the genes: not offered
-            (``True`` is refused; ``ig_args`` is read only with it, as in scvi-tools). For
-            the genes that tell the labels apart, use
+            (``True`` is refused). For the genes that tell the labels apart, use
             ``differential_expression(groupby=labels_key)``.
+        ig_args
+            The integrated gradients' settings: read only with ``ig_interpretability=True``,
+            as in scvi-tools.
         dataloader
             Minibatches of a loader of the model's (``model._make_data_loader(adata)``) to
             read instead of ``adata``, in their order; ``adata``, ``indices`` and

@@ -153,7 +153,7 @@ def warn_unused_keywords(trainer_kwargs: dict) -> None:
         named = ", ".join(f"{key}={short_repr(trainer_kwargs[key])}" for key in given)
         warn_user(
             f"{named} {'is' if len(given) == 1 else 'are'} ignored: early stopping is off "
-            "(early_stopping=False, the default), so nothing stops the run on "
+            "in this run, so nothing stops the run on "
             f"{'it' if len(given) == 1 else 'them'}: it trains up to max_epochs, unless a "
             "callback (EarlyStopping) or max_time of your own ends it sooner. "
             "Pass early_stopping=True to stop early, or leave "
