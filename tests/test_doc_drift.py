@@ -50,6 +50,7 @@ def _public_callables() -> dict[str, list]:
 _PASSED_ON = {
     "train": [scvi.train.Trainer, lightning.Trainer, UnsupervisedTrainingMixin.train],
     "from_reference": [dv.model.NMFDeconv, dv.model.SpatialImputer],
+    "from_zinbvae": [dv.model.CGMDVAE],
     "save": [BaseModelClass.save, anndata.AnnData.write_h5ad],
     "load": [BaseModelClass.load],
     "embedding": [sc.pl.embedding],

@@ -32,6 +32,7 @@ from ._cgmdvae_write import WriteMixin
 from ._condition_counts import warn_untrained_combinations
 from ._count_advice import building_model, warn_if_counts
 from ._de import CheckedExpressionMixin
+from ._from_zinbvae import FromZINBVAEMixin, first_mixture_epoch
 from ._host_results import HostResultsMixin
 from ._init_keywords import keyword_hints
 from ._label_setup import check_label_setup, refuse_missing_integer_labels, unlabelled_mark
@@ -61,6 +62,7 @@ _DEFAULT_UNLABELED = "Unknown"
 
 
 class CGMDVAE(
+    FromZINBVAEMixin,
     WriteMixin,
     CountExpressionMixin,
     ConditionsMixin,
@@ -325,13 +327,15 @@ class CGMDVAE(
             condition's mean removed, so clusters are shared by the conditions), named by
             the labelled cells (by the clusters of their nearest cells among the data's
             principal components). ``"auto"``: a quarter of the epochs for a model not
-            trained before; ``None`` skips it. The longer z trains as a plain (weakly
+            trained before (0 for one :meth:`from_zinbvae` built: its z is trained);
+            ``None`` skips it. The longer z trains as a plain (weakly
             regularised) autoencoder first, the better its groups separate
             (benchmarks/README.md, Numbers behind the defaults, D3).
         n_epochs_kl_warmup
             Epochs over which the KL weight rises to 1; ``"auto"``: half of the epochs, so
             the mixture starts while z is still informative; none for a model trained before
-            (training on keeps the full ELBO, as it keeps the mixture).
+            (training on keeps the full ELBO, as it keeps the mixture) or one
+            :meth:`from_zinbvae` built.
         mixture_init
             How z is clustered at ``mixture_init_epoch``: ``"leiden"`` (default) clusters
             UMAP's neighbour graph of z with Leiden into ``n_clusters`` groups, keeping
@@ -387,8 +391,7 @@ class CGMDVAE(
             )
         check_start_epoch(mixture_init_epoch, max_epochs)  # max_epochs first
         if mixture_init_epoch == "auto":
-            trained = self.is_trained_ or self.is_query_model
-            mixture_init_epoch = None if trained else max(1, max_epochs // 4)
+            mixture_init_epoch = first_mixture_epoch(self, max_epochs)
         callbacks = callback_list(kwargs.pop("callbacks", None))
         given = {**kwargs, "callbacks": callbacks}
         stopping = auto_early_stopping(
