@@ -51,6 +51,7 @@ _PASSED_ON = {
     "train": [scvi.train.Trainer, lightning.Trainer, UnsupervisedTrainingMixin.train],
     "from_reference": [dv.model.NMFDeconv, dv.model.SpatialImputer],
     "from_zinbvae": [dv.model.CGMDVAE],
+    "from_scvi_model": [dv.model.CGMDVAE.from_zinbvae, dv.model.CGMDVAE],
     "save": [BaseModelClass.save, anndata.AnnData.write_h5ad],
     "load": [BaseModelClass.load],
     "embedding": [sc.pl.embedding],

@@ -274,3 +274,19 @@ def test_zinbvae_variants(trained, kwargs):
     vae = _zinbvae(adata, epochs=3, setup={"batch_key": "condition"}, **kwargs)
     model = dv.model.CGMDVAE.from_zinbvae(vae, n_clusters=3)
     np.testing.assert_allclose(_latent_means(model), vae.get_latent_representation(), atol=1e-5)
+
+
+def test_first_train_of_a_started_model_is_short_by_default(trained):
+    """restore_best kept epochs 1-9 of 400 on PBMC: a started model's first train defaults to
+    PRETRAINED_EPOCHS, a later one (and a fresh model) to scvi-tools' heuristic."""
+    from deltavae.model._from_zinbvae import PRETRAINED_EPOCHS, default_max_epochs
+
+    vae, _ = trained
+    model = dv.model.CGMDVAE.from_zinbvae(vae, n_clusters=3)
+    assert default_max_epochs(model) == PRETRAINED_EPOCHS == 20
+    model.train(**TRAIN)
+    assert len(model.history["elbo_train"]) == PRETRAINED_EPOCHS
+    assert model.train_args_["max_epochs"] == PRETRAINED_EPOCHS
+    assert default_max_epochs(model) == 400  # trained since: the heuristic (240 cells)
+    fresh = dv.model.CGMDVAE(model.adata, n_clusters=3, **SMALL)
+    assert default_max_epochs(fresh) == 400

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import scvi
 
 import deltavae as dv
 
@@ -120,17 +121,29 @@ def test_scanvi_history_names_are_told_cgmdvae_s():
     assert model.history["classifier_train"].shape == (1, 1)
 
 
-def test_scanvi_s_start_from_scvi_says_how_cgmdvae_trains():
+def test_scanvi_s_start_from_scvi_starts_from_a_zinbvae():
     """SCANVI.from_scvi_model(vae, "Unknown"), ported, was an AttributeError naming nothing
     to do; scvi-tools' minified_data_type, which code written for its models reads, was one
-    too."""
+    too. A ZINBVAE (deltavae's scVI) now starts the CGMDVAE as from_zinbvae does; scvi-tools'
+    own SCVI is refused naming from_zinbvae and the setup to train from scratch."""
     adata = dv.datasets.synthetic_counts(n_cells=60, n_genes=20, n_clusters=2, seed=0)
+    adata.obs["type"] = adata.obs["cluster"].astype(str)
+    adata.obs.loc[adata.obs_names[::2], "type"] = "Unknown"
     dv.model.ZINBVAE.setup_anndata(adata)
     vae = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
-    with pytest.raises(NotImplementedError, match=r"unlabeled_category='Unknown'.*\.train\(\)"):
-        dv.model.CGMDVAE.from_scvi_model(vae, "Unknown")
-    assert vae.minified_data_type is None
+    with pytest.raises(ValueError, match="has not been trained"):  # from_zinbvae's own check
+        dv.model.CGMDVAE.from_scvi_model(vae, "Unknown", labels_key="type")
+    vae.train(max_epochs=2, **TRAIN)
+    started = dv.model.CGMDVAE.from_scvi_model(vae, "Unknown", labels_key="type")
+    assert started.pretrained_from_ == "ZINBVAE"
+    assert started.adata_manager.registry["setup_args"]["labels_key"] == "type"
     other = adata.copy()
+    scvi.model.SCVI.setup_anndata(other)
+    with pytest.raises(
+        NotImplementedError, match=r"not from SCVI.*from_zinbvae.*unlabeled_category='Unknown'"
+    ):
+        dv.model.CGMDVAE.from_scvi_model(scvi.model.SCVI(other, n_latent=2), "Unknown")
+    assert vae.minified_data_type is None
     dv.model.CGMDVAE.setup_anndata(other)
     assert dv.model.CGMDVAE(other, 2, n_latent=2, n_hidden=8).minified_data_type is None
 

@@ -9,7 +9,6 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data.fields import CategoricalObsField, LayerField
-from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import BaseModelClass, VAEMixin
 
 from .._checks import key_list, plain_keys
@@ -32,7 +31,7 @@ from ._cgmdvae_write import WriteMixin
 from ._condition_counts import warn_untrained_combinations
 from ._count_advice import building_model, warn_if_counts
 from ._de import CheckedExpressionMixin
-from ._from_zinbvae import FromZINBVAEMixin, first_mixture_epoch
+from ._from_zinbvae import FromZINBVAEMixin, default_max_epochs, first_mixture_epoch
 from ._host_results import HostResultsMixin
 from ._init_keywords import keyword_hints
 from ._label_setup import check_label_setup, refuse_missing_integer_labels, unlabelled_mark
@@ -321,7 +320,9 @@ class CGMDVAE(
         Parameters
         ----------
         max_epochs
-            Passes through the training cells.
+            Passes through the training cells; default from the number of cells, as
+            scvi-tools (at most 400), and 20 for a model :meth:`from_zinbvae` started and
+            not trained since.
         mixture_init_epoch
             Epoch at which the mixture components are placed on clusters of z (each
             condition's mean removed, so clusters are shared by the conditions), named by
@@ -381,7 +382,7 @@ class CGMDVAE(
         """
         check_mixture_init(mixture_init, "mixture_init")
         if max_epochs is None:
-            max_epochs = get_max_epochs_heuristic(self.adata.n_obs, epochs_cap=400)
+            max_epochs = default_max_epochs(self)
         refit_mixture = check_flag(refit_mixture, "refit_mixture")
         refits = refit_mixture != "auto" and bool(refit_mixture)  # "auto": none for a query
         if self.is_query_model and (mixture_init_epoch not in ("auto", None) or refits):

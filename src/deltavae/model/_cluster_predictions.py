@@ -63,36 +63,42 @@ class PredictionsMixin:
 
     @classmethod
     def from_scvi_model(cls, scvi_model=None, unlabeled_category=None, *args, **kwargs):
-        """Not offered: scvi-tools' ``SCANVI.from_scvi_model`` starts SCANVI from a trained
-        SCVI's weights; CGMDVAE's encoder reads the conditions and its prior is a mixture
-        of clusters, so no SCVI (or ZINBVAE) weights fit it. Train it on the counts with
-        its labels instead (semi-supervised as SCANVI: unlabelled cells carry the mark).
+        """scvi-tools' ``SCANVI.from_scvi_model`` for a ZINBVAE (deltavae's scVI): the same
+        as :meth:`from_zinbvae`. scvi-tools' own SCVI is refused: its weights are not
+        carried over; train a ZINBVAE (the same model) and start from it, or train this model
+        on the counts with its labels (semi-supervised as SCANVI: unlabelled cells carry the
+        mark).
 
         Parameters
         ----------
         scvi_model
-            scvi-tools' trained SCVI (or a ZINBVAE): not read.
+            A trained :class:`~deltavae.model.ZINBVAE` (scvi-tools' SCVI: refused).
         unlabeled_category
-            The unlabelled mark, named in the message's setup call.
+            The unlabelled mark, as in :meth:`from_zinbvae`.
         *args
-            scvi-tools' other positional arguments: not read.
+            :meth:`from_zinbvae`'s other positional arguments (``labels_key``, ``adata``).
         **kwargs
-            scvi-tools' other keywords (``labels_key``, ``adata``, SCANVI's arguments): not
-            read.
+            :meth:`from_zinbvae`'s keywords (``labels_key``, ``adata``, the CGMDVAE's
+            constructor arguments).
 
         Examples
         --------
-        >>> dv.model.CGMDVAE.from_scvi_model(vae, "Unknown")  # doctest: +SKIP
-        NotImplementedError: CGMDVAE does not start from a trained SCVI ...
+        >>> g = dv.model.CGMDVAE.from_scvi_model(vae, "Unknown", labels_key="t")  # doctest: +SKIP
         """
+        from ._zinbvae import ZINBVAE
+
+        if isinstance(scvi_model, ZINBVAE):
+            return cls.from_zinbvae(scvi_model, unlabeled_category, *args, **kwargs)
         mark = "Unknown" if unlabeled_category is None else unlabeled_category
         raise NotImplementedError(
-            f"{cls.__name__} does not start from a trained SCVI or ZINBVAE (scvi-tools' "
-            "SCANVI.from_scvi_model): its networks read the conditions and its prior is a "
-            "mixture of clusters. Train it on the counts with the labels: "
+            f"{cls.__name__}.from_scvi_model starts from a trained deltavae ZINBVAE (scVI's "
+            f"model), not from {type(scvi_model).__name__}: scvi-tools' weights are not "
+            "carried over. Train a ZINBVAE and start from it: vae = ZINBVAE(adata); "
+            f"vae.train(); {cls.__name__}.from_zinbvae(vae, {mark!r}, "
+            "labels_key='cell_type'); or train on the counts with the labels: "
             f"{cls.__name__}.setup_anndata(adata, labels_key='cell_type', "
-            f"unlabeled_category={mark!r}"
-            f", condition_key='batch'); model = {cls.__name__}(adata); model.train()."
+            f"unlabeled_category={mark!r}, condition_key='batch'); model = "
+            f"{cls.__name__}(adata); model.train()."
         )
 
     @doc_params(parameters=_doc_cells)
