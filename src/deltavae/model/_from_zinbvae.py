@@ -192,8 +192,7 @@ PRETRAINED_EPOCHS = 20
 
 def default_max_epochs(model) -> int:
     """``max_epochs=None``: scvi-tools' heuristic from the number of cells (at most 400), and
-    at most :data:`PRETRAINED_EPOCHS` for a model started from a ZINBVAE and not trained
-    since."""
+    at most ``PRETRAINED_EPOCHS`` for a model started from a ZINBVAE and not trained since."""
     epochs = get_max_epochs_heuristic(model.adata.n_obs, epochs_cap=400)
     if model.pretrained_from_ is not None and not model.is_trained_:
         return min(epochs, PRETRAINED_EPOCHS)
@@ -261,8 +260,9 @@ class FromZINBVAEMixin:
         -------
         The CGMDVAE, untrained; ``pretrained_from_`` is ``"ZINBVAE"``. Its first ``train``
         places the mixture on the pretrained z at once, without KL warm-up, and by default
-        trains 20 epochs (:data:`PRETRAINED_EPOCHS`; the clusters of 400 on the sets
-        measured), as SCANVI trains a few after ``from_scvi_model``.
+        trains 20 epochs (``PRETRAINED_EPOCHS`` of ``deltavae.model._from_zinbvae``; the
+        clusters of 400 on the sets measured), as SCANVI trains a few after
+        ``from_scvi_model``.
 
         Examples
         --------
