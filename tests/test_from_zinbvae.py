@@ -290,3 +290,25 @@ def test_first_train_of_a_started_model_is_short_by_default(trained):
     assert default_max_epochs(model) == 400  # trained since: the heuristic (240 cells)
     fresh = dv.model.CGMDVAE(model.adata, n_clusters=3, **SMALL)
     assert default_max_epochs(fresh) == 400
+
+
+def test_a_query_of_a_started_model_trains_as_any_query():
+    """load_query_data carries the reference's pretrained_from_; its query model must still
+    take the heuristic's epochs and the usual warm-up, not the started model's 20 and none."""
+    from deltavae.model._from_zinbvae import default_max_epochs
+
+    adata = dv.datasets.synthetic_counts(200, 40, 3, 2, seed=0)
+    first = adata.obs["condition"] == adata.obs["condition"].cat.categories[0]
+    reference, query = adata[first].copy(), adata[~first].copy()
+    vae = _zinbvae(reference, epochs=3, setup={"batch_key": "condition"})
+    one_value = pytest.warns(UserWarning, match="holds one value")
+    with one_value:  # the reference holds one condition; the query brings the other
+        model = dv.model.CGMDVAE.from_zinbvae(vae, n_clusters=3)
+    assert model._auto_warmup(400, {}) is None  # started: no warm-up
+    model.train(max_epochs=3, **TRAIN)
+    query_model = dv.model.CGMDVAE.load_query_data(query, model)
+    assert query_model.pretrained_from_ == "ZINBVAE" and not query_model.is_trained_
+    assert default_max_epochs(query_model) == 400
+    with pytest.warns(UserWarning, match="holds one value"):
+        fresh = dv.model.CGMDVAE(reference, n_clusters=3, **SMALL)
+    assert query_model._auto_warmup(400, {}) == fresh._auto_warmup(400, {}) is not None

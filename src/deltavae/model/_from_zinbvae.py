@@ -190,13 +190,17 @@ def carry_weights(zinbvae, model) -> list[str]:
 PRETRAINED_EPOCHS = 20
 
 
+def just_started(model) -> bool:
+    """Started from a ZINBVAE and not trained since: not a query model, which carries its
+    reference's ``pretrained_from_`` but trains as any query."""
+    return model.pretrained_from_ is not None and not model.is_trained_ and not model.is_query_model
+
+
 def default_max_epochs(model) -> int:
     """``max_epochs=None``: scvi-tools' heuristic from the number of cells (at most 400), and
     at most ``PRETRAINED_EPOCHS`` for a model started from a ZINBVAE and not trained since."""
     epochs = get_max_epochs_heuristic(model.adata.n_obs, epochs_cap=400)
-    if model.pretrained_from_ is not None and not model.is_trained_:
-        return min(epochs, PRETRAINED_EPOCHS)
-    return epochs
+    return min(epochs, PRETRAINED_EPOCHS) if just_started(model) else epochs
 
 
 def first_mixture_epoch(model, max_epochs: int) -> int | None:
@@ -301,6 +305,6 @@ class FromZINBVAEMixin:
         """``n_epochs_kl_warmup="auto"``: none for a model started from a ZINBVAE (its
         encoder and decoder trained through the ZINBVAE's warm-up), else as every model."""
         warm_up_named = {"n_epochs_kl_warmup", "n_steps_kl_warmup"} & set(plan_kwargs)
-        if self.pretrained_from_ is not None and not self.is_trained_ and not warm_up_named:
+        if just_started(self) and not warm_up_named:
             return None
         return super()._auto_warmup(max_epochs, plan_kwargs)
