@@ -255,7 +255,7 @@ def test_other_anndata_needs_the_zinbvaes_genes(trained):
     with pytest.raises(ValueError, match="another order.*adata\\[:, vae.adata.var_names\\]"):
         dv.model.CGMDVAE.from_zinbvae(vae, adata=reordered)
     fewer = adata[:, adata.var_names[1:]].copy()
-    with pytest.raises(ValueError, match="1 of the ZINBVAE's 60 genes are missing"):
+    with pytest.raises(ValueError, match="the ZINBVAE's 60 genes: 1 of them missing"):
         dv.model.CGMDVAE.from_zinbvae(vae, adata=fewer)
     other = adata[:100].copy()
     model = dv.model.CGMDVAE.from_zinbvae(vae, n_clusters=3, adata=other)

@@ -17,7 +17,7 @@ import re
 import torch
 from scvi.model._utils import get_max_epochs_heuristic
 
-from .._checks import short_repr
+from ._genes import _gene_difference
 from ._labels import check_known_categories
 
 #: Sizes and likelihood the weights are of: taken from the ZINBVAE, a different one refused.
@@ -101,16 +101,9 @@ def check_same_genes(adata, zinbvae) -> None:
     given = adata.var_names.astype(str)
     if genes is not None and given.equals(genes):
         return
-    missing, extra = genes.difference(given), given.difference(genes)
-    if len(missing) or len(extra):
-        what = (
-            f"{len(missing)} of the ZINBVAE's {len(genes)} genes are missing "
-            f"({short_repr(list(missing[:5]))}) and {len(extra)} others are in it"
-        )
-    else:
-        what = "the ZINBVAE's genes are there in another order"
     raise ValueError(
-        f"adata's genes differ from the ZINBVAE's: {what}. The CGMDVAE reads the ZINBVAE's "
+        f"adata's genes differ from the ZINBVAE's {len(genes)} genes: "
+        f"{_gene_difference(genes, given)}. The CGMDVAE reads the ZINBVAE's "
         "genes in its order; pass adata[:, vae.adata.var_names].copy() (vae: the ZINBVAE), "
         "if adata holds them all."
     )
