@@ -4,6 +4,8 @@ model joins the CPU comparison of phase 5), and a model taken to a machine witho
 * CGMDVAE unlabelled on Kang: the default Leiden mixture start and the refit after training
   (the main phase's model has labels, which skip both);
 * CGMDVAE with ``likelihood="normal"`` on log-normalized PBMC cells;
+* CGMDVAE started from phase 1's ZINBVAE (``from_zinbvae``), trained with
+  ``early_stopping="auto"``, its typicality compared in phase 5 (``_gpu_pretrained.py``);
 * ZINBVAE with a per-batch dispersion, a latent library size, early stopping and the best
   validation epoch restored;
 * NMFDeconv per spot, SpatialImputer with the latent design, Archetypes with two samples;
@@ -29,6 +31,7 @@ import sys
 from collections import Counter
 
 from _gpu_models import prepare_kang, prepare_pbmc
+from _gpu_pretrained import pretrained_entry
 from _gpu_report import FAILED, CheckFailed, Context, _module_device, _same
 
 # Relative difference above which a model read on a CPU-only machine differs from the device.
@@ -154,6 +157,7 @@ def phase_variants(ctx: Context, models: dict) -> None:
             # Its cells' noise is drawn on the CPU apart from the count draws (CellDraws).
             seeded={"sample(seed=0)": lambda m: m.sample(50, seed=0)},
         )
+    pretrained_entry(ctx, models)  # CGMDVAE.from_zinbvae of phase 1's ZINBVAE
     _spot_variants(ctx, models, epochs)
     _training_guard(ctx)
     if "ZINBVAE/pbmc" in models:

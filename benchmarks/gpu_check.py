@@ -53,7 +53,10 @@ Phases (real data shipped with the package, nothing downloaded):
    the refit), CGMDVAE with ``likelihood="normal"`` on log-normalized PBMC cells, ZINBVAE with
    a per-batch dispersion, a latent library size, early stopping and ``restore_best``,
    ZINBVAE trained with ``precision="bf16-mixed"`` (and on CUDA ``"16-mixed"``), NMFDeconv
-   per spot, SpatialImputer with the latent design, Archetypes with two samples;
+   per spot, SpatialImputer with the latent design, Archetypes with two samples; a CGMDVAE
+   started from phase 1's ZINBVAE (``CGMDVAE.from_zinbvae``: the weights carried from the
+   device, the mixture placed at epoch 0), trained with ``early_stopping="auto"`` (the best
+   validation epoch kept), its ``predict_labels`` typicality read on the device;
    ZINBVAE, CGMDVAE, Archetypes and SpatialImputer (neighbour profiles) on 600 PBMC cells each
    trained twice from one seed under ``torch.use_deterministic_algorithms(True)`` (in a
    process with ``CUBLAS_WORKSPACE_CONFIG=:4096:8``), every tensor of their state equal;
@@ -93,6 +96,8 @@ add about 40 s more, the deterministic repeats about 30 s (31 s on one CPU threa
 so a run with the speed phase may pass 8 minutes: ``--skip-speed`` keeps the checks under it.
 The steps added on 2026-12-06 (cross-validation's two trainings of at most 50 epochs on the
 1,000 spots, two query epochs, a few read-outs) add an estimated 10-15 s.
+The pretrained CGMDVAE (20 epochs on PBMC 3k, its Leiden start and refit, the typicality
+record) adds an estimated 15-25 s.
 Every training call is cut by Lightning's ``max_time`` at 60 s (40 s per speed run) or at what
 is left of ``--budget-minutes`` (7.5), whichever comes first, and a phase that would start
 after the budget is reported as failed; the detail column says when a box cut training short.
