@@ -244,3 +244,25 @@ def test_predict_labels_waits_once_per_value_not_per_minibatch(monkeypatch):
     assert others <= 6, f"{others} host waits in {batches} minibatches:\n{tracker.waits_report()}"
     pd.testing.assert_frame_equal(before, after)
     assert torch.distributions.Distribution._validate_args  # the default put back
+
+
+# 8 s: in the slow stage, which CI runs too.
+@pytest.mark.slow
+def test_a_pretrained_cgmdvae_trains_without_waits(waits):
+    """CGMDVAE.from_zinbvae's first training (mixture placed at epoch 0, no KL warm-up,
+    early_stopping='auto' validating every epoch): its steps and, of another first
+    training, its validation batches."""
+    adata = _counts()
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vae.train(max_epochs=1, **TRAIN)
+    run = {"max_epochs": 3, "train_size": 0.7, "early_stopping": "auto"}
+    steps, report, n = waits(dv.model.CGMDVAE.from_zinbvae(vae, n_clusters=3), **run)
+    assert steps > 2 * _divergence.CHECK_EVERY
+    assert n <= _allowed(steps), f"{n} host waits in {steps} steps:\n{report}"
+    model = dv.model.CGMDVAE.from_zinbvae(vae, n_clusters=3)
+    batches, report, n = waits(model, validation=True, **{**run, "max_epochs": 2})
+    assert batches >= 2 * 6
+    assert n == 0, f"{n} host waits in {batches} validation batches:\n{report}"
