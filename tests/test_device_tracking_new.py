@@ -53,7 +53,8 @@ def _counts(seed=0):
 
 def test_from_zinbvae_and_its_training_stay_on_the_device(tracked, tmp_path):
     """The weights carried from a ZINBVAE on the device (covariate columns it lacked start
-    at 0, made beside its weights), then the pretrained CGMDVAE trained and read."""
+    at 0, made beside its weights), then the pretrained CGMDVAE trained and read. The other
+    CGMDVAEs are set up on copies, leaving the first one's registration alone."""
     adata = _counts()
     dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
     vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
@@ -66,13 +67,13 @@ def test_from_zinbvae_and_its_training_stay_on_the_device(tracked, tmp_path):
         )
 
     def scvi_form():
-        return dv.model.CGMDVAE.from_scvi_model(vae, None, n_clusters=3)
+        return dv.model.CGMDVAE.from_scvi_model(vae, None, adata=adata.copy(), n_clusters=3)
 
     plain = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16, encode_covariates=False)
     plain.train(max_epochs=1, **TRAIN)
 
     def new_columns():  # the CGMDVAE's encoder reads conditions this one's did not
-        return dv.model.CGMDVAE.from_zinbvae(plain, n_clusters=3)
+        return dv.model.CGMDVAE.from_zinbvae(plain, adata=adata.copy(), n_clusters=3)
 
     tracked(vae.module, {"from_zinbvae": build, "from_scvi_model": scvi_form})
     tracked(plain.module, {"new covariate columns": new_columns})
