@@ -131,14 +131,29 @@ def test_the_first_predict_labels_scores_the_record_in_its_own_pass(scored, tmp_
     assert model.typicality_record_ is not None
 
 
-def test_typicality_finds_the_counts_non_zeros_once_per_minibatch(monkeypatch):
-    """The deviance reads the counts' density at the fit and at the counts themselves: the
-    non-zero counts and their log-gamma terms (of the counts and theta alone) are found once
-    for both (twice before: a ``nonzero`` is a host wait on a GPU, 10% of predict_labels on
-    the CPU), with the same numbers as two calls of their own."""
+def _old_deviance(module, tensors):
+    """Typicality's deviance per UMI as it was computed: the NB's log-density at the fit and
+    at the counts themselves, each of the decoder's full output, subtracted."""
     import torch
 
     from deltavae.distributions import count_log_prob
+
+    x, cats = tensors[REGISTRY_KEYS.X_KEY], tensors.get(REGISTRY_KEYS.CAT_COVS_KEY)
+    inf = module.inference(**module._get_inference_input(tensors), draw=False)
+    params = module.decode(inf["qz"].loc, cats, inf["library"])
+    fit = count_log_prob(x, params["mu"], params["theta"]).sum(-1)
+    best = count_log_prob(x, x.clamp(min=1e-8), params["theta"]).sum(-1)
+    return ((fit - best) / x.sum(-1).clamp(min=1.0)).to(torch.float32)
+
+
+def test_typicality_reads_no_log_gamma_terms_and_no_non_zeros(monkeypatch):
+    """The deviance is the difference of two NB log-densities of the same counts and theta,
+    whose log-gamma terms (of the counts and theta alone) cancel: it is computed without them
+    and without the search of the non-zero counts (a ``nonzero`` and three ``lgamma`` per
+    minibatch before: half of predict_labels' cost on the CPU), giving the two densities'
+    difference up to float rounding."""
+    import torch
+
     from deltavae.model._typicality import fit_score
 
     adata = _semi()
@@ -147,26 +162,73 @@ def test_typicality_finds_the_counts_non_zeros_once_per_minibatch(monkeypatch):
         warnings.simplefilter("ignore")
         model.train(max_epochs=1, **TRAIN)
     module = model.module.eval()
-    tensors = next(iter(model._make_data_loader(adata, batch_size=64)))
-    calls = {"n": 0}
-    nonzero = torch.Tensor.nonzero
+    calls = {"nonzero": 0, "lgamma": 0}
+    nonzero, lgamma = torch.Tensor.nonzero, torch.lgamma
 
-    def counted(self, *args, **kwargs):
-        calls["n"] += 1
+    def counted_nonzero(self, *args, **kwargs):
+        calls["nonzero"] += 1
         return nonzero(self, *args, **kwargs)
 
+    def counted_lgamma(*args, **kwargs):
+        calls["lgamma"] += 1
+        return lgamma(*args, **kwargs)
+
     with torch.inference_mode():
-        monkeypatch.setattr(torch.Tensor, "nonzero", counted)
-        scores = fit_score(module, tensors)
-        monkeypatch.undo()
-        assert calls["n"] == 1
-        # The deviance as two calls of their own compute it.
-        x, cats = tensors[REGISTRY_KEYS.X_KEY], tensors.get(REGISTRY_KEYS.CAT_COVS_KEY)
+        for tensors in model._make_data_loader(adata, batch_size=64):
+            monkeypatch.setattr(torch.Tensor, "nonzero", counted_nonzero)
+            monkeypatch.setattr(torch, "lgamma", counted_lgamma)
+            scores = fit_score(module, tensors)
+            monkeypatch.undo()
+            assert calls == {"nonzero": 0, "lgamma": 0}
+            old = _old_deviance(module, tensors)
+            # Float rounding: the old sums of ~-100 per cell kept ~1e-5 of them.
+            torch.testing.assert_close(scores[:, 0], old, rtol=1e-5, atol=1e-6)
+            assert not torch.equal(scores[:, 0], torch.zeros_like(old))
+
+
+def test_typicality_does_not_run_the_decoders_dropout_head():
+    """predict_labels decodes every cell for typicality's deviance, which reads the NB's mean
+    and theta alone: the decoder's dropout head (a layer to every gene, as large as the mean's)
+    ran once per minibatch for nothing; what predict_labels gives is unchanged (its other
+    outputs are the same layers' numbers)."""
+    adata = _semi()
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, **TRAIN)
+    runs = {"dropout": 0, "scale": 0}
+    decoder = model.module.decoder
+
+    def count(name):
+        def hook(*_):
+            runs[name] += 1
+
+        return hook
+
+    hooks = [
+        decoder.px_dropout_decoder.register_forward_hook(count("dropout")),
+        decoder.px_scale_decoder.register_forward_hook(count("scale")),
+    ]
+    try:
+        labels = model.predict_labels(batch_size=100)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert runs == {"dropout": 0, "scale": 4}  # 400 cells, 100 a minibatch
+    # The decoder's mean as its full forward gives it.
+    import torch
+
+    module = model.module.eval()
+    tensors = next(iter(model._make_data_loader(adata, batch_size=64)))
+    with torch.inference_mode():
         inf = module.inference(**module._get_inference_input(tensors), draw=False)
-        params = module.decode(inf["qz"].loc, cats, inf["library"])
-        fit = count_log_prob(x, params["mu"], params["theta"]).sum(-1)
-        best = count_log_prob(x, x.clamp(min=1e-8), params["theta"]).sum(-1)
-    assert torch.equal(scores[:, 0], (fit - best) / x.sum(-1).clamp(min=1.0))
+        cats = tensors.get(REGISTRY_KEYS.CAT_COVS_KEY)
+        full = module.decode(inf["qz"].loc, cats, inf["library"])
+        mean = module.decode(inf["qz"].loc, cats, inf["library"], dropout=False)
+    assert mean["zi_logits"] is None
+    for key in ("scale", "mu", "theta"):
+        assert torch.equal(mean[key], full[key])
+    assert labels["typicality"].between(0, 1).all()
 
 
 @pytest.fixture

@@ -185,11 +185,21 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
         """Logits of q(y | z, c) and concentrations of q(d | z, c) (c: ``cat_covs``)."""
         return self.cluster_head(z, *split_categoricals(cat_covs))
 
-    def decode(self, z, cat_covs=None, library=None) -> dict[str, torch.Tensor]:
+    def decode(self, z, cat_covs=None, library=None, dropout: bool = True) -> dict:
         """Parameters of p(x | z, c) (c: ``cat_covs``) for ``observation`` (a
         :class:`~deltavae.distributions.Likelihood`): for counts
-        the mean at ``library`` (log) and more."""
+        the mean at ``library`` (log) and more. ``dropout=False``: for counts, no dropout
+        logits (``zi_logits`` None; the decoder's head to every gene not run), for a reader of
+        the NB's mean alone (typicality's deviance); the other values are the same numbers."""
         cats = split_categoricals(cat_covs)
+        if self.observation.is_count and not dropout:
+            px_scale = self.decoder.px_scale_decoder(self.decoder.px_decoder(z, *cats))
+            return {
+                "scale": px_scale,
+                "mu": torch.exp(library) * px_scale,  # as DecoderSCVI computes px_rate
+                "theta": torch.exp(self.px_r),
+                "zi_logits": None,
+            }
         if self.observation.is_count:
             px_scale, _, px_rate, px_dropout = self.decoder("gene", z, library, *cats)
             return {
