@@ -134,33 +134,10 @@ def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return grad.sum(dims, keepdim=True).reshape(shape)
 
 
-def _gamma_terms(x, theta_full, nonzero, sparse: bool) -> tuple:
-    """What :func:`_add_gamma_terms` adds that depends on ``x`` and ``theta`` alone: the
-    non-zero positions (sparse), and ``lgamma(x + theta)``, ``lgamma(theta)``,
-    ``lgamma(x + 1)`` there."""
-    if not sparse:
-        idx, x_nz, theta_nz = None, x, theta_full
-    else:
-        idx = nonzero.nonzero(as_tuple=True)
-        x_nz, theta_nz = x[idx], theta_full[idx]
-    lgammas = torch.lgamma(x_nz + theta_nz), torch.lgamma(theta_nz), torch.lgamma(x_nz + 1)
-    return idx, x_nz, theta_nz, *lgammas
-
-
-def _add_gamma_terms(res, x, theta_full, nonzero, sparse: bool, shared: dict | None = None):
+def _add_gamma_terms(res, x, theta_full, nonzero, sparse: bool):
     """``res + lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)`` where ``nonzero`` (``res``
     elsewhere, where these terms are 0), added in scvi-tools' order; and what the backward pass
-    needs to add ``digamma(x + theta) - digamma(theta)`` there. ``shared``
-    (:func:`count_log_prob`): the terms of ``x`` and ``theta`` alone, found by the first call
-    that shares them and read by the others (the same numbers in the same order)."""
-    if shared is not None:
-        if "terms" not in shared:
-            shared["terms"] = _gamma_terms(x, theta_full, nonzero, sparse)
-        idx, x_nz, theta_nz, at_x_theta, at_theta, at_x = shared["terms"]
-        if not sparse:
-            return torch.where(nonzero, res + at_x_theta - at_theta - at_x, res), None
-        full = res[idx] + at_x_theta - at_theta
-        return res.index_put_(idx, full - at_x), (idx, x_nz, theta_nz)
+    needs to add ``digamma(x + theta) - digamma(theta)`` there."""
     if not sparse:
         full = res + torch.lgamma(x + theta_full) - torch.lgamma(theta_full) - torch.lgamma(x + 1)
         return torch.where(nonzero, full, res), None
@@ -178,7 +155,7 @@ class _CountLogProb(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, mu, theta, zi_logits, sparse: bool, shared: dict | None = None):
+    def forward(ctx, x, mu, theta, zi_logits, sparse: bool):
         # In-place steps on fresh temporaries: fewer allocations, the same operations in
         # scvi-tools' order (so the same bits).
         theta_full = theta.expand_as(mu)
@@ -189,7 +166,7 @@ class _CountLogProb(torch.autograd.Function):
         del log_theta_mu
         if zi_logits is None:
             nonzero = x != 0
-            res, nz = _add_gamma_terms(nb_zero.add_(x_term), x, theta_full, nonzero, sparse, shared)
+            res, nz = _add_gamma_terms(nb_zero.add_(x_term), x, theta_full, nonzero, sparse)
             ctx.save_for_backward(x, mu, theta, log_ratio)
         else:
             zero = x < _EPS
@@ -237,7 +214,7 @@ class _CountLogProb(torch.autograd.Function):
             digammas = torch.digamma(x_v + theta_v) - torch.digamma(theta_v)
             grad_theta = grad_theta.index_put_(idx, grad[idx] * digammas, accumulate=True)
         ctx.nz = None
-        return None, grad_mu, _sum_to(grad_theta, theta.shape), grad_pi, None, None
+        return None, grad_mu, _sum_to(grad_theta, theta.shape), grad_pi, None
 
 
 def sparse_by_default(device: torch.device) -> bool:
@@ -253,7 +230,6 @@ def count_log_prob(
     theta: torch.Tensor,
     zi_logits: torch.Tensor | None = None,
     sparse: bool | None = None,
-    shared: dict | None = None,
 ) -> torch.Tensor:
     """Log-density of counts under NB(``mu``, ``theta``), or ZINB with ``zi_logits``.
 
@@ -269,11 +245,6 @@ def count_log_prob(
         logits (``None`` for the NB).
     sparse
         Evaluate the log-gamma terms only at non-zero counts (default: on the CPU).
-    shared
-        A dict for calls on the same ``x`` and ``theta`` (NB only): the first keeps in it the
-        terms of ``x`` and ``theta`` alone (the non-zero counts, their log-gamma terms), the
-        others read them, with the same numbers (typicality's deviance: the density at the
-        fit and at the counts themselves).
 
     Returns
     -------
@@ -296,9 +267,7 @@ def count_log_prob(
         x, mu, zi_logits = torch.broadcast_tensors(x, mu, zi_logits.to(dtype))
     else:
         x, mu = torch.broadcast_tensors(x, mu)
-    if shared is not None and zi_logits is not None:
-        raise ValueError("shared terms are of the NB's log-density only (zi_logits=None).")
-    return _CountLogProb.apply(x, mu, theta, zi_logits, sparse, shared)
+    return _CountLogProb.apply(x, mu, theta, zi_logits, sparse)
 
 
 class CountDistribution(pdist.TorchDistribution):
