@@ -161,7 +161,7 @@ def settle_record(model, every_cell: np.ndarray | None = None) -> None:
     warned): ``save`` and ``load_query_data`` need only the weights, as scvi-tools'.
     ``every_cell``: :func:`fit_score` of every cell of the model's AnnData in its order (the
     first ``predict_labels`` scored them all in the pass that labelled them), read at the
-    record's cells instead of a pass of their own (65,000 cells of 200,000: 5 CPU s). The same
+    record's cells instead of a pass of their own (65,000 cells of 200,000: 2.7 CPU s). The same
     numbers but where a minibatch of fewer than about 16 cells rounds a cell's networks
     differently (a float32 rounding, 2e-7 of a score; scored alone, the record's cells fall in
     other minibatches)."""
