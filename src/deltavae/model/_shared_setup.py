@@ -58,24 +58,57 @@ def take_back(manager, name: str) -> None:
     If the registration fails, the manager keeps its AnnData and the error says what to
     restore. ``name``: the model class, for the message."""
     adata = None if manager is None else manager.adata
-    if adata is None or adata.uns.get(_MANAGER_UUID_KEY) == manager.id:
+    if adata is None:
+        return
+    lost = lost_bookkeeping(manager)
+    if not lost and adata.uns.get(_MANAGER_UUID_KEY) == manager.id:
         return  # set up last by this manager: nothing to take back
     if manager._source_registry is None:  # set up by setup_anndata: its own registry
         manager._source_registry = copy.deepcopy(manager.registry)
     state = np.random.get_state()  # noqa: NPY002
     try:
-        manager.validate()
+        if lost:  # scvi-tools' validate() would see its id and register nothing
+            adata.uns.setdefault(_SCVI_UUID_KEY, manager.registry[_SCVI_UUID_KEY])
+            manager.adata = None
+            manager.register_fields(adata, manager._source_registry, **manager._transfer_kwargs)
+        else:
+            manager.validate()
     except (KeyError, ValueError, TypeError) as err:
         manager.adata = adata  # scvi-tools had dropped it: every later call failed
         detail = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        was = "was" if len(lost) == 1 else "were"
+        cause = (
+            f"{', '.join(lost)}, which scvi-tools wrote at setup, {was} removed since"
+            if lost
+            else "another model was set up on it since, replacing the columns scvi-tools "
+            "reads (obs['_scvi_batch'], ...)"
+        )
         raise ValueError(
-            f"This {name} cannot read its AnnData: another model was set up on it since, "
-            "replacing the columns scvi-tools reads (obs['_scvi_batch'], ...), and setting "
-            f"it up again with this model's setup failed: {detail} Restore what the model "
-            f"was set up with ({_setup_summary(manager.registry)}), then call it again."
+            f"This {name} cannot read its AnnData: {cause}, and setting it up again with "
+            f"this model's setup failed: {detail} Restore what the model was set up with "
+            f"({_setup_summary(manager.registry)}), then call it again."
         ) from err
     finally:
         np.random.set_state(state)  # noqa: NPY002
+
+
+def lost_bookkeeping(manager) -> list[str]:
+    """What scvi-tools wrote into ``manager``'s AnnData at setup and the AnnData lacks now:
+    the codes of the user's categorical columns (``obs["_scvi_batch"]``,
+    ``obsm["_scvi_extra_categorical_covs"]``) and its ids in ``uns``. A user who drops them
+    (``adata.obs = adata.obs[["cell_type", "batch"]]``, scvi-tools' keys stripped before
+    writing the file) keeps the columns they are made from, so the model's setup is
+    registered again from those, as :func:`take_back` does after another model's setup;
+    scvi-tools answered "_scvi_batch is not a valid column in adata.obs"."""
+    adata, lost = manager.adata, []
+    for field in manager.registry["field_registries"].values():
+        data, state = field.get("data_registry", {}), field.get("state_registry", {})
+        slot, key = data.get("attr_name"), data.get("attr_key")
+        derived = "categorical_mapping" in state or "mappings" in state  # codes of a column
+        if derived and slot in ("obs", "obsm") and key not in getattr(adata, slot):
+            lost.append(f"{slot}[{key!r}]")
+    lost += [f"uns[{key!r}]" for key in (_SCVI_UUID_KEY, _MANAGER_UUID_KEY) if key not in adata.uns]
+    return lost
 
 
 def new_model_id(model) -> None:

@@ -1,0 +1,81 @@
+"""A user's AnnData as a notebook treats it: scvi-tools' bookkeeping in it dropped, several
+models set up on it, inputs of every kind; a model reads the same numbers, or says why not."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+
+import deltavae as dv
+
+SMALL = {"n_hidden": 8, "n_latent": 2}
+TRAIN = {"max_epochs": 2, "enable_progress_bar": False, "enable_model_summary": False}
+
+
+def _cells():
+    adata = dv.datasets.synthetic_counts(
+        n_cells=90, n_genes=16, n_clusters=3, n_conditions=2, seed=0
+    )
+    adata.obs["donor"] = pd.Categorical(np.array(["d2", "d1", "d3"])[np.arange(90) % 3])
+    adata.obs["label"] = adata.obs["cluster"].astype(str)
+    return adata
+
+
+@pytest.fixture(scope="module")
+def trained():
+    scvi.settings.seed = 0
+    zinb, cgmd = _cells(), _cells()
+    dv.model.ZINBVAE.setup_anndata(zinb, batch_key="condition", categorical_covariate_keys="donor")
+    first = dv.model.ZINBVAE(zinb, **SMALL)
+    first.train(**TRAIN)
+    dv.model.CGMDVAE.setup_anndata(cgmd, condition_key=["condition", "donor"], labels_key="label")
+    second = dv.model.CGMDVAE(cgmd, n_clusters=3, **SMALL)
+    second.train(**TRAIN)
+    return (first, zinb), (second, cgmd)
+
+
+DROPS = {
+    "obs codes": lambda a: [a.obs.pop(k) for k in list(a.obs) if k.startswith("_scvi")],
+    "obsm codes": lambda a: a.obsm.pop("_scvi_extra_categorical_covs"),
+    "obs replaced": lambda a: setattr(a, "obs", a.obs[["condition", "donor", "label"]].copy()),
+    "uns ids": lambda a: [a.uns.pop(k) for k in list(a.uns) if k.startswith("_scvi")],
+}
+
+
+@pytest.mark.parametrize("drop", DROPS)
+@pytest.mark.parametrize("which", [0, 1])
+def test_scvi_tools_bookkeeping_dropped_is_registered_again(trained, which, drop):
+    """A user who dropped what scvi-tools wrote at setup (obs['_scvi_batch'], ...; adata.obs
+    replaced by a frame of their columns; the _scvi ids stripped from uns) keeps the columns
+    it was made from; the model answered "_scvi_batch is not a valid column in adata.obs", or
+    that another model had been set up on the AnnData since. Now it sets its own setup up
+    again from those columns, with the codes it was trained under."""
+    model, adata = trained[which]
+    before = model.get_latent_representation()
+    kept = (adata.obs.copy(), dict(adata.obsm), dict(adata.uns))
+    try:
+        DROPS[drop](adata)
+        np.testing.assert_array_equal(model.get_latent_representation(), before)
+        assert "_scvi_batch" in adata.obs and "_scvi_manager_uuid" in adata.uns
+    finally:
+        adata.obs = kept[0]
+        adata.obsm.update(kept[1])
+        adata.uns.update(kept[2])
+    np.testing.assert_array_equal(model.get_latent_representation(), before)
+
+
+def test_bookkeeping_dropped_with_the_users_column_names_both(trained):
+    (model, adata), _ = trained
+    before = model.get_latent_representation()
+    kept = adata.obs.copy()
+    adata.obs = adata.obs[["donor"]].copy()  # "condition", the batch, gone too
+    try:
+        with pytest.raises(ValueError) as err:
+            model.get_latent_representation()
+        message = str(err.value)
+        assert "obs['_scvi_batch'], which scvi-tools wrote at setup, was removed since" in message
+        assert "Restore what the model was set up with (batch_key='condition'" in message
+        assert "another model" not in message
+    finally:
+        adata.obs = kept
+    np.testing.assert_array_equal(model.get_latent_representation(), before)
