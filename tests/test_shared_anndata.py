@@ -79,3 +79,51 @@ def test_bookkeeping_dropped_with_the_users_column_names_both(trained):
     finally:
         adata.obs = kept
     np.testing.assert_array_equal(model.get_latent_representation(), before)
+
+
+@pytest.mark.parametrize("drop", ["obs codes", "uns ids"])
+@pytest.mark.parametrize("which", [0, 1])
+def test_new_cells_read_before_and_stripped_since_are_read_again(trained, which, drop):
+    """New cells read once keep scvi-tools' registration of them; their codes or ids dropped
+    since, the next read failed: "_scvi_batch is not a valid column in adata.obs", or a bare
+    KeyError: '_scvi_manager_uuid'."""
+    model, _ = trained[which]
+    new = _cells()[::2].copy()
+    before = model.get_latent_representation(new)
+    DROPS[drop](new)
+    np.testing.assert_array_equal(model.get_latent_representation(new), before)
+
+
+def test_new_cells_set_up_by_another_model_since_keep_their_codes(trained):
+    """New cells read by one model, then set up by another with their condition's categories
+    in another order: the first reads them under its own codes again."""
+    (first, _), (second, _) = trained
+    new = _cells()[1::2].copy()
+    before = first.get_latent_representation(new)
+    new.obs["condition"] = new.obs["condition"].cat.reorder_categories(["stim", "ctrl"])
+    second.get_latent_representation(new)
+    dv.model.ZINBVAE.setup_anndata(new, batch_key="condition")
+    np.testing.assert_array_equal(first.get_latent_representation(new), before)
+    dv.model.ZINBVAE.setup_anndata(new, batch_key="donor")
+    del new.obs["condition"]  # which the first set up again from
+    with pytest.raises(ValueError, match=r"cannot read this AnnData: .*'condition'"):
+        first.get_latent_representation(new)
+
+
+def test_a_failed_take_back_leaves_the_model_able_to_read_new_cells(trained):
+    """Its own AnnData set up by another model since and its batch column removed, a model
+    refused it (as it should), but scvi-tools had emptied the batch's registry on the way: new
+    cells read next failed with "KeyError: 'categorical_mapping'", and transform_batch lost
+    the batch names."""
+    (model, adata), _ = trained
+    new = _cells()[::3].copy()
+    own, on_new = model.get_latent_representation(), model.get_latent_representation(new)
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="donor")
+    condition = adata.obs.pop("condition")
+    try:
+        with pytest.raises(ValueError, match=r"cannot read its AnnData: another model"):
+            model.get_latent_representation()
+        np.testing.assert_array_equal(model.get_latent_representation(new.copy()), on_new)
+    finally:
+        adata.obs["condition"] = condition
+    np.testing.assert_array_equal(model.get_latent_representation(), own)

@@ -17,7 +17,7 @@ from ._labels import check_known_categories, with_labels_column
 from ._matrices import check_still_on_disk, memory_copy
 from ._obs_checks import check_size_factors
 from ._scvi_glue import _sealed, _transferring_quietly, forget_old_copies
-from ._shared_setup import check_setup_columns, fresh_copy_id
+from ._shared_setup import check_setup_columns, fresh_copy_id, take_back_read
 from ._training_checks import rows_unit
 from ._validation import check_data
 
@@ -94,6 +94,7 @@ class AnnDataReadsMixin:
                 with layer_fixed():  # the model's layer: advice puts the counts there
                     unit = f"{rows_unit(self)}s"
                     check_data(adata, layer, kind, min_cells=1, warn_empty=False, unit=unit)
+            take_back_read(self, adata)  # read before: another setup or dropped codes since
         else:
             check_own_adata(self)
         with _transferring_quietly():  # registered like the training AnnData

@@ -49,14 +49,26 @@ def check_setup_columns(manager, registry: dict, name: str, of=None) -> None:
     check_registered_columns(manager.adata, registry, name, of=of)
 
 
-def take_back(manager, name: str) -> None:
+def take_back_read(model, adata) -> None:
+    """Before ``model`` reads ``adata``, an AnnData other than its own that it registered at
+    an earlier read (kept by scvi-tools under the AnnData's id): its registration taken back
+    (:func:`take_back`) where another model was set up on it since or scvi-tools' codes and
+    ids were dropped from it since; scvi-tools answered "_scvi_batch is not a valid column
+    in adata.obs", or a bare KeyError: '_scvi_manager_uuid'."""
+    store = type(model)._per_instance_manager_store.get(getattr(model, "id", None), {})
+    manager = store.get(adata.uns.get(_SCVI_UUID_KEY)) if adata is not None else None
+    if manager is not None and manager.adata is adata:
+        take_back(manager, type(model).__name__, whose="this AnnData")
+
+
+def take_back(manager, name: str, whose: str = "its AnnData") -> None:
     """Register ``manager``'s AnnData again with its setup when another setup replaced it
     (scvi-tools' ``AnnDataManager.validate``), as a transfer of the setup registered: each
     category keeps its code. scvi-tools set the AnnData up anew, from the columns as they are
     now: with its categories reordered since (``cat.reorder_categories``, ``astype`` with
     other categories), a trained model read the batches under each other's codes, silently.
     If the registration fails, the manager keeps its AnnData and the error says what to
-    restore. ``name``: the model class, for the message."""
+    restore. ``name``: the model class, and ``whose`` the AnnData, for the message."""
     adata = None if manager is None else manager.adata
     if adata is None:
         return
@@ -66,6 +78,7 @@ def take_back(manager, name: str) -> None:
     if manager._source_registry is None:  # set up by setup_anndata: its own registry
         manager._source_registry = copy.deepcopy(manager.registry)
     state = np.random.get_state()  # noqa: NPY002
+    registry = copy.deepcopy(manager._registry)  # scvi-tools empties a field before its read
     try:
         if lost:  # scvi-tools' validate() would see its id and register nothing
             adata.uns.setdefault(_SCVI_UUID_KEY, manager.registry[_SCVI_UUID_KEY])
@@ -75,6 +88,9 @@ def take_back(manager, name: str) -> None:
             manager.validate()
     except (KeyError, ValueError, TypeError) as err:
         manager.adata = adata  # scvi-tools had dropped it: every later call failed
+        # and had emptied the field that failed: new cells read since, transferred from
+        # it, met "KeyError: 'categorical_mapping'"
+        manager._registry = registry
         detail = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
         was = "was" if len(lost) == 1 else "were"
         cause = (
@@ -84,7 +100,7 @@ def take_back(manager, name: str) -> None:
             "reads (obs['_scvi_batch'], ...)"
         )
         raise ValueError(
-            f"This {name} cannot read its AnnData: {cause}, and setting it up again with "
+            f"This {name} cannot read {whose}: {cause}, and setting it up again with "
             f"this model's setup failed: {detail} Restore what the model was set up with "
             f"({_setup_summary(manager.registry)}), then call it again."
         ) from err
