@@ -127,3 +127,17 @@ def test_a_failed_take_back_leaves_the_model_able_to_read_new_cells(trained):
     finally:
         adata.obs["condition"] = condition
     np.testing.assert_array_equal(model.get_latent_representation(), own)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_new_cells_whose_condition_changed_in_place_are_read_with_it(trained, which):
+    """New cells read once, then their condition column changed in place: the model read
+    the codes scvi-tools wrote at the first read, silently the old conditions. They are read
+    as a copy with the new values is."""
+    model, _ = trained[which]
+    new = _cells()[::2].copy()
+    before = model.get_latent_representation(new)
+    new.obs["condition"] = new.obs["condition"].map({"ctrl": "stim", "stim": "ctrl"})
+    flipped = model.get_latent_representation(new.copy())
+    assert not np.allclose(flipped, before)
+    np.testing.assert_array_equal(model.get_latent_representation(new), flipped)

@@ -49,14 +49,7 @@ def check_registered_columns(
             )
         if key not in adata.obs or attr_key not in store:
             continue  # a trained model reads its copy (the labels are not read)
-        registered = store[attr_key] if column is None else store[attr_key][column]
-        values = adata.obs[key].astype("category")
-        lookup = pd.Index(np.asarray(mapping).astype(str)).get_indexer(
-            values.cat.categories.astype(str)
-        )
-        codes = values.cat.codes.to_numpy()
-        now = np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1)
-        changed = int((now != np.asarray(registered)).sum())
+        changed = _changed_cells(adata, key, store, attr_key, column, mapping)
         if changed:
             fix = (
                 f"To read the {unit}s with their values now, pass a copy as new {unit}s (e.g. "
@@ -70,6 +63,31 @@ def check_registered_columns(
                 f"{unit}s hold another value than the one registered, which the model would "
                 "read. " + fix
             )
+
+
+def _changed_cells(adata, key, store, attr_key, column, mapping) -> int:
+    """How many cells' ``adata.obs[key]`` differs from the codes scvi-tools registered."""
+    registered = store[attr_key] if column is None else store[attr_key][column]
+    values = adata.obs[key].astype("category")
+    lookup = pd.Index(np.asarray(mapping).astype(str)).get_indexer(
+        values.cat.categories.astype(str)
+    )
+    codes = values.cat.codes.to_numpy()
+    now = np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1)
+    return int((now != np.asarray(registered)).sum())
+
+
+def changed_columns(adata, registry: dict) -> list[str]:
+    """The obs columns registered (covariates, conditions, labels) whose values in ``adata``
+    differ now from the codes scvi-tools wrote for them (:func:`check_registered_columns`
+    refuses them in a model's own AnnData; new cells are registered again from them)."""
+    changed = []
+    for key, (slot, attr_key, column), mapping in _registered_columns(registry):
+        store = getattr(adata, slot)
+        if key in adata.obs and attr_key in store:
+            if _changed_cells(adata, key, store, attr_key, column, mapping):
+                changed.append(key)
+    return changed
 
 
 def refuse_overwriting_read_columns(registry: dict, written: list[str], key_added: str) -> None:

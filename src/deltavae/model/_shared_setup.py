@@ -22,7 +22,7 @@ import numpy as np
 from scvi.data._constants import _MANAGER_UUID_KEY, _SCVI_UUID_KEY
 
 from .._checks import short_repr
-from ._registered_columns import check_registered_columns
+from ._registered_columns import changed_columns, check_registered_columns
 
 
 def _setup_summary(registry: dict) -> str:
@@ -58,29 +58,36 @@ def take_back_read(model, adata) -> None:
     store = type(model)._per_instance_manager_store.get(getattr(model, "id", None), {})
     manager = store.get(adata.uns.get(_SCVI_UUID_KEY)) if adata is not None else None
     if manager is not None and manager.adata is adata:
-        take_back(manager, type(model).__name__, whose="this AnnData")
+        # A column changed in place since (adata.obs["condition"] = ...): scvi-tools read
+        # the codes of the first read, silently; new cells are read with their values now.
+        changed = changed_columns(adata, manager.registry)
+        take_back(manager, type(model).__name__, whose="this AnnData", changed=changed)
 
 
-def take_back(manager, name: str, whose: str = "its AnnData") -> None:
+def take_back(
+    manager, name: str, whose: str = "its AnnData", changed: list[str] | None = None
+) -> None:
     """Register ``manager``'s AnnData again with its setup when another setup replaced it
     (scvi-tools' ``AnnDataManager.validate``), as a transfer of the setup registered: each
     category keeps its code. scvi-tools set the AnnData up anew, from the columns as they are
     now: with its categories reordered since (``cat.reorder_categories``, ``astype`` with
     other categories), a trained model read the batches under each other's codes, silently.
     If the registration fails, the manager keeps its AnnData and the error says what to
-    restore. ``name``: the model class, and ``whose`` the AnnData, for the message."""
+    restore. ``name``: the model class, and ``whose`` the AnnData, for the message;
+    ``changed``: obs columns whose values changed since the codes were written (new cells:
+    registered again from them)."""
     adata = None if manager is None else manager.adata
     if adata is None:
         return
     lost = lost_bookkeeping(manager)
-    if not lost and adata.uns.get(_MANAGER_UUID_KEY) == manager.id:
+    if not lost and not changed and adata.uns.get(_MANAGER_UUID_KEY) == manager.id:
         return  # set up last by this manager: nothing to take back
     if manager._source_registry is None:  # set up by setup_anndata: its own registry
         manager._source_registry = copy.deepcopy(manager.registry)
     state = np.random.get_state()  # noqa: NPY002
     registry = copy.deepcopy(manager._registry)  # scvi-tools empties a field before its read
     try:
-        if lost:  # scvi-tools' validate() would see its id and register nothing
+        if lost or changed:  # scvi-tools' validate() would see its id and register nothing
             adata.uns.setdefault(_SCVI_UUID_KEY, manager.registry[_SCVI_UUID_KEY])
             manager.adata = None
             manager.register_fields(adata, manager._source_registry, **manager._transfer_kwargs)
@@ -96,6 +103,8 @@ def take_back(manager, name: str, whose: str = "its AnnData") -> None:
         cause = (
             f"{', '.join(lost)}, which scvi-tools wrote at setup, {was} removed since"
             if lost
+            else f"obs {changed} changed since the model read it"
+            if changed
             else "another model was set up on it since, replacing the columns scvi-tools "
             "reads (obs['_scvi_batch'], ...)"
         )
