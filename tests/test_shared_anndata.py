@@ -141,3 +141,20 @@ def test_new_cells_whose_condition_changed_in_place_are_read_with_it(trained, wh
     flipped = model.get_latent_representation(new.copy())
     assert not np.allclose(flipped, before)
     np.testing.assert_array_equal(model.get_latent_representation(new), flipped)
+
+
+def test_too_few_clusters_for_labels_names_the_unused_ones():
+    """Cells subset as scanpy does keep their labels' unused categories: CGMDVAE counted them
+    as labels, "n_clusters=3 is smaller than the 4 labels", naming none as without cells."""
+    adata = _cells()
+    adata = adata[adata.obs["label"] != "2"].copy()  # "2" stays a category of no cell
+    adata.obs["label"] = adata.obs["label"].astype("category")
+    adata.obs["label"] = adata.obs["label"].cat.set_categories(["0", "1", "2"])
+    with pytest.warns(UserWarning, match="categories no cell carries"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="label")
+    with pytest.raises(ValueError) as err:
+        dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    message = str(err.value)
+    assert "smaller than the 3 labels in 'label' (0, 1, 2)" in message
+    assert "1 of them no cell carries (2)" in message
+    assert ".cat.remove_unused_categories()" in message

@@ -29,7 +29,7 @@ from ._de import CheckedExpressionMixin
 from ._de_checks import check_dataloader_alone
 from ._empty_clusters import warn_if_clusters_empty
 from ._label_record import warn_labels_without_training_cells
-from ._label_setup import warn_if_unlabelled_lookalike
+from ._label_setup import unused_labels_hint, warn_if_unlabelled_lookalike
 from ._labels import cluster_index
 from ._load_state import saved_state
 from ._query_checks import building_query
@@ -374,10 +374,11 @@ class ClustersMixin(PredictionsMixin):
                 "to fit them to; pass at most one per cell (far fewer in practice)."
             )
         if n_clusters < len(labels):
+            key = self.registry_["setup_args"]["labels_key"]
             raise ValueError(
                 f"n_clusters={n_clusters} is smaller than the {len(labels)} labels in "
-                f"{self.registry_['setup_args']['labels_key']!r} ({', '.join(labels)}); every "
-                "label needs a cluster."
+                f"{key!r} ({', '.join(labels)}); every label needs a cluster."
+                + unused_labels_hint(self.adata, key, labels)
             )
         return n_clusters
 

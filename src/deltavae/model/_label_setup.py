@@ -239,3 +239,22 @@ def refuse_missing_integer_labels(adata: AnnData, labels_key, unlabeled_category
         f"labels integers: adata.obs[{labels_key!r}] = adata.obs[{labels_key!r}].astype(float)"
         f".fillna({mark}).astype(int), and pass unlabeled_category={mark} (or drop them)."
     )
+
+
+def unused_labels_hint(adata, labels_key: str, labels) -> str:
+    """For a refusal that counts ``labels``: those no cell of ``adata`` carries (categories
+    left unused by a subset of the cells, as scanpy keeps them) and the line that drops them,
+    or "" where every label has cells."""
+    column = None if adata is None else adata.obs.get(labels_key)
+    if column is None:
+        return ""
+    held = set(column.astype(str))
+    unused = [str(label) for label in labels if str(label) not in held]
+    if not unused:
+        return ""
+    return (
+        f" {len(unused)} of them no cell carries ({', '.join(unused[:5])}): categories left "
+        f"unused, e.g. by a subset of the cells. Drop them, adata.obs[{labels_key!r}] = "
+        f"adata.obs[{labels_key!r}].cat.remove_unused_categories(), then call setup_anndata "
+        "again."
+    )
