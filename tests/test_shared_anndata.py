@@ -158,3 +158,28 @@ def test_too_few_clusters_for_labels_names_the_unused_ones():
     assert "smaller than the 3 labels in 'label' (0, 1, 2)" in message
     assert "1 of them no cell carries (2)" in message
     assert ".cat.remove_unused_categories()" in message
+
+
+def test_a_trained_models_labels_relabelled_since_do_not_block_a_take_back(trained):
+    """Once trained, a CGMDVAE reads no labels, and read its AnnData with its labels column
+    relabelled (a clustering's names written over it) or removed; after another model's setup
+    it refused it: "Category novel_1 not found in source registry ... Restore what the model
+    was set up with". Its column is left as the user wrote it."""
+    _, (model, adata) = trained
+    before, kept = model.get_latent_representation(), adata.obs.copy()
+    try:
+        adata.obs["label"] = np.where(np.arange(adata.n_obs) % 2, "novel_1", "0")
+        written = adata.obs.copy()
+        dv.model.ZINBVAE.setup_anndata(adata, batch_key="donor")
+        np.testing.assert_array_equal(model.get_latent_representation(), before)
+        pd.testing.assert_frame_equal(
+            adata.obs.drop(columns=["_scvi_batch", "_scvi_labels"]),
+            written.drop(columns=["_scvi_batch", "_scvi_labels"]),
+        )
+        del adata.obs["label"]
+        dv.model.ZINBVAE.setup_anndata(adata, batch_key="donor")
+        np.testing.assert_array_equal(model.get_latent_representation(), before)
+        assert "label" not in adata.obs
+    finally:
+        adata.obs = kept
+    np.testing.assert_array_equal(model.get_latent_representation(), before)

@@ -171,7 +171,7 @@ def check_own_adata(model, training: bool = False) -> None:
         )
     registry = getattr(model, "registry_", None)
     if adata is not None and registry is not None:  # a column it reads changed since setup
-        take_back_setup(model)  # another model's codes there (same AnnData): ours back
+        take_back_setup(model, trained=not training)  # another model's codes there: ours
         name = type(model).__name__
         check_registered_columns(adata, registry, name, trained=not training, of=model)
     check_model_counts(model)

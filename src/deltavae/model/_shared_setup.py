@@ -15,10 +15,12 @@ another table when another model had been set up on the AnnData since its last c
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import uuid
 
 import numpy as np
+import pandas as pd
 from scvi.data._constants import _MANAGER_UUID_KEY, _SCVI_UUID_KEY
 
 from .._checks import short_repr
@@ -32,12 +34,56 @@ def _setup_summary(registry: dict) -> str:
     return ", ".join(f"{k}={short_repr(v)}" for k, v in given.items()) or "no arguments"
 
 
-def take_back_setup(model) -> None:
+def take_back_setup(model, trained: bool = False) -> None:
     """Register ``model``'s own AnnData again with its setup when another setup replaced it
-    (:func:`take_back`)."""
+    (:func:`take_back`); ``trained``: a model that reads no labels (:func:`_labels_unread`)."""
     manager = getattr(model, "_adata_manager", None)
     if manager is not None:
-        take_back(manager, type(model).__name__)
+        take_back(manager, type(model).__name__, trained=trained)
+
+
+@contextlib.contextmanager
+def _labels_unread(adata, registry: dict):
+    """A trained model's labels column while its setup is registered again: labels it was
+    not trained with (cells labelled since, by a clustering or by its own clusters' names),
+    missing labels and a removed column read as unlabelled, and labels of another type (0
+    for "0") as its own; the user's column put back after. Once trained, a model reads no
+    labels, and reads its AnnData with such a column; after another model's setup, scvi-tools'
+    transfer refused it: "Category novel_1 not found in source registry"."""
+    from ._labels import _label_state  # it imports this module's neighbours
+
+    key, unlabelled, known = _label_state(registry)
+    given = None if key is None else adata.obs.get(key)
+    if key is None or (given is not None and not _needs_relabel(given, registry, known)):
+        yield
+        return
+    if given is None:
+        adata.obs[key] = np.full(adata.n_obs, unlabelled, dtype=object)
+    else:
+        values = given.astype(str)
+        new = ~values.isin(known).to_numpy() | given.isna().to_numpy()
+        state = registry["field_registries"]["labels"]["state_registry"]
+        own = {str(v): v for v in [*state["categorical_mapping"], unlabelled]}
+        adata.obs[key] = values.map(own).where(~new, unlabelled).to_numpy()
+    try:
+        yield
+    finally:
+        if given is None:
+            del adata.obs[key]
+        else:
+            adata.obs[key] = given
+
+
+def _needs_relabel(given, registry: dict, known: set[str]) -> bool:
+    """Whether a labels column holds labels a transfer of ``registry`` refuses: unknown,
+    missing, or known by name but of another type."""
+    values = given.astype(str)
+    if given.isna().any() or not values.isin(known).all():
+        return True
+    state = registry["field_registries"]["labels"]["state_registry"]
+    own = {str(v): v for v in [*state["categorical_mapping"], state["unlabeled_category"]]}
+    present = pd.unique(np.asarray(given, dtype=object))
+    return any(isinstance(v, str) != isinstance(own[str(v)], str) for v in present)
 
 
 def check_setup_columns(manager, registry: dict, name: str, of=None) -> None:
@@ -65,7 +111,11 @@ def take_back_read(model, adata) -> None:
 
 
 def take_back(
-    manager, name: str, whose: str = "its AnnData", changed: list[str] | None = None
+    manager,
+    name: str,
+    whose: str = "its AnnData",
+    changed: list[str] | None = None,
+    trained: bool = False,
 ) -> None:
     """Register ``manager``'s AnnData again with its setup when another setup replaced it
     (scvi-tools' ``AnnDataManager.validate``), as a transfer of the setup registered: each
@@ -86,13 +136,16 @@ def take_back(
         manager._source_registry = copy.deepcopy(manager.registry)
     state = np.random.get_state()  # noqa: NPY002
     registry = copy.deepcopy(manager._registry)  # scvi-tools empties a field before its read
+    unread = _labels_unread(adata, manager.registry) if trained else contextlib.nullcontext()
     try:
-        if lost or changed:  # scvi-tools' validate() would see its id and register nothing
-            adata.uns.setdefault(_SCVI_UUID_KEY, manager.registry[_SCVI_UUID_KEY])
-            manager.adata = None
-            manager.register_fields(adata, manager._source_registry, **manager._transfer_kwargs)
-        else:
-            manager.validate()
+        with unread:
+            if lost or changed:  # scvi-tools' validate() sees its own id: registers nothing
+                adata.uns.setdefault(_SCVI_UUID_KEY, manager.registry[_SCVI_UUID_KEY])
+                manager.adata = None
+                source, kwargs = manager._source_registry, manager._transfer_kwargs
+                manager.register_fields(adata, source, **kwargs)
+            else:
+                manager.validate()
     except (KeyError, ValueError, TypeError) as err:
         manager.adata = adata  # scvi-tools had dropped it: every later call failed
         # and had emptied the field that failed: new cells read since, transferred from
