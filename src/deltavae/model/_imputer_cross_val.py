@@ -28,6 +28,7 @@ from .._rng import scvi_seed_kept
 from .._warn import warn_user
 from ..metrics import imputation_scores
 from ._genes import _refuse_duplicates
+from ._matrices import column_sums
 
 #: impute(spots with the visible genes, reference, hidden genes) -> spots x genes, with at
 #: least the hidden and the visible genes.
@@ -71,6 +72,7 @@ def cross_validate_genes(
     seed: int = 0,
     layer: str | None = None,
     only_folds: Sequence[int] | None = None,
+    reference_layer: str | None = None,
 ) -> pd.DataFrame:
     """Per-gene scores of ``impute`` with each fold of ``genes`` hidden in turn.
 
@@ -78,13 +80,16 @@ def cross_validate_genes(
     counts it and it varies across the spots (otherwise it has no pattern to impute); the
     table holds the scored genes only, in ``genes``' order, with ``imputation_scores``'
     columns and ``fold``. ``scvi.settings.seed`` is set to ``seed`` before each fold, and
-    it and the global generators it reseeds are put back after the last.
+    it and the global generators it reseeds are put back after the last. ``layer`` and
+    ``reference_layer`` hold the spots' and the reference's counts (``None``: X).
     """
     genes = list(genes)
     counts = layer_matrix(spots, layer)
-    expressed = pd.Series(
-        dense(reference[:, genes].X).sum(axis=0) > 0, index=genes
-    )  # a reference without a gene's counts cannot impute it
+    # A reference without a gene's counts cannot impute it: judged on its counts, not on an
+    # X that may be scaled (sums about 0) beside them.
+    reference_counts = layer_matrix(reference, reference_layer)
+    at = reference.var_names.get_indexer(genes)
+    expressed = pd.Series(column_sums(reference_counts)[at] > 0, index=genes)
     tables = []
     with scvi_seed_kept():  # the user's seed and generators, as before the call
         for fold, hidden in enumerate(gene_folds(genes, n_folds, seed)):
@@ -220,6 +225,7 @@ class ImputerCrossValMixin:
             n_folds=n_folds,
             seed=seed,
             layer=layer,
+            reference_layer=model_kwargs.get("reference_layer"),
         )
         left = [g for g in chosen if g not in table.index]
         if left:
