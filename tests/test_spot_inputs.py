@@ -1,6 +1,7 @@
 """Spatial deconvolution on the inputs a new user brings: integer labels, repeated gene or
 spot names, empty spots and cells, negative predictions, a reloaded model with a gene panel."""
 
+import re
 import warnings
 
 import anndata as ad
@@ -162,6 +163,36 @@ def test_empty_reference_cells_are_named_once_in_the_package_words(split):
     messages = [str(w.message) for w in caught]
     assert not any("Some cells have zero counts" in m for m in messages)
     assert sum("2 reference cells have no counts in reference.X" in m for m in messages) == 1
+
+
+def test_labels_are_checked_before_the_reference_counts_and_a_swap_is_named(split):
+    """SpatialImputer.from_reference read and checked the reference's counts (a chunk of
+    rows at a time on disk), and warned about its empty cells, before a labels_key typo or
+    NaN labels were refused; and the single cells passed first (Tangram's pp_adatas order)
+    got "the spots already measure every gene the reference counts" from the imputer and a
+    bare "not a column of reference.obs" from NMFDeconv."""
+    spots, ref = split
+    ref = _with_empty_rows(ref, 2)  # its warning, an error under pytest, came first
+    panel = spots[:, :30].copy()
+    nan = ref.copy()
+    nan.obs["cluster"] = nan.obs["cluster"].astype(object)
+    nan.obs.iloc[5, nan.obs.columns.get_loc("cluster")] = np.nan
+    imputer = dv.model.SpatialImputer.from_reference
+    with pytest.raises(KeyError, match=r"labels_key='clusters' .*did you mean 'cluster'"):
+        imputer(panel, reference=ref, labels_key="clusters")
+    with pytest.raises(ValueError, match=r"1 missing labels \(NaN\)"):
+        imputer(panel, reference=nan, labels_key="cluster")
+    swapped = r"spots.obs holds 'cluster': were the single cells passed as spots\? .*"
+    for build, name in [
+        (dv.model.NMFDeconv.from_reference, "NMFDeconv"),
+        (imputer, "SpatialImputer"),
+    ]:
+        call = re.escape(f"{name}.from_reference(spots, reference=cells, labels_key='cluster')")
+        with pytest.raises(KeyError, match=swapped + call):
+            build(ref, reference=spots, labels_key="cluster")
+    # The latent design reads no labels: labels_key (its default too) is not checked.
+    latent = imputer(panel, reference=ref[2:].copy(), labels_key="clusters", design="latent")
+    assert latent.design_ == "latent"
 
 
 # ----------------------------------------------------------------------------- results
@@ -685,7 +716,9 @@ def test_the_imputer_names_the_spots_by_their_argument(split):
     """SpatialImputer's messages named the spots 'spatial', its argument's old name."""
     spots, ref = split
     with pytest.raises(ValueError, match=r"^spots \(3 genes, .* share 3 genes"):
-        dv.model.SpatialImputer.from_reference(spots[:, :3].copy(), reference=ref)
+        dv.model.SpatialImputer.from_reference(
+            spots[:, :3].copy(), reference=ref, labels_key="cluster"
+        )
     with pytest.raises(KeyError, match=r"not in spots\.layers"):
         dv.model.SpatialImputer.from_reference(spots, reference=ref, layer="count")
 

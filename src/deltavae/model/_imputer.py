@@ -46,6 +46,7 @@ from ._matrices import column_sums, memory_copy, row_sums, to_memory
 from ._nmf_reference import warn_empty_reference_cells, warn_small_types
 from ._nmf_start import keep_uncounted
 from ._placeholder_labels import warn_placeholder_labels
+from ._reference_labels import check_reference_labels
 from ._reference_reads import counts_in_memory, in_chunks, type_profiles
 from ._saved import check_load_arguments, read_saved
 from ._spots import (
@@ -332,6 +333,8 @@ class SpatialImputer(
         _matrix(spots, layer, "spots")  # a missing layer is named before the reference work
         refuse_minified(spots, "spots")
         refuse_minified(reference, "reference")
+        if design == "deconvolution" and labels_key is not None:  # before its counts are read
+            check_reference_labels(spots, reference, labels_key, "SpatialImputer.from_reference")
         # On disk or dask: checked a chunk of rows at a time.
         check_data(reference, reference_layer, kind="counts", name="reference", warn_empty=False)
         refuse_countless_reference(reference, reference_layer)

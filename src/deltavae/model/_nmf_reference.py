@@ -28,6 +28,7 @@ from ._gene_advice import identifier_advice, names_column_advice
 from ._genes import _refuse_duplicates
 from ._matrices import adata_in_memory, memory_copy, on_disk, row_sums, to_memory
 from ._placeholder_labels import warn_placeholder_labels
+from ._reference_labels import check_reference_labels
 from ._reference_reads import genes_in_memory, type_sums
 from ._shared_genes import warn_few_shared
 from ._spots import spots_named
@@ -376,6 +377,7 @@ class FromReferenceMixin:
             )
         _refuse_duplicates(pd.Index(spots.var_names.astype(str)), "spots")
         refuse_minified(spots, "spots")
+        check_reference_labels(spots, reference, labels_key, "NMFDeconv.from_reference")
         labels = _string_labels(reference, labels_key)
         warn_placeholder_labels(reference, labels_key, "signature")
         fix = renamed_column("reference", labels_key)
