@@ -104,6 +104,11 @@ def test_colour_bar_label_of_a_prefixed_key():
         (ax,) = dv.pl.spatial_proportions(spots, key=key, columns=["T3"], show=False)
         assert ax.figure.axes[-1].get_ylabel() == "proportion", key
     plt.close("all")
+    # SpatialImputer's genes (write_to_adata, key_added too): expected counts, not "imputed".
+    spots.obsm["merfish_imputed"] = spots.obsm["proportions"] * 40
+    (ax,) = dv.pl.spatial_proportions(spots, "merfish_imputed", columns="T3", show=False)
+    assert ax.figure.axes[-1].get_ylabel() == "expected count"
+    plt.close("all")
 
 
 def test_a_type_nearly_absent_everywhere_is_not_drawn_as_abundant():

@@ -70,6 +70,7 @@ _BAR_LABELS = {
     "proportions": "proportion",
     "proportions_true": "proportion",
     "archetype_weights": "weight",
+    "imputed": "expected count",  # SpatialImputer: impute's expected counts, not normalised
 }
 
 
@@ -225,8 +226,10 @@ def spatial_proportions(
     adata
         Spots with coordinates in ``obsm[basis]`` and values in ``obsm[key]``.
     key
-        obsm entry to draw: ``"proportions"`` (NMFDeconv), ``"archetype_weights"``
-        (Archetypes), ``"proportions_true"`` (pseudo-spots) ...
+        obsm entry to draw: ``"proportions"`` (NMFDeconv, SpatialImputer),
+        ``"archetype_weights"`` (Archetypes), ``"imputed"`` (SpatialImputer's genes, with
+        ``columns=`` the genes to draw), ``"proportions_true"`` (pseudo-spots) ...; the colour
+        bar names what the entry holds.
     columns
         Column(s) to draw; default all.
     basis
