@@ -283,7 +283,11 @@ def spatial_reference_pair(
     """Load a spatial dataset and its annotated single-cell reference (RCTD/spacexr toys).
 
     The two share only part of their genes (hippocampus 124, lymph node 558 of the spatial
-    genes; cerebellum and hypothalamus all): intersect ``var_names`` before deconvolution. The
+    genes; cerebellum and hypothalamus all). Pass both whole to
+    :meth:`deltavae.model.NMFDeconv.from_reference` or
+    :meth:`deltavae.model.SpatialImputer.from_reference`, which match the genes by name: do
+    not intersect ``var_names`` first, since the imputer imputes the reference's genes the
+    spots lack (hide some spot genes to test it, as its ``cross_validate`` does). The
     reference's total count over all genes is in ``obs["nUMI_all_genes"]``. The cerebellum
     reference's ``nUMI`` column is renamed to that name.
 
