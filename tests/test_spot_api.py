@@ -4,6 +4,7 @@
 import re
 import warnings
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -89,6 +90,24 @@ def test_short_repr_of_an_anndata_or_a_table_is_its_type_and_shape(archetypes):
     assert short_repr(mix) == "AnnData of shape (40, 60)"
     assert short_repr(pd.DataFrame(np.zeros((40, 3)))) == "DataFrame of shape (40, 3)"
     assert short_repr("x" * 300) == repr("x" * 300) and short_repr(3) == "3"
+
+
+def test_a_short_list_of_long_names_is_written_out_not_called_list():
+    """A list of at most n names over 200 characters in all was replaced by its type name:
+    a misspelled cell type of the hippocampus pair's 17 was told "['CA2'] are not columns
+    of obsm['proportions']: list.", and a reference's 8 long obs columns "available
+    columns: list."."""
+    from deltavae._checks import short_repr
+
+    names = [f"Microglia_Macrophages_{i}" for i in range(17)]
+    assert short_repr(names, n=20) == repr(names)
+    assert short_repr(tuple(names), n=20) == repr(tuple(names))
+    assert short_repr(names, n=5).endswith(", ...] (17 items)")
+    spots = ad.AnnData(np.zeros((3, 1)), obs=pd.DataFrame(index=["s1", "s2", "s3"]))
+    spots.obsm["spatial"] = np.arange(6.0).reshape(3, 2)
+    spots.obsm["proportions"] = pd.DataFrame(0.0, index=spots.obs_names, columns=names)
+    with pytest.raises(KeyError, match=r"are not columns of obsm\['proportions'\]: \['Micro"):
+        dv.pl.spatial_proportions(spots, columns=["CA2"], show=False)
 
 
 def _saved(model, path):

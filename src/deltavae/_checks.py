@@ -230,7 +230,10 @@ def short_repr(value, n: int = 5, unit: str = "items") -> str:
     if isinstance(value, list | tuple) and len(value) > n:
         return f"[{', '.join(map(repr, value[:n]))}, ...] ({len(value)} {unit})"
     text = repr(value)
-    if not isinstance(value, str) and ("\n" in text or len(text) > 200):
+    # A list or tuple is cut to n items above: long only by its names, which are the message
+    # (17 cell types' names read "are not columns of obsm['proportions']: list.").
+    long = len(text) > 200 and not isinstance(value, list | tuple)
+    if not isinstance(value, str) and ("\n" in text or long):
         # An AnnData or a DataFrame where a number or a name was expected: its type and
         # shape, not a repr of many lines.
         shape = getattr(value, "shape", None)
