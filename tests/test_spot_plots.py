@@ -97,6 +97,20 @@ def test_spatial_proportions_takes_vmin_as_scanpy_does():
     assert plt.get_fignums() == []
 
 
+def test_an_obs_column_as_key_is_sent_to_embedding():
+    """key='cell_abundance', which NMFDeconv and SpatialImputer write to obs beside
+    obsm['proportions'], was told "not in adata.obsm ... Run the model's write_to_adata
+    first", which had written it."""
+    spots = _spots()
+    spots.obs["cell_abundance"] = np.arange(spots.n_obs, dtype=float)
+    said = r"'cell_abundance' is a column of adata.obs.*dv.pl.embedding\(adata, basis='spatial'"
+    with pytest.raises(KeyError, match=said):
+        dv.pl.spatial_proportions(spots, "cell_abundance", show=False)
+    ax = dv.pl.embedding(spots, basis="spatial", color="cell_abundance", show=False)
+    assert ax.yaxis_inverted()  # tissue, rows down, as spatial_proportions draws it
+    plt.close("all")
+
+
 def test_colour_bar_label_of_a_prefixed_key():
     spots = _spots()
     spots.obsm["ref2_proportions"] = spots.obsm["proportions"]  # write_to_adata(key_added=)

@@ -37,10 +37,16 @@ _AXIS_NAMES = {"umap": "UMAP", "tsne": "tSNE", "pca": "PC"}
 
 
 def _spatial_values(
-    adata: AnnData, key: str, columns: Sequence[str] | None
+    adata: AnnData, key: str, columns: Sequence[str] | None, basis: str = "spatial"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``obsm[key]`` as a table of spots, and its ``columns`` (all when ``None``)."""
     if key not in adata.obsm:
+        if key in adata.obs:  # obs["cell_abundance"], a gene's column: one value per spot
+            raise KeyError(
+                f"key={key!r} is a column of adata.obs, not a table of adata.obsm (available: "
+                f"{list(adata.obsm)}): draw it with dv.pl.embedding(adata, basis={basis!r}, "
+                f"color={key!r}), which draws tissue as this plot does."
+            )
         raise KeyError(
             f"key={key!r} is not in adata.obsm; {did_you_mean(key, adata.obsm, end=' ')}"
             f"available: {list(adata.obsm)}. Run the model's write_to_adata first."
@@ -314,7 +320,7 @@ def spatial_proportions(
     )
     if adata.n_obs == 0:
         raise ValueError("adata holds no spots: nothing to draw.")
-    table, values = _spatial_values(adata, key, columns)
+    table, values = _spatial_values(adata, key, columns, basis)
     on = tissue(adata, **placing) if image_rows else None
     titles, figure_title = panel_titles(title, [str(c) for c in values.columns])
     bounds = _bounds(vmin, vmax, titles)
