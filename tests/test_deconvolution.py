@@ -210,6 +210,27 @@ def test_spot_genes_lost_to_their_case_are_warned_though_many_are_shared():
         dv.model.NMFDeconv(odd, signatures=signatures)
 
 
+def test_the_imputer_s_case_warning_gives_the_line_that_renames_the_genes():
+    """SpatialImputer.from_reference said of spot genes lost to their case "e.g.
+    spots.var_names = ... spelt as reference.var_names", a placeholder where NMFDeconv's
+    same warning gives the line; the imputer's line, run, gets them all back."""
+    cells = dv.datasets.synthetic_counts(n_cells=200, n_genes=60, n_clusters=3, seed=0)
+    ref, spots = cells[:100].copy(), cells[100:, :40].copy()
+    odd = spots.copy()
+    odd.var_names = [g.upper() if i % 2 else g for i, g in enumerate(spots.var_names)]
+    build = dv.model.SpatialImputer.from_reference
+    lost = r"20 of the spots' genes are reference genes only ignoring case"
+    with pytest.warns(UserWarning, match=lost) as said:
+        build(odd, reference=ref, labels_key="cluster")
+    line = str(said[0].message).split("before from_reference: ")[1].removesuffix(".")
+    exec(line, {"reference": ref, "spots": odd})  # noqa: S102
+    assert list(odd.var_names) == list(spots.var_names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing lost to case any more
+        model = build(odd, reference=ref, labels_key="cluster")
+    assert list(model.adata.var_names) == list(spots.var_names)
+
+
 def test_new_spots_with_the_genes_in_another_case_are_told_so(split, tmp_path):
     """A slide whose genes are named in another case ('GAPDH' against the model's 'Gapdh')
     lacked every gene the model reads, and the refusal said only that; it now says that they

@@ -21,6 +21,7 @@ from ._gene_advice import (
     names_column_advice,
     subset_advice,
 )
+from ._shared_genes import rename_line, warn_few_shared
 from ._validation import NO_CELLS, warn_user
 
 _DESIGNS = ("deconvolution", "latent")
@@ -297,10 +298,9 @@ def check_shared(spots, reference, shared, genes: pd.Index, min_shared_genes: in
             f"{len(found)} of the spots' genes are reference genes only ignoring case (e.g. "
             f"{found[0][0]!r} and the reference's {found[0][1]!r}): they are left out of the "
             "fit, and the model imputes the reference's as genes the spots did not measure. "
-            "Make the capitalisation agree, e.g. spots.var_names = ... spelt as "
-            "reference.var_names, before from_reference."
+            "Name the spots' genes as the reference does before from_reference: "
+            f"{rename_line('reference.var_names')}."
         )
-    from ._shared_genes import warn_few_shared
 
     effect = "the spots' states (and so the imputed genes) may be poorly determined"
     warn_few_shared(spots, reference, shared, effect, case=False)  # said above

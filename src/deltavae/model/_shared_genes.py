@@ -91,7 +91,22 @@ def warn_lost_to_case(spot_genes: pd.Index, ref_genes: pd.Index, names_of: str, 
     warn_user(
         f"{len(lost)} of the spots' {len(spot_genes)} genes are {name} genes only ignoring "
         f"case (e.g. {lost.index[0]!r} and the {name}'s {lost.iloc[0]!r}): they are left out "
-        "of the fit. Name the spots' genes as the reference does first: names = "
-        f"{{g.upper(): g for g in {names_of}}}; spots.var_names = "
-        "[names.get(g.upper(), g) for g in spots.var_names] (or upper-case both)."
+        f"of the fit. Name the spots' genes as the reference does first: {rename_line(names_of)}"
+        " (or upper-case both)."
+    )
+
+
+def rename_line(names_of: str) -> str:
+    """The line that names the spots' genes as ``names_of`` (the reference's gene names)
+    spells them, ignoring case; both spot models' case warnings give it.
+
+    Examples
+    --------
+    >>> print(rename_line("reference.var_names"))  # doctest: +NORMALIZE_WHITESPACE
+    names = {g.upper(): g for g in reference.var_names}; spots.var_names =
+    [names.get(g.upper(), g) for g in spots.var_names]
+    """
+    return (
+        f"names = {{g.upper(): g for g in {names_of}}}; spots.var_names = "
+        "[names.get(g.upper(), g) for g in spots.var_names]"
     )
