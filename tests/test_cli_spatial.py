@@ -302,6 +302,11 @@ def test_reference_keys_are_checked_before_anything_is_read(files, tmp_path, cap
     ):
         assert _fit(spots_path, tmp_path / "n.h5ad", *options, *extra) == 2
         assert message in capsys.readouterr().err
+    # The labelled cells given as INPUT and the spots as --reference (Tangram's order):
+    # "not a column of the reference's obs" alone did not say which file was which.
+    swapped = ["--model", "imputer", "--reference", str(spots_path), "--labels-key", "cluster"]
+    assert _fit(ref_path, tmp_path / "n.h5ad", *swapped) == 2
+    assert "INPUT's obs holds 'cluster': INPUT is the spots" in capsys.readouterr().err
 
 
 def test_archetypes_merged_as_alike_are_a_note_in_flag_terms(files, tmp_path, capsys, monkeypatch):

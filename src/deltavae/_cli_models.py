@@ -169,8 +169,8 @@ def check_input_keys(path: Path, args: argparse.Namespace) -> None:
         raise InputError(_not_among("--layer", args.layer, "in adata.layers", layers, "layers"))
     reference = None if args.reference is None else _input_names(Path(args.reference))
     if reference is not None:
-        columns, layers = reference
-        _check_labels_key(args, columns)
+        given, (columns, layers) = columns or [], reference
+        _check_labels_key(args, columns, given)
         if args.reference_layer is not None and args.reference_layer not in layers:
             raise InputError(
                 _not_among(
@@ -206,11 +206,20 @@ def _not_among(flag: str, key: str, where: str, names: list, kind: str = "column
     )
 
 
-def _check_labels_key(args: argparse.Namespace, columns) -> None:
+def _check_labels_key(args: argparse.Namespace, columns, input_columns=()) -> None:
+    """Refuse a ``--labels-key`` the reference's obs ``columns`` lack; where INPUT's
+    (``input_columns``) hold it, the two files were likely given the other way round."""
     labels_key = args.labels_key or "cell_type"
     if labels_key not in columns:
+        swapped = (
+            f" INPUT's obs holds {labels_key!r}: INPUT is the spots and --reference the "
+            "labelled single cells; were the two files given the other way round?"
+            if labels_key in input_columns
+            else ""
+        )
         raise InputError(
             _not_among("--labels-key", labels_key, "a column of the reference's obs", columns)
+            + swapped
         )
 
 
