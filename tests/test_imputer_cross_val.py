@@ -150,3 +150,14 @@ def test_the_reference_layer_tells_which_genes_it_counts(pair, scores):
     ref.X = ref.X - ref.X.mean(axis=0)  # centred, as sc.pp.scale leaves X: sums about 0
     table = cross_validate(spots, ref, reference_layer="counts")
     pd.testing.assert_frame_equal(table, scores)  # the layer's counts, as in X before
+
+
+def test_spots_sharing_no_gene_are_told_why_not_n_folds(pair):
+    """Spots naming their genes in another case shared none with the reference, and were told
+    "n_folds=2 is more than the 0 genes to cross-validate ... pass n_folds=0 or fewer"."""
+    spots, ref = pair
+    spots = spots.copy()
+    spots.var_names = spots.var_names.str.upper()
+    said = r"share 0 genes; cross-validation hides shared genes, at least 2\. Ignoring case"
+    with pytest.raises(ValueError, match=said):
+        cross_validate(spots, ref, max_epochs=-1)  # -1 would fail in training

@@ -28,6 +28,7 @@ from .._rng import scvi_seed_kept
 from .._warn import warn_user
 from ..metrics import imputation_scores
 from ._genes import _refuse_duplicates
+from ._imputer_reference import shared_advice
 from ._matrices import column_sums
 
 #: impute(spots with the visible genes, reference, hidden genes) -> spots x genes, with at
@@ -207,6 +208,13 @@ class ImputerCrossValMixin:
                 raise TypeError(f"{name} must be an AnnData; got {type(data).__name__}.")
             _refuse_duplicates(pd.Index(data.var_names.astype(str)), name)
         shared = spots.var_names[spots.var_names.isin(reference.var_names)]
+        if len(shared) < 2:  # else "pass n_folds=0 or fewer" of genes named in another case
+            raise ValueError(
+                f"spots ({spots.n_vars} genes, e.g. {list(spots.var_names[:3])}) and reference "
+                f"({reference.n_vars} genes, e.g. {list(reference.var_names[:3])}) share "
+                f"{len(shared)} genes; cross-validation hides shared genes, at least 2. "
+                + shared_advice(spots.var_names, reference.var_names, len(shared))
+            )
         chosen = list(shared) if genes is None else _chosen_genes(genes, spots, reference)
         gene_folds(chosen, n_folds, seed)  # a bad n_folds refused before any training
         train_kwargs = {"max_epochs": max_epochs, **(train_kwargs or {})}
