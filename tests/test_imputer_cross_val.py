@@ -161,3 +161,12 @@ def test_spots_sharing_no_gene_are_told_why_not_n_folds(pair):
     said = r"share 0 genes; cross-validation hides shared genes, at least 2\. Ignoring case"
     with pytest.raises(ValueError, match=said):
         cross_validate(spots, ref, max_epochs=-1)  # -1 would fail in training
+
+
+def test_the_cells_passed_as_spots_are_told_in_cross_validate_s_words(pair):
+    """The labelled cells passed first were told the call the right way round as
+    SpatialImputer.from_reference(...), a call the user had not made."""
+    spots, ref = pair
+    said = r"were the single cells passed as spots\? .*SpatialImputer\.cross_validate\(spots, "
+    with pytest.raises(KeyError, match=said):
+        cross_validate(ref, spots, max_epochs=-1)  # -1 would fail in training

@@ -30,6 +30,7 @@ from ..metrics import imputation_scores
 from ._genes import _refuse_duplicates
 from ._imputer_reference import shared_advice
 from ._matrices import column_sums
+from ._reference_labels import check_reference_labels
 
 #: impute(spots with the visible genes, reference, hidden genes) -> spots x genes, with at
 #: least the hidden and the visible genes.
@@ -207,6 +208,8 @@ class ImputerCrossValMixin:
             if not isinstance(data, AnnData):
                 raise TypeError(f"{name} must be an AnnData; got {type(data).__name__}.")
             _refuse_duplicates(pd.Index(data.var_names.astype(str)), name)
+        if labels_key is not None and model_kwargs.get("design", "deconvolution") != "latent":
+            check_reference_labels(spots, reference, labels_key, "SpatialImputer.cross_validate")
         shared = spots.var_names[spots.var_names.isin(reference.var_names)]
         if len(shared) < 2:  # else "pass n_folds=0 or fewer" of genes named in another case
             raise ValueError(
