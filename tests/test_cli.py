@@ -2,6 +2,7 @@
 quiet logs, clean results files and the installed entry point."""
 
 import argparse
+import functools
 import inspect
 import io
 import logging
@@ -1303,6 +1304,49 @@ def test_early_stopping_keeps_the_best_epoch(counts_h5ad, tmp_path, monkeypatch)
             assert main([*argv, "--epochs", "1", *flags, "--out", out]) == 0
     assert calls[0]["restore_best"] is True and calls[0]["early_stopping"] is True
     assert "restore_best" not in calls[1]  # the model's own default
+
+
+def test_cgmdvaes_early_stopping_is_turned_off_and_on_as_its_default(counts_h5ad, tmp_path):
+    """CGMDVAE stops early by default (train(early_stopping="auto"), a patience of 75), and
+    no flag turned it off; --early-stopping, which the help called its default, shortened
+    its patience to scvi-tools' 45. --no-early-stopping trains every epoch, recorded as given."""
+    trained = []
+    train = dv.model.CGMDVAE.train
+
+    @functools.wraps(train)  # its signature, where the command reads train's defaults
+    def recorded(self, **kwargs):
+        out = train(self, **kwargs)
+        trained.append(self.train_args_)
+        return out
+
+    argv = ["fit", str(counts_h5ad[0]), "--model", "cgmdvae", "--n-clusters", "3", "--no-plots"]
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+        patch.setattr(dv.model.CGMDVAE, "train", recorded)
+        warnings.simplefilter("ignore", UserWarning)  # a 2-epoch run's notes
+        for i, flags in enumerate(([], ["--early-stopping"], ["--no-early-stopping"])):
+            out = tmp_path / f"o{i}.h5ad"
+            assert main([*argv, "--epochs", "2", *flags, "--out", str(out)]) == 0
+    patience = dv.train._stopping.AUTO_PATIENCE
+    for args in trained[:2]:
+        assert args["early_stopping"] is True and args["early_stopping_patience"] == patience
+    assert trained[2]["early_stopping"] is False and "early_stopping_patience" not in trained[2]
+    record = ad.read_h5ad(tmp_path / "o2.h5ad").uns["deltavae_fit"]["options"]
+    assert record["early_stopping"] == "False"
+    assert "early_stopping" not in ad.read_h5ad(tmp_path / "o0.h5ad").uns["deltavae_fit"]["options"]
+
+
+def test_the_patience_advice_names_the_flag_that_turns_early_stopping_off():
+    """A run early stopping ended too soon was told 'run without --early-stopping', which a
+    CGMDVAE run (stopping early by default, the flag not given) could not follow."""
+    from deltavae._cli_report import _as_flags
+    from deltavae.train._advice import patience_advice
+
+    said = _as_flags(patience_advice(24))
+    assert said.endswith(
+        "settled: train every epoch (--no-early-stopping; cgmdvae stops early unless given it)."
+    )
+    argv = ["fit", "in.h5ad", "--model", "cgmdvae", "--out", "o.h5ad", "--no-early-stopping"]
+    assert build_parser().parse_args(argv).early_stopping is False
 
 
 def test_early_stopping_is_reported_not_scvi_tools_line(capsys):

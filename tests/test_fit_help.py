@@ -32,3 +32,25 @@ def test_n_latent_help_gives_the_imputers_default():
     said = _option("--n-latent")
     default = inspect.signature(dv.model.SpatialImputer).parameters["n_latent"].default
     assert f"imputer {default}, read with --design latent only" in said, said
+
+
+def test_early_stopping_help_gives_each_models_default():
+    """--early-stopping said "[off: train all --epochs]" and, in the same help, "cgmdvae stops
+    so by default", with no flag to turn CGMDVAE's early stopping off."""
+    from deltavae._cli_models import MODELS, _train_default
+    from deltavae.train._stopping import AUTO_PATIENCE
+
+    said = _option("--early-stopping, --no-early-stopping")
+    default = said[said.rindex("[") :]
+    on = [name for name, cls in MODELS.items() if _train_default(cls, "early_stopping") == "auto"]
+    off = [name for name, cls in MODELS.items() if _train_default(cls, "early_stopping") is False]
+    assert on == ["cgmdvae"] and len(on) + len(off) == len(MODELS)
+    assert "on for cgmdvae where cells are held out (--train-size below 1)" in default, default
+    assert f"after {AUTO_PATIENCE} validations without improvement" in default, default
+    assert "off for zinbvae, nmfdeconv, archetypes and imputer]" in default, default
+    assert "--no-early-stopping trains all --epochs" in said, said
+    parse = build_parser().parse_args
+    argv = ["fit", "in.h5ad", "--model", "cgmdvae", "--out", "o.h5ad"]
+    assert parse(argv).early_stopping is None  # the model's default
+    assert parse([*argv, "--early-stopping"]).early_stopping is True
+    assert parse([*argv, "--no-early-stopping"]).early_stopping is False

@@ -18,6 +18,14 @@ CLASSIFIER_WEIGHT = 50.0
 #: The likelihoods ``--likelihood`` takes (tests/test_cli.py checks them against
 #: :data:`deltavae.distributions.LIKELIHOODS`, which parsing does not import).
 LIKELIHOODS = ("zinb", "nb", "normal", "bernoulli")
+#: ``deltavae fit --early-stopping``'s defaults, each model's ``train(early_stopping=...)``
+#: (tests/test_fit_help.py checks them against the models' own; CGMDVAE's "auto" is on where
+#: cells are held out, with its patience of ``train._stopping.AUTO_PATIENCE`` validations).
+EARLY_STOPPING_DEFAULTS = (
+    "[the model's default: on for cgmdvae where cells are held out (--train-size below 1), "
+    "after 75 validations without improvement; off for zinbvae, nmfdeconv, archetypes and "
+    "imputer]"
+)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -213,6 +221,27 @@ def n_markers_arg(text: str) -> int | str:
         raise argparse.ArgumentTypeError(
             f"must be a positive integer or 'all', got {text}"
         ) from None
+
+
+def add_early_stopping(
+    parser: argparse.ArgumentParser,
+    note: str = "",
+    loss: str = "loss (the ELBO, plus CGMDVAE's classifier and alignment terms)",
+    warmup: str = " after the KL warm-up",
+    default: str = "",
+) -> None:
+    """``--early-stopping`` and ``--no-early-stopping`` (``None`` where neither is given: the
+    model's own default, which for CGMDVAE is on and only the second turns off)."""
+    parser.add_argument(
+        "--early-stopping",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=(
+            f"stop when the validation {loss} stops improving{warmup}{note}, "
+            "and keep the parameters of its best epoch, not the last epoch's; "
+            f"--no-early-stopping trains all --epochs {default}"
+        ),
+    )
 
 
 def add_spatial_options(parser: argparse.ArgumentParser) -> None:

@@ -46,6 +46,7 @@ from deltavae._cli_files import (
 from deltavae._cli_genes import remember_read_genes
 from deltavae._cli_models import (
     MODELS,
+    _train_default,
     build_model,
     check_accelerator,
     check_input_keys,
@@ -142,13 +143,24 @@ def _say_nothing(*args, **kwargs) -> None:
     """A callback's teardown that prints nothing."""
 
 
-def _keep_best(early_stopping: bool) -> dict:
-    """``restore_best=True`` under --early-stopping: a run it ends has trained a patience of
-    epochs past its best validation ELBO, and the model keeps the parameters of the epoch with
-    the lowest validation loss after the KL warm-up (for CGMDVAE the ELBO plus its classifier
-    and alignment terms), not the last one's (the report says which). Without it, each
-    model's own default, for early stopping too (CGMDVAE's stops once it overfits)."""
-    return {"restore_best": True, "early_stopping": True} if early_stopping else {}
+def _keep_best(early_stopping: bool | None, model_cls: type) -> dict:
+    """``train``'s arguments for --early-stopping (``True``), --no-early-stopping (``False``)
+    or neither (``None``: the model's own default, {}; CGMDVAE's stops once it overfits).
+
+    Under --early-stopping a run has trained a patience of epochs past its best validation
+    loss, and the model keeps the parameters of the epoch with the lowest one after the KL
+    warm-up (``restore_best=True``; for CGMDVAE the ELBO plus its classifier and alignment
+    terms), not the last one's (the report says which). A model that stops by default
+    (``early_stopping="auto"``) is given its own "auto", so the flag stops it as its default
+    does (CGMDVAE's patience of 75, not scvi-tools' 45). --no-early-stopping trains every
+    epoch, and leaves the epoch kept to the model (CGMDVAE's best, ZINBVAE's last).
+    """
+    if early_stopping is None:
+        return {}
+    if not early_stopping:
+        return {"early_stopping": False}
+    auto = _train_default(model_cls, "early_stopping") == "auto"
+    return {"restore_best": True, "early_stopping": "auto" if auto else True}
 
 
 def _where(accelerator: str) -> str:
@@ -247,7 +259,7 @@ def fit(args: argparse.Namespace) -> int:
     with _user_errors("training"), _model_notes(notes), _no_device_banner():
         model.train(
             **epochs,
-            **_keep_best(args.early_stopping),
+            **_keep_best(args.early_stopping, model_cls),
             accelerator=args.accelerator,
             enable_progress_bar=progress,
         )
@@ -339,7 +351,7 @@ def demo(args: argparse.Namespace) -> int:
     with _user_errors("training"), _model_notes(notes), _no_device_banner():
         model.train(
             max_epochs=args.epochs,
-            **_keep_best(args.early_stopping),
+            **_keep_best(args.early_stopping, dv.model.ZINBVAE),
             accelerator=args.accelerator,
             enable_progress_bar=sys.stdout.isatty(),
         )

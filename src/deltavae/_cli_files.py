@@ -211,7 +211,10 @@ def run_record(model, args) -> dict:
     options = {
         name: str(value)
         for name, value in sorted(vars(args).items())
-        if value is not None and value is not False and name != "command"
+        # --no-early-stopping's False is given (None is neither flag): CGMDVAE's default is on
+        if value is not None
+        and name != "command"
+        and (value is not False or name == "early_stopping")
     }
     return {
         "deltavae_version": dv.__version__,

@@ -108,7 +108,7 @@ _FLAGS = (
     (
         r"raise early_stopping_patience \(scvi-tools' default is 45\) or train without "
         r"early stopping",
-        "run without --early-stopping",
+        "train every epoch (--no-early-stopping; cgmdvae stops early unless given it)",
     ),
     # set_threads' refusal and warning, of --threads.
     (

@@ -52,8 +52,10 @@ from collections.abc import Sequence
 from deltavae import __version__
 from deltavae._cli_args import (
     CLASSIFIER_WEIGHT,
+    EARLY_STOPPING_DEFAULTS,
     LIKELIHOODS,
     OneLineParser,
+    add_early_stopping,
     add_spatial_options,
     condition_alignment_arg,
     fraction,
@@ -97,23 +99,6 @@ def model_name(text: str) -> str:
     """
     by_class = {cls.lower(): name for name, cls in MODEL_CLASSES.items()}
     return by_class.get(text.lower(), text.lower() if text.lower() in MODEL_CLASSES else text)
-
-
-def _add_early_stopping(
-    parser: argparse.ArgumentParser,
-    note: str = "",
-    loss: str = "loss (the ELBO, plus CGMDVAE's classifier and alignment terms)",
-    warmup: str = " after the KL warm-up",
-) -> None:
-    parser.add_argument(
-        "--early-stopping",
-        action="store_true",
-        help=(
-            f"stop when the validation {loss} stops improving{warmup}{note}, "
-            "and keep the parameters of its best epoch, not the last epoch's [off: train all "
-            "--epochs]"
-        ),
-    )
 
 
 def _add_optimisation(parser: argparse.ArgumentParser) -> None:
@@ -219,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEMO_RESOLUTION,
         help="leiden resolution [%(default)s]",
     )
-    _add_early_stopping(p_demo, loss="ELBO")  # the demo trains a ZINBVAE only
+    add_early_stopping(p_demo, loss="ELBO", default="[off]")  # a ZINBVAE
     _add_accelerator(p_demo)
     _add_threads(p_demo)
 
@@ -381,11 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p_fit.add_argument("--seed", type=seed_arg, default=0, help="random seed [%(default)s]")
-    _add_early_stopping(  # nmfdeconv trains without a KL warm-up (n_epochs_kl_warmup=None)
+    add_early_stopping(  # nmfdeconv trains without a KL warm-up (n_epochs_kl_warmup=None)
         p_fit,
         " (nmfdeconv, which has none: from the first epoch, with --train-size below 1; not "
-        "imputer; cgmdvae stops so by default)",
+        "imputer)",
         warmup=" after the KL warm-up of zinbvae, cgmdvae and archetypes",
+        default=EARLY_STOPPING_DEFAULTS,
     )
     p_fit.add_argument(
         "--backed",
