@@ -292,3 +292,26 @@ def test_the_output_records_how_it_was_made(counts_file, tmp_path, backed):
     assert record["epochs_trained"] == 2 and record["deltavae_version"] == dv.__version__
     assert record["options"]["model"] == "zinbvae" and record["options"]["epochs"] == "2"
     assert ("backed" in record["options"]) == backed
+
+
+def test_another_runs_plots_are_not_replaced_in_silence(counts_file, tmp_path, capsys):
+    """As cli.py's examples run, `--out atlas_zinbvae.h5ad` then `--out atlas_zinbvae.zarr`
+    (of the same data as a store): the second run wrote its PNGs over the first's in their
+    shared atlas_zinbvae_plots/, without --overwrite and without a word."""
+    store = tmp_path / "counts.zarr"
+    ad.read_h5ad(counts_file).write_zarr(store)
+    first, second = tmp_path / "r.h5ad", tmp_path / "r.zarr"
+    assert _fit(counts_file, first) == 0
+    plots = plots_folder(first)
+    assert plots == plots_folder(second)
+    before = {png.name: png.read_bytes() for png in plots.glob("*.png")}
+    argv = ["fit", str(store), "--model", "zinbvae", "--epochs", "3", "--backed"]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(second)]) == 2
+    err = capsys.readouterr().err
+    assert f"the plots folder {str(plots)!r} holds another run's plots" in err, err
+    assert "pass --overwrite to replace them, --no-plots, or choose another --out" in err
+    assert {png.name: png.read_bytes() for png in plots.glob("*.png")} == before
+    assert not second.exists()
+    assert main([*argv, "--out", str(second), "--overwrite"]) == 0
+    assert (plots / "elbo_history.png").read_bytes() != before["elbo_history.png"]

@@ -58,6 +58,7 @@ from deltavae._cli_models import (
     renamed_for_writing,
     setup_warnings,
 )
+from deltavae._cli_outputs import check_plots_folder
 from deltavae._cli_report import (
     SPATIAL_MODELS,
     _as_flags,
@@ -212,7 +213,8 @@ def fit(args: argparse.Namespace) -> int:
         raise InputError(f"--out {str(out)!r} is a folder; give the path of an .h5ad file.")
     plots = None if args.no_plots else plots_folder(out)
     _check_out(path, out, args.backed and zarr_store, plots, overwrite=args.overwrite)
-    replacing = out.exists()  # an earlier run's output (--overwrite): its plots go too
+    # An earlier run's output (--overwrite): its plots go too; another run's are refused.
+    replacing = check_plots_folder(out, plots, args.overwrite)
     if args.reference is not None and _same_path(Path(args.reference), out):
         raise InputError(f"--out {str(out)!r} is the --reference file; write to a new file.")
     if args.save_model is not None:

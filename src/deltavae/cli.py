@@ -251,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_fit.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace OUTPUT (and its plots) when it exists [off: an existing OUTPUT is refused]",
+        help="replace OUTPUT (and its plots) when it exists, and another run's plots in "
+        "OUTPUT_plots/ [off: an existing OUTPUT, or plots of another run, are refused]",
     )
     p_fit.add_argument(
         "--save-model",

@@ -1,0 +1,39 @@
+"""What a ``deltavae fit`` run would replace besides ``--out`` (see :mod:`deltavae.cli`): the
+PNGs of another run in its plots folder, refused before anything is read unless
+``--overwrite`` (an existing ``--out`` is refused in :mod:`deltavae._cli_files`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deltavae._cli_files import InputError
+
+#: The PNG every ``deltavae fit`` with plots writes: a plots folder holding it holds a run's.
+RUN_PLOT = "elbo_history.png"
+
+
+def check_plots_folder(out: Path, plots: Path | None, overwrite: bool) -> bool:
+    """Refuse a plots folder that holds another run's PNGs where ``out`` does not exist (its
+    run wrote to another ``--out`` of the same stem, ``atlas.h5ad`` and ``atlas.zarr``, or
+    its output was removed): they were replaced in silence, the two runs' PNGs mixed in one
+    folder. A user's own files there are kept, as before. Returns whether the run replaces
+    an earlier one's plots (``--overwrite``: those it does not write are removed, as an
+    output replaced takes its plots with it).
+
+    Examples
+    --------
+    >>> check_plots_folder(Path("no_such.h5ad"), Path("no_such_plots"), overwrite=False)
+    False
+    """
+    if out.exists():  # refused before unless --overwrite, which replaces its plots
+        return True
+    if plots is None or not (plots / RUN_PLOT).is_file():
+        return False
+    if overwrite:
+        return True
+    raise InputError(
+        f"the plots folder {str(plots)!r} holds another run's plots ({RUN_PLOT} ...), not "
+        f"those of {str(out)!r}, which does not exist (a run whose --out had the same name "
+        "with another suffix, or whose output was removed): pass --overwrite to replace them, "
+        "--no-plots, or choose another --out."
+    )
