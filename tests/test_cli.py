@@ -1140,10 +1140,14 @@ def test_model_refusals_name_the_flags_that_fix_them(counts_h5ad, tmp_path, caps
     err = capsys.readouterr().err
     assert "Use fewer clusters (--n-clusters) or train on more cells (--train-size 1.0)." in err
     assert "mixture_init_epoch" not in err and "Traceback" not in err
+    # Refused only after reading the data, and with no word of the model that takes it.
     argv = ["fit", str(path), "--model", "zinbvae", "--likelihood", "normal", "--out", out]
-    assert main(argv) == 2
-    assert "error: setting up the model: --likelihood must be 'zinb' or 'nb'" in (
-        capsys.readouterr().err
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_cli_commands.ad, "read_h5ad", None)  # not read: refused before
+        assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "deltavae: error: --model zinbvae fits counts (--likelihood zinb or nb); --likelihood "
+        "normal (real values, or values in [0, 1]) fits --model cgmdvae.\n"
     )
     assert not (tmp_path / "o.h5ad").exists()
 

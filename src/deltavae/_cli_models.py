@@ -108,6 +108,11 @@ def check_model_inputs(args: argparse.Namespace) -> None:
             f"is held out for it (--train-size 1.0{default}): pass --train-size below 1, "
             "e.g. 0.9."
         )
+    if args.model == "zinbvae" and getattr(args, "likelihood", None) in ("normal", "bernoulli"):
+        raise InputError(  # refused by the model only once the data were read, without a fix
+            f"--model zinbvae fits counts (--likelihood zinb or nb); --likelihood "
+            f"{args.likelihood} (real values, or values in [0, 1]) fits --model cgmdvae."
+        )
     read = {getattr(args, "labels_key", None), getattr(args, "condition_key", None)}
     if args.model == "cgmdvae" and "cgmdvae_cluster" in read:
         raise InputError(
