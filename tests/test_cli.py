@@ -1345,10 +1345,11 @@ def test_the_patience_advice_names_the_flag_that_turns_early_stopping_off():
     from deltavae._cli_report import _as_flags
     from deltavae.train._advice import patience_advice
 
-    said = _as_flags(patience_advice(24))
-    assert said.endswith(
-        "settled: train every epoch (--no-early-stopping; cgmdvae stops early unless given it)."
-    )
+    for used in (None, 75):
+        said = _as_flags(patience_advice(24, used=used))
+        assert said.endswith(
+            "settled: train every epoch (--no-early-stopping; cgmdvae stops early unless given it)."
+        )
     argv = ["fit", "in.h5ad", "--model", "cgmdvae", "--out", "o.h5ad", "--no-early-stopping"]
     assert build_parser().parse_args(argv).early_stopping is False
 

@@ -106,7 +106,7 @@ _FLAGS = (
     (r"with the default rate first", "without --lr first"),
     (r"\baccelerator='(\w+)'", r"--accelerator \1"),
     (
-        r"raise early_stopping_patience \(scvi-tools' default is 45\) or train without "
+        r"raise early_stopping_patience(?: \(this run's: \d+\))? or train without "
         r"early stopping",
         "train every epoch (--no-early-stopping; cgmdvae stops early unless given it)",
     ),

@@ -103,6 +103,7 @@ def warm_up_advice(
     auto_share: int | None = None,
     stopped: int | None = None,
     patience: int | None = None,
+    used: int | None = None,
 ) -> tuple[str | None, str]:
     """How long the KL warm-up of ``trainer``'s run lasts (with the argument that set it),
     and what to change when the run ended inside it: the plan's own ``n_epochs_kl_warmup``
@@ -156,20 +157,24 @@ def warm_up_advice(
         arg = "plan_kwargs['n_steps_kl_warmup']" if by_steps else "n_epochs_kl_warmup"
         fix = (
             f"Early stopping ended the run after epoch {stopped}, inside the warm-up (a "
-            f"larger max_epochs would not have helped): raise {_patience(patience)}, pass "
+            f"larger max_epochs would not have helped): raise {_patience(patience, used)}, pass "
             f"{after} so that it cannot stop the run sooner, or shorten the warm-up ({arg})."
         )
     return length, fix
 
 
-def _patience(users: int | None) -> str:
-    """The patience to raise: the user's own EarlyStopping callback's, or ``train``'s."""
+def _patience(users: int | None, used: int | None = None) -> str:
+    """The patience to raise: the user's own EarlyStopping callback's, or ``train``'s
+    (``used``: the run's, where known; CGMDVAE's ``early_stopping="auto"`` waits 75
+    validations, scvi-tools' ``early_stopping=True`` 45)."""
     if users is None:
-        return "early_stopping_patience (scvi-tools' default is 45)"
+        return "early_stopping_patience" + (f" (this run's: {used})" if used else "")
     return f"the patience of the EarlyStopping callback passed (patience={users})"
 
 
-def patience_advice(stopped_epoch: int, patience: int | None = None) -> str:
+def patience_advice(
+    stopped_epoch: int, patience: int | None = None, used: int | None = None
+) -> str:
     """What to change when early stopping ended a run whose ELBO was still falling:
     ``early_stopping_patience``, or the ``patience`` of the user's own EarlyStopping callback
     where it ended the run.
@@ -184,7 +189,7 @@ def patience_advice(stopped_epoch: int, patience: int | None = None) -> str:
     without = "early stopping" if patience is None else "it"
     return (
         f"Early stopping ended the run after epoch {stopped_epoch}, before the ELBO had "
-        f"settled: raise {_patience(patience)} or train without {without}."
+        f"settled: raise {_patience(patience, used)} or train without {without}."
     )
 
 

@@ -171,7 +171,9 @@ def still_improving(
         full = full_kl_weight - 1e-6
         full_epochs = int((kl_all >= kl_all.iloc[-1] - 1e-6).sum())
         if kl_all.iloc[-1] < full and kl_all.max() < full:
-            length, fix = warm_up_advice(trainer, auto_share, stopped, users_patience(trainer))
+            length, fix = warm_up_advice(
+                trainer, auto_share, stopped, users_patience(trainer), train_patience(trainer)
+            )
             if limit is not None and stopped is None:
                 fix = limit_advice(limit, epochs_run, max_epochs).removesuffix(".")
                 fix += ", or shorten the warm-up."
@@ -187,7 +189,7 @@ def still_improving(
     elbo = elbo[np.isfinite(elbo.to_numpy())]
     n = len(elbo)
     if stopped is not None:
-        advice = patience_advice(stopped, users_patience(trainer))
+        advice = patience_advice(stopped, users_patience(trainer), train_patience(trainer))
     elif limit is not None:
         advice = limit_advice(limit, epochs_run, max_epochs)
     else:
@@ -458,6 +460,15 @@ def users_patience(trainer) -> int | None:
     if stopper is None or isinstance(stopper, LoudEarlyStopping):
         return None
     return int(stopper.patience)
+
+
+def train_patience(trainer) -> int | None:
+    """The patience of ``train``'s own early stopping (``early_stopping_patience``; 75 for
+    CGMDVAE's ``"auto"``) where it ended ``trainer``'s run, else ``None``."""
+    from scvi.train._callbacks import LoudEarlyStopping
+
+    stopper = _stopper(trainer)
+    return int(stopper.patience) if isinstance(stopper, LoudEarlyStopping) else None
 
 
 def steps_per_epoch(trainer) -> int | None:
