@@ -328,10 +328,6 @@ class NMFDeconv(
         names = self.adata.var_names
         return names if index is None else names[index.cpu().numpy()]
 
-    def _n_read_genes(self) -> int:
-        index = self.module.gene_index
-        return self.adata.n_vars if index is None else len(index)
-
     @classmethod
     def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> NMFDeconv:
         """Load a saved model, checking the file and the genes first.
