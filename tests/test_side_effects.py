@@ -57,10 +57,15 @@ def test_embedding_of_a_view_leaves_it_a_view(small):
 
 
 def test_embedding_of_a_basis_stored_without_its_prefix(small):
-    small.obsm["spatial"] = small.obsm["X_umap"]
-    small.obsm["tsne"] = small.obsm["X_umap"]
-    assert dv.pl.embedding(small, basis="spatial", color="kind", show=False) is not None
-    assert dv.pl.embedding(small, basis="tsne", color="kind", show=False) is not None
+    """obsm["spatial"] (squidpy's, scanpy's readers') and obsm["tsne"] are drawn, each at its
+    own coordinates (not X_umap's), with scanpy's axis names."""
+    rng = np.random.default_rng(1)
+    for shift, basis, axis in ((100.0, "spatial", "spatial"), (-50.0, "tsne", "tSNE")):
+        small.obsm[basis] = rng.normal(size=(small.n_obs, 2)) + shift
+        ax = dv.pl.embedding(small, basis=basis, color="kind", show=False)
+        drawn = np.asarray(ax.collections[0].get_offsets())
+        np.testing.assert_allclose(np.sort(drawn, 0), np.sort(small.obsm[basis], 0))
+        assert ax.get_xlabel() == f"{axis}1" and ax.get_ylabel() == f"{axis}2"
 
 
 @pytest.fixture(scope="module")
