@@ -237,8 +237,9 @@ def test_a_setup_subset_in_place_is_refused_at_the_model(counts_adata):
     counts_adata._inplace_subset_var(np.arange(40))
     with pytest.raises(ValueError, match="set up with 60 genes and holds 40 now"):
         dv.model.ZINBVAE(counts_adata)
-    dv.model.ZINBVAE.setup_anndata(counts_adata)
-    assert dv.model.ZINBVAE(counts_adata, **SMALL).module is not None
+    dv.model.ZINBVAE.setup_anndata(counts_adata)  # set up again: a model of the 40 genes
+    model = dv.model.ZINBVAE(counts_adata, **SMALL)
+    assert model.summary_stats.n_vars == model.module.n_input == 40
 
 
 def test_genes_subset_in_place_after_training_are_refused_by_name(counts_adata):
