@@ -29,7 +29,7 @@ from ._de_checks import (
 )
 from ._de_labels import GROUPS_AS_GIVEN, groups_as_given, unlabelled_cells
 from ._de_names import check_batches, check_genes
-from ._de_rows import de_in_memory
+from ._de_rows import de_in_memory, idx_rows
 from ._de_scaling import scvi_obs_columns
 from ._de_scanpy import (
     RANK_KEY_EXAMPLE,
@@ -272,7 +272,7 @@ def check_de_groups(
             )
     adata = model.adata if given.get("adata") is None else given.get("adata")
     for arg in ("idx1", "idx2"):
-        if isinstance(given.get(arg), str) and not len(_rows(adata, given[arg])):
+        if isinstance(given.get(arg), str) and not len(idx_rows(adata, given[arg])):
             raise ValueError(  # scvi-tools: "One of idx1 or idx2 has size zero."
                 f"{arg}={given[arg]!r} selects no cell (a query of adata.obs): check the "
                 "column's values, e.g. adata.obs[column].unique()."
@@ -287,7 +287,9 @@ def check_de_groups(
     key = batch.get("original_key")
     idx1, idx2 = given.get("idx1"), given.get("idx2")
     if idx1 is not None and idx2 is not None:
-        shared = np.intersect1d(_rows(adata, idx1) % adata.n_obs, _rows(adata, idx2) % adata.n_obs)
+        shared = np.intersect1d(
+            idx_rows(adata, idx1) % adata.n_obs, idx_rows(adata, idx2) % adata.n_obs
+        )
         if len(shared):  # scvi-tools moved them to idx2 (all of idx1: a ZeroDivisionError)
             raise ValueError(
                 f"idx1 and idx2 share {len(shared)} cells (e.g. {adata.obs_names[shared[0]]!r}); "
@@ -297,7 +299,7 @@ def check_de_groups(
         # idx1/idx2 split by the condition itself (stim against ctrl within a cell type):
         # averaging over it erased the difference tested (ISG15's lfc 5.0 -> 0.4, silently).
         values = adata.obs[key].astype(str).to_numpy()
-        if not set(values[_rows(adata, idx1)]) & set(values[_rows(adata, idx2)]):
+        if not set(values[idx_rows(adata, idx1)]) & set(values[idx_rows(adata, idx2)]):
             raise ValueError(
                 f"idx1 and idx2 share no category of adata.obs[{key!r}], which "
                 "batch_correction=True averages over: it would remove the difference being "
@@ -306,7 +308,7 @@ def check_de_groups(
     if (
         idx1 is not None
         and idx2 is None
-        and len(np.unique(_rows(adata, idx1) % adata.n_obs)) == adata.n_obs
+        and len(np.unique(idx_rows(adata, idx1) % adata.n_obs)) == adata.n_obs
     ):
         raise ValueError(  # scvi-tools divided by the rest's zero cells
             "idx1 selects every cell, so the rest it is compared with (idx2=None) is empty; "
@@ -432,12 +434,3 @@ def _cell_positions(adata, idx, arg: str):
             f"{str(values[rows < 0][0])!r}."
         )
     return rows
-
-
-def _rows(adata, idx) -> np.ndarray:
-    """Row positions of an ``idx1``/``idx2`` as scvi-tools takes it: a query string on
-    ``obs``, a boolean mask or positions."""
-    if isinstance(idx, str):
-        return adata.obs.index.get_indexer(adata.obs.query(idx).index)
-    idx = np.asarray(idx)
-    return np.flatnonzero(idx) if idx.dtype == bool else idx

@@ -20,8 +20,9 @@ from ._validation import is_sparse, warn_user
 WARN_BYTES = 2**30
 
 
-def _rows(adata: AnnData, idx) -> np.ndarray:
-    """Row positions of an ``idx1``/``idx2``: a query string on ``obs``, a mask or positions."""
+def idx_rows(adata: AnnData, idx) -> np.ndarray:
+    """Row positions of an ``idx1``/``idx2`` as scvi-tools takes it: a query string on
+    ``obs``, a boolean mask or positions."""
     if isinstance(idx, str):
         return adata.obs.index.get_indexer(adata.obs.query(idx).index)
     idx = np.asarray(idx)
@@ -38,8 +39,8 @@ def compared_rows(adata: AnnData, given: dict) -> np.ndarray | None:
         if idx2 is None:
             return None
         mask = np.zeros(adata.n_obs, dtype=bool)
-        mask[_rows(adata, idx1)] = True
-        mask[_rows(adata, idx2)] = True
+        mask[idx_rows(adata, idx1)] = True
+        mask[idx_rows(adata, idx2)] = True
         return np.flatnonzero(mask)
     groupby = given.get("groupby")
     if groupby is None or groupby not in adata.obs:
@@ -152,6 +153,6 @@ def de_in_memory(model, method, args: tuple, kwargs: dict, set_argument) -> tupl
         if value is None or isinstance(value, str):  # a query reads the copy's obs alike
             continue
         mask = np.zeros(target.n_obs, dtype=bool)
-        mask[_rows(target, value)] = True
+        mask[idx_rows(target, value)] = True
         args, kwargs = set_argument(method, args, kwargs, arg, mask[rows])
     return args, kwargs
