@@ -620,8 +620,11 @@ def test_ddp_processes_draw_their_own_noise(counts_h5ad):
 
 
 def test_cli_fit_backed(counts_h5ad, counts_zarr, tmp_path, capsys):
+    # --no-plots: the first UMAP of a test process compiles umap-learn's numba code (20-50 s);
+    # test_cli_fit_backed_draws_its_plots (-m slow) draws them.
     out = tmp_path / "out.h5ad"
     args = ["fit", str(counts_h5ad), "--model", "zinbvae", "--backed", "--epochs", "2"]
+    args += ["--no-plots"]
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)  # printed as the shell prints it
         assert main([*args, "--out", str(out)]) == 0
@@ -650,6 +653,7 @@ def test_cli_fit_backed(counts_h5ad, counts_zarr, tmp_path, capsys):
 def test_cli_fit_backed_zarr_writes_results_into_a_copy(counts_zarr, tmp_path, capsys):
     out = tmp_path / "out.zarr"
     args = ["fit", str(counts_zarr), "--model", "cgmdvae", "--n-clusters", "3", "--epochs", "2"]
+    args += ["--no-plots"]  # drawn by test_cli_fit_backed_draws_its_plots (-m slow)
     assert main([*args, "--out", str(out)]) == 2  # a zarr store needs --backed
     assert "--backed" in capsys.readouterr().err
     assert main([*args, "--backed", "--out", str(out)]) == 0
@@ -658,6 +662,23 @@ def test_cli_fit_backed_zarr_writes_results_into_a_copy(counts_zarr, tmp_path, c
     assert set(result.obs["cgmdvae_cluster"].astype(int)) <= {0, 1, 2}
     assert (result.X != ad.read_zarr(counts_zarr).X).nnz == 0
     assert "X_cgmdvae" not in ad.read_zarr(counts_zarr).obsm  # the input is untouched
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stored", ["h5ad", "zarr"])
+def test_cli_fit_backed_draws_its_plots(counts_h5ad, counts_zarr, tmp_path, stored):
+    """The UMAP and ELBO plots of a --backed fit (of an .h5ad file and a zarr store), which
+    the default-stage tests above skip (--no-plots)."""
+    from deltavae._cli_files import plots_folder
+
+    path = counts_h5ad if stored == "h5ad" else counts_zarr
+    out = tmp_path / f"out.{stored}"
+    args = ["fit", str(path), "--model", "cgmdvae", "--n-clusters", "3", "--epochs", "2"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the model's notes on a 2-epoch run
+        assert main([*args, "--backed", "--out", str(out)]) == 0
+    for name in ("umap_cgmdvae_cluster.png", "elbo_history.png"):
+        assert (plots_folder(out) / name).stat().st_size > 1000, name
 
 
 def test_results_of_a_lazily_read_h5ad_go_into_its_file(counts_h5ad, tmp_path):
