@@ -40,6 +40,13 @@ class Terminated(InputError):
 
     exit_code = 143
 
+    @classmethod
+    def during(cls, step: str) -> Terminated:
+        """The error of a SIGTERM that stopped ``step`` (by the handler or Lightning's)."""
+        return cls(
+            f"{step} was stopped by SIGTERM (a time limit or preemption?); no output was written."
+        )
+
 
 def _message(err: BaseException) -> str:
     # str(KeyError) wraps the message in quotes; the first argument is the message itself.
@@ -353,9 +360,7 @@ def sigterm_stops(step: str):
         return
 
     def stop(signum, frame):
-        raise Terminated(
-            f"{step} was stopped by SIGTERM (a time limit or preemption?); no output was written."
-        )
+        raise Terminated.during(step)
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
@@ -421,9 +426,7 @@ def _user_errors(step: str):
         raise InputError(f"{step}: {_as_flags(_message(err))}") from err
     except SIGTERMException as err:
         # Lightning ends a fit on SIGTERM by raising this SystemExit (status 0).
-        raise Terminated(
-            f"{step} was stopped by SIGTERM (a time limit or preemption?); no output was written."
-        ) from err
+        raise Terminated.during(step) from err
 
 
 #: Environment variables that seeding (Lightning's ``seed_everything``, scvi-tools' seed for
