@@ -701,6 +701,9 @@ def test_results_of_a_lazily_read_h5ad_go_into_its_file(counts_h5ad, tmp_path):
         np.testing.assert_allclose(ad.read_h5ad(path).obsm["X_zinbvae"], z, atol=1e-6)
     with pytest.raises(FileNotFoundError, match="does not exist; pass the zarr store or .h5ad"):
         dv.write_results_to_store(adata, keys, tmp_path / "nope.zarr")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ValueError, match="'.*plain' is a directory but not a zarr store"):
+        dv.write_results_to_store(adata, keys, tmp_path / "plain")
     # A copy with other cells or another order was rewritten by position (counts under other
     # cells' names, or a file anndata could no longer open).
     full = ad.read_h5ad(counts_h5ad)
@@ -719,6 +722,9 @@ def test_results_of_a_lazily_read_h5ad_go_into_its_file(counts_h5ad, tmp_path):
 def test_read_lazy_refuses_what_it_cannot_stream(counts_h5ad, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         dv.read_lazy(tmp_path / "nope.zarr")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ValueError, match="'.*plain' is a directory but not a zarr store"):
+        dv.read_lazy(tmp_path / "plain")
     # HDF5 without AnnData's groups (Cell Ranger's .h5) was h5py's raw KeyError ('obs').
     import h5py
 

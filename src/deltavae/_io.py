@@ -27,6 +27,12 @@ def _is_zarr_store(path: Path) -> bool:
     )
 
 
+def _check_zarr_store(path: Path) -> None:
+    """Refuse a folder (neither missing nor a file: checked before) that is no zarr store."""
+    if not _is_zarr_store(path):
+        raise ValueError(f"{str(path)!r} is a directory but not a zarr store (no zarr metadata).")
+
+
 def dense_advice(key: str, path) -> str:
     """How to rewrite the dense matrix ``key`` (``"X"`` or a layer's name) of a zarr store
     sparse, naming it.
@@ -208,8 +214,7 @@ def read_lazy(path: str | Path) -> AnnData:
                 "store (adata.write_zarr), whose layers read_lazy leaves on disk.",
             )
         return adata
-    if not _is_zarr_store(path):
-        raise ValueError(f"{str(path)!r} is a directory but not a zarr store (no zarr metadata).")
+    _check_zarr_store(path)
     import zarr
 
     group = zarr.open_group(path, mode="r")
@@ -262,8 +267,7 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
     if path.is_file():
         _write_results_to_h5ad(adata, keys, path)
         return
-    if not _is_zarr_store(path):
-        raise ValueError(f"{str(path)!r} is a directory but not a zarr store (no zarr metadata).")
+    _check_zarr_store(path)
     import zarr
 
     stored = zarr.open_group(path, mode="r")
