@@ -238,7 +238,7 @@ def test_perturbation_scatter_errors(perturbation):
         dv.pl.perturbation_scatter(predicted, observed, highlight=["g1", "G12"], show=False)
     with pytest.raises(ValueError, match="gene names"):
         dv.pl.perturbation_scatter(predicted.X, observed.X, highlight=["g1"], show=False)
-    with pytest.raises(ValueError, match="genes"):
+    with pytest.raises(ValueError, match=r"predicted and observed have different genes \("):
         dv.pl.perturbation_scatter(predicted[:, :10], observed, show=False)
 
 
