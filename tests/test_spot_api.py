@@ -58,6 +58,8 @@ def test_imputer_proportions_of_some_spots_as_nmfdeconvs(split):
     other.obs_names = [f"new_{i}" for i in range(other.n_obs)]
     with pytest.raises(ValueError, match=r"Proportions are of the model's spots.*40 spots it"):
         model.get_proportions(other)
+    with pytest.raises(ValueError, match=r"For other spots, fit a model on them \(SpatialImputer"):
+        model.impute(adata=other)
     with pytest.raises(TypeError, match="adata must be an AnnData of the model's spots"):
         model.get_proportions(spots.to_df())
     with pytest.raises(ValueError, match=r"needs design='deconvolution' \(the default\).*no"):

@@ -25,6 +25,11 @@ from ._shared_genes import rename_line, warn_few_shared
 from ._validation import NO_CELLS, warn_user
 
 _DESIGNS = ("deconvolution", "latent")
+#: Where results of other spots than the model's come from, by design (their refusal).
+OTHER_SPOTS = {
+    "deconvolution": "fit a model on them (SpatialImputer.from_reference)",
+    "latent": "save the model and load it onto them (SpatialImputer.load(dir, spots))",
+}
 _PROFILES = ("neighbours", "type")
 
 
@@ -239,11 +244,8 @@ def imputed_spots(model, adata, what: str = "Imputations"):
     if len(foreign) or names.has_duplicates:
         found = f"{len(foreign)} spots it was not fitted on (e.g. {foreign[:3].tolist()})"
         found = found if len(foreign) else "repeated spot names"
-        other = (  # the latent design's encoder maps any spots; the deconvolution's fit
-            "save the model and load it onto them (SpatialImputer.load(dir, spots))"
-            if model.design_ == "latent"
-            else "fit a model on them (SpatialImputer.from_reference)"
-        )
+        # the latent design's encoder maps any spots; the deconvolution's fit
+        other = OTHER_SPOTS["latent" if model.design_ == "latent" else "deconvolution"]
         raise ValueError(
             f"{what} are of the model's spots: the AnnData must hold spots of its "
             f"{model.adata.n_obs}, matched by name; it holds {found}. For other spots, {other}."

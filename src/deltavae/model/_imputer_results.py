@@ -13,7 +13,7 @@ from anndata import AnnData
 
 from ._backed import writes_backed
 from ._genes import check_own_adata
-from ._imputer_reference import imputed_spots, requested_genes
+from ._imputer_reference import OTHER_SPOTS, imputed_spots, requested_genes
 from ._modes import in_eval_mode
 from ._positions import indices_after_adata
 from ._same_spots import check_same_spots
@@ -26,12 +26,6 @@ from ._spots import (
     warn_empty_spots,
 )
 from ._training_checks import _is_int, check_batch_size
-
-#: Where results of other spots than the model's come from, by design (their refusal).
-_OTHER = {
-    "deconvolution": "fit a model on them (SpatialImputer.from_reference)",
-    "latent": "save the model and load it onto them (SpatialImputer.load(dir, spots))",
-}
 
 
 def _default_chunk() -> int:
@@ -152,7 +146,7 @@ class ImputerResultsMixin:
         positions = np.arange(spots.n_obs)
         if adata is not None:
             positions = self.adata.obs_names.get_indexer(adata.obs_names)
-            check_same_spots(self, adata, positions, _OTHER[self.design_])
+            check_same_spots(self, adata, positions, OTHER_SPOTS[self.design_])
         rows = selected_rows(spots, indices)
         if rows is None:
             return positions, spots.obs_names
