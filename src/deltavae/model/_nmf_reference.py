@@ -32,6 +32,7 @@ from ._reference_labels import check_reference_labels
 from ._reference_reads import genes_in_memory, type_sums
 from ._shared_genes import warn_few_shared
 from ._spots import spots_named
+from ._training_checks import _is_int
 from ._validation import check_data, warn_user
 
 if TYPE_CHECKING:
@@ -263,9 +264,7 @@ class FromReferenceMixin:
         >>> "MS4A1" in genes  # a B-cell marker
         True
         """
-        if not isinstance(n_markers, int | np.integer) or isinstance(n_markers, bool):
-            raise ValueError(f"n_markers must be a positive integer; got {n_markers!r}.")
-        if n_markers < 1:
+        if not _is_int(n_markers) or n_markers < 1:
             raise ValueError(f"n_markers must be a positive integer; got {n_markers!r}.")
         labels = _string_labels(reference, labels_key)
         counts = _counts_in_memory(reference, genes)
