@@ -467,9 +467,9 @@ def test_bad_size_factors(counts_adata):
 
 def test_bad_model_arguments(counts_adata):
     dv.model.ZINBVAE.setup_anndata(counts_adata)
-    with pytest.raises(ValueError, match="likelihood"):
+    with pytest.raises(ValueError, match="^likelihood must be 'zinb' or 'nb', got 'poisson'"):
         dv.model.ZINBVAE(counts_adata, likelihood="poisson")
-    with pytest.raises(ValueError, match="dispersion"):
+    with pytest.raises(ValueError, match="^dispersion must be 'gene' or 'gene-batch', got 'gene-"):
         dv.model.ZINBVAE(counts_adata, dispersion="gene-cell")
 
 
