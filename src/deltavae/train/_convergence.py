@@ -26,7 +26,6 @@ import torch
 
 from ._advice import (  # noqa: F401 (imported from here)
     DEFAULT_LR,
-    HIGH_LR_FACTOR,
     eval_mode_lag,
     high_rate_note,
     limit_advice,
