@@ -123,6 +123,7 @@ def test_results_go_into_a_file_written_without_obsm_or_uns(tmp_path):
     failed with h5py's "object 'obsm' doesn't exist" when results were written into it."""
     import anndata as ad
     import h5py
+    import numpy as np
 
     data = dv.datasets.synthetic_counts(n_cells=120, n_genes=20, n_clusters=2, seed=0)
     data.write_h5ad(tmp_path / "cells.h5ad")
@@ -132,12 +133,14 @@ def test_results_go_into_a_file_written_without_obsm_or_uns(tmp_path):
     dv.model.CGMDVAE.setup_anndata(adata)
     model = dv.model.CGMDVAE(adata, n_clusters=2, n_hidden=8, n_latent=2, n_latent_w=2)
     model.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
+    z = model.get_latent_representation()
     adata.file.close()
     adata.file.open(filemode="r+")
     model.write_to_adata()
     adata.file.close()
     stored = ad.read_h5ad(tmp_path / "cells.h5ad")
-    assert stored.obsm["X_cgmdvae"].shape == (120, 2) and "cgmdvae" in stored.uns
+    np.testing.assert_allclose(stored.obsm["X_cgmdvae"], z, atol=1e-6)
+    assert list(stored.uns["cgmdvae"]["cluster_names"]) == model.cluster_names
 
 
 def test_a_highly_variable_gene_model_writes_into_the_whole_file(tmp_path):
