@@ -597,6 +597,11 @@ def test_query_de_groups_by_a_column_added_to_the_query_after_mapping(trained):
     query.obs["leiden"] = query.obs["cluster"].to_numpy()
     de = mapped.differential_expression(groupby="leiden", group1="0", n_samples_overall=20)
     assert len(de) == adata.n_vars and set(de["group1"]) == {"0"}
+    # the groups are those of the column added to the query: its "0" cells against the rest
+    X, zero = query.X.toarray(), (query.obs["leiden"] == "0").to_numpy()
+    assert 0 < zero.sum() < query.n_obs
+    np.testing.assert_allclose(de.loc[query.var_names, "raw_mean1"], X[zero].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(de.loc[query.var_names, "raw_mean2"], X[~zero].mean(0), rtol=1e-5)
 
 
 def test_de_genes_tied_on_the_sort_key_follow_the_effect_size(trained):
