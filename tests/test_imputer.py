@@ -621,7 +621,8 @@ def test_latent_design_writes_its_spots_latent(pair, monkeypatch):
 def test_genes_argument_names_what_it_takes(pair, fitted):
     """genes=5 failed with "'int' object is not iterable", a mask or positions were read as the
     genes 'True' and '70' ("not reference genes: ['True', 'True', ...]"), genes=[] wrote an
-    empty obsm["imputed"], and 'GENE_70' asked of a reference holding 'gene_70' gave no hint."""
+    empty obsm["imputed"], and 'GENE_70' asked of a reference holding 'gene_70' gave no hint,
+    nor did the typo 'gene_70x'."""
     spatial, ref, _ = pair
     with pytest.raises(TypeError, match="genes takes reference gene names .*; got 5"):
         fitted.impute(genes=5)
@@ -633,8 +634,13 @@ def test_genes_argument_names_what_it_takes(pair, fitted):
         fitted.write_to_adata(spatial.copy(), genes=[])
     with pytest.raises(KeyError, match=r"Ignoring case, 1 of them .*'GENE_70' is 'gene_70'"):
         fitted.impute(genes=["GENE_70", "gene_71"])
-    with pytest.raises(KeyError, match="Check their spelling"):
+    with pytest.raises(KeyError, match="Check their spelling;"):
         fitted.impute(genes=["Nope"])
+    # a typo is given the closest reference genes (no hint before)
+    with pytest.raises(
+        KeyError, match=r"Check their spelling \('gene_70x': did you mean 'gene_70'"
+    ):
+        fitted.impute(genes=["gene_70x"])
     assert list(fitted.impute(genes=np.array(["gene_71", "gene_70"])).columns) == [
         "gene_71",
         "gene_70",

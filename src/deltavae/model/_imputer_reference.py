@@ -15,6 +15,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import TruncatedSVD
 
 from .._checks import short_repr
+from .._close_names import did_you_mean
 from ._gene_advice import (
     case_only_matches,
     identifier_advice,
@@ -173,9 +174,11 @@ def _unknown_advice(unknown: pd.Index, known: pd.Index) -> str:
             f"Ignoring case, {len(found)} of them are reference genes (e.g. {found[0][0]!r} is "
             f"{found[0][1]!r}): name them as the reference does."
         )
+    hint = did_you_mean(unknown[0], known)  # a typo: the closest reference genes
     return (
-        "Check their spelling; from_reference also leaves out the spots' genes that the "
-        "reference never counts (the spots measured them)."
+        f"Check their spelling{f' ({unknown[0]!r}: {hint})' if hint else ''}; from_reference "
+        "also leaves out the spots' genes that the reference never counts (the spots "
+        "measured them)."
     )
 
 
