@@ -10,9 +10,10 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-import scvi
 from scipy.optimize import nnls
 from sklearn.decomposition import PCA
+
+from .._rng import start_seed
 
 logger = logging.getLogger(__name__)
 
@@ -241,11 +242,11 @@ def scaled(profiles: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 
 def embed(profiles: np.ndarray, n_pcs: int) -> np.ndarray:
-    """PCA (seeded by ``scvi.settings.seed``) of the :func:`scaled` profiles."""
+    """PCA (seeded by ``scvi.settings.seed``, 0 while unset) of the :func:`scaled` profiles."""
     scaled_profiles = scaled(profiles, profiles.mean(axis=0))
     n_components = min(n_pcs, scaled_profiles.shape[0] - 1, scaled_profiles.shape[1])
     # copy=False: PCA centres the scaled copy in place instead of making another.
-    pca = PCA(n_components, random_state=scvi.settings.seed, copy=False)
+    pca = PCA(n_components, random_state=start_seed(), copy=False)
     return pca.fit_transform(scaled_profiles)
 
 

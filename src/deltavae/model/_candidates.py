@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import scvi
 import torch
 from scvi import REGISTRY_KEYS
 from sklearn.cluster import kmeans_plusplus
 
+from .._rng import start_seed
 from ._archetypal_analysis import check_archetype_count, embed, start_archetypes
 from ._count_advice import drop_empty
 from ._empty_spots import drop_empty_spots
@@ -37,8 +37,8 @@ def candidate_spots(model, n_pcs: int, max_candidates: int, n_archetypes=None):
     spot profile, from one pass over at most ``POOL_FACTOR * max_candidates`` spots.
 
     With at most ``max_candidates`` spots, every spot (the exact classical fit). Otherwise a
-    random pool (seeded by ``scvi.settings.seed``) is read a chunk of rows at a time and
-    embedded, and ``max_candidates`` of its spots are chosen by k-means++ seeding
+    random pool (seeded by ``scvi.settings.seed``, 0 while unset) is read a chunk of rows at a
+    time and embedded, and ``max_candidates`` of its spots are chosen by k-means++ seeding
     (:func:`sklearn.cluster.kmeans_plusplus`) in the embedding: each next spot is drawn with
     probability proportional to its squared distance from those chosen, so the set spans the
     data's extremes, where archetypes lie, instead of piling up in the dense middle as a
@@ -86,7 +86,7 @@ def candidate_spots(model, n_pcs: int, max_candidates: int, n_archetypes=None):
     mean_profile = profiles.mean(axis=0, dtype=np.float64)
     embedding = embed(profiles, n_pcs).astype(np.float64)
     if len(rows) > max_candidates:
-        _, picked = kmeans_plusplus(embedding, max_candidates, random_state=scvi.settings.seed)
+        _, picked = kmeans_plusplus(embedding, max_candidates, random_state=start_seed())
         picked = np.sort(picked)
         rows, profiles, embedding = rows[picked], profiles[picked], embedding[picked]
         logger.info("archetypes combine %d candidate spots of %d", len(rows), counts.shape[0])
@@ -191,6 +191,6 @@ def archetype_start(model, n_archetypes, max_archetypes, n_pcs, max_candidates, 
     if n_archetypes == "auto":  # an archetype stands only where min_spots spots lead with it
         max_archetypes = min(max_archetypes, max(2, n_spots // max(1, model.min_spots)))
     init_B, elbow = start_archetypes(
-        embedding, n_archetypes, max_archetypes, smooth_neighbors, scvi.settings.seed
+        embedding, n_archetypes, max_archetypes, smooth_neighbors, start_seed()
     )
     return rows, profiles, mean_profile, init_B, elbow

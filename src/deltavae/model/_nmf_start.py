@@ -9,12 +9,12 @@ from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
-import scvi
 import torch
 from anndata import AnnData
 from scipy.optimize import nnls
 from sklearn.decomposition import NMF
 
+from .._rng import start_seed
 from ._gene_advice import identifier_advice
 from ._shared_genes import warn_few_shared
 from ._validation import warn_user
@@ -180,7 +180,7 @@ def nmf_start(counts: np.ndarray, n_components: int, max_iter: int):
         beta_loss="kullback-leibler",
         solver="mu",
         max_iter=max_iter,
-        random_state=scvi.settings.seed,
+        random_state=start_seed(),  # NNDSVD's randomised SVD
     )
     with warnings.catch_warnings():
         # Convergence is not needed: NMF only gives the starting point.

@@ -97,7 +97,8 @@ class NMFDeconv(
         Hidden layers of the encoder.
     start_spots
         Reference-free mode: the NMF start reads at most this many spots (a random
-        subsample, seeded by ``scvi.settings.seed``, when there are more).
+        subsample, seeded by ``scvi.settings.seed`` or 0 while it is unset, when there are
+        more).
 
     Examples
     --------

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-import scvi
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data.fields import LayerField, NumericalObsField
 
 from .._checks import dense, short_repr
+from .._rng import start_seed
 from ..train._data import DeltaDataManager
 from ._cell_selection import selected_rows as _selected_rows
 from ._empty_spots import drop_empty_spots, read_genes
@@ -355,11 +355,12 @@ class SpotModelMixin:
 
     def _sample_rows(self, n_max: int) -> np.ndarray:
         """Every row when there are at most ``n_max``, else ``n_max`` random rows (seeded by
-        ``scvi.settings.seed``), sorted so that a backed file is read front to back."""
+        ``scvi.settings.seed``, 0 while unset: :func:`deltavae._rng.start_seed`), sorted so
+        that a backed file is read front to back."""
         n = self.adata.n_obs
         if n <= n_max:
             return np.arange(n)
-        rng = np.random.default_rng(scvi.settings.seed)
+        rng = np.random.default_rng(start_seed())
         return np.sort(rng.choice(n, n_max, replace=False))
 
 
