@@ -45,3 +45,22 @@ def test_unseeded_nmf_start_subsamples_the_same_spots(unseeded):
     assert states[0].keys() == states[1].keys()
     for name, value in states[0].items():
         assert torch.equal(value, states[1][name]), name
+
+
+def test_unseeded_differential_abundance_repeats(unseeded):
+    """The cells of each sample's aggregated posterior (``num_cells_posterior``) were drawn
+    from the operating system's entropy while the seed was unset: two calls gave two tables.
+    scvi-tools draws them from numpy's global stream, which a call advances for the user."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=30, n_clusters=2, n_conditions=2, seed=0
+    )
+    dv.model.ZINBVAE.setup_anndata(adata)
+    torch.manual_seed(0)
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
+    tables, numpy_state = [], np.random.get_state()[1].copy()  # noqa: NPY002
+    for _ in range(2):
+        model.differential_abundance(sample_key="condition", num_cells_posterior=10)
+        tables.append(np.asarray(adata.obsm["da_log_probs"], dtype=float).copy())
+    np.testing.assert_array_equal(tables[0], tables[1])
+    assert np.array_equal(np.random.get_state()[1], numpy_state)  # the user's stream  # noqa: NPY002

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import scvi
 import torch
 from anndata import AnnData
 
+from .._rng import start_seed
 from .._slashes import renamed_column, warn_slashed
 from ._de_tables import missing_obs_column
 
@@ -58,7 +58,8 @@ def differential_abundance(
     the genes in another order (the result lost). Here both are ``adata`` as given, by
     default the model's (a query model's: the query it was given). The cells of a sample's
     posterior, when it has more than ``num_cells_posterior``, are drawn with
-    ``scvi.settings.seed``.
+    ``scvi.settings.seed`` (0 while it is unset: two calls give one table), by a generator of
+    their own: scvi-tools' ``np.random.choice`` moved numpy's global stream on.
     """
     target = model._write_target(adata)
     if target.is_view:  # as write_to_adata: the AnnData viewed would get nothing
@@ -101,7 +102,7 @@ def differential_abundance(
     us = torch.as_tensor(np.asarray(us, dtype=np.float32), device=model.device)
     names = pd.unique(samples.to_numpy())
     values = samples.to_numpy()
-    log_probs, rng = [], np.random.default_rng(scvi.settings.seed)
+    log_probs, rng = [], np.random.default_rng(start_seed())
     for name in names:
         indices = np.flatnonzero(values == name)
         if num_cells_posterior is not None and num_cells_posterior < len(indices):
