@@ -1,6 +1,8 @@
 """Reproducibility as scverse users expect it: the same data and arguments give the same model
 start and results again in one process, with ``scvi.settings.seed`` set or left unset."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scvi
@@ -64,3 +66,52 @@ def test_unseeded_differential_abundance_repeats(unseeded):
         tables.append(np.asarray(adata.obsm["da_log_probs"], dtype=float).copy())
     np.testing.assert_array_equal(tables[0], tables[1])
     assert np.array_equal(np.random.get_state()[1], numpy_state)  # the user's stream  # noqa: NPY002
+
+
+def _fit(kind: str):
+    """One fit under seed 0: its history, latent (or weights) and clusters (or labels)."""
+    scvi.settings.seed = 0
+    train = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False}
+    if kind == "Archetypes":
+        spots = dv.datasets.convex_mixtures(n_spots=60, n_genes=80, n_archetypes=4, seed=0)
+        dv.model.Archetypes.setup_anndata(spots)
+        model = dv.model.Archetypes(spots, n_archetypes="auto", max_archetypes=6, n_hidden=8)
+        model.train(max_epochs=3, batch_size=32, **train)
+        with warnings.catch_warnings():  # thin archetypes of a 3-epoch fit merged (warned)
+            warnings.simplefilter("ignore", UserWarning)
+            weights = model.get_archetype_weights().to_numpy()
+        return model.history, weights, weights.argmax(axis=1)
+    adata = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=30, n_clusters=3, n_conditions=2, seed=0
+    )
+    if kind == "ZINBVAE":
+        dv.model.ZINBVAE.setup_anndata(adata)
+        model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+        model.train(max_epochs=2, batch_size=32, **train)
+        return model.history, model.get_latent_representation(), None
+    if kind == "CGMDVAE semi-supervised":
+        adata.obs["label"] = adata.obs["cluster"].astype(str)
+        adata.obs.loc[adata.obs_names[::3], "label"] = "Unknown"
+        setup = {"labels_key": "label", "unlabeled_category": "Unknown"}
+        dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", **setup)
+        model = dv.model.CGMDVAE(adata, n_latent=2, n_hidden=8)
+        model.train(max_epochs=3, batch_size=32, **train)
+        return model.history, model.get_latent_representation(), model.predict_labels()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=2, n_hidden=8)
+    model.train(max_epochs=3, batch_size=32, mixture_init_epoch=1, refit_mixture=True, **train)
+    return model.history, model.get_latent_representation(), model.predict_clusters()
+
+
+@pytest.mark.parametrize("kind", ["ZINBVAE", "CGMDVAE", "CGMDVAE semi-supervised", "Archetypes"])
+def test_two_fits_under_one_seed_in_one_process_are_the_same(kind):
+    """A guard of what the README promises: the same seed, data and arguments give the same
+    history, latents and clusters again (CGMDVAE's Leiden mixture start and refit included;
+    Archetypes' 'auto' start)."""
+    first, second = _fit(kind), _fit(kind)
+    assert first[0].keys() == second[0].keys()
+    for name in first[0]:
+        np.testing.assert_array_equal(first[0][name].to_numpy(), second[0][name].to_numpy())
+    np.testing.assert_array_equal(first[1], second[1])
+    if first[2] is not None:
+        np.testing.assert_array_equal(np.asarray(first[2]), np.asarray(second[2]))
