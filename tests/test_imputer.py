@@ -821,3 +821,13 @@ def test_reference_cells_without_counts_make_no_state_of_their_own():
     states = cluster_states(sparse.csr_matrix(counts), 3)
     totals = pd.Series(counts.sum(axis=1)).groupby(np.asarray(states)).sum()
     assert (totals > 0).all() and len(totals) == 3
+
+
+def test_cross_validate_given_file_names_says_how_to_read_them(pair):
+    """cross_validate('spots.h5ad', ...) answered 'spots must be an AnnData; got str.', where
+    from_reference says how to read the file; both now do."""
+    spatial, ref, _ = pair
+    with pytest.raises(TypeError, match=r"got the path 'spots.h5ad'\. Read it first: .*cross_va"):
+        dv.model.SpatialImputer.cross_validate("spots.h5ad", ref, labels_key="cluster")
+    with pytest.raises(TypeError, match=r"reference must be an AnnData .*got the path 'r.h5ad'"):
+        dv.model.SpatialImputer.cross_validate(spatial, "r.h5ad", labels_key="cluster")

@@ -14,6 +14,7 @@ so only these per-spot factors matter).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ import scvi
 from anndata import AnnData
 from sklearn.model_selection import KFold
 
+from .._anndata_or_folder import check_anndata
 from .._checks import dense, layer_matrix
 from .._close_names import did_you_mean
 from .._rng import scvi_seed_kept
@@ -205,6 +207,8 @@ class ImputerCrossValMixin:
         >>> scores.nsmallest(3, "pcc")  # the genes it imputes worst  # doctest: +SKIP
         """
         for name, data in (("spots", spots), ("reference", reference)):
+            if isinstance(data, str | os.PathLike):  # a file's name: how to read it
+                check_anndata(data, name, call="SpatialImputer.cross_validate(spots, reference)")
             if not isinstance(data, AnnData):
                 raise TypeError(f"{name} must be an AnnData; got {type(data).__name__}.")
             _refuse_duplicates(pd.Index(data.var_names.astype(str)), name)
