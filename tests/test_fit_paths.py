@@ -198,3 +198,24 @@ def test_a_deconvolution_at_its_default_rate_keeps_every_type_quietly():
         warnings.simplefilter("always")
         model.train(max_epochs=20, **TRAIN)
     assert not any("no share" in str(w.message) for w in caught)
+
+
+def test_a_cgmdvae_run_that_diverged_says_so_once_in_its_error():
+    """CGMDVAE (semi-supervised, lr=1: its validation loss NaN after the first epoch) warned
+    "This model's last training diverged" right before raising TrainingDivergedError, which
+    said the same: the records of the fit read its clusters, and the read-out warned. The error
+    alone says it; the model's read-outs after it still do."""
+    adata = _cells()
+    adata.obs["label"] = adata.obs["cluster"].astype(str)
+    adata.obs.loc[adata.obs_names[::2], "label"] = "Unknown"
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="label")
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=2, n_hidden=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(TrainingDivergedError, match="keeps the last parameters"):
+            model.train(max_epochs=3, callbacks=[PoisonAt(1)], **TRAIN)
+    said = [str(w.message) for w in caught if "diverged" in str(w.message)]
+    assert said == []
+    assert model.library_log_stats_ is not None  # the fit's records were still kept
+    with pytest.warns(dv.train.NotConvergedWarning, match="This model's last training diverged"):
+        model.predict_clusters()

@@ -35,6 +35,7 @@ from ._library_stats import cell_library_stats, log_libraries, record_library_st
 from ._matrices import has_negatives
 from ._modes import evaluating
 from ._prediction_frame import predicted_cells, target_record
+from ._reference_record import divergence_in_error
 from ._sample_draws import cluster_asked, draw_cells, record_cluster_conditions
 from ._sample_record import checked_batch_size, sample_names, sample_record, sampled_labels
 from ._scvi_glue import seeded
@@ -225,7 +226,8 @@ class GenerationMixin:
             yield
         except TrainingDivergedError as err:
             if err.restored_at is not None:  # None: the parameters it started with
-                self._record_training_cells()
+                with divergence_in_error(self):  # the error says it, once
+                    self._record_training_cells()
             raise
         except KeyboardInterrupt:
             if self.is_trained_ and getattr(self, "train_indices", None) is not split:

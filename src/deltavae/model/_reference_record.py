@@ -3,6 +3,8 @@ its reference's; and what a new query model keeps of its reference's training re
 
 from __future__ import annotations
 
+import contextlib
+
 from ..train._convergence import NotConvergedWarning
 from ._validation import warn_user
 
@@ -53,7 +55,7 @@ def divergence_note(model) -> str | None:
     (``diverged_``), and, for a query model, its reference's (``reference_diverged_``), whose
     frozen weights it keeps whatever the query's training does."""
     notes = []
-    if getattr(model, "diverged_", None):
+    if getattr(model, "diverged_", None) and not model.__dict__.get("_divergence_in_error"):
         notes.append(
             f"This model's last training diverged ({model.diverged_}), so its results may "
             "be far from a fit: train a new one with a lower learning rate (train(lr=...))."
@@ -73,3 +75,20 @@ def warn_if_diverged(model) -> None:
     note = divergence_note(model)
     if note:
         warn_user(note, NotConvergedWarning)
+
+
+@contextlib.contextmanager
+def divergence_in_error(model):
+    """Read-outs inside say nothing of the model's own divergence (its reference's still):
+    the :class:`~deltavae.train.TrainingDivergedError` being raised says it. CGMDVAE's records
+    of a diverged fit (its clusters, read by ``predict_clusters``) warned "This model's last
+    training diverged" right before the error said the same."""
+    before = model.__dict__.get("_divergence_in_error")
+    model.__dict__["_divergence_in_error"] = True
+    try:
+        yield
+    finally:
+        if before is None:
+            model.__dict__.pop("_divergence_in_error", None)
+        else:
+            model.__dict__["_divergence_in_error"] = before
