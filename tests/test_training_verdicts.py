@@ -529,3 +529,44 @@ def test_a_weight_decay_that_outweighs_the_elbo_is_not_called_converged():
     for plan in ({"weight_decay": 0.01}, {"optimizer": "AdamW", "weight_decay": 100.0}):
         model = dv.model.NMFDeconv.from_reference(spots, reference, "cluster")
         assert not [n for n in _notes(model, max_epochs=20, plan_kwargs=plan) if "weight_d" in n]
+
+
+def test_a_slow_fall_at_a_rate_ten_to_a_hundred_times_below_the_default_is_not_converged():
+    """NMFDeconv per spot at 30 times below its default rate (40 pseudo-spots, its default
+    1,000 epochs) ended 13-18% further from the true proportions, its ELBO falling about 0.02%
+    per 10 epochs, under the rule's 0.1%: 'No convergence warning.'. Between 10 and 100 times
+    below the default (at 100 the run is told of its rate) a fall that many times smaller is
+    still improving. The same curve at the default rate, or fine-tuning a trained model at
+    the slow rate, is converged."""
+    from deltavae.model._verdicts import say_verdict
+
+    cells = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=30, n_clusters=3, n_conditions=1, seed=1
+    )
+    spots, reference = dv.datasets.pseudo_spots(cells, "cluster", n_spots=40, seed=3)
+    nmf = dv.model.NMFDeconv.from_reference(spots, reference, "cluster", inference="per_spot")
+    _notes(nmf, max_epochs=2, lr=0.02 / 30)
+    # A curve of the 1,000 epochs of such a run: 0.006% per 10 epochs over its last third.
+    epochs = np.arange(1000)
+    noise = np.random.default_rng(0).normal(0, 0.005, 1000)
+    elbo = 176.6 + 3 * np.exp(-epochs / 400) + noise
+    run = {"elbo_train": pd.DataFrame({"elbo_train": elbo}, index=pd.RangeIndex(1000))}
+
+    def said(rate):
+        nmf.train_args_ = {**nmf.train_args_, "lr": rate}
+        nmf.convergence_ = None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            say_verdict(nmf, run, 1000, False, {}, None)
+        return [str(w.message) for w in caught if issubclass(w.category, NotConvergedWarning)]
+
+    (note,) = said(0.02 / 30)
+    assert note.startswith("The training ELBO was still improving when training stopped (0.01%")
+    assert "lr=0.000666667) is 30 times below the model's default (0.02)" in note, note
+    assert note.endswith("train again with the default rate first.")
+    assert said(0.02) == [] and said(0.02 / 5) == []
+    # A model trained before, fine-tuned at the slow rate: flat enough.
+    tuned = {k: v.set_axis(v.index + 2) for k, v in run.items()}
+    nmf.history_ = {k: pd.concat([nmf.history[k].iloc[:2], tuned[k]]) for k in tuned}
+    run = tuned
+    assert said(0.02 / 30) == []

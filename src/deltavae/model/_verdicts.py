@@ -12,7 +12,7 @@ import torch
 
 from .._checks import short_repr
 from .._rng import forked_generators
-from ..train._advice import LOW_RATE, low_rate_warning
+from ..train._advice import LOW_RATE, low_rate_warning, slow_rate_note, slower_than_default
 from ..train._convergence import (
     DEFAULT_LR,
     NotConvergedWarning,
@@ -64,6 +64,8 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
         earlier_epochs=earlier_full_epochs(model, run),
         batch_norm=not model.is_query_model
         and any(isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules()),
+        # Unless it fine-tunes a trained model: a slow run is flat only when that much flatter.
+        slower=1.0 if tunes_a_trained_model(model, run) else slower_than_default(rate, default),
     )
     if verdict is None or verdict.startswith(_FLAT_OR_SHORT):
         # Flat, too short or still falling at a rate far below the default: the rate is why
@@ -76,6 +78,8 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
         unstable = "went unstable" in verdict  # it names the rate itself
         own = verdict.startswith((LOW_RATE, DECAY))  # they say what to change
         note = "" if unstable or own else high_rate_note(rate, default)
+        if not (unstable or own) and "still improving" in verdict:
+            note += slow_rate_note(rate, default)  # 10 to 100 times below the default
         if unstable and decay:  # the decay, more likely than the rate (per spot at 1e6)
             note = " " + decay
         record_verdict(model, verdict)

@@ -10,9 +10,11 @@ below -3 standard errors, the median of the last third of the window is clearly 
 its first (:func:`_thirds_fell`: a curve or a spike widens a line's errors) or, over fewer than
 10 epochs, the ELBO fell at every one of them or by more than 1% from the first to the best (8
 epochs of Kang, 4 after the warm-up, fell 6% and ended on an uptick that hid the trend from
-both other tests). (A short run's curve bends: a line leaves large residuals that are not
-noise, and with two or three degrees of freedom the slope's error is wide; 5 epochs of a model
-that needs 400 passed the line's test alone. Noise alone puts n epochs in falling order with
+both other tests). A run at a rate k >= 10 times below the model's default is still improving
+from a fall k times smaller (``slower``: each step moves the parameters k times less).
+(A short run's curve bends: a line leaves large residuals that are not noise, and with two
+or three degrees of freedom the slope's error is wide; 5 epochs of a model that needs 400
+passed the line's test alone. Noise alone puts n epochs in falling order with
 probability 1/n!.)
 
 The measurement behind the thresholds: benchmarks/README.md, Numbers behind the defaults, D5.
@@ -86,6 +88,7 @@ def still_improving(
     lr: float | None = None,
     batch_norm: bool = False,
     earlier_epochs: int = 0,
+    slower: float = 1.0,
 ) -> str | None:
     """What a user should know when the run stopped while its ELBO was still falling.
 
@@ -123,6 +126,11 @@ def still_improving(
     earlier_epochs
         Epochs earlier ``train`` calls of the model trained on the full ELBO: a flat run
         continuing them is judged on their steps too (:data:`MIN_STEPS`).
+    slower
+        How many times below the model's default the run's rate was (1: not below;
+        :func:`~deltavae.train._advice.slower_than_default`): each step moves the parameters
+        that many times less, and a fall that many times smaller per 10 epochs is still
+        improving.
 
     Returns
     -------
@@ -247,7 +255,7 @@ def still_improving(
             "went unstable, and the model ends worse than it was a few epochs before. Train "
             f"again with a lower learning rate{used}, on a model built anew."
         )
-    if fall_per_10 <= REL_FALL_PER_10 or not clear:
+    if fall_per_10 * max(slower, 1.0) <= REL_FALL_PER_10 or not clear:
         return _too_few_steps(full_epochs, steps_per_epoch(trainer), advice, earlier_epochs)
     rate = f"{fall_per_10:.2%} per 10 epochs over the last {window} {unit}"
     if fall_per_10 > 0.5 and window < 3 * 3:  # thirds of 3 epochs would overlap
