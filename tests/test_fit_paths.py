@@ -219,3 +219,20 @@ def test_a_cgmdvae_run_that_diverged_says_so_once_in_its_error():
     assert model.library_log_stats_ is not None  # the fit's records were still kept
     with pytest.warns(dv.train.NotConvergedWarning, match="This model's last training diverged"):
         model.predict_clusters()
+
+
+def test_a_run_that_went_unstable_is_not_told_its_empty_clusters_need_more_epochs():
+    """CGMDVAE at lr=0.1 (200 cells, 20 epochs) warned that its validation ELBO ended far
+    above its best (training went unstable: train again at a lower rate), then that 7 of 10
+    clusters were empty, "if 10, training was too short. Train longer": advice the first
+    warning had just refuted. The run's warning alone is said."""
+    adata = dv.datasets.synthetic_counts(n_cells=200, n_genes=50, seed=0)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    model = dv.model.CGMDVAE(adata)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train(max_epochs=20, lr=0.1, **TRAIN)
+    said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert any("Training went unstable" in s for s in said), said
+    assert not [s for s in said if "clusters are empty" in s], said
+    assert len(np.unique(model.predict_clusters())) < model.module.n_clusters  # empty ones

@@ -48,6 +48,7 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
     was more than ten times the model's default (the module's ``default_lr``: a spot model's
     own, 0.005 to 0.05, else the VAEs' 1e-3)."""
     model.convergence_ = None  # this run's, kept by record_verdict (print(model) says it)
+    model.__dict__["_went_unstable"] = False  # read by CGMDVAE's note on empty clusters
     rate = (model.train_args_ or {}).get("lr")  # as trained (lr, plan_kwargs ...)
     default = getattr(model.module, "default_lr", None) or DEFAULT_LR
     verdict = still_improving(
@@ -76,6 +77,7 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
         verdict = decay or verdict  # more epochs would not help either
     if verdict is not None:
         unstable = "went unstable" in verdict  # it names the rate itself
+        model.__dict__["_went_unstable"] = unstable
         own = verdict.startswith((LOW_RATE, DECAY))  # they say what to change
         note = "" if unstable or own else high_rate_note(rate, default)
         if not (unstable or own) and "still improving" in verdict:
@@ -161,6 +163,7 @@ def say_if_read_outs_are_off(model, run: dict, rate) -> None:
     if not np.isfinite(value) or value - last > max(abs(last), 0.1 * fall):
         used = f" than this run's lr={rate:g}" if rate else ""
         record_verdict(model, "Training went unstable: read-outs reconstruct far worse. ")
+        model.__dict__["_went_unstable"] = True
         warn_user(
             f"After training, the model's read-outs (in eval mode) reconstruct its training "
             f"cells far worse than training did: a reconstruction error of {value:.4g} per "
