@@ -66,7 +66,8 @@ def slower_than_default(lr: float | None, default: float = DEFAULT_LR) -> float:
 def slow_rate_note(lr: float | None, default: float = DEFAULT_LR) -> str:
     """A sentence added to the advice on a run still improving at a rate
     :data:`HIGH_LR_FACTOR` or more times below the model's ``default``: more epochs at that
-    rate take as many times longer than the default rate would.
+    rate take as many times longer than the default rate would, and a small fall there is
+    a large one at the default rate.
 
     Examples
     --------
@@ -81,9 +82,9 @@ def slow_rate_note(lr: float | None, default: float = DEFAULT_LR) -> str:
     whose = "the default" if default == DEFAULT_LR else "the model's default"
     return (
         f" This run's learning rate (lr={lr:g}) is {slower:,.0f} times below {whose} "
-        f"({default:g}): each step moves the parameters about as many times less, so a fall "
-        "this slow at such a rate leaves the model further from where the default rate takes "
-        "it than it looks; train again with the default rate first."
+        f"({default:g}): each step moves the parameters about as many times less, and the "
+        "model needs about as many times the epochs (a fall that looks small at such a rate "
+        "is not convergence); train again with the default rate first."
     )
 
 
