@@ -570,3 +570,20 @@ def test_a_slow_fall_at_a_rate_ten_to_a_hundred_times_below_the_default_is_not_c
     nmf.history_ = {k: pd.concat([nmf.history[k].iloc[:2], tuned[k]]) for k in tuned}
     run = tuned
     assert said(0.02 / 30) == []
+
+
+def test_read_outs_not_finite_after_a_run_without_validation_cells_are_said_not_raised():
+    """CGMDVAE at lr=0.1, every cell training (120 cells, 12 epochs): its training losses
+    stayed finite, but in eval mode its latent means were not, and train() ended in Pyro's
+    'Expected parameter loc ... of distribution CorrelatedNormal ... found invalid values',
+    raised by the check of its read-outs after the warning that its ELBO ended far above its
+    best. The check says read-outs that are not finite."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=40, n_clusters=3, n_conditions=1, seed=1
+    )
+    dv.model.CGMDVAE.setup_anndata(adata)
+    model = dv.model.CGMDVAE(adata, n_clusters=3)
+    notes = _notes(model, max_epochs=12, lr=0.1, train_size=1.0)
+    assert notes[0].startswith("The training ELBO ended far above its best"), notes
+    (note,) = [n for n in notes if n.startswith("After training, the model's read-outs")]
+    assert "a reconstruction error of nan per cell (values not finite)" in note, note
