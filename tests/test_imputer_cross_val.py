@@ -109,7 +109,11 @@ def test_genes_chooses_the_genes_hidden_and_unscorable_ones_are_warned(pair):
         ({"genes": ["gene_2"]}, KeyError, "'gene_2' is not among the reference's genes"),
         ({"genes": ["marker", "marker"]}, ValueError, r"\['marker'\] more than once"),
         ({"genes": []}, ValueError, "genes is empty"),
-        ({"spots": "spots.h5ad"}, TypeError, "spots must be an AnnData; got str"),
+        (
+            {"spots": "spots.h5ad"},
+            TypeError,
+            "spots must be an AnnData .*got the path .spots.h5ad.. Read it first",
+        ),
         ({"duplicate": True}, ValueError, "gene_3"),
     ],
 )
