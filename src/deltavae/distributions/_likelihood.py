@@ -12,6 +12,7 @@ from __future__ import annotations
 import pyro.distributions as pdist
 import torch
 from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+from scvi.distributions._negative_binomial import log_zinb_positive, torch_lgamma_mps
 from torch.distributions import Bernoulli, Distribution, Normal
 
 from ._counts import CountDistribution, count_log_prob
@@ -108,6 +109,19 @@ class Likelihood:
             return Normal(params["out"], torch.exp(params["log_scale"]))
         # Grey values in [0, 1], scored as Pyro trains on them (see pyro above).
         return Bernoulli(logits=params["out"], validate_args=False)
+
+    @staticmethod
+    def scored(px: Distribution, x: torch.Tensor) -> torch.Tensor:
+        """``px.log_prob(x)`` of :meth:`torch`'s distribution ``px``, with the same numbers.
+        scvi-tools' ``ZeroInflatedNegativeBinomial`` checks ``x`` against its support at
+        every call (``validate_args`` or not): on a GPU a wait for the device per minibatch
+        of a read-out. Skipped where torch's checks are off (a read-out's loader, see
+        ``model._modes.evaluating``: its data were checked on the host, whole non-negative
+        counts, when set up or passed); kept elsewhere (a user's own ``dataloader=``)."""
+        lgamma = torch_lgamma_mps if getattr(px, "on_mps", False) else torch.lgamma
+        if isinstance(px, ZeroInflatedNegativeBinomial) and not Distribution._validate_args:
+            return log_zinb_positive(x, px.mu, px.theta, px.zi_logits, eps=1e-08, lgamma_fn=lgamma)
+        return px.log_prob(x)
 
     def expected(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """E[x | z] from the decoder's ``params``: the decoded mean (counts at the decoded

@@ -13,6 +13,7 @@ import torch
 from scvi.model.base import VAEMixin
 
 from ._de_checks import check_dataloader_alone
+from ._latent_reads import latent_on_host
 from ._loader_keywords import check_module_keywords
 from ._readout_docs import (
     AGGREGATED_ON_DEVICE,
@@ -83,7 +84,7 @@ class HostResultsMixin:
     def get_latent_representation(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         call = inspect.signature(VAEMixin.get_latent_representation).bind(self, *args, **kwargs)
         check_dataloader_alone(call.arguments, "get_latent_representation")
-        return super().get_latent_representation(*args, **kwargs)
+        return latent_on_host(self, *args, **kwargs)
 
     get_latent_representation.__doc__ = with_latent_draws(
         VAEMixin.get_latent_representation.__doc__

@@ -14,6 +14,13 @@ def evaluating(module: torch.nn.Module):
     """``module`` in eval mode inside (no dropout, BatchNorm's running statistics used and
     left as they are), and each of its submodules in its own mode again afterwards.
 
+    Inside, torch's distributions are made unchecked too (:func:`unchecked_distributions`):
+    every minibatch of a read-out made the host wait for the device once per distribution
+    built from the module's outputs (a Normal of the encoder's, a mixture prior, the
+    likelihood's). The user's data those score was checked on the host when it was set up
+    or passed (``check_data``: finite, whole non-negative counts, [0, 1] for a Bernoulli);
+    a user's own ``dataloader=``, iterated outside this, is checked as before.
+
     Every read-out runs so: a read-out of a model in training mode (a user's Lightning
     callback reading latents while the model trains on, or ``model.module.train()``) gave
     latents with dropout and moved BatchNorm's statistics, and those that switched to eval
@@ -22,7 +29,8 @@ def evaluating(module: torch.nn.Module):
     if any(mode for _, mode in modes):  # else in eval mode already (after train, nested)
         module.eval()
     try:
-        yield module
+        with unchecked_distributions():  # the module's own outputs: see its note
+            yield module
     finally:
         for sub, mode in modes:
             if sub.training != mode:  # torch's __setattr__ is slow: only those changed
@@ -53,18 +61,30 @@ def in_module_dtype(tensors: dict, module: torch.nn.Module) -> dict:
     }
 
 
+#: [how many unchecked_distributions contexts are open, the default they found]
+_UNCHECKED = [0, None]
+
+
 @contextlib.contextmanager
 def unchecked_distributions():
     """torch's distributions made without their argument checks inside (as training makes
-    them: ``train(validate_distributions=False)``), the default put back after. Each check
-    (a Normal's scale positive, a value in the support) reads a tensor on the host: on a
-    GPU a wait for the device per distribution made, 7 per minibatch of
-    ``CGMDVAE.predict_labels``. The checks never change a value."""
+    them: ``train(validate_distributions=False)``), the default put back once the last one
+    open closes. Each check (a Normal's scale positive, a value in the support) reads a
+    tensor on the host: on a GPU a wait for the device per distribution made, 7 per
+    minibatch of ``CGMDVAE.predict_labels``. The checks never change a value.
+
+    Counted, not saved and restored each: the loaders' iterators (:func:`evaluating`) may
+    close out of order (two read side by side), and the last to close put back the first's
+    False."""
     from torch.distributions import Distribution
 
-    was = Distribution._validate_args
-    Distribution.set_default_validate_args(False)
+    if _UNCHECKED[0] == 0:
+        _UNCHECKED[1] = Distribution._validate_args
+        Distribution.set_default_validate_args(False)
+    _UNCHECKED[0] += 1
     try:
         yield
     finally:
-        Distribution.set_default_validate_args(was)
+        _UNCHECKED[0] -= 1
+        if _UNCHECKED[0] == 0:
+            Distribution.set_default_validate_args(_UNCHECKED[1])

@@ -311,7 +311,7 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
 
         library = self.observation.log_library(x)
         px = self.observation.torch(self.decode(flat(z), repeat(cats), repeat(library)))
-        log_px = px.log_prob(repeat(x)).sum(-1)
+        log_px = self.observation.scored(px, repeat(x)).sum(-1)
         log_py = torch.log(self.alpha / self.alpha.sum())
         log_pz_y = self.prior_distribution(flat(w), repeat(cats)).log_prob(flat(z).unsqueeze(-2))
         log_pz = torch.logsumexp(log_pz_y + log_py, dim=-1)
@@ -464,7 +464,7 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
             tensors.get(_CAT),
             tensors.get(_LABELS),
         )
-        reconstruction = -generative_outputs["px"].log_prob(x).sum(-1)
+        reconstruction = -self.observation.scored(generative_outputs["px"], x).sum(-1)
         # The objective adds the weighted classifier and alignment terms to the ELBO.
         return LossOutput(
             loss=(reconstruction + kl_weight * sum(kl.values()) + outside).mean(),

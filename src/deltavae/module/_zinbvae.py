@@ -41,6 +41,14 @@ def split_categoricals(cat_covs: torch.Tensor | None) -> tuple[torch.Tensor, ...
     return torch.split(cat_covs, 1, dim=1)
 
 
+def _undrawn(encoder: Encoder, x: torch.Tensor, *cat_list) -> Normal:
+    """scvi-tools' ``Encoder(return_dist=True)``'s distribution of ``x``, the same numbers,
+    without the draw its ``forward`` makes and drops."""
+    q = encoder.encoder(x, *cat_list)
+    var = encoder.var_activation(encoder.var_encoder(q)) + encoder.var_eps
+    return Normal(encoder.mean_encoder(q), var.sqrt())
+
+
 class ZINBVAEModule(DeltaPyroModule):
     """Pyro module of :class:`deltavae.model.ZINBVAE`.
 
@@ -163,11 +171,20 @@ class ZINBVAEModule(DeltaPyroModule):
             sites["library"] = 1
         return {"name": "cells", "in": [0], "sites": sites}
 
-    def _encode(self, x, batch_index, cat_covs):
+    def _encode(self, x, batch_index, cat_covs, draw: bool = True):
+        """q(z | x) and q(l | x) (None for an observed library). scvi-tools' ``Encoder``
+        draws from each and drops it (training's seeded draws follow those); without
+        ``draw``, the same distributions with nothing drawn."""
         x_ = torch.log1p(x)
         cats = split_categoricals(cat_covs)
-        qz, _ = self.z_encoder(x_, batch_index, *cats)
-        ql = None if self.l_encoder is None else self.l_encoder(x_, batch_index, *cats)[0]
+
+        def encode(encoder):
+            if draw:
+                return encoder(x_, batch_index, *cats)[0]
+            return _undrawn(encoder, x_, batch_index, *cats)
+
+        qz = encode(self.z_encoder)
+        ql = None if self.l_encoder is None else encode(self.l_encoder)
         return qz, ql
 
     @staticmethod
@@ -281,17 +298,21 @@ class ZINBVAEModule(DeltaPyroModule):
         }
 
     @auto_move_data
-    def inference(self, x, batch_index, cat_covs=None, size_factor=None, n_samples: int = 1):
-        """Posterior of z (and l); ``z`` is a sample, ``qz`` the distribution."""
-        qz, ql = self._encode(x, batch_index, cat_covs)
+    def inference(
+        self, x, batch_index, cat_covs=None, size_factor=None, n_samples: int = 1, draw: bool = True
+    ):
+        """Posterior of z (and l); ``z`` is a sample, ``qz`` the distribution. Without
+        ``draw``, ``z`` (and a latent ``library``) are the posterior means, for read-outs
+        that take them: nothing drawn (as CGMDVAE's)."""
+        qz, ql = self._encode(x, batch_index, cat_covs, draw)
         shape = (n_samples,) if n_samples > 1 else ()
-        z = qz.rsample(shape)
+        z = qz.rsample(shape) if draw else qz.loc.expand(*shape, *qz.loc.shape)
         if ql is None:
             library = self._observed_library(x, size_factor)
             if n_samples > 1:
                 library = library.expand(n_samples, *library.shape)
         else:
-            library = ql.rsample(shape)
+            library = ql.rsample(shape) if draw else ql.loc.expand(*shape, *ql.loc.shape)
         return {"z": z, "qz": qz, "ql": ql, "library": library}
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs):

@@ -1,0 +1,154 @@
+"""Read-outs must not make the host wait for a GPU once per minibatch (see test_host_waits.py
+for the training steps): counted on a CPU with :class:`_device_tracker.HostWaits` over 10
+minibatches, a read-out's waits must not grow with their number. Before, torch.distributions'
+argument checks of the module's own outputs (a ``bool`` each), scvi-tools' ZINB's check of the
+counts against its support and a ``.cpu()`` per minibatch made CGMDVAE's ``get_elbo`` wait 121
+times and ZINBVAE's ``get_latent_representation`` 30.
+"""
+
+import hashlib
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from _device_tracker import HostWaits, on_device, track_moves
+from scvi.model.base import VAEMixin
+
+import deltavae as dv
+import deltavae.distributions._counts as counts
+from deltavae.model._saved import weights_digest
+
+N_CELLS, BATCH = 640, 64  # 10 minibatches
+TRAIN = {"accelerator": "cpu", "enable_progress_bar": False, "batch_size": 32, "max_epochs": 1}
+
+
+def _trained(kind: str, **kwargs):
+    adata = dv.datasets.synthetic_counts(
+        n_cells=N_CELLS, n_genes=60, n_clusters=3, n_conditions=2, seed=0
+    )
+    if kind == "ZINBVAE":
+        dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+        model = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16, **kwargs)
+    else:
+        dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+        model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(**TRAIN)
+    return model
+
+
+@pytest.fixture(scope="module")
+def zinbvae():
+    return _trained("ZINBVAE", use_observed_lib_size=False)  # a latent library: q(l) too
+
+
+@pytest.fixture(scope="module")
+def cgmdvae():
+    return _trained("CGMDVAE")
+
+
+def _waits(monkeypatch, model, read):
+    """``read()`` counted as on a GPU: (its result, waits but the minibatches' own copies to
+    the device, the report)."""
+    track_moves(monkeypatch)
+    monkeypatch.setattr(counts, "sparse_by_default", lambda device: False)
+    on_device(model.module)
+    tracker = HostWaits()
+    tracker.counting = True
+    with tracker:
+        out = read()
+    n = sum(k for (what, _), k in tracker.waits.items() if what != "copy to the device")
+    return out, n, tracker.waits_report()
+
+
+READS = {
+    "get_latent_representation": lambda m: m.get_latent_representation(batch_size=BATCH),
+    "get_latent_representation(give_mean=False)": lambda m: m.get_latent_representation(
+        batch_size=BATCH, give_mean=False
+    ),
+    "get_latent_representation(return_dist=True)": lambda m: m.get_latent_representation(
+        batch_size=BATCH, return_dist=True
+    ),
+    "get_elbo": lambda m: m.get_elbo(batch_size=BATCH),
+    "get_reconstruction_error": lambda m: m.get_reconstruction_error(batch_size=BATCH),
+}
+
+
+@pytest.mark.parametrize("name", list(READS))
+@pytest.mark.parametrize("kind", ["zinbvae", "cgmdvae"])
+def test_readouts_wait_a_bounded_number_of_times(request, monkeypatch, kind, name):
+    """At most 6 waits in 10 minibatches (CGMDVAE's latents: one ``.cpu()`` per value, at
+    the end), and the numbers of the unchecked read equal the checked one's."""
+    model = request.getfixturevalue(kind)
+    if kind == "cgmdvae" and name == "get_latent_representation(return_dist=True)":
+        pytest.skip("CGMDVAE's get_latent_representation has no return_dist")
+    torch.manual_seed(1)
+    expected = READS[name](model)  # not on the (stand-in) device: checked as a user's CPU
+    torch.manual_seed(1)
+    out, n, report = _waits(monkeypatch, model, lambda: READS[name](model))
+    assert n <= 6, f"{n} host waits in {N_CELLS // BATCH} minibatches:\n{report}"
+    for a, b in zip(*(x if isinstance(x, tuple) else (x,) for x in (expected, out)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert torch.distributions.Distribution._validate_args  # the default put back
+
+
+def test_zinbvae_latents_as_scvi_tools_reads_them(monkeypatch, zinbvae):
+    """Read by our own loop (values on the device until the end), the numbers of scvi-tools'
+    ``VAEMixin.get_latent_representation``; reading means draws nothing (each minibatch drew
+    z and a latent library and dropped them)."""
+    ours = zinbvae.get_latent_representation(batch_size=BATCH)
+    theirs = VAEMixin.get_latent_representation(zinbvae, batch_size=BATCH)
+    np.testing.assert_array_equal(ours, theirs)
+    loc, var = zinbvae.get_latent_representation(batch_size=BATCH, return_dist=True)
+    loc_s, var_s = VAEMixin.get_latent_representation(zinbvae, batch_size=BATCH, return_dist=True)
+    np.testing.assert_array_equal(loc, loc_s)
+    np.testing.assert_array_equal(var, var_s)
+    torch.manual_seed(3)
+    drawn = zinbvae.get_latent_representation(batch_size=BATCH, give_mean=False)
+    torch.manual_seed(3)
+    drawn_s = VAEMixin.get_latent_representation(zinbvae, batch_size=BATCH, give_mean=False)
+    np.testing.assert_array_equal(drawn, drawn_s)
+    drawn = []
+    rsample = torch.distributions.Normal.rsample
+    monkeypatch.setattr(
+        torch.distributions.Normal,
+        "rsample",
+        lambda self, *args, **kwargs: drawn.append(1) or rsample(self, *args, **kwargs),
+    )
+    zinbvae.get_latent_representation(batch_size=BATCH)
+    zinbvae.get_latent_representation(batch_size=BATCH, return_dist=True)
+    assert not drawn  # 40 draws of q(z) and q(l) before
+    zinbvae.get_latent_representation(batch_size=BATCH, give_mean=False)
+    # z and l, each drawn by scvi-tools' Encoder (dropped) then by inference: the same z
+    assert len(drawn) == 4 * N_CELLS // BATCH
+
+
+def test_a_user_dataloader_keeps_the_checks(cgmdvae):
+    """A user's own dataloader is not checked by the model's setup: scvi-tools' ZINB still
+    checks its counts against its support there (a warning for a fraction)."""
+    loader = cgmdvae._make_data_loader(cgmdvae.adata, batch_size=BATCH)
+    batch = next(iter(loader))
+    batch = {**batch, "X": batch["X"] + 0.5}
+    if cgmdvae.module.likelihood != "zinb":
+        pytest.skip("the ZINB's check")
+    with pytest.warns(UserWarning, match="support"):
+        cgmdvae.get_elbo(dataloader=[batch])
+
+
+def test_the_weights_digest_reads_the_weights_once(monkeypatch, cgmdvae):
+    """``sample`` names its cells by a digest of the weights: one ``.cpu()`` per parameter
+    (49 for this CGMDVAE) before, one now, with the same digest."""
+    state = cgmdvae.module.state_dict()
+    expected = {}
+    for name, value in state.items():
+        value = value.detach().cpu().contiguous()
+        digest = hashlib.sha256(f"{value.dtype}{tuple(value.shape)}".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+        expected[name] = digest.hexdigest()[:32]
+    out, n, report = _waits(
+        monkeypatch, cgmdvae, lambda: weights_digest(cgmdvae.module.state_dict())
+    )
+    assert out == expected
+    assert n <= 1, report
