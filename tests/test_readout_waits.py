@@ -17,6 +17,7 @@ from scvi.model.base import VAEMixin
 
 import deltavae as dv
 import deltavae.distributions._counts as counts
+import deltavae.model._gathered as gathered
 from deltavae.model._saved import weights_digest
 
 N_CELLS, BATCH = 640, 64  # 10 minibatches
@@ -92,6 +93,33 @@ def test_readouts_wait_a_bounded_number_of_times(request, monkeypatch, kind, nam
     for a, b in zip(*(x if isinstance(x, tuple) else (x,) for x in (expected, out)), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert torch.distributions.Distribution._validate_args  # the default put back
+
+
+@pytest.mark.parametrize("kind", ["zinbvae", "cgmdvae"])
+def test_latent_shift_waits_a_bounded_number_of_times(request, monkeypatch, kind):
+    """latent_shift's expression, conditions and the parameters of its CPU-drawn counts are
+    brought to the host together (:class:`deltavae.model._gathered.Gathered`), not a
+    minibatch at a time: 42 (ZINBVAE) and 56 (CGMDVAE) waits before over 10 minibatches of
+    the model's 640 cells and 10 of the 320 shifted, the argument checks already off. The draws are
+    those of CellDraws cell by cell, whatever the part sizes (a limit of one byte: one part
+    per minibatch)."""
+    model = request.getfixturevalue(kind)
+    adata = model.adata
+    source, target = adata.obs["condition"].cat.categories[:2]
+    cells = adata[adata.obs["condition"] == source].copy()
+
+    def shift():
+        kwargs = {"condition_key": "condition"} if kind == "zinbvae" else {}
+        return model.predict_perturbation(
+            cells, target, method="latent_shift", batch_size=32, seed=0, **kwargs
+        )
+
+    out, n, report = _waits(monkeypatch, model, shift)
+    assert n <= 12, f"{n} host waits in 20 minibatches:\n{report}"
+    monkeypatch.setattr(gathered, "FLUSH_BYTES", 1)
+    by_minibatch = shift()
+    np.testing.assert_array_equal(out.X, by_minibatch.X)
+    np.testing.assert_array_equal(out.layers["counts"], by_minibatch.layers["counts"])
 
 
 def test_zinbvae_latents_as_scvi_tools_reads_them(monkeypatch, zinbvae):

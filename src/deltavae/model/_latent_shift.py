@@ -15,6 +15,7 @@ from scvi import REGISTRY_KEYS
 from .._checks import layer_matrix
 from ..distributions._draws import CellDraws
 from ._condition_counts import warn_untrained_combinations
+from ._gathered import Gathered
 from ._labels import _label_state, groups_under_both
 from ._matrices import has_negatives
 from ._prediction_frame import predicted_cells
@@ -209,10 +210,16 @@ def latent_shift(
     module = model.module  # in eval mode while its loader is read (see _OnDevice)
     shift = torch.as_tensor(delta, dtype=torch.float32, device=module.device)
     floor = None if module.likelihood != "normal" else data_floor(model, adata)  # as translate
-    outs, counts, moved = [], [], []
     draws = CellDraws() if draws is None else draws
+
+    def drawn(part: dict) -> dict:  # on the host: each cell's counts, its parameters dropped
+        params = {key: part.pop(key) for key in ("mu", "theta", "zi_logits") if key in part}
+        return {**part, "counts": draws.sample(module.observation, params)} if params else part
+
+    # Brought to the host every FLUSH_BYTES and at the end, not a minibatch at a time.
+    gathered = Gathered(drawn)
     under = decoded_under(model.adata_manager.registry, condition_key, target)
-    # CGMDVAE's inference can skip its draws of z and w, which this read-out replaces.
+    # CGMDVAE's and ZINBVAE's inference can skip their draws, which this read-out replaces.
     skip = {"draw": False} if "draw" in inspect.signature(module.inference).parameters else {}
     for tensors in model._make_data_loader(adata, batch_size=batch_size):
         inference = module.inference(**module._get_inference_input(tensors), **skip)
@@ -222,19 +229,24 @@ def latent_shift(
         for field, column, code in under:  # the model takes the condition: the target's
             tensors = {**tensors, field: tensors[field].clone()}
             tensors[field][:, 0 if column is None else column] = code
-        if REGISTRY_KEYS.CAT_COVS_KEY in tensors:  # the other condition keys kept
-            moved.append(tensors[REGISTRY_KEYS.CAT_COVS_KEY].cpu())
         px = module.generative(**module._get_generative_input(tensors, inference))["px"]
-        outs.append((px.mean if floor is None else px.mean.clamp(min=floor)).cpu())
-        if module.likelihood in ("zinb", "nb"):
-            params = {"mu": px.mu, "theta": px.theta, "zi_logits": getattr(px, "zi_logits", None)}
-            counts.append(draws.sample(module.observation, params))
-    if moved:
+        params = {}
+        if module.likelihood in ("zinb", "nb"):  # cell by cell: theta as mu's shape
+            zi = getattr(px, "zi_logits", None)
+            params = {"mu": px.mu, "theta": px.theta.expand_as(px.mu), "zi_logits": zi}
+        gathered.add(
+            x=px.mean if floor is None else px.mean.clamp(min=floor),
+            # the other condition keys kept
+            moved=tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
+            **params,
+        )
+    got = gathered.result()
+    if "moved" in got:
         call = "predict_perturbation(method='latent_shift')"
-        warn_untrained_combinations(model, torch.cat(moved).numpy(), call)
-    x = torch.cat(outs).numpy()
+        warn_untrained_combinations(model, got["moved"].numpy(), call)
+    x = got["x"].numpy()
     out = predicted_cells(model, caller_obs, obsm, x, adata.var, {condition_key: target}, uns)
-    if counts:
-        out.layers["counts"] = torch.cat(counts).numpy().astype(np.float32)
+    if "counts" in got:
+        out.layers["counts"] = got["counts"].numpy().astype(np.float32)
     describe_prediction(out, model, "latent_shift", target)
     return out

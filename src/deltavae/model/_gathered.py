@@ -1,0 +1,61 @@
+"""A read-out's minibatch results kept on the module's device and brought to the host
+together, not a minibatch at a time: each ``.cpu()`` of a minibatch's values made the host
+wait for a GPU to finish it before queueing the next."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+#: Bytes of results held on the device before they are brought to the host: a bound on the
+#: device memory a read-out of many cells takes beside its minibatch.
+FLUSH_BYTES = 256 * 2**20
+
+
+class Gathered:
+    """Named tensors (cells first) added minibatch by minibatch, on the host in
+    :meth:`result`, joined in the order added.
+
+    ``on_host`` maps each part brought to the host (a dict of the names' tensors, the
+    cells of the minibatches since the last) to the values kept: CPU draws made in cell
+    order (:class:`~deltavae.distributions._draws.CellDraws` draws the same for parts of any
+    size) from parameters then dropped.
+
+    Examples
+    --------
+    >>> g = Gathered()
+    >>> for i in range(3):
+    ...     g.add(x=torch.full((2, 1), float(i)))
+    >>> g.result()["x"].ravel().tolist()
+    [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+    """
+
+    def __init__(self, on_host: Callable[[dict], dict] | None = None, limit: int | None = None):
+        self.on_host = on_host
+        self.limit = FLUSH_BYTES if limit is None else limit
+        self._pending: dict[str, list[torch.Tensor]] = {}
+        self._done: dict[str, list[torch.Tensor]] = {}
+        self._bytes = 0
+
+    def add(self, **values: torch.Tensor | None) -> None:
+        """One minibatch's values (``None`` ones left out)."""
+        for key, value in values.items():
+            if value is not None:
+                self._pending.setdefault(key, []).append(value.detach())
+                self._bytes += value.numel() * value.element_size()
+        if self._bytes >= self.limit:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        part = {key: torch.cat(values).cpu() for key, values in self._pending.items()}
+        self._pending, self._bytes = {}, 0
+        for key, value in (part if self.on_host is None else self.on_host(part)).items():
+            self._done.setdefault(key, []).append(value)
+
+    def result(self) -> dict[str, torch.Tensor]:
+        """Every value added, on the host, by name."""
+        self._flush()
+        return {key: torch.cat(values) for key, values in self._done.items()}
