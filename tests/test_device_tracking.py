@@ -54,13 +54,13 @@ def test_a_planted_cpu_tensor_is_caught(tracked, monkeypatch):
     dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
     model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=3, n_hidden=16)
     model.train(max_epochs=1, mixture_init="kmeans", mixture_init_epoch=0, **TRAIN)
-    translate = type(model.module).translate
+    translation = type(model.module).translation  # what the model's translate calls
 
     def planted(self, x, *args, **kwargs):
         x = x + torch.as_tensor(np.zeros(x.shape[1], dtype=np.float32))  # no device=
-        return translate(self, x, *args, **kwargs)
+        return translation(self, x, *args, **kwargs)
 
-    monkeypatch.setattr(type(model.module), "translate", planted)
+    monkeypatch.setattr(type(model.module), "translation", planted)
     ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
     with pytest.raises(AssertionError, match=r"translate: .*add"):
         tracked(model.module, {"translate": lambda: model.translate(ctrl, "stim")})

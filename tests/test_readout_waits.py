@@ -122,6 +122,25 @@ def test_latent_shift_waits_a_bounded_number_of_times(request, monkeypatch, kind
     np.testing.assert_array_equal(out.layers["counts"], by_minibatch.layers["counts"])
 
 
+@pytest.mark.parametrize("residual", [True, False])
+def test_translate_waits_a_bounded_number_of_times(monkeypatch, cgmdvae, residual):
+    """translate's expectation, codes and the sources of its CPU-drawn counts (x + delta
+    rounded, or the decoder's parameters) brought to the host together: 47 (residual) and
+    72 waits before over 10 minibatches, 11 and 8 now; the same cells with a part per
+    minibatch."""
+    target = cgmdvae.adata.obs["condition"].cat.categories[1]
+
+    def translate():
+        return cgmdvae.translate(None, target, batch_size=BATCH, residual=residual, seed=0)
+
+    out, n, report = _waits(monkeypatch, cgmdvae, translate)
+    assert n <= 12, f"{n} host waits in {N_CELLS // BATCH} minibatches:\n{report}"
+    monkeypatch.setattr(gathered, "FLUSH_BYTES", 1)
+    by_minibatch = translate()
+    np.testing.assert_array_equal(out.X, by_minibatch.X)
+    np.testing.assert_array_equal(out.layers["counts"], by_minibatch.layers["counts"])
+
+
 def test_zinbvae_latents_as_scvi_tools_reads_them(monkeypatch, zinbvae):
     """Read by our own loop (values on the device until the end), the numbers of scvi-tools'
     ``VAEMixin.get_latent_representation``; reading means draws nothing (each minibatch drew

@@ -392,7 +392,8 @@ class GenerationMixin:
         # Predictions stay at or above 0 for data that are never negative (counts,
         # log-normalized), not for real values such as arcsinh cytometry or CLR protein.
         floor = 0.0 if module.observation.is_count else data_floor(self, adata)
-        outs, counts, moves, owns = [], [], [], []
+        from ..module._cgmdvae_generation import translated_counts
+        from ._gathered import Gathered
         from ._latent_shift import describe_prediction
         from ._observed_responses import with_observed_responses
         from ._prediction_layers import match_counts_layer
@@ -400,22 +401,27 @@ class GenerationMixin:
         targets = dict(zip(self.condition_keys, target.tolist(), strict=True))
         with seeded(module, seed):
             draws = CellDraws(seed)  # on the CPU, cell after cell: any device and batch_size
+
+            def drawn(part: dict) -> dict:  # on the host: the counts, their sources dropped
+                counts = translated_counts(part, module.observation, draws)
+                kept = {key: part[key] for key in ("moved", "own", "expected")}
+                return kept if counts is None else {**kept, "counts": counts}
+
+            gathered = Gathered(drawn)  # brought to the host together, not minibatch by one
             for tensors in self._make_data_loader(adata, batch_size=batch_size):
                 cats = tensors[_CAT].to(target.device)
                 moved = self._moved_codes(target, cats)
-                moves.append(moved.cpu())
-                owns.append(cats.cpu())
                 x = tensors[REGISTRY_KEYS.X_KEY]
-                batch = module.translate(x, cats, moved, residual, floor=floor, draws=draws)
-                outs.append(batch["expected"].cpu())
-                if batch["counts"] is not None:
-                    counts.append(batch["counts"].cpu())
-            warn_untrained_combinations(self, torch.cat(moves).numpy(), "translate")
-            if torch.equal(torch.cat(moves), torch.cat(owns)):  # returned as a prediction
+                parts = module.translation(x, cats, moved, residual, floor=floor)
+                gathered.add(moved=moved, own=cats, **parts)
+            got = gathered.result()
+            warn_untrained_combinations(self, got["moved"].numpy(), "translate")
+            if torch.equal(got["moved"], got["own"]):  # returned as a prediction
                 warn_already_target(self, target_condition)
+            counts = got.get("counts")
             cells = {
-                "expected": torch.cat(outs).numpy(),
-                "counts": torch.cat(counts).numpy() if counts else None,
+                "expected": got["expected"].numpy(),
+                "counts": None if counts is None else counts.numpy(),
             }
             if response_weight > 0:  # one condition covariate
                 key = self.condition_keys[0]

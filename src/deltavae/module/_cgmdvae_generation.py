@@ -119,22 +119,51 @@ class CGMDVAEGeneration:
         same counts.
         """
         draws = CellDraws() if draws is None else draws
+        parts = self.translation(x, cat_covs, target_covs, residual, floor)
+        counts = translated_counts(parts, self.observation, draws)
+        return {"expected": parts["expected"], "counts": counts}
+
+    @torch.inference_mode()
+    @auto_move_data
+    def translation(
+        self, x, cat_covs, target_covs, residual: bool = False, floor: float | None = 0.0
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`translate`'s values (of ``x`` under ``cat_covs`` moved to ``target_covs``,
+        ``residual`` and ``floor`` as there) on the module's device, drawing nothing:
+        ``expected`` and, for counts, what :func:`translated_counts` draws them from (with
+        ``residual``, ``to_round``: x + delta; without, the decoder's ``mu``, ``theta`` as
+        ``mu``'s shape and, for a ZINB, ``zi_logits``)."""
         qz, _ = self.encode(x, cat_covs)
         target_covs = target_covs.expand(cat_covs.shape).to(cat_covs.dtype)
         library = self.observation.log_library(x)
         params = self.decode(qz.loc, target_covs, library)
         expected = self.observation.expected(params)
-        counts = None
+        out = {}
         if residual:
             delta = expected - self.observation.expected(self.decode(qz.loc, cat_covs, library))
             expected = x + delta if floor is None else (x + delta).clamp(min=floor)
             if self.observation.is_count:
-                counts = draws.round_counts(x + delta)
+                out["to_round"] = x + delta
         elif self.observation.is_count:
-            counts = draws.sample(self.observation, params)
+            out = {key: params[key] for key in ("mu", "zi_logits") if params.get(key) is not None}
+            out["theta"] = params["theta"].expand_as(params["mu"])
         elif floor is not None:  # a normal mean of data that are never negative
             expected = expected.clamp(min=floor)
-        return {"expected": expected, "counts": counts}
+        return {"expected": expected, **out}
+
+
+def translated_counts(parts: dict, likelihood, draws: CellDraws) -> torch.Tensor | None:
+    """The counts of :meth:`CGMDVAEGeneration.translation`'s ``parts`` (on any device),
+    drawn on the CPU from ``draws`` cell after cell (the same for the cells of any part):
+    ``to_round`` rounded stochastically, or a draw of the ``likelihood``
+    (:class:`~deltavae.distributions.Likelihood`) from ``mu``, ``theta`` and ``zi_logits``;
+    None where there are none (not counts)."""
+    if "to_round" in parts:
+        return draws.round_counts(parts["to_round"])
+    if "mu" not in parts:
+        return None
+    params = {key: parts[key] for key in ("mu", "theta", "zi_logits") if key in parts}
+    return draws.sample(likelihood, params)
 
 
 def _from_noise(prior, eps: torch.Tensor) -> torch.Tensor:
