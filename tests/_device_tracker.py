@@ -283,6 +283,32 @@ _READS = {
 _FROM_HOST = {"tensor", "as_tensor", "scalar_tensor", "new_tensor"}
 
 
+def run_tracked(module, calls: dict, train=None) -> None:
+    """Run ``{name: call}`` (``train`` first, when given) under a :class:`DeviceTracker`
+    each, with ``module`` marked on the device before each (:func:`on_device`; the moves
+    followed by :func:`track_moves`); fail naming every call that mixed devices or returned
+    a device tensor (``np.asarray`` of it, or writing it into ``adata.obs``, fails on a
+    GPU)."""
+    import warnings
+
+    mixes = {}
+    for name, call in ([("train", train)] if train else []) + list(calls.items()):
+        on_device(module)
+        tracker = DeviceTracker()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with tracker:
+                result = call()
+        left = left_on_device(result)
+        if left:
+            tracker.mixes[("returned a device tensor", ", ".join(left))] += 1
+        if tracker.mixes:
+            mixes[name] = tracker.report()
+    assert not mixes, "What CUDA would refuse (CPU meeting device tensors, ...):\n" + "\n".join(
+        f"{name}: {report}" for name, report in mixes.items()
+    )
+
+
 class HostWaits(DeviceTracker):
     """Count, while :attr:`counting`, what would make the host wait for a GPU: a device
     tensor read on the host (``.item()``, ``bool()``, ``.cpu()``, ``nonzero``, a boolean
@@ -336,3 +362,19 @@ class HostWaits(DeviceTracker):
 
     def waits_report(self) -> str:
         return "\n".join(f"{n}x {what} at {where}" for (what, where), n in self.waits.items())
+
+
+def counted_waits(monkeypatch, module: torch.nn.Module, read) -> tuple:
+    """``read()`` counted as on a GPU: ``module`` marked on the device, the moves followed
+    and the counts' dense path (a GPU's) taken; (its result, the :class:`HostWaits` that
+    counted it)."""
+    import deltavae.distributions._counts as counts
+
+    track_moves(monkeypatch)
+    monkeypatch.setattr(counts, "sparse_by_default", lambda device: False)
+    on_device(module)
+    tracker = HostWaits()
+    tracker.counting = True
+    with tracker:
+        out = read()
+    return out, tracker

@@ -40,3 +40,13 @@ def counts_adata():
     return dv.datasets.synthetic_counts(
         n_cells=300, n_genes=60, n_clusters=3, n_conditions=2, seed=0
     )
+
+
+@pytest.fixture
+def tracked(monkeypatch):
+    """Run ``{name: call}`` (and first ``train``) with each tensor's would-be device
+    followed, ``module`` on the device; fail on any mix (``_device_tracker.run_tracked``)."""
+    from _device_tracker import run_tracked, track_moves
+
+    track_moves(monkeypatch)
+    return run_tracked

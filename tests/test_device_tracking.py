@@ -3,42 +3,14 @@
 the CPU. Unlike the meta-device tests, the whole method runs, past the first value read out
 (translate, perturbation prediction and sampling read codes and latents back early)."""
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
-from _device_tracker import DeviceTracker, left_on_device, on_device, track_moves
+from _device_tracker import DeviceTracker, on_device
 
 import deltavae as dv
 
 TRAIN = {"accelerator": "cpu", "enable_progress_bar": False, "batch_size": 64}
-
-
-@pytest.fixture
-def tracked(monkeypatch):
-    """Run ``{name: call}`` (and first ``train``) under the tracker; fail on any mix."""
-    track_moves(monkeypatch)
-
-    def run(module, calls, train=None):
-        mixes = {}
-        for name, call in ([("train", train)] if train else []) + list(calls.items()):
-            on_device(module)
-            tracker = DeviceTracker()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with tracker:
-                    result = call()
-            left = left_on_device(result)
-            if left:  # np.asarray of it, or writing it into adata.obs, fails on a GPU
-                tracker.mixes[("returned a device tensor", ", ".join(left))] += 1
-            if tracker.mixes:
-                mixes[name] = tracker.report()
-        assert not mixes, "What CUDA would refuse (CPU meeting device tensors, ...):\n" + "\n".join(
-            f"{name}: {report}" for name, report in mixes.items()
-        )
-
-    return run
 
 
 def _counts(seed=0):

@@ -6,41 +6,9 @@ typicality and the record a query's ``load_query_data`` scores, ``predict`` from
 data loader, differential expression written for scanpy (``pts``/``pts_rest``), scvi-tools'
 ``plan_config``/``trainer_config``, and Archetypes with ``n_archetypes="auto"``."""
 
-import warnings
-
-import pytest
-from _device_tracker import DeviceTracker, left_on_device, on_device, track_moves
-
 import deltavae as dv
 
 TRAIN = {"accelerator": "cpu", "enable_progress_bar": False, "batch_size": 64}
-
-
-@pytest.fixture
-def tracked(monkeypatch):
-    """Run ``{name: call}`` (and first ``train``) under the tracker with ``module`` on the
-    device; fail on any mix (test_device_tracking.py's fixture)."""
-    track_moves(monkeypatch)
-
-    def run(module, calls, train=None):
-        mixes = {}
-        for name, call in ([("train", train)] if train else []) + list(calls.items()):
-            on_device(module)
-            tracker = DeviceTracker()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with tracker:
-                    result = call()
-            left = left_on_device(result)
-            if left:
-                tracker.mixes[("returned a device tensor", ", ".join(left))] += 1
-            if tracker.mixes:
-                mixes[name] = tracker.report()
-        assert not mixes, "What CUDA would refuse (CPU meeting device tensors, ...):\n" + "\n".join(
-            f"{name}: {report}" for name, report in mixes.items()
-        )
-
-    return run
 
 
 def _counts(seed=0):

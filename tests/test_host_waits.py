@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sparse
 import torch
-from _device_tracker import HostWaits, on_device, track_moves
+from _device_tracker import HostWaits, counted_waits, on_device, track_moves
 from lightning.pytorch.callbacks import Callback
 from torch.distributions import Normal
 
@@ -230,13 +230,9 @@ def test_predict_labels_waits_once_per_value_not_per_minibatch(monkeypatch):
         warnings.simplefilter("ignore")
         model.train(max_epochs=1, **TRAIN)
     before = model.predict_labels(batch_size=64)  # the typicality record scored first
-    track_moves(monkeypatch)
-    monkeypatch.setattr(counts, "sparse_by_default", lambda device: False)
-    on_device(model.module)
-    tracker = HostWaits()
-    tracker.counting = True
-    with tracker:
-        after = model.predict_labels(batch_size=64)
+    after, tracker = counted_waits(
+        monkeypatch, model.module, lambda: model.predict_labels(batch_size=64)
+    )
     batches = -(-adata.n_obs // 64)
     copies = sum(n for (what, _), n in tracker.waits.items() if what == "copy to the device")
     others = sum(tracker.waits.values()) - copies

@@ -12,11 +12,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _device_tracker import HostWaits, on_device, track_moves
+from _device_tracker import counted_waits
 from scvi.model.base import VAEMixin
 
 import deltavae as dv
-import deltavae.distributions._counts as counts
 import deltavae.model._gathered as gathered
 from deltavae.model._saved import weights_digest
 
@@ -53,13 +52,7 @@ def cgmdvae():
 def _waits(monkeypatch, model, read):
     """``read()`` counted as on a GPU: (its result, waits but the minibatches' own copies to
     the device, the report)."""
-    track_moves(monkeypatch)
-    monkeypatch.setattr(counts, "sparse_by_default", lambda device: False)
-    on_device(model.module)
-    tracker = HostWaits()
-    tracker.counting = True
-    with tracker:
-        out = read()
+    out, tracker = counted_waits(monkeypatch, model.module, read)
     n = sum(k for (what, _), k in tracker.waits.items() if what != "copy to the device")
     return out, n, tracker.waits_report()
 
