@@ -192,3 +192,25 @@ def test_the_weights_digest_reads_the_weights_once(monkeypatch, cgmdvae):
     )
     assert out == expected
     assert n <= 1, report
+
+
+@pytest.mark.parametrize("batch_size", [BATCH, BATCH // 2])
+def test_sample_waits_a_bounded_number_of_times(monkeypatch, cgmdvae, batch_size):
+    """sample's decoded parts (z, expectation and the parameters its CPU-drawn counts come
+    from) brought to the host together, y and w kept on the host where they were drawn and the
+    conditions read from the codes drawn there: 70 waits before in 10 parts of the 640
+    cells and 130 in 20 (a ``.cpu()`` of each part's values), 8 now in either. The same
+    cells, names and obs with a gathered part per decoded one."""
+
+    def sample():
+        return cgmdvae.sample(N_CELLS, seed=0, batch_size=batch_size)
+
+    out, n, report = _waits(monkeypatch, cgmdvae, sample)
+    assert n <= 10, f"{n} host waits in {N_CELLS // batch_size} parts:\n{report}"
+    monkeypatch.setattr(gathered, "FLUSH_BYTES", 1)
+    by_part = sample()
+    np.testing.assert_array_equal(out.X, by_part.X)
+    for layer in ("expected", "counts"):
+        np.testing.assert_array_equal(out.layers[layer], by_part.layers[layer])
+    assert list(out.obs_names) == list(by_part.obs_names)
+    assert out.obs.equals(by_part.obs)

@@ -154,15 +154,17 @@ class GenerationMixin:
             cells = CellDraws(seed)  # one uniform a cell: the first cells whatever n_cells
             row = None if row is None else row.cpu().numpy()
             y, codes = draw_cells(self, n_cells, y_given, row, cells)
-            cats = None if codes is None else torch.as_tensor(codes, device=module.device)
+            # Read on the host from the codes drawn there: each .cpu() of cats was a wait.
+            host_cats = None if codes is None else torch.as_tensor(codes)
+            cats = None if codes is None else host_cats.to(module.device)
             stats = self._library_log_stats()
             if stats is not None:  # the observed ones of each cell's cluster and conditions
-                stats = cell_library_stats(self, cats, stats, y)
+                stats = cell_library_stats(self, host_cats, stats, y)
             draws = module.generate(n_cells, cats, y, stats, cells, batch_size)
         if cats is not None:  # a dict naming every key: a combination that may not have trained
-            warn_untrained_combinations(self, cats.cpu().numpy(), "sample")
+            warn_untrained_combinations(self, host_cats.numpy(), "sample")
         if row is None or not (row == -2).any():  # drawn: of the training cells' combinations
-            warn_unseen_label_conditions(self, y_given, cats)  # a cell type held out of them
+            warn_unseen_label_conditions(self, y_given, host_cats)  # a cell type held out of them
         y, x, expected = draws["y"], draws["x"], draws["expected"]
         clipped = False
         if not module.observation.is_count:  # as translate: not below the data's floor of 0
@@ -187,7 +189,7 @@ class GenerationMixin:
         if cats is not None:
             for j, key in enumerate(self.condition_keys):
                 column, known = model_column(self, key)
-                obs[key] = typed_codes(column, known, cats[:, j].cpu().numpy())
+                obs[key] = typed_codes(column, known, host_cats[:, j].numpy())
         # The genes with their metadata, as translate keeps them.
         out = AnnData(X=x, obs=obs, var=self.adata.var.copy())
         out.layers["expected"] = expected.cpu().numpy().astype(np.float32, copy=False)

@@ -20,7 +20,9 @@ class Gathered:
     ``on_host`` maps each part brought to the host (a dict of the names' tensors, the
     cells of the minibatches since the last) to the values kept: CPU draws made in cell
     order (:class:`~deltavae.distributions._draws.CellDraws` draws the same for parts of any
-    size) from parameters then dropped.
+    size) from parameters then dropped; or none (``{}``), where ``on_host`` writes each
+    part into the caller's own arrays (``CGMDVAEModule.generate``: no second copy of every
+    cell joined at the end).
 
     Examples
     --------

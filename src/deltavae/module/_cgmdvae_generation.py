@@ -39,22 +39,30 @@ class CGMDVAEGeneration:
         generator), drawn on the CPU: a GPU draws the same cells as the CPU. The cells are
         decoded ``batch_size`` at a time (``None``: all at once), drawing the same cells
         whatever the ``batch_size``: the decoder's tensors of every cell at once (means,
-        dispersions, dropouts, hidden layers) took several times the memory of the result;
-        each part is written into the result as it is decoded.
+        dispersions, dropouts, hidden layers) took several times the memory of the result.
+        The decoded parts are kept on the device and brought to the host together
+        (:class:`~deltavae.model._gathered.Gathered`: every ``FLUSH_BYTES`` and at the end),
+        where their cells are drawn and written into the result: a ``.cpu()`` of each part
+        made the host wait for a GPU once per part.
         """
+        from ..model._gathered import Gathered
+
         draws = CellDraws() if draws is None else draws
         # In the networks' dtype, not torch's default (a user's float64 made them refuse w).
         device, dtype = self.device, self.alpha.dtype
+        # y and w kept on the host as drawn there or given: read back, each was a wait.
         if cluster is None:
             alpha = self.alpha.detach().cpu().double().expand(n_cells, -1).contiguous()
             d = torch._sample_dirichlet(alpha, generator=draws.generator("d"))
-            y = torch.multinomial(d, 1, generator=draws.generator("y")).squeeze(-1).to(device)
+            y_host = torch.multinomial(d, 1, generator=draws.generator("y")).squeeze(-1)
         elif isinstance(cluster, int):
-            y = torch.full((n_cells,), cluster, device=device)
+            y_host = torch.full((n_cells,), cluster)
         else:  # each cell's own
-            y = torch.as_tensor(cluster, dtype=torch.long, device=device).reshape(n_cells)
+            y_host = torch.as_tensor(cluster, dtype=torch.long, device="cpu").reshape(n_cells)
+        y = y_host.to(device)
         # The normal draws of every cell at once (randn's draws depend on the shape filled).
-        w = draws.normal((n_cells, self.n_latent_w), self.alpha, "w")
+        w_host = draws.normal((n_cells, self.n_latent_w), None, "w").to(dtype=dtype)
+        w = w_host.to(device)
         eps = draws.normal((n_cells, self.n_latent), self.alpha, "z")
         library = None
         if self.observation.is_count:
@@ -65,12 +73,31 @@ class CGMDVAEGeneration:
             else:
                 mean, sd = library_log_stats
                 library = draws.normal((n_cells, 1), self.alpha, "library") * sd + mean
-        noise = None
+        noise = scale = None
         if self.observation.name == "normal":
             shape = (n_cells, self.n_input)
             noise = draws.normal(shape, None, "normal", dtype)
-        step = n_cells if batch_size is None else batch_size
         result = {}  # filled part by part: a list of parts concatenated held every cell twice
+
+        def on_host(part: dict) -> dict:  # a gathered part: its cells drawn, written in place
+            cells = slice(on_host.done, on_host.done + len(part["z"]))
+            on_host.done = cells.stop
+            if noise is None:
+                x = draws.sample(self.observation, part).to(dtype=dtype)
+            else:  # the draw of CellDraws.sample, with this part of the noise
+                x = part["out"] + scale * noise[cells]
+            expected = part["expected"] if "expected" in part else part["mu"]  # an NB's: mu
+            for key, value in {"z": part["z"], "x": x, "expected": expected}.items():
+                if key not in result:
+                    result[key] = value.new_empty((n_cells, *value.shape[1:]))
+                result[key][cells] = value
+            return {}
+
+        on_host.done = 0
+        # Kept on the device and brought to the host together: a .cpu() of each decoded
+        # part's parameters made the host wait for a GPU once per part.
+        gathered = Gathered(on_host)
+        step = n_cells if batch_size is None else batch_size
         for start in range(0, n_cells, max(step, 1)):
             cells = slice(start, start + step)
             covs = None if cat_covs is None else cat_covs[cells]
@@ -78,17 +105,15 @@ class CGMDVAEGeneration:
             z = _from_noise(prior, eps[cells].unsqueeze(-2))
             z = z[torch.arange(z.shape[0], device=device), y[cells]]
             params = self.decode(z, covs, None if library is None else library[cells])
-            if noise is None:
-                x = draws.sample(self.observation, params).to(dtype=dtype)
-            else:  # the draw of CellDraws.sample, with this part of the noise
-                out, scale = params["out"].cpu(), params["log_scale"].cpu().exp()
-                x = out + scale * noise[cells]
-            part = {"z": z.cpu(), "x": x, "expected": self.observation.expected(params).cpu()}
-            for key, value in part.items():
-                if key not in result:
-                    result[key] = value.new_empty((n_cells, *value.shape[1:]))
-                result[key][cells] = value
-        return {"y": y.cpu(), "w": w.cpu(), **result}
+            if noise is not None and scale is None:  # one scale per gene, read once
+                scale = params["log_scale"].cpu().exp()
+            expected = self.observation.expected(params)
+            drawn_from = _drawn_from(params, self.observation.name)
+            if expected is drawn_from.get("mu"):  # an NB's mean: gathered once
+                expected = None
+            gathered.add(z=z, expected=expected, **drawn_from)
+        gathered.result()
+        return {"y": y_host, "w": w_host, **result}
 
     @torch.inference_mode()
     @auto_move_data
@@ -164,6 +189,18 @@ def translated_counts(parts: dict, likelihood, draws: CellDraws) -> torch.Tensor
         return None
     params = {key: parts[key] for key in ("mu", "theta", "zi_logits") if key in parts}
     return draws.sample(likelihood, params)
+
+
+def _drawn_from(params: dict, likelihood: str) -> dict:
+    """The decoder's ``params`` that :meth:`CellDraws.sample` draws a part's cells from for
+    ``likelihood`` (a name), cells first (a dispersion per gene expanded to the means'
+    shape; a normal's scale per gene is read once, not gathered)."""
+    if "mu" in params:
+        out = {"mu": params["mu"], "theta": params["theta"].expand_as(params["mu"])}
+        if likelihood == "zinb":
+            out["zi_logits"] = params["zi_logits"]
+        return out
+    return {"out": params["out"]}
 
 
 def _from_noise(prior, eps: torch.Tensor) -> torch.Tensor:
