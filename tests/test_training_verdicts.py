@@ -572,18 +572,31 @@ def test_a_slow_fall_at_a_rate_ten_to_a_hundred_times_below_the_default_is_not_c
     assert said(0.02 / 30) == []
 
 
+class _NotFiniteInEvalMode(Callback):
+    """At the end of training, the encoder's first BatchNorm's running mean set to NaN: the
+    training losses stayed finite, read-outs in eval mode are not."""
+
+    def on_train_end(self, trainer, pl_module):
+        norm = next(m for m in pl_module.module.modules() if isinstance(m, torch.nn.BatchNorm1d))
+        norm.running_mean.fill_(float("nan"))
+
+
 def test_read_outs_not_finite_after_a_run_without_validation_cells_are_said_not_raised():
     """CGMDVAE at lr=0.1, every cell training (120 cells, 12 epochs): its training losses
     stayed finite, but in eval mode its latent means were not, and train() ended in Pyro's
     'Expected parameter loc ... of distribution CorrelatedNormal ... found invalid values',
-    raised by the check of its read-outs after the warning that its ELBO ended far above its
-    best. The check says read-outs that are not finite."""
+    raised by the check of its read-outs. The check says read-outs that are not finite. That
+    run's path to NaN is chaotic (a float's rounding away from finite read-outs): the test
+    makes them NaN at the end of an ordinary run, which also stopped the mixture's refit with
+    scikit-learn's "Input X contains NaN" before the verdict could speak."""
     adata = dv.datasets.synthetic_counts(
         n_cells=120, n_genes=40, n_clusters=3, n_conditions=1, seed=1
     )
     dv.model.CGMDVAE.setup_anndata(adata)
     model = dv.model.CGMDVAE(adata, n_clusters=3)
-    notes = _notes(model, max_epochs=12, lr=0.1, train_size=1.0)
-    assert notes[0].startswith("The training ELBO ended far above its best"), notes
+    notes = _notes(
+        model, max_epochs=4, train_size=1.0, n_epochs_kl_warmup=None,
+        callbacks=[_NotFiniteInEvalMode()],
+    )  # fmt: skip
     (note,) = [n for n in notes if n.startswith("After training, the model's read-outs")]
     assert "a reconstruction error of nan per cell (values not finite)" in note, note

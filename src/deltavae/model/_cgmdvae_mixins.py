@@ -321,6 +321,8 @@ class ClustersMixin(PredictionsMixin):
         module = self.module.eval()
         encoded = encode_cells(module, self._make_data_loader(self.adata, indices=cells))
         z, w, z_var, cats = (encoded[key] for key in ("z", "w", "z_var", "cats"))
+        if not bool(torch.isfinite(torch.cat([z, w, z_var], dim=1)).all()):  # one host read
+            return  # went unstable in eval mode (BatchNorm's statistics): the verdict says so
         group = _condition_groups(cats)
         points = _condition_centred(z, group)
         start = MixtureInitialization(seed=settings.seed or 0, method=method)
