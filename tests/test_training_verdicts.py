@@ -600,3 +600,48 @@ def test_read_outs_not_finite_after_a_run_without_validation_cells_are_said_not_
     )  # fmt: skip
     (note,) = [n for n in notes if n.startswith("After training, the model's read-outs")]
     assert "a reconstruction error of nan per cell (values not finite)" in note, note
+
+
+def test_an_elbo_blown_up_by_orders_of_magnitude_went_unstable_not_still_improving():
+    """CGMDVAE at lr=1 (100 synthetic cells, a few epochs) was told its ELBO was 'still
+    improving from 2.0e18 to 1.5e14' and to train longer: an ELBO risen 1e15 times above its
+    first epoch's on counts is a run that diverged in scale. Runs that start far off and fall,
+    or fall through a warm-up, keep their verdicts."""
+    from deltavae.model._verdicts import say_verdict
+
+    adata = dv.datasets.synthetic_counts(
+        n_cells=60, n_genes=30, n_clusters=3, n_conditions=2, seed=0
+    )
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=2, n_hidden=8)
+    _notes(model, max_epochs=1, mixture_init_epoch=None)
+
+    def said(train, valid, lr=1.0):
+        index = pd.RangeIndex(len(train), name="epoch")
+        run = {
+            "elbo_train": pd.DataFrame({"elbo_train": train}, index=index),
+            "elbo_validation": pd.DataFrame({"elbo_validation": valid}, index=index),
+            "kl_weight": pd.DataFrame({"kl_weight": [0.01, 0.5] + [1.0] * (len(train) - 2)}, index),
+        }
+        model.train_args_ = {**model.train_args_, "lr": lr}
+        model.best_epoch_ = None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            say_verdict(model, run, len(train), False, {}, None)
+        return [str(w.message) for w in caught if issubclass(w.category, NotConvergedWarning)]
+
+    train = [595.0, 2.1e5, 1.8e11, 4.1e19, 3.0e17, 2.2e15]
+    (note,) = said(train, [1.8e7, 2.4e13, 2.0e18, 6.1e16, 8.8e15, 1.5e14])
+    assert "still improving" not in note and "more epochs at this rate will not help" in note
+    assert note.startswith("The validation ELBO diverged in scale: from 595 in its first epoch")
+    assert "rose to 4.1e+19 at epoch 3 and ends at 1.5e+14" in note, note
+    assert "lower learning rate than this run's lr=1, e.g. the default lr=0.001" in note
+    assert model._went_unstable
+    # Started far off (ZINBVAE at lr=1: 2.2e7 in its first epoch) and falling: still improving.
+    far = 1000 + 2.2e7 * np.exp(-np.arange(30) / 4)
+    (note,) = said(far, far * 0.98)
+    assert "still improving" in note and "diverged" not in note
+    # A warm-up whose full-KL ELBO is large early (Kang, 8 epochs), at the default rate.
+    kang = [1585.0, 1361.0, 1288.0, 1340.0, 1288.0, 1233.0, 1208.0, 1219.0]
+    (note,) = said(kang, kang, lr=1e-3)
+    assert "still improving" in note and "diverged" not in note

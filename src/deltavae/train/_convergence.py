@@ -35,6 +35,7 @@ from ._advice import (  # noqa: F401 (imported from here)
     train_longer,
     warm_up_advice,
 )
+from ._blowup import blew_up
 
 MIN_WINDOW = 10
 #: Relative fall of the ELBO per 10 epochs above which a run has not converged.
@@ -167,6 +168,9 @@ def still_improving(
     # against a tenth of that first fall: it passed as converged.
     scale = 0.0 if sized else _scale(elbo.to_numpy())
     epochs_run = len(history["elbo_train"]) if "elbo_train" in history else len(elbo)
+    blown = blew_up(history, name, kept_epoch, lr) if sized else None
+    if blown is not None:  # risen far above its start, whatever its last epochs did
+        return blown
     warm_up, full_epochs = False, epochs_run
     if "kl_weight" in history and not history["kl_weight"].empty:
         # Of every epoch trained: the last validation (check_val_every_n_epoch > 1) may come
