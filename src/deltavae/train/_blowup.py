@@ -1,5 +1,5 @@
-"""A run whose ELBO diverged in scale: it rose orders of magnitude above its first epoch's
-and ended far above it, without ever becoming NaN (the divergence check's case). Such a
+"""A run whose ELBO diverged in scale: its training ELBO rose orders of magnitude above its
+first epoch's and the ELBO judged ended far above it, never NaN (the divergence check's). Such a
 run's last epochs can still fall (CGMDVAE at lr=1 on 100 synthetic cells: 2.0e18 to 1.5e14,
 told "still improving" and to train longer), but more epochs at that rate do not help."""
 
@@ -9,11 +9,15 @@ import numpy as np
 
 from ._advice import DEFAULT_LR
 
-#: How many times its first epoch's ELBO a count model's ELBO must have reached at some epoch
-#: for the run to have diverged in scale. A healthy run's ELBO only falls from its first epoch
-#: (CGMDVAE and ZINBVAE, default rate, its warm-up included); at lr=1 CGMDVAE's rose from 595
-#: to 1.1e31 within 4 epochs. A run whose first epoch was already far off (ZINBVAE at lr=1:
-#: 2.2e7, then falling to 1,056) never rises above it, and is judged by the rule as before.
+#: How many times its first epoch's training ELBO a count model's training ELBO must have
+#: reached at some epoch for the run to have diverged in scale. A healthy run's training ELBO
+#: hardly rises above its first epoch's, warm-up included: on Kang (1,556 cells, 12 epochs) the
+#: highest ELBO, training or validation, was 1, 3.1 and 2.9 times the first epoch's for ZINBVAE
+#: at lr=1e-3, 1e-2, 0.1 and 1, 2.8 and 5.9 for CGMDVAE. CGMDVAE at lr=1 (100 synthetic cells)
+#: rose from 595 to 1.1e31 within 4 epochs. A run whose first epoch was already far off
+#: (ZINBVAE at lr=1: 2.2e7, then falling to 1,056) never rises above it and is judged by the
+#: rule as before; an eval-mode validation ELBO lagging BatchNorm's statistics (1,900 times
+#: the start while training fell) is not looked at.
 PEAK_FACTOR = 1e3
 #: How many times its first epoch's ELBO the run must end at (the epoch restore_best kept, or
 #: its last): a run that came back near its start is judged by the rule as before.
@@ -25,16 +29,16 @@ def blew_up(
 ) -> str | None:
     """The verdict on a count model's run whose ELBO diverged in scale (:data:`PEAK_FACTOR`,
     :data:`END_FACTOR`), or ``None``. ``name`` is the ELBO judged (``elbo_validation`` or
-    ``elbo_train``); the start is the training ELBO's first finite epoch (a validation ELBO's
-    first is measured after an epoch's steps, already off at a huge rate).
+    ``elbo_train``); the start and the peak are the training ELBO's (a validation ELBO's first
+    epoch is measured after an epoch's steps, already off at a huge rate, and in eval mode).
 
     Examples
     --------
     >>> import pandas as pd
     >>> frame = lambda name, v: pd.DataFrame({name: v}, index=pd.RangeIndex(len(v), name="epoch"))
     >>> run = {"elbo_train": frame("elbo_train", [595.0, 2e5, 2e18, 3e16, 1.5e14])}
-    >>> blew_up(run, "elbo_train", lr=1.0)[:60]
-    'The training ELBO diverged in scale: from 595 in its first e'
+    >>> blew_up(run, "elbo_train", lr=1.0)[:62]
+    'The training ELBO diverged in scale: the training ELBO rose fr'
     >>> blew_up({"elbo_train": frame("elbo_train", [2.2e7, 4e3, 1e3])}, "elbo_train") is None
     True
     """
@@ -42,9 +46,9 @@ def blew_up(
     judged = _finite(history.get(name), name)
     if start is None or judged is None or start.empty or judged.empty or start.iloc[0] <= 0:
         return None
-    first = float(start.iloc[0])
-    both = start if name == "elbo_train" else start.combine(judged, max, fill_value=-np.inf)
-    peak_epoch, peak = both.idxmax(), float(both.max())
+    # The training ELBO's peak: an eval-mode validation ELBO can rise 1,900 times above the
+    # start while training falls (BatchNorm's statistics trailing: ``eval_mode_lag``).
+    first, peak_epoch, peak = float(start.iloc[0]), start.idxmax(), float(start.max())
     if kept_epoch is not None and kept_epoch in judged.index:
         end, which_end = float(judged.loc[kept_epoch]), f"epoch {kept_epoch}, kept by restore_best"
     else:
@@ -54,11 +58,12 @@ def blew_up(
     what = "validation" if name == "elbo_validation" else "training"
     used = f" than this run's lr={lr:g}" if lr else ""
     return (
-        f"The {what} ELBO diverged in scale: from {first:.4g} in its first epoch (training) "
-        f"it rose to {peak:.4g} at epoch {peak_epoch} and ends at {end:.4g} ({which_end}), "
-        f"{end / first:.3g} times its start. Training went unstable (a learning rate too high "
-        "for this model and data); more epochs at this rate will not help. Train again with a "
-        f"lower learning rate{used}, e.g. the default lr={DEFAULT_LR:g}, on a model built anew."
+        f"The {what} ELBO diverged in scale: the training ELBO rose from {first:.4g} in the "
+        f"first epoch to {peak:.4g} at epoch {peak_epoch}, and the {what} ELBO ends at "
+        f"{end:.4g} ({which_end}), {end / first:.3g} times that start. Training went unstable "
+        "(a learning rate too high for this model and data); more epochs at this rate will not "
+        f"help. Train again with a lower learning rate{used}, e.g. the default "
+        f"lr={DEFAULT_LR:g}, on a model built anew."
     )
 
 
