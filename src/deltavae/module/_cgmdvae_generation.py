@@ -155,9 +155,9 @@ class CGMDVAEGeneration:
     ) -> dict[str, torch.Tensor]:
         """:meth:`translate`'s values (of ``x`` under ``cat_covs`` moved to ``target_covs``,
         ``residual`` and ``floor`` as there) on the module's device, drawing nothing:
-        ``expected`` and, for counts, what :func:`translated_counts` draws them from (with
-        ``residual``, ``to_round``: x + delta; without, the decoder's ``mu``, ``theta`` as
-        ``mu``'s shape and, for a ZINB, ``zi_logits``)."""
+        ``expected`` and, for counts, what this module's ``translated_counts`` draws them
+        from (with ``residual``, ``to_round``: x + delta; without, the decoder's ``mu``,
+        ``theta`` as ``mu``'s shape and, for a ZINB, ``zi_logits``)."""
         qz, _ = self.encode(x, cat_covs)
         target_covs = target_covs.expand(cat_covs.shape).to(cat_covs.dtype)
         library = self.observation.log_library(x)
