@@ -57,6 +57,17 @@ def _waits(monkeypatch, model, read):
     return out, n, tracker.waits_report()
 
 
+def _bounded_and_the_same_by_parts(monkeypatch, model, read, minibatches: int) -> None:
+    """``read()`` (cells with X and a "counts" layer) waits at most 12 times over its
+    ``minibatches``, and gives the same cells gathered a minibatch at a time."""
+    out, n, report = _waits(monkeypatch, model, read)
+    assert n <= 12, f"{n} host waits in {minibatches} minibatches:\n{report}"
+    monkeypatch.setattr(gathered, "FLUSH_BYTES", 1)
+    by_minibatch = read()
+    np.testing.assert_array_equal(out.X, by_minibatch.X)
+    np.testing.assert_array_equal(out.layers["counts"], by_minibatch.layers["counts"])
+
+
 READS = {
     "get_latent_representation": lambda m: m.get_latent_representation(batch_size=BATCH),
     "get_latent_representation(give_mean=False)": lambda m: m.get_latent_representation(
@@ -107,12 +118,7 @@ def test_latent_shift_waits_a_bounded_number_of_times(request, monkeypatch, kind
             cells, target, method="latent_shift", batch_size=32, seed=0, **kwargs
         )
 
-    out, n, report = _waits(monkeypatch, model, shift)
-    assert n <= 12, f"{n} host waits in 20 minibatches:\n{report}"
-    monkeypatch.setattr(gathered, "FLUSH_BYTES", 1)
-    by_minibatch = shift()
-    np.testing.assert_array_equal(out.X, by_minibatch.X)
-    np.testing.assert_array_equal(out.layers["counts"], by_minibatch.layers["counts"])
+    _bounded_and_the_same_by_parts(monkeypatch, model, shift, 20)
 
 
 @pytest.mark.parametrize("residual", [True, False])
@@ -126,12 +132,7 @@ def test_translate_waits_a_bounded_number_of_times(monkeypatch, cgmdvae, residua
     def translate():
         return cgmdvae.translate(None, target, batch_size=BATCH, residual=residual, seed=0)
 
-    out, n, report = _waits(monkeypatch, cgmdvae, translate)
-    assert n <= 12, f"{n} host waits in {N_CELLS // BATCH} minibatches:\n{report}"
-    monkeypatch.setattr(gathered, "FLUSH_BYTES", 1)
-    by_minibatch = translate()
-    np.testing.assert_array_equal(out.X, by_minibatch.X)
-    np.testing.assert_array_equal(out.layers["counts"], by_minibatch.layers["counts"])
+    _bounded_and_the_same_by_parts(monkeypatch, cgmdvae, translate, N_CELLS // BATCH)
 
 
 def test_zinbvae_latents_as_scvi_tools_reads_them(monkeypatch, zinbvae):
