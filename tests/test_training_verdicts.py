@@ -635,7 +635,7 @@ def test_an_elbo_blown_up_by_orders_of_magnitude_went_unstable_not_still_improvi
     assert "still improving" not in note and "more epochs at this rate will not help" in note
     assert note.startswith("The validation ELBO diverged in scale: the training ELBO rose from 595")
     assert "to 4.1e+19 at epoch 3, and the validation ELBO ends at 1.5e+14" in note, note
-    assert "lower learning rate than this run's lr=1, e.g. the default lr=0.001" in note
+    assert "lower learning rate than this run's lr=1, e.g. the model's default lr=0.001" in note
     assert model._went_unstable
     # Started far off (ZINBVAE at lr=1: 2.2e7 in its first epoch) and falling: still improving.
     far = 1000 + 2.2e7 * np.exp(-np.arange(30) / 4)
@@ -661,3 +661,6 @@ def test_an_elbo_blown_up_by_orders_of_magnitude_went_unstable_not_still_improvi
     }
     note = still_improving(history, 5, lr=1.0, sized=True)
     assert "diverged in scale" in note and "still improving" not in note, note
+    # A spot model's own default rate is advised, not the VAEs' 1e-3 (NMFDeconv: 5e-3).
+    note = still_improving(history, 5, lr=1.0, sized=True, default_lr=5e-3)
+    assert "e.g. the model's default lr=0.005," in note, note

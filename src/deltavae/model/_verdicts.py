@@ -67,6 +67,7 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
         and any(isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules()),
         # Unless it fine-tunes a trained model: a slow run is flat only when that much flatter.
         slower=1.0 if tunes_a_trained_model(model, run) else slower_than_default(rate, default),
+        default_lr=default,
     )
     if verdict is None or verdict.startswith(_FLAT_OR_SHORT):
         # Flat, too short or still falling at a rate far below the default: the rate is why

@@ -30,13 +30,17 @@ END_FACTOR = 10.0
 
 
 def blew_up(
-    history: dict, name: str, kept_epoch: int | None = None, lr: float | None = None
+    history: dict,
+    name: str,
+    kept_epoch: int | None = None,
+    lr: float | None = None,
+    default_lr: float = DEFAULT_LR,
 ) -> str | None:
     """The verdict on a count model's run whose ELBO diverged in scale (:data:`PEAK_FACTOR`,
     :data:`END_FACTOR`, :data:`RISE_FACTOR`), or ``None``. ``name`` is the ELBO judged
     (``elbo_validation`` or ``elbo_train``); the start and the peak are the training ELBO's (a
     validation ELBO's first epoch is measured after an epoch's steps, already off at a huge
-    rate, and in eval mode).
+    rate, and in eval mode); ``default_lr``, the model's default rate, is advised.
 
     Examples
     --------
@@ -69,8 +73,8 @@ def blew_up(
         f"first epoch to {peak:.4g} at epoch {peak_epoch}, and the {what} ELBO ends at "
         f"{end:.4g} ({which_end}), {end / first:.3g} times that start. Training went unstable "
         "(a learning rate too high for this model and data); more epochs at this rate will not "
-        f"help. Train again with a lower learning rate{used}, e.g. the default "
-        f"lr={DEFAULT_LR:g}, on a model built anew."
+        f"help. Train again with a lower learning rate{used}, e.g. the model's default "
+        f"lr={default_lr:g}, on a model built anew."
     )
 
 

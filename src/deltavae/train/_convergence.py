@@ -90,6 +90,7 @@ def still_improving(
     batch_norm: bool = False,
     earlier_epochs: int = 0,
     slower: float = 1.0,
+    default_lr: float = DEFAULT_LR,
 ) -> str | None:
     """What a user should know when the run stopped while its ELBO was still falling.
 
@@ -132,6 +133,8 @@ def still_improving(
         :func:`~deltavae.train._advice.slower_than_default`): each step moves the parameters
         that many times less, and a fall that many times smaller per 10 epochs is still
         improving.
+    default_lr
+        The model's default rate, advised to a run that diverged in scale.
 
     Returns
     -------
@@ -168,7 +171,7 @@ def still_improving(
     # against a tenth of that first fall: it passed as converged.
     scale = 0.0 if sized else _scale(elbo.to_numpy())
     epochs_run = len(history["elbo_train"]) if "elbo_train" in history else len(elbo)
-    blown = blew_up(history, name, kept_epoch, lr) if sized else None
+    blown = blew_up(history, name, kept_epoch, lr, default_lr) if sized else None
     if blown is not None:  # risen far above its start, whatever its last epochs did
         return blown
     warm_up, full_epochs = False, epochs_run
