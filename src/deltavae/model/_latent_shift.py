@@ -14,6 +14,7 @@ from scvi import REGISTRY_KEYS
 
 from .._checks import layer_matrix
 from ..distributions._draws import CellDraws
+from ..module._cgmdvae_generation import count_parameters, translated_counts
 from ._condition_counts import warn_untrained_combinations
 from ._gathered import Gathered
 from ._labels import _label_state, groups_under_both
@@ -213,8 +214,9 @@ def latent_shift(
     draws = CellDraws() if draws is None else draws
 
     def drawn(part: dict) -> dict:  # on the host: each cell's counts, its parameters dropped
-        params = {key: part.pop(key) for key in ("mu", "theta", "zi_logits") if key in part}
-        return {**part, "counts": draws.sample(module.observation, params)} if params else part
+        counts = translated_counts(part, module.observation, draws)
+        kept = {key: part[key] for key in ("x", "moved") if key in part}
+        return kept if counts is None else {**kept, "counts": counts}
 
     # Brought to the host every FLUSH_BYTES and at the end, not a minibatch at a time.
     gathered = Gathered(drawn)
@@ -230,10 +232,8 @@ def latent_shift(
             tensors = {**tensors, field: tensors[field].clone()}
             tensors[field][:, 0 if column is None else column] = code
         px = module.generative(**module._get_generative_input(tensors, inference))["px"]
-        params = {}
-        if module.likelihood in ("zinb", "nb"):  # cell by cell: theta as mu's shape
-            zi = getattr(px, "zi_logits", None)
-            params = {"mu": px.mu, "theta": px.theta.expand_as(px.mu), "zi_logits": zi}
+        counted = module.likelihood in ("zinb", "nb")  # cell by cell: theta as mu's shape
+        params = count_parameters(px, module.likelihood) if counted else {}
         gathered.add(
             x=px.mean if floor is None else px.mean.clamp(min=floor),
             # the other condition keys kept

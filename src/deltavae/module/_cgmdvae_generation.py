@@ -170,8 +170,7 @@ class CGMDVAEGeneration:
             if self.observation.is_count:
                 out["to_round"] = x + delta
         elif self.observation.is_count:
-            out = {key: params[key] for key in ("mu", "zi_logits") if params.get(key) is not None}
-            out["theta"] = params["theta"].expand_as(params["mu"])
+            out = count_parameters(params, self.observation.name)
         elif floor is not None:  # a normal mean of data that are never negative
             expected = expected.clamp(min=floor)
         return {"expected": expected, **out}
@@ -191,16 +190,24 @@ def translated_counts(parts: dict, likelihood, draws: CellDraws) -> torch.Tensor
     return draws.sample(likelihood, params)
 
 
+def count_parameters(params, likelihood: str) -> dict:
+    """What :meth:`CellDraws.sample` draws a count ``likelihood``'s (a name) cells from, out
+    of the decoder's ``params`` (a dict, or scvi-tools' count distribution, ``px``), cells
+    first so that they can be gathered and split by cells: ``mu``, ``theta`` expanded to
+    ``mu``'s shape (a dispersion per gene) and, for a ZINB only, ``zi_logits``."""
+    read = params.get if isinstance(params, dict) else lambda key: getattr(params, key)
+    mu = read("mu")
+    out = {"mu": mu, "theta": read("theta").expand_as(mu)}
+    if likelihood == "zinb":
+        out["zi_logits"] = read("zi_logits")
+    return out
+
+
 def _drawn_from(params: dict, likelihood: str) -> dict:
     """The decoder's ``params`` that :meth:`CellDraws.sample` draws a part's cells from for
-    ``likelihood`` (a name), cells first (a dispersion per gene expanded to the means'
-    shape; a normal's scale per gene is read once, not gathered)."""
-    if "mu" in params:
-        out = {"mu": params["mu"], "theta": params["theta"].expand_as(params["mu"])}
-        if likelihood == "zinb":
-            out["zi_logits"] = params["zi_logits"]
-        return out
-    return {"out": params["out"]}
+    ``likelihood`` (a name), cells first (a normal's scale per gene is read once, not
+    gathered)."""
+    return count_parameters(params, likelihood) if "mu" in params else {"out": params["out"]}
 
 
 def _from_noise(prior, eps: torch.Tensor) -> torch.Tensor:
