@@ -299,8 +299,7 @@ class ClustersMixin(PredictionsMixin):
     def _refit_mixture(self, method: str) -> None:
         """Place the trained mixture on the start's clustering of the trained z (see
         :func:`deltavae.train._mixture_init.refit_mixture`), over the training cells."""
-        from scvi import settings
-
+        from .._rng import start_seed
         from ..train._graph_clusters import condition_mixing
         from ..train._mixture_init import (
             _MAX_CELLS,
@@ -315,7 +314,7 @@ class ClustersMixin(PredictionsMixin):
 
         cells = getattr(self, "train_indices", None)
         cells = np.arange(self.adata.n_obs) if cells is None else np.sort(np.asarray(cells))
-        rng = np.random.default_rng(settings.seed or 0)
+        rng = np.random.default_rng(start_seed())
         if len(cells) > _MAX_CELLS:
             cells = np.sort(rng.choice(cells, _MAX_CELLS, replace=False))
         module = self.module.eval()
@@ -325,7 +324,7 @@ class ClustersMixin(PredictionsMixin):
             return  # went unstable in eval mode (BatchNorm's statistics): the verdict says so
         group = _condition_groups(cats)
         points = _condition_centred(z, group)
-        start = MixtureInitialization(seed=settings.seed or 0, method=method)
+        start = MixtureInitialization(seed=start_seed(), method=method)
         # Count models: z's neighbours are joined by those of the counts' principal
         # components, each condition's mean removed (D12), unless those components keep the
         # conditions apart more than z does (a treatment that moves each cell type its own
@@ -333,7 +332,7 @@ class ClustersMixin(PredictionsMixin):
         data = None
         x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         if module.observation.is_count and x.shape[1] > 1:  # from disk too: the same clusters
-            data = memoised_components(self, take_rows(x, cells), group, settings.seed or 0)
+            data = memoised_components(self, take_rows(x, cells), group, start_seed())
             if group is not None and condition_mixing(data, group) < 0.9 * condition_mixing(
                 points, group
             ):

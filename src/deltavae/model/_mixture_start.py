@@ -39,8 +39,7 @@ def training_cells(n_cells: int, train_kwargs: dict) -> tuple[int | None, str]:
 def mixture_start(model, epoch: int, method: str, train_kwargs: dict):
     """The mixture-start callback of ``model``'s ``train(**train_kwargs)``, after checking
     that at least as many cells train as the start makes clusters."""
-    from scvi import settings
-
+    from .._rng import start_seed
     from ..train._mixture_init import MixtureInitialization
 
     n_train, how = training_cells(model.adata.n_obs, train_kwargs)
@@ -52,4 +51,4 @@ def mixture_start(model, epoch: int, method: str, train_kwargs: dict):
             f"{n_train} cells train ({how}). Use fewer clusters, train on more cells "
             f"({more}), or skip the start with mixture_init_epoch=None."
         )
-    return MixtureInitialization(epoch, seed=settings.seed or 0, method=method)
+    return MixtureInitialization(epoch, seed=start_seed(), method=method)

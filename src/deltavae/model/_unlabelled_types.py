@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from scvi import REGISTRY_KEYS
 
-from .._rng import forked_generators
+from .._rng import forked_generators, start_seed
 from .._warn import warn_user
 
 #: Fewest cells (given one label, in one cluster of z) to warn of.
@@ -156,8 +156,6 @@ def training_read(model) -> dict | None:
     removed, q(y | z) (``probs``), whether each was labelled, the counts' principal
     components (``pcs``) and each cell's condition group (``conditions``, None without
     condition covariates); ``None`` for other models."""
-    from scvi import settings
-
     from ..train._mixture_init import _condition_centred, _condition_groups
     from ._components_memo import memoised_components
     from ._label_record import _label_codes
@@ -170,7 +168,7 @@ def training_read(model) -> dict | None:
     labelled = _label_codes(model)[cells] < len(names)
     if labelled.all() or not labelled.any():
         return None
-    seed = settings.seed or 0
+    seed = start_seed()
     if len(cells) > MAX_CELLS:
         keep = np.sort(np.random.default_rng(seed).choice(len(cells), MAX_CELLS, replace=False))
         cells, labelled = cells[keep], labelled[keep]

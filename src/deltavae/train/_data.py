@@ -31,12 +31,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from scipy import sparse
-from scvi import settings
 from scvi.data import AnnDataManager, AnnTorchDataset
 from scvi.dataloaders import AnnDataLoader, BatchDistributedSampler, DataSplitter
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, Subset
 from torch.utils.data._utils.collate import default_convert
 
+from .._rng import start_seed
 from ._label_split import keep_labels_in_training
 
 logger = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ class FileOrderDataLoader(AnnDataLoader):
                 drop_dataset_tail=drop_dataset_tail,
                 # torch's default, 0, gave every run the same order of minibatches, whatever
                 # the seed; one process's order follows it. The same in every process.
-                seed=int(settings.seed or 0),
+                seed=start_seed(),
             )
         else:
             order = RandomSampler(positions) if shuffle else SequentialSampler(positions)
