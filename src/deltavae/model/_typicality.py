@@ -43,6 +43,7 @@ from torch.distributions import Normal
 
 from .._checks import short_repr
 from .._rng import forked_generators
+from ..distributions._counts import _EPS  # scvi-tools' epsilon, count_log_prob's
 from ._fit_cells import subset_note, subset_since_fit
 from ._label_setup import unlabelled_mark
 from ._modes import unchecked_distributions
@@ -50,8 +51,6 @@ from ._validation import warn_user
 
 logger = logging.getLogger(__name__)
 
-#: scvi-tools' epsilon in the NB's log-density (count_log_prob's).
-_EPS = 1e-8
 #: Quantiles kept of the reference's cells' scores (at 0, 1/(LEVELS-1), ..., 1).
 LEVELS = 101
 #: The most cells scored for the record (drawn among more).
