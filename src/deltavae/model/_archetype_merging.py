@@ -13,6 +13,7 @@ from scvi import REGISTRY_KEYS
 
 from . import _archetype_results as results
 from ._archetype_checks import check_batch_size
+from ._gathered import Gathered
 from ._genes import check_own_adata
 from ._one_state import warn_one_state
 from ._positions import indices_after_adata
@@ -43,13 +44,19 @@ class ArchetypeMergingMixin:
     def _encode(self, adata: AnnData, batch_size: int | None, rows=None):
         adata = self._validate_anndata(adata)
         loader = self._make_data_loader(adata, rows, batch_size, shuffle=False)
-        chunks, empty = [], []
+        gathered = Gathered()  # on the host together: a .cpu() a minibatch made a GPU wait
         with torch.no_grad():
             for tensors in loader:
-                empty.append((tensors[REGISTRY_KEYS.X_KEY].sum(dim=-1) == 0).cpu().numpy())
                 inputs = self.module._get_inference_input(tensors)
-                chunks.append(self.module.inference(**inputs)["weights_map"].cpu().numpy())
-        return np.concatenate(chunks).astype(np.float64), np.concatenate(empty)
+                gathered.add(
+                    empty=tensors[REGISTRY_KEYS.X_KEY].sum(dim=-1) == 0,
+                    weights=self.module.inference(**inputs)["weights_map"],
+                )
+        got = {key: [value.numpy()] for key, value in gathered.result().items()}
+        return (
+            np.concatenate(got.get("weights", [])).astype(np.float64),
+            np.concatenate(got.get("empty", [])),
+        )
 
     def _merge(self) -> tuple[np.ndarray, np.ndarray]:
         """Merged group of each raw archetype (0..n-1, by first member) and the linkage.

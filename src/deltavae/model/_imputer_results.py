@@ -12,6 +12,7 @@ import torch
 from anndata import AnnData
 
 from ._backed import writes_backed
+from ._gathered import Gathered
 from ._genes import check_own_adata
 from ._imputer_reference import OTHER_SPOTS, imputed_spots, requested_genes
 from ._modes import in_eval_mode
@@ -108,11 +109,16 @@ class ImputerResultsMixin:
         if self.profiles_ == "neighbours" and batch_size is None:
             # spots x cells similarities, at most 2^24 a chunk
             chunk = max(1, min(chunk, 2**24 // max(len(self.module.cell_states), 1)))
-        blocks, empty = [], []
+        empty, columns = [], columns.to(device)
+        # Values kept on the device and brought to the host together: a .cpu() a chunk made
+        # a GPU wait.
+        gathered = Gathered()
         # The spots' counts: read only by the latent design and the neighbours.
         reads_counts = self.design_ == "latent" or self.profiles_ == "neighbours"
         if self.design_ == "deconvolution":  # parameters per fitted spot; the latent: any spots
             rows = torch.as_tensor(fitted_rows(self), dtype=torch.long)
+            # the observed genes' cells, made once (each making waits for the device)
+            cells = self.module.observed_cells() if self.module.neighbours else None
         for start in range(0, len(positions), chunk):
             at = positions[start : start + chunk]
             x = None
@@ -122,15 +128,18 @@ class ImputerResultsMixin:
                 empty.append(block.sum(axis=1) == 0)
                 x = torch.as_tensor(block).to(device, dtype)  # the module's: double too
             if self.design_ == "deconvolution":
-                values = self.module.expected(rows[at].to(device), x)
+                values = self.module.expected(rows[at].to(device), x, cells)
             else:
                 values = self.module.expected(x)
                 if latents is not None:  # as get_latent_representation reads them
                     with torch.no_grad():
-                        z = self.module._encode(x, 0).loc
-                    latents.append(z.cpu().numpy().astype(np.float32))
-            blocks.append(values[:, columns.to(device)].cpu().numpy().astype(np.float64))
-        values = np.concatenate(blocks) if blocks else np.zeros((0, len(chosen)))
+                        gathered.add(z=self.module._encode(x, 0).loc)
+            gathered.add(values=values[:, columns])
+        got = gathered.result()
+        if latents is not None and "z" in got:
+            latents.append(got["z"].numpy().astype(np.float32))
+        values = got["values"].numpy() if got else np.zeros((0, len(chosen)))
+        values = values.astype(np.float64)
         if not reads_counts:  # type profiles: the spots' totals only, not a dense copy
             empty = [self._empty(positions)]
         empty = np.concatenate(empty) if empty else np.zeros(0, dtype=bool)
@@ -218,7 +227,7 @@ class ImputerResultsMixin:
         module, chunk = self.module, _default_chunk() if batch_size is None else int(batch_size)
         dtype = next(module.parameters()).dtype
         n_rows = len(module.reference_counts) if reference else len(positions)
-        locs, scales, empty = [], [], []
+        gathered, empty = Gathered(), []  # on the host together: a .cpu() a chunk waited
         for start in range(0, n_rows, chunk):
             if reference:
                 x = module.reference_counts[start : start + chunk][:, module.visible]
@@ -229,12 +238,13 @@ class ImputerResultsMixin:
             with torch.no_grad():
                 q = module._encode(x.to(module.device, dtype), int(reference))
                 z = q.loc if give_mean or return_dist else q.rsample()
-            locs.append(z.cpu().numpy().astype(np.float32))
-            scales.append(q.scale.cpu().numpy().astype(np.float32))
-        locs, scales = np.concatenate(locs), np.concatenate(scales) ** 2
+            gathered.add(z=z, scale=q.scale if return_dist else None)
+        got = {key: [value.numpy().astype(np.float32)] for key, value in gathered.result().items()}
+        locs, scales = np.concatenate(got.get("z", [])), got.get("scale")
+        scales = None if scales is None else np.concatenate(scales) ** 2
         if not reference:  # as get_proportions and impute: NaN rows for spots without counts
             empty = np.concatenate(empty) if empty else np.zeros(0, dtype=bool)
-            missing_empty_rows(empty, "latents", self, locs, scales)
+            missing_empty_rows(empty, "latents", self, *([locs, scales] if return_dist else [locs]))
         return (locs, scales) if return_dist else locs
 
     def _empty(self, positions: np.ndarray) -> np.ndarray:

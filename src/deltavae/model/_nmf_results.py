@@ -10,6 +10,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from ._backed import writes_backed
+from ._gathered import Gathered
 from ._positions import indices_after_adata
 from ._same_spots import check_same_spots, spot_rows
 from ._spots import (
@@ -103,19 +104,22 @@ class NMFResultsMixin:
             batch_size=_INFERENCE_BATCH if batch_size is None else batch_size,
             shuffle=False,
         )
-        proportions, abundance, empty = [], [], []
+        gathered = Gathered()  # on the host together: a .cpu() a minibatch made a GPU wait
         with torch.no_grad():
             for tensors in loader:
                 x = tensors[REGISTRY_KEYS.X_KEY]
-                empty.append((self.module.genes(x).sum(dim=-1) == 0).cpu().numpy())
                 out = self.module.inference(x)
-                proportions.append(out["proportions"].cpu().numpy())
-                abundance.append(out["abundance"].cpu().numpy())
+                gathered.add(
+                    empty=self.module.genes(x).sum(dim=-1) == 0,
+                    proportions=out["proportions"],
+                    abundance=out["abundance"],
+                )
+        got = {key: [value.numpy()] for key, value in gathered.result().items()}
         return (
-            np.concatenate(proportions).astype(np.float64),
-            np.concatenate(abundance).astype(np.float64),
+            np.concatenate(got.get("proportions", [])).astype(np.float64),
+            np.concatenate(got.get("abundance", [])).astype(np.float64),
             names,
-            np.concatenate(empty) if empty else np.zeros(0, dtype=bool),
+            np.concatenate(got["empty"]) if got else np.zeros(0, dtype=bool),
         )
 
     def _results(self, adata, batch_size, indices=None):

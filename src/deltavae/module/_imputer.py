@@ -270,7 +270,7 @@ class ImputerDeconvolutionModule(_ImputerBase):
         self.register_buffer("cell_states", states, persistent=False)
         self.register_buffer("cell_units", unit_log(cells[:, self.visible]), persistent=False)
         self.register_buffer("cell_visible", cells[:, self.visible], persistent=False)
-        self._units_of = None  # the observed genes _observed_cells were last made of
+        self._units_of = None  # the observed genes observed_cells were last made of
         has = torch.zeros(self.n_states, dtype=torch.bool)
         has[states] = True
         self.register_buffer("states_with_cells", has, persistent=False)
@@ -286,7 +286,9 @@ class ImputerDeconvolutionModule(_ImputerBase):
         index = self.cell_states.expand_as(logits)
         return top.scatter_reduce(1, index, logits, "amax", include_self=True)
 
-    def neighbour_mixture(self, x: torch.Tensor, proportions: torch.Tensor) -> torch.Tensor:
+    def neighbour_mixture(
+        self, x: torch.Tensor, proportions: torch.Tensor, cells: tuple | None = None
+    ) -> torch.Tensor:
         """sum_k p_sk m_k(s): the spots' mixtures of their own neighbour profiles.
 
         Parameters
@@ -295,8 +297,11 @@ class ImputerDeconvolutionModule(_ImputerBase):
             Visible counts of the spots (spots x visible genes).
         proportions
             Their shares of the states (spots x states).
+        cells
+            :meth:`observed_cells`, made once for a read-out's chunks (each making reads
+            the observed genes' mask on the host: a GPU wait a chunk); made here if ``None``.
         """
-        units, columns, scale, with_cells = self._observed_cells()
+        units, columns, scale, with_cells = self.observed_cells() if cells is None else cells
         logits = unit_log(x, columns) @ units.T / self.temperature  # spots x cells
         index = self.cell_states.expand_as(logits)
         weights = torch.exp(logits - self._best_of_states(logits)[:, self.cell_states])
@@ -313,7 +318,7 @@ class ImputerDeconvolutionModule(_ImputerBase):
         rest = torch.where(with_cells, 0.0, proportions)
         return weights @ self.cell_profiles + rest @ torch.exp(self.log_profiles)
 
-    def _observed_cells(self):
+    def observed_cells(self):
         """The cells' unit log rows for the neighbour correlations, the visible columns they
         are of, each cell's scale to its total of them (0: none) and the states with cells
         of such counts (``None``, ``None``: every visible gene). A panel gene no spot counts
@@ -359,14 +364,17 @@ class ImputerDeconvolutionModule(_ImputerBase):
         return abundance * (proportions @ profiles) * technology
 
     @torch.no_grad()
-    def expected(self, idx: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+    def expected(
+        self, idx: torch.Tensor, x: torch.Tensor | None = None, cells: tuple | None = None
+    ) -> torch.Tensor:
         """Expected counts of every reference gene in the spots ``idx``; with neighbour
-        profiles, ``x`` holds their visible counts."""
+        profiles, ``x`` holds their visible counts (and ``cells`` may hold
+        :meth:`observed_cells`, see :meth:`neighbour_mixture`)."""
         abundance = torch.exp(self.log_abundance[idx]).unsqueeze(-1)
         if self.neighbours:
             if x is None:
                 raise ValueError("neighbour profiles need the spots' visible counts x.")
-            mixed = self.neighbour_mixture(x, self.proportions(idx))
+            mixed = self.neighbour_mixture(x, self.proportions(idx), cells)
         else:
             mixed = self.proportions(idx) @ torch.exp(self.log_profiles)
         return abundance * mixed * self.technology()
