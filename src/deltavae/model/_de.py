@@ -43,7 +43,13 @@ from ._de_tables import (
     effect_breaks_ties,
     in_gene_list_order,
 )
+from ._expression_reads import normalized_on_host
 from ._latent_shift import draws_at_data_floor
+from ._parameter_reads import (
+    denoised_samples_on_host,
+    library_sizes_on_host,
+    likelihood_parameters_on_host,
+)
 from ._posterior_draws import posterior_predictive_draws
 from ._readout_docs import (
     DRAWS_OVERALL,
@@ -98,7 +104,9 @@ class CheckedExpressionMixin(RNASeqMixin):
                     "cell: returning an np.ndarray (n_samples_overall x genes)."
                 )
             args, kwargs = _set_argument(method, args, kwargs, "return_numpy", True)
-        result = super().get_normalized_expression(*args, **kwargs)
+        # scvi-tools' loop, with the minibatches' values brought to the host together (its
+        # .cpu() of each made a GPU wait a minibatch): the same arguments and numbers.
+        result = normalized_on_host(self, *args, **kwargs)
         every = given.get("dataloader") is not None  # scvi-tools then ignores gene_list
         return in_gene_list_order(result, gene_list, self.adata.var_names, -1, every)
 
@@ -117,7 +125,20 @@ class CheckedExpressionMixin(RNASeqMixin):
         self._check_if_trained(warn=False)  # as get_normalized_expression
         method = RNASeqMixin.get_likelihood_parameters
         check_dataloader_alone(_bind(self, method, args, kwargs), method.__name__)
-        return super().get_likelihood_parameters(*args, **kwargs)
+        # scvi-tools' loop, the minibatches' values brought to the host together (3 .cpu() a
+        # minibatch made a GPU wait): the same arguments and arrays.
+        return likelihood_parameters_on_host(self, *args, **kwargs)
+
+    @functools.wraps(RNASeqMixin.get_latent_library_size)
+    def get_latent_library_size(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
+        # scvi-tools' loop, the libraries brought to the host together (as above)
+        return library_sizes_on_host(self, *args, **kwargs)
+
+    @functools.wraps(RNASeqMixin._get_denoised_samples)
+    def _get_denoised_samples(self, *args, **kwargs):
+        # get_feature_correlation_matrix's draws: scvi-tools' loop, brought to the host
+        # together (as above)
+        return denoised_samples_on_host(self, *args, **kwargs)
 
     @functools.wraps(RNASeqMixin.posterior_predictive_sample)
     def posterior_predictive_sample(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring

@@ -21,6 +21,7 @@ from scvi.model._utils import _get_batch_code_from_category
 from scvi.utils import track
 
 from ._de_tables import in_gene_list_order
+from ._gathered import Gathered
 
 
 def gene_positions(gene_list, genes: pd.Index) -> np.ndarray | slice:
@@ -69,16 +70,24 @@ def posterior_predictive_draws(
     genes = gene_positions(gene_list, model.adata.var_names)
     if not isinstance(genes, slice):
         genes = torch.as_tensor(genes)
-    rows, shape = [], None
+    # Each minibatch's draws kept on the device and brought to the host together (a .cpu()
+    # each made a GPU wait); the mean over transform_batch taken there, a minibatch at a time
+    # as scvi-tools does, in the same numbers.
+    gathered, sizes = Gathered(), []
     for tensors in dataloader:
-        drawn = [
-            model.module.sample(
+        drawn = {
+            f"draws{i}": model.module.predictive_draws(
                 tensors,
                 n_samples=n_samples,
                 generative_kwargs=model._get_transform_batch_gen_kwargs(batch),
             )[:, genes]
-            for batch in track(transform_batch, disable=silent)
-        ]
+            for i, batch in enumerate(track(transform_batch, disable=silent))
+        }
+        sizes.append(len(drawn["draws0"]))
+        gathered.add(**drawn)
+    parts = [torch.split(every, sizes) for every in gathered.result().values()]
+    rows, shape = [], None
+    for drawn in zip(*parts, strict=True):
         draws = drawn[0] if len(drawn) == 1 else torch.stack(drawn, dim=0).mean(0)
         draws = draws.numpy()
         shape = draws.shape[1:]

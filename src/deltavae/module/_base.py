@@ -129,6 +129,24 @@ class DeltaPyroModule(PyroBaseModuleClass):
         Shape ``(cells, features)``, or ``(cells, features, n_samples)`` when
         ``n_samples > 1``, as scvi-tools' modules return it.
         """
+        return self.predictive_draws(tensors, n_samples, generative_kwargs).cpu()
+
+    @torch.inference_mode()
+    def predictive_draws(
+        self, tensors, n_samples: int = 1, generative_kwargs: dict | None = None
+    ) -> torch.Tensor:
+        """:meth:`sample`'s draws on the module's device: a read-out of many minibatches
+        brings them to the host together (a ``.cpu()`` each made a GPU wait).
+
+        Parameters
+        ----------
+        tensors
+            A minibatch, as scvi-tools' data loaders give it.
+        n_samples
+            Draws of z per cell (a last axis of draws when more than 1).
+        generative_kwargs
+            Keywords of the module's ``generative`` (``transform_batch``).
+        """
         _, generative_outputs = self.forward(
             tensors,
             inference_kwargs={"n_samples": n_samples},
@@ -138,7 +156,7 @@ class DeltaPyroModule(PyroBaseModuleClass):
         draws = generative_outputs["px"].sample()
         if n_samples > 1:
             draws = draws.permute(1, 2, 0)
-        return draws.cpu()
+        return draws
 
     def log_importance_weights(self, tensors, n_samples: int) -> torch.Tensor:
         """log p(x, latents) - log q(latents | x) for ``n_samples`` draws of the guide's
@@ -160,7 +178,28 @@ class DeltaPyroModule(PyroBaseModuleClass):
 
         log p(x) ~ logsumexp_k [log p(x, h_k) - log q(h_k | x)] - log K with K = ``n_mc_samples``
         draws h_k ~ q(h | x), taken ``n_mc_samples_per_pass`` at a time. Returns a CPU tensor
-        ``(cells,)``, or its mean as a float with ``return_mean``, as scvi-tools' modules do.
+        ``(cells,)``, or its mean as a float with ``return_mean``, as scvi-tools' modules do
+        (:meth:`log_marginal` keeps it on the module's device).
+        """
+        log_px = self.log_marginal(tensors, n_mc_samples, n_mc_samples_per_pass)
+        return float(log_px.mean()) if return_mean else log_px.cpu()
+
+    @torch.inference_mode()
+    @auto_move_data
+    def log_marginal(
+        self, tensors, n_mc_samples: int, n_mc_samples_per_pass: int = 1
+    ) -> torch.Tensor:
+        """:meth:`marginal_ll`'s per-cell values on the module's device: a read-out of many
+        minibatches brings them to the host together (a ``.cpu()`` each made a GPU wait).
+
+        Parameters
+        ----------
+        tensors
+            A minibatch, as scvi-tools' data loaders give it.
+        n_mc_samples
+            Draws of the guide's latents per cell.
+        n_mc_samples_per_pass
+            Of those, drawn in one pass.
         """
         if n_mc_samples < 1 or n_mc_samples_per_pass < 1:
             raise ValueError(
@@ -172,5 +211,4 @@ class DeltaPyroModule(PyroBaseModuleClass):
             k = min(left, n_mc_samples_per_pass)
             weights.append(self.log_importance_weights(tensors, k))
             left -= k
-        log_px = torch.logsumexp(torch.cat(weights), dim=0) - math.log(n_mc_samples)
-        return float(log_px.mean()) if return_mean else log_px.cpu()
+        return torch.logsumexp(torch.cat(weights), dim=0) - math.log(n_mc_samples)

@@ -1,0 +1,43 @@
+"""scvi-tools' ``get_marginal_ll`` loop with each minibatch's log p(x) kept on the module's
+device and brought to the host once: the module's ``marginal_ll`` returns a CPU tensor (as
+scvi-tools' modules do), whose ``.cpu()`` made the host wait for a GPU once a minibatch."""
+
+from __future__ import annotations
+
+import torch
+from scvi.data._utils import _validate_adata_dataloader_input
+from scvi.model.base._vaemixin import unsupported_if_adata_minified
+
+from ._gathered import Gathered
+
+
+@torch.inference_mode()
+@unsupported_if_adata_minified
+def marginal_ll_on_host(
+    model,
+    adata=None,
+    indices=None,
+    n_mc_samples: int = 1_000,
+    batch_size: int | None = None,
+    dataloader=None,
+    data_loader_kwargs: dict | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """log p(x) of each cell, on the CPU: scvi-tools 1.4's ``VAEMixin.get_marginal_ll`` with
+    ``return_mean=False`` (the same arguments, loader and numbers; ``kwargs`` go to the
+    module's ``log_marginal``, which takes ``marginal_ll``'s but ``return_mean``)."""
+    if not hasattr(model.module, "log_marginal"):
+        raise NotImplementedError(
+            "The model's module must implement `marginal_ll` to compute the marginal "
+            "log-likelihood."
+        )
+    _validate_adata_dataloader_input(model, adata, dataloader)
+    if dataloader is None:
+        adata = model._validate_anndata(adata)
+        dataloader = model._make_data_loader(
+            adata=adata, indices=indices, batch_size=batch_size, **(data_loader_kwargs or {})
+        )
+    gathered = Gathered()
+    for tensors in dataloader:
+        gathered.add(log_px=model.module.log_marginal(tensors, n_mc_samples, **kwargs))
+    return gathered.result()["log_px"]
