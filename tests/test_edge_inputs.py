@@ -750,3 +750,42 @@ def test_writing_into_a_view_is_refused_rather_than_lost(cls):
             assert whole.obs[name].dtype == sub.obs[name].dtype  # categorical kept
     with pytest.raises(ValueError, match=r"view of some genes .* Pass the whole AnnData"):
         model.write_to_adata(whole[:, model.adata.var_names])
+
+
+def test_condition_categories_no_cell_carries_are_warned_at_setup():
+    """Categories no cell carries (an order set for plots, pd.Categorical(values, categories=
+    [...]), or a factor's levels in a file written from R; anndata's subsets drop them):
+    setup registered them without a word, the networks grew a column for each (the latent
+    differed from the same cells set up without them: 6.3 at most on Kang's 600 cells) and
+    read-outs refused them only later, while a category of 1 or 2 cells was warned of."""
+    first = _cells()
+    names = list(first.obs["condition"].cat.categories)
+    first.obs["condition"] = first.obs["condition"].cat.add_categories(["IFN-gamma"])
+    plates = np.arange(first.n_obs) % 2
+    first.obs["plate"] = pd.Categorical.from_codes(plates, ["p1", "p2", "p3"])
+    line = r"Drop them before setup_anndata: adata.obs\['{0}'\] = adata.obs\['{0}'\]\.cat\."
+    with pytest.warns(UserWarning, match="no cell carries") as record:
+        dv.model.ZINBVAE.setup_anndata(
+            first, batch_key="condition", categorical_covariate_keys="plate"
+        )
+    messages = [str(w.message) for w in record if "no cell carries" in str(w.message)]
+    assert len(messages) == 2 and [w.filename for w in record][0] == __file__
+    assert "adata.obs['condition'] has categories no cell carries (['IFN-gamma'])" in messages[0]
+    assert re.search(line.format("condition"), messages[0])
+    assert "(['p3'])" in messages[1] and re.search(line.format("plate"), messages[1])
+    assert dv.model.ZINBVAE(first, **SMALL).summary_stats.n_batch == 3  # the empty one counted
+    with pytest.warns(UserWarning, match=r"adata.obs\['condition'\] .* \(\['IFN-gamma'\]\)"):
+        dv.model.CGMDVAE.setup_anndata(first, condition_key="condition")
+    for key in ("condition", "plate"):  # the advice: set up again without a word
+        first.obs[key] = first.obs[key].cat.remove_unused_categories()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dv.model.ZINBVAE.setup_anndata(
+            first, batch_key="condition", categorical_covariate_keys="plate"
+        )
+    assert dv.model.ZINBVAE(first, **SMALL).summary_stats.n_batch == len(names)
+    # A labels column's unused categories are named once, by the labels' own warning.
+    first.obs["label"] = pd.Categorical(first.obs["cluster"].astype(str), ["0", "1", "gone"])
+    with pytest.warns(UserWarning, match="no cell carries") as record:
+        dv.model.CGMDVAE.setup_anndata(first, condition_key="condition", labels_key="label")
+    assert len([w for w in record if "no cell carries" in str(w.message)]) == 1

@@ -659,7 +659,8 @@ def test_a_batch_category_without_cells_is_not_decoded(counts_adata):
     adata = counts_adata
     categories = ["ctrl", "stim", "other"]
     adata.obs["condition"] = pd.Categorical(adata.obs["condition"].astype(str), categories)
-    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    with pytest.warns(UserWarning, match=r"no cell carries \(\['other'\]\)"):  # at setup
+        dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
     model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
     model.train(max_epochs=1, **TRAIN)
     with pytest.raises(ValueError, match="'other' is a category .* without training cells"):

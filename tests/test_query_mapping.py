@@ -88,7 +88,8 @@ def test_a_query_of_the_references_empty_categories_is_refused_with_the_renaming
     ref = adata[adata.obs["condition"] != names[2]].copy()
     ref.obs["condition"] = pd.Categorical(ref.obs["condition"].astype(str), categories=names)
     query = adata[adata.obs["condition"] == names[2]].copy()
-    dv.model.ZINBVAE.setup_anndata(ref, batch_key="condition")
+    with pytest.warns(UserWarning, match=rf"no cell carries \(\['{names[2]}'\]\)"):
+        dv.model.ZINBVAE.setup_anndata(ref, batch_key="condition")  # said at setup too
     vae = _trained(dv.model.ZINBVAE, ref)
     vae.save(tmp_path / "ref")
     for reference in (vae, tmp_path / "ref"):

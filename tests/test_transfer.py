@@ -1214,7 +1214,8 @@ def test_cells_of_a_condition_without_training_cells_or_nan_are_refused(tmp_path
         n_cells=200, n_genes=40, n_clusters=2, n_conditions=2, seed=0
     )
     adata.obs["condition"] = adata.obs["condition"].cat.add_categories("mock")  # no cells
-    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    with pytest.warns(UserWarning, match=r"no cell carries \(\['mock'\]\)"):
+        dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
     model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
     model.train(max_epochs=2, **FAST)
     cells = adata[:10].copy()

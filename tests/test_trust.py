@@ -457,7 +457,8 @@ def test_a_condition_without_training_cells_is_refused():
     adata.obs["condition"] = pd.Categorical(
         adata.obs["condition"].astype(str), categories=["ctrl", "stim", "never"]
     )
-    model = _cgmdvae(adata)
+    with pytest.warns(UserWarning, match=r"no cell carries \(\['never'\]\)"):
+        model = _cgmdvae(adata)
     model.train(max_epochs=3, mixture_init="kmeans", **TRAIN)
     ctrl = adata[adata.obs["condition"] == "ctrl"].copy()
     snap = _snapshot(ctrl)

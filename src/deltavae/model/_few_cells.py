@@ -1,4 +1,5 @@
-"""What setup says of categories with fewer than 3 cells (scvi-tools' warning, renamed).
+"""What setup says of categories with fewer than 3 cells (scvi-tools' warning, renamed), and
+of categories no cell carries.
 
 A condition or a fully labelled column's category of one or two cells trains little of
 itself. A semi-supervised labels column is another matter: one labelled cell per type is
@@ -12,6 +13,7 @@ only labelled cells.
 
 from __future__ import annotations
 
+import pandas as pd
 from anndata import AnnData
 
 from ._validation import warn_user
@@ -30,11 +32,44 @@ def _few(adata: AnnData, key: str, mark=None) -> str | None:
     return f"adata.obs[{key!r}]: " + ", ".join(f"{v!r} ({n})" for v, n in list(few.items())[:5])
 
 
+def warn_unused_categories(adata: AnnData, columns: list[str]) -> None:
+    """Warn of the categories of ``columns`` (obs keys of conditions, batches, covariates; not
+    labels, which ``check_label_setup`` names) that no cell carries: the unused categories of
+    a pandas Categorical, as ``adata[mask]`` keeps them. scvi-tools registers each as a
+    condition, so the networks grow a column no cell trains (another model than one set up
+    on the same cells without them), and the read-outs refuse it; one warning per column, with
+    the line that drops them.
+
+    Examples
+    --------
+    >>> obs = pd.DataFrame({"b": pd.Categorical(["x", "y"])}, index=["c1", "c2"])
+    >>> warn_unused_categories(AnnData(obs=obs), ["b"])  # every category held: no warning
+    """
+    for key in columns:
+        column = adata.obs[key]
+        if not isinstance(column.dtype, pd.CategoricalDtype):
+            continue
+        categories = column.cat.categories
+        unused = categories[~categories.isin(column.unique())]
+        if not len(unused):
+            continue
+        col = f"adata.obs[{key!r}]"
+        warn_user(
+            f"{col} has categories no cell carries ({list(map(str, unused[:5]))}): each is "
+            "registered as a category of its own that no cell trains, so the model's networks "
+            "grow a column for it (another model, with other results, than one set up on the "
+            "same cells without it) and its read-outs refuse it. Drop them before "
+            f"setup_anndata: {col} = {col}.cat.remove_unused_categories()."
+        )
+
+
 def warn_few_cells(adata: AnnData, columns: list[str], unlabelled: dict) -> None:
     """Warn of the categories of ``columns`` (obs keys) with fewer than 3 cells; ``unlabelled``
     maps a labels column to its unlabelled mark. A labels column that holds unlabelled cells
     (semi-supervised) is told what few labelled cells mean and how to check them; the other
-    columns that their categories train little and how to merge, drop or unlabel them."""
+    columns that their categories train little and how to merge, drop or unlabel them. The
+    other columns' categories without cells are named too (:func:`warn_unused_categories`)."""
+    warn_unused_categories(adata, [key for key in columns if key not in unlabelled])
     small, semi = [], []
     for key in columns:
         mark = unlabelled.get(key)
