@@ -190,6 +190,7 @@ class SpatialImputer(
         reference = pd.DataFrame(values, index=reference.index, columns=genes, copy=False)
         self.design_ = design
         self.reference_genes_ = genes
+        self._silent_genes = genes[values.sum(axis=0) == 0]  # impute() says they are no estimate
         self.state_names_ = pd.Index(reference.index.astype(str))
         self.profiles_ = profiles if design == "deconvolution" else None
         if saved_state(self) is None:  # a load was said at its fit

@@ -118,9 +118,11 @@ def _deltavae_imputer(from_reference: Callable, train_kwargs: dict) -> Imputer:
     def impute(spots: AnnData, reference: AnnData, hidden: list) -> pd.DataFrame:
         model = from_reference(spots, reference=reference)
         model.train(**train_kwargs)
-        # Genes the reference never counts are no reference gene: 0, as its counts predict.
+        # Genes the reference never counts are no reference gene: 0, as its counts predict
+        # (left unscored, as cross_validate says).
         wanted = list(hidden) + list(spots.var_names)
-        known = [g for g in wanted if g in model.reference_genes_]
+        silent = model._silent_genes
+        known = [g for g in wanted if g in model.reference_genes_ and g not in silent]
         return model.impute(known).reindex(columns=wanted, fill_value=0.0)
 
     return impute

@@ -165,6 +165,26 @@ def requested_genes(known: pd.Index, measured, genes) -> pd.Index:
     return genes
 
 
+def warn_silent_genes(chosen: pd.Index, silent: pd.Index, named: bool) -> None:
+    """Say which of the genes ``chosen`` to impute the reference never counts (``silent``):
+    nothing tells their expression, and they came out a constant of about 0 in every spot
+    (1e-7 for lymph-node genes), silently, as if imputed. ``named``: ``genes=`` named them."""
+    found = chosen[chosen.isin(silent)]
+    if not len(found):
+        return
+    fix = (
+        "leave them out of genes="
+        if named
+        else "to leave them out of impute(), drop them from the reference before "
+        "from_reference: sc.pp.filter_genes(reference, min_counts=1)"
+    )
+    warn_user(
+        f"{len(found)} of the {len(chosen)} genes imputed have no counts in the reference: "
+        f"{short_repr(found.tolist(), n=10)}. No reference cell expresses them, so they come "
+        "out about 0 in every spot, which is no estimate of their expression; " + fix + "."
+    )
+
+
 def _unknown_advice(unknown: pd.Index, known: pd.Index) -> str:
     """What to do about requested genes the model does not know: the reference's spelling
     where ignoring case finds them."""

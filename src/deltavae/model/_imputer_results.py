@@ -14,7 +14,7 @@ from anndata import AnnData
 from ._backed import writes_backed
 from ._gathered import Gathered
 from ._genes import check_own_adata
-from ._imputer_reference import OTHER_SPOTS, imputed_spots, requested_genes
+from ._imputer_reference import OTHER_SPOTS, imputed_spots, requested_genes, warn_silent_genes
 from ._modes import in_eval_mode
 from ._positions import indices_after_adata
 from ._same_spots import check_same_spots
@@ -85,6 +85,8 @@ class ImputerResultsMixin:
             expression: its row is NaN (warned, counting such spots), as NMFDeconv's
             proportions of such spots, not the model's output for an all-zero spot (its
             start, or the mean spot), which would look like a real imputation.
+            Reference genes without counts come out about 0 in every spot, no estimate of
+            their expression: a warning names those imputed.
 
         Examples
         --------
@@ -103,6 +105,7 @@ class ImputerResultsMixin:
         self._check_if_trained(warn=False)
         check_own_adata(self)  # its counts, read below, not normalised in place since setup
         chosen = requested_genes(self.reference_genes_, self.adata.var_names, genes)
+        warn_silent_genes(chosen, self._silent_genes, named=genes is not None)
         columns = torch.as_tensor(self.reference_genes_.get_indexer(chosen), dtype=torch.long)
         device, dtype = self.module.device, next(self.module.parameters()).dtype
         chunk = _default_chunk() if batch_size is None else int(batch_size)

@@ -1,0 +1,49 @@
+"""SpatialImputer on inputs of real spatial and reference pairs: reference genes without
+counts, and the like (found on the RCTD pairs of /work/shared/data)."""
+
+import warnings
+
+import pytest
+from scipy import sparse
+
+import deltavae as dv
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+@pytest.fixture(scope="module")
+def silent_pair():
+    """Spots measuring the first 30 of 40 genes, and a reference that never counts two of the
+    other 10 (as 285 of the lymph-node reference's genes the Visium spots lack)."""
+    cells = dv.datasets.synthetic_counts(n_cells=200, n_genes=40, n_clusters=3, seed=0)
+    ref, spots = cells[:100].copy(), cells[100:, :30].copy()
+    counts = sparse.lil_matrix(ref.X)
+    counts[:, [35, 37]] = 0
+    ref.X = sparse.csr_matrix(counts)
+    return spots, ref, [ref.var_names[35], ref.var_names[37]]
+
+
+@pytest.fixture(scope="module")
+def silent_model(silent_pair):
+    spots, ref, _ = silent_pair
+    model = dv.model.SpatialImputer.from_reference(
+        spots, reference=ref, labels_key="cluster", profiles="type"
+    )
+    model.train(max_epochs=5, **TRAIN)
+    return model
+
+
+def test_imputing_reference_genes_without_counts_is_warned_naming_them(silent_pair, silent_model):
+    """They came out a constant ~1e-7 in every spot, silently (lymph-node pair: 285 genes)."""
+    _, ref, silent = silent_pair
+    counted = ref.var_names[34]
+    with pytest.warns(UserWarning, match="1 of the 2 genes imputed have no counts in the ref"):
+        values = silent_model.impute([counted, silent[0]])
+    assert values[silent[0]].max() < 1e-6 < values[counted].min()  # what is warned
+    with pytest.warns(UserWarning, match=rf"2 of the 10 genes .*{silent[1]}.*filter_genes"):
+        silent_model.impute()  # every unmeasured gene: how to leave them out
+    with pytest.warns(UserWarning, match="no counts in the reference"):
+        silent_model.write_to_adata(silent_pair[0].copy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        silent_model.impute([counted])  # counted genes only: nothing said
