@@ -15,6 +15,7 @@ so only these per-spot factors matter).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -33,6 +34,12 @@ from ._genes import _refuse_duplicates
 from ._imputer_reference import shared_advice
 from ._matrices import column_sums
 from ._reference_labels import check_reference_labels
+from ._shared_genes import warn_few_shared
+
+#: The notes of from_reference on the genes shared, said once by cross_validate of the data
+#: given: in a fold they counted the shared genes less the hidden ones (a pair of 124 shared
+#: genes was told, fold after fold, "share only 99 genes ... use the same identifiers").
+_SAID_ONCE = (r"spots and reference share only \d+ genes", r".*reference genes only ignoring case")
 
 #: impute(spots with the visible genes, reference, hidden genes) -> spots x genes, with at
 #: least the hidden and the visible genes.
@@ -116,7 +123,10 @@ def cross_validate_genes(
 
 def _deltavae_imputer(from_reference: Callable, train_kwargs: dict) -> Imputer:
     def impute(spots: AnnData, reference: AnnData, hidden: list) -> pd.DataFrame:
-        model = from_reference(spots, reference=reference)
+        with warnings.catch_warnings():  # said once by cross_validate, of the data given
+            for message in _SAID_ONCE:
+                warnings.filterwarnings("ignore", message=message)
+            model = from_reference(spots, reference=reference)
         model.train(**train_kwargs)
         # Genes the reference never counts are no reference gene: 0, as its counts predict
         # (left unscored, as cross_validate says).
@@ -157,6 +167,8 @@ class ImputerCrossValMixin:
         runs it. Trains ``n_folds`` models; ``scvi.settings.seed`` is set to ``seed`` before
         each, so a seed repeats the table, and put back after the last with the global
         generators it reseeds (the user's own seed and random streams go on as before).
+        What :meth:`from_reference` says of the genes shared (few of them, or some only
+        ignoring case) is said once, of the data given, not of each fold's fewer genes.
 
         Parameters
         ----------
@@ -226,6 +238,8 @@ class ImputerCrossValMixin:
             )
         chosen = list(shared) if genes is None else _chosen_genes(genes, spots, reference)
         gene_folds(chosen, n_folds, seed)  # a bad n_folds refused before any training
+        effect = "the spots' states (and so the imputed genes) may be poorly determined"
+        warn_few_shared(spots, reference, shared, effect)  # not fold by fold: see _SAID_ONCE
         train_kwargs = {"max_epochs": max_epochs, **(train_kwargs or {})}
 
         def from_reference(data, reference):
