@@ -205,3 +205,18 @@ def test_nmfdeconv_not_converged_note_has_no_warm_up():
         model.train(max_epochs=2, enable_progress_bar=False)
     notes = [str(w.message) for w in caught if issubclass(w.category, NotConvergedWarning)]
     assert notes and not any("warm-up" in note for note in notes)
+
+
+def test_a_measured_gene_asked_of_the_imputed_genes_is_told_it_is_the_spots_own():
+    """Hippocampus Visium's measured 'Rpl7', asked of obsm['imputed'] (the genes the spots
+    did not measure), was told "did you mean 'Rpl13a'?", another gene."""
+    spots = _spots()
+    spots.var_names = ["Rpl7", "Acta2"]
+    imputed = pd.DataFrame(1.0, index=spots.obs_names, columns=["Rpl13a", "Rpl8"])
+    spots.obsm["imputed"] = imputed
+    said = r"\['Rpl7'\] are genes of adata.var_names.*dv.pl.embedding\(adata, basis='spatial'"
+    with pytest.raises(KeyError, match=said) as error:
+        dv.pl.spatial_proportions(spots, key="imputed", columns=["Rpl7"], show=False)
+    assert "did you mean" not in str(error.value)
+    with pytest.raises(KeyError, match="'Rpl9': did you mean 'Rpl8'"):  # a typo still hinted
+        dv.pl.spatial_proportions(spots, key="imputed", columns=["Rpl9"], show=False)

@@ -63,10 +63,22 @@ def _spatial_values(
         columns = [str(c) if isinstance(c, int | np.integer) else c for c in columns]
     missing = [c for c in columns if c not in values.columns]
     if missing:
+        # A gene the spots measured is none of the imputed ones: "did you mean" named another
+        # gene for it (hippocampus Visium's 'Rpl7': "did you mean 'Rpl13a'?").
+        genes = [c for c in missing if isinstance(c, str) and c in adata.var_names]
+        hints = "".join(
+            f" {c!r}: {h}"
+            for c in missing
+            if c not in genes and (h := did_you_mean(c, values.columns))
+        )
+        if genes:
+            hints += (
+                f" {short_repr(genes)} are genes of adata.var_names, the spots' own counts: "
+                f"draw them with dv.pl.embedding(adata, basis={basis!r}, color={genes!r})."
+            )
         raise KeyError(
             f"{missing} are not columns of obsm[{key!r}]: "
-            f"{short_repr(list(values.columns), n=20, unit='columns')}."
-            + "".join(f" {c!r}: {h}" for c in missing if (h := did_you_mean(c, values.columns)))
+            f"{short_repr(list(values.columns), n=20, unit='columns')}." + hints
         )
     return values, values[list(columns)]
 
