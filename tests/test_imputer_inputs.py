@@ -47,3 +47,22 @@ def test_imputing_reference_genes_without_counts_is_warned_naming_them(silent_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         silent_model.impute([counted])  # counted genes only: nothing said
+
+
+def test_a_spot_gene_the_reference_lacks_is_told_as_the_spots_own_not_a_typo(silent_pair):
+    """Hippocampus Visium's measured 'Rpl7', which the reference lacks, was asked of
+    impute() and told "Check their spelling ('Rpl7': did you mean 'Rpl8' ...?)"."""
+    spots, ref, _ = silent_pair
+    spots = spots.copy()
+    spots.var_names = [*spots.var_names[:-1], "gene_9x"]  # measured, not a reference gene
+    model = dv.model.SpatialImputer.from_reference(
+        spots, reference=ref, labels_key="cluster", profiles="type"
+    )
+    model.train(max_epochs=1, **TRAIN)
+    said = r"\['gene_9x'\] are genes the spots measured and the reference lacks.*spots\[:, "
+    for adata in (None, spots[:5]):  # the spots given to from_reference, or those passed
+        with pytest.raises(KeyError, match=said) as error:
+            model.impute(["gene_9x"], adata=adata)
+        assert "did you mean" not in str(error.value)
+    with pytest.raises(KeyError, match="did you mean 'gene_3"):  # a typo is still a typo
+        model.impute(["gene_3x"])

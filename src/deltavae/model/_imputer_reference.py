@@ -119,8 +119,9 @@ def shared_advice(spot_genes, genes, n_counted: int, datasets=None) -> str:
     return advice
 
 
-def requested_genes(known: pd.Index, measured, genes) -> pd.Index:
-    """The reference genes ``genes`` names (``None``: those not ``measured``), checked."""
+def requested_genes(known: pd.Index, measured, genes, spot_genes=()) -> pd.Index:
+    """The reference genes ``genes`` names (``None``: those not ``measured``), checked;
+    ``spot_genes``, all the spots' genes, tell those named that only the spots hold."""
     if isinstance(genes, AnnData | pd.DataFrame):  # read gene by gene, it named every row
         raise TypeError(
             f"genes takes gene names; got {type(genes).__name__}. impute() gives the model's "
@@ -157,7 +158,8 @@ def requested_genes(known: pd.Index, measured, genes) -> pd.Index:
         raise KeyError(
             f"{len(unknown)} requested genes are not reference genes: "
             f"{short_repr(unknown.tolist(), n=10)}; the model can impute only the reference's "
-            f"{len(known)} genes (model.reference_genes_). " + _unknown_advice(unknown, known)
+            f"{len(known)} genes (model.reference_genes_). "
+            + _unknown_advice(unknown, known, spot_genes)
         )
     if genes.has_duplicates:  # columns of obsm["imputed"]: h5ad refuses repeated names
         repeated = genes[genes.duplicated()].unique()[:5].tolist()
@@ -185,9 +187,18 @@ def warn_silent_genes(chosen: pd.Index, silent: pd.Index, named: bool) -> None:
     )
 
 
-def _unknown_advice(unknown: pd.Index, known: pd.Index) -> str:
+def _unknown_advice(unknown: pd.Index, known: pd.Index, spot_genes=()) -> str:
     """What to do about requested genes the model does not know: the reference's spelling
-    where ignoring case finds them."""
+    where ignoring case finds them; the spots' own counts of those the spots measured (their
+    name was hinted as a typo of another gene: hippocampus Visium's 'Rpl7', "did you mean
+    'Rpl8'?")."""
+    measured = unknown[unknown.isin(np.asarray(spot_genes).astype(str))]
+    if len(measured):
+        return (
+            f"{short_repr(measured.tolist())} are genes the spots measured and the reference "
+            "lacks: the model imputes reference genes only, and their counts are the spots' "
+            f"own (spots[:, {measured.tolist()!r}].X)."
+        )
     found = list(case_only_matches(unknown, known).items())
     if found:
         return (

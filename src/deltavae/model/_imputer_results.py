@@ -104,7 +104,9 @@ class ImputerResultsMixin:
         positions, names = self._spot_positions(adata, indices)  # checked before the state
         self._check_if_trained(warn=False)
         check_own_adata(self)  # its counts, read below, not normalised in place since setup
-        chosen = requested_genes(self.reference_genes_, self.adata.var_names, genes)
+        given = getattr(self, "_query_adata", None) if adata is None else adata
+        spot_genes = () if given is None else given.var_names  # the model's: the shared only
+        chosen = requested_genes(self.reference_genes_, self.adata.var_names, genes, spot_genes)
         warn_silent_genes(chosen, self._silent_genes, named=genes is not None)
         columns = torch.as_tensor(self.reference_genes_.get_indexer(chosen), dtype=torch.long)
         device, dtype = self.module.device, next(self.module.parameters()).dtype
