@@ -220,3 +220,27 @@ def test_a_measured_gene_asked_of_the_imputed_genes_is_told_it_is_the_spots_own(
     assert "did you mean" not in str(error.value)
     with pytest.raises(KeyError, match="'Rpl9': did you mean 'Rpl8'"):  # a typo still hinted
         dv.pl.spatial_proportions(spots, key="imputed", columns=["Rpl9"], show=False)
+
+
+def test_missing_spot_coordinates_are_told_where_they_go_not_to_compute_a_umap():
+    """Spots without obsm['spatial'] (a Slide-seq table read with x and y in obs) were told
+    "Compute it first, e.g. sc.tl.umap(adata)" by dv.pl.embedding(basis='spatial') and by
+    cluster_probabilities, and only the obsm keys there are by spatial_proportions."""
+    spots = _spots()
+    spots.obs["x"], spots.obs["y"] = spots.obsm.pop("spatial").T
+    spots.obsm["cgmdvae_cluster_probs"] = np.full((spots.n_obs, 2), 0.5)
+    fix = r"adata.obsm\['spatial'\] = adata.obs\[\['x', 'y'\]\].to_numpy\(\)"
+    draws = [
+        lambda: dv.pl.spatial_proportions(spots, show=False),
+        lambda: dv.pl.embedding(spots, basis="spatial", color="x", show=False),
+        lambda: dv.pl.cluster_probabilities(spots, basis="spatial", show=False),
+    ]
+    for draw in draws:
+        with pytest.raises(KeyError, match=fix) as error:
+            draw()
+        assert "umap" not in str(error.value)
+    del spots.obs["x"]  # no columns to take them from: where they go, still
+    with pytest.raises(KeyError, match=r"coordinates go in adata.obsm\['spatial'\]"):
+        dv.pl.spatial_proportions(spots, show=False)
+    with pytest.raises(KeyError, match=r"sc.tl.umap\(adata\)"):  # an embedding: compute it
+        dv.pl.embedding(spots, basis="umap", color="y", show=False)

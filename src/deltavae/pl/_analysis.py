@@ -16,6 +16,7 @@ from .._close_names import did_you_mean, suffixed_hint
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
 from ..metrics._perturbation import gene_means
+from ._basis import missing_basis
 from ._spatial import _AXIS_NAMES, _bound, _bounds
 from ._tissue import DEFAULT, PLACING, doc_tissue, draw_tissue, placed, spot_drawer, tissue
 from ._utils import (
@@ -117,10 +118,10 @@ def _coordinates(adata: AnnData, basis: str) -> tuple[np.ndarray, str]:
             if coords.ndim != 2 or coords.shape[1] < 2:
                 raise ValueError(f"obsm[{key!r}] has shape {coords.shape}; expected (cells, 2+).")
             return coords[:, :2], _AXIS_NAMES.get(name, name)
-    raise KeyError(
-        f"basis={basis!r} is not in adata.obsm; {did_you_mean(basis, adata.obsm, end=' ')}"
-        f"available: {list(adata.obsm)}. Compute it "
-        "first, e.g. sc.pp.neighbors(adata, use_rep='X_cgmdvae'); sc.tl.umap(adata)."
+    raise missing_basis(
+        adata,
+        basis,
+        "Compute it first, e.g. sc.pp.neighbors(adata, use_rep='X_cgmdvae'); sc.tl.umap(adata).",
     )
 
 

@@ -19,6 +19,7 @@ from .._checks import check_bools, missing_layer_text, no_column
 from .._close_names import did_you_mean
 from .._docs import doc_params, doc_show_save
 from .._renamed import renamed_keywords
+from ._basis import missing_basis
 from ._colours import axes_per_colour, each_colour, fill_palette
 from ._legends import colorbar_as_tall, room_for_legends
 from ._tissue import PLACING, Tissue, draw_tissue, tissue
@@ -105,11 +106,7 @@ def embedding(
     given = axes_per_colour(ax, list(color)) if several and ax is not None else None
     name = basis.removeprefix("X_")
     if basis not in adata.obsm and f"X_{name}" not in adata.obsm:
-        raise KeyError(
-            f"basis={basis!r} is not in adata.obsm; {did_you_mean(basis, adata.obsm, end=' ')}"
-            f"available: {list(adata.obsm)}. "
-            "Compute it first, e.g. sc.tl.umap(adata)."
-        )
+        raise missing_basis(adata, basis, "Compute it first, e.g. sc.tl.umap(adata).")
     # scanpy labels the axes "UMAP1", "UMAP2" for basis "umap" but "X_umap1" for "X_umap".
     key = name if f"X_{name}" in adata.obsm else basis
     stored = f"X_{name}" if key == name and f"X_{name}" in adata.obsm else basis

@@ -16,6 +16,7 @@ from .._checks import check_bools, check_ncols, short_repr
 from .._close_names import did_you_mean
 from .._docs import doc_ax, doc_params, doc_show_save, doc_title_figsize
 from .._warn import warn_user
+from ._basis import missing_basis
 from ._tissue import DEFAULT, PLACING, doc_tissue, draw_tissue, placed, spot_drawer, tissue
 from ._utils import (
     as_names,
@@ -309,10 +310,7 @@ def spatial_proportions(
     keys = dict.fromkeys((basis, f"X_{basis.removeprefix('X_')}", basis.removeprefix("X_")))
     found = [k for k in keys if k in adata.obsm]
     if not found:
-        raise KeyError(
-            f"basis={basis!r} is not in adata.obsm; {did_you_mean(basis, adata.obsm, end=' ')}"
-            f"available: {list(adata.obsm)}."
-        )
+        raise missing_basis(adata, basis, "")
     coords = np.asarray(adata.obsm[found[0]], dtype=float)
     # scanpy's axis labels: spatial1 and spatial2, UMAP1 and UMAP2
     axis_name = found[0].removeprefix("X_")
