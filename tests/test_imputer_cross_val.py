@@ -195,3 +195,15 @@ def test_the_genes_shared_are_said_once_of_the_data_given_not_of_each_fold():
         cross_validate(spots[:, 40:].copy(), ref, n_folds=5, max_epochs=2)  # 70 shared
     shared = [str(w.message) for w in said if "share only" in str(w.message)]
     assert len(shared) == 1 and shared[0].startswith("spots and reference share only 70 genes")
+
+
+def test_a_genes_score_does_not_depend_on_the_other_genes_chosen(pair):
+    """With genes= a few genes, each spot was divided by its counts of the other genes chosen
+    alone, not of every visible shared gene: on hippocampus Visium, Mbp's PCC was 0.57
+    cross-validated beside 4 genes, 0.89 divided by the other 123 shared genes. The fold
+    hiding 'marker' alone trains the same model whichever genes are chosen beside it."""
+    spots, ref = pair
+    one = cross_validate(spots, ref, genes=["marker", "noise", "gene_3"], n_folds=3)
+    other = cross_validate(spots, ref, genes=["marker", "gene_7", "gene_9"], n_folds=3)
+    columns = ["pcc", "ssim", "rmse", "jsd"]
+    pd.testing.assert_series_equal(one.loc["marker", columns], other.loc["marker", columns])
