@@ -322,7 +322,10 @@ def _spatial_plots(
             else:
                 tissue = {"img_key": None} if len(libraries) > 1 else {}
             title = None if value is None else f"{column} {value}"
-            dv.pl.spatial_proportions(spots, key, save=files[-1], show=False, title=title, **tissue)
+            every = list(spots.obsm[key].columns)  # each state, past pl's default 100 too
+            dv.pl.spatial_proportions(
+                spots, key, every, save=files[-1], show=False, title=title, **tissue
+            )
     if model_name == "archetypes" and "elbow" in results.uns[model.uns_key]:
         files.append(folder / "archetype_elbow.png")
         dv.pl.archetype_elbow(results, save=files[-1], show=False)

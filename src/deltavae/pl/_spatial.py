@@ -33,6 +33,8 @@ from ._utils import (
     wrapped_title,
 )
 
+#: Most panels spatial_proportions draws without columns= (obsm["imputed"] holds every gene).
+MAX_DEFAULT_PANELS = 100
 #: Axis names of the usual embeddings, as scanpy labels them (PC1, not PCA1).
 _AXIS_NAMES = {"umap": "UMAP", "tsne": "tSNE", "pca": "PC"}
 
@@ -58,6 +60,12 @@ def _spatial_values(
         values = pd.DataFrame(np.asarray(values), index=adata.obs_names)
         values.columns = [str(c) for c in values.columns]
     if columns is None:
+        if values.shape[1] > MAX_DEFAULT_PANELS:  # SpatialImputer's 9,679 lymph-node genes
+            raise ValueError(
+                f"obsm[{key!r}] holds {values.shape[1]} columns, a panel each by default (183 "
+                f"took 10 s): pass columns=, e.g. columns={list(values.columns[:4])!r}; "
+                f"columns=list(adata.obsm[{key!r}].columns) draws every one."
+            )
         return values, values
     columns = as_names(columns, "columns")
     if numbered:  # an array's columns are its positions: 0 and "0" name the same one
@@ -250,7 +258,8 @@ def spatial_proportions(
         ``columns=`` the genes to draw), ``"proportions_true"`` (pseudo-spots) ...; the colour
         bar names what the entry holds.
     columns
-        Column(s) to draw; default all.
+        Column(s) to draw; default all, up to 100 (``obsm["imputed"]`` of every gene is
+        refused without ``columns=``).
     basis
         obsm entry with the x/y coordinates (``"X_<basis>"`` too, as scanpy looks them up);
         ``"spatial"`` (image coordinates) is drawn with the y axis pointing down, as scanpy
