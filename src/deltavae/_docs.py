@@ -156,7 +156,8 @@ batch_size
 
 Returns
 -------
-The keys written, as ``"slot/key"`` strings."""
+The keys written, as ``"slot/key"`` strings. A write that fails midway leaves ``adata`` as
+it was: none of its results, no key of the user's or of another model replaced."""
 
 doc_write_keyed = doc_write.replace(
     "during inference.\n",

@@ -11,6 +11,7 @@ from anndata.io import read_elem, write_elem
 
 from .._anndata_or_folder import check_anndata
 from .._io import made_unique_in_memory, result_slots, write_obs_columns
+from .._unchanged_on_failure import unchanged_on_failure
 from ._left_out import fitted_mask, write_fitted_spots
 from ._matrices import check_still_on_disk, memory_copy, on_disk
 from ._result_writers import note_writer
@@ -141,84 +142,95 @@ def writes_backed(write_to_adata):
     def write(self, adata: AnnData | None = None, *args, **kwargs):
         adata = check_anndata(adata)
         given = getattr(self, "_query_adata", None)
-        if adata is None:  # the AnnData given to load or from_reference: moved or deleted
-            check_still_on_disk(given)  # since, h5py's error named neither it nor a fix
-        target = None if adata is None and given is None else self._write_target(adata)
-        if target is not None and not target.is_view:  # a view is refused below
-            _check_file_cells(target)
-        # scanpy's colours and dendrograms of the columns the results may replace (of the
-        # model's own AnnData where none is given)
-        derived = columns_with_scanpy_keys(self.adata if target is None else target)
-        # obs columns before the write: those it removes (an earlier model's stale labels)
-        had = list((self.adata if target is None else target).obs.columns)
-        if adata is None and given is not None and given.is_view:
-            # load(dir, spots[mask]) or model.adata = spots[mask]: the model reads a copy.
-            raise ValueError(
-                "The AnnData the model was given (to load, or as model.adata) is a view "
-                "(adata[mask]): anndata would write the results into a copy of it, and the "
-                "AnnData it views would get nothing. Pass the AnnData to write into, a copy "
-                "you keep: sub = adata[mask].copy(); model.write_to_adata(sub)."
-            )
-        fitted = fitted_mask(self, target)
-        if fitted is not None:  # spots left out of a per-spot fit: missing values there
-            keys = write_fitted_spots(self, write, target, fitted, *args, **kwargs)
-        elif _has_more_genes(self, adata):
-            # The whole object of a model trained on some of its genes (highly variable ones,
-            # those shared with a reference): the results are per cell, so compute them on
-            # the model's genes (read into memory from a backed or read_lazy whole) and write
-            # them into the whole.
-            sub = memory_copy(adata[:, _model_genes(self)])
-            keys = write_to_adata(self, sub, *args, **kwargs)
-            adata.obs.drop(columns=[c for c in had if c not in sub.obs], inplace=True)
-            for key in keys:
-                slot, name = key.split("/", 1)
-                value = getattr(sub, slot)[name]
-                # By position (the same cells), keeping the dtype (categorical clusters).
-                getattr(adata, slot)[name] = value.values if slot == "obs" else value
-        elif adata is not None and adata.is_view and adata.n_vars < adata._adata_ref.n_vars:
-            # The advice of the genes check (adata[:, model.adata.var_names]) for the whole
-            # object of a gene subset: anndata would write into a copy of the view.
-            raise ValueError(
-                "adata is a view of some genes of an AnnData (adata[:, genes]): anndata would "
-                "write the results into a copy of it, and the AnnData it views would get "
-                "nothing. Pass the whole AnnData: model.write_to_adata(adata) computes the "
-                "results on the model's genes and writes them into it."
-            )
-        elif adata is not None and adata.is_view:
-            raise ValueError(
-                "adata is a view (adata[mask]): anndata would write the results into a copy "
-                "of it, and the AnnData it views would get nothing. Write into the whole "
-                "AnnData (model.write_to_adata(adata)), or into a copy you keep: "
-                "sub = adata[mask].copy(); model.write_to_adata(sub)."
-            )
-        else:
-            keys = write_to_adata(self, adata, *args, **kwargs)
-        adata = self._write_target(adata)
-        removed = [c for c in had if c not in adata.obs]
-        forget_scanpy_keys(adata, removed)
-        update_scanpy_keys(adata, keys, derived)
-        note_writer(self, adata, keys)  # another model's results replaced: said
-        if adata.isbacked and not adata.file.is_open:
-            adata.file.open()  # closed by anndata's to_memory of it or a view (from_reference)
-        if adata.isbacked:
-            if adata.file["obs"].file.mode == "r":
-                warn_user(
-                    f"{adata.filename} is open read-only: {', '.join(keys)} are in memory only "
-                    "and leave with the session. To keep them in the file, reopen it for writing "
-                    "and write again: adata.file.close(); adata.file.open(filemode='r+'); "
-                    "model.write_to_adata(adata); or write them in as they are: "
-                    "dv.write_results_to_store(adata, keys, adata.filename)."
-                )
-            else:
-                _write_into_file(adata, keys)
-                remove_obs_columns(adata.file["obs"].file, removed)
-        elif _in_zarr_store(adata):  # read_lazy's: nothing writes into it by itself
-            warn_user(
-                f"{', '.join(keys)} are in memory only: adata's data stay in their zarr store, "
-                "which write_to_adata does not change. To keep them there: "
-                f"dv.write_results_to_store(adata, keys, {_store_of(adata)!r})."
-            )
-        return keys
+        mine = adata if adata is not None else given if given is not None else self.adata
+        # A step failing midway (a colour, a marker table, a warning made an error) leaves
+        # the AnnData as it was, not with some of the results (another model's replaced).
+        with unchanged_on_failure(adata, mine):
+            return _write(self, write, write_to_adata, adata, *args, **kwargs)
 
     write.writes_backed = True  # tested for by every model class
     return write
+
+
+def _write(self, write, write_to_adata, adata, *args, **kwargs) -> list[str]:
+    """The body of :func:`writes_backed`' ``write``: ``write_to_adata`` of ``self`` into
+    ``adata`` (``write``: the decorated method, for the spots left out of a fit)."""
+    given = getattr(self, "_query_adata", None)
+    if adata is None:  # the AnnData given to load or from_reference: moved or deleted
+        check_still_on_disk(given)  # since, h5py's error named neither it nor a fix
+    target = None if adata is None and given is None else self._write_target(adata)
+    if target is not None and not target.is_view:  # a view is refused below
+        _check_file_cells(target)
+    # scanpy's colours and dendrograms of the columns the results may replace (of the
+    # model's own AnnData where none is given)
+    derived = columns_with_scanpy_keys(self.adata if target is None else target)
+    # obs columns before the write: those it removes (an earlier model's stale labels)
+    had = list((self.adata if target is None else target).obs.columns)
+    if adata is None and given is not None and given.is_view:
+        # load(dir, spots[mask]) or model.adata = spots[mask]: the model reads a copy.
+        raise ValueError(
+            "The AnnData the model was given (to load, or as model.adata) is a view "
+            "(adata[mask]): anndata would write the results into a copy of it, and the "
+            "AnnData it views would get nothing. Pass the AnnData to write into, a copy "
+            "you keep: sub = adata[mask].copy(); model.write_to_adata(sub)."
+        )
+    fitted = fitted_mask(self, target)
+    if fitted is not None:  # spots left out of a per-spot fit: missing values there
+        keys = write_fitted_spots(self, write, target, fitted, *args, **kwargs)
+    elif _has_more_genes(self, adata):
+        # The whole object of a model trained on some of its genes (highly variable ones,
+        # those shared with a reference): the results are per cell, so compute them on
+        # the model's genes (read into memory from a backed or read_lazy whole) and write
+        # them into the whole.
+        sub = memory_copy(adata[:, _model_genes(self)])
+        keys = write_to_adata(self, sub, *args, **kwargs)
+        adata.obs.drop(columns=[c for c in had if c not in sub.obs], inplace=True)
+        for key in keys:
+            slot, name = key.split("/", 1)
+            value = getattr(sub, slot)[name]
+            # By position (the same cells), keeping the dtype (categorical clusters).
+            getattr(adata, slot)[name] = value.values if slot == "obs" else value
+    elif adata is not None and adata.is_view and adata.n_vars < adata._adata_ref.n_vars:
+        # The advice of the genes check (adata[:, model.adata.var_names]) for the whole
+        # object of a gene subset: anndata would write into a copy of the view.
+        raise ValueError(
+            "adata is a view of some genes of an AnnData (adata[:, genes]): anndata would "
+            "write the results into a copy of it, and the AnnData it views would get "
+            "nothing. Pass the whole AnnData: model.write_to_adata(adata) computes the "
+            "results on the model's genes and writes them into it."
+        )
+    elif adata is not None and adata.is_view:
+        raise ValueError(
+            "adata is a view (adata[mask]): anndata would write the results into a copy "
+            "of it, and the AnnData it views would get nothing. Write into the whole "
+            "AnnData (model.write_to_adata(adata)), or into a copy you keep: "
+            "sub = adata[mask].copy(); model.write_to_adata(sub)."
+        )
+    else:
+        keys = write_to_adata(self, adata, *args, **kwargs)
+    adata = self._write_target(adata)
+    removed = [c for c in had if c not in adata.obs]
+    forget_scanpy_keys(adata, removed)
+    update_scanpy_keys(adata, keys, derived)
+    note_writer(self, adata, keys)  # another model's results replaced: said
+    if adata.isbacked and not adata.file.is_open:
+        adata.file.open()  # closed by anndata's to_memory of it or a view (from_reference)
+    if adata.isbacked:
+        if adata.file["obs"].file.mode == "r":
+            warn_user(
+                f"{adata.filename} is open read-only: {', '.join(keys)} are in memory only "
+                "and leave with the session. To keep them in the file, reopen it for writing "
+                "and write again: adata.file.close(); adata.file.open(filemode='r+'); "
+                "model.write_to_adata(adata); or write them in as they are: "
+                "dv.write_results_to_store(adata, keys, adata.filename)."
+            )
+        else:
+            _write_into_file(adata, keys)
+            remove_obs_columns(adata.file["obs"].file, removed)
+    elif _in_zarr_store(adata):  # read_lazy's: nothing writes into it by itself
+        warn_user(
+            f"{', '.join(keys)} are in memory only: adata's data stay in their zarr store, "
+            "which write_to_adata does not change. To keep them there: "
+            f"dv.write_results_to_store(adata, keys, {_store_of(adata)!r})."
+        )
+    return keys

@@ -1,0 +1,74 @@
+"""A call that writes into the user's AnnData and fails midway leaves it as it was: no
+results half written, no key of the user's or of another model replaced
+(_unchanged_on_failure.py)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scvi
+from _anndata_state import assert_unchanged, state
+
+import deltavae as dv
+
+TRAIN = {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False}
+
+
+@pytest.fixture(scope="module")
+def labelled():
+    """A supervised CGMDVAE with the user's colours of its labels, its results written once
+    under key_added="first"."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=20, n_clusters=2, n_conditions=1, seed=0
+    )
+    adata.obs["cluster"] = adata.obs["cluster"].astype(str).astype("category")
+    adata.uns["cluster_colors"] = ["#ff0000", "#00ff00"]
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="cluster")
+    scvi.settings.seed = 0
+    model = dv.model.CGMDVAE(adata, n_clusters=2, n_hidden=8, n_latent=2, n_latent_w=2)
+    model.train(**TRAIN)
+    model.write_to_adata(key_added="first")
+    return model, adata
+
+
+def test_a_write_failing_midway_leaves_the_anndata_as_it_was(labelled, monkeypatch):
+    """CGMDVAE's write_to_adata wrote obsm["X_cgmdvae"] and obsm["X_cgmdvae_w"] before the
+    labels' colours: a failure there left them beside the earlier results."""
+    import deltavae.model._cgmdvae_write as cgmdvae_write
+
+    model, adata = labelled
+    before = state(adata)
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("colours failed")
+
+    monkeypatch.setattr(cgmdvae_write, "carry_label_colours", failing)
+    with pytest.raises(RuntimeError, match="colours failed"):
+        model.write_to_adata(adata)
+    assert_unchanged(before, adata)
+    monkeypatch.undo()  # the same call, nothing failing: it writes
+    assert "obsm/X_cgmdvae" in model.write_to_adata(adata)
+    assert adata.obsm["X_cgmdvae"].shape == (120, 2)
+
+
+def test_a_write_refused_by_a_warning_keeps_the_other_models_results():
+    """With warnings as errors, write_to_adata's "replaced another model's results" warning
+    raised after the write: the other model's obsm["X_zinbvae"] was lost all the same."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=80, n_genes=12, n_clusters=2, n_conditions=2, seed=0
+    )
+    models = []
+    for batch_key in (None, "condition"):
+        dv.model.ZINBVAE.setup_anndata(adata, batch_key=batch_key)
+        scvi.settings.seed = 0
+        model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+        model.train(**TRAIN)
+        models.append(model)
+    models[0].write_to_adata(adata)
+    before = state(adata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="replaced obsm\\['X_zinbvae'\\]"):
+            models[1].write_to_adata(adata)
+    np.testing.assert_array_equal(adata.obsm["X_zinbvae"], before["obsm"]["X_zinbvae"])
+    assert_unchanged(before, adata)  # scvi-tools' codes of the first setup too
