@@ -72,3 +72,23 @@ def test_a_write_refused_by_a_warning_keeps_the_other_models_results():
             models[1].write_to_adata(adata)
     np.testing.assert_array_equal(adata.obsm["X_zinbvae"], before["obsm"]["X_zinbvae"])
     assert_unchanged(before, adata)  # scvi-tools' codes of the first setup too
+
+
+def test_from_reference_refusing_an_argument_keeps_another_models_setup():
+    """NMFDeconv.from_reference set the spots up before the model refused an argument; its
+    clean-up removed the keys it had added only: another model's scvi-tools ids
+    (uns["_scvi_manager_uuid"]) and codes stayed replaced by the failed model's."""
+    cells = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=30, n_clusters=2, n_conditions=1, seed=1
+    )
+    spots, ref = dv.datasets.pseudo_spots(
+        cells, "cluster", n_spots=40, cells_per_spot=(2, 5), seed=3
+    )
+    spots = spots.copy()
+    dv.model.NMFDeconv.from_reference(
+        spots, reference=ref, labels_key="cluster", inference="per_spot"
+    )
+    before = state(spots)
+    with pytest.raises(ValueError, match="n_hidden must be a positive integer"):
+        dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster", n_hidden=-3)
+    assert_unchanged(before, spots)

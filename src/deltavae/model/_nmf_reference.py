@@ -24,6 +24,7 @@ from .._checks import (
     short_repr,
 )
 from .._slashes import MESSAGE_START, PROPORTIONS_COLUMNS, renamed_column, warn_slashed
+from .._unchanged_on_failure import unchanged_on_failure
 from ._gene_advice import identifier_advice, names_column_advice
 from ._genes import _refuse_duplicates
 from ._matrices import adata_in_memory, memory_copy, on_disk, row_sums, to_memory
@@ -327,7 +328,9 @@ class FromReferenceMixin:
         model reads its genes from each minibatch.
         A view of the spots (``spots[mask]``), which cannot hold a setup, is copied into
         memory first, as :meth:`deltavae.model.SpatialImputer.from_reference` copies its spots:
-        the model holds the copy (``model.adata``), and ``spots`` is unchanged.
+        the model holds the copy (``model.adata``), and ``spots`` is unchanged. A call that
+        fails (a model argument refused) leaves ``spots`` as they were, another model's setup
+        of them included.
 
         Parameters
         ----------
@@ -426,13 +429,9 @@ class FromReferenceMixin:
             # Said above, or chosen (n_markers): not again by the model built below.
             warnings.filterwarnings("ignore", message=r"spots and signatures share only")
             warnings.filterwarnings("ignore", message=MESSAGE_START)  # said above, by labels_key
-            kept = [(slot, set(slot)) for slot in (spots.obs, spots.uns, spots.obsm)]
-            with spots_named():  # its errors say spots.X, not adata.X
-                cls.setup_anndata(spots, layer=layer, spot_index=spot_index)
-            try:
+            # A bad model argument: the spots left as they were, another model's setup of
+            # them (scvi-tools' ids and codes) too, not only without the keys added.
+            with unchanged_on_failure(spots):
+                with spots_named():  # its errors say spots.X, not adata.X
+                    cls.setup_anndata(spots, layer=layer, spot_index=spot_index)
                 return cls(spots, signatures=signatures[expressed], **model_kwargs)
-            except Exception:  # e.g. a bad model argument: the spots are left as they were
-                for slot, keys in kept:
-                    for key in set(slot) - keys:
-                        del slot[key]
-                raise
