@@ -92,3 +92,34 @@ def test_from_reference_refusing_an_argument_keeps_another_models_setup():
     with pytest.raises(ValueError, match="n_hidden must be a positive integer"):
         dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster", n_hidden=-3)
     assert_unchanged(before, spots)
+
+
+def _failing(*args, **kwargs):
+    raise KeyboardInterrupt  # an interrupt, or a field's check, partway through
+
+
+@pytest.mark.parametrize("model", ["ZINBVAE", "NMFDeconv"])
+def test_setup_failing_partway_keeps_another_models_setup(model, monkeypatch):
+    """scvi-tools registers a setup's fields one after the other: one failing (an interrupt
+    over a large AnnData) left the fields before it written over another model's codes
+    (obs["_scvi_batch"] of CGMDVAE's condition became ZINBVAE's batch), and a spot model's
+    obs["_indices"] written before the registration."""
+    from scvi.data import fields
+
+    from deltavae.model._labels import ConditionsByName
+
+    adata = dv.datasets.synthetic_counts(
+        n_cells=60, n_genes=10, n_clusters=2, n_conditions=2, seed=0
+    )
+    adata.obs["donor"] = np.array(["d1", "d2", "d3"])[np.arange(60) % 3]
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="cluster", condition_key="condition")
+    before = state(adata)
+    if model == "ZINBVAE":  # its batch registered, then its covariates fail
+        monkeypatch.setattr(ConditionsByName, "register_field", _failing)
+        kwargs = {"batch_key": "donor", "categorical_covariate_keys": ["condition"]}
+    else:  # its spots' rows written, then their registration fails
+        monkeypatch.setattr(fields.NumericalObsField, "register_field", _failing)
+        kwargs = {"spot_index": True}
+    with pytest.raises(KeyboardInterrupt):
+        getattr(dv.model, model).setup_anndata(adata, **kwargs)
+    assert_unchanged(before, adata)

@@ -19,6 +19,7 @@ from scvi.data.fields import LayerField, NumericalObsField
 
 from .._checks import dense, short_repr
 from .._rng import start_seed
+from .._unchanged_on_failure import unchanged_on_failure
 from ..train._data import DeltaDataManager
 from ._cell_selection import selected_rows as _selected_rows
 from ._empty_spots import drop_empty_spots, read_genes
@@ -293,11 +294,12 @@ class SpotModelMixin:
             )
         check_data(adata, layer, kind="counts", unit="spots")
         fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True), *extra_fields]
-        if spot_index:
-            adata.obs[SPOT_INDEX] = np.arange(adata.n_obs)
-            fields.append(NumericalObsField(REGISTRY_KEYS.INDICES_KEY, SPOT_INDEX))
-        adata_manager = DeltaDataManager(fields=fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
+        with unchanged_on_failure(adata):  # obs[SPOT_INDEX] not left by a failed registration
+            if spot_index:
+                adata.obs[SPOT_INDEX] = np.arange(adata.n_obs)
+                fields.append(NumericalObsField(REGISTRY_KEYS.INDICES_KEY, SPOT_INDEX))
+            adata_manager = DeltaDataManager(fields=fields, setup_method_args=setup_method_args)
+            adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
     def _counts(self):

@@ -37,6 +37,7 @@ from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, Sub
 from torch.utils.data._utils.collate import default_convert
 
 from .._rng import start_seed
+from .._unchanged_on_failure import unchanged_on_failure
 from ._label_split import keep_labels_in_training
 
 logger = logging.getLogger(__name__)
@@ -322,6 +323,13 @@ class _DaskReadingDataset(AnnTorchDataset):
 class DeltaDataManager(AnnDataManager):
     """scvi-tools' :class:`~scvi.data.AnnDataManager`, whose torch datasets read dask arrays
     as any other matrix (see :class:`_DaskReadingDataset`). Every model registers with it."""
+
+    def register_fields(self, adata, source_registry=None, **transfer_kwargs):
+        """scvi-tools' registration, ``adata`` left as it was if a field fails midway: the
+        fields before it had rewritten another setup's codes (``obs["_scvi_batch"]``, ...)
+        and ids (``uns["_scvi_uuid"]``), read as that setup's since."""
+        with unchanged_on_failure(adata):
+            super().register_fields(adata, source_registry, **transfer_kwargs)
 
     def create_torch_dataset(self, indices=None, data_and_attributes=None, **kwargs):
         dataset = _DaskReadingDataset(self, getitem_tensors=data_and_attributes, **kwargs)
