@@ -123,3 +123,24 @@ def test_setup_failing_partway_keeps_another_models_setup(model, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         getattr(dv.model, model).setup_anndata(adata, **kwargs)
     assert_unchanged(before, adata)
+
+
+@pytest.mark.parametrize(
+    ("model", "kwargs"),
+    [("CGMDVAE", {"condition_key": "donor"}), ("ZINBVAE", {"batch_key": "donor"})],
+)
+def test_setup_refused_by_its_warning_keeps_another_models_setup(model, kwargs):
+    """With warnings as errors, setup_anndata's "categories with fewer than 3 cells" warning
+    raised once scvi-tools had registered the fields: another model's codes and ids
+    (obs["_scvi_batch"], uns["_scvi_manager_uuid"]) were replaced by a setup never kept."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=60, n_genes=10, n_clusters=2, n_conditions=2, seed=0
+    )
+    adata.obs["donor"] = ["d1"] * 58 + ["d2"] * 2
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    before = state(adata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="fewer than 3 cells"):
+            getattr(dv.model, model).setup_anndata(adata, **kwargs)
+    assert_unchanged(before, adata)

@@ -13,6 +13,7 @@ from scvi.model.base import BaseModelClass, VAEMixin
 
 from .._checks import key_list, plain_keys
 from .._slashes import warn_slashed_condition_keys
+from .._unchanged_on_failure import unchanged_on_failure
 from ..distributions import Likelihood
 from ..module import CGMDVAEModule
 from ..train._data import DeltaDataManager
@@ -300,7 +301,8 @@ class CGMDVAE(
             )
         adata_manager = DeltaDataManager(fields=fields, setup_method_args=setup_method_args)
         unlabelled = {labels_key: mark} if labels_key else {}
-        with small_categories_named(adata, [*(conditions or []), *unlabelled], unlabelled, query):
+        named = small_categories_named(adata, [*(conditions or []), *unlabelled], unlabelled, query)
+        with unchanged_on_failure(adata), named:  # its warning made an error: as it was
             adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 

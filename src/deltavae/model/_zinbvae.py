@@ -23,6 +23,7 @@ from scvi.model.base import (
 
 from .._checks import key_list
 from .._docs import doc_params, doc_write_keyed
+from .._unchanged_on_failure import unchanged_on_failure
 from ..module import ZINBVAEModule
 from ..train._data import DeltaDataManager
 from ._backed import writes_backed
@@ -233,7 +234,8 @@ class ZINBVAE(
         ]
         adata_manager = DeltaDataManager(fields=fields, setup_method_args=setup_method_args)
         columns = [k for k in (batch_key, *(categorical_covariate_keys or [])) if k]
-        with small_categories_named(adata, columns, query="source_registry" in kwargs):
+        named = small_categories_named(adata, columns, query="source_registry" in kwargs)
+        with unchanged_on_failure(adata), named:  # its warning made an error: as it was
             adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
