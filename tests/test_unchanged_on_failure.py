@@ -144,3 +144,23 @@ def test_setup_refused_by_its_warning_keeps_another_models_setup(model, kwargs):
         with pytest.raises(UserWarning, match="fewer than 3 cells"):
             getattr(dv.model, model).setup_anndata(adata, **kwargs)
     assert_unchanged(before, adata)
+
+
+def test_from_reference_refused_keeps_the_users_own_setup_of_the_spots():
+    """The failed call's setup (layer=None) replaced the user's NMFDeconv setup of the spots
+    in scvi-tools' store: NMFDeconv(spots, signatures) built next read X, not the layer the
+    user had set them up with."""
+    cells = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=30, n_clusters=2, n_conditions=1, seed=1
+    )
+    spots, ref = dv.datasets.pseudo_spots(
+        cells, "cluster", n_spots=40, cells_per_spot=(2, 5), seed=3
+    )
+    spots = spots.copy()
+    spots.layers["counts"] = spots.X.copy()
+    signatures = dv.model.NMFDeconv.signatures_from_reference(ref, "cluster")
+    dv.model.NMFDeconv.setup_anndata(spots, layer="counts")
+    with pytest.raises(ValueError, match="n_hidden must be a positive integer"):
+        dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster", n_hidden=-3)
+    model = dv.model.NMFDeconv(spots, signatures=signatures)
+    assert model.registry_["setup_args"]["layer"] == "counts"

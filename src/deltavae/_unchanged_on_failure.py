@@ -46,14 +46,20 @@ def _put_back(adata: AnnData, kept: dict) -> None:
 
 
 @contextlib.contextmanager
-def unchanged_on_failure(*adatas: AnnData | None):
+def unchanged_on_failure(*adatas: AnnData | None, stores: tuple[dict, ...] = ()):
     """Within it, a failure (any exception, an interrupt) leaves each of ``adatas`` (``None``
     and views skipped: nothing is written into those) with the obs and var columns and the
-    uns, obsm, varm, layers, obsp and varp entries it had before, and raises."""
+    uns, obsm, varm, layers, obsp and varp entries it had before, and each of ``stores``
+    (scvi-tools' setups of a model class by AnnData id: the setup the ids put back name)
+    with the entries it had, and raises."""
     held = [(a, _kept(a)) for a in adatas if isinstance(a, AnnData) and not a.is_view]
+    entries = [(store, dict(store)) for store in stores]
     try:
         yield
     except BaseException:
         for adata, kept in held:
             _put_back(adata, kept)
+        for store, kept in entries:
+            store.clear()
+            store.update(kept)
         raise

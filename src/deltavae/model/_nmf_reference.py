@@ -430,8 +430,9 @@ class FromReferenceMixin:
             warnings.filterwarnings("ignore", message=r"spots and signatures share only")
             warnings.filterwarnings("ignore", message=MESSAGE_START)  # said above, by labels_key
             # A bad model argument: the spots left as they were, another model's setup of
-            # them (scvi-tools' ids and codes) too, not only without the keys added.
-            with unchanged_on_failure(spots):
+            # them (scvi-tools' ids and codes) too, not only without the keys added, and the
+            # user's own NMFDeconv setup of them (the one NMFDeconv(spots, ...) reads next).
+            with unchanged_on_failure(spots, stores=(cls._setup_adata_manager_store,)):
                 with spots_named():  # its errors say spots.X, not adata.X
                     cls.setup_anndata(spots, layer=layer, spot_index=spot_index)
                 return cls(spots, signatures=signatures[expressed], **model_kwargs)
