@@ -172,22 +172,28 @@ def test_predictions_on_the_observed_data_name_the_genes_a_query_lacks(tmp_path)
         q.train(max_epochs=1, **FAST)
     new = query[query.obs["condition"] == "new"].copy()
     lacks = r"adata lacks 3 of the model's 20 genes \(\['gene_0', 'gene_1', 'gene_2'\]\)"
-    with pytest.warns(UserWarning, match=lacks + r".*residual=True adds the change.*zero"):
+    learned = r"learned one from its query alone .*condition: 'new' -> 'ctrl'"
+    with (
+        pytest.warns(UserWarning, match=learned),
+        pytest.warns(UserWarning, match=lacks + r".*residual=True adds the change.*zero"),
+    ):
         out = q.translate(new, "ctrl", response_weight=0, seed=0)
     assert out.n_vars == 20  # the reference's genes, as documented
     with pytest.warns(UserWarning, match=lacks + r".*nearest_response.*method='latent_shift'"):
         q.predict_perturbation(new, "ctrl", method="nearest_response")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # decoded: every gene the model's own, nothing to say
+    with pytest.warns(UserWarning, match=learned) as said:
         q.translate(new, "ctrl", residual=False, seed=0)
+    assert len(said) == 1  # decoded: every gene the model's own, nothing else to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         q.predict_perturbation(new, "ctrl", method="latent_shift", seed=0)
         g.translate(adata[adata.obs["condition"] == "stim"].copy(), "ctrl", seed=0)
     # Saved with its aligned query and loaded without the query: its zeros are still named.
     q.save(tmp_path / "q", save_anndata=True)
     loaded = dv.model.CGMDVAE.load(tmp_path / "q")
     assert loaded.query_mapping_["genes_missing"] == ["gene_0", "gene_1", "gene_2"]
-    with pytest.warns(UserWarning, match=lacks):
-        loaded.translate(None, "ctrl", response_weight=0, seed=0)
+    with pytest.warns(UserWarning, match=learned), pytest.warns(UserWarning, match=lacks):
+        loaded.translate(None, "ctrl", response_weight=0, seed=0)  # new_categories saved too
 
 
 def test_a_query_of_fewer_cells_than_clusters_maps_trains_and_loads(tmp_path):

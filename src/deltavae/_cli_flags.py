@@ -64,9 +64,10 @@ _FLAGS = (
     (r"\breference_layer=('[^']*')", r"--reference-layer \1"),
     (r"\bis reference_layer the layer\b", "is --reference-layer the layer"),
     # CGMDVAE of one condition: translating and mapping query data are Python's, not a flag's.
+    (r", and translate has no other condition to move cells into", ""),
     (
-        r", and translate has no other condition to move cells into until query data of "
-        r"another one are mapped \(load_query_data\)",
+        r"; a condition mapped onto the model later \(load_query_data\) is learned from its "
+        r"query alone, and translate predicts little of the change into it",
         "",
     ),
     (r"set up the cells of all of them together", "fit the cells of all of them in one file"),

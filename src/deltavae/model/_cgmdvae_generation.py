@@ -300,6 +300,9 @@ class GenerationMixin:
             ``{"condition": "stim"}`` keeps every cell's donor. Cells moved to a combination
             of values that no training cell carried (a donor or cell type never seen under
             the target) are predicted with a warning naming it: the model extrapolates there.
+            A query model warns too where it moves cells into or out of a category its query
+            added: :meth:`load_query_data` learned it mostly in z, and little of its change is
+            predicted.
         batch_size
             Cells per minibatch.
         residual
@@ -399,6 +402,7 @@ class GenerationMixin:
         from ._latent_shift import describe_prediction
         from ._observed_responses import with_observed_responses
         from ._prediction_layers import match_counts_layer
+        from ._query_conditions import warn_query_condition_move
 
         targets = dict(zip(self.condition_keys, target.tolist(), strict=True))
         with seeded(module, seed):
@@ -431,6 +435,8 @@ class GenerationMixin:
                 cells, response_weight = with_observed_responses(
                     self, adata, cells, value, response_weight, batch_size, strict, draws
                 )
+            # Said once the prediction is made (a strict response_weight is refused first).
+            warn_query_condition_move(self, got["own"].numpy(), got["moved"].numpy())
         mappings = self._cat_state().mappings
         moved = {key: mappings[key][code] for key, code in targets.items() if code >= 0}
         out = predicted_cells(

@@ -56,7 +56,8 @@ def warn_one_value_conditions(keys, n_cats_per_cov) -> None:
         if n_cats == 1:
             warn_user(
                 f"condition_key {key!r} holds one value: the model learns no condition "
-                "effect, and translate has no other condition to move cells into until "
-                "query data of another one are mapped (load_query_data). To compare "
-                "conditions, set up the cells of all of them together."
+                "effect, and translate has no other condition to move cells into. To compare "
+                "conditions, set up the cells of all of them together; a condition mapped "
+                "onto the model later (load_query_data) is learned from its query alone, and "
+                "translate predicts little of the change into it."
             )

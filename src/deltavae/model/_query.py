@@ -207,7 +207,12 @@ class QueryMappingMixin(ArchesMixin):
         all donors (a trial on Kang's two donors: donor 15-NN accuracy 0.76 on the joint z,
         0.60-0.62 trained together, chance 0.61; within CD4 T cells 0.69 after 50 query
         epochs, 0.76 after 200). For donors at hand, train one model on all of them; map a
-        query when the reference cannot be retrained.
+        query when the reference cannot be retrained. A new condition (a stimulation) is
+        taken up mostly into z by the encoder's new column, so ``translate`` into or out of it
+        predicts little of its change (said with a warning): on Kang IFN-beta, stimulated
+        cells mapped onto a control reference, R² 0.00-0.05 of a held-out type's change on
+        its top-100 genes, against 0.34-0.56 for one model trained on both conditions
+        (``benchmarks/query_translation.py``). To predict a perturbation, train one model.
 
         Parameters
         ----------
