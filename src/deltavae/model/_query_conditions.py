@@ -9,7 +9,8 @@ import numpy as np
 
 from ._validation import warn_user
 
-#: What a trial measured (benchmarks/README.md, "Translating into a query's condition").
+#: What a trial measured (benchmarks/README.md, "Translating into a condition that only a
+#: query brought"; benchmarks/query_translation.py).
 _MEASURED = (
     "Kang IFN-beta, a reference of control cells and the stimulated ones mapped as a query: "
     "translate's change of a held-out type's mean on its top-100 response genes matched the "
