@@ -138,3 +138,15 @@ def test_cells_trained_again_are_recorded_once(held_out, tmp_path):
         warnings.simplefilter("ignore")
         loaded.train(max_epochs=1, batch_size=128, train_size=1.0, **TRAIN)
     assert sum(loaded.cluster_conditions_.values()) == adata.n_obs
+
+
+def test_the_record_says_where_the_library_sizes_came_from(held_out):
+    """``uns["sample"]["X"]`` said each library size was "drawn from the log-normal of its
+    cluster's and conditions' cells", where it is read from the quantiles of their observed
+    library sizes (``library_log_quantiles_by_cluster_``; the log-normal only for a group of
+    fewer than 10 cells)."""
+    model, _ = held_out
+    assert model.library_log_quantiles_by_cluster_  # the sizes are drawn from these
+    said = model.sample(5, seed=0).uns["sample"]["X"]
+    assert "observed library sizes (their quantiles)" in said, said
+    assert "drawn from the log-normal" not in said, said

@@ -112,7 +112,11 @@ def _what_x_holds(likelihood: str) -> dict[str, str]:
     if likelihood in ("nb", "zinb"):
         dropout = " (dropout included)" if likelihood == "zinb" else ""
         draw = f"whole counts: one draw of the negative binomial{dropout}, at a library size "
-        draw += "drawn from the log-normal of its cluster's and conditions' cells in training"
+        draw += (
+            "drawn from the observed library sizes (their quantiles) of its cluster's and "
+            "conditions' cells in training (log-normal from their mean and sd where fewer "
+            "than 10 cells trained)"
+        )
         expected = f"the mean counts of that draw{dropout}"
         return {"X": draw, "expected": expected, "counts": "the whole counts of X"}
     if likelihood == "bernoulli":
