@@ -33,7 +33,7 @@ from ._label_setup import unused_labels_hint, warn_if_unlabelled_lookalike
 from ._labels import cluster_index
 from ._load_state import saved_state
 from ._query_checks import building_query
-from ._readout_docs import with_note
+from ._readout_docs import OBSERVED_LIBRARY, with_note
 from ._registered import registered_category, several_conditions_error
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
@@ -95,6 +95,7 @@ class CountExpressionMixin:
     get_normalized_expression.__doc__ = with_note(
         get_normalized_expression.__doc__, _FIRST_CONDITION
     )
+    get_latent_library_size.__doc__ = with_note(get_latent_library_size.__doc__, OBSERVED_LIBRARY)
     # scvi-tools' docstring with deltavae's Notes paragraph last (model/_de.py): one more,
     # before its Examples
     _notes, _examples = differential_expression.__doc__.split("\nExamples\n", 1)

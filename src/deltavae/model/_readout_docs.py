@@ -107,6 +107,13 @@ with ``.cpu()``. Each component's scale is the square root of the cell's q(z) va
 (scvi-tools 1.4 took the variance itself as the scale)."""
 
 
+OBSERVED_LIBRARY = """A model that reads each cell's observed library size (every CGMDVAE; a
+ZINBVAE with ``use_observed_lib_size=True``, the default, or with a ``size_factor_key``) learns
+no library size to give the mean of: ``give_mean=True`` (the default) is refused, the error
+naming what to read instead, and ``give_mean=False`` returns the library the model reads,
+cells x 1 (each cell's total counts, or its size factor)."""
+
+
 def with_latent_draws(doc: str) -> str:
     """scvi-tools' ``get_latent_representation`` docstring with ``give_mean`` and
     ``mc_samples`` as they work: scvi-tools 1.4 says ``give_mean=False`` "returns an estimate

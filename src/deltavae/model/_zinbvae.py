@@ -37,6 +37,7 @@ from ._load_state import saved_state
 from ._obs_checks import check_obs_keys, check_size_factors
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
+from ._readout_docs import OBSERVED_LIBRARY, with_note
 from ._scvi_glue import scvi_init_names
 from ._validation import (
     check_data,
@@ -253,6 +254,8 @@ class ZINBVAE(
                 "ZINBVAE(adata, use_observed_lib_size=False)."
             )
         return super().get_latent_library_size(*args, **kwargs)
+
+    get_latent_library_size.__doc__ = with_note(get_latent_library_size.__doc__, OBSERVED_LIBRARY)
 
     @writes_backed
     @doc_params(write=doc_write_keyed)
