@@ -3,10 +3,13 @@ does (the parameter names of every public callable against its signature: tests/
 the keywords the examples pass: tests/test_doc_drift.py)."""
 
 import inspect
+import warnings
 
 import pytest
 
 import deltavae as dv
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False, "accelerator": "cpu"}
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +35,30 @@ def test_get_latent_library_size_says_its_default_call_is_refused(models):
         doc = " ".join(inspect.getdoc(type(model).get_latent_library_size).split())
         assert "``give_mean=True`` (the default) is refused" in doc, type(model).__name__
         assert "``give_mean=False`` returns the library the model reads" in doc
+
+
+def test_differential_abundance_says_what_it_writes_and_returns(models):
+    """``differential_abundance`` showed scvi-tools' docstring alone ("Compute the
+    differential abundance between samples"): nothing of the ``obsm["da_log_probs"]`` it
+    writes (into ``adata`` as given), of its None return, or of ``sample_key`` being
+    required."""
+    vae = models[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one epoch: too few to converge, said
+        vae.train(max_epochs=1, batch_size=40, **TRAIN)
+    cells = vae.adata[:30].copy()
+    assert vae.differential_abundance(cells, sample_key="condition") is None
+    table = cells.obsm["da_log_probs"]
+    assert table.shape == (30, cells.obs["condition"].nunique())
+    assert list(table.columns) == [str(s) for s in cells.obs["condition"].unique()]
+    assert "da_log_probs" not in vae.adata.obsm  # the AnnData given, not the model's
+    with pytest.raises(KeyError, match="sample_key=None"):
+        vae.differential_abundance(cells)
+    doc = " ".join(inspect.getdoc(type(vae).differential_abundance).split())
+    for said in (
+        'Returns None: the log densities are written to ``adata.obsm["da_log_probs"]``',
+        "cells x samples",
+        "of ``adata`` as given",
+        "``sample_key`` is required",
+    ):
+        assert said in doc, said

@@ -17,6 +17,7 @@ from ._latent_reads import latent_on_host
 from ._loader_keywords import check_module_keywords
 from ._marginal_reads import marginal_ll_on_host
 from ._readout_docs import (
+    ABUNDANCE_WRITTEN,
     AGGREGATED_ON_DEVICE,
     MARGINAL_MEAN,
     ON_THE_CPU,
@@ -112,3 +113,7 @@ class HostResultsMixin:
         from ._abundance import differential_abundance
 
         return differential_abundance(self, adata, sample_key, batch_size, num_cells_posterior, dof)
+
+    differential_abundance.__doc__ = with_note(
+        VAEMixin.differential_abundance.__doc__, ABUNDANCE_WRITTEN
+    )

@@ -114,6 +114,15 @@ naming what to read instead, and ``give_mean=False`` returns the library the mod
 cells x 1 (each cell's total counts, or its size factor)."""
 
 
+ABUNDANCE_WRITTEN = """Returns None: the log densities are written to
+``adata.obsm["da_log_probs"]``, a DataFrame of cells x samples (a column per value of
+``sample_key``, named as a string, in order of appearance), of ``adata`` as given (default the
+model's AnnData; a query model's: its query), not of the copy the model reads; a view
+(``adata[mask]``) is refused. ``sample_key`` is required, and a cell without a sample (NaN)
+is refused. A sample of more than ``num_cells_posterior`` cells takes that many at random,
+seeded by ``scvi.settings.seed`` (0 while unset: two calls give one table)."""
+
+
 def with_latent_draws(doc: str) -> str:
     """scvi-tools' ``get_latent_representation`` docstring with ``give_mean`` and
     ``mc_samples`` as they work: scvi-tools 1.4 says ``give_mean=False`` "returns an estimate
