@@ -62,3 +62,22 @@ def test_differential_abundance_says_what_it_writes_and_returns(models):
         "``sample_key`` is required",
     ):
         assert said in doc, said
+
+
+def test_prepare_query_anndata_says_it_returns_none_in_place(models):
+    """``prepare_query_anndata``'s Returns (scvi-tools') says "Query adata ready to use in
+    `load_query_data`", but at its default ``inplace=True`` it pads the query itself and
+    returns None: ``query = Model.prepare_query_anndata(query, ref)`` lost the query."""
+    vae = models[0]
+    query = vae.adata[:10, 2:].copy()  # two of the reference's genes missing
+    with pytest.warns(UserWarning, match="2 of the reference's 12 genes are missing"):
+        assert type(vae).prepare_query_anndata(query, vae) is None
+    assert list(query.var_names) == list(vae.adata.var_names)  # padded in place
+    with pytest.warns(UserWarning, match="2 of the reference's 12 genes are missing"):
+        ready = type(vae).prepare_query_anndata(vae.adata[:10, 2:].copy(), vae, inplace=False)
+    assert list(ready.var_names) == list(vae.adata.var_names)
+    genes = type(vae).prepare_query_anndata(query, vae, return_reference_var_names=True)
+    assert list(genes) == list(vae.adata.var_names)
+    doc = " ".join(inspect.getdoc(type(vae).prepare_query_anndata).split())
+    assert "with ``inplace=True`` (the default) the query itself is padded" in doc
+    assert "and the method returns None; with ``inplace=False``, the new AnnData" in doc

@@ -33,6 +33,11 @@ _PREPARE_NOTES = """
         refused, and so is one on a backed query whose genes differ (a file opened backed
         cannot be padded or reordered in place). The padding keeps the query's ``uns``,
         ``raw`` and matrix types.
+
+        What is returned, against the Returns above: with ``inplace=True`` (the default) the
+        query itself is padded and reordered and the method returns None; with
+        ``inplace=False``, the new AnnData; with ``return_reference_var_names=True``, the
+        reference's genes (a ``pandas.Index``), the query left as it is.
         """
 
 
