@@ -192,6 +192,8 @@ def _entries(doc: str) -> dict[str, str]:
 _STATED_DEFAULT = re.compile(
     r"(?<!'s )\b[Dd]efaults?(?: to| is|:)? +(?:``?(?P<code>[^`\n]+)``?|(?P<word>[^\s,;()]+))"
 )
+# "``"leiden"`` (default)", "``None`` (the default)": a literal the text names the default.
+_NAMED_DEFAULT = re.compile(r"``(?P<code>[^`\n]+)``\s*\((?:the )?default\b")
 
 
 def test_docstrings_state_the_real_defaults():
@@ -214,6 +216,27 @@ def test_docstrings_state_the_real_defaults():
                     continue  # words: "default all of them up to 2,048"
                 if value != p.default:
                     wrong.append(f"{name}({p.name}={p.default!r}): documented as {stated}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_values_named_the_default_are_the_defaults():
+    """A literal a parameter's text calls the default, ``"x"`` (the default) or ``None``
+    (default), is the signature's, None included (the check above reads "default x" and
+    leaves None defaults to words): a default changed in the signature, or a choice renamed,
+    left its old value named the default."""
+    wrong = []
+    for name, func, doc in _public_callables():
+        entries = _entries(doc or "")
+        for p in inspect.signature(func).parameters.values():
+            if p.name not in entries or p.default is p.empty:
+                continue
+            for match in _NAMED_DEFAULT.finditer(" ".join(entries[p.name].split())):
+                try:
+                    value = ast.literal_eval(match["code"])
+                except (ValueError, SyntaxError):
+                    continue  # code, not a value: ``condition_in_prior=True`` (the default)
+                if value != p.default or type(value) is not type(p.default):
+                    wrong.append(f"{name}({p.name}={p.default!r}): {match[0]}")
     assert not wrong, "\n".join(wrong)
 
 
