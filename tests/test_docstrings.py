@@ -81,3 +81,18 @@ def test_prepare_query_anndata_says_it_returns_none_in_place(models):
     doc = " ".join(inspect.getdoc(type(vae).prepare_query_anndata).split())
     assert "with ``inplace=True`` (the default) the query itself is padded" in doc
     assert "and the method returns None; with ``inplace=False``, the new AnnData" in doc
+
+
+def test_mixture_terms_names_every_term_it_returns(models):
+    """``CGMDVAEModule.mixture_terms`` returned ``qy`` (cells x K) besides the four
+    per-cell terms its docstring listed as what it returns."""
+    import torch
+
+    module = models[1].module
+    z, w = torch.randn(6, module.n_latent), torch.randn(6, module.n_latent_w)
+    cats = torch.zeros(6, 1, dtype=torch.long)
+    terms = module.mixture_terms(z, w, cats)
+    doc = inspect.getdoc(type(module).mixture_terms)
+    assert [key for key in terms if f"``{key}``" not in doc] == []
+    assert terms["qy"].shape == (6, module.n_clusters)
+    assert all(terms[key].shape == (6,) for key in ("log_pz", "y_term", "d_term", "classifier"))

@@ -238,7 +238,8 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
 
         Returns ``log_pz`` (sum_y q(y) log p(z | w, y)), ``y_term``, ``d_term`` and
         ``classifier`` (cross-entropy of q(y | z) on labelled cells, 0 elsewhere), each of
-        shape ``(n_cells,)``.
+        shape ``(n_cells,)``, and ``qy``, the ``(n_cells, K)`` weights of the clusters in
+        these terms (q(y | z), one-hot for labelled cells), as :meth:`alignment_penalty` reads.
         """
         logits, beta = self.cluster_posterior(z, cat_covs)
         log_qy = F.log_softmax(logits, dim=-1)
