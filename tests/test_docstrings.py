@@ -96,3 +96,23 @@ def test_mixture_terms_names_every_term_it_returns(models):
     assert [key for key in terms if f"``{key}``" not in doc] == []
     assert terms["qy"].shape == (6, module.n_clusters)
     assert all(terms[key].shape == (6,) for key in ("log_pz", "y_term", "d_term", "classifier"))
+
+
+def test_count_only_read_outs_say_so():
+    """A CGMDVAE of likelihood ``"normal"`` or ``"bernoulli"`` refuses scvi-tools' five
+    count read-outs (NotImplementedError), whose pages (scvi-tools' text) said nothing of it."""
+    adata = dv.datasets.synthetic_blobs(n_cells=40, n_features=6, n_clusters=2, seed=0)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, n_latent=2, likelihood="normal")
+    calls = {
+        "get_normalized_expression": {},
+        "differential_expression": {"groupby": "cluster"},
+        "get_likelihood_parameters": {},
+        "get_latent_library_size": {"give_mean": False},
+        "get_feature_correlation_matrix": {},
+    }
+    for name, kwargs in calls.items():
+        with pytest.raises(NotImplementedError, match="count likelihood"):
+            getattr(model, name)(**kwargs)
+        doc = " ".join(inspect.getdoc(getattr(dv.model.CGMDVAE, name)).split())
+        assert 'For a count likelihood only (``"zinb"``, ``"nb"``)' in doc, name

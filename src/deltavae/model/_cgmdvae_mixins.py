@@ -33,7 +33,7 @@ from ._label_setup import unused_labels_hint, warn_if_unlabelled_lookalike
 from ._labels import cluster_index
 from ._load_state import saved_state
 from ._query_checks import building_query
-from ._readout_docs import OBSERVED_LIBRARY, with_note
+from ._readout_docs import COUNTS_ONLY, OBSERVED_LIBRARY, with_note
 from ._registered import registered_category, several_conditions_error
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
@@ -93,16 +93,20 @@ class CountExpressionMixin:
         return super().get_feature_correlation_matrix(*args, **kwargs)
 
     get_normalized_expression.__doc__ = with_note(
-        get_normalized_expression.__doc__, _FIRST_CONDITION
+        with_note(get_normalized_expression.__doc__, _FIRST_CONDITION), COUNTS_ONLY
     )
-    get_latent_library_size.__doc__ = with_note(get_latent_library_size.__doc__, OBSERVED_LIBRARY)
+    get_latent_library_size.__doc__ = with_note(
+        with_note(get_latent_library_size.__doc__, OBSERVED_LIBRARY), COUNTS_ONLY
+    )
+    for _method in (get_likelihood_parameters, get_feature_correlation_matrix):
+        _method.__doc__ = with_note(_method.__doc__, COUNTS_ONLY)
     # scvi-tools' docstring with deltavae's Notes paragraph last (model/_de.py): one more,
     # before its Examples
     _notes, _examples = differential_expression.__doc__.split("\nExamples\n", 1)
     differential_expression.__doc__ = (
-        f"{_notes.rstrip()}\n\n{_FIRST_CONDITION}\n\nExamples\n{_examples}"
+        f"{_notes.rstrip()}\n\n{_FIRST_CONDITION}\n\n{COUNTS_ONLY}\n\nExamples\n{_examples}"
     )
-    del _notes, _examples
+    del _notes, _examples, _method
 
     def get_importance_weights(self, *args, **kwargs):
         """Not offered: scvi-tools' importance weights assume a N(0, I) prior on z.

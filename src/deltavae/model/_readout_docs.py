@@ -123,6 +123,12 @@ is refused. A sample of more than ``num_cells_posterior`` cells takes that many 
 seeded by ``scvi.settings.seed`` (0 while unset: two calls give one table)."""
 
 
+COUNTS_ONLY = """For a count likelihood only (``"zinb"``, ``"nb"``): a CGMDVAE of likelihood
+``"normal"`` or ``"bernoulli"`` refuses it (``NotImplementedError``), its decoded values being
+the data themselves; ``translate(...).X`` or ``sample(...).layers["expected"]`` give its
+expectation."""
+
+
 def with_latent_draws(doc: str) -> str:
     """scvi-tools' ``get_latent_representation`` docstring with ``give_mean`` and
     ``mc_samples`` as they work: scvi-tools 1.4 says ``give_mean=False`` "returns an estimate
