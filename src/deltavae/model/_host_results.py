@@ -73,8 +73,8 @@ class HostResultsMixin:
         # scvi-tools' loop, with the minibatches' values brought to the host together (a
         # .cpu() each made a GPU wait): the same arguments and numbers.
         per_cell = marginal_ll_on_host(*call.args, **call.kwargs)
-        if not return_mean:  # per cell: on the CPU as get_elbo's
-            return per_cell
+        if not return_mean:  # per cell: on the CPU as get_elbo's (Gathered's already are)
+            return _on_host(per_cell)
         # np.float64 as scvi-tools': a float that has .item() too.
         return np.float64(per_cell.double().mean())
 
