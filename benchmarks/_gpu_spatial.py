@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from _gpu_models import prepare_pbmc
+from _gpu_reads import device_reads, same_read
 from _gpu_report import (
     FAILED,
     CheckFailed,
@@ -255,6 +256,11 @@ def phase_devices(ctx: Context, models: dict) -> None:
     for name, entry in models.items():
         model, on_device = entry["model"], entry["latent"]
         what = entry["kind"]
+        reads = device_reads(name, model)  # the gathered read-outs, on the device first
+        read = {
+            label: run(name, f"{label} on {ctx.device}", lambda f=f, m=model: f(m), finite=False)
+            for label, f in reads.items()
+        }
         moved = run(name, "to_device('cpu')", lambda m=model: m.to_device("cpu"), finite=False)
         if moved is FAILED:
             continue
@@ -282,6 +288,15 @@ def phase_devices(ctx: Context, models: dict) -> None:
                 lambda m=model, t=entry["typicality"]: _same(
                     t, m.predict_labels()["typicality"].to_numpy(), DEVICE_TOLERANCE, "typicality"
                 ),
+                detail=str,
+                finite=False,
+            )
+        for label, f in reads.items():
+            run(
+                name,
+                f"{label} on cpu == on {ctx.device}",
+                lambda d=read[label], f=f, m=model: same_read(d, f(m), DEVICE_TOLERANCE),
+                needs=[read[label]],
                 detail=str,
                 finite=False,
             )

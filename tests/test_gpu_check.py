@@ -159,3 +159,36 @@ def test_de_normalized_means_are_checked_against_the_counts(gpu_check):
     adata.obs["_scvi_raw_norm_scaling"] = 1.0
     with pytest.raises(gpu_check.CheckFailed, match="left in the model's AnnData"):
         _normalized_means(model, de, "g", ("a", "b"))
+
+
+def test_gathered_read_outs_repeat_exactly_with_draws_at_the_mean(gpu_check):
+    """Phase 5's gathered read-outs (``_gpu_reads``): read twice on one device they must
+    be equal, so that the device and the CPU copy can be compared at all (the guide's draws
+    of z come from the device's generator: they are taken at their means), and a part that
+    differs is named."""
+    import numpy as np
+    from _gpu_reads import device_reads, normal_draws_at_mean, same_read
+    from torch.distributions import Normal
+
+    import deltavae as dv
+
+    loc = torch.tensor([[1.0, -2.0]])
+    with normal_draws_at_mean():
+        assert torch.equal(Normal(loc, 3.0).rsample((4,)), loc.expand(4, 1, 2))
+    assert not torch.equal(Normal(loc, 3.0).sample(), loc)  # put back after
+    adata = dv.datasets.synthetic_counts(
+        n_cells=150, n_genes=30, n_clusters=2, n_conditions=2, seed=0
+    )
+    adata.obs["cell_type"] = adata.obs["cluster"].astype(str)
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16, use_observed_lib_size=False)
+    vae.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
+    reads = device_reads("ZINBVAE/gene-batch", vae)
+    assert len(reads) == 5 and "every batch" in next(iter(reads))
+    for label, read in reads.items():
+        assert "max |diff| 0.00e+00" in same_read(read(vae), read(vae), 0.0), label
+    params = reads["get_likelihood_parameters(), draws at the mean"](vae)
+    moved = {**params, "dropout": params["dropout"] + 1e-2}
+    with pytest.raises(gpu_check.CheckFailed, match="^dropout"):
+        same_read(params, moved, 1e-3)
+    assert np.isfinite(params["mean"]).all()

@@ -1,0 +1,135 @@
+"""gpu_check.py's phase 5, read-outs beyond each model's main result: those that keep every
+minibatch's values on the device and bring them to the host together (deltavae.model._gathered:
+normalized expression, likelihood parameters, library sizes, marginal likelihood,
+differential abundance, the spot models' abundance, weights, latents and chunked imputation),
+read on the device and again on the CPU copy, which must agree within the devices' tolerance.
+
+The scvi-tools read-outs draw z (and a latent library) from the guide on the model's device,
+whose generator draws other numbers than the CPU's: they are read with every ``Normal`` draw
+at its mean (:func:`normal_draws_at_mean`), so that both devices compute the same values and
+what differs is the read-out's own code (its gathering, joining and layout). Read-outs of drawn
+counts (``posterior_predictive_sample``, ``get_feature_correlation_matrix``' gamma draws) have
+no such mean and stay out; their device runs are phase 1's and 2's rows.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+# The count models read here (each a scvi-tools RNASeqMixin): the main ones, the one with a
+# batch (several transform_batch) and the one with a latent library and a dispersion per batch.
+RNA_MODELS = ("ZINBVAE/pbmc", "CGMDVAE/kang", "ZINBVAE/kang-ref", "ZINBVAE/gene-batch")
+
+
+@contextmanager
+def normal_draws_at_mean():
+    """Every torch (and Pyro) ``Normal`` draw is its mean inside: the same values on every
+    device, where the device's generator would draw others."""
+    from torch.distributions import Normal
+
+    rsample, sample = Normal.rsample, Normal.sample
+
+    def at_mean(self, sample_shape=()):
+        return self.loc.expand(self._extended_shape(sample_shape)).clone()
+
+    Normal.rsample = Normal.sample = at_mean
+    try:
+        yield
+    finally:
+        Normal.rsample, Normal.sample = rsample, sample
+
+
+def _at_mean(read):
+    def call(model):
+        with normal_draws_at_mean():
+            return read(model)
+
+    return call
+
+
+def _batches(model) -> list | None:
+    """The model's batch categories where it has several (``transform_batch`` of each)."""
+    from scvi import REGISTRY_KEYS
+
+    try:
+        mapping = model.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
+    except KeyError:
+        return None
+    categories = list(getattr(mapping, "categorical_mapping", []))
+    return categories if len(categories) > 1 else None
+
+
+def _rna_reads(model) -> dict:
+    genes = list(model.adata.var_names[:50])
+    batches = _batches(model)
+    every = {"transform_batch": batches} if batches else {}
+    label = "get_normalized_expression(1e4, 50 genes" + (", every batch)" if batches else ")")
+    reads = {
+        label: lambda m: m.get_normalized_expression(
+            library_size=1e4, gene_list=genes, batch_size=128, **every
+        ),
+        "get_likelihood_parameters()": lambda m: m.get_likelihood_parameters(batch_size=128),
+        "get_latent_library_size(give_mean=False)": lambda m: m.get_latent_library_size(
+            give_mean=False, batch_size=128
+        ),
+        "get_marginal_ll(2 draws, return_mean=False)": lambda m: m.get_marginal_ll(
+            n_mc_samples=2, return_mean=False, batch_size=128
+        ),
+    }
+    reads = {f"{k}, draws at the mean": _at_mean(f) for k, f in reads.items()}
+    if "cell_type" in model.adata.obs:  # latent means: nothing drawn
+        reads["differential_abundance(cell_type)"] = _abundance
+    return reads
+
+
+def _abundance(model):
+    model.differential_abundance(sample_key="cell_type", num_cells_posterior=200, batch_size=128)
+    return model.adata.obsm.pop("da_log_probs")
+
+
+def _spot_reads(model) -> dict:
+    kind = type(model).__name__
+    n = model.adata.n_obs
+    if kind == "NMFDeconv":
+        return {"get_abundance(batch_size=64)": lambda m: m.get_abundance(batch_size=64)}
+    if kind == "Archetypes":
+        return {
+            "get_archetype_weights(new spots, batch_size=16)": lambda m: m.get_archetype_weights(
+                m.adata[:50].copy(), batch_size=16
+            )
+        }
+    if kind != "SpatialImputer":
+        return {}
+    reads = {
+        "impute(a quarter of the spots at a time)": lambda m: m.impute(batch_size=max(1, n // 4))
+    }
+    if model.design_ == "latent":
+        reads["get_latent_representation(return_dist=True)"] = lambda m: dict(
+            zip(("loc", "var"), m.get_latent_representation(return_dist=True), strict=True)
+        )
+        reads["get_latent_representation(reference=True)"] = lambda m: m.get_latent_representation(
+            reference=True
+        )
+    else:
+        reads["get_proportions(batch_size=64)"] = lambda m: m.get_proportions(batch_size=64)
+    return reads
+
+
+def device_reads(name: str, model) -> dict:
+    """``{label: read(model)}`` of the model's gathered read-outs phase 5 compares."""
+    if name in RNA_MODELS:
+        return _rna_reads(model)
+    return _spot_reads(model)
+
+
+def same_read(on_device, on_cpu, tolerance: float) -> str:
+    """Each part (a dict's values) within ``tolerance`` of the largest value, as ``_same``."""
+    from _gpu_report import _same
+
+    if isinstance(on_device, dict):
+        if set(on_device) != set(on_cpu):
+            from _gpu_report import CheckFailed
+
+            raise CheckFailed(f"parts differ: {sorted(on_device)} and {sorted(on_cpu)}")
+        return "; ".join(_same(on_device[k], on_cpu[k], tolerance, k) for k in on_device)
+    return _same(on_device, on_cpu, tolerance, "values")
