@@ -1,8 +1,9 @@
 """gpu_check.py's phase 5, read-outs beyond each model's main result: those that keep every
 minibatch's values on the device and bring them to the host together (deltavae.model._gathered:
-normalized expression, likelihood parameters, library sizes, marginal likelihood,
-differential abundance, the spot models' abundance, weights, latents and chunked imputation),
-read on the device and again on the CPU copy, which must agree within the devices' tolerance.
+normalized expression, likelihood parameters, library sizes, marginal likelihood, differential
+expression's group means, differential abundance, the spot models' abundance, weights, latents
+and chunked imputation), read on the device and again on the CPU copy, which must agree within
+the devices' tolerance.
 
 The scvi-tools read-outs draw z (and a latent library) from the guide on the model's device,
 whose generator draws other numbers than the CPU's: they are read with every ``Normal`` draw
@@ -79,7 +80,28 @@ def _rna_reads(model) -> dict:
     reads = {f"{k}, draws at the mean": _at_mean(f) for k, f in reads.items()}
     if "cell_type" in model.adata.obs:  # latent means: nothing drawn
         reads["differential_abundance(cell_type)"] = _abundance
+        reads["differential_expression(cell_type, first type), draws at the mean"] = _at_mean(
+            _expression_change
+        )
     return reads
+
+
+def _expression_change(model) -> dict:
+    """DE of the first cell type against the rest: the groups' mean expression (``scale1``,
+    ``scale2``), its cells drawn with numpy's global generator from one seed (the state put
+    back after). The probabilities and Bayes factors count pairs of draws, which a last digit
+    may reorder: not compared."""
+    import numpy as np
+
+    first = str(model.adata.obs["cell_type"].astype("category").cat.categories[0])
+    state = np.random.get_state()  # noqa: NPY002 - scvi-tools draws the cells with it
+    try:
+        np.random.seed(0)  # noqa: NPY002
+        de = model.differential_expression(groupby="cell_type", group1=first, batch_size=128)
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+    de = de.loc[model.adata.var_names]
+    return {key: de[key].to_numpy() for key in ("scale1", "scale2")}
 
 
 def _abundance(model):

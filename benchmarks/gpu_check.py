@@ -77,11 +77,12 @@ Phases (real data shipped with the package, nothing downloaded):
    (``_gpu_reads.py``) are read on the device first and again on the CPU copy, within the
    same tolerance: of phase 1's and 2's count models and the gene-batch variant normalized
    expression (every batch where there are several), likelihood parameters, library sizes and
-   per-cell marginal likelihood, each with the guide's ``Normal`` draws at their means (the
-   devices' generators differ), and differential abundance by cell type; of the spot models
-   NMFDeconv's abundance, Archetypes' weights of new spots, SpatialImputer's imputation a
-   quarter of the spots at a time and its proportions or latents. The model then goes back to
-   the device.
+   per-cell marginal likelihood and differential expression's group means (``scale1``,
+   ``scale2``; its cells drawn from one numpy seed), each with the guide's ``Normal`` draws at
+   their means (the devices' generators differ), and differential abundance by cell type; of
+   the spot models NMFDeconv's abundance, Archetypes' weights of new spots, SpatialImputer's
+   imputation a quarter of the spots at a time and its proportions or latents. The model then
+   goes back to the device.
 6. Save and load: each of the five models is saved, loaded with ``Model.load(path, adata,
    accelerator="gpu")``, checked to give the same latent as before saving (the Kang CGMDVAE
    the same seeded generated cells: its library quantiles are saved), and trained for a

@@ -184,7 +184,7 @@ def test_gathered_read_outs_repeat_exactly_with_draws_at_the_mean(gpu_check):
     vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16, use_observed_lib_size=False)
     vae.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
     reads = device_reads("ZINBVAE/gene-batch", vae)
-    assert len(reads) == 5 and "every batch" in next(iter(reads))
+    assert len(reads) == 6 and "every batch" in next(iter(reads))
     for label, read in reads.items():
         assert "max |diff| 0.00e+00" in same_read(read(vae), read(vae), 0.0), label
     params = reads["get_likelihood_parameters(), draws at the mean"](vae)
