@@ -48,7 +48,8 @@ from ._nmf_start import keep_uncounted
 from ._placeholder_labels import warn_placeholder_labels
 from ._reference_labels import check_reference_labels
 from ._reference_reads import counts_in_memory, in_chunks, type_profiles
-from ._saved import check_load_arguments, read_saved
+from ._save_checks import check_load_arguments
+from ._saved import read_saved
 from ._spots import (
     SpotModelMixin,
     spot_rate,

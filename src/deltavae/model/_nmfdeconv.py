@@ -28,7 +28,8 @@ from ._matrices import column_sums
 from ._nmf_reference import FromReferenceMixin
 from ._nmf_results import NMFResultsMixin, warn_idle_factors
 from ._nmf_start import check_signatures, nmf_start, nnls_start, saved_columns, saved_start
-from ._saved import check_load_arguments, read_saved
+from ._save_checks import check_load_arguments
+from ._saved import read_saved
 from ._spots import SpotModelMixin, spot_rate
 from ._training_checks import _is_int, _is_number
 from ._validation import check_model_arguments, warn_user

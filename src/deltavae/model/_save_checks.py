@@ -1,11 +1,13 @@
 """What ``save`` and ``load`` check before they touch a file: ``load``'s folder, AnnData and
 keywords (in the wording every method uses), ``save``'s keywords (one neither scvi-tools'
 ``save`` nor ``AnnData.write_h5ad`` takes is refused), and a model fit to save (parameters not
-finite refused; a diverged training, or a query model's reference's, warned)."""
+finite refused; a diverged training, or a query model's reference's, warned); and what the
+reader checks of a saved file: its records as written."""
 
 from __future__ import annotations
 
 import inspect
+import zipfile
 
 import torch
 from anndata import AnnData
@@ -111,4 +113,26 @@ def check_fit_to_save(model) -> None:
             "which may be far from a fit (loading it says so again). Map the query onto a "
             "reference trained anew with a lower learning rate and save that one instead.",
             NotConvergedWarning,
+        )
+
+
+def check_records(model_file: str) -> None:
+    """Refuse a model file whose records differ from the CRC-32 checksums its zip archive
+    keeps of them (``torch.save`` writes them, ``torch.load`` does not read them): the
+    parameters' own checksums (``weights_digest_``) cover the parameters only, so a bit
+    changed in the pickled attributes (setup, split, history, the typicality and library
+    records, those checksums themselves) loaded silently, with other predicted labels or
+    sampled counts, or failed inside pickle or pandas (``UnicodeDecodeError``, ...).
+
+    Raises :class:`zipfile.BadZipFile` naming the record (the reader words it as a damaged
+    file); a file that is no zip archive (truncated before its directory) is left to torch.
+    """
+    if not zipfile.is_zipfile(model_file):
+        return
+    with zipfile.ZipFile(model_file) as archive:
+        bad = archive.testzip()
+    if bad is not None:
+        raise zipfile.BadZipFile(
+            f"its record {bad!r} does not match the CRC-32 checksum saved with it: changed "
+            "after saving"
         )

@@ -21,6 +21,7 @@ from scvi.model.base._save_load import _load_saved_files
 from .._anndata_or_folder import check_path
 from .._docs import doc_params
 from ..train._record import cells_digest
+from . import _save_checks as checks
 from ._count_advice import layer_fixed
 from ._device_args import check_device_args
 from ._fit_cells import record_fit_cells
@@ -31,7 +32,6 @@ from ._load_state import loading_state
 from ._matrices import check_still_on_disk, memory_copy
 from ._query_source import keep_write_target
 from ._read_calls import load_call
-from ._save_checks import check_fit_to_save, check_load_arguments, check_save_keywords
 from ._scvi_glue import obs_types_kept
 from ._typicality import settle_record
 
@@ -226,6 +226,7 @@ def read_saved(
             f"No saved {what} in {path!r} (no {os.path.basename(model_file)} in it); {hint}."
         )
     try:
+        checks.check_records(model_file)  # torch reads a changed bit of them silently
         attr_dict, var_names, state_dict, _ = _load_saved_files(
             path, False, map_location="cpu", prefix=prefix
         )
@@ -280,7 +281,7 @@ class Saving:
         dir_path
             Directory to write (``~`` is the home folder). It must not exist unless
             ``overwrite=True``. A checksum of every parameter is saved with them, and
-            ``load`` refuses a file whose parameters changed after saving.
+            ``load`` refuses a file whose parameters (or other records) changed since.
         overwrite
             Replace the model saved in an existing directory (under the same ``prefix``): an
             AnnData saved with it is removed too when this save writes none, so that ``load``
@@ -297,7 +298,7 @@ class Saving:
         --------
         >>> vae.save("pbmc_vae/", overwrite=True)  # doctest: +SKIP
         """
-        check_save_keywords(kwargs)
+        checks.check_save_keywords(kwargs)
         dir_path = check_path(dir_path, "model.save(dir_path)")
         if os.path.isfile(dir_path):
             raise ValueError(
@@ -315,7 +316,7 @@ class Saving:
                     f"{len(self._training_genes())} genes since setup: save the model alone "
                     "(save_anndata=False) and load it onto an AnnData with its genes."
                 )
-        check_fit_to_save(self)
+        checks.check_fit_to_save(self)
         stale = os.path.join(dir_path, f"{kwargs.get('prefix') or ''}adata.h5ad")
         if overwrite and not save_anndata and os.path.isfile(stale) and not _reads(self, stale):
             os.remove(stale)
@@ -428,7 +429,7 @@ class Saving:
         --------
         >>> vae = dv.model.ZINBVAE.load("pbmc_vae/", adata)  # the class saved  # doctest: +SKIP
         """
-        dir_path, adata = check_load_arguments(cls, dir_path, adata, kwargs)
+        dir_path, adata = checks.check_load_arguments(cls, dir_path, adata, kwargs)
         prefix = kwargs.get("prefix")
         check_device_args(kwargs.get("accelerator", "auto"), kwargs.get("device", "auto"))
         attr_dict, var_names, state = read_saved(
