@@ -452,3 +452,20 @@ def test_a_bit_changed_in_the_saved_attributes_is_refused(tmp_path):
     np.testing.assert_array_equal(
         dv.model.ZINBVAE.load(tmp_path / "m", adata).train_indices_, model.train_indices_
     )
+
+
+@pytest.mark.filterwarnings("ignore:spots and signatures share only")
+def test_a_save_of_another_class_names_the_call_that_reads_it(split, tmp_path):
+    """ZINBVAE.load_query_data(cells, the folder of an NMFDeconv) advised
+    "use NMFDeconv.load_query_data", which NMFDeconv has not ("type object 'NMFDeconv' has
+    no attribute 'load_query_data'"), and the refusals said "a NMFDeconv model"."""
+    spots, cells = split
+    spots = spots.copy()
+    dv.model.NMFDeconv.setup_anndata(spots)
+    dv.model.NMFDeconv(spots, n_components=3, n_hidden=8).save(tmp_path / "nmf")
+    with pytest.raises(ValueError, match=r"is an NMFDeconv model, which maps no query: load"):
+        dv.model.ZINBVAE.load_query_data(cells.copy(), tmp_path / "nmf")
+    with pytest.raises(ValueError, match=r"with NMFDeconv\.load\('.*nmf', adata=spots\)"):
+        dv.model.CGMDVAE.prepare_query_anndata(cells.copy(), tmp_path / "nmf")
+    with pytest.raises(ValueError, match=r"an NMFDeconv model; use NMFDeconv\.load, not ZINB"):
+        dv.model.ZINBVAE.load(tmp_path / "nmf", spots)

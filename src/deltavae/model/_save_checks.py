@@ -2,11 +2,14 @@
 keywords (in the wording every method uses), ``save``'s keywords (one neither scvi-tools'
 ``save`` nor ``AnnData.write_h5ad`` takes is refused), and a model fit to save (parameters not
 finite refused; a diverged training, or a query model's reference's, warned); and what the
-reader checks of a saved file: its records as written."""
+reader checks of a saved file: its records as written, and a save of another class named
+with the call that reads it."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import os
 import zipfile
 
 import torch
@@ -17,6 +20,7 @@ from .._anndata_or_folder import check_anndata, check_path
 from .._close_names import did_you_mean
 from ..train._convergence import NotConvergedWarning
 from ..train._divergence import trained_state
+from ._read_calls import load_call
 from ._scvi_glue import refuse_scvi_names
 from ._validation import warn_user
 
@@ -136,3 +140,32 @@ def check_records(model_file: str) -> None:
             f"its record {bad!r} does not match the CRC-32 checksum saved with it: changed "
             "after saving"
         )
+
+
+def other_class_refusal(path: str, model_name: str, cls, use: str) -> str:
+    """Why ``cls.<use>`` refuses the save of a ``model_name`` at ``path``, and the call that
+    reads it: ``model_name``'s own ``use``, or its ``load`` where it has no such method
+    (``ZINBVAE.load_query_data`` of a saved NMFDeconv named ``NMFDeconv.load_query_data``,
+    which NMFDeconv lacks).
+
+    Examples
+    --------
+    >>> from deltavae.model import ZINBVAE
+    >>> other_class_refusal("m", "CGMDVAE", ZINBVAE, "load")
+    "'m' is a CGMDVAE model; use CGMDVAE.load, not ZINBVAE.load."
+    >>> other_class_refusal("m", "Archetypes", ZINBVAE, "load_query_data")
+    "'m' is an Archetypes model, which maps no query: load it with Archetypes.load('m', ...
+    """
+    first = model_name[:1]
+    initial = model_name[1:2].isupper() and first in "FHLMNRSX"  # "an NMFDeconv"
+    article = "an" if first in "AEIOU" or initial else "a"
+    other = getattr(importlib.import_module("deltavae.model"), model_name, None)
+    said = f"{path!r} is {article} {model_name} model"
+    if other is not None and not hasattr(other, use):
+        saved_data = os.path.isfile(os.path.join(path, "adata.h5ad"))
+        what = "maps no query" if "query" in use else f"has no {use}"
+        return (
+            f"{said}, which {what}: load it with {load_call(other, path, saved_data=saved_data)}"
+            f", not {cls.__name__}.{use}."
+        )
+    return f"{said}; use {model_name}.{use}, not {cls.__name__}.{use}."

@@ -248,9 +248,7 @@ def read_saved(
         ) from e
     model_name = attr_dict["registry_"].get("model_name")
     if model_name is not None and model_name != cls.__name__:
-        raise ValueError(
-            f"{path!r} is a {model_name} model; use {model_name}.{use}, not {cls.__name__}.{use}."
-        )
+        raise ValueError(checks.other_class_refusal(path, model_name, cls, use))
     saved = attr_dict.get("deltavae_version_")
     if saved is None or saved.split(".")[0] != _package_version().split(".")[0]:
         raise ValueError(_version_refusal(path, saved))
