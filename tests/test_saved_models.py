@@ -469,3 +469,13 @@ def test_a_save_of_another_class_names_the_call_that_reads_it(split, tmp_path):
         dv.model.CGMDVAE.prepare_query_anndata(cells.copy(), tmp_path / "nmf")
     with pytest.raises(ValueError, match=r"an NMFDeconv model; use NMFDeconv\.load, not ZINB"):
         dv.model.ZINBVAE.load(tmp_path / "nmf", spots)
+
+
+@pytest.mark.parametrize("cls", [dv.model.ZINBVAE, dv.model.NMFDeconv])
+def test_load_without_an_anndata_as_scvi_tools_does_is_named(cls, tmp_path):
+    """load(path, adata=False), scvi-tools 1.4's load without data, was told "adata must be
+    an AnnData (cells x genes); got bool. Wrap a table or a matrix with anndata.AnnData(X)"."""
+    unit = "spots" if cls is dv.model.NMFDeconv else "cells"
+    told = rf"adata=False\) loads a model without an AnnData in scvi-tools.*the training {unit}"
+    with pytest.raises(TypeError, match=told + r", or adata=None for the AnnData saved"):
+        cls.load(tmp_path, adata=False)

@@ -44,6 +44,13 @@ def check_load_arguments(cls, dir_path, adata, kwargs: dict) -> tuple[str, AnnDa
             f"{', '.join(k for k in known if k != 'datamodule')})."
         )
     call = f"{name}(dir_path, adata)"  # the arguments' order, in every message of a swap
+    if adata is False:  # scvi-tools 1.4: load without data ("got bool. Wrap a table ...")
+        raise TypeError(
+            f"{name}(dir_path, adata=False) loads a model without an AnnData in scvi-tools; a "
+            f"deltavae model reads the AnnData it is loaded with. Pass the training "
+            f"{'spots' if getattr(cls, '_rows_are_spots', False) else 'cells'}, or adata=None "
+            "for the AnnData saved with the model (save(..., save_anndata=True))."
+        )
     dir_path, adata = check_path(dir_path, call), check_anndata(adata, call=call)
     if adata is not None and adata.n_obs == 0:  # scvi-tools: "adata or registry must be provided"
         unit = "spot" if getattr(cls, "_rows_are_spots", False) else "cell"

@@ -418,7 +418,8 @@ class Saving:
             (``adata[mask]``) is copied into memory, the view and its parent unchanged
             (scvi-tools' load refuses one; its read-outs copy one): the model reads the copy,
             and ``write_to_adata`` asks for the AnnData to write into. ``None`` uses the
-            AnnData saved with the model. Read a file first: a path is refused.
+            AnnData saved with the model. Read a file first: a path is refused, as is
+            ``False`` (scvi-tools' load without data: these models read their AnnData).
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
             ``device``, ``prefix``, ``backup_url``: where to download a missing model file).
