@@ -479,3 +479,24 @@ def test_load_without_an_anndata_as_scvi_tools_does_is_named(cls, tmp_path):
     told = rf"adata=False\) loads a model without an AnnData in scvi-tools.*the training {unit}"
     with pytest.raises(TypeError, match=told + r", or adata=None for the AnnData saved"):
         cls.load(tmp_path, adata=False)
+
+
+def test_load_onto_categories_renamed_since_names_the_training_ones(tmp_path):
+    """A condition renamed since training ('stim' -> 'STIM') was refused with advice to map it
+    as a new condition (load_query_data, which would learn it anew rather than read it as
+    the model's 'stim'), and a renamed label with "Mark those cells unlabelled" alone,
+    naming none of the model's labels. Both name the training category it is close to."""
+    adata = _cells()
+    adata.obs["cell_type"] = adata.obs["cluster"].astype(str).map({"0": "B", "1": "T cell"})
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition", labels_key="cell_type")
+    _trained(dv.model.CGMDVAE, adata, n_clusters=2).save(tmp_path / "m")
+    given = adata.copy()
+    given.obs["condition"] = given.obs["condition"].cat.rename_categories({"stim": "STIM"})
+    renamed = r"\('STIM': did you mean 'stim'\? A category renamed since training is read .*back"
+    with pytest.raises(ValueError, match=r"known: \['ctrl', 'stim'\]\. " + renamed):
+        dv.model.CGMDVAE.load(tmp_path / "m", given)
+    given = adata.copy()
+    given.obs["cell_type"] = given.obs["cell_type"].replace({"T cell": "T-cell"})
+    known = r"not trained with: \['T-cell'\] \(its labels: \['B', 'T cell'\]\)\. "
+    with pytest.raises(ValueError, match=known + r"\('T-cell': did you mean 'T cell'\? "):
+        dv.model.CGMDVAE.load(tmp_path / "m", given)

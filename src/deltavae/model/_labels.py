@@ -76,6 +76,21 @@ def _label_state(registry: dict) -> tuple[str | None, str | None, set[str]]:
     return key, unlabelled, {str(v) for v in state["categorical_mapping"]} | {str(unlabelled)}
 
 
+def renamed_hint(new, known) -> str:
+    """``"('STIM': did you mean 'stim'? ...) "`` for the categories of ``new`` (the first 3)
+    close to one the model knows: a category renamed since training is refused as new, and
+    the advice for a new one (map it, or mark it unlabelled) would not read it as the
+    model's; ``""`` where none is."""
+    hints = [(v, did_you_mean(v, known, n=1)) for v in list(new)[:3]]
+    hints = [f"{v!r}: {hint}" for v, hint in hints if hint]
+    if not hints:
+        return ""
+    return (
+        f"({'; '.join(hints)} A category renamed since training is read as the model's only "
+        "under its training name: rename it back.) "
+    )
+
+
 def with_labels_column(adata: AnnData, registry: dict) -> AnnData:
     """New cells without the model's labels column, or with labels it was not trained with,
     read as unlabelled: on an AnnData that shares ``adata``'s matrices, so the caller's obs
@@ -150,11 +165,12 @@ def check_labels_to_load(adata: AnnData, registry: dict) -> AnnData:
     new = sorted(set(adata.obs[key].dropna().astype(str)) - known)
     n_missing = int(adata.obs[key].isna().sum())
     if new or n_missing:
-        what = f"labels the model was not trained with: {new[:5]}" if new else ""
-        what += (" and " * bool(new) + f"{n_missing} missing labels (NaN)") * bool(n_missing)
+        labels = sorted(known - {str(unlabelled)})
+        what = [f"labels the model was not trained with: {new[:5]} (its labels: {labels[:10]})"]
+        what = what[: bool(new)] + [f"{n_missing} missing labels (NaN)"] * (n_missing > 0)
         raise ValueError(
-            f"adata.obs[{key!r}] holds {what}. Mark those cells unlabelled ({unlabelled!r}) "
-            "to load the model with this AnnData."
+            f"adata.obs[{key!r}] holds {' and '.join(what)}. {renamed_hint(new, labels)}Mark "
+            f"those cells unlabelled ({unlabelled!r}) to load the model with this AnnData."
         )
     mapping = registry["field_registries"]["labels"]["state_registry"]["categorical_mapping"]
     given = pd.unique(np.asarray(adata.obs[key].dropna(), dtype=object))
@@ -322,7 +338,8 @@ def check_known_categories(adata: AnnData, registry: dict, model=None) -> None:
             )
             raise ValueError(
                 f"adata.obs[{key!r}] holds categories the model was not trained with: "
-                f"{new[:5].tolist()}; known: {[str(v) for v in known][:10]}. {how}"
+                f"{new[:5].tolist()}; known: {[str(v) for v in known][:10]}. "
+                f"{renamed_hint(new, known)}{how}"
             )
         untrained = sorted({str(v) for v in given} - seen[key]) if key in (seen or {}) else []
         if untrained:
