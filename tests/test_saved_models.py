@@ -500,3 +500,18 @@ def test_load_onto_categories_renamed_since_names_the_training_ones(tmp_path):
     known = r"not trained with: \['T-cell'\] \(its labels: \['B', 'T cell'\]\)\. "
     with pytest.raises(ValueError, match=known + r"\('T-cell': did you mean 'T cell'\? "):
         dv.model.CGMDVAE.load(tmp_path / "m", given)
+
+
+def test_a_save_of_scvi_tools_is_named_as_scvi_tools(tmp_path):
+    """A folder scvi-tools' SCVI saved, given to a deltavae load, was told "use SCVI.load",
+    which deltavae has not (dv.model.SCVI: AttributeError): scvi-tools' class is named."""
+    import scvi
+
+    adata = _cells()
+    scvi.model.SCVI.setup_anndata(adata, layer="counts")
+    scvi.model.SCVI(adata, n_latent=2, n_hidden=8).save(tmp_path / "s")
+    told = r"holds a model of scvi-tools' SCVI, not of deltavae: use scvi\.model\.SCVI\.load"
+    with pytest.raises(ValueError, match=told + r", not ZINBVAE\.load\."):
+        dv.model.ZINBVAE.load(tmp_path / "s", adata)
+    with pytest.raises(ValueError, match=told + r"_query_data, not CGMDVAE\.load_query_data\."):
+        dv.model.CGMDVAE.load_query_data(adata.copy(), tmp_path / "s")

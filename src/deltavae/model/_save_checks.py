@@ -12,6 +12,7 @@ import inspect
 import os
 import zipfile
 
+import scvi.model as scvi_models
 import torch
 from anndata import AnnData
 from scvi.model.base import BaseModelClass
@@ -153,7 +154,8 @@ def other_class_refusal(path: str, model_name: str, cls, use: str) -> str:
     """Why ``cls.<use>`` refuses the save of a ``model_name`` at ``path``, and the call that
     reads it: ``model_name``'s own ``use``, or its ``load`` where it has no such method
     (``ZINBVAE.load_query_data`` of a saved NMFDeconv named ``NMFDeconv.load_query_data``,
-    which NMFDeconv lacks).
+    which NMFDeconv lacks); scvi-tools' class for a model scvi-tools saved (``SCVI.load`` was
+    read as deltavae's).
 
     Examples
     --------
@@ -168,6 +170,12 @@ def other_class_refusal(path: str, model_name: str, cls, use: str) -> str:
     article = "an" if first in "AEIOU" or initial else "a"
     other = getattr(importlib.import_module("deltavae.model"), model_name, None)
     said = f"{path!r} is {article} {model_name} model"
+    if other is None and hasattr(scvi_models, model_name):  # deltavae has no such class
+        method = use if hasattr(getattr(scvi_models, model_name), use) else "load"
+        return (
+            f"{path!r} holds a model of scvi-tools' {model_name}, not of deltavae: use "
+            f"scvi.model.{model_name}.{method}, not {cls.__name__}.{use}."
+        )
     if other is not None and not hasattr(other, use):
         saved_data = os.path.isfile(os.path.join(path, "adata.h5ad"))
         what = "maps no query" if "query" in use else f"has no {use}"
