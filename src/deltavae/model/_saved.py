@@ -32,6 +32,7 @@ from ._load_state import loading_state
 from ._matrices import check_still_on_disk, memory_copy
 from ._query_source import keep_write_target
 from ._read_calls import load_call
+from ._saved_anndata import SavedAnnDataDigest, check_saved_anndata
 from ._scvi_glue import obs_types_kept
 from ._typicality import settle_record
 
@@ -267,7 +268,7 @@ prefix
     The file-name prefix given to :meth:`save`."""
 
 
-class Saving:
+class Saving(SavedAnnDataDigest):
     """``save`` and ``load`` as every deltavae model does them (mixed into
     ``DeltaModelMixin``)."""
 
@@ -287,7 +288,7 @@ class Saving:
             (loaded onto it opened backed): it is the model's data, and stays. Other files
             there are kept.
         save_anndata
-            Also write the AnnData the model was set up with.
+            Also write the AnnData the model was set up with (``load`` checks it is as saved).
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.save` (``prefix``, ...) and to
             ``AnnData.write_h5ad`` (``compression``, ...); others are refused by name.
@@ -322,6 +323,7 @@ class Saving:
         self.weights_digest_ = weights_digest(self.module.state_dict())  # checked by load
         record_label_colours(self)  # for query models built from the saved directory
         created = not os.path.exists(dir_path)
+        self._digest_written(stale if save_anndata else None)  # kept with it, checked by load
         try:
             with obs_types_kept(self, save_anndata):  # the user's str columns stay str
                 super().save(dir_path, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
@@ -442,6 +444,7 @@ class Saving:
                 f"{dir_path!r} was saved without its AnnData: pass the training {what}, "
                 f"{load_call(cls, dir_path, prefix)}, or save with save_anndata=True."
             )
+        check_saved_anndata(cls, dir_path, prefix, attr_dict, adata)  # before HDF5 reads it
         given, copied = adata, False
         if adata is not None and not np.array_equal(np.asarray(adata.var_names), var_names):
             adata = in_training_order(given, var_names)  # a copy, as model.adata = given reads
