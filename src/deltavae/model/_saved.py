@@ -323,9 +323,9 @@ class Saving(SavedAnnDataDigest):
         self.weights_digest_ = weights_digest(self.module.state_dict())  # checked by load
         record_label_colours(self)  # for query models built from the saved directory
         created = not os.path.exists(dir_path)
-        self._digest_written(stale if save_anndata else None)  # kept with it, checked by load
         try:
-            with obs_types_kept(self, save_anndata):  # the user's str columns stay str
+            written = stale if save_anndata else None  # str columns stay str; its SHA-256 kept
+            with obs_types_kept(self, save_anndata), self._digest_written(written):
                 super().save(dir_path, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
         except BaseException:
             # An AnnData h5py cannot write (an obs column of lists) left the directory with

@@ -4,6 +4,7 @@ inside HDF5 (a segmentation fault), failed in h5py's words or loaded other count
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 
@@ -28,11 +29,16 @@ class SavedAnnDataDigest:
     #: checks before reading it; None where that save wrote none.
     saved_anndata_digest_: str | None = None
 
-    def _digest_written(self, path: str | None) -> None:
-        """Within the ``save`` to come, take the digest of ``path`` once scvi-tools wrote it
+    @contextlib.contextmanager
+    def _digest_written(self, path: str | None):
+        """Within the block (scvi-tools' ``save``), take the digest of ``path`` once written
         (``None``: no AnnData saved)."""
         self.saved_anndata_digest_ = None
         self.__dict__["_anndata_written"] = path
+        try:
+            yield
+        finally:  # a save that failed before reading the attributes leaves nothing pending
+            self.__dict__.pop("_anndata_written", None)
 
     def _get_user_attributes(self):
         path = self.__dict__.pop("_anndata_written", None)
