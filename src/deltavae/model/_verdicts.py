@@ -5,6 +5,7 @@ types that ran off to no share in any spot."""
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -48,7 +49,8 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
     was more than ten times the model's default (the module's ``default_lr``: a spot model's
     own, 0.005 to 0.05, else the VAEs' 1e-3)."""
     model.convergence_ = None  # this run's, kept by record_verdict (print(model) says it)
-    model.__dict__["_went_unstable"] = False  # read by CGMDVAE's note on empty clusters
+    # Read by CGMDVAE's note on empty clusters and NMFDeconv's on factors that lead no spot.
+    model.__dict__["_went_unstable"] = False
     rate = (model.train_args_ or {}).get("lr")  # as trained (lr, plan_kwargs ...)
     default = getattr(model.module, "default_lr", None) or DEFAULT_LR
     verdict = still_improving(
@@ -76,9 +78,28 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
     decay = decay_outweighs(model)
     if verdict is None or verdict.startswith((*_FLAT_OR_SHORT, LOW_RATE)):
         verdict = decay or verdict  # more epochs would not help either
+    # What else shows that the run went unstable: a deconvolution's types run off at a rate far
+    # above its default, read-outs far off after a run without validation cells. One problem,
+    # one warning: each was a warning of its own beside the rule's (ZINBVAE at lr=0.5, every
+    # cell training: "ended far above its best", then "read-outs reconstruct far worse";
+    # reference-free NMFDeconv at lr=5: those, then "types have no share", then "fit fewer
+    # factors"), and beside "still improving ... Train longer" they contradicted it.
+    signs = []
+    if rate is not None and rate > RAN_OFF_FACTOR * default:
+        signs.append(types_ran_off(model, rate, default))
+    validated = run.get("elbo_validation")  # an earlier run's validation rows are not this run's
+    if (validated is None or validated.empty) and hasattr(model, "get_reconstruction_error"):
+        signs.append(read_outs_off(model, run, rate))
+    signs = [sign for sign in signs if sign is not None]
+    unstable = verdict is not None and "went unstable" in verdict  # it names the rate itself
+    if signs and unstable:
+        verdict = with_evidence(verdict, [sign.evidence for sign in signs])
+    elif signs:  # more epochs at that rate would not help: the signs' advice, not the rule's
+        record_verdict(model, signs[0].record)  # a decay is said after them (note below)
+        verdict = with_evidence(signs[0].message, [sign.evidence for sign in signs[1:]])
+        unstable = True
     if verdict is not None:
-        unstable = "went unstable" in verdict  # it names the rate itself
-        model.__dict__["_went_unstable"] = unstable
+        model.__dict__["_went_unstable"] = unstable  # read by the notes on clusters, factors
         own = verdict.startswith((LOW_RATE, DECAY))  # they say what to change
         note = "" if unstable or own else high_rate_note(rate, default)
         if not (unstable or own) and "still improving" in verdict:
@@ -87,12 +108,6 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
             note = " " + decay
         record_verdict(model, verdict)
         warn_user(verdict + note, NotConvergedWarning)
-    if rate is not None and rate > RAN_OFF_FACTOR * default:
-        say_if_types_ran_off(model, rate, default)
-    # A run without validation cells (an earlier run's validation rows are not this run's).
-    validated = run.get("elbo_validation")
-    if (validated is None or validated.empty) and hasattr(model, "get_reconstruction_error"):
-        say_if_read_outs_are_off(model, run, rate)
     record_verdict(model, None)
 
 
@@ -138,11 +153,12 @@ def earlier_full_epochs(model, run: dict) -> int:
     return int((before >= float(this["kl_weight"].iloc[-1]) - 1e-6).sum())
 
 
-def say_if_read_outs_are_off(model, run: dict, rate) -> None:
+def read_outs_off(model, run: dict, rate) -> Sign | None:
     """A run without validation cells, whose read-outs (in eval mode: BatchNorm's running
     statistics, no dropout) reconstruct up to :data:`CHECKED_CELLS` of its training cells
     far worse than its last epoch's negative ELBO, trained in train mode, says (by more than
-    the ELBO's size, or a tenth of the run's fall where it ended nearer 0). CGMDVAE
+    the ELBO's size, or a tenth of the run's fall where it ended nearer 0) that training went
+    unstable: this :class:`Sign`, or ``None``. CGMDVAE
     normal at lr=0.1 and 0.5 (80 cells, 12 epochs) ended with a training ELBO of 86 and 113
     and read-outs reconstructing at 1,512 and 2,879 (BatchNorm's running statistics ran off),
     in silence: nothing in eval mode was measured. Healthy runs read out at or below their
@@ -152,11 +168,11 @@ def say_if_read_outs_are_off(model, run: dict, rate) -> None:
     ``train``: it is said as a reconstruction error that is not finite."""
     frame = run.get("elbo_train")
     if frame is None or frame.empty:
-        return
+        return None
     elbo = frame["elbo_train"].to_numpy(dtype=float)
     elbo = elbo[np.isfinite(elbo)]
     if not len(elbo):
-        return
+        return None
     last, fall = float(elbo[-1]), float(elbo[0] - elbo.min())
     cells = model.train_indices
     cells = np.arange(model.adata.n_obs) if cells is None else np.sort(np.asarray(cells))
@@ -169,20 +185,34 @@ def say_if_read_outs_are_off(model, run: dict, rate) -> None:
                 raise
             error = float("nan")
     value = float(next(iter(error.values())) if isinstance(error, dict) else error)
-    if not np.isfinite(value) or value - last > max(abs(last), 0.1 * fall):
-        used = f" than this run's lr={rate:g}" if rate else ""
-        record_verdict(model, "Training went unstable: read-outs reconstruct far worse. ")
+    if np.isfinite(value) and value - last <= max(abs(last), 0.1 * fall):
+        return None
+    used = f" than this run's lr={rate:g}" if rate else ""
+    not_finite = " (values not finite)" if not np.isfinite(value) else ""
+    error = (
+        f"a reconstruction error of {value:.4g} per cell{not_finite} against a negative ELBO "
+        f"of {last:.4g} in the last epoch"
+    )
+    return Sign(
+        f"After training, the model's read-outs (in eval mode) reconstruct its training "
+        f"cells far worse than training did: {error}. Training went unstable (BatchNorm's "
+        "running statistics ran off), and every read-out of this model is off. Train again "
+        f"with a lower learning rate{used}, on a model built anew, and hold cells out for "
+        "validation (train_size=0.9) to see it in training.",
+        f"Its read-outs (in eval mode) are off too: they reconstruct its training cells far "
+        f"worse than training did, {error} (BatchNorm's running statistics ran off).",
+        "Training went unstable: read-outs reconstruct far worse. ",
+    )
+
+
+def say_if_read_outs_are_off(model, run: dict, rate) -> None:
+    """Warn with :func:`read_outs_off`'s message, if it has one (alone: ``say_verdict``
+    joins it to the run's other signs of instability)."""
+    sign = read_outs_off(model, run, rate)
+    if sign is not None:
+        record_verdict(model, sign.record)
         model.__dict__["_went_unstable"] = True
-        warn_user(
-            f"After training, the model's read-outs (in eval mode) reconstruct its training "
-            f"cells far worse than training did: a reconstruction error of {value:.4g} per "
-            f"cell{' (values not finite)' if not np.isfinite(value) else ''} against a "
-            f"negative ELBO of {last:.4g} in the last epoch. Training went "
-            "unstable (BatchNorm's running statistics ran off), and every read-out of this "
-            f"model is off. Train again with a lower learning rate{used}, on a model built "
-            "anew, and hold cells out for validation (train_size=0.9) to see it in training.",
-            NotConvergedWarning,
-        )
+        warn_user(sign.message, NotConvergedWarning)
 
 
 def decay_outweighs(model) -> str | None:
@@ -212,30 +242,73 @@ def decay_outweighs(model) -> str | None:
     )
 
 
-def say_if_types_ran_off(model, rate: float, default: float) -> None:
+def types_ran_off(model, rate: float, default: float) -> Sign | None:
     """A deconvolution trained at ``rate``, far above its ``default``, whose proportions give
     some type no share in any spot: NMFDeconv at 12 to 40 times its default (the test spots,
     every type in most of them) put two of three types at the floor in every spot, its ELBO
     flat 5-8% above the default rate's (188.4 against 178.1): the types' logits ran off and
     learnt no more, in silence. At 8 and 10 times it lost one of three types (mean absolute
-    error of the proportions 0.21 against 0.06), also in silence before the check ran there."""
+    error of the proportions 0.21 against 0.06), also in silence before the check ran there.
+    This :class:`Sign`, or ``None`` where every type has a share in some spot."""
     if not hasattr(model, "get_proportions") or getattr(model, "design_", None) == "latent":
-        return
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the read-out's own notes: the verdict is this one
         proportions = model.get_proportions()
     gone = proportions.columns[proportions.max(axis=0).to_numpy() < NO_SHARE]
     if len(gone) == 0:
-        return
+        return None
     names = short_repr([str(name) for name in gone])
     share = np.round(proportions.drop(columns=gone).mean(axis=0), 2).to_dict()
-    record_verdict(model, f"{len(gone)} of {proportions.shape[1]} types ran off to no share. ")
-    warn_user(
-        f"{len(gone)} of {proportions.shape[1]} types have no share (under {NO_SHARE:g}) in "
-        f"any spot after training: {names}; the rest share the spots as {share}. At this "
+    n = proportions.shape[1]
+    none = f"{len(gone)} of {n} types have no share (under {NO_SHARE:g}) in any spot"
+    return Sign(
+        f"{none} after training: {names}; the rest share the spots as {share}. At this "
         f"run's learning rate (lr={rate:g}, {rate / default:.0f} times the model's default "
         f"{default:g}) their shares can run off to the floor and learn no more. Train again "
         f"with the default rate (lr={default:g}) on a model built anew; if the types stay "
         "absent, the spots hold none of them.",
-        NotConvergedWarning,
+        f"Its proportions show it: {none} ({names}; the rest share the spots as {share}), "
+        f"their shares run off to the floor, where they learn no more.",
+        f"{len(gone)} of {n} types ran off to no share. ",
     )
+
+
+def say_if_types_ran_off(model, rate: float, default: float) -> None:
+    """Warn with :func:`types_ran_off`'s message, if it has one (alone: ``say_verdict``
+    joins it to the run's other signs of instability)."""
+    sign = types_ran_off(model, rate, default)
+    if sign is not None:
+        record_verdict(model, sign.record)
+        model.__dict__["_went_unstable"] = True
+        warn_user(sign.message, NotConvergedWarning)
+
+
+class Sign(NamedTuple):
+    """A finding that shows a run went unstable: its ``message`` alone, its ``evidence`` (a
+    sentence) where another verdict says so first, and its ``record`` (``convergence_``)."""
+
+    message: str
+    evidence: str
+    record: str
+
+
+#: Where a verdict that went unstable gives its advice: the evidence goes before it.
+_ADVICE = " Train again with "
+
+
+def with_evidence(verdict: str, evidence: list[str]) -> str:
+    """``verdict`` with the sentences of ``evidence`` put before its advice (at its end where
+    it gives none in :data:`_ADVICE`'s words).
+
+    Examples
+    --------
+    >>> with_evidence("It went unstable. Train again with lr=0.1.", ["Its read-outs are off."])
+    'It went unstable. Its read-outs are off. Train again with lr=0.1.'
+    """
+    if not evidence:
+        return verdict
+    head, found, advice = verdict.rpartition(_ADVICE)
+    if not found:
+        head, advice = verdict, ""
+    return " ".join([head, *evidence]) + (found + advice if found else "")

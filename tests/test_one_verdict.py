@@ -1,0 +1,82 @@
+"""One problem, one warning: a run that went unstable is said to have done so once, with what
+else shows it (read-outs far off, types run off) as evidence in that warning, and the notes that
+read a healthy run's results (factors that lead no spot) keep quiet after it."""
+
+import pytest
+
+import deltavae as dv
+from deltavae.train import NotConvergedWarning
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def _spots():
+    cells = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=40, n_clusters=3, n_conditions=1, seed=4
+    )
+    return dv.datasets.pseudo_spots(cells, "cluster", n_spots=60, cells_per_spot=(1, 4), seed=0)
+
+
+def test_a_run_unstable_in_training_and_in_its_read_outs_is_told_once():
+    """ZINBVAE at lr=0.5, every cell training (100 cells, 10 epochs): "The training ELBO ended
+    far above its best ... Train again with a lower learning rate", then a second warning,
+    "the model's read-outs (in eval mode) reconstruct its training cells far worse ... Train
+    again with a lower learning rate": two warnings of one problem, each with its advice."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=100, n_genes=30, n_clusters=3, n_conditions=1, seed=0
+    )
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    one = (
+        r"^The training ELBO ended far above its best: .* Training went unstable \(a learning "
+        r"rate too high for this model and data\), and the model ends worse than it was earlier "
+        r"in the run\. Its read-outs \(in eval mode\) are off too: they reconstruct its "
+        r"training cells far worse than training did, a reconstruction error of [\d.e+]+ per "
+        r"cell against a negative ELBO of [\d.e+]+ in the last epoch \(BatchNorm's running "
+        r"statistics ran off\)\. Train again with a lower learning rate than this run's "
+        r"lr=0\.5, on a model built anew\.$"
+    )
+    with pytest.warns(NotConvergedWarning, match=one) as said:
+        model.train(max_epochs=10, lr=0.5, train_size=1.0, **TRAIN)
+    assert len(said) == 1, [str(w.message) for w in said]  # nothing else, of any kind
+    assert model.convergence_.startswith("The training ELBO ended far above its best")
+    assert model._went_unstable
+
+
+def test_a_reference_free_deconvolution_unstable_at_a_huge_rate_is_told_once():
+    """Reference-free NMFDeconv at lr=5 (60 spots, 50 epochs): "ended far above its best ...
+    Train again with a lower learning rate", "2 of 3 types have no share ... Train again with
+    the default rate" and "2 of the 3 factors are the largest proportion of fewer than 2% of
+    the spots ... Fit fewer, e.g. n_components=1": three warnings of one problem, the last
+    advising fewer factors for factors the rate ran off."""
+    spots, _ = _spots()
+    dv.model.NMFDeconv.setup_anndata(spots)
+    model = dv.model.NMFDeconv(spots, n_components=3)
+    one = (
+        r"^The training ELBO ended far above its best: .* Training went unstable .* Its "
+        r"proportions show it: 2 of 3 types have no share \(under 0\.001\) in any spot "
+        r"\(\['factor_1', 'factor_2'\]; the rest share the spots as \{'factor_0': 1\.0\}\), "
+        r"their shares run off to the floor, where they learn no more\. Train again with a "
+        r"lower learning rate than this run's lr=5, on a model built anew\.$"
+    )
+    with pytest.warns(NotConvergedWarning, match=one) as said:
+        model.train(max_epochs=50, lr=5.0, **TRAIN)
+    assert len(said) == 1, [str(w.message) for w in said]  # nothing else, of any kind
+
+
+def test_types_run_off_while_still_improving_are_not_told_to_train_longer():
+    """NMFDeconv from a reference at lr=1 (200 times its default, 20 epochs): "still improving
+    ... Train longer: pass a max_epochs above this run's 20", then "2 of 3 types have no share
+    ... learn no more. Train again with the default rate": more epochs at that rate would not
+    bring the types back, and two warnings contradicted each other."""
+    spots, reference = _spots()
+    model = dv.model.NMFDeconv.from_reference(spots, reference=reference, labels_key="cluster")
+    one = (
+        r"^2 of 3 types have no share \(under 0\.001\) in any spot after training: \['0', "
+        r"'1'\]; .* Train again with the default rate \(lr=0\.005\) on a model built anew; if "
+        r"the types stay absent, the spots hold none of them\.$"
+    )
+    with pytest.warns(NotConvergedWarning, match=one) as said:
+        model.train(max_epochs=20, lr=1.0, **TRAIN)
+    assert len(said) == 1, [str(w.message) for w in said]  # nothing else, of any kind
+    assert model.convergence_ == "2 of 3 types ran off to no share."
