@@ -80,3 +80,22 @@ def test_types_run_off_while_still_improving_are_not_told_to_train_longer():
         model.train(max_epochs=20, lr=1.0, **TRAIN)
     assert len(said) == 1, [str(w.message) for w in said]  # nothing else, of any kind
     assert model.convergence_ == "2 of 3 types ran off to no share."
+
+
+def test_factors_that_barely_moved_at_a_rate_far_too_low_are_not_told_to_be_fewer():
+    """Reference-free NMFDeconv at lr=1e-7 (60 spots, 40 epochs): "This run's learning rate
+    ... is 50,000 times below the model's default ... train again with the default rate
+    first", then "2 of the 3 factors are the largest proportion of fewer than 2% of the
+    spots ... Fit fewer, e.g. n_components=1": the factors had barely moved from their start
+    (each a third of every spot), and the second warning advised a model of one factor."""
+    spots, _ = _spots()
+    dv.model.NMFDeconv.setup_anndata(spots)
+    model = dv.model.NMFDeconv(spots, n_components=3)
+    one = r"^This run's learning rate \(lr=1e-07\) is 50,000 times below the model's default"
+    with pytest.warns(NotConvergedWarning, match=one) as said:
+        model.train(max_epochs=40, lr=1e-7, **TRAIN)
+    assert len(said) == 1, [str(w.message) for w in said]  # nothing else, of any kind
+    # At its default rate the note on idle factors still speaks (6 factors on 3 types).
+    wide = dv.model.NMFDeconv(spots, n_components=6)
+    with pytest.warns(UserWarning, match=r"factors are the largest proportion of fewer than"):
+        wide.train(max_epochs=40, **TRAIN)

@@ -312,11 +312,11 @@ class NMFDeconv(
         )
         steps = max_epochs * max(1, n_spots // batch_size)  # both checked by the run
         # Reference-free, after a run long enough to judge (1 step: one factor led every spot),
-        # unless it went unstable: its verdict says so and to train again at a lower rate (at
-        # lr=5, "fit fewer factors, e.g. n_components=1" followed it, of factors run off).
-        unstable = self.__dict__.get("_went_unstable")
+        # unless its verdict asks to train again: "fit fewer factors, e.g. n_components=1"
+        # followed it, of factors run off at lr=5 and of factors that barely moved at 1e-7.
+        again = self.__dict__.get("_train_again")
         free = isinstance(self.module.log_signatures, torch.nn.Parameter)
-        if free and steps >= _JUDGED and not unstable:
+        if free and steps >= _JUDGED and not again:
             proportions, _, _, empty = self._infer(None, None)
             proportions = proportions[~empty]  # a spot without counts leads nothing
             warn_idle_factors(proportions / proportions.sum(1, keepdims=True), self.cell_types_)

@@ -49,8 +49,10 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
     was more than ten times the model's default (the module's ``default_lr``: a spot model's
     own, 0.005 to 0.05, else the VAEs' 1e-3)."""
     model.convergence_ = None  # this run's, kept by record_verdict (print(model) says it)
-    # Read by CGMDVAE's note on empty clusters and NMFDeconv's on factors that lead no spot.
-    model.__dict__["_went_unstable"] = False
+    # Whether the run went unstable (CGMDVAE's note on empty clusters keeps quiet then), and
+    # whether the verdict asks to train again, not longer (unstable, a rate far too low, a
+    # weight_decay too high: NMFDeconv's note on factors that lead no spot keeps quiet).
+    model.__dict__["_went_unstable"] = model.__dict__["_train_again"] = False
     rate = (model.train_args_ or {}).get("lr")  # as trained (lr, plan_kwargs ...)
     default = getattr(model.module, "default_lr", None) or DEFAULT_LR
     verdict = still_improving(
@@ -99,8 +101,9 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
         verdict = with_evidence(signs[0].message, [sign.evidence for sign in signs[1:]])
         unstable = True
     if verdict is not None:
-        model.__dict__["_went_unstable"] = unstable  # read by the notes on clusters, factors
         own = verdict.startswith((LOW_RATE, DECAY))  # they say what to change
+        model.__dict__["_went_unstable"] = unstable
+        model.__dict__["_train_again"] = unstable or own
         note = "" if unstable or own else high_rate_note(rate, default)
         if not (unstable or own) and "still improving" in verdict:
             note += slow_rate_note(rate, default)  # 10 to 100 times below the default
@@ -211,7 +214,7 @@ def say_if_read_outs_are_off(model, run: dict, rate) -> None:
     sign = read_outs_off(model, run, rate)
     if sign is not None:
         record_verdict(model, sign.record)
-        model.__dict__["_went_unstable"] = True
+        model.__dict__["_went_unstable"] = model.__dict__["_train_again"] = True
         warn_user(sign.message, NotConvergedWarning)
 
 
@@ -280,7 +283,7 @@ def say_if_types_ran_off(model, rate: float, default: float) -> None:
     sign = types_ran_off(model, rate, default)
     if sign is not None:
         record_verdict(model, sign.record)
-        model.__dict__["_went_unstable"] = True
+        model.__dict__["_went_unstable"] = model.__dict__["_train_again"] = True
         warn_user(sign.message, NotConvergedWarning)
 
 
