@@ -99,3 +99,32 @@ def test_factors_that_barely_moved_at_a_rate_far_too_low_are_not_told_to_be_fewe
     wide = dv.model.NMFDeconv(spots, n_components=6)
     with pytest.warns(UserWarning, match=r"factors are the largest proportion of fewer than"):
         wide.train(max_epochs=40, **TRAIN)
+
+
+def test_a_label_never_predicted_after_an_unconverged_run_points_to_its_verdict():
+    """CGMDVAE semi-supervised at lr=0.5, every cell training (100 cells, 20 epochs): "Training
+    ran 10 epochs of 1 step ... too few to converge or to judge ... Train longer ... train again
+    with the default rate first", then "1 of 3 labels are never predicted ... Most likely
+    training was too short. Train longer ... train again with the default rate first": the
+    verdict's advice twice, in two warnings."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=100, n_genes=30, n_clusters=3, n_conditions=1, seed=0
+    )
+    labels = adata.obs["cluster"].astype(str).to_numpy().copy()
+    labels[::3] = "unknown"
+    adata.obs["label"] = labels
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="label", unlabeled_category="unknown")
+    model = dv.model.CGMDVAE(adata, n_latent=2, n_hidden=8)
+    with pytest.warns(NotConvergedWarning, match=r"^Training ran 10 epochs of 1 step") as said:
+        model.train(max_epochs=20, lr=0.5, train_size=1.0, **TRAIN)
+    notes = [str(w.message) for w in said]
+    assert sum("Train longer" in note for note in notes) == 1, notes
+    (label,) = [note for note in notes if "never predicted" in note]
+    told = (
+        "Most likely training did not converge: this run's NotConvergedWarning says what to "
+        "change. If it stays so, those cells are too like another label's"
+    )
+    assert told in label, label
+    # Called on its own (no verdict of this run to point to) the note gives the advice itself.
+    with pytest.warns(UserWarning, match=r"Most likely training was too short\. Train longer"):
+        model._warn_if_clusters_empty(20)

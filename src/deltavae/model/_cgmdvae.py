@@ -420,7 +420,7 @@ class CGMDVAE(
             )
             if refit_mixture:
                 self._refit_mixture(mixture_init)
-        self._warn_if_clusters_empty(max_epochs)
+        self._warn_if_clusters_empty(max_epochs, after_train=True)
         warn_unlabelled_types(self)  # semi-supervised: a type without a labelled cell
         return out
 

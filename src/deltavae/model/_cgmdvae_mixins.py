@@ -35,6 +35,7 @@ from ._load_state import saved_state
 from ._query_checks import building_query
 from ._readout_docs import COUNTS_ONLY, OBSERVED_LIBRARY, with_note
 from ._registered import registered_category, several_conditions_error
+from ._summary import NO_WARNING
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 _FIRST_CONDITION = (
@@ -353,14 +354,16 @@ class ClustersMixin(PredictionsMixin):
         starts = [cb.epoch + 1 for cb in callbacks if isinstance(cb, MixtureInitialization)]
         return max(starts, default=0)
 
-    def _warn_if_clusters_empty(self, max_epochs: int) -> None:
+    def _warn_if_clusters_empty(self, max_epochs: int, after_train: bool = False) -> None:
         """Say so when training ends with empty clusters (not a query's: its reference's), or
-        with labels none of whose cells trained."""
+        with labels none of whose cells trained; ``after_train``: right after ``train``,
+        whose verdict (``convergence_``), where it warned, the note points to."""
         clusters = self.__dict__.pop("_clusters_after_fit", None)  # the fit's record read them
         warn_labels_without_training_cells(self)
         if self.is_query_model:
             return
-        warn_if_clusters_empty(self, max_epochs, clusters)
+        told = after_train and self.convergence_ not in (None, NO_WARNING)
+        warn_if_clusters_empty(self, max_epochs, clusters, told=told)
 
     def _check_n_clusters(self, n_clusters) -> int:
         """The number of clusters: as given, or one per label (10 without labels)."""

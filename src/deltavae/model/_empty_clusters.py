@@ -30,12 +30,17 @@ def labelled_training_cells(model) -> np.ndarray:
     return np.bincount(codes, minlength=len(counts))
 
 
-def warn_if_clusters_empty(model, max_epochs: int, clusters=None) -> None:
+def warn_if_clusters_empty(model, max_epochs: int, clusters=None, told: bool = False) -> None:
     """Say so when training ends with clusters no cell is predicted in (see the module);
     ``clusters``: every cell's predicted cluster, where the fit's record read them. Nothing
     after a run that went unstable: its warning says the model ends worse than it was and to
     train again at a lower rate. (CGMDVAE at lr=1, 200 cells, 20 epochs: "9 of 10 clusters
-    are empty ... if 10, training was too short. Train longer", right after that warning.)"""
+    are empty ... if 10, training was too short. Train longer", right after that warning.)
+    ``told``: this run's NotConvergedWarning said what to change, which the note then points to
+    rather than repeating its advice (CGMDVAE semi-supervised at lr=0.5, 20 epochs: "too few
+    to converge ... Train longer ... train again with the default rate first", then "1 of 3
+    labels are never predicted ... Most likely training was too short. Train longer ... train
+    again with the default rate first")."""
     if model.__dict__.get("_went_unstable"):
         return
     clusters = model.predict_clusters() if clusters is None else clusters
@@ -46,6 +51,8 @@ def warn_if_clusters_empty(model, max_epochs: int, clusters=None) -> None:
     k = model.module.n_clusters
     rate = high_rate_note((model.train_args_ or {}).get("lr"))  # far above the default
     longer = f"training was too short. {train_longer(max_epochs, validation=False)}{rate}"
+    if told:
+        longer = "training did not converge: this run's NotConvergedWarning says what to change."
     unpredicted = [
         (n, int(m)) for n, s, m in zip(names, sizes, labelled, strict=True) if not s and m
     ]
