@@ -122,7 +122,9 @@ def test_a_normal_likelihoods_exploding_validation_elbo_is_not_silent():
         # Numbers of one run (one torch thread: 347.3 at epoch 6 against 110 at epoch 3; two
         # threads: 110.1), so only their form is matched.
         r"The validation ELBO ended far above its best: [\d.,]+ at epoch \d+, the one "
-        r"restore_best kept, against [\d.,]+ at epoch \d+\. Training went unstable .* Train again "
+        r"restore_best kept, against [\d.,]+ at epoch \d+(, an epoch restore_best could not keep "
+        r"\(it keeps only epochs on the full ELBO, after the mixture start: here from epoch \d+ "
+        r"on; .*\))?\. Training went unstable .* Train again "
         r"with a lower learning rate than this run's lr=0\.1, on a model built anew\.$"
     )
     with pytest.warns(NotConvergedWarning, match=note):
@@ -668,3 +670,101 @@ def test_an_elbo_blown_up_by_orders_of_magnitude_went_unstable_not_still_improvi
     # A spot model's own default rate is advised, not the VAEs' 1e-3 (NMFDeconv: 5e-3).
     note = still_improving(history, 5, lr=1.0, sized=True, default_lr=5e-3)
     assert "e.g. the model's default lr=0.005," in note, note
+
+
+def test_a_run_far_above_the_default_rate_leads_with_the_rate_not_with_training_longer():
+    """Archetypes at lr=5 (1,000 times its default; 150 spots, 30 epochs) was told "still
+    improving (7714 to 4342) ... Train longer ... train again with the default rate first":
+    two contradicting pieces of advice, the eval-mode validation ELBO 5 times the training
+    ELBO. More epochs at such a rate are not the fix: the verdict leads with the rate."""
+    mix = dv.datasets.convex_mixtures(n_spots=150, n_genes=60, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    model = dv.model.Archetypes(mix, n_archetypes=3)
+    lead = (
+        r"^This run's learning rate \(lr=5\) is 1000 times the model's default \(0\.005\): at "
+        r"such a rate the ELBO can stay far from its optimum however long it trains; train "
+        r"again with the default rate first\. The validation ELBO was still improving when "
+        r"training stopped \(.*\): the model has not converged and its results may change "
+        r"with more training\.$"
+    )
+    with pytest.warns(NotConvergedWarning, match=lead) as said:
+        model.train(max_epochs=30, lr=5.0, **TRAIN)
+    assert len(said) == 1, [str(w.message) for w in said]
+    assert model.convergence_.startswith("This run's learning rate (lr=5) is 1000 times")
+    assert model._train_again
+    # Fine-tuned or too short at the default rate: the advice to train longer stays.
+    (note,) = _notes(_model(), max_epochs=4)
+    assert note.startswith("Training ran") and "Train longer" in note, note
+
+
+def test_a_run_too_short_to_judge_at_a_rate_far_below_the_default_says_the_rate():
+    """ZINBVAE at lr=3e-5 (33 times below its default; 100 cells, 30 epochs of 1 step) was
+    told "too few to converge or to judge ... Train longer" without the note that such a rate
+    needs about 33 times the epochs, which a run still improving there gets."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=100, n_genes=30, n_clusters=3, n_conditions=1, seed=0
+    )
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    short = (
+        r"^Training ran \d+ epochs of 1 step \(\d+ optimiser steps\) on the full ELBO: too few "
+        r"to converge or to judge .* Train longer: .* This run's learning rate \(lr=3e-05\) is "
+        r"33 times below the default \(0\.001\): each step moves the parameters about as many "
+        r"times less, .* train again with the default rate first\.$"
+    )
+    with pytest.warns(NotConvergedWarning, match=short) as said:
+        model.train(max_epochs=30, lr=3e-5, **TRAIN)
+    assert len(said) == 1, [str(w.message) for w in said]
+
+
+def test_an_epoch_restore_best_could_not_keep_is_said_to_be_one():
+    """CGMDVAE at lr=1 (100 synthetic cells, 12 epochs) was told "3.242e+04 at epoch 8, the one
+    restore_best kept, against 2.058e+04 at epoch 1": an epoch in the KL warm-up, before the
+    mixture start, which restore_best cannot keep, as if it had passed it over."""
+    from types import SimpleNamespace
+
+    from deltavae.model._verdicts import say_verdict
+    from deltavae.train._checkpoint import RestoreBestValidation
+
+    adata = dv.datasets.synthetic_counts(
+        n_cells=60, n_genes=30, n_clusters=3, n_conditions=2, seed=0
+    )
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=3, n_latent=2, n_hidden=8)
+    _notes(model, max_epochs=1, mixture_init_epoch=None)
+    train = [153.9, 3787.5, 146.7, 422.9, 666.6, 299.9, 213.4, 394.9, 176.0, 181.0, 183.8, 186.8]
+    valid = [3.8e9, 20584.3, 21387.0, 1.3e8, 6.2e19, 6.1e33, 1.4e22, 2.3e10, 32424.0, 53071.0]
+    valid += [77627.0, 2.4e8]
+    kl = [0.0, 0.2, 0.3, 0.5, 0.7, 0.8] + [1.0] * 6
+    index = pd.RangeIndex(len(train), name="epoch")
+    run = {
+        name: pd.DataFrame({name: values}, index=index)
+        for name, values in [("elbo_train", train), ("elbo_validation", valid), ("kl_weight", kl)]
+    }
+    model.train_args_ = {**model.train_args_, "lr": 1.0}
+
+    def said(start_epoch, kept=8):
+        model.trainer = SimpleNamespace(callbacks=[RestoreBestValidation(start_epoch, 1.0)])
+        model.best_epoch_ = kept
+        with pytest.warns(NotConvergedWarning) as caught:
+            say_verdict(model, run, len(train), False, {}, None)
+        assert len(caught) == 1, [str(w.message) for w in caught]
+        return str(caught[0].message)
+
+    note = said(start_epoch=5)  # the mixture started at epoch 4
+    assert note.startswith(
+        "The validation ELBO ended far above its best: 3.242e+04 at epoch 8, the one "
+        "restore_best kept, against 2.058e+04 at epoch 1, an epoch restore_best could not "
+        "keep (it keeps only epochs on the full ELBO, after the mixture start: here from epoch "
+        "6 on; the best of those was the one it kept). Training went unstable"
+    ), note
+    # Without a mixture start, and keeping an epoch other than the best it could.
+    note = said(start_epoch=0, kept=9)
+    assert (
+        "(it keeps only epochs on the full ELBO: here from epoch 6 on; the best of those was "
+        "3.242e+04 at epoch 8). Training went unstable"
+    ) in note, note
+    # A best epoch restore_best could keep is compared with as before.
+    run["elbo_validation"].loc[7, "elbo_validation"] = 20000.0
+    note = said(start_epoch=5)
+    assert "against 2e+04 at epoch 7. Training went unstable" in note, note

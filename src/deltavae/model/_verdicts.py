@@ -73,6 +73,8 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
         slower=1.0 if tunes_a_trained_model(model, run) else slower_than_default(rate, default),
         default_lr=default,
     )
+    if verdict is not None and _KEPT in verdict:
+        verdict = beyond_restore_best(model, run, verdict)
     if verdict is None or verdict.startswith(_FLAT_OR_SHORT):
         # Flat, too short or still falling at a rate far below the default: the rate is why
         # (the advice to train longer at lr=1e-7 would not help).
@@ -100,13 +102,17 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
         record_verdict(model, signs[0].record)  # a decay is said after them (note below)
         verdict = with_evidence(signs[0].message, [sign.evidence for sign in signs[1:]])
         unstable = True
+    if verdict is not None and not unstable and verdict.startswith(_FLAT_OR_SHORT):
+        verdict = rate_first(verdict, rate, default)  # far above the default: not longer
     if verdict is not None:
-        own = verdict.startswith((LOW_RATE, DECAY))  # they say what to change
+        # They say what to change (a verdict led by its high rate begins as LOW_RATE does).
+        own = verdict.startswith((LOW_RATE, DECAY))
         model.__dict__["_went_unstable"] = unstable
         model.__dict__["_train_again"] = unstable or own
         note = "" if unstable or own else high_rate_note(rate, default)
-        if not (unstable or own) and "still improving" in verdict:
-            note += slow_rate_note(rate, default)  # 10 to 100 times below the default
+        if not (unstable or own) and verdict.startswith(_FLAT_OR_SHORT):
+            # 10 to 100 times below the default, still falling or too short to judge
+            note += slow_rate_note(rate, default)
         if unstable and decay:  # the decay, more likely than the rate (per spot at 1e6)
             note = " " + decay
         record_verdict(model, verdict)
@@ -117,6 +123,75 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
 #: How the rule's verdicts of a run found flat on too few steps, too short, or still falling
 #: begin: at a rate far below the default, :func:`rate_too_low`'s warning replaces them.
 _FLAT_OR_SHORT = ("Training ran ", "The validation ELBO was still", "The training ELBO was still")
+
+
+#: Where the advice of the rule's verdicts on a run too short or still falling begins: to train
+#: longer (``train_longer``), to raise a patience or a limit (``patience_advice``,
+#: ``limit_advice``).
+_LONGER = (" Train longer", " Early stopping ended the run", " Training stopped at its ")
+
+
+def rate_first(verdict: str, rate, default: float) -> str:
+    """``verdict``, a run found too short or still falling (:data:`_FLAT_OR_SHORT`), led by the
+    rate where ``rate`` is more than ten times the model's ``default`` (``high_rate_note``), and
+    without its advice to train longer: at such a rate more epochs are not the fix. Archetypes
+    at lr=5 (1,000 times its default; 150 spots, 30 epochs) was told "still improving (3313 to
+    2065) ... Train longer ... train again with the default rate first", its eval-mode
+    validation ELBO 6 times its training ELBO (1,896 against 334), a gap the scale-divergence
+    check (``blew_up``) does not see: its first validation epoch was already 67,542.
+
+    Examples
+    --------
+    >>> rate_first("Training ran 2 epochs: too few. Train longer: pass more.", 1.0, 1e-3)[:45]
+    "This run's learning rate (lr=1) is 1000 times"
+    >>> rate_first("Training ran 2 epochs: too few. Train longer.", 1.0, 1e-3)[-31:]
+    'Training ran 2 epochs: too few.'
+    """
+    high = high_rate_note(rate, default).strip()
+    if not high:
+        return verdict
+    ends = [verdict.find(advice) for advice in _LONGER if advice in verdict]
+    return f"{high} {verdict[: min(ends, default=len(verdict))]}"
+
+
+#: How the rule's verdict on a run that ended far above its best names the epoch kept.
+_KEPT = ", the one restore_best kept, against "
+
+
+def beyond_restore_best(model, run: dict, verdict: str) -> str:
+    """``verdict``, that the ELBO of the epoch restore_best kept is far above the run's best,
+    saying so where that best is an epoch restore_best could not keep (before CGMDVAE's
+    mixture start or in the KL warm-up), with the best of those it could. CGMDVAE at lr=1 (100
+    synthetic cells, 12 epochs) was told "3.242e+04 at epoch 8, the one restore_best kept,
+    against 2.058e+04 at epoch 1": an epoch in the warm-up, before the mixture start, as if
+    restore_best had passed it over."""
+    from ..train._checkpoint import RestoreBestValidation
+
+    callbacks = getattr(getattr(model, "trainer", None), "callbacks", None) or []
+    keeper = next((c for c in callbacks if isinstance(c, RestoreBestValidation)), None)
+    name = "elbo_validation"
+    frame, kl = run.get(name), run.get("kl_weight")
+    if keeper is None or frame is None or frame.empty or kl is None or kl.empty:
+        return verdict
+    elbo = frame[[name]].join(kl[["kl_weight"]], how="inner").astype(float)
+    elbo = elbo[np.isfinite(elbo[name].to_numpy())]
+    start = int(run["elbo_train"].index[0]) if "elbo_train" in run else int(frame.index[0])
+    kept = [keeper.eligible(e - start, k, v) for e, v, k in elbo.itertuples(name=None)]
+    if elbo.empty or kept[list(elbo.index).index(elbo[name].idxmin())]:
+        return verdict  # the run's best was one restore_best could keep: it says so already
+    eligible = elbo.loc[kept, name]
+    if eligible.empty:
+        return verdict
+    after = ", after the mixture start" if keeper.start_epoch else ""
+    best = f"{eligible.min():.4g} at epoch {eligible.idxmin()}"
+    if eligible.idxmin() == model.best_epoch_:
+        best = "the one it kept"
+    head, _, tail = verdict.partition(". Training went unstable")
+    return (
+        f"{head}, an epoch restore_best could not keep (it keeps only epochs on the full ELBO"
+        f"{after}: here from epoch {eligible.index.min()} on; the best of those was {best})."
+        f" Training went unstable{tail}"
+    )
 
 
 def tunes_a_trained_model(model, run: dict) -> bool:

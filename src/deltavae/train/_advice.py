@@ -16,7 +16,9 @@ HIGH_LR_FACTOR = 10
 #: below at 218 (its first epoch's 219); NMFDeconv per spot at 100 times below its default
 #: 306.6 against 301.3; each judged converged, in silence.
 LOW_LR_FACTOR = 100
-#: How :func:`low_rate_warning`'s text begins (a model's ``convergence_`` holds it).
+#: How :func:`low_rate_warning`'s text begins (a model's ``convergence_`` holds it), and
+#: :func:`high_rate_note`'s, which leads the verdict of a run too short or still falling at a
+#: rate far above the default (``model/_verdicts.py``).
 LOW_RATE = "This run's learning rate (lr="
 
 
