@@ -47,7 +47,8 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
     """Warn (:class:`NotConvergedWarning`) when ``model``'s run, whose history rows are
     ``run``, has not converged or went unstable; the advice names the learning rate where it
     was more than ten times the model's default (the module's ``default_lr``: a spot model's
-    own, 0.005 to 0.05, else the VAEs' 1e-3)."""
+    own, 0.005 to 0.05, else the VAEs' 1e-3): a run too short or still falling there is told
+    the rate first, not to train longer (:func:`rate_first`)."""
     model.convergence_ = None  # this run's, kept by record_verdict (print(model) says it)
     # Whether the run went unstable (CGMDVAE's note on empty clusters keeps quiet then), and
     # whether the verdict asks to train again, not longer (unstable, a rate far too low, a
@@ -135,10 +136,11 @@ def rate_first(verdict: str, rate, default: float) -> str:
     """``verdict``, a run found too short or still falling (:data:`_FLAT_OR_SHORT`), led by the
     rate where ``rate`` is more than ten times the model's ``default`` (``high_rate_note``), and
     without its advice to train longer: at such a rate more epochs are not the fix. Archetypes
-    at lr=5 (1,000 times its default; 150 spots, 30 epochs) was told "still improving (3313 to
-    2065) ... Train longer ... train again with the default rate first", its eval-mode
-    validation ELBO 6 times its training ELBO (1,896 against 334), a gap the scale-divergence
-    check (``blew_up``) does not see: its first validation epoch was already 67,542.
+    at lr=5 (1,000 times its default; 150 convex mixtures, seed 0, 30 epochs) was told "still
+    improving (7714 to 4342) ... Train longer ... train again with the default rate first",
+    its eval-mode validation ELBO 11 times its training ELBO (4,042 against 358; at the
+    default rate 238 and 237), a gap the scale-divergence check (``blew_up``) does not see:
+    its first validation epoch was already 77,257.
 
     Examples
     --------

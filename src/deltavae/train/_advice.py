@@ -25,7 +25,8 @@ LOW_RATE = "This run's learning rate (lr="
 def high_rate_note(lr: float | None, default: float = DEFAULT_LR) -> str:
     """A sentence added to an unconverged run's advice when its learning rate is far above
     the default: such a run's ELBO jumps about well above its optimum, and more epochs at
-    that rate do not bring it down.
+    that rate do not bring it down. A run too short or still falling is told it first, in
+    place of the advice to train longer (``model/_verdicts.py`` ``rate_first``).
 
     Examples
     --------
@@ -66,7 +67,7 @@ def slower_than_default(lr: float | None, default: float = DEFAULT_LR) -> float:
 
 
 def slow_rate_note(lr: float | None, default: float = DEFAULT_LR) -> str:
-    """A sentence added to the advice on a run still improving at a rate
+    """A sentence added to the advice on a run still improving, or too short to judge, at a rate
     :data:`HIGH_LR_FACTOR` or more times below the model's ``default``: more epochs at that
     rate take as many times longer than the default rate would, and a small fall there is
     a large one at the default rate.
