@@ -350,3 +350,41 @@ def test_two_changes_of_one_message_write_one_copy_with_both(labelled, tmp_path)
     _run_advice(rest)
     fixed = ad.read_h5ad(tmp_path / "cells_fixed.h5ad")
     assert fixed.n_obs == 40 and "(with the" not in either
+
+
+def test_reference_genes_without_counts_are_left_out_of_the_results_by_a_command(
+    spatial, tmp_path, capsys
+):
+    """The imputer's note on reference genes no cell counts told a shell user to leave them
+    out 'of impute()' by dropping them 'before from_reference', two Python calls the command
+    makes for them: it names what they read (obsm['imputed']) and the command that drops the
+    genes from the --reference file."""
+    spots, reference = spatial
+    cells = ad.read_h5ad(reference)
+    counts = cells.X.toarray() if sparse.issparse(cells.X) else np.array(cells.X)
+    counts[:, -3:] = 0  # three reference genes no cell counts, imputed (the spots lack them)
+    cells.X = sparse.csr_matrix(counts)
+    del cells.layers["counts"]
+    ref = tmp_path / "ref.h5ad"
+    cells.write_h5ad(ref)
+    panel = tmp_path / "panel.h5ad"
+    ad.read_h5ad(spots)[:, :20].copy().write_h5ad(panel)
+    argv = ["fit", str(panel), "--model", "imputer", "--reference", str(ref), "--epochs", "1"]
+    argv += ["--labels-key", "cluster", "--no-plots", "--threads", "1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
+        assert main([*argv, "--out", str(tmp_path / "i.h5ad")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    (line,) = [line for line in err if "have no counts in the reference" in line]
+    assert "impute()" not in line and "from_reference" not in line, line
+    assert "to leave them out of obsm['imputed'], drop them from the reference: " in line
+    fixed = tmp_path / "ref_fixed.h5ad"
+    assert line.endswith(f"then pass --reference {str(fixed)!r}."), line
+    _run_advice(line)
+    assert ad.read_h5ad(fixed).n_vars == cells.n_vars - 3
+    argv[argv.index(str(ref))] = str(fixed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        assert main([*argv, "--out", str(tmp_path / "j.h5ad")]) == 0
+    assert "have no counts in the reference" not in capsys.readouterr().err
+    assert ad.read_h5ad(tmp_path / "j.h5ad").obsm["imputed"].shape[1] == 10 - 3

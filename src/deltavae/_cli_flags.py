@@ -76,6 +76,11 @@ _FLAGS = (
     # The spot models name the spots as their argument and a threshold no flag sets.
     (r"^spots (?=\(\d+ genes|and reference share)", "the spots "),
     (r" are needed \(min_shared_genes\)", " are needed"),
+    # The imputer's reference genes no cell counts: the results a fit writes leave them out.
+    (
+        r"to leave them out of impute\(\), drop them from the reference before from_reference",
+        "to leave them out of obsm['imputed'], drop them from the reference",
+    ),
     (r"\blayer=('[^']*') to \w+\.setup_anndata, then build the \w+ again", r"--layer \1"),
     (r"(?<![\w.])layer=('[^']*')", r"--layer \1"),
     (r"\bCGMDVAE\(\.\.\., likelihood='(\w+)'\)", r"--model cgmdvae --likelihood \1"),
