@@ -388,3 +388,43 @@ def test_reference_genes_without_counts_are_left_out_of_the_results_by_a_command
         assert main([*argv, "--out", str(tmp_path / "j.h5ad")]) == 0
     assert "have no counts in the reference" not in capsys.readouterr().err
     assert ad.read_h5ad(tmp_path / "j.h5ad").obsm["imputed"].shape[1] == 10 - 3
+
+
+def test_empty_reference_cells_and_genes_are_dropped_on_the_reference_layer(
+    spatial, tmp_path, capsys
+):
+    """With --reference-layer the commands filtered the reference on X (scanpy's
+    filter_cells/filter_genes(reference, min_counts=1)): on a scaled X, whose genes sum to
+    about 0, filter_genes dropped every gene (a 201 x 150 reference came out 201 x 0). They
+    now drop the cells and genes without counts in that layer, one copy with both."""
+    spots, reference = spatial
+    cells = ad.read_h5ad(reference)
+    counts = cells.layers["counts"].toarray()
+    counts[:2], counts[:, -3:] = 0, 0  # two cells and three imputed genes without counts
+    cells.layers["counts"] = sparse.csr_matrix(counts)
+    cells.X = counts.astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # scanpy's, of the cells without counts
+        sc.pp.normalize_total(cells)
+        sc.pp.log1p(cells)
+        sc.pp.scale(cells)  # X's genes sum to about 0
+    ref = tmp_path / "ref.h5ad"
+    cells.write_h5ad(ref)
+    panel = tmp_path / "panel.h5ad"
+    ad.read_h5ad(spots)[:, :20].copy().write_h5ad(panel)
+    argv = ["fit", str(panel), "--model", "imputer", "--reference", str(ref), "--epochs", "1"]
+    argv += ["--labels-key", "cluster", "--reference-layer", "counts", "--no-plots"]
+    argv += ["--threads", "1", "--out", str(tmp_path / "i.h5ad")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
+        assert main(argv) == 0
+    err = capsys.readouterr().err.splitlines()
+    (empty,) = [line for line in err if "reference cells have no counts" in line]
+    (silent,) = [line for line in err if "have no counts in the reference" in line]
+    for line in (empty, silent):
+        assert "filter_" not in line and "layers['counts']" in line, line
+        _run_advice(line)
+    fixed = ad.read_h5ad(tmp_path / "ref_fixed.h5ad")
+    assert fixed.shape == (cells.n_obs - 2, cells.n_vars - 3)
+    assert list(fixed.obs_names) == list(cells.obs_names[2:])
+    assert list(fixed.var_names) == list(cells.var_names[:-3])

@@ -15,6 +15,7 @@ import sys
 from contextvars import ContextVar
 
 from deltavae._cli_genes import genes_by_name
+from deltavae.model._count_advice import drop_empty
 
 #: A model's advice names its Python arguments; printed by the CLI, it names the flags.
 _FLAGS = (
@@ -214,6 +215,10 @@ def _as_flags(note: str) -> str:
     advised = _FILES.get()
     if advised is None or advised.files["reference"] is None:  # else: whose names?
         note = re.sub(*_REPEATED, note)
+    elif advised.reference_layer is not None:  # scanpy's filters read X, not the counts
+        for step, rows in (("filter_cells", True), ("filter_genes", False)):
+            drop = drop_empty("reference", advised.reference_layer, rows=rows)
+            note = note.replace(f"sc.pp.{step}(reference, min_counts=1)", drop)
     return _as_commands(genes_by_name(note))
 
 
@@ -229,10 +234,11 @@ _REPEATED = (
 class _Advised:
     """The files of a running command that a model's advice changes (INPUT, ``adata``, and
     ``--reference``), and the changes advised to each so far, in order: each ``(name,
-    statements)``, by the name its statements give the AnnData."""
+    statements)``, by the name its statements give the AnnData; the --reference-layer."""
 
-    def __init__(self, input: str | None = None, reference: str | None = None):
+    def __init__(self, input=None, reference=None, reference_layer: str | None = None):
         self.files = {"adata": input, "reference": reference}
+        self.reference_layer = reference_layer
         self.changes: dict[str, list[tuple[str, str]]] = {"adata": [], "reference": []}
 
 
@@ -243,12 +249,13 @@ _PLACEHOLDERS = {"adata": "INPUT.h5ad", "reference": "REFERENCE.h5ad"}
 
 
 @contextlib.contextmanager
-def advice_files(input: str | None, reference: str | None = None):
+def advice_files(input: str | None, reference: str | None = None, reference_layer=None):
     """Within (one run of a command): the files :func:`_as_flags` writes a change to the data
     against (the placeholders ``INPUT.h5ad`` and ``REFERENCE.h5ad`` where a command has
-    none). Each change's command also makes those advised before it in the run, to the same
-    copy, which the next change would otherwise write over."""
-    token = _FILES.set(_Advised(input, reference))
+    none), and the reference's counts layer its advice drops empty cells and genes on. Each
+    change's command also makes those advised before it in the run, to the same copy, which
+    the next change would otherwise write over."""
+    token = _FILES.set(_Advised(input, reference, reference_layer))
     try:
         yield
     finally:

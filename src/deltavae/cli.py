@@ -460,7 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ValueError as err:
                 raise InputError(_as_flags(str(err))) from None
             # A change the models advise to the data is a command on the files given.
-            files = advice_files(getattr(args, "input", None), getattr(args, "reference", None))
+            files = advice_files(
+                *(getattr(args, key, None) for key in ("input", "reference", "reference_layer"))
+            )
             # numba's and BLAS's pools too; the spot model's genes for its advice (_cli_genes).
             with command_threads_limited(args.threads), files, read_genes_kept():
                 return getattr(_cli_commands, args.command)(args)
