@@ -428,3 +428,20 @@ def test_empty_reference_cells_and_genes_are_dropped_on_the_reference_layer(
     assert fixed.shape == (cells.n_obs - 2, cells.n_vars - 3)
     assert list(fixed.obs_names) == list(cells.obs_names[2:])
     assert list(fixed.var_names) == list(cells.var_names[:-3])
+
+
+def test_labels_no_cell_carries_are_told_as_such_not_as_clusters_to_train(
+    labelled, tmp_path, capsys
+):
+    """A label category no cell carries: the refusal of fewer clusters ended 'then run
+    deltavae fit on ..., then call setup_anndata again', and the report's empty cluster of
+    that label advised more epochs or fewer clusters (--n-clusters 2, which is refused)."""
+    assert _fit(labelled, tmp_path, "--labels-key", "ghost", "--n-clusters", "2") == 2
+    refusal = _error(capsys)
+    assert "setup_anndata" not in refusal and refusal.endswith("cells_fixed.h5ad'."), refusal
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
+        assert _fit(labelled, tmp_path, "--labels-key", "ghost", "--n-clusters", "3") == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("empty clusters")]
+    assert "(ghost: labels no cell carries in --labels-key 'ghost': drop those" in line, line
+    assert "--n-clusters" not in line, line  # a label's cluster: more clusters than labels

@@ -123,7 +123,9 @@ def _mixing(fractions: pd.DataFrame, weights: np.ndarray) -> float:
     return float(np.average(-terms.sum(axis=1) / np.log(p.shape[1]), weights=weights))
 
 
-def _cluster_report(results: ad.AnnData, model_name: str, condition_key: str | None) -> list[str]:
+def _cluster_report(
+    results: ad.AnnData, model_name: str, condition_key: str | None, labels_key: str | None = None
+) -> list[str]:
     cluster_key, summary_key = CLUSTERS[model_name]
     summary = results.uns[summary_key]
     names = [str(name) for name in summary["cluster_names"]]
@@ -152,10 +154,20 @@ def _cluster_report(results: ad.AnnData, model_name: str, condition_key: str | N
                 cell = "-" if values is None or size == 0 else f"{values[column]:.2f}"
                 row += f"  {cell:>{w}}"
         lines.append(row)
-    if empty:
+    # A label no cell carries (a category left by subsetting) has its cluster, empty: neither
+    # more epochs nor fewer clusters (refused below the labels' number) change that.
+    gone = [name for name in empty if name in _unused_labels(results, labels_key)]
+    if empty and not gone:
         lines.append(
             f"empty clusters: {len(empty)} of {len(names)} ({', '.join(empty)}): train longer "
             "(--epochs) or ask for fewer clusters (--n-clusters)"
+        )
+    elif empty:
+        idle = [name for name in empty if name not in gone]
+        lines.append(
+            f"empty clusters: {len(empty)} of {len(names)} ({', '.join(gone)}: labels no cell "
+            f"carries in --labels-key {labels_key!r}: drop those categories, as its warning "
+            f"says{'; ' + ', '.join(idle) + ': train longer (--epochs)' if idle else ''})"
         )
     else:
         lines.append("empty clusters: none")
@@ -171,6 +183,21 @@ def _cluster_report(results: ad.AnnData, model_name: str, condition_key: str | N
             "condition per cluster",
         ]
     return lines
+
+
+def _unused_labels(results: ad.AnnData, labels_key: str | None) -> set[str]:
+    """The categories of ``results.obs[labels_key]`` that no cell carries (none without it).
+
+    Examples
+    --------
+    >>> obs = pd.DataFrame({"t": pd.Categorical(["a"], categories=["a", "b"])}, index=["c"])
+    >>> _unused_labels(ad.AnnData(obs=obs), "t")
+    {'b'}
+    """
+    column = None if labels_key is None else results.obs.get(labels_key)
+    if column is None or not isinstance(column.dtype, pd.CategoricalDtype):
+        return set()
+    return set(map(str, column.cat.categories)) - set(map(str, column.dropna().unique()))
 
 
 def _weights_report(weights: pd.DataFrame, what: str, key: str) -> list[str]:
@@ -241,7 +268,8 @@ def _fit_report(results: ad.AnnData, model, args: argparse.Namespace) -> list[st
     lines = ["", f"{type(model).__name__} on {results.n_obs} {unit}:"]
     lines += _elbo_report(model, unit)
     if args.model in CLUSTERS:
-        lines += _cluster_report(results, args.model, args.condition_key)
+        keys = (args.condition_key, getattr(args, "labels_key", None))
+        lines += _cluster_report(results, args.model, *keys)
     if args.model in SPATIAL_MODELS:
         lines += _spatial_report(results, model, args.model)
     return lines
