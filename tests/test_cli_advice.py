@@ -445,3 +445,19 @@ def test_labels_no_cell_carries_are_told_as_such_not_as_clusters_to_train(
     (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("empty clusters")]
     assert "(ghost: labels no cell carries in --labels-key 'ghost': drop those" in line, line
     assert "--n-clusters" not in line, line  # a label's cluster: more clusters than labels
+
+
+def test_few_labelled_cells_are_checked_in_the_results_not_by_a_python_call(tmp_path, capsys):
+    """Few-label training's note told a shell user to 'Check the names (model.predict())'."""
+    adata = dv.datasets.synthetic_counts(n_cells=60, n_genes=20, n_clusters=2, seed=0)
+    labels = pd.Series("Unknown", index=adata.obs_names)
+    labels.iloc[:2] = adata.obs["cluster"].astype(str).iloc[:2]  # 2 labelled cells at most
+    adata.obs["few"] = labels
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
+        assert _fit(path, tmp_path, "--labels-key", "few", "--n-clusters", "2") == 0
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if "fewer than 3 cells labelled" in x]
+    assert "predict()" not in line and "(obs['cgmdvae_cluster'] of --out)" in line, line

@@ -75,6 +75,10 @@ _FLAGS = (
     # The changes to the data that follow are made in a copy of the file, not before a call.
     (r" before setup_anndata(?=[:,])", ""),
     (r", then call setup_anndata again\b", ""),  # the command sets its copy up
+    (
+        r"Check the names \(model\.predict\(\)\)",
+        "Check the names (obs['cgmdvae_cluster'] of --out)",
+    ),
     # The spot models name the spots as their argument and a threshold no flag sets.
     (r"^spots (?=\(\d+ genes|and reference share)", "the spots "),
     (r" are needed \(min_shared_genes\)", " are needed"),
