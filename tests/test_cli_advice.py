@@ -461,3 +461,37 @@ def test_few_labelled_cells_are_checked_in_the_results_not_by_a_python_call(tmp_
     err = capsys.readouterr().err
     (line,) = [x for x in err.splitlines() if "fewer than 3 cells labelled" in x]
     assert "predict()" not in line and "(obs['cgmdvae_cluster'] of --out)" in line, line
+
+
+def test_a_run_blown_up_names_the_default_rate_and_its_verdict_as_the_cli_prints_them(
+    tmp_path, capsys
+):
+    """CGMDVAE semi-supervised at --lr 0.5, every cell training: the verdict ended 'e.g. the
+    model's default lr=0.001' (a Python argument), and a note on labels never predicted
+    pointed to 'this run's NotConvergedWarning', a class the command's report never shows."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=100, n_genes=30, n_clusters=3, n_conditions=1, seed=0
+    )
+    labels = adata.obs["cluster"].astype(str).to_numpy().copy()
+    labels[::3] = "unknown"
+    adata.obs["label"] = labels
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    options = ["--labels-key", "label", "--unlabeled-category", "unknown", "--lr", "0.5"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
+        assert _fit(path, tmp_path, *options, "--train-size", "1", "--epochs", "20") == 0
+    out = capsys.readouterr().out
+    (verdict,) = [line for line in out.splitlines() if "went unstable" in line]
+    assert verdict.endswith("e.g. the model's default --lr 0.001."), verdict
+    # The note of labels never predicted, as this run of the model gives it (n_hidden=8, which
+    # no flag sets: tests/test_one_verdict.py), reported by the command through _as_flags.
+    adata.obs["label"] = labels
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="label", unlabeled_category="unknown")
+    model = dv.model.CGMDVAE(adata, n_latent=2, n_hidden=8)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        model.train(max_epochs=20, lr=0.5, train_size=1.0, enable_progress_bar=False)
+    (note,) = [str(w.message) for w in said if "never predicted" in str(w.message)]
+    assert "NotConvergedWarning" in note, note
+    assert "converge: the warning on this run's training says what to change." in _as_flags(note)

@@ -116,6 +116,8 @@ _FLAGS = (
     (r"\bthis run's lr=", "this run's --lr "),
     (r"\(lr=([^)]+)\)", r"(--lr \1)"),
     (r"with the default rate first", "without --lr first"),
+    (r"\bthe model's default lr=", "the model's default --lr "),
+    (r"this run's NotConvergedWarning says", "the warning on this run's training says"),
     (r"\baccelerator='(\w+)'", r"--accelerator \1"),
     (
         r"raise early_stopping_patience(?: \(this run's: \d+\))? or train without "
