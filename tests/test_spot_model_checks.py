@@ -207,3 +207,25 @@ def test_imputer_latent_design_reads_no_panel_gene_without_counts():
     with torch.no_grad():
         module.log_technology[:2] = 3.0
     torch.testing.assert_close(reconstruction(), nll)
+
+
+def test_reference_cells_without_counts_in_its_layer_are_dropped_by_that_layer():
+    """With reference_layer='counts' and X scaled (every cell nonzero in X), the advice said
+    sc.pp.filter_cells(reference, min_counts=1), which reads X: following it kept the cells
+    without counts (and, on a log-normalised X with negative values, could drop others). The
+    statement now reads the layer the model reads."""
+    import scanpy as sc  # noqa: F401 - the advised statement may name it
+
+    from deltavae.model._nmf_reference import warn_empty_reference_cells
+
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(2.0, (12, 8)).astype(np.float32)
+    counts[:3] = 0
+    reference = ad.AnnData(rng.normal(size=(12, 8)).astype(np.float32))  # scaled X
+    reference.layers["counts"] = counts
+    with pytest.warns(UserWarning, match="3 reference cells have no counts") as said:
+        warn_empty_reference_cells(reference, "counts")
+    statement = str(said[0].message).split("Drop them first: ", 1)[1].rstrip(".")
+    names = {"reference": reference, "sc": sc, "np": np}
+    exec(statement, names)
+    assert list(names["reference"].obs_names) == list(reference.obs_names[3:])

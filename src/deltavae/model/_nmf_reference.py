@@ -25,6 +25,7 @@ from .._checks import (
 )
 from .._slashes import MESSAGE_START, PROPORTIONS_COLUMNS, renamed_column, warn_slashed
 from .._unchanged_on_failure import unchanged_on_failure
+from ._count_advice import drop_empty
 from ._gene_advice import identifier_advice, names_column_advice
 from ._genes import _refuse_duplicates
 from ._matrices import adata_in_memory, memory_copy, on_disk, row_sums, to_memory
@@ -70,7 +71,7 @@ def warn_empty_reference_cells(
         names = ", ".join(map(str, reference.obs_names[empty][:5]))
         warn_user(
             f"{int(empty.sum())} reference cells have no counts in {where} (e.g. {names}); "
-            f"{effect}. Drop them first: sc.pp.filter_cells(reference, min_counts=1)."
+            f"{effect}. Drop them first: {drop_empty('reference', layer, rows=True)}."
         )
 
 
