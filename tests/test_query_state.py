@@ -80,8 +80,23 @@ def test_a_query_fit_that_completed_no_epoch_leaves_the_query_model_untrained():
     with pytest.warns(dv.train.NotConvergedWarning, match="completed no epoch"):
         model.train(max_epochs=4, max_time={"seconds": 0}, **FAST)
     assert not model.is_trained_
-    with pytest.raises(RuntimeError, match="untrained model"):
+    with pytest.raises(RuntimeError, match="query model has not trained"):
         model.get_latent_representation()
+
+
+@pytest.mark.parametrize("cls", [dv.model.ZINBVAE, dv.model.CGMDVAE])
+def test_an_untrained_query_model_is_told_to_train_as_a_query(cls):
+    """A query model read out before training raised scvi-tools' "Trying to query inferred
+    values from an untrained model. Please train the model first.", which does not say that
+    the reference is fine and the query model is what must train."""
+    ref, query = _split()
+    model = cls.load_query_data(query, _reference(cls, ref))
+    calls = [model.get_latent_representation]
+    if cls is dv.model.CGMDVAE:
+        calls += [model.predict_labels, model.write_to_adata]
+    for call in calls:
+        with pytest.raises(RuntimeError, match=r"query model has not trained.*\.train\(max_"):
+            call()
 
 
 def test_a_query_model_trains_and_reads_minibatches_of_one_cell():

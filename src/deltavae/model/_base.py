@@ -338,7 +338,15 @@ class DeltaModelMixin(
     def _check_if_trained(self, warn: bool = True, message: str | None = None) -> None:
         """scvi-tools' check before every read-out, which also says when the last training
         diverged (or a query model's reference's): the parameters kept are the last finite
-        ones, maybe far from a fit."""
+        ones, maybe far from a fit. An untrained query model is told how to train: scvi-tools'
+        "untrained model" read as if the reference itself were."""
+        if message is None and self.is_query_model and not self.is_trained_:
+            message = (
+                f"This {type(self).__name__} query model has not trained: load_query_data "
+                "starts its new categories' weights untrained. Train the query model first, "
+                "query_model.train(max_epochs=50) as in load_query_data's example, then read "
+                "it out."
+            )
         super()._check_if_trained(warn, *([message] if message else []))
         warn_if_diverged(self)  # a query model's reference's too (its weights, frozen)
 
