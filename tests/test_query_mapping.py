@@ -1,6 +1,7 @@
 """Query mapping onto a reference, and the records predictions keep of how they were made
 (model/_query.py, _genes.py, _latent_shift.py)."""
 
+import re
 import warnings
 
 import anndata
@@ -95,9 +96,37 @@ def test_a_query_of_the_references_empty_categories_is_refused_with_the_renaming
     for reference in (vae, tmp_path / "ref"):
         with pytest.raises(ValueError, match=rf"holds \['{names[2]}'\]: categories of the ref"):
             dv.model.ZINBVAE.load_query_data(query, reference)
-    query.obs["condition"] = "query_" + query.obs["condition"].astype(str)  # the advice
+    query.obs["condition"] = (
+        query.obs["condition"]
+        .astype(object)
+        .map(  # the advice
+            lambda v: {names[2]: f"query_{names[2]}"}.get(v, v)
+        )
+    )
     q = dv.model.ZINBVAE.load_query_data(query, vae)
     assert q.query_mapping_["new_categories"] == {"condition": [f"query_{names[2]}"]}
+
+
+def test_the_renaming_of_untrained_categories_runs_on_integer_conditions():
+    """The advice for a query of the reference's categories without training cells,
+    ``'query_' + query.obs[key].astype(str)``, renamed every value: on a reference of integer
+    conditions the query was then refused as 'another type' (told to convert it back with
+    astype(int), which fails on 'query_0'), and on string conditions the query's cells of
+    trained categories became new categories too."""
+    adata = dv.datasets.synthetic_counts(n_cells=150, n_genes=20, n_conditions=3, seed=2)
+    codes = np.asarray(adata.obs["condition"].cat.codes, dtype=int)
+    adata.obs["cond"] = codes
+    ref, query = adata[codes < 2].copy(), adata.copy()  # the query holds 0, 1 and 2
+    ref.obs["cond"] = pd.Categorical(codes[codes < 2], categories=[0, 1, 2])
+    with pytest.warns(UserWarning, match=r"no cell carries"):
+        dv.model.ZINBVAE.setup_anndata(ref, batch_key="cond")
+    vae = _trained(dv.model.ZINBVAE, ref)
+    with pytest.raises(ValueError, match=r"holds \['2'\]: categories of the ref") as refused:
+        dv.model.ZINBVAE.load_query_data(query, vae)
+    exec(re.search(r"e\.g\. (query\.obs.*?); set up", str(refused.value)).group(1))
+    q = dv.model.ZINBVAE.load_query_data(query, vae)
+    assert q.query_mapping_["new_categories"] == {"cond": ["3"]}  # 0 and 1 stay known
+    assert (np.asarray(query.obs["cond"]) == np.where(codes == 2, 3, codes)).all()
 
 
 def test_scvi_tools_third_argument_is_not_read_as_the_gene_overlap():

@@ -369,12 +369,31 @@ def refuse_untrained_query_categories(query: AnnData, registry: dict, seen: dict
                 "reference's training column without training cells (unused categories of a "
                 "pandas Categorical, kept after subsetting, or whose cells all fell in the "
                 "reference's validation split), of which the reference learned nothing, and "
-                "which the query model would not learn either. Give them names "
-                f"the reference does not have to learn them as new categories, e.g. "
-                f"query.obs[{key!r}] = 'query_' + query.obs[{key!r}].astype(str); set up later "
-                f"references after adata.obs[{key!r}] = "
+                "which the query model would not learn either. "
+                + _renaming(key, list(known), untrained)
+                + f"; set up later references after adata.obs[{key!r}] = "
                 f"adata.obs[{key!r}].cat.remove_unused_categories()."
             )
+
+
+def _renaming(key: str, known: list, untrained: list[str]) -> str:
+    """Advice renaming only the ``untrained`` values of the query's ``key`` to new categories
+    typed as the reference's ``known`` ones: ``'query_' + astype(str)`` renamed the trained
+    ones too, and made integers strings, which load_query_data refuses as another type."""
+    plain = {str(v): v.item() if isinstance(v, np.generic) else v for v in known}
+    column = f"query.obs[{key!r}]"
+    if all(isinstance(v, str) for v in plain.values()):
+        new = {name: f"query_{name}" for name in untrained}
+    elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in plain.values()):
+        top = max(plain.values())
+        new = {plain[name]: type(plain[name])(top + 1 + i) for i, name in enumerate(untrained)}
+    else:  # booleans: no third value to rename them to
+        drop = [plain[name] for name in untrained]
+        return f"Drop those cells: query = query[~{column}.isin({drop!r})].copy()"
+    return (
+        "Give them names the reference does not have to learn them as new categories, e.g. "
+        f"{column} = {column}.astype(object).map(lambda v: {new!r}.get(v, v))"
+    )
 
 
 class NoResponseError(ValueError):
