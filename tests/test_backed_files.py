@@ -2,6 +2,7 @@
 (model/_backing.py)."""
 
 import os
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -228,3 +229,30 @@ def test_a_call_reads_the_file_check_once_and_the_next_call_again(tmp_path, monk
     write_store(_cells(seed=1), path)
     with pytest.raises(ValueError, match="replaced or rewritten since it was set up"):
         model.translate(cells[:10], target_condition="b", response_weight=0)
+
+
+def test_a_write_that_failed_is_not_recorded_as_the_writer_of_its_keys(tmp_path):
+    """A write_to_adata that failed after its results were in (here the read-only file's
+    warning made an error) is undone, but its model stayed recorded as the writer of the
+    keys: the next model writing them was told it had 'replaced obsm['X_zinbvae'], written
+    before by another ZINBVAE', results that were never there."""
+    data = _cells()
+    data.obs["batch"] = np.tile(["a", "b"], data.n_obs // 2)
+    cells = ad.read_h5ad(write_store(data, tmp_path / "cells.h5ad"), backed="r")
+    dv.model.ZINBVAE.setup_anndata(cells, batch_key="batch")
+    failed = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
+    dv.model.ZINBVAE.setup_anndata(cells)
+    other = dv.model.ZINBVAE(cells, n_hidden=8, n_latent=2)
+    for model in (failed, other):
+        model.train(max_epochs=1, **TRAIN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="open read-only"):
+            failed.write_to_adata(cells)
+    assert "X_zinbvae" not in cells.obsm  # put back
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        other.write_to_adata(cells)
+    messages = [str(w.message) for w in said]
+    assert any("open read-only" in m for m in messages)
+    assert not any("written before by" in m for m in messages), messages

@@ -14,7 +14,7 @@ from .._io import made_unique_in_memory, result_slots, write_obs_columns
 from .._unchanged_on_failure import unchanged_on_failure
 from ._left_out import fitted_mask, write_fitted_spots
 from ._matrices import check_still_on_disk, memory_copy, on_disk
-from ._result_writers import note_writer
+from ._result_writers import note_writer, writers_unchanged_on_failure
 from ._scanpy_keys import (
     columns_with_scanpy_keys,
     forget_scanpy_keys,
@@ -145,7 +145,7 @@ def writes_backed(write_to_adata):
         mine = adata if adata is not None else given if given is not None else self.adata
         # A step failing midway (a colour, a marker table, a warning made an error) leaves
         # the AnnData as it was, not with some of the results (another model's replaced).
-        with unchanged_on_failure(adata, mine):
+        with unchanged_on_failure(adata, mine), writers_unchanged_on_failure():
             return _write(self, write, write_to_adata, adata, *args, **kwargs)
 
     write.writes_backed = True  # tested for by every model class

@@ -15,6 +15,7 @@ slots its docstring names); a dead AnnData's record goes with it.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 from .._warn import warn_user
@@ -39,6 +40,24 @@ def _record(adata) -> dict[str, tuple[str, str]]:
     if entry is None or entry[0]() is not adata:
         entry = _WRITERS[id(adata)] = (weakref.ref(adata), {})
     return entry[1]
+
+
+@contextlib.contextmanager
+def writers_unchanged_on_failure():
+    """Within it, a failure (any exception, an interrupt) puts every AnnData's writer record
+    back as it was: a write undone by ``unchanged_on_failure`` stayed recorded as the writer
+    of its keys, and the next model writing them was told it replaced its results."""
+    kept = {key: dict(record) for key, (_, record) in _WRITERS.items()}
+    try:
+        yield
+    except BaseException:
+        for key in [k for k in _WRITERS if k not in kept]:
+            del _WRITERS[key]
+        for key, record in kept.items():
+            if key in _WRITERS:
+                _WRITERS[key][1].clear()
+                _WRITERS[key][1].update(record)
+        raise
 
 
 def note_writer(model, adata, keys: list[str]) -> None:
