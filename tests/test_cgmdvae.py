@@ -278,6 +278,31 @@ def test_write_to_adata_keeps_the_labels_column_the_model_reads():
     model.train(max_epochs=1, **TRAIN)  # the AnnData is still the model's
 
 
+def test_write_to_adata_says_which_other_model_reads_the_column_it_changes():
+    """A ZINBVAE set up with batch_key="cgmdvae_cluster" (last run's clusters as batches) on
+    the AnnData: a CGMDVAE's write_to_adata rewrote the column without a word, and the
+    ZINBVAE refused the AnnData from then on ("changed after setup_anndata")."""
+    adata = dv.datasets.synthetic_counts(n_cells=90, n_genes=30, n_clusters=3, seed=0)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    first = dv.model.CGMDVAE(adata, likelihood="nb", n_hidden=16, n_clusters=2)
+    second = dv.model.CGMDVAE(adata, likelihood="nb", n_hidden=16, n_clusters=3)
+    for model in (first, second):
+        model.train(max_epochs=1, **TRAIN)
+    first.write_to_adata()
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="cgmdvae_cluster")
+    reader = dv.model.ZINBVAE(adata, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first.write_to_adata()  # the same clusters again: the ZINBVAE reads them still
+    before = adata.obs["cgmdvae_cluster"].astype(str).tolist()
+    read = r"obs\['cgmdvae_cluster'\], which the ZINBVAE .*batch_key='cgmdvae_cluster'"
+    with pytest.warns(UserWarning, match=read):
+        second.write_to_adata()
+    assert adata.obs["cgmdvae_cluster"].astype(str).tolist() != before  # the reason to say it
+    with pytest.raises(ValueError, match="ZINBVAE cannot read its AnnData"):
+        reader.train(max_epochs=1, **TRAIN)
+
+
 def test_semi_supervised_names_clusters_by_label():
     """With 10% of cells labelled, the unlabelled cells get the right label, by name."""
     adata = dv.datasets.synthetic_counts(

@@ -11,7 +11,7 @@ from .._docs import doc_params, doc_write_keyed
 from ._backed import writes_backed
 from ._label_colours import carry_label_colours
 from ._labels import labels_of
-from ._registered_columns import refuse_overwriting_read_columns
+from ._registered_columns import refuse_overwriting_read_columns, warn_changing_others_columns
 from ._stale_labels import drop_stale_labels
 from ._typicality import check_unknown_below, typical_labels
 from ._validation import check_key_added
@@ -105,6 +105,7 @@ class WriteMixin:
             if unknown_below is not None:  # the mark's category only where a cell holds it
                 label = label.remove_unused_categories()
             columns[f"{key}_label"] = label
+        warn_changing_others_columns(self, adata, columns, key)  # before anything is written
         adata.obsm[f"X_{key}"] = post["z"].astype(np.float32)
         adata.obsm[f"X_{key}_w"] = post["w"].astype(np.float32)
         coloured = carry_label_colours(self, adata, columns)

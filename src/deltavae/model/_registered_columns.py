@@ -4,9 +4,12 @@ then, and results that would overwrite one are refused."""
 
 from __future__ import annotations
 
+from importlib import import_module
+
 import numpy as np
 import pandas as pd
 
+from .._warn import warn_user
 from ._read_calls import read_call
 from ._training_checks import rows_unit
 
@@ -102,3 +105,61 @@ def refuse_overwriting_read_columns(registry: dict, written: list[str], key_adde
             f"as its labels or a condition): its values would be replaced by the model's "
             f"results. Pass another key_added, e.g. key_added={key_added + '_new'!r}."
         )
+
+
+def warn_changing_others_columns(model, adata, columns: dict, key_added: str) -> None:
+    """Warn where results (``columns``: obs column -> values) would change an obs column that
+    another deltavae model set up on ``adata`` reads: scvi-tools keeps each class's setups by
+    the AnnData's id (``uns["_scvi_uuid"]``), its models' too. A ZINBVAE set up with
+    ``batch_key="cgmdvae_cluster"`` refused the AnnData after a CGMDVAE wrote other clusters
+    there, without a word at the write."""
+    changed = [c for c, new in columns.items() if c in adata.obs and _differs(adata.obs[c], new)]
+    if not changed:
+        return
+    for name, args in _other_setups(model, adata):
+        for column in changed:
+            given = [k for k, v in args.items() if v == column or _holds(v, column)]
+            if given:
+                warn_user(
+                    f"write_to_adata changes obs[{column!r}], which the {name} set up on "
+                    f"this AnnData reads ({given[0]}={column!r}): that model will refuse the "
+                    "AnnData after (its column changed since its setup). Write these results "
+                    f"under another key_added, e.g. key_added={key_added + '_new'!r}."
+                )
+                return
+
+
+def _holds(value, column) -> bool:
+    return isinstance(value, list | tuple) and column in value
+
+
+def _differs(old: pd.Series, new) -> bool:
+    """Whether ``new`` values would change the column ``old`` (compared as text)."""
+    new = pd.Series(np.asarray(new, dtype=object), index=old.index)
+    return bool((old.astype(object).astype(str) != new.astype(str)).any())
+
+
+def _other_setups(model, adata):
+    """(class name, setup arguments) of every setup of a deltavae class on ``adata`` other
+    than ``model``'s own: the class's latest ``setup_anndata`` and its models' setups."""
+    uuid, seen = adata.uns.get("_scvi_uuid"), set()
+    own = (type(model).__name__, repr((getattr(model, "registry_", {}) or {}).get("setup_args")))
+    models = import_module("deltavae.model")
+    for cls in (getattr(models, name) for name in models.__all__):
+        stores = [cls._setup_adata_manager_store]
+        stores += [s for i, s in cls._per_instance_manager_store.items() if i != model.id]
+        for store in stores:
+            manager = store.get(uuid) if uuid is not None else None
+            if manager is None or manager.adata is not adata:
+                continue
+            args = dict(manager.registry.get("setup_args") or {})
+            found = (cls.__name__, repr(args))
+            read = {str(key) for key, *_ in _registered_columns(manager.registry)}
+            if found != own and found not in seen and read:
+                seen.add(found)
+                yield cls.__name__, {k: v for k, v in args.items() if _reads(v, read)}
+
+
+def _reads(value, read: set[str]) -> bool:
+    values = value if isinstance(value, list | tuple) else [value]
+    return any(isinstance(v, str) and v in read for v in values)
