@@ -113,13 +113,11 @@ def warn_changing_others_columns(model, adata, columns: dict, key_added: str) ->
     the AnnData's id (``uns["_scvi_uuid"]``), its models' too. A ZINBVAE set up with
     ``batch_key="cgmdvae_cluster"`` refused the AnnData after a CGMDVAE wrote other clusters
     there, without a word at the write."""
-    changed = [c for c, new in columns.items() if c in adata.obs and _differs(adata.obs[c], new)]
-    if not changed:
-        return
-    for name, args in _other_setups(model, adata):
-        for column in changed:
+    present = [c for c in columns if c in adata.obs]
+    for name, args in _other_setups(model, adata) if present else ():
+        for column in present:
             given = [k for k, v in args.items() if v == column or _holds(v, column)]
-            if given:
+            if given and _differs(adata.obs[column], columns[column]):  # only then: a pass
                 warn_user(
                     f"write_to_adata changes obs[{column!r}], which the {name} set up on "
                     f"this AnnData reads ({given[0]}={column!r}): that model will refuse the "
