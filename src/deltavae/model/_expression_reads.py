@@ -100,15 +100,7 @@ def normalized_on_host(
             exprs[f"expr{i}"] = expr.transpose(0, 1) if cell_axis else expr  # cells first
         sizes.append(len(exprs["expr0"]))
         gathered.add(**exprs)
-    parts = [
-        torch.split(every.transpose(0, 1) if cell_axis else every, sizes, dim=cell_axis)
-        for every in gathered.result().values()
-    ]
-    exprs = [
-        torch.cat([expr[None] for expr in per_batch], dim=0).mean(0).numpy()
-        for per_batch in zip(*parts, strict=True)
-    ]
-    exprs = np.concatenate(exprs, axis=cell_axis)
+    exprs = _batch_means(gathered.parts(), sizes, cell_axis)
     if n_samples_overall is not None:  # draws of cells (scvi-tools' uniform weights)
         exprs = exprs.reshape(-1, exprs.shape[-1])
         # numpy's global generator, as scvi-tools draws them (scvi.settings.seed seeds it)
@@ -120,4 +112,35 @@ def normalized_on_host(
         return pd.DataFrame(
             exprs, columns=adata.var_names[gene_mask], index=adata.obs_names[indices]
         )
+    return exprs
+
+
+def _batch_means(got: dict, sizes: list[int], cell_axis: int) -> np.ndarray:
+    """The mean over ``transform_batch`` of each minibatch's expressions (``got``: each
+    batch's parts, cells first, as :meth:`Gathered.parts` gives them), taken a minibatch at a
+    time as scvi-tools takes it, and written into one array (cells on ``cell_axis``):
+    scvi-tools' list of every minibatch's means, joined at the end, held the expressions a
+    second time beside the gathered ones; the parts, each let go once read, are not joined."""
+    per_batch = list(got.values())
+    got.clear()
+    exprs, start, sizes_all, sizes = None, 0, sizes, iter(sizes)
+    while per_batch and per_batch[0]:
+        every = [parts.pop(0) for parts in per_batch]  # a part of each batch: the same cells
+        every = [part.transpose(0, 1) if cell_axis else part for part in every]
+        within, n_cells = 0, every[0].shape[cell_axis]
+        while within < n_cells:  # the minibatches the part holds, whole
+            size = next(sizes)
+            cells = slice(within, within + size)
+            at = (slice(None), cells) if cell_axis else (cells,)
+            mean = torch.cat([expr[at][None] for expr in every], dim=0).mean(0).numpy()
+            if exprs is None:
+                shape = list(mean.shape)
+                shape[cell_axis] = sum(sizes_all)
+                exprs = np.empty(shape, dtype=mean.dtype)
+            out = slice(start, start + size)
+            exprs[(slice(None), out) if cell_axis else (out,)] = mean
+            start, within = start + size, within + size
+        del every
+    if exprs is None:  # no minibatch: scvi-tools' error
+        return np.concatenate([], axis=cell_axis)
     return exprs

@@ -58,6 +58,19 @@ class Gathered:
             self._done.setdefault(key, []).append(value)
 
     def result(self) -> dict[str, torch.Tensor]:
-        """Every value added, on the host, by name."""
+        """Every value added, on the host, by name; once (the parts are let go as each name's
+        are joined, so a read-out holds its results once, not the parts beside them)."""
+        done = self.parts()
+        return {key: _joined(done.pop(key)) for key in list(done)}
+
+    def parts(self) -> dict[str, list[torch.Tensor]]:
+        """Every value added, on the host, by name, as the parts brought there (each of whole
+        :meth:`add` calls, in order), not joined; once, as :meth:`result`."""
         self._flush()
-        return {key: torch.cat(values) for key, values in self._done.items()}
+        done, self._done = self._done, {}
+        return done
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``parts`` end to end; a single part as it is (``torch.cat`` would copy it)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
