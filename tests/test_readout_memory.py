@@ -99,3 +99,31 @@ def test_normalized_expression_read_by_parts_is_scvi_tools_own(monkeypatch, n_sa
     torch.manual_seed(0)
     theirs = RNASeqMixin.get_normalized_expression(model, **kwargs)
     np.testing.assert_array_equal(ours, theirs)
+
+
+def test_posterior_predictive_sample_never_holds_every_cells_dense_draws(monkeypatch):
+    """Each part of the draws is made sparse as it comes (scvi-tools' loop held one
+    minibatch dense): the dense draws of every cell were held at once, beside their rows."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from deltavae.model import _gathered, _posterior_draws
+
+    rng = np.random.default_rng(0)
+    cells = ad.AnnData(rng.poisson(0.05, (2000, 300)).astype(np.float32))
+    dv.model.ZINBVAE.setup_anndata(cells)
+    model = dv.model.ZINBVAE(cells, n_latent=2, n_hidden=8)
+    model.is_trained_ = True
+    monkeypatch.setattr(_gathered, "FLUSH_BYTES", 2 * 200 * 300 * 4)  # parts of 2 minibatches
+    gc.collect()
+    before, peak, csr = _alive_bytes(), [0], sp.csr_matrix
+
+    def counted(*args, **kwargs):
+        peak[0] = max(peak[0], _alive_bytes())
+        return csr(*args, **kwargs)
+
+    monkeypatch.setattr(_posterior_draws.sp, "csr_matrix", counted)
+    drawn = model.posterior_predictive_sample(batch_size=200)
+    monkeypatch.undo()
+    assert drawn.shape == (2000, 300)
+    assert (peak[0] - before) / (2000 * 300 * 4) < 0.5

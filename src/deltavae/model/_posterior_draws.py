@@ -72,8 +72,24 @@ def posterior_predictive_draws(
         genes = torch.as_tensor(genes)
     # Each minibatch's draws kept on the device and brought to the host together (a .cpu()
     # each made a GPU wait); the mean over transform_batch taken there, a minibatch at a time
-    # as scvi-tools does, in the same numbers.
-    gathered, sizes = Gathered(), []
+    # as scvi-tools does, in the same numbers, and each part made sparse as it comes: the
+    # dense draws of every cell are never held at once (scvi-tools' loop held one minibatch).
+    rows, shapes, sizes = [], [], []
+    minibatches = iter(sizes)  # read as the parts come, each of whole minibatches
+
+    def sparse_rows(part: dict) -> dict:
+        every, within = list(part.values()), 0
+        while within < len(every[0]):
+            size = next(minibatches)
+            drawn = [values[within : within + size] for values in every]
+            draws = drawn[0] if len(drawn) == 1 else torch.stack(drawn, dim=0).mean(0)
+            draws = draws.numpy()
+            shapes.append(draws.shape[1:])
+            rows.append(sp.csr_matrix(draws.reshape(len(draws), -1)))
+            within += size
+        return {}
+
+    gathered = Gathered(sparse_rows)
     for tensors in dataloader:
         drawn = {
             f"draws{i}": model.module.predictive_draws(
@@ -85,13 +101,8 @@ def posterior_predictive_draws(
         }
         sizes.append(len(drawn["draws0"]))
         gathered.add(**drawn)
-    parts = [torch.split(every, sizes) for every in gathered.result().values()]
-    rows, shape = [], None
-    for drawn in zip(*parts, strict=True):
-        draws = drawn[0] if len(drawn) == 1 else torch.stack(drawn, dim=0).mean(0)
-        draws = draws.numpy()
-        shape = draws.shape[1:]
-        rows.append(sp.csr_matrix(draws.reshape(len(draws), -1)))
+    gathered.result()  # the last part
+    shape = shapes[-1] if shapes else None
     if shape is None:
         raise ValueError("posterior_predictive_sample was given no cells to draw for.")
     stacked = sp.vstack(rows, format="csr")
