@@ -671,7 +671,7 @@ def test_a_missing_parameter_and_a_damaged_saved_anndata_are_named(counts_adata,
     model.save(tmp_path / "m", save_anndata=True, overwrite=True)
     with open(tmp_path / "m" / "adata.h5ad", "r+b") as f:
         f.truncate(500)
-    # Refused before h5py reads it: its SHA-256, saved with the model, differs.
+    # Refused before h5py reads it: its checksum, saved with the model, differs.
     with pytest.raises(ValueError, match=r"AnnData saved with the model .* not the file saved"):
         dv.model.ZINBVAE.load(tmp_path / "m")
     saved = torch.load(tmp_path / "m" / "model.pt", weights_only=False)

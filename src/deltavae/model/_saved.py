@@ -324,7 +324,7 @@ class Saving(SavedAnnDataDigest):
         record_label_colours(self)  # for query models built from the saved directory
         created = not os.path.exists(dir_path)
         try:
-            written = stale if save_anndata else None  # str columns stay str; its SHA-256 kept
+            written = stale if save_anndata else None  # str columns stay str; its checksum kept
             with obs_types_kept(self, save_anndata), self._digest_written(written):
                 super().save(dir_path, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
         except BaseException:
