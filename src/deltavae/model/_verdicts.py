@@ -288,11 +288,7 @@ def read_outs_off(model, run: dict, rate) -> Sign | None:
 def say_if_read_outs_are_off(model, run: dict, rate) -> None:
     """Warn with :func:`read_outs_off`'s message, if it has one (alone: ``say_verdict``
     joins it to the run's other signs of instability)."""
-    sign = read_outs_off(model, run, rate)
-    if sign is not None:
-        record_verdict(model, sign.record)
-        model.__dict__["_went_unstable"] = model.__dict__["_train_again"] = True
-        warn_user(sign.message, NotConvergedWarning)
+    _say_sign(model, read_outs_off(model, run, rate))
 
 
 def decay_outweighs(model) -> str | None:
@@ -357,7 +353,12 @@ def types_ran_off(model, rate: float, default: float) -> Sign | None:
 def say_if_types_ran_off(model, rate: float, default: float) -> None:
     """Warn with :func:`types_ran_off`'s message, if it has one (alone: ``say_verdict``
     joins it to the run's other signs of instability)."""
-    sign = types_ran_off(model, rate, default)
+    _say_sign(model, types_ran_off(model, rate, default))
+
+
+def _say_sign(model, sign) -> None:
+    """Warn with ``sign``'s message alone (``None``: nothing to say), recorded as the run's
+    verdict, a run that went unstable and is to train again."""
     if sign is not None:
         record_verdict(model, sign.record)
         model.__dict__["_went_unstable"] = model.__dict__["_train_again"] = True
