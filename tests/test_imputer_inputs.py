@@ -66,3 +66,32 @@ def test_a_spot_gene_the_reference_lacks_is_told_as_the_spots_own_not_a_typo(sil
         assert "did you mean" not in str(error.value)
     with pytest.raises(KeyError, match="did you mean 'gene_3"):  # a typo is still a typo
         model.impute(["gene_3x"])
+
+
+def test_reference_genes_without_counts_in_its_layer_are_dropped_by_that_layer(
+    silent_pair, tmp_path
+):
+    """With reference_layer='counts' and a scaled X, impute's advice said
+    sc.pp.filter_genes(reference, min_counts=1), which reads X: on X's genes, which sum to
+    about 0, following it dropped genes with counts and kept the two without. The statement
+    now reads the layer from_reference read, and a save keeps it."""
+    import numpy as np
+    import scanpy as sc
+
+    spots, ref, silent = silent_pair
+    ref = ref.copy()
+    ref.layers["counts"] = ref.X.copy()
+    ref.X = np.random.default_rng(0).normal(size=ref.shape).astype(np.float32)  # scaled X
+    model = dv.model.SpatialImputer.from_reference(
+        spots, reference=ref, labels_key="cluster", profiles="type", reference_layer="counts"
+    )
+    model.train(max_epochs=2, **TRAIN)
+    with pytest.warns(UserWarning, match="2 of the 10 genes imputed") as said:
+        model.impute()
+    statement = str(said[0].message).split("before from_reference: ", 1)[1].rstrip(".")
+    names = {"reference": ref, "sc": sc, "np": np}
+    exec(statement, names)
+    assert list(names["reference"].var_names) == [g for g in ref.var_names if g not in silent]
+    model.save(tmp_path / "m")
+    loaded = dv.model.SpatialImputer.load(tmp_path / "m", adata=spots)
+    assert loaded.reference_layer_ == "counts"

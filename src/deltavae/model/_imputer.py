@@ -390,6 +390,7 @@ class SpatialImputer(
         with warnings.catch_warnings():  # said above, of the reference's labels and genes
             warnings.filterwarnings("ignore", message=MESSAGE_START)
             model = cls(spots, reference=rows, design=design, profiles=profiles, **model_kwargs)
+        model.reference_layer_ = reference_layer  # saved: impute's advice drops genes by it
         if not given.is_view:  # results go into the spots given, not the model's copy (as load)
             model._query_adata = given
         return model

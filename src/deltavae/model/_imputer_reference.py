@@ -16,6 +16,7 @@ from sklearn.decomposition import TruncatedSVD
 
 from .._checks import short_repr
 from .._close_names import did_you_mean
+from ._count_advice import drop_empty
 from ._gene_advice import (
     case_only_matches,
     identifier_advice,
@@ -167,10 +168,15 @@ def requested_genes(known: pd.Index, measured, genes, spot_genes=()) -> pd.Index
     return genes
 
 
-def warn_silent_genes(chosen: pd.Index, silent: pd.Index, named: bool) -> None:
+def warn_silent_genes(
+    chosen: pd.Index, silent: pd.Index, named: bool, layer: str | None = None
+) -> None:
     """Say which of the genes ``chosen`` to impute the reference never counts (``silent``):
     nothing tells their expression, and they came out a constant of about 0 in every spot
-    (1e-7 for lymph-node genes), silently, as if imputed. ``named``: ``genes=`` named them."""
+    (1e-7 for lymph-node genes), silently, as if imputed. ``named``: ``genes=`` named them;
+    ``layer``: the reference's layer ``from_reference`` read (its ``reference_layer``), which
+    the statement that drops them reads (scanpy's filter reads X: on a scaled X it dropped
+    genes with counts and kept these)."""
     found = chosen[chosen.isin(silent)]
     if not len(found):
         return
@@ -178,7 +184,7 @@ def warn_silent_genes(chosen: pd.Index, silent: pd.Index, named: bool) -> None:
         "leave them out of genes="
         if named
         else "to leave them out of impute(), drop them from the reference before "
-        "from_reference: sc.pp.filter_genes(reference, min_counts=1)"
+        f"from_reference: {drop_empty('reference', layer, rows=False)}"
     )
     warn_user(
         f"{len(found)} of the {len(chosen)} genes imputed have no counts in the reference: "

@@ -107,7 +107,8 @@ class ImputerResultsMixin:
         given = getattr(self, "_query_adata", None) if adata is None else adata
         spot_genes = () if given is None else given.var_names  # the model's: the shared only
         chosen = requested_genes(self.reference_genes_, self.adata.var_names, genes, spot_genes)
-        warn_silent_genes(chosen, self._silent_genes, named=genes is not None)
+        layer = getattr(self, "reference_layer_", None)  # from_reference's, for the advice
+        warn_silent_genes(chosen, self._silent_genes, named=genes is not None, layer=layer)
         columns = torch.as_tensor(self.reference_genes_.get_indexer(chosen), dtype=torch.long)
         device, dtype = self.module.device, next(self.module.parameters()).dtype
         chunk = _default_chunk() if batch_size is None else int(batch_size)
