@@ -75,6 +75,29 @@ def test_translating_into_a_condition_only_the_query_brought_is_said(reference):
     assert "until query data" not in text and "translate predicts little" in text
 
 
+def test_one_condition_with_unused_categories_is_said_to_hold_one_value(tmp_path):
+    """The one-condition warning counted the column's categories: cells of 'ctrl' alone in a
+    Categorical that keeps 'stim' (as subsets may) were told only of the unused category, not
+    that the model learns no condition effect and translate has nothing to move cells into.
+    A load of a two-condition model onto such cells stays quiet: it learned both."""
+    adata = dv.datasets.synthetic_counts(n_cells=80, n_genes=20, n_conditions=2, seed=0)
+    one = adata[adata.obs["condition"] == "ctrl"].copy()
+    kept = pd.Categorical(["ctrl"] * one.n_obs, categories=["ctrl", "stim"])
+    one.obs["condition"] = kept
+    with pytest.warns(UserWarning, match=r"no cell carries \(\['stim'\]\)"):
+        dv.model.CGMDVAE.setup_anndata(one, condition_key="condition")
+    with pytest.warns(UserWarning, match="'condition' holds one value") as said:
+        dv.model.CGMDVAE(one, n_clusters=2, **SMALL)
+    assert sum("holds one value" in str(w.message) for w in said) == 1
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    model.save(tmp_path / "m")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dv.model.CGMDVAE.load(tmp_path / "m", adata=one)
+    assert not any("holds one value" in str(w.message) for w in caught)
+
+
 def test_query_training_changes_only_the_new_condition_columns(reference):
     model, query, _ = reference
     ref_before = _state(model)

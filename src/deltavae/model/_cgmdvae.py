@@ -198,7 +198,7 @@ class CGMDVAE(
         # Label codes 0..L-1 are the labels; the unlabelled code is last (LabelsInColumnOrder).
         label_to_cluster = [*range(len(labels)), -1] if labels else None
         n_cats_per_cov = self._n_cats_per_cov()
-        warn_one_value_conditions(self.condition_keys, n_cats_per_cov)
+        warn_one_value_conditions(self.condition_keys, n_cats_per_cov, self, adata)
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_clusters=n_clusters,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import short_repr
+from ._load_state import saved_state
 from ._validation import warn_user
 
 #: Largest z that n_latent="auto" picks (it follows K, the number of clusters, up to here).
@@ -50,10 +51,31 @@ def latent_size(n_latent, n_clusters: int, is_count: bool, condition_keys) -> in
     return n_latent
 
 
-def warn_one_value_conditions(keys, n_cats_per_cov) -> None:
-    """A condition key of one value: no condition effect to learn, nothing to translate to."""
+def warn_one_value_conditions(keys, n_cats_per_cov, model=None, adata=None) -> None:
+    """A condition key of one value: no condition effect to learn, nothing to translate to.
+
+    With ``adata`` (the cells a new ``model`` is built on), the values its cells carry are
+    counted, not the column's categories: a column of one value and unused categories (a
+    pandas Categorical of more categories than its cells hold) learns no condition effect
+    either, and the read-outs refuse those categories. A ``load`` builds the model on whatever
+    cells it reads (the trained categories are the registry's), so it counts the categories.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from anndata import AnnData
+    >>> obs = pd.DataFrame({"c": pd.Categorical(["a", "a"], ["a", "b"])}, index=["x", "y"])
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as said:
+    ...     warnings.simplefilter("always")
+    ...     warn_one_value_conditions(["c"], [2], adata=AnnData(obs=obs))
+    >>> "'c' holds one value" in str(said[0].message)
+    True
+    """
+    counting = adata is not None and (model is None or saved_state(model) is None)
     for key, n_cats in zip(keys, n_cats_per_cov, strict=True):
-        if n_cats == 1:
+        n_held = adata.obs[key].nunique() if counting else n_cats
+        if n_held == 1:
             warn_user(
                 f"condition_key {key!r} holds one value: the model learns no condition "
                 "effect, and translate has no other condition to move cells into. To compare "
