@@ -131,3 +131,24 @@ def test_a_label_never_predicted_after_an_unconverged_run_points_to_its_verdict(
     # Called on its own (no verdict of this run to point to) the note gives the advice itself.
     with pytest.warns(UserWarning, match=r"Most likely training was too short\. Train longer"):
         model._warn_if_clusters_empty(20)
+
+
+def test_few_validation_checks_at_a_high_rate_are_told_the_rate_not_to_train_longer():
+    """ZINBVAE at lr=0.05 (50 times the default; 100 cells, 4 epochs, validating every 2nd):
+    "The validation ELBO was measured 2 times ... too few to converge or to judge. Train longer
+    ... Or validate more often ... train again with the default rate first": the advice to train
+    longer and the note that longer does not help at that rate, in one warning."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=100, n_genes=30, n_clusters=3, n_conditions=1, seed=0
+    )
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    lead = (
+        r"^This run's learning rate \(lr=0\.05\) is 50 times the default \(0\.001\): .* "
+        r"train again with the default rate first\. The validation ELBO was measured 2 times "
+        r"on the full ELBO \(after the KL warm-up\): too few to converge or to judge\.$"
+    )
+    with pytest.warns(NotConvergedWarning, match=lead) as said:
+        model.train(max_epochs=4, lr=0.05, check_val_every_n_epoch=2, **TRAIN)
+    assert len(said) == 1, [str(w.message) for w in said]
+    assert model.convergence_.startswith("This run's learning rate (lr=0.05)")

@@ -121,9 +121,15 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
     record_verdict(model, None)
 
 
-#: How the rule's verdicts of a run found flat on too few steps, too short, or still falling
+#: How the rule's verdicts of a run found flat on too few steps, too short (too few epochs, or
+#: too few validation checks: "The validation ELBO was measured 2 times"), or still falling
 #: begin: at a rate far below the default, :func:`rate_too_low`'s warning replaces them.
-_FLAT_OR_SHORT = ("Training ran ", "The validation ELBO was still", "The training ELBO was still")
+_FLAT_OR_SHORT = (
+    "Training ran ",
+    "The validation ELBO was measured ",
+    "The validation ELBO was still",
+    "The training ELBO was still",
+)
 
 
 #: Where the advice of the rule's verdicts on a run too short or still falling begins: to train
