@@ -291,12 +291,6 @@ def read_outs_off(model, run: dict, rate) -> Sign | None:
     )
 
 
-def say_if_read_outs_are_off(model, run: dict, rate) -> None:
-    """Warn with :func:`read_outs_off`'s message, if it has one (alone: ``say_verdict``
-    joins it to the run's other signs of instability)."""
-    _say_sign(model, read_outs_off(model, run, rate))
-
-
 def decay_outweighs(model) -> str | None:
     """The warning on a run whose Adam optimiser had a ``weight_decay`` of :data:`HIGH_DECAY`
     or more (``None`` otherwise): Adam adds it to the gradient (an L2 penalty), where it
@@ -354,21 +348,6 @@ def types_ran_off(model, rate: float, default: float) -> Sign | None:
         f"their shares run off to the floor, where they learn no more.",
         f"{len(gone)} of {n} types ran off to no share. ",
     )
-
-
-def say_if_types_ran_off(model, rate: float, default: float) -> None:
-    """Warn with :func:`types_ran_off`'s message, if it has one (alone: ``say_verdict``
-    joins it to the run's other signs of instability)."""
-    _say_sign(model, types_ran_off(model, rate, default))
-
-
-def _say_sign(model, sign) -> None:
-    """Warn with ``sign``'s message alone (``None``: nothing to say), recorded as the run's
-    verdict, a run that went unstable and is to train again."""
-    if sign is not None:
-        record_verdict(model, sign.record)
-        model.__dict__["_went_unstable"] = model.__dict__["_train_again"] = True
-        warn_user(sign.message, NotConvergedWarning)
 
 
 class Sign(NamedTuple):
