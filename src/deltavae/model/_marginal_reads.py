@@ -5,10 +5,10 @@ scvi-tools' modules do), whose ``.cpu()`` made the host wait for a GPU once a mi
 from __future__ import annotations
 
 import torch
-from scvi.data._utils import _validate_adata_dataloader_input
 from scvi.model.base._vaemixin import unsupported_if_adata_minified
 
 from ._gathered import Gathered
+from ._parameter_reads import _loader
 
 
 @torch.inference_mode()
@@ -31,13 +31,8 @@ def marginal_ll_on_host(
             "The model's module must implement `marginal_ll` to compute the marginal "
             "log-likelihood."
         )
-    _validate_adata_dataloader_input(model, adata, dataloader)
-    if dataloader is None:
-        adata = model._validate_anndata(adata)
-        dataloader = model._make_data_loader(
-            adata=adata, indices=indices, batch_size=batch_size, **(data_loader_kwargs or {})
-        )
+    loader = _loader(model, adata, indices, batch_size, dataloader, data_loader_kwargs or {})
     gathered = Gathered()
-    for tensors in dataloader:
+    for tensors in loader:
         gathered.add(log_px=model.module.log_marginal(tensors, n_mc_samples, **kwargs))
     return gathered.result()["log_px"]
