@@ -115,31 +115,43 @@ def normalized_on_host(
     return exprs
 
 
+def minibatch_means(every: list[torch.Tensor], sizes, cell_axis: int = 0):
+    """The mean over ``transform_batch`` of each minibatch ``every`` holds (one part per
+    batch, of the same whole minibatches of cells along ``cell_axis``; ``sizes``: an iterator
+    of the minibatches' sizes, read as the parts come), in order, taken a minibatch at a time
+    as scvi-tools takes it (one batch: its values as they are)."""
+    within, n_cells = 0, every[0].shape[cell_axis]
+    while within < n_cells:
+        size = next(sizes)
+        cells = slice(within, within + size)
+        at = (slice(None), cells) if cell_axis else (cells,)
+        drawn = [values[at] for values in every]
+        yield drawn[0] if len(drawn) == 1 else torch.stack(drawn, dim=0).mean(0)
+        within += size
+
+
 def _batch_means(got: dict, sizes: list[int], cell_axis: int) -> np.ndarray:
     """The mean over ``transform_batch`` of each minibatch's expressions (``got``: each
-    batch's parts, cells first, as :meth:`Gathered.parts` gives them), taken a minibatch at a
-    time as scvi-tools takes it, and written into one array (cells on ``cell_axis``):
-    scvi-tools' list of every minibatch's means, joined at the end, held the expressions a
-    second time beside the gathered ones; the parts, each let go once read, are not joined."""
+    batch's parts, cells first, as :meth:`Gathered.parts` gives them; :func:`minibatch_means`),
+    written into one array (cells on ``cell_axis``): scvi-tools' list of every minibatch's
+    means, joined at the end, held the expressions a second time beside the gathered ones; the
+    parts, each let go once read, are not joined."""
     per_batch = list(got.values())
     got.clear()
-    exprs, start, sizes_all, sizes = None, 0, sizes, iter(sizes)
+    exprs, start, minibatches = None, 0, iter(sizes)
     while per_batch and per_batch[0]:
         every = [parts.pop(0) for parts in per_batch]  # a part of each batch: the same cells
         every = [part.transpose(0, 1) if cell_axis else part for part in every]
-        within, n_cells = 0, every[0].shape[cell_axis]
-        while within < n_cells:  # the minibatches the part holds, whole
-            size = next(sizes)
-            cells = slice(within, within + size)
-            at = (slice(None), cells) if cell_axis else (cells,)
-            mean = torch.cat([expr[at][None] for expr in every], dim=0).mean(0).numpy()
+        for mean in minibatch_means(every, minibatches, cell_axis):
+            mean = mean.numpy()
             if exprs is None:
                 shape = list(mean.shape)
-                shape[cell_axis] = sum(sizes_all)
+                shape[cell_axis] = sum(sizes)
                 exprs = np.empty(shape, dtype=mean.dtype)
+            size = mean.shape[cell_axis]
             out = slice(start, start + size)
             exprs[(slice(None), out) if cell_axis else (out,)] = mean
-            start, within = start + size, within + size
+            start += size
         del every
     if exprs is None:  # no minibatch: scvi-tools' error
         return np.concatenate([], axis=cell_axis)

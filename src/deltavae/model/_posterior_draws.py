@@ -21,6 +21,7 @@ from scvi.model._utils import _get_batch_code_from_category
 from scvi.utils import track
 
 from ._de_tables import in_gene_list_order
+from ._expression_reads import minibatch_means
 from ._gathered import Gathered
 
 
@@ -78,15 +79,10 @@ def posterior_predictive_draws(
     minibatches = iter(sizes)  # read as the parts come, each of whole minibatches
 
     def sparse_rows(part: dict) -> dict:
-        every, within = list(part.values()), 0
-        while within < len(every[0]):
-            size = next(minibatches)
-            drawn = [values[within : within + size] for values in every]
-            draws = drawn[0] if len(drawn) == 1 else torch.stack(drawn, dim=0).mean(0)
+        for draws in minibatch_means(list(part.values()), minibatches):
             draws = draws.numpy()
             shapes.append(draws.shape[1:])
             rows.append(sp.csr_matrix(draws.reshape(len(draws), -1)))
-            within += size
         return {}
 
     gathered = Gathered(sparse_rows)
