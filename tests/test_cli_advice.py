@@ -352,6 +352,16 @@ def test_two_changes_of_one_message_write_one_copy_with_both(labelled, tmp_path)
     assert fixed.n_obs == 40 and "(with the" not in either
 
 
+def _imputer_fit(spots, cells, ref, tmp_path, *more) -> list[str]:
+    """The arguments of a one-epoch imputer fit of the first 20 genes of the ``spots`` file
+    (written to tmp_path) on ``cells``, written to ``ref``; ``more``: further flags."""
+    cells.write_h5ad(ref)
+    panel = tmp_path / "panel.h5ad"
+    ad.read_h5ad(spots)[:, :20].copy().write_h5ad(panel)
+    argv = ["fit", str(panel), "--model", "imputer", "--reference", str(ref), "--epochs", "1"]
+    return [*argv, "--labels-key", "cluster", *more, "--no-plots", "--threads", "1"]
+
+
 def test_reference_genes_without_counts_are_left_out_of_the_results_by_a_command(
     spatial, tmp_path, capsys
 ):
@@ -366,11 +376,7 @@ def test_reference_genes_without_counts_are_left_out_of_the_results_by_a_command
     cells.X = sparse.csr_matrix(counts)
     del cells.layers["counts"]
     ref = tmp_path / "ref.h5ad"
-    cells.write_h5ad(ref)
-    panel = tmp_path / "panel.h5ad"
-    ad.read_h5ad(spots)[:, :20].copy().write_h5ad(panel)
-    argv = ["fit", str(panel), "--model", "imputer", "--reference", str(ref), "--epochs", "1"]
-    argv += ["--labels-key", "cluster", "--no-plots", "--threads", "1"]
+    argv = _imputer_fit(spots, cells, ref, tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
         assert main([*argv, "--out", str(tmp_path / "i.h5ad")]) == 0
@@ -409,12 +415,8 @@ def test_empty_reference_cells_and_genes_are_dropped_on_the_reference_layer(
         sc.pp.log1p(cells)
         sc.pp.scale(cells)  # X's genes sum to about 0
     ref = tmp_path / "ref.h5ad"
-    cells.write_h5ad(ref)
-    panel = tmp_path / "panel.h5ad"
-    ad.read_h5ad(spots)[:, :20].copy().write_h5ad(panel)
-    argv = ["fit", str(panel), "--model", "imputer", "--reference", str(ref), "--epochs", "1"]
-    argv += ["--labels-key", "cluster", "--reference-layer", "counts", "--no-plots"]
-    argv += ["--threads", "1", "--out", str(tmp_path / "i.h5ad")]
+    argv = _imputer_fit(spots, cells, ref, tmp_path, "--reference-layer", "counts")
+    argv += ["--out", str(tmp_path / "i.h5ad")]
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)  # shown as a shell shows it, not raised
         assert main(argv) == 0

@@ -17,16 +17,21 @@ def _spots():
     return dv.datasets.pseudo_spots(cells, "cluster", n_spots=60, cells_per_spot=(1, 4), seed=0)
 
 
+def _small_zinbvae():
+    """A ZINBVAE of 100 synthetic cells x 30 genes, 2 latent dimensions, 8 hidden units."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=100, n_genes=30, n_clusters=3, n_conditions=1, seed=0
+    )
+    dv.model.ZINBVAE.setup_anndata(adata)
+    return dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+
+
 def test_a_run_unstable_in_training_and_in_its_read_outs_is_told_once():
     """ZINBVAE at lr=0.5, every cell training (100 cells, 10 epochs): "The training ELBO ended
     far above its best ... Train again with a lower learning rate", then a second warning,
     "the model's read-outs (in eval mode) reconstruct its training cells far worse ... Train
     again with a lower learning rate": two warnings of one problem, each with its advice."""
-    adata = dv.datasets.synthetic_counts(
-        n_cells=100, n_genes=30, n_clusters=3, n_conditions=1, seed=0
-    )
-    dv.model.ZINBVAE.setup_anndata(adata)
-    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    model = _small_zinbvae()
     one = (
         r"^The training ELBO ended far above its best: .* Training went unstable \(a learning "
         r"rate too high for this model and data\), and the model ends worse than it was earlier "
@@ -138,11 +143,7 @@ def test_few_validation_checks_at_a_high_rate_are_told_the_rate_not_to_train_lon
     "The validation ELBO was measured 2 times ... too few to converge or to judge. Train longer
     ... Or validate more often ... train again with the default rate first": the advice to train
     longer and the note that longer does not help at that rate, in one warning."""
-    adata = dv.datasets.synthetic_counts(
-        n_cells=100, n_genes=30, n_clusters=3, n_conditions=1, seed=0
-    )
-    dv.model.ZINBVAE.setup_anndata(adata)
-    model = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    model = _small_zinbvae()
     lead = (
         r"^This run's learning rate \(lr=0\.05\) is 50 times the default \(0\.001\): .* "
         r"train again with the default rate first\. The validation ELBO was measured 2 times "
