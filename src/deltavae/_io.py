@@ -16,6 +16,7 @@ import pandas as pd
 from anndata import AnnData
 from anndata.io import read_elem, sparse_dataset, write_elem
 
+from ._file_unchanged_on_failure import file_unchanged_on_failure, remove_entry
 from ._warn import warn_user
 
 __all__ = ["read_lazy", "write_results_to_store"]
@@ -118,11 +119,11 @@ def write_obs_columns(group, obs: pd.DataFrame, keys: list[str]) -> None:
     stored = group["obs"]
     order = [str(c) for c in stored.attrs.get("column-order", [])]
     for name in [c for c in order if c.startswith("_scvi_") and c in stored]:
-        del stored[name]
+        remove_entry(stored, name)
     order = [c for c in order if not c.startswith("_scvi_")]
     for name in [key.split("/", 1)[1] for key in keys if key.startswith("obs/")]:
         if name in stored:
-            del stored[name]
+            remove_entry(stored, name)
         write_elem(stored, name, obs[name].values)
         order += [] if name in order else [name]
     stored.attrs["column-order"] = order
@@ -250,7 +251,7 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
     path
         The zarr store or .h5ad file to write into (the one ``adata`` was read from, or a
         copy of it). An .h5ad file ``adata`` holds open read-only is reopened for the write
-        and then read-only again.
+        and then read-only again. A failure midway leaves the file or store as it was.
 
     Examples
     --------
@@ -277,18 +278,20 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
     consolidated = stored.metadata.consolidated_metadata is not None
     group = zarr.open_group(path, mode="r+", use_consolidated=False)
     from .model._scanpy_keys import sync_scanpy_keys
-
-    for slot, name in result_slots(keys):
-        if slot == "obs":
-            write_obs_columns(group, adata.obs, keys)
-            sync_scanpy_keys(group, adata, keys)
-            continue
-        if slot not in group:
-            group.create_group(slot)
-        write_elem(group[slot], name, getattr(adata, slot)[name])
     from .model._stale_labels import remove_stale_labels_in_store
 
-    remove_stale_labels_in_store(group, adata, keys)  # as write_to_adata removed them
+    with file_unchanged_on_failure(group):  # a failure midway: the store as it was
+        for slot, name in result_slots(keys):
+            if slot == "obs":
+                write_obs_columns(group, adata.obs, keys)
+                sync_scanpy_keys(group, adata, keys)
+                continue
+            if slot not in group:
+                group.create_group(slot)
+            if name in group[slot]:
+                remove_entry(group[slot], name)
+            write_elem(group[slot], name, getattr(adata, slot)[name])
+        remove_stale_labels_in_store(group, adata, keys)  # as write_to_adata removed them
     if consolidated:
         zarr.consolidate_metadata(path)
 
@@ -395,8 +398,9 @@ def _write_results_to_h5ad(adata: AnnData, keys: list[str], path: Path) -> None:
             ) from err
         try:
             _check_file_cells(adata)  # rewritten at its path since adata was opened
-            _write_into_file(adata, keys)
-            remove_stale_labels_in_store(adata.file["obs"].file, adata, keys)
+            with file_unchanged_on_failure(adata.file["obs"].file):
+                _write_into_file(adata, keys)
+                remove_stale_labels_in_store(adata.file["obs"].file, adata, keys)
         finally:
             adata.file.close()
             adata.file.open(filemode="r" if mode == "r" else "r+")
@@ -407,6 +411,6 @@ def _write_results_to_h5ad(adata: AnnData, keys: list[str], path: Path) -> None:
         h5 = h5py.File(path, "r+")
     except OSError as err:
         raise ValueError(f"cannot open {str(path)!r} as an .h5ad file to write: {err}") from err
-    with h5:
+    with h5, file_unchanged_on_failure(h5):
         _write_into_file(adata, keys, h5)
         remove_stale_labels_in_store(h5, adata, keys)  # as write_to_adata removed them

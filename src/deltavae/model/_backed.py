@@ -10,6 +10,7 @@ from anndata import AnnData
 from anndata.io import read_elem, write_elem
 
 from .._anndata_or_folder import check_anndata
+from .._file_unchanged_on_failure import file_unchanged_on_failure, remove_entry
 from .._io import made_unique_in_memory, result_slots, write_obs_columns
 from .._unchanged_on_failure import unchanged_on_failure
 from ._left_out import fitted_mask, write_fitted_spots
@@ -38,12 +39,12 @@ def _write_into_file(adata: AnnData, keys: list[str], h5=None) -> None:
             # Its column names are part of the result (cell types, archetypes): anndata's
             # dataframe encoding, one dataset per column.
             if name in h5["obsm"]:
-                del h5["obsm"][name]
+                remove_entry(h5["obsm"], name)
             write_elem(h5["obsm"], name, adata.obsm[name])
         elif slot == "obsm":
             values = np.asarray(adata.obsm[name])
             if name in h5["obsm"]:
-                del h5["obsm"][name]
+                remove_entry(h5["obsm"], name)
             # An empty array sets anndata's encoding; the rows follow in blocks.
             write_elem(
                 h5["obsm"],
@@ -59,6 +60,8 @@ def _write_into_file(adata: AnnData, keys: list[str], h5=None) -> None:
             write_obs_columns(h5, adata.obs, keys)
             sync_scanpy_keys(h5, adata, keys)
         else:
+            if name in h5[slot]:
+                remove_entry(h5[slot], name)
             write_elem(h5[slot], name, getattr(adata, slot)[name])
     h5.flush()
 
@@ -135,7 +138,9 @@ def writes_backed(write_to_adata):
 
     The method returns the keys it wrote (``"slot/key"``); for an AnnData opened
     ``backed="r+"`` they are also written into its file, for one opened ``"r"`` a warning says
-    how to reopen it. Every model class applies it to its own ``write_to_adata``.
+    how to reopen it. A failure midway leaves the AnnData, and its file, as they were
+    (:func:`~deltavae._file_unchanged_on_failure.file_unchanged_on_failure`). Every model
+    class applies it to its own ``write_to_adata``.
     """
 
     @functools.wraps(write_to_adata)
@@ -225,8 +230,10 @@ def _write(self, write, write_to_adata, adata, *args, **kwargs) -> list[str]:
                 "dv.write_results_to_store(adata, keys, adata.filename)."
             )
         else:
-            _write_into_file(adata, keys)
-            remove_obs_columns(adata.file["obs"].file, removed)
+            h5 = adata.file["obs"].file
+            with file_unchanged_on_failure(h5):  # a failure midway: the file as it was
+                _write_into_file(adata, keys)
+                remove_obs_columns(h5, removed)
     elif _in_zarr_store(adata):  # read_lazy's: nothing writes into it by itself
         warn_user(
             f"{', '.join(keys)} are in memory only: adata's data stay in their zarr store, "

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._file_unchanged_on_failure import remove_entry
+
 
 def _colour_key(name: str) -> str:
     return f"{name}_colors"
@@ -138,7 +140,7 @@ def sync_scanpy_keys(group, adata: AnnData, keys: list[str]) -> None:
                 if "uns" not in group:
                     write_elem(group, "uns", {})
                 if stored:
-                    del group["uns"][uns_key]
+                    remove_entry(group["uns"], uns_key)
                 write_elem(group["uns"], uns_key, adata.uns[uns_key])
             elif stored:
-                del group["uns"][uns_key]
+                remove_entry(group["uns"], uns_key)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
+from .._file_unchanged_on_failure import remove_entry
 from ._scanpy_keys import scanpy_uns_keys
 
 _CLUSTER = "_cluster"
@@ -88,10 +89,10 @@ def remove_obs_columns(h5, names: list[str]) -> None:
     stored = h5["obs"]
     for name in names:
         if name in stored:
-            del stored[name]
+            remove_entry(stored, name)
         for uns_key in scanpy_uns_keys(name):
             if "uns" in h5 and uns_key in h5["uns"]:
-                del h5["uns"][uns_key]
+                remove_entry(h5["uns"], uns_key)
     order = [str(c) for c in stored.attrs.get("column-order", []) if str(c) not in names]
     stored.attrs["column-order"] = order  # as write_obs_columns and anndata write it
 
