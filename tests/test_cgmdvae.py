@@ -303,6 +303,27 @@ def test_write_to_adata_says_which_other_model_reads_the_column_it_changes():
         reader.train(max_epochs=1, **TRAIN)
 
 
+def test_write_to_adata_names_only_models_still_alive():
+    """scvi-tools keeps the setups of models deleted since (by model id, for good): with the
+    ZINBVAE set up with batch_key="cgmdvae_cluster" deleted, CGMDVAE's write_to_adata still
+    warned that "the ZINBVAE set up on this AnnData" would refuse it, and the deleted model's
+    registration (holding the AnnData) stayed in scvi-tools' store."""
+    adata = dv.datasets.synthetic_counts(n_cells=90, n_genes=30, n_clusters=3, seed=0)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    model = dv.model.CGMDVAE(adata, likelihood="nb", n_hidden=16, n_clusters=3)
+    model.train(max_epochs=1, **TRAIN)
+    adata.obs["cgmdvae_cluster"] = pd.Categorical(["last run"] * adata.n_obs)
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="cgmdvae_cluster")
+    reader = dv.model.ZINBVAE(adata, n_hidden=16)
+    gone = reader.id
+    del reader  # no gc.collect(): the write collects a model deleted in a reference cycle
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.write_to_adata()
+    assert "last run" not in set(adata.obs["cgmdvae_cluster"])  # the column did change
+    assert gone not in dv.model.ZINBVAE._per_instance_manager_store
+
+
 def test_semi_supervised_names_clusters_by_label():
     """With 10% of cells labelled, the unlabelled cells get the right label, by name."""
     adata = dv.datasets.synthetic_counts(

@@ -14,6 +14,7 @@ from ._backing import record_contents
 from ._count_advice import layer_fixed
 from ._genes import check_own_adata, match_genes
 from ._labels import check_known_categories, with_labels_column
+from ._live_models import forget_when_gone
 from ._matrices import check_still_on_disk, memory_copy
 from ._obs_checks import check_size_factors
 from ._scvi_glue import _sealed, _transferring_quietly, forget_old_copies
@@ -63,6 +64,7 @@ class AnnDataReadsMixin:
         registry, name = adata_manager.registry, type(self).__name__
         check_setup_columns(adata_manager, registry, name, of=self)  # another's taken back
         super()._register_manager_for_instance(_sealed(adata_manager))
+        forget_when_gone(self)  # scvi-tools keeps a model's registrations for good
 
     def _training_genes(self) -> pd.Index | None:
         registry = getattr(self, "registry_", None) or {"field_registries": {}}

@@ -4,12 +4,14 @@ then, and results that would overwrite one are refused."""
 
 from __future__ import annotations
 
+import gc
 from importlib import import_module
 
 import numpy as np
 import pandas as pd
 
 from .._warn import warn_user
+from ._live_models import live_registrations
 from ._read_calls import read_call
 from ._training_checks import rows_unit
 
@@ -113,18 +115,30 @@ def warn_changing_others_columns(model, adata, columns: dict, key_added: str) ->
     the AnnData's id (``uns["_scvi_uuid"]``), its models' too. A ZINBVAE set up with
     ``batch_key="cgmdvae_cluster"`` refused the AnnData after a CGMDVAE wrote other clusters
     there, without a word at the write."""
+    found = _changed_read_column(model, adata, columns)
+    if found is not None:
+        gc.collect()  # a model deleted but in a reference cycle: its setup let go now
+        found = _changed_read_column(model, adata, columns)
+    if found is not None:
+        name, given, column = found
+        warn_user(
+            f"write_to_adata changes obs[{column!r}], which the {name} set up on this "
+            f"AnnData reads ({given}={column!r}): that model will refuse the AnnData after "
+            "(its column changed since its setup). Write these results under another "
+            f"key_added, e.g. key_added={key_added + '_new'!r}."
+        )
+
+
+def _changed_read_column(model, adata, columns: dict) -> tuple[str, str, str] | None:
+    """(class, setup argument, column) of the first obs column among ``columns`` that the
+    results would change and another model alive, set up on ``adata``, reads; else None."""
     present = [c for c in columns if c in adata.obs]
     for name, args in _other_setups(model, adata) if present else ():
         for column in present:
             given = [k for k, v in args.items() if v == column or _holds(v, column)]
             if given and _differs(adata.obs[column], columns[column]):  # only then: a pass
-                warn_user(
-                    f"write_to_adata changes obs[{column!r}], which the {name} set up on "
-                    f"this AnnData reads ({given[0]}={column!r}): that model will refuse the "
-                    "AnnData after (its column changed since its setup). Write these results "
-                    f"under another key_added, e.g. key_added={key_added + '_new'!r}."
-                )
-                return
+                return name, given[0], column
+    return None
 
 
 def _holds(value, column) -> bool:
@@ -138,14 +152,15 @@ def _differs(old: pd.Series, new) -> bool:
 
 
 def _other_setups(model, adata):
-    """(class name, setup arguments) of every setup of a deltavae class on ``adata`` other
-    than ``model``'s own: the class's latest ``setup_anndata`` and its models' setups."""
+    """(class name, setup arguments) of every setup of a deltavae model alive on ``adata``
+    other than ``model``'s own. Not the class's latest ``setup_anndata`` (scvi-tools keeps it
+    for good, the model built from it deleted or not): a model built from it since is refused
+    with its own advice ("changed after setup_anndata")."""
     uuid, seen = adata.uns.get("_scvi_uuid"), set()
     own = (type(model).__name__, repr((getattr(model, "registry_", {}) or {}).get("setup_args")))
     models = import_module("deltavae.model")
     for cls in (getattr(models, name) for name in models.__all__):
-        stores = [cls._setup_adata_manager_store]
-        stores += [s for i, s in cls._per_instance_manager_store.items() if i != model.id]
+        stores = [s for i, s in live_registrations(cls).items() if i != model.id]
         for store in stores:
             manager = store.get(uuid) if uuid is not None else None
             if manager is None or manager.adata is not adata:

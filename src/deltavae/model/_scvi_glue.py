@@ -17,6 +17,7 @@ from scvi.module.base._decorators import _move_data_to_device
 
 from .._logging import DropMessages
 from ._cell_selection import selected_rows
+from ._live_models import forget_when_gone
 from ._loader_keywords import check_loader_keywords
 from ._matrices import holds_handles, to_memory
 from ._modes import evaluating, in_module_dtype
@@ -146,6 +147,7 @@ def restore_pickled_state(model, state: dict) -> None:
     new_model_id(model)  # not the original's: its registrations are the original's
     if state.get("_adata_manager") is not None:  # view_anndata_setup failed there
         BaseModelClass._register_manager_for_instance(model, state["_adata_manager"])
+        forget_when_gone(model)
     # Any kind of accelerator (CUDA, MPS, XPU): a model pickled on a Mac's GPU came back on
     # the CPU there.
     from .._rng import device_module
