@@ -315,3 +315,53 @@ def test_another_runs_plots_are_not_replaced_in_silence(counts_file, tmp_path, c
     assert not second.exists()
     assert main([*argv, "--out", str(second), "--overwrite"]) == 0
     assert (plots / "elbo_history.png").read_bytes() != before["elbo_history.png"]
+
+
+@pytest.mark.parametrize("kind", ["file", "store"])
+def test_an_output_replaced_is_kept_until_the_new_one_holds_its_name(tmp_path, kind, monkeypatch):
+    """publish removed the earlier output (--overwrite) before renaming the new one into
+    place: an interrupt while a large store was being removed, or a failing rename, left the
+    earlier output half removed or gone, and the run's clean-up then discarded the new one."""
+    import shutil
+
+    from deltavae import _cli_files
+
+    out = tmp_path / ("out.h5ad" if kind == "file" else "out.zarr")
+    partial = partial_path(out)
+    if kind == "file":
+        out.write_text("earlier")
+        partial.write_text("new")
+    else:
+        for folder, text in ((out, "earlier"), (partial, "new")):
+            (folder / "obs").mkdir(parents=True)
+            for name in ("zarr.json", "obs/zarr.json"):
+                (folder / name).write_text(text)
+    real_rmtree, real_replace = shutil.rmtree, os.replace
+
+    def interrupted_rmtree(path, *args, **kwargs):  # one file removed, then Ctrl-C
+        next(p for p in sorted(path.rglob("*")) if p.is_file()).unlink()
+        raise KeyboardInterrupt
+
+    def failing_replace(src, dst):
+        if str(src) == str(partial):
+            raise OSError("rename failed (injected)")
+        return real_replace(src, dst)
+
+    def contents(path):
+        if path.is_file():
+            return path.read_text()
+        return {str(p.relative_to(path)): p.read_text() for p in path.rglob("*") if p.is_file()}
+
+    earlier = contents(out)
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="injected"):
+        _cli_files.publish(out, tmp_path / "plots", [], replacing=True)
+    assert contents(out) == earlier  # kept: the new output was not put in place
+    monkeypatch.setattr(os, "replace", real_replace)
+    if kind == "store":
+        monkeypatch.setattr(shutil, "rmtree", interrupted_rmtree)
+        new = contents(partial)
+        with pytest.raises(KeyboardInterrupt):
+            _cli_files.publish(out, tmp_path / "plots", [], replacing=True)
+        assert contents(out) == new  # the new store whole under its name, not half of either
+        monkeypatch.setattr(shutil, "rmtree", real_rmtree)

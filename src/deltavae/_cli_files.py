@@ -311,8 +311,9 @@ def publish(out: Path, plots: Path, written: list[Path], replacing: bool) -> Non
     ``written`` (into :func:`partial_path` of ``plots``) move into ``plots``, and, when the run
     replaces an earlier one (``replacing``), PNGs of ``plots`` it did not write are removed,
     and the folder with them where nothing else is left in it."""
-    _remove(out)
-    os.replace(partial_path(out), out)
+    from ._cli_outputs import replace_output
+
+    replace_output(partial_path(out), out)
     if replacing and plots.is_dir():
         for png in set(plots.glob("*.png")) - {plots / png.name for png in written}:
             png.unlink()

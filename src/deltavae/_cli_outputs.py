@@ -1,9 +1,12 @@
 """What a ``deltavae fit`` run would replace besides ``--out`` (see :mod:`deltavae.cli`): the
 PNGs of another run in its plots folder, refused before anything is read unless
-``--overwrite`` (an existing ``--out`` is refused in :mod:`deltavae._cli_files`)."""
+``--overwrite`` (an existing ``--out`` is refused in :mod:`deltavae._cli_files`); and the
+earlier output a finished run replaces, kept until the new one holds its name."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from deltavae._cli_files import InputError
@@ -37,3 +40,24 @@ def check_plots_folder(out: Path, plots: Path | None, overwrite: bool) -> bool:
         "with another suffix, or whose output was removed): pass --overwrite to replace them, "
         "--no-plots, or choose another --out."
     )
+
+
+def replace_output(partial: Path, out: Path) -> None:
+    """Put the finished output ``partial`` in place of ``out``. An .h5ad file replaces the
+    earlier one in one rename; an earlier store (a folder) is renamed aside first, and removed
+    only once the new one holds its name (put back if that fails). The earlier output was
+    removed first: an interrupt or a failure before the rename (a large store's removal takes
+    a while) left neither output, the earlier one half removed and the new one discarded."""
+    if not out.is_dir():
+        os.replace(partial, out)
+        return
+    aside = out.with_name(f".{out.name}.replaced")
+    if aside.exists():  # left by a run killed while removing it
+        shutil.rmtree(aside)
+    os.replace(out, aside)
+    try:
+        os.replace(partial, out)
+    except BaseException:
+        os.replace(aside, out)
+        raise
+    shutil.rmtree(aside)
