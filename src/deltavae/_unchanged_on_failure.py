@@ -5,7 +5,9 @@ before the labels' colours, Archetypes' weights before its markers), and a spot 
 ``from_reference`` set the spots up, replacing another model's scvi-tools codes and ids in
 them, before the model it builds refused an argument: the user's AnnData was left half
 written, with the keys of another model replaced. Here each slot is kept by reference (no
-matrix is copied) before the call, and put back, keys and order, if it raises.
+matrix is copied) before the call, and put back, keys and order, if it raises. The file of an
+AnnData opened ``backed="r+"``, which ``write_to_adata`` writes into too, is put back by
+:mod:`deltavae._file_unchanged_on_failure`.
 """
 
 from __future__ import annotations
