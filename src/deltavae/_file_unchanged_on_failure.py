@@ -90,6 +90,8 @@ class _Journal:
             for name in [n for n in node if n not in before]:
                 del node[name]
         for group, before in self.attrs.items():
+            if group and group not in self.root:
+                continue
             node = self.root[group] if group else self.root
             if _attrs(node) != before:
                 for key in [k for k in node.attrs if k not in before]:
