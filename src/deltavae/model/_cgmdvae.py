@@ -36,6 +36,7 @@ from ._from_zinbvae import FromZINBVAEMixin, default_max_epochs, first_mixture_e
 from ._host_results import HostResultsMixin
 from ._init_keywords import keyword_hints
 from ._label_setup import check_label_setup, refuse_missing_integer_labels, unlabelled_mark
+from ._label_votes import label_vote_table, voted_probs
 from ._labels import ConditionsByName, LabelsInColumnOrder, small_categories_named
 from ._mixture_start import mixture_start
 from ._modes import unchecked_distributions
@@ -440,11 +441,13 @@ class CGMDVAE(
         dataloader=None,
         scores: bool = False,
         loader_kwargs: dict | None = None,
+        labels: bool = False,
     ) -> dict[str, np.ndarray]:
         """Per cell: z and w (posterior means, or one draw each without ``give_mean``), their
         posterior variances and q(y | z, c) at the mean of z; with ``scores``, also
         typicality's two scores (``fit_score``, float32, cells x 2) from the same inference:
-        one pass over the cells for labels and typicality."""
+        one pass over the cells for labels and typicality. ``labels``: q(y | z, c) as the labels
+        read it (:func:`~deltavae.model._label_votes.voted_probs`)."""
         self._check_if_trained(warn=False)
         if scores and (not give_mean or condition is not None):
             raise ValueError("scores are read at the posterior means under the own conditions.")
@@ -458,7 +461,7 @@ class CGMDVAE(
         else:
             dataloader = _OnDevice(dataloader, self.module)
         module = self.module  # in eval mode while its loader is read (see _OnDevice)
-        target = None
+        target, votes = None, label_vote_table(self) if labels else None
         if condition is not None:
             if not self.condition_keys:
                 raise ValueError("The model has no condition covariate; pass condition=None.")
@@ -479,6 +482,8 @@ class CGMDVAE(
                 qz, qw = inf["qz"], inf["qw"]
                 z, w = (qz.loc, qw.loc) if give_mean else (inf["z"], inf["w"])
                 probs = torch.softmax(inf["cluster_logits"], -1)
+                if votes is not None:  # a label none of its cells trained with: voted
+                    probs = voted_probs(module, votes, qz.loc, tensors[_CAT], probs)
                 if target is not None:
                     # Through each component's prior, own condition to target, over q(y | z, c).
                     cats = tensors[_CAT].to(target.device)

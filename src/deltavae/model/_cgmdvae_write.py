@@ -92,7 +92,7 @@ class WriteMixin:
         written = [f"{key}_cluster", *([f"{key}_label", f"{key}_typicality"] * query)]
         refuse_overwriting_read_columns(self.registry_, written, key)
         adata = self._write_target(adata)
-        post = self._posterior(adata, None, batch_size, scores=query)  # one pass for both
+        post = self._posterior(adata, None, batch_size, scores=query, labels=True)  # one pass
         drop_stale_labels(adata, key, query)  # an earlier query model's
         clusters = post["probs"].argmax(1)
         labelled = labels_of(self, clusters)  # integer labels as integers, as obs holds them

@@ -117,13 +117,14 @@ class PredictionsMixin:
         its order, and the same return types.
 
         The labels are :meth:`predict_labels`' (the reference label of the most probable
-        cluster of q(y | z, c), ``novel_j`` for a cluster no label claimed, the cluster's
-        name without labels); its ``confidence`` ranks cells and is not the chance of being
-        right. For a query model (see :meth:`load_query_data`) this is label transfer. Cells
-        whose label was given are predicted too, not given their label back (as by
-        ``SCANVI.predict``): compare the two to see where the model disagrees. Cells of a type
-        the reference never saw take a known label too: to label the cells unlike the
-        reference's with the unlabelled mark, take
+        cluster of q(y | z, c), voted over conditions where a label had no labelled training
+        cells, ``novel_j`` for a cluster no label claimed, the cluster's name without
+        labels); its ``confidence`` ranks cells and is not the chance of being right. For a
+        query model (see :meth:`load_query_data`) this is label transfer. Cells whose label
+        was given are predicted too, not given their label back (as by ``SCANVI.predict``):
+        compare the two to see where the model disagrees. Cells of a type the reference
+        never saw take a known label too: to label the cells unlike the reference's with the
+        unlabelled mark, take
         ``predict_labels(unknown_below=0.1)["label"].to_numpy()`` (see its ``typicality``).
 
         {parameters}
@@ -183,14 +184,15 @@ class PredictionsMixin:
                                     "dataloader": dataloader}, "predict")  # fmt: skip
             if adata is not None:
                 raise ValueError("predict() reads adata or dataloader=, not both.")
-            probs = self._posterior(None, dataloader=dataloader)["probs"]
+            probs = self._posterior(None, dataloader=dataloader, labels=True)["probs"]
             if soft:
                 names = pd.Index(labels_of(self, np.arange(probs.shape[1])).categories)
                 return pd.DataFrame(probs.astype(np.float32), columns=names)
             return pd.Series(labels_of(self, probs.argmax(1))).to_numpy()
         if soft:
             return self.predict_labels(adata, indices=indices, soft=True, batch_size=batch_size)
-        probs = self._posterior(self._resolve_adata(adata), indices, batch_size)["probs"]
+        probs = self._posterior(self._resolve_adata(adata), indices, batch_size, labels=True)
+        probs = probs["probs"]
         # predict_labels' labels without its typicality (whose scores would decode every
         # cell). The categories' dtype: int64 for integer labels, object for names (never <U).
         return pd.Series(labels_of(self, probs.argmax(1))).to_numpy()
@@ -203,7 +205,9 @@ class PredictionsMixin:
         soft: bool = False,
         batch_size: int | None = None,
     ) -> np.ndarray:
-        """Cluster of every cell from q(y | z, c) at the posterior mean of z.
+        """Cluster of every cell from q(y | z, c) at the posterior mean of z (for the cells of
+        conditions whose labelled training cells lacked a label, a vote over conditions: see
+        :meth:`predict_labels`).
 
         With ``soft``, the probabilities rank cells by certainty; they run high and are not
         chances of being right (see :meth:`predict_labels`). For the same probabilities in a
@@ -244,7 +248,7 @@ class PredictionsMixin:
         True
         """
         _check_soft(soft)
-        probs = self._posterior(adata, indices, batch_size)["probs"]
+        probs = self._posterior(adata, indices, batch_size, labels=True)["probs"]
         return probs if soft else probs.argmax(1)
 
     @indices_after_adata("batch_size")
@@ -287,13 +291,18 @@ class PredictionsMixin:
         marked 30-41% of the NK cells, 84-90% of the B cells and 12-14% of the known ones.
         Known cells of new donors fall under a threshold somewhat more often than the
         reference's own: pick it from the share it marks.
-        q(y | z, c) reads the cell's conditions, so the cells of a type under a condition none
-        of its labelled training cells carried (a type held out of a stimulation; the
-        combinations that trained are ``label_conditions_``) take its label less often than
-        their place in z says: on muscat's Kang example with one type's stimulated cells held
-        out (30 epochs), 32% of those CD4 T cells and 79-95% of those B cells (seeds 0-2) were
-        labelled right, against 77% and 98-99% by the vote of their 15 nearest training cells
-        in ``get_latent_representation()`` (benchmarks/README.md, Transfer).
+        q(y | z, c) reads the cell's conditions. Under a combination of conditions whose
+        labelled training cells lacked a label that others carried (a type held out of a
+        stimulation; the combinations that trained are ``label_conditions_``), it learned that
+        the label does not occur, and gave that type's cells the nearest label it saw there.
+        The cells of such a combination are labelled by a vote instead: each label's
+        probability is the mean of q(y | z, c') over the combinations c' its labelled
+        training cells carried, renormalised (``soft``, ``confidence``, :meth:`predict`,
+        :meth:`predict_clusters` and :meth:`write_to_adata` read the same; measured on Kang:
+        benchmarks/README.md, "Labels of a type held out of
+        one condition"). The cells of combinations where every label trained, and of those
+        without labelled cells (a query's new donor), are read under their own conditions,
+        as before.
         A query model's :meth:`write_to_adata` writes the three columns into obs
         (``cgmdvae_label``, ``cgmdvae_label_confidence``, ``cgmdvae_typicality``) and takes
         ``unknown_below`` too.
@@ -334,7 +343,7 @@ class PredictionsMixin:
         # The model's own cells, all in their order: the typicality record's too.
         every_cell = adata is self.adata and indices is None
         # Labels and typicality's scores in one pass over the cells (one inference each).
-        post = self._posterior(adata, indices, batch_size, scores=not soft)
+        post = self._posterior(adata, indices, batch_size, scores=not soft, labels=True)
         probs = post["probs"]
         names = cell_names(adata, indices)
         label = labels_of(self, probs.argmax(1))
