@@ -298,11 +298,14 @@ class PredictionsMixin:
         The cells of such a combination are labelled by a vote instead: each label's
         probability is the mean of q(y | z, c') over the combinations c' its labelled
         training cells carried, renormalised (``soft``, ``confidence``, :meth:`predict`,
-        :meth:`predict_clusters` and :meth:`write_to_adata` read the same; measured on Kang:
-        benchmarks/README.md, "Labels of a type held out of
-        one condition"). The cells of combinations where every label trained, and of those
-        without labelled cells (a query's new donor), are read under their own conditions,
-        as before.
+        :meth:`predict_clusters` and :meth:`write_to_adata` read the same). On muscat's Kang
+        example with one type's stimulated cells held out (30 epochs, seeds 0-2), the share of
+        them labelled right went from 0.05-0.32 to 0.71-0.83 (CD4 T cells; a 15-nearest-
+        neighbour vote in ``get_latent_representation()``: 0.77-0.82) and from 0.79-0.95 to
+        0.98-0.99 (B cells), the other cells' labels moving by 3% of a group at most
+        (benchmarks/README.md, "Labels of a type held out of one condition"). The cells of
+        combinations where every label trained, and of those without labelled cells (a
+        query's new donor), are read under their own conditions, as before.
         A query model's :meth:`write_to_adata` writes the three columns into obs
         (``cgmdvae_label``, ``cgmdvae_label_confidence``, ``cgmdvae_typicality``) and takes
         ``unknown_below`` too.
