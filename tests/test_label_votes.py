@@ -80,3 +80,17 @@ def test_conditions_where_every_label_trained_are_read_as_before(held_out):
     in_c2 = (q.adata.obs["condition"] == "c2").to_numpy()
     before = q._posterior(q.adata, labels=False)["probs"][in_c2]
     np.testing.assert_array_equal(q.predict_labels(soft=True).to_numpy()[in_c2], before)
+
+
+def test_the_vote_is_the_same_after_save_and_load(held_out, tmp_path):
+    """The combinations each label trained under are saved with the model (label_conditions_),
+    so a loaded model labels the held-out cells as the one that trained."""
+    model, held, _ = held_out
+    model.save(tmp_path / "model", save_anndata=True)
+    loaded = dv.model.CGMDVAE.load(tmp_path / "model")
+    assert loaded.label_conditions_ == model.label_conditions_
+    np.testing.assert_array_equal(
+        loaded.predict_labels(held, soft=True).to_numpy(),
+        model.predict_labels(held, soft=True).to_numpy(),
+    )
+    assert (loaded.predict_labels(held)["label"] == "t0").mean() > 0.8
