@@ -14,9 +14,10 @@ shared genes for every method.
 Scale. Methods return different per-spot scales (expected counts, normalised expression,
 mapped cells), so the measured and imputed values of a spot are both divided by a per-spot
 total before scoring: the measured values by the spot's counts over the visible shared genes
-(what every method sees), each method's predictions by its own predicted total over those
-same visible genes (every method here predicts all reference genes). Every score is
-invariant to a gene's scale, so only these per-spot factors matter.
+the reference counts (what every method sees and predicts), each method's predictions by its
+own predicted total over those same visible genes. Spot genes the reference never counts
+(2 on the hypothalamus, 16 on the lymph node) are in neither total: no method predicts them.
+Every score is invariant to a gene's scale, so only these per-spot factors matter.
 
 Genes. Every method is scored on the same hidden genes: those the reference expresses (no
 method can impute a gene without reference counts) and that vary across the spots (a constant
