@@ -111,6 +111,12 @@ def test_genes_chooses_the_genes_hidden_and_unscorable_ones_are_warned(pair):
         ({"genes": ["gene_2"]}, KeyError, "'gene_2' is not among the reference's genes"),
         ({"genes": ["marker", "marker"]}, ValueError, r"\['marker'\] more than once"),
         ({"genes": []}, ValueError, "genes is empty"),
+        # Positions and masks were read as names: "gene np.True_ is not among the spots' genes".
+        ({"genes": [0, 1]}, TypeError, "genes takes gene names; got int values such as 0"),
+        ({"genes": np.arange(24) < 3}, TypeError, "got bool values such as .*var_names\\["),
+        ({"genes": 5}, TypeError, "genes takes the names of shared genes .*got 5"),
+        # Each fold's from_reference refused its 8 visible genes as "spots (8 genes ...)".
+        ({"genes": "subset"}, ValueError, "a fold of 3 hidden genes leaves 8 of the 11 shared"),
         (
             {"spots": "spots.h5ad"},
             TypeError,
@@ -123,6 +129,8 @@ def test_bad_folds_and_genes_are_refused_before_training(pair, kwargs, error, ma
     spots, ref = pair
     ref = ref[:, ref.var_names != "gene_2"]  # gene_2 in the spots only: not shared
     spots = kwargs.pop("spots", spots)
+    if isinstance(kwargs.get("genes"), str) and kwargs["genes"] == "subset":  # 11 shared, 5 folds
+        spots, kwargs = spots[:, :12].copy(), {"n_folds": 5}
     if kwargs.pop("duplicate", False):
         spots = spots.copy()
         spots.var_names = [*spots.var_names[:-1], "gene_3"]
@@ -266,3 +274,20 @@ def test_a_score_is_the_same_with_or_without_spot_genes_the_reference_never_coun
         spots[:, spots.var_names != "gene_5"].copy(), ref, genes=genes, n_folds=3
     )
     pd.testing.assert_frame_equal(with_it, without)
+
+
+def test_folds_leaving_fewer_genes_train_with_min_shared_genes_lowered(pair):
+    """The refusal of folds leaving 9 of 12 genes visible names the fix: min_shared_genes=9."""
+    spots, ref = pair
+    table = cross_validate(spots[:, :12].copy(), ref, n_folds=5, min_shared_genes=9)
+    assert sorted(table["fold"].unique()) == [0, 1, 2, 3, 4]
+
+
+def test_a_set_of_genes_is_cross_validated_in_the_spots_order(pair):
+    """A set's own order (its strings' hashes, new each session) made the folds: the same
+    seed gave other folds, and another table, from one session to the next."""
+    spots, ref = pair
+    genes = ["marker", "noise", "gene_3", "gene_4", "gene_6", "gene_7", "gene_9", "gene_11"]
+    table = cross_validate(spots, ref, genes=set(genes))
+    assert list(table.index) == genes
+    assert folds_of(table) == gene_folds(genes, 2, 0)

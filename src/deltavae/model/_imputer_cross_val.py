@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Set
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ from anndata import AnnData
 from sklearn.model_selection import KFold
 
 from .._anndata_or_folder import check_anndata
-from .._checks import dense, layer_matrix
+from .._checks import dense, layer_matrix, short_repr
 from .._close_names import did_you_mean
 from .._rng import scvi_seed_kept
 from .._warn import warn_user
@@ -196,8 +196,10 @@ class ImputerCrossValMixin:
         n_folds
             Folds, from 2 to the number of genes cross-validated.
         genes
-            Shared genes to cross-validate (the other shared genes stay visible in every
-            fold); ``None``: every shared gene.
+            Shared genes to cross-validate, by name (the other shared genes stay visible in
+            every fold; a set is read in the spots' order); ``None``: every shared gene. Each
+            fold must leave ``min_shared_genes`` (of :meth:`from_reference`, default 10)
+            visible genes the reference counts.
         seed
             Seed of the folds, of the training (``scvi.settings.seed``) and of
             :meth:`from_reference`.
@@ -256,7 +258,10 @@ class ImputerCrossValMixin:
                 + shared_advice(spots.var_names, reference.var_names, len(shared))
             )
         chosen = list(shared) if genes is None else _chosen_genes(genes, spots, reference)
-        gene_folds(chosen, n_folds, seed)  # a bad n_folds refused before any training
+        folds = gene_folds(chosen, n_folds, seed)  # a bad n_folds refused before any training
+        counts = layer_matrix(reference, model_kwargs.get("reference_layer"))
+        counted = shared[column_sums(counts)[reference.var_names.get_indexer(shared)] > 0]
+        _refuse_small_folds(folds, counted, model_kwargs.get("min_shared_genes", 10))
         effect = "the spots' states (and so the imputed genes) may be poorly determined"
         warn_few_shared(spots, reference, shared, effect)  # not fold by fold: see _SAID_ONCE
         train_kwargs = {"max_epochs": max_epochs, **(train_kwargs or {})}
@@ -288,11 +293,45 @@ class ImputerCrossValMixin:
         return table
 
 
+def _refuse_small_folds(folds: list, counted: pd.Index, min_shared_genes) -> None:
+    """Refuse folds that leave fewer visible genes (``counted``: the shared genes the
+    reference counts, those from_reference keeps) than ``min_shared_genes``. Each fold's
+    from_reference refused them, of its fewer genes: 12 shared genes in 5 folds were told
+    "spots (9 genes ...) share 9 genes; at least 10 are needed"."""
+    if isinstance(min_shared_genes, bool) or not isinstance(min_shared_genes, int | np.integer):
+        return  # from_reference says what it takes
+    visible = min(int((~counted.isin(hidden)).sum()) for hidden in folds)
+    if visible < min_shared_genes:
+        largest = max(len(hidden) for hidden in folds)
+        raise ValueError(
+            f"a fold of {largest} hidden genes leaves {visible} of the {len(counted)} shared "
+            f"genes the reference counts visible, fewer than the {min_shared_genes} each "
+            "model needs (min_shared_genes): pass more n_folds (fewer genes hidden at a "
+            f"time), fewer genes=, or min_shared_genes={visible} to accept so few."
+        )
+
+
 def _chosen_genes(genes, spots: AnnData, reference: AnnData) -> list:
-    """``genes`` checked: each a gene of both the spots and the reference, named once."""
-    genes = [genes] if isinstance(genes, str) else list(genes)
+    """``genes`` checked: each a gene of both the spots and the reference, named once; a
+    set in the spots' order (its own changes from session to session, and the folds with it)."""
+    if isinstance(genes, Set):
+        others = [g for g in genes if g not in spots.var_names]  # refused below, by name
+        genes = [g for g in spots.var_names if g in genes] + sorted(others, key=str)
+    names = [genes] if isinstance(genes, str) else genes
+    if not isinstance(names, Iterable) or isinstance(names, bytes | AnnData | pd.DataFrame):
+        raise TypeError(
+            f"genes takes the names of shared genes (a list, or one name); got {short_repr(genes)}."
+        )
+    genes = list(names)
     if not genes:
         raise ValueError("genes is empty: name the shared genes to cross-validate, or None.")
+    odd = [g for g in genes if not isinstance(g, str)]
+    if odd:  # a mask or positions: 'gene np.True_ is not among the spots' genes'
+        raise TypeError(
+            f"genes takes gene names; got {type(odd[0]).__name__} values such as "
+            f"{short_repr(odd[0])}. For positions or a mask of the spots' genes, pass "
+            "spots.var_names[positions]."
+        )
     for g in genes:
         for name, data in (("spots'", spots), ("reference's", reference)):
             if g not in data.var_names:
