@@ -291,3 +291,42 @@ def test_a_set_of_genes_is_cross_validated_in_the_spots_order(pair):
     table = cross_validate(spots, ref, genes=set(genes))
     assert list(table.index) == genes
     assert folds_of(table) == gene_folds(genes, 2, 0)
+
+
+def test_spots_without_counts_in_a_folds_visible_genes_are_left_out_of_its_scores(pair):
+    """Such a spot's hidden counts were divided by 1, not by a total, and scored: an outlier
+    (counts against fractions) that decided the PCC of a method guessing there (kNN, Tangram)."""
+    spots, ref = pair
+    spots = spots.copy()
+    spots.X[:2] = 0
+    spots.X[:2, spots.var_names.get_loc("marker")] = 7  # counts in one gene only
+    relative = spots.X / np.maximum(spots.X.sum(axis=1, keepdims=True), 1)
+
+    def guessing(visible, reference, hidden):  # right, but a mean guess where no evidence
+        pred = pd.DataFrame(relative.copy(), index=spots.obs_names, columns=spots.var_names)
+        pred[np.asarray(visible.X.sum(axis=1)).ravel() == 0] = relative[2:].mean(axis=0)
+        return pred
+
+    genes = ["marker", "noise", "gene_3", "gene_7"]
+    table = cross_validate_genes(spots, ref, guessing, genes, n_folds=2)
+    np.testing.assert_allclose(table["pcc"], 1.0, rtol=1e-5)
+    left_out = set()
+    cross_validate_genes(spots, ref, guessing, genes, n_folds=2, left_out=left_out)
+    assert left_out == set(spots.obs_names[:2])  # in the fold hiding 'marker'
+
+
+def test_spots_without_counts_are_said_once_not_in_every_fold(pair):
+    """Each fold's model said "3 spots in spots.X are all zeros" and "3 of 60 spots have no
+    counts in the 12 genes the model reads ... model.adata.var_names", and the scores "3 of the
+    60 spots have no prediction": 6 notes in 2 folds, of the folds' models."""
+    spots, ref = pair
+    spots = spots.copy()
+    spots.X[:3] = 0
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=dv.train.NotConvergedWarning)
+        table = cross_validate(spots, ref)
+    said = [str(w.message) for w in said]
+    assert [m for m in said if "spots" in m] == [m for m in said if "3 of the 60 spots" in m]
+    assert len([m for m in said if "3 of the 60 spots" in m]) == 1, said
+    assert len(table) == 24

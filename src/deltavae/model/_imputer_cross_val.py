@@ -47,6 +47,9 @@ _SAID_ONCE = (r"spots and reference share only \d+ genes", r".*reference genes o
 #: 302 genes on the cerebellum Slide-seq pair, with advice on impute()): constant, such a
 #: gene is unscored, which cross_validate says once.
 _UNSCORED = (r"\d+ of the spots' \d+ genes are 0 in every spot",)
+#: Each fold's notes of spots without counts (from_reference's of the data, impute's of its
+#: NaN rows), two a fold: such spots are left out of the fold's scores, said once.
+_EMPTY_SPOTS = (r"\d+ spots in .* are all zeros", r".* spots have no counts in the")
 
 #: impute(spots with the visible genes, reference, hidden genes) -> spots x genes, with at
 #: least the hidden and the visible genes.
@@ -92,6 +95,7 @@ def cross_validate_genes(
     only_folds: Sequence[int] | None = None,
     reference_layer: str | None = None,
     shared: Sequence | None = None,
+    left_out: set | None = None,
 ) -> pd.DataFrame:
     """Per-gene scores of ``impute`` with each fold of ``genes`` hidden in turn.
 
@@ -103,7 +107,9 @@ def cross_validate_genes(
     ``reference_layer`` hold the spots' and the reference's counts (``None``: X).
     ``shared``: every gene the spots share with the reference, ``genes`` among them (default
     ``genes``); those a fold leaves visible and the reference counts give each spot's total
-    that both the measured and the imputed values are divided by.
+    that both the measured and the imputed values are divided by. A spot without counts in
+    those genes gives no evidence of the hidden ones: it is left out of the fold's scores,
+    for every method, and added to ``left_out`` (a set) when given.
     """
     genes = list(genes)
     # Not the other genes cross-validated alone: with genes= a few of them, each spot was
@@ -129,10 +135,14 @@ def cross_validate_genes(
             totals = dense(counts[:, np.flatnonzero(spots.var_names.isin(visible))]).sum(axis=1)
             columns = spots.var_names.get_indexer(hidden)
             truth = pd.DataFrame(dense(counts[:, columns]), index=spots.obs_names, columns=hidden)
-            truth = truth.div(np.maximum(totals, 1), axis=0)
+            # Not its hidden counts divided by 1, an outlier every method was scored against.
+            empty = np.asarray(totals).ravel() == 0
+            if left_out is not None:
+                left_out.update(spots.obs_names[empty])
+            truth = truth[~empty].div(totals[~empty], axis=0)
             truth = truth[scored_genes(truth, expressed)]
             scvi.settings.seed = seed
-            pred = impute(spots[:, keep].copy(), reference, hidden)
+            pred = impute(spots[:, keep].copy(), reference, hidden).loc[truth.index]
             table = imputation_scores(truth, per_spot(pred, visible, hidden))
             tables.append(table.assign(fold=fold))
     order = [g for g in genes if any(g in t.index for t in tables)]
@@ -142,7 +152,7 @@ def cross_validate_genes(
 def _deltavae_imputer(from_reference: Callable, train_kwargs: dict) -> Imputer:
     def impute(spots: AnnData, reference: AnnData, hidden: list) -> pd.DataFrame:
         with warnings.catch_warnings():  # said once by cross_validate, of the data given
-            for message in _SAID_ONCE + _UNSCORED:
+            for message in _SAID_ONCE + _UNSCORED + _EMPTY_SPOTS:
                 warnings.filterwarnings("ignore", message=message)
             model = from_reference(spots, reference=reference)
         model.train(**train_kwargs)
@@ -151,7 +161,9 @@ def _deltavae_imputer(from_reference: Callable, train_kwargs: dict) -> Imputer:
         wanted = list(hidden) + list(spots.var_names)
         silent = model._silent_genes
         known = [g for g in wanted if g in model.reference_genes_ and g not in silent]
-        return model.impute(known).reindex(columns=wanted, fill_value=0.0)
+        with warnings.catch_warnings():  # its NaN rows: spots left out, said once
+            warnings.filterwarnings("ignore", message=_EMPTY_SPOTS[1])
+            return model.impute(known).reindex(columns=wanted, fill_value=0.0)
 
     return impute
 
@@ -272,6 +284,7 @@ class ImputerCrossValMixin:
                 **model_kwargs,
             )  # fmt: skip
 
+        left_out = set()  # spots without counts in a fold's visible genes
         table = cross_validate_genes(
             spots,
             reference,
@@ -282,7 +295,15 @@ class ImputerCrossValMixin:
             layer=layer,
             reference_layer=model_kwargs.get("reference_layer"),
             shared=shared,
+            left_out=left_out,
         )
+        if left_out:
+            warn_user(
+                f"{len(left_out)} of the {spots.n_obs} spots (e.g. {sorted(left_out)[:3]}) have "
+                "no counts in the shared genes a fold leaves visible, so no evidence of the "
+                "genes it hides: they are left out of that fold's scores. To score every fold "
+                "on the same spots, drop the spots with few counts in the shared genes first."
+            )
         left = [g for g in chosen if g not in table.index]
         if left:
             warn_user(
