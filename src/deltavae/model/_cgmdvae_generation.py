@@ -302,7 +302,7 @@ class GenerationMixin:
             the target) are predicted with a warning naming it: the model extrapolates there.
             A query model warns too where it moves cells into or out of a category its query
             added: :meth:`load_query_data` learned it mostly in z, and little of its change is
-            predicted.
+            predicted (not where the prediction is the query's observed responses alone).
         batch_size
             Cells per minibatch.
         residual
@@ -331,7 +331,11 @@ class GenerationMixin:
             seeds with the counts rounded; benchmarks/README.md, Numbers behind the
             defaults, D10 and D13). ``None``
             (default): 0.5 for count likelihoods with one condition covariate when
-            ``residual`` is on, 0 otherwise. Needs ``residual=True`` for counts and a group
+            ``residual`` is on, 0 otherwise; 1 (the observed responses alone) for a query
+            model's cells all moved between a category its query added and one more, both
+            held by its query: there the model's change was a small part of the real one
+            and halved the responses' (benchmarks/README.md, "Translating into a condition
+            that only a query brought"). Needs ``residual=True`` for counts and a group
             of training cells seen under both conditions (a query model's training cells are
             its query's: a response needs query cells of both); ``uns["response_weight"]`` of
             the result records the weight used (the default falls to 0, with a warning, where
@@ -402,7 +406,7 @@ class GenerationMixin:
         from ._latent_shift import describe_prediction
         from ._observed_responses import with_observed_responses
         from ._prediction_layers import match_counts_layer
-        from ._query_conditions import warn_query_condition_move
+        from ._query_conditions import query_response_weight, warn_query_condition_move
 
         targets = dict(zip(self.condition_keys, target.tolist(), strict=True))
         with seeded(module, seed):
@@ -421,7 +425,8 @@ class GenerationMixin:
                 parts = module.translation(x, cats, moved, residual, floor=floor)
                 gathered.add(moved=moved, own=cats, **parts)
             got = gathered.result()
-            warn_untrained_combinations(self, got["moved"].numpy(), "translate")
+            own, moved = got["own"].numpy(), got["moved"].numpy()
+            warn_untrained_combinations(self, moved, "translate")
             if torch.equal(got["moved"], got["own"]):  # returned as a prediction
                 warn_already_target(self, target_condition)
             counts = got.get("counts")
@@ -429,6 +434,8 @@ class GenerationMixin:
                 "expected": got["expected"].numpy(),
                 "counts": None if counts is None else counts.numpy(),
             }
+            if not strict:  # a query's own responses, where its new category's model is weak
+                response_weight = query_response_weight(self, own, moved, response_weight)
             if response_weight > 0:  # one condition covariate
                 key = self.condition_keys[0]
                 value = self._cat_state().mappings[key][targets[key]]
@@ -436,7 +443,7 @@ class GenerationMixin:
                     self, adata, cells, value, response_weight, batch_size, strict, draws
                 )
             # Said once the prediction is made (a strict response_weight is refused first).
-            warn_query_condition_move(self, got["own"].numpy(), got["moved"].numpy())
+            warn_query_condition_move(self, own, moved, response_weight=response_weight)
         mappings = self._cat_state().mappings
         moved = {key: mappings[key][code] for key, code in targets.items() if code >= 0}
         out = predicted_cells(
