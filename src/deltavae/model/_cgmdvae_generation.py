@@ -330,18 +330,17 @@ class GenerationMixin:
             seven types and than the observed responses alone on six (one seed, and three
             seeds with the counts rounded; benchmarks/README.md, Numbers behind the
             defaults, D10 and D13). ``None``
-            (default): 0.5 for count likelihoods with one condition covariate when
-            ``residual`` is on, 0 otherwise; 1 (the observed responses alone) for a query
-            model's cells all moved between a category its query added and one more, both
-            held by its query: there the model's change was a small part of the real one
-            and halved the responses' (benchmarks/README.md, "Translating into a condition
-            that only a query brought"). Needs ``residual=True`` for counts and a group
-            of training cells seen under both conditions (a query model's training cells are
-            its query's: a response needs query cells of both); ``uns["response_weight"]`` of
-            the result records the weight used (the default falls to 0, with a warning, where
-            no group is). The responses are read from the model's AnnData: one subset in
-            place since training (``sc.pp.filter_cells``) gives those of the cells left, with
-            a warning.
+            (default): 0.5 for count likelihoods with one condition covariate when ``residual`` is
+            on, 0 otherwise; 1 (the observed responses alone) for a query model's cells all moved
+            between a category its query added and one more, its query holding cells of one label
+            under both: there the model's change was a small part of the real one and halved the
+            responses' (benchmarks/README.md, "Translating into a condition that only a query
+            brought"). Needs ``residual=True`` for counts and a group of training cells seen under
+            both conditions (a query model's training cells are its query's: a response needs query
+            cells of both); ``uns["response_weight"]`` of the result records the weight used (the
+            default falls to 0, with a warning, where no group is). The responses are read from the
+            model's AnnData: one subset in place since training (``sc.pp.filter_cells``) gives those
+            of the cells left, with a warning.
         seed
             Seed of the random rounding (or draw) of ``layers["counts"]``: the same seed gives
             the same counts, whatever the ``batch_size`` and on a GPU as on the CPU (the

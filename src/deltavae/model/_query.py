@@ -213,8 +213,9 @@ class QueryMappingMixin(ArchesMixin):
         cells mapped onto a control reference, R² 0.00-0.05 of a held-out type's change on
         its top-100 genes, against 0.34-0.56 for one model trained on both conditions
         (``benchmarks/query_translation.py``). To predict a perturbation, train one model,
-        or map a query that holds cells of both conditions: translate between them reads its
-        observed responses alone by default (R² 0.65-0.82 there, the model's 0.00-0.16).
+        or map a query that holds labelled cells of both conditions: translate between them
+        reads its observed responses alone by default (R² 0.65-0.82 there, the model's
+        0.00-0.16).
 
         Parameters
         ----------
