@@ -51,6 +51,58 @@ def test_a_write_failing_midway_leaves_the_anndata_as_it_was(labelled, monkeypat
     assert adata.obsm["X_cgmdvae"].shape == (120, 2)
 
 
+class _Watched(dict):
+    """A writer record that counts the reads of its entries (a copy reads them all)."""
+
+    reads = 0
+
+    def _read(self):
+        type(self).reads += 1
+
+    def __iter__(self):
+        self._read()
+        return super().__iter__()
+
+    def keys(self):
+        self._read()
+        return super().keys()
+
+    def items(self):
+        self._read()
+        return super().items()
+
+    def copy(self):
+        self._read()
+        return super().copy()
+
+
+def test_a_write_keeps_only_its_targets_writer_record(labelled, monkeypatch):
+    """A write copied the writer record of every live AnnData to put it back on failure,
+    where only its target's can change: another AnnData's record is not read, and the
+    target's is put back when the write fails."""
+    from deltavae.model import _backed, _result_writers
+
+    model, adata = labelled
+    other, fresh = adata.copy(), adata.copy()
+    model.write_to_adata(other, key_added="other")
+    ref, record = _result_writers._WRITERS[id(other)]
+    monkeypatch.setitem(_result_writers._WRITERS, id(other), (ref, _Watched(record)))
+    mine, note = dict(_result_writers._WRITERS[id(adata)][1]), _backed.note_writer
+
+    def failing(*args, **kwargs):  # the record written, then a failure
+        note(*args, **kwargs)
+        raise RuntimeError("failed after the record")
+
+    monkeypatch.setattr(_backed, "note_writer", failing)
+    with pytest.raises(RuntimeError, match="failed after the record"):
+        model.write_to_adata(adata, key_added="second")
+    assert _result_writers._WRITERS[id(adata)][1] == mine
+    with pytest.raises(RuntimeError, match="failed after the record"):
+        model.write_to_adata(fresh)
+    assert id(fresh) not in _result_writers._WRITERS
+    assert _Watched.reads == 0
+
+
 def test_a_write_refused_by_a_warning_keeps_the_other_models_results():
     """With warnings as errors, write_to_adata's "replaced another model's results" warning
     raised after the write: the other model's obsm["X_zinbvae"] was lost all the same."""

@@ -150,7 +150,7 @@ def writes_backed(write_to_adata):
         mine = adata if adata is not None else given if given is not None else self.adata
         # A step failing midway (a colour, a marker table, a warning made an error) leaves
         # the AnnData as it was, not with some of the results (another model's replaced).
-        with unchanged_on_failure(adata, mine), writers_unchanged_on_failure():
+        with unchanged_on_failure(adata, mine), writers_unchanged_on_failure(adata, mine):
             return _write(self, write, write_to_adata, adata, *args, **kwargs)
 
     write.writes_backed = True  # tested for by every model class

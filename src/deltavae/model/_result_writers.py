@@ -43,20 +43,30 @@ def _record(adata) -> dict[str, tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def writers_unchanged_on_failure():
-    """Within it, a failure (any exception, an interrupt) puts every AnnData's writer record
-    back as it was: a write undone by ``unchanged_on_failure`` stayed recorded as the writer
-    of its keys, and the next model writing them was told it replaced its results."""
-    kept = {key: dict(record) for key, (_, record) in _WRITERS.items()}
+def writers_unchanged_on_failure(*adatas):
+    """Within it, a failure (any exception, an interrupt) puts the writer records of
+    ``adatas`` (the AnnDatas the call writes into; ``None`` skipped) back as they were: a
+    write undone by ``unchanged_on_failure`` stayed recorded as the writer of its keys, and
+    the next model writing them was told it replaced its results. Only theirs are kept (every
+    live AnnData's record was copied at each write; a write changes its target's alone)."""
+    kept = {}
+    for adata in adatas:
+        if adata is not None and id(adata) not in kept:
+            entry = _WRITERS.get(id(adata))
+            mine = entry is not None and entry[0]() is adata
+            kept[id(adata)] = (adata, entry if mine else None, dict(entry[1]) if mine else None)
     try:
         yield
     except BaseException:
-        for key in [k for k in _WRITERS if k not in kept]:
-            del _WRITERS[key]
-        for key, record in kept.items():
-            if key in _WRITERS:
-                _WRITERS[key][1].clear()
-                _WRITERS[key][1].update(record)
+        for key, (adata, entry, record) in kept.items():
+            now = _WRITERS.get(key)
+            if entry is None:  # none before: the one the call made goes
+                if now is not None and now[0]() is adata:
+                    del _WRITERS[key]
+                continue
+            entry[1].clear()
+            entry[1].update(record)
+            _WRITERS[key] = entry
         raise
 
 
