@@ -127,3 +127,43 @@ def test_posterior_predictive_sample_never_holds_every_cells_dense_draws(monkeyp
     monkeypatch.undo()
     assert drawn.shape == (2000, 300)
     assert (peak[0] - before) / (2000 * 300 * 4) < 0.5
+
+
+def test_values_already_on_the_host_are_passed_on_as_they_are():
+    """On a CPU (no torch function mode standing it in for a GPU) a minibatch's values are
+    a part of their own, not copied: the join of each part was a copy of every result (6-17%
+    of get_normalized_expression's CPU time) held beside the values it joined."""
+    gathered = Gathered()
+    added = [torch.full((3, 2), float(i)) for i in range(4)]
+    for values in added:
+        gathered.add(x=values)
+    parts = gathered.parts()["x"]
+    assert [part.data_ptr() for part in parts] == [values.data_ptr() for values in added]
+
+
+def test_posterior_predictive_sample_on_the_host_holds_a_minibatch_dense(monkeypatch):
+    """On a CPU, with the default bound on what is held: the draws of a minibatch at a time
+    are dense, as in scvi-tools' loop. Before, the pending draws of every cell (up to 256 MiB)
+    and their join were held at once, 2x the dense draws of every cell here."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from deltavae.model import _posterior_draws
+
+    rng = np.random.default_rng(0)
+    cells = ad.AnnData(rng.poisson(0.05, (2000, 300)).astype(np.float32))
+    dv.model.ZINBVAE.setup_anndata(cells)
+    model = dv.model.ZINBVAE(cells, n_latent=2, n_hidden=8)
+    model.is_trained_ = True
+    gc.collect()
+    before, peak, csr = _alive_bytes(), [0], sp.csr_matrix
+
+    def counted(*args, **kwargs):
+        peak[0] = max(peak[0], _alive_bytes())
+        return csr(*args, **kwargs)
+
+    monkeypatch.setattr(_posterior_draws.sp, "csr_matrix", counted)
+    drawn = model.posterior_predictive_sample(batch_size=200)
+    monkeypatch.undo()
+    assert drawn.shape == (2000, 300)
+    assert (peak[0] - before) / (2000 * 300 * 4) < 0.5
