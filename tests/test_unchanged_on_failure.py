@@ -216,3 +216,48 @@ def test_from_reference_refused_keeps_the_users_own_setup_of_the_spots():
         dv.model.NMFDeconv.from_reference(spots, reference=ref, labels_key="cluster", n_hidden=-3)
     model = dv.model.NMFDeconv(spots, signatures=signatures)
     assert model.registry_["setup_args"]["layer"] == "counts"
+
+
+def _spots_set_up(first, second):
+    """Spots set up for the spot model ``first`` (reading the layer), then ``second`` (X)."""
+    spots = dv.datasets.convex_mixtures(n_spots=40, n_genes=60, n_archetypes=3, seed=0)
+    spots.layers["counts"] = spots.X.copy()
+    spots.obs["slide"] = np.array(["s1", "s2"])[np.arange(40) % 2]
+    first_kwargs = {"layer": "counts", "sample_key": "slide"} if first == "Archetypes" else {}
+    getattr(dv.model, first).setup_anndata(spots, **first_kwargs)
+    getattr(dv.model, second).setup_anndata(spots)
+    return spots
+
+
+@pytest.mark.parametrize(
+    ("first", "refused", "kwargs", "match"),
+    [
+        ("ZINBVAE", "CGMDVAE", {"n_clusters": 2, "n_latent": 0}, "n_latent must be"),
+        ("CGMDVAE", "ZINBVAE", {"n_latent": 0}, "n_latent must be"),
+        ("Archetypes", "NMFDeconv", {"n_components": 2, "n_hidden": 0}, "n_hidden must be"),
+        ("NMFDeconv", "Archetypes", {"n_archetypes": 0}, "n_archetypes must be"),
+    ],
+)
+def test_a_constructor_refused_keeps_the_last_setup(first, refused, kwargs, match):
+    """A model built on an AnnData another model was set up on since took its own setup
+    back (obs["_scvi_batch"] and uns["_scvi_manager_uuid"] rewritten) before it refused an
+    argument: the AnnData was left with the refused model's codes and ids in place of those
+    of the setup the user made last, and scvi-tools kept the failed model's registration."""
+    cells = first in ("ZINBVAE", "CGMDVAE")
+    if cells:
+        adata = dv.datasets.synthetic_counts(
+            n_cells=60, n_genes=10, n_clusters=2, n_conditions=2, seed=0
+        )
+        adata.obs["donor"] = np.array(["d1", "d2", "d3"])[np.arange(60) % 3]
+        setups = {"ZINBVAE": {"batch_key": "condition"}, "CGMDVAE": {"condition_key": "donor"}}
+        getattr(dv.model, refused).setup_anndata(adata, **setups[refused])
+        getattr(dv.model, first).setup_anndata(adata, **setups[first])
+    else:
+        adata = _spots_set_up(refused, first)
+    store = getattr(dv.model, refused)._per_instance_manager_store
+    models_before = dict(store)
+    before = state(adata)
+    with pytest.raises((ValueError, TypeError), match=match):
+        getattr(dv.model, refused)(adata, **kwargs)
+    assert_unchanged(before, adata)
+    assert dict(store) == models_before  # no registration of a model never built

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import tempfile
 
 import pyro
 from scvi.model.base import PyroSviTrainMixin
 
+from .._unchanged_on_failure import unchanged_on_failure
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
 from ..train._distributed import workers_stopped
 from ..train._record import records_train_args
@@ -36,6 +38,21 @@ from ._train_steps import (
 from ._training_checks import callback_list
 
 logger = logging.getLogger(__name__)
+
+
+def kept_if_refused(init):
+    """``init`` (a model's ``__init__``) leaving the AnnData as it was when it raises: built
+    on an AnnData another model was set up on since, a model takes its own setup back
+    (obs["_scvi_batch"], uns["_scvi_manager_uuid"] rewritten) before it checks its arguments,
+    and a refused one left the AnnData with its codes and ids in place of the setup the user
+    made last, and its registration in scvi-tools' store of the class."""
+
+    @functools.wraps(init)
+    def kept(self, adata=None, *args, **kwargs):
+        with unchanged_on_failure(adata, stores=(type(self)._per_instance_manager_store,)):
+            return init(self, adata, *args, **kwargs)
+
+    return kept
 
 
 class DeltaModelMixin(
@@ -82,6 +99,8 @@ class DeltaModelMixin(
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:  # a refused model leaves the AnnData as it was
+            cls.__init__ = kept_if_refused(cls.__dict__["__init__"])
         if "train" in cls.__dict__:  # each model's own train records what it was called with
             cls.train = records_train_args(cls.__dict__["train"])
         open_files_for_calls(cls)  # a backed file the user closed stays closed after a call
