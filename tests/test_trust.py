@@ -682,8 +682,8 @@ def test_an_anndata_the_model_cannot_read_is_refused(trained):
         ({"n_latent_w": 0}, "n_latent_w must be a positive integer; got 0"),
         ({"n_hidden": 0}, "n_hidden must be a positive integer; got 0"),
         ({"dropout_rate": 1.5}, r"dropout_rate must lie in \[0, 1\); got 1.5"),
-        ({"dirichlet_alpha": -1.0}, "dirichlet_alpha must be positive"),
-        ({"classifier_weight": -1.0}, "classifier_weight must be non-negative"),
+        ({"dirichlet_alpha": -1.0}, "dirichlet_alpha must be a finite number > 0"),
+        ({"classifier_weight": -1.0}, "classifier_weight must be a finite number >= 0"),
         ({"n_clusters": 2.5}, "n_clusters must be an integer"),
     ],
 )
@@ -692,6 +692,46 @@ def test_bad_model_arguments_are_named(kwargs, match):
     dv.model.CGMDVAE.setup_anndata(adata)
     with pytest.raises(ValueError, match=match):
         dv.model.CGMDVAE(adata, **{"n_clusters": 3, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("model", "kwargs", "match"),
+    [
+        ("ZINBVAE", {"use_observed_lib_size": "False"}, "use_observed_lib_size must be True or F"),
+        ("ZINBVAE", {"encode_covariates": None}, "encode_covariates must be True or False"),
+        ("CGMDVAE", {"condition_in_prior": "no"}, "condition_in_prior must be True or False"),
+        ("CGMDVAE", {"condition_alignment": None}, "condition_alignment must be a number"),
+        ("CGMDVAE", {"classifier_weight": "50"}, "classifier_weight must be a finite number >= 0"),
+        ("CGMDVAE", {"dirichlet_alpha": "1"}, "dirichlet_alpha must be a finite number > 0"),
+        ("Archetypes", {"prior_concentration": "1"}, "prior_concentration must be a finite num"),
+        ("NMFDeconv", {"n_components": "3"}, "integer n_components >= 2.*got n_components='3'"),
+        ("NMFDeconv", {"n_components": 3.0}, "integer n_components >= 2.*got n_components=3.0"),
+        ("NMFDeconv", {"technology_sd": None}, "technology_sd must be a finite number > 0; got N"),
+        ("NMFDeconv", {"prior_concentration": "1"}, "prior_concentration must be a finite num"),
+        ("NMFDeconv", {"nmf_max_iter": 0}, "nmf_max_iter must be a positive integer; got 0"),
+    ],
+)
+def test_constructor_values_a_notebook_passes_are_named(model, kwargs, match):
+    """A flag given as text ("False" read as True, trained with it on) and None (off) were
+    taken without a word; a weight given as text was read as a number ("1"), failed in
+    torch ("new(): invalid data type 'str'") or was carried into training ("50"); NMFDeconv's
+    n_components "3" failed on Python's "'<' not supported", 3.0 and nmf_max_iter=0 in
+    scikit-learn's NMF, whose message named neither argument."""
+    adata = _counts(n_cells=50)
+    getattr(dv.model, model).setup_anndata(adata)
+    defaults = {"CGMDVAE": {"n_clusters": 3}, "NMFDeconv": {"n_components": 3},
+                "Archetypes": {"n_archetypes": 3}}  # fmt: skip
+    with pytest.raises(ValueError, match=match):
+        getattr(dv.model, model)(adata, **{**defaults.get(model, {}), **kwargs})
+
+
+def test_numpy_numbers_are_taken_as_numbers():
+    """dropout_rate=np.float32(0.2) (read from an array of settings) was refused: "must lie in
+    [0, 1); got np.float32(0.2)"."""
+    adata = _counts(n_cells=50)
+    model = _zinbvae(adata, dropout_rate=np.float32(0.2))
+    rates = [m.p for m in model.module.modules() if isinstance(m, torch.nn.Dropout)]
+    assert rates and rates == pytest.approx([0.2] * len(rates))
 
 
 def test_a_key_that_is_not_a_column_name():

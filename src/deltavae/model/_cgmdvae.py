@@ -181,6 +181,7 @@ class CGMDVAE(
                 "classifier_weight": classifier_weight,
                 "condition_alignment": getattr(condition_alignment, "real", 0),  # text: below
             },
+            flags={"condition_in_prior": condition_in_prior},
         )
         setup = self.registry_["setup_args"]
         if observation.data_kind != "real":  # setup_anndata warned of silent cells and genes

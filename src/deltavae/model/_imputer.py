@@ -29,7 +29,6 @@ from ._genes import _refuse_duplicates
 from ._imputer_cross_val import ImputerCrossValMixin
 from ._imputer_reference import (
     check_design,
-    check_positive,
     check_shared,
     cluster_states,
     neighbour_cells,
@@ -166,8 +165,8 @@ class SpatialImputer(
         super().__init__(adata)
         check_design(design, profiles)
         sizes = {"n_latent": n_latent, "n_hidden": n_hidden, "n_layers": n_layers}
-        check_model_arguments(sizes, dropout_rate)  # torch's errors named no argument
-        check_positive(temperature=temperature, technology_sd=technology_sd)
+        positive = {"temperature": temperature, "technology_sd": technology_sd}
+        check_model_arguments(sizes, dropout_rate, positive)  # torch's errors named no argument
         if not isinstance(reference, pd.DataFrame):
             raise TypeError(
                 "reference must be a DataFrame (rows x genes, gene names as columns); build the "

@@ -43,15 +43,6 @@ def check_design(design, profiles) -> None:
         raise ValueError(f"profiles must be one of {_PROFILES}; got {profiles!r}.")
 
 
-def check_positive(**values) -> None:
-    """Refuse a value of ``values`` (a SpatialImputer argument by its name) that is not a
-    finite number > 0 (a string failed with "'>' not supported between 'str' and 'int'")."""
-    for name, value in values.items():
-        number = isinstance(value, int | float | np.integer | np.floating)
-        if isinstance(value, bool | np.bool_) or not number or not 0 < value < float("inf"):
-            raise ValueError(f"{name} must be a finite number > 0; got {short_repr(value)}.")
-
-
 def state_profiles(counts, labels: pd.Categorical, genes: pd.Index) -> pd.DataFrame:
     """Mean counts per cell of each state: states x genes (the NB mean of a state's cells).
 

@@ -138,16 +138,13 @@ class NMFDeconv(
         super().__init__(adata)
         if prior_concentration is None:
             prior_concentration = 1.0 if inference == "amortized" else 0.5
-        if not (0 < prior_concentration < np.inf and 0 < technology_sd < np.inf):  # NaN too
-            raise ValueError(
-                "prior_concentration and technology_sd must be finite and > 0; got "
-                f"prior_concentration={prior_concentration}, technology_sd={technology_sd}."
-            )
         if inference not in INFERENCE:
             raise ValueError(f"inference must be one of {INFERENCE}; got {inference!r}.")
         check_model_arguments(
-            {"n_hidden": n_hidden, "n_layers": n_layers, "start_spots": start_spots}
-        )
+            {"n_hidden": n_hidden, "n_layers": n_layers, "start_spots": start_spots,
+             "nmf_max_iter": nmf_max_iter},
+            positive={"prior_concentration": prior_concentration, "technology_sd": technology_sd},
+        )  # fmt: skip
         per_spot = inference == "per_spot"
         if per_spot and REGISTRY_KEYS.INDICES_KEY not in self.adata_manager.data_registry:
             raise ValueError(
@@ -157,10 +154,13 @@ class NMFDeconv(
         proportions = abundance = None
         saved = saved_state(self)  # a load: the saved parameters replace any start
         if signatures is None:
-            if n_components is None or n_components < 2:
+            whole = isinstance(n_components, int | np.integer)
+            whole = whole and not isinstance(n_components, bool)
+            if not whole or n_components < 2:  # "3" failed on <, 3.0 in scikit-learn's NMF
                 raise ValueError(
-                    "Reference-free NMFDeconv needs n_components >= 2 (or pass signatures / use "
-                    f"NMFDeconv.from_reference); got n_components={n_components!r}."
+                    "Reference-free NMFDeconv needs an integer n_components >= 2 (or pass "
+                    "signatures / use NMFDeconv.from_reference); got n_components="
+                    f"{short_repr(n_components)}."
                 )
             most = min(adata.n_obs, start_spots, adata.n_vars)  # NMF's start finds at most
             if n_components > most and saved is None:

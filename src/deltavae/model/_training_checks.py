@@ -441,7 +441,7 @@ def check_condition_args(
     or "auto", returned resolved; any of them set away from its default where the setup has no
     labels or no condition is said to be ignored (it trained as if never given, without a
     word). A loaded model passes the resolved alignment, which is the default's."""
-    if isinstance(condition_alignment, str) and condition_alignment != "auto":
+    if not (_is_number(condition_alignment) or condition_alignment == "auto"):  # None was 0
         raise ValueError(
             f"condition_alignment must be a number of 0 or more, or 'auto'; got "
             f"{condition_alignment!r}."

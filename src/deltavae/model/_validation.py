@@ -327,37 +327,60 @@ def _refuse_duplicates(names: pd.Index, who: str, fix: str | None = None) -> Non
         )
 
 
+def _is_number(value) -> bool:
+    """A real number: numpy's too (``np.float32(0.1)``), not a bool, a string or None."""
+    number = isinstance(value, int | float | np.integer | np.floating)
+    return number and not isinstance(value, bool | np.bool_)
+
+
+def _numbers(value) -> np.ndarray | None:
+    """``value`` (a number or an array of them) as a float array; ``None`` for a string, None,
+    a bool or anything else, which ``np.asarray(value, dtype=float)`` read as a number
+    (``"1"`` as 1.0, ``True`` as 1.0) or failed on with numpy's "could not convert"."""
+    values = np.asarray(value) if not isinstance(value, str) else np.asarray([], dtype=object)
+    return np.atleast_1d(values).astype(float) if values.dtype.kind in "iuf" else None
+
+
 def check_model_arguments(
     sizes: dict[str, object] | None = None,
     dropout_rate: float | None = None,
     positive: dict[str, object] | None = None,
     non_negative: dict[str, object] | None = None,
+    flags: dict[str, object] | None = None,
 ) -> None:
-    """Refuse network sizes below 1, a dropout rate outside [0, 1) and bad weights by name.
+    """Refuse, by name, network sizes that are not integers of 1 or more, a dropout rate
+    outside [0, 1), weights that are not finite numbers > 0 (``positive``) or >= 0
+    (``non_negative``), and ``flags`` that are not True or False (``"False"`` read as True).
 
     Examples
     --------
-    >>> check_model_arguments({"n_hidden": 128}, dropout_rate=0.1)
+    >>> check_model_arguments({"n_hidden": 128}, dropout_rate=np.float32(0.1))
     >>> check_model_arguments({"n_latent_w": 0})
     Traceback (most recent call last):
     ...
     ValueError: n_latent_w must be a positive integer; got 0.
+    >>> check_model_arguments(flags={"encode_covariates": "False"})
+    Traceback (most recent call last):
+    ...
+    ValueError: encode_covariates must be True or False; got 'False' (a string reads as True).
     """
     for name, value in (sizes or {}).items():
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {short_repr(value)}.")
-    if dropout_rate is not None and not (
-        isinstance(dropout_rate, int | float) and 0 <= dropout_rate < 1
-    ):
-        raise ValueError(f"dropout_rate must lie in [0, 1); got {dropout_rate!r}.")
+    if dropout_rate is not None and not (_is_number(dropout_rate) and 0 <= dropout_rate < 1):
+        raise ValueError(f"dropout_rate must lie in [0, 1); got {short_repr(dropout_rate)}.")
     for name, value in (positive or {}).items():
-        values = np.atleast_1d(np.asarray(value, dtype=float))
-        if not (np.isfinite(values).all() and (values > 0).all()):
-            raise ValueError(f"{name} must be positive and finite; got {value!r}.")
+        values = _numbers(value)
+        if values is None or not (np.isfinite(values).all() and (values > 0).all()):
+            raise ValueError(f"{name} must be a finite number > 0; got {short_repr(value)}.")
     for name, value in (non_negative or {}).items():
-        values = np.atleast_1d(np.asarray(value, dtype=float))
-        if not (np.isfinite(values).all() and (values >= 0).all()):
-            raise ValueError(f"{name} must be non-negative and finite; got {value!r}.")
+        values = _numbers(value)
+        if values is None or not (np.isfinite(values).all() and (values >= 0).all()):
+            raise ValueError(f"{name} must be a finite number >= 0; got {short_repr(value)}.")
+    for name, value in (flags or {}).items():
+        if not isinstance(value, bool | np.bool_):
+            text = " (a string reads as True)" if isinstance(value, str) else ""
+            raise ValueError(f"{name} must be True or False; got {short_repr(value)}{text}.")
 
 
 def check_key_added(key_added, embedding: bool = False) -> str:

@@ -129,6 +129,10 @@ class ZINBVAE(
         check_model_arguments(
             {"n_latent": n_latent, "n_hidden": n_hidden, "n_layers": n_layers},
             dropout_rate=dropout_rate,
+            flags={
+                "use_observed_lib_size": use_observed_lib_size,
+                "encode_covariates": encode_covariates,
+            },
         )
         n_batch = self.summary_stats.n_batch
         cat_registry = self.adata_manager.data_registry.get(REGISTRY_KEYS.CAT_COVS_KEY)
