@@ -1,6 +1,7 @@
 """What an scvi-tools user does, answered as they would expect: setup arguments a model does not
 take, several devices, overwriting a save, loading onto new cells, K above the cells."""
 
+import re
 import warnings
 
 import numpy as np
@@ -208,6 +209,12 @@ def test_scvi_tools_arguments_decided_here_are_named_with_what_to_do(counts_adat
     # scvi-tools' keyword before 1.0 says what takes its place (no name is close to it).
     with pytest.raises(TypeError, match="'use_gpu': scvi-tools before 1.0.*accelerator='gpu'"):
         model.train(max_epochs=1, use_gpu=True)
+    # Names other libraries use: the closest of ours misled (learning_rate_monitor) or none.
+    for name, meant in (("learning_rate", "lr=1e-3"), ("seed", "scvi.settings.seed"),
+                        ("random_state", "scvi.settings.seed"), ("use_cuda", "accelerator='gpu'"),
+                        ("patience", "early_stopping_patience")):  # fmt: skip
+        with pytest.raises(TypeError, match=f"'{name}': .*{re.escape(meant)}"):
+            model.train(max_epochs=1, **{name: 1})
     cgmdvae_adata = counts_adata.copy()
     dv.model.CGMDVAE.setup_anndata(cgmdvae_adata)
     with pytest.raises(TypeError, match="'mixture_int': did you mean 'mixture_init'"):

@@ -48,8 +48,18 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
-#: train() keywords of older scvi-tools (before 1.0), with what takes their place.
-_RENAMED = {"use_gpu": "scvi-tools before 1.0 took it; pass accelerator='gpu' (or 'cpu'). "}
+#: train() keywords of older scvi-tools (before 1.0) and of other libraries, with what takes
+#: their place (the closest names misled: learning_rate was offered learning_rate_monitor).
+_GPU = "pass accelerator='gpu' (or 'cpu'). "
+_SEED = "training is seeded by scvi.settings.seed: set it (e.g. to 0) before building the model. "
+_RENAMED = {
+    "use_gpu": "scvi-tools before 1.0 took it; " + _GPU,
+    "use_cuda": "scvi-tools before 1.0 took use_gpu; " + _GPU,
+    "learning_rate": "the learning rate is lr here, e.g. train(lr=1e-3). ",
+    "seed": _SEED,
+    "random_state": _SEED,
+    "patience": "early stopping's is early_stopping_patience (with early_stopping=True). ",
+}
 
 
 def check_trainer_names(model_class: type, trainer_kwargs: dict) -> None:
