@@ -905,6 +905,17 @@ def test_key_added_puts_spot_results_side_by_side(split):
     again.write_to_adata(spots2)  # a cell run again: no word
 
 
+def test_n_components_beside_signatures_is_said_to_be_ignored(split):
+    """NMFDeconv.from_reference(..., n_components=5) fitted the reference's 3 types, as if
+    n_components had not been given, without a word."""
+    spots, reference = split
+    with pytest.warns(UserWarning, match=r"n_components=5 is ignored: .* its 3 cell types"):
+        model = dv.model.NMFDeconv.from_reference(
+            spots.copy(), reference=reference, labels_key="cluster", n_components=5
+        )
+    assert len(model.cell_types_) == 3
+
+
 def test_signatures_a_model_cannot_read_are_refused_by_name(split):
     """A type silent in the spots' genes (a panel without its markers) took 15-19% of every
     spot; repeated type names were two columns of one name; repeated genes failed inside the

@@ -79,7 +79,8 @@ class NMFDeconv(
         spots' genes with a signature above 0 in some type and counts in some spot (a gene
         no spot counts is left out, with a warning). ``None`` for reference-free mode.
     n_components
-        Number of factors in reference-free mode (ignored with ``signatures``).
+        Number of factors in reference-free mode (with ``signatures``: ignored, said in a
+        warning).
     prior_concentration
         Symmetric Dirichlet concentration of the proportions (1 flat, below 1 sparse);
         default 1 amortised, 0.5 per spot. Below 1 the MAP objective rewards a proportion
@@ -185,6 +186,12 @@ class NMFDeconv(
             if saved is None:  # a load was said at its fit
                 fix = "signatures.index = signatures.index.str.replace('/', '-')"
                 warn_slashed(names, "cell types", PROPORTIONS_COLUMNS, fix)
+            if saved is None and n_components is not None:  # fitted as if never given
+                warn_user(
+                    f"n_components={short_repr(n_components)} is ignored: the signatures give "
+                    f"the model its {len(names)} cell types. n_components is the number of "
+                    "factors of the reference-free mode (NMFDeconv without signatures)."
+                )
             if saved is not None:  # the genes the saved model read
                 columns, sig = saved_columns(columns, sig, saved)
             if per_spot and saved is not None:
