@@ -378,6 +378,8 @@ def test_zinbvae_checks_genes_too():
         ),
         # A string from a config file: "False" was true, and stopped early.
         ({"early_stopping": "False"}, "early_stopping must be True or False, got 'False'"),
+        # torch's set_default_validate_args raised a ValueError without a message.
+        ({"validate_distributions": "no"}, "validate_distributions must be True or False, got"),
         # No minibatch at all: KeyError 'elbo_train' after Lightning's "No training batches".
         (
             {"datasplitter_kwargs": {"drop_last": True}},

@@ -36,6 +36,7 @@ from ._train_steps import (
     validation_split,
 )
 from ._training_checks import callback_list
+from ._validation import check_flags
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +259,7 @@ class DeltaModelMixin(
         >>> dv.model.ZINBVAE.setup_anndata(adata)  # doctest: +SKIP
         >>> dv.model.ZINBVAE(adata).train(strategy="ddp", devices=4)  # doctest: +SKIP
         """
+        check_flags(validate_distributions=validate_distributions)  # torch: a bare ValueError
         args = resolved_arguments(
             self, max_epochs, train_size, validation_size, batch_size, early_stopping, lr,
             n_epochs_kl_warmup, plan_kwargs, restore_best, accelerator, trainer_kwargs,

@@ -362,7 +362,7 @@ def check_model_arguments(
     >>> check_model_arguments(flags={"encode_covariates": "False"})
     Traceback (most recent call last):
     ...
-    ValueError: encode_covariates must be True or False; got 'False' (a string reads as True).
+    ValueError: encode_covariates must be True or False, got 'False'.
     """
     for name, value in (sizes or {}).items():
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -377,10 +377,25 @@ def check_model_arguments(
         values = _numbers(value)
         if values is None or not (np.isfinite(values).all() and (values >= 0).all()):
             raise ValueError(f"{name} must be a finite number >= 0; got {short_repr(value)}.")
-    for name, value in (flags or {}).items():
+    check_flags(**(flags or {}))
+
+
+def check_flags(**flags) -> None:
+    """Refuse, by name, a flag that is not True or False: ``"False"`` was read as True and
+    None as False, or failed deep in torch (``validate_distributions="no"``: a ValueError
+    without a message).
+
+    Examples
+    --------
+    >>> check_flags(encode_covariates=np.bool_(True))
+    >>> check_flags(validate_distributions="no")
+    Traceback (most recent call last):
+    ...
+    ValueError: validate_distributions must be True or False, got 'no'.
+    """
+    for name, value in flags.items():
         if not isinstance(value, bool | np.bool_):
-            text = " (a string reads as True)" if isinstance(value, str) else ""
-            raise ValueError(f"{name} must be True or False; got {short_repr(value)}{text}.")
+            raise ValueError(f"{name} must be True or False, got {short_repr(value)}.")
 
 
 def check_key_added(key_added, embedding: bool = False) -> str:
