@@ -905,6 +905,30 @@ def test_key_added_puts_spot_results_side_by_side(split):
     again.write_to_adata(spots2)  # a cell run again: no word
 
 
+@pytest.mark.parametrize(
+    ("call", "kwargs", "match"),
+    [
+        ("NMFDeconv.from_reference", {"labels_kay": "cluster"}, "did you mean 'labels_key'"),
+        ("NMFDeconv.from_reference", {"n_marker": 20}, "did you mean 'n_markers'"),
+        ("SpatialImputer.from_reference", {"labels_kay": "cluster"}, "did you mean 'labels_key'"),
+        ("SpatialImputer.cross_validate", {"trainkwargs": {}}, "did you mean 'train_kwargs'"),
+        ("SpatialImputer.cross_validate", {"n_state": 3}, "did you mean 'n_states'"),
+    ],
+)
+def test_a_misspelt_keyword_of_a_builder_is_named_before_the_reference_is_read(
+    split, call, kwargs, match
+):
+    """A misspelling of from_reference's or cross_validate's own arguments reached the
+    model's constructor once the reference was read: labels_kay left labels_key at its
+    default ("labels_key='cell_type' is not a column"), n_marker was offered 'n_layers',
+    trainkwargs no name at all, each as "SpatialImputer() got an unexpected keyword"."""
+    spots, reference = split
+    model, method = call.split(".")
+    labels = {} if "labels_kay" in kwargs else {"labels_key": "cluster"}
+    with pytest.raises(TypeError, match=rf"^{re.escape(call)}\(\) got .*{match}"):
+        getattr(getattr(dv.model, model), method)(spots, reference, **labels, **kwargs)
+
+
 def test_n_components_beside_signatures_is_said_to_be_ignored(split):
     """NMFDeconv.from_reference(..., n_components=5) fitted the reference's 3 types, as if
     n_components had not been given, without a word."""

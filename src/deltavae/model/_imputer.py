@@ -39,7 +39,7 @@ from ._imputer_reference import (
     warn_uncounted_panel,
 )
 from ._imputer_results import ImputerResultsMixin
-from ._init_keywords import keyword_hints
+from ._init_keywords import check_passed_on, keyword_hints
 from ._load_state import saved_state
 from ._matrices import column_sums, memory_copy, row_sums, to_memory
 from ._nmf_reference import warn_empty_reference_cells, warn_small_types
@@ -323,6 +323,7 @@ class SpatialImputer(
         --------
         >>> imputer = dv.model.SpatialImputer.from_reference(spots, reference=ref)  # doctest: +SKIP
         """
+        check_passed_on(cls, cls.from_reference, model_kwargs)  # before the reference is read
         check_design(design, profiles)
         spots = given = spots_argument(spots, spatial)
         for name, data in (("spots", spots), ("reference", reference)):

@@ -35,6 +35,7 @@ from .._warn import warn_user
 from ..metrics import imputation_scores
 from ._genes import _refuse_duplicates
 from ._imputer_reference import shared_advice
+from ._init_keywords import check_passed_on
 from ._matrices import column_sums
 from ._reference_labels import check_reference_labels
 from ._shared_genes import warn_few_shared
@@ -253,6 +254,7 @@ class ImputerCrossValMixin:
         dtype: float64
         >>> scores.nsmallest(3, "pcc")  # the genes it imputes worst  # doctest: +SKIP
         """
+        check_passed_on(cls, cls.cross_validate, model_kwargs, cls.from_reference)
         for name, data in (("spots", spots), ("reference", reference)):
             if isinstance(data, str | os.PathLike):  # a file's name: how to read it
                 check_anndata(data, name, call="SpatialImputer.cross_validate(spots, reference)")

@@ -33,3 +33,30 @@ def keyword_hints(init):
         return init(self, *args, **kwargs)
 
     return checked
+
+
+def _keywords(function, skip: int = 0) -> list[str]:
+    """The names ``function`` takes by keyword, after its first ``skip``."""
+    parameters = list(inspect.signature(function).parameters.values())[skip:]
+    return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def check_passed_on(cls, call, model_kwargs: dict, *through) -> None:
+    """The keywords ``call`` (a classmethod building ``cls``: ``from_reference``,
+    ``cross_validate``) passes on to the model's constructor (and to ``through``, the methods
+    between them) checked before it reads anything: a misspelling of one of its own
+    (``labels_kay``, ``n_marker``, ``trainkwargs``) reached the constructor once the reference
+    was read, which said "SpatialImputer() got an unexpected keyword argument" with the
+    constructor's closest names only (``n_marker``: 'n_layers'), or its default was used
+    meanwhile and refused instead (``labels_key='cell_type' is not a column``)."""
+    passed = _keywords(cls.__init__, skip=2) + [k for f in through for k in _keywords(f)]
+    unknown = [key for key in model_kwargs if key not in passed]
+    if not unknown:
+        return
+    own = _keywords(call)
+    passed_on = [k for k in dict.fromkeys(passed) if k not in own]
+    hint = did_you_mean(unknown[0], [*own, *passed_on], end=" ")
+    raise TypeError(
+        f"{cls.__name__}.{call.__name__}() got an unexpected keyword argument {unknown[0]!r}: "
+        f"{hint}It takes {own} and, passed on, {passed_on}."
+    )

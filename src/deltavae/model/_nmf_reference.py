@@ -28,6 +28,7 @@ from .._unchanged_on_failure import unchanged_on_failure
 from ._count_advice import drop_empty
 from ._gene_advice import identifier_advice, names_column_advice
 from ._genes import _refuse_duplicates
+from ._init_keywords import check_passed_on
 from ._matrices import adata_in_memory, memory_copy, on_disk, row_sums, to_memory
 from ._placeholder_labels import warn_placeholder_labels
 from ._reference_labels import check_reference_labels
@@ -365,6 +366,7 @@ class FromReferenceMixin:
         --------
         >>> d = dv.model.NMFDeconv.from_reference(spots, reference=ref)  # doctest: +SKIP
         """
+        check_passed_on(cls, cls.from_reference, model_kwargs)  # before the reference is read
         for name, data in (("spots", spots), ("reference", reference)):
             if isinstance(data, str | os.PathLike):  # a file's name: how to read it
                 check_anndata(data, name, call="NMFDeconv.from_reference(spots, reference)")
