@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import scvi
 import torch
+from _anndata_state import assert_unchanged, state
 
 import deltavae as dv
 import deltavae.model._cgmdvae as cgmdvae_module
@@ -226,6 +227,28 @@ def test_contradicting_settings_refused(trained, kwargs, message):
     vae, _ = trained
     with pytest.raises(ValueError, match=message):
         dv.model.CGMDVAE.from_zinbvae(vae, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n_clusters": "3"}, ValueError, "n_clusters must be an integer, got '3'"),
+        (
+            {"n_clusters": 3, "labels_kay": "cluster"},
+            TypeError,
+            r"^CGMDVAE.from_zinbvae\(\) got .*'labels_kay': did you mean 'labels_key'",
+        ),
+    ],
+)
+def test_a_refused_start_leaves_the_zinbvaes_anndata_as_it_was(trained, kwargs, error, match):
+    """from_zinbvae set the ZINBVAE's AnnData up for the CGMDVAE (obs["_scvi_labels"],
+    uns["_scvi_manager_uuid"]) before the constructor refused an argument, and left it so;
+    labels_kay reached the constructor, which named no close name ("CGMDVAE() got ...")."""
+    vae, adata = trained
+    before = state(adata)
+    with pytest.raises(error, match=match):
+        dv.model.CGMDVAE.from_zinbvae(vae, **kwargs)
+    assert_unchanged(before, adata)
 
 
 def test_sizes_equal_to_the_zinbvaes_accepted(trained):

@@ -17,7 +17,9 @@ import re
 import torch
 from scvi.model._utils import get_max_epochs_heuristic
 
+from .._unchanged_on_failure import unchanged_on_failure
 from ._genes import _gene_difference
+from ._init_keywords import check_passed_on
 from ._labels import check_known_categories
 
 #: Sizes and likelihood the weights are of: taken from the ZINBVAE, a different one refused.
@@ -271,6 +273,7 @@ class FromZINBVAEMixin:
         ...     vae, unlabeled_category="Unknown", labels_key="cell_type"
         ... )
         """
+        check_passed_on(cls, cls.from_zinbvae, cgmdvae_kwargs)  # labels_kay: before the setup
         sizes = check_zinbvae(zinbvae, cgmdvae_kwargs)
         if labels_key is None and unlabeled_category is not None:
             raise ValueError(
@@ -282,14 +285,17 @@ class FromZINBVAEMixin:
         else:
             check_same_genes(adata, zinbvae)
             check_known_categories(adata, zinbvae.registry_, zinbvae)
-        cls.setup_anndata(
-            adata,
-            layer=zinbvae.registry_["setup_args"]["layer"],
-            condition_key=condition_keys(zinbvae),
-            labels_key=labels_key,
-            unlabeled_category=unlabeled_category,
-        )
-        model = cls(adata, **{**cgmdvae_kwargs, **sizes})
+        # A refused argument (n_clusters="9") leaves the ZINBVAE's AnnData as it was: not
+        # set up for the CGMDVAE never built (obs["_scvi_labels"], uns ids, scvi-tools' store).
+        with unchanged_on_failure(adata, stores=(cls._setup_adata_manager_store,)):
+            cls.setup_anndata(
+                adata,
+                layer=zinbvae.registry_["setup_args"]["layer"],
+                condition_key=condition_keys(zinbvae),
+                labels_key=labels_key,
+                unlabeled_category=unlabeled_category,
+            )
+            model = cls(adata, **{**cgmdvae_kwargs, **sizes})
         carry_weights(zinbvae, model)
         model.pretrained_from_ = "ZINBVAE"
         return model
