@@ -185,6 +185,21 @@ def test_cell_models_refuse_loading_onto_no_cells(counts_adata, tmp_path, name):
             cls.load(tmp_path / "model", empty)
 
 
+@pytest.mark.parametrize("model", ["ZINBVAE", "CGMDVAE", "NMFDeconv", "Archetypes"])
+@pytest.mark.parametrize(
+    ("given", "match"),
+    [
+        ("cells.h5ad", r"got the path 'cells.h5ad'. Read it first: .*\(adata, \.\.\.\)"),
+        (pd.DataFrame(np.ones((3, 2))), r"got DataFrame of shape \(3, 2\)\. Wrap .* anndata"),
+    ],
+)
+def test_a_model_built_on_a_path_or_a_table_is_told_to_read_it(model, given, match):
+    """ZINBVAE("cells.h5ad") failed in scvi-tools with "'str' object has no attribute 'uns'"
+    (a DataFrame: no attribute 'uns' either), naming neither the argument nor the fix."""
+    with pytest.raises(TypeError, match=rf"^adata must be an AnnData .*{match}"):
+        getattr(dv.model, model)(given)
+
+
 def test_a_path_for_an_anndata_or_arguments_swapped_are_named(counts_adata, tmp_path):
     """load(adata, path) failed in os.fspath ("expected str, bytes or os.PathLike object, not
     AnnData"), load(path, "cells.h5ad") and prepare_query_anndata(path, adata) with

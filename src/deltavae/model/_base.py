@@ -10,6 +10,7 @@ import tempfile
 import pyro
 from scvi.model.base import PyroSviTrainMixin
 
+from .._anndata_or_folder import check_anndata
 from .._unchanged_on_failure import unchanged_on_failure
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
 from ..train._distributed import workers_stopped
@@ -46,10 +47,13 @@ def kept_if_refused(init):
     on an AnnData another model was set up on since, a model takes its own setup back
     (obs["_scvi_batch"], uns["_scvi_manager_uuid"] rewritten) before it checks its arguments,
     and a refused one left the AnnData with its codes and ids in place of the setup the user
-    made last, and its registration in scvi-tools' store of the class."""
+    made last, and its registration in scvi-tools' store of the class. A file's name or a
+    table passed for the AnnData is refused first, naming what to pass (scvi-tools failed on
+    it: "'str' object has no attribute 'uns'")."""
 
     @functools.wraps(init)
     def kept(self, adata=None, *args, **kwargs):
+        check_anndata(adata, call=f"{type(self).__name__}(adata, ...)")
         with unchanged_on_failure(adata, stores=(type(self)._per_instance_manager_store,)):
             return init(self, adata, *args, **kwargs)
 
