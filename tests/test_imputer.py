@@ -663,7 +663,8 @@ def test_spot_genes_matching_reference_genes_only_ignoring_case_are_warned(pair)
 
 def test_number_arguments_given_as_strings_are_named(pair):
     """temperature='0.1' failed with "'>' not supported between instances of 'str' and 'int'",
-    min_shared_genes='10' with "'<' not supported ...": neither named the argument."""
+    min_shared_genes='10' with "'<' not supported ...", seed='0' and 1.5 in scikit-learn and
+    numpy: none named the argument."""
     spatial, ref, _ = pair
     build = functools.partial(
         dv.model.SpatialImputer.from_reference, spatial, reference=ref, labels_key="cluster"
@@ -674,6 +675,12 @@ def test_number_arguments_given_as_strings_are_named(pair):
         build(technology_sd=True)
     with pytest.raises(ValueError, match=r"min_shared_genes must be an integer; got '10'"):
         build(min_shared_genes="10")
+    # scikit-learn's "The 'random_state' parameter of KMeans must be ..." named neither.
+    with pytest.raises(ValueError, match=r"^seed must be an integer in \[0, 2\*\*64\) or None"):
+        build(labels_key=None, n_states=3, seed="0")
+    # numpy's "1.5 cannot be used to seed a numpy.random.RandomState instance".
+    with pytest.raises(ValueError, match=r"^seed must be an integer .* got 1\.5"):
+        dv.model.SpatialImputer.cross_validate(spatial, ref, labels_key="cluster", seed=1.5)
 
 
 class _ReversedSet(collections.abc.Set):

@@ -374,3 +374,24 @@ def check_labels(reference: ad.AnnData, labels_key: str) -> pd.Categorical:
             f"reference.obs[{labels_key!r}] = reference.obs[{labels_key!r}].astype(str)."
         )
     return labels
+
+
+def check_seed(seed, name: str = "seed") -> None:
+    """Refuse a seed that is not an integer in [0, 2**64) or None, by ``name``: a string or
+    a fraction failed in numpy or scikit-learn ("'0' cannot be used to seed a
+    numpy.random.RandomState instance", "The 'random_state' parameter of KMeans ..."),
+    naming neither the argument nor the model's call.
+
+    Examples
+    --------
+    >>> check_seed(np.int64(3)), check_seed(None)
+    (None, None)
+    >>> check_seed("0")
+    Traceback (most recent call last):
+    ...
+    ValueError: seed must be an integer in [0, 2**64) or None, got '0'.
+    """
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**64:
+        raise ValueError(f"{name} must be an integer in [0, 2**64) or None, got {seed!r}.")

@@ -17,6 +17,7 @@ from scvi.model.base import BaseModelClass
 from .._anndata_or_folder import check_anndata
 from .._checks import (
     check_labels,
+    check_seed,
     dense,
     layer_matrix,
     refuse_countless_reference,
@@ -324,6 +325,7 @@ class SpatialImputer(
         >>> imputer = dv.model.SpatialImputer.from_reference(spots, reference=ref)  # doctest: +SKIP
         """
         check_passed_on(cls, cls.from_reference, model_kwargs)  # before the reference is read
+        check_seed(seed)  # "0": scikit-learn's KMeans named random_state
         check_design(design, profiles)
         spots = given = spots_argument(spots, spatial)
         for name, data in (("spots", spots), ("reference", reference)):

@@ -28,7 +28,7 @@ from anndata import AnnData
 from sklearn.model_selection import KFold
 
 from .._anndata_or_folder import check_anndata
-from .._checks import dense, layer_matrix, short_repr
+from .._checks import check_seed, dense, layer_matrix, short_repr
 from .._close_names import did_you_mean
 from .._rng import scvi_seed_kept
 from .._warn import warn_user
@@ -255,6 +255,7 @@ class ImputerCrossValMixin:
         >>> scores.nsmallest(3, "pcc")  # the genes it imputes worst  # doctest: +SKIP
         """
         check_passed_on(cls, cls.cross_validate, model_kwargs, cls.from_reference)
+        check_seed(seed)  # 1.5: numpy's "cannot be used to seed", after the spots were read
         for name, data in (("spots", spots), ("reference", reference)):
             if isinstance(data, str | os.PathLike):  # a file's name: how to read it
                 check_anndata(data, name, call="SpatialImputer.cross_validate(spots, reference)")

@@ -15,6 +15,7 @@ from scvi.data._constants import _FIELD_REGISTRIES_KEY as _FIELD_REGISTRIES
 from scvi.model.base import BaseModelClass
 from scvi.module.base._decorators import _move_data_to_device
 
+from .._checks import check_seed
 from .._logging import DropMessages
 from ._cell_selection import selected_rows
 from ._live_models import forget_when_gone
@@ -369,8 +370,7 @@ def seeded(module, seed: int | None):
     if seed is None:
         yield
         return
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**64:
-        raise ValueError(f"seed must be an integer in [0, 2**64) or None, got {seed!r}.")
+    check_seed(seed)
     seed = int(seed)  # numpy's: torch takes Python integers only
     from .._rng import seeded_generators
 
