@@ -6,7 +6,6 @@ import hashlib
 import inspect
 import os
 import pickle
-import shutil
 import warnings
 import zipfile
 from importlib.metadata import PackageNotFoundError, version
@@ -34,6 +33,7 @@ from ._query_source import keep_write_target
 from ._read_calls import load_call
 from ._saved_anndata import SavedAnnDataDigest, check_saved_anndata
 from ._scvi_glue import obs_types_kept
+from ._staged_save import staged_save
 from ._typicality import settle_record
 
 
@@ -105,17 +105,6 @@ def _check_digest(path: str, saved: dict | None, state_dict: dict) -> None:
             f"{', ...' if len(problems) > 3 else ''}): the file was damaged or changed after "
             "saving; save the model again."
         )
-
-
-def _reads(model, path: str) -> bool:
-    """Whether ``model`` reads (or writes into) the AnnData file at ``path``, opened backed:
-    ``save(overwrite=True)`` removed an AnnData saved earlier in its folder, and with it the
-    very file a model loaded onto it read (its data, lost once the session closed it)."""
-    for adata in (getattr(model, "_adata", None), getattr(model, "_query_adata", None)):
-        name = getattr(adata, "filename", None) if adata is not None and adata.isbacked else None
-        if name is not None and os.path.exists(name) and os.path.samefile(name, path):
-            return True
-    return False
 
 
 def _version_refusal(path: str, saved: str | None) -> str:
@@ -286,7 +275,9 @@ class Saving(SavedAnnDataDigest):
             AnnData saved with it is removed too when this save writes none, so that ``load``
             never pairs the new model with the old data; unless the model reads that file
             (loaded onto it opened backed): it is the model's data, and stays. Other files
-            there are kept.
+            there are kept. The new save is written beside the directory and swapped in once
+            whole (the earlier one is removed only then): a save that fails at any step
+            leaves the earlier one as it was, loadable. Both are on disk until the swap.
         save_anndata
             Also write the AnnData the model was set up with (``load`` checks it is as saved).
         **kwargs
@@ -316,28 +307,16 @@ class Saving(SavedAnnDataDigest):
                     "(save_anndata=False) and load it onto an AnnData with its genes."
                 )
         checks.check_fit_to_save(self)
-        stale = os.path.join(dir_path, f"{kwargs.get('prefix') or ''}adata.h5ad")
-        if overwrite and not save_anndata and os.path.isfile(stale) and not _reads(self, stale):
-            os.remove(stale)
         settle_record(self)  # CGMDVAE's typicality record of its last fit, saved with it
         self.weights_digest_ = weights_digest(self.module.state_dict())  # checked by load
         record_label_colours(self)  # for query models built from the saved directory
-        created = not os.path.exists(dir_path)
-        try:
-            written = stale if save_anndata else None  # str columns stay str; its checksum kept
+        prefix = kwargs.get("prefix") or ""
+        # Written beside dir_path and swapped in whole: a failure at any step (an AnnData
+        # h5py cannot write, a disk full) leaves an earlier save there as it was.
+        with staged_save(self, dir_path, prefix, save_anndata) as folder:
+            written = os.path.join(folder, f"{prefix}adata.h5ad") if save_anndata else None
             with obs_types_kept(self, save_anndata), self._digest_written(written):
-                super().save(dir_path, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
-        except BaseException:
-            # An AnnData h5py cannot write (an obs column of lists) left the directory with
-            # adata.h5ad alone: load failed on it and a second save was refused as existing.
-            if created:
-                shutil.rmtree(dir_path, ignore_errors=True)
-            elif save_anndata and os.path.isfile(stale) and not _reads(self, stale):
-                # Over an earlier save: its model stays, without the half-written AnnData
-                # (load would read that; now it asks for the AnnData). The file the model
-                # reads is its data: kept.
-                os.remove(stale)
-            raise
+                super().save(folder, overwrite=True, save_anndata=save_anndata, **kwargs)
 
     def get_var_names(self, legacy_mudata_format: bool = False):
         """The genes ``save`` records, which ``load`` matches: the training genes where the
