@@ -70,6 +70,7 @@ from deltavae._cli_report import (
     no_tissue_note,
 )
 from deltavae._docs import doc_params
+from deltavae._folder_swap import publish_folder
 from deltavae._io import _is_zarr_store
 from deltavae.cli import DEMO_N_LATENT, MIN_DEMO_CELLS
 
@@ -371,8 +372,9 @@ def demo(args: argparse.Namespace) -> int:
     )
     scores = dv.metrics.cluster_scores(adata.obs["cell_type"], adata.obs["leiden"])
 
-    # Written beside --out and moved in once all is written: a failed run leaves no half
-    # folder, and an earlier demo's files there are replaced only by a finished run's.
+    # Written beside --out and swapped in once all is written: a failed run leaves no half
+    # folder, and an earlier demo's files there are replaced, all at once, only by a
+    # finished run's.
     partial = partial_path(out)
     _remove(partial)
     adata.uns["deltavae_demo"] = {
@@ -391,10 +393,9 @@ def demo(args: argparse.Namespace) -> int:
             _drop_scvi_fields(adata)
             adata.write_h5ad(partial / "pbmc3k_zinbvae.h5ad")
             files.insert(0, partial / "pbmc3k_zinbvae.h5ad")
-            out.mkdir(parents=True, exist_ok=True)
-            for file in files:
-                os.replace(file, out / file.name)
-            partial.rmdir()
+            # In one rename (other files in --out carried over): moved in one at a time, a
+            # failure part way left an earlier demo's files beside this one's.
+            publish_folder(str(partial), str(out))
     except BaseException as err:
         _remove(partial)
         if isinstance(err, OSError) and not isinstance(err, BrokenPipeError):  # as fit's

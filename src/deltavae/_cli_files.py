@@ -330,13 +330,11 @@ def publish_model(folder: Path) -> None:
     """Put the model saved into :func:`partial_path` of ``folder`` in place, once the output
     is: its files replace an earlier model's (and an AnnData saved with that one, which
     ``load`` would pair with the new model, as ``save(overwrite=True)`` does); other files in
-    ``folder`` stay. Until then an earlier model there is kept whole."""
-    partial = partial_path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "adata.h5ad").unlink(missing_ok=True)
-    for file in partial.iterdir():
-        os.replace(file, folder / file.name)
-    partial.rmdir()
+    ``folder`` stay. Until then an earlier model there is kept whole, and it is replaced in
+    one rename (its AnnData was removed, and the files moved in, one at a time)."""
+    from ._folder_swap import publish_folder
+
+    publish_folder(str(partial_path(folder)), str(folder), skip={"adata.h5ad"})
 
 
 def discard(out: Path, model_folder: Path | None = None) -> None:
