@@ -5,6 +5,7 @@ replaced run go, bad seeds are usage errors, and logs carry no progress-bar fram
 import os
 import signal
 import sys
+from pathlib import Path
 
 import anndata as ad
 import h5py
@@ -336,16 +337,19 @@ def test_an_output_replaced_is_kept_until_the_new_one_holds_its_name(tmp_path, k
             (folder / "obs").mkdir(parents=True)
             for name in ("zarr.json", "obs/zarr.json"):
                 (folder / name).write_text(text)
-    real_rmtree, real_replace = shutil.rmtree, os.replace
+    real_rmtree, real_replace, real_rename = shutil.rmtree, os.replace, os.rename
 
     def interrupted_rmtree(path, *args, **kwargs):  # one file removed, then Ctrl-C
-        next(p for p in sorted(path.rglob("*")) if p.is_file()).unlink()
+        next(p for p in sorted(Path(path).rglob("*")) if p.is_file()).unlink()
         raise KeyboardInterrupt
 
-    def failing_replace(src, dst):
-        if str(src) == str(partial):
-            raise OSError("rename failed (injected)")
-        return real_replace(src, dst)
+    def failing(real):
+        def rename(src, dst):
+            if str(src) == str(partial):
+                raise OSError("rename failed (injected)")
+            return real(src, dst)
+
+        return rename
 
     def contents(path):
         if path.is_file():
@@ -353,11 +357,13 @@ def test_an_output_replaced_is_kept_until_the_new_one_holds_its_name(tmp_path, k
         return {str(p.relative_to(path)): p.read_text() for p in path.rglob("*") if p.is_file()}
 
     earlier = contents(out)
-    monkeypatch.setattr(os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing(real_replace))
+    monkeypatch.setattr(os, "rename", failing(real_rename))
     with pytest.raises(OSError, match="injected"):
         _cli_files.publish(out, tmp_path / "plots", [], replacing=True)
     assert contents(out) == earlier  # kept: the new output was not put in place
     monkeypatch.setattr(os, "replace", real_replace)
+    monkeypatch.setattr(os, "rename", real_rename)
     if kind == "store":
         monkeypatch.setattr(shutil, "rmtree", interrupted_rmtree)
         new = contents(partial)

@@ -6,10 +6,10 @@ earlier output a finished run replaces, kept until the new one holds its name.""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from deltavae._cli_files import InputError
+from deltavae._folder_swap import swap_in
 
 #: The PNG every ``deltavae fit`` with plots writes: a plots folder holding it holds a run's.
 RUN_PLOT = "elbo_history.png"
@@ -44,20 +44,12 @@ def check_plots_folder(out: Path, plots: Path | None, overwrite: bool) -> bool:
 
 def replace_output(partial: Path, out: Path) -> None:
     """Put the finished output ``partial`` in place of ``out``. An .h5ad file replaces the
-    earlier one in one rename; an earlier store (a folder) is renamed aside first, and removed
-    only once the new one holds its name (put back if that fails). The earlier output was
-    removed first: an interrupt or a failure before the rename (a large store's removal takes
-    a while) left neither output, the earlier one half removed and the new one discarded."""
+    earlier one in one rename; an earlier store (a folder) is swapped out whole
+    (``_folder_swap.swap_in``: renamed aside, removed only once the new one holds
+    its name, put back if that fails). The earlier output was removed first: an interrupt or
+    a failure before the rename (a large store's removal takes a while) left neither output,
+    the earlier one half removed and the new one discarded."""
     if not out.is_dir():
         os.replace(partial, out)
         return
-    aside = out.with_name(f".{out.name}.replaced")
-    if aside.exists():  # left by a run killed while removing it
-        shutil.rmtree(aside)
-    os.replace(out, aside)
-    try:
-        os.replace(partial, out)
-    except BaseException:
-        os.replace(aside, out)
-        raise
-    shutil.rmtree(aside)
+    swap_in(str(partial), str(out))
