@@ -727,6 +727,18 @@ def test_constructor_values_a_notebook_passes_are_named(model, kwargs, match):
         getattr(dv.model, model)(adata, **{**defaults.get(model, {}), **kwargs})
 
 
+@pytest.mark.parametrize("bad", ["no", "False", None, 2])
+def test_setup_flags_a_notebook_passes_are_named(bad):
+    """NMFDeconv.setup_anndata(spot_index="no") registered each spot's row (obs["_indices"]
+    written) as spot_index=True would; None was read as False."""
+    adata = _counts(n_cells=50)
+    with pytest.raises(ValueError, match=rf"^spot_index must be True or False, got {bad!r}\.$"):
+        dv.model.NMFDeconv.setup_anndata(adata, spot_index=bad)
+    assert "_indices" not in adata.obs and "_scvi_uuid" not in adata.uns
+    dv.model.NMFDeconv.setup_anndata(adata, spot_index=np.bool_(True))  # numpy's bool: taken
+    assert adata.obs["_indices"].tolist() == list(range(50))
+
+
 def test_numpy_numbers_are_taken_as_numbers():
     """dropout_rate=np.float32(0.2) (read from an array of settings) was refused: "must lie in
     [0, 1); got np.float32(0.2)"."""

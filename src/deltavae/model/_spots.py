@@ -25,7 +25,14 @@ from ._cell_selection import selected_rows as _selected_rows
 from ._empty_spots import drop_empty_spots, read_genes
 from ._matrices import memory_copy, row_sums, to_memory, with_column
 from ._same_spots import check_fitted_totals, spot_totals
-from ._validation import check_data, check_key_added, check_setup_target, computed, warn_user
+from ._validation import (
+    check_data,
+    check_flags,
+    check_key_added,
+    check_setup_target,
+    computed,
+    warn_user,
+)
 
 #: Spots read at a time by the first passes.
 READ_CHUNK = 10_000
@@ -285,6 +292,7 @@ class SpotModelMixin:
         ``spot_index``, each spot's row (written to ``obs[SPOT_INDEX]`` once the data passed).
         An argument the model does not take is refused before anything is written."""
         check_setup_target(adata, kwargs, cls.__name__)
+        check_flags(spot_index=spot_index)  # "no" was True: obs["_indices"] written
         spots = pd.Index(adata.obs_names.astype(str))
         if spots.has_duplicates:  # results are matched back to spots by name
             raise ValueError(

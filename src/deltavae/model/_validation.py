@@ -14,6 +14,7 @@ from scipy import sparse
 
 from .._anndata_or_folder import check_anndata
 from .._checks import (
+    check_bool,
     not_count_repr,
     not_counts,
     short_repr,
@@ -394,8 +395,7 @@ def check_flags(**flags) -> None:
     ValueError: validate_distributions must be True or False, got 'no'.
     """
     for name, value in flags.items():
-        if not isinstance(value, bool | np.bool_):
-            raise ValueError(f"{name} must be True or False, got {short_repr(value)}.")
+        check_bool(name, value)  # the plots' flags' check, in the same words
 
 
 def check_key_added(key_added, embedding: bool = False) -> str:
