@@ -301,6 +301,10 @@ def test_refusals(pair):
             model.train(max_epochs=1, **wrong)
     with pytest.raises(ValueError, match="holds none out for validation, so validation_size"):
         model.train(max_epochs=1, validation_size=0.1)
+    # Replaced by False without a word: "False" (or "True") was taken.
+    for name, bad in (("early_stopping", "False"), ("restore_best", "True")):
+        with pytest.raises(ValueError, match=rf"^{name} must be True.* got {bad!r}\.$"):
+            model.train(max_epochs=1, **{name: bad})
     model.train(max_epochs=1, validation_size=0.0)  # no spot held out: what it does anyway
     assert model.history["elbo_train"].shape[0] == 1
 

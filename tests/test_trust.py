@@ -380,6 +380,11 @@ def test_zinbvae_checks_genes_too():
         ({"early_stopping": "False"}, "early_stopping must be True or False, got 'False'"),
         # torch's set_default_validate_args raised a ValueError without a message.
         ({"validate_distributions": "no"}, "validate_distributions must be True or False, got"),
+        # 1 passed as "auto" would (nothing restored without validation cells, in silence).
+        (
+            {"restore_best": 1, "train_size": 1.0},
+            r"^restore_best must be True, False or 'auto', got 1\.$",
+        ),
         # No minibatch at all: KeyError 'elbo_train' after Lightning's "No training batches".
         (
             {"datasplitter_kwargs": {"drop_last": True}},

@@ -56,7 +56,8 @@ from ._spots import (
     spots_named,
     spots_to_load,
 )
-from ._validation import _matrix, check_data, check_model_arguments
+from ._training_checks import check_flag
+from ._validation import _matrix, check_data, check_flags, check_model_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -428,6 +429,10 @@ class SpatialImputer(
         lr = spot_rate(lr, kwargs, 0.05 if deconvolution else 0.005, self.module)
         if batch_size is None:
             batch_size = min(self.adata.n_obs, 2048) if deconvolution else 128
+        # Replaced by False below: "False" (or "True") was taken without a word.
+        check_flags(**{k: kwargs[k] for k in ("early_stopping",) if k in kwargs})
+        if "restore_best" in kwargs:
+            check_flag(kwargs["restore_best"], "restore_best")
         held_out = [k for k in ("restore_best", "early_stopping") if kwargs.get(k) in (True,)]
         sizes = {"train_size": (None, 1.0), "validation_size": (None, 0.0)}  # all train
         held_out += [k for k, whole in sizes.items() if kwargs.get(k) not in whole]

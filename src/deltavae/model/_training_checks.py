@@ -186,14 +186,14 @@ def check_training_arguments(
         if external
         else "(train_size=1.0): pass train_size < 1, e.g. 0.9"
     )
-    if restore_best is True and n_val == 0:
+    check_flag(restore_best, "restore_best")  # 1 was taken as "auto", "no" refused
+    restores = restore_best != "auto" and bool(restore_best)  # np.True_ too
+    if restores and n_val == 0:
         raise ValueError(
             f"restore_best=True keeps the epoch with the lowest validation_loss, but no {unit} is "
             f"held out for it {held_out}, or restore_best=False."
         )
-    if restore_best not in (True, False, "auto"):
-        raise ValueError(f"restore_best must be True, False or 'auto'; got {restore_best!r}.")
-    if (early_stopping or restore_best is True) and _is_int(val_every) and val_every > max_epochs:
+    if (early_stopping or restores) and _is_int(val_every) and val_every > max_epochs:
         what = "early_stopping" if early_stopping else "restore_best"
         raise ValueError(
             f"{what}=True watches the validation loss, but check_val_every_n_epoch="
