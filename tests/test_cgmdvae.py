@@ -177,9 +177,28 @@ def test_a_numpy_integer_seed_repeats_the_draws_and_a_bad_seed_is_named(blobs_mo
     ctrl = adata[adata.obs["condition"] == "ctrl"][:20]
     shift = model.predict_perturbation(ctrl, "stim", method="latent_shift", seed=np.int64(3))
     assert shift.shape == (20, adata.n_vars)
-    for bad in (-1, 1.5, True, "3"):
-        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+    for bad in (-1, 1.5, True, "3", 2**64):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64 - 1\]"):
             model.translate(ctrl, "stim", seed=bad)
+    # A read-out seeds torch alone, which takes seeds up to 2**64 - 1 (numpy's RandomState
+    # and scikit-learn, which the model's clustering seeds, stop at 2**32 - 1).
+    big = model.sample(5, seed=2**64 - 1)
+    np.testing.assert_array_equal(big.X, model.sample(5, seed=2**64 - 1).X)
+
+
+def test_a_mixture_start_refuses_a_seed_or_epoch_it_cannot_use():
+    """MixtureInitialization(seed=2**32) or seed="0" trained up to its epoch, then failed in
+    scikit-learn ("The 'random_state' parameter of KMeans must be an int in the range [0,
+    4294967295]"); epoch="1" never started the mixture (no epoch is "1"), in silence."""
+    from deltavae.train import MixtureInitialization
+
+    for seed in (2**32, "0", -1):
+        with pytest.raises(ValueError, match=r"^seed must be an integer in \[0, 2\*\*32 - 1\] "):
+            MixtureInitialization(epoch=1, seed=seed)
+    for epoch in ("1", -1, 1.0):
+        with pytest.raises(ValueError, match=rf"^epoch must be an integer >= 0, got {epoch!r}"):
+            MixtureInitialization(epoch=epoch)
+    assert MixtureInitialization(epoch=np.int64(2), seed=2**32 - 1).seed == 2**32 - 1
 
 
 def test_translate_recovers_condition_shift(blobs_model):

@@ -680,11 +680,16 @@ def test_number_arguments_given_as_strings_are_named(pair):
     with pytest.raises(ValueError, match=r"min_shared_genes must be an integer; got '10'"):
         build(min_shared_genes="10")
     # scikit-learn's "The 'random_state' parameter of KMeans must be ..." named neither.
-    with pytest.raises(ValueError, match=r"^seed must be an integer in \[0, 2\*\*64\) or None"):
+    with pytest.raises(ValueError, match=r"^seed must be an integer in \[0, 2\*\*32 - 1\] or None"):
         build(labels_key=None, n_states=3, seed="0")
+    # 2**32 passed the check, then failed in TruncatedSVD ("random_state ... in the range
+    # [0, 4294967295]"); cross_validate's in numpy ("Seed must be between 0 and 2**32 - 1").
+    with pytest.raises(ValueError, match=r"^seed must be an integer .* got 4294967296\.$"):
+        build(labels_key=None, n_states=3, seed=2**32)
     # numpy's "1.5 cannot be used to seed a numpy.random.RandomState instance".
-    with pytest.raises(ValueError, match=r"^seed must be an integer .* got 1\.5"):
-        dv.model.SpatialImputer.cross_validate(spatial, ref, labels_key="cluster", seed=1.5)
+    for seed in (1.5, 2**32):
+        with pytest.raises(ValueError, match=rf"^seed must be an integer .* got {seed}\.$"):
+            dv.model.SpatialImputer.cross_validate(spatial, ref, labels_key="cluster", seed=seed)
 
 
 class _ReversedSet(collections.abc.Set):

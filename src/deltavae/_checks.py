@@ -376,22 +376,31 @@ def check_labels(reference: ad.AnnData, labels_key: str) -> pd.Categorical:
     return labels
 
 
-def check_seed(seed, name: str = "seed") -> None:
-    """Refuse a seed that is not an integer in [0, 2**64) or None, by ``name``: a string or
-    a fraction failed in numpy or scikit-learn ("'0' cannot be used to seed a
+#: The largest seed numpy's RandomState, scikit-learn and scvi.settings.seed take.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed, name: str = "seed", largest: int = MAX_SEED) -> None:
+    """Refuse a seed that is not an integer in [0, ``largest``] or None, by ``name``: a string
+    or a fraction failed in numpy or scikit-learn ("'0' cannot be used to seed a
     numpy.random.RandomState instance", "The 'random_state' parameter of KMeans ..."),
-    naming neither the argument nor the model's call.
+    naming neither the argument nor the model's call, and so did 2**32 or more (numpy's
+    RandomState and scikit-learn take seeds up to 2**32 - 1, as ``scvi.settings.seed`` and
+    the command line's --seed do). Read-outs seeding torch alone take up to 2**64 - 1
+    (``largest=2**64 - 1``). A negative seed is refused, as the datasets' generators do.
 
     Examples
     --------
-    >>> check_seed(np.int64(3)), check_seed(None)
-    (None, None)
+    >>> check_seed(np.int64(3)), check_seed(2**32 - 1), check_seed(None)
+    (None, None, None)
     >>> check_seed("0")
     Traceback (most recent call last):
     ...
-    ValueError: seed must be an integer in [0, 2**64) or None, got '0'.
+    ValueError: seed must be an integer in [0, 2**32 - 1] or None, got '0'.
     """
     if seed is None:
         return
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**64:
-        raise ValueError(f"{name} must be an integer in [0, 2**64) or None, got {seed!r}.")
+    integer = isinstance(seed, int | np.integer) and not isinstance(seed, bool | np.bool_)
+    if not integer or not 0 <= seed <= largest:
+        bound = {MAX_SEED: "2**32 - 1", 2**64 - 1: "2**64 - 1"}.get(largest, largest)
+        raise ValueError(f"{name} must be an integer in [0, {bound}] or None, got {seed!r}.")

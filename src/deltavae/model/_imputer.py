@@ -311,7 +311,7 @@ class SpatialImputer(
         min_shared_genes
             Fewest shared genes accepted.
         seed
-            Seed of the clustering of an unlabelled reference.
+            Seed of the clustering of an unlabelled reference, in [0, 2**32 - 1].
         spatial
             The earlier name of ``spots``, still read, with a FutureWarning; pass ``spots``.
         **model_kwargs

@@ -215,7 +215,7 @@ class ImputerCrossValMixin:
             visible genes the reference counts.
         seed
             Seed of the folds, of the training (``scvi.settings.seed``) and of
-            :meth:`from_reference`.
+            :meth:`from_reference`, in [0, 2**32 - 1].
         max_epochs
             Epochs of each training (:meth:`train`'s default: ``None``).
         train_kwargs

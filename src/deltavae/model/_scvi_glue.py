@@ -370,7 +370,7 @@ def seeded(module, seed: int | None):
     if seed is None:
         yield
         return
-    check_seed(seed)
+    check_seed(seed, largest=2**64 - 1)  # torch's generators alone: numpy's RandomState unused
     seed = int(seed)  # numpy's: torch takes Python integers only
     from .._rng import seeded_generators
 

@@ -29,6 +29,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 from sklearn.cluster import KMeans
 
+from .._checks import check_seed, short_repr
 from .._threads import keep_torch_threads
 from ..module._cgmdvae import _prior_scale
 from ._data import all_training_cells
@@ -345,7 +346,8 @@ class MixtureInitialization(Callback):
     epoch
         Epoch at whose start the mixture is initialised.
     seed
-        Seed of the clustering and of the cell subsample (at most 20,000 cells are used).
+        Seed of the clustering and of the cell subsample (at most 20,000 cells are used), in
+        [0, 2**32 - 1].
     method
         ``"leiden"`` (default): Leiden on UMAP's fuzzy graph of z's 15 nearest neighbours
         (in equal shares from every condition), its resolution searched to give one cluster
@@ -375,6 +377,9 @@ class MixtureInitialization(Callback):
     def __init__(self, epoch: int = 5, seed: int = 0, method: str = "leiden"):
         super().__init__()
         check_method(method)
+        check_seed(seed)  # 2**32 or "0": scikit-learn's error at the start epoch, after training
+        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or epoch < 0:
+            raise ValueError(f"epoch must be an integer >= 0, got {short_repr(epoch)}.")
         self.epoch = epoch
         self.seed = seed
         self.method = method
