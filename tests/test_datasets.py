@@ -503,6 +503,34 @@ def test_generator_settings_that_are_not_numbers_are_named():
         datasets.synthetic_blobs(n_cells=5, condition_shift="2")
 
 
+@pytest.mark.parametrize(
+    ("make", "switch"),
+    [
+        ("synthetic_counts", {"condition_specific": "False"}),
+        ("synthetic_blobs", {"counts": "False"}),
+        ("synthetic_blobs", {"counts": None}),
+        ("pseudo_spots", {"grid": "no"}),
+    ],
+)
+def test_generator_switches_given_as_text_are_named(make, switch):
+    """A switch given as text was read as a truth value: synthetic_blobs(counts="False") drew
+    counts, pseudo_spots(grid="no") laid the spots on a grid, synthetic_counts(
+    condition_specific="False") drew cluster-specific effects (and recorded True)."""
+    small = {
+        "synthetic_counts": {"n_cells": 10, "n_genes": 10, "n_clusters": 2},
+        "synthetic_blobs": {"n_cells": 10},
+        "pseudo_spots": {"n_spots": 4},
+    }[make]
+    args = ()
+    if make == "pseudo_spots":
+        args = (datasets.synthetic_counts(n_cells=60, n_genes=10, n_clusters=2, seed=0), "cluster")
+    ((name, value),) = switch.items()
+    with pytest.raises(ValueError, match=rf"^{name} must be True or False, got {value!r}\.$"):
+        getattr(datasets, make)(*args, **small, **switch)
+    made = getattr(datasets, make)(*args, **small, **{name: np.bool_(False)})  # numpy's: taken
+    assert "spatial" not in (made[0] if make == "pseudo_spots" else made).obsm
+
+
 def test_pseudo_spots_on_a_grid_of_one_spot_and_bad_settings():
     """One spot on a grid failed in numpy ("Probabilities contain NaN": the abundance field of
     a 1 x 1 grid has no spread); a negative smoothness was taken, a string reference_fraction

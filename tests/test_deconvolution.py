@@ -115,6 +115,10 @@ def test_deconvolution_metrics_known_values():
     np.testing.assert_allclose(worse["rmse"], np.sqrt(1 / 6))
     assert np.isnan(worse["pcc"]).all()
     assert dv.metrics.presence_aupr(true, [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]) < 1.0
+    # per_type="False" returned a Series of one AUPR per type, as True would.
+    assert dv.metrics.presence_aupr(true, true, per_type=np.bool_(False)) == 1.0
+    with pytest.raises(ValueError, match=r"^per_type must be True or False, got 'False'\.$"):
+        dv.metrics.presence_aupr(true, true, per_type="False")
     with pytest.raises(KeyError, match="lacks the cell types"):
         deconvolution_scores(true, pd.DataFrame(np.ones((3, 2)), columns=["a", "c"]))
 

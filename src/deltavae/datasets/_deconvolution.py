@@ -16,7 +16,7 @@ import scanpy as sc
 import scipy.sparse as sp
 from scipy.ndimage import gaussian_filter
 
-from .._checks import check_labels, layer_matrix, not_counts
+from .._checks import check_bool, check_labels, layer_matrix, not_counts
 from .._slashes import renamed_column, warn_slashed
 from ._synthetic import (
     _check_positive,
@@ -190,6 +190,7 @@ def pseudo_spots(
     """
     n_spots = _check_positive_int("n_spots", n_spots)
     low, high = _check_range("cells_per_spot", cells_per_spot, integer=True)
+    check_bool("grid", grid)  # "no" laid the spots on a grid
     seed = _check_seed(seed)
     names = reference.obs_names
     if not names.is_unique:  # uns["pseudo_spots"]["pool_cells"] names the pool

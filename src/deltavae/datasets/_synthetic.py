@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._checks import check_bool
 from .._warn import warn_user
 
 logger = logging.getLogger(__name__)
@@ -294,6 +295,7 @@ def synthetic_counts(
         raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
     weights = _cluster_weights(cluster_weights, n_clusters)
 
+    check_bool("condition_specific", condition_specific)  # "False" was True
     seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
     background = rng.normal(0.0, 1.0, size=n_genes)
@@ -450,6 +452,7 @@ def synthetic_blobs(
     if dispersion is not None:
         _check_positive("dispersion", dispersion)
 
+    check_bool("counts", counts)  # "False" drew counts
     seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
     centers = _separated_centers(rng, n_clusters, n_features, separation)

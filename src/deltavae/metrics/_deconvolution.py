@@ -23,7 +23,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import average_precision_score
 
-from .._checks import short_repr
+from .._checks import check_bool, short_repr
 from .._docs import doc_params, doc_proportions
 from .._warn import warn_user
 from ._missing import (
@@ -373,6 +373,7 @@ def presence_aupr(true, pred, per_type: bool = False) -> float | pd.Series:
     >>> presence_aupr([[1.0, 0.0], [0.5, 0.5]], [[0.9, 0.1], [0.4, 0.6]])
     1.0
     """
+    check_bool("per_type", per_type)  # "False" returned one AUPR per type
     if per_type:
         return _per_type(true, pred, _aupr)
     true, pred = _aligned(true, pred)
