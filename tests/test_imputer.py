@@ -523,6 +523,10 @@ def test_spots_normalized_in_place_after_training_are_refused(pair):
         spatial, reference=ref, labels_key="cluster", design="latent"
     )
     model.train(max_epochs=2, **TRAIN)
+    # A switch given as text: reference="False" read the reference cells' latents.
+    for name in ("give_mean", "return_dist", "reference"):
+        with pytest.raises(ValueError, match=rf"^{name} must be True or False, got 'False'\.$"):
+            model.get_latent_representation(**{name: "False"})
     sc.pp.normalize_total(model.adata, target_sum=1e4)
     sc.pp.log1p(model.adata)
     for call in (model.impute, model.write_to_adata):

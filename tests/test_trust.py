@@ -744,6 +744,54 @@ def test_setup_flags_a_notebook_passes_are_named(bad):
     assert adata.obs["_indices"].tolist() == list(range(50))
 
 
+@pytest.fixture(scope="module")
+def read_models():
+    """A ZINBVAE that learns its library size and a CGMDVAE, each trained one epoch."""
+    vae = _zinbvae(_counts(n_cells=50), use_observed_lib_size=False)
+    vae.train(max_epochs=1, **TRAIN)
+    gmm = _cgmdvae(_counts(n_cells=50))
+    gmm.train(max_epochs=1, mixture_init_epoch=None, **TRAIN)
+    return {"ZINBVAE": vae, "CGMDVAE": gmm}
+
+
+@pytest.mark.parametrize(
+    ("model", "read", "kwargs", "says"),
+    [
+        ("ZINBVAE", "get_latent_representation", {"give_mean": "False"}, "give_mean"),
+        ("ZINBVAE", "get_latent_representation", {"return_dist": "False"}, "return_dist"),
+        ("CGMDVAE", "get_latent_representation", {"give_mean": "False"}, "give_mean"),
+        ("CGMDVAE", "get_latent_representation", {"return_dist": "False"}, "return_dist"),
+        ("ZINBVAE", "get_normalized_expression", {"return_mean": "False", "n_samples": 2},
+         "return_mean"),
+        ("ZINBVAE", "get_normalized_expression", {"return_numpy": "False"},
+         "return_numpy must be True, False or None"),
+        ("ZINBVAE", "get_likelihood_parameters", {"give_mean": "False", "n_samples": 2},
+         "give_mean must be True, False or None"),  # scvi-tools' give_mean: bool | None
+        ("ZINBVAE", "get_latent_library_size", {"give_mean": "False"}, "give_mean"),
+        ("CGMDVAE", "predict", {"ig_interpretability": "False"}, "ig_interpretability"),
+    ],
+)  # fmt: skip
+def test_read_out_flags_given_as_text_are_named(read_models, model, read, kwargs, says):
+    """A read-out's switch given as text was read as a truth value: give_mean="False" gave
+    the mean, return_dist="False" the mean and variance, return_mean="False" averaged the
+    samples, return_numpy="False" an array; predict(ig_interpretability="False") was
+    answered "ig_interpretability=True: ... no integrated gradients"."""
+    says = says if " " in says else f"{says} must be True or False"
+    with pytest.raises(ValueError, match=rf"^{says}, got 'False'\.$"):
+        getattr(read_models[model], read)(**kwargs)
+
+
+def test_prepare_query_anndata_flags_given_as_text_are_named(read_models):
+    """prepare_query_anndata(query, model, inplace="False") padded and reordered the query's
+    own genes, as inplace=True does."""
+    query = _counts(n_cells=20)[:, 5:].copy()
+    genes = list(query.var_names)
+    for name in ("inplace", "return_reference_var_names"):
+        with pytest.raises(ValueError, match=rf"^{name} must be True or False, got 'False'"):
+            dv.model.ZINBVAE.prepare_query_anndata(query, read_models["ZINBVAE"], **{name: "False"})
+        assert list(query.var_names) == genes
+
+
 def test_numpy_numbers_are_taken_as_numbers():
     """dropout_rate=np.float32(0.2) (read from an array of settings) was refused: "must lie in
     [0, 1); got np.float32(0.2)"."""

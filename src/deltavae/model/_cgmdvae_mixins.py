@@ -36,6 +36,7 @@ from ._query_checks import building_query
 from ._readout_docs import COUNTS_ONLY, OBSERVED_LIBRARY, with_note
 from ._registered import registered_category, several_conditions_error
 from ._summary import NO_WARNING
+from ._validation import check_flags
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 _FIRST_CONDITION = (
@@ -461,6 +462,7 @@ class LatentMixin:
             raise ValueError(
                 f"representation must be 'z' or 'w', got {short_repr(representation)}."
             )
+        check_flags(give_mean=give_mean, return_dist=return_dist)  # "False" was True
         given = {"dataloader": dataloader, "indices": indices, "batch_size": batch_size}
         check_dataloader_alone(given, "get_latent_representation")
         if condition is not None and representation != "z":

@@ -16,6 +16,7 @@ from ._de_checks import check_dataloader_alone
 from ._labels import labels_of
 from ._positions import indices_after_adata
 from ._typicality import check_unknown_below, typical_labels
+from ._validation import check_flags
 
 
 def cell_names(adata: AnnData, indices) -> pd.Index:
@@ -167,7 +168,8 @@ class PredictionsMixin:
         array(['B', 'T', 'T'], dtype=object)
         >>> (q.predict() == adata.obs["cell_type"].to_numpy()).mean()  # doctest: +SKIP
         """
-        if use_posterior_mean is not True:
+        check_flags(use_posterior_mean=use_posterior_mean, ig_interpretability=ig_interpretability)
+        if not use_posterior_mean:
             raise ValueError(
                 f"use_posterior_mean={short_repr(use_posterior_mean)}: CGMDVAE predicts at "
                 "the posterior mean of z only; pass use_posterior_mean=True (the default)."

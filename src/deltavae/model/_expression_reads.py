@@ -23,6 +23,7 @@ from scvi.model._utils import _get_batch_code_from_category
 from scvi.model.base import RNASeqMixin
 from scvi.utils import track
 
+from .._checks import check_bool
 from ._gathered import Gathered
 
 
@@ -49,6 +50,9 @@ def normalized_on_host(
     results and draws), each minibatch's values brought to the host together rather than one
     at a time. Importance weights (``weights="importance"``) keep scvi-tools' own loop: it
     moves the minibatches' distributions to the CPU one at a time for them."""
+    for name, flag in {"return_mean": return_mean, "silent": silent}.items():
+        check_bool(name, flag)  # return_mean="False" averaged the samples
+    check_bool("return_numpy", return_numpy, none=True)  # "False": an array, not a DataFrame
     if weights == "importance":
         return RNASeqMixin.get_normalized_expression(
             model, adata, indices, transform_batch, gene_list, library_size, n_samples,

@@ -27,6 +27,7 @@ from ._spots import (
     warn_empty_spots,
 )
 from ._training_checks import _is_int, check_batch_size
+from ._validation import check_flags
 
 
 def _default_chunk() -> int:
@@ -213,6 +214,7 @@ class ImputerResultsMixin:
         >>> cells = imputer.get_latent_representation(reference=True)  # doctest: +SKIP
         """
         check_batch_size(batch_size)
+        check_flags(give_mean=give_mean, return_dist=return_dist, reference=reference)
         if self.design_ != "latent":
             raise ValueError(
                 "get_latent_representation needs design='latent': the deconvolution design "

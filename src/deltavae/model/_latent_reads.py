@@ -8,6 +8,8 @@ import inspect
 import torch
 from scvi.data._utils import _validate_adata_dataloader_input
 
+from ._validation import check_flags
+
 
 @torch.inference_mode()
 def latent_on_host(
@@ -29,6 +31,7 @@ def latent_on_host(
     ``return_dist``), the module's ``inference`` draws no z (``draw=False``, where it takes
     it): the values are the same, and the device's generator is left as it was."""
     del mc_samples  # a Gaussian latent's mean needs no sampling
+    check_flags(give_mean=give_mean, return_dist=return_dist)  # "False" was True
     model._check_if_trained(warn=False)
     _validate_adata_dataloader_input(model, adata, dataloader)
     if dataloader is None:

@@ -18,6 +18,7 @@ from scvi import REGISTRY_KEYS
 from scvi.data._utils import _validate_adata_dataloader_input
 from scvi.model.base._vaemixin import unsupported_if_adata_minified
 
+from .._checks import check_bool
 from ._gathered import Gathered
 
 
@@ -54,6 +55,7 @@ def likelihood_parameters_on_host(
 ) -> dict[str, np.ndarray]:
     """scvi-tools 1.4's ``RNASeqMixin.get_likelihood_parameters``: the same arguments and
     arrays."""
+    check_bool("give_mean", give_mean, none=True)  # "False" averaged the samples
     loader = _loader(model, adata, indices, batch_size, dataloader, data_loader_kwargs)
     likelihood = model.module.gene_likelihood
     gathered, gene_dispersion, cells = Gathered(), None, 0
@@ -92,6 +94,7 @@ def library_sizes_on_host(
 ) -> np.ndarray:
     """scvi-tools 1.4's ``RNASeqMixin.get_latent_library_size``: the same arguments and
     numbers."""
+    check_bool("give_mean", give_mean)  # "False" gave the mean, not a draw
     loader = _loader(model, adata, indices, batch_size, dataloader, data_loader_kwargs, True)
     gathered = Gathered()
     for tensors in loader:

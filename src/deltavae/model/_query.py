@@ -51,7 +51,7 @@ from ._registered import category_mappings
 from ._saved import read_saved
 from ._scvi_glue import scvi_init_names
 from ._typicality import settle_record
-from ._validation import warn_user
+from ._validation import check_flags, warn_user
 
 logger = logging.getLogger(__name__)
 
@@ -349,6 +349,8 @@ class QueryMappingMixin(ArchesMixin):
         return_reference_var_names: bool = False,
         inplace: bool = True,
     ):
+        # inplace="False" reordered the query's genes in place, as inplace=True does.
+        check_flags(return_reference_var_names=return_reference_var_names, inplace=inplace)
         # The reference's folder first: "no attribute 'is_view'".
         call = f"{cls.__name__}.prepare_query_anndata(adata, reference_model)"
         check_anndata(adata, call=call, optional=False)
