@@ -418,6 +418,9 @@ def test_de_names_a_bad_delta_fdr_or_empty_query(trained):
         model.differential_expression(groupby="cluster", group1=[])
     with pytest.raises(ValueError, match=r"batch_correction must be True or False, got 'False'"):
         model.differential_expression(groupby="cluster", group1="0", batch_correction="False")
+    # "False" filtered the outlier cells, as True does.
+    with pytest.raises(ValueError, match=r"^filter_outlier_cells must be True or False, got 'F"):
+        model.differential_expression(groupby="cluster", group1="0", filter_outlier_cells="False")
     with pytest.raises(ValueError, match=r"'Rest'; its groups: .* leave group2 out"):
         model.differential_expression(groupby="cluster", group1="0", group2="Rest")
     de = model.differential_expression(groupby="cluster", group1={"1", "0"}, n_samples_overall=5)

@@ -769,16 +769,34 @@ def read_models():
          "give_mean must be True, False or None"),  # scvi-tools' give_mean: bool | None
         ("ZINBVAE", "get_latent_library_size", {"give_mean": "False"}, "give_mean"),
         ("CGMDVAE", "predict", {"ig_interpretability": "False"}, "ig_interpretability"),
+        ("ZINBVAE", "get_elbo", {"return_mean": "False"}, "return_mean"),
+        ("ZINBVAE", "get_reconstruction_error", {"return_mean": "False"}, "return_mean"),
+        ("CGMDVAE", "get_marginal_ll", {"return_mean": "False", "n_mc_samples": 2},
+         "return_mean"),
     ],
 )  # fmt: skip
 def test_read_out_flags_given_as_text_are_named(read_models, model, read, kwargs, says):
     """A read-out's switch given as text was read as a truth value: give_mean="False" gave
     the mean, return_dist="False" the mean and variance, return_mean="False" averaged the
     samples, return_numpy="False" an array; predict(ig_interpretability="False") was
-    answered "ig_interpretability=True: ... no integrated gradients"."""
+    answered "ig_interpretability=True: ... no integrated gradients"; get_elbo, get_marginal_ll
+    and get_reconstruction_error(return_mean="False") averaged over the cells."""
     says = says if " " in says else f"{says} must be True or False"
     with pytest.raises(ValueError, match=rf"^{says}, got 'False'\.$"):
         getattr(read_models[model], read)(**kwargs)
+
+
+def test_save_flags_given_as_text_are_named(read_models, tmp_path):
+    """save(path, overwrite="False") replaced the save already there; save_anndata="False"
+    wrote the AnnData beside the model."""
+    model = read_models["ZINBVAE"]
+    model.save(tmp_path / "m")
+    before = (tmp_path / "m" / "model.pt").read_bytes()
+    for name in ("overwrite", "save_anndata"):
+        with pytest.raises(ValueError, match=rf"^{name} must be True or False, got 'False'\.$"):
+            model.save(tmp_path / "m", **{name: "False"})
+    assert (tmp_path / "m" / "model.pt").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.pt"]
 
 
 def test_prepare_query_anndata_flags_given_as_text_are_named(read_models):

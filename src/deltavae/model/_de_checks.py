@@ -202,10 +202,10 @@ def de_group_lists(given: dict) -> dict:
     """``group1``/``group2``/``batchid1``/``batchid2`` that are sets, as sorted lists (a set
     was read as one group's name: "no cell is {'1', '0'}"), refusing an empty list (scvi-tools
     failed with "No objects to concatenate" or a ZeroDivisionError); and the switches
-    ``batch_correction``/``all_stats`` as True or False (``"False"`` corrected batches; a
-    string left out every statistic, as scvi-tools reads ``all_stats is True``). Returns the
-    arguments to replace."""
-    for flag in ("batch_correction", "all_stats"):
+    ``batch_correction``/``all_stats``/``filter_outlier_cells`` as True or False (``"False"``
+    corrected batches or filtered cells; a string left out every statistic, as scvi-tools
+    reads ``all_stats is True``). Returns the arguments to replace."""
+    for flag in ("batch_correction", "all_stats", "filter_outlier_cells"):
         if flag in given and not isinstance(given[flag], bool | np.bool_):
             raise ValueError(f"{flag} must be True or False, got {short_repr(given[flag])}.")
     replaced = {}

@@ -25,6 +25,7 @@ from ._readout_docs import (
     with_latent_draws,
     with_note,
 )
+from ._validation import check_flags
 
 __all__ = ["HostResultsMixin"]
 
@@ -40,6 +41,13 @@ def _on_host(value):
     return value
 
 
+def _check_return_mean(call) -> None:
+    """A ``return_mean`` that is not True or False refused by name: scvi-tools read
+    ``"False"`` as a truth value and averaged over the cells."""
+    if "return_mean" in call.arguments:
+        check_flags(return_mean=call.arguments["return_mean"])
+
+
 class HostResultsMixin:
     """scvi-tools' ``get_elbo`` and ``get_reconstruction_error`` with their results on the CPU,
     and ``get_marginal_ll``'s mean over the cells.
@@ -52,6 +60,7 @@ class HostResultsMixin:
     def get_elbo(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         call = check_module_keywords(self, "get_elbo", VAEMixin.get_elbo, args, kwargs, "forward")
         check_dataloader_alone(call.arguments, "get_elbo")
+        _check_return_mean(call)
         return _on_host(super().get_elbo(*args, **kwargs))
 
     @functools.wraps(VAEMixin.get_reconstruction_error)
@@ -60,6 +69,7 @@ class HostResultsMixin:
         name = "get_reconstruction_error"
         call = check_module_keywords(self, name, method, args, kwargs, "forward")
         check_dataloader_alone(call.arguments, name)
+        _check_return_mean(call)
         return _on_host(super().get_reconstruction_error(*args, **kwargs))
 
     @functools.wraps(VAEMixin.get_marginal_ll)
@@ -69,6 +79,7 @@ class HostResultsMixin:
         method = VAEMixin.get_marginal_ll
         call = check_module_keywords(self, "get_marginal_ll", method, args, kwargs, "marginal_ll")
         check_dataloader_alone(call.arguments, "get_marginal_ll")
+        _check_return_mean(call)
         return_mean = call.arguments.pop("return_mean", True)
         # scvi-tools' loop, with the minibatches' values brought to the host together (a
         # .cpu() each made a GPU wait): the same arguments and numbers.

@@ -35,6 +35,7 @@ from ._saved_anndata import SavedAnnDataDigest, check_saved_anndata
 from ._scvi_glue import obs_types_kept
 from ._staged_save import staged_save
 from ._typicality import settle_record
+from ._validation import check_flags
 
 
 def _package_version() -> str:
@@ -288,7 +289,8 @@ class Saving(SavedAnnDataDigest):
         --------
         >>> vae.save("pbmc_vae/", overwrite=True)  # doctest: +SKIP
         """
-        checks.check_save_keywords(kwargs)
+        checks.check_save_keywords(kwargs)  # overwrite="False" replaced an earlier save:
+        check_flags(overwrite=overwrite, save_anndata=save_anndata)
         dir_path = check_path(dir_path, "model.save(dir_path)")
         if os.path.isfile(dir_path):
             raise ValueError(
