@@ -94,3 +94,21 @@ def test_the_vote_is_the_same_after_save_and_load(held_out, tmp_path):
         model.predict_labels(held, soft=True).to_numpy(),
     )
     assert (loaded.predict_labels(held)["label"] == "t0").mean() > 0.8
+
+
+def test_the_vote_waits_for_the_device_a_bounded_number_of_times(held_out, monkeypatch):
+    """Counted as on a GPU: the vote asked whether any cell lacked a label, counted them and
+    picked them by a boolean index, each a wait of the host for the device: 35 over the 10
+    minibatches here."""
+    from _device_tracker import counted_waits
+
+    model, held, _ = held_out
+    expected = model.predict_labels(held, soft=True, batch_size=8)
+    read = lambda: model.predict_labels(held, soft=True, batch_size=8)  # noqa: E731
+    out, tracker = counted_waits(monkeypatch, model.module, read)
+    n = sum(k for (what, _), k in tracker.waits.items() if what != "copy to the device")
+    assert len(held) // 8 >= 6
+    assert n <= 6, (
+        f"{n} host waits over {len(held) // 8 + 1} minibatches:\n{tracker.waits_report()}"
+    )
+    np.testing.assert_allclose(out.to_numpy(), expected.to_numpy(), rtol=1e-6)

@@ -60,17 +60,15 @@ def voted_probs(module, table: dict, z: torch.Tensor, cats: torch.Tensor, probs:
     """``probs`` (q(y | z, c), cells x clusters) with the rows of cells whose own combination
     of conditions (``cats``, cells x keys) lacks a label replaced by the vote over the
     combinations each cluster trained under, q(y | z, c') read at ``z`` (the posterior
-    means)."""
+    means). Every cell of the minibatch is read under every combination and the rows chosen
+    on the device: picking the cells first (a boolean index, or asking whether any cell
+    lacks a label) made the host wait for the device once a minibatch."""
     codes = table["codes"].to(cats.device)
     own = (cats.long().unsqueeze(1) == codes.unsqueeze(0)).all(-1)  # cells x combinations
-    hit = (own & table["lacking"].to(cats.device)).any(1)
-    if not bool(hit.any()):
-        return probs
-    zh, n, n_combos = z[hit], int(hit.sum()), len(codes)
-    logits, _ = module.cluster_posterior(zh.repeat(n_combos, 1), codes.repeat_interleave(n, dim=0))
+    hit = (own & table["lacking"].to(cats.device)).any(1, keepdim=True)
+    n, n_combos = len(z), len(codes)
+    logits, _ = module.cluster_posterior(z.repeat(n_combos, 1), codes.repeat_interleave(n, dim=0))
     read = torch.softmax(logits, -1).view(n_combos, n, -1)  # combinations x cells x clusters
     trained = table["trained"].to(read.device, read.dtype).T.unsqueeze(1)  # combos x 1 x K
     votes = (read * trained).sum(0) / trained.sum(0)
-    probs = probs.clone()
-    probs[hit] = votes / votes.sum(-1, keepdim=True)
-    return probs
+    return torch.where(hit.to(probs.device), votes / votes.sum(-1, keepdim=True), probs)
