@@ -78,12 +78,28 @@ def _rna_reads(model) -> dict:
         ),
     }
     reads = {f"{k}, draws at the mean": _at_mean(f) for k, f in reads.items()}
+    if getattr(model, "label_conditions_", None):
+        reads["predict_labels(soft, a label taken from one condition: the vote)"] = _voted_labels
     if "cell_type" in model.adata.obs:  # latent means: nothing drawn
         reads["differential_abundance(cell_type)"] = _abundance
         reads["differential_expression(cell_type, first type), draws at the mean"] = _at_mean(
             _expression_change
         )
     return reads
+
+
+def _voted_labels(model):
+    """``predict_labels(soft=True)`` with one label's training cells under one combination of
+    conditions struck from the model's record, so that the cells of that combination are
+    labelled by the vote over conditions (``model/_label_votes.py``) on the device."""
+    seen = dict(model.label_conditions_)
+    trained = [combo for combo, n in seen.items() if n > 0]
+    struck = next(c for c in trained if any(o[0] == c[0] and o != c for o in trained))
+    model.label_conditions_ = {**seen, struck: 0}
+    try:
+        return model.predict_labels(soft=True, batch_size=128).to_numpy()
+    finally:
+        model.label_conditions_ = seen
 
 
 def _expression_change(model) -> dict:

@@ -79,7 +79,9 @@ Phases (real data shipped with the package, nothing downloaded):
    expression (every batch where there are several), likelihood parameters, library sizes and
    per-cell marginal likelihood and differential expression's group means (``scale1``,
    ``scale2``; its cells drawn from one numpy seed), each with the guide's ``Normal`` draws at
-   their means (the devices' generators differ), and differential abundance by cell type; of
+   their means (the devices' generators differ), and differential abundance by cell type; the
+   labelled CGMDVAE's soft labels with one label struck from one condition's record, so that
+   its cells are labelled by the vote over conditions (``model/_label_votes.py``); of
    the spot models NMFDeconv's abundance, Archetypes' weights of new spots, SpatialImputer's
    imputation a quarter of the spots at a time and its proportions or latents. The model then
    goes back to the device.
