@@ -413,7 +413,8 @@ def _user_errors(step: str):
 
     The model raises ValueError/KeyError (and FileNotFoundError) for what is wrong with the
     data or the options, and TrainingDivergedError (with its advice) when the ELBO became
-    NaN; any other exception is a bug and keeps its traceback.
+    NaN; a full disk or a forbidden path (``_cli_outputs.disk_error``) too; any other
+    exception is a bug and keeps its traceback.
     """
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -423,6 +424,12 @@ def _user_errors(step: str):
         from deltavae._cli_report import _as_flags
 
         raise InputError(f"{step}: {_as_flags(_message(err))}") from err
+    except OSError as err:  # a full disk, a read-only or forbidden path: said in one line
+        from deltavae._cli_outputs import disk_error
+
+        if (said := disk_error(err)) is None:
+            raise
+        raise InputError(f"{step}: {said}") from err
     except SIGTERMException as err:
         # Lightning ends a fit on SIGTERM by raising this SystemExit (status 0).
         raise Terminated.during(step) from err

@@ -5,6 +5,7 @@ earlier output a finished run replaces, kept until the new one holds its name.""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -53,3 +54,24 @@ def replace_output(partial: Path, out: Path) -> None:
         os.replace(partial, out)
         return
     swap_in(str(partial), str(out))
+
+
+#: What the system refuses that a user can act on: a full disk or quota, a read-only file
+#: system, a path without permission. Any other OSError is a bug and keeps its traceback.
+_DISK_ADVICE = {
+    errno.ENOSPC: "free some space there, or pass another --out (and --save-model)",
+    errno.EDQUOT: "free some space there, or pass another --out (and --save-model)",
+    errno.EROFS: "the file system is read-only: pass another --out (and --save-model)",
+    errno.EACCES: "check the permissions of that path, or pass another --out (and --save-model)",
+    errno.EPERM: "check the permissions of that path, or pass another --out (and --save-model)",
+}
+
+
+def disk_error(err: OSError) -> str | None:
+    """A one-line message for an OSError the user can act on (see ``_DISK_ADVICE``), else
+    None: a full disk while writing the results printed a traceback."""
+    advice = _DISK_ADVICE.get(err.errno)
+    if advice is None:
+        return None
+    where = f" at {os.fspath(err.filename)!r}" if err.filename is not None else ""
+    return f"{err.strerror or err}{where}: {advice}."
