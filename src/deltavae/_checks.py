@@ -241,6 +241,13 @@ def short_repr(value, n: int = 5, unit: str = "items") -> str:
     return text
 
 
+def is_number(value) -> bool:
+    """A real number, numpy's too (``np.float32(0.1)``): not a bool (numpy's either), a
+    string or None."""
+    number = isinstance(value, int | float | np.integer | np.floating)
+    return number and not isinstance(value, bool | np.bool_)
+
+
 def check_bool(name: str, value, none: bool = False) -> None:
     """Refuse ``value`` by ``name`` unless it is True or False (or, with ``none``, None): read
     as a truth value, any string (``"no"``, ``"False"``) or a non-empty list was True."""

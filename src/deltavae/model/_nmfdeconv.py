@@ -13,7 +13,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass
 
-from .._checks import short_repr
+from .._checks import is_number, short_repr
 from .._slashes import PROPORTIONS_COLUMNS, warn_slashed
 from ..module import NMFDeconvModule
 from ..module._gene_order import in_name_order
@@ -31,7 +31,7 @@ from ._nmf_start import check_signatures, nmf_start, nnls_start, saved_columns, 
 from ._save_checks import check_load_arguments
 from ._saved import read_saved
 from ._spots import SpotModelMixin, spot_rate
-from ._training_checks import _is_int, _is_number
+from ._training_checks import _is_int
 from ._validation import check_model_arguments, warn_user
 
 logger = logging.getLogger(__name__)
@@ -294,7 +294,7 @@ class NMFDeconv(
         else:
             monitor = kwargs.get("early_stopping_monitor", MONITOR)
             validated = kwargs.get("early_stopping") is True and on_validation_cells(monitor)
-            if not _is_number(train_size) or not 0 < train_size <= 1:
+            if not is_number(train_size) or not 0 < train_size <= 1:
                 raise ValueError(
                     f"train_size must lie in (0, 1], the fraction of spots trained on, and "
                     "inference='per_spot' takes only train_size=1.0 (the default: every spot "

@@ -8,7 +8,7 @@ import inspect
 import numpy as np
 import torch
 
-from .._checks import short_repr
+from .._checks import is_number, short_repr
 from .._close_names import did_you_mean
 from .._rng import forked_generators
 from ..train._data import split_sizes
@@ -42,10 +42,6 @@ def check_batch_size(batch_size, optional: bool = True) -> None:
         return
     if not _is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {short_repr(batch_size)}.")
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 #: train() keywords of older scvi-tools (before 1.0) and of other libraries, with what takes
@@ -146,13 +142,13 @@ def check_training_arguments(
     check_plan_numbers(plan, lr, model.module)
     lr = plan.get("lr", lr)
     check_max_epochs(max_epochs, unit)
-    if not _is_number(train_size) or not 0 < train_size <= 1:
+    if not is_number(train_size) or not 0 < train_size <= 1:
         raise ValueError(
             f"train_size must lie in (0, 1], the fraction of {units} trained on; got "
             f"{train_size!r}."
         )
     if validation_size is not None and (
-        not _is_number(validation_size)
+        not is_number(validation_size)
         or not 0 <= validation_size < 1
         or train_size + validation_size > 1
     ):
@@ -451,7 +447,7 @@ def check_condition_args(
     or "auto", returned resolved; any of them set away from its default where the setup has no
     labels or no condition is said to be ignored (it trained as if never given, without a
     word). A loaded model passes the resolved alignment, which is the default's."""
-    if not (_is_number(condition_alignment) or condition_alignment == "auto"):  # None was 0
+    if not (is_number(condition_alignment) or condition_alignment == "auto"):  # None was 0
         raise ValueError(
             f"condition_alignment must be a number of 0 or more, or 'auto'; got "
             f"{condition_alignment!r}."

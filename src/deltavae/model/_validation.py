@@ -14,7 +14,8 @@ from scipy import sparse
 
 from .._anndata_or_folder import check_anndata
 from .._checks import (
-    check_bool,
+    check_bools,
+    is_number,
     not_count_repr,
     not_counts,
     short_repr,
@@ -328,12 +329,6 @@ def _refuse_duplicates(names: pd.Index, who: str, fix: str | None = None) -> Non
         )
 
 
-def _is_number(value) -> bool:
-    """A real number: numpy's too (``np.float32(0.1)``), not a bool, a string or None."""
-    number = isinstance(value, int | float | np.integer | np.floating)
-    return number and not isinstance(value, bool | np.bool_)
-
-
 def _numbers(value) -> np.ndarray | None:
     """``value`` (a number or an array of them) as a float array; ``None`` for a string, None,
     a bool or anything else, which ``np.asarray(value, dtype=float)`` read as a number
@@ -368,7 +363,7 @@ def check_model_arguments(
     for name, value in (sizes or {}).items():
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {short_repr(value)}.")
-    if dropout_rate is not None and not (_is_number(dropout_rate) and 0 <= dropout_rate < 1):
+    if dropout_rate is not None and not (is_number(dropout_rate) and 0 <= dropout_rate < 1):
         raise ValueError(f"dropout_rate must lie in [0, 1); got {short_repr(dropout_rate)}.")
     for name, value in (positive or {}).items():
         values = _numbers(value)
@@ -394,8 +389,7 @@ def check_flags(**flags) -> None:
     ...
     ValueError: validate_distributions must be True or False, got 'no'.
     """
-    for name, value in flags.items():
-        check_bool(name, value)  # the plots' flags' check, in the same words
+    check_bools(none=(), **flags)  # the plots' flags' check, in the same words
 
 
 def check_key_added(key_added, embedding: bool = False) -> str:
