@@ -405,7 +405,7 @@ class GenerationMixin:
         from ._latent_shift import describe_prediction
         from ._observed_responses import with_observed_responses
         from ._prediction_layers import match_counts_layer
-        from ._query_conditions import query_response_weight, warn_query_condition_move
+        from ._query_conditions import query_moves, query_response_weight, warn_query_condition_move
 
         targets = dict(zip(self.condition_keys, target.tolist(), strict=True))
         with seeded(module, seed):
@@ -433,8 +433,9 @@ class GenerationMixin:
                 "expected": got["expected"].numpy(),
                 "counts": None if counts is None else counts.numpy(),
             }
+            moves = query_moves(self, own, moved)  # a query's: into or out of its new category
             if not strict:  # a query's own responses, where its new category's model is weak
-                response_weight = query_response_weight(self, own, moved, response_weight)
+                response_weight = query_response_weight(moves, response_weight)
             if response_weight > 0:  # one condition covariate
                 key = self.condition_keys[0]
                 value = self._cat_state().mappings[key][targets[key]]
@@ -442,7 +443,7 @@ class GenerationMixin:
                     self, adata, cells, value, response_weight, batch_size, strict, draws
                 )
             # Said once the prediction is made (a strict response_weight is refused first).
-            warn_query_condition_move(self, own, moved, response_weight=response_weight)
+            warn_query_condition_move(moves, response_weight=response_weight)
         mappings = self._cat_state().mappings
         moved = {key: mappings[key][code] for key, code in targets.items() if code >= 0}
         out = predicted_cells(

@@ -78,33 +78,32 @@ def query_moves(model, own, moved) -> tuple[list[str], bool, bool, bool]:
     return pairs, observed, observed and labelled, only and bool(pairs)
 
 
-def query_response_weight(model, own, moved, weight: float) -> float:
+def query_response_weight(moves: tuple, weight: float) -> float:
     """``translate``'s default ``weight`` on the observed responses, raised to 1 where every
     cell that moved went into or out of a category the query added and the query holds
-    cells of one label under both values of each move: there the model's part predicted
-    little of the change and averaging it in weakened the responses (:data:`_MEASURED_BOTH`).
-    Read per predicted cluster (a query without labels), the responses alone were no better
-    than averaged (:data:`_MEASURED_CLUSTERS`): the default is kept."""
-    if weight <= 0:
-        return weight
-    _, _, labelled, only = query_moves(model, own, moved)
-    return 1.0 if labelled and only else weight
+    cells of one label under both values of each move (``moves``: :func:`query_moves`'):
+    there the model's part predicted little of the change and averaging it in weakened the
+    responses (:data:`_MEASURED_BOTH`). Read per predicted cluster (a query without labels),
+    the responses alone were no better than averaged (:data:`_MEASURED_CLUSTERS`): the
+    default is kept."""
+    _, _, labelled, only = moves
+    return 1.0 if weight > 0 and labelled and only else weight
 
 
 def warn_query_condition_move(
-    model, own, moved, call: str = "translate", response_weight: float = 0.0
+    moves: tuple, call: str = "translate", response_weight: float = 0.0
 ) -> None:
     """Warn where ``call`` moved cells of a query model between a condition category its
-    query added and another (``own``, ``moved``: the cells' codes, cells x condition keys,
-    before and after), naming the pairs. Quiet for a model that is no query model, for a
-    query that added no category, for cells whose moved values are all the reference's, and
-    for a prediction made of the observed responses alone (``response_weight`` 1: the
-    model's translation has no part in it). Where the model's training cells (the query's)
-    hold cells of one label under both values of every pair, the warning advises
+    query added and another (``moves``: :func:`query_moves`' of the cells' codes before and
+    after), naming the pairs. Quiet for a model that is no query model, for a query that
+    added no category, for cells whose moved values are all the reference's, and for a
+    prediction made of the observed responses alone (``response_weight`` 1: the model's
+    translation has no part in it). Where the model's training cells (the query's) hold
+    cells of one label under both values of every pair, the warning advises
     ``response_weight=1``; under both values without such a label, labelling the query."""
     if response_weight >= 1:
         return
-    pairs, observed, labelled, _ = query_moves(model, own, moved)
+    pairs, observed, labelled, _ = moves
     if not pairs:
         return
     said = (
