@@ -97,6 +97,7 @@ def cross_validate_genes(
     reference_layer: str | None = None,
     shared: Sequence | None = None,
     left_out: set | None = None,
+    reference_sums: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Per-gene scores of ``impute`` with each fold of ``genes`` hidden in turn.
 
@@ -110,7 +111,8 @@ def cross_validate_genes(
     ``genes``); those a fold leaves visible and the reference counts give each spot's total
     that both the measured and the imputed values are divided by. A spot without counts in
     those genes gives no evidence of the hidden ones: it is left out of the fold's scores,
-    for every method, and added to ``left_out`` (a set) when given.
+    for every method, and added to ``left_out`` (a set) when given. ``reference_sums``: the
+    reference's count per gene where the caller has it (a pass over the reference saved).
     """
     genes = list(genes)
     # Not the other genes cross-validated alone: with genes= a few of them, each spot was
@@ -119,8 +121,9 @@ def cross_validate_genes(
     counts = layer_matrix(spots, layer)
     # A reference without a gene's counts cannot impute it: judged on its counts, not on an
     # X that may be scaled (sums about 0) beside them.
-    reference_counts = layer_matrix(reference, reference_layer)
-    sums = column_sums(reference_counts)
+    sums = reference_sums
+    if sums is None:
+        sums = column_sums(layer_matrix(reference, reference_layer))
     expressed = pd.Series(sums[reference.var_names.get_indexer(genes)] > 0, index=genes)
     # The totals: not over spot genes the reference never counts, which no prediction holds
     # (their counts were in the measured total alone: 0.05% of the lymph node's counts).
@@ -274,8 +277,8 @@ class ImputerCrossValMixin:
             )
         chosen = list(shared) if genes is None else _chosen_genes(genes, spots, reference)
         folds = gene_folds(chosen, n_folds, seed)  # a bad n_folds refused before any training
-        counts = layer_matrix(reference, model_kwargs.get("reference_layer"))
-        counted = shared[column_sums(counts)[reference.var_names.get_indexer(shared)] > 0]
+        sums = column_sums(layer_matrix(reference, model_kwargs.get("reference_layer")))
+        counted = shared[sums[reference.var_names.get_indexer(shared)] > 0]
         _refuse_small_folds(folds, counted, model_kwargs.get("min_shared_genes", 10))
         effect = "the spots' states (and so the imputed genes) may be poorly determined"
         warn_few_shared(spots, reference, shared, effect)  # not fold by fold: see _SAID_ONCE
@@ -299,6 +302,7 @@ class ImputerCrossValMixin:
             reference_layer=model_kwargs.get("reference_layer"),
             shared=shared,
             left_out=left_out,
+            reference_sums=sums,
         )
         if left_out:
             warn_user(
