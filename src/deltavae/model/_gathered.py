@@ -44,12 +44,11 @@ class Gathered:
     def add(self, **values: torch.Tensor | None) -> None:
         """One minibatch's values (``None`` ones left out). Values already on the host are a
         part of their own at once (see :func:`already_on_host`)."""
-        added = [value.detach() for value in values.values() if value is not None]
-        for key, value in values.items():
-            if value is not None:
-                self._pending.setdefault(key, []).append(value.detach())
-                self._bytes += value.numel() * value.element_size()
-        if self._bytes >= self.limit or already_on_host(added):
+        added = {key: value.detach() for key, value in values.items() if value is not None}
+        for key, value in added.items():
+            self._pending.setdefault(key, []).append(value)
+            self._bytes += value.numel() * value.element_size()
+        if self._bytes >= self.limit or already_on_host(list(added.values())):
             self._flush()
 
     def _flush(self) -> None:
