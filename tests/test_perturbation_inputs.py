@@ -349,3 +349,34 @@ def test_perturbation_arguments_of_the_wrong_kind_or_misspelt_are_named(model):
         model.predict_perturbation(ctrl, "stim", method="latent_shift", condition_key=["x"])
     with pytest.raises(ValueError, match=r"got 'nearest'; did you mean 'nearest_response'\?"):
         model.predict_perturbation(ctrl, "stim", method="nearest")
+
+
+def test_training_cells_without_a_condition_are_no_condition_of_their_own():
+    """A ZINBVAE's (no condition covariate) condition_key column with missing values in the
+    training cells read them as a condition 'nan' (or 'None'): listed among the conditions
+    seen, offered as the value to add, and a target whose 'prediction' was the mean of the
+    cells of unknown condition."""
+    adata = dv.datasets.synthetic_counts(n_cells=60, n_genes=10, n_conditions=2, seed=0)
+    adata.obs["state"] = adata.obs["condition"].astype(object)
+    adata.obs.iloc[:6, adata.obs.columns.get_loc("state")] = np.nan
+    adata.obs.iloc[6:9, adata.obs.columns.get_loc("state")] = None
+    dv.model.ZINBVAE.setup_anndata(adata)
+    vae = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    with pytest.warns(dv.train.NotConvergedWarning):
+        vae.train(max_epochs=1)
+    ctrl = adata[adata.obs["state"] == "ctrl"].copy()
+    for method in ("latent_shift", "nearest_response"):
+        for missing in ("nan", "None"):
+            with pytest.raises(
+                ValueError, match=r"never seen in training; conditions seen: \['ctrl', 'stim'\]"
+            ):
+                vae.predict_perturbation(
+                    ctrl, missing, condition_key="state", method=method, balance_key="cluster"
+                )
+        pred = vae.predict_perturbation(
+            ctrl, "stim", condition_key="state", method=method, balance_key="cluster", seed=0
+        )
+        assert set(pred.obs["state"]) == {"stim"}
+    del ctrl.obs["state"]
+    with pytest.raises(KeyError, match=r"\(one of \['ctrl', 'stim'\]\)"):
+        vae.predict_perturbation(ctrl, "stim", condition_key="state")

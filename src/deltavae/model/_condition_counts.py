@@ -30,18 +30,25 @@ def cells_per_value(column: pd.Series) -> dict[str, int]:
     return {str(k): int(n) for k, n in column.astype(str).value_counts().items()}
 
 
-#: The condition of the model's cells that did not train (its test split): no condition's.
+#: The condition of the model's cells no mean or response reads (its test split, cells without
+#: a value): no condition's.
 NOT_TRAINED = "\x00not trained"
 
 
 def trained_conditions(model, key: str) -> np.ndarray:
     """The condition ``key`` of every cell of the model's AnnData, as strings, with
     :data:`NOT_TRAINED` for the cells of its test split (external_indexing), held out on
-    purpose: no mean or observed response reads them. Validation cells are read (their data
-    are the user's training data; only the gradient skipped them), but a value of a column
-    the model takes that no training cell carried is refused where it is asked for
-    (:func:`untrained_condition`)."""
-    conditions = model.adata.obs[key].astype(str).to_numpy()
+    purpose, and for cells without a value (NaN, None: in a column the model does not take,
+    such as a ZINBVAE's ``condition_key``, which setup never checked): no mean or observed
+    response reads them, and they are no condition ``"nan"`` to predict or to name.
+    Validation cells are read (their data are the user's training data; only the gradient
+    skipped them), but a value of a column the model takes that no training cell carried is
+    refused where it is asked for (:func:`untrained_condition`)."""
+    column = model.adata.obs[key]
+    conditions = column.astype(str).to_numpy()
+    if column.isna().any():
+        conditions = conditions.copy()  # may be the column's own array
+        conditions[column.isna().to_numpy()] = NOT_TRAINED
     test = getattr(model, "test_indices", None)
     # After an in-place subset its positions name other cells (or none): warned by the caller.
     if test is not None and len(test) and subset_since_fit(model) is None:

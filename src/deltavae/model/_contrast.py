@@ -80,7 +80,7 @@ class Contrast(NamedTuple):
     source: str
     target: str
     #: The condition of every cell of the model's AnnData, as strings (``NOT_TRAINED`` for
-    #: the cells of its test split, which no mean or response reads).
+    #: the cells of its test split and those without a value, which no mean or response reads).
     train_conditions: np.ndarray
     #: obs column of the groups (``balance_key``), or None.
     groups_key: str | None
