@@ -380,3 +380,19 @@ def test_training_cells_without_a_condition_are_no_condition_of_their_own():
     del ctrl.obs["state"]
     with pytest.raises(KeyError, match=r"\(one of \['ctrl', 'stim'\]\)"):
         vae.predict_perturbation(ctrl, "stim", condition_key="state")
+
+
+def test_every_key_a_prediction_holds_is_in_predict_perturbations_docstring(model):
+    """nearest_response's obsm['response_weights'] and uns['response_groups'], and
+    translate's uns['response_weight'], were documented on private functions alone, not on
+    the method a user calls (whose tutorial reads them)."""
+    doc = dv.model.CGMDVAE.predict_perturbation.__doc__
+    ctrl = model.adata[model.adata.obs["condition"] == "ctrl"].copy()
+    given = set(ctrl.obsm)
+    for method in ("translate", "latent_shift", "nearest_response"):
+        pred = model.predict_perturbation(ctrl, "stim", method=method, seed=0)
+        keys = [f'layers["{k}"]' for k in pred.layers]
+        keys += [f'obsm["{k}"]' for k in set(pred.obsm) - given]
+        keys += [f'uns["{k}"]' for k in pred.uns if not k.endswith("_colors")]
+        missing = [k for k in keys if k not in doc]
+        assert not missing, f"{method}: {missing} not in predict_perturbation's docstring"

@@ -153,7 +153,11 @@ class PerturbationMixin:
         in the real cells rank high against them for that alone. ``X`` is dense float32
         whatever the input's type.
         ``uns["prediction"]`` records the method, the target (a dict of strings where given as
-        one) and, in words, what ``X`` holds.
+        one) and, in words, what ``X`` holds. ``translate`` also records the weight it put on
+        the observed responses in ``uns["response_weight"]`` (0 where none was averaged in);
+        ``nearest_response`` each cell's weight on every training group whose response it
+        received in ``obsm["response_weights"]`` (cells x groups, rows summing to 1), the groups
+        named in ``uns["response_groups"]``.
 
         Examples
         --------
