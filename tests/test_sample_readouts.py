@@ -114,8 +114,12 @@ def test_several_clusters_or_conditions_are_refused_naming_the_valid_ones(labell
         model.sample(5, cluster=["B", "T"])
     with pytest.raises(ValueError, match=rf"cluster=9: give a name or an index 0..2; .*{names}"):
         model.sample(5, cluster=9)
-    with pytest.raises(ValueError, match=rf"cluster='b' is not a cluster; clusters: {names}"):
+    # In another case: the one meant named, as a condition's is.
+    hint = rf"cluster='b' is not a cluster; did you mean 'B'\? clusters: {names}"
+    with pytest.raises(ValueError, match=hint):
         model.sample(5, cluster="b")
+    with pytest.raises(ValueError, match=rf"cluster='zzz' is not a cluster; clusters: {names}"):
+        model.sample(5, cluster="zzz")
     several = r"condition=\['ctrl', 'stim'\] is several values.*seen: \['ctrl', 'stim'\]"
     with pytest.raises(ValueError, match=several):
         model.sample(5, condition={"condition": ["ctrl", "stim"]})

@@ -452,7 +452,9 @@ def cluster_index(model, cluster) -> int:
     listed = short_repr(names, n=20, unit="clusters")
     if isinstance(cluster, str):
         if cluster not in names:
-            raise ValueError(f"cluster={short_repr(cluster)} is not a cluster; clusters: {listed}.")
+            hint = did_you_mean(cluster, names)  # "b" for "B", as a condition's case is told
+            named = f"{hint} clusters" if hint else "clusters"
+            raise ValueError(f"cluster={short_repr(cluster)} is not a cluster; {named}: {listed}.")
         return names.index(cluster)
     if isinstance(cluster, list | tuple | set | np.ndarray | pd.Series | pd.Index):
         # ["B", "T"] was "give a name or an index", as if a name were not given.
