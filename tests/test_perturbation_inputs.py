@@ -396,3 +396,14 @@ def test_every_key_a_prediction_holds_is_in_predict_perturbations_docstring(mode
         keys += [f'uns["{k}"]' for k in pred.uns if not k.endswith("_colors")]
         missing = [k for k in keys if k not in doc]
         assert not missing, f"{method}: {missing} not in predict_perturbation's docstring"
+
+
+def test_a_target_of_none_is_refused_as_naming_no_condition(model):
+    """target_condition=None was read as the text 'None': "Condition condition='None' was
+    never seen in training", as though a condition named 'None' were mistyped."""
+    ctrl = model.adata[model.adata.obs["condition"] == "ctrl"].copy()
+    for method in ("latent_shift", "nearest_response"):
+        for target in (None, np.nan, {"condition": None}):
+            with pytest.raises(ValueError, match="names no condition to predict") as err:
+                model.predict_perturbation(ctrl, target, method=method)
+            assert "'None'" not in str(err.value) and "'nan'" not in str(err.value)

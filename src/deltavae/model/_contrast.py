@@ -94,6 +94,13 @@ class Contrast(NamedTuple):
         condition_key, target_condition = condition_request(
             model.registry_, target_condition, condition_key
         )
+        if target_condition is None or (
+            isinstance(target_condition, float) and np.isnan(target_condition)
+        ):  # read as the text 'None' or 'nan': "was never seen in training"
+            raise ValueError(
+                f"target_condition={target_condition!r} names no condition to predict: give the "
+                "value of the condition to move the cells to (e.g. 'stim')."
+            )
         train = model.adata
         if condition_key not in train.obs:  # did you mean: a misspelt column
             own = [str(c) for c in train.obs if not str(c).startswith("_scvi")]
