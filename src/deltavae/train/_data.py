@@ -327,9 +327,18 @@ class DeltaDataManager(AnnDataManager):
     def register_fields(self, adata, source_registry=None, **transfer_kwargs):
         """scvi-tools' registration, ``adata`` left as it was if a field fails midway: the
         fields before it had rewritten another setup's codes (``obs["_scvi_batch"]``, ...)
-        and ids (``uns["_scvi_uuid"]``), read as that setup's since."""
-        with unchanged_on_failure(adata):
-            super().register_fields(adata, source_registry, **transfer_kwargs)
+        and ids (``uns["_scvi_uuid"]``), read as that setup's since.
+
+        numpy's global generator is left as it was too: scvi-tools' count check draws the
+        entries it looks at from it, so every ``setup_anndata`` (of ZINBVAE and the spot
+        models), ``from_reference`` and ``load`` moved the user's stream on, and
+        ``np.random.seed(0)`` before them no longer gave the numbers it gives without them."""
+        state = np.random.get_state()  # noqa: NPY002
+        try:
+            with unchanged_on_failure(adata):
+                super().register_fields(adata, source_registry, **transfer_kwargs)
+        finally:
+            np.random.set_state(state)  # noqa: NPY002
 
     def create_torch_dataset(self, indices=None, data_and_attributes=None, **kwargs):
         dataset = _DaskReadingDataset(self, getitem_tensors=data_and_attributes, **kwargs)
