@@ -12,6 +12,7 @@ from scvi.model.base import PyroSviTrainMixin
 
 from .._anndata_or_folder import check_anndata
 from .._unchanged_on_failure import unchanged_on_failure
+from ..module._base import lay_out_contiguously
 from ..train import DeltaDataSplitter, DeltaTrainingPlan, TrainingDivergedError
 from ..train._distributed import workers_stopped
 from ..train._record import records_train_args
@@ -136,6 +137,7 @@ class DeltaModelMixin(
         (saved with the model, checked on load) and the arguments ``load`` rebuilds it with
         (``init_locals``: the ``__init__``'s ``locals()``)."""
         self._model_summary_string = summary
+        lay_out_contiguously(self.module)  # the same sums built, loaded or from any frame
         note_non_negative(self)  # a change in place of its data is refused at read-outs
         self._record_version()
         self.init_params_ = self._get_init_params(init_locals)

@@ -25,6 +25,21 @@ def clear_own_params() -> None:
         del store[name]
 
 
+def lay_out_contiguously(module: torch.nn.Module) -> None:
+    """Every parameter and buffer of ``module`` held contiguous (row-major), in place.
+
+    A tensor built from a numpy array or a DataFrame keeps its memory layout (a DataFrame's
+    values are often column-major), and ``load_state_dict`` copies values into the layout the
+    constructor made. A matrix product reads the two layouts in another order of its sums: an
+    NMFDeconv, whose signatures ``load`` rebuilt column-major, trained on after ``save`` and
+    ``load`` to other last digits than the model it was saved from (Archetypes built its
+    start column-major, and loaded it row-major).
+    """
+    for tensor in (*module.parameters(), *module.buffers()):
+        if not tensor.is_contiguous():
+            tensor.data = tensor.data.contiguous()
+
+
 class DeltaPyroModule(PyroBaseModuleClass):
     """A Pyro module that also speaks scvi-tools' torch-side protocol.
 
