@@ -3,6 +3,8 @@ public names, so that no private name crosses a subpackage."""
 
 from __future__ import annotations
 
+import os
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -239,6 +241,30 @@ def short_repr(value, n: int = 5, unit: str = "items") -> str:
         shape = getattr(value, "shape", None)
         return type(value).__name__ + (f" of shape {tuple(shape)}" if shape is not None else "")
     return text
+
+
+def float_array(values, name: str, wants: str, copy: bool = False) -> np.ndarray:
+    """``values`` as a float64 array (a copy of its own with ``copy``), or a TypeError
+    naming the argument ``name``, what was passed and what it takes (``wants``, e.g. "cells x
+    genes"): numpy's own "float() argument must be a string or a real number, not 'dict'"
+    or "could not convert string to float: 'spots.h5ad'" named neither.
+
+    Examples
+    --------
+    >>> float_array([[1, 2]], "pred", "spots x cell types").tolist()
+    [[1.0, 2.0]]
+    >>> float_array("spots.h5ad", "pred", "spots x cell types")
+    Traceback (most recent call last):
+    ...
+    TypeError: pred must be numbers (spots x cell types); got the path 'spots.h5ad': read ...
+    """
+    try:
+        return np.array(values, dtype=np.float64) if copy else np.asarray(values, np.float64)
+    except (TypeError, ValueError) as error:
+        got = f"{type(values).__name__} {short_repr(values)}"
+        if isinstance(values, str | os.PathLike):
+            got = f"the path {short_repr(str(values))}: read the file first"
+        raise TypeError(f"{name} must be numbers ({wants}); got {got} ({error}).") from None
 
 
 def is_number(value) -> bool:

@@ -9,6 +9,7 @@ them, so every model trains, infers and writes results without the matrix in mem
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import anndata as ad
@@ -16,6 +17,7 @@ import pandas as pd
 from anndata import AnnData
 from anndata.io import read_elem, sparse_dataset, write_elem
 
+from ._checks import short_repr
 from ._file_unchanged_on_failure import file_unchanged_on_failure, remove_entry
 from ._warn import warn_user
 
@@ -198,7 +200,7 @@ def read_lazy(path: str | Path) -> AnnData:
     >>> dv.model.ZINBVAE.setup_anndata(adata)  # doctest: +SKIP
     >>> dv.model.ZINBVAE(adata).train()  # doctest: +SKIP
     """
-    path = Path(path)
+    path = _file_path(path, "path", "read_lazy(path)")
     if not path.exists():
         raise FileNotFoundError(f"{str(path)!r} does not exist.")
     if path.is_file():
@@ -258,7 +260,10 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
     >>> keys = vae.write_to_adata(adata)  # doctest: +SKIP
     >>> dv.write_results_to_store(adata, keys, "atlas.zarr")  # doctest: +SKIP
     """
-    path = Path(path)
+    path = _file_path(path, "path", "write_results_to_store(adata, keys, path)")
+    from ._anndata_or_folder import check_anndata  # which imports this module
+
+    check_anndata(adata, "adata", "write_results_to_store(adata, keys, path)", optional=False)
     if not path.exists():
         raise FileNotFoundError(
             f"{str(path)!r} does not exist; pass the zarr store or .h5ad file the results "
@@ -294,6 +299,20 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
         remove_stale_labels_in_store(group, adata, keys)  # as write_to_adata removed them
     if consolidated:
         zarr.consolidate_metadata(path)
+
+
+def _file_path(path, name: str, call: str) -> Path:
+    """``path`` as a Path, or a TypeError naming the argument and what came instead (pathlib's
+    "expected str, bytes or os.PathLike object, not AnnData" named neither): an AnnData is
+    in memory already, and a list where the path goes is a call's arguments out of order."""
+    if isinstance(path, str | os.PathLike):
+        return Path(path)
+    got = "an AnnData, which is in memory already" if isinstance(path, AnnData) else None
+    got = got or f"{type(path).__name__} {short_repr(path)}"
+    raise TypeError(
+        f"{name} must be the path of an .h5ad file or a zarr store (a str or pathlib.Path); "
+        f"got {got}. Call it as {call}."
+    )
 
 
 def _check_keys(adata: AnnData, keys: list[str]) -> None:

@@ -16,6 +16,7 @@ import scanpy as sc
 import scipy.sparse as sp
 from scipy.ndimage import gaussian_filter
 
+from .._anndata_or_folder import check_anndata
 from .._checks import check_bool, check_labels, layer_matrix, not_counts
 from .._slashes import renamed_column, warn_slashed
 from ._synthetic import (
@@ -192,6 +193,7 @@ def pseudo_spots(
     low, high = _check_range("cells_per_spot", cells_per_spot, integer=True)
     check_bool("grid", grid)  # "no" laid the spots on a grid
     seed = _check_seed(seed)
+    check_anndata(reference, "reference", "pseudo_spots(reference, labels_key)", optional=False)
     names = reference.obs_names
     if not names.is_unique:  # uns["pseudo_spots"]["pool_cells"] names the pool
         repeated = names[names.duplicated()].unique()[:3].tolist()

@@ -23,7 +23,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import average_precision_score
 
-from .._checks import check_bool, short_repr
+from .._checks import check_bool, float_array, short_repr
 from .._docs import doc_params, doc_proportions
 from .._warn import warn_user
 from ._missing import (
@@ -53,7 +53,9 @@ def _as_frame(values, name: str, columns=None, index=None, like: str = "true") -
             f"{name} must be a DataFrame or a dense array, got {type(values).__name__}: pass "
             "e.g. adata[:, genes].to_df() (named columns) or matrix.toarray()."
         )
-    array = np.asarray(values, dtype=float)
+    array = float_array(
+        values, name, "spots x cell types or spots x genes: an array, a list of rows or a DataFrame"
+    )
     if array.ndim != 2:
         one = " (one column: pass a table, series.to_frame() or array[:, None])"
         one = one if array.ndim == 1 else ""
@@ -464,8 +466,12 @@ def matched_profile_correlation(true_profiles, pred_profiles) -> pd.DataFrame:
     for name, values in (("true_profiles", true_profiles), ("pred_profiles", pred_profiles)):
         if sparse.issparse(values):
             raise TypeError(f"{name} must be dense: pass {name}.toarray().")
-    true = np.asarray(true_profiles, dtype=float)
-    pred = np.asarray(pred_profiles, dtype=float)
+    true = float_array(
+        true_profiles, "true_profiles", "archetypes x genes, an array or a DataFrame"
+    )
+    pred = float_array(
+        pred_profiles, "pred_profiles", "archetypes x genes, an array or a DataFrame"
+    )
     if true.ndim != 2 or pred.ndim != 2 or true.shape[1] != pred.shape[1]:
         raise ValueError(
             f"profiles must be 2-D with the same genes; got shapes {true.shape} and {pred.shape}"

@@ -9,7 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._checks import short_repr
+from .._checks import float_array, short_repr
 from .._close_names import suffixed_hint
 from ._deconvolution import _unit
 from ._missing import numeric_table
@@ -71,7 +71,7 @@ def gene_means(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
     if sparse.issparse(data) or _on_disk(data):
         means = _column_means(data)
     else:
-        data = np.asarray(data, dtype=float)
+        data = float_array(data, name, "cells x genes: an AnnData, an array or a DataFrame")
         if data.ndim != 2:
             one_row = (
                 " (means already taken: pass them as one row, means[None])"
@@ -153,7 +153,11 @@ def log_normalize(counts, library_size=None, target_sum: float = 1e4) -> np.ndar
         library_size = library_size.loc[counts.index]
     # A copy of its own, normalized in place: one cells x genes array, not three.
     x = counts.astype(np.float64).toarray() if sparse.issparse(counts) else None
-    x = np.array(counts, dtype=np.float64) if x is None else x
+    x = (
+        float_array(counts, "counts", "cells x genes: an array or a DataFrame", copy=True)
+        if x is None
+        else x
+    )
     if x.ndim != 2:
         raise ValueError(f"counts must be cells x genes (2-D); got shape {x.shape}.")
     if not np.isfinite(x).all():
@@ -166,7 +170,11 @@ def log_normalize(counts, library_size=None, target_sum: float = 1e4) -> np.ndar
             "counts has negative values: log_normalize takes counts (or expected counts), not "
             "log-transformed or scaled data."
         )
-    total = x.sum(1) if library_size is None else np.asarray(library_size, dtype=np.float64)
+    total = (
+        x.sum(1)
+        if library_size is None
+        else float_array(library_size, "library_size", "one total per cell")
+    )
     if total.shape != (x.shape[0],):
         raise ValueError(
             f"library_size must hold one value per cell ({x.shape[0]}); got shape {total.shape}."

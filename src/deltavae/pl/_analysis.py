@@ -11,7 +11,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .._checks import check_bools, check_ncols, short_repr
+from .._checks import check_bools, check_ncols, float_array, short_repr
 from .._close_names import did_you_mean, suffixed_hint
 from .._docs import doc_ax, doc_params, doc_show_save
 from ..metrics import mean_expression_r2
@@ -77,7 +77,7 @@ def cluster_entropy(
             hint = f" (the second argument): pass probs_key={normalize!r} by name"
         raise ValueError(f"normalize must be True or False, got {short_repr(normalize)}{hint}.")
     probs = _probabilities(probs, probs_key) if isinstance(probs, AnnData) else probs
-    probs = np.asarray(probs, dtype=float)
+    probs = float_array(probs, "probs", "cells x clusters, or an AnnData holding them")
     if probs.ndim != 2 or probs.shape[1] < 2:
         raise ValueError(f"probs must be cells x clusters (K >= 2); got shape {probs.shape}.")
     missing = np.isnan(probs).all(axis=1)  # cells without results

@@ -43,6 +43,12 @@ def _history_frames(model) -> Mapping[str, pd.DataFrame]:
             "dv.pl.history takes the trained model (or model.history), not an AnnData: the "
             "training history is kept by the model, not written into the AnnData."
         )
+    if not isinstance(model, Mapping) and not hasattr(model, "history"):
+        # A table or a path was told "The model has no training history; train it first".
+        raise TypeError(
+            f"dv.pl.history takes a deltavae model (or model.history, a dict of DataFrames), "
+            f"not {type(model).__name__}."
+        )
     history = model if isinstance(model, Mapping) else getattr(model, "history", None)
     if history is None and getattr(model, "is_query_model", False):
         why = "it has not trained since load_query_data (train it: model.train(...))"

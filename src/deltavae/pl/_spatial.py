@@ -432,6 +432,12 @@ def archetype_elbow(
         curve = adata_or_model.uns.get(key, {}).get("elbow")
         kept = adata_or_model.uns.get(key, {}).get("names")
         written = [k for k in adata_or_model.uns if str(k).endswith("archetypes") and k != key]
+    elif not hasattr(adata_or_model, "archetype_names"):
+        # Another model, a table or a path was told it had no curve for want of "auto".
+        raise TypeError(
+            "dv.pl.archetype_elbow takes an AnnData with uns[key]['elbow'] or an Archetypes "
+            f"model, not {type(adata_or_model).__name__}."
+        )
     else:
         curve, written = getattr(adata_or_model, "elbow_", None), []
         names = getattr(adata_or_model, "archetype_names", None)  # merged after training
