@@ -162,3 +162,26 @@ def test_latent_and_elbo_read_outs_refuse_what_a_dataloader_makes_scvi_tools_dro
     with pytest.raises(ValueError, match=r"get_latent_representation\(\) does not read batch_s"):
         g.get_latent_representation(batch_size=2, dataloader=loader)
     assert g.get_latent_representation(dataloader=loader).shape == (4, 2)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "get_normalized_expression",
+        "get_likelihood_parameters",
+        "get_feature_correlation_matrix",
+        "posterior_predictive_sample",
+    ],
+)
+@pytest.mark.parametrize("n_samples", [0, -1, 2.5, "2"])
+def test_every_read_out_of_draws_refuses_a_count_of_draws_that_is_not_one_or_more(
+    vae, method, n_samples
+):
+    """``n_samples`` is "Number of posterior samples" on every page, but only
+    get_normalized_expression refused 0: get_likelihood_parameters and
+    posterior_predictive_sample read 0 and -1 as one draw, get_feature_correlation_matrix
+    returned a genes x genes table of NaN for 0 and numpy's "negative dimensions are not
+    allowed" for -2, and 2.5 or "2" failed in torch.Size or on '>' between str and int."""
+    model, _ = vae
+    with pytest.raises(ValueError, match=r"n_samples is a number of draws, an integer from 1"):
+        getattr(model, method)(n_samples=n_samples)

@@ -114,9 +114,9 @@ class CheckedExpressionMixin(RNASeqMixin):
     def get_feature_correlation_matrix(self, *args, **kwargs):  # noqa: D102 - scvi-tools'
         self._check_if_trained(warn=False)  # scvi-tools answered from the untrained networks
         method = RNASeqMixin.get_feature_correlation_matrix
-        for arg, value in check_batches(
-            self, _bind(self, method, args, kwargs), ("transform_batch",)
-        ).items():
+        given = _bind(self, method, args, kwargs)
+        check_draws(given, ("n_samples",))  # 0 gave a table of NaN, -2 numpy's "negative"
+        for arg, value in check_batches(self, given, ("transform_batch",)).items():
             args, kwargs = _set_argument(method, args, kwargs, arg, value)  # as above
         return super().get_feature_correlation_matrix(*args, **kwargs)
 
@@ -124,7 +124,9 @@ class CheckedExpressionMixin(RNASeqMixin):
     def get_likelihood_parameters(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         self._check_if_trained(warn=False)  # as get_normalized_expression
         method = RNASeqMixin.get_likelihood_parameters
-        check_dataloader_alone(_bind(self, method, args, kwargs), method.__name__)
+        given = _bind(self, method, args, kwargs)
+        check_dataloader_alone(given, method.__name__)
+        check_draws(given, ("n_samples",))  # scvi-tools read 0 and -1 as 1 draw
         # scvi-tools' loop, the minibatches' values brought to the host together (3 .cpu() a
         # minibatch made a GPU wait): the same arguments and arrays.
         return likelihood_parameters_on_host(self, *args, **kwargs)
@@ -146,6 +148,7 @@ class CheckedExpressionMixin(RNASeqMixin):
         method = RNASeqMixin.posterior_predictive_sample
         given = _bind(self, method, args, kwargs)
         check_dataloader_alone(given, "posterior_predictive_sample")
+        check_draws(given, ("n_samples",))  # scvi-tools read 0 and -1 as 1 draw
         gene_list = given.get("gene_list")
         check_genes(self, gene_list)  # scvi-tools dropped unknown genes without a word
         if isinstance(gene_list, str):  # one gene; scvi-tools read it as a substring of one:
