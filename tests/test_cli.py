@@ -132,6 +132,12 @@ def test_demo_writes_results_and_plots(tmp_path, capsys, monkeypatch):
         assert (out / name).stat().st_size > 1000
     assert (out / "composition_leiden_by_cell_type.png").stat().st_size > 1000
     assert _scvi_fields(adata) == []
+    # The demo's help names every file it writes, and the scores it prints (it said "an .h5ad
+    # file and plots" and "(ARI, NMI)", of four scores and five files).
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    said = " ".join(sub.choices["demo"].format_help().split())
+    assert [file.name for file in out.iterdir() if file.name not in said] == []
+    assert "(ARI, NMI, accuracy, purity)" in said
 
     printed = capsys.readouterr()
     assert "ARI" in printed.out and "NMI" in printed.out and "elapsed" in printed.out
