@@ -185,3 +185,12 @@ def test_every_read_out_of_draws_refuses_a_count_of_draws_that_is_not_one_or_mor
     model, _ = vae
     with pytest.raises(ValueError, match=r"n_samples is a number of draws, an integer from 1"):
         getattr(model, method)(n_samples=n_samples)
+
+
+@pytest.mark.parametrize("n_mc_samples", [0, 2.5, "3"])
+def test_marginal_ll_refuses_a_count_of_draws_that_is_not_one_or_more(vae, n_mc_samples):
+    """get_marginal_ll's n_mc_samples of "3" failed on "'<' not supported between instances
+    of 'str' and 'int'" inside the module; 0 said so in the module's words."""
+    model, _ = vae
+    with pytest.raises(ValueError, match=r"n_mc_samples is a number of draws, an integer from 1"):
+        model.get_marginal_ll(n_mc_samples=n_mc_samples)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from scvi.model.base import VAEMixin
 
-from ._de_checks import check_dataloader_alone
+from ._de_checks import check_dataloader_alone, check_draws
 from ._latent_reads import latent_on_host
 from ._loader_keywords import check_module_keywords
 from ._marginal_reads import marginal_ll_on_host
@@ -79,6 +79,7 @@ class HostResultsMixin:
         method = VAEMixin.get_marginal_ll
         call = check_module_keywords(self, "get_marginal_ll", method, args, kwargs, "marginal_ll")
         check_dataloader_alone(call.arguments, "get_marginal_ll")
+        check_draws(call.arguments, ("n_mc_samples",))  # "3": '<' between str and int
         _check_return_mean(call)
         return_mean = call.arguments.pop("return_mean", True)
         # scvi-tools' loop, with the minibatches' values brought to the host together (a
