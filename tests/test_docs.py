@@ -420,3 +420,28 @@ def test_each_user_facing_parameter_has_its_own_entry():
                 and line.partition(" : ")[0] not in _SHARED_ENTRIES
             ]
     assert not shared, "\n".join(sorted(set(shared)))
+
+
+def test_docstrings_list_the_parameters_in_the_signature_s_order():
+    """napoleon lists a page's parameters in its docstring's order: ``CGMDVAE.
+    get_latent_representation``'s page put ``representation`` and ``condition`` (keywords
+    only, after ``dataloader``) third and fifth, where the signature has ``give_mean`` and
+    ``mc_samples``; six plots listed ``return_fig`` before ``title`` and ``figsize``, and
+    ``DeltaTrainingPlan`` its KL warm-up last. Each entry (an "a, b" entry at its first
+    name) comes in the signature's order. scvi-tools' own docstrings (methods it defines,
+    kept as they are) are not checked."""
+    wrong = []
+    for name, func, doc in _public_callables():
+        if getattr(inspect.unwrap(func), "__module__", "").startswith("scvi"):
+            continue
+        order = [p for p in inspect.signature(func).parameters if p not in ("self", "cls")]
+        firsts = [
+            line.partition(" : ")[0].split(",")[0].strip().lstrip("*")
+            for _, text in _SECTION.findall(inspect.cleandoc(doc or ""))
+            for line in text.splitlines()
+            if line[:1].strip()
+        ]
+        listed = [n for n in firsts if n in order]
+        if listed != sorted(listed, key=order.index):
+            wrong.append(f"{name}: {listed} (signature {order})")
+    assert not wrong, "\n".join(wrong)

@@ -136,11 +136,19 @@ save
     ``None`` saves when :attr:`scanpy.settings.autosave` is set. A :class:`pathlib.Path`, or
     an absolute path as a string, is the file itself (format from its suffix). The resolution
     is matplotlib's ``savefig.dpi`` (scanpy's ``dpi_save``), at least 150 dpi."""
-    if return_fig:
-        text += """
+    return text + "\n" + doc_return_fig if return_fig else text
+
+
+#: ``return_fig``, for plots whose signature puts it after other parameters than ``save``.
+doc_return_fig = """\
 return_fig
     Return the Figure, not shown (saved where ``save`` says), as scanpy's ``return_fig``."""
-    return text
+
+
+def doc_show_save_apart(writekey: str) -> dict[str, str]:
+    """``{show_save}`` without ``return_fig`` and ``{return_fig}``, to place each where the
+    signature has it (napoleon lists the parameters in the docstring's order)."""
+    return {"show_save": doc_show_save(writekey, return_fig=False), "return_fig": doc_return_fig}
 
 
 # ---------------------------------------------------------------------------------- models

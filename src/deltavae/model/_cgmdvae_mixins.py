@@ -423,10 +423,19 @@ class LatentMixin:
             AnnData set up like the training data; default the training AnnData.
         indices
             Cells to return (default all).
-        representation
-            ``"z"`` or ``"w"``.
+        give_mean
+            As in scvi-tools: the posterior mean; ``False`` returns one draw from q.
+        mc_samples
+            Accepted for scvi-tools' signature; q is Gaussian, so its mean needs no sampling.
         batch_size
             Cells per minibatch.
+        return_dist
+            As in scvi-tools: return ``(mean, variance)`` of q instead (not with
+            ``condition``).
+        dataloader
+            Minibatches to read instead of ``adata``/``indices`` (scvi-tools' argument).
+        representation
+            ``"z"`` or ``"w"``.
         condition
             For z: move every cell to this condition (a dict over several condition keys; a
             key left out, or ``None``, keeps each cell's own value).
@@ -438,15 +447,6 @@ class LatentMixin:
             ``condition_in_prior=True`` (the default). A model with labels aligns z across
             the conditions already (``condition_alignment``); moving it can then part them
             again (Kang, 30% labelled: condition 15-NN accuracy 0.59 -> 0.62): use z as it is.
-        give_mean
-            As in scvi-tools: the posterior mean; ``False`` returns one draw from q.
-        mc_samples
-            Accepted for scvi-tools' signature; q is Gaussian, so its mean needs no sampling.
-        return_dist
-            As in scvi-tools: return ``(mean, variance)`` of q instead (not with
-            ``condition``).
-        dataloader
-            Minibatches to read instead of ``adata``/``indices`` (scvi-tools' argument).
         **data_loader_kwargs
             Passed to the data loader (scvi-tools' ``AnnDataLoader``: ``num_workers`` ...),
             as by scvi-tools' ``get_latent_representation``.

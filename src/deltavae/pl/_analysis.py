@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from .._checks import check_bools, check_ncols, float_array, short_repr
 from .._close_names import did_you_mean, suffixed_hint
-from .._docs import doc_ax, doc_params, doc_show_save
+from .._docs import doc_ax, doc_params, doc_show_save_apart
 from ..metrics import mean_expression_r2
 from ..metrics._perturbation import gene_means
 from ._basis import missing_basis
@@ -163,7 +163,7 @@ def _names_from_clusters(adata: AnnData, probs_key: str, cluster_key: str, n: in
     return names if len(set(names)) == n else [str(k) for k in range(n)]
 
 
-@doc_params(tissue=doc_tissue, show_save=doc_show_save("cluster_probabilities"))
+@doc_params(tissue=doc_tissue, **doc_show_save_apart("cluster_probabilities"))
 @closes_on_error
 def cluster_probabilities(
     adata: AnnData,
@@ -240,6 +240,7 @@ def cluster_probabilities(
         Size of one panel (inches, its colour bar included); default
         ``rcParams["figure.figsize"]`` where set (``sc.set_figure_params``, as scanpy sizes
         each panel), else (4.8, 3.8).
+    {return_fig}
     {tissue}
     frameon
         Draw a frame (and the axis labels) around each panel; default
@@ -345,7 +346,10 @@ def cluster_probabilities(
     )
 
 
-@doc_params(ax=doc_ax, show_save=doc_show_save("perturbation_scatter"))
+@doc_params(
+    ax=doc_ax,
+    **doc_show_save_apart("perturbation_scatter"),
+)
 @closes_on_error
 def perturbation_scatter(
     predicted,
@@ -396,6 +400,7 @@ def perturbation_scatter(
         Size of the figure (inches) when it is made here (``ax=None``); default
         ``rcParams["figure.figsize"]`` where set (``plt.rcParams``, ``sc.set_figure_params``),
         as scanpy's plots follow it, else (4.5, 4.2).
+    {return_fig}
 
     Returns
     -------

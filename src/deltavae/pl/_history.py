@@ -22,7 +22,7 @@ from matplotlib.ticker import (
 
 from .._checks import check_bools
 from .._close_names import did_you_mean
-from .._docs import doc_ax, doc_params, doc_show_save, doc_title_figsize
+from .._docs import doc_ax, doc_params, doc_show_save_apart, doc_title_figsize
 from ..model._validation import warn_user
 from ._legends import legend_clear_of_lines
 from ._utils import as_names, closes_on_error, figure_size, one_axes, own_axes, savefig_or_show
@@ -227,7 +227,7 @@ def _warmup_spans(model, kl: pd.Series, last: float) -> list[tuple[float, float]
 
 @doc_params(
     ax=doc_ax,
-    show_save=doc_show_save("history"),
+    **doc_show_save_apart("history"),
     title_figsize=doc_title_figsize('``"Training history"``', (5, 3.5)),
 )
 @closes_on_error
@@ -271,6 +271,7 @@ def history(
         down-weighted; ``elbo_train`` is the full ELBO throughout.
     {show_save}
     {title_figsize}
+    {return_fig}
 
     Returns
     -------

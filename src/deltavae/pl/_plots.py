@@ -17,7 +17,7 @@ from natsort import natsorted
 
 from .._checks import check_bools, missing_layer_text, no_column
 from .._close_names import did_you_mean
-from .._docs import doc_params, doc_show_save
+from .._docs import doc_params, doc_show_save, doc_show_save_apart
 from .._renamed import renamed_keywords
 from ._basis import missing_basis
 from ._colours import axes_per_colour, each_colour, fill_palette
@@ -272,7 +272,7 @@ def _categorical(values: pd.Series) -> pd.Categorical:
     return categorical.remove_unused_categories()
 
 
-@doc_params(show_save=doc_show_save("cluster_composition"))
+@doc_params(**doc_show_save_apart("cluster_composition"))
 @renamed_keywords(label_key="labels_key")
 @closes_on_error
 def cluster_composition(
@@ -329,6 +329,7 @@ def cluster_composition(
         Size of the figure (inches) when it is made here (``ax=None``); default sized to the
         table and its tick labels, as scanpy sizes its matrix plots (``sc.pl.matrixplot``),
         not ``rcParams["figure.figsize"]``: a fixed size crowded or collapsed large tables.
+    {return_fig}
 
     Returns
     -------

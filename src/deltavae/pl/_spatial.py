@@ -14,7 +14,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .._checks import check_bools, check_ncols, short_repr
 from .._close_names import did_you_mean
-from .._docs import doc_ax, doc_params, doc_show_save, doc_title_figsize
+from .._docs import doc_ax, doc_params, doc_show_save_apart, doc_title_figsize
 from .._warn import warn_user
 from ._basis import missing_basis
 from ._tissue import DEFAULT, PLACING, doc_tissue, draw_tissue, placed, spot_drawer, tissue
@@ -219,7 +219,7 @@ def _scale(values: np.ndarray, vmin, vmax, floor: float = 0.0) -> tuple[float, f
     return (top - step, top) if fixed else (bottom, bottom + step)
 
 
-@doc_params(tissue=doc_tissue, show_save=doc_show_save("spatial_proportions"))
+@doc_params(tissue=doc_tissue, **doc_show_save_apart("spatial_proportions"))
 @closes_on_error
 def spatial_proportions(
     adata: AnnData,
@@ -297,6 +297,7 @@ def spatial_proportions(
         ``rcParams["figure.figsize"]`` where set (``sc.set_figure_params``, as scanpy sizes
         each panel), else (3.2, 3.0).
     {tissue}
+    {return_fig}
     frameon
         Draw a frame around each panel; default ``sc.set_figure_params(frameon=...)``
         (``True`` unless set), as :func:`scanpy.pl.spatial`.
@@ -386,7 +387,7 @@ def spatial_proportions(
 
 @doc_params(
     ax=doc_ax,
-    show_save=doc_show_save("archetype_elbow"),
+    **doc_show_save_apart("archetype_elbow"),
     title_figsize=doc_title_figsize('``"Archetype elbow"``', (4.5, 3.2)),
 )
 @closes_on_error
@@ -418,6 +419,7 @@ def archetype_elbow(
     {ax}
     {show_save}
     {title_figsize}
+    {return_fig}
 
     Returns
     -------

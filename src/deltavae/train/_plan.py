@@ -119,6 +119,12 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
     optim_kwargs
         Keyword arguments for the optimiser (default ``lr=1e-3``, ``eps=0.01`` as in
         scvi-tools).
+    n_epochs_kl_warmup
+        Epochs over which the KL weight rises linearly from ``min_kl_weight`` to 1.
+    min_kl_weight
+        Starting KL weight. 0 trains (the default loss is the module's torch-side ELBO);
+        a Pyro ``loss_fn`` other than plain ``Trace_ELBO`` runs through Pyro's ``scale``
+        handler, which needs it positive (``train`` refuses 0 there).
     lr, weight_decay, eps, optimizer
         scvi-tools' names for the optimiser's settings (``optimizer``: ``"Adam"`` or
         ``"AdamW"``); they override ``optim_kwargs``. Weight decay is 0 unless given, for
@@ -133,12 +139,6 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         ``lr_scheduler_metric`` has not improved by ``lr_threshold`` for ``lr_patience``
         epochs (for a validation metric, validations: ``check_val_every_n_epoch``), down to
         ``lr_min``.
-    n_epochs_kl_warmup
-        Epochs over which the KL weight rises linearly from ``min_kl_weight`` to 1.
-    min_kl_weight
-        Starting KL weight. 0 trains (the default loss is the module's torch-side ELBO);
-        a Pyro ``loss_fn`` other than plain ``Trace_ELBO`` runs through Pyro's ``scale``
-        handler, which needs it positive (``train`` refuses 0 there).
     **kwargs
         Passed to :class:`~scvi.train.LowLevelPyroTrainingPlan`.
 
