@@ -1013,3 +1013,11 @@ def test_the_mixture_start_keeps_the_users_torch_threads(monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("mc_samples", [0, "a"])
+def test_latent_refuses_a_count_of_draws_that_is_not_one_or_more(blobs_model, mc_samples):
+    """mc_samples is unread (q is Gaussian) and so was taken as "a" or 0 without a word."""
+    model, _ = blobs_model
+    with pytest.raises(ValueError, match=r"mc_samples is a number of draws, an integer from 1"):
+        model.get_latent_representation(mc_samples=mc_samples)

@@ -851,3 +851,14 @@ def test_cross_validate_given_file_names_says_how_to_read_them(pair):
         dv.model.SpatialImputer.cross_validate("spots.h5ad", ref, labels_key="cluster")
     with pytest.raises(TypeError, match=r"reference must be an AnnData .*got the path 'r.h5ad'"):
         dv.model.SpatialImputer.cross_validate(spatial, "r.h5ad", labels_key="cluster")
+
+
+@pytest.mark.parametrize("mc_samples", [0, "a"])
+def test_latent_reads_refuse_a_count_of_draws_that_is_not_one_or_more(pair, mc_samples):
+    """mc_samples is unread (q is Gaussian) and so was taken as "a" or 0 without a word."""
+    spatial, ref, _ = pair
+    model = dv.model.SpatialImputer.from_reference(
+        spatial[:40].copy(), reference=ref[:60].copy(), design="latent", n_hidden=8
+    )
+    with pytest.raises(ValueError, match=r"mc_samples is a number of draws, an integer from 1"):
+        model.get_latent_representation(mc_samples=mc_samples)

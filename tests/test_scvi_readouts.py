@@ -194,3 +194,12 @@ def test_marginal_ll_refuses_a_count_of_draws_that_is_not_one_or_more(vae, n_mc_
     model, _ = vae
     with pytest.raises(ValueError, match=r"n_mc_samples is a number of draws, an integer from 1"):
         model.get_marginal_ll(n_mc_samples=n_mc_samples)
+
+
+@pytest.mark.parametrize("mc_samples", [0, 2.5, "a"])
+def test_latent_representation_refuses_a_count_of_draws_that_is_not_one_or_more(vae, mc_samples):
+    """get_latent_representation read no mc_samples (a Gaussian latent needs no sampling) and
+    so took "a" or 0 without a word, where every other count of draws is refused."""
+    model, _ = vae
+    with pytest.raises(ValueError, match=r"mc_samples is a number of draws, an integer from 1"):
+        model.get_latent_representation(give_mean=False, mc_samples=mc_samples)

@@ -26,7 +26,7 @@ from ._condition_counts import (
     upgrade_saved_counts,
 )
 from ._de import CheckedExpressionMixin
-from ._de_checks import check_dataloader_alone
+from ._de_checks import check_dataloader_alone, check_draws
 from ._empty_clusters import warn_if_clusters_empty
 from ._label_record import warn_labels_without_training_cells
 from ._label_setup import unused_labels_hint, warn_if_unlabelled_lookalike
@@ -463,6 +463,7 @@ class LatentMixin:
                 f"representation must be 'z' or 'w', got {short_repr(representation)}."
             )
         check_flags(give_mean=give_mean, return_dist=return_dist)  # "False" was True
+        check_draws({"mc_samples": mc_samples}, ("mc_samples",))  # unread, but not "a"
         given = {"dataloader": dataloader, "indices": indices, "batch_size": batch_size}
         check_dataloader_alone(given, "get_latent_representation")
         if condition is not None and representation != "z":

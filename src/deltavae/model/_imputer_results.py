@@ -12,6 +12,7 @@ import torch
 from anndata import AnnData
 
 from ._backed import writes_backed
+from ._de_checks import check_draws
 from ._gathered import Gathered
 from ._genes import check_own_adata
 from ._imputer_reference import OTHER_SPOTS, imputed_spots, requested_genes, warn_silent_genes
@@ -215,6 +216,7 @@ class ImputerResultsMixin:
         """
         check_batch_size(batch_size)
         check_flags(give_mean=give_mean, return_dist=return_dist, reference=reference)
+        check_draws({"mc_samples": mc_samples}, ("mc_samples",))  # unread, but not "a"
         if self.design_ != "latent":
             raise ValueError(
                 "get_latent_representation needs design='latent': the deconvolution design "

@@ -8,6 +8,7 @@ import inspect
 import torch
 from scvi.data._utils import _validate_adata_dataloader_input
 
+from ._de_checks import check_draws
 from ._validation import check_flags
 
 
@@ -30,7 +31,9 @@ def latent_on_host(
     minibatch. Where only q(z | x)'s mean or variance is read (``give_mean``,
     ``return_dist``), the module's ``inference`` draws no z (``draw=False``, where it takes
     it): the values are the same, and the device's generator is left as it was."""
-    del mc_samples  # a Gaussian latent's mean needs no sampling
+    # a Gaussian latent's mean needs no sampling, but a bad value is refused as every
+    # count of draws is ("a" and 0 passed unnoticed)
+    check_draws({"mc_samples": mc_samples}, ("mc_samples",))
     check_flags(give_mean=give_mean, return_dist=return_dist)  # "False" was True
     model._check_if_trained(warn=False)
     _validate_adata_dataloader_input(model, adata, dataloader)
