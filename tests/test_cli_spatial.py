@@ -390,3 +390,18 @@ def test_spots_without_coordinates_are_told_why_no_tissue_plot(files, tmp_path, 
         f"plots in {plots_folder(tmp_path / 'p.h5ad')}: elbo_history.png (no "
         "spatial_proportions.png: the spots have no coordinates, obsm['spatial'])"
     ) in capsys.readouterr().out
+
+
+def test_spots_with_coordinates_in_x_spatial_are_drawn(files, tmp_path, capsys):
+    """Coordinates in obsm['X_spatial'] (scanpy's embedding name, which dv.pl.spatial_proportions
+    reads) got no tissue plot, with a note that the spots had no coordinates."""
+    spots_path, ref_path, spots = files
+    moved = spots.copy()
+    moved.obsm["X_spatial"] = moved.obsm.pop("spatial")
+    moved.write_h5ad(tmp_path / "moved.h5ad")
+    options = ["--model", "nmfdeconv", "--reference", str(ref_path), "--labels-key", "cluster"]
+    assert _fit(tmp_path / "moved.h5ad", tmp_path / "p.h5ad", *options, "--epochs", "2") == 0
+    printed = capsys.readouterr().out
+    assert "no coordinates" not in printed
+    assert f"plots in {plots_folder(tmp_path / 'p.h5ad')}: elbo_history.png, " in printed
+    assert (plots_folder(tmp_path / "p.h5ad") / "spatial_proportions.png").stat().st_size > 1000

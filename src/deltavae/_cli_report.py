@@ -334,7 +334,7 @@ def _spatial_plots(
     files = [folder / "elbo_history.png"]
     dv.pl.history(model, save=files[-1], show=False)
     key = SPOT_WEIGHTS.get(model_name, "proportions")  # imputer: its deconvolution design's
-    if key in results.obsm and "spatial" in results.obsm:
+    if key in results.obsm and has_coordinates(results):
         libraries = results.uns.get("spatial")
         libraries = libraries if isinstance(libraries, Mapping) else {}
         column = sample_key or library_column(results, libraries)[0]
@@ -361,6 +361,12 @@ def _spatial_plots(
     return files
 
 
+def has_coordinates(results: ad.AnnData) -> bool:
+    """Whether the spots have coordinates where :func:`deltavae.pl.spatial_proportions` finds
+    them: ``obsm["spatial"]``, or ``obsm["X_spatial"]`` as scanpy's embedding plots name them."""
+    return "spatial" in results.obsm or "X_spatial" in results.obsm
+
+
 def no_tissue_note(results: ad.AnnData, model_name: str) -> str:
     """Why a spatial model's weights were not drawn on the tissue: the spots have no
     coordinates (``obsm["spatial"]``); ``""`` where they were, or the model has none.
@@ -372,7 +378,7 @@ def no_tissue_note(results: ad.AnnData, model_name: str) -> str:
     " (no spatial_proportions.png: the spots have no coordinates, obsm['spatial'])"
     """
     key = SPOT_WEIGHTS.get(model_name, "proportions")  # imputer: its deconvolution design's
-    if model_name not in SPATIAL_MODELS or key not in results.obsm or "spatial" in results.obsm:
+    if model_name not in SPATIAL_MODELS or key not in results.obsm or has_coordinates(results):
         return ""
     return f" (no spatial_{key}.png: the spots have no coordinates, obsm['spatial'])"
 
