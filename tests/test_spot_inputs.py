@@ -1239,3 +1239,24 @@ def test_true_false_matrices_are_refused_as_counts(split):
         dv.model.Archetypes.setup_anndata(detected)
     detected.X = detected.X.astype(np.float32)  # the message's line, for counts of 0 and 1
     dv.model.Archetypes.setup_anndata(detected)
+
+
+@pytest.mark.parametrize("model", ["NMFDeconv", "SpatialImputer"])
+def test_ensembl_versions_on_one_side_are_named_with_the_line_that_strips_them(split, model):
+    """Spots named by versioned Ensembl IDs (GENCODE's ENSG...16) and a reference by the bare
+    IDs share no name: the error said 'use the same gene identifiers', which they were."""
+    spots, ref = split
+    spots, ref = spots.copy(), ref.copy()
+    ids = [f"ENSMUSG{i:011d}" for i in range(ref.n_vars)]
+    ref.var_names = ids
+    spots.var_names = [f"{g}.{i % 7 + 1}" for i, g in enumerate(ids[: spots.n_vars])]
+    with pytest.raises(ValueError, match=r"Without the version suffixes .*ENSMUSG00000000000\.1"):
+        getattr(dv.model, model).from_reference(spots, reference=ref, labels_key="cluster")
+    try:
+        getattr(dv.model, model).from_reference(spots, reference=ref, labels_key="cluster")
+    except ValueError as err:
+        line = re.search(r"adata\.var_names = (.*\)), on both", str(err)).group(1)
+    for adata in (spots, ref):  # the line given, run on both: the genes shared
+        adata.var_names = eval(line, {"adata": adata})
+    assert spots.var_names.isin(ref.var_names).all()
+    assert ref.var_names.tolist() == ids  # bare IDs (and symbols) kept as they are

@@ -9,7 +9,7 @@ import scvi
 
 from .._checks import short_repr
 from .._close_names import suffixed_hint
-from ._gene_advice import identifier_advice
+from ._gene_advice import RENAMING, identifier_advice
 from ._labels import seen_categories
 from ._registered import SCVI_STAND_IN_BATCH, registered_category
 
@@ -26,7 +26,7 @@ def check_genes(model, gene_list) -> None:
     if missing:
         renamed = suffixed_hint(missing, known)  # muscat's CD79A_ENSG00000105369
         advice = f"{renamed}: pass those names." if renamed else identifier_advice(missing, known)
-        if not renamed and len(missing) < len(names) and not advice.startswith("Ignoring case"):
+        if not renamed and len(missing) < len(names) and not advice.startswith(RENAMING):
             advice = "Drop them, or check their spelling."
         raise ValueError(
             f"gene_list names {len(missing)} gene(s) the model does not have, e.g. "

@@ -54,7 +54,41 @@ def identifier_advice(first, second) -> str:
             f"Ignoring case, they share {exact + len(matches)} genes (e.g. {matches[0]} and "
             f"{other}): make the capitalisation agree, e.g. var_names.str.upper() on both."
         )
-    return "Use the same gene identifiers (symbols or Ensembl IDs) in both."
+    return _version_advice(first, second, exact) or (
+        "Use the same gene identifiers (symbols or Ensembl IDs) in both."
+    )
+
+
+#: How :func:`identifier_advice` begins where the genes are there by another spelling (its
+#: capitalisation, a version suffix): advice to rename, not "use the same identifiers".
+RENAMING = ("Ignoring case", "Without the version suffixes")
+
+#: An Ensembl ID with its version (GENCODE's ENSG00000141510.16, ENSMUSG00000000001.4).
+_VERSIONED = r"^(ENS[A-Z]*\d{6,})\.\d+$"
+
+
+def _version_advice(first: pd.Index, second: pd.Index, exact: int) -> str:
+    """Where Ensembl IDs with a version suffix in one list (or both) are the other's without
+    it, or with another version: how many genes the lists share without the suffixes, and the
+    line that strips them; ``""`` where the suffixes do not hide more shared genes.
+
+    Examples
+    --------
+    >>> _version_advice(pd.Index(["ENSG00000141510.16"]), pd.Index(["ENSG00000141510"]), 0)[:47]
+    'Without the version suffixes of their Ensembl I'
+    """
+    bare_first, bare_second = (
+        names.str.replace(_VERSIONED, r"\1", regex=True) for names in (first, second)
+    )
+    found = int(bare_first.isin(bare_second).sum())
+    if found <= exact:
+        return ""
+    versioned = first[first != bare_first].append(second[second != bare_second])
+    return (
+        f"Without the version suffixes of their Ensembl IDs (e.g. {versioned[0]}), they share "
+        f"{found} genes: strip the suffixes where they are, e.g. adata.var_names = "
+        f"adata.var_names.str.replace(r'{_VERSIONED}', r'\\1', regex=True), on both."
+    )
 
 
 def names_column_advice(datasets: dict[str, AnnData]) -> str:

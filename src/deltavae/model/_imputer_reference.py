@@ -18,6 +18,7 @@ from .._checks import short_repr
 from .._close_names import did_you_mean
 from ._count_advice import drop_empty
 from ._gene_advice import (
+    RENAMING,
     case_only_matches,
     identifier_advice,
     names_column_advice,
@@ -104,7 +105,7 @@ def shared_advice(spot_genes, genes, n_counted: int, datasets=None) -> str:
             f"{named - n_counted} of them: is reference_layer the layer of its raw counts?"
         )
     advice = identifier_advice(spot_genes, genes)
-    if datasets is not None and not advice.startswith("Ignoring case"):
+    if datasets is not None and not advice.startswith(RENAMING):
         named = dict(zip(("spots", "reference"), datasets, strict=True))
         # Ensembl IDs as one's names and the other's in a var column: rename by the column
         return names_column_advice(named) or subset_advice(named) or advice

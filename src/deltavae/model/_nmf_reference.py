@@ -26,7 +26,7 @@ from .._checks import (
 from .._slashes import MESSAGE_START, PROPORTIONS_COLUMNS, renamed_column, warn_slashed
 from .._unchanged_on_failure import unchanged_on_failure
 from ._count_advice import drop_empty
-from ._gene_advice import identifier_advice, names_column_advice
+from ._gene_advice import RENAMING, identifier_advice, names_column_advice
 from ._genes import _refuse_duplicates
 from ._init_keywords import check_passed_on
 from ._matrices import adata_in_memory, memory_copy, on_disk, row_sums, to_memory
@@ -153,7 +153,7 @@ def _checked_genes(reference: AnnData, genes) -> list[str] | None:
     missing = [g for g in names if g not in reference.var_names]
     if missing:
         advice = identifier_advice(missing, reference.var_names)
-        if len(missing) < len(names) and not advice.startswith("Ignoring case"):
+        if len(missing) < len(names) and not advice.startswith(RENAMING):
             advice = "Drop them, or check their spelling."
         raise ValueError(
             f"genes names {len(missing)} gene(s) the reference lacks, e.g. "

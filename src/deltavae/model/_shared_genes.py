@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._checks import short_repr
-from ._gene_advice import case_only_matches, identifier_advice, subset_advice
+from ._gene_advice import RENAMING, case_only_matches, identifier_advice, subset_advice
 from ._validation import warn_user
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def warn_few_shared(spots, reference, shared, effect: str, case: bool = True) ->
         )
     elif not advice:
         advice = identifier_advice(lacking, ref_genes)
-        if not advice.startswith("Ignoring case") and 2 * len(lacking) < len(spot_genes):
+        if not advice.startswith(RENAMING) and 2 * len(lacking) < len(spot_genes):
             advice = f"Check their names against {name}.{genes_of}."  # a few: misspelt?
         advice = (
             f"{len(lacking)} of the spots' {len(spot_genes)} genes are not in the {name} "
