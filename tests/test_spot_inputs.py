@@ -1260,3 +1260,23 @@ def test_ensembl_versions_on_one_side_are_named_with_the_line_that_strips_them(s
         adata.var_names = eval(line, {"adata": adata})
     assert spots.var_names.isin(ref.var_names).all()
     assert ref.var_names.tolist() == ids  # bare IDs (and symbols) kept as they are
+
+
+def test_imputer_spots_normalised_with_genes_the_reference_lacks_are_named_normalised(split):
+    """SpatialImputer checked the spots' counts on the genes shared with the reference only,
+    where rows scaled by sc.pp.normalize_total no longer share one total: the error advised
+    rounding 'counts corrected for ambient RNA', after which they would read as counts."""
+    spots, ref = split
+    rng = np.random.default_rng(0)
+    extra = ad.AnnData(
+        rng.poisson(3.0, (spots.n_obs, 8)).astype(np.float32),
+        obs=spots.obs[[]],
+        var=pd.DataFrame(index=[f"panel_{i}" for i in range(8)]),
+    )
+    normalised = ad.concat([spots[:, 5:], extra], axis=1)  # 5 genes to impute
+    normalised.X = normalised.to_df().to_numpy(dtype=np.float32)
+    sc = pytest.importorskip("scanpy")
+    sc.pp.normalize_total(normalised, target_sum=1e4)
+    with pytest.raises(ValueError, match=r"spots\.X .*every spot sums to 10000, normalized") as e:
+        dv.model.SpatialImputer.from_reference(normalised, reference=ref, labels_key="cluster")
+    assert "round them" not in str(e.value) and "(layer='counts')" in str(e.value)

@@ -30,6 +30,7 @@ from ._genes import _refuse_duplicates
 from ._imputer_cross_val import ImputerCrossValMixin
 from ._imputer_reference import (
     check_design,
+    check_first_spots,
     check_shared,
     cluster_states,
     neighbour_cells,
@@ -336,6 +337,7 @@ class SpatialImputer(
                 raise TypeError(f"{name} must be an AnnData; got {type(data).__name__}.")
             _refuse_duplicates(pd.Index(data.var_names.astype(str)), name)
         _matrix(spots, layer, "spots")  # a missing layer is named before the reference work
+        check_first_spots(spots, layer)  # as is: normalised spots named so before the reference
         refuse_minified(spots, "spots")
         refuse_minified(reference, "reference")
         if design == "deconvolution" and labels_key is not None:  # before its counts are read

@@ -25,7 +25,8 @@ from ._gene_advice import (
     subset_advice,
 )
 from ._shared_genes import rename_line, warn_few_shared
-from ._validation import NO_CELLS, warn_user
+from ._spots import spots_named
+from ._validation import NO_CELLS, check_data, warn_user
 
 _DESIGNS = ("deconvolution", "latent")
 #: Where results of other spots than the model's come from, by design (their refusal).
@@ -34,6 +35,21 @@ OTHER_SPOTS = {
     "latent": "save the model and load it onto them (SpatialImputer.load(dir, spots))",
 }
 _PROFILES = ("neighbours", "type")
+
+
+#: Spots whose counts ``from_reference`` checks on all their genes, before keeping the shared.
+FIRST_SPOTS = 200
+
+
+def check_first_spots(spots: AnnData, layer: str | None) -> None:
+    """Refuse spots (in memory) that are not counts on the first :data:`FIRST_SPOTS` of them
+    with all their genes: checked on the genes shared with the reference only, spots scaled
+    by ``sc.pp.normalize_total`` no longer shared one total, and were told to round values
+    that were "counts corrected for ambient RNA" (rounded, they read as counts, wrongly)."""
+    if spots.isbacked or spots.n_obs == 0:  # on disk: checked with the shared genes only
+        return
+    with spots_named():  # spots.X, and layer= (the argument its advice names)
+        check_data(spots[:FIRST_SPOTS], layer, min_cells=1, warn_empty=False, unit="spots")
 
 
 def check_design(design, profiles) -> None:
