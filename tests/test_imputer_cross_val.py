@@ -111,6 +111,8 @@ def test_genes_chooses_the_genes_hidden_and_unscorable_ones_are_warned(pair):
         ({"genes": ["gene_2"]}, KeyError, "'gene_2' is not among the reference's genes"),
         ({"genes": ["marker", "marker"]}, ValueError, r"\['marker'\] more than once"),
         ({"genes": []}, ValueError, "genes is empty"),
+        # One gene was told "pass n_folds=1 or fewer", which n_folds refuses (2 or more).
+        ({"genes": ["gene_3"]}, ValueError, r"the 1 genes .*; name 2 or more shared genes in"),
         # Positions and masks were read as names: "gene np.True_ is not among the spots' genes".
         ({"genes": [0, 1]}, TypeError, "genes takes gene names; got int values such as 0"),
         ({"genes": np.arange(24) < 3}, TypeError, "got bool values such as .*var_names\\["),

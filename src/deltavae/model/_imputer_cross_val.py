@@ -63,9 +63,14 @@ def gene_folds(genes: Sequence, n_folds: int, seed: int) -> list[list]:
     if isinstance(n_folds, bool) or not isinstance(n_folds, int | np.integer) or n_folds < 2:
         raise ValueError(f"n_folds must be a whole number of 2 or more; got {n_folds!r}.")
     if n_folds > len(genes):
+        fix = (  # n_folds=1 is refused above: one gene needs another to cross-validate
+            f"pass n_folds={len(genes)} or fewer"
+            if len(genes) >= 2
+            else "name 2 or more shared genes in genes= (n_folds is 2 or more), or None for all"
+        )
         raise ValueError(
             f"n_folds={n_folds} is more than the {len(genes)} genes to cross-validate: every "
-            f"fold needs a gene; pass n_folds={len(genes)} or fewer."
+            f"fold needs a gene; {fix}."
         )
     split = KFold(n_folds, shuffle=True, random_state=seed).split(np.arange(len(genes)))
     return [[genes[i] for i in held] for _, held in split]
