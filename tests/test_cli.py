@@ -1158,14 +1158,17 @@ def test_model_refusals_name_the_flags_that_fix_them(counts_h5ad, tmp_path, caps
     assert not (tmp_path / "o.h5ad").exists()
 
 
-def test_a_zarr_stores_spots_are_drawn_on_their_coordinates(tmp_path, capsys):
+@pytest.mark.parametrize("basis", ["spatial", "X_spatial"])
+def test_a_zarr_stores_spots_are_drawn_on_their_coordinates(tmp_path, capsys, basis):
     """read_lazy reads no obsm of a zarr store: the --backed run of a store with
-    obsm['spatial'] drew no spatial plot, while the same .h5ad's run did."""
+    obsm['spatial'] drew no spatial plot, while the same .h5ad's run did; and of a store
+    with obsm['X_spatial'] (which dv.pl.spatial_proportions reads) still none."""
     cells = dv.datasets.synthetic_counts(
         n_cells=120, n_genes=20, n_clusters=2, n_conditions=1, seed=0
     )
     spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=20, grid=True, seed=1)
     del spots.uns["pseudo_spots"]
+    spots.obsm[basis] = spots.obsm.pop("spatial")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # zarr's note on its v2 format
         spots.write_zarr(tmp_path / "spots.zarr")
@@ -1176,7 +1179,7 @@ def test_a_zarr_stores_spots_are_drawn_on_their_coordinates(tmp_path, capsys):
         assert main([*argv, "--epochs", "2", "--backed", "--out", str(out)]) == 0
     assert (plots_folder(out) / "spatial_archetype_weights.png").stat().st_size > 1000
     assert "spatial_archetype_weights.png" in capsys.readouterr().out
-    np.testing.assert_array_equal(ad.read_zarr(out).obsm["spatial"], spots.obsm["spatial"])
+    np.testing.assert_array_equal(ad.read_zarr(out).obsm[basis], spots.obsm[basis])
 
 
 def test_lightnings_min_epochs_line_is_not_shown_under_early_stopping():

@@ -284,13 +284,14 @@ def _write_results(
 
 
 def _read_spatial(adata: ad.AnnData, store: Path) -> None:
-    """The spots' coordinates (``obsm["spatial"]``) of a zarr store into ``adata``, for the
-    plots of the weights on them: ``read_lazy`` reads no obsm of a store."""
+    """The spots' coordinates (``obsm["spatial"]`` or ``obsm["X_spatial"]``) of a zarr store into
+    ``adata``, for the plots of the weights on them: ``read_lazy`` reads no obsm of a store."""
     import zarr
 
     group = zarr.open_group(store, mode="r")
-    if "spatial" not in adata.obsm and "obsm" in group and "spatial" in group["obsm"]:
-        adata.obsm["spatial"] = read_elem(group["obsm"]["spatial"])
+    for key in ("spatial", "X_spatial"):
+        if key not in adata.obsm and "obsm" in group and key in group["obsm"]:
+            adata.obsm[key] = read_elem(group["obsm"][key])
 
 
 def partial_path(out: Path) -> Path:
