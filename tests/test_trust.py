@@ -396,7 +396,7 @@ def test_zinbvae_checks_genes_too():
             r"drop_last'\]=False leaves a last minibatch of one cell \(45 training cells",
         ),
         # Lightning's double precision met float32 data in the first step (dtype mismatch).
-        ({"precision": 64}, "precision=64: deltavae's models and their data run in float32"),
+        ({"precision": 64}, "precision=64 casts the model.s parameters to float64"),
         # A negative KL weight trained on; eps=0 or a NaN weight was reported as divergence.
         ({"plan_kwargs": {"min_kl_weight": -1}}, r"min_kl_weight'\] must be non-negative"),
         ({"plan_kwargs": {"max_kl_weight": float("nan")}}, r"max_kl_weight'\] must be positive"),

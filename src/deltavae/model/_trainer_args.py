@@ -1,4 +1,5 @@
-"""Lightning's own objects passed to ``train`` (``callbacks``, ``logger``, ``max_time``),
+"""Lightning's own objects passed to ``train`` (``callbacks``, ``logger``, ``max_time``,
+``precision`` and precision ``plugins``),
 checked before anything trains: a callback given as a string, ``None`` or a class, a logger
 named by a string, or ``max_time`` as a number of seconds failed inside Lightning with an
 ``AttributeError`` ("'str' object has no attribute 'on_exception'", "'int' object has no
@@ -84,3 +85,50 @@ def check_trainer_objects(trainer_kwargs: dict, max_epochs: int | None = None) -
             "'DD:HH:MM:SS' (e.g. '00:01:30:00'), datetime.timedelta(hours=1, minutes=30) or "
             "{'hours': 1, 'minutes': 30}."
         )
+
+
+#: Lightning's precisions that hold the module's parameters in another type than float32
+#: (its names and the older spellings it still reads).
+_CAST_PRECISIONS = {
+    "64": "float64", "64-true": "float64", "double": "float64",
+    "16-true": "float16", "half": "float16", "transformer-engine-float16": "float16",
+    "bf16-true": "bfloat16", "transformer-engine": "bfloat16",
+}  # fmt: skip
+_CAST_PLUGINS = ("DoublePrecision", "HalfPrecision", "TransformerEnginePrecision")
+
+
+def check_precision(trainer_kwargs: dict) -> None:
+    """Refuse a Lightning ``precision`` (or precision plugin) that casts the module's
+    parameters out of float32. Lightning cast them before the first step, which then failed
+    on the data loaders' float32 minibatches ("mat1 and mat2 must have the same dtype",
+    ``precision="bf16-true"``), and left a trained model's weights rounded to 16 bits, its
+    next ``train`` refused. Parameters held in bfloat16 (8 bits of mantissa) would round
+    away Adam's updates at the default rates. The mixed precisions (autocast; parameters kept
+    in float32) train.
+
+    Examples
+    --------
+    >>> check_precision({"precision": "bf16-mixed"})
+    >>> check_precision({"precision": "bf16-true"})
+    Traceback (most recent call last):
+    ...
+    ValueError: precision='bf16-true' casts the model's parameters to bfloat16, ...
+    """
+    precision = trainer_kwargs.get("precision")
+    plugins = trainer_kwargs.get("plugins")
+    plugins = plugins if isinstance(plugins, list | tuple) else [plugins]
+    cast = [p for p in plugins if type(p).__name__ in _CAST_PLUGINS]
+    if str(precision) not in _CAST_PRECISIONS and not cast:
+        return
+    if cast:
+        given = f"plugins={type(cast[0]).__name__}(...)"
+        dtype = "another type than float32"
+    else:
+        given, dtype = f"precision={precision!r}", _CAST_PRECISIONS[str(precision)]
+    raise ValueError(
+        f"{given} casts the model's parameters to {dtype}, but deltavae's models train "
+        "them in float32 on float32 data (the first step fails on the mismatch, and "
+        "parameters in 16 bits would round away the optimiser's small updates). For 16-bit "
+        "speed pass precision='bf16-mixed' (autocast: parameters stay float32); otherwise "
+        "leave precision out."
+    )

@@ -15,7 +15,11 @@ from ..train._data import split_sizes
 from ._device_args import check_accelerator
 from ._plan_checks import check_plan_names, check_plan_numbers
 from ._split_checks import checked_external_split
-from ._trainer_args import callback_list, check_trainer_objects  # noqa: F401 (_base)
+from ._trainer_args import (  # noqa: F401 (callback_list: _base)
+    callback_list,
+    check_precision,
+    check_trainer_objects,
+)
 from ._trainer_names import trainer_names
 from ._validation import warn_user
 
@@ -126,11 +130,7 @@ def check_training_arguments(
             f"dense minibatches of {units} here, one at a time; leave it out."
         )
     check_trainer_objects(trainer_kwargs, max_epochs if _is_int(max_epochs) else None)
-    if str(trainer_kwargs.get("precision", "")) in ("64", "64-true", "double"):
-        raise ValueError(
-            f"precision={trainer_kwargs['precision']!r}: deltavae's models and their data "
-            "run in float32 (double precision fails in the first step); leave precision out."
-        )
+    check_precision(trainer_kwargs)
     dtypes = {p.dtype for p in model.module.parameters() if p.is_floating_point()}
     if dtypes - {torch.float32}:  # model.module.double(): its read-outs run, training does not
         raise ValueError(

@@ -1,0 +1,57 @@
+"""Numbers a user's data and settings reach: precisions, counts near a type's limit,
+read-outs on the documented scale."""
+
+import warnings
+
+import pytest
+import torch
+
+import deltavae as dv
+
+TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def _counts(n_cells=60, seed=0):
+    return dv.datasets.synthetic_counts(
+        n_cells=n_cells, n_genes=20, n_clusters=2, n_conditions=1, seed=seed
+    )
+
+
+@pytest.fixture(scope="module")
+def trained():
+    adata = _counts()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    model = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=2, **TRAIN)
+    return model
+
+
+@pytest.mark.parametrize(
+    "precision, dtype",
+    [("bf16-true", "bfloat16"), ("16-true", "float16"), ("64-true", "float64"), (64, "float64")],
+)
+def test_a_precision_that_casts_the_parameters_is_refused_and_leaves_them(
+    trained, precision, dtype
+):
+    """precision='bf16-true' (Lightning's advice for speed on a recent GPU) cast the module to
+    bfloat16, then failed in the first step with torch's "mat1 and mat2 must have the same
+    dtype", and left a trained model's weights rounded to 16 bits, its next train refused
+    as if the user had called module.double(). Refused now before anything is cast, naming
+    the mixed precision that trains."""
+    before = {k: v.clone() for k, v in trained.module.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"casts the model's parameters to {dtype}.*bf16-mixed"):
+        trained.train(max_epochs=1, precision=precision, **TRAIN)
+    after = trained.module.state_dict()
+    for key, value in before.items():
+        assert after[key].dtype == value.dtype, key
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0)
+
+
+def test_a_half_precision_plugin_is_refused_as_its_name_is(trained):
+    from lightning.pytorch.plugins.precision import HalfPrecision
+
+    with pytest.raises(ValueError, match=r"plugins=HalfPrecision\(\.\.\.\) casts"):
+        trained.train(max_epochs=1, plugins=[HalfPrecision("bf16-true")], **TRAIN)
+    assert {p.dtype for p in trained.module.parameters()} == {torch.float32}
