@@ -55,3 +55,44 @@ def test_a_half_precision_plugin_is_refused_as_its_name_is(trained):
     with pytest.raises(ValueError, match=r"plugins=HalfPrecision\(\.\.\.\) casts"):
         trained.train(max_epochs=1, plugins=[HalfPrecision("bf16-true")], **TRAIN)
     assert {p.dtype for p in trained.module.parameters()} == {torch.float32}
+
+
+def _log_values(offset=0.0, sparse_x=False):
+    import numpy as np
+    import scipy.sparse as sp
+
+    adata = _counts(n_cells=80)
+    x = np.log1p(adata.X.toarray()).astype(np.float32) + offset
+    adata.X = sp.csr_matrix(x) if sparse_x else x
+    return adata
+
+
+@pytest.mark.parametrize("sparse_x", [False, True])
+def test_features_far_from_zero_for_a_normal_likelihood_are_warned_with_the_fix(sparse_x):
+    """Log-normalised pbmc3k features plus 25 (where log2 proteomics intensities sit)
+    trained CGMDVAE(likelihood='normal') to 3 of 8 clusters empty and a cluster ARI of 0.14
+    against 0.44 (an ELBO of 548 against 209; _real_values' docstring), in silence: the
+    decoder starts at 0 and the encoder reads the offsets. Warned now, with a line that
+    centres the features, after which nothing is warned."""
+    import numpy as np
+
+    adata = _log_values(offset=25.0, sparse_x=sparse_x)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    with pytest.warns(UserWarning, match=r"sit far from 0 .*Centre each feature first") as got:
+        dv.model.CGMDVAE(adata, n_clusters=2, likelihood="normal")
+    fix = str(next(w.message for w in got if "far from 0" in str(w.message)))
+    line = fix.split("Centre each feature first: ")[1].split(" (or sc.pp.scale")[0]
+    exec(line, {"adata": adata, "np": np})
+    assert abs(float(np.asarray(adata.X).mean(axis=0).max())) < 1e-3
+    dv.model.CGMDVAE.setup_anndata(adata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dv.model.CGMDVAE(adata, n_clusters=2, likelihood="normal")
+
+
+def test_log_normalised_features_are_not_warned_as_off_centre():
+    adata = _log_values()
+    dv.model.CGMDVAE.setup_anndata(adata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dv.model.CGMDVAE(adata, n_clusters=2, likelihood="normal")

@@ -30,7 +30,7 @@ from ._cgmdvae_sizes import (
 )
 from ._cgmdvae_write import WriteMixin
 from ._condition_counts import warn_untrained_combinations
-from ._count_advice import building_model, warn_if_counts
+from ._count_advice import building_model
 from ._de import CheckedExpressionMixin
 from ._from_zinbvae import FromZINBVAEMixin, default_max_epochs, first_mixture_epoch
 from ._host_results import HostResultsMixin
@@ -44,12 +44,9 @@ from ._obs_checks import check_obs_keys
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._query_checks import building_query
+from ._real_values import warn_real_values
 from ._scvi_glue import scvi_init_names
-from ._training_checks import (
-    check_condition_args,
-    check_flag,
-    check_start_epoch,
-)
+from ._training_checks import check_condition_args, check_flag, check_start_epoch
 from ._typicality import fit_score
 from ._unlabelled_types import warn_unlabelled_types
 from ._validation import (
@@ -107,7 +104,8 @@ class CGMDVAE(
         Dimensions of w, the continuous variation within each mixture component.
     likelihood
         ``"zinb"`` or ``"nb"`` for raw counts (with the observed library size), ``"normal"``
-        for real values, ``"bernoulli"`` for values in [0, 1] (e.g. MNIST pixels).
+        for real values about 0 (log-normalised, scaled; features far from 0 for their spread
+        are warned, to centre), ``"bernoulli"`` for values in [0, 1] (e.g. MNIST pixels).
     n_hidden
         Units per hidden layer, in every network.
     n_layers
@@ -188,7 +186,7 @@ class CGMDVAE(
             with building_model("CGMDVAE"):
                 check_data(adata, setup["layer"], kind=observation.data_kind, warn_empty=False)
         elif likelihood == "normal":
-            warn_if_counts(adata, setup["layer"], query=building_query())
+            warn_real_values(adata, setup["layer"], query=building_query())
         labels = self.label_names
         refuse_one_label(labels, n_clusters)  # one cluster per label would be 1
         n_clusters = self._check_n_clusters(n_clusters)
