@@ -96,3 +96,18 @@ def test_log_normalised_features_are_not_warned_as_off_centre():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dv.model.CGMDVAE(adata, n_clusters=2, likelihood="normal")
+
+
+def test_a_normal_models_first_loss_not_finite_names_centring_not_counts():
+    """Features at 1,000 (raw intensities) gave NaN in the first validation pass of a
+    CGMDVAE(likelihood='normal'), told as 'counts so large that they overflow, e.g. above
+    1e30': no count, nothing near 1e30. It names the centring now."""
+    from deltavae.train import TrainingDivergedError
+
+    adata = _log_values(offset=1000.0)
+    dv.model.CGMDVAE.setup_anndata(adata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the warning of features far from 0
+        model = dv.model.CGMDVAE(adata, n_clusters=2, likelihood="normal")
+        with pytest.raises(TrainingDivergedError, match=r"features far from 0.*centre each"):
+            model.train(max_epochs=3, **TRAIN)

@@ -208,6 +208,18 @@ class DivergenceGuard:
         if not bool(torch.isfinite(loss.detach()).all()):
             self._stop(loss, self.current_epoch, batch_idx, what)
 
+    def _unreadable_values(self) -> str:
+        """The data values the module's likelihood cannot take, said for it: counts that
+        overflow, or (a normal likelihood) features far from 0, which the decoder starts at
+        and the encoder's BatchNorm reads with running means at 0 (plus 1,000: NaN in the
+        first validation pass; ``model/_real_values.py``)."""
+        if getattr(self.module, "likelihood", None) == "normal":
+            return (
+                "features far from 0 for their spread, which likelihood='normal' starts at 0: "
+                "centre each feature first, adata.X = adata.X - adata.X.mean(axis=0)"
+            )
+        return "counts so large that they overflow, e.g. above 1e30"
+
     def _validation_not_finite_from_start(self) -> bool:
         """Whether the validation cells' loss is not finite with the run's starting parameters
         too: one more pass over the validation cells, only after one gave a non-finite loss,
@@ -280,9 +292,9 @@ class DivergenceGuard:
             kept = "its parameters from before this training run"
             advice = (
                 "No learning rate can help: the parameters the run started from already give "
-                "it. Check the data for values the likelihood cannot take (counts so large "
-                "that they overflow, e.g. above 1e30), and the model for parameters that are "
-                "not finite (build it anew)."
+                "it. Check the data for values the likelihood cannot take "
+                f"({self._unreadable_values()}), and the model for parameters that are not "
+                "finite (build it anew)."
             )
         elif what.startswith("validation loss") and (
             self._validation_not_finite_from_start() if from_data is None else from_data
@@ -293,7 +305,7 @@ class DivergenceGuard:
             advice = (
                 "No learning rate can help: the parameters the run started from give it on "
                 "the validation cells too. Check those cells for values the likelihood cannot "
-                "take (counts so large that they overflow, e.g. above 1e30)."
+                f"take ({self._unreadable_values()})."
             )
         raise TrainingDivergedError(
             f"Training diverged: the {what} became {float(value)} {where}. The model "
