@@ -6,9 +6,13 @@ lacked a type, the cluster head learned that the type does not occur there, and
 held out: 32% right, against 77% for a 15-NN vote in z). The cells of such a condition are now
 labelled by a vote over the conditions each label trained under; every other cell as before."""
 
+import copy
+import warnings
+
 import numpy as np
 import pytest
 import scvi
+import torch
 
 import deltavae as dv
 from deltavae.model._label_votes import label_vote_table
@@ -112,3 +116,30 @@ def test_the_vote_waits_for_the_device_a_bounded_number_of_times(held_out, monke
         f"{n} host waits over {len(held) // 8 + 1} minibatches:\n{tracker.waits_report()}"
     )
     np.testing.assert_allclose(out.to_numpy(), expected.to_numpy(), rtol=1e-6)
+
+
+def test_translate_reads_no_label_of_the_cells_it_moves(held_out):
+    """translate's docstring: a label never seen under the target (t0 under c1, scGen's
+    protocol) is the documented use and not warned about, and the translation reads no label
+    of the cells it moves, raw head or vote: the same counts with the cluster head scrambled
+    (its observed responses are those of the groups most similar to each cell)."""
+    model, _, _ = held_out
+    ref = model.adata
+    cells = ref[((ref.obs["cell_type"] == "t0") & (ref.obs["condition"] == "c0")).to_numpy()]
+    cells = cells.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pred = model.translate(cells, "c1", seed=0)
+    head = model.module.cluster_head
+    kept = copy.deepcopy(head.state_dict())
+    generator = torch.Generator().manual_seed(0)
+    try:
+        with torch.no_grad():
+            for p in head.parameters():
+                p.add_(5 * torch.randn(p.shape, generator=generator).to(p))
+        assert (model.predict_labels(cells)["label"] != "t0").mean() > 0.2  # really scrambled
+        again = model.translate(cells, "c1", seed=0)
+    finally:
+        head.load_state_dict(kept)
+    np.testing.assert_array_equal(again.layers["counts"], pred.layers["counts"])
+    np.testing.assert_array_equal(again.X, pred.X)

@@ -297,9 +297,15 @@ class GenerationMixin:
         target_condition
             Value of the condition to translate to; with several condition keys a dict over
             them, where a key left out (or ``None``) keeps each cell's own value, e.g.
-            ``{"condition": "stim"}`` keeps every cell's donor. Cells moved to a combination
-            of values that no training cell carried (a donor or cell type never seen under
-            the target) are predicted with a warning naming it: the model extrapolates there.
+            ``{"condition": "stim"}`` keeps every cell's donor. With several condition keys,
+            cells moved to a combination of their values that no training cell carried (a
+            donor, or a cell type given as a condition key, never seen under the target) are
+            predicted with a warning naming it: the model extrapolates there. A label
+            (``labels_key``) never seen under the target, such as a cell type held out of it
+            (scGen's protocol), is not warned about: that is the prediction translate is for,
+            and it reads no label of the cells it moves (z is decoded under the target; the
+            observed responses averaged in are those of the groups most similar to each cell,
+            ``response_weight``).
             A query model warns too where it moves cells into or out of a category its query
             added: :meth:`load_query_data` learned it mostly in z, and little of its change is
             predicted (not where the prediction is the query's observed responses alone).
