@@ -143,3 +143,19 @@ def test_translate_reads_no_label_of_the_cells_it_moves(held_out):
         head.load_state_dict(kept)
     np.testing.assert_array_equal(again.layers["counts"], pred.layers["counts"])
     np.testing.assert_array_equal(again.X, pred.X)
+
+
+def test_a_held_out_type_is_moved_by_its_own_clusters_as_predict_labels_reads_them(held_out):
+    """get_latent_representation(condition=) weighs each cell's move through the clusters'
+    priors by q(y | z, c); it read the raw head, which gives t0's c1 cells (never trained)
+    other types, and moved them with those types' moves. It now reads the vote, as
+    predict_labels does, and cells of c0 (every label trained there) move as before."""
+    model, held, _ = held_out
+    raw = model._posterior(held, condition="c0", labels=False)["z"]
+    voted = model._posterior(held, condition="c0", labels=True)["z"]
+    assert np.abs(raw - voted).max() > 1e-3  # the two weightings differ for these cells
+    np.testing.assert_allclose(model.get_latent_representation(held, condition="c0"), voted)
+    ref = model.adata
+    c0 = ref[(ref.obs["condition"] == "c0").to_numpy()].copy()
+    before = model._posterior(c0, condition="c1", labels=False)["z"]
+    np.testing.assert_array_equal(model.get_latent_representation(c0, condition="c1"), before)
