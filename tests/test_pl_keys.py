@@ -86,3 +86,14 @@ def test_the_training_loss_is_not_labelled_the_elbo():
     ax = dv.pl.history(frames, keys=["elbo_train"], show=False)
     assert ax.get_ylabel() == "negative ELBO per cell"
     assert [line.get_label() for line in ax.get_lines()] == ["training"]
+
+
+def test_a_cluster_name_where_the_names_were_lost_says_why():
+    """Without uns (anndata.concat drops it) and no cluster column, the clusters are numbered:
+    clusters=['Mono'] was refused among '0', '1', '2' with no word of why; now the refusal
+    says the names were lost and how to get them back. A close name still gets its hint."""
+    adata = _cells()
+    with pytest.raises(KeyError, match="names are not in adata.uns\\['cgmdvae'\\]"):
+        dv.pl.cluster_probabilities(adata, clusters=["Mono"], show=False)
+    with pytest.raises(KeyError, match="did you mean '1'\\?"):
+        dv.pl.cluster_probabilities(adata, clusters=["1 "], show=False)

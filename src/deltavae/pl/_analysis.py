@@ -295,6 +295,14 @@ def cluster_probabilities(
             columns.append(int(cluster))
         else:
             hint = did_you_mean(cluster, names) if isinstance(cluster, str) else ""
+            lost = names == [str(k) for k in range(len(names))]  # numbered: names not found
+            if not hint and lost and isinstance(cluster, str) and not cluster.isdigit():
+                uns = probs_key.removesuffix("_cluster_probs")
+                hint = (
+                    f"The clusters' names are not in adata.uns[{uns!r}] (anndata.concat drops "
+                    "uns), nor to be told from the cluster column: run "
+                    "model.write_to_adata(adata) again, or name the clusters by number."
+                )
             raise KeyError(
                 f"cluster {cluster!r} is not one of the clusters {names}. {hint}".strip()
             )
