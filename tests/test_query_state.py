@@ -218,3 +218,45 @@ def test_a_query_of_a_diverged_reference_says_so_after_it_trains(tmp_path):
     again.obs["condition"] = "c9"
     assert dv.model.ZINBVAE.load_query_data(again, loaded).reference_diverged_ == said
     assert reference.reference_diverged_ is None  # the reference's read-outs: its own only
+
+
+@pytest.mark.parametrize("cls", [dv.model.ZINBVAE, dv.model.CGMDVAE])
+@pytest.mark.parametrize("reordered", [False, True])
+def test_calls_without_an_anndata_read_the_query_as_it_is_after_an_in_place_change(cls, reordered):
+    """A query model reads the user's query through an AnnData of its own. After the query
+    was subset in place (sc.pp.filter_cells) or its counts replaced, calls without an AnnData
+    read that copy's old cells and counts: get_latent_representation() gave 80 rows for a
+    query of 40 cells (so the documented query.obsm[...] = model.get_latent_representation()
+    failed), predict_labels() labelled cells the query no longer holds, and train() trained
+    on them, while write_to_adata() wrote the 40. Passing the query changed registered the
+    user's query itself (obs["_scvi_batch"], uns["_scvi_uuid"])."""
+    ref, query = _split()
+    model = _reference(cls, ref)
+    if reordered:
+        query = query[:, ::-1].copy()
+    obs, uns = list(query.obs.columns), set(query.uns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # genes in another order, said elsewhere
+        q = cls.load_query_data(query, model)
+        q.train(max_epochs=1, **FAST)  # one epoch: not converged
+    whole = q.get_latent_representation()
+    keep = np.arange(query.n_obs) % 2 == 0
+    query._inplace_subset_obs(keep)  # what scanpy's filter_cells does
+    z = q.get_latent_representation()
+    np.testing.assert_array_equal(z, whole[keep])
+    if cls is dv.model.CGMDVAE:
+        labels = q.predict_labels()
+        assert labels.index.equals(query.obs_names)
+    np.testing.assert_array_equal(q.get_latent_representation(query), z)
+    assert list(query.obs.columns) == obs and set(query.uns) == uns  # the copy registered
+    query.X = query.X * 3  # other counts, the same cells
+    tripled = q.get_latent_representation()
+    np.testing.assert_array_equal(tripled, q.get_latent_representation(query.copy()))
+    assert np.abs(tripled - z).max() > 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one epoch: not converged
+        q.train(max_epochs=1, **FAST)
+    assert q.adata.n_obs == query.n_obs
+    q.write_to_adata()
+    assert query.obsm[f"X_{cls.__name__.lower()}"].shape[0] == query.n_obs
+    assert list(query.obs.columns)[: len(obs)] == obs and "_scvi_uuid" not in query.uns

@@ -45,7 +45,7 @@ from ._query_checks import (
     warn_cells_without_reference_genes,
 )
 from ._query_padding import _PREPARE_NOTES, _as_given, _docstring_of, _restore
-from ._query_source import keep_write_target, same_source
+from ._query_source import follow_query, keep_write_target, registration_twin
 from ._reference_record import forget_reference_training
 from ._registered import category_mappings
 from ._saved import read_saved
@@ -116,21 +116,6 @@ def _reference_state(cls, reference) -> tuple[dict, np.ndarray, dict]:
             "query onto it."
         )
     return attr_dict, np.asarray(var_names), state_dict
-
-
-def _registration_twin(adata: AnnData) -> AnnData:
-    """An AnnData sharing the query's matrices (nothing copied) with obs, var, obsm and uns
-    of its own: registering it (scvi-tools adds its ``_scvi_*`` columns and fills a missing
-    labels column with the unlabelled category) leaves the user's query as it was, as a
-    gene-aligned copy always did."""
-    return AnnData(
-        X=adata.X,
-        obs=adata.obs.copy(),
-        var=adata.var.copy(),
-        layers=dict(adata.layers),
-        obsm=dict(adata.obsm),
-        uns=dict(adata.uns),
-    )
 
 
 def _covariate_sizes(registry: dict, without: dict | None = None) -> list[int]:
@@ -247,7 +232,10 @@ class QueryMappingMixin(ArchesMixin):
         the query (``query.obsm["X"] = model.get_latent_representation()``, or
         ``write_to_adata()``), not into ``model.adata``. Its methods take
         ``adata`` itself, genes as they are (its data replaced since, ``adata.X = other``,
-        are read as they are then), and ``write_to_adata()`` writes into it.
+        are read as they are then), and ``write_to_adata()`` writes into it. A query changed
+        in place since (cells filtered, ``sc.pp.filter_cells``; its counts replaced) is read
+        as it is then by every call, those without an AnnData and ``train()`` too: the
+        model's own AnnData is made again from it.
         ``model.query_mapping_`` records the new categories and the missing genes. A query
         that adds no condition category leaves nothing to learn: the model is ready to use as
         it is, and ``train()`` says so and returns. The query model keeps no record of the
@@ -288,7 +276,7 @@ class QueryMappingMixin(ArchesMixin):
         if aligned is not adata:  # the setup's "all zeros in adata.X" would not name them so
             warn_cells_without_reference_genes(aligned, setup_args.get("layer"))
         if aligned is adata and not adata.is_view and not adata.isbacked:
-            aligned = _registration_twin(adata)
+            aligned = registration_twin(adata)
         clear_own_params()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*Missing labels key.*")
@@ -398,6 +386,7 @@ class QueryMappingMixin(ArchesMixin):
         if self.is_query_model and not self.query_mapping_.get("learning_parameters"):
             warn_user(f"{_nothing_to_learn(self)} train() has nothing to do and returns.")
             return None
+        follow_query(self)  # trains on the query's cells as they are now
         return super().train(*args, **kwargs)
 
     def _match_genes(self, adata: AnnData) -> AnnData:
@@ -423,19 +412,20 @@ class QueryMappingMixin(ArchesMixin):
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
         # The user's query is read as the model's own registered copy of it (the same cells,
         # genes aligned): registering the query itself would add scvi-tools' columns to it.
-        if adata is not None and adata is getattr(self, "_query_adata", None):
-            twin = self.adata
-            shared = [c for c in adata.obs if c in twin.obs and not str(c).startswith("_scvi")]
-            if (
-                same_source(self, adata)  # its data not replaced since (adata.X = other)
-                and adata.obs_names.equals(twin.obs_names)
-                and all(twin.obs[c].equals(adata.obs[c]) for c in shared)
-            ):
-                for column in adata.obs.columns.difference(twin.obs.columns):  # e.g. leiden
-                    twin.obs[column] = adata.obs[column].to_numpy()
-                adata = twin
-            # else the query changed since mapping: read (and register) it as it is now
+        query = getattr(self, "_query_adata", None)
+        if adata is None or adata is query:
+            follow_query(self)  # the query subset or replaced in place since: read as it is now
+        if adata is not None and adata is query:
+            twin = self._adata
+            for column in adata.obs.columns.difference(twin.obs.columns):  # e.g. leiden
+                twin.obs[column] = adata.obs[column].to_numpy()
+            adata = twin
         return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
+    def _resolve_adata(self, adata: AnnData | None) -> AnnData:
+        if adata is None:
+            follow_query(self)
+        return super()._resolve_adata(adata)
 
     def _after_load(self) -> None:
         """A saved query model learns, after loading, only what it learned before saving."""

@@ -1,15 +1,35 @@
 """The AnnData a user gave a model that reads it through an AnnData of its own (a query's,
 sharing its matrices or gene-aligned; one loaded or set with genes in another order): the
 matrix the model's copy was made from, so that a read of the user's AnnData after its data
-were replaced (``adata.X = other``) reads them as they are now, not the copy's old ones."""
+were replaced (``adata.X = other``) reads them as they are now, not the copy's old ones; and a
+query model's own copy made again from the query once its cells or data changed in place."""
 
 from __future__ import annotations
 
+import logging
 import weakref
 
+import pandas as pd
 from anndata import AnnData
 
 from ._matrices import on_disk
+
+logger = logging.getLogger(__name__)
+
+
+def registration_twin(adata: AnnData) -> AnnData:
+    """An AnnData sharing the query's matrices (nothing copied) with obs, var, obsm and uns
+    of its own: registering it (scvi-tools adds its ``_scvi_*`` columns and fills a missing
+    labels column with the unlabelled category) leaves the user's query as it was, as a
+    gene-aligned copy always did."""
+    return AnnData(
+        X=adata.X,
+        obs=adata.obs.copy(),
+        var=adata.var.copy(),
+        layers=dict(adata.layers),
+        obsm=dict(adata.obsm),
+        uns=dict(adata.uns),
+    )
 
 
 def _read_matrix(adata: AnnData, layer: str | None):
@@ -42,3 +62,37 @@ def same_source(model, adata: AnnData) -> bool:
         return True
     layer = (getattr(model, "registry_", None) or {}).get("setup_args", {}).get("layer")
     return source() is _read_matrix(adata, layer)
+
+
+def query_as_mapped(model) -> bool:
+    """Whether the user's query (the model's write target) holds what the model's own copy
+    of it holds: the same matrix, cells in the same order and the same values in the obs
+    columns both have. True where the model keeps no write target."""
+    query, own = getattr(model, "_query_adata", None), model._adata
+    if query is None or query is own:
+        return True
+    shared = [c for c in query.obs if c in own.obs and not str(c).startswith("_scvi")]
+    return (
+        same_source(model, query)  # its data not replaced since (adata.X = other)
+        and query.obs_names.equals(own.obs_names)
+        and all(own.obs[c].equals(query.obs[c]) for c in shared)
+    )
+
+
+def follow_query(model) -> None:
+    """A query model's own copy of the query made again from the query as it is now, where
+    the user changed it in place since it was mapped (``sc.pp.filter_cells``, cells
+    reordered, ``adata.X = other``): calls without an AnnData, ``train`` too, read the cells
+    the query holds, as ``write_to_adata()`` writes them, and as a model whose AnnData is the
+    user's own reads it (scvi-tools' query model holds the query itself). The copy is
+    registered, not the query, which keeps its obs and uns as they are."""
+    query = getattr(model, "_query_adata", None)
+    if query_as_mapped(model):
+        return
+    genes = model._training_genes()
+    same_genes = genes is None or pd.Index(query.var_names.astype(str)).equals(genes)
+    # Genes in another order: aligned on a copy as every read aligns them; the same genes:
+    # the twin, so that scvi-tools registers the twin rather than the user's query.
+    model.adata = registration_twin(query) if same_genes else model._match_genes(query)
+    keep_write_target(model, query)
+    logger.info("The query changed since it was mapped: the model reads it as it is now.")
