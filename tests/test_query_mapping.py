@@ -450,3 +450,28 @@ def test_query_cells_without_counts_in_the_references_genes_are_named_as_such():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dv.model.CGMDVAE.load_query_data(query[keep].copy(), g)
+
+
+def test_a_query_of_versioned_ensembl_ids_is_told_to_take_the_versions_off():
+    """GENCODE's Ensembl IDs carry a version (ENSG00000187608.5), Ensembl's and Cell Ranger's
+    do not: a query named by one mapped onto a reference named by the other shared none of
+    its genes and was told only to "use the same gene identifiers", which it does; a query
+    versioned in part had those genes filled with zeros, the warning giving their number
+    alone."""
+    adata = _counts()
+    adata.var_names = [f"ENSG{i:011d}" for i in range(adata.n_vars)]
+    g = _reference(adata)
+    query = _query(adata, 60)
+    versioned = query.copy()
+    versioned.var_names = [f"{name}.5" for name in query.var_names]
+    with pytest.raises(ValueError, match=r"version suffixes.*share 20 genes") as err:
+        dv.model.CGMDVAE.load_query_data(versioned, g)
+    line = re.search(r"(adata\.var_names = .*?regex=True\))", str(err.value)).group(1)
+    exec(line, {"adata": versioned})  # the line given runs and names the genes as the reference
+    assert versioned.var_names.equals(query.var_names)
+    partly = query.copy()
+    partly.var_names = [f"{n}.2" if i < 8 else n for i, n in enumerate(query.var_names)]
+    with pytest.warns(UserWarning, match=r"8 of the reference's 20 genes are missing.* 8 of them"):
+        dv.model.CGMDVAE.load_query_data(partly, g, min_gene_overlap=0.1)
+    # Symbols that end in a number are not read as versions.
+    assert dv.model._gene_advice.version_only_matches(["RP11-34P13.7"], ["RP11-34P13.8"]).empty

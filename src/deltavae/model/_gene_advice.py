@@ -1,5 +1,6 @@
-"""What to do when two gene lists share too few names: another capitalisation, another
-identifier in a ``var`` column, or gene subsets chosen on each dataset apart."""
+"""What to do when two gene lists share too few names: another capitalisation, Ensembl IDs
+with and without their version suffixes, another identifier in a ``var`` column, or gene
+subsets chosen on each dataset apart."""
 
 from __future__ import annotations
 
@@ -23,6 +24,52 @@ def case_only_matches(genes, names) -> pd.Series:
     odd = genes[~genes.isin(names)]
     odd = odd[odd.str.upper().isin(first.index)]
     return pd.Series(first.loc[odd.str.upper()].to_numpy(), index=odd, dtype=object)
+
+
+#: An Ensembl ID (human ENSG, mouse ENSMUSG, transcripts ENST ...) and its version suffix.
+_ENSEMBL_VERSION = r"^(ENS[A-Z]*\d{6,})\.\d+$"
+#: The line that strips the suffixes, as the user would write it: of Ensembl IDs only, so
+#: that symbols ending in a number (RP11-34P13.7) keep their names.
+STRIP_VERSIONS = (
+    f"adata.var_names = adata.var_names.str.replace(r'{_ENSEMBL_VERSION}', r'\\1', regex=True)"
+)
+#: How :func:`identifier_advice` begins where the genes are there by another spelling (its
+#: capitalisation, a version suffix): advice to rename, not "use the same identifiers".
+RENAMING = ("Ignoring case", "Without the version suffixes")
+
+
+def version_only_matches(genes, names) -> pd.Series:
+    """Each of ``genes`` not in ``names`` that is one of ``names`` once the version suffixes
+    of Ensembl IDs are taken off both (GENCODE's 'ENSG00000187608.5' against Ensembl's
+    'ENSG00000187608'), in the order of ``genes``, with the first of ``names`` it is found
+    as. Symbols that end in a number ('RP11-34P13.7') are not read as versions.
+
+    Examples
+    --------
+    >>> version_only_matches(["ENSG00000187608.5", "ENSG1", "CD3E"], ["ENSG00000187608"]).to_dict()
+    {'ENSG00000187608.5': 'ENSG00000187608'}
+    """
+    genes, names = (pd.Index(np.asarray(g).astype(str)) for g in (genes, names))
+    first = pd.Series(names, index=names.str.replace(_ENSEMBL_VERSION, r"\1", regex=True))
+    first = first[~first.index.duplicated()]
+    odd = genes[~genes.isin(names)]
+    stems = odd.str.replace(_ENSEMBL_VERSION, r"\1", regex=True)
+    hit = np.asarray(stems.isin(first.index))
+    return pd.Series(first.loc[stems[hit]].to_numpy(), index=odd[hit], dtype=object)
+
+
+def version_hint(genes, names, where: str = "the query") -> str:
+    """How many of ``genes`` ``names`` (the genes of ``where``) holds under another version
+    of their Ensembl ID, and the line that takes the suffixes off, with a leading space;
+    ``""`` where it holds none so."""
+    matches = version_only_matches(genes, names)
+    if not len(matches):
+        return ""
+    return (
+        f" {len(matches)} of them are in {where} with another version suffix (e.g. "
+        f"{matches.iloc[0]} for {matches.index[0]}): take the suffixes off the Ensembl IDs of "
+        f"both, {STRIP_VERSIONS}, so that they are read."
+    )
 
 
 def _case_matches(genes: pd.Index, names: pd.Index) -> tuple[int, pd.Index, str]:
@@ -54,41 +101,14 @@ def identifier_advice(first, second) -> str:
             f"Ignoring case, they share {exact + len(matches)} genes (e.g. {matches[0]} and "
             f"{other}): make the capitalisation agree, e.g. var_names.str.upper() on both."
         )
-    return _version_advice(first, second, exact) or (
-        "Use the same gene identifiers (symbols or Ensembl IDs) in both."
-    )
-
-
-#: How :func:`identifier_advice` begins where the genes are there by another spelling (its
-#: capitalisation, a version suffix): advice to rename, not "use the same identifiers".
-RENAMING = ("Ignoring case", "Without the version suffixes")
-
-#: An Ensembl ID with its version (GENCODE's ENSG00000141510.16, ENSMUSG00000000001.4).
-_VERSIONED = r"^(ENS[A-Z]*\d{6,})\.\d+$"
-
-
-def _version_advice(first: pd.Index, second: pd.Index, exact: int) -> str:
-    """Where Ensembl IDs with a version suffix in one list (or both) are the other's without
-    it, or with another version: how many genes the lists share without the suffixes, and the
-    line that strips them; ``""`` where the suffixes do not hide more shared genes.
-
-    Examples
-    --------
-    >>> _version_advice(pd.Index(["ENSG00000141510.16"]), pd.Index(["ENSG00000141510"]), 0)[:47]
-    'Without the version suffixes of their Ensembl I'
-    """
-    bare_first, bare_second = (
-        names.str.replace(_VERSIONED, r"\1", regex=True) for names in (first, second)
-    )
-    found = int(bare_first.isin(bare_second).sum())
-    if found <= exact:
-        return ""
-    versioned = first[first != bare_first].append(second[second != bare_second])
-    return (
-        f"Without the version suffixes of their Ensembl IDs (e.g. {versioned[0]}), they share "
-        f"{found} genes: strip the suffixes where they are, e.g. adata.var_names = "
-        f"adata.var_names.str.replace(r'{_VERSIONED}', r'\\1', regex=True), on both."
-    )
+    versions = version_only_matches(first, second)
+    if len(versions) > exact:
+        return (
+            f"Without the version suffixes of their Ensembl IDs, they share "
+            f"{exact + len(versions)} genes (e.g. {versions.index[0]} and {versions.iloc[0]}): "
+            f"strip the suffixes where they are, e.g. {STRIP_VERSIONS}, on both."
+        )
+    return "Use the same gene identifiers (symbols or Ensembl IDs) in both."
 
 
 def names_column_advice(datasets: dict[str, AnnData]) -> str:

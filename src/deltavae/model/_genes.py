@@ -12,7 +12,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._count_advice import check_model_counts, layer_fixed
-from ._gene_advice import _cut_to_subset, naming_hint, query_genes_advice
+from ._gene_advice import _cut_to_subset, naming_hint, query_genes_advice, version_hint
 from ._matrices import in_dask, on_disk, take_columns
 from ._read_calls import read_call
 from ._registered_columns import check_registered_columns
@@ -254,11 +254,13 @@ def _reordered(adata: AnnData, source: np.ndarray, genes: pd.Index, same_genes: 
     )
 
 
-def warn_missing_genes(n_missing: int, n_genes: int, adata=None) -> None:
+def warn_missing_genes(n_missing: int, n_genes: int, adata=None, genes=None) -> None:
     """Tell how many of the reference's genes a query lacks and gets as zeros (none: quiet);
     for a query ``adata`` cut to a gene subset of its own (highly variable genes), that the
-    genes were there before the cut."""
+    genes were there before the cut; of the reference's ``genes``, those the query holds
+    under another version of their Ensembl ID."""
     if n_missing:
+        versions = "" if adata is None or genes is None else version_hint(genes, adata.var_names)
         cut = adata is not None and _cut_to_subset(adata)
         warn_user(
             f"{n_missing} of the reference's {n_genes} genes are missing from the query; "
@@ -272,6 +274,7 @@ def warn_missing_genes(n_missing: int, n_genes: int, adata=None) -> None:
                 if cut
                 else ""
             )
+            + versions
         )
 
 
@@ -331,7 +334,7 @@ def align_query_genes(
             + query_genes_advice(adata, genes)
         )
     n_missing = int((~shared).sum())
-    warn_missing_genes(n_missing, len(genes), adata)
+    warn_missing_genes(n_missing, len(genes), adata, genes)
     if not n_missing:
         logger.info("Reordering the query's genes to the reference's order.")
     source = query.get_indexer(genes)

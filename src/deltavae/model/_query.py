@@ -370,7 +370,7 @@ class QueryMappingMixin(ArchesMixin):
         if not return_reference_var_names:  # as load_query_data says it (scvi-tools: INFO only)
             genes = pd.Index(ArchesMixin.prepare_query_anndata(adata, reference_model, True))
             refuse_no_shared_genes(adata, genes)  # scvi-tools': "No reference var names found"
-            warn_missing_genes(int((~genes.isin(adata.var_names)).sum()), len(genes), adata)
+            warn_missing_genes(int((~genes.isin(adata.var_names)).sum()), len(genes), adata, genes)
         with warnings.catch_warnings():  # the padding's concat drops raw, which comes back
             warnings.filterwarnings("ignore", "Only some AnnData objects have `.raw`")
             ready = ArchesMixin.prepare_query_anndata(
