@@ -5,6 +5,7 @@ train/_runner.py)."""
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from _poison import InterruptAt
 
@@ -260,3 +261,26 @@ def test_calls_without_an_anndata_read_the_query_as_it_is_after_an_in_place_chan
     q.write_to_adata()
     assert query.obsm[f"X_{cls.__name__.lower()}"].shape[0] == query.n_obs
     assert list(query.obs.columns)[: len(obs)] == obs and "_scvi_uuid" not in query.uns
+
+
+def test_a_query_read_after_write_to_adata_is_not_taken_for_a_changed_one():
+    """Reading the query copies the columns it gained since mapping (write_to_adata's labels,
+    leiden) into the model's own AnnData. They were copied as numpy arrays, so the written
+    categorical columns no longer equalled the query's: every later read took the query for
+    one changed since mapping and registered it anew (the user's query itself, adding
+    obs["_scvi_batch"] and uns["_scvi_uuid"], before the model's own AnnData was made again
+    from it instead)."""
+    ref, query = _split()
+    model = _reference(dv.model.CGMDVAE, ref)
+    query.obs["leiden"] = pd.Categorical(np.arange(query.n_obs) % 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one epoch: not converged
+        q = dv.model.CGMDVAE.load_query_data(query, model)
+        q.train(max_epochs=1, **FAST)
+    q.write_to_adata()
+    labels = q.predict_labels(query)
+    own = q.adata
+    for _ in range(2):
+        pd.testing.assert_frame_equal(q.predict_labels(query), labels)
+        assert q.adata is own  # not made again: the query did not change
+    assert not [c for c in query.obs if str(c).startswith("_scvi")]

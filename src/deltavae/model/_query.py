@@ -418,7 +418,9 @@ class QueryMappingMixin(ArchesMixin):
         if adata is not None and adata is query:
             twin = self._adata
             for column in adata.obs.columns.difference(twin.obs.columns):  # e.g. leiden
-                twin.obs[column] = adata.obs[column].to_numpy()
+                # Its dtype kept (categories too): as a numpy array, the column written by
+                # write_to_adata differed from the query's, which then read as changed.
+                twin.obs[column] = adata.obs[column].array
             adata = twin
         return super()._validate_anndata(adata, copy_if_view=copy_if_view)
 
