@@ -475,3 +475,26 @@ def test_a_query_of_versioned_ensembl_ids_is_told_to_take_the_versions_off():
         dv.model.CGMDVAE.load_query_data(partly, g, min_gene_overlap=0.1)
     # Symbols that end in a number are not read as versions.
     assert dv.model._gene_advice.version_only_matches(["RP11-34P13.7"], ["RP11-34P13.8"]).empty
+
+
+def test_a_query_category_that_is_the_references_but_for_case_or_spaces_is_warned_of():
+    """A query's condition category written otherwise than the reference's ('ctrl ' with a
+    trailing space, 'STIM', a donor 1015.0 for 1015) is a new category to load_query_data,
+    learned from nothing and mapped apart from the reference's cells of the same condition,
+    without a word; new categories unlike the reference's stay quiet."""
+    adata = _counts()
+    g = _reference(adata)
+    known = [str(c) for c in adata.obs["condition"].cat.categories]
+    query = adata[:60].copy()
+    query.obs["condition"] = [f"{known[0]} ", known[1].upper(), "new"] * 20
+    with pytest.warns(UserWarning, match="only in case, spaces or number format") as record:
+        q = dv.model.CGMDVAE.load_query_data(query, g)
+    message = next(str(w.message) for w in record if "number format" in str(w.message))
+    assert f"{known[1].upper()!r} (the reference's {known[1]!r})" in message
+    line = re.search(r"(query\.obs\[.*\}\))\.$", message).group(1)
+    exec(line, {"query": query})  # the line given renames them to the reference's
+    assert set(query.obs["condition"]) == {*known, "new"}
+    assert len(q.query_mapping_["new_categories"]["condition"]) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        dv.model.CGMDVAE.load_query_data(query, g)  # 'new' alone: nothing said of it

@@ -43,6 +43,7 @@ from ._query_checks import (
     query_being_built,
     refuse_backed,
     warn_cells_without_reference_genes,
+    warn_lookalike_categories,
 )
 from ._query_padding import _PREPARE_NOTES, _as_given, _docstring_of, _restore
 from ._query_source import follow_query, keep_write_target, registration_twin
@@ -209,7 +210,10 @@ class QueryMappingMixin(ArchesMixin):
             and every condition column the reference registered. A query without the
             reference's labels column, or with unlabelled cells, is fine. A category the
             reference registered but held no training cell of (an unused category of a pandas
-            Categorical, kept after subsetting) is refused: rename it to learn it as new.
+            Categorical, kept after subsetting) is refused: rename it to learn it as new. A new
+            category written as one of the reference's but for case, spaces or number format
+            ('ctrl ', 'STIM', 1015.0) is learned as new, with a warning that gives the line
+            renaming it.
         reference_model
             A trained model of this class, or the directory it was saved to.
         min_gene_overlap
@@ -308,10 +312,12 @@ class QueryMappingMixin(ArchesMixin):
         # Eval mode (as scArches leaves it): dropout is off while the query trains, so the few
         # new weights see the reference's deterministic network.
         model.module.eval()
-        new_categories = {}
+        added = {}
         for key, mapping in category_mappings(model.registry_).items():
             known = set(category_mappings(registry).get(key, []))
-            new_categories[key] = [str(v) for v in mapping if v not in known]
+            added[key] = [v for v in mapping if v not in known]
+        new_categories = {key: [str(v) for v in values] for key, values in added.items()}
+        warn_lookalike_categories(added, category_mappings(registry))
         model.query_mapping_ = {
             "n_genes_missing": n_missing,
             "genes_missing": [str(g) for g in missing],  # filled with zeros

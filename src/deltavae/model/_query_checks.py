@@ -14,7 +14,7 @@ from ..distributions import Likelihood
 from ._label_setup import looks_unlabelled
 from ._labels import refuse_other_type
 from ._registered import category_mappings
-from ._validation import check_data
+from ._validation import check_data, warn_user
 
 #: True while load_query_data builds the query model (before its ``query_mapping_`` is set):
 #: checks of a new model's own fit (a mixture of n_clusters on its cells) do not apply.
@@ -141,8 +141,6 @@ def warn_cells_without_reference_genes(aligned: AnnData, layer: str | None) -> N
         return
     names = ", ".join(map(str, aligned.obs_names[empty][:5]))
     matrix = "X" if layer is None else f"layers[{layer!r}]"
-    from ._validation import warn_user
-
     warn_user(
         f"{n_empty} of the query's {aligned.n_obs} cells (e.g. {names}) hold no counts in the "
         "reference's genes (any they hold lie in genes it lacks): the model reads them as empty "
@@ -259,3 +257,40 @@ def _refuse_word_marks(given, key: str, reference: list, unlabeled) -> None:
         f"{column} = {column}.astype(object).mask({column}.isin({words!r}), {unlabeled!r})"
         ".astype(int)."
     )
+
+
+def _plain(value):
+    """numpy's scalars as Python's, so that the line given reads as the user would write it."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _same_name(value) -> str:
+    """A category's name as a user reads it: case, surrounding spaces and the number format
+    ('1015.0' for 1015) left out."""
+    text = str(value).strip().casefold()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return repr(int(number)) if number.is_integer() else repr(number)
+
+
+def warn_lookalike_categories(new: dict, reference: dict) -> None:
+    """Warn of the query's new categories (``{obs key: values}``) that are one of the
+    reference's (``{obs key: categories}``) but for case, spaces or the number format: each
+    is learned as a category of its own ('1015 ', 'Ctrl', '1015.0' mapped apart from the
+    reference's '1015', 'ctrl', 1015), most likely not what the user meant."""
+    for key, values in new.items():
+        known = {_same_name(v): _plain(v) for v in reference.get(key, [])}
+        pairs = {_plain(v): known[_same_name(v)] for v in values if _same_name(v) in known}
+        if pairs:
+            shown = ", ".join(f"{v!r} (the reference's {k!r})" for v, k in list(pairs.items())[:3])
+            warn_user(
+                f"The query's obs[{key!r}] holds {len(pairs)} "
+                f"{'category' if len(pairs) == 1 else 'categories'} new to the reference "
+                f"that {'differs' if len(pairs) == 1 else 'differ'} from one of its own only "
+                f"in case, spaces or number format: {shown}. Each is learned as "
+                "a new category, its cells mapped apart from the reference's. If they are the "
+                "reference's, rename them before mapping: "
+                f"query.obs[{key!r}] = query.obs[{key!r}].replace({pairs!r})."
+            )
