@@ -576,7 +576,9 @@ def test_models_fitted_per_spot_load_onto_their_spots_by_name(split, tmp_path):
     """Loaded onto the same spots in another order, a per-spot NMFDeconv gave each spot
     another's proportions (by position, differences up to 0.9996), and onto other spots the
     old spots' proportions under new names; Archetypes (its archetypes are mixtures of the
-    training spots) did the same, or failed with torch's 'size mismatch for B_logits'."""
+    training spots) did the same, or failed with torch's 'size mismatch for B_logits'. Then
+    their read-outs gave rows in the fitted order, not the spots': ``spots.obsm["p"] =
+    loaded.get_proportions().to_numpy()`` put each spot's proportions on another spot."""
     spots, ref = split
     model = dv.model.NMFDeconv.from_reference(
         spots.copy(), reference=ref, labels_key="cluster", inference="per_spot"
@@ -584,10 +586,18 @@ def test_models_fitted_per_spot_load_onto_their_spots_by_name(split, tmp_path):
     model.train(max_epochs=20, **TRAIN)
     before = model.get_proportions()
     model.save(tmp_path / "nmf")
-    backwards = spots[::-1].copy()
+    backwards = spots[np.random.default_rng(0).permutation(spots.n_obs)].copy()
     with pytest.warns(UserWarning, match="in another order; they are put back"):
         loaded = dv.model.NMFDeconv.load(tmp_path / "nmf", backwards)
-    pd.testing.assert_frame_equal(loaded.get_proportions(), before, atol=1e-6)
+    in_order = before.loc[backwards.obs_names]  # rows in the order of the spots given
+    pd.testing.assert_frame_equal(loaded.get_proportions(), in_order, atol=1e-6)
+    abundance = loaded.get_abundance()
+    assert abundance.index.equals(backwards.obs_names)
+    np.testing.assert_allclose(abundance, model.get_abundance()[backwards.obs_names], rtol=1e-6)
+    part = loaded.get_proportions(indices=[3, 0, 7])  # positions in the spots given
+    pd.testing.assert_frame_equal(part, in_order.iloc[[3, 0, 7]], atol=1e-6)
+    # an unsaved model reads any order of its spots by name
+    pd.testing.assert_frame_equal(model.get_proportions(backwards), in_order)
     loaded.write_to_adata()  # into the spots given to load (the model's reordered copy before)
     written = backwards.obsm["proportions"]
     pd.testing.assert_frame_equal(written.loc[before.index], before, atol=1e-6, check_dtype=False)
@@ -601,9 +611,13 @@ def test_models_fitted_per_spot_load_onto_their_spots_by_name(split, tmp_path):
     archetypes.train(max_epochs=100, **TRAIN)  # 30: an archetype led by under 5 spots
     weights = archetypes.get_archetype_weights()
     archetypes.save(tmp_path / "arch")
+    shuffled = mix[np.random.default_rng(1).permutation(mix.n_obs)].copy()
     with pytest.warns(UserWarning, match="in another order"):
-        again = dv.model.Archetypes.load(tmp_path / "arch", mix[::-1].copy())
-    pd.testing.assert_frame_equal(again.get_archetype_weights(), weights, atol=1e-6)
+        again = dv.model.Archetypes.load(tmp_path / "arch", shuffled)
+    reordered = weights.loc[shuffled.obs_names]
+    pd.testing.assert_frame_equal(again.get_archetype_weights(), reordered, atol=1e-6)
+    again_part = again.get_archetype_weights(indices=[5, 1])
+    pd.testing.assert_frame_equal(again_part, reordered.iloc[[5, 1]], atol=1e-6)
     with pytest.raises(ValueError, match=r"get_archetype_weights\(new_spots\)"):
         dv.model.Archetypes.load(tmp_path / "arch", mix[:30].copy())
 

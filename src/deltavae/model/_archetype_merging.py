@@ -17,6 +17,7 @@ from ._gathered import Gathered
 from ._genes import check_own_adata
 from ._one_state import warn_one_state
 from ._positions import indices_after_adata
+from ._same_spots import given_order
 from ._spots import missing_empty_rows, selected_rows
 
 
@@ -124,8 +125,12 @@ class ArchetypeMergingMixin:
         --------
         >>> a.get_archetype_weights().idxmax(axis=1).value_counts()  # doctest: +SKIP
         """
+        given = given_order(self) if adata is None else None
         adata = self._resolve_adata(adata)
         rows = selected_rows(adata, indices)
+        if given is not None:  # loaded onto its spots in another order: rows in that order
+            at = adata.obs_names.get_indexer(given)
+            rows = at if rows is None else at[rows]
         raw, empty = self._raw_weights(adata, batch_size, empty=True, rows=rows)
         groups, _ = self._merge()
         merged = np.zeros((raw.shape[0], groups.max() + 1))

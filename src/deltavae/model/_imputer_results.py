@@ -18,7 +18,7 @@ from ._genes import check_own_adata
 from ._imputer_reference import OTHER_SPOTS, imputed_spots, requested_genes, warn_silent_genes
 from ._modes import in_eval_mode
 from ._positions import indices_after_adata
-from ._same_spots import check_same_spots
+from ._same_spots import check_same_spots, given_order
 from ._spots import (
     fitted_rows,
     missing_empty_rows,
@@ -160,14 +160,17 @@ class ImputerResultsMixin:
         if adata is not None:
             adata = imputed_spots(self, adata, what)
         spots = self.adata if adata is None else adata
+        names = spots.obs_names if adata is not None else given_order(self)
+        names = spots.obs_names if names is None else names  # the order of the spots given
         positions = np.arange(spots.n_obs)
+        if adata is not None or not names.equals(spots.obs_names):
+            positions = self.adata.obs_names.get_indexer(names)
         if adata is not None:
-            positions = self.adata.obs_names.get_indexer(adata.obs_names)
             check_same_spots(self, adata, positions, OTHER_SPOTS[self.design_])
         rows = selected_rows(spots, indices)
         if rows is None:
-            return positions, spots.obs_names
-        return positions[rows], spots.obs_names[rows]
+            return positions, names
+        return positions[rows], names[rows]
 
     @in_eval_mode
     def get_latent_representation(

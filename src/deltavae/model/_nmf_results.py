@@ -12,7 +12,7 @@ from scvi import REGISTRY_KEYS
 from ._backed import writes_backed
 from ._gathered import Gathered
 from ._positions import indices_after_adata
-from ._same_spots import check_same_spots, spot_rows
+from ._same_spots import check_same_spots, given_order, spot_rows
 from ._spots import (
     SPOT_INDEX,
     missing_empty_rows,
@@ -65,11 +65,13 @@ class NMFResultsMixin:
         values there, not NaN: see :meth:`_results`)."""
         check_batch_size(batch_size)  # a model fitted per spot reads no minibatches
         self._check_if_trained(warn=False)
+        given = None if adata is not None or self.module.amortized else given_order(self)
         adata = self._resolve_adata(adata)
         rows = selected_rows(adata, indices)
-        names = adata.obs_names if rows is None else adata.obs_names[rows]
+        spots = adata.obs_names if given is None else given  # the order of the spots given
+        names = spots if rows is None else spots[rows]
         if not self.module.amortized:
-            order = training_rows(adata.obs_names, self.spot_names_)
+            order = training_rows(pd.Index(spots.astype(str)), self.spot_names_)
             check_same_spots(self, adata, spot_rows(self, adata), _OTHER)
             order = order if rows is None else order[rows]
             with torch.no_grad():
@@ -144,7 +146,8 @@ class NMFResultsMixin:
         ----------
         adata
             Spots with the genes the model reads (:meth:`used_genes`), by name in any order;
-            default the training spots.
+            rows follow its order. Default the model's spots: after a per-spot model was
+            loaded onto them in another order, in the order of the spots given to ``load``.
         indices
             Spots of ``adata`` to read (positions or a boolean mask, as the single-cell
             models' ``indices``; default all), in this order.

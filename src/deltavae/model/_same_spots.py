@@ -120,3 +120,19 @@ def check_fitted_totals(adata: AnnData, attr_dict: dict, model: str, advice: str
         "another slide's results (spot barcodes repeat across slides). Pass the spots the "
         f"model was fitted on; for other spots {advice}."
     )
+
+
+def given_order(model) -> pd.Index | None:
+    """The names of the spots given to ``load`` (or ``model.adata = spots``) when they are the
+    model's spots in another order: a model fitted per spot reads a copy of them put in its
+    fitted order, and its read-outs without ``adata`` give their rows in the order of the
+    spots given, as the amortised models' do (``spots.obsm["p"] = d.get_proportions()
+    .to_numpy()`` was misaligned). ``None`` otherwise: the model's own order."""
+    given = getattr(model, "_query_adata", None)
+    if given is None or model.adata is None or given.n_obs != model.adata.n_obs:
+        return None
+    names = pd.Index(given.obs_names.astype(str))
+    held = pd.Index(model.adata.obs_names.astype(str))
+    if names.equals(held) or not names.is_unique or not names.isin(held).all():
+        return None
+    return given.obs_names

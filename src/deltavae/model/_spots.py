@@ -258,8 +258,8 @@ class SpotModelMixin:
             The spots, with the training genes; in memory and in another order, they are put
             in the training order by name on a copy (with a warning; ``adata`` is unchanged
             and gets the results of ``write_to_adata``). A
-            model fitted per spot loads onto its own spots, by name (spots of those names
-            holding other counts, another slide's, are refused). A view
+            model fitted per spot loads onto its own spots, by name, its read-outs in their
+            order (spots of those names holding other counts, another slide's, are refused). A view
             (``spots[mask]``) is copied into memory, as ``from_reference`` copies one: pass
             ``write_to_adata`` the AnnData to write into. ``None`` uses the AnnData saved
             with the model.
@@ -466,8 +466,8 @@ def fitted_spots(adata, attr_dict: dict, state_dict: dict, parameter, model: str
     if same and names.isin(fitted).all():
         warn_user(
             f"adata has the model's {len(names)} spots in another order; they are put back "
-            "in the fitted order by name (on a copy: adata itself is unchanged), and "
-            "results follow that order."
+            "in the fitted order by name on the copy the model reads (adata itself is "
+            "unchanged); read-outs give their rows in adata's order."
         )
         adata = adata[names.get_indexer(fitted)]
         adata = memory_copy(adata)
