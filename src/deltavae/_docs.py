@@ -201,6 +201,8 @@ Parameters
 ----------
 true, pred
     Proportions, spots x types (DataFrames are aligned by column name; arrays by position).
+    Every type of ``true`` must be in ``pred``; types of ``pred`` that ``true`` lacks are
+    left out of the scores, with a warning naming them.
     A table whose rows sum to other totals spot by spot (cell counts, abundances) is warned
     about: the scores compare proportions. Spots whose row of ``pred`` is all NaN (the spot
     models' spots without counts) are left out, with a warning counting them."""

@@ -27,6 +27,7 @@ from .._checks import check_bool, float_array, short_repr
 from .._docs import doc_params, doc_proportions
 from .._warn import warn_user
 from ._missing import (
+    check_types,
     flat,
     numeric_table,
     refuse_not_finite,
@@ -90,20 +91,8 @@ def _aligned(true, pred, values: str = "proportions") -> tuple[pd.DataFrame, pd.
             f"true has {true.shape[0]} spots but pred has {pred.shape[0]}; expected the same "
             f"spots{hint}"
         )
-    missing = [c for c in true.columns if c not in pred.columns]
-    if missing:
-        raise KeyError(
-            f"pred lacks the cell types {short_repr(missing, n=10)}; its columns are "
-            f"{short_repr(list(pred.columns), n=20, unit='columns')}"
-            + type_hint(missing, pred.columns)
-        )
-    extra = [c for c in pred.columns if c not in true.columns]
-    if extra and values == "proportions" and (mass := pred[extra].sum(axis=1).mean()) > 1e-3:
-        warn_user(
-            f"pred has cell types true lacks ({extra[:5]}), {mass:.1%} of each spot on average; "
-            "they are left out of the scores, so pred's rows no longer sum to 1.",
-        )
-    totals = pred.sum(axis=1)  # with any extra types: their share is warned about above
+    check_types(true, pred, values)  # true's types in pred; pred's others warned
+    totals = pred.sum(axis=1)  # with any extra types: their share is warned about
     pred = pred[true.columns]
     if pred.index.equals(true.index) and given_index and true.index.has_duplicates:
         repeated = true.index[true.index.duplicated()].unique()[:3].tolist()

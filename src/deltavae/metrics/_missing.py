@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._checks import short_repr
+from .._close_names import did_you_mean
 from .._warn import warn_user
 
 
@@ -199,4 +200,34 @@ def _all_real(column: pd.Series) -> bool:
     values = column.dropna()
     return len(values) > 0 and all(
         isinstance(v, numbers.Real | decimal.Decimal | np.bool_) for v in values
+    )
+
+
+def check_types(true: pd.DataFrame, pred: pd.DataFrame, values: str) -> None:
+    """Refuse ``true``'s columns that ``pred`` lacks (saying so first when the two share
+    none: differently named types); with ``values="proportions"``, warn naming ``pred``'s
+    columns that ``true`` lacks, which the scores leave out (a type the truth does not hold,
+    or a name written otherwise): they were dropped without a word where they held under
+    0.1% of a spot. Other values (imputed genes) may hold more columns than the truth."""
+    missing = [c for c in true.columns if c not in pred.columns]
+    if missing:
+        none = len(missing) == len(true.columns)
+        close = did_you_mean(missing[0], [c for c in pred.columns if c not in true.columns])
+        raise KeyError(
+            ("true and pred share no cell type (their columns): " if none else "")
+            + f"pred lacks the cell types {short_repr(missing, n=10)}; its columns are "
+            f"{short_repr(list(pred.columns), n=20, unit='columns')}"
+            + (type_hint(missing, pred.columns) or (f" ({missing[0]!r}: {close})" if close else ""))
+            + (". Name both tables' columns alike, e.g. pred.rename(columns={...})" if none else "")
+        )
+    extra = [c for c in pred.columns if c not in true.columns]
+    if not extra or values != "proportions":
+        return
+    mass = float(pred[extra].sum(axis=1).mean())
+    warn_user(
+        f"pred has cell types true lacks ({short_repr(extra, n=10)}), {mass:.1%} of each spot "
+        "on average; they are left out of the scores"
+        + (", so pred's rows no longer sum to 1" if mass > 1e-3 else "")
+        + f", which are over the {len(true.columns)} types of true. Check the names if true "
+        "should hold them.",
     )
