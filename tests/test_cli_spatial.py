@@ -388,7 +388,8 @@ def test_spots_without_coordinates_are_told_why_no_tissue_plot(files, tmp_path, 
     assert _fit(tmp_path / "flat.h5ad", tmp_path / "p.h5ad", *options, "--epochs", "2") == 0
     assert (
         f"plots in {plots_folder(tmp_path / 'p.h5ad')}: elbo_history.png (no "
-        "spatial_proportions.png: the spots have no coordinates, obsm['spatial'])"
+        "spatial_proportions.png: the spots have no coordinates, obsm['spatial'] or "
+        "obsm['X_spatial'])"
     ) in capsys.readouterr().out
 
 

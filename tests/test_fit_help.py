@@ -54,3 +54,18 @@ def test_early_stopping_help_gives_each_models_default():
     assert parse(argv).early_stopping is None  # the model's default
     assert parse([*argv, "--early-stopping"]).early_stopping is True
     assert parse([*argv, "--no-early-stopping"]).early_stopping is False
+
+
+def test_fit_help_names_both_keys_of_the_spots_coordinates():
+    """The help said the weights are drawn on obsm['spatial'] only, while fit draws the
+    coordinates of obsm['X_spatial'] too (scanpy's name for them)."""
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    text = " ".join(sub.choices["fit"].format_help().split())
+    assert "(obsm['spatial'], or obsm['X_spatial'] as scanpy names them)" in text, text
+    import anndata as ad
+    import numpy as np
+
+    from deltavae._cli_report import has_coordinates
+
+    assert has_coordinates(ad.AnnData(np.ones((2, 1)), obsm={"X_spatial": np.ones((2, 2))}))

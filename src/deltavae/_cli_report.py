@@ -324,11 +324,11 @@ def _save_plots(
 def _spatial_plots(
     results: ad.AnnData, model, model_name: str, folder: Path, sample_key: str | None = None
 ) -> list[Path]:
-    """ELBO curves; the weights on the spots' coordinates (``obsm["spatial"]``) when they have
-    them, one PNG per slide (``sample_key``, or the obs column of ``uns["spatial"]``'s library
-    names) over its own image: slides concatenated share coordinates, and drawn in one panel
-    they lay over each other; the explained-variance elbow when archetypes chose their
-    number."""
+    """ELBO curves; the weights on the spots' coordinates (``obsm["spatial"]``, or
+    ``obsm["X_spatial"]``) when they have them, one PNG per slide (``sample_key``, or the obs
+    column of ``uns["spatial"]``'s library names) over its own image: slides concatenated
+    share coordinates, and drawn in one panel they lay over each other; the
+    explained-variance elbow when archetypes chose their number."""
     opened = set(plt.get_fignums())
     folder.mkdir(parents=True, exist_ok=True)
     files = [folder / "elbo_history.png"]
@@ -369,18 +369,22 @@ def has_coordinates(results: ad.AnnData) -> bool:
 
 def no_tissue_note(results: ad.AnnData, model_name: str) -> str:
     """Why a spatial model's weights were not drawn on the tissue: the spots have no
-    coordinates (``obsm["spatial"]``); ``""`` where they were, or the model has none.
+    coordinates (``obsm["spatial"]`` or ``obsm["X_spatial"]``); ``""`` where they were, or the
+    model has none.
 
     Examples
     --------
     >>> spots = ad.AnnData(obsm={"proportions": np.ones((2, 2))})
-    >>> no_tissue_note(spots, "nmfdeconv")
-    " (no spatial_proportions.png: the spots have no coordinates, obsm['spatial'])"
+    >>> no_tissue_note(spots, "nmfdeconv").endswith("obsm['spatial'] or obsm['X_spatial'])")
+    True
     """
     key = SPOT_WEIGHTS.get(model_name, "proportions")  # imputer: its deconvolution design's
     if model_name not in SPATIAL_MODELS or key not in results.obsm or has_coordinates(results):
         return ""
-    return f" (no spatial_{key}.png: the spots have no coordinates, obsm['spatial'])"
+    return (
+        f" (no spatial_{key}.png: the spots have no coordinates, obsm['spatial'] or "
+        "obsm['X_spatial'])"
+    )
 
 
 def _fit_plots(
