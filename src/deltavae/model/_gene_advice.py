@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._close_names import suffixed_hint
+
 
 def case_only_matches(genes, names) -> pd.Series:
     """Each of ``genes`` not in ``names`` that is one of ``names`` ignoring case (mouse 'Gad1'
@@ -34,8 +36,9 @@ STRIP_VERSIONS = (
     f"adata.var_names = adata.var_names.str.replace(r'{_ENSEMBL_VERSION}', r'\\1', regex=True)"
 )
 #: How :func:`identifier_advice` begins where the genes are there by another spelling (its
-#: capitalisation, a version suffix): advice to rename, not "use the same identifiers".
-RENAMING = ("Ignoring case", "Without the version suffixes")
+#: capitalisation, a version suffix, an appended ID): advice to rename, not "use the same
+#: identifiers".
+RENAMING = ("Ignoring case", "Without the version suffixes", "Without the Ensembl IDs")
 
 
 def version_only_matches(genes, names) -> pd.Series:
@@ -108,7 +111,42 @@ def identifier_advice(first, second) -> str:
             f"{exact + len(versions)} genes (e.g. {versions.index[0]} and {versions.iloc[0]}): "
             f"strip the suffixes where they are, e.g. {STRIP_VERSIONS}, on both."
         )
-    return "Use the same gene identifiers (symbols or Ensembl IDs) in both."
+    return _suffixed_advice(first, second, exact) or (
+        "Use the same gene identifiers (symbols or Ensembl IDs) in both."
+    )
+
+
+#: A symbol with an Ensembl ID appended (muscat's CD79A_ENSG00000105369, Rpl7_ENSMUSG...).
+_SUFFIXED = r"[_.|:-]ENS[A-Z]*\d{6,}(?:\.\d+)?$"
+
+
+def _suffixed_advice(first: pd.Index, second: pd.Index, exact: int) -> str:
+    """Where symbols with an Ensembl ID appended in one list (or both) are the other's
+    symbols: how many genes the lists share without the IDs, which (:func:`suffixed_hint`),
+    and the line that strips them; ``""`` where the IDs do not hide more shared genes.
+
+    Examples
+    --------
+    >>> _suffixed_advice(pd.Index(["Rpl7"]), pd.Index(["Rpl7_ENSMUSG00000043716"]), 0)[:52]
+    "Without the Ensembl IDs appended to their symbols ('"
+    """
+    bare_first, bare_second = (
+        names.str.replace(_SUFFIXED, "", regex=True) for names in (first, second)
+    )
+    found = int(bare_first.isin(bare_second).sum())
+    if found <= exact:
+        return ""
+    shown = bare_first[bare_first.isin(bare_second) & ~first.isin(second)][:3]
+    hint = suffixed_hint(shown, second[second != bare_second]) or suffixed_hint(
+        bare_second[bare_second.isin(bare_first) & ~second.isin(first)][:3], first
+    )
+    hint = hint.removesuffix(" here")  # of either list
+    return (
+        f"Without the Ensembl IDs appended to their symbols ({hint}), they share {found} "
+        f"genes: name those genes by their symbols, e.g. adata.var_names = "
+        f"adata.var_names.str.replace(r'{_SUFFIXED}', '', regex=True), then "
+        "adata.var_names_make_unique()."
+    )
 
 
 def names_column_advice(datasets: dict[str, AnnData]) -> str:
