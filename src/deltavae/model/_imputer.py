@@ -47,6 +47,7 @@ from ._matrices import column_sums, memory_copy, row_sums, to_memory
 from ._nmf_reference import warn_empty_reference_cells, warn_small_types
 from ._nmf_start import keep_uncounted
 from ._placeholder_labels import warn_placeholder_labels
+from ._query_source import keep_write_target
 from ._reference_labels import check_reference_labels
 from ._reference_reads import counts_in_memory, in_chunks, type_profiles
 from ._save_checks import check_load_arguments
@@ -397,7 +398,7 @@ class SpatialImputer(
             model = cls(spots, reference=rows, design=design, profiles=profiles, **model_kwargs)
         model.reference_layer_ = reference_layer  # saved: impute's advice drops genes by it
         if not given.is_view:  # results go into the spots given, not the model's copy (as load)
-            model._query_adata = given
+            keep_write_target(model, given)  # and read-outs follow them (spots_now)
         return model
 
     # ------------------------------------------------------------------------- training
@@ -479,5 +480,5 @@ class SpatialImputer(
             adata = spots_to_load(adata, var_names)
         model = super().load(dir_path, adata=adata, **kwargs)
         if given is not None and model.adata is not given:  # a copy: results go into given
-            model._query_adata = given
+            keep_write_target(model, given)
         return model

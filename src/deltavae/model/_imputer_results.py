@@ -18,6 +18,7 @@ from ._genes import check_own_adata
 from ._imputer_reference import OTHER_SPOTS, imputed_spots, requested_genes, warn_silent_genes
 from ._modes import in_eval_mode
 from ._positions import indices_after_adata
+from ._query_source import spots_now
 from ._same_spots import check_same_spots, given_order
 from ._spots import (
     fitted_rows,
@@ -69,8 +70,11 @@ class ImputerResultsMixin:
             order.
         adata
             The model's spots or some of them (matched by name, in any order; any genes);
-            rows follow its order. Default every spot of the model. Spots of those names
-            holding other counts (another slide's, its barcodes the same) are refused.
+            rows follow its order. Default every spot of the model; once the spots given
+            to :meth:`from_reference` (or :meth:`load`) were subset or reordered in place
+            (``sc.pp.filter_cells``), those they hold now, in their order. Spots of those
+            names holding other counts (another slide's, its barcodes the same; the spots
+            given, their ``X`` replaced since) are refused.
         indices
             Spots of ``adata`` (default the model's) to impute: positions or a boolean mask,
             as the single-cell models' ``indices`` (default all), in this order.
@@ -156,7 +160,11 @@ class ImputerResultsMixin:
 
     def _spot_positions(self, adata, indices, what="Imputations") -> tuple[np.ndarray, pd.Index]:
         """Rows, in the model's spots, of ``adata``'s spots (the model's for ``None``; its own
-        spots only, by name) that ``indices`` selects, and their names, in that order."""
+        spots only, by name) that ``indices`` selects, and their names, in that order. For
+        ``None``, the spots given to ``from_reference`` or ``load`` where they were subset,
+        reordered or their data replaced in place since (``spots_now``)."""
+        if adata is None:
+            adata = spots_now(self)
         if adata is not None:
             adata = imputed_spots(self, adata, what)
         spots = self.adata if adata is None else adata
@@ -197,7 +205,8 @@ class ImputerResultsMixin:
         ----------
         adata
             The model's spots or some of them (matched by name, in any order; any genes);
-            default every spot of the model.
+            default every spot of the model, or the spots given, changed in place, as in
+            :meth:`impute`.
         indices
             Spots of ``adata`` to read, as in :meth:`impute`.
         give_mean
@@ -291,7 +300,8 @@ class ImputerResultsMixin:
         adata
             The model's spots or some of them (matched by name, in any order; any genes),
             e.g. the AnnData passed to :meth:`from_reference`; rows follow its order. Default
-            every spot of the model. Other spots are refused: the proportions are fitted per
+            every spot of the model, or the spots given, changed in place, as in
+            :meth:`impute`. Other spots are refused: the proportions are fitted per
             spot (as are spots of the model's names holding other counts, another slide's).
         indices
             Spots of ``adata`` (default the model's) to read, as in :meth:`impute`.

@@ -42,6 +42,8 @@ def keep_write_target(model, given: AnnData | None) -> None:
     AnnData on disk hands out a new matrix object at each access: nothing is held, and such
     an AnnData is taken as unchanged, as before."""
     model._query_adata = given
+    # its spots (cells) as given, by name and in order: what a spot model's read-outs follow
+    model.__dict__["_query_names"] = None if given is None else given.obs_names
     source = None
     if given is not None and not given.is_view and not on_disk(given):
         layer = (getattr(model, "registry_", None) or {}).get("setup_args", {}).get("layer")
@@ -96,3 +98,19 @@ def follow_query(model) -> None:
     model.adata = registration_twin(query) if same_genes else model._match_genes(query)
     keep_write_target(model, query)
     logger.info("The query changed since it was mapped: the model reads it as it is now.")
+
+
+def spots_now(model) -> AnnData | None:
+    """The user's spots (``SpatialImputer.from_reference``'s or ``load``'s, the model's write
+    target) where they no longer hold what the model's own copy of them holds: spots subset
+    or reordered in place since (``sc.pp.filter_cells``, ``adata._inplace_subset_obs``) or
+    their data replaced (``adata.X = other``). A read-out without an AnnData reads these,
+    found by name as an AnnData passed is (its rows follow ``spots.obs_names`` as
+    ``write_to_adata()`` writes them), rather than the copy's spots in the copy's order;
+    ``None`` where they are as given (:func:`keep_write_target`), or where the model keeps
+    no write target."""
+    query, names = getattr(model, "_query_adata", None), model.__dict__.get("_query_names")
+    if query is None or query is model.adata:
+        return None
+    moved = names is not None and not query.obs_names.equals(names)
+    return query if moved or not same_source(model, query) else None

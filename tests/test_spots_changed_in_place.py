@@ -1,0 +1,66 @@
+"""A SpatialImputer reads its own copy of the spots given to from_reference (their shared
+genes), and writes into the spots given. Read-outs without an AnnData read that copy: after
+the user subset or reordered the spots in place, or replaced their data, they returned rows
+of the spots as given (60 for 49 spots left; a latent array in the old order, silently
+misaligned with spots.obs_names) and read the old data."""
+
+import numpy as np
+import pytest
+import scanpy as sc
+
+import deltavae as dv
+
+TRAIN = {"max_epochs": 2, "enable_progress_bar": False, "enable_model_summary": False}
+
+
+@pytest.fixture(scope="module")
+def data():
+    cells = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=40, n_clusters=3, n_conditions=1, seed=1
+    )
+    spots, ref = dv.datasets.pseudo_spots(
+        cells, "cluster", n_spots=40, cells_per_spot=(2, 6), seed=3
+    )
+    return spots[:, :30].copy(), ref
+
+
+def _imputer(data, design):
+    spots, ref = data
+    spots = spots.copy()
+    model = dv.model.SpatialImputer.from_reference(
+        spots, reference=ref, labels_key="cluster", design=design
+    )
+    model.train(**TRAIN)
+    return model, spots
+
+
+@pytest.mark.parametrize("design", ["deconvolution", "latent"])
+def test_read_outs_follow_spots_subset_and_reordered_in_place(data, design):
+    model, spots = _imputer(data, design)
+    imputed = model.impute()
+    totals = np.asarray(spots.X.sum(axis=1)).ravel()
+    sc.pp.filter_cells(spots, min_counts=np.sort(totals)[5] + 1)  # some spots left out
+    spots._inplace_subset_obs(np.arange(spots.n_obs)[::-1])  # and the rest reordered
+    kept = spots.obs_names
+    assert 0 < len(kept) < len(imputed)
+    now = model.impute()
+    assert now.index.equals(kept)
+    np.testing.assert_allclose(now.to_numpy(), imputed.loc[kept].to_numpy())
+    if design == "latent":
+        latent = model.get_latent_representation()
+        whole = model.get_latent_representation(adata=model.adata)
+        np.testing.assert_allclose(latent, whole[model.adata.obs_names.get_indexer(kept)])
+    else:
+        assert model.get_proportions().index.equals(kept)
+        assert model.get_abundance().index.equals(kept)
+    model.write_to_adata()
+    assert spots.obsm["imputed"].index.equals(kept)
+
+
+def test_read_outs_refuse_spots_whose_data_were_replaced(data):
+    model, spots = _imputer(data, "latent")
+    spots.X = spots.X[::-1].copy()  # other counts under the same names
+    with pytest.raises(ValueError, match="other data"):
+        model.get_latent_representation()
+    with pytest.raises(ValueError, match="other data"):
+        model.impute()
