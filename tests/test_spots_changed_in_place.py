@@ -4,6 +4,8 @@ the user subset or reordered the spots in place, or replaced their data, they re
 of the spots as given (60 for 49 spots left; a latent array in the old order, silently
 misaligned with spots.obs_names) and read the old data."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scanpy as sc
@@ -64,3 +66,27 @@ def test_read_outs_refuse_spots_whose_data_were_replaced(data):
         model.get_latent_representation()
     with pytest.raises(ValueError, match="other data"):
         model.impute()
+
+
+def test_training_after_the_spots_were_subset_in_place_says_it_fits_them_all(data):
+    spots, ref = data
+    spots = spots.copy()
+    model = dv.model.SpatialImputer.from_reference(spots, reference=ref, labels_key="cluster")
+    spots._inplace_subset_obs(np.arange(spots.n_obs) % 4 != 0)
+    with pytest.warns(UserWarning, match=r"subset in place since .* hold 30 of its 40 spots"):
+        model.train(**TRAIN)
+    assert model.get_proportions().index.equals(spots.obs_names)
+
+
+def test_training_after_the_spots_were_reordered_or_made_sparse_says_nothing(data):
+    from scipy import sparse
+
+    spots, ref = data
+    spots = spots.copy()
+    model = dv.model.SpatialImputer.from_reference(spots, reference=ref, labels_key="cluster")
+    spots._inplace_subset_obs(np.arange(spots.n_obs)[::-1])
+    spots.X = sparse.csr_matrix(spots.X)  # the same counts, replaced
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*in place")
+        model.train(**TRAIN)
+    assert model.get_proportions().index.equals(spots.obs_names)

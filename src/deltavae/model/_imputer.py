@@ -47,7 +47,7 @@ from ._matrices import column_sums, memory_copy, row_sums, to_memory
 from ._nmf_reference import warn_empty_reference_cells, warn_small_types
 from ._nmf_start import keep_uncounted
 from ._placeholder_labels import warn_placeholder_labels
-from ._query_source import keep_write_target
+from ._query_source import keep_write_target, warn_training_other_spots
 from ._reference_labels import check_reference_labels
 from ._reference_reads import counts_in_memory, in_chunks, type_profiles
 from ._save_checks import check_load_arguments
@@ -453,6 +453,7 @@ class SpatialImputer(
             # small: Adam's usual eps=0.01 would all but freeze them.
             kwargs["plan_kwargs"] = {"eps": 1e-8, **(kwargs.get("plan_kwargs") or {})}
         kwargs.update(train_size=1.0, restore_best=False, early_stopping=False)
+        warn_training_other_spots(self)  # the spots given, subset in place since: said
         return super().train(max_epochs=max_epochs, lr=lr, batch_size=batch_size, **kwargs)
 
     # ------------------------------------------------------------------------- load

@@ -12,6 +12,7 @@ import weakref
 import pandas as pd
 from anndata import AnnData
 
+from .._warn import warn_user
 from ._matrices import on_disk
 
 logger = logging.getLogger(__name__)
@@ -114,3 +115,23 @@ def spots_now(model) -> AnnData | None:
         return None
     moved = names is not None and not query.obs_names.equals(names)
     return query if moved or not same_source(model, query) else None
+
+
+def warn_training_other_spots(model) -> None:
+    """Before a SpatialImputer fits: warn where the spots given to it were subset in place
+    since it was built (``sc.pp.filter_cells``): it fits its own copy of every spot given,
+    those left out too (their data shape its shared parameters). Data replaced in place are
+    refused by the read-outs (another slide's under the same names), not here: a sparse or
+    normalised copy of the same counts is fitted alike."""
+    spots = spots_now(model)
+    own = model.adata.obs_names
+    if spots is None or spots.obs_names.sort_values().equals(own.sort_values()):
+        return  # unchanged, or only reordered: the same spots, fitted alike
+    left = int(spots.obs_names.isin(own).sum())
+    warn_user(
+        f"The spots given to {type(model).__name__}.from_reference were subset in place since "
+        f"(e.g. sc.pp.filter_cells): they hold {left} of its {len(own)} spots, but train fits "
+        f"the model's own copy of all {len(own)}, those left out too. To fit only the spots "
+        "left, build the model again from them (from_reference(spots, ...)); the read-outs "
+        "without an AnnData give the spots left either way."
+    )
