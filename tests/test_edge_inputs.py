@@ -706,6 +706,19 @@ def test_indices_a_scanpy_user_passes_are_read_or_refused_by_name(conditional):
             model.get_latent_representation(indices=indices)
 
 
+def test_the_aggregated_posteriors_indices_are_checked_as_every_read_outs(conditional):
+    """get_aggregated_posterior read len(indices) before the read-outs' check: one position
+    or a generator ended in "object of type 'int' has no len()"; no cell given is still
+    every cell, as in scvi-tools."""
+    model, adata = conditional
+    for indices in (5, np.int64(3), (i for i in range(3))):
+        with pytest.raises(ValueError, match="indices must be one-dimensional; got shape"):
+            model.get_aggregated_posterior(indices=indices)
+    every = model.get_aggregated_posterior(indices=[])
+    assert every.mixture_distribution.logits.shape == (adata.n_obs,)
+    assert model.get_aggregated_posterior(indices=[0, 2]).mixture_distribution.logits.shape == (2,)
+
+
 def test_sampled_conditions_keep_the_training_columns_type(conditional):
     model, adata = conditional
     drawn = model.sample(20, condition=True, seed=0)

@@ -25,7 +25,9 @@ def aggregated_posterior(
 
     model._check_if_trained(warn=False)
     adata = model._validate_anndata(adata)
-    if indices is None or len(indices) == 0:  # scvi-tools': no cell given is every cell
+    # scvi-tools': no cell given is every cell. Anything else, one position or a generator
+    # included, is the loader's to check (len() failed on them with a bare TypeError).
+    if indices is None or (np.ndim(indices) == 1 and np.size(indices) == 0):
         indices = np.arange(adata.n_obs)
     cells = model._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
     loc, var = model.get_latent_representation(return_dist=True, dataloader=cells, give_mean=True)
