@@ -192,6 +192,18 @@ def test_spatial_reference_pair_rejects_unknown_name():
         datasets.spatial_reference_pair(["hippocampus"])
 
 
+@pytest.mark.parametrize(
+    ("name", "file"), [("Hippocampus", "hippocampus"), ("Lymph_Node", "lymph")]
+)
+def test_spatial_reference_pair_names_are_read_in_any_case(name, file, tmp_path):
+    """A name in another case ("Hippocampus") was refused as unknown while the error listed
+    "hippocampus"; here it is looked for (an empty data_dir: the file is not found, by its name)."""
+    with pytest.raises(FileNotFoundError, match=f"'{file}[a-z]*_visium_spatial.h5ad'"):
+        datasets.spatial_reference_pair(name, data_dir=tmp_path)
+    with pytest.raises(ValueError, match="'hipocampus'; did you mean 'hippocampus'"):
+        datasets.spatial_reference_pair("hipocampus", data_dir=tmp_path)
+
+
 def test_mnist_shape_range_and_labels():
     adata = _load_or_skip(datasets.mnist)
     assert adata.shape == (10000, 784)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._close_names import did_you_mean
 from .._docs import doc_data_dir, doc_params
 from .._warn import warn_user
 from ._data_files import _FILES, _PAIR_FILES, _check_data_dir, _resolve_file
@@ -295,7 +296,8 @@ def spatial_reference_pair(
     ----------
     name
         One of ``"cerebellum"`` (Slide-seq), ``"hippocampus"`` (Visium),
-        ``"hypothalamus"`` (MERFISH) or ``"lymphnode"`` (Visium).
+        ``"hypothalamus"`` (MERFISH) or ``"lymphnode"`` (Visium), in any case
+        (``"Hippocampus"``; ``"lymph_node"`` too).
     data_dir
         The folder holding the pair or the data root (looked up as for :func:`kang_ifnb_8donors`).
 
@@ -312,10 +314,15 @@ def spatial_reference_pair(
     >>> spots.shape, ref.shape
     ((750, 134), (1308, 134))
     """
-    if not isinstance(name, str) or name not in _PAIR_FILES:
+    # Any case, and "lymph_node" or "lymph node" for "lymphnode": the error listed the names.
+    key = "".join(name.lower().replace("_", " ").split()) if isinstance(name, str) else None
+    if key not in _PAIR_FILES:
+        hint = did_you_mean(name, _PAIR_FILES, end=" ") if isinstance(name, str) else ""
         raise ValueError(
-            f"unknown spatial/reference pair name={name!r}; expected one of {sorted(_PAIR_FILES)}"
+            f"unknown spatial/reference pair name={name!r}; {hint}expected one of "
+            f"{sorted(_PAIR_FILES)} (in any case)"
         )
+    name = key
     folder = "rctd_spatial_reference_pairs"
     _check_data_dir(data_dir, folder)
     if data_dir is not None and Path(data_dir).expanduser().is_file():
