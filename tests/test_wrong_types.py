@@ -127,3 +127,18 @@ def test_data_arguments_of_another_type_are_refused_by_name(tmp_path, foreign):
             else:
                 wrong.append(f"{name}({arg}={foreign!r}): accepted")
     assert not wrong, "\n".join(wrong)
+
+
+def test_a_table_outside_a_model_is_not_told_of_the_models_genes(tmp_path):
+    """pseudo_spots and write_results_to_store, given a table, were told to wrap it "with the
+    model's genes as var_names", though no model is involved; the models' advice keeps it."""
+    table = pd.DataFrame(np.ones((3, 2)), columns=["g0", "g1"])
+    for call in (
+        lambda: dv.datasets.pseudo_spots(table),
+        lambda: dv.write_results_to_store(table, ["X_latent"], tmp_path / "cells.zarr"),
+    ):
+        with pytest.raises(TypeError, match="AnnData.X., with the gene names as var_names") as e:
+            call()
+        assert "model" not in str(e.value)
+    with pytest.raises(TypeError, match="AnnData.X., with the model's genes as var_names"):
+        dv.model.ZINBVAE.setup_anndata(table)

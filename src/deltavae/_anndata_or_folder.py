@@ -63,7 +63,9 @@ def model_folder_advice(path, flag: str) -> str | None:
     )
 
 
-def argument_advice(value, name: str, wants: str, call: str | None = None) -> str | None:
+def argument_advice(
+    value, name: str, wants: str, call: str | None = None, genes: str = "the model's genes"
+) -> str | None:
     """Why ``value`` cannot be the argument ``name`` and what to pass instead, or ``None``
     where it fits: the one wording of an AnnData where a model's folder goes, a path (a file,
     a zarr store, a saved model's folder) or a table where an AnnData goes, whatever the order
@@ -81,6 +83,9 @@ def argument_advice(value, name: str, wants: str, call: str | None = None) -> st
         path).
     call
         How the method is called, by its parameters (``"ZINBVAE.load(dir_path, adata)"``).
+    genes
+        The names a wrapped table's columns should carry, for the advice to wrap one: a
+        model's genes by default; ``"the gene names"`` for functions outside a model.
 
     Examples
     --------
@@ -121,16 +126,23 @@ def argument_advice(value, name: str, wants: str, call: str | None = None) -> st
     shape = getattr(value, "shape", None)
     got = type(value).__name__ + (f" of shape {tuple(shape)}" if shape is not None else "")
     return (
-        f"{head} {got}. Wrap a table or a matrix with anndata.AnnData(X), with the model's genes "
-        f"as var_names, or pick the modality of a MuData (mdata['rna']){then}."
+        f"{head} {got}. Wrap a table or a matrix with anndata.AnnData(X), with {genes} as "
+        f"var_names, or pick the modality of a MuData (mdata['rna']){then}."
     )
 
 
-def check_anndata(adata, name: str = "adata", call: str | None = None, optional: bool = True):
+def check_anndata(
+    adata,
+    name: str = "adata",
+    call: str | None = None,
+    optional: bool = True,
+    genes: str = "the model's genes",
+):
     """``adata`` when it is an AnnData (or None, where ``optional``); else a TypeError naming
     what was passed and what to pass (:func:`argument_advice`): a DataFrame or a matrix failed with
     AttributeError (no attribute 'obs' or 'is_view'), a file's name with "'str' object has no
-    attribute 'var_names'". ``call``: how the method is called, for the message.
+    attribute 'var_names'". ``call``: how the method is called, for the message; ``genes``:
+    the names a wrapped table's columns should carry (``"the gene names"`` outside a model).
 
     Examples
     --------
@@ -140,7 +152,8 @@ def check_anndata(adata, name: str = "adata", call: str | None = None, optional:
     ...
     TypeError: adata must be an AnnData (cells x genes); got ndarray of shape (2, 2). ...
     """
-    advice = argument_advice(adata, name, "anndata or None" if optional else "anndata", call)
+    wants = "anndata or None" if optional else "anndata"
+    advice = argument_advice(adata, name, wants, call, genes)
     if advice is not None:
         raise TypeError(advice)
     refuse_minified(adata, name)

@@ -263,7 +263,8 @@ def write_results_to_store(adata: AnnData, keys: list[str], path: str | Path) ->
     path = _file_path(path, "path", "write_results_to_store(adata, keys, path)")
     from ._anndata_or_folder import check_anndata  # which imports this module
 
-    check_anndata(adata, "adata", "write_results_to_store(adata, keys, path)", optional=False)
+    call = "write_results_to_store(adata, keys, path)"
+    check_anndata(adata, "adata", call, optional=False, genes="the gene names")
     if not path.exists():
         raise FileNotFoundError(
             f"{str(path)!r} does not exist; pass the zarr store or .h5ad file the results "

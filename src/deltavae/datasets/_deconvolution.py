@@ -193,7 +193,8 @@ def pseudo_spots(
     low, high = _check_range("cells_per_spot", cells_per_spot, integer=True)
     check_bool("grid", grid)  # "no" laid the spots on a grid
     seed = _check_seed(seed)
-    check_anndata(reference, "reference", "pseudo_spots(reference, labels_key)", optional=False)
+    call = "pseudo_spots(reference, labels_key)"
+    check_anndata(reference, "reference", call, optional=False, genes="the gene names")
     names = reference.obs_names
     if not names.is_unique:  # uns["pseudo_spots"]["pool_cells"] names the pool
         repeated = names[names.duplicated()].unique()[:3].tolist()
