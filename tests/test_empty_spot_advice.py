@@ -115,3 +115,30 @@ def test_the_shell_advice_drops_them_and_the_refit_does_not_warn(
         assert main(["fit", fixed_path, *options, "--overwrite"]) == 0
     said = capsys.readouterr()
     assert "no counts in the" not in said.out + said.err
+
+
+@pytest.mark.parametrize("model", ["nmfdeconv", "imputer"])
+def test_the_shell_advice_is_scanpys_filter_where_that_drops_the_same_spots(
+    data, tmp_path, capsys, model
+):
+    """Spots empty in X in every gene, the model reading X: the CLI's advice listed every
+    gene the model reads (124 names on the hippocampus pair) in a command where
+    sc.pp.filter_cells(spots, min_counts=1) drops the same spots."""
+    spots, ref = data
+    counts = spots.layers["counts"].toarray()
+    counts[:, -1] = 0  # no counts in SPOT_ONLY: the spots empty in the reference's genes are
+    spots = ad.AnnData(counts, obs=spots.obs, var=spots.var[[]])  # empty in every gene
+    spots.write_h5ad(tmp_path / "spots.h5ad")
+    ref.write_h5ad(tmp_path / "ref.h5ad")
+    options = ["--model", model, "--epochs", "2", "--no-plots", "--threads", "1"]
+    options += ["--out", str(tmp_path / "out.h5ad"), "--reference", str(tmp_path / "ref.h5ad")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        assert main(["fit", str(tmp_path / "spots.h5ad"), *options, "--labels-key", "cluster"]) == 0
+    said = capsys.readouterr()
+    (line,) = [line for line in (said.out + said.err).splitlines() if "no counts in the" in line]
+    assert "sc.pp.filter_cells(spots, min_counts=1)" in line and "isin" not in line, line
+    assert "'gene_1'" not in line, line  # no gene named: the filter reads them all
+    run_advised(line, cwd=tmp_path)
+    fixed = ad.read_h5ad(tmp_path / "spots_fixed.h5ad")
+    assert fixed.n_obs == 55 and not fixed.obs_names.isin(spots.obs_names[:5]).any()
