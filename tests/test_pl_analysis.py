@@ -242,6 +242,20 @@ def test_perturbation_scatter_errors(perturbation):
         dv.pl.perturbation_scatter(predicted[:, :10], observed, show=False)
 
 
+def test_gene_means_as_a_series_are_told_a_way_that_keeps_the_gene_names(perturbation):
+    """``df.mean()`` gives the gene means as a Series: the error's advice, ``means[None]``,
+    was a KeyError on a Series (and on an array dropped the names that ``highlight`` reads).
+    The advice given works and keeps the names."""
+    predicted, observed = (a.to_df().mean() for a in perturbation)
+    with pytest.raises(ValueError, match=r"Series of \d+ values.*means\.to_frame\(\)\.T"):
+        dv.pl.perturbation_scatter(predicted, observed, highlight=["g1"], show=False)
+    ax = dv.pl.perturbation_scatter(
+        predicted.to_frame().T, observed.to_frame().T, highlight=["g1", "g2", "g3"], show=False
+    )
+    assert len(ax.collections[1].get_offsets()) == 3
+    plt.close("all")
+
+
 def test_perturbation_scatter_highlighted_genes_of_equal_means_are_drawn(perturbation):
     # Genes switched on only under the perturbation are 0 in every control cell: the
     # highlighted genes' R² is undefined, the plot is not.

@@ -56,6 +56,12 @@ def gene_means(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
                 f"{name}.layers[{short_repr(next(iter(data.layers), 'counts'))}]."
             )
         data = data.X
+    elif isinstance(data, pd.Series):  # df.mean()'s gene means: means[None] was a KeyError
+        raise ValueError(
+            f"{name} must be cells x genes (2-D); got a Series of {data.size} values (means "
+            "already taken: pass them as one row that keeps the gene names, "
+            "means.to_frame().T)."
+        )
     elif isinstance(data, pd.DataFrame):  # get_normalized_expression's cells x genes
         data = numeric_table(data, name, kept="genes'")  # numbers held as objects: read
         genes = np.asarray(data.columns).astype(str)
