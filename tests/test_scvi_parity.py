@@ -533,3 +533,20 @@ def test_batch_size_none_is_scvi_tools_setting(counts_adata, monkeypatch):
     cgm = dv.model.CGMDVAE(counts_adata, 3, **SMALL)
     cgm.train(max_epochs=2, batch_size=None, mixture_init="kmeans")
     assert cgm.train_args_["batch_size"] == 100
+
+
+def test_scvi_setup_arguments_at_their_defaults_are_no_ops(counts_adata):
+    """SCVI.setup_anndata(adata, labels_key=None, continuous_covariate_keys=None), scvi-tools'
+    defaults written out (a wrapper passing every key), was refused by ZINBVAE ("unexpected
+    argument 'labels_key'"); they register nothing there and now run. A value that would
+    register a field is still refused with what to do instead."""
+    dv.model.ZINBVAE.setup_anndata(
+        counts_adata, batch_key=None, labels_key=None, continuous_covariate_keys=[]
+    )
+    assert "labels_key" not in dv.model.ZINBVAE(counts_adata, **SMALL).registry_["setup_args"]
+    counts_adata.obs["pct"] = 0.5
+    with pytest.raises(TypeError, match="'continuous_covariate_keys'.*regress them out"):
+        dv.model.ZINBVAE.setup_anndata(counts_adata, continuous_covariate_keys=["pct"])
+    dv.model.CGMDVAE.setup_anndata(counts_adata, batch_key=None, size_factor_key=None)
+    with pytest.raises(TypeError, match="'batch_key'.*condition_key"):
+        dv.model.CGMDVAE.setup_anndata(counts_adata, batch_key="pct")

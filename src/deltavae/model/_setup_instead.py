@@ -31,3 +31,23 @@ SETUP_INSTEAD = {
         for spot_model in ("NMFDeconv", "SpatialImputer")
     },
 }
+
+
+def drop_scvi_defaults(kwargs: dict, model: str) -> None:
+    """Remove from ``kwargs`` (``setup_anndata``'s extra keywords) the scvi-tools setup
+    arguments ``model`` does not take that were given at scvi-tools' default, ``None`` (or no
+    keys, ``[]``): scvi-tools registers nothing for them, so code written for SCVI that spells
+    its defaults out (``labels_key=None, continuous_covariate_keys=None``) runs as SCVI's
+    does. A value that would register a field is still refused, with its hint above.
+
+    Examples
+    --------
+    >>> given = {"labels_key": None, "continuous_covariate_keys": ["pct_mito"]}
+    >>> drop_scvi_defaults(given, "ZINBVAE")
+    >>> given
+    {'continuous_covariate_keys': ['pct_mito']}
+    """
+    for key in [k for k in kwargs if k in SETUP_INSTEAD.get(model, {})]:
+        value = kwargs[key]
+        if value is None or (isinstance(value, list | tuple) and len(value) == 0):
+            del kwargs[key]

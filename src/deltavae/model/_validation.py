@@ -31,7 +31,7 @@ from ._count_advice import (
     why_not_whole,
 )
 from ._row_chunks import csr_rows, nonzero_rows_genes, row_bounds
-from ._setup_instead import SETUP_INSTEAD
+from ._setup_instead import SETUP_INSTEAD, drop_scvi_defaults
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +267,9 @@ def check_data(
 def check_setup_target(adata, kwargs: dict | None = None, model: str | None = None) -> None:
     """Check that ``setup_anndata`` (also a query's) was given an AnnData it can register
     fields on, and (``kwargs``, its extra keywords) no argument ``model`` does not take:
-    scvi-tools' ``register_fields`` would name none of them usefully.
+    scvi-tools' ``register_fields`` would name none of them usefully. scvi-tools' setup
+    arguments ``model`` lacks, given at their default ``None``, are removed from ``kwargs``
+    (``drop_scvi_defaults``): they register nothing.
 
     scvi-tools' own message for a view (``Please run `adata = adata.copy()```) does not say
     why; this one does, before any field is written.
@@ -286,6 +288,8 @@ def check_setup_target(adata, kwargs: dict | None = None, model: str | None = No
     ...
     ValueError: adata is a view ...
     """
+    # scvi-tools' arguments the model lacks, at their default (None): removed, as no-ops.
+    drop_scvi_defaults(kwargs if kwargs is not None else {}, model or "")
     # load and load_query_data pass the saved setup arguments (with source_registry) back.
     unexpected = [] if "source_registry" in (kwargs or {}) else sorted(kwargs or {})
     if unexpected:
