@@ -550,3 +550,29 @@ def test_scvi_setup_arguments_at_their_defaults_are_no_ops(counts_adata):
     dv.model.CGMDVAE.setup_anndata(counts_adata, batch_key=None, size_factor_key=None)
     with pytest.raises(TypeError, match="'batch_key'.*condition_key"):
         dv.model.CGMDVAE.setup_anndata(counts_adata, batch_key="pct")
+
+
+def test_scvi_model_arguments_at_values_that_change_nothing_are_no_ops(counts_adata, tmp_path):
+    """SCVI(adata, latent_distribution="normal"), train(datamodule=None), load(path,
+    datamodule=None) and load_query_data(query, path, inplace_subset_query_vars=False), all
+    what this package does anyway, were refused as "unexpected argument"; they now run. A
+    value that would change something is still refused with what to do instead."""
+    dv.model.ZINBVAE.setup_anndata(counts_adata, batch_key="condition")
+    model = dv.model.ZINBVAE(
+        counts_adata, latent_distribution="normal", batch_representation="one-hot", **SMALL
+    )
+    with pytest.raises(TypeError, match="'latent_distribution'.*always normal"):
+        dv.model.ZINBVAE(counts_adata, latent_distribution="ln", **SMALL)
+    with pytest.raises(TypeError, match="'datamodule'"):
+        model.train(max_epochs=1, datamodule=object())
+    model.train(max_epochs=1, datamodule=None, train_size=1.0)
+    model.save(tmp_path / "m", save_anndata=True)
+    assert dv.model.ZINBVAE.load(tmp_path / "m", datamodule=None).is_trained
+    query = counts_adata[:50].copy()
+    query.obs["condition"] = "new"
+    mapped = dv.model.ZINBVAE.load_query_data(
+        query, tmp_path / "m", inplace_subset_query_vars=False
+    )
+    assert mapped.adata.n_obs == 50
+    with pytest.raises(TypeError, match="'inplace_subset_query_vars'"):
+        dv.model.ZINBVAE.load_query_data(query, tmp_path / "m", inplace_subset_query_vars=True)

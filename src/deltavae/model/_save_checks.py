@@ -22,7 +22,7 @@ from .._close_names import did_you_mean
 from ..train._convergence import NotConvergedWarning
 from ..train._divergence import trained_state
 from ._read_calls import load_call
-from ._scvi_glue import refuse_scvi_names
+from ._scvi_glue import drop_scvi_no_ops, refuse_scvi_names
 from ._validation import warn_user
 
 
@@ -33,6 +33,7 @@ def check_load_arguments(cls, dir_path, adata, kwargs: dict) -> tuple[str, AnnDa
     arguments swapped failed with "'str' object has no attribute 'var_names'" or "expected
     str, bytes or os.PathLike object, not AnnData", scvi-tools' ``datamodule`` with
     "__init__() got an unexpected keyword argument"."""
+    drop_scvi_no_ops(kwargs, "load")  # datamodule=None, scvi-tools' default: runs
     refuse_scvi_names("load", cls.__name__, kwargs)
     name = f"{cls.__name__}.load"
     known = [p for p in inspect.signature(BaseModelClass.load).parameters if p != "adata"][1:]

@@ -315,22 +315,33 @@ def loader_arguments(model, args: tuple, kwargs: dict) -> dict:
     return {**kwargs, "adata": model._validate_anndata(cells), "indices": None}
 
 
-#: scvi-tools' train arguments at the values that switch nothing on (SCVI's, SCANVI's
-#: defaults): dropped, so that ported calls run; any other value is refused by _INSTEAD.
-_NO_OP_TRAIN = {
-    "load_sparse_tensor": (False,),
-    "n_samples_per_label": (None,),
-    "adversarial_classifier": (None, False),
+#: scvi-tools' arguments at the values that switch nothing on (SCVI's, SCANVI's defaults, or
+#: what this package does anyway), by method: dropped, so that ported calls run; any other
+#: value is refused by _INSTEAD.
+_NO_OPS = {
+    "__init__": {"latent_distribution": ("normal",), "batch_representation": ("one-hot",)},
+    "train": {
+        "load_sparse_tensor": (False,),
+        "n_samples_per_label": (None,),
+        "adversarial_classifier": (None, False),
+        "datamodule": (None,),
+    },
+    "load": {"datamodule": (None,)},
+    "load_query_data": {"datamodule": (None,), "inplace_subset_query_vars": (False,)},
 }
 
 
-def drop_scvi_no_ops(trainer_kwargs: dict) -> None:
-    """Remove from ``trainer_kwargs`` scvi-tools' train arguments given at a value that
-    switches nothing on (``load_sparse_tensor=False``, SCANVI's ``n_samples_per_label=None``
-    and ``adversarial_classifier=False``)."""
-    for name, values in _NO_OP_TRAIN.items():
-        if name in trainer_kwargs and any(trainer_kwargs[name] is v for v in values):
-            del trainer_kwargs[name]
+def drop_scvi_no_ops(kwargs: dict, method: str = "train") -> None:
+    """Remove from ``kwargs`` (of ``method``) scvi-tools' arguments given at a value that
+    switches nothing on here (``load_sparse_tensor=False``, ``datamodule=None``, SCANVI's
+    ``n_samples_per_label=None`` and ``adversarial_classifier=False``; the constructor's
+    ``latent_distribution="normal"`` and ``batch_representation="one-hot"``;
+    ``load_query_data``'s ``inplace_subset_query_vars=False``)."""
+    for name, values in _NO_OPS.get(method, {}).items():
+        if name in kwargs and any(
+            kwargs[name] is v or (isinstance(v, str) and kwargs[name] == v) for v in values
+        ):
+            del kwargs[name]
 
 
 def refuse_scvi_names(method: str, model: str, names) -> None:
@@ -352,6 +363,7 @@ def scvi_init_names(init):
     def checked(first, *args, **kwargs):
         known = inspect.signature(init).parameters
         model = first.__name__ if isinstance(first, type) else type(first).__name__
+        drop_scvi_no_ops(kwargs, init.__name__)  # scvi-tools' defaults written out: run
         refuse_scvi_names(init.__name__, model, [key for key in kwargs if key not in known])
         return init(first, *args, **kwargs)
 
