@@ -243,6 +243,31 @@ def test_repeated_gene_names_are_refused_at_setup(counts_adata, model):
     _assert_unchanged(counts_adata, snap)
 
 
+@pytest.mark.parametrize("model", ["ZINBVAE", "CGMDVAE", "NMFDeconv", "Archetypes"])
+def test_missing_gene_names_are_refused_at_setup(counts_adata, model):
+    """Gene symbols mapped from IDs, some without one (NaN): setup read NaN as the text 'nan'
+    and trained; load onto the same AnnData then said its genes were "in another order (0
+    moved)" and save_anndata=True failed in anndata ("Can't implicitly convert non-string
+    objects to strings")."""
+    names = list(counts_adata.var_names.astype(object))
+    names[3] = np.nan
+    counts_adata.var_names = pd.Index(names, dtype=object)
+    snap = _snapshot(counts_adata)
+    fix = r"1 missing gene name\(s\) \(NaN, at position 3\).*var_names\.astype\(str\)"
+    with pytest.raises(ValueError, match=r"adata\.var_names has " + fix):
+        getattr(dv.model, model).setup_anndata(counts_adata)
+    _assert_unchanged(counts_adata, snap)
+    if model == "NMFDeconv":  # a reference with a missing name, named as the reference
+        spots = counts_adata[:20].copy()
+        spots.var_names = spots.var_names.astype(str)
+        with pytest.raises(ValueError, match=r"reference\.var_names has " + fix):
+            dv.model.NMFDeconv.from_reference(spots, counts_adata, "cluster")
+    # the fix it names works
+    counts_adata.var_names = counts_adata.var_names.astype(str)
+    counts_adata.var_names_make_unique()
+    getattr(dv.model, model).setup_anndata(counts_adata)
+
+
 def test_a_measurement_as_a_category_column_is_refused(counts_adata):
     """nUMI or a score as batch_key / condition_key made one category per value (a one-hot
     of hundreds of columns); doses and integer ids are categories and stay accepted."""

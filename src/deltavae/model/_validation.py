@@ -318,7 +318,29 @@ def check_setup_target(adata, kwargs: dict | None = None, model: str | None = No
             f"{fix}"
         )
     # Results name genes (expression tables, new data matched by name): each name once.
+    _refuse_unnamed_genes(adata.var_names, "adata")
     _refuse_duplicates(pd.Index(adata.var_names.astype(str)), "adata")
+
+
+def _refuse_unnamed_genes(names: pd.Index, who: str) -> None:
+    """Refuse missing gene names (NaN, None: symbols mapped from IDs where some have none).
+    Setup read them as the text 'nan', then ``load`` onto the same AnnData compared the names
+    themselves (NaN is not NaN) and said the genes were in another order, and anndata cannot
+    write the AnnData (``save_anndata=True``, ``write_h5ad``)."""
+    missing = np.flatnonzero(pd.isna(np.asarray(names, dtype=object)))
+    if len(missing):
+        where = (
+            f"position {missing[0]}"
+            if len(missing) == 1
+            else f"e.g. positions {missing[:5].tolist()}"
+        )
+        raise ValueError(
+            f"{who}.var_names has {len(missing)} missing gene name(s) (NaN, at {where}): genes "
+            "are named in results and matched by name on load and in new data, and anndata "
+            f"cannot write a missing name. Name every gene, e.g. from another var column "
+            f"({who}.var_names = {who}.var['gene_ids']), or keep them as text: "
+            f"{who}.var_names = {who}.var_names.astype(str); {who}.var_names_make_unique()."
+        )
 
 
 def _refuse_duplicates(names: pd.Index, who: str, fix: str | None = None) -> None:
