@@ -96,7 +96,7 @@ class WriteMixin:
         drop_stale_labels(adata, key, query)  # an earlier query model's
         clusters = post["probs"].argmax(1)
         labelled = labels_of(self, clusters)  # integer labels as integers, as obs holds them
-        names = np.asarray(labelled.categories, dtype=labelled.categories.dtype)
+        names = labelled.categories.to_numpy()  # object for pandas string dtypes (pandas 3)
         sizes = np.bincount(clusters, minlength=len(names))
         labelled = labelled.remove_unused_categories()  # rank_genes_groups: no empty groups
         columns = {f"{key}_cluster": labelled}
