@@ -268,6 +268,39 @@ def test_missing_gene_names_are_refused_at_setup(counts_adata, model):
     getattr(dv.model, model).setup_anndata(counts_adata)
 
 
+def test_numbers_as_cell_names_are_refused_where_a_model_subsets(counts_adata):
+    """Cell names held as integers (a table's index): anndata cannot subset such an AnnData,
+    and NMFDeconv.from_reference (its marker genes), translate and predict_perturbation
+    failed inside anndata with "Don't call _normalize_index with non-categorical/string
+    names and non-range index" and the whole index printed."""
+    cells = counts_adata[:120, :20].copy()
+    cells.obs["cell_type"] = [f"T{c}" for c in cells.obs["cluster"]]
+    spots, reference = dv.datasets.pseudo_spots(cells, "cell_type", n_spots=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # anndata's own, about the names
+        reference.obs_names = pd.Index(np.arange(reference.n_obs) * 2)
+    fix = r"obs_names are numbers \(int64, e.g. \[0, 2, 4\]\).*obs_names\.astype\(str\)"
+    with pytest.raises(ValueError, match="reference." + fix):
+        dv.model.NMFDeconv.from_reference(spots, reference, "cell_type")
+    reference.obs_names = reference.obs_names.astype(str)  # the fix it names
+    dv.model.NMFDeconv.from_reference(spots, reference, "cell_type")
+
+    dv.model.CGMDVAE.setup_anndata(cells, condition_key="condition")
+    model = dv.model.CGMDVAE(cells, n_latent=2, n_latent_w=2, n_hidden=8, n_clusters=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # one epoch: too few, it says
+        model.train(max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
+    new = counts_adata[120:150, :20].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        new.obs_names = pd.Index(np.arange(new.n_obs) * 2)
+    for call in (model.translate, model.predict_perturbation):
+        with pytest.raises(ValueError, match="adata." + fix):
+            call(new, "stim")
+    new.obs_names = new.obs_names.astype(str)
+    assert model.translate(new, "stim", seed=0).n_obs == new.n_obs
+
+
 def test_a_measurement_as_a_category_column_is_refused(counts_adata):
     """nUMI or a score as batch_key / condition_key made one category per value (a one-hot
     of hundreds of columns); doses and integer ids are categories and stay accepted."""

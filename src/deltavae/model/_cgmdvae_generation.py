@@ -41,6 +41,7 @@ from ._sample_record import checked_batch_size, sample_names, sample_record, sam
 from ._scvi_glue import seeded
 from ._typicality import record_typicality
 from ._unmeasured import warn_unmeasured
+from ._validation import refuse_numeric_names
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 
@@ -396,6 +397,7 @@ class GenerationMixin:
         response_weight = self._resolve_response_weight(response_weight, residual)
         target = self._condition_codes(target_condition, 1, keep_own=True)[0]
         adata = self._resolve_adata(adata)  # None: the model's AnnData, as other read-outs
+        refuse_numeric_names(adata, "adata")  # its subsets: anndata's obscure TypeError
         caller_obs = adata.obs  # the labels and columns as given, before validation
         given, adata = adata, self._validate_anndata(adata)
         self._check_if_trained(warn=False)

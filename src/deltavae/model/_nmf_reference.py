@@ -36,7 +36,7 @@ from ._reference_reads import genes_in_memory, type_sums
 from ._shared_genes import warn_few_shared
 from ._spots import spots_named
 from ._training_checks import _is_int
-from ._validation import _refuse_unnamed_genes, check_data, warn_user
+from ._validation import _refuse_unnamed_genes, check_data, refuse_numeric_names, warn_user
 
 if TYPE_CHECKING:
     from ._nmfdeconv import NMFDeconv
@@ -53,6 +53,7 @@ def _string_labels(reference: AnnData, labels_key: str) -> pd.Categorical:
     integer cluster ids work like names; ``reference`` itself is only read."""
     refuse_minified(reference, "reference")  # its zeros were read as counts
     _refuse_unnamed_genes(reference.var_names, "reference")
+    refuse_numeric_names(reference, "reference")
     _refuse_duplicates(pd.Index(reference.var_names.astype(str)), "reference")
     labels = check_labels(reference, labels_key)  # no two with the same text
     names = [str(c) for c in labels.categories]

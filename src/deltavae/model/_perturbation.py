@@ -37,6 +37,7 @@ from ._response_data import (
 )
 from ._scvi_glue import seeded
 from ._unmeasured import warn_unmeasured
+from ._validation import refuse_numeric_names
 
 
 class PerturbationMixin:
@@ -168,6 +169,7 @@ class PerturbationMixin:
         ... )
         """
         adata = self._resolve_adata(adata)  # None: the model's AnnData, as other read-outs
+        refuse_numeric_names(adata, "adata")  # its subsets: anndata's obscure TypeError
         defaulted = method is None
         conditional = "translate" in self.perturbation_methods  # and has a condition to move
         can_translate = conditional and bool(category_mappings(self.registry_))

@@ -322,6 +322,22 @@ def check_setup_target(adata, kwargs: dict | None = None, model: str | None = No
     _refuse_duplicates(pd.Index(adata.var_names.astype(str)), "adata")
 
 
+def refuse_numeric_names(adata: AnnData, who: str) -> None:
+    """Refuse obs or var names held as numbers (an index of integers read from a table):
+    anndata cannot subset such an AnnData (``adata[mask]``, ``adata[:, genes]`` fail with
+    "Don't call _normalize_index with non-categorical/string names"), which the models do
+    (``from_reference``'s marker genes, translations, queries), and a file of it does not read
+    back with its ``obsm`` tables."""
+    for axis in ("obs", "var"):
+        names = getattr(adata, f"{axis}_names")
+        if not isinstance(names, pd.RangeIndex) and names.dtype.kind in "iuf":
+            raise ValueError(
+                f"{who}.{axis}_names are numbers ({names.dtype}, e.g. {names[:3].tolist()}): "
+                f"anndata cannot subset such an AnnData ({who}[mask] fails), which the models "
+                f"do. Make them text: {who}.{axis}_names = {who}.{axis}_names.astype(str)."
+            )
+
+
 def _refuse_unnamed_genes(names: pd.Index, who: str) -> None:
     """Refuse missing gene names (NaN, None: symbols mapped from IDs where some have none).
     Setup read them as the text 'nan', then ``load`` onto the same AnnData compared the names
