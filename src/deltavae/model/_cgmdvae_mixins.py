@@ -28,7 +28,7 @@ from ._condition_counts import (
 from ._de import CheckedExpressionMixin
 from ._de_checks import check_dataloader_alone, check_draws
 from ._empty_clusters import warn_if_clusters_empty
-from ._label_record import warn_labels_without_training_cells
+from ._label_record import warn_labels_no_cell_carries, warn_labels_without_training_cells
 from ._label_setup import unused_labels_hint, warn_if_unlabelled_lookalike
 from ._labels import cluster_index
 from ._load_state import saved_state
@@ -364,6 +364,8 @@ class ClustersMixin(PredictionsMixin):
         if self.is_query_model:
             return
         told = after_train and self.convergence_ not in (None, NO_WARNING)
+        clusters = self.predict_clusters() if clusters is None else clusters
+        warn_labels_no_cell_carries(self, clusters)
         warn_if_clusters_empty(self, max_epochs, clusters, told=told)
 
     def _check_n_clusters(self, n_clusters) -> int:

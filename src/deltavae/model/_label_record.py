@@ -67,6 +67,33 @@ def warn_labels_without_training_cells(model) -> None:
         )
 
 
+def warn_labels_no_cell_carries(model, clusters) -> None:
+    """Warn of cells predicted (``clusters``, every cell's) as labels no cell of the model's
+    AnnData carries (unused categories of its labels column, warned of at setup): their
+    clusters learned no labelled cell, so those cells are a cluster named by the column's
+    order alone (pbmc3k, 5% labelled, no NK labelled and 'DC' an unused category: 57 of 800
+    cells predicted 'DC'), which :meth:`predict` gave back as if matched to the label."""
+    names = getattr(model, "label_names", None)
+    if not names or model.is_query_model or getattr(model, "adata_manager", None) is None:
+        return
+    held = np.bincount(_label_codes(model), minlength=len(names))[: len(names)]
+    sizes = np.bincount(np.asarray(clusters, dtype=int), minlength=len(names))[: len(names)]
+    named = [(n, int(s)) for n, h, s in zip(names, held, sizes, strict=True) if not h and s]
+    if not named:
+        return
+    key = model.registry_["setup_args"]["labels_key"]
+    shown = ", ".join(
+        f"{s} cell{'s are' if s != 1 else ' is'} predicted as {n!r}" for n, s in named
+    )
+    warn_user(
+        f"{shown[:300]}: a label no cell of adata.obs[{key!r}] carries (an unused category), "
+        "whose cluster learned no labelled cell, so those cells are a cluster given that name "
+        "by the column's order, not cells matched to the label. Label some of its cells, or "
+        f"drop it before setup_anndata: adata.obs[{key!r}] = adata.obs[{key!r}]"
+        ".cat.remove_unused_categories()."
+    )
+
+
 def warn_predicted_groups(model, train) -> None:
     """Where the observed responses (``nearest_response`` without ``balance_key``, and
     ``translate``'s ``response_weight``) group the training cells by their predicted clusters

@@ -123,7 +123,9 @@ def check_label_setup(
         if unused:
             warn_user(
                 f"adata.obs[{labels_key!r}] has categories no cell carries ({unused[:5]}); each "
-                "label gets a cluster, so theirs stay empty. Drop them before setup_anndata: "
+                "label gets a cluster, and theirs learn no labelled cell: cells predicted as "
+                "them are a cluster given that name, not cells matched to it. Drop them before "
+                "setup_anndata: "
                 f"adata.obs[{labels_key!r}] = adata.obs[{labels_key!r}]"
                 ".cat.remove_unused_categories()."
             )
