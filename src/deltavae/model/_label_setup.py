@@ -131,9 +131,13 @@ def check_label_setup(
             )
 
 
-#: Label values that usually mark unlabelled cells (compared in lower case).
-#: -1 marks them in integer labels (scANVI's and sklearn's convention).
-_UNLABELLED_WORDS = {"unknown", "unlabeled", "unlabelled", "unassigned", "na", "nan", "none", "-1"}
+#: Label values that usually mark unlabelled cells (compared stripped, in lower case).
+#: -1 marks them in integer labels (scANVI's and sklearn's convention); "" is what a table
+#: written with empty cells for missing labels (or ``fillna("")``) holds.
+_UNLABELLED_WORDS = {
+    *("unknown", "unlabeled", "unlabelled", "unassigned", "undefined", "na", "n/a", "nan"),
+    *("none", "-1", ""),
+}
 
 
 def looks_unlabelled(value) -> bool:
@@ -142,8 +146,8 @@ def looks_unlabelled(value) -> bool:
 
     Examples
     --------
-    >>> looks_unlabelled(" Unlabelled"), looks_unlabelled(-1), looks_unlabelled("B")
-    (True, True, False)
+    >>> [looks_unlabelled(v) for v in (" Unlabelled", -1, "", "B")]
+    [True, True, True, False]
     """
     return str(value).strip().lower() in _UNLABELLED_WORDS
 

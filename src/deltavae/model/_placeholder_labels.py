@@ -10,7 +10,7 @@ from ._label_setup import _UNLABELLED_WORDS
 from ._validation import warn_user
 
 #: Labels (stripped, lower case) that mark cells of no known type rather than a type.
-PLACEHOLDERS = frozenset(_UNLABELLED_WORDS | {"", "n/a", "unassigned", "undefined"})
+PLACEHOLDERS = frozenset(_UNLABELLED_WORDS)
 
 
 def warn_placeholder_labels(reference, labels_key: str, what: str) -> None:

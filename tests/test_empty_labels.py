@@ -1,0 +1,31 @@
+"""Empty labels ("", a table's empty cells or ``fillna("")``) read as a mark of unlabelled
+cells where they would otherwise train as a cell type of their own."""
+
+import numpy as np
+import pytest
+
+import deltavae as dv
+
+SMALL = {"n_latent": 4, "n_latent_w": 2, "n_hidden": 16}
+
+
+def _cells(mark):
+    adata = dv.datasets.synthetic_counts(n_cells=60, n_genes=20, n_clusters=2, seed=0)
+    labelled = np.arange(60) % 3 == 0
+    adata.obs["type"] = np.where(labelled, adata.obs["cluster"].astype(str), mark)
+    return adata
+
+
+def test_an_empty_label_is_said_to_train_as_a_cell_type():
+    """Two thirds of the cells labelled "" trained as a cell type '' (label_names ['', '0',
+    '1']) without a word, while 'unknown' or 'NA' in its place were warned of."""
+    adata = _cells("")
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="type")
+    with pytest.warns(UserWarning, match="The labels hold '', which is trained as a cell type"):
+        model = dv.model.CGMDVAE(adata, **SMALL)
+    assert model.label_names == ["", "0", "1"]  # as asked: the warning says how to mark them
+    # Named as the mark, they are unlabelled; a mark given that no cell carries names "".
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="type", unlabeled_category="")
+    assert dv.model.CGMDVAE(adata, **SMALL).label_names == ["0", "1"]
+    with pytest.raises(ValueError, match="It holds '': .* pass unlabeled_category=''"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="type", unlabeled_category="Unknown")
