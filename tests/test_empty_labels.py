@@ -2,6 +2,7 @@
 cells where they would otherwise train as a cell type of their own."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import deltavae as dv
@@ -29,3 +30,22 @@ def test_an_empty_label_is_said_to_train_as_a_cell_type():
     assert dv.model.CGMDVAE(adata, **SMALL).label_names == ["0", "1"]
     with pytest.raises(ValueError, match="It holds '': .* pass unlabeled_category=''"):
         dv.model.CGMDVAE.setup_anndata(adata, labels_key="type", unlabeled_category="Unknown")
+
+
+@pytest.mark.parametrize("mark", [np.nan, pd.NA, float("nan")])
+def test_a_missing_value_as_the_mark_is_refused_with_the_line_that_works(mark):
+    """scANVI users leave unlabelled cells NaN (obs["cell_type"].where(mask)); passing
+    unlabeled_category=np.nan was told to write 'Unknown' into the column, and after doing
+    so, refused again: "unlabeled_category=nan does not occur in adata.obs['type']"."""
+    adata = dv.datasets.synthetic_counts(n_cells=60, n_genes=20, n_clusters=2, seed=0)
+    adata.obs["type"] = adata.obs["cluster"].where(np.arange(60) % 3 == 0)
+    with pytest.raises(ValueError, match="a missing value is no category") as err:
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="type", unlabeled_category=mark)
+    line = str(err.value).split("pass it: ")[1].split(", then ")[0]
+    exec(line, {"adata": adata})  # the line runs, and the setup it names takes the column
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="type", unlabeled_category="Unknown")
+    assert dv.model.CGMDVAE(adata, **SMALL).label_names == ["0", "1"]
+    # Integer labels with NaN: the integer mark's advice, as without a mark.
+    adata.obs["code"] = adata.obs["cluster"].astype(int).where(np.arange(60) % 3 == 0)
+    with pytest.raises(ValueError, match="among integer labels"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="code", unlabeled_category=mark)

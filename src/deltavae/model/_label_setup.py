@@ -211,11 +211,31 @@ def unlabelled_mark(column: pd.Series, unlabeled_category, default: str, source=
     return mark
 
 
+def _is_missing(value) -> bool:
+    """Whether ``value`` is a scalar missing value (NaN, ``pd.NA``, ``pd.NaT``; not None)."""
+    return value is not None and pd.api.types.is_scalar(value) and bool(pd.isna(value))
+
+
+def _refuse_missing_mark(labels_key: str, unlabeled_category) -> None:
+    """``unlabeled_category=np.nan`` beside labels left NaN (``obs["cell_type"].where(mask)``)
+    was told to mark those cells 'Unknown', then refused again: nan did not occur in the
+    column. A missing value is no category (pandas drops it from the categories), so it
+    cannot mark cells: say so, with the column's line and the mark to pass, in one error."""
+    column = f"adata.obs[{labels_key!r}]"
+    raise ValueError(
+        f"unlabeled_category={unlabeled_category!r}: a missing value is no category, so it "
+        "cannot mark unlabelled cells. Mark the cells without a label with a name and pass "
+        f"it: {column} = {column}.astype(str).where({column}.notna(), 'Unknown'), then "
+        f"setup_anndata(adata, labels_key={labels_key!r}, unlabeled_category='Unknown')."
+    )
+
+
 def refuse_missing_integer_labels(adata: AnnData, labels_key, unlabeled_category) -> None:
     """Integer labels with missing values (floats after a merge, ``1.0, 2.0, NaN``): refused
     with advice that keeps them integers, an integer mark for the missing ones. The advice
     for names (``astype(str)``, ``'Unknown'`` for NaN) made them labels ``'1.0'``, ``'2.0'``,
-    which no prediction of theirs equals. Other labels are left to ``check_obs_keys``.
+    which no prediction of theirs equals. Other labels are left to ``check_obs_keys``; a
+    missing value given as the mark (``unlabeled_category=np.nan``) is refused here.
 
     Examples
     --------
@@ -227,6 +247,9 @@ def refuse_missing_integer_labels(adata: AnnData, labels_key, unlabeled_category
     """
     if not isinstance(labels_key, str) or labels_key not in adata.obs:
         return
+    if _is_missing(unlabeled_category):
+        refuse_missing_integer_labels(adata, labels_key, None)  # integers: an integer mark
+        _refuse_missing_mark(labels_key, unlabeled_category)
     column = adata.obs[labels_key]
     n_missing = int(column.isna().sum())
     given = pd.Series(np.asarray(column.dropna(), dtype=object))
