@@ -421,17 +421,19 @@ def note_non_negative(model) -> None:
         model._non_negative_data = adata
 
 
-def warn_if_counts(adata: AnnData, layer: str | None, query: bool = False) -> None:
+def warn_if_counts(adata: AnnData, layer: str | None, query: bool = False, looked=None) -> None:
     """Warn when data given to a real-valued likelihood look like raw counts: whole numbers
     of 0 and above, reaching at least 10, with rows of different totals (the first
-    :data:`_LOOK_ROWS` rows are read). A normal likelihood on counts lets a few highly
-    expressed genes dominate z, where a count likelihood or log-normalized data would not.
-    A ``query`` (mapped onto a reference of real values) cannot choose its likelihood: it is
-    told to transform its counts as the reference's data were.
+    :data:`_LOOK_ROWS` rows are read, or ``looked``: :func:`_first_rows` of them, read by the
+    caller). A normal likelihood on counts lets a few highly expressed genes dominate z, where
+    a count likelihood or log-normalized data would not. A ``query`` (mapped onto a reference
+    of real values) cannot choose its likelihood: it is told to transform its counts as the
+    reference's data were.
     """
     from ._validation import warn_user
 
-    looked = _first_rows(adata.X if layer is None else adata.layers.get(layer))
+    if looked is None:
+        looked = _first_rows(adata.X if layer is None else adata.layers.get(layer))
     if looked is None:
         return
     block, values = looked

@@ -61,8 +61,8 @@ def warn_real_values(adata: AnnData, layer: str | None, query: bool = False) -> 
     (:func:`off_centre`, on the first rows), with the line that centres them."""
     from ._validation import warn_user
 
-    warn_if_counts(adata, layer, query=query)
     looked = _first_rows(adata.X if layer is None else adata.layers.get(layer))
+    warn_if_counts(adata, layer, query=query, looked=looked)  # the same rows, read once
     if query or looked is None:
         return
     found = off_centre(looked[0])
