@@ -386,7 +386,8 @@ def test_de_refuses_an_fdr_target_or_delta_out_of_range(trained):
     with pytest.raises(ValueError, match="delta, the smallest \\|LFC\\| called DE"):
         model.differential_expression(groupby="cluster", group1="0", mode="change", delta=-0.1)
     # Other keywords of the change mode, silently ignored or read otherwise: test_mode="3"
-    # as "three", pseudocounts=-1 NaN LFCs, "1e-4" a TypeError naming change_fn.
+    # as "three", pseudocounts=-1 NaN LFCs, "1e-4" a TypeError naming change_fn, 1j a bare
+    # TypeError (numpy complex numbers passed the number check).
     change = {"groupby": "cluster", "group1": "0", "mode": "change"}
     with pytest.warns(UserWarning, match=r"^pseudocounts and test_mode apply to mode='change'"):
         model.differential_expression(
@@ -394,7 +395,7 @@ def test_de_refuses_an_fdr_target_or_delta_out_of_range(trained):
         )
     with pytest.raises(ValueError, match=r"test_mode='3': pass 'three' .* or 'two'"):
         model.differential_expression(**change, test_mode="3")
-    for bad in (-1, "1e-4"):
+    for bad in (-1, "1e-4", np.complex128(1j)):
         with pytest.raises(ValueError, match=r"pseudocounts, .* is a number from 0 .*; got"):
             model.differential_expression(**change, pseudocounts=bad)
 

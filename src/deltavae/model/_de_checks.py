@@ -11,7 +11,7 @@ from collections.abc import Hashable
 import numpy as np
 import pandas as pd
 
-from .._checks import no_column, short_repr
+from .._checks import is_number, no_column, short_repr
 from .._close_names import did_you_mean
 from ._de_tables import missing_obs_column
 from ._validation import warn_user
@@ -85,7 +85,7 @@ def check_de_test(given: dict) -> None:
             "default) or 'two' (both together)."
         )
     pseudocounts = extra.get("pseudocounts")
-    if pseudocounts is not None and (not _is_number(pseudocounts) or not pseudocounts >= 0):
+    if pseudocounts is not None and (not is_number(pseudocounts) or not pseudocounts >= 0):
         raise ValueError(  # < 0: NaN LFCs with numpy warnings; a string: a TypeError
             "pseudocounts, added to the scales before their log-fold change, is a number from "
             f"0 (or None to estimate it from the data); got {short_repr(pseudocounts)}."
@@ -178,9 +178,9 @@ def check_de_selection(given: dict) -> None:
             "groupby with group1/group2."
         )
     fdr, delta = given.get("fdr_target", 0.05), given.get("delta", 0.25)
-    if not _is_number(fdr) or not 0 < fdr < 1:  # e.g. 5 for 5%: every gene was called DE
+    if not is_number(fdr) or not 0 < fdr < 1:  # e.g. 5 for 5%: every gene was called DE
         raise ValueError(f"fdr_target is a proportion in (0, 1), e.g. 0.05; got {fdr!r}.")
-    if delta is not None and (not _is_number(delta) or not delta >= 0):  # < 0: all DE
+    if delta is not None and (not is_number(delta) or not delta >= 0):  # < 0: all DE
         raise ValueError(
             f"delta, the smallest |LFC| called DE, is a number from 0 (or None to estimate "
             f"it from the data); got {delta!r}."
@@ -190,12 +190,6 @@ def check_de_selection(given: dict) -> None:
             "differential_expression needs the cells to compare: groupby (a column of "
             "adata.obs, with group1/group2 or each group against the rest) or idx1 (and idx2)."
         )
-
-
-def _is_number(value) -> bool:
-    """A real number (not a bool, a string or None): ``fdr_target="0.05"`` or ``None``
-    failed in a comparison with a bare TypeError."""
-    return isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_)
 
 
 def de_group_lists(given: dict) -> dict:

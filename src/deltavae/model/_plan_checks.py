@@ -11,15 +11,11 @@ import numbers
 
 import pyro
 
-from .._checks import short_repr
+from .._checks import is_number, short_repr
 from .._close_names import did_you_mean
 
 #: Optimiser and KL-weight settings that must be above 0, and those that may be 0.
 _POSITIVE, _NON_NEGATIVE = ("lr", "eps", "max_kl_weight"), ("weight_decay", "min_kl_weight")
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _plan_default(name: str):
@@ -115,7 +111,7 @@ def check_plan_numbers(plan: dict, lr, module=None) -> None:
             if values.get(name) is not None:
                 given[f"{where}[{name!r}]"] = (name, values[name])
     for label, (name, value) in given.items():
-        bad = not _is_number(value) or not math.isfinite(value)
+        bad = not is_number(value) or not math.isfinite(value)
         if bad or (value <= 0 if name in _POSITIVE else value < 0):
             got = short_repr(value)
             if label in ("lr", "plan_kwargs['lr']"):  # the words of train's own lr check
