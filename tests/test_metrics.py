@@ -590,6 +590,28 @@ def test_mean_expression_r2_scores_the_change_from_control():
         dv.metrics.mean_expression_r2(pred.mean(0), truth.mean(0))
 
 
+def test_a_prediction_equal_to_the_control_up_to_rounding_changes_no_gene():
+    """The control's own cells in another order (or a float32 copy of them), scored as the
+    prediction against control=: the change of the means is rounding (1e-17, 1e-8), and its
+    R² with the observed change was returned as a score (0.08, 0.09 here) where the same
+    cells in the same order were refused as changing no gene."""
+    rng = np.random.default_rng(0)
+    ctrl = dv.metrics.log_normalize(rng.poisson(3, (30, 20)).astype(float))
+    truth = dv.metrics.log_normalize(rng.poisson(4, (25, 20)).astype(float))
+    for same in (ctrl[::-1], ctrl.astype(np.float32)):
+        assert np.ptp(same.mean(0) - ctrl.mean(0)) > 0  # not exactly the control's means
+        with pytest.raises(ValueError, match="predicted change from control is the same"):
+            dv.metrics.mean_expression_r2(same, truth, control=ctrl)
+    # A change of a thousandth of the means is a prediction, scored as scipy scores it.
+    from scipy.stats import pearsonr
+
+    pred = ctrl + 1e-3 * rng.random(20)
+    change = pred.mean(0) - ctrl.mean(0), truth.mean(0) - ctrl.mean(0)
+    assert dv.metrics.mean_expression_r2(pred, truth, control=ctrl) == pytest.approx(
+        pearsonr(*change)[0] ** 2, abs=1e-9
+    )
+
+
 def test_scores_match_the_reference_definitions_they_name():
     """Each score against the implementation it names, on random inputs: sklearn's ARI and
     NMI (arithmetic mean, as scib-metrics), Hungarian accuracy on the square confusion

@@ -12,7 +12,7 @@ from scipy import sparse
 from .._checks import float_array, short_repr
 from .._close_names import suffixed_hint
 from ._deconvolution import _unit
-from ._missing import numeric_table
+from ._missing import flat, numeric_table
 from ._scales import warn_if_scales_differ
 
 
@@ -42,6 +42,10 @@ def _column_means(data) -> np.ndarray:
 
 #: Rows read at a time for the gene means of a sparse or backed matrix.
 _CHUNK_ROWS = 10_000
+
+#: Spread of a change from control, relative to the largest gene mean, up to which it is none:
+#: float32 rounding (6e-8 of a value) and another order of summation (1e-16) stay below it.
+_NO_CHANGE = 1e-6
 
 
 def gene_means(data, name: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -260,7 +264,9 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
         the means from the control's instead, mean predicted minus mean control against mean
         observed minus mean control (the delta measure of ``benchmarks/transfer.py``). On the
         top DE genes the stricter score: means near the control's correlate highly with the
-        observed ones whether or not the response was predicted.
+        observed ones whether or not the response was predicted. A change the same for every
+        gene, up to a millionth of the largest mean (rounding: the control's cells in another
+        order, or as float32), is refused, as its R² is undefined.
 
     Returns
     -------
@@ -324,6 +330,9 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
         )
         pred_genes = pred_genes if pred_genes is not None else true_genes
         true_genes = true_genes if true_genes is not None else ctrl_genes
+        # The magnitude of each side's means, before the change from control: the rounding
+        # of a change is relative to it.
+        sizes = np.maximum(np.abs(pred), np.abs(ctrl)), np.maximum(np.abs(true), np.abs(ctrl))
         pred, true = pred - ctrl, true - ctrl
     if genes is not None:
         names = pred_genes if pred_genes is not None else true_genes
@@ -404,18 +413,24 @@ def mean_expression_r2(predicted, observed, genes: Sequence | None = None, contr
                 f"genes holds positions outside the {pred.size} genes (e.g. {index.max()})."
             )
         pred, true = pred[index], true[index]
+        if control is not None:
+            sizes = sizes[0][index], sizes[1][index]
     if pred.size < 3:
         raise ValueError(
             f"R² needs at least 3 genes; got {pred.size} (the squared correlation of 2 "
             "points is 1 whatever they are)."
         )
-    if np.ptp(pred) == 0 or np.ptp(true) == 0:
-        if control is not None:
-            side = "predicted" if np.ptp(pred) == 0 else "observed"
-            raise ValueError(
-                f"R² is undefined: the {side} change from control is the same for every gene "
-                "(a prediction equal to the control changes none)."
-            )
+    if control is not None:
+        # A change within float32 rounding of the means is none: the control's cells in
+        # another order, or a float32 copy of them, gave the R² of that rounding.
+        for side, change, size in (("predicted", pred, sizes[0]), ("observed", true, sizes[1])):
+            if np.ptp(change) <= _NO_CHANGE * size.max():
+                raise ValueError(
+                    f"R² is undefined: the {side} change from control is the same for every "
+                    f"gene, up to rounding (spread {np.ptp(change):.3g} against means up to "
+                    f"{size.max():.3g}; a prediction equal to the control changes none)."
+                )
+    elif flat(pred) or flat(true):
         raise ValueError("R² is undefined: the mean expression is constant over the genes.")
     return float(np.corrcoef(_unit(pred), _unit(true))[0, 1] ** 2)
 

@@ -15,6 +15,7 @@ from .._checks import check_bools, check_ncols, float_array, short_repr
 from .._close_names import did_you_mean, suffixed_hint
 from .._docs import doc_ax, doc_params, doc_show_save_apart
 from ..metrics import mean_expression_r2
+from ..metrics._missing import flat
 from ..metrics._perturbation import gene_means
 from ._basis import missing_basis
 from ._spatial import _AXIS_NAMES, _bound, _bounds
@@ -451,7 +452,7 @@ def perturbation_scatter(
         if mask.sum() >= 3:
             # Genes off on one side (a stimulated-only gene in control cells) have equal
             # means there: their R² is undefined, and the plot is drawn without it.
-            constant = np.ptp(pred[mask]) == 0 or np.ptp(true[mask]) == 0
+            constant = flat(pred[mask]) or flat(true[mask])  # up to rounding, as the R²'s
             top = (pred[mask][None, :], true[mask][None, :])
             r2_top = float("nan") if constant else mean_expression_r2(*top)
     ax = one_axes(ax, "perturbation_scatter")
