@@ -85,6 +85,26 @@ def test_missing_labels_rejected(bad):
         purity([0, 1, 1], bad)
 
 
+def test_missing_labels_written_as_text_are_warned_about():
+    """A column with NaN passed through .astype(str) holds the text 'nan': NaN labels are
+    refused, but the same cells as 'nan' were scored as one more class without a word (a
+    lower ARI here than the labelled cells' 1.0)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    truth = pd.Series(["B", "B", np.nan, "T", "T", None]).astype(str)
+    pred = [0, 0, 1, 1, 1, 0]
+    with pytest.warns(UserWarning, match=r"labels_true holds 2 labels 'None', 'nan'.*astype"):
+        scores = cluster_scores(truth, pred)
+    # Still scored as given (the label may be a name): the warning says how to leave them out.
+    assert scores["ari"] == pytest.approx(adjusted_rand_score(truth, pred), abs=1e-12)
+    assert scores["ari"] < ari(truth[:5].drop(2), pred[:2] + pred[3:5])
+    with pytest.warns(UserWarning, match=r"labels_pred holds 1 label '<NA>'"):
+        ari([0, 1, 1], pd.Series(pd.array([1, pd.NA, 2])).astype(str))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ari(["nano", "NA cell", "B"], [0, 1, 1])  # names that only contain the text
+
+
 def test_empty_and_two_dimensional_rejected():
     with pytest.raises(ValueError, match="empty"):
         ari([], [])

@@ -46,8 +46,32 @@ def _codes(labels: ArrayLike, name: str) -> np.ndarray:
             f"{name} has {int(missing.sum())} missing (NaN/None) labels, the first at position "
             f"{first}; drop or fill them before scoring"
         )
-    codes, _ = pd.factorize(values, sort=False)
+    codes, uniques = pd.factorize(values, sort=False)
+    _warn_missing_as_text(codes, uniques, name)
     return codes
+
+
+#: The text ``str()`` makes of a missing value (NaN, None, pd.NA, NaT).
+_MISSING_AS_TEXT = frozenset({"nan", "NaN", "None", "<NA>", "NaT"})
+
+
+def _warn_missing_as_text(codes: np.ndarray, uniques, name: str) -> None:
+    """Warn where labels read as the text of a missing value ('nan' of a column with NaN
+    passed through ``.astype(str)``): missing labels are refused, but as text they were
+    scored as one more class without a word. Warned, not refused: it may be a name."""
+    found = sorted(
+        (str(u), k) for k, u in enumerate(uniques) if isinstance(u, str) and u in _MISSING_AS_TEXT
+    )
+    if not found:
+        return
+    n = int(np.isin(codes, [k for _, k in found]).sum())
+    marks = ", ".join(repr(text) for text, _ in found)
+    warn_user(
+        f"{name} holds {n} label{'s' if n > 1 else ''} {marks}, the text of a missing value "
+        "(a column with NaN passed through .astype(str)?), scored as one more class. "
+        "If they are missing labels, leave those cells out of both first, e.g. keep = "
+        f"~np.isin({name}, [{marks}]).",
+    )
 
 
 def _not_labels(labels) -> str:
