@@ -183,6 +183,26 @@ def test_matched_profile_correlation_refuses_what_it_would_score_silently_wrong(
         dv.metrics.matched_profile_correlation(repeated, frames[1])
 
 
+def test_matched_profile_correlation_names_constant_profiles_it_counts_as_0():
+    """A found profile constant over the genes (a collapsed archetype) correlates with
+    nothing: it was matched with correlation 0 without a word, as a missing one."""
+    rng = np.random.default_rng(0)
+    true = rng.gamma(1.0, size=(3, 20))
+    pred = true + rng.normal(0, 0.1, size=true.shape)
+    pred[1] = 0.4
+    with pytest.warns(UserWarning, match=r"pred_profiles holds 1 profile constant over the "):
+        table = dv.metrics.matched_profile_correlation(true, pred)
+    assert table["correlation"].tolist()[1] == 0.0 and table["correlation"].min() == 0.0
+    assert table["correlation"].drop(1).min() > 0.9  # the others matched as before
+    flat_true = true.copy()
+    flat_true[[0, 2]] = 1.0
+    with pytest.warns(UserWarning, match=r"true_profiles holds 2 profiles constant.*\[0, 2\]"):
+        dv.metrics.matched_profile_correlation(flat_true, true)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dv.metrics.matched_profile_correlation(true, true[::-1])
+
+
 def test_proportion_tables_in_another_layout_or_sign_are_named():
     rng = np.random.default_rng(1)
     true = pd.DataFrame(rng.dirichlet([1, 1, 1], size=30), columns=["A", "B", "C"])

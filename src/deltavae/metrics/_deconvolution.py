@@ -32,6 +32,7 @@ from ._missing import (
     numeric_table,
     refuse_not_finite,
     type_hint,
+    warn_constant_profiles,
     warn_uninformative,
     without_missing_spots,
 )
@@ -407,7 +408,8 @@ def matched_profile_correlation(true_profiles, pred_profiles) -> pd.DataFrame:
 
     The matching maximises the total correlation (Hungarian algorithm,
     :func:`scipy.optimize.linear_sum_assignment`). With fewer found than true profiles, the
-    unmatched true profiles get correlation 0, so the mean penalises missing archetypes.
+    unmatched true profiles get correlation 0, so the mean penalises missing archetypes; so
+    do profiles constant over the genes, which correlate with none (warned about).
 
     Parameters
     ----------
@@ -473,6 +475,7 @@ def matched_profile_correlation(true_profiles, pred_profiles) -> pd.DataFrame:
     for name, values in (("true_profiles", true), ("pred_profiles", pred)):
         if not np.isfinite(values).all():
             raise ValueError(f"{name} contains NaN or infinite values.")
+    warn_constant_profiles(true, pred)
     n_true = true.shape[0]
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.corrcoef(_unit(true, axis=1), _unit(pred, axis=1))[:n_true, n_true:]

@@ -1,6 +1,7 @@
 """Spots the scores of :mod:`deltavae.metrics._deconvolution` leave out (pred's NaN rows, a
 spot model's spots without counts), refuse (NaN or infinite entries elsewhere) or warn about
-(too few to score a column across them)."""
+(too few to score a column across them), and profiles constant over the genes that
+matched_profile_correlation counts as 0."""
 
 from __future__ import annotations
 
@@ -231,3 +232,23 @@ def check_types(true: pd.DataFrame, pred: pd.DataFrame, values: str) -> None:
         + f", which are over the {len(true.columns)} types of true. Check the names if true "
         "should hold them.",
     )
+
+
+def warn_constant_profiles(true: np.ndarray, pred: np.ndarray) -> None:
+    """Warn where profiles are constant over the genes (up to rounding): their correlation
+    is undefined and counts as 0, a found one as a missing archetype (one that collapsed?)."""
+    for name, values in (("true_profiles", true), ("pred_profiles", pred)):
+        rows = np.flatnonzero(flat(values, axis=1))
+        if not rows.size:
+            continue
+        n = rows.size
+        warn_user(
+            f"{name} holds {n} profile{'s' if n > 1 else ''} constant over the genes (rows "
+            f"{short_repr(rows.tolist())}): a correlation with a constant is undefined, and "
+            "counts as 0 in the matching"
+            + (
+                " (as a missing archetype: one that collapsed?)."
+                if name == "pred_profiles"
+                else ", whatever is found: check true_profiles."
+            ),
+        )
