@@ -382,7 +382,10 @@ def deconvolution_scores(true, pred) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Index: types. Columns ``pcc``, ``ssim``, ``rmse``, ``jsd``, ``aupr`` (presence, per
-        type). Take ``.median()`` for the benchmark's summary. NaN marks an undefined score:
+        type), as :func:`per_type_pcc`, :func:`ssim` (max-scaled columns), :func:`rmse` (in
+        proportion units, not z-scored), :func:`jsd` (base 2 distance) and
+        :func:`presence_aupr` define them. Take ``.median()`` for the benchmark's summary.
+        NaN marks an undefined score:
         ``pcc`` where either column is constant, ``jsd`` where either sums to 0, ``aupr``
         where the type is present in every spot or in none. ``.median()`` skips NaN, so a
         type truly present but predicted constant (e.g. never) drops out of the PCC summary

@@ -70,6 +70,15 @@ def _gene_frames(true, pred) -> tuple[pd.DataFrame, pd.DataFrame]:
 def imputation_scores(true, pred) -> pd.DataFrame:
     """Per-gene imputation scores: PCC, SSIM, RMSE and JS distance across spots.
 
+    Each compares one gene's column across spots, normalised as Li et al. (Nat. Methods
+    2022) do for that score: the Pearson correlation of the values as given; SSIM (one
+    window, ``C1 = 0.01^2``, ``C2 = 0.03^2``, as :func:`deltavae.metrics.ssim`) of the
+    columns divided by their maxima; the RMSE of the z-scored columns (population standard
+    deviation, as :func:`scipy.stats.zscore`); the Jensen-Shannon distance (base 2, as
+    :func:`scipy.spatial.distance.jensenshannon`) of the columns divided by their sums, so
+    distributions over spots. Li et al. report the divergence in natural log,
+    ``jsd ** 2 * np.log(2)``.
+
     Parameters
     ----------
     true
