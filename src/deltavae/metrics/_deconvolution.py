@@ -238,7 +238,9 @@ def _warn_negative(
 
 
 def _jsd(t: np.ndarray, p: np.ndarray) -> float:
-    t, p = np.clip(t, 0, None), np.clip(p, 0, None)  # callers warn (_warn_negative)
+    # Callers warn of negative values (_warn_negative); each column divided by its largest
+    # value first: a sum of 1e307 values overflowed, every share was 0 and the distance 0.
+    t, p = _unit(np.clip(t, 0, None)), _unit(np.clip(p, 0, None))
     if t.sum() == 0 or p.sum() == 0:
         return float("nan")
     with np.errstate(invalid="ignore"):
