@@ -227,3 +227,20 @@ def test_archetype_markers_read_as_scanpys_rank_genes_groups(written):
     assert ours["names"].dtype.names == scanpys["names"].dtype.names
     table = sc.get.rank_genes_groups_df(mix, group=None, key="archetype_markers")
     assert set(table["group"]) == set(mix.obs["archetype_dominant"].cat.categories)
+
+
+def test_archetypes_chosen_by_the_elbow_read_back_their_summary_as_written(tmp_path):
+    """n_archetypes="auto" wrote uns["archetypes"]["elbow"]["stopped"] as a numpy bool
+    (``n_archetypes < ks[-1]``), which an .h5ad file reads back as a Python bool: the summary
+    read back differed in type from the one written."""
+    mix = dv.datasets.convex_mixtures(n_spots=40, n_genes=40, n_archetypes=2, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    arch = dv.model.Archetypes(mix, n_archetypes="auto", max_archetypes=3, min_spots=1)
+    arch.train(**TRAIN)
+    with warnings.catch_warnings():  # a one-epoch fit: whatever it says of its archetypes
+        warnings.simplefilter("ignore", UserWarning)
+        arch.write_to_adata(n_anchors=3)
+    elbow = mix.uns["archetypes"]["elbow"]
+    assert type(elbow["stopped"]) is bool and type(elbow["chosen"]) is int
+    mix.write_h5ad(tmp_path / "mix.h5ad")
+    _equal(dict(mix.uns), dict(ad.read_h5ad(tmp_path / "mix.h5ad").uns), "uns")

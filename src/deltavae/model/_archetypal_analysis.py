@@ -269,7 +269,7 @@ def start_archetypes(
         explained = np.array([fits[int(k)][2] for k in ks])
         n_archetypes = int(ks[elbow(ks, explained)])
         B = fits[n_archetypes][1]
-        stopped = n_archetypes < ks[-1]
+        stopped = bool(n_archetypes < ks[-1])  # a Python bool, as .h5ad reads it back
         summary = {"n_archetypes": ks, "explained_variance": explained, "chosen": n_archetypes}
         summary |= {"min_gain": MIN_GAIN, "stopped": stopped}
         logger.info("n_archetypes='auto' chose %d (elbow of %s)", n_archetypes, explained)

@@ -443,8 +443,10 @@ def summary(model, names, groups: np.ndarray, tree: np.ndarray, n_empty: int = 0
         "merge_tree": tree,
         "n_empty_spots": n_empty,  # no weights, dominant archetype or anchor (NaN)
     }
-    if model.elbow_ is not None:
-        out["elbow"] = dict(model.elbow_)
+    if model.elbow_ is not None:  # numpy scalars of a model saved before: as read back
+        out["elbow"] = {
+            k: v.item() if isinstance(v, np.generic) else v for k, v in model.elbow_.items()
+        }
     if model.signature_map_ is not None and _signatures_current(model):
         table = model.signature_map_
         out["signature_map"] = table.reset_index(names="archetype").astype(
