@@ -9,8 +9,8 @@ tensors would be on the model's device:
   ``_move_data_to_device``, anything moved with ``.to(<torch.device>)`` (as Lightning moves
   a training batch), factories given a ``device=`` other than the string ``"cpu"``, and
   whatever is computed from any of these;
-* "host": tensors made without ``device=`` (``torch.zeros(...)``, ``torch.as_tensor(numpy)``),
-  or moved with ``.cpu()`` / ``.to("cpu")``.
+* "host": tensors made without ``device=`` (``torch.zeros(...)``, ``torch.as_tensor(numpy)``,
+  ``torch.from_numpy``, ``torch.asarray``), or moved with ``.cpu()`` / ``.to("cpu")``.
 
 A call that mixes a "device" tensor with a "host" tensor of one or more dimensions is
 recorded with where it happened: on CUDA it raises "Expected all tensors to be on the same
@@ -39,11 +39,16 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+# asarray and the sparse constructors too: a tensor they make of numpy or Python data is on
+# the host, as torch.as_tensor's (left out, they were followed nowhere). torch.from_numpy and
+# torch.frombuffer are not torch functions a mode sees: DeviceTracker wraps them (_UNSEEN).
 _FACTORIES = {
     "zeros", "ones", "empty", "full", "arange", "eye", "tensor", "as_tensor", "linspace",
     "logspace", "rand", "randn", "randint", "randperm", "scalar_tensor", "normal",
     "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like",
+    "asarray", "sparse_coo_tensor", "sparse_csr_tensor",
 }  # fmt: skip
+_UNSEEN = ("from_numpy", "frombuffer")
 # Calls that read, index or copy in place: mixing devices there is allowed or is no compute.
 _EXEMPT = {
     "__getitem__", "__setitem__", "index_put_", "index_put", "__repr__", "__format__",
@@ -98,6 +103,27 @@ class DeviceTracker(TorchFunctionMode):
         self.root = root
         self.draws = draws
         self.mixes: Counter = Counter()
+        self._unseen: dict = {}
+
+    def __enter__(self):
+        # What torch.from_numpy and torch.frombuffer make, marked as on the host while the
+        # tracker runs: a mode never sees these calls.
+        for name in _UNSEEN:
+            made = self._unseen[name] = getattr(torch, name)
+
+            def on_host(*args, _made=made, **kwargs):
+                out = _made(*args, **kwargs)
+                _tag(out, "host")
+                return out
+
+            setattr(torch, name, on_host)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        for name, made in self._unseen.items():
+            setattr(torch, name, made)
+        self._unseen.clear()
+        return super().__exit__(*exc)
 
     def _caller(self) -> str:
         frames = [f for f in traceback.extract_stack()[:-3] if self.root in f.filename]

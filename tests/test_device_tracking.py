@@ -92,6 +92,27 @@ def test_float64_and_cpu_generators_on_the_device_are_caught():
     }
 
 
+def test_tensors_made_of_numpy_by_any_constructor_are_on_the_host():
+    """The check itself: ``torch.from_numpy`` and ``torch.asarray`` make host tensors as
+    ``torch.as_tensor`` does; before, their tensors were followed nowhere and a module on the
+    device reading them (CUDA: "Expected all tensors to be on the same device") went
+    unreported."""
+    layer = torch.nn.Linear(3, 2)
+    on_device(layer)
+    x = np.ones((4, 3), dtype=np.float32)
+    tracker = DeviceTracker()
+    with tracker:
+        device = layer.weight.device
+        layer(torch.from_numpy(x).to(device))  # fine: moved
+        layer(torch.asarray(x, device=device))  # fine: made there
+        layer(torch.from_numpy(x))
+        layer(torch.asarray(x))
+        layer(torch.asarray(layer.weight.detach())[:1].expand(4, 3))  # fine: on the device
+    assert sum(n for (name, _), n in tracker.mixes.items() if name == "linear") == 2, (
+        tracker.report()
+    )
+
+
 def test_zinbvae_and_its_query_stay_on_the_device(tracked):
     adata = _counts()
     dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
