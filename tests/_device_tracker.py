@@ -300,9 +300,12 @@ def track_moves(monkeypatch) -> None:
 
 
 # Reads of a device tensor on the host: each makes the host wait for the device's queue.
+# Also the calls that answer a Python bool (torch.equal, allclose) and those whose result's
+# size is read from the values (bincount, one-argument where, repeat_interleave by a tensor).
 _READS = {
     "item", "__bool__", "__int__", "__float__", "__index__", "tolist", "numpy", "__array__",
     "nonzero", "argwhere", "masked_select", "unique", "unique_consecutive", "cpu",
+    "equal", "allclose", "is_nonzero", "bincount",
 }  # fmt: skip
 # Tensors made from host data (Python numbers, numpy, CPU tensors): on a GPU a copy that
 # waits, unless pinned (torch.distributions' broadcast_all makes Normal(loc, 1.0)'s 1.0 so).
@@ -338,8 +341,9 @@ def run_tracked(module, calls: dict, train=None) -> None:
 class HostWaits(DeviceTracker):
     """Count, while :attr:`counting`, what would make the host wait for a GPU: a device
     tensor read on the host (``.item()``, ``bool()``, ``.cpu()``, ``nonzero``, a boolean
-    mask, ...) and a device tensor made from host data (``torch.tensor(x, device=...)``,
-    ``.to(device)`` of a host tensor). ``waits`` maps (what, where) to a count."""
+    mask, ``torch.equal``, ``bincount``, ...) and a device tensor made from host data
+    (``torch.tensor(x, device=...)``, ``.to(device)`` of a host tensor). ``waits`` maps
+    (what, where) to a count."""
 
     def __init__(self, root: str = "deltavae"):
         super().__init__(root)
@@ -352,6 +356,11 @@ class HostWaits(DeviceTracker):
         on_device = isinstance(first, torch.Tensor) and _where(first) == "device"
         if name in _READS and on_device:
             return name
+        if name == "where" and on_device and len(args) == 1 and not kwargs:
+            return "where of a condition alone"
+        if name == "repeat_interleave" and len(args) > 1 and isinstance(args[1], torch.Tensor):
+            if _where(args[1]) == "device" and args[1].dim():
+                return "repeat_interleave by device counts"
         if name == "__getitem__" and on_device:
             index = args[1] if len(args) > 1 else None
             masks = [

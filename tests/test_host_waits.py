@@ -177,6 +177,34 @@ def test_spot_model_steps_do_not_wait(waits):
     assert not found, "\n".join(f"{k}: {v}" for k, v in found.items())
 
 
+def test_reads_answering_python_values_or_sized_by_the_values_are_counted():
+    """The counter itself: ``torch.equal`` and ``allclose`` of device tensors answer a Python
+    bool, and ``bincount``, a one-argument ``where`` and ``repeat_interleave`` by device counts
+    make a tensor whose size the host must read first: each waits for the device on a GPU, and
+    none was counted."""
+    layer = torch.nn.Linear(3, 2)
+    on_device(layer)
+    tracker = HostWaits()
+    with tracker:
+        out = layer(torch.ones(4, 3).to(layer.weight.device))
+        tracker.counting = True
+        codes = (out[:, 0] > 0).long()
+        torch.where(out > 0, out, 0.0)  # fine: elementwise, no size read
+        out.repeat_interleave(2, dim=0)  # fine: a Python count
+        torch.equal(out, out)
+        torch.allclose(out, out)
+        torch.bincount(codes, minlength=2)
+        torch.where(out > 0)
+        out.repeat_interleave(codes + 1, dim=0)
+    assert sorted(what for what, _ in tracker.waits) == [
+        "allclose",
+        "bincount",
+        "equal",
+        "repeat_interleave by device counts",
+        "where of a condition alone",
+    ], tracker.waits_report()
+
+
 def test_pyro_programs_copy_nothing_to_the_device():
     """The Pyro programs (``model`` and ``guide``, for Pyro's own tools; training runs the
     torch ELBO) made their priors' scales from Python numbers, one copy to the device per
