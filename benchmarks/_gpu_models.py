@@ -625,7 +625,9 @@ def _unknown_and_replaced(ctx: Context, qname: str, q, query) -> None:
     """The query's read-outs added since the last GPU run: ``predict_labels(unknown_below=)``
     (typicality scored on the device against the reference's record), ``predict`` (SCANVI's
     form) and ``write_to_adata(unknown_below=)``; then the query's counts replaced
-    (``query.X = other``): the model must read the new matrix, as a copy of the query gives."""
+    (``query.X = other``): the model must read the new matrix, as a copy of the query gives;
+    last, the query subset in place (``sc.pp.filter_cells``): one epoch trains on the cells
+    left and ``predict_labels()`` labels them (``follow_query``), on the device."""
     import numpy as np
 
     def unknown():
@@ -670,6 +672,24 @@ def _unknown_and_replaced(ctx: Context, qname: str, q, query) -> None:
             ("write_to_adata(unknown_below=0.1)", written, {"finite": False, "detail": str}),
             ("query.X replaced: latent of the new counts", replaced, {"detail": str}),
         ],
+    )
+
+    def subset_in_place():
+        # Last: the query keeps the cells left (nothing later reads this query model).
+        query._inplace_subset_obs(np.arange(query.n_obs) % 4 != 0)  # sc.pp.filter_cells
+        q.train(**ctx.fit(1))  # trains on the cells left (follow_query), on the device
+        labels = q.predict_labels()
+        if not labels.index.equals(query.obs_names) or q.adata.n_obs != query.n_obs:
+            raise CheckFailed(f"{len(labels)} labels of the {query.n_obs} cells left")
+        _on_device(ctx, q)
+        return f"{query.n_obs} cells left: trained one epoch and labelled, on the device"
+
+    ctx.report.run(
+        qname,
+        "query subset in place: trained and labelled as it is now",
+        subset_in_place,
+        finite=False,
+        detail=str,
     )
 
 

@@ -2,8 +2,9 @@
 minibatch's values on the device and bring them to the host together (deltavae.model._gathered:
 normalized expression, likelihood parameters, library sizes, marginal likelihood, differential
 expression's group means, differential abundance, the spot models' abundance, weights, latents
-and chunked imputation), read on the device and again on the CPU copy, which must agree within
-the devices' tolerance.
+and chunked imputation), the labelled CGMDVAE's labels and moved latents by the vote over
+conditions and SpatialImputer's imputation of spots changed in place, read on the device and
+again on the CPU copy, which must agree within the devices' tolerance.
 
 The scvi-tools read-outs draw z (and a latent library) from the guide on the model's device,
 whose generator draws other numbers than the CPU's: they are read with every ``Normal`` draw
@@ -80,6 +81,8 @@ def _rna_reads(model) -> dict:
     reads = {f"{k}, draws at the mean": _at_mean(f) for k, f in reads.items()}
     if getattr(model, "label_conditions_", None):
         reads["predict_labels(soft, a label taken from one condition: the vote)"] = _voted_labels
+        if getattr(model, "condition_keys", None):
+            reads["get_latent_representation(condition=, moved by the vote)"] = _voted_moves
     if "cell_type" in model.adata.obs:  # latent means: nothing drawn
         reads["differential_abundance(cell_type)"] = _abundance
         reads["differential_expression(cell_type, first type), draws at the mean"] = _at_mean(
@@ -88,18 +91,37 @@ def _rna_reads(model) -> dict:
     return reads
 
 
-def _voted_labels(model):
-    """``predict_labels(soft=True)`` with one label's training cells under one combination of
-    conditions struck from the model's record, so that the cells of that combination are
-    labelled by the vote over conditions (``model/_label_votes.py``) on the device."""
+@contextmanager
+def _one_label_struck(model):
+    """Inside, one label's training cells under one combination of conditions struck from the
+    model's record (``label_conditions_``): the cells of that combination are labelled, and
+    moved, by the vote over conditions (``model/_label_votes.py``) on the device; the
+    combination's first condition value is yielded."""
     seen = dict(model.label_conditions_)
     trained = [combo for combo, n in seen.items() if n > 0]
     struck = next(c for c in trained if any(o[0] == c[0] and o != c for o in trained))
     model.label_conditions_ = {**seen, struck: 0}
     try:
-        return model.predict_labels(soft=True, batch_size=128).to_numpy()
+        yield struck[1]
     finally:
         model.label_conditions_ = seen
+
+
+def _voted_labels(model):
+    """``predict_labels(soft=True)``, a label struck from one combination's record."""
+    with _one_label_struck(model):
+        return model.predict_labels(soft=True, batch_size=128).to_numpy()
+
+
+def _voted_moves(model):
+    """``get_latent_representation(condition=...)`` of every cell, moved to another value of
+    the first condition key than the struck combination's, a label struck from it: the cells
+    of that combination are moved by the voted q(y | z, c), the others by their own."""
+    with _one_label_struck(model) as struck:
+        key = model.condition_keys[0]
+        values = [str(v) for v in model._cat_state().mappings[key]]
+        to = next(v for v in values if v != str(struck))
+        return model.get_latent_representation(condition={key: to}, batch_size=128)
 
 
 def _expression_change(model) -> dict:
@@ -139,7 +161,8 @@ def _spot_reads(model) -> dict:
     if kind != "SpatialImputer":
         return {}
     reads = {
-        "impute(a quarter of the spots at a time)": lambda m: m.impute(batch_size=max(1, n // 4))
+        "impute(a quarter of the spots at a time)": lambda m: m.impute(batch_size=max(1, n // 4)),
+        "impute() of the spots subset and reordered in place": _spots_changed_in_place,
     }
     if model.design_ == "latent":
         reads["get_latent_representation(return_dist=True)"] = lambda m: dict(
@@ -151,6 +174,26 @@ def _spot_reads(model) -> dict:
     else:
         reads["get_proportions(batch_size=64)"] = lambda m: m.get_proportions(batch_size=64)
     return reads
+
+
+def _spots_changed_in_place(model):
+    """``impute()`` (no AnnData) after the spots given to ``from_reference`` were subset and
+    reordered in place (``sc.pp.filter_cells``): it follows the spots left, in their order
+    (``spots_now``). The given spots are swapped for such a copy meanwhile, not changed, so
+    that the later phases read them whole; a model without them (loaded) reads its own."""
+    given = getattr(model, "_query_adata", None)
+    if given is None:
+        return model.impute(batch_size=64)
+    model._query_adata = given[::-1][: given.n_obs - given.n_obs // 10].copy()
+    try:
+        out = model.impute(batch_size=64)
+        if not out.index.equals(model._query_adata.obs_names):
+            from _gpu_report import CheckFailed
+
+            raise CheckFailed("impute() did not follow the spots changed in place")
+        return out
+    finally:
+        model._query_adata = given
 
 
 def device_reads(name: str, model) -> dict:

@@ -35,8 +35,10 @@ Phases (real data shipped with the package, nothing downloaded):
    a 15-NN label transfer on the latent (ZINBVAE), scored against the held-out cell types.
    The CGMDVAE query also: ``predict_labels(unknown_below=0.1)`` (typicality against the
    reference's record; the cells under it, and only they, take the unlabelled mark),
-   ``predict`` (the same labels), ``write_to_adata(unknown_below=0.1)``, and its latent after
-   ``query.X`` is replaced (that of the new counts, as a copy's). Each query mapped on the CPU
+   ``predict`` (the same labels), ``write_to_adata(unknown_below=0.1)``, its latent after
+   ``query.X`` is replaced (that of the new counts, as a copy's), and last, with the query
+   subset in place (``sc.pp.filter_cells``), one more epoch and ``predict_labels`` of the
+   cells left. Each query mapped on the CPU
    (ZINBVAE, CGMDVAE) trains two more epochs with ``optimizer="Custom"`` (SGD with weight
    decay): the reference's frozen and masked weights must not move.
 4. Spatial: pseudo-spots summed from half of PBMC 3k with known proportions, the other half
@@ -81,9 +83,11 @@ Phases (real data shipped with the package, nothing downloaded):
    ``scale2``; its cells drawn from one numpy seed), each with the guide's ``Normal`` draws at
    their means (the devices' generators differ), and differential abundance by cell type; the
    labelled CGMDVAE's soft labels with one label struck from one condition's record, so that
-   its cells are labelled by the vote over conditions (``model/_label_votes.py``); of
-   the spot models NMFDeconv's abundance, Archetypes' weights of new spots, SpatialImputer's
-   imputation a quarter of the spots at a time and its proportions or latents. The model then
+   its cells are labelled by the vote over conditions (``model/_label_votes.py``), and its
+   latents moved to another condition by that vote (``get_latent_representation(condition=)``);
+   of the spot models NMFDeconv's abundance, Archetypes' weights of new spots, SpatialImputer's
+   imputation a quarter of the spots at a time, that of its spots subset and reordered in
+   place (read as they are now), and its proportions or latents. The model then
    goes back to the device.
 6. Save and load: each of the five models is saved, loaded with ``Model.load(path, adata,
    accelerator="gpu")``, checked to give the same latent as before saving (the Kang CGMDVAE
