@@ -124,6 +124,8 @@ def test_spots_changed_in_place_are_read_on_the_device(tracked, monkeypatch):
         tracked(imputer.module, calls, train=lambda m=imputer: m.train(max_epochs=1, **TRAIN))
 
 
+# 1-4 s each: in the slow stage, which CI runs too (the default stage keeps under 6 min).
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ZINBVAE", "CGMDVAE"])
 def test_mixed_precision_training_stays_on_the_device(tracked, kind):
     """precision="bf16-mixed" (autocast; the parameters stay float32), which check_precision
@@ -152,6 +154,7 @@ def test_mixed_precision_training_stays_on_the_device(tracked, kind):
     )
 
 
+@pytest.mark.slow  # 3.5 s
 def test_predict_perturbation_arguments_stay_on_the_device(tracked):
     """predict_perturbation's default method, a balance key, translate without the
     residual, and targets of several condition keys."""
