@@ -402,7 +402,8 @@ class HostWaits(DeviceTracker):
 def counted_waits(monkeypatch, module: torch.nn.Module, read) -> tuple:
     """``read()`` counted as on a GPU: ``module`` marked on the device, the moves followed
     and the counts' dense path (a GPU's) taken; (its result, the :class:`HostWaits` that
-    counted it)."""
+    counted it). Fails where the read mixed devices or returned a device tensor (as
+    :func:`run_tracked`): a wait counted on a path CUDA refuses would be no count at all."""
     import deltavae.distributions._counts as counts
 
     track_moves(monkeypatch)
@@ -412,4 +413,8 @@ def counted_waits(monkeypatch, module: torch.nn.Module, read) -> tuple:
     tracker.counting = True
     with tracker:
         out = read()
+    left = left_on_device(out)
+    if left:
+        tracker.mixes[("returned a device tensor", ", ".join(left))] += 1
+    assert not tracker.mixes, "What CUDA would refuse:\n" + tracker.report()
     return out, tracker

@@ -205,6 +205,23 @@ def test_reads_answering_python_values_or_sized_by_the_values_are_counted():
     ], tracker.waits_report()
 
 
+def test_counted_reads_fail_where_they_mix_devices(monkeypatch):
+    """The counter itself: a read counted as on a GPU (``counted_waits``, which the read-out
+    wait tests use) fails where it mixes devices or hands back a device tensor; before, it
+    counted the waits of a path CUDA refuses and passed."""
+    layer = torch.nn.Linear(3, 2)
+
+    def fine():  # moved to the device, brought back
+        return layer(torch.ones(4, 3).to(layer.weight.device)).detach().cpu()
+
+    out, tracker = counted_waits(monkeypatch, layer, fine)
+    assert out.shape == (4, 2) and not tracker.mixes
+    with pytest.raises(AssertionError, match=r"linear"):
+        counted_waits(monkeypatch, layer, lambda: layer(torch.ones(4, 3)))
+    with pytest.raises(AssertionError, match=r"returned a device tensor"):
+        counted_waits(monkeypatch, layer, lambda: layer.weight.detach() * 2)
+
+
 def test_pyro_programs_copy_nothing_to_the_device():
     """The Pyro programs (``model`` and ``guide``, for Pyro's own tools; training runs the
     torch ELBO) made their priors' scales from Python numbers, one copy to the device per
