@@ -90,3 +90,19 @@ def test_training_after_the_spots_were_reordered_or_made_sparse_says_nothing(dat
         warnings.filterwarnings("error", message=".*in place")
         model.train(**TRAIN)
     assert model.get_proportions().index.equals(spots.obs_names)
+
+
+def test_archetype_weights_follow_counts_replaced_in_place():
+    """Archetypes' weights of the training spots are kept for every result; after spots.X =
+    other they were still the weights of the counts replaced, while the same counts in
+    another AnnData gave others."""
+    spots = dv.datasets.convex_mixtures(n_spots=60, n_genes=60, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(spots)
+    model = dv.model.Archetypes(spots, n_archetypes=3, merge_threshold=1.0, min_spots=1)
+    model.train(max_epochs=3, enable_progress_bar=False, enable_model_summary=False)
+    before = model.get_archetype_weights()
+    spots.X = spots.X[::-1].copy()  # other counts under the same names
+    now = model.get_archetype_weights()
+    fresh = model.get_archetype_weights(spots.copy())  # the spots as they are, not cached
+    assert not np.allclose(now.to_numpy(), before.to_numpy())
+    np.testing.assert_allclose(now.to_numpy(), fresh.to_numpy())

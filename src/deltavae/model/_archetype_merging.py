@@ -17,6 +17,7 @@ from ._gathered import Gathered
 from ._genes import check_own_adata
 from ._one_state import warn_one_state
 from ._positions import indices_after_adata
+from ._query_source import read_matrix
 from ._same_spots import given_order
 from ._spots import missing_empty_rows, selected_rows
 
@@ -69,13 +70,18 @@ class ArchetypeMergingMixin:
         return self._cached("merge", self._fresh_merge, self.merge_threshold, self.min_spots)
 
     def _cached(self, name: str, compute, *settings):
-        """``compute()``, kept while ``settings``, the module's parameters and the spots hold
-        (a copy, an edit, a load, more training or an in-place subset computes it again)."""
+        """``compute()``, kept while ``settings``, the module's parameters, the spots and
+        their counts hold (a copy, an edit, a load, more training, an in-place subset or
+        ``spots.X = other`` computes it again: the weights of the counts replaced were served)."""
         params = tuple((p.data_ptr(), p._version) for p in self.module.parameters())
         spots = self.adata.obs_names  # a new Index once the spots are subset in place
-        key = (params, settings, id(spots))
+        layer = self.registry_["setup_args"].get("layer")
+        # backed: a new dataset object at every access, and a file's counts are not replaced
+        counts = None if self.adata.isbacked else read_matrix(self.adata, layer)
+        key = (params, settings, id(spots), id(counts))
         if name not in self._cache or self._cache[name][0] != key:
-            self._cache[name] = (key, compute(), spots)  # spots kept: their id is not reused
+            # spots and counts kept: their ids are not reused while the entry holds them
+            self._cache[name] = (key, compute(), (spots, counts))
         return self._cache[name][1]
 
     def _fresh_merge(self) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,8 @@ def registration_twin(adata: AnnData) -> AnnData:
     )
 
 
-def _read_matrix(adata: AnnData, layer: str | None):
+def read_matrix(adata: AnnData, layer: str | None):
+    """The matrix of ``adata`` a model registered (``layer``, else X), ``None`` if absent."""
     return adata.X if layer is None else adata.layers.get(layer)
 
 
@@ -48,7 +49,7 @@ def keep_write_target(model, given: AnnData | None) -> None:
     source = None
     if given is not None and not given.is_view and not on_disk(given):
         layer = (getattr(model, "registry_", None) or {}).get("setup_args", {}).get("layer")
-        matrix = _read_matrix(given, layer)
+        matrix = read_matrix(given, layer)
         if matrix is not None:
             try:
                 source = weakref.ref(matrix)
@@ -64,7 +65,7 @@ def same_source(model, adata: AnnData) -> bool:
     if source is None:
         return True
     layer = (getattr(model, "registry_", None) or {}).get("setup_args", {}).get("layer")
-    return source() is _read_matrix(adata, layer)
+    return source() is read_matrix(adata, layer)
 
 
 def query_as_mapped(model) -> bool:
