@@ -106,3 +106,28 @@ def test_archetype_weights_follow_counts_replaced_in_place():
     fresh = model.get_archetype_weights(spots.copy())  # the spots as they are, not cached
     assert not np.allclose(now.to_numpy(), before.to_numpy())
     np.testing.assert_allclose(now.to_numpy(), fresh.to_numpy())
+
+
+def test_per_spot_proportions_of_counts_replaced_since_training_are_refused(data, tmp_path):
+    """A per-spot NMFDeconv's proportions are parameters of the counts it trained on: after
+    spots.X = other they were returned for the new counts without a word. Normalised and
+    log-transformed in place, the same counts still read."""
+    spots, ref = data
+    spots = spots.copy()
+    model = dv.model.NMFDeconv.from_reference(
+        spots, reference=ref, labels_key="cluster", inference="per_spot", n_markers=None
+    )
+    model.train(**TRAIN)
+    fitted = model.get_proportions()
+    model.save(tmp_path / "m")
+    counts = spots.X.copy()
+    sc.pp.normalize_total(spots)
+    sc.pp.log1p(spots)
+    np.testing.assert_allclose(model.get_proportions().to_numpy(), fitted.to_numpy())
+    spots.X = counts[::-1].copy()  # other counts under the same names
+    for read in (model.get_proportions, model.get_abundance, model.write_to_adata):
+        with pytest.raises(ValueError, match="hold other counts than when it was trained"):
+            read()
+    spots.X = counts
+    loaded = dv.model.NMFDeconv.load(tmp_path / "m", spots)
+    np.testing.assert_allclose(loaded.get_proportions().to_numpy(), fitted.to_numpy())

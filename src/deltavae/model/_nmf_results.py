@@ -12,7 +12,7 @@ from scvi import REGISTRY_KEYS
 from ._backed import writes_backed
 from ._gathered import Gathered
 from ._positions import indices_after_adata
-from ._same_spots import check_same_spots, given_order, spot_rows
+from ._same_spots import check_fitted_ranks, check_same_spots, given_order, spot_rows
 from ._spots import (
     SPOT_INDEX,
     missing_empty_rows,
@@ -72,13 +72,14 @@ class NMFResultsMixin:
         names = spots if rows is None else spots[rows]
         if not self.module.amortized:
             order = training_rows(pd.Index(spots.astype(str)), self.spot_names_)
+            index = self.module.gene_index
+            columns = None if index is None else index.cpu().numpy()
+            check_fitted_ranks(self, columns)  # spots.X replaced since train: not its fit
             check_same_spots(self, adata, spot_rows(self, adata), _OTHER)
             order = order if rows is None else order[rows]
             with torch.no_grad():
                 proportions = self.module.proportions().cpu().numpy()[order]
                 abundance = torch.exp(self.module.log_abundance).cpu().numpy()[order]
-            index = self.module.gene_index
-            columns = None if index is None else index.cpu().numpy()
             # the spots asked for, as the model's AnnData holds them (any genes in ``adata``)
             held = pd.Index(self.adata.obs_names.astype(str))
             at = held.get_indexer(pd.Index(names.astype(str)))
@@ -140,7 +141,9 @@ class NMFResultsMixin:
         """Cell-type proportions of every spot (rows sum to 1).
 
         The amortised model maps any spots with the genes it reads through its encoder,
-        without refitting; the per-spot model knows only the spots it was trained on.
+        without refitting; the per-spot model knows only the spots it was trained on, and
+        refuses them once their counts were replaced since (``spots.X = other``: train again;
+        counts normalised or log-transformed in place still read as those trained on).
 
         Parameters
         ----------

@@ -28,6 +28,7 @@ from ._matrices import column_sums
 from ._nmf_reference import FromReferenceMixin
 from ._nmf_results import NMFResultsMixin, warn_idle_factors
 from ._nmf_start import check_signatures, nmf_start, nnls_start, saved_columns, saved_start
+from ._same_spots import rank_prints
 from ._save_checks import check_load_arguments
 from ._saved import read_saved
 from ._spots import SpotModelMixin, spot_rate
@@ -317,6 +318,11 @@ class NMFDeconv(
         out = super().train(
             max_epochs=max_epochs, lr=lr, batch_size=batch_size, train_size=train_size, **kwargs
         )
+        if not self.module.amortized:  # its parameters are of these counts (check_fitted_ranks)
+            index = self.module.gene_index
+            columns = None if index is None else index.cpu().numpy()
+            layer = self.registry_["setup_args"]["layer"]
+            self.spot_ranks_ = rank_prints(self.adata, layer, columns)
         steps = max_epochs * max(1, n_spots // batch_size)  # both checked by the run
         # Reference-free, after a run long enough to judge (1 step: one factor led every spot),
         # unless its verdict asks to train again: "fit fewer factors, e.g. n_components=1"

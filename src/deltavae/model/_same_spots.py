@@ -10,6 +10,8 @@ saved with it, are compared with those of the spots of those names it is loaded 
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
@@ -136,3 +138,50 @@ def given_order(model) -> pd.Index | None:
     if names.equals(held) or not names.is_unique or not names.isin(held).all():
         return None
     return given.obs_names
+
+
+def _prints(ranks: np.ndarray) -> np.ndarray:
+    return np.array([zlib.crc32(np.ascontiguousarray(r, np.int64).tobytes()) for r in ranks])
+
+
+def rank_prints(adata: AnnData, layer: str | None, columns=None) -> pd.Series | None:
+    """A checksum of the order of each of up to ``N_COMPARED`` spots' values (evenly spaced;
+    in ``columns``, default every gene), by name: what normalising or log-transforming the
+    spots in place keeps, and other counts under the same names do not."""
+    matrix = _matrix(adata, layer)
+    if matrix is None or adata.n_obs == 0:
+        return None
+    rows = np.unique(np.linspace(0, adata.n_obs - 1, N_COMPARED).astype(int))
+    columns = np.arange(adata.n_vars) if columns is None else np.asarray(columns)
+    prints = _prints(_rows(matrix, rows, columns))
+    return pd.Series(prints, index=pd.Index(adata.obs_names[rows].astype(str)), dtype=np.int64)
+
+
+def check_fitted_ranks(model, columns=None) -> None:
+    """Refuse the read-outs of a model fitted per spot whose own AnnData's spots hold other
+    counts than they held when it was fitted (``spots.X = other`` since ``train``): its
+    parameters are of the counts fitted, and were returned for the new ones without a word.
+    Compared with the ``spot_ranks_`` kept at the end of ``train`` (:func:`rank_prints`; none
+    for models saved before they were kept); spots left out since are not compared."""
+    kept = getattr(model, "spot_ranks_", None)
+    layer = model.registry_["setup_args"].get("layer")
+    matrix = None if kept is None else _matrix(model.adata, layer)
+    if matrix is None:
+        return
+    at = pd.Index(model.adata.obs_names.astype(str)).get_indexer(kept.index)
+    compared = np.flatnonzero(at >= 0)
+    if not len(compared):
+        return
+    columns = np.arange(model.adata.n_vars) if columns is None else np.asarray(columns)
+    differ = _prints(_rows(matrix, at[compared], columns)) != kept.to_numpy()[compared]
+    if not differ.any():
+        return
+    first = kept.index[compared[np.flatnonzero(differ)[0]]]
+    raise ValueError(
+        f"The spots this {type(model).__name__} was fitted on (model.adata) hold other counts "
+        f"than when it was trained: {int(differ.sum())} of the {len(compared)} compared (e.g. "
+        f"{first!r}) differ, as after spots.X = other. Its per-spot results are of the counts "
+        "it was trained on, not of these. Train again (model.train()) to fit the counts they "
+        "hold now, or put the trained counts back (spots normalised or log-transformed in "
+        "place read as the same counts)."
+    )
