@@ -62,9 +62,9 @@ def test_read_outs_follow_spots_subset_and_reordered_in_place(data, design):
 def test_read_outs_refuse_spots_whose_data_were_replaced(data):
     model, spots = _imputer(data, "latent")
     spots.X = spots.X[::-1].copy()  # other counts under the same names
-    with pytest.raises(ValueError, match="other data"):
+    with pytest.raises(ValueError, match="hold other counts than it read"):
         model.get_latent_representation()
-    with pytest.raises(ValueError, match="other data"):
+    with pytest.raises(ValueError, match="hold other counts than it read"):
         model.impute()
 
 
@@ -111,7 +111,7 @@ def test_archetype_weights_follow_counts_replaced_in_place():
 def test_per_spot_proportions_of_counts_replaced_since_training_are_refused(data, tmp_path):
     """A per-spot NMFDeconv's proportions are parameters of the counts it trained on: after
     spots.X = other they were returned for the new counts without a word. Normalised and
-    log-transformed in place, the same counts still read."""
+    log-transformed in place, the same counts still read; trained again, the new ones."""
     spots, ref = data
     spots = spots.copy()
     model = dv.model.NMFDeconv.from_reference(
@@ -126,8 +126,55 @@ def test_per_spot_proportions_of_counts_replaced_since_training_are_refused(data
     np.testing.assert_allclose(model.get_proportions().to_numpy(), fitted.to_numpy())
     spots.X = counts[::-1].copy()  # other counts under the same names
     for read in (model.get_proportions, model.get_abundance, model.write_to_adata):
-        with pytest.raises(ValueError, match="hold other counts than when it was trained"):
+        with pytest.raises(ValueError, match="hold other counts than it read"):
             read()
+    model.train(**TRAIN)  # fits the counts they hold now
+    assert not np.allclose(model.get_proportions().to_numpy(), fitted.to_numpy())
     spots.X = counts
     loaded = dv.model.NMFDeconv.load(tmp_path / "m", spots)
     np.testing.assert_allclose(loaded.get_proportions().to_numpy(), fitted.to_numpy())
+
+
+def test_per_spot_model_set_up_on_the_spots_refuses_counts_replaced_since_training(data):
+    spots, ref = data
+    spots = spots.copy()
+    signatures = dv.model.NMFDeconv.signatures_from_reference(ref, "cluster")
+    dv.model.NMFDeconv.setup_anndata(spots, spot_index=True)
+    model = dv.model.NMFDeconv(spots, signatures=signatures, inference="per_spot")
+    model.train(**TRAIN)
+    fitted = model.get_proportions()
+    counts = spots.X.copy()
+    spots.X = counts[::-1].copy()
+    with pytest.raises(ValueError, match="hold other counts than when it was trained"):
+        model.get_proportions()
+    spots.X = counts
+    np.testing.assert_allclose(model.get_proportions().to_numpy(), fitted.to_numpy())
+
+
+def test_a_per_spot_model_leaves_the_spots_obs_as_it_was(data, tmp_path):
+    """from_reference(inference="per_spot") and its load wrote each spot's row,
+    obs["_indices"], into the user's spots; the model keeps it in an obs of its own, writes
+    its results into the spots, and trains on them as they are (subset in place: those left,
+    each at its own row)."""
+    spots, ref = data
+    spots = spots.copy()
+    columns = list(spots.obs.columns)
+    model = dv.model.NMFDeconv.from_reference(
+        spots, reference=ref, labels_key="cluster", inference="per_spot", n_markers=None
+    )
+    assert list(spots.obs.columns) == columns
+    model.train(**TRAIN)
+    fitted = model.get_proportions()
+    model.write_to_adata()
+    np.testing.assert_allclose(spots.obsm["proportions"].to_numpy(), fitted.to_numpy())
+    model.save(tmp_path / "m")
+    again = spots.copy()
+    loaded = dv.model.NMFDeconv.load(tmp_path / "m", again)
+    assert "_indices" not in again.obs
+    np.testing.assert_allclose(loaded.get_proportions().to_numpy(), fitted.to_numpy())
+    kept = spots.obs_names[::2]
+    spots._inplace_subset_obs(np.arange(spots.n_obs)[::2][::-1])  # subset and reordered
+    model.train(max_epochs=1, lr=1e-9, enable_progress_bar=False, enable_model_summary=False)
+    now = model.get_proportions()
+    assert now.index.equals(spots.obs_names) and model.adata.n_obs == len(kept)
+    np.testing.assert_allclose(now.to_numpy(), fitted.loc[spots.obs_names].to_numpy(), atol=1e-6)

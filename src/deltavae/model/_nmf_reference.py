@@ -31,9 +31,11 @@ from ._genes import _refuse_duplicates
 from ._init_keywords import check_passed_on
 from ._matrices import adata_in_memory, memory_copy, on_disk, row_sums, to_memory
 from ._placeholder_labels import warn_placeholder_labels
+from ._query_source import keep_write_target
 from ._reference_labels import check_reference_labels
 from ._reference_reads import genes_in_memory, type_sums
 from ._shared_genes import warn_few_shared
+from ._spot_index import own_spot_index
 from ._spots import spots_named
 from ._training_checks import _is_int
 from ._validation import _refuse_unnamed_genes, check_data, refuse_numeric_names, warn_user
@@ -329,7 +331,12 @@ class FromReferenceMixin:
         only ('GAD1' against 'Gad1') are left out, with a warning that gives the line naming
         them as the reference does. The spots themselves are registered whole
         (:meth:`setup_anndata`; nothing is copied, so a backed file stays on disk), and the
-        model reads its genes from each minibatch.
+        model reads its genes from each minibatch. With ``inference="per_spot"`` the model
+        registers an AnnData of its own sharing the spots' matrices, with each spot's row
+        (``obs["_indices"]``) in its own obs, so ``spots.obs`` is left as it was (a backed
+        file's spots take the column); ``write_to_adata()`` writes into ``spots``, and the
+        read-outs and ``train`` read the spots as they are (subset or reordered in place
+        since: by name; their counts replaced: refused by the read-outs, fitted by ``train``).
         A view of the spots (``spots[mask]``), which cannot hold a setup, is copied into
         memory first, as :meth:`deltavae.model.SpatialImputer.from_reference` copies its spots:
         the model holds the copy (``model.adata``), and ``spots`` is unchanged. A call that
@@ -428,6 +435,8 @@ class FromReferenceMixin:
         spot_index = model_kwargs.get("inference") == "per_spot"
         if spots.is_view:  # setup_anndata writes into the spots, which a view cannot hold
             spots = memory_copy(spots)
+        given = spots  # per spot, each spot's row goes into an obs of the model's own
+        spots = own_spot_index(spots) if spot_index else spots
         with warnings.catch_warnings():
             # Genes the model does not use may be silent in every spot; that says nothing.
             warnings.filterwarnings("ignore", message=r".*genes in .* are zero in every")
@@ -437,7 +446,10 @@ class FromReferenceMixin:
             # A bad model argument: the spots left as they were, another model's setup of
             # them (scvi-tools' ids and codes) too, not only without the keys added, and the
             # user's own NMFDeconv setup of them (the one NMFDeconv(spots, ...) reads next).
-            with unchanged_on_failure(spots, stores=(cls._setup_adata_manager_store,)):
+            with unchanged_on_failure(given, stores=(cls._setup_adata_manager_store,)):
                 with spots_named():  # its errors say spots.X, not adata.X
                     cls.setup_anndata(spots, layer=layer, spot_index=spot_index)
-                return cls(spots, signatures=signatures[expressed], **model_kwargs)
+                model = cls(spots, signatures=signatures[expressed], **model_kwargs)
+        if spots is not given:  # results go into the spots given, read as they are
+            keep_write_target(model, given)
+        return model

@@ -12,6 +12,7 @@ from scvi import REGISTRY_KEYS
 from ._backed import writes_backed
 from ._gathered import Gathered
 from ._positions import indices_after_adata
+from ._query_source import spots_now
 from ._same_spots import check_fitted_ranks, check_same_spots, given_order, spot_rows
 from ._spots import (
     SPOT_INDEX,
@@ -66,6 +67,11 @@ class NMFResultsMixin:
         check_batch_size(batch_size)  # a model fitted per spot reads no minibatches
         self._check_if_trained(warn=False)
         given = None if adata is not None or self.module.amortized else given_order(self)
+        if adata is None and not self.module.amortized:
+            # The spots given (from_reference, load), subset, reordered or their counts
+            # replaced in place since: read by name as they are now (other counts refused).
+            adata = spots_now(self)
+            given = None if adata is not None else given
         adata = self._resolve_adata(adata)
         rows = selected_rows(adata, indices)
         spots = adata.obs_names if given is None else given  # the order of the spots given

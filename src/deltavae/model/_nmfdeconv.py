@@ -31,6 +31,7 @@ from ._nmf_start import check_signatures, nmf_start, nnls_start, saved_columns, 
 from ._same_spots import rank_prints
 from ._save_checks import check_load_arguments
 from ._saved import read_saved
+from ._spot_index import follow_spots, own_spot_index
 from ._spots import SpotModelMixin, spot_rate
 from ._training_checks import _is_int
 from ._validation import check_model_arguments, warn_user
@@ -282,6 +283,8 @@ class NMFDeconv(
         --------
         >>> d.train(max_epochs=500)  # doctest: +SKIP
         """
+        if not self.module.amortized:  # the spots given, changed in place since: as they are
+            follow_spots(self)
         n_spots = self.adata.n_obs
         if self.module.amortized:
             batch_size = min(n_spots, _AMORTIZED_BATCH) if batch_size is None else batch_size
@@ -334,6 +337,14 @@ class NMFDeconv(
             proportions = proportions[~empty]  # a spot without counts leads nothing
             warn_idle_factors(proportions / proportions.sum(1, keepdims=True), self.cell_types_)
         return out
+
+    @classmethod
+    def _spots_to_load(cls, adata, attr_dict: dict, state_dict: dict):
+        """Per spot: the fitted spots (:func:`fitted_spots`), each spot's row on an AnnData
+        of the model's own (:func:`own_spot_index`), not written into the spots given."""
+        fitted = super()._spots_to_load(adata, attr_dict, state_dict)
+        per_spot = cls._per_spot_parameter[0] in state_dict
+        return own_spot_index(fitted) if per_spot and fitted is adata else fitted
 
     # ------------------------------------------------------------------------- results
     def used_genes(self) -> pd.Index:

@@ -69,6 +69,16 @@ def check_same_spots(model, adata: AnnData | None, positions: np.ndarray, other:
     if not differ.any():
         return
     first = asked[np.flatnonzero(differ)[0]]
+    name = type(model).__name__
+    if adata is getattr(model, "_query_adata", None):  # the spots given to it, changed since
+        again = "model.train()" if name == "NMFDeconv" else f"{name}.from_reference(spots, ...)"
+        raise ValueError(
+            f"The spots given to this {name} hold other counts than it read: "
+            f"{int(differ.sum())} of the {len(asked)} compared (e.g. "
+            f"{str(adata.obs_names[first])!r}) differ, as after spots.X = other since. Its "
+            f"results are of the counts it read, not of these. Fit these ({again}), or put the "
+            "counts it read back (spots normalised or log-transformed in place still read)."
+        )
     raise ValueError(
         f"adata's spots have the names of the model's spots but other data: "
         f"{int(differ.sum())} of the {len(asked)} compared (e.g. "
