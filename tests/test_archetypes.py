@@ -623,6 +623,23 @@ def test_loaded_onto_reordered_spots_writes_into_the_adata_given(tmp_path):
     assert "archetype_dominant" in spots.obs and "archetypes" in spots.uns
 
 
+def test_spots_named_by_numbers_loaded_in_another_order_are_told_to_name_them_by_text(tmp_path):
+    """Integer spot names (a table's index) loaded in another order failed inside anndata
+    ("Don't call _normalize_index with non-categorical/string names"); the refusal says how
+    to name them, and the model loads once they are named so."""
+    mix = dv.datasets.convex_mixtures(n_spots=40, n_genes=30, n_archetypes=2, n_markers=5)
+    spots = mix[::-1].copy()  # anndata reorders no AnnData named by numbers
+    mix.obs.index, spots.obs.index = pd.Index(np.arange(40)), pd.Index(np.arange(40)[::-1])
+    dv.model.Archetypes.setup_anndata(mix)
+    model = dv.model.Archetypes(mix, n_archetypes=2, min_spots=1, n_hidden=8)
+    model.save(tmp_path / "a")
+    with pytest.raises(ValueError, match=r"obs_names are numbers .*astype\(str\)"):
+        dv.model.Archetypes.load(tmp_path / "a", spots)
+    spots.obs_names = spots.obs_names.astype(str)  # as the refusal says
+    with pytest.warns(UserWarning, match="in another order"):
+        dv.model.Archetypes.load(tmp_path / "a", spots)
+
+
 def test_write_to_adata_checks_its_arguments_before_reading_the_spots(fitted):
     """A bad n_anchors or key_added was refused only after a pass over every spot (a million
     spots from disk) had encoded them."""

@@ -31,6 +31,7 @@ from ._validation import (
     check_key_added,
     check_setup_target,
     computed,
+    refuse_numeric_names,
     warn_user,
 )
 
@@ -464,13 +465,13 @@ def fitted_spots(adata, attr_dict: dict, state_dict: dict, parameter, model: str
     fitted = pd.Index(fitted) if fitted is not None else None
     same = fitted is not None and len(names) == len(fitted) and not names.has_duplicates
     if same and names.isin(fitted).all():
+        refuse_numeric_names(adata, "adata")  # anndata's TypeError on the reorder below
         warn_user(
             f"adata has the model's {len(names)} spots in another order; they are put back "
             "in the fitted order by name on the copy the model reads (adata itself is "
             "unchanged); read-outs give their rows in adata's order."
         )
-        adata = adata[names.get_indexer(fitted)]
-        adata = memory_copy(adata)
+        adata = memory_copy(adata[names.get_indexer(fitted)])
         adata.obs[SPOT_INDEX] = np.arange(adata.n_obs)
         return adata
     unknown = names.difference(fitted) if fitted is not None else names[:0]
