@@ -7,6 +7,7 @@ misaligned with spots.obs_names) and read the old data."""
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import scanpy as sc
 
@@ -178,3 +179,18 @@ def test_a_per_spot_model_leaves_the_spots_obs_as_it_was(data, tmp_path):
     now = model.get_proportions()
     assert now.index.equals(spots.obs_names) and model.adata.n_obs == len(kept)
     np.testing.assert_allclose(now.to_numpy(), fitted.loc[spots.obs_names].to_numpy(), atol=1e-6)
+
+
+def test_per_spot_proportions_of_spots_named_by_numbers_keep_their_names(data):
+    """The model's own AnnData (each spot's row in its obs) names spots by text; the read-outs
+    named spots 0, 1, ... '0', '1', so spots.obs.join(proportions) matched none."""
+    spots, ref = data
+    spots = spots.copy()
+    spots.obsm.clear()  # anndata reads no obsm table of text index under numbered spots
+    spots.obs.index = pd.Index(np.arange(spots.n_obs))
+    model = dv.model.NMFDeconv.from_reference(
+        spots, reference=ref, labels_key="cluster", inference="per_spot", n_markers=None
+    )
+    model.train(**TRAIN)
+    assert model.get_proportions().index.equals(spots.obs_names)
+    assert model.get_abundance().index.equals(spots.obs_names)

@@ -75,6 +75,9 @@ class NMFResultsMixin:
         adata = self._resolve_adata(adata)
         rows = selected_rows(adata, indices)
         spots = adata.obs_names if given is None else given  # the order of the spots given
+        kept = getattr(self, "_query_adata", None)  # the spots given: their names as given
+        if adata is self.adata and kept is not None and kept.obs_names.astype(str).equals(spots):
+            spots = kept.obs_names  # spots named 0, 1, ...: not '0', '1' (the model's own obs)
         names = spots if rows is None else spots[rows]
         if not self.module.amortized:
             order = training_rows(pd.Index(spots.astype(str)), self.spot_names_)

@@ -28,7 +28,11 @@ def own_spot_index(adata: AnnData) -> AnnData:
     """
     if adata.isbacked:
         return adata
-    return with_column(adata, SPOT_INDEX, np.arange(adata.n_obs))
+    obs = adata.obs.copy()
+    obs[SPOT_INDEX] = np.arange(adata.n_obs)
+    obs.index = obs.index.astype(str)  # anndata's own names: spots named 0, 1, ... too
+    # the matrices the model reads, not obsm: a table there indexed 0, 1, ... is refused
+    return AnnData(X=adata.X, obs=obs, var=adata.var, layers=dict(adata.layers))
 
 
 def follow_spots(model) -> None:
