@@ -556,6 +556,39 @@ def test_an_interrupted_fit_says_so_and_keeps_what_it_learnt():
     assert not fresh.is_trained_
 
 
+def test_a_mixture_start_a_run_did_not_reach_comes_in_the_next_run(tmp_path):
+    """A first run of max_epochs=1 ("auto" placed the start at epoch 1) or one interrupted
+    before its start left a trained model, and every later "auto" run skipped the start and
+    the warm-up as for a model trained before: the mixture was never placed on z (all 300
+    cells of 3 clusters in one after train(max_epochs=1); train(max_epochs=20))."""
+    adata = _counts(n_cells=120)
+    quiet = {"mixture_init": "kmeans", "early_stopping": False, **TRAIN}
+    model = _cgmdvae(adata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
+        model.train(max_epochs=1, **quiet)
+        assert model.train_args_["mixture_init_epoch"] is None  # epoch 1 of 1: not reached
+        model.train(max_epochs=4, **quiet)
+    assert model.train_args_["mixture_init_epoch"] == 1  # a quarter, as a first run's
+    assert model.train_args_["n_epochs_kl_warmup"] == 2
+    assert not model.mixture_pending_ and len(model.history["elbo_train"]) == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
+        model.train(max_epochs=1, **quiet)  # started: a further run keeps the mixture
+    assert model.train_args_["mixture_init_epoch"] is None
+    assert model.train_args_["n_epochs_kl_warmup"] is None
+    cut = _cgmdvae(adata)
+    with pytest.raises(KeyboardInterrupt, match="after 1 of its 20 epochs"):
+        cut.train(max_epochs=20, callbacks=[InterruptAt(1)], **quiet)  # start at epoch 5
+    cut.save(tmp_path / "cut")
+    loaded = dv.model.CGMDVAE.load(tmp_path / "cut", adata=adata)  # saved with the model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
+        loaded.train(max_epochs=2, **quiet)
+    assert loaded.train_args_["mixture_init_epoch"] == 1 and not loaded.mixture_pending_
+    assert cut.mixture_pending_
+
+
 def test_convergence_rule_on_histories():
     from deltavae.train._convergence import still_improving
 

@@ -38,7 +38,7 @@ from ._init_keywords import keyword_hints
 from ._label_setup import check_label_setup, refuse_missing_integer_labels, unlabelled_mark
 from ._label_votes import label_vote_table, voted_probs
 from ._labels import ConditionsByName, LabelsInColumnOrder, small_categories_named
-from ._mixture_start import mixture_start
+from ._mixture_start import mixture_start, start_kept_pending
 from ._modes import unchecked_distributions
 from ._obs_checks import check_obs_keys
 from ._perturbation import PerturbationMixin
@@ -330,14 +330,15 @@ class CGMDVAE(
             condition's mean removed, so clusters are shared by the conditions), named by
             the labelled cells (by the clusters of their nearest cells among the data's
             principal components). ``"auto"``: a quarter of the epochs for a model not
-            trained before (0 for one :meth:`from_zinbvae` built: its z is trained);
-            ``None`` skips it. The longer z trains as a plain (weakly
-            regularised) autoencoder first, the better its groups separate
-            (benchmarks/README.md, Numbers behind the defaults, D3).
+            trained before, or whose runs ended before the start (``mixture_pending_``:
+            ``max_epochs=1``, interrupted); 0 for one :meth:`from_zinbvae` built; ``None``
+            skips it. The longer z trains as a plain (weakly regularised) autoencoder first,
+            the better its groups separate (benchmarks/README.md, Numbers behind the defaults, D3).
         n_epochs_kl_warmup
             Epochs over which the KL weight rises to 1; ``"auto"``: half of the epochs, so
             the mixture starts while z is still informative; none for a model trained before
-            (training on keeps the full ELBO, as it keeps the mixture) or one
+            (training on keeps the full ELBO, as it keeps the mixture; but half for one whose
+            mixture is still to start, as for its start) or one
             :meth:`from_zinbvae` built.
         mixture_init
             How z is clustered at ``mixture_init_epoch``: ``"leiden"`` (default) clusters
@@ -410,7 +411,7 @@ class CGMDVAE(
             self._train_record.update(stopping)
         # Recorded once the fit and its refit end (the refit's clusters), and also of a
         # diverged fit that kept its steps.
-        with self._recording_training_cells():
+        with self._recording_training_cells(), start_kept_pending(self, mixture_init_epoch):
             out = super().train(
                 max_epochs=max_epochs,
                 callbacks=callbacks,

@@ -198,11 +198,19 @@ def default_max_epochs(model) -> int:
     return min(epochs, PRETRAINED_EPOCHS) if just_started(model) else epochs
 
 
+def start_due(model) -> bool:
+    """Whether ``train``'s "auto" defaults are a first run's: the model has not trained, or
+    trained without reaching the mixture start a run planned (``mixture_pending_``: a first
+    run of ``max_epochs=1``, an interrupted one), and is no query model."""
+    return (not model.is_trained_ or model.mixture_pending_) and not model.is_query_model
+
+
 def first_mixture_epoch(model, max_epochs: int) -> int | None:
-    """``mixture_init_epoch="auto"``: none for a model trained before (or a query model);
-    0 for one started from a ZINBVAE and not trained since (its z is the pretrained latent
-    already); else a quarter of the epochs."""
-    if model.is_trained_ or model.is_query_model:
+    """``mixture_init_epoch="auto"``: none for a model trained before (or a query model),
+    unless its runs ended before the mixture start they planned (``mixture_pending_``); 0
+    for one started from a ZINBVAE (its z is the pretrained latent already); else a quarter
+    of the epochs."""
+    if not start_due(model):
         return None
     if model.pretrained_from_ is not None:
         return 0
@@ -214,6 +222,10 @@ class FromZINBVAEMixin:
 
     #: ``"ZINBVAE"`` for a model :meth:`from_zinbvae` built (saved with it), else None.
     pretrained_from_: str | None = None
+    #: True after a ``train`` call that planned the mixture start ended before it (saved
+    #: with the model): the next call with ``mixture_init_epoch="auto"`` starts it and warms
+    #: the KL up as a first run does (``_mixture_start.start_kept_pending``).
+    mixture_pending_: bool = False
 
     @classmethod
     def from_zinbvae(
@@ -306,4 +318,8 @@ class FromZINBVAEMixin:
         warm_up_named = {"n_epochs_kl_warmup", "n_steps_kl_warmup"} & set(plan_kwargs)
         if just_started(self) and not warm_up_named:
             return None
+        pending = self.is_trained_ and start_due(self) and self.pretrained_from_ is None
+        if pending and not warm_up_named:
+            # The mixture start a run planned is still to come: warmed up as a first run.
+            return max(1, max_epochs // self._warmup_share)
         return super()._auto_warmup(max_epochs, plan_kwargs)

@@ -4,6 +4,7 @@ clusters: the cells are counted as the call splits them (``train_size``, or the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
@@ -52,3 +53,25 @@ def mixture_start(model, epoch: int, method: str, train_kwargs: dict):
             f"({more}), or skip the start with mixture_init_epoch=None."
         )
     return MixtureInitialization(epoch, seed=start_seed(), method=method)
+
+
+def _epochs_in_history(model) -> int:
+    history = getattr(model, "history_", None) or {}
+    return len(history["elbo_train"]) if "elbo_train" in history else 0
+
+
+@contextlib.contextmanager
+def start_kept_pending(model, epoch: int | None):
+    """A ``train`` call planning the mixture start at ``epoch`` (of the call; None: none
+    planned) that ends before it, its run too short (``max_epochs=1``: "auto" placed it at
+    epoch 1) or cut short (an interrupt, ``max_time``, a divergence), leaves
+    ``model.mixture_pending_`` True: the next ``mixture_init_epoch="auto"`` starts it, where a
+    model trained before otherwise keeps its mixture. A run that trained through the start
+    clears it; a call that trained no epoch (refused, interrupted at once) changes nothing."""
+    before = _epochs_in_history(model)
+    try:
+        yield
+    finally:
+        done = _epochs_in_history(model) - before
+        if epoch is not None and done > 0:
+            model.mixture_pending_ = done <= epoch
