@@ -196,6 +196,38 @@ def test_history_names_are_scvi_tools_defaults_and_per_step_logging_is_refused_b
         model.train(max_epochs=1, plan_kwargs={"max_kl_weigth": 0.5}, **TRAIN)
 
 
+def test_optimiser_settings_and_plan_kwargs_that_are_no_dict_are_refused_before_training():
+    """A misspelled optimiser setting reached torch inside the fit ("Adam.__init__() got an
+    unexpected keyword argument 'weight_decy'"), after the call had replaced the trained
+    model's train_args_ and split with its own; plan_kwargs as text failed with "dictionary
+    update sequence element #0 has length 1; 2 is required" (a spot model's with "'str'
+    object has no attribute 'get'")."""
+    import torch
+
+    model = dv.model.ZINBVAE(_cells(), n_latent=2, n_hidden=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
+        model.train(max_epochs=2, **TRAIN)
+    record, trained = dict(model.train_args_), model.train_indices.copy()
+    refused = {
+        r"\['optim_kwargs'\]\['weight_decy'\] is no setting of Adam.*'weight_decay'": {
+            "optim_kwargs": {"weight_decy": 1e-4}
+        },
+        r"\['optim_kwargs'\]\['lrr'\] is no setting of AdamW.*did you mean 'lr'": {
+            "optimizer": "AdamW", "optim_kwargs": {"lrr": 1e-3},
+        },
+        r"plan_kwargs\['eps'\] is no setting of SGD": {"optim": torch.optim.SGD, "eps": 0.1},
+        r"plan_kwargs must be a dict .*got 'lr=1e-3' \(str\)": "lr=1e-3",
+        r"\['optim_kwargs'\] must be a dict .*\(list\)": {"optim_kwargs": [("lr", 1e-3)]},
+    }  # fmt: skip
+    for match, plan in refused.items():
+        with pytest.raises(TypeError, match=match):
+            model.train(max_epochs=5, train_size=0.5, plan_kwargs=plan, **TRAIN)
+    assert model.train_args_ == record and np.array_equal(model.train_indices, trained)
+    with pytest.raises(TypeError, match=r"plan_kwargs must be a dict .*\(str\)"):
+        _spots().train(max_epochs=1, plan_kwargs="lr=0.01", **TRAIN)
+
+
 def test_one_listed_training_cell_is_told_to_lengthen_the_list_not_train_size():
     """One training cell chosen by datasplitter_kwargs['external_indexing'] was told 'a larger
     train_size (now 0.9)', which the lists override."""

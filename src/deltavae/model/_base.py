@@ -208,7 +208,8 @@ class DeltaModelMixin(
             Passed to :class:`deltavae.train.DeltaTrainingPlan`: scvi-tools' names (``lr``,
             ``weight_decay``, ``eps``, ``optimizer``: ``"Custom"`` with ``optimizer_creator``,
             ``reduce_lr_on_plateau``, ``lr_*``, ``max_kl_weight`` ...); another key
-            (``on_step`` too), or a number no run trains with, is refused before training.
+            (``on_step`` too), a setting in ``optim_kwargs`` the optimiser does not take, or
+            a number no run trains with, is refused before training.
         validate_distributions
             Keep Pyro's distribution-argument checks on during training (slower; for
             debugging a custom module).

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+from collections.abc import Mapping
 
 import pyro
 
@@ -152,3 +153,71 @@ def check_plan_numbers(plan: dict, lr, module=None) -> None:
             "plan_kwargs['n_steps_kl_warmup'] must be 0 or more steps (or None); got "
             f"{short_repr(steps)}."
         )
+
+
+def checked_plan(plan_kwargs) -> dict:
+    """``plan_kwargs`` (and its ``optim_kwargs``) as a dict, or refused when it is none:
+    ``plan_kwargs="lr=1e-3"`` failed with "dictionary update sequence element #0 has length
+    1; 2 is required", a list with "'list' object is not a mapping", a spot model's with
+    "'str' object has no attribute 'get'".
+
+    Examples
+    --------
+    >>> checked_plan(None), checked_plan({"lr": 0.01})
+    ({}, {'lr': 0.01})
+    >>> checked_plan("lr=1e-3")
+    Traceback (most recent call last):
+    ...
+    TypeError: plan_kwargs must be a dict of the training plan's settings, ...
+    """
+    _check_dict("plan_kwargs", plan_kwargs, "{'weight_decay': 1e-6}")
+    plan = dict(plan_kwargs or {})
+    _check_dict("plan_kwargs['optim_kwargs']", plan.get("optim_kwargs"), "{'betas': (0.9, 0.99)}")
+    return plan
+
+
+def _check_dict(name: str, value, example: str) -> None:
+    if value is not None and not isinstance(value, Mapping):
+        raise TypeError(
+            f"{name} must be a dict of the training plan's settings, e.g. {name}={example}; "
+            f"got {short_repr(value)} ({type(value).__name__})."
+        )
+
+
+def check_optimizer_settings(plan: dict) -> None:
+    """Refuse an optimiser setting (a key of ``plan["optim_kwargs"]``, or ``plan``'s own
+    ``eps`` and ``weight_decay``) that the run's optimiser does not take (``plan["optim"]``,
+    else ``plan["optimizer"]``'s, Adam by default), by name with the closest ones: torch's
+    TypeError ("Adam.__init__() got an unexpected keyword argument 'lrr'") came from inside
+    the fit, after the call had replaced the model's ``train_args_`` and training split.
+
+    Examples
+    --------
+    >>> check_optimizer_settings({"optim_kwargs": {"betas": (0.9, 0.99)}})
+    >>> check_optimizer_settings({"optim_kwargs": {"weight_decy": 1e-4}})
+    Traceback (most recent call last):
+    ...
+    TypeError: plan_kwargs['optim_kwargs']['weight_decy'] is no setting of Adam, the run's ...
+    """
+    from ..train._plan import _OPTIMIZERS
+
+    optim = plan.get("optim")
+    if optim is None:
+        optim = _OPTIMIZERS.get(plan.get("optimizer", "Adam"))  # "Custom": the creator's own
+    try:
+        takes = inspect.signature(optim).parameters if optim is not None else {}
+    except (TypeError, ValueError):  # no signature to read: the optimiser says
+        return
+    if not takes or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in takes.values()):
+        return
+    known = sorted(set(takes) - {"self", "params"})
+    given = {f"plan_kwargs['optim_kwargs'][{k!r}]": k for k in plan.get("optim_kwargs") or {}}
+    for key in ("eps", "weight_decay"):  # the plan puts them into optim_kwargs
+        if plan.get(key) is not None:
+            given[f"plan_kwargs[{key!r}]"] = key
+    for where, key in given.items():
+        if key not in takes:
+            raise TypeError(
+                f"{where} is no setting of {getattr(optim, '__name__', optim)}, the run's "
+                f"optimiser: {did_you_mean(key, known, end=' ')}It takes {', '.join(known)}."
+            )

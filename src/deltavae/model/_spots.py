@@ -24,6 +24,7 @@ from ..train._data import DeltaDataManager
 from ._cell_selection import selected_rows as _selected_rows
 from ._empty_spots import drop_empty_spots, read_genes
 from ._matrices import memory_copy, row_sums, to_memory, with_column
+from ._plan_checks import checked_plan
 from ._same_spots import check_fitted_totals, spot_totals
 from ._validation import (
     check_data,
@@ -169,7 +170,7 @@ def spot_rate(lr: float | None, kwargs: dict, default: float, module=None) -> fl
         module.default_lr = default
     if lr is not None:
         return lr
-    plan = kwargs.get("plan_kwargs") or {}
+    plan = checked_plan(kwargs.get("plan_kwargs"))
     given = plan.get("lr", (plan.get("optim_kwargs") or {}).get("lr"))
     return default if given is None else given
 

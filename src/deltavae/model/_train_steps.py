@@ -17,6 +17,7 @@ from ._backing import warn_compressed_chunks
 from ._device_args import resolved_accelerator
 from ._genes import check_own_adata
 from ._matrices import check_still_on_disk
+from ._plan_checks import checked_plan
 from ._scvi_glue import drop_scvi_no_ops, refuse_scvi_names
 from ._training_checks import (
     check_shuffle_block_size,
@@ -55,7 +56,7 @@ def resolved_arguments(
     drop_scvi_no_ops(trainer_kwargs)  # load_sparse_tensor=False ...: scvi-tools' no-ops
     refuse_scvi_names("train", type(model).__name__, trainer_kwargs)
     check_trainer_names(type(model), trainer_kwargs)
-    given = dict(plan_kwargs or {})
+    given = checked_plan(plan_kwargs)
     if lr is not None and "lr" in given and given["lr"] != lr:
         raise ValueError(
             f"lr={lr!r} and plan_kwargs['lr']={given['lr']!r} disagree; pass one of them."

@@ -13,7 +13,7 @@ from .._close_names import did_you_mean
 from .._rng import forked_generators
 from ..train._data import split_sizes
 from ._device_args import check_accelerator
-from ._plan_checks import check_plan_names, check_plan_numbers
+from ._plan_checks import check_optimizer_settings, check_plan_names, check_plan_numbers
 from ._split_checks import checked_external_split
 from ._trainer_args import (  # noqa: F401 (callback_list: _base)
     callback_list,
@@ -139,6 +139,7 @@ def check_training_arguments(
             "it. Call model.module.float() before train; read-outs take either."
         )
     check_plan_names(plan)
+    check_optimizer_settings(plan)
     check_plan_numbers(plan, lr, model.module)
     lr = plan.get("lr", lr)
     check_max_epochs(max_epochs, unit)
