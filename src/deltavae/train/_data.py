@@ -212,11 +212,12 @@ class DeltaDataSplitter(DataSplitter):
     data_loader_cls = FileOrderDataLoader
 
     def __init__(self, *args, **kwargs):
-        # scvi-tools' advice on a last minibatch of 2 cells, "to avoid errors during model
-        # training": two cells train (BatchNorm needs two), and deltavae's train drops a last
-        # minibatch of one itself (or refuses drop_last=False for it).
+        # scvi-tools' advice on a last minibatch of 1 or 2 cells, "to avoid errors during
+        # model training": two cells train (BatchNorm needs two), and deltavae's train drops a
+        # last minibatch of one itself (or refuses drop_last=False for it) where BatchNorm
+        # trains; where one is left, it trains (a query model's frozen BatchNorm).
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Last batch will have a small size of 2 ")
+            warnings.filterwarnings("ignore", message="Last batch will have a small size of [12] ")
             super().__init__(*args, **kwargs)
 
     def split(self) -> None:
