@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pyro
 import pytest
+from lightning.pytorch.callbacks import Callback
 
 import deltavae as dv
 
@@ -226,6 +227,36 @@ def test_optimiser_settings_and_plan_kwargs_that_are_no_dict_are_refused_before_
     assert model.train_args_ == record and np.array_equal(model.train_indices, trained)
     with pytest.raises(TypeError, match=r"plan_kwargs must be a dict .*\(str\)"):
         _spots().train(max_epochs=1, plan_kwargs="lr=0.01", **TRAIN)
+
+
+class _RaiseAtStart(Callback):
+    def on_train_start(self, trainer, pl_module):
+        raise RuntimeError("a callback of the user's")
+
+
+def test_a_fit_that_fails_before_its_first_step_keeps_the_record_of_the_run_that_trained():
+    """A fit that failed before any step (a callback raising at the start, an
+    optimizer_creator returning no optimiser, torch refusing lr_factor=2) left a trained
+    model with the failed call's train_args_ (max_epochs=7), its split (20 of 40 cells as
+    the training cells read-outs and save use, none of which trained) and no verdict."""
+    model = dv.model.ZINBVAE(_cells(), n_latent=2, n_hidden=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dv.train.NotConvergedWarning)
+        model.train(max_epochs=2, **TRAIN)
+    kept = (dict(model.train_args_), model.train_indices.copy(), model.convergence_)
+    assert kept[2] is not None
+    with pytest.raises(RuntimeError, match="a callback of the user's"):
+        model.train(max_epochs=7, train_size=0.5, callbacks=[_RaiseAtStart()], **TRAIN)
+    creator = {"optimizer": "Custom", "optimizer_creator": lambda params: None}
+    with pytest.raises(TypeError, match="optimizer_creator returned NoneType"):
+        model.train(max_epochs=7, train_size=0.5, plan_kwargs=creator, **TRAIN)
+    assert model.train_args_ == kept[0] and model.convergence_ == kept[2]
+    np.testing.assert_array_equal(model.train_indices, kept[1])
+    assert model.is_trained_ and len(model.history["elbo_train"]) == 2
+    fresh = dv.model.ZINBVAE(_cells(), n_latent=2, n_hidden=8)
+    with pytest.raises(RuntimeError, match="a callback of the user's"):
+        fresh.train(max_epochs=7, callbacks=[_RaiseAtStart()], **TRAIN)
+    assert fresh.train_args_ is None and not fresh.is_trained_
 
 
 def test_one_listed_training_cell_is_told_to_lengthen_the_list_not_train_size():

@@ -42,7 +42,8 @@ def records_train_args(train):
     model's ``train_args_`` (saved with the model) when the fit starts (see
     :func:`commit_train_args`), so that a call refused for its arguments, or a query model's
     call with nothing to learn, leaves the last record, and a fit interrupted by an error
-    keeps the record of the call that changed the parameters. scvi-tools 1.4's
+    keeps the record of the call that changed the parameters (one that failed before its
+    first step changed none: the runner puts the record before it back). scvi-tools 1.4's
     ``plan_config`` and ``trainer_config`` are read into the arguments they hold first
     (:func:`~deltavae.train._configs.expand_configs`), and recorded as those."""
     signature = inspect.signature(train)

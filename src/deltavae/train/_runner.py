@@ -40,6 +40,14 @@ def _interrupted(trainer, err: BaseException) -> bool:
     )
 
 
+#: What the start of a fit records on the model (``commit_train_args``): put back when the fit
+#: fails before its first step, which changed no parameter.
+_RECORDED_AT_START = (
+    "train_args_", "convergence_", "_verdict_before", "trained_categories_",
+    "condition_dtypes_", "trained_labels_", "_labels_trained_before",
+)  # fmt: skip
+
+
 def _steps_after(frame: pd.DataFrame | None) -> int:
     """The step after an earlier run's rows indexed by step, logged one an epoch (at its
     start): the last row's step and one epoch's steps, the spacing of the last rows."""
@@ -152,6 +160,15 @@ class DeltaTrainRunner(TrainRunner):
                 if frame.index.name != "step":  # rows by epoch
                     history[key] = frame[frame.index < done]
 
+    def _no_step_taken(self) -> bool:
+        """Whether this fit, in one process, ended before its first optimiser step."""
+        trainer = self.trainer
+        return (
+            trainer.world_size == 1
+            and trainer.global_step == 0
+            and self._epochs_done() == self._epochs_before
+        )
+
     def _epochs_done(self) -> int:
         """Epochs in the model's history (of every run)."""
         history = self.model.history_ or {}
@@ -185,6 +202,7 @@ class DeltaTrainRunner(TrainRunner):
         )
         held_out = [getattr(self.data_splitter, f"{k}_idx", None) for k in ("val", "test")]
         held_out = [np.asarray(idx) for idx in held_out if idx is not None]
+        before = {k: vars(self.model)[k] for k in _RECORDED_AT_START if k in vars(self.model)}
         commit_train_args(
             self.model, resolved, automatic, np.concatenate(held_out) if held_out else None
         )
@@ -202,7 +220,14 @@ class DeltaTrainRunner(TrainRunner):
             self.model.is_trained_ = self.model.is_trained_ or was_trained
             self._update_history()
             self._drop_unfinished_epoch()
-            if hasattr(self.data_splitter, "train_idx"):  # this run's cells changed the model
+            if self._no_step_taken():
+                # Failed before its first step (the optimiser refused its settings, a
+                # callback raised at the fit's start): the model keeps the record and split
+                # of the run that trained its parameters.
+                for key in _RECORDED_AT_START:
+                    vars(self.model).pop(key, None)
+                vars(self.model).update(before)
+            elif hasattr(self.data_splitter, "train_idx"):  # this run's cells changed the model
                 self._record_split()
             gc.collect()
             if torch.cuda.is_available():
