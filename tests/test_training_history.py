@@ -159,6 +159,12 @@ def test_the_mixture_start_counts_the_training_cells_of_external_indexing():
         # A string from a config file: TypeError "'>' not supported" in the first step.
         ({"min_kl_weight": "0.1"}, r"\['min_kl_weight'\] must be non-negative and finite; got"),
         ({"n_steps_kl_warmup": -3}, r"n_steps_kl_warmup'\] must be 0 or more steps"),
+        # A config file's "False" turned the schedule on; torch's "Factor should be < 1.0."
+        # from inside the fit named no argument; lr_patience=-1 cut the rate every epoch.
+        ({"reduce_lr_on_plateau": "False"}, r"\['reduce_lr_on_plateau'\] must be True or F"),
+        ({"reduce_lr_on_plateau": True, "lr_factor": 2}, r"\['lr_factor'\] must be a number "),
+        ({"lr_patience": -1}, r"\['lr_patience'\] must be a whole number of 0 or more; got -1"),
+        ({"lr_min": float("nan")}, r"\['lr_min'\] must be a finite number of 0 or more"),
         # Pyro's scale handler: "Expected scale > 0 but got 0.0" inside the first step.
         (
             {"min_kl_weight": 0, "loss_fn": pyro.infer.TraceMeanField_ELBO()},

@@ -10,6 +10,7 @@ import math
 import numbers
 from collections.abc import Mapping
 
+import numpy as np
 import pyro
 
 from .._checks import is_number, short_repr
@@ -146,6 +147,7 @@ def check_plan_numbers(plan: dict, lr, module=None) -> None:
             "handler, which needs a positive KL weight. Pass a small positive min_kl_weight "
             "(e.g. 1e-6, the default)."
         )
+    check_schedule(plan)
     steps = plan.get("n_steps_kl_warmup")
     integer = isinstance(steps, numbers.Integral) and not isinstance(steps, bool)
     if steps is not None and (not integer or steps < 0):
@@ -221,3 +223,37 @@ def check_optimizer_settings(plan: dict) -> None:
                 f"{where} is no setting of {getattr(optim, '__name__', optim)}, the run's "
                 f"optimiser: {did_you_mean(key, known, end=' ')}It takes {', '.join(known)}."
             )
+
+
+def check_schedule(plan: dict) -> None:
+    """Refuse scvi-tools' learning-rate schedule settings a run would take wrongly:
+    ``reduce_lr_on_plateau`` that is not True or False (``"False"`` from a config file
+    turned the schedule on), an ``lr_factor`` outside (0, 1) (torch's "Factor should be
+    < 1.0." from inside the fit; a negative one made the rate negative), an ``lr_patience``
+    that is no whole number of 0 or more (-1 cut the rate every epoch), and a negative or
+    non-finite ``lr_threshold`` or ``lr_min``.
+
+    Examples
+    --------
+    >>> check_schedule({"reduce_lr_on_plateau": True, "lr_factor": 0.5, "lr_patience": 10})
+    >>> check_schedule({"reduce_lr_on_plateau": "False"})
+    Traceback (most recent call last):
+    ...
+    ValueError: plan_kwargs['reduce_lr_on_plateau'] must be True or False; got 'False'.
+    """
+    switch = plan.get("reduce_lr_on_plateau", False)
+    if not isinstance(switch, bool | np.bool_):
+        raise ValueError(
+            f"plan_kwargs['reduce_lr_on_plateau'] must be True or False; got {short_repr(switch)}."
+        )
+    rules = {
+        "lr_factor": ("a number between 0 and 1 (exclusive)", lambda v: 0 < v < 1),
+        "lr_patience": ("a whole number of 0 or more", lambda v: float(v).is_integer() and v >= 0),
+        "lr_threshold": ("a finite number of 0 or more", lambda v: v >= 0),
+        "lr_min": ("a finite number of 0 or more", lambda v: v >= 0),
+    }
+    for name, (what, fits) in rules.items():
+        if name in plan:
+            value = plan[name]
+            if not _is_number(value) or not math.isfinite(value) or not fits(value):
+                raise ValueError(f"plan_kwargs[{name!r}] must be {what}; got {short_repr(value)}.")
