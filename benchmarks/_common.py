@@ -278,3 +278,18 @@ def leiden_labels(latent, resolution: float, seed: int = 0):
         random_state=seed,
     )
     return emb.obs["leiden"].to_numpy()
+
+
+def delta_r2(pred, truth, ctrl, genes) -> float:
+    """The delta measure: R² between the predicted and the true change of the per-gene means
+    from control on ``genes`` (``dv.metrics.mean_expression_r2(..., control=ctrl)``), and 0.0
+    for a prediction that changes none of them (beyond rounding: the control itself, in
+    another order or as float32), whose R² is undefined: the tables print no change as 0."""
+    import deltavae as dv
+
+    try:
+        return dv.metrics.mean_expression_r2(pred, truth, genes=genes, control=ctrl)
+    except ValueError as error:
+        if "the predicted change from control is the same" not in str(error):
+            raise
+        return 0.0

@@ -8,7 +8,9 @@ the control cells, and the stimulated cells but T's, unlabelled, mapped onto it 
 alone (``response_weight=0``). Scores on log-normalized counts (``dv.metrics.log_normalize``
 of one draw per cell), as ``benchmarks/transfer.py`` measures them: R² of the per-gene means
 against T's real stimulated cells (all genes; T's top-100 DE genes, Wilcoxon, real ctrl vs
-stim), and R² between the predicted and the true change of the mean on those genes.
+stim), and R² between the predicted and the true change of the mean on those genes
+(``dv.metrics.mean_expression_r2(..., control=)``; 0 for a prediction that changes none of
+them up to rounding, such as no change, whose R² is undefined).
 
 With ``--donors``, the query is another donor, which may hold both conditions: a reference of
 donor 101 (its control cells alone, or both conditions) and donor 107 mapped as a query with T's
@@ -44,7 +46,7 @@ import numpy as np  # noqa: E402
 import scanpy as sc  # noqa: E402
 import scvi  # noqa: E402
 import torch  # noqa: E402
-from _common import Timer  # noqa: E402
+from _common import Timer, delta_r2  # noqa: E402
 
 import deltavae as dv  # noqa: E402
 
@@ -58,13 +60,10 @@ def log_means(counts) -> np.ndarray:
 
 
 def scores(pred, ctrl, real, top) -> str:
-    change, true_change = pred.mean(0) - ctrl.mean(0), real.mean(0) - ctrl.mean(0)
-    delta = 0.0
-    if np.std(change[top]) > 0:
-        delta = float(np.corrcoef(change[top], true_change[top])[0, 1] ** 2)
+    """R² all genes | R² top-100 | R² of the change (``_common.delta_r2``: 0 for no change)."""
     r2_all = dv.metrics.mean_expression_r2(pred, real)
     r2_top = dv.metrics.mean_expression_r2(pred, real, genes=top)
-    return f"{r2_all:.3f} | {r2_top:.3f} | {delta:.3f}"
+    return f"{r2_all:.3f} | {r2_top:.3f} | {delta_r2(pred, real, ctrl, top):.3f}"
 
 
 def run(adata, held: str, seed: int, epochs: int, query_epochs: int) -> None:

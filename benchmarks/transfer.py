@@ -5,7 +5,8 @@ cell type T, train without T's stimulated cells, predict them from T's control c
 scGen's R² (dv.metrics.mean_expression_r2) of per-gene means on scGen's own scale,
 log1p(count / total over all genes * 1832.5), against the real stimulated T cells, over all
 genes and over T's top-100 DE genes (Wilcoxon, real ctrl vs stim), and the delta measure: R²
-between the predicted and the true change of the mean from control on those genes. Count
+between the predicted and the true change of the mean from control on those genes (0 for a
+prediction that changes none of them up to rounding, such as no change: its R² is undefined). Count
 models are scored on one draw of counts per cell, normalized exactly like the real cells
 (never on smooth expected counts, whose mean of logs is biased). Methods: ``no change`` (the
 control cells as they are), ``additive`` (control plus the mean response of the other types),
@@ -57,7 +58,7 @@ import numpy as np  # noqa: E402
 import scanpy as sc  # noqa: E402
 import scvi  # noqa: E402
 import torch  # noqa: E402
-from _common import Timer, fmt_mean_sd, markdown_table  # noqa: E402
+from _common import Timer, delta_r2, fmt_mean_sd, markdown_table  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
 from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
@@ -104,17 +105,12 @@ def additive_baseline(adata, cell_type) -> np.ndarray:
 
 def perturbation_scores(pred, ctrl, truth, genes) -> tuple[float, float, float]:
     """R² of per-gene means over all genes and over the DE genes, and the delta measure: R²
-    between the predicted and the true change of the mean from control on the DE genes (0
-    for a prediction that does not change them)."""
-    change = np.asarray(pred.mean(0)).ravel() - ctrl.mean(0)
-    true_change = truth.mean(0) - ctrl.mean(0)
-    delta = 0.0
-    if np.std(change[genes]) > 0:
-        delta = float(np.corrcoef(change[genes], true_change[genes])[0, 1] ** 2)
+    between the predicted and the true change of the mean from control on the DE genes
+    (``_common.delta_r2``: 0 for a prediction that does not change them, up to rounding)."""
     return (
         dv.metrics.mean_expression_r2(pred, truth),
         dv.metrics.mean_expression_r2(pred, truth, genes=genes),
-        delta,
+        delta_r2(pred, truth, ctrl, genes),
     )
 
 
@@ -409,6 +405,7 @@ def main(argv=None) -> None:
             f"seeds {args.seeds}"
         )
         print("(anchors: scGen 0.971 CD4T all genes, mean 0.949; conditional VAE 0.913)")
+        print("(R² delta: 0 for a prediction that changes no DE gene, such as no change)")
         print(
             markdown_table(
                 ["method", "held-out type", "R² all genes", "R² top-100 DE", "R² delta, DE"], rows
