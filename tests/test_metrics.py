@@ -183,6 +183,37 @@ def test_matched_profile_correlation_refuses_what_it_would_score_silently_wrong(
         dv.metrics.matched_profile_correlation(repeated, frames[1])
 
 
+def test_more_archetypes_than_genes_are_scored_where_the_shapes_leave_no_doubt():
+    """5 archetypes over 4 marker genes were refused as "more rows than genes" (a guard for
+    genes x archetypes tables): they are scored where the other table, or DataFrames' gene
+    columns, say the rows are archetypes; one shape of two arrays is refused as ambiguous."""
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(0)
+    true = rng.gamma(1.0, size=(5, 4))
+    pred = true[[3, 1, 4]] + rng.normal(0, 0.05, size=(3, 4))
+    corr = np.corrcoef(true, pred)[:5, 5:]
+    rows, cols = linear_sum_assignment(corr, maximize=True)
+    table = dv.metrics.matched_profile_correlation(true, pred)  # 5 and 3 archetypes x 4 genes
+    assert table["matched"].tolist() == [-1, 1, -1, 0, 2]
+    np.testing.assert_allclose(table["correlation"].to_numpy()[rows], corr[rows, cols])
+    genes = ["CD3E", "MS4A1", "LYZ", "NKG7"]
+    same = true[[4, 0, 1, 2, 3]] + rng.normal(0, 0.05, size=(5, 4))
+    frames = pd.DataFrame(true, columns=genes), pd.DataFrame(same, columns=genes)
+    assert dv.metrics.matched_profile_correlation(*frames)["matched"].tolist() == [1, 2, 3, 4, 0]
+    with pytest.raises(
+        ValueError, match=r"both have 5 rows and 4 columns and are arrays.*could be genes"
+    ):
+        dv.metrics.matched_profile_correlation(true, same)
+    # Genes x archetypes of both (two models' get_archetype_profiles()): rows named alike.
+    cells = [f"g{i}" for i in range(20)]
+    tall = pd.DataFrame(rng.gamma(1.0, size=(20, 3)), index=cells, columns=["A0", "A1", "A2"])
+    with pytest.raises(ValueError, match=r"name their rows alike \(e.g. \['g0', 'g1', 'g2'\]"):
+        dv.metrics.matched_profile_correlation(tall, tall * 2)
+    with pytest.raises(ValueError, match=r"pred_profiles has 20 rows and 3 columns.*pred_profi"):
+        dv.metrics.matched_profile_correlation(tall.T.iloc[:2], tall)  # rows named as genes
+
+
 def test_matched_profile_correlation_names_constant_profiles_it_counts_as_0():
     """A found profile constant over the genes (a collapsed archetype) correlates with
     nothing: it was matched with correlation 0 without a word, as a missing one."""

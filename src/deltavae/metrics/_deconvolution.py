@@ -36,6 +36,7 @@ from ._missing import (
     warn_uninformative,
     without_missing_spots,
 )
+from ._profiles import refuse_transposed
 
 _SSIM_C1 = 0.01**2
 _SSIM_C2 = 0.03**2
@@ -420,7 +421,11 @@ def matched_profile_correlation(true_profiles, pred_profiles) -> pd.DataFrame:
     ----------
     true_profiles, pred_profiles
         Profiles as rows: archetypes x genes (arrays with the same genes in the same order,
-        or DataFrames with genes as columns, matched by name), at least 3 genes.
+        or DataFrames with genes as columns, matched by name), at least 3 genes. More
+        archetypes than genes (a small gene panel) are scored where that reading is the only
+        one: the two tables hold other numbers of archetypes, or are DataFrames with the
+        genes as columns; two arrays of one shape with more rows than columns could be
+        genes x archetypes, and are refused as such.
 
     Returns
     -------
@@ -436,15 +441,7 @@ def matched_profile_correlation(true_profiles, pred_profiles) -> pd.DataFrame:
     >>> matched_profile_correlation(true, true[::-1])["matched"].tolist()
     [1, 0]
     """
-    for name, values in (("true_profiles", true_profiles), ("pred_profiles", pred_profiles)):
-        shape = np.shape(values)
-        if len(shape) == 2 and shape[0] > shape[1] and shape[0] >= 3:  # more rows than genes
-            raise ValueError(
-                f"{name} has {shape[0]} rows and {shape[1]} columns, but profiles are rows "
-                "(archetypes x genes, at least 3 genes). For genes x archetypes, as "
-                "Archetypes.get_archetype_profiles() and varm['profiles_true'] hold them, pass "
-                f"{name}.T."
-            )
+    refuse_transposed(true_profiles, pred_profiles)  # genes x archetypes, as the model's
     if isinstance(true_profiles, pd.DataFrame) and isinstance(pred_profiles, pd.DataFrame):
         genes = true_profiles.columns
         for name, frame in (("true_profiles", true_profiles), ("pred_profiles", pred_profiles)):
