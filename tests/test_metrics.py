@@ -50,6 +50,45 @@ def test_fewer_predicted_clusters_than_classes():
     assert purity(truth, predicted) == pytest.approx(4 / 6)
 
 
+def test_per_cell_ids_as_labels_are_scored_without_a_dense_n_by_n_table():
+    """The contingency table was dense, classes x clusters: per-cell ids against clusters of
+    3,000 cells took 72 MB (n x n; 100,000 cells ran out of memory). Sparse now, and matched
+    in the blocks of classes and clusters that share cells."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    ids, clusters = np.arange(3000), rng.integers(0, 3000, 3000)
+    tracemalloc.start()
+    scores = cluster_scores(ids, clusters)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20e6
+    n_clusters = len(np.unique(clusters))  # each cluster matched to (holds) one cell's id
+    assert scores["accuracy"] == scores["purity"] == pytest.approx(n_clusters / 3000)
+    assert purity(clusters, ids) == 1.0  # each cell its own cluster
+
+
+def test_hungarian_accuracy_in_blocks_equals_the_dense_matching(monkeypatch):
+    """Matched block by block (a table above _DENSE_ENTRIES), the accuracy is the dense
+    table's: three groups of classes and clusters that share no cell; a block above
+    _BLOCK_ENTRIES is refused, naming its size."""
+    from deltavae.metrics import _clustering
+
+    rng = np.random.default_rng(1)
+    group = rng.integers(0, 3, 400)
+    true = group * 10 + rng.integers(0, 4 + group, 400)  # 4, 5, 6 classes in groups 0, 1, 2
+    pred = group * 10 + rng.integers(0, 6 - group, 400)  # 6, 5, 4 clusters
+    true[:5], pred[:5] = 99, 77  # a block of one class and one cluster
+    dense = cluster_scores(true, pred)
+    monkeypatch.setattr(_clustering, "_DENSE_ENTRIES", 40)
+    assert cluster_scores(true, pred) == dense
+    assert clustering_accuracy(true, pred) == dense["accuracy"]
+    monkeypatch.setattr(_clustering, "_BLOCK_ENTRIES", 24)
+    with pytest.raises(ValueError, match=r"dense table of 5 x 5 \(classes and clusters linked"):
+        clustering_accuracy(true, pred)
+    assert purity(true, pred) == dense["purity"]  # purity needs no matching
+
+
 def test_accepts_series_categoricals_and_strings():
     truth = pd.Series(pd.Categorical(["B", "B", "T", "T", "NK"], categories=["NK", "T", "B", "DC"]))
     predicted = pd.Series(["c1", "c1", "c0", "c0", "c2"], index=[10, 11, 12, 13, 14])

@@ -11,7 +11,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse.csgraph import connected_components
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from .._checks import short_repr
@@ -156,21 +158,73 @@ def _paired_codes(labels_true: ArrayLike, labels_pred: ArrayLike) -> tuple[np.nd
     return true, pred
 
 
-def _contingency(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Counts of cells per (true class, predicted cluster): classes x clusters."""
-    n_true, n_pred = true.max() + 1, pred.max() + 1
-    flat = np.bincount(true * n_pred + pred, minlength=n_true * n_pred)
-    return flat.reshape(n_true, n_pred)
+def _contingency(true: np.ndarray, pred: np.ndarray) -> sparse.csr_matrix:
+    """Counts of cells per (true class, predicted cluster), classes x clusters, sparse: a
+    dense table of per-cell ids (n x n) ran out of memory, as sklearn's sparse one does not."""
+    shape = (int(true.max()) + 1, int(pred.max()) + 1)
+    counts = np.ones(true.shape[0], dtype=np.int64)
+    return sparse.csr_matrix((counts, (true, pred)), shape=shape)  # repeats are summed
+
+
+#: Entries of a classes x clusters table matched dense in one piece (8 MB of int64); a
+#: larger one is matched in blocks, each of at most _BLOCK_ENTRIES (200 MB).
+_DENSE_ENTRIES = 1_000_000
+_BLOCK_ENTRIES = 25_000_000
 
 
 def _accuracy(true: np.ndarray, pred: np.ndarray) -> float:
     table = _contingency(true, pred)
-    rows, cols = linear_sum_assignment(table, maximize=True)
-    return float(table[rows, cols].sum() / true.shape[0])
+    return float(_matched_cells(table) / true.shape[0])
+
+
+def _matched_cells(table: sparse.csr_matrix) -> int:
+    """Cells on the best one-to-one matching of clusters to classes (Hungarian). A large
+    table is matched in its blocks of classes and clusters that share cells (the matching
+    of a block-diagonal table is that of its blocks), each dense on its own."""
+    if table.shape[0] * table.shape[1] <= _DENSE_ENTRIES:
+        return _hungarian(table.toarray())
+    n_true = table.shape[0]
+    graph = sparse.bmat([[None, table], [table.T, None]], format="csr")
+    n_blocks, block = connected_components(graph, directed=False)
+    n_rows = np.bincount(block[:n_true], minlength=n_blocks)
+    n_cols = np.bincount(block[n_true:], minlength=n_blocks)
+    if (n_rows * n_cols).max() > _BLOCK_ENTRIES:
+        k = int((n_rows * n_cols).argmax())
+        raise ValueError(
+            f"The Hungarian matching of {table.shape[0]:,} classes to {table.shape[1]:,} "
+            f"clusters needs a dense table of {n_rows[k]:,} x {n_cols[k]:,} (classes and "
+            "clusters linked by shared cells), too large to match. Are the labels ids of "
+            "single cells or samples? ari, nmi and purity score such labels (in sparse tables)."
+        )
+    # The table's entries grouped by block; a block of one class or one cluster matches
+    # its largest entry, the others are matched dense.
+    entries = table.tocoo()
+    of_entry = block[entries.row]
+    order = np.argsort(of_entry, kind="stable")
+    rows, cols, counts = entries.row[order], entries.col[order], entries.data[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(of_entry[order]) != 0])
+    ids = of_entry[order][starts]
+    largest = np.maximum.reduceat(counts, starts)
+    simple = (n_rows[ids] == 1) | (n_cols[ids] == 1)
+    total = int(largest[simple].sum())
+    ends = np.r_[starts[1:], counts.size]
+    for start, end in zip(starts[~simple], ends[~simple], strict=True):
+        r_local = np.unique(rows[start:end], return_inverse=True)[1]
+        c_local = np.unique(cols[start:end], return_inverse=True)[1]
+        dense = np.zeros((r_local.max() + 1, c_local.max() + 1), dtype=counts.dtype)
+        dense[r_local, c_local] = counts[start:end]
+        total += _hungarian(dense)
+    return total
+
+
+def _hungarian(dense: np.ndarray) -> int:
+    rows, cols = linear_sum_assignment(dense, maximize=True)
+    return int(dense[rows, cols].sum())
 
 
 def _purity(true: np.ndarray, pred: np.ndarray) -> float:
-    return float(_contingency(true, pred).max(axis=0).sum() / true.shape[0])
+    top = _contingency(true, pred).max(axis=0).toarray()  # each cluster's largest class
+    return float(top.sum() / true.shape[0])
 
 
 @doc_params(parameters=doc_labels)
@@ -179,7 +233,9 @@ def clustering_accuracy(labels_true: ArrayLike, labels_pred: ArrayLike) -> float
 
     Each predicted cluster is matched to at most one class so that the matched cells are as
     many as possible. Cells in unmatched clusters count as errors. This happens when there are
-    more clusters than classes.
+    more clusters than classes. Large tables (per-cell ids as labels) are matched in their
+    blocks of classes and clusters that share cells; a block of over 25 million (class,
+    cluster) pairs is refused.
 
     {parameters}
 
