@@ -317,6 +317,24 @@ def test_two_series_of_the_same_cells_pair_them_by_name():
         assert ari(true, unnamed) == ari(true, pred.to_numpy())
 
 
+def test_a_series_made_from_an_array_is_not_called_partly_different_cells():
+    """Labels of a table's rows (df.loc[mask, col], index 0, 2, 5, ...) against
+    pd.Series(pred) of those rows (index 0, 1, 2, ...) were warned about as 'partly
+    different cells': the new Series names no cells. Two subsets' labels still are."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"type": rng.choice(list("abc"), 40)})
+    mask = rng.random(40) < 0.5
+    truth = table.loc[mask, "type"]
+    pred = pd.Series(truth.map({"a": 2, "b": 0, "c": 1}).to_numpy())  # model output, in order
+    assert 0 < truth.index.intersection(pred.index).size < len(pred)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cluster_scores(truth, pred)["accuracy"] == 1.0
+    other = table.loc[np.roll(mask, 1), "type"]  # another subset of the same length
+    with pytest.warns(UserWarning, match="partly different cells"):
+        ari(truth, other)
+
+
 def test_mean_expression_r2_names_genes_that_do_not_fit():
     """A mask of the wrong length or a position past the end: numpy's bare IndexError."""
     rng = np.random.default_rng(0)

@@ -193,7 +193,8 @@ labels_true
 labels_pred
     Predicted cluster of each cell. The label values need not match ``labels_true``. Two
     pandas Series indexed by the same cell names in another order are paired by name;
-    anything else by position (Series of other cell names with a warning). Missing labels
+    anything else by position (Series of other cell names with a warning; not a Series made
+    from an array, indexed 0, 1, ..., which names no cells). Missing labels
     (NaN, None) are refused, naming how many: leave those cells out of both first; their
     text ('nan', 'None', '<NA>': a column with NaN passed through ``.astype(str)``) is scored
     as a label, with a warning."""

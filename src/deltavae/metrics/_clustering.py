@@ -88,6 +88,13 @@ def _not_labels(labels) -> str:
     return f"{kind}: pass a list, array or pandas Series of one label per cell"
 
 
+def _from_array(labels: pd.Series) -> bool:
+    """Whether ``labels`` has the index ``pd.Series(array)`` gives, 0, 1, ..., n - 1 (a
+    RangeIndex): the cells' positions, not their names."""
+    index = labels.index
+    return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+
+
 def _paired_codes(labels_true: ArrayLike, labels_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     if (
         isinstance(labels_true, pd.Series)
@@ -122,8 +129,12 @@ def _paired_codes(labels_true: ArrayLike, labels_pred: ArrayLike) -> tuple[np.nd
                 "cells cannot be paired by name; they are paired by position. Make the names "
                 "unique on both (adata.obs_names_make_unique()) or pass them in one order.",
             )
-        elif 0 < shared < len(labels_true):
+        elif 0 < shared < len(labels_true) and not any(
+            map(_from_array, (labels_true, labels_pred))
+        ):
             # Columns of two AnnData subsets: paired by position, most pairs are wrong cells.
+            # Not a Series made from an array (0, 1, ...) against a subset of a table
+            # (df.loc[mask, col]): it names no cells, so shares 0, 1, ... by chance.
             warn_user(
                 f"labels_true and labels_pred are Series of partly different cells ({shared} "
                 "names shared); they are paired by position. Score the same cells (e.g. "
