@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import anndata as ad
@@ -802,6 +803,28 @@ def test_scores_match_the_reference_definitions_they_name():
     assert r2_score(true.mean(0), 3 * pred.mean(0)) < 0
 
 
+def test_columns_constant_in_the_truth_are_named_not_skipped_in_silence():
+    """A type absent from the truth (all 0) had PCC NaN without a word, and a gene measured
+    flat but not 0 PCC and RMSE NaN: .median() skipped them. Each is named once."""
+    true = pd.DataFrame({"a": [0.5, 0.2, 0.3, 0.0], "b": [0.5, 0.8, 0.7, 1.0], "c": 0.0})
+    pred = true.assign(c=[0.1, 0.0, 0.2, 0.1])
+    with pytest.warns(UserWarning, match=r"true is constant across spots in 1 of the 3 cell ty"):
+        scores = dv.metrics.per_type_pcc(true, pred)
+    assert scores.isna().tolist() == [False, False, True]
+    genes = pd.DataFrame({"g1": [1.0, 2.0, 0.0, 3.0], "g2": 2.5, "g3": [0.0, 1.0, 1.0, 4.0]})
+    imputed = genes.assign(g2=[2.0, 3.0, 2.5, 1.0])
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
+        table = dv.metrics.imputation_scores(genes, imputed)
+    assert table.loc["g2", ["pcc", "rmse"]].isna().all() and table["pcc"].count() == 2
+    assert len(told) == 1
+    assert re.match(
+        r"true is constant across spots in 1 of the 3 genes \(e.g. \['g2'\]\): their PCC and "
+        r"z-scored RMSE are undefined",
+        str(told[0].message),
+    )
+
+
 def test_scores_set_by_too_few_spots_are_warned_about():
     """Over one spot SSIM is 1 and the JS distance 0, over two PCC is +-1, whatever the
     prediction: they were returned as perfect scores without a word."""
@@ -852,11 +875,16 @@ def test_a_one_dimensional_table_says_how_to_pass_one_column():
 def test_a_type_predicted_nowhere_is_warned_about_not_dropped_from_the_median():
     """A type predicted nowhere has PCC NaN, which .median() skipped: the summary of a
     prediction that missed a type read as good as one that found it. A type constant in
-    the truth (c) is undefined, not a failure: not counted."""
+    the truth (c) is undefined, not a failure: not counted there, but named on its own."""
     true = pd.DataFrame({"a": [0.5, 0.25, 0.0, 0.1], "b": [0.0, 0.25, 0.5, 0.4], "c": 0.5})
     pred = true.assign(b=0.0, c=true["b"] + 0.5)
-    with pytest.warns(UserWarning, match=r"constant across spots in 1 of the 2 cell types .*'b'"):
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
         scores = dv.metrics.per_type_pcc(true, pred)
+    said = sorted(str(w.message) for w in told)
+    assert len(said) == 2
+    assert re.match(r"pred is constant across spots in 1 of the 2 cell types .*'b'", said[0])
+    assert re.match(r"true is constant across spots in 1 of the 3 cell types .*'c'", said[1])
     assert scores.median() == 1.0 and scores.fillna(0).median() == 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -947,7 +975,8 @@ def test_warnings_point_at_the_callers_line():
 
 def test_jsd_alone_warns_where_a_column_sums_to_0():
     """jsd gave NaN in silence for a type predicted nowhere (b) or absent from the truth (c);
-    deconvolution_scores names b once (its constant-prediction warning) and c here."""
+    deconvolution_scores names each once: b in its constant-prediction warning, c in its
+    constant-truth warning, which says its JS distance is NaN too."""
     true = pd.DataFrame({"a": [0.5, 0.5, 0.0], "b": [0.5, 0.0, 1.0], "c": 0.0})
     pred = true.assign(b=0.0, c=[0.5, 0.5, 0.0])
     with pytest.warns(UserWarning, match=r"2 of the 3 cell types sum to 0 .*\['b', 'c'\].*NaN"):
@@ -956,8 +985,11 @@ def test_jsd_alone_warns_where_a_column_sums_to_0():
     with warnings.catch_warnings(record=True) as told:
         warnings.simplefilter("always")
         dv.metrics.deconvolution_scores(true, pred)
-    said = [str(w.message) for w in told if "sum to 0" in str(w.message)]
-    assert len(said) == 1 and said[0].startswith("1 of the 3 cell types") and "['c']" in said[0]
+    said = sorted(str(w.message) for w in told)
+    assert len(said) == 2 and not any("sum to 0" in text for text in said)
+    assert said[0].startswith("pred is constant across spots in 1 of the 2") and "['b']" in said[0]
+    assert said[1].startswith("true is constant across spots in 1 of the 3") and "['c']" in said[1]
+    assert "JS distance of those all 0" in said[1]
 
 
 def test_perturbation_data_of_other_genes_say_which_and_how_to_share():

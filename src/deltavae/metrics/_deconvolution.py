@@ -263,7 +263,8 @@ def per_type_pcc(true, pred) -> pd.Series:
     """Pearson correlation across spots between true and predicted proportions of each type.
 
     {parameters}
-        One value per type; NaN where either column is constant (up to rounding).
+        One value per type; NaN where either column is constant (up to rounding), warned
+        about naming those types.
 
     Examples
     --------

@@ -97,7 +97,8 @@ def imputation_scores(true, pred) -> pd.DataFrame:
         (lower, in [0, 1]; negative values are set to 0 for it, with a warning, the other
         scores use them as given). PCC and RMSE are NaN for a gene constant (up to rounding)
         in either table (a constant has no pattern; an RMSE of its zeros would score 1.0,
-        better than an unrelated pattern), JSD for a gene that sums to 0; take
+        better than an unrelated pattern), JSD for a gene that sums to 0 (both warned
+        about, naming the genes); take
         ``.median()`` for the benchmark's summary, and count the NaN genes of a prediction
         as failures.
 
@@ -112,7 +113,7 @@ def imputation_scores(true, pred) -> pd.DataFrame:
     """
     true, pred = _gene_frames(true, pred)
     _warn_negative(true, pred, values="values")
-    warn_uninformative(true, pred, ("pcc", "ssim", "jsd"), "genes")
+    warn_uninformative(true, pred, ("pcc", "ssim", "rmse", "jsd"), "genes")
     rows = []
     for gene in true.columns:
         t, p = true[gene].to_numpy(), pred[gene].to_numpy()

@@ -133,6 +133,30 @@ def warn_constant_predictions(true, pred, unit: str) -> None:
     )
 
 
+def warn_constant_truth(true, unit: str, scores: tuple[str, ...]) -> None:
+    """Warn where ``true`` is constant across spots in a column (a type absent from the
+    truth, all 0; a gene measured flat): its PCC is NaN (and its z-scored RMSE, where
+    ``scores`` holds ``"rmse"``; its JS distance where the column is all 0, ``"jsd"``),
+    whatever the prediction, and ``.median()`` skips NaN: those columns left the summary
+    without a word."""
+    values = true.to_numpy()
+    constant = flat(values, axis=0)
+    if len(values) < 2 or not constant.any():  # over one spot: warn_few_spots
+        return
+    names = true.columns[constant]
+    zero = "jsd" in scores and bool((values[:, constant] == 0).all(axis=0).any())
+    undefined = "PCC and z-scored RMSE are" if "rmse" in scores else "PCC is"
+    warn_user(
+        f"true is constant across spots in {len(names)} of the {len(constant)} {unit} (e.g. "
+        f"{short_repr(names[:5].tolist())}): their {undefined} undefined whatever the "
+        "prediction (NaN"
+        + (", as is the JS distance of those all 0" if zero else "")
+        + "; a constant has no pattern), and .median() skips NaN, so the summary is over "
+        f"the other {unit}. Leave them out on purpose (a {unit[:-1]} absent from the truth), "
+        "or judge them by another score (the RMSE of the values).",
+    )
+
+
 def _flat_but_true_varies(true, pred) -> tuple[np.ndarray, np.ndarray]:
     """Columns :func:`warn_constant_predictions` names (``pred`` constant, ``true`` not), and
     the columns ``true`` varies in, as boolean masks."""
@@ -148,8 +172,9 @@ def warn_zero_columns(true, pred, unit: str, named_already: bool) -> None:
     zero = (true.clip(lower=0).sum(axis=0).to_numpy() == 0) | (
         pred.clip(lower=0).sum(axis=0).to_numpy() == 0
     )
-    if named_already:
+    if named_already:  # by the constant-prediction and the constant-truth warnings
         zero &= ~_flat_but_true_varies(true, pred)[0]
+        zero &= ~((true.to_numpy() == 0).all(axis=0))
     if not zero.any():
         return
     warn_user(
@@ -162,11 +187,13 @@ def warn_zero_columns(true, pred, unit: str, named_already: bool) -> None:
 
 
 def warn_uninformative(true, pred, scores: tuple[str, ...], unit: str) -> None:
-    """:func:`warn_few_spots`, for PCC :func:`warn_constant_predictions` and for the JS
-    distance :func:`warn_zero_columns`, in one call."""
+    """:func:`warn_few_spots`, for PCC :func:`warn_constant_predictions` and
+    :func:`warn_constant_truth`, and for the JS distance :func:`warn_zero_columns`, in one
+    call. ``"rmse"`` in ``scores``: the z-scored RMSE, NaN where PCC is."""
     warn_few_spots(len(true), scores)
     if "pcc" in scores:
         warn_constant_predictions(true, pred, unit)
+        warn_constant_truth(true, unit, scores)
     if "jsd" in scores:
         warn_zero_columns(true, pred, unit, named_already="pcc" in scores)
 
