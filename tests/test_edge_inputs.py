@@ -708,15 +708,33 @@ def test_indices_a_scanpy_user_passes_are_read_or_refused_by_name(conditional):
 
 def test_the_aggregated_posteriors_indices_are_checked_as_every_read_outs(conditional):
     """get_aggregated_posterior read len(indices) before the read-outs' check: one position
-    or a generator ended in "object of type 'int' has no len()"; no cell given is still
-    every cell, as in scvi-tools."""
+    or a generator ended in "object of type 'int' has no len()". An empty selection (a mask
+    that selects no cell, as positions) gave every cell's posterior, as in scvi-tools, where
+    get_latent_representation(indices=[]) refuses it: refused here too."""
     model, adata = conditional
-    for indices in (5, np.int64(3), (i for i in range(3))):
+    for indices in (5, np.int64(3)):
         with pytest.raises(ValueError, match="indices must be one-dimensional; got shape"):
             model.get_aggregated_posterior(indices=indices)
-    every = model.get_aggregated_posterior(indices=[])
-    assert every.mixture_distribution.logits.shape == (adata.n_obs,)
+    for empty in ([], np.flatnonzero(np.zeros(adata.n_obs, dtype=bool))):
+        with pytest.raises(ValueError, match=r"indices selects no cell; .*\(or None for all\)"):
+            model.get_aggregated_posterior(indices=empty)
+    assert model.get_aggregated_posterior().mixture_distribution.logits.shape == (adata.n_obs,)
     assert model.get_aggregated_posterior(indices=[0, 2]).mixture_distribution.logits.shape == (2,)
+
+
+def test_a_generator_or_a_set_of_indices_is_refused_by_type(conditional):
+    """A generator (or a frozenset) was read as one position: "indices must be
+    one-dimensional; got shape () (one position, <generator ...>): pass [<generator ...>]
+    for that cell alone"; a set was told only what to pass instead."""
+    model, _ = conditional
+    for read in (model.get_latent_representation, model.get_aggregated_posterior):
+        with pytest.raises(TypeError, match=r"got a generator, read once .* \(pass list\(ind"):
+            read(indices=(i for i in range(3)))
+        with pytest.raises(TypeError, match=r"got a map, read once and of no length"):
+            read(indices=map(int, "012"))
+        for unordered in ({1, 2}, frozenset({1, 2})):
+            with pytest.raises(TypeError, match=r"which has no order \(pass sorted\(indices\)"):
+                read(indices=unordered)
 
 
 def test_sampled_conditions_keep_the_training_columns_type(conditional):

@@ -25,10 +25,10 @@ def aggregated_posterior(
 
     model._check_if_trained(warn=False)
     adata = model._validate_anndata(adata)
-    # scvi-tools': no cell given is every cell. Anything else, one position or a generator
-    # included, is the loader's to check (len() failed on them with a bare TypeError).
-    if indices is None or (np.ndim(indices) == 1 and np.size(indices) == 0):
-        indices = np.arange(adata.n_obs)
+    # Checked by the loader as every read-out's (len() failed on one position or a generator
+    # with a bare TypeError). scvi-tools read an empty selection as every cell: a mask that
+    # selected none (np.flatnonzero(mask)) gave every cell's posterior without a word; it is
+    # refused, as get_latent_representation(indices=[]) is.
     cells = model._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
     loc, var = model.get_latent_representation(return_dist=True, dataloader=cells, give_mean=True)
     loc = torch.as_tensor(np.asarray(loc), device=model.device)

@@ -6,6 +6,8 @@ mask as positions and crashed on the rest)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Set
+
 import numpy as np
 import pandas as pd
 
@@ -75,11 +77,16 @@ def check_indices(indices, n_obs: int, name: str = "indices", unit: str = "cell"
         return
     every = " (or None for all)" * (name == "indices")  # DE's idx1=None is groupby's cells
     fix = f"pass integer positions or a boolean mask of one entry per {unit}{every}"
-    if isinstance(indices, slice | tuple | str | dict | set):
+    # A generator or a set was read as one position ("pass [<generator ...>] for that cell").
+    if isinstance(indices, slice | tuple | str | dict | Set | Iterator):
         hint = {
             tuple: " (np.where returns a tuple: pass np.where(mask)[0], or the mask)",
             slice: f" (a slice: np.arange({n_obs})[...])",
         }.get(type(indices), "")
+        if isinstance(indices, Set):
+            hint = f", which has no order (pass sorted({name}) for the cells in order)"
+        elif isinstance(indices, Iterator):
+            hint = f", read once and of no length (pass list({name}))"
         raise TypeError(f"{name} got a {type(indices).__name__}{hint}; {fix}.")
     values = np.asarray(indices)
     if values.ndim == 0:  # "one-dimensional; got shape ()" named no fix for one position

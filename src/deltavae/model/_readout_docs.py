@@ -104,7 +104,8 @@ the result moved with ``batch_size``. Per cell (``return_mean=False``): a CPU te
 AGGREGATED_ON_DEVICE = """The mixture lives on the model's device, as scvi-tools' does: give
 ``log_prob`` values there (``torch.as_tensor(z, device=model.device)``) and bring draws back
 with ``.cpu()``. Each component's scale is the square root of the cell's q(z) variance
-(scvi-tools 1.4 took the variance itself as the scale)."""
+(scvi-tools 1.4 took the variance itself as the scale). An empty ``indices`` is refused, as
+by every read-out (scvi-tools read it as every cell): pass ``None`` for every cell."""
 
 
 OBSERVED_LIBRARY = """A model that reads each cell's observed library size (every CGMDVAE; a
