@@ -4,6 +4,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import warnings  # noqa: E402
+
 import anndata as ad  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -240,6 +242,21 @@ def test_perturbation_scatter_errors(perturbation):
         dv.pl.perturbation_scatter(predicted.X, observed.X, highlight=["g1"], show=False)
     with pytest.raises(ValueError, match=r"predicted and observed have different genes \("):
         dv.pl.perturbation_scatter(predicted[:, :10], observed, show=False)
+
+
+def test_perturbation_scatter_says_a_highlighted_gene_named_twice_counts_once(perturbation):
+    """highlight=["g1", "g1", "g2"] drew "highlighted (2)" and no R² (3 names, 2 genes)
+    without a word; a list without repeats is drawn without a warning."""
+    predicted, observed = perturbation
+    with pytest.warns(UserWarning, match=r"highlight names \['g1'\] more than once: .*\(2 genes\)"):
+        ax = dv.pl.perturbation_scatter(
+            predicted, observed, highlight=["g1", "g1", "g2"], show=False
+        )
+    assert [t.get_text() for t in ax.get_legend().get_texts()][1] == "highlighted (2)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dv.pl.perturbation_scatter(predicted, observed, highlight=["g1", "g2"], show=False)
+    plt.close("all")
 
 
 def test_gene_means_as_a_series_are_told_a_way_that_keeps_the_gene_names(perturbation):

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from .._checks import check_bools, check_ncols, float_array, short_repr
 from .._close_names import did_you_mean, suffixed_hint
 from .._docs import doc_ax, doc_params, doc_show_save_apart
+from .._warn import warn_user
 from ..metrics import mean_expression_r2
 from ..metrics._missing import flat
 from ..metrics._perturbation import gene_means
@@ -394,7 +395,7 @@ def perturbation_scatter(
     highlight
         Gene name(s) (needs AnnData or DataFrames) to colour, label and score separately
         (their R² from 3 genes on; undefined, and said so, where their means are all equal
-        on one side).
+        on one side). A name given twice counts once, with a warning.
     n_labels
         Label the ``n_labels`` highlighted genes with the highest observed mean.
     {ax}
@@ -434,6 +435,12 @@ def perturbation_scatter(
                 "highlight needs gene names: pass AnnData or DataFrames for predicted or observed."
             )
         highlight = [str(g) for g in as_names(highlight, "highlight")]
+        if len(set(highlight)) < len(highlight):  # counted once: "highlighted (2)" for 3 names
+            repeated = list(pd.Index(highlight)[pd.Index(highlight).duplicated()].unique())
+            warn_user(
+                f"highlight names {repeated[:5]} more than once: each gene is drawn and counted "
+                f"once ({len(set(highlight))} genes); pass each once, list(dict.fromkeys(...))."
+            )
         missing = sorted(set(highlight) - set(genes))
         if missing:
             known = genes.tolist()  # muscat's CD79A_ENSG00000105369 before difflib's CD9
