@@ -3,6 +3,8 @@ counts in X, whole counts in layers["counts"], so that anndata.concat with real 
 scanpy's normalize_total / log1p treat real and predicted cells alike (model/_perturbation.py,
 _response_data.py, _latent_shift.py)."""
 
+import warnings
+
 import anndata
 import numpy as np
 import pytest
@@ -143,3 +145,44 @@ def test_a_model_reading_counts_from_a_layer_gives_its_counts_there_and_says_x_d
     with pytest.warns(UserWarning, match=r"layers\['raw'\]"):
         translated = model.translate(ctrl, "stim", seed=0)
     assert "raw" in translated.layers
+
+
+def _one_response(outlier: int) -> anndata.AnnData:
+    """One cell type under two conditions; gene g0 is off in the control cells but for the
+    first (``outlier`` counts) and at about 20 counts in the stimulated ones."""
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(30.0, size=(80, 10)).astype(np.float32)
+    counts[:40, 0] = 0
+    counts[0, 0] = outlier
+    counts[40:, 0] = rng.poisson(20.0, size=40)
+    adata = anndata.AnnData(counts)
+    adata.var_names = [f"g{i}" for i in range(10)]
+    adata.obs["condition"] = ["ctrl"] * 40 + ["stim"] * 40
+    adata.obs["cell_type"] = "T"
+    return adata
+
+
+def test_nearest_response_says_when_it_predicts_far_above_the_data():
+    """The change of g0 (about +6 on log-normalized counts, measured on control cells without
+    it) multiplied the counts of the control cell that had it already by about e^6: 16,000
+    expected counts of g0 where no cell has more than 36, without a word. Predictions more than 20
+    times a gene's largest value (per 10,000 counts) are counted in a warning."""
+    scvi.settings.seed = 0
+    adata = _one_response(outlier=30)
+    dv.model.ZINBVAE.setup_anndata(adata)
+    vae = dv.model.ZINBVAE(adata, n_latent=2, n_hidden=8)
+    vae.train(max_epochs=1, batch_size=80, enable_progress_bar=False)
+    keys = {"condition_key": "condition", "balance_key": "cell_type"}
+    ctrl = adata[:40].copy()
+    with pytest.warns(
+        UserWarning, match=r"predicts 1 of 40 cells, in 1 gene, more than 20 "
+    ) as said:
+        pred = vae.predict_perturbation(ctrl, "stim", "nearest_response", **keys)
+    assert pred.X[0, 0] > 20 * adata.X[:, 0].max()  # what is warned of
+    assert "(e.g. g0: " in str(said[0].message)
+    assert "method='latent_shift'" in str(said[0].message)  # ZINBVAE cannot translate
+    # The other control cells go to the stimulated cells' level: nothing said.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pred = vae.predict_perturbation(ctrl[1:], "stim", "nearest_response", **keys)
+    assert pred.X[:, 0].max() < 2 * adata.X[:, 0].max()

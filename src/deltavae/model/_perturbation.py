@@ -34,6 +34,7 @@ from ._response_data import (
     memoised,
     on_count_scale,
     similarity_coordinates,
+    warn_far_above,
 )
 from ._scvi_glue import seeded
 from ._unmeasured import warn_unmeasured
@@ -89,6 +90,12 @@ class PerturbationMixin:
             ``translate``, averaged with it, predicts the response genes' change better (D10).
             For count models the sum is taken back to counts at each cell's library size, as
             the other methods give theirs (the log-normalized values: ``layers["log_normalized"]``).
+            A change added on log-normalized counts multiplies the cell's counts by its
+            exponential, with no ceiling: a change measured mostly on cells without a gene
+            (ISG15 in Kang's control cells) multiplies the counts of a cell that has it (3,232
+            ISG15 counts predicted where no cell of the data has over 383). Cells predicted
+            more than 20 times a gene's largest value (per 10,000 counts) are counted in a
+            warning.
         condition_key
             obs column of the condition (not for ``translate``, which moves cells on the
             model's own condition covariates); default the model's only one.
@@ -286,7 +293,9 @@ def nearest_response(
     that response, floored at the training data's minimum. The data must be additive: with
     ``likelihood="normal"`` the model's own data (e.g. log-normalized expression); with a
     count likelihood, the counts log-normalized by :func:`deltavae.metrics.log_normalize`
-    (``log1p`` of counts per 10,000 over the model's genes), then taken back to counts.
+    (``log1p`` of counts per 10,000 over the model's genes), then taken back to counts:
+    added there, a change multiplies the cell's counts by its exponential, which can take a
+    cell already expressing a gene far beyond the data (see :func:`warn_far_above`).
 
     Parameters
     ----------
@@ -393,6 +402,8 @@ def nearest_response(
     predicted = np.maximum(x_query + weights @ responses, x_train.min())
     layers = {}
     if model.module.likelihood in ("zinb", "nb"):  # counts in X, as the other methods give
+        if memo is None:  # translate, averaging it in, says nothing of it alone
+            warn_far_above(model, predicted, x_query, x_train, adata.var_names)
         predicted, layers = on_count_scale(model, adata, predicted, draws, library)
     out = predicted_cells(  # inside translate (memo): translate's own cells say it
         model, caller_obs, obsm, predicted, adata.var, {condition_key: target}, uns, memo is None

@@ -9,6 +9,7 @@ from anndata import AnnData
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 
+from .._warn import warn_user
 from ._matrices import in_memory, row_sums
 
 #: Cells x genes log-normalized at a time by :func:`additive_data`.
@@ -77,6 +78,48 @@ def on_count_scale(model, adata: AnnData, log_pred: np.ndarray, draws=None, libr
         counts = draws.round_counts(torch.as_tensor(expected), "nearest_response")
         layers = {"counts": counts.numpy().astype(np.float32), **layers}
     return expected, layers
+
+
+#: How many times a gene's largest normalized value (in the training cells or the cell's own)
+#: a count model's ``nearest_response`` predicts before it is said (:func:`warn_far_above`).
+FAR_ABOVE = 20
+
+
+def warn_far_above(model, log_pred, x_query, x_train, genes) -> None:
+    """Warn, counting the cells, where a count model's ``nearest_response`` prediction
+    (``log_pred``, log-normalized) is, in some gene, more than :data:`FAR_ABOVE` times (per
+    10,000 counts) both the gene's largest value in the training cells (``x_train``) and the
+    cell's own (``x_query``). A change added on log-normalized counts multiplies the cell's
+    counts by its exponential: a group's change measured mostly on cells without the gene
+    (ISG15 in Kang's control cells) multiplied the counts of a cell that had it already,
+    3,232 ISG15 counts where no cell of the data has more than 383.
+
+    Examples
+    --------
+    >>> from deltavae.metrics import log_normalize
+    >>> train, query = log_normalize(np.array([[0.0, 9.0], [1.0, 9.0]])), np.zeros((1, 2))
+    >>> warn_far_above(None, query + [[0.0, 1.0]], query, train, ["g0", "g1"])  # no word
+    """
+    reference = np.maximum(np.max(x_train, axis=0), x_query)  # both log-normalized
+    ratio = np.expm1(log_pred) / np.maximum(np.expm1(reference), 1.0)  # per 10,000 counts
+    far = ratio > FAR_ABOVE
+    if not far.any():
+        return
+    cell, gene = np.unravel_index(np.argmax(ratio), ratio.shape)
+    other = "method='translate' (the default), which averages it with the model's translation"
+    if "translate" not in getattr(model, "perturbation_methods", ()):
+        other = "method='latent_shift'"
+    n_genes = int(far.any(axis=0).sum())
+    warn_user(
+        f"nearest_response predicts {int(far.any(axis=1).sum())} of {len(far)} cells, in "
+        f"{n_genes} gene{'s' * (n_genes != 1)}, more than {FAR_ABOVE} times the gene's largest "
+        f"value in the training cells and in the cell itself, per 10,000 counts (e.g. "
+        f"{genes[gene]}: {np.expm1(log_pred[cell, gene]):,.0f} against at most "
+        f"{np.expm1(reference[cell, gene]):,.0f}). Each group's change is added on "
+        "log-normalized counts, which multiplies the cell's counts by its exponential: a "
+        "change measured mostly on cells without the gene multiplies the counts of a cell that "
+        f"has it. Read those values as out of the data's range, or compare with {other}."
+    )
 
 
 _N_PCS = 50
