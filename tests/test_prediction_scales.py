@@ -186,3 +186,25 @@ def test_nearest_response_says_when_it_predicts_far_above_the_data():
         warnings.simplefilter("error")
         pred = vae.predict_perturbation(ctrl[1:], "stim", "nearest_response", **keys)
     assert pred.X[:, 0].max() < 2 * adata.X[:, 0].max()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_cells_without_counts_are_said_by_each_method(trained, method):
+    """Cells of no counts were predicted without a word, each from no data and all alike
+    (totals near 0 under every method), where the setup warns of such cells."""
+    model, _, ctrl = trained
+    ctrl = ctrl.copy()
+    ctrl.X = ctrl.X.toarray() if hasattr(ctrl.X, "toarray") else ctrl.X.copy()
+    ctrl.X[[1, 4]] = 0
+    keys = {} if method == "translate" else {"condition_key": "condition"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pred = model.predict_perturbation(ctrl, "stim", method, seed=0, **keys)
+    said = [str(w.message) for w in caught if "are all zeros" in str(w.message)]
+    assert said == [
+        f"2 of the {ctrl.n_obs} cells given to {method} (e.g. {ctrl.obs_names[1]}, "
+        f"{ctrl.obs_names[4]}) are all zeros in the genes the model reads: each is predicted "
+        "from no data, all of them alike. Leave them out before predicting: "
+        "sc.pp.filter_cells(adata, min_counts=1)."
+    ]
+    np.testing.assert_allclose(pred.X[1], pred.X[4], rtol=1e-5)  # all alike

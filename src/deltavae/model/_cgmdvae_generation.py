@@ -294,7 +294,8 @@ class GenerationMixin:
         ----------
         adata
             Cells to translate, set up like the training data (``None``: the model's
-            AnnData).
+            AnnData). Cells all zeros in the model's genes, each translated from no data,
+            are counted in a warning.
         target_condition
             Value of the condition to translate to; with several condition keys a dict over
             them, where a key left out (or ``None``) keeps each cell's own value, e.g.
@@ -409,6 +410,7 @@ class GenerationMixin:
         # log-normalized), not for real values such as arcsinh cytometry or CLR protein.
         floor = 0.0 if module.observation.is_count else data_floor(self, adata)
         from ..module._cgmdvae_generation import translated_counts
+        from ._empty_cells import warn_empty_cells
         from ._gathered import Gathered
         from ._latent_shift import describe_prediction
         from ._observed_responses import with_observed_responses
@@ -421,7 +423,7 @@ class GenerationMixin:
 
             def drawn(part: dict) -> dict:  # on the host: the counts, their sources dropped
                 counts = translated_counts(part, module.observation, draws)
-                kept = {key: part[key] for key in ("moved", "own", "expected")}
+                kept = {key: part[key] for key in ("moved", "own", "expected", "empty")}
                 return kept if counts is None else {**kept, "counts": counts}
 
             gathered = Gathered(drawn)  # brought to the host together, not minibatch by one
@@ -430,8 +432,9 @@ class GenerationMixin:
                 moved = self._moved_codes(target, cats)
                 x = tensors[REGISTRY_KEYS.X_KEY]
                 parts = module.translation(x, cats, moved, residual, floor=floor)
-                gathered.add(moved=moved, own=cats, **parts)
+                gathered.add(moved=moved, own=cats, empty=~x.ne(0).any(-1), **parts)
             got = gathered.result()
+            warn_empty_cells(self, got["empty"].numpy(), adata.obs_names, "translate")
             own, moved = got["own"].numpy(), got["moved"].numpy()
             warn_untrained_combinations(self, moved, "translate")
             if torch.equal(got["moved"], got["own"]):  # returned as a prediction

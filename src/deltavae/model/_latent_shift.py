@@ -16,6 +16,7 @@ from .._checks import layer_matrix
 from ..distributions._draws import CellDraws
 from ..module._cgmdvae_generation import count_parameters, translated_counts
 from ._condition_counts import warn_untrained_combinations
+from ._empty_cells import warn_empty_cells
 from ._gathered import Gathered
 from ._labels import _label_state, groups_under_both
 from ._matrices import has_negatives
@@ -215,7 +216,7 @@ def latent_shift(
 
     def drawn(part: dict) -> dict:  # on the host: each cell's counts, its parameters dropped
         counts = translated_counts(part, module.observation, draws)
-        kept = {key: part[key] for key in ("x", "moved") if key in part}
+        kept = {key: part[key] for key in ("x", "moved", "empty") if key in part}
         return kept if counts is None else {**kept, "counts": counts}
 
     # Brought to the host every FLUSH_BYTES and at the end, not a minibatch at a time.
@@ -238,9 +239,11 @@ def latent_shift(
             x=px.mean if floor is None else px.mean.clamp(min=floor),
             # the other condition keys kept
             moved=tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
+            empty=~tensors[REGISTRY_KEYS.X_KEY].ne(0).any(-1),  # cells of no data
             **params,
         )
     got = gathered.result()
+    warn_empty_cells(model, got["empty"].numpy(), adata.obs_names, "latent_shift")
     if "moved" in got:
         call = "predict_perturbation(method='latent_shift')"
         warn_untrained_combinations(model, got["moved"].numpy(), call)

@@ -21,6 +21,7 @@ from ..distributions._draws import CellDraws
 from ._cgmdvae_mixins import ClustersMixin
 from ._condition_counts import warn_source_is_target
 from ._contrast import Contrast
+from ._empty_cells import warn_empty_cells
 from ._fit_cells import warn_if_subset_since_fit
 from ._label_record import warn_predicted_groups
 from ._labels import NoResponseError, groups_under_both, label_groups
@@ -67,7 +68,8 @@ class PerturbationMixin:
         ----------
         adata
             Cells of one source condition, set up like the training data (``None``: the
-            model's AnnData).
+            model's AnnData). Cells all zeros in the model's genes, each predicted from no
+            data (all alike), are counted in a warning.
         target_condition
             The condition to predict; for a model of several condition keys name its key,
             ``{"condition": "stim"}`` (or, not for ``translate``, pass ``condition_key``).
@@ -383,6 +385,8 @@ def nearest_response(
     adata = model._validate_anndata(adata)
     x_train = memoised(memo, "data", lambda: additive_data(model, train))
     x_query, library = additive_data_and_library(model, adata)  # one read of the cells
+    if memo is None:  # inside translate (memo), translate says it
+        warn_empty_cells(model, ~x_query.any(axis=1), adata.obs_names, "nearest_response")
     c_train, coordinates = memoised(
         memo,
         ("coordinates", similarity),
