@@ -227,8 +227,17 @@ def test_scvi_tools_arguments_decided_here_are_named_with_what_to_do(counts_adat
         model.get_normalized_expression(data_loader_kwargs={"load_sparse_tensor": True})
     query = counts_adata.copy()
     query.obs["condition"] = "new_" + query.obs["condition"].astype(str)
-    with pytest.raises(TypeError, match=r"load_query_data\(\).*'freeze_dropout'.*frozen"):
-        dv.model.ZINBVAE.load_query_data(query, model, freeze_dropout=True)
+    # What would train other weights than the new categories' is refused...
+    for switch in ({"unfrozen": True}, {"freeze_batchnorm_decoder": False}):
+        with pytest.raises(TypeError, match=rf"load_query_data\(\).*'{[*switch][0]}'.*frozen"):
+            dv.model.ZINBVAE.load_query_data(query, model, **switch)
+    # ...scvi-tools' defaults that change nothing here run (unfrozen=False and freeze_dropout=
+    # False were refused): scvi-tools' query trains in eval mode, without dropout, as here.
+    for dropout in (False, True):
+        ported = dv.model.ZINBVAE.load_query_data(
+            query, model, unfrozen=False, freeze_dropout=dropout
+        )
+        assert ported.is_query_model and not ported.module.training
     with pytest.raises(TypeError, match="unexpected keyword argument 'nonsense'"):
         dv.model.ZINBVAE.load_query_data(query, model, nonsense=True)
     # scvi-tools 1.4's datamodule route: Python's bare message before.

@@ -186,7 +186,9 @@ class QueryMappingMixin(ArchesMixin):
         in scVI); BatchNorm keeps the reference's statistics. Training the query model then
         trains on the query alone and leaves the reference's mapping of its own conditions
         (its z) unchanged. A query model saved and loaded again keeps
-        the same frozen weights.
+        the same frozen weights. The query trains in eval mode, without dropout, as
+        scvi-tools' does: its freezing switches ``unfrozen=False`` and ``freeze_dropout``
+        (either value) change nothing and are taken; the others are refused.
 
         Only those columns learn, so the query's labels, where it has some, do not change the
         mapping, and a new donor mixes with the reference less than in one model trained on

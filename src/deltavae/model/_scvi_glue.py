@@ -327,7 +327,16 @@ _NO_OPS = {
         "datamodule": (None,),
     },
     "load": {"datamodule": (None,)},
-    "load_query_data": {"datamodule": (None,), "inplace_subset_query_vars": (False,)},
+    # unfrozen=False: scvi-tools' freezing applies (here every reference weight is frozen).
+    # freeze_dropout either way: scvi-tools' query trains in eval mode (its load_query_data
+    # ends in module.eval(), which Lightning 2 keeps), so dropout is off whatever its value
+    # (True also sets p=0), as here.
+    "load_query_data": {
+        "datamodule": (None,),
+        "inplace_subset_query_vars": (False,),
+        "unfrozen": (False,),
+        "freeze_dropout": (False, True),
+    },
 }
 
 
@@ -336,7 +345,8 @@ def drop_scvi_no_ops(kwargs: dict, method: str = "train") -> None:
     switches nothing on here (``load_sparse_tensor=False``, ``datamodule=None``, SCANVI's
     ``n_samples_per_label=None`` and ``adversarial_classifier=False``; the constructor's
     ``latent_distribution="normal"`` and ``batch_representation="one-hot"``;
-    ``load_query_data``'s ``inplace_subset_query_vars=False``)."""
+    ``load_query_data``'s ``inplace_subset_query_vars=False``, ``unfrozen=False`` and
+    ``freeze_dropout``, whose query trains without dropout either way, as here)."""
     for name, values in _NO_OPS.get(method, {}).items():
         if name in kwargs and any(
             kwargs[name] is v or (isinstance(v, str) and kwargs[name] == v) for v in values
