@@ -368,6 +368,33 @@ def test_empty_cluster_advice_can_be_followed(counts_adata, monkeypatch):
     assert "above this run's 2" in said and "empty" not in said
 
 
+def test_a_label_predicted_for_almost_no_cell_is_said_after_training(counts_adata, monkeypatch):
+    """A label whose labelled cells trained, predicted for 2 cells of all (fewer than a third
+    of its own labelled ones), was said nothing of: only labels predicted for no cell were."""
+    counts_adata.obs["lab"] = counts_adata.obs["cluster"].astype(str)
+    dv.model.CGMDVAE.setup_anndata(counts_adata, labels_key="lab")
+    model = dv.model.CGMDVAE(counts_adata, **SMALL)
+    model.train_indices = np.arange(300)
+    held = counts_adata.obs["lab"].value_counts()
+    clusters = np.where(counts_adata.obs["lab"].to_numpy() == "2", 2, 0)
+    clusters[np.flatnonzero(counts_adata.obs["lab"].to_numpy() == "1")[:2]] = 1  # 2 cells
+    monkeypatch.setattr(model, "predict_clusters", lambda *a, **k: clusters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model._warn_if_clusters_empty(10)
+    (said,) = [str(w.message) for w in caught]
+    assert said.startswith(
+        f"1 of 3 labels are barely predicted after training ('1' ({held['1']} labelled cells, "
+        "2 predicted)): q(y | z, c) puts most of their labelled cells"
+    ), said
+    # A third of its labelled cells or more: nothing said.
+    clusters[np.flatnonzero(counts_adata.obs["lab"].to_numpy() == "1")] = 1
+    clusters[np.flatnonzero(counts_adata.obs["lab"].to_numpy() == "1")[held["1"] // 3 + 1 :]] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model._warn_if_clusters_empty(10)
+
+
 @pytest.mark.skipif(
     torch.cuda.is_available() or torch.backends.mps.is_available(),
     reason="a GPU is there ('gpu' is Apple's on a Mac)",

@@ -78,6 +78,7 @@ from deltavae.cli import DEMO_N_LATENT, MIN_DEMO_CELLS
 _NOTES = (
     "clusters are empty after training",
     "labels are never predicted after training",
+    "labels are barely predicted after training",
     "were merged into their most similar archetype",
     "point the same way (cosine similarity",  # archetypes merged as alike
     "was not fully applied: archetype",  # min_spots, where merging stopped at 2
