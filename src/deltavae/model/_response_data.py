@@ -106,7 +106,7 @@ def warn_far_above(model, log_pred, x_query, x_train, genes) -> None:
     if not far.any():
         return
     cell, gene = np.unravel_index(np.argmax(ratio), ratio.shape)
-    other = "method='translate' (the default), which averages it with the model's translation"
+    other = "method='translate' or 'latent_shift'"
     if "translate" not in getattr(model, "perturbation_methods", ()):
         other = "method='latent_shift'"
     n_genes = int(far.any(axis=0).sum())
