@@ -244,3 +244,25 @@ def test_archetypes_chosen_by_the_elbow_read_back_their_summary_as_written(tmp_p
     assert type(elbow["stopped"]) is bool and type(elbow["chosen"]) is int
     mix.write_h5ad(tmp_path / "mix.h5ad")
     _equal(dict(mix.uns), dict(ad.read_h5ad(tmp_path / "mix.h5ad").uns), "uns")
+
+
+def test_sampled_cells_hold_the_categories_drawn_in_every_column(written):
+    """sample dropped the clusters and labels no cell was drawn from but kept every condition
+    of the model: sample(n, condition="stim") held a 'ctrl' category without cells, so that
+    scanpy's rank_genes_groups(groupby="condition") of sampled cells failed and legends showed
+    an empty entry."""
+    model, real = written["cgmdvae.model"], written["cgmdvae"]
+    stim = model.sample(12, condition="stim", seed=0)
+    drawn = model.sample(60, seed=0)
+    for cells in (stim, drawn):
+        for key in ("cluster", "cell_type", "condition"):
+            counts = cells.obs[key].value_counts(sort=False)
+            assert (counts > 0).all(), (key, counts.to_dict())
+            order = list(real.obs[key].cat.categories) if key != "cluster" else None
+            if order is not None:  # the model's order, of the categories drawn
+                assert list(cells.obs[key].cat.categories) == [c for c in order if c in counts]
+    assert list(stim.obs["condition"].cat.categories) == ["stim"]
+    sc.pp.log1p(drawn)
+    sc.tl.rank_genes_groups(drawn, groupby="condition")  # refused an empty category
+    both = ad.concat([real, stim], index_unique="-")  # concatenated with the real cells
+    assert list(both.obs["condition"].cat.categories) == list(real.obs["condition"].cat.categories)

@@ -121,7 +121,15 @@ class GenerationMixin:
         cells were. Also ``obs["cluster"]`` (``obs["cgmdvae_cluster"]`` where a condition or the
         labels column is named ``"cluster"``) plus one column per condition, typed like the training
         AnnData's, and for a model with labels its labels column: each cell's cluster's label, the
-        unlabelled mark (``"Unknown"``) for a novel cluster's cells. The cells are named
+        unlabelled mark (``"Unknown"``) for a novel cluster's cells. Each categorical column holds
+        the categories drawn alone, in the model's order (and ordered if the training column is),
+        so that scanpy groups the cells by any of them (``rank_genes_groups`` refuses a category
+        without cells, and legends list it); ``anndata.concat`` with the real cells joins their
+        categories, but for an ordered column, which it makes ``object`` where the categories
+        differ: set the real column's categories first,
+        ``cells.obs[key] = cells.obs[key].cat.set_categories(real.obs[key].cat.categories)``
+        (:meth:`translate` and :meth:`predict_perturbation` keep the model's categories, as
+        the cells they move came with them). The cells are named
         ``sample_<token>_<i>``, where ``<token>`` is a hash of ``uns["sample"]`` (but ``n_cells``),
         of the seed and of the model's parameters: the same cells (the same seed, of the same
         model, on any device) have the same names, and the cells of separate calls names of
@@ -177,8 +185,8 @@ class GenerationMixin:
         # Not copied (the draws are float32): many cells' X and expectation held twice.
         x = x.cpu().numpy().astype(np.float32, copy=False)
         obs = pd.DataFrame(index=sample_names(record, cells.seed, module, len(x)))
-        # Only the clusters drawn, as write_to_adata keeps them: scanpy's rank_genes_groups
-        # refuses a category without cells.
+        # Only the clusters, labels and conditions drawn, as write_to_adata keeps its
+        # clusters: scanpy's rank_genes_groups refuses a category without cells.
         clusters = labels_of(self, y.cpu().numpy())  # integer labels as integers
         labels_key = self.registry_["setup_args"].get("labels_key")
         taken = [*self.condition_keys, labels_key]
@@ -190,7 +198,9 @@ class GenerationMixin:
         if cats is not None:
             for j, key in enumerate(self.condition_keys):
                 column, known = model_column(self, key)
-                obs[key] = typed_codes(column, known, host_cats[:, j].numpy())
+                values = typed_codes(column, known, host_cats[:, j].numpy())
+                drawn = isinstance(values, pd.Categorical)  # the model's order (and flag) kept
+                obs[key] = values.remove_unused_categories() if drawn else values
         # The genes with their metadata, as translate keeps them.
         out = AnnData(X=x, obs=obs, var=self.adata.var.copy())
         out.layers["expected"] = expected.cpu().numpy().astype(np.float32, copy=False)
