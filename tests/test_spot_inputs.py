@@ -8,6 +8,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scanpy as sc
 
 import deltavae as dv
 from deltavae.metrics import deconvolution_scores, imputation_scores, jsd
@@ -645,11 +646,25 @@ def test_an_archetype_without_spots_is_said_by_the_read_outs(slides):
         with pytest.warns(UserWarning, match=said):
             assert clone.get_anchors(5).attrs["no_spots"] == ["A2"]
     spots = mix.copy()
-    with pytest.warns(UserWarning, match=said):
+    model.write_to_adata(spots)  # every archetype with spots, coloured by scanpy
+    colours = {"A0": "#000000", "A1": "#111111", "A2": "#222222"}
+    spots.uns["archetype_dominant_colors"] = list(colours.values())
+    # Left out of the obs columns, as CGMDVAE's empty clusters (the category without spots
+    # made scanpy's rank_genes_groups and rank_genes_groups_dotplot of the markers fail).
+    with pytest.warns(UserWarning, match=said + r"[\s\S]* write_to_adata leaves it out of the "):
         clone.write_to_adata(spots)
     assert spots.uns["archetypes"]["no_spots"].tolist() == ["A2"]
+    for column in ("archetype_dominant", "archetype_anchor"):
+        assert list(spots.obs[column].cat.categories) == ["A0", "A1"], column
+    assert spots.uns["archetype_dominant_colors"] == ["#000000", "#111111"]  # by name
+    logged = spots.copy()
+    sc.pp.normalize_total(logged)
+    sc.pp.log1p(logged)
+    sc.tl.rank_genes_groups(logged, groupby="archetype_dominant", key_added="scanpys")
+    assert list(logged.uns["scanpys"]["names"].dtype.names) == ["A0", "A1"]
     model.write_to_adata(spots)  # none without spots: an empty list
     assert spots.uns["archetypes"]["no_spots"].tolist() == []
+    assert list(spots.obs["archetype_dominant"].cat.categories) == ["A0", "A1", "A2"]
     # An archetype no spot weighs above 1/2 (a short fit) was listed in attrs alone.
     weights = model.get_archetype_weights().clip(upper=0.45)
     clone.get_archetype_weights = lambda **kwargs: weights

@@ -22,7 +22,9 @@ def warn_anchor_notes(out: pd.Series, weights: pd.DataFrame) -> None:
             f"spot: no spot weighs {it} most. Merging stops at 2 archetypes, so {it} stands "
             "without spots behind it: the spots may hold one state with a few outliers (or the "
             "fit is short: train longer). get_anchors(...).attrs['no_spots'] and, after "
-            "write_to_adata, uns['archetypes']['no_spots'] list it."
+            "write_to_adata, uns['archetypes']['no_spots'] list it; write_to_adata leaves it out "
+            "of the categories of obs['archetype_dominant'] and obs['archetype_anchor'] (scanpy's "
+            "rank_genes_groups refuses a group without spots), as CGMDVAE's empty clusters."
         )
     if below := out.attrs["anchored_below_half"]:
         top = ", ".join(f"{name} {weights[name].max():.2f}" for name in below[:5])

@@ -481,13 +481,17 @@ def write(model, adata, batch_size, key_added, n_anchors: int) -> list[str]:
         profiles = profiles.reindex(adata.var_names)  # genes it did not read: NaN
     adata.obsm[keys[0]] = weights
     adata.varm[keys[1]] = profiles.to_numpy()
-    adata.obs[keys[2]] = anchors.array  # categorical, as archetype_dominant
+    # Without the archetypes no spot weighs most (warned): rank_genes_groups refuses an empty
+    # group, as CGMDVAE's columns leave out its empty clusters.
+    unled = anchors.attrs["no_spots"]
+    adata.obs[keys[2]] = anchors.array.remove_categories(unled)  # as archetype_dominant
     codes = np.where(weights.isna().any(axis=1), -1, weights.fillna(-1.0).to_numpy().argmax(1))
-    adata.obs[keys[3]] = pd.Categorical.from_codes(codes, categories=weights.columns)
+    dominant = pd.Categorical.from_codes(codes, categories=weights.columns)
+    adata.obs[keys[3]] = dominant.remove_categories(unled)
     markers = model.get_markers()
     markers["params"]["groupby"] = keys[3]  # the prefixed obs column, for sc.pl plots
     adata.uns[keys[4]] = markers
     adata.uns[keys[5]] = summary(model, weights.columns, *model._merge(), int(missing.sum()))
-    adata.uns[keys[5]]["no_spots"] = np.asarray(anchors.attrs["no_spots"], dtype=object).astype(str)
+    adata.uns[keys[5]]["no_spots"] = np.asarray(unled, dtype=object).astype(str)
     slots = ("obsm", "varm", "obs", "obs", "uns", "uns")
     return [f"{slot}/{key}" for slot, key in zip(slots, keys, strict=True)]

@@ -388,8 +388,12 @@ class Archetypes(
         -------
         The keys written: ``obsm/archetype_weights`` (a DataFrame, spots x archetypes),
         ``varm/archetype_profiles`` (an array, genes x archetypes, its columns named in
-        ``uns["archetypes"]["names"]``), ``obs/archetype_anchor``, ``obs/archetype_dominant``,
-        ``uns/archetype_markers`` and ``uns/archetypes`` (``names``, ``n_archetypes_raw``,
+        ``uns["archetypes"]["names"]``), ``obs/archetype_anchor``, ``obs/archetype_dominant``
+        (categorical over the archetypes some spot weighs most, in their order: one that no spot
+        does is left out, warned and listed in ``no_spots``, as CGMDVAE leaves out its empty
+        clusters, since ``sc.tl.rank_genes_groups`` refuses an empty group;
+        ``.cat.set_categories(uns["archetypes"]["names"])`` adds it), ``uns/archetype_markers``
+        and ``uns/archetypes`` (``names``, ``n_archetypes_raw``,
         ``merge_threshold``, ``min_spots``, ``merge_groups``, ``merge_tree`` (scipy linkage of
         the raw archetypes), ``n_empty_spots`` (spots without counts: NaN weights, dominant
         and anchor), ``no_spots`` (archetypes no spot weighs most: no anchors, warned),
