@@ -518,3 +518,42 @@ def test_integer_labels_beside_novel_clusters_keep_the_users_colours_novel_ones_
     colours = adata.uns["cgmdvae_cluster_colors"]
     assert colours[:2] == ["#1f77b4", "#0000aa"]  # labels 1 and 2 by name
     assert colours[2:] == ["#ff7f0e", "#279e68"]  # scanpy's next, none of the user's
+
+
+def test_ordered_labels_give_ordered_label_and_cluster_columns(tmp_path):
+    """An ordered labels column (stages, grades): write_to_adata's cgmdvae_cluster, a query
+    model's cgmdvae_label, predict_labels' label and sample's cluster and labels columns were
+    unordered, so that comparisons and sorting by the stages failed on them."""
+    from deltavae.model._labels import labels_of
+
+    adata = _cells(n_conditions=1, n_cells=90)
+    labels = adata.obs["cluster"].astype(str).map({"0": "late", "1": "early"})
+    adata.obs["stage"] = pd.Categorical(labels, categories=["late", "early"], ordered=True)
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="stage")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=1, **FAST)
+    model.write_to_adata()
+    drawn = model.sample(20, seed=0)
+    columns = [adata.obs["cgmdvae_cluster"], model.predict_labels()["label"]]
+    columns += [drawn.obs["cluster"], drawn.obs["stage"]]
+    for column in columns:
+        assert column.cat.ordered, column.name
+        categories = list(column.cat.categories)
+        assert categories == [c for c in ["late", "early"] if c in categories], column.name
+    # A query model, its query without the labels column: the reference's order, as saved.
+    query = adata[:30].copy()
+    query.obs = query.obs[["condition"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save(tmp_path / "reference")
+        for reference in (model, tmp_path / "reference"):
+            mapped = dv.model.CGMDVAE.load_query_data(query, reference)
+            mapped.write_to_adata(unknown_below=0.5)
+            label = query.obs["cgmdvae_label"]
+            assert label.cat.ordered and list(label.cat.categories)[-1] == "Unknown"
+            assert query.obs["cgmdvae_cluster"].cat.ordered
+    # Beside novel clusters the categories are not the labels alone: not ordered.
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="stage")
+    novel = dv.model.CGMDVAE(adata, n_clusters=3, **SMALL)
+    clusters = labels_of(novel, np.array([0, 1, 2]))
+    assert list(clusters.categories) == ["late", "early", "novel_0"] and not clusters.ordered

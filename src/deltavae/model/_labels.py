@@ -16,6 +16,7 @@ from .._checks import short_repr, user_columns
 from .._close_names import did_you_mean
 from ._condition_types import record_condition_dtypes
 from ._few_cells import warn_few_cells
+from ._label_order import ordered_as_labels
 from ._matrices import with_column
 from ._registered import category_mappings
 from ._scvi_glue import _FEW_CELLS_WARNING
@@ -416,11 +417,13 @@ def groups_under_both(groups, is_src, is_tgt, source, target, key=None) -> list[
 def labels_of(model, clusters: np.ndarray) -> pd.Categorical:
     """Predicted labels of cluster indices, over every cluster name, with the labels as the
     user's column holds them (integer labels stay integers, so that predictions compare equal
-    to it; with novel clusters besides them, names: h5ad cannot write mixed categories)."""
+    to it; with novel clusters besides them, names: h5ad cannot write mixed categories),
+    ordered where the labels column is and the clusters are the labels."""
     names, labels = model.cluster_names, _integer_labels(model)
     if labels is not None and len(labels) == len(names):
         names = labels
-    return pd.Categorical.from_codes(clusters, categories=names)
+    # Ordered where the user's labels column is and the clusters are the labels.
+    return ordered_as_labels(model, pd.Categorical.from_codes(clusters, categories=names))
 
 
 def _integer_labels(model) -> list[int] | None:

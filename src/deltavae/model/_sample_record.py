@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scvi import REGISTRY_KEYS, settings
 
+from ._label_order import ordered_as_labels
 from ._registered import registered_category
 from ._training_checks import check_batch_size
 
@@ -90,7 +91,7 @@ def sampled_labels(model, clusters: np.ndarray) -> pd.Categorical | None:
     cell of a novel cluster (no label); as strings where the labels and the mark are of
     different types (integers and ``"Unknown"``: h5ad writes one type a column). Its
     categories are the labels drawn, in the model's order (the training column's), as
-    ``obs["cluster"]``'s."""
+    ``obs["cluster"]``'s; ordered where the labels column is (the mark last)."""
     if model.registry_["setup_args"].get("labels_key") is None:
         return None
     state = model.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
@@ -103,7 +104,8 @@ def sampled_labels(model, clusters: np.ndarray) -> pd.Categorical | None:
     # In the model's order (the training column's categories), as obs["cluster"]: sorted,
     # the column of cells concatenated with real ones had other categories than theirs.
     used = set(values)
-    return pd.Categorical(values, categories=[v for v in order if v in used])
+    drawn = pd.Categorical(values, categories=[v for v in order if v in used])
+    return ordered_as_labels(model, drawn, labels_only=False)  # as the labels column
 
 
 def _what_x_holds(likelihood: str) -> dict[str, str]:

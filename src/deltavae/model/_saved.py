@@ -26,6 +26,7 @@ from ._device_args import check_device_args
 from ._fit_cells import record_fit_cells
 from ._genes import genes_to_load_advice, in_training_order, query_to_load, subset_since_setup
 from ._label_colours import record_label_colours
+from ._label_order import record_labels_ordered
 from ._labels import check_known_categories, check_labels_to_load
 from ._load_state import loading_state
 from ._matrices import check_still_on_disk, memory_copy
@@ -312,6 +313,7 @@ class Saving(SavedAnnDataDigest):
         settle_record(self)  # CGMDVAE's typicality record of its last fit, saved with it
         self.weights_digest_ = weights_digest(self.module.state_dict())  # checked by load
         record_label_colours(self)  # for query models built from the saved directory
+        record_labels_ordered(self)  # as the colours
         prefix = kwargs.get("prefix") or ""
         # Written beside dir_path and swapped in whole: a failure at any step (an AnnData
         # h5py cannot write, a disk full) leaves an earlier save there as it was.

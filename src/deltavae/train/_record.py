@@ -92,6 +92,7 @@ def commit_train_args(model, resolved: dict, automatic: dict | None = None, held
     arguments left to a default (``None``) replaced by the ``resolved`` values the fit runs
     with, and those left to ``"auto"`` by the ``automatic`` values they came to; the last
     run's ``convergence_`` is cleared."""
+    from ..model._label_order import record_labels_ordered
     from ..model._label_record import record_trained_labels
     from ..model._labels import record_trained_categories
 
@@ -109,6 +110,7 @@ def commit_train_args(model, resolved: dict, automatic: dict | None = None, held
     # Not the validation or test split's cells (``held_out``): they never train.
     record_trained_categories(model, held_out)
     record_trained_labels(model, held_out)
+    record_labels_ordered(model)  # passed on to query models, whose query seldom has labels
 
 
 def cells_digest(names) -> str:
