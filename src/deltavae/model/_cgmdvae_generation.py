@@ -373,8 +373,11 @@ class GenerationMixin:
         posterior predictive without, whose totals, for ``likelihood="zinb"``, fall under the cells'
         own by the dropout's share, as :meth:`sample`'s; also in the layer a model set up on one
         reads its counts from, with a warning where the cells' ``X`` is not counts, as
-        :meth:`predict_perturbation` says), and the cells' obs with each condition
-        column moved set to the target and the cells' own values beside it, ``obs["<key>_source"]``
+        :meth:`predict_perturbation` says), named as the given cells (``ctrl[pred.obs_names]``
+        pairs each prediction with its cell; ``anndata.concat`` with them needs
+        ``index_unique``, as :meth:`predict_perturbation` says), and the cells' obs with each
+        condition column moved set to the target and the cells' own values beside it,
+        ``obs["<key>_source"]``
         (e.g. ``"condition_source"``: for cells of several conditions, where each came from; a
         column of that name the cells hold with other values is replaced, with a warning), both
         over the model's categories where the column is categorical (empty ones kept, as the

@@ -131,7 +131,10 @@ class PerturbationMixin:
 
         Returns
         -------
-        AnnData of the given cells (their names) and the genes; their obs with the condition set to
+        AnnData of the given cells and the genes, named as the given cells (as scGen's
+        predictions: ``ctrl[pred.obs_names]`` pairs each prediction with its cell; concatenated
+        with those cells, name each part's apart with ``index_unique``, as below: without it
+        anndata warns of repeated names); their obs with the condition set to
         the target and each cell's own, the source, in ``obs["<key>_source"]`` (e.g.
         ``"condition_source"``; scGen leaves the source in the condition column), both over the
         model's categories where the column is categorical (empty ones kept: the order and default
@@ -152,7 +155,8 @@ class PerturbationMixin:
         ``layers["counts"]`` (``X`` rounded at random) and the log-normalized prediction, the
         scale the responses are transferred on, in ``layers["log_normalized"]``; for other
         likelihoods the data's own scale in ``X``. So every method's ``X`` of a count model is on
-        the scale of the cells' counts: ``anndata.concat([ctrl, stim, pred])`` followed by
+        the scale of the cells' counts: ``anndata.concat({"ctrl": ctrl, "stim": stim, "pred":
+        pred}, label="group", index_unique="-")`` followed by
         ``sc.pp.normalize_total`` and ``sc.pp.log1p`` normalizes real and predicted cells alike
         (``join="inner"``, the default, keeps no layer the real cells lack). A model set up on a
         layer of counts (``layer="raw"``) gets the whole counts in that layer too, so that the
