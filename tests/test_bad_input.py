@@ -301,6 +301,60 @@ def test_numbers_as_cell_names_are_refused_where_a_model_subsets(counts_adata):
     assert model.translate(new, "stim", seed=0).n_obs == new.n_obs
 
 
+def test_numbered_spots_with_tables_in_obsm_are_refused_with_the_fix(counts_adata):
+    """Spots named by numbers (spots.obs.index = range(n)) while obsm holds tables (pseudo_spots'
+    proportions_true): anndata reads no obsm of them, and every setup, model and from_reference
+    failed inside anndata ("value.index does not match parent's obs names"). SpatialImputer's
+    from_reference failed on integer names alone ("Don't call _normalize_index"), and so did a
+    read-out of cells whose genes are in another order. Each is refused first, naming the fix."""
+    cells = counts_adata[:120, :20].copy()
+    cells.obs["cell_type"] = [f"T{c}" for c in cells.obs["cluster"]]
+    spots, reference = dv.datasets.pseudo_spots(cells, "cell_type", n_spots=20)
+    assert any(isinstance(v, pd.DataFrame) for v in spots.obsm.values())
+    partial = spots[:, 4:].copy()  # genes left to impute
+    fix = r"obs_names are numbers \(int64, e\.g\. \[0, 1, 2\]\).*rows too: \w+\.obs_names = "
+    for data in (spots, partial):
+        data.obs.index = pd.RangeIndex(data.n_obs)
+    calls = {
+        "spots": (
+            lambda: dv.model.NMFDeconv.from_reference(spots, reference, "cell_type"),
+            lambda: dv.model.SpatialImputer.from_reference(partial, reference, "cell_type"),
+        ),
+        "adata": (
+            lambda: dv.model.NMFDeconv.setup_anndata(spots),
+            lambda: dv.model.ZINBVAE.setup_anndata(spots),
+        ),
+    }
+    for who, tried in calls.items():
+        for call in tried:
+            with pytest.raises(ValueError, match=f"{who}\\.{fix}"):
+                call()
+    for data in (spots, partial):
+        data.obs_names = data.obs_names.astype(str)  # the fix it names
+    dv.model.NMFDeconv.from_reference(spots, reference, "cell_type")
+    dv.model.SpatialImputer.from_reference(partial, reference, "cell_type")
+    # Integer names alone: SpatialImputer subsets the spots, a read-out reorders the genes.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # anndata's own, about the names
+        partial.obs_names = pd.Index(np.arange(partial.n_obs) * 2)
+    with pytest.raises(ValueError, match=r"spots\.obs_names are numbers \(int64, e\.g\. \[0, 2"):
+        dv.model.SpatialImputer.from_reference(partial, reference, "cell_type")
+    dv.model.ZINBVAE.setup_anndata(cells)
+    vae = dv.model.ZINBVAE(cells, n_latent=2, n_hidden=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # one epoch: too few, it says
+        vae.train(max_epochs=1, **TRAIN)
+    new = cells[:, ::-1].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        new.obs_names = pd.Index(np.arange(new.n_obs) * 2)
+    with pytest.raises(ValueError, match=r"adata\.obs_names are numbers \(int64, e\.g\. \[0, 2"):
+        vae.get_latent_representation(new)
+    new.obs_names = new.obs_names.astype(str)
+    with pytest.warns(UserWarning, match="order"):
+        assert vae.get_latent_representation(new).shape == (new.n_obs, 2)
+
+
 def test_a_measurement_as_a_category_column_is_refused(counts_adata):
     """nUMI or a score as batch_key / condition_key made one category per value (a one-hot
     of hundreds of columns); doses and integer ids are categories and stay accepted."""

@@ -16,6 +16,8 @@ import contextlib
 
 from anndata import AnnData
 
+from ._numbered_obs import refuse_numbered_tables
+
 #: The mappings of an AnnData a call may write into (``obs`` and ``var`` are frames).
 _MAPPINGS = ("obsm", "varm", "layers", "obsp", "varp")
 
@@ -26,7 +28,11 @@ def _kept(adata: AnnData) -> dict:
     kept = {"obs": adata.obs.copy(deep=False), "var": adata.var.copy(deep=False)}
     kept["uns"] = dict(adata.uns)
     for slot in _MAPPINGS:
-        kept[slot] = dict(getattr(adata, slot))
+        try:
+            kept[slot] = dict(getattr(adata, slot))
+        except ValueError:  # obsm's tables indexed by other names than numbered obs: said so
+            refuse_numbered_tables(adata, "adata")
+            raise
     return kept
 
 

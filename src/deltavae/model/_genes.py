@@ -18,7 +18,7 @@ from ._read_calls import read_call
 from ._registered_columns import check_registered_columns
 from ._shared_setup import take_back_setup
 from ._training_checks import rows_unit
-from ._validation import _matrix, _refuse_duplicates, warn_user
+from ._validation import _matrix, _refuse_duplicates, refuse_numeric_names, warn_user
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +206,7 @@ def match_genes(
     if extra_genes and not len(genes.difference(names)) and len(names) > len(genes):
         logger.info("Reading the model's %d genes by name from adata's %d.", len(genes), len(names))
         if not on_disk(adata):
+            refuse_numeric_names(adata, "adata")  # its subset: anndata's obscure TypeError
             return adata[:, genes.to_numpy()].copy()
         return _reordered(adata, names.get_indexer(genes), genes, same_genes=True)
     if len(genes.difference(names)) or len(names.difference(genes)):
@@ -214,6 +215,7 @@ def match_genes(
             f"{_gene_difference(genes, names)}. {advice}" + naming_hint(adata, genes)
         )
     if not on_disk(adata):  # the one warning, which in_training_order (load) gives too
+        refuse_numeric_names(adata, "adata")  # its subset: anndata's obscure TypeError
         warn_user(f"adata has {_gene_difference(genes, names)}{_REORDERED}{_READ_BY_NAME}.")
         return adata[:, genes.to_numpy()].copy()
     copy = f"({adata.n_obs} cells x {len(genes)} genes; adata itself is unchanged)"

@@ -23,6 +23,7 @@ from .._checks import (
     refuse_countless_reference,
     refuse_minified,
 )
+from .._numbered_obs import refuse_numbered_tables
 from .._slashes import MESSAGE_START, warn_imputer_names
 from ..module import ImputerDeconvolutionModule, ImputerLatentModule
 from ._base import DeltaModelMixin
@@ -59,7 +60,13 @@ from ._spots import (
     spots_to_load,
 )
 from ._training_checks import check_flag
-from ._validation import _matrix, check_data, check_flags, check_model_arguments
+from ._validation import (
+    _matrix,
+    check_data,
+    check_flags,
+    check_model_arguments,
+    refuse_numeric_names,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -337,6 +344,8 @@ class SpatialImputer(
             if not isinstance(data, AnnData):  # a table of profiles: SpatialImputer(...) itself
                 raise TypeError(f"{name} must be an AnnData; got {type(data).__name__}.")
             _refuse_duplicates(pd.Index(data.var_names.astype(str)), name)
+            refuse_numbered_tables(data, name)  # anndata reads or copies it no further
+        refuse_numeric_names(spots, "spots")  # subset below: anndata's obscure TypeError
         _matrix(spots, layer, "spots")  # a missing layer is named before the reference work
         check_first_spots(spots, layer)  # as is: normalised spots named so before the reference
         refuse_minified(spots, "spots")

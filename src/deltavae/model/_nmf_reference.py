@@ -23,6 +23,7 @@ from .._checks import (
     refuse_minified,
     short_repr,
 )
+from .._numbered_obs import refuse_numbered_tables
 from .._slashes import MESSAGE_START, PROPORTIONS_COLUMNS, renamed_column, warn_slashed
 from .._unchanged_on_failure import unchanged_on_failure
 from ._count_advice import drop_empty
@@ -384,6 +385,7 @@ class FromReferenceMixin:
                     f"{name} must be an AnnData; got {type(data).__name__}. A table of cell-type "
                     "signatures (types x genes) goes to NMFDeconv(spots, signatures=table)."
                 )
+            refuse_numbered_tables(data, name)  # anndata reads or copies it no further
         if "signatures" in model_kwargs:  # else Python's 'got multiple values for ...'
             raise TypeError(
                 "from_reference makes the signatures from the reference; a table of them goes "

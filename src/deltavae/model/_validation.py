@@ -22,6 +22,7 @@ from .._checks import (
     x_or_none,
 )
 from .._io import csc_advice, dense_advice, is_dense_zarr
+from .._numbered_obs import refuse_numbered_tables
 from .._warn import warn_user
 from ._count_advice import (
     counts_hint,
@@ -320,6 +321,7 @@ def check_setup_target(adata, kwargs: dict | None = None, model: str | None = No
     # Results name genes (expression tables, new data matched by name): each name once.
     _refuse_unnamed_genes(adata.var_names, "adata")
     _refuse_duplicates(pd.Index(adata.var_names.astype(str)), "adata")
+    refuse_numbered_tables(adata, "adata")  # anndata copies, subsets of it fail
 
 
 def refuse_numeric_names(adata: AnnData, who: str) -> None:
