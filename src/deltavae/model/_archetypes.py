@@ -319,7 +319,10 @@ class Archetypes(
         variants of a matched signature and rank the others as novel.
 
         A signature's score for an archetype is the mean, over its genes, of the archetype's
-        log expression standardised across archetypes. Signatures and archetypes are paired
+        log expression standardised across archetypes: each gene weighs the same, however
+        highly expressed, so a gene of the signature that is lowest in the type's archetype in
+        these data pulls the score there down as much as a marker raises it (compare
+        :meth:`get_markers`, or score the genes one by one). Signatures and archetypes are paired
         by stable matching; pairs with a score of 0 or below are not kept. An unmatched
         archetype whose best score reaches ``variant_ratio`` times the score of the archetype
         matched to that signature is a ``"variant"`` of it (a second T-cell state scores
