@@ -255,5 +255,5 @@ def check_schedule(plan: dict) -> None:
     for name, (what, fits) in rules.items():
         if name in plan:
             value = plan[name]
-            if not _is_number(value) or not math.isfinite(value) or not fits(value):
+            if not is_number(value) or not math.isfinite(value) or not fits(value):
                 raise ValueError(f"plan_kwargs[{name!r}] must be {what}; got {short_repr(value)}.")
