@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import contextlib
-import numbers
 
 import numpy as np
 import pandas as pd
@@ -34,7 +33,7 @@ from ._library_quantiles import record_pooled_quantiles
 from ._library_stats import cell_library_stats, log_libraries, record_library_stats
 from ._matrices import has_negatives
 from ._modes import evaluating
-from ._prediction_frame import predicted_cells, target_record
+from ._prediction_frame import checked_response_weight, predicted_cells, target_record
 from ._reference_record import divergence_in_error
 from ._sample_draws import cluster_asked, draw_cells, record_cluster_conditions
 from ._sample_record import checked_batch_size, sample_names, sample_record, sampled_labels
@@ -408,7 +407,7 @@ class GenerationMixin:
                 "values; this model's likelihood is 'bernoulli'."
             )
         strict = response_weight is not None
-        response_weight = self._resolve_response_weight(response_weight, residual)
+        response_weight = checked_response_weight(self, response_weight, residual)
         target = self._condition_codes(target_condition, 1, keep_own=True)[0]
         adata = self._resolve_adata(adata)  # None: the model's AnnData, as other read-outs
         refuse_numeric_names(adata, "adata")  # its subsets: anndata's obscure TypeError
@@ -480,22 +479,3 @@ class GenerationMixin:
         record = target_record(target_condition, moved)
         describe_prediction(out, self, "translate", record, residual, blended=response_weight > 0)
         return out
-
-    def _resolve_response_weight(self, weight: float | None, residual: bool) -> float:
-        """``translate``'s weight on the observed responses, checked; ``None``: the default."""
-        is_count = self.module.observation.is_count
-        if weight is None:
-            return 0.5 if is_count and residual and len(self.condition_keys) == 1 else 0.0
-        if not isinstance(weight, numbers.Real) or isinstance(weight, bool) or not 0 <= weight <= 1:
-            raise ValueError(f"response_weight must be a number in [0, 1], got {weight!r}.")
-        if weight > 0 and (self.module.likelihood == "bernoulli" or len(self.condition_keys) != 1):
-            raise ValueError(
-                "response_weight > 0 averages observed responses over one condition covariate "
-                "of counts or real values; use response_weight=0 for this model."
-            )
-        if weight > 0 and is_count and not residual:
-            raise ValueError(
-                "response_weight > 0 adds observed responses to the cells' own counts; use "
-                "residual=True, or response_weight=0 for a fully decoded translation."
-            )
-        return float(weight)

@@ -10,6 +10,8 @@ condition column at the control; here the column holds the target, so the source
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
@@ -169,3 +171,23 @@ def target_record(target_condition, targets: dict):
     if len(targets) == 1:
         return str(next(iter(targets.values())))
     return str(target_condition)
+
+
+def checked_response_weight(model, weight: float | None, residual: bool) -> float:
+    """``translate``'s weight on the observed responses, checked; ``None``: the default."""
+    is_count = model.module.observation.is_count
+    if weight is None:
+        return 0.5 if is_count and residual and len(model.condition_keys) == 1 else 0.0
+    if not isinstance(weight, numbers.Real) or isinstance(weight, bool) or not 0 <= weight <= 1:
+        raise ValueError(f"response_weight must be a number in [0, 1], got {weight!r}.")
+    if weight > 0 and (model.module.likelihood == "bernoulli" or len(model.condition_keys) != 1):
+        raise ValueError(
+            "response_weight > 0 averages observed responses over one condition covariate "
+            "of counts or real values; use response_weight=0 for this model."
+        )
+    if weight > 0 and is_count and not residual:
+        raise ValueError(
+            "response_weight > 0 adds observed responses to the cells' own counts; use "
+            "residual=True, or response_weight=0 for a fully decoded translation."
+        )
+    return float(weight)
