@@ -1024,3 +1024,46 @@ def test_latent_refuses_a_count_of_draws_that_is_not_one_or_more(blobs_model, mc
     model, _ = blobs_model
     with pytest.raises(ValueError, match=r"mc_samples is a number of draws, an integer from 1"):
         model.get_latent_representation(mc_samples=mc_samples)
+
+
+def test_interrupted_refit_leaves_the_trained_mixture(monkeypatch):
+    """Ctrl-C during the refit after training (the cluster head's fit, after the prior's
+    biases had moved) came through bare and left the prior moved and the head not fitted to
+    it. Now the module is as training left it, train_args_ says no refit took place, and the
+    interrupt says training finished and how to refit."""
+    from deltavae.train import _mixture_init
+
+    adata = _blobs(n_cells=200)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=5, likelihood="normal", **SMALL)
+    trained, failures = {}, [KeyboardInterrupt, ZeroDivisionError]
+    refit = dv.model.CGMDVAE._refit_mixture
+
+    def failing_head(*args, **kwargs):
+        raise failures.pop(0)
+
+    def kept_then_refit(self, method):
+        trained.clear()
+        trained.update({k: v.clone() for k, v in self.module.state_dict().items()})
+        with monkeypatch.context() as patch:
+            patch.setattr(_mixture_init, "fit_cluster_head", failing_head)
+            return refit(self, method)
+
+    def unchanged():
+        now = model.module.state_dict()
+        assert trained and set(now) == set(trained)
+        for key, value in trained.items():
+            assert torch.equal(now[key], value), key
+
+    monkeypatch.setattr(dv.model.CGMDVAE, "_refit_mixture", kept_then_refit)
+    with pytest.raises(KeyboardInterrupt, match="Training finished, but the refit") as err:
+        model.train(max_epochs=3, refit_mixture=True, **TRAIN)
+    assert "model.train(max_epochs=1, refit_mixture=True)" in str(err.value)
+    unchanged()
+    assert model.is_trained_ and model.train_args_["refit_mixture"] is False
+    # Any other error: the same, raised with the note.
+    with pytest.raises(ZeroDivisionError) as err:
+        model.train(max_epochs=1, refit_mixture=True, **TRAIN)
+    assert "refit_mixture=True" in "".join(err.value.__notes__)
+    unchanged()
+    assert model.train_args_["refit_mixture"] is False

@@ -45,15 +45,12 @@ from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
 from ._query_checks import building_query
 from ._real_values import warn_real_values
+from ._refit_kept import refit_or_none
 from ._scvi_glue import scvi_init_names
 from ._training_checks import check_condition_args, check_flag, check_start_epoch
 from ._typicality import fit_score
 from ._unlabelled_types import warn_unlabelled_types
-from ._validation import (
-    check_data,
-    check_model_arguments,
-    check_setup_target,
-)
+from ._validation import check_data, check_model_arguments, check_setup_target
 
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 _DEFAULT_UNLABELED = "Unknown"
@@ -359,7 +356,8 @@ class CGMDVAE(
             joined, D12, D15), keeping what the prior learned of w and the conditions
             (:func:`deltavae.train.refit_mixture`; benchmarks/README.md, D9). ``"auto"``:
             without labels, when the mixture started in this call (a query model keeps the
-            reference's mixture: neither starts nor refits it).
+            reference's mixture: neither starts nor refits it). A refit interrupted or failed
+            leaves the mixture as training left it (``train_args_["refit_mixture"]`` False).
         early_stopping
             Stop once ``validation_loss`` has not improved for ``early_stopping_patience``
             validations (45; 75 under ``"auto"``) after its best full-ELBO epoch (the one
@@ -420,7 +418,8 @@ class CGMDVAE(
                 **kwargs,
             )
             if refit_mixture:
-                self._refit_mixture(mixture_init)
+                with refit_or_none(self):  # all or nothing; an interrupt says training finished
+                    self._refit_mixture(mixture_init)
         self._warn_if_clusters_empty(max_epochs, after_train=True)
         warn_unlabelled_types(self)  # semi-supervised: a type without a labelled cell
         return out
