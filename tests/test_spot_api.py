@@ -527,3 +527,24 @@ def test_read_outs_take_indices_right_after_adata_as_scvi_tools(split, archetype
         imputer.impute(batch_sise=4)
     with pytest.warns(FutureWarning, match=r"SpatialImputer.impute takes indices right after"):
         pd.testing.assert_frame_equal(imputer.impute(None, None, 16, [2]), imputed.iloc[[2]])
+
+
+def test_a_last_minibatch_of_one_spot_trains_where_no_batch_norm_needs_two(split):
+    """9 spots in minibatches of 2: the last spot was dropped from every epoch of NMFDeconv
+    and SpatialImputer too (4 steps), though neither has a BatchNorm layer for which one spot
+    is too few; only Archetypes' encoder (BatchNorm) needs it dropped."""
+    spots, ref = split
+    spots = spots[:9].copy()
+    args = {"batch_size": 2, "train_size": 1.0, **TRAIN}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nmf = dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key="cluster")
+        imputer = dv.model.SpatialImputer.from_reference(
+            spots[:, :30].copy(), reference=ref, labels_key="cluster", profiles="type"
+        )
+        mix = dv.datasets.convex_mixtures(n_spots=9, n_genes=60, n_archetypes=3, seed=0)
+        dv.model.Archetypes.setup_anndata(mix)
+        archetypes = dv.model.Archetypes(mix, n_archetypes=3, min_spots=1)
+        for model, steps in ((nmf, 5), (imputer, 5), (archetypes, 4)):
+            model.train(**args)
+            assert model.trainer.global_step == steps, type(model).__name__

@@ -26,6 +26,7 @@ from ._training_checks import (
     lr_into_optim_kwargs,
     rows_unit,
     say_if_nothing_restored,
+    trains_batch_norm,
 )
 from ._validation import check_backing_for_training
 from ._verdicts import say_verdict
@@ -144,7 +145,8 @@ def add_splitter_arguments(
 ) -> None:  # fmt: skip
     """The data splitter's arguments into ``trainer_kwargs["datasplitter_kwargs"]`` (the
     user's win): shuffling in blocks, a sampler per process under DDP, and the last minibatch
-    dropped where it would hold one cell."""
+    dropped where it would hold one cell and the model trains BatchNorm layers (else it
+    trains: NMFDeconv's and SpatialImputer's spots, a query model's cells)."""
     check_shuffle_block_size(shuffle_block_size, distributed, rows_unit(model), n_train)
     warn_compressed_chunks(model.adata_manager, batch_size, shuffle_block_size, model)
     loader = {"block_size": shuffle_block_size} if shuffle_block_size is not None else {}
@@ -152,7 +154,7 @@ def add_splitter_arguments(
         loader["distributed_sampler"] = True
     if distributed:  # each process's share has its own last minibatch
         n_train = process_share(n_train, device)
-    if n_train % batch_size == 1 and not (model.is_query_model and not model.module.training):
+    if n_train % batch_size == 1 and trains_batch_norm(model):
         loader["drop_last"] = True  # one cell left over: BatchNorm (unfrozen) cannot train
     if loader:
         trainer_kwargs["datasplitter_kwargs"] = {

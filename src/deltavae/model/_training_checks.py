@@ -217,12 +217,7 @@ def check_training_arguments(
             f"reduce_lr_on_plateau watches {metric!r}, but no {unit} is held out for "
             f"validation {held_out}."
         )
-    # A query model trains in eval mode (load_query_data): its BatchNorm layers keep the
-    # reference's statistics and read a minibatch of one as any other.
-    frozen = getattr(model, "is_query_model", False) and not model.module.training
-    batch_norm = not frozen and any(
-        isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules()
-    )
+    batch_norm = trains_batch_norm(model)
     if batch_norm and min(batch_size, n_train) < 2:
         fix = (
             "Use batch_size >= 2, or leave it out for the model's default."
@@ -248,6 +243,16 @@ def check_training_arguments(
         default = _default_train_size(type(model))
         check_training_share(n_train, n_val, n_rows, train_size, batch_size, unit, default)
     check_monitored(model, monitor, plan.get("lr_scheduler_metric"))  # may read two cells
+
+
+def trains_batch_norm(model) -> bool:
+    """Whether ``model``'s training runs BatchNorm layers on the minibatches' statistics,
+    which a minibatch of one cannot give. Not a query model's, trained in eval mode
+    (load_query_data): its BatchNorm layers keep the reference's statistics and read a
+    minibatch of one as any other; not a model without BatchNorm (NMFDeconv, SpatialImputer,
+    whose amortised encoders use LayerNorm)."""
+    frozen = getattr(model, "is_query_model", False) and not model.module.training
+    return not frozen and any(isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules())
 
 
 def _default_train_size(model_class: type):
