@@ -506,6 +506,11 @@ def test_scvi_tools_1_4_plan_and_trainer_configs_are_read(counts_adata):
     assert len(model.history["elbo_train"]) == 4
     with pytest.raises(TypeError, match="plan_config must be a mapping"):
         model.train(max_epochs=1, plan_config=[("lr", 1e-3)])
+    # With plan_config, a plan_kwargs of no dict failed with "'str' object is not a mapping".
+    for plan in ("lr=1e-3", [("lr", 1e-3)]):
+        with pytest.raises(TypeError, match=r"^plan_kwargs must be a dict of the training plan"):
+            model.train(max_epochs=1, plan_config={"lr": 1e-3}, plan_kwargs=plan)
+    assert len(model.history["elbo_train"]) == 4
     # CGMDVAE's train (its own arguments, the rest by **kwargs) reads them alike.
     dv.model.CGMDVAE.setup_anndata(counts_adata)
     cgm = dv.model.CGMDVAE(counts_adata, 3, **SMALL)

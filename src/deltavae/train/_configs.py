@@ -66,7 +66,7 @@ def expand_configs(signature: inspect.Signature, args: tuple, kwargs: dict) -> t
     overrides ``trainer_config``'s; a setting of ``trainer_config`` that is one of train's
     own arguments (``max_epochs``, ``early_stopping``, ``batch_size`` ...) is taken where the
     call left that argument out (scvi-tools dropped it even then), the call's value where it
-    gave one."""
+    gave one. A ``plan_kwargs`` that is no dict is refused as train refuses it."""
     if not any(name in kwargs for name in CONFIGS) or any(
         name in signature.parameters for name in CONFIGS
     ):
@@ -96,7 +96,11 @@ def expand_configs(signature: inspect.Signature, args: tuple, kwargs: dict) -> t
             extra[name] = value
 
     if plan:
-        put("plan_kwargs", {**plan, **(get("plan_kwargs") or {})})
+        from ..model._plan_checks import checked_plan
+
+        # A plan_kwargs of no dict ("lr=1e-3") is refused as without plan_config, not with
+        # "'str' object is not a mapping" from the merge.
+        put("plan_kwargs", {**plan, **checked_plan(get("plan_kwargs"))})
     for key, value in trainer.items():  # the call's own argument wins, as in scvi-tools
         if key in named:
             bound.arguments.setdefault(key, value)
