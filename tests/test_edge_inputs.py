@@ -461,6 +461,13 @@ def test_training_arguments_that_would_be_ignored_or_fail_late_are_refused():
     said = r"accelerator='cuda:0' names a torch device; .* accelerator='gpu', device=\[0\]"
     with pytest.raises(ValueError, match=said):
         model.train(max_epochs=1, accelerator="cuda:0")
+    # Lightning: "invalid accelerator name ... Available names are: auto, tpu, cuda, mps, cpu".
+    for wrong, meant in (("CPU", "cpu"), ("Auto", "auto"), ("cpuu", "cpu")):
+        said = (
+            rf"accelerator='{wrong}' is not an accelerator Lightning knows: did you mean '{meant}'"
+        )
+        with pytest.raises(ValueError, match=said):
+            model.train(max_epochs=1, accelerator=wrong)
     # Lightning: "`devices` selected with `CPUAccelerator` should be an int > 0"; True: 1.
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match=r"devices=\[0\] picks GPUs, .* leave devices out"):

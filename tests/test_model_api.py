@@ -816,6 +816,9 @@ def test_plan_kwargs_reach_the_optimiser():
     advice = r"optimizer must be one of .* e.g. plan_kwargs=\{'optim': torch.optim.SGD\}"
     with pytest.raises(ValueError, match=advice):
         model.train(max_epochs=1, plan_kwargs={"optimizer": "SGD"}, **TRAIN)
+    for wrong, meant in (("adam", "'Adam'"), ("ADAMW", "'AdamW'"), ("custom", "'Custom'")):
+        with pytest.raises(ValueError, match=rf"got '{wrong}' \(did you mean {meant}\?\); for"):
+            model.train(max_epochs=1, plan_kwargs={"optimizer": wrong}, **TRAIN)
     with pytest.raises(ValueError, match="reduce_lr_on_plateau watches"):
         model.train(
             max_epochs=1, train_size=1.0, plan_kwargs={"reduce_lr_on_plateau": True}, **TRAIN

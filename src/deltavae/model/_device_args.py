@@ -11,13 +11,15 @@ import torch
 from scvi.model._utils import parse_device_args
 
 from .._checks import short_repr
+from .._close_names import did_you_mean
 from ..train._distributed import several_devices
 from ._validation import warn_user
 
 
 def check_accelerator(accelerator) -> None:
-    """Refuse a GPU accelerator where torch sees none, a TPU without torch_xla, and a torch
-    device given as the accelerator (the CLI asks this before reading)."""
+    """Refuse a GPU accelerator where torch sees none, a TPU without torch_xla, a torch
+    device given as the accelerator (the CLI asks this before reading), and a name Lightning
+    has no accelerator for (``"CPU"``: did you mean ``"cpu"``?)."""
     name = str(accelerator).lower()
     kind, colon, index = name.partition(":")
     if colon and kind in ("cuda", "gpu", "cpu", "mps"):  # Lightning: "invalid accelerator name"
@@ -27,6 +29,8 @@ def check_accelerator(accelerator) -> None:
             f"goes in accelerator and which one in device: pass accelerator="
             f"{'gpu' if kind == 'cuda' else kind!r}{which}."
         )
+    if isinstance(accelerator, str):
+        _check_accelerator_name(accelerator)
     if name == "tpu" and importlib.util.find_spec("torch_xla") is None:
         # Lightning's ModuleNotFoundError named a package requirement, not the argument.
         raise ValueError(
@@ -50,6 +54,22 @@ def check_accelerator(accelerator) -> None:
             f"accelerator={accelerator!r} asks for Apple's GPU (Metal), which torch "
             f"{torch.__version__} does not see here (torch.backends.mps.is_available() is "
             "False): pass accelerator='cpu', or 'auto' to use a GPU where there is one."
+        )
+
+
+def _check_accelerator_name(accelerator: str) -> None:
+    """Refuse a name Lightning has no accelerator for, with the closest: ``"CPU"`` got
+    Lightning's "You selected an invalid accelerator name: `accelerator='CPU'`. Available
+    names are: auto, tpu, cuda, mps, cpu." (its names are lower case; "gpu" not listed)."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    known = ["auto", "cpu", "gpu", *sorted(set(AcceleratorRegistry.available_accelerators()))]
+    if accelerator not in known:
+        hint = did_you_mean(accelerator, known, end=" ")
+        raise ValueError(
+            f"accelerator={short_repr(accelerator)} is not an accelerator Lightning knows: "
+            f"{hint}Pass one of {', '.join(map(repr, dict.fromkeys(known)))} ('auto': a GPU "
+            "where torch sees one)."
         )
 
 

@@ -22,6 +22,7 @@ import torch
 from scvi import REGISTRY_KEYS
 from scvi.train import LowLevelPyroTrainingPlan
 
+from .._close_names import did_you_mean
 from .._rng import forked_generators
 from ._checkpoint import keep_frozen_entries
 from ._convergence import DEFAULT_LR, record_stop
@@ -179,10 +180,11 @@ class DeltaTrainingPlan(DivergenceGuard, LowLevelPyroTrainingPlan):
         if weight_decay is not None:
             optim_kwargs["weight_decay"] = weight_decay
         if optimizer not in _OPTIMIZERS:
+            hint = did_you_mean(optimizer, [*_OPTIMIZERS, "Custom"])  # "adam": 'Adam'
             raise ValueError(
                 f"optimizer must be one of {sorted(_OPTIMIZERS)} or 'Custom' (with "
-                f"optimizer_creator), got {optimizer!r}; for another, pass its class, e.g. "
-                "plan_kwargs={'optim': torch.optim.SGD}."
+                f"optimizer_creator), got {optimizer!r}{f' ({hint})' if hint else ''}; for "
+                "another, pass its class, e.g. plan_kwargs={'optim': torch.optim.SGD}."
             )
         kwargs.setdefault("optim", _OPTIMIZERS[optimizer])
         # scvi-tools' eps, and a weight decay never the optimiser's own (AdamW's is 0.01): 0
