@@ -228,9 +228,13 @@ def test_scvi_tools_arguments_decided_here_are_named_with_what_to_do(counts_adat
     query = counts_adata.copy()
     query.obs["condition"] = "new_" + query.obs["condition"].astype(str)
     # What would train other weights than the new categories' is refused...
-    for switch in ({"unfrozen": True}, {"freeze_batchnorm_decoder": False}):
-        with pytest.raises(TypeError, match=rf"load_query_data\(\).*'{[*switch][0]}'.*frozen"):
-            dv.model.ZINBVAE.load_query_data(query, model, **switch)
+    switches = ("unfrozen", "freeze_expression", "freeze_decoder_first_layer",
+                "freeze_batchnorm_encoder", "freeze_classifier")  # fmt: skip
+    for name, value in zip(switches, (True, False, False, False, False), strict=True):
+        with pytest.raises(TypeError, match=rf"load_query_data\(\).*'{name}'.*frozen"):
+            dv.model.ZINBVAE.load_query_data(query, model, **{name: value})
+    with pytest.raises(TypeError, match=r"'transfer_batch': transfer_batch=False refuses a"):
+        dv.model.ZINBVAE.load_query_data(query, model, transfer_batch=False)
     # ...scvi-tools' defaults that change nothing here run (unfrozen=False and freeze_dropout=
     # False were refused): scvi-tools' query trains in eval mode, without dropout, as here.
     for dropout in (False, True):
@@ -238,6 +242,16 @@ def test_scvi_tools_arguments_decided_here_are_named_with_what_to_do(counts_adat
             query, model, unfrozen=False, freeze_dropout=dropout
         )
         assert ported.is_query_model and not ported.module.training
+    # ...and scvi-tools 1.4's other defaults (refused before): its freeze_* switches at True
+    # freeze what is frozen here; no BatchNorm decodes counts, so freeze_batchnorm_decoder's
+    # default (False) is a no-op too; transfer_batch=True takes new batches, as here.
+    defaults = {"freeze_expression": True, "freeze_decoder_first_layer": True,
+                "freeze_batchnorm_encoder": True, "freeze_batchnorm_decoder": False,
+                "freeze_classifier": True, "transfer_batch": True}  # fmt: skip
+    ported = dv.model.ZINBVAE.load_query_data(query, model, **defaults)
+    learning = {n for n, p in ported.module.named_parameters() if p.requires_grad}
+    assert learning == {n for n, p in dv.model.ZINBVAE.load_query_data(query, model)
+                        .module.named_parameters() if p.requires_grad}  # fmt: skip
     with pytest.raises(TypeError, match="unexpected keyword argument 'nonsense'"):
         dv.model.ZINBVAE.load_query_data(query, model, nonsense=True)
     # scvi-tools 1.4's datamodule route: Python's bare message before.
@@ -590,3 +604,23 @@ def test_scvi_model_arguments_at_values_that_change_nothing_are_no_ops(counts_ad
     assert mapped.adata.n_obs == 50
     with pytest.raises(TypeError, match="'inplace_subset_query_vars'"):
         dv.model.ZINBVAE.load_query_data(query, tmp_path / "m", inplace_subset_query_vars=True)
+
+
+def test_a_query_of_a_decoder_with_batch_norm_refuses_to_let_it_learn(tmp_path):
+    """freeze_batchnorm_decoder=False (scvi-tools' default) lets the decoder's BatchNorm
+    weights learn: taken where no BatchNorm decodes (counts), refused for a CGMDVAE of a
+    normal likelihood, whose decoder has BatchNorm that the query keeps frozen; True runs."""
+    adata = dv.datasets.synthetic_blobs(
+        n_cells=120, n_features=8, n_clusters=2, n_conditions=2, seed=0
+    )
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, likelihood="normal", **SMALL)
+    model.train(max_epochs=1)
+    model.save(tmp_path / "ref")
+    query = adata.copy()
+    query.obs["condition"] = "new"
+    for reference in (model, tmp_path / "ref"):
+        with pytest.raises(ValueError, match=r"freeze_batchnorm_decoder=False\) lets the dec"):
+            dv.model.CGMDVAE.load_query_data(query, reference, freeze_batchnorm_decoder=False)
+    ported = dv.model.CGMDVAE.load_query_data(query, model, freeze_batchnorm_decoder=True)
+    assert ported.is_query_model

@@ -187,8 +187,13 @@ class QueryMappingMixin(ArchesMixin):
         trains on the query alone and leaves the reference's mapping of its own conditions
         (its z) unchanged. A query model saved and loaded again keeps
         the same frozen weights. The query trains in eval mode, without dropout, as
-        scvi-tools' does: its freezing switches ``unfrozen=False`` and ``freeze_dropout``
-        (either value) change nothing and are taken; the others are refused.
+        scvi-tools' does. scvi-tools' switches at values that change nothing here are taken:
+        ``unfrozen=False``, ``freeze_dropout`` (either value), ``freeze_expression``,
+        ``freeze_decoder_first_layer``, ``freeze_batchnorm_encoder`` and ``freeze_classifier``
+        at their default True (frozen, as here), ``freeze_batchnorm_decoder`` True, and its
+        default False where the decoder has no BatchNorm (count models), and
+        ``transfer_batch=True`` (new batches learn); values that would let other weights
+        learn, or refuse new batches, are refused.
 
         Only those columns learn, so the query's labels, where it has some, do not change the
         mapping, and a new donor mixes with the reference less than in one model trained on

@@ -22,6 +22,7 @@ from ._live_models import forget_when_gone
 from ._loader_keywords import check_loader_keywords
 from ._matrices import holds_handles, to_memory
 from ._modes import evaluating, in_module_dtype
+from ._query_switches import refuse_learning_decoder_norms
 from ._shared_setup import new_model_id
 from ._training_checks import check_batch_size
 
@@ -221,7 +222,10 @@ _FIXED_NETWORKS = (
 _FIXED_QUERY = (
     "what a query model learns is fixed here: the weights of the new categories' columns "
     "(their dispersions, a latent library's encoder), every other weight frozen, BatchNorm's "
-    "statistics kept"
+    "statistics kept; scvi-tools' defaults of its freezing switches (freeze_expression=True, "
+    "freeze_decoder_first_layer=True, freeze_batchnorm_encoder=True, freeze_classifier=True, "
+    "unfrozen=False) freeze what is frozen here and are taken, a value that would let other "
+    "weights learn is refused"
 )
 _QUERY_FREEZING = (
     "unfrozen",
@@ -231,7 +235,6 @@ _QUERY_FREEZING = (
     "freeze_batchnorm_encoder",
     "freeze_batchnorm_decoder",
     "freeze_classifier",
-    "transfer_batch",
 )
 #: What a model takes instead of scvi-tools' arguments it lacks, by method.
 _INSTEAD = {
@@ -267,6 +270,10 @@ _INSTEAD = {
     },
     "load_query_data": {
         **dict.fromkeys(_QUERY_FREEZING, _FIXED_QUERY),
+        "transfer_batch": "transfer_batch=False refuses a query whose batches the reference "
+        "lacks (scvi-tools' SysVI); here a query model learns its new categories, as under "
+        "transfer_batch=True (scvi-tools' default, taken): to refuse new batches, compare "
+        "the query's with the reference's before mapping it",
         **dict.fromkeys(
             ("registry", "datamodule"),
             "scvi-tools reads a registry with a datamodule in place of the query; a query "
@@ -330,12 +337,22 @@ _NO_OPS = {
     # unfrozen=False: scvi-tools' freezing applies (here every reference weight is frozen).
     # freeze_dropout either way: scvi-tools' query trains in eval mode (its load_query_data
     # ends in module.eval(), which Lightning 2 keeps), so dropout is off whatever its value
-    # (True also sets p=0), as here.
+    # (True also sets p=0), as here. The freeze_* switches at True freeze what is frozen here
+    # (the encoder's and decoder's gene and z weights, the encoder's BatchNorm, SCANVI's
+    # classifier: CGMDVAE's cluster head, whose new categories' columns learn as in every
+    # network); freeze_batchnorm_decoder=False only where the reference's decoder has no
+    # BatchNorm (_query_switches, checked before). transfer_batch=True: new batches learn.
     "load_query_data": {
         "datamodule": (None,),
         "inplace_subset_query_vars": (False,),
         "unfrozen": (False,),
         "freeze_dropout": (False, True),
+        "freeze_expression": (True,),
+        "freeze_decoder_first_layer": (True,),
+        "freeze_batchnorm_encoder": (True,),
+        "freeze_batchnorm_decoder": (False, True),
+        "freeze_classifier": (True,),
+        "transfer_batch": (True,),
     },
 }
 
@@ -345,8 +362,10 @@ def drop_scvi_no_ops(kwargs: dict, method: str = "train") -> None:
     switches nothing on here (``load_sparse_tensor=False``, ``datamodule=None``, SCANVI's
     ``n_samples_per_label=None`` and ``adversarial_classifier=False``; the constructor's
     ``latent_distribution="normal"`` and ``batch_representation="one-hot"``;
-    ``load_query_data``'s ``inplace_subset_query_vars=False``, ``unfrozen=False`` and
-    ``freeze_dropout``, whose query trains without dropout either way, as here)."""
+    ``load_query_data``'s ``inplace_subset_query_vars=False``, ``unfrozen=False``,
+    ``freeze_dropout``, whose query trains without dropout either way, as here, the
+    ``freeze_*`` switches at their defaults, which freeze what is frozen here, and
+    ``transfer_batch=True``)."""
     for name, values in _NO_OPS.get(method, {}).items():
         if name in kwargs and any(
             kwargs[name] is v or (isinstance(v, str) and kwargs[name] == v) for v in values
@@ -373,6 +392,8 @@ def scvi_init_names(init):
     def checked(first, *args, **kwargs):
         known = inspect.signature(init).parameters
         model = first.__name__ if isinstance(first, type) else type(first).__name__
+        if init.__name__ == "load_query_data":  # False: a no-op where no BatchNorm decodes
+            refuse_learning_decoder_norms(first, args, kwargs)
         drop_scvi_no_ops(kwargs, init.__name__)  # scvi-tools' defaults written out: run
         refuse_scvi_names(init.__name__, model, [key for key in kwargs if key not in known])
         return init(first, *args, **kwargs)
