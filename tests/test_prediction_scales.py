@@ -208,3 +208,37 @@ def test_cells_without_counts_are_said_by_each_method(trained, method):
         "sc.pp.filter_cells(adata, min_counts=1)."
     ]
     np.testing.assert_allclose(pred.X[1], pred.X[4], rtol=1e-5)  # all alike
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_advice_on_cells_without_counts_reads_the_models_genes_alone(trained, method):
+    """Cells given with a gene the model does not read, empty in the model's genes but not in
+    that one: the advice was scanpy's filter_cells(adata, min_counts=1), which counts every
+    gene and kept them. It now judges the model's genes, and running it drops those cells."""
+    model, _, ctrl = trained
+    x = ctrl.X.toarray() if hasattr(ctrl.X, "toarray") else np.asarray(ctrl.X).copy()
+    x[[1, 4]] = 0
+    extra = np.full((ctrl.n_obs, 1), 3.0, dtype=x.dtype)
+    adata = anndata.AnnData(
+        np.hstack([extra, x]), obs=ctrl.obs.copy(), var={"n": range(ctrl.n_vars + 1)}
+    )
+    adata.var_names = ["other", *ctrl.var_names]
+    keys = {} if method == "translate" else {"condition_key": "condition"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.predict_perturbation(adata, "stim", method, seed=0, **keys)
+    said = [str(w.message) for w in caught if "are all zeros" in str(w.message)]
+    assert len(said) == 1 and "filter_cells" not in said[0], said
+    advice = said[0].split("Leave them out before predicting: ")[1].removesuffix(".")
+    assert advice == (
+        "adata = adata[np.asarray(abs(adata[:, model.adata.var_names].X).sum(1)).ravel() > 0]"
+        ".copy()"
+    )
+    kept = {"adata": adata.copy(), "model": model, "np": np}
+    exec(advice, kept)  # the statement runs as written and drops exactly those cells
+    assert list(kept["adata"].obs_names) == [
+        n for i, n in enumerate(ctrl.obs_names) if i not in (1, 4)
+    ]
+    scanpy_kept = adata.copy()
+    sc.pp.filter_cells(scanpy_kept, min_counts=1)
+    assert scanpy_kept.n_obs == ctrl.n_obs  # what the old advice kept

@@ -446,7 +446,7 @@ class GenerationMixin:
                 parts = module.translation(x, cats, moved, residual, floor=floor)
                 gathered.add(moved=moved, own=cats, empty=~x.ne(0).any(-1), **parts)
             got = gathered.result()
-            warn_empty_cells(self, got["empty"].numpy(), adata.obs_names, "translate")
+            warn_empty_cells(self, got["empty"].numpy(), adata.obs_names, "translate", given)
             own, moved = got["own"].numpy(), got["moved"].numpy()
             warn_untrained_combinations(self, moved, "translate")
             if torch.equal(got["moved"], got["own"]):  # returned as a prediction

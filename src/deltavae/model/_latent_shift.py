@@ -208,7 +208,7 @@ def latent_shift(
     both = [g for g in means_src if g in means_tgt]
     delta = np.mean([means_tgt[g] - means_src[g] for g in both], axis=0)
     caller_obs, obsm, uns = adata.obs, adata.obsm, adata.uns  # the labels and columns as given
-    adata = model._validate_anndata(adata)
+    given, adata = adata, model._validate_anndata(adata)
     module = model.module  # in eval mode while its loader is read (see _OnDevice)
     shift = torch.as_tensor(delta, dtype=torch.float32, device=module.device)
     floor = None if module.likelihood != "normal" else data_floor(model, adata)  # as translate
@@ -243,7 +243,7 @@ def latent_shift(
             **params,
         )
     got = gathered.result()
-    warn_empty_cells(model, got["empty"].numpy(), adata.obs_names, "latent_shift")
+    warn_empty_cells(model, got["empty"].numpy(), adata.obs_names, "latent_shift", given)
     if "moved" in got:
         call = "predict_perturbation(method='latent_shift')"
         warn_untrained_combinations(model, got["moved"].numpy(), call)

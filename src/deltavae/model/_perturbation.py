@@ -386,11 +386,11 @@ def nearest_response(
     caller_obs, obsm, uns = adata.obs, adata.obsm, adata.uns  # the labels and columns as given
     what = "nearest_response adds the observed change to each cell's data"
     warn_unmeasured(model, adata, what, "method='latent_shift'")
-    adata = model._validate_anndata(adata)
+    given, adata = adata, model._validate_anndata(adata)
     x_train = memoised(memo, "data", lambda: additive_data(model, train))
     x_query, library = additive_data_and_library(model, adata)  # one read of the cells
     if memo is None:  # inside translate (memo), translate says it
-        warn_empty_cells(model, ~x_query.any(axis=1), adata.obs_names, "nearest_response")
+        warn_empty_cells(model, ~x_query.any(axis=1), adata.obs_names, "nearest_response", given)
     c_train, coordinates = memoised(
         memo,
         ("coordinates", similarity),
