@@ -1459,6 +1459,40 @@ def test_nearest_response_takes_a_label_response_from_the_cells_given_the_label(
         g.predict_perturbation(ctrl, "stim", method="nearest_response")
 
 
+def test_translate_with_labels_of_one_condition_says_why_and_the_route_to_predicted_labels():
+    """Only control cells labelled: no label is seen under both conditions. translate's
+    warning said only "no group ... is seen under both", advising response_weight=0, and the
+    explicit weight's refusal advised balance_key, which translate refuses."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=200, n_genes=30, n_clusters=2, n_conditions=2, seed=4, condition_fold=3.0
+    )
+    stim = (adata.obs["condition"] == "stim").to_numpy()
+    adata.obs["label"] = np.where(stim, "Unknown", adata.obs["cluster"].astype(str))
+    dv.model.CGMDVAE.setup_anndata(
+        adata, condition_key="condition", labels_key="label", unlabeled_category="Unknown"
+    )
+    g = dv.model.CGMDVAE(adata, **SMALL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # two epochs: not converged
+        g.train(max_epochs=2, **FAST)
+    ctrl = adata[~stim].copy()
+    cause = r"the groups are the labels of the labelled training cells "
+    cause += r"\(adata.obs\['label'\]\), and no training cell under 'stim' carries a label"
+    route = r"translate takes no balance_key.*method='nearest_response', balance_key="
+    with pytest.warns(UserWarning, match=f"seen under both 'ctrl' and 'stim': {cause}.*{route}"):
+        assert g.translate(ctrl, "stim").uns["response_weight"] == 0.0
+    with pytest.raises(ValueError, match=f"{cause}.*{route}"):
+        g.translate(ctrl, "stim", response_weight=0.5)
+    with pytest.raises(ValueError, match=f"{cause}.*predicted labels, pass them as balance_key"):
+        g.predict_perturbation(ctrl, "stim", method="nearest_response")
+    # The route the advice names works.
+    g.adata.obs["predicted_label"] = g.predict_labels()["label"]
+    pred = g.predict_perturbation(
+        ctrl, "stim", method="nearest_response", balance_key="predicted_label"
+    )
+    assert len(pred.uns["response_groups"]) > 0 and np.isfinite(pred.X).all()
+
+
 def test_differential_abundance_reads_and_writes_the_adata_as_given(reference):
     """scvi-tools read a query model's copy of its query (no column added after mapping:
     KeyError) and wrote into it, or into a copy of cells with their genes reordered."""

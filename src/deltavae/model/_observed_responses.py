@@ -10,6 +10,7 @@ from scvi import REGISTRY_KEYS
 from ..distributions._draws import CellDraws
 from ._condition_counts import trained_conditions
 from ._fit_cells import warn_if_subset_since_fit
+from ._label_responses import UnlabelledResponseError, predicted_labels_route
 from ._labels import NoResponseError
 from ._matrices import memory_copy, row_sums
 from ._perturbation import Contrast, nearest_response
@@ -69,7 +70,7 @@ def with_observed_responses(
     counts = None if translated["counts"] is None else translated["counts"].copy()
     is_count = model.module.observation.is_count
     x = model.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
-    blended, alone = False, []
+    blended, alone, cause = False, [], None
     draws = CellDraws() if draws is None else draws
     memo = {}  # the training cells' groups, data and coordinates, for every source
     library = None
@@ -93,6 +94,16 @@ def with_observed_responses(
             # The scale responses add on: log-normalized counts, or the data of other models.
             nearest = nearest.layers["log_normalized"] if is_count else nearest.X
             nearest = np.asarray(nearest, dtype=np.float64)
+        except UnlabelledResponseError as err:  # labels of one condition only
+            if strict:
+                raise NoResponseError(
+                    f"No group of the model's training cells is seen under both {source!r} and "
+                    f"{str(target_condition)!r}: {err.cause}, so there is no observed response "
+                    f"to average. {_route(target_condition)}"
+                ) from None
+            alone.append(source)
+            cause = err.cause
+            continue
         except NoResponseError:
             if strict:
                 raise
@@ -109,7 +120,7 @@ def with_observed_responses(
         mean = np.expm1((1 - weight) * model_log + weight * nearest) * own_library / 1e4
         expected[rows] = mean
         counts[rows] = draws.round_counts(torch.as_tensor(mean).float(), "blend").numpy()
-    _warn_model_alone(alone, target_condition, model)
+    _warn_model_alone(alone, target_condition, model, cause)
     return {"expected": expected.astype(np.float32), "counts": counts}, weight if blended else 0.0
 
 
@@ -124,16 +135,35 @@ def _query_note(model) -> str:
     )
 
 
-def _warn_model_alone(sources: list[str], target, model) -> None:
+def _route(target) -> str:
+    """translate's advice where no label is seen under both conditions: it takes no
+    balance_key, predict_perturbation's nearest_response does."""
+    return (
+        "translate takes no balance_key; to transfer the responses of predicted labels, store "
+        "them in the training AnnData and pass them as balance_key: "
+        f"{predicted_labels_route(target)}. Pass response_weight=0 to ask for the model's "
+        "translation alone."
+    )
+
+
+def _warn_model_alone(sources: list[str], target, model, cause: str | None = None) -> None:
     """translate's default averages in observed responses; where there were none to average,
     the cells kept the model's translation alone, which the user is told rather than left to
-    find in ``uns["response_weight"]``."""
-    if sources:
-        warn_user(
-            "translate's default (response_weight=None: 0.5 for counts) averages the model's "
-            "translation with the observed responses of the most similar training groups, but "
-            f"no group of the model's training cells is seen under both "
-            f"{', '.join(map(repr, sources))} and {str(target)!r}{_query_note(model)}: those "
-            "cells were translated by the model alone (uns['response_weight'] records the "
-            "weight used). Pass response_weight=0 to ask for the model alone."
-        )
+    find in ``uns["response_weight"]``. ``cause``: why no label is seen under both conditions
+    (labels of one condition only), said with the route to predicted labels' responses."""
+    if not sources:
+        return
+    why = f": {cause}" if cause is not None else _query_note(model)
+    advice = (
+        _route(target)
+        if cause is not None
+        else ("Pass response_weight=0 to ask for the model alone.")
+    )
+    warn_user(
+        "translate's default (response_weight=None: 0.5 for counts) averages the model's "
+        "translation with the observed responses of the most similar training groups, but "
+        f"no group of the model's training cells is seen under both "
+        f"{', '.join(map(repr, sources))} and {str(target)!r}{why}. Those "
+        "cells were translated by the model alone (uns['response_weight'] records the "
+        f"weight used). {advice}"
+    )

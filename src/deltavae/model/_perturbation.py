@@ -24,6 +24,7 @@ from ._contrast import Contrast
 from ._empty_cells import warn_empty_cells
 from ._fit_cells import warn_if_subset_since_fit
 from ._label_record import warn_predicted_groups
+from ._label_responses import UnlabelledResponseError, labels_cause, predicted_labels_route
 from ._labels import NoResponseError, groups_under_both, label_groups
 from ._latent_shift import balance_groups, describe_prediction, latent_shift
 from ._prediction_frame import predicted_cells, target_record
@@ -377,11 +378,11 @@ def nearest_response(
     except NoResponseError as err:
         if groups_key is not None or counted.all():
             raise
-        raise NoResponseError(
-            f"{err} A label's response is taken from the cells given that label, not from "
-            "unlabelled cells predicted to carry it. To use predicted labels, pass them as "
-            "balance_key, an obs column of the training AnnData (model.predict_labels() gives "
-            "them)."
+        cause = labels_cause(model, train, train_conditions, counted, source, target)
+        raise UnlabelledResponseError(
+            f"{err} Here {cause}. To use predicted labels, pass them as balance_key, an obs "
+            f"column of the training AnnData: {predicted_labels_route(target)}.",
+            cause,
         ) from None
     caller_obs, obsm, uns = adata.obs, adata.obsm, adata.uns  # the labels and columns as given
     what = "nearest_response adds the observed change to each cell's data"
