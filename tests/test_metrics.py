@@ -847,6 +847,28 @@ def test_scores_set_by_too_few_spots_are_warned_about():
         dv.metrics.ssim(*two)
 
 
+def test_pcc_over_one_spot_and_constant_predictions_say_which_scores_are_nan():
+    """per_type_pcc over one spot gave NaN for every type without a word (the few-spots
+    warning covered two spots); imputation_scores' constant-prediction warning said only
+    "their PCC is undefined", its z-scored RMSE being NaN too."""
+    true, pred = np.array([[0.5, 0.5]]), np.array([[0.1, 0.9]])
+    with pytest.warns(UserWarning, match=r"Only 1 spot to score.*over one spot PCC is undefined"):
+        assert dv.metrics.per_type_pcc(true, pred).isna().all()
+    one = r"over one spot PCC is undefined \(NaN.*, and SSIM is 1 and the JS distance 0 whatever"
+    with pytest.warns(UserWarning, match=one):
+        dv.metrics.deconvolution_scores(true, pred)
+    with pytest.warns(UserWarning, match=r"over one spot PCC and the z-scored RMSE are undefined"):
+        scores = dv.metrics.imputation_scores(true, pred)
+    assert scores["pcc"].isna().all() and scores["rmse"].isna().all()
+    true = pd.DataFrame({"g1": [1.0, 2.0, 3.0, 4.0], "g2": [0.0, 1.0, 0.0, 2.0]})
+    pred = true.assign(g2=0.5)  # g2 imputed flat
+    with pytest.warns(UserWarning, match=r"\['g2'\]\): their PCC and z-scored RMSE are undefined"):
+        scores = dv.metrics.imputation_scores(true, pred)
+    assert np.isnan(scores.loc["g2", "pcc"]) and np.isnan(scores.loc["g2", "rmse"])
+    with pytest.warns(UserWarning, match=r"\['g2'\]\): their PCC is undefined"):
+        dv.metrics.per_type_pcc(true, pred)
+
+
 def test_names_that_differ_only_in_type_are_said_so():
     """Columns 0, 1, 2 against '0', '1', '2' (a table read back from an h5ad): imputation
     said pred holds the genes as rows (its spots' 0, 1, ...), advising a transposition."""

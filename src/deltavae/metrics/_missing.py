@@ -68,14 +68,22 @@ def refuse_not_finite(name: str, frame: pd.DataFrame, values: str) -> None:
 
 def warn_few_spots(n_spots: int, scores: tuple[str, ...]) -> None:
     """Warn where a per-type score is set by the number of spots, not by the prediction: a
-    Pearson correlation over 2 spots is +1 or -1; over 1 spot each column scaled by its
-    maximum (SSIM) or by its sum (JS distance) is 1, so SSIM is 1 and the distance 0."""
+    Pearson correlation over 2 spots is +1 or -1; over 1 spot it is undefined (NaN, as is the
+    z-scored RMSE where ``scores`` holds ``"rmse"``: one value has no spread), and each column
+    scaled by its maximum (SSIM) or by its sum (JS distance) is 1, so SSIM is 1 and the
+    distance 0."""
     if n_spots == 2 and "pcc" in scores:
         trivial = "over two spots PCC is +1 or -1 whatever the prediction"
-    elif n_spots == 1 and {"ssim", "jsd"} & set(scores):
+    elif n_spots == 1 and {"pcc", "ssim", "jsd"} & set(scores):
+        parts = []
+        if "pcc" in scores:  # NaN, which .median() skips: every type left the summary
+            nan = "PCC and the z-scored RMSE are" if "rmse" in scores else "PCC is"
+            parts.append(f"{nan} undefined (NaN: one value has no spread)")
         texts = {"ssim": "SSIM is 1", "jsd": "the JS distance 0"}
         named = [text for name, text in texts.items() if name in scores]
-        trivial = f"over one spot {' and '.join(named)} whatever the prediction (values above 0)"
+        if named:
+            parts.append(f"{' and '.join(named)} whatever the prediction (values above 0)")
+        trivial = "over one spot " + ", and ".join(parts)
     else:
         return
     warn_user(
@@ -116,17 +124,19 @@ def flat(values: np.ndarray, axis: int | None = None):
     return np.ptp(values, axis=axis) <= _FLAT * np.abs(values).max(axis=axis)
 
 
-def warn_constant_predictions(true, pred, unit: str) -> None:
+def warn_constant_predictions(true, pred, unit: str, scores: tuple[str, ...] = ()) -> None:
     """Warn where ``pred`` is constant across spots in a column whose true values vary (a
-    type predicted nowhere, a gene imputed flat): its PCC is NaN (and its JS distance where
-    the column is all 0), which ``.median()`` skips, leaving the failure out of the summary."""
+    type predicted nowhere, a gene imputed flat): its PCC is NaN (and its z-scored RMSE
+    where ``scores`` holds ``"rmse"``, its JS distance where the column is all 0), which
+    ``.median()`` skips, leaving the failure out of the summary."""
     flat, varies = _flat_but_true_varies(true, pred)
     flat = pred.columns[flat]
     if not len(flat):
         return
+    undefined = "PCC and z-scored RMSE are" if "rmse" in scores else "PCC is"
     warn_user(
         f"pred is constant across spots in {len(flat)} of the {int(varies.sum())} {unit} whose "
-        f"true values vary (e.g. {short_repr(flat[:5].tolist())}): their PCC is undefined "
+        f"true values vary (e.g. {short_repr(flat[:5].tolist())}): their {undefined} undefined "
         "(NaN, as is the JS distance of a column of 0s), and .median() skips NaN, leaving "
         "these failures out of the summary. Count them as failures, e.g. "
         "scores['pcc'].fillna(0).median(), as Li et al.'s code does.",
@@ -192,7 +202,7 @@ def warn_uninformative(true, pred, scores: tuple[str, ...], unit: str) -> None:
     call. ``"rmse"`` in ``scores``: the z-scored RMSE, NaN where PCC is."""
     warn_few_spots(len(true), scores)
     if "pcc" in scores:
-        warn_constant_predictions(true, pred, unit)
+        warn_constant_predictions(true, pred, unit, scores)
         warn_constant_truth(true, unit, scores)
     if "jsd" in scores:
         warn_zero_columns(true, pred, unit, named_already="pcc" in scores)
