@@ -355,9 +355,11 @@ class GenerationMixin:
             brought"). Needs ``residual=True`` for counts and a group of training cells seen under
             both conditions (a query model's training cells are its query's: a response needs query
             cells of both); ``uns["response_weight"]`` of the result records the weight used (the
-            default falls to 0, with a warning, where no group is). The responses are read from the
-            model's AnnData: one subset in place since training (``sc.pp.filter_cells``) gives those
-            of the cells left, with a warning.
+            default falls to 0, with a warning, where no group is: with labels, a label's
+            response is read from the cells given it, so labels of one condition only see none;
+            predicted labels go in as ``predict_perturbation``'s ``balance_key``). The
+            responses are read from the model's AnnData: one subset in place since training
+            (``sc.pp.filter_cells``) gives those of the cells left, with a warning.
         seed
             Seed of the random rounding (or draw) of ``layers["counts"]``: the same seed gives
             the same counts, whatever the ``batch_size`` and on a GPU as on the CPU (the
