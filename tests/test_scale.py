@@ -840,3 +840,25 @@ if __name__ == "__main__":
         )
     else:
         print(json.dumps(_ddp_histories(sys.argv[1], sys.argv[2])))
+
+
+def test_ddp_shares_of_one_cell_are_refused_only_where_batch_norm_trains():
+    """Two training rows on two processes: one each. ZINBVAE's BatchNorm cannot train on a
+    minibatch of one (refused); NMFDeconv has no BatchNorm and trains on it (it was refused
+    too, 'a minibatch needs 2')."""
+    from deltavae.model._train_steps import add_splitter_arguments
+    from deltavae.train._distributed import process_share
+
+    cells = dv.datasets.synthetic_counts(n_cells=40, n_genes=20, n_clusters=2, seed=0)
+    spots, _ = dv.datasets.pseudo_spots(cells, "cluster", n_spots=6, cells_per_spot=(1, 3))
+    dv.model.NMFDeconv.setup_anndata(spots)
+    nmf = dv.model.NMFDeconv(spots, n_components=2)
+    kwargs = {}
+    add_splitter_arguments(nmf, 4, None, 2, True, 2, kwargs)
+    assert kwargs["datasplitter_kwargs"] == {"distributed_sampler": True}  # nothing dropped
+    dv.model.ZINBVAE.setup_anndata(cells)
+    with pytest.raises(ValueError, match="each process reads 1 cell"):
+        add_splitter_arguments(dv.model.ZINBVAE(cells), 4, None, 2, True, 2, {})
+    assert process_share(2, 2, batch_norm=False) == 1 and process_share(3, [0, 1]) == 2
+    with pytest.raises(ValueError, match="each process reads 1 cell.*BatchNorm"):
+        process_share(2, 2)

@@ -152,9 +152,10 @@ def add_splitter_arguments(
     loader = {"block_size": shuffle_block_size} if shuffle_block_size is not None else {}
     if distributed:
         loader["distributed_sampler"] = True
+    batch_norm = trains_batch_norm(model)
     if distributed:  # each process's share has its own last minibatch
-        n_train = process_share(n_train, device)
-    if n_train % batch_size == 1 and trains_batch_norm(model):
+        n_train = process_share(n_train, device, batch_norm)
+    if n_train % batch_size == 1 and batch_norm:
         loader["drop_last"] = True  # one cell left over: BatchNorm (unfrozen) cannot train
     if loader:
         trainer_kwargs["datasplitter_kwargs"] = {

@@ -80,26 +80,30 @@ def cells_per_process(n_train: int, devices) -> int:
     return -(-n_train // n) if n > 1 else n_train
 
 
-def process_share(n_train: int, devices) -> int:
-    """:func:`cells_per_process`, refused where a process would read fewer than 2 cells: its
-    one minibatch of one cell is dropped (BatchNorm cannot train on it), and Lightning ended
-    the fit with 'No training batches', the model untrained, in silence.
+def process_share(n_train: int, devices, batch_norm: bool = True) -> int:
+    """:func:`cells_per_process`, refused where a process would read fewer than 2 cells and
+    the model trains BatchNorm layers (``batch_norm``): its one minibatch of one cell is
+    dropped (BatchNorm cannot train on it), and Lightning ended the fit with 'No training
+    batches', the model untrained, in silence. A model without them (NMFDeconv's and
+    SpatialImputer's spots, a query model in eval mode) trains on a minibatch of one.
 
     Examples
     --------
     >>> process_share(9, 2)
     5
+    >>> process_share(2, 2, batch_norm=False)
+    1
     >>> process_share(2, 2)
     Traceback (most recent call last):
     ...
     ValueError: With 2 training cells on 2 processes, each process reads 1 cell: ...
     """
     share = cells_per_process(n_train, devices)
-    if share < 2:
+    if share < 2 and batch_norm:
         raise ValueError(
             f"With {n_train} training cells on {_device_count(devices)} processes, each process "
-            f"reads {share} cell: too few to train on (a minibatch needs 2). Train on one "
-            "device, or on more cells."
+            f"reads {share} cell: too few to train on (the model's BatchNorm layers need 2 per "
+            "minibatch). Train on one device, or on more cells."
         )
     return share
 
