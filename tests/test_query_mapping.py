@@ -498,3 +498,26 @@ def test_a_query_category_that_is_the_references_but_for_case_or_spaces_is_warne
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         dv.model.CGMDVAE.load_query_data(query, g)  # 'new' alone: nothing said of it
+
+
+def test_a_query_model_in_training_mode_trains_on_minibatches_of_one_cell():
+    """A query model's BatchNorm layers keep the reference's statistics in training mode too
+    (ReferenceBatchNorm1d). Switched to training mode (``q.module.train()``, for dropout),
+    it was taken to train BatchNorm: batch_size=1 was refused ('BatchNorm layers need at
+    least 2 cells per minibatch') and a last minibatch of one cell was dropped."""
+    from deltavae.model._train_steps import add_splitter_arguments
+    from deltavae.model._training_checks import trains_batch_norm
+
+    adata = _counts()
+    g = _reference(adata)
+    assert trains_batch_norm(g)
+    q = dv.model.CGMDVAE.load_query_data(_query(adata, 5), g)
+    q.module.train()
+    assert not trains_batch_norm(q)
+    kwargs = {}
+    add_splitter_arguments(q, 4, None, 5, False, "auto", kwargs)  # 5 = 4 + 1: one left over
+    assert "drop_last" not in kwargs.get("datasplitter_kwargs", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one epoch: not converged
+        q.train(max_epochs=1, train_size=1.0, batch_size=1)
+    assert len(q.history["elbo_train"]) == 1 and q.is_trained_

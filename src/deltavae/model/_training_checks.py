@@ -13,6 +13,7 @@ from .._close_names import did_you_mean
 from .._rng import forked_generators
 from ..train._data import split_sizes
 from ._device_args import check_accelerator
+from ._freeze import ReferenceBatchNorm1d
 from ._plan_checks import check_optimizer_settings, check_plan_names, check_plan_numbers
 from ._split_checks import checked_external_split
 from ._trainer_args import (  # noqa: F401 (callback_list: _base)
@@ -247,12 +248,16 @@ def check_training_arguments(
 
 def trains_batch_norm(model) -> bool:
     """Whether ``model``'s training runs BatchNorm layers on the minibatches' statistics,
-    which a minibatch of one cannot give. Not a query model's, trained in eval mode
-    (load_query_data): its BatchNorm layers keep the reference's statistics and read a
-    minibatch of one as any other; not a model without BatchNorm (NMFDeconv, SpatialImputer,
-    whose amortised encoders use LayerNorm)."""
-    frozen = getattr(model, "is_query_model", False) and not model.module.training
-    return not frozen and any(isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules())
+    which a minibatch of one cannot give. Not a query model's (load_query_data), in eval
+    mode or not: its BatchNorm layers are ``ReferenceBatchNorm1d``, which keep the
+    reference's statistics in training mode too (``model/_freeze.py``), read a minibatch
+    of one as any other and have no running statistics to lag; not a model without
+    BatchNorm (NMFDeconv, SpatialImputer, whose amortised encoders use LayerNorm). A model
+    in eval mode otherwise trains in training mode (``_prepare_module``)."""
+    return any(
+        isinstance(m, torch.nn.BatchNorm1d) and not isinstance(m, ReferenceBatchNorm1d)
+        for m in model.module.modules()
+    )
 
 
 def _default_train_size(model_class: type):

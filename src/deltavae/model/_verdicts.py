@@ -21,6 +21,7 @@ from ..train._convergence import (
     still_improving,
 )
 from ._summary import record_verdict
+from ._training_checks import trains_batch_norm
 from ._validation import warn_user
 
 #: A type's largest share over the spots below which it is in none of them (the proportions'
@@ -66,10 +67,9 @@ def say_verdict(model, run: dict, max_epochs, early_stopping, plan_kwargs: dict,
         auto_share=auto_share,
         kept_epoch=model.best_epoch_,
         lr=rate,
-        # A query model's BatchNorm keeps the reference's statistics (model/_freeze.py).
         earlier_epochs=earlier_full_epochs(model, run),
-        batch_norm=not model.is_query_model
-        and any(isinstance(m, torch.nn.BatchNorm1d) for m in model.module.modules()),
+        # A query model's BatchNorm keeps the reference's statistics (model/_freeze.py).
+        batch_norm=trains_batch_norm(model),
         # Unless it fine-tunes a trained model: a slow run is flat only when that much flatter.
         slower=1.0 if tunes_a_trained_model(model, run) else slower_than_default(rate, default),
         default_lr=default,
