@@ -13,7 +13,7 @@ from _torch_elbo import assert_torch_elbo_is_pyros
 
 import deltavae as dv
 from deltavae.metrics import matched_profile_correlation
-from deltavae.model._archetype_results import stable_matching
+from deltavae.model._stable_matching import stable_matching
 
 TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
 # The warning that archetypes 0 and 1 (made duplicates) merged as alike.
@@ -749,6 +749,31 @@ def test_a_signature_left_without_an_archetype_is_said(fitted, tmp_path):
     adata.write_h5ad(tmp_path / "a.h5ad")  # the list is written as h5ad takes it
     del signatures["s0_again"]
     assert model.match_signatures(signatures).attrs["unmatched_signatures"] == []
+
+
+def test_an_unmatched_signature_is_told_the_gene_that_pulls_it_down(fitted):
+    """A signature of A0's top marker and of the gene lowest in A0 (an anti-marker, higher in
+    the other archetypes) scores about 0 in A0 and best in another archetype, whose own
+    signature takes it: the warning named that best archetype only, not the gene without
+    which the signature is A0's."""
+    model, _ = fitted
+    profiles = model.get_archetype_profiles()
+    log = np.log1p(profiles * 1e4)
+    z = log.sub(log.mean(1), axis=0).div(log.std(1, ddof=0), axis=0)
+    marker, anti = z["A0"].idxmax(), z["A0"].idxmin()
+    signatures = {c: list(profiles[c].nlargest(8).index) for c in profiles.columns}
+    signatures["GC"] = [marker, anti]
+    without = f"without {anti} ({z.loc[anti, 'A0']:.2f} in A0), its best is A0 at "
+    message = rf"'GC' \(best A[1-9]: .*; {re.escape(without)}{z.loc[marker, 'A0']:.2f}\)"
+    with pytest.warns(UserWarning, match=message):
+        table = model.match_signatures(signatures)
+    assert table.attrs["unmatched_signatures"] == ["GC"]
+    from deltavae.model._archetype_signatures import pulled_down
+
+    # Nothing to add for one gene, nor where no gene lies below 0 where it would score best.
+    assert pulled_down(z.loc[[anti]].to_numpy(), [anti], list(z.columns)) == ""
+    both = z.loc[[marker, marker]].to_numpy()
+    assert pulled_down(both, ["a", "b"], list(z.columns)) == ""
 
 
 def test_a_refused_match_keeps_the_old_map_marked_as_stale(fitted):

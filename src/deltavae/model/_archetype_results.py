@@ -24,7 +24,6 @@ from ._archetype_checks import (
 from ._empty_spots import drop_empty_spots
 from ._gene_advice import identifier_advice
 from ._spots import prefixed, warn_empty_spots
-from ._stable_matching import stable_matching
 from ._validation import warn_user
 
 
@@ -72,12 +71,13 @@ def signature_scores(
     genes: pd.Index,
     signatures: Mapping[str, Sequence[str]],
     var: pd.DataFrame | None = None,
-) -> tuple[list[str], np.ndarray]:
-    """Signature names and their scores (signatures x archetypes): the mean over a signature's
-    genes (``genes``, one name per row of ``log_profiles``; a symbol of several rows reads
-    them all) of the archetypes' log profiles (genes x archetypes) standardised across
-    archetypes; see :meth:`deltavae.model.Archetypes.match_signatures`. ``var``, the model's
-    genes' table, is searched for a column naming the genes when ``genes`` names none."""
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The signatures kept (``{name: their genes' rows}``) and their scores (signatures x
+    archetypes): the mean over a signature's genes (``genes``, one name per row of
+    ``log_profiles``; a symbol of several rows reads them all) of the archetypes' log
+    profiles (genes x archetypes) ``standardized`` across archetypes; see
+    :meth:`deltavae.model.Archetypes.match_signatures`. ``var``, the model's genes' table,
+    is searched for a column naming the genes when ``genes`` names none."""
     if isinstance(signatures, pd.DataFrame | pd.Series | np.ndarray):
         raise TypeError(
             f"signatures must be a mapping {{name: [genes, ...]}}, got a "
@@ -133,13 +133,14 @@ def signature_scores(
                 or identifier_advice([g for m in signatures.values() for g in m], genes)
             )
         )
+    z = standardized(log_profiles)
+    return gene_sets, np.stack([z[idx].mean(axis=0) for idx in gene_sets.values()])
+
+
+def standardized(log_profiles: np.ndarray) -> np.ndarray:
+    """Each gene's (row's) log profile standardised across the archetypes (columns)."""
     sd = log_profiles.std(axis=1, keepdims=True)
-    standardized = (log_profiles - log_profiles.mean(axis=1, keepdims=True)) / np.where(
-        sd > 0, sd, 1.0
-    )
-    sig_names = list(gene_sets)
-    scores = np.stack([standardized[idx].mean(axis=0) for idx in gene_sets.values()])
-    return sig_names, scores
+    return (log_profiles - log_profiles.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0)
 
 
 def anchors(weights: pd.DataFrame, n_anchors: int, name: str) -> pd.Series:
@@ -334,82 +335,6 @@ def merge_groups(
     _, first = np.unique(labels, return_index=True)
     order = {label: rank for rank, label in enumerate(labels[np.sort(first)])}
     return np.array([order[label] for label in labels]), tree, thin
-
-
-def signature_table(
-    scores: np.ndarray, sig_names: list[str], archetypes: Sequence[str], variant_ratio: float
-) -> pd.DataFrame:
-    """Archetypes matched to signatures, variants of a matched signature, and novel states.
-
-    Signatures (rows of ``scores``) and archetypes (columns) are paired by
-    :func:`stable_matching`; a pair with a score of 0 or below is not kept. An unmatched
-    archetype whose best score reaches ``variant_ratio`` times the score of the archetype
-    matched to that same signature is a variant of it (a second T-cell state, say), not a
-    novel state. The rest are novel, ranked from the least like any signature (rank 1).
-
-    Examples
-    --------
-    >>> scores = np.array([[2.0, 1.6, -0.5, 0.1], [0.1, 0.0, -0.2, 0.9]])
-    >>> names = ["A0", "A1", "A2", "A3"]
-    >>> signature_table(scores, ["T", "B"], names, 0.5)[["signature", "status"]]
-       signature   status
-    A0         T  matched
-    A1         T  variant
-    A2       NaN    novel
-    A3         B  matched
-
-    A signature left without an archetype is warned about and listed in the table's
-    ``attrs["unmatched_signatures"]``.
-    """
-    if not 0 < variant_ratio <= 1:
-        raise ValueError(f"variant_ratio must lie in (0, 1]; got {variant_ratio}.")
-    n = len(archetypes)
-    best = scores.argmax(axis=0)
-    table = pd.DataFrame(
-        {
-            "signature": pd.Series([np.nan] * n, dtype=object),
-            "score": scores.max(axis=0),
-            "status": "novel",
-            "novel_rank": np.nan,
-        },
-        index=pd.Index(list(archetypes)),
-    )
-    matched = {}
-    for row, col in stable_matching(scores):
-        if scores[row, col] > 0:
-            table.iloc[col, :3] = [sig_names[row], scores[row, col], "matched"]
-            matched[row] = col
-    for col in np.flatnonzero(table["status"] == "novel"):
-        row = int(best[col])
-        if row in matched and scores[row, col] >= variant_ratio * scores[row, matched[row]] > 0:
-            table.iloc[col, [0, 2]] = [sig_names[row], "variant"]
-    novel = table.index[table["status"] == "novel"]
-    order = table.loc[novel, "score"].sort_values().index
-    table.loc[order, "novel_rank"] = np.arange(1, len(order) + 1)
-    unmatched = [name for row, name in enumerate(sig_names) if row not in matched]
-    table.attrs["unmatched_signatures"] = unmatched
-    if unmatched:
-        best = []
-        for row in (sig_names.index(name) for name in unmatched[:10]):
-            col = int(np.argmax(scores[row]))
-            taken = table.iloc[col]
-            owner = (
-                f", matched to {taken['signature']!r} at {taken['score']:.2f}"
-                if taken["status"] == "matched"
-                else ""
-            )
-            best.append(
-                f"{sig_names[row]!r} (best {archetypes[col]}: {scores[row, col]:.2f}{owner})"
-            )
-        warn_user(
-            f"{len(unmatched)} of {len(sig_names)} signatures matched no archetype: "
-            f"{', '.join(best)}{' and more' if len(unmatched) > 10 else ''}. Each archetype "
-            "goes to one signature (the one it and the signature prefer), and a score of 0 or "
-            "below is no match; a state the archetypes lack needs more archetypes "
-            "(n_archetypes) or less merging (a higher merge_threshold). They are listed in "
-            "the table's attrs['unmatched_signatures']."
-        )
-    return table
 
 
 def _signatures_current(model) -> bool:

@@ -1,13 +1,18 @@
 """``Archetypes.match_signatures``: the signatures' genes read in the model's gene names or
-in a column of their symbols, scored against the archetype profiles and matched."""
+in a column of their symbols, scored against the archetype profiles and matched; a signature
+left unmatched is told the gene that pulls its score down."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ._archetype_checks import signature_genes
-from ._archetype_results import signature_scores, signature_table
+from ._archetype_results import signature_scores, standardized
+from ._stable_matching import stable_matching
+from ._validation import warn_user
 
 _CP10K = 1e4
 
@@ -17,10 +22,130 @@ def match_signatures(model, signatures, variant_ratio: float, gene_symbols) -> p
     the profiles it was made of (``signature_map_``, ``signature_profiles_``, saved)."""
     genes = signature_genes(model.adata, gene_symbols)  # before the profiles are read
     profiles = model.get_archetype_profiles()
-    sig_names, scores = signature_scores(
-        np.log1p(profiles.to_numpy() * _CP10K), genes, signatures, model.adata.var
-    )
-    table = signature_table(scores, sig_names, profiles.columns, variant_ratio)
+    log_profiles = np.log1p(profiles.to_numpy() * _CP10K)
+    gene_sets, scores = signature_scores(log_profiles, genes, signatures, model.adata.var)
+    z, rows = standardized(log_profiles), list(gene_sets.values())
+    names = [str(name) for name in profiles.columns]
+
+    def note(row: int) -> str:
+        return pulled_down(z[rows[row]], genes[rows[row]], names)
+
+    table = signature_table(scores, list(gene_sets), profiles.columns, variant_ratio, note)
     # The map is written while these profiles hold (saved); both set once it is made.
     model.signature_profiles_, model.signature_map_ = profiles, table
+    return table
+
+
+def pulled_down(z: np.ndarray, genes: Sequence[str], archetypes: Sequence[str]) -> str:
+    """What to add, in the warning of an unmatched signature, about its gene that pulls its
+    best score down most: the one whose removal raises the signature's best score (over the
+    archetypes) most, named with the archetype then best, its score there without the gene and
+    the gene's own standardised log expression there (``z``: the signature's genes x
+    archetypes; ``genes``: their names, a symbol of several rows named on each). Nothing for a
+    signature of one gene, or where no gene lies below 0 in the archetype best without it.
+
+    A signature of a marker gene and an "anti-marker" (lowest in the type's archetype, higher
+    in another one than the marker) scores best in the wrong archetype:
+
+    Examples
+    --------
+    >>> z = np.array([[1.37, -0.6, -0.8], [-1.41, 0.6, 0.9]])  # best A2: 0.05
+    >>> pulled_down(z, ["Penk", "Doc2g"], ["A0", "A1", "A2"])
+    '; without Doc2g (-1.41 in A0), its best is A0 at 1.37'
+    """
+    genes = np.asarray(genes, dtype=object)
+    names = list(dict.fromkeys(genes))
+    if len(names) < 2:
+        return ""
+    best = z.mean(axis=0).max()
+    without = np.stack([z[genes != name].mean(axis=0) for name in names])
+    gene, col = np.unravel_index(int(np.argmax(without)), without.shape)
+    drag = z[genes == names[gene], col].mean()
+    if without[gene, col] <= best or drag >= 0:
+        return ""
+    return (
+        f"; without {names[gene]} ({drag:.2f} in {archetypes[col]}), its best is "
+        f"{archetypes[col]} at {without[gene, col]:.2f}"
+    )
+
+
+def signature_table(
+    scores: np.ndarray,
+    sig_names: list[str],
+    archetypes: Sequence[str],
+    variant_ratio: float,
+    note: Callable[[int], str] | None = None,
+) -> pd.DataFrame:
+    """Archetypes matched to signatures, variants of a matched signature, and novel states.
+
+    Signatures (rows of ``scores``) and archetypes (columns) are paired by
+    :func:`stable_matching`; a pair with a score of 0 or below is not kept. An unmatched
+    archetype whose best score reaches ``variant_ratio`` times the score of the archetype
+    matched to that same signature is a variant of it (a second T-cell state, say), not a
+    novel state. The rest are novel, ranked from the least like any signature (rank 1).
+
+    Examples
+    --------
+    >>> scores = np.array([[2.0, 1.6, -0.5, 0.1], [0.1, 0.0, -0.2, 0.9]])
+    >>> names = ["A0", "A1", "A2", "A3"]
+    >>> signature_table(scores, ["T", "B"], names, 0.5)[["signature", "status"]]
+       signature   status
+    A0         T  matched
+    A1         T  variant
+    A2       NaN    novel
+    A3         B  matched
+
+    A signature left without an archetype is warned about and listed in the table's
+    ``attrs["unmatched_signatures"]``; ``note(row)`` adds what the warning says of the
+    signature of row ``row`` (``pulled_down``).
+    """
+    if not 0 < variant_ratio <= 1:
+        raise ValueError(f"variant_ratio must lie in (0, 1]; got {variant_ratio}.")
+    n = len(archetypes)
+    best = scores.argmax(axis=0)
+    table = pd.DataFrame(
+        {
+            "signature": pd.Series([np.nan] * n, dtype=object),
+            "score": scores.max(axis=0),
+            "status": "novel",
+            "novel_rank": np.nan,
+        },
+        index=pd.Index(list(archetypes)),
+    )
+    matched = {}
+    for row, col in stable_matching(scores):
+        if scores[row, col] > 0:
+            table.iloc[col, :3] = [sig_names[row], scores[row, col], "matched"]
+            matched[row] = col
+    for col in np.flatnonzero(table["status"] == "novel"):
+        row = int(best[col])
+        if row in matched and scores[row, col] >= variant_ratio * scores[row, matched[row]] > 0:
+            table.iloc[col, [0, 2]] = [sig_names[row], "variant"]
+    novel = table.index[table["status"] == "novel"]
+    order = table.loc[novel, "score"].sort_values().index
+    table.loc[order, "novel_rank"] = np.arange(1, len(order) + 1)
+    unmatched = [name for row, name in enumerate(sig_names) if row not in matched]
+    table.attrs["unmatched_signatures"] = unmatched
+    if unmatched:
+        best = []
+        for row in (sig_names.index(name) for name in unmatched[:10]):
+            col = int(np.argmax(scores[row]))
+            taken = table.iloc[col]
+            owner = (
+                f", matched to {taken['signature']!r} at {taken['score']:.2f}"
+                if taken["status"] == "matched"
+                else ""
+            )
+            said = note(row) if note is not None else ""
+            best.append(
+                f"{sig_names[row]!r} (best {archetypes[col]}: {scores[row, col]:.2f}{owner}{said})"
+            )
+        warn_user(
+            f"{len(unmatched)} of {len(sig_names)} signatures matched no archetype: "
+            f"{', '.join(best)}{' and more' if len(unmatched) > 10 else ''}. Each archetype "
+            "goes to one signature (the one it and the signature prefer), and a score of 0 or "
+            "below is no match; a state the archetypes lack needs more archetypes "
+            "(n_archetypes) or less merging (a higher merge_threshold). They are listed in "
+            "the table's attrs['unmatched_signatures']."
+        )
     return table

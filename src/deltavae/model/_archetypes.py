@@ -350,7 +350,8 @@ class Archetypes(
             novel). Also kept for :meth:`write_to_adata` (``uns["archetypes"]
             ["signature_map"]``). Signatures that matched no archetype (more signatures than
             archetypes, or none scoring above 0) are warned about, with their best
-            archetype, and listed in ``attrs["unmatched_signatures"]``.
+            archetype and the gene without which their best score rises most (an
+            "anti-marker" below 0 there), and listed in ``attrs["unmatched_signatures"]``.
 
         Examples
         --------
