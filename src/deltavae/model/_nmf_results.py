@@ -81,8 +81,7 @@ class NMFResultsMixin:
         names = spots if rows is None else spots[rows]
         if not self.module.amortized:
             order = training_rows(pd.Index(spots.astype(str)), self.spot_names_)
-            index = self.module.gene_index
-            columns = None if index is None else index.cpu().numpy()
+            columns = self._read_columns()
             check_fitted_ranks(self, columns)  # spots.X replaced since train: not its fit
             check_same_spots(self, adata, spot_rows(self, adata), _OTHER)
             order = order if rows is None else order[rows]

@@ -322,10 +322,8 @@ class NMFDeconv(
             max_epochs=max_epochs, lr=lr, batch_size=batch_size, train_size=train_size, **kwargs
         )
         if not self.module.amortized:  # its parameters are of these counts (check_fitted_ranks)
-            index = self.module.gene_index
-            columns = None if index is None else index.cpu().numpy()
             layer = self.registry_["setup_args"]["layer"]
-            self.spot_ranks_ = rank_prints(self.adata, layer, columns)
+            self.spot_ranks_ = rank_prints(self.adata, layer, self._read_columns())
         steps = max_epochs * max(1, n_spots // batch_size)  # both checked by the run
         # Reference-free, after a run long enough to judge (1 step: one factor led every spot),
         # unless its verdict asks to train again: "fit fewer factors, e.g. n_components=1"
@@ -408,10 +406,14 @@ class NMFDeconv(
     def _match_genes(self, adata: AnnData) -> AnnData:
         """New spots need the genes the model reads (:meth:`used_genes`), by name and in any
         order (see :func:`match_read_genes`)."""
-        index = self.module.gene_index
-        used = None if index is None else index.cpu().numpy()
         layer = self.registry_["setup_args"]["layer"]
-        return match_read_genes(adata, self._training_genes(), used, layer)
+        return match_read_genes(adata, self._training_genes(), self._read_columns(), layer)
+
+    def _read_columns(self) -> np.ndarray | None:
+        """The columns of the model's genes it reads (the reference's markers among them),
+        ``None`` where it reads them all."""
+        index = self.module.gene_index
+        return None if index is None else index.cpu().numpy()
 
     def get_signatures(self) -> pd.DataFrame:
         """Cell types x genes, expected counts per cell (learned ones in reference-free mode).
