@@ -170,6 +170,24 @@ def test_an_ordered_condition_stays_ordered_and_concatenates():
         assert both.obs["condition"].dtype == adata.obs["condition"].dtype
 
 
+def test_a_model_loaded_onto_string_conditions_samples_them_ordered_as_trained(tmp_path):
+    """The model kept an ordered condition's dtype as its name, "category": loaded onto
+    cells whose column is strings (read from a table), sample wrote it unordered."""
+    scvi.settings.seed = 0
+    adata = _with_donors()
+    order = pd.CategoricalDtype(["stim", "ctrl"], ordered=True)
+    adata.obs["condition"] = adata.obs["condition"].astype(str).astype(order)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="condition")
+    model = dv.model.CGMDVAE(adata, n_clusters=2, **SMALL)
+    model.train(max_epochs=1, batch_size=64)
+    model.save(tmp_path / "m")
+    strings = adata.copy()
+    strings.obs["condition"] = strings.obs["condition"].astype(str).astype(object)
+    loaded = dv.model.CGMDVAE.load(tmp_path / "m", adata=strings)
+    sampled = loaded.sample(10, seed=0).obs["condition"]
+    assert sampled.dtype.ordered and list(sampled.cat.categories) == ["stim", "ctrl"]
+
+
 def test_labels_the_model_has_not_seen_are_read_as_unlabelled():
     scvi.settings.seed = 0
     adata = _with_donors()

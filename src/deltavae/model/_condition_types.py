@@ -19,10 +19,29 @@ from ._registered import category_mappings
 def record_condition_dtypes(model, adata, keys) -> None:
     """Keep in ``model.condition_dtypes_`` the dtype of each condition column ``keys`` of the
     AnnData a fit starts on; a dtype kept from an earlier fit stays (a model loaded with its
-    saved AnnData, whose strings h5ad made categories, and trained on)."""
+    saved AnnData, whose strings h5ad made categories, and trained on). A categorical
+    column's is its ``CategoricalDtype`` (categories, and whether they are ordered: a name,
+    ``"category"``, lost the order of a column of time points or doses); others' their name
+    (a model saved before holds names only)."""
     kept = dict(getattr(model, "condition_dtypes_", None) or {})
-    now = {key: str(adata.obs[key].dtype) for key in keys if key in adata.obs}
+    now = {key: _dtype_record(adata.obs[key].dtype) for key in keys if key in adata.obs}
     model.condition_dtypes_ = {**now, **kept}
+
+
+def _dtype_record(dtype):
+    """What ``condition_dtypes_`` keeps of a column's dtype (see
+    :func:`record_condition_dtypes`).
+
+    Examples
+    --------
+    >>> _dtype_record(pd.CategoricalDtype(["t0", "t1"], ordered=True)).ordered
+    True
+    >>> _dtype_record(np.dtype(object))
+    'object'
+    """
+    if isinstance(dtype, pd.CategoricalDtype):
+        return pd.CategoricalDtype(list(dtype.categories), ordered=bool(dtype.ordered))
+    return str(dtype)
 
 
 def model_column(model, key: str, obs: pd.DataFrame | None = None) -> tuple[pd.Series, list]:
@@ -50,7 +69,8 @@ def model_column(model, key: str, obs: pd.DataFrame | None = None) -> tuple[pd.S
     else:
         column = trained
         dtype = (getattr(model, "condition_dtypes_", None) or {}).get(key)
-        if dtype is not None and dtype != str(column.dtype):  # h5ad's categories for strings
+        # h5ad's categories for strings; a record of a model saved before: the dtype's name
+        if dtype is not None and str(dtype) != str(column.dtype):
             try:
                 column = column.iloc[:0].astype(dtype)  # the dtype is all _like_column reads
             except (TypeError, ValueError):
