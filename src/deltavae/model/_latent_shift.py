@@ -96,8 +96,8 @@ def _count_scale(model, method: str, residual: bool, blended: bool) -> str:
     if method == "nearest_response":  # added on log-normalized counts, taken back to counts
         return (
             "expected counts at each cell's library size: its log-normalized counts plus the "
-            "observed responses, expm1(.) * library size / 1e4 (the log-normalized prediction: "
-            "layers['log_normalized'])" + whole
+            "observed responses, expm1(.) * library size / 1e4, not rescaled to the library "
+            "(the log-normalized prediction: layers['log_normalized'])" + whole
         )
     if residual:
         scale = "each cell's observed counts plus the model's change to the target"

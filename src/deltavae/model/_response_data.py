@@ -46,7 +46,8 @@ def on_count_scale(model, adata: AnnData, log_pred: np.ndarray, draws=None, libr
     :func:`additive_data`) on the scale of the cells' own counts, as ``translate`` and
     ``latent_shift`` give theirs: the expected counts at each cell's library size (the inverse
     of :func:`deltavae.metrics.log_normalize`: ``expm1(log_pred) * library / 1e4``, a cell
-    without counts at a library of 1), and the layers ``{"log_normalized": log_pred}`` and,
+    without counts at a library of 1; not rescaled, so a cell's total is its library only
+    where ``expm1(log_pred)`` sums to 10,000), and the layers ``{"log_normalized": log_pred}`` and,
     where ``draws`` (:class:`~deltavae.distributions._draws.CellDraws`) are given,
     ``"counts"``: the expectation rounded stochastically to whole counts. Concatenated with
     real counts, the prediction is normalized (``sc.pp.normalize_total``, ``log1p``) like them.
