@@ -2,6 +2,7 @@
 
 import copy
 import re
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -749,6 +750,31 @@ def test_a_signature_left_without_an_archetype_is_said(fitted, tmp_path):
     adata.write_h5ad(tmp_path / "a.h5ad")  # the list is written as h5ad takes it
     del signatures["s0_again"]
     assert model.match_signatures(signatures).attrs["unmatched_signatures"] == []
+
+
+def test_a_signature_matched_no_better_than_random_genes_is_said(fitted, tmp_path):
+    """A signature of genes that mark no archetype (a state the data lack) took its best
+    archetype, at a score of about 0, reported "matched" without a word."""
+    model, mix = fitted
+    profiles = model.get_archetype_profiles()
+    log = np.log1p(profiles * 1e4)
+    z = log.sub(log.mean(1), axis=0).div(log.std(1, ddof=0), axis=0)
+    # Two markers of every archetype: a signature no archetype stands out in.
+    flat = [g for c in z.columns for g in z[c].nlargest(2).index]
+    top = list(z["A0"].nlargest(6).index)
+    message = r"1 of 1 signatures matched an archetype no more than random genes .*'flat' \(A"
+    with pytest.warns(UserWarning, match=message):
+        table = model.match_signatures({"flat": flat})
+    row = table[table["signature"] == "flat"]
+    assert (row["status"] == "matched").any() and row["score"].abs().max() < 0.2
+    assert table.attrs["weak_matches"] == ["flat"]
+    adata = mix.copy()
+    model.write_to_adata(adata)
+    assert list(adata.uns["archetypes"]["weak_matches"]) == ["flat"]
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a marker signature: nothing said
+        assert model.match_signatures({"A0s": top}).attrs["weak_matches"] == []
 
 
 def test_an_unmatched_signature_is_told_the_gene_that_pulls_it_down(fitted):

@@ -379,6 +379,8 @@ def summary(model, names, groups: np.ndarray, tree: np.ndarray, n_empty: int = 0
         )
         unmatched = table.attrs.get("unmatched_signatures", [])  # not in a map saved before
         out["unmatched_signatures"] = np.asarray(unmatched, dtype=object).astype(str)
+        weak = table.attrs.get("weak_matches", [])
+        out["weak_matches"] = np.asarray(weak, dtype=object).astype(str)
     return out
 
 

@@ -31,9 +31,61 @@ def match_signatures(model, signatures, variant_ratio: float, gene_symbols) -> p
         return pulled_down(z[rows[row]], genes[rows[row]], names)
 
     table = signature_table(scores, list(gene_sets), profiles.columns, variant_ratio, note)
+    table.attrs["weak_matches"] = weak_matches(table, z, gene_sets)
     # The map is written while these profiles hold (saved); both set once it is made.
     model.signature_profiles_, model.signature_map_ = profiles, table
     return table
+
+
+#: Random gene sets drawn per signature size to judge its match (:func:`weak_matches`).
+_NULL_SETS = 200
+
+
+def weak_matches(table: pd.DataFrame, z: np.ndarray, gene_sets: dict) -> list[str]:
+    """The matched signatures whose score is below the median best score (over the
+    archetypes) of random sets of as many of the model's genes (``z``: genes x archetypes,
+    standardised; ``gene_sets``: each signature's rows), warned about with their scores: a
+    signature whose genes mark no archetype more than random genes do (a state the data lack)
+    was reported matched, at a score of 0.02 (of a sd), without a word. The draws are fixed
+    (seed 0): the same model and signatures, the same list.
+
+    Examples
+    --------
+    >>> z = np.array([[1.4, -0.7, -0.7], [-0.7, 1.4, -0.7], [-0.7, -0.7, 1.4]] * 4)
+    >>> table = pd.DataFrame({"signature": ["a", "flat"], "score": [1.4, 0.0],
+    ...                       "status": ["matched", "matched"]}, index=["A0", "A1"])
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as said:
+    ...     warnings.simplefilter("always")
+    ...     weak = weak_matches(table, z, {"a": np.array([0, 3]), "flat": np.array([0, 1, 2])})
+    >>> weak, str(said[0].message)[:58]
+    (['flat'], '1 of 2 signatures matched an archetype no more than random')
+    """
+    rng, null, weak = np.random.default_rng(0), {}, []
+    for archetype, row in table[table["status"] == "matched"].iterrows():
+        size = len(gene_sets[row["signature"]])
+        if size not in null:
+            best = [
+                z[rng.choice(len(z), size, replace=False)].mean(axis=0).max()
+                for _ in range(_NULL_SETS)
+            ]
+            null[size] = float(np.median(best))
+        if row["score"] < null[size]:
+            weak.append((row["signature"], archetype, row["score"], null[size], size))
+    if weak:
+        said = ", ".join(
+            f"{name!r} ({archetype}: {score:.2f}, random sets of {size} genes {typical:.2f})"
+            for name, archetype, score, typical, size in weak[:10]
+        )
+        warn_user(
+            f"{len(weak)} of {len(gene_sets)} signatures matched an archetype no more than "
+            f"random genes mark one: {said}{' and more' if len(weak) > 10 else ''} (a score "
+            "against the median best score of random sets of as many of the model's genes). "
+            "Their genes barely differ between the archetypes: the match says little of what "
+            "the archetype is, as where the state is not in the data. They are listed in the "
+            "table's attrs['weak_matches']."
+        )
+    return [name for name, *_ in weak]
 
 
 def pulled_down(z: np.ndarray, genes: Sequence[str], archetypes: Sequence[str]) -> str:

@@ -352,6 +352,11 @@ class Archetypes(
             archetypes, or none scoring above 0) are warned about, with their best
             archetype and the gene without which their best score rises most (an
             "anti-marker" below 0 there), and listed in ``attrs["unmatched_signatures"]``.
+            A matched signature scoring below the median best score of random sets of as
+            many of the model's genes (drawn with a fixed seed) marks its archetype no more
+            than random genes do (a state the data lack gets its best archetype, at a score
+            near 0): it is warned about with its score and listed in
+            ``attrs["weak_matches"]``, its row left ``"matched"``.
 
         Examples
         --------
@@ -401,7 +406,8 @@ class Archetypes(
         ``merge_threshold``, ``min_spots``, ``merge_groups``, ``merge_tree`` (scipy linkage of
         the raw archetypes), ``n_empty_spots`` (spots without counts: NaN weights, dominant
         and anchor), ``no_spots`` (archetypes no spot weighs most: no anchors, warned),
-        ``elbow`` when chosen, ``signature_map`` and ``unmatched_signatures``).
+        ``elbow`` when chosen, ``signature_map``, ``unmatched_signatures`` and
+        ``weak_matches``).
 
         Examples
         --------
