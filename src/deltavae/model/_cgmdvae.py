@@ -248,11 +248,12 @@ class CGMDVAE(
             label is ``unlabeled_category`` make it semi-supervised.
         unlabeled_category
             The label of unlabelled cells. ``None`` (the default): cells labelled
-            ``"Unknown"``, if any, are unlabelled. A value no cell carries (every cell
-            labelled) trains supervised, as scvi-tools' ``SCANVI`` does, and is the mark a
-            query mapped onto the model carries (:meth:`load_query_data`); refused where a
-            label looks like another mark (``"unknown"``, ``"NA"``, -1), which would train
-            as a cell type.
+            ``"Unknown"``, if any, are unlabelled; integer labels are all labelled (the mark
+            an integer no cell carries: -1 unless -1 is a label). A value no cell carries
+            (every cell labelled) trains supervised, as scvi-tools' ``SCANVI`` does, and is
+            the mark a query mapped onto the model carries (:meth:`load_query_data`); refused
+            where a label looks like another mark (``"unknown"``, ``"NA"``, -1), which would
+            train as a cell type.
 
         Examples
         --------
