@@ -342,8 +342,8 @@ def joined_graph(z: np.ndarray, group: np.ndarray | None = None, data: np.ndarra
     groups it is the mean, which halves such an edge: z's neighbours are then drawn in equal
     shares from every group, through the prior's condition shifts, and its edges to cells the
     data do not call alike are noise there. Lymph node, ten seeds: ARI 0.678 (mean) against
-    0.714 (union); Kang's 8 donors (donor groups), seeds 0 and 1: 0.766 and 0.695 against
-    0.552 and 0.706 (benchmarks/README.md, D12, D22).
+    0.714 (union); Kang's 8 donors (donor groups), seeds 0-2: 0.766, 0.695, 0.721 against
+    0.552, 0.706, 0.746 (mean 0.727 against 0.668; benchmarks/README.md, D12, D22).
     """
     one = group if group is not None else np.zeros(len(z))
     graph = fuzzy_graph(*_balanced_neighbours(z, one, _UMAP_NEIGHBORS))
