@@ -67,15 +67,15 @@ def rank_genes_layout(profiles: pd.DataFrame, n_genes: int, groupby: str) -> dic
 
 
 def signature_scores(
-    log_profiles: np.ndarray,
+    z: np.ndarray,
     genes: pd.Index,
     signatures: Mapping[str, Sequence[str]],
     var: pd.DataFrame | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The signatures kept (``{name: their genes' rows}``) and their scores (signatures x
-    archetypes): the mean over a signature's genes (``genes``, one name per row of
-    ``log_profiles``; a symbol of several rows reads them all) of the archetypes' log
-    profiles (genes x archetypes) ``standardized`` across archetypes; see
+    archetypes): the mean over a signature's genes (``genes``, one name per row of ``z``; a
+    symbol of several rows reads them all) of ``z``, the archetypes' log profiles (genes x
+    archetypes) :func:`standardized` across archetypes; see
     :meth:`deltavae.model.Archetypes.match_signatures`. ``var``, the model's genes' table,
     is searched for a column naming the genes when ``genes`` names none."""
     if isinstance(signatures, pd.DataFrame | pd.Series | np.ndarray):
@@ -133,7 +133,6 @@ def signature_scores(
                 or identifier_advice([g for m in signatures.values() for g in m], genes)
             )
         )
-    z = standardized(log_profiles)
     return gene_sets, np.stack([z[idx].mean(axis=0) for idx in gene_sets.values()])
 
 

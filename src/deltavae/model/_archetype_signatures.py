@@ -22,9 +22,9 @@ def match_signatures(model, signatures, variant_ratio: float, gene_symbols) -> p
     the profiles it was made of (``signature_map_``, ``signature_profiles_``, saved)."""
     genes = signature_genes(model.adata, gene_symbols)  # before the profiles are read
     profiles = model.get_archetype_profiles()
-    log_profiles = np.log1p(profiles.to_numpy() * _CP10K)
-    gene_sets, scores = signature_scores(log_profiles, genes, signatures, model.adata.var)
-    z, rows = standardized(log_profiles), list(gene_sets.values())
+    z = standardized(np.log1p(profiles.to_numpy() * _CP10K))
+    gene_sets, scores = signature_scores(z, genes, signatures, model.adata.var)
+    rows = list(gene_sets.values())
     names = [str(name) for name in profiles.columns]
 
     def note(row: int) -> str:
