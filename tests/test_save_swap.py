@@ -190,3 +190,26 @@ def test_a_first_save_that_fails_leaves_no_folder(models, tmp_path, monkeypatch)
     with pytest.raises(OSError):
         first.save(tmp_path / "new" / "m", save_anndata=True)
     assert os.listdir(tmp_path / "new") == []
+
+
+def test_a_save_killed_between_the_two_renames_is_named_by_load(models, tmp_path):
+    """A kill (SIGKILL, power loss) after save renamed the earlier folder aside and before it
+    renamed the new one in leaves nothing at the path, both folders beside it under hidden
+    names; load said only "No saved model at ... (expected a directory)". It now names both,
+    and the earlier one, renamed back as it says, loads as it was."""
+    first, second = models
+    dest = tmp_path / "m"
+    first.save(dest, save_anndata=True)
+    second.save(tmp_path / "new", save_anndata=True)
+    aside, unfinished = tmp_path / ".m.replaced-0a1b2c3d", tmp_path / ".m.saving-4e5f6a7b"
+    os.rename(dest, aside)  # the disk as the kill leaves it
+    os.rename(tmp_path / "new", unfinished)
+    with pytest.raises(FileNotFoundError, match="was interrupted") as refused:
+        type(first).load(dest)
+    assert str(aside) in str(refused.value) and str(unfinished) in str(refused.value)
+    os.rename(aside, dest)
+    np.testing.assert_array_equal(_reading(type(first).load(dest)), _reading(first))
+    (tmp_path / "other").mkdir()  # nothing beside a missing folder: no such advice
+    with pytest.raises(FileNotFoundError) as missing:
+        type(first).load(tmp_path / "none")
+    assert "interrupted" not in str(missing.value)

@@ -7,6 +7,7 @@ there and then failed writing the new one, leaving a model without its data, and
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 import shutil
@@ -89,3 +90,23 @@ def publish_folder(new: str, dest: str, skip: frozenset[str] | set[str] = frozen
     if os.path.isdir(dest):
         carry_over(dest, new, skip)
     swap_in(new, dest)
+
+
+def interrupted_swap(dest: str) -> str:
+    """Where a swap into ``dest`` that was killed part-way (between :func:`swap_in`'s two
+    renames, or while the new folder was written) left the folders, as advice for a message
+    saying nothing is at ``dest``; ``""`` when nothing is left beside it."""
+    parent, name = os.path.split(os.path.normpath(dest))
+    pattern = os.path.join(glob.escape(parent), glob.escape(f".{name}."))
+    earlier = sorted(p for p in glob.glob(pattern + "replaced-*") if os.path.isdir(p))
+    unfinished = sorted(p for p in glob.glob(pattern + "saving-*") if os.path.isdir(p))
+    if not earlier and not unfinished:
+        return ""
+    found = "; ".join(
+        [f"the earlier folder is at {p!r}" for p in earlier]
+        + [f"a new one, perhaps unfinished, at {p!r}" for p in unfinished]
+    )
+    return (
+        f" A save to {dest!r} was interrupted before it finished: {found}. Rename the one you "
+        f"want to {dest!r} (the earlier one is complete) and load it again."
+    )

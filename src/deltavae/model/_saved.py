@@ -19,6 +19,7 @@ from scvi.model.base._save_load import _load_saved_files
 
 from .._anndata_or_folder import check_path
 from .._docs import doc_params
+from .._folder_swap import interrupted_swap
 from ..train._record import cells_digest
 from . import _save_checks as checks
 from ._count_advice import layer_fixed
@@ -200,7 +201,9 @@ def read_saved(
             f"{os.path.dirname(path) or '.'!r}."
         )
     if not os.path.isdir(path):
-        raise _NoSavedModel(f"No saved {what} at {path!r} (expected a directory).")
+        raise _NoSavedModel(
+            f"No saved {what} at {path!r} (expected a directory)." + interrupted_swap(path)
+        )
     model_file = os.path.join(path, f"{prefix or ''}model.pt")
     if not os.path.exists(model_file):
         others = sorted(f[: -len("model.pt")] for f in os.listdir(path) if f.endswith("model.pt"))
