@@ -46,7 +46,9 @@ def test_predict_labels_soft_is_scanvis_table_of_probabilities_by_cell_and_clust
     pd.testing.assert_frame_equal(on_view, soft.loc[view.obs_names])
     picked = model.predict_labels(indices=[5, 2, 9], soft=True)
     pd.testing.assert_frame_equal(picked, soft.iloc[[5, 2, 9]])
-    pd.testing.assert_frame_equal(model.predict_labels(indices=[5, 2, 9]), hard.iloc[[5, 2, 9]])
+    three = hard.iloc[[5, 2, 9]]  # their label's categories: the clusters they hold
+    three = three.assign(label=three["label"].cat.remove_unused_categories())
+    pd.testing.assert_frame_equal(model.predict_labels(indices=[5, 2, 9]), three)
     mask = np.arange(adata.n_obs) % 4 == 0
     assert model.predict_labels(indices=mask, soft=True).index.equals(adata.obs_names[mask])
     np.testing.assert_array_equal(
@@ -61,6 +63,30 @@ def test_predict_labels_soft_is_scanvis_table_of_probabilities_by_cell_and_clust
         model.predict_labels(indices=[], soft=True)
 
 
+def test_predict_labels_holds_the_categories_write_to_adata_writes(labelled):
+    """predict_labels' label kept every cluster as a category (novel_0 and labels no cell of
+    these took), where write_to_adata's obs column drops them: the same cells gave a column
+    with empty groups (a legend entry without cells; rank_genes_groups refuses it) or not,
+    depending on the read-out. Both now hold the clusters with cells, in the labels' order."""
+    model, adata = labelled
+    hard = model.predict_labels()["label"]
+    held = hard.value_counts()
+    one = held.index[held.argmax()]
+    cells = np.flatnonzero((hard == one).to_numpy())
+    assert model.predict_labels(indices=cells)["label"].cat.categories.tolist() == [one]
+    written = adata[cells].copy()
+    model.write_to_adata(written)
+    pd.testing.assert_series_equal(
+        written.obs["cgmdvae_cluster"],
+        model.predict_labels(indices=cells)["label"],
+        check_names=False,
+    )
+    order = [c for c in model.cluster_names if c in set(hard)]
+    assert hard.cat.categories.tolist() == order  # the clusters' order, without empty ones
+    everything = hard.cat.set_categories(model.predict_labels(soft=True).columns)
+    assert everything.cat.categories.tolist() == model.cluster_names
+
+
 def test_predict_labels_soft_names_integer_labels_as_the_label_column_does():
     """Integer labels: the columns are the integers that predict_labels' label holds."""
     adata = dv.datasets.synthetic_counts(n_cells=60, n_genes=12, n_clusters=2, seed=0)
@@ -71,7 +97,8 @@ def test_predict_labels_soft_names_integer_labels_as_the_label_column_does():
     model.is_trained_ = True  # probabilities of the starting weights serve
     soft = model.predict_labels(soft=True)
     assert soft.columns.tolist() == [1, 2]
-    assert soft.columns.equals(model.predict_labels()["label"].cat.categories)
+    held = model.predict_labels()["label"].cat.categories
+    assert held.tolist() == [c for c in soft.columns if c in held]  # integers, same order
 
 
 @pytest.fixture(scope="module")

@@ -333,13 +333,17 @@ class PredictionsMixin:
         Returns
         -------
         DataFrame indexed by the cells' names (``adata.obs_names``, of ``indices`` when
-        given). Without ``soft``: ``label`` (categorical over :attr:`cluster_names`, and the
-        unlabelled mark with ``unknown_below``; integer labels as integers, but as strings
-        ``"1"`` beside ``novel_j`` clusters: compare with
-        ``adata.obs[labels_key].astype(str)``), ``confidence`` (in [1/K, 1]) and
-        ``typicality`` (in [0, 1]; see above). With
-        ``soft``: one column per cluster, named and ordered as the categories of ``label``
-        (:attr:`cluster_names`), rows summing to 1; ``idxmax(axis=1)`` is the label.
+        given). Without ``soft``: ``label`` (categorical over the clusters that hold one of
+        these cells, in :attr:`cluster_names`' order (the reference labels' order, ordered
+        where the labels column is), and the unlabelled mark where ``unknown_below`` gave a
+        cell it, as :meth:`write_to_adata`'s columns: scanpy draws a legend entry for every
+        category and ``sc.tl.rank_genes_groups`` refuses an empty group;
+        ``.cat.set_categories(model.predict_labels(soft=True).columns)`` adds the others back;
+        integer labels as integers, but as strings ``"1"`` beside ``novel_j`` clusters:
+        compare with ``adata.obs[labels_key].astype(str)``), ``confidence`` (in [1/K, 1]) and
+        ``typicality`` (in [0, 1]; see above). With ``soft``: one column per cluster, every
+        one of :attr:`cluster_names` in its order (typed as ``label``), rows summing to 1;
+        ``idxmax(axis=1)`` is the label.
 
         Examples
         --------
@@ -362,6 +366,7 @@ class PredictionsMixin:
                 probs.astype(np.float32), index=names, columns=pd.Index(label.categories)
             )
         label, typical = typical_labels(self, label, post["scores"], unknown_below, every_cell)
+        label = label.remove_unused_categories()  # as write_to_adata's columns: no empty group
         confidence = probs.max(1).astype(np.float32)
         return pd.DataFrame(
             {"label": label, "confidence": confidence, "typicality": typical}, index=names
