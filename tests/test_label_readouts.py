@@ -557,3 +557,38 @@ def test_ordered_labels_give_ordered_label_and_cluster_columns(tmp_path):
     novel = dv.model.CGMDVAE(adata, n_clusters=3, **SMALL)
     clusters = labels_of(novel, np.array([0, 1, 2]))
     assert list(clusters.categories) == ["late", "early", "novel_0"] and not clusters.ordered
+
+
+def test_sampled_ordered_columns_keep_the_training_columns_dtype_to_concatenate():
+    """sample() dropped the categories no drawn cell held from ordered columns (a dose
+    ['lo', 'mid', 'hi'] became ['hi']), so anndata.concat([adata, sampled]) made the column
+    object: `both.obs['dose'] < 'hi'` compared names ('lo' < 'hi' False) and sorting
+    followed the alphabet. Ordered labels and conditions now keep the training dtype."""
+    import anndata as ad
+
+    adata = _cells(n_conditions=3, n_cells=90)
+    doses = adata.obs["condition"].map({"c0": "lo", "c1": "mid", "c2": "hi"})
+    adata.obs["dose"] = pd.Categorical(doses, ["lo", "mid", "hi"], ordered=True)
+    stage = adata.obs["cluster"].astype(str).map({"0": "late", "1": "early"}).astype(object)
+    stage.iloc[::3] = "Unknown"
+    adata.obs["stage"] = pd.Categorical(stage, ["Unknown", "late", "early"], ordered=True)
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="dose", labels_key="stage")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=1, **FAST)
+    drawn = model.sample(6, condition={"dose": "hi"}, cluster="late", seed=0)
+    assert drawn.obs["dose"].dtype == adata.obs["dose"].dtype
+    assert drawn.obs["stage"].dtype == adata.obs["stage"].dtype  # the user's order, mark first
+    assert drawn.obs["cluster"].cat.categories.tolist() == ["late"]  # the clusters: as before
+    both = ad.concat([adata, drawn])
+    for key in ("dose", "stage"):
+        assert both.obs[key].dtype == adata.obs[key].dtype, key
+    assert int((both.obs["dose"] < "hi").sum()) == int((adata.obs["dose"] != "hi").sum())
+    # An unordered condition still holds the categories drawn alone (rank_genes_groups).
+    adata.obs["dose"] = adata.obs["dose"].cat.as_unordered()
+    dv.model.CGMDVAE.setup_anndata(adata, condition_key="dose")
+    unordered = dv.model.CGMDVAE(adata, **SMALL)
+    unordered.is_trained_ = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an untrained model's notes
+        lo = unordered.sample(4, condition={"dose": "lo"}, seed=0)
+    assert lo.obs["dose"].cat.categories.tolist() == ["lo"]

@@ -124,11 +124,14 @@ class GenerationMixin:
         the categories drawn alone, in the model's order (and ordered if the training column is),
         so that scanpy groups the cells by any of them (``rank_genes_groups`` refuses a category
         without cells, and legends list it); ``anndata.concat`` with the real cells joins their
-        categories, but for an ordered column, which it makes ``object`` where the categories
-        differ: set the real column's categories first,
-        ``cells.obs[key] = cells.obs[key].cat.set_categories(real.obs[key].cat.categories)``
-        (:meth:`translate` and :meth:`predict_perturbation` keep the model's categories, as
-        the cells they move came with them). The cells are named
+        categories. A labels or condition column whose training column is ordered (stages,
+        doses) keeps that column's categories whole instead (the labels column the training
+        AnnData's dtype where it holds every label drawn; else the labels in the model's order,
+        the mark last), since ``anndata.concat`` makes an ordered column whose categories differ
+        ``object``, where ``<`` and sorting follow the names, not the order;
+        ``.cat.remove_unused_categories()`` drops the empty ones (:meth:`translate` and
+        :meth:`predict_perturbation` keep the model's categories, as the cells they move came
+        with them). The cells are named
         ``sample_<token>_<i>``, where ``<token>`` is a hash of ``uns["sample"]`` (but ``n_cells``),
         of the seed and of the model's parameters: the same cells (the same seed, of the same
         model, on any device) have the same names, and the cells of separate calls names of
@@ -199,7 +202,10 @@ class GenerationMixin:
                 column, known = model_column(self, key)
                 values = typed_codes(column, known, host_cats[:, j].numpy())
                 drawn = isinstance(values, pd.Categorical)  # the model's order (and flag) kept
-                obs[key] = values.remove_unused_categories() if drawn else values
+                # An ordered column keeps its scale whole: anndata.concat with the real
+                # cells gave object where the categories differed.
+                whole = not drawn or values.ordered
+                obs[key] = values if whole else values.remove_unused_categories()
         # The genes with their metadata, as translate keeps them.
         out = AnnData(X=x, obs=obs, var=self.adata.var.copy())
         out.layers["expected"] = expected.cpu().numpy().astype(np.float32, copy=False)

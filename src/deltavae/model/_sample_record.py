@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scvi import REGISTRY_KEYS, settings
 
-from ._label_order import ordered_as_labels
+from ._label_order import labels_ordered, ordered_as_labels
 from ._registered import registered_category
 from ._training_checks import check_batch_size
 
@@ -91,7 +91,8 @@ def sampled_labels(model, clusters: np.ndarray) -> pd.Categorical | None:
     cell of a novel cluster (no label); as strings where the labels and the mark are of
     different types (integers and ``"Unknown"``: h5ad writes one type a column). Its
     categories are the labels drawn, in the model's order (the training column's), as
-    ``obs["cluster"]``'s; ordered where the labels column is (the mark last)."""
+    ``obs["cluster"]``'s; where the labels column is ordered, every label (:func:`_ordered_dtype`),
+    so that the cells concatenate with real ones as one ordered column."""
     if model.registry_["setup_args"].get("labels_key") is None:
         return None
     state = model.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
@@ -104,8 +105,23 @@ def sampled_labels(model, clusters: np.ndarray) -> pd.Categorical | None:
     # In the model's order (the training column's categories), as obs["cluster"]: sorted,
     # the column of cells concatenated with real ones had other categories than theirs.
     used = set(values)
+    if labels_ordered(model):  # a scale: kept whole (anndata.concat gave object otherwise)
+        return pd.Categorical(values, dtype=_ordered_dtype(model, order, used))
     drawn = pd.Categorical(values, categories=[v for v in order if v in used])
     return ordered_as_labels(model, drawn, labels_only=False)  # as the labels column
+
+
+def _ordered_dtype(model, order: list, used: set) -> pd.CategoricalDtype:
+    """The dtype of an ordered labels column of sampled cells: the training AnnData's labels
+    column's where it holds every value ``used`` (its categories, the mark included where the
+    user's column has it, in the user's order); else the model's (``order``: the labels in
+    its order, the mark last), the same whatever was drawn."""
+    adata = getattr(model, "adata", None)
+    column = None if adata is None else adata.obs.get(model.registry_["setup_args"]["labels_key"])
+    dtype = getattr(column, "dtype", None)
+    if isinstance(dtype, pd.CategoricalDtype) and dtype.ordered and used <= set(dtype.categories):
+        return dtype
+    return pd.CategoricalDtype(order, ordered=True)
 
 
 def _what_x_holds(likelihood: str) -> dict[str, str]:
