@@ -818,3 +818,28 @@ def test_a_refused_match_keeps_the_old_map_marked_as_stale(fitted):
     with pytest.warns(UserWarning, match="changed after match_signatures"):
         clone.write_to_adata(adata)
     assert "signature_map" not in adata.uns["archetypes"]
+
+
+def test_a_signature_of_most_genes_and_a_weak_variant_are_marked(fitted):
+    """A signature of every gene (or nearly every) was reported matched without a word: random
+    sets of as many genes are the same genes, so its score never fell below theirs; and
+    variant rows were never judged, one under random genes kept as a variant unmarked."""
+    from deltavae.model._archetype_signatures import weak_matches
+
+    model, _ = fitted
+    genes = list(model.get_archetype_profiles().index)
+    for name, chosen in (("every", genes), ("most", genes[: int(0.7 * len(genes))])):
+        with pytest.warns(UserWarning, match=rf"'{name}' \(A\d: {len(chosen)} of the model's"):
+            table = model.match_signatures({name: chosen})
+        assert table.attrs["weak_matches"] == [name]
+        assert table.loc[table["signature"] == name, "weak"].all()
+    # A variant (variant_ratio=0.2) under random genes (their median best: 0.35), its match
+    # well above them.
+    z = np.array([[1.4, 0.1, -0.7, -0.8], [-0.7, 1.4, -0.6, -0.1], [-0.7, -0.7, 1.3, 0.1]] * 4)
+    table = pd.DataFrame(
+        {"signature": ["a", "a", np.nan], "score": [1.4, 0.3, 0.0]},
+        index=["A0", "A1", "A2"],
+    ).assign(status=["matched", "variant", "novel"])
+    with pytest.warns(UserWarning, match=r"'a' \(A1, a variant: 0.30, random sets of 2 genes 0.35"):
+        assert weak_matches(table, z, {"a": np.array([0, 3])}) == ["a"]
+    assert table["weak"].tolist() == [False, True, False]

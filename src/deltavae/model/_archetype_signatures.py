@@ -40,14 +40,27 @@ def match_signatures(model, signatures, variant_ratio: float, gene_symbols) -> p
 #: Random gene sets drawn per signature size to judge its match (:func:`weak_matches`).
 _NULL_SETS = 200
 
+#: The share of the model's genes from which a signature is too broad to mark an archetype.
+_BROAD_SHARE = 0.5
+
 
 def weak_matches(table: pd.DataFrame, z: np.ndarray, gene_sets: dict) -> list[str]:
-    """The matched signatures whose score is below the median best score (over the
-    archetypes) of random sets of as many of the model's genes (``z``: genes x archetypes,
-    standardised; ``gene_sets``: each signature's rows), warned about with their scores: a
-    signature whose genes mark no archetype more than random genes do (a state the data lack)
-    was reported matched, at a score of 0.02 (of a sd), without a word. The draws are fixed
-    (seed 0): the same model and signatures, the same list.
+    """Mark the rows (``matched`` and ``variant``) whose signature does not tell their
+    archetype from random genes, in a ``weak`` column of ``table`` (``False`` elsewhere), warn
+    about them and return their signatures (each once, in table order). A row is weak where
+
+    - its score is below the median best score (over the archetypes) of random sets of as
+      many of the model's genes (``z``: genes x archetypes, standardised; ``gene_sets``: each
+      signature's rows): its genes mark the archetype no more than random genes do (a state
+      the data lack was reported matched, at a score of 0.02 of a sd, without a word); a
+      variant is judged at its own score (at ``variant_ratio`` of its match's, it may be
+      under random though the match is not);
+    - or its signature holds half of the model's genes or more: random sets of its size are
+      mostly its own genes, so no score can show that its genes mark the archetype (a
+      signature of every gene scores as random sets of every gene, and matched whichever
+      archetype expresses most genes most).
+
+    The draws are fixed (seed 0): the same model and signatures, the same marks.
 
     Examples
     --------
@@ -58,34 +71,46 @@ def weak_matches(table: pd.DataFrame, z: np.ndarray, gene_sets: dict) -> list[st
     >>> with warnings.catch_warnings(record=True) as said:
     ...     warnings.simplefilter("always")
     ...     weak = weak_matches(table, z, {"a": np.array([0, 3]), "flat": np.array([0, 1, 2])})
-    >>> weak, str(said[0].message)[:58]
-    (['flat'], '1 of 2 signatures matched an archetype no more than random')
+    >>> weak, table["weak"].tolist(), str(said[0].message)[:52]
+    (['flat'], [False, True], '1 of 2 signatures matched an archetype no more than ')
     """
     rng, null, weak = np.random.default_rng(0), {}, []
-    for archetype, row in table[table["status"] == "matched"].iterrows():
-        size = len(gene_sets[row["signature"]])
-        if size not in null:
-            best = [
-                z[rng.choice(len(z), size, replace=False)].mean(axis=0).max()
-                for _ in range(_NULL_SETS)
-            ]
-            null[size] = float(np.median(best))
-        if row["score"] < null[size]:
-            weak.append((row["signature"], archetype, row["score"], null[size], size))
+    table["weak"] = False
+    for archetype, row in table[table["status"].isin(["matched", "variant"])].iterrows():
+        size, typical = len(gene_sets[row["signature"]]), None
+        if size < _BROAD_SHARE * len(z):  # else random sets of its size: mostly its own genes
+            if size not in null:
+                best = [
+                    z[rng.choice(len(z), size, replace=False)].mean(axis=0).max()
+                    for _ in range(_NULL_SETS)
+                ]
+                null[size] = float(np.median(best))
+            typical = null[size]
+            if row["score"] >= typical:
+                continue
+        weak.append((row["signature"], archetype, row["status"], row["score"], typical, size))
+    table.loc[[archetype for _, archetype, *_ in weak], "weak"] = True
+    names = list(dict.fromkeys(name for name, *_ in weak))
     if weak:
-        said = ", ".join(
-            f"{name!r} ({archetype}: {score:.2f}, random sets of {size} genes {typical:.2f})"
-            for name, archetype, score, typical, size in weak[:10]
-        )
+        said = ", ".join(_weak_row(*row, len(z)) for row in weak[:10])
         warn_user(
-            f"{len(weak)} of {len(gene_sets)} signatures matched an archetype no more than "
+            f"{len(names)} of {len(gene_sets)} signatures matched an archetype no more than "
             f"random genes mark one: {said}{' and more' if len(weak) > 10 else ''} (a score "
-            "against the median best score of random sets of as many of the model's genes). "
-            "Their genes barely differ between the archetypes: the match says little of what "
-            "the archetype is, as where the state is not in the data. They are listed in the "
-            "table's attrs['weak_matches']."
+            "against the median best score of random sets of as many of the model's genes; a "
+            "signature of half the model's genes or more is weak whatever its score). Their "
+            "genes do not tell the archetypes apart: the match says little of what the "
+            "archetype is, as where the state is not in the data. Their rows are marked in the "
+            "table's 'weak' column and the signatures listed in its attrs['weak_matches']."
         )
-    return [name for name, *_ in weak]
+    return names
+
+
+def _weak_row(name, archetype, status, score, typical, size, n_genes) -> str:
+    """A weak row in :func:`weak_matches`' warning."""
+    what = "" if status == "matched" else f", a {status}"
+    if typical is None:
+        return f"{name!r} ({archetype}{what}: {size} of the model's {n_genes} genes)"
+    return f"{name!r} ({archetype}{what}: {score:.2f}, random sets of {size} genes {typical:.2f})"
 
 
 def pulled_down(z: np.ndarray, genes: Sequence[str], archetypes: Sequence[str]) -> str:

@@ -346,17 +346,21 @@ class Archetypes(
         pandas.DataFrame
             One row per archetype: ``signature`` (matched or varied-on name, or NaN),
             ``score`` (of the match, or the best score when unmatched), ``status``
-            (``"matched"``, ``"variant"`` or ``"novel"``) and ``novel_rank`` (NaN unless
-            novel). Also kept for :meth:`write_to_adata` (``uns["archetypes"]
-            ["signature_map"]``). Signatures that matched no archetype (more signatures than
-            archetypes, or none scoring above 0) are warned about, with their best
-            archetype and the gene without which their best score rises most (an
+            (``"matched"``, ``"variant"`` or ``"novel"``), ``novel_rank`` (NaN unless
+            novel) and ``weak`` (see below). Also kept for :meth:`write_to_adata`
+            (``uns["archetypes"]["signature_map"]``). Signatures that matched no archetype
+            (more signatures than archetypes, or none scoring above 0) are warned about, with
+            their best archetype and the gene without which their best score rises most (an
             "anti-marker" below 0 there), and listed in ``attrs["unmatched_signatures"]``.
-            A matched signature scoring below the median best score of random sets of as
-            many of the model's genes (drawn with a fixed seed) marks its archetype no more
-            than random genes do (a state the data lack gets its best archetype, at a score
-            near 0): it is warned about with its score and listed in
-            ``attrs["weak_matches"]``, its row left ``"matched"``.
+            A ``"matched"`` or ``"variant"`` row is weak, its genes telling its archetype
+            from the others no more than random genes do, where its own score is below the
+            median best score of random sets of as many of the model's genes (drawn with a
+            fixed seed; a state the data lack gets its best archetype at a score near 0), or
+            where its signature holds half of the model's genes or more (random sets of
+            that size are mostly its own genes: a signature of every gene would match
+            whichever archetype expresses most genes most). Weak rows are warned about,
+            marked ``True`` in ``weak`` (their status left as it is) and their signatures
+            listed in ``attrs["weak_matches"]``.
 
         Examples
         --------
