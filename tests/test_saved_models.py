@@ -26,6 +26,19 @@ def _same_state(a, b):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.fixture
+def model_reads(monkeypatch):
+    """The model files torch.load reads from here on (their paths, in order)."""
+    reads, load = [], torch.load
+
+    def counted(f, *args, **kwargs):
+        reads.append(str(f))
+        return load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted)
+    return reads
+
+
 @pytest.fixture(scope="module")
 def split():
     cells = dv.datasets.synthetic_counts(
@@ -37,7 +50,9 @@ def split():
 @pytest.mark.filterwarnings("ignore:spots and signatures share only")
 @pytest.mark.parametrize("inference", ["amortized", "per_spot"])
 @pytest.mark.parametrize("reference", [False, True])
-def test_nmfdeconv_load_skips_the_start(split, inference, reference, tmp_path, monkeypatch):
+def test_nmfdeconv_load_skips_the_start(
+    split, inference, reference, tmp_path, monkeypatch, model_reads
+):
     """NMFDeconv.load built the model anew, computing the NMF (or NNLS) start from the spots,
     and then replaced it with the saved parameters: 1.15 s of a 0.12 s load for 20k spots x
     200 genes. The start is skipped; the read-outs are the saved model's, bit for bit."""
@@ -56,6 +71,7 @@ def test_nmfdeconv_load_skips_the_start(split, inference, reference, tmp_path, m
     monkeypatch.setattr(_nmfdeconv, "nmf_start", _no_start)
     monkeypatch.setattr(_nmfdeconv, "nnls_start", _no_start)
     loaded = dv.model.NMFDeconv.load(tmp_path / "m", spots)
+    assert model_reads == [str(tmp_path / "m" / "model.pt")]  # read 3 times before
     _same_state(model, loaded)
     assert loaded.cell_types_ == model.cell_types_
     assert loaded.get_proportions().equals(model.get_proportions())
@@ -124,15 +140,25 @@ def _fitted(model) -> dict:
     return {k: v for k, v in vars(model).items() if k.endswith("_") and not k.startswith("_")}
 
 
-def test_load_holds_the_fitted_attributes_the_saved_model_held(tmp_path):
+def test_load_holds_the_fitted_attributes_the_saved_model_held(tmp_path, model_reads):
     """scvi-tools saves the class defaults of attributes ending in "_" and load set them on
     the model: a reload held best_epoch_, diverged_, reference_diverged_ and train_args_ in
-    vars(model) that the model saved did not (a trained one, reference_diverged_)."""
+    vars(model) that the model saved did not (a trained one, reference_diverged_). The model
+    file is read once (load's checks read it, then scvi-tools' load read it again)."""
     adata = _cells()
     dv.model.ZINBVAE.setup_anndata(adata)
     model = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
-    model.save(tmp_path / "m")
+    model.save(tmp_path / "m", save_anndata=True)
     loaded = dv.model.ZINBVAE.load(tmp_path / "m", adata)
+    assert model_reads == [str(tmp_path / "m" / "model.pt")]
+    _same_state(model, loaded)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the saved AnnData's own notes
+        saved = dv.model.ZINBVAE.load(tmp_path / "m")  # its AnnData read as scvi-tools reads it
+    assert len(model_reads) == 2 and saved.adata.obs_names.equals(adata.obs_names)
+    _same_state(model, saved)
+    registry = dv.model.ZINBVAE.load_registry(tmp_path / "m")  # not a load: read on its own
+    assert registry["setup_args"] == model.registry_["setup_args"] and len(model_reads) == 3
     assert _fitted(loaded).keys() == _fitted(model).keys()
     assert {"best_epoch_", "diverged_", "reference_diverged_", "train_args_"} <= _fitted(
         model
@@ -265,7 +291,7 @@ def test_load_advice_is_the_call_to_type(cls, tmp_path):
         getattr(dv.model, cls).load(tmp_path)
 
 
-def test_imputer_load_skips_the_pass_over_the_spots(split, tmp_path, monkeypatch):
+def test_imputer_load_skips_the_pass_over_the_spots(split, tmp_path, monkeypatch, model_reads):
     """SpatialImputer.load (deconvolution) summed every spot's counts for a starting
     abundance that the saved one replaced: a pass over the spots (the whole file on disk)."""
     from deltavae.model import _imputer
@@ -280,6 +306,7 @@ def test_imputer_load_skips_the_pass_over_the_spots(split, tmp_path, monkeypatch
     model.save(tmp_path / "imp")
     monkeypatch.setattr(_imputer, "row_sums", _no_start)
     loaded = dv.model.SpatialImputer.load(tmp_path / "imp", spots[:, :30].copy())
+    assert model_reads == [str(tmp_path / "imp" / "model.pt")]  # its genes, checks and load
     _same_state(model, loaded)
     assert loaded.get_proportions().equals(model.get_proportions())
 

@@ -43,7 +43,7 @@ from ._imputer_reference import (
 )
 from ._imputer_results import ImputerResultsMixin
 from ._init_keywords import check_passed_on, keyword_hints
-from ._load_state import saved_state
+from ._load_state import reads_once, saved_state
 from ._matrices import column_sums, memory_copy, row_sums, to_memory
 from ._nmf_reference import warn_empty_reference_cells, warn_small_types
 from ._nmf_start import keep_uncounted
@@ -467,6 +467,7 @@ class SpatialImputer(
 
     # ------------------------------------------------------------------------- load
     @classmethod
+    @reads_once  # the model file read from disk once
     def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> SpatialImputer:
         """Load a saved model; ``adata`` may be the spots with any genes (matched by name).
 

@@ -23,7 +23,7 @@ from ..train._stopping import MONITOR, on_validation_cells
 from ._base import DeltaModelMixin
 from ._genes import align_query_genes, match_read_genes
 from ._init_keywords import keyword_hints
-from ._load_state import saved_state
+from ._load_state import reads_once, saved_state
 from ._matrices import column_sums
 from ._nmf_reference import FromReferenceMixin
 from ._nmf_results import NMFResultsMixin, warn_idle_factors
@@ -357,6 +357,7 @@ class NMFDeconv(
         return names if index is None else names[index.cpu().numpy()]
 
     @classmethod
+    @reads_once  # the model file read from disk once
     def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> NMFDeconv:
         """Load a saved model, checking the file and the genes first.
 

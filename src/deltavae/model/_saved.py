@@ -29,7 +29,7 @@ from ._genes import genes_to_load_advice, in_training_order, query_to_load, subs
 from ._label_colours import record_label_colours
 from ._label_order import record_labels_ordered
 from ._labels import check_known_categories, check_labels_to_load
-from ._load_state import loading_state
+from ._load_state import keep_read, kept_read, loading_state, reads_once
 from ._matrices import check_still_on_disk, memory_copy
 from ._query_source import keep_write_target
 from ._read_calls import load_call
@@ -220,6 +220,8 @@ def read_saved(
         raise _NoSavedModel(
             f"No saved {what} in {path!r} (no {os.path.basename(model_file)} in it); {hint}."
         )
+    if (kept := kept_read(path, prefix)) is not None:  # read in this load already
+        return kept
     try:
         checks.check_records(model_file)  # torch reads a changed bit of them silently
         attr_dict, var_names, state_dict, _ = _load_saved_files(
@@ -249,6 +251,7 @@ def read_saved(
         raise ValueError(_version_refusal(path, saved))
     state_dict.pop("pyro_param_store", None)
     _check_digest(path, attr_dict.get("weights_digest_"), state_dict)
+    keep_read(path, prefix, (attr_dict, np.asarray(var_names), state_dict))  # once a load
     return attr_dict, np.asarray(var_names), state_dict
 
 
@@ -389,6 +392,7 @@ class Saving(SavedAnnDataDigest):
         return read_saved(cls, dir_path, prefix, use="load_registry")[0]["registry_"]
 
     @classmethod
+    @reads_once  # the model file read from disk once
     def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs):
         """Load a saved model, checking the file and the genes first.
 
