@@ -293,6 +293,16 @@ def test_the_output_records_how_it_was_made(counts_file, tmp_path, backed):
     assert record["epochs_trained"] == 2 and record["deltavae_version"] == dv.__version__
     assert record["options"]["model"] == "zinbvae" and record["options"]["epochs"] == "2"
     assert ("backed" in record["options"]) == backed
+    # Options given, and those with a default though not given (--accelerator): the README
+    # said "the options given" and named none of the defaults it records.
+    given = {"input", "out", "model", "epochs", "threads", "no_plots", "seed"}
+    defaults = set(record["options"]) - given - {"backed"}
+    assert record["options"]["accelerator"] == "auto" and "batch_size" not in record["options"]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    said = " ".join(readme.split('`uns["deltavae_fit"]` records', 1)[1].split(".\n", 1)[0].split())
+    assert "given" in said
+    for name in defaults | {"seed", "threads"}:  # the defaults every run records
+        assert f"`--{name.replace('_', '-')}`" in said, name
 
 
 def test_another_runs_plots_are_not_replaced_in_silence(counts_file, tmp_path, capsys):

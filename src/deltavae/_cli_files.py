@@ -213,8 +213,8 @@ RUN_KEY = "deltavae_fit"
 
 
 def run_record(model, args) -> dict:
-    """How a ``deltavae fit`` output was made: the package version, the model, the seed, the
-    epochs trained and every option given (as text), for ``uns[RUN_KEY]``."""
+    """``uns[RUN_KEY]``: the package version, the model, the seed, the epochs trained and, as
+    text, the options given and the defaults not None (--accelerator, --seed, --threads)."""
     options = {
         name: str(value)
         for name, value in sorted(vars(args).items())
