@@ -26,6 +26,8 @@ import time  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
+from _env import git_commit, versions, versions_line, with_versions  # noqa: E402
+
 _MiB = 1024**2
 _HWM = re.compile(r"VmHWM:\s+(\d+)\s+kB")
 
@@ -107,63 +109,41 @@ class PeakRSS:
         self.delta = self.peak - self.baseline
 
 
-_PACKAGES = ("deltavae", "scvi-tools", "torch", "pyro-ppl", "lightning", "anndata", "scanpy")
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 def environment() -> dict:
-    """What a run's numbers depend on besides the seed: versions, CPUs and torch threads, the
-    thread variables, and which copy of deltavae ran (its file and, for a git checkout, the
-    commit, with ``+dirty`` when uncommitted changes exist). Two runs of one seed that differ
-    can be told apart by these (benchmarks/README.md: an installed copy and the checkout, or
-    another thread count, give other numbers)."""
-    import platform
-    from importlib.metadata import version
+    """What a run's numbers depend on besides the seed: the versions (``_env.versions``:
+    Python, the packages, the benchmarks' commit), CPUs and torch threads, the thread
+    variables, and which copy of deltavae ran (its file and, for a git checkout, the commit,
+    with ``+dirty`` when uncommitted changes exist). Two runs of one seed that differ can be
+    told apart by these (benchmarks/README.md: an installed copy and the checkout, or another
+    thread count, give other numbers)."""
     from pathlib import Path
 
     import torch
 
     import deltavae
 
-    env: dict = {"python": platform.python_version(), "cpus": os.cpu_count()}
-    for pkg in _PACKAGES:
-        try:
-            env[pkg] = version(pkg)
-        except Exception:  # noqa: BLE001 - a missing distribution is reported, not fatal
-            env[pkg] = "?"
+    env: dict = versions()
+    env["cpus"] = os.cpu_count()
     env["torch_threads"] = torch.get_num_threads()
     env.update({name: os.environ.get(name) for name in _THREAD_VARIABLES})
     source = Path(deltavae.__file__).resolve().parent
     env["deltavae_path"] = str(source)
-    env["deltavae_commit"] = _git_commit(source)
+    env["deltavae_commit"] = git_commit(source)
     return env
 
 
-def _git_commit(folder) -> str | None:
-    """The commit checked out where ``folder`` lies (None outside a git checkout)."""
-
-    def git(*args: str) -> str:
-        command = ["git", "-C", str(folder), *args]
-        run = subprocess.run(command, capture_output=True, text=True, timeout=10, check=True)
-        return run.stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
-
-
 def environment_line(env: dict) -> str:
-    """One line of :func:`environment` for a report."""
+    """One line of :func:`environment` for a report (every version: ``_env.versions_line``)."""
     threads = ", ".join(f"{k}={env[k]}" for k in _THREAD_VARIABLES if env.get(k) is not None)
     return (
         f"deltavae {env['deltavae']} from {env['deltavae_path']}"
         + (f" (commit {env['deltavae_commit']})" if env.get("deltavae_commit") else "")
-        + f"; scvi-tools {env['scvi-tools']}, torch {env['torch']}, pyro {env['pyro-ppl']}; "
-        f"{env['torch_threads']} torch thread(s) on {env['cpus']} CPUs"
+        + f"; {env['torch_threads']} torch thread(s) on {env['cpus']} CPUs"
         + (f"; {threads}" if threads else "")
+        + f"; {versions_line(env)}"
     )
 
 
@@ -232,12 +212,13 @@ def run_json_subprocess(args: Sequence[str], timeout: float | None = None) -> di
     return json.loads(lines[-1])
 
 
-def save_json(result: dict, out: str | None) -> None:
-    """Write ``result`` to ``out`` as JSON (numpy numbers as floats); nothing when None."""
+def save_json(result, out: str | None) -> None:
+    """Write ``result`` to ``out`` as JSON (numpy numbers as floats) with the versions it came
+    from (``_env.with_versions``); nothing when None."""
     if out:
         from pathlib import Path
 
-        Path(out).write_text(json.dumps(result, indent=1, default=float))
+        Path(out).write_text(json.dumps(with_versions(result), indent=1, default=float))
 
 
 def finish(result: dict, report, out: str | None, loads: Sequence[float]) -> int:

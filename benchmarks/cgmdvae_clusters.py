@@ -55,6 +55,7 @@ from _common import (  # noqa: E402
     quiet,
     save_json,
 )
+from _env import announce  # noqa: E402
 
 SETS = ("pbmc", "kang8", "cerebellum", "hippocampus", "hypothalamus", "lymphnode", "mesc")
 # Labelled sets outside issue 20's list, run only when named (--sets kang kang_scgen).
@@ -286,6 +287,7 @@ def main(argv=None) -> int:
             help=f"CGMDVAE {what} argument (repeatable), e.g. {flag} {example}",
         )
     args = parser.parse_args(argv)
+    announce("cgmdvae_clusters.py")  # its header: the versions it ran on
     for store, pairs in ((CGMDVAE_ARGS, args.set), (CGMDVAE_TRAIN, args.train)):
         for key, value in pairs:
             try:

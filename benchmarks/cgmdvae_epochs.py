@@ -30,6 +30,7 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import load_average, quiet, save_json  # noqa: E402
+from _env import announce  # noqa: E402
 from cgmdvae_clusters import TRAIN, load_set  # noqa: E402
 
 
@@ -123,6 +124,7 @@ def main(argv=None) -> int:
         help="false (default here): every epoch, to see the ones after the best; auto: the model's",
     )
     args = parser.parse_args(argv)
+    announce("cgmdvae_epochs.py")  # its header: the versions it ran on
     import torch
 
     torch.set_num_threads(1)

@@ -57,6 +57,7 @@ from _common import (  # noqa: E402
     quiet,
     save_json,
 )
+from _env import announce  # noqa: E402
 
 SECTIONS = ("blobs", "mnist", "pbmc", "kang", "semi")
 # The dataset's default separation (blobs touch: the oracle's ARI is 0.99) and a wider one.
@@ -449,6 +450,7 @@ def main(argv=None) -> int:
         help="epochs for Kang (default: --epochs); two counts print issue 20's target 4",
     )
     args = parser.parse_args(argv)
+    announce("cgmdvae_quality.py")  # its header: the versions it ran on
     if args.n_latent is not None:
         CGMDVAE_ARGS["n_latent"] = args.n_latent
     if args.alignment is not None:

@@ -37,6 +37,7 @@ import scanpy as sc
 import scvi
 import torch
 from _common import Timer, fmt_mean_sd, markdown_table
+from _env import announce  # noqa: E402
 from scipy.optimize import nnls
 
 import deltavae as dv
@@ -281,6 +282,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench_deconvolution")
     parser.add_argument("--data-dir", default=None, help="shared data root (real data)")
     args = parser.parse_args()
+    announce("deconvolution.py")  # its header: the versions it ran on
     if args.quick:
         args.n_spots, args.epochs, args.seeds = 300, 300, args.seeds[:1]
         args.stereo_rna_epochs, args.stereo_spatial_epochs = 100, 1000

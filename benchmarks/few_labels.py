@@ -19,6 +19,7 @@ import time
 import warnings
 
 import _common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+from _env import announce  # noqa: E402
 
 
 def main() -> None:
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--likelihood", default="zinb", choices=["zinb", "nb", "normal"])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    announce("few_labels.py")  # its header: the versions it ran on
 
     import numpy as np
     import scanpy as sc

@@ -41,6 +41,7 @@ import anndata as ad  # noqa: E402
 import numpy as np  # noqa: E402
 import scvi  # noqa: E402
 import torch  # noqa: E402
+from _env import announce  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
 
@@ -145,6 +146,7 @@ def main() -> None:
     parser.add_argument("--semi", action="store_true", help="hide 80%% of the labels")
     parser.add_argument("--data-dir", default="../shared/data")
     args = parser.parse_args()
+    announce("held_out_labels.py")  # its header: the versions it ran on
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     data = ad.read_h5ad(Path(args.data_dir) / KANG)

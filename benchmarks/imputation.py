@@ -43,6 +43,7 @@ import pandas as pd
 import scvi
 import torch
 from _common import Timer, load_average, markdown_table
+from _env import announce  # noqa: E402
 from anndata import AnnData
 from sklearn.neighbors import NearestNeighbors
 
@@ -244,6 +245,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=None, help="shared data root")
     args = parser.parse_args()
+    announce("imputation.py")  # its header: the versions it ran on
     torch.set_num_threads(args.threads)
     for noisy in ("lightning", "lightning.pytorch", "scvi", "tangram", "root"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -19,6 +19,7 @@ import time
 
 import _common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 import numpy as np
+from _env import announce  # noqa: E402
 from scipy import sparse
 
 
@@ -73,6 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000)
     args = parser.parse_args()
+    announce("leiden_profile.py")  # its header: the versions it ran on
     import deltavae as dv
     from deltavae.train._label_space import data_components
 

@@ -24,6 +24,7 @@ import sys
 import time
 
 import _common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+from _env import announce, with_versions  # noqa: E402
 
 _CHILD = r"""
 import json, sys, time, warnings
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--z", nargs="*", default=[], help=".npz files with z and labels")
     parser.add_argument("--out", default=None, help="write the rows as JSON")
     args = parser.parse_args()
+    announce("mixture_start.py")  # its header: the versions it ran on
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     env.setdefault("NUMBA_NUM_THREADS", env["OMP_NUM_THREADS"])
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
@@ -92,7 +94,7 @@ def main() -> None:
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump(with_versions(rows), f, indent=1)
 
 
 if __name__ == "__main__":

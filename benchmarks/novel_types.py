@@ -57,6 +57,7 @@ import numpy as np  # noqa: E402
 import scvi  # noqa: E402
 import torch  # noqa: E402
 from _common import Timer  # noqa: E402
+from _env import announce  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.neighbors import NearestNeighbors  # noqa: E402
 
@@ -249,6 +250,7 @@ def main() -> None:
         help="also score the query against typicality records of these reference cells",
     )
     args = p.parse_args()
+    announce("novel_types.py")  # its header: the versions it ran on
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     for held_out in args.held_out:

@@ -31,6 +31,7 @@ import time
 
 import _common  # noqa: F401 - first: it sets OMP_WAIT_POLICY before torch loads
 from _common import Timer, environment_line, load_average, markdown_table, quiet
+from _env import announce, with_versions  # noqa: E402
 
 MODELS = ("cgmdvae", "semi", "scvi", "scanvi")
 STEPS = (
@@ -177,6 +178,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the seconds here")
     p.add_argument("--readouts", help="a folder: each model's read-outs pickled there")
     args = p.parse_args(argv)
+    announce("outside_training.py")  # its header: the versions it ran on
     quiet()
     import numpy as np
     import torch
@@ -206,7 +208,8 @@ def main(argv=None) -> int:
     if args.json:
         out = {name: result["times"] for name, result in results.items()}
         with open(args.json, "w") as fh:
-            json.dump({"args": vars(args), "load": loads, "results": out}, fh, indent=1)
+            record = {"args": vars(args), "load": loads, "results": out}
+            json.dump(with_versions(record), fh, indent=1)
     return 0
 
 

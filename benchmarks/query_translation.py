@@ -47,6 +47,7 @@ import scanpy as sc  # noqa: E402
 import scvi  # noqa: E402
 import torch  # noqa: E402
 from _common import Timer, delta_r2  # noqa: E402
+from _env import announce  # noqa: E402
 
 import deltavae as dv  # noqa: E402
 
@@ -186,6 +187,7 @@ def main() -> None:
     parser.add_argument("--query-epochs", type=int, default=50)
     parser.add_argument("--donors", action="store_true", help="a query of donor 107 (see above)")
     args = parser.parse_args()
+    announce("query_translation.py")  # its header: the versions it ran on
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")  # convergence notes of the short runs
     adata = ad.read_h5ad(Path(args.data_dir) / FILE)

@@ -34,6 +34,7 @@ import time
 
 import _common  # noqa: F401 - first: it sets OMP_WAIT_POLICY before torch loads
 from _common import load_average
+from _env import announce  # noqa: E402
 
 EXPR_CASES = [
     (kind, n, mean) for kind in ("ZINBVAE", "CGMDVAE") for n in (1, 5) for mean in (True, False)
@@ -200,6 +201,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args)))
         return
+    announce("readout_overheads.py")  # its header: the versions it ran on
     if args.what == "expr":
         chosen = [c.split(",") for c in args.case] if args.case else EXPR_CASES
         cases = [{"kind": k, "n_samples": int(n), "return_mean": int(m)} for k, n, m in chosen]

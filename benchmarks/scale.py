@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import PeakRSS, Timer, markdown_table, mib, quiet, run_json_subprocess
+from _env import announce, with_versions  # noqa: E402
 
 N_GENES = 2000
 GENES_PER_CELL = 200  # ~10% non-zero, typical of 10x data after gene filtering
@@ -214,6 +215,7 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(worker(*args.worker)))
         return 0
+    announce("scale.py")  # its header: the versions it ran on
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="deltavae_scale_"))
     data_dir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -246,7 +248,7 @@ def main(argv=None) -> int:
     print()
     print("\n".join(_verdict(results)))
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        Path(args.out).write_text(json.dumps(with_versions(results), indent=2))
     return 0
 
 

@@ -52,6 +52,7 @@ from _common import (
     quiet,
     run_json_subprocess,
 )
+from _env import announce, with_versions  # noqa: E402
 
 N_GENES = 2000
 CHUNK = 50_000
@@ -302,6 +303,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(*args.worker, args)))
         return
+    announce("spatial_scale.py")  # its header: the versions it ran on
     sizes = sorted(int(s) for s in args.sizes.split(","))
     data_dir = Path(args.data_dir)
     if not _made(data_dir, sizes, args.seed):
@@ -347,7 +349,7 @@ def main() -> None:
     for line in _verdict(results):
         print(line)
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+        Path(args.out).write_text(json.dumps(with_versions(results), indent=1))
     if not args.keep:
         _remove(data_dir, sizes)
 

@@ -59,6 +59,7 @@ import scanpy as sc  # noqa: E402
 import scvi  # noqa: E402
 import torch  # noqa: E402
 from _common import Timer, delta_r2, fmt_mean_sd, markdown_table  # noqa: E402
+from _env import announce  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
 from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
@@ -355,6 +356,7 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", default=None, help="shared data root (default: the package's)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 1 type, few epochs")
     args = p.parse_args(argv)
+    announce("transfer.py")  # its header: the versions it ran on
     if args.quick:
         args.seeds, args.epochs, args.count_epochs, args.types = [0], 5, 5, ["CD4T"]
         args.ref_epochs, args.query_epochs = 10, 5

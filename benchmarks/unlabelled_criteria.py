@@ -15,12 +15,15 @@ import argparse
 import glob
 import os
 
+from _env import announce
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder")
     parser.add_argument("--leiden-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     args = parser.parse_args()
+    announce("unlabelled_criteria.py")  # its header: the versions it ran on
 
     import numpy as np
     import pandas as pd

@@ -34,6 +34,7 @@ import time
 import warnings
 
 import _common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+from _env import announce  # noqa: E402
 
 
 def _describe(groups, truth) -> str:
@@ -93,6 +94,7 @@ def main() -> None:
     parser.add_argument("--control-only", action="store_true", help="Kang: label ctrl cells")
     parser.add_argument("--save", default=None, help="a folder for each run's record")
     args = parser.parse_args()
+    announce("unlabelled_types.py")  # its header: the versions it ran on
 
     import numpy as np
     import scanpy as sc

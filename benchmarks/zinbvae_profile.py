@@ -20,6 +20,7 @@ import time
 
 import _common  # noqa: F401 - first: it sets OMP_WAIT_POLICY before torch loads
 from _common import quiet
+from _env import announce  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -30,6 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    announce("zinbvae_profile.py")  # its header: the versions it ran on
     quiet()
     import scvi
     import torch

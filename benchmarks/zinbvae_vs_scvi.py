@@ -38,6 +38,7 @@ from _common import (
     quiet,
     run_json_subprocess,
 )
+from _env import announce  # noqa: E402
 from _zinbvae_tables import pbmc_table, scaling_table
 
 N_HIDDEN, N_LATENT, N_LAYERS = 128, 10, 1
@@ -371,6 +372,7 @@ def main(argv=None) -> int:
     if args._worker:
         print(json.dumps(worker(args._worker, args._h5ad, args.epochs, args.seeds[0])))
         return 0
+    announce("zinbvae_vs_scvi.py")  # its header: the versions it ran on
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

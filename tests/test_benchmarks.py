@@ -60,3 +60,38 @@ def test_imputation_runs_each_method_through_the_package_folds(imputation):
     assert held == gene_folds(genes, 3, 0)
     args.only_folds = [1]
     assert list(imputation.run_method(spots, ref, "knn", args)[0].index) == held[1]
+
+
+@pytest.fixture
+def env_module():
+    sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("_env", BENCHMARKS / "_env.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    sys.path.remove(str(BENCHMARKS))
+
+
+def test_benchmarks_record_the_versions_they_ran_on(env_module, capsys):
+    """The semi-supervised table moved between two runs of one commit: packages had changed,
+    and neither the printed header nor the JSON said which versions ran."""
+    from importlib.metadata import version
+
+    env = env_module.versions()
+    names = ["python", "torch", "pyro-ppl", "scvi-tools", "lightning", "scanpy", "anndata"]
+    names += ["numpy", "scipy", "scikit-learn", "igraph", "leidenalg", "umap-learn"]
+    names += ["pynndescent", "numba", "commit"]
+    assert set(names) <= set(env)
+    assert env["numpy"] == version("numpy") and env["torch"] == version("torch")
+    assert env["python"] == ".".join(map(str, sys.version_info[:3]))
+    line = env_module.versions_line(env)
+    assert all(f"{name} {env[name]}" in line for name in names[:-1] if env[name])
+    assert env_module.announce("x.py") == env_module.versions()
+    assert capsys.readouterr().out.startswith("# x.py; versions: python ")
+    assert env_module.with_versions({"a": 1}, env) == {"a": 1, "versions": env}
+    assert env_module.with_versions([1, 2], env) == {"versions": env, "results": [1, 2]}
+    # Every benchmark script prints the line in its header (gpu_check: its environment line,
+    # which holds it; gpu_wheels installs wheels and measures nothing).
+    for script in sorted(BENCHMARKS.glob("[a-z]*.py")):
+        if script.stem not in ("gpu_check", "gpu_wheels"):
+            assert f'announce("{script.name}")' in script.read_text(), script.name

@@ -71,7 +71,7 @@ def test_environment_names_the_copy_of_deltavae_that_ran(gpu_check, tmp_path, mo
     line = _common.environment_line(env)
     assert env["deltavae_path"] in line and "OMP_NUM_THREADS=3" in line
     # A commit where the package lies in a git checkout; none in a plain folder.
-    assert _common._git_commit(tmp_path) is None
+    assert _common.git_commit(tmp_path) is None  # _env.git_commit
 
 
 def test_gpu_wheels_lists_what_a_target_lacks():
