@@ -74,11 +74,18 @@ def versions_line(env: dict | None = None) -> str:
     return "versions: " + ", ".join(named) + f"; commit {env.get('commit') or '-'}"
 
 
-def announce(script: str) -> dict:
+def announce(script: str, json_lines: bool = False) -> dict:
     """Print the header line of ``script`` (its name and :func:`versions_line`) and return
-    the versions, for the JSON the script writes."""
+    the versions, for the JSON the script writes. ``json_lines``: a script whose stdout is
+    one JSON object per line prints the header as one too (``{"script": ..., "versions":
+    ...}``), so that every line of it still parses."""
     env = versions()
-    print(f"# {script}; {versions_line(env)}", flush=True)
+    if json_lines:
+        import json
+
+        print(json.dumps({"script": script, "versions": env}), flush=True)
+    else:
+        print(f"# {script}; {versions_line(env)}", flush=True)
     return env
 
 

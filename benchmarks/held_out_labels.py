@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--semi", action="store_true", help="hide 80%% of the labels")
     parser.add_argument("--data-dir", default="../shared/data")
     args = parser.parse_args()
-    announce("held_out_labels.py")  # its header: the versions it ran on
+    announce("held_out_labels.py", json_lines=True)  # its header: the versions it ran on
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     data = ad.read_h5ad(Path(args.data_dir) / KANG)

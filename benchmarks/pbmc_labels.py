@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 
 import _common  # sets OMP_WAIT_POLICY before torch loads
+from _env import announce
 
 # (graph, components, neighbours, resolution): Seurat's tutorial first, then variations of it.
 PIPELINES = (
@@ -60,8 +61,7 @@ def main() -> None:
     import deltavae as dv
 
     _common.quiet()
-    env = _common.environment()
-    print(_common.environment_line(env))
+    env = announce("pbmc_labels.py")
     adata = ad.read_h5ad(Path(args.data_dir) / "pbmc3k" / "pbmc3k_seurat_counts.h5ad")
     truth = adata.obs["cell_type"].to_numpy()
     sc.pp.normalize_total(adata, target_sum=1e4)
@@ -97,7 +97,7 @@ def main() -> None:
         )
     headers = ["graph", "components", "neighbours", "resolution", "ARI per seed (clusters)", "mean"]
     print(_common.markdown_table(headers, rows))
-    _common.save_json({"environment": env, "seeds": args.seeds, "rows": records}, args.out)
+    _common.save_json({"versions": env, "seeds": args.seeds, "rows": records}, args.out)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["cgmdvae", "scanvi", "scvi_scanvi"])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    announce("semi_vs_scanvi.py")  # its header: the versions it ran on
+    announce("semi_vs_scanvi.py", json_lines=True)  # its header: the versions it ran on
 
     import numpy as np
     import scanpy as sc

@@ -1,6 +1,8 @@
 """The benchmark scripts' own bookkeeping (the scripts themselves run outside pytest)."""
 
+import importlib
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -88,10 +90,12 @@ def test_benchmarks_record_the_versions_they_ran_on(env_module, capsys):
     assert all(f"{name} {env[name]}" in line for name in names[:-1] if env[name])
     assert env_module.announce("x.py") == env_module.versions()
     assert capsys.readouterr().out.startswith("# x.py; versions: python ")
+    env_module.announce("x.py", json_lines=True)  # a JSON-lines script's every line parses
+    assert json.loads(capsys.readouterr().out) == {"script": "x.py", "versions": env}
     assert env_module.with_versions({"a": 1}, env) == {"a": 1, "versions": env}
     assert env_module.with_versions([1, 2], env) == {"versions": env, "results": [1, 2]}
     # Every benchmark script prints the line in its header (gpu_check: its environment line,
     # which holds it; gpu_wheels installs wheels and measures nothing).
     for script in sorted(BENCHMARKS.glob("[a-z]*.py")):
         if script.stem not in ("gpu_check", "gpu_wheels"):
-            assert f'announce("{script.name}")' in script.read_text(), script.name
+            assert f'announce("{script.name}"' in script.read_text(), script.name
