@@ -854,3 +854,38 @@ def test_condition_categories_no_cell_carries_are_warned_at_setup():
     with pytest.warns(UserWarning, match="no cell carries") as record:
         dv.model.CGMDVAE.setup_anndata(first, condition_key="condition", labels_key="label")
     assert len([w for w in record if "no cell carries" in str(w.message)]) == 1
+
+
+def test_categories_that_are_one_name_typed_two_ways_are_warned_at_setup():
+    """'ctrl' and 'Ctrl ' in one condition column (two sample sheets merged), 'B cell' and
+    'B cell ' in the labels, '1' and '1.0' as batches: setup registered each as a category of
+    its own without a word, so the model learned a condition effect, a batch or a cell type
+    between two names of one. The unlabelled mark is left out; the line given merges them."""
+    adata = _cells()
+    adata.obs["stim"] = adata.obs["condition"].astype(str)
+    adata.obs.loc[adata.obs_names[:5], "stim"] = "Ctrl "
+    adata.obs["ct"] = np.where(adata.obs["cluster"].astype(str) == "0", "B cell", "T cell")
+    adata.obs.loc[adata.obs_names[5:9], "ct"] = "B cell "
+    adata.obs.loc[adata.obs_names[9:40], "ct"] = "Unknown"
+    adata.obs.loc[adata.obs_names[40:45], "ct"] = "unknown"  # the mark's look-alike: its own
+    adata.obs["plate"] = np.where(np.arange(adata.n_obs) % 3, "1", "1.0")
+    with pytest.warns(UserWarning, match="differ only in case") as record:
+        dv.model.CGMDVAE.setup_anndata(adata, condition_key="stim", labels_key="ct")
+    messages = [str(w.message) for w in record if "differ only in case" in str(w.message)]
+    assert len(messages) == 2 and record[0].filename == __file__
+    counts = adata.obs["stim"].value_counts()
+    assert f"'Ctrl ' (5) beside 'ctrl' ({counts['ctrl']})" in messages[0]
+    assert "'B cell ' (4) beside 'B cell'" in messages[1] and "unknown" not in messages[1]
+    assert "a cell type of its own" in messages[1]
+    before = adata.copy()
+    exec(messages[0].split("before setup_anndata: ")[1].rstrip("."), {"adata": adata})
+    assert adata.obs["stim"].value_counts()["ctrl"] == counts["ctrl"] + 5
+    assert (before.obs["stim"] == "stim").equals(adata.obs["stim"] == "stim")
+    with pytest.warns(UserWarning, match=r"'1\.0' \(40\) beside '1' \(80\)"):
+        dv.model.ZINBVAE.setup_anndata(adata, batch_key="plate")
+    adata.obs["ct"] = adata.obs["ct"].str.strip()
+    with warnings.catch_warnings():  # the advice followed: set up without a word of it
+        warnings.simplefilter("error")
+        dv.model.CGMDVAE.setup_anndata(
+            adata, condition_key="stim", labels_key="ct", unlabeled_category="Unknown"
+        )

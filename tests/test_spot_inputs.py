@@ -499,6 +499,32 @@ def test_archetypes_sample_key_with_missing_values_is_refused_early():
     assert "_scvi_manager_uuid" not in mix.uns
 
 
+def test_archetypes_samples_of_few_spots_or_named_two_ways_are_said_in_the_users_words():
+    """A slide of 1 spot was told as scvi-tools' "Category 2 in adata.obs['_scvi_batch'] has
+    fewer than 3 cells", its code and internal column rather than the slide; and 'Slide1'
+    beside 'slide1' was fitted as a slide of its own without a word."""
+    mix = dv.datasets.convex_mixtures(n_spots=20, n_genes=30, n_archetypes=2, n_markers=5, seed=0)
+    mix.obs["slide"] = np.where(np.arange(mix.n_obs) % 2, "slide1", "slide2")
+    mix.obs.loc[mix.obs_names[0], "slide"] = "Slide1 "
+    fresh = mix.copy()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        dv.model.Archetypes.setup_anndata(mix, sample_key="slide")
+    said = [str(w.message) for w in record]
+    assert not [m for m in said if "_scvi_batch" in m], said
+    assert any(
+        "Categories with fewer than 3 spots (adata.obs['slide']: 'Slide1 ' (1))" in m
+        and m.endswith("drop those spots.")
+        for m in said
+    ), said
+    assert any("'Slide1 ' (1) beside 'slide1' (10)" in m for m in said), said
+    with warnings.catch_warnings():  # made an error: the spots left unregistered
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="differ only in case"):
+            dv.model.Archetypes.setup_anndata(fresh, sample_key="slide")
+    assert "_scvi_manager_uuid" not in fresh.uns and "_scvi_batch" not in fresh.obs
+
+
 def test_archetypes_samples_without_spots_get_no_made_up_factors():
     """Spots subset to some slides keep the others as categories: each was registered as a
     sample and get_sample_factors gave it a column of factors near 1 that no spot fitted."""
@@ -784,6 +810,20 @@ def test_a_measurement_is_refused_as_cell_types(split, column):
     with pytest.raises(ValueError, match=match):
         panel = spots[:, 5:].copy()  # the imputer needs genes to impute
         dv.model.SpatialImputer.from_reference(panel, reference=ref, labels_key=column)
+
+
+@pytest.mark.parametrize("model", [dv.model.NMFDeconv, dv.model.SpatialImputer])
+def test_cell_types_named_two_ways_are_warned_by_both_spot_models(split, model):
+    """'1' and '1 ' (a label typed with a space in part of an annotation table): each became
+    a cell type of its own, with its own signature taking a share of the spots, unsaid."""
+    spots, ref = split
+    ref = ref.copy()
+    labels = ref.obs["cluster"].astype(str).to_numpy(dtype=object)
+    labels[np.flatnonzero(labels == "1")[:6]] = "1 "
+    ref.obs["typed"] = labels
+    line = r"rename them before from_reference: reference\.obs\['typed'\] = reference\.obs"
+    with pytest.warns(UserWarning, match=r"differ only in case.*'1 ' \(6\) beside '1'.*" + line):
+        model.from_reference(spots[:, 5:].copy(), reference=ref, labels_key="typed")
 
 
 @pytest.mark.parametrize("model", [dv.model.NMFDeconv, dv.model.SpatialImputer])

@@ -17,7 +17,7 @@ from ..module._gene_order import in_name_order
 from . import _archetype_results as results
 from ._archetype_checks import MergeSettings, check_count, check_new_spots
 from ._archetype_merging import ArchetypeMergingMixin
-from ._archetype_samples import sample_factor_table, warn_unused_samples
+from ._archetype_samples import sample_factor_table, samples_named, warn_unused_samples
 from ._archetype_signatures import match_signatures
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
@@ -192,7 +192,8 @@ class Archetypes(
         check_obs_keys(adata, {"sample_key": sample_key})
         warn_unused_samples(adata, sample_key)
         samples = [] if sample_key is None else [CategoricalObsField(_SAMPLE, sample_key)]
-        cls._register_spots(adata, layer, args, extra_fields=samples, **kwargs)
+        with samples_named(adata, sample_key):
+            cls._register_spots(adata, layer, args, extra_fields=samples, **kwargs)
 
     def get_sample_factors(self) -> pd.DataFrame:
         """Each sample's technical factor of each gene (genes x samples; 1 is no change; their

@@ -1,5 +1,6 @@
-"""What setup says of categories with fewer than 3 cells (scvi-tools' warning, renamed), and
-of categories no cell carries.
+"""What setup says of categories with fewer than 3 cells (scvi-tools' warning, renamed), of
+categories no cell carries, and of categories that are one name typed two ways ('ctrl' and
+'Ctrl ', each trained as a condition of its own).
 
 A condition or a fully labelled column's category of one or two cells trains little of
 itself. A semi-supervised labels column is another matter: one labelled cell per type is
@@ -16,7 +17,25 @@ from __future__ import annotations
 import pandas as pd
 from anndata import AnnData
 
+from .._lookalike_names import warn_lookalike_names
 from ._validation import warn_user
+
+
+def warn_lookalike_categories_at_setup(adata: AnnData, columns: list[str], unlabelled: dict):
+    """Warn of the values of each of ``columns`` (obs keys) that differ only in case, spaces
+    or number format ('ctrl' and 'Ctrl ', 'B cell' and 'B cell '): scvi-tools registers each
+    as a category of its own, so the model learns a condition effect, a batch or a cell type
+    between two names of one. ``unlabelled`` maps a labels column to its unlabelled mark,
+    left out (its look-alikes are ``warn_if_unlabelled_lookalike``'s)."""
+    for key in columns:
+        kind = (
+            "a cell type of its own, with its own cluster"
+            if key in unlabelled
+            else "a category of its own, which the model learns apart from the other"
+        )
+        warn_lookalike_names(
+            adata.obs[key], f"adata.obs[{key!r}]", kind, "setup_anndata", unlabelled.get(key)
+        )
 
 
 def _few(adata: AnnData, key: str, mark=None) -> str | None:
@@ -63,13 +82,20 @@ def warn_unused_categories(adata: AnnData, columns: list[str]) -> None:
         )
 
 
-def warn_few_cells(adata: AnnData, columns: list[str], unlabelled: dict) -> None:
-    """Warn of the categories of ``columns`` (obs keys) with fewer than 3 cells; ``unlabelled``
-    maps a labels column to its unlabelled mark. A labels column that holds unlabelled cells
-    (semi-supervised) is told what few labelled cells mean and how to check them; the other
-    columns that their categories train little and how to merge, drop or unlabel them. The
-    other columns' categories without cells are named too (:func:`warn_unused_categories`)."""
-    warn_unused_categories(adata, [key for key in columns if key not in unlabelled])
+def warn_few_cells(
+    adata: AnnData, columns: list[str], unlabelled: dict, unit: str = "cell", unused: bool = True
+) -> None:
+    """Warn of the categories of ``columns`` (obs keys) with fewer than 3 cells (``unit``:
+    "spot" for a spot model's samples); ``unlabelled`` maps a labels column to its unlabelled
+    mark. A labels column that holds unlabelled cells (semi-supervised) is told what few
+    labelled cells mean and how to check them; the other columns that their categories train
+    little and how to merge, drop or unlabel them. The other columns' categories without cells
+    are named too (:func:`warn_unused_categories`; not where ``unused`` is False), and so are
+    the categories that are one name typed two ways
+    (:func:`warn_lookalike_categories_at_setup`)."""
+    warn_lookalike_categories_at_setup(adata, columns, unlabelled)
+    if unused:
+        warn_unused_categories(adata, [key for key in columns if key not in unlabelled])
     small, semi = [], []
     for key in columns:
         mark = unlabelled.get(key)
@@ -99,6 +125,7 @@ def warn_few_cells(adata: AnnData, columns: list[str], unlabelled: dict) -> None
             "(unlabelled: they still train, and the model predicts their label)"
         )
     warn_user(
-        "Categories with fewer than 3 cells (" + "; ".join(e for _, e in small) + "): the model "
-        f"learns little of them; merge them into another category or drop those cells{unlabel}."
+        f"Categories with fewer than 3 {unit}s (" + "; ".join(e for _, e in small) + "): the "
+        f"model learns little of them; merge them into another category or drop those {unit}s"
+        f"{unlabel}."
     )

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._lookalike_names import plain, same_name
 from ..distributions import Likelihood
 from ._label_setup import looks_unlabelled
 from ._labels import refuse_other_type
@@ -259,30 +260,14 @@ def _refuse_word_marks(given, key: str, reference: list, unlabeled) -> None:
     )
 
 
-def _plain(value):
-    """numpy's scalars as Python's, so that the line given reads as the user would write it."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _same_name(value) -> str:
-    """A category's name as a user reads it: case, surrounding spaces and the number format
-    ('1015.0' for 1015) left out."""
-    text = str(value).strip().casefold()
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return repr(int(number)) if number.is_integer() else repr(number)
-
-
 def warn_lookalike_categories(new: dict, reference: dict) -> None:
     """Warn of the query's new categories (``{obs key: values}``) that are one of the
     reference's (``{obs key: categories}``) but for case, spaces or the number format: each
     is learned as a category of its own ('1015 ', 'Ctrl', '1015.0' mapped apart from the
     reference's '1015', 'ctrl', 1015), most likely not what the user meant."""
     for key, values in new.items():
-        known = {_same_name(v): _plain(v) for v in reference.get(key, [])}
-        pairs = {_plain(v): known[_same_name(v)] for v in values if _same_name(v) in known}
+        known = {same_name(v): plain(v) for v in reference.get(key, [])}
+        pairs = {plain(v): known[same_name(v)] for v in values if same_name(v) in known}
         if pairs:
             shown = ", ".join(f"{v!r} (the reference's {k!r})" for v, k in list(pairs.items())[:3])
             warn_user(
