@@ -477,6 +477,38 @@ def test_a_query_of_versioned_ensembl_ids_is_told_to_take_the_versions_off():
     assert dv.model._gene_advice.version_only_matches(["RP11-34P13.7"], ["RP11-34P13.8"]).empty
 
 
+def test_gene_names_with_spaces_around_them_are_told_to_be_stripped():
+    """Gene names read from a table typed with a space ('gene_0 '): a query of them shared no
+    gene with the reference and was told to "use the same gene identifiers", which it does;
+    new cells so named were refused as lacking the genes without a word of why; a query
+    spaced in part had those genes filled with zeros, said by their number alone."""
+    adata = _counts()
+    g = _reference(adata)
+    query = _query(adata, 60)
+    spaced = query.copy()
+    spaced.var_names = [f"{name} " for name in query.var_names]
+    with pytest.raises(ValueError, match=r"spaces around .* share 20 genes .*'gene_0 '") as err:
+        dv.model.CGMDVAE.load_query_data(spaced, g)
+    line = re.search(r"(adata\.var_names = .*?strip\(\))", str(err.value)).group(1)
+    exec(line, {"adata": spaced})  # the line given runs and names the genes as the reference
+    assert spaced.var_names.equals(query.var_names)
+    cells = adata[:30].copy()
+    cells.var_names = [f" {name}" for name in adata.var_names]
+    with pytest.raises(ValueError, match=r"spaces around their names, adata holds 20") as err:
+        g.get_latent_representation(cells)
+    line = str(err.value).split("name them as the model does, ")[1].removesuffix(".")
+    exec(line, {"model": g, "adata": cells})
+    np.testing.assert_allclose(
+        g.get_latent_representation(cells), g.get_latent_representation(adata[:30].copy())
+    )
+    partly = query.copy()
+    partly.var_names = [f"{n} " if i < 8 else n for i, n in enumerate(query.var_names)]
+    with pytest.warns(UserWarning, match=r"8 of the reference's 20 genes are missing.* 8 of them"):
+        dv.model.CGMDVAE.load_query_data(partly, g, min_gene_overlap=0.1)
+    with pytest.raises(ValueError, match=r"Without the spaces around their names"):
+        g.get_normalized_expression(gene_list=["gene_1 ", "gene_2 "])
+
+
 def test_a_query_category_that_is_the_references_but_for_case_or_spaces_is_warned_of():
     """A query's condition category written otherwise than the reference's ('ctrl ' with a
     trailing space, 'STIM', a donor 1015.0 for 1015) is a new category to load_query_data,

@@ -1317,6 +1317,24 @@ def test_ensembl_versions_on_one_side_are_named_with_the_line_that_strips_them(s
     assert ref.var_names.tolist() == ids  # bare IDs (and symbols) kept as they are
 
 
+@pytest.mark.parametrize("model", ["NMFDeconv", "SpatialImputer"])
+def test_reference_genes_with_spaces_around_their_names_are_told_to_be_stripped(split, model):
+    """A reference whose gene names carry a space (' gene_0', a table typed so) shared no
+    name with the spots: the error said 'use the same gene identifiers', which they were."""
+    spots, ref = split
+    spots, ref = spots[:, 5:].copy(), ref.copy()
+    ref.var_names = [f" {g}" for g in ref.var_names]
+    with pytest.raises(ValueError, match=r"Without the spaces around .*'gene_5' and ' gene_5'"):
+        getattr(dv.model, model).from_reference(spots, reference=ref, labels_key="cluster")
+    try:
+        getattr(dv.model, model).from_reference(spots, reference=ref, labels_key="cluster")
+    except ValueError as err:
+        line = re.search(r"adata\.var_names = (.*\)), on both", str(err)).group(1)
+    for adata in (spots, ref):  # the line given, run on both: the genes shared
+        adata.var_names = eval(line, {"adata": adata})
+    assert spots.var_names.isin(ref.var_names).all()
+
+
 def test_imputer_spots_normalised_with_genes_the_reference_lacks_are_named_normalised(split):
     """SpatialImputer checked the spots' counts on the genes shared with the reference only,
     where rows scaled by sc.pp.normalize_total no longer share one total: the error advised

@@ -1,6 +1,7 @@
-"""What to do when two gene lists share too few names: another capitalisation, Ensembl IDs
-with and without their version suffixes, another identifier in a ``var`` column, or gene
-subsets chosen on each dataset apart."""
+"""What to do when two gene lists share too few names: another capitalisation, spaces around
+the names (a table's cells typed 'CD3E '), Ensembl IDs with and without their version
+suffixes, another identifier in a ``var`` column, or gene subsets chosen on each dataset
+apart."""
 
 from __future__ import annotations
 
@@ -38,7 +39,31 @@ STRIP_VERSIONS = (
 #: How :func:`identifier_advice` begins where the genes are there by another spelling (its
 #: capitalisation, a version suffix, an appended ID): advice to rename, not "use the same
 #: identifiers".
-RENAMING = ("Ignoring case", "Without the version suffixes", "Without the Ensembl IDs")
+RENAMING = (
+    "Ignoring case",
+    "Without the spaces",
+    "Without the version suffixes",
+    "Without the Ensembl IDs",
+)
+
+
+def space_only_matches(genes, names) -> pd.Series:
+    """Each of ``genes`` not in ``names`` that is one of ``names`` once the spaces around both
+    are taken off ('CD3E ' against 'CD3E', either way), in the order of ``genes``, with the
+    first of ``names`` it is found as.
+
+    Examples
+    --------
+    >>> space_only_matches(["CD3E ", "MS4A1", "NKG7"], ["CD3E", " MS4A1", "GNLY"]).to_dict()
+    {'CD3E ': 'CD3E', 'MS4A1': ' MS4A1'}
+    """
+    genes, names = (pd.Index(np.asarray(g).astype(str)) for g in (genes, names))
+    first = pd.Series(names, index=names.str.strip())
+    first = first[~first.index.duplicated()]
+    odd = genes[~genes.isin(names)]
+    stems = odd.str.strip()
+    hit = np.asarray(stems.isin(first.index))
+    return pd.Series(first.loc[stems[hit]].to_numpy(), index=odd[hit], dtype=object)
 
 
 def version_only_matches(genes, names) -> pd.Series:
@@ -75,6 +100,20 @@ def version_hint(genes, names, where: str = "the query") -> str:
     )
 
 
+def spaces_hint(genes, names, where: str = "the query") -> str:
+    """How many of ``genes`` ``names`` (the genes of ``where``) holds with spaces around their
+    names (or without the spaces of ``genes``), and the line that strips them, with a leading
+    space; ``""`` where it holds none so."""
+    matches = space_only_matches(genes, names)
+    if not len(matches):
+        return ""
+    return (
+        f" {len(matches)} of them are in {where} with spaces around their names (e.g. "
+        f"{matches.iloc[0]!r} for {matches.index[0]!r}): strip them on both, "
+        "adata.var_names = adata.var_names.str.strip(), so that they are read."
+    )
+
+
 def _case_matches(genes: pd.Index, names: pd.Index) -> tuple[int, pd.Index, str]:
     """How many of ``genes`` are in ``names``, those found there only ignoring case, and the
     name the first of them has in ``names`` ("?" where two of ``names`` differ in case only,
@@ -103,6 +142,13 @@ def identifier_advice(first, second) -> str:
         return (
             f"Ignoring case, they share {exact + len(matches)} genes (e.g. {matches[0]} and "
             f"{other}): make the capitalisation agree, e.g. var_names.str.upper() on both."
+        )
+    spaced = space_only_matches(first, second)
+    if len(spaced) > exact:
+        return (
+            f"Without the spaces around their names, they share {exact + len(spaced)} genes "
+            f"(e.g. {spaced.index[0]!r} and {spaced.iloc[0]!r}): strip them, e.g. "
+            "adata.var_names = adata.var_names.str.strip(), on both."
         )
     versions = version_only_matches(first, second)
     if len(versions) > exact:
@@ -220,11 +266,25 @@ def naming_hint(adata: AnnData, genes, names_of: str = "model.adata.var_names") 
         return f" {column}"
     exact, by_case, found = _case_matches(genes, pd.Index(adata.var_names.astype(str)))
     if 2 * len(by_case) <= len(genes) - exact:  # most of the genes it lacks are missing
-        return ""
+        return _spaces_hint(adata, genes, exact, names_of)
     return (
         f" Ignoring case, adata holds {len(by_case)} of them (e.g. {found} for {by_case[0]}): "
         f"name them as the model does, names = {{g.upper(): g for g in {names_of}}}; "
         "adata.var_names = [names.get(g.upper(), g) for g in adata.var_names]."
+    )
+
+
+def _spaces_hint(adata: AnnData, genes: pd.Index, exact: int, names_of: str) -> str:
+    """:func:`naming_hint`'s line where most of the model's ``genes`` that ``adata`` lacks are
+    there with spaces around their names, or without the spaces the model's names have."""
+    spaced = space_only_matches(genes, adata.var_names)
+    if 2 * len(spaced) <= len(genes) - exact:
+        return ""
+    return (
+        f" Without the spaces around their names, adata holds {len(spaced)} of them (e.g. "
+        f"{spaced.iloc[0]!r} for {spaced.index[0]!r}): name them as the model does, names = "
+        f"{{g.strip(): g for g in {names_of}}}; adata.var_names = [names.get(g.strip(), g) "
+        "for g in adata.var_names]."
     )
 
 

@@ -12,7 +12,13 @@ import pandas as pd
 from anndata import AnnData
 
 from ._count_advice import check_model_counts, layer_fixed
-from ._gene_advice import _cut_to_subset, naming_hint, query_genes_advice, version_hint
+from ._gene_advice import (
+    _cut_to_subset,
+    naming_hint,
+    query_genes_advice,
+    spaces_hint,
+    version_hint,
+)
 from ._matrices import in_dask, on_disk, take_columns
 from ._read_calls import read_call
 from ._registered_columns import check_registered_columns
@@ -260,9 +266,13 @@ def warn_missing_genes(n_missing: int, n_genes: int, adata=None, genes=None) -> 
     """Tell how many of the reference's genes a query lacks and gets as zeros (none: quiet);
     for a query ``adata`` cut to a gene subset of its own (highly variable genes), that the
     genes were there before the cut; of the reference's ``genes``, those the query holds
-    under another version of their Ensembl ID."""
+    under another version of their Ensembl ID or with spaces around their names."""
     if n_missing:
-        versions = "" if adata is None or genes is None else version_hint(genes, adata.var_names)
+        versions = (
+            ""
+            if adata is None or genes is None
+            else version_hint(genes, adata.var_names) + spaces_hint(genes, adata.var_names)
+        )
         cut = adata is not None and _cut_to_subset(adata)
         warn_user(
             f"{n_missing} of the reference's {n_genes} genes are missing from the query; "
