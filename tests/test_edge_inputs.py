@@ -257,6 +257,25 @@ def test_a_column_both_labels_and_condition_is_refused():
     assert not [c for c in cells.obs if c.startswith("_scvi")]
 
 
+def test_labels_of_one_type_on_every_cell_are_refused_before_training():
+    """labels_key naming a column of one value on every cell (a subset of one cell type, a
+    column that is not the labels): supervised, every cell was put in that label's cluster,
+    so training found nothing and predict_labels gave the label to every cell; the one word
+    said after training was that n_clusters=3 had two empty clusters, 'n_clusters=2 fits'."""
+    cells = _cells()
+    cells.obs["type"] = "T cell"
+    with pytest.raises(ValueError, match=r"holds one label, 'T cell', and every cell carr.*"):
+        dv.model.CGMDVAE.setup_anndata(cells, labels_key="type")
+    assert not [c for c in cells.obs if c.startswith("_scvi")] and "_scvi_uuid" not in cells.uns
+    cells.obs["type"] = 3  # integer labels alike
+    with pytest.raises(
+        ValueError, match=r"one label, 3, .*unlabelled \(-1, passing unlabeled_category=-1\)"
+    ):
+        dv.model.CGMDVAE.setup_anndata(cells, labels_key="type")
+    cells.obs.loc[cells.obs_names[::2], "type"] = -1  # one type among unlabelled cells: taken
+    dv.model.CGMDVAE.setup_anndata(cells, labels_key="type", unlabeled_category=-1)
+
+
 def test_labels_keep_their_column_order_whatever_the_unlabelled_mark_sorts_to():
     adata = _cells()
     labels = adata.obs["cluster"].astype(str).to_numpy().astype(object)

@@ -22,7 +22,9 @@ def check_label_setup(
 ) -> None:
     """``setup_anndata``'s labels: ``unlabeled_category`` only with a labels column (marking
     no cell where every cell is labelled, unless a label looks like a mark); at least one
-    labelled cell; not a column also set up as a condition.
+    labelled cell, and two labels where every cell is labelled (one label on every cell
+    leaves nothing to learn: each cell is put in its cluster); not a column also set up as a
+    condition.
 
     Examples
     --------
@@ -116,6 +118,20 @@ def check_label_setup(
             f"adata.obs[{labels_key!r}] is marked unlabelled ({short_repr(unlabelled)}). Label "
             "some cells for semi-supervised training, or omit labels_key to cluster without "
             "labels."
+        )
+    if labels.nunique() == 1 and not (labels == unlabelled).any():
+        only = column.iloc[0]
+        only = only.item() if isinstance(only, np.generic) else only
+        mark = unlabelled_mark(column, unlabeled_category, default)
+        mark = mark.item() if isinstance(mark, np.generic) else mark
+        passed = "" if isinstance(mark, str) else f", passing unlabeled_category={mark!r}"
+        raise ValueError(
+            f"labels_key={labels_key!r} holds one label, {only!r}, and every cell carries it: "
+            "trained supervised, every cell is put in its cluster, so the model finds no other "
+            "group and predicts that label for every cell. Pass as labels_key a column of two "
+            "or more cell types, mark the cells of unknown type unlabelled "
+            f"({mark!r}{passed}) for semi-supervised training, or omit labels_key to "
+            "cluster without labels."
         )
     if isinstance(column.dtype, pd.CategoricalDtype):
         unused = [str(c) for c in column.cat.categories if not (column == c).any()]
