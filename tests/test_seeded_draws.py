@@ -141,3 +141,60 @@ def test_count_draws_in_parts_are_the_draws_of_the_whole(name):
     ratio = many.mean(0).mean() / dist.mean.mean()
     assert abs(float(ratio) - 1) < 0.02
     assert abs(float(many.var(0).mean() / dist.variance.mean()) - 1) < 0.1
+
+
+def test_the_other_seeded_read_outs_draw_nothing_on_the_device(monkeypatch):
+    """The seeded read-outs the test above leaves out: ZINBVAE's latent shift (balanced by
+    a column) and nearest responses, and of a labelled CGMDVAE of two condition keys cells
+    of a label (``sample(label=...)``, in parts), conditions drawn jointly, and a translation
+    to both keys."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=160, n_genes=30, n_clusters=3, n_conditions=2, seed=0
+    )
+    adata.obs["cell_type"] = "t" + adata.obs["cluster"].astype(str)
+    adata.obs["donor"] = np.where(np.arange(adata.n_obs) % 2, "d1", "d2")
+    vae_data, cgmd_data = adata.copy(), adata.copy()
+    dv.model.ZINBVAE.setup_anndata(vae_data, batch_key="condition")
+    vae = dv.model.ZINBVAE(vae_data, n_latent=3, n_hidden=16)
+    dv.model.CGMDVAE.setup_anndata(
+        cgmd_data, condition_key=["condition", "donor"], labels_key="cell_type"
+    )
+    model = dv.model.CGMDVAE(cgmd_data, n_latent=3, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vae.train(max_epochs=1, **TRAIN)
+        model.train(max_epochs=1, **TRAIN)
+    ctrl = vae_data[vae_data.obs["condition"] == "ctrl"].copy()
+    pp = {"condition_key": "condition", "balance_key": "cell_type", "seed": 0}
+    calls = {
+        vae: {
+            "latent shift": lambda: vae.predict_perturbation(
+                ctrl, "stim", method="latent_shift", **pp
+            ),
+            "nearest response": lambda: vae.predict_perturbation(
+                ctrl, "stim", method="nearest_response", **pp
+            ),
+        },
+        model: {
+            "sample by label": lambda: model.sample(20, label="t1", seed=0, batch_size=6),
+            "sample, conditions drawn": lambda: model.sample(20, seed=1, batch_size=6),
+            "translate to both keys": lambda: model.translate(
+                cgmd_data[cgmd_data.obs["condition"] == "ctrl"].copy(),
+                {"condition": "stim", "donor": "d1"},
+                seed=0,
+            ),
+        },
+    }
+    track_moves(monkeypatch)
+    found = {}
+    for owner, reads in calls.items():
+        for name, call in reads.items():
+            on_device(owner.module)
+            tracker = DeviceTracker(draws=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with tracker:
+                    call()
+            if tracker.mixes:
+                found[name] = tracker.report()
+    assert not found, "\n".join(f"{name}: {report}" for name, report in found.items())
