@@ -349,6 +349,9 @@ def _cgmdvae_main(ctx: Context, models: dict, kang) -> None:
     def sample(m):
         return m.sample(n_cells=50, cluster=0, condition="stim", seed=0)
 
+    def by_label(m):
+        return m.sample(n_cells=50, label=m.label_names[0], seed=2, batch_size=16)
+
     sampled = run(name, "sample(cluster=0, condition='stim')", lambda: sample(model))
     drawn = run(name, "sample() (drawn cluster, condition)", lambda: model.sample(50, seed=1))
     run(name, "sample: library quantiles kept", lambda: _library_quantiles(model), detail=str)
@@ -382,6 +385,11 @@ def _cgmdvae_main(ctx: Context, models: dict, kang) -> None:
         "seeded": {
             "sample(cluster=0, seed=0)": (sampled, sample),
             "sample(seed=1)": (drawn, lambda m: m.sample(50, seed=1)),
+            # A cell type asked for by label, decoded in parts (sample's batch_size).
+            "sample(label=, batch_size=16, seed=2)": (
+                run(name, "sample(label=, batch_size=16)", lambda: by_label(model)),
+                by_label,
+            ),
             "translate(seed=0, batch_size=1000)": (
                 translated,
                 lambda m: m.translate(ctrl, "stim", seed=0, batch_size=1000),

@@ -6,6 +6,8 @@ model joins the CPU comparison of phase 5), and a model taken to a machine witho
 * CGMDVAE with ``likelihood="normal"`` on log-normalized PBMC cells;
 * CGMDVAE started from phase 1's ZINBVAE (``from_zinbvae``), trained with
   ``early_stopping="auto"``, its typicality compared in phase 5 (``_gpu_pretrained.py``);
+* the command line, ``deltavae fit`` of a labelled CGMDVAE on the device, in memory and
+  ``--backed`` (``_gpu_cli.py``);
 * ZINBVAE with a per-batch dispersion, a latent library size, early stopping and the best
   validation epoch restored;
 * NMFDeconv per spot, SpatialImputer with the latent design, Archetypes with two samples;
@@ -30,6 +32,7 @@ import subprocess
 import sys
 from collections import Counter
 
+from _gpu_cli import cli_entry
 from _gpu_models import prepare_kang, prepare_pbmc
 from _gpu_pretrained import pretrained_entry
 from _gpu_report import FAILED, CheckFailed, Context, _module_device, _same
@@ -158,6 +161,7 @@ def phase_variants(ctx: Context, models: dict) -> None:
             seeded={"sample(seed=0)": lambda m: m.sample(50, seed=0)},
         )
     pretrained_entry(ctx, models)  # CGMDVAE.from_zinbvae of phase 1's ZINBVAE
+    cli_entry(ctx, models)  # deltavae fit on the device, of phase 1's cells
     _spot_variants(ctx, models, epochs)
     _training_guard(ctx)
     if "ZINBVAE/pbmc" in models:
