@@ -49,6 +49,18 @@ def _readouts(model, ctrl, batch_size=None):
     }
 
 
+def _tracked(module, call):
+    """``call()`` with ``module`` marked as on the device, under a tracker of device draws
+    (warnings of the tiny models silenced): the tracker, its mixes and report."""
+    on_device(module)
+    tracker = DeviceTracker(draws=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with tracker:
+            call()
+    return tracker
+
+
 def test_seeded_counts_do_not_depend_on_batch_size(trained):
     """The draws followed the minibatches: a NB draw (gamma, then Poisson, per minibatch)
     interleaved the streams by batch_size, and 2/3 of the decoded and shifted counts changed
@@ -79,12 +91,7 @@ def test_seeded_read_outs_draw_nothing_on_the_device(trained, monkeypatch):
     # the posterior means: draws that reached no result. They draw nothing there now.
     found = {}
     for name, call in calls.items():
-        on_device(model.module)
-        tracker = DeviceTracker(draws=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with tracker:
-                call()
+        tracker = _tracked(model.module, call)
         if tracker.mixes:
             found[name] = [at for _, at in tracker.mixes]
     assert not found, "\n".join(f"{name}: {report}" for name, report in found.items())
@@ -189,12 +196,7 @@ def test_the_other_seeded_read_outs_draw_nothing_on_the_device(monkeypatch):
     found = {}
     for owner, reads in calls.items():
         for name, call in reads.items():
-            on_device(owner.module)
-            tracker = DeviceTracker(draws=True)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with tracker:
-                    call()
+            tracker = _tracked(owner.module, call)
             if tracker.mixes:
                 found[name] = tracker.report()
     assert not found, "\n".join(f"{name}: {report}" for name, report in found.items())

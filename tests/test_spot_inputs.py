@@ -1296,6 +1296,16 @@ def test_true_false_matrices_are_refused_as_counts(split):
     dv.model.Archetypes.setup_anndata(detected)
 
 
+def _run_advised_renaming(model, spots, ref):
+    """Run the ``adata.var_names = ...`` line that ``from_reference``'s refusal advises, on
+    both the spots and the reference."""
+    with pytest.raises(ValueError) as refused:
+        getattr(dv.model, model).from_reference(spots, reference=ref, labels_key="cluster")
+    line = re.search(r"adata\.var_names = (.*\)), on both", str(refused.value)).group(1)
+    for adata in (spots, ref):
+        adata.var_names = eval(line, {"adata": adata})
+
+
 @pytest.mark.parametrize("model", ["NMFDeconv", "SpatialImputer"])
 def test_ensembl_versions_on_one_side_are_named_with_the_line_that_strips_them(split, model):
     """Spots named by versioned Ensembl IDs (GENCODE's ENSG...16) and a reference by the bare
@@ -1307,12 +1317,7 @@ def test_ensembl_versions_on_one_side_are_named_with_the_line_that_strips_them(s
     spots.var_names = [f"{g}.{i % 7 + 1}" for i, g in enumerate(ids[: spots.n_vars])]
     with pytest.raises(ValueError, match=r"Without the version suffixes .*ENSMUSG00000000000\.1"):
         getattr(dv.model, model).from_reference(spots, reference=ref, labels_key="cluster")
-    try:
-        getattr(dv.model, model).from_reference(spots, reference=ref, labels_key="cluster")
-    except ValueError as err:
-        line = re.search(r"adata\.var_names = (.*\)), on both", str(err)).group(1)
-    for adata in (spots, ref):  # the line given, run on both: the genes shared
-        adata.var_names = eval(line, {"adata": adata})
+    _run_advised_renaming(model, spots, ref)
     assert spots.var_names.isin(ref.var_names).all()
     assert ref.var_names.tolist() == ids  # bare IDs (and symbols) kept as they are
 
@@ -1326,12 +1331,7 @@ def test_reference_genes_with_spaces_around_their_names_are_told_to_be_stripped(
     ref.var_names = [f" {g}" for g in ref.var_names]
     with pytest.raises(ValueError, match=r"Without the spaces around .*'gene_5' and ' gene_5'"):
         getattr(dv.model, model).from_reference(spots, reference=ref, labels_key="cluster")
-    try:
-        getattr(dv.model, model).from_reference(spots, reference=ref, labels_key="cluster")
-    except ValueError as err:
-        line = re.search(r"adata\.var_names = (.*\)), on both", str(err)).group(1)
-    for adata in (spots, ref):  # the line given, run on both: the genes shared
-        adata.var_names = eval(line, {"adata": adata})
+    _run_advised_renaming(model, spots, ref)
     assert spots.var_names.isin(ref.var_names).all()
 
 
