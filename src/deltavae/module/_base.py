@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pyro
@@ -142,7 +143,10 @@ class DeltaPyroModule(PyroBaseModuleClass):
         """Draws from the posterior predictive p(x | z) with z ~ q(z | x), on the CPU.
 
         Shape ``(cells, features)``, or ``(cells, features, n_samples)`` when
-        ``n_samples > 1``, as scvi-tools' modules return it.
+        ``n_samples > 1``, as scvi-tools' modules return it. The features are those the
+        module's likelihood reads: the spot models' genes they fit (an NMFDeconv's
+        ``gene_index``, a SpatialImputer's panel), each spot's latents drawn from the guide
+        (NMFDeconv's is a point mass: its draws differ by the counts' noise only).
         """
         return self.predictive_draws(tensors, n_samples, generative_kwargs).cpu()
 
@@ -162,9 +166,14 @@ class DeltaPyroModule(PyroBaseModuleClass):
         generative_kwargs
             Keywords of the module's ``generative`` (``transform_batch``).
         """
+        # Every module's inference takes n_samples; those whose inference gives the
+        # posterior mean by default (the spot imputers') are told to draw.
+        inference_kwargs = {"n_samples": n_samples}
+        if "draw" in inspect.signature(self.inference).parameters:
+            inference_kwargs["draw"] = True
         _, generative_outputs = self.forward(
             tensors,
-            inference_kwargs={"n_samples": n_samples},
+            inference_kwargs=inference_kwargs,
             generative_kwargs=generative_kwargs,
             compute_loss=False,
         )

@@ -408,9 +408,17 @@ class ImputerDeconvolutionModule(_ImputerBase):
         return self._objective(x, kl_weight, nll, q.log_prob(proportions), log_p)
 
     @auto_move_data
-    def inference(self, x, idx):
-        """The spots' posterior mean proportions and their expected visible counts."""
-        proportions = self.proportions(idx)
+    def inference(self, x, idx, n_samples: int = 1, draw: bool = False):
+        """The spots' posterior mean proportions and their expected visible counts; with
+        ``draw``, proportions drawn from q(p_s) instead (``n_samples`` of them on a first
+        axis when more than 1), as a posterior-predictive ``sample`` reads them."""
+        if draw:
+            shape = (n_samples,) if n_samples > 1 else ()
+            proportions = pdist.Dirichlet(self.concentration(idx)).sample(shape)
+        else:
+            proportions = self.proportions(idx)
+            if n_samples > 1:
+                proportions = proportions.expand(n_samples, *proportions.shape)
         technology = torch.exp(self.log_technology)
         return {
             "proportions": proportions,

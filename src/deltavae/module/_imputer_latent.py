@@ -103,7 +103,7 @@ class ImputerLatentModule(_ImputerBase):
         return total * rho / self._evidence(rho_visible).sum(-1, keepdim=True)
 
     def _spot_mean(self, x, z, technology):
-        rho = F.softmax(self.decoder(z), dim=-1)[:, self.visible] * technology
+        rho = F.softmax(self.decoder(z), dim=-1)[..., self.visible] * technology
         return self._share(x, rho, rho)
 
     @torch.no_grad()
@@ -179,7 +179,11 @@ class ImputerLatentModule(_ImputerBase):
         return q.loc, q.scale
 
     @auto_move_data
-    def inference(self, x, idx):
-        """The spots' latent posterior mean and expected visible counts."""
-        z = self._encode(x, 0).loc
+    def inference(self, x, idx, n_samples: int = 1, draw: bool = False):
+        """The spots' latent posterior mean and expected visible counts; with ``draw``, z
+        drawn from q(z | x) instead (``n_samples`` of them on a first axis when more than 1),
+        as a posterior-predictive ``sample`` reads them."""
+        qz = self._encode(x, 0)
+        shape = (n_samples,) if n_samples > 1 else ()
+        z = qz.sample(shape) if draw else qz.loc.expand(*shape, *qz.loc.shape)
         return {"z": z, "visible_mean": self._spot_mean(x, z, torch.exp(self.log_technology))}

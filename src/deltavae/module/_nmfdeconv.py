@@ -242,14 +242,21 @@ class NMFDeconvModule(DeltaPyroModule):
         return {"x": tensors[_X], "idx": None if idx is None else idx.long().view(-1)}
 
     @auto_move_data
-    def inference(self, x, idx=None):
-        """The spots' proportions and abundance and the technology factor (point estimates)."""
+    def inference(self, x, idx=None, n_samples: int = 1):
+        """The spots' proportions and abundance and the technology factor (point estimates).
+        The guide is a point mass: ``n_samples > 1`` gives the same estimates on a first axis
+        of draws (as the other modules give draws of their latents), so that a
+        posterior-predictive ``sample`` draws counts ``n_samples`` times around them."""
         x = self.genes(x)
         proportions = self.proportions(x, idx)
         technology = torch.exp(self.log_technology)
+        abundance = self.abundance(x, idx, proportions, technology)
+        if n_samples > 1:
+            proportions = proportions.expand(n_samples, *proportions.shape)
+            abundance = abundance.expand(n_samples, *abundance.shape)
         return {
             "proportions": proportions,
-            "abundance": self.abundance(x, idx, proportions, technology),
+            "abundance": abundance,
             "technology": technology,
             "idx": idx,
         }
