@@ -553,3 +553,26 @@ def test_a_query_model_in_training_mode_trains_on_minibatches_of_one_cell():
         warnings.simplefilter("ignore")  # one epoch: not converged
         q.train(max_epochs=1, train_size=1.0, batch_size=1)
     assert len(q.history["elbo_train"]) == 1 and q.is_trained_
+
+
+def test_query_labels_that_are_the_references_but_for_spaces_are_told_to_be_renamed():
+    """Query labels '0 ' and 'B' for a reference's '0' and 'b' (spaces, case) were refused as
+    labels the reference does not know, with advice to move or unlabel them, and no word of
+    what they most likely are, while query conditions written so were named. The refusal now
+    names each with the reference's label and a line that renames them, which maps."""
+    adata = _counts()
+    adata.obs["ct"] = adata.obs["cluster"].astype(str).replace({"1": "b"})
+    g = _reference(adata, labels_key="ct")
+    query = _query(adata, 40)
+    query.obs["ct"] = pd.Categorical(np.where(np.arange(40) % 2, "0 ", "B"))
+    query.obs.loc[query.obs_names[:2], "ct"] = np.nan  # NaN stay NaN through the line
+    with pytest.raises(ValueError, match="differ from the reference's labels only") as info:
+        dv.model.CGMDVAE.load_query_data(query, g)
+    message = str(info.value)
+    assert "'0 ' (the reference's '0'), 'B' (the reference's 'b')" in message
+    line = re.search(r"rename them: (query\.obs\[.*\}\))\. Otherwise", message).group(1)
+    exec(line, {"query": query})
+    assert query.obs["ct"].isna().sum() == 2
+    query.obs["ct"] = query.obs["ct"].fillna("Unknown")
+    q = dv.model.CGMDVAE.load_query_data(query, g)
+    assert set(q.adata.obs["ct"]) == {"0", "b", "Unknown"}

@@ -112,7 +112,37 @@ def check_query_obs(adata: AnnData, registry: dict, setup_args: dict, where: str
                 )
             else:
                 mark = f"Set them {mark}"
-            raise ValueError(f"The query's obs[{labels_key!r}] holds {' and '.join(what)}. {mark}")
+            rename = _lookalike_labels_hint(given, known, [*reference, unlabeled], labels_key)
+            if rename:
+                mark = f"Otherwise, {mark[0].lower()}{mark[1:]}"
+            raise ValueError(
+                f"The query's obs[{labels_key!r}] holds {' and '.join(what)}. {rename}{mark}"
+            )
+
+
+def _lookalike_labels_hint(given, known: set, reference: list, key: str) -> str:
+    """The sentence, ending in a space, that names the query's unknown labels (``given`` not
+    in ``known``, read as text) that are one of the ``reference``'s labels (or its unlabelled
+    mark) but for case, spaces or number format ('0 ' for '0', 'b cell' for 'B cell'), with the
+    line that renames them; ``""`` where none is.
+
+    Examples
+    --------
+    >>> _lookalike_labels_hint(["B ", "X"], {"B", "T"}, ["B", "T"], "ct")[:48]
+    "1 of them differs from the reference's labels on"
+    """
+    by_name = {same_name(v): plain(v) for v in reference}
+    unknown = sorted((v for v in given if str(v) not in known), key=str)
+    pairs = {plain(v): by_name[same_name(v)] for v in unknown if same_name(v) in by_name}
+    if not pairs:
+        return ""
+    shown = ", ".join(f"{v!r} (the reference's {k!r})" for v, k in list(pairs.items())[:3])
+    column = f"query.obs[{key!r}]"
+    return (  # astype(object): a Categorical's replace is deprecated in pandas
+        f"{len(pairs)} of them differ{'s' if len(pairs) == 1 else ''} from the reference's "
+        f"labels only in case, spaces or number format: {shown}. If they are the "
+        f"reference's, rename them: {column} = {column}.astype(object).replace({pairs!r}). "
+    )
 
 
 def check_query_data(adata: AnnData, attr_dict: dict, layer: str | None) -> None:
