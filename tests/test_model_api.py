@@ -7,6 +7,7 @@ leaves the model working.
 
 import functools
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -231,6 +232,35 @@ def test_de_leaves_cells_of_no_group_out_of_the_rest(trained):
     with pytest.raises(ValueError, match=r"holds no group: every value is NaN \(a pandas"):
         model.differential_expression(groupby="some")
     del adata.obs["some"]
+
+
+def test_de_of_a_group_of_one_or_two_cells_warns_naming_it(trained):
+    """A group of one cell (idx1=[0], a type of one cell) was compared without a word: its
+    log-fold changes are one cell's posterior against the rest, noise (scanpy's
+    rank_genes_groups refuses a group of one sample). Each side of fewer than 3 cells is
+    named with its size, as setup names such categories; the table still comes, and the
+    group1 given to leave it out runs without the warning."""
+    model, adata = trained
+    adata.obs["few"] = np.where(np.arange(adata.n_obs) < 2, "pair", adata.obs["cluster"])
+    adata.obs.loc[adata.obs_names[2], "few"] = "lone"
+    with pytest.warns(
+        UserWarning,
+        match=r"fewer than 3 cells of adata.obs\['few'\]: 'lone' "
+        r"\(1 cell\), 'pair' \(2 cells\)\.",
+    ) as record:
+        de = model.differential_expression(groupby="few", n_samples_overall=5)
+    assert set(de["comparison"]) == {f"{g} vs Rest" for g in ("0", "1", "2", "lone", "pair")}
+    message = next(str(w.message) for w in record if "fewer than 3" in str(w.message))
+    line = re.search(r"leave it out: (group1=\[.*\])\.$", message).group(1)
+    assert line == "group1=['0', '1', '2']"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.differential_expression(groupby="few", group1=["0", "1", "2"], n_samples_overall=5)
+    with pytest.warns(UserWarning, match=r"fewer than 3 cells: idx1 \(1 cell\)\. "):
+        model.differential_expression(idx1=[0], idx2=[3, 4, 5], n_samples_overall=5)
+    with pytest.warns(UserWarning, match=r"cells of adata.obs\['few'\]: 'lone' \(1 cell\)\."):
+        model.differential_expression(groupby="few", group1="0", group2="lone", n_samples_overall=5)
+    del adata.obs["few"]
 
 
 def test_seeded_de_gives_one_table_whether_or_not_its_anndata_was_registered(trained):

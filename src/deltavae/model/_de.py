@@ -38,6 +38,7 @@ from ._de_scanpy import (
     with_key_added,
     write_rank_genes_groups,
 )
+from ._de_sizes import warn_few_cells_compared
 from ._de_tables import (
     check_importance_keywords,
     effect_breaks_ties,
@@ -177,6 +178,10 @@ class CheckedExpressionMixin(RNASeqMixin):
         if key_added is not None:  # before any draw
             check_rank_key(target, key_added, asked.get("groupby"), asked.get("adata") is not None)
         args, kwargs = check_de_groups(self, RNASeqMixin.differential_expression, args, kwargs)
+        settled = _bind(self, RNASeqMixin.differential_expression, args, kwargs)
+        warn_few_cells_compared(
+            target if settled.get("adata") is None else settled["adata"], settled
+        )
         reference = _bind(self, RNASeqMixin.differential_expression, args, kwargs).get("group2")
         args, kwargs = de_in_memory(  # of an AnnData on disk: the cells compared only
             self, RNASeqMixin.differential_expression, args, kwargs, _set_argument
@@ -234,7 +239,9 @@ class CheckedExpressionMixin(RNASeqMixin):
         " with (warned; scvi-tools and scanpy count them in it). By a CGMDVAE's labels"
         ' column, cells marked unlabelled (``"Unknown"``) are no group either: left out'
         " (warned) unless ``group1`` or ``group2`` names the mark; labels the model never saw"
-        " are groups as the column holds them. Of an AnnData on disk"
+        " are groups as the column holds them. A group (or ``idx1``, ``idx2``, the rest) of"
+        " fewer than 3 cells is warned of, with its size: its table is those cells', noise"
+        " (scanpy's ``rank_genes_groups`` refuses a group of one cell). Of an AnnData on disk"
         " (backed, ``read_lazy``) or of dask arrays only the counts of the cells compared are"
         " read into memory, a chunk of rows at a time (against the rest: every cell's), with"
         " a warning of the size above 1 GiB.\n" + RANK_KEY_EXAMPLE
