@@ -1,6 +1,8 @@
 """Empty labels ("", a table's empty cells or ``fillna("")``) read as a mark of unlabelled
 cells where they would otherwise train as a cell type of their own."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -49,3 +51,30 @@ def test_a_missing_value_as_the_mark_is_refused_with_the_line_that_works(mark):
     adata.obs["code"] = adata.obs["cluster"].astype(int).where(np.arange(60) % 3 == 0)
     with pytest.raises(ValueError, match="among integer labels"):
         dv.model.CGMDVAE.setup_anndata(adata, labels_key="code", unlabeled_category=mark)
+
+
+@pytest.mark.parametrize(
+    "mark", ["?", "-", "NA ", "n/a", "None", "unassigned", "Undetermined", "not assigned"]
+)
+def test_a_placeholder_mark_is_said_to_train_as_a_cell_type(mark):
+    """Cells labelled '?', '-', 'Undetermined' or 'not assigned' (a spreadsheet's open cell,
+    an annotation tool's word for no type) trained as a cell type of their own without a
+    word, while 'unknown' was warned of; each is now read as a mark of unlabelled cells."""
+    adata = _cells(mark)
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="type")
+    shown = re.escape(repr(mark))
+    with pytest.warns(UserWarning, match=f"The labels hold {shown}, which is trained as"):
+        dv.model.CGMDVAE(adata, **SMALL)
+    with pytest.raises(ValueError, match=f"It holds {shown}: .* unlabeled_category={shown}"):
+        dv.model.CGMDVAE.setup_anndata(adata, labels_key="type", unlabeled_category="Unknown")
+
+
+def test_a_real_class_of_cells_is_no_mark():
+    """'doublet' or 'other' name what cells were found to be: trained as such, not warned."""
+    import warnings
+
+    adata = _cells("doublet")
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="type")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert "doublet" in dv.model.CGMDVAE(adata, **SMALL).label_names

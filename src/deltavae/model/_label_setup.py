@@ -149,10 +149,13 @@ def check_label_setup(
 
 #: Label values that usually mark unlabelled cells (compared stripped, in lower case).
 #: -1 marks them in integer labels (scANVI's and sklearn's convention); "" is what a table
-#: written with empty cells for missing labels (or ``fillna("")``) holds.
+#: written with empty cells for missing labels (or ``fillna("")``) holds; "?" and "-" are a
+#: spreadsheet's marks of a cell left open; "undetermined" and "not assigned" annotation
+#: tools' words for cells they gave no type. Names of real classes of cells ("doublet",
+#: "low quality", "other") are not marks: they are what a cell was found to be.
 _UNLABELLED_WORDS = {
-    *("unknown", "unlabeled", "unlabelled", "unassigned", "undefined", "na", "n/a", "nan"),
-    *("none", "-1", ""),
+    *("unknown", "unlabeled", "unlabelled", "unassigned", "not assigned", "undetermined"),
+    *("undefined", "na", "n/a", "nan", "none", "?", "-", "-1", ""),
 }
 
 
@@ -162,8 +165,8 @@ def looks_unlabelled(value) -> bool:
 
     Examples
     --------
-    >>> [looks_unlabelled(v) for v in (" Unlabelled", -1, "", "B")]
-    [True, True, True, False]
+    >>> [looks_unlabelled(v) for v in (" Unlabelled", -1, "", "?", "Not assigned", "B")]
+    [True, True, True, True, True, False]
     """
     return str(value).strip().lower() in _UNLABELLED_WORDS
 
