@@ -419,6 +419,31 @@ def test_nmfdeconv_reference_free_finds_types():
     assert matched["correlation"].min() > 0.8, matched
 
 
+def test_too_many_factors_are_refused_saying_what_bounds_them():
+    """NMFDeconv(n_components=100) of 60 spots x 40 genes ended its refusal with
+    '... x 40 genes: 40', not saying that 40 is the most factors it can fit, nor what to
+    pass. It now names the bound, why, and the arguments that fit (start_spots where the
+    spots it reads are what bound it)."""
+    cells = dv.datasets.synthetic_counts(
+        n_cells=120, n_genes=40, n_clusters=3, n_conditions=1, seed=0
+    )
+    spots, _ = dv.datasets.pseudo_spots(cells, "cluster", n_spots=60, seed=0)
+    dv.model.NMFDeconv.setup_anndata(spots)
+    with pytest.raises(
+        ValueError,
+        match=r"in 60 spots x 40 genes: at most 40, the smaller of the spots and the genes it "
+        r"reads\. Pass n_components=40 or fewer\.$",
+    ):
+        dv.model.NMFDeconv(spots, n_components=100)
+    with pytest.raises(
+        ValueError,
+        match=r"in 20 spots \(start_spots=20 of the 60\) x 40 genes: at most 20, .* Pass "
+        r"n_components=20 or fewer, or start_spots=30 or more\.$",
+    ):
+        dv.model.NMFDeconv(spots, n_components=30, start_spots=20)
+    assert dv.model.NMFDeconv(spots, n_components=30, start_spots=30).module.n_types == 30
+
+
 def test_nmfdeconv_bad_input(split):
     spots, ref = split
     other = ref.copy()

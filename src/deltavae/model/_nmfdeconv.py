@@ -165,12 +165,18 @@ class NMFDeconv(
                     "signatures / use NMFDeconv.from_reference); got n_components="
                     f"{short_repr(n_components)}."
                 )
-            most = min(adata.n_obs, start_spots, adata.n_vars)  # NMF's start finds at most
+            read = min(adata.n_obs, start_spots)  # the spots NMF's start factorises
+            most = min(read, adata.n_vars)  # NMF's start finds at most
             if n_components > most and saved is None:
+                spots, more = f"{read} spots", ""
+                if read < adata.n_obs:  # start_spots left spots out
+                    spots += f" (start_spots={start_spots} of the {adata.n_obs})"
+                    if n_components <= min(adata.n_obs, adata.n_vars):
+                        more = f", or start_spots={n_components} or more"
                 raise ValueError(
-                    f"n_components={n_components} exceeds the factors the NMF start finds in"
-                    f" {adata.n_obs} spots (start_spots={start_spots}) x {adata.n_vars} genes: "
-                    f"{most}"
+                    f"n_components={n_components} is more factors than the NMF start can find"
+                    f" in {spots} x {adata.n_vars} genes: at most {most}, the smaller of the"
+                    f" spots and the genes it reads. Pass n_components={most} or fewer{more}."
                 )
             columns = np.arange(adata.n_vars)
             if saved is not None:
