@@ -843,3 +843,25 @@ def test_a_signature_of_most_genes_and_a_weak_variant_are_marked(fitted):
     with pytest.warns(UserWarning, match=r"'a' \(A1, a variant: 0.30, random sets of 2 genes 0.35"):
         assert weak_matches(table, z, {"a": np.array([0, 3])}) == ["a"]
     assert table["weak"].tolist() == [False, True, False]
+
+
+def test_too_few_spots_for_validation_are_told_in_the_users_terms():
+    """Archetypes of 5 spots, trained with no train_size given, was refused with 'With 5
+    spots and train_size=0.9, no spot is left ...': a value the user never passed (and
+    Archetypes.train does not name). It now says train() holds 10% of the spots out by
+    default for the validation ELBO, that 5 spots leave none, that 10 are needed, and the
+    argument that trains on every spot, which runs."""
+    mix = dv.datasets.convex_mixtures(n_spots=5, n_genes=30, n_archetypes=2, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    model = dv.model.Archetypes(mix, n_archetypes=2, n_hidden=8)
+    told = (
+        r"^Training holds 10% of the spots out to compute the validation ELBO \(the default "
+        r"train_size=0\.9\): of 5 spots that is none; it takes at least 10 spots\. Pass "
+        r"train_size=1\.0 to train on every spot without validation, or use more spots\.$"
+    )
+    with pytest.raises(ValueError, match=told):
+        model.train(max_epochs=1, **TRAIN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 5 spots: small-data advice
+        model.train(max_epochs=1, train_size=1.0, **TRAIN)
+    assert model.is_trained

@@ -433,8 +433,10 @@ def test_a_callbacks_list_and_optimiser_settings_are_taken_as_given():
 def test_two_cells_leave_no_validation_cell():
     adata = _counts(n_cells=50)[:2].copy()
     model = _zinbvae(adata)
-    with pytest.raises(ValueError, match="With 2 cells and train_size=0.9, no cell is left"):
+    with pytest.raises(ValueError, match="of 2 cells that is none; it takes at least 10 cells"):
         model.train(max_epochs=1, **TRAIN)
+    with pytest.raises(ValueError, match=r"^train_size=0\.6 holds 40% of the cells out .* of 2 "):
+        model.train(max_epochs=1, train_size=0.6, **TRAIN)
     model.train(max_epochs=1, train_size=1.0, **TRAIN)
     assert model.get_latent_representation().shape == (2, 3)
 

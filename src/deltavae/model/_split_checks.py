@@ -7,6 +7,10 @@ np.array"; boolean masks as "duplicate indexing in train set"; cells in no list 
 ``Warning("There are missing indices please fix or remove those lines")``; a position past the
 last cell an ``IndexError`` from inside the fit; and the user's own list was lengthened to
 three items in place.
+
+A split by fractions that leaves no validation row is refused in the user's terms
+(:func:`none_held_out`): how many rows the default train_size needs, not a value they never
+passed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import short_repr
+from ..train._data import split_sizes
 from ._validation import warn_user
 
 _PARTS = ("training", "validation", "test")
@@ -128,3 +133,31 @@ def checked_external_split(
             "train_size out, or leave external_indexing out to split by fractions.",
             UserWarning,
         )
+
+
+def none_held_out(n_rows: int, unit: str, train_size: float, by_default: bool) -> str:
+    """Why ``n_rows`` rows leave no validation row at ``train_size`` (``by_default``: the
+    value train() chose, not one the user wrote, said in their terms), how many are needed,
+    and what to pass.
+
+    Examples
+    --------
+    >>> none_held_out(5, "spot", 0.9, True)
+    'Training holds 10% of the spots out ... of 5 spots that is none; it takes at least 10 spots...'
+    """
+    sizes = range(n_rows + 1, n_rows + 10**5)
+    needed = next((n for n in sizes if split_sizes(n, train_size, None, {})[1]), None)
+    share = f"{(1 - train_size) * 100:.3g}%"
+    if by_default:
+        told = (
+            f"Training holds {share} of the {unit}s out to compute the validation ELBO (the "
+            f"default train_size={train_size})"
+        )
+    else:
+        told = f"train_size={train_size} holds {share} of the {unit}s out for the validation ELBO"
+    needs = f"; it takes at least {needed} {unit}s" if needed else ""
+    return (
+        f"{told}: of {n_rows} {unit}s that is none{needs}. "
+        f"Pass train_size=1.0 to train on every {unit} without validation, or use more "
+        f"{unit}s."
+    )

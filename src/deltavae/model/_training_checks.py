@@ -15,7 +15,7 @@ from ..train._data import split_sizes
 from ._device_args import check_accelerator
 from ._freeze import ReferenceBatchNorm1d
 from ._plan_checks import check_optimizer_settings, check_plan_names, check_plan_numbers
-from ._split_checks import checked_external_split
+from ._split_checks import checked_external_split, none_held_out
 from ._trainer_args import (  # noqa: F401 (callback_list: _base)
     callback_list,
     check_precision,
@@ -174,10 +174,7 @@ def check_training_arguments(
             f"larger fraction, or train_size=1.0 to train on every {unit} without validation."
         )
     if (train_size < 1 or validation_size) and n_val == 0 and not external:
-        raise ValueError(
-            f"With {n_rows} {units} and train_size={train_size}, no {unit} is left to compute "
-            f"the validation ELBO. Train on every {unit} with train_size=1.0, or use more {units}."
-        )
+        raise ValueError(none_held_out(n_rows, unit, train_size, written is None))
     held_out = (
         f"(datasplitter_kwargs['external_indexing'] has no second list of {units}): list the "
         f"validation {units} second"
