@@ -559,6 +559,56 @@ def test_ordered_labels_give_ordered_label_and_cluster_columns(tmp_path):
     assert list(clusters.categories) == ["late", "early", "novel_0"] and not clusters.ordered
 
 
+def test_ordered_label_and_cluster_columns_keep_their_scale_to_concatenate():
+    """write_to_adata's cgmdvae_cluster and cgmdvae_label and predict_labels' label dropped
+    the categories no cell of the AnnData held, ordered ones too: two parts written apart
+    (cells predicted 'late', cells predicted 'early') had categories ['late'] and ['early'],
+    and anndata.concat of them made the column object ('<' by name). An ordered column now
+    keeps every label (and the mark with unknown_below), as sample's ordered columns do; an
+    unordered one still holds the categories some cell holds alone."""
+    import anndata as ad
+
+    adata = _cells(n_conditions=1, n_cells=90)
+    labels = adata.obs["cluster"].astype(str).map({"0": "late", "1": "early"})
+    adata.obs["stage"] = pd.Categorical(labels, categories=["late", "early"], ordered=True)
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="stage")
+    model = dv.model.CGMDVAE(adata, **SMALL)
+    model.train(max_epochs=10, **FAST)  # the two stages apart
+    predicted = model.predict_labels()["label"].to_numpy()
+    assert set(predicted) == {"late", "early"}
+    part = adata[predicted == "late"].copy()  # cells of one predicted stage only
+    scale = pd.CategoricalDtype(["late", "early"], ordered=True)
+    assert model.predict_labels(part)["label"].dtype == scale
+    model.write_to_adata(part)
+    assert part.obs["cgmdvae_cluster"].dtype == scale
+    rest = adata[predicted == "early"].copy()  # the other stage's cells
+    model.write_to_adata(rest)
+    both = ad.concat([part, rest])
+    assert both.obs["cgmdvae_cluster"].dtype == scale
+    query = part.copy()
+    query.obs = query.obs[["condition"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mapped = dv.model.CGMDVAE.load_query_data(query, model)
+    mapped.write_to_adata(unknown_below=0.0)  # no cell under 0: the mark kept all the same
+    assert query.obs["cgmdvae_label"].dtype == pd.CategoricalDtype(
+        ["late", "early", "Unknown"], ordered=True
+    )
+    assert query.obs["cgmdvae_cluster"].dtype == scale
+    assert (
+        mapped.predict_labels(unknown_below=0.0)["label"].dtype == query.obs["cgmdvae_label"].dtype
+    )
+    # Unordered labels: the categories some cell holds alone, as before.
+    adata.obs["stage"] = adata.obs["stage"].cat.as_unordered()
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="stage")
+    plain = dv.model.CGMDVAE(adata, **SMALL)
+    plain.train(max_epochs=1, **FAST)
+    one = plain.predict_labels()["label"]
+    cells = adata[(one == one.iloc[0]).to_numpy()].copy()
+    plain.write_to_adata(cells)
+    assert cells.obs["cgmdvae_cluster"].cat.categories.tolist() == [one.iloc[0]]
+
+
 def test_sampled_ordered_columns_keep_the_training_columns_dtype_to_concatenate():
     """sample() dropped the categories no drawn cell held from ordered columns (a dose
     ['lo', 'mid', 'hi'] became ['hi']), so anndata.concat([adata, sampled]) made the column
@@ -578,7 +628,8 @@ def test_sampled_ordered_columns_keep_the_training_columns_dtype_to_concatenate(
     drawn = model.sample(6, condition={"dose": "hi"}, cluster="late", seed=0)
     assert drawn.obs["dose"].dtype == adata.obs["dose"].dtype
     assert drawn.obs["stage"].dtype == adata.obs["stage"].dtype  # the user's order, mark first
-    assert drawn.obs["cluster"].cat.categories.tolist() == ["late"]  # the clusters: as before
+    # The clusters, the labels' ordered scale: every label, as write_to_adata keeps them.
+    assert drawn.obs["cluster"].cat.categories.tolist() == ["late", "early"]
     both = ad.concat([adata, drawn])
     for key in ("dose", "stage"):
         assert both.obs[key].dtype == adata.obs[key].dtype, key

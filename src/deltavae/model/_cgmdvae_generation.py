@@ -27,6 +27,7 @@ from ._fit_records import digest_once, keep
 from ._fit_records import library as pooled_library
 from ._label_colours import sampled_colours
 from ._label_conditions import record_label_conditions, warn_unseen_label_conditions
+from ._label_order import kept_categories
 from ._labels import labels_of
 from ._latent_shift import data_floor
 from ._library_quantiles import record_pooled_quantiles
@@ -127,9 +128,11 @@ class GenerationMixin:
         categories. A labels or condition column whose training column is ordered (stages,
         doses) keeps that column's categories whole instead (the labels column the training
         AnnData's dtype where it holds every label drawn; else the labels in the model's order,
-        the mark last), since ``anndata.concat`` makes an ordered column whose categories differ
-        ``object``, where ``<`` and sorting follow the names, not the order;
-        ``.cat.remove_unused_categories()`` drops the empty ones (:meth:`translate` and
+        the mark last; the cluster column, ordered where the clusters are those labels, every
+        label, as :meth:`write_to_adata` and :meth:`predict_labels` keep them), since
+        ``anndata.concat`` makes an ordered column whose categories differ ``object``, where
+        ``<`` and sorting follow the names, not the order; ``.cat.remove_unused_categories()``
+        drops the empty ones (:meth:`translate` and
         :meth:`predict_perturbation` keep the model's categories, as the cells they move came
         with them). The cells are named
         ``sample_<token>_<i>``, where ``<token>`` is a hash of ``uns["sample"]`` (but ``n_cells``),
@@ -188,12 +191,13 @@ class GenerationMixin:
         x = x.cpu().numpy().astype(np.float32, copy=False)
         obs = pd.DataFrame(index=sample_names(record, cells.seed, module, len(x)))
         # Only the clusters, labels and conditions drawn, as write_to_adata keeps its
-        # clusters: scanpy's rank_genes_groups refuses a category without cells.
+        # clusters: scanpy's rank_genes_groups refuses a category without cells; an
+        # ordered column's whole scale (_label_order.kept_categories).
         clusters = labels_of(self, y.cpu().numpy())  # integer labels as integers
         labels_key = self.registry_["setup_args"].get("labels_key")
         taken = [*self.condition_keys, labels_key]
         name = "cgmdvae_cluster" if "cluster" in taken else "cluster"
-        obs[name] = clusters.remove_unused_categories()  # not overwritten by a condition below
+        obs[name] = kept_categories(clusters)  # not overwritten by a condition below
         labels = sampled_labels(self, y.cpu().numpy())
         if labels is not None:  # to concatenate with real cells: their labels column
             obs[labels_key] = labels
@@ -204,8 +208,7 @@ class GenerationMixin:
                 drawn = isinstance(values, pd.Categorical)  # the model's order (and flag) kept
                 # An ordered column keeps its scale whole: anndata.concat with the real
                 # cells gave object where the categories differed.
-                whole = not drawn or values.ordered
-                obs[key] = values if whole else values.remove_unused_categories()
+                obs[key] = kept_categories(values) if drawn else values
         # The genes with their metadata, as translate keeps them.
         out = AnnData(X=x, obs=obs, var=self.adata.var.copy())
         out.layers["expected"] = expected.cpu().numpy().astype(np.float32, copy=False)

@@ -10,6 +10,7 @@ from anndata import AnnData
 from .._docs import doc_params, doc_write_keyed
 from ._backed import writes_backed
 from ._label_colours import carry_label_colours
+from ._label_order import kept_categories
 from ._labels import labels_of
 from ._registered_columns import refuse_overwriting_read_columns, warn_changing_others_columns
 from ._stale_labels import drop_stale_labels
@@ -58,13 +59,18 @@ class WriteMixin:
         Writes ``obsm["X_cgmdvae"]`` (z mean), ``obsm["X_cgmdvae_w"]`` (w mean),
         ``obs["cgmdvae_cluster"]`` (categorical over the clusters that hold cells, in
         :attr:`cluster_names`' order, the labels' or a reference's: ``sc.tl.rank_genes_groups``
-        refuses an empty group; ``.cat.set_categories(model.cluster_names)`` adds them),
+        refuses an empty group; ``.cat.set_categories(model.cluster_names)`` adds them; where
+        the labels column is ordered, over every label, ordered, so that ``anndata.concat``
+        of two AnnData written keeps one ordered column: it made ``object`` of ordered
+        columns whose categories differ; ``.cat.remove_unused_categories()`` drops them),
         ``obsm["cgmdvae_cluster_probs"]`` (a column per cluster, named in
         ``uns["cgmdvae"]["cluster_names"]``) and ``uns["cgmdvae"]`` (cluster names, typed as
         ``obs["cgmdvae_cluster"]``'s (see :attr:`cluster_names`), their sizes in this AnnData
         and the clusters without cells in it: of a subset, not of the model); for a query
         model also ``obs["cgmdvae_label"]``, ``obs["cgmdvae_label_confidence"]`` and
-        ``obs["cgmdvae_typicality"]`` (:meth:`predict_labels`' ``label``, ``confidence`` and
+        ``obs["cgmdvae_typicality"]`` (:meth:`predict_labels`' ``label`` (its categories as
+        ``obs["cgmdvae_cluster"]``'s, and the unlabelled mark with ``unknown_below``, kept in
+        an ordered column where no cell holds it), ``confidence`` and
         ``typicality``: how typical each cell is of the reference's cells, near 0 for
         a cell of a type the reference never saw; NaN for a reference saved before deltavae
         kept their scores). With another ``key_added``, ``"cgmdvae"`` in each of these
@@ -98,12 +104,13 @@ class WriteMixin:
         labelled = labels_of(self, clusters)  # integer labels as integers, as obs holds them
         names = labelled.categories.to_numpy()  # object for pandas string dtypes (pandas 3)
         sizes = np.bincount(clusters, minlength=len(names))
-        labelled = labelled.remove_unused_categories()  # rank_genes_groups: no empty groups
+        # rank_genes_groups: no empty groups; an ordered column keeps its scale (concat)
+        labelled = kept_categories(labelled)
         columns = {f"{key}_cluster": labelled}
         if query:
             label, typical = typical_labels(self, labelled.copy(), post["scores"], unknown_below)
             if unknown_below is not None:  # the mark's category only where a cell holds it
-                label = label.remove_unused_categories()
+                label = kept_categories(label)
             columns[f"{key}_label"] = label
         warn_changing_others_columns(self, adata, columns, key)  # before anything is written
         adata.obsm[f"X_{key}"] = post["z"].astype(np.float32)

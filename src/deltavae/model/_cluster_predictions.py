@@ -13,6 +13,7 @@ from .._checks import short_repr
 from .._docs import doc_params
 from ._cell_selection import check_indices, mask_by_name
 from ._de_checks import check_dataloader_alone
+from ._label_order import kept_categories
 from ._labels import labels_of
 from ._positions import indices_after_adata
 from ._typicality import check_unknown_below, typical_labels
@@ -339,6 +340,9 @@ class PredictionsMixin:
         cell it, as :meth:`write_to_adata`'s columns: scanpy draws a legend entry for every
         category and ``sc.tl.rank_genes_groups`` refuses an empty group;
         ``.cat.set_categories(model.predict_labels(soft=True).columns)`` adds the others back;
+        an ordered labels column's scale is kept whole instead, every label and, with
+        ``unknown_below``, the mark, so that the labels of two calls concatenate as one
+        ordered column;
         integer labels as integers, but as strings ``"1"`` beside ``novel_j`` clusters:
         compare with ``adata.obs[labels_key].astype(str)``), ``confidence`` (in [1/K, 1]) and
         ``typicality`` (in [0, 1]; see above). With ``soft``: one column per cluster, every
@@ -366,7 +370,7 @@ class PredictionsMixin:
                 probs.astype(np.float32), index=names, columns=pd.Index(label.categories)
             )
         label, typical = typical_labels(self, label, post["scores"], unknown_below, every_cell)
-        label = label.remove_unused_categories()  # as write_to_adata's columns: no empty group
+        label = kept_categories(label)  # as write_to_adata's columns: no empty group
         confidence = probs.max(1).astype(np.float32)
         return pd.DataFrame(
             {"label": label, "confidence": confidence, "typicality": typical}, index=names

@@ -6,6 +6,16 @@ label columns that were unordered: ``adata.obs["cgmdvae_cluster"] < "late"`` rai
 registry (``LabelsInColumnOrder``); the flag is kept in ``labels_ordered_`` (at each fit and
 save, saved with the model and passed on to its query models, whose query seldom holds the
 labels column), or read from the model's AnnData's labels column.
+
+One rule for the categories of the categorical columns CGMDVAE's read-outs give
+(``predict_labels``' ``label``, ``write_to_adata``'s cluster and label columns, ``sample``'s
+cluster, labels and condition columns), :func:`kept_categories`: an ordered column keeps its
+whole scale, every label in order (and the unlabelled mark where the read-out can give it:
+``unknown_below``, a sampled novel cluster's cells), so that ``anndata.concat`` of two
+outputs (two queries written, sampled cells beside real ones) keeps it one ordered column
+(it made ``object`` of ordered columns whose categories differ, where ``<`` and sorting
+follow the names); an unordered column holds the categories some cell holds alone, since
+``sc.tl.rank_genes_groups`` refuses an empty group and legends list it.
 """
 
 from __future__ import annotations
@@ -48,3 +58,18 @@ def ordered_as_labels(model, column: pd.Categorical, labels_only: bool = True) -
     if labels_only and len(model.label_names) != len(model.cluster_names):
         return column
     return column.as_ordered()
+
+
+def kept_categories(column: pd.Categorical) -> pd.Categorical:
+    """``column`` with the categories the read-outs keep (see the module docstring): all of
+    an ordered one's, an unordered one's that some cell holds.
+
+    Examples
+    --------
+    >>> scale = pd.Categorical(["b"], categories=["a", "b", "c"], ordered=True)
+    >>> list(kept_categories(scale).categories)
+    ['a', 'b', 'c']
+    >>> list(kept_categories(scale.as_unordered()).categories)
+    ['b']
+    """
+    return column if column.ordered else column.remove_unused_categories()
