@@ -140,6 +140,59 @@ def _fitted(model) -> dict:
     return {k: v for k, v in vars(model).items() if k.endswith("_") and not k.startswith("_")}
 
 
+def test_a_saved_reference_is_read_once_to_map_or_prepare_a_query(tmp_path, model_reads):
+    """load_query_data(query, folder) read model.pt twice (deltavae's checks, then
+    scvi-tools' own read), prepare_query_anndata up to three times (and its genes' reads),
+    the parameters held twice meanwhile. Each now reads it once; the query maps as from the
+    model itself (its new condition found: the saved registry stays as saved)."""
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    model = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.train(max_epochs=1, enable_progress_bar=False)
+    model.save(tmp_path / "ref")
+    model_file = str(tmp_path / "ref" / "model.pt")
+    query = adata[:30, ::-1].copy()  # genes in another order: prepared first
+    query.obs["condition"] = "new"
+    dv.model.ZINBVAE.prepare_query_anndata(query, tmp_path / "ref")
+    assert model_reads == [model_file]  # read 2 times before
+    del model_reads[:]
+    mapped = dv.model.ZINBVAE.load_query_data(query, tmp_path / "ref")
+    assert model_reads == [model_file]  # read 2 times before
+    assert mapped.query_mapping_["new_categories"] == {"condition": ["new"]}
+    direct = dv.model.ZINBVAE.load_query_data(query.copy(), model)
+    got, want, ref = (m.module.state_dict() for m in (mapped, direct, model))
+    assert got.keys() == want.keys()
+    for name, value in got.items():
+        assert value.shape == want[name].shape, name
+        if value.shape == ref[name].shape:  # the reference's weights, as saved
+            assert torch.equal(value, ref[name]), name
+
+
+def test_a_read_kept_for_a_load_goes_where_torch_load_would_put_it(tmp_path):
+    """scvi-tools reads a reference with torch.load(map_location=<the device>) and pads its
+    tensors against a module already there: the kept read is given on that device too."""
+    from deltavae.model._load_state import _held_or_read, keep_read, one_read
+
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16).save(tmp_path / "m")
+    state = {"w": torch.ones(2)}
+
+    def never(*args, **kwargs):
+        raise AssertionError("read from disk again")
+
+    with one_read():
+        keep_read(tmp_path / "m", None, ({"registry_": {"a": [1]}}, np.array(["g"]), state))
+        attrs, _, read, _ = _held_or_read(never)(tmp_path / "m", False, map_location="meta")
+        assert read["w"].device.type == "meta" and state["w"].device.type == "cpu"
+        attrs["registry_"]["a"].append(2)  # scvi-tools sets a query up on it
+        _, _, _, _ = _held_or_read(never)(tmp_path / "m", False)
+        again = _held_or_read(never)(tmp_path / "m", False)[0]
+        assert again["registry_"] == {"a": [1]}
+
+
 def test_load_holds_the_fitted_attributes_the_saved_model_held(tmp_path, model_reads):
     """scvi-tools saves the class defaults of attributes ending in "_" and load set them on
     the model: a reload held best_epoch_, diverged_, reference_diverged_ and train_args_ in

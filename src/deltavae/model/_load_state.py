@@ -10,11 +10,16 @@ every load, seconds on large data, only to discard the result. ``__init__`` asks
 The model file is read once per load (:func:`one_read`): ``read_saved`` checked it and
 scvi-tools' ``load`` then read the whole of it from disk again (``torch.load`` twice, three
 times for NMFDeconv's and SpatialImputer's ``load``, which read its genes first), its
-parameters held twice in memory meanwhile.
+parameters held twice in memory meanwhile. So are a saved reference's by ``load_query_data``
+(deltavae's checks, then scvi-tools' ``_get_loaded_data``) and ``prepare_query_anndata``
+(its checks, then scvi-tools' gene reads, up to three); the parameters are given on the
+device scvi-tools asked ``torch.load`` for (``map_location``), as it pads them against a
+module already there.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from contextlib import contextmanager
@@ -76,8 +81,10 @@ def keep_read(dir_path, prefix, saved: tuple) -> None:
 def _held_or_read(original):
     """scvi-tools' ``_load_saved_files`` that, for a file read in this :func:`one_read`
     block, gives that read (its dicts copied: scvi-tools pops the registry and the Pyro store
-    from them; the AnnData saved with it read as scvi-tools reads it) instead of reading the
-    file again; else (outside a load, another file) scvi-tools' own."""
+    from them, and sets a query up on the registry, copied whole; the parameters on
+    ``map_location``, as ``torch.load`` gives them; the AnnData saved with it read as
+    scvi-tools reads it) instead of reading the file again; else (outside a load, another
+    file) scvi-tools' own."""
 
     @functools.wraps(original)
     def read(dir_path, load_adata, prefix=None, map_location=None, backup_url=None):
@@ -94,20 +101,28 @@ def _held_or_read(original):
         import anndata
 
         attr_dict, var_names, state = saved
+        # scvi-tools sets a query up against the saved registry (extend_categories): the
+        # checked read's stays as saved for the caller's comparisons. (Not the rest: the
+        # init_params_ may hold a reference's counts, one array with the module's buffer.)
+        attr_dict = {**attr_dict, "registry_": copy.deepcopy(attr_dict["registry_"])}
         adata = anndata.read_h5ad(data) if load_adata else None
-        return dict(attr_dict), var_names, dict(state), adata
+        if map_location is not None:  # where torch.load would have put them (the device)
+            state = {k: v.to(map_location) if hasattr(v, "to") else v for k, v in state.items()}
+        return attr_dict, var_names, dict(state), adata
 
     read.deltavae_held = True
     return read
 
 
 def _hold_scvi_reads() -> None:
-    """scvi-tools' ``load`` reads through :func:`_held_or_read` (once installed, it reads as
-    before outside a :func:`one_read` block)."""
-    from scvi.model.base import _base_model
+    """scvi-tools' ``load``, ``load_query_data`` and ``prepare_query_anndata`` read through
+    :func:`_held_or_read` (once installed, they read as before outside a :func:`one_read`
+    block)."""
+    from scvi.model.base import _archesmixin, _base_model
 
-    if not getattr(_base_model._load_saved_files, "deltavae_held", False):
-        _base_model._load_saved_files = _held_or_read(_base_model._load_saved_files)
+    for module in (_base_model, _archesmixin):
+        if not getattr(module._load_saved_files, "deltavae_held", False):
+            module._load_saved_files = _held_or_read(module._load_saved_files)
 
 
 @contextmanager

@@ -37,6 +37,7 @@ from ._gene_advice import refuse_no_shared_genes
 from ._genes import align_query_genes, warn_missing_genes
 from ._label_colours import reference_label_colours
 from ._labels import refuse_untrained_query_categories
+from ._load_state import reads_once
 from ._query_checks import (
     check_query_data,
     check_query_obs,
@@ -169,6 +170,7 @@ class QueryMappingMixin(ArchesMixin):
 
     @classmethod
     @scvi_init_names
+    @reads_once  # a saved reference's model file read from disk once
     def load_query_data(
         cls,
         adata: AnnData,
@@ -343,6 +345,7 @@ class QueryMappingMixin(ArchesMixin):
 
     @classmethod
     @_docstring_of(ArchesMixin.prepare_query_anndata, _PREPARE_NOTES)  # not wraps: no cls
+    @reads_once  # a saved reference's model file read from disk once
     def prepare_query_anndata(
         cls,
         adata: AnnData,
