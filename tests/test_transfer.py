@@ -1834,3 +1834,29 @@ def test_latent_shift_without_condition_key_says_which_column_it_read(counts_ada
         vae.predict_perturbation(ctrl, "sti", condition_key="condition")
     pred = vae.predict_perturbation(ctrl, "stim", condition_key="condition", seed=0)
     assert pred.shape == ctrl.shape and (pred.obs["condition"] == "stim").all()
+
+
+def test_cells_mostly_unlike_the_reference_are_said_once(reference):
+    """Cells whose genes' counts are scrambled (named otherwise than the reference's) took
+    reference labels at confidences near 1, the typicality column near 0, and nothing was
+    said: a read-out most of whose cells are far less typical than the reference's says so,
+    once, and cells like the reference's stay quiet."""
+    model, _, _ = reference
+    cells = model.adata[:200].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the reference's own cells: quiet
+        assert (model.predict_labels(cells)["typicality"] < 0.01).mean() < 0.1
+    scrambled = cells.copy()
+    scrambled.X = cells.X[:, np.random.default_rng(0).permutation(cells.n_vars)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = model.predict_labels(scrambled)
+    notes = [str(w.message) for w in caught if "less typical" in str(w.message)]
+    share = (table["typicality"] < 0.01).mean()
+    assert share >= 0.5 and len(notes) == 1, notes
+    assert notes[0].startswith(f"{share:.0%} of these 200 cells are less typical than 99%")
+    assert "unknown_below=0.01" in notes[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.predict_labels(scrambled, unknown_below=0.01)  # marked: said by the mark
+        model.predict_labels(scrambled[:10])  # too few cells to judge

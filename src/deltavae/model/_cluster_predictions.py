@@ -293,7 +293,11 @@ class PredictionsMixin:
         (NK; the confidence's 0.61-0.68) and 0.92-0.94 (B; 0.81-0.89); ``unknown_below=0.1``
         marked 30-41% of the NK cells, 84-90% of the B cells and 12-14% of the known ones.
         Known cells of new donors fall under a threshold somewhat more often than the
-        reference's own: pick it from the share it marks.
+        reference's own: pick it from the share it marks. Where half or more of 20 or more
+        cells fall under 0.01 (the reference's own cells: about 1%; a stimulated query of a
+        control reference: 8%) and ``unknown_below`` is not given, a warning says that most
+        of them are unlike the reference and their labels likely wrong (a query of other
+        genes, other data or another tissue).
         q(y | z, c) reads the cell's conditions. Under a combination of conditions whose
         labelled training cells lacked a label that others carried (a type held out of a
         stimulation; the combinations that trained are ``label_conditions_``), it learned that

@@ -61,6 +61,14 @@ MIN_VALIDATION = 200
 #: The name of :func:`fit_score`'s scores, kept with the quantiles: a record of other scores is
 #: not read.
 SCORE = "smaller share of minus the deviance per UMI and log p(z, w | c), at the means"
+#: A read-out whose share :data:`ATYPICAL_SHARE` or more of its cells (at least
+#: :data:`MIN_JUDGED` of them) fall under typicality :data:`ATYPICAL_BELOW` is said to be unlike
+#: the reference: the reference's own cells put about 1% there; Kang's stimulated query of the
+#: tutorial's control reference (every type known, a condition the reference never saw) 7.8%;
+#: a query of other synthetic types, or with 35 of 60 genes filled with zeros, 80-100%.
+ATYPICAL_BELOW = 0.01
+ATYPICAL_SHARE = 0.5
+MIN_JUDGED = 20
 
 
 def fit_score(module, tensors: dict, inf: dict | None = None) -> torch.Tensor:
@@ -314,4 +322,29 @@ def typical_labels(
     typical = typicality(model, scores)
     if unknown_below is not None:
         label = mark_unknown(model, label, typical, unknown_below)
+    else:  # marked cells are said by their mark
+        warn_if_mostly_atypical(typical)
     return label, typical
+
+
+def warn_if_mostly_atypical(typical: np.ndarray) -> None:
+    """Say where most of the cells labelled (:data:`ATYPICAL_SHARE`, of :data:`MIN_JUDGED` or
+    more) are less typical than all but :data:`ATYPICAL_BELOW` of the reference's cells: each
+    still takes a reference label, often with a confidence near 1, and those labels are most
+    likely wrong (a query of another tissue, its genes named otherwise or mostly missing, or
+    other data than the reference's counts)."""
+    judged = typical[~np.isnan(typical)]
+    if len(judged) < MIN_JUDGED:
+        return
+    share = float((judged < ATYPICAL_BELOW).mean())
+    if share < ATYPICAL_SHARE:
+        return
+    warn_user(
+        f"{share:.0%} of these {len(judged)} cells are less typical than {1 - ATYPICAL_BELOW:.0%}"
+        f" of the reference's own cells (typicality under {ATYPICAL_BELOW}; about "
+        f"{ATYPICAL_BELOW:.0%} of cells like the reference's fall there): most of them are "
+        "unlike any cell the reference trained on, and the labels they were given (whatever "
+        "their confidence) are likely wrong. Check that they hold the reference's genes under "
+        "the same names, counts as the reference's, and cell types the reference has; "
+        f"unknown_below={ATYPICAL_BELOW} labels such cells with the unlabelled mark instead."
+    )
