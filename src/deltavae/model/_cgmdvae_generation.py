@@ -368,7 +368,9 @@ class GenerationMixin:
             response is read from the cells given it, so labels of one condition only see none;
             predicted labels go in as ``predict_perturbation``'s ``balance_key``). The
             responses are read from the model's AnnData: one subset in place since training
-            (``sc.pp.filter_cells``) gives those of the cells left, with a warning.
+            (``sc.pp.filter_cells``) gives those of the cells left, with a warning; a group
+            seen in 5 training cells or fewer under either condition gives a noisy one, and
+            the cells taking most of their change from it are counted in a warning.
         seed
             Seed of the random rounding (or draw) of ``layers["counts"]``: the same seed gives
             the same counts, whatever the ``batch_size`` and on a GPU as on the CPU (the

@@ -39,6 +39,7 @@ from ._response_data import (
     warn_far_above,
 )
 from ._scvi_glue import seeded
+from ._thin_responses import warn_thin_responses
 from ._unmeasured import warn_unmeasured
 from ._validation import refuse_numeric_names
 
@@ -91,6 +92,9 @@ class PerturbationMixin:
             data for count models. For a type never seen under the target, the most accurate
             over all genes on Kang IFN-beta (benchmarks/README.md, D7); the count models'
             ``translate``, averaged with it, predicts the response genes' change better (D10).
+            A group seen in 5 training cells or fewer under either condition gives a response
+            that is mostly noise: cells taking most of their change from one are counted in a
+            warning (translate's average too).
             For count models the sum is taken back to counts at each cell's library size, as
             the other methods give theirs (the log-normalized values: ``layers["log_normalized"]``).
             A change added on log-normalized counts multiplies the cell's counts by its
@@ -407,9 +411,11 @@ def nearest_response(
         lambda: similarity_coordinates(model, train, x_train, similarity, batch_size),
     )
     c_query = coordinates(adata, x_query)
-    centres, responses, spreads = [], [], []
+    centres, responses, spreads, n_src, n_tgt = [], [], [], [], []
     for g in names:
         src, tgt = is_src & (groups == g), is_tgt & (groups == g)
+        n_src.append(int(src.sum()))
+        n_tgt.append(int(tgt.sum()))
         centres.append(c_train[src].mean(0))
         responses.append(x_train[tgt].mean(0) - x_train[src].mean(0))
         spreads.append(((c_train[src] - centres[-1]) ** 2).mean())
@@ -417,6 +423,7 @@ def nearest_response(
     bandwidth = max(float(np.mean(spreads)), 1e-8)
     distances = ((c_query[:, None, :] - centres[None]) ** 2).sum(-1)
     weights = softmax(-0.5 * distances / bandwidth, axis=1)
+    warn_thin_responses(names, np.array(n_src), np.array(n_tgt), weights, contrast, memo)
     predicted = np.maximum(x_query + weights @ responses, x_train.min())
     layers = {}
     if model.module.likelihood in ("zinb", "nb"):  # counts in X, as the other methods give
