@@ -913,7 +913,7 @@ class _Snapshot(Callback):
         self.copy = pickle.loads(pickle.dumps(self.model))
 
 
-def test_train_args_are_those_of_the_call_that_trained():
+def test_train_args_are_those_of_the_call_that_trained(tmp_path):
     """Recorded when the fit starts: a fit stopped by an error keeps its call's record, a
     copy pickled mid-training records its own later calls, a call with nothing to train none."""
     model, adata = _model("zinbvae", max_epochs=1)
@@ -929,11 +929,21 @@ def test_train_args_are_those_of_the_call_that_trained():
     cgmdvae, _ = _model("cgmdvae", adata.copy(), max_epochs=1)
     known = adata[adata.obs["condition"] == "ctrl"].copy()
     known.obs = known.obs[["condition"]]
-    with pytest.warns(UserWarning, match="nothing is left to learn"):
+    # One situation, one warning: load_query_data says it (train() returning included);
+    # train() said it again, word for word.
+    with pytest.warns(UserWarning, match="nothing is left to learn.*has nothing to do"):
         query = dv.model.CGMDVAE.load_query_data(known, cgmdvae)
-    with pytest.warns(UserWarning, match="has nothing to do"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         query.train(max_epochs=7, **TRAIN)
+    assert not [str(w.message) for w in caught if "nothing" in str(w.message)]
     assert query.train_args_ is None  # the query model never trained (nor records the reference's)
+    # A query model loaded from its folder was not told in this session: train() says it.
+    query.save(tmp_path / "query")
+    loaded = dv.model.CGMDVAE.load(tmp_path / "query", adata=known)
+    with pytest.warns(UserWarning, match="nothing is left to learn.*has nothing to do"):
+        loaded.train(max_epochs=7, **TRAIN)
+    assert loaded.train_args_ is None
 
 
 def test_sample_posterior_is_not_offered(trained):

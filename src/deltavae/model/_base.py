@@ -166,7 +166,8 @@ class DeltaModelMixin(
     ):
         """Train the model with stochastic variational inference under Lightning.
 
-        A query model with nothing to learn (``load_query_data``) warns and returns. The
+        A query model with nothing to learn returns (``load_query_data`` said so; a query
+        model loaded from its folder says it here). The
         call's arguments and ``scvi.settings.seed`` replace ``train_args_`` (saved): a model
         one call trained repeats with that seed set before it is built (README, "Seeding").
         Each call starts a fresh optimiser (Adam's moments are neither kept nor saved, as in

@@ -65,7 +65,7 @@ def _nothing_to_learn(model) -> str:
     return (
         "The query adds no new condition category, so nothing is left to learn: the query "
         "model maps cells exactly as the reference does and is ready to use "
-        f"({', '.join([*methods, 'write_to_adata'])})."
+        f"({', '.join([*methods, 'write_to_adata'])}); train() has nothing to do and returns."
     )
 
 
@@ -251,8 +251,8 @@ class QueryMappingMixin(ArchesMixin):
         model's own AnnData is made again from it.
         ``model.query_mapping_`` records the new categories and the missing genes. A query
         that adds no condition category leaves nothing to learn: the model is ready to use as
-        it is, and ``train()`` says so and returns. The query model keeps no record of the
-        reference's training run: its ``history`` (and ``best_epoch_``, ``train_args_``,
+        it is, and ``train()`` returns (said once, here). The query model keeps no record of
+        the reference's training run: its ``history`` (and ``best_epoch_``, ``train_args_``,
         ``convergence_``) are None until it trains, then those of its own training (epochs
         numbered from 0), as in scvi-tools after query training; ``trained_categories_`` (and
         CGMDVAE's ``condition_counts_``) join the query's to the reference's. Of a reference
@@ -340,6 +340,7 @@ class QueryMappingMixin(ArchesMixin):
         if not learning:
             model.is_trained_ = True
             warn_user(_nothing_to_learn(model))
+            model._nothing_to_learn_said = True  # train() does not say it again
         logger.info("Query mapped; new categories %s; learning %s", new_categories, learning)
         return model
 
@@ -398,9 +399,13 @@ class QueryMappingMixin(ArchesMixin):
 
     @functools.wraps(DeltaModelMixin.train)
     def train(self, *args, **kwargs):
-        # A query model with nothing to learn (see load_query_data) says so and returns.
+        # A query model with nothing to learn (see load_query_data) returns. load_query_data
+        # said so (and that train() returns); a model loaded from its folder has not.
         if self.is_query_model and not self.query_mapping_.get("learning_parameters"):
-            warn_user(f"{_nothing_to_learn(self)} train() has nothing to do and returns.")
+            if getattr(self, "_nothing_to_learn_said", False):
+                logger.info("Query model with nothing to learn: train() returns")
+            else:
+                warn_user(_nothing_to_learn(self))
             return None
         follow_query(self)  # trains on the query's cells as they are now
         return super().train(*args, **kwargs)
