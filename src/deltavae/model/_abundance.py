@@ -10,6 +10,7 @@ from anndata import AnnData
 from .._rng import start_seed
 from .._slashes import renamed_column, warn_slashed
 from ._de_tables import missing_obs_column
+from ._few_cell_means import warn_few_cell_samples
 from ._modes import unchecked_distributions
 
 
@@ -93,6 +94,9 @@ def differential_abundance(
             f"adata.obs[{sample_key!r}] has {n_missing} missing values (NaN); give those cells "
             "a sample or drop them."
         )
+    warn_few_cell_samples(
+        samples.to_numpy(), pd.unique(samples.to_numpy()), num_cells_posterior, sample_key
+    )
     warn_slashed(  # before the posterior is read: the columns keep the samples' names
         samples.astype(str).unique(),
         "samples",

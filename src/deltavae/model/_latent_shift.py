@@ -17,6 +17,7 @@ from ..distributions._draws import CellDraws
 from ..module._cgmdvae_generation import count_parameters, translated_counts
 from ._condition_counts import warn_untrained_combinations
 from ._empty_cells import warn_empty_cells
+from ._few_cell_means import warn_few_cell_shift
 from ._gathered import Gathered
 from ._labels import _label_state, groups_under_both
 from ._matrices import has_negatives
@@ -206,6 +207,16 @@ def latent_shift(
     means_src = _group_means(z_train[is_src], None if groups is None else groups[is_src])
     means_tgt = _group_means(z_train[is_tgt], None if groups is None else groups[is_tgt])
     both = [g for g in means_src if g in means_tgt]
+    src_groups = None if groups is None else groups[is_src]
+    tgt_groups = None if groups is None else groups[is_tgt]
+    sizes = {  # the training cells each mean reads, under the source and the target
+        g: (
+            int(is_src.sum() if g is None else (src_groups == g).sum()),
+            int(is_tgt.sum() if g is None else (tgt_groups == g).sum()),
+        )
+        for g in both
+    }
+    warn_few_cell_shift(sizes, source, target, balance_key)
     delta = np.mean([means_tgt[g] - means_src[g] for g in both], axis=0)
     caller_obs, obsm, uns = adata.obs, adata.obsm, adata.uns  # the labels and columns as given
     given, adata = adata, model._validate_anndata(adata)

@@ -84,7 +84,9 @@ class PerturbationMixin:
             ``"latent_shift"``: scGen's latent arithmetic, z + mean(z | target) - mean(z |
             source) over the training cells, decoded with each cell's own library (a latent
             library at its posterior mean) and covariates, under the target condition where
-            the model takes it as a covariate.
+            the model takes it as a covariate. A mean read from fewer than 3 training cells
+            under either condition (of a ``balance_key`` group) is warned of: the shift is
+            those cells'.
             ``"nearest_response"``: each cell's data plus the change observed between the
             conditions in the training groups (``balance_key``) most similar to it, weighted
             by each group's posterior under isotropic Gaussians on 50 principal components of

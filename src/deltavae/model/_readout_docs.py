@@ -121,7 +121,9 @@ ABUNDANCE_WRITTEN = """Returns None: the log densities are written to
 model's AnnData; a query model's: its query), not of the copy the model reads; a view
 (``adata[mask]``) is refused. ``sample_key`` is required, and a cell without a sample (NaN)
 is refused. A sample of more than ``num_cells_posterior`` cells takes that many at random,
-seeded by ``scvi.settings.seed`` (0 while unset: two calls give one table)."""
+seeded by ``scvi.settings.seed`` (0 while unset: two calls give one table). A sample of
+fewer than 3 cells (or ``num_cells_posterior`` below 3) is warned of: its column reads one or
+two cells' posteriors, not a sample's."""
 
 
 COUNTS_ONLY = """For a count likelihood only (``"zinb"``, ``"nb"``): a CGMDVAE of likelihood
