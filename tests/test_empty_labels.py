@@ -34,6 +34,18 @@ def test_an_empty_label_is_said_to_train_as_a_cell_type():
         dv.model.CGMDVAE.setup_anndata(adata, labels_key="type", unlabeled_category="Unknown")
 
 
+@pytest.mark.parametrize("mark", ["Unclassified", "n.a.", "--", "None", "nan", "unlabeled"])
+def test_placeholder_marks_are_said_to_train_as_a_cell_type(mark):
+    """'Unclassified' (a classifier's word for a cell it gave no type), 'n.a.' and '--'
+    trained as a cell type of their own without a word, while 'unassigned', 'n/a' and '-'
+    were warned of; the strings 'None' and 'nan' (a column of None or NaN made text by
+    astype(str)) and 'unlabeled' are warned of too."""
+    adata = _cells(mark)
+    dv.model.CGMDVAE.setup_anndata(adata, labels_key="type")
+    with pytest.warns(UserWarning, match=f"The labels hold '{re.escape(mark)}', which is trained"):
+        dv.model.CGMDVAE(adata, **SMALL)
+
+
 @pytest.mark.parametrize("mark", [np.nan, pd.NA, float("nan")])
 def test_a_missing_value_as_the_mark_is_refused_with_the_line_that_works(mark):
     """scANVI users leave unlabelled cells NaN (obs["cell_type"].where(mask)); passing

@@ -155,7 +155,8 @@ def check_label_setup(
 #: "low quality", "other") are not marks: they are what a cell was found to be.
 _UNLABELLED_WORDS = {
     *("unknown", "unlabeled", "unlabelled", "unassigned", "not assigned", "undetermined"),
-    *("undefined", "na", "n/a", "nan", "none", "?", "-", "-1", ""),
+    *("unclassified", "undefined", "na", "n/a", "n.a.", "nan", "none", "?", "-", "--"),
+    *("-1", ""),
 }
 
 
@@ -166,6 +167,8 @@ def looks_unlabelled(value) -> bool:
     Examples
     --------
     >>> [looks_unlabelled(v) for v in (" Unlabelled", -1, "", "?", "Not assigned", "B")]
+    [True, True, True, True, True, False]
+    >>> [looks_unlabelled(v) for v in ("Unclassified", "n.a.", "--", "None", "nan", "NK")]
     [True, True, True, True, True, False]
     """
     return str(value).strip().lower() in _UNLABELLED_WORDS
