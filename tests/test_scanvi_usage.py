@@ -185,3 +185,27 @@ def test_latent_takes_scvi_tools_data_loader_keywords():
     )
     with pytest.raises(TypeError, match="num_worker"):  # the loader's own check names it
         model.get_latent_representation(num_worker=0)
+
+
+def test_integer_query_labels_onto_word_labels_are_told_to_map_them():
+    """A query of integer labels 0, 1 onto a reference of 'B', 'T' was told
+    `query.obs['type'] = query.obs['type'].astype(str)`, which makes them new labels '0', '1';
+    the reverse was told astype(int), which fails on 'B'. Now told to map them."""
+    reference = _cells()
+    dv.model.CGMDVAE.setup_anndata(reference, labels_key="type", condition_key="condition")
+    model = dv.model.CGMDVAE(reference, condition_alignment=0, **SMALL)
+    model.train(max_epochs=1, mixture_init_epoch=None, n_epochs_kl_warmup=None, **TRAIN)
+    query = _cells(n_cells=40, seed=1)
+    query.obs["type"] = query.obs["cluster"].astype(int).to_numpy()
+    with pytest.raises(ValueError, match="none of them the model's as text") as err:
+        dv.model.CGMDVAE.load_query_data(query, model)
+    assert "astype" not in str(err.value)
+    assert "query.obs['type'].map({" in str(err.value) and ": 'B', ...})" in str(err.value)
+    # Labels '0', '1' of a reference of integers: astype stays the advice.
+    query.obs["type"] = query.obs["cluster"].astype(str).to_numpy()
+    reference.obs["type"] = reference.obs["cluster"].astype(int).to_numpy()
+    dv.model.CGMDVAE.setup_anndata(reference, labels_key="type", condition_key="condition")
+    model = dv.model.CGMDVAE(reference, condition_alignment=0, **SMALL)
+    model.train(max_epochs=1, mixture_init_epoch=None, n_epochs_kl_warmup=None, **TRAIN)
+    with pytest.raises(ValueError, match=r"query.obs\['type'\].astype\(int\)"):
+        dv.model.CGMDVAE.load_query_data(query, model)

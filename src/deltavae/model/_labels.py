@@ -18,6 +18,7 @@ from ._condition_types import record_condition_dtypes
 from ._few_cells import warn_few_cells
 from ._label_order import ordered_as_labels
 from ._matrices import with_column
+from ._other_type_values import refuse_unmatched
 from ._registered import category_mappings
 from ._scvi_glue import _FEW_CELLS_WARNING
 from ._validation import warn_user
@@ -229,10 +230,8 @@ def seen_categories(model) -> dict[str, set[str]] | None:
 
 
 def refuse_other_type(column: str, known: list, given, what: str) -> None:
-    """Refuse values ``given`` of ``column`` that are strings where the model's categories
-    ``known`` are not, or the reverse, or numbers of another type equal to one of them (1.0
-    or True for 1: compared by name, they were new categories), saying how to convert the
-    column."""
+    """Refuse values ``given`` of ``column`` of another type than the model's ``known`` (1.0 or
+    True for 1 too), with the line that converts the column (maps it: none alike as text)."""
     known = [v.item() if isinstance(v, np.generic) else v for v in known]  # numpy's to Python's
     given = [v.item() if isinstance(v, np.generic) else v for v in given]
     trained_str = all(isinstance(v, str) for v in known)
@@ -247,6 +246,7 @@ def refuse_other_type(column: str, known: list, given, what: str) -> None:
             return  # 0.5 for integers (or 2 for booleans) is a new category, not a type
         if not any(v in known for v in numbers):
             return
+    refuse_unmatched(column, known, given, what, kind, same_kind)
     convert = (  # astype(bool) would make every non-empty string True
         f'{column}.map({{"True": True, "False": False}})'
         if kind == "bool" and not same_kind
