@@ -16,6 +16,6 @@ def refuse_unmatched(
     raise ValueError(
         f"{column} holds {what} as another type, none of them the model's as text either: "
         f"the model was trained on {kind} values ({known[:5]}), the column holds "
-        f"{given[:5]}. Map them to the model's values, e.g. {column} = "
-        f"{column}.map({{{given[0]!r}: {known[0]!r}, ...}})."
+        f"{given[:5]}. Map each of them to the model's value it stands for, e.g. {column} = "
+        f"{column}.map({{{given[0]!r}: <the model's value for {given[0]!r}>, ...}})."
     )
