@@ -182,7 +182,7 @@ class CheckedExpressionMixin(RNASeqMixin):
         warn_few_cells_compared(
             target if settled.get("adata") is None else settled["adata"], settled
         )
-        reference = _bind(self, RNASeqMixin.differential_expression, args, kwargs).get("group2")
+        reference = settled.get("group2")
         args, kwargs = de_in_memory(  # of an AnnData on disk: the cells compared only
             self, RNASeqMixin.differential_expression, args, kwargs, _set_argument
         )
