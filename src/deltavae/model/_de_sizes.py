@@ -1,5 +1,5 @@
 """Differential expression of groups too small to be groups: the cells each comparison reads,
-and a warning where a side holds fewer than :data:`FEW_CELLS`.
+and a warning where a side holds fewer than :data:`~._few_cells.FEW_CELLS`.
 
 scvi-tools compares a group of one cell as any other: its log-fold changes and Bayes
 factors are that cell's posterior against the rest, noise where a group's were asked for,
@@ -12,10 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ._de_rows import idx_rows
+from ._few_cells import FEW_CELLS
 from ._validation import warn_user
-
-#: Fewest cells a side of a comparison holds without a warning (setup's, for categories).
-FEW_CELLS = 3
 
 
 def _names(value) -> list:
@@ -53,8 +51,8 @@ def compared_sizes(adata, given: dict) -> list[tuple[str, int]]:
 
 def warn_few_cells_compared(adata, given: dict) -> None:
     """Warn where a side of a comparison :func:`compared_sizes` names holds fewer than
-    :data:`FEW_CELLS` cells, naming each with its count and, for groups of a column, the
-    ``group1`` that leaves them out."""
+    :data:`~._few_cells.FEW_CELLS` cells, naming each with its count and, for groups of a
+    column, the ``group1`` that leaves them out."""
     sides = compared_sizes(adata, given)
     few = [(side, n) for side, n in sides if n < FEW_CELLS]
     if not few:

@@ -1,4 +1,4 @@
-"""Means over fewer than :data:`~._de_sizes.FEW_CELLS` cells, said where a read-out takes one
+"""Means over fewer than :data:`~._few_cells.FEW_CELLS` cells, said where a read-out takes one
 as a group's: ``predict_perturbation(method="latent_shift")``'s shift (the mean latent of the
 training cells under each condition, per ``balance_key`` group) and ``differential_abundance``'s
 samples (each one's aggregated posterior).
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._de_sizes import FEW_CELLS
+from ._few_cells import FEW_CELLS
 from ._validation import warn_user
 
 

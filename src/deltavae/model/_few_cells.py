@@ -20,6 +20,11 @@ from anndata import AnnData
 from .._lookalike_names import warn_lookalike_names
 from ._validation import warn_user
 
+#: Fewest cells (or spots) a category holds without a warning: scvi-tools' own bound at setup,
+#: whose warning this module says in the user's words; the read-outs that take a group's
+#: mean (differential expression, latent_shift, differential_abundance) warn below it too.
+FEW_CELLS = 3
+
 
 def warn_lookalike_categories_at_setup(adata: AnnData, columns: list[str], unlabelled: dict):
     """Warn of the values of each of ``columns`` (obs keys) that differ only in case, spaces
@@ -45,7 +50,7 @@ def _few(adata: AnnData, key: str, mark=None) -> str | None:
     if mark is not None:
         values = values[values != str(mark)]
     counts = values.value_counts()
-    few = counts[counts < 3]
+    few = counts[counts < FEW_CELLS]
     if not len(few):
         return None
     return f"adata.obs[{key!r}]: " + ", ".join(f"{v!r} ({n})" for v, n in list(few.items())[:5])
@@ -106,7 +111,7 @@ def warn_few_cells(
         (semi if held else small).append((key, entry))
     if semi:
         warn_user(
-            f"Labels with fewer than 3 cells labelled ({semi[0][1]}): few-label training "
+            f"Labels with fewer than {FEW_CELLS} cells labelled ({semi[0][1]}): few-label training "
             "learns each type from the unlabelled cells like its labelled ones, which name "
             "its cluster, and a labelled cell on the edge of its type may name another's. "
             "Check the names (model.predict()) and label a few more cells of a type named "
@@ -125,7 +130,7 @@ def warn_few_cells(
             "(unlabelled: they still train, and the model predicts their label)"
         )
     warn_user(
-        f"Categories with fewer than 3 {unit}s (" + "; ".join(e for _, e in small) + "): the "
-        f"model learns little of them; merge them into another category or drop those {unit}s"
-        f"{unlabel}."
+        f"Categories with fewer than {FEW_CELLS} {unit}s ({'; '.join(e for _, e in small)}): "
+        "the model learns little of them; merge them into another category or drop those "
+        f"{unit}s{unlabel}."
     )
