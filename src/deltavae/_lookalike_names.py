@@ -33,6 +33,20 @@ def plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def reference_lookalikes(values, reference) -> dict:
+    """``{value: the reference's name}`` for each of ``values`` that one of ``reference``'s
+    names is but for case, spaces or number format (a query's '0 ' or 'Ctrl' for the
+    reference's '0' or 'ctrl'), as Python's values, in the order of ``values``.
+
+    Examples
+    --------
+    >>> reference_lookalikes(["B ", "X", 1015.0], ["B", "T", 1015])
+    {'B ': 'B', 1015.0: 1015}
+    """
+    by_name = {same_name(v): plain(v) for v in reference}
+    return {plain(v): by_name[same_name(v)] for v in values if same_name(v) in by_name}
+
+
 def lookalike_renames(column: pd.Series, skip=None) -> dict:
     """``{value: the value it is most likely meant to be}`` for the values of ``column`` that
     another of its values is but for case, spaces or number format, each renamed to the one of

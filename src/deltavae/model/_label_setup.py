@@ -10,6 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._checks import short_repr
+from .._lookalike_names import plain
 from ._validation import warn_user
 
 
@@ -120,10 +121,8 @@ def check_label_setup(
             "labels."
         )
     if labels.nunique() == 1 and not (labels == unlabelled).any():
-        only = column.iloc[0]
-        only = only.item() if isinstance(only, np.generic) else only
-        mark = unlabelled_mark(column, unlabeled_category, default)
-        mark = mark.item() if isinstance(mark, np.generic) else mark
+        only = plain(column.iloc[0])
+        mark = plain(unlabelled_mark(column, unlabeled_category, default))
         passed = "" if isinstance(mark, str) else f", passing unlabeled_category={mark!r}"
         raise ValueError(
             f"labels_key={labels_key!r} holds one label, {only!r}, and every cell carries it: "

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._lookalike_names import plain, same_name
+from .._lookalike_names import reference_lookalikes
 from ..distributions import Likelihood
 from ._label_setup import looks_unlabelled
 from ._labels import refuse_other_type
@@ -131,9 +131,8 @@ def _lookalike_labels_hint(given, known: set, reference: list, key: str) -> str:
     >>> _lookalike_labels_hint(["B ", "X"], {"B", "T"}, ["B", "T"], "ct")[:48]
     "1 of them differs from the reference's labels on"
     """
-    by_name = {same_name(v): plain(v) for v in reference}
     unknown = sorted((v for v in given if str(v) not in known), key=str)
-    pairs = {plain(v): by_name[same_name(v)] for v in unknown if same_name(v) in by_name}
+    pairs = reference_lookalikes(unknown, reference)
     if not pairs:
         return ""
     shown = ", ".join(f"{v!r} (the reference's {k!r})" for v, k in list(pairs.items())[:3])
@@ -296,8 +295,7 @@ def warn_lookalike_categories(new: dict, reference: dict) -> None:
     is learned as a category of its own ('1015 ', 'Ctrl', '1015.0' mapped apart from the
     reference's '1015', 'ctrl', 1015), most likely not what the user meant."""
     for key, values in new.items():
-        known = {same_name(v): plain(v) for v in reference.get(key, [])}
-        pairs = {plain(v): known[same_name(v)] for v in values if same_name(v) in known}
+        pairs = reference_lookalikes(values, reference.get(key, []))
         if pairs:
             shown = ", ".join(f"{v!r} (the reference's {k!r})" for v, k in list(pairs.items())[:3])
             warn_user(
