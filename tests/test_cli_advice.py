@@ -319,6 +319,8 @@ def test_empty_cells_and_genes_of_a_layer_are_dropped_on_that_layer(tmp_path, ca
     assert "zero" not in capsys.readouterr().err
 
 
+# 6-7 s: in the slow stage, so that the default run stays under 6 minutes
+@pytest.mark.slow
 def test_two_changes_of_one_message_write_one_copy_with_both(labelled, tmp_path):
     """A note with two changes gave two commands that each read INPUT and wrote
     INPUT_fixed.h5ad: run in order, the second undid the first. Now the second makes both;

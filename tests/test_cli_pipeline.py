@@ -119,6 +119,8 @@ def test_a_failed_run_keeps_the_model_it_would_have_replaced(counts_file, tmp_pa
     assert not partial_path(folder).exists()
 
 
+# 6-7 s: in the slow stage, so that the default run stays under 6 minutes
+@pytest.mark.slow
 def test_only_a_replaced_run_takes_its_plots_folder_with_it(counts_file, tmp_path, capsys):
     """A new output deleted every PNG of its plots folder it had not written (a user's
     figure); an output replaced with --overwrite takes the replaced run's plots with it, and

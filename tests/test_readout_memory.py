@@ -132,6 +132,8 @@ def _draws_peak(monkeypatch, flush_bytes=None):
     return (peak[0] - before) / (2000 * 300 * 4)
 
 
+# 6-7 s: in the slow stage, so that the default run stays under 6 minutes
+@pytest.mark.slow
 def test_posterior_predictive_sample_never_holds_every_cells_dense_draws(monkeypatch):
     """Each part of the draws is made sparse as it comes (scvi-tools' loop held one
     minibatch dense): the dense draws of every cell were held at once, beside their rows."""
@@ -150,6 +152,8 @@ def test_values_already_on_the_host_are_passed_on_as_they_are():
     assert [part.data_ptr() for part in parts] == [values.data_ptr() for values in added]
 
 
+# 6-7 s: in the slow stage, so that the default run stays under 6 minutes
+@pytest.mark.slow
 def test_posterior_predictive_sample_on_the_host_holds_a_minibatch_dense(monkeypatch):
     """On a CPU, with the default bound on what is held: the draws of a minibatch at a time
     are dense, as in scvi-tools' loop. Before, the pending draws of every cell (up to 256 MiB)
