@@ -801,6 +801,8 @@ def test_a_warning_is_printed_once_per_run(counts_h5ad, tmp_path, capsys):
         assert _as_flags(said) == said
 
 
+# 2.3 s: in the slow stage (CI runs it too), so that the default run stays under 6 minutes.
+@pytest.mark.slow
 def test_counts_in_a_csc_matrix_are_advised_as_a_shell_user_acts(counts_h5ad, tmp_path, capsys):
     """scvi-tools' "It is safe to cast before model initialization" named no file and no
     step a shell user can take."""
@@ -1266,6 +1268,8 @@ def test_backed_notes_layers_in_memory_only_for_a_layer(counts_h5ad):
     adata.file.close()
 
 
+# 3.4 s: in the slow stage (CI runs it too), so that the default run stays under 6 minutes.
+@pytest.mark.slow
 def test_backed_layer_advice_converts_a_dense_layer(tmp_path, monkeypatch, capsys):
     """--backed --layer advised write_zarr as is, but a dense layer in a zarr store is refused
     at setup: the advice's one-liner now stores the layer as CSR. It wrote 'counts.zarr' in

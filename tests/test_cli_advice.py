@@ -111,6 +111,8 @@ def test_missing_labels_are_marked_with_the_unlabelled_category_given(labelled, 
     assert _fit(fixed, tmp_path, *options) == 0
 
 
+# 2 s: in the slow stage (CI runs it too), so that the default run stays under 6 minutes.
+@pytest.mark.slow
 def test_missing_integer_labels_get_an_integer_mark_and_its_flag(labelled, tmp_path, capsys):
     """The advice named `unlabeled_category=-1` as `--unlabeled-category=-1` beside Python."""
     path = tmp_path / "cells.h5ad"
@@ -124,6 +126,8 @@ def test_missing_integer_labels_get_an_integer_mark_and_its_flag(labelled, tmp_p
     assert _fit(fixed, tmp_path, "--labels-key", "ct_int", "--unlabeled-category", "-1") == 0
 
 
+# 2 s: in the slow stage (CI runs it too), so that the default run stays under 6 minutes.
+@pytest.mark.slow
 def test_missing_batches_are_filled_by_a_command_on_the_input(labelled, tmp_path, capsys):
     """NaN in --batch-key was told "fill them with a value of their own or drop those cells",
     which says neither how nor where."""
@@ -176,6 +180,8 @@ def _deconvolve(spots, tmp_path, *options) -> int:
     return main([*argv, "--threads", "1", "--out", str(tmp_path / "p.h5ad"), *options])
 
 
+# 2 s: in the slow stage (CI runs it too), so that the default run stays under 6 minutes.
+@pytest.mark.slow
 def test_missing_reference_labels_are_fixed_by_a_command_on_the_reference(
     spatial, tmp_path, capsys
 ):
@@ -235,6 +241,8 @@ def test_repeated_gene_names_are_made_unique_by_a_command(tmp_path, capsys):
     assert ad.read_h5ad(tmp_path / "genes_fixed.h5ad").var_names.is_unique
 
 
+# 3.2 s: in the slow stage (CI runs it too), so that the default run stays under 6 minutes.
+@pytest.mark.slow
 def test_cells_without_counts_are_dropped_by_a_command(tmp_path, capsys):
     """The warning ended "consider sc.pp.filter_cells(adata, min_counts=1)"; a reference's
     "Drop them first: sc.pp.filter_cells(reference, min_counts=1)" names the reference."""
@@ -280,6 +288,8 @@ def test_the_csc_and_uncounted_commands_keep_a_dollar_in_a_path_from_the_shell()
         assert repr(path) in code
 
 
+# 3.5 s: in the slow stage (CI runs it too), so that the default run stays under 6 minutes.
+@pytest.mark.slow
 def test_empty_cells_and_genes_of_a_layer_are_dropped_on_that_layer(tmp_path, capsys):
     """With --layer the advice filtered on X (sc.pp.filter_cells(adata, min_counts=1)): X
     scaled kept the empty cells and dropped others. And the genes' command, of a second
@@ -364,6 +374,8 @@ def _imputer_fit(spots, cells, ref, tmp_path, *more) -> list[str]:
     return [*argv, "--labels-key", "cluster", *more, "--no-plots", "--threads", "1"]
 
 
+# 3.4 s: in the slow stage (CI runs it too), so that the default run stays under 6 minutes.
+@pytest.mark.slow
 def test_reference_genes_without_counts_are_left_out_of_the_results_by_a_command(
     spatial, tmp_path, capsys
 ):
@@ -398,6 +410,8 @@ def test_reference_genes_without_counts_are_left_out_of_the_results_by_a_command
     assert ad.read_h5ad(tmp_path / "j.h5ad").obsm["imputed"].shape[1] == 10 - 3
 
 
+# 3.5 s: in the slow stage (CI runs it too), so that the default run stays under 6 minutes.
+@pytest.mark.slow
 def test_empty_reference_cells_and_genes_are_dropped_on_the_reference_layer(
     spatial, tmp_path, capsys
 ):

@@ -307,6 +307,8 @@ def test_the_output_records_how_it_was_made(counts_file, tmp_path, backed):
         assert f"`--{name.replace('_', '-')}`" in said, name
 
 
+# 9 s: in the slow stage (CI runs it too), so that the default run stays under 6 minutes.
+@pytest.mark.slow
 def test_another_runs_plots_are_not_replaced_in_silence(counts_file, tmp_path, capsys):
     """As cli.py's examples run, `--out atlas_zinbvae.h5ad` then `--out atlas_zinbvae.zarr`
     (of the same data as a store): the second run wrote its PNGs over the first's in their

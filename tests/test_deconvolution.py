@@ -558,6 +558,8 @@ def test_nmfdeconv_likelihood_is_the_negative_binomial(inference):
     assert grads[1][theta_at] is not None
 
 
+# 3.5 s: in the slow stage (CI runs it too), so that the default run stays under 6 minutes.
+@pytest.mark.slow
 def test_per_spot_map_under_a_sparse_prior_stays_bounded(split):
     """Per spot's default Dirichlet(0.5) prior has an unbounded density at the simplex's
     faces: the logits of absent types ran off, the softmax gave an exact 0 and the loss -inf

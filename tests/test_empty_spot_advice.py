@@ -117,6 +117,8 @@ def test_the_shell_advice_drops_them_and_the_refit_does_not_warn(
     assert "no counts in the" not in said.out + said.err
 
 
+# 3 (each) s: in the slow stage (CI runs it too), so that the default run stays under 6 minutes.
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["nmfdeconv", "imputer"])
 def test_the_shell_advice_is_scanpys_filter_where_that_drops_the_same_spots(
     data, tmp_path, capsys, model
