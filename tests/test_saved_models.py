@@ -193,6 +193,26 @@ def test_a_read_kept_for_a_load_goes_where_torch_load_would_put_it(tmp_path):
         assert again["registry_"] == {"a": [1]}
 
 
+def test_a_second_read_in_one_load_is_not_changed_by_what_the_first_caller_did(tmp_path):
+    """read_saved gave a second caller inside one load the very dicts it gave the first: a
+    key the first popped (load pops the Pyro store) or set was gone or changed for the next."""
+    from deltavae.model._load_state import one_read
+    from deltavae.model._saved import read_saved
+
+    adata = _cells()
+    dv.model.ZINBVAE.setup_anndata(adata)
+    dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16).save(tmp_path / "m")
+    with one_read():
+        attrs, names, state = read_saved(dv.model.ZINBVAE, tmp_path / "m")
+        key = next(iter(state))
+        state.pop(key)
+        attrs["registry_"] = None
+        names[0] = "changed"
+        again_attrs, again_names, again_state = read_saved(dv.model.ZINBVAE, tmp_path / "m")
+    assert key in again_state and isinstance(again_attrs["registry_"], dict)
+    assert again_names[0] == adata.var_names[0]
+
+
 def test_load_holds_the_fitted_attributes_the_saved_model_held(tmp_path, model_reads):
     """scvi-tools saves the class defaults of attributes ending in "_" and load set them on
     the model: a reload held best_epoch_, diverged_, reference_diverged_ and train_args_ in

@@ -221,7 +221,7 @@ def read_saved(
             f"No saved {what} in {path!r} (no {os.path.basename(model_file)} in it); {hint}."
         )
     if (kept := kept_read(path, prefix)) is not None:  # read in this load already
-        return kept
+        return _own_copy(kept)
     try:
         checks.check_records(model_file)  # torch reads a changed bit of them silently
         attr_dict, var_names, state_dict, _ = _load_saved_files(
@@ -251,8 +251,16 @@ def read_saved(
         raise ValueError(_version_refusal(path, saved))
     state_dict.pop("pyro_param_store", None)
     _check_digest(path, attr_dict.get("weights_digest_"), state_dict)
-    keep_read(path, prefix, (attr_dict, np.asarray(var_names), state_dict))  # once a load
-    return attr_dict, np.asarray(var_names), state_dict
+    read = (attr_dict, np.asarray(var_names), state_dict)
+    keep_read(path, prefix, read)  # once a load
+    return _own_copy(read)
+
+
+def _own_copy(read: tuple) -> tuple:
+    """A read's containers copied for one caller: its pop or assignment stays its own, not
+    the next caller's in the same load (the tensors and values are shared, as one read's)."""
+    attr_dict, var_names, state_dict = read
+    return dict(attr_dict), var_names.copy(), dict(state_dict)
 
 
 # The parameters of the class methods that read a save without loading it.
