@@ -73,7 +73,10 @@ class WriteMixin:
         an ordered column where no cell holds it), ``confidence`` and
         ``typicality``: how typical each cell is of the reference's cells, near 0 for
         a cell of a type the reference never saw; NaN for a reference saved before deltavae
-        kept their scores). With another ``key_added``, ``"cgmdvae"`` in each of these
+        kept their scores; score the labels against a truth column by value,
+        ``query.obs["cgmdvae_label"].astype(str) == query.obs["cell_type"].astype(str)``:
+        pandas refuses ``==`` between categoricals over other categories, as where a type was
+        never predicted). With another ``key_added``, ``"cgmdvae"`` in each of these
         keys is replaced by it. Clusters are written by name (as scanpy's ``leiden``), where
         :meth:`predict_clusters` gives indices into ``uns["cgmdvae"]["cluster_names"]``.
         Columns named after the labels get the colours of ``uns["<labels_key>_colors"]`` by

@@ -352,12 +352,23 @@ class PredictionsMixin:
         ``typicality`` (in [0, 1]; see above). With ``soft``: one column per cluster, every
         one of :attr:`cluster_names` in its order (typed as ``label``), rows summing to 1;
         ``idxmax(axis=1)`` is the label.
+        To score the labels against a truth column, compare values, not categoricals:
+        ``(pred["label"].astype(str) == adata.obs["cell_type"].astype(str)).mean()``, or
+        :meth:`predict`'s array of labels (as scvi-tools' ``SCANVI.predict``) against it.
+        pandas refuses ``==`` between two categoricals over other categories ("Categoricals
+        can only be compared if 'categories' are the same"), as where a type was never
+        predicted, or the truth holds one the reference lacks; so does it for
+        :meth:`write_to_adata`'s ``obs["cgmdvae_label"]`` (and for any column scanpy's plots
+        made categorical). ``pd.crosstab`` and ``sklearn.metrics`` (``accuracy_score``,
+        ``adjusted_rand_score``) take the columns as they are.
 
         Examples
         --------
         >>> q.predict_labels().head()  # doctest: +SKIP
         >>> q.predict_labels(soft=True).idxmax(axis=1).head()  # doctest: +SKIP
         >>> q.predict_labels(unknown_below=0.1)["label"].value_counts()  # doctest: +SKIP
+        >>> truth = query.obs["cell_type"].astype(str)  # doctest: +SKIP
+        >>> (q.predict_labels(query)["label"].astype(str) == truth).mean()  # doctest: +SKIP
         """
         _check_soft(soft)
         check_unknown_below(unknown_below, soft)
