@@ -503,6 +503,18 @@ def test_de_names_its_own_unknown_keywords(trained):
         model.differential_expression(**call, n_samples=10)
 
 
+def test_de_names_scanpys_keywords_for_its_own(trained):
+    """scanpy's rank_genes_groups(groups=, reference=) were refused with a list of scvi-tools'
+    get_bayes_factors keywords, naming neither group1= nor group2=, the same arguments here."""
+    model, _ = trained
+    with pytest.raises(TypeError, match=r"'groups': scanpy's .* is group1= here"):
+        model.differential_expression(groupby="cluster", groups=["0"])
+    with pytest.raises(TypeError, match=r"'reference': scanpy's .* is group2= here"):
+        model.differential_expression(groupby="cluster", group1="0", reference="1")
+    with pytest.raises(TypeError, match=r"'method': .* mode='vanilla'"):
+        model.differential_expression(groupby="cluster", method="wilcoxon")
+
+
 def test_de_names_importance_weighting_kwargs_given_without_importance_weights(trained):
     """importance_weighting_kwargs with the default weights="uniform": the refusal named
     get_normalized_expression(), a call the user did not make, and an "unexpected keyword

@@ -244,6 +244,23 @@ def check_dataloader_alone(given: dict, call: str) -> None:
         )
 
 
+#: scanpy's ``rank_genes_groups`` keywords and what ``differential_expression`` reads instead.
+SCANPY_DE_NAMES = {
+    "groups": (
+        "scanpy's rank_genes_groups(groups=...) is group1= here (the groups to test, each "
+        "against group2 or the rest; all of groupby's by default)"
+    ),
+    "reference": (
+        "scanpy's rank_genes_groups(reference=...) is group2= here (one group; leave it out "
+        "for reference='rest')"
+    ),
+    "method": (
+        "scanpy's rank_genes_groups(method=...) has no counterpart: the test is the model's "
+        "Bayes factor, mode='vanilla' (default) or mode='change' (with delta=)"
+    ),
+}
+
+
 def check_de_keywords(given: dict) -> None:
     """Keywords ``differential_expression`` does not name are those of scvi-tools'
     ``DifferentialComputation.get_bayes_factors`` (``n_samples_overall``, ``pseudocounts``,
@@ -270,7 +287,9 @@ def check_de_keywords(given: dict) -> None:
     if not unknown:
         return
     name = unknown[0]
-    if name in ("seed", "random_state"):
+    if name in SCANPY_DE_NAMES:
+        hint = f": {SCANPY_DE_NAMES[name]}"
+    elif name in ("seed", "random_state"):
         hint = (
             ": it draws cells with numpy's global generator and expression with torch's; to "
             "repeat its table, set scvi.settings.seed = 0 (both) before the call"
