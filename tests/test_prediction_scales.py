@@ -47,6 +47,8 @@ def test_nearest_response_gives_counts_in_x_like_the_other_methods(trained):
         assert counts.shape == pred.shape and (counts >= 0).all(), method
         np.testing.assert_array_equal(counts, np.round(counts), err_msg=method)
         assert pred.uns["prediction"]["X"].startswith(("expected counts", "each cell's")), method
+        # Where a user looks (pred.uns): which matrix to rank genes on against real cells.
+        assert "layers['counts'], the matrix to test genes on" in pred.uns["prediction"]["X"]
         # On the counts' scale: each cell's total near its own library size (a sum of logs
         # over 30 genes is far below it).
         ratio = np.asarray(pred.X.sum(1)).ravel() / library

@@ -93,7 +93,11 @@ def draws_at_data_floor(model, adata: AnnData | None, draws):
 
 def _count_scale(model, method: str, residual: bool, blended: bool) -> str:
     """What ``X`` of a count model's prediction holds (see :func:`describe_prediction`)."""
-    whole = " (whole counts: layers['counts'])"
+    whole = (
+        " (whole counts: layers['counts'], the matrix to test genes on against real cells, as"
+        " sc.tl.rank_genes_groups does: expected counts are rarely 0, and genes mostly 0 in the"
+        " real cells rank high against them for that alone)"
+    )
     if method == "nearest_response":  # added on log-normalized counts, taken back to counts
         return (
             "expected counts at each cell's library size: its log-normalized counts plus the "
