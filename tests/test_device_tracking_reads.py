@@ -3,9 +3,10 @@ host together (:mod:`deltavae.model._gathered`), followed with each tensor's wou
 (:mod:`_device_tracker`, as in test_device_tracking.py), in the variants the other files leave
 out: several ``transform_batch``, a ``gene_list``, draws per cell kept apart, draws of cells
 overall, a dispersion per gene (repeated on the host), ``give_mean`` over draws, importance
-passes of several draws, the spot models' ``batch_size`` and ``indices``, the imputer's latent
-of spots and reference cells. Each runs with a flush to the host after every minibatch
-(``FLUSH_BYTES`` of 1 byte), so that the parts joined on the host are several."""
+passes of several draws, the spot models' ``batch_size``, ``indices`` and posterior
+predictive draws, the imputer's latent of spots and reference cells. Each runs with a flush
+to the host after every minibatch (``FLUSH_BYTES`` of 1 byte), so that the parts joined on
+the host are several."""
 
 import numpy as np
 import pytest
@@ -136,6 +137,9 @@ def test_spot_gathered_read_outs_stay_on_the_device(tracked, flush, monkeypatch)
             "proportions of new spots": lambda: deconv.get_proportions(
                 spots[5:30].copy(), batch_size=8
             ),
+            "posterior predictive of new spots": lambda: deconv.posterior_predictive_sample(
+                spots[5:30].copy(), n_samples=2, batch_size=8
+            ),
         },
         train=lambda: deconv.train(max_epochs=1, **TRAIN),
     )
@@ -152,6 +156,9 @@ def test_spot_gathered_read_outs_stay_on_the_device(tracked, flush, monkeypatch)
                 reference=True, batch_size=64
             ),
             "impute, some spots": lambda: latent.impute(indices=np.arange(0, 40, 3)),
+            "posterior predictive, genes": lambda: latent.posterior_predictive_sample(
+                indices=np.arange(0, 40, 3), gene_list=list(measured.var_names[[9, 2]])
+            ),
         },
         train=lambda: latent.train(max_epochs=1, **TRAIN),
     )
@@ -161,6 +168,9 @@ def test_spot_gathered_read_outs_stay_on_the_device(tracked, flush, monkeypatch)
         {
             "impute in chunks of 7": lambda: neighbours.impute(batch_size=7),
             "impute measured genes": lambda: neighbours.impute(list(ref.var_names[95:105])),
+            "posterior predictive": lambda: neighbours.posterior_predictive_sample(
+                n_samples=3, batch_size=16
+            ),
         },
         train=lambda: neighbours.train(max_epochs=1, **TRAIN),
     )
@@ -172,6 +182,9 @@ def test_spot_gathered_read_outs_stay_on_the_device(tracked, flush, monkeypatch)
         {
             "weights, some spots": lambda: archetypes.get_archetype_weights(
                 indices=np.arange(0, 60, 4), batch_size=8
+            ),
+            "posterior predictive": lambda: archetypes.posterior_predictive_sample(
+                n_samples=2, batch_size=8
             ),
         },
         train=lambda: archetypes.train(max_epochs=1, **TRAIN),

@@ -200,3 +200,39 @@ def test_the_other_seeded_read_outs_draw_nothing_on_the_device(monkeypatch):
             if tracker.mixes:
                 found[name] = tracker.report()
     assert not found, "\n".join(f"{name}: {report}" for name, report in found.items())
+
+
+def test_spot_posterior_predictive_draws_nothing_on_the_device(monkeypatch):
+    """The spot models' posterior_predictive_sample draws every number (Archetypes' weights,
+    the imputers' proportions and latents, the counts) on the CPU, so a GPU gives the
+    draws a CPU gives: the tracker finds no draw on the device, and the draws repeat."""
+    cells = dv.datasets.synthetic_counts(n_cells=120, n_genes=30, n_clusters=3, seed=1)
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=24, seed=0)
+    mix = dv.datasets.convex_mixtures(n_spots=24, n_genes=60, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        models = [
+            dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key="cluster"),
+            dv.model.Archetypes(mix, n_archetypes=3, min_spots=1),
+        ]
+        for design in ("deconvolution", "latent"):
+            models.append(
+                dv.model.SpatialImputer.from_reference(
+                    spots[:, :20].copy(), ref, labels_key="cluster", design=design
+                )
+            )
+        for model in models:
+            model.train(max_epochs=1, **TRAIN)
+    track_moves(monkeypatch)
+    found = {}
+    for model in models:
+        name = f"{type(model).__name__} {getattr(model, 'design_', '')}"
+        tracker = _tracked(model.module, lambda m=model: m.posterior_predictive_sample(n_samples=2))
+        if tracker.mixes:
+            found[name] = tracker.report()
+        torch.manual_seed(3)
+        first = model.posterior_predictive_sample(n_samples=2, batch_size=5).todense()
+        torch.manual_seed(3)
+        assert np.array_equal(first, model.posterior_predictive_sample(n_samples=2).todense())
+    assert not found, "\n".join(f"{name}: {report}" for name, report in found.items())

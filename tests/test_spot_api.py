@@ -8,6 +8,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scvi
 import torch
 
 import deltavae as dv
@@ -551,3 +552,95 @@ def test_a_last_minibatch_of_one_spot_trains_where_no_batch_norm_needs_two(split
         for model, steps in ((nmf, 5), (imputer, 5), (archetypes, 4)):
             model.train(**args)
             assert model.trainer.global_step == steps, type(model).__name__
+
+
+def _draws(model, **kwargs) -> np.ndarray:
+    """posterior_predictive_sample's draws as numpy, under scvi-tools' seed 0."""
+    scvi.settings.seed = 0
+    return model.posterior_predictive_sample(**kwargs).todense()
+
+
+def test_every_spot_model_draws_posterior_predictive_counts_around_its_expected_counts(
+    split, archetypes
+):
+    """NMFDeconv, Archetypes and SpatialImputer had no posterior_predictive_sample (an
+    AttributeError), which scvi-tools' PosteriorPredictiveCheck calls on every model: each
+    draws counts whose mean over draws is the model's expected counts of the spots, on the
+    genes it fits, as scvi-tools' sparse array (spots x genes x draws)."""
+    spots, _ = split
+    nmf, imputer, (arch, mix) = _nmf(split, "per_spot"), _imputer(split), archetypes
+    # NMFDeconv: abundance x (proportions @ signatures) x technology factor.
+    signatures, tech = nmf.get_signatures(), nmf.get_technology_factor()
+    proportions, abundance = nmf.get_proportions(), nmf.get_abundance()
+    nmf_mean = abundance.to_numpy()[:, None] * (proportions.to_numpy() @ signatures.to_numpy())
+    nmf_mean = nmf_mean * tech.to_numpy()
+    # SpatialImputer: its expected counts of the measured genes (impute reads them too).
+    measured = list(imputer.adata.var_names)
+    # Archetypes: each spot's total spread by its weights over the archetypes' profiles.
+    totals = np.asarray(mix.X.sum(1)).ravel()
+    weights, profiles = arch.get_archetype_weights(), arch.get_archetype_profiles()
+    arch_mean = totals[:, None] * (weights.to_numpy() @ profiles.to_numpy().T)
+    cases = (
+        (nmf, nmf_mean, list(nmf.used_genes()), 0.03),
+        (imputer, imputer.impute(genes=measured).to_numpy(), measured, 0.03),
+        (arch, arch_mean, list(mix.var_names), 0.06),  # weights drawn, not the median's
+    )
+    for model, expected, genes, tol in cases:
+        drawn = model.posterior_predictive_sample(n_samples=200)
+        assert type(drawn).__name__ == "GCXS" and drawn.shape == (*expected.shape, 200)
+        means = drawn.todense().mean(-1)
+        # per gene over the spots: within tol of the expected counts
+        ratio = means.sum(0) / expected.sum(0)
+        assert np.abs(ratio - 1).max() < tol, (type(model).__name__, ratio)
+        assert len(genes) == expected.shape[1]
+        one = model.posterior_predictive_sample(indices=[3, 0])
+        assert one.shape == (2, len(genes)) and (one.todense() % 1 == 0).all()
+
+
+def test_spot_posterior_predictive_draws_are_seeded_and_in_gene_list_order(split, archetypes):
+    """Under one scvi-tools seed the draws repeat, for any batch_size (each spot's numbers
+    are drawn in spot order on the CPU); gene_list gives those genes' draws in its order;
+    indices the spots in theirs (the spots' means of their draws as the whole's)."""
+    imputer, (arch, _) = _imputer(split), archetypes
+    for model in (imputer, arch):
+        whole = _draws(model, n_samples=3)
+        assert np.array_equal(whole, _draws(model, n_samples=3, batch_size=7))
+        scvi.settings.seed = 1
+        assert not np.array_equal(whole, model.posterior_predictive_sample(n_samples=3).todense())
+        genes = model.adata.var_names
+        picked = _draws(model, n_samples=3, gene_list=[genes[5], genes[0]])
+        assert np.array_equal(picked, whole[:, [5, 0]])
+        # spots are drawn in the order asked for: the first ones asked, the same numbers
+        assert np.array_equal(_draws(model, n_samples=3, indices=[0, 1, 2]), whole[:3])
+        totals = _draws(model, n_samples=50).mean(-1).sum(1)
+        most, least = int(totals.argmax()), int(totals.argmin())
+        some = _draws(model, n_samples=50, indices=[least, most]).mean(-1).sum(1)
+        assert np.allclose(some, totals[[least, most]], rtol=0.1)
+        assert _draws(model, gene_list=genes[2]).shape == (model.adata.n_obs, 1)  # a string
+
+
+def test_spot_posterior_predictive_refuses_genes_it_does_not_fit_by_name(split):
+    """A gene the model does not fit: an NMFDeconv's gene outside its markers, an imputer's
+    unmeasured (imputed) gene, a gene of neither; and transform_batch, which no spot model
+    has, and another slide's spots for a model fitted per spot."""
+    spots, ref = split
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        nmf = dv.model.NMFDeconv.from_reference(
+            spots.copy(), reference=ref, labels_key="cluster", n_markers=3
+        )
+        nmf.train(**TRAIN)
+    unused = spots.var_names.difference(nmf.used_genes())[0]
+    with pytest.raises(ValueError, match=rf"does not fit, e.g. \['{unused}'\]: NMFDeconv .*"):
+        nmf.posterior_predictive_sample(gene_list=[nmf.used_genes()[0], unused])
+    imputer = _imputer(split)
+    with pytest.raises(ValueError, match=r"did not measure, e.g. \['gene_35'\].*model.impute"):
+        imputer.posterior_predictive_sample(gene_list=["gene_35"])
+    with pytest.raises(ValueError, match=r"does not have, e.g. \['nope'\]"):
+        imputer.posterior_predictive_sample(gene_list=["gene_1", "nope"])
+    with pytest.raises(ValueError, match="SpatialImputer, a model of spots, has no batch"):
+        imputer.posterior_predictive_sample(transform_batch="0")
+    other = spots[:, :30].copy()
+    other.obs_names = "other_" + other.obs_names
+    with pytest.raises(ValueError, match=r"draws for those spots only.*40 others"):
+        imputer.posterior_predictive_sample(other)

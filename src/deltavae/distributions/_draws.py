@@ -86,6 +86,44 @@ class CellDraws:
         draws = prefix_randn(shape, self.generator(kind), dtype)
         return draws if like is None else draws.to(device=like.device, dtype=like.dtype)
 
+    def standard_normal(self, like: torch.Tensor, n_samples: int, kind: str) -> torch.Tensor:
+        """Standard normal draws of ``like``'s shape (cells first), with ``n_samples > 1`` a
+        first axis of draws, on ``like``'s device and dtype. Made on the CPU cell after cell,
+        through the normal's quantile function of uniforms (read from the generator one
+        element after another, where ``randn``'s kernel fills 16 at a time): minibatches of
+        any size draw the same numbers for each cell.
+
+        Examples
+        --------
+        >>> loc = torch.zeros(5, 2)
+        >>> whole = CellDraws(0).standard_normal(loc, 3, "z")
+        >>> parts = CellDraws(0)
+        >>> halves = (slice(2), slice(2, 5))
+        >>> split = torch.cat([parts.standard_normal(loc[s], 3, "z") for s in halves], 1)
+        >>> whole.shape, bool(torch.equal(whole, split))
+        (torch.Size([3, 5, 2]), True)
+        """
+        shape = (like.shape[0], n_samples, *like.shape[1:])
+        uniform = self.uniform(shape, kind).double().clamp_(min=torch.finfo(torch.float64).tiny)
+        return _draws_first(torch.special.ndtri(uniform), n_samples, like)
+
+    def dirichlet(self, concentration: torch.Tensor, n_samples: int, kind: str) -> torch.Tensor:
+        """Dirichlet draws of ``concentration`` (cells x components, on any device), as
+        :meth:`standard_normal` lays them out: normalised gamma draws, made on the CPU cell
+        after cell.
+
+        Examples
+        --------
+        >>> p = CellDraws(0).dirichlet(torch.ones(4, 3), 1, "p")
+        >>> p.shape, bool(torch.allclose(p.sum(-1), torch.ones(4)))
+        (torch.Size([4, 3]), True)
+        """
+        alpha = concentration.detach().cpu().double()
+        alpha = alpha.unsqueeze(1).expand(alpha.shape[0], n_samples, *alpha.shape[1:])
+        gamma = torch._standard_gamma(alpha.contiguous(), generator=self.generator(kind))
+        gamma = gamma.clamp(min=torch.finfo(torch.float64).tiny)  # no 0 / 0 of tiny shapes
+        return _draws_first(gamma / gamma.sum(-1, keepdim=True), n_samples, concentration)
+
     def round_counts(self, mean: torch.Tensor, kind: str = "round") -> torch.Tensor:
         """:func:`~deltavae.distributions.round_counts` of ``mean`` on the CPU."""
         return round_counts(mean.detach().cpu().contiguous(), generator=self.generator(kind))
@@ -117,3 +155,10 @@ class CellDraws:
             return out + torch.exp(cpu["log_scale"]) * noise
         logits = cpu["out"]
         return (self.uniform(logits.shape, "bernoulli") < torch.sigmoid(logits)).to(logits.dtype)
+
+
+def _draws_first(draws: torch.Tensor, n_samples: int, like: torch.Tensor) -> torch.Tensor:
+    """``draws`` made cells first (cells x draws x ...) as the modules take them: a first
+    axis of draws when ``n_samples > 1`` (none for one), on ``like``'s device and dtype."""
+    draws = draws.movedim(1, 0) if n_samples > 1 else draws[:, 0]
+    return draws.to(device=like.device, dtype=like.dtype)

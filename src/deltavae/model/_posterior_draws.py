@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from scvi import REGISTRY_KEYS
 from scvi.data._utils import _validate_adata_dataloader_input
 from scvi.model._utils import _get_batch_code_from_category
 from scvi.utils import track
@@ -50,11 +51,18 @@ def posterior_predictive_draws(
     batch_size: int | None = None,
     dataloader=None,
     silent: bool = True,
+    *,
+    genes: pd.Index | None = None,
+    cell_draws=None,
     **data_loader_kwargs,
 ):
     """scvi-tools' ``posterior_predictive_sample`` with the arguments it takes, the genes of
     ``gene_list`` in the list's order (also with ``dataloader=``, which scvi-tools reads with
-    every gene); shape ``(cells, genes)``, or ``(cells, genes, n_samples)``."""
+    every gene); shape ``(cells, genes)``, or ``(cells, genes, n_samples)``. ``genes``: the
+    features the module draws (default the model's genes; an NMFDeconv's ``used_genes()``);
+    ``cell_draws``: a ``CellDraws`` every number is drawn from, on the CPU (see
+    ``DeltaPyroModule.predictive_draws``). A model without a batch field (the spot models)
+    draws under none."""
     import sparse
 
     _validate_adata_dataloader_input(model, adata, dataloader)
@@ -63,12 +71,15 @@ def posterior_predictive_draws(
         dataloader = model._make_data_loader(
             adata=adata, indices=indices, batch_size=batch_size, **data_loader_kwargs
         )
-        transform_batch = _get_batch_code_from_category(
-            model.get_anndata_manager(adata, required=True), transform_batch
-        )
+        manager = model.get_anndata_manager(adata, required=True)
+        if transform_batch is None and REGISTRY_KEYS.BATCH_KEY not in manager.data_registry:
+            transform_batch = [None]  # scvi-tools' KeyError 'batch'
+        else:
+            transform_batch = _get_batch_code_from_category(manager, transform_batch)
     else:
         transform_batch = [None]
-    genes = gene_positions(gene_list, model.adata.var_names)
+    genes = gene_positions(gene_list, model.adata.var_names if genes is None else genes)
+    drawn_by = {} if cell_draws is None else {"cell_draws": cell_draws}
     if not isinstance(genes, slice):
         genes = torch.as_tensor(genes)
     # Each minibatch's draws kept on the device and brought to the host together (a .cpu()
@@ -92,6 +103,7 @@ def posterior_predictive_draws(
                 tensors,
                 n_samples=n_samples,
                 generative_kwargs=model._get_transform_batch_gen_kwargs(batch),
+                **drawn_by,
             )[:, genes]
             for i, batch in enumerate(track(transform_batch, disable=silent))
         }

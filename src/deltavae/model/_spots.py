@@ -26,6 +26,7 @@ from ._empty_spots import drop_empty_spots, read_genes
 from ._matrices import memory_copy, row_sums, to_memory, with_column
 from ._plan_checks import checked_plan
 from ._same_spots import check_fitted_totals, spot_totals
+from ._spot_draws import SpotDrawsMixin
 from ._validation import (
     check_data,
     check_flags,
@@ -207,7 +208,7 @@ def _say_again(caught) -> None:
 _ADATA = re.compile(r"(?<![\w.])adata\b(?!=)")  # not model.adata, nor adata= (an argument)
 
 
-class SpotModelMixin:
+class SpotModelMixin(SpotDrawsMixin):
     """Spot registration and chunked reads for models of spatial spots' raw counts.
 
     Each model's ``setup_anndata`` (its own arguments and docstring) calls

@@ -40,6 +40,7 @@ from scvi.nn import Encoder
 from ..distributions import CountDistribution, count_log_prob
 from ._base import DeltaPyroModule
 from ._spot_encoder import log_cp10k
+from ._zinbvae import _undrawn
 
 _X = REGISTRY_KEYS.X_KEY
 _SAMPLE = REGISTRY_KEYS.BATCH_KEY
@@ -234,17 +235,23 @@ class ArchetypesModule(DeltaPyroModule):
             return None
         return self.log_technology - self.log_technology.mean(dim=0, keepdim=True)
 
-    def _q_base(self, x, sample=None) -> pdist.Independent:
-        """q's Normal in K - 1 dimensions, before the stick-breaking map."""
+    def _q_base(self, x, sample=None, undrawn: bool = False) -> pdist.Independent:
+        """q's Normal in K - 1 dimensions, before the stick-breaking map; ``undrawn``:
+        without the draw scvi-tools' ``Encoder`` makes and drops (on the module's device:
+        seeded draws on the CPU make none there)."""
         covariates = () if self.log_technology is None else (sample,)
         logged = log_cp10k(x) if self.cp10k_input else torch.log1p(x)
-        qz, _ = self.encoder(logged, *covariates)
+        if undrawn:
+            qz = _undrawn(self.encoder, logged, *covariates)
+        else:
+            qz, _ = self.encoder(logged, *covariates)
         return pdist.Normal(qz.loc, qz.scale).to_event(1)
 
-    def _q_weights(self, x, sample=None) -> pdist.TransformedDistribution:
+    def _q_weights(self, x, sample=None, undrawn: bool = False) -> pdist.TransformedDistribution:
         # cache_size=1: the log density of a draw reads the draw's point in R^(K-1) back from
         # the cache instead of inverting the map (see log_stick_breaking).
-        return pdist.TransformedDistribution(self._q_base(x, sample), [StickBreaking(cache_size=1)])
+        base = self._q_base(x, sample, undrawn)
+        return pdist.TransformedDistribution(base, [StickBreaking(cache_size=1)])
 
     def _log_prior(self, log_weights: torch.Tensor) -> torch.Tensor:
         """log Dirichlet(prior_concentration) at the weights, from their logarithms."""
@@ -312,12 +319,20 @@ class ArchetypesModule(DeltaPyroModule):
         return {"x": tensors[_X], "sample": tensors.get(_SAMPLE)}
 
     @auto_move_data
-    def inference(self, x, sample=None, n_samples: int = 1):
-        """q(w | x), a sample ``weights`` and the point estimate ``weights_map`` (its median)."""
-        qw = self._q_weights(x, sample)
+    def inference(self, x, sample=None, n_samples: int = 1, cell_draws=None):
+        """q(w | x), a sample ``weights`` and the point estimate ``weights_map`` (its median);
+        the sample drawn by ``cell_draws`` (a ``CellDraws``: on the CPU, spot after spot)
+        when given."""
+        qw = self._q_weights(x, sample, undrawn=cell_draws is not None)
         shape = (n_samples,) if n_samples > 1 else ()
-        median = StickBreaking()(qw.base_dist.base_dist.loc)
-        return {"qw": qw, "weights": qw.rsample(shape), "weights_map": median, "x": x}
+        base = qw.base_dist.base_dist
+        median = StickBreaking()(base.loc)
+        if cell_draws is None:
+            weights = qw.rsample(shape)
+        else:
+            noise = cell_draws.standard_normal(base.loc, n_samples, "weights")
+            weights = StickBreaking()(base.loc + base.scale * noise)
+        return {"qw": qw, "weights": weights, "weights_map": median, "x": x}
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs):
         return {

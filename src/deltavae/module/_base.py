@@ -10,6 +10,9 @@ import pyro.distributions as pdist
 import torch
 from scvi.module.base import PyroBaseModuleClass, auto_move_data
 
+from ..distributions import Likelihood
+from ..distributions._draws import CellDraws
+
 
 def clear_own_params() -> None:
     """Take deltavae's modules' parameters out of Pyro's global parameter store, where a module
@@ -152,7 +155,11 @@ class DeltaPyroModule(PyroBaseModuleClass):
 
     @torch.inference_mode()
     def predictive_draws(
-        self, tensors, n_samples: int = 1, generative_kwargs: dict | None = None
+        self,
+        tensors,
+        n_samples: int = 1,
+        generative_kwargs: dict | None = None,
+        cell_draws: CellDraws | None = None,
     ) -> torch.Tensor:
         """:meth:`sample`'s draws on the module's device: a read-out of many minibatches
         brings them to the host together (a ``.cpu()`` each made a GPU wait).
@@ -165,19 +172,31 @@ class DeltaPyroModule(PyroBaseModuleClass):
             Draws of z per cell (a last axis of draws when more than 1).
         generative_kwargs
             Keywords of the module's ``generative`` (``transform_batch``).
+        cell_draws
+            Draw every random number from these CPU generators, cell after cell (the
+            latents, where the module's ``inference`` takes ``cell_draws``, then the counts),
+            the draws then on the CPU: one seed, the same draws on a GPU as on the CPU and
+            for any minibatches (the spot models' ``posterior_predictive_sample``). A negative
+            binomial likelihood (zero-inflated or not) only.
         """
         # Every module's inference takes n_samples; those whose inference gives the
         # posterior mean by default (the spot imputers') are told to draw.
         inference_kwargs = {"n_samples": n_samples}
-        if "draw" in inspect.signature(self.inference).parameters:
+        takes = inspect.signature(self.inference).parameters
+        if "draw" in takes:
             inference_kwargs["draw"] = True
+        if cell_draws is not None and "cell_draws" in takes:
+            inference_kwargs["cell_draws"] = cell_draws
         _, generative_outputs = self.forward(
             tensors,
             inference_kwargs=inference_kwargs,
             generative_kwargs=generative_kwargs,
             compute_loss=False,
         )
-        draws = generative_outputs["px"].sample()
+        px = generative_outputs["px"]
+        if cell_draws is not None:
+            return _counts_drawn(px, n_samples, cell_draws)
+        draws = px.sample()
         if n_samples > 1:
             draws = draws.permute(1, 2, 0)
         return draws
@@ -236,3 +255,18 @@ class DeltaPyroModule(PyroBaseModuleClass):
             weights.append(self.log_importance_weights(tensors, k))
             left -= k
         return torch.logsumexp(torch.cat(weights), dim=0) - math.log(n_mc_samples)
+
+
+def _counts_drawn(px, n_samples: int, cell_draws: CellDraws) -> torch.Tensor:
+    """Counts of ``px`` (scvi-tools' negative binomial, zero-inflated or not; its parameters
+    with a first axis of ``n_samples`` draws when more than 1) drawn on the CPU by
+    ``cell_draws`` cell after cell, shaped as ``px.sample()`` is laid out by
+    :meth:`DeltaPyroModule.predictive_draws`: cells x features (x draws)."""
+    params = {"mu": px.mu, "theta": px.theta.expand_as(px.mu)}
+    zero_inflated = getattr(px, "zi_logits", None) is not None
+    if zero_inflated:
+        params["zi_logits"] = px.zi_logits.expand_as(px.mu)
+    if n_samples > 1:  # cells first: each cell's draws together, whatever the minibatches
+        params = {key: value.transpose(0, 1) for key, value in params.items()}
+    draws = cell_draws.sample(Likelihood("zinb" if zero_inflated else "nb"), params)
+    return draws.permute(0, 2, 1) if n_samples > 1 else draws

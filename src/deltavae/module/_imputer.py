@@ -408,11 +408,14 @@ class ImputerDeconvolutionModule(_ImputerBase):
         return self._objective(x, kl_weight, nll, q.log_prob(proportions), log_p)
 
     @auto_move_data
-    def inference(self, x, idx, n_samples: int = 1, draw: bool = False):
+    def inference(self, x, idx, n_samples: int = 1, draw: bool = False, cell_draws=None):
         """The spots' posterior mean proportions and their expected visible counts; with
         ``draw``, proportions drawn from q(p_s) instead (``n_samples`` of them on a first
-        axis when more than 1), as a posterior-predictive ``sample`` reads them."""
-        if draw:
+        axis when more than 1), as a posterior-predictive ``sample`` reads them (by
+        ``cell_draws``, a ``CellDraws``, on the CPU spot after spot, when given)."""
+        if draw and cell_draws is not None:
+            proportions = cell_draws.dirichlet(self.concentration(idx), n_samples, "proportions")
+        elif draw:
             shape = (n_samples,) if n_samples > 1 else ()
             proportions = pdist.Dirichlet(self.concentration(idx)).sample(shape)
         else:

@@ -179,11 +179,15 @@ class ImputerLatentModule(_ImputerBase):
         return q.loc, q.scale
 
     @auto_move_data
-    def inference(self, x, idx, n_samples: int = 1, draw: bool = False):
+    def inference(self, x, idx, n_samples: int = 1, draw: bool = False, cell_draws=None):
         """The spots' latent posterior mean and expected visible counts; with ``draw``, z
         drawn from q(z | x) instead (``n_samples`` of them on a first axis when more than 1),
-        as a posterior-predictive ``sample`` reads them."""
+        as a posterior-predictive ``sample`` reads them (by ``cell_draws``, a ``CellDraws``,
+        on the CPU spot after spot, when given)."""
         qz = self._encode(x, 0)
         shape = (n_samples,) if n_samples > 1 else ()
-        z = qz.sample(shape) if draw else qz.loc.expand(*shape, *qz.loc.shape)
+        if draw and cell_draws is not None:
+            z = qz.loc + qz.scale * cell_draws.standard_normal(qz.loc, n_samples, "z")
+        else:
+            z = qz.sample(shape) if draw else qz.loc.expand(*shape, *qz.loc.shape)
         return {"z": z, "visible_mean": self._spot_mean(x, z, torch.exp(self.log_technology))}
