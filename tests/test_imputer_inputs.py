@@ -3,6 +3,7 @@ counts, and the like (found on the RCTD pairs of /work/shared/data)."""
 
 import warnings
 
+import anndata as ad
 import pytest
 from scipy import sparse
 
@@ -95,3 +96,58 @@ def test_reference_genes_without_counts_in_its_layer_are_dropped_by_that_layer(
     model.save(tmp_path / "m")
     loaded = dv.model.SpatialImputer.load(tmp_path / "m", adata=spots)
     assert loaded.reference_layer_ == "counts"
+
+
+@pytest.fixture(scope="module")
+def few_cell_pair():
+    """Spots measuring 30 of 40 genes and a reference of 400 cells that counts gene_36 in 3
+    of them only."""
+    cells = dv.datasets.synthetic_counts(n_cells=500, n_genes=40, n_clusters=3, seed=0)
+    ref, spots = cells[:400].copy(), cells[400:, :30].copy()
+    counts = ref.X.toarray() if sparse.issparse(ref.X) else ref.X.copy()
+    counts[:, 36] = 0
+    counts[[5, 150, 300], 36] = 2
+    ref.X = sparse.csr_matrix(counts)
+    return spots, ref
+
+
+def test_genes_the_reference_counts_in_a_handful_of_cells_are_told_once_imputed(
+    few_cell_pair, tmp_path
+):
+    """gene_36, counted in 3 of the 400 reference cells, was imputed about 0.05 in every
+    spot without a word, as if estimated (lymph-node pair: 42 such genes correlated 0.02-0.09
+    with their held-out counts). impute() says so naming it, with the statement that drops
+    it (run here); a reference read from disk in chunks is counted alike; a save keeps it."""
+    import numpy as np
+    import scanpy as sc
+
+    spots, ref = few_cell_pair
+    model = dv.model.SpatialImputer.from_reference(
+        spots, reference=ref, labels_key="cluster", profiles="type"
+    )
+    model.train(max_epochs=2, **TRAIN)
+    told = r"counted in fewer than 5 of the reference's 400 cells"
+    with pytest.warns(UserWarning, match=r"1 of the 10 genes imputed are " + told) as said:
+        values = model.impute()
+    assert "(['gene_36']; 'gene_36' in 3)" in str(said[-1].message)
+    assert values["gene_36"].max() < 0.2  # a small value in every spot
+    statement = str(said[-1].message).split("before from_reference: ", 1)[1].rstrip(".")
+    names = {"reference": ref.copy(), "sc": sc, "np": np}
+    exec(statement, names)
+    assert "gene_36" not in names["reference"].var_names
+    assert names["reference"].n_vars == ref.n_vars - 1
+    with pytest.warns(UserWarning, match=r"unreliable.*leave them out of genes="):
+        model.impute(["gene_36", "gene_35"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.impute(["gene_35", "gene_31"])  # genes of many cells: nothing said
+    model.save(tmp_path / "m")
+    with pytest.warns(UserWarning, match=told):
+        dv.model.SpatialImputer.load(tmp_path / "m", adata=spots).impute(["gene_36"])
+    ad.AnnData(ref.X, obs=ref.obs[["cluster"]], var=ref.var[[]]).write_h5ad(tmp_path / "r.h5ad")
+    on_disk = dv.read_lazy(tmp_path / "r.h5ad")  # per-type profiles read in chunks
+    from_disk = dv.model.SpatialImputer.from_reference(
+        spots, reference=on_disk, labels_key="cluster", profiles="type"
+    )
+    pd_equal = from_disk.few_cell_genes_.equals(model.few_cell_genes_)
+    assert pd_equal and from_disk.reference_n_cells_ == 400

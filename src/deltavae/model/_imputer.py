@@ -27,6 +27,7 @@ from .._numbered_obs import refuse_numbered_tables
 from .._slashes import MESSAGE_START, warn_imputer_names
 from ..module import ImputerDeconvolutionModule, ImputerLatentModule
 from ._base import DeltaModelMixin
+from ._few_cell_genes import cells_counting, record_few_cell_genes
 from ._genes import _refuse_duplicates
 from ._imputer_cross_val import ImputerCrossValMixin
 from ._imputer_reference import (
@@ -53,12 +54,7 @@ from ._reference_labels import check_reference_labels
 from ._reference_reads import counts_in_memory, in_chunks, type_profiles
 from ._save_checks import check_load_arguments
 from ._saved import read_saved
-from ._spots import (
-    SpotModelMixin,
-    spot_rate,
-    spots_named,
-    spots_to_load,
-)
+from ._spots import SpotModelMixin, spot_rate, spots_named, spots_to_load
 from ._training_checks import check_flag
 from ._validation import (
     _matrix,
@@ -360,7 +356,8 @@ class SpatialImputer(
             labels = check_labels(reference, labels_key)
             warn_placeholder_labels(reference, labels_key, "profile")
             warn_small_types(labels, "profiles")
-            rows, ref_genes, shared = type_profiles(reference, reference_layer, labels, spots)
+            read = type_profiles(reference, reference_layer, labels, spots)
+            rows, ref_genes, shared, counting = read  # and each gene's cells with counts
             check_shared(spots, reference, shared, ref_genes, min_shared_genes)
         else:
             reference = counts_in_memory(  # on disk or dask: its counts only, size warned
@@ -374,6 +371,7 @@ class SpatialImputer(
             )
             check_shared(spots, reference, shared, ref_genes, min_shared_genes)
             logger.info("%d shared genes with reference counts", len(shared))
+            counting = cells_counting(counts)
             cells = None  # the single cells: the latent design's rows, or the neighbours
             if design == "latent" or profiles == "neighbours":  # float32, as the module reads
                 cells = pd.DataFrame(
@@ -406,6 +404,7 @@ class SpatialImputer(
             warnings.filterwarnings("ignore", message=MESSAGE_START)
             model = cls(spots, reference=rows, design=design, profiles=profiles, **model_kwargs)
         model.reference_layer_ = reference_layer  # saved: impute's advice drops genes by it
+        record_few_cell_genes(model, counting, ref_genes, reference.n_obs)  # said by impute
         if not given.is_view:  # results go into the spots given, not the model's copy (as load)
             keep_write_target(model, given)  # and read-outs follow them (spots_now)
         return model

@@ -33,6 +33,7 @@ from .._close_names import did_you_mean
 from .._rng import scvi_seed_kept
 from .._warn import warn_user
 from ..metrics import imputation_scores
+from ._few_cell_genes import FEW_CELLS_NOTE
 from ._genes import _refuse_duplicates
 from ._imputer_reference import shared_advice
 from ._init_keywords import check_passed_on
@@ -172,6 +173,7 @@ def _deltavae_imputer(from_reference: Callable, train_kwargs: dict) -> Imputer:
         known = [g for g in wanted if g in model.reference_genes_ and g not in silent]
         with warnings.catch_warnings():  # its NaN rows: spots left out, said once
             warnings.filterwarnings("ignore", message=_EMPTY_SPOTS[1])
+            warnings.filterwarnings("ignore", message=FEW_CELLS_NOTE)  # scored, as any gene
             return model.impute(known).reindex(columns=wanted, fill_value=0.0)
 
     return impute

@@ -11,6 +11,7 @@ from anndata import AnnData
 
 from .._checks import layer_matrix
 from ._de_rows import matrix_bytes, warn_read_size
+from ._few_cell_genes import cells_counting
 from ._matrices import in_memory, on_disk, take_columns, to_memory
 from ._validation import _chunks, is_sparse
 
@@ -70,9 +71,10 @@ def counts_in_memory(reference: AnnData, layer: str | None, call: str, dense_cel
     return _counts_only(reference, layer, in_memory(matrix), reference.var)
 
 
-def type_sums(matrix, codes: np.ndarray, n_types: int) -> np.ndarray:
+def type_sums(matrix, codes: np.ndarray, n_types: int, counting=None) -> np.ndarray:
     """Per-type sums of the rows of ``matrix`` (in memory or on disk: a chunk of rows at a
-    time), types x genes, float64; ``codes`` is each row's type (``-1``: none).
+    time), types x genes, float64; ``codes`` is each row's type (``-1``: none). ``counting``:
+    an array (genes) each gene's number of rows with a count is added to, from the same read.
 
     Examples
     --------
@@ -87,6 +89,8 @@ def type_sums(matrix, codes: np.ndarray, n_types: int) -> np.ndarray:
         rows = codes[start : start + block.shape[0]]
         start += block.shape[0]
         kept = np.flatnonzero(rows >= 0)
+        if counting is not None:
+            counting += cells_counting(block)
         membership = sparse.csr_matrix(
             (np.ones(len(kept)), (rows[kept], kept)), shape=(n_types, block.shape[0])
         )
@@ -108,11 +112,14 @@ def in_chunks(reference: AnnData, design: str, profiles: str, labels_key) -> boo
 def type_profiles(reference: AnnData, layer: str | None, labels, spots: AnnData):
     """The mean counts of each type (types x genes), the reference's genes less the spots'
     genes it never counts, and those shared with the spots, as ``reference_genes`` and
-    ``state_profiles`` make them, from per-type sums a chunk of rows at a time."""
+    ``state_profiles`` make them, from per-type sums a chunk of rows at a time; and the
+    number of cells counting each of those genes, from the same read."""
     from ._imputer_reference import reference_genes, type_means
 
     codes = np.asarray(labels.codes)
-    sums = type_sums(layer_matrix(reference, layer), codes, len(labels.categories))
+    counting = np.zeros(reference.n_vars, dtype=np.int64)
+    matrix = layer_matrix(reference, layer)
+    sums = type_sums(matrix, codes, len(labels.categories), counting)
     _, genes, shared = reference_genes(sums, reference.var_names, spots.var_names)
     columns = pd.Index(reference.var_names.astype(str)).get_indexer(genes)
-    return type_means(sums[:, columns], labels, genes), genes, shared
+    return type_means(sums[:, columns], labels, genes), genes, shared, counting[columns]
