@@ -1,5 +1,7 @@
 """Keywords renamed for one spelling across the package (``labels_key`` as the models'
-``setup_anndata`` spells it): the former name is still read, with a FutureWarning."""
+``setup_anndata`` spells it): the former name is still read, with a FutureWarning. And the
+keywords scanpy and scvi-tools use for what is named otherwise here (``random_state`` for
+``seed``): refused with the name to pass."""
 
 from __future__ import annotations
 
@@ -54,6 +56,78 @@ def renamed_keywords(**renamed: str):
                 kwargs[new] = value
             return func(*args, **kwargs)
 
+        return call
+
+    return decorate
+
+
+#: Whose keywords the names refused by :func:`foreign_keywords` are, for its messages.
+_WHOSE = {
+    "random_state": "scanpy's and scikit-learn's",
+    "n_samples": "scvi-tools'",
+    "n_observations": "scanpy's datasets.blobs",
+    "n_variables": "scanpy's datasets.blobs",
+    "n_centers": "scanpy's datasets.blobs",
+}
+
+
+def foreign_hint(call: str, name: str, value, ours: str) -> str:
+    """What ``call(name=value)`` means here. ``ours`` is the keyword taking ``name``'s place,
+    with an optional note after ``": "`` (``"group1: the groups to test"``), or a sentence said
+    as it is where none does.
+
+    Examples
+    --------
+    >>> foreign_hint("draw", "random_state", 0, "seed")
+    "scanpy's and scikit-learn's random_state= is seed= here: draw(..., seed=0)"
+    >>> foreign_hint("plot", "groupby", "leiden", "cluster_key: one column")
+    "scanpy's groupby= is cluster_key= here (one column): plot(..., cluster_key='leiden')"
+    """
+    keyword, _, note = ours.partition(": ")
+    if not keyword.isidentifier():
+        return ours
+    note = f" ({note})" if note else ""
+    whose = _WHOSE.get(name, "scanpy's")
+    return f"{whose} {name}= is {keyword}= here{note}: {call}(..., {keyword}={short_repr(value)})"
+
+
+def foreign_keywords(**table: str):
+    """Decorate a function that names otherwise what scanpy or scvi-tools call ``name`` (the
+    keys of ``table``): ``name=value`` is refused before the call, with a TypeError naming
+    the keyword to pass (:func:`foreign_hint`), where Python's bare "unexpected keyword
+    argument" named neither it nor what to do. Not read as an alias: two names for one thing
+    would make saved options and the command line ambiguous. The signature shown (``help``,
+    ``inspect``, the docs) is the function's own; ``table`` is kept as its
+    ``foreign_keywords``.
+
+    Examples
+    --------
+    >>> @foreign_keywords(random_state="seed")
+    ... def draw(n_cells=10, seed=None):
+    ...     return seed
+    >>> draw(random_state=1)
+    Traceback (most recent call last):
+    ...
+    TypeError: draw() got an unexpected keyword argument 'random_state': scanpy's and \
+scikit-learn's random_state= is seed= here: draw(..., seed=1).
+    >>> import inspect
+    >>> str(inspect.signature(draw))
+    '(n_cells=10, seed=None)'
+    """
+
+    def decorate(func):
+        @functools.wraps(func)
+        def call(*args, **kwargs):
+            foreign = [name for name in kwargs if name in table]
+            if foreign:
+                name = foreign[0]
+                hint = foreign_hint(func.__name__, name, kwargs[name], table[name])
+                raise TypeError(
+                    f"{func.__name__}() got an unexpected keyword argument {name!r}: {hint}."
+                )
+            return func(*args, **kwargs)
+
+        call.foreign_keywords = table
         return call
 
     return decorate

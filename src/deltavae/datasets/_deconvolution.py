@@ -18,6 +18,7 @@ from scipy.ndimage import gaussian_filter
 
 from .._anndata_or_folder import check_anndata
 from .._checks import check_bool, check_labels, layer_matrix, not_counts
+from .._renamed import foreign_keywords
 from .._slashes import renamed_column, warn_slashed
 from ._synthetic import (
     _check_positive,
@@ -111,6 +112,7 @@ def _draw_spot_types(
     return counts
 
 
+@foreign_keywords(random_state="seed")
 def pseudo_spots(
     reference: ad.AnnData,
     labels_key: str = "cell_type",
@@ -297,6 +299,7 @@ def _marker_profiles(
     return profiles / profiles.sum(axis=1, keepdims=True)
 
 
+@foreign_keywords(random_state="seed")
 def convex_mixtures(
     n_spots: int = 500,
     n_genes: int = 200,

@@ -16,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._checks import check_bool
+from .._renamed import foreign_keywords
 from .._warn import warn_user
 
 logger = logging.getLogger(__name__)
@@ -178,6 +179,7 @@ def _condition_effects(
     return effect, genes
 
 
+@foreign_keywords(random_state="seed")
 def synthetic_counts(
     n_cells: int = 1000,
     n_genes: int = 200,
@@ -376,6 +378,9 @@ def _separated_centers(
     return best
 
 
+@foreign_keywords(
+    random_state="seed", n_observations="n_cells", n_variables="n_features", n_centers="n_clusters"
+)
 def synthetic_blobs(
     n_cells: int = 1000,
     n_features: int = 16,

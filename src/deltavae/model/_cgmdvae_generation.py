@@ -13,6 +13,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from .._checks import layer_matrix, short_repr
+from .._renamed import foreign_keywords
 from ..distributions._draws import CellDraws
 from ..train._divergence import TrainingDivergedError
 from ._condition_counts import (
@@ -49,6 +50,7 @@ _CAT = REGISTRY_KEYS.CAT_COVS_KEY
 class GenerationMixin:
     """``sample`` and ``translate`` of :class:`deltavae.model.CGMDVAE`."""
 
+    @foreign_keywords(random_state="seed", n_samples="n_cells: new cells drawn from the prior")
     @torch.inference_mode()
     def sample(
         self,
@@ -291,6 +293,7 @@ class GenerationMixin:
         # The clusters and conditions sample draws together, and the depth of each.
         record_cluster_conditions(self, every_lib)
 
+    @foreign_keywords(random_state="seed")
     @torch.inference_mode()
     def translate(
         self,

@@ -13,6 +13,7 @@ import pandas as pd
 
 from .._checks import is_number, no_column, short_repr
 from .._close_names import did_you_mean
+from .._renamed import foreign_hint
 from ._de_tables import missing_obs_column
 from ._validation import warn_user
 
@@ -244,16 +245,13 @@ def check_dataloader_alone(given: dict, call: str) -> None:
         )
 
 
-#: scanpy's ``rank_genes_groups`` keywords and what ``differential_expression`` reads instead.
+#: scanpy's ``rank_genes_groups`` keywords and what ``differential_expression`` reads instead
+#: (said by ``_renamed.foreign_hint``, as every function's).
 SCANPY_DE_NAMES = {
     "groups": (
-        "scanpy's rank_genes_groups(groups=...) is group1= here (the groups to test, each "
-        "against group2 or the rest; all of groupby's by default)"
+        "group1: the groups to test, each against group2 or the rest; all of groupby's by default"
     ),
-    "reference": (
-        "scanpy's rank_genes_groups(reference=...) is group2= here (one group; leave it out "
-        "for reference='rest')"
-    ),
+    "reference": "group2: one group; leave it out for reference='rest'",
     "method": (
         "scanpy's rank_genes_groups(method=...) has no counterpart: the test is the model's "
         "Bayes factor, mode='vanilla' (default) or mode='change' (with delta=)"
@@ -288,7 +286,8 @@ def check_de_keywords(given: dict) -> None:
         return
     name = unknown[0]
     if name in SCANPY_DE_NAMES:
-        hint = f": {SCANPY_DE_NAMES[name]}"
+        value = given["kwargs"][name]
+        hint = f": {foreign_hint('differential_expression', name, value, SCANPY_DE_NAMES[name])}"
     elif name in ("seed", "random_state"):
         hint = (
             ": it draws cells with numpy's global generator and expression with torch's; to "

@@ -24,6 +24,7 @@ from .._checks import (
     refuse_minified,
 )
 from .._numbered_obs import refuse_numbered_tables
+from .._renamed import foreign_keywords
 from .._slashes import MESSAGE_START, warn_imputer_names
 from ..module import ImputerDeconvolutionModule, ImputerLatentModule
 from ._base import DeltaModelMixin
@@ -264,6 +265,7 @@ class SpatialImputer(
         cls._register_spots(adata, layer, setup_method_args, spot_index=True, **kwargs)
 
     @classmethod
+    @foreign_keywords(random_state="seed")
     def from_reference(
         cls,
         spots: AnnData | None = None,

@@ -30,6 +30,7 @@ from sklearn.model_selection import KFold
 from .._anndata_or_folder import check_anndata
 from .._checks import check_seed, dense, layer_matrix, short_repr
 from .._close_names import did_you_mean
+from .._renamed import foreign_keywords
 from .._rng import scvi_seed_kept
 from .._warn import warn_user
 from ..metrics import imputation_scores
@@ -183,6 +184,7 @@ class ImputerCrossValMixin:
     """:meth:`cross_validate`: how well a SpatialImputer imputes on the user's data."""
 
     @classmethod
+    @foreign_keywords(random_state="seed")
     def cross_validate(
         cls,
         spots: AnnData,

@@ -24,6 +24,7 @@ from .._checks import (
     short_repr,
 )
 from .._numbered_obs import refuse_numbered_tables
+from .._renamed import foreign_keywords
 from .._slashes import MESSAGE_START, PROPORTIONS_COLUMNS, renamed_column, warn_slashed
 from .._unchanged_on_failure import unchanged_on_failure
 from ._count_advice import drop_empty
@@ -177,6 +178,7 @@ class FromReferenceMixin:
     """``signatures_from_reference``, ``marker_genes`` and ``from_reference`` of NMFDeconv."""
 
     @staticmethod
+    @foreign_keywords(groupby="labels_key")
     def signatures_from_reference(
         reference: AnnData,
         labels_key: str = "cell_type",
@@ -231,6 +233,7 @@ class FromReferenceMixin:
         ).loc[list(labels.categories)]
 
     @staticmethod
+    @foreign_keywords(groupby="labels_key", n_genes="n_markers: genes per cell type")
     def marker_genes(
         reference: AnnData,
         labels_key: str = "cell_type",
@@ -312,6 +315,7 @@ class FromReferenceMixin:
         return counts.var_names[counts.var_names.isin(list(chosen))]
 
     @classmethod
+    @foreign_keywords(n_genes="n_markers: genes per cell type")
     def from_reference(
         cls,
         spots: AnnData,

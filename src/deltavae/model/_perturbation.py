@@ -17,6 +17,7 @@ from scipy.special import softmax
 
 from .._checks import short_repr
 from .._close_names import did_you_mean
+from .._renamed import foreign_keywords
 from ..distributions._draws import CellDraws
 from ._cgmdvae_mixins import ClustersMixin
 from ._condition_counts import warn_source_is_target
@@ -51,6 +52,7 @@ class PerturbationMixin:
     #: model that can decode a cell under another condition adds ``"translate"``.
     perturbation_methods: tuple[str, ...] = ("latent_shift", "nearest_response")
 
+    @foreign_keywords(random_state="seed")
     def predict_perturbation(
         self,
         adata: AnnData | None,

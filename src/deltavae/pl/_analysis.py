@@ -14,12 +14,13 @@ from matplotlib.figure import Figure
 from .._checks import check_bools, check_ncols, float_array, short_repr
 from .._close_names import did_you_mean, suffixed_hint
 from .._docs import doc_ax, doc_params, doc_show_save_apart
+from .._renamed import foreign_keywords
 from .._warn import warn_user
 from ..metrics import mean_expression_r2
 from ..metrics._missing import flat
 from ..metrics._perturbation import gene_means
-from ._basis import missing_basis
-from ._spatial import _AXIS_NAMES, _bound, _bounds
+from ._basis import AXIS_NAMES, missing_basis
+from ._spatial import _bound, _bounds
 from ._tissue import DEFAULT, PLACING, doc_tissue, draw_tissue, placed, spot_drawer, tissue
 from ._utils import (
     as_names,
@@ -119,7 +120,7 @@ def _coordinates(adata: AnnData, basis: str) -> tuple[np.ndarray, str]:
             coords = np.asarray(adata.obsm[key], dtype=float)
             if coords.ndim != 2 or coords.shape[1] < 2:
                 raise ValueError(f"obsm[{key!r}] has shape {coords.shape}; expected (cells, 2+).")
-            return coords[:, :2], _AXIS_NAMES.get(name, name)
+            return coords[:, :2], AXIS_NAMES.get(name, name)
     raise missing_basis(
         adata,
         basis,
@@ -166,6 +167,7 @@ def _names_from_clusters(adata: AnnData, probs_key: str, cluster_key: str, n: in
 
 
 @doc_params(tissue=doc_tissue, **doc_show_save_apart("cluster_probabilities"))
+@foreign_keywords(color="clusters")
 @closes_on_error
 def cluster_probabilities(
     adata: AnnData,

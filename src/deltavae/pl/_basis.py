@@ -10,6 +10,9 @@ from anndata import AnnData
 
 from .._close_names import did_you_mean
 
+#: Axis names of the usual embeddings, as scanpy labels them (PC1, not PCA1).
+AXIS_NAMES = {"umap": "UMAP", "tsne": "tSNE", "pca": "PC"}
+
 #: obs columns (x, y) that hold spot coordinates as readers and tables name them.
 _COORDINATE_COLUMNS = (
     ("x", "y"),

@@ -18,7 +18,7 @@ from natsort import natsorted
 from .._checks import check_bools, missing_layer_text, no_column
 from .._close_names import did_you_mean
 from .._docs import doc_params, doc_show_save, doc_show_save_apart
-from .._renamed import renamed_keywords
+from .._renamed import foreign_keywords, renamed_keywords
 from ._basis import missing_basis
 from ._colours import axes_per_colour, each_colour, fill_palette
 from ._legends import colorbar_as_tall, room_for_legends
@@ -274,6 +274,7 @@ def _categorical(values: pd.Series) -> pd.Categorical:
 
 @doc_params(**doc_show_save_apart("cluster_composition"))
 @renamed_keywords(label_key="labels_key")
+@foreign_keywords(groupby="cluster_key")
 @closes_on_error
 def cluster_composition(
     adata: AnnData,

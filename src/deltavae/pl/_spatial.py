@@ -15,8 +15,9 @@ from matplotlib.ticker import MaxNLocator
 from .._checks import check_bools, check_ncols, short_repr
 from .._close_names import did_you_mean
 from .._docs import doc_ax, doc_params, doc_show_save_apart, doc_title_figsize
+from .._renamed import foreign_keywords
 from .._warn import warn_user
-from ._basis import missing_basis
+from ._basis import AXIS_NAMES, missing_basis
 from ._tissue import DEFAULT, PLACING, doc_tissue, draw_tissue, placed, spot_drawer, tissue
 from ._utils import (
     as_names,
@@ -35,8 +36,6 @@ from ._utils import (
 
 #: Most panels spatial_proportions draws without columns= (obsm["imputed"] holds every gene).
 MAX_DEFAULT_PANELS = 100
-#: Axis names of the usual embeddings, as scanpy labels them (PC1, not PCA1).
-_AXIS_NAMES = {"umap": "UMAP", "tsne": "tSNE", "pca": "PC"}
 
 
 def _spatial_values(
@@ -220,6 +219,7 @@ def _scale(values: np.ndarray, vmin, vmax, floor: float = 0.0) -> tuple[float, f
 
 
 @doc_params(tissue=doc_tissue, **doc_show_save_apart("spatial_proportions"))
+@foreign_keywords(color="columns")
 @closes_on_error
 def spatial_proportions(
     adata: AnnData,
@@ -324,7 +324,7 @@ def spatial_proportions(
     coords = np.asarray(adata.obsm[found[0]], dtype=float)
     # scanpy's axis labels: spatial1 and spatial2, UMAP1 and UMAP2
     axis_name = found[0].removeprefix("X_")
-    axis_name = _AXIS_NAMES.get(axis_name, axis_name)
+    axis_name = AXIS_NAMES.get(axis_name, axis_name)
     if coords.ndim != 2 or coords.shape[1] < 2:
         raise ValueError(f"obsm[{found[0]!r}] has shape {coords.shape}; expected (spots, 2).")
     unplaced = ~np.isfinite(coords[:, :2]).all(axis=1)
