@@ -91,6 +91,20 @@ def foreign_hint(call: str, name: str, value, ours: str) -> str:
     return f"{whose} {name}= is {keyword}= here{note}: {call}(..., {keyword}={short_repr(value)})"
 
 
+def _called(func, first) -> str:
+    """How the user called ``func``, given its first argument: ``"Model"`` for a class's
+    ``__init__``, ``"Model.method"`` for a method or classmethod of ``Model`` (a class's own
+    name, not the mixin's that defines it), else the function's name."""
+    owner = first if isinstance(first, type) else type(first)
+    if func.__name__ == "__init__" and first is not None:
+        return owner.__name__
+    member = inspect.getattr_static(owner, func.__name__, None)
+    member = getattr(member, "__func__", member)  # a classmethod's, a staticmethod's
+    if member is not None and inspect.unwrap(member) is inspect.unwrap(func):
+        return f"{owner.__name__}.{func.__name__}"
+    return func.__name__
+
+
 def foreign_keywords(**table: str):
     """Decorate a function that names otherwise what scanpy or scvi-tools call ``name`` (the
     keys of ``table``): ``name=value`` is refused before the call, with a TypeError naming
@@ -121,10 +135,9 @@ scikit-learn's random_state= is seed= here: draw(..., seed=1).
             foreign = [name for name in kwargs if name in table]
             if foreign:
                 name = foreign[0]
-                hint = foreign_hint(func.__name__, name, kwargs[name], table[name])
-                raise TypeError(
-                    f"{func.__name__}() got an unexpected keyword argument {name!r}: {hint}."
-                )
+                called = _called(func, args[0] if args else None)
+                hint = foreign_hint(called, name, kwargs[name], table[name])
+                raise TypeError(f"{called}() got an unexpected keyword argument {name!r}: {hint}.")
             return func(*args, **kwargs)
 
         call.foreign_keywords = table

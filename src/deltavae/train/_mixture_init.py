@@ -30,6 +30,7 @@ from scvi import REGISTRY_KEYS
 from sklearn.cluster import KMeans
 
 from .._checks import check_seed, short_repr
+from .._renamed import foreign_keywords
 from .._threads import keep_torch_threads
 from ..module._cgmdvae import _prior_scale
 from ._data import all_training_cells
@@ -389,6 +390,7 @@ class MixtureInitialization(Callback):
     >>> g.train(max_epochs=100, callbacks=[MixtureInitialization(epoch=5)])  # doctest: +SKIP
     """
 
+    @foreign_keywords(random_state="seed")
     def __init__(self, epoch: int = 5, seed: int = 0, method: str = "leiden"):
         super().__init__()
         check_method(method)
