@@ -117,7 +117,7 @@ class Archetypes(
     markers_key = "archetype_markers"
     uns_key = "archetypes"
 
-    @keyword_hints
+    @keyword_hints(n_comps="n_pcs: the principal components archetypal analysis runs in")
     def __init__(
         self,
         adata: AnnData,

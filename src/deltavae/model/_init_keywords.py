@@ -8,11 +8,26 @@ import functools
 import inspect
 
 from .._close_names import did_you_mean
+from .._renamed import foreign_hint
+
+#: scanpy's and scikit-learn's keywords no model's constructor takes (``foreign_hint``'s
+#: sentences: what to do instead).
+SEEDED = (
+    "a model's constructor takes no seed: its training is seeded by scvi.settings.seed, "
+    "scvi-tools' way; set it before building the model (e.g. scvi.settings.seed = 0)"
+)
+_FOREIGN = {"random_state": SEEDED, "seed": SEEDED}
 
 
-def keyword_hints(init):
+def keyword_hints(init=None, **foreign: str):
     """``init`` (a model's ``__init__``) refusing a keyword it does not take with the
-    closest of those it does, and the list of them."""
+    closest of those it does, and the list of them; scanpy's and scvi-tools' keywords for
+    what it names otherwise (``random_state``, and ``foreign``'s keys, e.g.
+    ``keyword_hints(n_comps="n_pcs")``) with ``_renamed.foreign_hint``'s hint (kept, with
+    them, as its ``foreign_keywords``)."""
+    if init is None:
+        return functools.partial(keyword_hints, **foreign)
+    table = {**_FOREIGN, **foreign}
     parameters = inspect.signature(init).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     named = [
@@ -25,13 +40,20 @@ def keyword_hints(init):
     def checked(self, *args, **kwargs):
         unknown = [key for key in kwargs if key not in named]
         if unknown and not takes_any:
+            model = type(self).__name__
+            if unknown[0] in table:
+                hint = foreign_hint(model, unknown[0], kwargs[unknown[0]], table[unknown[0]])
+                raise TypeError(
+                    f"{model}() got an unexpected keyword argument {unknown[0]!r}: {hint}."
+                )
             hint = did_you_mean(unknown[0], named, end=" ")
             raise TypeError(
-                f"{type(self).__name__}() got an unexpected keyword argument {unknown[0]!r}: "
+                f"{model}() got an unexpected keyword argument {unknown[0]!r}: "
                 f"{hint}It takes {named[1:]} after the AnnData."
             )
         return init(self, *args, **kwargs)
 
+    checked.foreign_keywords = table
     return checked
 
 
