@@ -4,7 +4,10 @@ where Python's bare "unexpected keyword argument" named neither it nor what to d
 is built or trained: each refusal comes before the function reads anything."""
 
 import inspect
+import re
 
+import anndata as ad
+import numpy as np
 import pytest
 from sphinx.util.inspect import signature, stringify_signature
 
@@ -35,6 +38,28 @@ TABLE = [
     ("pl.spatial_proportions", "color", "columns"),
     ("train.MixtureInitialization", "random_state", "seed"),
     ("model.Archetypes", "n_comps", "n_pcs"),
+    ("model.ZINBVAE.setup_anndata", "groupby", "batch_key"),
+    ("model.ZINBVAE.setup_anndata", "key", "batch_key"),
+    ("model.ZINBVAE.setup_anndata", "batch", "batch_key"),
+    ("model.ZINBVAE.setup_anndata", "covariates", "categorical_covariate_keys"),
+    ("model.CGMDVAE.setup_anndata", "groupby", "labels_key"),
+    ("model.CGMDVAE.setup_anndata", "key", "condition_key"),
+    ("model.CGMDVAE.setup_anndata", "batch", "condition_key"),
+    ("model.CGMDVAE.setup_anndata", "covariates", "condition_key"),
+    ("model.Archetypes.setup_anndata", "groupby", "sample_key"),
+    ("model.Archetypes.setup_anndata", "key", "sample_key"),
+    ("model.Archetypes.setup_anndata", "batch", "sample_key"),
+    ("model.Archetypes.setup_anndata", "covariates", None),
+    *[
+        (f"model.{model}.setup_anndata", foreign, None)
+        for model in ("NMFDeconv", "SpatialImputer")
+        for foreign in ("groupby", "key", "batch", "covariates")
+    ],
+    *[
+        (f"model.{model}.setup_anndata", foreign, None)
+        for model in ("ZINBVAE", "CGMDVAE", "Archetypes", "NMFDeconv", "SpatialImputer")
+        for foreign in ("random_state", "seed")
+    ],
     # No keyword of ours takes their place: a sentence says what to do (SAID).
     *[
         (f"model.{model}", foreign, None)
@@ -42,13 +67,27 @@ TABLE = [
         for foreign in ("random_state", "seed")
     ],
 ]
-#: What the refusals no keyword of ours answers say, by the call's last name and keyword.
+#: What the refusals no keyword of ours answers say, by the call's path (or last name) and
+#: keyword.
 SAID = {
     **{
         (model, foreign): "constructor takes no seed: its training is seeded by scvi.settings.seed"
         for model in ("ZINBVAE", "CGMDVAE", "Archetypes", "NMFDeconv", "SpatialImputer")
         for foreign in ("random_state", "seed")
     },
+    **{
+        ("setup_anndata", foreign): "setup_anndata registers the data only, and a model takes "
+        "no seed: its training is seeded by scvi.settings.seed"
+        for foreign in ("random_state", "seed")
+    },
+    ("setup_anndata", "groupby"): "reads the reference's cell types: ",  # NMFDeconv's too
+    **{
+        ("setup_anndata", foreign): "takes no batch or covariate (Archetypes takes each spot's "
+        "slide as sample_key)"
+        for foreign in ("key", "batch", "covariates")
+    },
+    ("model.Archetypes.setup_anndata", "covariates"): "one covariate is each spot's slide (or "
+    "batch): sample_key='slide'",
 }
 
 
@@ -90,7 +129,7 @@ def test_a_foreign_keyword_is_refused_naming_ours(path, foreign, ours):
     with pytest.raises(TypeError, match=rf"{call}\(\) got .* '{foreign}': ") as err:
         _public(path)(**{foreign: 7})
     if ours is None:
-        assert SAID[call, foreign] in str(err.value)
+        assert SAID.get((path, foreign), SAID.get((call, foreign))) in str(err.value)
     else:
         assert f"{foreign}= is {ours}= here" in str(err.value)
         assert f"{call}(..., {ours}=7)" in str(err.value)
@@ -109,3 +148,38 @@ def test_signatures_sphinx_shows_are_the_functions_own(path):
     assert str(member.__doc__).split("\n")[0] == str(own.__doc__).split("\n")[0]  # doc_params'
     for _, foreign, ours in [row for row in TABLE if row[0] == path]:
         assert ours in {*shown.parameters, None} and foreign not in shown.parameters
+
+
+#: scvi-tools 1.4's setup_anndata keywords, and those one model of ours takes for another's.
+SETUP_NAMES = (
+    "batch_key",
+    "labels_key",
+    "layer",
+    "categorical_covariate_keys",
+    "continuous_covariate_keys",
+    "size_factor_key",
+    "unlabeled_category",
+    "condition_key",
+    "sample_key",
+)
+
+
+@pytest.mark.parametrize(
+    "model", ["ZINBVAE", "CGMDVAE", "Archetypes", "NMFDeconv", "SpatialImputer"]
+)
+def test_every_setup_keyword_a_model_lacks_says_what_it_takes(model):
+    """Archetypes.setup_anndata(labels_key=...), NMFDeconv's and SpatialImputer's batch_key,
+    size_factor_key, condition_key and others said "see its docstring for the arguments it
+    takes", naming nothing of theirs."""
+    cls = getattr(dv.model, model)
+    takes = inspect.signature(cls.setup_anndata).parameters
+    adata = ad.AnnData(np.ones((4, 3), dtype=np.float32))
+    for name in [name for name in SETUP_NAMES if name not in takes]:
+        with pytest.raises(
+            TypeError, match=rf"^{model}.setup_anndata\(\) got .* '{name}': "
+        ) as err:
+            cls.setup_anndata(adata, **{name: "x"})
+        assert "docstring" not in str(err.value)
+        said = str(err.value).split(": ", 1)[1]
+        assert re.search(r"\w+_key|from_reference|takes no|from its counts", said)
+    assert list(adata.obs) == []

@@ -28,7 +28,7 @@ SMALL = {"n_hidden": 16, "n_latent": 4}
         (dv.model.Archetypes, {"batch_key": "condition"}, "sample_key"),
         (dv.model.NMFDeconv, {"spot_index": True, "labels_key": "cluster"}, "from_reference"),
         (dv.model.SpatialImputer, {"labels_key": "cluster"}, "from_reference"),
-        (dv.model.NMFDeconv, {"size_factor_key": "library_size"}, "docstring"),
+        (dv.model.NMFDeconv, {"size_factor_key": "library_size"}, "takes no size factors"),
     ],
 )
 def test_setup_arguments_a_model_does_not_take_are_named(counts_adata, cls, argument, hint):

@@ -68,6 +68,9 @@ _WHOSE = {
     "n_observations": "scanpy's datasets.blobs",
     "n_variables": "scanpy's datasets.blobs",
     "n_centers": "scanpy's datasets.blobs",
+    "key": "scanpy's pp.combat",
+    "batch": "",  # many tools', none's in particular
+    "covariates": "",
 }
 
 
@@ -88,7 +91,8 @@ def foreign_hint(call: str, name: str, value, ours: str) -> str:
         return ours
     note = f" ({note})" if note else ""
     whose = _WHOSE.get(name, "scanpy's")
-    return f"{whose} {name}= is {keyword}= here{note}: {call}(..., {keyword}={short_repr(value)})"
+    whose = f"{whose} " if whose else ""
+    return f"{whose}{name}= is {keyword}= here{note}: {call}(..., {keyword}={short_repr(value)})"
 
 
 def _called(func, first) -> str:

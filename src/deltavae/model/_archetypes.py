@@ -22,7 +22,7 @@ from ._archetype_signatures import match_signatures
 from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._candidates import archetype_start, candidate_samples, restore_candidate_samples
-from ._init_keywords import keyword_hints
+from ._init_keywords import keyword_hints, setup_hints
 from ._load_state import saved_state
 from ._obs_checks import check_obs_keys
 from ._spots import (
@@ -168,6 +168,7 @@ class Archetypes(
         self._finish_init(summary, locals())
 
     @classmethod
+    @setup_hints("Archetypes")
     def setup_anndata(
         cls, adata: AnnData, layer: str | None = None, sample_key: str | None = None, **kwargs
     ) -> None:

@@ -34,7 +34,7 @@ from ._count_advice import building_model
 from ._de import CheckedExpressionMixin
 from ._from_zinbvae import FromZINBVAEMixin, default_max_epochs, first_mixture_epoch
 from ._host_results import HostResultsMixin
-from ._init_keywords import keyword_hints
+from ._init_keywords import keyword_hints, setup_hints
 from ._label_setup import check_label_setup, refuse_missing_integer_labels, unlabelled_mark
 from ._label_votes import label_vote_table, voted_probs
 from ._labels import ConditionsByName, LabelsInColumnOrder, small_categories_named
@@ -222,6 +222,7 @@ class CGMDVAE(
 
     # ----------------------------------------------------------------- setup
     @classmethod
+    @setup_hints("CGMDVAE")
     def setup_anndata(
         cls,
         adata: AnnData,

@@ -44,7 +44,7 @@ from ._imputer_reference import (
     warn_uncounted_panel,
 )
 from ._imputer_results import ImputerResultsMixin
-from ._init_keywords import check_passed_on, keyword_hints
+from ._init_keywords import check_passed_on, keyword_hints, setup_hints
 from ._load_state import reads_once, saved_state
 from ._matrices import column_sums, memory_copy, row_sums, to_memory
 from ._nmf_reference import warn_empty_reference_cells, warn_small_types
@@ -245,6 +245,7 @@ class SpatialImputer(
 
     # ------------------------------------------------------------------------- setup
     @classmethod
+    @setup_hints("SpatialImputer")
     def setup_anndata(cls, adata: AnnData, layer: str | None = None, **kwargs) -> None:
         """Register the spots' raw counts (and a spot index, ``obs["_indices"]``).
 

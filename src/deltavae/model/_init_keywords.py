@@ -8,7 +8,8 @@ import functools
 import inspect
 
 from .._close_names import did_you_mean
-from .._renamed import foreign_hint
+from .._renamed import foreign_hint, foreign_keywords
+from ._setup_instead import SETUP_FOREIGN
 
 #: scanpy's and scikit-learn's keywords no model's constructor takes (``foreign_hint``'s
 #: sentences: what to do instead).
@@ -55,6 +56,15 @@ def keyword_hints(init=None, **foreign: str):
 
     checked.foreign_keywords = table
     return checked
+
+
+def setup_hints(model: str):
+    """Decorate ``model``'s ``setup_anndata`` (inside its ``classmethod``) to refuse scanpy's
+    and other tools' keywords for what it names otherwise (``SETUP_FOREIGN``: ``groupby``,
+    ``key``, ``batch``, ``random_state``), naming ours, where they said "see its docstring";
+    scvi-tools' own setup keywords the model lacks are ``SETUP_INSTEAD``'s
+    (``check_setup_target``)."""
+    return foreign_keywords(**SETUP_FOREIGN[model])
 
 
 def _keywords(function, skip: int = 0) -> list[str]:

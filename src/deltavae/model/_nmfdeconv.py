@@ -22,7 +22,7 @@ from ..train._convergence import MIN_STEPS
 from ..train._stopping import MONITOR, on_validation_cells
 from ._base import DeltaModelMixin
 from ._genes import align_query_genes, match_read_genes
-from ._init_keywords import keyword_hints
+from ._init_keywords import keyword_hints, setup_hints
 from ._load_state import reads_once, saved_state
 from ._matrices import column_sums
 from ._nmf_reference import FromReferenceMixin
@@ -233,6 +233,7 @@ class NMFDeconv(
 
     # ------------------------------------------------------------------------- setup
     @classmethod
+    @setup_hints("NMFDeconv")
     def setup_anndata(
         cls, adata: AnnData, layer: str | None = None, spot_index: bool = False, **kwargs
     ) -> None:

@@ -30,7 +30,7 @@ from ._backed import writes_backed
 from ._base import DeltaModelMixin
 from ._de import CheckedExpressionMixin
 from ._host_results import HostResultsMixin
-from ._init_keywords import keyword_hints
+from ._init_keywords import keyword_hints, setup_hints
 from ._labels import ConditionsByName, small_categories_named
 from ._library_stats import batch_library_prior
 from ._load_state import saved_state
@@ -181,6 +181,7 @@ class ZINBVAE(
         self._finish_init(summary, locals())
 
     @classmethod
+    @setup_hints("ZINBVAE")
     def setup_anndata(
         cls,
         adata: AnnData,
