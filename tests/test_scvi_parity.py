@@ -210,9 +210,14 @@ def test_scvi_tools_arguments_decided_here_are_named_with_what_to_do(counts_adat
     with pytest.raises(TypeError, match="'use_gpu': scvi-tools before 1.0.*accelerator='gpu'"):
         model.train(max_epochs=1, use_gpu=True)
     # Names other libraries use: the closest of ours misled (learning_rate_monitor) or none.
-    for name, meant in (("learning_rate", "lr=1e-3"), ("seed", "scvi.settings.seed"),
+    # Ours is named with the value given (it was "e.g. train(lr=1e-3)" whatever was given).
+    for name, meant in (("learning_rate", "learning_rate= is lr= here (the optimiser's "
+                                          "learning rate): ZINBVAE.train(..., lr=1)."),
+                        ("seed", "scvi.settings.seed"),
                         ("random_state", "scvi.settings.seed"), ("use_cuda", "accelerator='gpu'"),
-                        ("patience", "early_stopping_patience")):  # fmt: skip
+                        ("patience", "Lightning's EarlyStopping patience= is early_stopping_"
+                                     "patience= here (with early_stopping=True): ZINBVAE.train"
+                                     "(..., early_stopping_patience=1).")):  # fmt: skip
         with pytest.raises(TypeError, match=f"'{name}': .*{re.escape(meant)}"):
             model.train(max_epochs=1, **{name: 1})
     cgmdvae_adata = counts_adata.copy()

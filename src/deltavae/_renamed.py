@@ -71,6 +71,8 @@ _WHOSE = {
     "key": "scanpy's pp.combat",
     "batch": "",  # many tools', none's in particular
     "covariates": "",
+    "learning_rate": "",
+    "patience": "Lightning's EarlyStopping",
 }
 
 

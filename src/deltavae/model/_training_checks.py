@@ -10,6 +10,7 @@ import torch
 
 from .._checks import is_number, short_repr
 from .._close_names import did_you_mean
+from .._renamed import foreign_hint
 from .._rng import forked_generators
 from ..train._data import split_sizes
 from ._device_args import check_accelerator
@@ -50,16 +51,18 @@ def check_batch_size(batch_size, optional: bool = True) -> None:
 
 
 #: train() keywords of older scvi-tools (before 1.0) and of other libraries, with what takes
-#: their place (the closest names misled: learning_rate was offered learning_rate_monitor).
-_GPU = "pass accelerator='gpu' (or 'cpu'). "
-_SEED = "training is seeded by scvi.settings.seed: set it (e.g. to 0) before building the model. "
+#: their place (the closest names misled: learning_rate was offered learning_rate_monitor),
+#: said by ``_renamed.foreign_hint`` as every function's: a keyword of ours (with a note) is
+#: named with the value given, a sentence is said as it is.
+_GPU = "pass accelerator='gpu' (or 'cpu')"
+_SEED = "training is seeded by scvi.settings.seed: set it (e.g. to 0) before building the model"
 _RENAMED = {
     "use_gpu": "scvi-tools before 1.0 took it; " + _GPU,
     "use_cuda": "scvi-tools before 1.0 took use_gpu; " + _GPU,
-    "learning_rate": "the learning rate is lr here, e.g. train(lr=1e-3). ",
+    "learning_rate": "lr: the optimiser's learning rate",
     "seed": _SEED,
     "random_state": _SEED,
-    "patience": "early stopping's is early_stopping_patience (with early_stopping=True). ",
+    "patience": "early_stopping_patience: with early_stopping=True",
 }
 
 
@@ -71,9 +74,14 @@ def check_trainer_names(model_class: type, trainer_kwargs: dict) -> None:
     if unknown:
         known |= set(inspect.signature(model_class.train).parameters) - {"self", "kwargs"}
         call = f"{model_class.__name__}.train()"
-        hint = _RENAMED.get(unknown[0]) or did_you_mean(unknown[0], sorted(known), end=" ")
+        name = unknown[0]
+        hint = (
+            foreign_hint(call[:-2], name, trainer_kwargs[name], _RENAMED[name]) + ". "
+            if name in _RENAMED
+            else did_you_mean(name, sorted(known), end=" ")
+        )
         raise TypeError(
-            f"{call} got an unexpected argument {unknown[0]!r}: {hint}It takes its own "
+            f"{call} got an unexpected argument {name!r}: {hint}It takes its own "
             "arguments and those of scvi-tools' and Lightning's Trainer (e.g. max_epochs, "
             "early_stopping_patience, check_val_every_n_epoch, callbacks)."
         )
