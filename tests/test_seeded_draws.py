@@ -236,3 +236,76 @@ def test_spot_posterior_predictive_draws_nothing_on_the_device(monkeypatch):
         torch.manual_seed(3)
         assert np.array_equal(first, model.posterior_predictive_sample(n_samples=2).todense())
     assert not found, "\n".join(f"{name}: {report}" for name, report in found.items())
+
+
+@pytest.fixture(scope="module")
+def zinbvae():
+    """A ZINBVAE of a latent library size and two batches (trained one epoch)."""
+    adata = dv.datasets.synthetic_counts(
+        n_cells=160, n_genes=30, n_clusters=3, n_conditions=2, seed=0
+    )
+    dv.model.ZINBVAE.setup_anndata(adata, batch_key="condition")
+    model = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16, use_observed_lib_size=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, **TRAIN)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["zinbvae", "trained"])
+def test_posterior_predictive_sample_draws_on_the_cpu(request, monkeypatch, kind):
+    """ZINBVAE's and CGMDVAE's posterior_predictive_sample drew z (and the latent library)
+    and the counts on the model's device, minibatch by minibatch: a GPU drew other counts
+    than the CPU under one seed, and batch_size=7 changed 97% of the counts not 0. Now no
+    draw is made on the device, the same seed repeats the draws, and batch_size does not
+    change them (also with several transform_batch, each drawn by generators of its own)."""
+    model = request.getfixturevalue(kind)
+    model = model[0] if isinstance(model, tuple) else model
+
+    def draws(**kwargs):
+        return model.posterior_predictive_sample(indices=np.arange(60), **kwargs).todense()
+
+    track_moves(monkeypatch)
+    both = ["ctrl", "stim"]  # the batches; CGMDVAE's: its conditions
+    tracker = _tracked(model.module, lambda: draws(n_samples=2, transform_batch=both))
+    assert not tracker.mixes, tracker.report()
+    for kwargs in ({}, {"n_samples": 3}, {"transform_batch": both}):
+        torch.manual_seed(4)
+        first = draws(batch_size=7, **kwargs)
+        torch.manual_seed(4)
+        assert np.array_equal(first, draws(**kwargs)), kwargs
+        assert not np.array_equal(first, draws(**kwargs)), kwargs  # another seed: others
+
+
+@pytest.mark.parametrize("likelihood", ["normal", "bernoulli", "zinb"])
+def test_predictive_draws_of_every_likelihood_are_the_same_in_parts(likelihood):
+    """A CGMDVAE of values or binary data draws them on the CPU too: a normal's noise from
+    uniforms (randn fills 16 values at a time, so minibatches of other sizes drew other
+    numbers), the same draws for the cells in parts as in one minibatch, none on the device."""
+    from deltavae.distributions._draws import CellDraws
+
+    module = CGMDVAEModule(12, 3, [2], n_latent=3, n_hidden=8, likelihood=likelihood).eval()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.poisson(torch.full((30, 12), 3.0), generator=gen)
+    if likelihood == "bernoulli":
+        x = (x > 2).float()
+    tensors = {"X": x, "extra_categorical_covs": torch.randint(2, (30, 1), generator=gen)}
+    on_device(module)
+    tracker = DeviceTracker(draws=True)
+    with tracker:
+        whole = module.predictive_draws(tensors, 2, cell_draws=CellDraws(5))
+    assert not tracker.mixes, tracker.report()
+    parts = CellDraws(5)
+    split = torch.cat(
+        [
+            module.predictive_draws({k: v[rows] for k, v in tensors.items()}, 2, cell_draws=parts)
+            for rows in (slice(0, 13), slice(13, 30))
+        ]
+    )
+    assert whole.shape == (30, 12, 2)
+    # the decoder's values differ in their last bits between minibatch sizes (BLAS); the
+    # draws, made of the same noise, by as little
+    torch.testing.assert_close(whole, split, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(whole[..., 0], whole[..., 1])
+    if likelihood == "bernoulli":
+        assert set(whole.unique().tolist()) <= {0.0, 1.0}

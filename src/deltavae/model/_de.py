@@ -13,6 +13,7 @@ import scvi
 from scvi.model.base import RNASeqMixin
 
 from .._checks import short_repr
+from ..distributions._draws import CellDraws
 from ._cell_selection import check_indices, mask_by_name, selected_rows
 from ._de_checks import (
     check_dataloader_alone,
@@ -157,8 +158,10 @@ class CheckedExpressionMixin(RNASeqMixin):
             gene_list = [gene_list]
             args, kwargs = _set_argument(method, args, kwargs, "gene_list", gene_list)
         # scvi-tools' draws, put together without pydata-sparse's compiled kernels (10-20 s
-        # on a first call) and with the genes of gene_list in its order.
-        result = posterior_predictive_draws(self, *args, **kwargs)
+        # on a first call) and with the genes of gene_list in its order; every number drawn
+        # on the CPU, cell after cell, seeded from torch's CPU generator (scvi.settings.seed):
+        # on the device, a GPU drew other numbers than the CPU, and batch_size changed them.
+        result = posterior_predictive_draws(self, *args, cell_draws=CellDraws(), **kwargs)
         return draws_at_data_floor(self, given.get("adata"), result)  # as sample's
 
     @functools.wraps(RNASeqMixin.differential_expression)

@@ -6,8 +6,11 @@ to 20 s on the first call of every Python process, for a read-out of a tenth of 
 as long again to reorder the genes of ``gene_list``). The same draws are stacked here as
 scipy CSR rows and handed to ``GCXS`` as its compressed arrays: the same type, shape, values
 and compressed axis as scvi-tools' result; only the array check every ``GCXS`` runs is
-compiled (about 2 s, once per process). The loop over minibatches
-and ``transform_batch`` is scvi-tools'; no library offers it apart from the assembly.
+compiled (about 2 s, once per process). The loop over minibatches and ``transform_batch`` is
+scvi-tools'; no library offers it apart from the assembly. Every number is drawn on the CPU,
+cell after cell (:class:`~deltavae.distributions._draws.CellDraws`), where scvi-tools draws on
+the model's device minibatch by minibatch: one seed gives the same draws on a GPU as on the
+CPU, and for any ``batch_size``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from scvi.data._utils import _validate_adata_dataloader_input
 from scvi.model._utils import _get_batch_code_from_category
 from scvi.utils import track
 
+from ..distributions._draws import CellDraws
+from ..module._base import drawn_from
 from ._de_tables import in_gene_list_order
 from ._expression_reads import minibatch_means
 from ._gathered import Gathered
@@ -60,8 +65,9 @@ def posterior_predictive_draws(
     ``gene_list`` in the list's order (also with ``dataloader=``, which scvi-tools reads with
     every gene); shape ``(cells, genes)``, or ``(cells, genes, n_samples)``. ``genes``: the
     features the module draws (default the model's genes; an NMFDeconv's ``used_genes()``);
-    ``cell_draws``: a ``CellDraws`` every number is drawn from, on the CPU (see
-    ``DeltaPyroModule.predictive_draws``). A model without a batch field (the spot models)
+    ``cell_draws``: the ``CellDraws`` every number is drawn from, on the CPU, cell after cell
+    (``None``: seeded from torch's CPU generator), so that one seed gives the same draws on
+    a GPU as on the CPU and for any ``batch_size``. A model without a batch field (the spot models)
     draws under none."""
     import sparse
 
@@ -79,36 +85,50 @@ def posterior_predictive_draws(
     else:
         transform_batch = [None]
     genes = gene_positions(gene_list, model.adata.var_names if genes is None else genes)
-    drawn_by = {} if cell_draws is None else {"cell_draws": cell_draws}
+    cell_draws = CellDraws() if cell_draws is None else cell_draws
+    # Generators of its own for each transform_batch: one stream shared by them took its
+    # draws minibatch by minibatch, in an order set by batch_size.
+    draws_of = [cell_draws.branch(i) if i else cell_draws for i in range(len(transform_batch))]
     if not isinstance(genes, slice):
         genes = torch.as_tensor(genes)
-    # Each minibatch's draws kept on the device and brought to the host together (a .cpu()
-    # each made a GPU wait); the mean over transform_batch taken there, a minibatch at a time
-    # as scvi-tools does, in the same numbers, and each part made sparse as it comes: the
-    # dense draws of every cell are never held at once (scvi-tools' loop held one minibatch).
+    # Each minibatch's parameters of p(x | z) kept on the device and brought to the host
+    # together (a .cpu() each made a GPU wait), where each part's cells are drawn in cell
+    # order (CellDraws: the same draws for parts of any size) and the mean over
+    # transform_batch taken a minibatch at a time, as scvi-tools does, and made sparse as
+    # it comes: the dense draws of every cell are never held at once (scvi-tools' loop held
+    # one minibatch).
     rows, shapes, sizes = [], [], []
     minibatches = iter(sizes)  # read as the parts come, each of whole minibatches
 
     def sparse_rows(part: dict) -> dict:
-        for draws in minibatch_means(list(part.values()), minibatches):
-            draws = draws.numpy()
-            shapes.append(draws.shape[1:])
-            rows.append(sp.csr_matrix(draws.reshape(len(draws), -1)))
+        by_batch = [{} for _ in draws_of]
+        for key, value in part.items():
+            i, name = key.split("_", 1)
+            by_batch[int(i)][name] = value
+        # every gene drawn: gene_list's draws are the columns of the model's draws
+        every = [
+            drawn_from(params, n_samples, draws)[:, genes]
+            for params, draws in zip(by_batch, draws_of, strict=True)
+        ]
+        for drawn in minibatch_means(every, minibatches):
+            drawn = drawn.numpy()
+            shapes.append(drawn.shape[1:])
+            rows.append(sp.csr_matrix(drawn.reshape(len(drawn), -1)))
         return {}
 
     gathered = Gathered(sparse_rows)
     for tensors in dataloader:
-        drawn = {
-            f"draws{i}": model.module.predictive_draws(
+        params = {}
+        for i, batch in enumerate(track(transform_batch, disable=silent)):
+            drawn = model.module.predictive_parameters(
                 tensors,
                 n_samples=n_samples,
                 generative_kwargs=model._get_transform_batch_gen_kwargs(batch),
-                **drawn_by,
-            )[:, genes]
-            for i, batch in enumerate(track(transform_batch, disable=silent))
-        }
-        sizes.append(len(drawn["draws0"]))
-        gathered.add(**drawn)
+                cell_draws=draws_of[i],
+            )
+            params.update({f"{i}_{key}": value for key, value in drawn.items()})
+        sizes.append(len(next(iter(params.values()))))
+        gathered.add(**params)
     gathered.result()  # the last part
     shape = shapes[-1] if shapes else None
     if shape is None:

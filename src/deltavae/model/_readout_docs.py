@@ -79,8 +79,13 @@ IFN-beta cells x 200 genes: 6-11% under the real cells' mean total after 30 epoc
 deltavae alike, 2-4% after 100, as the fit lowers the dropout). ``likelihood="nb"`` draws the
 real totals (within 2%, at the observed library sizes)."""
 
+DRAWN_ON_THE_CPU = """Every number (z, a latent library, the counts or values) is drawn
+on the CPU, cell after cell, from generators seeded by torch's CPU generator: one
+``scvi.settings.seed`` gives the same draws on a GPU as on the CPU, and for any ``batch_size``
+(scvi-tools draws on the model's device, minibatch by minibatch)."""
+
 #: ``posterior_predictive_sample``'s note on its draws.
-PREDICTIVE_DRAWS = DRAWS_AT_FLOOR + " " + ZINB_TOTALS
+PREDICTIVE_DRAWS = DRAWN_ON_THE_CPU + " " + DRAWS_AT_FLOOR + " " + ZINB_TOTALS
 
 DRAWS_OVERALL = """``n_samples_overall`` returns an ``np.ndarray`` (``n_samples_overall`` x
 genes): draws of randomly chosen cells, not one row per cell (scvi-tools' DataFrame of them

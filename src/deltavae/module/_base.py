@@ -174,11 +174,59 @@ class DeltaPyroModule(PyroBaseModuleClass):
             Keywords of the module's ``generative`` (``transform_batch``).
         cell_draws
             Draw every random number from these CPU generators, cell after cell (the
-            latents, where the module's ``inference`` takes ``cell_draws``, then the counts),
-            the draws then on the CPU: one seed, the same draws on a GPU as on the CPU and
-            for any minibatches (the spot models' ``posterior_predictive_sample``). A negative
-            binomial likelihood (zero-inflated or not) only.
+            latents, where the module's ``inference`` takes ``cell_draws``, then the counts
+            or values: :meth:`predictive_parameters` and ``drawn_from``), the draws then on
+            the CPU: one seed, the same draws on a GPU as on the CPU and for any minibatches.
         """
+        if cell_draws is not None:
+            params = self.predictive_parameters(tensors, n_samples, generative_kwargs, cell_draws)
+            return drawn_from(params, n_samples, cell_draws)
+        px = self._predictive_px(tensors, n_samples, generative_kwargs, None)
+        draws = px.sample()
+        if n_samples > 1:
+            draws = draws.permute(1, 2, 0)
+        return draws
+
+    @torch.inference_mode()
+    def predictive_parameters(
+        self,
+        tensors,
+        n_samples: int = 1,
+        generative_kwargs: dict | None = None,
+        cell_draws: CellDraws | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The parameters of p(x | z) that ``drawn_from`` draws the posterior predictive
+        from (a negative binomial's ``mu``, ``theta`` and ``zi_logits``; a normal's ``loc``
+        and ``scale``; a Bernoulli's ``logits``), cells first (a second axis of ``n_samples``
+        draws when more than 1), on the module's device: a read-out gathers them there and
+        draws on the host a part of many minibatches at a time.
+
+        Parameters
+        ----------
+        tensors
+            A minibatch, as scvi-tools' data loaders give it.
+        n_samples
+            Draws of z per cell.
+        generative_kwargs
+            Keywords of the module's ``generative`` (``transform_batch``).
+        cell_draws
+            The CPU generators z (and the modules' other latents) are drawn from, cell after
+            cell, where the module's ``inference`` takes them (``None``: on the device).
+        """
+        px = self._predictive_px(tensors, n_samples, generative_kwargs, cell_draws)
+        if isinstance(px, torch.distributions.Normal):
+            params = {"loc": px.loc, "scale": px.scale.expand_as(px.loc)}
+        elif isinstance(px, torch.distributions.Bernoulli):
+            params = {"logits": px.logits}
+        else:  # scvi-tools' negative binomial, zero-inflated or not
+            params = {"mu": px.mu, "theta": px.theta.expand_as(px.mu)}
+            if getattr(px, "zi_logits", None) is not None:
+                params["zi_logits"] = px.zi_logits.expand_as(px.mu)
+        # cells first: each cell's draws together, whatever the minibatches
+        return {k: v.transpose(0, 1) if n_samples > 1 else v for k, v in params.items()}
+
+    def _predictive_px(self, tensors, n_samples, generative_kwargs, cell_draws):
+        """p(x | z) of z drawn from q (by ``cell_draws`` where ``inference`` takes it)."""
         # Every module's inference takes n_samples; those whose inference gives the
         # posterior mean by default (the spot imputers') are told to draw.
         inference_kwargs = {"n_samples": n_samples}
@@ -193,13 +241,7 @@ class DeltaPyroModule(PyroBaseModuleClass):
             generative_kwargs=generative_kwargs,
             compute_loss=False,
         )
-        px = generative_outputs["px"]
-        if cell_draws is not None:
-            return _counts_drawn(px, n_samples, cell_draws)
-        draws = px.sample()
-        if n_samples > 1:
-            draws = draws.permute(1, 2, 0)
-        return draws
+        return generative_outputs["px"]
 
     def log_importance_weights(self, tensors, n_samples: int) -> torch.Tensor:
         """log p(x, latents) - log q(latents | x) for ``n_samples`` draws of the guide's
@@ -257,16 +299,20 @@ class DeltaPyroModule(PyroBaseModuleClass):
         return torch.logsumexp(torch.cat(weights), dim=0) - math.log(n_mc_samples)
 
 
-def _counts_drawn(px, n_samples: int, cell_draws: CellDraws) -> torch.Tensor:
-    """Counts of ``px`` (scvi-tools' negative binomial, zero-inflated or not; its parameters
-    with a first axis of ``n_samples`` draws when more than 1) drawn on the CPU by
-    ``cell_draws`` cell after cell, shaped as ``px.sample()`` is laid out by
-    :meth:`DeltaPyroModule.predictive_draws`: cells x features (x draws)."""
-    params = {"mu": px.mu, "theta": px.theta.expand_as(px.mu)}
-    zero_inflated = getattr(px, "zi_logits", None) is not None
-    if zero_inflated:
-        params["zi_logits"] = px.zi_logits.expand_as(px.mu)
-    if n_samples > 1:  # cells first: each cell's draws together, whatever the minibatches
-        params = {key: value.transpose(0, 1) for key, value in params.items()}
-    draws = cell_draws.sample(Likelihood("zinb" if zero_inflated else "nb"), params)
+def drawn_from(params: dict, n_samples: int, cell_draws: CellDraws) -> torch.Tensor:
+    """Draws of p(x | z) of :meth:`DeltaPyroModule.predictive_parameters`' ``params`` (of
+    cells in any parts, in cell order) made on the CPU by ``cell_draws`` cell after cell,
+    laid out as :meth:`DeltaPyroModule.predictive_draws`: cells x features (x draws). Counts
+    are :meth:`CellDraws.sample`'s; a normal's noise is the quantile of uniforms
+    (:meth:`CellDraws.elementwise_normal`), which parts of any size read alike (``randn``
+    fills 16 values at a time)."""
+    cpu = {key: value.detach().cpu().contiguous() for key, value in params.items()}
+    if "loc" in cpu:
+        loc = cpu["loc"]
+        draws = loc + cpu["scale"] * cell_draws.elementwise_normal(loc.shape, "x").to(loc.dtype)
+    elif "logits" in cpu:
+        draws = cell_draws.sample(Likelihood("bernoulli"), {"out": cpu["logits"]})
+    else:
+        likelihood = Likelihood("zinb" if "zi_logits" in cpu else "nb")
+        draws = cell_draws.sample(likelihood, cpu)
     return draws.permute(0, 2, 1) if n_samples > 1 else draws

@@ -45,7 +45,7 @@ from ..distributions import Likelihood
 from ..nn import ClusterHead, CorrelatedNormal, GaussianHeads, MixturePrior, ObservationDecoder
 from ._base import DeltaPyroModule
 from ._cgmdvae_generation import CGMDVAEGeneration
-from ._zinbvae import split_categoricals
+from ._zinbvae import _posterior_draw, split_categoricals
 
 _X = REGISTRY_KEYS.X_KEY
 _CAT = REGISTRY_KEYS.CAT_COVS_KEY
@@ -420,17 +420,17 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
         return {"x": tensors[_X], "cat_covs": tensors.get(_CAT)}
 
     @auto_move_data
-    def inference(self, x, cat_covs=None, n_samples: int = 1, draw: bool = True):
+    def inference(self, x, cat_covs=None, n_samples: int = 1, draw: bool = True, cell_draws=None):
         """q(z), q(w) and samples (without ``draw``: their means, for read-outs that take
-        them, drawing nothing); cluster probabilities at the posterior mean of z."""
+        them, drawing nothing; with ``cell_draws``, a ``CellDraws``: drawn on the CPU cell
+        after cell); cluster probabilities at the posterior mean of z."""
         qz, qw = self.encode(x, cat_covs)
-        shape = (n_samples,) if n_samples > 1 else ()
         logits, beta = self.cluster_posterior(qz.loc, cat_covs)
         return {
             "qz": qz,
             "qw": qw,
-            "z": qz.rsample(shape) if draw else qz.loc.expand(*shape, *qz.loc.shape),
-            "w": qw.rsample(shape) if draw else qw.loc.expand(*shape, *qw.loc.shape),
+            "z": _posterior_draw(qz, n_samples, draw, cell_draws, "z"),
+            "w": _posterior_draw(qw, n_samples, draw, cell_draws, "w"),
             "library": self.observation.log_library(x),
             "ql": None,  # the library size is observed (scvi-tools' key for a latent one)
             "cluster_logits": logits,

@@ -49,6 +49,18 @@ def _undrawn(encoder: Encoder, x: torch.Tensor, *cat_list) -> Normal:
     return Normal(encoder.mean_encoder(q), var.sqrt())
 
 
+def _posterior_draw(q: Normal, n_samples: int, draw: bool, cell_draws, kind: str):
+    """A draw of ``q`` (``n_samples`` on a first axis when more than 1): its mean without
+    ``draw``; by ``cell_draws`` (a ``CellDraws``: on the CPU, cell after cell, under ``kind``)
+    where given, else on ``q``'s device."""
+    shape = (n_samples,) if n_samples > 1 else ()
+    if not draw:
+        return q.loc.expand(*shape, *q.loc.shape)
+    if cell_draws is None:
+        return q.rsample(shape)
+    return q.loc + q.scale * cell_draws.standard_normal(q.loc, n_samples, kind)
+
+
 class ZINBVAEModule(DeltaPyroModule):
     """Pyro module of :class:`deltavae.model.ZINBVAE`.
 
@@ -299,20 +311,27 @@ class ZINBVAEModule(DeltaPyroModule):
 
     @auto_move_data
     def inference(
-        self, x, batch_index, cat_covs=None, size_factor=None, n_samples: int = 1, draw: bool = True
+        self,
+        x,
+        batch_index,
+        cat_covs=None,
+        size_factor=None,
+        n_samples: int = 1,
+        draw: bool = True,
+        cell_draws=None,
     ):
         """Posterior of z (and l); ``z`` is a sample, ``qz`` the distribution. Without
         ``draw``, ``z`` (and a latent ``library``) are the posterior means, for read-outs
-        that take them: nothing drawn (as CGMDVAE's)."""
-        qz, ql = self._encode(x, batch_index, cat_covs, draw)
-        shape = (n_samples,) if n_samples > 1 else ()
-        z = qz.rsample(shape) if draw else qz.loc.expand(*shape, *qz.loc.shape)
+        that take them: nothing drawn (as CGMDVAE's). With ``cell_draws`` (a ``CellDraws``),
+        the sample's noise is drawn on the CPU cell after cell, none on the device."""
+        qz, ql = self._encode(x, batch_index, cat_covs, draw and cell_draws is None)
+        z = _posterior_draw(qz, n_samples, draw, cell_draws, "z")
         if ql is None:
             library = self._observed_library(x, size_factor)
             if n_samples > 1:
                 library = library.expand(n_samples, *library.shape)
         else:
-            library = ql.rsample(shape) if draw else ql.loc.expand(*shape, *ql.loc.shape)
+            library = _posterior_draw(ql, n_samples, draw, cell_draws, "library")
         return {"z": z, "qz": qz, "ql": ql, "library": library}
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs):
