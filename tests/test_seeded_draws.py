@@ -309,3 +309,62 @@ def test_predictive_draws_of_every_likelihood_are_the_same_in_parts(likelihood):
     assert not torch.equal(whole[..., 0], whole[..., 1])
     if likelihood == "bernoulli":
         assert set(whole.unique().tolist()) <= {0.0, 1.0}
+
+
+def _random_reads(model) -> dict:
+    """Every read-out of ``model`` that may draw, by method name, reading 40 cells."""
+    cells = np.arange(40)
+    reads = {
+        "posterior_predictive_sample": lambda: model.posterior_predictive_sample(
+            indices=cells
+        ).todense(),
+        "get_normalized_expression": lambda: model.get_normalized_expression(
+            indices=cells, return_numpy=True
+        ),
+        "differential_expression": lambda: model.differential_expression(
+            groupby="cluster", group1="0", group2="1", n_samples_overall=200
+        )["scale1"].to_numpy(),
+        "get_feature_correlation_matrix": lambda: model.get_feature_correlation_matrix(
+            indices=cells, n_samples=2
+        ).to_numpy(),
+        "get_likelihood_parameters": lambda: model.get_likelihood_parameters(indices=cells)["mean"],
+        "get_latent_library_size": lambda: model.get_latent_library_size(
+            indices=cells, give_mean=False
+        ),
+        "get_latent_representation": lambda: model.get_latent_representation(
+            indices=cells, give_mean=False
+        ),
+        "get_elbo": lambda: model.get_elbo(indices=cells),
+        "get_reconstruction_error": lambda: model.get_reconstruction_error(indices=cells)[
+            "reconstruction_loss"
+        ],
+        "get_marginal_ll": lambda: model.get_marginal_ll(indices=cells, n_mc_samples=2),
+    }
+    return reads
+
+
+@pytest.mark.parametrize("kind", ["zinbvae", "trained"])
+def test_docstrings_say_which_read_outs_draw_on_the_device(request, monkeypatch, kind):
+    """The read-outs left drawing on the model's device (cheap to draw there; scvi-tools'
+    numbers) say so in their docstrings, and only those: a read-out whose value changes with
+    the seed and that draws on the device under the tracker says "made on the model's
+    device"; posterior_predictive_sample, drawn on the CPU, says that instead."""
+    model = request.getfixturevalue(kind)
+    model = model[0] if isinstance(model, tuple) else model
+    track_moves(monkeypatch)
+    wrong = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, read in _random_reads(model).items():
+            torch.manual_seed(0)
+            first = np.asarray(read())
+            torch.manual_seed(1)
+            random = not np.array_equal(first, np.asarray(read()))
+            tracker = _tracked(model.module, read)
+            on_device = any(what == "random draw on the device" for what, _ in tracker.mixes)
+            doc = " ".join(getattr(type(model), name).__doc__.split())
+            if ("made on the model's device" in doc) != (random and on_device):
+                wrong[name] = f"random={random}, drawn on the device={on_device}"
+    assert not wrong, wrong
+    doc = " ".join(type(model).posterior_predictive_sample.__doc__.split())
+    assert "drawn on the CPU" in doc

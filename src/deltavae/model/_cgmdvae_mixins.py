@@ -71,7 +71,7 @@ class CountExpressionMixin:
         self._needs_counts("differential_expression")
         return super().differential_expression(*args, **kwargs)
 
-    @functools.wraps(RNASeqMixin.get_likelihood_parameters)
+    @functools.wraps(CheckedExpressionMixin.get_likelihood_parameters)
     def get_likelihood_parameters(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         self._needs_counts("get_likelihood_parameters")
         return super().get_likelihood_parameters(*args, **kwargs)
@@ -426,7 +426,9 @@ class LatentMixin:
         indices
             Cells to return (default all).
         give_mean
-            As in scvi-tools: the posterior mean; ``False`` returns one draw from q.
+            As in scvi-tools: the posterior mean; ``False`` returns one draw from q, made on
+            the model's device as scvi-tools makes it (a GPU draws other values than a CPU
+            under one seed, and ``batch_size`` changes them).
         mc_samples
             Accepted for scvi-tools' signature; q is Gaussian, so its mean needs no sampling.
         batch_size

@@ -54,8 +54,13 @@ from ._parameter_reads import (
 )
 from ._posterior_draws import posterior_predictive_draws
 from ._readout_docs import (
+    CORRELATION_DRAWS,
+    DE_DRAWS,
     DRAWS_OVERALL,
     GENE_LIST_ORDER,
+    LIBRARY_DRAWS,
+    NORMALIZED_DRAWS,
+    PARAMETER_DRAWS,
     PREDICTIVE_DRAWS,
     with_batch_size_default,
     with_note,
@@ -213,12 +218,20 @@ class CheckedExpressionMixin(RNASeqMixin):
         return de
 
     get_normalized_expression.__doc__ = with_note(
-        with_silent(get_normalized_expression.__doc__), GENE_LIST_ORDER + " " + DRAWS_OVERALL
+        with_silent(get_normalized_expression.__doc__),
+        f"{GENE_LIST_ORDER} {DRAWS_OVERALL} {NORMALIZED_DRAWS}",
     )
-    get_feature_correlation_matrix.__doc__ = with_batch_size_default(
-        with_silent(get_feature_correlation_matrix.__doc__),
-        RNASeqMixin.get_feature_correlation_matrix,
+    get_feature_correlation_matrix.__doc__ = with_note(
+        with_batch_size_default(
+            with_silent(get_feature_correlation_matrix.__doc__),
+            RNASeqMixin.get_feature_correlation_matrix,
+        ),
+        CORRELATION_DRAWS,
     )
+    get_likelihood_parameters.__doc__ = with_note(
+        get_likelihood_parameters.__doc__, PARAMETER_DRAWS
+    )
+    get_latent_library_size.__doc__ = with_note(get_latent_library_size.__doc__, LIBRARY_DRAWS)
     posterior_predictive_sample.__doc__ = with_note(
         with_silent(posterior_predictive_sample.__doc__), GENE_LIST_ORDER + " " + PREDICTIVE_DRAWS
     )
@@ -247,7 +260,10 @@ class CheckedExpressionMixin(RNASeqMixin):
         " (scanpy's ``rank_genes_groups`` refuses a group of one cell). Of an AnnData on disk"
         " (backed, ``read_lazy``) or of dask arrays only the counts of the cells compared are"
         " read into memory, a chunk of rows at a time (against the rest: every cell's), with"
-        " a warning of the size above 1 GiB.\n" + RANK_KEY_EXAMPLE
+        " a warning of the size above 1 GiB.\n\n"
+        + " ".join(DE_DRAWS.split())
+        + "\n"
+        + RANK_KEY_EXAMPLE
     )
 
 

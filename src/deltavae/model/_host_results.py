@@ -19,6 +19,9 @@ from ._marginal_reads import marginal_ll_on_host
 from ._readout_docs import (
     ABUNDANCE_WRITTEN,
     AGGREGATED_ON_DEVICE,
+    ELBO_DRAWS,
+    IMPORTANCE_DRAWS,
+    LATENT_DRAWS,
     MARGINAL_MEAN,
     ON_THE_CPU,
     RECONSTRUCTION_SIGN,
@@ -90,11 +93,13 @@ class HostResultsMixin:
         # np.float64 as scvi-tools': a float that has .item() too.
         return np.float64(per_cell.double().mean())
 
-    get_elbo.__doc__ = with_note(VAEMixin.get_elbo.__doc__, ON_THE_CPU)
+    get_elbo.__doc__ = with_note(VAEMixin.get_elbo.__doc__, f"{ON_THE_CPU} {ELBO_DRAWS}")
     get_reconstruction_error.__doc__ = with_note(
-        VAEMixin.get_reconstruction_error.__doc__, RECONSTRUCTION_SIGN
+        VAEMixin.get_reconstruction_error.__doc__, f"{RECONSTRUCTION_SIGN} {ELBO_DRAWS}"
     )
-    get_marginal_ll.__doc__ = with_note(VAEMixin.get_marginal_ll.__doc__, MARGINAL_MEAN)
+    get_marginal_ll.__doc__ = with_note(
+        VAEMixin.get_marginal_ll.__doc__, f"{MARGINAL_MEAN} {IMPORTANCE_DRAWS}"
+    )
 
     @functools.wraps(VAEMixin.get_latent_representation)
     def get_latent_representation(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
@@ -102,8 +107,8 @@ class HostResultsMixin:
         check_dataloader_alone(call.arguments, "get_latent_representation")
         return latent_on_host(self, *args, **kwargs)
 
-    get_latent_representation.__doc__ = with_latent_draws(
-        VAEMixin.get_latent_representation.__doc__
+    get_latent_representation.__doc__ = with_note(
+        with_latent_draws(VAEMixin.get_latent_representation.__doc__), LATENT_DRAWS
     )
 
     @functools.wraps(VAEMixin.get_aggregated_posterior)

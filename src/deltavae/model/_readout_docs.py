@@ -84,8 +84,47 @@ on the CPU, cell after cell, from generators seeded by torch's CPU generator: on
 ``scvi.settings.seed`` gives the same draws on a GPU as on the CPU, and for any ``batch_size``
 (scvi-tools draws on the model's device, minibatch by minibatch)."""
 
+
+def drawn_on_device(draws: str) -> str:
+    """The note of a read-out whose random ``draws`` (a phrase) are made on the model's device,
+    as scvi-tools makes them, not on the CPU as ``posterior_predictive_sample``'s.
+
+    Examples
+    --------
+    >>> drawn_on_device("z (one draw of q(z | x) per cell)").split(",")[0]
+    "Its draws of z (one draw of q(z | x) per cell) are made on the model's device"
+    """
+    return (
+        f"Its draws of {draws} are made on the model's device, minibatch by minibatch, as "
+        "scvi-tools makes them: under one ``scvi.settings.seed`` a GPU gives other values "
+        "than a CPU, and ``batch_size`` changes them (a mean over many draws agrees within "
+        "its Monte Carlo error). They are left there for speed; ``posterior_predictive_sample``"
+        " draws on the CPU, the same on any device and for any ``batch_size``."
+    )
+
+
 #: ``posterior_predictive_sample``'s note on its draws.
 PREDICTIVE_DRAWS = DRAWN_ON_THE_CPU + " " + DRAWS_AT_FLOOR + " " + ZINB_TOTALS
+
+#: Notes of the read-outs that draw on the model's device (see :func:`drawn_on_device`).
+NORMALIZED_DRAWS = drawn_on_device(
+    "z (one draw of q(z | x) per cell and sample, also for ``n_samples=1``: scvi-tools decodes"
+    " a draw, not the mean)"
+)
+DE_DRAWS = drawn_on_device(
+    "z (``get_normalized_expression`` of each compared cell, thousands of draws per group;"
+    " the cells drawn for them come from numpy's generator, which the seed sets on any"
+    " device)"
+)
+CORRELATION_DRAWS = drawn_on_device("z and of the gamma variables of the denoised counts")
+PARAMETER_DRAWS = drawn_on_device("z (one per cell and sample, also for ``n_samples=1``)")
+LIBRARY_DRAWS = drawn_on_device(
+    "a latent library size (``give_mean=False`` of a ``use_observed_lib_size=False`` model;"
+    " an observed library is read as it is)"
+)
+LATENT_DRAWS = drawn_on_device("z for ``give_mean=False`` (the means draw nothing)")
+ELBO_DRAWS = drawn_on_device("the latents (one draw of q per cell)")
+IMPORTANCE_DRAWS = drawn_on_device("the latents (``n_mc_samples`` importance draws per cell)")
 
 DRAWS_OVERALL = """``n_samples_overall`` returns an ``np.ndarray`` (``n_samples_overall`` x
 genes): draws of randomly chosen cells, not one row per cell (scvi-tools' DataFrame of them

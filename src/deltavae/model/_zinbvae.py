@@ -245,7 +245,7 @@ class ZINBVAE(
             adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
-    @functools.wraps(RNASeqMixin.get_latent_library_size)
+    @functools.wraps(CheckedExpressionMixin.get_latent_library_size)
     def get_latent_library_size(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
         call = inspect.signature(RNASeqMixin.get_latent_library_size).bind(self, *args, **kwargs)
         if call.arguments.get("give_mean", True) and self.module.use_observed_lib_size:
