@@ -164,8 +164,9 @@ def test_de_normalized_means_are_checked_against_the_counts(gpu_check):
 def test_gathered_read_outs_repeat_exactly_with_draws_at_the_mean(gpu_check):
     """Phase 5's gathered read-outs (``_gpu_reads``): read twice on one device they must
     be equal, so that the device and the CPU copy can be compared at all (the guide's draws
-    of z come from the device's generator: they are taken at their means), and a part that
-    differs is named."""
+    of z come from the device's generator: they are taken at their means; the seeded
+    posterior predictive counts, drawn on the CPU, read in other minibatches each time),
+    and a part that differs is named."""
     import numpy as np
     from _gpu_reads import device_reads, normal_draws_at_mean, same_read
     from torch.distributions import Normal
@@ -184,7 +185,8 @@ def test_gathered_read_outs_repeat_exactly_with_draws_at_the_mean(gpu_check):
     vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16, use_observed_lib_size=False)
     vae.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
     reads = device_reads("ZINBVAE/gene-batch", vae)
-    assert len(reads) == 6 and "every batch" in next(iter(reads))
+    assert len(reads) == 7 and "every batch" in next(iter(reads))
+    assert any(label.startswith("posterior_predictive_sample(") for label in reads)
     for label, read in reads.items():
         assert "max |diff| 0.00e+00" in same_read(read(vae), read(vae), 0.0), label
     params = reads["get_likelihood_parameters(), draws at the mean"](vae)
