@@ -332,3 +332,42 @@ def test_spots_without_counts_are_said_once_not_in_every_fold(pair):
     assert [m for m in said if "spots" in m] == [m for m in said if "3 of the 60 spots" in m]
     assert len([m for m in said if "3 of the 60 spots" in m]) == 1, said
     assert len(table) == 24
+
+
+def test_genes_the_reference_counts_in_few_cells_are_said_with_their_scores(pair, tmp_path):
+    """cross_validate scored genes its reference counts in a handful of cells without a word
+    (impute's note on them is silenced in the folds), so their low scores read as the model's:
+    gene_5 counted in 3 of the 60 reference cells, gene_7 in 4, were two rows among 24. Now one
+    note per call names them, their median PCC against the others' and what to do."""
+    spots, ref = pair
+    ref = ref.copy()
+    for gene, n in (("gene_5", 3), ("gene_7", 4)):
+        column = ref.var_names.get_loc(gene)
+        counted = np.flatnonzero(ref.X[:, column] > 0)
+        ref.X[counted[n:], column] = 0
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=dv.train.NotConvergedWarning)
+        table = cross_validate(spots, ref, max_epochs=1)
+    notes = [str(w.message) for w in said if "genes scored are counted" in str(w.message)]
+    assert len(notes) == 1, notes  # once per call, not per fold
+    few = table.loc[["gene_5", "gene_7"], "pcc"].median()
+    others = table.drop(index=["gene_5", "gene_7"])["pcc"].median()
+    assert notes[0].startswith(
+        "2 of the 24 genes scored are counted in fewer than 5 of the reference's 60 cells "
+        f"(['gene_5', 'gene_7']; 'gene_5' in 3): their median PCC is {few:.2f}, against "
+        f"{others:.2f} for the 22 others."
+    ), notes[0]
+    assert "sc.pp.filter_genes(reference, min_cells=5)" in notes[0]
+    assert list(table.columns) == COLUMNS and len(table) == 24  # the table as before
+    ref.write_h5ad(tmp_path / "r.h5ad")  # read from disk in chunks: counted alike
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        on_disk = dv.read_lazy(tmp_path / "r.h5ad")
+        cross_validate(spots, on_disk, max_epochs=1, genes=["gene_5", "gene_7", "gene_9"])
+    notes = [str(w.message) for w in said if "genes scored are counted" in str(w.message)]
+    assert len(notes) == 1 and notes[0].startswith("2 of the 3 genes scored"), notes
+    with warnings.catch_warnings(record=True) as said:  # a reference counting each gene
+        warnings.simplefilter("always")
+        cross_validate(spots, pair[1], max_epochs=1, genes=["marker", "gene_5", "gene_7"])
+    assert not [w for w in said if "genes scored are counted" in str(w.message)]

@@ -34,7 +34,7 @@ from .._renamed import foreign_keywords
 from .._rng import scvi_seed_kept
 from .._warn import warn_user
 from ..metrics import imputation_scores
-from ._few_cell_genes import FEW_CELLS_NOTE
+from ._few_cell_genes import FEW_CELLS_NOTE, warn_few_cell_scores
 from ._genes import _refuse_duplicates
 from ._imputer_reference import shared_advice
 from ._init_keywords import check_passed_on
@@ -243,7 +243,9 @@ class ImputerCrossValMixin:
             gives them; NaN where a score is undefined, a constant prediction's) and ``fold``
             (0 to ``n_folds - 1``, the fold that hid the gene). Genes the reference
             never counts or constant across the spots have no pattern to score: left out,
-            with a warning.
+            with a warning. Genes the reference counts in fewer than 5 cells are scored, and
+            said in one note with their median PCC against the others': their imputations
+            rest on those few cells' counts, and lower a median over every gene.
 
         Examples
         --------
@@ -286,7 +288,9 @@ class ImputerCrossValMixin:
             )
         chosen = list(shared) if genes is None else _chosen_genes(genes, spots, reference)
         folds = gene_folds(chosen, n_folds, seed)  # a bad n_folds refused before any training
-        sums = column_sums(layer_matrix(reference, model_kwargs.get("reference_layer")))
+        reference_layer = model_kwargs.get("reference_layer")
+        counting = np.zeros(reference.n_vars, dtype=np.int64)  # cells counting each gene
+        sums = column_sums(layer_matrix(reference, reference_layer), counting)
         counted = shared[sums[reference.var_names.get_indexer(shared)] > 0]
         _refuse_small_folds(folds, counted, model_kwargs.get("min_shared_genes", 10))
         effect = "the spots' states (and so the imputed genes) may be poorly determined"
@@ -308,7 +312,7 @@ class ImputerCrossValMixin:
             n_folds=n_folds,
             seed=seed,
             layer=layer,
-            reference_layer=model_kwargs.get("reference_layer"),
+            reference_layer=reference_layer,
             shared=shared,
             left_out=left_out,
             reference_sums=sums,
@@ -320,6 +324,8 @@ class ImputerCrossValMixin:
                 "genes it hides: they are left out of that fold's scores. To score every fold "
                 "on the same spots, drop the spots with few counts in the shared genes first."
             )
+        counting = pd.Series(counting, index=reference.var_names)
+        warn_few_cell_scores(table, counting, reference.n_obs, reference_layer)
         left = [g for g in chosen if g not in table.index]
         if left:
             warn_user(

@@ -119,19 +119,25 @@ def row_sums(x) -> np.ndarray:
     return np.concatenate(totals) if totals else np.zeros(0)
 
 
-def column_sums(x) -> np.ndarray:
+def column_sums(x, counting: np.ndarray | None = None) -> np.ndarray:
     """Per-column totals of a matrix in memory or on disk (read in chunks of rows), float64.
+    ``counting``: an array (columns) each column's number of rows with a count above 0 is
+    added to, from the same read.
 
     Examples
     --------
-    >>> column_sums(np.array([[1, 0], [3, 0]])).tolist()
-    [4.0, 0.0]
+    >>> counting = np.zeros(2, dtype=np.int64)
+    >>> column_sums(np.array([[1, 0], [3, 0]]), counting).tolist(), counting.tolist()
+    ([4.0, 0.0], [2, 0])
     """
-    if isinstance(x, np.ndarray) or sparse.issparse(x):
-        return np.asarray(x.sum(0, dtype=np.float64)).ravel()
+    from ._few_cell_genes import cells_counting
+
+    blocks = [x] if isinstance(x, np.ndarray) or sparse.issparse(x) else _chunks(x)
     total = np.zeros(x.shape[1])
-    for block in _chunks(x):
+    for block in blocks:
         total += np.asarray(block.sum(0, dtype=np.float64)).ravel()
+        if counting is not None:
+            counting += cells_counting(block)
     return total
 
 
