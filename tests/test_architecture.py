@@ -43,6 +43,24 @@ def test_every_cited_name_is_defined_in_its_file():
 
 
 @pytest.mark.skipif(not PAGE.is_file(), reason="docs/ is not next to the tests")
+def test_every_python_file_the_page_names_exists():
+    """The prose and the concept column name files too (the table's last column is checked
+    above): each is under src/deltavae/ or, for tests/ and benchmarks/, the repository; the
+    "how to add a model" placeholders (`_mymodel.py`) aside. `_same_spots.py` alone, for
+    `model/_same_spots.py`, sent a reader to a path that does not exist."""
+    cited = set(re.findall(r"`([\w/*.]+\.py)`", PAGE.read_text()))
+    assert len(cited) > 100
+    missing = sorted(
+        name
+        for name in cited
+        if "_mymodel" not in name
+        and not (SRC / name).is_file()
+        and not any(ROOT.glob(name) if name.startswith(("tests/", "benchmarks/")) else [])
+    )
+    assert not missing, f"docs/architecture.md names files that do not exist: {missing}"
+
+
+@pytest.mark.skipif(not PAGE.is_file(), reason="docs/ is not next to the tests")
 def test_text_files_hold_no_control_characters():
     """A backspace or tab where LaTeX wanted ``\\big`` or ``\\texttt`` (a string written without
     escaping its backslashes) renders as garbage: text files hold printable characters only."""
