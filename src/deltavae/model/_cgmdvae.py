@@ -342,7 +342,7 @@ class CGMDVAE(
         mixture_init
             How z is clustered at ``mixture_init_epoch``: ``"leiden"`` (default) clusters
             UMAP's neighbour graph of z with Leiden into ``n_clusters`` groups, keeping
-            curved or touching groups whole, in about a second on 10,000 cells; ``"umap"``
+            curved or touching groups whole, in a second or two on 10,000 cells; ``"umap"``
             runs k-means on a UMAP layout of that graph (slower); ``"spectral"`` on its
             spectral embedding; ``"kmeans"`` on z, fastest. See
             :class:`deltavae.train.MixtureInitialization` (benchmarks/README.md, D4).
