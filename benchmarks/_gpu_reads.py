@@ -6,10 +6,13 @@ and chunked imputation), the labelled CGMDVAE's labels and moved latents by the 
 conditions and SpatialImputer's imputation of spots changed in place, read on the device and
 again on the CPU copy, which must agree within the devices' tolerance.
 
-The scvi-tools read-outs draw z (and a latent library) from the guide on the model's device,
-whose generator draws other numbers than the CPU's: they are read with every ``Normal`` draw
-at its mean (:func:`normal_draws_at_mean`), so that both devices compute the same values and
-what differs is the read-out's own code (its gathering, joining and layout).
+``get_normalized_expression``, ``get_likelihood_parameters``, ``get_latent_library_size``
+(``give_mean=False``) and through the first differential expression draw z (and a latent
+library) on the CPU, cell after cell, from torch's CPU generator: they are read at one seed
+(:func:`_seeded`), so that both devices draw the same latents and what differs is the
+read-out's own code (its gathering, joining and layout). ``get_marginal_ll`` draws the guide's
+latents on the model's device, whose generator draws other numbers than the CPU's: it is read
+with every ``Normal`` draw at its mean (:func:`normal_draws_at_mean`).
 ``get_feature_correlation_matrix``' gamma draws have no such mean and stay out (their device
 runs are phase 1's and 2's rows); ``posterior_predictive_sample`` draws every number on the CPU
 from torch's CPU generator, so one seed gives the same counts on both devices (compared by
@@ -52,6 +55,23 @@ def _at_mean(read):
     return call
 
 
+def _seeded(read):
+    """``read`` at torch's seed 0: the latents it draws on the CPU from torch's CPU generator
+    are the same on every device."""
+
+    def call(model):
+        import torch
+
+        torch.manual_seed(0)
+        return read(model)
+
+    return call
+
+
+#: The label's end of a read whose latents are drawn on the CPU at one seed.
+SEEDED_Z = ", z drawn on the CPU (seeded)"
+
+
 def _batches(model) -> list | None:
     """The model's batch categories where it has several (``transform_batch`` of each)."""
     from scvi import REGISTRY_KEYS
@@ -77,11 +97,12 @@ def _rna_reads(model) -> dict:
         "get_latent_library_size(give_mean=False)": lambda m: m.get_latent_library_size(
             give_mean=False, batch_size=128
         ),
-        "get_marginal_ll(2 draws, return_mean=False)": lambda m: m.get_marginal_ll(
-            n_mc_samples=2, return_mean=False, batch_size=128
-        ),
     }
-    reads = {f"{k}, draws at the mean": _at_mean(f) for k, f in reads.items()}
+    reads = {f"{k}{SEEDED_Z}": _seeded(f) for k, f in reads.items()}
+    marginal = "get_marginal_ll(2 draws, return_mean=False), draws at the mean"
+    reads[marginal] = _at_mean(
+        lambda m: m.get_marginal_ll(n_mc_samples=2, return_mean=False, batch_size=128)
+    )
     reads[SEEDED_PPC] = _seeded_predictive
     if getattr(model, "label_conditions_", None):
         reads["predict_labels(soft, a label taken from one condition: the vote)"] = _voted_labels
@@ -89,7 +110,7 @@ def _rna_reads(model) -> dict:
             reads["get_latent_representation(condition=, moved by the vote)"] = _voted_moves
     if "cell_type" in model.adata.obs:  # latent means: nothing drawn
         reads["differential_abundance(cell_type)"] = _abundance
-        reads["differential_expression(cell_type, first type), draws at the mean"] = _at_mean(
+        reads[f"differential_expression(cell_type, first type){SEEDED_Z}"] = _seeded(
             _expression_change
         )
     return reads

@@ -163,10 +163,11 @@ def test_de_normalized_means_are_checked_against_the_counts(gpu_check):
 
 def test_gathered_read_outs_repeat_exactly_with_draws_at_the_mean(gpu_check):
     """Phase 5's gathered read-outs (``_gpu_reads``): read twice on one device they must
-    be equal, so that the device and the CPU copy can be compared at all (the guide's draws
-    of z come from the device's generator: they are taken at their means; the seeded
-    posterior predictive counts, drawn on the CPU, read in other minibatches each time),
-    and a part that differs is named."""
+    be equal, so that the device and the CPU copy can be compared at all (z of the
+    expression, likelihood parameters, library sizes and DE, and the posterior predictive
+    counts, are drawn on the CPU from one seed, the counts read in other minibatches each
+    time; get_marginal_ll's draws of the guide come from the device's generator: they are
+    taken at their means), and a part that differs is named."""
     import numpy as np
     from _gpu_reads import device_reads, normal_draws_at_mean, same_read
     from torch.distributions import Normal
@@ -189,7 +190,7 @@ def test_gathered_read_outs_repeat_exactly_with_draws_at_the_mean(gpu_check):
     assert any(label.startswith("posterior_predictive_sample(") for label in reads)
     for label, read in reads.items():
         assert "max |diff| 0.00e+00" in same_read(read(vae), read(vae), 0.0), label
-    params = reads["get_likelihood_parameters(), draws at the mean"](vae)
+    params = reads["get_likelihood_parameters(), z drawn on the CPU (seeded)"](vae)
     moved = {**params, "dropout": params["dropout"] + 1e-2}
     with pytest.raises(gpu_check.CheckFailed, match="^dropout"):
         same_read(params, moved, 1e-3)

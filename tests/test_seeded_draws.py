@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scvi
 import torch
 from _device_tracker import DeviceTracker, on_device, track_moves
 
@@ -368,3 +369,56 @@ def test_docstrings_say_which_read_outs_draw_on_the_device(request, monkeypatch,
     assert not wrong, wrong
     doc = " ".join(type(model).posterior_predictive_sample.__doc__.split())
     assert "drawn on the CPU" in doc
+
+
+def _latent_reads(model) -> dict:
+    """The read-outs that draw z (and a latent library) on the CPU, by name, reading 60
+    cells: each takes ``batch_size``."""
+    cells, both = np.arange(60), ["ctrl", "stim"]  # the batches; CGMDVAE's: its conditions
+    normalized = model.get_normalized_expression
+    reads = {
+        "get_normalized_expression": lambda **kw: normalized(indices=cells, **kw).to_numpy(),
+        "get_normalized_expression (3 draws, both batches)": lambda **kw: normalized(
+            indices=cells, n_samples=3, transform_batch=both, return_mean=False, **kw
+        ),
+        "get_likelihood_parameters": lambda **kw: model.get_likelihood_parameters(
+            indices=cells, n_samples=2, **kw
+        )["mean"],
+        "get_latent_representation": lambda **kw: model.get_latent_representation(
+            indices=cells, give_mean=False, **kw
+        ),
+        "differential_expression": lambda **kw: model.differential_expression(
+            groupby="cluster", group1="0", group2="1", n_samples_overall=200, **kw
+        )[["scale1", "scale2"]].to_numpy(),
+    }
+    if not getattr(model.module, "use_observed_lib_size", True):  # a ZINBVAE's latent library
+        reads["get_latent_library_size"] = lambda **kw: model.get_latent_library_size(
+            indices=cells, give_mean=False, **kw
+        )
+    return reads
+
+
+@pytest.mark.parametrize("kind", ["zinbvae", "trained"])
+def test_latent_draws_of_the_read_outs_are_made_on_the_cpu(request, monkeypatch, kind):
+    """get_normalized_expression (also for n_samples=1: a draw of z is decoded), through it
+    differential_expression's scales, get_likelihood_parameters, a drawn latent
+    representation and latent library drew z (and the library) on the model's device
+    minibatch by minibatch, as scvi-tools draws them: a GPU gave other values than the CPU
+    under one seed, and batch_size=7 changed every value. Now none is drawn on the device,
+    the seed repeats them, and batch_size changes them by the last bits of the networks'
+    values only."""
+    model = request.getfixturevalue(kind)
+    model = model[0] if isinstance(model, tuple) else model
+    track_moves(monkeypatch)
+    for name, read in _latent_reads(model).items():
+        tracker = _tracked(model.module, read)
+        assert not tracker.mixes, f"{name}: {tracker.report()}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scvi.settings.seed = 4  # torch's generator and numpy's (DE's choice of cells)
+            first = np.asarray(read(batch_size=7))
+            scvi.settings.seed = 4
+            again = np.asarray(read())
+            other = np.asarray(read())  # another seed
+        np.testing.assert_allclose(first, again, rtol=1e-5, atol=1e-7, err_msg=name)
+        assert not np.allclose(first, other, rtol=1e-3, atol=0), name

@@ -39,7 +39,7 @@ from ._label_setup import check_label_setup, refuse_missing_integer_labels, unla
 from ._label_votes import label_vote_table, voted_probs
 from ._labels import ConditionsByName, LabelsInColumnOrder, small_categories_named
 from ._mixture_start import mixture_start, start_kept_pending
-from ._modes import unchecked_distributions
+from ._modes import latent_draws, unchecked_distributions
 from ._obs_checks import check_obs_keys
 from ._perturbation import PerturbationMixin
 from ._query import QueryMappingMixin
@@ -475,11 +475,11 @@ class CGMDVAE(
         out, moved = {"z": [], "w": [], "probs": [], "z_var": [], "w_var": []}, []
         if scores:
             out["scores"] = []
-        # Kept on the module's device and brought to the host once, at the end: a copy per
-        # minibatch and value made the host wait for the device six times a minibatch.
-        with unchecked_distributions():
+        # Kept on the device, brought to the host once at the end (a copy each: 6 waits a batch).
+        with unchecked_distributions():  # a draw (not give_mean) on the CPU, cell by cell
+            drawing = latent_draws(module, not give_mean)[0]
             for tensors in dataloader:
-                inf = module.inference(**module._get_inference_input(tensors), draw=not give_mean)
+                inf = module.inference(**module._get_inference_input(tensors), **drawing)
                 qz, qw = inf["qz"], inf["qw"]
                 z, w = (qz.loc, qw.loc) if give_mean else (inf["z"], inf["w"])
                 probs = torch.softmax(inf["cluster_logits"], -1)

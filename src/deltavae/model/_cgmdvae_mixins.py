@@ -427,8 +427,8 @@ class LatentMixin:
             Cells to return (default all).
         give_mean
             As in scvi-tools: the posterior mean; ``False`` returns one draw from q, made on
-            the model's device as scvi-tools makes it (a GPU draws other values than a CPU
-            under one seed, and ``batch_size`` changes them).
+            the CPU cell after cell (one seed: the same draw on a GPU as on the CPU, and for
+            any ``batch_size``; scvi-tools draws on the model's device).
         mc_samples
             Accepted for scvi-tools' signature; q is Gaussian, so its mean needs no sampling.
         batch_size

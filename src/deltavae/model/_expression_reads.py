@@ -6,8 +6,10 @@ CPU as it goes: on a GPU each ``.cpu()`` made the host wait for the device befor
 the next minibatch (20 waits over 10 minibatches). Here the same loop keeps them on the
 device and brings them to the host together (:class:`~deltavae.model._gathered.Gathered`);
 the mean over ``transform_batch`` is then taken on the host a minibatch at a time, as
-scvi-tools takes it, so the numbers are the same. No library offers the loop apart from the
-copies.
+scvi-tools takes it. z (and a latent library) is drawn on the CPU, cell after cell, where
+scvi-tools draws it on the model's device minibatch by minibatch: one seed gives the same
+values on a GPU as on the CPU, and for any ``batch_size``. No library offers the loop apart
+from the copies.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from scvi.utils import track
 
 from .._checks import check_bool
 from ._gathered import Gathered
+from ._modes import latent_draws
 
 
 @torch.inference_mode()
@@ -46,10 +49,12 @@ def normalized_on_host(
     data_loader_kwargs: dict | None = None,
     **importance_weighting_kwargs,
 ):
-    """scvi-tools 1.4's ``RNASeqMixin.get_normalized_expression`` (the same arguments,
-    results and draws), each minibatch's values brought to the host together rather than one
-    at a time. Importance weights (``weights="importance"``) keep scvi-tools' own loop: it
-    moves the minibatches' distributions to the CPU one at a time for them."""
+    """scvi-tools 1.4's ``RNASeqMixin.get_normalized_expression`` (the same arguments and
+    results), each minibatch's values brought to the host together rather than one at a
+    time, and z drawn on the CPU cell after cell (``_modes.latent_draws``)
+    where scvi-tools draws it on the model's device. Importance weights
+    (``weights="importance"``) keep scvi-tools' own loop and draws: it moves the minibatches'
+    distributions to the CPU one at a time for them."""
     for name, flag in {"return_mean": return_mean, "silent": silent}.items():
         check_bool(name, flag)  # return_mean="False" averaged the samples
     check_bool("return_numpy", return_numpy, none=True)  # "False": an array, not a DataFrame
@@ -87,13 +92,16 @@ def normalized_on_host(
         return_numpy = True
     key, scaling = ("mu", 1) if library_size == "latent" else ("scale", library_size)
     cell_axis = 1 if n_samples > 1 else 0
+    # z (and a latent library) drawn on the CPU, cell after cell, each transform_batch by
+    # generators of its own: the same values on a GPU as on the CPU, for any batch_size.
+    drawing = latent_draws(model.module, True, len(transform_batch))
     gathered, sizes = Gathered(), []
     for tensors in loader:
         exprs = {}
         for i, batch in enumerate(track(transform_batch, disable=silent)):
             _, generative_outputs = model.module.forward(
                 tensors=tensors,
-                inference_kwargs={"n_samples": n_samples},
+                inference_kwargs={"n_samples": n_samples, **drawing[i]},
                 generative_kwargs=model._get_transform_batch_gen_kwargs(batch),
                 compute_loss=False,
             )

@@ -1,14 +1,14 @@
 """scvi-tools' ``get_latent_representation`` read without waiting for the device at each
-minibatch, and without drawing z where only its mean is read."""
+minibatch, without drawing z where only its mean is read, and drawing it on the CPU where
+it is drawn."""
 
 from __future__ import annotations
-
-import inspect
 
 import torch
 from scvi.data._utils import _validate_adata_dataloader_input
 
 from ._de_checks import check_draws
+from ._modes import latent_draws
 from ._validation import check_flags
 
 
@@ -30,7 +30,10 @@ def latent_on_host(
     host once at the end: scvi-tools' ``.cpu()`` of each made the host wait for a GPU once a
     minibatch. Where only q(z | x)'s mean or variance is read (``give_mean``,
     ``return_dist``), the module's ``inference`` draws no z (``draw=False``, where it takes
-    it): the values are the same, and the device's generator is left as it was."""
+    it): the values are the same, and the device's generator is left as it was. A draw
+    (``give_mean=False``) is made on the CPU, cell after cell (``_modes.latent_draws``),
+    where scvi-tools draws on the model's device: one seed, the same z on a GPU as on the
+    CPU, and for any ``batch_size``."""
     # a Gaussian latent's mean needs no sampling, but a bad value is refused as every
     # count of draws is ("a" and 0 passed unnoticed)
     check_draws({"mc_samples": mc_samples}, ("mc_samples",))
@@ -43,12 +46,10 @@ def latent_on_host(
             adata=adata, indices=indices, batch_size=batch_size, **data_loader_kwargs
         )
     module = model.module
-    means_only = give_mean or return_dist
-    takes_draw = "draw" in inspect.signature(module.inference).parameters
-    skip = {"draw": False} if means_only and takes_draw else {}
+    drawing = latent_draws(module, not (give_mean or return_dist))[0]
     zs, means, variances = [], [], []
     for tensors in dataloader:
-        outputs = module.inference(**module._get_inference_input(tensors), **skip)
+        outputs = module.inference(**module._get_inference_input(tensors), **drawing)
         qz = outputs["qz"]
         if return_dist:
             means.append(qz.loc)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 
 import torch
+
+from ..distributions._draws import CellDraws
 
 
 @contextlib.contextmanager
@@ -59,6 +62,34 @@ def in_module_dtype(tensors: dict, module: torch.nn.Module) -> dict:
         key: value.to(dtype) if torch.is_tensor(value) and value.is_floating_point() else value
         for key, value in tensors.items()
     }
+
+
+def latent_draws(module: torch.nn.Module, draw: bool, n_parts: int = 1) -> list[dict]:
+    """Keywords of ``module.inference`` for a read-out's ``n_parts`` passes over its cells
+    (one per ``transform_batch``), made once per read-out: where it draws (``draw``), from
+    :class:`~deltavae.distributions._draws.CellDraws` on the CPU, cell after cell (each
+    part's generators its own, seeded from torch's CPU generator: ``scvi.settings.seed``),
+    where its ``inference`` takes ``cell_draws``; else ``draw=False`` where it takes that
+    (the means: nothing drawn). Drawn on the model's device, minibatch by minibatch, a GPU
+    drew other latents than the CPU under one seed, and ``batch_size`` changed them.
+
+    Examples
+    --------
+    >>> from deltavae.module import ZINBVAEModule
+    >>> module = ZINBVAEModule(5)
+    >>> latent_draws(module, False)
+    [{'draw': False}]
+    >>> first, second = latent_draws(module, True, 2)
+    >>> first["cell_draws"].seed != second["cell_draws"].seed
+    True
+    """
+    takes = inspect.signature(module.inference).parameters
+    if not draw:
+        return [{"draw": False} if "draw" in takes else {} for _ in range(n_parts)]
+    if "cell_draws" not in takes:
+        return [{} for _ in range(n_parts)]
+    root = CellDraws()
+    return [{"cell_draws": root.branch(i) if i else root} for i in range(n_parts)]
 
 
 #: [how many unchecked_distributions contexts are open, the default they found]

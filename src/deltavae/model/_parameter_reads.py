@@ -7,7 +7,9 @@ dispersion: 3 waits a minibatch on a GPU; the library and the gamma draws: 1). T
 here keep them on the device and bring them to the host together
 (:class:`~deltavae.model._gathered.Gathered`), cells first, then put them back in scvi-tools'
 layout (C-ordered arrays joined along the cells' axis), so that the numbers, and what numpy
-computes from them after, are the same.
+computes from them after, are the same. The latents (z, a latent library) are drawn on the
+CPU, cell after cell, where scvi-tools draws them on the model's device: one seed gives the
+same values on a GPU as on the CPU, and for any ``batch_size``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from scvi.model.base._vaemixin import unsupported_if_adata_minified
 
 from .._checks import check_bool
 from ._gathered import Gathered
+from ._modes import latent_draws
 
 
 def _loader(model, adata, indices, batch_size, dataloader, loader_kwargs: dict, trained=False):
@@ -54,14 +57,17 @@ def likelihood_parameters_on_host(
     **data_loader_kwargs,
 ) -> dict[str, np.ndarray]:
     """scvi-tools 1.4's ``RNASeqMixin.get_likelihood_parameters``: the same arguments and
-    arrays."""
+    arrays (z drawn on the CPU)."""
     check_bool("give_mean", give_mean, none=True)  # "False" averaged the samples
     loader = _loader(model, adata, indices, batch_size, dataloader, data_loader_kwargs)
     likelihood = model.module.gene_likelihood
     gathered, gene_dispersion, cells = Gathered(), None, 0
+    drawing = latent_draws(model.module, True)[0]  # z on the CPU, cell after cell
     for tensors in loader:
         _, generative_outputs = model.module.forward(
-            tensors=tensors, inference_kwargs={"n_samples": n_samples}, compute_loss=False
+            tensors=tensors,
+            inference_kwargs={"n_samples": n_samples, **drawing},
+            compute_loss=False,
         )
         px = generative_outputs["px"]
         parts = {"mean": px.mu}
@@ -93,12 +99,14 @@ def library_sizes_on_host(
     **data_loader_kwargs,
 ) -> np.ndarray:
     """scvi-tools 1.4's ``RNASeqMixin.get_latent_library_size``: the same arguments and
-    numbers."""
+    numbers (a latent library drawn on the CPU; for the mean, nothing drawn)."""
     check_bool("give_mean", give_mean)  # "False" gave the mean, not a draw
     loader = _loader(model, adata, indices, batch_size, dataloader, data_loader_kwargs, True)
     gathered = Gathered()
+    # a drawn library on the CPU, cell after cell; for the mean, nothing drawn
+    drawing = latent_draws(model.module, not give_mean)[0]
     for tensors in loader:
-        outputs = model.module.inference(**model.module._get_inference_input(tensors))
+        outputs = model.module.inference(**model.module._get_inference_input(tensors), **drawing)
         if not give_mean:
             library = torch.exp(outputs["library"])
         elif outputs["ql"] is None:

@@ -99,30 +99,58 @@ def drawn_on_device(draws: str) -> str:
         "scvi-tools makes them: under one ``scvi.settings.seed`` a GPU gives other values "
         "than a CPU, and ``batch_size`` changes them (a mean over many draws agrees within "
         "its Monte Carlo error). They are left there for speed; ``posterior_predictive_sample``"
-        " draws on the CPU, the same on any device and for any ``batch_size``."
+        ", ``get_normalized_expression``, ``get_likelihood_parameters`` and "
+        "``get_latent_representation`` draw on the CPU, the same on any device and for any "
+        "``batch_size``."
+    )
+
+
+def drawn_on_cpu(draws: str) -> str:
+    """The note of a read-out whose random ``draws`` (a phrase) are made on the CPU, cell
+    after cell, where scvi-tools makes them on the model's device.
+
+    Examples
+    --------
+    >>> drawn_on_cpu("z (one draw of q(z | x) per cell)").split(",")[0]
+    'Its draws of z (one draw of q(z | x) per cell) are made on the CPU'
+    """
+    return (
+        f"Its draws of {draws} are made on the CPU, cell after cell, from generators seeded by "
+        "torch's CPU generator: one ``scvi.settings.seed`` gives the same values on a GPU as "
+        "on the CPU, and for any ``batch_size`` (scvi-tools draws them on the model's device, "
+        "minibatch by minibatch, and a GPU gave other values; a mean over many draws agrees "
+        "with scvi-tools' within its Monte Carlo error)."
     )
 
 
 #: ``posterior_predictive_sample``'s note on its draws.
 PREDICTIVE_DRAWS = DRAWN_ON_THE_CPU + " " + DRAWS_AT_FLOOR + " " + ZINB_TOTALS
 
-#: Notes of the read-outs that draw on the model's device (see :func:`drawn_on_device`).
-NORMALIZED_DRAWS = drawn_on_device(
+#: Notes of the read-outs that draw their latents on the CPU (see :func:`drawn_on_cpu`).
+NORMALIZED_DRAWS = drawn_on_cpu(
     "z (one draw of q(z | x) per cell and sample, also for ``n_samples=1``: scvi-tools decodes"
-    " a draw, not the mean)"
+    " a draw, not the mean; and a latent library, where a ZINBVAE learns one)"
+) + (
+    ' ``weights="importance"`` keeps scvi-tools\' loop: its z and its importance weights'
+    " (``get_marginal_ll``'s draws) are drawn on the model's device."
 )
-DE_DRAWS = drawn_on_device(
+DE_DRAWS = drawn_on_cpu(
     "z (``get_normalized_expression`` of each compared cell, thousands of draws per group;"
     " the cells drawn for them come from numpy's generator, which the seed sets on any"
     " device)"
+) + (" With ``weights=\"importance\"`` they are scvi-tools' draws, on the model's device.")
+PARAMETER_DRAWS = drawn_on_cpu(
+    "z (one per cell and sample, also for ``n_samples=1``; and a latent library, where a"
+    " ZINBVAE learns one)"
 )
-CORRELATION_DRAWS = drawn_on_device("z and of the gamma variables of the denoised counts")
-PARAMETER_DRAWS = drawn_on_device("z (one per cell and sample, also for ``n_samples=1``)")
-LIBRARY_DRAWS = drawn_on_device(
+LIBRARY_DRAWS = drawn_on_cpu(
     "a latent library size (``give_mean=False`` of a ``use_observed_lib_size=False`` model;"
     " an observed library is read as it is)"
 )
-LATENT_DRAWS = drawn_on_device("z for ``give_mean=False`` (the means draw nothing)")
+LATENT_DRAWS = drawn_on_cpu("z for ``give_mean=False`` (the means draw nothing)")
+
+#: Notes of the read-outs that draw on the model's device (see :func:`drawn_on_device`).
+CORRELATION_DRAWS = drawn_on_device("z and of the gamma variables of the denoised counts")
 ELBO_DRAWS = drawn_on_device("the latents (one draw of q per cell)")
 IMPORTANCE_DRAWS = drawn_on_device("the latents (``n_mc_samples`` importance draws per cell)")
 
