@@ -7,14 +7,13 @@ conditions and SpatialImputer's imputation of spots changed in place, read on th
 again on the CPU copy, which must agree within the devices' tolerance.
 
 ``get_normalized_expression``, ``get_likelihood_parameters``, ``get_latent_library_size``
-(``give_mean=False``) and through the first differential expression draw z (and a latent
-library) on the CPU, cell after cell, from torch's CPU generator: they are read at one seed
-(:func:`_seeded`), so that both devices draw the same latents and what differs is the
-read-out's own code (its gathering, joining and layout). ``get_marginal_ll`` draws the guide's
-latents on the model's device, whose generator draws other numbers than the CPU's: it is read
-with every ``Normal`` draw at its mean (:func:`normal_draws_at_mean`).
-``get_feature_correlation_matrix``' gamma draws have no such mean and stay out (their device
-runs are phase 1's and 2's rows); ``posterior_predictive_sample`` draws every number on the CPU
+(``give_mean=False``), ``get_marginal_ll`` (its importance draws of the guide's latents) and
+through the first differential expression draw z (and a latent library, CGMDVAE's w) on the
+CPU, cell after cell, from torch's CPU generator: they are read at one seed (:func:`_seeded`),
+so that both devices draw the same latents and what differs is the read-out's own code (its
+gathering, joining and layout). ``get_feature_correlation_matrix``' gamma draws, made on the
+model's device, stay out (their device runs are phase 1's and 2's rows);
+``posterior_predictive_sample`` draws every number on the CPU
 from torch's CPU generator, so one seed gives the same counts on both devices (compared by
 their per-gene and per-cell totals, :func:`_seeded_predictive`).
 """
@@ -27,32 +26,6 @@ from contextlib import contextmanager
 # The count models read here (each a scvi-tools RNASeqMixin): the main ones, the one with a
 # batch (several transform_batch) and the one with a latent library and a dispersion per batch.
 RNA_MODELS = ("ZINBVAE/pbmc", "CGMDVAE/kang", "ZINBVAE/kang-ref", "ZINBVAE/gene-batch")
-
-
-@contextmanager
-def normal_draws_at_mean():
-    """Every torch (and Pyro) ``Normal`` draw is its mean inside: the same values on every
-    device, where the device's generator would draw others."""
-    from torch.distributions import Normal
-
-    rsample, sample = Normal.rsample, Normal.sample
-
-    def at_mean(self, sample_shape=()):
-        return self.loc.expand(self._extended_shape(sample_shape)).clone()
-
-    Normal.rsample = Normal.sample = at_mean
-    try:
-        yield
-    finally:
-        Normal.rsample, Normal.sample = rsample, sample
-
-
-def _at_mean(read):
-    def call(model):
-        with normal_draws_at_mean():
-            return read(model)
-
-    return call
 
 
 def _seeded(read):
@@ -97,12 +70,11 @@ def _rna_reads(model) -> dict:
         "get_latent_library_size(give_mean=False)": lambda m: m.get_latent_library_size(
             give_mean=False, batch_size=128
         ),
+        "get_marginal_ll(2 draws, return_mean=False)": lambda m: m.get_marginal_ll(
+            n_mc_samples=2, return_mean=False, batch_size=128
+        ),
     }
     reads = {f"{k}{SEEDED_Z}": _seeded(f) for k, f in reads.items()}
-    marginal = "get_marginal_ll(2 draws, return_mean=False), draws at the mean"
-    reads[marginal] = _at_mean(
-        lambda m: m.get_marginal_ll(n_mc_samples=2, return_mean=False, batch_size=128)
-    )
     reads[SEEDED_PPC] = _seeded_predictive
     if getattr(model, "label_conditions_", None):
         reads["predict_labels(soft, a label taken from one condition: the vote)"] = _voted_labels

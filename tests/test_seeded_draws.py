@@ -422,3 +422,48 @@ def test_latent_draws_of_the_read_outs_are_made_on_the_cpu(request, monkeypatch,
             other = np.asarray(read())  # another seed
         np.testing.assert_allclose(first, again, rtol=1e-5, atol=1e-7, err_msg=name)
         assert not np.allclose(first, other, rtol=1e-3, atol=0), name
+
+
+def _fit_reads(model) -> dict:
+    """The held-out fit measures, per cell, by name, reading 60 cells: each takes
+    ``batch_size``; get_marginal_ll's draws taken two passes of two."""
+    cells = np.arange(60)
+    per_cell = {"indices": cells, "return_mean": False}
+    return {
+        "get_elbo": lambda **kw: model.get_elbo(**per_cell, **kw),
+        "get_reconstruction_error": lambda **kw: model.get_reconstruction_error(**per_cell, **kw)[
+            "reconstruction_loss"
+        ],
+        "get_marginal_ll": lambda **kw: model.get_marginal_ll(
+            n_mc_samples=4, n_mc_samples_per_pass=2, **per_cell, **kw
+        ),
+    }
+
+
+@pytest.mark.parametrize("kind", ["zinbvae", "trained"])
+def test_fit_measures_draw_the_guides_latents_on_the_cpu(request, monkeypatch, kind):
+    """get_elbo, get_reconstruction_error and get_marginal_ll (its importance draws) drew z
+    (a latent library, CGMDVAE's w) on the model's device minibatch by minibatch, as
+    scvi-tools draws them: a GPU gave other values than the CPU under one seed, and
+    batch_size=7 changed every cell's value. Now none is drawn on the device, the seed
+    repeats them, batch_size changes them by the networks' last bits only, and the results
+    keep scvi-tools' types."""
+    model = request.getfixturevalue(kind)
+    model = model[0] if isinstance(model, tuple) else model
+    track_moves(monkeypatch)
+    for name, read in _fit_reads(model).items():
+        tracker = _tracked(model.module, read)
+        assert not tracker.mixes, f"{name}: {tracker.report()}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(4)
+            first = read(batch_size=7)
+            torch.manual_seed(4)
+            again = read()
+            other = read()  # another seed
+        assert isinstance(first, torch.Tensor) and first.device.type == "cpu", name
+        assert first.shape == (60,), name
+        np.testing.assert_allclose(first, again, rtol=1e-5, atol=1e-4, err_msg=name)
+        assert not np.allclose(first, other, rtol=1e-3, atol=0), name
+    assert isinstance(model.get_elbo(indices=np.arange(9)), np.float64)
+    assert isinstance(model.get_marginal_ll(indices=np.arange(9), n_mc_samples=2), np.float64)

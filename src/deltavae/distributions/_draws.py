@@ -66,6 +66,7 @@ class CellDraws:
             seed = int(torch.randint(2**62, (1,)).item())
         self.seed = int(seed)
         self._generators: dict[str, torch.Generator] = {}
+        self._parts: dict[int, CellDraws] = {}
 
     def generator(self, kind: str) -> torch.Generator:
         """The CPU generator of draws of ``kind``, seeded from the seed and the kind's name."""
@@ -88,6 +89,27 @@ class CellDraws:
         """
         words = np.random.SeedSequence([self.seed, int(index)]).generate_state(2)
         return CellDraws(int(words[0]) | int(words[1]) << 32)
+
+    def part(self, index: int) -> CellDraws:
+        """The generators of pass ``index`` of a read-out that draws each minibatch's cells
+        several times (``get_marginal_ll``'s passes of importance draws): pass 0 draws from
+        these, pass ``index`` from :meth:`branch` ``(index)``, made once and kept, so every
+        minibatch's pass ``index`` reads on from the last one's (a fresh branch each
+        minibatch drew each minibatch's first cells alike).
+
+        Examples
+        --------
+        >>> draws = CellDraws(0)
+        >>> draws.part(0) is draws, draws.part(1) is draws.part(1)
+        (True, True)
+        >>> draws.part(1).seed == CellDraws(0).branch(1).seed
+        True
+        """
+        if index == 0:
+            return self
+        if index not in self._parts:
+            self._parts[index] = self.branch(index)
+        return self._parts[index]
 
     def uniform(self, shape, kind: str) -> torch.Tensor:
         """Uniform draws in [0, 1) on the CPU, element after element in row order."""

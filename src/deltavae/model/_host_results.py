@@ -16,6 +16,7 @@ from ._de_checks import check_dataloader_alone, check_draws
 from ._latent_reads import latent_on_host
 from ._loader_keywords import check_module_keywords
 from ._marginal_reads import marginal_ll_on_host
+from ._modes import latent_draws
 from ._readout_docs import (
     ABUNDANCE_WRITTEN,
     AGGREGATED_ON_DEVICE,
@@ -44,6 +45,19 @@ def _on_host(value):
     return value
 
 
+def _drawing_on_the_cpu(module, kwargs: dict) -> dict:
+    """``kwargs`` of ``get_elbo`` or ``get_reconstruction_error`` with the module's
+    ``inference`` given one ``CellDraws`` for every minibatch (``model/_modes.latent_draws``;
+    a user's own ``inference_kwargs`` kept), where it takes one: the guide's latents drawn on
+    the CPU, cell after cell, where scvi-tools' loop draws them on the module's device
+    minibatch by minibatch (a GPU drew other values than the CPU under one seed, and
+    ``batch_size`` changed them)."""
+    draws = latent_draws(module, True)[0]
+    if not draws:
+        return kwargs
+    return {**kwargs, "inference_kwargs": {**draws, **(kwargs.get("inference_kwargs") or {})}}
+
+
 def _check_return_mean(call) -> None:
     """A ``return_mean`` that is not True or False refused by name: scvi-tools read
     ``"False"`` as a truth value and averaged over the cells."""
@@ -64,7 +78,7 @@ class HostResultsMixin:
         call = check_module_keywords(self, "get_elbo", VAEMixin.get_elbo, args, kwargs, "forward")
         check_dataloader_alone(call.arguments, "get_elbo")
         _check_return_mean(call)
-        return _on_host(super().get_elbo(*args, **kwargs))
+        return _on_host(super().get_elbo(*args, **_drawing_on_the_cpu(self.module, kwargs)))
 
     @functools.wraps(VAEMixin.get_reconstruction_error)
     def get_reconstruction_error(self, *args, **kwargs):  # noqa: D102 - scvi-tools' docstring
@@ -73,6 +87,7 @@ class HostResultsMixin:
         call = check_module_keywords(self, name, method, args, kwargs, "forward")
         check_dataloader_alone(call.arguments, name)
         _check_return_mean(call)
+        kwargs = _drawing_on_the_cpu(self.module, kwargs)
         return _on_host(super().get_reconstruction_error(*args, **kwargs))
 
     @functools.wraps(VAEMixin.get_marginal_ll)

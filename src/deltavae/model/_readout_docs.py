@@ -131,8 +131,8 @@ NORMALIZED_DRAWS = drawn_on_cpu(
     "z (one draw of q(z | x) per cell and sample, also for ``n_samples=1``: scvi-tools decodes"
     " a draw, not the mean; and a latent library, where a ZINBVAE learns one)"
 ) + (
-    ' ``weights="importance"`` keeps scvi-tools\' loop: its z and its importance weights'
-    " (``get_marginal_ll``'s draws) are drawn on the model's device."
+    ' ``weights="importance"`` keeps scvi-tools\' loop: its z, and so its importance'
+    " weights, are drawn on the model's device."
 )
 DE_DRAWS = drawn_on_cpu(
     "z (``get_normalized_expression`` of each compared cell, thousands of draws per group;"
@@ -149,10 +149,18 @@ LIBRARY_DRAWS = drawn_on_cpu(
 )
 LATENT_DRAWS = drawn_on_cpu("z for ``give_mean=False`` (the means draw nothing)")
 
+ELBO_DRAWS = drawn_on_cpu(
+    "the guide's latents (one draw of q per cell: z, and a latent library where a ZINBVAE"
+    " learns one, a CGMDVAE's w)"
+)
+IMPORTANCE_DRAWS = drawn_on_cpu(
+    "the guide's latents (``n_mc_samples`` importance draws per cell of z, a latent library"
+    " where a ZINBVAE learns one, a CGMDVAE's w; each pass of ``n_mc_samples_per_pass`` from"
+    " generators of its own)"
+)
+
 #: Notes of the read-outs that draw on the model's device (see :func:`drawn_on_device`).
 CORRELATION_DRAWS = drawn_on_device("z and of the gamma variables of the denoised counts")
-ELBO_DRAWS = drawn_on_device("the latents (one draw of q per cell)")
-IMPORTANCE_DRAWS = drawn_on_device("the latents (``n_mc_samples`` importance draws per cell)")
 
 DRAWS_OVERALL = """``n_samples_overall`` returns an ``np.ndarray`` (``n_samples_overall`` x
 genes): draws of randomly chosen cells, not one row per cell (scvi-tools' DataFrame of them

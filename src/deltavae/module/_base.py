@@ -243,10 +243,14 @@ class DeltaPyroModule(PyroBaseModuleClass):
         )
         return generative_outputs["px"]
 
-    def log_importance_weights(self, tensors, n_samples: int) -> torch.Tensor:
+    def log_importance_weights(
+        self, tensors, n_samples: int, cell_draws: CellDraws | None = None
+    ) -> torch.Tensor:
         """log p(x, latents) - log q(latents | x) for ``n_samples`` draws of the guide's
         latents, shape ``(n_samples, cells)``: the importance weights of :meth:`marginal_ll`.
-        ``tensors`` is a minibatch as scvi-tools' data loaders give it."""
+        ``tensors`` is a minibatch as scvi-tools' data loaders give it; ``cell_draws`` (a
+        ``CellDraws``): the latents drawn on the CPU cell after cell (``None``: on the
+        module's device)."""
         raise NotImplementedError(f"{type(self).__name__} has no importance weights.")
 
     @torch.inference_mode()
@@ -272,7 +276,11 @@ class DeltaPyroModule(PyroBaseModuleClass):
     @torch.inference_mode()
     @auto_move_data
     def log_marginal(
-        self, tensors, n_mc_samples: int, n_mc_samples_per_pass: int = 1
+        self,
+        tensors,
+        n_mc_samples: int,
+        n_mc_samples_per_pass: int = 1,
+        cell_draws: CellDraws | None = None,
     ) -> torch.Tensor:
         """:meth:`marginal_ll`'s per-cell values on the module's device: a read-out of many
         minibatches brings them to the host together (a ``.cpu()`` each made a GPU wait).
@@ -285,6 +293,11 @@ class DeltaPyroModule(PyroBaseModuleClass):
             Draws of the guide's latents per cell.
         n_mc_samples_per_pass
             Of those, drawn in one pass.
+        cell_draws
+            The CPU generators the guide's latents are drawn from, cell after cell (each
+            pass its own: ``CellDraws.part``), one for every minibatch of a read-out: the
+            same draws on a GPU as on the CPU and for any minibatches (``None``: drawn on
+            the module's device, as scvi-tools draws them).
         """
         if n_mc_samples < 1 or n_mc_samples_per_pass < 1:
             raise ValueError(
@@ -294,7 +307,8 @@ class DeltaPyroModule(PyroBaseModuleClass):
         weights, left = [], n_mc_samples
         while left > 0:
             k = min(left, n_mc_samples_per_pass)
-            weights.append(self.log_importance_weights(tensors, k))
+            part = None if cell_draws is None else cell_draws.part(len(weights))
+            weights.append(self.log_importance_weights(tensors, k, part))
             left -= k
         return torch.logsumexp(torch.cat(weights), dim=0) - math.log(n_mc_samples)
 

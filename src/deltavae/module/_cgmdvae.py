@@ -292,17 +292,20 @@ class CGMDVAEModule(CGMDVAEGeneration, DeltaPyroModule):
             penalty = penalty + (mass * dist).sum() / z.shape[0]
         return penalty
 
-    def log_importance_weights(self, tensors, n_samples: int) -> torch.Tensor:
+    def log_importance_weights(self, tensors, n_samples: int, cell_draws=None) -> torch.Tensor:
         """log p(x, z, w) - log q(z, w | x) for ``n_samples`` guide draws: (samples, cells),
-        for the minibatch ``tensors``.
+        for the minibatch ``tensors``; drawn by ``cell_draws`` (a ``CellDraws``: on the CPU,
+        cell after cell) where given.
 
         The cluster y and proportions d are summed and integrated exactly: under
         d ~ Dir(alpha), p(y) = alpha_y / sum(alpha), so p(z | w, c) = sum_y p(y) p(z | w, y, c).
         """
         x, cats = tensors[_X], tensors.get(_CAT)
         qz, qw = self.encode(x, cats)
-        z, w = qz.rsample((n_samples,)), qw.rsample((n_samples,))
         n, cells = n_samples, x.shape[0]
+        z, w = (_posterior_draw(q, n, True, cell_draws, k) for q, k in ((qz, "z"), (qw, "w")))
+        if n == 1:  # a first axis of draws, as rsample((1,)) gives
+            z, w = z.unsqueeze(0), w.unsqueeze(0)
 
         def flat(t):  # (samples, cells, ...) -> (samples * cells, ...)
             return t.reshape(n * cells, *t.shape[2:])

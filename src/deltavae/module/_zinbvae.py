@@ -370,10 +370,12 @@ class ZINBVAEModule(DeltaPyroModule):
             kl_local={"kl_divergence_z": kl_z, "kl_divergence_l": kl_l},
         )
 
-    def log_importance_weights(self, tensors, n_samples: int) -> torch.Tensor:
+    def log_importance_weights(self, tensors, n_samples: int, cell_draws=None) -> torch.Tensor:
         """log p(x, z[, l]) - log q(z[, l] | x) for ``n_samples`` guide draws: (samples, cells),
-        for the minibatch ``tensors``."""
-        inference = self.inference(**self._get_inference_input(tensors), n_samples=n_samples)
+        for the minibatch ``tensors``; drawn by ``cell_draws`` (a ``CellDraws``: on the CPU,
+        cell after cell) where given."""
+        inputs = self._get_inference_input(tensors)
+        inference = self.inference(**inputs, n_samples=n_samples, cell_draws=cell_draws)
         z, library = inference["z"], inference["library"]
         if n_samples == 1:
             z, library = z.unsqueeze(0), library.unsqueeze(0)
