@@ -9,10 +9,9 @@ again on the CPU copy, which must agree within the devices' tolerance.
 ``get_normalized_expression``, ``get_likelihood_parameters``, ``get_latent_library_size``
 (``give_mean=False``), ``get_marginal_ll`` (its importance draws of the guide's latents) and
 through the first differential expression draw z (and a latent library, CGMDVAE's w) on the
-CPU, cell after cell, from torch's CPU generator: they are read at one seed (:func:`_seeded`),
-so that both devices draw the same latents and what differs is the read-out's own code (its
-gathering, joining and layout). ``get_feature_correlation_matrix``' gamma draws, made on the
-model's device, stay out (their device runs are phase 1's and 2's rows);
+CPU, cell after cell, from torch's CPU generator, and ``get_feature_correlation_matrix`` its
+gamma draws too: they are read at one seed (:func:`_seeded`), so that both devices draw the
+same latents and what differs is the read-out's own code (its gathering, joining and layout).
 ``posterior_predictive_sample`` draws every number on the CPU
 from torch's CPU generator, so one seed gives the same counts on both devices (compared by
 their per-gene and per-cell totals, :func:`_seeded_predictive`).
@@ -72,6 +71,9 @@ def _rna_reads(model) -> dict:
         ),
         "get_marginal_ll(2 draws, return_mean=False)": lambda m: m.get_marginal_ll(
             n_mc_samples=2, return_mean=False, batch_size=128
+        ),
+        "get_feature_correlation_matrix(2 draws, gammas too)": lambda m: (
+            m.get_feature_correlation_matrix(n_samples=2, batch_size=128).to_numpy()
         ),
     }
     reads = {f"{k}{SEEDED_Z}": _seeded(f) for k, f in reads.items()}

@@ -164,9 +164,10 @@ def test_de_normalized_means_are_checked_against_the_counts(gpu_check):
 def test_gathered_read_outs_repeat_exactly_at_one_seed(gpu_check):
     """Phase 5's gathered read-outs (``_gpu_reads``): read twice on one device they must
     be equal, so that the device and the CPU copy can be compared at all (z of the
-    expression, likelihood parameters, library sizes, marginal likelihood and DE, and the
-    posterior predictive counts, are drawn on the CPU from one seed, the counts read in
-    other minibatches each time), and a part that differs is named."""
+    expression, likelihood parameters, library sizes, marginal likelihood, DE and the
+    correlation matrix (its gammas too), and the posterior predictive counts, are drawn on
+    the CPU from one seed, the counts read in other minibatches each time), and a part that
+    differs is named."""
     import numpy as np
     from _gpu_reads import device_reads, same_read
 
@@ -180,7 +181,7 @@ def test_gathered_read_outs_repeat_exactly_at_one_seed(gpu_check):
     vae = dv.model.ZINBVAE(adata, n_latent=3, n_hidden=16, use_observed_lib_size=False)
     vae.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
     reads = device_reads("ZINBVAE/gene-batch", vae)
-    assert len(reads) == 7 and "every batch" in next(iter(reads))
+    assert len(reads) == 8 and "every batch" in next(iter(reads))
     assert any(label.startswith("posterior_predictive_sample(") for label in reads)
     for label, read in reads.items():
         assert "max |diff| 0.00e+00" in same_read(read(vae), read(vae), 0.0), label

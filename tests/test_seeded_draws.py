@@ -7,6 +7,7 @@ generator draws other numbers than the CPU's, which :class:`_device_tracker.Devi
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import scvi
 import torch
@@ -467,3 +468,33 @@ def test_fit_measures_draw_the_guides_latents_on_the_cpu(request, monkeypatch, k
         assert not np.allclose(first, other, rtol=1e-3, atol=0), name
     assert isinstance(model.get_elbo(indices=np.arange(9)), np.float64)
     assert isinstance(model.get_marginal_ll(indices=np.arange(9), n_mc_samples=2), np.float64)
+
+
+@pytest.mark.parametrize("kind", ["zinbvae", "trained"])
+def test_feature_correlation_matrix_draws_on_the_cpu(request, monkeypatch, kind):
+    """get_feature_correlation_matrix drew z (a latent library, CGMDVAE's w) and the denoised
+    counts' gammas on the model's device, minibatch by minibatch: a GPU gave another matrix
+    than the CPU under one seed, and batch_size=7 changed it. Now nothing is drawn on the
+    device, the seed repeats the matrix for any batch_size (also over both batches, each by
+    generators of its own), another seed gives another, and it is scvi-tools' DataFrame."""
+    model = request.getfixturevalue(kind)
+    model = model[0] if isinstance(model, tuple) else model
+    cells, both = np.arange(60), ["ctrl", "stim"]  # the batches; CGMDVAE's: its conditions
+
+    def matrix(**kwargs):
+        return model.get_feature_correlation_matrix(indices=cells, **kwargs)
+
+    track_moves(monkeypatch)
+    tracker = _tracked(model.module, lambda: matrix(n_samples=2, transform_batch=both))
+    assert not tracker.mixes, tracker.report()
+    for kwargs in ({"n_samples": 1}, {"n_samples": 3}, {"n_samples": 2, "transform_batch": both}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scvi.settings.seed = 4
+            first = matrix(batch_size=7, **kwargs)
+            scvi.settings.seed = 4
+            again, other = matrix(**kwargs), matrix(**kwargs)
+        assert isinstance(first, pd.DataFrame)
+        assert list(first.index) == list(first.columns) == list(model.adata.var_names)
+        np.testing.assert_allclose(first, again, rtol=1e-5, atol=1e-6, err_msg=str(kwargs))
+        assert not np.allclose(first, other, rtol=1e-3, atol=0), kwargs

@@ -7,9 +7,10 @@ dispersion: 3 waits a minibatch on a GPU; the library and the gamma draws: 1). T
 here keep them on the device and bring them to the host together
 (:class:`~deltavae.model._gathered.Gathered`), cells first, then put them back in scvi-tools'
 layout (C-ordered arrays joined along the cells' axis), so that the numbers, and what numpy
-computes from them after, are the same. The latents (z, a latent library) are drawn on the
-CPU, cell after cell, where scvi-tools draws them on the model's device: one seed gives the
-same values on a GPU as on the CPU, and for any ``batch_size``.
+computes from them after, are the same. The latents (z, a latent library) and the denoised
+gammas are drawn on the CPU, cell after cell, where scvi-tools draws them on the model's
+device: one seed gives the same values on a GPU as on the CPU, and for any ``batch_size``
+(the gammas' parameters are brought to the host together, as the other values).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from scvi.data._utils import _validate_adata_dataloader_input
 from scvi.model.base._vaemixin import unsupported_if_adata_minified
 
 from .._checks import check_bool
+from ..distributions._draws import CellDraws
 from ._gathered import Gathered
 from ._modes import latent_draws
 
@@ -135,16 +137,32 @@ def denoised_samples_on_host(
     **data_loader_kwargs,
 ) -> np.ndarray:
     """scvi-tools 1.4's ``RNASeqMixin._get_denoised_samples`` (the gamma draws of
-    ``get_feature_correlation_matrix``): the same arguments and draws."""
+    ``get_feature_correlation_matrix``): the same arguments, layout and distribution, every
+    number drawn on the CPU cell after cell (z and a latent library by
+    ``_modes.latent_draws``, the gammas by the same ``CellDraws``' generator) where
+    scvi-tools draws them on the model's device minibatch by minibatch: one seed, the same
+    draws on a GPU as on the CPU, and for any ``batch_size``. Each call (each
+    ``transform_batch`` of the matrix) seeds its own generators from torch's CPU generator."""
     loader = _loader(model, adata, indices, batch_size, dataloader, data_loader_kwargs)
     if dataloader is not None:
         transform_batch = None
-    gathered = Gathered()
+    drawing = latent_draws(model.module, True)[0]
+    draws = drawing["cell_draws"] if "cell_draws" in drawing else CellDraws()
+
+    def drawn(part: dict) -> dict:  # on the host, cells first: each cell's gammas in turn
+        rate = part.pop("rate")
+        shape = part.pop("shape").contiguous()
+        # torch's Gamma(shape, rate).sample(): a standard gamma over the rate, at least tiny
+        value = torch._standard_gamma(shape, generator=draws.generator("denoised"))
+        value = (value / rate).clamp_(min=torch.finfo(shape.dtype).tiny)
+        return {"drawn": value.permute(0, 2, 1) if n_samples > 1 else value}
+
+    gathered = Gathered(drawn)
     for tensors in loader:
         x = tensors[REGISTRY_KEYS.X_KEY]
         _, generative_outputs = model.module.forward(
             tensors=tensors,
-            inference_kwargs={"n_samples": n_samples},
+            inference_kwargs={"n_samples": n_samples, **drawing},
             generative_kwargs=model._get_transform_batch_gen_kwargs(transform_batch),
             compute_loss=False,
         )
@@ -152,13 +170,13 @@ def denoised_samples_on_host(
             px_scale, px_r = generative_outputs["px"].scale, generative_outputs["px"].theta
         else:
             px_scale, px_r = generative_outputs["px_scale"], generative_outputs["px_r"]
-        device = px_r.device
         rate = rna_size_factor * px_scale
-        dispersion = px_r if px_r.dim() == 2 else torch.ones_like(x).to(device) * px_r
+        dispersion = px_r if px_r.dim() == 2 else torch.ones_like(x).to(px_r.device) * px_r
         p = rate / (rate + dispersion)
-        if device.type == "mps":  # drawn on the CPU there, as scvi-tools draws them
-            drawn = torch.distributions.Gamma(dispersion.cpu(), ((1 - p) / p).cpu()).sample()
-        else:
-            drawn = torch.distributions.Gamma(dispersion, (1 - p) / p).sample()
-        gathered.add(drawn=drawn.permute(1, 2, 0) if n_samples > 1 else drawn)
+        beta = (1 - p) / p
+        shape = dispersion.expand_as(beta)
+        # kept on the device, cells first, brought to the host together and drawn there
+        if n_samples > 1:
+            shape, beta = shape.transpose(0, 1), beta.transpose(0, 1)
+        gathered.add(shape=shape, rate=beta)
     return gathered.result()["drawn"].numpy()

@@ -85,26 +85,6 @@ on the CPU, cell after cell, from generators seeded by torch's CPU generator: on
 (scvi-tools draws on the model's device, minibatch by minibatch)."""
 
 
-def drawn_on_device(draws: str) -> str:
-    """The note of a read-out whose random ``draws`` (a phrase) are made on the model's device,
-    as scvi-tools makes them, not on the CPU as ``posterior_predictive_sample``'s.
-
-    Examples
-    --------
-    >>> drawn_on_device("z (one draw of q(z | x) per cell)").split(",")[0]
-    "Its draws of z (one draw of q(z | x) per cell) are made on the model's device"
-    """
-    return (
-        f"Its draws of {draws} are made on the model's device, minibatch by minibatch, as "
-        "scvi-tools makes them: under one ``scvi.settings.seed`` a GPU gives other values "
-        "than a CPU, and ``batch_size`` changes them (a mean over many draws agrees within "
-        "its Monte Carlo error). They are left there for speed; ``posterior_predictive_sample``"
-        ", ``get_normalized_expression``, ``get_likelihood_parameters`` and "
-        "``get_latent_representation`` draw on the CPU, the same on any device and for any "
-        "``batch_size``."
-    )
-
-
 def drawn_on_cpu(draws: str) -> str:
     """The note of a read-out whose random ``draws`` (a phrase) are made on the CPU, cell
     after cell, where scvi-tools makes them on the model's device.
@@ -148,6 +128,10 @@ LIBRARY_DRAWS = drawn_on_cpu(
     " an observed library is read as it is)"
 )
 LATENT_DRAWS = drawn_on_cpu("z for ``give_mean=False`` (the means draw nothing)")
+CORRELATION_DRAWS = drawn_on_cpu(
+    "z (and a latent library, where a ZINBVAE learns one) and of the gamma variables of the"
+    " denoised counts (each ``transform_batch`` by generators of its own)"
+)
 
 ELBO_DRAWS = drawn_on_cpu(
     "the guide's latents (one draw of q per cell: z, and a latent library where a ZINBVAE"
@@ -159,8 +143,6 @@ IMPORTANCE_DRAWS = drawn_on_cpu(
     " generators of its own)"
 )
 
-#: Notes of the read-outs that draw on the model's device (see :func:`drawn_on_device`).
-CORRELATION_DRAWS = drawn_on_device("z and of the gamma variables of the denoised counts")
 
 DRAWS_OVERALL = """``n_samples_overall`` returns an ``np.ndarray`` (``n_samples_overall`` x
 genes): draws of randomly chosen cells, not one row per cell (scvi-tools' DataFrame of them
