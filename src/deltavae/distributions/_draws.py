@@ -78,8 +78,8 @@ class CellDraws:
 
     def branch(self, index: int) -> CellDraws:
         """Generators of their own for a part ``index`` of the read-out that draws its cells
-        again (each ``transform_batch`` of ``posterior_predictive_sample``): one stream
-        shared by the parts took their draws in an order set by the minibatches.
+        again (read through :meth:`part`, which keeps them): one stream shared by the parts
+        took their draws in an order set by the minibatches.
 
         Examples
         --------
@@ -91,10 +91,10 @@ class CellDraws:
         return CellDraws(int(words[0]) | int(words[1]) << 32)
 
     def part(self, index: int) -> CellDraws:
-        """The generators of pass ``index`` of a read-out that draws each minibatch's cells
-        several times (``get_marginal_ll``'s passes of importance draws): pass 0 draws from
-        these, pass ``index`` from :meth:`branch` ``(index)``, made once and kept, so every
-        minibatch's pass ``index`` reads on from the last one's (a fresh branch each
+        """The generators of pass ``index`` of a read-out that draws its cells several times
+        (each ``transform_batch``; ``get_marginal_ll``'s passes of importance draws): pass 0
+        draws from these, pass ``index`` from :meth:`branch` ``(index)``, made once and kept,
+        so every minibatch's pass ``index`` reads on from the last one's (a fresh branch each
         minibatch drew each minibatch's first cells alike).
 
         Examples

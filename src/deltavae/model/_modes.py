@@ -89,7 +89,7 @@ def latent_draws(module: torch.nn.Module, draw: bool, n_parts: int = 1) -> list[
     if "cell_draws" not in takes:
         return [{} for _ in range(n_parts)]
     root = CellDraws()
-    return [{"cell_draws": root.branch(i) if i else root} for i in range(n_parts)]
+    return [{"cell_draws": root.part(i)} for i in range(n_parts)]
 
 
 #: [how many unchecked_distributions contexts are open, the default they found]

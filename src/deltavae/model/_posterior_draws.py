@@ -88,7 +88,7 @@ def posterior_predictive_draws(
     cell_draws = CellDraws() if cell_draws is None else cell_draws
     # Generators of its own for each transform_batch: one stream shared by them took its
     # draws minibatch by minibatch, in an order set by batch_size.
-    draws_of = [cell_draws.branch(i) if i else cell_draws for i in range(len(transform_batch))]
+    draws_of = [cell_draws.part(i) for i in range(len(transform_batch))]
     if not isinstance(genes, slice):
         genes = torch.as_tensor(genes)
     # Each minibatch's parameters of p(x | z) kept on the device and brought to the host
