@@ -4,6 +4,7 @@ gives the same numbers whatever the ``batch_size``, and on a GPU as on the CPU. 
 generator draws other numbers than the CPU's, which :class:`_device_tracker.DeviceTracker`
 (``draws=True``) catches on a CPU: any random draw made on the model's device."""
 
+import functools
 import warnings
 
 import numpy as np
@@ -61,6 +62,24 @@ def _tracked(module, call):
         with tracker:
             call()
     return tracker
+
+
+def _scvi_seed_4():
+    scvi.settings.seed = 4  # torch's generator and numpy's (DE's choice of cells)
+
+
+def _at_one_seed(read, seed=lambda: torch.manual_seed(4), quiet=True):
+    """``read(batch_size=7)`` after ``seed()``, then ``read()`` after ``seed()`` again and
+    ``read()`` once more (another seed): ``(first, again, other)``; ``quiet``: the tiny
+    models' warnings silenced meanwhile."""
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")
+        seed()
+        first = read(batch_size=7)
+        seed()
+        again = read()
+        return first, again, read()
 
 
 def test_seeded_counts_do_not_depend_on_batch_size(trained):
@@ -272,11 +291,9 @@ def test_posterior_predictive_sample_draws_on_the_cpu(request, monkeypatch, kind
     tracker = _tracked(model.module, lambda: draws(n_samples=2, transform_batch=both))
     assert not tracker.mixes, tracker.report()
     for kwargs in ({}, {"n_samples": 3}, {"transform_batch": both}):
-        torch.manual_seed(4)
-        first = draws(batch_size=7, **kwargs)
-        torch.manual_seed(4)
-        assert np.array_equal(first, draws(**kwargs)), kwargs
-        assert not np.array_equal(first, draws(**kwargs)), kwargs  # another seed: others
+        first, again, other = _at_one_seed(functools.partial(draws, **kwargs), quiet=False)
+        assert np.array_equal(first, again), kwargs
+        assert not np.array_equal(first, other), kwargs  # another seed: others
 
 
 @pytest.mark.parametrize("likelihood", ["normal", "bernoulli", "zinb"])
@@ -414,13 +431,9 @@ def test_latent_draws_of_the_read_outs_are_made_on_the_cpu(request, monkeypatch,
     for name, read in _latent_reads(model).items():
         tracker = _tracked(model.module, read)
         assert not tracker.mixes, f"{name}: {tracker.report()}"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            scvi.settings.seed = 4  # torch's generator and numpy's (DE's choice of cells)
-            first = np.asarray(read(batch_size=7))
-            scvi.settings.seed = 4
-            again = np.asarray(read())
-            other = np.asarray(read())  # another seed
+        first, again, other = (
+            np.asarray(values) for values in _at_one_seed(read, seed=_scvi_seed_4)
+        )
         np.testing.assert_allclose(first, again, rtol=1e-5, atol=1e-7, err_msg=name)
         assert not np.allclose(first, other, rtol=1e-3, atol=0), name
 
@@ -455,13 +468,7 @@ def test_fit_measures_draw_the_guides_latents_on_the_cpu(request, monkeypatch, k
     for name, read in _fit_reads(model).items():
         tracker = _tracked(model.module, read)
         assert not tracker.mixes, f"{name}: {tracker.report()}"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.manual_seed(4)
-            first = read(batch_size=7)
-            torch.manual_seed(4)
-            again = read()
-            other = read()  # another seed
+        first, again, other = _at_one_seed(read)
         assert isinstance(first, torch.Tensor) and first.device.type == "cpu", name
         assert first.shape == (60,), name
         np.testing.assert_allclose(first, again, rtol=1e-5, atol=1e-4, err_msg=name)
@@ -488,12 +495,7 @@ def test_feature_correlation_matrix_draws_on_the_cpu(request, monkeypatch, kind)
     tracker = _tracked(model.module, lambda: matrix(n_samples=2, transform_batch=both))
     assert not tracker.mixes, tracker.report()
     for kwargs in ({"n_samples": 1}, {"n_samples": 3}, {"n_samples": 2, "transform_batch": both}):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            scvi.settings.seed = 4
-            first = matrix(batch_size=7, **kwargs)
-            scvi.settings.seed = 4
-            again, other = matrix(**kwargs), matrix(**kwargs)
+        first, again, other = _at_one_seed(functools.partial(matrix, **kwargs), seed=_scvi_seed_4)
         assert isinstance(first, pd.DataFrame)
         assert list(first.index) == list(first.columns) == list(model.adata.var_names)
         np.testing.assert_allclose(first, again, rtol=1e-5, atol=1e-6, err_msg=str(kwargs))
