@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from .._checks import short_repr
 from .._warn import warn_user
@@ -30,20 +29,6 @@ MIN_REFERENCE_CELLS = 5
 #: The start of impute's note, which cross_validate's folds leave out: it says its own, of
 #: the genes scored, once (``warn_few_cell_scores``).
 FEW_CELLS_NOTE = r"\d+ of the \d+ genes imputed are counted in fewer than"
-
-
-def cells_counting(matrix) -> np.ndarray:
-    """The number of rows (cells) with a count above 0 in each column (gene) of ``matrix``
-    (in memory, dense or sparse).
-
-    Examples
-    --------
-    >>> cells_counting(np.array([[0, 2, 1], [0, 0, 3]])).tolist()
-    [0, 1, 2]
-    """
-    if sparse.issparse(matrix):
-        return np.asarray((matrix > 0).sum(axis=0)).ravel().astype(np.int64)
-    return np.count_nonzero(np.asarray(matrix) > 0, axis=0).astype(np.int64)
 
 
 def record_few_cell_genes(model, counting: np.ndarray, genes, n_cells: int) -> None:

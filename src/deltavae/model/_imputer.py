@@ -28,7 +28,7 @@ from .._renamed import foreign_keywords
 from .._slashes import MESSAGE_START, warn_imputer_names
 from ..module import ImputerDeconvolutionModule, ImputerLatentModule
 from ._base import DeltaModelMixin
-from ._few_cell_genes import cells_counting, record_few_cell_genes
+from ._few_cell_genes import record_few_cell_genes
 from ._genes import _refuse_duplicates
 from ._imputer_cross_val import ImputerCrossValMixin
 from ._imputer_reference import (
@@ -46,7 +46,7 @@ from ._imputer_reference import (
 from ._imputer_results import ImputerResultsMixin
 from ._init_keywords import check_passed_on, keyword_hints, setup_hints
 from ._load_state import reads_once, saved_state
-from ._matrices import column_sums, memory_copy, row_sums, to_memory
+from ._matrices import cells_counting, column_sums, memory_copy, row_sums, to_memory
 from ._nmf_reference import warn_empty_reference_cells, warn_small_types
 from ._nmf_start import keep_uncounted
 from ._placeholder_labels import warn_placeholder_labels

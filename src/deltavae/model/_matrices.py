@@ -119,6 +119,20 @@ def row_sums(x) -> np.ndarray:
     return np.concatenate(totals) if totals else np.zeros(0)
 
 
+def cells_counting(matrix) -> np.ndarray:
+    """The number of rows (cells) with a count above 0 in each column (gene) of ``matrix``
+    (in memory, dense or sparse).
+
+    Examples
+    --------
+    >>> cells_counting(np.array([[0, 2, 1], [0, 0, 3]])).tolist()
+    [0, 1, 2]
+    """
+    if sparse.issparse(matrix):
+        return np.asarray((matrix > 0).sum(axis=0)).ravel().astype(np.int64)
+    return np.count_nonzero(np.asarray(matrix) > 0, axis=0).astype(np.int64)
+
+
 def column_sums(x, counting: np.ndarray | None = None) -> np.ndarray:
     """Per-column totals of a matrix in memory or on disk (read in chunks of rows), float64.
     ``counting``: an array (columns) each column's number of rows with a count above 0 is
@@ -130,8 +144,6 @@ def column_sums(x, counting: np.ndarray | None = None) -> np.ndarray:
     >>> column_sums(np.array([[1, 0], [3, 0]]), counting).tolist(), counting.tolist()
     ([4.0, 0.0], [2, 0])
     """
-    from ._few_cell_genes import cells_counting
-
     blocks = [x] if isinstance(x, np.ndarray) or sparse.issparse(x) else _chunks(x)
     total = np.zeros(x.shape[1])
     for block in blocks:

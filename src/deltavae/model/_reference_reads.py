@@ -11,8 +11,7 @@ from anndata import AnnData
 
 from .._checks import layer_matrix
 from ._de_rows import matrix_bytes, warn_read_size
-from ._few_cell_genes import cells_counting
-from ._matrices import in_memory, on_disk, take_columns, to_memory
+from ._matrices import cells_counting, in_memory, on_disk, take_columns, to_memory
 from ._validation import _chunks, is_sparse
 
 
