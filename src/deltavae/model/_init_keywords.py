@@ -9,14 +9,11 @@ import inspect
 
 from .._close_names import did_you_mean
 from .._renamed import foreign_hint, foreign_keywords
-from ._setup_instead import SETUP_FOREIGN
+from ._setup_instead import SEEDED_BY_SCVI, SETUP_FOREIGN
 
 #: scanpy's and scikit-learn's keywords no model's constructor takes (``foreign_hint``'s
 #: sentences: what to do instead).
-SEEDED = (
-    "a model's constructor takes no seed: its training is seeded by scvi.settings.seed, "
-    "scvi-tools' way; set it before building the model (e.g. scvi.settings.seed = 0)"
-)
+SEEDED = f"a model's constructor takes no seed: {SEEDED_BY_SCVI}"
 _FOREIGN = {"random_state": SEEDED, "seed": SEEDED}
 
 

@@ -66,10 +66,13 @@ SETUP_INSTEAD["ZINBVAE"]["unlabeled_category"] = (
 
 #: scanpy's and other tools' keywords for what a model's setup_anndata names otherwise, by
 #: model (``_renamed.foreign_keywords``): refused with ours, never read as aliases.
+#: How a model's training is seeded, for the refusals of a seed where none is taken.
+SEEDED_BY_SCVI = (
+    "its training is seeded by scvi.settings.seed, scvi-tools' way; set it before building "
+    "the model (e.g. scvi.settings.seed = 0)"
+)
 _SETUP_SEEDED = (
-    "setup_anndata registers the data only, and a model takes no seed: its training is seeded "
-    "by scvi.settings.seed, scvi-tools' way; set it before building the model (e.g. "
-    "scvi.settings.seed = 0)"
+    f"setup_anndata registers the data only, and a model takes no seed: {SEEDED_BY_SCVI}"
 )
 _SEEDS = {"random_state": _SETUP_SEEDED, "seed": _SETUP_SEEDED}
 _SLIDE = "sample_key: each spot's slide or batch"
