@@ -53,21 +53,18 @@ def warn_few_cell_genes(model, chosen: pd.Index, named: bool, layer: str | None)
     found = few[few.index.isin(chosen)]
     if not len(found):
         return
-    first = found.index[0]
     fix = (
         "leave them out of genes="
         if named
         else "to leave them out of impute(), drop them from the reference before "
         f"from_reference: {_drop_statement(layer)}"
     )
+    opening = _few_of(found.index, len(chosen), "imputed", model.reference_n_cells_, found.iloc[0])
     warn_user(
-        f"{len(found)} of the {len(chosen)} genes imputed are counted in fewer than "
-        f"{MIN_REFERENCE_CELLS} of the reference's {model.reference_n_cells_} cells "
-        f"({short_repr(found.index.tolist(), n=10)}; {first!r} in {found.iloc[0]}). Their "
-        "imputed values rest on those few cells' counts, about one small value in every "
-        "spot, not an estimate of where the gene is expressed (on a lymph-node Visium pair, "
-        "such genes held out of the spots correlated 0.02-0.09 with their real counts, "
-        "genes counted in 20 or more cells 0.3-0.5). Read them as unreliable, or impute "
+        f"{opening}. Their imputed values rest on those few cells' counts, about one small "
+        "value in every spot, not an estimate of where the gene is expressed (on a lymph-node "
+        "Visium pair, such genes held out of the spots correlated 0.02-0.09 with their real "
+        "counts, genes counted in 20 or more cells 0.3-0.5). Read them as unreliable, or impute "
         "them from a reference that counts them in more cells; " + fix + "."
     )
 
@@ -92,17 +89,25 @@ def warn_few_cell_scores(
         if (~few).any()
         else "(every gene scored is such)"
     )
+    opening = _few_of(names, len(scores), "scored", n_cells, int(cells[few][0]))
     warn_user(
-        f"{len(names)} of the {len(scores)} genes scored are counted in fewer than "
-        f"{MIN_REFERENCE_CELLS} of the reference's {n_cells} cells "
-        f"({short_repr(names.tolist(), n=10)}; {names[0]!r} in {int(cells[few][0])}): their "
-        f"median PCC is {theirs}, {others}. Their imputations rest on those few cells' "
-        "counts, so their scores measure the reference's coverage more than the model (on a "
-        "lymph-node Visium pair, such genes correlated 0.02-0.09 with their real counts, "
-        "genes counted in 20 or more cells 0.3-0.5), and a median over every gene counts "
+        f"{opening}: their median PCC is {theirs}, {others}. Their imputations rest on those "
+        "few cells' counts, so their scores measure the reference's coverage more than the "
+        "model (on a lymph-node Visium pair, such genes correlated 0.02-0.09 with their real "
+        "counts, genes counted in 20 or more cells 0.3-0.5), and a median over every gene counts "
         "them with the rest. To score the model on the genes it can impute, drop them from the "
         f"reference before cross_validate ({_drop_statement(layer)}), or leave them out of "
         "genes=."
+    )
+
+
+def _few_of(names: pd.Index, total: int, done: str, n_cells: int, first_count: int) -> str:
+    """The opening of both notes: how many of the ``total`` genes ``done`` (imputed, scored)
+    the reference counts in too few of its ``n_cells`` cells, which, and the first's count."""
+    return (
+        f"{len(names)} of the {total} genes {done} are counted in fewer than "
+        f"{MIN_REFERENCE_CELLS} of the reference's {n_cells} cells "
+        f"({short_repr(names.tolist(), n=10)}; {names[0]!r} in {first_count})"
     )
 
 
