@@ -9,7 +9,10 @@ from the read-out's seed and the kind's name; torch's CPU kernels for uniform, B
 gamma and Poisson draws read their generator one element after another, so minibatches of any
 size, on any device, draw the same numbers for each cell. The draws of a normal (``randn``,
 which CPU kernels fill 16 values at a time) are made in one call per read-out only
-(:meth:`CellDraws.normal`).
+(:meth:`CellDraws.normal`). Gamma and Poisson draws read no generator: torch's samplers take
+as many uniforms as each element's rejections need, so a parameter off in its last bits (as a
+GPU's are) moved every later draw; each element's uniforms are keyed by its place in the
+read-out instead (:mod:`deltavae.distributions._keyed_draws`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 
 from ._counts import round_counts
+from ._keyed_draws import poisson, standard_gamma
 from ._likelihood import Likelihood
 
 
@@ -66,15 +70,47 @@ class CellDraws:
             seed = int(torch.randint(2**62, (1,)).item())
         self.seed = int(seed)
         self._generators: dict[str, torch.Generator] = {}
+        self._places: dict[str, int] = {}
         self._parts: dict[int, CellDraws] = {}
+
+    def _key(self, kind: str) -> int:
+        """A 64-bit key of the seed and the kind's name."""
+        words = np.random.SeedSequence([self.seed, zlib.crc32(kind.encode())]).generate_state(2)
+        return int(words[0]) | int(words[1]) << 32
 
     def generator(self, kind: str) -> torch.Generator:
         """The CPU generator of draws of ``kind``, seeded from the seed and the kind's name."""
         if kind not in self._generators:
-            words = np.random.SeedSequence([self.seed, zlib.crc32(kind.encode())]).generate_state(2)
-            seed = int(words[0]) | int(words[1]) << 32
-            self._generators[kind] = torch.Generator().manual_seed(seed)
+            self._generators[kind] = torch.Generator().manual_seed(self._key(kind))
         return self._generators[kind]
+
+    def _places_of(self, kind: str, n: int) -> tuple[int, int]:
+        """The key of ``kind`` and the place of the first of its next ``n`` elements: the
+        elements drawn so far, so the read-out's cells, in order, take places 0, 1, ..."""
+        start = self._places.get(kind, 0)
+        self._places[kind] = start + n
+        return self._key(kind), start
+
+    def gamma(self, alpha: torch.Tensor, kind: str) -> torch.Tensor:
+        """Gamma(``alpha``, 1) draws on the CPU (float64): each element's first three uniforms
+        from the kind's generator, any more keyed by its place
+        (:func:`~deltavae.distributions._keyed_draws.standard_gamma`).
+
+        Examples
+        --------
+        >>> draws = CellDraws(0)
+        >>> whole = draws.gamma(torch.full((4, 3), 2.0), "g")
+        >>> parts = CellDraws(0)
+        >>> split = torch.cat([parts.gamma(torch.full((n, 3), 2.0), "g") for n in (1, 3)])
+        >>> bool(torch.equal(whole, split))
+        True
+        """
+        return standard_gamma(alpha, *self._places_of(kind, alpha.numel()), self.generator(kind))
+
+    def poisson(self, rate: torch.Tensor, kind: str) -> torch.Tensor:
+        """Poisson(``rate``) draws on the CPU (float64), uniforms as :meth:`gamma`'s
+        (:func:`~deltavae.distributions._keyed_draws.poisson`)."""
+        return poisson(rate, *self._places_of(kind, rate.numel()), self.generator(kind))
 
     def branch(self, index: int) -> CellDraws:
         """Generators of their own for a part ``index`` of the read-out that draws its cells
@@ -171,8 +207,7 @@ class CellDraws:
         """
         alpha = concentration.detach().cpu().double()
         alpha = alpha.unsqueeze(1).expand(alpha.shape[0], n_samples, *alpha.shape[1:])
-        gamma = torch._standard_gamma(alpha.contiguous(), generator=self.generator(kind))
-        gamma = gamma.clamp(min=torch.finfo(torch.float64).tiny)  # no 0 / 0 of tiny shapes
+        gamma = self.gamma(alpha, kind)  # at least tiny: no 0 / 0 of tiny shapes
         return _draws_first(gamma / gamma.sum(-1, keepdim=True), n_samples, concentration)
 
     def round_counts(self, mean: torch.Tensor, kind: str = "round") -> torch.Tensor:
@@ -193,16 +228,16 @@ class CellDraws:
         if likelihood.is_count:
             mu = cpu["mu"]
             theta = cpu["theta"].expand_as(mu).contiguous()
-            gamma = torch._standard_gamma(theta, generator=self.generator("gamma"))
+            gamma = self.gamma(theta, "gamma")
             rate = (gamma * (mu / theta)).clamp(min=torch.finfo(mu.dtype).tiny, max=1e8)
-            counts = torch.poisson(rate, generator=self.generator("poisson"))
+            counts = self.poisson(rate, "poisson").to(mu.dtype)
             if likelihood.name == "zinb":
                 zero = self.uniform(mu.shape, "dropout") <= torch.sigmoid(cpu["zi_logits"])
                 counts = torch.where(zero, torch.zeros_like(counts), counts)
             return counts
         if likelihood.name == "normal":
             out = cpu["out"]
-            noise = torch.randn(out.shape, generator=self.generator("normal"), dtype=out.dtype)
+            noise = self.elementwise_normal(out.shape, "normal").to(out.dtype)
             return out + torch.exp(cpu["log_scale"]) * noise
         logits = cpu["out"]
         return (self.uniform(logits.shape, "bernoulli") < torch.sigmoid(logits)).to(logits.dtype)

@@ -153,7 +153,7 @@ def denoised_samples_on_host(
         rate = part.pop("rate")
         shape = part.pop("shape").contiguous()
         # torch's Gamma(shape, rate).sample(): a standard gamma over the rate, at least tiny
-        value = torch._standard_gamma(shape, generator=draws.generator("denoised"))
+        value = draws.gamma(shape, "denoised").to(shape.dtype)
         value = (value / rate).clamp_(min=torch.finfo(shape.dtype).tiny)
         return {"drawn": value.permute(0, 2, 1) if n_samples > 1 else value}
 
