@@ -500,3 +500,28 @@ def test_feature_correlation_matrix_draws_on_the_cpu(request, monkeypatch, kind)
         assert list(first.index) == list(first.columns) == list(model.adata.var_names)
         np.testing.assert_allclose(first, again, rtol=1e-5, atol=1e-6, err_msg=str(kwargs))
         assert not np.allclose(first, other, rtol=1e-3, atol=0), kwargs
+
+
+def test_imputer_latent_draws_are_made_on_the_cpu(monkeypatch):
+    """SpatialImputer.get_latent_representation(give_mean=False) drew z with rsample on the
+    model's device: another z on a GPU for one seed, and others for another batch_size."""
+    cells = dv.datasets.synthetic_counts(n_cells=120, n_genes=30, n_clusters=3, seed=1)
+    spots, ref = dv.datasets.pseudo_spots(cells, "cluster", n_spots=24, seed=0)
+    model = dv.model.SpatialImputer.from_reference(
+        spots[:, :20].copy(), ref, labels_key="cluster", design="latent"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, **TRAIN)
+    track_moves(monkeypatch)
+    tracker = _tracked(model.module, lambda: model.get_latent_representation(give_mean=False))
+    assert not tracker.mixes, tracker.report()
+    for reference in (False, True):
+        torch.manual_seed(5)
+        whole = model.get_latent_representation(give_mean=False, reference=reference)
+        torch.manual_seed(5)
+        parts = model.get_latent_representation(give_mean=False, reference=reference, batch_size=7)
+        np.testing.assert_allclose(whole, parts, rtol=1e-5, atol=1e-6)  # the encoder's sums
+        mean, var = model.get_latent_representation(return_dist=True, reference=reference)
+        assert not np.allclose(whole, mean)
+        assert np.abs((whole - mean) / np.sqrt(var)).max() < 6

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from ..distributions._draws import CellDraws
 from ._backed import writes_backed
 from ._de_checks import check_draws
 from ._few_cell_genes import warn_few_cell_genes
@@ -215,7 +216,10 @@ class ImputerResultsMixin:
         indices
             Spots of ``adata`` to read, as in :meth:`impute`.
         give_mean
-            The posterior mean; ``False`` draws one z from q.
+            The posterior mean; ``False`` draws one z from q, its normal draws made on the
+            CPU spot after spot from a generator seeded by torch's (CPU) generator: one
+            ``torch.manual_seed``, the same z on a GPU as on the CPU and for any
+            ``batch_size``.
         mc_samples
             Accepted for scvi-tools' signature; q is Gaussian, so its mean needs no sampling.
         batch_size
@@ -255,6 +259,7 @@ class ImputerResultsMixin:
         dtype = next(module.parameters()).dtype
         n_rows = len(module.reference_counts) if reference else len(positions)
         gathered, empty = Gathered(), []  # on the host together: a .cpu() a chunk waited
+        draws = None if give_mean or return_dist else CellDraws()
         for start in range(0, n_rows, chunk):
             if reference:
                 x = module.reference_counts[start : start + chunk][:, module.visible]
@@ -264,7 +269,11 @@ class ImputerResultsMixin:
                 empty.append((x.sum(dim=1) == 0).numpy())
             with torch.no_grad():
                 q = module._encode(x.to(module.device, dtype), int(reference))
-                z = q.loc if give_mean or return_dist else q.rsample()
+                z = (
+                    q.loc
+                    if draws is None
+                    else q.loc + q.scale * draws.standard_normal(q.loc, 1, "z")
+                )
             gathered.add(z=z, scale=q.scale if return_dist else None)
         got = {key: [value.numpy().astype(np.float32)] for key, value in gathered.result().items()}
         locs, scales = np.concatenate(got.get("z", [])), got.get("scale")
