@@ -140,7 +140,8 @@ ELBO_DRAWS = drawn_on_cpu(
 IMPORTANCE_DRAWS = drawn_on_cpu(
     "the guide's latents (``n_mc_samples`` importance draws per cell of z, a latent library"
     " where a ZINBVAE learns one, a CGMDVAE's w; each pass of ``n_mc_samples_per_pass`` from"
-    " generators of its own)"
+    " generators of its own, so one seed with another ``n_mc_samples_per_pass`` draws other"
+    " samples, an estimate as good)"
 )
 
 
