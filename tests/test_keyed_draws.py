@@ -134,3 +134,22 @@ def test_posterior_predictive_draws_of_a_model_off_in_its_last_bits():
     rounded = model.posterior_predictive_sample(n_samples=2).todense()
     assert exact.sum() > 10_000
     assert (exact != rounded).sum() <= 0.005 * exact.size
+
+
+def test_parameters_of_a_diverged_model_are_refused_by_name():
+    """NaN shapes sent the gamma's rejection round after round to a RuntimeError, and NaN
+    rates were drawn as 0 counts: both are refused, naming the likely cause."""
+    nan = torch.tensor([1.0, float("nan")])
+    with pytest.raises(ValueError, match=r"1 of 2 gamma shapes .* diverged training"):
+        standard_gamma(nan, key=0)
+    with pytest.raises(ValueError, match=r"1 of 2 Poisson rates .* diverged training"):
+        poisson(nan, key=0)
+    with pytest.raises(ValueError, match="gamma shapes"):
+        standard_gamma(torch.tensor([-1.0]), key=0)
+    with pytest.raises(ValueError, match="must be finite"):
+        poisson(torch.tensor([float("inf")]), key=0)
+    params = _nb_params(n_cells=3, n_genes=4)
+    params["mu"][1, 2] = float("nan")
+    with pytest.raises(ValueError, match="Poisson rates"):
+        CellDraws(0).sample(Likelihood("nb"), params)
+    assert standard_gamma(torch.tensor([0.0, float("inf")]), key=0).tolist()[1] == float("inf")

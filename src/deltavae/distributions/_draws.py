@@ -5,14 +5,15 @@ A GPU's generator gives other numbers than the CPU's for one seed, so draws made
 model's device differed between a GPU and the CPU; and draws of several kinds made minibatch
 by minibatch (a NB draw is a gamma, then a Poisson draw) interleaved them in an order set by
 ``batch_size``. Here each kind of draw has a CPU :class:`torch.Generator` of its own, seeded
-from the read-out's seed and the kind's name; torch's CPU kernels for uniform, Bernoulli,
-gamma and Poisson draws read their generator one element after another, so minibatches of any
-size, on any device, draw the same numbers for each cell. The draws of a normal (``randn``,
-which CPU kernels fill 16 values at a time) are made in one call per read-out only
-(:meth:`CellDraws.normal`). Gamma and Poisson draws read no generator: torch's samplers take
-as many uniforms as each element's rejections need, so a parameter off in its last bits (as a
-GPU's are) moved every later draw; each element's uniforms are keyed by its place in the
-read-out instead (:mod:`deltavae.distributions._keyed_draws`).
+from the read-out's seed and the kind's name; torch's CPU kernels for uniform and Bernoulli
+draws read their generator one element after another, so minibatches of any size, on any
+device, draw the same numbers for each cell. The draws of a normal (``randn``, which CPU
+kernels fill 16 values at a time) are made in one call per read-out only
+(:meth:`CellDraws.normal`) or as quantiles of uniforms. Gamma and Poisson draws are not
+torch's: its samplers take as many uniforms as each element's rejections need, so a parameter
+off in its last bits (as a GPU's are) moved the draws after it; here each element reads a
+fixed number of uniforms from the generator and keys any further ones by its place in the
+read-out (``deltavae.distributions._keyed_draws``).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class CellDraws:
     def gamma(self, alpha: torch.Tensor, kind: str) -> torch.Tensor:
         """Gamma(``alpha``, 1) draws on the CPU (float64): each element's first three uniforms
         from the kind's generator, any more keyed by its place
-        (:func:`~deltavae.distributions._keyed_draws.standard_gamma`).
+        (``_keyed_draws.standard_gamma``).
 
         Examples
         --------
@@ -109,7 +110,7 @@ class CellDraws:
 
     def poisson(self, rate: torch.Tensor, kind: str) -> torch.Tensor:
         """Poisson(``rate``) draws on the CPU (float64), uniforms as :meth:`gamma`'s
-        (:func:`~deltavae.distributions._keyed_draws.poisson`)."""
+        (``_keyed_draws.poisson``)."""
         return poisson(rate, *self._places_of(kind, rate.numel()), self.generator(kind))
 
     def branch(self, index: int) -> CellDraws:

@@ -63,6 +63,19 @@ def keyed_uniform(key: int, index: torch.Tensor, slot: int) -> torch.Tensor:
     return _shift(z, 11).double().add_(0.5).mul_(2.0**-53)
 
 
+def _check_finite(values: torch.Tensor, what: str, low: float | None = None) -> None:
+    """Refuse NaN (and values below ``low``): a rejection loop never accepts them, and an
+    inversion reads them as 0; parameters of a diverged model come as NaN."""
+    bad = torch.isnan(values) if low is None else torch.isnan(values) | (values < low)
+    if bool(bad.any()):
+        first = values[bad][0].item()
+        raise ValueError(
+            f"{int(bad.sum())} of {values.numel()} {what} are not usable (the first: {first}); "
+            "a model whose parameters went NaN (a diverged training) gives such values: "
+            "retrain it (a lower learning rate) before drawing from it."
+        )
+
+
 def _first_slots(key: int, index: torch.Tensor, n: int, generator: torch.Generator | None):
     """Slots ``0 .. n - 1`` of every element (float64, elements x n): from ``generator``, ``n``
     uniforms per element read in row order (a fixed count, so the draws of later elements
@@ -96,7 +109,7 @@ def standard_gamma(
     uniforms of place ``start + i`` only: Marsaglia and Tsang's rejection, round ``r`` from
     slots ``2r`` and ``2r + 1``, shapes below 1 raised by one and scaled by a uniform to the
     power ``1 / alpha`` (the last slot). Slots 0 and 1 come from ``generator`` where given
-    (:func:`_first_slots`).
+    (``_first_slots``).
 
     Examples
     --------
@@ -106,6 +119,7 @@ def standard_gamma(
     """
     shape = alpha.shape
     alpha = alpha.detach().cpu().double().reshape(-1)
+    _check_finite(alpha, "gamma shapes", low=0.0)
     index = torch.arange(start, start + alpha.numel(), dtype=torch.int64)
     small = alpha < 1
     d = torch.where(small, alpha + 1, alpha).sub_(1.0 / 3.0)
@@ -139,8 +153,8 @@ def poisson(
     the mass function summed from P(N = 0)), rates from 10 by Hormann's transformed rejection
     (PTRS, as torch and NumPy draw them), round ``r`` from slots ``2r`` and ``2r + 1``. A
     rate one part in a million off moves only draws whose uniforms fall that close to an
-    edge, each by itself. Rates of 0 (or below) give 0. Slot 0 comes from ``generator``
-    where given (:func:`_first_slots`).
+    edge, each by itself. Rates of 0 (or below) give 0, NaN and infinite ones are refused.
+    Slot 0 comes from ``generator`` where given (``_first_slots``).
 
     Examples
     --------
@@ -149,7 +163,11 @@ def poisson(
     (0.0, [3, 400])
     """
     shape = rate.shape
-    rate = rate.detach().cpu().double().reshape(-1).clamp(min=0.0)
+    rate = rate.detach().cpu().double().reshape(-1)
+    _check_finite(rate, "Poisson rates")
+    rate = rate.clamp(min=0.0)
+    if bool(torch.isinf(rate).any()):
+        raise ValueError("Poisson rates must be finite; got inf (a model's rates are clamped).")
     index = torch.arange(start, start + rate.numel(), dtype=torch.int64)
     first = _first_slots(key, index, 1, generator)[:, 0]
     high = rate >= _PTRS_RATE
