@@ -153,3 +153,25 @@ def test_parameters_of_a_diverged_model_are_refused_by_name():
     with pytest.raises(ValueError, match="Poisson rates"):
         CellDraws(0).sample(Likelihood("nb"), params)
     assert standard_gamma(torch.tensor([0.0, float("inf")]), key=0).tolist()[1] == float("inf")
+
+
+def test_draws_in_chunks_are_the_draws_at_once(monkeypatch):
+    """CellDraws draws CHUNK elements at a time (bounding the samplers' float64 temporaries):
+    any chunk size gives the same counts, gammas and Dirichlet draws."""
+    import deltavae.distributions._draws as draws_module
+
+    params = _nb_params(n_cells=40, n_genes=30)
+    alpha = torch.exp(torch.randn(40, 5, generator=torch.Generator().manual_seed(2)))
+
+    def read():
+        draws = CellDraws(4)
+        return (
+            draws.sample(Likelihood("zinb"), params),
+            draws.gamma(alpha, "g"),
+            draws.dirichlet(alpha, 3, "p"),
+        )
+
+    at_once = read()
+    monkeypatch.setattr(draws_module, "CHUNK", 7)
+    for whole, chunked in zip(at_once, read(), strict=True):
+        assert torch.equal(whole, chunked)

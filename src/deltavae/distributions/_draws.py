@@ -27,6 +27,9 @@ from ._counts import round_counts
 from ._keyed_draws import poisson, standard_gamma
 from ._likelihood import Likelihood
 
+#: Elements a keyed sampler draws at a time (``CellDraws._in_chunks``).
+CHUNK = 1 << 16
+
 
 def prefix_randn(shape, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
     """``torch.randn(shape)`` from ``generator`` whose first values are the same whatever the
@@ -93,7 +96,7 @@ class CellDraws:
         return self._key(kind), start
 
     def gamma(self, alpha: torch.Tensor, kind: str) -> torch.Tensor:
-        """Gamma(``alpha``, 1) draws on the CPU (float64): each element's first three uniforms
+        """Gamma(``alpha``, 1) draws on the CPU (float64): each element's first two uniforms
         from the kind's generator, any more keyed by its place
         (``_keyed_draws.standard_gamma``).
 
@@ -106,12 +109,24 @@ class CellDraws:
         >>> bool(torch.equal(whole, split))
         True
         """
-        return standard_gamma(alpha, *self._places_of(kind, alpha.numel()), self.generator(kind))
+        return self._in_chunks(standard_gamma, alpha, kind)
 
     def poisson(self, rate: torch.Tensor, kind: str) -> torch.Tensor:
-        """Poisson(``rate``) draws on the CPU (float64), uniforms as :meth:`gamma`'s
-        (``_keyed_draws.poisson``)."""
-        return poisson(rate, *self._places_of(kind, rate.numel()), self.generator(kind))
+        """Poisson(``rate``) draws on the CPU (float64), each element's first uniform from
+        the kind's generator, any more keyed by its place (``_keyed_draws.poisson``)."""
+        return self._in_chunks(poisson, rate, kind)
+
+    def _in_chunks(self, draw, values: torch.Tensor, kind: str, dtype=torch.float64):
+        """``draw`` (a keyed sampler) of ``values``, ``CHUNK`` elements at a time: the draws
+        of each element are the same in chunks as at once, and the sampler's float64
+        temporaries stay a few MiB (of a whole read-out's part they added a tenth to a
+        posterior predictive read's peak memory)."""
+        flat = values.detach().cpu().reshape(-1)
+        key, start = self._places_of(kind, flat.numel())
+        out = torch.empty(flat.numel(), dtype=dtype)
+        for i in range(0, flat.numel(), CHUNK):
+            out[i : i + CHUNK] = draw(flat[i : i + CHUNK], key, start + i, self.generator(kind))
+        return out.reshape(values.shape)
 
     def branch(self, index: int) -> CellDraws:
         """Generators of their own for a part ``index`` of the read-out that draws its cells
@@ -228,10 +243,10 @@ class CellDraws:
         }
         if likelihood.is_count:
             mu = cpu["mu"]
-            theta = cpu["theta"].expand_as(mu).contiguous()
-            gamma = self.gamma(theta, "gamma")
-            rate = (gamma * (mu / theta)).clamp(min=torch.finfo(mu.dtype).tiny, max=1e8)
-            counts = self.poisson(rate, "poisson").to(mu.dtype)
+            theta = cpu["theta"].expand_as(mu)
+            gamma = self._in_chunks(standard_gamma, theta, "gamma", mu.dtype)
+            rate = gamma.mul_(mu / theta).clamp_(min=torch.finfo(mu.dtype).tiny, max=1e8)
+            counts = self._in_chunks(poisson, rate, "poisson", mu.dtype)
             if likelihood.name == "zinb":
                 zero = self.uniform(mu.shape, "dropout") <= torch.sigmoid(cpu["zi_logits"])
                 counts = torch.where(zero, torch.zeros_like(counts), counts)

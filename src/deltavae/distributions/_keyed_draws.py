@@ -141,7 +141,9 @@ def standard_gamma(
     if small.any():
         raised = torch.nonzero(small).squeeze(1)
         boost = keyed_uniform(key, index[raised], _SLOTS - 1)
-        value[raised] *= boost ** (1.0 / alpha[raised])
+        # exp(log(u) / alpha), not u ** (1 / alpha): torch's tensor power rounds the last
+        # elements of a tensor otherwise than the rest, so chunks would change the draws
+        value[raised] *= torch.exp(torch.log(boost) / alpha[raised])
     return value.clamp_(min=_TINY).reshape(shape)
 
 
