@@ -175,3 +175,19 @@ def test_draws_in_chunks_are_the_draws_at_once(monkeypatch):
     monkeypatch.setattr(draws_module, "CHUNK", 7)
     for whole, chunked in zip(at_once, read(), strict=True):
         assert torch.equal(whole, chunked)
+
+
+def test_poisson_sums_many_terms_at_once_as_term_by_term(monkeypatch):
+    """Below a rate of 10 the last few elements' sums take many terms at once: the counts
+    are those of summing term by term, to the bit (rates up to 9.99, uniforms up to 1 -
+    2**-53, where rounding stops the sum short of u)."""
+    import deltavae.distributions._keyed_draws as keyed
+
+    rate = torch.exp(torch.randn(30_000, dtype=torch.float64) * 1.5).clamp(max=9.99)
+    u = keyed_uniform(0, torch.arange(rate.numel()), 0)
+    u[:50] = 1 - 2.0**-53
+    mixed = keyed._summed_inverse(rate, u)
+    monkeypatch.setattr(keyed, "_FEW", 0)  # term by term to the end
+    assert torch.equal(mixed, keyed._summed_inverse(rate, u))
+    monkeypatch.setattr(keyed, "_FEW", 10**9)  # many terms at once from the start
+    assert torch.equal(mixed, keyed._summed_inverse(rate, u))

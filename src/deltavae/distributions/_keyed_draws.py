@@ -24,6 +24,7 @@ import torch
 
 _SLOTS = 64  # uniforms an element may read; the gamma's rounds use 2 each
 _MAX_ROUNDS = (_SLOTS - 1) // 2  # the last slot is the small gamma shapes' scaling
+_FEW = 512  # elements left below which the Poisson's sums take many terms at once
 _PTRS_RATE = 10.0  # the Poisson's rejection from this rate, as torch's and NumPy's
 _TINY = torch.finfo(torch.float64).tiny
 
@@ -187,13 +188,15 @@ def poisson(
 
 
 def _summed_inverse(rate: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The least k with P(N <= k) >= u, the mass function summed from k = 0 (rates < 10)."""
+    """The least k with P(N <= k) >= u, the mass function summed from k = 0 (rates < 10):
+    term by term over the elements still short of u, and once few are left (each term a
+    round of torch calls) many terms at once (``_terms_at_once``, the same sums)."""
     mass = torch.exp(-rate)
     count = torch.zeros_like(rate)
     todo = torch.nonzero(mass < u).squeeze(1)
     state = torch.stack([rate[todo], u[todo], mass[todo], mass[todo]])  # rate, u, P(k), P(<= k)
     k = 0
-    while todo.numel():
+    while todo.numel() > _FEW:
         k += 1
         state[2] *= state[0] / k
         state[3] += state[2]
@@ -201,6 +204,30 @@ def _summed_inverse(rate: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         more = (state[3] < state[1]) & (state[2] > 1e-300)
         count[todo] = float(k)
         todo, state = todo[more], state[:, more]
+    if todo.numel():
+        count[todo] = _terms_at_once(*state, k)
+    return count
+
+
+def _terms_at_once(rate, u, mass, below, k: int) -> torch.Tensor:
+    """``_summed_inverse``'s loop from term ``k`` on (``mass`` = P(N = k), ``below`` =
+    P(N <= k)), 16, 32, 64 ... terms at a time: each term's factor ``rate / j`` multiplied on
+    and each term added in the loop's order (a cumulative product and sum), so the counts
+    are the loop's to the bit."""
+    count = torch.empty_like(rate)
+    left = torch.arange(rate.numel())
+    width = 16
+    while left.numel():
+        steps = torch.arange(k + 1, k + width + 1, dtype=rate.dtype)
+        masses = torch.cumprod(torch.cat([mass[:, None], rate[:, None] / steps], 1), 1)[:, 1:]
+        belows = torch.cumsum(torch.cat([below[:, None], masses], 1), 1)[:, 1:]
+        stop = (belows >= u[:, None]) | (masses <= 1e-300)
+        done = stop.any(1)
+        count[left[done]] = (k + 1 + stop[done].int().argmax(1)).to(rate.dtype)
+        more = ~done
+        left, rate, u = left[more], rate[more], u[more]
+        mass, below = masses[more, -1], belows[more, -1]
+        k, width = k + width, 2 * width
     return count
 
 
