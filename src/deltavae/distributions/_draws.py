@@ -234,7 +234,9 @@ class CellDraws:
         """One draw of p(x | params) (a decoder's parameters, on any device), on the CPU.
 
         Counts are scvi-tools' draw (a gamma of shape theta and mean mu, clamped at 1e8, then
-        a Poisson; a zero where a uniform falls at or below the ZINB's dropout probability).
+        a Poisson; a zero where a uniform falls at or below the ZINB's dropout probability),
+        the gamma and the Poisson drawn by the keyed samplers (:meth:`gamma`), so parameters
+        a GPU rounds otherwise than the CPU move only the counts at an edge.
         """
         cpu = {
             k: v.detach().cpu().contiguous()
