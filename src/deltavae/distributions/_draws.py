@@ -28,7 +28,7 @@ from ._keyed_draws import poisson, standard_gamma
 from ._likelihood import Likelihood
 
 #: Elements a keyed sampler draws at a time (``CellDraws._in_chunks``).
-CHUNK = 1 << 16
+CHUNK = 1 << 17
 
 
 def prefix_randn(shape, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
