@@ -525,3 +525,20 @@ def test_imputer_latent_draws_are_made_on_the_cpu(monkeypatch):
         mean, var = model.get_latent_representation(return_dist=True, reference=reference)
         assert not np.allclose(whole, mean)
         assert np.abs((whole - mean) / np.sqrt(var)).max() < 6
+
+
+def test_archetype_weights_draw_nothing(monkeypatch):
+    """get_archetype_weights reads q's median, but the encoder drew a sample on the device
+    (and scvi-tools' Encoder another) and dropped it: the device's generator moved on
+    for nothing. The tracker finds no draw on the device."""
+    mix = dv.datasets.convex_mixtures(n_spots=40, n_genes=60, n_archetypes=3, seed=0)
+    dv.model.Archetypes.setup_anndata(mix)
+    model = dv.model.Archetypes(mix, n_archetypes=3, min_spots=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, **TRAIN)
+    track_moves(monkeypatch)
+    tracker = _tracked(model.module, lambda: model.get_archetype_weights(mix[:25].copy()))
+    assert not tracker.mixes, tracker.report()
+    weights = model.get_archetype_weights(mix[:25].copy())
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)

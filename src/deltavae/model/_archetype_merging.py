@@ -52,7 +52,7 @@ class ArchetypeMergingMixin:
                 inputs = self.module._get_inference_input(tensors)
                 gathered.add(
                     empty=tensors[REGISTRY_KEYS.X_KEY].sum(dim=-1) == 0,
-                    weights=self.module.inference(**inputs)["weights_map"],
+                    weights=self.module.inference(**inputs, draw=False)["weights_map"],
                 )
         got = {key: [value.numpy()] for key, value in gathered.result().items()}
         return (

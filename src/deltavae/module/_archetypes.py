@@ -319,15 +319,18 @@ class ArchetypesModule(DeltaPyroModule):
         return {"x": tensors[_X], "sample": tensors.get(_SAMPLE)}
 
     @auto_move_data
-    def inference(self, x, sample=None, n_samples: int = 1, cell_draws=None):
+    def inference(self, x, sample=None, n_samples: int = 1, cell_draws=None, draw: bool = True):
         """q(w | x), a sample ``weights`` and the point estimate ``weights_map`` (its median);
         the sample drawn by ``cell_draws`` (a ``CellDraws``: on the CPU, spot after spot)
-        when given."""
-        qw = self._q_weights(x, sample, undrawn=cell_draws is not None)
+        when given. ``draw=False`` draws nothing (``weights`` is the median): the read-outs
+        of ``weights_map`` drew a sample on the device and dropped it."""
+        qw = self._q_weights(x, sample, undrawn=cell_draws is not None or not draw)
         shape = (n_samples,) if n_samples > 1 else ()
         base = qw.base_dist.base_dist
         median = StickBreaking()(base.loc)
-        if cell_draws is None:
+        if not draw:
+            weights = median
+        elif cell_draws is None:
             weights = qw.rsample(shape)
         else:
             noise = cell_draws.standard_normal(base.loc, n_samples, "weights")
