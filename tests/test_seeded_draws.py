@@ -64,6 +64,19 @@ def _tracked(module, call):
     return tracker
 
 
+def _draws_nothing_on_the_device(module, call, name: str = "") -> None:
+    """``call()`` (under :func:`_tracked`) makes no random draw on ``module``'s device nor
+    mixes devices; the tracker's report, after ``name``, says where it did."""
+    tracker = _tracked(module, call)
+    assert not tracker.mixes, f"{name}: {tracker.report()}" if name else tracker.report()
+
+
+def _model(request, kind: str):
+    """The trained model of the fixture named ``kind`` (``trained`` holds it with cells)."""
+    model = request.getfixturevalue(kind)
+    return model[0] if isinstance(model, tuple) else model
+
+
 def _scvi_seed_4():
     scvi.settings.seed = 4  # torch's generator and numpy's (DE's choice of cells)
 
@@ -280,16 +293,14 @@ def test_posterior_predictive_sample_draws_on_the_cpu(request, monkeypatch, kind
     than the CPU under one seed, and batch_size=7 changed 97% of the counts not 0. Now no
     draw is made on the device, the same seed repeats the draws, and batch_size does not
     change them (also with several transform_batch, each drawn by generators of its own)."""
-    model = request.getfixturevalue(kind)
-    model = model[0] if isinstance(model, tuple) else model
+    model = _model(request, kind)
 
     def draws(**kwargs):
         return model.posterior_predictive_sample(indices=np.arange(60), **kwargs).todense()
 
     track_moves(monkeypatch)
     both = ["ctrl", "stim"]  # the batches; CGMDVAE's: its conditions
-    tracker = _tracked(model.module, lambda: draws(n_samples=2, transform_batch=both))
-    assert not tracker.mixes, tracker.report()
+    _draws_nothing_on_the_device(model.module, lambda: draws(n_samples=2, transform_batch=both))
     for kwargs in ({}, {"n_samples": 3}, {"transform_batch": both}):
         first, again, other = _at_one_seed(functools.partial(draws, **kwargs), quiet=False)
         assert np.array_equal(first, again), kwargs
@@ -368,8 +379,7 @@ def test_docstrings_say_which_read_outs_draw_on_the_device(request, monkeypatch,
     numbers) say so in their docstrings, and only those: a read-out whose value changes with
     the seed and that draws on the device under the tracker says "made on the model's
     device"; posterior_predictive_sample, drawn on the CPU, says that instead."""
-    model = request.getfixturevalue(kind)
-    model = model[0] if isinstance(model, tuple) else model
+    model = _model(request, kind)
     track_moves(monkeypatch)
     wrong = {}
     with warnings.catch_warnings():
@@ -425,12 +435,10 @@ def test_latent_draws_of_the_read_outs_are_made_on_the_cpu(request, monkeypatch,
     under one seed, and batch_size=7 changed every value. Now none is drawn on the device,
     the seed repeats them, and batch_size changes them by the last bits of the networks'
     values only."""
-    model = request.getfixturevalue(kind)
-    model = model[0] if isinstance(model, tuple) else model
+    model = _model(request, kind)
     track_moves(monkeypatch)
     for name, read in _latent_reads(model).items():
-        tracker = _tracked(model.module, read)
-        assert not tracker.mixes, f"{name}: {tracker.report()}"
+        _draws_nothing_on_the_device(model.module, read, name)
         first, again, other = (
             np.asarray(values) for values in _at_one_seed(read, seed=_scvi_seed_4)
         )
@@ -462,12 +470,10 @@ def test_fit_measures_draw_the_guides_latents_on_the_cpu(request, monkeypatch, k
     batch_size=7 changed every cell's value. Now none is drawn on the device, the seed
     repeats them, batch_size changes them by the networks' last bits only, and the results
     keep scvi-tools' types."""
-    model = request.getfixturevalue(kind)
-    model = model[0] if isinstance(model, tuple) else model
+    model = _model(request, kind)
     track_moves(monkeypatch)
     for name, read in _fit_reads(model).items():
-        tracker = _tracked(model.module, read)
-        assert not tracker.mixes, f"{name}: {tracker.report()}"
+        _draws_nothing_on_the_device(model.module, read, name)
         first, again, other = _at_one_seed(read)
         assert isinstance(first, torch.Tensor) and first.device.type == "cpu", name
         assert first.shape == (60,), name
@@ -484,16 +490,14 @@ def test_feature_correlation_matrix_draws_on_the_cpu(request, monkeypatch, kind)
     than the CPU under one seed, and batch_size=7 changed it. Now nothing is drawn on the
     device, the seed repeats the matrix for any batch_size (also over both batches, each by
     generators of its own), another seed gives another, and it is scvi-tools' DataFrame."""
-    model = request.getfixturevalue(kind)
-    model = model[0] if isinstance(model, tuple) else model
+    model = _model(request, kind)
     cells, both = np.arange(60), ["ctrl", "stim"]  # the batches; CGMDVAE's: its conditions
 
     def matrix(**kwargs):
         return model.get_feature_correlation_matrix(indices=cells, **kwargs)
 
     track_moves(monkeypatch)
-    tracker = _tracked(model.module, lambda: matrix(n_samples=2, transform_batch=both))
-    assert not tracker.mixes, tracker.report()
+    _draws_nothing_on_the_device(model.module, lambda: matrix(n_samples=2, transform_batch=both))
     for kwargs in ({"n_samples": 1}, {"n_samples": 3}, {"n_samples": 2, "transform_batch": both}):
         first, again, other = _at_one_seed(functools.partial(matrix, **kwargs), seed=_scvi_seed_4)
         assert isinstance(first, pd.DataFrame)
@@ -514,8 +518,9 @@ def test_imputer_latent_draws_are_made_on_the_cpu(monkeypatch):
         warnings.simplefilter("ignore")
         model.train(max_epochs=1, **TRAIN)
     track_moves(monkeypatch)
-    tracker = _tracked(model.module, lambda: model.get_latent_representation(give_mean=False))
-    assert not tracker.mixes, tracker.report()
+    _draws_nothing_on_the_device(
+        model.module, lambda: model.get_latent_representation(give_mean=False)
+    )
     for reference in (False, True):
         torch.manual_seed(5)
         whole = model.get_latent_representation(give_mean=False, reference=reference)
@@ -538,7 +543,6 @@ def test_archetype_weights_draw_nothing(monkeypatch):
         warnings.simplefilter("ignore")
         model.train(max_epochs=1, **TRAIN)
     track_moves(monkeypatch)
-    tracker = _tracked(model.module, lambda: model.get_archetype_weights(mix[:25].copy()))
-    assert not tracker.mixes, tracker.report()
+    _draws_nothing_on_the_device(model.module, lambda: model.get_archetype_weights(mix[:25].copy()))
     weights = model.get_archetype_weights(mix[:25].copy())
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
