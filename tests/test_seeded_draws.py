@@ -546,3 +546,69 @@ def test_archetype_weights_draw_nothing(monkeypatch):
     _draws_nothing_on_the_device(model.module, lambda: model.get_archetype_weights(mix[:25].copy()))
     weights = model.get_archetype_weights(mix[:25].copy())
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def _mean_reads(model) -> dict:
+    """Read-outs that draw nothing (means, probabilities), by name, reading 60 cells."""
+    cells = np.arange(60)
+    reads = {
+        "get_latent_representation": lambda: model.get_latent_representation(indices=cells),
+    }
+    if not getattr(model.module, "use_observed_lib_size", True):  # a ZINBVAE's latent library
+        reads["get_latent_library_size"] = lambda: model.get_latent_library_size(indices=cells)
+    if hasattr(model, "get_cluster_probabilities"):
+        reads["get_cluster_probabilities"] = lambda: model.get_cluster_probabilities(indices=cells)
+    return reads
+
+
+@pytest.mark.parametrize("kind", ["zinbvae", "trained"])
+def test_read_outs_leave_torchs_generator_where_it_was(request, kind):
+    """torch's DataLoader draws each iteration's base seed from torch's global generator, so a
+    mean read-out (which draws nothing) moved the user's seeded stream: after
+    torch.manual_seed(0), a latent read before posterior_predictive_sample changed its counts,
+    and a training after it started elsewhere. The read-outs' loaders have a generator of
+    their own: the global one is where it was, and the drawn read-out after them the same."""
+    model = _model(request, kind)
+    for name, read in _mean_reads(model).items():
+        torch.manual_seed(0)
+        before = torch.get_rng_state()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            read()
+        assert torch.equal(torch.get_rng_state(), before), name
+
+    def counts(after_a_mean_read: bool):
+        torch.manual_seed(0)
+        if after_a_mean_read:
+            model.get_latent_representation(indices=np.arange(60))
+        return model.posterior_predictive_sample(indices=np.arange(60)).todense()
+
+    assert np.array_equal(counts(True), counts(False))
+
+
+def test_importance_weighted_expression_draws_z_on_the_cpu(zinbvae, monkeypatch):
+    """weights="importance" kept scvi-tools' loop, which draws z on the model's device
+    minibatch by minibatch: a GPU weighted and chose other draws than the CPU under one seed,
+    and batch_size changed them. Now the loop's z are the CPU's (the same seed repeats the
+    cells chosen and batch_size=7 does not change them), and their weights are importance
+    weights: the draws chosen are not the uniform weights' under the same seed."""
+    model = zinbvae
+    weighting = {"n_mc_samples": 4, "n_mc_samples_per_pass": 2}
+
+    def read(weights="importance", **kw):
+        if weights == "importance":
+            kw.update(weighting)
+        expression = model.get_normalized_expression(
+            indices=np.arange(60), weights=weights, n_samples_overall=80, **kw
+        )
+        return np.asarray(expression)
+
+    track_moves(monkeypatch)
+    _draws_nothing_on_the_device(model.module, read)
+    first, again, other = _at_one_seed(read, seed=_scvi_seed_4)
+    np.testing.assert_allclose(first, again, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(first, other, rtol=1e-3, atol=0)
+    _scvi_seed_4()
+    uniform = read("uniform")
+    assert first.shape == uniform.shape == (80, model.adata.n_vars)
+    assert not np.allclose(first, uniform, rtol=1e-3, atol=0)

@@ -910,6 +910,9 @@ def test_auto_archetypes_on_few_spots_stay_below_spots_over_min_spots():
 
 
 @pytest.mark.filterwarnings("ignore:spots and reference share only")
+# 5 epochs: about half the starts leave an archetype without spots, which is said
+@pytest.mark.filterwarnings("ignore:min_spots=5 was not fully applied")
+@pytest.mark.filterwarnings("ignore:archetype A1 has no anchors")
 def test_key_added_puts_spot_results_side_by_side(split):
     """The spot models wrote fixed keys: a second deconvolution (another reference, another
     setting) replaced the first."""

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import scvi
 import torch
 from lightning.pytorch.callbacks import Callback
 
@@ -367,6 +368,7 @@ def test_few_validation_checks_are_counted_as_checks_not_epochs():
 def test_read_outs_far_off_are_checked_after_a_second_run_without_validation_cells():
     """The check ran only where the history had no elbo_validation at all: a second run on
     every cell, after one that validated, kept the first run's key and was never checked."""
+    scvi.settings.seed = 1  # lr=0.5: the read-outs of 6 starts of 8 (seeds 0-7) this far off
     model = _normal_model()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -8,6 +8,7 @@ import logging
 import tempfile
 
 import pyro
+import torch
 from scvi.model.base import PyroSviTrainMixin
 
 from .._anndata_or_folder import check_anndata
@@ -382,4 +383,9 @@ class DeltaModelMixin(
     def _make_data_loader(self, *args, **kwargs):
         """scvi-tools' inference loader, with every minibatch moved to the module's device."""
         kwargs = loader_arguments(self, args, kwargs)  # indices checked, read in their order
+        if not kwargs.get("shuffle"):
+            # torch's DataLoader draws each iteration's base seed from the global generator:
+            # a read-out moved the user's torch.manual_seed stream (the next training, or their
+            # own draws, then differed for having read a model out). Its own generator instead.
+            kwargs.setdefault("generator", torch.Generator())
         return _OnDevice(super()._make_data_loader(**kwargs), self.module)

@@ -22,7 +22,6 @@ import torch
 from scvi import settings
 from scvi.data._utils import _validate_adata_dataloader_input
 from scvi.model._utils import _get_batch_code_from_category
-from scvi.model.base import RNASeqMixin
 from scvi.utils import track
 
 from .._checks import check_bool
@@ -52,18 +51,13 @@ def normalized_on_host(
     """scvi-tools 1.4's ``RNASeqMixin.get_normalized_expression`` (the same arguments and
     results), each minibatch's values brought to the host together rather than one at a
     time, and z drawn on the CPU cell after cell (``_modes.latent_draws``)
-    where scvi-tools draws it on the model's device. Importance weights
-    (``weights="importance"``) keep scvi-tools' own loop and draws: it moves the minibatches'
-    distributions to the CPU one at a time for them."""
+    where scvi-tools draws it on the model's device. With importance weights
+    (``weights="importance"`` and ``n_samples_overall``) the posteriors, z and the count
+    distributions of the same loop are kept for scvi-tools' ``get_importance_weights``, as its
+    own loop keeps them: the weights are of the z drawn on the CPU."""
     for name, flag in {"return_mean": return_mean, "silent": silent}.items():
         check_bool(name, flag)  # return_mean="False" averaged the samples
     check_bool("return_numpy", return_numpy, none=True)  # "False": an array, not a DataFrame
-    if weights == "importance":
-        return RNASeqMixin.get_normalized_expression(
-            model, adata, indices, transform_batch, gene_list, library_size, n_samples,
-            n_samples_overall, weights, batch_size, return_mean, return_numpy, silent,
-            dataloader, data_loader_kwargs, **importance_weighting_kwargs,
-        )  # fmt: skip
     _validate_adata_dataloader_input(model, adata, dataloader)
     if dataloader is None:
         adata = model._validate_anndata(adata)
@@ -92,6 +86,13 @@ def normalized_on_host(
         return_numpy = True
     key, scaling = ("mu", 1) if library_size == "latent" else ("scale", library_size)
     cell_axis = 1 if n_samples > 1 else 0
+    importance = weights == "importance" and n_samples_overall is not None
+    if importance and len(transform_batch) > 1:  # scvi-tools' refusal
+        raise NotImplementedError(
+            "Importance weights cannot be computed when expression levels are averaged across "
+            "batches."
+        )
+    kept = Gathered()  # for importance weights: each minibatch's qz, z and px, cells first
     # z (and a latent library) drawn on the CPU, cell after cell, each transform_batch by
     # generators of its own: the same values on a GPU as on the CPU, for any batch_size.
     drawing = latent_draws(model.module, True, len(transform_batch))
@@ -99,7 +100,7 @@ def normalized_on_host(
     for tensors in loader:
         exprs = {}
         for i, batch in enumerate(track(transform_batch, disable=silent)):
-            _, generative_outputs = model.module.forward(
+            inference_outputs, generative_outputs = model.module.forward(
                 tensors=tensors,
                 inference_kwargs={"n_samples": n_samples, **drawing[i]},
                 generative_kwargs=model._get_transform_batch_gen_kwargs(batch),
@@ -110,13 +111,22 @@ def normalized_on_host(
             expr = expr[..., gene_mask]
             expr *= scaling
             exprs[f"expr{i}"] = expr.transpose(0, 1) if cell_axis else expr  # cells first
+            if importance:
+                kept.add(**_distributions(inference_outputs, px, cell_axis))
+                px_type = type(px)
         sizes.append(len(exprs["expr0"]))
         gathered.add(**exprs)
     exprs = _batch_means(gathered.parts(), sizes, cell_axis)
-    if n_samples_overall is not None:  # draws of cells (scvi-tools' uniform weights)
+    if n_samples_overall is not None:  # draws of cells
         exprs = exprs.reshape(-1, exprs.shape[-1])
+        p = None  # scvi-tools' uniform weights
+        if importance:
+            p = model.get_importance_weights(
+                adata, indices, **_joined_distributions(kept.result(), cell_axis, px_type),
+                **importance_weighting_kwargs,
+            )  # fmt: skip
         # numpy's global generator, as scvi-tools draws them (scvi.settings.seed seeds it)
-        drawn = np.random.choice(exprs.shape[0], n_samples_overall, replace=True)  # noqa: NPY002
+        drawn = np.random.choice(exprs.shape[0], n_samples_overall, p=p, replace=True)  # noqa: NPY002
         exprs = exprs[drawn]
     elif n_samples > 1 and return_mean:
         exprs = exprs.mean(0)
@@ -125,6 +135,36 @@ def normalized_on_host(
             exprs, columns=adata.var_names[gene_mask], index=adata.obs_names[indices]
         )
     return exprs
+
+
+def _distributions(inference_outputs: dict, px, cell_axis: int) -> dict:
+    """A minibatch's posterior of z (``qz``'s parameters), its z and the parameters of its
+    count distribution ``px``, each cells first, by name, for :class:`Gathered`."""
+
+    def cells_first(value):
+        return value.transpose(0, 1) if cell_axis else value
+
+    qz = inference_outputs["qz"]
+    return {
+        "qz_loc": qz.loc, "qz_scale": qz.scale, "z": cells_first(inference_outputs["z"]),
+        **{f"px_{name}": cells_first(getattr(px, name)) for name in px.arg_constraints},
+    }  # fmt: skip
+
+
+def _joined_distributions(kept: dict, cell_axis: int, px_type) -> dict:
+    """scvi-tools' ``get_importance_weights`` arguments ``qz``, ``px`` (of the class
+    ``px_type``) and ``zs``, cells on ``cell_axis`` as its own loop joins them, from the
+    values :func:`_distributions` kept of every minibatch."""
+
+    def back(value):
+        return value.transpose(0, 1) if cell_axis else value
+
+    params = {key[3:]: back(value) for key, value in kept.items() if key.startswith("px_")}
+    return {
+        "qz": torch.distributions.Normal(kept["qz_loc"], kept["qz_scale"]),
+        "px": px_type(**params),
+        "zs": back(kept["z"]),
+    }
 
 
 def minibatch_means(every: list[torch.Tensor], sizes, cell_axis: int = 0):

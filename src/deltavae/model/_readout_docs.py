@@ -111,14 +111,14 @@ NORMALIZED_DRAWS = drawn_on_cpu(
     "z (one draw of q(z | x) per cell and sample, also for ``n_samples=1``: scvi-tools decodes"
     " a draw, not the mean; and a latent library, where a ZINBVAE learns one)"
 ) + (
-    ' ``weights="importance"`` keeps scvi-tools\' loop: its z, and so its importance'
-    " weights, are drawn on the model's device."
+    ' With ``weights="importance"`` the weights are those of these z (scvi-tools\''
+    " ``get_importance_weights``, its marginal likelihoods' draws on the CPU too)."
 )
 DE_DRAWS = drawn_on_cpu(
     "z (``get_normalized_expression`` of each compared cell, thousands of draws per group;"
     " the cells drawn for them come from numpy's generator, which the seed sets on any"
     " device)"
-) + (" With ``weights=\"importance\"`` they are scvi-tools' draws, on the model's device.")
+) + (' With ``weights="importance"`` they are weighted by their importance, also on the CPU.')
 PARAMETER_DRAWS = drawn_on_cpu(
     "z (one per cell and sample, also for ``n_samples=1``; and a latent library, where a"
     " ZINBVAE learns one)"
