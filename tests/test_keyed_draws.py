@@ -177,17 +177,24 @@ def test_draws_in_chunks_are_the_draws_at_once(monkeypatch):
         assert torch.equal(whole, chunked)
 
 
-def test_poisson_sums_many_terms_at_once_as_term_by_term(monkeypatch):
-    """Below a rate of 10 the last few elements' sums take many terms at once: the counts
-    are those of summing term by term, to the bit (rates up to 9.99, uniforms up to 1 -
-    2**-53, where rounding stops the sum short of u)."""
+def test_poisson_sums_end_where_rounding_stops_them_short():
+    """Below a rate of 10 the compiled loop sums the mass function until it reaches u; for u
+    within 1e-16 of 1 rounding can stop the sum short of u, and the loop ends where the terms
+    vanish: every count finite, none below the count at a u a little under it."""
     import deltavae.distributions._keyed_draws as keyed
 
-    rate = torch.exp(torch.randn(30_000, dtype=torch.float64) * 1.5).clamp(max=9.99)
-    u = keyed_uniform(0, torch.arange(rate.numel()), 0)
-    u[:50] = 1 - 2.0**-53
-    mixed = keyed._summed_inverse(rate, u)
-    monkeypatch.setattr(keyed, "_FEW", 0)  # term by term to the end
-    assert torch.equal(mixed, keyed._summed_inverse(rate, u))
-    monkeypatch.setattr(keyed, "_FEW", 10**9)  # many terms at once from the start
-    assert torch.equal(mixed, keyed._summed_inverse(rate, u))
+    rate = np.linspace(0.01, 9.99, 500)
+    count, below = np.empty(500), np.empty(500)
+    top, under = np.full(500, 1 - 2.0**-53), np.full(500, 1 - 1e-9)
+    assert keyed._poisson_loop(rate, top, np.uint64(0), 0, count) == -1
+    assert keyed._poisson_loop(rate, under, np.uint64(0), 0, below) == -1
+    assert np.isfinite(count).all() and (count >= below).all() and count.max() < 400
+
+
+@pytest.mark.parametrize("key", [0, 2**63 + 7])
+def test_the_compiled_loops_uniforms_are_keyed_uniforms(key):
+    """The Poisson's compiled rejection rounds read SplitMix64 as keyed_uniform does."""
+    import deltavae.distributions._keyed_draws as keyed
+
+    for place, slot in [(0, 0), (3, 5), (10**9, 63), (2**40, 1)]:
+        assert keyed._uniform_at(np.uint64(key), place, slot) == _splitmix64(key, place, slot)

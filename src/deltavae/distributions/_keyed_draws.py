@@ -15,16 +15,23 @@ generator (Steele, Lea and Flood 2014), so no element reads another's: the gamma
 rounds of Marsaglia and Tsang's method, round ``r`` from slots of its own, until each
 element accepts, the Poisson alike Hormann's transformed rejection (rates from 10), and it
 inverts its distribution function at one uniform below 10. Nothing in torch, NumPy or Pyro
-draws from a counter this way, hence written here.
+draws from a counter this way, hence written here. The Poisson runs element by element in a
+compiled loop (numba, as scanpy's neighbours and UMAP): in torch calls, a round of calls per
+term of the mass function and per rejection round took 2.0-2.3 s for 10^7 counts, the loop
+0.3 s (0.65-0.8 s with the uniforms and checks), the same counts (benchmarks/README.md,
+"The Poisson in a compiled loop").
 """
 
 from __future__ import annotations
 
+import math
+
+import numba
+import numpy as np
 import torch
 
 _SLOTS = 64  # uniforms an element may read; the gamma's rounds use 2 each
 _MAX_ROUNDS = (_SLOTS - 1) // 2  # the last slot is the small gamma shapes' scaling
-_FEW = 512  # elements left below which the Poisson's sums take many terms at once
 _PTRS_RATE = 10.0  # the Poisson's rejection from this rate, as torch's and NumPy's
 _TINY = torch.finfo(torch.float64).tiny
 
@@ -64,6 +71,24 @@ def keyed_uniform(key: int, index: torch.Tensor, slot: int) -> torch.Tensor:
     return _shift(z, 11).double().add_(0.5).mul_(2.0**-53)
 
 
+# keyed_uniform's constants as the unsigned words numba's loop computes in (mod 2**64)
+_U_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_U_STRIDE = np.uint64((_SLOTS * 0x9E3779B97F4A7C15) % (1 << 64))
+_U_MIX1, _U_MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_U_BITS = tuple(np.uint64(bits) for bits in (1, 30, 27, 31, 11))
+
+
+@numba.njit(cache=True, nogil=True)
+def _uniform_at(key, place, slot):  # pragma: no cover - compiled (numba), tested by value
+    """:func:`keyed_uniform` of one element (``key`` an unsigned word), in a compiled loop."""
+    one, s30, s27, s31, s11 = _U_BITS
+    z = np.uint64(place) * _U_STRIDE + key + (np.uint64(slot) + one) * _U_GOLDEN
+    z = (z ^ (z >> s30)) * _U_MIX1
+    z = (z ^ (z >> s27)) * _U_MIX2
+    z = z ^ (z >> s31)
+    return (float(z >> s11) + 0.5) * 2.0**-53
+
+
 def _check_finite(values: torch.Tensor, what: str, low: float | None = None) -> None:
     """Refuse NaN (and values below ``low``): a rejection loop never accepts them, and an
     inversion reads them as 0; parameters of a diverged model come as NaN."""
@@ -77,13 +102,15 @@ def _check_finite(values: torch.Tensor, what: str, low: float | None = None) -> 
         )
 
 
-def _first_slots(key: int, index: torch.Tensor, n: int, generator: torch.Generator | None):
-    """Slots ``0 .. n - 1`` of every element (float64, elements x n): from ``generator``, ``n``
-    uniforms per element read in row order (a fixed count, so the draws of later elements
-    stay where they were; torch's ``rand`` is cheaper than the hash), else keyed."""
+def _first_slots(key: int, start: int, size: int, n: int, generator: torch.Generator | None):
+    """Slots ``0 .. n - 1`` of the ``size`` elements from place ``start`` (float64, elements
+    x n): from ``generator``, ``n`` uniforms per element read in row order (a fixed count, so
+    the draws of later elements stay where they were; torch's ``rand`` is cheaper than the
+    hash), else keyed."""
     if generator is None:
+        index = torch.arange(start, start + size, dtype=torch.int64)
         return torch.stack([keyed_uniform(key, index, slot) for slot in range(n)], 1)
-    u = torch.rand((index.numel(), n), generator=generator, dtype=torch.float64)
+    u = torch.rand((size, n), generator=generator, dtype=torch.float64)
     return u.clamp_(min=_TINY)
 
 
@@ -125,7 +152,7 @@ def standard_gamma(
     small = alpha < 1
     d = torch.where(small, alpha + 1, alpha).sub_(1.0 / 3.0)
     c = torch.rsqrt(9.0 * d)
-    first = _first_slots(key, index, 2, generator)
+    first = _first_slots(key, start, alpha.numel(), 2, generator)
     x = torch.special.ndtri(first[:, 0])
     accept, value = _accepted(d, c, x, first[:, 1].contiguous())
     todo = torch.nonzero(~accept).squeeze(1)
@@ -171,99 +198,60 @@ def poisson(
     rate = rate.clamp(min=0.0)
     if bool(torch.isinf(rate).any()):
         raise ValueError("Poisson rates must be finite; got inf (a model's rates are clamped).")
-    index = torch.arange(start, start + rate.numel(), dtype=torch.int64)
-    first = _first_slots(key, index, 1, generator)[:, 0]
-    high = rate >= _PTRS_RATE
-    n_high = int(high.sum())
-    if n_high == rate.numel():  # no gathers where every rate is high
-        return _transformed_rejection(rate, key, index, first).reshape(shape)
-    count = torch.zeros_like(rate)
-    low = torch.nonzero(~high & (rate > 0)).squeeze(1)
-    if low.numel():
-        count[low] = _summed_inverse(rate[low], first[low])
-    if n_high:
-        high = torch.nonzero(high).squeeze(1)
-        count[high] = _transformed_rejection(rate[high], key, index[high], first[high])
-    return count.reshape(shape)
+    first = _first_slots(key, start, rate.numel(), 1, generator)[:, 0].contiguous()
+    count = np.empty(rate.numel())
+    stuck = _poisson_loop(rate.numpy(), first.numpy(), np.uint64(key % (1 << 64)), start, count)
+    if stuck >= 0:  # pragma: no cover - each round accepts with probability above 0.9
+        raise RuntimeError(
+            f"A Poisson draw (rate {rate[stuck].item()}) rejected {_MAX_ROUNDS} rounds running."
+        )
+    return torch.from_numpy(count).reshape(shape)
 
 
-def _summed_inverse(rate: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The least k with P(N <= k) >= u, the mass function summed from k = 0 (rates < 10):
-    term by term over the elements still short of u, and once few are left (each term a
-    round of torch calls) many terms at once (``_terms_at_once``, the same sums)."""
-    mass = torch.exp(-rate)
-    count = torch.zeros_like(rate)
-    todo = torch.nonzero(mass < u).squeeze(1)
-    state = torch.stack([rate[todo], u[todo], mass[todo], mass[todo]])  # rate, u, P(k), P(<= k)
-    k = 0
-    while todo.numel() > _FEW:
-        k += 1
-        state[2] *= state[0] / k
-        state[3] += state[2]
-        # a sum that rounding stops short of u (u within 1e-16 of 1) ends where terms vanish
-        more = (state[3] < state[1]) & (state[2] > 1e-300)
-        count[todo] = float(k)
-        todo, state = todo[more], state[:, more]
-    if todo.numel():
-        count[todo] = _terms_at_once(*state, k)
-    return count
+@numba.njit(cache=True, nogil=True)
+def _poisson_loop(rate, first, key, start, count):  # pragma: no cover - compiled (numba)
+    """:func:`poisson`'s draws into ``count``, element by element: below a rate of 10 the
+    least k with P(N <= k) >= u at ``u = first[i]`` (the mass function summed from k = 0; a
+    sum that rounding stops short of u, u within 1e-16 of 1, ends where the terms vanish),
+    from 10 Hormann's PTRS (1993), round ``r``'s uniforms keyed by the element's place (but
+    the first round's first, ``first[i]``): most candidates pass the quick test, the rest are
+    checked against the mass function. -1, or the first element rejected every round."""
+    for i in range(rate.size):
+        lam = rate[i]
+        if lam <= 0.0:
+            count[i] = 0.0
+        elif lam < _PTRS_RATE:
+            u, mass, k = first[i], math.exp(-lam), 0
+            below = mass
+            while below < u and mass > 1e-300:
+                k += 1
+                mass *= lam / k
+                below += mass
+            count[i] = k
+        elif not _transformed_rejection(lam, first[i], key, start + i, count, i):
+            return i
+    return -1
 
 
-def _terms_at_once(rate, u, mass, below, k: int) -> torch.Tensor:
-    """``_summed_inverse``'s loop from term ``k`` on (``mass`` = P(N = k), ``below`` =
-    P(N <= k)), 16, 32, 64 ... terms at a time: each term's factor ``rate / j`` multiplied on
-    and each term added in the loop's order (a cumulative product and sum), so the counts
-    are the loop's to the bit."""
-    count = torch.empty_like(rate)
-    left = torch.arange(rate.numel())
-    width = 16
-    while left.numel():
-        steps = torch.arange(k + 1, k + width + 1, dtype=rate.dtype)
-        masses = torch.cumprod(torch.cat([mass[:, None], rate[:, None] / steps], 1), 1)[:, 1:]
-        belows = torch.cumsum(torch.cat([below[:, None], masses], 1), 1)[:, 1:]
-        stop = (belows >= u[:, None]) | (masses <= 1e-300)
-        done = stop.any(1)
-        count[left[done]] = (k + 1 + stop[done].int().argmax(1)).to(rate.dtype)
-        more = ~done
-        left, rate, u = left[more], rate[more], u[more]
-        mass, below = masses[more, -1], belows[more, -1]
-        k, width = k + width, 2 * width
-    return count
-
-
-def _transformed_rejection(rate, key: int, index, first: torch.Tensor) -> torch.Tensor:
-    """Hormann's PTRS (1993) for rates >= 10, each round's two uniforms keyed by the element
-    (but the first round's first, ``first``): most candidates pass the quick test; the rest
-    are checked against the mass function."""
-    b = 0.931 + 2.53 * rate.sqrt()
+@numba.njit(cache=True, nogil=True)
+def _transformed_rejection(lam, first, key, place, count, i):  # pragma: no cover - numba
+    """PTRS for one rate ``lam`` >= 10 into ``count[i]``; whether a round accepted."""
+    b = 0.931 + 2.53 * math.sqrt(lam)
     a = -0.059 + 0.02483 * b
     vr = 0.9277 - 3.6224 / (b - 2.0)
-    count = torch.empty_like(rate)
-    todo = torch.arange(rate.numel())
+    log_alpha = math.log(1.1239 + 1.1328 / (b - 3.4))
     for r in range(_MAX_ROUNDS):
-        if todo.numel() == 0:
-            break
-        whole = r == 0
-        aa, bb, lam = (t if whole else t[todo] for t in (a, b, rate))
-        place = index if whole else index[todo]
-        u = (first if whole else keyed_uniform(key, place, 2 * r)) - 0.5
-        v = keyed_uniform(key, place, 2 * r + 1)
-        us = 0.5 - u.abs()
-        k = torch.floor((2.0 * aa / us + bb) * u + lam + 0.43)
-        quick = (us >= 0.07) & (v <= (vr if whole else vr[todo]))
-        if whole:
-            count = torch.where(quick, k, count)
-        else:
-            count[todo[quick]] = k[quick]
-        slow = torch.nonzero(~quick & (k >= 0) & ((us >= 0.013) | (v <= us))).squeeze(1)
-        aa, bb, lam, us, v, k = (t[slow] for t in (aa, bb, lam, us, v, k))
-        log_alpha = torch.log(1.1239 + 1.1328 / (bb - 3.4))
-        left = torch.log(v) + log_alpha - torch.log(aa / (us * us) + bb)
-        exact = left <= -lam + k * torch.log(lam) - torch.lgamma(k + 1.0)
-        count[todo[slow[exact]]] = k[exact]
-        accepted = quick
-        accepted[slow[exact]] = True
-        todo = torch.nonzero(~accepted).squeeze(1) if whole else todo[~accepted]
-    if todo.numel():  # pragma: no cover - each round accepts with probability above 0.9
-        raise RuntimeError(f"{todo.numel()} Poisson draws rejected {_MAX_ROUNDS} rounds running.")
-    return count
+        u = (first if r == 0 else _uniform_at(key, place, 2 * r)) - 0.5
+        v = _uniform_at(key, place, 2 * r + 1)
+        us = 0.5 - abs(u)
+        k = math.floor((2.0 * a / us + b) * u + lam + 0.43)
+        if us >= 0.07 and v <= vr:
+            count[i] = k
+            return True
+        if k < 0 or (us < 0.013 and v > us):
+            continue
+        left = math.log(v) + log_alpha - math.log(a / (us * us) + b)
+        if left <= -lam + k * math.log(lam) - math.lgamma(k + 1.0):
+            count[i] = k
+            return True
+    return False
